@@ -1,0 +1,73 @@
+// Command feedhandler receives Nasdaq TotalView-ITCH 5.0 over MoldUDP64,
+// builds full-depth order books and publishes them into shared memory.
+//
+//	feedhandler --feed nasdaq.yaml        run the handler (alias: run)
+//	feedhandler inspect [--json] FILE     summarize a BinaryFILE, pcap or pcapng
+//	feedhandler replay [flags] INPUT      build books from a file, off the network
+//
+// Each subcommand lives in its own file and registers itself in init.
+package main
+
+import (
+	"fmt"
+	"os"
+	"sort"
+	"strings"
+
+	"github.com/rs/zerolog"
+)
+
+type command struct {
+	name    string
+	summary string
+	run     func(args []string) error
+}
+
+var commands = map[string]*command{}
+
+func register(c *command) { commands[c.name] = c }
+
+var log = zerolog.New(zerolog.ConsoleWriter{Out: os.Stderr, TimeFormat: "15:04:05.000"}).With().Timestamp().Logger()
+
+func usage() {
+	fmt.Fprintln(os.Stderr, "usage: feedhandler --feed FILE.yaml | feedhandler COMMAND [flags] [args]")
+	fmt.Fprintln(os.Stderr, "\ncommands:")
+	names := make([]string, 0, len(commands))
+	for n := range commands {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		fmt.Fprintf(os.Stderr, "  %-10s %s\n", n, commands[n].summary)
+	}
+}
+
+func main() {
+	args := os.Args[1:]
+	if len(args) == 0 {
+		usage()
+		os.Exit(2)
+	}
+	name := args[0]
+	if strings.HasPrefix(name, "-") {
+		switch name {
+		case "-h", "-help", "--help":
+			usage()
+			return
+		}
+		// The literal form users type: feedhandler --feed nasdaq.yaml.
+		name = "run"
+	} else {
+		args = args[1:]
+	}
+	c, ok := commands[name]
+	if !ok {
+		fmt.Fprintf(os.Stderr, "feedhandler: unknown command %q\n", name)
+		usage()
+		os.Exit(2)
+	}
+	if err := c.run(args); err != nil {
+		fmt.Fprintf(os.Stderr, "feedhandler %s: %v\n", name, err)
+		os.Exit(1)
+	}
+}

@@ -1,0 +1,124 @@
+// Package rx is the one receive interface shared by every backend: AF_XDP
+// (package xsk with the steering program of package bpf), io_uring (package
+// uring) and plain sockets with recvmmsg. Open picks a backend; in auto mode
+// it tries AF_XDP, then io_uring, then recvmmsg, logging why each step fell
+// back.
+//
+// The contract is batch-oriented, modelled on wireguard-go's conn.Bind:
+//
+//	n, err := r.Receive(pkts)   // fills pkts[:n] with views into backend memory
+//	... use pkts[:n] ...
+//	r.Release(pkts[:n])         // hand the buffers back to the kernel
+//
+// Packet.Data is valid from Receive until Release. A backend may hold only a
+// bounded number of unreleased packets; callers release every batch before
+// asking for the next one.
+package rx
+
+import (
+	"errors"
+	"net/netip"
+	"time"
+
+	"github.com/rs/zerolog"
+)
+
+// Line identifies one of the redundant feed lines (index into Config.Lines).
+type Line uint8
+
+const (
+	LineA Line = 0
+	LineB Line = 1
+)
+
+func (l Line) String() string {
+	if l < 26 {
+		return string(rune('A' + l))
+	}
+	return "?"
+}
+
+// Packet is one received UDP payload (a MoldUDP64 packet) and where it came from.
+type Packet struct {
+	Data   []byte         // UDP payload; a view valid until Release
+	Line   Line           // which configured line it arrived on
+	Src    netip.AddrPort // source address, when the backend knows it
+	RxTime int64          // receive timestamp, ns since the Unix epoch (CLOCK_REALTIME)
+
+	handle uint64 // backend-private: UMEM address, buffer id, ...
+}
+
+// Handle returns the backend-private buffer handle. Backends use it in Release.
+func (p *Packet) Handle() uint64 { return p.handle }
+
+// SetHandle sets the backend-private buffer handle.
+func (p *Packet) SetHandle(h uint64) { p.handle = h }
+
+// LineConfig is one multicast line of a feed.
+type LineConfig struct {
+	Name      string     // "A", "B"
+	Interface string     // interface to receive on (and to join the group on)
+	Group     netip.Addr // multicast destination group
+	Port      uint16     // UDP destination port
+	Source    netip.Addr // optional: only accept packets from this source (invalid = any)
+}
+
+// Backend names.
+const (
+	BackendAuto   = "auto"
+	BackendXDP    = "xdp"
+	BackendUring  = "uring"
+	BackendSocket = "socket"
+)
+
+// Config selects and tunes a backend.
+type Config struct {
+	Lines   []LineConfig
+	Backend string // BackendAuto (default), BackendXDP, BackendUring, BackendSocket
+
+	// Options; zero values pick sensible defaults.
+	Queues         []int         // AF_XDP: rx queues to bind (default: queue 0)
+	ZeroCopy       string        // AF_XDP: "auto" (default), "on" (required), "off"
+	XDPMode        string        // AF_XDP: "auto" (default: native, then generic), "native", "generic"
+	BusyPoll       bool          // SO_PREFER_BUSY_POLL + SO_BUSY_POLL for xdp and socket
+	BusyPollUsec   int           // SO_BUSY_POLL value (default 20)
+	BusyPollBudget int           // SO_BUSY_POLL_BUDGET (default 64)
+	BatchSize      int           // max packets per Receive (default 64)
+	RingSize       int           // ring / buffer count hint (default per backend)
+	RecvBuffer     int           // SO_RCVBUF(FORCE) bytes for sockets (default 8 MiB)
+	PollTimeout    time.Duration // how long Receive blocks with no traffic (default 100ms)
+
+	Log zerolog.Logger
+}
+
+// Stats are cumulative receive counters. All backends fill what they can.
+type Stats struct {
+	Packets   [2]uint64 // per line (A, B)
+	Bytes     [2]uint64 // payload bytes per line
+	Malformed uint64    // frames dropped by the backend as bad (truncated headers, wrong lengths)
+	Unmatched uint64    // frames that matched no configured line
+	Dropped   uint64    // kernel-reported drops (ring full, socket overflow, XDP rx_dropped)
+	Extra     map[string]uint64
+}
+
+// Receiver is implemented by every backend.
+type Receiver interface {
+	// Receive fills pkts with up to len(pkts) packets and returns how many.
+	// It blocks at most Config.PollTimeout; (0, nil) means nothing arrived.
+	// After Close it returns ErrClosed.
+	Receive(pkts []Packet) (int, error)
+	// Release returns the buffers behind pkts to the backend.
+	Release(pkts []Packet)
+	// Backend reports the backend in use ("xdp", "uring", "socket") with its mode.
+	Backend() string
+	Stats() Stats
+	Close() error
+}
+
+var (
+	// ErrClosed is returned by Receive after Close.
+	ErrClosed = errors.New("receiver closed")
+	// ErrNotSupported is wrapped by backends when the kernel, driver or
+	// privileges lack what they need; the auto chain falls back on it.
+	ErrNotSupported = errors.New("not supported")
+)

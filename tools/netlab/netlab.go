@@ -1,0 +1,244 @@
+// Package netlab builds a two-host network lab out of network namespaces and
+// a veth pair, for tests, benchmarks and the demo. Traffic stays inside the
+// namespaces the lab created; Close removes them.
+//
+//	lab, err := netlab.New(netlab.Options{})
+//	defer lab.Close()
+//	err = lab.Do(lab.Dst, func() error { ... open sockets, attach XDP ... })
+//
+// Sockets and links opened inside Do belong to that namespace for their whole
+// life, so a receiver may be opened in Do and used from any goroutine.
+package netlab
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+	"sync/atomic"
+
+	"golang.org/x/sys/unix"
+)
+
+// Options shape the lab. Zero values pick the defaults shown.
+type Options struct {
+	Prefix   string // name prefix (default "fh"); names get pid and a counter appended
+	RxQueues int    // rx and tx queues of the veth (default 1)
+	MTU      int    // veth MTU (default 1500; keep <= 3506 for native XDP)
+	Threaded bool   // threaded NAPI + GRO on the receiver, TSO off on the sender (see kernel-lab.md)
+	SrcAddr  string // default 10.99.0.1/24
+	DstAddr  string // default 10.99.0.2/24
+}
+
+// Lab is one sender namespace and one receiver namespace joined by a veth pair.
+type Lab struct {
+	Src, Dst     string     // namespace names
+	SrcIf, DstIf string     // interface names (SrcIf in Src, DstIf in Dst)
+	SrcIP, DstIP netip.Addr // addresses of the two ends
+
+	closed atomic.Bool
+}
+
+var counter atomic.Uint32
+
+// ErrNotSupported is returned when namespaces cannot be created here
+// (no privileges or no iproute2).
+var ErrNotSupported = errors.New("network namespaces not supported")
+
+// New creates the lab. The caller must Close it.
+func New(o Options) (*Lab, error) {
+	if o.Prefix == "" {
+		o.Prefix = "fh"
+	}
+	if o.RxQueues <= 0 {
+		o.RxQueues = 1
+	}
+	if o.MTU <= 0 {
+		o.MTU = 1500
+	}
+	if o.SrcAddr == "" {
+		o.SrcAddr = "10.99.0.1/24"
+	}
+	if o.DstAddr == "" {
+		o.DstAddr = "10.99.0.2/24"
+	}
+	if _, err := exec.LookPath("ip"); err != nil {
+		return nil, fmt.Errorf("netlab: iproute2 'ip' not found: %w", ErrNotSupported)
+	}
+	if os.Geteuid() != 0 {
+		return nil, fmt.Errorf("netlab: need root (CAP_NET_ADMIN) for namespaces: %w", ErrNotSupported)
+	}
+	id := fmt.Sprintf("%d%d", os.Getpid()%100000, counter.Add(1))
+	l := &Lab{
+		Src:   o.Prefix + "s" + id,
+		Dst:   o.Prefix + "d" + id,
+		SrcIf: trim15(o.Prefix + "a" + id),
+		DstIf: trim15(o.Prefix + "b" + id),
+	}
+	srcPfx, err := netip.ParsePrefix(o.SrcAddr)
+	if err != nil {
+		return nil, fmt.Errorf("netlab: source address %q: %w", o.SrcAddr, err)
+	}
+	dstPfx, err := netip.ParsePrefix(o.DstAddr)
+	if err != nil {
+		return nil, fmt.Errorf("netlab: destination address %q: %w", o.DstAddr, err)
+	}
+	l.SrcIP, l.DstIP = srcPfx.Addr(), dstPfx.Addr()
+	q := fmt.Sprint(o.RxQueues)
+	steps := [][]string{
+		{"netns", "add", l.Src},
+		{"netns", "add", l.Dst},
+		{"-n", l.Src, "link", "add", l.SrcIf, "numtxqueues", q, "numrxqueues", q, "type", "veth",
+			"peer", "name", l.DstIf, "netns", l.Dst, "numtxqueues", q, "numrxqueues", q},
+		{"-n", l.Src, "link", "set", l.SrcIf, "mtu", fmt.Sprint(o.MTU)},
+		{"-n", l.Dst, "link", "set", l.DstIf, "mtu", fmt.Sprint(o.MTU)},
+		{"-n", l.Src, "addr", "add", o.SrcAddr, "dev", l.SrcIf},
+		{"-n", l.Dst, "addr", "add", o.DstAddr, "dev", l.DstIf},
+		{"-n", l.Src, "link", "set", "lo", "up"},
+		{"-n", l.Dst, "link", "set", "lo", "up"},
+		{"-n", l.Src, "link", "set", l.SrcIf, "up"},
+		{"-n", l.Dst, "link", "set", l.DstIf, "up"},
+		{"-n", l.Src, "route", "add", "224.0.0.0/4", "dev", l.SrcIf},
+		{"-n", l.Dst, "route", "add", "224.0.0.0/4", "dev", l.DstIf},
+	}
+	for _, s := range steps {
+		if err := ip(s...); err != nil {
+			l.Close()
+			return nil, err
+		}
+	}
+	if o.Threaded {
+		if err := l.threaded(); err != nil {
+			l.Close()
+			return nil, err
+		}
+	}
+	return l, nil
+}
+
+func (l *Lab) threaded() error {
+	cmds := [][]string{
+		{"ip", "netns", "exec", l.Dst, "ethtool", "-K", l.DstIf, "gro", "on"},
+		{"ip", "netns", "exec", l.Src, "ethtool", "-K", l.SrcIf, "tso", "off"},
+		{"ip", "netns", "exec", l.Dst, "sh", "-c", "echo 1 > /sys/class/net/" + l.DstIf + "/threaded"},
+	}
+	for _, c := range cmds {
+		if out, err := exec.Command(c[0], c[1:]...).CombinedOutput(); err != nil {
+			return fmt.Errorf("netlab: %s: %v: %s", strings.Join(c, " "), err, out)
+		}
+	}
+	return nil
+}
+
+// NAPIThreads returns the pids of the receiver's threaded NAPI kthreads
+// (napi/<DstIf>-*), so a caller can pin them with sched_setaffinity.
+func (l *Lab) NAPIThreads() ([]int, error) {
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil, err
+	}
+	var pids []int
+	for _, e := range ents {
+		var pid int
+		if _, err := fmt.Sscanf(e.Name(), "%d", &pid); err != nil {
+			continue
+		}
+		comm, err := os.ReadFile("/proc/" + e.Name() + "/comm")
+		if err != nil {
+			continue
+		}
+		if strings.HasPrefix(string(comm), "napi/"+l.DstIf+"-") {
+			pids = append(pids, pid)
+		}
+	}
+	return pids, nil
+}
+
+// Do runs fn on an OS thread switched into namespace ns, then switches back.
+// fn must not start goroutines that expect to be in ns.
+func (l *Lab) Do(ns string, fn func() error) error {
+	return Do(ns, fn)
+}
+
+// Do runs fn on an OS thread switched into the named network namespace.
+func Do(ns string, fn func() error) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		// If switching back fails the thread stays locked and dies with
+		// this goroutine instead of returning to the pool in the wrong namespace.
+		orig, err := os.Open("/proc/thread-self/ns/net")
+		if err != nil {
+			errc <- fmt.Errorf("netlab: open current netns: %w", err)
+			return
+		}
+		defer orig.Close()
+		target, err := os.Open("/run/netns/" + ns)
+		if err != nil {
+			errc <- fmt.Errorf("netlab: open netns %s: %w", ns, err)
+			return
+		}
+		defer target.Close()
+		if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
+			errc <- fmt.Errorf("netlab: setns %s: %w", ns, err)
+			return
+		}
+		ferr := fn()
+		if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err != nil {
+			errc <- fmt.Errorf("netlab: setns back from %s: %w", ns, err)
+			return
+		}
+		runtime.UnlockOSThread()
+		errc <- ferr
+	}()
+	return <-errc
+}
+
+// Exec runs a command inside namespace ns and returns its combined output.
+func (l *Lab) Exec(ns string, name string, args ...string) ([]byte, error) {
+	a := append([]string{"netns", "exec", ns, name}, args...)
+	out, err := exec.Command("ip", a...).CombinedOutput()
+	if err != nil {
+		return out, fmt.Errorf("netlab: ip %s: %v: %s", strings.Join(a, " "), err, out)
+	}
+	return out, nil
+}
+
+// Close deletes both namespaces (and with them the veth pair). It is safe to
+// call more than once.
+func (l *Lab) Close() error {
+	if l.closed.Swap(true) {
+		return nil
+	}
+	var errs []error
+	for _, ns := range []string{l.Src, l.Dst} {
+		if ns == "" {
+			continue
+		}
+		if _, err := os.Stat("/run/netns/" + ns); err != nil {
+			continue
+		}
+		if err := ip("netns", "del", ns); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func ip(args ...string) error {
+	out, err := exec.Command("ip", args...).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("netlab: ip %s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+func trim15(s string) string {
+	if len(s) > 15 {
+		return s[:15]
+	}
+	return s
+}

@@ -1,0 +1,56 @@
+package netlab
+
+import (
+	"errors"
+	"net"
+	"os"
+	"testing"
+	"time"
+)
+
+func TestLabUnicastRoundTrip(t *testing.T) {
+	lab, err := New(Options{})
+	if errors.Is(err, ErrNotSupported) {
+		t.Skip(err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lab.Close()
+
+	var conn *net.UDPConn
+	if err := lab.Do(lab.Dst, func() error {
+		var err error
+		conn, err = net.ListenUDP("udp4", &net.UDPAddr{IP: lab.DstIP.AsSlice(), Port: 31337})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if err := lab.Do(lab.Src, func() error {
+		c, err := net.DialUDP("udp4", nil, &net.UDPAddr{IP: lab.DstIP.AsSlice(), Port: 31337})
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		_, err = c.Write([]byte("hello"))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	buf := make([]byte, 64)
+	n, src, err := conn.ReadFromUDP(buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(buf[:n]) != "hello" || !src.IP.Equal(lab.SrcIP.AsSlice()) {
+		t.Fatalf("got %q from %v", buf[:n], src)
+	}
+	if err := lab.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat("/run/netns/" + lab.Dst); err == nil {
+		t.Fatalf("namespace %s left behind", lab.Dst)
+	}
+}
