@@ -1,8 +1,573 @@
 package rx
 
-import "fmt"
+// The AF_XDP backend: the steering program of package bpf redirects the
+// configured lines' UDP frames to AF_XDP sockets (package xsk), one per
+// configured rx queue of each line's interface; Receive parses the frames in
+// place and hands out views into the UMEM until Release puts the frames back
+// on the fill ring.
 
-// openXDP opens the AF_XDP backend. Placeholder until the xsk adapter lands.
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cilium/ebpf/link"
+	"golang.org/x/sys/unix"
+
+	"github.com/marketfeed/feedhandler/bpf"
+	"github.com/marketfeed/feedhandler/xsk"
+)
+
+// Defaults of the AF_XDP backend.
+const (
+	xdpDefaultRing  = 4096 // fill ring entries and frames per queue
+	xdpFrameSize    = 4096 // UMEM frame size: room for a 3506-byte MTU (the native XDP limit on veth)
+	xdpMaxSockets   = 1 << 15
+	xdpHandleShift  = 48 // Packet handle: socket index << 48 | UMEM address
+	xdpHandleAddrMk = 1<<xdpHandleShift - 1
+)
+
+// xdpLine is one configured line as the parser matches it.
+type xdpLine struct {
+	dst    netip.AddrPort
+	source netip.Addr // invalid: any
+	line   Line
+}
+
+// xdpIface is the steering program attached to one interface, with the
+// UMEM its sockets share.
+type xdpIface struct {
+	name    string
+	ifindex int
+	prog    *bpf.Program
+	link    link.Link
+	mode    bpf.Mode
+	umem    *xsk.UMEM
+}
+
+// xdpQueue is one AF_XDP socket and the frames waiting to go back to its
+// fill ring.
+type xdpQueue struct {
+	sock    *xsk.Socket
+	iface   *xdpIface
+	pending []uint64 // cap = batch size
+}
+
+type xdpRx struct {
+	mu     sync.Mutex // serializes Receive, Release and Close
+	closed atomic.Bool
+
+	ifaces []*xdpIface
+	queues []*xdpQueue
+	joins  []int // group-joined UDP sockets, one per (interface, group)
+	wakeFD int   // eventfd that wakes a blocked Receive on Close
+	lines  []xdpLine
+
+	batch    int
+	timeout  time.Duration
+	busyPoll bool
+	next     int // queue to read first (round robin)
+	pfds     []unix.PollFd
+	descs    []xsk.Desc
+	backend  string
+
+	packets, bytes [2]atomic.Uint64
+	malformed      atomic.Uint64
+	unmatched      atomic.Uint64
+}
+
+// openXDP opens the AF_XDP backend. Errors meaning that XDP or AF_XDP cannot
+// work here (kernel, driver, privileges) wrap ErrNotSupported.
 func openXDP(cfg Config) (Receiver, error) {
-	return nil, fmt.Errorf("open xdp backend: %w", ErrNotSupported)
+	r, err := newXDPRx(cfg)
+	if err != nil {
+		if errors.Is(err, bpf.ErrNotSupported) || errors.Is(err, xsk.ErrNotSupported) {
+			return nil, fmt.Errorf("open xdp backend: %w: %w", ErrNotSupported, err)
+		}
+		return nil, fmt.Errorf("open xdp backend: %w", err)
+	}
+	return r, nil
+}
+
+func newXDPRx(cfg Config) (_ *xdpRx, err error) {
+	if len(cfg.Lines) == 0 {
+		return nil, errors.New("no lines configured")
+	}
+	zc, err := xdpZeroCopy(cfg.ZeroCopy)
+	if err != nil {
+		return nil, err
+	}
+	modes, err := xdpModes(cfg.XDPMode)
+	if err != nil {
+		return nil, err
+	}
+	queues := cfg.Queues
+	if len(queues) == 0 {
+		queues = []int{0}
+	}
+	ring := xdpDefaultRing
+	if cfg.RingSize > 0 {
+		ring = 1
+		for ring < cfg.RingSize {
+			ring <<= 1
+		}
+	}
+	r := &xdpRx{
+		wakeFD:  -1,
+		batch:   cfg.BatchSize,
+		timeout: cfg.PollTimeout,
+	}
+	if r.batch <= 0 {
+		r.batch = 64
+	}
+	if r.timeout <= 0 {
+		r.timeout = 100 * time.Millisecond
+	}
+	defer func() {
+		if err != nil {
+			r.teardown()
+		}
+	}()
+
+	// Lines, grouped by interface in configuration order.
+	byIface := map[string][]int{}
+	var names []string
+	for i, lc := range cfg.Lines {
+		if !lc.Group.Is4() {
+			return nil, fmt.Errorf("line %s: group %v is not IPv4", Line(i), lc.Group)
+		}
+		if lc.Source.IsValid() && !lc.Source.Is4() {
+			return nil, fmt.Errorf("line %s: source %v is not IPv4", Line(i), lc.Source)
+		}
+		if _, ok := byIface[lc.Interface]; !ok {
+			names = append(names, lc.Interface)
+		}
+		byIface[lc.Interface] = append(byIface[lc.Interface], i)
+		r.lines = append(r.lines, xdpLine{dst: netip.AddrPortFrom(lc.Group, lc.Port), source: lc.Source, line: Line(i)})
+	}
+
+	for _, name := range names {
+		ifi, err := net.InterfaceByName(name)
+		if err != nil {
+			return nil, fmt.Errorf("interface %q: %w", name, err)
+		}
+		x := &xdpIface{name: name, ifindex: ifi.Index}
+		r.ifaces = append(r.ifaces, x)
+		if x.prog, err = bpf.Load(); err != nil {
+			return nil, err
+		}
+		for _, i := range byIface[name] {
+			lc := cfg.Lines[i]
+			if err := x.prog.SetLine(lc.Group, lc.Port, uint32(i), lc.Source); err != nil {
+				return nil, err
+			}
+		}
+		x.umem, err = xsk.NewUMEM(xsk.UMEMConfig{FrameSize: xdpFrameSize, Frames: ring * len(queues), Log: cfg.Log})
+		if err != nil {
+			return nil, fmt.Errorf("interface %s: %w", name, err)
+		}
+		for _, q := range queues {
+			if len(r.queues) == xdpMaxSockets {
+				return nil, fmt.Errorf("more than %d queues", xdpMaxSockets)
+			}
+			s, err := xsk.Open(xsk.Config{
+				Ifindex:        ifi.Index,
+				Queue:          q,
+				UMEM:           x.umem,
+				Frames:         ring,
+				FillSize:       ring,
+				RxSize:         ring,
+				ZeroCopy:       zc,
+				BusyPoll:       cfg.BusyPoll,
+				BusyPollUsec:   cfg.BusyPollUsec,
+				BusyPollBudget: cfg.BusyPollBudget,
+				Log:            cfg.Log,
+			})
+			if err != nil {
+				return nil, fmt.Errorf("interface %s: %w", name, err)
+			}
+			r.queues = append(r.queues, &xdpQueue{sock: s, iface: x, pending: make([]uint64, 0, r.batch)})
+			if err := x.prog.SetSocket(q, s.FD()); err != nil {
+				return nil, fmt.Errorf("interface %s: %w", name, err)
+			}
+		}
+		if err := x.attach(modes, cfg); err != nil {
+			return nil, err
+		}
+	}
+
+	// Keep a socket joined to every group so the host reports membership
+	// (IGMP): switches forward nothing to a port that did not join, even
+	// though the frames themselves go to the AF_XDP sockets.
+	joined := map[string]bool{}
+	for i, lc := range cfg.Lines {
+		key := lc.Interface + "/" + lc.Group.String()
+		if joined[key] || !lc.Group.IsMulticast() {
+			continue
+		}
+		joined[key] = true
+		fd, err := xdpJoin(lc, r.ifaceIndex(lc.Interface))
+		if err != nil {
+			return nil, fmt.Errorf("line %s: %w", Line(i), err)
+		}
+		r.joins = append(r.joins, fd)
+	}
+
+	if r.wakeFD, err = unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK); err != nil {
+		return nil, fmt.Errorf("eventfd: %w", err)
+	}
+	for _, q := range r.queues {
+		r.pfds = append(r.pfds, unix.PollFd{Fd: int32(q.sock.FD()), Events: unix.POLLIN})
+		r.busyPoll = r.busyPoll || q.sock.BusyPoll()
+	}
+	r.pfds = append(r.pfds, unix.PollFd{Fd: int32(r.wakeFD), Events: unix.POLLIN})
+	r.descs = make([]xsk.Desc, r.batch)
+	r.backend = r.describe()
+	cfg.Log.Info().Str("backend", r.backend).Int("queues", len(r.queues)).Int("lines", len(r.lines)).
+		Msg("rx: xdp backend open")
+	return r, nil
+}
+
+func xdpZeroCopy(s string) (xsk.ZeroCopy, error) {
+	switch s {
+	case "", "auto":
+		return xsk.ZeroCopyAuto, nil
+	case "on":
+		return xsk.ZeroCopyOn, nil
+	case "off":
+		return xsk.ZeroCopyOff, nil
+	}
+	return 0, fmt.Errorf("zero-copy mode %q: want auto, on or off", s)
+}
+
+func xdpModes(s string) ([]bpf.Mode, error) {
+	switch s {
+	case "", "auto":
+		return []bpf.Mode{bpf.ModeNative, bpf.ModeGeneric}, nil
+	case "native":
+		return []bpf.Mode{bpf.ModeNative}, nil
+	case "generic":
+		return []bpf.Mode{bpf.ModeGeneric}, nil
+	}
+	return nil, fmt.Errorf("xdp mode %q: want auto, native or generic", s)
+}
+
+// attach attaches the program in the first mode the driver accepts.
+func (x *xdpIface) attach(modes []bpf.Mode, cfg Config) error {
+	var err error
+	for i, m := range modes {
+		x.link, err = x.prog.Attach(x.ifindex, m)
+		if err == nil {
+			x.mode = m
+			return nil
+		}
+		if i+1 < len(modes) {
+			cfg.Log.Info().Err(err).Str("interface", x.name).
+				Msgf("rx: xdp %v mode refused, trying %v", m, modes[i+1])
+		}
+	}
+	return err
+}
+
+func (r *xdpRx) ifaceIndex(name string) int {
+	for _, x := range r.ifaces {
+		if x.name == name {
+			return x.ifindex
+		}
+	}
+	return 0
+}
+
+// xdpJoin opens a UDP socket joined to lc.Group on interface ifindex. It is
+// never bound, so the kernel delivers nothing to it.
+func xdpJoin(lc LineConfig, ifindex int) (int, error) {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, unix.IPPROTO_UDP)
+	if err != nil {
+		return -1, fmt.Errorf("join %v on %s: socket: %w", lc.Group, lc.Interface, err)
+	}
+	mreq := &unix.IPMreqn{Multiaddr: lc.Group.As4(), Ifindex: int32(ifindex)}
+	if err := unix.SetsockoptIPMreqn(fd, unix.IPPROTO_IP, unix.IP_ADD_MEMBERSHIP, mreq); err != nil {
+		unix.Close(fd)
+		return -1, fmt.Errorf("join %v on %s: IP_ADD_MEMBERSHIP: %w", lc.Group, lc.Interface, err)
+	}
+	return fd, nil
+}
+
+func (r *xdpRx) describe() string {
+	var b strings.Builder
+	b.WriteString(BackendXDP + " (")
+	for i, x := range r.ifaces {
+		if i > 0 {
+			b.WriteString("; ")
+		}
+		mode := "copy"
+		for _, q := range r.queues {
+			if q.iface == x && q.sock.ZeroCopy() {
+				mode = "zero-copy"
+			}
+		}
+		fmt.Fprintf(&b, "%s %v, %s", x.name, x.mode, mode)
+		if x.umem.HugePages() {
+			b.WriteString(", huge pages")
+		}
+	}
+	if r.busyPoll {
+		b.WriteString(", busy poll")
+	}
+	b.WriteString(")")
+	return b.String()
+}
+
+func (r *xdpRx) Backend() string { return r.backend }
+
+// Receive returns the next batch of line datagrams, waiting at most the poll
+// timeout (poll(2) on the sockets, or busy polling). It allocates nothing.
+func (r *xdpRx) Receive(pkts []Packet) (int, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed.Load() {
+		return 0, ErrClosed
+	}
+	max := min(len(pkts), r.batch)
+	if max == 0 {
+		return 0, nil
+	}
+	var deadline time.Time
+	for {
+		if n := r.drain(pkts[:max]); n > 0 {
+			return n, nil
+		}
+		now := time.Now()
+		if deadline.IsZero() {
+			deadline = now.Add(r.timeout)
+		} else if !now.Before(deadline) {
+			return 0, nil
+		}
+		if r.busyPoll {
+			for _, q := range r.queues {
+				if err := q.sock.Wakeup(); err != nil {
+					return 0, fmt.Errorf("receive xdp: %w", err)
+				}
+			}
+			continue
+		}
+		for _, q := range r.queues {
+			if q.sock.NeedWakeup() {
+				if err := q.sock.Wakeup(); err != nil {
+					return 0, fmt.Errorf("receive xdp: %w", err)
+				}
+			}
+		}
+		ms := int((deadline.Sub(now) + time.Millisecond - 1) / time.Millisecond)
+		n, err := unix.Poll(r.pfds, ms)
+		if err != nil && err != unix.EINTR {
+			return 0, fmt.Errorf("receive xdp: poll: %w", err)
+		}
+		if r.closed.Load() {
+			return 0, ErrClosed
+		}
+		if n == 0 && err == nil {
+			return 0, nil
+		}
+	}
+}
+
+// drain takes what the rx rings hold, round robin over the queues, and
+// returns how many packets it put in pkts. Frames that carry no line
+// datagram go straight back to the fill ring.
+func (r *xdpRx) drain(pkts []Packet) int {
+	n := 0
+	var rxTime int64
+	var packets, bytes [2]uint64
+	var malformed, unmatched uint64
+	nq := len(r.queues)
+	for i := 0; i < nq && n < len(pkts); i++ {
+		qi := (r.next + i) % nq
+		q := r.queues[qi]
+		k := q.sock.Receive(r.descs[:len(pkts)-n])
+		if k == 0 {
+			continue
+		}
+		if rxTime == 0 {
+			rxTime = time.Now().UnixNano()
+		}
+		for _, d := range r.descs[:k] {
+			dg, class := bpf.ParseFrame(q.sock.Data(d))
+			if class != bpf.ClassUDP {
+				malformed++
+				q.pending = append(q.pending, d.Addr)
+				continue
+			}
+			line, ok := r.match(dg)
+			if !ok {
+				unmatched++
+				q.pending = append(q.pending, d.Addr)
+				continue
+			}
+			p := &pkts[n]
+			p.Data, p.Line, p.Src, p.RxTime = dg.Payload, line, dg.Src, rxTime
+			p.SetHandle(uint64(qi)<<xdpHandleShift | d.Addr)
+			n++
+			if line < 2 {
+				packets[line]++
+				bytes[line] += uint64(len(dg.Payload))
+			}
+		}
+		r.flush(q)
+	}
+	r.next = (r.next + 1) % nq
+	for i := range packets {
+		if packets[i] != 0 {
+			r.packets[i].Add(packets[i])
+			r.bytes[i].Add(bytes[i])
+		}
+	}
+	if malformed != 0 {
+		r.malformed.Add(malformed)
+	}
+	if unmatched != 0 {
+		r.unmatched.Add(unmatched)
+	}
+	return n
+}
+
+func (r *xdpRx) match(dg bpf.Datagram) (Line, bool) {
+	for i := range r.lines {
+		l := &r.lines[i]
+		if l.dst == dg.Dst && (!l.source.IsValid() || l.source == dg.Src.Addr()) {
+			return l.line, true
+		}
+	}
+	return 0, false
+}
+
+// flush gives q's pending frames back to the kernel.
+func (r *xdpRx) flush(q *xdpQueue) {
+	if len(q.pending) > 0 {
+		q.sock.Fill(q.pending)
+		q.pending = q.pending[:0]
+	}
+}
+
+// Release returns the packets' frames to their sockets' fill rings. It
+// allocates nothing.
+func (r *xdpRx) Release(pkts []Packet) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed.Load() {
+		return
+	}
+	for i := range pkts {
+		h := pkts[i].Handle()
+		qi := int(h >> xdpHandleShift)
+		if qi >= len(r.queues) {
+			continue
+		}
+		q := r.queues[qi]
+		if len(q.pending) == cap(q.pending) {
+			r.flush(q)
+		}
+		q.pending = append(q.pending, h&xdpHandleAddrMk)
+		pkts[i].Data = nil
+	}
+	for _, q := range r.queues {
+		r.flush(q)
+	}
+}
+
+// Stats reads the receiver's counters, the programs' per-CPU counters and
+// the sockets' kernel statistics.
+func (r *xdpRx) Stats() Stats {
+	var s Stats
+	for i := range s.Packets {
+		s.Packets[i] = r.packets[i].Load()
+		s.Bytes[i] = r.bytes[i].Load()
+	}
+	s.Malformed = r.malformed.Load()
+	s.Unmatched = r.unmatched.Load()
+	s.Extra = map[string]uint64{"parse_malformed": s.Malformed}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed.Load() {
+		return s
+	}
+	for _, x := range r.ifaces {
+		c, err := x.prog.Counters()
+		if err != nil {
+			continue
+		}
+		s.Malformed += c.Malformed
+		s.Extra["xdp_redirected"] += c.Redirected
+		s.Extra["xdp_passed"] += c.Passed
+		s.Extra["xdp_malformed"] += c.Malformed
+		s.Extra["xdp_no_socket"] += c.NoSocket
+	}
+	for _, q := range r.queues {
+		st, err := q.sock.Statistics()
+		if err != nil {
+			continue
+		}
+		s.Dropped += st.RxDropped + st.RxRingFull
+		s.Extra["xsk_rx_dropped"] += st.RxDropped
+		s.Extra["xsk_rx_invalid_descs"] += st.RxInvalidDescs
+		s.Extra["xsk_rx_ring_full"] += st.RxRingFull
+		s.Extra["xsk_fill_ring_empty_descs"] += st.FillRingEmptyDescs
+	}
+	return s
+}
+
+// Close detaches the programs, closes the sockets and unmaps the UMEMs.
+// A Receive blocked in poll returns ErrClosed.
+func (r *xdpRx) Close() error {
+	if r.closed.Swap(true) {
+		return nil
+	}
+	if r.wakeFD >= 0 {
+		var one = [8]byte{1}
+		unix.Write(r.wakeFD, one[:])
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if err := r.teardown(); err != nil {
+		return fmt.Errorf("close xdp backend: %w", err)
+	}
+	return nil
+}
+
+// teardown releases everything newXDPRx acquired, in reverse order.
+func (r *xdpRx) teardown() error {
+	var errs []error
+	for _, x := range r.ifaces {
+		if x.link != nil {
+			errs = append(errs, x.link.Close())
+			x.link = nil
+		}
+	}
+	for _, q := range r.queues {
+		errs = append(errs, q.iface.prog.DeleteSocket(q.sock.Queue()), q.sock.Close())
+	}
+	r.queues = nil
+	for _, x := range r.ifaces {
+		if x.umem != nil {
+			errs = append(errs, x.umem.Close())
+		}
+		if x.prog != nil {
+			errs = append(errs, x.prog.Close())
+		}
+	}
+	r.ifaces = nil
+	for _, fd := range r.joins {
+		errs = append(errs, unix.Close(fd))
+	}
+	r.joins = nil
+	if r.wakeFD >= 0 {
+		errs = append(errs, unix.Close(r.wakeFD))
+		r.wakeFD = -1
+	}
+	return errors.Join(errs...)
 }

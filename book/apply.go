@@ -1,0 +1,112 @@
+package book
+
+import (
+	"github.com/marketfeed/feedhandler/feed/itch"
+)
+
+// Symbol returns the instrument's symbol as announced (space padded).
+func (b *Book) Symbol() itch.Symbol { return itch.Symbol(b.symbol) }
+
+// Apply applies one ITCH message. It returns the locate whose book or state
+// changed and changed=true, locate 0 with changed=true for a market-wide
+// change (System Event), or changed=false when the message changed nothing
+// (other types, or inconsistent input, counted in Stats). Apply never
+// panics on any input and allocates nothing in steady state.
+func (bs *Books) Apply(m itch.Msg) (locate uint16, changed bool) {
+	bs.stats.Messages++
+	if len(m) < itch.HeaderLen {
+		bs.stats.Malformed++
+		return 0, false
+	}
+	t := m[0]
+	n := itch.Length(t)
+	if n == 0 {
+		bs.stats.UnknownType++
+		return 0, false
+	}
+	if len(m) < n {
+		bs.stats.Malformed++
+		return 0, false
+	}
+	locate = m.Locate()
+	switch t {
+	case itch.TypeAddOrder:
+		a := itch.AddOrder(m)
+		changed = bs.AddOrder(locate, a.OrderRef(), sideOf(a.Side()), a.Shares(), a.Price())
+	case itch.TypeAddOrderMPID:
+		a := itch.AddOrderMPID(m)
+		changed = bs.AddOrder(locate, a.OrderRef(), sideOf(a.Side()), a.Shares(), a.Price())
+	case itch.TypeOrderDelete:
+		changed = bs.Delete(locate, itch.OrderDelete(m).OrderRef())
+	case itch.TypeOrderReplace:
+		u := itch.OrderReplace(m)
+		changed = bs.Replace(locate, u.OriginalOrderRef(), u.NewOrderRef(), u.Shares(), u.Price())
+	case itch.TypeOrderExecuted:
+		e := itch.OrderExecuted(m)
+		changed = bs.Execute(locate, e.OrderRef(), e.ExecutedShares())
+	case itch.TypeOrderCancel:
+		x := itch.OrderCancel(m)
+		changed = bs.Cancel(locate, x.OrderRef(), x.CancelledShares())
+	case itch.TypeOrderExecutedWithPrice:
+		c := itch.OrderExecutedWithPrice(m)
+		changed = bs.ExecuteWithPrice(locate, c.OrderRef(), c.ExecutedShares(), c.ExecutionPrice(), c.Printable() == 'Y')
+	case itch.TypeTrade:
+		if b := bs.book(locate); b != nil {
+			p := itch.Trade(m)
+			b.trade(p.Price(), uint64(p.Shares()))
+			changed = true
+		}
+	case itch.TypeCrossTrade:
+		if b := bs.book(locate); b != nil {
+			q := itch.CrossTrade(m)
+			if sh := q.Shares(); sh != 0 {
+				b.trade(q.CrossPrice(), sh)
+				changed = true
+			}
+		}
+	case itch.TypeBrokenTrade:
+		if b := bs.book(locate); b != nil {
+			b.broken++
+			changed = true
+		}
+	case itch.TypeStockDirectory:
+		changed = bs.Announce(locate, itch.StockDirectory(m).Stock())
+	case itch.TypeStockTradingAction:
+		if b := bs.book(locate); b != nil {
+			b.state = itch.StockTradingAction(m).TradingState()
+			changed = true
+		}
+	case itch.TypeOperationalHalt:
+		if b := bs.book(locate); b != nil {
+			if h := itch.OperationalHalt(m); h.MarketCode() == 'Q' {
+				b.opHalt = h.HaltAction()
+				changed = true
+			}
+		}
+	case itch.TypeRegSHO:
+		if b := bs.book(locate); b != nil {
+			b.regSHO = itch.RegSHO(m).Action()
+			changed = true
+		}
+	case itch.TypeSystemEvent:
+		bs.event = itch.SystemEvent(m).EventCode()
+		bs.eventTime = m.Timestamp()
+		return 0, true
+	default:
+		return locate, false
+	}
+	if changed {
+		bs.books[locate].lastTime = m.Timestamp()
+	}
+	return locate, changed
+}
+
+func sideOf(indicator byte) Side {
+	switch indicator {
+	case 'B':
+		return Bid
+	case 'S':
+		return Ask
+	}
+	return 2 // counted as BadSide by add
+}

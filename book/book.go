@@ -1,0 +1,171 @@
+package book
+
+import "github.com/marketfeed/feedhandler/feed/itch"
+
+// Book is the order book of one instrument. It is owned by its Books and
+// follows the same single-writer rule.
+type Book struct {
+	bs     *Books
+	sides  [2][]rung
+	symbol itch.Symbol
+	locate uint16
+	known  bool
+
+	state     byte // trading state from 'H': 'H','P','Q','T'; 0 before any
+	regSHO    byte // Reg SHO action from 'Y': '0','1','2'; 0 before any
+	opHalt    byte // operational halt action from 'h': 'H' or 'T'; 0 before any
+	orders    uint32
+	lastPrice uint32
+	lastSize  uint64
+	volume    uint64
+	trades    uint64
+	broken    uint64
+	lastTime  uint64
+}
+
+// Locate returns the stock locate of the book.
+func (b *Book) Locate() uint16 { return b.locate }
+
+
+// Name returns the symbol without its space padding.
+func (b *Book) Name() string {
+	n := len(b.symbol)
+	for n > 0 && (b.symbol[n-1] == ' ' || b.symbol[n-1] == 0) {
+		n--
+	}
+	return string(b.symbol[:n])
+}
+
+// BBO returns the best bid and best ask level; ok is false for an empty side.
+func (b *Book) BBO() (bid Level, bidOK bool, ask Level, askOK bool) {
+	bid, bidOK = b.Best(Bid)
+	ask, askOK = b.Best(Ask)
+	return
+}
+
+// Best returns the best level of side in O(1).
+func (b *Book) Best(side Side) (Level, bool) {
+	lad := b.sides[side&1]
+	if len(lad) == 0 {
+		return Level{}, false
+	}
+	return lad[len(lad)-1].level(side), true
+}
+
+// Levels returns the number of price levels on side.
+func (b *Book) Levels(side Side) int { return len(b.sides[side&1]) }
+
+// Orders returns the number of resting orders in the book.
+func (b *Book) Orders() int { return int(b.orders) }
+
+// Depth writes the best levels of side into dst, best first (highest bid,
+// lowest ask), and returns them. The capacity of dst is the depth limit:
+// Depth never grows dst, so it never allocates.
+func (b *Book) Depth(side Side, dst []Level) []Level {
+	lad := b.sides[side&1]
+	n := min(len(lad), cap(dst))
+	dst = dst[:n]
+	for k := range dst {
+		dst[k] = lad[len(lad)-1-k].level(side)
+	}
+	return dst
+}
+
+// AppendDepth appends up to n best levels of side (all when n <= 0) to dst.
+func (b *Book) AppendDepth(side Side, dst []Level, n int) []Level {
+	lad := b.sides[side&1]
+	if n <= 0 || n > len(lad) {
+		n = len(lad)
+	}
+	for k := 0; k < n; k++ {
+		dst = append(dst, lad[len(lad)-1-k].level(side))
+	}
+	return dst
+}
+
+// OrderInfo describes one resting order.
+type OrderInfo struct {
+	Ref    uint64
+	Side   Side
+	Price  uint32
+	Shares uint32
+}
+
+// Queue writes the orders resting at price on side into dst in time
+// priority (first to execute first) and returns them; like Depth it never
+// grows dst.
+func (b *Book) Queue(side Side, price uint32, dst []OrderInfo) []OrderInfo {
+	dst = dst[:0]
+	side &= 1
+	i, found := search(b.sides[side], sideKey(side, price))
+	if !found {
+		return dst
+	}
+	orders := b.bs.orders
+	for oi := b.sides[side][i].head; oi != none && len(dst) < cap(dst); oi = orders[oi].next {
+		o := &orders[oi]
+		dst = append(dst, OrderInfo{Ref: o.ref, Side: o.side, Price: o.price, Shares: o.shares})
+	}
+	return dst
+}
+
+func (r *rung) level(side Side) Level {
+	return Level{Price: sideKey(side, r.key), Shares: r.shares, Orders: r.orders}
+}
+
+// Last returns the price and size of the last printable trade (E, printable
+// C, P, Q) and the cumulative printed volume.
+func (b *Book) Last() (price uint32, size uint64, volume uint64) {
+	return b.lastPrice, b.lastSize, b.volume
+}
+
+// Trades returns how many printable trades and broken trades ('B') the
+// instrument has seen. A broken trade is counted only: its shares are not
+// taken off the volume (the message carries only the match number).
+func (b *Book) Trades() (trades, broken uint64) { return b.trades, b.broken }
+
+// TradingState returns the last Stock Trading Action state ('H' halted,
+// 'P' paused, 'Q' quotation only, 'T' trading; 0 before any).
+func (b *Book) TradingState() byte { return b.state }
+
+// RegSHO returns the last Reg SHO action ('0','1','2'; 0 before any).
+func (b *Book) RegSHO() byte { return b.regSHO }
+
+// OperationalHalt returns the last operational halt action ('H' halted,
+// 'T' resumed; 0 before any).
+func (b *Book) OperationalHalt() byte { return b.opHalt }
+
+// Timestamp returns the exchange timestamp (ns since midnight) of the last
+// message applied to the instrument.
+func (b *Book) Timestamp() uint64 { return b.lastTime }
+
+func (b *Book) trade(price uint32, size uint64) {
+	b.lastPrice = price
+	b.lastSize = size
+	b.volume += size
+	b.trades++
+}
+
+// Order returns the resting order ref.
+func (bs *Books) Order(ref uint64) (o OrderInfo, locate uint16, ok bool) {
+	oi := bs.lookup(ref)
+	if oi == none {
+		return OrderInfo{}, 0, false
+	}
+	r := &bs.orders[oi]
+	return OrderInfo{Ref: r.ref, Side: r.side, Price: r.price, Shares: r.shares}, r.locate, true
+}
+
+// QueueAhead returns how many orders and shares rest ahead of order ref at
+// its price level (its queue position); ok is false for an unknown ref.
+func (bs *Books) QueueAhead(ref uint64) (orders int, shares uint64, ok bool) {
+	oi := bs.lookup(ref)
+	if oi == none {
+		return 0, 0, false
+	}
+	for p := bs.orders[oi].prev; p != none; p = bs.orders[p].prev {
+		orders++
+		shares += uint64(bs.orders[p].shares)
+	}
+	return orders, shares, true
+}

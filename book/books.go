@@ -1,0 +1,518 @@
+package book
+
+import (
+	"fmt"
+	"iter"
+	"math/bits"
+
+	"github.com/marketfeed/feedhandler/feed/itch"
+)
+
+// Side of the book.
+type Side uint8
+
+const (
+	Bid Side = 0 // buy orders, 'B'
+	Ask Side = 1 // sell orders, 'S'
+)
+
+// SideOf maps an ITCH buy/sell indicator to a Side; ok is false for any
+// other byte.
+func SideOf(indicator byte) (s Side, ok bool) {
+	switch indicator {
+	case 'B':
+		return Bid, true
+	case 'S':
+		return Ask, true
+	}
+	return 0, false
+}
+
+func (s Side) String() string {
+	if s == Bid {
+		return "bid"
+	}
+	return "ask"
+}
+
+// Level is one aggregated price level.
+type Level struct {
+	Price  uint32 // ITCH price, 4 implied decimals
+	Shares uint64 // total shares resting at Price
+	Orders uint32 // number of resting orders at Price
+}
+
+const none = -1
+
+// order is one resting order; 32 bytes, two per cache line, no pointers.
+// A slot is live when shares > 0.
+type order struct {
+	ref    uint64
+	price  uint32
+	shares uint32
+	prev   int32 // FIFO neighbours in the level, none at the ends
+	next   int32 // also the free list link of overflow slots
+	locate uint16
+	side   Side
+	_      [5]uint8
+}
+
+// rung is one price level in a side's ladder: the levels of a side sorted by
+// key, best last. key is the price for bids and ^price for asks, so a larger
+// key is always a better price. Its orders form an intrusive FIFO head..tail.
+type rung struct {
+	key    uint32
+	orders uint32
+	shares uint64
+	head   int32 // oldest order
+	tail   int32 // newest order
+}
+
+func sideKey(s Side, price uint32) uint32 {
+	if s == Ask {
+		return ^price
+	}
+	return price
+}
+
+// Books holds the order books of many instruments, indexed by stock locate.
+// One goroutine writes (Apply and the order methods); readers must run on the
+// same goroutine or be synchronized by the caller.
+type Books struct {
+	// orders[:home] are home slots: the order with reference r lives at
+	// r&homeMask when that slot was free when it was added (Nasdaq references
+	// are dense and increasing, so this is nearly always). The others live
+	// in orders[home:], found through the ovf hash table.
+	orders    []order
+	homeMask  uint64
+	ovf       []uint64 // overflow table: 0 empty, else (order index+1)<<32 | low 32 bits of ref
+	ovfMask   uint64
+	ovfFree   int32
+	maxOrders uint64
+	maxLevels uint64
+	books     []Book // index = locate
+	stats     Stats
+	err       error
+	event     byte // last system event code
+	eventTime uint64
+}
+
+// New allocates every order slot and book that cfg asks for.
+func New(cfg Config) (*Books, error) {
+	cfg, err := cfg.normalize()
+	if err != nil {
+		return nil, err
+	}
+	home := cfg.RefTableSize
+	ovfSlots := 1 << bits.Len(uint(2*cfg.Overflow-1))
+	bs := &Books{
+		orders:    make([]order, home+cfg.Overflow),
+		homeMask:  uint64(home - 1),
+		ovf:       make([]uint64, ovfSlots),
+		ovfMask:   uint64(ovfSlots - 1),
+		ovfFree:   int32(home),
+		maxOrders: uint64(cfg.MaxOrders),
+		maxLevels: uint64(cfg.MaxLevels),
+		books:     make([]Book, cfg.MaxLocates+1),
+	}
+	for i := home; i < len(bs.orders); i++ {
+		bs.orders[i].next = int32(i + 1)
+	}
+	bs.orders[len(bs.orders)-1].next = none
+	for i := range bs.books {
+		bs.books[i].bs = bs
+		bs.books[i].locate = uint16(i)
+	}
+	return bs, nil
+}
+
+// Stats returns a copy of the counters.
+func (bs *Books) Stats() Stats { return bs.stats }
+
+// Err returns the first capacity error met (wrapping ErrOrderCapacity,
+// ErrLevelCapacity or ErrLocateCapacity), or nil. Later ones are only counted.
+func (bs *Books) Err() error { return bs.err }
+
+// SystemEvent returns the last System Event code ('O','S','Q','M','E','C'),
+// 0 before any, and its timestamp.
+func (bs *Books) SystemEvent() (code byte, timestamp uint64) { return bs.event, bs.eventTime }
+
+// Book returns the book of locate, or nil when the locate was never
+// announced by a Stock Directory message.
+func (bs *Books) Book(locate uint16) *Book {
+	if int(locate) >= len(bs.books) || !bs.books[locate].known {
+		return nil
+	}
+	return &bs.books[locate]
+}
+
+// All iterates the announced instruments in locate order.
+func (bs *Books) All() iter.Seq[*Book] {
+	return func(yield func(*Book) bool) {
+		for i := range bs.books {
+			if bs.books[i].known && !yield(&bs.books[i]) {
+				return
+			}
+		}
+	}
+}
+
+// Announce makes locate known with symbol (the Stock Directory message).
+// It returns false if locate is 0 or above Config.MaxLocates.
+func (bs *Books) Announce(locate uint16, symbol itch.Symbol) bool {
+	if locate == 0 || int(locate) >= len(bs.books) {
+		bs.capacity(&bs.stats.LocateCapacity, ErrLocateCapacity, uint64(locate))
+		return false
+	}
+	b := &bs.books[locate]
+	b.known = true
+	b.symbol = symbol
+	return true
+}
+
+func (bs *Books) capacity(counter *uint64, sentinel error, what uint64) {
+	*counter++
+	if bs.err == nil {
+		bs.err = fmt.Errorf("apply book message (%d): %w", what, sentinel)
+	}
+}
+
+// book returns the announced book of locate or counts why there is none.
+func (bs *Books) book(locate uint16) *Book {
+	if int(locate) >= len(bs.books) {
+		bs.stats.LocateCapacity++
+		return nil
+	}
+	b := &bs.books[locate]
+	if !b.known {
+		bs.stats.UnknownLocate++
+		return nil
+	}
+	return b
+}
+
+// lookup returns the index of live order ref, or none.
+func (bs *Books) lookup(ref uint64) int32 {
+	h := ref & bs.homeMask
+	if o := &bs.orders[h]; o.ref == ref && o.shares != 0 {
+		return int32(h)
+	}
+	if bs.stats.Overflowed == 0 {
+		return none
+	}
+	_, oi := bs.ovfProbe(ref)
+	return oi
+}
+
+// ovfProbe looks ref up in the overflow table. It returns the order index,
+// or none and the empty slot where ref would be inserted.
+func (bs *Books) ovfProbe(ref uint64) (slot uint64, idx int32) {
+	mask := bs.ovfMask
+	tab := bs.ovf
+	lo := uint32(ref)
+	for i := ref & mask; ; i = (i + 1) & mask {
+		s := tab[i]
+		if s == 0 {
+			return i, none
+		}
+		if uint32(s) == lo {
+			idx := int32(s>>32) - 1
+			if bs.orders[idx].ref == ref {
+				return i, idx
+			}
+		}
+	}
+}
+
+// ovfDelete removes the overflow table entry at slot i, shifting later
+// entries of its probe run back so lookups never need tombstones.
+func (bs *Books) ovfDelete(i uint64) {
+	mask := bs.ovfMask
+	tab := bs.ovf
+	for {
+		j := i
+		for {
+			j = (j + 1) & mask
+			s := tab[j]
+			if s == 0 {
+				tab[i] = 0
+				return
+			}
+			home := uint64(uint32(s)) & mask // mask < 1<<32: low bits of ref suffice
+			// The entry at j may move to i unless its home lies cyclically in (i, j].
+			if (i <= j && (home <= i || home > j)) || (i > j && home <= i && home > j) {
+				tab[i] = s
+				i = j
+				break
+			}
+		}
+	}
+}
+
+// AddOrder adds a resting order (A, F). It reports whether the book changed.
+func (bs *Books) AddOrder(locate uint16, ref uint64, side Side, shares, price uint32) bool {
+	b := bs.book(locate)
+	if b == nil {
+		return false
+	}
+	return bs.add(b, ref, side, shares, price)
+}
+
+func (bs *Books) add(b *Book, ref uint64, side Side, shares, price uint32) bool {
+	if side > Ask {
+		bs.stats.BadSide++
+		return false
+	}
+	if shares == 0 {
+		bs.stats.ZeroShares++
+		return false
+	}
+	oi := int32(ref & bs.homeMask)
+	o := &bs.orders[oi]
+	homeTaken := o.shares != 0
+	if homeTaken && o.ref == ref {
+		bs.stats.DuplicateAdd++
+		return false
+	}
+	var slot uint64
+	if bs.stats.Overflowed != 0 || homeTaken {
+		var idx int32
+		if slot, idx = bs.ovfProbe(ref); idx != none {
+			bs.stats.DuplicateAdd++
+			return false
+		}
+	}
+	if bs.stats.Orders >= bs.maxOrders || (homeTaken && bs.ovfFree == none) {
+		bs.capacity(&bs.stats.OrderCapacity, ErrOrderCapacity, ref)
+		return false
+	}
+	lad := b.sides[side]
+	key := sideKey(side, price)
+	i, found := search(lad, key)
+	if !found {
+		if bs.stats.Levels >= bs.maxLevels {
+			bs.capacity(&bs.stats.LevelCapacity, ErrLevelCapacity, ref)
+			return false
+		}
+		lad = b.insertRung(side, i, key)
+	}
+	if homeTaken {
+		oi = bs.ovfFree
+		o = &bs.orders[oi]
+		bs.ovfFree = o.next
+		bs.ovf[slot] = uint64(oi+1)<<32 | uint64(uint32(ref))
+		bs.stats.Overflowed++
+	}
+	r := &lad[i]
+	*o = order{ref: ref, price: price, shares: shares, prev: r.tail, next: none, locate: b.locate, side: side}
+	if r.tail != none {
+		bs.orders[r.tail].next = oi
+	} else {
+		r.head = oi
+	}
+	r.tail = oi
+	r.orders++
+	r.shares += uint64(shares)
+	b.orders++
+	bs.stats.Orders++
+	return true
+}
+
+// search finds key in a ladder: its index and true, or the index where it
+// would be inserted and false. Most activity is near the top (the end), so
+// it walks down a few rungs before bisecting.
+func search(lad []rung, key uint32) (int, bool) {
+	i := len(lad)
+	for steps := 0; i > 0; steps++ {
+		k := lad[i-1].key
+		if k < key {
+			return i, false
+		}
+		if k == key {
+			return i - 1, true
+		}
+		if steps == 8 {
+			lo, hi := 0, i-1
+			for lo < hi {
+				m := int(uint(lo+hi) >> 1)
+				if lad[m].key < key {
+					lo = m + 1
+				} else {
+					hi = m
+				}
+			}
+			return lo, lad[lo].key == key
+		}
+		i--
+	}
+	return 0, false
+}
+
+// insertRung inserts an empty level with key at index i of side's ladder
+// and returns the ladder.
+func (b *Book) insertRung(side Side, i int, key uint32) []rung {
+	lad := b.sides[side]
+	n := len(lad)
+	if n == cap(lad) {
+		grown := make([]rung, n, 2*n+16)
+		copy(grown, lad)
+		lad = grown
+	}
+	lad = lad[:n+1]
+	copy(lad[i+1:], lad[i:n])
+	lad[i] = rung{key: key, head: none, tail: none}
+	b.sides[side] = lad
+	b.bs.stats.Levels++
+	return lad
+}
+
+// rungOf returns the level of order o, which must be live in b.
+func (b *Book) rungOf(o *order) *rung {
+	lad := b.sides[o.side]
+	i, _ := search(lad, sideKey(o.side, o.price))
+	return &lad[i]
+}
+
+// remove unlinks live order oi of book b and frees its slot.
+func (bs *Books) remove(b *Book, oi int32) {
+	o := &bs.orders[oi]
+	side := o.side
+	lad := b.sides[side]
+	i, _ := search(lad, sideKey(side, o.price))
+	r := &lad[i]
+	if o.prev != none {
+		bs.orders[o.prev].next = o.next
+	} else {
+		r.head = o.next
+	}
+	if o.next != none {
+		bs.orders[o.next].prev = o.prev
+	} else {
+		r.tail = o.prev
+	}
+	r.orders--
+	r.shares -= uint64(o.shares)
+	o.shares = 0
+	if uint64(oi) > bs.homeMask {
+		slot, _ := bs.ovfProbe(o.ref)
+		bs.ovfDelete(slot)
+		o.next = bs.ovfFree
+		bs.ovfFree = oi
+		bs.stats.Overflowed--
+	}
+	b.orders--
+	bs.stats.Orders--
+	if r.orders == 0 {
+		copy(lad[i:], lad[i+1:])
+		b.sides[side] = lad[:len(lad)-1]
+		bs.stats.Levels--
+	}
+}
+
+// find looks up ref for a message on locate, counting unknown refs in
+// *unknown and locate mismatches.
+func (bs *Books) find(locate uint16, ref uint64, unknown *uint64) (b *Book, oi int32) {
+	b = bs.book(locate)
+	if b == nil {
+		return nil, none
+	}
+	oi = bs.lookup(ref)
+	if oi == none {
+		*unknown++
+		return nil, none
+	}
+	if bs.orders[oi].locate != locate {
+		bs.stats.LocateMismatch++
+		return nil, none
+	}
+	return b, oi
+}
+
+// reduce takes shares off order oi, removing it when nothing is left or when
+// shares exceeds what it has (counted in *over).
+func (bs *Books) reduce(b *Book, oi int32, shares uint32, over *uint64) {
+	o := &bs.orders[oi]
+	switch {
+	case shares < o.shares:
+		o.shares -= shares
+		b.rungOf(o).shares -= uint64(shares)
+	case shares == o.shares:
+		bs.remove(b, oi)
+	default:
+		*over++
+		bs.remove(b, oi)
+	}
+}
+
+// Execute executes shares of order ref at its price (E). The trade counts
+// in the last trade and volume.
+func (bs *Books) Execute(locate uint16, ref uint64, shares uint32) bool {
+	b, oi := bs.find(locate, ref, &bs.stats.UnknownRefExecute)
+	if b == nil {
+		return false
+	}
+	if shares == 0 {
+		bs.stats.ZeroShares++
+		return false
+	}
+	b.trade(bs.orders[oi].price, uint64(shares))
+	bs.reduce(b, oi, shares, &bs.stats.OverExecution)
+	return true
+}
+
+// ExecuteWithPrice executes shares of order ref at price (C); a
+// non-printable execution does not count in the last trade and volume.
+func (bs *Books) ExecuteWithPrice(locate uint16, ref uint64, shares, price uint32, printable bool) bool {
+	b, oi := bs.find(locate, ref, &bs.stats.UnknownRefExecute)
+	if b == nil {
+		return false
+	}
+	if shares == 0 {
+		bs.stats.ZeroShares++
+		return false
+	}
+	if printable {
+		b.trade(price, uint64(shares))
+	}
+	bs.reduce(b, oi, shares, &bs.stats.OverExecution)
+	return true
+}
+
+// Cancel removes shares from order ref (X).
+func (bs *Books) Cancel(locate uint16, ref uint64, shares uint32) bool {
+	b, oi := bs.find(locate, ref, &bs.stats.UnknownRefCancel)
+	if b == nil {
+		return false
+	}
+	if shares == 0 {
+		bs.stats.ZeroShares++
+		return false
+	}
+	bs.reduce(b, oi, shares, &bs.stats.OverCancel)
+	return true
+}
+
+// Delete removes order ref (D).
+func (bs *Books) Delete(locate uint16, ref uint64) bool {
+	b, oi := bs.find(locate, ref, &bs.stats.UnknownRefDelete)
+	if b == nil {
+		return false
+	}
+	bs.remove(b, oi)
+	return true
+}
+
+// Replace removes order oldRef and adds newRef with the same side on the
+// same instrument at the tail of its price level (U). If newRef is live or
+// shares is 0 the original is still removed and the new order is dropped
+// (counted).
+func (bs *Books) Replace(locate uint16, oldRef, newRef uint64, shares, price uint32) bool {
+	b, oi := bs.find(locate, oldRef, &bs.stats.UnknownRefReplace)
+	if b == nil {
+		return false
+	}
+	side := bs.orders[oi].side
+	bs.remove(b, oi)
+	bs.add(b, newRef, side, shares, price)
+	return true
+}

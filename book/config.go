@@ -1,0 +1,109 @@
+package book
+
+import (
+	"errors"
+	"fmt"
+	"math/bits"
+)
+
+// Config sizes a Books. All order storage is allocated once by New;
+// running out of a capacity is counted in Stats and reported by Books.Err,
+// never a crash.
+type Config struct {
+	// MaxOrders is the number of live orders the Books can hold at once.
+	MaxOrders int
+	// MaxLocates is the highest stock locate accepted (1..65535). Messages
+	// for a locate above it are counted as LocateCapacity.
+	MaxLocates int
+	// MaxLevels is the number of live price levels (all instruments, both
+	// sides) the Books may hold at once.
+	MaxLevels int
+	// RefTableSize is the number of home slots of the order table (order
+	// reference modulo RefTableSize); it is rounded up to a power of two.
+	// 0 means 2*MaxOrders rounded up.
+	RefTableSize int
+	// Overflow is the number of order slots for orders whose home slot is
+	// taken by a live order (an order still resting after RefTableSize newer
+	// references, or sparse references). 0 means MaxOrders/4.
+	Overflow int
+}
+
+// DefaultConfig fits a busy Nasdaq day: 4 Mi live orders, every locate,
+// 1 Mi live levels. The order table takes about 300 MiB.
+func DefaultConfig() Config {
+	return Config{MaxOrders: 1 << 22, MaxLocates: 65535, MaxLevels: 1 << 20}
+}
+
+// Errors returned by New and, wrapped, by Books.Err.
+var (
+	ErrConfig         = errors.New("invalid book config")
+	ErrOrderCapacity  = errors.New("order capacity exhausted")
+	ErrLevelCapacity  = errors.New("price level capacity exhausted")
+	ErrLocateCapacity = errors.New("locate above configured maximum")
+)
+
+func (c Config) normalize() (Config, error) {
+	if c.MaxOrders <= 0 || c.MaxOrders >= 1<<29 {
+		return c, fmt.Errorf("new books: MaxOrders %d: %w", c.MaxOrders, ErrConfig)
+	}
+	if c.MaxLocates <= 0 || c.MaxLocates > 65535 {
+		return c, fmt.Errorf("new books: MaxLocates %d: %w", c.MaxLocates, ErrConfig)
+	}
+	if c.MaxLevels <= 0 || c.MaxLevels >= 1<<31 {
+		return c, fmt.Errorf("new books: MaxLevels %d: %w", c.MaxLevels, ErrConfig)
+	}
+	n := c.RefTableSize
+	if n == 0 {
+		n = 2 * c.MaxOrders
+	}
+	if n <= 0 || n > 1<<30 {
+		return c, fmt.Errorf("new books: RefTableSize %d: %w", n, ErrConfig)
+	}
+	c.RefTableSize = 1 << bits.Len(uint(n-1))
+	if c.Overflow == 0 {
+		c.Overflow = max(c.MaxOrders/4, 16)
+	}
+	if c.Overflow < 0 || c.Overflow > 1<<29 {
+		return c, fmt.Errorf("new books: Overflow %d: %w", c.Overflow, ErrConfig)
+	}
+	return c, nil
+}
+
+// Stats counts what a Books applied and every inconsistency it met in its
+// input. Inconsistent messages are ignored (or, for over-executions and
+// over-cancels, remove the whole order) so the books stay consistent.
+type Stats struct {
+	Messages uint64 // messages given to Apply
+	Orders   uint64 // live orders now
+	Levels   uint64 // live price levels now
+
+	Malformed   uint64 // message shorter than its type's length, or empty
+	UnknownType uint64 // type byte not in ITCH 5.0 (skipped)
+
+	UnknownLocate  uint64 // message for a locate never announced by 'R'
+	LocateCapacity uint64 // locate above Config.MaxLocates
+	LocateMismatch uint64 // E/C/X/D/U whose locate differs from the order's
+
+	DuplicateAdd      uint64 // A/F/U adding a reference that is live
+	UnknownRefExecute uint64 // E/C of an unknown order reference
+	UnknownRefCancel  uint64 // X of an unknown order reference
+	UnknownRefDelete  uint64 // D of an unknown order reference
+	UnknownRefReplace uint64 // U of an unknown original order reference
+	OverExecution     uint64 // E/C of more shares than the order has (order removed)
+	OverCancel        uint64 // X of more shares than the order has (order removed)
+	BadSide           uint64 // add with a side other than 'B'/'S'
+	ZeroShares        uint64 // add/replace with 0 shares, execute/cancel of 0 shares
+
+	OrderCapacity uint64 // add dropped: Config.MaxOrders live orders, or overflow slots full
+	Overflowed    uint64 // live orders now held in overflow slots (not an inconsistency)
+	LevelCapacity uint64 // add dropped: Config.MaxLevels live levels
+}
+
+// Inconsistencies is the sum of every counter that flags bad input or an
+// exhausted capacity.
+func (s Stats) Inconsistencies() uint64 {
+	return s.Malformed + s.UnknownLocate + s.LocateCapacity + s.LocateMismatch +
+		s.DuplicateAdd + s.UnknownRefExecute + s.UnknownRefCancel + s.UnknownRefDelete +
+		s.UnknownRefReplace + s.OverExecution + s.OverCancel + s.BadSide + s.ZeroShares +
+		s.OrderCapacity + s.LevelCapacity
+}

@@ -1,0 +1,258 @@
+package book
+
+import (
+	"fmt"
+	"slices"
+)
+
+// The reference book: deliberately simple (maps and sorted slices), written
+// from the rules in doc.go and independent of the fast structures.
+
+type refOrder struct {
+	ref    uint64
+	locate uint16
+	side   Side
+	price  uint32
+	shares uint32
+}
+
+type refBook struct {
+	symbol [8]byte
+	sides  [2]map[uint32][]uint64 // price -> refs, oldest first
+}
+
+type refBooks struct {
+	cfg    Config
+	orders map[uint64]*refOrder
+	books  map[uint16]*refBook
+	levels int
+	stats  Stats
+}
+
+func newRefBooks(cfg Config) *refBooks {
+	return &refBooks{cfg: cfg, orders: map[uint64]*refOrder{}, books: map[uint16]*refBook{}}
+}
+
+// op is one book event in numeric form, shared by the fast and the reference
+// book drivers.
+type op struct {
+	kind      byte // 'R','A','E','C','X','D','U' (others only touch trade/state)
+	locate    uint16
+	ref       uint64
+	newRef    uint64
+	side      byte
+	shares    uint32
+	price     uint32
+	printable bool
+	symbol    [8]byte
+}
+
+func (r *refBooks) book(locate uint16) *refBook {
+	if int(locate) > r.cfg.MaxLocates {
+		r.stats.LocateCapacity++
+		return nil
+	}
+	b := r.books[locate]
+	if b == nil {
+		r.stats.UnknownLocate++
+	}
+	return b
+}
+
+func (r *refBooks) apply(o op) {
+	switch o.kind {
+	case 'R':
+		if o.locate == 0 || int(o.locate) > r.cfg.MaxLocates {
+			r.stats.LocateCapacity++
+			return
+		}
+		b := r.books[o.locate]
+		if b == nil {
+			b = &refBook{sides: [2]map[uint32][]uint64{{}, {}}}
+			r.books[o.locate] = b
+		}
+		b.symbol = o.symbol
+	case 'A':
+		b := r.book(o.locate)
+		if b == nil {
+			return
+		}
+		var side Side
+		switch o.side {
+		case 'B':
+			side = Bid
+		case 'S':
+			side = Ask
+		default:
+			r.stats.BadSide++
+			return
+		}
+		r.add(b, o.locate, o.ref, side, o.shares, o.price)
+	case 'E', 'C', 'X', 'D', 'U':
+		b := r.book(o.locate)
+		if b == nil {
+			return
+		}
+		ord := r.orders[o.ref]
+		if ord == nil {
+			switch o.kind {
+			case 'E', 'C':
+				r.stats.UnknownRefExecute++
+			case 'X':
+				r.stats.UnknownRefCancel++
+			case 'D':
+				r.stats.UnknownRefDelete++
+			case 'U':
+				r.stats.UnknownRefReplace++
+			}
+			return
+		}
+		if ord.locate != o.locate {
+			r.stats.LocateMismatch++
+			return
+		}
+		switch o.kind {
+		case 'D':
+			r.remove(b, ord)
+		case 'U':
+			r.remove(b, ord)
+			r.add(b, o.locate, o.newRef, ord.side, o.shares, o.price)
+		default:
+			if o.shares == 0 {
+				r.stats.ZeroShares++
+				return
+			}
+			if o.shares >= ord.shares {
+				if o.shares > ord.shares {
+					if o.kind == 'X' {
+						r.stats.OverCancel++
+					} else {
+						r.stats.OverExecution++
+					}
+				}
+				r.remove(b, ord)
+				return
+			}
+			ord.shares -= o.shares
+		}
+	}
+}
+
+func (r *refBooks) add(b *refBook, locate uint16, ref uint64, side Side, shares, price uint32) {
+	if shares == 0 {
+		r.stats.ZeroShares++
+		return
+	}
+	if r.orders[ref] != nil {
+		r.stats.DuplicateAdd++
+		return
+	}
+	if len(r.orders) == r.cfg.MaxOrders {
+		r.stats.OrderCapacity++
+		return
+	}
+	q, exists := b.sides[side][price]
+	if !exists {
+		if r.levels == r.cfg.MaxLevels {
+			r.stats.LevelCapacity++
+			return
+		}
+		r.levels++
+	}
+	b.sides[side][price] = append(q, ref)
+	r.orders[ref] = &refOrder{ref: ref, locate: locate, side: side, price: price, shares: shares}
+}
+
+func (r *refBooks) remove(b *refBook, o *refOrder) {
+	q := b.sides[o.side][o.price]
+	i := slices.Index(q, o.ref)
+	q = slices.Delete(q, i, i+1)
+	if len(q) == 0 {
+		delete(b.sides[o.side], o.price)
+		r.levels--
+	} else {
+		b.sides[o.side][o.price] = q
+	}
+	delete(r.orders, o.ref)
+}
+
+// levels returns the side's levels best first.
+func (r *refBooks) depth(b *refBook, side Side) []Level {
+	prices := make([]uint32, 0, len(b.sides[side]))
+	for p := range b.sides[side] {
+		prices = append(prices, p)
+	}
+	slices.Sort(prices)
+	if side == Bid {
+		slices.Reverse(prices)
+	}
+	var out []Level
+	for _, p := range prices {
+		lv := Level{Price: p}
+		for _, ref := range b.sides[side][p] {
+			lv.Shares += uint64(r.orders[ref].shares)
+			lv.Orders++
+		}
+		out = append(out, lv)
+	}
+	return out
+}
+
+// compareBook checks levels, queues and BBO of one locate.
+func compareBook(bs *Books, r *refBooks, locate uint16) error {
+	rb := r.books[locate]
+	fb := bs.Book(locate)
+	if (rb == nil) != (fb == nil) {
+		return fmt.Errorf("locate %d: known fast=%v ref=%v", locate, fb != nil, rb != nil)
+	}
+	if rb == nil {
+		return nil
+	}
+	if [8]byte(fb.Symbol()) != rb.symbol {
+		return fmt.Errorf("locate %d: symbol %q want %q", locate, fb.Symbol(), rb.symbol)
+	}
+	n := 0
+	for side := Bid; side <= Ask; side++ {
+		want := r.depth(rb, side)
+		got := fb.AppendDepth(side, nil, 0)
+		if !slices.Equal(got, want) {
+			return fmt.Errorf("locate %d %v levels:\n got %v\nwant %v", locate, side, got, want)
+		}
+		best, ok := fb.Best(side)
+		if ok != (len(want) > 0) || (ok && best != want[0]) {
+			return fmt.Errorf("locate %d %v best %v,%v want %v", locate, side, best, ok, want)
+		}
+		for _, lv := range want {
+			q := fb.Queue(side, lv.Price, make([]OrderInfo, 0, lv.Orders+1))
+			refs := rb.sides[side][lv.Price]
+			if len(q) != len(refs) {
+				return fmt.Errorf("locate %d %v price %d: queue len %d want %d", locate, side, lv.Price, len(q), len(refs))
+			}
+			for i, ref := range refs {
+				o := r.orders[ref]
+				if q[i] != (OrderInfo{Ref: ref, Side: side, Price: o.price, Shares: o.shares}) {
+					return fmt.Errorf("locate %d %v price %d: queue[%d] %+v want %+v", locate, side, lv.Price, i, q[i], *o)
+				}
+			}
+			n += len(refs)
+		}
+	}
+	if fb.Orders() != n {
+		return fmt.Errorf("locate %d: Orders() %d want %d", locate, fb.Orders(), n)
+	}
+	return nil
+}
+
+// compareStats checks every inconsistency counter and the live totals.
+func compareStats(bs *Books, r *refBooks) error {
+	got := bs.Stats()
+	want := r.stats
+	got.Messages, want.Messages = 0, 0
+	got.UnknownType, got.Malformed, got.Overflowed = 0, 0, 0
+	want.Orders = uint64(len(r.orders))
+	want.Levels = uint64(r.levels)
+	if got != want {
+		return fmt.Errorf("stats:\n got %+v\nwant %+v", got, want)
+	}
+	return nil
+}

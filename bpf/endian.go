@@ -1,0 +1,5 @@
+package bpf
+
+import "encoding/binary"
+
+var nativeEndian = binary.NativeEndian

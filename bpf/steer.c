@@ -1,0 +1,168 @@
+//go:build ignore
+
+// XDP steering program of the feed handler.
+//
+// Frames carrying UDP to one of the configured feed lines (destination group
+// and port, optionally a fixed source) are redirected to the AF_XDP socket of
+// the receive queue they arrived on; every other frame (ARP, IGMP, other
+// traffic) is passed to the kernel. A line frame whose queue has no socket is
+// passed too (the redirect falls back to XDP_PASS). Malformed Ethernet, VLAN,
+// IPv4 or UDP headers are counted and passed: the kernel drops them itself.
+//
+// Handles up to two 802.1Q/802.1ad tags and IPv4 headers with options.
+
+#include "include/steer.h"
+
+#define ETH_HLEN 14
+#define VLAN_HLEN 4
+#define ETH_P_IP 0x0800
+#define ETH_P_8021Q 0x8100
+#define ETH_P_8021AD 0x88a8
+#define IPPROTO_UDP 17
+#define IP_MF_OFFSET 0x3fff
+
+// Key of the lines map: destination group and port, both in network order.
+struct line_key {
+	__be32 group;
+	__be16 port;
+	__u16 pad;
+};
+
+// Value of the lines map: the line index and an optional source filter
+// (network order, 0 = any source).
+struct line_val {
+	__u32 line;
+	__be32 source;
+};
+
+// Per-CPU counters, summed by the Go side.
+struct counters {
+	__u64 redirected; // handed to an AF_XDP socket
+	__u64 passed;     // not a feed line frame: given to the kernel
+	__u64 malformed;  // bad Ethernet/VLAN/IPv4/UDP headers: given to the kernel
+	__u64 no_socket;  // a feed line frame on a queue without a socket: given to the kernel
+};
+
+struct iphdr {
+	__u8 ver_ihl;
+	__u8 tos;
+	__be16 tot_len;
+	__be16 id;
+	__be16 frag_off;
+	__u8 ttl;
+	__u8 protocol;
+	__u16 check;
+	__be32 saddr;
+	__be32 daddr;
+};
+
+struct udphdr {
+	__be16 source;
+	__be16 dest;
+	__be16 len;
+	__u16 check;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_XSKMAP);
+	__uint(max_entries, 64);
+	__type(key, __u32);
+	__type(value, __u32);
+} xsks SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 256);
+	__type(key, struct line_key);
+	__type(value, struct line_val);
+} lines SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct counters);
+} stats SEC(".maps");
+
+enum verdict { PASS, MALFORMED, LINE };
+
+static __always_inline enum verdict classify(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	__u32 frame_len = ctx->data_end - ctx->data;
+	__u32 off = ETH_HLEN;
+
+	if (data + ETH_HLEN > end)
+		return MALFORMED;
+	__be16 proto = *(__be16 *)(data + 12);
+
+#pragma unroll
+	for (int i = 0; i < 2; i++) {
+		if (proto != be16(ETH_P_8021Q) && proto != be16(ETH_P_8021AD))
+			break;
+		if (data + off + VLAN_HLEN > end)
+			return MALFORMED;
+		proto = *(__be16 *)(data + off + 2);
+		off += VLAN_HLEN;
+	}
+	if (proto != be16(ETH_P_IP))
+		return PASS;
+
+	struct iphdr *ip = data + off;
+	if ((void *)(ip + 1) > end)
+		return MALFORMED;
+	if ((ip->ver_ihl >> 4) != 4)
+		return MALFORMED;
+	__u32 ihl = (ip->ver_ihl & 0x0f) * 4;
+	__u32 tot_len = be16(ip->tot_len);
+	if (ihl < sizeof(*ip) || tot_len < ihl || off + tot_len > frame_len)
+		return MALFORMED;
+	if (ip->protocol != IPPROTO_UDP)
+		return PASS;
+	if (ip->frag_off & be16(IP_MF_OFFSET))
+		return PASS; // fragments: the kernel reassembles them
+
+	struct udphdr *udp = (void *)ip + ihl;
+	if ((void *)(udp + 1) > end)
+		return MALFORMED;
+	__u32 udp_len = be16(udp->len);
+	if (udp_len < sizeof(*udp) || udp_len > tot_len - ihl)
+		return MALFORMED;
+
+	struct line_key key = {.group = ip->daddr, .port = udp->dest};
+	struct line_val *val = bpf_map_lookup_elem(&lines, &key);
+	if (!val)
+		return PASS;
+	if (val->source && val->source != ip->saddr)
+		return PASS;
+	return LINE;
+}
+
+SEC("xdp")
+int xdp_steer(struct xdp_md *ctx)
+{
+	__u32 zero = 0;
+	struct counters *c = bpf_map_lookup_elem(&stats, &zero);
+	if (!c)
+		return XDP_PASS;
+
+	switch (classify(ctx)) {
+	case LINE: {
+		long act = bpf_redirect_map(&xsks, ctx->rx_queue_index, XDP_PASS);
+		if (act == XDP_REDIRECT)
+			c->redirected++;
+		else
+			c->no_socket++;
+		return act;
+	}
+	case MALFORMED:
+		c->malformed++;
+		return XDP_PASS;
+	default:
+		c->passed++;
+		return XDP_PASS;
+	}
+}
+
+char __license[] SEC("license") = "Dual MIT/GPL";

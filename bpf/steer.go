@@ -1,0 +1,197 @@
+package bpf
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"golang.org/x/sys/unix"
+)
+
+// ErrNotSupported is wrapped by errors caused by a kernel, driver or
+// privilege level that cannot run the program (EPERM, EOPNOTSUPP, ...).
+var ErrNotSupported = errors.New("xdp not supported")
+
+// MaxQueues is the number of receive queues the XSKMAP can hold.
+const MaxQueues = 64
+
+// MaxLines is the number of (group, port) pairs the lines map can hold.
+const MaxLines = 256
+
+// Mode is the XDP attach mode.
+type Mode int
+
+const (
+	// ModeNative runs the program in the driver (XDP_FLAGS_DRV_MODE).
+	ModeNative Mode = iota
+	// ModeGeneric runs the program on the skb path (XDP_FLAGS_SKB_MODE),
+	// available on every interface but slower.
+	ModeGeneric
+)
+
+func (m Mode) String() string {
+	switch m {
+	case ModeNative:
+		return "native"
+	case ModeGeneric:
+		return "generic"
+	}
+	return fmt.Sprintf("mode(%d)", int(m))
+}
+
+// Counters are the program's per-CPU counters summed over all CPUs.
+type Counters struct {
+	Redirected uint64 // line frames handed to an AF_XDP socket
+	Passed     uint64 // frames of no feed line, given to the kernel
+	Malformed  uint64 // frames with bad Ethernet/VLAN/IPv4/UDP headers, given to the kernel
+	NoSocket   uint64 // line frames on a queue with no socket in the XSKMAP, given to the kernel
+}
+
+// Verdicts returned by the program (enum xdp_action).
+const (
+	VerdictPass     = 2 // XDP_PASS
+	VerdictRedirect = 4 // XDP_REDIRECT
+)
+
+// Program is the loaded steering program with its maps.
+type Program struct {
+	objs steerObjects
+}
+
+// Load loads the steering program and creates its maps.
+func Load() (*Program, error) {
+	p := &Program{}
+	if err := loadSteerObjects(&p.objs, nil); err != nil {
+		return nil, fmt.Errorf("load xdp steering program: %w", classify(err))
+	}
+	return p, nil
+}
+
+// classify wraps errors that mean "this kernel or process cannot do it" with
+// ErrNotSupported, keeping the original error in the chain.
+func classify(err error) error {
+	switch {
+	case errors.Is(err, ebpf.ErrNotSupported),
+		errors.Is(err, unix.EPERM),
+		errors.Is(err, unix.EACCES),
+		errors.Is(err, unix.EOPNOTSUPP),
+		errors.Is(err, unix.ENOSYS),
+		errors.Is(err, unix.EINVAL) && errors.Is(err, link.ErrNotSupported):
+		return fmt.Errorf("%w: %w", ErrNotSupported, err)
+	}
+	return err
+}
+
+// Close releases the program and its maps. An attached link keeps the
+// program alive until the link is closed.
+func (p *Program) Close() error {
+	if err := p.objs.Close(); err != nil {
+		return fmt.Errorf("close xdp steering program: %w", err)
+	}
+	return nil
+}
+
+// XDP returns the loaded program, for tests (ebpf.Program.Run) and custom
+// attachment.
+func (p *Program) XDP() *ebpf.Program { return p.objs.XdpSteer }
+
+// SetLine makes frames to group:port (IPv4) redirect as feed line line. When
+// source is valid, only frames from that IPv4 source match.
+func (p *Program) SetLine(group netip.Addr, port uint16, line uint32, source netip.Addr) error {
+	key, err := lineKey(group, port)
+	if err != nil {
+		return fmt.Errorf("set xdp line %v:%d: %w", group, port, err)
+	}
+	val := steerLineVal{Line: line}
+	if source.IsValid() {
+		if !source.Is4() {
+			return fmt.Errorf("set xdp line %v:%d: source %v is not IPv4", group, port, source)
+		}
+		val.Source = netOrder32(source.As4())
+	}
+	if err := p.objs.Lines.Put(&key, &val); err != nil {
+		return fmt.Errorf("set xdp line %v:%d: %w", group, port, err)
+	}
+	return nil
+}
+
+// DeleteLine stops redirecting frames to group:port.
+func (p *Program) DeleteLine(group netip.Addr, port uint16) error {
+	key, err := lineKey(group, port)
+	if err != nil {
+		return fmt.Errorf("delete xdp line %v:%d: %w", group, port, err)
+	}
+	if err := p.objs.Lines.Delete(&key); err != nil {
+		return fmt.Errorf("delete xdp line %v:%d: %w", group, port, err)
+	}
+	return nil
+}
+
+func lineKey(group netip.Addr, port uint16) (steerLineKey, error) {
+	if !group.Is4() {
+		return steerLineKey{}, fmt.Errorf("group %v is not IPv4", group)
+	}
+	return steerLineKey{Group: netOrder32(group.As4()), Port: netOrder16(port)}, nil
+}
+
+// netOrder32 returns the uint32 whose in-memory bytes are b (network order).
+func netOrder32(b [4]byte) uint32 {
+	return nativeEndian.Uint32(b[:])
+}
+
+func netOrder16(v uint16) uint16 {
+	b := [2]byte{byte(v >> 8), byte(v)}
+	return nativeEndian.Uint16(b[:])
+}
+
+// SetSocket puts the AF_XDP socket fd in the XSKMAP for receive queue queue.
+func (p *Program) SetSocket(queue int, fd int) error {
+	if queue < 0 || queue >= MaxQueues {
+		return fmt.Errorf("set xsk for queue %d: queue out of range [0,%d)", queue, MaxQueues)
+	}
+	if err := p.objs.Xsks.Put(uint32(queue), uint32(fd)); err != nil {
+		return fmt.Errorf("set xsk for queue %d: %w", queue, classify(err))
+	}
+	return nil
+}
+
+// DeleteSocket removes the socket of receive queue queue from the XSKMAP;
+// line frames on that queue then go to the kernel.
+func (p *Program) DeleteSocket(queue int) error {
+	if err := p.objs.Xsks.Delete(uint32(queue)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("delete xsk for queue %d: %w", queue, err)
+	}
+	return nil
+}
+
+// Attach attaches the program to interface ifindex in mode m. Closing the
+// returned link detaches it; so does the exit of the process.
+func (p *Program) Attach(ifindex int, m Mode) (link.Link, error) {
+	flags := link.XDPDriverMode
+	if m == ModeGeneric {
+		flags = link.XDPGenericMode
+	}
+	l, err := link.AttachXDP(link.XDPOptions{Program: p.objs.XdpSteer, Interface: ifindex, Flags: flags})
+	if err != nil {
+		return nil, fmt.Errorf("attach xdp program to ifindex %d (%v): %w", ifindex, m, classify(err))
+	}
+	return l, nil
+}
+
+// Counters sums the per-CPU counters.
+func (p *Program) Counters() (Counters, error) {
+	var per []steerCounters
+	if err := p.objs.Stats.Lookup(uint32(0), &per); err != nil {
+		return Counters{}, fmt.Errorf("read xdp counters: %w", err)
+	}
+	var c Counters
+	for _, v := range per {
+		c.Redirected += v.Redirected
+		c.Passed += v.Passed
+		c.Malformed += v.Malformed
+		c.NoSocket += v.NoSocket
+	}
+	return c, nil
+}

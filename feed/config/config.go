@@ -1,0 +1,209 @@
+package config
+
+import (
+	"fmt"
+	"net/netip"
+	"os"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/marketfeed/feedhandler/feed/rx"
+)
+
+// ProtocolITCH50MoldUDP64 is the only accepted feed.protocol.
+const ProtocolITCH50MoldUDP64 = "itch50-moldudp64"
+
+// Unpinned is the core number of a goroutine that is not pinned to a CPU.
+const Unpinned = -1
+
+// Defaults applied by Parse to keys that are absent.
+const (
+	DefaultDepth          = 10
+	DefaultMaxOrders      = 4 << 20 // 4,194,304
+	DefaultMaxLocates     = 16384
+	DefaultStatsInterval  = 5 * time.Second
+	DefaultBatchSize      = 64
+	DefaultBusyPollUsec   = 20
+	DefaultBusyPollBudget = 64
+	DefaultRecvBuffer     = 8 << 20 // bytes
+	DefaultPollTimeout    = 100 * time.Millisecond
+	DefaultLogLevel       = "info"
+	DefaultLogFormat      = "console"
+)
+
+// Config is a parsed and validated feed file. Parse fills every default, so
+// the lead code never has to interpret a zero value.
+type Config struct {
+	File          string // path or name the config was read from
+	Feed          Feed
+	Lines         []Line // line A, then line B when configured
+	Receive       Receive
+	Cores         Cores
+	Symbols       []string // subscribe list as written; empty = every symbol
+	Book          Book
+	SHM           SHM
+	Recovery      Recovery
+	Metrics       Metrics
+	StatsInterval time.Duration
+	Log           Log
+}
+
+// Feed names the feed and its protocol.
+type Feed struct {
+	Name     string // required; also the default SHM name
+	Protocol string // ProtocolITCH50MoldUDP64
+	Session  string // MoldUDP64 session, trimmed; "" = accept the first session seen
+}
+
+// SessionID returns the session as the 10 bytes of a MoldUDP64 header
+// (right-padded with spaces; convertible to moldudp64.Session), and false
+// when no session is configured.
+func (f Feed) SessionID() (id [10]byte, ok bool) {
+	if f.Session == "" {
+		return id, false
+	}
+	for i := range id {
+		id[i] = ' '
+	}
+	copy(id[:], f.Session)
+	return id, true
+}
+
+// Line is one multicast line of the feed.
+type Line struct {
+	Name      string // "A" or "B"
+	Interface string
+	Group     netip.Addr // IPv4 multicast group
+	Port      uint16
+	Source    netip.Addr // optional source filter; the zero (invalid) Addr = any
+}
+
+// Receive selects and tunes the receive backend; see rx.Config.
+type Receive struct {
+	Backend        string // rx.BackendAuto, rx.BackendXDP, rx.BackendUring, rx.BackendSocket
+	Queues         []int  // AF_XDP queues; nil = backend default (queue 0)
+	ZeroCopy       string // "auto", "on", "off"
+	XDPMode        string // "auto", "native", "generic"
+	BusyPoll       bool
+	BusyPollUsec   int
+	BusyPollBudget int
+	BatchSize      int
+	RingSize       int // 0 = backend default
+	RecvBuffer     int // bytes
+	PollTimeout    time.Duration
+}
+
+// Cores says where the receive goroutine and the book shards run.
+type Cores struct {
+	Receive int   // CPU number or Unpinned
+	Shards  []int // one entry per book shard: CPU number or Unpinned; never empty
+}
+
+// ShardCount returns the number of book shards (len(Cores.Shards), at least 1).
+func (c *Config) ShardCount() int { return max(len(c.Cores.Shards), 1) }
+
+// Book sizes the order books.
+type Book struct {
+	Depth      int // price levels published per side, 1..64
+	MaxOrders  int // live order capacity
+	MaxLocates int // number of stock locate codes, 1..65536
+}
+
+// SHM names the shared-memory snapshot region.
+type SHM struct {
+	Name string // /dev/shm name; default Feed.Name
+}
+
+// Recovery configures gap recovery.
+type Recovery struct {
+	Server string // MoldUDP64 re-request server "host:port"; "" = none
+}
+
+// Metrics configures the Prometheus endpoint.
+type Metrics struct {
+	Listen string // "host:port" for /metrics; "" = disabled
+}
+
+// Log configures logging.
+type Log struct {
+	Level  string // "trace", "debug", "info", "warn", "error"
+	Format string // "console", "json"
+}
+
+// ZerologLevel returns Level as a zerolog.Level (info if unset).
+func (l Log) ZerologLevel() zerolog.Level {
+	switch l.Level {
+	case "trace":
+		return zerolog.TraceLevel
+	case "debug":
+		return zerolog.DebugLevel
+	case "warn":
+		return zerolog.WarnLevel
+	case "error":
+		return zerolog.ErrorLevel
+	}
+	return zerolog.InfoLevel
+}
+
+// Load reads and parses the feed file at path. Errors name path, line and
+// field.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("load feed config: %w", err)
+	}
+	return Parse(path, data)
+}
+
+// Parse parses and validates a feed file; name is used in error messages
+// and as Config.File.
+func Parse(name string, data []byte) (*Config, error) {
+	d := decoder{file: name}
+	c := d.decode(data)
+	if err := d.err(); err != nil {
+		return nil, err
+	}
+	c.File = name
+	return c, nil
+}
+
+// SymbolKeys returns the subscribe list as 8-byte ITCH stock fields,
+// right-padded with spaces (convertible to itch.Symbol). nil means every
+// symbol.
+func (c *Config) SymbolKeys() [][8]byte {
+	if len(c.Symbols) == 0 {
+		return nil
+	}
+	keys := make([][8]byte, len(c.Symbols))
+	for i, s := range c.Symbols {
+		k := [8]byte{' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '}
+		copy(k[:], s)
+		keys[i] = k
+	}
+	return keys
+}
+
+// RxConfig returns the receive layer configuration, logging to log.
+func (c *Config) RxConfig(log zerolog.Logger) rx.Config {
+	lines := make([]rx.LineConfig, len(c.Lines))
+	for i, l := range c.Lines {
+		lines[i] = rx.LineConfig{Name: l.Name, Interface: l.Interface, Group: l.Group, Port: l.Port, Source: l.Source}
+	}
+	r := c.Receive
+	return rx.Config{
+		Lines:          lines,
+		Backend:        r.Backend,
+		Queues:         append([]int(nil), r.Queues...),
+		ZeroCopy:       r.ZeroCopy,
+		XDPMode:        r.XDPMode,
+		BusyPoll:       r.BusyPoll,
+		BusyPollUsec:   r.BusyPollUsec,
+		BusyPollBudget: r.BusyPollBudget,
+		BatchSize:      r.BatchSize,
+		RingSize:       r.RingSize,
+		RecvBuffer:     r.RecvBuffer,
+		PollTimeout:    r.PollTimeout,
+		Log:            log,
+	}
+}

@@ -1,0 +1,350 @@
+package config
+
+import (
+	"errors"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/marketfeed/feedhandler/feed/rx"
+)
+
+// base is a valid config; the bad cases edit one spot of it. Line numbers in
+// the expected errors refer to this text.
+const base = `feed:
+  name: test
+  protocol: itch50-moldudp64
+  session: ABC
+lines:
+  a:
+    interface: veth0
+    group: 239.1.1.1
+    port: 26477
+  b:
+    interface: veth0
+    group: 239.1.1.2
+    port: 26478
+receive:
+  backend: auto
+  batch_size: 64
+cores:
+  receive: 0
+  shards: [1]
+book:
+  depth: 10
+shm:
+  name: test
+stats_interval: 5s
+log:
+  level: info
+  format: console
+`
+
+// edit replaces the single occurrence of old in base by new.
+func edit(t *testing.T, old, new string) string {
+	t.Helper()
+	if n := strings.Count(base, old); n != 1 {
+		t.Fatalf("edit: %q occurs %d times in base", old, n)
+	}
+	return strings.Replace(base, old, new, 1)
+}
+
+func TestBaseParses(t *testing.T) {
+	c, err := Parse("t.yaml", []byte(base))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []Line{
+		{Name: "A", Interface: "veth0", Group: netip.MustParseAddr("239.1.1.1"), Port: 26477},
+		{Name: "B", Interface: "veth0", Group: netip.MustParseAddr("239.1.1.2"), Port: 26478},
+	}
+	if !reflect.DeepEqual(c.Lines, want) {
+		t.Fatalf("lines %+v", c.Lines)
+	}
+	if c.Feed.Session != "ABC" || c.Cores.Receive != 0 || !reflect.DeepEqual(c.Cores.Shards, []int{1}) || c.ShardCount() != 1 {
+		t.Fatalf("config %+v", c)
+	}
+}
+
+func TestBadConfigs(t *testing.T) {
+	cases := []struct {
+		name, yaml string
+		want       string // the exact error
+	}{
+		{"unknown top-level key", base + "simbols: [AAPL]\n",
+			`t.yaml:28: simbols: unknown field (did you mean "symbols"?)`},
+		{"unknown top-level key, no suggestion", base + "colour: red\n",
+			`t.yaml:28: colour: unknown field (want one of feed, lines, receive, cores, symbols, book, shm, recovery, metrics, stats_interval, log)`},
+		{"unknown nested key", edit(t, "  backend: auto", "  bakend: auto"),
+			`t.yaml:15: receive.bakend: unknown field (did you mean "backend"?)`},
+		{"unknown key in a line", edit(t, "    port: 26478", "    port: 26478\n    prot: 1"),
+			`t.yaml:14: lines.b.prot: unknown field (did you mean "port"?)`},
+		{"unknown line", edit(t, "  b:\n", "  c:\n"),
+			`t.yaml:10: lines.c: unknown field (lines are named a and b)`},
+		{"bad group", edit(t, "239.1.1.1", "239.1.1.300"),
+			`t.yaml:8: lines.a.group: "239.1.1.300" is not an IPv4 multicast address`},
+		{"non-multicast group", edit(t, "239.1.1.2", "10.1.1.2"),
+			`t.yaml:12: lines.b.group: "10.1.1.2" is not an IPv4 multicast address`},
+		{"IPv6 multicast group", edit(t, "239.1.1.2", `"ff02::1"`),
+			`t.yaml:12: lines.b.group: "ff02::1" is not an IPv4 multicast address`},
+		{"multicast source", edit(t, "    port: 26477", "    port: 26477\n    source: 239.0.0.1"),
+			`t.yaml:10: lines.a.source: "239.0.0.1" is not an IPv4 unicast address`},
+		{"port 0", edit(t, "port: 26477", "port: 0"),
+			`t.yaml:9: lines.a.port: 0 is out of range (1..65535)`},
+		{"port 70000", edit(t, "port: 26478", "port: 70000"),
+			`t.yaml:13: lines.b.port: 70000 is out of range (1..65535)`},
+		{"port not a number", edit(t, "port: 26478", "port: http"),
+			`t.yaml:13: lines.b.port: want an integer in 1..65535, got "http"`},
+		{"bad backend", edit(t, "backend: auto", "backend: dpdk"),
+			`t.yaml:15: receive.backend: "dpdk" is not one of auto, xdp, uring, socket`},
+		{"misspelt backend", edit(t, "backend: auto", "backend: uring2"),
+			`t.yaml:15: receive.backend: "uring2" is not one of auto, xdp, uring, socket (did you mean "uring"?)`},
+		{"bad duration", edit(t, "stats_interval: 5s", "stats_interval: 5 parsecs"),
+			`t.yaml:24: stats_interval: "5 parsecs" is not a duration (like 500ms, 5s, 1m)`},
+		{"duration without unit", edit(t, "stats_interval: 5s", "stats_interval: 5"),
+			`t.yaml:24: stats_interval: "5" is not a duration (like 500ms, 5s, 1m)`},
+		{"zero duration", edit(t, "stats_interval: 5s", "stats_interval: 0s"),
+			`t.yaml:24: stats_interval: "0s" must be positive`},
+		{"bad log level", edit(t, "level: info", "level: verbose"),
+			`t.yaml:26: log.level: "verbose" is not one of trace, debug, info, warn, error`},
+		{"bad log format", edit(t, "format: console", "format: jsno"),
+			`t.yaml:27: log.format: "jsno" is not one of console, json (did you mean "json"?)`},
+		{"duplicate line names", edit(t, "  b:\n", "  a:\n"),
+			`t.yaml:10: lines.a: duplicate line name (first at line 6)`},
+		{"duplicate line names by case", edit(t, "  b:\n", "  A:\n"),
+			`t.yaml:10: lines.a: duplicate line name (first at line 6)`},
+		{"duplicate key", edit(t, "  depth: 10", "  depth: 10\n  depth: 12"),
+			`t.yaml:22: book.depth: duplicate field (first at line 21)`},
+		{"identical lines", edit(t, "group: 239.1.1.2\n    port: 26478", "group: 239.1.1.1\n    port: 26477"),
+			`t.yaml:10: lines.b: same interface, group and port as lines.a`},
+		{"depth 0", edit(t, "depth: 10", "depth: 0"),
+			`t.yaml:21: book.depth: 0 is out of range (1..64)`},
+		{"depth 65", edit(t, "depth: 10", "depth: 65"),
+			`t.yaml:21: book.depth: 65 is out of range (1..64)`},
+		{"wrong protocol", edit(t, "protocol: itch50-moldudp64", "protocol: itch41-soupbintcp"),
+			`t.yaml:3: feed.protocol: "itch41-soupbintcp" is not supported (the only protocol is "itch50-moldudp64")`},
+		{"session too long", edit(t, "session: ABC", "session: ABCDEFGHIJK"),
+			`t.yaml:4: feed.session: "ABCDEFGHIJK" is 11 characters, a MoldUDP64 session has at most 10`},
+		{"session not ASCII", edit(t, "session: ABC", "session: ABCé"),
+			`t.yaml:4: feed.session: "ABCé" is not printable ASCII`},
+		{"bad shm name", edit(t, "  name: test\nstats", "  name: my/shm\nstats"),
+			`t.yaml:23: shm.name: "my/shm" is not a valid name (only A-Z a-z 0-9 . _ -, not empty, not . or ..)`},
+		{"shm name dot-dot", edit(t, "  name: test\nstats", "  name: ..\nstats"),
+			`t.yaml:23: shm.name: ".." is not a valid name (only A-Z a-z 0-9 . _ -, not empty, not . or ..)`},
+		{"negative receive core", edit(t, "receive: 0", "receive: -1"),
+			`t.yaml:18: cores.receive: -1 is out of range (0..65535)`},
+		{"negative shard core", edit(t, "shards: [1]", "shards: [1, -2]"),
+			`t.yaml:19: cores.shards[1]: -2 is out of range (0..65535)`},
+		{"shard core twice", edit(t, "shards: [1]", "shards: [1, 1]"),
+			`t.yaml:19: cores.shards[1]: 1 is listed twice (first at line 19)`},
+		{"shards not a list", edit(t, "shards: [1]", "shards: 2"),
+			`t.yaml:19: cores.shards: want a list, got "2"`},
+		{"batch size 0", edit(t, "batch_size: 64", "batch_size: 0"),
+			`t.yaml:16: receive.batch_size: 0 is out of range (1..4096)`},
+		{"ring size not power of two", edit(t, "batch_size: 64", "batch_size: 64\n  ring_size: 1000"),
+			`t.yaml:17: receive.ring_size: 1000 is not a power of two`},
+		{"bad recv_buffer", edit(t, "batch_size: 64", "batch_size: 64\n  recv_buffer: 8 parsecs"),
+			`t.yaml:17: receive.recv_buffer: "8 parsecs" is not a size (bytes, or a number with KiB, MiB, GiB)`},
+		{"busy_poll not bool", edit(t, "batch_size: 64", "batch_size: 64\n  busy_poll: sometimes"),
+			`t.yaml:17: receive.busy_poll: want true or false, got "sometimes"`},
+		{"zero copy on with sockets", edit(t, "backend: auto", "backend: socket\n  zero_copy: on"),
+			`t.yaml:16: receive.zero_copy: "on" needs backend xdp or auto, not socket`},
+		{"missing lines.a", edit(t, "  a:\n    interface: veth0\n    group: 239.1.1.1\n    port: 26477\n", ""),
+			`t.yaml:5: lines.a: missing required field`},
+		{"missing group", edit(t, "    group: 239.1.1.1\n", ""),
+			`t.yaml:6: lines.a.group: missing required field`},
+		{"empty line a", edit(t, "  a:\n    interface: veth0\n    group: 239.1.1.1\n    port: 26477\n", "  a:\n"),
+			"t.yaml:6: lines.a.interface: missing required field\n" +
+				"t.yaml:6: lines.a.group: missing required field\n" +
+				"t.yaml:6: lines.a.port: missing required field"},
+		{"missing lines", "feed:\n  name: x\n",
+			`t.yaml: lines: missing required field`},
+		{"missing feed name", edit(t, "  name: test\n  protocol", "  protocol"),
+			`t.yaml:1: feed.name: missing required field`},
+		{"bad interface", edit(t, "    interface: veth0\n    group: 239.1.1.1", "    interface: this-name-is-too-long0\n    group: 239.1.1.1"),
+			`t.yaml:7: lines.a.interface: "this-name-is-too-long0" is not a valid interface name`},
+		{"bad symbol", base + "symbols: [AAPL, msft]\n",
+			`t.yaml:28: symbols[1]: "msft" is not a symbol (ITCH symbols are upper case: "MSFT")`},
+		{"long symbol", base + "symbols:\n  - AAPL\n  - ABCDEFGHI\n",
+			`t.yaml:30: symbols[1]: "ABCDEFGHI" is not a symbol (1 to 8 characters)`},
+		{"bad metrics address", base + "metrics:\n  listen: localhost\n",
+			`t.yaml:29: metrics.listen: "localhost" is not host:port`},
+		{"recovery without host", base + "recovery:\n  server: :26400\n",
+			`t.yaml:29: recovery.server: ":26400" has no host`},
+		{"section not a mapping", edit(t, "book:\n  depth: 10\n", "book: 10\n"),
+			`t.yaml:20: book: want a mapping, got "10"`},
+		{"yaml syntax", edit(t, "shards: [1]", "shards: [1"),
+			`t.yaml:20: YAML syntax: ',' or ']' must be specified`},
+		{"yaml syntax: unterminated quote", edit(t, "depth: 10", "depth: \"10"),
+			`t.yaml:21: YAML syntax: could not find end character of double-quoted text`},
+		{"second document", base + "---\nfeed: {name: y}\n",
+			`t.yaml:29: a second YAML document; a feed file holds one`},
+		{"empty file", "", `t.yaml: empty feed file`},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := Parse("t.yaml", []byte(tc.yaml))
+			if err == nil {
+				t.Fatalf("no error; parsed %+v", c)
+			}
+			if c != nil {
+				t.Fatal("config returned with an error")
+			}
+			if err.Error() != tc.want {
+				t.Fatalf("error\n got: %s\nwant: %s", err, tc.want)
+			}
+			if !errors.Is(err, ErrInvalid) {
+				t.Fatal("error does not wrap ErrInvalid")
+			}
+			var e *Error
+			if !errors.As(err, &e) || e.File != "t.yaml" {
+				t.Fatalf("error is not an *Error for t.yaml: %#v", err)
+			}
+		})
+	}
+}
+
+func TestAllErrorsReported(t *testing.T) {
+	y := strings.NewReplacer("port: 26477", "port: 0", "depth: 10", "depth: 99", "level: info", "level: loud").Replace(base)
+	_, err := Parse("t.yaml", []byte(y))
+	if err == nil {
+		t.Fatal("no error")
+	}
+	want := "t.yaml:9: lines.a.port: 0 is out of range (1..65535)\n" +
+		"t.yaml:21: book.depth: 99 is out of range (1..64)\n" +
+		`t.yaml:26: log.level: "loud" is not one of trace, debug, info, warn, error`
+	if err.Error() != want {
+		t.Fatalf("got\n%s\nwant\n%s", err, want)
+	}
+}
+
+func TestDefaults(t *testing.T) {
+	c, err := Parse("min.yaml", []byte("feed: {name: min}\nlines:\n  a: {interface: eth0, group: 239.0.0.1, port: 1}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := &Config{
+		File:  "min.yaml",
+		Feed:  Feed{Name: "min", Protocol: ProtocolITCH50MoldUDP64},
+		Lines: []Line{{Name: "A", Interface: "eth0", Group: netip.MustParseAddr("239.0.0.1"), Port: 1}},
+		Receive: Receive{Backend: rx.BackendAuto, ZeroCopy: "auto", XDPMode: "auto",
+			BusyPollUsec: DefaultBusyPollUsec, BusyPollBudget: DefaultBusyPollBudget, BatchSize: DefaultBatchSize,
+			RecvBuffer: DefaultRecvBuffer, PollTimeout: DefaultPollTimeout},
+		Cores:         Cores{Receive: Unpinned, Shards: []int{Unpinned}},
+		Book:          Book{Depth: 10, MaxOrders: 4 << 20, MaxLocates: 16384},
+		SHM:           SHM{Name: "min"},
+		StatsInterval: 5 * time.Second,
+		Log:           Log{Level: "info", Format: "console"},
+	}
+	if !reflect.DeepEqual(c, want) {
+		t.Fatalf("defaults\n got %+v\nwant %+v", c, want)
+	}
+	if c.ShardCount() != 1 || c.SymbolKeys() != nil || c.Log.ZerologLevel() != zerolog.InfoLevel {
+		t.Fatal("derived defaults wrong")
+	}
+	if _, ok := c.Feed.SessionID(); ok {
+		t.Fatal("SessionID ok without a session")
+	}
+}
+
+func TestValuesAndConversions(t *testing.T) {
+	y := `
+common: &nic {interface: ens1f0, port: 26477}
+feed: {name: x, session: 0000000042}
+lines:
+  A: {<<: *nic, group: 233.54.12.111}
+`
+	// Merge keys and unknown top-level anchor holders are rejected as unknown
+	// fields; anchors and aliases themselves work:
+	if _, err := Parse("t.yaml", []byte(y)); err == nil {
+		t.Fatal("want errors for common and <<")
+	}
+	y = `
+feed: {name: x, session: 0000000042}
+lines:
+  A: {interface: &nic ens1f0, group: 233.54.12.111, port: 26477, source: 192.0.2.1}
+  b: {interface: *nic, group: 233.49.196.111, port: 26477}
+receive: {backend: xdp, queues: [0, 3], zero_copy: on, xdp_mode: native, busy_poll: true,
+  busy_poll_usec: 50, busy_poll_budget: 32, batch_size: 128, ring_size: 2048, recv_buffer: 16MiB, poll_timeout: 10ms}
+cores: {receive: 1, shards: [2, 3, 4]}
+symbols: [AAPL, BRK.A]
+log: {level: debug, format: json}
+`
+	c, err := Parse("t.yaml", []byte(y))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id, ok := c.Feed.SessionID(); !ok || string(id[:]) != "0000000042" {
+		t.Fatalf("session %q", id)
+	}
+	if c.ShardCount() != 3 || c.Log.ZerologLevel() != zerolog.DebugLevel {
+		t.Fatalf("%+v", c)
+	}
+	keys := c.SymbolKeys()
+	if len(keys) != 2 || string(keys[0][:]) != "AAPL    " || string(keys[1][:]) != "BRK.A   " {
+		t.Fatalf("symbol keys %q", keys)
+	}
+	log := zerolog.Nop()
+	got := c.RxConfig(log)
+	want := rx.Config{
+		Lines: []rx.LineConfig{
+			{Name: "A", Interface: "ens1f0", Group: netip.MustParseAddr("233.54.12.111"), Port: 26477, Source: netip.MustParseAddr("192.0.2.1")},
+			{Name: "B", Interface: "ens1f0", Group: netip.MustParseAddr("233.49.196.111"), Port: 26477},
+		},
+		Backend: rx.BackendXDP, Queues: []int{0, 3}, ZeroCopy: "on", XDPMode: "native",
+		BusyPoll: true, BusyPollUsec: 50, BusyPollBudget: 32, BatchSize: 128, RingSize: 2048,
+		RecvBuffer: 16 << 20, PollTimeout: 10 * time.Millisecond, Log: log,
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("RxConfig\n got %+v\nwant %+v", got, want)
+	}
+}
+
+func TestShippedFeeds(t *testing.T) {
+	files, err := filepath.Glob("../../feeds/*.yaml")
+	if err != nil || len(files) < 2 {
+		t.Fatalf("feeds: %v %v", files, err)
+	}
+	for _, f := range files {
+		c, err := Load(f)
+		if err != nil {
+			t.Fatalf("%s: %v", f, err)
+		}
+		if len(c.Lines) != 2 {
+			t.Errorf("%s: %d lines, want A and B", f, len(c.Lines))
+		}
+	}
+	c, err := Load("../../feeds/demo.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.SHM.Name != "demo" || c.Lines[0].Interface != "fhdemo1" || c.Receive.Backend != rx.BackendAuto ||
+		c.Lines[0].Group != netip.MustParseAddr("239.77.1.1") || c.Lines[0].Port != 26477 ||
+		c.Lines[1].Group != netip.MustParseAddr("239.77.1.2") || c.Lines[1].Port != 26478 {
+		t.Fatalf("demo.yaml: %+v", c)
+	}
+}
+
+func TestLoadMissingFile(t *testing.T) {
+	_, err := Load(filepath.Join(t.TempDir(), "nope.yaml"))
+	if !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+func TestSuggest(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"bakend", "backend"}, {"backedn", "backend"}, {"Backend", "backend"}, {"x", ""},
+		{"zerocopy", "zero_copy"}, {"colour", ""},
+	} {
+		if got := suggest(tc.in, []string{"backend", "zero_copy", "queues", "log"}); got != tc.want {
+			t.Errorf("suggest(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+}

@@ -1,0 +1,478 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/goccy/go-yaml/ast"
+	"github.com/goccy/go-yaml/token"
+)
+
+// decoder walks the YAML AST, filling a Config and collecting every problem
+// with its position.
+type decoder struct {
+	file    string
+	errs    []*Error
+	anchors map[string]ast.Node
+}
+
+// field is one value in the document: its dotted path, the token of its key
+// (position fallback) and its value node (nil when absent).
+type field struct {
+	path string
+	key  *token.Token
+	node ast.Node
+}
+
+func (f field) child(key string) string {
+	if f.path == "" {
+		return key
+	}
+	return f.path + "." + key
+}
+
+// tok is where errors about the value point.
+func (f field) tok() *token.Token {
+	if f.node != nil {
+		if tk := f.node.GetToken(); tk != nil {
+			return tk
+		}
+	}
+	return f.key
+}
+
+func (f field) absent() bool {
+	if f.node == nil {
+		return true
+	}
+	_, null := f.node.(*ast.NullNode)
+	return null
+}
+
+func (d *decoder) err() error {
+	switch len(d.errs) {
+	case 0:
+		return nil
+	case 1:
+		return d.errs[0]
+	}
+	errs := make([]error, len(d.errs))
+	for i, e := range d.errs {
+		errs[i] = e
+	}
+	return errors.Join(errs...)
+}
+
+func (d *decoder) add(tk *token.Token, path, format string, args ...any) {
+	e := &Error{File: d.file, Field: path, Msg: fmt.Sprintf(format, args...)}
+	if tk != nil {
+		e.Line, e.Column = tk.Position.Line, tk.Position.Column
+	}
+	d.errs = append(d.errs, e)
+}
+
+func (d *decoder) errorf(f field, format string, args ...any) {
+	d.add(f.tok(), f.path, format, args...)
+}
+
+// resolve unwraps anchors (remembering them), aliases and tags.
+func (d *decoder) resolve(n ast.Node) ast.Node {
+	for range 16 {
+		switch x := n.(type) {
+		case *ast.AnchorNode:
+			if d.anchors == nil {
+				d.anchors = make(map[string]ast.Node)
+			}
+			if x.Name != nil {
+				d.anchors[x.Name.GetToken().Value] = x.Value
+			}
+			n = x.Value
+		case *ast.AliasNode:
+			if x.Value == nil {
+				return nil
+			}
+			v, ok := d.anchors[x.Value.GetToken().Value]
+			if !ok {
+				return n // reported as a wrong type by the caller
+			}
+			n = v
+		case *ast.TagNode:
+			n = x.Value
+		default:
+			return n
+		}
+	}
+	return n
+}
+
+// describe renders a node for "got ..." messages.
+func describe(n ast.Node) string {
+	switch x := n.(type) {
+	case nil, *ast.NullNode:
+		return "nothing"
+	case *ast.MappingNode, *ast.MappingValueNode:
+		return "a mapping"
+	case *ast.SequenceNode:
+		return "a list"
+	case *ast.StringNode:
+		return strconv.Quote(x.Value)
+	case *ast.AliasNode:
+		return "an unknown alias"
+	}
+	if tk := n.GetToken(); tk != nil {
+		return strconv.Quote(tk.Value)
+	}
+	return n.Type().String()
+}
+
+// entry is one known key of a mapping and what to do with its value.
+type entry struct {
+	key string
+	fn  func(field)
+}
+
+// mapping walks the mapping at f, calling the entry of each key in document
+// order and reporting unknown and duplicate keys. Absent (null) values are
+// skipped. It returns the keys that were given.
+func (d *decoder) mapping(f field, entries []entry) map[string]bool {
+	given := map[string]bool{}
+	if f.absent() {
+		return given
+	}
+	values, ok := mappingValues(f.node)
+	if !ok {
+		d.errorf(f, "want a mapping, got %s", describe(f.node))
+		return given
+	}
+	keys := make([]string, len(entries))
+	for i, e := range entries {
+		keys[i] = e.key
+	}
+	firstLine := map[string]int{}
+	for _, mv := range values {
+		k, ktk := keyOf(mv)
+		child := field{path: f.child(k), key: ktk, node: d.resolve(mv.Value)}
+		if l, dup := firstLine[k]; dup {
+			d.add(ktk, child.path, "duplicate field (first at line %d)", l)
+			continue
+		}
+		firstLine[k] = ktk.Position.Line
+		var e *entry
+		for i := range entries {
+			if entries[i].key == k {
+				e = &entries[i]
+				break
+			}
+		}
+		if e == nil {
+			if s := suggest(k, keys); s != "" {
+				d.add(ktk, child.path, "unknown field (did you mean %q?)", s)
+			} else {
+				d.add(ktk, child.path, "unknown field (want one of %s)", strings.Join(keys, ", "))
+			}
+			continue
+		}
+		if child.absent() {
+			continue
+		}
+		given[k] = true
+		e.fn(child)
+	}
+	return given
+}
+
+func mappingValues(n ast.Node) ([]*ast.MappingValueNode, bool) {
+	switch x := n.(type) {
+	case *ast.MappingNode:
+		return x.Values, true
+	case *ast.MappingValueNode: // a one-key mapping may come back bare
+		return []*ast.MappingValueNode{x}, true
+	}
+	return nil, false
+}
+
+func keyOf(mv *ast.MappingValueNode) (string, *token.Token) {
+	tk := mv.Key.GetToken()
+	if s, ok := mv.Key.(*ast.StringNode); ok {
+		return s.Value, tk
+	}
+	return tk.Value, tk
+}
+
+// missing reports a required key that is not in the mapping at f.
+func (d *decoder) missing(f field, key string) {
+	tk := f.key
+	if f.path == "" {
+		tk = nil
+	}
+	d.add(tk, f.child(key), "missing required field")
+}
+
+// --- scalars ---
+
+func (d *decoder) str(f field) (string, bool) {
+	switch x := f.node.(type) {
+	case *ast.StringNode:
+		return x.Value, true
+	case *ast.IntegerNode, *ast.FloatNode, *ast.BoolNode, *ast.InfinityNode, *ast.NanNode:
+		return x.GetToken().Value, true
+	case *ast.LiteralNode:
+		return x.Value.Value, true
+	}
+	d.errorf(f, "want a string, got %s", describe(f.node))
+	return "", false
+}
+
+func (d *decoder) integer(f field, lo, hi int64) (int64, bool) {
+	x, ok := f.node.(*ast.IntegerNode)
+	if !ok {
+		d.errorf(f, "want an integer in %d..%d, got %s", lo, hi, describe(f.node))
+		return 0, false
+	}
+	var v int64
+	switch n := x.Value.(type) {
+	case int64:
+		v = n
+	case uint64:
+		if n > uint64(hi) {
+			d.errorf(f, "%s is out of range (%d..%d)", x.Token.Value, lo, hi)
+			return 0, false
+		}
+		v = int64(n)
+	}
+	if v < lo || v > hi {
+		d.errorf(f, "%s is out of range (%d..%d)", x.Token.Value, lo, hi)
+		return 0, false
+	}
+	return v, true
+}
+
+func (d *decoder) boolean(f field) (bool, bool) {
+	if x, ok := f.node.(*ast.BoolNode); ok {
+		return x.Value, true
+	}
+	d.errorf(f, "want true or false, got %s", describe(f.node))
+	return false, false
+}
+
+func (d *decoder) duration(f field) (time.Duration, bool) {
+	s, ok := d.str(f)
+	if !ok {
+		return 0, false
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		d.errorf(f, "%q is not a duration (like 500ms, 5s, 1m)", s)
+		return 0, false
+	}
+	if v <= 0 {
+		d.errorf(f, "%q must be positive", s)
+		return 0, false
+	}
+	return v, true
+}
+
+func (d *decoder) enum(f field, allowed ...string) (string, bool) {
+	s, ok := d.str(f)
+	if !ok {
+		return "", false
+	}
+	for _, a := range allowed {
+		if s == a {
+			return s, true
+		}
+	}
+	if g := suggest(s, allowed); g != "" {
+		d.errorf(f, "%q is not one of %s (did you mean %q?)", s, strings.Join(allowed, ", "), g)
+	} else {
+		d.errorf(f, "%q is not one of %s", s, strings.Join(allowed, ", "))
+	}
+	return "", false
+}
+
+// list returns the elements of the sequence at f as fields path[i].
+func (d *decoder) list(f field) ([]field, bool) {
+	x, ok := f.node.(*ast.SequenceNode)
+	if !ok {
+		d.errorf(f, "want a list, got %s", describe(f.node))
+		return nil, false
+	}
+	out := make([]field, len(x.Values))
+	for i, n := range x.Values {
+		out[i] = field{path: fmt.Sprintf("%s[%d]", f.path, i), key: f.tok(), node: d.resolve(n)}
+	}
+	return out, true
+}
+
+// intList decodes a list of distinct integers in lo..hi.
+func (d *decoder) intList(f field, lo, hi int64, distinct bool) ([]int, bool) {
+	items, ok := d.list(f)
+	if !ok {
+		return nil, false
+	}
+	out := make([]int, 0, len(items))
+	seen := map[int64]int{}
+	good := true
+	for _, it := range items {
+		v, ok := d.integer(it, lo, hi)
+		if !ok {
+			good = false
+			continue
+		}
+		if l, dup := seen[v]; dup && distinct {
+			d.errorf(it, "%d is listed twice (first at line %d)", v, l)
+			good = false
+			continue
+		}
+		seen[v] = it.tok().Position.Line
+		out = append(out, int(v))
+	}
+	return out, good
+}
+
+// --- domain values ---
+
+func validName(s string) bool {
+	if s == "" || s == "." || s == ".." {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+func (d *decoder) name(f field, limit int) (string, bool) {
+	s, ok := d.str(f)
+	if !ok {
+		return "", false
+	}
+	if !validName(s) {
+		d.errorf(f, "%q is not a valid name (only A-Z a-z 0-9 . _ -, not empty, not . or ..)", s)
+		return "", false
+	}
+	if len(s) > limit {
+		d.errorf(f, "%q is %d characters, the limit is %d", s, len(s), limit)
+		return "", false
+	}
+	return s, true
+}
+
+func (d *decoder) multicast(f field) (netip.Addr, bool) {
+	s, ok := d.str(f)
+	if !ok {
+		return netip.Addr{}, false
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil || !a.Is4() || !a.IsMulticast() {
+		d.errorf(f, "%q is not an IPv4 multicast address", s)
+		return netip.Addr{}, false
+	}
+	return a, true
+}
+
+func (d *decoder) unicast(f field) (netip.Addr, bool) {
+	s, ok := d.str(f)
+	if !ok {
+		return netip.Addr{}, false
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil || !a.Is4() || a.IsMulticast() || a.IsUnspecified() || a == netip.AddrFrom4([4]byte{255, 255, 255, 255}) {
+		d.errorf(f, "%q is not an IPv4 unicast address", s)
+		return netip.Addr{}, false
+	}
+	return a, true
+}
+
+func (d *decoder) port(f field) (uint16, bool) {
+	v, ok := d.integer(f, 1, 65535)
+	return uint16(v), ok
+}
+
+func (d *decoder) iface(f field) (string, bool) {
+	s, ok := d.str(f)
+	if !ok {
+		return "", false
+	}
+	// Linux: IFNAMSIZ-1 bytes, no '/', ':' or whitespace, not "." or "..".
+	if s == "" || s == "." || s == ".." || len(s) > 15 || strings.ContainsAny(s, "/: \t\n") {
+		d.errorf(f, "%q is not a valid interface name", s)
+		return "", false
+	}
+	return s, true
+}
+
+// hostPort validates "host:port"; needHost rejects an empty host.
+func (d *decoder) hostPort(f field, needHost bool) (string, bool) {
+	s, ok := d.str(f)
+	if !ok {
+		return "", false
+	}
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		d.errorf(f, "%q is not host:port", s)
+		return "", false
+	}
+	if needHost && host == "" {
+		d.errorf(f, "%q has no host", s)
+		return "", false
+	}
+	if p, err := strconv.ParseUint(port, 10, 16); err != nil || p == 0 {
+		d.errorf(f, "%q: port %q is not a number in 1..65535", s, port)
+		return "", false
+	}
+	return s, true
+}
+
+// byteSize accepts an integer number of bytes or a string with a binary
+// suffix: "512KiB", "8MiB", "1GiB" (K, M, G are accepted as the same).
+func (d *decoder) byteSize(f field, lo, hi int64) (int64, bool) {
+	if _, isInt := f.node.(*ast.IntegerNode); isInt {
+		return d.integer(f, lo, hi)
+	}
+	s, ok := d.str(f)
+	if !ok {
+		return 0, false
+	}
+	num, mult := s, int64(1)
+	for _, u := range []struct {
+		suffix string
+		mult   int64
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"K", 1 << 10}, {"M", 1 << 20}, {"G", 1 << 30}} {
+		if strings.HasSuffix(s, u.suffix) {
+			num, mult = strings.TrimSpace(strings.TrimSuffix(s, u.suffix)), u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(num, 10, 64)
+	if err != nil || n < 0 || n > hi/mult {
+		if err == nil {
+			d.errorf(f, "%q is out of range (%d..%d bytes)", s, lo, hi)
+		} else {
+			d.errorf(f, "%q is not a size (bytes, or a number with KiB, MiB, GiB)", s)
+		}
+		return 0, false
+	}
+	if n*mult < lo {
+		d.errorf(f, "%q is out of range (%d..%d bytes)", s, lo, hi)
+		return 0, false
+	}
+	return n * mult, true
+}
+
+func printableASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x20 || s[i] > 0x7e {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,63 @@
+// Package config reads the feed file of `feedhandler --feed FILE.yaml`: which
+// feed to receive, on which lines and interfaces, with which receive backend,
+// how to pin and shard the work, what to publish and where to report.
+//
+// Load (or Parse) decodes the YAML strictly: every key must be known, every
+// value must have the right type and range, and every problem is reported
+// with the file, line and dotted field path, all at once, for example
+//
+//	nasdaq.yaml:14: lines.a.group: "239.1.1.300" is not an IPv4 multicast address
+//	nasdaq.yaml:7: receive.bakend: unknown field (did you mean "backend"?)
+//	nasdaq.yaml:3: lines.a.port: missing required field
+//
+// Each problem is an *Error (errors.As) wrapping ErrInvalid (errors.Is);
+// several are joined with errors.Join. Anchors and aliases are allowed;
+// duplicate keys are not.
+//
+// The file, with every key and its default (see feeds/nasdaq.yaml for a
+// commented production example and feeds/demo.yaml for the demo):
+//
+//	feed:
+//	  name: nasdaq-totalview      # required; [A-Za-z0-9._-], up to 64 chars
+//	  protocol: itch50-moldudp64  # the only protocol (default)
+//	  session: ""                 # MoldUDP64 session, up to 10 ASCII chars; "" = first seen
+//	lines:                        # a is required, b optional
+//	  a:
+//	    interface: ens1f0         # required
+//	    group: 233.54.12.111      # required; IPv4 multicast
+//	    port: 26477               # required; 1..65535
+//	    source: 198.51.100.10     # optional source filter (IPv4 unicast)
+//	  b: {...}
+//	receive:
+//	  backend: auto               # auto | xdp | uring | socket
+//	  queues: [0]                 # AF_XDP queues; default: the backend's (queue 0)
+//	  zero_copy: auto             # auto | on | off
+//	  xdp_mode: auto              # auto | native | generic
+//	  busy_poll: false
+//	  busy_poll_usec: 20          # 1..1000000
+//	  busy_poll_budget: 64        # 1..65535
+//	  batch_size: 64              # 1..4096 packets per receive call
+//	  ring_size: 0                # power of two up to 1048576; 0 = backend default
+//	  recv_buffer: 8MiB           # socket receive buffer: bytes or KiB/MiB/GiB
+//	  poll_timeout: 100ms         # how long one receive call may block
+//	cores:
+//	  receive: 2                  # CPU for the receive goroutine; absent = unpinned
+//	  shards: [3]                 # one book shard per entry, pinned; absent = 1 unpinned shard
+//	symbols: [AAPL, MSFT]         # subscribe list, 1..8 chars each; absent/empty = all
+//	book:
+//	  depth: 10                   # levels published per side, 1..64
+//	  max_orders: 4194304         # live orders capacity
+//	  max_locates: 16384          # stock locate codes, 1..65536
+//	shm:
+//	  name: nasdaq-totalview      # /dev/shm name; default feed.name; [A-Za-z0-9._-]
+//	recovery:
+//	  server: 10.1.2.3:26400      # MoldUDP64 re-request server host:port; optional
+//	metrics:
+//	  listen: 127.0.0.1:9464      # Prometheus /metrics host:port; optional
+//	stats_interval: 5s            # period of the stats log line (> 0)
+//	log:
+//	  level: info                 # trace | debug | info | warn | error
+//	  format: console             # console | json
+//
+// Config.RxConfig maps the result onto the receive layer's rx.Config.
+package config

@@ -1,0 +1,346 @@
+package config
+
+import (
+	"errors"
+	"strings"
+
+	"github.com/goccy/go-yaml/ast"
+	"github.com/goccy/go-yaml/parser"
+	"github.com/goccy/go-yaml/token"
+
+	"github.com/marketfeed/feedhandler/feed/rx"
+)
+
+// defaults returns a Config holding every default.
+func defaults() *Config {
+	return &Config{
+		Feed: Feed{Protocol: ProtocolITCH50MoldUDP64},
+		Receive: Receive{
+			Backend:        rx.BackendAuto,
+			ZeroCopy:       "auto",
+			XDPMode:        "auto",
+			BusyPollUsec:   DefaultBusyPollUsec,
+			BusyPollBudget: DefaultBusyPollBudget,
+			BatchSize:      DefaultBatchSize,
+			RecvBuffer:     DefaultRecvBuffer,
+			PollTimeout:    DefaultPollTimeout,
+		},
+		Cores:         Cores{Receive: Unpinned, Shards: []int{Unpinned}},
+		Book:          Book{Depth: DefaultDepth, MaxOrders: DefaultMaxOrders, MaxLocates: DefaultMaxLocates},
+		StatsInterval: DefaultStatsInterval,
+		Log:           Log{Level: DefaultLogLevel, Format: DefaultLogFormat},
+	}
+}
+
+// decode parses data and walks the document.
+func (d *decoder) decode(data []byte) *Config {
+	c := defaults()
+	file, err := parser.ParseBytes(data, 0, parser.AllowDuplicateMapKey())
+	if err != nil {
+		var se interface {
+			GetToken() *token.Token
+			GetMessage() string
+		}
+		if errors.As(err, &se) {
+			d.add(se.GetToken(), "", "YAML syntax: %s", se.GetMessage())
+		} else {
+			d.add(nil, "", "YAML syntax: %v", err)
+		}
+		return c
+	}
+	var root ast.Node
+	for _, doc := range file.Docs {
+		if doc.Body == nil {
+			continue
+		}
+		if root != nil {
+			d.add(doc.Body.GetToken(), "", "a second YAML document; a feed file holds one")
+			break
+		}
+		root = doc.Body
+	}
+	top := field{node: d.resolve(root)}
+	if top.absent() {
+		d.add(nil, "", "empty feed file")
+	}
+	given := d.mapping(top, []entry{
+		{"feed", func(f field) { d.feed(f, c) }},
+		{"lines", func(f field) { d.lines(f, c) }},
+		{"receive", func(f field) { d.receive(f, c) }},
+		{"cores", func(f field) { d.cores(f, c) }},
+		{"symbols", func(f field) { d.symbols(f, c) }},
+		{"book", func(f field) { d.book(f, c) }},
+		{"shm", func(f field) {
+			d.mapping(f, []entry{{"name", func(f field) { c.SHM.Name, _ = d.name(f, 200) }}})
+		}},
+		{"recovery", func(f field) {
+			d.mapping(f, []entry{{"server", func(f field) { c.Recovery.Server, _ = d.hostPort(f, true) }}})
+		}},
+		{"metrics", func(f field) {
+			d.mapping(f, []entry{{"listen", func(f field) { c.Metrics.Listen, _ = d.hostPort(f, false) }}})
+		}},
+		{"stats_interval", func(f field) {
+			if v, ok := d.duration(f); ok {
+				c.StatsInterval = v
+			}
+		}},
+		{"log", func(f field) { d.log(f, c) }},
+	})
+	if top.absent() {
+		return c
+	}
+	for _, k := range []string{"feed", "lines"} {
+		if !given[k] {
+			d.missing(top, k)
+		}
+	}
+	if c.SHM.Name == "" {
+		c.SHM.Name = c.Feed.Name
+	}
+	return c
+}
+
+func (d *decoder) feed(f field, c *Config) {
+	given := d.mapping(f, []entry{
+		{"name", func(f field) { c.Feed.Name, _ = d.name(f, 64) }},
+		{"protocol", func(f field) {
+			s, ok := d.str(f)
+			if ok && s != ProtocolITCH50MoldUDP64 {
+				d.errorf(f, "%q is not supported (the only protocol is %q)", s, ProtocolITCH50MoldUDP64)
+			}
+		}},
+		{"session", func(f field) {
+			s, ok := d.str(f)
+			if !ok {
+				return
+			}
+			s = strings.TrimSpace(s)
+			switch {
+			case !printableASCII(s):
+				d.errorf(f, "%q is not printable ASCII", s)
+			case len(s) > 10:
+				d.errorf(f, "%q is %d characters, a MoldUDP64 session has at most 10", s, len(s))
+			default:
+				c.Feed.Session = s
+			}
+		}},
+	})
+	if !given["name"] {
+		d.missing(f, "name")
+	}
+}
+
+func (d *decoder) lines(f field, c *Config) {
+	values, ok := mappingValues(f.node)
+	if !ok {
+		d.errorf(f, "want a mapping with lines a and b, got %s", describe(f.node))
+		return
+	}
+	var have [2]*Line
+	var where [2]*token.Token
+	for _, mv := range values {
+		k, ktk := keyOf(mv)
+		lk := strings.ToLower(k)
+		child := field{path: f.child(lk), key: ktk, node: d.resolve(mv.Value)}
+		idx := -1
+		switch lk {
+		case "a":
+			idx = 0
+		case "b":
+			idx = 1
+		default:
+			child.path = f.child(k)
+			d.add(ktk, child.path, "unknown field (lines are named a and b)")
+			continue
+		}
+		if where[idx] != nil {
+			d.add(ktk, child.path, "duplicate line name (first at line %d)", where[idx].Position.Line)
+			continue
+		}
+		where[idx] = ktk
+		have[idx] = d.line(child, strings.ToUpper(lk))
+	}
+	if where[0] == nil {
+		d.add(f.key, f.child("a"), "missing required field")
+	}
+	if have[0] != nil && have[1] != nil {
+		a, b := have[0], have[1]
+		if a.Interface == b.Interface && a.Group == b.Group && a.Port == b.Port {
+			d.add(where[1], f.child("b"), "same interface, group and port as lines.a")
+		}
+	}
+	for _, l := range have {
+		if l != nil {
+			c.Lines = append(c.Lines, *l)
+		}
+	}
+}
+
+// line decodes one line; nil when it has errors.
+func (d *decoder) line(f field, name string) *Line {
+	l := &Line{Name: name}
+	good := true
+	check := func(ok bool) {
+		if !ok {
+			good = false
+		}
+	}
+	if f.absent() {
+		for _, k := range []string{"interface", "group", "port"} {
+			d.missing(f, k)
+		}
+		return nil
+	}
+	n := len(d.errs)
+	given := d.mapping(f, []entry{
+		{"interface", func(f field) { var ok bool; l.Interface, ok = d.iface(f); check(ok) }},
+		{"group", func(f field) { var ok bool; l.Group, ok = d.multicast(f); check(ok) }},
+		{"port", func(f field) { var ok bool; l.Port, ok = d.port(f); check(ok) }},
+		{"source", func(f field) { var ok bool; l.Source, ok = d.unicast(f); check(ok) }},
+	})
+	for _, k := range []string{"interface", "group", "port"} {
+		if !given[k] {
+			d.missing(f, k)
+			good = false
+		}
+	}
+	if !good || len(d.errs) != n {
+		return nil
+	}
+	return l
+}
+
+func (d *decoder) receive(f field, c *Config) {
+	r := &c.Receive
+	setInt := func(dst *int, lo, hi int64) func(field) {
+		return func(f field) {
+			if v, ok := d.integer(f, lo, hi); ok {
+				*dst = int(v)
+			}
+		}
+	}
+	setEnum := func(dst *string, allowed ...string) func(field) {
+		return func(f field) {
+			if v, ok := d.enum(f, allowed...); ok {
+				*dst = v
+			}
+		}
+	}
+	var zeroCopy field
+	d.mapping(f, []entry{
+		{"backend", setEnum(&r.Backend, rx.BackendAuto, rx.BackendXDP, rx.BackendUring, rx.BackendSocket)},
+		{"queues", func(f field) {
+			if v, ok := d.intList(f, 0, 4095, true); ok {
+				r.Queues = v
+			}
+		}},
+		{"zero_copy", func(f field) { zeroCopy = f; setEnum(&r.ZeroCopy, "auto", "on", "off")(f) }},
+		{"xdp_mode", setEnum(&r.XDPMode, "auto", "native", "generic")},
+		{"busy_poll", func(f field) { r.BusyPoll, _ = d.boolean(f) }},
+		{"busy_poll_usec", setInt(&r.BusyPollUsec, 1, 1_000_000)},
+		{"busy_poll_budget", setInt(&r.BusyPollBudget, 1, 65535)},
+		{"batch_size", setInt(&r.BatchSize, 1, 4096)},
+		{"ring_size", func(f field) {
+			v, ok := d.integer(f, 0, 1<<20)
+			if ok && v&(v-1) != 0 {
+				d.errorf(f, "%d is not a power of two", v)
+				return
+			}
+			r.RingSize = int(v)
+		}},
+		{"recv_buffer", func(f field) {
+			if v, ok := d.byteSize(f, 4096, 1<<31-1); ok {
+				r.RecvBuffer = int(v)
+			}
+		}},
+		{"poll_timeout", func(f field) {
+			if v, ok := d.duration(f); ok {
+				r.PollTimeout = v
+			}
+		}},
+	})
+	if r.ZeroCopy == "on" && (r.Backend == rx.BackendUring || r.Backend == rx.BackendSocket) {
+		d.errorf(zeroCopy, "\"on\" needs backend xdp or auto, not %s", r.Backend)
+	}
+}
+
+func (d *decoder) cores(f field, c *Config) {
+	d.mapping(f, []entry{
+		{"receive", func(f field) {
+			if v, ok := d.integer(f, 0, 65535); ok {
+				c.Cores.Receive = int(v)
+			}
+		}},
+		{"shards", func(f field) {
+			v, ok := d.intList(f, 0, 65535, true)
+			if ok && len(v) > 0 {
+				c.Cores.Shards = v
+			}
+		}},
+	})
+}
+
+func (d *decoder) symbols(f field, c *Config) {
+	items, ok := d.list(f)
+	if !ok {
+		return
+	}
+	first := map[string]int{}
+	for _, it := range items {
+		s, ok := d.str(it)
+		if !ok {
+			continue
+		}
+		switch {
+		case s == "" || len(s) > 8:
+			d.errorf(it, "%q is not a symbol (1 to 8 characters)", s)
+		case !printableASCII(s) || strings.ContainsRune(s, ' '):
+			d.errorf(it, "%q is not a symbol (printable ASCII without spaces)", s)
+		case strings.ToUpper(s) != s:
+			d.errorf(it, "%q is not a symbol (ITCH symbols are upper case: %q)", s, strings.ToUpper(s))
+		default:
+			if l, dup := first[s]; dup {
+				d.errorf(it, "%q is listed twice (first at line %d)", s, l)
+				continue
+			}
+			first[s] = it.tok().Position.Line
+			c.Symbols = append(c.Symbols, s)
+		}
+	}
+}
+
+func (d *decoder) book(f field, c *Config) {
+	b := &c.Book
+	d.mapping(f, []entry{
+		{"depth", func(f field) {
+			if v, ok := d.integer(f, 1, 64); ok {
+				b.Depth = int(v)
+			}
+		}},
+		{"max_orders", func(f field) {
+			if v, ok := d.integer(f, 1, 1<<31-1); ok {
+				b.MaxOrders = int(v)
+			}
+		}},
+		{"max_locates", func(f field) {
+			if v, ok := d.integer(f, 1, 65536); ok {
+				b.MaxLocates = int(v)
+			}
+		}},
+	})
+}
+
+func (d *decoder) log(f field, c *Config) {
+	d.mapping(f, []entry{
+		{"level", func(f field) {
+			if v, ok := d.enum(f, "trace", "debug", "info", "warn", "error"); ok {
+				c.Log.Level = v
+			}
+		}},
+		{"format", func(f field) {
+			if v, ok := d.enum(f, "console", "json"); ok {
+				c.Log.Format = v
+			}
+		}},
+	})
+}

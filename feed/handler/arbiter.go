@@ -1,0 +1,420 @@
+package handler
+
+import (
+	"time"
+
+	"github.com/marketfeed/feedhandler/feed/moldudp64"
+)
+
+// MaxLines is the number of redundant lines an Arbiter merges.
+const MaxLines = 2
+
+// ArbiterConfig tunes an Arbiter. Zero values pick the defaults shown.
+type ArbiterConfig struct {
+	// Session accepts only this session; the zero Session accepts the first
+	// session seen and then sticks to it.
+	Session moldudp64.Session
+	// Lines is the number of configured lines (1 or 2; default 2).
+	Lines int
+	// Grace is how long packets after a missing sequence number are held
+	// back once every live line has moved past it (default 200µs): it
+	// absorbs reordering inside a line.
+	Grace time.Duration
+	// Hold is how long they are held back while some live line may still
+	// deliver it (default 5ms).
+	Hold time.Duration
+	// LineTimeout: a line that delivered nothing for this long is not waited
+	// for (default 1s).
+	LineTimeout time.Duration
+	// MaxPending bounds the packets held back (default 4096); when full the
+	// gap is declared at once.
+	MaxPending int
+	// SlotSize is the largest packet that can be held back (default 2048
+	// bytes); a larger out-of-order packet forces the gap to be declared.
+	SlotSize int
+}
+
+// Deliver receives the in-order stream: the messages of p from message
+// index skip on, whose first has sequence number p.Seq+skip.
+type Deliver func(p moldudp64.Packet, skip int, rxTime int64)
+
+// GapFunc is told of every sequence range neither line delivered in time.
+type GapFunc func(r moldudp64.Range)
+
+// LineStats count what one line delivered, as seen by the Arbiter.
+type LineStats struct {
+	Packets      uint64 // valid packets of the session (data, heartbeats, end of session)
+	Bytes        uint64 // UDP payload bytes of those
+	Messages     uint64 // messages carried
+	Won          uint64 // packets that delivered at least one new message first
+	Duplicates   uint64 // packets whose messages the other line (or an earlier copy) delivered first
+	OutOfOrder   uint64 // packets behind this line's own highest sequence number
+	LineGaps     uint64 // jumps in this line's own sequence numbers (loss on this line)
+	Malformed    uint64 // packets rejected by moldudp64.Parse
+	WrongSession uint64 // packets of another session
+	Heartbeats   uint64
+	moldudp64.ParseErrors
+}
+
+// ArbiterStats count the merged stream.
+type ArbiterStats struct {
+	Lines         [MaxLines]LineStats
+	Delivered     uint64 // messages delivered in order
+	Gaps          uint64 // ranges declared missing on every line
+	GapMessages   uint64 // sequence numbers in those ranges
+	Held          uint64 // packets held back waiting for a missing sequence number
+	HeldMax       uint64 // high-water mark of packets held at once
+	ForcedByFull  uint64 // gaps declared early because the hold-back buffer was full
+	EndOfSession  uint64
+	LastGap       moldudp64.Range
+	SessionChosen bool
+}
+
+// Arbiter merges the copies of one MoldUDP64 session arriving on redundant
+// lines into one in-order message stream: the first copy of each sequence
+// number wins, later copies are dropped and counted. A packet that arrives
+// ahead of the expected sequence number is copied aside and held back while
+// the other line may still deliver what is missing; when no live line can
+// (every live line moved past it for longer than Grace, or Hold ran out, or
+// the hold-back buffer is full), the range is declared a gap, reported, and
+// the held packets are delivered. Messages are never delivered out of order.
+//
+// An Arbiter is used by one goroutine (the receive thread) and allocates
+// nothing after NewArbiter.
+type Arbiter struct {
+	cfg     ArbiterConfig
+	deliver Deliver
+	onGap   GapFunc
+
+	session  moldudp64.Session
+	started  bool
+	next     uint64 // next expected sequence number (valid once started)
+	ended    bool
+	gapSince int64 // when we first knew of something beyond next (0: nothing)
+
+	high   [MaxLines]uint64 // per line: sequence number after its highest packet
+	lastRx [MaxLines]int64  // per line: rx time of its last packet
+
+	pend  pending
+	Stats ArbiterStats
+}
+
+// NewArbiter returns an Arbiter delivering to deliver and reporting gaps to
+// onGap (which may be nil).
+func NewArbiter(cfg ArbiterConfig, deliver Deliver, onGap GapFunc) *Arbiter {
+	if cfg.Lines <= 0 || cfg.Lines > MaxLines {
+		cfg.Lines = MaxLines
+	}
+	if cfg.Grace <= 0 {
+		cfg.Grace = 200 * time.Microsecond
+	}
+	if cfg.Hold <= 0 {
+		cfg.Hold = 5 * time.Millisecond
+	}
+	if cfg.LineTimeout <= 0 {
+		cfg.LineTimeout = time.Second
+	}
+	if cfg.MaxPending <= 0 {
+		cfg.MaxPending = 4096
+	}
+	if cfg.SlotSize <= 0 {
+		cfg.SlotSize = 2048
+	}
+	a := &Arbiter{cfg: cfg, deliver: deliver, onGap: onGap}
+	a.pend.init(cfg.MaxPending, cfg.SlotSize)
+	if cfg.Session != (moldudp64.Session{}) {
+		a.session = cfg.Session
+	}
+	return a
+}
+
+// Next returns the next expected sequence number (0 before the first packet).
+func (a *Arbiter) Next() uint64 {
+	if !a.started {
+		return 0
+	}
+	return a.next
+}
+
+// Session returns the session being followed.
+func (a *Arbiter) Session() moldudp64.Session { return a.session }
+
+// Ended reports whether the session announced its end and everything up to
+// it was delivered or declared missing.
+func (a *Arbiter) Ended() bool { return a.ended && a.pend.n == 0 && a.maxHigh() <= a.next }
+
+// Pending returns the number of packets held back.
+func (a *Arbiter) Pending() int { return a.pend.n }
+
+// Offer hands the Arbiter one datagram received on line at rxTime (ns).
+func (a *Arbiter) Offer(line int, data []byte, rxTime int64) {
+	ls := &a.Stats.Lines[line]
+	p, err := moldudp64.Parse(data)
+	if err != nil {
+		ls.Malformed++
+		ls.ParseErrors.Count(err)
+		return
+	}
+	if !a.started {
+		if a.session != (moldudp64.Session{}) && p.Session != a.session {
+			ls.WrongSession++
+			return
+		}
+		a.session = p.Session
+		a.started = true
+		a.next = 1
+		a.Stats.SessionChosen = true
+	} else if p.Session != a.session {
+		ls.WrongSession++
+		return
+	}
+	ls.Packets++
+	ls.Bytes += uint64(len(data))
+	a.lastRx[line] = rxTime
+
+	if p.Heartbeat() || p.EndOfSession() {
+		if p.Heartbeat() {
+			ls.Heartbeats++
+		} else {
+			if !a.ended {
+				a.Stats.EndOfSession++
+			}
+			a.ended = true
+		}
+		// Its sequence number is the next one the line would send.
+		if p.Seq > a.high[line] {
+			if a.high[line] != 0 && p.Seq > a.high[line] {
+				ls.LineGaps++
+			}
+			a.high[line] = p.Seq
+		}
+		a.checkGap(rxTime)
+		return
+	}
+
+	end := p.Next()
+	n := uint64(p.Messages())
+	ls.Messages += n
+	switch {
+	case a.high[line] == 0:
+	case p.Seq < a.high[line]:
+		ls.OutOfOrder++
+	case p.Seq > a.high[line]:
+		ls.LineGaps++
+	}
+	if end > a.high[line] {
+		a.high[line] = end
+	}
+
+	switch {
+	case end <= a.next:
+		ls.Duplicates++
+	case p.Seq <= a.next:
+		ls.Won++
+		a.emit(p, rxTime)
+		a.drain()
+		a.checkGap(rxTime)
+	default:
+		ls.Won++ // first to bring these sequence numbers (held back)
+		if !a.hold(data, p, rxTime) {
+			// Hold-back impossible (buffer full or packet too large):
+			// declare the gap up to this packet and deliver it now.
+			a.Stats.ForcedByFull++
+			for a.next < p.Seq {
+				a.declareGap(a.pend.minSeq(p.Seq))
+				a.drain()
+			}
+			if end > a.next {
+				a.emit(p, rxTime)
+				a.drain()
+			}
+		}
+		a.checkGap(rxTime)
+	}
+}
+
+// Tick lets time pass without a packet (the receive loop calls it when a
+// poll times out), so held-back packets are released once their gap is due.
+func (a *Arbiter) Tick(now int64) {
+	if a.started {
+		a.checkGap(now)
+	}
+}
+
+// emit delivers the part of p at or after next. Callers ensure
+// p.Seq <= a.next < p.Next().
+func (a *Arbiter) emit(p moldudp64.Packet, rxTime int64) {
+	skip := int(a.next - p.Seq)
+	end := p.Next()
+	a.Stats.Delivered += end - a.next
+	a.next = end
+	a.deliver(p, skip, rxTime)
+}
+
+// drain delivers held-back packets that have become in order.
+func (a *Arbiter) drain() {
+	for a.pend.n > 0 {
+		e := a.pend.front()
+		if e.seq > a.next {
+			return
+		}
+		if e.end > a.next {
+			p, _ := moldudp64.Parse(a.pend.bytes(e))
+			a.emit(p, e.rxTime)
+		}
+		a.pend.popFront()
+	}
+}
+
+func (a *Arbiter) hold(data []byte, p moldudp64.Packet, rxTime int64) bool {
+	if !a.pend.add(data, p.Seq, p.Next(), rxTime) {
+		return false
+	}
+	a.Stats.Held++
+	if uint64(a.pend.n) > a.Stats.HeldMax {
+		a.Stats.HeldMax = uint64(a.pend.n)
+	}
+	return true
+}
+
+func (a *Arbiter) maxHigh() uint64 {
+	var m uint64
+	for i := 0; i < a.cfg.Lines; i++ {
+		m = max(m, a.high[i])
+	}
+	return m
+}
+
+// checkGap declares the range starting at next missing once no live line
+// can be expected to deliver it any more.
+func (a *Arbiter) checkGap(now int64) {
+	for {
+		if a.pend.n == 0 && a.maxHigh() <= a.next {
+			a.gapSince = 0
+			return
+		}
+		if a.gapSince == 0 {
+			a.gapSince = now
+		}
+		passedAll := true
+		for i := 0; i < a.cfg.Lines; i++ {
+			live := a.lastRx[i] != 0 && now-a.lastRx[i] < int64(a.cfg.LineTimeout)
+			if live && a.high[i] <= a.next {
+				passedAll = false
+			}
+		}
+		limit := a.cfg.Hold
+		if passedAll {
+			limit = a.cfg.Grace
+		}
+		if now-a.gapSince < int64(limit) {
+			return
+		}
+		target := a.maxHigh()
+		if a.pend.n > 0 {
+			target = a.pend.front().seq
+		}
+		a.declareGap(target)
+		a.drain()
+		// A further gap has been known since its first held packet arrived.
+		a.gapSince = 0
+		if a.pend.n > 0 {
+			a.gapSince = a.pend.front().rxTime
+		}
+	}
+}
+
+// declareGap reports [next, target) missing and moves next to target.
+func (a *Arbiter) declareGap(target uint64) {
+	if target <= a.next {
+		return
+	}
+	r := moldudp64.Range{First: a.next, Count: target - a.next}
+	a.Stats.Gaps++
+	a.Stats.GapMessages += r.Count
+	a.Stats.LastGap = r
+	a.next = target
+	if a.onGap != nil {
+		a.onGap(r)
+	}
+}
+
+// pending holds copies of out-of-order packets, ordered by sequence number,
+// in a fixed arena.
+type pending struct {
+	arena    []byte
+	slotSize int
+	free     []int32 // free slot numbers (stack)
+	ring     []pendEntry
+	head, n  int
+}
+
+type pendEntry struct {
+	seq, end uint64
+	rxTime   int64
+	slot     int32
+	size     int32
+}
+
+func (q *pending) init(slots, slotSize int) {
+	q.arena = make([]byte, slots*slotSize)
+	q.slotSize = slotSize
+	q.free = make([]int32, slots)
+	for i := range q.free {
+		q.free[i] = int32(slots - 1 - i)
+	}
+	q.ring = make([]pendEntry, slots)
+}
+
+func (q *pending) at(i int) *pendEntry { return &q.ring[(q.head+i)%len(q.ring)] }
+
+func (q *pending) front() *pendEntry { return q.at(0) }
+
+func (q *pending) bytes(e *pendEntry) []byte {
+	off := int(e.slot) * q.slotSize
+	return q.arena[off : off+int(e.size)]
+}
+
+// minSeq returns the smallest held sequence number, or seq if smaller.
+func (q *pending) minSeq(seq uint64) uint64 {
+	if q.n > 0 && q.front().seq < seq {
+		return q.front().seq
+	}
+	return seq
+}
+
+// add copies data in, keeping the ring sorted by seq (arrivals are mostly
+// increasing, so this is an append). A packet whose range is already held
+// is dropped (reported as added).
+func (q *pending) add(data []byte, seq, end uint64, rxTime int64) bool {
+	for i := q.n - 1; i >= 0; i-- {
+		e := q.at(i)
+		if e.seq == seq && e.end >= end {
+			return true // same packet held already (the other line's copy)
+		}
+		if e.seq < seq {
+			break
+		}
+	}
+	if len(q.free) == 0 || len(data) > q.slotSize {
+		return false
+	}
+	slot := q.free[len(q.free)-1]
+	q.free = q.free[:len(q.free)-1]
+	copy(q.arena[int(slot)*q.slotSize:], data)
+	ne := pendEntry{seq: seq, end: end, rxTime: rxTime, slot: slot, size: int32(len(data))}
+	i := q.n
+	q.n++
+	for i > 0 && q.at(i-1).seq > seq {
+		*q.at(i) = *q.at(i - 1)
+		i--
+	}
+	*q.at(i) = ne
+	return true
+}
+
+func (q *pending) popFront() {
+	q.free = append(q.free, q.front().slot)
+	q.head = (q.head + 1) % len(q.ring)
+	q.n--
+}

@@ -1,0 +1,351 @@
+package handler
+
+import (
+	"encoding/binary"
+	"errors"
+	"math/rand/v2"
+	"testing"
+	"time"
+
+	"github.com/marketfeed/feedhandler/feed/moldudp64"
+)
+
+var testSession = moldudp64.NewSession("TEST000001")
+
+// packets builds n packets of 1..maxMsgs messages each; message i carries
+// its own sequence number so the receiver can check what it got.
+func packets(t testing.TB, s moldudp64.Session, n, maxMsgs int, rng *rand.Rand) [][]byte {
+	t.Helper()
+	b := moldudp64.NewBuilder(s, 1, 0)
+	var out [][]byte
+	msg := make([]byte, 12)
+	for len(out) < n {
+		k := 1 + rng.IntN(maxMsgs)
+		for j := 0; j < k; j++ {
+			binary.BigEndian.PutUint64(msg[4:], b.Seq())
+			if err := b.Add(msg); errors.Is(err, moldudp64.ErrFull) {
+				break
+			} else if err != nil {
+				t.Fatal(err)
+			}
+		}
+		out = append(out, append([]byte(nil), b.Flush()...))
+	}
+	return out
+}
+
+// sink records what an Arbiter delivers and checks order.
+type sink struct {
+	t    testing.TB
+	next uint64
+	got  uint64
+	gaps []moldudp64.Range
+}
+
+func (s *sink) deliver(p moldudp64.Packet, skip int, _ int64) {
+	it := p.Iter()
+	it.Skip(skip)
+	for msg, ok := it.Next(); ok; msg, ok = it.Next() {
+		seq := binary.BigEndian.Uint64(msg[4:])
+		if seq != it.Seq() {
+			s.t.Fatalf("message carries seq %d, iterator says %d", seq, it.Seq())
+		}
+		if s.next != 0 && seq != s.next {
+			s.t.Fatalf("delivered seq %d, want %d (out of order or duplicate)", seq, s.next)
+		}
+		s.next = seq + 1
+		s.got++
+	}
+}
+
+func (s *sink) gap(r moldudp64.Range) {
+	if s.next != 0 && r.First != s.next {
+		s.t.Fatalf("gap starts at %d, want %d", r.First, s.next)
+	}
+	if s.next == 0 && r.First != 1 {
+		s.t.Fatalf("first gap starts at %d, want 1", r.First)
+	}
+	s.gaps = append(s.gaps, r)
+	s.next = r.End()
+}
+
+func newTestArbiter(t testing.TB, cfg ArbiterConfig) (*Arbiter, *sink) {
+	s := &sink{t: t}
+	return NewArbiter(cfg, s.deliver, s.gap), s
+}
+
+func totalMessages(t testing.TB, pkts [][]byte) uint64 {
+	var n uint64
+	for _, b := range pkts {
+		p, err := moldudp64.Parse(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n += uint64(p.Messages())
+	}
+	return n
+}
+
+func TestArbiterBothLinesClean(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	pkts := packets(t, testSession, 500, 30, rng)
+	a, s := newTestArbiter(t, ArbiterConfig{})
+	now := int64(1)
+	for _, p := range pkts {
+		a.Offer(0, p, now)
+		a.Offer(1, p, now)
+		now += 1000
+	}
+	want := totalMessages(t, pkts)
+	if s.got != want || a.Stats.Delivered != want {
+		t.Fatalf("delivered %d (stats %d), want %d", s.got, a.Stats.Delivered, want)
+	}
+	if a.Stats.Lines[1].Duplicates != uint64(len(pkts)) || a.Stats.Lines[0].Won != uint64(len(pkts)) {
+		t.Fatalf("line stats %+v %+v", a.Stats.Lines[0], a.Stats.Lines[1])
+	}
+	if a.Stats.Gaps != 0 || a.Pending() != 0 {
+		t.Fatalf("gaps %d pending %d", a.Stats.Gaps, a.Pending())
+	}
+}
+
+// TestArbiterLossOnOneLine: line A loses 20% of packets, line B (lagging a
+// few packets behind) delivers everything: nothing is lost, order is kept.
+func TestArbiterLossOnOneLine(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	pkts := packets(t, testSession, 2000, 40, rng)
+	a, s := newTestArbiter(t, ArbiterConfig{})
+	now := int64(1)
+	const lag = 5
+	for i := 0; i < len(pkts)+lag; i++ {
+		if i < len(pkts) && rng.IntN(5) != 0 {
+			a.Offer(0, pkts[i], now)
+		}
+		if j := i - lag; j >= 0 {
+			a.Offer(1, pkts[j], now)
+		}
+		now += 2000
+	}
+	if want := totalMessages(t, pkts); s.got != want {
+		t.Fatalf("delivered %d, want %d; stats %+v", s.got, want, a.Stats)
+	}
+	if a.Stats.Gaps != 0 || len(s.gaps) != 0 {
+		t.Fatalf("gaps declared: %v", s.gaps)
+	}
+	if a.Stats.Lines[0].LineGaps == 0 || a.Stats.Held == 0 {
+		t.Fatalf("loss on line A not seen: %+v", a.Stats)
+	}
+}
+
+// TestArbiterReorderAndDuplicates: line A reorders and duplicates packets,
+// line B is clean but late.
+func TestArbiterReorderAndDuplicates(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	pkts := packets(t, testSession, 2000, 40, rng)
+	var lineA [][]byte
+	for i := 0; i < len(pkts); i++ {
+		switch {
+		case rng.IntN(10) == 0 && i+1 < len(pkts):
+			lineA = append(lineA, pkts[i+1], pkts[i])
+			i++
+		case rng.IntN(10) == 0:
+			lineA = append(lineA, pkts[i], pkts[i])
+		default:
+			lineA = append(lineA, pkts[i])
+		}
+	}
+	a, s := newTestArbiter(t, ArbiterConfig{})
+	now := int64(1)
+	for i := 0; i < len(lineA) || i < len(pkts); i++ {
+		if i < len(lineA) {
+			a.Offer(0, lineA[i], now)
+		}
+		if i < len(pkts) && i > 50 {
+			a.Offer(1, pkts[i-50], now)
+		}
+		now += 1000
+	}
+	if want := totalMessages(t, pkts); s.got != want {
+		t.Fatalf("delivered %d, want %d", s.got, want)
+	}
+	if len(s.gaps) != 0 {
+		t.Fatalf("gaps declared: %v", s.gaps)
+	}
+	if a.Stats.Lines[0].OutOfOrder == 0 || a.Stats.Lines[0].Duplicates == 0 {
+		t.Fatalf("reorder/duplicates not counted: %+v", a.Stats.Lines[0])
+	}
+}
+
+// TestArbiterGapOnBothLines: the same packets are lost on both lines; the
+// gap is declared with its exact range once the grace period passes, and
+// everything after it is delivered.
+func TestArbiterGapOnBothLines(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 8))
+	pkts := packets(t, testSession, 100, 10, rng)
+	lost := map[int]bool{40: true, 41: true, 70: true}
+	a, s := newTestArbiter(t, ArbiterConfig{Grace: time.Millisecond, Hold: 10 * time.Millisecond})
+	now := int64(1)
+	var want []moldudp64.Range
+	for i, b := range pkts {
+		if lost[i] {
+			p, _ := moldudp64.Parse(b)
+			if n := len(want); n > 0 && want[n-1].End() == p.Seq {
+				want[n-1].Count += uint64(p.Messages())
+			} else {
+				want = append(want, moldudp64.Range{First: p.Seq, Count: uint64(p.Messages())})
+			}
+			continue
+		}
+		a.Offer(0, b, now)
+		a.Offer(1, b, now)
+		now += 10_000
+	}
+	// Held back, not yet declared: the grace period has not passed for the last gap.
+	a.Tick(now + int64(2*time.Millisecond))
+	if len(s.gaps) != len(want) {
+		t.Fatalf("gaps %v, want %v", s.gaps, want)
+	}
+	for i := range want {
+		if s.gaps[i] != want[i] {
+			t.Fatalf("gap %d = %v, want %v", i, s.gaps[i], want[i])
+		}
+	}
+	var lostMsgs uint64
+	for _, r := range want {
+		lostMsgs += r.Count
+	}
+	if got, all := s.got, totalMessages(t, pkts); got != all-lostMsgs {
+		t.Fatalf("delivered %d, want %d", got, all-lostMsgs)
+	}
+	if a.Stats.Gaps != uint64(len(want)) || a.Stats.GapMessages != lostMsgs {
+		t.Fatalf("stats gaps %d/%d, want %d/%d", a.Stats.Gaps, a.Stats.GapMessages, len(want), lostMsgs)
+	}
+}
+
+// TestArbiterWaitsForSlowLine: line A lost a packet, line B has not
+// delivered it yet; within Hold nothing is declared, and B fills it.
+func TestArbiterWaitsForSlowLine(t *testing.T) {
+	rng := rand.New(rand.NewPCG(9, 10))
+	pkts := packets(t, testSession, 10, 5, rng)
+	a, s := newTestArbiter(t, ArbiterConfig{Grace: time.Millisecond, Hold: 10 * time.Millisecond})
+	now := int64(1)
+	a.Offer(1, pkts[0], now) // B is live
+	a.Offer(0, pkts[0], now)
+	for i := 2; i < len(pkts); i++ {
+		a.Offer(0, pkts[i], now)
+	}
+	a.Tick(now + int64(5*time.Millisecond))
+	if len(s.gaps) != 0 || a.Pending() != len(pkts)-2 {
+		t.Fatalf("gaps %v, pending %d", s.gaps, a.Pending())
+	}
+	a.Offer(1, pkts[1], now+int64(6*time.Millisecond))
+	if want := totalMessages(t, pkts); s.got != want || a.Pending() != 0 {
+		t.Fatalf("delivered %d, want %d, pending %d", s.got, want, a.Pending())
+	}
+}
+
+func TestArbiterHeartbeatRevealsGap(t *testing.T) {
+	rng := rand.New(rand.NewPCG(11, 12))
+	pkts := packets(t, testSession, 5, 5, rng)
+	a, s := newTestArbiter(t, ArbiterConfig{Lines: 1, Grace: time.Millisecond})
+	a.Offer(0, pkts[0], 1)
+	last, _ := moldudp64.Parse(pkts[4])
+	hb := moldudp64.AppendHeader(nil, testSession, last.Next(), 0)
+	a.Offer(0, hb, 2)
+	a.Tick(2 + int64(2*time.Millisecond))
+	p0, _ := moldudp64.Parse(pkts[0])
+	want := moldudp64.Range{First: p0.Next(), Count: last.Next() - p0.Next()}
+	if len(s.gaps) != 1 || s.gaps[0] != want {
+		t.Fatalf("gaps %v, want [%v]", s.gaps, want)
+	}
+	eos := moldudp64.AppendHeader(nil, testSession, last.Next(), moldudp64.EndOfSessionCount)
+	a.Offer(0, eos, 3)
+	if !a.Ended() || a.Stats.Lines[0].Heartbeats != 1 {
+		t.Fatalf("ended %v, stats %+v", a.Ended(), a.Stats.Lines[0])
+	}
+}
+
+func TestArbiterWrongSessionAndMalformed(t *testing.T) {
+	rng := rand.New(rand.NewPCG(13, 14))
+	good := packets(t, testSession, 3, 3, rng)
+	other := packets(t, moldudp64.NewSession("OTHER"), 3, 3, rng)
+	a, s := newTestArbiter(t, ArbiterConfig{Session: testSession})
+	a.Offer(0, other[0], 1) // before the session is known: rejected by config
+	a.Offer(0, good[0], 2)
+	a.Offer(1, other[1], 3)
+	a.Offer(1, good[0][:25], 4) // truncated block
+	a.Offer(1, []byte{1, 2, 3}, 5)
+	a.Offer(0, good[1], 6)
+	a.Offer(0, good[2], 7)
+	if want := totalMessages(t, good); s.got != want {
+		t.Fatalf("delivered %d, want %d", s.got, want)
+	}
+	if a.Stats.Lines[0].WrongSession != 1 || a.Stats.Lines[1].WrongSession != 1 {
+		t.Fatalf("wrong session counts %d %d", a.Stats.Lines[0].WrongSession, a.Stats.Lines[1].WrongSession)
+	}
+	if l := a.Stats.Lines[1]; l.Malformed != 2 || l.Overrun != 1 || l.ShortHeader != 1 {
+		t.Fatalf("malformed counts %+v", l)
+	}
+}
+
+// TestArbiterHoldBackFull: with a tiny hold-back buffer a long outage of one
+// packet forces the gap early; nothing after it is lost.
+func TestArbiterHoldBackFull(t *testing.T) {
+	rng := rand.New(rand.NewPCG(15, 16))
+	pkts := packets(t, testSession, 50, 5, rng)
+	a, s := newTestArbiter(t, ArbiterConfig{MaxPending: 4})
+	a.Offer(0, pkts[0], 1)
+	for i := 2; i < len(pkts); i++ {
+		a.Offer(0, pkts[i], 2)
+	}
+	p1, _ := moldudp64.Parse(pkts[1])
+	if len(s.gaps) != 1 || s.gaps[0] != (moldudp64.Range{First: p1.Seq, Count: uint64(p1.Messages())}) {
+		t.Fatalf("gaps %v", s.gaps)
+	}
+	if want := totalMessages(t, pkts) - uint64(p1.Messages()); s.got != want || a.Stats.ForcedByFull != 1 {
+		t.Fatalf("delivered %d, want %d; forced %d", s.got, want, a.Stats.ForcedByFull)
+	}
+}
+
+func TestArbiterOfferAllocatesNothing(t *testing.T) {
+	rng := rand.New(rand.NewPCG(17, 18))
+	pkts := packets(t, testSession, 1000, 20, rng)
+	var delivered uint64
+	a := NewArbiter(ArbiterConfig{}, func(p moldudp64.Packet, skip int, _ int64) {
+		delivered += uint64(p.Messages() - skip)
+	}, nil)
+	i := 0
+	allocs := testing.AllocsPerRun(500, func() {
+		// Out of order on A, in order on B: exercises hold-back and drain.
+		if i+1 < len(pkts) {
+			a.Offer(0, pkts[i+1], int64(i+1))
+		}
+		a.Offer(1, pkts[i], int64(i+1))
+		i++
+	})
+	if allocs != 0 {
+		t.Fatalf("Offer allocates %.1f times per call", allocs)
+	}
+	if delivered == 0 {
+		t.Fatal("nothing delivered")
+	}
+}
+
+func BenchmarkArbiterTwoLines(b *testing.B) {
+	rng := rand.New(rand.NewPCG(19, 20))
+	pkts := packets(b, testSession, 4096, 40, rng)
+	var msgs uint64
+	a := NewArbiter(ArbiterConfig{}, func(p moldudp64.Packet, skip int, _ int64) {}, nil)
+	i := 0
+	b.ReportAllocs()
+	for b.Loop() {
+		if i == len(pkts) {
+			a = NewArbiter(ArbiterConfig{}, func(p moldudp64.Packet, skip int, _ int64) {}, nil)
+			i = 0
+		}
+		a.Offer(0, pkts[i], 1)
+		a.Offer(1, pkts[i], 1)
+		msgs += uint64(a.Stats.Delivered)
+		i++
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(2*b.N), "ns/packet")
+}

@@ -1,0 +1,10 @@
+// Package handler is the feed handler's pipeline: it takes packets from a
+// receive backend (package rx), merges lines A and B of the MoldUDP64 session
+// in sequence order (Arbiter), routes each ITCH message by stock locate to
+// the book shard that owns it through a bounded lock-free ring, applies it to
+// that shard's books and publishes the books that changed into shared memory.
+//
+// Threads: one receive goroutine locked to its OS thread and pinned to the
+// configured core, and one goroutine per book shard, also locked and pinned.
+// Nothing on the path from Receive to Publish allocates or takes a lock.
+package handler

@@ -1,0 +1,373 @@
+package handler
+
+import (
+	"errors"
+	"fmt"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/rs/zerolog"
+	"golang.org/x/sys/unix"
+
+	"github.com/marketfeed/feedhandler/book"
+	"github.com/marketfeed/feedhandler/feed/itch"
+	"github.com/marketfeed/feedhandler/feed/latency"
+	"github.com/marketfeed/feedhandler/feed/moldudp64"
+	"github.com/marketfeed/feedhandler/feed/rx"
+	"github.com/marketfeed/feedhandler/proto/shm"
+)
+
+// Config is what the pipeline needs; package config builds it from YAML.
+type Config struct {
+	Receive rx.Config // lines, backend and its options
+
+	Session     moldudp64.Session // zero: follow the first session seen
+	Arbiter     ArbiterConfig     // hold-back tuning (Session and Lines are filled in)
+	ReceiveCore int               // -1: not pinned
+	ShardCores  []int             // one shard per entry; -1 entries are not pinned; empty: one unpinned shard
+	RingSize    int               // slots per shard ring, power of two (default 65536)
+	Symbols     []string          // subscribe to these symbols only; empty: all
+	Depth       int               // levels per side published (default 10)
+	Book        book.Config       // capacity per shard (zero: book.DefaultConfig)
+	ShmName     string            // shared-memory feed name (required)
+	ShmSlots    int               // instrument slots in the shm file (default 16384)
+
+	// Open replaces rx.Open, e.g. to open the receiver inside a network
+	// namespace. Nil means rx.Open.
+	Open func(rx.Config) (rx.Receiver, error)
+
+	Log zerolog.Logger
+}
+
+// Stats is a consistent-enough copy of the pipeline's counters.
+type Stats struct {
+	Backend     string
+	Arbiter     ArbiterStats
+	Receive     rx.Stats
+	Shards      []ShardStats
+	Routed      uint64 // messages pushed to shards (broadcasts counted once per shard)
+	Filtered    uint64 // messages dropped by the symbol filter
+	BadMessages uint64 // messages that are too long for a slot or shorter than the header
+	Latency     latency.Snapshot
+}
+
+// Applied returns the messages applied across shards.
+func (s *Stats) Applied() uint64 {
+	var n uint64
+	for _, sh := range s.Shards {
+		n += sh.Applied
+	}
+	return n
+}
+
+// Handler runs the pipeline. Create it with Start; stop it with Stop.
+type Handler struct {
+	cfg     Config
+	log     zerolog.Logger
+	recv    rx.Receiver
+	arb     *Arbiter
+	shards  []*shard
+	shardOf []uint8 // by locate
+	w       *shm.Writer
+
+	filter     map[string]bool
+	subscribed []bool // by locate, decided by 'R' when filtering
+	stale      atomic.Uint64
+
+	// rx-thread counters, copied under mu every few tens of milliseconds.
+	routed, filtered, badMsgs, nDelivered uint64
+
+	stop   atomic.Bool
+	done   chan struct{}
+	rxDone chan struct{}
+	wg     sync.WaitGroup
+
+	mu        sync.Mutex
+	arbCopy   ArbiterStats
+	rxCopy    rx.Stats
+	cntCopy   [3]uint64
+	delivered atomic.Uint64 // messages the arbiter delivered (routed to shards)
+	gapLog    chan moldudp64.Range
+}
+
+// Start opens the receiver and the shared-memory file and starts the
+// receive and shard threads.
+func Start(cfg Config) (*Handler, error) {
+	if cfg.ShmName == "" {
+		return nil, errors.New("start handler: no shared-memory name")
+	}
+	if cfg.RingSize == 0 {
+		cfg.RingSize = 1 << 16
+	}
+	if cfg.Depth <= 0 {
+		cfg.Depth = 10
+	}
+	if cfg.ShmSlots <= 0 {
+		cfg.ShmSlots = 16384
+	}
+	if cfg.Book.MaxOrders == 0 {
+		cfg.Book = book.DefaultConfig()
+	}
+	if len(cfg.ShardCores) == 0 {
+		cfg.ShardCores = []int{-1}
+	}
+	if len(cfg.ShardCores) > 255 {
+		return nil, errors.New("start handler: more than 255 shards")
+	}
+	if cfg.Open == nil {
+		cfg.Open = rx.Open
+	}
+	cfg.Arbiter.Session = cfg.Session
+	cfg.Arbiter.Lines = len(cfg.Receive.Lines)
+	h := &Handler{
+		cfg: cfg, log: cfg.Log,
+		shardOf: make([]uint8, 1<<16), subscribed: make([]bool, 1<<16),
+		done: make(chan struct{}), rxDone: make(chan struct{}),
+		gapLog: make(chan moldudp64.Range, 64),
+	}
+	if len(cfg.Symbols) > 0 {
+		h.filter = make(map[string]bool, len(cfg.Symbols))
+		for _, s := range cfg.Symbols {
+			h.filter[s] = true
+		}
+	}
+	threads := 1 + len(cfg.ShardCores)
+	if n := runtime.NumCPU(); n < threads {
+		h.log.Warn().Int("threads", threads).Int("cpus", n).
+			Msg("fewer CPUs than pipeline threads: threads share cores, expect higher latency")
+	}
+	w, err := shm.Create(shm.Config{Name: cfg.ShmName, Instruments: cfg.ShmSlots, Depth: cfg.Depth})
+	if err != nil {
+		return nil, fmt.Errorf("start handler: %w", err)
+	}
+	h.w = w
+	for i, core := range cfg.ShardCores {
+		s, err := newShard(i, core, cfg.RingSize, cfg.Book, w, cfg.Depth, &h.stale)
+		if err != nil {
+			w.Close()
+			return nil, fmt.Errorf("start handler: shard %d: %w", i, err)
+		}
+		h.shards = append(h.shards, s)
+	}
+	for loc := range h.shardOf {
+		h.shardOf[loc] = uint8(loc % len(h.shards))
+	}
+	h.arb = NewArbiter(cfg.Arbiter, h.route, h.gap)
+
+	recv, err := cfg.Open(cfg.Receive)
+	if err != nil {
+		w.Close()
+		return nil, fmt.Errorf("start handler: %w", err)
+	}
+	h.recv = recv
+	h.log.Info().Str("backend", recv.Backend()).Int("shards", len(h.shards)).
+		Str("shm", w.Path()).Int("depth", cfg.Depth).Msg("receiving")
+
+	pinErrs := make(chan error, len(h.shards)+1)
+	for _, s := range h.shards {
+		h.wg.Add(1)
+		go func() {
+			defer h.wg.Done()
+			s.run(pinErrs)
+		}()
+	}
+	go h.receive(pinErrs)
+	for i := 0; i < len(h.shards)+1; i++ {
+		if err := <-pinErrs; err != nil {
+			h.log.Warn().Err(err).Msg("thread not pinned")
+		}
+	}
+	go h.housekeeping()
+	return h, nil
+}
+
+// receive is the receive thread: Receive, arbitrate, route.
+func (h *Handler) receive(pinErr chan<- error) {
+	defer close(h.rxDone)
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	pinErr <- pin(h.cfg.ReceiveCore)
+	batch := h.cfg.Receive.BatchSize
+	if batch <= 0 {
+		batch = 64
+	}
+	pkts := make([]rx.Packet, batch)
+	last := time.Now().UnixNano()
+	for !h.stop.Load() {
+		n, err := h.recv.Receive(pkts)
+		if err != nil {
+			if errors.Is(err, rx.ErrClosed) {
+				break
+			}
+			h.log.Error().Err(err).Msg("receive")
+			time.Sleep(time.Millisecond)
+			continue
+		}
+		for i := 0; i < n; i++ {
+			p := &pkts[i]
+			h.arb.Offer(int(p.Line), p.Data, p.RxTime)
+		}
+		if n > 0 {
+			h.recv.Release(pkts[:n])
+		}
+		h.delivered.Store(h.nDelivered)
+		now := time.Now().UnixNano()
+		h.arb.Tick(now)
+		if now-last > int64(20*time.Millisecond) {
+			last = now
+			h.copyStats()
+		}
+	}
+	h.copyStats()
+}
+
+// route is the Arbiter's Deliver: copy each message into the ring of the
+// shard that owns its locate.
+func (h *Handler) route(p moldudp64.Packet, skip int, rxTime int64) {
+	it := p.Iter()
+	it.Skip(skip)
+	for msg, ok := it.Next(); ok; msg, ok = it.Next() {
+		h.nDelivered++
+		if len(msg) < 3 || len(msg) > maxMsgLen {
+			h.badMsgs++
+			continue
+		}
+		loc := uint16(msg[1])<<8 | uint16(msg[2])
+		if loc == 0 {
+			for _, s := range h.shards {
+				h.push(s, msg, it.Seq(), rxTime)
+			}
+			continue
+		}
+		if h.filter != nil {
+			if msg[0] == itch.TypeStockDirectory && len(msg) == itch.Length(itch.TypeStockDirectory) {
+				h.subscribed[loc] = h.filter[itch.StockDirectory(msg).Stock().String()]
+			}
+			if !h.subscribed[loc] {
+				h.filtered++
+				continue
+			}
+		}
+		h.push(h.shards[h.shardOf[loc]], msg, it.Seq(), rxTime)
+	}
+}
+
+// push copies one message into a shard's ring, waiting (never dropping) when
+// the shard is behind; the ring counts that back-pressure.
+func (h *Handler) push(s *shard, msg []byte, seq uint64, rxTime int64) {
+	for spins := 0; ; spins++ {
+		if v := s.ring.Reserve(1); len(v) == 1 {
+			e := &v[0]
+			e.seq, e.rxTime, e.n = seq, rxTime, uint16(copy(e.data[:], msg))
+			s.ring.Commit(1)
+			h.routed++
+			return
+		}
+		if spins > 64 {
+			runtime.Gosched()
+		}
+	}
+}
+
+// gap is the Arbiter's GapFunc: flag every book possibly stale (the missing
+// messages could belong to any instrument) and log the range.
+func (h *Handler) gap(r moldudp64.Range) {
+	h.stale.Add(1)
+	select {
+	case h.gapLog <- r:
+	default: // the logger is behind; the counters still have it
+	}
+}
+
+// housekeeping logs gaps, beats the shm heartbeat and logs stats.
+func (h *Handler) housekeeping() {
+	hb := time.NewTicker(50 * time.Millisecond)
+	defer hb.Stop()
+	for {
+		select {
+		case <-h.done:
+			return
+		case r := <-h.gapLog:
+			h.log.Warn().Uint64("first", r.First).Uint64("count", r.Count).Uint64("last", r.End()-1).
+				Msg("gap: sequence range missing on every line; books flagged possibly stale")
+		case <-hb.C:
+			h.w.Heartbeat()
+		}
+	}
+}
+
+func (h *Handler) copyStats() {
+	rs := h.recv.Stats()
+	h.mu.Lock()
+	h.arbCopy = h.arb.Stats
+	h.rxCopy = rs
+	h.cntCopy = [3]uint64{h.routed, h.filtered, h.badMsgs}
+	h.mu.Unlock()
+}
+
+// Stats returns a copy of the counters (refreshed by the threads every few
+// tens of milliseconds).
+func (h *Handler) Stats() Stats {
+	h.mu.Lock()
+	st := Stats{Arbiter: h.arbCopy, Receive: h.rxCopy,
+		Routed: h.cntCopy[0], Filtered: h.cntCopy[1], BadMessages: h.cntCopy[2]}
+	h.mu.Unlock()
+	st.Backend = h.recv.Backend()
+	var merged latency.Histogram
+	for _, s := range h.shards {
+		st.Shards = append(st.Shards, s.statsCopy())
+		merged.Merge(&s.hist)
+	}
+	merged.Snapshot(&st.Latency)
+	return st
+}
+
+// Delivered returns the messages the arbiter delivered so far.
+func (h *Handler) Delivered() uint64 { return h.delivered.Load() }
+
+// Applied returns the messages the shards applied so far.
+func (h *Handler) Applied() uint64 {
+	var n uint64
+	for _, s := range h.shards {
+		n += s.applied.Load()
+	}
+	return n
+}
+
+// Backend names the receive backend in use.
+func (h *Handler) Backend() string { return h.recv.Backend() }
+
+// ShmPath is the shared-memory file the books are published to.
+func (h *Handler) ShmPath() string { return h.w.Path() }
+
+// Stop stops receiving, lets the shards drain what they hold, publishes,
+// marks the shared memory closed and releases everything.
+func (h *Handler) Stop() error {
+	if h.stop.Swap(true) {
+		return nil
+	}
+	<-h.rxDone // Receive returns within the poll timeout
+	errRx := h.recv.Close()
+	for _, s := range h.shards {
+		s.ring.Close()
+	}
+	h.wg.Wait()
+	close(h.done)
+	errShm := h.w.Close()
+	return errors.Join(errRx, errShm)
+}
+
+// pin locks the calling thread to core (no-op for core < 0).
+func pin(core int) error {
+	if core < 0 {
+		return nil
+	}
+	var set unix.CPUSet
+	set.Set(core)
+	if err := unix.SchedSetaffinity(0, &set); err != nil {
+		return fmt.Errorf("pin thread to core %d: %w", core, err)
+	}
+	return nil
+}

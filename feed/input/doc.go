@@ -1,0 +1,31 @@
+// Package input opens any recorded feed file (a Nasdaq BinaryFILE day file,
+// a pcap or a pcapng of MoldUDP64 packets, told apart by their magic
+// numbers) and iterates its ITCH messages in sequence order:
+//
+//	r, err := input.Open(path)
+//	if err != nil { ... }
+//	defer r.Close()
+//	for {
+//		msg, err := r.Next() // valid until the next call
+//		if err == io.EOF {
+//			break
+//		}
+//		if err != nil { ... }
+//		...
+//	}
+//	st := r.Stats()
+//
+// For captures the Reader decodes Ethernet/IPv4/UDP (package pcap), parses
+// MoldUDP64 packets and tracks each session's sequence numbers with a
+// moldudp64.Tracker: every sequence number is delivered once, from the first
+// copy seen, so a capture holding both the A and the B line yields one clean
+// stream. A packet that arrives ahead of the expected sequence number is held
+// back (up to Options.ReorderWindow packets) until the packets before it
+// arrive, so reordering and A/B skew do not become gaps; sequence numbers
+// still missing when the window overflows or the file ends are reported as
+// gaps. Heartbeats, duplicates, malformed datagrams and frames are counted.
+//
+// Messages of unknown types and messages shorter than their type's length
+// are counted (Stats.Codec) and skipped. The file is read in one streaming
+// pass with bounded memory.
+package input

@@ -1,0 +1,357 @@
+package input
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"slices"
+
+	"github.com/marketfeed/feedhandler/feed/dayfile"
+	"github.com/marketfeed/feedhandler/feed/itch"
+	"github.com/marketfeed/feedhandler/feed/moldudp64"
+	"github.com/marketfeed/feedhandler/feed/pcap"
+)
+
+// Format is the kind of file a Reader reads.
+type Format uint8
+
+// File formats.
+const (
+	FormatBinaryFile Format = iota + 1
+	FormatPcap
+	FormatPcapNG
+)
+
+func (f Format) String() string {
+	switch f {
+	case FormatBinaryFile:
+		return "binaryfile"
+	case FormatPcap:
+		return "pcap"
+	case FormatPcapNG:
+		return "pcapng"
+	}
+	return "unknown"
+}
+
+// MaxGaps is how many gaps a session's statistics list (all are counted).
+const MaxGaps = 1000
+
+// Options tune a Reader; the zero value accepts everything.
+type Options struct {
+	Port          uint16     // captures: only datagrams to this UDP port (0: any)
+	Group         netip.Addr // captures: only datagrams to this address (invalid: any)
+	ReorderWindow int        // captures: packets held back waiting for missing ones (0: 1024; <0: none)
+}
+
+// SessionStats describes one MoldUDP64 session found in a capture.
+type SessionStats struct {
+	Session  moldudp64.Session
+	FirstSeq uint64 // first sequence number delivered (or announced by a heartbeat)
+	NextSeq  uint64 // expected sequence number after the last packet
+	Messages uint64 // messages delivered
+	Tracker  moldudp64.TrackerStats
+	Gaps     []moldudp64.Range // the first MaxGaps gaps
+}
+
+// Stats counts what a Reader has read. For a BinaryFILE only Format,
+// Messages, ByType, the timestamps and Codec are filled.
+type Stats struct {
+	Format         Format
+	Messages       uint64      // messages returned by Next
+	ByType         [256]uint64 // of those, by type byte
+	FirstTimestamp uint64      // timestamp of the first message returned
+	LastTimestamp  uint64      // timestamp of the last message returned
+	Codec          itch.Counters
+
+	Frames      pcap.Stats            // frames read and skipped by reason
+	Filtered    uint64                // datagrams to other ports or groups
+	Datagrams   uint64                // datagrams parsed as MoldUDP64
+	Malformed   uint64                // datagrams that are not valid MoldUDP64 packets
+	ParseErrors moldudp64.ParseErrors // why
+	Held        uint64                // packets held back until earlier ones arrived
+	Sessions    []SessionStats
+}
+
+// Gaps returns the number of gaps and of missing sequence numbers over all
+// sessions.
+func (s *Stats) Gaps() (gaps, missing uint64) {
+	for i := range s.Sessions {
+		gaps += s.Sessions[i].Tracker.Gaps
+		missing += s.Sessions[i].Tracker.GapMessages
+	}
+	return gaps, missing
+}
+
+// session is the per-session sequencing state.
+type session struct {
+	tr      moldudp64.Tracker
+	pending []held // sorted by Seq
+}
+
+type held struct {
+	pkt moldudp64.Packet // Blocks alias buf
+	buf []byte
+}
+
+// Reader iterates the ITCH messages of a file.
+type Reader struct {
+	opt    Options
+	closer io.Closer
+	day    *dayfile.Reader
+	cap    *pcap.Reader
+	stats  Stats
+	sess   []session
+
+	// the packet being delivered
+	it      moldudp64.Iter
+	cur     int // index into sess and stats.Sessions of the current packet
+	active  bool
+	release []byte   // buffer of a drained held packet, freed on the next call
+	free    [][]byte // recycled held-packet buffers
+	eof     bool
+}
+
+// Open opens the file at path and detects its format.
+func Open(path string) (*Reader, error) { return OpenOptions(path, Options{}) }
+
+// OpenOptions opens the file at path with options.
+func OpenOptions(path string, opt Options) (*Reader, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("open input: %w", err)
+	}
+	r, err := NewReader(f, opt)
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("open input %s: %w", path, err)
+	}
+	r.closer = f
+	return r, nil
+}
+
+// NewReader detects the format of the data in rd and returns a Reader over
+// it. Close does not close rd.
+func NewReader(rd io.Reader, opt Options) (*Reader, error) {
+	if opt.ReorderWindow == 0 {
+		opt.ReorderWindow = 1024
+	}
+	br := bufio.NewReaderSize(rd, 1<<20)
+	magic, err := br.Peek(4)
+	if err != nil && len(magic) == 0 {
+		if err == io.EOF {
+			return &Reader{opt: opt, day: dayfile.NewReader(br), stats: Stats{Format: FormatBinaryFile}}, nil
+		}
+		return nil, fmt.Errorf("detect format: %w", err)
+	}
+	r := &Reader{opt: opt}
+	switch pcap.Detect(magic) {
+	case pcap.FormatPcap, pcap.FormatPcapNG:
+		if r.cap, err = pcap.NewReader(br); err != nil {
+			return nil, err
+		}
+		r.stats.Format = FormatPcap
+		if r.cap.Format() == pcap.FormatPcapNG {
+			r.stats.Format = FormatPcapNG
+		}
+	default:
+		// A BinaryFILE starts with the length of a System Event ('S', 12).
+		r.day = dayfile.NewReader(br)
+		r.stats.Format = FormatBinaryFile
+	}
+	return r, nil
+}
+
+// Format returns the detected file format.
+func (r *Reader) Format() Format { return r.stats.Format }
+
+// Stats returns the counts so far. The returned value is owned by the
+// Reader and changes with later calls to Next.
+func (r *Reader) Stats() *Stats {
+	if r.cap != nil {
+		r.stats.Frames = r.cap.Stats()
+	}
+	for i := range r.sess {
+		r.stats.Sessions[i].Tracker = r.sess[i].tr.Stats
+		r.stats.Sessions[i].NextSeq = r.sess[i].tr.Next()
+	}
+	return &r.stats
+}
+
+// Close closes the file opened by Open.
+func (r *Reader) Close() error {
+	if r.closer != nil {
+		return r.closer.Close()
+	}
+	return nil
+}
+
+// Next returns the next message, a view valid until the next call. It
+// returns io.EOF after the last message.
+func (r *Reader) Next() (itch.Msg, error) {
+	if r.day != nil {
+		for {
+			b, err := r.day.Next()
+			if err != nil {
+				return nil, err
+			}
+			if m, ok := r.stats.Codec.Accept(b); ok {
+				r.count(m)
+				return m, nil
+			}
+		}
+	}
+	if r.release != nil {
+		r.free = append(r.free, r.release)
+		r.release = nil
+	}
+	for {
+		if r.active {
+			b, ok := r.it.Next()
+			if ok {
+				if m, ok := r.stats.Codec.Accept(b); ok {
+					r.stats.Sessions[r.cur].Messages++
+					r.count(m)
+					return m, nil
+				}
+				continue
+			}
+			r.active = false
+		}
+		if err := r.advance(); err != nil {
+			return nil, err
+		}
+	}
+}
+
+func (r *Reader) count(m itch.Msg) {
+	ts := m.Timestamp()
+	if r.stats.Messages == 0 {
+		r.stats.FirstTimestamp = ts
+	}
+	r.stats.LastTimestamp = ts
+	r.stats.Messages++
+	r.stats.ByType[m[0]]++
+}
+
+// advance makes the next packet with messages to deliver current: a held
+// packet whose turn has come, or the next datagram of the file.
+func (r *Reader) advance() error {
+	for {
+		if i := r.ready(); i >= 0 {
+			s := &r.sess[i]
+			h := s.pending[0]
+			s.pending = slices.Delete(s.pending, 0, 1)
+			if r.apply(i, h.pkt) {
+				r.release = h.buf
+				return nil
+			}
+			r.free = append(r.free, h.buf)
+			continue
+		}
+		if r.eof {
+			return io.EOF
+		}
+		fr, err := r.cap.Next()
+		if err == io.EOF {
+			r.eof = true
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("read input: %w", err)
+		}
+		if (r.opt.Port != 0 && fr.Dst.Port() != r.opt.Port) || (r.opt.Group.IsValid() && fr.Dst.Addr() != r.opt.Group) {
+			r.stats.Filtered++
+			continue
+		}
+		p, err := moldudp64.Parse(fr.Payload)
+		if err != nil {
+			r.stats.Malformed++
+			r.stats.ParseErrors.Count(err)
+			continue
+		}
+		r.stats.Datagrams++
+		i := r.session(p.Session)
+		s := &r.sess[i]
+		if s.tr.Started() && p.Seq > s.tr.Next() && r.opt.ReorderWindow > 0 {
+			r.hold(s, p)
+			r.stats.Held++
+			continue
+		}
+		if r.apply(i, p) {
+			return nil
+		}
+	}
+}
+
+// ready returns a session whose first held packet is due: next in
+// sequence, pushed out by a full window, or flushed at the end of the file;
+// -1 when none.
+func (r *Reader) ready() int {
+	for i := range r.sess {
+		s := &r.sess[i]
+		if len(s.pending) > 0 && (s.pending[0].pkt.Seq <= s.tr.Next() || len(s.pending) > r.opt.ReorderWindow || r.eof) {
+			return i
+		}
+	}
+	return -1
+}
+
+// apply tracks p and, when it carries messages to deliver, makes it the
+// current packet.
+func (r *Reader) apply(i int, p moldudp64.Packet) bool {
+	s := &r.sess[i]
+	st := &r.stats.Sessions[i]
+	v := s.tr.TrackPacket(p)
+	if v.Gap.Count > 0 && len(st.Gaps) < MaxGaps {
+		st.Gaps = append(st.Gaps, v.Gap)
+	}
+	if st.FirstSeq == 0 && (v.Kind == moldudp64.KindInOrder || v.Kind == moldudp64.KindGap || v.Kind == moldudp64.KindHeartbeat || v.Kind == moldudp64.KindEndOfSession) {
+		st.FirstSeq = p.Seq
+	}
+	if !v.Apply() || p.Messages() == 0 {
+		return false
+	}
+	r.it = p.Iter()
+	r.it.Skip(int(v.Skip))
+	r.cur = i
+	r.active = true
+	return true
+}
+
+func (r *Reader) hold(s *session, p moldudp64.Packet) {
+	var buf []byte
+	if n := len(r.free); n > 0 {
+		buf = r.free[n-1][:0]
+		r.free = r.free[:n-1]
+	}
+	buf = p.Append(buf)
+	q, err := moldudp64.Parse(buf)
+	if err != nil {
+		panic(fmt.Sprintf("input: reparse held packet: %v", err))
+	}
+	at, _ := slices.BinarySearchFunc(s.pending, q.Seq, func(h held, seq uint64) int {
+		switch {
+		case h.pkt.Seq < seq:
+			return -1
+		case h.pkt.Seq > seq:
+			return 1
+		}
+		return 0
+	})
+	s.pending = slices.Insert(s.pending, at, held{pkt: q, buf: buf})
+}
+
+// session returns the index of the state for session name s.
+func (r *Reader) session(s moldudp64.Session) int {
+	for i := range r.sess {
+		if r.stats.Sessions[i].Session == s {
+			return i
+		}
+	}
+	r.sess = append(r.sess, session{})
+	r.stats.Sessions = append(r.stats.Sessions, SessionStats{Session: s})
+	return len(r.sess) - 1
+}

@@ -1,0 +1,402 @@
+package input_test
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/google/gopacket"
+	"github.com/google/gopacket/layers"
+	"github.com/google/gopacket/pcapgo"
+
+	"github.com/marketfeed/feedhandler/feed/dayfile"
+	"github.com/marketfeed/feedhandler/feed/input"
+	"github.com/marketfeed/feedhandler/feed/itch"
+	"github.com/marketfeed/feedhandler/feed/moldudp64"
+	"github.com/marketfeed/feedhandler/feed/pcap"
+	"github.com/marketfeed/feedhandler/tools/itchgen/gen"
+)
+
+var (
+	src    = netip.MustParseAddrPort("10.0.0.1:50000")
+	groupA = netip.MustParseAddrPort("233.54.12.111:26477")
+	groupB = netip.MustParseAddrPort("233.54.12.112:26477")
+)
+
+func write(t testing.TB, name string, fn func(io.Writer) error) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), name)
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := fn(f); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func genFile(t testing.TB, cfg gen.Config, asPcap bool) string {
+	g, err := gen.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if asPcap {
+		return write(t, "day.pcap", func(w io.Writer) error { _, err := g.WritePcap(w); return err })
+	}
+	return write(t, "day.itch", g.Write)
+}
+
+// readAll returns copies of every message of the file at path.
+func readAll(t testing.TB, path string, opt input.Options) ([][]byte, *input.Stats) {
+	t.Helper()
+	r, err := input.OpenOptions(path, opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	var out [][]byte
+	for {
+		m, err := r.Next()
+		if err == io.EOF {
+			return out, r.Stats()
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, bytes.Clone(m))
+	}
+}
+
+func equalMsgs(t *testing.T, got, want [][]byte) {
+	t.Helper()
+	if len(got) != len(want) {
+		t.Fatalf("%d messages, want %d", len(got), len(want))
+	}
+	for i := range got {
+		if !bytes.Equal(got[i], want[i]) {
+			t.Fatalf("message %d differs", i)
+		}
+	}
+}
+
+var dayCfg = gen.Config{Messages: 60_000, Symbols: 80, Seed: 11, MaxPacket: 700}
+
+func TestBinaryFile(t *testing.T) {
+	path := genFile(t, dayCfg, false)
+	got, st := readAll(t, path, input.Options{})
+	// Independent read with dayfile.
+	f, _ := os.Open(path)
+	defer f.Close()
+	d := dayfile.NewReader(f)
+	var want [][]byte
+	var byType [256]uint64
+	for m, err := d.Next(); err == nil; m, err = d.Next() {
+		want = append(want, bytes.Clone(m))
+		byType[m[0]]++
+	}
+	equalMsgs(t, got, want)
+	if st.Format != input.FormatBinaryFile || st.Messages != uint64(len(want)) || st.ByType != byType {
+		t.Fatalf("stats: format %v messages %d", st.Format, st.Messages)
+	}
+	if st.FirstTimestamp != itch.Msg(want[0]).Timestamp() || st.LastTimestamp != itch.Msg(want[len(want)-1]).Timestamp() {
+		t.Fatalf("timestamps %d..%d", st.FirstTimestamp, st.LastTimestamp)
+	}
+}
+
+func TestPcapMatchesBinaryFile(t *testing.T) {
+	want, _ := readAll(t, genFile(t, dayCfg, false), input.Options{})
+	got, st := readAll(t, genFile(t, dayCfg, true), input.Options{})
+	equalMsgs(t, got, want)
+	if st.Format != input.FormatPcap || len(st.Sessions) != 1 {
+		t.Fatalf("format %v, %d sessions", st.Format, len(st.Sessions))
+	}
+	s := st.Sessions[0]
+	if s.Session != moldudp64.NewSession("GEN0000001") || s.FirstSeq != 1 || s.NextSeq != uint64(len(want))+1 || s.Messages != uint64(len(want)) {
+		t.Fatalf("session %+v", s)
+	}
+	if s.Tracker.Gaps != 0 || s.Tracker.Duplicates != 0 || s.Tracker.Heartbeats == 0 || s.Tracker.EndOfSession != 3 {
+		t.Fatalf("tracker %+v", s.Tracker)
+	}
+}
+
+// TestLinesWithLoss: both lines lose packets independently; the reader keeps
+// the first copy of every sequence number and reports as gaps exactly the
+// sequence numbers neither line carried.
+func TestLinesWithLoss(t *testing.T) {
+	cfg := dayCfg
+	cfg.Lines, cfg.Loss = 2, 0.1
+	path := genFile(t, cfg, true)
+	full, _ := readAll(t, genFile(t, dayCfg, false), input.Options{})
+
+	// Which sequence numbers does the capture hold, on any line?
+	present := map[uint64]bool{}
+	f, _ := os.Open(path)
+	pr, err := pcap.NewReader(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for fr, err := pr.Next(); err == nil; fr, err = pr.Next() {
+		p, err := moldudp64.Parse(fr.Payload)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range p.Messages() {
+			present[p.Seq+uint64(i)] = true
+		}
+	}
+	f.Close()
+	var want [][]byte
+	var gaps []moldudp64.Range
+	for seq := uint64(1); seq <= uint64(len(full)); seq++ {
+		if present[seq] {
+			want = append(want, full[seq-1])
+			continue
+		}
+		if n := len(gaps); n > 0 && gaps[n-1].End() == seq {
+			gaps[n-1].Count++
+		} else {
+			gaps = append(gaps, moldudp64.Range{First: seq, Count: 1})
+		}
+	}
+	if len(gaps) == 0 {
+		t.Fatal("the test wants sequence numbers lost on both lines")
+	}
+	got, st := readAll(t, path, input.Options{})
+	equalMsgs(t, got, want)
+	s := st.Sessions[0]
+	if fmt.Sprint(s.Gaps) != fmt.Sprint(gaps) {
+		t.Fatalf("gaps %v, want %v", s.Gaps, gaps)
+	}
+	if s.Tracker.Duplicates == 0 {
+		t.Fatal("no duplicates counted from the B line")
+	}
+	if n, missing := st.Gaps(); n != uint64(len(gaps)) || missing != uint64(len(full)-len(want)) {
+		t.Fatalf("Gaps() = %d, %d", n, missing)
+	}
+}
+
+func TestReorderAndDuplicates(t *testing.T) {
+	cfg := dayCfg
+	cfg.Reorder, cfg.Dup = 0.05, 0.05
+	want, _ := readAll(t, genFile(t, dayCfg, false), input.Options{})
+	path := genFile(t, cfg, true)
+	got, st := readAll(t, path, input.Options{})
+	equalMsgs(t, got, want)
+	s := st.Sessions[0]
+	if st.Held == 0 || s.Tracker.Gaps != 0 || s.Tracker.Duplicates == 0 {
+		t.Fatalf("held %d, tracker %+v", st.Held, s.Tracker)
+	}
+	// Without a reorder window the swaps become gaps and late packets.
+	got, st = readAll(t, path, input.Options{ReorderWindow: -1})
+	if s := st.Sessions[0]; len(got) >= len(want) || s.Tracker.Gaps == 0 || s.Tracker.Late == 0 {
+		t.Fatalf("without window: %d of %d messages, tracker %+v", len(got), len(want), s.Tracker)
+	}
+}
+
+func TestFilter(t *testing.T) {
+	cfg := dayCfg
+	cfg.Lines, cfg.Loss = 2, 0.1
+	path := genFile(t, cfg, true)
+	_, all := readAll(t, path, input.Options{})
+	_, a := readAll(t, path, input.Options{Group: groupA.Addr(), Port: groupA.Port()})
+	_, none := readAll(t, path, input.Options{Port: 1})
+	if a.Filtered == 0 || a.Datagrams+a.Filtered != all.Datagrams || none.Datagrams != 0 || none.Messages != 0 {
+		t.Fatalf("filtered: line A %d/%d, port 1 %d/%d, all %d", a.Datagrams, a.Filtered, none.Datagrams, none.Filtered, all.Datagrams)
+	}
+	if a.Sessions[0].Tracker.GapMessages <= all.Sessions[0].Tracker.GapMessages {
+		t.Fatal("line A alone should miss more than both lines")
+	}
+}
+
+// TestHandMadeLines: a tiny A/B capture built packet by packet.
+func TestHandMadeLines(t *testing.T) {
+	session := moldudp64.NewSession("HAND000001")
+	msg := func(seq uint64) []byte {
+		f := itch.OrderDeleteFields{Header: itch.Header{Locate: 1, Timestamp: 36000e9 + seq}, OrderRef: seq}
+		return f.Append(nil)
+	}
+	b := moldudp64.NewBuilder(session, 1, 0)
+	var pkts [][]byte
+	for seq := uint64(1); seq <= 10; seq++ {
+		b.Add(msg(seq))
+		if seq%2 == 0 || seq == 9 {
+			pkts = append(pkts, bytes.Clone(b.Flush())) // [1,2] [3,4] [5,6] [7,8] [9] [10]
+		}
+	}
+	hb := bytes.Clone(b.Heartbeat())
+	// A loses [3,4]; B loses [3,4] too and [9]; B also sends [5,6] twice.
+	lineA := [][]byte{pkts[0], pkts[2], pkts[3], pkts[4], pkts[5], hb}
+	lineB := [][]byte{pkts[0], pkts[2], pkts[2], pkts[3], pkts[5], hb}
+	// A truncated MoldUDP64 packet and an ARP frame.
+	bad := bytes.Clone(pkts[1][:len(pkts[1])-3])
+	path := write(t, "hand.pcap", func(f io.Writer) error {
+		w, err := pcap.NewWriter(f)
+		if err != nil {
+			return err
+		}
+		ts := time.Date(2026, 11, 24, 15, 0, 0, 0, time.UTC).UnixNano()
+		for i := range lineA {
+			w.WriteUDP(ts, src, groupA, lineA[i])
+			w.WriteUDP(ts+1, src, groupB, lineB[i])
+			ts += 1000
+		}
+		w.WriteUDP(ts, src, groupA, bad)
+		arp := pcap.AppendUDPFrame(nil, src, groupA, 1, []byte("x"))
+		arp[12], arp[13] = 0x08, 0x06
+		w.WriteFrame(ts, arp)
+		return w.Flush()
+	})
+	got, st := readAll(t, path, input.Options{})
+	var refs []uint64
+	for _, m := range got {
+		refs = append(refs, itch.OrderDelete(m).OrderRef())
+	}
+	if fmt.Sprint(refs) != "[1 2 5 6 7 8 9 10]" {
+		t.Fatalf("delivered %v", refs)
+	}
+	s := st.Sessions[0]
+	if fmt.Sprint(s.Gaps) != "[{3 2}]" || s.FirstSeq != 1 || s.NextSeq != 11 {
+		t.Fatalf("session %+v", s)
+	}
+	// B's copies of 1-2, 5-6 (twice), 7-8, 10 and one heartbeat duplicate A's.
+	if s.Tracker.Duplicates != 5 || s.Tracker.Heartbeats != 2 {
+		t.Fatalf("tracker %+v", s.Tracker)
+	}
+	if st.Malformed != 1 || st.ParseErrors.Overrun+st.ParseErrors.Trailing != 1 || st.Frames.Skipped[pcap.NotIPv4] != 1 {
+		t.Fatalf("malformed %d %+v, frames %+v", st.Malformed, st.ParseErrors, st.Frames)
+	}
+	if st.ByType['D'] != 8 {
+		t.Fatalf("by type D = %d", st.ByType['D'])
+	}
+}
+
+func TestPcapNG(t *testing.T) {
+	pcapPath := genFile(t, dayCfg, true)
+	want, _ := readAll(t, pcapPath, input.Options{})
+	// Convert the capture to pcapng.
+	path := write(t, "day.pcapng", func(w io.Writer) error {
+		f, err := os.Open(pcapPath)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		r, err := pcapgo.NewReader(f)
+		if err != nil {
+			return err
+		}
+		ng, err := pcapgo.NewNgWriter(w, layers.LinkTypeEthernet)
+		if err != nil {
+			return err
+		}
+		for {
+			data, ci, err := r.ReadPacketData()
+			if err == io.EOF {
+				return ng.Flush()
+			}
+			if err != nil {
+				return err
+			}
+			if err := ng.WritePacket(gopacket.CaptureInfo{Timestamp: ci.Timestamp, CaptureLength: len(data), Length: len(data)}, data); err != nil {
+				return err
+			}
+		}
+	})
+	got, st := readAll(t, path, input.Options{})
+	equalMsgs(t, got, want)
+	if st.Format != input.FormatPcapNG {
+		t.Fatalf("format %v", st.Format)
+	}
+}
+
+func TestTruncatedBinaryFile(t *testing.T) {
+	path := genFile(t, gen.Config{Messages: 5000, Symbols: 10, Seed: 1}, false)
+	data, _ := os.ReadFile(path)
+	os.WriteFile(path, data[:len(data)-5], 0o644)
+	r, err := input.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	n := 0
+	for {
+		_, err = r.Next()
+		if err != nil {
+			break
+		}
+		n++
+	}
+	if !errors.Is(err, dayfile.ErrTruncated) || n != 4999 {
+		t.Fatalf("after %d messages: %v", n, err)
+	}
+}
+
+func TestNextAllocs(t *testing.T) {
+	for _, asPcap := range []bool{false, true} {
+		path := genFile(t, gen.Config{Messages: 200_000, Symbols: 50, Seed: 1}, asPcap)
+		r, err := input.Open(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for range 1000 { // warm up buffers
+			r.Next()
+		}
+		if a := testing.AllocsPerRun(100_000, func() {
+			if _, err := r.Next(); err != nil {
+				t.Fatal(err)
+			}
+		}); a != 0 {
+			t.Errorf("pcap %v: Next allocates %v times per message", asPcap, a)
+		}
+		r.Close()
+	}
+}
+
+func BenchmarkNext(b *testing.B) {
+	for _, asPcap := range []bool{false, true} {
+		b.Run(map[bool]string{false: "binaryfile", true: "pcap"}[asPcap], func(b *testing.B) {
+			path := genFile(b, gen.Config{Messages: 1_000_000, Symbols: 200, Seed: 1}, asPcap)
+			r, _ := input.Open(path)
+			defer r.Close()
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := r.Next(); err == io.EOF {
+					r.Close()
+					r, _ = input.Open(path)
+				}
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N), "ns/msg")
+		})
+	}
+}
+
+func Example() {
+	dir, _ := os.MkdirTemp("", "input-example")
+	defer os.RemoveAll(dir)
+	path := filepath.Join(dir, "day.pcap")
+	f, _ := os.Create(path)
+	g, _ := gen.New(gen.Config{Messages: 5000, Symbols: 20, Seed: 1, Lines: 2})
+	g.WritePcap(f)
+	f.Close()
+
+	r, _ := input.Open(path)
+	defer r.Close()
+	for {
+		if _, err := r.Next(); err != nil {
+			break
+		}
+	}
+	st := r.Stats()
+	s := st.Sessions[0]
+	fmt.Println(st.Format, st.Messages, "messages, seq", s.FirstSeq, "to", s.NextSeq-1, "gaps", len(s.Gaps))
+	// Output: pcap 5000 messages, seq 1 to 5000 gaps 0
+}

@@ -1,0 +1,192 @@
+package moldudp64_test
+
+import (
+	"bytes"
+	"encoding/hex"
+	"errors"
+	"math"
+	"testing"
+
+	"github.com/marketfeed/feedhandler/feed/itch"
+	"github.com/marketfeed/feedhandler/feed/moldudp64"
+)
+
+var sess = moldudp64.NewSession("20261124A")
+
+// packet builds a downstream packet by hand (not with Builder).
+func packet(s moldudp64.Session, seq uint64, count uint16, msgs ...[]byte) []byte {
+	b := moldudp64.AppendHeader(nil, s, seq, count)
+	for _, m := range msgs {
+		b = itch.AppendBlock(b, m)
+	}
+	return b
+}
+
+func TestParseHandBytes(t *testing.T) {
+	// Session "ABC" + 7 spaces, seq 0x0102030405060708, count 2, blocks
+	// [0003 'S' 01 02] [0001 'D'].
+	wire, _ := hex.DecodeString("41424320202020202020" + "0102030405060708" + "0002" + "0003530102" + "000144")
+	p, err := moldudp64.Parse(wire)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Session.String() != "ABC" || p.Seq != 0x0102030405060708 || p.Count != 2 || p.Heartbeat() || p.EndOfSession() {
+		t.Fatalf("parsed %+v", p)
+	}
+	it := p.Iter()
+	var got [][]byte
+	var seqs []uint64
+	for msg, ok := it.Next(); ok; msg, ok = it.Next() {
+		got = append(got, msg)
+		seqs = append(seqs, it.Seq())
+	}
+	if len(got) != 2 || string(got[0]) != "S\x01\x02" || string(got[1]) != "D" {
+		t.Fatalf("messages %q", got)
+	}
+	if seqs[0] != 0x0102030405060708 || seqs[1] != 0x0102030405060709 || p.Next() != 0x010203040506070A {
+		t.Errorf("seqs %x next %x", seqs, p.Next())
+	}
+	if re := p.Append(nil); !bytes.Equal(re, wire) {
+		t.Errorf("Append %x\nwant %x", re, wire)
+	}
+	if !bytes.Equal(packet(moldudp64.NewSession("ABC"), 0x0102030405060708, 2, []byte("S\x01\x02"), []byte("D")), wire) {
+		t.Error("AppendHeader/AppendBlock disagree with the hand bytes")
+	}
+}
+
+func TestParseHeartbeatAndEnd(t *testing.T) {
+	p, err := moldudp64.Parse(packet(sess, 77, 0))
+	if err != nil || !p.Heartbeat() || p.EndOfSession() || p.Messages() != 0 || p.Next() != 77 {
+		t.Fatalf("heartbeat: %+v %v", p, err)
+	}
+	p, err = moldudp64.Parse(packet(sess, 78, moldudp64.EndOfSessionCount))
+	if err != nil || p.Heartbeat() || !p.EndOfSession() || p.Messages() != 0 || p.Next() != 78 {
+		t.Fatalf("end of session: %+v %v", p, err)
+	}
+	it := p.Iter()
+	if _, ok := it.Next(); ok {
+		t.Error("end of session iterates messages")
+	}
+}
+
+func TestParseRejects(t *testing.T) {
+	m := []byte("D0123456789abcdefgh")
+	good := packet(sess, 10, 3, m, m, m)
+	cases := []struct {
+		name string
+		b    []byte
+		want error
+	}{
+		{"empty", nil, moldudp64.ErrShortHeader},
+		{"short header", good[:19], moldudp64.ErrShortHeader},
+		{"overrun in last block", good[:len(good)-1], moldudp64.ErrOverrun},
+		{"overrun in length prefix", good[:len(good)-len(m)-1], moldudp64.ErrOverrun},
+		{"count beyond blocks", packet(sess, 10, 4, m, m, m), moldudp64.ErrOverrun},
+		{"header only with count", packet(sess, 10, 1), moldudp64.ErrOverrun},
+		{"trailing byte", append(bytes.Clone(good), 0), moldudp64.ErrTrailing},
+		{"count below blocks", packet(sess, 10, 2, m, m, m), moldudp64.ErrTrailing},
+		{"heartbeat with payload", packet(sess, 10, 0, m), moldudp64.ErrTrailing},
+		{"end of session with payload", packet(sess, 10, 0xFFFF, m), moldudp64.ErrTrailing},
+		{"seq zero", packet(sess, 0, 1, m), moldudp64.ErrSeqZero},
+		{"heartbeat seq zero", packet(sess, 0, 0), moldudp64.ErrSeqZero},
+		{"seq wraps", packet(sess, math.MaxUint64-1, 2, m, m), moldudp64.ErrSeqOverflow},
+		{"seq at max", packet(sess, math.MaxUint64, 1, m), moldudp64.ErrSeqOverflow},
+	}
+	var pe moldudp64.ParseErrors
+	for _, c := range cases {
+		p, err := moldudp64.Parse(c.b)
+		if !errors.Is(err, c.want) {
+			t.Errorf("%s: err %v, want %v", c.name, err, c.want)
+		}
+		if p.Count != 0 || p.Blocks != nil || p.Seq != 0 {
+			t.Errorf("%s: rejected packet returned contents %+v", c.name, p)
+		}
+		pe.Count(err)
+	}
+	want := moldudp64.ParseErrors{ShortHeader: 2, Overrun: 4, Trailing: 4, SeqZero: 2, SeqOverflow: 2}
+	if pe != want || pe.Total() != uint64(len(cases)) {
+		t.Errorf("ParseErrors %+v, want %+v", pe, want)
+	}
+	// The last representable packet: Seq+Count == MaxUint64.
+	if p, err := moldudp64.Parse(packet(sess, math.MaxUint64-2, 2, m, m)); err != nil || p.Next() != math.MaxUint64 {
+		t.Errorf("last packet: %v next %d", err, p.Next())
+	}
+	if _, err := moldudp64.Parse(good); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestRequestRoundTrip(t *testing.T) {
+	r := moldudp64.Request{Session: sess, Seq: 0x1122334455667788, Count: 0xBEEF}
+	b := r.Append(nil)
+	want, _ := hex.DecodeString("32303236313132344120" + "1122334455667788" + "beef")
+	if !bytes.Equal(b, want) {
+		t.Fatalf("request %x\nwant %x", b, want)
+	}
+	got, err := moldudp64.ParseRequest(b)
+	if err != nil || got != r {
+		t.Fatalf("ParseRequest: %+v %v", got, err)
+	}
+	for _, n := range []int{0, 19, 21} {
+		if _, err := moldudp64.ParseRequest(make([]byte, n)); !errors.Is(err, moldudp64.ErrBadRequest) {
+			t.Errorf("ParseRequest(%d bytes): %v", n, err)
+		}
+	}
+}
+
+func TestSession(t *testing.T) {
+	s := moldudp64.NewSession("ABC")
+	if string(s[:]) != "ABC       " || s.String() != "ABC" {
+		t.Errorf("%q", s[:])
+	}
+	if moldudp64.NewSession("0123456789XYZ").String() != "0123456789" {
+		t.Error("long session not cut at 10")
+	}
+}
+
+func TestIterSkip(t *testing.T) {
+	p, err := moldudp64.Parse(packet(sess, 5, 3, []byte("A"), []byte("B"), []byte("C")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	it := p.Iter()
+	if n := it.Skip(2); n != 2 {
+		t.Fatalf("skipped %d", n)
+	}
+	msg, ok := it.Next()
+	if !ok || string(msg) != "C" || it.Seq() != 7 {
+		t.Fatalf("after skip: %q %v seq %d", msg, ok, it.Seq())
+	}
+	if n := it.Skip(5); n != 0 {
+		t.Errorf("skip past end: %d", n)
+	}
+}
+
+func TestParseIterZeroAlloc(t *testing.T) {
+	var msgs [][]byte
+	for i := range 20 {
+		msgs = append(msgs, bytes.Repeat([]byte{byte('A' + i)}, 20+i))
+	}
+	dgram := packet(sess, 1000, uint16(len(msgs)), msgs...)
+	bad := dgram[:len(dgram)-3]
+	var sum int
+	var pe moldudp64.ParseErrors
+	allocs := testing.AllocsPerRun(200, func() {
+		p, err := moldudp64.Parse(dgram)
+		if err != nil {
+			panic(err)
+		}
+		it := p.Iter()
+		for msg, ok := it.Next(); ok; msg, ok = it.Next() {
+			sum += len(msg) + int(it.Seq())
+		}
+		_, err = moldudp64.Parse(bad)
+		pe.Count(err)
+	})
+	if allocs != 0 {
+		t.Errorf("Parse + iterate: %v allocs, want 0", allocs)
+	}
+	if pe.Overrun == 0 {
+		t.Error("bad packet not rejected")
+	}
+}

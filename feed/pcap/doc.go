@@ -1,0 +1,28 @@
+// Package pcap reads packet captures (pcap and pcapng, optionally gzipped
+// pcap) holding Ethernet/IPv4/UDP frames, as recorded from a MoldUDP64
+// multicast feed, and writes such captures.
+//
+// The file formats are handled by gopacket's pcapgo; the frame headers are
+// decoded by hand (Ethernet with up to two 802.1Q/802.1ad tags, IPv4 with
+// options, UDP), without allocating per frame. Besides Ethernet the reader
+// accepts the raw-IPv4 and Linux cooked (SLL) link types.
+//
+// Reading:
+//
+//	r, err := pcap.NewReader(f) // detects pcap or pcapng by its magic
+//	for {
+//		fr, err := r.Next() // fr.Payload is the UDP payload, valid until the next call
+//		if err == io.EOF {
+//			break
+//		}
+//		...
+//	}
+//	st := r.Stats() // frames read, UDP datagrams returned, malformed frames by Reason
+//
+// Frames that are not a whole, unfragmented IPv4/UDP datagram are skipped and
+// counted under a Reason; they never end the iteration.
+//
+// Writing: Writer builds Ethernet/IPv4/UDP frames (IPv4 header checksum set,
+// UDP checksum 0, destination MAC derived from the multicast group) and
+// writes them with nanosecond timestamps through pcapgo.Writer.
+package pcap

@@ -1,0 +1,178 @@
+package pcap
+
+import (
+	"bufio"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/google/gopacket"
+	"github.com/google/gopacket/pcapgo"
+)
+
+// Format is the container format of a capture file.
+type Format uint8
+
+// Capture formats.
+const (
+	FormatUnknown Format = iota
+	FormatPcap
+	FormatPcapNG
+)
+
+func (f Format) String() string {
+	switch f {
+	case FormatPcap:
+		return "pcap"
+	case FormatPcapNG:
+		return "pcapng"
+	}
+	return "unknown"
+}
+
+// ErrNotCapture reports input that starts with neither a pcap nor a pcapng
+// magic number.
+var ErrNotCapture = errors.New("not a pcap or pcapng file")
+
+// Detect returns the capture format announced by the first four bytes of a
+// file, or FormatUnknown. A gzip header counts as pcap (pcapgo inflates it).
+func Detect(magic []byte) Format {
+	if len(magic) >= 2 && magic[0] == 0x1f && magic[1] == 0x8b {
+		return FormatPcap
+	}
+	if len(magic) < 4 {
+		return FormatUnknown
+	}
+	switch binary.LittleEndian.Uint32(magic) {
+	case 0xA1B2C3D4, 0xD4C3B2A1, 0xA1B23C4D, 0x4D3CB2A1:
+		return FormatPcap
+	case 0x0A0D0D0A:
+		return FormatPcapNG
+	}
+	return FormatUnknown
+}
+
+// Frame is one UDP datagram read from a capture.
+type Frame struct {
+	Index uint64 // 1-based number of the frame in the file (counting skipped ones)
+	Time  int64  // capture timestamp, ns since the Unix epoch
+	UDP          // addresses and payload (a view valid until the next call to Next)
+}
+
+// Stats counts what a Reader has seen.
+type Stats struct {
+	Frames    uint64             // frames read from the file
+	Datagrams uint64             // UDP datagrams returned by Next
+	Skipped   [NumReasons]uint64 // frames skipped, by Reason (Skipped[OK] stays 0)
+}
+
+// Malformed returns the number of skipped frames.
+func (s *Stats) Malformed() uint64 {
+	var n uint64
+	for _, c := range s.Skipped {
+		n += c
+	}
+	return n
+}
+
+// Reader iterates the UDP datagrams of a pcap or pcapng capture.
+type Reader struct {
+	format Format
+	pcap   *pcapgo.Reader
+	ng     *pcapgo.NgReader
+	link   int
+	links  []int // pcapng: link type per interface
+	stats  Stats
+}
+
+// NewReader reads the file header from r and returns a Reader. r is read
+// through a 1 MiB buffer.
+func NewReader(r io.Reader) (*Reader, error) {
+	br, ok := r.(*bufio.Reader)
+	if !ok || br.Size() < 1<<16 {
+		br = bufio.NewReaderSize(r, 1<<20)
+	}
+	magic, err := br.Peek(4)
+	if err != nil && len(magic) < 2 {
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return nil, fmt.Errorf("pcap: read file header: %w", err)
+	}
+	rd := &Reader{format: Detect(magic)}
+	switch rd.format {
+	case FormatPcap:
+		rd.pcap, err = pcapgo.NewReader(br)
+		if err != nil {
+			return nil, fmt.Errorf("pcap: read pcap file header: %w", err)
+		}
+		rd.link = int(rd.pcap.LinkType())
+	case FormatPcapNG:
+		rd.ng, err = pcapgo.NewNgReader(br, pcapgo.NgReaderOptions{WantMixedLinkType: true})
+		if err != nil {
+			return nil, fmt.Errorf("pcap: read pcapng section header: %w", err)
+		}
+		for i := range rd.ng.NInterfaces() {
+			intf, _ := rd.ng.Interface(i)
+			rd.links = append(rd.links, int(intf.LinkType))
+		}
+	default:
+		return nil, fmt.Errorf("pcap: read file header: magic % x: %w", magic, ErrNotCapture)
+	}
+	return rd, nil
+}
+
+// Format returns the container format of the capture.
+func (r *Reader) Format() Format { return r.format }
+
+// Next returns the next frame that is a whole IPv4/UDP datagram, counting
+// and skipping the others. It returns io.EOF at the end of the capture; a
+// capture cut inside a frame yields an error wrapping io.ErrUnexpectedEOF.
+func (r *Reader) Next() (Frame, error) {
+	for {
+		var data []byte
+		var ci gopacket.CaptureInfo
+		var err error
+		link := r.link
+		if r.pcap != nil {
+			data, ci, err = r.pcap.ZeroCopyReadPacketData()
+		} else {
+			data, ci, err = r.ng.ZeroCopyReadPacketData()
+			if err == nil {
+				link = r.ngLink(ci.InterfaceIndex)
+			}
+		}
+		if err != nil {
+			if err == io.EOF {
+				return Frame{}, io.EOF
+			}
+			return Frame{}, fmt.Errorf("pcap: read frame %d: %w", r.stats.Frames+1, err)
+		}
+		r.stats.Frames++
+		udp, why := DecodeFrame(data, link)
+		if why != OK {
+			r.stats.Skipped[why]++
+			continue
+		}
+		r.stats.Datagrams++
+		return Frame{Index: r.stats.Frames, Time: ci.Timestamp.UnixNano(), UDP: udp}, nil
+	}
+}
+
+func (r *Reader) ngLink(i int) int {
+	if i >= len(r.links) {
+		// Interfaces described after the first packet.
+		for j := len(r.links); j < r.ng.NInterfaces(); j++ {
+			intf, _ := r.ng.Interface(j)
+			r.links = append(r.links, int(intf.LinkType))
+		}
+		if i >= len(r.links) {
+			return -1
+		}
+	}
+	return r.links[i]
+}
+
+// Stats returns the counters so far.
+func (r *Reader) Stats() Stats { return r.stats }

@@ -1,0 +1,370 @@
+package rx
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"runtime"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/marketfeed/feedhandler/tools/mcast"
+	"github.com/marketfeed/feedhandler/tools/netlab"
+)
+
+// newLab makes a namespace lab for one test, or skips when this machine
+// cannot create network namespaces (no root or no iproute2).
+func newLab(t testing.TB, o netlab.Options) *netlab.Lab {
+	t.Helper()
+	lab, err := netlab.New(o)
+	if errors.Is(err, netlab.ErrNotSupported) {
+		t.Skipf("network namespaces unavailable: %v", err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := lab.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	return lab
+}
+
+var (
+	groupA = netip.MustParseAddr("239.77.0.1")
+	groupB = netip.MustParseAddr("239.77.0.2")
+)
+
+func labLines(lab *netlab.Lab) []LineConfig {
+	return []LineConfig{
+		{Name: "A", Interface: lab.DstIf, Group: groupA, Port: 26400},
+		{Name: "B", Interface: lab.DstIf, Group: groupB, Port: 26401},
+	}
+}
+
+// openIn opens a receiver inside the lab's receiving namespace.
+func openIn(t testing.TB, lab *netlab.Lab, cfg Config) (Receiver, error) {
+	t.Helper()
+	var r Receiver
+	err := lab.Do(lab.Dst, func() error {
+		var err error
+		r, err = Open(cfg)
+		return err
+	})
+	return r, err
+}
+
+// payload is packet seq of line: 20..1400 bytes, line and seq first, then a
+// pattern that differs per line and seq.
+func payload(line Line, seq int) []byte {
+	size := 20 + (seq*7919+int(line)*13)%1381
+	b := make([]byte, size)
+	b[0] = byte(line)
+	binary.BigEndian.PutUint32(b[1:], uint32(seq))
+	for i := 5; i < size; i++ {
+		b[i] = byte(seq*31 + i + int(line)*101)
+	}
+	return b
+}
+
+// labSenders opens one sender per line in the lab's sending namespace.
+func labSenders(t testing.TB, lab *netlab.Lab, lines []LineConfig, rate float64) []*mcast.Sender {
+	t.Helper()
+	var senders []*mcast.Sender
+	err := lab.Do(lab.Src, func() error {
+		for _, lc := range lines {
+			s, err := mcast.NewSender(mcast.Config{
+				Interface: lab.SrcIf,
+				Lines:     []mcast.Line{{Group: lc.Group, Port: lc.Port}},
+				Rate:      rate,
+			})
+			if err != nil {
+				return err
+			}
+			senders = append(senders, s)
+		}
+		return nil
+	})
+	for _, s := range senders {
+		t.Cleanup(func() { s.Close() })
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return senders
+}
+
+// sendLines sends n packets on every line concurrently, paced.
+func sendLines(t testing.TB, senders []*mcast.Sender, n int) {
+	t.Helper()
+	var wg sync.WaitGroup
+	errs := make([]error, len(senders))
+	for i, s := range senders {
+		wg.Go(func() {
+			pkts := make([][]byte, n)
+			for seq := range pkts {
+				pkts[seq] = payload(Line(i), seq)
+			}
+			st, err := s.Send(context.Background(), mcast.Packets(pkts))
+			if err == nil && (st.Lines[0].Sent != uint64(n) || st.Lines[0].Errors != 0) {
+				err = fmt.Errorf("line %d: sender stats %+v", i, st.Lines[0])
+			}
+			errs[i] = err
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// expectLines receives until every line delivered n packets in order, byte
+// for byte, with the right Line and Src, or fails after a bounded wait.
+func expectLines(t testing.TB, r Receiver, senders []*mcast.Sender, n int) {
+	t.Helper()
+	srcs := make([]netip.AddrPort, len(senders))
+	for i, s := range senders {
+		a, err := s.LocalAddr(0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		srcs[i] = a
+	}
+	next := make([]int, len(senders))
+	done := func() bool {
+		for _, k := range next {
+			if k < n {
+				return false
+			}
+		}
+		return true
+	}
+	pkts := make([]Packet, 64)
+	deadline := time.Now().Add(30 * time.Second)
+	for !done() {
+		if time.Now().After(deadline) {
+			t.Fatalf("received %v of %d packets per line before the deadline; stats %+v", next, n, r.Stats())
+		}
+		k, err := r.Receive(pkts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range pkts[:k] {
+			if int(p.Line) >= len(senders) {
+				t.Fatalf("packet on line %d; %d lines configured", p.Line, len(senders))
+			}
+			if p.Src != srcs[p.Line] {
+				t.Fatalf("line %s: source %v, want %v", p.Line, p.Src, srcs[p.Line])
+			}
+			if len(p.Data) < 5 || Line(p.Data[0]) != p.Line {
+				t.Fatalf("line %s: packet %x belongs to another line", p.Line, p.Data[:min(len(p.Data), 8)])
+			}
+			seq := int(binary.BigEndian.Uint32(p.Data[1:]))
+			if seq != next[p.Line] {
+				t.Fatalf("line %s: packet %d, want %d (loss or reordering); stats %+v", p.Line, seq, next[p.Line], r.Stats())
+			}
+			if !bytes.Equal(p.Data, payload(p.Line, seq)) {
+				t.Fatalf("line %s packet %d: %d bytes differ from the %d sent", p.Line, seq, len(p.Data), len(payload(p.Line, seq)))
+			}
+			if d := time.Since(time.Unix(0, p.RxTime)); d < -time.Minute || d > time.Minute {
+				t.Fatalf("line %s packet %d: receive time %v is %v from now", p.Line, seq, time.Unix(0, p.RxTime), d)
+			}
+			next[p.Line]++
+		}
+		r.Release(pkts[:k])
+	}
+}
+
+// openBackend opens backend in the lab, skipping only the AF_XDP row while
+// the kernel (or the placeholder adapter) reports it unsupported.
+func openBackend(t *testing.T, lab *netlab.Lab, backend string, cfg Config) Receiver {
+	t.Helper()
+	cfg.Backend = backend
+	if cfg.Lines == nil {
+		cfg.Lines = labLines(lab)
+	}
+	r, err := openIn(t, lab, cfg)
+	if backend == BackendXDP && errors.Is(err, ErrNotSupported) {
+		t.Skipf("AF_XDP backend not available (placeholder adapter or kernel without AF_XDP): %v", err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+var backends = []string{BackendSocket, BackendUring, BackendXDP}
+
+// TestBackendsLab is the one table every backend runs: two lines, 2000
+// packets each of 20..1400 bytes, complete, in order, byte for byte; then
+// close and reopen on the same ports; no fd or goroutine leaks.
+func TestBackendsLab(t *testing.T) {
+	for _, backend := range backends {
+		t.Run(backend, func(t *testing.T) {
+			fds, goroutines := countFds(), runtime.NumGoroutine()
+			func() {
+				lab := newLab(t, netlab.Options{})
+				senders := labSenders(t, lab, labLines(lab), 10000)
+				r := openBackend(t, lab, backend, Config{PollTimeout: 50 * time.Millisecond})
+				if got := r.Backend(); len(got) < len(backend) || got[:len(backend)] != backend {
+					t.Fatalf("Backend() = %q, want %q", got, backend)
+				}
+				errc := make(chan error, 1)
+				go func() {
+					defer close(errc)
+					time.Sleep(20 * time.Millisecond) // receiver is joined; start sending
+					sendLines(t, senders, 2000)
+				}()
+				expectLines(t, r, senders, 2000)
+				<-errc
+				st := r.Stats()
+				if st.Packets[0] != 2000 || st.Packets[1] != 2000 || st.Dropped != 0 {
+					t.Fatalf("stats %+v, want 2000 packets per line and no drops", st)
+				}
+				if err := r.Close(); err != nil {
+					t.Fatal(err)
+				}
+				if _, err := r.Receive(make([]Packet, 4)); !errors.Is(err, ErrClosed) {
+					t.Fatalf("Receive after Close: %v, want ErrClosed", err)
+				}
+				if err := r.Close(); err != nil {
+					t.Fatalf("second Close: %v", err)
+				}
+				// Reopen on the same queue and ports.
+				r = openBackend(t, lab, backend, Config{PollTimeout: 50 * time.Millisecond})
+				go func() { time.Sleep(20 * time.Millisecond); sendLines(t, senders, 100) }()
+				expectLines(t, r, senders, 100)
+				if err := r.Close(); err != nil {
+					t.Fatal(err)
+				}
+				for _, s := range senders {
+					s.Close()
+				}
+			}()
+			checkLeaks(t, fds, goroutines)
+		})
+	}
+}
+
+// checkLeaks fails when fds or goroutines outlive the test (bounded wait
+// for goroutines that are finishing).
+func checkLeaks(t *testing.T, fds, goroutines int) {
+	t.Helper()
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		f, g := countFds(), runtime.NumGoroutine()
+		if f <= fds && g <= goroutines {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("leak: %d fds and %d goroutines before, %d and %d after", fds, goroutines, f, g)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func countFds() int {
+	ents, _ := os.ReadDir("/proc/self/fd")
+	return len(ents)
+}
+
+// TestAutoFallback forces AF_XDP to fail (rx queue 7 on a one-queue veth)
+// and io_uring to fail (a buffer ring size that is not a power of two): auto
+// must end on recvmmsg sockets and log why each step fell back.
+func TestAutoFallback(t *testing.T) {
+	lab := newLab(t, netlab.Options{})
+	cases := []struct {
+		name     string
+		cfg      Config
+		want     string
+		wantLogs []string
+	}{
+		{"xdp fails", Config{Queues: []int{7}}, BackendUring,
+			[]string{`"backend":"xdp"`, `"fallback":"uring"`, "xdp backend unavailable"}},
+		{"xdp and uring fail", Config{Queues: []int{7}, RingSize: 1000}, BackendSocket,
+			[]string{"xdp backend unavailable, falling back to uring", "uring backend unavailable, falling back to socket", "ring size 1000"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var logs bytes.Buffer
+			cfg := tc.cfg
+			cfg.Log = zerolog.New(&logs)
+			r := openBackend(t, lab, BackendAuto, cfg)
+			defer r.Close()
+			if got := r.Backend(); got[:len(tc.want)] != tc.want {
+				t.Fatalf("auto chose %q, want %q; log:\n%s", got, tc.want, logs.String())
+			}
+			for _, w := range tc.wantLogs {
+				if !bytes.Contains(logs.Bytes(), []byte(w)) {
+					t.Errorf("log lacks %q:\n%s", w, logs.String())
+				}
+			}
+			// The chosen backend receives.
+			senders := labSenders(t, lab, labLines(lab), 10000)
+			go func() { time.Sleep(20 * time.Millisecond); sendLines(t, senders, 50) }()
+			expectLines(t, r, senders, 50)
+		})
+	}
+}
+
+// An explicit backend does not fall back.
+func TestExplicitBackendNoFallback(t *testing.T) {
+	lab := newLab(t, netlab.Options{})
+	var logs bytes.Buffer
+	_, err := openIn(t, lab, Config{Backend: BackendUring, RingSize: 1000, Lines: labLines(lab), Log: zerolog.New(&logs)})
+	if err == nil {
+		t.Fatal("uring with a bad ring size opened")
+	}
+	if logs.Len() != 0 {
+		t.Fatalf("explicit backend logged a fallback: %s", logs.String())
+	}
+	if _, err := openIn(t, lab, Config{Backend: "dpdk", Lines: labLines(lab)}); err == nil {
+		t.Fatal("unknown backend accepted")
+	}
+	if _, err := openIn(t, lab, Config{Backend: BackendSocket}); err == nil {
+		t.Fatal("no lines accepted")
+	}
+	bad := labLines(lab)
+	bad[0].Interface = "nosuchif0"
+	if _, err := openIn(t, lab, Config{Backend: BackendSocket, Lines: bad}); err == nil {
+		t.Fatal("missing interface accepted")
+	}
+}
+
+// TestSourceFilter: a line with Source set drops packets from other sources
+// and counts them.
+func TestSourceFilter(t *testing.T) {
+	for _, backend := range []string{BackendSocket, BackendUring} {
+		t.Run(backend, func(t *testing.T) {
+			lab := newLab(t, netlab.Options{})
+			lines := labLines(lab)[:1]
+			lines[0].Source = netip.MustParseAddr("10.99.0.77") // not the sender
+			senders := labSenders(t, lab, lines, 10000)
+			r := openBackend(t, lab, backend, Config{Lines: lines, PollTimeout: 20 * time.Millisecond})
+			defer r.Close()
+			sendLines(t, senders, 20)
+			pkts := make([]Packet, 8)
+			deadline := time.Now().Add(10 * time.Second)
+			for r.Stats().Extra["source_filtered"] < 20 {
+				if time.Now().After(deadline) {
+					t.Fatalf("stats %+v: want 20 packets filtered", r.Stats())
+				}
+				n, err := r.Receive(pkts)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if n != 0 {
+					t.Fatalf("received %d packets from a filtered source", n)
+				}
+			}
+		})
+	}
+}

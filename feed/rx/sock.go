@@ -1,0 +1,213 @@
+package rx
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"sync/atomic"
+
+	"golang.org/x/sys/unix"
+)
+
+// lineSocket is the UDP socket of one line: bound to (group, port) so the
+// kernel demultiplexes lines, and joined to the group on the line's
+// interface. Every backend keeps one per line open, AF_XDP included, so the
+// host sends its IGMP membership reports.
+type lineSocket struct {
+	fd     int
+	line   Line
+	group  netip.Addr
+	port   uint16
+	source netip.Addr // invalid: any source
+	ovfl   uint32     // last SO_RXQ_OVFL count seen on this socket
+}
+
+// Sizes of the per-packet receive metadata.
+const (
+	nameLen    = unix.SizeofSockaddrInet4
+	controlLen = 64 // SCM_TIMESTAMPNS (32) + SO_RXQ_OVFL (24), 8-aligned
+)
+
+// openLineSockets opens and joins one socket per configured line. On error
+// every socket opened so far is closed.
+func openLineSockets(cfg *Config) ([]lineSocket, error) {
+	socks := make([]lineSocket, 0, len(cfg.Lines))
+	for i := range cfg.Lines {
+		s, err := openLineSocket(cfg, Line(i))
+		if err != nil {
+			closeLineSockets(socks)
+			return nil, err
+		}
+		socks = append(socks, s)
+	}
+	return socks, nil
+}
+
+func closeLineSockets(socks []lineSocket) error {
+	var errs []error
+	for i := range socks {
+		if socks[i].fd >= 0 {
+			if err := unix.Close(socks[i].fd); err != nil {
+				errs = append(errs, fmt.Errorf("close line %s socket: %w", socks[i].line, err))
+			}
+			socks[i].fd = -1
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func openLineSocket(cfg *Config, line Line) (lineSocket, error) {
+	lc := &cfg.Lines[line]
+	s := lineSocket{fd: -1, line: line, group: lc.Group, port: lc.Port, source: lc.Source}
+	op := fmt.Sprintf("open line %s socket (%s:%d on %s)", line, lc.Group, lc.Port, lc.Interface)
+	if !lc.Group.Is4() || !lc.Group.IsMulticast() {
+		return s, fmt.Errorf("%s: group %s is not an IPv4 multicast address", op, lc.Group)
+	}
+	if lc.Source.IsValid() && !lc.Source.Is4() {
+		return s, fmt.Errorf("%s: source %s is not IPv4", op, lc.Source)
+	}
+	ifi, err := net.InterfaceByName(lc.Interface)
+	if err != nil {
+		return s, fmt.Errorf("%s: %w", op, err)
+	}
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, unix.IPPROTO_UDP)
+	if err != nil {
+		return s, fmt.Errorf("%s: socket: %w", op, err)
+	}
+	s.fd = fd
+	fail := func(what string, err error) (lineSocket, error) {
+		unix.Close(fd)
+		s.fd = -1
+		return s, fmt.Errorf("%s: %s: %w", op, what, err)
+	}
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); err != nil {
+		return fail("SO_REUSEADDR", err)
+	}
+	// Deliver only the groups this socket joined, not every group the
+	// host joined on this port.
+	if err := unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_MULTICAST_ALL, 0); err != nil {
+		return fail("IP_MULTICAST_ALL", err)
+	}
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, cfg.RecvBuffer); err != nil {
+		// Without CAP_NET_ADMIN, SO_RCVBUF is capped by rmem_max.
+		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, cfg.RecvBuffer); err != nil {
+			return fail("SO_RCVBUF", err)
+		}
+	}
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TIMESTAMPNS, 1); err != nil {
+		return fail("SO_TIMESTAMPNS", err)
+	}
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RXQ_OVFL, 1); err != nil {
+		return fail("SO_RXQ_OVFL", err)
+	}
+	if cfg.BusyPoll {
+		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_BUSY_POLL, cfg.BusyPollUsec); err != nil {
+			return fail("SO_BUSY_POLL", err)
+		}
+		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PREFER_BUSY_POLL, 1); err != nil {
+			return fail("SO_PREFER_BUSY_POLL", err)
+		}
+		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_BUSY_POLL_BUDGET, cfg.BusyPollBudget); err != nil {
+			return fail("SO_BUSY_POLL_BUDGET", err)
+		}
+	}
+	if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: lc.Group.As4(), Port: int(lc.Port)}); err != nil {
+		return fail("bind", err)
+	}
+	mreq := &unix.IPMreqn{Multiaddr: lc.Group.As4(), Ifindex: int32(ifi.Index)}
+	if err := unix.SetsockoptIPMreqn(fd, unix.IPPROTO_IP, unix.IP_ADD_MEMBERSHIP, mreq); err != nil {
+		return fail("IP_ADD_MEMBERSHIP", err)
+	}
+	return s, nil
+}
+
+// addrFromName decodes a struct sockaddr_in.
+func addrFromName(name []byte) netip.AddrPort {
+	if len(name) < nameLen || binary.NativeEndian.Uint16(name) != unix.AF_INET {
+		return netip.AddrPort{}
+	}
+	return netip.AddrPortFrom(netip.AddrFrom4([4]byte(name[4:8])), binary.BigEndian.Uint16(name[2:4]))
+}
+
+// parseControl extracts the kernel receive time (SCM_TIMESTAMPNS, ns since
+// the epoch; 0 if absent) and the socket's drop counter (SO_RXQ_OVFL).
+func parseControl(b []byte) (rxTime int64, ovfl uint32, hasOvfl bool) {
+	for len(b) >= unix.SizeofCmsghdr {
+		l := int(binary.NativeEndian.Uint64(b))
+		if l < unix.SizeofCmsghdr || l > len(b) {
+			return
+		}
+		level := int32(binary.NativeEndian.Uint32(b[8:]))
+		typ := int32(binary.NativeEndian.Uint32(b[12:]))
+		data := b[unix.SizeofCmsghdr:l]
+		if level == unix.SOL_SOCKET {
+			switch {
+			case typ == unix.SCM_TIMESTAMPNS && len(data) >= 16:
+				rxTime = int64(binary.NativeEndian.Uint64(data))*1e9 + int64(binary.NativeEndian.Uint64(data[8:]))
+			case typ == unix.SO_RXQ_OVFL && len(data) >= 4:
+				ovfl, hasOvfl = binary.NativeEndian.Uint32(data), true
+			}
+		}
+		b = b[min((l+7)&^7, len(b)):]
+	}
+	return
+}
+
+// counters are the statistics shared by the socket and io_uring backends;
+// a receive loop adds a batch at a time so Stats may be read concurrently.
+type counters struct {
+	packets, bytes [2]atomic.Uint64
+	malformed      atomic.Uint64
+	unmatched      atomic.Uint64
+	dropped        atomic.Uint64
+	sourceFiltered atomic.Uint64
+	truncated      atomic.Uint64
+}
+
+// batchCounts accumulates one Receive call.
+type batchCounts struct {
+	packets, bytes [2]uint64
+}
+
+func (b *batchCounts) add(line Line, n int) {
+	if line < 2 {
+		b.packets[line]++
+		b.bytes[line] += uint64(n)
+	}
+}
+
+func (c *counters) addBatch(b *batchCounts) {
+	for i := range b.packets {
+		if b.packets[i] != 0 {
+			c.packets[i].Add(b.packets[i])
+			c.bytes[i].Add(b.bytes[i])
+		}
+	}
+	*b = batchCounts{}
+}
+
+// noteOvfl records a socket's cumulative drop counter.
+func (c *counters) noteOvfl(s *lineSocket, v uint32) {
+	if v != s.ovfl {
+		c.dropped.Add(uint64(v - s.ovfl))
+		s.ovfl = v
+	}
+}
+
+func (c *counters) stats() Stats {
+	var s Stats
+	for i := range s.Packets {
+		s.Packets[i] = c.packets[i].Load()
+		s.Bytes[i] = c.bytes[i].Load()
+	}
+	s.Malformed = c.malformed.Load()
+	s.Unmatched = c.unmatched.Load()
+	s.Dropped = c.dropped.Load()
+	s.Extra = map[string]uint64{
+		"source_filtered": c.sourceFiltered.Load(),
+		"truncated":       c.truncated.Load(),
+	}
+	return s
+}

@@ -1,0 +1,188 @@
+package rx
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// slotSize is the receive buffer per packet: any UDP payload of a
+// 1500-byte MTU (1472) fits; larger datagrams are dropped as truncated.
+const slotSize = 2048
+
+// socketRx is the plain socket backend: poll(2) over the line sockets, then
+// recvmmsg(2) batches into preallocated buffers. Its packets are views into
+// one slab reused by the next Receive, so Release has nothing to return.
+type socketRx struct {
+	mu     sync.Mutex
+	closed atomic.Bool
+	socks  []lineSocket
+	batch  int
+	next   int // socket to read first (round robin between lines)
+
+	pfds  []unix.PollFd
+	ts    unix.Timespec
+	msgs  []unix.Mmsghdr
+	iovs  []unix.Iovec
+	names []unix.RawSockaddrInet4
+	ctrl  []byte
+	slab  []byte
+
+	counters
+	bc batchCounts
+}
+
+func openSocket(cfg Config) (Receiver, error) {
+	socks, err := openLineSockets(&cfg)
+	if err != nil {
+		return nil, fmt.Errorf("open socket backend: %w", err)
+	}
+	s := &socketRx{
+		socks: socks,
+		batch: cfg.BatchSize,
+		pfds:  make([]unix.PollFd, len(socks)),
+		ts:    unix.NsecToTimespec(int64(cfg.PollTimeout)),
+		msgs:  make([]unix.Mmsghdr, cfg.BatchSize),
+		iovs:  make([]unix.Iovec, cfg.BatchSize),
+		names: make([]unix.RawSockaddrInet4, cfg.BatchSize),
+		ctrl:  make([]byte, cfg.BatchSize*controlLen),
+		slab:  make([]byte, cfg.BatchSize*slotSize),
+	}
+	for i := range socks {
+		s.pfds[i] = unix.PollFd{Fd: int32(socks[i].fd), Events: unix.POLLIN}
+	}
+	for i := range s.msgs {
+		s.iovs[i].Base = &s.slab[i*slotSize]
+		s.iovs[i].SetLen(slotSize)
+		h := &s.msgs[i].Hdr
+		h.Name = (*byte)(unsafe.Pointer(&s.names[i]))
+		h.Iov = &s.iovs[i]
+		h.Iovlen = 1
+		h.Control = &s.ctrl[i*controlLen]
+	}
+	return s, nil
+}
+
+func (s *socketRx) Backend() string { return BackendSocket + " (recvmmsg)" }
+
+func (s *socketRx) Stats() Stats {
+	st := s.counters.stats()
+	return st
+}
+
+// Receive reads what is queued on the line sockets; when nothing is, it
+// polls them for at most the configured timeout and reads again.
+func (s *socketRx) Receive(pkts []Packet) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed.Load() {
+		return 0, ErrClosed
+	}
+	pkts = pkts[:min(len(pkts), s.batch)]
+	n, err := s.drain(pkts)
+	if n > 0 || err != nil {
+		return n, err
+	}
+	for i := range s.pfds {
+		s.pfds[i].Revents = 0
+	}
+	ready, err := unix.Ppoll(s.pfds, &s.ts, nil)
+	if err != nil {
+		if errors.Is(err, unix.EINTR) {
+			return 0, nil
+		}
+		return 0, fmt.Errorf("receive: poll: %w", err)
+	}
+	if ready == 0 {
+		return 0, nil
+	}
+	return s.drain(pkts)
+}
+
+// drain reads every line socket once without blocking, starting with a
+// different line each call so a busy line cannot starve the other.
+func (s *socketRx) drain(pkts []Packet) (int, error) {
+	out, slot := 0, 0
+	now := int64(0)
+	for k := range s.socks {
+		if slot >= len(pkts) {
+			break
+		}
+		ls := &s.socks[(s.next+k)%len(s.socks)]
+		want := len(pkts) - slot
+		for i := slot; i < slot+want; i++ {
+			s.msgs[i].Hdr.Namelen = nameLen
+			s.msgs[i].Hdr.SetControllen(controlLen)
+			s.msgs[i].Hdr.Flags = 0
+		}
+		m, err := recvmmsg(ls.fd, s.msgs[slot:slot+want], unix.MSG_DONTWAIT)
+		if err != nil {
+			if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR) {
+				continue
+			}
+			return out, fmt.Errorf("receive line %s: recvmmsg: %w", ls.line, err)
+		}
+		for i := slot; i < slot+m; i++ {
+			h := &s.msgs[i].Hdr
+			name := unsafe.Slice((*byte)(unsafe.Pointer(&s.names[i])), nameLen)
+			rxTime, ovfl, hasOvfl := parseControl(s.ctrl[i*controlLen : i*controlLen+int(h.Controllen)])
+			if hasOvfl {
+				s.noteOvfl(ls, ovfl)
+			}
+			if h.Flags&unix.MSG_TRUNC != 0 {
+				s.truncated.Add(1)
+				continue
+			}
+			src := addrFromName(name)
+			if ls.source.IsValid() && src.Addr() != ls.source {
+				s.sourceFiltered.Add(1)
+				continue
+			}
+			if rxTime == 0 {
+				if now == 0 {
+					now = time.Now().UnixNano()
+				}
+				rxTime = now
+			}
+			size := int(s.msgs[i].Len)
+			pkts[out] = Packet{Data: s.slab[i*slotSize : i*slotSize+size : i*slotSize+size], Line: ls.line, Src: src, RxTime: rxTime}
+			s.bc.add(ls.line, size)
+			out++
+		}
+		slot += m
+	}
+	s.next++
+	s.addBatch(&s.bc)
+	return out, nil
+}
+
+// Release is a no-op: the slab is reused by the next Receive.
+func (s *socketRx) Release(pkts []Packet) {}
+
+func (s *socketRx) Close() error {
+	if s.closed.Swap(true) {
+		return nil
+	}
+	s.mu.Lock() // wait for a Receive in progress (bounded by PollTimeout)
+	defer s.mu.Unlock()
+	if err := closeLineSockets(s.socks); err != nil {
+		return fmt.Errorf("close socket backend: %w", err)
+	}
+	return nil
+}
+
+// recvmmsg is recvmmsg(2); golang.org/x/sys/unix has no wrapper. The
+// headers, names and buffers are Go memory used only during the call.
+func recvmmsg(fd int, msgs []unix.Mmsghdr, flags int) (int, error) {
+	n, _, errno := unix.Syscall6(unix.SYS_RECVMMSG, uintptr(fd), uintptr(unsafe.Pointer(&msgs[0])),
+		uintptr(len(msgs)), uintptr(flags), 0, 0)
+	if errno != 0 {
+		return 0, errno
+	}
+	return int(n), nil
+}

@@ -1,0 +1,368 @@
+package rx
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"runtime"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/marketfeed/feedhandler/tools/netlab"
+)
+
+var (
+	xdpTestGroup = netip.MustParseAddr("233.54.12.111")
+	xdpTestPort  = uint16(26477)
+)
+
+func xdpNewLab(t *testing.T, o netlab.Options) *netlab.Lab {
+	t.Helper()
+	if o.Prefix == "" {
+		o.Prefix = "xr"
+	}
+	lab, err := netlab.New(o)
+	if errors.Is(err, netlab.ErrNotSupported) {
+		t.Skipf("network namespaces unavailable (need root and iproute2): %v", err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { lab.Close() })
+	return lab
+}
+
+// xdpOpen opens the xdp backend inside the lab's receiving namespace.
+func xdpOpen(t *testing.T, lab *netlab.Lab, cfg Config) Receiver {
+	t.Helper()
+	if cfg.Lines == nil {
+		cfg.Lines = []LineConfig{{Name: "A", Interface: lab.DstIf, Group: xdpTestGroup, Port: xdpTestPort}}
+	}
+	cfg.Backend = BackendXDP
+	var r Receiver
+	err := lab.Do(lab.Dst, func() error {
+		var err error
+		r, err = Open(cfg)
+		return err
+	})
+	if errors.Is(err, ErrNotSupported) {
+		t.Skipf("kernel cannot run XDP/AF_XDP here: %v", err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// xdpSender is a plain UDP socket in namespace ns.
+type xdpSender struct {
+	fd int
+	to unix.SockaddrInet4
+}
+
+func xdpNewSender(t *testing.T, lab *netlab.Lab, ns string, to netip.AddrPort) *xdpSender {
+	t.Helper()
+	s := &xdpSender{fd: -1, to: unix.SockaddrInet4{Addr: to.Addr().As4(), Port: int(to.Port())}}
+	err := lab.Do(ns, func() error {
+		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return err
+		}
+		s.fd = fd
+		return unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_MULTICAST_TTL, 1)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Close(s.fd) })
+	return s
+}
+
+func (s *xdpSender) port(t *testing.T) uint16 {
+	sa, err := unix.Getsockname(s.fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return uint16(sa.(*unix.SockaddrInet4).Port)
+}
+
+// sendPaced sends payload(i) for i in [0, n) from a goroutine, pausing
+// every 32 datagrams because the veth ring drops bursts.
+func (s *xdpSender) sendPaced(n int, payload func(i int) []byte) <-chan error {
+	errc := make(chan error, 1)
+	go func() {
+		for i := range n {
+			if err := unix.Sendto(s.fd, payload(i), 0, &s.to); err != nil {
+				errc <- fmt.Errorf("send datagram %d: %w", i, err)
+				return
+			}
+			if i%32 == 31 {
+				time.Sleep(500 * time.Microsecond)
+			}
+		}
+		errc <- nil
+	}()
+	return errc
+}
+
+// xdpPayload is datagram i: its index, then a pattern, of a length that
+// varies from 8 to 1400 bytes.
+func xdpPayload(i int) []byte {
+	n := 8 + (i*397)%1393
+	b := make([]byte, n)
+	binary.BigEndian.PutUint64(b, uint64(i))
+	for j := 8; j < n; j++ {
+		b[j] = byte(i + j)
+	}
+	return b
+}
+
+// xdpCollect receives n datagrams (copied out) within a bounded time.
+func xdpCollect(t *testing.T, r Receiver, n int) []Packet {
+	t.Helper()
+	var out []Packet
+	pkts := make([]Packet, 32)
+	deadline := time.Now().Add(20 * time.Second)
+	for len(out) < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("received %d of %d datagrams before the deadline; stats %+v", len(out), n, r.Stats())
+		}
+		k, err := r.Receive(pkts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range pkts[:k] {
+			p.Data = bytes.Clone(p.Data)
+			out = append(out, p)
+		}
+		r.Release(pkts[:k])
+	}
+	return out
+}
+
+func xdpCountFDs(t *testing.T) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(ents)
+}
+
+// TestXDPReceive sends 2000 datagrams of varied sizes through the lab and
+// checks that the xdp backend delivers all of them, in order, byte for
+// byte, with line, source and time; then closes and reopens on the same
+// queue, and checks that nothing leaked.
+func TestXDPReceive(t *testing.T) {
+	lab := xdpNewLab(t, netlab.Options{})
+	fds, goroutines := xdpCountFDs(t), runtime.NumGoroutine()
+	snd := xdpNewSender(t, lab, lab.Src, netip.AddrPortFrom(xdpTestGroup, xdpTestPort))
+	fds++ // the sender's socket
+
+	for round := range 2 {
+		r := xdpOpen(t, lab, Config{PollTimeout: 20 * time.Millisecond})
+		t.Logf("round %d: backend %s", round, r.Backend())
+		const n = 2000
+		start := time.Now().UnixNano()
+		errc := snd.sendPaced(n, xdpPayload)
+		got := xdpCollect(t, r, n)
+		if err := <-errc; err != nil {
+			t.Fatal(err)
+		}
+		src := netip.AddrPortFrom(lab.SrcIP, snd.port(t))
+		for i, p := range got {
+			if want := xdpPayload(i); !bytes.Equal(p.Data, want) {
+				t.Fatalf("datagram %d: got %d bytes (index %d), want %d bytes", i, len(p.Data),
+					binary.BigEndian.Uint64(p.Data), len(want))
+			}
+			if p.Line != LineA || p.Src != src || p.RxTime < start {
+				t.Fatalf("datagram %d: line %v, source %v, time %d (start %d), want line A from %v", i, p.Line, p.Src, p.RxTime, start, src)
+			}
+		}
+		st := r.Stats()
+		t.Logf("round %d: stats %+v", round, st)
+		if st.Packets[0] != n || st.Malformed != 0 {
+			t.Errorf("stats count %d packets, %d malformed; want %d, 0", st.Packets[0], st.Malformed, n)
+		}
+		if st.Extra["xdp_redirected"] != n {
+			t.Errorf("program redirected %d frames, want %d", st.Extra["xdp_redirected"], n)
+		}
+		// Nothing more arrives: Receive times out empty.
+		if k, err := r.Receive(make([]Packet, 8)); k != 0 || err != nil {
+			t.Errorf("idle Receive = %d, %v; want 0, nil", k, err)
+		}
+		if err := r.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if k, err := r.Receive(make([]Packet, 8)); k != 0 || !errors.Is(err, ErrClosed) {
+			t.Errorf("Receive after Close = %d, %v; want ErrClosed", k, err)
+		}
+		if err := r.Close(); err != nil {
+			t.Errorf("second Close: %v", err)
+		}
+	}
+	if now := xdpCountFDs(t); now != fds {
+		t.Errorf("%d fds open after two open/close rounds, want %d", now, fds)
+	}
+	// Goroutines the sender and Do started have finished by now; give the
+	// scheduler a bounded moment.
+	for i := 0; i < 100 && runtime.NumGoroutine() > goroutines; i++ {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if now := runtime.NumGoroutine(); now > goroutines {
+		t.Errorf("%d goroutines after close, %d before", now, goroutines)
+	}
+}
+
+// TestXDPCloseWakesReceive: Close from another goroutine ends a Receive
+// blocked in poll with ErrClosed.
+func TestXDPCloseWakesReceive(t *testing.T) {
+	lab := xdpNewLab(t, netlab.Options{})
+	r := xdpOpen(t, lab, Config{PollTimeout: time.Minute})
+	errc := make(chan error, 1)
+	go func() {
+		_, err := r.Receive(make([]Packet, 8))
+		errc <- err
+	}()
+	time.Sleep(50 * time.Millisecond)
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-errc:
+		if !errors.Is(err, ErrClosed) {
+			t.Fatalf("blocked Receive returned %v, want ErrClosed", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close did not wake a blocked Receive")
+	}
+}
+
+// TestXDPPassesOtherTraffic: with the backend attached, a UDP socket on
+// another port (unicast, so ARP must resolve through the program too) and a
+// socket on the line's group but another port still get their datagrams
+// from the kernel.
+func TestXDPPassesOtherTraffic(t *testing.T) {
+	lab := xdpNewLab(t, netlab.Options{})
+	r := xdpOpen(t, lab, Config{PollTimeout: 20 * time.Millisecond})
+	defer r.Close()
+
+	var unicastFD, groupFD int
+	err := lab.Do(lab.Dst, func() error {
+		var err error
+		if unicastFD, err = xdpBoundSocket(netip.AddrPortFrom(lab.DstIP, 27000)); err != nil {
+			return err
+		}
+		if groupFD, err = xdpBoundSocket(netip.AddrPortFrom(xdpTestGroup, xdpTestPort+1)); err != nil {
+			return err
+		}
+		ifi, err := net.InterfaceByName(lab.DstIf)
+		if err != nil {
+			return err
+		}
+		mreq := &unix.IPMreqn{Multiaddr: xdpTestGroup.As4(), Ifindex: int32(ifi.Index)}
+		return unix.SetsockoptIPMreqn(groupFD, unix.IPPROTO_IP, unix.IP_ADD_MEMBERSHIP, mreq)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(unicastFD)
+	defer unix.Close(groupFD)
+
+	toUnicast := xdpNewSender(t, lab, lab.Src, netip.AddrPortFrom(lab.DstIP, 27000))
+	toOtherPort := xdpNewSender(t, lab, lab.Src, netip.AddrPortFrom(xdpTestGroup, xdpTestPort+1))
+	toLine := xdpNewSender(t, lab, lab.Src, netip.AddrPortFrom(xdpTestGroup, xdpTestPort))
+	for _, s := range []*xdpSender{toUnicast, toOtherPort, toLine} {
+		if err := <-s.sendPaced(1, func(int) []byte { return []byte("hello") }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, fd := range []int{unicastFD, groupFD} {
+		if err := xdpReadOne(fd, "hello"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := xdpCollect(t, r, 1)
+	if string(got[0].Data) != "hello" {
+		t.Fatalf("line datagram %q", got[0].Data)
+	}
+	st := r.Stats()
+	if st.Extra["xdp_passed"] < 3 { // at least the ARP request, the unicast and the other-port datagram
+		t.Errorf("program passed %d frames, want at least 3", st.Extra["xdp_passed"])
+	}
+	if st.Extra["xdp_redirected"] != 1 {
+		t.Errorf("program redirected %d frames, want 1", st.Extra["xdp_redirected"])
+	}
+}
+
+func xdpBoundSocket(at netip.AddrPort) (int, error) {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return -1, err
+	}
+	tv := unix.NsecToTimeval(int64(5 * time.Second))
+	if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
+		unix.Close(fd)
+		return -1, err
+	}
+	if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: at.Addr().As4(), Port: int(at.Port())}); err != nil {
+		unix.Close(fd)
+		return -1, err
+	}
+	return fd, nil
+}
+
+func xdpReadOne(fd int, want string) error {
+	buf := make([]byte, 64)
+	n, _, err := unix.Recvfrom(fd, buf, 0)
+	if err != nil {
+		return fmt.Errorf("kernel socket did not get its datagram: %w", err)
+	}
+	if string(buf[:n]) != want {
+		return fmt.Errorf("kernel socket got %q, want %q", buf[:n], want)
+	}
+	return nil
+}
+
+// TestXDPReceiveAllocs: Receive plus Release allocate nothing in steady
+// state. The datagrams are queued on the rx ring before measuring, so that
+// no sender runs while allocations are counted.
+func TestXDPReceiveAllocs(t *testing.T) {
+	lab := xdpNewLab(t, netlab.Options{})
+	r := xdpOpen(t, lab, Config{PollTimeout: 20 * time.Millisecond, BatchSize: 4})
+	defer r.Close()
+	snd := xdpNewSender(t, lab, lab.Src, netip.AddrPortFrom(xdpTestGroup, xdpTestPort))
+	const runs, batch = 200, 4
+	const n = (runs + 10) * batch
+	if err := <-snd.sendPaced(n, xdpPayload); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; r.Stats().Extra["xdp_redirected"] < n; i++ {
+		if i == 500 {
+			t.Fatalf("only %d of %d datagrams redirected", r.Stats().Extra["xdp_redirected"], n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	pkts := make([]Packet, batch)
+	got := 0
+	allocs := testing.AllocsPerRun(runs, func() {
+		k, err := r.Receive(pkts)
+		if err != nil {
+			panic(err)
+		}
+		got += k
+		r.Release(pkts[:k])
+	})
+	if allocs != 0 {
+		t.Errorf("Receive+Release allocate %v times per batch", allocs)
+	}
+	if want := (runs + 1) * batch; got != want {
+		t.Errorf("received %d datagrams in %d batches of %d, want %d", got, runs+1, batch, want)
+	}
+}

@@ -1,0 +1,39 @@
+// Package spsc is a bounded, lock-free, single-producer single-consumer ring
+// for handing work from the receive goroutine to a book shard.
+//
+// A Ring holds elements of any type T by value in one slice allocated by New;
+// nothing is allocated afterwards. Exactly one goroutine may produce (TryPush,
+// Reserve, Commit, Close) and exactly one may consume (TryPop, Peek, Release,
+// PeekWait) at a time; the statistics accessors may be called from anywhere.
+//
+// The producer and consumer indices live on separate cache lines, and each
+// side keeps a private copy of the other side's index that it refreshes only
+// when that copy says the ring is full (producer) or empty (consumer), so in
+// steady state each side touches the shared line of the other rarely.
+//
+// Element-at-a-time:
+//
+//	if !r.TryPush(v) { /* full: back-pressure, counted in Stats().Full */ }
+//	v, ok := r.TryPop()
+//
+// Batches, written and read in place (views are contiguous, so a batch that
+// would wrap is returned in two pieces by two calls):
+//
+//	w := r.Reserve(n)   // up to n writable slots; len(w) == 0 means full
+//	... fill w[:k] ...
+//	r.Commit(k)         // publish them, in order
+//
+//	v := r.Peek(max)    // up to max readable slots
+//	... use v[:k] ...
+//	r.Release(k)        // hand them back to the producer
+//
+// A consumer that has nothing else to do waits with PeekWait, which spins,
+// then yields the processor (runtime.Gosched), then sleeps for growing but
+// bounded periods (see Backoff). After the producer calls Close, PeekWait
+// keeps returning what is left; an empty view with Closed() == true means the
+// ring is closed and drained.
+//
+// Stats reports how often the producer found the ring full and the largest
+// occupancy the consumer observed (sampled each time it loads the producer's
+// index), the two figures that say whether a shard keeps up.
+package spsc

@@ -1,0 +1,269 @@
+package spsc
+
+import (
+	"fmt"
+	"runtime"
+	"sync/atomic"
+	"time"
+)
+
+// cacheLine is the padding unit. 128 bytes covers the adjacent-line
+// prefetcher of x86 parts and the 128-byte lines of some arm64 parts.
+const cacheLine = 128
+
+// Backoff tunes PeekWait: Spins empty polls, then Yields polls each after
+// runtime.Gosched, then sleeps starting at MinSleep and doubling up to
+// MaxSleep between polls. Zero fields take the defaults of DefaultBackoff.
+type Backoff struct {
+	Spins    int
+	Yields   int
+	MinSleep time.Duration
+	MaxSleep time.Duration
+}
+
+// DefaultBackoff is what a Ring uses unless SetBackoff says otherwise.
+var DefaultBackoff = Backoff{Spins: 256, Yields: 64, MinSleep: 2 * time.Microsecond, MaxSleep: 200 * time.Microsecond}
+
+// Stats are cumulative ring counters.
+type Stats struct {
+	Capacity  int    // slots in the ring
+	Len       int    // occupancy at the time of the call (approximate under concurrency)
+	Pushed    uint64 // elements committed by the producer
+	Full      uint64 // push/reserve attempts that found no free slot (back-pressure)
+	HighWater uint64 // largest occupancy the consumer observed when loading the producer index
+}
+
+// Ring is a bounded single-producer single-consumer FIFO of T. Create it
+// with New. See the package documentation for the threading contract.
+type Ring[T any] struct {
+	buf     []T
+	mask    uint64
+	backoff Backoff
+	closed  atomic.Bool
+	_       [cacheLine]byte
+
+	// Producer-owned line.
+	tail      atomic.Uint64 // next slot to write; published by Commit
+	headCache uint64        // producer's copy of head
+	full      atomic.Uint64 // written only by the producer
+	_         [cacheLine - 24]byte
+
+	// Consumer-owned line.
+	head      atomic.Uint64 // next slot to read; published by Release
+	tailCache uint64        // consumer's copy of tail
+	highWater atomic.Uint64 // written only by the consumer
+	_         [cacheLine - 24]byte
+}
+
+// New returns a ring of capacity slots. capacity must be a power of two, at
+// least 2.
+func New[T any](capacity int) (*Ring[T], error) {
+	if capacity < 2 || capacity&(capacity-1) != 0 {
+		return nil, fmt.Errorf("new spsc ring: capacity %d is not a power of two >= 2", capacity)
+	}
+	return &Ring[T]{buf: make([]T, capacity), mask: uint64(capacity - 1), backoff: DefaultBackoff}, nil
+}
+
+// SetBackoff changes how PeekWait waits. Call it before the consumer starts.
+func (r *Ring[T]) SetBackoff(b Backoff) {
+	d := DefaultBackoff
+	if b.Spins > 0 {
+		d.Spins = b.Spins
+	}
+	if b.Yields > 0 {
+		d.Yields = b.Yields
+	}
+	if b.MinSleep > 0 {
+		d.MinSleep = b.MinSleep
+	}
+	if b.MaxSleep > 0 {
+		d.MaxSleep = b.MaxSleep
+	}
+	if d.MaxSleep < d.MinSleep {
+		d.MaxSleep = d.MinSleep
+	}
+	r.backoff = d
+}
+
+// Cap returns the number of slots.
+func (r *Ring[T]) Cap() int { return len(r.buf) }
+
+// Len returns the current occupancy. It is exact only when called by the
+// producer or consumer while the other side is idle.
+func (r *Ring[T]) Len() int {
+	h := r.head.Load()
+	t := r.tail.Load()
+	if t < h { // tail loaded after a Release raced past it
+		return 0
+	}
+	return int(t - h)
+}
+
+// --- producer side ---
+
+// TryPush appends v. It returns false, and counts a full event, when the
+// ring has no free slot.
+func (r *Ring[T]) TryPush(v T) bool {
+	t := r.tail.Load() // own index: no contention
+	if t-r.headCache >= uint64(len(r.buf)) {
+		r.headCache = r.head.Load()
+		if t-r.headCache >= uint64(len(r.buf)) {
+			r.full.Store(r.full.Load() + 1)
+			return false
+		}
+	}
+	r.buf[t&r.mask] = v
+	r.tail.Store(t + 1)
+	return true
+}
+
+// Reserve returns up to n contiguous free slots to fill in place. The view
+// is shorter than n when the ring is nearly full or the free space wraps
+// around the end of the slice; it is empty, and a full event is counted,
+// when no slot is free. Nothing is visible to the consumer until Commit.
+func (r *Ring[T]) Reserve(n int) []T {
+	if n <= 0 {
+		return nil
+	}
+	t := r.tail.Load()
+	size := uint64(len(r.buf))
+	free := size - (t - r.headCache)
+	if free < uint64(n) {
+		r.headCache = r.head.Load()
+		free = size - (t - r.headCache)
+		if free == 0 {
+			r.full.Store(r.full.Load() + 1)
+			return nil
+		}
+	}
+	i := t & r.mask
+	end := min(i+free, size, i+uint64(n))
+	return r.buf[i:end:end]
+}
+
+// Commit publishes the first n slots of the last Reserve. n must not exceed
+// the length of that view.
+func (r *Ring[T]) Commit(n int) {
+	if n <= 0 {
+		return
+	}
+	r.tail.Store(r.tail.Load() + uint64(n))
+}
+
+// Close marks the ring closed: the producer will push no more. Elements
+// already committed stay readable.
+func (r *Ring[T]) Close() { r.closed.Store(true) }
+
+// Closed reports whether Close was called.
+func (r *Ring[T]) Closed() bool { return r.closed.Load() }
+
+// --- consumer side ---
+
+// TryPop removes and returns the oldest element; ok is false when the ring
+// is empty.
+func (r *Ring[T]) TryPop() (v T, ok bool) {
+	h := r.head.Load()
+	if h == r.tailCache {
+		r.loadTail(h)
+		if h == r.tailCache {
+			return v, false
+		}
+	}
+	v = r.buf[h&r.mask]
+	r.head.Store(h + 1)
+	return v, true
+}
+
+// Peek returns a view of up to max contiguous readable elements, oldest
+// first. The view is shorter than max when fewer are available or they wrap
+// around the end of the slice. The elements stay in the ring, and the view
+// stays valid, until Release.
+func (r *Ring[T]) Peek(max int) []T {
+	if max <= 0 {
+		return nil
+	}
+	h := r.head.Load()
+	if r.tailCache-h < uint64(max) {
+		r.loadTail(h)
+	}
+	avail := r.tailCache - h
+	if avail == 0 {
+		return nil
+	}
+	i := h & r.mask
+	end := min(i+avail, uint64(len(r.buf)), i+uint64(max))
+	return r.buf[i:end:end]
+}
+
+// Release hands the n oldest elements back to the producer. n must not
+// exceed what the last Peek returned.
+func (r *Ring[T]) Release(n int) {
+	if n <= 0 {
+		return
+	}
+	r.head.Store(r.head.Load() + uint64(n))
+}
+
+// loadTail refreshes the consumer's copy of tail and samples occupancy.
+func (r *Ring[T]) loadTail(h uint64) {
+	t := r.tail.Load()
+	r.tailCache = t
+	if occ := t - h; occ > r.highWater.Load() {
+		r.highWater.Store(occ)
+	}
+}
+
+// PeekWait is Peek that waits, with the ring's Backoff, until at least one
+// element is readable, the ring is closed, or timeout has passed (timeout
+// <= 0 waits without limit). It returns an empty view on timeout, and when
+// the ring is closed and drained; tell them apart with Closed.
+func (r *Ring[T]) PeekWait(max int, timeout time.Duration) []T {
+	if v := r.Peek(max); len(v) > 0 {
+		return v
+	}
+	b := r.backoff
+	var deadline time.Time
+	if timeout > 0 {
+		deadline = time.Now().Add(timeout)
+	}
+	sleep := b.MinSleep
+	for i := 0; ; i++ {
+		if r.closed.Load() {
+			// Everything committed before Close is visible now.
+			return r.Peek(max)
+		}
+		switch {
+		case i < b.Spins:
+			// busy poll
+		case i < b.Spins+b.Yields:
+			runtime.Gosched()
+		default:
+			if timeout > 0 {
+				left := time.Until(deadline)
+				if left <= 0 {
+					return r.Peek(max)
+				}
+				sleep = min(sleep, left)
+			}
+			time.Sleep(sleep)
+			sleep = min(sleep*2, b.MaxSleep)
+		}
+		if v := r.Peek(max); len(v) > 0 {
+			return v
+		}
+		if timeout > 0 && i >= b.Spins && (i-b.Spins)%16 == 0 && time.Now().After(deadline) {
+			return nil
+		}
+	}
+}
+
+// Stats returns the ring counters. Safe from any goroutine.
+func (r *Ring[T]) Stats() Stats {
+	return Stats{
+		Capacity:  len(r.buf),
+		Len:       r.Len(),
+		Pushed:    r.tail.Load(),
+		Full:      r.full.Load(),
+		HighWater: r.highWater.Load(),
+	}
+}

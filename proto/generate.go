@@ -1,0 +1,3 @@
+package proto
+
+//go:generate sh -c "rm -rf bookfb && flatc --go --go-namespace bookfb -o . book.fbs && gofmt -w bookfb"

@@ -1,0 +1,136 @@
+package shm
+
+import (
+	"encoding/binary"
+)
+
+// The slot holds a Snapshot FlatBuffer laid out front to back at fixed
+// offsets, so that Publish writes only the fields that change. It is a
+// valid FlatBuffer for any reader (every field present, offsets forward,
+// every scalar aligned to its size, relative to the 64-byte aligned start):
+//
+//	0    uint32 root offset (= tableAt)
+//	4    file identifier "FHB1"
+//	8    vtable: uint16 vtable size, table size, 17 field offsets
+//	48   table: int32 soffset to the vtable, then the fields below
+//	140  symbol: uint32 length, bytes, NUL
+//	     bids: uint32 count at an offset = 4 mod 8, then count Levels
+//	     asks: likewise, right after the bids
+//
+// The prefix up to and including the symbol is written once, when the
+// instrument is registered; the table fields and the level vectors on every
+// publish.
+const (
+	vtableAt   = 8
+	vtableLen  = 2*2 + 17*2
+	tableAt    = 48
+	tableLen   = 92
+	symbolAt   = tableAt + tableLen // 140
+	levelSize  = 16
+	fieldCount = 17
+
+	// Field offsets inside the table, largest scalars first for alignment.
+	fSymbol          = 4
+	fSeq             = 8
+	fExchangeTime    = 16
+	fReceiveTime     = 24
+	fPublishTime     = 32
+	fLastTradeShares = 40
+	fVolume          = 48
+	fMessages        = 56
+	fBids            = 64
+	fAsks            = 68
+	fBidLevels       = 72
+	fAskLevels       = 76
+	fLastTradePrice  = 80
+	fLocate          = 84
+	fFlags           = 86
+	fTradingState    = 88
+	fSystemEvent     = 89
+)
+
+// fieldOffsets lists the table offset of each field in schema (id) order.
+var fieldOffsets = [fieldCount]uint16{
+	fLocate, fSymbol, fSeq, fExchangeTime, fReceiveTime, fPublishTime,
+	fTradingState, fFlags, fBids, fAsks, fBidLevels, fAskLevels,
+	fLastTradePrice, fLastTradeShares, fVolume, fMessages, fSystemEvent,
+}
+
+// bidsAt is where the bid vector's count goes after a symbol of n bytes.
+func bidsAt(symLen int) int {
+	end := symbolAt + 4 + symLen + 1
+	return end + (12-end%8)%8 // first offset >= end with offset%8 == 4
+}
+
+// maxSnapshotSize bounds the encoded size of any snapshot at depth.
+func maxSnapshotSize(depth int) uint64 {
+	return uint64(bidsAt(8) + 4 + depth*levelSize + 4 + 4 + depth*levelSize)
+}
+
+// writePrefix writes the constant part of a slot's FlatBuffer: root offset,
+// file identifier, vtable, the table's soffset, locate, the symbol and the
+// offset to it.
+func writePrefix(b []byte, locate uint16, sym []byte) {
+	le := binary.LittleEndian
+	le.PutUint32(b[0:], tableAt)
+	copy(b[4:8], FileIdentifier[:])
+	le.PutUint16(b[vtableAt:], vtableLen)
+	le.PutUint16(b[vtableAt+2:], tableLen)
+	for i, off := range fieldOffsets {
+		le.PutUint16(b[vtableAt+4+2*i:], off)
+	}
+	clear(b[vtableAt+vtableLen : tableAt])
+	le.PutUint32(b[tableAt:], tableAt-vtableAt) // vtable = table - soffset
+	le.PutUint32(b[tableAt+fSymbol:], symbolAt-(tableAt+fSymbol))
+	le.PutUint16(b[tableAt+fLocate:], locate)
+	clear(b[tableAt+fSystemEvent+1 : symbolAt])
+	le.PutUint32(b[symbolAt:], uint32(len(sym)))
+	n := copy(b[symbolAt+4:], sym)
+	clear(b[symbolAt+4+n : bidsAt(len(sym))])
+}
+
+// writeSnapshot writes the changing part of s into b, whose prefix
+// writePrefix wrote with a symbol of symLen bytes, and returns the
+// FlatBuffer's length. b must hold maxSnapshotSize of the
+// larger side.
+func writeSnapshot(b []byte, s *Snapshot, symLen int, publish int64) int {
+	le := binary.LittleEndian
+	t := b[tableAt : tableAt+tableLen]
+	le.PutUint64(t[fSeq:], s.Seq)
+	le.PutUint64(t[fExchangeTime:], s.ExchangeTime)
+	le.PutUint64(t[fReceiveTime:], uint64(s.ReceiveTime))
+	le.PutUint64(t[fPublishTime:], uint64(publish))
+	le.PutUint64(t[fLastTradeShares:], s.LastTradeShares)
+	le.PutUint64(t[fVolume:], s.Volume)
+	le.PutUint64(t[fMessages:], s.Messages)
+	le.PutUint32(t[fBidLevels:], s.BidLevels)
+	le.PutUint32(t[fAskLevels:], s.AskLevels)
+	le.PutUint32(t[fLastTradePrice:], s.LastTradePrice)
+	le.PutUint16(t[fFlags:], uint16(s.Flags))
+	t[fTradingState] = byte(s.State)
+	t[fSystemEvent] = s.SystemEvent
+
+	bids := bidsAt(symLen)
+	le.PutUint32(t[fBids:], uint32(bids-(tableAt+fBids)))
+	end := putLevels(b, bids, s.Bids)
+	clear(b[end : end+4]) // padding: the ask count sits at 4 mod 8
+	asks := end + 4
+	le.PutUint32(t[fAsks:], uint32(asks-(tableAt+fAsks)))
+	return putLevels(b, asks, s.Asks)
+}
+
+// putLevels writes a vector of Levels with its count at off and returns its
+// end.
+func putLevels(b []byte, off int, levels []Level) int {
+	le := binary.LittleEndian
+	le.PutUint32(b[off:], uint32(len(levels)))
+	p := b[off+4 : off+4+len(levels)*levelSize]
+	for i := range levels {
+		l := &levels[i]
+		e := p[i*levelSize : i*levelSize+levelSize]
+		le.PutUint32(e[0:], l.Price)
+		le.PutUint32(e[4:], l.Orders)
+		le.PutUint64(e[8:], l.Shares)
+	}
+	return off + 4 + len(levels)*levelSize
+}

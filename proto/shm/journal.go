@@ -1,0 +1,150 @@
+package shm
+
+import (
+	"runtime"
+	"sync/atomic"
+	"time"
+)
+
+// Update is one change-journal record: locate was published at version.
+// Version is the slot's publish count (View.Version), 48 bits.
+type Update struct {
+	Locate  uint16
+	Version uint64
+}
+
+// Follower follows the change journal of a Reader. It is not safe for
+// concurrent use; each goroutine follows with its own.
+type Follower struct {
+	r        *Reader
+	next     uint64 // position of the next record to read
+	lost     uint64
+	overruns uint64
+}
+
+// Follow returns a follower positioned at the journal's head: it reports
+// publications from now on.
+func (r *Reader) Follow() *Follower {
+	return &Follower{r: r, next: r.m.head()}
+}
+
+// Lost is the number of records the follower skipped because of overruns.
+func (f *Follower) Lost() uint64 { return f.lost }
+
+// Overruns is the number of times Poll returned ErrOverrun.
+func (f *Follower) Overruns() uint64 { return f.overruns }
+
+// Pending is the number of records published and not yet polled.
+func (f *Follower) Pending() uint64 { return f.r.m.head() - f.next }
+
+// Poll copies up to len(dst) new journal records into dst without blocking
+// and returns how many. A record being written by a publisher ends the batch
+// (poll again). When the follower fell more than JournalLen records behind,
+// the writer overwrote records it had not read: Poll returns ErrOverrun with
+// the records it read before the gap, skips to the newest record, and the
+// caller must rescan every instrument (Read or Version) because updates were
+// lost. It allocates nothing.
+func (f *Follower) Poll(dst []Update) (int, error) {
+	m, l := &f.r.m, &f.r.l
+	head := m.head()
+	if head-f.next > l.journalLen {
+		return 0, f.overrun(head)
+	}
+	n := 0
+	for n < len(dst) && f.next < head {
+		stamp, data := m.record(l, f.next)
+		want := f.next + 1
+		s1 := atomic.LoadUint64(stamp)
+		if s1 != want {
+			if s1 != stampBusy && s1 > want {
+				return n, f.overrun(m.head())
+			}
+			// Claimed but not written yet, or being rewritten: a lap
+			// later would show in head below.
+			if m.head()-f.next > l.journalLen {
+				return n, f.overrun(m.head())
+			}
+			break
+		}
+		d := atomic.LoadUint64(data)
+		if atomic.LoadUint64(stamp) != s1 {
+			// A publisher one lap ahead is rewriting the record.
+			return n, f.overrun(m.head())
+		}
+		dst[n] = Update{Locate: uint16(d >> 48), Version: d & versionMask}
+		n++
+		f.next++
+	}
+	return n, nil
+}
+
+func (f *Follower) overrun(head uint64) error {
+	if head > f.next {
+		f.lost += head - f.next
+	}
+	f.next = head
+	f.overruns++
+	return ErrOverrun
+}
+
+// WaitOptions tune Follower.Wait.
+type WaitOptions struct {
+	// Spin is how many empty polls Wait does before yielding the CPU. A
+	// strategy with a dedicated core spins long (lowest latency); zero
+	// means 1000.
+	Spin int
+	// Sleep is how long Wait sleeps between polls once spinning and
+	// yielding found nothing; zero means 50µs.
+	Sleep time.Duration
+	// CheckEvery is how often Wait checks the writer (Reader.Check); zero
+	// means 100ms.
+	CheckEvery time.Duration
+}
+
+// Wait is Poll that blocks until at least one record arrives or timeout
+// passes (then it returns 0, nil). It spins, then yields, then sleeps, and
+// checks the writer periodically: a dead, closed or restarted writer ends
+// the wait with ErrWriterDead, ErrClosed or ErrRestarted.
+func (f *Follower) Wait(dst []Update, timeout time.Duration, opt WaitOptions) (int, error) {
+	if opt.Spin <= 0 {
+		opt.Spin = 1000
+	}
+	if opt.Sleep <= 0 {
+		opt.Sleep = 50 * time.Microsecond
+	}
+	if opt.CheckEvery <= 0 {
+		opt.CheckEvery = 100 * time.Millisecond
+	}
+	for i := 0; i < opt.Spin; i++ {
+		if n, err := f.Poll(dst); n > 0 || err != nil {
+			return n, err
+		}
+	}
+	start := time.Now()
+	lastCheck := start
+	for yields := 0; ; yields++ {
+		if n, err := f.Poll(dst); n > 0 || err != nil {
+			return n, err
+		}
+		t := time.Now()
+		if t.Sub(lastCheck) >= opt.CheckEvery {
+			lastCheck = t
+			if err := f.r.Check(); err != nil {
+				// Records published before the writer stopped are
+				// still delivered first.
+				if n, perr := f.Poll(dst); n > 0 || perr != nil {
+					return n, perr
+				}
+				return 0, err
+			}
+		}
+		if t.Sub(start) >= timeout {
+			return 0, nil
+		}
+		if yields < 100 {
+			runtime.Gosched()
+		} else {
+			time.Sleep(opt.Sleep)
+		}
+	}
+}

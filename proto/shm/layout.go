@@ -1,0 +1,290 @@
+package shm
+
+import (
+	"errors"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"unsafe"
+)
+
+// LayoutVersion is the version of the shared-memory layout described in
+// docs/SHM.md, including the FlatBuffers schema of the slots. Readers refuse a
+// file with another version (ErrLayoutVersion).
+const LayoutVersion = 1
+
+// Magic opens every feed file.
+var Magic = [8]byte{'F', 'H', 'B', 'O', 'O', 'K', 'S', 0}
+
+// FileIdentifier is the FlatBuffers file identifier of each slot's snapshot.
+var FileIdentifier = [4]byte{'F', 'H', 'B', '1'}
+
+// Dir is where bare feed names live.
+const Dir = "/dev/shm"
+
+// MaxLocates is the number of distinct ITCH stock locates (uint16).
+const MaxLocates = 1 << 16
+
+const (
+	cacheLine   = 64
+	pageSize    = 4096
+	headerSize  = pageSize
+	slotHeader  = cacheLine // seq, len, locate; the FlatBuffer follows
+	recordSize  = 16        // journal record: stamp, locate<<48 | version
+	dirEntrySz  = 16        // directory entry: locate, len, symbol
+	versionMask = 1<<48 - 1
+	// stampBusy marks a journal record that a writer is rewriting.
+	stampBusy = ^uint64(0)
+)
+
+// Header field offsets. Line 0 and 1 are written once before the file becomes
+// visible; the dynamic fields each sit on their own pair of cache lines so
+// that the writers' stores never invalidate what readers poll.
+const (
+	offMagic          = 0  // [8]byte
+	offLayoutVersion  = 8  // uint32
+	offHeaderSize     = 12 // uint32
+	offGeneration     = 16 // uint64, random, new for every file
+	offStartTime      = 24 // int64, Unix ns
+	offWriterPid      = 32 // uint32
+	offSlotSize       = 36 // uint32
+	offCapacity       = 40 // uint32, number of slots
+	offDepth          = 44 // uint32
+	offJournalLen     = 48 // uint32, power of two
+	offSchemaVersion  = 52 // uint32
+	offHeartbeatEvery = 56 // int64 ns, the writer's promised heartbeat interval
+	offIndex          = 64 // uint64, file offset of the locate index
+	offDirectory      = 72 // uint64
+	offJournal        = 80 // uint64
+	offSlots          = 88 // uint64
+	offFileSize       = 96 // uint64
+	offFileIdentifier = 104
+	offMaxSnapshot    = 108 // uint32, max FlatBuffer bytes in a slot
+
+	offHeartbeat = 256 // int64 Unix ns, written by Writer.Heartbeat
+	offState     = 264 // uint32: stateOpen or stateClosed
+	offHead      = 384 // uint64 journal head: records ever appended
+	offCount     = 512 // uint32 instruments registered
+)
+
+const (
+	stateOpen   = 0
+	stateClosed = 1
+)
+
+// Errors. Every error returned by this package wraps one of these (or an
+// os/syscall error); compare with errors.Is.
+var (
+	// ErrNotExist: no feed file of that name (the writer has not created it yet).
+	ErrNotExist = errors.New("shm: feed does not exist")
+	// ErrFormat: the file is not a feed file or is truncated or inconsistent.
+	ErrFormat = errors.New("shm: not a feed file")
+	// ErrLayoutVersion: the file has another layout version than this library.
+	ErrLayoutVersion = errors.New("shm: layout version mismatch")
+	// ErrWriterDead: the writer process is gone or its heartbeat is stale.
+	ErrWriterDead = errors.New("shm: writer is dead")
+	// ErrRestarted: a new writer replaced the file; Close and Open again.
+	ErrRestarted = errors.New("shm: writer restarted")
+	// ErrClosed: the writer closed the feed; the last snapshots stay readable.
+	ErrClosed = errors.New("shm: writer closed the feed")
+	// ErrInUse: Create found a live writer publishing under that name.
+	ErrInUse = errors.New("shm: feed in use by a live writer")
+	// ErrOverrun: a follower fell more than a journal length behind and lost
+	// records; rescan every instrument (see Follower.Poll).
+	ErrOverrun = errors.New("shm: journal overrun")
+	// ErrUnknownLocate: the locate was not registered.
+	ErrUnknownLocate = errors.New("shm: unknown locate")
+	// ErrNoData: the instrument is registered but nothing was published yet.
+	ErrNoData = errors.New("shm: no snapshot published yet")
+	// ErrShortBuffer: the caller's buffer is smaller than Info.MaxSnapshot.
+	ErrShortBuffer = errors.New("shm: buffer too small")
+	// ErrTooDeep: the snapshot has more levels per side than the file's depth.
+	ErrTooDeep = errors.New("shm: more levels than the configured depth")
+	// ErrFull: every slot is taken.
+	ErrFull = errors.New("shm: instrument capacity reached")
+	// ErrBusy: a slot stayed locked by a live writer for too long.
+	ErrBusy = errors.New("shm: slot busy")
+)
+
+// Path returns the file of a feed: a bare name lives under Dir, a name with a
+// slash is used as is.
+func Path(name string) string {
+	if strings.ContainsRune(name, '/') {
+		return filepath.Clean(name)
+	}
+	return filepath.Join(Dir, name)
+}
+
+// mapping is a feed file mapped into memory. Its accessors hand out pointers
+// into the mapping; the mapping holds no Go pointers.
+type mapping struct {
+	mem []byte
+}
+
+func (m *mapping) u32(off uint64) *uint32 { return (*uint32)(unsafe.Pointer(&m.mem[off])) }
+func (m *mapping) u64(off uint64) *uint64 { return (*uint64)(unsafe.Pointer(&m.mem[off])) }
+func (m *mapping) i64(off uint64) *int64  { return (*int64)(unsafe.Pointer(&m.mem[off])) }
+
+// layout is the geometry of a feed file, derived from its header.
+type layout struct {
+	generation     uint64
+	startTime      int64
+	pid            int
+	slotSize       uint64
+	capacity       uint64
+	depth          int
+	journalLen     uint64
+	heartbeatEvery int64
+	index          uint64
+	directory      uint64
+	journal        uint64
+	slots          uint64
+	fileSize       uint64
+	maxSnapshot    uint64
+}
+
+func roundUp(n, to uint64) uint64 { return (n + to - 1) / to * to }
+
+// plan computes the geometry of a new file.
+func plan(capacity, depth, journalLen int, maxSnapshot uint64) layout {
+	var l layout
+	l.capacity = uint64(capacity)
+	l.depth = depth
+	l.journalLen = uint64(journalLen)
+	l.maxSnapshot = roundUp(maxSnapshot, cacheLine)
+	l.slotSize = slotHeader + l.maxSnapshot
+	l.index = headerSize
+	l.directory = l.index + MaxLocates*4
+	l.journal = l.directory + roundUp(l.capacity*dirEntrySz, pageSize)
+	l.slots = l.journal + roundUp(l.journalLen*recordSize, pageSize)
+	l.fileSize = roundUp(l.slots+l.capacity*l.slotSize, pageSize)
+	return l
+}
+
+// writeHeader fills the static header fields.
+func (m *mapping) writeHeader(l layout) {
+	copy(m.mem[offMagic:], Magic[:])
+	*m.u32(offLayoutVersion) = LayoutVersion
+	*m.u32(offHeaderSize) = headerSize
+	*m.u64(offGeneration) = l.generation
+	*m.i64(offStartTime) = l.startTime
+	*m.u32(offWriterPid) = uint32(l.pid)
+	*m.u32(offSlotSize) = uint32(l.slotSize)
+	*m.u32(offCapacity) = uint32(l.capacity)
+	*m.u32(offDepth) = uint32(l.depth)
+	*m.u32(offJournalLen) = uint32(l.journalLen)
+	*m.u32(offSchemaVersion) = schemaVersion
+	*m.i64(offHeartbeatEvery) = l.heartbeatEvery
+	*m.u64(offIndex) = l.index
+	*m.u64(offDirectory) = l.directory
+	*m.u64(offJournal) = l.journal
+	*m.u64(offSlots) = l.slots
+	*m.u64(offFileSize) = l.fileSize
+	copy(m.mem[offFileIdentifier:], FileIdentifier[:])
+	*m.u32(offMaxSnapshot) = uint32(l.maxSnapshot)
+}
+
+// readHeader validates the header of a mapped file of size size.
+func (m *mapping) readHeader(size int64) (layout, error) {
+	var l layout
+	if size < headerSize || len(m.mem) < headerSize {
+		return l, ErrFormat
+	}
+	if [8]byte(m.mem[offMagic:offMagic+8]) != Magic {
+		return l, ErrFormat
+	}
+	if v := *m.u32(offLayoutVersion); v != LayoutVersion {
+		return l, &versionError{have: v}
+	}
+	l.generation = *m.u64(offGeneration)
+	l.startTime = *m.i64(offStartTime)
+	l.pid = int(*m.u32(offWriterPid))
+	l.slotSize = uint64(*m.u32(offSlotSize))
+	l.capacity = uint64(*m.u32(offCapacity))
+	l.depth = int(*m.u32(offDepth))
+	l.journalLen = uint64(*m.u32(offJournalLen))
+	l.heartbeatEvery = *m.i64(offHeartbeatEvery)
+	l.index = *m.u64(offIndex)
+	l.directory = *m.u64(offDirectory)
+	l.journal = *m.u64(offJournal)
+	l.slots = *m.u64(offSlots)
+	l.fileSize = *m.u64(offFileSize)
+	l.maxSnapshot = uint64(*m.u32(offMaxSnapshot))
+	switch {
+	case *m.u32(offHeaderSize) != headerSize,
+		l.fileSize != uint64(size) || l.fileSize > uint64(len(m.mem)),
+		l.journalLen == 0 || l.journalLen&(l.journalLen-1) != 0,
+		l.slotSize%cacheLine != 0 || l.slotSize < slotHeader+l.maxSnapshot,
+		l.index != headerSize,
+		l.directory < l.index+MaxLocates*4,
+		l.journal < l.directory+l.capacity*dirEntrySz,
+		l.slots < l.journal+l.journalLen*recordSize,
+		l.slots%cacheLine != 0 || l.journal%cacheLine != 0,
+		l.slots+l.capacity*l.slotSize > l.fileSize:
+		return l, ErrFormat
+	}
+	return l, nil
+}
+
+type versionError struct{ have uint32 }
+
+func (e *versionError) Error() string {
+	return "shm: layout version " + itoa(uint64(e.have)) + ", this library reads " + itoa(LayoutVersion)
+}
+
+func (e *versionError) Unwrap() error { return ErrLayoutVersion }
+
+func itoa(v uint64) string {
+	var b [20]byte
+	i := len(b)
+	for {
+		i--
+		b[i] = byte('0' + v%10)
+		v /= 10
+		if v == 0 {
+			break
+		}
+	}
+	return string(b[i:])
+}
+
+// slotSeq is the seqlock word of slot i: odd while the writer copies, even
+// otherwise; seq/2 is the number of snapshots published into the slot.
+func (m *mapping) slotSeq(l *layout, slot uint64) *uint64 {
+	return m.u64(l.slots + slot*l.slotSize)
+}
+
+func (m *mapping) slotLen(l *layout, slot uint64) *uint32 {
+	return m.u32(l.slots + slot*l.slotSize + 8)
+}
+
+func (m *mapping) slotData(l *layout, slot uint64) []byte {
+	off := l.slots + slot*l.slotSize + slotHeader
+	return m.mem[off : off+l.maxSnapshot : off+l.maxSnapshot]
+}
+
+// indexEntry is the locate index: slot+1, or 0 when the locate is unknown.
+func (m *mapping) indexEntry(l *layout, locate uint16) *uint32 {
+	return m.u32(l.index + uint64(locate)*4)
+}
+
+func (m *mapping) dirEntry(l *layout, slot uint64) []byte {
+	off := l.directory + slot*dirEntrySz
+	return m.mem[off : off+dirEntrySz : off+dirEntrySz]
+}
+
+// dirSymbol returns the symbol of a directory entry (no padding).
+func dirSymbol(e []byte) []byte {
+	n := int(e[2])
+	if n > 8 {
+		n = 8
+	}
+	return e[8 : 8+n]
+}
+
+func (m *mapping) record(l *layout, pos uint64) (stamp, data *uint64) {
+	off := l.journal + (pos&(l.journalLen-1))*recordSize
+	return m.u64(off), m.u64(off + 8)
+}
+
+func (m *mapping) head() uint64 { return atomic.LoadUint64(m.u64(offHead)) }

@@ -1,0 +1,385 @@
+package shm
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// Roles of the test binary re-executed as a separate process.
+const roleEnv = "FH_SHM_TEST_ROLE"
+
+const (
+	procInstruments = 8
+	procDepth       = 5
+)
+
+// TestHelperProcess is not a test: it is the body of the writer and reader
+// processes the multi-process tests start (os.Args[0] with roleEnv set).
+func TestHelperProcess(t *testing.T) {
+	role := os.Getenv(roleEnv)
+	if role == "" {
+		return
+	}
+	name := os.Getenv("FH_SHM_TEST_NAME")
+	var err error
+	switch role {
+	case "writer":
+		err = writerProcess(name)
+	case "hold":
+		err = holdProcess(name)
+	case "reader":
+		err = readerProcess(name, os.Getenv("FH_SHM_TEST_SLOW") != "")
+	case "latency":
+		err = latencyProcess(name)
+	default:
+		err = fmt.Errorf("unknown role %q", role)
+	}
+	if err != nil {
+		fmt.Printf("error: %v\n", err)
+		os.Exit(1)
+	}
+	os.Exit(0)
+}
+
+// writerProcess publishes in a tight loop for FH_SHM_TEST_DURATION, then
+// closes the feed.
+func writerProcess(name string) error {
+	d, _ := time.ParseDuration(os.Getenv("FH_SHM_TEST_DURATION"))
+	journal, _ := strconv.Atoi(os.Getenv("FH_SHM_TEST_JOURNAL"))
+	w, err := Create(Config{Name: name, Instruments: procInstruments, Depth: procDepth, JournalLen: journal})
+	if err != nil {
+		return err
+	}
+	for loc := uint16(0); loc < procInstruments; loc++ {
+		if err := w.Register(loc, symbolOf(loc)); err != nil {
+			return err
+		}
+	}
+	fmt.Println("ready")
+	s := newSnapshot(procDepth)
+	var k uint64
+	for deadline := time.Now().Add(d); time.Now().Before(deadline); {
+		for i := 0; i < 1024; i++ {
+			k++
+			fillSnapshot(s, uint16(k%procInstruments), k, procDepth)
+			if err := w.Publish(s); err != nil {
+				return err
+			}
+		}
+		w.Heartbeat()
+	}
+	fmt.Printf("published %d\n", k)
+	return w.Close()
+}
+
+// holdProcess creates a feed, publishes one snapshot and waits for its stdin
+// to close; it never closes the feed (a killed or crashed writer).
+func holdProcess(name string) error {
+	w, err := Create(Config{Name: name, Instruments: 1, Depth: 1})
+	if err != nil {
+		return err
+	}
+	w.Register(1, symbolOf(1))
+	s := newSnapshot(1)
+	fillSnapshot(s, 1, uint64(os.Getpid()), 1)
+	w.Publish(s)
+	fmt.Println("ready")
+	io.Copy(io.Discard, os.Stdin)
+	return nil
+}
+
+// readerProcess reads random instruments and follows the journal until the
+// writer closes the feed, verifying every snapshot; a slow reader sleeps
+// between polls so that the journal overruns it.
+func readerProcess(name string, slow bool) error {
+	r, err := OpenWait(name, 10*time.Second, time.Millisecond)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	buf := make([]byte, r.Info().MaxSnapshot)
+	f := r.Follow()
+	dst := make([]Update, 64)
+	last := make([]uint64, procInstruments)
+	var reads, updates, stale int
+	rng := rand.New(rand.NewPCG(uint64(os.Getpid()), 1))
+	check := func(loc uint16) error {
+		v, err := r.Read(loc, buf)
+		if errors.Is(err, ErrNoData) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		reads++
+		if err := checkView(&v, procDepth); err != nil {
+			return fmt.Errorf("torn snapshot: %w", err)
+		}
+		if v.Locate() != loc {
+			return fmt.Errorf("read locate %d returned %d", loc, v.Locate())
+		}
+		if v.Version < last[loc] {
+			return fmt.Errorf("locate %d went back from version %d to %d", loc, last[loc], v.Version)
+		}
+		last[loc] = v.Version
+		return nil
+	}
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); {
+		if err := check(uint16(rng.IntN(procInstruments))); err != nil {
+			return err
+		}
+		n, err := f.Wait(dst, time.Millisecond, WaitOptions{Spin: 10, CheckEvery: time.Millisecond})
+		if errors.Is(err, ErrClosed) {
+			// Final state: every slot consistent.
+			for loc := uint16(0); loc < procInstruments; loc++ {
+				if err := check(loc); err != nil {
+					return err
+				}
+			}
+			fmt.Printf("stats reads %d updates %d overruns %d lost %d stale %d\n", reads, updates, f.Overruns(), f.Lost(), stale)
+			return nil
+		}
+		if err != nil && !errors.Is(err, ErrOverrun) {
+			return err
+		}
+		for _, u := range dst[:n] {
+			updates++
+			// The journal says locate reached version u.Version: a
+			// read must return that version or a newer one.
+			if u.Version < last[u.Locate] {
+				stale++
+			}
+			if err := check(u.Locate); err != nil {
+				return err
+			}
+			if last[u.Locate] < u.Version {
+				return fmt.Errorf("locate %d: read version %d after journal version %d", u.Locate, last[u.Locate], u.Version)
+			}
+		}
+		if slow {
+			time.Sleep(2 * time.Millisecond)
+		}
+	}
+	return errors.New("writer did not close the feed within 30s")
+}
+
+// child is a helper process.
+type child struct {
+	cmd   *exec.Cmd
+	out   *bufio.Scanner
+	stdin io.WriteCloser
+	lines []string
+}
+
+func startChild(t testing.TB, role, name string, env ...string) *child {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperProcess$", "-test.count=1")
+	cmd.Env = append(os.Environ(), roleEnv+"="+role, "FH_SHM_TEST_NAME="+name)
+	cmd.Env = append(cmd.Env, env...)
+	cmd.Stderr = os.Stderr
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	c := &child{cmd: cmd, out: bufio.NewScanner(stdout), stdin: stdin}
+	t.Cleanup(func() {
+		c.stdin.Close()
+		if c.cmd.ProcessState == nil {
+			c.cmd.Process.Kill()
+			c.cmd.Wait()
+		}
+	})
+	return c
+}
+
+// waitLine reads the child's output up to a line starting with prefix.
+func (c *child) waitLine(t testing.TB, prefix string) string {
+	t.Helper()
+	for c.out.Scan() {
+		line := c.out.Text()
+		c.lines = append(c.lines, line)
+		if strings.HasPrefix(line, prefix) {
+			return line
+		}
+	}
+	t.Fatalf("%s: no %q line; output:\n%s", c.cmd.Env[len(os.Environ())], prefix, strings.Join(c.lines, "\n"))
+	return ""
+}
+
+// finish waits for the child to exit and fails the test on a nonzero status.
+func (c *child) finish(t testing.TB) {
+	t.Helper()
+	for c.out.Scan() {
+		c.lines = append(c.lines, c.out.Text())
+	}
+	if err := c.cmd.Wait(); err != nil {
+		t.Errorf("%s: %v; output:\n%s", c.cmd.Env[len(os.Environ())], err, strings.Join(c.lines, "\n"))
+	}
+}
+
+// TestCrossProcess runs a writer process publishing in a tight loop and two
+// reader processes: every snapshot read must be consistent (checkView
+// recomputes all fields from Seq and Locate, so a torn copy fails), readers
+// make progress, and the slow reader detects journal overruns.
+func TestCrossProcess(t *testing.T) {
+	name := testName(t)
+	w := startChild(t, "writer", name, "FH_SHM_TEST_DURATION=2s", "FH_SHM_TEST_JOURNAL=256")
+	w.waitLine(t, "ready")
+	fast := startChild(t, "reader", name)
+	slow := startChild(t, "reader", name, "FH_SHM_TEST_SLOW=1")
+	published := w.waitLine(t, "published")
+	w.finish(t)
+	stats := map[string]map[string]int{}
+	for who, c := range map[string]*child{"fast": fast, "slow": slow} {
+		line := c.waitLine(t, "stats")
+		c.finish(t)
+		f := strings.Fields(line)[1:]
+		stats[who] = map[string]int{}
+		for i := 0; i+1 < len(f); i += 2 {
+			stats[who][f[i]], _ = strconv.Atoi(f[i+1])
+		}
+		t.Logf("%s reader: %s", who, line)
+	}
+	t.Log("writer: " + published)
+	for who, s := range stats {
+		if s["reads"] == 0 || s["updates"] == 0 {
+			t.Errorf("%s reader made no progress: %v", who, s)
+		}
+	}
+	if stats["slow"]["overruns"] == 0 || stats["slow"]["lost"] == 0 {
+		t.Errorf("slow reader saw no journal overrun: %v", stats["slow"])
+	}
+}
+
+// TestWriterDeathAndRestart: a writer process is killed (its pid is gone:
+// ErrWriterDead), a new writer process replaces the file (ErrRestarted; a
+// reader that opens again sees the new writer), and creating the feed while
+// that writer lives fails with ErrInUse.
+func TestWriterDeathAndRestart(t *testing.T) {
+	name := testName(t)
+	a := startChild(t, "hold", name)
+	a.waitLine(t, "ready")
+	r := testReader(t, name)
+	if err := r.Check(); err != nil {
+		t.Fatalf("live writer: %v", err)
+	}
+	if _, err := Create(Config{Name: name, Instruments: 1, Depth: 1}); !errors.Is(err, ErrInUse) {
+		t.Fatalf("create over a live writer: %v, want ErrInUse", err)
+	}
+	a.cmd.Process.Kill()
+	a.cmd.Wait()
+	if err := r.Check(); !errors.Is(err, ErrWriterDead) {
+		t.Fatalf("killed writer: %v, want ErrWriterDead", err)
+	}
+	// The last snapshot of the dead writer stays readable.
+	buf := make([]byte, r.Info().MaxSnapshot)
+	if v, err := r.Read(1, buf); err != nil || v.Seq() != uint64(a.cmd.Process.Pid) {
+		t.Fatalf("read dead writer's snapshot: %v seq %d", err, v.Seq())
+	}
+
+	b := startChild(t, "hold", name)
+	b.waitLine(t, "ready")
+	if err := r.Check(); !errors.Is(err, ErrRestarted) {
+		t.Fatalf("restarted writer: %v, want ErrRestarted", err)
+	}
+	r2 := testReader(t, name)
+	if err := r2.Check(); err != nil {
+		t.Fatalf("reattached: %v", err)
+	}
+	if pid := r2.Info().WriterPid; pid != b.cmd.Process.Pid {
+		t.Fatalf("reattached to pid %d, want %d", pid, b.cmd.Process.Pid)
+	}
+	if v, err := r2.Read(1, buf); err != nil || v.Seq() != uint64(b.cmd.Process.Pid) {
+		t.Fatalf("read new writer's snapshot: %v seq %d", err, v.Seq())
+	}
+	b.stdin.Close()
+	b.finish(t)
+}
+
+// latencyProcess follows the journal spinning and measures, for every
+// update, the time from the writer's publish timestamp to the moment the
+// consistent snapshot is in hand.
+func latencyProcess(name string) error {
+	r, err := OpenWait(name, 10*time.Second, time.Millisecond)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	buf := make([]byte, r.Info().MaxSnapshot)
+	f := r.Follow()
+	fmt.Println("ready")
+	dst := make([]Update, 16)
+	lat := make([]int64, 0, 1<<20)
+	for {
+		n, err := f.Wait(dst, time.Second, WaitOptions{Spin: 1 << 30})
+		if errors.Is(err, ErrClosed) {
+			break
+		}
+		if err != nil && !errors.Is(err, ErrOverrun) {
+			return err
+		}
+		for _, u := range dst[:n] {
+			v, err := r.Read(u.Locate, buf)
+			if err != nil {
+				return err
+			}
+			if v.Version == u.Version && len(lat) < cap(lat) {
+				lat = append(lat, now()-v.PublishTime())
+			}
+		}
+	}
+	if len(lat) == 0 {
+		return errors.New("no samples")
+	}
+	slices.Sort(lat)
+	fmt.Printf("latency n %d p50 %d p99 %d max %d\n", len(lat), lat[len(lat)/2], lat[len(lat)*99/100], lat[len(lat)-1])
+	return nil
+}
+
+// BenchmarkPublishToReader measures publish-to-visible latency across
+// processes: a reader process spins on the journal and, per update, reads
+// the snapshot and subtracts its publish timestamp from the current time
+// (both CLOCK_REALTIME). Publications are spaced 20µs apart so that the
+// figure is latency, not queueing. Reported as p50-ns and p99-ns.
+func BenchmarkPublishToReader(b *testing.B) {
+	const depth = 10
+	w := testWriter(b, Config{Instruments: 1, Depth: depth})
+	w.Register(1, "AAPL")
+	c := startChild(b, "latency", w.Path())
+	c.waitLine(b, "ready")
+	s := newSnapshot(depth)
+	var k uint64
+	for b.Loop() {
+		k++
+		fillSnapshot(s, 1, k, depth)
+		w.Publish(s)
+		for t0 := time.Now(); time.Since(t0) < 20*time.Microsecond; {
+		}
+	}
+	w.Close()
+	line := c.waitLine(b, "latency")
+	c.finish(b)
+	f := strings.Fields(line)
+	p50, _ := strconv.ParseFloat(f[4], 64)
+	p99, _ := strconv.ParseFloat(f[6], 64)
+	b.ReportMetric(p50, "p50-ns")
+	b.ReportMetric(p99, "p99-ns")
+	b.ReportMetric(0, "ns/op")
+}

@@ -1,0 +1,308 @@
+package shm
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"runtime"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	flatbuffers "github.com/google/flatbuffers/go"
+	"golang.org/x/sys/unix"
+
+	"github.com/marketfeed/feedhandler/proto/bookfb"
+)
+
+func now() int64 { return time.Now().UnixNano() }
+
+// OpenOptions tune a Reader.
+type OpenOptions struct {
+	// StaleAfter is how old the writer's heartbeat may get before Check
+	// reports ErrWriterDead. Zero means 10 heartbeat intervals, at least 1s.
+	StaleAfter time.Duration
+}
+
+// Reader reads one feed file. Read, Version and Info are safe for concurrent
+// use; the file is mapped read-only.
+type Reader struct {
+	m     mapping
+	l     layout
+	path  string
+	ino   uint64
+	dev   uint64
+	stale time.Duration
+
+	mu      sync.Mutex // guards the symbol map
+	known   uint32
+	symbols map[string]uint16
+}
+
+// Open maps the feed file name read-only. A missing file is ErrNotExist (the
+// writer has not started: retry, or use OpenWait); a file of another layout
+// version is ErrLayoutVersion. Open succeeds on a closed or dead writer's
+// file so its last snapshots stay readable; Check tells the writer's state.
+func Open(name string) (*Reader, error) { return OpenWith(name, OpenOptions{}) }
+
+// OpenWith is Open with options.
+func OpenWith(name string, opt OpenOptions) (*Reader, error) {
+	path := Path(name)
+	f, err := os.Open(path)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("open shm %s: %w", path, ErrNotExist)
+		}
+		return nil, fmt.Errorf("open shm %s: %w", path, err)
+	}
+	defer f.Close()
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		return nil, fmt.Errorf("open shm %s: fstat: %w", path, err)
+	}
+	if st.Size < headerSize {
+		return nil, fmt.Errorf("open shm %s: %d bytes: %w", path, st.Size, ErrFormat)
+	}
+	mem, err := unix.Mmap(int(f.Fd()), 0, int(st.Size), unix.PROT_READ, unix.MAP_SHARED)
+	if err != nil {
+		return nil, fmt.Errorf("open shm %s: mmap: %w", path, err)
+	}
+	r := &Reader{m: mapping{mem: mem}, path: path, ino: st.Ino, dev: st.Dev}
+	r.l, err = r.m.readHeader(st.Size)
+	if err != nil {
+		unix.Munmap(mem)
+		return nil, fmt.Errorf("open shm %s: %w", path, err)
+	}
+	r.stale = opt.StaleAfter
+	if r.stale <= 0 {
+		r.stale = max(10*time.Duration(r.l.heartbeatEvery), time.Second)
+	}
+	return r, nil
+}
+
+// OpenWait opens name, retrying every poll interval while it does not exist
+// yet, until timeout.
+func OpenWait(name string, timeout, poll time.Duration) (*Reader, error) {
+	deadline := time.Now().Add(timeout)
+	for {
+		r, err := Open(name)
+		if err == nil || !errors.Is(err, ErrNotExist) || time.Now().After(deadline) {
+			return r, err
+		}
+		time.Sleep(poll)
+	}
+}
+
+// Close unmaps the file. Views returned by Read stay valid (they are in the
+// caller's buffers).
+func (r *Reader) Close() error {
+	if r.m.mem == nil {
+		return nil
+	}
+	err := unix.Munmap(r.m.mem)
+	r.m.mem = nil
+	if err != nil {
+		return fmt.Errorf("close shm %s: %w", r.path, err)
+	}
+	return nil
+}
+
+// Path is the mapped file.
+func (r *Reader) Path() string { return r.path }
+
+// Info describes the file: geometry, writer pid, start time, generation.
+func (r *Reader) Info() Info { return infoOf(&r.l) }
+
+// Heartbeat returns the writer's last heartbeat.
+func (r *Reader) Heartbeat() time.Time {
+	return time.Unix(0, atomic.LoadInt64(r.m.i64(offHeartbeat)))
+}
+
+// Check reports the writer's state: nil while it is alive, ErrRestarted when
+// a new writer replaced the file (Close, then Open again), ErrClosed when it
+// closed the feed, ErrWriterDead when its process is gone or its heartbeat is
+// older than StaleAfter.
+func (r *Reader) Check() error {
+	var st unix.Stat_t
+	if err := unix.Stat(r.path, &st); err == nil && (st.Ino != r.ino || st.Dev != r.dev) {
+		return fmt.Errorf("check shm %s: %w", r.path, ErrRestarted)
+	}
+	if atomic.LoadUint32(r.m.u32(offState)) == stateClosed {
+		return fmt.Errorf("check shm %s: %w", r.path, ErrClosed)
+	}
+	if err := unix.Kill(r.l.pid, 0); errors.Is(err, syscall.ESRCH) {
+		return fmt.Errorf("check shm %s: pid %d gone: %w", r.path, r.l.pid, ErrWriterDead)
+	}
+	if age := time.Since(r.Heartbeat()); age > r.stale {
+		return fmt.Errorf("check shm %s: heartbeat %v old: %w", r.path, age.Round(time.Millisecond), ErrWriterDead)
+	}
+	return nil
+}
+
+// Instrument is a registered instrument.
+type Instrument struct {
+	Locate uint16
+	Symbol string
+}
+
+// Instruments returns the registered instruments in registration order.
+func (r *Reader) Instruments() []Instrument {
+	n := uint64(atomic.LoadUint32(r.m.u32(offCount)))
+	n = min(n, r.l.capacity)
+	out := make([]Instrument, 0, n)
+	for slot := uint64(0); slot < n; slot++ {
+		e := r.m.dirEntry(&r.l, slot)
+		out = append(out, Instrument{Locate: uint16(e[0]) | uint16(e[1])<<8, Symbol: string(dirSymbol(e))})
+	}
+	return out
+}
+
+// Lookup returns the locate of symbol (no padding).
+func (r *Reader) Lookup(symbol string) (uint16, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if n := atomic.LoadUint32(r.m.u32(offCount)); n != r.known || r.symbols == nil {
+		r.symbols = make(map[string]uint16, n)
+		for _, in := range r.Instruments() {
+			r.symbols[in.Symbol] = in.Locate
+		}
+		r.known = n
+	}
+	l, ok := r.symbols[symbol]
+	return l, ok
+}
+
+// Locates returns the registered locates sorted ascending.
+func (r *Reader) Locates() []uint16 {
+	ins := r.Instruments()
+	out := make([]uint16, len(ins))
+	for i, in := range ins {
+		out[i] = in.Locate
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
+	return out
+}
+
+func (r *Reader) slotOf(locate uint16) (uint64, bool) {
+	v := atomic.LoadUint32(r.m.indexEntry(&r.l, locate))
+	if v == 0 || uint64(v) > r.l.capacity {
+		return 0, false
+	}
+	return uint64(v - 1), true
+}
+
+// Version returns how many snapshots of locate were published (0: none or
+// unknown locate). Comparing versions after ErrOverrun tells which
+// instruments changed.
+func (r *Reader) Version(locate uint16) uint64 {
+	slot, ok := r.slotOf(locate)
+	if !ok {
+		return 0
+	}
+	return atomic.LoadUint64(r.m.slotSeq(&r.l, slot)) / 2
+}
+
+// View is a consistent snapshot in the caller's buffer: the generated
+// FlatBuffers accessors (Seq, Bids, ...) plus the slot version it was read
+// at. It stays valid until the buffer is reused.
+type View struct {
+	bookfb.Snapshot
+	Version uint64
+}
+
+// Bid returns bid level i (0 is best); ok is false past the last level.
+func (v *View) Bid(i int) (Level, bool) {
+	var l bookfb.Level
+	if i < 0 || i >= v.BidsLength() || !v.Bids(&l, i) {
+		return Level{}, false
+	}
+	return Level{Price: l.Price(), Shares: l.Shares(), Orders: l.Orders()}, true
+}
+
+// Ask returns ask level i (0 is best); ok is false past the last level.
+func (v *View) Ask(i int) (Level, bool) {
+	var l bookfb.Level
+	if i < 0 || i >= v.AsksLength() || !v.Asks(&l, i) {
+		return Level{}, false
+	}
+	return Level{Price: l.Price(), Shares: l.Shares(), Orders: l.Orders()}, true
+}
+
+// Bytes is the FlatBuffer (for forwarding or storing).
+func (v *View) Bytes() []byte { return v.Table().Bytes }
+
+// busyTimeout bounds how long Read waits for a slot that a live writer holds
+// odd. A writer holds it for tens of nanoseconds, unless the kernel preempts
+// it inside the window: then readers of that one slot wait until it runs
+// again (a scheduler time slice, milliseconds on an overloaded machine).
+const busyTimeout = time.Second
+
+// Read copies the latest consistent snapshot of locate into buf and returns
+// a view over it. buf needs Info().MaxSnapshot bytes. It allocates nothing:
+// the seqlock protocol copies the slot, then re-checks its sequence and
+// retries when a writer was publishing meanwhile.
+func (r *Reader) Read(locate uint16, buf []byte) (View, error) {
+	slot, ok := r.slotOf(locate)
+	if !ok {
+		return View{}, fmt.Errorf("read shm locate %d: %w", locate, ErrUnknownLocate)
+	}
+	if uint64(len(buf)) < r.l.maxSnapshot {
+		return View{}, fmt.Errorf("read shm locate %d: %d bytes: %w (need %d)", locate, len(buf), ErrShortBuffer, r.l.maxSnapshot)
+	}
+	seq := r.m.slotSeq(&r.l, slot)
+	lenp := r.m.slotLen(&r.l, slot)
+	data := r.m.slotData(&r.l, slot)
+	var start time.Time
+	for spin := 1; ; spin++ {
+		s1 := atomic.LoadUint64(seq)
+		if s1 == 0 {
+			return View{}, fmt.Errorf("read shm locate %d: %w", locate, ErrNoData)
+		}
+		if s1&1 == 0 {
+			n := uint64(atomic.LoadUint32(lenp))
+			if n >= 8 && n <= r.l.maxSnapshot {
+				copy(buf[:n], data[:n])
+				loadFence()
+				if atomic.LoadUint64(seq) == s1 {
+					root := flatbuffers.GetUOffsetT(buf)
+					if uint64(root) >= n {
+						return View{}, fmt.Errorf("read shm locate %d: root offset %d of %d: %w", locate, root, n, ErrFormat)
+					}
+					var v View
+					v.Init(buf[:n], root)
+					v.Version = s1 / 2
+					return v, nil
+				}
+			}
+		}
+		if spin < 256 {
+			continue
+		}
+		runtime.Gosched()
+		if spin%1024 != 0 {
+			continue
+		}
+		if start.IsZero() {
+			start = time.Now()
+			continue
+		}
+		if time.Since(start) > busyTimeout {
+			if err := r.Check(); err != nil {
+				return View{}, fmt.Errorf("read shm locate %d: %w", locate, err)
+			}
+			return View{}, fmt.Errorf("read shm locate %d: %w", locate, ErrBusy)
+		}
+	}
+}
+
+// ReadSymbol is Read by symbol.
+func (r *Reader) ReadSymbol(symbol string, buf []byte) (View, error) {
+	l, ok := r.Lookup(symbol)
+	if !ok {
+		return View{}, fmt.Errorf("read shm %q: %w", symbol, ErrUnknownLocate)
+	}
+	return r.Read(l, buf)
+}

@@ -1,0 +1,336 @@
+package shm
+
+import (
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/marketfeed/feedhandler/proto"
+	"github.com/marketfeed/feedhandler/proto/bookfb"
+)
+
+const schemaVersion = proto.SchemaVersion
+
+// Level is one price level: identical fields to book.Level, so a book level
+// converts with shm.Level(l).
+type Level struct {
+	Price  uint32
+	Shares uint64
+	Orders uint32
+}
+
+// Snapshot is the writer's input: the state of one instrument's book after
+// the messages applied so far. The pipeline owns it and reuses it; Publish
+// copies what it needs.
+type Snapshot struct {
+	Locate          uint16
+	Seq             uint64 // MoldUDP64 sequence number of the last applied message
+	ExchangeTime    uint64 // ITCH timestamp of the last applied message, ns since midnight
+	ReceiveTime     int64  // Unix ns when that message was received
+	PublishTime     int64  // Unix ns; 0 makes Publish stamp the current time
+	State           bookfb.TradingState
+	Flags           bookfb.Flags
+	SystemEvent     byte
+	Bids            []Level // best first, at most Depth
+	Asks            []Level // best first, at most Depth
+	BidLevels       uint32  // price levels in the full book
+	AskLevels       uint32
+	LastTradePrice  uint32
+	LastTradeShares uint64
+	Volume          uint64
+	Messages        uint64
+}
+
+// Config describes a feed file to create.
+type Config struct {
+	// Name is the feed: a bare name is a file under /dev/shm, a name with a
+	// slash a path.
+	Name string
+	// Instruments is the number of slots (instruments that can be registered).
+	Instruments int
+	// Depth is the number of levels per side a snapshot carries.
+	Depth int
+	// JournalLen is the number of change-journal records, a power of two.
+	// Zero means 65536.
+	JournalLen int
+	// HeartbeatInterval is how often the writer promises to call Heartbeat;
+	// readers declare it dead after StaleAfter (see OpenOptions). Zero means
+	// 100ms.
+	HeartbeatInterval time.Duration
+}
+
+// Writer publishes snapshots into one feed file. Its methods are safe for
+// concurrent use, with one rule: two goroutines never publish the same
+// locate at once (each slot has a single writer).
+type Writer struct {
+	m    mapping
+	l    layout
+	path string
+
+	mu    sync.Mutex // serializes Register
+	count uint64     // registered instruments (under mu)
+
+	closed atomic.Bool
+}
+
+// Create makes a new feed file and maps it. The file is built under a
+// temporary name and renamed into place, so a reader never sees a partial
+// header; an existing file is replaced (its readers see ErrRestarted) unless
+// a live writer still owns it (ErrInUse).
+func Create(cfg Config) (*Writer, error) {
+	if cfg.Name == "" {
+		return nil, errors.New("create shm: empty name")
+	}
+	path := Path(cfg.Name)
+	if cfg.Instruments <= 0 || cfg.Instruments > MaxLocates {
+		return nil, fmt.Errorf("create shm %s: instruments %d out of range 1..%d", path, cfg.Instruments, MaxLocates)
+	}
+	if cfg.Depth <= 0 || cfg.Depth > 4096 {
+		return nil, fmt.Errorf("create shm %s: depth %d out of range 1..4096", path, cfg.Depth)
+	}
+	if cfg.JournalLen == 0 {
+		cfg.JournalLen = 1 << 16
+	}
+	if cfg.JournalLen < 2 || cfg.JournalLen&(cfg.JournalLen-1) != 0 || cfg.JournalLen > 1<<30 {
+		return nil, fmt.Errorf("create shm %s: journal length %d is not a power of two in 2..2^30", path, cfg.JournalLen)
+	}
+	if cfg.HeartbeatInterval <= 0 {
+		cfg.HeartbeatInterval = 100 * time.Millisecond
+	}
+	if err := checkOwner(path); err != nil {
+		return nil, fmt.Errorf("create shm %s: %w", path, err)
+	}
+
+	l := plan(cfg.Instruments, cfg.Depth, cfg.JournalLen, maxSnapshotSize(cfg.Depth))
+	now := time.Now()
+	l.startTime = now.UnixNano()
+	l.pid = os.Getpid()
+	l.heartbeatEvery = int64(cfg.HeartbeatInterval)
+	l.generation = rand.Uint64() | 1
+
+	tmp := filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+".tmp."+strconv.Itoa(l.pid)+"."+strconv.FormatUint(rand.Uint64(), 36))
+	f, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("create shm %s: %w", path, err)
+	}
+	fail := func(err error) (*Writer, error) {
+		f.Close()
+		os.Remove(tmp)
+		return nil, fmt.Errorf("create shm %s: %w", path, err)
+	}
+	if err := f.Truncate(int64(l.fileSize)); err != nil {
+		return fail(err)
+	}
+	mem, err := unix.Mmap(int(f.Fd()), 0, int(l.fileSize), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
+		return fail(fmt.Errorf("mmap: %w", err))
+	}
+	w := &Writer{m: mapping{mem: mem}, l: l, path: path}
+	w.m.writeHeader(l)
+	atomic.StoreInt64(w.m.i64(offHeartbeat), now.UnixNano())
+	if err := os.Rename(tmp, path); err != nil {
+		unix.Munmap(mem)
+		return fail(err)
+	}
+	f.Close()
+	return w, nil
+}
+
+// checkOwner refuses to replace a file whose writer is alive: another
+// process, not closed, fresh heartbeat. A file this process wrote, a dead
+// writer's file or a foreign file is replaced.
+func checkOwner(path string) error {
+	r, err := Open(path)
+	if err != nil {
+		return nil
+	}
+	defer r.Close()
+	if r.l.pid == os.Getpid() {
+		return nil
+	}
+	if err := r.Check(); err == nil {
+		return fmt.Errorf("writer pid %d: %w", r.l.pid, ErrInUse)
+	}
+	return nil
+}
+
+// Path returns the file the writer publishes into.
+func (w *Writer) Path() string { return w.path }
+
+// Info describes the file.
+func (w *Writer) Info() Info { return infoOf(&w.l) }
+
+// Register assigns a slot to an instrument. Registering a locate again with
+// the same symbol is a no-op; with another symbol it is an error. symbol is
+// ASCII, trailing spaces are dropped, at most 8 bytes.
+func (w *Writer) Register(locate uint16, symbol string) error {
+	sym := trimSymbol(symbol)
+	if len(sym) == 0 || len(sym) > 8 {
+		return fmt.Errorf("register locate %d: bad symbol %q", locate, symbol)
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	idx := w.m.indexEntry(&w.l, locate)
+	if v := atomic.LoadUint32(idx); v != 0 {
+		if have := string(dirSymbol(w.m.dirEntry(&w.l, uint64(v-1)))); have != sym {
+			return fmt.Errorf("register locate %d %q: already registered as %q", locate, sym, have)
+		}
+		return nil
+	}
+	if w.count == w.l.capacity {
+		return fmt.Errorf("register locate %d %q: %w (%d)", locate, sym, ErrFull, w.l.capacity)
+	}
+	slot := w.count
+	e := w.m.dirEntry(&w.l, slot)
+	e[0], e[1] = byte(locate), byte(locate>>8)
+	e[2] = byte(len(sym))
+	copy(e[8:16], "        ")
+	copy(e[8:], sym)
+	*w.m.u32(w.l.slots + slot*w.l.slotSize + 12) = uint32(locate)
+	writePrefix(w.m.slotData(&w.l, slot), locate, []byte(sym))
+	// Readers find the directory entry through the index or the count, both
+	// stored after the entry.
+	atomic.StoreUint32(idx, uint32(slot+1))
+	w.count++
+	atomic.StoreUint32(w.m.u32(offCount), uint32(w.count))
+	return nil
+}
+
+func trimSymbol(s string) string {
+	for len(s) > 0 && (s[len(s)-1] == ' ' || s[len(s)-1] == 0) {
+		s = s[:len(s)-1]
+	}
+	return s
+}
+
+// Heartbeat tells readers the writer is alive. Call it at least every
+// Config.HeartbeatInterval, also when no message arrives.
+func (w *Writer) Heartbeat() {
+	atomic.StoreInt64(w.m.i64(offHeartbeat), time.Now().UnixNano())
+}
+
+// Close marks the feed closed and unmaps it. The file stays so that readers
+// can still read the final books; Remove deletes it.
+func (w *Writer) Close() error {
+	if w.closed.Swap(true) {
+		return nil
+	}
+	atomic.StoreUint32(w.m.u32(offState), stateClosed)
+	w.Heartbeat()
+	if err := unix.Munmap(w.m.mem); err != nil {
+		return fmt.Errorf("close shm %s: %w", w.path, err)
+	}
+	w.m.mem = nil
+	return nil
+}
+
+// Remove deletes a feed file (readers that have it mapped keep their view).
+func Remove(name string) error {
+	if err := os.Remove(Path(name)); err != nil {
+		return fmt.Errorf("remove shm: %w", err)
+	}
+	return nil
+}
+
+// Publish stores s as the latest snapshot of s.Locate, then appends
+// (locate, version) to the change journal. It allocates nothing.
+//
+// Publish is safe for concurrent use by goroutines that publish different
+// locates (book shards): each slot has a single writer, the journal is
+// shared (see appendJournal). Two goroutines must never publish the same
+// locate at once.
+//
+// Conflation is the caller's: publish each changed locate once per batch
+// with its latest state; a reader always sees the newest snapshot published.
+func (w *Writer) Publish(s *Snapshot) error {
+	if w.closed.Load() {
+		return fmt.Errorf("publish locate %d: %w", s.Locate, ErrClosed)
+	}
+	v := atomic.LoadUint32(w.m.indexEntry(&w.l, s.Locate))
+	if v == 0 {
+		return fmt.Errorf("publish locate %d: %w", s.Locate, ErrUnknownLocate)
+	}
+	if len(s.Bids) > w.l.depth || len(s.Asks) > w.l.depth {
+		return fmt.Errorf("publish locate %d: %d bids, %d asks: %w %d", s.Locate, len(s.Bids), len(s.Asks), ErrTooDeep, w.l.depth)
+	}
+	publish := s.PublishTime
+	if publish == 0 {
+		publish = now()
+	}
+	slot := uint64(v - 1)
+	symLen := int(w.m.dirEntry(&w.l, slot)[2])
+	seq := w.m.slotSeq(&w.l, slot)
+	// Add (not Store): a full barrier on every architecture, so the data
+	// stores below cannot become visible before the odd sequence.
+	if atomic.AddUint64(seq, 1)&1 == 0 {
+		panic(fmt.Sprintf("shm: locate %d published concurrently by two goroutines", s.Locate))
+	}
+	n := writeSnapshot(w.m.slotData(&w.l, slot), s, symLen, publish)
+	atomic.StoreUint32(w.m.slotLen(&w.l, slot), uint32(n))
+	version := atomic.AddUint64(seq, 1) / 2
+
+	w.appendJournal(s.Locate, version)
+	return nil
+}
+
+// appendJournal appends (locate, version) to the change journal. Several
+// publishers share the journal: each claims a position with an atomic
+// fetch-add on the head, waits until the record's previous lap is complete,
+// then writes the record under its own stamp (busy, data, position+1).
+func (w *Writer) appendJournal(locate uint16, version uint64) {
+	pos := atomic.AddUint64(w.m.u64(offHead), 1) - 1
+	stamp, data := w.m.record(&w.l, pos)
+	var prev uint64
+	if pos >= w.l.journalLen {
+		prev = pos - w.l.journalLen + 1
+	}
+	for spins := 0; atomic.LoadUint64(stamp) != prev; spins++ {
+		// Another publisher claimed this record one lap earlier and has
+		// not finished writing it: practically never, and only for the
+		// few nanoseconds of its three stores.
+		if spins > 100 {
+			runtime.Gosched()
+		}
+	}
+	atomic.StoreUint64(stamp, stampBusy)
+	atomic.StoreUint64(data, uint64(locate)<<48|version&versionMask)
+	atomic.StoreUint64(stamp, pos+1)
+}
+
+// Info describes a feed file.
+type Info struct {
+	LayoutVersion     int
+	Generation        uint64 // random, new for every file a writer creates
+	StartTime         time.Time
+	WriterPid         int
+	Instruments       int // slot capacity
+	Depth             int
+	JournalLen        int
+	SlotSize          int
+	MaxSnapshot       int // bytes a Read buffer needs
+	HeartbeatInterval time.Duration
+}
+
+func infoOf(l *layout) Info {
+	return Info{
+		LayoutVersion:     LayoutVersion,
+		Generation:        l.generation,
+		StartTime:         time.Unix(0, l.startTime),
+		WriterPid:         l.pid,
+		Instruments:       int(l.capacity),
+		Depth:             l.depth,
+		JournalLen:        int(l.journalLen),
+		SlotSize:          int(l.slotSize),
+		MaxSnapshot:       int(l.maxSnapshot),
+		HeartbeatInterval: time.Duration(l.heartbeatEvery),
+	}
+}

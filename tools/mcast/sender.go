@@ -1,0 +1,331 @@
+package mcast
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"iter"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Line is one destination with its fault injection. Probabilities are in
+// [0, 1] and independent per packet.
+type Line struct {
+	Group netip.Addr // destination: a multicast group (or, for tests, a unicast address)
+	Port  uint16
+
+	Loss    float64 // drop the packet on this line
+	Dup     float64 // send the packet twice in a row
+	Reorder float64 // hold the packet back and send it after the next one
+}
+
+// Config shapes a Sender. Zero values pick the defaults shown.
+type Config struct {
+	Interface string     // egress interface for multicast (IP_MULTICAST_IF); "" = routing table
+	Source    netip.Addr // optional local address to bind
+	Lines     []Line     // one per feed line (A, B, ...)
+
+	Rate     float64       // input packets per second; 0 = as fast as possible
+	Burst    int           // token bucket depth in packets (default: 1 ms of Rate, at least 1)
+	Count    int           // stop after this many input packets; 0 = until the input ends
+	Duration time.Duration // stop after this long; 0 = no limit
+
+	TTL  int   // multicast TTL (default 1)
+	Loop bool  // IP_MULTICAST_LOOP (default off)
+	Seed int64 // PRNG seed for injection (line i uses Seed+i)
+}
+
+// LineStats counts what one line did.
+type LineStats struct {
+	Sent       uint64 // datagrams written, duplicates included
+	Bytes      uint64 // payload bytes written
+	Dropped    uint64 // input packets dropped by Loss
+	Duplicated uint64 // input packets sent twice
+	Reordered  uint64 // input packets sent after their successor (a packet held at the end goes out last, in order, and is not counted)
+	Errors     uint64 // writes that failed (e.g. ENOBUFS); the packet is lost
+}
+
+// Stats summarise a Send.
+type Stats struct {
+	Input   uint64 // input packets taken
+	Elapsed time.Duration
+	Lines   []LineStats
+}
+
+// Sender writes packets to its lines. It is not safe for concurrent use.
+type Sender struct {
+	cfg   Config
+	lines []lineState
+}
+
+type lineState struct {
+	Line
+	fd   int
+	rng  *rand.Rand
+	held []byte // packet held back by Reorder
+	st   LineStats
+}
+
+// NewSender opens one UDP socket per line, connected to its destination.
+func NewSender(cfg Config) (*Sender, error) {
+	if len(cfg.Lines) == 0 {
+		return nil, errors.New("new sender: no lines")
+	}
+	if cfg.Rate < 0 || cfg.Count < 0 || cfg.Duration < 0 {
+		return nil, errors.New("new sender: negative rate, count or duration")
+	}
+	if cfg.TTL <= 0 {
+		cfg.TTL = 1
+	}
+	if cfg.Burst <= 0 {
+		cfg.Burst = max(1, int(cfg.Rate/1000))
+	}
+	ifindex := 0
+	if cfg.Interface != "" {
+		ifi, err := net.InterfaceByName(cfg.Interface)
+		if err != nil {
+			return nil, fmt.Errorf("new sender: %w", err)
+		}
+		ifindex = ifi.Index
+	}
+	s := &Sender{cfg: cfg}
+	for i, l := range cfg.Lines {
+		for _, p := range []float64{l.Loss, l.Dup, l.Reorder} {
+			if p < 0 || p > 1 {
+				s.Close()
+				return nil, fmt.Errorf("new sender: line %d: probability %v outside [0, 1]", i, p)
+			}
+		}
+		fd, err := openSocket(&cfg, l, ifindex)
+		if err != nil {
+			s.Close()
+			return nil, fmt.Errorf("new sender: line %d (%s:%d): %w", i, l.Group, l.Port, err)
+		}
+		seed := uint64(cfg.Seed) + uint64(i)
+		s.lines = append(s.lines, lineState{Line: l, fd: fd, rng: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))})
+	}
+	return s, nil
+}
+
+func openSocket(cfg *Config, l Line, ifindex int) (int, error) {
+	if !l.Group.Is4() {
+		return -1, fmt.Errorf("destination %s is not IPv4", l.Group)
+	}
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.IPPROTO_UDP)
+	if err != nil {
+		return -1, fmt.Errorf("socket: %w", err)
+	}
+	fail := func(what string, err error) (int, error) {
+		unix.Close(fd)
+		return -1, fmt.Errorf("%s: %w", what, err)
+	}
+	if l.Group.IsMulticast() {
+		if ifindex != 0 {
+			if err := unix.SetsockoptIPMreqn(fd, unix.IPPROTO_IP, unix.IP_MULTICAST_IF, &unix.IPMreqn{Ifindex: int32(ifindex)}); err != nil {
+				return fail("IP_MULTICAST_IF", err)
+			}
+		}
+		if err := unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_MULTICAST_TTL, cfg.TTL); err != nil {
+			return fail("IP_MULTICAST_TTL", err)
+		}
+		loop := 0
+		if cfg.Loop {
+			loop = 1
+		}
+		if err := unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_MULTICAST_LOOP, loop); err != nil {
+			return fail("IP_MULTICAST_LOOP", err)
+		}
+	}
+	if cfg.Source.IsValid() {
+		if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: cfg.Source.As4()}); err != nil {
+			return fail("bind "+cfg.Source.String(), err)
+		}
+	}
+	if err := unix.Connect(fd, &unix.SockaddrInet4{Addr: l.Group.As4(), Port: int(l.Port)}); err != nil {
+		return fail("connect", err)
+	}
+	return fd, nil
+}
+
+// LocalAddr returns the source address of line i's datagrams.
+func (s *Sender) LocalAddr(i int) (netip.AddrPort, error) {
+	sa, err := unix.Getsockname(s.lines[i].fd)
+	if err != nil {
+		return netip.AddrPort{}, fmt.Errorf("sender line %d local address: %w", i, err)
+	}
+	in, ok := sa.(*unix.SockaddrInet4)
+	if !ok {
+		return netip.AddrPort{}, fmt.Errorf("sender line %d local address: not IPv4", i)
+	}
+	return netip.AddrPortFrom(netip.AddrFrom4(in.Addr), uint16(in.Port)), nil
+}
+
+// Close closes the line sockets.
+func (s *Sender) Close() error {
+	var errs []error
+	for i := range s.lines {
+		if s.lines[i].fd >= 0 {
+			errs = append(errs, unix.Close(s.lines[i].fd))
+			s.lines[i].fd = -1
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Packets adapts a slice of payloads to Send's input.
+func Packets(pkts [][]byte) iter.Seq[[]byte] {
+	return func(yield func([]byte) bool) {
+		for _, p := range pkts {
+			if !yield(p) {
+				return
+			}
+		}
+	}
+}
+
+// Send offers every input packet to every line, paced at Config.Rate, until
+// the input ends, Config.Count packets were taken, Config.Duration passed or
+// ctx is done. Packets held back for reordering are flushed at the end. The
+// input slices are not retained after they are written (a held packet is
+// copied).
+func (s *Sender) Send(ctx context.Context, pkts iter.Seq[[]byte]) (Stats, error) {
+	st := Stats{}
+	start := time.Now()
+	var deadline time.Time
+	if s.cfg.Duration > 0 {
+		deadline = start.Add(s.cfg.Duration)
+	}
+	var err error
+	pace := newBucket(s.cfg.Rate, s.cfg.Burst, start)
+	for p := range pkts {
+		if s.cfg.Count > 0 && st.Input >= uint64(s.cfg.Count) {
+			break
+		}
+		if err = ctx.Err(); err != nil {
+			break
+		}
+		if !pace.wait(ctx, deadline) {
+			break
+		}
+		st.Input++
+		for i := range s.lines {
+			s.lines[i].offer(p)
+		}
+	}
+	for i := range s.lines {
+		s.lines[i].flush()
+		st.Lines = append(st.Lines, s.lines[i].st)
+		s.lines[i].st = LineStats{}
+	}
+	st.Elapsed = time.Since(start)
+	if err != nil {
+		return st, fmt.Errorf("send: %w", err)
+	}
+	return st, nil
+}
+
+func (l *lineState) offer(p []byte) {
+	if l.Loss > 0 && l.rng.Float64() < l.Loss {
+		l.st.Dropped++
+		return
+	}
+	copies := 1
+	if l.Dup > 0 && l.rng.Float64() < l.Dup {
+		l.st.Duplicated++
+		copies = 2
+	}
+	if l.held == nil && l.Reorder > 0 && l.rng.Float64() < l.Reorder {
+		l.held = append(make([]byte, 0, len(p)), p...)
+		if copies == 2 {
+			l.write(p) // the duplicate goes out now, the held copy later
+		}
+		return
+	}
+	for range copies {
+		l.write(p)
+	}
+	if l.held != nil {
+		l.st.Reordered++ // counted once it really went out after its successor
+		l.write(l.held)
+		l.held = nil
+	}
+}
+
+func (l *lineState) flush() {
+	if l.held != nil {
+		l.write(l.held)
+		l.held = nil
+	}
+}
+
+func (l *lineState) write(p []byte) {
+	for {
+		_, err := unix.Write(l.fd, p)
+		if err == nil {
+			l.st.Sent++
+			l.st.Bytes += uint64(len(p))
+			return
+		}
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		// ECONNREFUSED (unicast, nobody listening) and ENOBUFS lose the packet.
+		l.st.Errors++
+		return
+	}
+}
+
+// bucket is a token bucket: rate tokens per second, at most burst saved.
+type bucket struct {
+	rate   float64
+	burst  float64
+	tokens float64
+	last   time.Time
+	timer  *time.Timer
+}
+
+func newBucket(rate float64, burst int, now time.Time) *bucket {
+	return &bucket{rate: rate, burst: float64(burst), tokens: float64(burst), last: now}
+}
+
+// wait takes one token, sleeping until one is available; false when
+// deadline (if set) passes or ctx ends first.
+func (b *bucket) wait(ctx context.Context, deadline time.Time) bool {
+	now := time.Now()
+	if !deadline.IsZero() && !now.Before(deadline) {
+		return false
+	}
+	if b.rate <= 0 {
+		return true
+	}
+	for {
+		b.tokens = min(b.burst, b.tokens+now.Sub(b.last).Seconds()*b.rate)
+		b.last = now
+		if b.tokens >= 1 {
+			b.tokens--
+			return true
+		}
+		d := time.Duration((1 - b.tokens) / b.rate * float64(time.Second))
+		if !deadline.IsZero() && now.Add(d).After(deadline) {
+			return false
+		}
+		if d > 0 {
+			if b.timer == nil {
+				b.timer = time.NewTimer(d)
+			} else {
+				b.timer.Reset(d)
+			}
+			select {
+			case <-ctx.Done():
+				return false
+			case <-b.timer.C:
+			}
+		}
+		now = time.Now()
+	}
+}

@@ -1,0 +1,237 @@
+package mcast
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"iter"
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// loopbackSink is a UDP socket on 127.0.0.1 with a large buffer, standing in
+// for a line's receiver.
+func loopbackSink(t *testing.T) (*net.UDPConn, uint16) {
+	t.Helper()
+	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	raw, err := c.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw.Control(func(fd uintptr) {
+		if err := unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 32<<20); err != nil {
+			c.SetReadBuffer(32 << 20)
+		}
+	})
+	return c, uint16(c.LocalAddr().(*net.UDPAddr).Port)
+}
+
+// drain reads sequence numbers until n datagrams or a quiet 300 ms.
+func drain(t *testing.T, c *net.UDPConn, n int) []uint32 {
+	t.Helper()
+	var seqs []uint32
+	buf := make([]byte, 2048)
+	for len(seqs) < n {
+		c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+		k, err := c.Read(buf)
+		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				break
+			}
+			t.Fatal(err)
+		}
+		seqs = append(seqs, binary.BigEndian.Uint32(buf[:k]))
+	}
+	return seqs
+}
+
+func numbered(n int) [][]byte {
+	pkts := make([][]byte, n)
+	for i := range pkts {
+		pkts[i] = binary.BigEndian.AppendUint32(make([]byte, 0, 4+i%300), uint32(i))
+		pkts[i] = pkts[i][:4+i%300]
+	}
+	return pkts
+}
+
+func forever() iter.Seq[[]byte] {
+	return func(yield func([]byte) bool) {
+		p := []byte("tick")
+		for yield(p) {
+		}
+	}
+}
+
+var loopback = netip.MustParseAddr("127.0.0.1")
+
+func TestInjection(t *testing.T) {
+	const n = 2000
+	cases := []struct {
+		name string
+		line Line
+	}{
+		{"clean", Line{}},
+		{"loss", Line{Loss: 0.2}},
+		{"dup", Line{Dup: 0.2}},
+		{"reorder", Line{Reorder: 0.2}},
+		{"all", Line{Loss: 0.1, Dup: 0.1, Reorder: 0.1}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c, port := loopbackSink(t)
+			l := tc.line
+			l.Group, l.Port = loopback, port
+			s, err := NewSender(Config{Lines: []Line{l}, Seed: 7})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			st, err := s.Send(context.Background(), Packets(numbered(n)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			ls := st.Lines[0]
+			if st.Input != n || ls.Errors != 0 {
+				t.Fatalf("stats %+v", st)
+			}
+			got := drain(t, c, int(ls.Sent)+1)
+			if len(got) != int(ls.Sent) {
+				t.Fatalf("received %d datagrams, sender reports %d sent", len(got), ls.Sent)
+			}
+			seen := make([]int, n)
+			late, maxSeq := 0, -1
+			for _, q := range got {
+				seen[q]++
+				if int(q) < maxSeq {
+					late++
+				}
+				maxSeq = max(maxSeq, int(q))
+			}
+			missing, doubled := 0, 0
+			for _, k := range seen {
+				switch k {
+				case 0:
+					missing++
+				case 2:
+					doubled++
+				}
+			}
+			if uint64(missing) != ls.Dropped || uint64(doubled) != ls.Duplicated || uint64(late) != ls.Reordered {
+				t.Fatalf("receiver saw %d missing, %d doubled, %d late; sender injected %+v", missing, doubled, late, ls)
+			}
+			// The injected counts follow the configured probabilities.
+			for _, k := range []struct {
+				p   float64
+				got uint64
+			}{{l.Loss, ls.Dropped}, {l.Dup, ls.Duplicated}, {l.Reorder, ls.Reordered}} {
+				if k.p == 0 && k.got != 0 || k.p > 0 && (float64(k.got) < k.p*n/2 || float64(k.got) > k.p*n*1.5) {
+					t.Fatalf("probability %v gave %d of %d", k.p, k.got, n)
+				}
+			}
+		})
+	}
+}
+
+func TestTwoLinesIndependent(t *testing.T) {
+	ca, pa := loopbackSink(t)
+	cb, pb := loopbackSink(t)
+	s, err := NewSender(Config{Lines: []Line{{Group: loopback, Port: pa}, {Group: loopback, Port: pb, Loss: 0.3}}, Seed: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	st, err := s.Send(context.Background(), Packets(numbered(500)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := drain(t, ca, 501), drain(t, cb, 501)
+	if len(a) != 500 || st.Lines[0].Dropped != 0 {
+		t.Fatalf("line A: %d received, stats %+v", len(a), st.Lines[0])
+	}
+	if len(b) != 500-int(st.Lines[1].Dropped) || st.Lines[1].Dropped == 0 {
+		t.Fatalf("line B: %d received, stats %+v", len(b), st.Lines[1])
+	}
+}
+
+// The token bucket never lets more than Burst + Rate*elapsed packets out.
+func TestPacingCount(t *testing.T) {
+	_, port := loopbackSink(t)
+	const rate, count = 4000.0, 200
+	s, err := NewSender(Config{Lines: []Line{{Group: loopback, Port: port}}, Rate: rate, Burst: 1, Count: count})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	st, err := s.Send(context.Background(), forever())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Input != count || st.Lines[0].Sent != count {
+		t.Fatalf("took %d, sent %d; want Count %d", st.Input, st.Lines[0].Sent, count)
+	}
+	if minimum := time.Duration(float64(count-1) / rate * float64(time.Second)); st.Elapsed < minimum {
+		t.Fatalf("%d packets at %v/s in %v, faster than the bucket allows (%v)", count, rate, st.Elapsed, minimum)
+	}
+}
+
+func TestPacingDuration(t *testing.T) {
+	_, port := loopbackSink(t)
+	const rate, burst = 2000.0, 4
+	d := 100 * time.Millisecond
+	s, err := NewSender(Config{Lines: []Line{{Group: loopback, Port: port}}, Rate: rate, Burst: burst, Duration: d})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	st, err := s.Send(context.Background(), forever())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Input == 0 || float64(st.Input) > burst+rate*st.Elapsed.Seconds() {
+		t.Fatalf("took %d packets in %v at %v/s burst %d", st.Input, st.Elapsed, rate, burst)
+	}
+	if st.Elapsed > 10*d {
+		t.Fatalf("Duration %v not honoured: ran %v", d, st.Elapsed)
+	}
+}
+
+func TestUnpacedDurationAndCancel(t *testing.T) {
+	_, port := loopbackSink(t)
+	s, err := NewSender(Config{Lines: []Line{{Group: loopback, Port: port}}, Duration: 30 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if st, err := s.Send(context.Background(), forever()); err != nil || st.Input == 0 {
+		t.Fatalf("unpaced send: %+v %v", st, err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := s.Send(ctx, forever()); !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled send: %v", err)
+	}
+}
+
+func TestConfigErrors(t *testing.T) {
+	for _, cfg := range []Config{
+		{},
+		{Lines: []Line{{Group: loopback, Port: 1, Loss: 2}}},
+		{Lines: []Line{{Group: netip.MustParseAddr("ff02::1"), Port: 1}}},
+		{Lines: []Line{{Group: loopback, Port: 1}}, Rate: -1},
+		{Lines: []Line{{Group: loopback, Port: 1}}, Interface: "no-such-if0"},
+	} {
+		if s, err := NewSender(cfg); err == nil {
+			s.Close()
+			t.Errorf("config %+v accepted", cfg)
+		}
+	}
+}

@@ -1,0 +1,32 @@
+// Package uring is a small io_uring layer over raw system calls, without cgo.
+//
+// It is the only package of the module that calls io_uring_setup,
+// io_uring_enter and io_uring_register or touches the shared rings; the rest
+// of the module (feed/rx) builds on its types:
+//
+//   - Ring: Setup maps the submission (SQ) and completion (CQ) rings and the
+//     SQE array; GetSQE hands out the next free submission entry, Submit and
+//     Wait enter the kernel, PeekCQE/CQAdvance and CQEs read completions.
+//   - BufRing: a provided buffer ring (IORING_REGISTER_PBUF_RING). The ring
+//     and its buffers live in anonymous mmapped memory, never on the Go heap,
+//     so the kernel holds no Go pointers. Add queues buffer ids, Advance
+//     publishes them to the kernel.
+//   - RecvmsgOut / ParseRecvmsg: the layout of a buffer filled by a
+//     multishot RECVMSG (struct io_uring_recvmsg_out, name, control, payload).
+//
+// Missing kernel support (ENOSYS, io_uring_disabled (EPERM), an opcode or
+// register operation the kernel does not know) is reported as an error
+// wrapping ErrNotSupported; other errors wrap the errno, so callers compare
+// with errors.Is.
+//
+// A Ring is not safe for concurrent use: one goroutine submits and reaps.
+//
+// Task work and Go threads: completions of socket requests are finished as
+// "task work" on the OS thread that submitted the request. Go moves
+// goroutines between threads, so the setup flags that confine task work to
+// the submitter (SINGLE_ISSUER|DEFER_TASKRUN: EEXIST from any other thread;
+// COOP_TASKRUN: the submitter thread is not woken and completions can wait
+// until it happens to enter the kernel) are opt-in through Params.Flags.
+// Callers that pin the ring to one locked OS thread (runtime.LockOSThread)
+// may set them; the default (no task-run flags) is correct from any thread.
+package uring

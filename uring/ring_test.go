@@ -1,0 +1,335 @@
+package uring
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"runtime"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// setupRing creates a ring or skips when the kernel truly lacks io_uring.
+func setupRing(t testing.TB, p Params) *Ring {
+	t.Helper()
+	r, err := Setup(p)
+	if errors.Is(err, ErrNotSupported) {
+		t.Skipf("kernel lacks io_uring (or io_uring_disabled is set): %v", err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	return r
+}
+
+func TestNopRoundTrip(t *testing.T) {
+	for _, flags := range []uint32{0, SetupCoopTaskrun, SetupSingleIssuer | SetupDeferTaskrun} {
+		t.Run(fmt.Sprintf("flags=%#x", flags), func(t *testing.T) {
+			// SINGLE_ISSUER and the task-run flags tie the ring to the
+			// thread that submits: stay on one.
+			runtime.LockOSThread()
+			defer runtime.UnlockOSThread()
+			r := setupRing(t, Params{Entries: 8, Flags: flags})
+			if r.SQEntries() != 8 {
+				t.Fatalf("SQEntries = %d, want 8", r.SQEntries())
+			}
+			// Several laps around the ring, to exercise index wrap.
+			for lap := range 5 {
+				for i := range 8 {
+					sqe := r.GetSQE()
+					if sqe == nil {
+						t.Fatalf("lap %d: GetSQE %d returned nil on an empty ring", lap, i)
+					}
+					sqe.PrepNop(uint64(lap*100 + i))
+				}
+				if r.GetSQE() != nil {
+					t.Fatal("GetSQE on a full SQ returned an entry")
+				}
+				n, err := r.Wait(8, time.Second)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if n != 8 {
+					t.Fatalf("submitted %d, want 8", n)
+				}
+				for i := range 8 {
+					cqe := r.PeekCQE()
+					if cqe == nil {
+						t.Fatalf("lap %d: completion %d missing", lap, i)
+					}
+					if cqe.UserData != uint64(lap*100+i) || cqe.Res != 0 {
+						t.Fatalf("lap %d: cqe %+v, want user data %d res 0", lap, *cqe, lap*100+i)
+					}
+					r.CQAdvance(1)
+				}
+				if r.PeekCQE() != nil {
+					t.Fatal("extra completion")
+				}
+			}
+		})
+	}
+}
+
+func TestWaitTimeout(t *testing.T) {
+	r := setupRing(t, Params{Entries: 4})
+	start := time.Now()
+	n, err := r.Wait(1, 20*time.Millisecond)
+	if err != nil || n != 0 {
+		t.Fatalf("Wait on an idle ring = %d, %v; want 0, nil after the timeout", n, err)
+	}
+	if time.Since(start) < 10*time.Millisecond {
+		t.Fatalf("Wait returned after %v, before its timeout", time.Since(start))
+	}
+}
+
+func TestProbe(t *testing.T) {
+	r := setupRing(t, Params{Entries: 4})
+	p, err := r.Probe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !p.Supported(OpNop) {
+		t.Fatal("probe says NOP is unsupported")
+	}
+	if p.LastOp < OpRecv {
+		t.Fatalf("probe last op %d < RECV (%d) on a kernel that has PROBE (5.6+)", p.LastOp, OpRecv)
+	}
+}
+
+func TestClosedRing(t *testing.T) {
+	r := setupRing(t, Params{Entries: 4})
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+	if _, err := r.Submit(); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Submit after Close: %v, want ErrClosed", err)
+	}
+}
+
+// udpPair returns a bound, non-blocking UDP socket on loopback and a
+// connected sender to it.
+func udpPair(t *testing.T) (rfd int, send *net.UDPConn) {
+	t.Helper()
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Close(fd) })
+	if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	sa, err := unix.Getsockname(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := sa.(*unix.SockaddrInet4).Port
+	c, err := net.DialUDP("udp4", nil, &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return fd, c
+}
+
+// waitCQEs waits (bounded) until at least n completions are ready.
+func waitCQEs(t *testing.T, r *Ring, n uint32) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for r.CQReady() < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d completions ready after 5s, want %d", r.CQReady(), n)
+		}
+		if _, err := r.Wait(n-r.CQReady(), 100*time.Millisecond); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestRecvmsgMultishotENOBUFS runs a multishot RECVMSG over a four-buffer
+// ring: four datagrams complete with F_MORE, the fifth ends the request
+// with ENOBUFS (no F_MORE); after the buffers come back a re-armed request
+// receives what stayed queued in the socket.
+func TestRecvmsgMultishotENOBUFS(t *testing.T) {
+	r := setupRing(t, Params{Entries: 8})
+	br, err := r.RegisterBufRing(7, 4, 256)
+	if errors.Is(err, ErrNotSupported) {
+		t.Skipf("kernel lacks IORING_REGISTER_PBUF_RING (5.19+): %v", err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { br.Close() })
+	hdrs, err := NewMsghdrs(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { hdrs.Close() })
+	msg := &hdrs.Hdrs[0]
+	msg.Namelen = unix.SizeofSockaddrInet4
+
+	fd, send := udpPair(t)
+	arm := func() {
+		sqe := r.GetSQE()
+		sqe.PrepRecvmsgMultishot(fd, msg, 0, br.Group(), 42)
+		if _, err := r.Submit(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	arm()
+	const total = 10
+	for i := range total {
+		if _, err := send.Write(fmt.Appendf(nil, "datagram %02d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	laddr := send.LocalAddr().(*net.UDPAddr)
+	got := 0
+	var held []uint16
+	check := func(c CQE) {
+		t.Helper()
+		if c.UserData != 42 || c.Flags&CQEFBuffer == 0 {
+			t.Fatalf("cqe %+v: want user data 42 and a buffer", c)
+		}
+		out, name, _, payload, err := ParseRecvmsg(br.Buf(c.BufID())[:c.Res], int(msg.Namelen), 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := fmt.Sprintf("datagram %02d", got); string(payload) != want || int(out.PayloadLen) != len(want) {
+			t.Fatalf("payload %q (len %d), want %q", payload, out.PayloadLen, want)
+		}
+		if len(name) != unix.SizeofSockaddrInet4 || int(name[2])<<8|int(name[3]) != laddr.Port {
+			t.Fatalf("source name %x, want port %d", name, laddr.Port)
+		}
+		got++
+		held = append(held, c.BufID())
+	}
+	cqes := make([]CQE, 16)
+	// Four buffers: four completions with F_MORE, then ENOBUFS without it.
+	waitCQEs(t, r, 5)
+	n := r.CQEs(cqes)
+	if n != 5 {
+		t.Fatalf("%d completions, want 5 (4 buffers + ENOBUFS)", n)
+	}
+	for _, c := range cqes[:4] {
+		if !c.More() {
+			t.Fatalf("cqe %+v lacks F_MORE while buffers remained", c)
+		}
+		check(c)
+	}
+	if end := cqes[4]; end.Res != -int32(unix.ENOBUFS) || end.More() {
+		t.Fatalf("5th cqe %+v, want res -ENOBUFS without F_MORE", end)
+	}
+	// Return the buffers, re-arm, drain the rest (re-arming each time the
+	// ring runs dry again).
+	deadline := time.Now().Add(5 * time.Second)
+	for got < total {
+		if time.Now().After(deadline) {
+			t.Fatalf("received %d of %d", got, total)
+		}
+		for _, id := range held {
+			br.Add(id)
+		}
+		held = held[:0]
+		br.Advance()
+		arm()
+		for armed := true; armed && got < total; {
+			waitCQEs(t, r, 1)
+			n := r.CQEs(cqes)
+			for _, c := range cqes[:n] {
+				if c.Res < 0 {
+					if c.Res != -int32(unix.ENOBUFS) || c.More() {
+						t.Fatalf("cqe %+v: unexpected error", c)
+					}
+					armed = false
+					continue
+				}
+				check(c)
+			}
+		}
+	}
+}
+
+func TestRegisterBufRingBadSize(t *testing.T) {
+	r := setupRing(t, Params{Entries: 4})
+	if _, err := r.RegisterBufRing(1, 3, 64); err == nil {
+		t.Fatal("3 entries (not a power of two) accepted")
+	}
+	if _, err := r.RegisterBufRing(1, MaxBufRingEntries*2, 64); err == nil {
+		t.Fatal("too many entries accepted")
+	}
+}
+
+func TestParseRecvmsg(t *testing.T) {
+	b := make([]byte, 16+16+4+5)
+	b[0] = 16 // namelen
+	b[8] = 5  // payloadlen
+	copy(b[36:], "hello")
+	out, name, control, payload, err := ParseRecvmsg(b, 16, 4)
+	if err != nil || out.PayloadLen != 5 || len(name) != 16 || len(control) != 0 || string(payload) != "hello" {
+		t.Fatalf("got %+v %d %d %q %v", out, len(name), len(control), payload, err)
+	}
+	if _, _, _, _, err := ParseRecvmsg(b[:20], 16, 4); !errors.Is(err, ErrShortRecvmsg) {
+		t.Fatalf("short buffer: %v", err)
+	}
+	// A truncated datagram reports its full length but yields what fit.
+	b[8] = 9
+	if _, _, _, p, _ := ParseRecvmsg(b, 16, 4); string(p) != "hello" {
+		t.Fatalf("truncated payload %q", p)
+	}
+}
+
+func TestNopAllocs(t *testing.T) {
+	r := setupRing(t, Params{Entries: 4})
+	cqes := make([]CQE, 4)
+	allocs := testing.AllocsPerRun(100, func() {
+		r.GetSQE().PrepNop(1)
+		if _, err := r.Wait(1, time.Second); err != nil {
+			t.Fatal(err)
+		}
+		if r.CQEs(cqes) != 1 {
+			t.Fatal("no completion")
+		}
+	})
+	if allocs != 0 {
+		t.Fatalf("NOP submit+wait+reap allocates %v times, want 0", allocs)
+	}
+}
+
+func BenchmarkNop(b *testing.B) {
+	r := setupRing(b, Params{Entries: 64})
+	cqes := make([]CQE, 64)
+	b.ReportAllocs()
+	for b.Loop() {
+		r.GetSQE().PrepNop(1)
+		if _, err := r.Wait(1, 0); err != nil {
+			b.Fatal(err)
+		}
+		r.CQEs(cqes)
+	}
+}
+
+func TestMain(m *testing.M) {
+	// Start the runtime's netpoller (epoll fd + eventfd) before counting.
+	if c, err := net.ListenPacket("udp4", "127.0.0.1:0"); err == nil {
+		c.Close()
+	}
+	before := countFds()
+	code := m.Run()
+	if after := countFds(); code == 0 && after > before {
+		fmt.Fprintf(os.Stderr, "fd leak: %d open fds before the tests, %d after\n", before, after)
+		code = 1
+	}
+	os.Exit(code)
+}
+
+func countFds() int {
+	ents, _ := os.ReadDir("/proc/self/fd")
+	return len(ents)
+}

@@ -1,0 +1,90 @@
+package xsk
+
+import (
+	"errors"
+	"fmt"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// This file is the one place that issues raw AF_XDP syscalls.
+
+func setsockoptPtr(fd, level, opt int, p unsafe.Pointer, size uintptr) error {
+	_, _, e := unix.Syscall6(unix.SYS_SETSOCKOPT, uintptr(fd), uintptr(level), uintptr(opt), uintptr(p), size, 0)
+	if e != 0 {
+		return e
+	}
+	return nil
+}
+
+func getsockoptPtr(fd, level, opt int, p unsafe.Pointer, size uintptr) (uintptr, error) {
+	l := uint32(size)
+	_, _, e := unix.Syscall6(unix.SYS_GETSOCKOPT, uintptr(fd), uintptr(level), uintptr(opt), uintptr(p), uintptr(unsafe.Pointer(&l)), 0)
+	if e != 0 {
+		return 0, e
+	}
+	return uintptr(l), nil
+}
+
+func registerUMEM(fd int, reg *unix.XDPUmemReg) error {
+	return setsockoptPtr(fd, unix.SOL_XDP, unix.XDP_UMEM_REG, unsafe.Pointer(reg), unsafe.Sizeof(*reg))
+}
+
+func setRingSize(fd, opt int, n uint32) error {
+	return unix.SetsockoptInt(fd, unix.SOL_XDP, opt, int(n))
+}
+
+func mmapOffsets(fd int) (unix.XDPMmapOffsets, error) {
+	var off unix.XDPMmapOffsets
+	n, err := getsockoptPtr(fd, unix.SOL_XDP, unix.XDP_MMAP_OFFSETS, unsafe.Pointer(&off), unsafe.Sizeof(off))
+	if err != nil {
+		return off, err
+	}
+	if n != unsafe.Sizeof(off) {
+		return off, fmt.Errorf("kernel returned %d bytes of xdp_mmap_offsets, want %d (pre-5.4 layout)", n, unsafe.Sizeof(off))
+	}
+	return off, nil
+}
+
+func statistics(fd int) (unix.XDPStatistics, error) {
+	var st unix.XDPStatistics
+	_, err := getsockoptPtr(fd, unix.SOL_XDP, unix.XDP_STATISTICS, unsafe.Pointer(&st), unsafe.Sizeof(st))
+	return st, err
+}
+
+func options(fd int) (uint32, error) {
+	var flags uint32
+	_, err := getsockoptPtr(fd, unix.SOL_XDP, unix.XDP_OPTIONS, unsafe.Pointer(&flags), unsafe.Sizeof(flags))
+	return flags, err
+}
+
+// wakeup kicks the kernel's receive processing (needed when the fill ring
+// has the need_wakeup flag, and to drive busy polling). It never blocks and
+// allocates nothing.
+func wakeup(fd int) error {
+	_, _, e := unix.Syscall6(unix.SYS_RECVFROM, uintptr(fd), 0, 0, unix.MSG_DONTWAIT, 0, 0)
+	switch e {
+	case 0, unix.EAGAIN, unix.EBUSY, unix.ENOBUFS, unix.ENETDOWN:
+		return nil
+	}
+	return e
+}
+
+// kickTx tells the kernel to transmit what is on the tx ring.
+func kickTx(fd int) error {
+	_, _, e := unix.Syscall6(unix.SYS_SENDTO, uintptr(fd), 0, 0, unix.MSG_DONTWAIT, 0, 0)
+	switch e {
+	case 0, unix.EAGAIN, unix.EBUSY, unix.ENOBUFS, unix.ENETDOWN:
+		return nil
+	}
+	return e
+}
+
+// notSupported reports whether errno err means AF_XDP cannot work here
+// (kernel, driver or privileges), as opposed to a usage error.
+func notSupported(err error) bool {
+	return errors.Is(err, unix.EAFNOSUPPORT) || errors.Is(err, unix.EPERM) ||
+		errors.Is(err, unix.EACCES) || errors.Is(err, unix.EOPNOTSUPP) ||
+		errors.Is(err, unix.ENOPROTOOPT) || errors.Is(err, unix.ENOSYS)
+}

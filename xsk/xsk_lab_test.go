@@ -1,0 +1,517 @@
+package xsk_test
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"github.com/marketfeed/feedhandler/bpf"
+	"github.com/marketfeed/feedhandler/tools/netlab"
+	"github.com/marketfeed/feedhandler/xsk"
+	"golang.org/x/sys/unix"
+)
+
+var (
+	group = netip.MustParseAddr("233.54.12.111")
+	port  = uint16(26477)
+)
+
+// newLab creates a namespace lab or skips when this machine cannot make one.
+func newLab(t *testing.T, o netlab.Options) *netlab.Lab {
+	t.Helper()
+	lab, err := netlab.New(o)
+	if errors.Is(err, netlab.ErrNotSupported) {
+		t.Skipf("network namespaces unavailable (need root and iproute2): %v", err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { lab.Close() })
+	return lab
+}
+
+// sender is a plain UDP socket in the lab's source namespace.
+type sender struct{ fd int }
+
+func newSender(t *testing.T, lab *netlab.Lab) *sender {
+	t.Helper()
+	s := &sender{fd: -1}
+	err := lab.Do(lab.Src, func() error {
+		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return err
+		}
+		s.fd = fd
+		return unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_MULTICAST_TTL, 1)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Close(s.fd) })
+	return s
+}
+
+func (s *sender) send(to netip.AddrPort, b []byte) error {
+	if err := unix.Sendto(s.fd, b, 0, &unix.SockaddrInet4{Addr: to.Addr().As4(), Port: int(to.Port())}); err != nil {
+		return fmt.Errorf("send to %v: %w", to, err)
+	}
+	return nil
+}
+
+// sendPaced sends n datagrams from a goroutine, pausing every 32 so that
+// the veth ring does not drop bursts; the returned channel yields the
+// sender's error.
+func (s *sender) sendPaced(to netip.AddrPort, n int, payload func(i int) []byte) <-chan error {
+	errc := make(chan error, 1)
+	go func() {
+		for i := range n {
+			if err := s.send(to, payload(i)); err != nil {
+				errc <- err
+				return
+			}
+			if i%32 == 31 {
+				time.Sleep(time.Millisecond)
+			}
+		}
+		errc <- nil
+	}()
+	return errc
+}
+
+// steer is the XDP program attached in the lab's receiving namespace.
+type steer struct {
+	prog    *bpf.Program
+	link    link.Link
+	ifindex int
+}
+
+func attach(t *testing.T, lab *netlab.Lab, mode bpf.Mode) *steer {
+	t.Helper()
+	st := &steer{}
+	err := lab.Do(lab.Dst, func() error {
+		ifi, err := net.InterfaceByName(lab.DstIf)
+		if err != nil {
+			return err
+		}
+		st.ifindex = ifi.Index
+		if st.prog, err = bpf.Load(); err != nil {
+			return err
+		}
+		if err := st.prog.SetLine(group, port, 0, netip.Addr{}); err != nil {
+			return err
+		}
+		st.link, err = st.prog.Attach(ifi.Index, mode)
+		return err
+	})
+	if errors.Is(err, bpf.ErrNotSupported) {
+		t.Skipf("kernel cannot load or attach XDP here: %v", err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		st.link.Close()
+		st.prog.Close()
+	})
+	return st
+}
+
+func openSocket(t *testing.T, lab *netlab.Lab, cfg xsk.Config) *xsk.Socket {
+	t.Helper()
+	var s *xsk.Socket
+	err := lab.Do(lab.Dst, func() error {
+		var err error
+		s, err = xsk.Open(cfg)
+		return err
+	})
+	if errors.Is(err, xsk.ErrNotSupported) {
+		t.Skipf("kernel lacks AF_XDP: %v", err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// receive collects n payloads for the test line from s, failing after a
+// bounded time.
+func receive(t *testing.T, s *xsk.Socket, n int) [][]byte {
+	t.Helper()
+	var out [][]byte
+	descs := make([]xsk.Desc, 64)
+	addrs := make([]uint64, 0, 64)
+	deadline := time.Now().Add(10 * time.Second)
+	for len(out) < n {
+		if time.Now().After(deadline) {
+			st, _ := s.Statistics()
+			t.Fatalf("received %d of %d datagrams before the deadline; xsk statistics %+v", len(out), n, st)
+		}
+		if _, err := s.Wait(50 * time.Millisecond); err != nil {
+			t.Fatal(err)
+		}
+		k := s.Receive(descs)
+		addrs = addrs[:0]
+		for _, d := range descs[:k] {
+			dg, class := bpf.ParseFrame(s.Data(d))
+			if class != bpf.ClassUDP || dg.Dst != netip.AddrPortFrom(group, port) {
+				t.Errorf("unexpected frame redirected: class %v, destination %v", class, dg.Dst)
+			} else {
+				out = append(out, append([]byte(nil), dg.Payload...))
+			}
+			addrs = append(addrs, d.Addr)
+		}
+		if s.Fill(addrs) != len(addrs) {
+			t.Fatal("fill ring refused frames the socket owns")
+		}
+	}
+	return out
+}
+
+func TestSocketReceive(t *testing.T) {
+	for _, mode := range []bpf.Mode{bpf.ModeNative, bpf.ModeGeneric} {
+		t.Run(mode.String(), func(t *testing.T) {
+			lab := newLab(t, netlab.Options{Prefix: "xk"})
+			st := attach(t, lab, mode)
+			s := openSocket(t, lab, xsk.Config{Ifindex: st.ifindex, Queue: 0, FillSize: 256, RxSize: 256, FrameSize: 2048})
+			defer s.Close()
+			if s.ZeroCopy() {
+				t.Log("veth bound in zero-copy mode")
+			} else {
+				t.Log("veth refused zero-copy, bound in copy mode")
+			}
+			if err := st.prog.SetSocket(0, s.FD()); err != nil {
+				t.Fatal(err)
+			}
+			snd := newSender(t, lab)
+			const n = 300
+			errc := snd.sendPaced(netip.AddrPortFrom(group, port), n, func(i int) []byte {
+				return []byte(fmt.Sprintf("datagram %04d", i))
+			})
+			got := receive(t, s, n)
+			if err := <-errc; err != nil {
+				t.Fatal(err)
+			}
+			for i, p := range got {
+				if want := fmt.Sprintf("datagram %04d", i); string(p) != want {
+					t.Fatalf("datagram %d is %q, want %q", i, p, want)
+				}
+			}
+			c, err := st.prog.Counters()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.Redirected != n {
+				t.Errorf("program redirected %d frames, want %d (%+v)", c.Redirected, n, c)
+			}
+			stats, err := s.Statistics()
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("xsk statistics %+v, program counters %+v", stats, c)
+			if stats.RxInvalidDescs != 0 {
+				t.Errorf("kernel saw %d invalid fill descriptors", stats.RxInvalidDescs)
+			}
+		})
+	}
+}
+
+// TestZeroCopyRefused: veth has no zero-copy, so requiring it must fail with
+// EOPNOTSUPP and the automatic mode must bind in copy mode.
+func TestZeroCopyNegotiation(t *testing.T) {
+	lab := newLab(t, netlab.Options{Prefix: "xz"})
+	st := attach(t, lab, bpf.ModeNative)
+	err := lab.Do(lab.Dst, func() error {
+		s, err := xsk.Open(xsk.Config{Ifindex: st.ifindex, ZeroCopy: xsk.ZeroCopyOn, FillSize: 64, RxSize: 64})
+		if err == nil {
+			s.Close()
+			return errors.New("veth accepted XDP_ZEROCOPY")
+		}
+		if !errors.Is(err, unix.EOPNOTSUPP) {
+			return fmt.Errorf("zero-copy bind on veth: %w, want EOPNOTSUPP", err)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := openSocket(t, lab, xsk.Config{Ifindex: st.ifindex, FillSize: 64, RxSize: 64})
+	defer s.Close()
+	if s.ZeroCopy() {
+		t.Fatal("automatic mode reports zero-copy on veth")
+	}
+}
+
+// TestRebindAfterClose closes and reopens a socket on the same queue
+// several times: bind must ride out the kernel's asynchronous teardown
+// (EBUSY), and no fd may leak.
+func TestRebindAfterClose(t *testing.T) {
+	lab := newLab(t, netlab.Options{Prefix: "xr"})
+	st := attach(t, lab, bpf.ModeNative)
+	before := openFDs(t)
+	for i := range 5 {
+		s := openSocket(t, lab, xsk.Config{Ifindex: st.ifindex, FillSize: 64, RxSize: 64})
+		if err := st.prog.SetSocket(0, s.FD()); err != nil {
+			t.Fatalf("round %d: %v", i, err)
+		}
+		if err := s.Close(); err != nil {
+			t.Fatalf("round %d: %v", i, err)
+		}
+		if err := s.Close(); err != nil {
+			t.Fatalf("second close: %v", err)
+		}
+	}
+	if after := openFDs(t); after != before {
+		t.Fatalf("%d fds open before, %d after", before, after)
+	}
+}
+
+func openFDs(t *testing.T) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(ents)
+}
+
+// TestStatistics overflows the rx ring (nobody reads) and the fill ring
+// (frames not given back), and checks that the kernel's counters say so.
+func TestStatistics(t *testing.T) {
+	lab := newLab(t, netlab.Options{Prefix: "xt"})
+	st := attach(t, lab, bpf.ModeNative)
+	s := openSocket(t, lab, xsk.Config{Ifindex: st.ifindex, FillSize: 128, RxSize: 32, FrameSize: 2048})
+	defer s.Close()
+	if err := st.prog.SetSocket(0, s.FD()); err != nil {
+		t.Fatal(err)
+	}
+	snd := newSender(t, lab)
+	to := netip.AddrPortFrom(group, port)
+	// 100 datagrams: 32 fill the rx ring, the rest find it full.
+	if err := <-snd.sendPaced(to, 100, func(int) []byte { return []byte("x") }); err != nil {
+		t.Fatal(err)
+	}
+	stats := waitStats(t, s, func(st xsk.Statistics) bool { return st.RxRingFull+st.RxDropped >= 100-32 })
+	t.Logf("rx ring full: %+v", stats)
+	if stats.RxRingFull == 0 {
+		t.Errorf("rx ring overflowed but RxRingFull is 0: %+v", stats)
+	}
+	// Read everything without returning frames: 128-32 frames remain on
+	// the fill ring, so of 200 more datagrams at most 96 fit.
+	drainNoFill := func() int {
+		descs := make([]xsk.Desc, 64)
+		total := 0
+		for {
+			n := s.Receive(descs)
+			if n == 0 {
+				return total
+			}
+			total += n
+		}
+	}
+	got := drainNoFill()
+	for i := 0; i < 4; i++ {
+		if err := <-snd.sendPaced(to, 50, func(int) []byte { return []byte("y") }); err != nil {
+			t.Fatal(err)
+		}
+		got += drainNoFill()
+	}
+	stats = waitStats(t, s, func(st xsk.Statistics) bool { return st.FillRingEmptyDescs > 0 })
+	got += drainNoFill()
+	t.Logf("fill ring empty: %+v after %d frames read", stats, got)
+	if got != 128 {
+		t.Errorf("read %d frames without refilling, want exactly the 128 owned", got)
+	}
+}
+
+func waitStats(t *testing.T, s *xsk.Socket, ok func(xsk.Statistics) bool) xsk.Statistics {
+	t.Helper()
+	for i := 0; ; i++ {
+		st, err := s.Statistics()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ok(st) {
+			return st
+		}
+		if i == 300 {
+			t.Fatalf("statistics never reached the expected state: %+v", st)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestSharedUMEM binds two queues of a two-queue veth to one UMEM and
+// receives a flow that lands on either of them.
+func TestSharedUMEM(t *testing.T) {
+	lab := newLab(t, netlab.Options{Prefix: "xu", RxQueues: 2})
+	st := attach(t, lab, bpf.ModeNative)
+	var u *xsk.UMEM
+	err := lab.Do(lab.Dst, func() error {
+		var err error
+		u, err = xsk.NewUMEM(xsk.UMEMConfig{FrameSize: 2048, Frames: 512})
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var socks []*xsk.Socket
+	for q := range 2 {
+		s := openSocket(t, lab, xsk.Config{Ifindex: st.ifindex, Queue: q, UMEM: u, FillSize: 256, RxSize: 256})
+		socks = append(socks, s)
+		if err := st.prog.SetSocket(q, s.FD()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if u.Free() != 0 {
+		t.Errorf("%d UMEM frames left after two sockets took 256 each", u.Free())
+	}
+	if err := u.Close(); err == nil {
+		t.Error("UMEM closed while sockets use it")
+	}
+	snd := newSender(t, lab)
+	const n = 300
+	errc := snd.sendPaced(netip.AddrPortFrom(group, port), n, func(i int) []byte { return []byte(fmt.Sprintf("shared %04d", i)) })
+	descs := make([]xsk.Desc, 32)
+	addrs := make([]uint64, 32)
+	got := 0
+	perQueue := [2]int{}
+	deadline := time.Now().Add(10 * time.Second)
+	for got < n && time.Now().Before(deadline) {
+		for q, s := range socks {
+			k := s.Receive(descs)
+			for i, d := range descs[:k] {
+				dg, _ := bpf.ParseFrame(s.Data(d))
+				if want := fmt.Sprintf("shared %04d", got); string(dg.Payload) != want {
+					t.Fatalf("queue %d: %q, want %q", q, dg.Payload, want)
+				}
+				addrs[i] = d.Addr
+				got++
+			}
+			perQueue[q] += k
+			s.Fill(addrs[:k])
+		}
+		if got < n {
+			socks[0].Wait(5 * time.Millisecond)
+		}
+	}
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	if got != n {
+		t.Fatalf("received %d of %d", got, n)
+	}
+	t.Logf("frames per queue: %v", perQueue)
+	for _, s := range socks {
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := u.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestBusyPoll receives with SO_PREFER_BUSY_POLL and friends set, driving
+// the queue with Wakeup instead of blocking in poll.
+func TestBusyPoll(t *testing.T) {
+	lab := newLab(t, netlab.Options{Prefix: "xb"})
+	st := attach(t, lab, bpf.ModeNative)
+	s := openSocket(t, lab, xsk.Config{Ifindex: st.ifindex, FillSize: 256, RxSize: 256, BusyPoll: true})
+	defer s.Close()
+	if !s.BusyPoll() {
+		t.Fatal("busy polling not enabled")
+	}
+	if err := st.prog.SetSocket(0, s.FD()); err != nil {
+		t.Fatal(err)
+	}
+	snd := newSender(t, lab)
+	const n = 200
+	errc := snd.sendPaced(netip.AddrPortFrom(group, port), n, func(i int) []byte { return []byte{byte(i)} })
+	descs := make([]xsk.Desc, 32)
+	addrs := make([]uint64, 32)
+	got := 0
+	deadline := time.Now().Add(10 * time.Second)
+	for got < n && time.Now().Before(deadline) {
+		if err := s.Wakeup(); err != nil {
+			t.Fatal(err)
+		}
+		k := s.Receive(descs)
+		for i, d := range descs[:k] {
+			dg, _ := bpf.ParseFrame(s.Data(d))
+			if len(dg.Payload) != 1 || dg.Payload[0] != byte(got) {
+				t.Fatalf("datagram %d: %v", got, dg.Payload)
+			}
+			addrs[i] = d.Addr
+			got++
+		}
+		s.Fill(addrs[:k])
+	}
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	if got != n {
+		t.Fatalf("received %d of %d", got, n)
+	}
+}
+
+// TestProgramRedirect: with a bound socket in the XSKMAP, the program's
+// verdict for a line frame is XDP_REDIRECT (BPF_PROG_TEST_RUN runs on
+// queue 0), and XDP_PASS again once the socket is removed.
+func TestProgramRedirect(t *testing.T) {
+	lab := newLab(t, netlab.Options{Prefix: "xp"})
+	st := attach(t, lab, bpf.ModeNative)
+	s := openSocket(t, lab, xsk.Config{Ifindex: st.ifindex, FillSize: 64, RxSize: 64})
+	defer s.Close()
+	if err := st.prog.SetSocket(0, s.FD()); err != nil {
+		t.Fatal(err)
+	}
+	frame := udpFrame(netip.AddrPortFrom(netip.MustParseAddr("10.0.0.1"), 1), netip.AddrPortFrom(group, port), []byte("payload"))
+	run := func() uint32 {
+		ret, err := st.prog.XDP().Run(&ebpf.RunOptions{Data: frame})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ret
+	}
+	if v := run(); v != bpf.VerdictRedirect {
+		t.Errorf("verdict with a socket %d, want XDP_REDIRECT", v)
+	}
+	if err := st.prog.DeleteSocket(0); err != nil {
+		t.Fatal(err)
+	}
+	if v := run(); v != bpf.VerdictPass {
+		t.Errorf("verdict without a socket %d, want XDP_PASS", v)
+	}
+	c, err := st.prog.Counters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Redirected != 1 || c.NoSocket != 1 {
+		t.Errorf("counters %+v, want one redirected and one without socket", c)
+	}
+}
+
+// udpFrame builds an untagged Ethernet/IPv4/UDP frame.
+func udpFrame(src, dst netip.AddrPort, payload []byte) []byte {
+	b := make([]byte, 14+20+8, 14+20+8+len(payload))
+	b[12], b[13] = 0x08, 0x00
+	ip := b[14:]
+	ip[0] = 0x45
+	binary.BigEndian.PutUint16(ip[2:], uint16(28+len(payload)))
+	ip[8], ip[9] = 64, 17
+	s, d := src.Addr().As4(), dst.Addr().As4()
+	copy(ip[12:], s[:])
+	copy(ip[16:], d[:])
+	udp := ip[20:]
+	binary.BigEndian.PutUint16(udp[0:], src.Port())
+	binary.BigEndian.PutUint16(udp[2:], dst.Port())
+	binary.BigEndian.PutUint16(udp[4:], uint16(8+len(payload)))
+	return append(b, payload...)
+}
