@@ -65,6 +65,10 @@ func (bs *Books) Apply(m itch.Msg) (locate uint16, changed bool) {
 			}
 		}
 	case itch.TypeBrokenTrade:
+		if locate == 0 { // seen in the wild without a locate: nothing to attribute it to
+			bs.broken++
+			return 0, false
+		}
 		if b := bs.book(locate); b != nil {
 			b.broken++
 			changed = true

@@ -26,7 +26,6 @@ type Book struct {
 // Locate returns the stock locate of the book.
 func (b *Book) Locate() uint16 { return b.locate }
 
-
 // Name returns the symbol without its space padding.
 func (b *Book) Name() string {
 	n := len(b.symbol)

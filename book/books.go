@@ -93,7 +93,8 @@ type Books struct {
 	books     []Book // index = locate
 	stats     Stats
 	err       error
-	event     byte // last system event code
+	broken    uint64 // broken trades without a locate
+	event     byte   // last system event code
 	eventTime uint64
 }
 
@@ -115,15 +116,31 @@ func New(cfg Config) (*Books, error) {
 		maxLevels: uint64(cfg.MaxLevels),
 		books:     make([]Book, cfg.MaxLocates+1),
 	}
+	prepare(bs.orders)
+	prepare(bs.ovf)
+	bs.Reset()
+	return bs, nil
+}
+
+// Reset empties every book and forgets every locate, as at the start of a
+// day, keeping the storage.
+func (bs *Books) Reset() {
+	home := int(bs.homeMask + 1)
+	clear(bs.orders)
+	clear(bs.ovf)
 	for i := home; i < len(bs.orders); i++ {
 		bs.orders[i].next = int32(i + 1)
 	}
 	bs.orders[len(bs.orders)-1].next = none
+	bs.ovfFree = int32(home)
 	for i := range bs.books {
-		bs.books[i].bs = bs
-		bs.books[i].locate = uint16(i)
+		b := &bs.books[i]
+		*b = Book{bs: bs, locate: uint16(i), sides: [2][]rung{b.sides[0][:0], b.sides[1][:0]}}
 	}
-	return bs, nil
+	bs.stats = Stats{}
+	bs.err = nil
+	bs.event, bs.eventTime = 0, 0
+	bs.broken = 0
 }
 
 // Stats returns a copy of the counters.

@@ -1,6 +1,7 @@
 package bpf
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -77,8 +78,7 @@ func classify(err error) error {
 		errors.Is(err, unix.EPERM),
 		errors.Is(err, unix.EACCES),
 		errors.Is(err, unix.EOPNOTSUPP),
-		errors.Is(err, unix.ENOSYS),
-		errors.Is(err, unix.EINVAL) && errors.Is(err, link.ErrNotSupported):
+		errors.Is(err, unix.ENOSYS):
 		return fmt.Errorf("%w: %w", ErrNotSupported, err)
 	}
 	return err
@@ -138,12 +138,12 @@ func lineKey(group netip.Addr, port uint16) (steerLineKey, error) {
 
 // netOrder32 returns the uint32 whose in-memory bytes are b (network order).
 func netOrder32(b [4]byte) uint32 {
-	return nativeEndian.Uint32(b[:])
+	return binary.NativeEndian.Uint32(b[:])
 }
 
 func netOrder16(v uint16) uint16 {
 	b := [2]byte{byte(v >> 8), byte(v)}
-	return nativeEndian.Uint16(b[:])
+	return binary.NativeEndian.Uint16(b[:])
 }
 
 // SetSocket puts the AF_XDP socket fd in the XSKMAP for receive queue queue.

@@ -45,6 +45,10 @@ type Config struct {
 	CompSize int // completion ring entries, a power of two (default 64, or TxSize)
 	TxSize   int // tx ring entries, a power of two; 0 = no tx ring
 
+	// TxFrames are frames taken from the UMEM for transmitting: they are
+	// not put on the fill ring; TxFrame returns their addresses.
+	TxFrames int
+
 	ZeroCopy ZeroCopy
 
 	// Busy polling: SO_PREFER_BUSY_POLL, SO_BUSY_POLL (BusyPollUsec,
@@ -71,7 +75,8 @@ type Socket struct {
 	rx       descRing
 	tx       descRing
 	first    int // first frame index owned
-	frames   int // frames owned
+	frames   int // frames owned for receiving
+	txFrames int // frames owned for transmitting, after the receive frames
 	zeroCopy bool
 	busyPoll bool
 	ifindex  int
@@ -113,6 +118,9 @@ func (c *Config) defaults() error {
 	if c.Frames < 1 || c.Frames > c.FillSize {
 		return fmt.Errorf("frames %d: want 1..%d (the fill ring size)", c.Frames, c.FillSize)
 	}
+	if c.TxFrames < 0 || (c.TxFrames > 0 && c.TxSize == 0) {
+		return fmt.Errorf("tx frames %d need a tx ring", c.TxFrames)
+	}
 	if c.Queue < 0 {
 		return fmt.Errorf("queue %d out of range", c.Queue)
 	}
@@ -129,7 +137,7 @@ func Open(cfg Config) (*Socket, error) {
 	u := cfg.UMEM
 	if u == nil {
 		var err error
-		u, err = NewUMEM(UMEMConfig{FrameSize: cfg.FrameSize, Frames: cfg.Frames, Log: cfg.Log})
+		u, err = NewUMEM(UMEMConfig{FrameSize: cfg.FrameSize, Frames: cfg.Frames + cfg.TxFrames, Log: cfg.Log})
 		if err != nil {
 			return nil, fmt.Errorf("open xsk on ifindex %d queue %d: %w", cfg.Ifindex, cfg.Queue, err)
 		}
@@ -153,7 +161,7 @@ func Open(cfg Config) (*Socket, error) {
 }
 
 func open(cfg Config, u *UMEM) (*Socket, error) {
-	first, err := u.take(cfg.Frames)
+	first, err := u.take(cfg.Frames + cfg.TxFrames)
 	if err != nil {
 		return nil, err
 	}
@@ -190,10 +198,10 @@ func open(cfg Config, u *UMEM) (*Socket, error) {
 				Msgf("xsk: driver refused %s, trying %s", a.name, attempts[i+1].name)
 			continue
 		}
-		u.release(nil)
+		u.giveBack(first, cfg.Frames+cfg.TxFrames)
 		return nil, err
 	}
-	s.first, s.frames = first, cfg.Frames
+	s.first, s.frames, s.txFrames = first, cfg.Frames, cfg.TxFrames
 	u.mu.Lock()
 	if u.owner == nil {
 		u.owner = s
@@ -363,8 +371,18 @@ func (s *Socket) BusyPoll() bool { return s.busyPoll }
 // UMEM returns the UMEM the socket's frames live in.
 func (s *Socket) UMEM() *UMEM { return s.umem }
 
-// Frames returns how many frames the socket owns.
+// Frames returns how many frames the socket owns for receiving.
 func (s *Socket) Frames() int { return s.frames }
+
+// TxFrame returns the UMEM address of transmit frame i (0 <= i <
+// Config.TxFrames). Write the frame with UMEM().Data, send it with Transmit
+// and wait for its address to come back from Completed before reusing it.
+func (s *Socket) TxFrame(i int) uint64 {
+	if i < 0 || i >= s.txFrames {
+		panic(fmt.Sprintf("xsk: tx frame %d out of range [0,%d)", i, s.txFrames))
+	}
+	return uint64(s.first+s.frames+i) * uint64(s.umem.frameSize)
+}
 
 // Receive takes up to len(descs) received frames off the rx ring without
 // blocking and returns how many. The frames belong to the caller until it

@@ -145,8 +145,20 @@ func (u *UMEM) Close() error {
 	return nil
 }
 
+// giveBack undoes take for a socket that failed to open: its frames return
+// to the UMEM when no other socket took frames since.
+func (u *UMEM) giveBack(first, n int) error {
+	u.mu.Lock()
+	if u.next == first+n {
+		u.next = first
+	}
+	u.mu.Unlock()
+	return u.release(nil)
+}
+
 // release returns a socket's claim on the UMEM (s nil: a socket that never
-// opened) and closes an implicit UMEM with its last socket.
+// opened) and closes an implicit UMEM with its last socket. The frames of a
+// closed socket are not handed out again.
 func (u *UMEM) release(s *Socket) error {
 	u.mu.Lock()
 	u.sockets--

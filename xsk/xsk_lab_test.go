@@ -15,6 +15,7 @@ import (
 	"github.com/marketfeed/feedhandler/bpf"
 	"github.com/marketfeed/feedhandler/tools/netlab"
 	"github.com/marketfeed/feedhandler/xsk"
+	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
 )
 
@@ -255,8 +256,9 @@ func TestRebindAfterClose(t *testing.T) {
 	lab := newLab(t, netlab.Options{Prefix: "xr"})
 	st := attach(t, lab, bpf.ModeNative)
 	before := openFDs(t)
+	log := zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.DebugLevel)
 	for i := range 5 {
-		s := openSocket(t, lab, xsk.Config{Ifindex: st.ifindex, FillSize: 64, RxSize: 64})
+		s := openSocket(t, lab, xsk.Config{Ifindex: st.ifindex, FillSize: 64, RxSize: 64, Log: log})
 		if err := st.prog.SetSocket(0, s.FD()); err != nil {
 			t.Fatalf("round %d: %v", i, err)
 		}
@@ -514,4 +516,127 @@ func udpFrame(src, dst netip.AddrPort, payload []byte) []byte {
 	binary.BigEndian.PutUint16(udp[2:], dst.Port())
 	binary.BigEndian.PutUint16(udp[4:], uint16(8+len(payload)))
 	return append(b, payload...)
+}
+
+// TestTransmit sends a UDP datagram from the UMEM through the tx ring to a
+// kernel socket on the other end of the veth, and gets the frame back on
+// the completion ring.
+func TestTransmit(t *testing.T) {
+	lab := newLab(t, netlab.Options{Prefix: "xx"})
+	var srcMAC, dstMAC net.HardwareAddr
+	var ifindex, rxFD int
+	err := lab.Do(lab.Src, func() error {
+		ifi, err := net.InterfaceByName(lab.SrcIf)
+		if err != nil {
+			return err
+		}
+		dstMAC = ifi.HardwareAddr
+		rxFD, err = unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return err
+		}
+		tv := unix.NsecToTimeval(int64(5 * time.Second))
+		if err := unix.SetsockoptTimeval(rxFD, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
+			return err
+		}
+		return unix.Bind(rxFD, &unix.SockaddrInet4{Addr: lab.SrcIP.As4(), Port: 28000})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(rxFD)
+	err = lab.Do(lab.Dst, func() error {
+		ifi, err := net.InterfaceByName(lab.DstIf)
+		if err != nil {
+			return err
+		}
+		srcMAC, ifindex = ifi.HardwareAddr, ifi.Index
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := openSocket(t, lab, xsk.Config{Ifindex: ifindex, FillSize: 64, RxSize: 64, TxSize: 64, TxFrames: 4})
+	defer s.Close()
+
+	frame := udpFrame(netip.AddrPortFrom(lab.DstIP, 28001), netip.AddrPortFrom(lab.SrcIP, 28000), []byte("sent from the umem"))
+	copy(frame[0:6], dstMAC)
+	copy(frame[6:12], srcMAC)
+	ipChecksum(frame[14:34])
+	addr := s.TxFrame(0)
+	copy(s.UMEM().Data(addr, uint32(len(frame))), frame)
+	n, err := s.Transmit([]xsk.Desc{{Addr: addr, Len: uint32(len(frame))}})
+	if err != nil || n != 1 {
+		t.Fatalf("Transmit = %d, %v", n, err)
+	}
+	buf := make([]byte, 64)
+	k, from, err := unix.Recvfrom(rxFD, buf, 0)
+	if err != nil {
+		t.Fatalf("kernel socket got nothing: %v", err)
+	}
+	if string(buf[:k]) != "sent from the umem" || from.(*unix.SockaddrInet4).Port != 28001 {
+		t.Fatalf("kernel socket got %q from %+v", buf[:k], from)
+	}
+	done := make([]uint64, 4)
+	for i := 0; ; i++ {
+		if c := s.Completed(done); c == 1 {
+			if done[0] != addr {
+				t.Fatalf("completed %#x, want %#x", done[0], addr)
+			}
+			break
+		}
+		if i == 100 {
+			t.Fatal("transmitted frame never completed")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func ipChecksum(h []byte) {
+	binary.BigEndian.PutUint16(h[10:], 0)
+	var sum uint32
+	for i := 0; i < len(h); i += 2 {
+		sum += uint32(binary.BigEndian.Uint16(h[i:]))
+	}
+	for sum > 0xffff {
+		sum = sum&0xffff + sum>>16
+	}
+	binary.BigEndian.PutUint16(h[10:], ^uint16(sum))
+}
+
+// TestBindRetriesWhileQueueBusy: a second socket on a queue that is still
+// bound gets EBUSY; Open keeps retrying until the first socket closes, and
+// gives up with EBUSY after BindTimeout when it never does.
+func TestBindRetriesWhileQueueBusy(t *testing.T) {
+	lab := newLab(t, netlab.Options{Prefix: "xe"})
+	st := attach(t, lab, bpf.ModeNative)
+	cfg := xsk.Config{Ifindex: st.ifindex, FillSize: 64, RxSize: 64, BindTimeout: 100 * time.Millisecond}
+	first := openSocket(t, lab, cfg)
+	err := lab.Do(lab.Dst, func() error {
+		s, err := xsk.Open(cfg)
+		if err == nil {
+			s.Close()
+			return errors.New("two sockets bound to one queue")
+		}
+		if !errors.Is(err, unix.EBUSY) {
+			return fmt.Errorf("second bind: %w, want EBUSY", err)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := make(chan error, 1)
+	go func() {
+		time.Sleep(100 * time.Millisecond)
+		closed <- first.Close()
+	}()
+	cfg.BindTimeout = 5 * time.Second
+	second := openSocket(t, lab, cfg)
+	if err := <-closed; err != nil {
+		t.Fatal(err)
+	}
+	if err := second.Close(); err != nil {
+		t.Fatal(err)
+	}
 }

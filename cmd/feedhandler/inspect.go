@@ -54,6 +54,7 @@ type captureReport struct {
 type sessionReport struct {
 	Session      string      `json:"session"`
 	FirstSeq     uint64      `json:"first_seq"`
+	JoinedLate   bool        `json:"joined_late"` // the capture starts after sequence number 1
 	LastSeq      uint64      `json:"last_seq"`
 	NextSeq      uint64      `json:"next_seq"`
 	Messages     uint64      `json:"messages"`
@@ -63,7 +64,7 @@ type sessionReport struct {
 	Duplicates   uint64      `json:"duplicates"`
 	Overlaps     uint64      `json:"overlaps"`
 	Late         uint64      `json:"late"`
-	Gaps         uint64      `json:"gaps"`
+	Gaps         uint64      `json:"gaps"` // runs of missing sequence numbers
 	GapMessages  uint64      `json:"gap_messages"`
 	GapRanges    [][2]uint64 `json:"gap_ranges"` // [first, count], the first input.MaxGaps
 }
@@ -168,10 +169,10 @@ func report(file string, st *input.Stats) inspectReport {
 	}
 	for _, s := range st.Sessions {
 		sr := sessionReport{
-			Session: s.Session.String(), FirstSeq: s.FirstSeq, NextSeq: s.NextSeq, Messages: s.Messages,
+			Session: s.Session.String(), FirstSeq: s.FirstSeq, JoinedLate: s.Joined, NextSeq: s.NextSeq, Messages: s.Messages,
 			Packets: s.Tracker.Packets, Heartbeats: s.Tracker.Heartbeats - s.Tracker.EndOfSession, EndOfSession: s.Tracker.EndOfSession,
 			Duplicates: s.Tracker.Duplicates, Overlaps: s.Tracker.Overlaps, Late: s.Tracker.Late,
-			Gaps: s.Tracker.Gaps, GapMessages: s.Tracker.GapMessages, GapRanges: [][2]uint64{},
+			Gaps: s.Missing, GapMessages: s.Tracker.GapMessages, GapRanges: [][2]uint64{},
 		}
 		if s.NextSeq > 0 {
 			sr.LastSeq = s.NextSeq - 1

@@ -165,6 +165,10 @@ func TestBadConfigs(t *testing.T) {
 				"t.yaml:6: lines.a.port: missing required field"},
 		{"missing lines", "feed:\n  name: x\n",
 			`t.yaml: lines: missing required field`},
+		{"lines without a value", "feed:\n  name: x\nlines:\n",
+			`t.yaml:3: lines: missing required field`},
+		{"group without a value", edit(t, "    group: 239.1.1.1\n", "    group:\n"),
+			`t.yaml:8: lines.a.group: missing required field`},
 		{"missing feed name", edit(t, "  name: test\n  protocol", "  protocol"),
 			`t.yaml:1: feed.name: missing required field`},
 		{"bad interface", edit(t, "    interface: veth0\n    group: 239.1.1.1", "    interface: this-name-is-too-long0\n    group: 239.1.1.1"),
@@ -345,6 +349,21 @@ func TestSuggest(t *testing.T) {
 	} {
 		if got := suggest(tc.in, []string{"backend", "zero_copy", "queues", "log"}); got != tc.want {
 			t.Errorf("suggest(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+}
+
+func TestLogObject(t *testing.T) {
+	c, err := Parse("t.yaml", []byte(base))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	l := zerolog.New(&b)
+	l.Info().Object("config", c).Send()
+	for _, want := range []string{`"feed":"test"`, `"line_A":{"interface":"veth0","group":"239.1.1.1","port":26477}`, `"shard_cores":[1]`, `"shm":"test"`} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("log line %s lacks %s", b.String(), want)
 		}
 	}
 }

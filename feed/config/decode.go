@@ -19,6 +19,7 @@ type decoder struct {
 	file    string
 	errs    []*Error
 	anchors map[string]ast.Node
+	nulls   map[string]*token.Token // path -> key of fields given without a value
 }
 
 // field is one value in the document: its dotted path, the token of its key
@@ -178,6 +179,10 @@ func (d *decoder) mapping(f field, entries []entry) map[string]bool {
 			continue
 		}
 		if child.absent() {
+			if d.nulls == nil {
+				d.nulls = make(map[string]*token.Token)
+			}
+			d.nulls[child.path] = ktk
 			continue
 		}
 		given[k] = true
@@ -205,10 +210,15 @@ func keyOf(mv *ast.MappingValueNode) (string, *token.Token) {
 }
 
 // missing reports a required key that is not in the mapping at f.
+// It points at the key when the field is there without a value, else at
+// the mapping's own key.
 func (d *decoder) missing(f field, key string) {
 	tk := f.key
 	if f.path == "" {
 		tk = nil
+	}
+	if k, ok := d.nulls[f.child(key)]; ok {
+		tk = k
 	}
 	d.add(tk, f.child(key), "missing required field")
 }

@@ -161,7 +161,7 @@ func (d *decoder) lines(f field, c *Config) {
 		have[idx] = d.line(child, strings.ToUpper(lk))
 	}
 	if where[0] == nil {
-		d.add(f.key, f.child("a"), "missing required field")
+		d.missing(f, "a")
 	}
 	if have[0] != nil && have[1] != nil {
 		a, b := have[0], have[1]

@@ -188,7 +188,7 @@ func (a *Arbiter) Offer(line int, data []byte, rxTime int64) {
 			}
 			a.high[line] = p.Seq
 		}
-		a.checkGap(rxTime)
+		a.checkGap(rxTime, false)
 		return
 	}
 
@@ -213,7 +213,7 @@ func (a *Arbiter) Offer(line int, data []byte, rxTime int64) {
 		ls.Won++
 		a.emit(p, rxTime)
 		a.drain()
-		a.checkGap(rxTime)
+		a.checkGap(rxTime, false)
 	default:
 		ls.Won++ // first to bring these sequence numbers (held back)
 		if !a.hold(data, p, rxTime) {
@@ -229,15 +229,17 @@ func (a *Arbiter) Offer(line int, data []byte, rxTime int64) {
 				a.drain()
 			}
 		}
-		a.checkGap(rxTime)
+		a.checkGap(rxTime, false)
 	}
 }
 
-// Tick lets time pass without a packet (the receive loop calls it when a
-// poll times out), so held-back packets are released once their gap is due.
+// Tick tells the Arbiter that every line was drained (a receive poll found
+// nothing) at wall-clock time now, so held-back packets are released once
+// their gap is due. While packets flow, time is read from their receive
+// timestamps instead (see checkGap).
 func (a *Arbiter) Tick(now int64) {
 	if a.started {
-		a.checkGap(now)
+		a.checkGap(now, true)
 	}
 }
 
@@ -287,7 +289,17 @@ func (a *Arbiter) maxHigh() uint64 {
 
 // checkGap declares the range starting at next missing once no live line
 // can be expected to deliver it any more.
-func (a *Arbiter) checkGap(now int64) {
+//
+// Time is per line: a line's clock is the receive timestamp of its latest
+// packet. Lines are read from separate queues (one socket per line), so a
+// receiver that is behind may hold minutes-old packets of line B in its
+// queue while reading line A; judging the hold-back by the wall clock would
+// declare gaps that line B is about to fill. A live line that moved past the
+// missing number is done waiting once its clock is Grace past the moment the
+// gap became known; a live line that did not is waited for until its clock
+// is Hold past it. When idle (every queue drained), the wall clock stands
+// in for every line's clock.
+func (a *Arbiter) checkGap(now int64, idle bool) {
 	for {
 		if a.pend.n == 0 && a.maxHigh() <= a.next {
 			a.gapSince = 0
@@ -296,19 +308,24 @@ func (a *Arbiter) checkGap(now int64) {
 		if a.gapSince == 0 {
 			a.gapSince = now
 		}
-		passedAll := true
 		for i := 0; i < a.cfg.Lines; i++ {
-			live := a.lastRx[i] != 0 && now-a.lastRx[i] < int64(a.cfg.LineTimeout)
-			if live && a.high[i] <= a.next {
-				passedAll = false
+			if a.lastRx[i] == 0 {
+				continue // never heard from
 			}
-		}
-		limit := a.cfg.Hold
-		if passedAll {
-			limit = a.cfg.Grace
-		}
-		if now-a.gapSince < int64(limit) {
-			return
+			clock := a.lastRx[i]
+			if idle {
+				clock = max(clock, now)
+			}
+			if now-a.lastRx[i] >= int64(a.cfg.LineTimeout) {
+				continue // dead line: not waited for
+			}
+			wait := a.cfg.Hold
+			if a.high[i] > a.next {
+				wait = a.cfg.Grace
+			}
+			if clock-a.gapSince < int64(wait) {
+				return
+			}
 		}
 		target := a.maxHigh()
 		if a.pend.n > 0 {

@@ -50,6 +50,8 @@ type Stats struct {
 	Routed      uint64 // messages pushed to shards (broadcasts counted once per shard)
 	Filtered    uint64 // messages dropped by the symbol filter
 	BadMessages uint64 // messages that are too long for a slot or shorter than the header
+	NextSeq     uint64 // next expected MoldUDP64 sequence number
+	Ended       bool   // the session ended and everything before its end was delivered or declared missing
 	Latency     latency.Snapshot
 }
 
@@ -87,7 +89,8 @@ type Handler struct {
 	mu        sync.Mutex
 	arbCopy   ArbiterStats
 	rxCopy    rx.Stats
-	cntCopy   [3]uint64
+	cntCopy   [4]uint64
+	endedCopy bool
 	delivered atomic.Uint64 // messages the arbiter delivered (routed to shards)
 	gapLog    chan moldudp64.Range
 }
@@ -214,7 +217,9 @@ func (h *Handler) receive(pinErr chan<- error) {
 		}
 		h.delivered.Store(h.nDelivered)
 		now := time.Now().UnixNano()
-		h.arb.Tick(now)
+		if n == 0 {
+			h.arb.Tick(now)
+		}
 		if now-last > int64(20*time.Millisecond) {
 			last = now
 			h.copyStats()
@@ -303,7 +308,8 @@ func (h *Handler) copyStats() {
 	h.mu.Lock()
 	h.arbCopy = h.arb.Stats
 	h.rxCopy = rs
-	h.cntCopy = [3]uint64{h.routed, h.filtered, h.badMsgs}
+	h.cntCopy = [4]uint64{h.routed, h.filtered, h.badMsgs, h.arb.Next()}
+	h.endedCopy = h.arb.Ended()
 	h.mu.Unlock()
 }
 
@@ -312,7 +318,7 @@ func (h *Handler) copyStats() {
 func (h *Handler) Stats() Stats {
 	h.mu.Lock()
 	st := Stats{Arbiter: h.arbCopy, Receive: h.rxCopy,
-		Routed: h.cntCopy[0], Filtered: h.cntCopy[1], BadMessages: h.cntCopy[2]}
+		Routed: h.cntCopy[0], Filtered: h.cntCopy[1], BadMessages: h.cntCopy[2], NextSeq: h.cntCopy[3], Ended: h.endedCopy}
 	h.mu.Unlock()
 	st.Backend = h.recv.Backend()
 	var merged latency.Histogram

@@ -20,10 +20,13 @@
 // moldudp64.Tracker: every sequence number is delivered once, from the first
 // copy seen, so a capture holding both the A and the B line yields one clean
 // stream. A packet that arrives ahead of the expected sequence number is held
-// back (up to Options.ReorderWindow packets) until the packets before it
-// arrive, so reordering and A/B skew do not become gaps; sequence numbers
-// still missing when the window overflows or the file ends are reported as
-// gaps. Heartbeats, duplicates, malformed datagrams and frames are counted.
+// back (up to Options.ReorderWindow packets and Options.ReorderDelay of
+// capture time) until the packets before it arrive, so reordering and A/B
+// skew do not become gaps; sequence numbers still missing then are reported
+// as gaps (runs of missing sequence numbers, adjacent ones merged). A
+// capture whose first packet of a session starts after sequence number 1 is
+// taken as joined late (SessionStats.Joined, FirstSeq): what came before is
+// not counted as a gap. Heartbeats, duplicates, malformed datagrams and frames are counted.
 //
 // Messages of unknown types and messages shorter than their type's length
 // are counted (Stats.Codec) and skipped. The file is read in one streaming

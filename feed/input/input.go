@@ -44,16 +44,19 @@ type Options struct {
 	Port          uint16     // captures: only datagrams to this UDP port (0: any)
 	Group         netip.Addr // captures: only datagrams to this address (invalid: any)
 	ReorderWindow int        // captures: packets held back waiting for missing ones (0: 1024; <0: none)
+	ReorderDelay  int64      // captures: longest hold in capture time, ns (0: 10 ms)
 }
 
 // SessionStats describes one MoldUDP64 session found in a capture.
 type SessionStats struct {
 	Session  moldudp64.Session
 	FirstSeq uint64 // first sequence number delivered (or announced by a heartbeat)
+	Joined   bool   // the capture starts after sequence number 1: FirstSeq-1 messages are not in it, and not counted as a gap
 	NextSeq  uint64 // expected sequence number after the last packet
 	Messages uint64 // messages delivered
 	Tracker  moldudp64.TrackerStats
-	Gaps     []moldudp64.Range // the first MaxGaps gaps
+	Missing  uint64            // runs of missing sequence numbers (adjacent gaps merged)
+	Gaps     []moldudp64.Range // the first MaxGaps runs
 }
 
 // Stats counts what a Reader has read. For a BinaryFILE only Format,
@@ -75,11 +78,11 @@ type Stats struct {
 	Sessions    []SessionStats
 }
 
-// Gaps returns the number of gaps and of missing sequence numbers over all
-// sessions.
+// Gaps returns the number of runs of missing sequence numbers and of
+// missing sequence numbers over all sessions.
 func (s *Stats) Gaps() (gaps, missing uint64) {
 	for i := range s.Sessions {
-		gaps += s.Sessions[i].Tracker.Gaps
+		gaps += s.Sessions[i].Missing
 		missing += s.Sessions[i].Tracker.GapMessages
 	}
 	return gaps, missing
@@ -88,12 +91,14 @@ func (s *Stats) Gaps() (gaps, missing uint64) {
 // session is the per-session sequencing state.
 type session struct {
 	tr      moldudp64.Tracker
-	pending []held // sorted by Seq
+	pending []held // pending[head:] sorted by Seq
+	head    int
 }
 
 type held struct {
-	pkt moldudp64.Packet // Blocks alias buf
-	buf []byte
+	pkt  moldudp64.Packet // Blocks alias buf
+	buf  []byte
+	time int64 // capture time
 }
 
 // Reader iterates the ITCH messages of a file.
@@ -112,6 +117,7 @@ type Reader struct {
 	release []byte   // buffer of a drained held packet, freed on the next call
 	free    [][]byte // recycled held-packet buffers
 	eof     bool
+	now     int64 // capture time of the last datagram
 }
 
 // Open opens the file at path and detects its format.
@@ -137,6 +143,9 @@ func OpenOptions(path string, opt Options) (*Reader, error) {
 func NewReader(rd io.Reader, opt Options) (*Reader, error) {
 	if opt.ReorderWindow == 0 {
 		opt.ReorderWindow = 1024
+	}
+	if opt.ReorderDelay == 0 {
+		opt.ReorderDelay = 10e6
 	}
 	br := bufio.NewReaderSize(rd, 1<<20)
 	magic, err := br.Peek(4)
@@ -242,8 +251,7 @@ func (r *Reader) advance() error {
 	for {
 		if i := r.ready(); i >= 0 {
 			s := &r.sess[i]
-			h := s.pending[0]
-			s.pending = slices.Delete(s.pending, 0, 1)
+			h := s.pop()
 			if r.apply(i, h.pkt) {
 				r.release = h.buf
 				return nil
@@ -275,8 +283,9 @@ func (r *Reader) advance() error {
 		r.stats.Datagrams++
 		i := r.session(p.Session)
 		s := &r.sess[i]
+		r.now = fr.Time
 		if s.tr.Started() && p.Seq > s.tr.Next() && r.opt.ReorderWindow > 0 {
-			r.hold(s, p)
+			r.hold(s, p, fr.Time)
 			r.stats.Held++
 			continue
 		}
@@ -292,8 +301,11 @@ func (r *Reader) advance() error {
 func (r *Reader) ready() int {
 	for i := range r.sess {
 		s := &r.sess[i]
-		if len(s.pending) > 0 && (s.pending[0].pkt.Seq <= s.tr.Next() || len(s.pending) > r.opt.ReorderWindow || r.eof) {
-			return i
+		if n := len(s.pending) - s.head; n > 0 {
+			h := &s.pending[s.head]
+			if h.pkt.Seq <= s.tr.Next() || n > r.opt.ReorderWindow || r.eof || r.now-h.time > r.opt.ReorderDelay {
+				return i
+			}
 		}
 	}
 	return -1
@@ -304,9 +316,22 @@ func (r *Reader) ready() int {
 func (r *Reader) apply(i int, p moldudp64.Packet) bool {
 	s := &r.sess[i]
 	st := &r.stats.Sessions[i]
+	if !s.tr.Started() && p.Seq > 1 {
+		// A capture that starts mid-session: expect its first packet rather
+		// than reporting everything before it as a gap.
+		s.tr.Expect(p.Session, p.Seq)
+		st.Joined = true
+	}
 	v := s.tr.TrackPacket(p)
-	if v.Gap.Count > 0 && len(st.Gaps) < MaxGaps {
-		st.Gaps = append(st.Gaps, v.Gap)
+	if v.Gap.Count > 0 {
+		if n := len(st.Gaps); n > 0 && st.Gaps[n-1].End() == v.Gap.First {
+			st.Gaps[n-1].Count += v.Gap.Count // the same run, split by a heartbeat
+		} else {
+			st.Missing++
+			if n < MaxGaps {
+				st.Gaps = append(st.Gaps, v.Gap)
+			}
+		}
 	}
 	if st.FirstSeq == 0 && (v.Kind == moldudp64.KindInOrder || v.Kind == moldudp64.KindGap || v.Kind == moldudp64.KindHeartbeat || v.Kind == moldudp64.KindEndOfSession) {
 		st.FirstSeq = p.Seq
@@ -321,7 +346,7 @@ func (r *Reader) apply(i int, p moldudp64.Packet) bool {
 	return true
 }
 
-func (r *Reader) hold(s *session, p moldudp64.Packet) {
+func (r *Reader) hold(s *session, p moldudp64.Packet, at int64) {
 	var buf []byte
 	if n := len(r.free); n > 0 {
 		buf = r.free[n-1][:0]
@@ -332,7 +357,7 @@ func (r *Reader) hold(s *session, p moldudp64.Packet) {
 	if err != nil {
 		panic(fmt.Sprintf("input: reparse held packet: %v", err))
 	}
-	at, _ := slices.BinarySearchFunc(s.pending, q.Seq, func(h held, seq uint64) int {
+	i, _ := slices.BinarySearchFunc(s.pending[s.head:], q.Seq, func(h held, seq uint64) int {
 		switch {
 		case h.pkt.Seq < seq:
 			return -1
@@ -341,7 +366,23 @@ func (r *Reader) hold(s *session, p moldudp64.Packet) {
 		}
 		return 0
 	})
-	s.pending = slices.Insert(s.pending, at, held{pkt: q, buf: buf})
+	s.pending = slices.Insert(s.pending, s.head+i, held{pkt: q, buf: buf, time: at})
+}
+
+// pop removes the first held packet.
+func (s *session) pop() held {
+	h := s.pending[s.head]
+	s.pending[s.head] = held{}
+	s.head++
+	switch {
+	case s.head == len(s.pending):
+		s.pending, s.head = s.pending[:0], 0
+	case s.head >= 256 && s.head*2 >= len(s.pending):
+		n := copy(s.pending, s.pending[s.head:])
+		clear(s.pending[n:])
+		s.pending, s.head = s.pending[:n], 0
+	}
+	return h
 }
 
 // session returns the index of the state for session name s.

@@ -47,8 +47,15 @@
 //     with a *FrameError (errors.Is(err, ErrTruncated)); Scanner.Rest returns
 //     the incomplete block for a streaming reader to complete.
 //
+// Validate scans a whole buffer and returns its counts and first error.
 // Transports that frame messages themselves (MoldUDP64's iterator) validate
 // each message with Counters.Accept (counting) or Check (returning an error).
 // Counters is a small struct of those counts meant to be embedded in the
 // caller's statistics.
+//
+// AppendPrice4, AppendPrice8 and AppendTimestamp format prices and
+// timestamps for tools without allocating.
+//
+// Decode returns any message as a freshly allocated *XxxFields behind the
+// Encoder interface, for tools and tests; hot paths use the views.
 package itch

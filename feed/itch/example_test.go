@@ -27,7 +27,8 @@ func Example() {
 		switch m.Type() {
 		case itch.TypeAddOrder:
 			a := itch.AddOrder(m)
-			fmt.Printf("add %d %c %d %s @ %d.%04d\n", a.OrderRef(), a.Side(), a.Shares(), a.Stock(), a.Price()/10000, a.Price()%10000)
+			fmt.Printf("%s add %d %c %d %s @ %s\n", itch.AppendTimestamp(nil, a.Timestamp()),
+				a.OrderRef(), a.Side(), a.Shares(), a.Stock(), itch.AppendPrice4(nil, a.Price()))
 		case itch.TypeOrderExecuted:
 			e := itch.OrderExecuted(m)
 			fmt.Printf("executed %d: %d shares, match %d\n", e.OrderRef(), e.ExecutedShares(), e.MatchNumber())
@@ -35,7 +36,7 @@ func Example() {
 	}
 	fmt.Println("err:", s.Err(), "messages:", s.Messages, "unknown:", s.Unknown)
 	// Output:
-	// add 42 B 100 AAPL @ 150.2500
+	// 09:30:00.000000000 add 42 B 100 AAPL @ 150.2500
 	// executed 42: 40 shares, match 7
 	// err: <nil> messages: 2 unknown: 1
 }

@@ -268,3 +268,28 @@ func (s *Scanner) Resume() bool {
 	}
 	return false
 }
+
+// Validate scans a whole buffer of blocks and returns its counts and the
+// first error: a *LengthError for the first short message (the scan goes on
+// past it and counts the rest) or a *FrameError for a block overrunning the
+// buffer (the scan stops there). It allocates nothing for a valid buffer.
+func Validate(b []byte) (Counters, error) {
+	var s Scanner
+	s.Reset(b)
+	var first error
+	for {
+		if _, ok := s.Next(); ok {
+			continue
+		}
+		if s.err == nil {
+			break
+		}
+		if first == nil {
+			first = s.err
+		}
+		if !s.Resume() {
+			break
+		}
+	}
+	return s.Counters, first
+}

@@ -276,3 +276,55 @@ func fieldsOf(m itch.Msg) uint64 {
 	}
 	return 0
 }
+
+func TestValidate(t *testing.T) {
+	c, err := itch.Validate(blockStream())
+	if err != nil || c.Messages != uint64(len(vectors)) {
+		t.Fatalf("valid stream: %+v %v", c, err)
+	}
+	var buf []byte
+	buf = itch.AppendBlock(buf, vector('A').Append(nil)[:35]) // short
+	buf = itch.AppendBlock(buf, []byte("?unknown"))
+	buf = vector('D').AppendBlock(buf)
+	buf = itch.AppendBlock(buf, vector('E').Append(nil)[:12]) // short
+	buf = append(buf, 0, 9, 'D')                              // truncated
+	c, err = itch.Validate(buf)
+	var le *itch.LengthError
+	if !errors.As(err, &le) || le.Type != 'A' || le.Offset != 0 {
+		t.Fatalf("first error %v", err)
+	}
+	want := itch.Counters{Messages: 1, Unknown: 1, LastUnknown: '?', Short: 2, Truncated: 1}
+	if c != want {
+		t.Errorf("counters %+v, want %+v", c, want)
+	}
+	stream := blockStream()
+	if a := testing.AllocsPerRun(50, func() { itch.Validate(stream) }); a != 0 {
+		t.Errorf("Validate allocs %v", a)
+	}
+}
+
+// TestZeroAllocPerType: scanning one block and decoding it through its view
+// (every accessor via Fields) allocates nothing, type by type.
+func TestZeroAllocPerType(t *testing.T) {
+	for _, v := range vectors {
+		t.Run(itch.Name(v.Type()), func(t *testing.T) {
+			block := v.AppendBlock(nil)
+			var s itch.Scanner
+			var sum uint64
+			allocs := testing.AllocsPerRun(100, func() {
+				s.Reset(block)
+				m, ok := s.Next()
+				if !ok {
+					panic(s.Err())
+				}
+				sum += fieldsOf(m) + readLikeBook(m) + uint64(m.Header().Tracking)
+			})
+			if allocs != 0 {
+				t.Errorf("%v allocs, want 0", allocs)
+			}
+			if sum == 0 {
+				t.Error("decoded nothing")
+			}
+		})
+	}
+}

@@ -48,12 +48,18 @@ func TestReceiveAllocs(t *testing.T) {
 					break
 				}
 			}
+			start := time.Now()
 			allocs = testing.AllocsPerRun(5, func() {
 				n, _ := r.Receive(pkts)
 				r.Release(pkts[:n])
 			})
 			if allocs != 0 {
 				t.Fatalf("idle Receive: %v allocations per run, want 0", allocs)
+			}
+			// Six idle calls (AllocsPerRun warms up once) each block for the
+			// poll timeout: returning sooner means Receive spins.
+			if d := time.Since(start); d < 6*5*time.Millisecond {
+				t.Fatalf("6 idle Receive calls returned after %v, before their 5ms poll timeouts", d)
 			}
 		})
 	}

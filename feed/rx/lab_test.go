@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"runtime"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -102,9 +103,23 @@ func labSenders(t testing.TB, lab *netlab.Lab, lines []LineConfig, rate float64)
 	return senders
 }
 
-// sendLines sends n packets on every line concurrently, paced.
+// sendLines sends n packets on every line concurrently, paced, and fails
+// the test (from any goroutine) if a sender fails.
 func sendLines(t testing.TB, senders []*mcast.Sender, n int) {
-	t.Helper()
+	if err := send(senders, n); err != nil {
+		t.Error(err)
+	}
+}
+
+// sendAfter starts sendLines after a short delay (the receiver is joined).
+func sendAfter(t testing.TB, senders []*mcast.Sender, n int) {
+	go func() {
+		time.Sleep(20 * time.Millisecond)
+		sendLines(t, senders, n)
+	}()
+}
+
+func send(senders []*mcast.Sender, n int) error {
 	var wg sync.WaitGroup
 	errs := make([]error, len(senders))
 	for i, s := range senders {
@@ -121,20 +136,24 @@ func sendLines(t testing.TB, senders []*mcast.Sender, n int) {
 		})
 	}
 	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
-		t.Fatal(err)
-	}
+	return errors.Join(errs...)
 }
 
 // expectLines receives until every line delivered n packets in order, byte
 // for byte, with the right Line and Src, or fails after a bounded wait.
 func expectLines(t testing.TB, r Receiver, senders []*mcast.Sender, n int) {
 	t.Helper()
+	if err := receiveLines(r, senders, n); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func receiveLines(r Receiver, senders []*mcast.Sender, n int) error {
 	srcs := make([]netip.AddrPort, len(senders))
 	for i, s := range senders {
 		a, err := s.LocalAddr(0)
 		if err != nil {
-			t.Fatal(err)
+			return err
 		}
 		srcs[i] = a
 	}
@@ -151,36 +170,37 @@ func expectLines(t testing.TB, r Receiver, senders []*mcast.Sender, n int) {
 	deadline := time.Now().Add(30 * time.Second)
 	for !done() {
 		if time.Now().After(deadline) {
-			t.Fatalf("received %v of %d packets per line before the deadline; stats %+v", next, n, r.Stats())
+			return fmt.Errorf("received %v of %d packets per line before the deadline; stats %+v", next, n, r.Stats())
 		}
 		k, err := r.Receive(pkts)
 		if err != nil {
-			t.Fatal(err)
+			return err
 		}
 		for _, p := range pkts[:k] {
 			if int(p.Line) >= len(senders) {
-				t.Fatalf("packet on line %d; %d lines configured", p.Line, len(senders))
+				return fmt.Errorf("packet on line %d; %d lines configured", p.Line, len(senders))
 			}
 			if p.Src != srcs[p.Line] {
-				t.Fatalf("line %s: source %v, want %v", p.Line, p.Src, srcs[p.Line])
+				return fmt.Errorf("line %s: source %v, want %v", p.Line, p.Src, srcs[p.Line])
 			}
 			if len(p.Data) < 5 || Line(p.Data[0]) != p.Line {
-				t.Fatalf("line %s: packet %x belongs to another line", p.Line, p.Data[:min(len(p.Data), 8)])
+				return fmt.Errorf("line %s: packet %x belongs to another line", p.Line, p.Data[:min(len(p.Data), 8)])
 			}
 			seq := int(binary.BigEndian.Uint32(p.Data[1:]))
 			if seq != next[p.Line] {
-				t.Fatalf("line %s: packet %d, want %d (loss or reordering); stats %+v", p.Line, seq, next[p.Line], r.Stats())
+				return fmt.Errorf("line %s: packet %d, want %d (loss or reordering); stats %+v", p.Line, seq, next[p.Line], r.Stats())
 			}
 			if !bytes.Equal(p.Data, payload(p.Line, seq)) {
-				t.Fatalf("line %s packet %d: %d bytes differ from the %d sent", p.Line, seq, len(p.Data), len(payload(p.Line, seq)))
+				return fmt.Errorf("line %s packet %d: %d bytes differ from the %d sent", p.Line, seq, len(p.Data), len(payload(p.Line, seq)))
 			}
 			if d := time.Since(time.Unix(0, p.RxTime)); d < -time.Minute || d > time.Minute {
-				t.Fatalf("line %s packet %d: receive time %v is %v from now", p.Line, seq, time.Unix(0, p.RxTime), d)
+				return fmt.Errorf("line %s packet %d: receive time %v is %v from now", p.Line, seq, time.Unix(0, p.RxTime), d)
 			}
 			next[p.Line]++
 		}
 		r.Release(pkts[:k])
 	}
+	return nil
 }
 
 // openBackend opens backend in the lab, skipping only the AF_XDP row while
@@ -205,53 +225,104 @@ var backends = []string{BackendSocket, BackendUring, BackendXDP}
 
 // TestBackendsLab is the one table every backend runs: two lines, 2000
 // packets each of 20..1400 bytes, complete, in order, byte for byte; then
-// close and reopen on the same ports; no fd or goroutine leaks.
+// close and reopen on the same ports; no fd or goroutine leaks. Each
+// backend runs twice: used from an ordinary goroutine, and from one
+// goroutine locked to a thread in the receiving namespace (LockedThread).
 func TestBackendsLab(t *testing.T) {
 	for _, backend := range backends {
-		t.Run(backend, func(t *testing.T) {
-			fds, goroutines := countFds(), runtime.NumGoroutine()
-			func() {
-				lab := newLab(t, netlab.Options{})
-				senders := labSenders(t, lab, labLines(lab), 10000)
-				r := openBackend(t, lab, backend, Config{PollTimeout: 50 * time.Millisecond})
-				if got := r.Backend(); len(got) < len(backend) || got[:len(backend)] != backend {
-					t.Fatalf("Backend() = %q, want %q", got, backend)
-				}
-				errc := make(chan error, 1)
-				go func() {
-					defer close(errc)
-					time.Sleep(20 * time.Millisecond) // receiver is joined; start sending
-					sendLines(t, senders, 2000)
+		for _, locked := range []bool{false, true} {
+			name := backend
+			if locked {
+				name += "/locked"
+			}
+			t.Run(name, func(t *testing.T) {
+				fds, goroutines := countFds(), runtime.NumGoroutine()
+				func() {
+					lab := newLab(t, netlab.Options{})
+					senders := labSenders(t, lab, labLines(lab), 10000)
+					defer func() {
+						for _, s := range senders {
+							s.Close()
+						}
+					}()
+					cfg := Config{Backend: backend, Lines: labLines(lab), PollTimeout: 50 * time.Millisecond, LockedThread: locked}
+					if !locked {
+						r := openBackend(t, lab, backend, cfg)
+						if err := openTwice(r, func() (Receiver, error) { return openIn(t, lab, cfg) }, senders); err != nil {
+							t.Fatal(err)
+						}
+						return
+					}
+					err := onLockedThread(lab.Dst, func() error {
+						r, err := Open(cfg)
+						if err != nil {
+							return err
+						}
+						if backend == BackendUring && !strings.Contains(r.Backend(), "defer taskrun") {
+							r.Close()
+							return fmt.Errorf("LockedThread uring backend %q does not use DEFER_TASKRUN", r.Backend())
+						}
+						return openTwice(r, func() (Receiver, error) { return Open(cfg) }, senders)
+					})
+					if backend == BackendXDP && errors.Is(err, ErrNotSupported) {
+						t.Skipf("AF_XDP backend not available: %v", err)
+					}
+					if err != nil {
+						t.Fatal(err)
+					}
 				}()
-				expectLines(t, r, senders, 2000)
-				<-errc
-				st := r.Stats()
-				if st.Packets[0] != 2000 || st.Packets[1] != 2000 || st.Dropped != 0 {
-					t.Fatalf("stats %+v, want 2000 packets per line and no drops", st)
-				}
-				if err := r.Close(); err != nil {
-					t.Fatal(err)
-				}
-				if _, err := r.Receive(make([]Packet, 4)); !errors.Is(err, ErrClosed) {
-					t.Fatalf("Receive after Close: %v, want ErrClosed", err)
-				}
-				if err := r.Close(); err != nil {
-					t.Fatalf("second Close: %v", err)
-				}
-				// Reopen on the same queue and ports.
-				r = openBackend(t, lab, backend, Config{PollTimeout: 50 * time.Millisecond})
-				go func() { time.Sleep(20 * time.Millisecond); sendLines(t, senders, 100) }()
-				expectLines(t, r, senders, 100)
-				if err := r.Close(); err != nil {
-					t.Fatal(err)
-				}
-				for _, s := range senders {
-					s.Close()
-				}
-			}()
-			checkLeaks(t, fds, goroutines)
-		})
+				checkLeaks(t, fds, goroutines)
+			})
+		}
 	}
+}
+
+// openTwice receives 2000 packets per line on r, closes it, reopens with
+// reopen and receives 100 more per line.
+func openTwice(r Receiver, reopen func() (Receiver, error), senders []*mcast.Sender) error {
+	defer func() { r.Close() }()
+	backend := r.Backend()
+	sendc := make(chan error, 1)
+	go func() { time.Sleep(20 * time.Millisecond); sendc <- send(senders, 2000) }()
+	if err := receiveLines(r, senders, 2000); err != nil {
+		return fmt.Errorf("%s: %w", backend, err)
+	}
+	if err := <-sendc; err != nil {
+		return err
+	}
+	st := r.Stats()
+	if st.Packets[0] != 2000 || st.Packets[1] != 2000 || st.Dropped != 0 {
+		return fmt.Errorf("%s: stats %+v, want 2000 packets per line and no drops", backend, st)
+	}
+	if err := r.Close(); err != nil {
+		return err
+	}
+	if _, err := r.Receive(make([]Packet, 4)); !errors.Is(err, ErrClosed) {
+		return fmt.Errorf("%s: Receive after Close: %v, want ErrClosed", backend, err)
+	}
+	if err := r.Close(); err != nil {
+		return fmt.Errorf("%s: second Close: %w", backend, err)
+	}
+	// Reopen on the same queue and ports.
+	r2, err := reopen()
+	if err != nil {
+		return fmt.Errorf("%s: reopen: %w", backend, err)
+	}
+	r = r2
+	go func() { time.Sleep(20 * time.Millisecond); sendc <- send(senders, 100) }()
+	if err := receiveLines(r, senders, 100); err != nil {
+		return fmt.Errorf("%s after reopen: %w", backend, err)
+	}
+	if err := <-sendc; err != nil {
+		return err
+	}
+	return r.Close()
+}
+
+// onLockedThread runs fn on a goroutine locked to an OS thread inside
+// namespace ns, the way a feed handler's receive loop runs.
+func onLockedThread(ns string, fn func() error) error {
+	return netlab.Do(ns, fn)
 }
 
 // checkLeaks fails when fds or goroutines outlive the test (bounded wait
@@ -309,7 +380,7 @@ func TestAutoFallback(t *testing.T) {
 			}
 			// The chosen backend receives.
 			senders := labSenders(t, lab, labLines(lab), 10000)
-			go func() { time.Sleep(20 * time.Millisecond); sendLines(t, senders, 50) }()
+			sendAfter(t, senders, 50)
 			expectLines(t, r, senders, 50)
 		})
 	}

@@ -88,6 +88,13 @@ type Config struct {
 	RecvBuffer     int           // SO_RCVBUF(FORCE) bytes for sockets (default 8 MiB)
 	PollTimeout    time.Duration // how long Receive blocks with no traffic (default 100ms)
 
+	// LockedThread promises that Open, Receive, Release and Close are all
+	// called from one goroutine locked to its OS thread
+	// (runtime.LockOSThread), in the receiving namespace. io_uring then
+	// uses SINGLE_ISSUER|DEFER_TASKRUN: completions are produced in batches
+	// when Receive waits, instead of one thread wakeup per datagram.
+	LockedThread bool
+
 	Log zerolog.Logger
 }
 

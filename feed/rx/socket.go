@@ -25,13 +25,14 @@ type socketRx struct {
 	batch  int
 	next   int // socket to read first (round robin between lines)
 
-	pfds  []unix.PollFd
-	ts    unix.Timespec
-	msgs  []unix.Mmsghdr
-	iovs  []unix.Iovec
-	names []unix.RawSockaddrInet4
-	ctrl  []byte
-	slab  []byte
+	pfds    []unix.PollFd
+	timeout unix.Timespec
+	ts      unix.Timespec // ppoll writes the time left back into it
+	msgs    []unix.Mmsghdr
+	iovs    []unix.Iovec
+	names   []unix.RawSockaddrInet4
+	ctrl    []byte
+	slab    []byte
 
 	counters
 	bc batchCounts
@@ -43,15 +44,15 @@ func openSocket(cfg Config) (Receiver, error) {
 		return nil, fmt.Errorf("open socket backend: %w", err)
 	}
 	s := &socketRx{
-		socks: socks,
-		batch: cfg.BatchSize,
-		pfds:  make([]unix.PollFd, len(socks)),
-		ts:    unix.NsecToTimespec(int64(cfg.PollTimeout)),
-		msgs:  make([]unix.Mmsghdr, cfg.BatchSize),
-		iovs:  make([]unix.Iovec, cfg.BatchSize),
-		names: make([]unix.RawSockaddrInet4, cfg.BatchSize),
-		ctrl:  make([]byte, cfg.BatchSize*controlLen),
-		slab:  make([]byte, cfg.BatchSize*slotSize),
+		socks:   socks,
+		batch:   cfg.BatchSize,
+		pfds:    make([]unix.PollFd, len(socks)),
+		timeout: unix.NsecToTimespec(int64(cfg.PollTimeout)),
+		msgs:    make([]unix.Mmsghdr, cfg.BatchSize),
+		iovs:    make([]unix.Iovec, cfg.BatchSize),
+		names:   make([]unix.RawSockaddrInet4, cfg.BatchSize),
+		ctrl:    make([]byte, cfg.BatchSize*controlLen),
+		slab:    make([]byte, cfg.BatchSize*slotSize),
 	}
 	for i := range socks {
 		s.pfds[i] = unix.PollFd{Fd: int32(socks[i].fd), Events: unix.POLLIN}
@@ -91,6 +92,7 @@ func (s *socketRx) Receive(pkts []Packet) (int, error) {
 	for i := range s.pfds {
 		s.pfds[i].Revents = 0
 	}
+	s.ts = s.timeout
 	ready, err := unix.Ppoll(s.pfds, &s.ts, nil)
 	if err != nil {
 		if errors.Is(err, unix.EINTR) {

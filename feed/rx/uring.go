@@ -18,11 +18,14 @@ import (
 // messages (kernel timestamp, drop counter) and the payload; the packet is a
 // view into it until Release gives the buffer id back to the buffer ring.
 //
-// The ring is set up without SINGLE_ISSUER/DEFER_TASKRUN or COOP_TASKRUN:
-// Receive may be called from any goroutine, hence from any OS thread, and
-// those flags make completions depend on the thread that submitted (see the
-// uring package doc). Callers that want the lowest latency lock the
-// receiving goroutine to its thread.
+// Setup flags: by default none of SINGLE_ISSUER/DEFER_TASKRUN or
+// COOP_TASKRUN, because Receive may be called from any goroutine, hence from
+// any OS thread, and those flags make completions depend on the thread that
+// submitted (see the uring package doc): the kernel wakes the submitting
+// thread once per datagram to finish it. With Config.LockedThread the caller
+// guarantees a single thread, and the ring uses SINGLE_ISSUER|DEFER_TASKRUN:
+// datagrams are copied into buffers in batches when Receive enters the
+// kernel to wait, and the thread is woken once per wait.
 type uringRx struct {
 	mu     sync.Mutex
 	closed atomic.Bool
@@ -35,6 +38,7 @@ type uringRx struct {
 
 	batch   int
 	timeout time.Duration
+	mode    string
 	held    int // buffers handed to the caller, not yet released
 	cqes    []uring.CQE
 
@@ -47,6 +51,7 @@ type uringRx struct {
 const (
 	uringBufGroup    = 1
 	uringCancelTag   = 1 << 32
+	uringProbeTag    = 1 << 33
 	defaultUringBufs = 4096
 )
 
@@ -65,7 +70,17 @@ func openUring(cfg Config) (r Receiver, err error) {
 			err = fmt.Errorf("open uring backend: %w", err)
 		}
 	}()
-	u.ring, err = uring.Setup(uring.Params{Entries: 64, CQEntries: uint32(2 * bufs)})
+	params := uring.Params{Entries: 64, CQEntries: uint32(2 * bufs)}
+	if cfg.LockedThread {
+		params.Flags = uring.SetupSingleIssuer | uring.SetupDeferTaskrun
+		u.mode = ", defer taskrun"
+	}
+	u.ring, err = uring.Setup(params)
+	if errors.Is(err, unix.EINVAL) && cfg.LockedThread {
+		// DEFER_TASKRUN needs Linux 6.1; run without it.
+		params.Flags, u.mode = 0, ""
+		u.ring, err = uring.Setup(params)
+	}
 	if err != nil {
 		return nil, notSupported(err)
 	}
@@ -96,14 +111,12 @@ func openUring(cfg Config) (r Receiver, err error) {
 		u.hdrs.Hdrs[i].Namelen = nameLen
 		u.hdrs.Hdrs[i].SetControllen(controlLen)
 	}
-	if err := u.arm(); err != nil {
+	if err := u.probeMultishot(); err != nil {
 		return nil, err
 	}
-	// A kernel without multishot RECVMSG (before 6.0) rejects the request at
-	// submission: its completion is already posted.
-	if c := u.ring.PeekCQE(); c != nil && c.Res == -int32(unix.EINVAL) && !c.More() {
-		return nil, fmt.Errorf("multishot recvmsg rejected (EINVAL; needs Linux 6.0+): %w", ErrNotSupported)
-	}
+	// The line requests are armed by the first Receive, so that they
+	// belong to the receiving thread: the kernel finishes each datagram on
+	// the thread that submitted its request.
 	return u, nil
 }
 
@@ -112,6 +125,42 @@ func notSupported(err error) error {
 		return fmt.Errorf("%w: %w", ErrNotSupported, err)
 	}
 	return err
+}
+
+// probeMultishot arms a multishot RECVMSG on a scratch socket: a kernel
+// without it (before 6.0) rejects the request at submission with EINVAL.
+// The request is then cancelled and its completions drained.
+func (u *uringRx) probeMultishot() error {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("probe multishot recvmsg: socket: %w", err)
+	}
+	defer unix.Close(fd)
+	u.ring.GetSQE().PrepRecvmsgMultishot(fd, &u.hdrs.Hdrs[0], 0, uringBufGroup, uringProbeTag)
+	if _, err := u.ring.Submit(); err != nil {
+		return fmt.Errorf("probe multishot recvmsg: %w", err)
+	}
+	if c := u.ring.PeekCQE(); c != nil && c.UserData == uringProbeTag && !c.More() {
+		if c.Res == -int32(unix.EINVAL) {
+			return fmt.Errorf("multishot recvmsg rejected (EINVAL; needs Linux 6.0+): %w", ErrNotSupported)
+		}
+		return fmt.Errorf("probe multishot recvmsg: %w", unix.Errno(-c.Res))
+	}
+	u.ring.GetSQE().PrepCancelFd(fd, uringCancelTag)
+	deadline := time.Now().Add(time.Second)
+	for ended := false; !ended; {
+		if time.Now().After(deadline) {
+			return errors.New("probe multishot recvmsg: cancel did not complete")
+		}
+		if _, err := u.ring.Wait(1, 10*time.Millisecond); err != nil {
+			return fmt.Errorf("probe multishot recvmsg: %w", err)
+		}
+		for c := u.ring.PeekCQE(); c != nil; c = u.ring.PeekCQE() {
+			ended = ended || c.UserData == uringProbeTag && !c.More()
+			u.ring.CQAdvance(1)
+		}
+	}
+	return nil
 }
 
 // arm submits a multishot RECVMSG for every line that has none running.
@@ -138,7 +187,7 @@ func (u *uringRx) arm() error {
 	return nil
 }
 
-func (u *uringRx) Backend() string { return BackendUring + " (multishot recvmsg)" }
+func (u *uringRx) Backend() string { return BackendUring + " (multishot recvmsg" + u.mode + ")" }
 
 func (u *uringRx) Stats() Stats {
 	s := u.counters.stats()

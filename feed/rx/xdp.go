@@ -59,7 +59,8 @@ type xdpQueue struct {
 }
 
 type xdpRx struct {
-	mu     sync.Mutex // serializes Receive, Release and Close
+	mu     sync.Mutex   // serializes Receive, Release and Close
+	life   sync.RWMutex // Stats reads the kernel objects under R; Close tears them down under W
 	closed atomic.Bool
 
 	ifaces []*xdpIface
@@ -143,6 +144,11 @@ func newXDPRx(cfg Config) (_ *xdpRx, err error) {
 		}
 		if lc.Source.IsValid() && !lc.Source.Is4() {
 			return nil, fmt.Errorf("line %s: source %v is not IPv4", Line(i), lc.Source)
+		}
+		for _, l := range r.lines {
+			if l.dst == netip.AddrPortFrom(lc.Group, lc.Port) && cfg.Lines[l.line].Interface == lc.Interface {
+				return nil, fmt.Errorf("lines %s and %s both use %v:%d on %s", l.line, Line(i), lc.Group, lc.Port, lc.Interface)
+			}
 		}
 		if _, ok := byIface[lc.Interface]; !ok {
 			names = append(names, lc.Interface)
@@ -491,8 +497,8 @@ func (r *xdpRx) Stats() Stats {
 	s.Malformed = r.malformed.Load()
 	s.Unmatched = r.unmatched.Load()
 	s.Extra = map[string]uint64{"parse_malformed": s.Malformed}
-	r.mu.Lock()
-	defer r.mu.Unlock()
+	r.life.RLock()
+	defer r.life.RUnlock()
 	if r.closed.Load() {
 		return s
 	}
@@ -533,6 +539,8 @@ func (r *xdpRx) Close() error {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.life.Lock()
+	defer r.life.Unlock()
 	if err := r.teardown(); err != nil {
 		return fmt.Errorf("close xdp backend: %w", err)
 	}

@@ -243,7 +243,17 @@ func TestXDPOpenErrors(t *testing.T) {
 		{"bad zero-copy mode", Config{ZeroCopy: "maybe"}},
 		{"bad xdp mode", Config{XDPMode: "offload"}},
 		{"queue beyond the device", Config{Queues: []int{1}}},
+		{"two lines on one group and port", Config{Lines: []LineConfig{
+			{Interface: lab.DstIf, Group: xdpTestGroup, Port: xdpTestPort},
+			{Interface: lab.DstIf, Group: xdpTestGroup, Port: xdpTestPort},
+		}}},
 	}
+	fds := xdpCountFDs(t)
+	defer func() {
+		if now := xdpCountFDs(t); now != fds {
+			t.Errorf("failed opens left %d fds open", now-fds)
+		}
+	}()
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			if tc.cfg.Lines == nil {

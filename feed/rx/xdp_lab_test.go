@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -364,5 +365,43 @@ func TestXDPReceiveAllocs(t *testing.T) {
 	}
 	if want := (runs + 1) * batch; got != want {
 		t.Errorf("received %d datagrams in %d batches of %d, want %d", got, runs+1, batch, want)
+	}
+}
+
+// TestXDPBusyPoll receives with busy polling instead of poll(2), reading
+// Stats concurrently.
+func TestXDPBusyPoll(t *testing.T) {
+	lab := xdpNewLab(t, netlab.Options{})
+	r := xdpOpen(t, lab, Config{PollTimeout: 20 * time.Millisecond, BusyPoll: true})
+	defer r.Close()
+	if !strings.Contains(r.Backend(), "busy poll") {
+		t.Errorf("backend %q does not say busy poll", r.Backend())
+	}
+	stop := make(chan struct{})
+	statsDone := make(chan struct{})
+	go func() {
+		defer close(statsDone)
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(time.Millisecond):
+				r.Stats()
+			}
+		}
+	}()
+	snd := xdpNewSender(t, lab, lab.Src, netip.AddrPortFrom(xdpTestGroup, xdpTestPort))
+	const n = 500
+	errc := snd.sendPaced(n, xdpPayload)
+	got := xdpCollect(t, r, n)
+	close(stop)
+	<-statsDone
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	for i, p := range got {
+		if !bytes.Equal(p.Data, xdpPayload(i)) {
+			t.Fatalf("datagram %d differs", i)
+		}
 	}
 }

@@ -27,7 +27,9 @@
 //	... use v[:k] ...
 //	r.Release(k)        // hand them back to the producer
 //
-// A consumer that has nothing else to do waits with PeekWait, which spins,
+// A producer that must not drop (the receive goroutine: a lost message is a
+// broken book) waits for room with ReserveWait; a consumer that has nothing
+// else to do waits with PeekWait, which spins,
 // then yields the processor (runtime.Gosched), then sleeps for growing but
 // bounded periods (see Backoff). After the producer calls Close, PeekWait
 // keeps returning what is left; an empty view with Closed() == true means the

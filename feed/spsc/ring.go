@@ -125,6 +125,15 @@ func (r *Ring[T]) Reserve(n int) []T {
 	if n <= 0 {
 		return nil
 	}
+	w := r.reserve(n)
+	if len(w) == 0 {
+		r.full.Store(r.full.Load() + 1)
+	}
+	return w
+}
+
+// reserve is Reserve without counting full events; n > 0.
+func (r *Ring[T]) reserve(n int) []T {
 	t := r.tail.Load()
 	size := uint64(len(r.buf))
 	free := size - (t - r.headCache)
@@ -132,13 +141,60 @@ func (r *Ring[T]) Reserve(n int) []T {
 		r.headCache = r.head.Load()
 		free = size - (t - r.headCache)
 		if free == 0 {
-			r.full.Store(r.full.Load() + 1)
 			return nil
 		}
 	}
 	i := t & r.mask
 	end := min(i+free, size, i+uint64(n))
 	return r.buf[i:end:end]
+}
+
+// ReserveWait is Reserve that waits, with the ring's Backoff, until at
+// least one slot is free, the ring is closed, or timeout has passed
+// (timeout <= 0 waits without limit). A wait counts as one full event
+// however long it lasts. It returns an empty view on timeout or when the
+// ring is closed; that is how another goroutine's Close stops a blocked
+// producer.
+func (r *Ring[T]) ReserveWait(n int, timeout time.Duration) []T {
+	if n <= 0 {
+		return nil
+	}
+	if w := r.reserve(n); len(w) > 0 {
+		return w
+	}
+	r.full.Store(r.full.Load() + 1)
+	var deadline time.Time
+	if timeout > 0 {
+		deadline = time.Now().Add(timeout)
+	}
+	b := r.backoff
+	sleep := b.MinSleep
+	for i := 0; ; i++ {
+		if r.closed.Load() {
+			return nil
+		}
+		switch {
+		case i < b.Spins:
+		case i < b.Spins+b.Yields:
+			runtime.Gosched()
+		default:
+			if timeout > 0 {
+				left := time.Until(deadline)
+				if left <= 0 {
+					return nil
+				}
+				sleep = min(sleep, left)
+			}
+			time.Sleep(sleep)
+			sleep = min(sleep*2, b.MaxSleep)
+		}
+		if w := r.reserve(n); len(w) > 0 {
+			return w
+		}
+		if timeout > 0 && i >= b.Spins && (i-b.Spins)%16 == 0 && time.Now().After(deadline) {
+			return nil
+		}
+	}
 }
 
 // Commit publishes the first n slots of the last Reserve. n must not exceed
@@ -150,8 +206,10 @@ func (r *Ring[T]) Commit(n int) {
 	r.tail.Store(r.tail.Load() + uint64(n))
 }
 
-// Close marks the ring closed: the producer will push no more. Elements
-// already committed stay readable.
+// Close marks the ring closed. Normally the producer calls it after its
+// last Commit; elements committed before Close stay readable and PeekWait
+// returns them before reporting the ring drained. Any goroutine may call it
+// to stop a producer blocked in ReserveWait or a consumer in PeekWait.
 func (r *Ring[T]) Close() { r.closed.Store(true) }
 
 // Closed reports whether Close was called.

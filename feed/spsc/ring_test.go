@@ -146,3 +146,36 @@ func TestZeroAllocs(t *testing.T) {
 		t.Fatalf("allocs per push/pop round = %v, want 0", allocs)
 	}
 }
+
+func TestReserveWait(t *testing.T) {
+	r, _ := New[int](2)
+	r.SetBackoff(Backoff{Spins: 1, Yields: 1, MinSleep: time.Microsecond, MaxSleep: 10 * time.Microsecond})
+	w := r.ReserveWait(4, 0)
+	if len(w) != 2 {
+		t.Fatalf("ReserveWait on empty ring = %d slots", len(w))
+	}
+	r.Commit(2)
+	if w := r.ReserveWait(1, time.Millisecond); len(w) != 0 {
+		t.Fatal("ReserveWait on full ring returned slots")
+	}
+	if st := r.Stats(); st.Full != 1 {
+		t.Fatalf("one timed-out wait counted %d full events", st.Full)
+	}
+	done := make(chan int)
+	go func() {
+		w := r.ReserveWait(1, 0) // blocks until the consumer releases
+		r.Commit(len(w))
+		done <- len(w)
+	}()
+	if v, ok := r.TryPop(); !ok || v != 0 {
+		t.Fatalf("pop = %d, %v", v, ok)
+	}
+	if n := <-done; n != 1 {
+		t.Fatalf("ReserveWait after release = %d slots", n)
+	}
+	go func() { done <- len(r.ReserveWait(1, 0)) }() // full again: only Close ends the wait
+	r.Close()
+	if n := <-done; n != 0 {
+		t.Fatalf("ReserveWait after Close = %d slots", n)
+	}
+}

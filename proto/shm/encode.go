@@ -71,6 +71,19 @@ func maxSnapshotSize(depth int) uint64 {
 // file identifier, vtable, the table's soffset, locate, the symbol and the
 // offset to it.
 func writePrefix(b []byte, locate uint16, sym []byte) {
+	writeHead(b)
+	le := binary.LittleEndian
+	le.PutUint32(b[tableAt+fSymbol:], symbolAt-(tableAt+fSymbol))
+	le.PutUint16(b[tableAt+fLocate:], locate)
+	clear(b[tableAt+fSystemEvent+1 : symbolAt])
+	le.PutUint32(b[symbolAt:], uint32(len(sym)))
+	n := copy(b[symbolAt+4:], sym)
+	clear(b[symbolAt+4+n : bidsAt(len(sym))])
+}
+
+// writeHead writes the root offset, file identifier, vtable and the table's
+// soffset: the first tableAt+4 bytes, the same in every slot.
+func writeHead(b []byte) {
 	le := binary.LittleEndian
 	le.PutUint32(b[0:], tableAt)
 	copy(b[4:8], FileIdentifier[:])
@@ -81,12 +94,6 @@ func writePrefix(b []byte, locate uint16, sym []byte) {
 	}
 	clear(b[vtableAt+vtableLen : tableAt])
 	le.PutUint32(b[tableAt:], tableAt-vtableAt) // vtable = table - soffset
-	le.PutUint32(b[tableAt+fSymbol:], symbolAt-(tableAt+fSymbol))
-	le.PutUint16(b[tableAt+fLocate:], locate)
-	clear(b[tableAt+fSystemEvent+1 : symbolAt])
-	le.PutUint32(b[symbolAt:], uint32(len(sym)))
-	n := copy(b[symbolAt+4:], sym)
-	clear(b[symbolAt+4+n : bidsAt(len(sym))])
 }
 
 // writeSnapshot writes the changing part of s into b, whose prefix
@@ -133,4 +140,42 @@ func putLevels(b []byte, off int, levels []Level) int {
 		le.PutUint64(e[8:], l.Shares)
 	}
 	return off + 4 + len(levels)*levelSize
+}
+
+// prefixTemplate is the vtable every slot FlatBuffer carries.
+var prefixTemplate = func() (b [tableAt + 4]byte) {
+	writeHead(b[:])
+	return b
+}()
+
+// validSnapshot reports whether b is a FlatBuffer this layout version
+// writes, with at most depth levels per side: everything the generated
+// accessors will touch lies inside b. Read checks it so that a corrupt or
+// foreign file cannot make a reader panic.
+func validSnapshot(b []byte, depth int) bool {
+	le := binary.LittleEndian
+	if len(b) < symbolAt+4 || [tableAt + 4]byte(b[:tableAt+4]) != prefixTemplate {
+		return false
+	}
+	if le.Uint32(b[tableAt+fSymbol:]) != symbolAt-(tableAt+fSymbol) {
+		return false
+	}
+	symLen := int(le.Uint32(b[symbolAt:]))
+	if symLen > 8 {
+		return false
+	}
+	bids := bidsAt(symLen)
+	if le.Uint32(b[tableAt+fBids:]) != uint32(bids-(tableAt+fBids)) || bids+4 > len(b) {
+		return false
+	}
+	nb := int(le.Uint32(b[bids:]))
+	if nb > depth {
+		return false
+	}
+	asks := bids + 4 + nb*levelSize + 4
+	if le.Uint32(b[tableAt+fAsks:]) != uint32(asks-(tableAt+fAsks)) || asks+4 > len(b) {
+		return false
+	}
+	na := int(le.Uint32(b[asks:]))
+	return na <= depth && asks+4+na*levelSize <= len(b)
 }

@@ -23,7 +23,9 @@ type Follower struct {
 }
 
 // Follow returns a follower positioned at the journal's head: it reports
-// publications from now on.
+// publications from now on. To start from a complete picture, call Follow
+// first, then Read every instrument, then poll: an update published in
+// between shows up in both, never in neither.
 func (r *Reader) Follow() *Follower {
 	return &Follower{r: r, next: r.m.head()}
 }

@@ -25,6 +25,9 @@ const Dir = "/dev/shm"
 // MaxLocates is the number of distinct ITCH stock locates (uint16).
 const MaxLocates = 1 << 16
 
+// maxDepth bounds Config.Depth.
+const maxDepth = 4096
+
 const (
 	cacheLine   = 64
 	pageSize    = 4096
@@ -210,6 +213,14 @@ func (m *mapping) readHeader(size int64) (layout, error) {
 	l.slots = *m.u64(offSlots)
 	l.fileSize = *m.u64(offFileSize)
 	l.maxSnapshot = uint64(*m.u32(offMaxSnapshot))
+	switch {
+	case l.capacity == 0 || l.capacity > MaxLocates,
+		l.depth <= 0 || l.depth > maxDepth,
+		l.journalLen > 1<<30,
+		l.slotSize > 1<<20 || l.maxSnapshot < maxSnapshotSize(l.depth),
+		l.index > l.fileSize || l.directory > l.fileSize || l.journal > l.fileSize || l.slots > l.fileSize:
+		return l, ErrFormat
+	}
 	switch {
 	case *m.u32(offHeaderSize) != headerSize,
 		l.fileSize != uint64(size) || l.fileSize > uint64(len(m.mem)),

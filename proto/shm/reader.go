@@ -12,7 +12,6 @@ import (
 	"syscall"
 	"time"
 
-	flatbuffers "github.com/google/flatbuffers/go"
 	"golang.org/x/sys/unix"
 
 	"github.com/marketfeed/feedhandler/proto/bookfb"
@@ -263,16 +262,15 @@ func (r *Reader) Read(locate uint16, buf []byte) (View, error) {
 		}
 		if s1&1 == 0 {
 			n := uint64(atomic.LoadUint32(lenp))
-			if n >= 8 && n <= r.l.maxSnapshot {
+			if n <= r.l.maxSnapshot {
 				copy(buf[:n], data[:n])
 				loadFence()
 				if atomic.LoadUint64(seq) == s1 {
-					root := flatbuffers.GetUOffsetT(buf)
-					if uint64(root) >= n {
-						return View{}, fmt.Errorf("read shm locate %d: root offset %d of %d: %w", locate, root, n, ErrFormat)
+					if !validSnapshot(buf[:n], r.l.depth) {
+						return View{}, fmt.Errorf("read shm locate %d: %w", locate, ErrFormat)
 					}
 					var v View
-					v.Init(buf[:n], root)
+					v.Init(buf[:n], tableAt)
 					v.Version = s1 / 2
 					return v, nil
 				}
@@ -285,14 +283,14 @@ func (r *Reader) Read(locate uint16, buf []byte) (View, error) {
 		if spin%1024 != 0 {
 			continue
 		}
+		// Slow path, every 1024 attempts: a writer that died or closed
+		// while holding the slot will never release it.
+		if err := r.Check(); err != nil && !errors.Is(err, ErrRestarted) {
+			return View{}, fmt.Errorf("read shm locate %d: %w", locate, err)
+		}
 		if start.IsZero() {
 			start = time.Now()
-			continue
-		}
-		if time.Since(start) > busyTimeout {
-			if err := r.Check(); err != nil {
-				return View{}, fmt.Errorf("read shm locate %d: %w", locate, err)
-			}
+		} else if time.Since(start) > busyTimeout {
 			return View{}, fmt.Errorf("read shm locate %d: %w", locate, ErrBusy)
 		}
 	}

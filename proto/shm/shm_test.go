@@ -226,6 +226,16 @@ func TestStaleHeartbeat(t *testing.T) {
 	if _, err := f.Wait(make([]Update, 1), time.Minute, WaitOptions{CheckEvery: time.Nanosecond}); !errors.Is(err, ErrWriterDead) {
 		t.Fatalf("wait on a stale writer: %v, want ErrWriterDead", err)
 	}
+	// A writer that died inside Publish leaves its slot odd forever: Read
+	// reports the dead writer instead of spinning.
+	w.Register(1, "A")
+	s := newSnapshot(1)
+	fillSnapshot(s, 1, 1, 1)
+	w.Publish(s)
+	*w.m.slotSeq(&w.l, 0) |= 1
+	if _, err := r.Read(1, make([]byte, r.Info().MaxSnapshot)); !errors.Is(err, ErrWriterDead) {
+		t.Fatalf("read a slot a dead writer held: %v, want ErrWriterDead", err)
+	}
 }
 
 func TestClose(t *testing.T) {
@@ -442,5 +452,13 @@ func TestAllocs(t *testing.T) {
 		}
 	}); a != 0 {
 		t.Errorf("Publish+Poll: %v allocs, want 0", a)
+	}
+}
+
+func TestTradingState(t *testing.T) {
+	for c, want := range map[byte]string{'H': "Halted", 'P': "Paused", 'Q': "QuotationOnly", 'T': "Trading", 'X': "Unknown", 0: "Unknown"} {
+		if got := TradingState(c).String(); got != want {
+			t.Errorf("TradingState(%q) = %s, want %s", c, got, want)
+		}
 	}
 }

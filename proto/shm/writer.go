@@ -50,6 +50,22 @@ type Snapshot struct {
 	Messages        uint64
 }
 
+// TradingState converts the ITCH Stock Trading Action state ('H', 'P', 'Q',
+// 'T') into the schema's enum; anything else is TradingStateUnknown.
+func TradingState(itch byte) bookfb.TradingState {
+	switch itch {
+	case 'H':
+		return bookfb.TradingStateHalted
+	case 'P':
+		return bookfb.TradingStatePaused
+	case 'Q':
+		return bookfb.TradingStateQuotationOnly
+	case 'T':
+		return bookfb.TradingStateTrading
+	}
+	return bookfb.TradingStateUnknown
+}
+
 // Config describes a feed file to create.
 type Config struct {
 	// Name is the feed: a bare name is a file under /dev/shm, a name with a
@@ -94,8 +110,8 @@ func Create(cfg Config) (*Writer, error) {
 	if cfg.Instruments <= 0 || cfg.Instruments > MaxLocates {
 		return nil, fmt.Errorf("create shm %s: instruments %d out of range 1..%d", path, cfg.Instruments, MaxLocates)
 	}
-	if cfg.Depth <= 0 || cfg.Depth > 4096 {
-		return nil, fmt.Errorf("create shm %s: depth %d out of range 1..4096", path, cfg.Depth)
+	if cfg.Depth <= 0 || cfg.Depth > maxDepth {
+		return nil, fmt.Errorf("create shm %s: depth %d out of range 1..%d", path, cfg.Depth, maxDepth)
 	}
 	if cfg.JournalLen == 0 {
 		cfg.JournalLen = 1 << 16

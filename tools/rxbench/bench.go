@@ -163,12 +163,13 @@ type rxResult struct {
 // measure runs one backend once.
 func measure(o options, lab *netlab.Lab, napi []int, backend string) (sample, error) {
 	cfg := rx.Config{
-		Lines:       []rx.LineConfig{{Name: "A", Interface: lab.DstIf, Group: group, Port: port}},
-		Backend:     backend,
-		BatchSize:   o.batch,
-		BusyPoll:    o.busyPoll,
-		PollTimeout: 50 * time.Millisecond,
-		Log:         o.log,
+		Lines:        []rx.LineConfig{{Name: "A", Interface: lab.DstIf, Group: group, Port: port}},
+		Backend:      backend,
+		BatchSize:    o.batch,
+		BusyPoll:     o.busyPoll,
+		PollTimeout:  50 * time.Millisecond,
+		LockedThread: o.locked,
+		Log:          o.log,
 	}
 	ready := make(chan error, 1)
 	done := make(chan rxResult, 1)
@@ -241,7 +242,9 @@ func receiver(o options, lab *netlab.Lab, cfg rx.Config, ready chan<- error, don
 	s.backend = r.Backend()
 	pkts := make([]rx.Packet, o.batch)
 	var first, last time.Time
+	var calls, empty uint64
 	for {
+		calls++
 		n, err := r.Receive(pkts)
 		if err != nil {
 			done <- rxResult{err: err}
@@ -257,6 +260,7 @@ func receiver(o options, lab *netlab.Lab, cfg rx.Config, ready chan<- error, don
 			r.Release(pkts[:n])
 			continue
 		}
+		empty++
 		// Idle: stop once the sender finished and the queues are drained.
 		if senderDone.Load() && (last.IsZero() || time.Since(last) > 300*time.Millisecond) {
 			break
@@ -271,7 +275,7 @@ func receiver(o options, lab *netlab.Lab, cfg rx.Config, ready chan<- error, don
 	s.rxSeconds = last.Sub(first).Seconds()
 	st := r.Stats()
 	s.rxDrops = st.Dropped
-	o.log.Debug().Interface("stats", st).Msg("receiver stats")
+	o.log.Debug().Interface("stats", st).Uint64("receive_calls", calls).Uint64("empty", empty).Msg("receiver stats")
 	done <- rxResult{s: s}
 }
 

@@ -35,6 +35,7 @@ func main() {
 	flag.IntVar(&o.rxCPU, "rx-cpu", 1, "CPU for the receiving thread and the NAPI kthread")
 	flag.IntVar(&o.txCPU, "tx-cpu", 0, "CPU for the sending thread")
 	flag.BoolVar(&o.busyPoll, "busy-poll", false, "set the busy-poll socket options")
+	flag.BoolVar(&o.locked, "locked", true, "rx.Config.LockedThread (io_uring: SINGLE_ISSUER|DEFER_TASKRUN)")
 	verbose := flag.Bool("v", false, "log each run")
 	flag.Parse()
 	var logw io.Writer = io.Discard
@@ -60,6 +61,7 @@ type options struct {
 	rxCPU    int
 	txCPU    int
 	busyPoll bool
+	locked   bool
 	log      zerolog.Logger
 }
 

@@ -91,10 +91,18 @@ const (
 	preMarketFrom = 4*Hour + 1e9       // order flow starts after the directory
 )
 
+// Imbalance (NOII) windows before the opening and closing crosses.
+var (
+	noiiOpen  = [2]uint64{MarketOpen - 5*60e9, MarketOpen}
+	noiiClose = [2]uint64{MarketClose - 10*60e9, MarketClose}
+)
+
 // Mix is the order-flow message mix in parts per 100,000 flow messages,
 // after the real day 10302019 (A 43.3%, D 41.9%, U 8.7%, E 2.5%, I 1.3%,
-// X 1.2%, P 0.5%, F 0.5%, C 0.1%). The remaining types are scheduled
-// events (system events, directory, halts, crosses, ...).
+// X 1.2%, P 0.5%, F 0.5%, C 0.1%). The 'I' messages all fall in the
+// imbalance windows (09:25-09:30 and 15:50-16:00), where they make up the
+// matching share of the flow. The remaining types are scheduled events
+// (system events, directory, halts, crosses, ...).
 var Mix = [...]struct {
 	Type   byte
 	Weight int

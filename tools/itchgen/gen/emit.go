@@ -109,7 +109,14 @@ func (g *Generator) moveFair(s *symbol) {
 }
 
 func (g *Generator) flow() {
-	switch g.mix[g.rnd.next()>>(64-12)] {
+	r := g.rnd.next()
+	if ts := g.lastTS; (ts >= noiiOpen[0] && ts < noiiOpen[1]) || (ts >= noiiClose[0] && ts < noiiClose[1]) {
+		if r&(1<<32-1) < g.noii {
+			g.imbalance(g.pickSymbol())
+			return
+		}
+	}
+	switch g.mix[r>>(64-12)] {
 	case 'A':
 		g.addOrder(false)
 	case 'F':
@@ -149,8 +156,6 @@ func (g *Generator) flow() {
 		g.execute(true)
 	case 'P':
 		g.trade()
-	case 'I':
-		g.noii(g.pickSymbol())
 	}
 }
 
@@ -286,7 +291,7 @@ func (g *Generator) trade() {
 	g.msg = f.Append(g.msg[:0])
 }
 
-func (g *Generator) noii(si int32) {
+func (g *Generator) imbalance(si int32) {
 	s := &g.syms[si]
 	r := g.rnd.next()
 	ref := s.price(midLevel(s))

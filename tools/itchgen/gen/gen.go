@@ -45,7 +45,8 @@ type Generator struct {
 
 	syms     []symbol
 	symTable []int32 // quantized activity distribution: uniform index -> symbol
-	mix      [1 << 12]byte
+	mix      [1 << 12]byte // flow types without 'I', by weight
+	noii     uint64        // probability (of 2^32) that a flow message in an imbalance window is an 'I'
 	bk       book
 
 	sched []event
@@ -172,10 +173,15 @@ func (g *Generator) makeSymbols() {
 func (g *Generator) makeMix() {
 	total := 0
 	for _, m := range Mix {
-		total += m.Weight
+		if m.Type != 'I' {
+			total += m.Weight
+		}
 	}
 	j, acc := 0, 0
 	for _, m := range Mix {
+		if m.Type == 'I' {
+			continue
+		}
 		acc += m.Weight
 		for j < len(g.mix) && (j*total+total/2)/len(g.mix) < acc {
 			g.mix[j] = m.Type
@@ -245,7 +251,7 @@ func (g *Generator) makeSchedule() {
 	add(11*Hour, 'O', 0, g.dlcr)
 	add(11*Hour+60e9, 'O', 0, g.dlcr)
 	add(11*Hour+30*60e9, 'K', 'A', g.ipo)
-	for k := max(1, int(n)/300); k > 0; k-- {
+	for k := max(3, int(n)/300); k > 0; k-- {
 		add(MarketOpen+Hour+uint64(r.intn(int(5*Hour))), 'B', 0, -1)
 	}
 	add(14*Hour+uint64(r.intn(int(Hour))), 'W', '1', -1)
@@ -275,6 +281,20 @@ func (g *Generator) makePhases() {
 	}{preMarketFrom, MarketOpen, 0, pre}
 	g.phase[1].from, g.phase[1].to, g.phase[1].first, g.phase[1].n = MarketOpen+uint64(len(g.syms)+1)*200+1000, MarketClose, pre, reg
 	g.phase[2].from, g.phase[2].to, g.phase[2].first, g.phase[2].n = MarketClose+uint64(len(g.syms)+1)*200+1000, EndSystem, pre+reg, post
+	// NOII messages are disseminated in the imbalance windows before the
+	// crosses: make 'I' that share of the flow there which gives its
+	// share of the day.
+	inWindow := float64(pre)*float64(noiiOpen[1]-noiiOpen[0])/float64(g.phase[0].to-g.phase[0].from) +
+		float64(reg)*float64(noiiClose[1]-noiiClose[0])/float64(g.phase[1].to-g.phase[1].from)
+	share := 0.0
+	for _, m := range Mix {
+		if m.Type == 'I' {
+			share = float64(m.Weight) / 100_000
+		}
+	}
+	if inWindow > 0 {
+		g.noii = uint64(min(0.95, share*float64(g.flowTotal)/inWindow) * (1 << 32))
+	}
 }
 
 // flowTime returns the timestamp of the k-th flow message. Messages come in

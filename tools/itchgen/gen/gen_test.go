@@ -136,6 +136,18 @@ func TestDay(t *testing.T) {
 			}
 		}
 	}
+	// Imbalance messages only before the crosses.
+	for i, m := range msgs {
+		if m.Type() != 'I' {
+			continue
+		}
+		ts, cross := m.Timestamp(), itch.NOII(m).CrossType()
+		open := ts >= gen.MarketOpen-5*60e9 && ts < gen.MarketOpen && cross == 'O'
+		closing := ts >= gen.MarketClose-10*60e9 && ts < gen.MarketClose && cross == 'C'
+		if !open && !closing {
+			t.Fatalf("message %d: NOII cross type %q at %d", i, cross, ts)
+		}
+	}
 	checkBooks(t, msgs)
 	checkActivity(t, msgs)
 }
@@ -150,7 +162,7 @@ type naiveOrder struct {
 
 type naive struct {
 	orders map[uint64]*naiveOrder
-	queues map[[2]uint32][]uint64 // (locate<<1|side, price) -> refs in time priority
+	queues map[[2]uint32][]uint64    // (locate<<1|side, price) -> refs in time priority
 	prices map[uint32]map[uint32]int // locate<<1|side -> price -> orders
 }
 

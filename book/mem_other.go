@@ -1,0 +1,5 @@
+//go:build !linux
+
+package book
+
+func adviseHuge(b []byte) {}

@@ -1,5 +1,0 @@
-package bpf
-
-import "encoding/binary"
-
-var nativeEndian = binary.NativeEndian

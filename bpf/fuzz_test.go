@@ -1,0 +1,70 @@
+package bpf
+
+import (
+	"bytes"
+	"errors"
+	"net/netip"
+	"testing"
+
+	"github.com/cilium/ebpf"
+)
+
+// FuzzParseFrame checks that ParseFrame never panics, returns a payload
+// inside the frame, and agrees with the loaded program (BPF_PROG_TEST_RUN)
+// on every frame: malformed or not, line or not.
+func FuzzParseFrame(f *testing.F) {
+	for _, tc := range frameCases() {
+		f.Add(tc.frame)
+	}
+	p, err := Load()
+	if err != nil && !errors.Is(err, ErrNotSupported) {
+		f.Fatal(err)
+	}
+	if p != nil {
+		defer p.Close()
+		if err := p.SetLine(testGroup, 26400, 0, netip.Addr{}); err != nil {
+			f.Fatal(err)
+		}
+	} else {
+		f.Logf("program not loadable here, checking ParseFrame alone: %v", err)
+	}
+	line := netip.AddrPortFrom(testGroup, 26400)
+	f.Fuzz(func(t *testing.T, frame []byte) {
+		d, class := ParseFrame(frame)
+		if class == ClassUDP {
+			if len(d.Payload) > 0 && !bytes.Contains(frame, d.Payload) {
+				t.Fatalf("payload not within the frame")
+			}
+		} else if d.Payload != nil {
+			t.Fatalf("class %v with a payload", class)
+		}
+		// The kernel's test run needs at least an Ethernet header and at
+		// most about a page.
+		if p == nil || len(frame) < 14 || len(frame) > 3000 {
+			return
+		}
+		before, err := p.Counters()
+		if err != nil {
+			t.Fatal(err)
+		}
+		ret, err := p.XDP().Run(&ebpf.RunOptions{Data: frame})
+		if err != nil {
+			t.Fatal(err)
+		}
+		after, err := p.Counters()
+		if err != nil {
+			t.Fatal(err)
+		}
+		delta := sub(after, before)
+		want := Counters{Passed: 1}
+		switch {
+		case class == ClassMalformed:
+			want = Counters{Malformed: 1}
+		case class == ClassUDP && d.Dst == line:
+			want = Counters{NoSocket: 1}
+		}
+		if ret != VerdictPass || delta != want {
+			t.Fatalf("program: verdict %d counters %+v; ParseFrame: %v to %v (want counters %+v)", ret, delta, class, d.Dst, want)
+		}
+	})
+}

@@ -1,0 +1,93 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"os/signal"
+	"time"
+
+	"github.com/marketfeed/feedhandler/tools/mcast"
+)
+
+func init() {
+	register(&command{name: "send", summary: "send a BinaryFILE, pcap or pcapng as MoldUDP64 onto multicast lines A/B (paced, with loss/dup/reorder injection)", run: runSend})
+}
+
+func runSend(args []string) error { return sendFile(args, os.Stdout) }
+
+func sendFile(args []string, out io.Writer) error {
+	fs := flag.NewFlagSet("send", flag.ContinueOnError)
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), "usage: feedhandler send -a GROUP:PORT [-b GROUP:PORT] [flags] FILE")
+		fs.PrintDefaults()
+	}
+	iface := fs.String("iface", "", "egress interface (IP_MULTICAST_IF); default: routing table")
+	lineA := fs.String("a", "", "line A destination GROUP:PORT (required)")
+	lineB := fs.String("b", "", "line B destination GROUP:PORT (optional)")
+	rate := fs.Float64("rate", 0, "packets per second (0: as fast as possible)")
+	count := fs.Int("count", 0, "stop after this many packets (0: whole file)")
+	duration := fs.Duration("duration", 0, "stop after this long (0: no limit)")
+	session := fs.String("session", "00000001", "MoldUDP64 session")
+	firstSeq := fs.Uint64("first-seq", 1, "sequence number of the first message")
+	maxPacket := fs.Int("max-packet", 0, "MoldUDP64 packet size limit in bytes, header included (0: default)")
+	eos := fs.Bool("eos", false, "finish with an end-of-session packet")
+	ttl := fs.Int("ttl", 1, "multicast TTL")
+	seed := fs.Int64("seed", 1, "seed of the loss/dup/reorder injection")
+	var inj [2]struct{ loss, dup, reorder *float64 }
+	for i, name := range []string{"a", "b"} {
+		inj[i].loss = fs.Float64("loss-"+name, 0, "probability to drop a packet on line "+name)
+		inj[i].dup = fs.Float64("dup-"+name, 0, "probability to send a packet twice on line "+name)
+		inj[i].reorder = fs.Float64("reorder-"+name, 0, "probability to send a packet after its successor on line "+name)
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 || *lineA == "" {
+		fs.Usage()
+		return errors.New("need -a and one input file")
+	}
+	var lines []mcast.Line
+	for i, dst := range []string{*lineA, *lineB} {
+		if dst == "" {
+			continue
+		}
+		ap, err := netip.ParseAddrPort(dst)
+		if err != nil {
+			return fmt.Errorf("line %c destination: %w", 'A'+i, err)
+		}
+		lines = append(lines, mcast.Line{Group: ap.Addr(), Port: ap.Port(),
+			Loss: *inj[i].loss, Dup: *inj[i].dup, Reorder: *inj[i].reorder})
+	}
+	src, err := mcast.OpenFile(fs.Arg(0), mcast.FileOptions{Session: *session, FirstSeq: *firstSeq, MaxPacket: *maxPacket, EndOfSession: *eos})
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	s, err := mcast.NewSender(mcast.Config{Interface: *iface, Lines: lines, Rate: *rate, Count: *count, Duration: *duration, TTL: *ttl, Seed: *seed})
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	log.Info().Str("file", fs.Arg(0)).Int("lines", len(lines)).Float64("rate", *rate).Msg("send: start")
+	st, err := s.Send(ctx, src.Packets())
+	if err == nil {
+		err = src.Err()
+	}
+	pps := 0.0
+	if st.Elapsed > 0 {
+		pps = float64(st.Input) / st.Elapsed.Seconds()
+	}
+	fmt.Fprintf(out, "sent %d packets (%d messages) in %v (%.0f packets/s)\n", st.Input, src.Messages, st.Elapsed.Round(time.Millisecond), pps)
+	for i, l := range st.Lines {
+		fmt.Fprintf(out, "line %c: sent %d datagrams %d bytes, dropped %d, duplicated %d, reordered %d, errors %d\n",
+			'A'+i, l.Sent, l.Bytes, l.Dropped, l.Duplicated, l.Reordered, l.Errors)
+	}
+	return err
+}

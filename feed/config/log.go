@@ -1,0 +1,27 @@
+package config
+
+import "github.com/rs/zerolog"
+
+// MarshalZerologObject logs the effective configuration, e.g.
+// log.Info().Object("config", cfg).Msg("feed config").
+func (c *Config) MarshalZerologObject(e *zerolog.Event) {
+	e.Str("file", c.File).Str("feed", c.Feed.Name).Str("protocol", c.Feed.Protocol).Str("session", c.Feed.Session)
+	for _, l := range c.Lines {
+		d := zerolog.Dict().Str("interface", l.Interface).Str("group", l.Group.String()).Uint16("port", l.Port)
+		if l.Source.IsValid() {
+			d.Str("source", l.Source.String())
+		}
+		e.Dict("line_"+l.Name, d)
+	}
+	r := c.Receive
+	e.Dict("receive", zerolog.Dict().Str("backend", r.Backend).Ints("queues", r.Queues).
+		Str("zero_copy", r.ZeroCopy).Str("xdp_mode", r.XDPMode).Bool("busy_poll", r.BusyPoll).
+		Int("busy_poll_usec", r.BusyPollUsec).Int("busy_poll_budget", r.BusyPollBudget).
+		Int("batch_size", r.BatchSize).Int("ring_size", r.RingSize).Int("recv_buffer", r.RecvBuffer).
+		Dur("poll_timeout", r.PollTimeout))
+	e.Int("receive_core", c.Cores.Receive).Ints("shard_cores", c.Cores.Shards)
+	e.Int("symbols", len(c.Symbols))
+	e.Int("depth", c.Book.Depth).Int("max_orders", c.Book.MaxOrders).Int("max_locates", c.Book.MaxLocates)
+	e.Str("shm", c.SHM.Name).Str("recovery", c.Recovery.Server).Str("metrics", c.Metrics.Listen)
+	e.Dur("stats_interval", c.StatsInterval).Str("log_level", c.Log.Level).Str("log_format", c.Log.Format)
+}

@@ -1,0 +1,36 @@
+package handler
+
+import (
+	"github.com/rs/zerolog"
+
+	"github.com/marketfeed/feedhandler/book"
+	"github.com/marketfeed/feedhandler/feed/config"
+	"github.com/marketfeed/feedhandler/feed/moldudp64"
+)
+
+// FromConfig maps a parsed feed file onto the pipeline's Config.
+func FromConfig(c *config.Config, log zerolog.Logger) Config {
+	hc := Config{
+		Receive:     c.RxConfig(log),
+		ReceiveCore: c.Cores.Receive,
+		ShardCores:  append([]int(nil), c.Cores.Shards...),
+		Symbols:     append([]string(nil), c.Symbols...),
+		Depth:       c.Book.Depth,
+		ShmName:     c.SHM.Name,
+		Log:         log,
+	}
+	if id, ok := c.Feed.SessionID(); ok {
+		hc.Session = moldudp64.Session(id)
+	}
+	bc := book.DefaultConfig()
+	if c.Book.MaxOrders > 0 {
+		bc.MaxOrders = c.Book.MaxOrders
+		bc.MaxLevels = max(bc.MaxLevels, c.Book.MaxOrders/4)
+		bc.RefTableSize = 0
+	}
+	if c.Book.MaxLocates > 0 {
+		bc.MaxLocates = min(c.Book.MaxLocates, 65535)
+	}
+	hc.Book = bc
+	return hc
+}

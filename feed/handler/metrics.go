@@ -1,0 +1,117 @@
+package handler
+
+import (
+	"strconv"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Collector exports the pipeline's counters to Prometheus. Each scrape
+// takes one Stats copy; nothing is added to the hot path.
+type Collector struct {
+	h     *Handler
+	descs map[string]*prometheus.Desc
+}
+
+// NewCollector returns a Collector for h.
+func NewCollector(h *Handler) *Collector {
+	c := &Collector{h: h, descs: map[string]*prometheus.Desc{}}
+	add := func(name, help string, labels ...string) {
+		c.descs[name] = prometheus.NewDesc("feedhandler_"+name, help, labels, nil)
+	}
+	add("line_packets_total", "MoldUDP64 packets received per line.", "line")
+	add("line_bytes_total", "UDP payload bytes received per line.", "line")
+	add("line_duplicates_total", "Packets whose messages the other line delivered first.", "line")
+	add("line_out_of_order_total", "Packets behind the line's own highest sequence number.", "line")
+	add("line_gaps_total", "Jumps in the line's own sequence numbers.", "line")
+	add("line_malformed_total", "Packets rejected by the MoldUDP64 parser.", "line")
+	add("line_wrong_session_total", "Packets of another session.", "line")
+	add("gaps_total", "Sequence ranges missing on every line.")
+	add("gap_messages_total", "Sequence numbers missing on every line.")
+	add("delivered_messages_total", "Messages delivered in sequence order.")
+	add("filtered_messages_total", "Messages dropped by the symbol filter.")
+	add("receive_dropped_total", "Kernel-reported receive drops.")
+	add("receive_malformed_total", "Frames the receive backend rejected.")
+	add("shard_applied_total", "Messages applied per book shard.", "shard")
+	add("shard_inconsistencies_total", "Inconsistent messages per book shard.", "shard")
+	add("shard_published_total", "Snapshots published per book shard.", "shard")
+	add("shard_ring_full_total", "Hand-offs that found the shard ring full.", "shard")
+	add("shard_ring_high_water", "Largest shard ring occupancy seen.", "shard")
+	add("latency_seconds", "Receive timestamp to shared-memory publish, per message.")
+	return c
+}
+
+// Describe implements prometheus.Collector.
+func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range c.descs {
+		ch <- d
+	}
+}
+
+// Collect implements prometheus.Collector.
+func (c *Collector) Collect(ch chan<- prometheus.Metric) {
+	st := c.h.Stats()
+	counter := func(name string, v uint64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(c.descs[name], prometheus.CounterValue, float64(v), labels...)
+	}
+	for i := 0; i < len(c.h.cfg.Receive.Lines) && i < MaxLines; i++ {
+		l := st.Arbiter.Lines[i]
+		name := c.h.cfg.Receive.Lines[i].Name
+		counter("line_packets_total", l.Packets, name)
+		counter("line_bytes_total", l.Bytes, name)
+		counter("line_duplicates_total", l.Duplicates, name)
+		counter("line_out_of_order_total", l.OutOfOrder, name)
+		counter("line_gaps_total", l.LineGaps, name)
+		counter("line_malformed_total", l.Malformed, name)
+		counter("line_wrong_session_total", l.WrongSession, name)
+	}
+	counter("gaps_total", st.Arbiter.Gaps)
+	counter("gap_messages_total", st.Arbiter.GapMessages)
+	counter("delivered_messages_total", st.Arbiter.Delivered)
+	counter("filtered_messages_total", st.Filtered)
+	counter("receive_dropped_total", st.Receive.Dropped)
+	counter("receive_malformed_total", st.Receive.Malformed)
+	for i, s := range st.Shards {
+		id := strconv.Itoa(i)
+		counter("shard_applied_total", s.Applied, id)
+		counter("shard_inconsistencies_total", s.Book.Inconsistencies(), id)
+		counter("shard_published_total", s.Published, id)
+		counter("shard_ring_full_total", s.Ring.Full, id)
+		ch <- prometheus.MustNewConstMetric(c.descs["shard_ring_high_water"], prometheus.GaugeValue, float64(s.Ring.HighWater), id)
+	}
+	q := map[float64]float64{}
+	for _, p := range []float64{0.5, 0.9, 0.99, 0.999} {
+		q[p] = float64(st.Latency.Quantile(p)) / 1e9
+	}
+	ch <- prometheus.MustNewConstSummary(c.descs["latency_seconds"], st.Latency.Count, float64(st.Latency.Sum)/1e9, q)
+}
+
+// LogStats writes one stats line.
+func (h *Handler) LogStats(final bool) {
+	st := h.Stats()
+	ev := h.log.Info()
+	if final {
+		ev = ev.Bool("final", true)
+	}
+	for i := 0; i < len(h.cfg.Receive.Lines) && i < MaxLines; i++ {
+		l := st.Arbiter.Lines[i]
+		p := "line_" + h.cfg.Receive.Lines[i].Name + "_"
+		ev = ev.Uint64(p+"pkts", l.Packets).Uint64(p+"dups", l.Duplicates).Uint64(p+"ooo", l.OutOfOrder).
+			Uint64(p+"gaps", l.LineGaps).Uint64(p+"malformed", l.Malformed)
+	}
+	var inc, full, hw uint64
+	for _, s := range st.Shards {
+		inc += s.Book.Inconsistencies()
+		full += s.Ring.Full
+		hw = max(hw, s.Ring.HighWater)
+	}
+	ev.Str("backend", st.Backend).
+		Uint64("next_seq", st.NextSeq).
+		Uint64("delivered", st.Arbiter.Delivered).Uint64("applied", st.Applied()).
+		Uint64("gaps", st.Arbiter.Gaps).Uint64("gap_msgs", st.Arbiter.GapMessages).
+		Uint64("inconsistencies", inc).Uint64("ring_full", full).Uint64("ring_hwm", hw).
+		Uint64("rx_dropped", st.Receive.Dropped).
+		Int64("lat_p50_ns", st.Latency.Quantile(0.5)).Int64("lat_p99_ns", st.Latency.Quantile(0.99)).
+		Int64("lat_p999_ns", st.Latency.Quantile(0.999)).Int64("lat_max_ns", st.Latency.Max).
+		Msg("stats")
+}

@@ -1,0 +1,340 @@
+// Package demo runs the whole feed handler end to end inside a namespace lab:
+// it generates a trading day, sends it as MoldUDP64 multicast on lines A and
+// B (with faults injected as asked), runs the pipeline on the receiving side,
+// then reads every published book back through the shared-memory reader
+// library and compares it with books built off-line from the same messages.
+//
+// `feedhandler demo` and the end-to-end tests both use it.
+package demo
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"sort"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/marketfeed/feedhandler/book"
+	"github.com/marketfeed/feedhandler/feed/handler"
+	"github.com/marketfeed/feedhandler/feed/itch"
+	"github.com/marketfeed/feedhandler/feed/moldudp64"
+	"github.com/marketfeed/feedhandler/feed/rx"
+	"github.com/marketfeed/feedhandler/proto/bookfb"
+	"github.com/marketfeed/feedhandler/proto/shm"
+	"github.com/marketfeed/feedhandler/tools/itchgen/gen"
+	"github.com/marketfeed/feedhandler/tools/mcast"
+	"github.com/marketfeed/feedhandler/tools/netlab"
+)
+
+// Day is a generated day as MoldUDP64 packets plus the books it leaves.
+type Day struct {
+	Session  moldudp64.Session
+	Packets  [][]byte // data packets then end-of-session packets
+	Messages uint64
+	Symbols  []itch.Symbol
+	Books    *book.Books // reference books after every message
+}
+
+// GenerateDay builds a day of n messages over symbols instruments.
+func GenerateDay(n, symbols int, seed uint64) (*Day, error) {
+	g, err := gen.New(gen.Config{Messages: n, Symbols: symbols, Seed: seed})
+	if err != nil {
+		return nil, err
+	}
+	bs, err := book.New(smallBooks())
+	if err != nil {
+		return nil, err
+	}
+	d := &Day{Session: moldudp64.NewSession(g.Config().Session), Books: bs}
+	b := moldudp64.NewBuilder(d.Session, 1, 0)
+	flush := func() {
+		if p := b.Flush(); p != nil {
+			d.Packets = append(d.Packets, append([]byte(nil), p...))
+		}
+	}
+	err = g.Stream(func(m itch.Msg) error {
+		bs.Apply(m)
+		d.Messages++
+		if err := b.Add(m); errors.Is(err, moldudp64.ErrFull) {
+			flush()
+			return b.Add(m)
+		} else {
+			return err
+		}
+	})
+	if err != nil {
+		return nil, fmt.Errorf("generate day: %w", err)
+	}
+	flush()
+	for i := 0; i < 3; i++ {
+		d.Packets = append(d.Packets, append([]byte(nil), b.EndOfSession()...))
+	}
+	d.Symbols = g.Symbols()
+	return d, nil
+}
+
+func smallBooks() book.Config {
+	return book.Config{MaxOrders: 1 << 20, MaxLocates: 65535, MaxLevels: 1 << 18}
+}
+
+// Options shape a run. Zero values pick the defaults shown.
+type Options struct {
+	Day      *Day
+	Backend  string  // rx backend (default auto)
+	Rate     float64 // input packets per second (default 30000); each goes to both lines
+	LossA    float64 // line A fault injection
+	DupA     float64
+	ReorderA float64
+	LossB    float64
+	// Drop removes these input packets (by index) from both lines: a gap
+	// no line can fill.
+	Drop    map[int]bool
+	ShmName string        // default "fhdemo"
+	Depth   int           // default 10
+	Timeout time.Duration // for the whole run after sending (default 60s)
+	Log     zerolog.Logger
+	// Configure, if set, adjusts the handler config before Start.
+	Configure func(*handler.Config)
+}
+
+// Result is what a run saw.
+type Result struct {
+	Backend     string
+	Stats       handler.Stats
+	Sender      mcast.Stats
+	SendTime    time.Duration
+	Instruments int      // instruments compared
+	Mismatches  []string // instruments whose published book differs from the reference
+	Stale       int      // instruments published with the PossiblyStale flag
+	Top         []TopOfBook
+	Gaps        []moldudp64.Range
+}
+
+// TopOfBook is one instrument's best levels as published.
+type TopOfBook struct {
+	Symbol   string
+	Messages uint64
+	Bids     []shm.Level
+	Asks     []shm.Level
+	State    bookfb.TradingState
+	Flags    bookfb.Flags
+}
+
+// Lab addresses of the two lines.
+var (
+	GroupA = netip.MustParseAddrPort("239.77.1.1:26477")
+	GroupB = netip.MustParseAddrPort("239.77.1.2:26478")
+)
+
+// Run executes one end-to-end run in a fresh lab and tears it down.
+func Run(ctx context.Context, o Options) (*Result, error) {
+	if o.Day == nil {
+		return nil, errors.New("demo: no day")
+	}
+	if o.Rate == 0 {
+		o.Rate = 30000
+	}
+	if o.ShmName == "" {
+		o.ShmName = "fhdemo"
+	}
+	if o.Depth == 0 {
+		o.Depth = 10
+	}
+	if o.Timeout == 0 {
+		o.Timeout = 60 * time.Second
+	}
+	lab, err := netlab.New(netlab.Options{Prefix: "fhd"})
+	if err != nil {
+		return nil, err
+	}
+	defer lab.Close()
+
+	hc := handler.Config{
+		Receive: rx.Config{
+			Lines: []rx.LineConfig{
+				{Name: "A", Interface: lab.DstIf, Group: GroupA.Addr(), Port: GroupA.Port()},
+				{Name: "B", Interface: lab.DstIf, Group: GroupB.Addr(), Port: GroupB.Port()},
+			},
+			Backend: o.Backend,
+			Log:     o.Log,
+		},
+		Session:     o.Day.Session,
+		ReceiveCore: -1,
+		ShardCores:  []int{-1},
+		Depth:       o.Depth,
+		Book:        smallBooks(),
+		ShmName:     o.ShmName,
+		Log:         o.Log,
+		Open: func(c rx.Config) (r rx.Receiver, err error) {
+			err = lab.Do(lab.Dst, func() error {
+				r, err = rx.Open(c)
+				return err
+			})
+			return r, err
+		},
+	}
+	if o.Configure != nil {
+		o.Configure(&hc)
+	}
+	h, err := handler.Start(hc)
+	if err != nil {
+		return nil, err
+	}
+	defer shm.Remove(o.ShmName)
+	stopped := false
+	defer func() {
+		if !stopped {
+			h.Stop()
+		}
+	}()
+	res := &Result{Backend: h.Backend()}
+
+	var s *mcast.Sender
+	err = lab.Do(lab.Src, func() error {
+		var err error
+		s, err = mcast.NewSender(mcast.Config{
+			Interface: lab.SrcIf,
+			Lines: []mcast.Line{
+				{Group: GroupA.Addr(), Port: GroupA.Port(), Loss: o.LossA, Dup: o.DupA, Reorder: o.ReorderA},
+				{Group: GroupB.Addr(), Port: GroupB.Port(), Loss: o.LossB},
+			},
+			Rate: o.Rate,
+			Seed: 7,
+		})
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	defer s.Close()
+	pkts := o.Day.Packets
+	if len(o.Drop) > 0 {
+		pkts = make([][]byte, 0, len(o.Day.Packets))
+		for i, p := range o.Day.Packets {
+			if !o.Drop[i] {
+				pkts = append(pkts, p)
+			}
+		}
+	}
+	start := time.Now()
+	res.Sender, err = s.Send(ctx, mcast.Packets(pkts))
+	res.SendTime = time.Since(start)
+	if err != nil {
+		return res, fmt.Errorf("demo: send: %w", err)
+	}
+
+	// Wait until the session's end was seen and the shards applied
+	// everything routed to them.
+	deadline := time.Now().Add(o.Timeout)
+	for {
+		st := h.Stats()
+		if st.Ended && st.Applied() == st.Routed && st.Routed > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			res.Stats = st
+			return res, fmt.Errorf("demo: handler did not finish in %v: delivered %d of %d messages, next seq %d, ended %v",
+				o.Timeout, st.Arbiter.Delivered, o.Day.Messages, st.NextSeq, st.Ended)
+		}
+		select {
+		case <-ctx.Done():
+			return res, ctx.Err()
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	// Let the final publish of the last batch land.
+	time.Sleep(20 * time.Millisecond)
+	res.Stats = h.Stats()
+	if err := compare(res, o); err != nil {
+		return res, err
+	}
+	stopped = true
+	if err := h.Stop(); err != nil {
+		return res, err
+	}
+	res.Stats = h.Stats()
+	return res, nil
+}
+
+// compare reads every instrument back through the reader library and
+// compares it with the reference books to the published depth.
+func compare(res *Result, o Options) error {
+	r, err := shm.Open(o.ShmName)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	buf := make([]byte, r.Info().MaxSnapshot)
+	published := map[string]bool{}
+	var top []TopOfBook
+	for _, inst := range r.Instruments() {
+		v, err := r.Read(inst.Locate, buf)
+		if err != nil {
+			return fmt.Errorf("demo: read %s: %w", inst.Symbol, err)
+		}
+		published[inst.Symbol] = true
+		res.Instruments++
+		if v.Flags()&bookfb.FlagsPossiblyStale != 0 {
+			res.Stale++
+		}
+		tb := TopOfBook{Symbol: inst.Symbol, Messages: v.Messages(), State: v.TradingState(), Flags: v.Flags()}
+		for i := 0; ; i++ {
+			l, ok := v.Bid(i)
+			if !ok {
+				break
+			}
+			tb.Bids = append(tb.Bids, l)
+		}
+		for i := 0; ; i++ {
+			l, ok := v.Ask(i)
+			if !ok {
+				break
+			}
+			tb.Asks = append(tb.Asks, l)
+		}
+		b := o.Day.Books.Book(inst.Locate)
+		if b == nil {
+			res.Mismatches = append(res.Mismatches, inst.Symbol+": not in the reference books")
+			continue
+		}
+		if d := diff(b, tb, o.Depth); d != "" {
+			res.Mismatches = append(res.Mismatches, inst.Symbol+": "+d)
+		}
+		top = append(top, tb)
+	}
+	// Every reference instrument with resting orders must be published.
+	for b := range o.Day.Books.All() {
+		if b.Orders() > 0 && !published[b.Name()] {
+			res.Mismatches = append(res.Mismatches, b.Name()+": has resting orders but was never published")
+		}
+	}
+	sort.Slice(top, func(i, j int) bool { return top[i].Messages > top[j].Messages })
+	if len(top) > 5 {
+		top = top[:5]
+	}
+	res.Top = top
+	return nil
+}
+
+func diff(b *book.Book, tb TopOfBook, depth int) string {
+	for _, side := range []book.Side{book.Bid, book.Ask} {
+		want := b.AppendDepth(side, nil, depth)
+		got := tb.Bids
+		name := "bids"
+		if side == book.Ask {
+			got, name = tb.Asks, "asks"
+		}
+		if len(want) != len(got) {
+			return fmt.Sprintf("%s: %d levels published, %d in the reference", name, len(got), len(want))
+		}
+		for i := range want {
+			if shm.Level(want[i]) != got[i] {
+				return fmt.Sprintf("%s level %d: published %+v, reference %+v", name, i, got[i], want[i])
+			}
+		}
+	}
+	return ""
+}

@@ -1,0 +1,154 @@
+package demo
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/marketfeed/feedhandler/feed/moldudp64"
+	"github.com/marketfeed/feedhandler/tools/netlab"
+)
+
+// The end-to-end tests share one generated day of a million messages.
+var (
+	dayOnce sync.Once
+	day     *Day
+	dayErr  error
+)
+
+func testDay(t *testing.T) *Day {
+	t.Helper()
+	dayOnce.Do(func() { day, dayErr = GenerateDay(1_000_000, 800, 42) })
+	if dayErr != nil {
+		t.Fatal(dayErr)
+	}
+	return day
+}
+
+func needLab(t *testing.T) {
+	t.Helper()
+	lab, err := netlab.New(netlab.Options{Prefix: "fhp"})
+	if errors.Is(err, netlab.ErrNotSupported) {
+		t.Skipf("no network namespaces here: %v", err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	lab.Close()
+}
+
+func testLog(t *testing.T) zerolog.Logger {
+	if testing.Verbose() {
+		return zerolog.New(zerolog.ConsoleWriter{Out: os.Stderr}).Level(zerolog.InfoLevel)
+	}
+	return zerolog.Nop()
+}
+
+func run(t *testing.T, o Options) *Result {
+	t.Helper()
+	o.Day = testDay(t)
+	o.Log = testLog(t)
+	o.ShmName = fmt.Sprintf("fhtest-%d-%s", os.Getpid(), strings.ReplaceAll(t.Name(), "/", "-"))
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	res, err := Run(ctx, o)
+	if err != nil {
+		t.Fatalf("run: %v (stats %+v)", err, res)
+	}
+	t.Logf("backend %s: %d messages, line A %+v, line B %+v, gaps %d, latency p50 %dns p99 %dns",
+		res.Backend, res.Stats.Arbiter.Delivered, res.Stats.Arbiter.Lines[0], res.Stats.Arbiter.Lines[1],
+		res.Stats.Arbiter.Gaps, res.Stats.Latency.Quantile(0.5), res.Stats.Latency.Quantile(0.99))
+	return res
+}
+
+func checkIdentical(t *testing.T, res *Result) {
+	t.Helper()
+	d := testDay(t)
+	if got := res.Stats.Arbiter.Delivered; got != d.Messages {
+		t.Errorf("delivered %d messages, sent %d", got, d.Messages)
+	}
+	if res.Stats.Arbiter.Gaps != 0 {
+		t.Errorf("%d gaps (%d messages) declared; line B carried everything", res.Stats.Arbiter.Gaps, res.Stats.Arbiter.GapMessages)
+	}
+	if res.Instruments == 0 {
+		t.Fatal("no instrument published")
+	}
+	for i, m := range res.Mismatches {
+		if i == 10 {
+			t.Errorf("... %d mismatches in all", len(res.Mismatches))
+			break
+		}
+		t.Errorf("book mismatch: %s", m)
+	}
+	if res.Stale != 0 {
+		t.Errorf("%d instruments flagged possibly stale without a gap", res.Stale)
+	}
+	var inc uint64
+	for _, s := range res.Stats.Shards {
+		inc += s.Book.Inconsistencies()
+	}
+	if inc != 0 {
+		t.Errorf("%d inconsistencies applying a consistent day", inc)
+	}
+}
+
+// TestEndToEnd sends the day on both lines with 5% loss injected on line A
+// only, once per backend, and compares every published book with the
+// reference books built from the same messages.
+func TestEndToEnd(t *testing.T) {
+	needLab(t)
+	for _, backend := range []string{"xdp", "uring", "socket"} {
+		t.Run(backend, func(t *testing.T) {
+			res := run(t, Options{Backend: backend, LossA: 0.05})
+			if !strings.HasPrefix(res.Backend, backend) {
+				t.Errorf("backend %q, want %s", res.Backend, backend)
+			}
+			checkIdentical(t, res)
+			if res.Stats.Arbiter.Lines[0].LineGaps == 0 {
+				t.Error("line A loss was not seen")
+			}
+			if res.Stats.Arbiter.Lines[1].Duplicates == 0 {
+				t.Error("no arbitration duplicates counted on line B")
+			}
+		})
+	}
+}
+
+// TestEndToEndReorderDuplicates: line A reorders and duplicates packets.
+func TestEndToEndReorderDuplicates(t *testing.T) {
+	needLab(t)
+	res := run(t, Options{Backend: "socket", ReorderA: 0.05, DupA: 0.05})
+	checkIdentical(t, res)
+	if res.Stats.Arbiter.Lines[0].OutOfOrder == 0 {
+		t.Error("no out-of-order packet counted on line A")
+	}
+}
+
+// TestGapOnBothLines drops the same packets from both lines: the gap is
+// detected with its exact range and every book is flagged possibly stale.
+func TestGapOnBothLines(t *testing.T) {
+	needLab(t)
+	d := testDay(t)
+	drop := map[int]bool{5000: true, 5001: true, 5002: true}
+	first, _ := moldudp64.Parse(d.Packets[5000])
+	last, _ := moldudp64.Parse(d.Packets[5002])
+	want := moldudp64.Range{First: first.Seq, Count: last.Next() - first.Seq}
+	res := run(t, Options{Backend: "socket", Drop: drop})
+	st := res.Stats.Arbiter
+	if st.Gaps != 1 || st.LastGap != want || st.GapMessages != want.Count {
+		t.Fatalf("gaps %d, last %+v (%d messages), want one gap %+v", st.Gaps, st.LastGap, st.GapMessages, want)
+	}
+	if got := st.Delivered; got != d.Messages-want.Count {
+		t.Errorf("delivered %d, want %d", got, d.Messages-want.Count)
+	}
+	if res.Stale != res.Instruments || res.Instruments == 0 {
+		t.Errorf("%d of %d instruments flagged possibly stale, want all", res.Stale, res.Instruments)
+	}
+}

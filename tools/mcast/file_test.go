@@ -1,0 +1,76 @@
+package mcast
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/marketfeed/feedhandler/feed/dayfile"
+	"github.com/marketfeed/feedhandler/feed/itch"
+	"github.com/marketfeed/feedhandler/feed/moldudp64"
+)
+
+func TestFileSource(t *testing.T) {
+	var msgs [][]byte
+	for i := range 300 {
+		f := itch.SystemEventFields{Header: itch.Header{Locate: uint16(i), Timestamp: uint64(i) * 1000}, EventCode: 'O'}
+		msgs = append(msgs, f.Append(nil))
+	}
+	path := filepath.Join(t.TempDir(), "day.itch")
+	file, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := dayfile.NewWriter(file)
+	for _, m := range msgs {
+		if err := w.WriteMessage(m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	file.Close()
+
+	src, err := OpenFile(path, FileOptions{Session: "TEST", FirstSeq: 10, MaxPacket: 200, EndOfSession: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	var got [][]byte
+	next, packets, eos := uint64(10), 0, false
+	for p := range src.Packets() {
+		pkt, err := moldudp64.Parse(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(p) > 200 {
+			t.Fatalf("packet of %d bytes > MaxPacket 200", len(p))
+		}
+		if pkt.Session != moldudp64.NewSession("TEST") || pkt.Seq != next {
+			t.Fatalf("packet session %q seq %d, want TEST %d", pkt.Session, pkt.Seq, next)
+		}
+		if pkt.EndOfSession() {
+			eos = true
+			continue
+		}
+		it := pkt.Iter()
+		for m, ok := it.Next(); ok; m, ok = it.Next() {
+			got = append(got, bytes.Clone(m))
+		}
+		next += uint64(pkt.Count)
+		packets++
+	}
+	if err := src.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if !eos || len(got) != len(msgs) || src.Messages != uint64(len(msgs)) || src.Sent != uint64(packets+1) {
+		t.Fatalf("eos %v, %d messages in %d packets (source says %d in %d), want %d", eos, len(got), packets, src.Messages, src.Sent, len(msgs))
+	}
+	for i := range msgs {
+		if !bytes.Equal(got[i], msgs[i]) {
+			t.Fatalf("message %d differs", i)
+		}
+	}
+}
