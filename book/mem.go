@@ -1,9 +1,6 @@
 package book
 
-import (
-	"os"
-	"unsafe"
-)
+import "unsafe"
 
 // prepare backs s with huge pages where possible and touches every page so
 // the page faults happen in New, not on the apply path.
@@ -13,9 +10,7 @@ func prepare[T any](s []T) {
 	}
 	var zero T
 	b := unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(s))), len(s)*int(unsafe.Sizeof(zero)))
-	if os.Getenv("BOOK_NOHUGE") == "" {
-		adviseHuge(b)
-	}
+	adviseHuge(b)
 	for i := 0; i < len(b); i += 4096 {
 		b[i] = 0
 	}

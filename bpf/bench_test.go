@@ -33,7 +33,7 @@ func BenchmarkProgram(b *testing.B) {
 	var total float64
 	runs := 0
 	for b.Loop() {
-		_, d, err := p.XDP().Benchmark(frame, 1000, nil)
+		_, d, err := p.XDP().Benchmark(frame, 10000, nil)
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -25,6 +25,7 @@ func runInspect(args []string) error { return inspect(args, os.Stdout) }
 type inspectReport struct {
 	File           string            `json:"file"`
 	Format         string            `json:"format"`
+	Gzip           bool              `json:"gzip"`
 	Messages       uint64            `json:"messages"`
 	ByType         map[string]uint64 `json:"by_type"`
 	FirstTimestamp uint64            `json:"first_timestamp"` // ns since midnight
@@ -145,7 +146,7 @@ func inspect(args []string, out io.Writer) error {
 
 func report(file string, st *input.Stats) inspectReport {
 	rep := inspectReport{
-		File: file, Format: st.Format.String(), Messages: st.Messages, ByType: map[string]uint64{},
+		File: file, Format: st.Format.String(), Gzip: st.Gzip, Messages: st.Messages, ByType: map[string]uint64{},
 		FirstTimestamp: st.FirstTimestamp, LastTimestamp: st.LastTimestamp,
 		FirstTime: clock(st.FirstTimestamp), LastTime: clock(st.LastTimestamp),
 		Unknown: st.Codec.Unknown, Short: st.Codec.Short,
@@ -197,7 +198,11 @@ func clock(ns uint64) string {
 }
 
 func printReport(w io.Writer, rep inspectReport) {
-	fmt.Fprintf(w, "file        %s (%s)\n", rep.File, rep.Format)
+	format := rep.Format
+	if rep.Gzip {
+		format += ", gzip"
+	}
+	fmt.Fprintf(w, "file        %s (%s)\n", rep.File, format)
 	fmt.Fprintf(w, "messages    %d\n", rep.Messages)
 	if rep.Messages > 0 {
 		fmt.Fprintf(w, "first       %s\nlast        %s\n", rep.FirstTime, rep.LastTime)

@@ -28,6 +28,9 @@
 // taken as joined late (SessionStats.Joined, FirstSeq): what came before is
 // not counted as a gap. Heartbeats, duplicates, malformed datagrams and frames are counted.
 //
+// Gzip-compressed files (as Nasdaq publishes its day files) are inflated on
+// the fly.
+//
 // Messages of unknown types and messages shorter than their type's length
 // are counted (Stats.Codec) and skipped. The file is read in one streaming
 // pass with bounded memory.

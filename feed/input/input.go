@@ -2,6 +2,7 @@ package input
 
 import (
 	"bufio"
+	"compress/gzip"
 	"fmt"
 	"io"
 	"net/netip"
@@ -63,6 +64,7 @@ type SessionStats struct {
 // Messages, ByType, the timestamps and Codec are filled.
 type Stats struct {
 	Format         Format
+	Gzip           bool        // the file was gzip-compressed
 	Messages       uint64      // messages returned by Next
 	ByType         [256]uint64 // of those, by type byte
 	FirstTimestamp uint64      // timestamp of the first message returned
@@ -103,12 +105,12 @@ type held struct {
 
 // Reader iterates the ITCH messages of a file.
 type Reader struct {
-	opt    Options
-	closer io.Closer
-	day    *dayfile.Reader
-	cap    *pcap.Reader
-	stats  Stats
-	sess   []session
+	opt     Options
+	closers []io.Closer // gzip reader, file
+	day     *dayfile.Reader
+	cap     *pcap.Reader
+	stats   Stats
+	sess    []session
 
 	// the packet being delivered
 	it      moldudp64.Iter
@@ -134,7 +136,7 @@ func OpenOptions(path string, opt Options) (*Reader, error) {
 		f.Close()
 		return nil, fmt.Errorf("open input %s: %w", path, err)
 	}
-	r.closer = f
+	r.closers = append(r.closers, f)
 	return r, nil
 }
 
@@ -156,6 +158,23 @@ func NewReader(rd io.Reader, opt Options) (*Reader, error) {
 		return nil, fmt.Errorf("detect format: %w", err)
 	}
 	r := &Reader{opt: opt}
+	if len(magic) >= 2 && magic[0] == 0x1f && magic[1] == 0x8b {
+		// Nasdaq publishes day files gzipped; captures are often kept so.
+		zr, err := gzip.NewReader(br)
+		if err != nil {
+			return nil, fmt.Errorf("detect format: gzip: %w", err)
+		}
+		r.closers = append(r.closers, zr)
+		br = bufio.NewReaderSize(zr, 1<<20)
+		if magic, err = br.Peek(4); err != nil && len(magic) == 0 {
+			if err == io.EOF {
+				r.day, r.stats.Format = dayfile.NewReader(br), FormatBinaryFile
+				return r, nil
+			}
+			return nil, fmt.Errorf("detect format: gzip: %w", err)
+		}
+		r.stats.Gzip = true
+	}
 	switch pcap.Detect(magic) {
 	case pcap.FormatPcap, pcap.FormatPcapNG:
 		if r.cap, err = pcap.NewReader(br); err != nil {
@@ -189,12 +208,16 @@ func (r *Reader) Stats() *Stats {
 	return &r.stats
 }
 
-// Close closes the file opened by Open.
+// Close closes the file opened by Open (and the gzip stream, if any).
 func (r *Reader) Close() error {
-	if r.closer != nil {
-		return r.closer.Close()
+	var err error
+	for _, c := range r.closers {
+		if e := c.Close(); e != nil && err == nil {
+			err = fmt.Errorf("close input: %w", e)
+		}
 	}
-	return nil
+	r.closers = nil
+	return err
 }
 
 // Next returns the next message, a view valid until the next call. It

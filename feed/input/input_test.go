@@ -2,6 +2,7 @@ package input_test
 
 import (
 	"bytes"
+	"compress/gzip"
 	"errors"
 	"fmt"
 	"io"
@@ -457,5 +458,33 @@ func TestJoinedLate(t *testing.T) {
 	s := st.Sessions[0]
 	if len(got) != 5 || !s.Joined || s.FirstSeq != 500 || s.NextSeq != 506 || fmt.Sprint(s.Gaps) != "[{504 1}]" {
 		t.Fatalf("%d messages, session %+v", len(got), s)
+	}
+}
+
+func TestGzip(t *testing.T) {
+	for _, asPcap := range []bool{false, true} {
+		plain := genFile(t, gen.Config{Messages: 20_000, Symbols: 30, Seed: 2}, asPcap)
+		want, _ := readAll(t, plain, input.Options{})
+		data, err := os.ReadFile(plain)
+		if err != nil {
+			t.Fatal(err)
+		}
+		path := write(t, "day.gz", func(w io.Writer) error {
+			zw := gzip.NewWriter(w)
+			zw.Write(data)
+			return zw.Close()
+		})
+		got, st := readAll(t, path, input.Options{})
+		if !st.Gzip || (st.Format == input.FormatPcap) != asPcap {
+			t.Fatalf("gzip %v format %v", st.Gzip, st.Format)
+		}
+		if len(got) != len(want) {
+			t.Fatalf("%d messages, want %d", len(got), len(want))
+		}
+		for i := range got {
+			if !bytes.Equal(got[i], want[i]) {
+				t.Fatalf("message %d differs", i)
+			}
+		}
 	}
 }

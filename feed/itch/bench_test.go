@@ -120,3 +120,22 @@ func BenchmarkScan(b *testing.B) {
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/n, "ns/msg")
 	_ = sum
 }
+
+// BenchmarkDecodeBoxed decodes the same mix with Decode (a new *XxxFields per
+// message, the tools' path) for comparison with the views.
+func BenchmarkDecodeBoxed(b *testing.B) {
+	const n = 100_000
+	buf := mixStream(n)
+	var s itch.Scanner
+	var sum int
+	b.ReportAllocs()
+	for b.Loop() {
+		s.Reset(buf)
+		for m, ok := s.Next(); ok; m, ok = s.Next() {
+			f, _ := itch.Decode(m)
+			sum += int(f.Type())
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/n, "ns/msg")
+	_ = sum
+}

@@ -221,3 +221,26 @@ func (s *Snapshot) CountAtOrBelow(v int64) uint64 {
 	}
 	return n
 }
+
+// Since turns s into the difference s - prev, where prev is an earlier
+// snapshot of the same histogram: the values recorded in between, e.g. for
+// a per-interval stats line. Min and Max become the bounds of the lowest and
+// highest non-empty bucket of the interval (exact below 128 ns, within one
+// bucket width above), since exact extremes are only known cumulatively.
+func (s *Snapshot) Since(prev *Snapshot) {
+	s.Count -= prev.Count
+	s.Sum -= prev.Sum
+	s.Min, s.Max = 0, 0
+	first := true
+	for i := range s.Counts {
+		s.Counts[i] -= prev.Counts[i]
+		if s.Counts[i] == 0 {
+			continue
+		}
+		lo, hi := BucketBounds(i)
+		if first {
+			s.Min, first = lo, false
+		}
+		s.Max = hi
+	}
+}

@@ -235,3 +235,37 @@ func BenchmarkQuantile(b *testing.B) {
 		_ = h.Quantile(0.99)
 	}
 }
+
+func TestSince(t *testing.T) {
+	var h Histogram
+	for i := range int64(1000) {
+		h.Record(1_000_000 + i) // an earlier, slower interval
+	}
+	var prev, cur Snapshot
+	h.Snapshot(&prev)
+	var interval Histogram
+	for i := range int64(5000) {
+		v := 100 + i*3
+		h.Record(v)
+		interval.Record(v)
+	}
+	h.Snapshot(&cur)
+	cur.Since(&prev)
+	var want Snapshot
+	interval.Snapshot(&want)
+	if cur.Counts != want.Counts || cur.Count != want.Count || cur.Sum != want.Sum {
+		t.Fatal("Since differs from the interval recorded alone")
+	}
+	if lo, _ := BucketBounds(BucketIndex(want.Min)); cur.Min != lo {
+		t.Fatalf("interval min %d want %d", cur.Min, lo)
+	}
+	if _, hi := BucketBounds(BucketIndex(want.Max)); cur.Max != hi {
+		t.Fatalf("interval max %d want %d", cur.Max, hi)
+	}
+	for _, q := range []float64{0.5, 0.99, 0.999} {
+		got, exact := cur.Quantile(q), interval.Quantile(q)
+		if d := math.Abs(float64(got - exact)); d > float64(exact)/64 {
+			t.Errorf("interval q%v = %d, want about %d", q, got, exact)
+		}
+	}
+}

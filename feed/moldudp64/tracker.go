@@ -123,9 +123,12 @@ type TrackerStats struct {
 	Applied         uint64 // messages the caller was told to apply
 }
 
-// window is the number of recent sequence numbers whose reception a Tracker
-// remembers, to tell a late packet from a duplicate.
-const window = 4096
+// TrackerWindow is the number of recent sequence numbers whose reception a
+// Tracker remembers, to tell a late packet from a duplicate and to list what
+// is Missing.
+const TrackerWindow = 4096
+
+const window = TrackerWindow
 
 // Tracker checks the sequence numbers of one session's packets. Its zero
 // value is ready and expects sequence number 1 of whatever session it sees

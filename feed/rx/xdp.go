@@ -355,6 +355,9 @@ func (r *xdpRx) Receive(pkts []Packet) (int, error) {
 			return 0, nil
 		}
 		if r.busyPoll {
+			if r.closed.Load() {
+				return 0, ErrClosed
+			}
 			for _, q := range r.queues {
 				if err := q.sock.Wakeup(); err != nil {
 					return 0, fmt.Errorf("receive xdp: %w", err)
@@ -452,11 +455,16 @@ func (r *xdpRx) match(dg bpf.Datagram) (Line, bool) {
 	return 0, false
 }
 
-// flush gives q's pending frames back to the kernel.
+// flush gives q's pending frames back to the kernel, waking the driver
+// when it ran out of fill entries and asks for it (need_wakeup; zero-copy
+// drivers only).
 func (r *xdpRx) flush(q *xdpQueue) {
 	if len(q.pending) > 0 {
 		q.sock.Fill(q.pending)
 		q.pending = q.pending[:0]
+		if q.sock.NeedWakeup() {
+			q.sock.Wakeup()
+		}
 	}
 }
 

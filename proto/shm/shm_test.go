@@ -55,6 +55,14 @@ func TestPublishRead(t *testing.T) {
 	if _, ok := r.Lookup("NOPE"); ok {
 		t.Fatal("lookup of unknown symbol succeeded")
 	}
+	// Instruments registered after the reader opened (the stock directory
+	// arrives during the day) show up.
+	if err := w.Register(9, "NOPE"); err != nil {
+		t.Fatal(err)
+	}
+	if loc, ok := r.Lookup("NOPE"); !ok || loc != 9 || len(r.Instruments()) != 6 {
+		t.Fatalf("lookup of a late instrument: %d %v", loc, ok)
+	}
 	v, err := r.ReadSymbol("S200", buf)
 	if err != nil || v.Locate() != 200 {
 		t.Fatalf("read S200: %v %d", err, v.Locate())
@@ -452,6 +460,14 @@ func TestAllocs(t *testing.T) {
 		}
 	}); a != 0 {
 		t.Errorf("Publish+Poll: %v allocs, want 0", a)
+	}
+	if a := testing.AllocsPerRun(1000, func() {
+		w.Publish(s)
+		if n, err := f.Wait(dst, time.Second, WaitOptions{}); err != nil || n != 1 {
+			t.Fatalf("wait: %d %v", n, err)
+		}
+	}); a != 0 {
+		t.Errorf("Publish+Wait: %v allocs, want 0", a)
 	}
 }
 

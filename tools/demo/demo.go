@@ -96,6 +96,8 @@ type Options struct {
 	Depth   int           // default 10
 	Timeout time.Duration // for the whole run after sending (default 60s)
 	Log     zerolog.Logger
+	// Lines A and B (default GroupA, GroupB).
+	LineA, LineB netip.AddrPort
 	// Configure, if set, adjusts the handler config before Start.
 	Configure func(*handler.Config)
 }
@@ -103,6 +105,7 @@ type Options struct {
 // Result is what a run saw.
 type Result struct {
 	Backend     string
+	Depth       int // levels per side published and compared
 	Stats       handler.Stats
 	Sender      mcast.Stats
 	SendTime    time.Duration
@@ -146,6 +149,12 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	if o.Timeout == 0 {
 		o.Timeout = 60 * time.Second
 	}
+	if !o.LineA.IsValid() {
+		o.LineA = GroupA
+	}
+	if !o.LineB.IsValid() {
+		o.LineB = GroupB
+	}
 	lab, err := netlab.New(netlab.Options{Prefix: "fhd"})
 	if err != nil {
 		return nil, err
@@ -155,8 +164,8 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	hc := handler.Config{
 		Receive: rx.Config{
 			Lines: []rx.LineConfig{
-				{Name: "A", Interface: lab.DstIf, Group: GroupA.Addr(), Port: GroupA.Port()},
-				{Name: "B", Interface: lab.DstIf, Group: GroupB.Addr(), Port: GroupB.Port()},
+				{Name: "A", Interface: lab.DstIf, Group: o.LineA.Addr(), Port: o.LineA.Port()},
+				{Name: "B", Interface: lab.DstIf, Group: o.LineB.Addr(), Port: o.LineB.Port()},
 			},
 			Backend: o.Backend,
 			Log:     o.Log,
@@ -190,7 +199,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 			h.Stop()
 		}
 	}()
-	res := &Result{Backend: h.Backend()}
+	res := &Result{Backend: h.Backend(), Depth: o.Depth}
 
 	var s *mcast.Sender
 	err = lab.Do(lab.Src, func() error {
@@ -198,8 +207,8 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		s, err = mcast.NewSender(mcast.Config{
 			Interface: lab.SrcIf,
 			Lines: []mcast.Line{
-				{Group: GroupA.Addr(), Port: GroupA.Port(), Loss: o.LossA, Dup: o.DupA, Reorder: o.ReorderA},
-				{Group: GroupB.Addr(), Port: GroupB.Port(), Loss: o.LossB},
+				{Group: o.LineA.Addr(), Port: o.LineA.Port(), Loss: o.LossA, Dup: o.DupA, Reorder: o.ReorderA},
+				{Group: o.LineB.Addr(), Port: o.LineB.Port(), Loss: o.LossB},
 			},
 			Rate: o.Rate,
 			Seed: 7,

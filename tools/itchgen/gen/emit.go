@@ -267,11 +267,16 @@ func (g *Generator) execute(withPrice bool) {
 	}
 }
 
-// midLevel is a level between the best bid and offer (the fair price
-// without both sides).
+// midLevel is a level between the best bid and offer, inclusive (near the
+// fair price when a side is empty).
 func midLevel(s *symbol) int32 {
-	if s.bestBid >= 0 && s.bestAsk < window {
+	switch {
+	case s.bestBid >= 0 && s.bestAsk < window:
 		return (s.bestBid + s.bestAsk + 1) / 2
+	case s.bestBid >= 0:
+		return max(s.fair, s.bestBid)
+	case s.bestAsk < window:
+		return min(s.fair, s.bestAsk)
 	}
 	return s.fair
 }

@@ -256,6 +256,13 @@ func checkBooks(t *testing.T, msgs []itch.Msg) {
 			}
 			b.add(a.OrderRef(), &naiveOrder{m.Locate(), a.Side(), a.Price(), a.Shares()})
 			born[a.OrderRef()] = i
+		case 'P':
+			p := itch.Trade(m)
+			bid, okB := b.best(m.Locate(), 'B')
+			ask, okA := b.best(m.Locate(), 'S')
+			if (okB && p.Price() < bid) || (okA && p.Price() > ask) {
+				t.Fatalf("message %d: hidden trade at %d outside the spread %d-%d", i, p.Price(), bid, ask)
+			}
 		case 'D':
 			ref := itch.OrderDelete(m).OrderRef()
 			live(i, m, ref)

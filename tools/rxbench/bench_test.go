@@ -1,0 +1,58 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/marketfeed/feedhandler/tools/netlab"
+)
+
+// TestBench runs every backend once, briefly and paced, and checks that the
+// figures are consistent: packets arrive, nothing is received that was not
+// sent, CPU time is measured, and the table names each backend.
+func TestBench(t *testing.T) {
+	o := options{backends: "socket,uring,xdp", runs: 1, duration: 300 * time.Millisecond, rate: 20000,
+		size: 64, batch: 64, rxCPU: 1, txCPU: 0, locked: true, log: zerolog.Nop()}
+	res, err := bench(o)
+	if errors.Is(err, netlab.ErrNotSupported) {
+		t.Skipf("network namespaces unavailable: %v", err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range o.backendList() {
+		if len(res[b]) != 1 {
+			t.Fatalf("%s: %d samples, want 1", b, len(res[b]))
+		}
+		s := res[b][0]
+		if s.sent == 0 || s.received == 0 || s.received > s.sent {
+			t.Fatalf("%s: sent %d, received %d", b, s.sent, s.received)
+		}
+		if s.threadNs == 0 || s.napiNs == 0 || s.pps() <= 0 {
+			t.Fatalf("%s: thread %d ns, napi %d ns, %v pkt/s: not measured", b, s.threadNs, s.napiNs, s.pps())
+		}
+	}
+	var out bytes.Buffer
+	report(&out, o, res)
+	for _, b := range o.backendList() {
+		if !strings.Contains(out.String(), "\n"+b) && !strings.Contains(out.String(), " "+b+" (") {
+			t.Fatalf("table lacks %s:\n%s", b, out.String())
+		}
+	}
+}
+
+func TestMedian(t *testing.T) {
+	for _, c := range []struct {
+		in   []float64
+		want float64
+	}{{nil, 0}, {[]float64{3}, 3}, {[]float64{5, 1, 3}, 3}, {[]float64{4, 1, 3, 2}, 2.5}} {
+		if got := median(c.in); got != c.want {
+			t.Errorf("median(%v) = %v, want %v", c.in, got, c.want)
+		}
+	}
+}
