@@ -54,7 +54,8 @@ type order struct {
 	next   int32 // also the free list link of overflow slots
 	locate uint16
 	side   Side
-	_      [5]uint8
+	_      uint8
+	rung   uint32 // index of its level in the ladder when last known (a hint)
 }
 
 // rung is one price level in a side's ladder: the levels of a side sorted by
@@ -321,7 +322,7 @@ func (bs *Books) add(b *Book, ref uint64, side Side, shares, price uint32) bool 
 		bs.stats.Overflowed++
 	}
 	r := &lad[i]
-	*o = order{ref: ref, price: price, shares: shares, prev: r.tail, next: none, locate: b.locate, side: side}
+	*o = order{ref: ref, price: price, shares: shares, prev: r.tail, next: none, locate: b.locate, side: side, rung: uint32(i)}
 	if r.tail != none {
 		bs.orders[r.tail].next = oi
 	} else {
@@ -386,8 +387,20 @@ func (b *Book) insertRung(side Side, i int, key uint32) []rung {
 // rungOf returns the level of order o, which must be live in b.
 func (b *Book) rungOf(o *order) *rung {
 	lad := b.sides[o.side]
-	i, _ := search(lad, sideKey(o.side, o.price))
-	return &lad[i]
+	return &lad[rungIndex(lad, o)]
+}
+
+// rungIndex returns the index of live order o's level in its ladder: the
+// order's hint when still right (levels were not inserted or removed below
+// it since), else a search.
+func rungIndex(lad []rung, o *order) int {
+	key := sideKey(o.side, o.price)
+	if h := int(o.rung); h < len(lad) && lad[h].key == key {
+		return h
+	}
+	i, _ := search(lad, key)
+	o.rung = uint32(i)
+	return i
 }
 
 // remove unlinks live order oi of book b and frees its slot.
@@ -395,7 +408,7 @@ func (bs *Books) remove(b *Book, oi int32) {
 	o := &bs.orders[oi]
 	side := o.side
 	lad := b.sides[side]
-	i, _ := search(lad, sideKey(side, o.price))
+	i := rungIndex(lad, o)
 	r := &lad[i]
 	if o.prev != none {
 		bs.orders[o.prev].next = o.next

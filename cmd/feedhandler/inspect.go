@@ -49,7 +49,14 @@ type captureReport struct {
 	Gaps             uint64            `json:"gaps"`
 	GapMessages      uint64            `json:"gap_messages"`
 	Duplicates       uint64            `json:"duplicates"`
+	Lines            []lineReport      `json:"lines"`
 	Heartbeats       uint64            `json:"heartbeats"` // not counting end-of-session packets
+}
+
+type lineReport struct {
+	Dst     string `json:"dst"`
+	Packets uint64 `json:"packets"`
+	First   uint64 `json:"first"` // packets that delivered messages first
 }
 
 type sessionReport struct {
@@ -163,6 +170,10 @@ func report(file string, st *input.Stats) inspectReport {
 		Frames: st.Frames.Frames, Datagrams: st.Frames.Datagrams, SkippedFrames: map[string]uint64{},
 		Filtered: st.Filtered, Packets: st.Datagrams, MalformedPackets: st.Malformed, Held: st.Held,
 	}
+	c.Lines = []lineReport{}
+	for _, l := range st.Lines {
+		c.Lines = append(c.Lines, lineReport{Dst: l.Dst.String(), Packets: l.Datagrams, First: l.First})
+	}
 	for why := pcap.Reason(1); why < pcap.NumReasons; why++ {
 		if n := st.Frames.Skipped[why]; n > 0 {
 			c.SkippedFrames[why.String()] = n
@@ -229,6 +240,9 @@ func printReport(w io.Writer, rep inspectReport) {
 		fmt.Fprintf(w, "skipped     %s\n", strings.Join(parts, ", "))
 	}
 	fmt.Fprintf(w, "packets     %d MoldUDP64 (%d malformed, %d held for reordering)\n", c.Packets, c.MalformedPackets, c.Held)
+	for _, l := range c.Lines {
+		fmt.Fprintf(w, "line %s: %d packets, %d delivered first\n", l.Dst, l.Packets, l.First)
+	}
 	for _, s := range rep.Sessions {
 		fmt.Fprintf(w, "session %q: seq %d..%d, %d messages, %d packets, %d heartbeats, %d end of session, %d duplicates, %d gaps (%d messages missing)\n",
 			s.Session, s.FirstSeq, s.LastSeq, s.Messages, s.Packets, s.Heartbeats, s.EndOfSession, s.Duplicates, s.Gaps, s.GapMessages)

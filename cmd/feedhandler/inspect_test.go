@@ -172,6 +172,9 @@ func TestInspectPcap(t *testing.T) {
 	if s.Heartbeats != heartbeats || s.Duplicates == 0 || s.Duplicates >= dataPackets {
 		t.Fatalf("heartbeats %d (want %d), duplicates %d", s.Heartbeats, heartbeats, s.Duplicates)
 	}
+	if len(c.Lines) != 2 || c.Lines[0].Dst != "233.54.12.111:26477" || c.Lines[0].Packets+c.Lines[1].Packets != datagrams || c.Lines[0].First == 0 || c.Lines[1].First == 0 {
+		t.Fatalf("lines %+v", c.Lines)
+	}
 	// Line A alone.
 	a := inspectJSON(t, "--json", "--group", "233.54.12.111", "--port", "26477", path)
 	if a.Capture.Filtered == 0 || a.Sessions[0].GapMessages <= missing {

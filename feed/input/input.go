@@ -3,6 +3,7 @@ package input
 import (
 	"bufio"
 	"compress/gzip"
+	"errors"
 	"fmt"
 	"io"
 	"net/netip"
@@ -48,6 +49,14 @@ type Options struct {
 	ReorderDelay  int64      // captures: longest hold in capture time, ns (0: 10 ms)
 }
 
+// LineStats counts the MoldUDP64 packets sent to one destination address and
+// port (one feed line).
+type LineStats struct {
+	Dst       netip.AddrPort
+	Datagrams uint64 // MoldUDP64 packets
+	First     uint64 // of those, packets that delivered messages (this line was first)
+}
+
 // SessionStats describes one MoldUDP64 session found in a capture.
 type SessionStats struct {
 	Session  moldudp64.Session
@@ -78,6 +87,7 @@ type Stats struct {
 	ParseErrors moldudp64.ParseErrors // why
 	Held        uint64                // packets held back until earlier ones arrived
 	Sessions    []SessionStats
+	Lines       []LineStats // per destination address, in order of appearance
 }
 
 // Gaps returns the number of runs of missing sequence numbers and of
@@ -98,6 +108,7 @@ type session struct {
 }
 
 type held struct {
+	line int              // index into Stats.Lines
 	pkt  moldudp64.Packet // Blocks alias buf
 	buf  []byte
 	time int64 // capture time
@@ -185,12 +196,20 @@ func NewReader(rd io.Reader, opt Options) (*Reader, error) {
 			r.stats.Format = FormatPcapNG
 		}
 	default:
-		// A BinaryFILE starts with the length of a System Event ('S', 12).
+		// A BinaryFILE starts with a record: a length, then a message of a
+		// known type at least as long as its type (a System Event 'S', 12).
+		if len(magic) >= 3 && (!itch.Known(magic[2]) || int(magic[0])<<8|int(magic[1]) < itch.Length(magic[2])) {
+			return nil, fmt.Errorf("detect format: first bytes % x: %w", magic, ErrUnknownFormat)
+		}
 		r.day = dayfile.NewReader(br)
 		r.stats.Format = FormatBinaryFile
 	}
 	return r, nil
 }
+
+// ErrUnknownFormat reports a file that is neither a capture nor a
+// BinaryFILE.
+var ErrUnknownFormat = errors.New("not a BinaryFILE, pcap or pcapng")
 
 // Format returns the detected file format.
 func (r *Reader) Format() Format { return r.stats.Format }
@@ -275,7 +294,7 @@ func (r *Reader) advance() error {
 		if i := r.ready(); i >= 0 {
 			s := &r.sess[i]
 			h := s.pop()
-			if r.apply(i, h.pkt) {
+			if r.apply(i, h.line, h.pkt) {
 				r.release = h.buf
 				return nil
 			}
@@ -304,15 +323,17 @@ func (r *Reader) advance() error {
 			continue
 		}
 		r.stats.Datagrams++
+		li := r.line(fr.Dst)
+		r.stats.Lines[li].Datagrams++
 		i := r.session(p.Session)
 		s := &r.sess[i]
 		r.now = fr.Time
 		if s.tr.Started() && p.Seq > s.tr.Next() && r.opt.ReorderWindow > 0 {
-			r.hold(s, p, fr.Time)
+			r.hold(s, li, p, fr.Time)
 			r.stats.Held++
 			continue
 		}
-		if r.apply(i, p) {
+		if r.apply(i, li, p) {
 			return nil
 		}
 	}
@@ -336,7 +357,7 @@ func (r *Reader) ready() int {
 
 // apply tracks p and, when it carries messages to deliver, makes it the
 // current packet.
-func (r *Reader) apply(i int, p moldudp64.Packet) bool {
+func (r *Reader) apply(i, line int, p moldudp64.Packet) bool {
 	s := &r.sess[i]
 	st := &r.stats.Sessions[i]
 	if !s.tr.Started() && p.Seq > 1 {
@@ -362,6 +383,7 @@ func (r *Reader) apply(i int, p moldudp64.Packet) bool {
 	if !v.Apply() || p.Messages() == 0 {
 		return false
 	}
+	r.stats.Lines[line].First++
 	r.it = p.Iter()
 	r.it.Skip(int(v.Skip))
 	r.cur = i
@@ -369,7 +391,7 @@ func (r *Reader) apply(i int, p moldudp64.Packet) bool {
 	return true
 }
 
-func (r *Reader) hold(s *session, p moldudp64.Packet, at int64) {
+func (r *Reader) hold(s *session, line int, p moldudp64.Packet, at int64) {
 	var buf []byte
 	if n := len(r.free); n > 0 {
 		buf = r.free[n-1][:0]
@@ -389,7 +411,7 @@ func (r *Reader) hold(s *session, p moldudp64.Packet, at int64) {
 		}
 		return 0
 	})
-	s.pending = slices.Insert(s.pending, s.head+i, held{pkt: q, buf: buf, time: at})
+	s.pending = slices.Insert(s.pending, s.head+i, held{line: line, pkt: q, buf: buf, time: at})
 }
 
 // pop removes the first held packet.
@@ -406,6 +428,17 @@ func (s *session) pop() held {
 		s.pending, s.head = s.pending[:n], 0
 	}
 	return h
+}
+
+// line returns the index of the statistics of destination dst.
+func (r *Reader) line(dst netip.AddrPort) int {
+	for i := range r.stats.Lines {
+		if r.stats.Lines[i].Dst == dst {
+			return i
+		}
+	}
+	r.stats.Lines = append(r.stats.Lines, LineStats{Dst: dst})
+	return len(r.stats.Lines) - 1
 }
 
 // session returns the index of the state for session name s.

@@ -181,6 +181,12 @@ func TestLinesWithLoss(t *testing.T) {
 	if s.Tracker.Duplicates == 0 {
 		t.Fatal("no duplicates counted from the B line")
 	}
+	// Both lines delivered first some of the time; together they carried
+	// every packet once.
+	if len(st.Lines) != 2 || st.Lines[0].Dst != groupA || st.Lines[1].Dst != groupB ||
+		st.Lines[0].First == 0 || st.Lines[1].First == 0 || st.Lines[0].Datagrams+st.Lines[1].Datagrams != st.Datagrams {
+		t.Fatalf("lines %+v", st.Lines)
+	}
 	if n, missing := st.Gaps(); n != uint64(len(gaps)) || missing != uint64(len(full)-len(want)) {
 		t.Fatalf("Gaps() = %d, %d", n, missing)
 	}
@@ -485,6 +491,14 @@ func TestGzip(t *testing.T) {
 			if !bytes.Equal(got[i], want[i]) {
 				t.Fatalf("message %d differs", i)
 			}
+		}
+	}
+}
+
+func TestUnknownFormat(t *testing.T) {
+	for _, data := range []string{"hello, world\n", "\x00\x05S12345", "\x00\x0cZ0123456789a"} {
+		if _, err := input.NewReader(bytes.NewReader([]byte(data)), input.Options{}); !errors.Is(err, input.ErrUnknownFormat) {
+			t.Errorf("%q: %v, want ErrUnknownFormat", data, err)
 		}
 	}
 }

@@ -58,8 +58,9 @@ func FuzzDecode(f *testing.F) {
 		if returned != s.Messages {
 			t.Fatalf("returned %d, counted %d", returned, s.Messages)
 		}
-		// Count the blocks independently.
+		// Count the blocks independently, and check each with Accept.
 		var blocks uint64
+		var c itch.Counters
 		rest := data
 		for len(rest) >= 2 {
 			n := int(rest[0])<<8 | int(rest[1])
@@ -67,7 +68,12 @@ func FuzzDecode(f *testing.F) {
 				break
 			}
 			blocks++
+			c.Accept(rest[2 : 2+n])
 			rest = rest[2+n:]
+		}
+		c.Truncated = s.Truncated
+		if c != s.Counters {
+			t.Fatalf("Accept counted %+v, Scanner %+v", c, s.Counters)
 		}
 		truncated := uint64(0)
 		if len(rest) > 0 {

@@ -17,6 +17,12 @@
 // computation and two uncontended atomic adds, allocates nothing, and takes
 // no lock.
 //
+// A Snapshot is a plain copy that a reader owns: Merge combines shards,
+// Since turns two cumulative snapshots into the values of the interval
+// between them (for a periodic stats line), Quantile/Mean/CountAtOrBelow
+// answer questions. Snapshots are 16 KiB; keep one around rather than
+// taking a fresh one per call.
+//
 // Typical use: one Histogram per pipeline stage per goroutine (receive to
 // book-apply, apply to publish), merged at read time by a Collector:
 //

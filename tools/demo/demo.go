@@ -12,7 +12,9 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -114,6 +116,9 @@ type Result struct {
 	Stale       int      // instruments published with the PossiblyStale flag
 	Top         []TopOfBook
 	Gaps        []moldudp64.Range
+	// XDPAfterStop is what `ip link show` said of the receiving interface
+	// after the handler stopped, when it still mentions an XDP program.
+	XDPAfterStop string
 }
 
 // TopOfBook is one instrument's best levels as published.
@@ -265,6 +270,13 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		return res, err
 	}
 	res.Stats = h.Stats()
+	out, err := lab.Exec(lab.Dst, "ip", "link", "show", "dev", lab.DstIf)
+	if err != nil {
+		return res, err
+	}
+	if strings.Contains(string(out), "xdp") {
+		res.XDPAfterStop = string(out)
+	}
 	return res, nil
 }
 
@@ -314,9 +326,23 @@ func compare(res *Result, o Options) error {
 		}
 		top = append(top, tb)
 	}
-	// Every reference instrument with resting orders must be published.
+	// Every reference instrument with resting orders must be published
+	// (every subscribed one, with a symbol filter).
+	subscribed := func(string) bool { return true }
+	if o.Configure != nil {
+		var hc handler.Config
+		o.Configure(&hc)
+		if len(hc.Symbols) > 0 {
+			subscribed = func(s string) bool { return slices.Contains(hc.Symbols, s) }
+		}
+	}
+	for name := range published {
+		if !subscribed(name) {
+			res.Mismatches = append(res.Mismatches, name+": published but not subscribed")
+		}
+	}
 	for b := range o.Day.Books.All() {
-		if b.Orders() > 0 && !published[b.Name()] {
+		if b.Orders() > 0 && subscribed(b.Name()) && !published[b.Name()] {
 			res.Mismatches = append(res.Mismatches, b.Name()+": has resting orders but was never published")
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/marketfeed/feedhandler/feed/handler"
 	"github.com/marketfeed/feedhandler/feed/moldudp64"
 	"github.com/marketfeed/feedhandler/tools/netlab"
 )
@@ -151,4 +153,52 @@ func TestGapOnBothLines(t *testing.T) {
 	if res.Stale != res.Instruments || res.Instruments == 0 {
 		t.Errorf("%d of %d instruments flagged possibly stale, want all", res.Stale, res.Instruments)
 	}
+}
+
+// TestSymbolFilter subscribes to three symbols: only they are published, and
+// they equal the reference.
+func TestSymbolFilter(t *testing.T) {
+	needLab(t)
+	d := testDay(t)
+	want := []string{d.Symbols[0].String(), d.Symbols[1].String(), d.Symbols[7].String()}
+	res := run(t, Options{Backend: "socket", Configure: func(c *handler.Config) { c.Symbols = want }})
+	checkIdentical(t, res)
+	if res.Instruments != len(want) {
+		t.Errorf("%d instruments published, want %d", res.Instruments, len(want))
+	}
+	if res.Stats.Filtered == 0 {
+		t.Error("no message filtered")
+	}
+}
+
+// TestShutdownLeavesNothing: after a run on AF_XDP no XDP program stays
+// attached, and no fd or goroutine is left behind.
+func TestShutdownLeavesNothing(t *testing.T) {
+	needLab(t)
+	testDay(t)
+	fds := countFDs(t)
+	gr := runtime.NumGoroutine()
+	res := run(t, Options{Backend: "xdp"})
+	if res.XDPAfterStop != "" {
+		t.Errorf("XDP program still attached after Stop:\n%s", res.XDPAfterStop)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		f, g := countFDs(t), runtime.NumGoroutine()
+		if f <= fds && g <= gr {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("leak: fds %d -> %d, goroutines %d -> %d", fds, f, gr, g)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func countFDs(t *testing.T) int {
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(ents)
 }
