@@ -83,6 +83,11 @@ func newShard(id, core int, ringSize int, bcfg book.Config, w *shm.Writer, depth
 	if err != nil {
 		return nil, err
 	}
+	if core >= 0 {
+		// A pinned shard owns its core: poll hard before sleeping, so a
+		// message waits nanoseconds, not a scheduler tick.
+		r.SetBackoff(spsc.Backoff{Spins: 1 << 16, Yields: 1 << 14, MinSleep: time.Microsecond, MaxSleep: 20 * time.Microsecond})
+	}
 	n := 1 << 16
 	return &shard{
 		id: id, core: core, ring: r, books: bs, w: w, depth: depth, stale: stale,

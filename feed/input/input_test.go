@@ -136,8 +136,37 @@ func TestPcapMatchesBinaryFile(t *testing.T) {
 func TestLinesWithLoss(t *testing.T) {
 	cfg := dayCfg
 	cfg.Lines, cfg.Loss = 2, 0.1
+	st := checkLines(t, cfg)
+	if st.Sessions[0].Tracker.Duplicates == 0 {
+		t.Fatal("no duplicates counted from the B line")
+	}
+	// Both lines delivered first some of the time; together they carried
+	// every packet once.
+	if len(st.Lines) != 2 || st.Lines[0].Dst != groupA || st.Lines[1].Dst != groupB ||
+		st.Lines[0].First == 0 || st.Lines[1].First == 0 || st.Lines[0].Datagrams+st.Lines[1].Datagrams != st.Datagrams {
+		t.Fatalf("lines %+v", st.Lines)
+	}
+}
+
+// TestLinesRandomFaults: loss, duplication and reordering on both lines,
+// several seeds; the reader against a naive model of what the capture holds.
+func TestLinesRandomFaults(t *testing.T) {
+	for seed := uint64(1); seed <= 4; seed++ {
+		cfg := gen.Config{Messages: 20_000, Symbols: 30, Seed: seed, MaxPacket: 300, Lines: 2,
+			Loss: 0.15 * float64(seed%3), Dup: 0.05 * float64(seed%2), Reorder: 0.03 * float64(seed)}
+		t.Run(fmt.Sprint(seed), func(t *testing.T) { checkLines(t, cfg) })
+	}
+}
+
+// checkLines compares the reader on a generated capture with a naive model:
+// every sequence number present on any line, once, in order, and gaps
+// exactly where no line carried a sequence number.
+func checkLines(t *testing.T, cfg gen.Config) *input.Stats {
+	t.Helper()
 	path := genFile(t, cfg, true)
-	full, _ := readAll(t, genFile(t, dayCfg, false), input.Options{})
+	plain := cfg
+	plain.Lines, plain.Loss, plain.Dup, plain.Reorder = 1, 0, 0, 0
+	full, _ := readAll(t, genFile(t, plain, false), input.Options{})
 
 	// Which sequence numbers does the capture hold, on any line?
 	present := map[uint64]bool{}
@@ -169,7 +198,7 @@ func TestLinesWithLoss(t *testing.T) {
 			gaps = append(gaps, moldudp64.Range{First: seq, Count: 1})
 		}
 	}
-	if len(gaps) == 0 {
+	if cfg.Loss >= 0.1 && len(gaps) == 0 {
 		t.Fatal("the test wants sequence numbers lost on both lines")
 	}
 	got, st := readAll(t, path, input.Options{})
@@ -178,18 +207,10 @@ func TestLinesWithLoss(t *testing.T) {
 	if fmt.Sprint(s.Gaps) != fmt.Sprint(gaps) {
 		t.Fatalf("gaps %v, want %v", s.Gaps, gaps)
 	}
-	if s.Tracker.Duplicates == 0 {
-		t.Fatal("no duplicates counted from the B line")
-	}
-	// Both lines delivered first some of the time; together they carried
-	// every packet once.
-	if len(st.Lines) != 2 || st.Lines[0].Dst != groupA || st.Lines[1].Dst != groupB ||
-		st.Lines[0].First == 0 || st.Lines[1].First == 0 || st.Lines[0].Datagrams+st.Lines[1].Datagrams != st.Datagrams {
-		t.Fatalf("lines %+v", st.Lines)
-	}
 	if n, missing := st.Gaps(); n != uint64(len(gaps)) || missing != uint64(len(full)-len(want)) {
 		t.Fatalf("Gaps() = %d, %d", n, missing)
 	}
+	return st
 }
 
 func TestReorderAndDuplicates(t *testing.T) {

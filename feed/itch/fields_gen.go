@@ -4,7 +4,7 @@ package itch
 
 import "encoding/binary"
 
-// SystemEventFields holds every field of a 'S' message (System Event: start/end of messages, system and market hours) for encoding.
+// SystemEventFields holds every field of a message of type 'S' (System Event: start/end of messages, system and market hours) for encoding.
 type SystemEventFields struct {
 	Header
 	EventCode byte // 'O' start of messages, 'S' start of system hours, 'Q' start of market hours, 'M' end of market hours, 'E' end of system hours, 'C' end of messages
@@ -26,7 +26,7 @@ func (f *SystemEventFields) AppendBlock(dst []byte) []byte {
 	return f.Append(append(dst, 0, SystemEventLen))
 }
 
-// StockDirectoryFields holds every field of a 'R' message (Stock Directory: one per issue at the start of the day; assigns the locate) for encoding.
+// StockDirectoryFields holds every field of a message of type 'R' (Stock Directory: one per issue at the start of the day; assigns the locate) for encoding.
 type StockDirectoryFields struct {
 	Header
 	Stock               Symbol  // security symbol
@@ -74,7 +74,7 @@ func (f *StockDirectoryFields) AppendBlock(dst []byte) []byte {
 	return f.Append(append(dst, 0, StockDirectoryLen))
 }
 
-// StockTradingActionFields holds every field of a 'H' message (Stock Trading Action: halt, pause, quotation-only and trading states) for encoding.
+// StockTradingActionFields holds every field of a message of type 'H' (Stock Trading Action: halt, pause, quotation-only and trading states) for encoding.
 type StockTradingActionFields struct {
 	Header
 	Stock        Symbol  // security symbol
@@ -102,7 +102,7 @@ func (f *StockTradingActionFields) AppendBlock(dst []byte) []byte {
 	return f.Append(append(dst, 0, StockTradingActionLen))
 }
 
-// RegSHOFields holds every field of a 'Y' message (Reg SHO Short Sale Price Test Restricted Indicator) for encoding.
+// RegSHOFields holds every field of a message of type 'Y' (Reg SHO Short Sale Price Test Restricted Indicator) for encoding.
 type RegSHOFields struct {
 	Header
 	Stock  Symbol // security symbol
@@ -126,7 +126,7 @@ func (f *RegSHOFields) AppendBlock(dst []byte) []byte {
 	return f.Append(append(dst, 0, RegSHOLen))
 }
 
-// MarketParticipantPositionFields holds every field of a 'L' message (Market Participant Position) for encoding.
+// MarketParticipantPositionFields holds every field of a message of type 'L' (Market Participant Position) for encoding.
 type MarketParticipantPositionFields struct {
 	Header
 	MPID                   MPID   // market participant identifier
@@ -156,7 +156,7 @@ func (f *MarketParticipantPositionFields) AppendBlock(dst []byte) []byte {
 	return f.Append(append(dst, 0, MarketParticipantPositionLen))
 }
 
-// MWCBDeclineLevelFields holds every field of a 'V' message (Market-Wide Circuit Breaker decline levels (Price(8), 8 implied decimals)) for encoding.
+// MWCBDeclineLevelFields holds every field of a message of type 'V' (Market-Wide Circuit Breaker decline levels (Price(8), 8 implied decimals)) for encoding.
 type MWCBDeclineLevelFields struct {
 	Header
 	Level1 uint64 // level 1 decline price, Price(8)
@@ -182,7 +182,7 @@ func (f *MWCBDeclineLevelFields) AppendBlock(dst []byte) []byte {
 	return f.Append(append(dst, 0, MWCBDeclineLevelLen))
 }
 
-// MWCBStatusFields holds every field of a 'W' message (Market-Wide Circuit Breaker breach) for encoding.
+// MWCBStatusFields holds every field of a message of type 'W' (Market-Wide Circuit Breaker breach) for encoding.
 type MWCBStatusFields struct {
 	Header
 	BreachedLevel byte // '1', '2' or '3'
@@ -204,7 +204,7 @@ func (f *MWCBStatusFields) AppendBlock(dst []byte) []byte {
 	return f.Append(append(dst, 0, MWCBStatusLen))
 }
 
-// IPOQuotingPeriodFields holds every field of a 'K' message (IPO Quoting Period Update) for encoding.
+// IPOQuotingPeriodFields holds every field of a message of type 'K' (IPO Quoting Period Update) for encoding.
 type IPOQuotingPeriodFields struct {
 	Header
 	Stock            Symbol // security symbol
@@ -232,7 +232,7 @@ func (f *IPOQuotingPeriodFields) AppendBlock(dst []byte) []byte {
 	return f.Append(append(dst, 0, IPOQuotingPeriodLen))
 }
 
-// LULDAuctionCollarFields holds every field of a 'J' message (Limit Up-Limit Down Auction Collar) for encoding.
+// LULDAuctionCollarFields holds every field of a message of type 'J' (Limit Up-Limit Down Auction Collar) for encoding.
 type LULDAuctionCollarFields struct {
 	Header
 	Stock            Symbol // security symbol
@@ -262,7 +262,7 @@ func (f *LULDAuctionCollarFields) AppendBlock(dst []byte) []byte {
 	return f.Append(append(dst, 0, LULDAuctionCollarLen))
 }
 
-// OperationalHaltFields holds every field of a 'h' message (Operational Halt) for encoding.
+// OperationalHaltFields holds every field of a message of type 'h' (Operational Halt) for encoding.
 type OperationalHaltFields struct {
 	Header
 	Stock      Symbol // security symbol
@@ -288,7 +288,7 @@ func (f *OperationalHaltFields) AppendBlock(dst []byte) []byte {
 	return f.Append(append(dst, 0, OperationalHaltLen))
 }
 
-// AddOrderFields holds every field of a 'A' message (Add Order without attribution) for encoding.
+// AddOrderFields holds every field of a message of type 'A' (Add Order without attribution) for encoding.
 type AddOrderFields struct {
 	Header
 	OrderRef uint64 // order reference number, unique for the day
@@ -318,7 +318,7 @@ func (f *AddOrderFields) AppendBlock(dst []byte) []byte {
 	return f.Append(append(dst, 0, AddOrderLen))
 }
 
-// AddOrderMPIDFields holds every field of a 'F' message (Add Order with MPID attribution) for encoding.
+// AddOrderMPIDFields holds every field of a message of type 'F' (Add Order with MPID attribution) for encoding.
 type AddOrderMPIDFields struct {
 	Header
 	OrderRef    uint64 // order reference number, unique for the day
@@ -350,7 +350,7 @@ func (f *AddOrderMPIDFields) AppendBlock(dst []byte) []byte {
 	return f.Append(append(dst, 0, AddOrderMPIDLen))
 }
 
-// OrderExecutedFields holds every field of a 'E' message (Order Executed at the order's price) for encoding.
+// OrderExecutedFields holds every field of a message of type 'E' (Order Executed at the order's price) for encoding.
 type OrderExecutedFields struct {
 	Header
 	OrderRef       uint64 // order reference number
@@ -376,7 +376,7 @@ func (f *OrderExecutedFields) AppendBlock(dst []byte) []byte {
 	return f.Append(append(dst, 0, OrderExecutedLen))
 }
 
-// OrderExecutedWithPriceFields holds every field of a 'C' message (Order Executed at a price different from the order's) for encoding.
+// OrderExecutedWithPriceFields holds every field of a message of type 'C' (Order Executed at a price different from the order's) for encoding.
 type OrderExecutedWithPriceFields struct {
 	Header
 	OrderRef       uint64 // order reference number
@@ -406,7 +406,7 @@ func (f *OrderExecutedWithPriceFields) AppendBlock(dst []byte) []byte {
 	return f.Append(append(dst, 0, OrderExecutedWithPriceLen))
 }
 
-// OrderCancelFields holds every field of a 'X' message (Order Cancel (partial)) for encoding.
+// OrderCancelFields holds every field of a message of type 'X' (Order Cancel (partial)) for encoding.
 type OrderCancelFields struct {
 	Header
 	OrderRef        uint64 // order reference number
@@ -430,7 +430,7 @@ func (f *OrderCancelFields) AppendBlock(dst []byte) []byte {
 	return f.Append(append(dst, 0, OrderCancelLen))
 }
 
-// OrderDeleteFields holds every field of a 'D' message (Order Delete) for encoding.
+// OrderDeleteFields holds every field of a message of type 'D' (Order Delete) for encoding.
 type OrderDeleteFields struct {
 	Header
 	OrderRef uint64 // order reference number
@@ -452,7 +452,7 @@ func (f *OrderDeleteFields) AppendBlock(dst []byte) []byte {
 	return f.Append(append(dst, 0, OrderDeleteLen))
 }
 
-// OrderReplaceFields holds every field of a 'U' message (Order Replace: removes the original, adds the new order with the same side and stock) for encoding.
+// OrderReplaceFields holds every field of a message of type 'U' (Order Replace: removes the original, adds the new order with the same side and stock) for encoding.
 type OrderReplaceFields struct {
 	Header
 	OriginalOrderRef uint64 // order reference number of the replaced order
@@ -480,7 +480,7 @@ func (f *OrderReplaceFields) AppendBlock(dst []byte) []byte {
 	return f.Append(append(dst, 0, OrderReplaceLen))
 }
 
-// TradeFields holds every field of a 'P' message (Trade (non-cross) against a non-displayed order) for encoding.
+// TradeFields holds every field of a message of type 'P' (Trade (non-cross) against a non-displayed order) for encoding.
 type TradeFields struct {
 	Header
 	OrderRef    uint64 // order reference number (0 since 2019)
@@ -512,7 +512,7 @@ func (f *TradeFields) AppendBlock(dst []byte) []byte {
 	return f.Append(append(dst, 0, TradeLen))
 }
 
-// CrossTradeFields holds every field of a 'Q' message (Cross Trade) for encoding.
+// CrossTradeFields holds every field of a message of type 'Q' (Cross Trade) for encoding.
 type CrossTradeFields struct {
 	Header
 	Shares      uint64 // shares matched in the cross
@@ -542,7 +542,7 @@ func (f *CrossTradeFields) AppendBlock(dst []byte) []byte {
 	return f.Append(append(dst, 0, CrossTradeLen))
 }
 
-// BrokenTradeFields holds every field of a 'B' message (Broken Trade) for encoding.
+// BrokenTradeFields holds every field of a message of type 'B' (Broken Trade) for encoding.
 type BrokenTradeFields struct {
 	Header
 	MatchNumber uint64 // match number of the broken trade
@@ -564,7 +564,7 @@ func (f *BrokenTradeFields) AppendBlock(dst []byte) []byte {
 	return f.Append(append(dst, 0, BrokenTradeLen))
 }
 
-// NOIIFields holds every field of a 'I' message (Net Order Imbalance Indicator) for encoding.
+// NOIIFields holds every field of a message of type 'I' (Net Order Imbalance Indicator) for encoding.
 type NOIIFields struct {
 	Header
 	PairedShares       uint64 // shares paired at the current reference price
@@ -602,7 +602,7 @@ func (f *NOIIFields) AppendBlock(dst []byte) []byte {
 	return f.Append(append(dst, 0, NOIILen))
 }
 
-// RPIIFields holds every field of a 'N' message (Retail Price Improvement Indicator) for encoding.
+// RPIIFields holds every field of a message of type 'N' (Retail Price Improvement Indicator) for encoding.
 type RPIIFields struct {
 	Header
 	Stock        Symbol // security symbol
@@ -626,7 +626,7 @@ func (f *RPIIFields) AppendBlock(dst []byte) []byte {
 	return f.Append(append(dst, 0, RPIILen))
 }
 
-// DLCRFields holds every field of a 'O' message (Direct Listing with Capital Raise price discovery) for encoding.
+// DLCRFields holds every field of a message of type 'O' (Direct Listing with Capital Raise price discovery) for encoding.
 type DLCRFields struct {
 	Header
 	Stock                 Symbol // security symbol

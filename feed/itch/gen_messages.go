@@ -318,7 +318,7 @@ func main() {
 			m.typ == 'D' || m.typ == 'U' || m.typ == 'P' || m.typ == 'Q' || m.typ == 'B' {
 			views = &orderViews
 		}
-		fmt.Fprintf(views, "// %s is a zero-copy view of a '%c' message: %s\n", m.name, m.typ, m.doc)
+		fmt.Fprintf(views, "// %s is a zero-copy view of a message of type '%c': %s\n", m.name, m.typ, m.doc)
 		fmt.Fprintf(views, "// Convert a Msg only after Check (or a Scanner) has verified its type and\n// that it holds at least %sLen bytes.\n", m.name)
 		fmt.Fprintf(views, "type %s []byte\n\n", m.name)
 		fmt.Fprintf(views, "// Type returns the message type byte ('%c').\nfunc (m %s) Type() byte { return m[0] }\n\n", m.typ, m.name)
@@ -327,7 +327,11 @@ func main() {
 		fmt.Fprintf(views, "// Timestamp returns nanoseconds since midnight.\nfunc (m %s) Timestamp() uint64 { return uint48(m[5:]) }\n\n", m.name)
 		fmt.Fprintf(views, "// Header returns the common header fields.\nfunc (m %s) Header() Header { return Msg(m).Header() }\n\n", m.name)
 		for i, fl := range m.fields {
-			fmt.Fprintf(views, "// %s returns the %s (offset %d, %d bytes).\n", fl.name, fl.doc, offs[i], size(fl.kind))
+			unit := "bytes"
+			if size(fl.kind) == 1 {
+				unit = "byte"
+			}
+			fmt.Fprintf(views, "// %s returns the field at offset %d (%d %s): %s.\n", fl.name, offs[i], size(fl.kind), unit, fl.doc)
 			fmt.Fprintf(views, "func (m %s) %s() %s { return %s }\n\n", m.name, fl.name, goType(fl.kind), getter(fl.kind, offs[i]))
 		}
 		fmt.Fprintf(views, "// Fields decodes every field of the message.\nfunc (m %s) Fields() %sFields {\n", m.name, m.name)
@@ -338,7 +342,7 @@ func main() {
 		views.WriteString("\t}\n}\n\n")
 
 		// Fields struct and encoder.
-		fmt.Fprintf(&fields, "// %sFields holds every field of a '%c' message (%s) for encoding.\n", m.name, m.typ, strings.TrimSuffix(m.doc, "."))
+		fmt.Fprintf(&fields, "// %sFields holds every field of a message of type '%c' (%s) for encoding.\n", m.name, m.typ, strings.TrimSuffix(m.doc, "."))
 		fmt.Fprintf(&fields, "type %sFields struct {\n\tHeader\n", m.name)
 		for _, fl := range m.fields {
 			fmt.Fprintf(&fields, "\t%s %s // %s\n", fl.name, goType(fl.kind), fl.doc)

@@ -4,7 +4,7 @@ package itch
 
 import "encoding/binary"
 
-// SystemEvent is a zero-copy view of a 'S' message: System Event: start/end of messages, system and market hours.
+// SystemEvent is a zero-copy view of a message of type 'S': System Event: start/end of messages, system and market hours.
 // Convert a Msg only after Check (or a Scanner) has verified its type and
 // that it holds at least SystemEventLen bytes.
 type SystemEvent []byte
@@ -24,7 +24,7 @@ func (m SystemEvent) Timestamp() uint64 { return uint48(m[5:]) }
 // Header returns the common header fields.
 func (m SystemEvent) Header() Header { return Msg(m).Header() }
 
-// EventCode returns the 'O' start of messages, 'S' start of system hours, 'Q' start of market hours, 'M' end of market hours, 'E' end of system hours, 'C' end of messages (offset 11, 1 bytes).
+// EventCode returns the field at offset 11 (1 byte): 'O' start of messages, 'S' start of system hours, 'Q' start of market hours, 'M' end of market hours, 'E' end of system hours, 'C' end of messages.
 func (m SystemEvent) EventCode() byte { return m[11] }
 
 // Fields decodes every field of the message.
@@ -35,7 +35,7 @@ func (m SystemEvent) Fields() SystemEventFields {
 	}
 }
 
-// StockDirectory is a zero-copy view of a 'R' message: Stock Directory: one per issue at the start of the day; assigns the locate.
+// StockDirectory is a zero-copy view of a message of type 'R': Stock Directory: one per issue at the start of the day; assigns the locate.
 // Convert a Msg only after Check (or a Scanner) has verified its type and
 // that it holds at least StockDirectoryLen bytes.
 type StockDirectory []byte
@@ -55,46 +55,46 @@ func (m StockDirectory) Timestamp() uint64 { return uint48(m[5:]) }
 // Header returns the common header fields.
 func (m StockDirectory) Header() Header { return Msg(m).Header() }
 
-// Stock returns the security symbol (offset 11, 8 bytes).
+// Stock returns the field at offset 11 (8 bytes): security symbol.
 func (m StockDirectory) Stock() Symbol { return Symbol(m[11:19]) }
 
-// MarketCategory returns the listing market: 'Q' Global Select, 'G' Global, 'S' Capital, 'N' NYSE, 'A' NYSE American, 'P' NYSE Arca, 'Z' BATS, 'V' IEX, ' ' not available (offset 19, 1 bytes).
+// MarketCategory returns the field at offset 19 (1 byte): listing market: 'Q' Global Select, 'G' Global, 'S' Capital, 'N' NYSE, 'A' NYSE American, 'P' NYSE Arca, 'Z' BATS, 'V' IEX, ' ' not available.
 func (m StockDirectory) MarketCategory() byte { return m[19] }
 
-// FinancialStatus returns the 'D' deficient, 'E' delinquent, 'Q' bankrupt, 'N' normal, ... ' ' not available (offset 20, 1 bytes).
+// FinancialStatus returns the field at offset 20 (1 byte): 'D' deficient, 'E' delinquent, 'Q' bankrupt, 'N' normal, ... ' ' not available.
 func (m StockDirectory) FinancialStatus() byte { return m[20] }
 
-// RoundLotSize returns the shares in a round lot (offset 21, 4 bytes).
+// RoundLotSize returns the field at offset 21 (4 bytes): shares in a round lot.
 func (m StockDirectory) RoundLotSize() uint32 { return binary.BigEndian.Uint32(m[21:]) }
 
-// RoundLotsOnly returns the 'Y' only round lots accepted, 'N' odd and mixed lots allowed (offset 25, 1 bytes).
+// RoundLotsOnly returns the field at offset 25 (1 byte): 'Y' only round lots accepted, 'N' odd and mixed lots allowed.
 func (m StockDirectory) RoundLotsOnly() byte { return m[25] }
 
-// IssueClassification returns the issue classification code (offset 26, 1 bytes).
+// IssueClassification returns the field at offset 26 (1 byte): issue classification code.
 func (m StockDirectory) IssueClassification() byte { return m[26] }
 
-// IssueSubType returns the issue sub-type code (offset 27, 2 bytes).
+// IssueSubType returns the field at offset 27 (2 bytes): issue sub-type code.
 func (m StockDirectory) IssueSubType() [2]byte { return [2]byte(m[27:29]) }
 
-// Authenticity returns the 'P' live/production, 'T' test (offset 29, 1 bytes).
+// Authenticity returns the field at offset 29 (1 byte): 'P' live/production, 'T' test.
 func (m StockDirectory) Authenticity() byte { return m[29] }
 
-// ShortSaleThreshold returns the Reg SHO threshold: 'Y', 'N', ' ' not available (offset 30, 1 bytes).
+// ShortSaleThreshold returns the field at offset 30 (1 byte): Reg SHO threshold: 'Y', 'N', ' ' not available.
 func (m StockDirectory) ShortSaleThreshold() byte { return m[30] }
 
-// IPOFlag returns the 'Y' new IPO today, 'N', ' ' not available (offset 31, 1 bytes).
+// IPOFlag returns the field at offset 31 (1 byte): 'Y' new IPO today, 'N', ' ' not available.
 func (m StockDirectory) IPOFlag() byte { return m[31] }
 
-// LULDRefPriceTier returns the '1' tier 1, '2' tier 2, ' ' not available (offset 32, 1 bytes).
+// LULDRefPriceTier returns the field at offset 32 (1 byte): '1' tier 1, '2' tier 2, ' ' not available.
 func (m StockDirectory) LULDRefPriceTier() byte { return m[32] }
 
-// ETPFlag returns the 'Y' exchange traded product, 'N', ' ' not available (offset 33, 1 bytes).
+// ETPFlag returns the field at offset 33 (1 byte): 'Y' exchange traded product, 'N', ' ' not available.
 func (m StockDirectory) ETPFlag() byte { return m[33] }
 
-// ETPLeverageFactor returns the ETP leverage factor (integer) (offset 34, 4 bytes).
+// ETPLeverageFactor returns the field at offset 34 (4 bytes): ETP leverage factor (integer).
 func (m StockDirectory) ETPLeverageFactor() uint32 { return binary.BigEndian.Uint32(m[34:]) }
 
-// InverseIndicator returns the 'Y' inverse ETP, 'N' (offset 38, 1 bytes).
+// InverseIndicator returns the field at offset 38 (1 byte): 'Y' inverse ETP, 'N'.
 func (m StockDirectory) InverseIndicator() byte { return m[38] }
 
 // Fields decodes every field of the message.
@@ -118,7 +118,7 @@ func (m StockDirectory) Fields() StockDirectoryFields {
 	}
 }
 
-// StockTradingAction is a zero-copy view of a 'H' message: Stock Trading Action: halt, pause, quotation-only and trading states.
+// StockTradingAction is a zero-copy view of a message of type 'H': Stock Trading Action: halt, pause, quotation-only and trading states.
 // Convert a Msg only after Check (or a Scanner) has verified its type and
 // that it holds at least StockTradingActionLen bytes.
 type StockTradingAction []byte
@@ -138,16 +138,16 @@ func (m StockTradingAction) Timestamp() uint64 { return uint48(m[5:]) }
 // Header returns the common header fields.
 func (m StockTradingAction) Header() Header { return Msg(m).Header() }
 
-// Stock returns the security symbol (offset 11, 8 bytes).
+// Stock returns the field at offset 11 (8 bytes): security symbol.
 func (m StockTradingAction) Stock() Symbol { return Symbol(m[11:19]) }
 
-// TradingState returns the 'H' halted, 'P' paused, 'Q' quotation only, 'T' trading (offset 19, 1 bytes).
+// TradingState returns the field at offset 19 (1 byte): 'H' halted, 'P' paused, 'Q' quotation only, 'T' trading.
 func (m StockTradingAction) TradingState() byte { return m[19] }
 
-// Reserved returns the reserved byte (offset 20, 1 bytes).
+// Reserved returns the field at offset 20 (1 byte): reserved byte.
 func (m StockTradingAction) Reserved() byte { return m[20] }
 
-// Reason returns the trading action reason code (offset 21, 4 bytes).
+// Reason returns the field at offset 21 (4 bytes): trading action reason code.
 func (m StockTradingAction) Reason() [4]byte { return [4]byte(m[21:25]) }
 
 // Fields decodes every field of the message.
@@ -161,7 +161,7 @@ func (m StockTradingAction) Fields() StockTradingActionFields {
 	}
 }
 
-// RegSHO is a zero-copy view of a 'Y' message: Reg SHO Short Sale Price Test Restricted Indicator.
+// RegSHO is a zero-copy view of a message of type 'Y': Reg SHO Short Sale Price Test Restricted Indicator.
 // Convert a Msg only after Check (or a Scanner) has verified its type and
 // that it holds at least RegSHOLen bytes.
 type RegSHO []byte
@@ -181,10 +181,10 @@ func (m RegSHO) Timestamp() uint64 { return uint48(m[5:]) }
 // Header returns the common header fields.
 func (m RegSHO) Header() Header { return Msg(m).Header() }
 
-// Stock returns the security symbol (offset 11, 8 bytes).
+// Stock returns the field at offset 11 (8 bytes): security symbol.
 func (m RegSHO) Stock() Symbol { return Symbol(m[11:19]) }
 
-// Action returns the '0' no price test, '1' restriction in effect (intra-day drop), '2' restriction remains in effect (offset 19, 1 bytes).
+// Action returns the field at offset 19 (1 byte): '0' no price test, '1' restriction in effect (intra-day drop), '2' restriction remains in effect.
 func (m RegSHO) Action() byte { return m[19] }
 
 // Fields decodes every field of the message.
@@ -196,7 +196,7 @@ func (m RegSHO) Fields() RegSHOFields {
 	}
 }
 
-// MarketParticipantPosition is a zero-copy view of a 'L' message: Market Participant Position.
+// MarketParticipantPosition is a zero-copy view of a message of type 'L': Market Participant Position.
 // Convert a Msg only after Check (or a Scanner) has verified its type and
 // that it holds at least MarketParticipantPositionLen bytes.
 type MarketParticipantPosition []byte
@@ -216,19 +216,19 @@ func (m MarketParticipantPosition) Timestamp() uint64 { return uint48(m[5:]) }
 // Header returns the common header fields.
 func (m MarketParticipantPosition) Header() Header { return Msg(m).Header() }
 
-// MPID returns the market participant identifier (offset 11, 4 bytes).
+// MPID returns the field at offset 11 (4 bytes): market participant identifier.
 func (m MarketParticipantPosition) MPID() MPID { return MPID(m[11:15]) }
 
-// Stock returns the security symbol (offset 15, 8 bytes).
+// Stock returns the field at offset 15 (8 bytes): security symbol.
 func (m MarketParticipantPosition) Stock() Symbol { return Symbol(m[15:23]) }
 
-// PrimaryMarketMaker returns the 'Y' primary market maker, 'N' (offset 23, 1 bytes).
+// PrimaryMarketMaker returns the field at offset 23 (1 byte): 'Y' primary market maker, 'N'.
 func (m MarketParticipantPosition) PrimaryMarketMaker() byte { return m[23] }
 
-// MarketMakerMode returns the 'N' normal, 'P' passive, 'S' syndicate, 'R' pre-syndicate, 'L' penalty (offset 24, 1 bytes).
+// MarketMakerMode returns the field at offset 24 (1 byte): 'N' normal, 'P' passive, 'S' syndicate, 'R' pre-syndicate, 'L' penalty.
 func (m MarketParticipantPosition) MarketMakerMode() byte { return m[24] }
 
-// MarketParticipantState returns the 'A' active, 'E' excused, 'W' withdrawn, 'S' suspended, 'D' deleted (offset 25, 1 bytes).
+// MarketParticipantState returns the field at offset 25 (1 byte): 'A' active, 'E' excused, 'W' withdrawn, 'S' suspended, 'D' deleted.
 func (m MarketParticipantPosition) MarketParticipantState() byte { return m[25] }
 
 // Fields decodes every field of the message.
@@ -243,7 +243,7 @@ func (m MarketParticipantPosition) Fields() MarketParticipantPositionFields {
 	}
 }
 
-// MWCBDeclineLevel is a zero-copy view of a 'V' message: Market-Wide Circuit Breaker decline levels (Price(8), 8 implied decimals).
+// MWCBDeclineLevel is a zero-copy view of a message of type 'V': Market-Wide Circuit Breaker decline levels (Price(8), 8 implied decimals).
 // Convert a Msg only after Check (or a Scanner) has verified its type and
 // that it holds at least MWCBDeclineLevelLen bytes.
 type MWCBDeclineLevel []byte
@@ -263,13 +263,13 @@ func (m MWCBDeclineLevel) Timestamp() uint64 { return uint48(m[5:]) }
 // Header returns the common header fields.
 func (m MWCBDeclineLevel) Header() Header { return Msg(m).Header() }
 
-// Level1 returns the level 1 decline price, Price(8) (offset 11, 8 bytes).
+// Level1 returns the field at offset 11 (8 bytes): level 1 decline price, Price(8).
 func (m MWCBDeclineLevel) Level1() uint64 { return binary.BigEndian.Uint64(m[11:]) }
 
-// Level2 returns the level 2 decline price, Price(8) (offset 19, 8 bytes).
+// Level2 returns the field at offset 19 (8 bytes): level 2 decline price, Price(8).
 func (m MWCBDeclineLevel) Level2() uint64 { return binary.BigEndian.Uint64(m[19:]) }
 
-// Level3 returns the level 3 decline price, Price(8) (offset 27, 8 bytes).
+// Level3 returns the field at offset 27 (8 bytes): level 3 decline price, Price(8).
 func (m MWCBDeclineLevel) Level3() uint64 { return binary.BigEndian.Uint64(m[27:]) }
 
 // Fields decodes every field of the message.
@@ -282,7 +282,7 @@ func (m MWCBDeclineLevel) Fields() MWCBDeclineLevelFields {
 	}
 }
 
-// MWCBStatus is a zero-copy view of a 'W' message: Market-Wide Circuit Breaker breach.
+// MWCBStatus is a zero-copy view of a message of type 'W': Market-Wide Circuit Breaker breach.
 // Convert a Msg only after Check (or a Scanner) has verified its type and
 // that it holds at least MWCBStatusLen bytes.
 type MWCBStatus []byte
@@ -302,7 +302,7 @@ func (m MWCBStatus) Timestamp() uint64 { return uint48(m[5:]) }
 // Header returns the common header fields.
 func (m MWCBStatus) Header() Header { return Msg(m).Header() }
 
-// BreachedLevel returns the '1', '2' or '3' (offset 11, 1 bytes).
+// BreachedLevel returns the field at offset 11 (1 byte): '1', '2' or '3'.
 func (m MWCBStatus) BreachedLevel() byte { return m[11] }
 
 // Fields decodes every field of the message.
@@ -313,7 +313,7 @@ func (m MWCBStatus) Fields() MWCBStatusFields {
 	}
 }
 
-// IPOQuotingPeriod is a zero-copy view of a 'K' message: IPO Quoting Period Update.
+// IPOQuotingPeriod is a zero-copy view of a message of type 'K': IPO Quoting Period Update.
 // Convert a Msg only after Check (or a Scanner) has verified its type and
 // that it holds at least IPOQuotingPeriodLen bytes.
 type IPOQuotingPeriod []byte
@@ -333,16 +333,16 @@ func (m IPOQuotingPeriod) Timestamp() uint64 { return uint48(m[5:]) }
 // Header returns the common header fields.
 func (m IPOQuotingPeriod) Header() Header { return Msg(m).Header() }
 
-// Stock returns the security symbol (offset 11, 8 bytes).
+// Stock returns the field at offset 11 (8 bytes): security symbol.
 func (m IPOQuotingPeriod) Stock() Symbol { return Symbol(m[11:19]) }
 
-// ReleaseTime returns the IPO quotation release time, seconds since midnight (offset 19, 4 bytes).
+// ReleaseTime returns the field at offset 19 (4 bytes): IPO quotation release time, seconds since midnight.
 func (m IPOQuotingPeriod) ReleaseTime() uint32 { return binary.BigEndian.Uint32(m[19:]) }
 
-// ReleaseQualifier returns the 'A' anticipated release time, 'C' cancelled/postponed (offset 23, 1 bytes).
+// ReleaseQualifier returns the field at offset 23 (1 byte): 'A' anticipated release time, 'C' cancelled/postponed.
 func (m IPOQuotingPeriod) ReleaseQualifier() byte { return m[23] }
 
-// IPOPrice returns the IPO price, Price(4) (offset 24, 4 bytes).
+// IPOPrice returns the field at offset 24 (4 bytes): IPO price, Price(4).
 func (m IPOQuotingPeriod) IPOPrice() uint32 { return binary.BigEndian.Uint32(m[24:]) }
 
 // Fields decodes every field of the message.
@@ -356,7 +356,7 @@ func (m IPOQuotingPeriod) Fields() IPOQuotingPeriodFields {
 	}
 }
 
-// LULDAuctionCollar is a zero-copy view of a 'J' message: Limit Up-Limit Down Auction Collar.
+// LULDAuctionCollar is a zero-copy view of a message of type 'J': Limit Up-Limit Down Auction Collar.
 // Convert a Msg only after Check (or a Scanner) has verified its type and
 // that it holds at least LULDAuctionCollarLen bytes.
 type LULDAuctionCollar []byte
@@ -376,19 +376,19 @@ func (m LULDAuctionCollar) Timestamp() uint64 { return uint48(m[5:]) }
 // Header returns the common header fields.
 func (m LULDAuctionCollar) Header() Header { return Msg(m).Header() }
 
-// Stock returns the security symbol (offset 11, 8 bytes).
+// Stock returns the field at offset 11 (8 bytes): security symbol.
 func (m LULDAuctionCollar) Stock() Symbol { return Symbol(m[11:19]) }
 
-// CollarRefPrice returns the auction collar reference price, Price(4) (offset 19, 4 bytes).
+// CollarRefPrice returns the field at offset 19 (4 bytes): auction collar reference price, Price(4).
 func (m LULDAuctionCollar) CollarRefPrice() uint32 { return binary.BigEndian.Uint32(m[19:]) }
 
-// UpperCollarPrice returns the upper auction collar price, Price(4) (offset 23, 4 bytes).
+// UpperCollarPrice returns the field at offset 23 (4 bytes): upper auction collar price, Price(4).
 func (m LULDAuctionCollar) UpperCollarPrice() uint32 { return binary.BigEndian.Uint32(m[23:]) }
 
-// LowerCollarPrice returns the lower auction collar price, Price(4) (offset 27, 4 bytes).
+// LowerCollarPrice returns the field at offset 27 (4 bytes): lower auction collar price, Price(4).
 func (m LULDAuctionCollar) LowerCollarPrice() uint32 { return binary.BigEndian.Uint32(m[27:]) }
 
-// CollarExtension returns the number of auction collar extensions (offset 31, 4 bytes).
+// CollarExtension returns the field at offset 31 (4 bytes): number of auction collar extensions.
 func (m LULDAuctionCollar) CollarExtension() uint32 { return binary.BigEndian.Uint32(m[31:]) }
 
 // Fields decodes every field of the message.
@@ -403,7 +403,7 @@ func (m LULDAuctionCollar) Fields() LULDAuctionCollarFields {
 	}
 }
 
-// OperationalHalt is a zero-copy view of a 'h' message: Operational Halt.
+// OperationalHalt is a zero-copy view of a message of type 'h': Operational Halt.
 // Convert a Msg only after Check (or a Scanner) has verified its type and
 // that it holds at least OperationalHaltLen bytes.
 type OperationalHalt []byte
@@ -423,13 +423,13 @@ func (m OperationalHalt) Timestamp() uint64 { return uint48(m[5:]) }
 // Header returns the common header fields.
 func (m OperationalHalt) Header() Header { return Msg(m).Header() }
 
-// Stock returns the security symbol (offset 11, 8 bytes).
+// Stock returns the field at offset 11 (8 bytes): security symbol.
 func (m OperationalHalt) Stock() Symbol { return Symbol(m[11:19]) }
 
-// MarketCode returns the 'Q' Nasdaq, 'B' BX, 'X' PSX (offset 19, 1 bytes).
+// MarketCode returns the field at offset 19 (1 byte): 'Q' Nasdaq, 'B' BX, 'X' PSX.
 func (m OperationalHalt) MarketCode() byte { return m[19] }
 
-// HaltAction returns the 'H' operationally halted, 'T' operational halt lifted (offset 20, 1 bytes).
+// HaltAction returns the field at offset 20 (1 byte): 'H' operationally halted, 'T' operational halt lifted.
 func (m OperationalHalt) HaltAction() byte { return m[20] }
 
 // Fields decodes every field of the message.
@@ -442,7 +442,7 @@ func (m OperationalHalt) Fields() OperationalHaltFields {
 	}
 }
 
-// NOII is a zero-copy view of a 'I' message: Net Order Imbalance Indicator.
+// NOII is a zero-copy view of a message of type 'I': Net Order Imbalance Indicator.
 // Convert a Msg only after Check (or a Scanner) has verified its type and
 // that it holds at least NOIILen bytes.
 type NOII []byte
@@ -462,31 +462,31 @@ func (m NOII) Timestamp() uint64 { return uint48(m[5:]) }
 // Header returns the common header fields.
 func (m NOII) Header() Header { return Msg(m).Header() }
 
-// PairedShares returns the shares paired at the current reference price (offset 11, 8 bytes).
+// PairedShares returns the field at offset 11 (8 bytes): shares paired at the current reference price.
 func (m NOII) PairedShares() uint64 { return binary.BigEndian.Uint64(m[11:]) }
 
-// ImbalanceShares returns the shares not paired (offset 19, 8 bytes).
+// ImbalanceShares returns the field at offset 19 (8 bytes): shares not paired.
 func (m NOII) ImbalanceShares() uint64 { return binary.BigEndian.Uint64(m[19:]) }
 
-// ImbalanceDirection returns the 'B' buy, 'S' sell, 'N' none, 'O' insufficient orders (offset 27, 1 bytes).
+// ImbalanceDirection returns the field at offset 27 (1 byte): 'B' buy, 'S' sell, 'N' none, 'O' insufficient orders.
 func (m NOII) ImbalanceDirection() byte { return m[27] }
 
-// Stock returns the security symbol (offset 28, 8 bytes).
+// Stock returns the field at offset 28 (8 bytes): security symbol.
 func (m NOII) Stock() Symbol { return Symbol(m[28:36]) }
 
-// FarPrice returns the far price, Price(4) (offset 36, 4 bytes).
+// FarPrice returns the field at offset 36 (4 bytes): far price, Price(4).
 func (m NOII) FarPrice() uint32 { return binary.BigEndian.Uint32(m[36:]) }
 
-// NearPrice returns the near price, Price(4) (offset 40, 4 bytes).
+// NearPrice returns the field at offset 40 (4 bytes): near price, Price(4).
 func (m NOII) NearPrice() uint32 { return binary.BigEndian.Uint32(m[40:]) }
 
-// CurrentRefPrice returns the current reference price, Price(4) (offset 44, 4 bytes).
+// CurrentRefPrice returns the field at offset 44 (4 bytes): current reference price, Price(4).
 func (m NOII) CurrentRefPrice() uint32 { return binary.BigEndian.Uint32(m[44:]) }
 
-// CrossType returns the 'O' opening, 'C' closing, 'H' IPO/halt, 'A' extended trading close (offset 48, 1 bytes).
+// CrossType returns the field at offset 48 (1 byte): 'O' opening, 'C' closing, 'H' IPO/halt, 'A' extended trading close.
 func (m NOII) CrossType() byte { return m[48] }
 
-// PriceVariation returns the price variation indicator: 'L' <1%, '1'..'9', 'A' 10-19.99%, 'B' 20-29.99%, 'C' >=30%, ' ' not available (offset 49, 1 bytes).
+// PriceVariation returns the field at offset 49 (1 byte): price variation indicator: 'L' <1%, '1'..'9', 'A' 10-19.99%, 'B' 20-29.99%, 'C' >=30%, ' ' not available.
 func (m NOII) PriceVariation() byte { return m[49] }
 
 // Fields decodes every field of the message.
@@ -505,7 +505,7 @@ func (m NOII) Fields() NOIIFields {
 	}
 }
 
-// RPII is a zero-copy view of a 'N' message: Retail Price Improvement Indicator.
+// RPII is a zero-copy view of a message of type 'N': Retail Price Improvement Indicator.
 // Convert a Msg only after Check (or a Scanner) has verified its type and
 // that it holds at least RPIILen bytes.
 type RPII []byte
@@ -525,10 +525,10 @@ func (m RPII) Timestamp() uint64 { return uint48(m[5:]) }
 // Header returns the common header fields.
 func (m RPII) Header() Header { return Msg(m).Header() }
 
-// Stock returns the security symbol (offset 11, 8 bytes).
+// Stock returns the field at offset 11 (8 bytes): security symbol.
 func (m RPII) Stock() Symbol { return Symbol(m[11:19]) }
 
-// InterestFlag returns the 'B' buy side, 'S' sell side, 'A' both, 'N' none (offset 19, 1 bytes).
+// InterestFlag returns the field at offset 19 (1 byte): 'B' buy side, 'S' sell side, 'A' both, 'N' none.
 func (m RPII) InterestFlag() byte { return m[19] }
 
 // Fields decodes every field of the message.
@@ -540,7 +540,7 @@ func (m RPII) Fields() RPIIFields {
 	}
 }
 
-// DLCR is a zero-copy view of a 'O' message: Direct Listing with Capital Raise price discovery.
+// DLCR is a zero-copy view of a message of type 'O': Direct Listing with Capital Raise price discovery.
 // Convert a Msg only after Check (or a Scanner) has verified its type and
 // that it holds at least DLCRLen bytes.
 type DLCR []byte
@@ -560,28 +560,28 @@ func (m DLCR) Timestamp() uint64 { return uint48(m[5:]) }
 // Header returns the common header fields.
 func (m DLCR) Header() Header { return Msg(m).Header() }
 
-// Stock returns the security symbol (offset 11, 8 bytes).
+// Stock returns the field at offset 11 (8 bytes): security symbol.
 func (m DLCR) Stock() Symbol { return Symbol(m[11:19]) }
 
-// OpenEligibility returns the open eligibility status: 'N' not eligible, 'Y' eligible (offset 19, 1 bytes).
+// OpenEligibility returns the field at offset 19 (1 byte): open eligibility status: 'N' not eligible, 'Y' eligible.
 func (m DLCR) OpenEligibility() byte { return m[19] }
 
-// MinAllowedPrice returns the minimum allowable price, Price(4) (offset 20, 4 bytes).
+// MinAllowedPrice returns the field at offset 20 (4 bytes): minimum allowable price, Price(4).
 func (m DLCR) MinAllowedPrice() uint32 { return binary.BigEndian.Uint32(m[20:]) }
 
-// MaxAllowedPrice returns the maximum allowable price, Price(4) (offset 24, 4 bytes).
+// MaxAllowedPrice returns the field at offset 24 (4 bytes): maximum allowable price, Price(4).
 func (m DLCR) MaxAllowedPrice() uint32 { return binary.BigEndian.Uint32(m[24:]) }
 
-// NearExecPrice returns the near execution price, Price(4) (offset 28, 4 bytes).
+// NearExecPrice returns the field at offset 28 (4 bytes): near execution price, Price(4).
 func (m DLCR) NearExecPrice() uint32 { return binary.BigEndian.Uint32(m[28:]) }
 
-// NearExecTime returns the near execution time, ns since midnight (offset 32, 8 bytes).
+// NearExecTime returns the field at offset 32 (8 bytes): near execution time, ns since midnight.
 func (m DLCR) NearExecTime() uint64 { return binary.BigEndian.Uint64(m[32:]) }
 
-// LowerPriceRangeCollar returns the lower price range collar, Price(4) (offset 40, 4 bytes).
+// LowerPriceRangeCollar returns the field at offset 40 (4 bytes): lower price range collar, Price(4).
 func (m DLCR) LowerPriceRangeCollar() uint32 { return binary.BigEndian.Uint32(m[40:]) }
 
-// UpperPriceRangeCollar returns the upper price range collar, Price(4) (offset 44, 4 bytes).
+// UpperPriceRangeCollar returns the field at offset 44 (4 bytes): upper price range collar, Price(4).
 func (m DLCR) UpperPriceRangeCollar() uint32 { return binary.BigEndian.Uint32(m[44:]) }
 
 // Fields decodes every field of the message.

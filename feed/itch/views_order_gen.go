@@ -4,7 +4,7 @@ package itch
 
 import "encoding/binary"
 
-// AddOrder is a zero-copy view of a 'A' message: Add Order without attribution.
+// AddOrder is a zero-copy view of a message of type 'A': Add Order without attribution.
 // Convert a Msg only after Check (or a Scanner) has verified its type and
 // that it holds at least AddOrderLen bytes.
 type AddOrder []byte
@@ -24,19 +24,19 @@ func (m AddOrder) Timestamp() uint64 { return uint48(m[5:]) }
 // Header returns the common header fields.
 func (m AddOrder) Header() Header { return Msg(m).Header() }
 
-// OrderRef returns the order reference number, unique for the day (offset 11, 8 bytes).
+// OrderRef returns the field at offset 11 (8 bytes): order reference number, unique for the day.
 func (m AddOrder) OrderRef() uint64 { return binary.BigEndian.Uint64(m[11:]) }
 
-// Side returns the 'B' buy, 'S' sell (offset 19, 1 bytes).
+// Side returns the field at offset 19 (1 byte): 'B' buy, 'S' sell.
 func (m AddOrder) Side() byte { return m[19] }
 
-// Shares returns the displayed shares (offset 20, 4 bytes).
+// Shares returns the field at offset 20 (4 bytes): displayed shares.
 func (m AddOrder) Shares() uint32 { return binary.BigEndian.Uint32(m[20:]) }
 
-// Stock returns the security symbol (offset 24, 8 bytes).
+// Stock returns the field at offset 24 (8 bytes): security symbol.
 func (m AddOrder) Stock() Symbol { return Symbol(m[24:32]) }
 
-// Price returns the limit price, Price(4) (offset 32, 4 bytes).
+// Price returns the field at offset 32 (4 bytes): limit price, Price(4).
 func (m AddOrder) Price() uint32 { return binary.BigEndian.Uint32(m[32:]) }
 
 // Fields decodes every field of the message.
@@ -51,7 +51,7 @@ func (m AddOrder) Fields() AddOrderFields {
 	}
 }
 
-// AddOrderMPID is a zero-copy view of a 'F' message: Add Order with MPID attribution.
+// AddOrderMPID is a zero-copy view of a message of type 'F': Add Order with MPID attribution.
 // Convert a Msg only after Check (or a Scanner) has verified its type and
 // that it holds at least AddOrderMPIDLen bytes.
 type AddOrderMPID []byte
@@ -71,22 +71,22 @@ func (m AddOrderMPID) Timestamp() uint64 { return uint48(m[5:]) }
 // Header returns the common header fields.
 func (m AddOrderMPID) Header() Header { return Msg(m).Header() }
 
-// OrderRef returns the order reference number, unique for the day (offset 11, 8 bytes).
+// OrderRef returns the field at offset 11 (8 bytes): order reference number, unique for the day.
 func (m AddOrderMPID) OrderRef() uint64 { return binary.BigEndian.Uint64(m[11:]) }
 
-// Side returns the 'B' buy, 'S' sell (offset 19, 1 bytes).
+// Side returns the field at offset 19 (1 byte): 'B' buy, 'S' sell.
 func (m AddOrderMPID) Side() byte { return m[19] }
 
-// Shares returns the displayed shares (offset 20, 4 bytes).
+// Shares returns the field at offset 20 (4 bytes): displayed shares.
 func (m AddOrderMPID) Shares() uint32 { return binary.BigEndian.Uint32(m[20:]) }
 
-// Stock returns the security symbol (offset 24, 8 bytes).
+// Stock returns the field at offset 24 (8 bytes): security symbol.
 func (m AddOrderMPID) Stock() Symbol { return Symbol(m[24:32]) }
 
-// Price returns the limit price, Price(4) (offset 32, 4 bytes).
+// Price returns the field at offset 32 (4 bytes): limit price, Price(4).
 func (m AddOrderMPID) Price() uint32 { return binary.BigEndian.Uint32(m[32:]) }
 
-// Attribution returns the market participant identifier (offset 36, 4 bytes).
+// Attribution returns the field at offset 36 (4 bytes): market participant identifier.
 func (m AddOrderMPID) Attribution() MPID { return MPID(m[36:40]) }
 
 // Fields decodes every field of the message.
@@ -102,7 +102,7 @@ func (m AddOrderMPID) Fields() AddOrderMPIDFields {
 	}
 }
 
-// OrderExecuted is a zero-copy view of a 'E' message: Order Executed at the order's price.
+// OrderExecuted is a zero-copy view of a message of type 'E': Order Executed at the order's price.
 // Convert a Msg only after Check (or a Scanner) has verified its type and
 // that it holds at least OrderExecutedLen bytes.
 type OrderExecuted []byte
@@ -122,13 +122,13 @@ func (m OrderExecuted) Timestamp() uint64 { return uint48(m[5:]) }
 // Header returns the common header fields.
 func (m OrderExecuted) Header() Header { return Msg(m).Header() }
 
-// OrderRef returns the order reference number (offset 11, 8 bytes).
+// OrderRef returns the field at offset 11 (8 bytes): order reference number.
 func (m OrderExecuted) OrderRef() uint64 { return binary.BigEndian.Uint64(m[11:]) }
 
-// ExecutedShares returns the shares executed (offset 19, 4 bytes).
+// ExecutedShares returns the field at offset 19 (4 bytes): shares executed.
 func (m OrderExecuted) ExecutedShares() uint32 { return binary.BigEndian.Uint32(m[19:]) }
 
-// MatchNumber returns the match number (offset 23, 8 bytes).
+// MatchNumber returns the field at offset 23 (8 bytes): match number.
 func (m OrderExecuted) MatchNumber() uint64 { return binary.BigEndian.Uint64(m[23:]) }
 
 // Fields decodes every field of the message.
@@ -141,7 +141,7 @@ func (m OrderExecuted) Fields() OrderExecutedFields {
 	}
 }
 
-// OrderExecutedWithPrice is a zero-copy view of a 'C' message: Order Executed at a price different from the order's.
+// OrderExecutedWithPrice is a zero-copy view of a message of type 'C': Order Executed at a price different from the order's.
 // Convert a Msg only after Check (or a Scanner) has verified its type and
 // that it holds at least OrderExecutedWithPriceLen bytes.
 type OrderExecutedWithPrice []byte
@@ -161,19 +161,19 @@ func (m OrderExecutedWithPrice) Timestamp() uint64 { return uint48(m[5:]) }
 // Header returns the common header fields.
 func (m OrderExecutedWithPrice) Header() Header { return Msg(m).Header() }
 
-// OrderRef returns the order reference number (offset 11, 8 bytes).
+// OrderRef returns the field at offset 11 (8 bytes): order reference number.
 func (m OrderExecutedWithPrice) OrderRef() uint64 { return binary.BigEndian.Uint64(m[11:]) }
 
-// ExecutedShares returns the shares executed (offset 19, 4 bytes).
+// ExecutedShares returns the field at offset 19 (4 bytes): shares executed.
 func (m OrderExecutedWithPrice) ExecutedShares() uint32 { return binary.BigEndian.Uint32(m[19:]) }
 
-// MatchNumber returns the match number (offset 23, 8 bytes).
+// MatchNumber returns the field at offset 23 (8 bytes): match number.
 func (m OrderExecutedWithPrice) MatchNumber() uint64 { return binary.BigEndian.Uint64(m[23:]) }
 
-// Printable returns the 'Y' printable, 'N' non-printable (offset 31, 1 bytes).
+// Printable returns the field at offset 31 (1 byte): 'Y' printable, 'N' non-printable.
 func (m OrderExecutedWithPrice) Printable() byte { return m[31] }
 
-// ExecutionPrice returns the execution price, Price(4) (offset 32, 4 bytes).
+// ExecutionPrice returns the field at offset 32 (4 bytes): execution price, Price(4).
 func (m OrderExecutedWithPrice) ExecutionPrice() uint32 { return binary.BigEndian.Uint32(m[32:]) }
 
 // Fields decodes every field of the message.
@@ -188,7 +188,7 @@ func (m OrderExecutedWithPrice) Fields() OrderExecutedWithPriceFields {
 	}
 }
 
-// OrderCancel is a zero-copy view of a 'X' message: Order Cancel (partial).
+// OrderCancel is a zero-copy view of a message of type 'X': Order Cancel (partial).
 // Convert a Msg only after Check (or a Scanner) has verified its type and
 // that it holds at least OrderCancelLen bytes.
 type OrderCancel []byte
@@ -208,10 +208,10 @@ func (m OrderCancel) Timestamp() uint64 { return uint48(m[5:]) }
 // Header returns the common header fields.
 func (m OrderCancel) Header() Header { return Msg(m).Header() }
 
-// OrderRef returns the order reference number (offset 11, 8 bytes).
+// OrderRef returns the field at offset 11 (8 bytes): order reference number.
 func (m OrderCancel) OrderRef() uint64 { return binary.BigEndian.Uint64(m[11:]) }
 
-// CancelledShares returns the shares removed from the order (offset 19, 4 bytes).
+// CancelledShares returns the field at offset 19 (4 bytes): shares removed from the order.
 func (m OrderCancel) CancelledShares() uint32 { return binary.BigEndian.Uint32(m[19:]) }
 
 // Fields decodes every field of the message.
@@ -223,7 +223,7 @@ func (m OrderCancel) Fields() OrderCancelFields {
 	}
 }
 
-// OrderDelete is a zero-copy view of a 'D' message: Order Delete.
+// OrderDelete is a zero-copy view of a message of type 'D': Order Delete.
 // Convert a Msg only after Check (or a Scanner) has verified its type and
 // that it holds at least OrderDeleteLen bytes.
 type OrderDelete []byte
@@ -243,7 +243,7 @@ func (m OrderDelete) Timestamp() uint64 { return uint48(m[5:]) }
 // Header returns the common header fields.
 func (m OrderDelete) Header() Header { return Msg(m).Header() }
 
-// OrderRef returns the order reference number (offset 11, 8 bytes).
+// OrderRef returns the field at offset 11 (8 bytes): order reference number.
 func (m OrderDelete) OrderRef() uint64 { return binary.BigEndian.Uint64(m[11:]) }
 
 // Fields decodes every field of the message.
@@ -254,7 +254,7 @@ func (m OrderDelete) Fields() OrderDeleteFields {
 	}
 }
 
-// OrderReplace is a zero-copy view of a 'U' message: Order Replace: removes the original, adds the new order with the same side and stock.
+// OrderReplace is a zero-copy view of a message of type 'U': Order Replace: removes the original, adds the new order with the same side and stock.
 // Convert a Msg only after Check (or a Scanner) has verified its type and
 // that it holds at least OrderReplaceLen bytes.
 type OrderReplace []byte
@@ -274,16 +274,16 @@ func (m OrderReplace) Timestamp() uint64 { return uint48(m[5:]) }
 // Header returns the common header fields.
 func (m OrderReplace) Header() Header { return Msg(m).Header() }
 
-// OriginalOrderRef returns the order reference number of the replaced order (offset 11, 8 bytes).
+// OriginalOrderRef returns the field at offset 11 (8 bytes): order reference number of the replaced order.
 func (m OrderReplace) OriginalOrderRef() uint64 { return binary.BigEndian.Uint64(m[11:]) }
 
-// NewOrderRef returns the order reference number of the new order (offset 19, 8 bytes).
+// NewOrderRef returns the field at offset 19 (8 bytes): order reference number of the new order.
 func (m OrderReplace) NewOrderRef() uint64 { return binary.BigEndian.Uint64(m[19:]) }
 
-// Shares returns the displayed shares of the new order (offset 27, 4 bytes).
+// Shares returns the field at offset 27 (4 bytes): displayed shares of the new order.
 func (m OrderReplace) Shares() uint32 { return binary.BigEndian.Uint32(m[27:]) }
 
-// Price returns the price of the new order, Price(4) (offset 31, 4 bytes).
+// Price returns the field at offset 31 (4 bytes): price of the new order, Price(4).
 func (m OrderReplace) Price() uint32 { return binary.BigEndian.Uint32(m[31:]) }
 
 // Fields decodes every field of the message.
@@ -297,7 +297,7 @@ func (m OrderReplace) Fields() OrderReplaceFields {
 	}
 }
 
-// Trade is a zero-copy view of a 'P' message: Trade (non-cross) against a non-displayed order.
+// Trade is a zero-copy view of a message of type 'P': Trade (non-cross) against a non-displayed order.
 // Convert a Msg only after Check (or a Scanner) has verified its type and
 // that it holds at least TradeLen bytes.
 type Trade []byte
@@ -317,22 +317,22 @@ func (m Trade) Timestamp() uint64 { return uint48(m[5:]) }
 // Header returns the common header fields.
 func (m Trade) Header() Header { return Msg(m).Header() }
 
-// OrderRef returns the order reference number (0 since 2019) (offset 11, 8 bytes).
+// OrderRef returns the field at offset 11 (8 bytes): order reference number (0 since 2019).
 func (m Trade) OrderRef() uint64 { return binary.BigEndian.Uint64(m[11:]) }
 
-// Side returns the 'B' buy, 'S' sell (offset 19, 1 bytes).
+// Side returns the field at offset 19 (1 byte): 'B' buy, 'S' sell.
 func (m Trade) Side() byte { return m[19] }
 
-// Shares returns the shares (offset 20, 4 bytes).
+// Shares returns the field at offset 20 (4 bytes): shares.
 func (m Trade) Shares() uint32 { return binary.BigEndian.Uint32(m[20:]) }
 
-// Stock returns the security symbol (offset 24, 8 bytes).
+// Stock returns the field at offset 24 (8 bytes): security symbol.
 func (m Trade) Stock() Symbol { return Symbol(m[24:32]) }
 
-// Price returns the price, Price(4) (offset 32, 4 bytes).
+// Price returns the field at offset 32 (4 bytes): price, Price(4).
 func (m Trade) Price() uint32 { return binary.BigEndian.Uint32(m[32:]) }
 
-// MatchNumber returns the match number (offset 36, 8 bytes).
+// MatchNumber returns the field at offset 36 (8 bytes): match number.
 func (m Trade) MatchNumber() uint64 { return binary.BigEndian.Uint64(m[36:]) }
 
 // Fields decodes every field of the message.
@@ -348,7 +348,7 @@ func (m Trade) Fields() TradeFields {
 	}
 }
 
-// CrossTrade is a zero-copy view of a 'Q' message: Cross Trade.
+// CrossTrade is a zero-copy view of a message of type 'Q': Cross Trade.
 // Convert a Msg only after Check (or a Scanner) has verified its type and
 // that it holds at least CrossTradeLen bytes.
 type CrossTrade []byte
@@ -368,19 +368,19 @@ func (m CrossTrade) Timestamp() uint64 { return uint48(m[5:]) }
 // Header returns the common header fields.
 func (m CrossTrade) Header() Header { return Msg(m).Header() }
 
-// Shares returns the shares matched in the cross (offset 11, 8 bytes).
+// Shares returns the field at offset 11 (8 bytes): shares matched in the cross.
 func (m CrossTrade) Shares() uint64 { return binary.BigEndian.Uint64(m[11:]) }
 
-// Stock returns the security symbol (offset 19, 8 bytes).
+// Stock returns the field at offset 19 (8 bytes): security symbol.
 func (m CrossTrade) Stock() Symbol { return Symbol(m[19:27]) }
 
-// CrossPrice returns the cross price, Price(4) (offset 27, 4 bytes).
+// CrossPrice returns the field at offset 27 (4 bytes): cross price, Price(4).
 func (m CrossTrade) CrossPrice() uint32 { return binary.BigEndian.Uint32(m[27:]) }
 
-// MatchNumber returns the match number (offset 31, 8 bytes).
+// MatchNumber returns the field at offset 31 (8 bytes): match number.
 func (m CrossTrade) MatchNumber() uint64 { return binary.BigEndian.Uint64(m[31:]) }
 
-// CrossType returns the 'O' opening, 'C' closing, 'H' IPO/halt, 'I' intraday (offset 39, 1 bytes).
+// CrossType returns the field at offset 39 (1 byte): 'O' opening, 'C' closing, 'H' IPO/halt, 'I' intraday.
 func (m CrossTrade) CrossType() byte { return m[39] }
 
 // Fields decodes every field of the message.
@@ -395,7 +395,7 @@ func (m CrossTrade) Fields() CrossTradeFields {
 	}
 }
 
-// BrokenTrade is a zero-copy view of a 'B' message: Broken Trade.
+// BrokenTrade is a zero-copy view of a message of type 'B': Broken Trade.
 // Convert a Msg only after Check (or a Scanner) has verified its type and
 // that it holds at least BrokenTradeLen bytes.
 type BrokenTrade []byte
@@ -415,7 +415,7 @@ func (m BrokenTrade) Timestamp() uint64 { return uint48(m[5:]) }
 // Header returns the common header fields.
 func (m BrokenTrade) Header() Header { return Msg(m).Header() }
 
-// MatchNumber returns the match number of the broken trade (offset 11, 8 bytes).
+// MatchNumber returns the field at offset 11 (8 bytes): match number of the broken trade.
 func (m BrokenTrade) MatchNumber() uint64 { return binary.BigEndian.Uint64(m[11:]) }
 
 // Fields decodes every field of the message.
