@@ -25,7 +25,7 @@ generate:
 
 # Fails when committed generated code differs from its source.
 check-generate: generate
-	git diff --exit-code -- bpf proto
+	git diff --exit-code -- bpf proto feed/itch
 
 lint:
 	$(GO) vet ./...

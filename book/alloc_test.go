@@ -2,6 +2,7 @@ package book
 
 import (
 	"testing"
+	"unsafe"
 
 	"github.com/marketfeed/feedhandler/feed/itch"
 )
@@ -73,5 +74,17 @@ func TestApplyAllocs(t *testing.T) {
 	b := bs.Book(1)
 	if n := testing.AllocsPerRun(100, func() { b.Depth(Bid, dst[:0]); b.BBO(); bs.Stats() }); n != 0 {
 		t.Errorf("Depth/BBO/Stats: %v allocs per run", n)
+	}
+}
+
+func TestBookLayout(t *testing.T) {
+	if s := unsafe.Sizeof(Book{}); s != 128 {
+		t.Errorf("Book is %d bytes, want 128 (two cache lines)", s)
+	}
+	if s := unsafe.Sizeof(order{}); s != 32 {
+		t.Errorf("order is %d bytes, want 32", s)
+	}
+	if o := unsafe.Offsetof(Book{}.lastTime); o+8 > 64 {
+		t.Errorf("Book.lastTime at offset %d, outside the first cache line", o)
 	}
 }

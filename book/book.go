@@ -4,23 +4,27 @@ import "github.com/marketfeed/feedhandler/feed/itch"
 
 // Book is the order book of one instrument. It is owned by its Books and
 // follows the same single-writer rule.
+//
+// The fields every order message touches come first so they share one
+// cache line; the struct is 128 bytes so books never straddle lines.
 type Book struct {
-	bs     *Books
-	sides  [2][]rung
-	symbol itch.Symbol
-	locate uint16
-	known  bool
+	sides    [2][]rung
+	locate   uint16
+	known    bool
+	state    byte // trading state from 'H': 'H','P','Q','T'; 0 before any
+	orders   uint32
+	lastTime uint64
 
-	state     byte // trading state from 'H': 'H','P','Q','T'; 0 before any
+	bs        *Books
+	symbol    itch.Symbol
 	regSHO    byte // Reg SHO action from 'Y': '0','1','2'; 0 before any
 	opHalt    byte // operational halt action from 'h': 'H' or 'T'; 0 before any
-	orders    uint32
 	lastPrice uint32
 	lastSize  uint64
 	volume    uint64
 	trades    uint64
 	broken    uint64
-	lastTime  uint64
+	_         [8]byte
 }
 
 // Locate returns the stock locate of the book.

@@ -18,18 +18,20 @@ type Config struct {
 	// MaxLevels is the number of live price levels (all instruments, both
 	// sides) the Books may hold at once.
 	MaxLevels int
-	// RefTableSize is the number of home slots of the order table (order
-	// reference modulo RefTableSize); it is rounded up to a power of two.
+	// RefTableSize is the number of home slots of the order table: the
+	// order with reference r lives in slot r modulo RefTableSize when that
+	// slot is free (32 bytes each); it is rounded up to a power of two.
 	// 0 means 2*MaxOrders rounded up.
 	RefTableSize int
-	// Overflow is the number of order slots for orders whose home slot is
-	// taken by a live order (an order still resting after RefTableSize newer
-	// references, or sparse references). 0 means MaxOrders/4.
+	// Overflow is the number of extra order slots for orders whose home
+	// slot is held by an older live order (one still resting RefTableSize
+	// references later, or sparse references), found through a hash table.
+	// 0 means MaxOrders/4.
 	Overflow int
 }
 
 // DefaultConfig fits a busy Nasdaq day: 4 Mi live orders, every locate,
-// 1 Mi live levels. The order table takes about 300 MiB.
+// 1 Mi live levels. The order storage takes about 300 MiB.
 func DefaultConfig() Config {
 	return Config{MaxOrders: 1 << 22, MaxLocates: 65535, MaxLevels: 1 << 20}
 }
@@ -94,8 +96,8 @@ type Stats struct {
 	BadSide           uint64 // add with a side other than 'B'/'S'
 	ZeroShares        uint64 // add/replace with 0 shares, execute/cancel of 0 shares
 
-	OrderCapacity uint64 // add dropped: Config.MaxOrders live orders, or overflow slots full
-	Overflowed    uint64 // live orders now held in overflow slots (not an inconsistency)
+	OrderCapacity uint64 // add dropped: Config.MaxOrders live orders, or every overflow slot taken
+	Overflowed    uint64 // live orders now in overflow slots (not an inconsistency)
 	LevelCapacity uint64 // add dropped: Config.MaxLevels live levels
 }
 

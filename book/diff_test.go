@@ -198,8 +198,17 @@ func checkInvariants(bs *Books) error {
 			ovfEntries++
 		}
 	}
-	if uint64(live) != bs.stats.Orders || uint64(overflowed) != bs.stats.Overflowed || ovfEntries != overflowed {
-		return errorf("live %d overflowed %d overflow entries %d, stats %d %d", live, overflowed, ovfEntries, bs.stats.Orders, bs.stats.Overflowed)
+	free := 0
+	for oi := bs.ovfFree; oi != none; oi = bs.orders[oi].next {
+		if bs.orders[oi].shares != 0 || uint64(oi) <= bs.homeMask {
+			return errorf("free overflow slot %d is live or a home slot", oi)
+		}
+		free++
+	}
+	if uint64(live) != bs.stats.Orders || uint64(overflowed) != bs.stats.Overflowed || ovfEntries != overflowed ||
+		free+overflowed != len(bs.orders)-int(bs.homeMask+1) {
+		return errorf("live %d overflowed %d overflow entries %d free %d, stats %d %d",
+			live, overflowed, ovfEntries, free, bs.stats.Orders, bs.stats.Overflowed)
 	}
 	levels := 0
 	for b := range bs.All() {

@@ -47,27 +47,43 @@
 //
 // # Capacity
 //
-// New allocates everything up front from Config: MaxOrders order slots,
-// MaxLevels price levels, MaxLocates books and a reference table. An add
-// beyond a capacity is dropped, counted (OrderCapacity, LevelCapacity) and
-// Books.Err returns the first such error (errors.Is ErrOrderCapacity, ...).
-// The only allocation after New is a side's level ladder growing past its
-// largest size so far (amortized doubling); steady-state Apply allocates
-// nothing.
+// New allocates the order storage up front from Config (and touches it, asking
+// for transparent huge pages on Linux, so no page fault or TLB storm hits the
+// apply path): RefTableSize home slots plus Overflow slots of 32 bytes, the
+// overflow hash table and MaxLocates books. An add beyond MaxOrders live
+// orders, beyond the overflow slots, or beyond MaxLevels live price levels is
+// dropped and counted (OrderCapacity, LevelCapacity); Books.Err returns the
+// first such error (errors.Is ErrOrderCapacity, ...). The only allocation
+// after New is a side's level ladder growing past its largest size so far
+// (amortized doubling, 24 bytes a level); steady-state Apply allocates
+// nothing (proved per message type by TestApplyAllocs). Reset empties
+// everything for a new day and keeps the storage.
 //
 // # Structures
 //
 // Orders live in one flat array indexed by int32 (32 bytes each, no Go
 // pointers, so the garbage collector never scans them) and form an intrusive
 // doubly-linked FIFO per price level, which gives queue position
-// (Books.QueueAhead, Book.Queue). Order references are found through an
-// open-addressing, linear-probing table whose hash is the reference itself:
-// Nasdaq references are dense and increasing, so consecutive orders land in
-// consecutive slots and the table behaves as a direct-indexed array with
-// collision fallback; deletion shifts entries back (no tombstones).
-// Each side of a book is a ladder: levels sorted by price with the best last,
-// so the best bid and offer are O(1), depth N reads N entries, and finding a
-// level for an add walks a few rungs from the top before bisecting.
+// (Books.QueueAhead, Book.Queue). The first RefTableSize entries are
+// direct-indexed by order reference: the order with reference r lives at
+// r mod RefTableSize. Nasdaq references are dense and increasing, so a lookup
+// is one load and consecutive adds write consecutive slots. An order whose
+// home slot is still held by an older live order goes to an overflow slot,
+// found through a small open-addressing table (linear probing, deletion by
+// backward shift, no tombstones) that is consulted only while some order is
+// in overflow.
+//
+// Each side of a book is a ladder: its price levels (price, total shares,
+// order count, FIFO head and tail) inline in one array sorted by price with
+// the best last, so the best bid and offer are O(1), depth N reads N
+// contiguous entries, and finding a level walks a few rungs from the top
+// before bisecting. An order remembers the index of its level as a hint,
+// checked against the price before use.
+//
+// # Output
+//
+// Books.WriteJSON writes the books as the `feedhandler replay --books-out`
+// JSON document; Book.Depth fills a caller's buffer without allocating.
 //
 // # Concurrency
 //

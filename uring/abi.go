@@ -4,33 +4,34 @@ import "unsafe"
 
 // Setup flags (io_uring_params.flags).
 const (
-	SetupIOPoll        uint32 = 1 << 0
-	SetupSQPoll        uint32 = 1 << 1
-	SetupSQAff         uint32 = 1 << 2
-	SetupCQSize        uint32 = 1 << 3
-	SetupClamp         uint32 = 1 << 4
-	SetupAttachWQ      uint32 = 1 << 5
-	SetupRDisabled     uint32 = 1 << 6
-	SetupSubmitAll     uint32 = 1 << 7
-	SetupCoopTaskrun   uint32 = 1 << 8
-	SetupTaskrunFlag   uint32 = 1 << 9
-	SetupSingleIssuer  uint32 = 1 << 12
-	SetupDeferTaskrun  uint32 = 1 << 13
-	featSingleMmap     uint32 = 1 << 0
-	FeatNoDrop         uint32 = 1 << 1
-	FeatFastPoll       uint32 = 1 << 5
-	FeatExtArg         uint32 = 1 << 8
-	FeatSingleMmap            = featSingleMmap
-	offSQRing          int64  = 0
-	offCQRing          int64  = 0x8000000
-	offSQEs            int64  = 0x10000000
-	enterGetEvents     uint32 = 1 << 0
-	enterExtArg        uint32 = 1 << 3
-	sqNeedWakeup       uint32 = 1 << 0
-	sqCQOverflow       uint32 = 1 << 1
-	registerProbe      uint32 = 8
-	registerPbufRing   uint32 = 22
-	unregisterPbufRing uint32 = 23
+	SetupIOPoll         uint32 = 1 << 0
+	SetupSQPoll         uint32 = 1 << 1
+	SetupSQAff          uint32 = 1 << 2
+	SetupCQSize         uint32 = 1 << 3
+	SetupClamp          uint32 = 1 << 4
+	SetupAttachWQ       uint32 = 1 << 5
+	SetupRDisabled      uint32 = 1 << 6
+	SetupSubmitAll      uint32 = 1 << 7
+	SetupCoopTaskrun    uint32 = 1 << 8
+	SetupTaskrunFlag    uint32 = 1 << 9
+	SetupSingleIssuer   uint32 = 1 << 12
+	SetupDeferTaskrun   uint32 = 1 << 13
+	featSingleMmap      uint32 = 1 << 0
+	FeatNoDrop          uint32 = 1 << 1
+	FeatFastPoll        uint32 = 1 << 5
+	FeatExtArg          uint32 = 1 << 8
+	FeatSingleMmap             = featSingleMmap
+	offSQRing           int64  = 0
+	offCQRing           int64  = 0x8000000
+	offSQEs             int64  = 0x10000000
+	enterGetEvents      uint32 = 1 << 0
+	enterExtArg         uint32 = 1 << 3
+	sqNeedWakeup        uint32 = 1 << 0
+	sqCQOverflow        uint32 = 1 << 1
+	registerProbe       uint32 = 8
+	registerEnableRings uint32 = 12
+	registerPbufRing    uint32 = 22
+	unregisterPbufRing  uint32 = 23
 )
 
 // Opcodes used by this module (the kernel knows many more; Probe reports them).

@@ -22,11 +22,12 @@
 // A Ring is not safe for concurrent use: one goroutine submits and reaps.
 //
 // Task work and Go threads: completions of socket requests are finished as
-// "task work" on the OS thread that submitted the request. Go moves
-// goroutines between threads, so the setup flags that confine task work to
-// the submitter (SINGLE_ISSUER|DEFER_TASKRUN: EEXIST from any other thread;
-// COOP_TASKRUN: the submitter thread is not woken and completions can wait
-// until it happens to enter the kernel) are opt-in through Params.Flags.
-// Callers that pin the ring to one locked OS thread (runtime.LockOSThread)
-// may set them; the default (no task-run flags) is correct from any thread.
+// "task work" on the OS thread that submitted the request, and Go moves
+// goroutines between threads. SINGLE_ISSUER|DEFER_TASKRUN (the fastest
+// mode: task work runs in batches when the ring's only submitter waits)
+// therefore needs the ring to be used from one locked OS thread
+// (runtime.LockOSThread); SetupRDisabled plus Enable lets the ring be made
+// on one thread and handed to the thread that will use it. COOP_TASKRUN
+// works from any thread (a sleeping submitter is woken, a running one is
+// not interrupted). Flags are chosen by the caller through Params.Flags.
 package uring

@@ -315,3 +315,14 @@ func wrapErrno(errno unix.Errno) error {
 	}
 	return errno
 }
+
+// Enable starts a ring set up with SetupRDisabled
+// (IORING_REGISTER_ENABLE_RINGS). With SetupSingleIssuer the calling
+// thread becomes the ring's only submitter.
+func (r *Ring) Enable() error {
+	if err := r.register(registerEnableRings, nil, 0); err != nil {
+		return fmt.Errorf("io_uring enable rings: %w", err)
+	}
+	r.flags &^= SetupRDisabled
+	return nil
+}

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
 	"testing"
 	"time"
 
@@ -255,7 +254,7 @@ func TestZeroCopyNegotiation(t *testing.T) {
 func TestRebindAfterClose(t *testing.T) {
 	lab := newLab(t, netlab.Options{Prefix: "xr"})
 	st := attach(t, lab, bpf.ModeNative)
-	before := openFDs(t)
+	before := kernelFDs()
 	log := zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.DebugLevel)
 	for i := range 5 {
 		s := openSocket(t, lab, xsk.Config{Ifindex: st.ifindex, FillSize: 64, RxSize: 64, Log: log})
@@ -269,18 +268,11 @@ func TestRebindAfterClose(t *testing.T) {
 			t.Fatalf("second close: %v", err)
 		}
 	}
-	if after := openFDs(t); after != before {
-		t.Fatalf("%d fds open before, %d after", before, after)
+	for fd, what := range kernelFDs() {
+		if _, ok := before[fd]; !ok {
+			t.Errorf("fd %s (%s) leaked", fd, what)
+		}
 	}
-}
-
-func openFDs(t *testing.T) int {
-	t.Helper()
-	ents, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return len(ents)
 }
 
 // TestStatistics overflows the rx ring (nobody reads) and the fill ring
@@ -638,5 +630,51 @@ func TestBindRetriesWhileQueueBusy(t *testing.T) {
 	}
 	if err := second.Close(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestSocketAllocs: Wait, Receive, Data and Fill allocate nothing.
+func TestSocketAllocs(t *testing.T) {
+	lab := newLab(t, netlab.Options{Prefix: "xa"})
+	st := attach(t, lab, bpf.ModeNative)
+	s := openSocket(t, lab, xsk.Config{Ifindex: st.ifindex, FillSize: 512, RxSize: 512})
+	defer s.Close()
+	if err := st.prog.SetSocket(0, s.FD()); err != nil {
+		t.Fatal(err)
+	}
+	snd := newSender(t, lab)
+	const runs, batch = 100, 4
+	if err := <-snd.sendPaced(netip.AddrPortFrom(group, port), (runs+1)*batch, func(int) []byte { return []byte("abc") }); err != nil {
+		t.Fatal(err)
+	}
+	waitCounters := func() {
+		for i := 0; i < 500; i++ {
+			if c, _ := st.prog.Counters(); c.Redirected >= (runs+1)*batch {
+				return
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		t.Fatal("datagrams not redirected")
+	}
+	waitCounters()
+	descs := make([]xsk.Desc, batch)
+	addrs := make([]uint64, batch)
+	got := 0
+	a := testing.AllocsPerRun(runs, func() {
+		if _, err := s.Wait(0); err != nil {
+			panic(err)
+		}
+		n := s.Receive(descs)
+		for i, d := range descs[:n] {
+			got += len(s.Data(d))
+			addrs[i] = d.Addr
+		}
+		s.Fill(addrs[:n])
+	})
+	if a != 0 {
+		t.Errorf("receive loop allocates %v times per batch", a)
+	}
+	if got == 0 {
+		t.Error("nothing received")
 	}
 }

@@ -1,7 +1,7 @@
 package main
 
 import (
-	"encoding/json"
+	"bufio"
 	"errors"
 	"flag"
 	"fmt"
@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"sort"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -22,14 +23,6 @@ func init() {
 }
 
 func runBookview(args []string) error { return bookview(args, os.Stdout) }
-
-// bookSides is one instrument in the --json output, the shape of
-// `feedhandler replay --books-out`: levels are [price, shares, orders],
-// best first.
-type bookSides struct {
-	Bids [][3]uint64 `json:"bids"`
-	Asks [][3]uint64 `json:"asks"`
-}
 
 func bookview(args []string, out io.Writer) error {
 	fs := flag.NewFlagSet("bookview", flag.ContinueOnError)
@@ -105,9 +98,20 @@ type line struct {
 	activity   uint64
 }
 
+// writeJSON prints the books with resting orders byte for byte as
+// book.Books.WriteJSON (`replay --books-out`) does, so that the two files
+// compare with cmp: keys are symbols in order ("SYMBOL#locate" for a second
+// locate with the same symbol), levels [price, shares, orders] best first.
 func (v *viewer) writeJSON() error {
-	books := map[string]bookSides{}
-	for _, in := range v.r.Instruments() {
+	type entry struct {
+		key        string
+		bids, asks []shm.Level
+	}
+	var list []entry
+	seen := map[string]bool{}
+	ins := v.r.Instruments()
+	sort.Slice(ins, func(i, j int) bool { return ins[i].Locate < ins[j].Locate })
+	for _, in := range ins {
 		s, err := v.r.Read(in.Locate, v.buf)
 		if errors.Is(err, shm.ErrNoData) {
 			continue
@@ -118,25 +122,67 @@ func (v *viewer) writeJSON() error {
 		if s.BidsLength() == 0 && s.AsksLength() == 0 {
 			continue
 		}
-		b := bookSides{Bids: make([][3]uint64, 0, s.BidsLength()), Asks: make([][3]uint64, 0, s.AsksLength())}
+		e := entry{key: string(s.Symbol())}
+		if seen[e.key] {
+			e.key += "#" + strconv.Itoa(int(in.Locate))
+		}
+		seen[e.key] = true
 		for i := 0; ; i++ {
 			l, ok := s.Bid(i)
 			if !ok {
 				break
 			}
-			b.Bids = append(b.Bids, [3]uint64{uint64(l.Price), l.Shares, uint64(l.Orders)})
+			e.bids = append(e.bids, l)
 		}
 		for i := 0; ; i++ {
 			l, ok := s.Ask(i)
 			if !ok {
 				break
 			}
-			b.Asks = append(b.Asks, [3]uint64{uint64(l.Price), l.Shares, uint64(l.Orders)})
+			e.asks = append(e.asks, l)
 		}
-		books[string(s.Symbol())] = b
+		list = append(list, e)
 	}
-	enc := json.NewEncoder(v.out)
-	return enc.Encode(books)
+	sort.Slice(list, func(i, j int) bool { return list[i].key < list[j].key })
+	bw := bufio.NewWriterSize(v.out, 1<<16)
+	bw.WriteByte('{')
+	var buf []byte
+	for i, e := range list {
+		if i > 0 {
+			bw.WriteString(",\n")
+		} else {
+			bw.WriteByte('\n')
+		}
+		buf = strconv.AppendQuote(buf[:0], e.key)
+		buf = append(buf, `: {"bids": `...)
+		buf = appendJSONLevels(buf, e.bids)
+		buf = append(buf, `, "asks": `...)
+		buf = appendJSONLevels(buf, e.asks)
+		buf = append(buf, '}')
+		bw.Write(buf)
+	}
+	bw.WriteString("\n}\n")
+	if err := bw.Flush(); err != nil {
+		return fmt.Errorf("bookview: write json: %w", err)
+	}
+	return nil
+}
+
+func appendJSONLevels(buf []byte, levels []shm.Level) []byte {
+	buf = append(buf, '[')
+	for i, l := range levels {
+		if i > 0 {
+			buf = append(buf, ", "...)
+		}
+		buf = append(buf, '[')
+		buf = strconv.AppendUint(buf, uint64(l.Price), 10)
+		buf = append(buf, ", "...)
+		buf = strconv.AppendUint(buf, l.Shares, 10)
+		buf = append(buf, ", "...)
+		buf = strconv.AppendUint(buf, uint64(l.Orders), 10)
+		buf = append(buf, ']')
+	}
+	return append(buf, ']')
 }
 
 // collect reads the top of every instrument's book and sorts by activity:

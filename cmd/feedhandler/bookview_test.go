@@ -4,12 +4,15 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/marketfeed/feedhandler/book"
+	"github.com/marketfeed/feedhandler/feed/itch"
 	"github.com/marketfeed/feedhandler/proto/shm"
 )
 
@@ -46,7 +49,11 @@ func TestBookviewJSON(t *testing.T) {
 	if err := bookview([]string{"--shm", name, "--once", "--json"}, &out); err != nil {
 		t.Fatal(err)
 	}
-	want := `{"AAPL":{"bids":[[1500000,300,2],[1499900,100,1]],"asks":[[1500100,200,1]]},"MSFT":{"bids":[[4000000,50,1]],"asks":[]}}` + "\n"
+	want := `{
+"AAPL": {"bids": [[1500000, 300, 2], [1499900, 100, 1]], "asks": [[1500100, 200, 1]]},
+"MSFT": {"bids": [[4000000, 50, 1]], "asks": []}
+}
+`
 	if out.String() != want {
 		t.Fatalf("got\n%s\nwant\n%s", out.String(), want)
 	}
@@ -115,5 +122,84 @@ func TestBookviewLive(t *testing.T) {
 	s := out.String()
 	if !strings.Contains(s, "\x1b[H\x1b[2J") || !strings.Contains(s, "NEWCO") || !strings.Contains(s, "[restarted]") {
 		t.Fatalf("live view did not show the restarted feed:\n%s", s)
+	}
+}
+
+// TestBookviewMatchesReplay publishes books built by the book package into
+// shared memory and checks that `bookview --once --json` prints exactly what
+// book.Books.WriteJSON (`replay --books-out`) prints at the same depth.
+func TestBookviewMatchesReplay(t *testing.T) {
+	const depth = 4
+	bs, err := book.New(book.Config{MaxOrders: 1 << 12, MaxLocates: 64, MaxLevels: 1 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	syms := map[uint16]string{3: "AAPL", 5: "ZVZZT", 7: "MSFT", 9: "AAPL", 11: "EMPTY", 12: "GONE"}
+	for loc, s := range syms {
+		var sym itch.Symbol
+		copy(sym[:], s+"        ")
+		bs.Announce(loc, sym)
+	}
+	rng := rand.New(rand.NewPCG(7, 7))
+	ref := uint64(0)
+	for loc := range syms {
+		if loc == 11 {
+			continue
+		}
+		for i := 0; i < 40; i++ {
+			ref++
+			side := book.Bid
+			if rng.IntN(2) == 0 {
+				side = book.Ask
+			}
+			if loc == 5 {
+				side = book.Ask // one-sided book
+			}
+			price := uint32(1000000 + rng.IntN(8)*100)
+			if side == book.Ask {
+				price += 2000
+			}
+			bs.AddOrder(loc, ref, side, uint32(1+rng.IntN(500)), price)
+			if loc == 12 {
+				bs.Delete(loc, ref) // emptied book
+			}
+		}
+	}
+	var want bytes.Buffer
+	if err := bs.WriteJSON(&want, depth); err != nil {
+		t.Fatal(err)
+	}
+
+	name := filepath.Join(shm.Dir, fmt.Sprintf("fh-bookview-test-%d-%s", os.Getpid(), t.Name()))
+	w, err := shm.Create(shm.Config{Name: name, Instruments: 16, Depth: depth})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { w.Close(); os.Remove(name) })
+	for b := range bs.All() {
+		if err := w.Register(b.Locate(), b.Name()); err != nil {
+			t.Fatal(err)
+		}
+		var levels []book.Level
+		s := shm.Snapshot{Locate: b.Locate()}
+		for _, l := range b.AppendDepth(book.Bid, levels[:0], depth) {
+			s.Bids = append(s.Bids, shm.Level(l))
+		}
+		for _, l := range b.AppendDepth(book.Ask, levels[:0], depth) {
+			s.Asks = append(s.Asks, shm.Level(l))
+		}
+		if err := w.Publish(&s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var got bytes.Buffer
+	if err := bookview([]string{"--shm", name, "--once", "--json"}, &got); err != nil {
+		t.Fatal(err)
+	}
+	if got.String() != want.String() {
+		t.Fatalf("bookview --json:\n%s\nbook.WriteJSON:\n%s", got.String(), want.String())
+	}
+	if !strings.Contains(got.String(), `"AAPL#9"`) || strings.Contains(got.String(), "GONE") || strings.Contains(got.String(), "EMPTY") {
+		t.Fatalf("unexpected books:\n%s", got.String())
 	}
 }

@@ -402,14 +402,13 @@ func (r *Reader) hold(s *session, line int, p moldudp64.Packet, at int64) {
 	if err != nil {
 		panic(fmt.Sprintf("input: reparse held packet: %v", err))
 	}
+	// After the packets with the same sequence number: first come, first
+	// served (and the oldest stays at the head, so the delay bound holds).
 	i, _ := slices.BinarySearchFunc(s.pending[s.head:], q.Seq, func(h held, seq uint64) int {
-		switch {
-		case h.pkt.Seq < seq:
+		if h.pkt.Seq <= seq {
 			return -1
-		case h.pkt.Seq > seq:
-			return 1
 		}
-		return 0
+		return 1
 	})
 	s.pending = slices.Insert(s.pending, s.head+i, held{line: line, pkt: q, buf: buf, time: at})
 }

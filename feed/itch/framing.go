@@ -185,8 +185,8 @@ func (s *Scanner) ResetAt(b []byte, base int64) {
 // Next returns the next message of a known type, or false at the end of the
 // buffer or on error (see Err).
 func (s *Scanner) Next() (Msg, bool) {
-	// Fast path, small enough to inline: a complete block holding a known
-	// type of exactly its length. Everything else goes through next.
+	// Fast path: a complete block holding a known type of exactly its
+	// length. Everything else (end, errors, unknown, long) goes through next.
 	b, off := s.buf, s.off
 	if off+BlockHeaderLen < len(b) && s.err == nil {
 		n := int(b[off])<<8 | int(b[off+1])

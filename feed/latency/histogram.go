@@ -108,7 +108,8 @@ func (h *Histogram) Snapshot(dst *Snapshot) {
 	}
 }
 
-// Count returns the number of recorded values.
+// Count returns the number of recorded values. It sums the buckets (about
+// 2000 atomic loads); a reader needing several figures should Snapshot once.
 func (h *Histogram) Count() uint64 {
 	var n uint64
 	for i := range h.counts {

@@ -96,19 +96,19 @@ func Parse(b []byte) (Packet, error) {
 	if p.Seq > math.MaxUint64-uint64(p.Count) {
 		return Packet{}, ErrSeqOverflow
 	}
-	off := 0
+	// Walk the length prefixes. A block that overruns leaves off past the
+	// end, which the next prefix check or the final check catches.
+	off, end := 0, len(body)
 	for range p.Count {
-		if len(body)-off < 2 {
+		if off+2 > end {
 			return Packet{}, ErrOverrun
 		}
-		n := int(binary.BigEndian.Uint16(body[off:]))
-		off += 2
-		if len(body)-off < n {
-			return Packet{}, ErrOverrun
-		}
-		off += n
+		off += 2 + (int(body[off])<<8 | int(body[off+1]))
 	}
-	if off != len(body) {
+	if off > end {
+		return Packet{}, ErrOverrun
+	}
+	if off != end {
 		return Packet{}, ErrTrailing
 	}
 	p.Blocks = body[:off:off]

@@ -111,12 +111,16 @@ func sendLines(t testing.TB, senders []*mcast.Sender, n int) {
 	}
 }
 
-// sendAfter starts sendLines after a short delay (the receiver is joined).
+// sendAfter starts sendLines after a short delay (the receiver is joined);
+// the test's cleanup waits for it before the senders close.
 func sendAfter(t testing.TB, senders []*mcast.Sender, n int) {
+	done := make(chan struct{})
 	go func() {
+		defer close(done)
 		time.Sleep(20 * time.Millisecond)
 		sendLines(t, senders, n)
 	}()
+	t.Cleanup(func() { <-done })
 }
 
 func send(senders []*mcast.Sender, n int) error {
@@ -205,7 +209,7 @@ func receiveLines(r Receiver, senders []*mcast.Sender, n int) error {
 
 // openBackend opens backend in the lab, skipping only the AF_XDP row while
 // the kernel (or the placeholder adapter) reports it unsupported.
-func openBackend(t *testing.T, lab *netlab.Lab, backend string, cfg Config) Receiver {
+func openBackend(t testing.TB, lab *netlab.Lab, backend string, cfg Config) Receiver {
 	t.Helper()
 	cfg.Backend = backend
 	if cfg.Lines == nil {
@@ -435,6 +439,63 @@ func TestSourceFilter(t *testing.T) {
 				if n != 0 {
 					t.Fatalf("received %d packets from a filtered source", n)
 				}
+			}
+		})
+	}
+}
+
+// igmpGroups returns the groups /proc/net/igmp lists for interface ifname
+// in namespace ns.
+func igmpGroups(t *testing.T, ns, ifname string) map[netip.Addr]bool {
+	t.Helper()
+	groups := map[netip.Addr]bool{}
+	err := netlab.Do(ns, func() error {
+		b, err := os.ReadFile("/proc/thread-self/net/igmp")
+		if err != nil {
+			return err
+		}
+		in := false
+		for _, line := range strings.Split(string(b), "\n") {
+			f := strings.Fields(line)
+			switch {
+			case len(f) >= 2 && !strings.HasPrefix(line, "\t"):
+				in = f[1] == ifname
+			case in && len(f) >= 1 && len(f[0]) == 8:
+				var v uint32
+				if _, err := fmt.Sscanf(f[0], "%08X", &v); err == nil {
+					var a [4]byte
+					binary.LittleEndian.PutUint32(a[:], v)
+					groups[netip.AddrFrom4(a)] = true
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return groups
+}
+
+// TestJoinsGroups: while a socket or io_uring receiver is open the host is
+// a member of both lines' groups on the lines' interface (IGMP); after
+// Close it is not.
+func TestJoinsGroups(t *testing.T) {
+	for _, backend := range []string{BackendSocket, BackendUring} {
+		t.Run(backend, func(t *testing.T) {
+			lab := newLab(t, netlab.Options{})
+			if g := igmpGroups(t, lab.Dst, lab.DstIf); g[groupA] || g[groupB] {
+				t.Fatalf("member before Open: %v", g)
+			}
+			r := openBackend(t, lab, backend, Config{})
+			if g := igmpGroups(t, lab.Dst, lab.DstIf); !g[groupA] || !g[groupB] {
+				t.Errorf("groups on %s while open: %v, want %v and %v", lab.DstIf, g, groupA, groupB)
+			}
+			if err := r.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if g := igmpGroups(t, lab.Dst, lab.DstIf); g[groupA] || g[groupB] {
+				t.Errorf("still a member after Close: %v", g)
 			}
 		})
 	}

@@ -13,6 +13,31 @@
 // Packet.Data is valid from Receive until Release. A backend may hold only a
 // bounded number of unreleased packets; callers release every batch before
 // asking for the next one.
+//
+// Backends:
+//
+//   - "socket": one UDP socket per line bound to (group, port), so the
+//     kernel demultiplexes the lines; poll(2) over them, then recvmmsg(2)
+//     batches into preallocated buffers (the views are reused by the next
+//     Receive; Release is a no-op).
+//   - "uring": the same sockets, one io_uring with a provided buffer ring
+//     and one multishot RECVMSG per line socket (package uring). Buffers go
+//     back to the kernel on Release; a request that ends (ENOBUFS when the
+//     caller holds every buffer, cancellation) is re-armed by the next
+//     Receive. Set Config.LockedThread when Receive runs on a locked OS
+//     thread: the ring then uses SINGLE_ISSUER|DEFER_TASKRUN.
+//   - "xdp": AF_XDP (xdp.go, packages xsk and bpf).
+//
+// In every mode each line has a socket joined to its group
+// (IP_ADD_MEMBERSHIP with the line interface's index), so the host answers
+// IGMP queries and a switch keeps forwarding the group. The socket
+// backends set SO_RCVBUFFORCE (Config.RecvBuffer), SO_TIMESTAMPNS (Packet.RxTime
+// is the kernel's receive time) and SO_RXQ_OVFL (Stats.Dropped counts
+// datagrams the socket buffer overflowed), plus the busy-poll options when
+// Config.BusyPoll is set. A line with LineConfig.Source accepts only
+// datagrams from that address; others are counted in
+// Stats.Extra["source_filtered"]. Receive and Release of the socket and
+// io_uring backends allocate nothing.
 package rx
 
 import (

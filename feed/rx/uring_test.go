@@ -1,6 +1,7 @@
 package rx
 
 import (
+	"runtime"
 	"testing"
 	"time"
 
@@ -25,5 +26,64 @@ func TestUringRearmOnENOBUFS(t *testing.T) {
 	}
 	if st.Dropped != 0 {
 		t.Fatalf("stats %+v: socket drops", st)
+	}
+}
+
+// TestUringLockedOpenElsewhere: with LockedThread the receiver may be
+// opened on one thread (here inside netlab.Do) and used from another,
+// locked one, as a feed handler does: the first Receive makes the
+// receiving thread the ring's submitter.
+func TestUringLockedOpenElsewhere(t *testing.T) {
+	lab := newLab(t, netlab.Options{})
+	lines := labLines(lab)
+	senders := labSenders(t, lab, lines, 10000)
+	r := openBackend(t, lab, BackendUring, Config{Lines: lines, LockedThread: true, PollTimeout: 20 * time.Millisecond})
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		defer r.Close()
+		sendc := make(chan error, 1)
+		go func() { time.Sleep(20 * time.Millisecond); sendc <- send(senders, 500) }()
+		if err := receiveLines(r, senders, 500); err != nil {
+			errc <- err
+			return
+		}
+		errc <- <-sendc
+	}()
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestUringDoubleRelease: releasing a packet twice does not hand its buffer
+// to the kernel twice; it is counted instead.
+func TestUringDoubleRelease(t *testing.T) {
+	lab := newLab(t, netlab.Options{})
+	lines := labLines(lab)
+	senders := labSenders(t, lab, lines, 10000)
+	r := openBackend(t, lab, BackendUring, Config{Lines: lines, PollTimeout: 20 * time.Millisecond})
+	defer r.Close()
+	sendAfter(t, senders, 1)
+	pkts := make([]Packet, 4)
+	n := 0
+	for deadline := time.Now().Add(5 * time.Second); n == 0 && time.Now().Before(deadline); {
+		var err error
+		if n, err = r.Receive(pkts); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n == 0 {
+		t.Fatal("nothing received")
+	}
+	r.Release(pkts[:n])
+	r.Release(pkts[:n])
+	if got := r.Stats().Extra["bad_releases"]; got != uint64(n) {
+		t.Fatalf("bad_releases = %d after releasing %d packets twice", got, n)
+	}
+	// The receiver still works and stays in order.
+	sendAfter(t, senders, 300)
+	if err := receiveLinesFrom(r, senders, 1, 301); err != nil {
+		t.Fatal(err)
 	}
 }

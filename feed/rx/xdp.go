@@ -28,7 +28,7 @@ const (
 	xdpDefaultRing  = 4096 // fill ring entries and frames per queue
 	xdpFrameSize    = 4096 // UMEM frame size: room for a 3506-byte MTU (the native XDP limit on veth)
 	xdpMaxSockets   = 1 << 15
-	xdpHandleShift  = 48 // Packet handle: socket index << 48 | UMEM address
+	xdpHandleShift  = 48 // Packet handle: (socket index+1) << 48 | UMEM address; 0 = none
 	xdpHandleAddrMk = 1<<xdpHandleShift - 1
 )
 
@@ -420,7 +420,7 @@ func (r *xdpRx) drain(pkts []Packet) int {
 			}
 			p := &pkts[n]
 			p.Data, p.Line, p.Src, p.RxTime = dg.Payload, line, dg.Src, rxTime
-			p.SetHandle(uint64(qi)<<xdpHandleShift | d.Addr)
+			p.SetHandle(uint64(qi+1)<<xdpHandleShift | d.Addr)
 			n++
 			if line < 2 {
 				packets[line]++
@@ -478,10 +478,11 @@ func (r *xdpRx) Release(pkts []Packet) {
 	}
 	for i := range pkts {
 		h := pkts[i].Handle()
-		qi := int(h >> xdpHandleShift)
-		if qi >= len(r.queues) {
-			continue
+		qi := int(h>>xdpHandleShift) - 1
+		if qi < 0 || qi >= len(r.queues) {
+			continue // a zero Packet, or released already
 		}
+		pkts[i].SetHandle(0)
 		q := r.queues[qi]
 		if len(q.pending) == cap(q.pending) {
 			r.flush(q)

@@ -248,12 +248,8 @@ func TestXDPOpenErrors(t *testing.T) {
 			{Interface: lab.DstIf, Group: xdpTestGroup, Port: xdpTestPort},
 		}}},
 	}
-	fds := xdpCountFDs(t)
-	defer func() {
-		if now := xdpCountFDs(t); now != fds {
-			t.Errorf("failed opens left %d fds open", now-fds)
-		}
-	}()
+	fds := xdpKernelFDs(t)
+	defer xdpCheckFDs(t, fds)
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			if tc.cfg.Lines == nil {

@@ -147,13 +147,33 @@ func xdpCollect(t *testing.T, r Receiver, n int) []Packet {
 	return out
 }
 
-func xdpCountFDs(t *testing.T) int {
+// xdpKernelFDs lists the open sockets and BPF objects by fd number.
+func xdpKernelFDs(t *testing.T) map[string]string {
 	t.Helper()
+	fds := map[string]string{}
 	ents, err := os.ReadDir("/proc/self/fd")
 	if err != nil {
 		t.Fatal(err)
 	}
-	return len(ents)
+	for _, e := range ents {
+		l, err := os.Readlink("/proc/self/fd/" + e.Name())
+		if err == nil && (strings.HasPrefix(l, "socket:") || strings.HasPrefix(l, "anon_inode:bpf") ||
+			strings.HasPrefix(l, "anon_inode:[eventfd]")) {
+			fds[e.Name()] = l
+		}
+	}
+	return fds
+}
+
+// xdpCheckFDs fails t for every socket, BPF object or eventfd open now that
+// was not open in before.
+func xdpCheckFDs(t *testing.T, before map[string]string) {
+	t.Helper()
+	for fd, what := range xdpKernelFDs(t) {
+		if _, ok := before[fd]; !ok {
+			t.Errorf("fd %s (%s) leaked", fd, what)
+		}
+	}
 }
 
 // TestXDPReceive sends 2000 datagrams of varied sizes through the lab and
@@ -162,9 +182,8 @@ func xdpCountFDs(t *testing.T) int {
 // queue, and checks that nothing leaked.
 func TestXDPReceive(t *testing.T) {
 	lab := xdpNewLab(t, netlab.Options{})
-	fds, goroutines := xdpCountFDs(t), runtime.NumGoroutine()
 	snd := xdpNewSender(t, lab, lab.Src, netip.AddrPortFrom(xdpTestGroup, xdpTestPort))
-	fds++ // the sender's socket
+	fds, goroutines := xdpKernelFDs(t), runtime.NumGoroutine()
 
 	for round := range 2 {
 		r := xdpOpen(t, lab, Config{PollTimeout: 20 * time.Millisecond})
@@ -208,9 +227,7 @@ func TestXDPReceive(t *testing.T) {
 			t.Errorf("second Close: %v", err)
 		}
 	}
-	if now := xdpCountFDs(t); now != fds {
-		t.Errorf("%d fds open after two open/close rounds, want %d", now, fds)
-	}
+	xdpCheckFDs(t, fds)
 	// Goroutines the sender and Do started have finished by now; give the
 	// scheduler a bounded moment.
 	for i := 0; i < 100 && runtime.NumGoroutine() > goroutines; i++ {
@@ -403,5 +420,102 @@ func TestXDPBusyPoll(t *testing.T) {
 		if !bytes.Equal(p.Data, xdpPayload(i)) {
 			t.Fatalf("datagram %d differs", i)
 		}
+	}
+}
+
+// TestXDPJoinsGroup: while the receiver is open the host is a member of the
+// line's group on the line's interface (so it answers IGMP queries and
+// switches forward the feed); after Close it no longer is.
+func TestXDPJoinsGroup(t *testing.T) {
+	lab := xdpNewLab(t, netlab.Options{})
+	member := func() bool {
+		var ok bool
+		err := lab.Do(lab.Dst, func() error {
+			b, err := os.ReadFile("/proc/thread-self/net/igmp")
+			if err != nil {
+				return err
+			}
+			ok = xdpIGMPMember(string(b), lab.DstIf, xdpTestGroup)
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ok
+	}
+	if member() {
+		t.Fatal("member of the group before opening")
+	}
+	r := xdpOpen(t, lab, Config{PollTimeout: 20 * time.Millisecond})
+	if !member() {
+		t.Error("not a member of the line's group while open")
+	}
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if member() {
+		t.Error("still a member of the group after Close")
+	}
+}
+
+// xdpIGMPMember reports whether /proc/net/igmp lists group under ifname.
+// The file has a line per interface ("idx name : count querier") followed
+// by indented lines per group, the group in hex as stored in memory.
+func xdpIGMPMember(igmp, ifname string, group netip.Addr) bool {
+	g := group.As4()
+	hex := fmt.Sprintf("%08X", binary.NativeEndian.Uint32(g[:]))
+	in := false
+	for _, l := range strings.Split(igmp, "\n") {
+		f := strings.Fields(l)
+		if len(f) == 0 {
+			continue
+		}
+		if !strings.HasPrefix(l, "\t") && !strings.HasPrefix(l, " ") {
+			in = len(f) >= 2 && f[1] == ifname
+			continue
+		}
+		if in && f[0] == hex {
+			return true
+		}
+	}
+	return false
+}
+
+// TestXDPDoubleRelease: releasing a batch twice, or releasing zero Packets,
+// must not hand a frame to the kernel twice (which would let two datagrams
+// share one buffer).
+func TestXDPDoubleRelease(t *testing.T) {
+	lab := xdpNewLab(t, netlab.Options{})
+	r := xdpOpen(t, lab, Config{PollTimeout: 20 * time.Millisecond, RingSize: 64})
+	defer r.Close()
+	snd := xdpNewSender(t, lab, lab.Src, netip.AddrPortFrom(xdpTestGroup, xdpTestPort))
+	const n = 400 // several times the 64 frames
+	errc := snd.sendPaced(n, xdpPayload)
+	pkts := make([]Packet, 16)
+	got := 0
+	deadline := time.Now().Add(20 * time.Second)
+	for got < n && time.Now().Before(deadline) {
+		k, err := r.Receive(pkts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, p := range pkts[:k] {
+			if !bytes.Equal(p.Data, xdpPayload(got+i)) {
+				t.Fatalf("datagram %d corrupted", got+i)
+			}
+		}
+		got += k
+		r.Release(pkts[:k])
+		r.Release(pkts[:k])
+		r.Release(make([]Packet, 4))
+	}
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	if got != n {
+		t.Fatalf("received %d of %d; stats %+v", got, n, r.Stats())
+	}
+	if st := r.Stats(); st.Extra["xsk_rx_invalid_descs"] != 0 {
+		t.Errorf("kernel saw %d invalid fill descriptors", st.Extra["xsk_rx_invalid_descs"])
 	}
 }

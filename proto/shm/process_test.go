@@ -94,13 +94,18 @@ func holdProcess(name string) error {
 	fillSnapshot(s, 1, uint64(os.Getpid()), 1)
 	w.Publish(s)
 	fmt.Println("ready")
+	go func() {
+		for range time.Tick(50 * time.Millisecond) {
+			w.Heartbeat()
+		}
+	}()
 	io.Copy(io.Discard, os.Stdin)
 	return nil
 }
 
 // readerProcess reads random instruments and follows the journal until the
-// writer closes the feed, verifying every snapshot; a slow reader sleeps
-// between polls so that the journal overruns it.
+// writer closes the feed, verifying every snapshot; a slow reader lets the
+// journal overrun it every other poll.
 func readerProcess(name string, slow bool) error {
 	r, err := OpenWait(name, 10*time.Second, time.Millisecond)
 	if err != nil {
@@ -136,9 +141,17 @@ func readerProcess(name string, slow bool) error {
 		last[loc] = v.Version
 		return nil
 	}
-	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); {
+	journal := uint64(r.Info().JournalLen)
+	for iter, deadline := 0, time.Now().Add(30*time.Second); time.Now().Before(deadline); iter++ {
 		if err := check(uint16(rng.IntN(procInstruments))); err != nil {
 			return err
+		}
+		if slow && iter%2 == 0 {
+			// Fall behind by more than the journal holds (unless the
+			// writer stops first).
+			for f.Pending() <= journal && r.Check() == nil {
+				time.Sleep(100 * time.Microsecond)
+			}
 		}
 		n, err := f.Wait(dst, time.Millisecond, WaitOptions{Spin: 10, CheckEvery: time.Millisecond})
 		if errors.Is(err, ErrClosed) {
@@ -167,9 +180,6 @@ func readerProcess(name string, slow bool) error {
 			if last[u.Locate] < u.Version {
 				return fmt.Errorf("locate %d: read version %d after journal version %d", u.Locate, last[u.Locate], u.Version)
 			}
-		}
-		if slow {
-			time.Sleep(2 * time.Millisecond)
 		}
 	}
 	return errors.New("writer did not close the feed within 30s")
@@ -373,6 +383,9 @@ func BenchmarkPublishToReader(b *testing.B) {
 		k++
 		fillSnapshot(s, 1, k, depth)
 		w.Publish(s)
+		if k%1024 == 0 {
+			w.Heartbeat()
+		}
 		for t0 := time.Now(); time.Since(t0) < 20*time.Microsecond; {
 		}
 	}

@@ -65,7 +65,7 @@ func OpenWith(name string, opt OpenOptions) (*Reader, error) {
 	if st.Size < headerSize {
 		return nil, fmt.Errorf("open shm %s: %d bytes: %w", path, st.Size, ErrFormat)
 	}
-	mem, err := unix.Mmap(int(f.Fd()), 0, int(st.Size), unix.PROT_READ, unix.MAP_SHARED)
+	mem, err := unix.Mmap(int(f.Fd()), 0, int(st.Size), unix.PROT_READ, unix.MAP_SHARED|unix.MAP_POPULATE)
 	if err != nil {
 		return nil, fmt.Errorf("open shm %s: mmap: %w", path, err)
 	}

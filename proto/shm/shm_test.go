@@ -3,6 +3,8 @@ package shm
 import (
 	"errors"
 	"os"
+	"path/filepath"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -42,6 +44,7 @@ func TestPublishRead(t *testing.T) {
 			t.Fatalf("file identifier missing")
 		}
 	}
+	w.Heartbeat()
 	if err := r.Check(); err != nil {
 		t.Fatalf("live writer: %v", err)
 	}
@@ -476,5 +479,26 @@ func TestTradingState(t *testing.T) {
 		if got := TradingState(c).String(); got != want {
 			t.Errorf("TradingState(%q) = %s, want %s", c, got, want)
 		}
+	}
+}
+
+// TestStaleTemp: a writer that died inside Create left its temporary file;
+// the next Create removes it, and leaves a live process's alone.
+func TestStaleTemp(t *testing.T) {
+	name := testName(t)
+	dead := filepath.Join(Dir, tempPrefix(name)+"999999999.abc")
+	live := filepath.Join(Dir, tempPrefix(name)+strconv.Itoa(os.Getpid())+".abc")
+	for _, f := range []string{dead, live} {
+		if err := os.WriteFile(f, []byte("partial"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { os.Remove(f) })
+	}
+	testWriter(t, Config{Name: name, Instruments: 1, Depth: 1})
+	if _, err := os.Stat(dead); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("dead writer's temporary file: %v, want removed", err)
+	}
+	if _, err := os.Stat(live); err != nil {
+		t.Errorf("live writer's temporary file: %v", err)
 	}
 }

@@ -8,8 +8,10 @@ import (
 	"path/filepath"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -126,6 +128,8 @@ func Create(cfg Config) (*Writer, error) {
 		return nil, fmt.Errorf("create shm %s: %w", path, err)
 	}
 
+	removeStaleTemps(path)
+
 	l := plan(cfg.Instruments, cfg.Depth, cfg.JournalLen, maxSnapshotSize(cfg.Depth))
 	now := time.Now()
 	l.startTime = now.UnixNano()
@@ -133,7 +137,7 @@ func Create(cfg Config) (*Writer, error) {
 	l.heartbeatEvery = int64(cfg.HeartbeatInterval)
 	l.generation = rand.Uint64() | 1
 
-	tmp := filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+".tmp."+strconv.Itoa(l.pid)+"."+strconv.FormatUint(rand.Uint64(), 36))
+	tmp := filepath.Join(filepath.Dir(path), tempPrefix(path)+strconv.Itoa(l.pid)+"."+strconv.FormatUint(rand.Uint64(), 36))
 	f, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("create shm %s: %w", path, err)
@@ -146,7 +150,9 @@ func Create(cfg Config) (*Writer, error) {
 	if err := f.Truncate(int64(l.fileSize)); err != nil {
 		return fail(err)
 	}
-	mem, err := unix.Mmap(int(f.Fd()), 0, int(l.fileSize), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	// MAP_POPULATE allocates and maps every page now: no publish takes a
+	// page fault.
+	mem, err := unix.Mmap(int(f.Fd()), 0, int(l.fileSize), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED|unix.MAP_POPULATE)
 	if err != nil {
 		return fail(fmt.Errorf("mmap: %w", err))
 	}
@@ -177,6 +183,30 @@ func checkOwner(path string) error {
 		return fmt.Errorf("writer pid %d: %w", r.l.pid, ErrInUse)
 	}
 	return nil
+}
+
+// tempPrefix is the name prefix of the files Create builds before renaming.
+func tempPrefix(path string) string { return "." + filepath.Base(path) + ".tmp." }
+
+// removeStaleTemps deletes the temporary files of writers that died inside
+// Create (their pid is gone).
+func removeStaleTemps(path string) {
+	dir, prefix := filepath.Dir(path), tempPrefix(path)
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		rest, ok := strings.CutPrefix(e.Name(), prefix)
+		if !ok {
+			continue
+		}
+		pidText, _, _ := strings.Cut(rest, ".")
+		pid, err := strconv.Atoi(pidText)
+		if err == nil && pid > 0 && errors.Is(unix.Kill(pid, 0), syscall.ESRCH) {
+			os.Remove(filepath.Join(dir, e.Name()))
+		}
+	}
 }
 
 // Path returns the file the writer publishes into.
@@ -235,7 +265,9 @@ func (w *Writer) Heartbeat() {
 }
 
 // Close marks the feed closed and unmaps it. The file stays so that readers
-// can still read the final books; Remove deletes it.
+// can still read the final books; Remove deletes it. Call it after every
+// Publish has returned: a Publish racing with Close writes into the unmapped
+// file.
 func (w *Writer) Close() error {
 	if w.closed.Swap(true) {
 		return nil

@@ -46,7 +46,7 @@ func run(args []string, log zerolog.Logger) error {
 	date := fs.String("date", "2026-11-24", "trading day (pcap timestamps)")
 	fs.Float64Var(&cfg.Loss, "loss", 0, "probability of dropping a packet (per line)")
 	fs.Float64Var(&cfg.Dup, "dup", 0, "probability of duplicating a packet (per line)")
-	fs.Float64Var(&cfg.Reorder, "reorder", 0, "probability of swapping a packet with the next (per line)")
+	fs.Float64Var(&cfg.Reorder, "reorder", 0, "probability of delaying a packet by 200µs so that later ones overtake it (per line)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}

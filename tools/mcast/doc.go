@@ -16,6 +16,6 @@
 // writes to its own socket. Stats say what was sent and what was injected,
 // so a test knows what the receiver should see.
 //
-// The command tools/mcast/cmd/mcast (also `feedhandler send`) reads a pcap
-// or BinaryFILE and sends it with this package.
+// OpenFile turns a BinaryFILE, pcap or pcapng into MoldUDP64 packets for
+// Send; the command `feedhandler send` (cmd/feedhandler/send.go) is its CLI.
 package mcast

@@ -31,7 +31,7 @@ type Config struct {
 	Lines     []Line     // one per feed line (A, B, ...)
 
 	Rate     float64       // input packets per second; 0 = as fast as possible
-	Burst    int           // token bucket depth in packets (default: 1 ms of Rate, at least 1)
+	Burst    int           // token bucket depth in packets (default: Rate/2000, within [1, 32])
 	Count    int           // stop after this many input packets; 0 = until the input ends
 	Duration time.Duration // stop after this long; 0 = no limit
 
@@ -83,7 +83,8 @@ func NewSender(cfg Config) (*Sender, error) {
 		cfg.TTL = 1
 	}
 	if cfg.Burst <= 0 {
-		cfg.Burst = max(1, int(cfg.Rate/1000))
+		// Small bursts: a veth's 256-entry ring drops larger ones.
+		cfg.Burst = max(1, min(32, int(cfg.Rate/2000)))
 	}
 	ifindex := 0
 	if cfg.Interface != "" {
@@ -280,6 +281,11 @@ func (l *lineState) write(p []byte) {
 	}
 }
 
+// spinBelow is the wait under which the bucket polls the clock instead of
+// sleeping: Go timers wake tens of microseconds late, which at 100k
+// packets/s would turn pacing into bursts.
+const spinBelow = 100 * time.Microsecond
+
 // bucket is a token bucket: rate tokens per second, at most burst saved.
 type bucket struct {
 	rate   float64
@@ -314,11 +320,12 @@ func (b *bucket) wait(ctx context.Context, deadline time.Time) bool {
 		if !deadline.IsZero() && now.Add(d).After(deadline) {
 			return false
 		}
-		if d > 0 {
+		if d > spinBelow {
+			// Sleep most of the wait (timers overshoot), spin the rest.
 			if b.timer == nil {
-				b.timer = time.NewTimer(d)
+				b.timer = time.NewTimer(d - spinBelow/2)
 			} else {
-				b.timer.Reset(d)
+				b.timer.Reset(d - spinBelow/2)
 			}
 			select {
 			case <-ctx.Done():

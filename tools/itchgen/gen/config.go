@@ -23,8 +23,9 @@ type Config struct {
 	Date      time.Time      // trading day; pcap times are Date's midnight in New York plus the ITCH timestamp (default 2026-11-24)
 
 	// Fault injection into the pcap, per line and packet, for tests of
-	// receivers: probability of dropping, duplicating, or swapping a packet
-	// with the next one. Lines draw independently.
+	// receivers: probability of dropping, duplicating, or delaying a packet
+	// by 200 µs (packets sent meanwhile overtake it). Lines draw
+	// independently.
 	Loss, Dup, Reorder float64
 }
 

@@ -21,6 +21,16 @@ func (r *rng) next() uint64 {
 	return hi ^ lo
 }
 
+// mix64 is splitmix64's finalizer: it turns related seeds into unrelated
+// states.
+func mix64(x uint64) uint64 {
+	x ^= x >> 30
+	x *= 0xbf58476d1ce4e5b9
+	x ^= x >> 27
+	x *= 0x94d049bb133111eb
+	return x ^ x>>31
+}
+
 // intn returns a number in [0, n) for n < 2^32.
 func (r *rng) intn(n int) int { return int((r.next() >> 32) * uint64(n) >> 32) }
 
@@ -44,7 +54,7 @@ type Generator struct {
 	rnd rng
 
 	syms     []symbol
-	symTable []int32 // quantized activity distribution: uniform index -> symbol
+	symTable []int32       // quantized activity distribution: uniform index -> symbol
 	mix      [1 << 12]byte // flow types without 'I', by weight
 	noii     uint64        // probability (of 2^32) that a flow message in an imbalance window is an 'I'
 	bk       book

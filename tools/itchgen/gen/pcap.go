@@ -19,7 +19,7 @@ type PacketStats struct {
 	Frames     int // frames written to the capture, all lines, after fault injection
 	Dropped    int // packets dropped by Loss, all lines
 	Duplicated int // packets written twice by Dup
-	Reordered  int // packets swapped with their successor by Reorder
+	Reordered  int // packets overtaken by their successor (Reorder delays a packet by 200 µs)
 	NextSeq    uint64
 }
 
@@ -29,6 +29,10 @@ const packetGap = 50_000 // ns
 
 // heartbeatEvery is the heartbeat interval of an idle feed.
 const heartbeatEvery = uint64(time.Second)
+
+// reorderDelay is how long Reorder delays a packet: a packet sent within
+// that time overtakes it.
+const reorderDelay = 200_000 // ns
 
 // line holds one line's pending packet for reorder injection.
 type line struct {
@@ -44,7 +48,9 @@ type line struct {
 // on w: messages are batched until a packet is full or the feed pauses for
 // 50 µs, heartbeats fill idle seconds, and three end-of-session packets
 // close the day. With Lines 2 every packet is written for line A and then
-// for line B; Loss, Dup and Reorder faults are injected per line.
+// for line B; Loss, Dup and Reorder faults are injected per line (Reorder
+// delays a packet by 200 µs, so that the packets sent meanwhile overtake
+// it).
 func (g *Generator) WritePcap(w io.Writer) (PacketStats, error) {
 	var st PacketStats
 	pw, err := pcap.NewWriter(w)
@@ -52,13 +58,23 @@ func (g *Generator) WritePcap(w io.Writer) (PacketStats, error) {
 		return st, fmt.Errorf("generate itch pcap: %w", err)
 	}
 	midnight := time.Date(g.cfg.Date.Year(), g.cfg.Date.Month(), g.cfg.Date.Day(), 0, 0, 0, 0, newYork()).UnixNano()
-	lines := []*line{{dst: g.cfg.Group, rnd: rng{s: g.cfg.Seed ^ 0xA}}}
+	lines := []*line{{dst: g.cfg.Group, rnd: rng{s: mix64(g.cfg.Seed ^ 0xA)}}}
 	if g.cfg.Lines == 2 {
-		lines = append(lines, &line{dst: g.cfg.GroupB, rnd: rng{s: g.cfg.Seed ^ 0xB}})
+		lines = append(lines, &line{dst: g.cfg.GroupB, rnd: rng{s: mix64(g.cfg.Seed ^ 0xB)}})
 	}
 	b := moldudp64.NewBuilder(moldudp64.NewSession(g.cfg.Session), 1, g.cfg.MaxPacket)
 	send := func(ts uint64, pkt []byte) error {
 		at := midnight + int64(ts) + 20_000 // 20 µs from matching engine to wire
+		// Delayed packets that nothing overtook go out first, in time order.
+		for _, l := range lines {
+			if l.holding && l.heldTS+reorderDelay < at {
+				l.holding = false
+				st.Frames++
+				if err := pw.WriteUDP(l.heldTS+reorderDelay, g.cfg.Source, l.dst, l.held); err != nil {
+					return fmt.Errorf("generate itch pcap: %w", err)
+				}
+			}
+		}
 		for i, l := range lines {
 			if err := g.emitPacket(pw, l, at+int64(i)*3_000, pkt, &st); err != nil {
 				return err
@@ -114,7 +130,7 @@ func (g *Generator) WritePcap(w io.Writer) (PacketStats, error) {
 	}
 	for i, l := range lines {
 		if l.holding {
-			if err := pw.WriteUDP(l.heldTS, g.cfg.Source, l.dst, l.held); err != nil {
+			if err := pw.WriteUDP(l.heldTS+reorderDelay, g.cfg.Source, l.dst, l.held); err != nil {
 				return st, fmt.Errorf("generate itch pcap: line %d: %w", i, err)
 			}
 			st.Frames++
@@ -141,15 +157,16 @@ func (g *Generator) emitPacket(pw *pcap.Writer, l *line, at int64, pkt []byte, s
 		return nil
 	}
 	if l.holding {
-		// The held packet goes out after this one.
+		// This packet overtakes the delayed one (WritePcap wrote it already
+		// when its delay had passed).
+		l.holding = false
+		st.Reordered++
 		if err := write(at, pkt); err != nil {
 			return err
 		}
-		l.holding = false
 		return write(at+1, l.held)
 	}
 	if g.cfg.Reorder > 0 && l.rnd.float() < g.cfg.Reorder {
-		st.Reordered++
 		l.held = append(l.held[:0], pkt...)
 		l.heldTS = at
 		l.holding = true

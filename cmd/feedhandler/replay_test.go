@@ -1,0 +1,92 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/marketfeed/feedhandler/tools/itchgen/gen"
+)
+
+// TestReplayFileAndPcap replays the same generated day from a BinaryFILE and
+// from a MoldUDP64 pcap (two lines, A/B) and checks the reports and that the
+// books written are identical.
+func TestReplayFileAndPcap(t *testing.T) {
+	dir := t.TempDir()
+	const messages = 200_000
+	write := func(name string, pcap bool) string {
+		g, err := gen.New(gen.Config{Messages: messages, Symbols: 50, Seed: 3, Lines: 2})
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := filepath.Join(dir, name)
+		f, err := os.Create(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if pcap {
+			_, err = g.WritePcap(f)
+		} else {
+			err = g.Write(f)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := f.Close(); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	var books [2][]byte
+	for i, in := range []string{write("day.itch", false), write("day.pcap", true)} {
+		out := filepath.Join(dir, "books.json")
+		var stdout, stderr bytes.Buffer
+		if err := replay([]string{"--json", "--books-out", out, "--max-orders", "65536", "--quiet", in}, &stdout, &stderr); err != nil {
+			t.Fatalf("replay %s: %v\n%s", in, err, stderr.String())
+		}
+		var rep replayReport
+		if err := json.Unmarshal(stdout.Bytes(), &rep); err != nil {
+			t.Fatalf("report: %v\n%s", err, stdout.String())
+		}
+		if rep.Messages != messages || rep.Inconsistent != 0 || rep.Orders == 0 || rep.Latency.Samples != messages/latencySampleEvery || rep.InputGaps != 0 {
+			t.Errorf("%s: report %+v", in, rep)
+		}
+		if rep.Latency.P50 > rep.Latency.P99 || rep.Latency.P99 > rep.Latency.P999 {
+			t.Errorf("%s: latency %+v", in, rep.Latency)
+		}
+		b, err := os.ReadFile(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var doc map[string]map[string][][3]uint64
+		if err := json.Unmarshal(b, &doc); err != nil || len(doc) != rep.WithOrders {
+			t.Fatalf("%s: books-out has %d symbols, report %d: %v", in, len(doc), rep.WithOrders, err)
+		}
+		books[i] = b
+	}
+	if !bytes.Equal(books[0], books[1]) {
+		t.Error("books from the BinaryFILE and from the pcap differ")
+	}
+
+	// --depth 1 keeps one level per side.
+	out := filepath.Join(dir, "top.json")
+	var stdout bytes.Buffer
+	if err := replay([]string{"--depth", "1", "--books-out", out, "--max-orders", "65536", filepath.Join(dir, "day.itch")}, &stdout, &stdout); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := os.ReadFile(out)
+	var doc map[string]map[string][][3]uint64
+	if err := json.Unmarshal(b, &doc); err != nil {
+		t.Fatal(err)
+	}
+	for sym, sides := range doc {
+		if len(sides["bids"]) > 1 || len(sides["asks"]) > 1 {
+			t.Errorf("%s: more than one level with --depth 1", sym)
+		}
+	}
+	if !bytes.Contains(stdout.Bytes(), []byte("ns/msg")) {
+		t.Errorf("text report: %s", stdout.String())
+	}
+}
