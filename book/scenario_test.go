@@ -187,3 +187,26 @@ func TestCapacityError(t *testing.T) {
 		t.Errorf("New with 0 orders: %v", err)
 	}
 }
+
+// TestManyBooks: two Books in one process (two pipeline shards) are
+// independent.
+func TestManyBooks(t *testing.T) {
+	var shards [2]*Books
+	for i := range shards {
+		bs, err := New(Config{MaxOrders: 64, MaxLocates: 8, MaxLevels: 64})
+		if err != nil {
+			t.Fatal(err)
+		}
+		shards[i] = bs
+		bs.Announce(uint16(i+1), itch.NewSymbol(fmt.Sprint("S", i)))
+		bs.AddOrder(uint16(i+1), 1, Bid, uint32(10*(i+1)), 100)
+	}
+	for i, bs := range shards {
+		if bs.Book(uint16(2-i)) != nil {
+			t.Errorf("shard %d knows the other shard's locate", i)
+		}
+		if bid, ok := bs.Book(uint16(i + 1)).Best(Bid); !ok || bid.Shares != uint64(10*(i+1)) {
+			t.Errorf("shard %d: best bid %+v", i, bid)
+		}
+	}
+}

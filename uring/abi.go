@@ -16,11 +16,10 @@ const (
 	SetupTaskrunFlag    uint32 = 1 << 9
 	SetupSingleIssuer   uint32 = 1 << 12
 	SetupDeferTaskrun   uint32 = 1 << 13
-	featSingleMmap      uint32 = 1 << 0
 	FeatNoDrop          uint32 = 1 << 1
 	FeatFastPoll        uint32 = 1 << 5
 	FeatExtArg          uint32 = 1 << 8
-	FeatSingleMmap             = featSingleMmap
+	FeatSingleMmap      uint32 = 1 << 0
 	offSQRing           int64  = 0
 	offCQRing           int64  = 0x8000000
 	offSQEs             int64  = 0x10000000

@@ -72,7 +72,7 @@ func Setup(p Params) (*Ring, error) {
 func (r *Ring) mapRings(kp *params) error {
 	sqSize := int(kp.SQOff.Array) + int(kp.SQEntries)*4
 	cqSize := int(kp.CQOff.CQEs) + int(kp.CQEntries)*int(unsafe.Sizeof(CQE{}))
-	single := kp.Features&featSingleMmap != 0
+	single := kp.Features&FeatSingleMmap != 0
 	if single {
 		sqSize = max(sqSize, cqSize)
 		cqSize = sqSize

@@ -1,6 +1,7 @@
 package uring
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
@@ -332,4 +333,72 @@ func TestMain(m *testing.M) {
 func countFds() int {
 	ents, _ := os.ReadDir("/proc/self/fd")
 	return len(ents)
+}
+
+// TestBufRingTailWrap recycles a four-buffer ring more than 2^16 times, so
+// the 16-bit ring tail wraps, and checks every datagram lands intact.
+func TestBufRingTailWrap(t *testing.T) {
+	r := setupRing(t, Params{Entries: 8})
+	br, err := r.RegisterBufRing(3, 4, 64)
+	if errors.Is(err, ErrNotSupported) {
+		t.Skipf("kernel lacks IORING_REGISTER_PBUF_RING (5.19+): %v", err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { br.Close() })
+	hdrs, err := NewMsghdrs(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { hdrs.Close() })
+	fd, send := udpPair(t)
+	armed := false
+	cqes := make([]CQE, 8)
+	msg := make([]byte, 8)
+	const total = 1<<16 + 1000
+	for seq := 0; seq < total; {
+		if !armed {
+			r.GetSQE().PrepRecvmsgMultishot(fd, &hdrs.Hdrs[0], 0, br.Group(), 1)
+			armed = true
+		}
+		for i := range 4 {
+			binary.BigEndian.PutUint64(msg, uint64(seq+i))
+			if _, err := send.Write(msg); err != nil {
+				t.Fatal(err)
+			}
+		}
+		got := 0
+		for deadline := time.Now().Add(5 * time.Second); got < 4; {
+			if time.Now().After(deadline) {
+				t.Fatalf("seq %d: %d of 4 datagrams", seq, got)
+			}
+			if _, err := r.Wait(1, 100*time.Millisecond); err != nil {
+				t.Fatal(err)
+			}
+			for _, c := range cqes[:r.CQEs(cqes)] {
+				if !c.More() {
+					armed = false
+				}
+				if c.Res < 0 {
+					if c.Res != -int32(unix.ENOBUFS) {
+						t.Fatalf("seq %d: cqe %+v", seq, c)
+					}
+					continue
+				}
+				_, _, _, p, err := ParseRecvmsg(br.Buf(c.BufID())[:c.Res], 0, 0)
+				if err != nil || len(p) != 8 || binary.BigEndian.Uint64(p) != uint64(seq+got) {
+					t.Fatalf("seq %d: payload %x, %v", seq+got, p, err)
+				}
+				br.Add(c.BufID())
+				got++
+			}
+			br.Advance()
+			if !armed && got < 4 {
+				r.GetSQE().PrepRecvmsgMultishot(fd, &hdrs.Hdrs[0], 0, br.Group(), 1)
+				armed = true
+			}
+		}
+		seq += 4
+	}
 }

@@ -81,10 +81,11 @@ type Handler struct {
 	// rx-thread counters, copied under mu every few tens of milliseconds.
 	routed, filtered, badMsgs, nDelivered uint64
 
-	stop   atomic.Bool
-	done   chan struct{}
-	rxDone chan struct{}
-	wg     sync.WaitGroup
+	stop     atomic.Bool
+	closeErr error // the receiver's Close, set by the receive thread before rxDone
+	done     chan struct{}
+	rxDone   chan struct{}
+	wg       sync.WaitGroup
 
 	mu        sync.Mutex
 	arbCopy   ArbiterStats
@@ -122,6 +123,9 @@ func Start(cfg Config) (*Handler, error) {
 	if cfg.Open == nil {
 		cfg.Open = rx.Open
 	}
+	// The receive thread is locked and pinned: io_uring can then use
+	// SINGLE_ISSUER|DEFER_TASKRUN.
+	cfg.Receive.LockedThread = true
 	cfg.Arbiter.Session = cfg.Session
 	cfg.Arbiter.Lines = len(cfg.Receive.Lines)
 	h := &Handler{
@@ -226,6 +230,8 @@ func (h *Handler) receive(pinErr chan<- error) {
 		}
 	}
 	h.copyStats()
+	// Close on the thread that used the receiver (io_uring's single issuer).
+	h.closeErr = h.recv.Close()
 }
 
 // route is the Arbiter's Deliver: copy each message into the ring of the
@@ -354,8 +360,8 @@ func (h *Handler) Stop() error {
 	if h.stop.Swap(true) {
 		return nil
 	}
-	<-h.rxDone // Receive returns within the poll timeout
-	errRx := h.recv.Close()
+	<-h.rxDone // Receive returns within the poll timeout; the thread closes the receiver
+	errRx := h.closeErr
 	for _, s := range h.shards {
 		s.ring.Close()
 	}

@@ -445,34 +445,29 @@ func TestSourceFilter(t *testing.T) {
 }
 
 // igmpGroups returns the groups /proc/net/igmp lists for interface ifname
-// in namespace ns.
-func igmpGroups(t *testing.T, ns, ifname string) map[netip.Addr]bool {
+// in the lab's namespace ns (read by `ip netns exec ns cat`).
+func igmpGroups(t *testing.T, lab *netlab.Lab, ns, ifname string) map[netip.Addr]bool {
 	t.Helper()
-	groups := map[netip.Addr]bool{}
-	err := netlab.Do(ns, func() error {
-		b, err := os.ReadFile("/proc/thread-self/net/igmp")
-		if err != nil {
-			return err
-		}
-		in := false
-		for _, line := range strings.Split(string(b), "\n") {
-			f := strings.Fields(line)
-			switch {
-			case len(f) >= 2 && !strings.HasPrefix(line, "\t"):
-				in = f[1] == ifname
-			case in && len(f) >= 1 && len(f[0]) == 8:
-				var v uint32
-				if _, err := fmt.Sscanf(f[0], "%08X", &v); err == nil {
-					var a [4]byte
-					binary.LittleEndian.PutUint32(a[:], v)
-					groups[netip.AddrFrom4(a)] = true
-				}
-			}
-		}
-		return nil
-	})
+	b, err := lab.Exec(ns, "cat", "/proc/net/igmp")
 	if err != nil {
 		t.Fatal(err)
+	}
+	groups := map[netip.Addr]bool{}
+	in := false
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		switch {
+		case len(f) >= 2 && !strings.HasPrefix(line, "\t"):
+			// "Idx Device : ...": a 10-character name runs into the colon.
+			in = strings.TrimSuffix(f[1], ":") == ifname
+		case in && len(f) >= 1 && len(f[0]) == 8:
+			var v uint32
+			if _, err := fmt.Sscanf(f[0], "%08X", &v); err == nil {
+				var a [4]byte
+				binary.LittleEndian.PutUint32(a[:], v)
+				groups[netip.AddrFrom4(a)] = true
+			}
+		}
 	}
 	return groups
 }
@@ -484,18 +479,58 @@ func TestJoinsGroups(t *testing.T) {
 	for _, backend := range []string{BackendSocket, BackendUring} {
 		t.Run(backend, func(t *testing.T) {
 			lab := newLab(t, netlab.Options{})
-			if g := igmpGroups(t, lab.Dst, lab.DstIf); g[groupA] || g[groupB] {
+			if g := igmpGroups(t, lab, lab.Dst, lab.DstIf); g[groupA] || g[groupB] {
 				t.Fatalf("member before Open: %v", g)
 			}
 			r := openBackend(t, lab, backend, Config{})
-			if g := igmpGroups(t, lab.Dst, lab.DstIf); !g[groupA] || !g[groupB] {
+			if g := igmpGroups(t, lab, lab.Dst, lab.DstIf); !g[groupA] || !g[groupB] {
 				t.Errorf("groups on %s while open: %v, want %v and %v", lab.DstIf, g, groupA, groupB)
 			}
 			if err := r.Close(); err != nil {
 				t.Fatal(err)
 			}
-			if g := igmpGroups(t, lab.Dst, lab.DstIf); g[groupA] || g[groupB] {
+			if g := igmpGroups(t, lab, lab.Dst, lab.DstIf); g[groupA] || g[groupB] {
 				t.Errorf("still a member after Close: %v", g)
+			}
+		})
+	}
+}
+
+// TestDropAccounting: with a small socket buffer and nobody receiving,
+// datagrams overflow; afterwards every datagram sent was either received
+// or counted in Stats.Dropped.
+func TestDropAccounting(t *testing.T) {
+	for _, backend := range []string{BackendSocket, BackendUring} {
+		t.Run(backend, func(t *testing.T) {
+			lab := newLab(t, netlab.Options{})
+			lines := labLines(lab)[:1]
+			senders := labSenders(t, lab, lines, 20000)
+			r := openBackend(t, lab, backend, Config{Lines: lines, RecvBuffer: 64 << 10, PollTimeout: 20 * time.Millisecond})
+			defer r.Close()
+			const n = 2000
+			sendLines(t, senders, n)
+			pkts := make([]Packet, 64)
+			received := 0
+			for idle := 0; idle < 5; {
+				k, err := r.Receive(pkts)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if k == 0 {
+					idle++
+				}
+				received += k
+				r.Release(pkts[:k])
+			}
+			st := r.Stats()
+			if st.Dropped == 0 || uint64(received)+st.Dropped != n {
+				t.Fatalf("received %d + dropped %d, want some drops and %d in all; stats %+v", received, st.Dropped, n, st)
+			}
+			if err := r.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if after := r.Stats().Dropped; after != st.Dropped {
+				t.Fatalf("Dropped after Close = %d, want the last value %d", after, st.Dropped)
 			}
 		})
 	}

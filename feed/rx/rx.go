@@ -32,8 +32,8 @@
 // (IP_ADD_MEMBERSHIP with the line interface's index), so the host answers
 // IGMP queries and a switch keeps forwarding the group. The socket
 // backends set SO_RCVBUFFORCE (Config.RecvBuffer), SO_TIMESTAMPNS (Packet.RxTime
-// is the kernel's receive time) and SO_RXQ_OVFL (Stats.Dropped counts
-// datagrams the socket buffer overflowed), plus the busy-poll options when
+// is the kernel's receive time); Stats.Dropped is the sockets' drop counter
+// (SO_MEMINFO: datagrams refused by a full socket buffer), plus the busy-poll options when
 // Config.BusyPoll is set. A line with LineConfig.Source accepts only
 // datagrams from that address; others are counted in
 // Stats.Extra["source_filtered"]. Receive and Release of the socket and

@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"sync"
 	"sync/atomic"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -21,13 +23,12 @@ type lineSocket struct {
 	group  netip.Addr
 	port   uint16
 	source netip.Addr // invalid: any source
-	ovfl   uint32     // last SO_RXQ_OVFL count seen on this socket
 }
 
 // Sizes of the per-packet receive metadata.
 const (
 	nameLen    = unix.SizeofSockaddrInet4
-	controlLen = 64 // SCM_TIMESTAMPNS (32) + SO_RXQ_OVFL (24), 8-aligned
+	controlLen = 32 // SCM_TIMESTAMPNS: cmsghdr (16) + timespec (16)
 )
 
 // openLineSockets opens and joins one socket per configured line. On error
@@ -99,9 +100,6 @@ func openLineSocket(cfg *Config, line Line) (lineSocket, error) {
 	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TIMESTAMPNS, 1); err != nil {
 		return fail("SO_TIMESTAMPNS", err)
 	}
-	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RXQ_OVFL, 1); err != nil {
-		return fail("SO_RXQ_OVFL", err)
-	}
 	if cfg.BusyPoll {
 		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_BUSY_POLL, cfg.BusyPollUsec); err != nil {
 			return fail("SO_BUSY_POLL", err)
@@ -132,8 +130,8 @@ func addrFromName(name []byte) netip.AddrPort {
 }
 
 // parseControl extracts the kernel receive time (SCM_TIMESTAMPNS, ns since
-// the epoch; 0 if absent) and the socket's drop counter (SO_RXQ_OVFL).
-func parseControl(b []byte) (rxTime int64, ovfl uint32, hasOvfl bool) {
+// the epoch; 0 if absent).
+func parseControl(b []byte) (rxTime int64) {
 	for len(b) >= unix.SizeofCmsghdr {
 		l := int(binary.NativeEndian.Uint64(b))
 		if l < unix.SizeofCmsghdr || l > len(b) {
@@ -142,13 +140,8 @@ func parseControl(b []byte) (rxTime int64, ovfl uint32, hasOvfl bool) {
 		level := int32(binary.NativeEndian.Uint32(b[8:]))
 		typ := int32(binary.NativeEndian.Uint32(b[12:]))
 		data := b[unix.SizeofCmsghdr:l]
-		if level == unix.SOL_SOCKET {
-			switch {
-			case typ == unix.SCM_TIMESTAMPNS && len(data) >= 16:
-				rxTime = int64(binary.NativeEndian.Uint64(data))*1e9 + int64(binary.NativeEndian.Uint64(data[8:]))
-			case typ == unix.SO_RXQ_OVFL && len(data) >= 4:
-				ovfl, hasOvfl = binary.NativeEndian.Uint32(data), true
-			}
+		if level == unix.SOL_SOCKET && typ == unix.SCM_TIMESTAMPNS && len(data) >= 16 {
+			return int64(binary.NativeEndian.Uint64(data))*1e9 + int64(binary.NativeEndian.Uint64(data[8:]))
 		}
 		b = b[min((l+7)&^7, len(b)):]
 	}
@@ -188,12 +181,51 @@ func (c *counters) addBatch(b *batchCounts) {
 	*b = batchCounts{}
 }
 
-// noteOvfl records a socket's cumulative drop counter.
-func (c *counters) noteOvfl(s *lineSocket, v uint32) {
-	if v != s.ovfl {
-		c.dropped.Add(uint64(v - s.ovfl))
-		s.ovfl = v
+// socketDrops sums the kernel's drop counters of the line sockets
+// (SO_MEMINFO, SK_MEMINFO_DROPS: datagrams the full socket buffer refused);
+// false once a socket is closed.
+func socketDrops(socks []lineSocket) (uint64, bool) {
+	var sum uint64
+	for i := range socks {
+		if socks[i].fd < 0 {
+			return 0, false
+		}
+		var info [unix.SK_MEMINFO_VARS]uint32
+		size := uint32(unsafe.Sizeof(info))
+		_, _, errno := unix.Syscall6(unix.SYS_GETSOCKOPT, uintptr(socks[i].fd), unix.SOL_SOCKET, unix.SO_MEMINFO,
+			uintptr(unsafe.Pointer(&info)), uintptr(unsafe.Pointer(&size)), 0)
+		if errno != 0 || size <= 4*unix.SK_MEMINFO_DROPS {
+			return 0, false
+		}
+		sum += uint64(info[unix.SK_MEMINFO_DROPS])
 	}
+	return sum, true
+}
+
+// dropGauge reports socket drops while the sockets are open and their last
+// value after Close, safely against a concurrent Close.
+type dropGauge struct {
+	mu    sync.RWMutex
+	final uint64
+}
+
+func (g *dropGauge) read(socks []lineSocket) uint64 {
+	g.mu.RLock()
+	defer g.mu.RUnlock()
+	if d, ok := socketDrops(socks); ok {
+		return d
+	}
+	return g.final
+}
+
+// closeSockets records the final drop count and closes the sockets.
+func (g *dropGauge) closeSockets(socks []lineSocket) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if d, ok := socketDrops(socks); ok {
+		g.final = d
+	}
+	return closeLineSockets(socks)
 }
 
 func (c *counters) stats() Stats {
@@ -204,7 +236,6 @@ func (c *counters) stats() Stats {
 	}
 	s.Malformed = c.malformed.Load()
 	s.Unmatched = c.unmatched.Load()
-	s.Dropped = c.dropped.Load()
 	s.Extra = map[string]uint64{
 		"source_filtered": c.sourceFiltered.Load(),
 		"truncated":       c.truncated.Load(),

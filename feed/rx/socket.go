@@ -35,7 +35,8 @@ type socketRx struct {
 	slab    []byte
 
 	counters
-	bc batchCounts
+	bc    batchCounts
+	drops dropGauge
 }
 
 func openSocket(cfg Config) (Receiver, error) {
@@ -73,6 +74,7 @@ func (s *socketRx) Backend() string { return BackendSocket + " (recvmmsg)" }
 
 func (s *socketRx) Stats() Stats {
 	st := s.counters.stats()
+	st.Dropped = s.drops.read(s.socks)
 	return st
 }
 
@@ -132,10 +134,7 @@ func (s *socketRx) drain(pkts []Packet) (int, error) {
 		for i := slot; i < slot+m; i++ {
 			h := &s.msgs[i].Hdr
 			name := unsafe.Slice((*byte)(unsafe.Pointer(&s.names[i])), nameLen)
-			rxTime, ovfl, hasOvfl := parseControl(s.ctrl[i*controlLen : i*controlLen+int(h.Controllen)])
-			if hasOvfl {
-				s.noteOvfl(ls, ovfl)
-			}
+			rxTime := parseControl(s.ctrl[i*controlLen : i*controlLen+int(h.Controllen)])
 			if h.Flags&unix.MSG_TRUNC != 0 {
 				s.truncated.Add(1)
 				continue
@@ -172,7 +171,7 @@ func (s *socketRx) Close() error {
 	}
 	s.mu.Lock() // wait for a Receive in progress (bounded by PollTimeout)
 	defer s.mu.Unlock()
-	if err := closeLineSockets(s.socks); err != nil {
+	if err := s.drops.closeSockets(s.socks); err != nil {
 		return fmt.Errorf("close socket backend: %w", err)
 	}
 	return nil

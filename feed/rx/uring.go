@@ -60,6 +60,7 @@ type uringRx struct {
 	cqes    []uring.CQE
 
 	counters
+	drops           dropGauge
 	bc              batchCounts
 	rearms, enobufs atomic.Uint64
 	rehomes         atomic.Uint64
@@ -237,6 +238,7 @@ func (u *uringRx) Backend() string { return BackendUring + " (multishot recvmsg"
 
 func (u *uringRx) Stats() Stats {
 	s := u.counters.stats()
+	s.Dropped = u.drops.read(u.socks)
 	s.Extra["rearms"] = u.rearms.Load()
 	s.Extra["enobufs"] = u.enobufs.Load()
 	s.Extra["rehomes"] = u.rehomes.Load()
@@ -366,10 +368,7 @@ func (u *uringRx) reap(pkts []Packet) int {
 				returned = true
 				continue
 			}
-			rxTime, ovfl, hasOvfl := parseControl(control)
-			if hasOvfl {
-				u.noteOvfl(ls, ovfl)
-			}
+			rxTime := parseControl(control)
 			if o.Flags&unix.MSG_TRUNC != 0 {
 				u.truncated.Add(1)
 				u.bufs.Add(id)
@@ -475,7 +474,7 @@ func (u *uringRx) cancel() {
 func (u *uringRx) teardown() error {
 	var errs []error
 	if u.socks != nil {
-		errs = append(errs, closeLineSockets(u.socks))
+		errs = append(errs, u.drops.closeSockets(u.socks))
 	}
 	if u.ring != nil {
 		errs = append(errs, u.ring.Close())

@@ -471,7 +471,7 @@ func xdpIGMPMember(igmp, ifname string, group netip.Addr) bool {
 			continue
 		}
 		if !strings.HasPrefix(l, "\t") && !strings.HasPrefix(l, " ") {
-			in = len(f) >= 2 && f[1] == ifname
+			in = len(f) >= 2 && strings.TrimSuffix(f[1], ":") == ifname // a 10-character name runs into the colon
 			continue
 		}
 		if in && f[0] == hex {

@@ -49,6 +49,12 @@ func (s sample) lossPct() float64 {
 	return 100 * float64(offered-min(offered, s.received)) / float64(offered)
 }
 
+// unaccounted is loss that no counter explains (sent but neither received
+// nor counted as dropped by the veth or the receiving socket/ring).
+func (s sample) unaccounted() float64 {
+	return float64(int64(s.sent) - int64(s.received) - int64(s.vethDrops) - int64(s.rxDrops))
+}
+
 func (s sample) nsPerPkt() float64 {
 	if s.received == 0 {
 		return 0

@@ -37,7 +37,7 @@ func report(w io.Writer, o options, res map[string][]sample) {
 	fmt.Fprintf(w, "rxbench: %d runs x %v per backend, %d-byte payloads, send rate %s, batch %d, rx+napi on CPU %d, sender on CPU %d; medians\n",
 		o.runs, o.duration, o.size, rate, o.batch, o.rxCPU, o.txCPU)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "backend\tsent\treceived\trx pkt/s\tloss %\tsend err\tveth drop\trx drop\tthread ns/pkt\tnapi ns/pkt\tcpu ns/pkt\tpkt/s vs socket\tcpu vs socket\t")
+	fmt.Fprintln(tw, "backend\tsent\treceived\trx pkt/s\tloss %\tsend err\tveth drop\trx drop\tunaccounted\tthread ns/pkt\tnapi ns/pkt\tcpu ns/pkt\tpkt/s vs socket\tcpu vs socket\t")
 	base := res["socket"]
 	for _, b := range o.backendList() {
 		ss := res[b]
@@ -52,7 +52,7 @@ func report(w io.Writer, o options, res map[string][]sample) {
 			}
 			return fmt.Sprintf("%.2f", v/ref)
 		}
-		fmt.Fprintf(tw, "%s\t%.0f\t%.0f\t%.0f\t%.2f\t%.0f\t%.0f\t%.0f\t%.0f\t%.0f\t%.0f\t%s\t%s\t\n",
+		fmt.Fprintf(tw, "%s\t%.0f\t%.0f\t%.0f\t%.2f\t%.0f\t%.0f\t%.0f\t%.0f\t%.0f\t%.0f\t%.0f\t%s\t%s\t\n",
 			ss[0].backend,
 			medianOf(ss, func(s sample) float64 { return float64(s.sent) }),
 			medianOf(ss, func(s sample) float64 { return float64(s.received) }),
@@ -61,6 +61,7 @@ func report(w io.Writer, o options, res map[string][]sample) {
 			medianOf(ss, func(s sample) float64 { return float64(s.sendErrs) }),
 			medianOf(ss, func(s sample) float64 { return float64(s.vethDrops) }),
 			medianOf(ss, func(s sample) float64 { return float64(s.rxDrops) }),
+			medianOf(ss, sample.unaccounted),
 			medianOf(ss, func(s sample) float64 { return perPkt(s.threadNs, s.received) }),
 			medianOf(ss, func(s sample) float64 { return perPkt(s.napiNs, s.received) }),
 			cpu,
