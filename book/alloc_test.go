@@ -42,6 +42,7 @@ func TestApplyAllocs(t *testing.T) {
 		{"P", msgs(&itch.TradeFields{Header: hdr(1), Side: 'B', Shares: 1, Price: 1})},
 		{"Q", msgs(&itch.CrossTradeFields{Header: hdr(1), Shares: 1, CrossPrice: 1})},
 		{"B", msgs(&itch.BrokenTradeFields{Header: hdr(1), MatchNumber: 1})},
+		{"B locate 0", msgs(&itch.BrokenTradeFields{Header: hdr(0), MatchNumber: 1})},
 		{"R", msgs(&itch.StockDirectoryFields{Header: hdr(1), Stock: itch.NewSymbol("AAPL")})},
 		{"H", msgs(&itch.StockTradingActionFields{Header: hdr(1), TradingState: 'T'})},
 		{"h", msgs(&itch.OperationalHaltFields{Header: hdr(1), MarketCode: 'Q', HaltAction: 'T'})},

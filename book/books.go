@@ -155,6 +155,11 @@ func (bs *Books) Err() error { return bs.err }
 // 0 before any, and its timestamp.
 func (bs *Books) SystemEvent() (code byte, timestamp uint64) { return bs.event, bs.eventTime }
 
+// BrokenWithoutLocate returns how many Broken Trade messages came with
+// locate 0 (seen from generators and some feeds): they cannot be attributed
+// to an instrument and are not counted as inconsistencies.
+func (bs *Books) BrokenWithoutLocate() uint64 { return bs.broken }
+
 // Book returns the book of locate, or nil when the locate was never
 // announced by a Stock Directory message.
 func (bs *Books) Book(locate uint16) *Book {
