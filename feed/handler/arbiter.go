@@ -21,13 +21,14 @@ type ArbiterConfig struct {
 	// absorbs reordering inside a line.
 	Grace time.Duration
 	// Hold is how long they are held back while some live line may still
-	// deliver it (default 5ms).
+	// deliver it (default 20ms): the largest skew between the lines that
+	// is waited out, measured in the lagging line's receive timestamps.
 	Hold time.Duration
 	// LineTimeout: a line that delivered nothing for this long is not waited
 	// for (default 1s).
 	LineTimeout time.Duration
-	// MaxPending bounds the packets held back (default 4096); when full the
-	// gap is declared at once.
+	// MaxPending bounds the packets held back (default 8192, 16 MiB of
+	// slots); when full the gap is declared at once.
 	MaxPending int
 	// SlotSize is the largest packet that can be held back (default 2048
 	// bytes); a larger out-of-order packet forces the gap to be declared.
@@ -109,13 +110,13 @@ func NewArbiter(cfg ArbiterConfig, deliver Deliver, onGap GapFunc) *Arbiter {
 		cfg.Grace = 200 * time.Microsecond
 	}
 	if cfg.Hold <= 0 {
-		cfg.Hold = 5 * time.Millisecond
+		cfg.Hold = 20 * time.Millisecond
 	}
 	if cfg.LineTimeout <= 0 {
 		cfg.LineTimeout = time.Second
 	}
 	if cfg.MaxPending <= 0 {
-		cfg.MaxPending = 4096
+		cfg.MaxPending = 8192
 	}
 	if cfg.SlotSize <= 0 {
 		cfg.SlotSize = 2048
@@ -309,15 +310,17 @@ func (a *Arbiter) checkGap(now int64, idle bool) {
 			a.gapSince = now
 		}
 		for i := 0; i < a.cfg.Lines; i++ {
-			if a.lastRx[i] == 0 {
-				continue // never heard from
-			}
 			clock := a.lastRx[i]
-			if idle {
-				clock = max(clock, now)
-			}
-			if now-a.lastRx[i] >= int64(a.cfg.LineTimeout) {
+			switch {
+			case clock == 0:
+				// Never heard from (yet): at start-up the other line's
+				// first packets may still be queued. Wait Hold by the
+				// clock of what is being read.
+				clock = now
+			case now-clock >= int64(a.cfg.LineTimeout):
 				continue // dead line: not waited for
+			case idle:
+				clock = max(clock, now)
 			}
 			wait := a.cfg.Hold
 			if a.high[i] > a.next {

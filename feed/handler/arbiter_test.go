@@ -349,3 +349,27 @@ func BenchmarkArbiterTwoLines(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(2*b.N), "ns/packet")
 }
+
+// TestArbiterWaitsForSilentLine: at start-up line A loses a packet before
+// line B was ever heard from; B's first packets (queued behind A's batch)
+// still fill it.
+func TestArbiterWaitsForSilentLine(t *testing.T) {
+	rng := rand.New(rand.NewPCG(21, 22))
+	pkts := packets(t, testSession, 20, 5, rng)
+	a, s := newTestArbiter(t, ArbiterConfig{Grace: time.Millisecond, Hold: 10 * time.Millisecond})
+	now := int64(1)
+	a.Offer(0, pkts[0], now)
+	for i := 2; i < len(pkts); i++ {
+		now += 100_000
+		a.Offer(0, pkts[i], now) // 1.9ms of line A traffic, all held
+	}
+	if len(s.gaps) != 0 {
+		t.Fatalf("gap declared before line B was heard from: %v", s.gaps)
+	}
+	for i := range pkts {
+		a.Offer(1, pkts[i], 50)
+	}
+	if want := totalMessages(t, pkts); s.got != want || len(s.gaps) != 0 {
+		t.Fatalf("delivered %d, want %d; gaps %v", s.got, want, s.gaps)
+	}
+}

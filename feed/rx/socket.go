@@ -91,21 +91,29 @@ func (s *socketRx) Receive(pkts []Packet) (int, error) {
 	if n > 0 || err != nil {
 		return n, err
 	}
-	for i := range s.pfds {
-		s.pfds[i].Revents = 0
-	}
+	// (0, nil) must mean nothing arrived for the whole timeout: callers
+	// treat it as "every line drained". A poll cut short by a signal (Go's
+	// preemption sends them often) polls again for the rest.
 	s.ts = s.timeout
-	ready, err := unix.Ppoll(s.pfds, &s.ts, nil)
-	if err != nil {
-		if errors.Is(err, unix.EINTR) {
+	for {
+		for i := range s.pfds {
+			s.pfds[i].Revents = 0
+		}
+		ready, err := unix.Ppoll(s.pfds, &s.ts, nil) // the kernel leaves the time not slept in s.ts
+		if err != nil {
+			if errors.Is(err, unix.EINTR) && !s.closed.Load() && (s.ts.Sec > 0 || s.ts.Nsec > 0) {
+				continue
+			}
+			if errors.Is(err, unix.EINTR) {
+				return 0, nil
+			}
+			return 0, fmt.Errorf("receive: poll: %w", err)
+		}
+		if ready == 0 {
 			return 0, nil
 		}
-		return 0, fmt.Errorf("receive: poll: %w", err)
+		return s.drain(pkts)
 	}
-	if ready == 0 {
-		return 0, nil
-	}
-	return s.drain(pkts)
 }
 
 // drain reads every line socket once without blocking, starting with a

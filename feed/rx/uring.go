@@ -279,10 +279,24 @@ func (u *uringRx) Receive(pkts []Packet) (int, error) {
 	if n > 0 || u.lastErr != nil {
 		return u.result(n)
 	}
-	if _, err := u.ring.Wait(1, u.timeout); err != nil {
-		return 0, fmt.Errorf("receive: %w", err)
+	// (0, nil) must mean nothing arrived for the whole timeout: callers
+	// treat it as "every line drained". A wait cut short by a signal (Go's
+	// preemption sends them often) waits again for the rest.
+	deadline := time.Now().Add(u.timeout)
+	for wait := u.timeout; ; {
+		if _, err := u.ring.Wait(1, wait); err != nil {
+			return 0, fmt.Errorf("receive: %w", err)
+		}
+		if n := u.reap(pkts); n > 0 || u.lastErr != nil {
+			return u.result(n)
+		}
+		if u.closed.Load() {
+			return 0, ErrClosed
+		}
+		if wait = time.Until(deadline); wait <= 0 {
+			return 0, nil
+		}
 	}
-	return u.result(u.reap(pkts))
 }
 
 // rehome moves the line requests to the calling thread. The kernel finishes

@@ -175,7 +175,11 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 			Backend: o.Backend,
 			Log:     o.Log,
 		},
-		Session:     o.Day.Session,
+		Session: o.Day.Session,
+		// The lab's sender writes line A then line B from one thread on a
+		// shared 2-core machine: when it is preempted between the two
+		// writes, line B lags by a scheduler time slice. Wait that out.
+		Arbiter:     handler.ArbiterConfig{Hold: 200 * time.Millisecond, MaxPending: 1 << 15},
 		ReceiveCore: -1,
 		ShardCores:  []int{-1},
 		Depth:       o.Depth,
