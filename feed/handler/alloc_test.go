@@ -1,0 +1,100 @@
+package handler
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"sync/atomic"
+	"testing"
+
+	"github.com/marketfeed/feedhandler/book"
+	"github.com/marketfeed/feedhandler/feed/itch"
+	"github.com/marketfeed/feedhandler/feed/moldudp64"
+	"github.com/marketfeed/feedhandler/proto/shm"
+	"github.com/marketfeed/feedhandler/tools/itchgen/gen"
+)
+
+func testWriter(t *testing.T) *shm.Writer {
+	t.Helper()
+	name := fmt.Sprintf("fhhandlertest-%d-%s", os.Getpid(), t.Name())
+	w, err := shm.Create(shm.Config{Name: name, Instruments: 1024, Depth: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { w.Close(); shm.Remove(name) })
+	return w
+}
+
+// dayPackets generates n messages as MoldUDP64 packets.
+func dayPackets(t *testing.T, n int) [][]byte {
+	t.Helper()
+	g, err := gen.New(gen.Config{Messages: n, Symbols: 50, Seed: 9})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := moldudp64.NewBuilder(moldudp64.NewSession("ALLOC"), 1, 0)
+	var pkts [][]byte
+	err = g.Stream(func(m itch.Msg) error {
+		if err := b.Add(m); errors.Is(err, moldudp64.ErrFull) {
+			pkts = append(pkts, append([]byte(nil), b.Flush()...))
+			return b.Add(m)
+		} else {
+			return err
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return append(pkts, append([]byte(nil), b.Flush()...))
+}
+
+// TestHotPathAllocatesNothing drives the pipeline's per-message path by
+// hand, without threads: arbiter -> route -> ring -> apply -> publish.
+func TestHotPathAllocatesNothing(t *testing.T) {
+	pkts := dayPackets(t, 200_000)
+	w := testWriter(t)
+	var stale atomic.Uint64
+	s, err := newShard(0, -1, 1<<16, book.Config{MaxOrders: 1 << 18, MaxLocates: 1024, MaxLevels: 1 << 16}, w, 10, &stale)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &Handler{shards: []*shard{s}, shardOf: make([]uint8, 1<<16), subscribed: make([]bool, 1<<16)}
+	h.arb = NewArbiter(ArbiterConfig{}, h.route, h.gap)
+	h.gapLog = make(chan moldudp64.Range, 1)
+	applyAll := func() {
+		for {
+			batch := s.ring.Peek(256)
+			if len(batch) == 0 {
+				return
+			}
+			for i := range batch {
+				m := &batch[i]
+				loc, changed := s.books.Apply(itch.Msg(m.data[:m.n]))
+				s.pub.Applied(loc, changed, m.seq, m.rxTime)
+			}
+			s.pub.Flush()
+			s.ring.Release(len(batch))
+		}
+	}
+	// Warm up: directory, first orders, every slot registered.
+	i := 0
+	for ; i < len(pkts)/2; i++ {
+		h.arb.Offer(0, pkts[i], int64(i+1))
+		applyAll()
+	}
+	allocs := testing.AllocsPerRun(200, func() {
+		h.arb.Offer(0, pkts[i], int64(i+1))
+		h.arb.Offer(1, pkts[i], int64(i+1)) // the duplicate copy from line B
+		applyAll()
+		i++
+	})
+	if allocs != 0 {
+		t.Fatalf("offer+route+apply+publish allocates %.1f times per packet", allocs)
+	}
+	if s.pub.Published == 0 || h.routed == 0 {
+		t.Fatalf("nothing published (%d) or routed (%d)", s.pub.Published, h.routed)
+	}
+	if s.pub.Errors != 0 {
+		t.Fatalf("%d publish errors", s.pub.Errors)
+	}
+}

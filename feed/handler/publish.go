@@ -1,0 +1,156 @@
+package handler
+
+import (
+	"github.com/marketfeed/feedhandler/book"
+	"github.com/marketfeed/feedhandler/proto/bookfb"
+	"github.com/marketfeed/feedhandler/proto/shm"
+)
+
+// Publisher turns the books of one single-writer book.Books into snapshots
+// in shared memory. The writer of the books tells it what each message
+// changed (Applied) and, at batch boundaries, calls Flush, which publishes
+// every changed book once, in its latest state: a burst of updates to one
+// instrument is conflated into one snapshot, never a stale one.
+//
+// The pipeline's shards and `feedhandler replay --shm` both use it. It
+// allocates nothing after NewPublisher.
+type Publisher struct {
+	w     *shm.Writer
+	books *book.Books
+	depth int
+
+	dirty      []uint16 // locates changed since the last Flush
+	isDirty    []bool   // by locate
+	dirtyAll   bool     // a market-wide change: republish every book
+	stale      bool     // books may be missing messages (an unrecovered gap)
+	registered []bool   // by locate: announced to the shm writer
+
+	lastSeq []uint64 // by locate
+	lastRx  []int64  // by locate
+	msgs    []uint64 // by locate
+
+	snap     shm.Snapshot
+	bids     []shm.Level
+	asks     []shm.Level
+	bookBids []book.Level
+	bookAsks []book.Level
+
+	Published, Errors uint64
+}
+
+// NewPublisher returns a Publisher of books into w, depth levels per side.
+func NewPublisher(w *shm.Writer, books *book.Books, depth int) *Publisher {
+	const n = 1 << 16
+	return &Publisher{
+		w: w, books: books, depth: depth,
+		isDirty: make([]bool, n), registered: make([]bool, n),
+		lastSeq: make([]uint64, n), lastRx: make([]int64, n), msgs: make([]uint64, n),
+		dirty:    make([]uint16, 0, 4096),
+		bids:     make([]shm.Level, 0, depth),
+		asks:     make([]shm.Level, 0, depth),
+		bookBids: make([]book.Level, 0, depth),
+		bookAsks: make([]book.Level, 0, depth),
+	}
+}
+
+// Applied records what book.Books.Apply returned for a message with
+// sequence number seq received at rxTime.
+func (p *Publisher) Applied(loc uint16, changed bool, seq uint64, rxTime int64) {
+	if loc != 0 {
+		p.lastSeq[loc] = seq
+		p.lastRx[loc] = rxTime
+		p.msgs[loc]++
+	}
+	if !changed {
+		return
+	}
+	if loc == 0 {
+		p.dirtyAll = true
+		return
+	}
+	if !p.isDirty[loc] {
+		p.isDirty[loc] = true
+		p.dirty = append(p.dirty, loc)
+	}
+}
+
+// SetStale flags (or clears) every book as possibly missing messages; the
+// next Flush republishes them all with the flag.
+func (p *Publisher) SetStale(stale bool) {
+	if stale != p.stale {
+		p.stale = stale
+		p.dirtyAll = true
+	}
+}
+
+// Flush publishes every book changed since the last Flush.
+func (p *Publisher) Flush() {
+	if p.dirtyAll {
+		p.dirtyAll = false
+		for b := range p.books.All() {
+			if loc := b.Locate(); !p.isDirty[loc] {
+				p.isDirty[loc] = true
+				p.dirty = append(p.dirty, loc)
+			}
+		}
+	}
+	for _, loc := range p.dirty {
+		p.isDirty[loc] = false
+		if b := p.books.Book(loc); b != nil {
+			p.publish(b)
+		}
+	}
+	p.dirty = p.dirty[:0]
+}
+
+func (p *Publisher) publish(b *book.Book) {
+	loc := b.Locate()
+	if !p.registered[loc] {
+		if err := p.w.Register(loc, b.Name()); err != nil {
+			p.Errors++
+			return
+		}
+		p.registered[loc] = true
+	}
+	sn := &p.snap
+	sn.Locate = loc
+	sn.Seq = p.lastSeq[loc]
+	sn.ExchangeTime = b.Timestamp()
+	sn.ReceiveTime = p.lastRx[loc]
+	sn.PublishTime = 0
+	sn.State = shm.TradingState(b.TradingState())
+	sn.Flags = 0
+	if p.stale {
+		sn.Flags |= bookfb.FlagsPossiblyStale
+	}
+	if b.RegSHO() == '1' {
+		sn.Flags |= bookfb.FlagsShortSaleRestricted
+	}
+	if b.OperationalHalt() == 'H' {
+		sn.Flags |= bookfb.FlagsOperationalHalt
+	}
+	sn.SystemEvent, _ = p.books.SystemEvent()
+	p.bookBids = b.AppendDepth(book.Bid, p.bookBids[:0], p.depth)
+	p.bookAsks = b.AppendDepth(book.Ask, p.bookAsks[:0], p.depth)
+	p.bids = p.bids[:0]
+	for _, l := range p.bookBids {
+		p.bids = append(p.bids, shm.Level(l))
+	}
+	p.asks = p.asks[:0]
+	for _, l := range p.bookAsks {
+		p.asks = append(p.asks, shm.Level(l))
+	}
+	if len(p.bids) > 0 && len(p.asks) > 0 && p.bids[0].Price >= p.asks[0].Price {
+		sn.Flags |= bookfb.FlagsCrossed
+	}
+	sn.Bids, sn.Asks = p.bids, p.asks
+	sn.BidLevels = uint32(b.Levels(book.Bid))
+	sn.AskLevels = uint32(b.Levels(book.Ask))
+	sn.LastTradePrice, sn.LastTradeShares, sn.Volume = b.Last()
+	sn.Messages = p.msgs[loc]
+	if err := p.w.Publish(sn); err != nil {
+		p.Errors++
+		return
+	}
+	p.Published++
+}
