@@ -154,7 +154,6 @@ type counters struct {
 	packets, bytes [2]atomic.Uint64
 	malformed      atomic.Uint64
 	unmatched      atomic.Uint64
-	dropped        atomic.Uint64
 	sourceFiltered atomic.Uint64
 	truncated      atomic.Uint64
 }

@@ -335,25 +335,24 @@ func (g *Generator) flowTime(k int) uint64 {
 // Next returns the next message of the day, a view valid until the next
 // call, or false after the last one.
 func (g *Generator) Next() (itch.Msg, bool) {
-	for {
-		if g.si < len(g.sched) && (g.flowDone == g.flowTotal || g.sched[g.si].ts <= g.flowTS) {
-			e := &g.sched[g.si]
-			g.si++
-			g.lastTS = max(g.lastTS, e.ts)
-			g.scheduled(e)
-		} else if g.flowDone < g.flowTotal {
-			g.lastTS = g.flowTS
-			g.flow()
-			g.flowDone++
-			if g.flowDone < g.flowTotal {
-				g.flowTS = g.flowTime(g.flowDone)
-			}
-		} else {
-			return nil, false
+	switch {
+	case g.si < len(g.sched) && (g.flowDone == g.flowTotal || g.sched[g.si].ts <= g.flowTS):
+		e := &g.sched[g.si]
+		g.si++
+		g.lastTS = max(g.lastTS, e.ts)
+		g.scheduled(e)
+	case g.flowDone < g.flowTotal:
+		g.lastTS = g.flowTS
+		g.flow()
+		g.flowDone++
+		if g.flowDone < g.flowTotal {
+			g.flowTS = g.flowTime(g.flowDone)
 		}
-		g.emitted++
-		return itch.Msg(g.msg), true
+	default:
+		return nil, false
 	}
+	g.emitted++
+	return itch.Msg(g.msg), true
 }
 
 // Write writes the whole remaining day to w as a BinaryFILE.
