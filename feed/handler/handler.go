@@ -47,12 +47,13 @@ type Stats struct {
 	Arbiter     ArbiterStats
 	Receive     rx.Stats
 	Shards      []ShardStats
-	Routed      uint64 // messages pushed to shards (broadcasts counted once per shard)
-	Filtered    uint64 // messages dropped by the symbol filter
-	BadMessages uint64 // messages that are too long for a slot or shorter than the header
-	NextSeq     uint64 // next expected MoldUDP64 sequence number
-	Ended       bool   // the session ended and everything before its end was delivered or declared missing
-	Latency     latency.Snapshot
+	Routed      uint64           // messages pushed to shards (broadcasts counted once per shard)
+	Filtered    uint64           // messages dropped by the symbol filter
+	BadMessages uint64           // messages that are too long for a slot or shorter than the header
+	NextSeq     uint64           // next expected MoldUDP64 sequence number
+	Ended       bool             // the session ended and everything before its end was delivered or declared missing
+	Latency     latency.Snapshot // receive timestamp to shm publish, per message
+	PathLatency latency.Snapshot // receive thread pickup to shm publish: the handler's own path
 }
 
 // Applied returns the messages applied across shards.
@@ -80,6 +81,7 @@ type Handler struct {
 
 	// rx-thread counters, copied under mu every few tens of milliseconds.
 	routed, filtered, badMsgs, nDelivered uint64
+	pickup                                int64 // when the current batch was taken from the receiver
 
 	stop     atomic.Bool
 	closeErr error // the receiver's Close, set by the receive thread before rxDone
@@ -212,6 +214,9 @@ func (h *Handler) receive(pinErr chan<- error) {
 			time.Sleep(time.Millisecond)
 			continue
 		}
+		if n > 0 {
+			h.pickup = time.Now().UnixNano()
+		}
 		for i := 0; i < n; i++ {
 			p := &pkts[i]
 			h.arb.Offer(int(p.Line), p.Data, p.RxTime)
@@ -271,7 +276,7 @@ func (h *Handler) push(s *shard, msg []byte, seq uint64, rxTime int64) {
 	for spins := 0; ; spins++ {
 		if v := s.ring.Reserve(1); len(v) == 1 {
 			e := &v[0]
-			e.seq, e.rxTime, e.n = seq, rxTime, uint16(copy(e.data[:], msg))
+			e.seq, e.rxTime, e.pickup, e.n = seq, rxTime, h.pickup, uint16(copy(e.data[:], msg))
 			s.ring.Commit(1)
 			h.routed++
 			return
@@ -327,12 +332,14 @@ func (h *Handler) Stats() Stats {
 		Routed: h.cntCopy[0], Filtered: h.cntCopy[1], BadMessages: h.cntCopy[2], NextSeq: h.cntCopy[3], Ended: h.endedCopy}
 	h.mu.Unlock()
 	st.Backend = h.recv.Backend()
-	var merged latency.Histogram
+	var merged, path latency.Histogram
 	for _, s := range h.shards {
 		st.Shards = append(st.Shards, s.statsCopy())
 		merged.Merge(&s.hist)
+		path.Merge(&s.histPath)
 	}
 	merged.Snapshot(&st.Latency)
+	path.Snapshot(&st.PathLatency)
 	return st
 }
 

@@ -4,6 +4,8 @@ import (
 	"strconv"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/marketfeed/feedhandler/feed/latency"
 )
 
 // Collector exports the pipeline's counters to Prometheus. Each scrape
@@ -38,6 +40,7 @@ func NewCollector(h *Handler) *Collector {
 	add("shard_ring_full_total", "Hand-offs that found the shard ring full.", "shard")
 	add("shard_ring_high_water", "Largest shard ring occupancy seen.", "shard")
 	add("latency_seconds", "Receive timestamp to shared-memory publish, per message.")
+	add("path_latency_seconds", "Receive-thread pickup to shared-memory publish, per message (the handler's own path).")
 	return c
 }
 
@@ -79,11 +82,13 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		counter("shard_ring_full_total", s.Ring.Full, id)
 		ch <- prometheus.MustNewConstMetric(c.descs["shard_ring_high_water"], prometheus.GaugeValue, float64(s.Ring.HighWater), id)
 	}
-	q := map[float64]float64{}
-	for _, p := range []float64{0.5, 0.9, 0.99, 0.999} {
-		q[p] = float64(st.Latency.Quantile(p)) / 1e9
+	for name, l := range map[string]*latency.Snapshot{"latency_seconds": &st.Latency, "path_latency_seconds": &st.PathLatency} {
+		q := map[float64]float64{}
+		for _, p := range []float64{0.5, 0.9, 0.99, 0.999} {
+			q[p] = float64(l.Quantile(p)) / 1e9
+		}
+		ch <- prometheus.MustNewConstSummary(c.descs[name], l.Count, float64(l.Sum)/1e9, q)
 	}
-	ch <- prometheus.MustNewConstSummary(c.descs["latency_seconds"], st.Latency.Count, float64(st.Latency.Sum)/1e9, q)
 }
 
 // LogStats writes one stats line.
@@ -113,5 +118,6 @@ func (h *Handler) LogStats(final bool) {
 		Uint64("rx_dropped", st.Receive.Dropped).
 		Int64("lat_p50_ns", st.Latency.Quantile(0.5)).Int64("lat_p99_ns", st.Latency.Quantile(0.99)).
 		Int64("lat_p999_ns", st.Latency.Quantile(0.999)).Int64("lat_max_ns", st.Latency.Max).
+		Int64("path_p50_ns", st.PathLatency.Quantile(0.5)).Int64("path_p99_ns", st.PathLatency.Quantile(0.99)).
 		Msg("stats")
 }

@@ -21,7 +21,8 @@ const maxMsgLen = 54
 // value (no pointers).
 type slot struct {
 	seq    uint64
-	rxTime int64
+	rxTime int64 // receive timestamp of its packet (the backend's: kernel or first user-space sight)
+	pickup int64 // when the receive thread took the batch that made it deliverable
 	n      uint16
 	data   [maxMsgLen]byte
 }
@@ -48,7 +49,8 @@ type shard struct {
 	staleSeen uint64 // stale generation last applied
 	stale     *atomic.Uint64
 
-	hist latency.Histogram // receive time to publish, per message
+	hist     latency.Histogram // receive timestamp to publish, per message
+	histPath latency.Histogram // pickup by the receive thread to publish: the handler's own path
 
 	applied atomic.Uint64 // messages applied (read by the pipeline to know it drained)
 
@@ -104,6 +106,7 @@ func (s *shard) run(pinErr chan<- error) {
 		now := time.Now().UnixNano()
 		for i := range batch {
 			s.hist.Record(now - batch[i].rxTime)
+			s.histPath.Record(now - batch[i].pickup)
 		}
 		s.ring.Release(len(batch))
 		s.applied.Add(uint64(len(batch)))

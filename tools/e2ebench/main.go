@@ -42,7 +42,7 @@ func main() {
 	fmt.Printf("e2ebench: %d messages, %d packets per line, %d runs each, medians; pinned=%v\n",
 		day.Messages, len(day.Packets), *runs, *pin)
 	tw := tabwriter.NewWriter(os.Stdout, 2, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "backend\trate pkt/s\tsent pkt/s\tp50\tp99\tp99.9\tmax\tgaps\tgap msgs\trx drops\tbooks\t")
+	fmt.Fprintln(tw, "backend\trate pkt/s\tsent pkt/s\trx->pub p50\tp99\tp99.9\tmax\tpath p50\tp99\tp99.9\tgaps\tgap msgs\trx drops\tbooks\t")
 	for _, b := range strings.Split(*backends, ",") {
 		for _, rs := range strings.Split(*rates, ",") {
 			rate, err := strconv.ParseFloat(rs, 64)
@@ -50,7 +50,7 @@ func main() {
 				fmt.Fprintln(os.Stderr, err)
 				os.Exit(2)
 			}
-			var p50, p99, p999, mx, sent, gaps, gapMsgs, drops []float64
+			var p50, p99, p999, mx, q50, q99, q999, sent, gaps, gapMsgs, drops []float64
 			match := 0
 			name := b
 			for i := 0; i < *runs; i++ {
@@ -73,6 +73,9 @@ func main() {
 				p99 = append(p99, float64(st.Latency.Quantile(0.99)))
 				p999 = append(p999, float64(st.Latency.Quantile(0.999)))
 				mx = append(mx, float64(st.Latency.Max))
+				q50 = append(q50, float64(st.PathLatency.Quantile(0.5)))
+				q99 = append(q99, float64(st.PathLatency.Quantile(0.99)))
+				q999 = append(q999, float64(st.PathLatency.Quantile(0.999)))
 				sent = append(sent, float64(res.Sender.Input)/res.SendTime.Seconds())
 				gaps = append(gaps, float64(st.Arbiter.Gaps))
 				gapMsgs = append(gapMsgs, float64(st.Arbiter.GapMessages))
@@ -81,8 +84,9 @@ func main() {
 					match++
 				}
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%.0f\t%s\t%s\t%s\t%s\t%.0f\t%.0f\t%.0f\t%d/%d identical\t\n", name, rs, median(sent),
-				ns(median(p50)), ns(median(p99)), ns(median(p999)), ns(median(mx)), median(gaps), median(gapMsgs), median(drops), match, *runs)
+			fmt.Fprintf(tw, "%s\t%s\t%.0f\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%.0f\t%.0f\t%.0f\t%d/%d identical\t\n", name, rs, median(sent),
+				ns(median(p50)), ns(median(p99)), ns(median(p999)), ns(median(mx)), ns(median(q50)), ns(median(q99)), ns(median(q999)),
+				median(gaps), median(gapMsgs), median(drops), match, *runs)
 			tw.Flush()
 		}
 	}
