@@ -40,8 +40,16 @@ type Day struct {
 	Books    *book.Books // reference books after every message
 }
 
-// GenerateDay builds a day of n messages over symbols instruments.
+// GenerateDay builds a day of n messages over symbols instruments, packed
+// into MoldUDP64 packets of at most 1400 bytes.
 func GenerateDay(n, symbols int, seed uint64) (*Day, error) {
+	return GenerateDaySized(n, symbols, seed, 0)
+}
+
+// GenerateDaySized is GenerateDay with packets of at most maxPacket bytes
+// (0: 1400): smaller packets carry fewer messages, as a real feed's do
+// outside bursts.
+func GenerateDaySized(n, symbols int, seed uint64, maxPacket int) (*Day, error) {
 	g, err := gen.New(gen.Config{Messages: n, Symbols: symbols, Seed: seed})
 	if err != nil {
 		return nil, err
@@ -51,7 +59,7 @@ func GenerateDay(n, symbols int, seed uint64) (*Day, error) {
 		return nil, err
 	}
 	d := &Day{Session: moldudp64.NewSession(g.Config().Session), Books: bs}
-	b := moldudp64.NewBuilder(d.Session, 1, 0)
+	b := moldudp64.NewBuilder(d.Session, 1, maxPacket)
 	flush := func() {
 		if p := b.Flush(); p != nil {
 			d.Packets = append(d.Packets, append([]byte(nil), p...))

@@ -32,15 +32,16 @@ func main() {
 	symbols := flag.Int("symbols", 2000, "instruments")
 	runs := flag.Int("runs", 3, "runs per backend and rate (medians reported)")
 	pin := flag.Bool("pin", false, "pin the receive thread to CPU 1 and the shard to CPU 0")
+	maxPacket := flag.Int("max-packet", 1400, "largest MoldUDP64 packet in bytes (smaller: fewer messages per packet)")
 	flag.Parse()
 
-	day, err := demo.GenerateDay(*messages, *symbols, 1)
+	day, err := demo.GenerateDaySized(*messages, *symbols, 1, *maxPacket)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	fmt.Printf("e2ebench: %d messages, %d packets per line, %d runs each, medians; pinned=%v\n",
-		day.Messages, len(day.Packets), *runs, *pin)
+	fmt.Printf("e2ebench: %d messages, %d packets per line (at most %d bytes, %.1f messages each), %d runs each, medians; pinned=%v\n",
+		day.Messages, len(day.Packets), *maxPacket, float64(day.Messages)/float64(len(day.Packets)), *runs, *pin)
 	tw := tabwriter.NewWriter(os.Stdout, 2, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "backend\trate pkt/s\tsent pkt/s\trx->pub p50\tp99\tp99.9\tmax\tpath p50\tp99\tp99.9\tgaps\tgap msgs\trx drops\tbooks\t")
 	for _, b := range strings.Split(*backends, ",") {
