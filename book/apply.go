@@ -31,8 +31,10 @@ func (bs *Books) Apply(m itch.Msg) (locate uint16, changed bool) {
 	locate = m.Locate()
 	switch t {
 	case itch.TypeAddOrder:
-		a := itch.AddOrder(m)
-		changed = bs.AddOrder(locate, a.OrderRef(), sideOf(a.Side()), a.Shares(), a.Price())
+		if b := bs.book(locate); b != nil { // AddOrder, without a call
+			a := itch.AddOrder(m)
+			changed = bs.add(b, a.OrderRef(), sideOf(a.Side()), a.Shares(), a.Price())
+		}
 	case itch.TypeAddOrderMPID:
 		a := itch.AddOrderMPID(m)
 		changed = bs.AddOrder(locate, a.OrderRef(), sideOf(a.Side()), a.Shares(), a.Price())

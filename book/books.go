@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"iter"
 	"math/bits"
+	"unsafe"
 
 	"github.com/marketfeed/feedhandler/feed/itch"
 )
@@ -220,6 +221,12 @@ func (bs *Books) lookup(ref uint64) int32 {
 	if o := &bs.orders[h]; o.ref == ref && o.shares != 0 {
 		return int32(h)
 	}
+	return bs.lookupOverflow(ref)
+}
+
+// lookupOverflow is lookup for a ref not in its home slot, kept out of
+// lookup so that lookup inlines.
+func (bs *Books) lookupOverflow(ref uint64) int32 {
 	if bs.stats.Overflowed == 0 {
 		return none
 	}
@@ -311,7 +318,17 @@ func (bs *Books) add(b *Book, ref uint64, side Side, shares, price uint32) bool 
 	}
 	lad := b.sides[side]
 	key := sideKey(side, price)
-	i, found := search(lad, key)
+	var i int
+	var found bool
+	if n := len(lad); n > 0 && lad[n-1].key <= key {
+		// the best level or a new best: most adds, no search call
+		i, found = n-1, lad[n-1].key == key
+		if !found {
+			i = n
+		}
+	} else {
+		i, found = search(lad, key)
+	}
 	if !found {
 		if bs.stats.Levels >= bs.maxLevels {
 			bs.capacity(&bs.stats.LevelCapacity, ErrLevelCapacity, ref)
@@ -327,7 +344,17 @@ func (bs *Books) add(b *Book, ref uint64, side Side, shares, price uint32) bool 
 		bs.stats.Overflowed++
 	}
 	r := &lad[i]
-	*o = order{ref: ref, price: price, shares: shares, prev: r.tail, next: none, locate: b.locate, side: side, rung: uint32(i)}
+	// Field by field, not a composite literal: the literal is built on the
+	// stack and copied with 16-byte moves that cannot forward from its
+	// narrower stores (a store-forwarding stall on every add).
+	o.ref = ref
+	o.price = price
+	o.shares = shares
+	o.prev = r.tail
+	o.next = none
+	o.locate = b.locate
+	o.side = side
+	o.rung = uint32(i)
 	if r.tail != none {
 		bs.orders[r.tail].next = oi
 	} else {
@@ -338,8 +365,13 @@ func (bs *Books) add(b *Book, ref uint64, side Side, shares, price uint32) bool 
 	r.shares += uint64(shares)
 	b.orders++
 	bs.stats.Orders++
+	// References grow through the day: start loading the home slot of a
+	// reference a few adds ahead, so that add finds it in cache.
+	prefetch(uintptr(unsafe.Pointer(&bs.orders[(ref+addPrefetch)&bs.homeMask])))
 	return true
 }
+
+const addPrefetch = 32
 
 // search finds key in a ladder: its index and true, or the index where it
 // would be inserted and false. Most activity is near the top (the end), so
@@ -382,7 +414,9 @@ func (b *Book) insertRung(side Side, i int, key uint32) []rung {
 		lad = grown
 	}
 	lad = lad[:n+1]
-	copy(lad[i+1:], lad[i:n])
+	for j := n; j > i; j-- { // usually none or a few rungs: cheaper than a copy call
+		lad[j] = lad[j-1]
+	}
 	lad[i] = rung{key: key, head: none, tail: none}
 	b.sides[side] = lad
 	b.bs.stats.Levels++
@@ -397,33 +431,68 @@ func (b *Book) rungOf(o *order) *rung {
 
 // rungIndex returns the index of live order o's level in its ladder: the
 // order's hint when still right (levels were not inserted or removed below
-// it since), else a search.
+// it since), else found from the hint.
 func rungIndex(lad []rung, o *order) int {
 	key := sideKey(o.side, o.price)
 	if h := int(o.rung); h < len(lad) && lad[h].key == key {
 		return h
 	}
-	i, _ := search(lad, key)
+	return o.rehint(lad, key)
+}
+
+// rehint finds key, the level of live order o, from o's stale hint and
+// updates the hint. A stale hint is off by the levels inserted or removed
+// below it since it was set: usually one or two rungs, so it walks a few
+// rungs from the hint toward key before falling back to a search.
+func (o *order) rehint(lad []rung, key uint32) int {
+	h := min(int(o.rung), len(lad)-1)
+	i := -1
+	if h >= 0 {
+		if lad[h].key < key {
+			for j := h + 1; j < len(lad) && j <= h+4; j++ {
+				if lad[j].key >= key {
+					i = j
+					break
+				}
+			}
+		} else {
+			for j := h - 1; j >= 0 && j >= h-4; j-- {
+				if lad[j].key <= key {
+					i = j
+					break
+				}
+			}
+		}
+	}
+	if i < 0 || lad[i].key != key {
+		i, _ = search(lad, key)
+	}
 	o.rung = uint32(i)
 	return i
 }
 
 // remove unlinks live order oi of book b and frees its slot.
 func (bs *Books) remove(b *Book, oi int32) {
-	o := &bs.orders[oi]
-	side := o.side
+	orders := bs.orders
+	o := &orders[oi]
+	side := o.side & 1
 	lad := b.sides[side]
-	i := rungIndex(lad, o)
-	r := &lad[i]
-	if o.prev != none {
-		bs.orders[o.prev].next = o.next
-	} else {
-		r.head = o.next
+	key := sideKey(side, o.price)
+	i := int(o.rung)
+	if i >= len(lad) || lad[i].key != key {
+		i = o.rehint(lad, key)
 	}
-	if o.next != none {
-		bs.orders[o.next].prev = o.prev
+	r := &lad[i]
+	prev, next := o.prev, o.next
+	if prev != none {
+		orders[prev].next = next
 	} else {
-		r.tail = o.prev
+		r.head = next
+	}
+	if next != none {
+		orders[next].prev = prev
+	} else {
+		r.tail = prev
 	}
 	r.orders--
 	r.shares -= uint64(o.shares)
@@ -438,7 +507,9 @@ func (bs *Books) remove(b *Book, oi int32) {
 	b.orders--
 	bs.stats.Orders--
 	if r.orders == 0 {
-		copy(lad[i:], lad[i+1:])
+		for j := i + 1; j < len(lad); j++ { // usually none or a few rungs: cheaper than a copy call
+			lad[j-1] = lad[j]
+		}
 		b.sides[side] = lad[:len(lad)-1]
 		bs.stats.Levels--
 	}
@@ -451,8 +522,10 @@ func (bs *Books) find(locate uint16, ref uint64, unknown *uint64) (b *Book, oi i
 	if b == nil {
 		return nil, none
 	}
-	oi = bs.lookup(ref)
-	if oi == none {
+	// lookup, by hand: it does not inline
+	if h := ref & bs.homeMask; bs.orders[h].ref == ref && bs.orders[h].shares != 0 {
+		oi = int32(h)
+	} else if oi = bs.lookupOverflow(ref); oi == none {
 		*unknown++
 		return nil, none
 	}
@@ -551,3 +624,4 @@ func (bs *Books) Replace(locate uint16, oldRef, newRef uint64, shares, price uin
 	bs.add(b, newRef, side, shares, price)
 	return true
 }
+

@@ -10,6 +10,13 @@
 // IPv4 or UDP headers are counted and passed: the kernel drops them itself.
 //
 // Handles up to two 802.1Q/802.1ad tags and IPv4 headers with options.
+//
+// In front of every redirected frame the program puts 12 bytes of XDP
+// metadata (struct rx_meta, bpf_xdp_adjust_meta), which AF_XDP delivers just
+// before the frame's data in the UMEM: a magic word, then the time the
+// program ran (CLOCK_TAI ns) as two 32-bit halves. A driver without
+// metadata support makes bpf_xdp_adjust_meta fail; the frame is then
+// redirected without metadata and counted in no_meta.
 
 #include "include/steer.h"
 
@@ -41,6 +48,17 @@ struct counters {
 	__u64 passed;     // not a feed line frame: given to the kernel
 	__u64 malformed;  // bad Ethernet/VLAN/IPv4/UDP headers: given to the kernel
 	__u64 no_socket;  // a feed line frame on a queue without a socket: given to the kernel
+	__u64 no_meta;    // redirected without timestamp metadata (driver lacks data_meta)
+};
+
+// Metadata in front of a redirected frame, in native byte order. 32-bit
+// words keep it 4-byte aligned, as the kernel requires of metadata, without
+// unaligned 64-bit stores.
+#define RX_META_MAGIC 0x46484d31 // "FHM1": feed handler metadata, version 1
+struct rx_meta {
+	__u32 magic;
+	__u32 tai_lo; // CLOCK_TAI ns when the program ran, low and high halves
+	__u32 tai_hi;
 };
 
 struct iphdr {
@@ -139,6 +157,23 @@ static __always_inline enum verdict classify(struct xdp_md *ctx)
 	return LINE;
 }
 
+// stamp puts struct rx_meta in front of the frame and reports whether it
+// could. The frame is redirected either way.
+static __always_inline int stamp(struct xdp_md *ctx)
+{
+	__u64 now = bpf_ktime_get_tai_ns();
+	if (bpf_xdp_adjust_meta(ctx, -(int)sizeof(struct rx_meta)))
+		return 0;
+	void *data = (void *)(long)ctx->data;
+	struct rx_meta *meta = (void *)(long)ctx->data_meta;
+	if ((void *)(meta + 1) > data)
+		return 0;
+	meta->magic = RX_META_MAGIC;
+	meta->tai_lo = (__u32)now;
+	meta->tai_hi = (__u32)(now >> 32);
+	return 1;
+}
+
 SEC("xdp")
 int xdp_steer(struct xdp_md *ctx)
 {
@@ -150,10 +185,13 @@ int xdp_steer(struct xdp_md *ctx)
 	switch (classify(ctx)) {
 	case LINE: {
 		long act = bpf_redirect_map(&xsks, ctx->rx_queue_index, XDP_PASS);
-		if (act == XDP_REDIRECT)
-			c->redirected++;
-		else
+		if (act != XDP_REDIRECT) {
 			c->no_socket++;
+			return act;
+		}
+		c->redirected++;
+		if (!stamp(ctx))
+			c->no_meta++;
 		return act;
 	}
 	case MALFORMED:

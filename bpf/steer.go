@@ -48,6 +48,7 @@ type Counters struct {
 	Passed     uint64 // frames of no feed line, given to the kernel
 	Malformed  uint64 // frames with bad Ethernet/VLAN/IPv4/UDP headers, given to the kernel
 	NoSocket   uint64 // line frames on a queue with no socket in the XSKMAP, given to the kernel
+	NoMeta     uint64 // redirected frames without timestamp metadata (driver lacks data_meta)
 }
 
 // Verdicts returned by the program (enum xdp_action).
@@ -192,6 +193,7 @@ func (p *Program) Counters() (Counters, error) {
 		c.Passed += v.Passed
 		c.Malformed += v.Malformed
 		c.NoSocket += v.NoSocket
+		c.NoMeta += v.NoMeta
 	}
 	return c, nil
 }

@@ -19,6 +19,7 @@ type steerCounters struct {
 	Passed     uint64
 	Malformed  uint64
 	NoSocket   uint64
+	NoMeta     uint64
 }
 
 type steerLineKey struct {

@@ -41,7 +41,7 @@ func counters(t testing.TB, p *Program) Counters {
 }
 
 func sub(a, b Counters) Counters {
-	return Counters{a.Redirected - b.Redirected, a.Passed - b.Passed, a.Malformed - b.Malformed, a.NoSocket - b.NoSocket}
+	return Counters{a.Redirected - b.Redirected, a.Passed - b.Passed, a.Malformed - b.Malformed, a.NoSocket - b.NoSocket, a.NoMeta - b.NoMeta}
 }
 
 // TestProgramFrames runs every frame of the shared table through the loaded

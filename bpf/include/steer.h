@@ -42,6 +42,8 @@ struct xdp_md {
 // Helpers, by their fixed ids in enum bpf_func_id.
 static void *(*bpf_map_lookup_elem)(void *map, const void *key) = (void *)1;
 static long (*bpf_redirect_map)(void *map, __u64 key, __u64 flags) = (void *)51;
+static long (*bpf_xdp_adjust_meta)(struct xdp_md *ctx, int delta) = (void *)54;
+static __u64 (*bpf_ktime_get_tai_ns)(void) = (void *)208; // Linux 6.1
 
 // Byte order: network-order constants for the target's endianness.
 #if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__

@@ -118,12 +118,14 @@ func replay(args []string, stdout, stderr io.Writer) error {
 
 	rp := replayer{bs: bs, quiet: *quiet, stderr: stderr}
 	var scan *itch.Scanner
+	var data []byte
 	if r.Format() == input.FormatBinaryFile {
 		// A BinaryFILE is mapped and scanned in place: no copy, no reader.
-		data, unmap, err := mapFile(path)
+		mapped, unmap, err := mapFile(path)
 		if err != nil {
 			return fmt.Errorf("replay: %w", err)
 		}
+		data = mapped
 		defer unmap()
 		scan = new(itch.Scanner)
 		scan.Reset(data)
@@ -133,15 +135,7 @@ func replay(args []string, stdout, stderr io.Writer) error {
 	rp.start = time.Now()
 	rp.lastProgress = rp.start
 	if scan != nil {
-		for {
-			for m, ok := scan.Next(); ok; m, ok = scan.Next() {
-				rp.apply(m)
-			}
-			if !scan.Resume() { // a short message is counted and skipped
-				break
-			}
-		}
-		if err := scan.Err(); err != nil {
+		if err := rp.applyFile(data, scan); err != nil {
 			return fmt.Errorf("replay %s after %d messages: %w", path, rp.n, err)
 		}
 	} else {
@@ -269,6 +263,46 @@ func (rp *replayer) apply(m itch.Msg) {
 		return
 	}
 	rp.sample(m)
+}
+
+// applyFile applies every message of a BinaryFILE in data. A block holding
+// a known type of exactly its length is framed here, without a call per
+// message; any other block (an unknown type, a short or long message, a
+// truncated end) goes through scan, which counts it, skips what can be
+// skipped and returns the error that stops the replay. The messages applied
+// and the counts are those of scanning data with scan alone.
+func (rp *replayer) applyFile(data []byte, scan *itch.Scanner) error {
+	bs := rp.bs
+	rest := data
+	for {
+		for len(rest) > itch.BlockHeaderLen {
+			n := int(rest[0])<<8 | int(rest[1])
+			if n == 0 || n > len(rest)-itch.BlockHeaderLen || n != itch.Length(rest[itch.BlockHeaderLen]) {
+				break
+			}
+			m := itch.Msg(rest[itch.BlockHeaderLen : itch.BlockHeaderLen+n : itch.BlockHeaderLen+n])
+			rest = rest[itch.BlockHeaderLen+n:]
+			// rp.apply, by hand: it does not inline here
+			rp.n++
+			if rp.n%latencySampleEvery != 0 {
+				bs.Apply(m)
+			} else {
+				rp.sample(m)
+			}
+		}
+		if len(rest) == 0 {
+			return nil
+		}
+		scan.ResetAt(rest, int64(len(data)-len(rest)))
+		if m, ok := scan.Next(); ok {
+			rp.apply(m)
+		} else if scan.Err() == nil { // only skipped blocks were left
+			return nil
+		} else if !scan.Resume() { // a short message is counted and skipped
+			return scan.Err()
+		}
+		rest = scan.Rest()
+	}
 }
 
 // sample applies m timed; kept out of apply so that apply inlines.

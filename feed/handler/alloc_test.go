@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"sync/atomic"
 	"testing"
 
 	"github.com/marketfeed/feedhandler/book"
@@ -53,8 +52,7 @@ func dayPackets(t *testing.T, n int) [][]byte {
 func TestHotPathAllocatesNothing(t *testing.T) {
 	pkts := dayPackets(t, 200_000)
 	w := testWriter(t)
-	var stale atomic.Uint64
-	s, err := newShard(0, -1, 1<<16, book.Config{MaxOrders: 1 << 18, MaxLocates: 1024, MaxLevels: 1 << 16}, w, 10, &stale)
+	s, err := newShard(0, -1, 1<<16, book.Config{MaxOrders: 1 << 18, MaxLocates: 1024, MaxLevels: 1 << 16}, w, 10)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,6 +9,9 @@ import (
 // MaxLines is the number of redundant lines an Arbiter merges.
 const MaxLines = 2
 
+// defaultHold is ArbiterConfig.Hold's default.
+const defaultHold = 20 * time.Millisecond
+
 // ArbiterConfig tunes an Arbiter. Zero values pick the defaults shown.
 type ArbiterConfig struct {
 	// Session accepts only this session; the zero Session accepts the first
@@ -33,6 +36,14 @@ type ArbiterConfig struct {
 	// SlotSize is the largest packet that can be held back (default 2048
 	// bytes); a larger out-of-order packet forces the gap to be declared.
 	SlotSize int
+	// MaxJump is the largest forward jump of sequence numbers (from the
+	// next expected) taken at face value (default 1<<22). A packet further
+	// ahead is suspect (a corrupt or foreign packet would otherwise end
+	// the session: everything before it declared missing): it is dropped
+	// and counted, unless SuspectConfirm packets in a row all jump, which
+	// means the feed really moved on.
+	MaxJump        uint64
+	SuspectConfirm int // default 3
 }
 
 // Deliver receives the in-order stream: the messages of p from message
@@ -53,6 +64,7 @@ type LineStats struct {
 	LineGaps     uint64 // jumps in this line's own sequence numbers (loss on this line)
 	Malformed    uint64 // packets rejected by moldudp64.Parse
 	WrongSession uint64 // packets of another session
+	Suspect      uint64 // packets dropped for jumping more than MaxJump ahead (see ArbiterConfig)
 	Heartbeats   uint64
 	moldudp64.ParseErrors
 }
@@ -93,8 +105,10 @@ type Arbiter struct {
 	ended    bool
 	gapSince int64 // when we first knew of something beyond next (0: nothing)
 
-	high   [MaxLines]uint64 // per line: sequence number after its highest packet
-	lastRx [MaxLines]int64  // per line: rx time of its last packet
+	high    [MaxLines]uint64 // per line: sequence number after its highest packet
+	lastRx  [MaxLines]int64  // per line: rx time of its last packet
+	startRx int64            // rx time of the session's first packet
+	suspect int              // consecutive packets that jumped more than MaxJump
 
 	pend  pending
 	Stats ArbiterStats
@@ -110,7 +124,7 @@ func NewArbiter(cfg ArbiterConfig, deliver Deliver, onGap GapFunc) *Arbiter {
 		cfg.Grace = 200 * time.Microsecond
 	}
 	if cfg.Hold <= 0 {
-		cfg.Hold = 20 * time.Millisecond
+		cfg.Hold = defaultHold
 	}
 	if cfg.LineTimeout <= 0 {
 		cfg.LineTimeout = time.Second
@@ -120,6 +134,12 @@ func NewArbiter(cfg ArbiterConfig, deliver Deliver, onGap GapFunc) *Arbiter {
 	}
 	if cfg.SlotSize <= 0 {
 		cfg.SlotSize = 2048
+	}
+	if cfg.MaxJump == 0 {
+		cfg.MaxJump = 1 << 22
+	}
+	if cfg.SuspectConfirm <= 0 {
+		cfg.SuspectConfirm = 3
 	}
 	a := &Arbiter{cfg: cfg, deliver: deliver, onGap: onGap}
 	a.pend.init(cfg.MaxPending, cfg.SlotSize)
@@ -164,10 +184,19 @@ func (a *Arbiter) Offer(line int, data []byte, rxTime int64) {
 		a.session = p.Session
 		a.started = true
 		a.next = 1
+		a.startRx = rxTime
 		a.Stats.SessionChosen = true
 	} else if p.Session != a.session {
 		ls.WrongSession++
 		return
+	}
+	if p.Seq > a.next && p.Seq-a.next > a.cfg.MaxJump {
+		if a.suspect++; a.suspect < a.cfg.SuspectConfirm {
+			ls.Suspect++
+			return
+		}
+	} else {
+		a.suspect = 0
 	}
 	ls.Packets++
 	ls.Bytes += uint64(len(data))
@@ -216,8 +245,13 @@ func (a *Arbiter) Offer(line int, data []byte, rxTime int64) {
 		a.drain()
 		a.checkGap(rxTime, false)
 	default:
-		ls.Won++ // first to bring these sequence numbers (held back)
-		if !a.hold(data, p, rxTime) {
+		switch a.hold(data, p, rxTime) {
+		case holdDuplicate:
+			ls.Duplicates++ // the other line's copy is held already
+		case holdOK:
+			ls.Won++ // first to bring these sequence numbers (held back)
+		case holdFull:
+			ls.Won++
 			// Hold-back impossible (buffer full or packet too large):
 			// declare the gap up to this packet and deliver it now.
 			a.Stats.ForcedByFull++
@@ -269,15 +303,20 @@ func (a *Arbiter) drain() {
 	}
 }
 
-func (a *Arbiter) hold(data []byte, p moldudp64.Packet, rxTime int64) bool {
-	if !a.pend.add(data, p.Seq, p.Next(), rxTime) {
-		return false
+// Results of hold.
+const (
+	holdOK        = iota // copied aside
+	holdDuplicate        // the same packet is held already
+	holdFull             // no room (arena full or packet larger than a slot)
+)
+
+func (a *Arbiter) hold(data []byte, p moldudp64.Packet, rxTime int64) int {
+	r := a.pend.add(data, p.Seq, p.Next(), rxTime)
+	if r == holdOK {
+		a.Stats.Held++
+		a.Stats.HeldMax = max(a.Stats.HeldMax, uint64(a.pend.n))
 	}
-	a.Stats.Held++
-	if uint64(a.pend.n) > a.Stats.HeldMax {
-		a.Stats.HeldMax = uint64(a.pend.n)
-	}
-	return true
+	return r
 }
 
 func (a *Arbiter) maxHigh() uint64 {
@@ -313,6 +352,9 @@ func (a *Arbiter) checkGap(now int64, idle bool) {
 			clock := a.lastRx[i]
 			switch {
 			case clock == 0:
+				if now-a.startRx >= int64(a.cfg.LineTimeout) {
+					continue // silent since the session started: dead
+				}
 				// Never heard from (yet): at start-up the other line's
 				// first packets may still be queued. Wait Hold by the
 				// clock of what is being read.
@@ -405,19 +447,19 @@ func (q *pending) minSeq(seq uint64) uint64 {
 
 // add copies data in, keeping the ring sorted by seq (arrivals are mostly
 // increasing, so this is an append). A packet whose range is already held
-// is dropped (reported as added).
-func (q *pending) add(data []byte, seq, end uint64, rxTime int64) bool {
+// is not copied again (holdDuplicate).
+func (q *pending) add(data []byte, seq, end uint64, rxTime int64) int {
 	for i := q.n - 1; i >= 0; i-- {
 		e := q.at(i)
 		if e.seq == seq && e.end >= end {
-			return true // same packet held already (the other line's copy)
+			return holdDuplicate
 		}
 		if e.seq < seq {
 			break
 		}
 	}
 	if len(q.free) == 0 || len(data) > q.slotSize {
-		return false
+		return holdFull
 	}
 	slot := q.free[len(q.free)-1]
 	q.free = q.free[:len(q.free)-1]
@@ -430,7 +472,7 @@ func (q *pending) add(data []byte, seq, end uint64, rxTime int64) bool {
 		i--
 	}
 	*q.at(i) = ne
-	return true
+	return holdOK
 }
 
 func (q *pending) popFront() {

@@ -43,17 +43,18 @@ type Config struct {
 
 // Stats is a consistent-enough copy of the pipeline's counters.
 type Stats struct {
-	Backend     string
-	Arbiter     ArbiterStats
-	Receive     rx.Stats
-	Shards      []ShardStats
-	Routed      uint64           // messages pushed to shards (broadcasts counted once per shard)
-	Filtered    uint64           // messages dropped by the symbol filter
-	BadMessages uint64           // messages that are too long for a slot or shorter than the header
-	NextSeq     uint64           // next expected MoldUDP64 sequence number
-	Ended       bool             // the session ended and everything before its end was delivered or declared missing
-	Latency     latency.Snapshot // receive timestamp to shm publish, per message
-	PathLatency latency.Snapshot // receive thread pickup to shm publish: the handler's own path
+	Backend       string
+	Arbiter       ArbiterStats
+	Receive       rx.Stats
+	Shards        []ShardStats
+	Routed        uint64           // messages pushed to shards (broadcasts counted once per shard)
+	Filtered      uint64           // messages dropped by the symbol filter
+	BadMessages   uint64           // messages that are too long for a slot or shorter than the header
+	NextSeq       uint64           // next expected MoldUDP64 sequence number
+	ReceiveErrors uint64           // errors returned by the receiver (logged)
+	Ended         bool             // the session ended and everything before its end was delivered or declared missing
+	Latency       latency.Snapshot // receive timestamp to shm publish, per message
+	PathLatency   latency.Snapshot // receive thread pickup to shm publish: the handler's own path
 }
 
 // Applied returns the messages applied across shards.
@@ -77,22 +78,22 @@ type Handler struct {
 
 	filter     map[string]bool
 	subscribed []bool // by locate, decided by 'R' when filtering
-	stale      atomic.Uint64
 
 	// rx-thread counters, copied under mu every few tens of milliseconds.
-	routed, filtered, badMsgs, nDelivered uint64
-	pickup                                int64 // when the current batch was taken from the receiver
+	routed, filtered, badMsgs, nDelivered, rxErrors uint64
+	pickup                                          int64 // when the current batch was taken from the receiver
 
 	stop     atomic.Bool
 	closeErr error // the receiver's Close, set by the receive thread before rxDone
 	done     chan struct{}
 	rxDone   chan struct{}
-	wg       sync.WaitGroup
+	wg       sync.WaitGroup // shard threads
+	hk       sync.WaitGroup // housekeeping
 
 	mu        sync.Mutex
 	arbCopy   ArbiterStats
 	rxCopy    rx.Stats
-	cntCopy   [4]uint64
+	cntCopy   [5]uint64
 	endedCopy bool
 	delivered atomic.Uint64 // messages the arbiter delivered (routed to shards)
 	gapLog    chan moldudp64.Range
@@ -130,6 +131,15 @@ func Start(cfg Config) (*Handler, error) {
 	cfg.Receive.LockedThread = true
 	cfg.Arbiter.Session = cfg.Session
 	cfg.Arbiter.Lines = len(cfg.Receive.Lines)
+	// An idle receive poll is when held-back packets behind a gap are
+	// released if traffic pauses: keep it well under the hold time.
+	hold := cfg.Arbiter.Hold
+	if hold <= 0 {
+		hold = defaultHold
+	}
+	if cfg.Receive.PollTimeout <= 0 || cfg.Receive.PollTimeout > hold/4 {
+		cfg.Receive.PollTimeout = max(hold/4, time.Millisecond)
+	}
 	h := &Handler{
 		cfg: cfg, log: cfg.Log,
 		shardOf: make([]uint8, 1<<16), subscribed: make([]bool, 1<<16),
@@ -153,9 +163,10 @@ func Start(cfg Config) (*Handler, error) {
 	}
 	h.w = w
 	for i, core := range cfg.ShardCores {
-		s, err := newShard(i, core, cfg.RingSize, cfg.Book, w, cfg.Depth, &h.stale)
+		s, err := newShard(i, core, cfg.RingSize, cfg.Book, w, cfg.Depth)
 		if err != nil {
 			w.Close()
+			shm.Remove(cfg.ShmName)
 			return nil, fmt.Errorf("start handler: shard %d: %w", i, err)
 		}
 		h.shards = append(h.shards, s)
@@ -168,6 +179,7 @@ func Start(cfg Config) (*Handler, error) {
 	recv, err := cfg.Open(cfg.Receive)
 	if err != nil {
 		w.Close()
+		shm.Remove(cfg.ShmName)
 		return nil, fmt.Errorf("start handler: %w", err)
 	}
 	h.recv = recv
@@ -188,7 +200,11 @@ func Start(cfg Config) (*Handler, error) {
 			h.log.Warn().Err(err).Msg("thread not pinned")
 		}
 	}
-	go h.housekeeping()
+	h.hk.Add(1)
+	go func() {
+		defer h.hk.Done()
+		h.housekeeping()
+	}()
 	return h, nil
 }
 
@@ -206,25 +222,26 @@ func (h *Handler) receive(pinErr chan<- error) {
 	last := time.Now().UnixNano()
 	for !h.stop.Load() {
 		n, err := h.recv.Receive(pkts)
+		// Packets returned together with an error are real: use and
+		// release them before looking at the error.
+		if n > 0 {
+			h.pickup = time.Now().UnixNano()
+			for i := 0; i < n; i++ {
+				p := &pkts[i]
+				h.arb.Offer(int(p.Line), p.Data, p.RxTime)
+			}
+			h.recv.Release(pkts[:n])
+		}
+		h.delivered.Store(h.nDelivered)
 		if err != nil {
 			if errors.Is(err, rx.ErrClosed) {
 				break
 			}
+			h.rxErrors++
 			h.log.Error().Err(err).Msg("receive")
 			time.Sleep(time.Millisecond)
 			continue
 		}
-		if n > 0 {
-			h.pickup = time.Now().UnixNano()
-		}
-		for i := 0; i < n; i++ {
-			p := &pkts[i]
-			h.arb.Offer(int(p.Line), p.Data, p.RxTime)
-		}
-		if n > 0 {
-			h.recv.Release(pkts[:n])
-		}
-		h.delivered.Store(h.nDelivered)
 		now := time.Now().UnixNano()
 		if n == 0 {
 			h.arb.Tick(now)
@@ -271,26 +288,42 @@ func (h *Handler) route(p moldudp64.Packet, skip int, rxTime int64) {
 }
 
 // push copies one message into a shard's ring, waiting (never dropping) when
-// the shard is behind; the ring counts that back-pressure.
+// the shard is behind; the ring counts each wait once as back-pressure.
 func (h *Handler) push(s *shard, msg []byte, seq uint64, rxTime int64) {
-	for spins := 0; ; spins++ {
-		if v := s.ring.Reserve(1); len(v) == 1 {
-			e := &v[0]
-			e.seq, e.rxTime, e.pickup, e.n = seq, rxTime, h.pickup, uint16(copy(e.data[:], msg))
-			s.ring.Commit(1)
-			h.routed++
-			return
-		}
-		if spins > 64 {
-			runtime.Gosched()
+	e := h.reserve(s)
+	e.seq, e.rxTime, e.pickup, e.kind, e.n = seq, rxTime, h.pickup, 0, uint8(copy(e.data[:], msg))
+	s.ring.Commit(1)
+	h.routed++
+}
+
+// pushMarker puts a control slot (not a message) into a shard's ring.
+func (h *Handler) pushMarker(s *shard, kind uint8, seq uint64) {
+	e := h.reserve(s)
+	e.seq, e.rxTime, e.pickup, e.kind, e.n = seq, 0, h.pickup, kind, 0
+	s.ring.Commit(1)
+}
+
+func (h *Handler) reserve(s *shard) *slot {
+	if v := s.ring.Reserve(1); len(v) == 1 {
+		return &v[0]
+	}
+	for {
+		// Full: wait for the shard (counted once); never drop.
+		if v := s.ring.ReserveWait(1, time.Second); len(v) == 1 {
+			return &v[0]
 		}
 	}
 }
 
 // gap is the Arbiter's GapFunc: flag every book possibly stale (the missing
-// messages could belong to any instrument) and log the range.
+// messages could belong to any instrument) and log the range. The flag
+// travels in band, as a marker slot in every shard's ring, so it lands
+// exactly between the messages before and after the gap, and reaches a
+// shard even when no message follows.
 func (h *Handler) gap(r moldudp64.Range) {
-	h.stale.Add(1)
+	for _, s := range h.shards {
+		h.pushMarker(s, markerStale, r.First)
+	}
 	select {
 	case h.gapLog <- r:
 	default: // the logger is behind; the counters still have it
@@ -319,7 +352,7 @@ func (h *Handler) copyStats() {
 	h.mu.Lock()
 	h.arbCopy = h.arb.Stats
 	h.rxCopy = rs
-	h.cntCopy = [4]uint64{h.routed, h.filtered, h.badMsgs, h.arb.Next()}
+	h.cntCopy = [5]uint64{h.routed, h.filtered, h.badMsgs, h.arb.Next(), h.rxErrors}
 	h.endedCopy = h.arb.Ended()
 	h.mu.Unlock()
 }
@@ -329,7 +362,7 @@ func (h *Handler) copyStats() {
 func (h *Handler) Stats() Stats {
 	h.mu.Lock()
 	st := Stats{Arbiter: h.arbCopy, Receive: h.rxCopy,
-		Routed: h.cntCopy[0], Filtered: h.cntCopy[1], BadMessages: h.cntCopy[2], NextSeq: h.cntCopy[3], Ended: h.endedCopy}
+		Routed: h.cntCopy[0], Filtered: h.cntCopy[1], BadMessages: h.cntCopy[2], NextSeq: h.cntCopy[3], ReceiveErrors: h.cntCopy[4], Ended: h.endedCopy}
 	h.mu.Unlock()
 	st.Backend = h.recv.Backend()
 	var merged, path latency.Histogram
@@ -374,6 +407,7 @@ func (h *Handler) Stop() error {
 	}
 	h.wg.Wait()
 	close(h.done)
+	h.hk.Wait() // no heartbeat after the mapping is gone
 	errShm := h.w.Close()
 	return errors.Join(errRx, errShm)
 }

@@ -14,7 +14,7 @@ import (
 )
 
 // maxMsgLen is the longest ITCH 5.0 message (NOII, 50 bytes) rounded up so a
-// slot is 72 bytes.
+// slot is 80 bytes.
 const maxMsgLen = 54
 
 // slot is one ITCH message handed from the receive thread to a shard, by
@@ -23,9 +23,17 @@ type slot struct {
 	seq    uint64
 	rxTime int64 // receive timestamp of its packet (the backend's: kernel or first user-space sight)
 	pickup int64 // when the receive thread took the batch that made it deliverable
-	n      uint16
+	kind   uint8 // 0: an ITCH message; else a marker (markerStale)
+	n      uint8
 	data   [maxMsgLen]byte
 }
+
+// Marker slots, ordered with the messages.
+const (
+	// markerStale: a gap was declared before this point: books may be
+	// missing messages from here on.
+	markerStale = 1 + iota
+)
 
 // ShardStats are one shard's counters.
 type ShardStats struct {
@@ -46,9 +54,6 @@ type shard struct {
 	books *book.Books
 	pub   *Publisher
 
-	staleSeen uint64 // stale generation last applied
-	stale     *atomic.Uint64
-
 	hist     latency.Histogram // receive timestamp to publish, per message
 	histPath latency.Histogram // pickup by the receive thread to publish: the handler's own path
 
@@ -60,7 +65,7 @@ type shard struct {
 	stats ShardStats
 }
 
-func newShard(id, core int, ringSize int, bcfg book.Config, w *shm.Writer, depth int, stale *atomic.Uint64) (*shard, error) {
+func newShard(id, core int, ringSize int, bcfg book.Config, w *shm.Writer, depth int) (*shard, error) {
 	r, err := spsc.New[slot](ringSize)
 	if err != nil {
 		return nil, err
@@ -74,7 +79,7 @@ func newShard(id, core int, ringSize int, bcfg book.Config, w *shm.Writer, depth
 		// message waits nanoseconds, not a scheduler tick.
 		r.SetBackoff(spsc.Backoff{Spins: 1 << 16, Yields: 1 << 14, MinSleep: time.Microsecond, MaxSleep: 20 * time.Microsecond})
 	}
-	return &shard{id: id, core: core, ring: r, books: bs, pub: NewPublisher(w, bs, depth), stale: stale}, nil
+	return &shard{id: id, core: core, ring: r, books: bs, pub: NewPublisher(w, bs, depth)}, nil
 }
 
 // run applies and publishes until the ring is closed and drained.
@@ -93,28 +98,41 @@ func (s *shard) run(pinErr chan<- error) {
 			}
 			continue
 		}
+		msgs := 0
 		for i := range batch {
 			m := &batch[i]
+			if m.kind != 0 {
+				s.marker(m)
+				continue
+			}
 			loc, changed := s.books.Apply(itch.Msg(m.data[:m.n]))
 			s.pub.Applied(loc, changed, m.seq, m.rxTime)
-		}
-		if g := s.stale.Load(); g != s.staleSeen {
-			s.staleSeen = g
-			s.pub.SetStale(true)
+			msgs++
 		}
 		s.pub.Flush()
 		now := time.Now().UnixNano()
 		for i := range batch {
-			s.hist.Record(now - batch[i].rxTime)
-			s.histPath.Record(now - batch[i].pickup)
+			if batch[i].kind == 0 {
+				s.hist.Record(now - batch[i].rxTime)
+				s.histPath.Record(now - batch[i].pickup)
+			}
 		}
 		s.ring.Release(len(batch))
-		s.applied.Add(uint64(len(batch)))
+		s.applied.Add(uint64(msgs))
 		s.batches++
 		if now-lastStats.UnixNano() > int64(50*time.Millisecond) {
 			s.copyStats()
 			lastStats = time.Now()
 		}
+	}
+}
+
+// marker acts on a control slot. Markers are not messages: they are not
+// counted as applied.
+func (s *shard) marker(m *slot) {
+	switch m.kind {
+	case markerStale:
+		s.pub.SetStale(true)
 	}
 }
 

@@ -261,6 +261,9 @@ func trimSymbol(s string) string {
 // Heartbeat tells readers the writer is alive. Call it at least every
 // Config.HeartbeatInterval, also when no message arrives.
 func (w *Writer) Heartbeat() {
+	if w.closed.Load() {
+		return // after Close the mapping may be gone; callers still must not race Close
+	}
 	atomic.StoreInt64(w.m.i64(offHeartbeat), time.Now().UnixNano())
 }
 

@@ -1,0 +1,213 @@
+package handler
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/marketfeed/feedhandler/book"
+	"github.com/marketfeed/feedhandler/feed/itch"
+	"github.com/marketfeed/feedhandler/feed/moldudp64"
+	"github.com/marketfeed/feedhandler/feed/rx"
+	"github.com/marketfeed/feedhandler/proto/bookfb"
+	"github.com/marketfeed/feedhandler/proto/shm"
+)
+
+// scriptRx is a receiver that plays a script of packets, with an error
+// returned together with one batch, then idles like a real backend.
+type scriptRx struct {
+	mu       sync.Mutex
+	script   []rx.Packet
+	errAt    int // script index of the batch returned with errTransient (-1: none)
+	closed   bool
+	released int
+}
+
+var errTransient = errors.New("transient receive error")
+
+func (r *scriptRx) Receive(pkts []rx.Packet) (int, error) {
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return 0, rx.ErrClosed
+	}
+	if len(r.script) == 0 {
+		r.mu.Unlock()
+		time.Sleep(time.Millisecond) // an idle poll
+		return 0, nil
+	}
+	n := copy(pkts[:min(len(pkts), 16)], r.script)
+	r.script = r.script[n:]
+	var err error
+	if r.errAt >= 0 && r.errAt < n {
+		err = errTransient
+	}
+	r.errAt -= n
+	r.mu.Unlock()
+	return n, err
+}
+
+func (r *scriptRx) Release(pkts []rx.Packet) {
+	r.mu.Lock()
+	r.released += len(pkts)
+	r.mu.Unlock()
+}
+func (r *scriptRx) Backend() string { return "script" }
+func (r *scriptRx) Stats() rx.Stats { return rx.Stats{} }
+func (r *scriptRx) Close() error {
+	r.mu.Lock()
+	r.closed = true
+	r.mu.Unlock()
+	return nil
+}
+
+// startScripted runs a Handler over the packets (each on both lines) and a
+// trailer, and returns it with the reference books.
+func startScripted(t *testing.T, n int, trailer [][]byte, errAt int) (*Handler, *scriptRx, *book.Books, string) {
+	t.Helper()
+	pkts := dayPackets(t, n)
+	ref, err := book.New(book.Config{MaxOrders: 1 << 18, MaxLocates: 1024, MaxLevels: 1 << 16})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var script []rx.Packet
+	now := time.Now().UnixNano()
+	for _, b := range pkts {
+		p, err := moldudp64.Parse(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		it := p.Iter()
+		for m, ok := it.Next(); ok; m, ok = it.Next() {
+			ref.Apply(itch.Msg(m))
+		}
+		script = append(script, rx.Packet{Data: b, Line: rx.LineA, RxTime: now}, rx.Packet{Data: b, Line: rx.LineB, RxTime: now})
+	}
+	for _, b := range trailer {
+		script = append(script, rx.Packet{Data: b, Line: rx.LineA, RxTime: now}, rx.Packet{Data: b, Line: rx.LineB, RxTime: now})
+	}
+	r := &scriptRx{script: script, errAt: errAt}
+	name := fmt.Sprintf("fhhandler-%d-%s", os.Getpid(), t.Name())
+	t.Cleanup(func() { shm.Remove(name) })
+	h, err := Start(Config{
+		Receive:    rx.Config{Lines: []rx.LineConfig{{Name: "A"}, {Name: "B"}}},
+		Arbiter:    ArbiterConfig{Grace: time.Millisecond, Hold: 5 * time.Millisecond},
+		Book:       book.Config{MaxOrders: 1 << 18, MaxLocates: 1024, MaxLevels: 1 << 16},
+		ShardCores: []int{-1, -1},
+		ShmName:    name,
+		Open:       func(rx.Config) (rx.Receiver, error) { return r, nil },
+		Log:        zerolog.Nop(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h, r, ref, name
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestHandlerThreaded runs the real threads (receive, two shards,
+// housekeeping) over a day on two lines, with one receive error returned
+// together with a batch of packets: nothing is lost, every buffer is
+// released, the published books equal the reference, Stop is clean.
+func TestHandlerThreaded(t *testing.T) {
+	h, r, ref, name := startScripted(t, 100_000, nil, 101)
+	waitFor(t, "every message applied", func() bool {
+		st := h.Stats()
+		return st.Arbiter.Delivered == 100_000 && st.Applied() == st.Routed
+	})
+	time.Sleep(60 * time.Millisecond) // one more stats copy
+	st := h.Stats()
+	if st.ReceiveErrors != 1 || st.Arbiter.Gaps != 0 {
+		t.Fatalf("receive errors %d (want 1), gaps %d (want 0)", st.ReceiveErrors, st.Arbiter.Gaps)
+	}
+	if len(st.Shards) != 2 || st.Shards[0].Applied == 0 || st.Shards[1].Applied == 0 {
+		t.Fatalf("shards %+v", st.Shards)
+	}
+	compareShm(t, name, ref, false)
+	if err := h.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.released != 2*len(dayPackets(t, 100_000)) {
+		t.Fatalf("released %d packets, received %d", r.released, 2*len(dayPackets(t, 100_000)))
+	}
+}
+
+// TestHandlerTrailingGapFlagsStale: a gap revealed by a heartbeat with
+// nothing after it still flags every published book possibly stale.
+func TestHandlerTrailingGapFlagsStale(t *testing.T) {
+	hb := moldudp64.AppendHeader(nil, moldudp64.NewSession("ALLOC"), 0, 0)
+	pkts := dayPackets(t, 20_000)
+	last, _ := moldudp64.Parse(pkts[len(pkts)-1])
+	hb = moldudp64.AppendHeader(hb[:0], last.Session, last.Next()+10, 0)
+	h, _, ref, name := startScripted(t, 20_000, [][]byte{hb}, -1)
+	defer h.Stop()
+	waitFor(t, "the gap", func() bool { return h.Stats().Arbiter.Gaps == 1 })
+	if g := h.Stats().Arbiter.LastGap; g != (moldudp64.Range{First: last.Next(), Count: 10}) {
+		t.Fatalf("gap %+v", g)
+	}
+	waitFor(t, "stale flags", func() bool { return compareShm(t, name, ref, true) })
+}
+
+// compareShm reads every instrument back and compares it with ref; with
+// wantStale it reports whether every book carries PossiblyStale (and fails
+// on a level mismatch only).
+func compareShm(t *testing.T, name string, ref *book.Books, wantStale bool) bool {
+	t.Helper()
+	r, err := shm.Open(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	buf := make([]byte, r.Info().MaxSnapshot)
+	n, stale := 0, 0
+	for _, inst := range r.Instruments() {
+		v, err := r.Read(inst.Locate, buf)
+		if err != nil {
+			t.Fatalf("read %s: %v", inst.Symbol, err)
+		}
+		n++
+		if v.Flags()&bookfb.FlagsPossiblyStale != 0 {
+			stale++
+		}
+		b := ref.Book(inst.Locate)
+		for _, side := range []book.Side{book.Bid, book.Ask} {
+			want := b.AppendDepth(side, nil, r.Info().Depth)
+			for i, w := range want {
+				var got shm.Level
+				var ok bool
+				if side == book.Bid {
+					got, ok = v.Bid(i)
+				} else {
+					got, ok = v.Ask(i)
+				}
+				if !ok || got != shm.Level(w) {
+					t.Fatalf("%s side %d level %d: published %+v (%v), reference %+v", inst.Symbol, side, i, got, ok, w)
+				}
+			}
+		}
+	}
+	if n == 0 {
+		t.Fatal("nothing published")
+	}
+	if !wantStale && stale != 0 {
+		t.Fatalf("%d books flagged stale without a gap", stale)
+	}
+	return stale == n
+}
