@@ -395,6 +395,11 @@ func (s *Socket) Receive(descs []Desc) int {
 // until the frame's address is given back with Fill.
 func (s *Socket) Data(d Desc) []byte { return s.umem.Data(d.Addr, d.Len) }
 
+// Meta returns the n bytes in front of a received frame's data, where the
+// kernel delivers the metadata the XDP program put before the frame (see
+// UMEM.Meta). It allocates nothing.
+func (s *Socket) Meta(d Desc, n int) []byte { return s.umem.Meta(d.Addr, n) }
+
 // Fill gives frames back to the kernel for receiving (the fill ring) and
 // returns how many it took; all of them when the caller only returns frames
 // it got from this socket. Addresses may be those of a Desc (the kernel

@@ -101,6 +101,20 @@ func (u *UMEM) Data(addr uint64, n uint32) []byte {
 	return u.mem[addr : addr+uint64(n) : addr+uint64(n)]
 }
 
+// Meta returns the n bytes just before the data at UMEM address addr:
+// where AF_XDP puts the XDP metadata an XDP program reserved in front of
+// the frame (bpf_xdp_adjust_meta). The bytes are whatever the buffer held
+// when the program reserved no metadata, so their content must identify
+// itself. Meta returns nil when fewer than n bytes of the frame precede
+// addr. The view is valid until the frame is given back to the kernel.
+func (u *UMEM) Meta(addr uint64, n int) []byte {
+	start := addr - addr%uint64(u.frameSize)
+	if n < 0 || addr-start < uint64(n) {
+		return nil
+	}
+	return u.mem[addr-uint64(n) : addr : addr]
+}
+
 // take reserves n frames for a socket and returns the first frame's index.
 func (u *UMEM) take(n int) (int, error) {
 	u.mu.Lock()

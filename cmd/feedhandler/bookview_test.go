@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -89,15 +90,17 @@ func TestBookviewMissing(t *testing.T) {
 }
 
 // TestBookviewLive runs the refreshing view while a writer publishes, then
-// restarts the writer: the view follows the journal and reattaches.
+// restarts the writer: the view follows the journal and reattaches. The
+// writer keeps publishing until the view shows it (bounded), so a slow
+// machine cannot make the test flaky.
 func TestBookviewLive(t *testing.T) {
 	name := testFeed(t)
 	r, err := shm.Open(name)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var out bytes.Buffer
-	v := &viewer{r: r, out: &out, rows: 10, buf: make([]byte, r.Info().MaxSnapshot)}
+	out := &syncBuffer{}
+	v := &viewer{r: r, out: out, rows: 10, buf: make([]byte, r.Info().MaxSnapshot)}
 	stop := make(chan os.Signal)
 	done := make(chan error, 1)
 	go func() { done <- v.live(name, 20*time.Millisecond, stop) }()
@@ -109,7 +112,12 @@ func TestBookviewLive(t *testing.T) {
 	}
 	defer w.Close()
 	w.Register(9, "NEWCO")
-	for i := 0; i < 50; i++ {
+	shown := func() bool {
+		s := out.String()
+		return strings.Contains(s, "\x1b[H\x1b[2J") && strings.Contains(s, "NEWCO") && strings.Contains(s, "[restarted]")
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for i := 0; !shown() && time.Now().Before(deadline); i++ {
 		w.Publish(&shm.Snapshot{Locate: 9, Seq: uint64(i), Bids: []shm.Level{{Price: 100, Shares: uint64(i) + 1, Orders: 1}}})
 		w.Heartbeat()
 		time.Sleep(2 * time.Millisecond)
@@ -119,10 +127,27 @@ func TestBookviewLive(t *testing.T) {
 		t.Fatal(err)
 	}
 	v.r.Close()
-	s := out.String()
-	if !strings.Contains(s, "\x1b[H\x1b[2J") || !strings.Contains(s, "NEWCO") || !strings.Contains(s, "[restarted]") {
-		t.Fatalf("live view did not show the restarted feed:\n%s", s)
+	if !shown() {
+		t.Fatalf("live view did not show the restarted feed:\n%s", out.String())
 	}
+}
+
+// syncBuffer is a bytes.Buffer safe for one writer and one reader.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 // TestBookviewMatchesReplay publishes books built by the book package into

@@ -228,6 +228,10 @@ func (u *uringRx) arm(tid int) error {
 	if n == 0 {
 		return nil
 	}
+	// The lines were marked armed before Submit on purpose: if
+	// io_uring_enter fails, the prepared SQEs stay queued and the next
+	// enter (Wait) submits them; preparing them again would start a second
+	// multishot request on the same socket and split its datagrams.
 	if _, err := u.ring.Submit(); err != nil {
 		return fmt.Errorf("arm multishot recvmsg: %w", err)
 	}

@@ -5,6 +5,16 @@ package rx
 // configured rx queue of each line's interface; Receive parses the frames in
 // place and hands out views into the UMEM until Release puts the frames back
 // on the fill ring.
+//
+// Receive times come from the kernel: the steering program stores the
+// CLOCK_TAI time at which it ran in XDP metadata in front of each frame
+// (bpf.MetaLen bytes, delivered by AF_XDP in copy and zero-copy mode), and
+// drain converts it to CLOCK_REALTIME with the TAI offset, read at open and
+// again whenever a packet's time is more than xdpTAIRefresh past the last
+// read (the offset changes only at leap seconds). A frame without valid
+// metadata (a driver that cannot reserve it) gets the time user space took
+// it off the ring, once per batch. Stats().Extra counts both
+// (xdp_kernel_ts, xdp_user_ts).
 
 import (
 	"errors"
@@ -30,6 +40,7 @@ const (
 	xdpMaxSockets   = 1 << 15
 	xdpHandleShift  = 48 // Packet handle: (socket index+1) << 48 | UMEM address; 0 = none
 	xdpHandleAddrMk = 1<<xdpHandleShift - 1
+	xdpTAIRefresh   = int64(time.Second) // re-read the TAI offset after this much packet time
 )
 
 // xdpLine is one configured line as the parser matches it.
@@ -77,9 +88,14 @@ type xdpRx struct {
 	descs    []xsk.Desc
 	backend  string
 
+	// CLOCK_TAI - CLOCK_REALTIME (ns), and the TAI time it was read at.
+	taiOffset, taiAt int64
+
 	packets, bytes [2]atomic.Uint64
 	malformed      atomic.Uint64
 	unmatched      atomic.Uint64
+	kernelTS       atomic.Uint64 // packets stamped with the program's kernel time
+	userTS         atomic.Uint64 // packets stamped in user space (no metadata)
 }
 
 // openXDP opens the AF_XDP backend. Errors meaning that XDP or AF_XDP cannot
@@ -233,6 +249,10 @@ func newXDPRx(cfg Config) (_ *xdpRx, err error) {
 	}
 	r.pfds = append(r.pfds, unix.PollFd{Fd: int32(r.wakeFD), Events: unix.POLLIN})
 	r.descs = make([]xsk.Desc, r.batch)
+	if r.taiOffset, err = bpf.TAIOffset(); err != nil {
+		return nil, err
+	}
+	r.taiAt = time.Now().UnixNano() + r.taiOffset
 	r.backend = r.describe()
 	cfg.Log.Info().Str("backend", r.backend).Int("queues", len(r.queues)).Int("lines", len(r.lines)).
 		Msg("rx: xdp backend open")
@@ -391,9 +411,9 @@ func (r *xdpRx) Receive(pkts []Packet) (int, error) {
 // datagram go straight back to the fill ring.
 func (r *xdpRx) drain(pkts []Packet) int {
 	n := 0
-	var rxTime int64
+	var userTime int64
 	var packets, bytes [2]uint64
-	var malformed, unmatched uint64
+	var malformed, unmatched, kernelTS, userTS uint64
 	nq := len(r.queues)
 	for i := 0; i < nq && n < len(pkts); i++ {
 		qi := (r.next + i) % nq
@@ -402,10 +422,14 @@ func (r *xdpRx) drain(pkts []Packet) int {
 		if k == 0 {
 			continue
 		}
-		if rxTime == 0 {
-			rxTime = time.Now().UnixNano()
-		}
 		for _, d := range r.descs[:k] {
+			// Clear the metadata of every frame, so that stale bytes are
+			// never taken for the metadata of a later frame in the buffer.
+			meta := q.sock.Meta(d, bpf.MetaLen)
+			tai, stamped := bpf.ParseMeta(meta)
+			if stamped {
+				bpf.ClearMeta(meta)
+			}
 			dg, class := bpf.ParseFrame(q.sock.Data(d))
 			if class != bpf.ClassUDP {
 				malformed++
@@ -417,6 +441,17 @@ func (r *xdpRx) drain(pkts []Packet) int {
 				unmatched++
 				q.pending = append(q.pending, d.Addr)
 				continue
+			}
+			var rxTime int64
+			if stamped {
+				rxTime = r.realtime(tai)
+				kernelTS++
+			} else {
+				if userTime == 0 {
+					userTime = time.Now().UnixNano()
+				}
+				rxTime = userTime
+				userTS++
 			}
 			p := &pkts[n]
 			p.Data, p.Line, p.Src, p.RxTime = dg.Payload, line, dg.Src, rxTime
@@ -442,7 +477,26 @@ func (r *xdpRx) drain(pkts []Packet) int {
 	if unmatched != 0 {
 		r.unmatched.Add(unmatched)
 	}
+	if kernelTS != 0 {
+		r.kernelTS.Add(kernelTS)
+	}
+	if userTS != 0 {
+		r.userTS.Add(userTS)
+	}
 	return n
+}
+
+// realtime converts a kernel CLOCK_TAI time to CLOCK_REALTIME, re-reading
+// the offset once tai is xdpTAIRefresh past the last read (or before it: a
+// clock step). A failed read keeps the old offset until the next refresh.
+func (r *xdpRx) realtime(tai int64) int64 {
+	if d := tai - r.taiAt; d > xdpTAIRefresh || d < -xdpTAIRefresh {
+		if off, err := bpf.TAIOffset(); err == nil {
+			r.taiOffset = off
+		}
+		r.taiAt = tai
+	}
+	return tai - r.taiOffset
 }
 
 func (r *xdpRx) match(dg bpf.Datagram) (Line, bool) {
@@ -505,7 +559,8 @@ func (r *xdpRx) Stats() Stats {
 	}
 	s.Malformed = r.malformed.Load()
 	s.Unmatched = r.unmatched.Load()
-	s.Extra = map[string]uint64{"parse_malformed": s.Malformed}
+	s.Extra = map[string]uint64{"parse_malformed": s.Malformed,
+		"xdp_kernel_ts": r.kernelTS.Load(), "xdp_user_ts": r.userTS.Load()}
 	r.life.RLock()
 	defer r.life.RUnlock()
 	if r.closed.Load() {
@@ -521,6 +576,7 @@ func (r *xdpRx) Stats() Stats {
 		s.Extra["xdp_passed"] += c.Passed
 		s.Extra["xdp_malformed"] += c.Malformed
 		s.Extra["xdp_no_socket"] += c.NoSocket
+		s.Extra["xdp_no_meta"] += c.NoMeta
 	}
 	for _, q := range r.queues {
 		st, err := q.sock.Statistics()

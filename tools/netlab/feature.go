@@ -1,0 +1,46 @@
+package netlab
+
+import (
+	"fmt"
+	"os"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// TB is the part of testing.TB that SkipOrFail needs.
+type TB interface {
+	Helper()
+	Skipf(format string, args ...any)
+	Fatalf(format string, args ...any)
+}
+
+// KernelVersion returns the running kernel's major and minor version.
+func KernelVersion() (major, minor int, release string) {
+	var u unix.Utsname
+	if err := unix.Uname(&u); err != nil {
+		return 0, 0, ""
+	}
+	release = unix.ByteSliceToString(u.Release[:])
+	fmt.Sscanf(release, "%d.%d", &major, &minor)
+	return major, minor, release
+}
+
+// SkipOrFail is for a test whose feature is unavailable (err). It skips,
+// naming the feature, only when the feature may truly be missing: not
+// root, or a kernel older than major.minor. As root on a kernel that has
+// the feature, the failure is a real one and the test fails: a green suite
+// must not hide a broken backend.
+func SkipOrFail(t TB, feature string, major, minor int, err error) {
+	t.Helper()
+	kmaj, kmin, rel := KernelVersion()
+	newEnough := kmaj > major || (kmaj == major && kmin >= minor)
+	if os.Geteuid() == 0 && newEnough {
+		t.Fatalf("%s should work as root on kernel %s (needs %d.%d): %v", feature, rel, major, minor, err)
+	}
+	who := "not root"
+	if os.Geteuid() == 0 {
+		who = "root"
+	}
+	t.Skipf("%s unavailable (%s, kernel %s, needs %d.%d): %v", feature, who, strings.TrimSpace(rel), major, minor, err)
+}
