@@ -3,10 +3,13 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
 
+	"github.com/marketfeed/feedhandler/book"
+	"github.com/marketfeed/feedhandler/feed/itch"
 	"github.com/marketfeed/feedhandler/tools/itchgen/gen"
 )
 
@@ -88,5 +91,70 @@ func TestReplayFileAndPcap(t *testing.T) {
 	}
 	if !bytes.Contains(stdout.Bytes(), []byte("ns/msg")) {
 		t.Errorf("text report: %s", stdout.String())
+	}
+}
+
+// TestApplyFileMatchesScanner checks that applyFile, which frames blocks
+// itself, applies the same messages, counts the same odd blocks and stops
+// with the same error as a plain itch.Scanner loop, on a stream with an
+// unknown type, a long and a short message, an empty block and a truncated
+// end between valid messages.
+func TestApplyFileMatchesScanner(t *testing.T) {
+	g, err := gen.New(gen.Config{Messages: 5000, Symbols: 20, Seed: 5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var data []byte
+	k := 0
+	err = g.Stream(func(m itch.Msg) error {
+		k++
+		switch k {
+		case 1000:
+			data = itch.AppendBlock(data, []byte{'z', 1, 2, 3}) // unknown type
+		case 2000:
+			data = itch.AppendBlock(data, append(append([]byte(nil), m...), 9, 9)) // long
+		case 3000:
+			data = append(data, 0, 0) // empty block
+		case 4000:
+			data = itch.AppendBlock(data, m[:len(m)-1]) // short
+		}
+		data = itch.AppendBlock(data, m)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := book.Config{MaxOrders: 1 << 16, MaxLocates: 64, MaxLevels: 1 << 14}
+	for _, tail := range [][]byte{nil, {0, 36, 'A', 0}, {0}} {
+		in := append(append([]byte(nil), data...), tail...)
+
+		want, _ := book.New(cfg)
+		var ws itch.Scanner
+		ws.Reset(in)
+		wantN := 0
+		for {
+			for m, ok := ws.Next(); ok; m, ok = ws.Next() {
+				want.Apply(m)
+				wantN++
+			}
+			if !ws.Resume() {
+				break
+			}
+		}
+
+		got, _ := book.New(cfg)
+		rp := replayer{bs: got, quiet: true}
+		var gs itch.Scanner
+		gotErr := rp.applyFile(in, &gs)
+
+		if rp.n != uint64(wantN) || got.Stats() != want.Stats() {
+			t.Errorf("tail %v: applied %d, want %d; stats %+v, want %+v", tail, rp.n, wantN, got.Stats(), want.Stats())
+		}
+		if gs.Unknown != ws.Unknown || gs.Short != ws.Short || gs.Long != ws.Long || gs.Truncated != ws.Truncated {
+			t.Errorf("tail %v: counters %+v, want %+v", tail, gs.Counters, ws.Counters)
+		}
+		if fmt.Sprint(gotErr) != fmt.Sprint(ws.Err()) {
+			t.Errorf("tail %v: error %v, want %v", tail, gotErr, ws.Err())
+		}
 	}
 }

@@ -23,6 +23,10 @@ const (
 	DefaultMaxOrders      = 4 << 20 // 4,194,304
 	DefaultMaxLocates     = 16384
 	DefaultStatsInterval  = 5 * time.Second
+	DefaultGrace          = 200 * time.Microsecond
+	DefaultHold           = 20 * time.Millisecond
+	DefaultLineTimeout    = time.Second
+	DefaultMaxPending     = 8192
 	DefaultBatchSize      = 64
 	DefaultBusyPollUsec   = 20
 	DefaultBusyPollBudget = 64
@@ -43,6 +47,7 @@ type Config struct {
 	Symbols       []string // subscribe list as written; empty = every symbol
 	Book          Book
 	SHM           SHM
+	Arbitration   Arbitration
 	Recovery      Recovery
 	Metrics       Metrics
 	StatsInterval time.Duration
@@ -113,6 +118,14 @@ type Book struct {
 // SHM names the shared-memory snapshot region.
 type SHM struct {
 	Name string // /dev/shm name; default Feed.Name
+}
+
+// Arbitration tunes the A/B line arbiter; see handler.ArbiterConfig.
+type Arbitration struct {
+	Grace       time.Duration // hold-back once every live line passed a missing number
+	Hold        time.Duration // longest line skew waited out
+	LineTimeout time.Duration // a line silent this long is not waited for
+	MaxPending  int           // packets held back at most
 }
 
 // Recovery configures gap recovery.

@@ -80,7 +80,7 @@ func TestBadConfigs(t *testing.T) {
 		{"unknown top-level key", base + "simbols: [AAPL]\n",
 			`t.yaml:28: simbols: unknown field (did you mean "symbols"?)`},
 		{"unknown top-level key, no suggestion", base + "colour: red\n",
-			`t.yaml:28: colour: unknown field (want one of feed, lines, receive, cores, symbols, book, shm, recovery, metrics, stats_interval, log)`},
+			`t.yaml:28: colour: unknown field (want one of feed, lines, receive, cores, symbols, book, arbitration, shm, recovery, metrics, stats_interval, log)`},
 		{"unknown nested key", edit(t, "  backend: auto", "  bakend: auto"),
 			`t.yaml:15: receive.bakend: unknown field (did you mean "backend"?)`},
 		{"unknown key in a line", edit(t, "    port: 26478", "    port: 26478\n    prot: 1"),
@@ -242,6 +242,7 @@ func TestDefaults(t *testing.T) {
 			RecvBuffer: DefaultRecvBuffer, PollTimeout: DefaultPollTimeout},
 		Cores:         Cores{Receive: Unpinned, Shards: []int{Unpinned}},
 		Book:          Book{Depth: 10, MaxOrders: 4 << 20, MaxLocates: 16384},
+		Arbitration:   Arbitration{Grace: 200 * time.Microsecond, Hold: 20 * time.Millisecond, LineTimeout: time.Second, MaxPending: 8192},
 		SHM:           SHM{Name: "min"},
 		StatsInterval: 5 * time.Second,
 		Log:           Log{Level: "info", Format: "console"},
@@ -364,6 +365,34 @@ func TestLogObject(t *testing.T) {
 	for _, want := range []string{`"feed":"test"`, `"line_A":{"interface":"veth0","group":"239.1.1.1","port":26477}`, `"shard_cores":[1]`, `"shm":"test"`} {
 		if !strings.Contains(b.String(), want) {
 			t.Errorf("log line %s lacks %s", b.String(), want)
+		}
+	}
+}
+
+func TestArbitration(t *testing.T) {
+	c, err := Parse("t.yaml", []byte(base+"arbitration:\n  grace: 100us\n  hold: 50ms\n  line_timeout: 2s\n  max_pending: 1024\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Arbitration{Grace: 100 * time.Microsecond, Hold: 50 * time.Millisecond, LineTimeout: 2 * time.Second, MaxPending: 1024}
+	if c.Arbitration != want {
+		t.Fatalf("arbitration %+v, want %+v", c.Arbitration, want)
+	}
+	d, err := Parse("t.yaml", []byte(base))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.Arbitration.Hold != DefaultHold || d.Arbitration.Grace != DefaultGrace || d.Arbitration.MaxPending != DefaultMaxPending {
+		t.Fatalf("defaults %+v", d.Arbitration)
+	}
+	for _, bad := range []struct{ text, want string }{
+		{"arbitration:\n  hold: 2m\n", "t.yaml:29: arbitration.hold: 2m0s is out of range [1µs, 1m0s]"},
+		{"arbitration:\n  max_pending: 3\n", "t.yaml:29: arbitration.max_pending:"},
+		{"arbitration:\n  holdd: 5ms\n", "t.yaml:29: arbitration.holdd: unknown field"},
+	} {
+		_, err := Parse("t.yaml", []byte(base+bad.text))
+		if err == nil || !strings.Contains(err.Error(), bad.want) {
+			t.Errorf("%q: error %v, want it to contain %q", bad.text, err, bad.want)
 		}
 	}
 }

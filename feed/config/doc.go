@@ -50,6 +50,11 @@
 //	  max_locates: 16384          # stock locate codes, 1..65536
 //	shm:
 //	  name: nasdaq-totalview      # /dev/shm name; default feed.name; [A-Za-z0-9._-]
+//	arbitration:
+//	  grace: 200us                # hold-back once every live line passed a missing number
+//	  hold: 20ms                  # longest A/B skew waited out before declaring a gap
+//	  line_timeout: 1s            # a line silent this long is not waited for
+//	  max_pending: 8192           # packets held back at most, 16..1048576
 //	recovery:
 //	  server: 10.1.2.3:26400      # MoldUDP64 re-request server host:port; optional
 //	metrics:

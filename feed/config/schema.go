@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"strings"
+	"time"
 
 	"github.com/goccy/go-yaml/ast"
 	"github.com/goccy/go-yaml/parser"
@@ -27,6 +28,7 @@ func defaults() *Config {
 		},
 		Cores:         Cores{Receive: Unpinned, Shards: []int{Unpinned}},
 		Book:          Book{Depth: DefaultDepth, MaxOrders: DefaultMaxOrders, MaxLocates: DefaultMaxLocates},
+		Arbitration:   Arbitration{Grace: DefaultGrace, Hold: DefaultHold, LineTimeout: DefaultLineTimeout, MaxPending: DefaultMaxPending},
 		StatsInterval: DefaultStatsInterval,
 		Log:           Log{Level: DefaultLogLevel, Format: DefaultLogFormat},
 	}
@@ -70,6 +72,7 @@ func (d *decoder) decode(data []byte) *Config {
 		{"cores", func(f field) { d.cores(f, c) }},
 		{"symbols", func(f field) { d.symbols(f, c) }},
 		{"book", func(f field) { d.book(f, c) }},
+		{"arbitration", func(f field) { d.arbitration(f, c) }},
 		{"shm", func(f field) {
 			d.mapping(f, []entry{{"name", func(f field) { c.SHM.Name, _ = d.name(f, 200) }}})
 		}},
@@ -307,6 +310,31 @@ func (d *decoder) symbols(f field, c *Config) {
 			c.Symbols = append(c.Symbols, s)
 		}
 	}
+}
+
+func (d *decoder) arbitration(f field, c *Config) {
+	a := &c.Arbitration
+	dur := func(dst *time.Duration, lo, hi time.Duration) func(field) {
+		return func(f field) {
+			if v, ok := d.duration(f); ok {
+				if v < lo || v > hi {
+					d.errorf(f, "%v is out of range [%v, %v]", v, lo, hi)
+					return
+				}
+				*dst = v
+			}
+		}
+	}
+	d.mapping(f, []entry{
+		{"grace", dur(&a.Grace, time.Microsecond, time.Second)},
+		{"hold", dur(&a.Hold, time.Microsecond, time.Minute)},
+		{"line_timeout", dur(&a.LineTimeout, time.Millisecond, time.Hour)},
+		{"max_pending", func(f field) {
+			if v, ok := d.integer(f, 16, 1<<20); ok {
+				a.MaxPending = int(v)
+			}
+		}},
+	})
 }
 
 func (d *decoder) book(f field, c *Config) {

@@ -17,7 +17,13 @@ func FromConfig(c *config.Config, log zerolog.Logger) Config {
 		Symbols:     append([]string(nil), c.Symbols...),
 		Depth:       c.Book.Depth,
 		ShmName:     c.SHM.Name,
-		Log:         log,
+		Arbiter: ArbiterConfig{
+			Grace:       c.Arbitration.Grace,
+			Hold:        c.Arbitration.Hold,
+			LineTimeout: c.Arbitration.LineTimeout,
+			MaxPending:  c.Arbitration.MaxPending,
+		},
+		Log: log,
 	}
 	if id, ok := c.Feed.SessionID(); ok {
 		hc.Session = moldudp64.Session(id)
