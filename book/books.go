@@ -624,11 +624,3 @@ func (bs *Books) Replace(locate uint16, oldRef, newRef uint64, shares, price uin
 	bs.add(b, newRef, side, shares, price)
 	return true
 }
-
-
-// PrefetchOrder starts loading the home slot of order ref, for a caller that
-// reads messages ahead of Apply and knows an order will be looked up soon.
-// It is a hint: it changes nothing.
-func (bs *Books) PrefetchOrder(ref uint64) {
-	prefetch(uintptr(unsafe.Pointer(unsafe.SliceData(bs.orders))) + uintptr(ref&bs.homeMask)*unsafe.Sizeof(order{}))
-}

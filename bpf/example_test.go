@@ -29,3 +29,24 @@ func ExampleParseFrame() {
 	// udp 10.0.0.1:5000 233.54.12.111:26400 hi
 	// malformed
 }
+
+func ExampleParseMeta() {
+	// The 12 bytes the program puts in front of a redirected frame, in
+	// native byte order: magic, then the CLOCK_TAI time in two halves.
+	var meta [bpf.MetaLen]byte
+	tai := int64(1_790_000_037_000_000_001)
+	binary.NativeEndian.PutUint32(meta[0:], bpf.MetaMagic)
+	binary.NativeEndian.PutUint32(meta[4:], uint32(tai&0xffffffff))
+	binary.NativeEndian.PutUint32(meta[8:], uint32(tai>>32))
+
+	got, ok := bpf.ParseMeta(meta[:])
+	taiOffset := int64(37e9) // from bpf.TAIOffset()
+	fmt.Println(ok, got == tai, got-taiOffset)
+
+	bpf.ClearMeta(meta[:]) // before the frame goes back to the kernel
+	_, ok = bpf.ParseMeta(meta[:])
+	fmt.Println(ok)
+	// Output:
+	// true true 1790000000000000001
+	// false
+}

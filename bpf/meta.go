@@ -48,20 +48,19 @@ func ClearMeta(meta []byte) {
 // Unix time (CLOCK_REALTIME). It changes only at leap seconds; read it again
 // from time to time.
 func TAIOffset() (int64, error) {
-	var tai, real unix.Timespec
+	var tai, rt1, rt2 unix.Timespec
 	// Bracket the TAI read with two REALTIME reads and use their midpoint,
 	// so the offset is off by at most half the time between them.
-	if err := unix.ClockGettime(unix.CLOCK_REALTIME, &real); err != nil {
+	if err := unix.ClockGettime(unix.CLOCK_REALTIME, &rt1); err != nil {
 		return 0, fmt.Errorf("read CLOCK_REALTIME: %w", err)
 	}
 	if err := unix.ClockGettime(unix.CLOCK_TAI, &tai); err != nil {
 		return 0, fmt.Errorf("read CLOCK_TAI: %w", err)
 	}
-	var real2 unix.Timespec
-	if err := unix.ClockGettime(unix.CLOCK_REALTIME, &real2); err != nil {
+	if err := unix.ClockGettime(unix.CLOCK_REALTIME, &rt2); err != nil {
 		return 0, fmt.Errorf("read CLOCK_REALTIME: %w", err)
 	}
-	mid := real.Nano() + (real2.Nano()-real.Nano())/2
+	mid := rt1.Nano() + (rt2.Nano()-rt1.Nano())/2
 	off := tai.Nano() - mid
 	// The true offset is a whole number of seconds: round away the read
 	// skew.

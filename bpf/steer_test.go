@@ -3,6 +3,7 @@ package bpf
 import (
 	"bytes"
 	"errors"
+	"github.com/marketfeed/feedhandler/tools/netlab"
 	"net/netip"
 	"testing"
 
@@ -13,7 +14,7 @@ func loadForTest(t testing.TB) *Program {
 	t.Helper()
 	p, err := Load()
 	if errors.Is(err, ErrNotSupported) {
-		t.Skipf("kernel or privileges cannot load XDP programs (needs CAP_BPF): %v", err)
+		netlab.SkipOrFail(t, "loading XDP programs", 5, 11, err)
 	}
 	if err != nil {
 		t.Fatal(err)

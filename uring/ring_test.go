@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/marketfeed/feedhandler/tools/netlab"
 	"net"
 	"os"
 	"runtime"
@@ -161,7 +162,7 @@ func TestRecvmsgMultishotENOBUFS(t *testing.T) {
 	r := setupRing(t, Params{Entries: 8})
 	br, err := r.RegisterBufRing(7, 4, 256)
 	if errors.Is(err, ErrNotSupported) {
-		t.Skipf("kernel lacks IORING_REGISTER_PBUF_RING (5.19+): %v", err)
+		netlab.SkipOrFail(t, "IORING_REGISTER_PBUF_RING", 5, 19, err)
 	}
 	if err != nil {
 		t.Fatal(err)
@@ -341,7 +342,7 @@ func TestBufRingTailWrap(t *testing.T) {
 	r := setupRing(t, Params{Entries: 8})
 	br, err := r.RegisterBufRing(3, 4, 64)
 	if errors.Is(err, ErrNotSupported) {
-		t.Skipf("kernel lacks IORING_REGISTER_PBUF_RING (5.19+): %v", err)
+		netlab.SkipOrFail(t, "IORING_REGISTER_PBUF_RING", 5, 19, err)
 	}
 	if err != nil {
 		t.Fatal(err)

@@ -28,6 +28,12 @@
 //	s.Fill(addrs)                          // frames back to the kernel
 //	if n == 0 { s.Wait(100 * time.Millisecond) }
 //
+// Metadata that the XDP program reserved in front of a frame
+// (bpf_xdp_adjust_meta) lies just before the frame's data in the UMEM, in
+// copy and zero-copy mode; Socket.Meta returns a view of it. The kernel
+// keeps XDP_PACKET_HEADROOM (256 bytes) before the data of every frame, so
+// there is room for it whatever UMEMConfig.Headroom is.
+//
 // Errors caused by a kernel, driver or privilege level that cannot do AF_XDP
 // wrap ErrNotSupported.
 package xsk

@@ -111,7 +111,7 @@ func attach(t *testing.T, lab *netlab.Lab, mode bpf.Mode) *steer {
 		return err
 	})
 	if errors.Is(err, bpf.ErrNotSupported) {
-		t.Skipf("kernel cannot load or attach XDP here: %v", err)
+		netlab.SkipOrFail(t, "XDP program load/attach", 5, 11, err)
 	}
 	if err != nil {
 		t.Fatal(err)
@@ -132,7 +132,7 @@ func openSocket(t *testing.T, lab *netlab.Lab, cfg xsk.Config) *xsk.Socket {
 		return err
 	})
 	if errors.Is(err, xsk.ErrNotSupported) {
-		t.Skipf("kernel lacks AF_XDP: %v", err)
+		netlab.SkipOrFail(t, "AF_XDP socket", 5, 11, err)
 	}
 	if err != nil {
 		t.Fatal(err)
@@ -633,7 +633,7 @@ func TestBindRetriesWhileQueueBusy(t *testing.T) {
 	}
 }
 
-// TestSocketAllocs: Wait, Receive, Data and Fill allocate nothing.
+// TestSocketAllocs: Wait, Receive, Data, Meta and Fill allocate nothing.
 func TestSocketAllocs(t *testing.T) {
 	lab := newLab(t, netlab.Options{Prefix: "xa"})
 	st := attach(t, lab, bpf.ModeNative)
@@ -666,7 +666,7 @@ func TestSocketAllocs(t *testing.T) {
 		}
 		n := s.Receive(descs)
 		for i, d := range descs[:n] {
-			got += len(s.Data(d))
+			got += len(s.Data(d)) + len(s.Meta(d, bpf.MetaLen))
 			addrs[i] = d.Addr
 		}
 		s.Fill(addrs[:n])

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -283,9 +282,6 @@ func (rp *replayer) applyFile(data []byte, scan *itch.Scanner) error {
 			}
 			m := itch.Msg(rest[itch.BlockHeaderLen : itch.BlockHeaderLen+n : itch.BlockHeaderLen+n])
 			rest = rest[itch.BlockHeaderLen+n:]
-			if len(rest) >= itch.BlockHeaderLen+19 && rest[itch.BlockHeaderLen] == itch.TypeOrderDelete {
-				bs.PrefetchOrder(binary.BigEndian.Uint64(rest[itch.BlockHeaderLen+11:]))
-			}
 			// rp.apply, by hand: it does not inline here
 			rp.n++
 			if rp.n%latencySampleEvery != 0 {

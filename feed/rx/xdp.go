@@ -90,6 +90,7 @@ type xdpRx struct {
 
 	// CLOCK_TAI - CLOCK_REALTIME (ns), and the TAI time it was read at.
 	taiOffset, taiAt int64
+	metaLen          int // bytes of metadata read before a frame: bpf.MetaLen (tests: 0, none)
 
 	packets, bytes [2]atomic.Uint64
 	malformed      atomic.Uint64
@@ -253,6 +254,7 @@ func newXDPRx(cfg Config) (_ *xdpRx, err error) {
 		return nil, err
 	}
 	r.taiAt = time.Now().UnixNano() + r.taiOffset
+	r.metaLen = bpf.MetaLen
 	r.backend = r.describe()
 	cfg.Log.Info().Str("backend", r.backend).Int("queues", len(r.queues)).Int("lines", len(r.lines)).
 		Msg("rx: xdp backend open")
@@ -425,7 +427,7 @@ func (r *xdpRx) drain(pkts []Packet) int {
 		for _, d := range r.descs[:k] {
 			// Clear the metadata of every frame, so that stale bytes are
 			// never taken for the metadata of a later frame in the buffer.
-			meta := q.sock.Meta(d, bpf.MetaLen)
+			meta := q.sock.Meta(d, r.metaLen)
 			tai, stamped := bpf.ParseMeta(meta)
 			if stamped {
 				bpf.ClearMeta(meta)

@@ -53,7 +53,7 @@ func xdpOpen(t *testing.T, lab *netlab.Lab, cfg Config) Receiver {
 		return err
 	})
 	if errors.Is(err, ErrNotSupported) {
-		t.Skipf("kernel cannot run XDP/AF_XDP here: %v", err)
+		netlab.SkipOrFail(t, "XDP/AF_XDP", 5, 11, err)
 	}
 	if err != nil {
 		t.Fatal(err)

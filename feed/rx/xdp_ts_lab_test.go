@@ -71,3 +71,47 @@ func TestXDPKernelTimestamps(t *testing.T) {
 			st.Extra["xdp_kernel_ts"], st.Extra["xdp_user_ts"], st.Extra["xdp_no_meta"], n)
 	}
 }
+
+// TestXDPUserTimestamps: without metadata in front of the frames (as with a
+// driver that cannot reserve it) the backend falls back to the time it took
+// the batch off the ring, and counts it.
+func TestXDPUserTimestamps(t *testing.T) {
+	lab := xdpNewLab(t, netlab.Options{})
+	r := xdpOpen(t, lab, Config{PollTimeout: 20 * time.Millisecond})
+	defer r.Close()
+	r.(*xdpRx).metaLen = 0 // read no metadata, as if the driver had none
+	snd := xdpNewSender(t, lab, lab.Src, netip.AddrPortFrom(xdpTestGroup, xdpTestPort))
+	const n = 100
+	if err := <-snd.sendPaced(n, xdpPayload); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; r.Stats().Extra["xdp_redirected"] < n; i++ {
+		if i == 500 {
+			t.Fatalf("only %d of %d datagrams redirected", r.Stats().Extra["xdp_redirected"], n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	queued := time.Now().UnixNano()
+	pkts := make([]Packet, 32)
+	for got := 0; got < n; {
+		called := time.Now().UnixNano()
+		k, err := r.Receive(pkts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		returned := time.Now().UnixNano()
+		if k == 0 {
+			t.Fatalf("Receive timed out after %d of %d datagrams", got, n)
+		}
+		for _, p := range pkts[:k] {
+			if p.RxTime < called || p.RxTime > returned || p.RxTime < queued || p.RxTime != pkts[0].RxTime {
+				t.Fatalf("datagram %d: receive time %d, want the batch's pickup time in [%d, %d]", got, p.RxTime, called, returned)
+			}
+			got++
+		}
+		r.Release(pkts[:k])
+	}
+	if st := r.Stats(); st.Extra["xdp_kernel_ts"] != 0 || st.Extra["xdp_user_ts"] != n {
+		t.Errorf("stats: %d kernel, %d user timestamps; want 0, %d", st.Extra["xdp_kernel_ts"], st.Extra["xdp_user_ts"], n)
+	}
+}
