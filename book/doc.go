@@ -71,14 +71,16 @@
 // home slot is still held by an older live order goes to an overflow slot,
 // found through a small open-addressing table (linear probing, deletion by
 // backward shift, no tombstones) that is consulted only while some order is
-// in overflow.
+// in overflow. Each add prefetches the home slot of a reference a few ahead
+// (on amd64), so the next adds find their slots in cache.
 //
 // Each side of a book is a ladder: its price levels (price, total shares,
 // order count, FIFO head and tail) inline in one array sorted by price with
 // the best last, so the best bid and offer are O(1), depth N reads N
 // contiguous entries, and finding a level walks a few rungs from the top
-// before bisecting. An order remembers the index of its level as a hint,
-// checked against the price before use.
+// before bisecting. An order remembers the position of its level from the
+// top as a hint, checked against the price before use and, when levels
+// moved, corrected by walking a few rungs from it.
 //
 // # Output
 //

@@ -2,4 +2,5 @@
 
 package book
 
+// prefetch is a no-op where there is no prefetch_GOARCH.s.
 func prefetch(addr uintptr) {}
