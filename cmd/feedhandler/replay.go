@@ -14,8 +14,10 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/marketfeed/feedhandler/book"
+	"github.com/marketfeed/feedhandler/feed/handler"
 	"github.com/marketfeed/feedhandler/feed/input"
 	"github.com/marketfeed/feedhandler/feed/itch"
+	"github.com/marketfeed/feedhandler/proto/shm"
 )
 
 func init() {
@@ -76,8 +78,10 @@ func replay(args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&cfg.Overflow, "overflow", 0, "order slots for orders whose home slot is taken (0: max-orders/4)")
 	quiet := fs.Bool("quiet", false, "no progress line on stderr")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the replay loop to this file")
+	shmName := fs.String("shm", "", "publish the books into shared memory under this `NAME` while replaying (read them with bookview or the proto/shm reader)")
+	shmDepth := fs.Int("shm-depth", 10, "levels per side published with --shm")
 	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "usage: feedhandler replay [--json] [--books-out FILE] [--depth N] INPUT")
+		fmt.Fprintln(fs.Output(), "usage: feedhandler replay [--json] [--books-out FILE] [--depth N] [--shm NAME] INPUT")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -117,9 +121,17 @@ func replay(args []string, stdout, stderr io.Writer) error {
 	}
 
 	rp := replayer{bs: bs, quiet: *quiet, stderr: stderr}
+	if *shmName != "" {
+		w, err := shm.Create(shm.Config{Name: *shmName, Instruments: 16384, Depth: *shmDepth}) // a Nasdaq day lists about 9k instruments
+		if err != nil {
+			return fmt.Errorf("replay: %w", err)
+		}
+		defer w.Close() // marks the feed closed; the books stay readable
+		rp.w, rp.pub = w, handler.NewPublisher(w, bs, *shmDepth)
+	}
 	var scan *itch.Scanner
 	var data []byte
-	if r.Format() == input.FormatBinaryFile {
+	if r.Format() == input.FormatBinaryFile && rp.pub == nil {
 		// A BinaryFILE is mapped and scanned in place: no copy, no reader.
 		mapped, unmap, err := mapFile(path)
 		if err != nil {
@@ -147,7 +159,15 @@ func replay(args []string, stdout, stderr io.Writer) error {
 			if err != nil {
 				return fmt.Errorf("replay %s after %d messages: %w", path, rp.n, err)
 			}
+			if rp.pub != nil {
+				rp.applyPublish(m)
+				continue
+			}
 			rp.apply(m)
+		}
+		if rp.pub != nil {
+			rp.pub.Flush()
+			rp.w.Heartbeat()
 		}
 	}
 	wall := time.Since(rp.start)
@@ -248,6 +268,9 @@ func counters(s book.Stats) map[string]uint64 {
 // replayer applies messages, timing one in latencySampleEvery.
 type replayer struct {
 	bs           *book.Books
+	w            *shm.Writer        // with --shm
+	pub          *handler.Publisher // with --shm
+	lastBeat     time.Time
 	hist         latencyHist
 	n            uint64
 	start        time.Time
@@ -306,6 +329,29 @@ func (rp *replayer) applyFile(data []byte, scan *itch.Scanner) error {
 }
 
 // sample applies m timed; kept out of apply so that apply inlines.
+// publishEvery is how many messages --shm applies between publishes:
+// the books changed in between are published once each, in their latest
+// state (conflated), as the pipeline's shards do per batch.
+const publishEvery = 256
+
+// applyPublish applies m and, every publishEvery messages, publishes the
+// books that changed.
+func (rp *replayer) applyPublish(m itch.Msg) {
+	rp.n++
+	loc, changed := rp.bs.Apply(m)
+	rp.pub.Applied(loc, changed, rp.n, 0)
+	if rp.n%publishEvery == 0 {
+		rp.pub.Flush()
+		if now := time.Now(); now.Sub(rp.lastBeat) > 50*time.Millisecond {
+			rp.lastBeat = now
+			rp.w.Heartbeat()
+			if !rp.quiet {
+				rp.progress()
+			}
+		}
+	}
+}
+
 func (rp *replayer) sample(m itch.Msg) {
 	a := nanotime()
 	rp.bs.Apply(m)
