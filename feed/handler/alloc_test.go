@@ -13,7 +13,7 @@ import (
 	"github.com/marketfeed/feedhandler/tools/itchgen/gen"
 )
 
-func testWriter(t *testing.T) *shm.Writer {
+func testWriter(t testing.TB) *shm.Writer {
 	t.Helper()
 	name := fmt.Sprintf("fhhandlertest-%d-%s", os.Getpid(), t.Name())
 	w, err := shm.Create(shm.Config{Name: name, Instruments: 1024, Depth: 10})
@@ -25,7 +25,7 @@ func testWriter(t *testing.T) *shm.Writer {
 }
 
 // dayPackets generates n messages as MoldUDP64 packets.
-func dayPackets(t *testing.T, n int) [][]byte {
+func dayPackets(t testing.TB, n int) [][]byte {
 	t.Helper()
 	g, err := gen.New(gen.Config{Messages: n, Symbols: 50, Seed: 9})
 	if err != nil {

@@ -111,12 +111,7 @@ func (s *shard) run(pinErr chan<- error) {
 		}
 		s.pub.Flush()
 		now := time.Now().UnixNano()
-		for i := range batch {
-			if batch[i].kind == 0 {
-				s.hist.Record(now - batch[i].rxTime)
-				s.histPath.Record(now - batch[i].pickup)
-			}
-		}
+		s.record(batch, now)
 		s.ring.Release(len(batch))
 		s.applied.Add(uint64(msgs))
 		s.batches++
@@ -124,6 +119,25 @@ func (s *shard) run(pinErr chan<- error) {
 			s.copyStats()
 			lastStats = time.Now()
 		}
+	}
+}
+
+// record adds the batch's messages to the latency histograms, one Record
+// per run of messages that share their timestamps (a packet's messages).
+func (s *shard) record(batch []slot, now int64) {
+	for i := 0; i < len(batch); {
+		if batch[i].kind != 0 {
+			i++
+			continue
+		}
+		rxTime, pickup := batch[i].rxTime, batch[i].pickup
+		j := i + 1
+		for j < len(batch) && batch[j].kind == 0 && batch[j].rxTime == rxTime && batch[j].pickup == pickup {
+			j++
+		}
+		s.hist.RecordN(now-rxTime, j-i)
+		s.histPath.RecordN(now-pickup, j-i)
+		i = j
 	}
 }
 

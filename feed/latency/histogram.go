@@ -71,6 +71,28 @@ func (h *Histogram) Record(ns int64) {
 	}
 }
 
+// RecordN records n observations of the same value ns: the cost of one
+// Record for a run of messages that share a timestamp (the messages of one
+// packet). n <= 0 records nothing.
+func (h *Histogram) RecordN(ns int64, n int) {
+	if n <= 0 {
+		return
+	}
+	if ns < 0 {
+		ns = 0
+	} else if ns == math.MaxInt64 {
+		ns--
+	}
+	h.counts[BucketIndex(ns)].Add(uint64(n))
+	h.sum.Add(uint64(ns) * uint64(n))
+	if ns > h.max.Load() {
+		h.max.Store(ns)
+	}
+	if m := h.min.Load(); m == 0 || ns+1 < m {
+		h.min.Store(ns + 1)
+	}
+}
+
 // Merge adds every count of o into h. Only h's writer may call it; o may be
 // recorded into concurrently.
 func (h *Histogram) Merge(o *Histogram) {

@@ -269,3 +269,23 @@ func TestSince(t *testing.T) {
 		}
 	}
 }
+
+func TestRecordNMatchesRecord(t *testing.T) {
+	var a, b Histogram
+	for _, v := range []int64{0, 5, 127, 128, 1000, 123456, 1 << 40} {
+		a.RecordN(v, 7)
+		for i := 0; i < 7; i++ {
+			b.Record(v)
+		}
+	}
+	a.RecordN(99, 0)
+	var sa, sb Snapshot
+	a.Snapshot(&sa)
+	b.Snapshot(&sb)
+	if sa != sb {
+		t.Fatalf("RecordN snapshot differs from repeated Record")
+	}
+	if n := testing.AllocsPerRun(100, func() { a.RecordN(1000, 3) }); n != 0 {
+		t.Fatalf("RecordN allocates %.1f", n)
+	}
+}
