@@ -15,6 +15,8 @@ import (
 	"strings"
 
 	"github.com/rs/zerolog"
+
+	"github.com/marketfeed/feedhandler/tools/demo"
 )
 
 type command struct {
@@ -43,6 +45,7 @@ func usage() {
 }
 
 func main() {
+	demo.MaybeSender() // the demo's sender process re-executes this binary
 	args := os.Args[1:]
 	if len(args) == 0 {
 		usage()

@@ -25,13 +25,16 @@ func testWriter(t testing.TB) *shm.Writer {
 }
 
 // dayPackets generates n messages as MoldUDP64 packets.
-func dayPackets(t testing.TB, n int) [][]byte {
+func dayPackets(t testing.TB, n int) [][]byte { return dayPacketsSized(t, n, 0) }
+
+// dayPacketsSized generates n messages as packets of at most maxPacket bytes.
+func dayPacketsSized(t testing.TB, n, maxPacket int) [][]byte {
 	t.Helper()
 	g, err := gen.New(gen.Config{Messages: n, Symbols: 50, Seed: 9})
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := moldudp64.NewBuilder(moldudp64.NewSession("ALLOC"), 1, 0)
+	b := moldudp64.NewBuilder(moldudp64.NewSession("ALLOC"), 1, maxPacket)
 	var pkts [][]byte
 	err = g.Stream(func(m itch.Msg) error {
 		if err := b.Add(m); errors.Is(err, moldudp64.ErrFull) {

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"os"
 	"slices"
 	"sort"
 	"strings"
@@ -218,24 +219,6 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	}()
 	res := &Result{Backend: h.Backend(), Depth: o.Depth}
 
-	var s *mcast.Sender
-	err = lab.Do(lab.Src, func() error {
-		var err error
-		s, err = mcast.NewSender(mcast.Config{
-			Interface: lab.SrcIf,
-			Lines: []mcast.Line{
-				{Group: o.LineA.Addr(), Port: o.LineA.Port(), Loss: o.LossA, Dup: o.DupA, Reorder: o.ReorderA},
-				{Group: o.LineB.Addr(), Port: o.LineB.Port(), Loss: o.LossB},
-			},
-			Rate: o.Rate,
-			Seed: 7,
-		})
-		return err
-	})
-	if err != nil {
-		return nil, err
-	}
-	defer s.Close()
 	pkts := o.Day.Packets
 	if len(o.Drop) > 0 {
 		pkts = make([][]byte, 0, len(o.Day.Packets))
@@ -245,8 +228,22 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 			}
 		}
 	}
+	dir, err := os.MkdirTemp("", "fhdemo")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	scfg := mcast.Config{
+		Interface: lab.SrcIf,
+		Lines: []mcast.Line{
+			{Group: o.LineA.Addr(), Port: o.LineA.Port(), Loss: o.LossA, Dup: o.DupA, Reorder: o.ReorderA},
+			{Group: o.LineB.Addr(), Port: o.LineB.Port(), Loss: o.LossB},
+		},
+		Rate: o.Rate,
+		Seed: 7,
+	}
 	start := time.Now()
-	res.Sender, err = s.Send(ctx, mcast.Packets(pkts))
+	res.Sender, err = send(ctx, lab, dir, pkts, scfg)
 	res.SendTime = time.Since(start)
 	if err != nil {
 		return res, fmt.Errorf("demo: send: %w", err)

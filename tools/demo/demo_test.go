@@ -18,6 +18,11 @@ import (
 	"github.com/marketfeed/feedhandler/tools/netlab"
 )
 
+func TestMain(m *testing.M) {
+	MaybeSender() // Run re-executes the test binary as the sender
+	os.Exit(m.Run())
+}
+
 // The end-to-end tests share one generated day of a million messages.
 var (
 	dayOnce sync.Once

@@ -26,6 +26,7 @@ import (
 )
 
 func main() {
+	demo.MaybeSender() // Run re-executes this binary as the sender
 	backends := flag.String("backends", "xdp,uring,socket", "receive backends to compare")
 	rates := flag.String("rates", "100000,0", "input packets per second per line; 0 = as fast as possible")
 	messages := flag.Int("messages", 2_000_000, "messages in the generated day")
