@@ -29,15 +29,6 @@ type liveOrder struct {
 	price  uint32
 }
 
-func buildDay(seed uint64, symbols, live, churn int, drain bool) (buf []byte, msgs int) {
-	p := buildDayPhases(seed, symbols, live, churn, drain)
-	for _, ph := range p {
-		buf = append(buf, ph.buf...)
-		msgs += ph.msgs
-	}
-	return buf, msgs
-}
-
 type phase struct {
 	buf  []byte
 	msgs int
