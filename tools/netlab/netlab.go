@@ -16,7 +16,9 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync/atomic"
 
@@ -71,6 +73,7 @@ func New(o Options) (*Lab, error) {
 	if os.Geteuid() != 0 {
 		return nil, fmt.Errorf("netlab: need root (CAP_NET_ADMIN) for namespaces: %w", ErrNotSupported)
 	}
+	sweep()
 	id := fmt.Sprintf("%d%d", os.Getpid()%100000, counter.Add(1))
 	l := &Lab{
 		Src:   o.Prefix + "s" + id,
@@ -104,10 +107,13 @@ func New(o Options) (*Lab, error) {
 		{"-n", l.Src, "route", "add", "224.0.0.0/4", "dev", l.SrcIf},
 		{"-n", l.Dst, "route", "add", "224.0.0.0/4", "dev", l.DstIf},
 	}
-	for _, s := range steps {
+	for i, s := range steps {
 		if err := ip(s...); err != nil {
 			l.Close()
 			return nil, err
+		}
+		if i < 2 {
+			own(s[2])
 		}
 	}
 	if o.Threaded {
@@ -223,9 +229,45 @@ func (l *Lab) Close() error {
 		}
 		if err := ip("netns", "del", ns); err != nil {
 			errs = append(errs, err)
+			continue
 		}
+		os.Remove(filepath.Join(ownerDir, ns))
 	}
 	return errors.Join(errs...)
+}
+
+// ownerDir records which process made each lab namespace, so that a lab
+// left behind by a process that was killed is removed by the next New.
+const ownerDir = "/run/fhnetlab"
+
+func own(ns string) {
+	if os.MkdirAll(ownerDir, 0o755) == nil {
+		os.WriteFile(filepath.Join(ownerDir, ns), []byte(strconv.Itoa(os.Getpid())), 0o644)
+	}
+}
+
+// sweep deletes lab namespaces whose owner process is gone.
+func sweep() {
+	ents, err := os.ReadDir(ownerDir)
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		b, err := os.ReadFile(filepath.Join(ownerDir, e.Name()))
+		if err != nil {
+			continue
+		}
+		pid, err := strconv.Atoi(string(b))
+		if err != nil || pid <= 0 {
+			continue
+		}
+		if err := unix.Kill(pid, 0); errors.Is(err, unix.ESRCH) {
+			if _, err := os.Stat("/run/netns/" + e.Name()); err == nil {
+				ip("netns", "del", e.Name())
+			}
+			os.Remove(filepath.Join(ownerDir, e.Name()))
+		}
+	}
 }
 
 func ip(args ...string) error {

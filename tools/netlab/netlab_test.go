@@ -54,3 +54,31 @@ func TestLabUnicastRoundTrip(t *testing.T) {
 		t.Fatalf("namespace %s left behind", lab.Dst)
 	}
 }
+
+// TestSweepRemovesOrphans: a namespace whose recorded owner process is gone
+// is deleted by the next New.
+func TestSweepRemovesOrphans(t *testing.T) {
+	lab, err := New(Options{Prefix: "fho"})
+	if errors.Is(err, ErrNotSupported) {
+		t.Skip(err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lab.Close()
+	// Pretend a dead process made lab.Src.
+	if err := os.WriteFile("/run/fhnetlab/"+lab.Src, []byte("999999999"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	other, err := New(Options{Prefix: "fho"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	if _, err := os.Stat("/run/netns/" + lab.Src); err == nil {
+		t.Fatalf("orphaned namespace %s not swept", lab.Src)
+	}
+	if _, err := os.Stat("/run/netns/" + lab.Dst); err != nil {
+		t.Fatalf("live namespace %s was swept: %v", lab.Dst, err)
+	}
+}
