@@ -77,7 +77,7 @@ func (r *pacedRx) Receive(pkts []rx.Packet) (int, error) {
 	}
 	due := int(time.Since(r.start) / r.interval)
 	n := 0
-	for n < len(pkts) && r.next < len(r.script) && r.next < due {
+	for n < len(pkts) && r.next < len(r.script) && r.next <= due {
 		pkts[n] = r.script[r.next]
 		pkts[n].RxTime = r.start.Add(time.Duration(r.next) * r.interval).UnixNano()
 		n++
@@ -85,6 +85,8 @@ func (r *pacedRx) Receive(pkts []rx.Packet) (int, error) {
 	}
 	return n, nil
 }
+
+var benchDepth = 10
 
 // BenchmarkPipelinePaced offers a generated day at 100k packets/s per line
 // (8-9 messages per packet, lines A and B interleaved) to the real
@@ -107,6 +109,7 @@ func BenchmarkPipelinePaced(b *testing.B) {
 			Book:        book.Config{MaxOrders: 1 << 18, MaxLocates: 1024, MaxLevels: 1 << 16},
 			ReceiveCore: 0,
 			ShardCores:  []int{1},
+			Depth:       benchDepth,
 			ShmName:     name,
 			Open:        func(rx.Config) (rx.Receiver, error) { r.start = time.Now(); return r, nil },
 			Log:         zerolog.Nop(),
@@ -129,4 +132,5 @@ func BenchmarkPipelinePaced(b *testing.B) {
 	b.ReportMetric(float64(l.Quantile(0.99)), "p99-ns")
 	b.ReportMetric(float64(l.Quantile(0.999)), "p99.9-ns")
 	b.ReportMetric(float64(l.Max), "max-ns")
+	b.ReportMetric(float64(last.PathLatency.Quantile(0.5)), "path-p50-ns")
 }
