@@ -493,16 +493,28 @@ func TestXDPDoubleRelease(t *testing.T) {
 	errc := snd.sendPaced(n, xdpPayload)
 	pkts := make([]Packet, 16)
 	got := 0
+	seen := make([]bool, n)
 	deadline := time.Now().Add(20 * time.Second)
-	for got < n && time.Now().Before(deadline) {
+	for got+int(r.Stats().Dropped) < n && time.Now().Before(deadline) {
 		k, err := r.Receive(pkts)
 		if err != nil {
 			t.Fatal(err)
 		}
-		for i, p := range pkts[:k] {
-			if !bytes.Equal(p.Data, xdpPayload(got+i)) {
-				t.Fatalf("datagram %d corrupted", got+i)
+		// A frame handed out twice (the bug a double release could cause)
+		// shows as a datagram whose bytes do not match its own index, or
+		// as an index seen twice.
+		for _, p := range pkts[:k] {
+			if len(p.Data) < 8 {
+				t.Fatalf("datagram of %d bytes", len(p.Data))
 			}
+			idx := int(binary.BigEndian.Uint64(p.Data))
+			if idx >= n || !bytes.Equal(p.Data, xdpPayload(idx)) {
+				t.Fatalf("datagram %d corrupted", idx)
+			}
+			if seen[idx] {
+				t.Fatalf("datagram %d received twice", idx)
+			}
+			seen[idx] = true
 		}
 		got += k
 		r.Release(pkts[:k])
@@ -512,8 +524,10 @@ func TestXDPDoubleRelease(t *testing.T) {
 	if err := <-errc; err != nil {
 		t.Fatal(err)
 	}
-	if got != n {
-		t.Fatalf("received %d of %d; stats %+v", got, n, r.Stats())
+	// Under load the 64-frame ring may overflow; the kernel counts that.
+	// What must hold is that nothing vanished without being counted.
+	if st := r.Stats(); got+int(st.Dropped) != n {
+		t.Fatalf("received %d + dropped %d of %d; stats %+v", got, st.Dropped, n, st)
 	}
 	if st := r.Stats(); st.Extra["xsk_rx_invalid_descs"] != 0 {
 		t.Errorf("kernel saw %d invalid fill descriptors", st.Extra["xsk_rx_invalid_descs"])
