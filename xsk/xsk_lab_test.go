@@ -254,7 +254,7 @@ func TestZeroCopyNegotiation(t *testing.T) {
 func TestRebindAfterClose(t *testing.T) {
 	lab := newLab(t, netlab.Options{Prefix: "xr"})
 	st := attach(t, lab, bpf.ModeNative)
-	before := kernelFDs()
+	before := netlab.KernelFDs()
 	log := zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.DebugLevel)
 	for i := range 5 {
 		s := openSocket(t, lab, xsk.Config{Ifindex: st.ifindex, FillSize: 64, RxSize: 64, Log: log})
@@ -268,7 +268,7 @@ func TestRebindAfterClose(t *testing.T) {
 			t.Fatalf("second close: %v", err)
 		}
 	}
-	for fd, what := range kernelFDs() {
+	for fd, what := range netlab.KernelFDs() {
 		if _, ok := before[fd]; !ok {
 			t.Errorf("fd %s (%s) leaked", fd, what)
 		}
