@@ -72,6 +72,10 @@ func runDemo(args []string) error {
 		100**loss, *rate, o.Backend)
 	o.Day = day
 	res, err := demo.Run(ctx, o)
+	if ctx.Err() != nil {
+		fmt.Println("interrupted: the lab, the sender and the shared memory were cleaned up")
+		return ctx.Err()
+	}
 	if res != nil {
 		printDemo(os.Stdout, day, res)
 	}
@@ -103,6 +107,10 @@ func printDemo(w io.Writer, day *demo.Day, res *demo.Result) {
 		fmt.Fprintln(w)
 	}
 	a, b := st.Arbiter.Lines[0], st.Arbiter.Lines[1]
+	var droppedA uint64
+	if len(res.Sender.Lines) > 0 {
+		droppedA = res.Sender.Lines[0].Dropped
+	}
 	var inc uint64
 	for _, s := range st.Shards {
 		inc += s.Book.Inconsistencies()
@@ -111,7 +119,7 @@ func printDemo(w io.Writer, day *demo.Day, res *demo.Result) {
 	fmt.Fprintf(w, "  backend              %s\n", res.Backend)
 	fmt.Fprintf(w, "  messages             %d sent, %d delivered in order, %d applied\n", day.Messages, st.Arbiter.Delivered, st.Applied())
 	fmt.Fprintf(w, "  line A               %d packets, %d sequence jumps (sender dropped %d packets), won %d, duplicates %d\n",
-		a.Packets, a.LineGaps, res.Sender.Lines[0].Dropped, a.Won, a.Duplicates)
+		a.Packets, a.LineGaps, droppedA, a.Won, a.Duplicates)
 	fmt.Fprintf(w, "  line B               %d packets, %d sequence jumps, won %d, duplicates %d\n", b.Packets, b.LineGaps, b.Won, b.Duplicates)
 	fmt.Fprintf(w, "  gaps (both lines)    %d (%d messages)\n", st.Arbiter.Gaps, st.Arbiter.GapMessages)
 	fmt.Fprintf(w, "  inconsistencies      %d\n", inc)

@@ -246,6 +246,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	res.Sender, err = send(ctx, lab, dir, pkts, scfg)
 	res.SendTime = time.Since(start)
 	if err != nil {
+		res.Stats = h.Stats()
 		return res, fmt.Errorf("demo: send: %w", err)
 	}
 
