@@ -19,11 +19,7 @@ import (
 // side; 0 writes all. If two locates carry the same symbol the later one is
 // keyed "SYMBOL#locate".
 func (bs *Books) WriteJSON(w io.Writer, depth int) error {
-	type entry struct {
-		key string
-		b   *Book
-	}
-	var list []entry
+	var list []JSONBook
 	seen := map[string]bool{}
 	for b := range bs.All() {
 		if b.Orders() == 0 {
@@ -34,26 +30,37 @@ func (bs *Books) WriteJSON(w io.Writer, depth int) error {
 			k += "#" + strconv.Itoa(int(b.locate))
 		}
 		seen[k] = true
-		list = append(list, entry{k, b})
+		list = append(list, JSONBook{Key: k, Bids: b.AppendDepth(Bid, nil, depth), Asks: b.AppendDepth(Ask, nil, depth)})
 	}
-	slices.SortFunc(list, func(a, b entry) int { return strings.Compare(a.key, b.key) })
+	return WriteBooksJSON(w, list)
+}
+
+// JSONBook is one entry of the books JSON document.
+type JSONBook struct {
+	Key        string  // the symbol without padding, or "SYMBOL#locate"
+	Bids, Asks []Level // best first
+}
+
+// WriteBooksJSON writes books as the JSON document WriteJSON describes,
+// sorted by key. Everything that prints books in this shape (replay
+// --books-out, bookview --once --json) goes through it, so the outputs
+// compare byte for byte.
+func WriteBooksJSON(w io.Writer, books []JSONBook) error {
+	slices.SortFunc(books, func(a, b JSONBook) int { return strings.Compare(a.Key, b.Key) })
 	bw := bufio.NewWriterSize(w, 1<<16)
 	bw.WriteByte('{')
 	var buf []byte
-	var levels []Level
-	for i, e := range list {
+	for i, e := range books {
 		if i > 0 {
 			bw.WriteString(",\n")
 		} else {
 			bw.WriteByte('\n')
 		}
-		buf = strconv.AppendQuote(buf[:0], e.key)
+		buf = strconv.AppendQuote(buf[:0], e.Key)
 		buf = append(buf, `: {"bids": `...)
-		levels = e.b.AppendDepth(Bid, levels[:0], depth)
-		buf = appendLevels(buf, levels)
+		buf = appendLevels(buf, e.Bids)
 		buf = append(buf, `, "asks": `...)
-		levels = e.b.AppendDepth(Ask, levels[:0], depth)
-		buf = appendLevels(buf, levels)
+		buf = appendLevels(buf, e.Asks)
 		buf = append(buf, '}')
 		bw.Write(buf)
 	}

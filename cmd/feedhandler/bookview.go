@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"errors"
 	"flag"
 	"fmt"
@@ -14,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/marketfeed/feedhandler/book"
 	"github.com/marketfeed/feedhandler/proto/bookfb"
 	"github.com/marketfeed/feedhandler/proto/shm"
 )
@@ -103,11 +103,7 @@ type line struct {
 // compare with cmp: keys are symbols in order ("SYMBOL#locate" for a second
 // locate with the same symbol), levels [price, shares, orders] best first.
 func (v *viewer) writeJSON() error {
-	type entry struct {
-		key        string
-		bids, asks []shm.Level
-	}
-	var list []entry
+	var list []book.JSONBook
 	seen := map[string]bool{}
 	ins := v.r.Instruments()
 	sort.Slice(ins, func(i, j int) bool { return ins[i].Locate < ins[j].Locate })
@@ -122,67 +118,31 @@ func (v *viewer) writeJSON() error {
 		if s.BidsLength() == 0 && s.AsksLength() == 0 {
 			continue
 		}
-		e := entry{key: string(s.Symbol())}
-		if seen[e.key] {
-			e.key += "#" + strconv.Itoa(int(in.Locate))
+		e := book.JSONBook{Key: string(s.Symbol())}
+		if seen[e.Key] {
+			e.Key += "#" + strconv.Itoa(int(in.Locate))
 		}
-		seen[e.key] = true
+		seen[e.Key] = true
 		for i := 0; ; i++ {
 			l, ok := s.Bid(i)
 			if !ok {
 				break
 			}
-			e.bids = append(e.bids, l)
+			e.Bids = append(e.Bids, book.Level(l))
 		}
 		for i := 0; ; i++ {
 			l, ok := s.Ask(i)
 			if !ok {
 				break
 			}
-			e.asks = append(e.asks, l)
+			e.Asks = append(e.Asks, book.Level(l))
 		}
 		list = append(list, e)
 	}
-	sort.Slice(list, func(i, j int) bool { return list[i].key < list[j].key })
-	bw := bufio.NewWriterSize(v.out, 1<<16)
-	bw.WriteByte('{')
-	var buf []byte
-	for i, e := range list {
-		if i > 0 {
-			bw.WriteString(",\n")
-		} else {
-			bw.WriteByte('\n')
-		}
-		buf = strconv.AppendQuote(buf[:0], e.key)
-		buf = append(buf, `: {"bids": `...)
-		buf = appendJSONLevels(buf, e.bids)
-		buf = append(buf, `, "asks": `...)
-		buf = appendJSONLevels(buf, e.asks)
-		buf = append(buf, '}')
-		bw.Write(buf)
-	}
-	bw.WriteString("\n}\n")
-	if err := bw.Flush(); err != nil {
-		return fmt.Errorf("bookview: write json: %w", err)
+	if err := book.WriteBooksJSON(v.out, list); err != nil {
+		return fmt.Errorf("bookview: %w", err)
 	}
 	return nil
-}
-
-func appendJSONLevels(buf []byte, levels []shm.Level) []byte {
-	buf = append(buf, '[')
-	for i, l := range levels {
-		if i > 0 {
-			buf = append(buf, ", "...)
-		}
-		buf = append(buf, '[')
-		buf = strconv.AppendUint(buf, uint64(l.Price), 10)
-		buf = append(buf, ", "...)
-		buf = strconv.AppendUint(buf, l.Shares, 10)
-		buf = append(buf, ", "...)
-		buf = strconv.AppendUint(buf, uint64(l.Orders), 10)
-		buf = append(buf, ']')
-	}
-	return append(buf, ']')
 }
 
 // collect reads the top of every instrument's book and sorts by activity:
