@@ -76,8 +76,8 @@ type Handler struct {
 	shardOf []uint8 // by locate
 	w       *shm.Writer
 
-	filter     map[string]bool
-	subscribed []bool // by locate, decided by 'R' when filtering
+	filter     map[itch.Symbol]bool // subscribed symbols (space padded, as on the wire)
+	subscribed []bool               // by locate, decided by 'R' when filtering
 
 	// rx-thread counters, copied under mu every few tens of milliseconds.
 	routed, filtered, badMsgs, nDelivered, rxErrors uint64
@@ -147,9 +147,9 @@ func Start(cfg Config) (*Handler, error) {
 		gapLog: make(chan moldudp64.Range, 64),
 	}
 	if len(cfg.Symbols) > 0 {
-		h.filter = make(map[string]bool, len(cfg.Symbols))
+		h.filter = make(map[itch.Symbol]bool, len(cfg.Symbols))
 		for _, s := range cfg.Symbols {
-			h.filter[s] = true
+			h.filter[itch.NewSymbol(s)] = true
 		}
 	}
 	threads := 1 + len(cfg.ShardCores)
@@ -276,7 +276,7 @@ func (h *Handler) route(p moldudp64.Packet, skip int, rxTime int64) {
 		}
 		if h.filter != nil {
 			if msg[0] == itch.TypeStockDirectory && len(msg) == itch.Length(itch.TypeStockDirectory) {
-				h.subscribed[loc] = h.filter[itch.StockDirectory(msg).Stock().String()]
+				h.subscribed[loc] = h.filter[itch.StockDirectory(msg).Stock()]
 			}
 			if !h.subscribed[loc] {
 				h.filtered++
