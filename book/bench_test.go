@@ -56,7 +56,7 @@ func BenchmarkApplyDay(b *testing.B) {
 }
 
 // BenchmarkApplyGeneratedDay: parse+apply of a whole day from the project's
-// generator (tools/itchgen/gen), 5 M messages, 500 symbols (its default);
+// generator (internal/itchgen), 5 M messages, 500 symbols (its default);
 // the same day as `itchgen -n 5000000`, but seed 7. Reset between
 // iterations is untimed.
 func BenchmarkApplyGeneratedDay(b *testing.B) {

@@ -11,12 +11,12 @@ import (
 
 	"github.com/marketfeed/feedhandler/feed/input"
 	"github.com/marketfeed/feedhandler/feed/itch"
-	"github.com/marketfeed/feedhandler/tools/itchgen/gen"
+	"github.com/marketfeed/feedhandler/internal/itchgen"
 )
 
 // generatedDay returns a BinaryFILE-framed day from the project's generator.
 func generatedDay(tb testing.TB, messages, symbols int) ([]byte, int) {
-	g, err := gen.New(gen.Config{Messages: messages, Symbols: symbols, Seed: 7})
+	g, err := itchgen.New(itchgen.Config{Messages: messages, Symbols: symbols, Seed: 7})
 	if err != nil {
 		tb.Fatal(err)
 	}

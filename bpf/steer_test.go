@@ -3,7 +3,7 @@ package bpf
 import (
 	"bytes"
 	"errors"
-	"github.com/marketfeed/feedhandler/tools/netlab"
+	"github.com/marketfeed/feedhandler/internal/netlab"
 	"net/netip"
 	"testing"
 

@@ -4,7 +4,7 @@ import (
 	"os"
 	"testing"
 
-	"github.com/marketfeed/feedhandler/tools/netlab"
+	"github.com/marketfeed/feedhandler/internal/netlab"
 )
 
 // TestMain fails the run when the tests leak sockets or BPF objects.

@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/marketfeed/feedhandler/bpf"
-	"github.com/marketfeed/feedhandler/tools/netlab"
+	"github.com/marketfeed/feedhandler/internal/netlab"
 	"github.com/marketfeed/feedhandler/xsk"
 	"golang.org/x/sys/unix"
 )

@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/marketfeed/feedhandler/feed/config"
-	"github.com/marketfeed/feedhandler/tools/demo"
+	"github.com/marketfeed/feedhandler/internal/demo"
 )
 
 func init() {

@@ -13,12 +13,12 @@ import (
 	"github.com/marketfeed/feedhandler/feed/dayfile"
 	"github.com/marketfeed/feedhandler/feed/moldudp64"
 	"github.com/marketfeed/feedhandler/feed/pcap"
-	"github.com/marketfeed/feedhandler/tools/itchgen/gen"
+	"github.com/marketfeed/feedhandler/internal/itchgen"
 )
 
-func genInspectFile(t *testing.T, cfg gen.Config, asPcap bool) (string, gen.PacketStats) {
+func genInspectFile(t *testing.T, cfg itchgen.Config, asPcap bool) (string, itchgen.PacketStats) {
 	t.Helper()
-	g, err := gen.New(cfg)
+	g, err := itchgen.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -28,7 +28,7 @@ func genInspectFile(t *testing.T, cfg gen.Config, asPcap bool) (string, gen.Pack
 		t.Fatal(err)
 	}
 	defer f.Close()
-	var st gen.PacketStats
+	var st itchgen.PacketStats
 	if asPcap {
 		st, err = g.WritePcap(f)
 	} else {
@@ -59,7 +59,7 @@ func inspectJSON(t *testing.T, args ...string) inspectReport {
 }
 
 func TestInspectBinaryFile(t *testing.T) {
-	path, _ := genInspectFile(t, gen.Config{Messages: 80_000, Symbols: 100, Seed: 2}, false)
+	path, _ := genInspectFile(t, itchgen.Config{Messages: 80_000, Symbols: 100, Seed: 2}, false)
 	// Count independently.
 	want := map[string]uint64{}
 	f, _ := os.Open(path)
@@ -104,7 +104,7 @@ func TestInspectBinaryFile(t *testing.T) {
 }
 
 func TestInspectPcap(t *testing.T) {
-	cfg := gen.Config{Messages: 40_000, Symbols: 60, Seed: 3, Lines: 2, Loss: 0.2, MaxPacket: 500}
+	cfg := itchgen.Config{Messages: 40_000, Symbols: 60, Seed: 3, Lines: 2, Loss: 0.2, MaxPacket: 500}
 	path, gst := genInspectFile(t, cfg, true)
 	// Independent view of the capture: packets, sequence numbers present.
 	f, _ := os.Open(path)
@@ -189,7 +189,7 @@ func TestInspectErrors(t *testing.T) {
 	if err := inspect([]string{filepath.Join(t.TempDir(), "missing")}, io.Discard); err == nil {
 		t.Error("missing file accepted")
 	}
-	path, _ := genInspectFile(t, gen.Config{Messages: 3000, Symbols: 10, Seed: 1}, false)
+	path, _ := genInspectFile(t, itchgen.Config{Messages: 3000, Symbols: 10, Seed: 1}, false)
 	data, _ := os.ReadFile(path)
 	os.WriteFile(path, data[:len(data)-3], 0o644)
 	var out bytes.Buffer

@@ -16,7 +16,7 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/marketfeed/feedhandler/tools/demo"
+	"github.com/marketfeed/feedhandler/internal/demo"
 )
 
 type command struct {

@@ -8,9 +8,9 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/marketfeed/feedhandler/internal/itchgen"
 	"github.com/marketfeed/feedhandler/proto/bookfb"
 	"github.com/marketfeed/feedhandler/proto/shm"
-	"github.com/marketfeed/feedhandler/tools/itchgen/gen"
 )
 
 // TestReplayShmMatchesBooksOut replays a generated day (a BinaryFILE, and
@@ -19,7 +19,7 @@ import (
 func TestReplayShmMatchesBooksOut(t *testing.T) {
 	for _, asPcap := range []bool{false, true} {
 		t.Run(fmt.Sprintf("pcap=%v", asPcap), func(t *testing.T) {
-			path, _ := genInspectFile(t, gen.Config{Messages: 300_000, Symbols: 300, Seed: 11, Lines: 2, Loss: 0.01}, asPcap)
+			path, _ := genInspectFile(t, itchgen.Config{Messages: 300_000, Symbols: 300, Seed: 11, Lines: 2, Loss: 0.01}, asPcap)
 			name := fmt.Sprintf("fh-replayshm-%d-%v", os.Getpid(), asPcap)
 			defer shm.Remove(name)
 			booksOut := filepath.Join(t.TempDir(), "books.json")

@@ -10,7 +10,7 @@ import (
 
 	"github.com/marketfeed/feedhandler/book"
 	"github.com/marketfeed/feedhandler/feed/itch"
-	"github.com/marketfeed/feedhandler/tools/itchgen/gen"
+	"github.com/marketfeed/feedhandler/internal/itchgen"
 )
 
 // TestReplayFileAndPcap replays the same generated day from a BinaryFILE and
@@ -20,7 +20,7 @@ func TestReplayFileAndPcap(t *testing.T) {
 	dir := t.TempDir()
 	const messages = 200_000
 	write := func(name string, pcap bool) string {
-		g, err := gen.New(gen.Config{Messages: messages, Symbols: 50, Seed: 3, Lines: 2})
+		g, err := itchgen.New(itchgen.Config{Messages: messages, Symbols: 50, Seed: 3, Lines: 2})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -100,7 +100,7 @@ func TestReplayFileAndPcap(t *testing.T) {
 // unknown type, a long and a short message, an empty block and a truncated
 // end between valid messages.
 func TestApplyFileMatchesScanner(t *testing.T) {
-	g, err := gen.New(gen.Config{Messages: 5000, Symbols: 20, Seed: 5})
+	g, err := itchgen.New(itchgen.Config{Messages: 5000, Symbols: 20, Seed: 5})
 	if err != nil {
 		t.Fatal(err)
 	}

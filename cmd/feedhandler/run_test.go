@@ -17,10 +17,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/marketfeed/feedhandler/internal/demo"
+	"github.com/marketfeed/feedhandler/internal/exchange"
+	"github.com/marketfeed/feedhandler/internal/netlab"
 	"github.com/marketfeed/feedhandler/proto/shm"
-	"github.com/marketfeed/feedhandler/tools/demo"
-	"github.com/marketfeed/feedhandler/tools/mcast"
-	"github.com/marketfeed/feedhandler/tools/netlab"
 )
 
 // TestRunFeedProcess runs the real binary as users do, `feedhandler --feed
@@ -101,9 +101,9 @@ log:
 		t.Fatalf("feedhandler not receiving after 20s:\n%s", stderr.String())
 	}
 
-	var s *mcast.Sender
+	var s *exchange.Sender
 	if err := lab.Do(lab.Src, func() error {
-		s, err = mcast.NewSender(mcast.Config{Interface: lab.SrcIf, Rate: 20000, Lines: []mcast.Line{
+		s, err = exchange.NewSender(exchange.Config{Interface: lab.SrcIf, Rate: 20000, Lines: []exchange.Line{
 			{Group: demo.GroupA.Addr(), Port: demo.GroupA.Port(), Loss: 0.1},
 			{Group: demo.GroupB.Addr(), Port: demo.GroupB.Port()},
 		}})
@@ -112,7 +112,7 @@ log:
 		t.Fatal(err)
 	}
 	defer s.Close()
-	if _, err := s.Send(context.Background(), mcast.Packets(day.Packets)); err != nil {
+	if _, err := s.Send(context.Background(), exchange.Packets(day.Packets)); err != nil {
 		t.Fatal(err)
 	}
 

@@ -11,7 +11,7 @@ import (
 	"os/signal"
 	"time"
 
-	"github.com/marketfeed/feedhandler/tools/mcast"
+	"github.com/marketfeed/feedhandler/internal/exchange"
 )
 
 func init() {
@@ -51,7 +51,7 @@ func sendFile(args []string, out io.Writer) error {
 		fs.Usage()
 		return errors.New("need -a and one input file")
 	}
-	var lines []mcast.Line
+	var lines []exchange.Line
 	for i, dst := range []string{*lineA, *lineB} {
 		if dst == "" {
 			continue
@@ -60,15 +60,15 @@ func sendFile(args []string, out io.Writer) error {
 		if err != nil {
 			return fmt.Errorf("line %c destination: %w", 'A'+i, err)
 		}
-		lines = append(lines, mcast.Line{Group: ap.Addr(), Port: ap.Port(),
+		lines = append(lines, exchange.Line{Group: ap.Addr(), Port: ap.Port(),
 			Loss: *inj[i].loss, Dup: *inj[i].dup, Reorder: *inj[i].reorder})
 	}
-	src, err := mcast.OpenFile(fs.Arg(0), mcast.FileOptions{Session: *session, FirstSeq: *firstSeq, MaxPacket: *maxPacket, EndOfSession: *eos})
+	src, err := exchange.OpenFile(fs.Arg(0), exchange.FileOptions{Session: *session, FirstSeq: *firstSeq, MaxPacket: *maxPacket, EndOfSession: *eos})
 	if err != nil {
 		return err
 	}
 	defer src.Close()
-	s, err := mcast.NewSender(mcast.Config{Interface: *iface, Lines: lines, Rate: *rate, Count: *count, Duration: *duration, TTL: *ttl, Seed: *seed})
+	s, err := exchange.NewSender(exchange.Config{Interface: *iface, Lines: lines, Rate: *rate, Count: *count, Duration: *duration, TTL: *ttl, Seed: *seed})
 	if err != nil {
 		return err
 	}

@@ -9,8 +9,8 @@ import (
 	"github.com/marketfeed/feedhandler/book"
 	"github.com/marketfeed/feedhandler/feed/itch"
 	"github.com/marketfeed/feedhandler/feed/moldudp64"
+	"github.com/marketfeed/feedhandler/internal/itchgen"
 	"github.com/marketfeed/feedhandler/proto/shm"
-	"github.com/marketfeed/feedhandler/tools/itchgen/gen"
 )
 
 func testWriter(t testing.TB) *shm.Writer {
@@ -30,7 +30,7 @@ func dayPackets(t testing.TB, n int) [][]byte { return dayPacketsSized(t, n, 0) 
 // dayPacketsSized generates n messages as packets of at most maxPacket bytes.
 func dayPacketsSized(t testing.TB, n, maxPacket int) [][]byte {
 	t.Helper()
-	g, err := gen.New(gen.Config{Messages: n, Symbols: 50, Seed: 9})
+	g, err := itchgen.New(itchgen.Config{Messages: n, Symbols: 50, Seed: 9})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,9 +13,9 @@ import (
 
 	"github.com/marketfeed/feedhandler/book"
 	"github.com/marketfeed/feedhandler/feed/itch"
-	"github.com/marketfeed/feedhandler/feed/latency"
 	"github.com/marketfeed/feedhandler/feed/moldudp64"
 	"github.com/marketfeed/feedhandler/feed/rx"
+	"github.com/marketfeed/feedhandler/internal/latency"
 	"github.com/marketfeed/feedhandler/proto/shm"
 )
 

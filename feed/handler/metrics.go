@@ -5,7 +5,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/marketfeed/feedhandler/feed/latency"
+	"github.com/marketfeed/feedhandler/internal/latency"
 )
 
 // Collector exports the pipeline's counters to Prometheus. Each scrape

@@ -8,8 +8,8 @@ import (
 
 	"github.com/marketfeed/feedhandler/book"
 	"github.com/marketfeed/feedhandler/feed/itch"
-	"github.com/marketfeed/feedhandler/feed/latency"
-	"github.com/marketfeed/feedhandler/feed/spsc"
+	"github.com/marketfeed/feedhandler/internal/latency"
+	"github.com/marketfeed/feedhandler/internal/spsc"
 	"github.com/marketfeed/feedhandler/proto/shm"
 )
 

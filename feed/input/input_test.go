@@ -21,7 +21,7 @@ import (
 	"github.com/marketfeed/feedhandler/feed/itch"
 	"github.com/marketfeed/feedhandler/feed/moldudp64"
 	"github.com/marketfeed/feedhandler/feed/pcap"
-	"github.com/marketfeed/feedhandler/tools/itchgen/gen"
+	"github.com/marketfeed/feedhandler/internal/itchgen"
 )
 
 var (
@@ -46,8 +46,8 @@ func write(t testing.TB, name string, fn func(io.Writer) error) string {
 	return path
 }
 
-func genFile(t testing.TB, cfg gen.Config, asPcap bool) string {
-	g, err := gen.New(cfg)
+func genFile(t testing.TB, cfg itchgen.Config, asPcap bool) string {
+	g, err := itchgen.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,7 +90,7 @@ func equalMsgs(t *testing.T, got, want [][]byte) {
 	}
 }
 
-var dayCfg = gen.Config{Messages: 60_000, Symbols: 80, Seed: 11, MaxPacket: 700}
+var dayCfg = itchgen.Config{Messages: 60_000, Symbols: 80, Seed: 11, MaxPacket: 700}
 
 func TestBinaryFile(t *testing.T) {
 	path := genFile(t, dayCfg, false)
@@ -152,7 +152,7 @@ func TestLinesWithLoss(t *testing.T) {
 // several seeds; the reader against a naive model of what the capture holds.
 func TestLinesRandomFaults(t *testing.T) {
 	for seed := uint64(1); seed <= 6; seed++ {
-		cfg := gen.Config{Messages: 20_000, Symbols: 30, Seed: seed, MaxPacket: 300, Lines: 2,
+		cfg := itchgen.Config{Messages: 20_000, Symbols: 30, Seed: seed, MaxPacket: 300, Lines: 2,
 			Loss: 0.15 * float64(seed%3), Dup: 0.05 * float64(seed%2), Reorder: 0.03 * float64(seed)}
 		t.Run(fmt.Sprint(seed), func(t *testing.T) { checkLines(t, cfg) })
 	}
@@ -161,7 +161,7 @@ func TestLinesRandomFaults(t *testing.T) {
 // checkLines compares the reader on a generated capture with a naive model:
 // every sequence number present on any line, once, in order, and gaps
 // exactly where no line carried a sequence number.
-func checkLines(t *testing.T, cfg gen.Config) *input.Stats {
+func checkLines(t *testing.T, cfg itchgen.Config) *input.Stats {
 	t.Helper()
 	path := genFile(t, cfg, true)
 	plain := cfg
@@ -347,7 +347,7 @@ func TestPcapNG(t *testing.T) {
 }
 
 func TestTruncatedBinaryFile(t *testing.T) {
-	path := genFile(t, gen.Config{Messages: 5000, Symbols: 10, Seed: 1}, false)
+	path := genFile(t, itchgen.Config{Messages: 5000, Symbols: 10, Seed: 1}, false)
 	data, _ := os.ReadFile(path)
 	os.WriteFile(path, data[:len(data)-5], 0o644)
 	r, err := input.Open(path)
@@ -370,7 +370,7 @@ func TestTruncatedBinaryFile(t *testing.T) {
 
 func TestNextAllocs(t *testing.T) {
 	for _, asPcap := range []bool{false, true} {
-		path := genFile(t, gen.Config{Messages: 200_000, Symbols: 50, Seed: 1}, asPcap)
+		path := genFile(t, itchgen.Config{Messages: 200_000, Symbols: 50, Seed: 1}, asPcap)
 		r, err := input.Open(path)
 		if err != nil {
 			t.Fatal(err)
@@ -392,7 +392,7 @@ func TestNextAllocs(t *testing.T) {
 func BenchmarkNext(b *testing.B) {
 	for _, asPcap := range []bool{false, true} {
 		b.Run(map[bool]string{false: "binaryfile", true: "pcap"}[asPcap], func(b *testing.B) {
-			path := genFile(b, gen.Config{Messages: 1_000_000, Symbols: 200, Seed: 1}, asPcap)
+			path := genFile(b, itchgen.Config{Messages: 1_000_000, Symbols: 200, Seed: 1}, asPcap)
 			r, _ := input.Open(path)
 			defer r.Close()
 			b.ReportAllocs()
@@ -412,7 +412,7 @@ func Example() {
 	defer os.RemoveAll(dir)
 	path := filepath.Join(dir, "day.pcap")
 	f, _ := os.Create(path)
-	g, _ := gen.New(gen.Config{Messages: 5000, Symbols: 20, Seed: 1, Lines: 2})
+	g, _ := itchgen.New(itchgen.Config{Messages: 5000, Symbols: 20, Seed: 1, Lines: 2})
 	g.WritePcap(f)
 	f.Close()
 
@@ -490,7 +490,7 @@ func TestJoinedLate(t *testing.T) {
 
 func TestGzip(t *testing.T) {
 	for _, asPcap := range []bool{false, true} {
-		plain := genFile(t, gen.Config{Messages: 20_000, Symbols: 30, Seed: 2}, asPcap)
+		plain := genFile(t, itchgen.Config{Messages: 20_000, Symbols: 30, Seed: 2}, asPcap)
 		want, _ := readAll(t, plain, input.Options{})
 		data, err := os.ReadFile(plain)
 		if err != nil {

@@ -4,7 +4,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/marketfeed/feedhandler/tools/netlab"
+	"github.com/marketfeed/feedhandler/internal/netlab"
 )
 
 // TestReceiveAllocs: steady-state Receive+Release allocates nothing, with

@@ -6,7 +6,7 @@ import (
 	"runtime"
 	"testing"
 
-	"github.com/marketfeed/feedhandler/tools/netlab"
+	"github.com/marketfeed/feedhandler/internal/netlab"
 )
 
 // BenchmarkReceive: Receive+Release of 64-byte datagrams while an unpaced

@@ -7,8 +7,8 @@ import (
 	"time"
 
 	"github.com/marketfeed/feedhandler/feed/rx"
-	"github.com/marketfeed/feedhandler/tools/mcast"
-	"github.com/marketfeed/feedhandler/tools/netlab"
+	"github.com/marketfeed/feedhandler/internal/exchange"
+	"github.com/marketfeed/feedhandler/internal/netlab"
 )
 
 // Receive two packets on line B with the recvmmsg backend, in a namespace
@@ -33,16 +33,16 @@ func Example() {
 		return
 	}
 	defer r.Close()
-	var s *mcast.Sender
+	var s *exchange.Sender
 	if err := lab.Do(lab.Src, func() (err error) {
-		s, err = mcast.NewSender(mcast.Config{Interface: lab.SrcIf, Lines: []mcast.Line{{Group: lines[1].Group, Port: lines[1].Port}}})
+		s, err = exchange.NewSender(exchange.Config{Interface: lab.SrcIf, Lines: []exchange.Line{{Group: lines[1].Group, Port: lines[1].Port}}})
 		return err
 	}); err != nil {
 		fmt.Println(err)
 		return
 	}
 	defer s.Close()
-	s.Send(context.Background(), mcast.Packets([][]byte{[]byte("hello"), []byte("world")}))
+	s.Send(context.Background(), exchange.Packets([][]byte{[]byte("hello"), []byte("world")}))
 
 	pkts := make([]rx.Packet, 8)
 	for got, deadline := 0, time.Now().Add(5*time.Second); got < 2 && time.Now().Before(deadline); {

@@ -16,8 +16,8 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/marketfeed/feedhandler/tools/mcast"
-	"github.com/marketfeed/feedhandler/tools/netlab"
+	"github.com/marketfeed/feedhandler/internal/exchange"
+	"github.com/marketfeed/feedhandler/internal/netlab"
 )
 
 // newLab makes a namespace lab for one test, or skips when this machine
@@ -77,14 +77,14 @@ func payload(line Line, seq int) []byte {
 }
 
 // labSenders opens one sender per line in the lab's sending namespace.
-func labSenders(t testing.TB, lab *netlab.Lab, lines []LineConfig, rate float64) []*mcast.Sender {
+func labSenders(t testing.TB, lab *netlab.Lab, lines []LineConfig, rate float64) []*exchange.Sender {
 	t.Helper()
-	var senders []*mcast.Sender
+	var senders []*exchange.Sender
 	err := lab.Do(lab.Src, func() error {
 		for _, lc := range lines {
-			s, err := mcast.NewSender(mcast.Config{
+			s, err := exchange.NewSender(exchange.Config{
 				Interface: lab.SrcIf,
-				Lines:     []mcast.Line{{Group: lc.Group, Port: lc.Port}},
+				Lines:     []exchange.Line{{Group: lc.Group, Port: lc.Port}},
 				Rate:      rate,
 			})
 			if err != nil {
@@ -105,7 +105,7 @@ func labSenders(t testing.TB, lab *netlab.Lab, lines []LineConfig, rate float64)
 
 // sendLines sends n packets on every line concurrently, paced, and fails
 // the test (from any goroutine) if a sender fails.
-func sendLines(t testing.TB, senders []*mcast.Sender, n int) {
+func sendLines(t testing.TB, senders []*exchange.Sender, n int) {
 	if err := send(senders, n); err != nil {
 		t.Error(err)
 	}
@@ -113,7 +113,7 @@ func sendLines(t testing.TB, senders []*mcast.Sender, n int) {
 
 // sendAfter starts sendLines after a short delay (the receiver is joined);
 // the test's cleanup waits for it before the senders close.
-func sendAfter(t testing.TB, senders []*mcast.Sender, n int) {
+func sendAfter(t testing.TB, senders []*exchange.Sender, n int) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -123,7 +123,7 @@ func sendAfter(t testing.TB, senders []*mcast.Sender, n int) {
 	t.Cleanup(func() { <-done })
 }
 
-func send(senders []*mcast.Sender, n int) error {
+func send(senders []*exchange.Sender, n int) error {
 	var wg sync.WaitGroup
 	errs := make([]error, len(senders))
 	for i, s := range senders {
@@ -132,7 +132,7 @@ func send(senders []*mcast.Sender, n int) error {
 			for seq := range pkts {
 				pkts[seq] = payload(Line(i), seq)
 			}
-			st, err := s.Send(context.Background(), mcast.Packets(pkts))
+			st, err := s.Send(context.Background(), exchange.Packets(pkts))
 			if err == nil && (st.Lines[0].Sent != uint64(n) || st.Lines[0].Errors != 0) {
 				err = fmt.Errorf("line %d: sender stats %+v", i, st.Lines[0])
 			}
@@ -145,14 +145,14 @@ func send(senders []*mcast.Sender, n int) error {
 
 // expectLines receives until every line delivered n packets in order, byte
 // for byte, with the right Line and Src, or fails after a bounded wait.
-func expectLines(t testing.TB, r Receiver, senders []*mcast.Sender, n int) {
+func expectLines(t testing.TB, r Receiver, senders []*exchange.Sender, n int) {
 	t.Helper()
 	if err := receiveLines(r, senders, n); err != nil {
 		t.Fatal(err)
 	}
 }
 
-func receiveLines(r Receiver, senders []*mcast.Sender, n int) error {
+func receiveLines(r Receiver, senders []*exchange.Sender, n int) error {
 	srcs := make([]netip.AddrPort, len(senders))
 	for i, s := range senders {
 		a, err := s.LocalAddr(0)
@@ -283,7 +283,7 @@ func TestBackendsLab(t *testing.T) {
 
 // openTwice receives 2000 packets per line on r, closes it, reopens with
 // reopen and receives 100 more per line.
-func openTwice(r Receiver, reopen func() (Receiver, error), senders []*mcast.Sender) error {
+func openTwice(r Receiver, reopen func() (Receiver, error), senders []*exchange.Sender) error {
 	defer func() { r.Close() }()
 	backend := r.Backend()
 	sendc := make(chan error, 1)

@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/marketfeed/feedhandler/tools/netlab"
+	"github.com/marketfeed/feedhandler/internal/netlab"
 )
 
 // TestUringRearmOnENOBUFS: with a small buffer ring and a consumer that

@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/marketfeed/feedhandler/tools/netlab"
+	"github.com/marketfeed/feedhandler/internal/netlab"
 )
 
 // TestXDPKernelTimestamps: every datagram carries the time the steering

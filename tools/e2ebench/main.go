@@ -22,7 +22,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/marketfeed/feedhandler/feed/handler"
-	"github.com/marketfeed/feedhandler/tools/demo"
+	"github.com/marketfeed/feedhandler/internal/demo"
 )
 
 func main() {

@@ -4,7 +4,7 @@
 //	itchgen -n 10000000 -symbols 500 -seed 1 -o /tmp/day.itch
 //	itchgen -n 100000 -pcap /tmp/day.pcap -session TEST000001 -group 233.54.12.111 -port 26477 -lines 2
 //
-// See package github.com/marketfeed/feedhandler/tools/itchgen/gen for the
+// See package github.com/marketfeed/feedhandler/internal/itchgen for the
 // model of the day.
 package main
 
@@ -17,7 +17,7 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/marketfeed/feedhandler/tools/itchgen/gen"
+	"github.com/marketfeed/feedhandler/internal/itchgen"
 )
 
 func main() {
@@ -30,7 +30,7 @@ func main() {
 
 func run(args []string, log zerolog.Logger) error {
 	fs := flag.NewFlagSet("itchgen", flag.ContinueOnError)
-	var cfg gen.Config
+	var cfg itchgen.Config
 	fs.IntVar(&cfg.Messages, "n", 1_000_000, "total messages in the day")
 	fs.IntVar(&cfg.Symbols, "symbols", 500, "listed symbols")
 	fs.Uint64Var(&cfg.Seed, "seed", 1, "random seed (same seed, same bytes)")
@@ -82,7 +82,7 @@ func run(args []string, log zerolog.Logger) error {
 		if job.path == "" {
 			continue
 		}
-		g, err := gen.New(cfg)
+		g, err := itchgen.New(cfg)
 		if err != nil {
 			return err
 		}

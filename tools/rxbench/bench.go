@@ -17,8 +17,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/marketfeed/feedhandler/feed/rx"
-	"github.com/marketfeed/feedhandler/tools/mcast"
-	"github.com/marketfeed/feedhandler/tools/netlab"
+	"github.com/marketfeed/feedhandler/internal/exchange"
+	"github.com/marketfeed/feedhandler/internal/netlab"
 )
 
 // sample is one run of one backend.
@@ -287,9 +287,9 @@ func receiver(o options, lab *netlab.Lab, cfg rx.Config, ready chan<- error, don
 
 // send runs the sender on a thread in the sending namespace pinned to
 // o.txCPU, for o.duration.
-func send(o options, lab *netlab.Lab) (mcast.Stats, error) {
+func send(o options, lab *netlab.Lab) (exchange.Stats, error) {
 	type result struct {
-		st  mcast.Stats
+		st  exchange.Stats
 		err error
 	}
 	resc := make(chan result, 1)
@@ -303,9 +303,9 @@ func send(o options, lab *netlab.Lab) (mcast.Stats, error) {
 			resc <- result{err: err}
 			return
 		}
-		s, err := mcast.NewSender(mcast.Config{
+		s, err := exchange.NewSender(exchange.Config{
 			Interface: lab.SrcIf,
-			Lines:     []mcast.Line{{Group: group, Port: port}},
+			Lines:     []exchange.Line{{Group: group, Port: port}},
 			Rate:      o.rate,
 			Duration:  o.duration,
 		})

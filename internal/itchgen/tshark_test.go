@@ -1,4 +1,4 @@
-package gen_test
+package itchgen_test
 
 import (
 	"bufio"
@@ -13,7 +13,7 @@ import (
 
 	"github.com/marketfeed/feedhandler/feed/moldudp64"
 	"github.com/marketfeed/feedhandler/feed/pcap"
-	"github.com/marketfeed/feedhandler/tools/itchgen/gen"
+	"github.com/marketfeed/feedhandler/internal/itchgen"
 )
 
 // TestTshark has Wireshark's MoldUDP64 dissector read a generated capture
@@ -24,8 +24,8 @@ func TestTshark(t *testing.T) {
 	if err != nil {
 		t.Skip("tshark is not on PATH (CI installs it: apt-get install tshark)")
 	}
-	cfg := gen.Config{Messages: 20_000, Symbols: 30, Seed: 5, Lines: 2, Session: "TSHARK0001", Dup: 0.01, Loss: 0.01}
-	g, err := gen.New(cfg)
+	cfg := itchgen.Config{Messages: 20_000, Symbols: 30, Seed: 5, Lines: 2, Session: "TSHARK0001", Dup: 0.01, Loss: 0.01}
+	g, err := itchgen.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -25,11 +25,11 @@ import (
 	"github.com/marketfeed/feedhandler/feed/itch"
 	"github.com/marketfeed/feedhandler/feed/moldudp64"
 	"github.com/marketfeed/feedhandler/feed/rx"
+	"github.com/marketfeed/feedhandler/internal/exchange"
+	"github.com/marketfeed/feedhandler/internal/itchgen"
+	"github.com/marketfeed/feedhandler/internal/netlab"
 	"github.com/marketfeed/feedhandler/proto/bookfb"
 	"github.com/marketfeed/feedhandler/proto/shm"
-	"github.com/marketfeed/feedhandler/tools/itchgen/gen"
-	"github.com/marketfeed/feedhandler/tools/mcast"
-	"github.com/marketfeed/feedhandler/tools/netlab"
 )
 
 // Day is a generated day as MoldUDP64 packets plus the books it leaves.
@@ -51,7 +51,7 @@ func GenerateDay(n, symbols int, seed uint64) (*Day, error) {
 // (0: 1400): smaller packets carry fewer messages, as a real feed's do
 // outside bursts.
 func GenerateDaySized(n, symbols int, seed uint64, maxPacket int) (*Day, error) {
-	g, err := gen.New(gen.Config{Messages: n, Symbols: symbols, Seed: seed})
+	g, err := itchgen.New(itchgen.Config{Messages: n, Symbols: symbols, Seed: seed})
 	if err != nil {
 		return nil, err
 	}
@@ -118,7 +118,7 @@ type Result struct {
 	Backend     string
 	Depth       int // levels per side published and compared
 	Stats       handler.Stats
-	Sender      mcast.Stats
+	Sender      exchange.Stats
 	SendTime    time.Duration
 	Instruments int      // instruments compared
 	Mismatches  []string // instruments whose published book differs from the reference
@@ -233,9 +233,9 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		return nil, err
 	}
 	defer os.RemoveAll(dir)
-	scfg := mcast.Config{
+	scfg := exchange.Config{
 		Interface: lab.SrcIf,
-		Lines: []mcast.Line{
+		Lines: []exchange.Line{
 			{Group: o.LineA.Addr(), Port: o.LineA.Port(), Loss: o.LossA, Dup: o.DupA, Reorder: o.ReorderA},
 			{Group: o.LineB.Addr(), Port: o.LineB.Port(), Loss: o.LossB},
 		},

@@ -1,4 +1,4 @@
-package mcast_test
+package exchange_test
 
 import (
 	"context"
@@ -6,7 +6,7 @@ import (
 	"net"
 	"net/netip"
 
-	"github.com/marketfeed/feedhandler/tools/mcast"
+	"github.com/marketfeed/feedhandler/internal/exchange"
 )
 
 // Send three packets to a local socket, dropping none.
@@ -18,8 +18,8 @@ func Example() {
 	}
 	defer c.Close()
 	port := uint16(c.LocalAddr().(*net.UDPAddr).Port)
-	s, err := mcast.NewSender(mcast.Config{
-		Lines: []mcast.Line{{Group: netip.MustParseAddr("127.0.0.1"), Port: port}},
+	s, err := exchange.NewSender(exchange.Config{
+		Lines: []exchange.Line{{Group: netip.MustParseAddr("127.0.0.1"), Port: port}},
 		Rate:  1000,
 	})
 	if err != nil {
@@ -27,7 +27,7 @@ func Example() {
 		return
 	}
 	defer s.Close()
-	st, err := s.Send(context.Background(), mcast.Packets([][]byte{[]byte("one"), []byte("two"), []byte("three")}))
+	st, err := s.Send(context.Background(), exchange.Packets([][]byte{[]byte("one"), []byte("two"), []byte("three")}))
 	fmt.Println("input", st.Input, "sent", st.Lines[0].Sent, err)
 	buf := make([]byte, 64)
 	for range 3 {

@@ -1,4 +1,4 @@
-package mcast
+package exchange
 
 import (
 	"context"

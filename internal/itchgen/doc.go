@@ -1,7 +1,7 @@
-// Package gen generates a realistic, deterministic Nasdaq TotalView-ITCH 5.0
+// Package itchgen generates a realistic, deterministic Nasdaq TotalView-ITCH 5.0
 // trading day, for tests, benchmarks and demos of the feed handler.
 //
-//	g, err := gen.New(gen.Config{Messages: 10_000_000, Symbols: 500, Seed: 1})
+//	g, err := itchgen.New(itchgen.Config{Messages: 10_000_000, Symbols: 500, Seed: 1})
 //	for msg, ok := g.Next(); ok; msg, ok = g.Next() { ... } // a view, valid until the next call
 //	err = g.Write(w)           // or: the whole day as a BinaryFILE
 //	st, err := g.WritePcap(w)  // or: MoldUDP64 packets in a pcap (lines A and B, faults)
@@ -34,4 +34,4 @@
 // best price of the side the fair price moved through; 'P' prints hidden
 // trades inside the spread. Order reference numbers and match numbers
 // increase through the day; timestamps never go back.
-package gen
+package itchgen

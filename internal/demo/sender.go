@@ -13,8 +13,8 @@ import (
 	"syscall"
 
 	"github.com/marketfeed/feedhandler/feed/dayfile"
-	"github.com/marketfeed/feedhandler/tools/mcast"
-	"github.com/marketfeed/feedhandler/tools/netlab"
+	"github.com/marketfeed/feedhandler/internal/exchange"
+	"github.com/marketfeed/feedhandler/internal/netlab"
 )
 
 // senderEnv carries the sender's job to the re-executed process.
@@ -22,8 +22,8 @@ const senderEnv = "FEEDHANDLER_DEMO_SENDER"
 
 // senderJob is what the sender process does.
 type senderJob struct {
-	Packets string       // file of packets, one BinaryFILE record each
-	Config  mcast.Config // lines, rate, injection
+	Packets string          // file of packets, one BinaryFILE record each
+	Config  exchange.Config // lines, rate, injection
 }
 
 // MaybeSender turns the process into the demo's sender when it was started
@@ -47,14 +47,14 @@ func MaybeSender() {
 	os.Exit(0)
 }
 
-func runSender(spec string) (mcast.Stats, error) {
+func runSender(spec string) (exchange.Stats, error) {
 	var job senderJob
 	if err := json.Unmarshal([]byte(spec), &job); err != nil {
-		return mcast.Stats{}, err
+		return exchange.Stats{}, err
 	}
 	f, err := os.Open(job.Packets)
 	if err != nil {
-		return mcast.Stats{}, err
+		return exchange.Stats{}, err
 	}
 	defer f.Close()
 	var pkts [][]byte
@@ -65,47 +65,47 @@ func runSender(spec string) (mcast.Stats, error) {
 			break
 		}
 		if err != nil {
-			return mcast.Stats{}, err
+			return exchange.Stats{}, err
 		}
 		pkts = append(pkts, append([]byte(nil), p...))
 	}
-	s, err := mcast.NewSender(job.Config)
+	s, err := exchange.NewSender(job.Config)
 	if err != nil {
-		return mcast.Stats{}, err
+		return exchange.Stats{}, err
 	}
 	defer s.Close()
-	return s.Send(context.Background(), mcast.Packets(pkts))
+	return s.Send(context.Background(), exchange.Packets(pkts))
 }
 
 // send runs the sender process in the lab's source namespace and waits
 // for it. A cancelled ctx kills it.
-func send(ctx context.Context, lab *netlab.Lab, dir string, pkts [][]byte, cfg mcast.Config) (mcast.Stats, error) {
+func send(ctx context.Context, lab *netlab.Lab, dir string, pkts [][]byte, cfg exchange.Config) (exchange.Stats, error) {
 	path := filepath.Join(dir, "packets")
 	f, err := os.Create(path)
 	if err != nil {
-		return mcast.Stats{}, err
+		return exchange.Stats{}, err
 	}
 	w := dayfile.NewWriter(bufio.NewWriter(f))
 	for _, p := range pkts {
 		if err := w.WriteMessage(p); err != nil {
 			f.Close()
-			return mcast.Stats{}, err
+			return exchange.Stats{}, err
 		}
 	}
 	if err := w.Flush(); err != nil {
 		f.Close()
-		return mcast.Stats{}, err
+		return exchange.Stats{}, err
 	}
 	if err := f.Close(); err != nil {
-		return mcast.Stats{}, err
+		return exchange.Stats{}, err
 	}
 	spec, err := json.Marshal(senderJob{Packets: path, Config: cfg})
 	if err != nil {
-		return mcast.Stats{}, err
+		return exchange.Stats{}, err
 	}
 	self, err := os.Executable()
 	if err != nil {
-		return mcast.Stats{}, err
+		return exchange.Stats{}, err
 	}
 	cmd := exec.CommandContext(ctx, "ip", "netns", "exec", lab.Src, self)
 	cmd.Env = append(os.Environ(), senderEnv+"="+string(spec))
@@ -113,9 +113,9 @@ func send(ctx context.Context, lab *netlab.Lab, dir string, pkts [][]byte, cfg m
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	out, err := cmd.Output()
 	if err != nil {
-		return mcast.Stats{}, fmt.Errorf("demo sender: %w", err)
+		return exchange.Stats{}, fmt.Errorf("demo sender: %w", err)
 	}
-	var st mcast.Stats
+	var st exchange.Stats
 	if err := json.Unmarshal(out, &st); err != nil {
 		return st, fmt.Errorf("demo sender output %q: %w", out, err)
 	}

@@ -15,7 +15,7 @@ import (
 
 	"github.com/marketfeed/feedhandler/feed/handler"
 	"github.com/marketfeed/feedhandler/feed/moldudp64"
-	"github.com/marketfeed/feedhandler/tools/netlab"
+	"github.com/marketfeed/feedhandler/internal/netlab"
 )
 
 func TestMain(m *testing.M) {

@@ -3,7 +3,7 @@ package latency_test
 import (
 	"fmt"
 
-	"github.com/marketfeed/feedhandler/feed/latency"
+	"github.com/marketfeed/feedhandler/internal/latency"
 )
 
 func Example() {

@@ -3,7 +3,7 @@ package spsc_test
 import (
 	"fmt"
 
-	"github.com/marketfeed/feedhandler/feed/spsc"
+	"github.com/marketfeed/feedhandler/internal/spsc"
 )
 
 func Example() {

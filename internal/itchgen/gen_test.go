@@ -1,4 +1,4 @@
-package gen_test
+package itchgen_test
 
 import (
 	"bytes"
@@ -12,12 +12,12 @@ import (
 	"github.com/marketfeed/feedhandler/feed/itch"
 	"github.com/marketfeed/feedhandler/feed/moldudp64"
 	"github.com/marketfeed/feedhandler/feed/pcap"
-	"github.com/marketfeed/feedhandler/tools/itchgen/gen"
+	"github.com/marketfeed/feedhandler/internal/itchgen"
 )
 
-func day(t testing.TB, cfg gen.Config) []byte {
+func day(t testing.TB, cfg itchgen.Config) []byte {
 	t.Helper()
-	g, err := gen.New(cfg)
+	g, err := itchgen.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -54,7 +54,7 @@ func messages(t testing.TB, file []byte) []itch.Msg {
 }
 
 func TestDeterministic(t *testing.T) {
-	cfg := gen.Config{Messages: 50_000, Symbols: 50, Seed: 7}
+	cfg := itchgen.Config{Messages: 50_000, Symbols: 50, Seed: 7}
 	a := sha256.Sum256(day(t, cfg))
 	b := sha256.Sum256(day(t, cfg))
 	if a != b {
@@ -67,7 +67,7 @@ func TestDeterministic(t *testing.T) {
 }
 
 func TestTooFewMessages(t *testing.T) {
-	if _, err := gen.New(gen.Config{Messages: 100, Symbols: 500}); err == nil {
+	if _, err := itchgen.New(itchgen.Config{Messages: 100, Symbols: 500}); err == nil {
 		t.Fatal("100 messages for 500 symbols accepted")
 	}
 }
@@ -78,7 +78,7 @@ func TestTooFewMessages(t *testing.T) {
 // price and that no book is ever crossed.
 func TestDay(t *testing.T) {
 	const n = 400_000
-	msgs := messages(t, day(t, gen.Config{Messages: n, Symbols: 300, Seed: 1}))
+	msgs := messages(t, day(t, itchgen.Config{Messages: n, Symbols: 300, Seed: 1}))
 	if len(msgs) != n {
 		t.Fatalf("%d messages, want %d", len(msgs), n)
 	}
@@ -129,7 +129,7 @@ func TestDay(t *testing.T) {
 	for _, c := range []struct {
 		code byte
 		ts   uint64
-	}{{'O', gen.StartMessages}, {'Q', gen.MarketOpen}, {'M', gen.MarketClose}, {'E', gen.EndSystem}, {'C', gen.EndMessages}} {
+	}{{'O', itchgen.StartMessages}, {'Q', itchgen.MarketOpen}, {'M', itchgen.MarketClose}, {'E', itchgen.EndSystem}, {'C', itchgen.EndMessages}} {
 		for _, m := range msgs {
 			if m.Type() == 'S' && itch.SystemEvent(m).EventCode() == c.code && m.Timestamp() != c.ts {
 				t.Errorf("system event %q at %d, want %d", c.code, m.Timestamp(), c.ts)
@@ -142,8 +142,8 @@ func TestDay(t *testing.T) {
 			continue
 		}
 		ts, cross := m.Timestamp(), itch.NOII(m).CrossType()
-		open := ts >= gen.MarketOpen-5*60e9 && ts < gen.MarketOpen && cross == 'O'
-		closing := ts >= gen.MarketClose-10*60e9 && ts < gen.MarketClose && cross == 'C'
+		open := ts >= itchgen.MarketOpen-5*60e9 && ts < itchgen.MarketOpen && cross == 'O'
+		closing := ts >= itchgen.MarketClose-10*60e9 && ts < itchgen.MarketClose && cross == 'C'
 		if !open && !closing {
 			t.Fatalf("message %d: NOII cross type %q at %d", i, cross, ts)
 		}
@@ -348,9 +348,9 @@ func checkActivity(t *testing.T, msgs []itch.Msg) {
 }
 
 func TestPcap(t *testing.T) {
-	cfg := gen.Config{Messages: 100_000, Symbols: 100, Seed: 3, Session: "TEST000042"}
+	cfg := itchgen.Config{Messages: 100_000, Symbols: 100, Seed: 3, Session: "TEST000042"}
 	want := messages(t, day(t, cfg))
-	g, err := gen.New(cfg)
+	g, err := itchgen.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -416,8 +416,8 @@ func TestPcap(t *testing.T) {
 }
 
 func TestPcapLinesAndFaults(t *testing.T) {
-	cfg := gen.Config{Messages: 30_000, Symbols: 50, Seed: 4, Lines: 2, Loss: 0.05, Dup: 0.05, Reorder: 0.05, MaxPacket: 600}
-	g, err := gen.New(cfg)
+	cfg := itchgen.Config{Messages: 30_000, Symbols: 50, Seed: 4, Lines: 2, Loss: 0.05, Dup: 0.05, Reorder: 0.05, MaxPacket: 600}
+	g, err := itchgen.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -457,7 +457,7 @@ func TestPcapLinesAndFaults(t *testing.T) {
 }
 
 func BenchmarkGenerate(b *testing.B) {
-	g, err := gen.New(gen.Config{Messages: 1 << 62, Symbols: 500, Seed: 1})
+	g, err := itchgen.New(itchgen.Config{Messages: 1 << 62, Symbols: 500, Seed: 1})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -471,7 +471,7 @@ func BenchmarkGenerate(b *testing.B) {
 }
 
 func Example() {
-	g, _ := gen.New(gen.Config{Messages: 2000, Symbols: 10, Seed: 1})
+	g, _ := itchgen.New(itchgen.Config{Messages: 2000, Symbols: 10, Seed: 1})
 	var counts [256]int
 	g.Stream(func(m itch.Msg) error {
 		counts[m.Type()]++

@@ -1,4 +1,4 @@
-package gen
+package itchgen
 
 import (
 	"errors"

@@ -1,4 +1,4 @@
-package gen
+package itchgen
 
 // The generator keeps its own small book per symbol so that every order
 // event it emits is consistent: deletes, cancels, replaces and executions
