@@ -4,15 +4,23 @@ BIN       ?= bin
 GOTESTFLAGS ?=
 STATICCHECK_VERSION ?= v0.8.2
 
-.PHONY: all build test bench generate check-generate lint demo clean pgo
+.PHONY: all build test bench generate check-generate lint demo clean pgo setup-test setup-demo check-large-files
 
 all: build
 
 build:
 	$(GO) build -o $(BIN)/ ./cmd/... ./tools/...
 
+# Installs the system tools each target uses (only the missing ones; the
+# list of Debian packages is in .ci/setup, which CI uses too).
+setup-test:
+	./.ci/setup test
+
+setup-demo:
+	./.ci/setup demo
+
 # Tests need root for namespaces, XDP, AF_XDP and io_uring; CI runs as root.
-test:
+test: setup-test
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 45m $(GOTESTFLAGS) ./...
 
@@ -42,7 +50,7 @@ lint:
 	$(GO) vet ./...
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
 
-demo: build
+demo: setup-demo build
 	$(BIN)/feedhandler demo
 
 clean:
