@@ -60,20 +60,20 @@ func runDemo(args []string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	fmt.Printf("generating %d messages over %d instruments (seed %d) ...\n", *messages, *symbols, *seed)
+	log.Info().Msgf("generating %d messages over %d instruments (seed %d) ...", *messages, *symbols, *seed)
 	t0 := time.Now()
 	day, err := demo.GenerateDay(*messages, *symbols, *seed)
 	if err != nil {
 		return err
 	}
-	fmt.Printf("  %d MoldUDP64 packets in %v; reference books built by replaying the same messages\n",
+	log.Info().Msgf("%d MoldUDP64 packets in %v; reference books built by replaying the same messages",
 		len(day.Packets), time.Since(t0).Round(time.Millisecond))
-	fmt.Printf("sending on lines A (%.1f%% loss) and B at %.0f packets/s each through a namespace lab; handler backend %q ...\n",
+	log.Info().Msgf("sending on lines A (%.1f%% loss) and B at %.0f packets/s each through a namespace lab; handler backend %q ...",
 		100**loss, *rate, o.Backend)
 	o.Day = day
 	res, err := demo.Run(ctx, o)
 	if ctx.Err() != nil {
-		fmt.Println("interrupted: the lab, the sender and the shared memory were cleaned up")
+		log.Info().Msg("interrupted: the lab, the sender and the shared memory were cleaned up")
 		return ctx.Err()
 	}
 	if res != nil {

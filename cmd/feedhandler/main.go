@@ -15,6 +15,7 @@ import (
 	"strings"
 
 	"github.com/rs/zerolog"
+	"golang.org/x/sys/unix"
 
 	"github.com/marketfeed/feedhandler/internal/demo"
 )
@@ -29,7 +30,22 @@ var commands = map[string]*command{}
 
 func register(c *command) { commands[c.name] = c }
 
-var log = zerolog.New(zerolog.ConsoleWriter{Out: os.Stderr, TimeFormat: "15:04:05.000"}).With().Timestamp().Logger()
+// log is the subcommands' logger: info and above, on stderr, so that stdout
+// carries the result only (a table, JSON, books) and can be piped. The main
+// run and the demo replace it with the feed config's log level and format.
+var log = consoleLogger(os.Stderr).Level(zerolog.InfoLevel)
+
+// consoleLogger logs human-readable lines to w, coloured only when w is a
+// terminal.
+func consoleLogger(w *os.File) zerolog.Logger {
+	cw := zerolog.ConsoleWriter{Out: w, TimeFormat: "15:04:05.000", NoColor: !isTerminal(w)}
+	return zerolog.New(cw).With().Timestamp().Logger()
+}
+
+func isTerminal(f *os.File) bool {
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil
+}
 
 func usage() {
 	fmt.Fprintln(os.Stderr, "usage: feedhandler --feed FILE.yaml | feedhandler COMMAND [flags] [args]")

@@ -94,11 +94,8 @@ loop:
 }
 
 func newLogger(c config.Log) zerolog.Logger {
-	var l zerolog.Logger
 	if c.Format == "json" {
-		l = zerolog.New(os.Stderr)
-	} else {
-		l = zerolog.New(zerolog.ConsoleWriter{Out: os.Stderr, TimeFormat: "15:04:05.000"})
+		return zerolog.New(os.Stderr).Level(c.ZerologLevel()).With().Timestamp().Logger()
 	}
-	return l.Level(c.ZerologLevel()).With().Timestamp().Logger()
+	return consoleLogger(os.Stderr).Level(c.ZerologLevel())
 }

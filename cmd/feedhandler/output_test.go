@@ -1,0 +1,114 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+
+	"github.com/marketfeed/feedhandler/internal/itchgen"
+)
+
+// TestMain lets a test run this test binary as the feedhandler command
+// (runCommand), so the tests see exactly what a user's terminal and pipes
+// would: stdout and stderr of the real process.
+func TestMain(m *testing.M) {
+	if os.Getenv("FEEDHANDLER_TEST_AS_COMMAND") == "1" {
+		main()
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// runCommand runs "feedhandler args..." in a child process and returns its
+// stdout and stderr.
+func runCommand(t *testing.T, args ...string) (stdout, stderr string, err error) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], args...)
+	cmd.Env = append(os.Environ(), "FEEDHANDLER_TEST_AS_COMMAND=1")
+	var o, e bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &o, &e
+	err = cmd.Run()
+	return o.String(), e.String(), err
+}
+
+// decodeOne checks that s is exactly one JSON object and nothing else.
+func decodeOne(t *testing.T, what, s string, v any) {
+	t.Helper()
+	dec := json.NewDecoder(strings.NewReader(s))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		t.Fatalf("%s: stdout is not one JSON object: %v\n%s", what, err, s)
+	}
+	if dec.More() || strings.TrimSpace(s[dec.InputOffset():]) != "" {
+		t.Fatalf("%s: stdout has more than the JSON object:\n%s", what, s)
+	}
+}
+
+// Subcommands print their result on stdout and nothing else, and log at
+// info by default: a successful inspect or quiet replay has nothing to say
+// on stderr (the "DBG inspected" line used to be printed there).
+func TestOutputStdoutIsTheResult(t *testing.T) {
+	cfg := itchgen.Config{Messages: 20_000, Symbols: 20, Seed: 7}
+	day, _ := genInspectFile(t, cfg, false)
+	capture, _ := genInspectFile(t, cfg, true)
+
+	for _, file := range []string{day, capture} {
+		out, errOut, err := runCommand(t, "inspect", "--json", file)
+		if err != nil {
+			t.Fatalf("inspect --json: %v\n%s", err, errOut)
+		}
+		var rep inspectReport
+		decodeOne(t, "inspect --json", out, &rep)
+		if rep.Messages != uint64(cfg.Messages) {
+			t.Errorf("inspect --json %s: %d messages, want %d", file, rep.Messages, cfg.Messages)
+		}
+		if errOut != "" {
+			t.Errorf("inspect --json %s logged on stderr (nothing at info or above expected):\n%s", file, errOut)
+		}
+
+		out, errOut, err = runCommand(t, "inspect", file)
+		if err != nil {
+			t.Fatalf("inspect: %v\n%s", err, errOut)
+		}
+		if !strings.HasPrefix(out, "file ") || !strings.Contains(out, "by type:") {
+			t.Errorf("inspect %s: stdout is not the table:\n%s", file, out)
+		}
+		if errOut != "" {
+			t.Errorf("inspect %s logged on stderr (nothing at info or above expected):\n%s", file, errOut)
+		}
+	}
+
+	out, errOut, err := runCommand(t, "replay", "--json", "--quiet", day)
+	if err != nil {
+		t.Fatalf("replay --json: %v\n%s", err, errOut)
+	}
+	var rep replayReport
+	decodeOne(t, "replay --json", out, &rep)
+	if rep.Messages != uint64(cfg.Messages) {
+		t.Errorf("replay --json: %d messages, want %d", rep.Messages, cfg.Messages)
+	}
+	if errOut != "" {
+		t.Errorf("replay --json --quiet wrote on stderr:\n%s", errOut)
+	}
+}
+
+// A failing subcommand says why on stderr in one line and leaves stdout
+// empty; logs written to a pipe carry no colour escapes.
+func TestOutputErrorsOnStderr(t *testing.T) {
+	out, errOut, err := runCommand(t, "inspect", "--json", "/nonexistent/day.itch")
+	if err == nil {
+		t.Fatal("inspect of a missing file succeeded")
+	}
+	if out != "" {
+		t.Errorf("stdout of a failed inspect: %q", out)
+	}
+	if n := strings.Count(strings.TrimSpace(errOut), "\n"); n != 0 || !strings.Contains(errOut, "/nonexistent/day.itch") {
+		t.Errorf("want one line naming the file on stderr, got:\n%s", errOut)
+	}
+	if strings.Contains(errOut, "\x1b[") {
+		t.Errorf("colour escapes on a pipe: %q", errOut)
+	}
+}
