@@ -18,9 +18,20 @@ const (
 // tries AF_XDP, then io_uring, then recvmmsg sockets, logging through cfg.Log
 // why each step fell back; an explicit backend does not fall back. Every
 // backend keeps one socket per line joined to its group on its interface.
+//
+// A line whose interface does not exist fails at once with ErrNoInterface,
+// whatever the backend: the fallback chain is for missing kernel features.
 func Open(cfg Config) (Receiver, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
+	}
+	for _, l := range cfg.Lines {
+		if l.Interface == "" {
+			continue
+		}
+		if _, err := LookupInterface(l.Interface); err != nil {
+			return nil, fmt.Errorf("open receiver: line %s: %w", l.Name, err)
+		}
 	}
 	switch cfg.Backend {
 	case BackendAuto:
@@ -36,9 +47,11 @@ func Open(cfg Config) (Receiver, error) {
 		cfg.Backend, BackendAuto, BackendXDP, BackendUring, BackendSocket)
 }
 
-// openAuto is the fallback chain. AF_XDP and io_uring fall back on any
-// open error (the reason is logged, and says whether the kernel lacks the
-// feature); the socket backend is the last resort and its error is returned.
+// openAuto is the fallback chain. AF_XDP and io_uring fall back only when
+// the kernel, driver or privileges lack the feature (errors wrapping
+// ErrNotSupported; the reason is logged); any other error, such as a queue
+// the interface does not have, is returned at once. The socket backend is
+// the last resort and its error is returned.
 func openAuto(cfg Config) (Receiver, error) {
 	steps := []struct {
 		name string
@@ -55,10 +68,12 @@ func openAuto(cfg Config) (Receiver, error) {
 			cfg.Log.Info().Str("backend", r.Backend()).Msg("rx: receiver open")
 			return r, nil
 		}
+		if !errors.Is(err, ErrNotSupported) {
+			return nil, fmt.Errorf("open receiver (auto): %w", err)
+		}
 		errs = append(errs, err)
 		cfg.Log.Warn().Err(err).Str("backend", s.name).Str("fallback", s.next).
-			Bool("not_supported", errors.Is(err, ErrNotSupported)).
-			Msgf("rx: %s backend unavailable, falling back to %s", s.name, s.next)
+			Msgf("rx: %s backend unavailable here, falling back to %s", s.name, s.next)
 	}
 	r, err := openSocket(cfg)
 	if err != nil {
