@@ -9,6 +9,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"sort"
@@ -17,6 +18,7 @@ import (
 	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
 
+	"github.com/marketfeed/feedhandler/feed/config"
 	"github.com/marketfeed/feedhandler/internal/demo"
 )
 
@@ -86,7 +88,12 @@ func main() {
 		os.Exit(2)
 	}
 	if err := c.run(args); err != nil {
-		fmt.Fprintf(os.Stderr, "feedhandler %s: %v\n", name, err)
+		if errors.Is(err, config.ErrInvalid) {
+			// file:line: field: problem, one line each, as compilers print them.
+			fmt.Fprintln(os.Stderr, err)
+		} else {
+			fmt.Fprintf(os.Stderr, "feedhandler %s: %v\n", name, err)
+		}
 		os.Exit(1)
 	}
 }

@@ -3,8 +3,12 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -110,5 +114,46 @@ func TestOutputErrorsOnStderr(t *testing.T) {
 	}
 	if strings.Contains(errOut, "\x1b[") {
 		t.Errorf("colour escapes on a pipe: %q", errOut)
+	}
+}
+
+// The feed handler on a host without the configured interfaces fails at once
+// with one line per problem, file:line: field: what, and tries no backend
+// (issue 12: it used to walk xdp -> uring -> socket and warn twice).
+func TestRunConfigNamesMissingInterface(t *testing.T) {
+	data, err := os.ReadFile("../../feeds/nasdaq.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"fhnope0", "fhnope1"} {
+		if _, err := net.InterfaceByName(name); err == nil {
+			t.Fatalf("this host has an interface %s; the test needs a name that does not exist", name)
+		}
+	}
+	s := strings.Replace(strings.Replace(string(data), "interface: ens1f0", "interface: fhnope0", 1), "interface: ens1f1", "interface: fhnope1", 1)
+	path := filepath.Join(t.TempDir(), "nasdaq.yaml")
+	if err := os.WriteFile(path, []byte(s), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	all, err := net.Interfaces()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var have []string
+	for _, i := range all {
+		have = append(have, i.Name)
+	}
+	want := fmt.Sprintf("%[1]s:23: lines.a.interface: no interface \"fhnope0\" on this host (have: %[2]s)\n"+
+		"%[1]s:29: lines.b.interface: no interface \"fhnope1\" on this host (have: %[2]s)\n", path, strings.Join(have, ", "))
+	out, errOut, err := runCommand(t, "--feed", path)
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 {
+		t.Fatalf("exit: %v, want status 1\n%s", err, errOut)
+	}
+	if errOut != want {
+		t.Errorf("stderr\n got %q\nwant %q", errOut, want)
+	}
+	if out != "" {
+		t.Errorf("stdout: %q", out)
 	}
 }

@@ -37,6 +37,11 @@ func runFeed(args []string) error {
 	if err != nil {
 		return err
 	}
+	// Interfaces, queues and addresses that this host does not have are
+	// config errors, reported before any backend is tried.
+	if err := cfg.CheckHost(); err != nil {
+		return err
+	}
 	logger := newLogger(cfg.Log)
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

@@ -52,6 +52,8 @@ type Config struct {
 	Metrics       Metrics
 	StatsInterval time.Duration
 	Log           Log
+
+	fieldAt map[string]int // dotted field path -> line in File, for CheckHost's errors
 }
 
 // Feed names the feed and its protocol.
@@ -178,6 +180,7 @@ func Parse(name string, data []byte) (*Config, error) {
 		return nil, err
 	}
 	c.File = name
+	c.fieldAt = d.fieldAt
 	return c, nil
 }
 

@@ -247,6 +247,7 @@ func TestDefaults(t *testing.T) {
 		StatsInterval: 5 * time.Second,
 		Log:           Log{Level: "info", Format: "console"},
 	}
+	want.fieldAt = c.fieldAt // where each field was, for CheckHost
 	if !reflect.DeepEqual(c, want) {
 		t.Fatalf("defaults\n got %+v\nwant %+v", c, want)
 	}

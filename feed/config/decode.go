@@ -20,6 +20,7 @@ type decoder struct {
 	errs    []*Error
 	anchors map[string]ast.Node
 	nulls   map[string]*token.Token // path -> key of fields given without a value
+	fieldAt map[string]int          // path -> line of each field given, for CheckHost
 }
 
 // field is one value in the document: its dotted path, the token of its key
@@ -186,6 +187,12 @@ func (d *decoder) mapping(f field, entries []entry) map[string]bool {
 			continue
 		}
 		given[k] = true
+		if d.fieldAt == nil {
+			d.fieldAt = make(map[string]int)
+		}
+		if tk := child.tok(); tk != nil {
+			d.fieldAt[child.path] = tk.Position.Line
+		}
 		e.fn(child)
 	}
 	return given
@@ -384,6 +391,10 @@ func (d *decoder) multicast(f field) (netip.Addr, bool) {
 	a, err := netip.ParseAddr(s)
 	if err != nil || !a.Is4() || !a.IsMulticast() {
 		d.errorf(f, "%q is not an IPv4 multicast address", s)
+		return netip.Addr{}, false
+	}
+	if a.IsLinkLocalMulticast() {
+		d.errorf(f, "%q is in 224.0.0.0/24, the local network control block (routing protocols), not a feed group", s)
 		return netip.Addr{}, false
 	}
 	return a, true

@@ -1,0 +1,112 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"path/filepath"
+	"strings"
+
+	"github.com/marketfeed/feedhandler/feed/rx"
+)
+
+// CheckHost checks what the config names on this host, in the caller's
+// network namespace: that each line's interface exists, that the AF_XDP
+// receive queues exist on it, and that metrics.listen's address is one of
+// the host's. Parse cannot check these (a file is written and validated on
+// one machine and run on another); the feed handler calls CheckHost before
+// it opens anything, so a wrong name is a config error in one line
+//
+//	feeds/nasdaq.yaml:23: lines.a.interface: no interface "ens1f0" on this host (have: lo, eth0)
+//
+// and never a reason for the receive backends to fall back. The errors are
+// *Error values (wrapping ErrInvalid), joined when there are several.
+func (c *Config) CheckHost() error {
+	var errs []error
+	add := func(path, format string, args ...any) {
+		errs = append(errs, &Error{File: c.File, Line: c.fieldAt[path], Field: path, Msg: fmt.Sprintf(format, args...)})
+	}
+	xdp := c.Receive.Backend == rx.BackendAuto || c.Receive.Backend == rx.BackendXDP
+	queuesChecked := map[string]bool{}
+	for _, l := range c.Lines {
+		path := "lines." + strings.ToLower(l.Name) + ".interface"
+		if _, err := rx.LookupInterface(l.Interface); err != nil {
+			add(path, "%v", err) // `no interface "ens1f0" on this host (have: lo, eth0)`
+			continue
+		}
+		if !xdp || len(c.Receive.Queues) == 0 || queuesChecked[l.Interface] {
+			continue
+		}
+		queuesChecked[l.Interface] = true
+		n, ok := rxQueues(l.Interface)
+		if !ok {
+			continue // no sysfs: the AF_XDP bind will say
+		}
+		for _, q := range c.Receive.Queues {
+			if q >= n {
+				add("receive.queues", "queue %d does not exist on %s (line %s), which has %d receive queue%s (0..%d)",
+					q, l.Interface, l.Name, n, plural(n), n-1)
+				break
+			}
+		}
+	}
+	if err := c.checkListen(); err != nil {
+		add("metrics.listen", "%v", err)
+	}
+	switch len(errs) {
+	case 0:
+		return nil
+	case 1:
+		return errs[0]
+	}
+	return errors.Join(errs...)
+}
+
+// rxQueues counts /sys/class/net/NAME/queues/rx-*; false without sysfs.
+func rxQueues(name string) (int, bool) {
+	m, err := filepath.Glob(filepath.Join("/sys/class/net", name, "queues", "rx-*"))
+	if err != nil || len(m) == 0 {
+		return 0, false
+	}
+	return len(m), true
+}
+
+// checkListen checks that a literal IP in metrics.listen is an address of
+// this host. Names and the unspecified address are left to net.Listen.
+func (c *Config) checkListen() error {
+	if c.Metrics.Listen == "" {
+		return nil
+	}
+	host, _, err := net.SplitHostPort(c.Metrics.Listen)
+	if err != nil {
+		return nil // Parse has checked the shape
+	}
+	ip, err := netip.ParseAddr(host)
+	if err != nil || ip.IsUnspecified() {
+		return nil
+	}
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return fmt.Errorf("list the host's addresses: %w", err)
+	}
+	var have []string
+	for _, a := range addrs {
+		p, err := netip.ParsePrefix(a.String())
+		if err != nil {
+			continue
+		}
+		if p.Addr().Unmap() == ip.Unmap() {
+			return nil
+		}
+		have = append(have, p.Addr().String())
+	}
+	return fmt.Errorf("no address %s on this host (have: %s)", ip, strings.Join(have, ", "))
+}
+
+func plural(n int) string {
+	if n == 1 {
+		return ""
+	}
+	return "s"
+}

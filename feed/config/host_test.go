@@ -1,0 +1,130 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"testing"
+)
+
+// hostFile is a feed file whose names exist on every Linux host: lo.
+const hostFile = `feed:
+  name: hostcheck
+lines:
+  a:
+    interface: lo
+    group: 239.1.1.1
+    port: 26477
+  b:
+    interface: lo
+    group: 239.1.1.2
+    port: 26477
+receive:
+  backend: socket
+metrics:
+  listen: 127.0.0.1:9100
+`
+
+func hostEdit(t *testing.T, old, new string) string {
+	t.Helper()
+	if strings.Count(hostFile, old) != 1 {
+		t.Fatalf("%q is not once in hostFile", old)
+	}
+	return strings.Replace(hostFile, old, new, 1)
+}
+
+func haveInterfaces(t *testing.T) string {
+	t.Helper()
+	all, err := net.Interfaces()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, i := range all {
+		names = append(names, i.Name)
+	}
+	return strings.Join(names, ", ")
+}
+
+// What a config names on the host is checked against the host, one line
+// per problem naming file, line and field (issue 12).
+func TestCheckHost(t *testing.T) {
+	have := haveInterfaces(t)
+	if _, err := net.InterfaceByName("lo"); err != nil {
+		t.Fatalf("this host has no lo: %v", err)
+	}
+	queues, ok := rxQueues("lo")
+	if !ok {
+		t.Fatal("no /sys/class/net/lo/queues on this host")
+	}
+	cases := []struct {
+		name, file string
+		want       []string // one error line each; none = valid
+	}{
+		{"valid", hostFile, nil},
+		{"interface missing on line a", hostEdit(t, "  a:\n    interface: lo", "  a:\n    interface: ens1f0"),
+			[]string{`h.yaml:5: lines.a.interface: no interface "ens1f0" on this host (have: ` + have + `)`}},
+		{"interface missing on both lines", strings.ReplaceAll(hostFile, "interface: lo", "interface: fhnope0"),
+			[]string{
+				`h.yaml:5: lines.a.interface: no interface "fhnope0" on this host (have: ` + have + `)`,
+				`h.yaml:9: lines.b.interface: no interface "fhnope0" on this host (have: ` + have + `)`,
+			}},
+		{"queue the interface lacks", hostEdit(t, "  backend: socket", fmt.Sprintf("  backend: auto\n  queues: [0, %d]", queues)),
+			[]string{fmt.Sprintf("h.yaml:14: receive.queues: queue %d does not exist on lo (line A), which has %d receive queue%s (0..%d)",
+				queues, queues, plural(queues), queues-1)}},
+		{"queues ignored by the socket backend", hostEdit(t, "  backend: socket", fmt.Sprintf("  backend: socket\n  queues: [%d]", queues)), nil},
+		{"metrics address not on the host", hostEdit(t, "127.0.0.1:9100", "192.0.2.1:9100"),
+			[]string{"h.yaml:15: metrics.listen: no address 192.0.2.1 on this host (have: "}},
+		{"metrics on every address", hostEdit(t, "127.0.0.1:9100", "0.0.0.0:9100"), nil},
+		{"metrics by name", hostEdit(t, "127.0.0.1:9100", "localhost:9100"), nil},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := Parse("h.yaml", []byte(tc.file))
+			if err != nil {
+				t.Fatalf("Parse: %v", err)
+			}
+			err = c.CheckHost()
+			if len(tc.want) == 0 {
+				if err != nil {
+					t.Fatalf("CheckHost: %v", err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatal("CheckHost accepted it")
+			}
+			if !errors.Is(err, ErrInvalid) {
+				t.Errorf("%v does not wrap ErrInvalid", err)
+			}
+			got := strings.Split(err.Error(), "\n")
+			if len(got) != len(tc.want) {
+				t.Fatalf("got %d lines, want %d:\n%v", len(got), len(tc.want), err)
+			}
+			for i := range got {
+				if !strings.HasPrefix(got[i], tc.want[i]) {
+					t.Errorf("line %d:\n got %s\nwant %s", i, got[i], tc.want[i])
+				}
+			}
+		})
+	}
+}
+
+// Groups that cannot be a feed's are rejected by Parse with file, line and
+// field, before anything touches the host.
+func TestBadGroup(t *testing.T) {
+	for _, tc := range []struct{ group, want string }{
+		{"10.1.1.1", `h.yaml:6: lines.a.group: "10.1.1.1" is not an IPv4 multicast address`},
+		{"239.1.1", `h.yaml:6: lines.a.group: "239.1.1" is not an IPv4 multicast address`},
+		{"239.1.1.256", `h.yaml:6: lines.a.group: "239.1.1.256" is not an IPv4 multicast address`},
+		{"ff02::1", `h.yaml:6: lines.a.group: "ff02::1" is not an IPv4 multicast address`},
+		{"224.0.0.5", `h.yaml:6: lines.a.group: "224.0.0.5" is in 224.0.0.0/24, the local network control block (routing protocols), not a feed group`},
+		{`""`, `h.yaml:6: lines.a.group: "" is not an IPv4 multicast address`},
+	} {
+		_, err := Parse("h.yaml", []byte(hostEdit(t, "group: 239.1.1.1", "group: "+tc.group)))
+		if err == nil || err.Error() != tc.want {
+			t.Errorf("group %s:\n got %v\nwant %s", tc.group, err, tc.want)
+		}
+	}
+}
