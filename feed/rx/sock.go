@@ -8,7 +8,6 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -189,14 +188,11 @@ func socketDrops(socks []lineSocket) (uint64, bool) {
 		if socks[i].fd < 0 {
 			return 0, false
 		}
-		var info [unix.SK_MEMINFO_VARS]uint32
-		size := uint32(unsafe.Sizeof(info))
-		_, _, errno := unix.Syscall6(unix.SYS_GETSOCKOPT, uintptr(socks[i].fd), unix.SOL_SOCKET, unix.SO_MEMINFO,
-			uintptr(unsafe.Pointer(&info)), uintptr(unsafe.Pointer(&size)), 0)
-		if errno != 0 || size <= 4*unix.SK_MEMINFO_DROPS {
+		d, ok := socketMeminfoDrops(socks[i].fd)
+		if !ok {
 			return 0, false
 		}
-		sum += uint64(info[unix.SK_MEMINFO_DROPS])
+		sum += uint64(d)
 	}
 	return sum, true
 }

@@ -6,7 +6,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -62,7 +61,7 @@ func openSocket(cfg Config) (Receiver, error) {
 		s.iovs[i].Base = &s.slab[i*slotSize]
 		s.iovs[i].SetLen(slotSize)
 		h := &s.msgs[i].Hdr
-		h.Name = (*byte)(unsafe.Pointer(&s.names[i]))
+		setMsgName(h, &s.names[i])
 		h.Iov = &s.iovs[i]
 		h.Iovlen = 1
 		h.Control = &s.ctrl[i*controlLen]
@@ -141,7 +140,7 @@ func (s *socketRx) drain(pkts []Packet) (int, error) {
 		}
 		for i := slot; i < slot+m; i++ {
 			h := &s.msgs[i].Hdr
-			name := unsafe.Slice((*byte)(unsafe.Pointer(&s.names[i])), nameLen)
+			name := sockaddrBytes(&s.names[i], nameLen)
 			rxTime := parseControl(s.ctrl[i*controlLen : i*controlLen+int(h.Controllen)])
 			if h.Flags&unix.MSG_TRUNC != 0 {
 				s.truncated.Add(1)
@@ -183,15 +182,4 @@ func (s *socketRx) Close() error {
 		return fmt.Errorf("close socket backend: %w", err)
 	}
 	return nil
-}
-
-// recvmmsg is recvmmsg(2); golang.org/x/sys/unix has no wrapper. The
-// headers, names and buffers are Go memory used only during the call.
-func recvmmsg(fd int, msgs []unix.Mmsghdr, flags int) (int, error) {
-	n, _, errno := unix.Syscall6(unix.SYS_RECVMMSG, uintptr(fd), uintptr(unsafe.Pointer(&msgs[0])),
-		uintptr(len(msgs)), uintptr(flags), 0, 0)
-	if errno != 0 {
-		return 0, errno
-	}
-	return int(n), nil
 }
