@@ -351,41 +351,63 @@ func countFds() int {
 	return len(ents)
 }
 
-// TestAutoFallback forces AF_XDP to fail (rx queue 7 on a one-queue veth)
-// and io_uring to fail (a buffer ring size that is not a power of two): auto
-// must end on recvmmsg sockets and log why each step fell back.
+// TestAutoFallback: the auto chain falls back when the kernel or driver
+// lacks a feature (veth has no AF_XDP zero-copy: EOPNOTSUPP), logging why,
+// and the chosen backend receives.
 func TestAutoFallback(t *testing.T) {
+	lab := newLab(t, netlab.Options{})
+	var logs bytes.Buffer
+	r := openBackend(t, lab, BackendAuto, Config{ZeroCopy: "on", Log: zerolog.New(&logs)})
+	defer r.Close()
+	if got := r.Backend(); !strings.HasPrefix(got, BackendUring) {
+		t.Fatalf("auto chose %q, want %s; log:\n%s", got, BackendUring, logs.String())
+	}
+	for _, w := range []string{`"backend":"xdp"`, `"fallback":"uring"`, "xdp backend unavailable here, falling back to uring"} {
+		if !bytes.Contains(logs.Bytes(), []byte(w)) {
+			t.Errorf("log lacks %q:\n%s", w, logs.String())
+		}
+	}
+	senders := labSenders(t, lab, labLines(lab), 10000)
+	sendAfter(t, senders, 50)
+	expectLines(t, r, senders, 50)
+}
+
+// TestAutoNoFallbackOnConfigErrors: what is wrong with the configuration (a
+// queue the interface does not have, a ring size that is not a power of two)
+// is returned at once; the chain is only for missing kernel features.
+func TestAutoNoFallbackOnConfigErrors(t *testing.T) {
 	lab := newLab(t, netlab.Options{})
 	cases := []struct {
 		name     string
 		cfg      Config
-		want     string
-		wantLogs []string
+		wantErr  string
+		wantLogs []string // fallbacks that are right (a missing feature)
 	}{
-		{"xdp fails", Config{Queues: []int{7}}, BackendUring,
-			[]string{`"backend":"xdp"`, `"fallback":"uring"`, "xdp backend unavailable"}},
-		{"xdp and uring fail", Config{Queues: []int{7}, RingSize: 1000}, BackendSocket,
-			[]string{"xdp backend unavailable, falling back to uring", "uring backend unavailable, falling back to socket", "ring size 1000"}},
+		{"queue 7 on a one-queue veth", Config{Queues: []int{7}}, "open xdp backend", nil},
+		{"zero-copy missing, then a bad uring ring size", Config{ZeroCopy: "on", RingSize: 1000},
+			"ring size 1000", []string{"xdp backend unavailable here, falling back to uring"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			var logs bytes.Buffer
 			cfg := tc.cfg
-			cfg.Log = zerolog.New(&logs)
-			r := openBackend(t, lab, BackendAuto, cfg)
-			defer r.Close()
-			if got := r.Backend(); got[:len(tc.want)] != tc.want {
-				t.Fatalf("auto chose %q, want %q; log:\n%s", got, tc.want, logs.String())
+			cfg.Backend, cfg.Lines, cfg.Log = BackendAuto, labLines(lab), zerolog.New(&logs)
+			r, err := openIn(t, lab, cfg)
+			if err == nil {
+				r.Close()
+				t.Fatalf("auto opened %s; log:\n%s", r.Backend(), logs.String())
+			}
+			if errors.Is(err, ErrNotSupported) || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Errorf("error %q: want a config error mentioning %q", err, tc.wantErr)
+			}
+			if n := bytes.Count(logs.Bytes(), []byte("falling back")); n != len(tc.wantLogs) {
+				t.Errorf("%d fallbacks logged, want %d:\n%s", n, len(tc.wantLogs), logs.String())
 			}
 			for _, w := range tc.wantLogs {
 				if !bytes.Contains(logs.Bytes(), []byte(w)) {
 					t.Errorf("log lacks %q:\n%s", w, logs.String())
 				}
 			}
-			// The chosen backend receives.
-			senders := labSenders(t, lab, labLines(lab), 10000)
-			sendAfter(t, senders, 50)
-			expectLines(t, r, senders, 50)
 		})
 	}
 }
