@@ -201,8 +201,6 @@ int cmd_follow(const char* name) {
   // Instruments registered without a journal record we saw (none in
   // practice) would be missing: a last rescan compares versions only.
   if (Error re = rescan(); re != Error::Ok) return fail("rescan", re);
-  std::fprintf(stderr, "follow: updates %" PRIu64 " reads %" PRIu64 " overruns %" PRIu64 " lost %" PRIu64 "\n",
-               updates, reads, f.overruns(), f.lost());
   std::printf("stats updates %" PRIu64 " reads %" PRIu64 " overruns %" PRIu64 " lost %" PRIu64 "\n", updates,
               reads, f.overruns(), f.lost());
   std::fputs(books_json(sorted_views(held)).c_str(), stdout);
