@@ -428,3 +428,42 @@ func BenchmarkCppPublishToReader(b *testing.B) {
 	b.ReportMetric(p99, "p99-ns")
 	b.ReportMetric(0, "ns/op")
 }
+
+// TestCppExampleMicroprice builds and runs proto/cpp/examples/microprice.cpp:
+// it prints the book it finds when it attaches, then one line per change
+// of its symbol (and none for other symbols), and exits when the feed
+// closes.
+func TestCppExampleMicroprice(t *testing.T) {
+	bin := cppbuild.Build(t, "examples/microprice.cpp")
+	w := testWriter(t, Config{Instruments: 2, Depth: 2})
+	w.Register(1, "AAPL")
+	w.Register(2, "MSFT")
+	s := &Snapshot{Locate: 1, Bids: []Level{{Price: 1_000_000, Shares: 100, Orders: 1}}, Asks: []Level{{Price: 1_000_100, Shares: 300, Orders: 2}}}
+	if err := w.Publish(s); err != nil {
+		t.Fatal(err)
+	}
+	c := startCpp(t, bin, w.Path(), "AAPL")
+	next := func(want string) {
+		t.Helper()
+		if !c.out.Scan() {
+			t.Fatalf("microprice exited early")
+		}
+		if line := c.out.Text(); !strings.HasPrefix(line, want) {
+			t.Fatalf("microprice printed %q, want %q...", line, want)
+		}
+	}
+	// (100.0000*300 + 100.0100*100) / 400
+	next("AAPL v1 microprice 100.0025  bid 100 @ 100.0000  ask 300 @ 100.0100  publish->read ")
+	s.Bids[0].Shares = 300
+	w.Publish(s)
+	next("AAPL v2 microprice 100.0050  bid 300 @ 100.0000  ask 300 @ 100.0100  publish->read ")
+	w.Publish(&Snapshot{Locate: 2, Bids: []Level{{Price: 5, Shares: 1, Orders: 1}}})
+	s.Asks = nil
+	w.Publish(s)
+	next("AAPL v3 one-sided book (1 bids, 0 asks)  publish->read ")
+	w.Close()
+	c.finish(t)
+	if len(c.lines) != 0 {
+		t.Fatalf("microprice printed more after the last change: %q", c.lines)
+	}
+}
