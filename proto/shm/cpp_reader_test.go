@@ -467,3 +467,61 @@ func TestCppExampleMicroprice(t *testing.T) {
 		t.Fatalf("microprice printed more after the last change: %q", c.lines)
 	}
 }
+
+// TestCppInstall installs the reader with CMake into a scratch prefix and
+// builds a consumer against it twice: with find_package and with
+// pkg-config.
+func TestCppInstall(t *testing.T) {
+	cppbuild.Require(t)
+	for tool, pkg := range map[string]string{"cmake": "cmake", "pkg-config": "pkgconf"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("%s is not installed (Debian package %s)", tool, pkg)
+		}
+	}
+	dir := t.TempDir()
+	run := func(env []string, name string, args ...string) {
+		t.Helper()
+		cmd := exec.Command(name, args...)
+		cmd.Env = append(os.Environ(), env...)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+		}
+	}
+	prefix := filepath.Join(dir, "prefix")
+	build := filepath.Join(dir, "build")
+	run(nil, "cmake", "-S", cppbuild.Root(), "-B", build, "-DFEEDHANDLER_SHM_EXAMPLES=OFF")
+	run(nil, "cmake", "--install", build, "--prefix", prefix)
+
+	consumer := filepath.Join(dir, "consumer")
+	os.MkdirAll(consumer, 0o755)
+	main := "#include <feedhandler/shm_reader.hpp>\n#include <cstdio>\n" +
+		"int main() { feedhandler::shm::Reader r; auto e = r.open(\"fh-no-such-feed-installed\");\n" +
+		"  std::puts(feedhandler::shm::error_name(e)); return 0; }\n"
+	if err := os.WriteFile(filepath.Join(consumer, "main.cpp"), []byte(main), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmake := "cmake_minimum_required(VERSION 3.14)\nproject(consumer CXX)\n" +
+		"find_package(feedhandler_shm_reader 1 REQUIRED)\nadd_executable(consumer main.cpp)\n" +
+		"target_link_libraries(consumer PRIVATE feedhandler::shm_reader)\n"
+	if err := os.WriteFile(filepath.Join(consumer, "CMakeLists.txt"), []byte(cmake), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	run(nil, "cmake", "-S", consumer, "-B", filepath.Join(consumer, "build"), "-DCMAKE_PREFIX_PATH="+prefix)
+	run(nil, "cmake", "--build", filepath.Join(consumer, "build"))
+	out, err := exec.Command(filepath.Join(consumer, "build", "consumer")).Output()
+	if err != nil || string(out) != "ErrNotExist\n" {
+		t.Fatalf("find_package consumer: %q %v", out, err)
+	}
+
+	pcEnv := []string{"PKG_CONFIG_PATH=" + filepath.Join(prefix, "share", "pkgconfig")}
+	cflags, err := exec.Command("env", append(pcEnv, "pkg-config", "--cflags", "feedhandler-shm-reader")...).Output()
+	if err != nil {
+		t.Fatalf("pkg-config: %v", err)
+	}
+	bin := filepath.Join(dir, "pc-consumer")
+	args := append(strings.Fields(string(cflags)), "-o", bin, filepath.Join(consumer, "main.cpp"))
+	run(nil, "g++", args...)
+	if out, err := exec.Command(bin).Output(); err != nil || string(out) != "ErrNotExist\n" {
+		t.Fatalf("pkg-config consumer: %q %v", out, err)
+	}
+}
