@@ -525,3 +525,23 @@ func TestCppInstall(t *testing.T) {
 		t.Fatalf("pkg-config consumer: %q %v", out, err)
 	}
 }
+
+// TestCppNoAlloc: the C++ reader's calls (open, lookup, instrument, read,
+// read_symbol, version, check, follow, poll, wait, close) make no operator
+// new call, in a build without exceptions.
+func TestCppNoAlloc(t *testing.T) {
+	bin := cppbuild.Build(t, cppDriver, "-O2", "-fno-exceptions")
+	const depth = 10
+	w := testWriter(t, Config{Instruments: 2, Depth: depth})
+	w.Register(1, symbolOf(1))
+	s := newSnapshot(depth)
+	fillSnapshot(s, 1, 40, depth)
+	w.Publish(s)
+	out, err := exec.Command(bin, "noalloc", w.Path()).CombinedOutput()
+	if err != nil {
+		t.Fatalf("noalloc: %v\n%s", err, out)
+	}
+	if !strings.HasPrefix(string(out), "allocs 0 ") {
+		t.Fatalf("C++ reader allocated: %s", out)
+	}
+}

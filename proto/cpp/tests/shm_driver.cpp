@@ -12,6 +12,7 @@
 //                               stats, close), one result line each
 //   shm_driver bench-read NAME N  consistent reads of locate 1: "read median-ns X min-ns Y"
 //   shm_driver latency NAME     publish-to-read latency per journal update until closed
+//   shm_driver noalloc NAME     every reader call, counting operator new: "allocs N"
 #include <algorithm>
 #include <cinttypes>
 #include <cstdio>
@@ -20,12 +21,30 @@
 #include <map>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "feedhandler/shm_reader.hpp"
 
 namespace fs = feedhandler::shm;
 using fs::Error;
+
+// GCC pairs the inlined replacement operator delete's free() with the
+// operator new it can see and warns, although both sides are replaced.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
+#endif
+
+// Every operator new of the program is counted: the noalloc mode checks
+// that the reader's calls make none.
+static std::atomic<uint64_t> g_allocs{0};
+void* operator new(size_t n) {
+  g_allocs.fetch_add(1, std::memory_order_relaxed);
+  if (void* p = std::malloc(n ? n : 1)) return p;
+  std::abort();
+}
+void operator delete(void* p) noexcept { std::free(p); }
+void operator delete(void* p, size_t) noexcept { std::free(p); }
 
 namespace {
 
@@ -282,6 +301,42 @@ int cmd_torn(const char* name, bool slow) {
     last[loc] = v.version();
     return true;
   };
+  // A second thread reads random instruments through the same Reader until
+  // the feed closes (a Reader's const calls are thread-safe; under
+  // -fsanitize=thread this checks it).
+  std::atomic<bool> done{false};
+  std::string thread_error;
+  uint64_t thread_reads = 0;
+  std::thread other([&] {
+    std::vector<uint64_t> mem(kBufSize / 8 / 16);
+    std::vector<uint64_t> seen(65536);
+    std::mt19937_64 trng{uint64_t(getpid()) + 1};
+    std::string twhy;
+    while (!done.load(std::memory_order_relaxed)) {
+      uint16_t loc = uint16_t(trng() % count);
+      fs::View v;
+      Error e = r.read(loc, mem.data(), mem.size() * 8, v);
+      if (e == Error::NoData || e == Error::UnknownLocate) continue;
+      if (e != Error::Ok) {
+        thread_error = std::string("thread read: ") + fs::error_name(e);
+        return;
+      }
+      thread_reads++;
+      if (!check_view(v, depth, twhy) || v->locate() != loc || v.version() < seen[loc]) {
+        thread_error = "thread: torn snapshot: " + twhy;
+        return;
+      }
+      seen[loc] = v.version();
+    }
+  });
+  struct Joiner {
+    std::atomic<bool>& done;
+    std::thread& t;
+    ~Joiner() {
+      done = true;
+      if (t.joinable()) t.join();
+    }
+  } joiner{done, other};
   fs::Update ups[64];
   fs::WaitOptions opt;
   opt.spin = 10;
@@ -304,8 +359,15 @@ int cmd_torn(const char* name, bool slow) {
           return 1;
         }
       }
-      std::printf("stats reads %" PRIu64 " updates %" PRIu64 " overruns %" PRIu64 " lost %" PRIu64 "\n", reads,
-                  updates, f.overruns(), f.lost());
+      done = true;
+      other.join();
+      if (!thread_error.empty()) {
+        std::printf("error %s\n", thread_error.c_str());
+        return 1;
+      }
+      std::printf("stats reads %" PRIu64 " updates %" PRIu64 " overruns %" PRIu64 " lost %" PRIu64
+                  " thread-reads %" PRIu64 "\n",
+                  reads, updates, f.overruns(), f.lost(), thread_reads);
       return 0;
     }
     if (e != Error::Ok && e != Error::Overrun) return fail("wait", e);
@@ -448,11 +510,55 @@ int cmd_latency(const char* name) {
   return 0;
 }
 
+// cmd_noalloc calls every reader operation (open, lookup, read, version,
+// check, instrument, follow, poll, wait, close) and prints how many
+// operator new calls they made.
+int cmd_noalloc(const char* name) {
+  uint64_t before = g_allocs.load();
+  uint64_t sink = 0;
+  for (int round = 0; round < 100; round++) {
+    fs::Reader r;
+    if (Error e = r.open(name); e != Error::Ok) return fail("open", e);
+    uint16_t loc = 0;
+    if (!r.lookup("S1", loc)) return fail("lookup", Error::UnknownLocate);
+    fs::Instrument in;
+    r.instrument(0, in);
+    fs::View v;
+    if (Error e = r.read(loc, g_buf, kBufSize, v); e != Error::Ok) return fail("read", e);
+    if (Error e = r.read_symbol("S1", g_buf, kBufSize, v); e != Error::Ok) return fail("read_symbol", e);
+    fs::Level l;
+    v.bid(0, l);
+    sink += v->seq() + l.price + r.version(loc) + uint64_t(r.check()) + in.locate + v.symbol().size();
+    fs::Follower f = r.follow();
+    fs::Update ups[4];
+    size_t n = 0;
+    f.poll(ups, 4, n);
+    fs::WaitOptions opt;
+    opt.spin = 1;
+    opt.check_every_ns = 1;
+    f.wait(ups, 4, n, 100000, opt);
+    sink += n + f.pending();
+    r.close();
+  }
+  uint64_t allocs = g_allocs.load() - before;
+  // The counter itself must see an allocation, or the check proves nothing.
+  uint64_t probe = g_allocs.load();
+  std::vector<uint64_t>* heap = new std::vector<uint64_t>(16, sink);
+  sink += heap->back();
+  delete heap;
+  if (g_allocs.load() - probe < 2) {
+    std::printf("error operator new is not counted\n");
+    return 1;
+  }
+  std::printf("allocs %" PRIu64 " sink %" PRIu64 "\n", allocs, sink);
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   if (argc < 3) {
-    std::fprintf(stderr, "usage: shm_driver json|follow|torn|session|bench-read|latency NAME [ARG]\n");
+    std::fprintf(stderr, "usage: shm_driver json|follow|torn|session|bench-read|latency|noalloc NAME [ARG]\n");
     return 2;
   }
   std::string mode = argv[1];
@@ -463,6 +569,7 @@ int main(int argc, char** argv) {
   if (mode == "session") return cmd_session(name);
   if (mode == "bench-read") return cmd_bench_read(name, argc > 3 ? std::atol(argv[3]) : 1000000);
   if (mode == "latency") return cmd_latency(name);
+  if (mode == "noalloc") return cmd_noalloc(name);
   std::fprintf(stderr, "shm_driver: unknown mode %s\n", mode.c_str());
   return 2;
 }
