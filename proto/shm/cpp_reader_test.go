@@ -174,6 +174,13 @@ func TestCppLifecycle(t *testing.T) {
 			}
 			startSession(t, bin, name).expect("open", "open ErrFormat")
 		}
+		// A FIFO must not hang the open (the Go reader's os.Open would
+		// block on it until a writer opens it).
+		fifo := testName(t)
+		if err := syscall.Mkfifo(fifo, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		startSession(t, bin, fifo).expect("open", "open ErrFormat")
 		// A truncated feed file.
 		name := corrupt(t, func(b []byte) []byte { return b[:len(b)-pageSize] })
 		startSession(t, bin, name).expect("open", "open ErrFormat")

@@ -332,7 +332,9 @@ class Reader {
     std::memcpy(path_, kDir, dir);
     std::memcpy(path_ + dir, name, n + 1);
 
-    int fd = ::open(path_, O_RDONLY | O_CLOEXEC);
+    // O_NONBLOCK: a FIFO under the name must not hang open (it is then
+    // refused as not a regular file).
+    int fd = ::open(path_, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0) return from_errno(errno);
     struct stat st;
     if (fstat(fd, &st) != 0) {
@@ -618,8 +620,9 @@ class Reader {
   char path_[4096] = {};
 };
 
-// Follower follows the change journal of a Reader (which must outlive it).
-// One thread per Follower.
+// Follower follows the change journal of a Reader. It points at the
+// Reader: the Reader must outlive it and stay where it is (do not move it
+// while it has followers). One thread per Follower.
 class Follower {
  public:
   Follower() noexcept = default;
