@@ -395,8 +395,10 @@ class Reader {
   // with LayoutVersion.
   uint32_t found_layout_version() const noexcept { return found_version_; }
 
-  // heartbeat_ns is the writer's last heartbeat, Unix ns.
-  int64_t heartbeat_ns() const noexcept { return load_acquire<int64_t>(detail::kOffHeartbeat); }
+  // heartbeat_ns is the writer's last heartbeat, Unix ns (0 when not open).
+  int64_t heartbeat_ns() const noexcept {
+    return mem_ != nullptr ? load_acquire<int64_t>(detail::kOffHeartbeat) : 0;
+  }
 
   // check reports the writer's state: Ok while alive; Restarted when a new
   // writer replaced the file (close, open again); Closed when it closed the
