@@ -256,6 +256,25 @@ func TestCppLifecycle(t *testing.T) {
 		s.expect("read 1", "read Ok seq 9 version 2")
 	})
 
+	t.Run("corrupt snapshot", func(t *testing.T) {
+		w := testWriter(t, Config{Instruments: 1, Depth: 2})
+		w.Register(1, "A")
+		snap := newSnapshot(2)
+		fillSnapshot(snap, 1, 2, 2)
+		w.Publish(snap)
+		s := startSession(t, bin, w.Path())
+		s.expect("open", "open Ok")
+		s.expect("read 1", "read Ok seq 2")
+		// A bid count beyond the depth: the accessors would read past the
+		// copy. Both readers refuse it.
+		data := w.m.slotData(&w.l, 0)
+		data[bidsAt(1)] = 200
+		if _, err := testReader(t, w.Path()).Read(1, make([]byte, w.Info().MaxSnapshot)); !errors.Is(err, ErrFormat) {
+			t.Fatalf("Go: %v", err)
+		}
+		s.expect("read 1", "read ErrFormat")
+	})
+
 	t.Run("stale heartbeat and locked slot", func(t *testing.T) {
 		w := testWriter(t, Config{Instruments: 1, Depth: 1, HeartbeatInterval: time.Second})
 		w.Register(1, "A")
