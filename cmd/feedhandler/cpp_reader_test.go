@@ -1,0 +1,115 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/marketfeed/feedhandler/internal/cppbuild"
+	"github.com/marketfeed/feedhandler/internal/itchgen"
+	"github.com/marketfeed/feedhandler/proto/shm"
+)
+
+// TestCppReaderMatchesBookview: `replay --shm` of a generated day while the
+// C++ reader (proto/cpp, shm_driver follow) follows the feed; afterwards
+// the books the C++ follower holds, and the books `shm_driver json` reads,
+// are byte for byte what `bookview --once --json` prints.
+//
+// The day reaches replay through a FIFO: the test writes its first 64 KiB,
+// waits until the C++ follower has attached to the feed replay created,
+// then writes the rest. So the follower follows at least everything after
+// the first 64 KiB, whatever the machine's load.
+func TestCppReaderMatchesBookview(t *testing.T) {
+	bin := cppbuild.Build(t, "tests/shm_driver.cpp")
+	day, _ := genInspectFile(t, itchgen.Config{Messages: 300_000, Symbols: 300, Seed: 12}, false)
+	data, err := os.ReadFile(day)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fifo := filepath.Join(t.TempDir(), "day.fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	name := fmt.Sprintf("fh-cppreader-%d", os.Getpid())
+	defer shm.Remove(name)
+
+	follower := exec.Command(bin, "follow", name)
+	follower.Stderr = os.Stderr
+	out, err := follower.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := follower.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if follower.ProcessState == nil {
+			follower.Process.Kill()
+			follower.Wait()
+		}
+	}()
+	replayed := make(chan error, 1)
+	go func() {
+		replayed <- replay([]string{"--quiet", "--shm", name, fifo}, io.Discard, io.Discard)
+	}()
+	f, err := os.OpenFile(fifo, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close() // on failure: replay reads EOF and returns
+	first := min(len(data), 64<<10)
+	if _, err := f.Write(data[:first]); err != nil {
+		t.Fatal(err)
+	}
+	lines := bufio.NewReader(out)
+	if line, err := lines.ReadString('\n'); err != nil || line != "attached\n" {
+		t.Fatalf("C++ follower: %q %v", line, err)
+	}
+	if _, err := f.Write(data[first:]); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	if err := <-replayed; err != nil {
+		t.Fatal(err)
+	}
+	rest, err := io.ReadAll(lines)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := follower.Wait(); err != nil {
+		t.Fatalf("C++ follower: %v\n%s", err, rest)
+	}
+	stats, followed, ok := bytes.Cut(rest, []byte("\n"))
+	if !ok || !bytes.HasPrefix(stats, []byte("stats ")) {
+		t.Fatalf("C++ follower output: %.400s", rest)
+	}
+	t.Logf("C++ follower: %s", stats)
+	if fields := strings.Fields(string(stats)); len(fields) < 3 || fields[2] == "0" {
+		t.Fatalf("C++ follower saw no journal update: %s", stats)
+	}
+
+	var want bytes.Buffer
+	if err := bookview([]string{"--shm", name, "--once", "--json"}, &want); err != nil {
+		t.Fatal(err)
+	}
+	if want.Len() < 1000 {
+		t.Fatalf("bookview output suspiciously small: %q", want.Bytes())
+	}
+	if !bytes.Equal(followed, want.Bytes()) {
+		t.Fatalf("C++ follower's books differ from bookview --once --json:\nC++:      %.400s\nbookview: %.400s", followed, want.Bytes())
+	}
+	dump, err := exec.Command(bin, "json", name).Output()
+	if err != nil {
+		t.Fatalf("shm_driver json: %v\n%s", err, dump)
+	}
+	if !bytes.Equal(dump, want.Bytes()) {
+		t.Fatalf("shm_driver json differs from bookview --once --json:\nC++:      %.400s\nbookview: %.400s", dump, want.Bytes())
+	}
+}

@@ -1,0 +1,117 @@
+// microprice: follow one symbol of a feedhandler shared-memory feed and print
+// its microprice on every change, with the time from the handler's publish
+// to this program's consistent read.
+//
+//   g++ -std=c++17 -O2 -Iproto/cpp/include proto/cpp/examples/microprice.cpp -o bin/microprice
+//   bin/microprice itch AAPL          # feed /dev/shm/itch; Ctrl-C to stop
+//
+// microprice = (bid * ask_size + ask * bid_size) / (bid_size + ask_size),
+// the top-of-book price weighted toward the side with less size. The latency
+// is CLOCK_REALTIME now minus the snapshot's publish_time (the writer stamps
+// it, CLOCK_REALTIME, when it publishes), so both ends use the same clock on
+// one machine.
+//
+// The loop is what a strategy does: look up the locate once, follow the
+// change journal, and on each update for the locate copy the book into a
+// buffer of its own (no allocation, no exception). Overrun means records
+// were lost: compare the version to the last one seen. A restarted writer
+// means open the feed again; a closed or dead one ends the program.
+#include <cinttypes>
+#include <csignal>
+#include <cstdio>
+
+#include "feedhandler/shm_reader.hpp"
+
+namespace fs = feedhandler::shm;
+
+namespace {
+
+volatile std::sig_atomic_t g_stop = 0;
+void on_signal(int) { g_stop = 1; }
+
+alignas(64) unsigned char g_buf[1 << 16];
+
+// print_book prints one line for the snapshot in v.
+void print_book(const fs::View& v) {
+  int64_t latency = fs::detail::realtime_ns() - v->publish_time();
+  fs::Level bid, ask;
+  bool has_bid = v.bid(0, bid), has_ask = v.ask(0, ask);
+  if (has_bid && has_ask && bid.shares + ask.shares > 0) {
+    double micro = (double(bid.price) * double(ask.shares) + double(ask.price) * double(bid.shares)) /
+                   double(bid.shares + ask.shares) / 10000.0;
+    std::printf("%.*s v%" PRIu64 " microprice %.4f  bid %" PRIu64 " @ %.4f  ask %" PRIu64 " @ %.4f  publish->read %" PRId64
+                " ns\n",
+                int(v.symbol().size()), v.symbol().data(), v.version(), micro, bid.shares, bid.price / 10000.0,
+                ask.shares, ask.price / 10000.0, latency);
+  } else {
+    std::printf("%.*s v%" PRIu64 " one-sided book (%u bids, %u asks)  publish->read %" PRId64 " ns\n",
+                int(v.symbol().size()), v.symbol().data(), v.version(), v.bid_count(), v.ask_count(), latency);
+  }
+  std::fflush(stdout);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc != 3) {
+    std::fprintf(stderr, "usage: microprice FEED SYMBOL\n");
+    return 2;
+  }
+  const char* feed = argv[1];
+  const char* symbol = argv[2];
+  std::signal(SIGINT, on_signal);
+  std::signal(SIGTERM, on_signal);
+
+  fs::Reader r;
+  for (;;) {  // (re)attach
+    fs::Error e = r.open_wait(feed, 60'000'000'000, 10'000'000);
+    if (e != fs::Error::Ok) {
+      std::fprintf(stderr, "microprice: open %s: %s\n", feed, fs::error_message(e));
+      return 1;
+    }
+    if (r.info().max_snapshot > sizeof g_buf) {
+      std::fprintf(stderr, "microprice: snapshots of %u bytes exceed the buffer\n", r.info().max_snapshot);
+      return 1;
+    }
+    uint16_t locate = 0;
+    while (!r.lookup(symbol, locate)) {  // the stock directory may arrive after the start
+      if (g_stop || r.check() != fs::Error::Ok) {
+        std::fprintf(stderr, "microprice: %s not registered in %s\n", symbol, r.path());
+        return 1;
+      }
+      fs::detail::sleep_ns(10'000'000);
+    }
+    fs::Follower f = r.follow();
+    fs::View v;
+    uint64_t seen = 0;
+    if (r.read(locate, g_buf, sizeof g_buf, v) == fs::Error::Ok) {
+      seen = v.version();
+      print_book(v);
+    }
+    fs::Update ups[256];
+    fs::WaitOptions opt;
+    opt.spin = 100000;  // a strategy with a core of its own spins longer
+    while (!g_stop) {
+      size_t n = 0;
+      e = f.wait(ups, 256, n, 100'000'000, opt);
+      bool changed = e == fs::Error::Overrun && r.version(locate) != seen;
+      for (size_t i = 0; i < n; i++) changed |= ups[i].locate == locate && ups[i].version > seen;
+      if (changed) {
+        fs::Error re = r.read(locate, g_buf, sizeof g_buf, v);
+        if (re != fs::Error::Ok) {
+          std::fprintf(stderr, "microprice: read %s: %s\n", symbol, fs::error_message(re));
+          return 1;
+        }
+        seen = v.version();
+        print_book(v);
+      }
+      if (e == fs::Error::Restarted) break;  // a new writer: attach again
+      if (e == fs::Error::Closed || e == fs::Error::WriterDead) {
+        std::fprintf(stderr, "microprice: %s: %s\n", r.path(), fs::error_message(e));
+        return 0;
+      }
+    }
+    if (g_stop) return 0;
+    std::fprintf(stderr, "microprice: writer restarted, attaching again\n");
+  }
+}

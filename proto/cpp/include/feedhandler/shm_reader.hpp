@@ -1,0 +1,734 @@
+// feedhandler shared-memory book reader, C++17, header only.
+//
+// Reads the feed files that feedhandler publishes under /dev/shm (layout
+// version 1, docs/SHM.md): open or wait for a feed, look up a symbol, copy a
+// consistent snapshot of a book into a caller buffer (seqlock), follow the
+// change journal, and tell a live writer from a dead, closed or restarted
+// one. It follows the same protocol, and reports the same conditions, as the
+// Go reader in proto/shm.
+//
+// No exceptions and no allocation: every operation returns an Error code.
+// Snapshots decode with the code flatc generates from proto/book.fbs
+// (book_generated.h, namespace bookfb), against the flatbuffers 2.0.8 headers
+// (Debian libflatbuffers-dev).
+//
+//   feedhandler::shm::Reader r;
+//   if (auto e = r.open("itch"); e != feedhandler::shm::Error::Ok) { ... error_name(e) ... }
+//   alignas(8) static unsigned char buf[1 << 16];          // >= r.info().max_snapshot
+//   uint16_t loc;  r.lookup("AAPL", loc);
+//   feedhandler::shm::View v;
+//   r.read(loc, buf, sizeof buf, v);                        // consistent copy in buf
+//   v->seq(); v.bid(0, level); v->publish_time();
+//   auto f = r.follow();                                    // change journal from now on
+//   feedhandler::shm::Update ups[256]; size_t n;
+//   f.wait(ups, 256, n, 1'000'000'000);                     // Overrun: rescan; Closed, WriterDead, Restarted
+//
+// Threads: a Reader's const methods are safe to call from several threads
+// (open/close are not). A Follower belongs to one thread.
+#ifndef FEEDHANDLER_SHM_READER_HPP_
+#define FEEDHANDLER_SHM_READER_HPP_
+
+#include <fcntl.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <string_view>
+
+#include "feedhandler/book_generated.h"
+
+#if !defined(__GNUC__) && !defined(__clang__)
+#error "feedhandler/shm_reader.hpp needs GCC or Clang (__atomic builtins)"
+#endif
+#if __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "feedhandler/shm_reader.hpp: the feed file is little-endian; big-endian hosts are not supported"
+#endif
+
+namespace feedhandler {
+namespace shm {
+
+// The layout version this reader understands (docs/SHM.md). A file of another
+// version is Error::LayoutVersion.
+constexpr uint32_t kLayoutVersion = 1;
+
+// Error codes. Each condition the Go reader reports with a sentinel has its
+// own code here; error_name gives the Go sentinel's name.
+enum class Error : int {
+  Ok = 0,
+  NotExist,          // no feed file of that name (writer not started): retry, or open_wait
+  PermissionDenied,  // the file exists but this user may not read it (EACCES)
+  Format,            // not a feed file, truncated or inconsistent
+  LayoutVersion,     // the file has another layout version (Reader::found_layout_version)
+  WriterDead,        // the writer's pid is gone or its heartbeat is stale
+  Restarted,         // a new writer replaced the file: close, open again, follow again
+  Closed,            // the writer closed the feed; the last books stay readable
+  Overrun,           // the follower fell more than a journal length behind: rescan
+  UnknownLocate,     // locate or symbol not registered
+  NoData,            // registered, nothing published yet
+  ShortBuffer,       // read buffer smaller than Info::max_snapshot
+  Misaligned,        // read buffer not 8-byte aligned (FlatBuffers structs need it)
+  Busy,              // a live writer held the slot for over a second
+  NotOpen,           // the Reader is not open
+  System,            // another system call failure: Reader::sys_errno
+};
+
+// error_name returns the name of the Go sentinel for e ("ErrNotExist", ...).
+inline const char* error_name(Error e) noexcept {
+  switch (e) {
+    case Error::Ok: return "Ok";
+    case Error::NotExist: return "ErrNotExist";
+    case Error::PermissionDenied: return "ErrPermission";
+    case Error::Format: return "ErrFormat";
+    case Error::LayoutVersion: return "ErrLayoutVersion";
+    case Error::WriterDead: return "ErrWriterDead";
+    case Error::Restarted: return "ErrRestarted";
+    case Error::Closed: return "ErrClosed";
+    case Error::Overrun: return "ErrOverrun";
+    case Error::UnknownLocate: return "ErrUnknownLocate";
+    case Error::NoData: return "ErrNoData";
+    case Error::ShortBuffer: return "ErrShortBuffer";
+    case Error::Misaligned: return "ErrMisaligned";
+    case Error::Busy: return "ErrBusy";
+    case Error::NotOpen: return "ErrNotOpen";
+    case Error::System: return "ErrSystem";
+  }
+  return "ErrUnknown";
+}
+
+// error_message describes e in words (the Go sentinels' texts).
+inline const char* error_message(Error e) noexcept {
+  switch (e) {
+    case Error::Ok: return "ok";
+    case Error::NotExist: return "shm: feed does not exist";
+    case Error::PermissionDenied: return "shm: permission denied";
+    case Error::Format: return "shm: not a feed file";
+    case Error::LayoutVersion: return "shm: layout version mismatch";
+    case Error::WriterDead: return "shm: writer is dead";
+    case Error::Restarted: return "shm: writer restarted";
+    case Error::Closed: return "shm: writer closed the feed";
+    case Error::Overrun: return "shm: journal overrun";
+    case Error::UnknownLocate: return "shm: unknown locate";
+    case Error::NoData: return "shm: no snapshot published yet";
+    case Error::ShortBuffer: return "shm: buffer too small";
+    case Error::Misaligned: return "shm: buffer not 8-byte aligned";
+    case Error::Busy: return "shm: slot busy";
+    case Error::NotOpen: return "shm: reader not open";
+    case Error::System: return "shm: system call failed";
+  }
+  return "shm: unknown error";
+}
+
+// Info describes a feed file (its static header).
+struct Info {
+  uint32_t layout_version = 0;
+  uint64_t generation = 0;       // random, new for every file a writer creates
+  int64_t start_time_ns = 0;     // writer start, Unix ns
+  int32_t writer_pid = 0;
+  uint32_t instruments = 0;      // slot capacity
+  uint32_t depth = 0;            // levels per side
+  uint32_t journal_len = 0;      // records, a power of two
+  uint32_t slot_size = 0;
+  uint32_t max_snapshot = 0;     // bytes a read buffer needs
+  int64_t heartbeat_interval_ns = 0;
+};
+
+// Instrument is a registered instrument (a directory entry).
+struct Instrument {
+  uint16_t locate = 0;
+  uint8_t symbol_len = 0;
+  char symbol_buf[9] = {};
+  std::string_view symbol() const noexcept { return std::string_view(symbol_buf, symbol_len); }
+};
+
+// Level is one price level, best first.
+struct Level {
+  uint32_t price = 0;   // ITCH price, 4 implied decimals
+  uint64_t shares = 0;
+  uint32_t orders = 0;
+};
+
+// Update is one change-journal record: locate was published at version.
+struct Update {
+  uint16_t locate = 0;
+  uint64_t version = 0;
+};
+
+// View is a consistent snapshot in the caller's buffer, decoded with the
+// generated accessors (v->seq(), v->bids(), ...), plus the slot version it
+// was read at. It stays valid until the buffer is reused.
+class View {
+ public:
+  const bookfb::Snapshot* snapshot() const noexcept { return snap_; }
+  const bookfb::Snapshot* operator->() const noexcept { return snap_; }
+  uint64_t version() const noexcept { return version_; }
+  const uint8_t* data() const noexcept { return data_; }  // the FlatBuffer
+  size_t size() const noexcept { return size_; }
+  uint32_t bid_count() const noexcept { return snap_ ? snap_->bids()->size() : 0; }
+  uint32_t ask_count() const noexcept { return snap_ ? snap_->asks()->size() : 0; }
+  // bid copies bid level i (0 is best); false past the last level.
+  bool bid(uint32_t i, Level& out) const noexcept { return level(snap_ ? snap_->bids() : nullptr, i, out); }
+  bool ask(uint32_t i, Level& out) const noexcept { return level(snap_ ? snap_->asks() : nullptr, i, out); }
+  std::string_view symbol() const noexcept { return snap_ ? snap_->symbol()->string_view() : std::string_view(); }
+
+ private:
+  friend class Reader;
+  static bool level(const flatbuffers::Vector<const bookfb::Level*>* v, uint32_t i, Level& out) noexcept {
+    if (v == nullptr || i >= v->size()) return false;
+    const bookfb::Level* l = v->Get(i);
+    out.price = l->price();
+    out.orders = l->orders();
+    out.shares = l->shares();
+    return true;
+  }
+  const bookfb::Snapshot* snap_ = nullptr;
+  const uint8_t* data_ = nullptr;
+  size_t size_ = 0;
+  uint64_t version_ = 0;
+};
+
+// OpenOptions tune a Reader.
+struct OpenOptions {
+  // How old the writer's heartbeat may get before check() reports
+  // WriterDead. Zero: 10 heartbeat intervals, at least one second.
+  int64_t stale_after_ns = 0;
+};
+
+// WaitOptions tune Follower::wait.
+struct WaitOptions {
+  int spin = 0;               // empty polls before yielding the CPU; 0: 1000
+  int64_t sleep_ns = 0;       // sleep between polls once yielding found nothing; 0: 50 µs
+  int64_t check_every_ns = 0; // how often wait checks the writer; 0: 100 ms
+};
+
+class Follower;
+
+namespace detail {
+
+// Layout of version 1 (docs/SHM.md; proto/shm/layout.go, encode.go).
+constexpr uint64_t kHeaderSize = 4096;
+constexpr uint64_t kMaxLocates = 65536;
+constexpr uint64_t kMaxDepth = 4096;
+constexpr uint64_t kCacheLine = 64;
+constexpr uint64_t kSlotHeader = 64;
+constexpr uint64_t kRecordSize = 16;
+constexpr uint64_t kDirEntrySize = 16;
+constexpr uint64_t kVersionMask = (uint64_t(1) << 48) - 1;
+constexpr uint64_t kStampBusy = ~uint64_t(0);
+constexpr uint32_t kStateClosed = 1;
+
+constexpr size_t kOffMagic = 0, kOffLayoutVersion = 8, kOffHeaderSize = 12, kOffGeneration = 16,
+                 kOffStartTime = 24, kOffWriterPid = 32, kOffSlotSize = 36, kOffCapacity = 40,
+                 kOffDepth = 44, kOffJournalLen = 48, kOffHeartbeatEvery = 56, kOffIndex = 64,
+                 kOffDirectory = 72, kOffJournal = 80, kOffSlots = 88, kOffFileSize = 96,
+                 kOffMaxSnapshot = 108, kOffHeartbeat = 256, kOffState = 264, kOffHead = 384,
+                 kOffCount = 512;
+
+constexpr unsigned char kMagic[8] = {'F', 'H', 'B', 'O', 'O', 'K', 'S', 0};
+
+// The fixed FlatBuffer layout of a slot (layout version 1).
+constexpr size_t kVtableAt = 8, kVtableLen = 2 * 2 + 17 * 2, kTableAt = 48, kTableLen = 92,
+                 kSymbolAt = kTableAt + kTableLen, kLevelSize = 16, kFieldSymbol = 4, kFieldBids = 64,
+                 kFieldAsks = 68;
+// Table offsets of the 17 fields in schema (id) order.
+constexpr uint16_t kFieldOffsets[17] = {84, 4, 8, 16, 24, 32, 88, 86, 64, 68, 72, 76, 80, 40, 48, 56, 89};
+
+constexpr size_t bids_at(size_t sym_len) {
+  size_t end = kSymbolAt + 4 + sym_len + 1;
+  return end + (12 - end % 8) % 8;  // first offset >= end with offset % 8 == 4
+}
+constexpr uint64_t max_snapshot_size(uint64_t depth) {
+  return bids_at(8) + 4 + depth * kLevelSize + 4 + 4 + depth * kLevelSize;
+}
+
+inline uint16_t le16(const uint8_t* p) noexcept { uint16_t v; std::memcpy(&v, p, 2); return v; }
+inline uint32_t le32(const uint8_t* p) noexcept { uint32_t v; std::memcpy(&v, p, 4); return v; }
+inline uint64_t le64(const uint8_t* p) noexcept { uint64_t v; std::memcpy(&v, p, 8); return v; }
+
+// valid_snapshot reports whether b[0:n] is a FlatBuffer laid out as layout
+// version 1 writes it, with at most depth levels per side: everything the
+// generated accessors touch lies inside it (the Go reader's validSnapshot).
+inline bool valid_snapshot(const uint8_t* b, size_t n, uint64_t depth) noexcept {
+  if (n < kSymbolAt + 4) return false;
+  if (le32(b) != kTableAt || std::memcmp(b + 4, "FHB1", 4) != 0) return false;
+  if (le16(b + kVtableAt) != kVtableLen || le16(b + kVtableAt + 2) != kTableLen) return false;
+  for (size_t i = 0; i < 17; i++) {
+    if (le16(b + kVtableAt + 4 + 2 * i) != kFieldOffsets[i]) return false;
+  }
+  if (le16(b + kVtableAt + kVtableLen) != 0) return false;  // padding up to the table
+  if (le32(b + kTableAt) != kTableAt - kVtableAt) return false;
+  if (le32(b + kTableAt + kFieldSymbol) != kSymbolAt - (kTableAt + kFieldSymbol)) return false;
+  size_t sym_len = le32(b + kSymbolAt);
+  if (sym_len > 8) return false;
+  size_t bids = bids_at(sym_len);
+  if (le32(b + kTableAt + kFieldBids) != bids - (kTableAt + kFieldBids) || bids + 4 > n) return false;
+  uint64_t nb = le32(b + bids);
+  if (nb > depth) return false;
+  size_t asks = bids + 4 + nb * kLevelSize + 4;
+  if (le32(b + kTableAt + kFieldAsks) != asks - (kTableAt + kFieldAsks) || asks + 4 > n) return false;
+  uint64_t na = le32(b + asks);
+  return na <= depth && asks + 4 + na * kLevelSize <= n;
+}
+
+inline int64_t clock_ns(clockid_t c) noexcept {
+  struct timespec ts;
+  clock_gettime(c, &ts);
+  return int64_t(ts.tv_sec) * 1000000000 + ts.tv_nsec;
+}
+inline int64_t realtime_ns() noexcept { return clock_ns(CLOCK_REALTIME); }
+inline int64_t monotonic_ns() noexcept { return clock_ns(CLOCK_MONOTONIC); }
+inline void sleep_ns(int64_t ns) noexcept {
+  struct timespec ts = {time_t(ns / 1000000000), long(ns % 1000000000)};
+  while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+  }
+}
+
+}  // namespace detail
+
+// Reader maps one feed file read-only.
+class Reader {
+ public:
+  Reader() noexcept = default;
+  ~Reader() { close(); }
+  Reader(const Reader&) = delete;
+  Reader& operator=(const Reader&) = delete;
+  Reader(Reader&& o) noexcept { *this = static_cast<Reader&&>(o); }
+  Reader& operator=(Reader&& o) noexcept {
+    if (this != &o) {
+      close();
+      std::memcpy(static_cast<void*>(this), static_cast<const void*>(&o), sizeof(Reader));
+      o.mem_ = nullptr;
+      o.size_ = 0;
+    }
+    return *this;
+  }
+
+  // open maps the feed file name (a bare name lives under /dev/shm, a name
+  // with a slash is a path). NotExist while the writer has not created it;
+  // PermissionDenied, Format, LayoutVersion, System otherwise. It succeeds
+  // on a closed or dead writer's file so that its last books stay readable;
+  // check() tells the writer's state.
+  Error open(const char* name, const OpenOptions& opt = OpenOptions()) noexcept {
+    close();
+    errno_ = 0;
+    found_version_ = 0;
+    if (name == nullptr) return Error::NotExist;
+    size_t n = std::strlen(name);
+    bool bare = std::memchr(name, '/', n) == nullptr;
+    static constexpr char kDir[] = "/dev/shm/";
+    size_t dir = bare ? sizeof kDir - 1 : 0;
+    if (dir + n + 1 > sizeof path_) {
+      errno_ = ENAMETOOLONG;
+      return Error::System;
+    }
+    std::memcpy(path_, kDir, dir);
+    std::memcpy(path_ + dir, name, n + 1);
+
+    // O_NONBLOCK: a FIFO under the name must not hang open (it is then
+    // refused as not a regular file).
+    int fd = ::open(path_, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    if (fd < 0) return from_errno(errno);
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+      Error e = from_errno(errno);
+      ::close(fd);
+      return e;
+    }
+    if (!S_ISREG(st.st_mode) || uint64_t(st.st_size) < detail::kHeaderSize) {
+      ::close(fd);
+      return Error::Format;
+    }
+    void* m = mmap(nullptr, size_t(st.st_size), PROT_READ, MAP_SHARED | MAP_POPULATE, fd, 0);
+    int merr = errno;
+    ::close(fd);
+    if (m == MAP_FAILED) return from_errno(merr);
+    mem_ = static_cast<const uint8_t*>(m);
+    size_ = size_t(st.st_size);
+    ino_ = st.st_ino;
+    dev_ = st.st_dev;
+    Error e = read_header();
+    if (e != Error::Ok) {
+      close();
+      return e;
+    }
+    stale_ns_ = opt.stale_after_ns;
+    if (stale_ns_ <= 0) {
+      stale_ns_ = 10 * info_.heartbeat_interval_ns;
+      if (stale_ns_ < 1000000000) stale_ns_ = 1000000000;
+    }
+    return Error::Ok;
+  }
+
+  // open_wait is open, retried every poll_ns while the feed does not exist,
+  // until timeout_ns passed.
+  Error open_wait(const char* name, int64_t timeout_ns, int64_t poll_ns,
+                  const OpenOptions& opt = OpenOptions()) noexcept {
+    int64_t deadline = detail::monotonic_ns() + timeout_ns;
+    for (;;) {
+      Error e = open(name, opt);
+      if (e != Error::NotExist || detail::monotonic_ns() > deadline) return e;
+      detail::sleep_ns(poll_ns > 0 ? poll_ns : 1000000);
+    }
+  }
+
+  // close unmaps the file; Views stay valid (they live in caller buffers).
+  void close() noexcept {
+    if (mem_ != nullptr) munmap(const_cast<uint8_t*>(mem_), size_);
+    mem_ = nullptr;
+    size_ = 0;
+  }
+
+  bool is_open() const noexcept { return mem_ != nullptr; }
+  const char* path() const noexcept { return path_; }
+  const Info& info() const noexcept { return info_; }
+  // sys_errno is the errno behind the last open's System or PermissionDenied.
+  int sys_errno() const noexcept { return errno_; }
+  // found_layout_version is the version of the file the last open refused
+  // with LayoutVersion.
+  uint32_t found_layout_version() const noexcept { return found_version_; }
+
+  // heartbeat_ns is the writer's last heartbeat, Unix ns (0 when not open).
+  int64_t heartbeat_ns() const noexcept {
+    return mem_ != nullptr ? load_acquire<int64_t>(detail::kOffHeartbeat) : 0;
+  }
+
+  // check reports the writer's state: Ok while alive; Restarted when a new
+  // writer replaced the file (close, open again); Closed when it closed the
+  // feed; WriterDead when its process is gone or its heartbeat is older
+  // than the stale limit. Same order of checks as the Go reader.
+  Error check() const noexcept {
+    if (mem_ == nullptr) return Error::NotOpen;
+    struct stat st;
+    if (stat(path_, &st) == 0 && (st.st_ino != ino_ || st.st_dev != dev_)) return Error::Restarted;
+    if (load_acquire<uint32_t>(detail::kOffState) == detail::kStateClosed) return Error::Closed;
+    if (kill(pid_t(info_.writer_pid), 0) != 0 && errno == ESRCH) return Error::WriterDead;
+    if (detail::realtime_ns() - heartbeat_ns() > stale_ns_) return Error::WriterDead;
+    return Error::Ok;
+  }
+
+  // instrument_count is the number of registered instruments.
+  uint32_t instrument_count() const noexcept {
+    if (mem_ == nullptr) return 0;
+    uint32_t n = load_acquire<uint32_t>(detail::kOffCount);
+    return n < info_.instruments ? n : info_.instruments;
+  }
+
+  // instrument returns directory entry i (registration order), i < instrument_count().
+  bool instrument(uint32_t i, Instrument& out) const noexcept {
+    if (i >= instrument_count()) return false;
+    const uint8_t* e = mem_ + directory_ + uint64_t(i) * detail::kDirEntrySize;
+    out.locate = detail::le16(e);
+    out.symbol_len = e[2] > 8 ? 8 : e[2];
+    std::memcpy(out.symbol_buf, e + 8, out.symbol_len);
+    out.symbol_buf[out.symbol_len] = 0;
+    return true;
+  }
+
+  // lookup finds the locate of symbol (no padding) by scanning the
+  // directory: a few microseconds for ten thousand instruments, so look up
+  // once and keep the locate.
+  bool lookup(std::string_view symbol, uint16_t& locate) const noexcept {
+    if (symbol.empty() || symbol.size() > 8) return false;
+    uint32_t n = instrument_count();
+    for (uint32_t i = 0; i < n; i++) {
+      const uint8_t* e = mem_ + directory_ + uint64_t(i) * detail::kDirEntrySize;
+      if (e[2] == symbol.size() && std::memcmp(e + 8, symbol.data(), symbol.size()) == 0) {
+        locate = detail::le16(e);
+        return true;
+      }
+    }
+    return false;
+  }
+
+  // version is how many snapshots of locate were published (0: none or
+  // unknown locate). After Overrun, compare versions to find what changed.
+  uint64_t version(uint16_t locate) const noexcept {
+    uint64_t slot;
+    if (!slot_of(locate, slot)) return 0;
+    return load_acquire<uint64_t>(slots_ + slot * info_.slot_size) / 2;
+  }
+
+  // read copies the latest consistent snapshot of locate into buf (len
+  // bytes, at least info().max_snapshot, 8-byte aligned) and points out at
+  // it. It allocates nothing and throws nothing: the seqlock protocol copies
+  // the slot, then re-checks its sequence and retries when a writer was
+  // publishing meanwhile. A slot held odd by a dead or closed writer is
+  // WriterDead or Closed; by a live writer for over a second, Busy.
+  Error read(uint16_t locate, void* buf, size_t len, View& out) const noexcept {
+    if (mem_ == nullptr) return Error::NotOpen;
+    uint64_t slot;
+    if (!slot_of(locate, slot)) return Error::UnknownLocate;
+    if (len < info_.max_snapshot) return Error::ShortBuffer;
+    if (reinterpret_cast<uintptr_t>(buf) % 8 != 0) return Error::Misaligned;
+    const uint8_t* base = mem_ + slots_ + slot * info_.slot_size;
+    const uint64_t* seq = reinterpret_cast<const uint64_t*>(base);
+    const uint32_t* lenp = reinterpret_cast<const uint32_t*>(base + 8);
+    const uint8_t* data = base + detail::kSlotHeader;
+    uint8_t* dst = static_cast<uint8_t*>(buf);
+    int64_t start = 0;
+    for (uint32_t spin = 1;; spin++) {
+      uint64_t s1 = __atomic_load_n(seq, __ATOMIC_ACQUIRE);
+      if (s1 == 0) return Error::NoData;
+      if ((s1 & 1) == 0) {
+        uint32_t n = __atomic_load_n(lenp, __ATOMIC_ACQUIRE);
+        if (n <= info_.max_snapshot) {
+          copy_racy(dst, data, n);
+          load_fence();
+          if (__atomic_load_n(seq, __ATOMIC_ACQUIRE) == s1) {
+            if (!detail::valid_snapshot(dst, n, info_.depth)) return Error::Format;
+            out.snap_ = flatbuffers::GetRoot<bookfb::Snapshot>(dst);
+            out.data_ = dst;
+            out.size_ = n;
+            out.version_ = s1 / 2;
+            return Error::Ok;
+          }
+        }
+      }
+      if (spin < 256) continue;
+      sched_yield();
+      if (spin % 1024 != 0) continue;
+      // Slow path: a writer that died or closed while holding the slot
+      // will never release it.
+      Error e = check();
+      if (e != Error::Ok && e != Error::Restarted) return e;
+      if (start == 0) {
+        start = detail::monotonic_ns();
+      } else if (detail::monotonic_ns() - start > 1000000000) {
+        return Error::Busy;
+      }
+    }
+  }
+
+  // read_symbol is read by symbol (a directory scan; see lookup).
+  Error read_symbol(std::string_view symbol, void* buf, size_t len, View& out) const noexcept {
+    uint16_t locate;
+    if (!lookup(symbol, locate)) return Error::UnknownLocate;
+    return read(locate, buf, len, out);
+  }
+
+  // follow returns a follower positioned at the journal head: it reports
+  // publications from now on. To start from a complete picture, follow
+  // first, then read every instrument, then poll.
+  inline Follower follow() const noexcept;
+
+ private:
+  friend class Follower;
+
+  template <typename T>
+  T load_acquire(size_t off) const noexcept {
+    return __atomic_load_n(reinterpret_cast<const T*>(mem_ + off), __ATOMIC_ACQUIRE);
+  }
+
+  // copy_racy copies bytes that a writer may be changing concurrently; the
+  // seqlock re-check discards a torn copy. Sanitizers are told not to
+  // instrument it: the race is the protocol.
+  __attribute__((no_sanitize("thread", "address"))) static void copy_racy(uint8_t* dst, const uint8_t* src,
+                                                                          size_t n) noexcept {
+    std::memcpy(dst, src, n);
+  }
+
+  // load_fence keeps the copy's loads before the seqlock re-check. x86-64
+  // never reorders loads with loads (TSO), so a compiler barrier is enough
+  // (and ThreadSanitizer accepts it); weakly ordered CPUs (arm64) need an
+  // acquire fence (dmb ishld).
+  static void load_fence() noexcept {
+#if defined(__x86_64__) || defined(__i386__)
+    __asm__ __volatile__("" ::: "memory");
+#else
+    std::atomic_thread_fence(std::memory_order_acquire);
+#endif
+  }
+
+  Error from_errno(int e) noexcept {
+    errno_ = e;
+    if (e == ENOENT) return Error::NotExist;
+    if (e == EACCES || e == EPERM) return Error::PermissionDenied;
+    return Error::System;
+  }
+
+  bool slot_of(uint16_t locate, uint64_t& slot) const noexcept {
+    if (mem_ == nullptr) return false;
+    uint32_t v = load_acquire<uint32_t>(index_ + uint64_t(locate) * 4);
+    if (v == 0 || v > info_.instruments) return false;
+    slot = v - 1;
+    return true;
+  }
+
+  // read_header validates the static header like the Go reader's readHeader.
+  Error read_header() noexcept {
+    using namespace detail;
+    const uint8_t* h = mem_;
+    if (std::memcmp(h + kOffMagic, kMagic, 8) != 0) return Error::Format;
+    uint32_t v = le32(h + kOffLayoutVersion);
+    if (v != kLayoutVersion) {
+      found_version_ = v;
+      return Error::LayoutVersion;
+    }
+    Info& in = info_;
+    in.layout_version = v;
+    in.generation = le64(h + kOffGeneration);
+    in.start_time_ns = int64_t(le64(h + kOffStartTime));
+    in.writer_pid = int32_t(le32(h + kOffWriterPid));
+    uint64_t slot_size = le32(h + kOffSlotSize);
+    uint64_t capacity = le32(h + kOffCapacity);
+    uint64_t depth = le32(h + kOffDepth);
+    uint64_t journal_len = le32(h + kOffJournalLen);
+    in.heartbeat_interval_ns = int64_t(le64(h + kOffHeartbeatEvery));
+    uint64_t index = le64(h + kOffIndex), directory = le64(h + kOffDirectory), journal = le64(h + kOffJournal),
+             slots = le64(h + kOffSlots), file_size = le64(h + kOffFileSize);
+    uint64_t max_snapshot = le32(h + kOffMaxSnapshot);
+    if (capacity == 0 || capacity > kMaxLocates || depth == 0 || depth > kMaxDepth ||
+        journal_len > (uint64_t(1) << 30) || slot_size > (uint64_t(1) << 20) ||
+        max_snapshot < max_snapshot_size(depth) || index > file_size || directory > file_size ||
+        journal > file_size || slots > file_size) {
+      return Error::Format;
+    }
+    if (le32(h + kOffHeaderSize) != kHeaderSize || file_size != size_ || journal_len == 0 ||
+        (journal_len & (journal_len - 1)) != 0 || slot_size % kCacheLine != 0 ||
+        slot_size < kSlotHeader + max_snapshot || index != kHeaderSize || directory < index + kMaxLocates * 4 ||
+        journal < directory + capacity * kDirEntrySize || slots < journal + journal_len * kRecordSize ||
+        slots % kCacheLine != 0 || journal % kCacheLine != 0 || slots + capacity * slot_size > file_size) {
+      return Error::Format;
+    }
+    in.slot_size = uint32_t(slot_size);
+    in.instruments = uint32_t(capacity);
+    in.depth = uint32_t(depth);
+    in.journal_len = uint32_t(journal_len);
+    in.max_snapshot = uint32_t(max_snapshot);
+    index_ = index;
+    directory_ = directory;
+    journal_ = journal;
+    slots_ = slots;
+    return Error::Ok;
+  }
+
+  const uint8_t* mem_ = nullptr;
+  size_t size_ = 0;
+  Info info_;
+  uint64_t index_ = 0, directory_ = 0, journal_ = 0, slots_ = 0;
+  ino_t ino_ = 0;
+  dev_t dev_ = 0;
+  int64_t stale_ns_ = 0;
+  int errno_ = 0;
+  uint32_t found_version_ = 0;
+  char path_[4096] = {};
+};
+
+// Follower follows the change journal of a Reader. It points at the
+// Reader: the Reader must outlive it and stay where it is (do not move it
+// while it has followers). One thread per Follower.
+class Follower {
+ public:
+  Follower() noexcept = default;
+
+  // lost is the number of records skipped because of overruns.
+  uint64_t lost() const noexcept { return lost_; }
+  // overruns is the number of times poll returned Overrun.
+  uint64_t overruns() const noexcept { return overruns_; }
+  // pending is the number of records published and not yet polled.
+  uint64_t pending() const noexcept { return head() - next_; }
+
+  // poll copies up to cap new journal records into dst without blocking
+  // and sets n. A record a publisher is still writing ends the batch. When
+  // the follower fell more than journal_len records behind, the ring
+  // overwrote records it had not read: poll returns Overrun (n holds the
+  // records read before the gap), skips to the newest record, and the caller
+  // must rescan every instrument (read or version).
+  Error poll(Update* dst, size_t cap, size_t& n) noexcept {
+    n = 0;
+    if (r_ == nullptr || r_->mem_ == nullptr) return Error::NotOpen;
+    const uint64_t jl = r_->info_.journal_len;
+    uint64_t h = head();
+    if (h - next_ > jl) return overrun(h);
+    while (n < cap && next_ < h) {
+      const uint8_t* rec = r_->mem_ + r_->journal_ + (next_ & (jl - 1)) * detail::kRecordSize;
+      const uint64_t* stamp = reinterpret_cast<const uint64_t*>(rec);
+      const uint64_t* data = reinterpret_cast<const uint64_t*>(rec + 8);
+      uint64_t want = next_ + 1;
+      uint64_t s1 = __atomic_load_n(stamp, __ATOMIC_ACQUIRE);
+      if (s1 != want) {
+        if (s1 != detail::kStampBusy && s1 > want) return overrun(head());
+        // Claimed but not written yet, or being rewritten: a lap later
+        // would show in the head.
+        if (head() - next_ > jl) return overrun(head());
+        break;
+      }
+      uint64_t d = __atomic_load_n(data, __ATOMIC_ACQUIRE);
+      if (__atomic_load_n(stamp, __ATOMIC_ACQUIRE) != s1) return overrun(head());  // a publisher a lap ahead
+      dst[n].locate = uint16_t(d >> 48);
+      dst[n].version = d & detail::kVersionMask;
+      n++;
+      next_++;
+    }
+    return Error::Ok;
+  }
+
+  // wait is poll that blocks until at least one record arrives or
+  // timeout_ns passes (then Ok with n == 0). It spins, yields, then sleeps,
+  // and checks the writer every check_every_ns: a dead, closed or restarted
+  // writer ends the wait with WriterDead, Closed or Restarted, after the
+  // records published before it stopped were delivered.
+  Error wait(Update* dst, size_t cap, size_t& n, int64_t timeout_ns, WaitOptions opt = WaitOptions()) noexcept {
+    if (opt.spin <= 0) opt.spin = 1000;
+    if (opt.sleep_ns <= 0) opt.sleep_ns = 50000;
+    if (opt.check_every_ns <= 0) opt.check_every_ns = 100000000;
+    for (int i = 0; i < opt.spin; i++) {
+      Error e = poll(dst, cap, n);
+      if (n > 0 || e != Error::Ok) return e;
+    }
+    int64_t start = detail::monotonic_ns(), last_check = start;
+    for (int yields = 0;; yields++) {
+      Error e = poll(dst, cap, n);
+      if (n > 0 || e != Error::Ok) return e;
+      int64_t t = detail::monotonic_ns();
+      if (t - last_check >= opt.check_every_ns) {
+        last_check = t;
+        Error c = r_->check();
+        if (c != Error::Ok) {
+          e = poll(dst, cap, n);
+          if (n > 0 || e != Error::Ok) return e;
+          return c;
+        }
+      }
+      if (t - start >= timeout_ns) return Error::Ok;
+      if (yields < 100) {
+        sched_yield();
+      } else {
+        detail::sleep_ns(opt.sleep_ns);
+      }
+    }
+  }
+
+ private:
+  friend class Reader;
+  explicit Follower(const Reader* r) noexcept : r_(r), next_(head()) {}
+  uint64_t head() const noexcept {
+    return r_ && r_->mem_ ? r_->load_acquire<uint64_t>(detail::kOffHead) : next_;
+  }
+  Error overrun(uint64_t h) noexcept {
+    if (h > next_) lost_ += h - next_;
+    next_ = h;
+    overruns_++;
+    return Error::Overrun;
+  }
+
+  const Reader* r_ = nullptr;
+  uint64_t next_ = 0;
+  uint64_t lost_ = 0;
+  uint64_t overruns_ = 0;
+};
+
+inline Follower Reader::follow() const noexcept { return Follower(this); }
+
+}  // namespace shm
+}  // namespace feedhandler
+
+#endif  // FEEDHANDLER_SHM_READER_HPP_

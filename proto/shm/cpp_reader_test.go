@@ -1,0 +1,573 @@
+package shm
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/marketfeed/feedhandler/internal/cppbuild"
+)
+
+// The C++ reader (proto/cpp/include/feedhandler/shm_reader.hpp) against the
+// Go writer. proto/cpp/tests/shm_driver.cpp is the C++ side; its modes are
+// described there.
+
+const cppDriver = "tests/shm_driver.cpp"
+
+// startCpp starts the C++ driver bin with args as a child process.
+func startCpp(t testing.TB, bin string, args ...string) *child {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
+	// child's messages name the last environment entry.
+	cmd.Env = append(os.Environ(), "FH_CPP_DRIVER="+strings.Join(args, " "))
+	cmd.Stderr = os.Stderr
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	c := &child{cmd: cmd, out: bufio.NewScanner(stdout), stdin: stdin}
+	t.Cleanup(func() {
+		c.stdin.Close()
+		if c.cmd.ProcessState == nil {
+			c.cmd.Process.Kill()
+			c.cmd.Wait()
+		}
+	})
+	return c
+}
+
+// TestCppTornReads is TestCrossProcess with C++ readers: a Go writer process
+// publishes at full speed, a fast and a slow C++ reader read random
+// instruments and follow the journal; every field of every snapshot is
+// recomputed from its locate and seq, so a torn copy fails. The slow
+// reader must see journal overruns and recover from them. It runs with the
+// optimized build and under AddressSanitizer+UBSan and ThreadSanitizer.
+func TestCppTornReads(t *testing.T) {
+	cppbuild.Require(t)
+	for _, build := range []struct {
+		name  string
+		flags []string
+	}{
+		{"O2", []string{"-O2"}},
+		{"asan", []string{"-O1", "-g", "-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer"}},
+		{"tsan", []string{"-O1", "-g", "-fsanitize=thread"}},
+	} {
+		t.Run(build.name, func(t *testing.T) {
+			bin := cppbuild.Build(t, cppDriver, build.flags...)
+			name := testName(t)
+			slow := startCpp(t, bin, "torn", name, "slow")
+			// A 64 Ki record journal (TestCrossProcess uses 256): on a
+			// loaded machine the writer and the fast reader may take turns
+			// on one core, and a writer time slice must not lap the
+			// journal, or the fast reader sees nothing but overruns. The
+			// slow reader still falls behind it on purpose.
+			w := startChild(t, "writer", name, "FH_SHM_TEST_DURATION=2s", "FH_SHM_TEST_JOURNAL=65536")
+			w.waitLine(t, "ready")
+			fast := startCpp(t, bin, "torn", name)
+			published := w.waitLine(t, "published")
+			w.finish(t)
+			t.Log("writer: " + published)
+			stats := map[string]map[string]int{}
+			for who, c := range map[string]*child{"fast": fast, "slow": slow} {
+				line := c.waitLine(t, "stats")
+				c.finish(t)
+				stats[who] = parseStats(line)
+				t.Logf("%s C++ reader: %s", who, line)
+			}
+			for who, s := range stats {
+				if s["reads"] == 0 || s["updates"] == 0 {
+					t.Errorf("%s reader made no progress: %v", who, s)
+				}
+			}
+			if stats["slow"]["overruns"] == 0 || stats["slow"]["lost"] == 0 {
+				t.Errorf("slow reader saw no journal overrun: %v", stats["slow"])
+			}
+		})
+	}
+}
+
+func parseStats(line string) map[string]int {
+	f := strings.Fields(line)[1:]
+	m := map[string]int{}
+	for i := 0; i+1 < len(f); i += 2 {
+		m[f[i]], _ = strconv.Atoi(f[i+1])
+	}
+	return m
+}
+
+// session drives `shm_driver session NAME`: one command, one line back.
+type session struct {
+	t *testing.T
+	c *child
+}
+
+func startSession(t *testing.T, bin, name string) *session {
+	return &session{t: t, c: startCpp(t, bin, "session", name)}
+}
+
+func (s *session) do(cmd string) string {
+	s.t.Helper()
+	if _, err := io.WriteString(s.c.stdin, cmd+"\n"); err != nil {
+		s.t.Fatalf("session %s: %v", cmd, err)
+	}
+	if !s.c.out.Scan() {
+		s.t.Fatalf("session %s: driver exited (%v)", cmd, s.c.out.Err())
+	}
+	return s.c.out.Text()
+}
+
+// expect runs cmd and fails unless its reply starts with want.
+func (s *session) expect(cmd, want string) string {
+	s.t.Helper()
+	got := s.do(cmd)
+	if !strings.HasPrefix(got, want) {
+		s.t.Fatalf("C++ %s: %q, want %q", cmd, got, want)
+	}
+	return got
+}
+
+// TestCppLifecycle: each condition the Go reader reports with its own
+// sentinel, the C++ reader reports with its own code: missing feed, a file
+// that is not a feed, another layout version, no permission, a killed
+// writer, a restarted writer, a closed feed, a stale heartbeat, a slot left
+// locked by a dead writer.
+func TestCppLifecycle(t *testing.T) {
+	bin := cppbuild.Build(t, cppDriver)
+
+	t.Run("missing", func(t *testing.T) {
+		name := testName(t)
+		_, goErr := Open(name)
+		if !errors.Is(goErr, ErrNotExist) {
+			t.Fatalf("Go: %v", goErr)
+		}
+		startSession(t, bin, name).expect("open", "open ErrNotExist")
+	})
+
+	t.Run("not a feed", func(t *testing.T) {
+		for what, content := range map[string][]byte{
+			"text":  []byte(strings.Repeat("not a feed file\n", 1000)),
+			"short": []byte("FHBOOKS\x00"),
+			"empty": nil,
+		} {
+			name := testName(t)
+			if err := os.WriteFile(name, content, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := Open(name); !errors.Is(err, ErrFormat) {
+				t.Fatalf("Go, %s: %v", what, err)
+			}
+			startSession(t, bin, name).expect("open", "open ErrFormat")
+		}
+		// A FIFO must not hang the open (the Go reader's os.Open would
+		// block on it until a writer opens it).
+		fifo := testName(t)
+		if err := syscall.Mkfifo(fifo, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		startSession(t, bin, fifo).expect("open", "open ErrFormat")
+		// A truncated feed file.
+		name := corrupt(t, func(b []byte) []byte { return b[:len(b)-pageSize] })
+		startSession(t, bin, name).expect("open", "open ErrFormat")
+	})
+
+	t.Run("layout version", func(t *testing.T) {
+		name := corrupt(t, func(b []byte) []byte { b[offLayoutVersion] = LayoutVersion + 1; return b })
+		if _, err := Open(name); !errors.Is(err, ErrLayoutVersion) {
+			t.Fatalf("Go: %v", err)
+		}
+		startSession(t, bin, name).expect("open", fmt.Sprintf("open ErrLayoutVersion found %d want %d", LayoutVersion+1, LayoutVersion))
+	})
+
+	t.Run("permission", func(t *testing.T) {
+		w := testWriter(t, Config{Instruments: 1, Depth: 1})
+		if err := os.Chmod(w.Path(), 0); err != nil {
+			t.Fatal(err)
+		}
+		s := startUnprivilegedSession(t, bin, w.Path())
+		s.expect("open", "open ErrPermission")
+	})
+
+	t.Run("killed and restarted", func(t *testing.T) {
+		name := testName(t)
+		a := startChild(t, "hold", name)
+		a.waitLine(t, "ready")
+		s := startSession(t, bin, name)
+		s.expect("open", fmt.Sprintf("open Ok pid %d", a.cmd.Process.Pid))
+		s.expect("check", "check Ok")
+		s.expect("follow", "follow Ok")
+		s.expect("wait 1", "wait Ok n 0")
+		a.cmd.Process.Kill()
+		a.cmd.Wait()
+		if err := testReader(t, name).Check(); !errors.Is(err, ErrWriterDead) {
+			t.Fatalf("Go: %v", err)
+		}
+		s.expect("check", "check ErrWriterDead")
+		s.expect("wait 10000", "wait ErrWriterDead n 0")
+		// The dead writer's last book stays readable.
+		s.expect("read 1", fmt.Sprintf("read Ok seq %d ", a.cmd.Process.Pid))
+
+		b := startChild(t, "hold", name)
+		b.waitLine(t, "ready")
+		s.expect("check", "check ErrRestarted")
+		s.expect("wait 10000", "wait ErrRestarted n 0")
+		s.expect("open", fmt.Sprintf("open Ok pid %d", b.cmd.Process.Pid))
+		s.expect("check", "check Ok")
+		s.expect("read 1", fmt.Sprintf("read Ok seq %d ", b.cmd.Process.Pid))
+		b.stdin.Close()
+		b.finish(t)
+	})
+
+	t.Run("closed", func(t *testing.T) {
+		w := testWriter(t, Config{Instruments: 1, Depth: 1})
+		w.Register(1, "A")
+		snap := newSnapshot(1)
+		fillSnapshot(snap, 1, 9, 1)
+		w.Publish(snap)
+		s := startSession(t, bin, w.Path())
+		s.expect("open", "open Ok")
+		s.expect("follow", "follow Ok")
+		w.Publish(snap)
+		if err := w.Close(); err != nil {
+			t.Fatal(err)
+		}
+		// The record published before the close comes first, then the close.
+		s.expect("wait 10000", "wait Ok n 1 1:2")
+		s.expect("wait 10000", "wait ErrClosed n 0")
+		s.expect("check", "check ErrClosed")
+		s.expect("read 1", "read Ok seq 9 version 2")
+		// A reader that opens after the close reads the final books too.
+		s.expect("open", "open Ok")
+		s.expect("read 1", "read Ok seq 9 version 2")
+	})
+
+	t.Run("corrupt snapshot", func(t *testing.T) {
+		w := testWriter(t, Config{Instruments: 1, Depth: 2})
+		w.Register(1, "A")
+		snap := newSnapshot(2)
+		fillSnapshot(snap, 1, 2, 2)
+		w.Publish(snap)
+		s := startSession(t, bin, w.Path())
+		s.expect("open", "open Ok")
+		s.expect("read 1", "read Ok seq 2")
+		// A bid count beyond the depth: the accessors would read past the
+		// copy. Both readers refuse it.
+		data := w.m.slotData(&w.l, 0)
+		data[bidsAt(1)] = 200
+		if _, err := testReader(t, w.Path()).Read(1, make([]byte, w.Info().MaxSnapshot)); !errors.Is(err, ErrFormat) {
+			t.Fatalf("Go: %v", err)
+		}
+		s.expect("read 1", "read ErrFormat")
+	})
+
+	t.Run("stale heartbeat and locked slot", func(t *testing.T) {
+		w := testWriter(t, Config{Instruments: 1, Depth: 1, HeartbeatInterval: time.Second})
+		w.Register(1, "A")
+		s := startSession(t, bin, w.Path())
+		s.expect("open", "open Ok")
+		s.expect("read 1", "read ErrNoData")
+		s.expect("read 2", "read ErrUnknownLocate")
+		s.expect("check", "check Ok")
+		// This process (the writer's pid) is alive but stopped beating.
+		*w.m.i64(offHeartbeat) = time.Now().Add(-time.Hour).UnixNano()
+		s.expect("check", "check ErrWriterDead")
+		w.Heartbeat()
+		s.expect("check", "check Ok")
+		snap := newSnapshot(1)
+		fillSnapshot(snap, 1, 1, 1)
+		w.Publish(snap)
+		s.expect("read 1", "read Ok seq 1")
+		// A writer that died inside Publish leaves the slot odd forever.
+		*w.m.slotSeq(&w.l, 0) |= 1
+		*w.m.i64(offHeartbeat) = time.Now().Add(-time.Hour).UnixNano()
+		s.expect("read 1", "read ErrWriterDead")
+	})
+}
+
+// startUnprivilegedSession runs the session as an unprivileged user when
+// this test runs as root (root may open any file); as another user, the
+// file's mode 0 already refuses it.
+func startUnprivilegedSession(t *testing.T, bin, name string) *session {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		return startSession(t, bin, name)
+	}
+	// The cached binary's directories may be private to root: copy it
+	// where the other user can execute it.
+	dir := t.TempDir()
+	for d := dir; d != os.TempDir() && d != "/"; d = filepath.Dir(d) {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	exe := filepath.Join(dir, "shm_driver")
+	body, err := os.ReadFile(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(exe, body, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(exe, "session", name)
+	cmd.Env = append(os.Environ(), "FH_CPP_DRIVER=session unprivileged")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	cmd.Stderr = os.Stderr
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	c := &child{cmd: cmd, out: bufio.NewScanner(stdout), stdin: stdin}
+	t.Cleanup(func() {
+		c.stdin.Close()
+		c.cmd.Wait()
+	})
+	return &session{t: t, c: c}
+}
+
+// TestCppFollowJournal: the C++ follower reads the journal in order, reports
+// an overrun when it falls more than a journal length behind (with the
+// same lost count as the Go follower), and resynchronises: versions and
+// reads agree with the Go reader, and the next record arrives normally.
+func TestCppFollowJournal(t *testing.T) {
+	bin := cppbuild.Build(t, cppDriver)
+	const journal = 16
+	w := testWriter(t, Config{Instruments: 2, Depth: 1, JournalLen: journal})
+	w.Register(1, "A")
+	w.Register(2, "B")
+	r := testReader(t, w.Path())
+	goF := r.Follow()
+	s := startSession(t, bin, w.Path())
+	s.expect("open", "open Ok")
+	s.expect("lookup B", "lookup Ok 2")
+	s.expect("lookup C", "lookup ErrUnknownLocate")
+	s.expect("follow", "follow Ok pending 0")
+	snap := newSnapshot(1)
+	for k := uint64(1); k <= 6; k++ {
+		fillSnapshot(snap, uint16(1+k%2), k, 1)
+		w.Publish(snap)
+	}
+	s.expect("poll", "poll Ok n 6 2:1 1:1 2:2 1:2 2:3 1:3")
+	s.expect("poll", "poll Ok n 0")
+	for k := uint64(0); k < journal+5; k++ {
+		w.Publish(snap)
+	}
+	goN, goErr := goF.Poll(make([]Update, 64))
+	if !errors.Is(goErr, ErrOverrun) {
+		t.Fatalf("Go follower %d behind: %d %v, want ErrOverrun", 6+journal+5, goN, goErr)
+	}
+	s.expect("poll", "poll ErrOverrun n 0")
+	// The Go follower fell further behind (it never polled the first 6).
+	s.expect("stats", fmt.Sprintf("stats overruns 1 lost %d pending 0", journal+5))
+	// Resynchronise: every version as the Go reader sees it.
+	for loc := uint16(1); loc <= 2; loc++ {
+		s.expect(fmt.Sprintf("version %d", loc), fmt.Sprintf("version %d", r.Version(loc)))
+		v, err := r.Read(loc, make([]byte, r.Info().MaxSnapshot))
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.expect(fmt.Sprintf("read %d", loc), fmt.Sprintf("read Ok seq %d version %d", v.Seq(), v.Version))
+	}
+	w.Publish(snap)
+	s.expect("poll", fmt.Sprintf("poll Ok n 1 1:%d", r.Version(1)))
+}
+
+// BenchmarkCppRead is BenchmarkRead with the C++ reader: consistent reads of
+// a depth-10 snapshot, both sides full, into a caller buffer, in another
+// process with no writer active. The driver times batches of 10000 reads
+// and reports the median batch.
+func BenchmarkCppRead(b *testing.B) {
+	bin := cppbuild.Build(b, cppDriver)
+	const depth = 10
+	w := testWriter(b, Config{Instruments: 1, Depth: depth})
+	w.Register(1, "AAPL")
+	s := newSnapshot(depth)
+	fillSnapshot(s, 1, 40, depth)
+	s.Bids, s.Asks = s.Bids[:depth], s.Asks[:depth]
+	w.Publish(s)
+	out, err := exec.Command(bin, "bench-read", w.Path(), strconv.Itoa(b.N)).CombinedOutput()
+	if err != nil {
+		b.Fatalf("bench-read: %v\n%s", err, out)
+	}
+	f := strings.Fields(string(out))
+	if len(f) < 5 || f[0] != "read" {
+		b.Fatalf("bench-read: %q", out)
+	}
+	median, _ := strconv.ParseFloat(f[2], 64)
+	minimum, _ := strconv.ParseFloat(f[4], 64)
+	b.ReportMetric(median, "ns/read")
+	b.ReportMetric(minimum, "min-ns/read")
+	b.ReportMetric(0, "ns/op")
+}
+
+// BenchmarkCppPublishToReader is BenchmarkPublishToReader with the C++
+// reader in the other process: it spins on the journal and, per update,
+// reads the snapshot and subtracts its publish timestamp (CLOCK_REALTIME)
+// from its clock. Reported as p50-ns and p99-ns.
+func BenchmarkCppPublishToReader(b *testing.B) {
+	bin := cppbuild.Build(b, cppDriver)
+	const depth = 10
+	w := testWriter(b, Config{Instruments: 1, Depth: depth})
+	w.Register(1, "AAPL")
+	c := startCpp(b, bin, "latency", w.Path())
+	c.waitLine(b, "ready")
+	s := newSnapshot(depth)
+	var k uint64
+	for b.Loop() {
+		k++
+		fillSnapshot(s, 1, k, depth)
+		w.Publish(s)
+		if k%1024 == 0 {
+			w.Heartbeat()
+		}
+		for t0 := time.Now(); time.Since(t0) < 20*time.Microsecond; {
+		}
+	}
+	w.Close()
+	line := c.waitLine(b, "latency")
+	c.finish(b)
+	f := strings.Fields(line)
+	p50, _ := strconv.ParseFloat(f[4], 64)
+	p99, _ := strconv.ParseFloat(f[6], 64)
+	b.ReportMetric(p50, "p50-ns")
+	b.ReportMetric(p99, "p99-ns")
+	b.ReportMetric(0, "ns/op")
+}
+
+// TestCppExampleMicroprice builds and runs proto/cpp/examples/microprice.cpp:
+// it prints the book it finds when it attaches, then one line per change
+// of its symbol (and none for other symbols), and exits when the feed
+// closes.
+func TestCppExampleMicroprice(t *testing.T) {
+	bin := cppbuild.Build(t, "examples/microprice.cpp")
+	w := testWriter(t, Config{Instruments: 2, Depth: 2})
+	w.Register(1, "AAPL")
+	w.Register(2, "MSFT")
+	s := &Snapshot{Locate: 1, Bids: []Level{{Price: 1_000_000, Shares: 100, Orders: 1}}, Asks: []Level{{Price: 1_000_100, Shares: 300, Orders: 2}}}
+	if err := w.Publish(s); err != nil {
+		t.Fatal(err)
+	}
+	c := startCpp(t, bin, w.Path(), "AAPL")
+	next := func(want string) {
+		t.Helper()
+		if !c.out.Scan() {
+			t.Fatalf("microprice exited early")
+		}
+		if line := c.out.Text(); !strings.HasPrefix(line, want) {
+			t.Fatalf("microprice printed %q, want %q...", line, want)
+		}
+	}
+	// (100.0000*300 + 100.0100*100) / 400
+	next("AAPL v1 microprice 100.0025  bid 100 @ 100.0000  ask 300 @ 100.0100  publish->read ")
+	s.Bids[0].Shares = 300
+	w.Publish(s)
+	next("AAPL v2 microprice 100.0050  bid 300 @ 100.0000  ask 300 @ 100.0100  publish->read ")
+	w.Publish(&Snapshot{Locate: 2, Bids: []Level{{Price: 5, Shares: 1, Orders: 1}}})
+	s.Asks = nil
+	w.Publish(s)
+	next("AAPL v3 one-sided book (1 bids, 0 asks)  publish->read ")
+	w.Close()
+	c.finish(t)
+	if len(c.lines) != 0 {
+		t.Fatalf("microprice printed more after the last change: %q", c.lines)
+	}
+}
+
+// TestCppInstall installs the reader with CMake into a scratch prefix and
+// builds a consumer against it twice: with find_package and with
+// pkg-config.
+func TestCppInstall(t *testing.T) {
+	cppbuild.Require(t)
+	for tool, pkg := range map[string]string{"cmake": "cmake", "pkg-config": "pkgconf"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("%s is not installed (Debian package %s)", tool, pkg)
+		}
+	}
+	dir := t.TempDir()
+	run := func(env []string, name string, args ...string) {
+		t.Helper()
+		cmd := exec.Command(name, args...)
+		cmd.Env = append(os.Environ(), env...)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+		}
+	}
+	prefix := filepath.Join(dir, "prefix")
+	build := filepath.Join(dir, "build")
+	run(nil, "cmake", "-S", cppbuild.Root(), "-B", build, "-DFEEDHANDLER_SHM_EXAMPLES=OFF")
+	run(nil, "cmake", "--install", build, "--prefix", prefix)
+
+	consumer := filepath.Join(dir, "consumer")
+	os.MkdirAll(consumer, 0o755)
+	main := "#include <feedhandler/shm_reader.hpp>\n#include <cstdio>\n" +
+		"int main() { feedhandler::shm::Reader r; auto e = r.open(\"fh-no-such-feed-installed\");\n" +
+		"  std::puts(feedhandler::shm::error_name(e)); return 0; }\n"
+	if err := os.WriteFile(filepath.Join(consumer, "main.cpp"), []byte(main), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmake := "cmake_minimum_required(VERSION 3.14)\nproject(consumer CXX)\n" +
+		"find_package(feedhandler_shm_reader 1 REQUIRED)\nadd_executable(consumer main.cpp)\n" +
+		"target_link_libraries(consumer PRIVATE feedhandler::shm_reader)\n"
+	if err := os.WriteFile(filepath.Join(consumer, "CMakeLists.txt"), []byte(cmake), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	run(nil, "cmake", "-S", consumer, "-B", filepath.Join(consumer, "build"), "-DCMAKE_PREFIX_PATH="+prefix)
+	run(nil, "cmake", "--build", filepath.Join(consumer, "build"))
+	out, err := exec.Command(filepath.Join(consumer, "build", "consumer")).Output()
+	if err != nil || string(out) != "ErrNotExist\n" {
+		t.Fatalf("find_package consumer: %q %v", out, err)
+	}
+
+	pcEnv := []string{"PKG_CONFIG_PATH=" + filepath.Join(prefix, "share", "pkgconfig")}
+	cflags, err := exec.Command("env", append(pcEnv, "pkg-config", "--cflags", "feedhandler-shm-reader")...).Output()
+	if err != nil {
+		t.Fatalf("pkg-config: %v", err)
+	}
+	bin := filepath.Join(dir, "pc-consumer")
+	args := append(strings.Fields(string(cflags)), "-o", bin, filepath.Join(consumer, "main.cpp"))
+	run(nil, "g++", args...)
+	if out, err := exec.Command(bin).Output(); err != nil || string(out) != "ErrNotExist\n" {
+		t.Fatalf("pkg-config consumer: %q %v", out, err)
+	}
+}
+
+// TestCppNoAlloc: the C++ reader's calls (open, lookup, instrument, read,
+// read_symbol, version, check, follow, poll, wait, close) make no operator
+// new call, in a build without exceptions.
+func TestCppNoAlloc(t *testing.T) {
+	bin := cppbuild.Build(t, cppDriver, "-O2", "-fno-exceptions")
+	const depth = 10
+	w := testWriter(t, Config{Instruments: 2, Depth: depth})
+	w.Register(1, symbolOf(1))
+	s := newSnapshot(depth)
+	fillSnapshot(s, 1, 40, depth)
+	w.Publish(s)
+	out, err := exec.Command(bin, "noalloc", w.Path()).CombinedOutput()
+	if err != nil {
+		t.Fatalf("noalloc: %v\n%s", err, out)
+	}
+	if !strings.HasPrefix(string(out), "allocs 0 ") {
+		t.Fatalf("C++ reader allocated: %s", out)
+	}
+}
