@@ -119,4 +119,4 @@ type collectorFunc struct {
 }
 
 func (c collectorFunc) Describe(ch chan<- *prometheus.Desc) { ch <- c.d }
-func (c collectorFunc) Collect(ch chan<- prometheus.Metric)  { c.f(ch) }
+func (c collectorFunc) Collect(ch chan<- prometheus.Metric) { c.f(ch) }
