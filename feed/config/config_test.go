@@ -399,7 +399,9 @@ func TestArbitration(t *testing.T) {
 
 func TestOperations(t *testing.T) {
 	// shm adds lines under shm: (line 24 on), tail adds top-level keys (line 29 on).
-	text := func(shm, tail string) string { return edit(t, "  name: test\nstats", "  name: test\n"+shm+"stats") + tail }
+	text := func(shm, tail string) string {
+		return edit(t, "  name: test\nstats", "  name: test\n"+shm+"stats") + tail
+	}
 	for _, tc := range []struct {
 		shm, tail string
 		mode      os.FileMode
