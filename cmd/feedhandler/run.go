@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"flag"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -57,6 +58,8 @@ func serve(ctx context.Context, h *handler.Handler, cfg *config.Config, logger z
 		reg.MustRegister(handler.NewCollector(h))
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+		mux.HandleFunc("/healthz", healthz(h))
+		mux.HandleFunc("/readyz", readyz(h))
 		ln, err := net.Listen("tcp", cfg.Metrics.Listen)
 		if err != nil {
 			h.Stop()
@@ -64,7 +67,7 @@ func serve(ctx context.Context, h *handler.Handler, cfg *config.Config, logger z
 		}
 		srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 		go srv.Serve(ln)
-		logger.Info().Str("addr", ln.Addr().String()).Msg("metrics on /metrics")
+		logger.Info().Str("addr", ln.Addr().String()).Msg("metrics on /metrics, health on /healthz and /readyz")
 	}
 	tick := time.NewTicker(cfg.StatsInterval)
 	defer tick.Stop()
@@ -91,6 +94,40 @@ loop:
 	err := h.Stop()
 	h.LogStats(true)
 	return err
+}
+
+// healthz answers 200 while the handler's receive thread runs (the process
+// is alive and not shutting down), 503 otherwise: a supervisor restarts on
+// it.
+func healthz(h *handler.Handler) http.HandlerFunc {
+	return func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		if !h.Alive() {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			io.WriteString(w, "not alive: receive thread stopped\n")
+			return
+		}
+		io.WriteString(w, "alive\n")
+	}
+}
+
+// readyz answers 200 "ready: REASON" when the books can be used (a line
+// delivered, no book stale, no unrecovered gap), 503 "not ready: REASON"
+// otherwise: a load balancer routes on it.
+func readyz(h *handler.Handler) http.HandlerFunc {
+	return func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		ok, reason := h.Ready()
+		if !ok || !h.Alive() {
+			if !h.Alive() {
+				reason = "receive thread stopped"
+			}
+			w.WriteHeader(http.StatusServiceUnavailable)
+			io.WriteString(w, "not ready: "+reason+"\n")
+			return
+		}
+		io.WriteString(w, "ready: "+reason+"\n")
+	}
 }
 
 func newLogger(c config.Log) zerolog.Logger {

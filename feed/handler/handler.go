@@ -381,20 +381,28 @@ func (h *Handler) copyStats() {
 // Stats returns a copy of the counters (refreshed by the threads every few
 // tens of milliseconds).
 func (h *Handler) Stats() Stats {
+	st := h.statsLight()
+	var merged, path latency.Histogram
+	for _, s := range h.shards {
+		merged.Merge(&s.hist)
+		path.Merge(&s.histPath)
+	}
+	merged.Snapshot(&st.Latency)
+	path.Snapshot(&st.PathLatency)
+	return st
+}
+
+// statsLight is Stats without the latency histograms.
+func (h *Handler) statsLight() Stats {
 	h.mu.Lock()
 	st := Stats{Arbiter: h.arbCopy, Receive: h.rxCopy,
 		Routed: h.cntCopy[0], Filtered: h.cntCopy[1], BadMessages: h.cntCopy[2], NextSeq: h.cntCopy[3], ReceiveErrors: h.cntCopy[4], Ended: h.endedCopy,
 		LastPacket: h.lastPkt, Started: h.started}
 	h.mu.Unlock()
 	st.Backend = h.recv.Backend()
-	var merged, path latency.Histogram
 	for _, s := range h.shards {
 		st.Shards = append(st.Shards, s.statsCopy())
-		merged.Merge(&s.hist)
-		path.Merge(&s.histPath)
 	}
-	merged.Snapshot(&st.Latency)
-	path.Snapshot(&st.PathLatency)
 	return st
 }
 
