@@ -9,6 +9,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"sort"
@@ -71,6 +72,10 @@ func main() {
 	}
 	if err := c.run(args); err != nil {
 		fmt.Fprintf(os.Stderr, "feedhandler %s: %v\n", name, err)
+		var ec interface{ ExitCode() int }
+		if errors.As(err, &ec) {
+			os.Exit(ec.ExitCode())
+		}
 		os.Exit(1)
 	}
 }
