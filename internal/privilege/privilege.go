@@ -76,18 +76,18 @@ func (c Caps) String() string {
 
 // Required returns the capabilities a backend needs to start as a user
 // other than root, as measured (docs/OPERATIONS.md): xdp loads and attaches
-// the steering program and opens AF_XDP sockets; uring and socket need
-// none. ipc_lock is not listed: it is needed only when the locked memory
-// (UMEM, io_uring buffer ring) exceeds RLIMIT_MEMLOCK, which the unit
+// the steering program (cap_bpf; cap_perfmon because the verifier allows its
+// packet pointer arithmetic only then; cap_net_admin to attach it) and opens
+// AF_XDP sockets (cap_net_raw); uring and socket need none. cap_ipc_lock is
+// not listed: it is needed only when the UMEM (receive.ring_size x 4 KiB
+// per queue, 16 MiB by default) exceeds RLIMIT_MEMLOCK, which the unit
 // raises with LimitMEMLOCK=. busyPoll adds cap_net_admin (SO_BUSY_POLL
 // above the sysctl's value).
 func Required(backend string, busyPoll bool) Caps {
 	var c Caps
 	switch backend {
-	case "xdp":
-		c = NetAdmin | NetRaw | BPF
-	case "auto":
-		c = NetAdmin | NetRaw | BPF // to get the first choice, xdp
+	case "xdp", "auto": // auto: to get its first choice, xdp
+		c = NetAdmin | NetRaw | BPF | Perfmon
 	}
 	if busyPoll {
 		c |= NetAdmin
