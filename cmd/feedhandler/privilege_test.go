@@ -28,6 +28,7 @@ type privRun struct {
 	backend string
 	caps    string // setpriv capability list, e.g. "net_admin,net_raw,bpf"; "" = none
 	ring    int    // receive.ring_size (0: default)
+	pinned  bool   // cores: receive 0, shards [1]: pinning must work without a capability
 	root    bool   // start as root with the full set (then the config's user: applies)
 	user    string // config user:
 	// wantErr: the start must fail and stderr must contain it.
@@ -89,9 +90,9 @@ func TestLeastPrivilege(t *testing.T) {
 	// ring (4 MiB) fits the limit and needs nothing more.
 	xdpCaps := privilege.Required("xdp", false)
 	runs := []privRun{
-		{name: "xdp", backend: "xdp", caps: capList(xdpCaps | privilege.IPCLock)},
+		{name: "xdp", backend: "xdp", caps: capList(xdpCaps | privilege.IPCLock), pinned: true},
 		{name: "xdp-4MiB-umem", backend: "xdp", caps: capList(xdpCaps), ring: 1024},
-		{name: "uring", backend: "uring", caps: ""},
+		{name: "uring", backend: "uring", caps: "", pinned: true},
 		{name: "socket", backend: "socket", caps: ""},
 		{name: "root-to-nobody", backend: "xdp", root: true, user: "nobody"},
 	}
@@ -136,6 +137,9 @@ log:
 `, day.Session.String(), lab.DstIf, lab.DstIf, r.backend, shmName)
 	if r.user != "" {
 		cfg += "user: " + r.user + "\n"
+	}
+	if r.pinned {
+		cfg += "cores:\n  receive: 0\n  shards: [1]\n"
 	}
 	if r.ring != 0 {
 		cfg = strings.Replace(cfg, "receive:\n", fmt.Sprintf("receive:\n  ring_size: %d\n", r.ring), 1)
@@ -204,6 +208,9 @@ log:
 	}
 	if !strings.Contains(stderr.String(), `"capabilities_kept":"none"`) || !strings.Contains(stderr.String(), `"uid":65534`) {
 		t.Errorf("after setup the handler must run as uid 65534 with no capability:\n%s", stderr.String())
+	}
+	if r.pinned && strings.Contains(stderr.String(), "not pinned") {
+		t.Errorf("pinning failed without privileges:\n%s", stderr.String())
 	}
 	if !strings.Contains(stderr.String(), `"backend":"`+r.backend) {
 		t.Errorf("backend is not %s:\n%s", r.backend, stderr.String())
