@@ -29,6 +29,7 @@ type privRun struct {
 	caps    string // setpriv capability list, e.g. "net_admin,net_raw,bpf"; "" = none
 	ring    int    // receive.ring_size (0: default)
 	pinned  bool   // cores: receive 0, shards [1]: pinning must work without a capability
+	sandbox bool   // as the unit's sandbox: read-only file system but /dev/shm (ProtectSystem=strict, ReadWritePaths=/dev/shm)
 	root    bool   // start as root with the full set (then the config's user: applies)
 	user    string // config user:
 	// wantErr: the start must fail and stderr must contain it.
@@ -90,9 +91,9 @@ func TestLeastPrivilege(t *testing.T) {
 	// ring (4 MiB) fits the limit and needs nothing more.
 	xdpCaps := privilege.Required("xdp", false)
 	runs := []privRun{
-		{name: "xdp", backend: "xdp", caps: capList(xdpCaps | privilege.IPCLock), pinned: true},
+		{name: "xdp", backend: "xdp", caps: capList(xdpCaps | privilege.IPCLock), pinned: true, sandbox: true},
 		{name: "xdp-4MiB-umem", backend: "xdp", caps: capList(xdpCaps), ring: 1024},
-		{name: "uring", backend: "uring", caps: "", pinned: true},
+		{name: "uring", backend: "uring", caps: "", pinned: true, sandbox: true},
 		{name: "socket", backend: "socket", caps: ""},
 		{name: "root-to-nobody", backend: "xdp", root: true, user: "nobody"},
 	}
@@ -149,12 +150,17 @@ log:
 		t.Fatal(err)
 	}
 	args := []string{"netns", "exec", lab.Dst}
+	if r.sandbox {
+		args = append(args, "unshare", "--mount", "--propagation", "private",
+			"sh", "-c", `mount -o remount,bind,ro / && exec "$@"`, "sh")
+	}
 	if !r.root {
 		set := "-all"
 		if r.caps != "" {
 			set = "-all,+" + strings.ReplaceAll(r.caps, ",", ",+")
 		}
-		args = append(args, "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+		// --no-new-privs: the unit's NoNewPrivileges=yes.
+		args = append(args, "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--no-new-privs",
 			"--inh-caps="+set, "--ambient-caps="+set, "--bounding-set="+set, "--")
 	}
 	args = append(args, bin, "--feed", cfgPath)
