@@ -24,14 +24,15 @@ import (
 
 // privRun is one start of the handler under reduced privileges.
 type privRun struct {
-	name    string
-	backend string
-	caps    string // setpriv capability list, e.g. "net_admin,net_raw,bpf"; "" = none
-	ring    int    // receive.ring_size (0: default)
-	pinned  bool   // cores: receive 0, shards [1]: pinning must work without a capability
-	sandbox bool   // as the unit's sandbox: read-only file system but /dev/shm (ProtectSystem=strict, ReadWritePaths=/dev/shm)
-	root    bool   // start as root with the full set (then the config's user: applies)
-	user    string // config user:
+	name     string
+	backend  string
+	caps     string // setpriv capability list, e.g. "net_admin,net_raw,bpf"; "" = none
+	ring     int    // receive.ring_size (0: default)
+	pinned   bool   // cores: receive 0, shards [1]: pinning must work without a capability
+	shmGroup string // shm.group (with shm.mode 0640): then check the file and readers in and outside the group
+	sandbox  bool   // as the unit's sandbox: read-only file system but /dev/shm (ProtectSystem=strict, ReadWritePaths=/dev/shm)
+	root     bool   // start as root with the full set (then the config's user: applies)
+	user     string // config user:
 	// wantErr: the start must fail and stderr must contain it.
 	wantErr string
 }
@@ -94,7 +95,7 @@ func TestLeastPrivilege(t *testing.T) {
 		{name: "xdp", backend: "xdp", caps: capList(xdpCaps | privilege.IPCLock), pinned: true, sandbox: true},
 		{name: "xdp-4MiB-umem", backend: "xdp", caps: capList(xdpCaps), ring: 1024},
 		{name: "uring", backend: "uring", caps: "", pinned: true, sandbox: true},
-		{name: "socket", backend: "socket", caps: ""},
+		{name: "socket", backend: "socket", caps: "", shmGroup: "nogroup"},
 		{name: "root-to-nobody", backend: "xdp", root: true, user: "nobody"},
 	}
 	for _, c := range []privilege.Caps{privilege.NetAdmin, privilege.NetRaw, privilege.BPF, privilege.Perfmon} {
@@ -138,6 +139,9 @@ log:
 `, day.Session.String(), lab.DstIf, lab.DstIf, r.backend, shmName)
 	if r.user != "" {
 		cfg += "user: " + r.user + "\n"
+	}
+	if r.shmGroup != "" {
+		cfg = strings.Replace(cfg, "shm:\n", "shm:\n  mode: 0640\n  group: "+r.shmGroup+"\n", 1)
 	}
 	if r.pinned {
 		cfg += "cores:\n  receive: 0\n  shards: [1]\n"
@@ -269,6 +273,52 @@ log:
 	}
 	if !bytes.Equal(got.Bytes(), ref) {
 		t.Fatalf("published books differ from the reference:\ngot  %.300s\nwant %.300s", got.Bytes(), ref)
+	}
+	if r.shmGroup != "" {
+		checkShmEntitlement(t, bin, shmName, r.shmGroup, ref)
+	}
+}
+
+// checkShmEntitlement: the handler's file has mode 0640 and the configured
+// group; bookview (the real binary, the Go reader) run as a user outside the
+// group fails naming the group, and as a user in it prints the books.
+func checkShmEntitlement(t *testing.T, bin, shmName, group string, ref []byte) {
+	t.Helper()
+	gid, err := shm.LookupGroup(group)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(shm.Path(shmName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := fi.Sys().(*syscall.Stat_t); fi.Mode().Perm() != 0o640 || int(st.Gid) != gid || st.Uid != 65534 {
+		t.Fatalf("%s: mode %04o uid %d gid %d, want 0640, the handler's uid 65534, gid %d", fi.Name(), fi.Mode().Perm(), st.Uid, st.Gid, gid)
+	}
+	view := func(uid, gid int) (int, string, string) {
+		cmd := exec.Command("setpriv", fmt.Sprintf("--reuid=%d", uid), fmt.Sprintf("--regid=%d", gid), "--clear-groups",
+			bin, "bookview", "--shm", shmName, "--once", "--json")
+		var o, e bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &o, &e
+		err := cmd.Run()
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			return ee.ExitCode(), o.String(), e.String()
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		return 0, o.String(), e.String()
+	}
+	// uid 1 (daemon) with its own group 1: outside the group.
+	code, _, errOut := view(1, 1)
+	if want := "permission denied: you need group " + group; code != 1 || !strings.Contains(errOut, want) {
+		t.Errorf("reader outside the group: exit %d, stderr %q, want 1 and %q", code, errOut, want)
+	}
+	// uid 1 in the group: the books, and exit 3 because the writer closed.
+	code, out, errOut := view(1, gid)
+	if code != exitWriterNotLive || out != string(ref) || !strings.Contains(errOut, "writer closed") {
+		t.Errorf("reader in the group: exit %d, stderr %q, books equal %v", code, errOut, out == string(ref))
 	}
 }
 
