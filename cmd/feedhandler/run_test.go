@@ -203,6 +203,10 @@ log:
 	case <-time.After(20 * time.Second):
 		t.Fatalf("no exit 20s after SIGINT:\n%s", stderr.String())
 	}
+	// Started as root without user: in the config: allowed, with a warning.
+	if !strings.Contains(stderr.String(), "running as root: set user: in the feed file") {
+		t.Errorf("no warning about running as root:\n%s", stderr.String())
+	}
 	if !strings.Contains(stderr.String(), `"final":true`) {
 		t.Errorf("no final stats line:\n%s", stderr.String())
 	}
