@@ -183,7 +183,10 @@ log:
 	// The stale flag reaches the books through the shard rings: wait for
 	// the gauge, then require every published book to be counted.
 	body = waitMetric(t, lab, "feedhandler_gaps_unrecovered", 1, &stderr)
-	for metricValue(body, "feedhandler_books_stale") == 0 {
+	for deadline := time.Now().Add(30 * time.Second); !(metricValue(body, "feedhandler_books_stale") > 0); {
+		if time.Now().After(deadline) {
+			t.Fatalf("no book flagged stale 30s after the gap:\n%s", body)
+		}
 		time.Sleep(50 * time.Millisecond)
 		body = scrape(t, lab)
 	}
