@@ -8,8 +8,11 @@ STATICCHECK_VERSION ?= v0.8.2
 
 all: build
 
+# CGO_ENABLED=0: a pure-Go binary can drop its capabilities on every thread
+# after setup (syscall.AllThreadsSyscall refuses when cgo is linked; see
+# docs/OPERATIONS.md).
 build:
-	$(GO) build -o $(BIN)/ ./cmd/... ./tools/...
+	CGO_ENABLED=0 $(GO) build -o $(BIN)/ ./cmd/... ./tools/...
 
 # Installs the system tools each target uses (only the missing ones; the
 # list of Debian packages is in .ci/setup, which CI uses too).

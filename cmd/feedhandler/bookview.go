@@ -30,13 +30,15 @@ func bookview(args []string, out io.Writer) error {
 	symbol := fs.String("symbol", "", "show the full published depth of one symbol")
 	once := fs.Bool("once", false, "print once and exit")
 	asJSON := fs.Bool("json", false, "with --once: print every published book as JSON")
+	withState := fs.Bool("state", false, "with --once --json: wrap the books as {\"writer\": STATE, \"books\": BOOKS} and exit 0 whatever the writer's state")
 	interval := fs.Duration("interval", 500*time.Millisecond, "refresh interval of the live view")
 	rows := fs.Int("rows", 30, "instruments shown in the live view")
 	wait := fs.Duration("wait", 0, "wait this long for the feed to appear")
 	fs.SetOutput(os.Stderr)
 	fs.Usage = func() {
-		fmt.Fprintln(os.Stderr, "usage: feedhandler bookview --shm NAME [--symbol SYM] [--once] [--json]")
+		fmt.Fprintln(os.Stderr, "usage: feedhandler bookview --shm NAME [--symbol SYM] [--once] [--json [--state]]")
 		fs.PrintDefaults()
+		fmt.Fprintln(os.Stderr, "\nWith --once, the exit status is 3 when the writer is not live (dead, closed or\nrestarted; the state is on stderr), after printing its last books; 1 on errors.")
 	}
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -48,6 +50,9 @@ func bookview(args []string, out io.Writer) error {
 	if *asJSON && !*once {
 		return errors.New("bookview: --json needs --once")
 	}
+	if *withState && !*asJSON {
+		return errors.New("bookview: --state needs --once --json")
+	}
 	r, err := shm.OpenWait(*name, *wait, 50*time.Millisecond)
 	if err != nil {
 		return err
@@ -55,11 +60,23 @@ func bookview(args []string, out io.Writer) error {
 	defer func() { r.Close() }()
 	v := &viewer{r: r, out: out, symbol: *symbol, rows: *rows, buf: make([]byte, r.Info().MaxSnapshot)}
 	if *once {
-		if *asJSON {
-			return v.writeJSON()
+		// The state first: books read after it are at least as fresh.
+		state := checkWriter(r)
+		var err error
+		switch {
+		case *withState:
+			return v.writeStateJSON(state)
+		case *asJSON:
+			err = v.writeJSON(v.out)
+		default:
+			v.status = state.describe()
+			v.collect()
+			err = v.render(false)
 		}
-		v.collect()
-		return v.render(false)
+		if err == nil && state.err != nil {
+			err = &writerStateError{state: state}
+		}
+		return err
 	}
 	stop := make(chan os.Signal, 1)
 	signal.Notify(stop, os.Interrupt, syscall.SIGTERM)
@@ -102,7 +119,7 @@ type line struct {
 // book.Books.WriteJSON (`replay --books-out`) does, so that the two files
 // compare with cmp: keys are symbols in order ("SYMBOL#locate" for a second
 // locate with the same symbol), levels [price, shares, orders] best first.
-func (v *viewer) writeJSON() error {
+func (v *viewer) writeJSON(out io.Writer) error {
 	var list []book.JSONBook
 	seen := map[string]bool{}
 	ins := v.r.Instruments()
@@ -139,7 +156,7 @@ func (v *viewer) writeJSON() error {
 		}
 		list = append(list, e)
 	}
-	if err := book.WriteBooksJSON(v.out, list); err != nil {
+	if err := book.WriteBooksJSON(out, list); err != nil {
 		return fmt.Errorf("bookview: %w", err)
 	}
 	return nil
@@ -262,8 +279,9 @@ func (v *viewer) render(clearScreen bool) error {
 			status = "live"
 		}
 	}
-	fmt.Fprintf(&b, "%s  writer pid %d since %s  depth %d  %d instruments  [%s]\n",
-		v.r.Path(), info.WriterPid, info.StartTime.Format("15:04:05"), info.Depth, len(v.lines), status)
+	fmt.Fprintf(&b, "%s  writer pid %d since %s  heartbeat %s ago  depth %d  %d instruments  [%s]\n",
+		v.r.Path(), info.WriterPid, info.StartTime.Format("15:04:05"), heartbeatAge(v.r).Round(time.Millisecond),
+		info.Depth, len(v.lines), status)
 	if v.f != nil {
 		fmt.Fprintf(&b, "journal: %d overruns, %d records lost\n", v.f.Overruns(), v.f.Lost())
 	}

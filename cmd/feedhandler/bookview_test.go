@@ -24,7 +24,22 @@ func testFeed(t *testing.T) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { w.Close(); os.Remove(name) })
+	// Beat like a live writer, so that a slow machine cannot age it.
+	stop := make(chan struct{})
+	var beating sync.WaitGroup
+	beating.Add(1)
+	go func() {
+		defer beating.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(50 * time.Millisecond):
+				w.Heartbeat()
+			}
+		}
+	}()
+	t.Cleanup(func() { close(stop); beating.Wait(); w.Close(); os.Remove(name) })
 	for loc, sym := range map[uint16]string{1: "AAPL", 2: "MSFT", 3: "EMPTY", 4: "QUIET"} {
 		if err := w.Register(loc, sym); err != nil {
 			t.Fatal(err)
@@ -218,6 +233,7 @@ func TestBookviewMatchesReplay(t *testing.T) {
 		}
 	}
 	var got bytes.Buffer
+	w.Heartbeat()
 	if err := bookview([]string{"--shm", name, "--once", "--json"}, &got); err != nil {
 		t.Fatal(err)
 	}

@@ -94,6 +94,10 @@ func main() {
 		} else {
 			fmt.Fprintf(os.Stderr, "feedhandler %s: %v\n", name, err)
 		}
+		var ec interface{ ExitCode() int }
+		if errors.As(err, &ec) {
+			os.Exit(ec.ExitCode())
+		}
 		os.Exit(1)
 	}
 }

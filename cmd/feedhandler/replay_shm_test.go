@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -31,8 +32,12 @@ func TestReplayShmMatchesBooksOut(t *testing.T) {
 				t.Fatal(err)
 			}
 			var got bytes.Buffer
-			if err := bookview([]string{"--shm", name, "--once", "--json"}, &got); err != nil {
-				t.Fatal(err)
+			// The replay closed the feed: the books are printed, and the
+			// error (exit status 3) says the writer is not live.
+			err = bookview([]string{"--shm", name, "--once", "--json"}, &got)
+			var se *writerStateError
+			if !errors.As(err, &se) || se.state.State != "closed" || !errors.Is(err, shm.ErrClosed) {
+				t.Fatalf("bookview after replay: %v, want the writer state closed", err)
 			}
 			if len(want) < 1000 {
 				t.Fatalf("books output suspiciously small: %q", want)

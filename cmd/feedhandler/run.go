@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"flag"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/marketfeed/feedhandler/feed/config"
 	"github.com/marketfeed/feedhandler/feed/handler"
+	"github.com/marketfeed/feedhandler/internal/privilege"
 )
 
 func init() {
@@ -48,7 +50,7 @@ func runFeed(args []string) error {
 	defer stop()
 	h, err := handler.Start(handler.FromConfig(cfg, logger))
 	if err != nil {
-		return err
+		return privilege.Explain(err, cfg.Receive.Backend, cfg.Receive.BusyPoll)
 	}
 	return serve(ctx, h, cfg, logger)
 }
@@ -62,6 +64,8 @@ func serve(ctx context.Context, h *handler.Handler, cfg *config.Config, logger z
 		reg.MustRegister(handler.NewCollector(h))
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+		mux.HandleFunc("/healthz", healthz(h))
+		mux.HandleFunc("/readyz", readyz(h))
 		ln, err := net.Listen("tcp", cfg.Metrics.Listen)
 		if err != nil {
 			h.Stop()
@@ -69,7 +73,16 @@ func serve(ctx context.Context, h *handler.Handler, cfg *config.Config, logger z
 		}
 		srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 		go srv.Serve(ln)
-		logger.Info().Str("addr", ln.Addr().String()).Msg("metrics on /metrics")
+		logger.Info().Str("addr", ln.Addr().String()).Msg("metrics on /metrics, health on /healthz and /readyz")
+	}
+	// Sockets, XDP program, maps, shm file and listener are set up:
+	// nothing needs a privilege any more.
+	if err := shedPrivileges(cfg.User, logger); err != nil {
+		if srv != nil {
+			srv.Close()
+		}
+		h.Stop()
+		return err
 	}
 	tick := time.NewTicker(cfg.StatsInterval)
 	defer tick.Stop()
@@ -96,6 +109,83 @@ loop:
 	err := h.Stop()
 	h.LogStats(true)
 	return err
+}
+
+// shedPrivileges switches to account when running as root (warning when
+// none is configured), then drops every capability of every thread, and
+// logs what the threads kept (read back from /proc/self/task).
+func shedPrivileges(account string, logger zerolog.Logger) error {
+	if os.Geteuid() == 0 {
+		if account == "" {
+			logger.Warn().Msg("running as root: set user: in the feed file to switch to an unprivileged account after setup (docs/OPERATIONS.md)")
+		} else {
+			uid, gid, err := privilege.SwitchUser(account)
+			if err != nil {
+				return err
+			}
+			logger.Info().Str("user", account).Int("uid", uid).Int("gid", gid).Msg("switched user")
+		}
+	}
+	if kept := threadCaps(); kept != 0 {
+		if err := privilege.Drop(0); errors.Is(err, privilege.ErrNotSupported) {
+			logger.Warn().Err(err).Str("kept", kept.String()).Msg("capabilities not dropped")
+		} else if err != nil {
+			return err
+		}
+	}
+	kept := threadCaps()
+	logger.Info().Int("uid", os.Geteuid()).Int("gid", os.Getegid()).Str("capabilities_kept", kept.String()).
+		Msg("privileges after setup")
+	return nil
+}
+
+// threadCaps is the union of the effective and permitted capabilities of
+// every thread.
+func threadCaps() privilege.Caps {
+	eff, perm, err := privilege.ThreadCaps(0)
+	if err != nil {
+		c, _ := privilege.Effective()
+		return c
+	}
+	var u privilege.Caps
+	for i := range eff {
+		u |= eff[i] | perm[i]
+	}
+	return u
+}
+
+// healthz answers 200 while the handler's receive thread runs (the process
+// is alive and not shutting down), 503 otherwise: a supervisor restarts on
+// it.
+func healthz(h *handler.Handler) http.HandlerFunc {
+	return func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		if !h.Alive() {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			io.WriteString(w, "not alive: receive thread stopped\n")
+			return
+		}
+		io.WriteString(w, "alive\n")
+	}
+}
+
+// readyz answers 200 "ready: REASON" when the books can be used (a line
+// delivered, no book stale, no unrecovered gap), 503 "not ready: REASON"
+// otherwise: a load balancer routes on it.
+func readyz(h *handler.Handler) http.HandlerFunc {
+	return func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		ok, reason := h.Ready()
+		if !ok || !h.Alive() {
+			if !h.Alive() {
+				reason = "receive thread stopped"
+			}
+			w.WriteHeader(http.StatusServiceUnavailable)
+			io.WriteString(w, "not ready: "+reason+"\n")
+			return
+		}
+		io.WriteString(w, "ready: "+reason+"\n")
+	}
 }
 
 func newLogger(c config.Log) zerolog.Logger {

@@ -34,6 +34,7 @@ const (
 	DefaultPollTimeout    = 100 * time.Millisecond
 	DefaultLogLevel       = "info"
 	DefaultLogFormat      = "console"
+	DefaultSHMMode        = 0o640
 )
 
 // Config is a parsed and validated feed file. Parse fills every default, so
@@ -50,6 +51,7 @@ type Config struct {
 	Arbitration   Arbitration
 	Recovery      Recovery
 	Metrics       Metrics
+	User          string // account to switch to when started as root; "" = stay (and warn)
 	StatsInterval time.Duration
 	Log           Log
 
@@ -117,9 +119,11 @@ type Book struct {
 	MaxLocates int // number of stock locate codes, 1..65536
 }
 
-// SHM names the shared-memory snapshot region.
+// SHM names the shared-memory snapshot region and who may read it.
 type SHM struct {
-	Name string // /dev/shm name; default Feed.Name
+	Name  string      // /dev/shm name; default Feed.Name
+	Mode  os.FileMode // permission bits; default 0640 (owner writes, group reads)
+	Group string      // group owning the file (name or gid); "" = the handler's group
 }
 
 // Arbitration tunes the A/B line arbiter; see handler.ArbiterConfig.

@@ -80,7 +80,7 @@ func TestBadConfigs(t *testing.T) {
 		{"unknown top-level key", base + "simbols: [AAPL]\n",
 			`t.yaml:28: simbols: unknown field (did you mean "symbols"?)`},
 		{"unknown top-level key, no suggestion", base + "colour: red\n",
-			`t.yaml:28: colour: unknown field (want one of feed, lines, receive, cores, symbols, book, arbitration, shm, recovery, metrics, stats_interval, log)`},
+			`t.yaml:28: colour: unknown field (want one of feed, lines, receive, cores, symbols, book, arbitration, shm, recovery, metrics, stats_interval, log, user)`},
 		{"unknown nested key", edit(t, "  backend: auto", "  bakend: auto"),
 			`t.yaml:15: receive.bakend: unknown field (did you mean "backend"?)`},
 		{"unknown key in a line", edit(t, "    port: 26478", "    port: 26478\n    prot: 1"),
@@ -243,7 +243,7 @@ func TestDefaults(t *testing.T) {
 		Cores:         Cores{Receive: Unpinned, Shards: []int{Unpinned}},
 		Book:          Book{Depth: 10, MaxOrders: 4 << 20, MaxLocates: 16384},
 		Arbitration:   Arbitration{Grace: 200 * time.Microsecond, Hold: 20 * time.Millisecond, LineTimeout: time.Second, MaxPending: 8192},
-		SHM:           SHM{Name: "min"},
+		SHM:           SHM{Name: "min", Mode: 0o640},
 		StatsInterval: 5 * time.Second,
 		Log:           Log{Level: "info", Format: "console"},
 	}
@@ -394,6 +394,45 @@ func TestArbitration(t *testing.T) {
 		_, err := Parse("t.yaml", []byte(base+bad.text))
 		if err == nil || !strings.Contains(err.Error(), bad.want) {
 			t.Errorf("%q: error %v, want it to contain %q", bad.text, err, bad.want)
+		}
+	}
+}
+
+func TestOperations(t *testing.T) {
+	// shm adds lines under shm: (line 24 on), tail adds top-level keys (line 29 on).
+	text := func(shm, tail string) string {
+		return edit(t, "  name: test\nstats", "  name: test\n"+shm+"stats") + tail
+	}
+	for _, tc := range []struct {
+		shm, tail string
+		mode      os.FileMode
+		group     string
+		user      string
+	}{
+		{"  mode: 0640\n  group: mdread\n", "user: feed\n", 0o640, "mdread", "feed"},
+		{"  mode: \"0600\"\n  group: 1234\n", "user: 65534\n", 0o600, "1234", "65534"},
+		{"  mode: 0o660\n", "", 0o660, "", ""},
+		{"", "", 0o640, "", ""},
+	} {
+		c, err := Parse("t.yaml", []byte(text(tc.shm, tc.tail)))
+		if err != nil {
+			t.Fatalf("%q: %v", tc.shm, err)
+		}
+		if c.SHM.Mode != tc.mode || c.SHM.Group != tc.group || c.User != tc.user {
+			t.Errorf("%q: mode %04o group %q user %q, want %04o %q %q", tc.shm, c.SHM.Mode, c.SHM.Group, c.User, tc.mode, tc.group, tc.user)
+		}
+	}
+	for _, bad := range []struct{ shm, tail, want string }{
+		{"  mode: 0800\n", "", `t.yaml:24: shm.mode: "0800" is not an octal permission mode`},
+		{"  mode: 0440\n", "", "t.yaml:24: shm.mode: 0440: the handler must be able to write its own file"},
+		{"  mode: 0666\n", "", "t.yaml:24: shm.mode: 0666: world-writable market data"},
+		{"  mode: [1]\n", "", "t.yaml:24: shm.mode: want an octal mode such as 0640"},
+		{"  group: \"a b\"\n", "", `t.yaml:24: shm.group: "a b" is not a user or group name`},
+		{"", "user: [x]\n", "t.yaml:28: user: want a name or a numeric id"},
+	} {
+		_, err := Parse("t.yaml", []byte(text(bad.shm, bad.tail)))
+		if err == nil || !strings.Contains(err.Error(), bad.want) {
+			t.Errorf("%q %q: error %v, want it to contain %q", bad.shm, bad.tail, err, bad.want)
 		}
 	}
 }

@@ -50,6 +50,8 @@
 //	  max_locates: 16384          # stock locate codes, 1..65536
 //	shm:
 //	  name: nasdaq-totalview      # /dev/shm name; default feed.name; [A-Za-z0-9._-]
+//	  mode: 0640                  # octal permission bits; default 0640; never world-writable
+//	  group: marketdata           # group owning the file (readers entitled); default the handler's
 //	arbitration:
 //	  grace: 200us                # hold-back once every live line passed a missing number
 //	  hold: 20ms                  # longest A/B skew waited out before declaring a gap
@@ -58,11 +60,12 @@
 //	recovery:
 //	  server: 10.1.2.3:26400      # MoldUDP64 re-request server host:port; optional
 //	metrics:
-//	  listen: 127.0.0.1:9464      # Prometheus /metrics host:port; optional
+//	  listen: 127.0.0.1:9464      # /metrics, /healthz, /readyz host:port; optional
 //	stats_interval: 5s            # period of the stats log line (> 0)
 //	log:
 //	  level: info                 # trace | debug | info | warn | error
 //	  format: console             # console | json
+//	user: feedhandler             # started as root: switch to this account after setup; optional
 //
 // Config.RxConfig maps the result onto the receive layer's rx.Config.
 package config

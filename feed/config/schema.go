@@ -2,6 +2,8 @@ package config
 
 import (
 	"errors"
+	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -27,6 +29,7 @@ func defaults() *Config {
 			PollTimeout:    DefaultPollTimeout,
 		},
 		Cores:         Cores{Receive: Unpinned, Shards: []int{Unpinned}},
+		SHM:           SHM{Mode: DefaultSHMMode},
 		Book:          Book{Depth: DefaultDepth, MaxOrders: DefaultMaxOrders, MaxLocates: DefaultMaxLocates},
 		Arbitration:   Arbitration{Grace: DefaultGrace, Hold: DefaultHold, LineTimeout: DefaultLineTimeout, MaxPending: DefaultMaxPending},
 		StatsInterval: DefaultStatsInterval,
@@ -74,7 +77,11 @@ func (d *decoder) decode(data []byte) *Config {
 		{"book", func(f field) { d.book(f, c) }},
 		{"arbitration", func(f field) { d.arbitration(f, c) }},
 		{"shm", func(f field) {
-			d.mapping(f, []entry{{"name", func(f field) { c.SHM.Name, _ = d.name(f, 200) }}})
+			d.mapping(f, []entry{
+				{"name", func(f field) { c.SHM.Name, _ = d.name(f, 200) }},
+				{"mode", func(f field) { d.shmMode(f, c) }},
+				{"group", func(f field) { c.SHM.Group, _ = d.account(f) }},
+			})
 		}},
 		{"recovery", func(f field) {
 			d.mapping(f, []entry{{"server", func(f field) { c.Recovery.Server, _ = d.hostPort(f, true) }}})
@@ -88,6 +95,7 @@ func (d *decoder) decode(data []byte) *Config {
 			}
 		}},
 		{"log", func(f field) { d.log(f, c) }},
+		{"user", func(f field) { c.User, _ = d.account(f) }},
 	})
 	if top.absent() {
 		return c
@@ -371,4 +379,51 @@ func (d *decoder) log(f field, c *Config) {
 			}
 		}},
 	})
+}
+
+// shmMode decodes shm.mode: octal permission bits such as 0640 (or "0640",
+// "0o640"), writable by the owner.
+func (d *decoder) shmMode(f field, c *Config) {
+	var text string
+	switch x := f.node.(type) {
+	case *ast.IntegerNode, *ast.StringNode:
+		text = strings.TrimSpace(f.tok().Value)
+		if sn, ok := x.(*ast.StringNode); ok {
+			text = strings.TrimSpace(sn.Value)
+		}
+	default:
+		d.errorf(f, "want an octal mode such as 0640, got %s", describe(f.node))
+		return
+	}
+	digits := strings.TrimPrefix(strings.TrimPrefix(text, "0o"), "0O")
+	v, err := strconv.ParseUint(digits, 8, 32)
+	switch {
+	case err != nil || v > 0o777:
+		d.errorf(f, "%q is not an octal permission mode (0000..0777, e.g. 0640)", text)
+	case v&0o200 == 0:
+		d.errorf(f, "%s: the handler must be able to write its own file (owner write bit 0200)", text)
+	case v&0o002 != 0:
+		d.errorf(f, "%s: world-writable market data lets any local user forge books", text)
+	default:
+		c.SHM.Mode = os.FileMode(v)
+	}
+}
+
+// account decodes a user or group: a name or a numeric id.
+func (d *decoder) account(f field) (string, bool) {
+	var s string
+	switch x := f.node.(type) {
+	case *ast.StringNode:
+		s = strings.TrimSpace(x.Value)
+	case *ast.IntegerNode:
+		s = strings.TrimSpace(f.tok().Value)
+	default:
+		d.errorf(f, "want a name or a numeric id, got %s", describe(f.node))
+		return "", false
+	}
+	if s == "" || len(s) > 32 || !printableASCII(s) || strings.ContainsAny(s, " :/") {
+		d.errorf(f, "%q is not a user or group name", s)
+		return "", false
+	}
+	return s, true
 }

@@ -17,6 +17,9 @@ func FromConfig(c *config.Config, log zerolog.Logger) Config {
 		Symbols:     append([]string(nil), c.Symbols...),
 		Depth:       c.Book.Depth,
 		ShmName:     c.SHM.Name,
+		ShmMode:     c.SHM.Mode,
+		ShmGroup:    c.SHM.Group,
+		Feed:        c.Feed.Name,
 		Arbiter: ArbiterConfig{
 			Grace:       c.Arbitration.Grace,
 			Hold:        c.Arbitration.Hold,

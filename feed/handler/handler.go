@@ -3,6 +3,7 @@ package handler
 import (
 	"errors"
 	"fmt"
+	"os"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -33,6 +34,9 @@ type Config struct {
 	Book        book.Config       // capacity per shard (zero: book.DefaultConfig)
 	ShmName     string            // shared-memory feed name (required)
 	ShmSlots    int               // instrument slots in the shm file (default 16384)
+	ShmMode     os.FileMode       // permission bits of the shm file (default 0640)
+	ShmGroup    string            // group name or gid owning the shm file ("": the process's group)
+	Feed        string            // feed name: the "feed" label of every metric
 
 	// Open replaces rx.Open, e.g. to open the receiver inside a network
 	// namespace. Nil means rx.Open.
@@ -55,6 +59,12 @@ type Stats struct {
 	Ended         bool             // the session ended and everything before its end was delivered or declared missing
 	Latency       latency.Snapshot // receive timestamp to shm publish, per message
 	PathLatency   latency.Snapshot // receive thread pickup to shm publish: the handler's own path
+
+	// LastPacket is, per configured line, when the handler last saw the
+	// line's packet count move (Unix ns, resolution the 20 ms stats
+	// refresh; 0: never).
+	LastPacket [MaxLines]int64
+	Started    int64 // when Start returned, Unix ns
 }
 
 // Applied returns the messages applied across shards.
@@ -95,6 +105,9 @@ type Handler struct {
 	rxCopy    rx.Stats
 	cntCopy   [5]uint64
 	endedCopy bool
+	seenPkts  [MaxLines]uint64 // line packet counts at the last copy
+	lastPkt   [MaxLines]int64  // when they last moved, Unix ns
+	started   int64
 	delivered atomic.Uint64 // messages the arbiter delivered (routed to shards)
 	gapLog    chan moldudp64.Range
 }
@@ -157,7 +170,8 @@ func Start(cfg Config) (*Handler, error) {
 		h.log.Warn().Int("threads", threads).Int("cpus", n).
 			Msg("fewer CPUs than pipeline threads: threads share cores, expect higher latency")
 	}
-	w, err := shm.Create(shm.Config{Name: cfg.ShmName, Instruments: cfg.ShmSlots, Depth: cfg.Depth})
+	w, err := shm.Create(shm.Config{Name: cfg.ShmName, Instruments: cfg.ShmSlots, Depth: cfg.Depth,
+		Mode: cfg.ShmMode, Group: cfg.ShmGroup})
 	if err != nil {
 		return nil, fmt.Errorf("start handler: %w", err)
 	}
@@ -194,6 +208,7 @@ func Start(cfg Config) (*Handler, error) {
 			s.run(pinErrs)
 		}()
 	}
+	h.started = time.Now().UnixNano()
 	go h.receive(pinErrs)
 	for i := 0; i < len(h.shards)+1; i++ {
 		if err := <-pinErrs; err != nil {
@@ -354,25 +369,40 @@ func (h *Handler) copyStats() {
 	h.rxCopy = rs
 	h.cntCopy = [5]uint64{h.routed, h.filtered, h.badMsgs, h.arb.Next(), h.rxErrors}
 	h.endedCopy = h.arb.Ended()
+	now := time.Now().UnixNano()
+	for i := range h.seenPkts {
+		if p := h.arbCopy.Lines[i].Packets; p != h.seenPkts[i] {
+			h.seenPkts[i], h.lastPkt[i] = p, now
+		}
+	}
 	h.mu.Unlock()
 }
 
 // Stats returns a copy of the counters (refreshed by the threads every few
 // tens of milliseconds).
 func (h *Handler) Stats() Stats {
-	h.mu.Lock()
-	st := Stats{Arbiter: h.arbCopy, Receive: h.rxCopy,
-		Routed: h.cntCopy[0], Filtered: h.cntCopy[1], BadMessages: h.cntCopy[2], NextSeq: h.cntCopy[3], ReceiveErrors: h.cntCopy[4], Ended: h.endedCopy}
-	h.mu.Unlock()
-	st.Backend = h.recv.Backend()
+	st := h.statsLight()
 	var merged, path latency.Histogram
 	for _, s := range h.shards {
-		st.Shards = append(st.Shards, s.statsCopy())
 		merged.Merge(&s.hist)
 		path.Merge(&s.histPath)
 	}
 	merged.Snapshot(&st.Latency)
 	path.Snapshot(&st.PathLatency)
+	return st
+}
+
+// statsLight is Stats without the latency histograms.
+func (h *Handler) statsLight() Stats {
+	h.mu.Lock()
+	st := Stats{Arbiter: h.arbCopy, Receive: h.rxCopy,
+		Routed: h.cntCopy[0], Filtered: h.cntCopy[1], BadMessages: h.cntCopy[2], NextSeq: h.cntCopy[3], ReceiveErrors: h.cntCopy[4], Ended: h.endedCopy,
+		LastPacket: h.lastPkt, Started: h.started}
+	h.mu.Unlock()
+	st.Backend = h.recv.Backend()
+	for _, s := range h.shards {
+		st.Shards = append(st.Shards, s.statsCopy())
+	}
 	return st
 }
 

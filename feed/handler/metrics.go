@@ -2,6 +2,7 @@ package handler
 
 import (
 	"strconv"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -9,17 +10,23 @@ import (
 )
 
 // Collector exports the pipeline's counters to Prometheus. Each scrape
-// takes one Stats copy; nothing is added to the hot path.
+// takes one Stats copy; nothing is added to the hot path. Every metric
+// carries the label feed (Config.Feed), so that handlers of several feeds
+// aggregate in one Prometheus.
 type Collector struct {
 	h     *Handler
 	descs map[string]*prometheus.Desc
 }
 
+// lineSilenceNever is what line_silence_seconds counts from for a line that
+// never delivered: the handler's start.
+
 // NewCollector returns a Collector for h.
 func NewCollector(h *Handler) *Collector {
 	c := &Collector{h: h, descs: map[string]*prometheus.Desc{}}
+	feed := prometheus.Labels{"feed": h.cfg.Feed}
 	add := func(name, help string, labels ...string) {
-		c.descs[name] = prometheus.NewDesc("feedhandler_"+name, help, labels, nil)
+		c.descs[name] = prometheus.NewDesc("feedhandler_"+name, help, labels, feed)
 	}
 	add("line_packets_total", "MoldUDP64 packets received per line.", "line")
 	add("line_bytes_total", "UDP payload bytes received per line.", "line")
@@ -39,6 +46,11 @@ func NewCollector(h *Handler) *Collector {
 	add("shard_published_total", "Snapshots published per book shard.", "shard")
 	add("shard_ring_full_total", "Hand-offs that found the shard ring full.", "shard")
 	add("shard_ring_high_water", "Largest shard ring occupancy seen.", "shard")
+	add("line_silence_seconds", "Seconds since the line last delivered a packet (since start if never; resolution 20ms).", "line")
+	add("books_stale", "Books flagged PossiblyStale (missing messages of an unrecovered gap).")
+	add("gaps_unrecovered", "Gaps whose messages the books still miss.")
+	add("shm_heartbeat_age_seconds", "Age of the heartbeat in the shared-memory header.")
+	add("ready", "1 when /readyz answers ready (receiving, books complete), else 0.")
 	add("latency_seconds", "Receive timestamp to shared-memory publish, per message.")
 	add("path_latency_seconds", "Receive-thread pickup to shared-memory publish, per message (the handler's own path).")
 	return c
@@ -82,13 +94,29 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		counter("shard_ring_full_total", s.Ring.Full, id)
 		ch <- prometheus.MustNewConstMetric(c.descs["shard_ring_high_water"], prometheus.GaugeValue, float64(s.Ring.HighWater), id)
 	}
-	for name, l := range map[string]*latency.Snapshot{"latency_seconds": &st.Latency, "path_latency_seconds": &st.PathLatency} {
-		q := map[float64]float64{}
-		for _, p := range []float64{0.5, 0.9, 0.99, 0.999} {
-			q[p] = float64(l.Quantile(p)) / 1e9
-		}
-		ch <- prometheus.MustNewConstSummary(c.descs[name], l.Count, float64(l.Sum)/1e9, q)
+	now := time.Now().UnixNano()
+	gauge := func(name string, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(c.descs[name], prometheus.GaugeValue, v, labels...)
 	}
+	for i := 0; i < len(c.h.cfg.Receive.Lines) && i < MaxLines; i++ {
+		since := st.LastPacket[i]
+		if since == 0 {
+			since = st.Started
+		}
+		gauge("line_silence_seconds", float64(now-since)/1e9, c.h.cfg.Receive.Lines[i].Name)
+	}
+	gauge("books_stale", float64(st.StaleBooks()))
+	gauge("gaps_unrecovered", float64(st.UnrecoveredGaps()))
+	if hb := c.h.w.LastHeartbeat(); !hb.IsZero() {
+		gauge("shm_heartbeat_age_seconds", float64(now-hb.UnixNano())/1e9)
+	}
+	ready := 0.0
+	if ok, _ := st.Ready(); ok {
+		ready = 1
+	}
+	gauge("ready", ready)
+	ch <- latency.HistogramMetric(c.descs["latency_seconds"], &st.Latency, nil, time.Unix(0, st.Started))
+	ch <- latency.HistogramMetric(c.descs["path_latency_seconds"], &st.PathLatency, nil, time.Unix(0, st.Started))
 }
 
 // LogStats writes one stats line.

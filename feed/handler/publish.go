@@ -36,6 +36,7 @@ type Publisher struct {
 	bookAsks []book.Level
 
 	Published, Errors uint64
+	Books             int // instruments registered with the shm writer
 }
 
 // NewPublisher returns a Publisher of books into w, depth levels per side.
@@ -111,6 +112,7 @@ func (p *Publisher) publish(b *book.Book) {
 			return
 		}
 		p.registered[loc] = true
+		p.Books++
 	}
 	sn := &p.snap
 	sn.Locate = loc

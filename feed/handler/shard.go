@@ -43,6 +43,8 @@ type ShardStats struct {
 	Book          book.Stats
 	Ring          spsc.Stats
 	PublishErrors uint64
+	Stale         bool // the shard's books are flagged PossiblyStale (an unrecovered gap)
+	Books         int  // books the shard has published (registered in shm)
 }
 
 // shard owns the books of the locates routed to it: it is their single
@@ -160,6 +162,7 @@ func (s *shard) copyStats() {
 	s.stats.Batches, s.stats.Published, s.stats.PublishErrors = s.batches, s.pub.Published, s.pub.Errors
 	s.stats.Book = bst
 	s.stats.Ring = rst
+	s.stats.Stale, s.stats.Books = s.pub.stale, s.pub.Books
 	s.mu.Unlock()
 }
 

@@ -3,6 +3,7 @@ package latency
 import (
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -40,7 +41,6 @@ type Collector struct {
 	desc      *prometheus.Desc
 	summary   bool
 	bounds    []float64 // seconds
-	boundsNs  []int64
 	quantiles []float64
 	hs        []*Histogram
 
@@ -63,10 +63,6 @@ func NewCollector(opts CollectorOpts, hs ...*Histogram) *Collector {
 	}
 	if len(c.quantiles) == 0 {
 		c.quantiles = DefaultQuantiles
-	}
-	c.boundsNs = make([]int64, len(c.bounds))
-	for i, b := range c.bounds {
-		c.boundsNs[i] = int64(b * 1e9)
 	}
 	return c
 }
@@ -94,11 +90,8 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		}
 		m, err = prometheus.NewConstSummary(c.desc, s.Count, float64(s.Sum)/1e9, quant)
 	} else {
-		buckets := make(map[float64]uint64, len(c.bounds))
-		for i, b := range c.bounds {
-			buckets[b] = s.CountAtOrBelow(c.boundsNs[i])
-		}
-		m, err = prometheus.NewConstHistogram(c.desc, s.Count, float64(s.Sum)/1e9, buckets)
+		// Classic and native buckets in one metric (see HistogramMetric).
+		m = HistogramMetric(c.desc, s, c.bounds, time.Time{})
 	}
 	if err != nil {
 		m = prometheus.NewInvalidMetric(c.desc, fmt.Errorf("collect latency %s: %w", c.desc, err))

@@ -55,6 +55,9 @@ func OpenWith(name string, opt OpenOptions) (*Reader, error) {
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil, fmt.Errorf("open shm %s: %w", path, ErrNotExist)
 		}
+		if perr := permissionError(path, err); perr != nil {
+			return nil, perr
+		}
 		return nil, fmt.Errorf("open shm %s: %w", path, err)
 	}
 	defer f.Close()

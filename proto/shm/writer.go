@@ -84,7 +84,17 @@ type Config struct {
 	// readers declare it dead after StaleAfter (see OpenOptions). Zero means
 	// 100ms.
 	HeartbeatInterval time.Duration
+	// Mode is the file's permission bits (the process umask does not
+	// apply). Zero means 0640: the writer's user writes, its group reads,
+	// nobody else (see "Entitlements" in docs/SHM.md).
+	Mode os.FileMode
+	// Group owns the file: a group name or a numeric gid. Empty means the
+	// writer's effective group. A writer that is not root must be a member.
+	Group string
 }
+
+// DefaultMode is the permission of a feed file when Config.Mode is zero.
+const DefaultMode os.FileMode = 0o640
 
 // Writer publishes snapshots into one feed file. Its methods are safe for
 // concurrent use, with one rule: two goroutines never publish the same
@@ -124,6 +134,20 @@ func Create(cfg Config) (*Writer, error) {
 	if cfg.HeartbeatInterval <= 0 {
 		cfg.HeartbeatInterval = 100 * time.Millisecond
 	}
+	if cfg.Mode == 0 {
+		cfg.Mode = DefaultMode
+	}
+	if cfg.Mode&^os.ModePerm != 0 || cfg.Mode&0o200 == 0 {
+		return nil, fmt.Errorf("create shm %s: mode %04o: want permission bits only, writable by the owner", path, uint32(cfg.Mode))
+	}
+	gid := -1
+	if cfg.Group != "" {
+		g, err := LookupGroup(cfg.Group)
+		if err != nil {
+			return nil, fmt.Errorf("create shm %s: %w", path, err)
+		}
+		gid = g
+	}
 	if err := checkOwner(path); err != nil {
 		return nil, fmt.Errorf("create shm %s: %w", path, err)
 	}
@@ -138,7 +162,7 @@ func Create(cfg Config) (*Writer, error) {
 	l.generation = rand.Uint64() | 1
 
 	tmp := filepath.Join(filepath.Dir(path), tempPrefix(path)+strconv.Itoa(l.pid)+"."+strconv.FormatUint(rand.Uint64(), 36))
-	f, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
+	f, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("create shm %s: %w", path, err)
 	}
@@ -146,6 +170,16 @@ func Create(cfg Config) (*Writer, error) {
 		f.Close()
 		os.Remove(tmp)
 		return nil, fmt.Errorf("create shm %s: %w", path, err)
+	}
+	// Group first, then mode: readers never see the file (it is renamed
+	// into place below) before both are set.
+	if gid >= 0 {
+		if err := f.Chown(-1, gid); err != nil {
+			return fail(fmt.Errorf("set group %s (gid %d; a writer that is not root must be a member): %w", cfg.Group, gid, err))
+		}
+	}
+	if err := f.Chmod(cfg.Mode); err != nil {
+		return fail(fmt.Errorf("set mode %04o: %w", uint32(cfg.Mode), err))
 	}
 	if err := f.Truncate(int64(l.fileSize)); err != nil {
 		return fail(err)
@@ -265,6 +299,15 @@ func (w *Writer) Heartbeat() {
 		return // after Close the mapping may be gone; callers still must not race Close
 	}
 	atomic.StoreInt64(w.m.i64(offHeartbeat), time.Now().UnixNano())
+}
+
+// LastHeartbeat returns the heartbeat stored in the header (the zero Time
+// after Close).
+func (w *Writer) LastHeartbeat() time.Time {
+	if w.closed.Load() {
+		return time.Time{}
+	}
+	return time.Unix(0, atomic.LoadInt64(w.m.i64(offHeartbeat)))
 }
 
 // Close marks the feed closed and unmaps it. The file stays so that readers

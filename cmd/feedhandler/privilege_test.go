@@ -1,0 +1,325 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/marketfeed/feedhandler/internal/demo"
+	"github.com/marketfeed/feedhandler/internal/exchange"
+	"github.com/marketfeed/feedhandler/internal/netlab"
+	"github.com/marketfeed/feedhandler/internal/privilege"
+	"github.com/marketfeed/feedhandler/proto/shm"
+)
+
+// privRun is one start of the handler under reduced privileges.
+type privRun struct {
+	name     string
+	backend  string
+	caps     string // setpriv capability list, e.g. "net_admin,net_raw,bpf"; "" = none
+	ring     int    // receive.ring_size (0: default)
+	pinned   bool   // cores: receive 0, shards [1]: pinning must work without a capability
+	shmGroup string // shm.group (with shm.mode 0640): then check the file and readers in and outside the group
+	sandbox  bool   // as the unit's sandbox: read-only file system but /dev/shm (ProtectSystem=strict, ReadWritePaths=/dev/shm)
+	root     bool   // start as root with the full set (then the config's user: applies)
+	user     string // config user:
+	// wantErr: the start must fail and stderr must contain it.
+	wantErr string
+}
+
+// TestLeastPrivilege runs the real binary (built with CGO_ENABLED=0, as
+// make build does) as user nobody with only the documented capabilities
+// (docs/OPERATIONS.md), once per backend, in a namespace lab with the real
+// sender: it must receive the whole day, publish books identical to the
+// reference, and keep no capability on any thread after setup (read from
+// /proc/PID/task/*/status). The same start with one capability missing must
+// fail with a message naming it.
+func TestLeastPrivilege(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("starting the handler as another user with chosen capabilities needs root")
+	}
+	for _, tool := range []string{"setpriv"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("%s not installed (Debian package util-linux)", tool)
+		}
+	}
+	lab, err := netlab.New(netlab.Options{Prefix: "fhp"})
+	if errors.Is(err, netlab.ErrNotSupported) {
+		t.Skipf("no network namespaces here: %v", err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lab.Close()
+
+	// A directory user nobody can read and run from.
+	dir, err := os.MkdirTemp("", "fhpriv")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(dir, "feedhandler")
+	build := exec.Command("go", "build", "-o", bin, ".")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	day, err := demo.GenerateDay(20_000, 40, 9)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ref bytes.Buffer
+	if err := day.Books.WriteJSON(&ref, 10); err != nil {
+		t.Fatal(err)
+	}
+
+	// The UMEM is receive.ring_size x 4 KiB: 16 MiB by default, above the
+	// 8 MiB RLIMIT_MEMLOCK here (which root cannot raise in this container:
+	// no cap_sys_resource), so the default needs cap_ipc_lock; a 1024-frame
+	// ring (4 MiB) fits the limit and needs nothing more.
+	xdpCaps := privilege.Required("xdp", false)
+	runs := []privRun{
+		{name: "xdp", backend: "xdp", caps: capList(xdpCaps | privilege.IPCLock), pinned: true, sandbox: true},
+		{name: "xdp-4MiB-umem", backend: "xdp", caps: capList(xdpCaps), ring: 1024},
+		{name: "uring", backend: "uring", caps: "", pinned: true, sandbox: true},
+		{name: "socket", backend: "socket", caps: "", shmGroup: "nogroup"},
+		{name: "root-to-nobody", backend: "xdp", root: true, user: "nobody"},
+	}
+	for _, c := range []privilege.Caps{privilege.NetAdmin, privilege.NetRaw, privilege.BPF, privilege.Perfmon} {
+		runs = append(runs, privRun{name: "xdp-without-" + c.String(), backend: "xdp", caps: capList(xdpCaps &^ c), ring: 1024,
+			wantErr: "lacks " + c.String()})
+	}
+	runs = append(runs, privRun{name: "xdp-16MiB-umem-without-cap_ipc_lock", backend: "xdp", caps: capList(xdpCaps),
+		wantErr: "raise it (LimitMEMLOCK= in the unit) or grant cap_ipc_lock"})
+	for i, r := range runs {
+		t.Run(r.name, func(t *testing.T) { runPrivileged(t, lab, bin, dir, day, ref.Bytes(), r, i) })
+	}
+}
+
+func capList(c privilege.Caps) string {
+	if c == 0 {
+		return ""
+	}
+	return strings.ReplaceAll(c.String(), "cap_", "")
+}
+
+func runPrivileged(t *testing.T, lab *netlab.Lab, bin, dir string, day *demo.Day, ref []byte, r privRun, i int) {
+	shmName := fmt.Sprintf("fhpriv-%d-%d", os.Getpid(), i)
+	defer shm.Remove(shmName)
+	cfg := fmt.Sprintf(`feed:
+  name: privtest
+  session: %q
+lines:
+  a: {interface: %s, group: 239.77.1.1, port: 26477}
+  b: {interface: %s, group: 239.77.1.2, port: 26478}
+receive:
+  backend: %s
+arbitration:
+  hold: 200ms
+shm:
+  name: %s
+metrics:
+  listen: 127.0.0.1:9477
+stats_interval: 1s
+log:
+  format: json
+`, day.Session.String(), lab.DstIf, lab.DstIf, r.backend, shmName)
+	if r.user != "" {
+		cfg += "user: " + r.user + "\n"
+	}
+	if r.shmGroup != "" {
+		cfg = strings.Replace(cfg, "shm:\n", "shm:\n  mode: 0640\n  group: "+r.shmGroup+"\n", 1)
+	}
+	if r.pinned {
+		cfg += "cores:\n  receive: 0\n  shards: [1]\n"
+	}
+	if r.ring != 0 {
+		cfg = strings.Replace(cfg, "receive:\n", fmt.Sprintf("receive:\n  ring_size: %d\n", r.ring), 1)
+	}
+	cfgPath := filepath.Join(dir, fmt.Sprintf("feed-%d.yaml", i))
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	args := []string{"netns", "exec", lab.Dst}
+	if r.sandbox {
+		args = append(args, "unshare", "--mount", "--propagation", "private",
+			"sh", "-c", `mount -o remount,bind,ro / && exec "$@"`, "sh")
+	}
+	if !r.root {
+		set := "-all"
+		if r.caps != "" {
+			set = "-all,+" + strings.ReplaceAll(r.caps, ",", ",+")
+		}
+		// --no-new-privs: the unit's NoNewPrivileges=yes.
+		args = append(args, "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--no-new-privs",
+			"--inh-caps="+set, "--ambient-caps="+set, "--bounding-set="+set, "--")
+	}
+	args = append(args, bin, "--feed", cfgPath)
+	cmd := exec.Command("ip", args...)
+	var stderr bytes.Buffer
+	pr, pw := io.Pipe()
+	cmd.Stderr = io.MultiWriter(&stderr, pw)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait(); pw.Close() }()
+	defer func() {
+		cmd.Process.Kill()
+		<-exited
+	}()
+	ready := make(chan struct{})
+	go func() {
+		sc := bufio.NewScanner(pr)
+		seen := false
+		for sc.Scan() {
+			if !seen && strings.Contains(sc.Text(), "privileges after setup") {
+				seen = true
+				close(ready)
+			}
+		}
+	}()
+
+	if r.wantErr != "" {
+		select {
+		case err := <-exited:
+			exited <- err
+			if err == nil || !strings.Contains(stderr.String(), r.wantErr) {
+				t.Fatalf("exit %v, want a failure naming %q:\n%s", err, r.wantErr, stderr.String())
+			}
+			t.Logf("fails as expected: %s", lastLine(stderr.String()))
+		case <-ready:
+			t.Fatalf("started without %q:\n%s", r.wantErr, stderr.String())
+		case <-time.After(60 * time.Second):
+			t.Fatalf("neither started nor failed in 60s:\n%s", stderr.String())
+		}
+		return
+	}
+	select {
+	case <-ready:
+	case err := <-exited:
+		exited <- err
+		t.Fatalf("feedhandler exited early: %v\n%s", err, stderr.String())
+	case <-time.After(60 * time.Second):
+		t.Fatalf("feedhandler not set up after 60s:\n%s", stderr.String())
+	}
+	if !strings.Contains(stderr.String(), `"capabilities_kept":"none"`) || !strings.Contains(stderr.String(), `"uid":65534`) {
+		t.Errorf("after setup the handler must run as uid 65534 with no capability:\n%s", stderr.String())
+	}
+	if r.pinned && strings.Contains(stderr.String(), "not pinned") {
+		t.Errorf("pinning failed without privileges:\n%s", stderr.String())
+	}
+	if !strings.Contains(stderr.String(), `"backend":"`+r.backend) {
+		t.Errorf("backend is not %s:\n%s", r.backend, stderr.String())
+	}
+	// Every thread, read by us from /proc: no capability left.
+	eff, perm, err := privilege.ThreadCaps(cmd.Process.Pid)
+	if err != nil || len(eff) < 2 {
+		t.Fatalf("threads of %d: %v %v", cmd.Process.Pid, eff, err)
+	}
+	for j := range eff {
+		if eff[j] != 0 || perm[j] != 0 {
+			t.Errorf("thread %d of %d kept capabilities: effective %s, permitted %s", j, len(eff), eff[j], perm[j])
+		}
+	}
+
+	var s *exchange.Sender
+	if err := lab.Do(lab.Src, func() (err error) {
+		s, err = exchange.NewSender(exchange.Config{Interface: lab.SrcIf, Rate: 20000, Lines: []exchange.Line{
+			{Group: demo.GroupA.Addr(), Port: demo.GroupA.Port(), Loss: 0.05},
+			{Group: demo.GroupB.Addr(), Port: demo.GroupB.Port()},
+		}})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, err := s.Send(context.Background(), exchange.Packets(day.Packets)); err != nil {
+		t.Fatal(err)
+	}
+	// Everything delivered; the graceful stop below drains the shards.
+	waitMetric(t, lab, "feedhandler_delivered_messages_total", day.Messages, &stderr)
+	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-exited:
+		exited <- err
+		if err != nil {
+			t.Fatalf("exit after SIGINT: %v\n%s", err, stderr.String())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("no exit 30s after SIGINT:\n%s", stderr.String())
+	}
+	var got bytes.Buffer
+	if err := bookview([]string{"--shm", shmName, "--once", "--json"}, &got); err != nil && !errors.Is(err, shm.ErrClosed) {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got.Bytes(), ref) {
+		t.Fatalf("published books differ from the reference:\ngot  %.300s\nwant %.300s", got.Bytes(), ref)
+	}
+	if r.shmGroup != "" {
+		checkShmEntitlement(t, bin, shmName, r.shmGroup, ref)
+	}
+}
+
+// checkShmEntitlement: the handler's file has mode 0640 and the configured
+// group; bookview (the real binary, the Go reader) run as a user outside the
+// group fails naming the group, and as a user in it prints the books.
+func checkShmEntitlement(t *testing.T, bin, shmName, group string, ref []byte) {
+	t.Helper()
+	gid, err := shm.LookupGroup(group)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(shm.Path(shmName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := fi.Sys().(*syscall.Stat_t); fi.Mode().Perm() != 0o640 || int(st.Gid) != gid || st.Uid != 65534 {
+		t.Fatalf("%s: mode %04o uid %d gid %d, want 0640, the handler's uid 65534, gid %d", fi.Name(), fi.Mode().Perm(), st.Uid, st.Gid, gid)
+	}
+	view := func(uid, gid int) (int, string, string) {
+		cmd := exec.Command("setpriv", fmt.Sprintf("--reuid=%d", uid), fmt.Sprintf("--regid=%d", gid), "--clear-groups",
+			bin, "bookview", "--shm", shmName, "--once", "--json")
+		var o, e bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &o, &e
+		err := cmd.Run()
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			return ee.ExitCode(), o.String(), e.String()
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		return 0, o.String(), e.String()
+	}
+	// uid 1 (daemon) with its own group 1: outside the group.
+	code, _, errOut := view(1, 1)
+	if want := "permission denied: you need group " + group; code != 1 || !strings.Contains(errOut, want) {
+		t.Errorf("reader outside the group: exit %d, stderr %q, want 1 and %q", code, errOut, want)
+	}
+	// uid 1 in the group: the books, and exit 3 because the writer closed.
+	code, out, errOut := view(1, gid)
+	if code != exitWriterNotLive || out != string(ref) || !strings.Contains(errOut, "writer closed") {
+		t.Errorf("reader in the group: exit %d, stderr %q, books equal %v", code, errOut, out == string(ref))
+	}
+}
+
+func lastLine(s string) string {
+	s = strings.TrimRight(s, "\n")
+	return s[strings.LastIndexByte(s, '\n')+1:]
+}

@@ -1,0 +1,114 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/marketfeed/feedhandler/proto/shm"
+)
+
+const writerRoleEnv = "FH_BOOKVIEW_TEST_WRITER"
+
+// TestHelperShmWriter is the writer process of TestBookviewKilledWriter:
+// it publishes one book, says "ready", then beats until killed.
+func TestHelperShmWriter(t *testing.T) {
+	name := os.Getenv(writerRoleEnv)
+	if name == "" {
+		t.Skip("helper process of TestBookviewKilledWriter")
+	}
+	w, err := shm.Create(shm.Config{Name: name, Instruments: 4, Depth: 2})
+	if err != nil {
+		fmt.Println("error", err)
+		os.Exit(1)
+	}
+	w.Register(1, "AAPL")
+	w.Publish(&shm.Snapshot{Locate: 1, Seq: 1, Bids: []shm.Level{{Price: 1000000, Shares: 100, Orders: 1}}})
+	fmt.Println("ready")
+	for {
+		w.Heartbeat()
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestBookviewKilledWriter: `feedhandler bookview --once --json` (the real
+// binary) exits 0 while its writer lives, and 3 with the state on stderr
+// once the writer was killed with SIGKILL, still printing the last books;
+// with --state the JSON carries the state and the exit status is 0.
+func TestBookviewKilledWriter(t *testing.T) {
+	bin := filepath.Join(t.TempDir(), "feedhandler")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	name := filepath.Join(shm.Dir, fmt.Sprintf("fh-bookview-killed-%d", os.Getpid()))
+	defer os.Remove(name)
+	child := exec.Command(os.Args[0], "-test.run=^TestHelperShmWriter$", "-test.count=1")
+	child.Env = append(os.Environ(), writerRoleEnv+"="+name)
+	stdout, err := child.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := child.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer child.Process.Kill()
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	if err != nil || line != "ready\n" {
+		t.Fatalf("writer process: %q %v", line, err)
+	}
+
+	run := func(args ...string) (code int, out, errOut string) {
+		t.Helper()
+		cmd := exec.Command(bin, append([]string{"bookview", "--shm", name, "--once"}, args...)...)
+		var o, e bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &o, &e
+		err := cmd.Run()
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			return ee.ExitCode(), o.String(), e.String()
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		return 0, o.String(), e.String()
+	}
+	wantBooks := "{\n\"AAPL\": {\"bids\": [[1000000, 100, 1]], \"asks\": []}\n}\n"
+	if code, out, errOut := run("--json"); code != 0 || out != wantBooks {
+		t.Fatalf("live writer: exit %d, stdout %q, stderr %q; want 0 and %q", code, out, errOut, wantBooks)
+	}
+	if code, out, _ := run("--json", "--state"); code != 0 || !strings.Contains(out, `"state":"live"`) {
+		t.Fatalf("live writer --state: exit %d, %s", code, out)
+	}
+
+	child.Process.Signal(syscall.SIGKILL)
+	child.Wait() // reaped: the pid is gone
+
+	code, out, errOut := run("--json")
+	if code != exitWriterNotLive || out != wantBooks || !strings.Contains(errOut, "writer dead") ||
+		!strings.Contains(errOut, fmt.Sprintf("pid %d gone", child.Process.Pid)) {
+		t.Fatalf("killed writer: exit %d, stdout %q, stderr %q; want %d, the last books, and the state on stderr",
+			code, out, errOut, exitWriterNotLive)
+	}
+	code, out, errOut = run()
+	if code != exitWriterNotLive || !strings.Contains(out, "writer is dead") {
+		t.Fatalf("killed writer, text view: exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+	code, out, errOut = run("--json", "--state")
+	var doc struct {
+		Writer writerState     `json:"writer"`
+		Books  json.RawMessage `json:"books"`
+	}
+	if code != 0 || json.Unmarshal([]byte(out), &doc) != nil || doc.Writer.State != "dead" ||
+		doc.Writer.Pid != child.Process.Pid || !strings.Contains(string(doc.Books), `"AAPL"`) {
+		t.Fatalf("killed writer --state: exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+}

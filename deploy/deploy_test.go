@@ -1,0 +1,161 @@
+package deploy
+
+import (
+	"bufio"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/marketfeed/feedhandler/feed/config"
+	"github.com/marketfeed/feedhandler/internal/privilege"
+)
+
+const unitFile = "feedhandler@.service"
+
+func tool(t *testing.T, name, pkg string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err != nil {
+		t.Skipf("%s not installed (Debian package %s)", name, pkg)
+	}
+	return p
+}
+
+// TestUnitVerifies runs systemd-analyze verify on the unit, instantiated
+// for the feed "nasdaq", with ExecStart pointing at an existing executable.
+func TestUnitVerifies(t *testing.T) {
+	sa := tool(t, "systemd-analyze", "systemd")
+	text, err := os.ReadFile(unitFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	unit := strings.ReplaceAll(string(text), "/usr/local/bin/feedhandler", exe)
+	path := filepath.Join(t.TempDir(), "feedhandler@nasdaq.service")
+	if err := os.WriteFile(path, []byte(unit), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(sa, "verify", path).CombinedOutput()
+	if err != nil || len(strings.TrimSpace(string(out))) != 0 {
+		t.Fatalf("systemd-analyze verify: %v\n%s", err, out)
+	}
+	// The sandbox's exposure, as systemd rates it offline: fail if a
+	// setting is lost (the unit scores 3.9 "OK").
+	out, err = exec.Command(sa, "security", "--offline=yes", "--threshold=50", path).CombinedOutput()
+	if err != nil {
+		t.Fatalf("systemd-analyze security: exposure above 5.0: %v\n%s", err, out)
+	}
+}
+
+// unitSettings parses the [Service] section: key -> values (repeated keys
+// appended).
+func unitSettings(t *testing.T) map[string][]string {
+	t.Helper()
+	f, err := os.Open(unitFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	m := map[string][]string{}
+	section := ""
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		l := strings.TrimSpace(sc.Text())
+		if l == "" || l[0] == '#' {
+			continue
+		}
+		if l[0] == '[' {
+			section = l
+			continue
+		}
+		if k, v, ok := strings.Cut(l, "="); ok && section == "[Service]" {
+			m[k] = append(m[k], v)
+		}
+	}
+	return m
+}
+
+// TestUnitMatchesMeasurements: the unit grants exactly the measured set of
+// the xdp backend (the most demanding), its CPU affinity covers the cores of
+// the shipped feed file, its memlock limit holds the default UMEM, it
+// restarts on failure, has no ExecReload (the handler has no reload), and
+// keeps /dev/shm shared with the readers.
+func TestUnitMatchesMeasurements(t *testing.T) {
+	s := unitSettings(t)
+	one := func(k string) string {
+		if len(s[k]) != 1 {
+			t.Fatalf("%s: %q, want exactly one", k, s[k])
+		}
+		return s[k][0]
+	}
+	want := strings.Fields(strings.ToUpper(strings.ReplaceAll(privilege.Required("xdp", false).String(), ",", " ")))
+	slices.Sort(want)
+	for _, k := range []string{"AmbientCapabilities", "CapabilityBoundingSet"} {
+		got := strings.Fields(one(k))
+		slices.Sort(got)
+		if !slices.Equal(got, want) {
+			t.Errorf("%s=%v, measured set %v", k, got, want)
+		}
+	}
+	cfg, err := config.Load("../feeds/nasdaq.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	aff := map[int]bool{}
+	for _, f := range strings.Fields(one("CPUAffinity")) {
+		n, err := strconv.Atoi(f)
+		if err != nil {
+			t.Fatalf("CPUAffinity %q: %v", f, err)
+		}
+		aff[n] = true
+	}
+	for _, c := range append([]int{cfg.Cores.Receive}, cfg.Cores.Shards...) {
+		if c >= 0 && !aff[c] {
+			t.Errorf("CPUAffinity=%s lacks core %d of feeds/nasdaq.yaml", one("CPUAffinity"), c)
+		}
+	}
+	if len(aff) <= 1+len(cfg.Cores.Shards) {
+		t.Errorf("CPUAffinity=%s: no core left for the Go runtime besides the pipeline's", one("CPUAffinity"))
+	}
+	memlock := one("LimitMEMLOCK")
+	n, err := strconv.Atoi(strings.TrimSuffix(memlock, "M"))
+	if err != nil || !strings.HasSuffix(memlock, "M") {
+		t.Fatalf("LimitMEMLOCK=%s: want NNNM", memlock)
+	}
+	ring := cfg.Receive.RingSize
+	if ring == 0 {
+		ring = 4096
+	}
+	queues := max(len(cfg.Receive.Queues), 1)
+	if umem := ring * 4096 * queues; n<<20 < umem+(1<<20) {
+		t.Errorf("LimitMEMLOCK=%s below the UMEM (%d bytes) plus 1 MiB", memlock, umem)
+	}
+	for k, v := range map[string]string{"Restart": "on-failure", "NoNewPrivileges": "yes", "ProtectSystem": "strict",
+		"PrivateTmp": "yes", "ReadWritePaths": "/dev/shm", "User": "feedhandler"} {
+		if got := one(k); got != v {
+			t.Errorf("%s=%s, want %s", k, got, v)
+		}
+	}
+	for _, k := range []string{"ExecReload", "PrivateDevices", "PrivateIPC"} {
+		if _, ok := s[k]; ok {
+			t.Errorf("%s= set: the handler has no reload, and /dev/shm must stay shared", k)
+		}
+	}
+}
+
+// TestAlertRules checks and unit-tests the alerting rules with promtool.
+func TestAlertRules(t *testing.T) {
+	pt := tool(t, "promtool", "prometheus")
+	for _, args := range [][]string{{"check", "rules", "alerts.yml"}, {"test", "rules", "alerts_test.yml"}} {
+		if out, err := exec.Command(pt, args...).CombinedOutput(); err != nil {
+			t.Errorf("promtool %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+	}
+}

@@ -1,0 +1,254 @@
+package privilege
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// Caps is a set of Linux capabilities, bit n for capability n.
+type Caps uint64
+
+// The capabilities the handler may use.
+const (
+	NetBindService Caps = 1 << unix.CAP_NET_BIND_SERVICE
+	NetAdmin       Caps = 1 << unix.CAP_NET_ADMIN
+	NetRaw         Caps = 1 << unix.CAP_NET_RAW
+	IPCLock        Caps = 1 << unix.CAP_IPC_LOCK
+	SysNice        Caps = 1 << unix.CAP_SYS_NICE
+	SysResource    Caps = 1 << unix.CAP_SYS_RESOURCE
+	Perfmon        Caps = 1 << unix.CAP_PERFMON
+	BPF            Caps = 1 << unix.CAP_BPF
+	Setuid         Caps = 1 << unix.CAP_SETUID
+	Setgid         Caps = 1 << unix.CAP_SETGID
+	Chown          Caps = 1 << unix.CAP_CHOWN
+)
+
+// ErrNotSupported: the capabilities cannot be changed on every thread of
+// this process (syscall.AllThreadsSyscall is unavailable when cgo is linked).
+var ErrNotSupported = errors.New("privilege: not supported")
+
+var capNames = map[int]string{
+	unix.CAP_CHOWN: "cap_chown", unix.CAP_DAC_OVERRIDE: "cap_dac_override", unix.CAP_DAC_READ_SEARCH: "cap_dac_read_search",
+	unix.CAP_FOWNER: "cap_fowner", unix.CAP_FSETID: "cap_fsetid", unix.CAP_KILL: "cap_kill", unix.CAP_SETGID: "cap_setgid",
+	unix.CAP_SETUID: "cap_setuid", unix.CAP_SETPCAP: "cap_setpcap", unix.CAP_LINUX_IMMUTABLE: "cap_linux_immutable",
+	unix.CAP_NET_BIND_SERVICE: "cap_net_bind_service", unix.CAP_NET_BROADCAST: "cap_net_broadcast",
+	unix.CAP_NET_ADMIN: "cap_net_admin", unix.CAP_NET_RAW: "cap_net_raw", unix.CAP_IPC_LOCK: "cap_ipc_lock",
+	unix.CAP_IPC_OWNER: "cap_ipc_owner", unix.CAP_SYS_MODULE: "cap_sys_module", unix.CAP_SYS_RAWIO: "cap_sys_rawio",
+	unix.CAP_SYS_CHROOT: "cap_sys_chroot", unix.CAP_SYS_PTRACE: "cap_sys_ptrace", unix.CAP_SYS_PACCT: "cap_sys_pacct",
+	unix.CAP_SYS_ADMIN: "cap_sys_admin", unix.CAP_SYS_BOOT: "cap_sys_boot", unix.CAP_SYS_NICE: "cap_sys_nice",
+	unix.CAP_SYS_RESOURCE: "cap_sys_resource", unix.CAP_SYS_TIME: "cap_sys_time", unix.CAP_SYS_TTY_CONFIG: "cap_sys_tty_config",
+	unix.CAP_MKNOD: "cap_mknod", unix.CAP_LEASE: "cap_lease", unix.CAP_AUDIT_WRITE: "cap_audit_write",
+	unix.CAP_AUDIT_CONTROL: "cap_audit_control", unix.CAP_SETFCAP: "cap_setfcap", unix.CAP_MAC_OVERRIDE: "cap_mac_override",
+	unix.CAP_MAC_ADMIN: "cap_mac_admin", unix.CAP_SYSLOG: "cap_syslog", unix.CAP_WAKE_ALARM: "cap_wake_alarm",
+	unix.CAP_BLOCK_SUSPEND: "cap_block_suspend", unix.CAP_AUDIT_READ: "cap_audit_read", unix.CAP_PERFMON: "cap_perfmon",
+	unix.CAP_BPF: "cap_bpf", unix.CAP_CHECKPOINT_RESTORE: "cap_checkpoint_restore",
+}
+
+// String lists the set as comma-separated names ("none" when empty), as
+// setpriv and systemd's AmbientCapabilities= spell them.
+func (c Caps) String() string {
+	if c == 0 {
+		return "none"
+	}
+	var names []string
+	for i := 0; i < 64; i++ {
+		if c&(1<<i) == 0 {
+			continue
+		}
+		if n, ok := capNames[i]; ok {
+			names = append(names, n)
+		} else {
+			names = append(names, "cap_"+strconv.Itoa(i))
+		}
+	}
+	return strings.Join(names, ",")
+}
+
+// Required returns the capabilities a backend needs to start as a user
+// other than root, as measured (docs/OPERATIONS.md): xdp loads and attaches
+// the steering program (cap_bpf; cap_perfmon because the verifier allows its
+// packet pointer arithmetic only then; cap_net_admin to attach it) and opens
+// AF_XDP sockets (cap_net_raw); uring and socket need none. cap_ipc_lock is
+// not listed: it is needed only when the UMEM (receive.ring_size x 4 KiB
+// per queue, 16 MiB by default) exceeds RLIMIT_MEMLOCK, which the unit
+// raises with LimitMEMLOCK=. busyPoll adds cap_net_admin (SO_BUSY_POLL
+// above the sysctl's value).
+func Required(backend string, busyPoll bool) Caps {
+	var c Caps
+	switch backend {
+	case "xdp", "auto": // auto: to get its first choice, xdp
+		c = NetAdmin | NetRaw | BPF | Perfmon
+	}
+	if busyPoll {
+		c |= NetAdmin
+	}
+	return c
+}
+
+// Effective returns the calling thread's effective capabilities.
+func Effective() (Caps, error) {
+	eff, _, err := capget()
+	return eff, err
+}
+
+func capget() (eff, perm Caps, err error) {
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	if err := unix.Capget(&hdr, &data[0]); err != nil {
+		return 0, 0, fmt.Errorf("capget: %w", err)
+	}
+	eff = Caps(data[0].Effective) | Caps(data[1].Effective)<<32
+	perm = Caps(data[0].Permitted) | Caps(data[1].Permitted)<<32
+	return eff, perm, nil
+}
+
+// Explain adds to err, when it is a permission error (EPERM, EACCES) or
+// AF_XDP's ENOBUFS for locked memory, the capabilities the backend needs
+// and which of them this process lacks. Other errors come back unchanged.
+func Explain(err error, backend string, busyPoll bool) error {
+	if err == nil {
+		return nil
+	}
+	eff, e2 := Effective()
+	if e2 != nil {
+		return err
+	}
+	if errors.Is(err, unix.ENOBUFS) && eff&IPCLock == 0 {
+		var lim unix.Rlimit
+		unix.Getrlimit(unix.RLIMIT_MEMLOCK, &lim)
+		return fmt.Errorf("%w (locked memory above RLIMIT_MEMLOCK %d bytes: raise it (LimitMEMLOCK= in the unit) or grant cap_ipc_lock)", err, lim.Cur)
+	}
+	if !errors.Is(err, unix.EPERM) && !errors.Is(err, unix.EACCES) {
+		return err
+	}
+	need := Required(backend, busyPoll)
+	if missing := need &^ eff; missing != 0 {
+		return fmt.Errorf("%w (backend %s needs %s; this process lacks %s)", err, backend, need, missing)
+	}
+	return err
+}
+
+// ThreadCaps reads the effective and permitted capabilities of every
+// thread of process pid (0: this process) from /proc.
+func ThreadCaps(pid int) (eff, perm []Caps, err error) {
+	dir := "/proc/self/task"
+	if pid > 0 {
+		dir = filepath.Join("/proc", strconv.Itoa(pid), "task")
+	}
+	tasks, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, nil, fmt.Errorf("read thread capabilities: %w", err)
+	}
+	for _, t := range tasks {
+		b, err := os.ReadFile(filepath.Join(dir, t.Name(), "status"))
+		if err != nil {
+			continue // the thread exited
+		}
+		var e, p Caps
+		for _, l := range strings.Split(string(b), "\n") {
+			k, v, _ := strings.Cut(l, ":")
+			x, perr := strconv.ParseUint(strings.TrimSpace(v), 16, 64)
+			switch {
+			case perr != nil:
+			case k == "CapEff":
+				e = Caps(x)
+			case k == "CapPrm":
+				p = Caps(x)
+			}
+		}
+		eff, perm = append(eff, e), append(perm, p)
+	}
+	return eff, perm, nil
+}
+
+// SwitchUser makes every thread run as account (a name or a uid), with its
+// primary group and supplementary groups. Coming from root, the kernel
+// clears every capability of every thread (capabilities(7)).
+func SwitchUser(account string) (uid, gid int, err error) {
+	u, err := user.Lookup(account)
+	if err != nil {
+		if u, err = user.LookupId(account); err != nil {
+			return 0, 0, fmt.Errorf("switch to user %q: no such user", account)
+		}
+	}
+	uid, _ = strconv.Atoi(u.Uid)
+	gid, _ = strconv.Atoi(u.Gid)
+	groups := []int{gid}
+	if ids, err := u.GroupIds(); err == nil {
+		for _, g := range ids {
+			if n, err := strconv.Atoi(g); err == nil && n != gid {
+				groups = append(groups, n)
+			}
+		}
+	}
+	if err := syscall.Setgroups(groups); err != nil {
+		return 0, 0, fmt.Errorf("switch to user %s: setgroups: %w", account, err)
+	}
+	if err := syscall.Setresgid(gid, gid, gid); err != nil {
+		return 0, 0, fmt.Errorf("switch to user %s: setresgid %d: %w", account, gid, err)
+	}
+	if err := syscall.Setresuid(uid, uid, uid); err != nil {
+		return 0, 0, fmt.Errorf("switch to user %s: setresuid %d: %w", account, uid, err)
+	}
+	return uid, gid, nil
+}
+
+// Drop sets the effective, permitted and inheritable capabilities of every
+// thread to keep (intersected with what they have), clears the ambient set
+// and sets no_new_privs, so nothing dropped can come back, not even through
+// exec. It needs syscall.AllThreadsSyscall: ErrNotSupported when cgo is
+// linked.
+func Drop(keep Caps) error {
+	_, perm, err := capget()
+	if err != nil {
+		return fmt.Errorf("drop capabilities: %w", err)
+	}
+	keep &= perm
+	dropMu.Lock()
+	defer dropMu.Unlock()
+	// Package variables: the kernel reads them through raw pointers, and
+	// unlike a goroutine stack they never move.
+	hdr, data := &dropHdr, &dropData
+	*hdr = unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	data[0].Effective, data[0].Permitted, data[0].Inheritable = uint32(keep), uint32(keep), uint32(keep)
+	data[1].Effective, data[1].Permitted, data[1].Inheritable = uint32(keep>>32), uint32(keep>>32), uint32(keep>>32)
+	// Ambient first: an ambient capability must stay in permitted and
+	// inheritable, so lowering those would drop it anyway, but explicitly.
+	if err := allThreads(unix.SYS_PRCTL, unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_CLEAR_ALL, 0); err != nil {
+		return fmt.Errorf("drop capabilities: clear ambient: %w", err)
+	}
+	if err := allThreads(unix.SYS_CAPSET, uintptr(unsafe.Pointer(hdr)), uintptr(unsafe.Pointer(&data[0])), 0); err != nil {
+		return fmt.Errorf("drop capabilities: capset %s: %w", keep, err)
+	}
+	if err := allThreads(unix.SYS_PRCTL, unix.PR_SET_NO_NEW_PRIVS, 1, 0); err != nil {
+		return fmt.Errorf("drop capabilities: no_new_privs: %w", err)
+	}
+	return nil
+}
+
+var (
+	dropMu   sync.Mutex
+	dropHdr  unix.CapUserHeader
+	dropData [2]unix.CapUserData
+)
+
+func allThreads(trap, a1, a2, a3 uintptr) error {
+	_, _, e := syscall.AllThreadsSyscall(trap, a1, a2, a3)
+	switch e {
+	case 0:
+		return nil
+	case syscall.ENOTSUP:
+		return fmt.Errorf("%w: cgo is linked, so Go cannot change every thread (build with CGO_ENABLED=0): %w", ErrNotSupported, e)
+	}
+	return e
+}

@@ -1,0 +1,68 @@
+package privilege
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+func TestCapsString(t *testing.T) {
+	for c, want := range map[Caps]string{
+		0:                      "none",
+		NetAdmin | BPF:         "cap_net_admin,cap_bpf",
+		Required("xdp", false): "cap_net_admin,cap_net_raw,cap_perfmon,cap_bpf",
+		1 << 50:                "cap_50",
+	} {
+		if got := c.String(); got != want {
+			t.Errorf("%#x: %q, want %q", uint64(c), got, want)
+		}
+	}
+	if Required("socket", false) != 0 || Required("uring", false) != 0 || Required("socket", true) != NetAdmin {
+		t.Error("uring and socket need nothing, busy polling needs cap_net_admin")
+	}
+}
+
+// TestExplain: only permission errors gain the explanation, and only the
+// capabilities this thread lacks are named.
+func TestExplain(t *testing.T) {
+	eff, err := Effective()
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := fmt.Errorf("open xdp backend: %w", unix.EPERM)
+	got := Explain(base, "xdp", false)
+	if !errors.Is(got, unix.EPERM) {
+		t.Fatalf("Explain lost the errno: %v", got)
+	}
+	missing := Required("xdp", false) &^ eff
+	if missing == 0 {
+		if got.Error() != base.Error() {
+			t.Errorf("nothing missing, yet %q", got)
+		}
+	} else if !strings.Contains(got.Error(), "lacks "+missing.String()) {
+		t.Errorf("%q does not name %s", got, missing)
+	}
+	other := fmt.Errorf("open: %w", unix.EINVAL)
+	if Explain(other, "xdp", false) != other || Explain(nil, "xdp", false) != nil {
+		t.Error("Explain changed a non-permission error")
+	}
+}
+
+// TestThreadCaps reads every thread of this process.
+func TestThreadCaps(t *testing.T) {
+	eff, perm, err := ThreadCaps(0)
+	if err != nil || len(eff) == 0 || len(eff) != len(perm) {
+		t.Fatalf("%v %v %v", eff, perm, err)
+	}
+	mine, err := Effective()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if os.Geteuid() == 0 && mine != 0 && eff[0] == 0 {
+		t.Errorf("thread 0 of a privileged process reads as no capability")
+	}
+}
