@@ -347,3 +347,40 @@ func TestPythonTornReads(t *testing.T)     { runPython(t, "test_torn") }
 func TestPythonLifecycle(t *testing.T)     { runPython(t, "test_lifecycle") }
 func TestPythonJournal(t *testing.T)       { runPython(t, "test_journal") }
 func TestPythonExample(t *testing.T)       { runPython(t, "test_example") }
+
+// BenchmarkPython runs the Python reader's benchmarks (tests/bench.py)
+// against this binary as the writer and reports their medians: a
+// consistent read of a depth-10 book (read-ns; read+levels-ns also builds
+// both Level lists) and publish to read in another process (p50-ns,
+// p99-ns). Compare with BenchmarkRead and BenchmarkPublishToReader of
+// proto/shm from the same run.
+func BenchmarkPython(b *testing.B) {
+	py := python(b)
+	exe, err := os.Executable()
+	if err != nil {
+		b.Fatal(err)
+	}
+	var out []byte
+	for b.Loop() {
+		cmd := exec.Command(py, "-m", "tests.bench")
+		cmd.Env = append(os.Environ(), "PYTHONPATH=.", "PYTHONDONTWRITEBYTECODE=1", "FH_SHM_REQUIRE=1", "FH_SHM_TESTWRITER="+exe)
+		if out, err = cmd.CombinedOutput(); err != nil {
+			b.Fatalf("%s -m tests.bench: %v\n%s", py, err, out)
+		}
+	}
+	b.Logf("%s", out)
+	for _, line := range strings.Split(string(out), "\n") {
+		f := strings.Fields(line)
+		switch {
+		case len(f) >= 3 && f[0] == "python" && (f[1] == "read" || f[1] == "read+levels" || f[1] == "read_bytes"):
+			v, _ := strconv.ParseFloat(f[2], 64)
+			b.ReportMetric(v, f[1]+"-ns")
+		case len(f) >= 9 && f[1] == "publish->read":
+			p50, _ := strconv.ParseFloat(f[5], 64)
+			p99, _ := strconv.ParseFloat(f[8], 64)
+			b.ReportMetric(p50, "p50-ns")
+			b.ReportMetric(p99, "p99-ns")
+		}
+	}
+	b.ReportMetric(0, "ns/op")
+}
