@@ -332,9 +332,12 @@ func runPython(t *testing.T, module string) string {
 		t.Fatalf("python tests.%s: %v", module, err)
 	}
 	for _, line := range strings.Split(out.String(), "\n") {
-		if strings.Contains(line, "skipped") && !strings.Contains(line, "not installed (Debian: python3-") {
+		if strings.Contains(line, "... skipped") && !strings.Contains(line, "not installed (Debian: python3-") {
 			t.Errorf("python test skipped: %s", line)
 		}
+	}
+	if strings.Contains(out.String(), "Ran 0 tests") {
+		t.Errorf("python tests.%s ran no test", module)
 	}
 	if !strings.Contains(out.String(), "\nOK") {
 		t.Errorf("python tests.%s: no OK line", module)
@@ -347,6 +350,7 @@ func TestPythonTornReads(t *testing.T)     { runPython(t, "test_torn") }
 func TestPythonLifecycle(t *testing.T)     { runPython(t, "test_lifecycle") }
 func TestPythonJournal(t *testing.T)       { runPython(t, "test_journal") }
 func TestPythonExample(t *testing.T)       { runPython(t, "test_example") }
+func TestPythonDecode(t *testing.T)        { runPython(t, "test_decode") }
 
 // BenchmarkPython runs the Python reader's benchmarks (tests/bench.py)
 // against this binary as the writer and reports their medians: a

@@ -400,7 +400,7 @@ class Reader:
         if n != self._known:
             self._symbols = {}
             for ins in self.instruments():
-                self._symbols.setdefault(ins.symbol, ins.locate)
+                self._symbols[ins.symbol] = ins.locate  # as Go: the last registration wins
             self._known = n
         return self._symbols.get(symbol)
 

@@ -187,10 +187,13 @@ def fill_snapshot(locate, k, depth):
     }
 
 
-def book_mismatch(book, depth):
+def book_mismatch(book, depth, symbol=None):
     """The first field of book that differs from the snapshot its (locate, seq)
-    says it is, or None: a torn copy mixes two publications and shows here."""
+    says it is, or None: a torn copy mixes two publications and shows here.
+    symbol: the registered symbol when it is not symbol_of(locate)."""
     want = fill_snapshot(book.locate, book.seq, depth)
+    if symbol is not None:
+        want["symbol"] = symbol
     for key, w in want.items():
         got = getattr(book, key)
         if key in ("bids", "asks"):
