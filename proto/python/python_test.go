@@ -10,6 +10,7 @@ package python_test
 import (
 	"bufio"
 	"bytes"
+	"encoding/binary"
 	"fmt"
 	"os"
 	"os/exec"
@@ -20,6 +21,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/marketfeed/feedhandler/internal/itchgen"
 	"github.com/marketfeed/feedhandler/proto/bookfb"
@@ -77,6 +80,8 @@ func create() (*shm.Writer, error) {
 //	publish LOCATE K      the K-th snapshot of LOCATE (fillSnapshot); prints the version
 //	burst N               N snapshots round-robin over the registered locates
 //	beat                  heartbeat every 20ms from now on
+//	lockslot LOCATE       make LOCATE's seqlock odd, as a writer that stopped
+//	                      inside Publish leaves it
 //	close                 close the feed (the file stays)
 //	exit                  exit without closing (a crashed writer)
 //
@@ -126,6 +131,9 @@ func controlWriter() error {
 					}
 				}()
 			})
+		case "lockslot":
+			loc, _ := strconv.Atoi(f[1])
+			err = lockSlot(w.Path(), uint16(loc))
 		case "close":
 			err = w.Close()
 		case "exit":
@@ -139,6 +147,37 @@ func controlWriter() error {
 		fmt.Println(reply)
 	}
 	os.Exit(0)
+	return nil
+}
+
+// lockSlot increments the seqlock word of locate's slot in the file at
+// path through a second mapping (the offsets of docs/SHM.md), leaving it odd:
+// what a writer that died or stopped inside Publish leaves behind.
+func lockSlot(path string, locate uint16) error {
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	mem, err := unix.Mmap(int(f.Fd()), 0, int(st.Size()), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
+		return err
+	}
+	defer unix.Munmap(mem)
+	le := binary.LittleEndian
+	index, slots, slotSize := le.Uint64(mem[64:]), le.Uint64(mem[88:]), uint64(le.Uint32(mem[36:]))
+	v := le.Uint32(mem[index+4*uint64(locate):])
+	if v == 0 {
+		return fmt.Errorf("locate %d not registered", locate)
+	}
+	off := slots + uint64(v-1)*slotSize
+	if seq := le.Uint64(mem[off:]); seq&1 == 0 {
+		le.PutUint64(mem[off:], seq+1)
+	}
 	return nil
 }
 

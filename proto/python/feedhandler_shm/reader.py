@@ -93,6 +93,8 @@ _FIELDS = ("_sym_off", "seq", "exchange_time", "receive_time", "publish_time", "
            "volume", "messages", "_bids_off", "_asks_off", "bid_levels", "ask_levels",
            "last_trade_price", "locate", "flags", "trading_state", "system_event")
 _make_level = Level._make
+_new = tuple.__new__
+_iter_levels = L.LEVEL.iter_unpack
 
 
 class Book:
@@ -119,16 +121,14 @@ class Book:
     def bids(self):
         if self._bids is None:
             at = self._bids_at + 4
-            self._bids = list(map(_make_level, L.LEVEL.iter_unpack(
-                self.flatbuffer[at: at + self._nb * L.LEVEL_SIZE])))
+            self._bids = [_new(Level, x) for x in _iter_levels(self.flatbuffer[at: at + self._nb * 16])]
         return self._bids
 
     @property
     def asks(self):
         if self._asks is None:
             at = self._asks_at + 4
-            self._asks = list(map(_make_level, L.LEVEL.iter_unpack(
-                self.flatbuffer[at: at + self._na * L.LEVEL_SIZE])))
+            self._asks = [_new(Level, x) for x in _iter_levels(self.flatbuffer[at: at + self._na * 16])]
         return self._asks
 
     @property
@@ -201,6 +201,16 @@ for _i, _name in enumerate(_FIELDS):
 del _i, _name
 
 
+_table = L.TABLE.unpack_from
+_u32 = L.U32.unpack_from
+_TABLE_AT4 = L.TABLE_AT + 4
+_SYMBOL_AT = L.SYMBOL_AT
+_SYMBOL_OFF = L.SYMBOL_AT - (L.TABLE_AT + L.F_SYMBOL)
+_BIDS_AT = tuple(L.bids_at(n) for n in range(9))
+_BIDS_FIELD = L.TABLE_AT + L.F_BIDS
+_ASKS_FIELD = L.TABLE_AT + L.F_ASKS
+
+
 def decode(data, version, depth):
     """Decode a slot FlatBuffer (bytes this process owns) into a Book.
 
@@ -209,21 +219,21 @@ def decode(data, version, depth):
     cannot make the decoder read out of bounds or return garbage silently.
     """
     n = len(data)
-    if n < L.SYMBOL_AT + 4 or data[: L.PREFIX_LEN] != L.PREFIX:
+    if n < L.SYMBOL_AT + 4 or not data.startswith(L.PREFIX):
         raise FormatError("snapshot is not layout version %d" % L.LAYOUT_VERSION)
-    t = L.TABLE.unpack_from(data, L.TABLE_AT + 4)
-    sym_len = L.U32.unpack_from(data, L.SYMBOL_AT)[0]
-    if t[0] != L.SYMBOL_AT - (L.TABLE_AT + L.F_SYMBOL) or sym_len > 8:
+    t = _table(data, _TABLE_AT4)
+    sym_len = _u32(data, _SYMBOL_AT)[0]
+    if t[0] != _SYMBOL_OFF or sym_len > 8:
         raise FormatError("snapshot symbol out of place")
-    bids = L.bids_at(sym_len)
-    if t[8] != bids - (L.TABLE_AT + L.F_BIDS) or bids + 4 > n:
+    bids = _BIDS_AT[sym_len]
+    if t[8] != bids - _BIDS_FIELD or bids + 4 > n:
         raise FormatError("snapshot bids out of place")
-    nb = L.U32.unpack_from(data, bids)[0]
-    asks = bids + 8 + nb * L.LEVEL_SIZE
-    if nb > depth or t[9] != asks - (L.TABLE_AT + L.F_ASKS) or asks + 4 > n:
+    nb = _u32(data, bids)[0]
+    asks = bids + 8 + nb * 16
+    if nb > depth or t[9] != asks - _ASKS_FIELD or asks + 4 > n:
         raise FormatError("snapshot asks out of place")
-    na = L.U32.unpack_from(data, asks)[0]
-    if na > depth or asks + 4 + na * L.LEVEL_SIZE > n:
+    na = _u32(data, asks)[0]
+    if na > depth or asks + 4 + na * 16 > n:
         raise FormatError("snapshot asks beyond the copy")
     b = Book()
     b.flatbuffer = data

@@ -160,6 +160,36 @@ class LifecycleTest(unittest.TestCase):
             time.sleep(0.01)
         self.assertEqual(r.follow().wait(timeout=0.05, check_every=0), [])
 
+    def test_slot_left_locked(self):
+        """A slot whose seqlock stays odd: BusyError while the writer lives
+        (after a second), WriterDeadError once it is gone, ClosedError when
+        the feed was closed; never a hang, never a torn book."""
+        name = support.feed_name(self)
+        w = support.control_writer(self, name, instruments=1, depth=1)
+        w.cmd("register 1 S1")
+        w.cmd("publish 1 5")
+        w.cmd("beat")
+        r = shm.open(name)
+        self.addCleanup(r.close)
+        self.assertEqual(r.read(1).seq, 5)
+        w.cmd("lockslot 1")
+        with self.assertRaises(shm.BusyError):
+            r.read(1)
+        w.kill()
+        with self.assertRaises(shm.WriterDeadError):
+            r.read(1)
+        self.assertEqual(r.version(1), 1)
+
+        name2 = support.feed_name(self)
+        w2 = support.control_writer(self, name2, instruments=1, depth=1)
+        w2.cmd("register 1 S1")
+        w2.cmd("publish 1 5")
+        w2.cmd("lockslot 1")
+        w2.cmd("close")
+        with shm.open(name2) as r2:
+            with self.assertRaises(shm.ClosedError):
+                r2.read(1)
+
     def test_unknown_and_no_data(self):
         name = support.feed_name(self)
         w = support.control_writer(self, name, instruments=4, depth=2)
