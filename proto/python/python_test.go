@@ -19,8 +19,10 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -46,6 +48,8 @@ func TestHelperProcess(t *testing.T) {
 		err = stressWriter()
 	case "latency":
 		err = latencyWriter()
+	case "flip":
+		err = flipWriter()
 	default:
 		err = fmt.Errorf("unknown role %q", role)
 	}
@@ -214,6 +218,45 @@ func stressWriter() error {
 	}
 	fmt.Printf("published %d\n", k)
 	return w.Close()
+}
+
+// flipWriter maps the file FH_SHM_TEST_NAME (4096 bytes, created) and, for
+// FH_SHM_TEST_DURATION, stores k * 0x0101010101010101 at offset 256 and
+// k * 0x01010101 at offset 264 (atomically, one store each) for k cycling
+// through 0..255: a reader whose loads of those words are not single
+// aligned loads sees a value with unequal bytes.
+func flipWriter() error {
+	d, err := time.ParseDuration(os.Getenv("FH_SHM_TEST_DURATION"))
+	if err != nil {
+		return err
+	}
+	f, err := os.OpenFile(os.Getenv("FH_SHM_TEST_NAME"), os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := f.Truncate(4096); err != nil {
+		return err
+	}
+	mem, err := unix.Mmap(int(f.Fd()), 0, 4096, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
+		return err
+	}
+	defer unix.Munmap(mem)
+	w64 := (*uint64)(unsafe.Pointer(&mem[256]))
+	w32 := (*uint32)(unsafe.Pointer(&mem[264]))
+	fmt.Println("ready")
+	var n uint64
+	for deadline := time.Now().Add(d); time.Now().Before(deadline); {
+		for i := 0; i < 1<<16; i++ {
+			n++
+			k := n & 0xff
+			atomic.StoreUint64(w64, k*0x0101010101010101)
+			atomic.StoreUint32(w32, uint32(k)*0x01010101)
+		}
+	}
+	fmt.Printf("stores %d\n", n)
+	return nil
 }
 
 // latencyWriter publishes FH_SHM_TEST_COUNT depth-10 snapshots of locate 1,

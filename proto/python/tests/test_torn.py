@@ -11,6 +11,47 @@ from . import support
 
 
 class TornReadTest(unittest.TestCase):
+    def test_word_loads_are_single_loads(self):
+        """The reader's loads of shared words (layout.U64, U32: the seqlock,
+        journal stamps, head) never mix bytes of two stores: a Go process
+        stores words whose 8 (4) bytes are all equal, at full speed; every
+        value read must still have equal bytes (docs/SHM.md, Python reader)."""
+        name = support.feed_name(self)
+        w = support.Writer(self, "flip", name, duration="1s")
+        w.expect("ready")
+        with open(name, "rb") as f:
+            import mmap
+            mm = mmap.mmap(f.fileno(), 4096, prot=mmap.PROT_READ)
+        mv = memoryview(mm)
+        self.addCleanup(mm.close)
+        self.addCleanup(mv.release)
+        u64, u32 = layout.U64.unpack_from, layout.U32.unpack_from
+        seen64, seen32, reads, torn = set(), set(), 0, []
+        bytewise = bytewise_torn = 0
+        while w.proc.poll() is None and reads < 20_000_000:
+            for _ in range(10000):
+                a = u64(mv, 256)[0]
+                b = u32(mv, 264)[0]
+                if a % 0x0101010101010101 or b % 0x01010101:
+                    torn.append((hex(a), hex(b)))
+                seen64.add(a)
+                seen32.add(b)
+            reads += 10000
+            # Control: the same word read byte by byte (eight loads) does
+            # tear; counted, not asserted (it depends on scheduling).
+            for _ in range(1000):
+                v = int.from_bytes(bytes([mm[256 + i] for i in range(8)]), "little")
+                bytewise += 1
+                if v % 0x0101010101010101:
+                    bytewise_torn += 1
+        w.finish()
+        self.assertEqual(torn[:5], [], "%d torn word loads of %d" % (len(torn), reads))
+        # The probe saw the words change (else it proved nothing).
+        self.assertGreater(len(seen64), 2)
+        self.assertGreater(len(seen32), 2)
+        print("word loads: %d reads, %d distinct 8-byte values, none torn; byte-by-byte control: %d of %d torn"
+              % (reads, len(seen64), bytewise_torn, bytewise))
+
     def test_full_speed_writer(self):
         name = support.feed_name(self)
         instruments, depth = 8, 5
