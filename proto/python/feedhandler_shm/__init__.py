@@ -31,6 +31,7 @@ from .errors import (  # noqa: F401
 from .layout import LAYOUT_VERSION  # noqa: F401
 from .reader import (  # noqa: F401
     LEVEL_DTYPE,
+    ORDERED_LOADS,
     Book,
     Follower,
     Info,
@@ -47,7 +48,7 @@ from .booksjson import book_entries, books_json  # noqa: F401
 
 __all__ = [
     "open", "open_wait", "path_of", "Reader", "Follower", "Book", "Level", "Update", "Info",
-    "Instrument", "LEVEL_DTYPE", "LAYOUT_VERSION", "decode", "book_entries", "books_json",
+    "Instrument", "LEVEL_DTYPE", "ORDERED_LOADS", "LAYOUT_VERSION", "decode", "book_entries", "books_json",
     "ShmError", "NotExistError", "PermissionDeniedError", "FormatError", "LayoutVersionError",
     "WriterDeadError", "RestartedError", "ClosedError", "OverrunError", "UnknownLocateError",
     "NoDataError", "BusyError",

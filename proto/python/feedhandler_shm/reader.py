@@ -11,8 +11,10 @@ import errno
 import mmap
 import operator
 import os
+import platform
 import stat as statmod
 import time
+import warnings
 
 from . import layout as L
 from .errors import (
@@ -36,6 +38,14 @@ except ImportError:  # pragma: no cover - depends on the machine
 
 # A slot held odd by a live writer longer than this is ErrBusy, as in Go.
 BUSY_TIMEOUT = 1.0
+
+# The seqlock copy is proved correct for x86-64 only (docs/SHM.md, "Why a
+# pure-Python seqlock read is safe on x86-64"): pure Python has no load fence
+# for weakly ordered CPUs.
+ORDERED_LOADS = platform.machine().lower() in ("x86_64", "amd64")
+if not ORDERED_LOADS:
+    warnings.warn("feedhandler_shm: on %s a pure-Python seqlock read is not guaranteed consistent "
+                  "(no load fence); use the Go or C++ reader" % platform.machine(), RuntimeWarning)
 
 Info = collections.namedtuple(
     "Info",
