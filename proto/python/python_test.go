@@ -437,7 +437,7 @@ func TestPythonDecode(t *testing.T)        { runPython(t, "test_decode") }
 // BenchmarkPython runs the Python reader's benchmarks (tests/bench.py)
 // against this binary as the writer and reports their medians: a
 // consistent read of a depth-10 book (read-ns; read+levels-ns also builds
-// both Level lists) and publish to read in another process (p50-ns,
+// both Level lists, read+arrays-ns both NumPy arrays) and publish to read in another process (p50-ns,
 // p99-ns). Compare with BenchmarkRead and BenchmarkPublishToReader of
 // proto/shm from the same run.
 func BenchmarkPython(b *testing.B) {
@@ -458,7 +458,7 @@ func BenchmarkPython(b *testing.B) {
 	for _, line := range strings.Split(string(out), "\n") {
 		f := strings.Fields(line)
 		switch {
-		case len(f) >= 3 && f[0] == "python" && (f[1] == "read" || f[1] == "read+levels" || f[1] == "read_bytes"):
+		case len(f) >= 3 && f[0] == "python" && (f[1] == "read" || f[1] == "read+levels" || f[1] == "read+arrays" || f[1] == "read_bytes"):
 			v, _ := strconv.ParseFloat(f[2], 64)
 			b.ReportMetric(v, f[1]+"-ns")
 		case len(f) >= 9 && f[1] == "publish->read":

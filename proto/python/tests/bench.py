@@ -4,7 +4,8 @@
 
 read: consistent read of a depth-10 book, both sides full (seqlock copy,
 check, decode of the scalar fields), no writer active; read+levels also
-builds both Level lists; read_bytes is the seqlock copy alone. Each is the
+builds both Level lists, read+arrays both NumPy arrays instead (when NumPy
+is installed); read_bytes is the seqlock copy alone. Each is the
 median of 15 runs of 20000 reads.
 publish->read: a Go writer process publishes depth-10 snapshots 20 us apart
 (as BenchmarkPublishToReader); this process spins on the journal, reads each
@@ -40,8 +41,11 @@ def bench_read(case):
     assert (b.bid_count, b.ask_count) == (10, 10), b
     out = {}
     number = 20000
-    for label, stmt in (("read_bytes", "r.read_bytes(1)"), ("read", "r.read(1)"),
-                        ("read+levels", "b = r.read(1); b.bids; b.asks")):
+    cases = [("read_bytes", "r.read_bytes(1)"), ("read", "r.read(1)"),
+             ("read+levels", "b = r.read(1); b.bids; b.asks")]
+    if shm.LEVEL_DTYPE is not None:
+        cases.append(("read+arrays", "b = r.read(1); b.bids_array(); b.asks_array()"))
+    for label, stmt in cases:
         runs = timeit.repeat(stmt, globals={"r": r}, number=number, repeat=15)
         out[label] = statistics.median(runs) / number * 1e9
     return out
