@@ -15,7 +15,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -352,9 +351,10 @@ func tools(t testing.TB) (feedhandler, day string) {
 		if buildErr != nil {
 			return
 		}
-		goTool := filepath.Join(runtime.GOROOT(), "bin", "go")
-		if p, err := exec.LookPath("go"); err == nil {
-			goTool = p
+		goTool, err := exec.LookPath("go")
+		if err != nil {
+			buildErr = fmt.Errorf("building the feedhandler command for the Python tests: %w", err)
+			return
 		}
 		out, err := exec.Command(goTool, "build", "-o", filepath.Join(buildDir, "feedhandler"), "../../cmd/feedhandler").CombinedOutput()
 		if err != nil {
