@@ -1,6 +1,7 @@
 // Package proto holds the FlatBuffers schema (book.fbs) of the normalized order
-// book snapshot that feedhandler publishes, and its generated Go code in
-// package bookfb.
+// book snapshot that feedhandler publishes, its generated Go code in
+// package bookfb, and the generated Python code (proto/python/bookfb) that
+// the pure-Python reader in proto/python ships with.
 //
 // The generated code is committed. Regenerate it with `make generate`, which
 // runs flatc from Debian's flatbuffers-compiler 2.0.8; the Go runtime

@@ -1,0 +1,648 @@
+"""Reader of a feedhandler shared-memory feed file (docs/SHM.md).
+
+Pure Python over mmap. The file is mapped read-only; every read of a book is
+a seqlock copy (load seq, copy the bytes, load seq again, retry on change)
+into bytes this process owns, which are then decoded. See docs/SHM.md,
+"Python reader", for the guarantees and what they rest on.
+"""
+
+import collections
+import errno
+import mmap
+import operator
+import os
+import platform
+import stat as statmod
+import time
+import warnings
+
+from . import layout as L
+from .errors import (
+    BusyError,
+    ClosedError,
+    FormatError,
+    LayoutVersionError,
+    NoDataError,
+    NotExistError,
+    OverrunError,
+    PermissionDeniedError,
+    RestartedError,
+    UnknownLocateError,
+    WriterDeadError,
+)
+
+try:  # optional: books as NumPy arrays
+    import numpy as _np
+except ImportError:  # pragma: no cover - depends on the machine
+    _np = None
+
+# A slot held odd by a live writer longer than this is ErrBusy, as in Go.
+BUSY_TIMEOUT = 1.0
+
+# The seqlock copy is proved correct for x86-64 only (docs/SHM.md, "Why a
+# pure-Python seqlock read is safe on x86-64"): pure Python has no load fence
+# for weakly ordered CPUs.
+ORDERED_LOADS = platform.machine().lower() in ("x86_64", "amd64")
+if not ORDERED_LOADS:
+    warnings.warn("feedhandler_shm: on %s a pure-Python seqlock read is not guaranteed consistent "
+                  "(no load fence); use the Go or C++ reader" % platform.machine(), RuntimeWarning)
+
+Info = collections.namedtuple(
+    "Info",
+    "layout_version generation start_time_ns writer_pid instruments depth "
+    "journal_len slot_size max_snapshot heartbeat_interval_ns",
+)
+Info.__doc__ = "Geometry and identity of a feed file (Go shm.Info)."
+
+Instrument = collections.namedtuple("Instrument", "locate symbol")
+Instrument.__doc__ = "A registered instrument: ITCH locate and symbol (no padding)."
+
+Update = collections.namedtuple("Update", "locate version")
+Update.__doc__ = "A change-journal record: locate was published at version (slot publish count)."
+
+Level = collections.namedtuple("Level", "price orders shares")
+Level.__doc__ = "One price level, fields in book.fbs order: ITCH price (4 implied decimals), orders, shares."
+
+if _np is not None:
+    LEVEL_DTYPE = _np.dtype([("price", "<u4"), ("orders", "<u4"), ("shares", "<u8")])
+else:
+    LEVEL_DTYPE = None
+
+TRADING_STATES = ("Unknown", "Halted", "Paused", "QuotationOnly", "Trading")
+FLAG_NAMES = ((1, "PossiblyStale"), (2, "ShortSaleRestricted"), (4, "Crossed"), (8, "OperationalHalt"))
+
+
+def path_of(name):
+    """The file of a feed: a bare name lives under /dev/shm, a name with a slash is a path."""
+    if "/" in name:
+        return os.path.normpath(name)
+    return os.path.join(L.DIR, name)
+
+
+def _permission_message(path, op):
+    who = "uid %d gid %d groups %s" % (os.getuid(), os.getgid(), sorted(os.getgroups()))
+    try:
+        st = os.stat(path)
+    except OSError:
+        return "%s shm %s: permission denied (this process: %s)" % (op, path, who)
+    group = str(st.st_gid)
+    try:
+        import grp
+
+        group = "%s (%d)" % (grp.getgrgid(st.st_gid).gr_name, st.st_gid)
+    except (ImportError, KeyError):
+        pass
+    return (
+        "%s shm %s: permission denied: file mode %s, owner uid %d, group %s; this process: %s. "
+        "Run as a member of the feed's group, or ask the operator to change the feed's mode/group"
+        % (op, path, statmod.filemode(st.st_mode), st.st_uid, group, who)
+    )
+
+
+_FIELDS = ("_sym_off", "seq", "exchange_time", "receive_time", "publish_time", "last_trade_shares",
+           "volume", "messages", "_bids_off", "_asks_off", "bid_levels", "ask_levels",
+           "last_trade_price", "locate", "flags", "trading_state", "system_event")
+_make_level = Level._make
+_new = tuple.__new__
+_iter_levels = L.LEVEL.iter_unpack
+
+
+class Book:
+    """A consistent snapshot of one instrument, decoded from this process's own copy.
+
+    Fields (book.fbs names): locate, symbol, seq, exchange_time, receive_time,
+    publish_time, trading_state, flags, bids, asks, bid_levels, ask_levels,
+    last_trade_price, last_trade_shares, volume, messages, system_event; plus
+    version (the slot's publish count). ``bids`` and ``asks`` are lists of
+    Level, best first, decoded on first access. ``flatbuffer`` is the
+    snapshot's FlatBuffer (bytes); ``snapshot()`` wraps it in the
+    flatc-generated ``bookfb.Snapshot``; ``bids_array()``/``asks_array()``
+    return NumPy structured arrays when NumPy is installed.
+    """
+
+    __slots__ = ("flatbuffer", "version", "_t", "_sym_len", "_bids_at", "_nb", "_asks_at", "_na",
+                 "_bids", "_asks")
+
+    @property
+    def symbol(self):
+        return self.flatbuffer[L.SYMBOL_AT + 4: L.SYMBOL_AT + 4 + self._sym_len].decode("ascii", "replace")
+
+    @property
+    def bids(self):
+        if self._bids is None:
+            at = self._bids_at + 4
+            self._bids = [_new(Level, x) for x in _iter_levels(self.flatbuffer[at: at + self._nb * 16])]
+        return self._bids
+
+    @property
+    def asks(self):
+        if self._asks is None:
+            at = self._asks_at + 4
+            self._asks = [_new(Level, x) for x in _iter_levels(self.flatbuffer[at: at + self._na * 16])]
+        return self._asks
+
+    @property
+    def bid_count(self):
+        """Bid levels in this snapshot (at most the feed's depth)."""
+        return self._nb
+
+    @property
+    def ask_count(self):
+        """Ask levels in this snapshot (at most the feed's depth)."""
+        return self._na
+
+    def best_bid(self):
+        """Best bid Level, or None."""
+        return _make_level(L.LEVEL.unpack_from(self.flatbuffer, self._bids_at + 4)) if self._nb else None
+
+    def best_ask(self):
+        """Best ask Level, or None."""
+        return _make_level(L.LEVEL.unpack_from(self.flatbuffer, self._asks_at + 4)) if self._na else None
+
+    def bids_array(self):
+        """Bids as a read-only NumPy structured array (LEVEL_DTYPE); needs NumPy."""
+        return self._array(self._bids_at, self._nb)
+
+    def asks_array(self):
+        """Asks as a read-only NumPy structured array (LEVEL_DTYPE); needs NumPy."""
+        return self._array(self._asks_at, self._na)
+
+    def _array(self, at, n):
+        if _np is None:
+            raise ImportError("feedhandler_shm: NumPy is not installed (Debian: python3-numpy)")
+        return _np.frombuffer(self.flatbuffer, dtype=LEVEL_DTYPE, count=n, offset=at + 4)
+
+    def snapshot(self):
+        """The flatc-generated bookfb.Snapshot over this book's FlatBuffer."""
+        from bookfb.Snapshot import Snapshot
+
+        return Snapshot.GetRootAs(self.flatbuffer, 0)
+
+    def trading_state_name(self):
+        s = self.trading_state
+        return TRADING_STATES[s] if s < len(TRADING_STATES) else "TradingState(%d)" % s
+
+    def flag_names(self):
+        """Names of the known flag bits set (unknown bits are ignored)."""
+        return [n for bit, n in FLAG_NAMES if self.flags & bit]
+
+    def as_dict(self):
+        """Every field as plain Python values (levels as lists of Level)."""
+        d = {k: getattr(self, k) for k in _FIELDS if not k.startswith("_")}
+        d["symbol"] = self.symbol
+        d["version"] = self.version
+        d["bids"] = self.bids
+        d["asks"] = self.asks
+        return d
+
+    def __repr__(self):
+        return "Book(%s locate=%d seq=%d version=%d bid=%s ask=%s)" % (
+            self.symbol, self.locate, self.seq, self.version, self.best_bid(), self.best_ask())
+
+
+def _field(i, name):
+    get = operator.itemgetter(i)
+    return property(lambda self: get(self._t), doc="Snapshot field %s (book.fbs)." % name)
+
+
+for _i, _name in enumerate(_FIELDS):
+    if not _name.startswith("_"):
+        setattr(Book, _name, _field(_i, _name))
+del _i, _name
+
+
+_table = L.TABLE.unpack_from
+_u32 = L.U32.unpack_from
+_TABLE_AT4 = L.TABLE_AT + 4
+_SYMBOL_AT = L.SYMBOL_AT
+_SYMBOL_OFF = L.SYMBOL_AT - (L.TABLE_AT + L.F_SYMBOL)
+_BIDS_AT = tuple(L.bids_at(n) for n in range(9))
+_BIDS_FIELD = L.TABLE_AT + L.F_BIDS
+_ASKS_FIELD = L.TABLE_AT + L.F_ASKS
+
+
+def decode(data, version, depth):
+    """Decode a slot FlatBuffer (bytes this process owns) into a Book.
+
+    The layout version fixes the encoding (proto/shm/encode.go); anything
+    else, or a vector longer than depth, is FormatError, so a corrupt file
+    cannot make the decoder read out of bounds or return garbage silently.
+    """
+    n = len(data)
+    if n < L.SYMBOL_AT + 4 or not data.startswith(L.PREFIX):
+        raise FormatError("snapshot is not layout version %d" % L.LAYOUT_VERSION)
+    t = _table(data, _TABLE_AT4)
+    sym_len = _u32(data, _SYMBOL_AT)[0]
+    if t[0] != _SYMBOL_OFF or sym_len > 8:
+        raise FormatError("snapshot symbol out of place")
+    bids = _BIDS_AT[sym_len]
+    if t[8] != bids - _BIDS_FIELD or bids + 4 > n:
+        raise FormatError("snapshot bids out of place")
+    nb = _u32(data, bids)[0]
+    asks = bids + 8 + nb * 16
+    if nb > depth or t[9] != asks - _ASKS_FIELD or asks + 4 > n:
+        raise FormatError("snapshot asks out of place")
+    na = _u32(data, asks)[0]
+    if na > depth or asks + 4 + na * 16 > n:
+        raise FormatError("snapshot asks beyond the copy")
+    b = Book()
+    b.flatbuffer = data
+    b.version = version
+    b._t = t
+    b._sym_len = sym_len
+    b._bids_at = bids
+    b._nb = nb
+    b._asks_at = asks
+    b._na = na
+    b._bids = None
+    b._asks = None
+    return b
+
+
+class Reader:
+    """One feed file, mapped read-only. Use ``open``/``open_wait`` to make one.
+
+    Methods raise the exceptions of feedhandler_shm.errors. A Reader is not
+    meant for concurrent use by several threads (each thread opens its own).
+    """
+
+    def __init__(self, path, stale_after=None):
+        self.path = path
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise NotExistError("open shm %s: feed does not exist" % path) from None
+        except PermissionError:
+            raise PermissionDeniedError(_permission_message(path, "open")) from None
+        except OSError as e:
+            raise FormatError("open shm %s: %s" % (path, e)) from None
+        self._mm = None
+        self._mv = None
+        try:
+            st = os.fstat(fd)
+            if not statmod.S_ISREG(st.st_mode) or st.st_size < L.HEADER_SIZE:
+                raise FormatError("open shm %s: %d bytes, not a feed file" % (path, st.st_size))
+            self._ino, self._dev = st.st_ino, st.st_dev
+            try:
+                self._mm = mmap.mmap(fd, st.st_size, flags=mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0),
+                                     prot=mmap.PROT_READ)
+            except PermissionError:
+                raise PermissionDeniedError(_permission_message(path, "mmap")) from None
+            except OSError as e:
+                if e.errno in (errno.EACCES, errno.EPERM):
+                    raise PermissionDeniedError(_permission_message(path, "mmap")) from None
+                raise FormatError("open shm %s: mmap: %s" % (path, e)) from None
+        except BaseException:
+            if self._mm is not None:
+                self._mm.close()
+            raise
+        finally:
+            os.close(fd)
+        self._mv = memoryview(self._mm)
+        try:
+            self._read_header(st.st_size)
+        except BaseException:
+            self.close()
+            raise
+        if stale_after is None or stale_after <= 0:
+            stale_after = max(10 * self._hb_every / 1e9, 1.0)
+        self._stale_ns = int(stale_after * 1e9)
+        self._known = -1
+        self._symbols = {}
+
+    def _read_header(self, size):
+        mv, path = self._mv, self.path
+        if bytes(mv[:8]) != L.MAGIC:
+            raise FormatError("open shm %s: magic %r: not a feed file" % (path, bytes(mv[:8])))
+        v = L.U32.unpack_from(mv, L.OFF_LAYOUT_VERSION)[0]
+        if v != L.LAYOUT_VERSION:
+            raise LayoutVersionError("open shm %s: layout version %d, this library reads %d"
+                                     % (path, v, L.LAYOUT_VERSION), v, L.LAYOUT_VERSION)
+        (_, _, hdr, gen, start, pid, slot_size, cap, depth, jl, _schema, hb_every, index, directory,
+         journal, slots, file_size, _ident, max_snap) = L.HEADER.unpack_from(mv, 0)
+        bad = (
+            cap == 0 or cap > L.MAX_LOCATES or depth <= 0 or depth > L.MAX_DEPTH or jl > 1 << 30
+            or slot_size > 1 << 20 or max_snap < L.max_snapshot_size(depth)
+            or hdr != L.HEADER_SIZE or file_size != size
+            or jl == 0 or jl & (jl - 1) != 0
+            or slot_size % L.CACHE_LINE != 0 or slot_size < L.SLOT_HEADER + max_snap
+            or index != L.HEADER_SIZE or directory < index + L.MAX_LOCATES * 4
+            or journal < directory + cap * L.DIR_ENTRY_SIZE or slots < journal + jl * L.RECORD_SIZE
+            or slots % L.CACHE_LINE != 0 or journal % L.CACHE_LINE != 0
+            or slots + cap * slot_size > file_size
+        )
+        if bad:
+            raise FormatError("open shm %s: inconsistent header: not a feed file" % path)
+        self._gen, self._start, self._pid = gen, start, pid
+        self._slot_size, self._cap, self._depth = slot_size, cap, depth
+        self._jl, self._hb_every = jl, hb_every
+        self._index, self._dir, self._journal, self._slots = index, directory, journal, slots
+        self._max_snap = max_snap
+
+    # -- lifecycle -------------------------------------------------------
+
+    def close(self):
+        """Unmap the file. Books already read stay valid (they own their bytes)."""
+        if self._mv is not None:
+            self._mv.release()
+            self._mv = None
+        if self._mm is not None:
+            self._mm.close()
+            self._mm = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    @property
+    def info(self):
+        return Info(L.LAYOUT_VERSION, self._gen, self._start, self._pid, self._cap, self._depth,
+                    self._jl, self._slot_size, self._max_snap, self._hb_every)
+
+    def heartbeat_ns(self):
+        """The writer's last heartbeat, Unix ns."""
+        return L.I64.unpack_from(self._mv, L.OFF_HEARTBEAT)[0]
+
+    def check(self):
+        """Raise if the writer is not live: RestartedError (a new writer replaced the
+        file: close and open again), ClosedError, WriterDeadError (process gone or
+        heartbeat older than stale_after). Returns None while it is alive."""
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            pass
+        else:
+            if st.st_ino != self._ino or st.st_dev != self._dev:
+                raise RestartedError("check shm %s: writer restarted" % self.path)
+        if L.U32.unpack_from(self._mv, L.OFF_STATE)[0] == L.STATE_CLOSED:
+            raise ClosedError("check shm %s: writer closed the feed" % self.path)
+        try:
+            os.kill(self._pid, 0)
+        except ProcessLookupError:
+            raise WriterDeadError("check shm %s: pid %d gone: writer is dead" % (self.path, self._pid)) from None
+        except PermissionError:
+            pass  # alive, another user's process
+        age = time.time_ns() - self.heartbeat_ns()
+        if age > self._stale_ns:
+            raise WriterDeadError("check shm %s: heartbeat %.3fs old: writer is dead" % (self.path, age / 1e9))
+
+    def state(self):
+        """The writer's state as (name, message): ("live", ""), or ("restarted" |
+        "closed" | "dead", the error message)."""
+        try:
+            self.check()
+        except RestartedError as e:
+            return "restarted", str(e)
+        except ClosedError as e:
+            return "closed", str(e)
+        except WriterDeadError as e:
+            return "dead", str(e)
+        return "live", ""
+
+    # -- directory -------------------------------------------------------
+
+    def instruments(self):
+        """Registered instruments in registration order."""
+        mv = self._mv
+        n = min(L.U32.unpack_from(mv, L.OFF_COUNT)[0], self._cap)
+        out = []
+        for slot in range(n):
+            off = self._dir + slot * L.DIR_ENTRY_SIZE
+            e = bytes(mv[off: off + L.DIR_ENTRY_SIZE])
+            out.append(Instrument(e[0] | e[1] << 8, e[8: 8 + min(e[2], 8)].decode("ascii", "replace")))
+        return out
+
+    def lookup(self, symbol):
+        """The locate of symbol (no padding), or None."""
+        n = L.U32.unpack_from(self._mv, L.OFF_COUNT)[0]
+        if n != self._known:
+            self._symbols = {}
+            for ins in self.instruments():
+                self._symbols[ins.symbol] = ins.locate  # as Go: the last registration wins
+            self._known = n
+        return self._symbols.get(symbol)
+
+    def locates(self):
+        """Registered locates, ascending."""
+        return sorted(i.locate for i in self.instruments())
+
+    def _slot_of(self, locate):
+        if not 0 <= locate < L.MAX_LOCATES:
+            return -1
+        v = L.U32.unpack_from(self._mv, self._index + 4 * locate)[0]
+        if v == 0 or v > self._cap:
+            return -1
+        return v - 1
+
+    def version(self, locate):
+        """How many snapshots of locate were published (0: none, or unknown locate)."""
+        slot = self._slot_of(locate)
+        if slot < 0:
+            return 0
+        return L.U64.unpack_from(self._mv, self._slots + slot * self._slot_size)[0] >> 1
+
+    # -- reading ---------------------------------------------------------
+
+    def read_bytes(self, locate):
+        """The latest consistent snapshot of locate as (flatbuffer bytes, version).
+
+        The seqlock protocol: load seq (retry while odd), load len, copy len
+        bytes, load seq again; equal means no publish overlapped the copy.
+        Raises UnknownLocateError, NoDataError, and, for a slot that stays
+        locked, WriterDeadError / ClosedError (writer died or closed inside a
+        publish) or BusyError (live writer, over a second).
+        """
+        slot = self._slot_of(locate)
+        if slot < 0:
+            raise UnknownLocateError("read shm locate %s: unknown locate" % (locate,))
+        mv, mm = self._mv, self._mm
+        base = self._slots + slot * self._slot_size
+        data_at = base + L.SLOT_HEADER
+        max_snap = self._max_snap
+        seq_len = L.SEQ_LEN.unpack_from
+        seq_only = L.U64.unpack_from
+        spin = 0
+        start = 0.0
+        while True:
+            s1, n = seq_len(mv, base)
+            if s1 == 0:
+                raise NoDataError("read shm locate %d: no snapshot published yet" % locate)
+            if not s1 & 1 and n <= max_snap:
+                data = mm[data_at: data_at + n]
+                if seq_only(mv, base)[0] == s1:
+                    return data, s1 >> 1
+            spin += 1
+            if spin < 256:
+                continue
+            os.sched_yield()
+            if spin % 1024:
+                continue
+            # A writer that died or closed inside a publish never releases the slot.
+            try:
+                self.check()
+            except RestartedError:
+                pass
+            except (ClosedError, WriterDeadError) as e:
+                raise type(e)("read shm locate %d: %s" % (locate, e)) from None
+            if not start:
+                start = time.monotonic()
+            elif time.monotonic() - start > BUSY_TIMEOUT:
+                raise BusyError("read shm locate %d: slot busy" % locate)
+
+    def read(self, locate):
+        """The latest consistent Book of locate (see read_bytes for the errors)."""
+        data, version = self.read_bytes(locate)
+        try:
+            return decode(data, version, self._depth)
+        except FormatError as e:
+            raise FormatError("read shm locate %d: %s" % (locate, e)) from None
+
+    def read_symbol(self, symbol):
+        locate = self.lookup(symbol)
+        if locate is None:
+            raise UnknownLocateError("read shm %r: unknown symbol" % symbol)
+        return self.read(locate)
+
+    def books(self):
+        """Every registered instrument's latest Book, in locate order; instruments
+        with nothing published are left out."""
+        out = []
+        for locate in self.locates():
+            try:
+                out.append(self.read(locate))
+            except NoDataError:
+                continue
+        return out
+
+    def _head(self):
+        return L.U64.unpack_from(self._mv, L.OFF_HEAD)[0]
+
+    def follow(self):
+        """A Follower of the change journal, positioned at its head."""
+        return Follower(self)
+
+
+class Follower:
+    """Follows the change journal of a Reader (Go shm.Follower).
+
+    To start from a complete picture: follow() first, then read every
+    instrument, then poll; an update published in between shows up in both.
+    """
+
+    def __init__(self, reader):
+        self._r = reader
+        self._next = reader._head()
+        self.lost = 0
+        self.overruns = 0
+
+    def pending(self):
+        """Records published and not yet polled."""
+        return self._r._head() - self._next
+
+    def _overrun(self, updates):
+        head = self._r._head()
+        lost = head - self._next if head > self._next else 0
+        self.lost += lost
+        self._next = head
+        self.overruns += 1
+        return OverrunError("follow shm %s: journal overrun, %d records lost: rescan every instrument"
+                            % (self._r.path, lost), updates, lost)
+
+    def poll(self, max_records=256):
+        """New journal records (list of Update), without blocking.
+
+        Raises OverrunError when the follower fell more than a journal length
+        behind; the error carries the records read before the gap, and the
+        follower continues from the head (rescan every instrument).
+        """
+        r = self._r
+        mv = r._mv
+        u64 = L.U64.unpack_from
+        jl, mask, journal = r._jl, r._jl - 1, r._journal
+        head = u64(mv, L.OFF_HEAD)[0]
+        nxt = self._next
+        if head - nxt > jl:
+            raise self._overrun([])
+        out = []
+        new = tuple.__new__
+        while nxt < head and len(out) < max_records:
+            off = journal + (nxt & mask) * L.RECORD_SIZE
+            want = nxt + 1
+            s1 = u64(mv, off)[0]
+            if s1 != want:
+                self._next = nxt
+                if s1 != L.STAMP_BUSY and s1 > want:
+                    raise self._overrun(out)
+                if u64(mv, L.OFF_HEAD)[0] - nxt > jl:
+                    raise self._overrun(out)
+                break  # claimed, not written yet: poll again later
+            d = u64(mv, off + 8)[0]
+            if u64(mv, off)[0] != s1:
+                self._next = nxt
+                raise self._overrun(out)
+            out.append(new(Update, (d >> 48, d & L.VERSION_MASK)))
+            nxt += 1
+        self._next = nxt
+        return out
+
+    def wait(self, timeout=1.0, max_records=256, spin=1000, sleep=50e-6, check_every=0.1):
+        """poll that blocks until a record arrives or timeout seconds pass (then []).
+
+        Spins ``spin`` polls, then yields, then sleeps ``sleep`` seconds between
+        polls, and checks the writer every ``check_every`` seconds: a dead,
+        closed or restarted writer ends the wait with WriterDeadError,
+        ClosedError or RestartedError, after the records it published first.
+        """
+        for _ in range(spin):
+            out = self.poll(max_records)
+            if out:
+                return out
+        start = last_check = time.monotonic()
+        yields = 0
+        while True:
+            out = self.poll(max_records)
+            if out:
+                return out
+            t = time.monotonic()
+            if t - last_check >= check_every:
+                last_check = t
+                try:
+                    self._r.check()
+                except (WriterDeadError, ClosedError, RestartedError):
+                    out = self.poll(max_records)
+                    if out:
+                        return out
+                    raise
+            if t - start >= timeout:
+                return []
+            if yields < 100:
+                yields += 1
+                os.sched_yield()
+            else:
+                time.sleep(sleep)
+
+
+def open(name, stale_after=None):  # noqa: A001 - mirrors shm.Open
+    """Map the feed ``name`` (bare name under /dev/shm, or a path) read-only.
+
+    Raises NotExistError (writer not started: retry, or open_wait),
+    PermissionDeniedError, FormatError, LayoutVersionError. Succeeds on a
+    closed or dead writer's file so its last books stay readable; check()
+    tells the writer's state. stale_after (seconds) is how old the heartbeat
+    may get; default 10 heartbeat intervals, at least 1 s.
+    """
+    return Reader(path_of(name), stale_after)
+
+
+def open_wait(name, timeout, poll=0.05, stale_after=None):
+    """open, retrying every poll seconds while the feed does not exist, until timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return open(name, stale_after)
+        except NotExistError:
+            if time.monotonic() >= deadline:
+                raise
+        time.sleep(poll)

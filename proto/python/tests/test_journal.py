@@ -1,0 +1,133 @@
+"""Following the change journal: records in order, overrun when the reader
+falls more than a journal length behind, and resynchronisation after it."""
+
+import unittest
+
+import feedhandler_shm as shm
+
+from . import support
+
+
+class JournalTest(unittest.TestCase):
+    def test_poll_overrun_resync(self):
+        journal = 16
+        name = support.feed_name(self)
+        w = support.control_writer(self, name, instruments=2, depth=1, journal=journal)
+        w.cmd("register 1 S1")
+        w.cmd("register 2 S2")
+        w.cmd("beat")
+        r = shm.open(name)
+        self.addCleanup(r.close)
+        f = r.follow()
+        self.assertEqual(f.poll(), [])
+        for k in range(1, 7):
+            w.cmd("publish %d %d" % (1 + k % 2, k))
+        self.assertEqual(f.pending(), 6)
+        got = f.poll(max_records=4) + f.poll()
+        self.assertEqual(got, [(2, 1), (1, 1), (2, 2), (1, 2), (2, 3), (1, 3)])
+        self.assertEqual(f.poll(), [])
+
+        # Fall behind by more than the journal holds.
+        w.cmd("burst %d" % (journal + 5))
+        with self.assertRaises(shm.OverrunError) as cm:
+            f.poll()
+        self.assertEqual((cm.exception.lost, cm.exception.updates), (journal + 5, []))
+        self.assertEqual((f.lost, f.overruns), (journal + 5, 1))
+        # Resynchronise: every slot whose version moved is read again, and
+        # holds exactly the writer's last publication.
+        seen = {1: 3, 2: 3}
+        changed = [loc for loc in (1, 2) if r.version(loc) != seen[loc]]
+        self.assertEqual(sorted(changed), [1, 2])
+        for loc in changed:
+            b = r.read(loc)
+            self.assertIsNone(support.book_mismatch(b, 1))
+            self.assertEqual(b.version, r.version(loc))
+        # burst publishes k = 1..21 into [1, 2][k % 2]: the last k of
+        # locate 2 is 21, of locate 1 20.
+        self.assertEqual(r.read(2).seq, journal + 5)
+        self.assertEqual(r.read(1).seq, journal + 4)
+        # After the overrun the follower continues from the head.
+        w.cmd("publish 1 100")
+        self.assertEqual(f.poll(), [shm.Update(1, r.version(1))])
+        self.assertEqual(r.read(1).seq, 100)
+
+    def test_overrun_keeps_records_before_the_gap(self):
+        # Read part of the journal, then let it lap the rest.
+        journal = 8
+        name = support.feed_name(self)
+        w = support.control_writer(self, name, instruments=1, depth=1, journal=journal)
+        w.cmd("register 3 S3")
+        with shm.open(name) as r:
+            f = r.follow()
+            w.cmd("burst 5")
+            self.assertEqual(len(f.poll(max_records=2)), 2)
+            w.cmd("burst 20")
+            with self.assertRaises(shm.OverrunError) as cm:
+                f.poll()
+            self.assertEqual(cm.exception.lost, 23)
+            self.assertEqual(f.pending(), 0)
+
+    def test_slow_follower_resynchronises(self):
+        """A reader process falls behind a writer at full speed on purpose,
+        sees overruns, rescans, and ends with exactly the writer's final books."""
+        name = support.feed_name(self)
+        instruments, depth, journal = 8, 5, 4096
+        w = support.Writer(self, "stress", name, instruments=instruments, depth=depth, journal=journal,
+                           duration="1s")
+        w.expect("ready")
+        r = shm.open(name)
+        self.addCleanup(r.close)
+        f = r.follow()
+        last = {}
+
+        def rescan():
+            for loc in r.locates():
+                try:
+                    b = r.read(loc)
+                except shm.NoDataError:
+                    continue
+                self.assertIsNone(support.book_mismatch(b, depth))
+                self.assertGreaterEqual(b.version, last.get(loc, 0))
+                last[loc] = b.version
+
+        rescan()
+        updates = 0
+        it = 0
+        while True:
+            it += 1
+            if it % 2:
+                # Let the writer lap the journal (unless it stops first).
+                while f.pending() <= journal and r.state()[0] == "live":
+                    pass
+            try:
+                ups = f.wait(timeout=0.01, spin=10, check_every=0.001)
+            except shm.OverrunError as e:
+                ups = e.updates
+                for u in ups:
+                    self.assertGreaterEqual(r.read(u.locate).version, u.version)
+                rescan()
+                continue
+            except shm.ClosedError:
+                break
+            for u in ups:
+                updates += 1
+                b = r.read(u.locate)
+                self.assertIsNone(support.book_mismatch(b, depth))
+                self.assertGreaterEqual(b.version, u.version)
+                last[u.locate] = b.version
+        rescan()
+        published = int(w.expect("published").split()[1])
+        w.finish()
+        self.assertGreater(f.overruns, 0)
+        self.assertGreater(f.lost, 0)
+        self.assertGreater(updates, 0)
+        # Final books: the last k the writer published into each locate.
+        for loc in range(instruments):
+            k = published - (published - loc) % instruments
+            self.assertEqual(r.read(loc).seq, k, "locate %d" % loc)
+        print("slow follower: updates %d overruns %d lost %d published %d"
+              % (updates, f.overruns, f.lost, published))
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -1,0 +1,280 @@
+"""Lifecycle: each situation the Go reader reports has its own exception here:
+missing feed, not a feed, layout version, writer killed, restarted, closed,
+stale heartbeat, permission denied, unknown locate, nothing published."""
+
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+import unittest
+
+import feedhandler_shm as shm
+from feedhandler_shm import layout
+
+from . import support
+
+
+class LifecycleTest(unittest.TestCase):
+    def test_error_classes_are_distinct(self):
+        classes = [shm.NotExistError, shm.PermissionDeniedError, shm.FormatError, shm.LayoutVersionError,
+                   shm.WriterDeadError, shm.RestartedError, shm.ClosedError, shm.OverrunError,
+                   shm.UnknownLocateError, shm.NoDataError, shm.BusyError]
+        for a in classes:
+            self.assertTrue(issubclass(a, shm.ShmError))
+            for b in classes:
+                if a is not b:
+                    self.assertFalse(issubclass(a, b), "%s is a %s" % (a.__name__, b.__name__))
+
+    def test_missing_feed(self):
+        name = support.feed_name(self)
+        with self.assertRaises(shm.NotExistError):
+            shm.open(name)
+        with self.assertRaises(shm.NotExistError):
+            shm.open_wait(name, timeout=0.01, poll=0.001)
+        # A reader that attaches before the writer exists waits for it.
+        w = support.Writer(self, "control", name)
+        with shm.open_wait(name, timeout=30, poll=0.001) as r:
+            self.assertEqual(r.info.writer_pid, w.pid)
+        w.expect("ready")
+
+    def test_not_a_feed(self):
+        for label, content in [("zeros", bytes(2 * layout.PAGE_SIZE)), ("short", b"FHBOOKS\x00" + bytes(92)),
+                               ("text", b"hello\n" * 1000), ("empty", b"")]:
+            with self.subTest(label):
+                name = support.feed_name(self)
+                with open(name, "wb") as f:
+                    f.write(content)
+                with self.assertRaises(shm.FormatError) as cm:
+                    shm.open(name)
+                self.assertIn(name, str(cm.exception))
+        # A directory in /dev/shm is not a feed either.
+        d = tempfile.mkdtemp(dir="/dev/shm", prefix="fh-pytest-%d-dir" % os.getpid())
+        self.addCleanup(os.rmdir, d)
+        with self.assertRaises(shm.FormatError):
+            shm.open(d)
+
+    def _closed_feed_bytes(self):
+        name = support.feed_name(self)
+        w = support.control_writer(self, name, instruments=1, depth=1)
+        w.cmd("register 1 A")
+        w.cmd("publish 1 9")
+        w.cmd("close")
+        with open(name, "rb") as f:
+            return name, bytearray(f.read())
+
+    def test_layout_version_mismatch(self):
+        name, b = self._closed_feed_bytes()
+        b[layout.OFF_LAYOUT_VERSION] = layout.LAYOUT_VERSION + 1
+        with open(name, "wb") as f:
+            f.write(b)
+        with self.assertRaises(shm.LayoutVersionError) as cm:
+            shm.open(name)
+        self.assertEqual(cm.exception.have, layout.LAYOUT_VERSION + 1)
+        self.assertIn("layout version %d" % (layout.LAYOUT_VERSION + 1), str(cm.exception))
+
+    def test_corrupt_header(self):
+        for label, patch in [("magic", lambda b: b.__setitem__(0, ord("X"))),
+                             ("journal length", lambda b: b.__setitem__(48, 3)),
+                             ("slot offset", lambda b: b.__setitem__(88 + 3, 0x7F)),
+                             ("truncated", lambda b: b.__delitem__(slice(len(b) - layout.PAGE_SIZE, None)))]:
+            with self.subTest(label):
+                name, b = self._closed_feed_bytes()
+                patch(b)
+                with open(name, "wb") as f:
+                    f.write(b)
+                with self.assertRaises(shm.FormatError):
+                    shm.open(name)
+
+    def test_writer_killed_then_restarted(self):
+        name = support.feed_name(self)
+        a = support.control_writer(self, name, instruments=1, depth=1)
+        a.cmd("register 1 S1")
+        a.cmd("publish 1 %d" % a.pid)
+        a.cmd("beat")
+        r = shm.open(name)
+        self.addCleanup(r.close)
+        r.check()
+        self.assertEqual(r.state(), ("live", ""))
+        f = r.follow()
+        a.kill()
+        with self.assertRaises(shm.WriterDeadError) as cm:
+            r.check()
+        self.assertIn("pid %d gone" % a.pid, str(cm.exception))
+        with self.assertRaises(shm.WriterDeadError):
+            f.wait(timeout=60, check_every=0)
+        # The dead writer's last book stays readable.
+        self.assertEqual(r.read(1).seq, a.pid)
+
+        b = support.control_writer(self, name, instruments=1, depth=1)
+        with self.assertRaises(shm.RestartedError):
+            r.check()
+        self.assertEqual(r.state()[0], "restarted")
+        with self.assertRaises(shm.RestartedError):
+            f.wait(timeout=60, check_every=0)
+        b.cmd("register 1 S1")
+        b.cmd("publish 1 %d" % b.pid)
+        b.cmd("beat")
+        with shm.open(name) as r2:
+            r2.check()
+            self.assertEqual(r2.info.writer_pid, b.pid)
+            self.assertNotEqual(r2.info.generation, r.info.generation)
+            self.assertEqual(r2.read(1).seq, b.pid)
+
+    def test_closed(self):
+        name = support.feed_name(self)
+        w = support.control_writer(self, name, instruments=1, depth=1)
+        w.cmd("register 1 S1")
+        w.cmd("publish 1 9")
+        r = shm.open(name)
+        self.addCleanup(r.close)
+        f = r.follow()
+        w.cmd("publish 1 10")
+        w.cmd("close")
+        with self.assertRaises(shm.ClosedError):
+            r.check()
+        self.assertEqual(r.state()[0], "closed")
+        # Records published before the close are delivered before the error.
+        self.assertEqual(f.wait(timeout=60, check_every=0), [shm.Update(1, 2)])
+        with self.assertRaises(shm.ClosedError):
+            f.wait(timeout=60, check_every=0)
+        # The final book stays readable, also by a reader opening later.
+        w.finish()
+        with shm.open(name) as r2:
+            self.assertEqual(r2.read(1).seq, 10)
+
+    def test_stale_heartbeat(self):
+        name = support.feed_name(self)
+        w = support.control_writer(self, name, instruments=1, depth=1)
+        # The writer's process lives but it never beats: stale after 0.2 s.
+        r = shm.open(name, stale_after=0.2)
+        self.addCleanup(r.close)
+        time.sleep(0.4)
+        with self.assertRaises(shm.WriterDeadError) as cm:
+            r.check()
+        self.assertIn("heartbeat", str(cm.exception))
+        w.cmd("beat")  # every 20 ms from now on
+        deadline = time.monotonic() + 30
+        while r.state()[0] != "live":
+            self.assertLess(time.monotonic(), deadline, "writer beats but reader says %s" % (r.state(),))
+            time.sleep(0.01)
+        self.assertEqual(r.follow().wait(timeout=0.05, check_every=0), [])
+
+    def test_slot_left_locked(self):
+        """A slot whose seqlock stays odd: BusyError while the writer lives
+        (after a second), WriterDeadError once it is gone, ClosedError when
+        the feed was closed; never a hang, never a torn book."""
+        name = support.feed_name(self)
+        w = support.control_writer(self, name, instruments=1, depth=1)
+        w.cmd("register 1 S1")
+        w.cmd("publish 1 5")
+        w.cmd("beat")
+        r = shm.open(name)
+        self.addCleanup(r.close)
+        self.assertEqual(r.read(1).seq, 5)
+        w.cmd("lockslot 1")
+        with self.assertRaises(shm.BusyError):
+            r.read(1)
+        w.kill()
+        with self.assertRaises(shm.WriterDeadError):
+            r.read(1)
+        self.assertEqual(r.version(1), 1)
+
+        name2 = support.feed_name(self)
+        w2 = support.control_writer(self, name2, instruments=1, depth=1)
+        w2.cmd("register 1 S1")
+        w2.cmd("publish 1 5")
+        w2.cmd("lockslot 1")
+        w2.cmd("close")
+        with shm.open(name2) as r2:
+            with self.assertRaises(shm.ClosedError):
+                r2.read(1)
+
+    def test_unknown_and_no_data(self):
+        name = support.feed_name(self)
+        w = support.control_writer(self, name, instruments=4, depth=2)
+        w.cmd("register 1 AAA")
+        with shm.open(name) as r:
+            with self.assertRaises(shm.NoDataError):
+                r.read(1)
+            for bad in (2, 70000, -1):
+                with self.assertRaises(shm.UnknownLocateError):
+                    r.read(bad)
+            with self.assertRaises(shm.UnknownLocateError):
+                r.read_symbol("BBB")
+            self.assertIsNone(r.lookup("BBB"))
+            self.assertEqual(r.version(1), 0)
+            # Instruments registered after the reader opened show up.
+            w.cmd("register 7 BBB")
+            w.cmd("publish 7 4")
+            self.assertEqual(r.lookup("BBB"), 7)
+            self.assertEqual(r.instruments(), [shm.Instrument(1, "AAA"), shm.Instrument(7, "BBB")])
+            self.assertEqual(r.read_symbol("BBB").seq, 4)
+            self.assertEqual(r.books()[0].locate, 7)
+
+    def test_permission_denied(self):
+        name = support.feed_name(self)
+        w = support.control_writer(self, name, instruments=1, depth=1)
+        w.cmd("close")
+        os.chmod(name, 0o600)
+        if os.geteuid() != 0:
+            os.chmod(name, 0)
+            with self.assertRaises(shm.PermissionDeniedError) as cm:
+                shm.open(name)
+            self.assertIn("permission denied", str(cm.exception))
+            return
+        # Root reads anything: open as nobody in a child, with a copy of the
+        # package it can read.
+        tmp = tempfile.mkdtemp(prefix="fh-pytest-perm-")
+        self.addCleanup(shutil.rmtree, tmp, True)
+        shutil.copytree(os.path.join(support.PYDIR, "feedhandler_shm"), os.path.join(tmp, "feedhandler_shm"),
+                        ignore=shutil.ignore_patterns("__pycache__"))
+        for root, dirs, files in os.walk(tmp):
+            os.chmod(root, 0o755)
+            for f in files:
+                os.chmod(os.path.join(root, f), 0o644)
+        code = ("import sys, feedhandler_shm as shm\n"
+                "try:\n    shm.open(sys.argv[1])\n"
+                "except shm.PermissionDeniedError as e:\n    print('denied:', e); sys.exit(0)\n"
+                "except Exception as e:\n    print('other:', type(e).__name__, e); sys.exit(1)\n"
+                "print('opened'); sys.exit(1)\n")
+        p = subprocess.run([support.python_cmd(), "-c", code, name], cwd=tmp, user=65534, group=65534,
+                           extra_groups=[], env={"PYTHONPATH": tmp, "PYTHONDONTWRITEBYTECODE": "1"},
+                           capture_output=True, text=True)
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        self.assertIn("permission denied: file mode -rw-------", p.stdout)
+
+    def test_cli_errors(self):
+        name = support.feed_name(self)
+        p = subprocess.run([support.python_cmd(), "-m", "feedhandler_shm", "--shm", name], cwd=support.PYDIR,
+                           capture_output=True, text=True)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("feed does not exist", p.stderr)
+        self.assertEqual(p.stdout, "")
+        # Live, closed, dead: exit status and the state on stderr.
+        w = support.control_writer(self, name, instruments=2, depth=2)
+        w.cmd("register 1 S1")
+        w.cmd("publish 1 4")
+        w.cmd("beat")
+        cli = [support.python_cmd(), "-m", "feedhandler_shm", "--shm", name]
+        live = subprocess.run(cli, cwd=support.PYDIR, capture_output=True, text=True)
+        self.assertEqual((live.returncode, live.stderr), (0, ""))
+        want = support.fill_snapshot(1, 4, 2)
+
+        def levels(ls):
+            return "[" + ", ".join("[%d, %d, %d]" % (p, s, o) for p, o, s in ls) + "]"
+
+        self.assertEqual(live.stdout, '{\n"S1": {"bids": %s, "asks": %s}\n}\n' % (
+            levels(want["bids"]), levels(want["asks"])))
+        w.kill()
+        dead = subprocess.run(cli, cwd=support.PYDIR, capture_output=True, text=True)
+        self.assertEqual(dead.returncode, 4, dead.stderr)
+        self.assertIn("writer dead", dead.stderr)
+        self.assertEqual(dead.stdout, live.stdout)
+        ok = subprocess.run(cli + ["--allow-stopped"], cwd=support.PYDIR, capture_output=True, text=True)
+        self.assertEqual(ok.returncode, 0)
+        self.assertIn("writer dead", ok.stderr)
+
+
+if __name__ == "__main__":
+    unittest.main()
