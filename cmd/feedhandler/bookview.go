@@ -38,7 +38,7 @@ func bookview(args []string, out io.Writer) error {
 	fs.Usage = func() {
 		fmt.Fprintln(os.Stderr, "usage: feedhandler bookview --shm NAME [--symbol SYM] [--once] [--json [--state]]")
 		fs.PrintDefaults()
-		fmt.Fprintln(os.Stderr, "\nWith --once, the exit status is 3 when the writer is not live (dead, closed or\nrestarted; the state is on stderr), after printing its last books; 1 on errors.")
+		fmt.Fprintln(os.Stderr, "\nWith --once, the exit status is 3 when the writer closed, 4 when it is dead,\n5 when it restarted (the state is on stderr), after printing its last books; 1 on errors.")
 	}
 	if err := fs.Parse(args); err != nil {
 		return err

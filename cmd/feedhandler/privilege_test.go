@@ -314,7 +314,7 @@ func checkShmEntitlement(t *testing.T, bin, shmName, group string, ref []byte) {
 	}
 	// uid 1 in the group: the books, and exit 3 because the writer closed.
 	code, out, errOut := view(1, gid)
-	if code != exitWriterNotLive || out != string(ref) || !strings.Contains(errOut, "writer closed") {
+	if code != exitWriterClosed || out != string(ref) || !strings.Contains(errOut, "writer closed") {
 		t.Errorf("reader in the group: exit %d, stderr %q, books equal %v", code, errOut, out == string(ref))
 	}
 }

@@ -10,10 +10,14 @@ import (
 	"github.com/marketfeed/feedhandler/proto/shm"
 )
 
-// exitWriterNotLive is bookview --once's exit status when the books were
-// printed but their writer is dead, closed or restarted: a script can tell
-// stale books from live ones.
-const exitWriterNotLive = 3
+// bookview --once's exit status when the books were printed but their
+// writer is not live, one per state so that a script can tell stale books
+// from live ones and why. The Python reader's command uses the same codes.
+const (
+	exitWriterClosed    = 3
+	exitWriterDead      = 4
+	exitWriterRestarted = 5
+)
 
 // writerState is what bookview tells of the writer.
 type writerState struct {
@@ -58,7 +62,7 @@ func (s writerState) describe() string {
 func heartbeatAge(r *shm.Reader) time.Duration { return max(time.Since(r.Heartbeat()), 0) }
 
 // writerStateError is returned after printing the books of a writer that is
-// not live; main exits with exitWriterNotLive.
+// not live; main exits with its ExitCode.
 type writerStateError struct{ state writerState }
 
 func (e *writerStateError) Error() string {
@@ -67,7 +71,15 @@ func (e *writerStateError) Error() string {
 
 func (e *writerStateError) Unwrap() error { return e.state.err }
 
-func (e *writerStateError) ExitCode() int { return exitWriterNotLive }
+func (e *writerStateError) ExitCode() int {
+	switch e.state.State {
+	case "dead":
+		return exitWriterDead
+	case "restarted":
+		return exitWriterRestarted
+	}
+	return exitWriterClosed
+}
 
 // writeStateJSON prints {"writer": STATE, "books": BOOKS}, BOOKS being what
 // --json alone prints.

@@ -41,7 +41,7 @@ func TestHelperShmWriter(t *testing.T) {
 }
 
 // TestBookviewKilledWriter: `feedhandler bookview --once --json` (the real
-// binary) exits 0 while its writer lives, and 3 with the state on stderr
+// binary) exits 0 while its writer lives, and 4 with the state on stderr
 // once the writer was killed with SIGKILL, still printing the last books;
 // with --state the JSON carries the state and the exit status is 0.
 func TestBookviewKilledWriter(t *testing.T) {
@@ -93,13 +93,13 @@ func TestBookviewKilledWriter(t *testing.T) {
 	child.Wait() // reaped: the pid is gone
 
 	code, out, errOut := run("--json")
-	if code != exitWriterNotLive || out != wantBooks || !strings.Contains(errOut, "writer dead") ||
+	if code != exitWriterDead || out != wantBooks || !strings.Contains(errOut, "writer dead") ||
 		!strings.Contains(errOut, fmt.Sprintf("pid %d gone", child.Process.Pid)) {
 		t.Fatalf("killed writer: exit %d, stdout %q, stderr %q; want %d, the last books, and the state on stderr",
-			code, out, errOut, exitWriterNotLive)
+			code, out, errOut, exitWriterDead)
 	}
 	code, out, errOut = run()
-	if code != exitWriterNotLive || !strings.Contains(out, "writer is dead") {
+	if code != exitWriterDead || !strings.Contains(out, "writer is dead") {
 		t.Fatalf("killed writer, text view: exit %d, stdout %q, stderr %q", code, out, errOut)
 	}
 	code, out, errOut = run("--json", "--state")
