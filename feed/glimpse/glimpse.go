@@ -213,7 +213,7 @@ func classify(ctx context.Context, st *Stats, err error, dialing bool) error {
 	case errors.Is(err, soupbintcp.ErrPeerTimeout):
 		st.Stalled.Add(1)
 		return fmt.Errorf("%w: %w", ErrStalled, err)
-	case errors.Is(err, soupbintcp.ErrTruncated):
+	case errors.Is(err, soupbintcp.ErrTruncated), errors.Is(err, soupbintcp.ErrServerClosed):
 		st.Closed.Add(1)
 		st.Protocol.Add(1)
 		return fmt.Errorf("%w: connection closed before the end of the snapshot: %w", ErrProtocol, err)

@@ -18,6 +18,7 @@ var (
 	ErrEndOfSession  = errors.New("soupbintcp: end of session")
 	ErrPeerTimeout   = errors.New("soupbintcp: peer silent past its timeout")
 	ErrClosed        = errors.New("soupbintcp: connection closed")
+	ErrServerClosed  = errors.New("soupbintcp: server closed the connection")
 )
 
 // RejectError is a Login Rejected answer; it matches ErrLoginRejected with
@@ -242,7 +243,7 @@ func (c *Client) readErr(err error) error {
 		return err
 	}
 	if errors.Is(err, io.EOF) {
-		return fmt.Errorf("%w: server closed the connection", ErrTruncated)
+		return ErrServerClosed
 	}
 	return err
 }
