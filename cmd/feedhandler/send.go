@@ -44,6 +44,7 @@ func sendFile(args []string, out io.Writer) error {
 		inj[i].dup = fs.Float64("dup-"+name, 0, "probability to send a packet twice on line "+name)
 		inj[i].reorder = fs.Float64("reorder-"+name, 0, "probability to send a packet after its successor on line "+name)
 	}
+	snap := addSnapshotFlags(fs, "snapshot-listen") // GLIMPSE server beside the sender (glimpse_server.go)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -73,6 +74,11 @@ func sendFile(args []string, out io.Writer) error {
 		return err
 	}
 	defer s.Close()
+	stopSnap, err := snap.start(fs.Arg(0), *session, *firstSeq, s.Sent)
+	if err != nil {
+		return err
+	}
+	defer stopSnap()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
 	log.Info().Str("file", fs.Arg(0)).Int("lines", len(lines)).Float64("rate", *rate).Msg("send: start")

@@ -25,6 +25,7 @@ type SnapshotConfig struct {
 	Session            string                          // MoldUDP64 session (10 chars), also the SoupBinTCP session
 	Messages           func(seq uint64) ([]byte, bool) // the day's ITCH message with MoldUDP64 sequence number seq (1-based); false past the end
 	Position           func() uint64                   // highest sequence number the live sender has reached; the snapshot reflects 1..Position() (nil: the whole day)
+	FirstSeq           uint64                          // added: sequence number of the day's first message (0 means 1)
 
 	// Fault injection for tests.
 	RejectLogin bool // answer every login with Login Rejected 'A'
@@ -330,6 +331,9 @@ func (s *SnapshotServer) position() uint64 {
 
 // advance applies the day up to pos (s.mu held).
 func (s *SnapshotServer) advance(pos uint64) {
+	if s.cfg.FirstSeq > 1 && s.st.applied < s.cfg.FirstSeq-1 {
+		s.st.applied = s.cfg.FirstSeq - 1
+	}
 	if pos < s.st.applied {
 		s.st.reset() // the position went back (a new day): rebuild from the start
 		s.cache = nil
@@ -398,7 +402,7 @@ type locState struct {
 // then), indexed by reference, plus the per-locate state messages.
 type bookState struct {
 	applied uint64
-	ended   bool // Messages said false past applied
+	ended   bool   // Messages said false past applied
 	event   []byte // last 'S'
 	orders  []snapOrder
 	index   map[uint64]int32
