@@ -139,6 +139,9 @@ func Fetch(ctx context.Context, cfg Config, fn func(msg []byte) error) (Result, 
 		if next == 0 { // skipped (unknown type)
 			continue
 		}
+		if res.Messages&1023 == 1023 && ctx.Err() != nil {
+			return res, classify(ctx, st, ctx.Err(), false)
+		}
 		if err := fn(p); err != nil {
 			return res, err
 		}

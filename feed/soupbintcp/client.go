@@ -19,6 +19,7 @@ var (
 	ErrPeerTimeout   = errors.New("soupbintcp: peer silent past its timeout")
 	ErrClosed        = errors.New("soupbintcp: connection closed")
 	ErrServerClosed  = errors.New("soupbintcp: server closed the connection")
+	ErrInterrupted   = errors.New("soupbintcp: interrupted")
 )
 
 // RejectError is a Login Rejected answer; it matches ErrLoginRejected with
@@ -75,22 +76,33 @@ type Client struct {
 	wbuf     []byte
 	lastSend atomic.Int64 // unix nanos of the last write
 
-	closed    atomic.Bool
-	done      chan struct{}
-	closeOnce sync.Once
-	hbWG      sync.WaitGroup
+	closed      atomic.Bool
+	interrupted atomic.Bool
+	done        chan struct{}
+	closeOnce   sync.Once
+	hbWG        sync.WaitGroup
 }
 
 // deadlineConn sets the read deadline before each read from the socket
-// (one per buffer fill, not per packet).
+// (one per buffer fill, not per packet). Once stop is set, reads fail at
+// once: the deadline set for the next fill must not undo an interrupt.
 type deadlineConn struct {
 	net.Conn
 	timeout time.Duration
+	stop    *atomic.Bool // may be nil
 }
 
+var past = time.Unix(1, 0)
+
 func (d *deadlineConn) Read(p []byte) (int, error) {
+	if d.stop != nil && d.stop.Load() {
+		return 0, os.ErrDeadlineExceeded
+	}
 	if err := d.Conn.SetReadDeadline(time.Now().Add(d.timeout)); err != nil {
 		return 0, err
+	}
+	if d.stop != nil && d.stop.Load() { // Interrupt ran between the check and the set
+		d.Conn.SetReadDeadline(past) //nolint:errcheck
 	}
 	return d.Conn.Read(p)
 }
@@ -133,9 +145,12 @@ func Dial(ctx context.Context, cfg ClientConfig) (*Client, error) {
 		peerTO: cfg.PeerTimeout,
 		done:   make(chan struct{}),
 	}
-	c.r = NewReader(&deadlineConn{Conn: conn, timeout: cfg.PeerTimeout}, FromServer, cfg.ReadBuffer, cfg.MaxPayload, cfg.Stats)
+	c.r = NewReader(&deadlineConn{Conn: conn, timeout: cfg.PeerTimeout, stop: &c.interrupted}, FromServer, cfg.ReadBuffer, cfg.MaxPayload, cfg.Stats)
 	// The login is bounded by ctx and ConnectTimeout: unblock on either.
-	stop := context.AfterFunc(dctx, func() { conn.SetDeadline(time.Unix(1, 0)) }) //nolint:errcheck
+	stop := context.AfterFunc(dctx, func() {
+		c.Interrupt()
+		conn.SetWriteDeadline(past) //nolint:errcheck
+	})
 	err = c.login(cfg)
 	if !stop() || dctx.Err() != nil {
 		conn.Close()
@@ -236,6 +251,9 @@ func (c *Client) readErr(err error) error {
 	if c.closed.Load() {
 		return ErrClosed
 	}
+	if c.interrupted.Load() {
+		return ErrInterrupted
+	}
 	if errors.Is(err, os.ErrDeadlineExceeded) {
 		return fmt.Errorf("%w (%v)", ErrPeerTimeout, c.peerTO)
 	}
@@ -316,7 +334,9 @@ func (c *Client) Close() error {
 	return err
 }
 
-// Interrupt makes a blocked Next return promptly (with a deadline error
-// that Next reports as ErrClosed once Close is called, else as
-// ErrPeerTimeout). Safe from any goroutine.
-func (c *Client) Interrupt() { c.conn.SetReadDeadline(time.Unix(1, 0)) } //nolint:errcheck
+// Interrupt makes a blocked Next, and every later one, return promptly with
+// ErrInterrupted. Safe from any goroutine.
+func (c *Client) Interrupt() {
+	c.interrupted.Store(true)
+	c.conn.SetReadDeadline(past) //nolint:errcheck
+}

@@ -162,13 +162,13 @@ func (s *SnapshotServer) Close() error {
 	}
 	s.cancel()
 	err := s.ln.Close()
+	s.serving.Wait() // Serve has returned: no conns.Add from now on
 	s.connMu.Lock()
 	for sc := range s.active {
 		sc.Close()
 	}
 	s.connMu.Unlock()
 	s.conns.Wait()
-	s.serving.Wait()
 	return err
 }
 

@@ -330,6 +330,25 @@ func TestSnapshotFaults(t *testing.T) {
 			t.Fatalf("cancel took %v", d)
 		}
 	})
+	t.Run("cancel-mid-stream", func(t *testing.T) {
+		big := openOrderDay(200_000, 100)
+		s := startServer(t, SnapshotConfig{Messages: dayFunc(big)})
+		ctx, cancel := context.WithCancel(context.Background())
+		n := 0
+		st := new(glimpse.Stats)
+		c := clientCfg(s)
+		c.Stats = st
+		_, err := glimpse.Fetch(ctx, c, func([]byte) error {
+			if n++; n == 1000 {
+				cancel()
+			}
+			return nil
+		})
+		if !errors.Is(err, context.Canceled) || st.Cancelled.Load() != 1 || n > 1000+1<<16 {
+			t.Fatalf("err %v after %d messages, cancelled %d", err, n, st.Cancelled.Load())
+		}
+		t.Logf("%v after %d messages", err, n)
+	})
 	t.Run("server-close-mid-stall", func(t *testing.T) {
 		cfg := base
 		cfg.StallAfter = 100
