@@ -73,7 +73,6 @@ type Client struct {
 	seq     uint64 // sequence number of the next 'S' packet
 
 	wmu      sync.Mutex
-	wbuf     []byte
 	lastSend atomic.Int64 // unix nanos of the last write
 
 	closed      atomic.Bool

@@ -210,14 +210,15 @@ func (s *SnapshotServer) serveConn(c net.Conn) {
 		sc.Reject(soupbintcp.RejectSessionUnavailable) //nolint:errcheck
 		return
 	}
-	snap := s.snapshot()
 	// The snapshot is SoupBinTCP sequence 1..messages+1 of this session; a
-	// login for a later sequence number resumes within it.
+	// login for a later sequence number resumes within it. Accept first:
+	// heartbeats go out while the snapshot is built.
 	from := max(req.Sequence, 1)
 	if err := sc.Accept(s.cfg.Session, from); err != nil {
 		return
 	}
 	s.count(func(st *SnapshotStats) { st.Logins++ })
+	snap := s.snapshot()
 	buf := snap.buf
 	skip := int(min(from-1, uint64(snap.messages+1)))
 	buf = buf[packetsEnd(buf, skip):]
