@@ -102,7 +102,7 @@ func Fetch(ctx context.Context, cfg Config, fn func(msg []byte) error) (Result, 
 	if err != nil {
 		return Result{}, classify(ctx, st, err, true)
 	}
-	defer c.Close()
+	defer c.Logout() //nolint:errcheck // best effort on every path; after a completed snapshot it already ran
 	stop := context.AfterFunc(ctx, c.Interrupt)
 	defer stop()
 

@@ -276,7 +276,11 @@ func (c *Client) write(b []byte, heartbeat bool) error {
 	if c.closed.Load() {
 		return ErrClosed
 	}
-	c.conn.SetWriteDeadline(time.Now().Add(c.peerTO)) //nolint:errcheck
+	wto := c.peerTO
+	if len(b) == 3 && b[2] == TypeLogoutRequest {
+		wto = min(wto, logoutTimeout) // a logout never holds up a return
+	}
+	c.conn.SetWriteDeadline(time.Now().Add(wto)) //nolint:errcheck
 	_, err := c.conn.Write(b)
 	if err != nil {
 		return fmt.Errorf("soupbintcp write: %w", err)
@@ -310,7 +314,10 @@ func (c *Client) heartbeats(every time.Duration) {
 	}
 }
 
-// Logout sends a Logout Request and closes the connection.
+const logoutTimeout = 100 * time.Millisecond
+
+// Logout sends a Logout Request (waiting at most 100 ms for the socket to
+// take it) and closes the connection.
 func (c *Client) Logout() error {
 	err := c.write([]byte{0, 1, TypeLogoutRequest}, false)
 	if cerr := c.Close(); err == nil {
