@@ -226,6 +226,57 @@ func TestSnapshotFollowsPosition(t *testing.T) {
 	}
 }
 
+// TestSnapshotConcurrent: several clients fetch while the position moves;
+// each gets a consistent snapshot (books equal a replay up to its NextSeq).
+func TestSnapshotConcurrent(t *testing.T) {
+	day := genDay(t, 60_000, 30)
+	var position atomic.Uint64
+	position.Store(10_000)
+	s := startServer(t, SnapshotConfig{Messages: dayFunc(day), Position: position.Load, FollowInterval: time.Millisecond})
+	stop := make(chan struct{})
+	go func() {
+		for p := uint64(10_000); p < 60_000; p += 50 {
+			select {
+			case <-stop:
+				return
+			case <-time.After(100 * time.Microsecond):
+				position.Store(p)
+			}
+		}
+	}()
+	defer close(stop)
+	type got struct {
+		res  glimpse.Result
+		msgs [][]byte
+		err  error
+	}
+	results := make(chan got, 8)
+	for range 8 {
+		go func() {
+			var g got
+			g.res, g.err = glimpse.Fetch(context.Background(), clientCfg(s), func(m []byte) error {
+				g.msgs = append(g.msgs, bytes.Clone(m))
+				return nil
+			})
+			results <- g
+		}()
+	}
+	for range 8 {
+		g := <-results
+		if g.err != nil {
+			t.Fatal(g.err)
+		}
+		snap, want := newBooks(t), newBooks(t)
+		for _, m := range g.msgs {
+			snap.Apply(itch.Msg(m))
+		}
+		for _, m := range day[:g.res.NextSeq-1] {
+			want.Apply(itch.Msg(m))
+		}
+		compareBooks(t, snap, want)
+	}
+}
+
 func TestSnapshotFaults(t *testing.T) {
 	day := genDay(t, 50_000, 20)
 	base := SnapshotConfig{Messages: dayFunc(day), Position: func() uint64 { return 20_000 }}
