@@ -38,13 +38,13 @@ func sendFile(args []string, out io.Writer) error {
 	eos := fs.Bool("eos", false, "finish with an end-of-session packet")
 	ttl := fs.Int("ttl", 1, "multicast TTL")
 	seed := fs.Int64("seed", 1, "seed of the loss/dup/reorder injection")
+	snap := addSnapshotFlags(fs, "snapshot-listen") // GLIMPSE server beside the sender (glimpse_server.go)
 	var inj [2]struct{ loss, dup, reorder *float64 }
 	for i, name := range []string{"a", "b"} {
 		inj[i].loss = fs.Float64("loss-"+name, 0, "probability to drop a packet on line "+name)
 		inj[i].dup = fs.Float64("dup-"+name, 0, "probability to send a packet twice on line "+name)
 		inj[i].reorder = fs.Float64("reorder-"+name, 0, "probability to send a packet after its successor on line "+name)
 	}
-	snap := addSnapshotFlags(fs, "snapshot-listen") // GLIMPSE server beside the sender (glimpse_server.go)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
