@@ -33,6 +33,7 @@ type Config struct {
 	Book        book.Config       // capacity per shard (zero: book.DefaultConfig)
 	ShmName     string            // shared-memory feed name (required)
 	ShmSlots    int               // instrument slots in the shm file (default 16384)
+	Recovery    RecoveryConfig    // gap repair (zero: none, gaps flag the books)
 
 	// Open replaces rx.Open, e.g. to open the receiver inside a network
 	// namespace. Nil means rx.Open.
@@ -55,6 +56,7 @@ type Stats struct {
 	Ended         bool             // the session ended and everything before its end was delivered or declared missing
 	Latency       latency.Snapshot // receive timestamp to shm publish, per message
 	PathLatency   latency.Snapshot // receive thread pickup to shm publish: the handler's own path
+	Recovery      RecoveryStats
 }
 
 // Applied returns the messages applied across shards.
@@ -72,6 +74,8 @@ type Handler struct {
 	log     zerolog.Logger
 	recv    rx.Receiver
 	arb     *Arbiter
+	rec     *recovery // nil: no recovery source configured
+	rawBuf  []byte    // a recovered packet re-encoded for the spill
 	shards  []*shard
 	shardOf []uint8 // by locate
 	w       *shm.Writer
@@ -95,6 +99,7 @@ type Handler struct {
 	rxCopy    rx.Stats
 	cntCopy   [5]uint64
 	endedCopy bool
+	recCopy   RecoveryStats
 	delivered atomic.Uint64 // messages the arbiter delivered (routed to shards)
 	gapLog    chan moldudp64.Range
 }
@@ -175,9 +180,21 @@ func Start(cfg Config) (*Handler, error) {
 		h.shardOf[loc] = uint8(loc % len(h.shards))
 	}
 	h.arb = NewArbiter(cfg.Arbiter, h.route, h.gap)
+	rec, err := newRecovery(h, cfg.Recovery)
+	if err != nil {
+		w.Close()
+		shm.Remove(cfg.ShmName)
+		return nil, fmt.Errorf("start handler: %w", err)
+	}
+	if rec.enabled() {
+		h.rec = rec
+		h.arb.SetMissing(rec.missing)
+		h.rawBuf = make([]byte, 0, 2048)
+	}
 
 	recv, err := cfg.Open(cfg.Receive)
 	if err != nil {
+		rec.close()
 		w.Close()
 		shm.Remove(cfg.ShmName)
 		return nil, fmt.Errorf("start handler: %w", err)
@@ -246,9 +263,18 @@ func (h *Handler) receive(pinErr chan<- error) {
 		if n == 0 {
 			h.arb.Tick(now)
 		}
+		if h.rec != nil {
+			h.rec.poll(now)
+			h.delivered.Store(h.nDelivered)
+		}
 		if now-last > int64(20*time.Millisecond) {
 			last = now
 			h.copyStats()
+		}
+	}
+	if h.rec != nil {
+		if err := h.rec.close(); err != nil {
+			h.log.Warn().Err(err).Msg("close recovery")
 		}
 	}
 	h.copyStats()
@@ -263,27 +289,71 @@ func (h *Handler) route(p moldudp64.Packet, skip int, rxTime int64) {
 	it.Skip(skip)
 	for msg, ok := it.Next(); ok; msg, ok = it.Next() {
 		h.nDelivered++
-		if len(msg) < 3 || len(msg) > maxMsgLen {
-			h.badMsgs++
+		h.routeMsg(msg, it.Seq(), rxTime)
+	}
+}
+
+// routeMsg sends one message to the shard owning its locate (every shard
+// for locate 0), through the symbol filter.
+func (h *Handler) routeMsg(msg []byte, seq uint64, rxTime int64) {
+	if len(msg) < 3 || len(msg) > maxMsgLen {
+		h.badMsgs++
+		return
+	}
+	loc := uint16(msg[1])<<8 | uint16(msg[2])
+	if loc == 0 {
+		for _, s := range h.shards {
+			h.push(s, msg, seq, rxTime)
+		}
+		return
+	}
+	if h.filter != nil {
+		if msg[0] == itch.TypeStockDirectory && len(msg) == itch.Length(itch.TypeStockDirectory) {
+			h.subscribed[loc] = h.filter[itch.StockDirectory(msg).Stock()]
+		}
+		if !h.subscribed[loc] {
+			h.filtered++
+			return
+		}
+	}
+	h.push(h.shards[h.shardOf[loc]], msg, seq, rxTime)
+}
+
+// glimpseSnapshot is the GLIMPSE snapshot message ('G'): it names the
+// sequence number and is not applied to a book.
+const glimpseSnapshot = 'G'
+
+// rebuild replaces the books with a snapshot: every shard is told to flag
+// and keep its published books while it resets and reloads them, then to
+// publish them whole. msgs holds [u16 length][message] records; they get
+// sequence number next-1.
+func (h *Handler) rebuild(msgs []byte, next uint64) {
+	for _, s := range h.shards {
+		h.pushMarker(s, markerRebuild, next)
+	}
+	now := time.Now().UnixNano()
+	h.pickup = now
+	for len(msgs) >= 2 {
+		n := int(msgs[0])<<8 | int(msgs[1])
+		if len(msgs) < 2+n {
+			break
+		}
+		msg := msgs[2 : 2+n]
+		msgs = msgs[2+n:]
+		if len(msg) > 0 && msg[0] == glimpseSnapshot {
 			continue
 		}
-		loc := uint16(msg[1])<<8 | uint16(msg[2])
-		if loc == 0 {
-			for _, s := range h.shards {
-				h.push(s, msg, it.Seq(), rxTime)
-			}
-			continue
-		}
-		if h.filter != nil {
-			if msg[0] == itch.TypeStockDirectory && len(msg) == itch.Length(itch.TypeStockDirectory) {
-				h.subscribed[loc] = h.filter[itch.StockDirectory(msg).Stock()]
-			}
-			if !h.subscribed[loc] {
-				h.filtered++
-				continue
-			}
-		}
-		h.push(h.shards[h.shardOf[loc]], msg, it.Seq(), rxTime)
+		h.routeMsg(msg, next-1, now)
+	}
+	for _, s := range h.shards {
+		h.pushMarker(s, markerRebuilt, next)
+	}
+}
+
+// markWhole clears the possibly-stale flag of every book: no gap is open.
+func (h *Handler) markWhole() {
+	for _, s := range h.shards {
+		h.pushMarker(s, markerWhole, h.arb.Next())
 	}
 }
 
@@ -324,6 +394,9 @@ func (h *Handler) gap(r moldudp64.Range) {
 	for _, s := range h.shards {
 		h.pushMarker(s, markerStale, r.First)
 	}
+	if h.rec != nil {
+		h.rec.gap(r)
+	}
 	select {
 	case h.gapLog <- r:
 	default: // the logger is behind; the counters still have it
@@ -354,6 +427,9 @@ func (h *Handler) copyStats() {
 	h.rxCopy = rs
 	h.cntCopy = [5]uint64{h.routed, h.filtered, h.badMsgs, h.arb.Next(), h.rxErrors}
 	h.endedCopy = h.arb.Ended()
+	if h.rec != nil {
+		h.rec.copyStats(&h.recCopy)
+	}
 	h.mu.Unlock()
 }
 
@@ -362,7 +438,8 @@ func (h *Handler) copyStats() {
 func (h *Handler) Stats() Stats {
 	h.mu.Lock()
 	st := Stats{Arbiter: h.arbCopy, Receive: h.rxCopy,
-		Routed: h.cntCopy[0], Filtered: h.cntCopy[1], BadMessages: h.cntCopy[2], NextSeq: h.cntCopy[3], ReceiveErrors: h.cntCopy[4], Ended: h.endedCopy}
+		Routed: h.cntCopy[0], Filtered: h.cntCopy[1], BadMessages: h.cntCopy[2], NextSeq: h.cntCopy[3], ReceiveErrors: h.cntCopy[4], Ended: h.endedCopy, Recovery: h.recCopy}
+	st.Recovery.OpenRanges = append([]moldudp64.Range(nil), h.recCopy.OpenRanges...)
 	h.mu.Unlock()
 	st.Backend = h.recv.Backend()
 	var merged, path latency.Histogram

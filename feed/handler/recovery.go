@@ -1,0 +1,338 @@
+package handler
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/marketfeed/feedhandler/feed/moldudp64"
+	"github.com/marketfeed/feedhandler/feed/rerequest"
+	"github.com/marketfeed/feedhandler/internal/latency"
+)
+
+// Late-join policies (RecoveryConfig.LateJoin).
+const (
+	LateJoinSnapshot  = "snapshot"  // a start past the session's first message larger than MaxRerequestGap: snapshot
+	LateJoinRerequest = "rerequest" // re-request everything from the session's first message
+	LateJoinOff       = "off"       // declare it a gap (books flagged until a snapshot repairs them)
+)
+
+// SnapshotFunc fetches a snapshot of the books (GLIMPSE over SoupBinTCP in
+// production, glimpse.Fetch): it hands each ITCH message of the snapshot to
+// fn and returns the first MoldUDP64 sequence number the snapshot does not
+// reflect. It runs off the receive thread and must return when ctx ends.
+type SnapshotFunc func(ctx context.Context, session moldudp64.Session, fn func(msg []byte) error) (next uint64, err error)
+
+// RecoveryConfig says how gaps are repaired. The zero value repairs
+// nothing: every gap is declared and the books flagged, as before.
+type RecoveryConfig struct {
+	Rerequest rerequest.Config // no Servers: no re-request
+	// MaxRerequestGap: larger gaps go to the snapshot (default 1<<20
+	// messages; when no snapshot is configured every gap is re-requested).
+	MaxRerequestGap uint64
+	Snapshot        SnapshotFunc // nil: no snapshot recovery
+	LateJoin        string       // LateJoinSnapshot (default), LateJoinRerequest, LateJoinOff
+	// SnapshotRetry is the wait before another snapshot while books are
+	// stale (default 5s).
+	SnapshotRetry time.Duration
+	// ServerRest: after every re-request server failed a range, gaps skip
+	// re-request for this long (default 1s).
+	ServerRest time.Duration
+	// Do, if set, runs the creation of the re-request sockets (e.g. inside
+	// a network namespace).
+	Do func(func() error) error
+}
+
+// RecoveryStats count the repair of gaps.
+type RecoveryStats struct {
+	GapsDetected         uint64 // ranges missing on every line (re-requested or declared)
+	RecoveredByRerequest uint64
+	RecoveredBySnapshot  uint64 // declared gaps repaired by a snapshot
+	Open                 uint64 // declared gaps not repaired yet
+	OpenRanges           []moldudp64.Range
+	Snapshots            uint64 // snapshots loaded
+	SnapshotFailures     uint64
+	SnapshotMessages     uint64 // messages loaded from snapshots
+	LastSnapshotNext     uint64
+	LastSnapshotError    string
+	Rerequest            rerequest.Stats
+	RecoveryTime         latency.Snapshot // gap detected to books whole again
+	SpillMax             uint64           // most packets held at once
+	State                string           // "in sync", "re-requesting", "snapshot"
+}
+
+// maxOpenRanges bounds the declared gaps remembered one by one; beyond it
+// they are merged into the last.
+const maxOpenRanges = 64
+
+// recovery is the recovery state machine. It lives with the arbiter on the
+// receive thread: the arbiter asks it for missing ranges (missing), the
+// receive loop polls it without blocking (poll), and only the snapshot
+// fetch runs on a goroutine of its own, handing its result over a channel.
+type recovery struct {
+	h      *Handler
+	cfg    RecoveryConfig
+	client *rerequest.Client
+
+	restUntil int64 // re-request skipped until then (every server failed)
+	started   int64 // when the current recovery began (0: none)
+
+	open    []moldudp64.Range // declared gaps not repaired
+	stats   RecoveryStats
+	hist    latency.Histogram
+	lastRec int64
+
+	// Snapshot.
+	wantSnap bool
+	snapAt   int64 // no snapshot before this time
+	fetching bool
+	snapRes  chan snapResult
+	cancel   context.CancelFunc
+	snapGaps uint64 // open gaps when the fetch began
+}
+
+type snapResult struct {
+	next uint64
+	msgs []byte // [u16 length][message] records
+	n    uint64
+	err  error
+	took time.Duration
+}
+
+func newRecovery(h *Handler, cfg RecoveryConfig) (*recovery, error) {
+	if cfg.MaxRerequestGap == 0 {
+		cfg.MaxRerequestGap = 1 << 20
+	}
+	if cfg.LateJoin == "" {
+		cfg.LateJoin = LateJoinSnapshot
+	}
+	if cfg.SnapshotRetry <= 0 {
+		cfg.SnapshotRetry = 5 * time.Second
+	}
+	if cfg.ServerRest <= 0 {
+		cfg.ServerRest = time.Second
+	}
+	r := &recovery{h: h, cfg: cfg, snapRes: make(chan snapResult, 1), open: make([]moldudp64.Range, 0, maxOpenRanges)}
+	if len(cfg.Rerequest.Servers) > 0 {
+		c, err := rerequest.New(cfg.Rerequest, cfg.Do)
+		if err != nil {
+			return nil, err
+		}
+		r.client = c
+	}
+	return r, nil
+}
+
+// enabled reports whether any source is configured.
+func (r *recovery) enabled() bool { return r.client != nil || r.cfg.Snapshot != nil }
+
+// missing is the arbiter's MissingFunc.
+func (r *recovery) missing(rg moldudp64.Range, now int64) bool {
+	r.stats.GapsDetected++
+	if r.started != 0 && len(r.open) == 0 {
+		// The previous range was filled just now (the arbiter asks for
+		// the next one on the same call).
+		r.hist.Record(now - r.started)
+	}
+	r.started = now
+	if r.fetching {
+		return false // the snapshot will cover it (or leave it open)
+	}
+	lateJoin := rg.First == 1 && r.h.arb.Stats.Delivered == 0
+	if lateJoin && r.cfg.LateJoin == LateJoinOff {
+		return false
+	}
+	if r.client == nil || now < r.restUntil {
+		return false
+	}
+	if r.cfg.Snapshot != nil && rg.Count > r.cfg.MaxRerequestGap && !(lateJoin && r.cfg.LateJoin == LateJoinRerequest) {
+		return false
+	}
+	r.client.Want(r.h.arb.Session(), rg, now)
+	return true
+}
+
+// gap is told of every range declared missing (the books are flagged).
+func (r *recovery) gap(rg moldudp64.Range) {
+	if len(r.open) < maxOpenRanges {
+		r.open = append(r.open, rg)
+	} else {
+		last := &r.open[len(r.open)-1]
+		last.Count = rg.End() - last.First
+	}
+	if r.cfg.Snapshot != nil {
+		r.wantSnap = true
+	}
+}
+
+// poll drives the state machine; it is called from the receive loop after
+// every batch and idle poll. With no recovery in progress it does nothing.
+func (r *recovery) poll(now int64) {
+	a := r.h.arb
+	if r.client != nil {
+		if r.client.Active() || now-r.lastRec > int64(10*time.Millisecond) {
+			r.lastRec = now
+			r.client.Progress(a.Next())
+			ok := r.client.Poll(now, r.recovered)
+			if !ok {
+				r.restUntil = now + int64(r.cfg.ServerRest)
+				a.Abandon(now)
+			}
+		}
+	}
+	if r.started != 0 {
+		if _, busy := a.Recovering(); !busy && !r.fetching && (r.client == nil || !r.client.Active()) {
+			if len(r.open) == 0 {
+				r.hist.Record(now - r.started)
+			}
+			r.started = 0
+		}
+	}
+	r.stats.RecoveredByRerequest = a.Stats.RecoveriesFilled
+	if r.fetching {
+		select {
+		case res := <-r.snapRes:
+			r.fetching = false
+			r.loadSnapshot(res, now)
+		default:
+		}
+		return
+	}
+	if r.wantSnap && now >= r.snapAt && r.cfg.Snapshot != nil {
+		r.startSnapshot(now)
+	}
+}
+
+// recovered hands a re-request answer to the arbiter.
+func (r *recovery) recovered(p moldudp64.Packet) {
+	r.h.pickup = time.Now().UnixNano()
+	r.h.arb.OfferRecovered(r.raw(p), p, r.h.pickup)
+	r.client.Progress(r.h.arb.Next())
+}
+
+// raw re-encodes p for the spill (a held packet is kept as bytes).
+func (r *recovery) raw(p moldudp64.Packet) []byte {
+	r.h.rawBuf = p.Append(r.h.rawBuf[:0])
+	return r.h.rawBuf
+}
+
+// startSnapshot freezes delivery (the live feed is spilled) and fetches a
+// snapshot on a goroutine.
+func (r *recovery) startSnapshot(now int64) {
+	r.wantSnap = false
+	r.fetching = true
+	if r.client != nil {
+		r.client.Cancel()
+	}
+	if r.started == 0 {
+		r.started = now
+	}
+	r.snapGaps = uint64(len(r.open))
+	r.h.arb.Freeze()
+	ctx, cancel := context.WithCancel(context.Background())
+	r.cancel = cancel
+	fetch, session := r.cfg.Snapshot, r.h.arb.Session()
+	r.h.log.Info().Str("session", session.String()).Msg("recovery: fetching snapshot")
+	go func() {
+		t0 := time.Now()
+		var res snapResult
+		res.msgs = make([]byte, 0, 1<<20)
+		res.next, res.err = fetch(ctx, session, func(msg []byte) error {
+			if len(msg) > 0xFFFF {
+				return errors.New("snapshot message longer than 65535 bytes")
+			}
+			res.msgs = binary.BigEndian.AppendUint16(res.msgs, uint16(len(msg)))
+			res.msgs = append(res.msgs, msg...)
+			res.n++
+			return nil
+		})
+		if res.err == nil && res.next == 0 {
+			res.err = errors.New("snapshot names sequence number 0")
+		}
+		res.took = time.Since(t0)
+		r.snapRes <- res
+	}()
+}
+
+// loadSnapshot replaces the books with the snapshot and resumes delivery
+// from the snapshot's sequence number on.
+func (r *recovery) loadSnapshot(res snapResult, now int64) {
+	a := r.h.arb
+	if res.err != nil {
+		r.stats.SnapshotFailures++
+		r.stats.LastSnapshotError = res.err.Error()
+		r.h.log.Warn().Err(res.err).Dur("retry_in", r.cfg.SnapshotRetry).Msg("recovery: snapshot failed; books stay flagged")
+		r.wantSnap = true
+		r.snapAt = now + int64(r.cfg.SnapshotRetry)
+		a.Unfreeze(0)
+		return
+	}
+	r.h.rebuild(res.msgs, res.next)
+	// Gaps before the snapshot's sequence number are repaired by it.
+	kept := r.open[:0]
+	for _, g := range r.open {
+		if g.End() > res.next {
+			kept = append(kept, g)
+		} else {
+			r.stats.RecoveredBySnapshot++
+		}
+	}
+	r.open = kept
+	r.stats.Snapshots++
+	r.stats.SnapshotMessages += res.n
+	r.stats.LastSnapshotNext = res.next
+	r.h.log.Info().Uint64("messages", res.n).Uint64("next_seq", res.next).Dur("took", res.took).
+		Int("open_gaps", len(r.open)).Msg("recovery: snapshot loaded")
+	a.Unfreeze(res.next)
+	if r.started != 0 && len(r.open) == 0 {
+		r.hist.Record(now - r.started)
+		r.started = 0
+	}
+	if len(r.open) > 0 {
+		r.wantSnap = true
+		r.snapAt = now + int64(r.cfg.SnapshotRetry)
+	} else {
+		r.h.markWhole()
+	}
+}
+
+// close stops a snapshot in flight and closes the sockets.
+func (r *recovery) close() error {
+	if r.cancel != nil {
+		r.cancel()
+	}
+	if r.fetching {
+		<-r.snapRes
+		r.fetching = false
+	}
+	if r.client != nil {
+		return r.client.Close()
+	}
+	return nil
+}
+
+// copyStats fills st (under the handler's stats lock).
+func (r *recovery) copyStats(st *RecoveryStats) {
+	keep := st.OpenRanges
+	*st = r.stats
+	st.OpenRanges = append(keep[:0], r.open...)
+	st.Open = uint64(len(r.open))
+	if r.client != nil {
+		st.Rerequest = r.client.Stats
+	}
+	r.hist.Snapshot(&st.RecoveryTime)
+	st.SpillMax = r.h.arb.Stats.HeldMax
+	st.State = "in sync"
+	if _, busy := r.h.arb.Recovering(); busy {
+		st.State = "re-requesting"
+	}
+	if r.fetching {
+		st.State = "snapshot"
+	}
+}
+
+func (s RecoveryStats) String() string {
+	return fmt.Sprintf("gaps %d, by re-request %d, by snapshot %d, open %d", s.GapsDetected, s.RecoveredByRerequest, s.RecoveredBySnapshot, s.Open)
+}
