@@ -82,14 +82,14 @@ type LineStats struct {
 
 // ArbiterStats count the merged stream.
 type ArbiterStats struct {
-	Lines         [MaxLines]LineStats
-	Delivered     uint64 // messages delivered in order
-	Gaps          uint64 // ranges declared missing on every line
-	GapMessages   uint64 // sequence numbers in those ranges
-	Held          uint64 // packets held back waiting for a missing sequence number
-	HeldMax       uint64 // high-water mark of packets held at once
-	ForcedByFull  uint64 // gaps declared early because the hold-back buffer was full
-	EndOfSession  uint64
+	Lines        [MaxLines]LineStats
+	Delivered    uint64 // messages delivered in order
+	Gaps         uint64 // ranges declared missing on every line
+	GapMessages  uint64 // sequence numbers in those ranges
+	Held         uint64 // packets held back waiting for a missing sequence number
+	HeldMax      uint64 // high-water mark of packets held at once
+	ForcedByFull uint64 // gaps declared early because the hold-back buffer was full
+	EndOfSession uint64
 	// Recovery: ranges handed to the recovery source, filled by it (or by
 	// late copies on the lines), abandoned, and spill overflows.
 	Recoveries       uint64
@@ -98,8 +98,8 @@ type ArbiterStats struct {
 	SpillOverflows   uint64
 	SpillDropped     uint64 // oldest held packets dropped while frozen (re-requested after)
 	RecoveredLate    uint64 // recovered packets whose messages were delivered already
-	LastGap       moldudp64.Range
-	SessionChosen bool
+	LastGap          moldudp64.Range
+	SessionChosen    bool
 }
 
 // Arbiter merges the copies of one MoldUDP64 session arriving on redundant

@@ -33,20 +33,20 @@ type Config struct {
 
 // Stats count what the client did.
 type Stats struct {
-	Requests       uint64 // request packets sent (first asks, continuations and retries)
-	Retries        uint64 // requests resent after a timeout
-	Timeouts       uint64 // requests that got no answer in time
-	Failovers      uint64 // moves to the next server
-	Failures       uint64 // ranges given up on after every server was tried
-	SendErrors     uint64 // request writes that failed (server unreachable, ...)
-	RateLimited    uint64 // times a request waited for the rate limit
-	Responses      uint64 // answer packets accepted
-	Messages       uint64 // new messages those carried (handed to the caller)
-	Late           uint64 // answers whose messages the caller already had
-	Malformed      uint64 // answers rejected by moldudp64.Parse
-	WrongSession   uint64 // answers of another session
-	Unasked        uint64 // answers for ranges never asked, heartbeats, end of session
-	ReadErrors     uint64
+	Requests     uint64 // request packets sent (first asks, continuations and retries)
+	Retries      uint64 // requests resent after a timeout
+	Timeouts     uint64 // requests that got no answer in time
+	Failovers    uint64 // moves to the next server
+	Failures     uint64 // ranges given up on after every server was tried
+	SendErrors   uint64 // request writes that failed (server unreachable, ...)
+	RateLimited  uint64 // times a request waited for the rate limit
+	Responses    uint64 // answer packets accepted
+	Messages     uint64 // new messages those carried (handed to the caller)
+	Late         uint64 // answers whose messages the caller already had
+	Malformed    uint64 // answers rejected by moldudp64.Parse
+	WrongSession uint64 // answers of another session
+	Unasked      uint64 // answers for ranges never asked, heartbeats, end of session
+	ReadErrors   uint64
 	moldudp64.ParseErrors
 }
 
@@ -71,7 +71,7 @@ type Client struct {
 	next   uint64          // the caller's next expected sequence number
 
 	server   int
-	tries    int   // sends of the current request to the current server
+	tries    int // sends of the current request to the current server
 	inflight moldudp64.Range
 	sentAt   int64 // when inflight was sent (0: nothing in flight)
 	lastAns  int64 // when an answer to inflight last arrived (0: none yet)
