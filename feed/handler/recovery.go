@@ -19,6 +19,14 @@ const (
 	LateJoinOff       = "off"       // declare it a gap (books flagged until a snapshot repairs them)
 )
 
+// Recovery states (RecoveryStats.State).
+const (
+	StateOff          = "off" // no recovery source configured
+	StateInSync       = "in sync"
+	StateRerequesting = "re-requesting"
+	StateSnapshot     = "snapshot"
+)
+
 // SnapshotFunc fetches a snapshot of the books (GLIMPSE over SoupBinTCP in
 // production, glimpse.Fetch): it hands each ITCH message of the snapshot to
 // fn and returns the first MoldUDP64 sequence number the snapshot does not
@@ -324,12 +332,12 @@ func (r *recovery) copyStats(st *RecoveryStats) {
 	}
 	r.hist.Snapshot(&st.RecoveryTime)
 	st.SpillMax = r.h.arb.Stats.HeldMax
-	st.State = "in sync"
+	st.State = StateInSync
 	if _, busy := r.h.arb.Recovering(); busy {
-		st.State = "re-requesting"
+		st.State = StateRerequesting
 	}
-	if r.fetching {
-		st.State = "snapshot"
+	if r.fetching || r.wantSnap && len(r.open) > 0 && r.cfg.Snapshot != nil {
+		st.State = StateSnapshot
 	}
 }
 

@@ -246,11 +246,8 @@ func (c *Client) accept(b []byte, now int64, fn func(p moldudp64.Packet)) {
 		c.lastAns = now
 	}
 	c.Stats.Responses++
-	before := c.next
+	c.Stats.Messages += r.End() - max(r.First, c.next)
 	fn(p)
-	if c.next > before {
-		c.Stats.Messages += c.next - before
-	}
 }
 
 // wasAsked reports whether r lies inside one of the recent requests.

@@ -111,6 +111,12 @@ type Options struct {
 	LineA, LineB netip.AddrPort
 	// Configure, if set, adjusts the handler config before Start.
 	Configure func(*handler.Config)
+	// Recovery, if set, runs the lab's recovery servers and points the
+	// handler at them.
+	Recovery *Recovery
+	// StartAfter starts the handler this long after the sender began (a
+	// late join); 0 starts it first.
+	StartAfter time.Duration
 }
 
 // Result is what a run saw.
@@ -203,21 +209,37 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 			return r, err
 		},
 	}
+	rl, err := startRecovery(lab, &o, &hc)
+	defer rl.close()
+	if err != nil {
+		return nil, err
+	}
 	if o.Configure != nil {
 		o.Configure(&hc)
 	}
-	h, err := handler.Start(hc)
-	if err != nil {
-		return nil, err
+	res := &Result{Depth: o.Depth}
+	var h *handler.Handler
+	startHandler := func() error {
+		var err error
+		h, err = handler.Start(hc)
+		if err != nil {
+			return err
+		}
+		res.Backend = h.Backend()
+		return nil
+	}
+	if o.StartAfter == 0 {
+		if err := startHandler(); err != nil {
+			return nil, err
+		}
 	}
 	defer shm.Remove(o.ShmName)
 	stopped := false
 	defer func() {
-		if !stopped {
+		if !stopped && h != nil {
 			h.Stop()
 		}
 	}()
-	res := &Result{Backend: h.Backend(), Depth: o.Depth}
 
 	pkts := o.Day.Packets
 	if len(o.Drop) > 0 {
@@ -243,7 +265,30 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		Seed: 7,
 	}
 	start := time.Now()
-	res.Sender, err = send(ctx, lab, dir, pkts, scfg)
+	if o.StartAfter > 0 {
+		type sent struct {
+			st  exchange.Stats
+			err error
+		}
+		done := make(chan sent, 1)
+		go func() {
+			st, err := send(ctx, lab, dir, pkts, scfg)
+			done <- sent{st, err}
+		}()
+		select {
+		case <-time.After(o.StartAfter):
+		case r := <-done:
+			return res, fmt.Errorf("demo: the sender finished (%v) before the handler started", r.err)
+		}
+		if err := startHandler(); err != nil {
+			<-done
+			return res, err
+		}
+		r := <-done
+		res.Sender, err = r.st, r.err
+	} else {
+		res.Sender, err = send(ctx, lab, dir, pkts, scfg)
+	}
 	res.SendTime = time.Since(start)
 	if err != nil {
 		res.Stats = h.Stats()
@@ -255,13 +300,14 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	deadline := time.Now().Add(o.Timeout)
 	for {
 		st := h.Stats()
-		if st.Ended && st.Applied() == st.Routed && st.Routed > 0 {
+		if st.Ended && st.Applied() == st.Routed && st.Routed > 0 &&
+			st.Recovery.State != handler.StateRerequesting && st.Recovery.State != handler.StateSnapshot {
 			break
 		}
 		if time.Now().After(deadline) {
 			res.Stats = st
-			return res, fmt.Errorf("demo: handler did not finish in %v: delivered %d of %d messages, next seq %d, ended %v",
-				o.Timeout, st.Arbiter.Delivered, o.Day.Messages, st.NextSeq, st.Ended)
+			return res, fmt.Errorf("demo: handler did not finish in %v: delivered %d of %d messages, next seq %d, ended %v, recovery %s (%s)",
+				o.Timeout, st.Arbiter.Delivered, o.Day.Messages, st.NextSeq, st.Ended, st.Recovery.State, st.Recovery)
 		}
 		select {
 		case <-ctx.Done():
