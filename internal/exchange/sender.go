@@ -2,12 +2,14 @@ package exchange
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"iter"
 	"math/rand/v2"
 	"net"
 	"net/netip"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -61,6 +63,28 @@ type Stats struct {
 type Sender struct {
 	cfg   Config
 	lines []lineState
+	sent  atomic.Uint64 // highest MoldUDP64 sequence number offered to the lines
+}
+
+// Sent returns the highest MoldUDP64 sequence number of a message the
+// sender has offered to its lines so far (0 before any), read from the
+// packets' headers. Safe to call from any goroutine while Send runs; a
+// snapshot server uses it as its position.
+func (s *Sender) Sent() uint64 { return s.sent.Load() }
+
+// notePosition records the last sequence number of MoldUDP64 packet p.
+func (s *Sender) notePosition(p []byte) {
+	if len(p) < 20 {
+		return
+	}
+	seq := binary.BigEndian.Uint64(p[10:18])
+	n := binary.BigEndian.Uint16(p[18:20])
+	if n == 0 || n == 0xFFFF || seq == 0 {
+		return // heartbeat or end of session
+	}
+	if last := seq + uint64(n) - 1; last > s.sent.Load() {
+		s.sent.Store(last)
+	}
 }
 
 type lineState struct {
@@ -217,6 +241,7 @@ func (s *Sender) Send(ctx context.Context, pkts iter.Seq[[]byte]) (Stats, error)
 		for i := range s.lines {
 			s.lines[i].offer(p)
 		}
+		s.notePosition(p)
 	}
 	for i := range s.lines {
 		s.lines[i].flush()

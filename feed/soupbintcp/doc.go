@@ -1,0 +1,68 @@
+// Package soupbintcp implements Nasdaq SoupBinTCP 4.0: the framing of its
+// logical packets, the packets themselves, a client and the server side of
+// a connection (for the project's lab servers).
+//
+// # Framing
+//
+// Every logical packet is a 2-byte big-endian Packet Length, which counts
+// the 1-byte Packet Type and the payload but not itself, then the type, then
+// the payload. TCP may split or merge packets arbitrarily; Reader reassembles
+// them. A length of 0 (no type byte), a length above the reader's limit, a
+// stream that ends inside a packet, a type not allowed in the direction read
+// and a fixed-size packet of the wrong length are errors (ErrEmpty,
+// ErrOversized, ErrTruncated, ErrUnknownType, ErrBadLength, all wrapping
+// ErrMalformed) counted in Stats; nothing in this package panics on any
+// input.
+//
+// # Packets (byte for byte from the SoupBinTCP 4.0 specification)
+//
+// Server to client:
+//
+//	'+' Debug              text (free form)
+//	'A' Login Accepted     Session 10 alpha (left-justified, space padded)
+//	                       Sequence Number 20 numeric (ASCII digits, right-justified, left-padded with spaces):
+//	                       the sequence number of the next Sequenced Data packet to be sent
+//	'J' Login Rejected     Reject Reason Code 1 alpha: 'A' not authorized, 'S' session not available
+//	'S' Sequenced Data     one higher-level message; its sequence number is implicit (counted from the login's)
+//	'U' Unsequenced Data   one higher-level message
+//	'H' Server Heartbeat   no payload
+//	'Z' End of Session     no payload
+//
+// Client to server:
+//
+//	'L' Login Request      Username 6 alpha, Password 10 alpha, Requested Session 10 alpha
+//	                       (all spaces: the currently active session), Requested Sequence Number
+//	                       20 numeric (0: start with the next message generated)
+//	'U' Unsequenced Data   one higher-level message
+//	'R' Client Heartbeat   no payload
+//	'O' Logout Request     no payload
+//
+// Alpha fields are ASCII, left-justified and padded on the right with
+// spaces; numeric fields are ASCII digits right-justified and padded on the
+// left with spaces. Parsers accept leading and trailing spaces (and, for
+// alpha fields, nothing else is trimmed).
+//
+// # Heartbeats
+//
+// Each side sends a heartbeat ('H' from the server, 'R' from the client)
+// when it has sent nothing for HeartbeatInterval (the specification: 1
+// second), and treats a peer it has heard nothing from for PeerTimeout (the
+// specification suggests 15 seconds) as dead. Both are configurable.
+//
+// # Client
+//
+//	c, err := soupbintcp.Dial(ctx, soupbintcp.ClientConfig{Addr: a, Username: u, Password: p, Sequence: 1})
+//	defer c.Close()
+//	for {
+//		typ, payload, err := c.Next() // 'S', 'U' or 'H'; debug packets are consumed
+//		...
+//	}
+//	c.Logout()
+//
+// A Login Rejected answer is ErrLoginRejected wrapped in a *RejectError
+// that carries the reason; End of Session is ErrEndOfSession; silence for
+// PeerTimeout is ErrPeerTimeout. Close (or cancelling the context given to
+// Dial, when WatchContext is used) unblocks a pending Next promptly.
+//
+// The password is never logged or put in an error.
+package soupbintcp
