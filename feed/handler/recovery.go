@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/marketfeed/feedhandler/feed/glimpse"
 	"github.com/marketfeed/feedhandler/feed/moldudp64"
 	"github.com/marketfeed/feedhandler/feed/rerequest"
 	"github.com/marketfeed/feedhandler/internal/latency"
@@ -18,6 +19,25 @@ const (
 	LateJoinRerequest = "rerequest" // re-request everything from the session's first message
 	LateJoinOff       = "off"       // declare it a gap (books flagged until a snapshot repairs them)
 )
+
+// DefaultMaxRerequestGap is RecoveryConfig.MaxRerequestGap's default.
+const DefaultMaxRerequestGap = 50_000
+
+// GlimpseSnapshot returns a SnapshotFunc fetching GLIMPSE 5.0 snapshots
+// over SoupBinTCP with cfg (its Session, when empty, is the feed's).
+func GlimpseSnapshot(cfg glimpse.Config) SnapshotFunc {
+	return func(ctx context.Context, session moldudp64.Session, fn func(msg []byte) error) (uint64, error) {
+		c := cfg
+		if c.Session == "" {
+			c.Session = session.String()
+		}
+		res, err := glimpse.Fetch(ctx, c, fn)
+		if err != nil {
+			return 0, fmt.Errorf("snapshot from %s: %w", c.Addr, err)
+		}
+		return res.NextSeq, nil
+	}
+}
 
 // Recovery states (RecoveryStats.State).
 const (
@@ -37,8 +57,8 @@ type SnapshotFunc func(ctx context.Context, session moldudp64.Session, fn func(m
 // nothing: every gap is declared and the books flagged, as before.
 type RecoveryConfig struct {
 	Rerequest rerequest.Config // no Servers: no re-request
-	// MaxRerequestGap: larger gaps go to the snapshot (default 1<<20
-	// messages; when no snapshot is configured every gap is re-requested).
+	// MaxRerequestGap: larger gaps go to the snapshot (default
+	// DefaultMaxRerequestGap; with no snapshot every gap is re-requested).
 	MaxRerequestGap uint64
 	Snapshot        SnapshotFunc // nil: no snapshot recovery
 	LateJoin        string       // LateJoinSnapshot (default), LateJoinRerequest, LateJoinOff
@@ -111,7 +131,7 @@ type snapResult struct {
 
 func newRecovery(h *Handler, cfg RecoveryConfig) (*recovery, error) {
 	if cfg.MaxRerequestGap == 0 {
-		cfg.MaxRerequestGap = 1 << 20
+		cfg.MaxRerequestGap = DefaultMaxRerequestGap
 	}
 	if cfg.LateJoin == "" {
 		cfg.LateJoin = LateJoinSnapshot
@@ -148,14 +168,24 @@ func (r *recovery) missing(rg moldudp64.Range, now int64) bool {
 	if r.fetching {
 		return false // the snapshot will cover it (or leave it open)
 	}
-	lateJoin := rg.First == 1 && r.h.arb.Stats.Delivered == 0
-	if lateJoin && r.cfg.LateJoin == LateJoinOff {
-		return false
-	}
 	if r.client == nil || now < r.restUntil {
 		return false
 	}
-	if r.cfg.Snapshot != nil && rg.Count > r.cfg.MaxRerequestGap && !(lateJoin && r.cfg.LateJoin == LateJoinRerequest) {
+	if rg.First == 1 && r.h.arb.Stats.Delivered == 0 && rg.Count > uint64(r.client.MaxRequestMessages()) {
+		// A late join (a start gap one request cannot fill).
+		switch r.cfg.LateJoin {
+		case LateJoinOff:
+			return false
+		case LateJoinSnapshot:
+			if r.cfg.Snapshot != nil {
+				return false
+			}
+		case LateJoinRerequest:
+			r.client.Want(r.h.arb.Session(), rg, now)
+			return true
+		}
+	}
+	if r.cfg.Snapshot != nil && rg.Count > r.cfg.MaxRerequestGap {
 		return false
 	}
 	r.client.Want(r.h.arb.Session(), rg, now)
@@ -164,15 +194,29 @@ func (r *recovery) missing(rg moldudp64.Range, now int64) bool {
 
 // gap is told of every range declared missing (the books are flagged).
 func (r *recovery) gap(rg moldudp64.Range) {
-	if len(r.open) < maxOpenRanges {
-		r.open = append(r.open, rg)
-	} else {
-		last := &r.open[len(r.open)-1]
-		last.Count = rg.End() - last.First
-	}
+	r.addOpen(rg)
 	if r.cfg.Snapshot != nil {
 		r.wantSnap = true
 	}
+}
+
+// addOpen records rg as open, merged with the open ranges it overlaps or
+// touches (a range declared again after a snapshot is counted once).
+func (r *recovery) addOpen(rg moldudp64.Range) {
+	for i := range r.open {
+		o := &r.open[i]
+		if rg.First <= o.End() && o.First <= rg.End() {
+			first, end := min(o.First, rg.First), max(o.End(), rg.End())
+			*o = moldudp64.Range{First: first, Count: end - first}
+			return
+		}
+	}
+	if len(r.open) < maxOpenRanges {
+		r.open = append(r.open, rg)
+		return
+	}
+	last := &r.open[len(r.open)-1]
+	last.Count = max(last.End(), rg.End()) - last.First
 }
 
 // poll drives the state machine; it is called from the receive loop after

@@ -153,6 +153,9 @@ func (c *Client) Close() error {
 	return errors.Join(errs...)
 }
 
+// MaxRequestMessages returns the most messages asked at once.
+func (c *Client) MaxRequestMessages() int { return c.cfg.MaxRequestMessages }
+
 // Active reports whether a range is being filled.
 func (c *Client) Active() bool { return c.active }
 

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
@@ -114,9 +115,9 @@ type Options struct {
 	// Recovery, if set, runs the lab's recovery servers and points the
 	// handler at them.
 	Recovery *Recovery
-	// StartAfter starts the handler this long after the sender began (a
-	// late join); 0 starts it first.
-	StartAfter time.Duration
+	// StartAtSeq starts the handler once the sender has sent this
+	// sequence number (a late join); 0 starts it first.
+	StartAtSeq uint64
 }
 
 // Result is what a run saw.
@@ -209,7 +210,13 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 			return r, err
 		},
 	}
-	rl, err := startRecovery(lab, &o, &hc)
+	dir, err := os.MkdirTemp("", "fhdemo")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	progress := filepath.Join(dir, "progress")
+	rl, err := startRecovery(lab, &o, &hc, progress)
 	defer rl.close()
 	if err != nil {
 		return nil, err
@@ -228,7 +235,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		res.Backend = h.Backend()
 		return nil
 	}
-	if o.StartAfter == 0 {
+	if o.StartAtSeq == 0 {
 		if err := startHandler(); err != nil {
 			return nil, err
 		}
@@ -250,11 +257,6 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 			}
 		}
 	}
-	dir, err := os.MkdirTemp("", "fhdemo")
-	if err != nil {
-		return nil, err
-	}
-	defer os.RemoveAll(dir)
 	scfg := exchange.Config{
 		Interface: lab.SrcIf,
 		Lines: []exchange.Line{
@@ -265,20 +267,26 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		Seed: 7,
 	}
 	start := time.Now()
-	if o.StartAfter > 0 {
+	if o.StartAtSeq > 0 {
 		type sent struct {
 			st  exchange.Stats
 			err error
 		}
 		done := make(chan sent, 1)
 		go func() {
-			st, err := send(ctx, lab, dir, pkts, scfg)
+			st, err := send(ctx, lab, dir, pkts, scfg, progress)
 			done <- sent{st, err}
 		}()
-		select {
-		case <-time.After(o.StartAfter):
-		case r := <-done:
-			return res, fmt.Errorf("demo: the sender finished (%v) before the handler started", r.err)
+	wait:
+		for readProgress(progress) < o.StartAtSeq {
+			select {
+			case <-time.After(time.Millisecond):
+			case r := <-done:
+				return res, fmt.Errorf("demo: the sender finished (%v) before the handler started", r.err)
+			case <-ctx.Done():
+				<-done
+				break wait
+			}
 		}
 		if err := startHandler(); err != nil {
 			<-done
@@ -287,7 +295,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		r := <-done
 		res.Sender, err = r.st, r.err
 	} else {
-		res.Sender, err = send(ctx, lab, dir, pkts, scfg)
+		res.Sender, err = send(ctx, lab, dir, pkts, scfg, progress)
 	}
 	res.SendTime = time.Since(start)
 	if err != nil {

@@ -1,11 +1,16 @@
 package demo
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"net/netip"
+	"sort"
 	"time"
 
+	"github.com/marketfeed/feedhandler/feed/glimpse"
 	"github.com/marketfeed/feedhandler/feed/handler"
+	"github.com/marketfeed/feedhandler/feed/moldudp64"
 	"github.com/marketfeed/feedhandler/feed/rerequest"
 	"github.com/marketfeed/feedhandler/internal/exchange"
 	"github.com/marketfeed/feedhandler/internal/netlab"
@@ -29,23 +34,65 @@ type Recovery struct {
 	Retries int
 	// MaxRequestMessages of the handler's client (0: default).
 	MaxRequestMessages int
+	// Snapshot runs a GLIMPSE snapshot server serving the books at the
+	// position the sender has reached.
+	Snapshot bool
+	// MaxRerequestGap and LateJoin of the handler (0, "": defaults).
+	MaxRerequestGap uint64
+	LateJoin        string
 }
+
+// SnapshotPort is the lab snapshot server's TCP port.
+const SnapshotPort = 26401
+
+// Lab snapshot server account.
+const (
+	snapUser = "demo"
+	snapPass = "lab-only"
+)
 
 // recoveryLab is what startRecovery started.
 type recoveryLab struct {
-	rr *exchange.RerequestServer
+	rr       *exchange.RerequestServer
+	snap     *exchange.SnapshotServer
+	served   chan error
+	progress string   // the sender's progress file
+	ends     []uint64 // by packet: its last sequence number
+	drop     map[int]bool
 }
 
 func (l *recoveryLab) close() {
 	if l.rr != nil {
 		l.rr.Close()
 	}
+	if l.snap != nil {
+		l.snap.Close()
+		<-l.served
+	}
+}
+
+// position returns the sequence number the exchange has reached: what the
+// sender sent, plus the packets right after it that the lab dropped on
+// both lines (the exchange sent them; the network lost them).
+func (l *recoveryLab) position() uint64 {
+	pos := readProgress(l.progress)
+	i := sort.Search(len(l.ends), func(i int) bool { return l.ends[i] > pos })
+	for ; i < len(l.ends) && l.drop[i]; i++ {
+		pos = l.ends[i]
+	}
+	return pos
 }
 
 // startRecovery starts the servers o.Recovery asks for and fills in the
 // handler's recovery config.
-func startRecovery(lab *netlab.Lab, o *Options, hc *handler.Config) (*recoveryLab, error) {
-	rl := &recoveryLab{}
+func startRecovery(lab *netlab.Lab, o *Options, hc *handler.Config, progress string) (*recoveryLab, error) {
+	rl := &recoveryLab{progress: progress, drop: o.Drop}
+	for _, b := range o.Day.Packets {
+		p, _ := moldudp64.Parse(b)
+		if p.Messages() > 0 {
+			rl.ends = append(rl.ends, p.Next()-1)
+		}
+	}
 	ro := o.Recovery
 	if ro == nil {
 		return rl, nil
@@ -77,6 +124,40 @@ func startRecovery(lab *netlab.Lab, o *Options, hc *handler.Config) (*recoveryLa
 			MaxRequestMessages: ro.MaxRequestMessages,
 		}
 	}
+	if ro.Snapshot {
+		err := lab.Do(lab.Src, func() error {
+			var err error
+			rl.snap, err = exchange.NewSnapshotServer(exchange.SnapshotConfig{
+				Listen:   netip.AddrPortFrom(lab.SrcIP, SnapshotPort).String(),
+				Username: snapUser, Password: snapPass,
+				Session:  o.Day.Session.String(),
+				Messages: func(seq uint64) ([]byte, bool) { return hist.Message(nil, seq) },
+				Position: rl.position,
+			})
+			return err
+		})
+		if err != nil {
+			return rl, fmt.Errorf("demo: snapshot server: %w", err)
+		}
+		rl.served = make(chan error, 1)
+		go func() { rl.served <- rl.snap.Serve() }()
+		fetch := handler.GlimpseSnapshot(glimpse.Config{
+			Addr: rl.snap.Addr().String(), Username: snapUser, Password: snapPass,
+			ConnectTimeout: 2 * time.Second, IdleTimeout: 2 * time.Second,
+		})
+		// The TCP connection must be made from the handler's side of the
+		// lab: the address exists nowhere else.
+		hc.Recovery.Snapshot = func(ctx context.Context, s moldudp64.Session, fn func([]byte) error) (next uint64, err error) {
+			derr := lab.Do(lab.Dst, func() error {
+				next, err = fetch(ctx, s, fn)
+				return nil
+			})
+			return next, errors.Join(derr, err)
+		}
+		hc.Recovery.SnapshotRetry = 200 * time.Millisecond
+	}
+	hc.Recovery.MaxRerequestGap = ro.MaxRerequestGap
+	hc.Recovery.LateJoin = ro.LateJoin
 	return rl, nil
 }
 

@@ -3,6 +3,7 @@ package demo
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/marketfeed/feedhandler/feed/moldudp64"
 )
@@ -41,6 +42,30 @@ func dropRanges(d *Day, drop map[int]bool) []moldudp64.Range {
 		rs = append(rs, p.Range())
 	}
 	return rs
+}
+
+// checkBooks: every published book equals the full day's, none is stale,
+// and applying caused no inconsistency.
+func checkBooks(t *testing.T, res *Result) {
+	t.Helper()
+	if res.Instruments == 0 {
+		t.Fatal("no instrument published")
+	}
+	for i, m := range res.Mismatches {
+		if i == 10 {
+			t.Errorf("... %d mismatches in all", len(res.Mismatches))
+			break
+		}
+		t.Errorf("book mismatch: %s", m)
+	}
+	if res.Stale != 0 {
+		t.Errorf("%d of %d instruments flagged possibly stale after recovery", res.Stale, res.Instruments)
+	}
+	for _, s := range res.Stats.Shards {
+		if n := s.Book.Inconsistencies(); n != 0 {
+			t.Errorf("%d inconsistencies applying", n)
+		}
+	}
 }
 
 func checkRecovered(t *testing.T, res *Result, gaps int) {
@@ -110,5 +135,45 @@ func TestRecoveryCappedAnswers(t *testing.T) {
 	checkRecovered(t, res, len(want))
 	if rs := res.Stats.Recovery.Rerequest; rs.Requests < total/10 {
 		t.Errorf("%d requests for %d missing messages at 10 per answer, want at least %d", rs.Requests, total, total/10)
+	}
+}
+
+// TestRecoveryServerDown: the re-request server never answers; the gaps are
+// repaired by snapshot and the books equal the full day's.
+func TestRecoveryServerDown(t *testing.T) {
+	needLab(t)
+	drop, _ := dropOnBoth(testDay(t))
+	res := run(t, Options{Backend: "socket", Drop: drop,
+		Recovery: &Recovery{Rerequest: true, Refuse: true, Snapshot: true, Timeout: 5 * time.Millisecond, Retries: 1}})
+	checkBooks(t, res)
+	rs := res.Stats.Recovery
+	t.Logf("recovery: %s; snapshots %d (%d messages), re-request %+v", rs, rs.Snapshots, rs.SnapshotMessages, rs.Rerequest)
+	if rs.Snapshots == 0 || rs.RecoveredBySnapshot == 0 {
+		t.Errorf("%d snapshots, %d gaps recovered by snapshot", rs.Snapshots, rs.RecoveredBySnapshot)
+	}
+	if rs.Rerequest.Failures == 0 {
+		t.Error("no re-request failure counted with the server refusing")
+	}
+	if rs.Open != 0 {
+		t.Errorf("%d gaps still open: %v", rs.Open, rs.OpenRanges)
+	}
+}
+
+// TestRecoveryLateJoin starts the handler after about 40% of the day was
+// sent: it loads a snapshot and its books equal the full day's.
+func TestRecoveryLateJoin(t *testing.T) {
+	needLab(t)
+	d := testDay(t)
+	// A slower day: the handler's start (books, shared memory) must
+	// not outlast the rest of it.
+	res := run(t, Options{Backend: "socket", Rate: 10000, StartAtSeq: d.Messages * 4 / 10, Recovery: &Recovery{Rerequest: true, Snapshot: true}})
+	checkBooks(t, res)
+	rs := res.Stats.Recovery
+	t.Logf("recovery: %s; snapshots %d (%d messages, next seq %d)", rs, rs.Snapshots, rs.SnapshotMessages, rs.LastSnapshotNext)
+	if rs.Snapshots == 0 {
+		t.Error("no snapshot loaded on a late join")
+	}
+	if rs.LastSnapshotNext < d.Messages/10 {
+		t.Errorf("snapshot at sequence number %d: not a late join", rs.LastSnapshotNext)
 	}
 }
