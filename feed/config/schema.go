@@ -29,6 +29,13 @@ func defaults() *Config {
 		Cores:         Cores{Receive: Unpinned, Shards: []int{Unpinned}},
 		Book:          Book{Depth: DefaultDepth, MaxOrders: DefaultMaxOrders, MaxLocates: DefaultMaxLocates},
 		Arbitration:   Arbitration{Grace: DefaultGrace, Hold: DefaultHold, LineTimeout: DefaultLineTimeout, MaxPending: DefaultMaxPending},
+		Recovery: Recovery{
+			Rerequest: Rerequest{Timeout: DefaultRerequestTimeout, Retries: DefaultRerequestRetries,
+				MaxRequestMessages: DefaultMaxRequestMessages, RequestsPerSecond: DefaultRequestsPerSecond,
+				MaxRerequestGap: DefaultMaxRerequestGap},
+			LateJoin: LateJoinSnapshot,
+			Spill:    DefaultSpill,
+		},
 		StatsInterval: DefaultStatsInterval,
 		Log:           Log{Level: DefaultLogLevel, Format: DefaultLogFormat},
 	}
@@ -76,9 +83,7 @@ func (d *decoder) decode(data []byte) *Config {
 		{"shm", func(f field) {
 			d.mapping(f, []entry{{"name", func(f field) { c.SHM.Name, _ = d.name(f, 200) }}})
 		}},
-		{"recovery", func(f field) {
-			d.mapping(f, []entry{{"server", func(f field) { c.Recovery.Server, _ = d.hostPort(f, true) }}})
-		}},
+		{"recovery", func(f field) { d.recovery(f, c) }},
 		{"metrics", func(f field) {
 			d.mapping(f, []entry{{"listen", func(f field) { c.Metrics.Listen, _ = d.hostPort(f, false) }}})
 		}},
