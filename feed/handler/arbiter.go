@@ -44,6 +44,10 @@ type ArbiterConfig struct {
 	// means the feed really moved on.
 	MaxJump        uint64
 	SuspectConfirm int // default 3
+	// SessionConfirm: with no Session configured, a session is followed
+	// once this many of its packets in a row carried a consistent
+	// sequence (default 4); see session.go.
+	SessionConfirm int
 	// Spill bounds the packets held while a recovery source fills a gap
 	// (see SetMissing; default and minimum MaxPending). When it is full
 	// the recovery is abandoned and the gap declared.
@@ -100,6 +104,8 @@ type ArbiterStats struct {
 	RecoveredLate    uint64 // recovered packets whose messages were delivered already
 	LastGap          moldudp64.Range
 	SessionChosen    bool
+	SessionChanges   uint64 // a confirmed session replaced a silent locked one
+	Unconfirmed      uint64 // packets seen before any session was confirmed (stashed or dropped)
 }
 
 // Arbiter merges the copies of one MoldUDP64 session arriving on redundant
@@ -128,8 +134,12 @@ type Arbiter struct {
 	lastRx  [MaxLines]int64  // per line: rx time of its last packet
 	startRx int64            // rx time of the session's first packet
 	suspect int              // consecutive packets that jumped more than MaxJump
+	// where the last suspect packet ended
+	suspectNext uint64
 
 	onMissing  MissingFunc
+	onSession  SessionFunc
+	sess       sessions
 	frozen     bool // delivery stopped: everything is held (snapshot recovery)
 	recovering bool
 	recoverEnd uint64 // end of the range being recovered
@@ -165,9 +175,15 @@ func NewArbiter(cfg ArbiterConfig, deliver Deliver, onGap GapFunc) *Arbiter {
 	if cfg.SuspectConfirm <= 0 {
 		cfg.SuspectConfirm = 3
 	}
+	if cfg.SessionConfirm <= 0 {
+		cfg.SessionConfirm = defaultSessionConfirm
+	}
 	cfg.Spill = max(cfg.Spill, cfg.MaxPending)
 	a := &Arbiter{cfg: cfg, deliver: deliver, onGap: onGap}
 	a.pend.init(cfg.Spill, cfg.SlotSize)
+	if cfg.Session == (moldudp64.Session{}) {
+		a.sess.init(cfg.SessionConfirm, cfg.SlotSize)
+	}
 	if cfg.Session != (moldudp64.Session{}) {
 		a.session = cfg.Session
 	}
@@ -278,21 +294,35 @@ func (a *Arbiter) Offer(line int, data []byte, rxTime int64) {
 		ls.ParseErrors.Count(err)
 		return
 	}
-	if !a.started {
-		if a.session != (moldudp64.Session{}) && p.Session != a.session {
-			ls.WrongSession++
+	if p.Session != a.session || !a.started {
+		if a.cfg.Session != (moldudp64.Session{}) {
+			if p.Session != a.cfg.Session {
+				ls.WrongSession++
+				return
+			}
+			a.session, a.started, a.next, a.startRx = p.Session, true, 1, rxTime
+			a.Stats.SessionChosen = true
+		} else {
+			// No configured session: a session is followed once it is
+			// confirmed (see session.go).
+			if a.started {
+				ls.WrongSession++
+			} else {
+				a.Stats.Unconfirmed++
+			}
+			if idx, ok := a.candidate(line, data, p, rxTime); ok && (!a.started || a.silent(rxTime)) {
+				a.lock(idx, rxTime)
+			}
 			return
 		}
-		a.session = p.Session
-		a.started = true
-		a.next = 1
-		a.startRx = rxTime
-		a.Stats.SessionChosen = true
-	} else if p.Session != a.session {
-		ls.WrongSession++
-		return
 	}
 	if p.Seq > a.next && p.Seq-a.next > a.cfg.MaxJump {
+		// Only jumps that agree with each other (one sequence that moved
+		// on) confirm; random sequence numbers never do.
+		if a.suspect > 0 && (p.Seq > a.suspectNext+candidateWindow || p.Next()+candidateWindow < a.suspectNext) {
+			a.suspect = 0
+		}
+		a.suspectNext = p.Next()
 		if a.suspect++; a.suspect < a.cfg.SuspectConfirm {
 			ls.Suspect++
 			return

@@ -94,14 +94,15 @@ type Handler struct {
 	wg       sync.WaitGroup // shard threads
 	hk       sync.WaitGroup // housekeeping
 
-	mu        sync.Mutex
-	arbCopy   ArbiterStats
-	rxCopy    rx.Stats
-	cntCopy   [5]uint64
-	endedCopy bool
-	recCopy   RecoveryStats
-	delivered atomic.Uint64 // messages the arbiter delivered (routed to shards)
-	gapLog    chan moldudp64.Range
+	mu         sync.Mutex
+	arbCopy    ArbiterStats
+	rxCopy     rx.Stats
+	cntCopy    [5]uint64
+	endedCopy  bool
+	recCopy    RecoveryStats
+	delivered  atomic.Uint64 // messages the arbiter delivered (routed to shards)
+	gapLog     chan moldudp64.Range
+	sessionLog chan [2]moldudp64.Session
 }
 
 // Start opens the receiver and the shared-memory file and starts the
@@ -149,7 +150,7 @@ func Start(cfg Config) (*Handler, error) {
 		cfg: cfg, log: cfg.Log,
 		shardOf: make([]uint8, 1<<16), subscribed: make([]bool, 1<<16),
 		done: make(chan struct{}), rxDone: make(chan struct{}),
-		gapLog: make(chan moldudp64.Range, 64),
+		gapLog: make(chan moldudp64.Range, 64), sessionLog: make(chan [2]moldudp64.Session, 4),
 	}
 	if len(cfg.Symbols) > 0 {
 		h.filter = make(map[itch.Symbol]bool, len(cfg.Symbols))
@@ -180,6 +181,7 @@ func Start(cfg Config) (*Handler, error) {
 		h.shardOf[loc] = uint8(loc % len(h.shards))
 	}
 	h.arb = NewArbiter(cfg.Arbiter, h.route, h.gap)
+	h.arb.SetSessionFunc(h.sessionChanged)
 	rec, err := newRecovery(h, cfg.Recovery)
 	if err != nil {
 		w.Close()
@@ -350,6 +352,32 @@ func (h *Handler) rebuild(msgs []byte, next uint64) {
 	}
 }
 
+// sessionChanged is the arbiter's SessionFunc: the first lock is logged; a
+// change (a confirmed session replacing a silent one) empties the books,
+// flagged, and has them rebuilt: by snapshot when one is configured, else
+// by re-requesting the new session from its start.
+func (h *Handler) sessionChanged(old, new moldudp64.Session) {
+	select {
+	case h.sessionLog <- [2]moldudp64.Session{old, new}:
+	default: // the logger is behind; the counters still have it
+	}
+	if old == (moldudp64.Session{}) {
+		return
+	}
+	h.rebuild(nil, 1)
+	if h.rec != nil {
+		h.rec.sessionChanged()
+	} else {
+		h.pushStaleAll()
+	}
+}
+
+func (h *Handler) pushStaleAll() {
+	for _, s := range h.shards {
+		h.pushMarker(s, markerStale, h.arb.Next())
+	}
+}
+
 // markWhole clears the possibly-stale flag of every book: no gap is open.
 func (h *Handler) markWhole() {
 	for _, s := range h.shards {
@@ -414,6 +442,13 @@ func (h *Handler) housekeeping() {
 		case r := <-h.gapLog:
 			h.log.Warn().Uint64("first", r.First).Uint64("count", r.Count).Uint64("last", r.End()-1).
 				Msg("gap: sequence range missing on every line; books flagged possibly stale")
+		case sc := <-h.sessionLog:
+			if sc[0] == (moldudp64.Session{}) {
+				h.log.Info().Str("session", sc[1].String()).Msg("session confirmed: following it")
+			} else {
+				h.log.Warn().Str("old", sc[0].String()).Str("new", sc[1].String()).
+					Msg("session change: the followed session went silent and another is consistent; books rebuilt")
+			}
 		case <-hb.C:
 			h.w.Heartbeat()
 		}

@@ -119,6 +119,10 @@ type recovery struct {
 	snapRes  chan snapResult
 	cancel   context.CancelFunc
 	snapGaps uint64 // open gaps when the fetch began
+
+	// pendingWhole: the books were emptied (session change) and must be
+	// flagged until the new session is whole.
+	pendingWhole bool
 }
 
 type snapResult struct {
@@ -219,6 +223,24 @@ func (r *recovery) addOpen(rg moldudp64.Range) {
 	last.Count = max(last.End(), rg.End()) - last.First
 }
 
+// sessionChanged: the books were emptied for a new session; they stay
+// flagged until it is whole (snapshot, or re-request from its start).
+func (r *recovery) sessionChanged() {
+	r.open = r.open[:0]
+	if r.client != nil {
+		r.client.Cancel()
+	}
+	r.restUntil = 0
+	r.pendingWhole = true
+	for _, s := range r.h.shards {
+		r.h.pushMarker(s, markerStale, 1)
+	}
+	if r.cfg.Snapshot != nil {
+		r.wantSnap = true
+		r.snapAt = 0
+	}
+}
+
 // poll drives the state machine; it is called from the receive loop after
 // every batch and idle poll. With no recovery in progress it does nothing.
 func (r *recovery) poll(now int64) {
@@ -243,6 +265,12 @@ func (r *recovery) poll(now int64) {
 		}
 	}
 	r.stats.RecoveredByRerequest = a.Stats.RecoveriesFilled
+	if r.pendingWhole && !r.fetching && !r.wantSnap && len(r.open) == 0 && a.Next() > 1 {
+		if _, busy := a.Recovering(); !busy {
+			r.pendingWhole = false
+			r.h.markWhole()
+		}
+	}
 	if r.fetching {
 		select {
 		case res := <-r.snapRes:
@@ -346,6 +374,7 @@ func (r *recovery) loadSnapshot(res snapResult, now int64) {
 		r.wantSnap = true
 		r.snapAt = now + int64(r.cfg.SnapshotRetry)
 	} else {
+		r.pendingWhole = false
 		r.h.markWhole()
 	}
 }

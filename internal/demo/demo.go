@@ -17,6 +17,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -118,6 +119,9 @@ type Options struct {
 	// StartAtSeq starts the handler once the sender has sent this
 	// sequence number (a late join); 0 starts it first.
 	StartAtSeq uint64
+	// Hostile, if set, sends datagrams of a foreign session to the groups
+	// before and during the feed.
+	Hostile *Hostile
 }
 
 // Result is what a run saw.
@@ -132,6 +136,7 @@ type Result struct {
 	Stale       int      // instruments published with the PossiblyStale flag
 	Top         []TopOfBook
 	Gaps        []moldudp64.Range
+	HostileSent *atomic.Uint64 // datagrams the hostile sender wrote
 	// XDPAfterStop is what `ip link show` said of the receiving interface
 	// after the handler stopped, when it still mentions an XDP program.
 	XDPAfterStop string
@@ -265,6 +270,14 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		},
 		Rate: o.Rate,
 		Seed: 7,
+	}
+	if o.Hostile != nil {
+		hs, err := startHostile(lab, &o)
+		if err != nil {
+			return res, err
+		}
+		defer hs.close()
+		res.HostileSent = &hs.Sent
 	}
 	start := time.Now()
 	if o.StartAtSeq > 0 {

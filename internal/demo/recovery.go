@@ -4,8 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
+	"net"
 	"net/netip"
 	"sort"
+	"sync/atomic"
 	"time"
 
 	"github.com/marketfeed/feedhandler/feed/glimpse"
@@ -168,4 +171,89 @@ func dayHistory(d *Day) *exchange.History {
 		h.Record(p)
 	}
 	return h
+}
+
+// Hostile sends datagrams of a foreign MoldUDP64 session to both lines'
+// groups: Before consistent packets (one message each, sequence numbers
+// from 1) before the feed starts, then, while it runs, one datagram with a
+// random sequence number every During.
+type Hostile struct {
+	Before int
+	During time.Duration
+}
+
+// HostileSession is the foreign session's name.
+const HostileSession = "STRAY"
+
+// hostileSender writes the hostile datagrams from the sender's side.
+type hostileSender struct {
+	conns []*net.UDPConn
+	stop    chan struct{}
+	done    chan struct{}
+	started bool
+	Sent    atomic.Uint64
+}
+
+func startHostile(lab *netlab.Lab, o *Options) (*hostileSender, error) {
+	hs := &hostileSender{stop: make(chan struct{}), done: make(chan struct{})}
+	err := lab.Do(lab.Src, func() error {
+		for _, g := range []netip.AddrPort{o.LineA, o.LineB} {
+			c, err := net.DialUDP("udp4", nil, net.UDPAddrFromAddrPort(g))
+			if err != nil {
+				return err
+			}
+			hs.conns = append(hs.conns, c)
+		}
+		return nil
+	})
+	if err != nil {
+		hs.close()
+		return nil, fmt.Errorf("demo: hostile sender: %w", err)
+	}
+	s := moldudp64.NewSession(HostileSession)
+	b := moldudp64.NewBuilder(s, 1, 0)
+	msg := make([]byte, 12)
+	for range o.Hostile.Before {
+		b.Add(msg)
+		p := b.Flush()
+		for _, c := range hs.conns {
+			c.Write(p)
+			hs.Sent.Add(1)
+		}
+		time.Sleep(100 * time.Microsecond)
+	}
+	hs.started = true
+	go func() {
+		defer close(hs.done)
+		if o.Hostile.During <= 0 {
+			return
+		}
+		rng := rand.New(rand.NewPCG(5, 6))
+		t := time.NewTicker(o.Hostile.During)
+		defer t.Stop()
+		for {
+			select {
+			case <-hs.stop:
+				return
+			case <-t.C:
+				p := moldudp64.AppendHeader(nil, s, 1+rng.Uint64N(1<<40), 0)
+				hs.conns[rng.IntN(len(hs.conns))].Write(p)
+				hs.Sent.Add(1)
+			}
+		}
+	}()
+	return hs, nil
+}
+
+func (hs *hostileSender) close() {
+	if hs == nil {
+		return
+	}
+	if hs.started {
+		close(hs.stop)
+		<-hs.done
+	}
+	for _, c := range hs.conns {
+		c.Close()
+	}
 }

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/marketfeed/feedhandler/feed/handler"
 	"github.com/marketfeed/feedhandler/feed/moldudp64"
 )
 
@@ -175,5 +176,32 @@ func TestRecoveryLateJoin(t *testing.T) {
 	}
 	if rs.LastSnapshotNext < d.Messages/10 {
 		t.Errorf("snapshot at sequence number %d: not a late join", rs.LastSnapshotNext)
+	}
+}
+
+// TestRecoveryHostile: with no configured session, 300 datagrams of a
+// consistent foreign session reach the groups before the feed, and random
+// ones during it. The handler follows the stray session while it is all
+// there is, changes to the real one once the stray goes silent, rebuilds,
+// and ends with the full day's books; the foreign packets are counted.
+func TestRecoveryHostile(t *testing.T) {
+	needLab(t)
+	res := run(t, Options{Backend: "socket", Rate: 10000,
+		Hostile:  &Hostile{Before: 300, During: 2 * time.Millisecond},
+		Recovery: &Recovery{Rerequest: true, Snapshot: true},
+		Configure: func(hc *handler.Config) {
+			hc.Session = moldudp64.Session{}
+			hc.Arbiter.LineTimeout = 300 * time.Millisecond
+		}})
+	checkBooks(t, res)
+	st := res.Stats.Arbiter
+	ws := st.Lines[0].WrongSession + st.Lines[1].WrongSession
+	t.Logf("hostile datagrams sent %d; wrong session A %d B %d; session changes %d; recovery %s",
+		res.HostileSent.Load(), st.Lines[0].WrongSession, st.Lines[1].WrongSession, st.SessionChanges, res.Stats.Recovery)
+	if ws == 0 {
+		t.Error("no wrong-session datagram counted")
+	}
+	if st.SessionChanges != 1 {
+		t.Errorf("%d session changes, want 1 (stray, then the real feed)", st.SessionChanges)
 	}
 }
