@@ -26,9 +26,9 @@ func defaults() *Config {
 			RecvBuffer:     DefaultRecvBuffer,
 			PollTimeout:    DefaultPollTimeout,
 		},
-		Cores:         Cores{Receive: Unpinned, Shards: []int{Unpinned}},
-		Book:          Book{Depth: DefaultDepth, MaxOrders: DefaultMaxOrders, MaxLocates: DefaultMaxLocates},
-		Arbitration:   Arbitration{Grace: DefaultGrace, Hold: DefaultHold, LineTimeout: DefaultLineTimeout, MaxPending: DefaultMaxPending},
+		Cores:       Cores{Receive: Unpinned, Shards: []int{Unpinned}},
+		Book:        Book{Depth: DefaultDepth, MaxOrders: DefaultMaxOrders, MaxLocates: DefaultMaxLocates},
+		Arbitration: Arbitration{Grace: DefaultGrace, Hold: DefaultHold, LineTimeout: DefaultLineTimeout, MaxPending: DefaultMaxPending},
 		Recovery: Recovery{
 			Rerequest: Rerequest{Timeout: DefaultRerequestTimeout, Retries: DefaultRerequestRetries,
 				MaxRequestMessages: DefaultMaxRequestMessages, RequestsPerSecond: DefaultRequestsPerSecond,

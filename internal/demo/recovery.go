@@ -187,7 +187,7 @@ const HostileSession = "STRAY"
 
 // hostileSender writes the hostile datagrams from the sender's side.
 type hostileSender struct {
-	conns []*net.UDPConn
+	conns   []*net.UDPConn
 	stop    chan struct{}
 	done    chan struct{}
 	started bool
