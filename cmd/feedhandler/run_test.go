@@ -128,7 +128,9 @@ log:
 		body = scrape(t, lab)
 	}
 	for _, m := range []string{`feedhandler_line_packets_total{line="A"}`, `feedhandler_line_duplicates_total{line="B"}`,
-		`feedhandler_shard_applied_total{shard="0"}`, `feedhandler_latency_seconds{quantile="0.99"}`, "feedhandler_gaps_total 0"} {
+		`feedhandler_shard_applied_total{shard="0"}`, `feedhandler_latency_seconds{quantile="0.99"}`, "feedhandler_gaps_total 0",
+		`feedhandler_line_wrong_session_total{line="A"} 0`, `feedhandler_recovery_state{state="off"} 1`,
+		"feedhandler_recovery_gaps_detected_total 0", "feedhandler_recovery_open_gaps 0", "feedhandler_session_changes_total 0"} {
 		if !strings.Contains(body, m) {
 			t.Errorf("metrics lack %s", m)
 		}
