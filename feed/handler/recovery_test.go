@@ -1,0 +1,137 @@
+package handler
+
+import (
+	"math/rand/v2"
+	"testing"
+	"time"
+
+	"github.com/marketfeed/feedhandler/feed/moldudp64"
+)
+
+// TestArbiterRecoveryRandom: packets are lost on both lines at random; a
+// recovery source answers each missing range in random pieces, late, out of
+// order and twice. Every message is delivered once, in order (the sink
+// checks), and no gap is declared.
+func TestArbiterRecoveryRandom(t *testing.T) {
+	for seed := range uint64(20) {
+		rng := rand.New(rand.NewPCG(seed, 99))
+		pkts := packets(t, testSession, 400, 6, rng)
+		a, s := newTestArbiter(t, ArbiterConfig{Session: testSession, Grace: time.Microsecond, Hold: time.Millisecond, MaxPending: 16, Spill: 1024})
+		var asked []moldudp64.Range
+		a.SetMissing(func(r moldudp64.Range, now int64) bool { asked = append(asked, r); return true })
+		// The source: every message by sequence number, re-packed on demand.
+		bySeq := map[uint64][]byte{}
+		for _, b := range pkts {
+			p, _ := moldudp64.Parse(b)
+			it := p.Iter()
+			for m, ok := it.Next(); ok; m, ok = it.Next() {
+				bySeq[it.Seq()] = m
+			}
+		}
+		answer := func(first, n uint64) {
+			b := moldudp64.NewBuilder(testSession, first, 0)
+			for q := first; q < first+n; q++ {
+				if m, ok := bySeq[q]; ok {
+					b.Add(m)
+				}
+			}
+			if raw := b.Flush(); raw != nil {
+				p, _ := moldudp64.Parse(raw)
+				a.OfferRecovered(raw, p, 0)
+			}
+		}
+		now := int64(1)
+		for i, b := range pkts {
+			now += int64(time.Millisecond)
+			if i > 0 && rng.IntN(8) == 0 {
+				continue // lost on both lines
+			}
+			a.Offer(0, b, now)
+			a.Offer(1, b, now)
+			// Answer what is being recovered, in pieces, sometimes twice
+			// and sometimes a later piece first.
+			for range 3 {
+				r, ok := a.Recovering()
+				if !ok {
+					break
+				}
+				k := 1 + rng.Uint64N(r.Count)
+				if rng.IntN(3) == 0 && r.Count > k {
+					answer(r.First+k, r.Count-k) // the tail first: held
+				}
+				answer(r.First, k)
+				if rng.IntN(2) == 0 {
+					answer(r.First, k) // late duplicate
+				}
+			}
+			a.Tick(now)
+		}
+		// The end of session names the last sequence number: a loss
+		// just before it is missing too.
+		last, _ := moldudp64.Parse(pkts[len(pkts)-1])
+		now += int64(time.Millisecond)
+		a.Offer(0, moldudp64.AppendHeader(nil, testSession, last.Next(), moldudp64.EndOfSessionCount), now)
+		for range 100 {
+			now += int64(time.Millisecond)
+			a.Tick(now)
+			if r, ok := a.Recovering(); ok {
+				answer(r.First, r.Count)
+			}
+			if a.Ended() {
+				break
+			}
+		}
+		if want := totalMessages(t, pkts); s.got != want || len(s.gaps) != 0 || len(asked) == 0 {
+			t.Fatalf("seed %d: delivered %d of %d, gaps %v, asked %d ranges", seed, s.got, want, s.gaps, len(asked))
+		}
+		if a.Stats.RecoveriesFilled != uint64(len(asked)) {
+			t.Fatalf("seed %d: %d ranges asked, %d filled", seed, len(asked), a.Stats.RecoveriesFilled)
+		}
+	}
+}
+
+// TestArbiterAbandon: a range given up is declared a gap, exactly, and what
+// was held behind it is delivered.
+func TestArbiterAbandon(t *testing.T) {
+	rng := rand.New(rand.NewPCG(31, 32))
+	pkts := packets(t, testSession, 20, 4, rng)
+	a, s := newTestArbiter(t, ArbiterConfig{Session: testSession, Lines: 1, Grace: time.Microsecond})
+	a.SetMissing(func(moldudp64.Range, int64) bool { return true })
+	a.Offer(0, pkts[0], 1)
+	for i := 2; i < len(pkts); i++ {
+		a.Offer(0, pkts[i], 2)
+	}
+	a.Tick(int64(time.Second))
+	r, ok := a.Recovering()
+	p1, _ := moldudp64.Parse(pkts[1])
+	if !ok || r != p1.Range() {
+		t.Fatalf("recovering %v %v, want %v", r, ok, p1.Range())
+	}
+	a.Abandon(int64(time.Second))
+	if len(s.gaps) != 1 || s.gaps[0] != p1.Range() {
+		t.Fatalf("gaps %v, want [%v]", s.gaps, p1.Range())
+	}
+	if want := totalMessages(t, pkts) - uint64(p1.Messages()); s.got != want || a.Stats.RecoveriesFailed != 1 {
+		t.Fatalf("delivered %d, want %d; failed %d", s.got, want, a.Stats.RecoveriesFailed)
+	}
+}
+
+// TestArbiterSpillOverflow: while recovering, the spill fills up: the
+// recovery is given up and the gap declared rather than anything lost.
+func TestArbiterSpillOverflow(t *testing.T) {
+	rng := rand.New(rand.NewPCG(33, 34))
+	pkts := packets(t, testSession, 60, 4, rng)
+	a, s := newTestArbiter(t, ArbiterConfig{Session: testSession, Lines: 1, Grace: time.Microsecond, MaxPending: 16, Spill: 32})
+	a.SetMissing(func(moldudp64.Range, int64) bool { return true })
+	a.Offer(0, pkts[0], 1)
+	for i := 2; i < len(pkts); i++ {
+		a.Offer(0, pkts[i], int64(i)*int64(time.Millisecond))
+	}
+	p1, _ := moldudp64.Parse(pkts[1])
+	if a.Stats.SpillOverflows != 1 || len(s.gaps) != 1 || s.gaps[0] != p1.Range() {
+		t.Fatalf("overflows %d, gaps %v, want [%v]", a.Stats.SpillOverflows, s.gaps, p1.Range())
+	}
+	if want := totalMessages(t, pkts) - uint64(p1.Messages()); s.got != want {
+		t.Fatalf("delivered %d, want %d", s.got, want)
+	}
+}
