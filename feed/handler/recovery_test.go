@@ -2,10 +2,16 @@ package handler
 
 import (
 	"math/rand/v2"
+	"runtime"
 	"testing"
 	"time"
 
+	"github.com/rs/zerolog"
+
+	"github.com/marketfeed/feedhandler/feed/glimpse"
+	"github.com/marketfeed/feedhandler/feed/itch"
 	"github.com/marketfeed/feedhandler/feed/moldudp64"
+	"github.com/marketfeed/feedhandler/internal/exchange"
 )
 
 // TestArbiterRecoveryRandom: packets are lost on both lines at random; a
@@ -133,5 +139,65 @@ func TestArbiterSpillOverflow(t *testing.T) {
 	}
 	if want := totalMessages(t, pkts) - uint64(p1.Messages()); s.got != want {
 		t.Fatalf("delivered %d, want %d", s.got, want)
+	}
+}
+
+// TestShutdownMidSnapshot: a snapshot server stalls in the middle of a
+// snapshot (heartbeats go on, so the fetch would wait for its idle
+// timeout); closing the recovery cancels the fetch and returns, leaving no
+// goroutine behind.
+func TestShutdownMidSnapshot(t *testing.T) {
+	var msgs [][]byte
+	for i := range 100 {
+		f := itch.SystemEventFields{Header: itch.Header{Locate: 0, Timestamp: uint64(i)}, EventCode: 'O'}
+		msgs = append(msgs, f.Append(nil))
+	}
+	srv, err := exchange.NewSnapshotServer(exchange.SnapshotConfig{
+		Listen: "127.0.0.1:0", Username: "u", Password: "p", Session: "STALL",
+		Messages: func(seq uint64) ([]byte, bool) {
+			if seq == 0 || seq > uint64(len(msgs)) {
+				return nil, false
+			}
+			return msgs[seq-1], true
+		},
+		StallAfter: 10,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve() }()
+	defer func() { srv.Close(); <-served }()
+	before := runtime.NumGoroutine()
+
+	h := &Handler{log: zerolog.Nop()}
+	h.arb = NewArbiter(ArbiterConfig{Session: moldudp64.NewSession("STALL")}, func(moldudp64.Packet, int, int64) {}, nil)
+	rec, err := newRecovery(h, RecoveryConfig{Snapshot: GlimpseSnapshot(glimpse.Config{
+		Addr: srv.Addr().String(), Username: "u", Password: "p", IdleTimeout: time.Hour})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.rec = rec
+	rec.startSnapshot(time.Now().UnixNano())
+	for i := 0; srv.Stats().Logins == 0; i++ {
+		if i == 1000 {
+			t.Fatal("the fetch never logged in")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if !h.arb.Frozen() {
+		t.Fatal("delivery not frozen during the snapshot")
+	}
+	if err := rec.close(); err != nil {
+		t.Fatal(err)
+	}
+	if rec.fetching {
+		t.Fatal("still fetching after close")
+	}
+	for i := 0; runtime.NumGoroutine() > before; i++ {
+		if i == 500 {
+			t.Fatalf("goroutines %d -> %d after close", before, runtime.NumGoroutine())
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
