@@ -141,7 +141,10 @@ log:
 		`feedhandler_shard_applied_total{feed="runtest",shard="0"}`, `feedhandler_latency_seconds_bucket{feed="runtest",le="0.001"}`,
 		`feedhandler_path_latency_seconds_count{feed="runtest"}`, `feedhandler_line_silence_seconds{feed="runtest",line="B"}`,
 		`feedhandler_shm_heartbeat_age_seconds{feed="runtest"}`,
-		`feedhandler_gaps_total{feed="runtest"} 0`, `feedhandler_books_stale{feed="runtest"} 0`, `feedhandler_gaps_unrecovered{feed="runtest"} 0`} {
+		`feedhandler_gaps_total{feed="runtest"} 0`, `feedhandler_books_stale{feed="runtest"} 0`, `feedhandler_gaps_unrecovered{feed="runtest"} 0`,
+		`feedhandler_line_wrong_session_total{feed="runtest",line="A"} 0`, `feedhandler_recovery_state{feed="runtest",state="off"} 1`,
+		`feedhandler_recovery_gaps_detected_total{feed="runtest"} 0`, `feedhandler_recovery_open_gaps{feed="runtest"} 0`,
+		`feedhandler_session_changes_total{feed="runtest"} 0`} {
 		if !strings.Contains(body, m) {
 			t.Errorf("metrics lack %s", m)
 		}

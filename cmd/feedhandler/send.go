@@ -45,6 +45,7 @@ func sendFile(args []string, out io.Writer) error {
 		inj[i].dup = fs.Float64("dup-"+name, 0, "probability to send a packet twice on line "+name)
 		inj[i].reorder = fs.Float64("reorder-"+name, 0, "probability to send a packet after its successor on line "+name)
 	}
+	rr := addRerequestFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -69,6 +70,11 @@ func sendFile(args []string, out io.Writer) error {
 		return err
 	}
 	defer src.Close()
+	recordSent, stopRerequest, err := rr.start(*session)
+	if err != nil {
+		return err
+	}
+	defer stopRerequest(out)
 	s, err := exchange.NewSender(exchange.Config{Interface: *iface, Lines: lines, Rate: *rate, Count: *count, Duration: *duration, TTL: *ttl, Seed: *seed})
 	if err != nil {
 		return err
@@ -82,7 +88,7 @@ func sendFile(args []string, out io.Writer) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
 	log.Info().Str("file", fs.Arg(0)).Int("lines", len(lines)).Float64("rate", *rate).Msg("send: start")
-	st, err := s.Send(ctx, src.Packets())
+	st, err := s.Send(ctx, recordSent(src.Packets()))
 	if err == nil {
 		err = src.Err()
 	}

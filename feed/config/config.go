@@ -35,6 +35,13 @@ const (
 	DefaultLogLevel       = "info"
 	DefaultLogFormat      = "console"
 	DefaultSHMMode        = 0o640
+
+	DefaultRerequestTimeout   = 20 * time.Millisecond
+	DefaultRerequestRetries   = 3
+	DefaultMaxRequestMessages = 2000
+	DefaultRequestsPerSecond  = 1000
+	DefaultMaxRerequestGap    = 50_000
+	DefaultSpill              = 32768
 )
 
 // Config is a parsed and validated feed file. Parse fills every default, so
@@ -134,9 +141,41 @@ type Arbitration struct {
 	MaxPending  int           // packets held back at most
 }
 
-// Recovery configures gap recovery.
+// Recovery configures gap recovery; see handler.RecoveryConfig and
+// docs/RECOVERY.md.
 type Recovery struct {
-	Server string // MoldUDP64 re-request server "host:port"; "" = none
+	Rerequest Rerequest
+	Snapshot  Snapshot
+	LateJoin  string // LateJoinSnapshot, LateJoinRerequest or LateJoinOff
+	Spill     int    // packets held while recovering (>= arbitration.max_pending)
+}
+
+// Late-join policies (recovery.late_join).
+const (
+	LateJoinSnapshot  = "snapshot"
+	LateJoinRerequest = "rerequest"
+	LateJoinOff       = "off"
+)
+
+// Rerequest configures the MoldUDP64 re-request (retransmission) client.
+type Rerequest struct {
+	Servers            []netip.AddrPort // tried in order; empty = no re-request
+	Timeout            time.Duration    // first answer awaited; doubled per retry
+	Retries            int              // resends per server before failing over
+	MaxRequestMessages int              // most messages asked at once
+	RequestsPerSecond  int              // request rate limit
+	MaxRerequestGap    int              // larger gaps go to the snapshot
+}
+
+// Snapshot configures GLIMPSE snapshot recovery over SoupBinTCP.
+type Snapshot struct {
+	Server       string // host:port; "" = no snapshot recovery
+	Username     string
+	PasswordFile string // where the password was read from (or PasswordEnv)
+	PasswordEnv  string
+	Session      string // SoupBinTCP session; "" = the current one
+	// Password is the resolved password. It is never logged.
+	Password string `json:"-"`
 }
 
 // Metrics configures the Prometheus endpoint.

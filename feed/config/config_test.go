@@ -1,6 +1,7 @@
 package config
 
 import (
+	"bytes"
 	"errors"
 	"net/netip"
 	"os"
@@ -179,8 +180,22 @@ func TestBadConfigs(t *testing.T) {
 			`t.yaml:30: symbols[1]: "ABCDEFGHI" is not a symbol (1 to 8 characters)`},
 		{"bad metrics address", base + "metrics:\n  listen: localhost\n",
 			`t.yaml:29: metrics.listen: "localhost" is not host:port`},
-		{"recovery without host", base + "recovery:\n  server: :26400\n",
-			`t.yaml:29: recovery.server: ":26400" has no host`},
+		{"recovery: old server key", base + "recovery:\n  server: 10.1.2.3:26400\n",
+			`t.yaml:29: recovery.server: replaced by recovery.rerequest.servers (a list of host:port)`},
+		{"rerequest server without host", base + "recovery:\n  rerequest:\n    servers: [\":26400\"]\n",
+			`t.yaml:30: recovery.rerequest.servers[0]: ":26400" has no host`},
+		{"rerequest server by name", base + "recovery:\n  rerequest:\n    servers: [\"rr.example:26400\"]\n",
+			`t.yaml:30: recovery.rerequest.servers[0]: "rr.example:26400": want an IPv4 address:port (the re-request client sends UDP to it)`},
+		{"rerequest request too large", base + "recovery:\n  rerequest:\n    max_request_messages: 70000\n",
+			`t.yaml:30: recovery.rerequest.max_request_messages: 70000 is out of range (1..65534)`},
+		{"late_join unknown", base + "recovery:\n  late_join: maybe\n",
+			`t.yaml:29: recovery.late_join: "maybe" is not one of snapshot, rerequest, off`},
+		{"spill under max_pending", base + "recovery:\n  spill: 100\n",
+			`t.yaml:29: recovery.spill: 100 is smaller than arbitration.max_pending (8192): the spill holds at least what arbitration holds`},
+		{"password in the file", base + "recovery:\n  snapshot:\n    server: 10.1.2.3:26401\n    username: u\n    password: secret\n",
+			`t.yaml:32: recovery.snapshot.password: not accepted in the file: use password_file or password_env`},
+		{"password env unset", base + "recovery:\n  snapshot:\n    server: 10.1.2.3:26401\n    username: u\n    password_env: FEEDHANDLER_TEST_UNSET_PW\n",
+			`t.yaml:32: recovery.snapshot.password_env: environment variable FEEDHANDLER_TEST_UNSET_PW is not set`},
 		{"section not a mapping", edit(t, "book:\n  depth: 10\n", "book: 10\n"),
 			`t.yaml:20: book: want a mapping, got "10"`},
 		{"yaml syntax", edit(t, "shards: [1]", "shards: [1"),
@@ -228,6 +243,52 @@ func TestAllErrorsReported(t *testing.T) {
 	}
 }
 
+// TestRecoverySection parses every recovery key; the password comes from
+// the environment and never appears in the logged config.
+func TestRecoverySection(t *testing.T) {
+	t.Setenv("FEEDHANDLER_TEST_PW", "s3cret")
+	c, err := Parse("r.yaml", []byte(`feed: {name: r}
+lines:
+  a: {interface: eth0, group: 239.0.0.1, port: 1}
+recovery:
+  rerequest:
+    servers: [10.0.0.1:26400, 10.0.0.2:26400]
+    timeout: 5ms
+    retries: 2
+    max_request_messages: 500
+    requests_per_second: 200
+    max_rerequest_gap: 10000
+  snapshot:
+    server: 10.0.0.3:26401
+    username: user1
+    password_env: FEEDHANDLER_TEST_PW
+    session: S1
+  late_join: rerequest
+  spill: 65536
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Recovery{
+		Rerequest: Rerequest{Servers: []netip.AddrPort{netip.MustParseAddrPort("10.0.0.1:26400"), netip.MustParseAddrPort("10.0.0.2:26400")},
+			Timeout: 5 * time.Millisecond, Retries: 2, MaxRequestMessages: 500, RequestsPerSecond: 200, MaxRerequestGap: 10000},
+		Snapshot: Snapshot{Server: "10.0.0.3:26401", Username: "user1", PasswordEnv: "FEEDHANDLER_TEST_PW", Session: "S1", Password: "s3cret"},
+		LateJoin: "rerequest", Spill: 65536,
+	}
+	if !reflect.DeepEqual(c.Recovery, want) {
+		t.Fatalf("recovery\n got %+v\nwant %+v", c.Recovery, want)
+	}
+	var buf bytes.Buffer
+	l := zerolog.New(&buf)
+	l.Info().Object("config", c).Msg("")
+	if strings.Contains(buf.String(), "s3cret") {
+		t.Fatalf("the password is logged: %s", buf.String())
+	}
+	if !strings.Contains(buf.String(), "FEEDHANDLER_TEST_PW") {
+		t.Fatalf("the password's source is not logged: %s", buf.String())
+	}
+}
+
 func TestDefaults(t *testing.T) {
 	c, err := Parse("min.yaml", []byte("feed: {name: min}\nlines:\n  a: {interface: eth0, group: 239.0.0.1, port: 1}\n"))
 	if err != nil {
@@ -240,10 +301,15 @@ func TestDefaults(t *testing.T) {
 		Receive: Receive{Backend: rx.BackendAuto, ZeroCopy: "auto", XDPMode: "auto",
 			BusyPollUsec: DefaultBusyPollUsec, BusyPollBudget: DefaultBusyPollBudget, BatchSize: DefaultBatchSize,
 			RecvBuffer: DefaultRecvBuffer, PollTimeout: DefaultPollTimeout},
-		Cores:         Cores{Receive: Unpinned, Shards: []int{Unpinned}},
-		Book:          Book{Depth: 10, MaxOrders: 4 << 20, MaxLocates: 16384},
-		Arbitration:   Arbitration{Grace: 200 * time.Microsecond, Hold: 20 * time.Millisecond, LineTimeout: time.Second, MaxPending: 8192},
-		SHM:           SHM{Name: "min", Mode: 0o640},
+		Cores:       Cores{Receive: Unpinned, Shards: []int{Unpinned}},
+		Book:        Book{Depth: 10, MaxOrders: 4 << 20, MaxLocates: 16384},
+		Arbitration: Arbitration{Grace: 200 * time.Microsecond, Hold: 20 * time.Millisecond, LineTimeout: time.Second, MaxPending: 8192},
+		SHM:         SHM{Name: "min", Mode: 0o640},
+		Recovery: Recovery{
+			Rerequest: Rerequest{Timeout: 20 * time.Millisecond, Retries: 3, MaxRequestMessages: 2000,
+				RequestsPerSecond: 1000, MaxRerequestGap: 50000},
+			LateJoin: "snapshot", Spill: 32768,
+		},
 		StatsInterval: 5 * time.Second,
 		Log:           Log{Level: "info", Format: "console"},
 	}
@@ -313,6 +379,8 @@ log: {level: debug, format: json}
 }
 
 func TestShippedFeeds(t *testing.T) {
+	// feeds/nasdaq.yaml takes the snapshot password from here.
+	t.Setenv("FEEDHANDLER_GLIMPSE_PASSWORD", "pw")
 	files, err := filepath.Glob("../../feeds/*.yaml")
 	if err != nil || len(files) < 2 {
 		t.Fatalf("feeds: %v %v", files, err)

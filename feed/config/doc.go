@@ -57,8 +57,21 @@
 //	  hold: 20ms                  # longest A/B skew waited out before declaring a gap
 //	  line_timeout: 1s            # a line silent this long is not waited for
 //	  max_pending: 8192           # packets held back at most, 16..1048576
-//	recovery:
-//	  server: 10.1.2.3:26400      # MoldUDP64 re-request server host:port; optional
+//	recovery:                     # optional; see docs/RECOVERY.md
+//	  rerequest:
+//	    servers: [10.1.2.3:26400] # MoldUDP64 re-request servers, IPv4 host:port, in order
+//	    timeout: 20ms             # first answer awaited; doubled per retry
+//	    retries: 3                # resends per server before failing over
+//	    max_request_messages: 2000
+//	    requests_per_second: 1000
+//	    max_rerequest_gap: 50000  # larger gaps go to the snapshot
+//	  snapshot:
+//	    server: 10.1.2.4:26401    # GLIMPSE over SoupBinTCP host:port
+//	    username: FEED01
+//	    password_env: GLIMPSE_PW  # or password_file; never in the file, never logged
+//	    session: ""               # "" = current
+//	  late_join: snapshot         # snapshot | rerequest | off
+//	  spill: 32768                # packets held while recovering (>= max_pending)
 //	metrics:
 //	  listen: 127.0.0.1:9464      # /metrics, /healthz, /readyz host:port; optional
 //	stats_interval: 5s            # period of the stats log line (> 0)

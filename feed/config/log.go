@@ -22,6 +22,17 @@ func (c *Config) MarshalZerologObject(e *zerolog.Event) {
 	e.Int("receive_core", c.Cores.Receive).Ints("shard_cores", c.Cores.Shards)
 	e.Int("symbols", len(c.Symbols))
 	e.Int("depth", c.Book.Depth).Int("max_orders", c.Book.MaxOrders).Int("max_locates", c.Book.MaxLocates)
-	e.Str("shm", c.SHM.Name).Str("recovery", c.Recovery.Server).Str("metrics", c.Metrics.Listen)
+	rr, sn := c.Recovery.Rerequest, c.Recovery.Snapshot
+	servers := make([]string, len(rr.Servers))
+	for i, s := range rr.Servers {
+		servers[i] = s.String()
+	}
+	// The snapshot password is never logged, only where it comes from.
+	e.Str("shm", c.SHM.Name).Dict("recovery", zerolog.Dict().Strs("rerequest_servers", servers).
+		Dur("timeout", rr.Timeout).Int("retries", rr.Retries).Int("max_request_messages", rr.MaxRequestMessages).
+		Int("requests_per_second", rr.RequestsPerSecond).Int("max_rerequest_gap", rr.MaxRerequestGap).
+		Str("snapshot_server", sn.Server).Str("snapshot_username", sn.Username).
+		Str("password_file", sn.PasswordFile).Str("password_env", sn.PasswordEnv).Str("snapshot_session", sn.Session).
+		Str("late_join", c.Recovery.LateJoin).Int("spill", c.Recovery.Spill)).Str("metrics", c.Metrics.Listen)
 	e.Dur("stats_interval", c.StatsInterval).Str("log_level", c.Log.Level).Str("log_format", c.Log.Format)
 }

@@ -28,10 +28,17 @@ func defaults() *Config {
 			RecvBuffer:     DefaultRecvBuffer,
 			PollTimeout:    DefaultPollTimeout,
 		},
-		Cores:         Cores{Receive: Unpinned, Shards: []int{Unpinned}},
-		SHM:           SHM{Mode: DefaultSHMMode},
-		Book:          Book{Depth: DefaultDepth, MaxOrders: DefaultMaxOrders, MaxLocates: DefaultMaxLocates},
-		Arbitration:   Arbitration{Grace: DefaultGrace, Hold: DefaultHold, LineTimeout: DefaultLineTimeout, MaxPending: DefaultMaxPending},
+		Cores:       Cores{Receive: Unpinned, Shards: []int{Unpinned}},
+		SHM:         SHM{Mode: DefaultSHMMode},
+		Book:        Book{Depth: DefaultDepth, MaxOrders: DefaultMaxOrders, MaxLocates: DefaultMaxLocates},
+		Arbitration: Arbitration{Grace: DefaultGrace, Hold: DefaultHold, LineTimeout: DefaultLineTimeout, MaxPending: DefaultMaxPending},
+		Recovery: Recovery{
+			Rerequest: Rerequest{Timeout: DefaultRerequestTimeout, Retries: DefaultRerequestRetries,
+				MaxRequestMessages: DefaultMaxRequestMessages, RequestsPerSecond: DefaultRequestsPerSecond,
+				MaxRerequestGap: DefaultMaxRerequestGap},
+			LateJoin: LateJoinSnapshot,
+			Spill:    DefaultSpill,
+		},
 		StatsInterval: DefaultStatsInterval,
 		Log:           Log{Level: DefaultLogLevel, Format: DefaultLogFormat},
 	}
@@ -83,9 +90,7 @@ func (d *decoder) decode(data []byte) *Config {
 				{"group", func(f field) { c.SHM.Group, _ = d.account(f) }},
 			})
 		}},
-		{"recovery", func(f field) {
-			d.mapping(f, []entry{{"server", func(f field) { c.Recovery.Server, _ = d.hostPort(f, true) }}})
-		}},
+		{"recovery", func(f field) { d.recovery(f, c) }},
 		{"metrics", func(f field) {
 			d.mapping(f, []entry{{"listen", func(f field) { c.Metrics.Listen, _ = d.hostPort(f, false) }}})
 		}},

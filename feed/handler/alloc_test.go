@@ -3,12 +3,16 @@ package handler
 import (
 	"errors"
 	"fmt"
+	"net"
+	"net/netip"
 	"os"
 	"testing"
+	"time"
 
 	"github.com/marketfeed/feedhandler/book"
 	"github.com/marketfeed/feedhandler/feed/itch"
 	"github.com/marketfeed/feedhandler/feed/moldudp64"
+	"github.com/marketfeed/feedhandler/feed/rerequest"
 	"github.com/marketfeed/feedhandler/internal/itchgen"
 	"github.com/marketfeed/feedhandler/proto/shm"
 )
@@ -97,5 +101,68 @@ func TestHotPathAllocatesNothing(t *testing.T) {
 	}
 	if s.pub.Errors != 0 {
 		t.Fatalf("%d publish errors", s.pub.Errors)
+	}
+}
+
+// TestHotPathWithRecoveryAllocatesNothing: with a re-request client
+// configured (and polled after every packet, as the receive loop does) and
+// no gap, the per-packet path still allocates nothing.
+func TestHotPathWithRecoveryAllocatesNothing(t *testing.T) {
+	pkts := dayPackets(t, 100_000)
+	w := testWriter(t)
+	s, err := newShard(0, -1, 1<<16, book.Config{MaxOrders: 1 << 18, MaxLocates: 1024, MaxLevels: 1 << 16}, w, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A server that is never asked anything: nothing is missing.
+	srv, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	h := &Handler{shards: []*shard{s}, shardOf: make([]uint8, 1<<16), subscribed: make([]bool, 1<<16)}
+	h.arb = NewArbiter(ArbiterConfig{Spill: 1 << 14}, h.route, h.gap)
+	h.gapLog = make(chan moldudp64.Range, 1)
+	rec, err := newRecovery(h, RecoveryConfig{Rerequest: rerequest.Config{
+		Servers: []netip.AddrPort{srv.LocalAddr().(*net.UDPAddr).AddrPort()}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rec.close()
+	h.rec = rec
+	h.arb.SetMissing(rec.missing)
+	applyAll := func() {
+		for {
+			batch := s.ring.Peek(256)
+			if len(batch) == 0 {
+				return
+			}
+			for i := range batch {
+				m := &batch[i]
+				loc, changed := s.books.Apply(itch.Msg(m.data[:m.n]))
+				s.pub.Applied(loc, changed, m.seq, m.rxTime)
+			}
+			s.pub.Flush()
+			s.ring.Release(len(batch))
+		}
+	}
+	i := 0
+	for ; i < len(pkts)/2; i++ {
+		h.arb.Offer(0, pkts[i], int64(i+1))
+		rec.poll(time.Now().UnixNano())
+		applyAll()
+	}
+	allocs := testing.AllocsPerRun(200, func() {
+		h.arb.Offer(0, pkts[i], int64(i+1))
+		h.arb.Offer(1, pkts[i], int64(i+1))
+		rec.poll(time.Now().UnixNano())
+		applyAll()
+		i++
+	})
+	if allocs != 0 {
+		t.Fatalf("offer+poll+route+apply+publish allocates %.1f times per packet", allocs)
+	}
+	if h.arb.Stats.Recoveries != 0 || rec.client.Stats.Requests != 0 {
+		t.Fatalf("recovery ran without a gap: %+v", rec.client.Stats)
 	}
 }

@@ -44,7 +44,22 @@ type ArbiterConfig struct {
 	// means the feed really moved on.
 	MaxJump        uint64
 	SuspectConfirm int // default 3
+	// SessionConfirm: with no Session configured, a session is followed
+	// once this many of its packets in a row carried a consistent
+	// sequence (default 4); see session.go.
+	SessionConfirm int
+	// Spill bounds the packets held while a recovery source fills a gap
+	// (see SetMissing; default and minimum MaxPending). When it is full
+	// the recovery is abandoned and the gap declared.
+	Spill int
 }
+
+// MissingFunc is asked, once a range is missing on every live line,
+// whether a recovery source takes it on. When it returns true the Arbiter
+// keeps holding what follows (up to ArbiterConfig.Spill packets) until the
+// range is filled through OfferRecovered, or given up with Abandon. When it
+// returns false the gap is declared at once.
+type MissingFunc func(r moldudp64.Range, now int64) bool
 
 // Deliver receives the in-order stream: the messages of p from message
 // index skip on, whose first has sequence number p.Seq+skip.
@@ -71,16 +86,26 @@ type LineStats struct {
 
 // ArbiterStats count the merged stream.
 type ArbiterStats struct {
-	Lines         [MaxLines]LineStats
-	Delivered     uint64 // messages delivered in order
-	Gaps          uint64 // ranges declared missing on every line
-	GapMessages   uint64 // sequence numbers in those ranges
-	Held          uint64 // packets held back waiting for a missing sequence number
-	HeldMax       uint64 // high-water mark of packets held at once
-	ForcedByFull  uint64 // gaps declared early because the hold-back buffer was full
-	EndOfSession  uint64
-	LastGap       moldudp64.Range
-	SessionChosen bool
+	Lines        [MaxLines]LineStats
+	Delivered    uint64 // messages delivered in order
+	Gaps         uint64 // ranges declared missing on every line
+	GapMessages  uint64 // sequence numbers in those ranges
+	Held         uint64 // packets held back waiting for a missing sequence number
+	HeldMax      uint64 // high-water mark of packets held at once
+	ForcedByFull uint64 // gaps declared early because the hold-back buffer was full
+	EndOfSession uint64
+	// Recovery: ranges handed to the recovery source, filled by it (or by
+	// late copies on the lines), abandoned, and spill overflows.
+	Recoveries       uint64
+	RecoveriesFilled uint64
+	RecoveriesFailed uint64
+	SpillOverflows   uint64
+	SpillDropped     uint64 // oldest held packets dropped while frozen (re-requested after)
+	RecoveredLate    uint64 // recovered packets whose messages were delivered already
+	LastGap          moldudp64.Range
+	SessionChosen    bool
+	SessionChanges   uint64 // a confirmed session replaced a silent locked one
+	Unconfirmed      uint64 // packets seen before any session was confirmed (stashed or dropped)
 }
 
 // Arbiter merges the copies of one MoldUDP64 session arriving on redundant
@@ -109,6 +134,15 @@ type Arbiter struct {
 	lastRx  [MaxLines]int64  // per line: rx time of its last packet
 	startRx int64            // rx time of the session's first packet
 	suspect int              // consecutive packets that jumped more than MaxJump
+	// where the last suspect packet ended
+	suspectNext uint64
+
+	onMissing  MissingFunc
+	onSession  SessionFunc
+	sess       sessions
+	frozen     bool // delivery stopped: everything is held (snapshot recovery)
+	recovering bool
+	recoverEnd uint64 // end of the range being recovered
 
 	pend  pending
 	Stats ArbiterStats
@@ -141,12 +175,96 @@ func NewArbiter(cfg ArbiterConfig, deliver Deliver, onGap GapFunc) *Arbiter {
 	if cfg.SuspectConfirm <= 0 {
 		cfg.SuspectConfirm = 3
 	}
+	if cfg.SessionConfirm <= 0 {
+		cfg.SessionConfirm = defaultSessionConfirm
+	}
+	cfg.Spill = max(cfg.Spill, cfg.MaxPending)
 	a := &Arbiter{cfg: cfg, deliver: deliver, onGap: onGap}
-	a.pend.init(cfg.MaxPending, cfg.SlotSize)
+	a.pend.init(cfg.Spill, cfg.SlotSize)
+	if cfg.Session == (moldudp64.Session{}) {
+		a.sess.init(cfg.SessionConfirm, cfg.SlotSize)
+	}
 	if cfg.Session != (moldudp64.Session{}) {
 		a.session = cfg.Session
 	}
 	return a
+}
+
+// SetMissing installs the recovery source's MissingFunc (nil: none, every
+// gap is declared).
+func (a *Arbiter) SetMissing(fn MissingFunc) { a.onMissing = fn }
+
+// Recovering returns the range a recovery source is filling, if any.
+func (a *Arbiter) Recovering() (moldudp64.Range, bool) {
+	if !a.recovering {
+		return moldudp64.Range{}, false
+	}
+	return moldudp64.Range{First: a.next, Count: a.recoverEnd - a.next}, true
+}
+
+// OfferRecovered hands the Arbiter a packet of the session from a recovery
+// source; the caller parsed it and checked its session. Messages already
+// delivered are dropped (counted as RecoveredLate when nothing is new).
+func (a *Arbiter) OfferRecovered(data []byte, p moldudp64.Packet, rxTime int64) {
+	if !a.started || p.Session != a.session || p.Messages() == 0 {
+		return
+	}
+	switch end := p.Next(); {
+	case end <= a.next:
+		a.Stats.RecoveredLate++
+		return
+	case p.Seq <= a.next:
+		a.emit(p, rxTime)
+		a.drain()
+	default:
+		a.hold(data, p, rxTime) // full or already held: asked again later
+	}
+	a.checkGap(rxTime, false)
+}
+
+// Freeze stops delivery while a snapshot is fetched: every new packet is
+// held in the spill (when it is full the oldest held packet is dropped and
+// counted in SpillDropped; the range is asked for again after Unfreeze).
+// A recovery in progress is dropped.
+func (a *Arbiter) Freeze() {
+	a.frozen = true
+	a.recovering = false
+}
+
+// Unfreeze resumes delivery. A next other than 0 moves the next expected
+// sequence number there (the snapshot's): held messages before it are
+// dropped, and a hole between it and the first held packet is missing.
+func (a *Arbiter) Unfreeze(next uint64) {
+	a.frozen = false
+	if next != 0 {
+		a.started = true
+		a.next = next
+	}
+	a.drain()
+	a.gapSince = 0
+	if a.pend.n > 0 {
+		a.gapSince = a.pend.front().rxTime
+	}
+}
+
+// Frozen reports whether delivery is stopped (Freeze).
+func (a *Arbiter) Frozen() bool { return a.frozen }
+
+// Abandon gives up the range being recovered: it is declared a gap (the
+// books flagged) and what was held behind it is delivered.
+func (a *Arbiter) Abandon(now int64) {
+	if !a.recovering {
+		return
+	}
+	a.recovering = false
+	a.Stats.RecoveriesFailed++
+	a.declareGap(a.pend.minSeq(a.recoverEnd))
+	a.drain()
+	a.gapSince = 0
+	if a.pend.n > 0 {
+		a.gapSince = a.pend.front().rxTime
+	}
+	a.checkGap(now, true)
 }
 
 // Next returns the next expected sequence number (0 before the first packet).
@@ -176,21 +294,35 @@ func (a *Arbiter) Offer(line int, data []byte, rxTime int64) {
 		ls.ParseErrors.Count(err)
 		return
 	}
-	if !a.started {
-		if a.session != (moldudp64.Session{}) && p.Session != a.session {
-			ls.WrongSession++
+	if p.Session != a.session || !a.started {
+		if a.cfg.Session != (moldudp64.Session{}) {
+			if p.Session != a.cfg.Session {
+				ls.WrongSession++
+				return
+			}
+			a.session, a.started, a.next, a.startRx = p.Session, true, 1, rxTime
+			a.Stats.SessionChosen = true
+		} else {
+			// No configured session: a session is followed once it is
+			// confirmed (see session.go).
+			if a.started {
+				ls.WrongSession++
+			} else {
+				a.Stats.Unconfirmed++
+			}
+			if idx, ok := a.candidate(line, data, p, rxTime); ok && (!a.started || a.silent(rxTime)) {
+				a.lock(idx, rxTime)
+			}
 			return
 		}
-		a.session = p.Session
-		a.started = true
-		a.next = 1
-		a.startRx = rxTime
-		a.Stats.SessionChosen = true
-	} else if p.Session != a.session {
-		ls.WrongSession++
-		return
 	}
 	if p.Seq > a.next && p.Seq-a.next > a.cfg.MaxJump {
+		// Only jumps that agree with each other (one sequence that moved
+		// on) confirm; random sequence numbers never do.
+		if a.suspect > 0 && (p.Seq > a.suspectNext+candidateWindow || p.Next()+candidateWindow < a.suspectNext) {
+			a.suspect = 0
+		}
+		a.suspectNext = p.Next()
 		if a.suspect++; a.suspect < a.cfg.SuspectConfirm {
 			ls.Suspect++
 			return
@@ -239,7 +371,7 @@ func (a *Arbiter) Offer(line int, data []byte, rxTime int64) {
 	switch {
 	case end <= a.next:
 		ls.Duplicates++
-	case p.Seq <= a.next:
+	case p.Seq <= a.next && !a.frozen:
 		ls.Won++
 		a.emit(p, rxTime)
 		a.drain()
@@ -252,6 +384,13 @@ func (a *Arbiter) Offer(line int, data []byte, rxTime int64) {
 			ls.Won++ // first to bring these sequence numbers (held back)
 		case holdFull:
 			ls.Won++
+			if a.recovering {
+				// The spill is full: give the recovery up rather than
+				// lose what arrives.
+				a.recovering = false
+				a.Stats.SpillOverflows++
+				a.Stats.RecoveriesFailed++
+			}
 			// Hold-back impossible (buffer full or packet too large):
 			// declare the gap up to this packet and deliver it now.
 			a.Stats.ForcedByFull++
@@ -311,7 +450,17 @@ const (
 )
 
 func (a *Arbiter) hold(data []byte, p moldudp64.Packet, rxTime int64) int {
-	r := a.pend.add(data, p.Seq, p.Next(), rxTime)
+	limit := a.cfg.MaxPending
+	if a.recovering || a.frozen {
+		limit = a.cfg.Spill
+	}
+	r := a.pend.add(data, p.Seq, p.Next(), rxTime, limit)
+	if r == holdFull && a.frozen && a.pend.n > 0 {
+		// Spilling during a snapshot: keep the newest.
+		a.pend.popFront()
+		a.Stats.SpillDropped++
+		r = a.pend.add(data, p.Seq, p.Next(), rxTime, limit)
+	}
 	if r == holdOK {
 		a.Stats.Held++
 		a.Stats.HeldMax = max(a.Stats.HeldMax, uint64(a.pend.n))
@@ -340,7 +489,21 @@ func (a *Arbiter) maxHigh() uint64 {
 // is Hold past it. When idle (every queue drained), the wall clock stands
 // in for every line's clock.
 func (a *Arbiter) checkGap(now int64, idle bool) {
+	if a.frozen {
+		return
+	}
 	for {
+		if a.recovering {
+			if a.next < a.recoverEnd {
+				return // the recovery source is filling it
+			}
+			a.recovering = false
+			a.Stats.RecoveriesFilled++
+			a.gapSince = 0
+			if a.pend.n > 0 {
+				a.gapSince = a.pend.front().rxTime
+			}
+		}
 		if a.pend.n == 0 && a.maxHigh() <= a.next {
 			a.gapSince = 0
 			return
@@ -375,6 +538,12 @@ func (a *Arbiter) checkGap(now int64, idle bool) {
 		target := a.maxHigh()
 		if a.pend.n > 0 {
 			target = a.pend.front().seq
+		}
+		if a.onMissing != nil && target > a.next && a.onMissing(moldudp64.Range{First: a.next, Count: target - a.next}, now) {
+			a.recovering = true
+			a.recoverEnd = target
+			a.Stats.Recoveries++
+			return
 		}
 		a.declareGap(target)
 		a.drain()
@@ -448,7 +617,7 @@ func (q *pending) minSeq(seq uint64) uint64 {
 // add copies data in, keeping the ring sorted by seq (arrivals are mostly
 // increasing, so this is an append). A packet whose range is already held
 // is not copied again (holdDuplicate).
-func (q *pending) add(data []byte, seq, end uint64, rxTime int64) int {
+func (q *pending) add(data []byte, seq, end uint64, rxTime int64, limit int) int {
 	for i := q.n - 1; i >= 0; i-- {
 		e := q.at(i)
 		if e.seq == seq && e.end >= end {
@@ -458,7 +627,7 @@ func (q *pending) add(data []byte, seq, end uint64, rxTime int64) int {
 			break
 		}
 	}
-	if len(q.free) == 0 || len(data) > q.slotSize {
+	if len(q.free) == 0 || q.n >= limit || len(data) > q.slotSize {
 		return holdFull
 	}
 	slot := q.free[len(q.free)-1]

@@ -246,7 +246,7 @@ func TestArbiterWaitsForSlowLine(t *testing.T) {
 func TestArbiterHeartbeatRevealsGap(t *testing.T) {
 	rng := rand.New(rand.NewPCG(11, 12))
 	pkts := packets(t, testSession, 5, 5, rng)
-	a, s := newTestArbiter(t, ArbiterConfig{Lines: 1, Grace: time.Millisecond})
+	a, s := newTestArbiter(t, ArbiterConfig{Session: testSession, Lines: 1, Grace: time.Millisecond})
 	a.Offer(0, pkts[0], 1)
 	last, _ := moldudp64.Parse(pkts[4])
 	hb := moldudp64.AppendHeader(nil, testSession, last.Next(), 0)

@@ -1,11 +1,15 @@
 package handler
 
 import (
+	"net/netip"
+
 	"github.com/rs/zerolog"
 
 	"github.com/marketfeed/feedhandler/book"
 	"github.com/marketfeed/feedhandler/feed/config"
+	"github.com/marketfeed/feedhandler/feed/glimpse"
 	"github.com/marketfeed/feedhandler/feed/moldudp64"
+	"github.com/marketfeed/feedhandler/feed/rerequest"
 )
 
 // FromConfig maps a parsed feed file onto the pipeline's Config.
@@ -27,6 +31,27 @@ func FromConfig(c *config.Config, log zerolog.Logger) Config {
 			MaxPending:  c.Arbitration.MaxPending,
 		},
 		Log: log,
+	}
+	rr := c.Recovery.Rerequest
+	hc.Recovery = RecoveryConfig{
+		Rerequest: rerequest.Config{
+			Servers:            append([]netip.AddrPort(nil), rr.Servers...),
+			Timeout:            rr.Timeout,
+			Retries:            rr.Retries,
+			MaxRequestMessages: rr.MaxRequestMessages,
+			RequestsPerSecond:  float64(rr.RequestsPerSecond),
+		},
+		MaxRerequestGap: uint64(rr.MaxRerequestGap),
+		LateJoin:        c.Recovery.LateJoin,
+	}
+	if len(rr.Servers) > 0 || c.Recovery.Snapshot.Server != "" {
+		// The spill is only allocated when something can fill a gap.
+		hc.Arbiter.Spill = c.Recovery.Spill
+	}
+	if sn := c.Recovery.Snapshot; sn.Server != "" {
+		hc.Recovery.Snapshot = GlimpseSnapshot(glimpse.Config{
+			Addr: sn.Server, Username: sn.Username, Password: sn.Password, Session: sn.Session,
+		})
 	}
 	if id, ok := c.Feed.SessionID(); ok {
 		hc.Session = moldudp64.Session(id)

@@ -37,6 +37,7 @@ type Config struct {
 	ShmMode     os.FileMode       // permission bits of the shm file (default 0640)
 	ShmGroup    string            // group name or gid owning the shm file ("": the process's group)
 	Feed        string            // feed name: the "feed" label of every metric
+	Recovery    RecoveryConfig    // gap repair (zero: none, gaps flag the books)
 
 	// Open replaces rx.Open, e.g. to open the receiver inside a network
 	// namespace. Nil means rx.Open.
@@ -65,6 +66,7 @@ type Stats struct {
 	// refresh; 0: never).
 	LastPacket [MaxLines]int64
 	Started    int64 // when Start returned, Unix ns
+	Recovery   RecoveryStats
 }
 
 // Applied returns the messages applied across shards.
@@ -82,6 +84,8 @@ type Handler struct {
 	log     zerolog.Logger
 	recv    rx.Receiver
 	arb     *Arbiter
+	rec     *recovery // nil: no recovery source configured
+	rawBuf  []byte    // a recovered packet re-encoded for the spill
 	shards  []*shard
 	shardOf []uint8 // by locate
 	w       *shm.Writer
@@ -100,16 +104,18 @@ type Handler struct {
 	wg       sync.WaitGroup // shard threads
 	hk       sync.WaitGroup // housekeeping
 
-	mu        sync.Mutex
-	arbCopy   ArbiterStats
-	rxCopy    rx.Stats
-	cntCopy   [5]uint64
-	endedCopy bool
-	seenPkts  [MaxLines]uint64 // line packet counts at the last copy
-	lastPkt   [MaxLines]int64  // when they last moved, Unix ns
-	started   int64
-	delivered atomic.Uint64 // messages the arbiter delivered (routed to shards)
-	gapLog    chan moldudp64.Range
+	mu         sync.Mutex
+	arbCopy    ArbiterStats
+	rxCopy     rx.Stats
+	cntCopy    [5]uint64
+	endedCopy  bool
+	recCopy    RecoveryStats
+	seenPkts   [MaxLines]uint64 // line packet counts at the last copy
+	lastPkt    [MaxLines]int64  // when they last moved, Unix ns
+	started    int64
+	delivered  atomic.Uint64 // messages the arbiter delivered (routed to shards)
+	gapLog     chan moldudp64.Range
+	sessionLog chan [2]moldudp64.Session
 }
 
 // Start opens the receiver and the shared-memory file and starts the
@@ -157,7 +163,7 @@ func Start(cfg Config) (*Handler, error) {
 		cfg: cfg, log: cfg.Log,
 		shardOf: make([]uint8, 1<<16), subscribed: make([]bool, 1<<16),
 		done: make(chan struct{}), rxDone: make(chan struct{}),
-		gapLog: make(chan moldudp64.Range, 64),
+		gapLog: make(chan moldudp64.Range, 64), sessionLog: make(chan [2]moldudp64.Session, 4),
 	}
 	if len(cfg.Symbols) > 0 {
 		h.filter = make(map[itch.Symbol]bool, len(cfg.Symbols))
@@ -189,9 +195,22 @@ func Start(cfg Config) (*Handler, error) {
 		h.shardOf[loc] = uint8(loc % len(h.shards))
 	}
 	h.arb = NewArbiter(cfg.Arbiter, h.route, h.gap)
+	h.arb.SetSessionFunc(h.sessionChanged)
+	rec, err := newRecovery(h, cfg.Recovery)
+	if err != nil {
+		w.Close()
+		shm.Remove(cfg.ShmName)
+		return nil, fmt.Errorf("start handler: %w", err)
+	}
+	if rec.enabled() {
+		h.rec = rec
+		h.arb.SetMissing(rec.missing)
+		h.rawBuf = make([]byte, 0, 2048)
+	}
 
 	recv, err := cfg.Open(cfg.Receive)
 	if err != nil {
+		rec.close()
 		w.Close()
 		shm.Remove(cfg.ShmName)
 		return nil, fmt.Errorf("start handler: %w", err)
@@ -261,9 +280,18 @@ func (h *Handler) receive(pinErr chan<- error) {
 		if n == 0 {
 			h.arb.Tick(now)
 		}
+		if h.rec != nil {
+			h.rec.poll(now)
+			h.delivered.Store(h.nDelivered)
+		}
 		if now-last > int64(20*time.Millisecond) {
 			last = now
 			h.copyStats()
+		}
+	}
+	if h.rec != nil {
+		if err := h.rec.close(); err != nil {
+			h.log.Warn().Err(err).Msg("close recovery")
 		}
 	}
 	h.copyStats()
@@ -278,27 +306,97 @@ func (h *Handler) route(p moldudp64.Packet, skip int, rxTime int64) {
 	it.Skip(skip)
 	for msg, ok := it.Next(); ok; msg, ok = it.Next() {
 		h.nDelivered++
-		if len(msg) < 3 || len(msg) > maxMsgLen {
-			h.badMsgs++
+		h.routeMsg(msg, it.Seq(), rxTime)
+	}
+}
+
+// routeMsg sends one message to the shard owning its locate (every shard
+// for locate 0), through the symbol filter.
+func (h *Handler) routeMsg(msg []byte, seq uint64, rxTime int64) {
+	if len(msg) < 3 || len(msg) > maxMsgLen {
+		h.badMsgs++
+		return
+	}
+	loc := uint16(msg[1])<<8 | uint16(msg[2])
+	if loc == 0 {
+		for _, s := range h.shards {
+			h.push(s, msg, seq, rxTime)
+		}
+		return
+	}
+	if h.filter != nil {
+		if msg[0] == itch.TypeStockDirectory && len(msg) == itch.Length(itch.TypeStockDirectory) {
+			h.subscribed[loc] = h.filter[itch.StockDirectory(msg).Stock()]
+		}
+		if !h.subscribed[loc] {
+			h.filtered++
+			return
+		}
+	}
+	h.push(h.shards[h.shardOf[loc]], msg, seq, rxTime)
+}
+
+// glimpseSnapshot is the GLIMPSE snapshot message ('G'): it names the
+// sequence number and is not applied to a book.
+const glimpseSnapshot = 'G'
+
+// rebuild replaces the books with a snapshot: every shard is told to flag
+// and keep its published books while it resets and reloads them, then to
+// publish them whole. msgs holds [u16 length][message] records; they get
+// sequence number next-1.
+func (h *Handler) rebuild(msgs []byte, next uint64) {
+	for _, s := range h.shards {
+		h.pushMarker(s, markerRebuild, next)
+	}
+	now := time.Now().UnixNano()
+	h.pickup = now
+	for len(msgs) >= 2 {
+		n := int(msgs[0])<<8 | int(msgs[1])
+		if len(msgs) < 2+n {
+			break
+		}
+		msg := msgs[2 : 2+n]
+		msgs = msgs[2+n:]
+		if len(msg) > 0 && msg[0] == glimpseSnapshot {
 			continue
 		}
-		loc := uint16(msg[1])<<8 | uint16(msg[2])
-		if loc == 0 {
-			for _, s := range h.shards {
-				h.push(s, msg, it.Seq(), rxTime)
-			}
-			continue
-		}
-		if h.filter != nil {
-			if msg[0] == itch.TypeStockDirectory && len(msg) == itch.Length(itch.TypeStockDirectory) {
-				h.subscribed[loc] = h.filter[itch.StockDirectory(msg).Stock()]
-			}
-			if !h.subscribed[loc] {
-				h.filtered++
-				continue
-			}
-		}
-		h.push(h.shards[h.shardOf[loc]], msg, it.Seq(), rxTime)
+		h.routeMsg(msg, next-1, now)
+	}
+	for _, s := range h.shards {
+		h.pushMarker(s, markerRebuilt, next)
+	}
+}
+
+// sessionChanged is the arbiter's SessionFunc: the first lock is logged; a
+// change (a confirmed session replacing a silent one) empties the books,
+// flagged, and has them rebuilt: by snapshot when one is configured, else
+// by re-requesting the new session from its start.
+func (h *Handler) sessionChanged(old, new moldudp64.Session) {
+	select {
+	case h.sessionLog <- [2]moldudp64.Session{old, new}:
+	default: // the logger is behind; the counters still have it
+	}
+	if old == (moldudp64.Session{}) {
+		return
+	}
+	h.rebuild(nil, 1)
+	if h.rec != nil {
+		h.rec.sessionChanged()
+	} else {
+		h.pushStaleAll()
+	}
+}
+
+func (h *Handler) pushStaleAll() {
+	for _, s := range h.shards {
+		h.pushMarker(s, markerStale, h.arb.Next())
+	}
+}
+
+// markWhole clears the possibly-stale flag of every book: no gap is open.
+func (h *Handler) markWhole() {
+	for _, s := range h.shards {
+		h.pushMarker(s, markerWhole, h.arb.Next())
 	}
 }
 
@@ -339,6 +437,9 @@ func (h *Handler) gap(r moldudp64.Range) {
 	for _, s := range h.shards {
 		h.pushMarker(s, markerStale, r.First)
 	}
+	if h.rec != nil {
+		h.rec.gap(r)
+	}
 	select {
 	case h.gapLog <- r:
 	default: // the logger is behind; the counters still have it
@@ -356,6 +457,13 @@ func (h *Handler) housekeeping() {
 		case r := <-h.gapLog:
 			h.log.Warn().Uint64("first", r.First).Uint64("count", r.Count).Uint64("last", r.End()-1).
 				Msg("gap: sequence range missing on every line; books flagged possibly stale")
+		case sc := <-h.sessionLog:
+			if sc[0] == (moldudp64.Session{}) {
+				h.log.Info().Str("session", sc[1].String()).Msg("session confirmed: following it")
+			} else {
+				h.log.Warn().Str("old", sc[0].String()).Str("new", sc[1].String()).
+					Msg("session change: the followed session went silent and another is consistent; books rebuilt")
+			}
 		case <-hb.C:
 			h.w.Heartbeat()
 		}
@@ -374,6 +482,9 @@ func (h *Handler) copyStats() {
 		if p := h.arbCopy.Lines[i].Packets; p != h.seenPkts[i] {
 			h.seenPkts[i], h.lastPkt[i] = p, now
 		}
+	}
+	if h.rec != nil {
+		h.rec.copyStats(&h.recCopy)
 	}
 	h.mu.Unlock()
 }
@@ -397,7 +508,12 @@ func (h *Handler) statsLight() Stats {
 	h.mu.Lock()
 	st := Stats{Arbiter: h.arbCopy, Receive: h.rxCopy,
 		Routed: h.cntCopy[0], Filtered: h.cntCopy[1], BadMessages: h.cntCopy[2], NextSeq: h.cntCopy[3], ReceiveErrors: h.cntCopy[4], Ended: h.endedCopy,
-		LastPacket: h.lastPkt, Started: h.started}
+		LastPacket: h.lastPkt, Started: h.started, Recovery: h.recCopy}
+	st.Recovery.OpenRanges = append([]moldudp64.Range(nil), h.recCopy.OpenRanges...)
+	st.Recovery.Events = append([]RecoveryEvent(nil), h.recCopy.Events...)
+	if h.rec == nil {
+		st.Recovery.State = StateOff
+	}
 	h.mu.Unlock()
 	st.Backend = h.recv.Backend()
 	for _, s := range h.shards {

@@ -51,6 +51,23 @@ func NewCollector(h *Handler) *Collector {
 	add("gaps_unrecovered", "Gaps whose messages the books still miss.")
 	add("shm_heartbeat_age_seconds", "Age of the heartbeat in the shared-memory header.")
 	add("ready", "1 when /readyz answers ready (receiving, books complete), else 0.")
+	add("recovery_gaps_detected_total", "Sequence ranges missing on every line, handed to recovery or declared.")
+	add("recovery_rerequest_recovered_total", "Missing ranges filled while re-requesting (by answers or late copies).")
+	add("recovery_snapshot_recovered_total", "Declared gaps repaired by a snapshot.")
+	add("recovery_open_gaps", "Declared gaps not repaired yet (books flagged possibly stale).")
+	add("recovery_messages_total", "Messages recovered by re-request.")
+	add("recovery_requests_total", "Re-request packets sent.")
+	add("recovery_retries_total", "Re-requests resent after a timeout.")
+	add("recovery_timeouts_total", "Re-requests that got no answer in time.")
+	add("recovery_failures_total", "Ranges given up after every re-request server was tried.")
+	add("recovery_bad_responses_total", "Re-request answers dropped: malformed, another session or never asked.", "kind")
+	add("recovery_late_responses_total", "Re-request answers whose messages had arrived already.")
+	add("recovery_snapshots_total", "Snapshots loaded.")
+	add("recovery_snapshot_failures_total", "Snapshot fetches that failed.")
+	add("recovery_spill_high_water", "Most packets held at once while arbitrating or recovering.")
+	add("recovery_state", "1 for the current recovery state.", "state")
+	add("recovery_time_seconds", "Gap detected to books whole again.")
+	add("session_changes_total", "Times a confirmed session replaced a silent followed one.")
 	add("latency_seconds", "Receive timestamp to shared-memory publish, per message.")
 	add("path_latency_seconds", "Receive-thread pickup to shared-memory publish, per message (the handler's own path).")
 	return c
@@ -94,6 +111,31 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		counter("shard_ring_full_total", s.Ring.Full, id)
 		ch <- prometheus.MustNewConstMetric(c.descs["shard_ring_high_water"], prometheus.GaugeValue, float64(s.Ring.HighWater), id)
 	}
+	r := st.Recovery
+	counter("recovery_gaps_detected_total", r.GapsDetected)
+	counter("recovery_rerequest_recovered_total", r.RecoveredByRerequest)
+	counter("recovery_snapshot_recovered_total", r.RecoveredBySnapshot)
+	ch <- prometheus.MustNewConstMetric(c.descs["recovery_open_gaps"], prometheus.GaugeValue, float64(r.Open))
+	counter("recovery_messages_total", r.Rerequest.Messages)
+	counter("recovery_requests_total", r.Rerequest.Requests)
+	counter("recovery_retries_total", r.Rerequest.Retries)
+	counter("recovery_timeouts_total", r.Rerequest.Timeouts)
+	counter("recovery_failures_total", r.Rerequest.Failures)
+	counter("recovery_bad_responses_total", r.Rerequest.Malformed, "malformed")
+	counter("recovery_bad_responses_total", r.Rerequest.WrongSession, "wrong_session")
+	counter("recovery_bad_responses_total", r.Rerequest.Unasked, "unasked")
+	counter("recovery_late_responses_total", r.Rerequest.Late+st.Arbiter.RecoveredLate)
+	counter("recovery_snapshots_total", r.Snapshots)
+	counter("recovery_snapshot_failures_total", r.SnapshotFailures)
+	ch <- prometheus.MustNewConstMetric(c.descs["recovery_spill_high_water"], prometheus.GaugeValue, float64(st.Arbiter.HeldMax))
+	for _, state := range []string{StateOff, StateInSync, StateRerequesting, StateSnapshot} {
+		v := 0.0
+		if state == r.State {
+			v = 1
+		}
+		ch <- prometheus.MustNewConstMetric(c.descs["recovery_state"], prometheus.GaugeValue, v, state)
+	}
+	counter("session_changes_total", st.Arbiter.SessionChanges)
 	now := time.Now().UnixNano()
 	gauge := func(name string, v float64, labels ...string) {
 		ch <- prometheus.MustNewConstMetric(c.descs[name], prometheus.GaugeValue, v, labels...)
@@ -117,6 +159,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	gauge("ready", ready)
 	ch <- latency.HistogramMetric(c.descs["latency_seconds"], &st.Latency, nil, time.Unix(0, st.Started))
 	ch <- latency.HistogramMetric(c.descs["path_latency_seconds"], &st.PathLatency, nil, time.Unix(0, st.Started))
+	ch <- latency.HistogramMetric(c.descs["recovery_time_seconds"], &r.RecoveryTime, nil, time.Unix(0, st.Started))
 }
 
 // LogStats writes one stats line.
@@ -130,7 +173,7 @@ func (h *Handler) LogStats(final bool) {
 		l := st.Arbiter.Lines[i]
 		p := "line_" + h.cfg.Receive.Lines[i].Name + "_"
 		ev = ev.Uint64(p+"pkts", l.Packets).Uint64(p+"dups", l.Duplicates).Uint64(p+"ooo", l.OutOfOrder).
-			Uint64(p+"gaps", l.LineGaps).Uint64(p+"malformed", l.Malformed)
+			Uint64(p+"gaps", l.LineGaps).Uint64(p+"malformed", l.Malformed).Uint64(p+"wrong_session", l.WrongSession)
 	}
 	var inc, full, hw uint64
 	for _, s := range st.Shards {
@@ -144,6 +187,14 @@ func (h *Handler) LogStats(final bool) {
 		Uint64("gaps", st.Arbiter.Gaps).Uint64("gap_msgs", st.Arbiter.GapMessages).
 		Uint64("inconsistencies", inc).Uint64("ring_full", full).Uint64("ring_hwm", hw).
 		Uint64("rx_dropped", st.Receive.Dropped).
+		Str("recovery", st.Recovery.State).Uint64("gaps_detected", st.Recovery.GapsDetected).
+		Uint64("recovered_rerequest", st.Recovery.RecoveredByRerequest).Uint64("recovered_snapshot", st.Recovery.RecoveredBySnapshot).
+		Uint64("gaps_open", st.Recovery.Open).Uint64("recovered_msgs", st.Recovery.Rerequest.Messages).
+		Uint64("requests", st.Recovery.Rerequest.Requests).Uint64("retries", st.Recovery.Rerequest.Retries).
+		Uint64("timeouts", st.Recovery.Rerequest.Timeouts).Uint64("bad_responses", st.Recovery.Rerequest.Bad()).
+		Uint64("late_responses", st.Recovery.Rerequest.Late+st.Arbiter.RecoveredLate).
+		Uint64("snapshots", st.Recovery.Snapshots).Uint64("spill_hwm", st.Arbiter.HeldMax).
+		Int64("recovery_p50_ns", st.Recovery.RecoveryTime.Quantile(0.5)).Int64("recovery_p99_ns", st.Recovery.RecoveryTime.Quantile(0.99)).
 		Int64("lat_p50_ns", st.Latency.Quantile(0.5)).Int64("lat_p99_ns", st.Latency.Quantile(0.99)).
 		Int64("lat_p999_ns", st.Latency.Quantile(0.999)).Int64("lat_max_ns", st.Latency.Max).
 		Int64("path_p50_ns", st.PathLatency.Quantile(0.5)).Int64("path_p99_ns", st.PathLatency.Quantile(0.99)).

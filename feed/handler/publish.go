@@ -84,6 +84,9 @@ func (p *Publisher) SetStale(stale bool) {
 	}
 }
 
+// MarkAllDirty makes the next Flush republish every book.
+func (p *Publisher) MarkAllDirty() { p.dirtyAll = true }
+
 // Flush publishes every book changed since the last Flush.
 func (p *Publisher) Flush() {
 	if p.dirtyAll {

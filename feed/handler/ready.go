@@ -13,17 +13,20 @@ func (s *Stats) StaleBooks() int {
 	return n
 }
 
-// UnrecoveredGaps returns the gaps whose messages the books still miss.
-// Nothing recovers a gap yet, so every declared gap counts; gap recovery
-// subtracts the ranges it filled.
-func (s *Stats) UnrecoveredGaps() uint64 { return s.Arbiter.Gaps }
+// UnrecoveredGaps returns the gaps whose messages the books still miss:
+// with a recovery source, the declared gaps not repaired yet; without one,
+// every declared gap (nothing repairs it).
+func (s *Stats) UnrecoveredGaps() uint64 {
+	if s.Recovery.State == "" || s.Recovery.State == StateOff {
+		return s.Arbiter.Gaps
+	}
+	return s.Recovery.Open
+}
 
 // Ready tells a load balancer or supervisor whether the books can be used:
 // false, with the reason, until a line has delivered a packet, and while
-// any book is flagged stale or a gap is unrecovered. Gap recovery hooks in
-// by clearing the stale flag (a marker through the shard rings, see
-// Publisher.SetStale) and counting recovered gaps in UnrecoveredGaps; while
-// it is in progress it adds its own reason here.
+// any book is flagged stale, a gap is unrecovered or a recovery (re-request
+// or snapshot) is in progress.
 func (s *Stats) Ready() (bool, string) {
 	received := false
 	for _, l := range s.Arbiter.Lines {
@@ -32,11 +35,16 @@ func (s *Stats) Ready() (bool, string) {
 	switch {
 	case !received:
 		return false, "no packet received yet"
+	case s.Recovery.State == StateSnapshot:
+		return false, "recovering: loading a snapshot; books possibly stale"
 	case s.UnrecoveredGaps() > 0:
 		return false, fmt.Sprintf("%d unrecovered gap(s) (%d messages missing); books possibly stale", s.UnrecoveredGaps(), s.Arbiter.GapMessages)
 	}
 	if n := s.StaleBooks(); n > 0 {
 		return false, fmt.Sprintf("%d book(s) flagged possibly stale", n)
+	}
+	if s.Recovery.State == StateRerequesting {
+		return false, "recovering: re-requesting messages missing on every line (books held back, not wrong)"
 	}
 	return true, "receiving"
 }

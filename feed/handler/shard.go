@@ -33,6 +33,13 @@ const (
 	// markerStale: a gap was declared before this point: books may be
 	// missing messages from here on.
 	markerStale = 1 + iota
+	// markerRebuild: a snapshot follows: flag and publish the books as
+	// they are, empty them, and publish nothing until markerRebuilt.
+	markerRebuild
+	// markerRebuilt: the snapshot is loaded: publish every book.
+	markerRebuilt
+	// markerWhole: no gap is open any more: clear the stale flag.
+	markerWhole
 )
 
 // ShardStats are one shard's counters.
@@ -61,7 +68,8 @@ type shard struct {
 
 	applied atomic.Uint64 // messages applied (read by the pipeline to know it drained)
 
-	batches uint64 // written only by the shard goroutine, copied into stats
+	batches    uint64 // written only by the shard goroutine, copied into stats
+	rebuilding bool   // between markerRebuild and markerRebuilt: publish nothing
 
 	mu    sync.Mutex // guards stats, copied out every few tens of milliseconds
 	stats ShardStats
@@ -111,7 +119,9 @@ func (s *shard) run(pinErr chan<- error) {
 			s.pub.Applied(loc, changed, m.seq, m.rxTime)
 			msgs++
 		}
-		s.pub.Flush()
+		if !s.rebuilding {
+			s.pub.Flush()
+		}
 		now := time.Now().UnixNano()
 		s.record(batch, now)
 		s.ring.Release(len(batch))
@@ -149,6 +159,18 @@ func (s *shard) marker(m *slot) {
 	switch m.kind {
 	case markerStale:
 		s.pub.SetStale(true)
+	case markerRebuild:
+		// Readers keep the last whole books, flagged, until the new
+		// ones are complete.
+		s.pub.SetStale(true)
+		s.pub.Flush()
+		s.books.Reset()
+		s.rebuilding = true
+	case markerRebuilt:
+		s.rebuilding = false
+		s.pub.MarkAllDirty()
+	case markerWhole:
+		s.pub.SetStale(false)
 	}
 }
 

@@ -13,9 +13,11 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -111,6 +113,15 @@ type Options struct {
 	LineA, LineB netip.AddrPort
 	// Configure, if set, adjusts the handler config before Start.
 	Configure func(*handler.Config)
+	// Recovery, if set, runs the lab's recovery servers and points the
+	// handler at them.
+	Recovery *Recovery
+	// StartAtSeq starts the handler once the sender has sent this
+	// sequence number (a late join); 0 starts it first.
+	StartAtSeq uint64
+	// Hostile, if set, sends datagrams of a foreign session to the groups
+	// before and during the feed.
+	Hostile *Hostile
 }
 
 // Result is what a run saw.
@@ -125,6 +136,7 @@ type Result struct {
 	Stale       int      // instruments published with the PossiblyStale flag
 	Top         []TopOfBook
 	Gaps        []moldudp64.Range
+	HostileSent *atomic.Uint64 // datagrams the hostile sender wrote
 	// XDPAfterStop is what `ip link show` said of the receiving interface
 	// after the handler stopped, when it still mentions an XDP program.
 	XDPAfterStop string
@@ -203,21 +215,43 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 			return r, err
 		},
 	}
+	dir, err := os.MkdirTemp("", "fhdemo")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	progress := filepath.Join(dir, "progress")
+	rl, err := startRecovery(lab, &o, &hc, progress)
+	defer rl.close()
+	if err != nil {
+		return nil, err
+	}
 	if o.Configure != nil {
 		o.Configure(&hc)
 	}
-	h, err := handler.Start(hc)
-	if err != nil {
-		return nil, err
+	res := &Result{Depth: o.Depth}
+	var h *handler.Handler
+	startHandler := func() error {
+		var err error
+		h, err = handler.Start(hc)
+		if err != nil {
+			return err
+		}
+		res.Backend = h.Backend()
+		return nil
+	}
+	if o.StartAtSeq == 0 {
+		if err := startHandler(); err != nil {
+			return nil, err
+		}
 	}
 	defer shm.Remove(o.ShmName)
 	stopped := false
 	defer func() {
-		if !stopped {
+		if !stopped && h != nil {
 			h.Stop()
 		}
 	}()
-	res := &Result{Backend: h.Backend(), Depth: o.Depth}
 
 	pkts := o.Day.Packets
 	if len(o.Drop) > 0 {
@@ -228,11 +262,6 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 			}
 		}
 	}
-	dir, err := os.MkdirTemp("", "fhdemo")
-	if err != nil {
-		return nil, err
-	}
-	defer os.RemoveAll(dir)
 	scfg := exchange.Config{
 		Interface: lab.SrcIf,
 		Lines: []exchange.Line{
@@ -242,8 +271,45 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		Rate: o.Rate,
 		Seed: 7,
 	}
+	if o.Hostile != nil {
+		hs, err := startHostile(lab, &o)
+		if err != nil {
+			return res, err
+		}
+		defer hs.close()
+		res.HostileSent = &hs.Sent
+	}
 	start := time.Now()
-	res.Sender, err = send(ctx, lab, dir, pkts, scfg)
+	if o.StartAtSeq > 0 {
+		type sent struct {
+			st  exchange.Stats
+			err error
+		}
+		done := make(chan sent, 1)
+		go func() {
+			st, err := send(ctx, lab, dir, pkts, scfg, progress)
+			done <- sent{st, err}
+		}()
+	wait:
+		for readProgress(progress) < o.StartAtSeq {
+			select {
+			case <-time.After(time.Millisecond):
+			case r := <-done:
+				return res, fmt.Errorf("demo: the sender finished (%v) before the handler started", r.err)
+			case <-ctx.Done():
+				<-done
+				break wait
+			}
+		}
+		if err := startHandler(); err != nil {
+			<-done
+			return res, err
+		}
+		r := <-done
+		res.Sender, err = r.st, r.err
+	} else {
+		res.Sender, err = send(ctx, lab, dir, pkts, scfg, progress)
+	}
 	res.SendTime = time.Since(start)
 	if err != nil {
 		res.Stats = h.Stats()
@@ -255,13 +321,14 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	deadline := time.Now().Add(o.Timeout)
 	for {
 		st := h.Stats()
-		if st.Ended && st.Applied() == st.Routed && st.Routed > 0 {
+		if st.Ended && st.Applied() == st.Routed && st.Routed > 0 &&
+			st.Recovery.State != handler.StateRerequesting && st.Recovery.State != handler.StateSnapshot {
 			break
 		}
 		if time.Now().After(deadline) {
 			res.Stats = st
-			return res, fmt.Errorf("demo: handler did not finish in %v: delivered %d of %d messages, next seq %d, ended %v",
-				o.Timeout, st.Arbiter.Delivered, o.Day.Messages, st.NextSeq, st.Ended)
+			return res, fmt.Errorf("demo: handler did not finish in %v: delivered %d of %d messages, next seq %d, ended %v, recovery %s (%s)",
+				o.Timeout, st.Arbiter.Delivered, o.Day.Messages, st.NextSeq, st.Ended, st.Recovery.State, st.Recovery)
 		}
 		select {
 		case <-ctx.Done():

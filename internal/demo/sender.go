@@ -3,6 +3,7 @@ package demo
 import (
 	"bufio"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"syscall"
+	"time"
 
 	"github.com/marketfeed/feedhandler/feed/dayfile"
 	"github.com/marketfeed/feedhandler/internal/exchange"
@@ -24,6 +26,9 @@ const senderEnv = "FEEDHANDLER_DEMO_SENDER"
 type senderJob struct {
 	Packets string          // file of packets, one BinaryFILE record each
 	Config  exchange.Config // lines, rate, injection
+	// Progress, if set, is a file the sender keeps overwriting with the
+	// highest sequence number it has offered (8 bytes, big endian).
+	Progress string
 }
 
 // MaybeSender turns the process into the demo's sender when it was started
@@ -74,12 +79,51 @@ func runSender(spec string) (exchange.Stats, error) {
 		return exchange.Stats{}, err
 	}
 	defer s.Close()
-	return s.Send(context.Background(), exchange.Packets(pkts))
+	if job.Progress == "" {
+		return s.Send(context.Background(), exchange.Packets(pkts))
+	}
+	pf, err := os.OpenFile(job.Progress, os.O_WRONLY|os.O_CREATE, 0o600)
+	if err != nil {
+		return exchange.Stats{}, err
+	}
+	defer pf.Close()
+	var b [8]byte
+	write := func() {
+		binary.BigEndian.PutUint64(b[:], s.Sent())
+		pf.WriteAt(b[:], 0)
+	}
+	done, wrote := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(wrote)
+		for {
+			write()
+			select {
+			case <-done:
+				return
+			case <-time.After(time.Millisecond):
+			}
+		}
+	}()
+	st, err := s.Send(context.Background(), exchange.Packets(pkts))
+	close(done)
+	<-wrote
+	write() // the final position
+	return st, err
+}
+
+// readProgress returns what the sender last wrote to its progress file
+// (0 before it wrote anything).
+func readProgress(path string) uint64 {
+	b, err := os.ReadFile(path)
+	if err != nil || len(b) < 8 {
+		return 0
+	}
+	return binary.BigEndian.Uint64(b)
 }
 
 // send runs the sender process in the lab's source namespace and waits
 // for it. A cancelled ctx kills it.
-func send(ctx context.Context, lab *netlab.Lab, dir string, pkts [][]byte, cfg exchange.Config) (exchange.Stats, error) {
+func send(ctx context.Context, lab *netlab.Lab, dir string, pkts [][]byte, cfg exchange.Config, progress string) (exchange.Stats, error) {
 	path := filepath.Join(dir, "packets")
 	f, err := os.Create(path)
 	if err != nil {
@@ -99,7 +143,7 @@ func send(ctx context.Context, lab *netlab.Lab, dir string, pkts [][]byte, cfg e
 	if err := f.Close(); err != nil {
 		return exchange.Stats{}, err
 	}
-	spec, err := json.Marshal(senderJob{Packets: path, Config: cfg})
+	spec, err := json.Marshal(senderJob{Packets: path, Config: cfg, Progress: progress})
 	if err != nil {
 		return exchange.Stats{}, err
 	}

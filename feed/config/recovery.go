@@ -1,0 +1,157 @@
+package config
+
+import (
+	"net/netip"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/marketfeed/feedhandler/feed/soupbintcp"
+)
+
+// recovery decodes the recovery section:
+//
+//	recovery:
+//	  rerequest: {servers: [host:port, ...], timeout, retries, max_request_messages, requests_per_second, max_rerequest_gap}
+//	  snapshot: {server, username, password_file | password_env, session}
+//	  late_join: snapshot | rerequest | off
+//	  spill: 32768
+func (d *decoder) recovery(f field, c *Config) {
+	r := &c.Recovery
+	spill := field{}
+	d.mapping(f, []entry{
+		{"server", func(f field) {
+			d.errorf(f, "replaced by recovery.rerequest.servers (a list of host:port)")
+		}},
+		{"rerequest", func(f field) { d.rerequest(f, &r.Rerequest) }},
+		{"snapshot", func(f field) { d.snapshot(f, &r.Snapshot) }},
+		{"late_join", func(f field) {
+			if v, ok := d.enum(f, LateJoinSnapshot, LateJoinRerequest, LateJoinOff); ok {
+				r.LateJoin = v
+			}
+		}},
+		{"spill", func(f field) {
+			if v, ok := d.integer(f, 16, 1<<22); ok {
+				r.Spill = int(v)
+				spill = f
+			}
+		}},
+	})
+	if spill.node != nil && r.Spill < c.Arbitration.MaxPending {
+		d.errorf(spill, "%d is smaller than arbitration.max_pending (%d): the spill holds at least what arbitration holds", r.Spill, c.Arbitration.MaxPending)
+	}
+}
+
+func (d *decoder) rerequest(f field, r *Rerequest) {
+	d.mapping(f, []entry{
+		{"servers", func(f field) {
+			items, ok := d.list(f)
+			if !ok {
+				return
+			}
+			for _, it := range items {
+				s, ok := d.hostPort(it, true)
+				if !ok {
+					continue
+				}
+				ap, err := netip.ParseAddrPort(s)
+				if err != nil || !ap.Addr().Is4() {
+					d.errorf(it, "%q: want an IPv4 address:port (the re-request client sends UDP to it)", s)
+					continue
+				}
+				r.Servers = append(r.Servers, ap)
+			}
+		}},
+		{"timeout", func(f field) {
+			if v, ok := d.duration(f); ok {
+				if v < 100*time.Microsecond || v > time.Minute {
+					d.errorf(f, "%v is out of range [100µs, 1m]", v)
+					return
+				}
+				r.Timeout = v
+			}
+		}},
+		{"retries", func(f field) {
+			if v, ok := d.integer(f, 1, 100); ok {
+				r.Retries = int(v)
+			}
+		}},
+		{"max_request_messages", func(f field) {
+			if v, ok := d.integer(f, 1, 65534); ok {
+				r.MaxRequestMessages = int(v)
+			}
+		}},
+		{"requests_per_second", func(f field) {
+			if v, ok := d.integer(f, 1, 1_000_000); ok {
+				r.RequestsPerSecond = int(v)
+			}
+		}},
+		{"max_rerequest_gap", func(f field) {
+			if v, ok := d.integer(f, 1, 1<<40); ok {
+				r.MaxRerequestGap = int(v)
+			}
+		}},
+	})
+}
+
+func (d *decoder) snapshot(f field, s *Snapshot) {
+	var pwFile, pwEnv field
+	d.mapping(f, []entry{
+		{"server", func(f field) { s.Server, _ = d.hostPort(f, true) }},
+		{"username", func(f field) {
+			if v, ok := d.str(f); ok {
+				if len(v) == 0 || len(v) > soupbintcp.UsernameLen {
+					d.errorf(f, "%q: a SoupBinTCP username is 1 to %d characters", v, soupbintcp.UsernameLen)
+					return
+				}
+				s.Username = v
+			}
+		}},
+		{"password_file", func(f field) {
+			if v, ok := d.str(f); ok {
+				s.PasswordFile, pwFile = v, f
+			}
+		}},
+		{"password_env", func(f field) {
+			if v, ok := d.str(f); ok {
+				s.PasswordEnv, pwEnv = v, f
+			}
+		}},
+		{"session", func(f field) {
+			if v, ok := d.str(f); ok {
+				if len(v) > soupbintcp.SessionLen {
+					d.errorf(f, "%q: a session is at most %d characters", v, soupbintcp.SessionLen)
+					return
+				}
+				s.Session = v
+			}
+		}},
+		{"password", func(f field) {
+			d.errorf(f, "not accepted in the file: use password_file or password_env")
+		}},
+	})
+	switch {
+	case pwFile.node != nil && pwEnv.node != nil:
+		d.errorf(pwEnv, "give password_file or password_env, not both")
+	case pwFile.node != nil:
+		b, err := os.ReadFile(s.PasswordFile)
+		if err != nil {
+			d.errorf(pwFile, "read password: %v", err)
+			return
+		}
+		s.Password = strings.TrimRight(string(b), "\r\n")
+	case pwEnv.node != nil:
+		v, ok := os.LookupEnv(s.PasswordEnv)
+		if !ok {
+			d.errorf(pwEnv, "environment variable %s is not set", s.PasswordEnv)
+			return
+		}
+		s.Password = v
+	}
+	if s.Password != "" && len(s.Password) > soupbintcp.PasswordLen {
+		d.errorf(f, "the password is longer than SoupBinTCP's %d characters", soupbintcp.PasswordLen)
+	}
+	if s.Server != "" && s.Username == "" {
+		d.errorf(f, "snapshot.server is set but snapshot.username is not")
+	}
+}

@@ -1,0 +1,465 @@
+package handler
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/marketfeed/feedhandler/feed/glimpse"
+	"github.com/marketfeed/feedhandler/feed/moldudp64"
+	"github.com/marketfeed/feedhandler/feed/rerequest"
+	"github.com/marketfeed/feedhandler/internal/latency"
+)
+
+// Late-join policies (RecoveryConfig.LateJoin).
+const (
+	LateJoinSnapshot  = "snapshot"  // a start past the session's first message larger than MaxRerequestGap: snapshot
+	LateJoinRerequest = "rerequest" // re-request everything from the session's first message
+	LateJoinOff       = "off"       // declare it a gap (books flagged until a snapshot repairs them)
+)
+
+// DefaultMaxRerequestGap is RecoveryConfig.MaxRerequestGap's default.
+const DefaultMaxRerequestGap = 50_000
+
+// GlimpseSnapshot returns a SnapshotFunc fetching GLIMPSE 5.0 snapshots
+// over SoupBinTCP with cfg (its Session, when empty, is the feed's).
+func GlimpseSnapshot(cfg glimpse.Config) SnapshotFunc {
+	return func(ctx context.Context, session moldudp64.Session, fn func(msg []byte) error) (uint64, error) {
+		c := cfg
+		if c.Session == "" {
+			c.Session = session.String()
+		}
+		res, err := glimpse.Fetch(ctx, c, fn)
+		if err != nil {
+			return 0, fmt.Errorf("snapshot from %s: %w", c.Addr, err)
+		}
+		return res.NextSeq, nil
+	}
+}
+
+// Recovery states (RecoveryStats.State).
+const (
+	StateOff          = "off" // no recovery source configured
+	StateInSync       = "in sync"
+	StateRerequesting = "re-requesting"
+	StateSnapshot     = "snapshot"
+)
+
+// SnapshotFunc fetches a snapshot of the books (GLIMPSE over SoupBinTCP in
+// production, glimpse.Fetch): it hands each ITCH message of the snapshot to
+// fn and returns the first MoldUDP64 sequence number the snapshot does not
+// reflect. It runs off the receive thread and must return when ctx ends.
+type SnapshotFunc func(ctx context.Context, session moldudp64.Session, fn func(msg []byte) error) (next uint64, err error)
+
+// RecoveryConfig says how gaps are repaired. The zero value repairs
+// nothing: every gap is declared and the books flagged, as before.
+type RecoveryConfig struct {
+	Rerequest rerequest.Config // no Servers: no re-request
+	// MaxRerequestGap: larger gaps go to the snapshot (default
+	// DefaultMaxRerequestGap; with no snapshot every gap is re-requested).
+	MaxRerequestGap uint64
+	Snapshot        SnapshotFunc // nil: no snapshot recovery
+	LateJoin        string       // LateJoinSnapshot (default), LateJoinRerequest, LateJoinOff
+	// SnapshotRetry is the wait before another snapshot while books are
+	// stale (default 5s).
+	SnapshotRetry time.Duration
+	// ServerRest: after every re-request server failed a range, gaps skip
+	// re-request for this long (default 1s).
+	ServerRest time.Duration
+	// Do, if set, runs the creation of the re-request sockets (e.g. inside
+	// a network namespace).
+	Do func(func() error) error
+}
+
+// RecoveryStats count the repair of gaps.
+type RecoveryStats struct {
+	GapsDetected         uint64 // ranges missing on every line (re-requested or declared)
+	RecoveredByRerequest uint64
+	RecoveredBySnapshot  uint64 // declared gaps repaired by a snapshot
+	Open                 uint64 // declared gaps not repaired yet
+	OpenRanges           []moldudp64.Range
+	Snapshots            uint64 // snapshots loaded
+	SnapshotFailures     uint64
+	SnapshotMessages     uint64 // messages loaded from snapshots
+	LastSnapshotNext     uint64
+	LastSnapshotError    string
+	Rerequest            rerequest.Stats
+	RecoveryTime         latency.Snapshot // gap detected to books whole again
+	SpillMax             uint64           // most packets held at once
+	State                string           // "in sync", "re-requesting", "snapshot"
+	Events               []RecoveryEvent  // the last maxEvents repairs, oldest first
+}
+
+// RecoveryEvent is one repaired range: how, and how long after it was
+// detected the books were whole again.
+type RecoveryEvent struct {
+	Range moldudp64.Range
+	By    string // "re-request" or "snapshot"
+	Took  time.Duration
+	// NextSeq is the snapshot's sequence number (By "snapshot").
+	NextSeq uint64
+}
+
+// maxEvents bounds RecoveryStats.Events.
+const maxEvents = 64
+
+func (r *recovery) event(e RecoveryEvent) {
+	if len(r.events) == maxEvents {
+		copy(r.events, r.events[1:])
+		r.events = r.events[:maxEvents-1]
+	}
+	r.events = append(r.events, e)
+}
+
+// maxOpenRanges bounds the declared gaps remembered one by one; beyond it
+// they are merged into the last.
+const maxOpenRanges = 64
+
+// recovery is the recovery state machine. It lives with the arbiter on the
+// receive thread: the arbiter asks it for missing ranges (missing), the
+// receive loop polls it without blocking (poll), and only the snapshot
+// fetch runs on a goroutine of its own, handing its result over a channel.
+type recovery struct {
+	h      *Handler
+	cfg    RecoveryConfig
+	client *rerequest.Client
+
+	restUntil int64 // re-request skipped until then (every server failed)
+	started   int64 // when the current recovery began (0: none)
+
+	open    []moldudp64.Range // declared gaps not repaired
+	openAt  []int64           // when each was detected
+	cur     moldudp64.Range   // the range being re-requested
+	events  []RecoveryEvent
+	stats   RecoveryStats
+	hist    latency.Histogram
+	lastRec int64
+
+	// Snapshot.
+	wantSnap bool
+	snapAt   int64 // no snapshot before this time
+	fetching bool
+	snapRes  chan snapResult
+	cancel   context.CancelFunc
+	snapGaps uint64 // open gaps when the fetch began
+
+	// pendingWhole: the books were emptied (session change) and must be
+	// flagged until the new session is whole.
+	pendingWhole bool
+}
+
+type snapResult struct {
+	next uint64
+	msgs []byte // [u16 length][message] records
+	n    uint64
+	err  error
+	took time.Duration
+}
+
+func newRecovery(h *Handler, cfg RecoveryConfig) (*recovery, error) {
+	if cfg.MaxRerequestGap == 0 {
+		cfg.MaxRerequestGap = DefaultMaxRerequestGap
+	}
+	if cfg.LateJoin == "" {
+		cfg.LateJoin = LateJoinSnapshot
+	}
+	if cfg.SnapshotRetry <= 0 {
+		cfg.SnapshotRetry = 5 * time.Second
+	}
+	if cfg.ServerRest <= 0 {
+		cfg.ServerRest = time.Second
+	}
+	r := &recovery{h: h, cfg: cfg, snapRes: make(chan snapResult, 1), open: make([]moldudp64.Range, 0, maxOpenRanges)}
+	if len(cfg.Rerequest.Servers) > 0 {
+		c, err := rerequest.New(cfg.Rerequest, cfg.Do)
+		if err != nil {
+			return nil, err
+		}
+		r.client = c
+	}
+	return r, nil
+}
+
+// enabled reports whether any source is configured.
+func (r *recovery) enabled() bool { return r.client != nil || r.cfg.Snapshot != nil }
+
+// missing is the arbiter's MissingFunc.
+func (r *recovery) missing(rg moldudp64.Range, now int64) bool {
+	r.stats.GapsDetected++
+	if r.started != 0 && len(r.open) == 0 && r.cur.Count > 0 {
+		// The previous range was filled just now (the arbiter asks for
+		// the next one on the same call).
+		r.filled(now)
+	}
+	r.started = now
+	r.cur = moldudp64.Range{}
+	if r.fetching {
+		return false // the snapshot will cover it (or leave it open)
+	}
+	if r.client == nil || now < r.restUntil {
+		return false
+	}
+	if rg.First == 1 && r.h.arb.Stats.Delivered == 0 && rg.Count > uint64(r.client.MaxRequestMessages()) {
+		// A late join (a start gap one request cannot fill).
+		switch r.cfg.LateJoin {
+		case LateJoinOff:
+			return false
+		case LateJoinSnapshot:
+			if r.cfg.Snapshot != nil {
+				return false
+			}
+		case LateJoinRerequest:
+			r.client.Want(r.h.arb.Session(), rg, now)
+			r.cur = rg
+			return true
+		}
+	}
+	if r.cfg.Snapshot != nil && rg.Count > r.cfg.MaxRerequestGap {
+		return false
+	}
+	r.client.Want(r.h.arb.Session(), rg, now)
+	r.cur = rg
+	return true
+}
+
+// filled records the re-requested range as repaired.
+func (r *recovery) filled(now int64) {
+	r.hist.Record(now - r.started)
+	r.event(RecoveryEvent{Range: r.cur, By: "re-request", Took: time.Duration(now - r.started)})
+	r.cur = moldudp64.Range{}
+}
+
+// gap is told of every range declared missing (the books are flagged).
+func (r *recovery) gap(rg moldudp64.Range) {
+	r.addOpen(rg)
+	if r.cfg.Snapshot != nil {
+		r.wantSnap = true
+	}
+}
+
+// addOpen records rg as open, merged with the open ranges it overlaps or
+// touches (a range declared again after a snapshot is counted once).
+func (r *recovery) addOpen(rg moldudp64.Range) {
+	if r.cur.Count > 0 && rg.First >= r.cur.First && rg.First < r.cur.End() {
+		r.cur = moldudp64.Range{} // given up: now an open gap
+	}
+	at := r.started
+	if at == 0 {
+		at = time.Now().UnixNano()
+	}
+	for i := range r.open {
+		o := &r.open[i]
+		if rg.First <= o.End() && o.First <= rg.End() {
+			first, end := min(o.First, rg.First), max(o.End(), rg.End())
+			*o = moldudp64.Range{First: first, Count: end - first}
+			return
+		}
+	}
+	if len(r.open) < maxOpenRanges {
+		r.open = append(r.open, rg)
+		r.openAt = append(r.openAt, at)
+		return
+	}
+	last := &r.open[len(r.open)-1]
+	last.Count = max(last.End(), rg.End()) - last.First
+}
+
+// sessionChanged: the books were emptied for a new session; they stay
+// flagged until it is whole (snapshot, or re-request from its start).
+func (r *recovery) sessionChanged() {
+	r.open, r.openAt = r.open[:0], r.openAt[:0]
+	if r.client != nil {
+		r.client.Cancel()
+	}
+	r.restUntil = 0
+	r.pendingWhole = true
+	for _, s := range r.h.shards {
+		r.h.pushMarker(s, markerStale, 1)
+	}
+	if r.cfg.Snapshot != nil {
+		r.wantSnap = true
+		r.snapAt = 0
+	}
+}
+
+// poll drives the state machine; it is called from the receive loop after
+// every batch and idle poll. With no recovery in progress it does nothing.
+func (r *recovery) poll(now int64) {
+	a := r.h.arb
+	if r.client != nil {
+		if r.client.Active() || now-r.lastRec > int64(10*time.Millisecond) {
+			r.lastRec = now
+			r.client.Progress(a.Next())
+			ok := r.client.Poll(now, r.recovered)
+			if !ok {
+				r.restUntil = now + int64(r.cfg.ServerRest)
+				a.Abandon(now)
+			}
+		}
+	}
+	if r.started != 0 {
+		if _, busy := a.Recovering(); !busy && !r.fetching && (r.client == nil || !r.client.Active()) {
+			if len(r.open) == 0 && r.cur.Count > 0 {
+				r.filled(now)
+			}
+			r.started = 0
+			r.cur = moldudp64.Range{}
+		}
+	}
+	r.stats.RecoveredByRerequest = a.Stats.RecoveriesFilled
+	if r.pendingWhole && !r.fetching && !r.wantSnap && len(r.open) == 0 && a.Next() > 1 {
+		if _, busy := a.Recovering(); !busy {
+			r.pendingWhole = false
+			r.h.markWhole()
+		}
+	}
+	if r.fetching {
+		select {
+		case res := <-r.snapRes:
+			r.fetching = false
+			r.loadSnapshot(res, now)
+		default:
+		}
+		return
+	}
+	if r.wantSnap && now >= r.snapAt && r.cfg.Snapshot != nil {
+		r.startSnapshot(now)
+	}
+}
+
+// recovered hands a re-request answer to the arbiter.
+func (r *recovery) recovered(p moldudp64.Packet) {
+	r.h.pickup = time.Now().UnixNano()
+	r.h.arb.OfferRecovered(r.raw(p), p, r.h.pickup)
+	r.client.Progress(r.h.arb.Next())
+}
+
+// raw re-encodes p for the spill (a held packet is kept as bytes).
+func (r *recovery) raw(p moldudp64.Packet) []byte {
+	r.h.rawBuf = p.Append(r.h.rawBuf[:0])
+	return r.h.rawBuf
+}
+
+// startSnapshot freezes delivery (the live feed is spilled) and fetches a
+// snapshot on a goroutine.
+func (r *recovery) startSnapshot(now int64) {
+	r.wantSnap = false
+	r.fetching = true
+	if r.client != nil {
+		r.client.Cancel()
+	}
+	if r.started == 0 {
+		r.started = now
+	}
+	r.snapGaps = uint64(len(r.open))
+	r.h.arb.Freeze()
+	ctx, cancel := context.WithCancel(context.Background())
+	r.cancel = cancel
+	fetch, session := r.cfg.Snapshot, r.h.arb.Session()
+	r.h.log.Info().Str("session", session.String()).Msg("recovery: fetching snapshot")
+	go func() {
+		t0 := time.Now()
+		var res snapResult
+		res.msgs = make([]byte, 0, 1<<20)
+		res.next, res.err = fetch(ctx, session, func(msg []byte) error {
+			if len(msg) > 0xFFFF {
+				return errors.New("snapshot message longer than 65535 bytes")
+			}
+			res.msgs = binary.BigEndian.AppendUint16(res.msgs, uint16(len(msg)))
+			res.msgs = append(res.msgs, msg...)
+			res.n++
+			return nil
+		})
+		if res.err == nil && res.next == 0 {
+			res.err = errors.New("snapshot names sequence number 0")
+		}
+		res.took = time.Since(t0)
+		r.snapRes <- res
+	}()
+}
+
+// loadSnapshot replaces the books with the snapshot and resumes delivery
+// from the snapshot's sequence number on.
+func (r *recovery) loadSnapshot(res snapResult, now int64) {
+	a := r.h.arb
+	if res.err != nil {
+		r.stats.SnapshotFailures++
+		r.stats.LastSnapshotError = res.err.Error()
+		r.h.log.Warn().Err(res.err).Dur("retry_in", r.cfg.SnapshotRetry).Msg("recovery: snapshot failed; books stay flagged")
+		r.wantSnap = true
+		r.snapAt = now + int64(r.cfg.SnapshotRetry)
+		a.Unfreeze(0)
+		return
+	}
+	r.h.rebuild(res.msgs, res.next)
+	// Gaps before the snapshot's sequence number are repaired by it.
+	kept, keptAt := r.open[:0], r.openAt[:0]
+	for i, g := range r.open {
+		if g.End() > res.next {
+			kept, keptAt = append(kept, g), append(keptAt, r.openAt[i])
+		} else {
+			r.stats.RecoveredBySnapshot++
+			r.event(RecoveryEvent{Range: g, By: "snapshot", Took: time.Duration(now - r.openAt[i]), NextSeq: res.next})
+		}
+	}
+	r.open, r.openAt = kept, keptAt
+	r.stats.Snapshots++
+	r.stats.SnapshotMessages += res.n
+	r.stats.LastSnapshotNext = res.next
+	r.h.log.Info().Uint64("messages", res.n).Uint64("next_seq", res.next).Dur("took", res.took).
+		Int("open_gaps", len(r.open)).Msg("recovery: snapshot loaded")
+	a.Unfreeze(res.next)
+	if r.started != 0 && len(r.open) == 0 {
+		r.hist.Record(now - r.started)
+		r.started = 0
+	}
+	if len(r.open) > 0 {
+		r.wantSnap = true
+		r.snapAt = now + int64(r.cfg.SnapshotRetry)
+	} else {
+		r.pendingWhole = false
+		r.h.markWhole()
+	}
+}
+
+// close stops a snapshot in flight and closes the sockets.
+func (r *recovery) close() error {
+	if r.cancel != nil {
+		r.cancel()
+	}
+	if r.fetching {
+		<-r.snapRes
+		r.fetching = false
+	}
+	if r.client != nil {
+		return r.client.Close()
+	}
+	return nil
+}
+
+// copyStats fills st (under the handler's stats lock).
+func (r *recovery) copyStats(st *RecoveryStats) {
+	keep, keepEv := st.OpenRanges, st.Events
+	*st = r.stats
+	st.OpenRanges = append(keep[:0], r.open...)
+	st.Events = append(keepEv[:0], r.events...)
+	st.Open = uint64(len(r.open))
+	if r.client != nil {
+		st.Rerequest = r.client.Stats
+	}
+	r.hist.Snapshot(&st.RecoveryTime)
+	st.SpillMax = r.h.arb.Stats.HeldMax
+	st.State = StateInSync
+	if _, busy := r.h.arb.Recovering(); busy {
+		st.State = StateRerequesting
+	}
+	if r.fetching || r.wantSnap && len(r.open) > 0 && r.cfg.Snapshot != nil {
+		st.State = StateSnapshot
+	}
+}
+
+func (s RecoveryStats) String() string {
+	return fmt.Sprintf("gaps %d, by re-request %d, by snapshot %d, open %d", s.GapsDetected, s.RecoveredByRerequest, s.RecoveredBySnapshot, s.Open)
+}

@@ -1,0 +1,320 @@
+package handler
+
+import (
+	"context"
+	"math/rand/v2"
+	"runtime"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/marketfeed/feedhandler/book"
+	"github.com/marketfeed/feedhandler/feed/glimpse"
+	"github.com/marketfeed/feedhandler/feed/itch"
+	"github.com/marketfeed/feedhandler/feed/moldudp64"
+	"github.com/marketfeed/feedhandler/internal/exchange"
+)
+
+// TestArbiterRecoveryRandom: packets are lost on both lines at random; a
+// recovery source answers each missing range in random pieces, late, out of
+// order and twice. Every message is delivered once, in order (the sink
+// checks), and no gap is declared.
+func TestArbiterRecoveryRandom(t *testing.T) {
+	for seed := range uint64(20) {
+		rng := rand.New(rand.NewPCG(seed, 99))
+		pkts := packets(t, testSession, 400, 6, rng)
+		a, s := newTestArbiter(t, ArbiterConfig{Session: testSession, Grace: time.Microsecond, Hold: time.Millisecond, MaxPending: 16, Spill: 1024})
+		var asked []moldudp64.Range
+		a.SetMissing(func(r moldudp64.Range, now int64) bool { asked = append(asked, r); return true })
+		// The source: every message by sequence number, re-packed on demand.
+		bySeq := map[uint64][]byte{}
+		for _, b := range pkts {
+			p, _ := moldudp64.Parse(b)
+			it := p.Iter()
+			for m, ok := it.Next(); ok; m, ok = it.Next() {
+				bySeq[it.Seq()] = m
+			}
+		}
+		answer := func(first, n uint64) {
+			b := moldudp64.NewBuilder(testSession, first, 0)
+			for q := first; q < first+n; q++ {
+				if m, ok := bySeq[q]; ok {
+					b.Add(m)
+				}
+			}
+			if raw := b.Flush(); raw != nil {
+				p, _ := moldudp64.Parse(raw)
+				a.OfferRecovered(raw, p, 0)
+			}
+		}
+		now := int64(1)
+		for i, b := range pkts {
+			now += int64(time.Millisecond)
+			if i > 0 && rng.IntN(8) == 0 {
+				continue // lost on both lines
+			}
+			a.Offer(0, b, now)
+			a.Offer(1, b, now)
+			// Answer what is being recovered, in pieces, sometimes twice
+			// and sometimes a later piece first.
+			for range 3 {
+				r, ok := a.Recovering()
+				if !ok {
+					break
+				}
+				k := 1 + rng.Uint64N(r.Count)
+				if rng.IntN(3) == 0 && r.Count > k {
+					answer(r.First+k, r.Count-k) // the tail first: held
+				}
+				answer(r.First, k)
+				if rng.IntN(2) == 0 {
+					answer(r.First, k) // late duplicate
+				}
+			}
+			a.Tick(now)
+		}
+		// The end of session names the last sequence number: a loss
+		// just before it is missing too.
+		last, _ := moldudp64.Parse(pkts[len(pkts)-1])
+		now += int64(time.Millisecond)
+		a.Offer(0, moldudp64.AppendHeader(nil, testSession, last.Next(), moldudp64.EndOfSessionCount), now)
+		for range 100 {
+			now += int64(time.Millisecond)
+			a.Tick(now)
+			if r, ok := a.Recovering(); ok {
+				answer(r.First, r.Count)
+			}
+			if a.Ended() {
+				break
+			}
+		}
+		if want := totalMessages(t, pkts); s.got != want || len(s.gaps) != 0 || len(asked) == 0 {
+			t.Fatalf("seed %d: delivered %d of %d, gaps %v, asked %d ranges", seed, s.got, want, s.gaps, len(asked))
+		}
+		if a.Stats.RecoveriesFilled != uint64(len(asked)) {
+			t.Fatalf("seed %d: %d ranges asked, %d filled", seed, len(asked), a.Stats.RecoveriesFilled)
+		}
+	}
+}
+
+// TestArbiterAbandon: a range given up is declared a gap, exactly, and what
+// was held behind it is delivered.
+func TestArbiterAbandon(t *testing.T) {
+	rng := rand.New(rand.NewPCG(31, 32))
+	pkts := packets(t, testSession, 20, 4, rng)
+	a, s := newTestArbiter(t, ArbiterConfig{Session: testSession, Lines: 1, Grace: time.Microsecond})
+	a.SetMissing(func(moldudp64.Range, int64) bool { return true })
+	a.Offer(0, pkts[0], 1)
+	for i := 2; i < len(pkts); i++ {
+		a.Offer(0, pkts[i], 2)
+	}
+	a.Tick(int64(time.Second))
+	r, ok := a.Recovering()
+	p1, _ := moldudp64.Parse(pkts[1])
+	if !ok || r != p1.Range() {
+		t.Fatalf("recovering %v %v, want %v", r, ok, p1.Range())
+	}
+	a.Abandon(int64(time.Second))
+	if len(s.gaps) != 1 || s.gaps[0] != p1.Range() {
+		t.Fatalf("gaps %v, want [%v]", s.gaps, p1.Range())
+	}
+	if want := totalMessages(t, pkts) - uint64(p1.Messages()); s.got != want || a.Stats.RecoveriesFailed != 1 {
+		t.Fatalf("delivered %d, want %d; failed %d", s.got, want, a.Stats.RecoveriesFailed)
+	}
+}
+
+// TestArbiterSpillOverflow: while recovering, the spill fills up: the
+// recovery is given up and the gap declared rather than anything lost.
+func TestArbiterSpillOverflow(t *testing.T) {
+	rng := rand.New(rand.NewPCG(33, 34))
+	pkts := packets(t, testSession, 60, 4, rng)
+	a, s := newTestArbiter(t, ArbiterConfig{Session: testSession, Lines: 1, Grace: time.Microsecond, MaxPending: 16, Spill: 32})
+	a.SetMissing(func(moldudp64.Range, int64) bool { return true })
+	a.Offer(0, pkts[0], 1)
+	for i := 2; i < len(pkts); i++ {
+		a.Offer(0, pkts[i], int64(i)*int64(time.Millisecond))
+	}
+	p1, _ := moldudp64.Parse(pkts[1])
+	if a.Stats.SpillOverflows != 1 || len(s.gaps) != 1 || s.gaps[0] != p1.Range() {
+		t.Fatalf("overflows %d, gaps %v, want [%v]", a.Stats.SpillOverflows, s.gaps, p1.Range())
+	}
+	if want := totalMessages(t, pkts) - uint64(p1.Messages()); s.got != want {
+		t.Fatalf("delivered %d, want %d", s.got, want)
+	}
+}
+
+// TestShutdownMidSnapshot: a snapshot server stalls in the middle of a
+// snapshot (heartbeats go on, so the fetch would wait for its idle
+// timeout); closing the recovery cancels the fetch and returns, leaving no
+// goroutine behind.
+func TestShutdownMidSnapshot(t *testing.T) {
+	before := runtime.NumGoroutine()
+	var msgs [][]byte
+	for i := range 100 {
+		f := itch.SystemEventFields{Header: itch.Header{Locate: 0, Timestamp: uint64(i)}, EventCode: 'O'}
+		msgs = append(msgs, f.Append(nil))
+	}
+	srv, err := exchange.NewSnapshotServer(exchange.SnapshotConfig{
+		Listen: "127.0.0.1:0", Username: "u", Password: "p", Session: "STALL",
+		Messages: func(seq uint64) ([]byte, bool) {
+			if seq == 0 || seq > uint64(len(msgs)) {
+				return nil, false
+			}
+			return msgs[seq-1], true
+		},
+		StallAfter: 10,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve() }()
+	stopServer := func() { srv.Close(); <-served }
+	defer func() {
+		if srv != nil {
+			stopServer()
+		}
+	}()
+
+	h := &Handler{log: zerolog.Nop()}
+	h.arb = NewArbiter(ArbiterConfig{Session: moldudp64.NewSession("STALL")}, func(moldudp64.Packet, int, int64) {}, nil)
+	rec, err := newRecovery(h, RecoveryConfig{Snapshot: GlimpseSnapshot(glimpse.Config{
+		Addr: srv.Addr().String(), Username: "u", Password: "p", IdleTimeout: time.Hour})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.rec = rec
+	rec.startSnapshot(time.Now().UnixNano())
+	for i := 0; srv.Stats().Logins == 0; i++ {
+		if i == 1000 {
+			t.Fatal("the fetch never logged in")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if !h.arb.Frozen() {
+		t.Fatal("delivery not frozen during the snapshot")
+	}
+	if err := rec.close(); err != nil {
+		t.Fatal(err)
+	}
+	if rec.fetching {
+		t.Fatal("still fetching after close")
+	}
+	// The server's own goroutines end with it; what is left is ours.
+	stopServer()
+	srv = nil
+	for i := 0; runtime.NumGoroutine() > before; i++ {
+		if i == 500 {
+			t.Fatalf("goroutines %d -> %d after close", before, runtime.NumGoroutine())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestSnapshotSourceBack: the snapshot server rejects the login: the
+// failure is counted, delivery resumes, the range stays open and the books
+// flagged. Once a server answers, the next attempt rebuilds the books from
+// it and clears the flag, without a restart.
+func TestSnapshotSourceBack(t *testing.T) {
+	var msgs [][]byte
+	dir := itch.StockDirectoryFields{Header: itch.Header{Locate: 7}, Stock: itch.NewSymbol("SNAP"), MarketCategory: 'Q',
+		FinancialStatus: 'N', RoundLotSize: 100, RoundLotsOnly: 'N', Authenticity: 'P'}
+	msgs = append(msgs, dir.Append(nil))
+	for i := range 50 {
+		add := itch.AddOrderFields{Header: itch.Header{Locate: 7, Timestamp: uint64(i)}, OrderRef: uint64(i + 1), Side: 'B',
+			Shares: 100, Stock: itch.NewSymbol("SNAP"), Price: uint32(10000 + i)}
+		msgs = append(msgs, add.Append(nil))
+	}
+	source := func(seq uint64) ([]byte, bool) {
+		if seq == 0 || seq > uint64(len(msgs)) {
+			return nil, false
+		}
+		return msgs[seq-1], true
+	}
+	start := func(reject bool) *exchange.SnapshotServer {
+		srv, err := exchange.NewSnapshotServer(exchange.SnapshotConfig{Listen: "127.0.0.1:0", Username: "u", Password: "p",
+			Session: "BACK", Messages: source, RejectLogin: reject})
+		if err != nil {
+			t.Fatal(err)
+		}
+		served := make(chan error, 1)
+		go func() { served <- srv.Serve() }()
+		t.Cleanup(func() { srv.Close(); <-served })
+		return srv
+	}
+	bad, good := start(true), start(false)
+	var addr atomic.Value
+	addr.Store(bad.Addr().String())
+	fetch := func(ctx context.Context, s moldudp64.Session, fn func([]byte) error) (uint64, error) {
+		return GlimpseSnapshot(glimpse.Config{Addr: addr.Load().(string), Username: "u", Password: "p"})(ctx, s, fn)
+	}
+
+	w := testWriter(t)
+	sh, err := newShard(0, -1, 1<<12, book.Config{MaxOrders: 1 << 12, MaxLocates: 64, MaxLevels: 1 << 10}, w, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &Handler{log: zerolog.Nop(), shards: []*shard{sh}, shardOf: make([]uint8, 1<<16), subscribed: make([]bool, 1<<16)}
+	h.gapLog = make(chan moldudp64.Range, 8)
+	h.arb = NewArbiter(ArbiterConfig{Session: moldudp64.NewSession("BACK")}, h.route, h.gap)
+	rec, err := newRecovery(h, RecoveryConfig{Snapshot: fetch, SnapshotRetry: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rec.close()
+	h.rec = rec
+	h.arb.SetMissing(rec.missing)
+	drain := func() {
+		for {
+			batch := sh.ring.Peek(256)
+			if len(batch) == 0 {
+				return
+			}
+			for i := range batch {
+				if m := &batch[i]; m.kind != 0 {
+					sh.marker(m)
+				} else {
+					loc, changed := sh.books.Apply(itch.Msg(m.data[:m.n]))
+					sh.pub.Applied(loc, changed, m.seq, m.rxTime)
+				}
+			}
+			if !sh.rebuilding {
+				sh.pub.Flush()
+			}
+			sh.ring.Release(len(batch))
+		}
+	}
+	// A late join: the live feed starts past the snapshot's messages.
+	live := moldudp64.NewBuilder(moldudp64.NewSession("BACK"), uint64(len(msgs))+1, 0)
+	ev := itch.SystemEventFields{EventCode: 'Q'}
+	live.Add(ev.Append(nil))
+	pkt := append([]byte(nil), live.Flush()...)
+	h.arb.Offer(0, pkt, 1)
+	h.arb.Offer(1, pkt, 1)
+	h.arb.Tick(int64(time.Second))
+	poll := func(until func() bool) {
+		for i := 0; !until(); i++ {
+			if i == 2000 {
+				t.Fatalf("recovery stuck: %+v", rec.stats)
+			}
+			rec.poll(time.Now().UnixNano())
+			drain()
+			time.Sleep(time.Millisecond)
+		}
+	}
+	poll(func() bool { return rec.stats.SnapshotFailures >= 1 })
+	if len(rec.open) != 1 || !sh.pub.stale || h.arb.Frozen() {
+		t.Fatalf("after a failed snapshot: open %v, stale %v, frozen %v", rec.open, sh.pub.stale, h.arb.Frozen())
+	}
+	addr.Store(good.Addr().String()) // the source comes back
+	poll(func() bool { return rec.stats.Snapshots == 1 })
+	drain()
+	if len(rec.open) != 0 || sh.pub.stale {
+		t.Fatalf("after the snapshot: open %v, stale %v", rec.open, sh.pub.stale)
+	}
+	if b := sh.books.Book(7); b == nil || b.Orders() != 50 {
+		t.Fatalf("book after the snapshot: %v", b)
+	}
+}

@@ -1,0 +1,142 @@
+package handler
+
+import (
+	"github.com/marketfeed/feedhandler/feed/moldudp64"
+)
+
+// Session choice. With no configured session the Arbiter does not follow
+// the first datagram it sees: a stray sender on the group would otherwise
+// take the feed over. It tracks a few candidate sessions and locks onto one
+// only once SessionConfirm of its packets in a row carried a consistent
+// sequence (each within candidateWindow of where the previous ones ended). The packets seen while confirming are stashed and replayed on
+// lock, so nothing of the real feed is lost. Later, a candidate that
+// confirms while the locked session has been silent on every line for
+// LineTimeout replaces it: a session change.
+
+// candidateWindow is how far a candidate's packet may be from where its
+// previous packets ended (line loss, the other line's copies) and still
+// count as consistent.
+const candidateWindow = 1 << 16
+
+// maxCandidates is the number of sessions tracked at once.
+const maxCandidates = 4
+
+// defaultSessionConfirm is ArbiterConfig.SessionConfirm's default.
+const defaultSessionConfirm = 4
+
+// SessionFunc is told of a session change (from the zero Session: the
+// first lock).
+type SessionFunc func(old, new moldudp64.Session)
+
+type candidate struct {
+	session moldudp64.Session
+	next    uint64 // where its packets so far ended
+	n       int    // consistent packets in a row
+	lastRx  int64
+	stash   []stashed
+}
+
+type stashed struct {
+	line   int
+	rxTime int64
+	data   []byte // into arena
+}
+
+type sessions struct {
+	cands [maxCandidates]candidate
+	arena []byte
+}
+
+func (s *sessions) init(confirm, slotSize int) {
+	s.arena = make([]byte, maxCandidates*confirm*slotSize)
+	for i := range s.cands {
+		s.cands[i].stash = make([]stashed, 0, confirm)
+	}
+}
+
+// SetSessionFunc installs the session-change callback.
+func (a *Arbiter) SetSessionFunc(fn SessionFunc) { a.onSession = fn }
+
+// candidate feeds a packet of a session other than the locked one (or any
+// packet before a lock) to the candidate table. It reports whether that
+// session has now confirmed and may be locked.
+func (a *Arbiter) candidate(line int, data []byte, p moldudp64.Packet, rxTime int64) (int, bool) {
+	s := &a.sess
+	idx := -1
+	for i := range s.cands {
+		if s.cands[i].n > 0 && s.cands[i].session == p.Session {
+			idx = i
+			break
+		}
+	}
+	if idx < 0 {
+		// A new session takes the slot of the weakest (then oldest).
+		idx = 0
+		for i := range s.cands {
+			c, w := &s.cands[i], &s.cands[idx]
+			if c.n < w.n || c.n == w.n && c.lastRx < w.lastRx {
+				idx = i
+			}
+		}
+		c := &s.cands[idx]
+		c.session, c.next, c.n, c.stash = p.Session, p.Next(), 0, c.stash[:0]
+	}
+	c := &s.cands[idx]
+	if p.Seq > c.next+candidateWindow || p.Next()+candidateWindow < c.next {
+		// Far from where its packets were: not one sequence. Start
+		// counting again from here.
+		c.n, c.stash = 0, c.stash[:0]
+	}
+	c.next = max(c.next, p.Next())
+	c.lastRx = rxTime
+	if len(data) <= a.cfg.SlotSize && len(c.stash) < cap(c.stash) {
+		off := (idx*cap(c.stash) + len(c.stash)) * a.cfg.SlotSize
+		n := copy(s.arena[off:off+a.cfg.SlotSize], data)
+		c.stash = append(c.stash, stashed{line: line, rxTime: rxTime, data: s.arena[off : off+n]})
+	}
+	c.n++
+	return idx, c.n >= a.cfg.SessionConfirm
+}
+
+// lock follows candidate idx's session from sequence number 1 and replays
+// its stashed packets.
+func (a *Arbiter) lock(idx int, rxTime int64) {
+	c := &a.sess.cands[idx]
+	old := a.session
+	if a.started {
+		a.Stats.SessionChanges++
+		// Forget everything of the old session.
+		for a.pend.n > 0 {
+			a.pend.popFront()
+		}
+		a.high = [MaxLines]uint64{}
+		a.lastRx = [MaxLines]int64{}
+		a.ended, a.frozen, a.recovering, a.gapSince, a.suspect = false, false, false, 0, 0
+	}
+	a.session = c.session
+	a.started = true
+	a.next = 1
+	a.startRx = rxTime
+	a.Stats.SessionChosen = true
+	stash := c.stash
+	for i := range a.sess.cands {
+		a.sess.cands[i].n = 0
+		a.sess.cands[i].stash = a.sess.cands[i].stash[:0]
+	}
+	if a.onSession != nil {
+		a.onSession(old, a.session)
+	}
+	for _, st := range stash {
+		a.Offer(st.line, st.data, st.rxTime)
+	}
+}
+
+// silent reports whether the locked session sent nothing on any line for
+// LineTimeout before now.
+func (a *Arbiter) silent(now int64) bool {
+	last := a.startRx
+	for i := 0; i < a.cfg.Lines; i++ {
+		last = max(last, a.lastRx[i])
+	}
+	return now-last >= int64(a.cfg.LineTimeout)
+}

@@ -1,0 +1,81 @@
+package handler
+
+import (
+	"math/rand/v2"
+	"testing"
+	"time"
+
+	"github.com/marketfeed/feedhandler/feed/moldudp64"
+)
+
+// TestSessionNotHijacked: with no configured session, stray datagrams of a
+// foreign session (a consistent run, then random sequence numbers) arrive
+// before and during the real feed. The real feed is delivered whole, and
+// the foreign packets are counted per line.
+func TestSessionNotHijacked(t *testing.T) {
+	rng := rand.New(rand.NewPCG(21, 22))
+	real := packets(t, testSession, 200, 5, rng)
+	foreign := moldudp64.NewSession("STRAY")
+	strayRun := packets(t, foreign, 2, 5, rng) // fewer than SessionConfirm in a row
+	a, s := newTestArbiter(t, ArbiterConfig{})
+	now := int64(1)
+	for _, p := range strayRun {
+		a.Offer(0, p, now)
+	}
+	stray := func() []byte {
+		return moldudp64.AppendHeader(nil, foreign, 1+rng.Uint64N(1<<40), 0)
+	}
+	for i := range 30 {
+		a.Offer(i%2, stray(), now)
+	}
+	for i, p := range real {
+		now++
+		a.Offer(0, p, now)
+		a.Offer(1, p, now)
+		if i%3 == 0 {
+			a.Offer(i%2, stray(), now)
+		}
+	}
+	if want := totalMessages(t, real); s.got != want || len(s.gaps) != 0 {
+		t.Fatalf("delivered %d of %d, gaps %v", s.got, want, s.gaps)
+	}
+	if a.Session() != testSession {
+		t.Fatalf("following %q, want %q", a.Session(), testSession)
+	}
+	if ws := a.Stats.Lines[0].WrongSession + a.Stats.Lines[1].WrongSession; ws == 0 {
+		t.Fatal("no wrong-session packet counted")
+	}
+}
+
+// TestSessionChange: a consistent foreign run locks first (it is all there
+// is); it goes silent, and the real session replaces it after LineTimeout,
+// told through the SessionFunc and counted.
+func TestSessionChange(t *testing.T) {
+	rng := rand.New(rand.NewPCG(23, 24))
+	foreign := packets(t, moldudp64.NewSession("STRAY"), 10, 5, rng)
+	real := packets(t, testSession, 50, 5, rng)
+	a, s := newTestArbiter(t, ArbiterConfig{Lines: 1, LineTimeout: time.Second})
+	var changes [][2]moldudp64.Session
+	a.SetSessionFunc(func(o, n moldudp64.Session) { changes = append(changes, [2]moldudp64.Session{o, n}) })
+	now := int64(1)
+	for _, p := range foreign {
+		a.Offer(0, p, now)
+	}
+	if a.Session() != moldudp64.NewSession("STRAY") {
+		t.Fatalf("following %q after a consistent run", a.Session())
+	}
+	// The stray sender stops; the real feed starts 2s later.
+	now += int64(2 * time.Second)
+	s.next = 0 // the sink follows the new session from its start
+	got := s.got
+	for _, p := range real {
+		now++
+		a.Offer(0, p, now)
+	}
+	if a.Session() != testSession || a.Stats.SessionChanges != 1 || len(changes) != 2 {
+		t.Fatalf("session %q, changes %d, callbacks %v", a.Session(), a.Stats.SessionChanges, changes)
+	}
+	if want := totalMessages(t, real); s.got-got != want {
+		t.Fatalf("delivered %d of the real session, want %d", s.got-got, want)
+	}
+}

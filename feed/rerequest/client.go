@@ -1,0 +1,337 @@
+package rerequest
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/marketfeed/feedhandler/feed/moldudp64"
+)
+
+// Defaults of Config's zero values.
+const (
+	DefaultTimeout            = 20 * time.Millisecond
+	DefaultRetries            = 3
+	DefaultMaxRequestMessages = 2000
+	DefaultRequestsPerSecond  = 1000
+)
+
+// ErrNoServers is returned by New without servers.
+var ErrNoServers = errors.New("new rerequest client: no servers")
+
+// Config shapes a Client. Zero values pick the defaults.
+type Config struct {
+	Servers            []netip.AddrPort // tried in order
+	Timeout            time.Duration    // wait for the first answer to a request; doubled on each retry
+	Retries            int              // resends per server before failing over
+	MaxRequestMessages int              // most messages asked at once (at most moldudp64.MaxCount)
+	RequestsPerSecond  float64          // request rate limit
+}
+
+// Stats count what the client did.
+type Stats struct {
+	Requests     uint64 // request packets sent (first asks, continuations and retries)
+	Retries      uint64 // requests resent after a timeout
+	Timeouts     uint64 // requests that got no answer in time
+	Failovers    uint64 // moves to the next server
+	Failures     uint64 // ranges given up on after every server was tried
+	SendErrors   uint64 // request writes that failed (server unreachable, ...)
+	RateLimited  uint64 // times a request waited for the rate limit
+	Responses    uint64 // answer packets accepted
+	Messages     uint64 // new messages those carried (handed to the caller)
+	Late         uint64 // answers whose messages the caller already had
+	Malformed    uint64 // answers rejected by moldudp64.Parse
+	WrongSession uint64 // answers of another session
+	Unasked      uint64 // answers for ranges never asked, heartbeats, end of session
+	ReadErrors   uint64
+	moldudp64.ParseErrors
+}
+
+// Bad returns the answers dropped as bad (malformed, wrong session, unasked).
+func (s *Stats) Bad() uint64 { return s.Malformed + s.WrongSession + s.Unasked }
+
+// askedMemory is how many recent requests are remembered to recognise
+// their answers.
+const askedMemory = 32
+
+// Client asks re-request servers for missing ranges. It is used by one
+// goroutine.
+type Client struct {
+	cfg     Config
+	fds     []int
+	buf     []byte
+	req     []byte
+	session moldudp64.Session
+
+	active bool
+	want   moldudp64.Range // what must be filled: [next, want.End())
+	next   uint64          // the caller's next expected sequence number
+
+	server   int
+	tries    int // sends of the current request to the current server
+	inflight moldudp64.Range
+	sentAt   int64 // when inflight was sent (0: nothing in flight)
+	lastAns  int64 // when an answer to inflight last arrived (0: none yet)
+
+	asked  [askedMemory]moldudp64.Range
+	askedN int
+
+	tokens   float64
+	refillAt int64
+
+	Stats Stats
+}
+
+// New opens one connected UDP socket per server. open, if not nil, runs
+// the socket creation (e.g. inside a network namespace).
+func New(cfg Config, open func(func() error) error) (*Client, error) {
+	if len(cfg.Servers) == 0 {
+		return nil, ErrNoServers
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = DefaultTimeout
+	}
+	if cfg.Retries <= 0 {
+		cfg.Retries = DefaultRetries
+	}
+	if cfg.MaxRequestMessages <= 0 {
+		cfg.MaxRequestMessages = DefaultMaxRequestMessages
+	}
+	cfg.MaxRequestMessages = min(cfg.MaxRequestMessages, moldudp64.MaxCount)
+	if cfg.RequestsPerSecond <= 0 {
+		cfg.RequestsPerSecond = DefaultRequestsPerSecond
+	}
+	if open == nil {
+		open = func(fn func() error) error { return fn() }
+	}
+	c := &Client{cfg: cfg, buf: make([]byte, 1<<16), req: make([]byte, 0, moldudp64.RequestLen)}
+	err := open(func() error {
+		for _, s := range cfg.Servers {
+			fd, err := dial(s)
+			if err != nil {
+				return fmt.Errorf("new rerequest client: server %s: %w", s, err)
+			}
+			c.fds = append(c.fds, fd)
+		}
+		return nil
+	})
+	if err != nil {
+		c.Close()
+		return nil, err
+	}
+	c.tokens = c.burst()
+	return c, nil
+}
+
+func dial(s netip.AddrPort) (int, error) {
+	if !s.Addr().Is4() {
+		return -1, errors.New("not an IPv4 address")
+	}
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, unix.IPPROTO_UDP)
+	if err != nil {
+		return -1, fmt.Errorf("socket: %w", err)
+	}
+	// Answers to a 2000-message request come in a burst of packets.
+	_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, 4<<20)
+	if err := unix.Connect(fd, &unix.SockaddrInet4{Addr: s.Addr().As4(), Port: int(s.Port())}); err != nil {
+		unix.Close(fd)
+		return -1, fmt.Errorf("connect: %w", err)
+	}
+	return fd, nil
+}
+
+// Close closes the sockets.
+func (c *Client) Close() error {
+	var errs []error
+	for _, fd := range c.fds {
+		errs = append(errs, unix.Close(fd))
+	}
+	c.fds = nil
+	return errors.Join(errs...)
+}
+
+// MaxRequestMessages returns the most messages asked at once.
+func (c *Client) MaxRequestMessages() int { return c.cfg.MaxRequestMessages }
+
+// Active reports whether a range is being filled.
+func (c *Client) Active() bool { return c.active }
+
+// Want starts filling r of session s (replacing what was wanted before);
+// the caller has everything before r.First.
+func (c *Client) Want(s moldudp64.Session, r moldudp64.Range, now int64) {
+	c.session = s
+	c.want = r
+	c.next = r.First
+	c.active = r.Count > 0
+	c.server, c.tries, c.sentAt, c.lastAns = 0, 0, 0, 0
+	c.inflight = moldudp64.Range{}
+}
+
+// Progress tells the client that the caller has every message before next.
+// It reports whether the wanted range is now filled.
+func (c *Client) Progress(next uint64) bool {
+	if next > c.next {
+		c.next = next
+	}
+	if c.active && c.next >= c.want.End() {
+		c.active = false
+		c.sentAt = 0
+		return true
+	}
+	return !c.active
+}
+
+// Cancel stops filling the wanted range.
+func (c *Client) Cancel() {
+	c.active = false
+	c.sentAt = 0
+}
+
+// Poll reads every answer waiting, handing valid ones to fn in arrival
+// order (fn should call Progress when it moved the stream on), then sends
+// whatever request is due. It returns false when the wanted range was
+// given up on: every server was tried Retries times without filling it.
+func (c *Client) Poll(now int64, fn func(p moldudp64.Packet)) bool {
+	for i, fd := range c.fds {
+		c.read(i, fd, now, fn)
+	}
+	if !c.active {
+		return true
+	}
+	if c.next >= c.want.End() {
+		c.active = false
+		return true
+	}
+	return c.send(now)
+}
+
+func (c *Client) read(server, fd int, now int64, fn func(p moldudp64.Packet)) {
+	for range 256 {
+		n, err := unix.Read(fd, c.buf)
+		if err != nil {
+			if !errors.Is(err, unix.EAGAIN) && !errors.Is(err, unix.EINTR) && !errors.Is(err, unix.ECONNREFUSED) {
+				c.Stats.ReadErrors++
+			}
+			if errors.Is(err, unix.ECONNREFUSED) {
+				continue // the ICMP of an earlier request; more may be queued
+			}
+			return
+		}
+		c.accept(c.buf[:n], now, fn)
+	}
+}
+
+// accept checks one answer and hands it on.
+func (c *Client) accept(b []byte, now int64, fn func(p moldudp64.Packet)) {
+	p, err := moldudp64.Parse(b)
+	if err != nil {
+		c.Stats.Malformed++
+		c.Stats.ParseErrors.Count(err)
+		return
+	}
+	if p.Session != c.session {
+		c.Stats.WrongSession++
+		return
+	}
+	r := p.Range()
+	if r.Count == 0 || !c.wasAsked(r) {
+		c.Stats.Unasked++
+		return
+	}
+	if !c.active || r.End() <= c.next {
+		c.Stats.Late++
+		return
+	}
+	if c.inflight.Count > 0 && r.First < c.inflight.End() && r.End() > c.inflight.First {
+		c.lastAns = now
+	}
+	c.Stats.Responses++
+	c.Stats.Messages += r.End() - max(r.First, c.next)
+	fn(p)
+}
+
+// wasAsked reports whether r lies inside one of the recent requests.
+func (c *Client) wasAsked(r moldudp64.Range) bool {
+	for i := 0; i < min(c.askedN, askedMemory); i++ {
+		a := c.asked[i]
+		if r.First >= a.First && r.End() <= a.End() {
+			return true
+		}
+	}
+	return false
+}
+
+// send sends the request that is due, if any.
+func (c *Client) send(now int64) bool {
+	if c.sentAt != 0 {
+		if c.next >= c.inflight.End() {
+			c.sentAt = 0 // answered in full: ask for what is left
+		} else if c.lastAns != 0 {
+			// Answered in part: the server capped its answer or a packet
+			// of it was lost. Once it has gone quiet, ask for the rest.
+			if now-c.lastAns < int64(c.settle()) {
+				return true
+			}
+			c.sentAt = 0
+		} else if now-c.sentAt < int64(c.cfg.Timeout)<<min(c.tries-1, 6) {
+			return true
+		} else {
+			c.Stats.Timeouts++
+			if c.tries > c.cfg.Retries {
+				c.server++
+				c.tries = 0
+				if c.server >= len(c.fds) {
+					c.Stats.Failures++
+					c.active = false
+					c.sentAt = 0
+					return false
+				}
+				c.Stats.Failovers++
+			} else {
+				c.Stats.Retries++
+			}
+		}
+	}
+	if !c.take(now) {
+		c.Stats.RateLimited++
+		return true
+	}
+	n := min(c.want.End()-c.next, uint64(c.cfg.MaxRequestMessages))
+	r := moldudp64.Range{First: c.next, Count: n}
+	if c.lastAns != 0 || c.inflight.First != r.First {
+		c.tries = 0 // a continuation or a new range, not a retry
+	}
+	c.inflight = r
+	c.asked[c.askedN%askedMemory] = r
+	c.askedN++
+	c.req = moldudp64.Request{Session: c.session, Seq: r.First, Count: uint16(n)}.Append(c.req[:0])
+	c.tries++
+	c.sentAt, c.lastAns = now, 0
+	c.Stats.Requests++
+	if _, err := unix.Write(c.fds[c.server], c.req); err != nil {
+		c.Stats.SendErrors++ // counted; the timeout moves on
+	}
+	return true
+}
+
+// settle is how long a partly answered request waits for more of its
+// answer before the rest is asked for.
+func (c *Client) settle() time.Duration { return max(200*time.Microsecond, c.cfg.Timeout/10) }
+
+func (c *Client) burst() float64 { return max(1, c.cfg.RequestsPerSecond/100) }
+
+// take takes a token of the rate limit.
+func (c *Client) take(now int64) bool {
+	if c.refillAt != 0 {
+		c.tokens = min(c.burst(), c.tokens+float64(now-c.refillAt)/1e9*c.cfg.RequestsPerSecond)
+	}
+	c.refillAt = now
+	if c.tokens < 1 {
+		return false
+	}
+	c.tokens--
+	return true
+}

@@ -1,0 +1,268 @@
+package rerequest_test
+
+import (
+	"bytes"
+	"encoding/binary"
+	"net"
+	"net/netip"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/marketfeed/feedhandler/feed/moldudp64"
+	"github.com/marketfeed/feedhandler/feed/rerequest"
+	"github.com/marketfeed/feedhandler/internal/exchange"
+)
+
+var session = moldudp64.NewSession("RRTEST")
+
+// history returns a History of n 12-byte messages, each carrying its
+// sequence number, packed 9 to a packet.
+func history(t testing.TB, n int) *exchange.History {
+	t.Helper()
+	h := new(exchange.History)
+	b := moldudp64.NewBuilder(session, 1, 20+9*14)
+	msg := make([]byte, 12)
+	for range n {
+		binary.BigEndian.PutUint64(msg[4:], b.Seq())
+		if err := b.Add(msg); err != nil {
+			h.Record(b.Flush())
+			b.Add(msg)
+		}
+	}
+	h.Record(b.Flush())
+	return h
+}
+
+// stream is the caller's in-order stream: it takes the packets that
+// continue it and checks every message's sequence number.
+type stream struct {
+	t    testing.TB
+	c    *rerequest.Client
+	next uint64
+	msgs int
+}
+
+func (s *stream) take(p moldudp64.Packet) {
+	if p.Seq > s.next || p.Next() <= s.next {
+		return // not contiguous: asked again later
+	}
+	it := p.Iter()
+	it.Skip(int(s.next - p.Seq))
+	for m, ok := it.Next(); ok; m, ok = it.Next() {
+		if got := binary.BigEndian.Uint64(m[4:]); got != it.Seq() || got != s.next {
+			s.t.Fatalf("message %d carries %d, want %d", it.Seq(), got, s.next)
+		}
+		s.next++
+		s.msgs++
+	}
+	s.c.Progress(s.next)
+}
+
+// fill polls until r is filled or the attempt count runs out.
+func fill(t *testing.T, c *rerequest.Client, r moldudp64.Range) *stream {
+	t.Helper()
+	s := &stream{t: t, c: c, next: r.First}
+	c.Want(session, r, time.Now().UnixNano())
+	for range 20000 {
+		if !c.Poll(time.Now().UnixNano(), s.take) {
+			t.Fatalf("gave up at %d: %+v", s.next, c.Stats)
+		}
+		if !c.Active() {
+			break
+		}
+		time.Sleep(100 * time.Microsecond)
+	}
+	if s.next != r.End() {
+		t.Fatalf("filled up to %d of %v: %+v", s.next, r, c.Stats)
+	}
+	return s
+}
+
+func newServer(t *testing.T, cfg exchange.RerequestConfig) *exchange.RerequestServer {
+	t.Helper()
+	cfg.Listen = netip.MustParseAddrPort("127.0.0.1:0")
+	cfg.Session = session
+	srv, err := exchange.NewRerequestServer(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	return srv
+}
+
+// TestFillCappedLossy: answers of at most 7 messages, 30% of answer packets
+// lost: the range is filled by continuations and retries, in order, once.
+func TestFillCappedLossy(t *testing.T) {
+	h := history(t, 2000)
+	srv := newServer(t, exchange.RerequestConfig{Message: h.Message, MaxMessages: 7, Loss: 0.3, Seed: 3})
+	c, err := rerequest.New(rerequest.Config{Servers: []netip.AddrPort{srv.Addr()}, Timeout: 2 * time.Millisecond,
+		MaxRequestMessages: 100, RequestsPerSecond: 1e6, Retries: 50}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	r := moldudp64.Range{First: 10, Count: 500}
+	s := fill(t, c, r)
+	st := c.Stats
+	if s.msgs != int(r.Count) || st.Requests < r.Count/7 || st.Retries == 0 || st.Messages != r.Count {
+		t.Fatalf("%d messages; stats %+v", s.msgs, st)
+	}
+}
+
+// TestFailover: the first server never answers; the second fills the range.
+func TestFailover(t *testing.T) {
+	h := history(t, 100)
+	dead := newServer(t, exchange.RerequestConfig{Message: h.Message, Refuse: true})
+	live := newServer(t, exchange.RerequestConfig{Message: h.Message})
+	c, err := rerequest.New(rerequest.Config{Servers: []netip.AddrPort{dead.Addr(), live.Addr()},
+		Timeout: time.Millisecond, Retries: 2}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	fill(t, c, moldudp64.Range{First: 1, Count: 100})
+	if st := c.Stats; st.Failovers != 1 || st.Timeouts != 3 || st.Retries != 2 {
+		t.Fatalf("stats %+v, want 1 failover after 3 timeouts (2 retries)", st)
+	}
+	if dead.Stats().Requests != 3 {
+		t.Fatalf("dead server read %d requests, want 3", dead.Stats().Requests)
+	}
+}
+
+// TestAllServersDown: every server is tried, then Poll reports failure.
+func TestAllServersDown(t *testing.T) {
+	h := history(t, 10)
+	dead := newServer(t, exchange.RerequestConfig{Message: h.Message, Refuse: true})
+	c, err := rerequest.New(rerequest.Config{Servers: []netip.AddrPort{dead.Addr()}, Timeout: time.Millisecond, Retries: 1}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.Want(session, moldudp64.Range{First: 1, Count: 5}, time.Now().UnixNano())
+	failed := false
+	for range 10000 {
+		if !c.Poll(time.Now().UnixNano(), func(moldudp64.Packet) { t.Fatal("an answer from a refusing server") }) {
+			failed = true
+			break
+		}
+		time.Sleep(100 * time.Microsecond)
+	}
+	if !failed || c.Active() || c.Stats.Failures != 1 {
+		t.Fatalf("failed %v, active %v, stats %+v", failed, c.Active(), c.Stats)
+	}
+}
+
+// TestBadAnswers: a server answering garbage first (another session, a
+// count claiming more messages than carried, a range never asked, a
+// heartbeat), then the right answer, then the right answer again (late).
+// Only the right answer reaches the caller; each bad one is counted.
+func TestBadAnswers(t *testing.T) {
+	h := history(t, 100)
+	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	var (
+		mu   sync.Mutex
+		reqs [][]byte
+	)
+	go func() {
+		buf := make([]byte, 64)
+		for {
+			n, from, err := conn.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			reqs = append(reqs, bytes.Clone(buf[:n]))
+			mu.Unlock()
+			rq, err := moldudp64.ParseRequest(buf[:n])
+			if err != nil {
+				continue
+			}
+			good := moldudp64.NewBuilder(session, rq.Seq, 0)
+			for seq := rq.Seq; seq < rq.Seq+uint64(rq.Count); seq++ {
+				m, _ := h.Message(nil, seq)
+				good.Add(m)
+			}
+			pkt := bytes.Clone(good.Flush())
+			other := bytes.Clone(pkt)
+			copy(other, "OTHER     ")
+			lying := bytes.Clone(pkt)
+			binary.BigEndian.PutUint16(lying[18:], uint16(rq.Count)+5)
+			unasked := bytes.Clone(pkt)
+			binary.BigEndian.PutUint64(unasked[10:], rq.Seq+1000)
+			hb := moldudp64.AppendHeader(nil, session, rq.Seq, 0)
+			for _, p := range [][]byte{other, lying, unasked, hb, pkt, pkt} {
+				conn.WriteToUDPAddrPort(p, from)
+			}
+		}
+	}()
+	addr := conn.LocalAddr().(*net.UDPAddr).AddrPort()
+	c, err := rerequest.New(rerequest.Config{Servers: []netip.AddrPort{addr}, Timeout: 50 * time.Millisecond}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	fill(t, c, moldudp64.Range{First: 20, Count: 30})
+	// Let the duplicate arrive.
+	for range 100 {
+		c.Poll(time.Now().UnixNano(), func(moldudp64.Packet) { t.Fatal("an answer after the range was filled") })
+		if c.Stats.Late > 0 {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	st := c.Stats
+	if st.WrongSession != 1 || st.Malformed != 1 || st.Overrun != 1 || st.Unasked != 2 || st.Late != 1 || st.Responses != 1 || st.Messages != 30 {
+		t.Fatalf("stats %+v", st)
+	}
+	// The request on the wire: session, sequence number, count (spec table).
+	want := append(append([]byte("RRTEST    "), 0, 0, 0, 0, 0, 0, 0, 20), 0, 30)
+	mu.Lock()
+	defer mu.Unlock()
+	if len(reqs) == 0 || !bytes.Equal(reqs[0], want) {
+		t.Fatalf("request bytes % x, want % x", reqs, want)
+	}
+}
+
+// TestPollIdleAllocatesNothing: the receive loop polls the client on every
+// batch.
+func TestPollIdleAllocatesNothing(t *testing.T) {
+	h := history(t, 10)
+	srv := newServer(t, exchange.RerequestConfig{Message: h.Message})
+	c, err := rerequest.New(rerequest.Config{Servers: []netip.AddrPort{srv.Addr()}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	fn := func(moldudp64.Packet) {}
+	if n := testing.AllocsPerRun(1000, func() { c.Poll(time.Now().UnixNano(), fn) }); n != 0 {
+		t.Fatalf("%v allocations per idle Poll", n)
+	}
+}
+
+// TestRateLimit: a server that never answers, a 1 ms timeout (doubled per
+// retry, up to 64 ms) and 50 requests per second: over a simulated second
+// the limit holds requests back and never more than 51 are sent.
+func TestRateLimit(t *testing.T) {
+	h := history(t, 10)
+	dead := newServer(t, exchange.RerequestConfig{Message: h.Message, Refuse: true})
+	c, err := rerequest.New(rerequest.Config{Servers: []netip.AddrPort{dead.Addr()}, Timeout: time.Millisecond,
+		Retries: 100000, RequestsPerSecond: 50}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	now := int64(1)
+	c.Want(session, moldudp64.Range{First: 1, Count: 5}, now)
+	for range 1000 {
+		now += int64(time.Millisecond)
+		c.Poll(now, func(moldudp64.Packet) {})
+	}
+	if st := c.Stats; st.Requests > 51 || st.RateLimited == 0 {
+		t.Fatalf("%d requests in a second at 50/s (rate limited %d times)", st.Requests, st.RateLimited)
+	}
+}

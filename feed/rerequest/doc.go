@@ -1,0 +1,28 @@
+// Package rerequest is a MoldUDP64 retransmission (re-request) client.
+//
+// When a range of sequence numbers is missing on every live line, the
+// handler asks a re-request server for it: a 20-byte request packet
+// (session, first sequence number, message count; see moldudp64.Request)
+// sent by unicast UDP. The server answers with ordinary downstream MoldUDP64
+// packets sent back to the requesting socket.
+//
+// A Client is driven from the receive thread without blocking: Want names
+// the range to fill, Poll reads answers (handing the valid ones to the
+// caller) and sends, resends or continues requests, and Progress tells it
+// how far the caller's in-order stream has got. It
+//
+//   - never asks for more than MaxRequestMessages at once, and keeps asking
+//     until the range is filled (answers may carry fewer messages than
+//     asked, or start later than asked);
+//   - resends after Timeout (doubled on each retry), Retries times per
+//     server, then fails over to the next server in order, and reports
+//     failure once every server was tried;
+//   - sends at most RequestsPerSecond requests (a token bucket);
+//   - drops and counts answers of another session, for ranges it never
+//     asked, malformed packets (moldudp64.Parse: a count claiming more
+//     messages than the packet carries is ErrOverrun), and late answers
+//     whose messages the caller already has.
+//
+// Each server has its own connected socket, so the kernel drops datagrams
+// from any other address. Poll allocates nothing.
+package rerequest

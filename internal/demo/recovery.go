@@ -1,0 +1,290 @@
+package demo
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"sort"
+	"sync/atomic"
+	"time"
+
+	"github.com/marketfeed/feedhandler/feed/glimpse"
+	"github.com/marketfeed/feedhandler/feed/handler"
+	"github.com/marketfeed/feedhandler/feed/moldudp64"
+	"github.com/marketfeed/feedhandler/feed/rerequest"
+	"github.com/marketfeed/feedhandler/internal/exchange"
+	"github.com/marketfeed/feedhandler/internal/netlab"
+)
+
+// RerequestPort is the lab re-request server's UDP port (on the sender's
+// side of the lab).
+const RerequestPort = 26400
+
+// Recovery adds the lab's recovery servers to a run. The re-request
+// server runs on the sender's side of the lab and serves the whole day
+// (what the exchange sent, including what was dropped on both lines).
+type Recovery struct {
+	Rerequest    bool          // run a re-request server and point the handler at it
+	MaxPerAnswer int           // most messages per answer (0: as asked)
+	AnswerLoss   float64       // probability to lose each answer packet
+	AnswerDelay  time.Duration // delay before each answer
+	Refuse       bool          // the server reads requests and never answers
+	// Timeout and Retries of the handler's client (0: defaults).
+	Timeout time.Duration
+	Retries int
+	// MaxRequestMessages of the handler's client (0: default).
+	MaxRequestMessages int
+	// Snapshot runs a GLIMPSE snapshot server serving the books at the
+	// position the sender has reached.
+	Snapshot bool
+	// MaxRerequestGap and LateJoin of the handler (0, "": defaults).
+	MaxRerequestGap uint64
+	LateJoin        string
+}
+
+// SnapshotPort is the lab snapshot server's TCP port.
+const SnapshotPort = 26401
+
+// Lab snapshot server account.
+const (
+	snapUser = "demo"
+	snapPass = "lab-only"
+)
+
+// recoveryLab is what startRecovery started.
+type recoveryLab struct {
+	rr       *exchange.RerequestServer
+	snap     *exchange.SnapshotServer
+	served   chan error
+	progress string   // the sender's progress file
+	ends     []uint64 // by packet: its last sequence number
+	drop     map[int]bool
+}
+
+func (l *recoveryLab) close() {
+	if l.rr != nil {
+		l.rr.Close()
+	}
+	if l.snap != nil {
+		l.snap.Close()
+		<-l.served
+	}
+}
+
+// position returns the sequence number the exchange has reached: what the
+// sender sent, plus the packets right after it that the lab dropped on
+// both lines (the exchange sent them; the network lost them).
+func (l *recoveryLab) position() uint64 {
+	pos := readProgress(l.progress)
+	i := sort.Search(len(l.ends), func(i int) bool { return l.ends[i] > pos })
+	for ; i < len(l.ends) && l.drop[i]; i++ {
+		pos = l.ends[i]
+	}
+	return pos
+}
+
+// startRecovery starts the servers o.Recovery asks for and fills in the
+// handler's recovery config.
+func startRecovery(lab *netlab.Lab, o *Options, hc *handler.Config, progress string) (*recoveryLab, error) {
+	rl := &recoveryLab{progress: progress, drop: o.Drop}
+	for _, b := range o.Day.Packets {
+		p, _ := moldudp64.Parse(b)
+		if p.Messages() > 0 {
+			rl.ends = append(rl.ends, p.Next()-1)
+		}
+	}
+	ro := o.Recovery
+	if ro == nil {
+		return rl, nil
+	}
+	hist := dayHistory(o.Day)
+	hc.Recovery.Do = func(fn func() error) error { return lab.Do(lab.Dst, fn) }
+	if ro.Rerequest {
+		err := lab.Do(lab.Src, func() error {
+			var err error
+			rl.rr, err = exchange.NewRerequestServer(exchange.RerequestConfig{
+				Listen:      netip.AddrPortFrom(lab.SrcIP, RerequestPort),
+				Session:     o.Day.Session,
+				Message:     hist.Message,
+				MaxMessages: ro.MaxPerAnswer,
+				Loss:        ro.AnswerLoss,
+				Delay:       ro.AnswerDelay,
+				Refuse:      ro.Refuse,
+				Seed:        11,
+			})
+			return err
+		})
+		if err != nil {
+			return rl, fmt.Errorf("demo: re-request server: %w", err)
+		}
+		hc.Recovery.Rerequest = rerequest.Config{
+			Servers:            []netip.AddrPort{rl.rr.Addr()},
+			Timeout:            ro.Timeout,
+			Retries:            ro.Retries,
+			MaxRequestMessages: ro.MaxRequestMessages,
+		}
+	}
+	if ro.Snapshot {
+		err := lab.Do(lab.Src, func() error {
+			var err error
+			rl.snap, err = exchange.NewSnapshotServer(exchange.SnapshotConfig{
+				Listen:   netip.AddrPortFrom(lab.SrcIP, SnapshotPort).String(),
+				Username: snapUser, Password: snapPass,
+				Session:  o.Day.Session.String(),
+				Messages: func(seq uint64) ([]byte, bool) { return hist.Message(nil, seq) },
+				Position: rl.position,
+			})
+			return err
+		})
+		if err != nil {
+			return rl, fmt.Errorf("demo: snapshot server: %w", err)
+		}
+		rl.served = make(chan error, 1)
+		go func() { rl.served <- rl.snap.Serve() }()
+		fetch := handler.GlimpseSnapshot(glimpse.Config{
+			Addr: rl.snap.Addr().String(), Username: snapUser, Password: snapPass,
+			ConnectTimeout: 2 * time.Second, IdleTimeout: 2 * time.Second,
+		})
+		// The TCP connection must be made from the handler's side of the
+		// lab: the address exists nowhere else.
+		hc.Recovery.Snapshot = func(ctx context.Context, s moldudp64.Session, fn func([]byte) error) (next uint64, err error) {
+			derr := lab.Do(lab.Dst, func() error {
+				next, err = fetch(ctx, s, fn)
+				return nil
+			})
+			return next, errors.Join(derr, err)
+		}
+		hc.Recovery.SnapshotRetry = 200 * time.Millisecond
+	}
+	hc.Recovery.MaxRerequestGap = ro.MaxRerequestGap
+	hc.Recovery.LateJoin = ro.LateJoin
+	return rl, nil
+}
+
+// dayHistory records every message of the day for the lab's servers.
+func dayHistory(d *Day) *exchange.History {
+	h := new(exchange.History)
+	for _, p := range d.Packets {
+		h.Record(p)
+	}
+	return h
+}
+
+// Hostile sends datagrams of a foreign MoldUDP64 session to both lines'
+// groups: Before consistent packets (one message each, sequence numbers
+// from 1) before the feed starts, then, while it runs, one datagram with a
+// random sequence number every During.
+type Hostile struct {
+	Before int
+	During time.Duration
+}
+
+// HostileSession is the foreign session's name.
+const HostileSession = "STRAY"
+
+// hostileSender writes the hostile datagrams from the sender's side.
+type hostileSender struct {
+	conns   []*net.UDPConn
+	stop    chan struct{}
+	done    chan struct{}
+	started bool
+	Sent    atomic.Uint64
+}
+
+func startHostile(lab *netlab.Lab, o *Options) (*hostileSender, error) {
+	hs := &hostileSender{stop: make(chan struct{}), done: make(chan struct{})}
+	err := lab.Do(lab.Src, func() error {
+		for _, g := range []netip.AddrPort{o.LineA, o.LineB} {
+			c, err := net.DialUDP("udp4", nil, net.UDPAddrFromAddrPort(g))
+			if err != nil {
+				return err
+			}
+			hs.conns = append(hs.conns, c)
+		}
+		return nil
+	})
+	if err != nil {
+		hs.close()
+		return nil, fmt.Errorf("demo: hostile sender: %w", err)
+	}
+	s := moldudp64.NewSession(HostileSession)
+	b := moldudp64.NewBuilder(s, 1, 0)
+	msg := make([]byte, 12)
+	for range o.Hostile.Before {
+		b.Add(msg)
+		p := b.Flush()
+		for _, c := range hs.conns {
+			c.Write(p)
+			hs.Sent.Add(1)
+		}
+		time.Sleep(100 * time.Microsecond)
+	}
+	hs.started = true
+	go func() {
+		defer close(hs.done)
+		if o.Hostile.During <= 0 {
+			return
+		}
+		rng := rand.New(rand.NewPCG(5, 6))
+		t := time.NewTicker(o.Hostile.During)
+		defer t.Stop()
+		for {
+			select {
+			case <-hs.stop:
+				return
+			case <-t.C:
+				p := moldudp64.AppendHeader(nil, s, 1+rng.Uint64N(1<<40), 0)
+				hs.conns[rng.IntN(len(hs.conns))].Write(p)
+				hs.Sent.Add(1)
+			}
+		}
+	}()
+	return hs, nil
+}
+
+func (hs *hostileSender) close() {
+	if hs == nil {
+		return
+	}
+	if hs.started {
+		close(hs.stop)
+		<-hs.done
+	}
+	for _, c := range hs.conns {
+		c.Close()
+	}
+}
+
+// DropOnBoth picks runs of packets to drop on both lines, spread over the
+// day: runs of 1 to 3 packets, the first at the very first packet and the
+// last at the last data packet before the end of session (when runs >= 2).
+func DropOnBoth(d *Day, runs int) map[int]bool {
+	drop := map[int]bool{}
+	lastData := len(d.Packets) - 1
+	for lastData > 0 {
+		if p, err := moldudp64.Parse(d.Packets[lastData]); err == nil && p.Messages() > 0 {
+			break
+		}
+		lastData--
+	}
+	if runs <= 0 || lastData <= 0 {
+		return drop
+	}
+	drop[0] = true
+	if runs == 1 {
+		return drop
+	}
+	drop[lastData] = true
+	for i := 1; i < runs-1; i++ {
+		at := lastData * i / (runs - 1)
+		for k := range 1 + i%3 {
+			if at+k < lastData {
+				drop[at+k] = true
+			}
+		}
+	}
+	return drop
+}

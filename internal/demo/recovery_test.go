@@ -1,0 +1,207 @@
+package demo
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/marketfeed/feedhandler/feed/handler"
+	"github.com/marketfeed/feedhandler/feed/moldudp64"
+)
+
+// dropOnBoth picks the packets dropped on both lines: the very first, a
+// few runs in the day, and the last data packet before the end of session.
+func dropOnBoth(d *Day) (map[int]bool, []moldudp64.Range) {
+	lastData := len(d.Packets) - 4 // three end-of-session packets follow
+	idx := [][]int{{0}, {1000, 1001, 1002}, {4000}, {7000, 7001}, {lastData}}
+	drop := map[int]bool{}
+	var want []moldudp64.Range
+	for _, run := range idx {
+		first, _ := moldudp64.Parse(d.Packets[run[0]])
+		last, _ := moldudp64.Parse(d.Packets[run[len(run)-1]])
+		want = append(want, moldudp64.Range{First: first.Seq, Count: last.Next() - first.Seq})
+		for _, i := range run {
+			drop[i] = true
+		}
+	}
+	return drop, want
+}
+
+// dropRanges returns the sequence ranges of the dropped packets, runs of
+// consecutive packets merged.
+func dropRanges(d *Day, drop map[int]bool) []moldudp64.Range {
+	var rs []moldudp64.Range
+	for i := range d.Packets {
+		if !drop[i] {
+			continue
+		}
+		p, _ := moldudp64.Parse(d.Packets[i])
+		if n := len(rs); n > 0 && rs[n-1].End() == p.Seq {
+			rs[n-1].Count += p.Range().Count
+			continue
+		}
+		rs = append(rs, p.Range())
+	}
+	return rs
+}
+
+// checkBooks: every published book equals the full day's, none is stale,
+// and applying caused no inconsistency.
+func checkBooks(t *testing.T, res *Result) {
+	t.Helper()
+	if res.Instruments == 0 {
+		t.Fatal("no instrument published")
+	}
+	for i, m := range res.Mismatches {
+		if i == 10 {
+			t.Errorf("... %d mismatches in all", len(res.Mismatches))
+			break
+		}
+		t.Errorf("book mismatch: %s", m)
+	}
+	if res.Stale != 0 {
+		t.Errorf("%d of %d instruments flagged possibly stale after recovery", res.Stale, res.Instruments)
+	}
+	for _, s := range res.Stats.Shards {
+		if n := s.Book.Inconsistencies(); n != 0 {
+			t.Errorf("%d inconsistencies applying", n)
+		}
+	}
+}
+
+func checkRecovered(t *testing.T, res *Result, gaps int) {
+	t.Helper()
+	checkIdentical(t, res)
+	rs := res.Stats.Recovery
+	t.Logf("recovery: %s; re-request %+v; recovery time p50 %dns p99 %dns; spill max %d",
+		rs, rs.Rerequest, rs.RecoveryTime.Quantile(0.5), rs.RecoveryTime.Quantile(0.99), rs.SpillMax)
+	if rs.RecoveredByRerequest < uint64(gaps) {
+		t.Errorf("%d ranges recovered by re-request, want at least %d", rs.RecoveredByRerequest, gaps)
+	}
+	if rs.Open != 0 {
+		t.Errorf("%d gaps still open: %v", rs.Open, rs.OpenRanges)
+	}
+	if rs.Rerequest.Messages == 0 {
+		t.Error("no message recovered by re-request")
+	}
+}
+
+// TestRecoveryRerequest drops the same packets on both lines (one at the
+// very start, one just before the end of session): every gap is
+// re-requested, the books equal the full day's and none is stale. Once per
+// receive backend.
+func TestRecoveryRerequest(t *testing.T) {
+	needLab(t)
+	d := testDay(t)
+	drop, want := dropOnBoth(d)
+	for _, backend := range []string{"xdp", "uring", "socket"} {
+		t.Run(backend, func(t *testing.T) {
+			res := run(t, Options{Backend: backend, Drop: drop, Recovery: &Recovery{Rerequest: true}})
+			if !strings.HasPrefix(res.Backend, backend) {
+				t.Errorf("backend %q, want %s", res.Backend, backend)
+			}
+			checkRecovered(t, res, len(want))
+		})
+	}
+}
+
+// TestRecoveryAnswersLost: 30% of the answer packets are lost; requests
+// are retried until every gap is filled.
+func TestRecoveryAnswersLost(t *testing.T) {
+	needLab(t)
+	d := testDay(t)
+	drop, want := dropOnBoth(d)
+	// Many gaps, so that lost answers are certain to happen.
+	for i := 2000; i < len(d.Packets)-4; i += 500 {
+		drop[i] = true
+	}
+	want = dropRanges(d, drop)
+	res := run(t, Options{Backend: "socket", Drop: drop, Recovery: &Recovery{Rerequest: true, AnswerLoss: 0.3}})
+	checkRecovered(t, res, len(want))
+	if rs := res.Stats.Recovery.Rerequest; rs.Requests <= uint64(len(want)) || rs.Retries+rs.Timeouts == 0 {
+		t.Errorf("%d requests (%d retries) for %d gaps with 30%% of answers lost", rs.Requests, rs.Retries, len(want))
+	}
+}
+
+// TestRecoveryCappedAnswers: the server answers at most 10 messages per
+// request, so one gap takes several requests.
+func TestRecoveryCappedAnswers(t *testing.T) {
+	needLab(t)
+	drop, want := dropOnBoth(testDay(t))
+	var total uint64
+	for _, r := range want {
+		total += r.Count
+	}
+	res := run(t, Options{Backend: "socket", Drop: drop, Recovery: &Recovery{Rerequest: true, MaxPerAnswer: 10}})
+	checkRecovered(t, res, len(want))
+	if rs := res.Stats.Recovery.Rerequest; rs.Requests < total/10 {
+		t.Errorf("%d requests for %d missing messages at 10 per answer, want at least %d", rs.Requests, total, total/10)
+	}
+}
+
+// TestRecoveryServerDown: the re-request server never answers; the gaps are
+// repaired by snapshot and the books equal the full day's.
+func TestRecoveryServerDown(t *testing.T) {
+	needLab(t)
+	drop, _ := dropOnBoth(testDay(t))
+	res := run(t, Options{Backend: "socket", Drop: drop,
+		Recovery: &Recovery{Rerequest: true, Refuse: true, Snapshot: true, Timeout: 5 * time.Millisecond, Retries: 1}})
+	checkBooks(t, res)
+	rs := res.Stats.Recovery
+	t.Logf("recovery: %s; snapshots %d (%d messages), re-request %+v", rs, rs.Snapshots, rs.SnapshotMessages, rs.Rerequest)
+	if rs.Snapshots == 0 || rs.RecoveredBySnapshot == 0 {
+		t.Errorf("%d snapshots, %d gaps recovered by snapshot", rs.Snapshots, rs.RecoveredBySnapshot)
+	}
+	if rs.Rerequest.Failures == 0 {
+		t.Error("no re-request failure counted with the server refusing")
+	}
+	if rs.Open != 0 {
+		t.Errorf("%d gaps still open: %v", rs.Open, rs.OpenRanges)
+	}
+}
+
+// TestRecoveryLateJoin starts the handler after about 40% of the day was
+// sent: it loads a snapshot and its books equal the full day's.
+func TestRecoveryLateJoin(t *testing.T) {
+	needLab(t)
+	d := testDay(t)
+	// A slower day: the handler's start (books, shared memory) must
+	// not outlast the rest of it.
+	res := run(t, Options{Backend: "socket", Rate: 10000, StartAtSeq: d.Messages * 4 / 10, Recovery: &Recovery{Rerequest: true, Snapshot: true}})
+	checkBooks(t, res)
+	rs := res.Stats.Recovery
+	t.Logf("recovery: %s; snapshots %d (%d messages, next seq %d)", rs, rs.Snapshots, rs.SnapshotMessages, rs.LastSnapshotNext)
+	if rs.Snapshots == 0 {
+		t.Error("no snapshot loaded on a late join")
+	}
+	if rs.LastSnapshotNext < d.Messages/10 {
+		t.Errorf("snapshot at sequence number %d: not a late join", rs.LastSnapshotNext)
+	}
+}
+
+// TestRecoveryHostile: with no configured session, 300 datagrams of a
+// consistent foreign session reach the groups before the feed, and random
+// ones during it. The handler follows the stray session while it is all
+// there is, changes to the real one once the stray goes silent, rebuilds,
+// and ends with the full day's books; the foreign packets are counted.
+func TestRecoveryHostile(t *testing.T) {
+	needLab(t)
+	res := run(t, Options{Backend: "socket", Rate: 10000,
+		Hostile:  &Hostile{Before: 300, During: 2 * time.Millisecond},
+		Recovery: &Recovery{Rerequest: true, Snapshot: true},
+		Configure: func(hc *handler.Config) {
+			hc.Session = moldudp64.Session{}
+			hc.Arbiter.LineTimeout = 300 * time.Millisecond
+		}})
+	checkBooks(t, res)
+	st := res.Stats.Arbiter
+	ws := st.Lines[0].WrongSession + st.Lines[1].WrongSession
+	t.Logf("hostile datagrams sent %d; wrong session A %d B %d; session changes %d; recovery %s",
+		res.HostileSent.Load(), st.Lines[0].WrongSession, st.Lines[1].WrongSession, st.SessionChanges, res.Stats.Recovery)
+	if ws == 0 {
+		t.Error("no wrong-session datagram counted")
+	}
+	if st.SessionChanges != 1 {
+		t.Errorf("%d session changes, want 1 (stray, then the real feed)", st.SessionChanges)
+	}
+}

@@ -1,0 +1,221 @@
+package exchange
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/marketfeed/feedhandler/feed/moldudp64"
+)
+
+// History keeps every message of the packets handed to Record, by sequence
+// number, for a re-request or snapshot server. It is safe for concurrent
+// use: the sender records while servers read.
+type History struct {
+	mu      sync.RWMutex
+	session moldudp64.Session
+	first   uint64   // sequence number of data[0]
+	offs    []uint32 // message i's offset in data
+	data    []byte
+}
+
+// Record adds the messages of one MoldUDP64 packet (others are ignored).
+// Packets must come in sequence order (as the sender sends them);
+// a packet that does not continue the history starts it afresh.
+func (h *History) Record(pkt []byte) {
+	p, err := moldudp64.Parse(pkt)
+	if err != nil || p.Messages() == 0 {
+		return
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	end := h.first + uint64(len(h.offs))
+	switch {
+	case p.Session != h.session || len(h.offs) == 0 || p.Seq > end:
+		// A new session (or a jump): start afresh.
+		h.session, h.first, h.offs, h.data = p.Session, p.Seq, h.offs[:0], h.data[:0]
+	case p.Seq < end:
+		return // a repeat of what is recorded
+	}
+	it := p.Iter()
+	for m, ok := it.Next(); ok; m, ok = it.Next() {
+		h.offs = append(h.offs, uint32(len(h.data)))
+		h.data = binary.BigEndian.AppendUint16(h.data, uint16(len(m)))
+		h.data = append(h.data, m...)
+	}
+}
+
+// Session returns the session recorded.
+func (h *History) Session() moldudp64.Session {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	return h.session
+}
+
+// Next returns the sequence number after the last recorded message (0
+// before anything was recorded).
+func (h *History) Next() uint64 {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	if len(h.offs) == 0 {
+		return 0
+	}
+	return h.first + uint64(len(h.offs))
+}
+
+// Message returns a copy of message seq appended to dst, and whether it
+// was recorded.
+func (h *History) Message(dst []byte, seq uint64) ([]byte, bool) {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	if seq < h.first || seq-h.first >= uint64(len(h.offs)) {
+		return dst, false
+	}
+	off := h.offs[seq-h.first]
+	n := uint32(binary.BigEndian.Uint16(h.data[off:]))
+	return append(dst, h.data[off+2:off+2+n]...), true
+}
+
+// RerequestConfig shapes a RerequestServer. Zero values pick the defaults.
+type RerequestConfig struct {
+	Listen  netip.AddrPort // UDP address to serve on (port 0: any)
+	Session moldudp64.Session
+	// Message returns message seq appended to dst and whether it can be
+	// served (History.Message).
+	Message func(dst []byte, seq uint64) ([]byte, bool)
+
+	MaxMessages int           // most messages per answer (0: as asked, up to moldudp64.MaxCount)
+	MaxPacket   int           // answer packet size limit (default moldudp64.MaxPayload)
+	Loss        float64       // probability to drop each answer packet
+	Delay       time.Duration // wait before answering
+	Refuse      bool          // read requests but never answer
+	Seed        uint64
+}
+
+// RerequestStats count what the server did.
+type RerequestStats struct {
+	Requests    uint64 // valid requests read
+	BadRequests uint64 // not 20 bytes, another session, count 0
+	Answered    uint64 // answer packets sent
+	Messages    uint64 // messages in those
+	Lost        uint64 // answer packets dropped by Loss
+	Refused     uint64 // requests not answered (Refuse, or nothing to serve)
+	SendErrors  uint64
+}
+
+// RerequestServer is the lab's MoldUDP64 re-request server: it answers a
+// request with downstream packets carrying the asked messages it has,
+// from the first asked on, sent back to the requester.
+type RerequestServer struct {
+	cfg  RerequestConfig
+	conn *net.UDPConn
+	done chan struct{}
+
+	requests, bad, answered, messages, lost, refused, sendErrs atomic.Uint64
+}
+
+// NewRerequestServer listens on cfg.Listen and serves until Close.
+func NewRerequestServer(cfg RerequestConfig) (*RerequestServer, error) {
+	if cfg.Message == nil {
+		return nil, errors.New("new rerequest server: no message source")
+	}
+	if cfg.Loss < 0 || cfg.Loss > 1 {
+		return nil, fmt.Errorf("new rerequest server: loss %v outside [0, 1]", cfg.Loss)
+	}
+	if cfg.MaxMessages <= 0 || cfg.MaxMessages > moldudp64.MaxCount {
+		cfg.MaxMessages = moldudp64.MaxCount
+	}
+	conn, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(cfg.Listen))
+	if err != nil {
+		return nil, fmt.Errorf("new rerequest server: %w", err)
+	}
+	s := &RerequestServer{cfg: cfg, conn: conn, done: make(chan struct{})}
+	go s.serve()
+	return s, nil
+}
+
+// Addr returns the address served on.
+func (s *RerequestServer) Addr() netip.AddrPort { return s.conn.LocalAddr().(*net.UDPAddr).AddrPort() }
+
+// Close stops serving.
+func (s *RerequestServer) Close() error {
+	err := s.conn.Close()
+	<-s.done
+	return err
+}
+
+// Stats returns the counters.
+func (s *RerequestServer) Stats() RerequestStats {
+	return RerequestStats{Requests: s.requests.Load(), BadRequests: s.bad.Load(), Answered: s.answered.Load(),
+		Messages: s.messages.Load(), Lost: s.lost.Load(), Refused: s.refused.Load(), SendErrors: s.sendErrs.Load()}
+}
+
+func (s *RerequestServer) serve() {
+	defer close(s.done)
+	rng := rand.New(rand.NewPCG(s.cfg.Seed, s.cfg.Seed^0x9e3779b97f4a7c15))
+	buf := make([]byte, 2048)
+	var msg []byte
+	for {
+		n, from, err := s.conn.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			continue
+		}
+		req, err := moldudp64.ParseRequest(buf[:n])
+		if err != nil || req.Session != s.cfg.Session || req.Count == 0 || req.Seq == 0 {
+			s.bad.Add(1)
+			continue
+		}
+		s.requests.Add(1)
+		if s.cfg.Refuse {
+			s.refused.Add(1)
+			continue
+		}
+		if s.cfg.Delay > 0 {
+			time.Sleep(s.cfg.Delay)
+		}
+		count := min(int(req.Count), s.cfg.MaxMessages)
+		b := moldudp64.NewBuilder(s.cfg.Session, req.Seq, s.cfg.MaxPacket)
+		sent := 0
+		flush := func() {
+			p := b.Flush()
+			if p == nil {
+				return
+			}
+			if s.cfg.Loss > 0 && rng.Float64() < s.cfg.Loss {
+				s.lost.Add(1)
+				return
+			}
+			if _, err := s.conn.WriteToUDPAddrPort(p, from); err != nil {
+				s.sendErrs.Add(1)
+				return
+			}
+			s.answered.Add(1)
+		}
+		for seq := req.Seq; seq < req.Seq+uint64(count); seq++ {
+			var ok bool
+			msg, ok = s.cfg.Message(msg[:0], seq)
+			if !ok {
+				break
+			}
+			if err := b.Add(msg); errors.Is(err, moldudp64.ErrFull) {
+				flush()
+				b.Add(msg)
+			}
+			sent++
+		}
+		flush()
+		if sent == 0 {
+			s.refused.Add(1)
+		}
+		s.messages.Add(uint64(sent))
+	}
+}
