@@ -104,6 +104,7 @@ func TestUnitMatchesMeasurements(t *testing.T) {
 			t.Errorf("%s=%v, measured set %v", k, got, want)
 		}
 	}
+	t.Setenv("FEEDHANDLER_GLIMPSE_PASSWORD", "example") // the example's snapshot password_env
 	cfg, err := config.Load("../feeds/nasdaq.yaml")
 	if err != nil {
 		t.Fatal(err)

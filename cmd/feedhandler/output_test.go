@@ -121,6 +121,9 @@ func TestOutputErrorsOnStderr(t *testing.T) {
 // with one line per problem, file:line: field: what, and tries no backend
 // (issue 12: it used to walk xdp -> uring -> socket and warn twice).
 func TestRunConfigNamesMissingInterface(t *testing.T) {
+	// The example names its GLIMPSE password by an environment variable,
+	// which Parse resolves; give it one so the host check is what fails.
+	t.Setenv("FEEDHANDLER_GLIMPSE_PASSWORD", "example")
 	data, err := os.ReadFile("../../feeds/nasdaq.yaml")
 	if err != nil {
 		t.Fatal(err)
