@@ -51,7 +51,7 @@ func (c Config) normalize() (Config, error) {
 	if c.MaxLocates <= 0 || c.MaxLocates > 65535 {
 		return c, fmt.Errorf("new books: MaxLocates %d: %w", c.MaxLocates, ErrConfig)
 	}
-	if c.MaxLevels <= 0 || c.MaxLevels >= 1<<31 {
+	if c.MaxLevels <= 0 || int64(c.MaxLevels) >= 1<<31 {
 		return c, fmt.Errorf("new books: MaxLevels %d: %w", c.MaxLevels, ErrConfig)
 	}
 	n := c.RefTableSize

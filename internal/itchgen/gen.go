@@ -34,6 +34,11 @@ func mix64(x uint64) uint64 {
 // intn returns a number in [0, n) for n < 2^32.
 func (r *rng) intn(n int) int { return int((r.next() >> 32) * uint64(n) >> 32) }
 
+// uintn is intn for spans that do not fit a 32-bit int (times of day in
+// ns); on 64-bit platforms it returns what uint64(intn(int(n))) did, so the
+// generated days stay byte for byte the same.
+func (r *rng) uintn(n uint64) uint64 { return (r.next() >> 32) * n >> 32 }
+
 func (r *rng) float() float64 { return float64(r.next()>>11) / (1 << 53) }
 
 // event is a message scheduled at a fixed time of day (everything that is
@@ -241,15 +246,15 @@ func (g *Generator) makeSchedule() {
 	// an operational halt, DLCR price discovery, broken trades, one MWCB
 	// status.
 	for k := max(1, int(n)/100); k > 0; k-- {
-		add(MarketOpen+uint64(r.intn(int(6*Hour))), 'Y', '1', active())
+		add(MarketOpen+r.uintn(6*Hour), 'Y', '1', active())
 	}
 	for k := max(2, int(n)/50); k > 0; k-- {
-		add(StartSystem+uint64(r.intn(int(15*Hour))), 'N', 0, active())
+		add(StartSystem+r.uintn(15*Hour), 'N', 0, active())
 	}
 	halts := max(1, int(n)/200)
 	for k := 0; k < halts; k++ {
 		sym := active()
-		at := MarketOpen + Hour/2 + uint64(r.intn(int(5*Hour)))
+		at := MarketOpen + Hour/2 + r.uintn(5*Hour)
 		add(at, 'H', 'P', sym)
 		add(at+5*60e9-1000, 'J', 0, sym)
 		add(at+5*60e9, 'H', 'T', sym)
@@ -262,9 +267,9 @@ func (g *Generator) makeSchedule() {
 	add(11*Hour+60e9, 'O', 0, g.dlcr)
 	add(11*Hour+30*60e9, 'K', 'A', g.ipo)
 	for k := max(3, int(n)/300); k > 0; k-- {
-		add(MarketOpen+Hour+uint64(r.intn(int(5*Hour))), 'B', 0, -1)
+		add(MarketOpen+Hour+r.uintn(5*Hour), 'B', 0, -1)
 	}
-	add(14*Hour+uint64(r.intn(int(Hour))), 'W', '1', -1)
+	add(14*Hour+r.uintn(Hour), 'W', '1', -1)
 	// Opening and closing crosses.
 	add(MarketOpen, 'S', 'Q', -1)
 	for i := range n {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/bits"
 	"testing"
 
 	"github.com/marketfeed/feedhandler/feed/dayfile"
@@ -457,7 +458,7 @@ func TestPcapLinesAndFaults(t *testing.T) {
 }
 
 func BenchmarkGenerate(b *testing.B) {
-	g, err := itchgen.New(itchgen.Config{Messages: 1 << 62, Symbols: 500, Seed: 1})
+	g, err := itchgen.New(itchgen.Config{Messages: 1 << (bits.UintSize - 2), Symbols: 500, Seed: 1})
 	if err != nil {
 		b.Fatal(err)
 	}
