@@ -16,9 +16,14 @@
 //   - 'D' deletes an order.
 //   - 'U' removes the original order and adds the new reference with the same
 //     side and instrument, at the tail of its level (it loses queue position).
-//   - 'P' and 'Q' update the last trade and cumulative volume only; 'B'
-//     counts a broken trade (the volume is not corrected: the message carries
-//     only the match number).
+//   - 'P' and 'Q' update the last trade and cumulative volume only.
+//   - 'B' reverses the trade it names by match number: its shares come off
+//     the volume and, if it was the last trade, the last trade before it
+//     that stands becomes the last trade again. Executions and trades are
+//     remembered by match number in a bounded table (Config.TradeMemory,
+//     about the day's last million trades by default); a B of a trade no
+//     longer remembered, never seen or of another instrument is counted
+//     (Stats.BrokenUnmatched) and changes only the broken count.
 //   - 'H' (trading state), 'h' (operational halt, Nasdaq market 'Q' only),
 //     'Y' (Reg SHO) update the instrument's state; 'S' the market-wide system
 //     event (Books.SystemEvent).
@@ -50,7 +55,8 @@
 // New allocates the order storage up front from Config (and touches it, asking
 // for transparent huge pages on Linux, so no page fault or TLB storm hits the
 // apply path): RefTableSize home slots plus Overflow slots of 32 bytes, the
-// overflow hash table and MaxLocates books. An add beyond MaxOrders live
+// overflow hash table, TradeMemory trade records of 32 bytes and MaxLocates
+// books. An add beyond MaxOrders live
 // orders, beyond the overflow slots, or beyond MaxLevels live price levels is
 // dropped and counted (OrderCapacity, LevelCapacity); Books.Err returns the
 // first such error (errors.Is ErrOrderCapacity, ...). The only allocation
