@@ -1,6 +1,7 @@
 package book
 
 import (
+	"fmt"
 	"runtime"
 	"testing"
 	"time"
@@ -16,6 +17,28 @@ func applyAll(bs *Books, buf []byte) int {
 	s.Reset(buf)
 	n := 0
 	for m, ok := s.Next(); ok; m, ok = s.Next() {
+		bs.Apply(m)
+		n++
+	}
+	return n
+}
+
+// applyAllAhead is applyAll with a second scanner ahead calling Prefetch
+// ahead messages before Apply.
+func applyAllAhead(bs *Books, buf []byte, ahead int) int {
+	var s, a itch.Scanner
+	s.Reset(buf)
+	a.Reset(buf)
+	for range ahead {
+		if m, ok := a.Next(); ok {
+			bs.Prefetch(m)
+		}
+	}
+	n := 0
+	for m, ok := s.Next(); ok; m, ok = s.Next() {
+		if p, ok := a.Next(); ok {
+			bs.Prefetch(p)
+		}
 		bs.Apply(m)
 		n++
 	}
@@ -60,7 +83,19 @@ func BenchmarkApplyDay(b *testing.B) {
 // the same day as `itchgen -n 5000000`, but seed 7. Reset between
 // iterations is untimed.
 func BenchmarkApplyGeneratedDay(b *testing.B) {
-	buf, msgs := generatedDay(b, 5_000_000, 500)
+	for _, ahead := range []int{0, 4, 8, 16, 32, 64} {
+		b.Run(fmt.Sprintf("ahead=%d", ahead), func(b *testing.B) { benchGeneratedDay(b, ahead) })
+	}
+}
+
+var dayBuf []byte
+var dayMsgs int
+
+func benchGeneratedDay(b *testing.B, ahead int) {
+	if dayBuf == nil {
+		dayBuf, dayMsgs = generatedDay(b, 5_000_000, 500)
+	}
+	buf, msgs := dayBuf, dayMsgs
 	bs, err := New(DefaultConfig())
 	if err != nil {
 		b.Fatal(err)
@@ -73,7 +108,11 @@ func BenchmarkApplyGeneratedDay(b *testing.B) {
 	for b.Loop() {
 		bs.Reset()
 		t0, c0 := time.Now(), threadCPU()
-		applyAll(bs, buf)
+		if ahead == 0 {
+			applyAll(bs, buf)
+		} else {
+			applyAllAhead(bs, buf, ahead)
+		}
 		apply += time.Since(t0)
 		cpu += threadCPU() - c0
 	}

@@ -95,6 +95,7 @@ type Books struct {
 	books     []Book     // index = locate
 	trades    []tradeRec // the last trades by match number, for broken trades
 	tradeMask uint64
+	ladders   ladders // the rung arrays of every book's ladders
 	stats     Stats
 	err       error
 	broken    uint64 // broken trades without a locate
@@ -121,10 +122,12 @@ func New(cfg Config) (*Books, error) {
 		books:     make([]Book, cfg.MaxLocates+1),
 		trades:    make([]tradeRec, cfg.TradeMemory),
 		tradeMask: uint64(cfg.TradeMemory - 1),
+		ladders:   ladders{mem: make([]rung, ladderRungs(cfg.MaxLevels))},
 	}
 	prepare(bs.orders)
 	prepare(bs.ovf)
 	prepare(bs.trades)
+	prepare(bs.ladders.mem)
 	bs.Reset()
 	return bs, nil
 }
@@ -418,9 +421,7 @@ func (b *Book) insertRung(side Side, i int, key uint32) []rung {
 	lad := b.sides[side]
 	n := len(lad)
 	if n == cap(lad) {
-		grown := make([]rung, n, 2*n+16)
-		copy(grown, lad)
-		lad = grown
+		lad = b.bs.ladders.grow(lad)
 	}
 	lad = lad[:n+1]
 	for j := n; j > i; j-- { // usually none or a few rungs: cheaper than a copy call

@@ -55,15 +55,16 @@
 // New allocates the order storage up front from Config (and touches it, asking
 // for transparent huge pages on Linux, so no page fault or TLB storm hits the
 // apply path): RefTableSize home slots plus Overflow slots of 32 bytes, the
-// overflow hash table, TradeMemory trade records of 32 bytes and MaxLocates
-// books. An add beyond MaxOrders live
+// overflow hash table, TradeMemory trade records of 32 bytes, a block of
+// 2*MaxLevels rungs (24 bytes) for the level ladders and MaxLocates books. An add beyond MaxOrders live
 // orders, beyond the overflow slots, or beyond MaxLevels live price levels is
 // dropped and counted (OrderCapacity, LevelCapacity); Books.Err returns the
-// first such error (errors.Is ErrOrderCapacity, ...). The only allocation
-// after New is a side's level ladder growing past its largest size so far
-// (amortized doubling, 24 bytes a level); steady-state Apply allocates
-// nothing (proved per message type by TestApplyAllocs). Reset empties
-// everything for a new day and keeps the storage.
+// first such error (errors.Is ErrOrderCapacity, ...). A side's ladder grows
+// by doubling into arrays from the rung block, reusing those other ladders
+// outgrew, so Apply neither allocates nor page-faults (TestApplyAllocs per
+// message type, TestLadderGrowthAllocs for growth); only once the block is
+// used up does a ladder grow on the Go heap. Reset empties everything for a
+// new day and keeps the storage.
 //
 // # Structures
 //
