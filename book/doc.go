@@ -81,6 +81,13 @@
 // in overflow. Each add prefetches the home slot of a reference a few ahead
 // (on amd64), so the next adds find their slots in cache.
 //
+// Deletes, executes, cancels and replace name older orders, whose slots are
+// rarely in cache. A caller holding messages ahead of the one it applies
+// calls Books.Prefetch on the message PrefetchAhead ahead: `feedhandler
+// replay` runs a second cursor over the file; a live pipeline calls it on
+// the messages of the batch in hand (BenchmarkApplyBatch measures both
+// shapes). Prefetch changes no result.
+//
 // Each side of a book is a ladder: its price levels (price, total shares,
 // order count, FIFO head and tail) inline in one array sorted by price with
 // the best last, so the best bid and offer are O(1), depth N reads N
