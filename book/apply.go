@@ -45,35 +45,22 @@ func (bs *Books) Apply(m itch.Msg) (locate uint16, changed bool) {
 		changed = bs.Replace(locate, u.OriginalOrderRef(), u.NewOrderRef(), u.Shares(), u.Price())
 	case itch.TypeOrderExecuted:
 		e := itch.OrderExecuted(m)
-		changed = bs.Execute(locate, e.OrderRef(), e.ExecutedShares())
+		changed = bs.Execute(locate, e.OrderRef(), e.ExecutedShares(), e.MatchNumber())
 	case itch.TypeOrderCancel:
 		x := itch.OrderCancel(m)
 		changed = bs.Cancel(locate, x.OrderRef(), x.CancelledShares())
 	case itch.TypeOrderExecutedWithPrice:
 		c := itch.OrderExecutedWithPrice(m)
-		changed = bs.ExecuteWithPrice(locate, c.OrderRef(), c.ExecutedShares(), c.ExecutionPrice(), c.Printable() == 'Y')
+		changed = bs.ExecuteWithPrice(locate, c.OrderRef(), c.ExecutedShares(), c.ExecutionPrice(), c.MatchNumber(), c.Printable() == 'Y')
 	case itch.TypeTrade:
-		if b := bs.book(locate); b != nil {
-			p := itch.Trade(m)
-			b.trade(p.Price(), uint64(p.Shares()))
-			changed = true
-		}
+		p := itch.Trade(m)
+		changed = bs.Trade(locate, p.Price(), uint64(p.Shares()), p.MatchNumber())
 	case itch.TypeCrossTrade:
-		if b := bs.book(locate); b != nil {
-			q := itch.CrossTrade(m)
-			if sh := q.Shares(); sh != 0 {
-				b.trade(q.CrossPrice(), sh)
-				changed = true
-			}
-		}
+		q := itch.CrossTrade(m)
+		changed = bs.Trade(locate, q.CrossPrice(), q.Shares(), q.MatchNumber())
 	case itch.TypeBrokenTrade:
-		if locate == 0 { // seen in the wild without a locate: nothing to attribute it to
-			bs.broken++
-			return 0, false
-		}
-		if b := bs.book(locate); b != nil {
-			b.broken++
-			changed = true
+		if changed = bs.BreakTrade(locate, itch.BrokenTrade(m).MatchNumber()); !changed {
+			return locate, false // also locate 0: no lastTime to set
 		}
 	case itch.TypeStockDirectory:
 		changed = bs.Announce(locate, itch.StockDirectory(m).Stock())

@@ -24,7 +24,7 @@ type Book struct {
 	volume    uint64
 	trades    uint64
 	broken    uint64
-	_         [8]byte
+	lastMatch uint64 // match number of the last trade (0: none or unknown)
 }
 
 // Locate returns the stock locate of the book.
@@ -117,14 +117,16 @@ func (r *rung) level(side Side) Level {
 }
 
 // Last returns the price and size of the last printable trade (E, printable
-// C, P, Q) and the cumulative printed volume.
+// C, P, Q) that was not broken, and the cumulative printed volume less the
+// broken trades. When the last trade is broken and the one before it is no
+// longer remembered (Config.TradeMemory), the last trade is 0@0.
 func (b *Book) Last() (price uint32, size uint64, volume uint64) {
 	return b.lastPrice, b.lastSize, b.volume
 }
 
 // Trades returns how many printable trades and broken trades ('B') the
-// instrument has seen. A broken trade is counted only: its shares are not
-// taken off the volume (the message carries only the match number).
+// instrument has seen. A broken trade stays counted in trades; its shares
+// come off the volume (see Last).
 func (b *Book) Trades() (trades, broken uint64) { return b.trades, b.broken }
 
 // TradingState returns the last Stock Trading Action state ('H' halted,
@@ -141,13 +143,6 @@ func (b *Book) OperationalHalt() byte { return b.opHalt }
 // Timestamp returns the exchange timestamp (ns since midnight) of the last
 // message applied to the instrument.
 func (b *Book) Timestamp() uint64 { return b.lastTime }
-
-func (b *Book) trade(price uint32, size uint64) {
-	b.lastPrice = price
-	b.lastSize = size
-	b.volume += size
-	b.trades++
-}
 
 // Order returns the resting order ref.
 func (bs *Books) Order(ref uint64) (o OrderInfo, locate uint16, ok bool) {

@@ -92,7 +92,10 @@ type Books struct {
 	ovfFree   int32
 	maxOrders uint64
 	maxLevels uint64
-	books     []Book // index = locate
+	books     []Book     // index = locate
+	trades    []tradeRec // the last trades by match number, for broken trades
+	tradeMask uint64
+	ladders   ladders // the rung arrays of every book's ladders
 	stats     Stats
 	err       error
 	broken    uint64 // broken trades without a locate
@@ -117,9 +120,14 @@ func New(cfg Config) (*Books, error) {
 		maxOrders: uint64(cfg.MaxOrders),
 		maxLevels: uint64(cfg.MaxLevels),
 		books:     make([]Book, cfg.MaxLocates+1),
+		trades:    make([]tradeRec, cfg.TradeMemory),
+		tradeMask: uint64(cfg.TradeMemory - 1),
+		ladders:   ladders{mem: make([]rung, ladderRungs(cfg.MaxLevels))},
 	}
 	prepare(bs.orders)
 	prepare(bs.ovf)
+	prepare(bs.trades)
+	prepare(bs.ladders.mem)
 	bs.Reset()
 	return bs, nil
 }
@@ -130,6 +138,7 @@ func (bs *Books) Reset() {
 	home := int(bs.homeMask + 1)
 	clear(bs.orders)
 	clear(bs.ovf)
+	clear(bs.trades)
 	for i := home; i < len(bs.orders); i++ {
 		bs.orders[i].next = int32(i + 1)
 	}
@@ -412,9 +421,7 @@ func (b *Book) insertRung(side Side, i int, key uint32) []rung {
 	lad := b.sides[side]
 	n := len(lad)
 	if n == cap(lad) {
-		grown := make([]rung, n, 2*n+16)
-		copy(grown, lad)
-		lad = grown
+		lad = b.bs.ladders.grow(lad)
 	}
 	lad = lad[:n+1]
 	for j := n; j > i; j-- { // usually none or a few rungs: cheaper than a copy call
@@ -557,9 +564,9 @@ func (bs *Books) reduce(b *Book, oi int32, shares uint32, over *uint64) {
 	}
 }
 
-// Execute executes shares of order ref at its price (E). The trade counts
-// in the last trade and volume.
-func (bs *Books) Execute(locate uint16, ref uint64, shares uint32) bool {
+// Execute executes shares of order ref at its price (E) under match number
+// match. The trade counts in the last trade and volume.
+func (bs *Books) Execute(locate uint16, ref uint64, shares uint32, match uint64) bool {
 	b, oi := bs.find(locate, ref, &bs.stats.UnknownRefExecute)
 	if b == nil {
 		return false
@@ -568,14 +575,15 @@ func (bs *Books) Execute(locate uint16, ref uint64, shares uint32) bool {
 		bs.stats.ZeroShares++
 		return false
 	}
-	b.trade(bs.orders[oi].price, uint64(shares))
+	bs.trade(b, bs.orders[oi].price, uint64(shares), match)
 	bs.reduce(b, oi, shares, &bs.stats.OverExecution)
 	return true
 }
 
-// ExecuteWithPrice executes shares of order ref at price (C); a
-// non-printable execution does not count in the last trade and volume.
-func (bs *Books) ExecuteWithPrice(locate uint16, ref uint64, shares, price uint32, printable bool) bool {
+// ExecuteWithPrice executes shares of order ref at price (C) under match
+// number match; a non-printable execution does not count in the last trade
+// and volume.
+func (bs *Books) ExecuteWithPrice(locate uint16, ref uint64, shares, price uint32, match uint64, printable bool) bool {
 	b, oi := bs.find(locate, ref, &bs.stats.UnknownRefExecute)
 	if b == nil {
 		return false
@@ -585,7 +593,9 @@ func (bs *Books) ExecuteWithPrice(locate uint16, ref uint64, shares, price uint3
 		return false
 	}
 	if printable {
-		b.trade(price, uint64(shares))
+		bs.trade(b, price, uint64(shares), match)
+	} else {
+		bs.execution(b, price, match)
 	}
 	bs.reduce(b, oi, shares, &bs.stats.OverExecution)
 	return true

@@ -28,10 +28,20 @@ type Config struct {
 	// references later, or sparse references), found through a hash table.
 	// 0 means MaxOrders/4.
 	Overflow int
+	// TradeMemory is how many trades are remembered by match number, so
+	// that a Broken Trade (B) can take its shares off the volume and undo
+	// it as the last trade: the trade with match number m is kept in slot
+	// m modulo TradeMemory until a later one takes the slot (match numbers
+	// are dense and increasing through the day, so these are about the
+	// last TradeMemory trades). 32 bytes each; rounded up to a power of
+	// two; 0 means MaxOrders/4 (at least 1024): 1 Mi trades, 32 MiB, by
+	// default.
+	TradeMemory int
 }
 
 // DefaultConfig fits a busy Nasdaq day: 4 Mi live orders, every locate,
-// 1 Mi live levels. The order storage takes about 300 MiB.
+// 1 Mi live levels, 1 Mi trades remembered. The order storage takes about
+// 300 MiB, the trade memory 32 MiB.
 func DefaultConfig() Config {
 	return Config{MaxOrders: 1 << 22, MaxLocates: 65535, MaxLevels: 1 << 20}
 }
@@ -68,6 +78,14 @@ func (c Config) normalize() (Config, error) {
 	if c.Overflow < 0 || c.Overflow > 1<<29 {
 		return c, fmt.Errorf("new books: Overflow %d: %w", c.Overflow, ErrConfig)
 	}
+	t := c.TradeMemory
+	if t == 0 {
+		t = max(c.MaxOrders/4, 1024)
+	}
+	if t <= 0 || t > 1<<28 {
+		return c, fmt.Errorf("new books: TradeMemory %d: %w", t, ErrConfig)
+	}
+	c.TradeMemory = 1 << bits.Len(uint(t-1))
 	return c, nil
 }
 
@@ -99,6 +117,13 @@ type Stats struct {
 	OrderCapacity uint64 // add dropped: Config.MaxOrders live orders, or every overflow slot taken
 	Overflowed    uint64 // live orders now in overflow slots (not an inconsistency)
 	LevelCapacity uint64 // add dropped: Config.MaxLevels live levels
+
+	// BrokenUnmatched counts Broken Trades (B) whose match number names no
+	// trade remembered for the instrument: older than Config.TradeMemory
+	// trades, never seen, of another instrument, or broken already. Such a
+	// B changes only the broken count. It is not in Inconsistencies: with
+	// a bounded memory a B of an old trade cannot be told from a bad one.
+	BrokenUnmatched uint64
 }
 
 // Inconsistencies is the sum of every counter that flags bad input or an

@@ -17,9 +17,13 @@ func applyOpNumeric(bs *Books, o op) {
 		}
 		bs.AddOrder(o.locate, o.ref, side, o.shares, o.price)
 	case 'E':
-		bs.Execute(o.locate, o.ref, o.shares)
+		bs.Execute(o.locate, o.ref, o.shares, o.match)
 	case 'C':
-		bs.ExecuteWithPrice(o.locate, o.ref, o.shares, o.price, o.printable)
+		bs.ExecuteWithPrice(o.locate, o.ref, o.shares, o.price, o.match, o.printable)
+	case 'P', 'Q':
+		bs.Trade(o.locate, o.price, o.volume, o.match)
+	case 'B':
+		bs.BreakTrade(o.locate, o.match)
 	case 'X':
 		bs.Cancel(o.locate, o.ref, o.shares)
 	case 'D':
@@ -35,6 +39,35 @@ type opGen struct {
 	live    []uint64 // refs added (may be dead by now)
 	nextRef uint64
 	locates int
+	matches []uint64 // match numbers given (recent ones)
+	match   uint64
+}
+
+// nextMatch returns a new, increasing match number (rarely 0: no number).
+func (g *opGen) nextMatch() uint64 {
+	if g.rng.IntN(200) == 0 {
+		return 0
+	}
+	g.match++
+	g.matches = append(g.matches, g.match)
+	if len(g.matches) > 4096 {
+		g.matches = g.matches[2048:]
+	}
+	return g.match
+}
+
+// brokenMatch returns a match for a Broken Trade: mostly a recent one (of
+// any locate, maybe broken already), sometimes one never given.
+func (g *opGen) brokenMatch() uint64 {
+	switch r := g.rng.IntN(10); {
+	case r < 5 && len(g.matches) > 0:
+		return g.matches[len(g.matches)-1-g.rng.IntN(min(len(g.matches), 4))] // the last trades
+	case r < 8 && len(g.matches) > 0:
+		return g.matches[g.rng.IntN(len(g.matches))]
+	case r < 9:
+		return g.match + 1 + g.rng.Uint64N(100)
+	}
+	return 0
 }
 
 func (g *opGen) ref() uint64 {
@@ -82,13 +115,22 @@ func (g *opGen) next() op {
 			o.ref = g.nextRef
 		}
 		g.live = append(g.live, o.ref)
-	case r < 55:
+	case r < 53:
 		o.kind = 'E'
 		o.ref = g.ref()
-	case r < 60:
+		o.match = g.nextMatch()
+	case r < 56:
 		o.kind = 'C'
 		o.ref = g.ref()
 		o.printable = g.rng.IntN(2) == 0
+		o.match = g.nextMatch()
+	case r < 58:
+		o.kind = "PQ"[g.rng.IntN(2)]
+		o.volume = uint64(g.rng.IntN(1000))
+		o.match = g.nextMatch()
+	case r < 60:
+		o.kind = 'B'
+		o.match = g.brokenMatch()
 	case r < 70:
 		o.kind = 'X'
 		o.ref = g.ref()

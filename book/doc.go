@@ -16,9 +16,14 @@
 //   - 'D' deletes an order.
 //   - 'U' removes the original order and adds the new reference with the same
 //     side and instrument, at the tail of its level (it loses queue position).
-//   - 'P' and 'Q' update the last trade and cumulative volume only; 'B'
-//     counts a broken trade (the volume is not corrected: the message carries
-//     only the match number).
+//   - 'P' and 'Q' update the last trade and cumulative volume only.
+//   - 'B' reverses the trade it names by match number: its shares come off
+//     the volume and, if it was the last trade, the last trade before it
+//     that stands becomes the last trade again. Executions and trades are
+//     remembered by match number in a bounded table (Config.TradeMemory,
+//     about the day's last million trades by default); a B of a trade no
+//     longer remembered, never seen or of another instrument is counted
+//     (Stats.BrokenUnmatched) and changes only the broken count.
 //   - 'H' (trading state), 'h' (operational halt, Nasdaq market 'Q' only),
 //     'Y' (Reg SHO) update the instrument's state; 'S' the market-wide system
 //     event (Books.SystemEvent).
@@ -50,14 +55,16 @@
 // New allocates the order storage up front from Config (and touches it, asking
 // for transparent huge pages on Linux, so no page fault or TLB storm hits the
 // apply path): RefTableSize home slots plus Overflow slots of 32 bytes, the
-// overflow hash table and MaxLocates books. An add beyond MaxOrders live
+// overflow hash table, TradeMemory trade records of 32 bytes, a block of
+// 2*MaxLevels rungs (24 bytes) for the level ladders and MaxLocates books. An add beyond MaxOrders live
 // orders, beyond the overflow slots, or beyond MaxLevels live price levels is
 // dropped and counted (OrderCapacity, LevelCapacity); Books.Err returns the
-// first such error (errors.Is ErrOrderCapacity, ...). The only allocation
-// after New is a side's level ladder growing past its largest size so far
-// (amortized doubling, 24 bytes a level); steady-state Apply allocates
-// nothing (proved per message type by TestApplyAllocs). Reset empties
-// everything for a new day and keeps the storage.
+// first such error (errors.Is ErrOrderCapacity, ...). A side's ladder grows
+// by doubling into arrays from the rung block, reusing those other ladders
+// outgrew, so Apply neither allocates nor page-faults (TestApplyAllocs per
+// message type, TestLadderGrowthAllocs for growth); only once the block is
+// used up does a ladder grow on the Go heap. Reset empties everything for a
+// new day and keeps the storage.
 //
 // # Structures
 //
@@ -73,6 +80,13 @@
 // backward shift, no tombstones) that is consulted only while some order is
 // in overflow. Each add prefetches the home slot of a reference a few ahead
 // (on amd64), so the next adds find their slots in cache.
+//
+// Deletes, executes, cancels and replace name older orders, whose slots are
+// rarely in cache. A caller holding messages ahead of the one it applies
+// calls Books.Prefetch on the message PrefetchAhead ahead: `feedhandler
+// replay` runs a second cursor over the file; a live pipeline calls it on
+// the messages of the batch in hand (BenchmarkApplyBatch measures both
+// shapes). Prefetch changes no result.
 //
 // Each side of a book is a ladder: its price levels (price, total shares,
 // order count, FIFO head and tail) inline in one array sorted by price with

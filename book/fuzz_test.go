@@ -7,9 +7,10 @@ import "testing"
 // are common. Each op takes 7 bytes.
 func opsOfBytes(data []byte) []op {
 	var ops []op
+	var match uint64 // the last match number given
 	for ; len(data) >= 7; data = data[7:] {
 		o := op{
-			kind:      "RAAAAEECXXDDUUU"[int(data[0])%15],
+			kind:      "RAAAAEECXXDDUUUPQBB"[int(data[0])%19],
 			locate:    uint16(data[1] % 8),
 			ref:       uint64(data[2] % 32),
 			side:      "SB"[data[3]&1],
@@ -23,6 +24,14 @@ func opsOfBytes(data []byte) []op {
 		}
 		if data[3] == 255 {
 			o.side = 'Z'
+		}
+		switch o.kind {
+		case 'E', 'C', 'P', 'Q':
+			match++
+			o.match = match
+			o.volume = uint64(data[4])
+		case 'B': // one of the last 8 matches, or one never given
+			o.match = match + 1 - uint64(data[6]%9)
 		}
 		o.symbol = [8]byte{'F', byte('A' + o.locate), ' ', ' ', ' ', ' ', ' ', ' '}
 		ops = append(ops, o)

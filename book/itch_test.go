@@ -21,14 +21,23 @@ func encodeOp(dst []byte, o op, ts uint64) []byte {
 		f := itch.AddOrderFields{Header: h, OrderRef: o.ref, Side: o.side, Shares: o.shares, Stock: itch.NewSymbol("X"), Price: o.price}
 		return f.Append(dst)
 	case 'E':
-		f := itch.OrderExecutedFields{Header: h, OrderRef: o.ref, ExecutedShares: o.shares}
+		f := itch.OrderExecutedFields{Header: h, OrderRef: o.ref, ExecutedShares: o.shares, MatchNumber: o.match}
+		return f.Append(dst)
+	case 'P':
+		f := itch.TradeFields{Header: h, Side: 'B', Shares: uint32(o.volume), Stock: itch.NewSymbol("X"), Price: o.price, MatchNumber: o.match}
+		return f.Append(dst)
+	case 'Q':
+		f := itch.CrossTradeFields{Header: h, Shares: o.volume, Stock: itch.NewSymbol("X"), CrossPrice: o.price, MatchNumber: o.match, CrossType: 'O'}
+		return f.Append(dst)
+	case 'B':
+		f := itch.BrokenTradeFields{Header: h, MatchNumber: o.match}
 		return f.Append(dst)
 	case 'C':
 		p := byte('N')
 		if o.printable {
 			p = 'Y'
 		}
-		f := itch.OrderExecutedWithPriceFields{Header: h, OrderRef: o.ref, ExecutedShares: o.shares, Printable: p, ExecutionPrice: o.price}
+		f := itch.OrderExecutedWithPriceFields{Header: h, OrderRef: o.ref, ExecutedShares: o.shares, MatchNumber: o.match, Printable: p, ExecutionPrice: o.price}
 		return f.Append(dst)
 	case 'X':
 		f := itch.OrderCancelFields{Header: h, OrderRef: o.ref, CancelledShares: o.shares}
@@ -59,10 +68,10 @@ func opOf(m itch.Msg) op {
 		o.ref, o.side, o.shares, o.price = f.OrderRef, f.Side, f.Shares, f.Price
 	case itch.TypeOrderExecuted:
 		f := itch.OrderExecuted(m).Fields()
-		o.ref, o.shares = f.OrderRef, f.ExecutedShares
+		o.ref, o.shares, o.match = f.OrderRef, f.ExecutedShares, f.MatchNumber
 	case itch.TypeOrderExecutedWithPrice:
 		f := itch.OrderExecutedWithPrice(m).Fields()
-		o.ref, o.shares, o.price, o.printable = f.OrderRef, f.ExecutedShares, f.ExecutionPrice, f.Printable == 'Y'
+		o.ref, o.shares, o.price, o.printable, o.match = f.OrderRef, f.ExecutedShares, f.ExecutionPrice, f.Printable == 'Y', f.MatchNumber
 	case itch.TypeOrderCancel:
 		f := itch.OrderCancel(m).Fields()
 		o.ref, o.shares = f.OrderRef, f.CancelledShares
@@ -71,8 +80,19 @@ func opOf(m itch.Msg) op {
 	case itch.TypeOrderReplace:
 		f := itch.OrderReplace(m).Fields()
 		o.ref, o.newRef, o.shares, o.price = f.OriginalOrderRef, f.NewOrderRef, f.Shares, f.Price
+	case itch.TypeTrade:
+		f := itch.Trade(m).Fields()
+		o.volume, o.price, o.match = uint64(f.Shares), f.Price, f.MatchNumber
+	case itch.TypeCrossTrade:
+		f := itch.CrossTrade(m).Fields()
+		o.volume, o.price, o.match = f.Shares, f.CrossPrice, f.MatchNumber
+	case itch.TypeBrokenTrade:
+		o.match = itch.BrokenTrade(m).Fields().MatchNumber
+		if o.locate == 0 {
+			o.kind = 0 // counted apart (BrokenWithoutLocate)
+		}
 	default:
-		o.kind = 0 // no effect on resting orders
+		o.kind = 0 // no effect on books or trades
 	}
 	return o
 }

@@ -19,6 +19,21 @@ type refOrder struct {
 type refBook struct {
 	symbol [8]byte
 	sides  [2]map[uint32][]uint64 // price -> refs, oldest first
+
+	last                   *refTrade // nil: none
+	volume, trades, broken uint64
+}
+
+// refTrade is one execution or trade; prev is the instrument's last trade
+// when it was made.
+type refTrade struct {
+	match   uint64
+	locate  uint16
+	price   uint32
+	shares  uint64
+	printed bool
+	broken  bool
+	prev    *refTrade
 }
 
 type refBooks struct {
@@ -27,16 +42,76 @@ type refBooks struct {
 	books  map[uint16]*refBook
 	levels int
 	stats  Stats
+
+	trades    map[uint64]*refTrade // by match number
+	slotOwner map[uint64]uint64    // Config.TradeMemory's contract: slot m mod TradeMemory holds the last match recorded there
+	slotMask  uint64
 }
 
 func newRefBooks(cfg Config) *refBooks {
-	return &refBooks{cfg: cfg, orders: map[uint64]*refOrder{}, books: map[uint16]*refBook{}}
+	n, err := cfg.normalize()
+	if err != nil {
+		panic(err)
+	}
+	return &refBooks{cfg: cfg, orders: map[uint64]*refOrder{}, books: map[uint16]*refBook{},
+		trades: map[uint64]*refTrade{}, slotOwner: map[uint64]uint64{}, slotMask: uint64(n.TradeMemory - 1)}
+}
+
+// record remembers t under its match number (match 0 names no trade).
+func (r *refBooks) record(t *refTrade) {
+	if t.match != 0 {
+		r.trades[t.match] = t
+		r.slotOwner[t.match&r.slotMask] = t.match
+	}
+}
+
+// remembered reports whether t can still be found by its match number.
+func (r *refBooks) remembered(t *refTrade) bool {
+	return t.match != 0 && r.trades[t.match] == t && r.slotOwner[t.match&r.slotMask] == t.match
+}
+
+func (r *refBooks) trade(b *refBook, locate uint16, price uint32, shares, match uint64) {
+	t := &refTrade{match: match, locate: locate, price: price, shares: shares, printed: true, prev: b.last}
+	r.record(t)
+	b.last = t
+	b.volume += shares
+	b.trades++
+}
+
+// breakTrade follows doc.go: the volume loses the trade's shares; a broken
+// last trade gives way to the last one before it that stands, stepping
+// back over at most maxBrokenWalk trades, none once one is forgotten.
+func (r *refBooks) breakTrade(b *refBook, locate uint16, match uint64) {
+	b.broken++
+	t := r.trades[match]
+	if t == nil || !r.remembered(t) || t.locate != locate || t.broken {
+		r.stats.BrokenUnmatched++
+		return
+	}
+	t.broken = true
+	if !t.printed {
+		return
+	}
+	b.volume -= t.shares
+	if b.last != t {
+		return
+	}
+	b.last = nil
+	for p, k := t.prev, 0; p != nil && k < maxBrokenWalk; p, k = p.prev, k+1 {
+		if !r.remembered(p) {
+			break
+		}
+		if !p.broken {
+			b.last = p
+			break
+		}
+	}
 }
 
 // op is one book event in numeric form, shared by the fast and the reference
 // book drivers.
 type op struct {
-	kind      byte // 'R','A','E','C','X','D','U' (others only touch trade/state)
+	kind      byte // 'R','A','E','C','X','D','U', 'P','Q' (trades), 'B' (broken trade); 0: none of these
 	locate    uint16
 	ref       uint64
 	newRef    uint64
@@ -45,6 +120,8 @@ type op struct {
 	price     uint32
 	printable bool
 	symbol    [8]byte
+	match     uint64 // E, C, P, Q, B
+	volume    uint64 // shares of P and Q
 }
 
 func (r *refBooks) book(locate uint16) *refBook {
@@ -61,6 +138,17 @@ func (r *refBooks) book(locate uint16) *refBook {
 
 func (r *refBooks) apply(o op) {
 	switch o.kind {
+	case 'P', 'Q':
+		if b := r.book(o.locate); b != nil && o.volume != 0 {
+			r.trade(b, o.locate, o.price, o.volume, o.match)
+		}
+	case 'B':
+		if o.locate == 0 { // BrokenWithoutLocate
+			return
+		}
+		if b := r.book(o.locate); b != nil {
+			r.breakTrade(b, o.locate, o.match)
+		}
 	case 'R':
 		if o.locate == 0 || int(o.locate) > r.cfg.MaxLocates {
 			r.stats.LocateCapacity++
@@ -121,6 +209,14 @@ func (r *refBooks) apply(o op) {
 			if o.shares == 0 {
 				r.stats.ZeroShares++
 				return
+			}
+			switch {
+			case o.kind == 'E':
+				r.trade(b, o.locate, ord.price, uint64(o.shares), o.match)
+			case o.kind == 'C' && o.printable:
+				r.trade(b, o.locate, o.price, uint64(o.shares), o.match)
+			case o.kind == 'C':
+				r.record(&refTrade{match: o.match, locate: o.locate, price: o.price})
 			}
 			if o.shares >= ord.shares {
 				if o.shares > ord.shares {
@@ -239,6 +335,17 @@ func compareBook(bs *Books, r *refBooks, locate uint16) error {
 	}
 	if fb.Orders() != n {
 		return fmt.Errorf("locate %d: Orders() %d want %d", locate, fb.Orders(), n)
+	}
+	var wp uint32
+	var ws uint64
+	if rb.last != nil {
+		wp, ws = rb.last.price, rb.last.shares
+	}
+	if p, s, v := fb.Last(); p != wp || s != ws || v != rb.volume {
+		return fmt.Errorf("locate %d: last %d@%d volume %d, want %d@%d volume %d", locate, s, p, v, ws, wp, rb.volume)
+	}
+	if tr, br := fb.Trades(); tr != rb.trades || br != rb.broken {
+		return fmt.Errorf("locate %d: trades %d broken %d, want %d %d", locate, tr, br, rb.trades, rb.broken)
 	}
 	return nil
 }

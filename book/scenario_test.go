@@ -186,6 +186,9 @@ func TestCapacityError(t *testing.T) {
 	if _, err := New(Config{MaxOrders: 0, MaxLocates: 1, MaxLevels: 1}); !errors.Is(err, ErrConfig) {
 		t.Errorf("New with 0 orders: %v", err)
 	}
+	if _, err := New(Config{MaxOrders: 1, MaxLocates: 1, MaxLevels: 1, TradeMemory: -1}); !errors.Is(err, ErrConfig) {
+		t.Errorf("New with -1 trades remembered: %v", err)
+	}
 }
 
 // TestManyBooks: two Books in one process (two pipeline shards) are

@@ -156,5 +156,16 @@ func TestApplyFileMatchesScanner(t *testing.T) {
 		if fmt.Sprint(gotErr) != fmt.Sprint(ws.Err()) {
 			t.Errorf("tail %v: error %v, want %v", tail, gotErr, ws.Err())
 		}
+		// applyFile prefetches ahead of Apply: the books must not depend on it.
+		var gotBooks, wantBooks bytes.Buffer
+		if err := got.WriteJSON(&gotBooks, 0); err != nil {
+			t.Fatal(err)
+		}
+		if err := want.WriteJSON(&wantBooks, 0); err != nil {
+			t.Fatal(err)
+		}
+		if gotBooks.Len() < 100 || !bytes.Equal(gotBooks.Bytes(), wantBooks.Bytes()) {
+			t.Errorf("tail %v: books differ from a plain Apply loop (%d bytes, want %d)", tail, gotBooks.Len(), wantBooks.Len())
+		}
 	}
 }
