@@ -110,12 +110,12 @@ func TestRecoveryRerequest(t *testing.T) {
 func TestRecoveryAnswersLost(t *testing.T) {
 	needLab(t)
 	d := testDay(t)
-	drop, want := dropOnBoth(d)
+	drop, _ := dropOnBoth(d)
 	// Many gaps, so that lost answers are certain to happen.
 	for i := 2000; i < len(d.Packets)-4; i += 500 {
 		drop[i] = true
 	}
-	want = dropRanges(d, drop)
+	want := dropRanges(d, drop)
 	res := run(t, Options{Backend: "socket", Drop: drop, Recovery: &Recovery{Rerequest: true, AnswerLoss: 0.3}})
 	checkRecovered(t, res, len(want))
 	if rs := res.Stats.Recovery.Rerequest; rs.Requests <= uint64(len(want)) || rs.Retries+rs.Timeouts == 0 {
