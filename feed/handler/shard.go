@@ -69,16 +69,40 @@ type shard struct {
 	batches    uint64 // written only by the shard goroutine, copied into stats
 	rebuilding bool   // between markerRebuild and markerRebuilt: publish nothing
 
+	// Run to completion (ring == nil): the receive thread applies each
+	// message as the arbiter delivers it and ends the batch with endBatch.
+	pending bool   // something was applied or marked since the last endBatch
+	nMsgs   uint64 // messages applied since the last endBatch
+	runs    []run  // a run of messages per packet, for the latency histograms
+
 	mu    sync.Mutex // guards stats, copied out every few tens of milliseconds
 	stats ShardStats
 }
 
+// run is the messages of one packet applied in the current batch: they
+// share their receive and pickup times.
+type run struct {
+	rxTime, pickup int64
+	n              int
+}
+
+// maxRuns bounds the packets a run-to-completion batch records before it
+// is ended early (published and recorded): a receive batch is at most a
+// few hundred packets, a recovered range or a snapshot can be more.
+const maxRuns = 1024
+
+// newShard returns a shard with a ring of ringSize slots fed by the
+// receive thread, or with ringSize 0 a ring-less shard that the receive
+// thread drives itself (run to completion).
 func newShard(id, core int, ringSize int, bcfg book.Config, w *shm.Writer, depth int) (*shard, error) {
-	r, err := spsc.New[slot](ringSize)
+	bs, err := book.New(bcfg)
 	if err != nil {
 		return nil, err
 	}
-	bs, err := book.New(bcfg)
+	if ringSize == 0 {
+		return &shard{id: id, core: core, books: bs, pub: NewPublisher(w, bs, depth), runs: make([]run, 0, maxRuns)}, nil
+	}
+	r, err := spsc.New[slot](ringSize)
 	if err != nil {
 		return nil, err
 	}
@@ -110,7 +134,7 @@ func (s *shard) run(pinErr chan<- error) {
 		for i := range batch {
 			m := &batch[i]
 			if m.kind != 0 {
-				s.marker(m)
+				s.marker(m.kind)
 				continue
 			}
 			loc, changed := s.books.Apply(itch.Msg(m.data[:m.n]))
@@ -153,8 +177,8 @@ func (s *shard) record(batch []slot, now int64) {
 
 // marker acts on a control slot. Markers are not messages: they are not
 // counted as applied.
-func (s *shard) marker(m *slot) {
-	switch m.kind {
+func (s *shard) marker(kind uint8) {
+	switch kind {
 	case markerStale:
 		s.pub.SetStale(true)
 	case markerRebuild:
@@ -172,11 +196,59 @@ func (s *shard) marker(m *slot) {
 	}
 }
 
+// apply applies one message on the receive thread (run to completion); the
+// books are published when the batch ends (endBatch).
+func (s *shard) apply(msg []byte, seq uint64, rxTime, pickup int64) {
+	loc, changed := s.books.Apply(itch.Msg(msg))
+	s.pub.Applied(loc, changed, seq, rxTime)
+	s.nMsgs++
+	s.pending = true
+	if n := len(s.runs); n > 0 && s.runs[n-1].rxTime == rxTime && s.runs[n-1].pickup == pickup {
+		s.runs[n-1].n++
+		return
+	}
+	if len(s.runs) == cap(s.runs) {
+		s.endBatch()
+	}
+	s.runs = append(s.runs, run{rxTime: rxTime, pickup: pickup, n: 1})
+}
+
+// mark acts on a marker on the receive thread (run to completion).
+func (s *shard) mark(kind uint8) {
+	s.marker(kind)
+	s.pending = true
+}
+
+// endBatch publishes what the batch changed (conflated: each changed book
+// once) and records the batch's latencies, as a shard thread does after
+// each ring batch. It does nothing when nothing happened since the last.
+func (s *shard) endBatch() {
+	if !s.pending {
+		return
+	}
+	s.pending = false
+	if !s.rebuilding {
+		s.pub.Flush()
+	}
+	now := time.Now().UnixNano()
+	for _, r := range s.runs {
+		s.hist.RecordN(now-r.rxTime, r.n)
+		s.histPath.RecordN(now-r.pickup, r.n)
+	}
+	s.runs = s.runs[:0]
+	s.applied.Add(s.nMsgs)
+	s.nMsgs = 0
+	s.batches++
+}
+
 // copyStats publishes the shard's counters for other goroutines. It runs
 // every few tens of milliseconds, never per message.
 func (s *shard) copyStats() {
 	bst := s.books.Stats()
-	rst := s.ring.Stats()
+	var rst spsc.Stats
+	if s.ring != nil {
+		rst = s.ring.Stats()
+	}
 	s.mu.Lock()
 	s.stats.Applied = s.applied.Load()
 	s.stats.Batches, s.stats.Published, s.stats.PublishErrors = s.batches, s.pub.Published, s.pub.Errors
@@ -189,6 +261,8 @@ func (s *shard) statsCopy() ShardStats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	st := s.stats
-	st.Ring = s.ring.Stats()
+	if s.ring != nil {
+		st.Ring = s.ring.Stats()
+	}
 	return st
 }
