@@ -9,11 +9,13 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"runtime"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/marketfeed/feedhandler/feed/config"
+	"github.com/marketfeed/feedhandler/feed/handler"
 	"github.com/marketfeed/feedhandler/internal/demo"
 )
 
@@ -116,17 +118,23 @@ func printDemo(w io.Writer, day *demo.Day, res *demo.Result) {
 		inc += s.Book.Inconsistencies()
 	}
 	fmt.Fprintf(w, "\nsummary\n")
-	fmt.Fprintf(w, "  backend              %s\n", res.Backend)
+	fmt.Fprintf(w, "  backend              %s, %s\n", res.Backend, st.Mode)
 	fmt.Fprintf(w, "  messages             %d sent, %d delivered in order, %d applied\n", day.Messages, st.Arbiter.Delivered, st.Applied())
 	fmt.Fprintf(w, "  line A               %d packets, %d sequence jumps (sender dropped %d packets), won %d, duplicates %d\n",
 		a.Packets, a.LineGaps, droppedA, a.Won, a.Duplicates)
 	fmt.Fprintf(w, "  line B               %d packets, %d sequence jumps, won %d, duplicates %d\n", b.Packets, b.LineGaps, b.Won, b.Duplicates)
 	fmt.Fprintf(w, "  gaps (both lines)    %d (%d messages)\n", st.Arbiter.Gaps, st.Arbiter.GapMessages)
 	fmt.Fprintf(w, "  inconsistencies      %d\n", inc)
-	fmt.Fprintf(w, "  rx -> shm latency    p50 %s  p99 %s  p99.9 %s  max %s  (%d messages; 2-core lab shared with the sender)\n",
+	fmt.Fprintf(w, "  rx -> shm latency    p50 %s  p99 %s  p99.9 %s  max %s  (%d messages)\n",
 		dur(st.Latency.Quantile(0.5)), dur(st.Latency.Quantile(0.99)), dur(st.Latency.Quantile(0.999)), dur(st.Latency.Max), st.Latency.Count)
 	fmt.Fprintf(w, "  handler's own path   p50 %s  p99 %s  p99.9 %s  max %s  (receive-thread pickup -> shm publish)\n",
 		dur(st.PathLatency.Quantile(0.5)), dur(st.PathLatency.Quantile(0.99)), dur(st.PathLatency.Quantile(0.999)), dur(st.PathLatency.Max))
+	threads := 1
+	if st.Mode == handler.ModeSharded {
+		threads += len(st.Shards)
+	}
+	fmt.Fprintf(w, "  the lab              %d CPUs shared by the sender process, the kernel's veth delivery and the handler's %d hot thread(s), unpinned: rx -> shm includes waiting for a CPU\n",
+		runtime.NumCPU(), threads)
 	verdict := "MATCH: every published book equals the replay of the same messages"
 	if len(res.Mismatches) > 0 {
 		verdict = fmt.Sprintf("MISMATCH in %d books, e.g. %s", len(res.Mismatches), strings.Join(res.Mismatches[:min(3, len(res.Mismatches))], "; "))

@@ -26,8 +26,19 @@ import (
 // TestRunFeedProcess runs the real binary as users do, `feedhandler --feed
 // FILE.yaml`, inside the receiving namespace of a lab: it receives a small
 // generated day on two lines, serves /metrics, and on SIGINT shuts down
-// gracefully (exit 0, final stats, shared memory marked closed).
+// gracefully (exit 0, final stats, shared memory marked closed). The
+// published books equal a replay of the day. Once per pipeline mode: no
+// cores section runs to completion, two shard cores shard.
 func TestRunFeedProcess(t *testing.T) {
+	for _, c := range []struct{ mode, cores string }{
+		{"run-to-completion", ""},
+		{"sharded", "cores:\n  shards: [0, 1]\n"},
+	} {
+		t.Run(c.mode, func(t *testing.T) { testRunFeedProcess(t, c.mode, c.cores) })
+	}
+}
+
+func testRunFeedProcess(t *testing.T, mode, cores string) {
 	lab, err := netlab.New(netlab.Options{Prefix: "fhr"})
 	if errors.Is(err, netlab.ErrNotSupported) {
 		t.Skipf("no network namespaces here: %v", err)
@@ -65,7 +76,7 @@ stats_interval: 100ms
 log:
   level: info
   format: json
-`, day.Session.String(), lab.DstIf, lab.DstIf, shmName)
+%s`, day.Session.String(), lab.DstIf, lab.DstIf, shmName, cores)
 	cfgPath := filepath.Join(dir, "feed.yaml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
@@ -87,7 +98,7 @@ log:
 		sc := bufio.NewScanner(pr)
 		seen := false
 		for sc.Scan() {
-			if !seen && strings.Contains(sc.Text(), `"receiving"`) {
+			if !seen && strings.Contains(sc.Text(), `"receiving"`) && strings.Contains(sc.Text(), `"mode":"`+mode+`"`) {
 				seen = true
 				close(ready)
 			}
@@ -98,7 +109,7 @@ log:
 	case err := <-exited:
 		t.Fatalf("feedhandler exited early: %v\n%s", err, stderr.String())
 	case <-time.After(20 * time.Second):
-		t.Fatalf("feedhandler not receiving after 20s:\n%s", stderr.String())
+		t.Fatalf("feedhandler not receiving in mode %s after 20s:\n%s", mode, stderr.String())
 	}
 
 	var s *exchange.Sender
@@ -134,6 +145,23 @@ log:
 		if !strings.Contains(body, m) {
 			t.Errorf("metrics lack %s", m)
 		}
+	}
+
+	// Every message delivered: the books in shared memory equal the
+	// replay's (a shard may still be publishing its last batch).
+	var res *demo.Result
+	for {
+		res, err = demo.Compare(shmName, day, 10)
+		if err == nil && len(res.Mismatches) == 0 && res.Instruments > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("published books differ from the replay: %v %v", err, res.Mismatches)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if res.Stale != 0 {
+		t.Errorf("%d books flagged stale without a gap", res.Stale)
 	}
 
 	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {

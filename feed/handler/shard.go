@@ -66,8 +66,8 @@ type shard struct {
 
 	applied atomic.Uint64 // messages applied (read by the pipeline to know it drained)
 
-	batches    uint64 // written only by the shard goroutine, copied into stats
-	rebuilding bool   // between markerRebuild and markerRebuilt: publish nothing
+	batches    atomic.Uint64 // batches applied and published (its writer only adds)
+	rebuilding bool          // between markerRebuild and markerRebuilt: publish nothing
 
 	// Run to completion (ring == nil): the receive thread applies each
 	// message as the arbiter delivers it and ends the batch with endBatch.
@@ -148,7 +148,7 @@ func (s *shard) run(pinErr chan<- error) {
 		s.record(batch, now)
 		s.ring.Release(len(batch))
 		s.applied.Add(uint64(msgs))
-		s.batches++
+		s.batches.Add(1)
 		if now-lastStats.UnixNano() > int64(50*time.Millisecond) {
 			s.copyStats()
 			lastStats = time.Now()
@@ -238,7 +238,7 @@ func (s *shard) endBatch() {
 	s.runs = s.runs[:0]
 	s.applied.Add(s.nMsgs)
 	s.nMsgs = 0
-	s.batches++
+	s.batches.Add(1)
 }
 
 // copyStats publishes the shard's counters for other goroutines. It runs
@@ -251,7 +251,7 @@ func (s *shard) copyStats() {
 	}
 	s.mu.Lock()
 	s.stats.Applied = s.applied.Load()
-	s.stats.Batches, s.stats.Published, s.stats.PublishErrors = s.batches, s.pub.Published, s.pub.Errors
+	s.stats.Batches, s.stats.Published, s.stats.PublishErrors = s.batches.Load(), s.pub.Published, s.pub.Errors
 	s.stats.Book = bst
 	s.stats.Ring = rst
 	s.mu.Unlock()
