@@ -79,7 +79,7 @@ func TestPacedRunStartsNoGC(t *testing.T) {
 			time.Sleep(total / 10)
 			runtime.GC()
 			defer debug.SetGCPercent(debug.SetGCPercent(1))
-						c0, o0 := gcSample()
+			c0, o0 := gcSample()
 			d0, b0 := h.Delivered(), batches(h)
 			time.Sleep(total * 7 / 10)
 			d1, b1 := h.Delivered(), batches(h)
