@@ -29,8 +29,10 @@ func runDemo(args []string) error {
 	messages := fs.Int("messages", 1_000_000, "messages in the generated day")
 	symbols := fs.Int("symbols", 500, "instruments in the generated day")
 	seed := fs.Uint64("seed", 1, "generator seed")
-	loss := fs.Float64("loss", 0.02, "packet loss injected on line A (line B is clean)")
-	rate := fs.Float64("rate", 30000, "packets per second per line")
+	loss := fs.Float64("loss", 0.02, "packet loss injected on line A")
+	dropBoth := fs.Int("drop-both", 5, "runs of packets dropped on BOTH lines (the first and the last data packet among them), repaired by recovery")
+	startAt := fs.Float64("start-at", 0.1, "fraction of the day sent before the handler starts (a late join, repaired by snapshot); 0: start first")
+	rate := fs.Float64("rate", 20000, "packets per second per line")
 	backend := fs.String("backend", "", "receive backend, overriding the config (auto, xdp, uring, socket)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -73,6 +75,13 @@ func runDemo(args []string) error {
 	fmt.Printf("sending on lines A (%.1f%% loss) and B at %.0f packets/s each through a namespace lab; handler backend %q ...\n",
 		100**loss, *rate, o.Backend)
 	o.Day = day
+	o.Drop = demo.DropOnBoth(day, *dropBoth)
+	o.Recovery = &demo.Recovery{Rerequest: true, Snapshot: true}
+	if *startAt > 0 {
+		o.StartAtSeq = max(1, uint64(float64(day.Messages)**startAt))
+	}
+	fmt.Printf("  %d packets dropped on both lines; the handler starts after message %d was sent; recovery: lab re-request server and GLIMPSE snapshot server\n",
+		len(o.Drop), o.StartAtSeq)
 	res, err := demo.Run(ctx, o)
 	if ctx.Err() != nil {
 		fmt.Println("interrupted: the lab, the sender and the shared memory were cleaned up")
@@ -86,6 +95,9 @@ func runDemo(args []string) error {
 	}
 	if len(res.Mismatches) > 0 {
 		return fmt.Errorf("%d published books differ from the replay", len(res.Mismatches))
+	}
+	if res.Stale > 0 {
+		return fmt.Errorf("%d books still flagged possibly stale", res.Stale)
 	}
 	return nil
 }
@@ -123,7 +135,26 @@ func printDemo(w io.Writer, day *demo.Day, res *demo.Result) {
 	fmt.Fprintf(w, "  line A               %d packets, %d sequence jumps (sender dropped %d packets), won %d, duplicates %d\n",
 		a.Packets, a.LineGaps, droppedA, a.Won, a.Duplicates)
 	fmt.Fprintf(w, "  line B               %d packets, %d sequence jumps, won %d, duplicates %d\n", b.Packets, b.LineGaps, b.Won, b.Duplicates)
-	fmt.Fprintf(w, "  gaps (both lines)    %d (%d messages)\n", st.Arbiter.Gaps, st.Arbiter.GapMessages)
+	rs := st.Recovery
+	fmt.Fprintf(w, "  gaps (both lines)    %d detected: %d repaired by re-request, %d by snapshot, %d still open\n",
+		rs.GapsDetected, rs.RecoveredByRerequest, rs.RecoveredBySnapshot, rs.Open)
+	for _, e := range rs.Events {
+		how := "re-request"
+		if e.By == "snapshot" {
+			how = fmt.Sprintf("snapshot (GLIMPSE at sequence %d)", e.NextSeq)
+		}
+		what := "late join"
+		if e.Range.First > 1 || e.By != "snapshot" {
+			what = "gap"
+		}
+		fmt.Fprintf(w, "    %-9s %d..%d (%d messages) repaired by %s in %s\n", what, e.Range.First, e.Range.End()-1, e.Range.Count, how, dur(int64(e.Took)))
+	}
+	fmt.Fprintf(w, "  re-requests          %d sent, %d retries, %d timeouts, %d bad and %d late answers, %d messages recovered\n",
+		rs.Rerequest.Requests, rs.Rerequest.Retries, rs.Rerequest.Timeouts, rs.Rerequest.Bad(), rs.Rerequest.Late+st.Arbiter.RecoveredLate, rs.Rerequest.Messages)
+	fmt.Fprintf(w, "  snapshots            %d loaded (%d messages), %d failed; spill held at most %d packets\n",
+		rs.Snapshots, rs.SnapshotMessages, rs.SnapshotFailures, st.Arbiter.HeldMax)
+	fmt.Fprintf(w, "  recovery time        p50 %s  p99 %s  (gap detected -> books whole, %d repairs)\n",
+		dur(rs.RecoveryTime.Quantile(0.5)), dur(rs.RecoveryTime.Quantile(0.99)), rs.RecoveryTime.Count)
 	fmt.Fprintf(w, "  inconsistencies      %d\n", inc)
 	fmt.Fprintf(w, "  rx -> shm latency    p50 %s  p99 %s  p99.9 %s  max %s  (%d messages)\n",
 		dur(st.Latency.Quantile(0.5)), dur(st.Latency.Quantile(0.99)), dur(st.Latency.Quantile(0.999)), dur(st.Latency.Max), st.Latency.Count)
@@ -139,7 +170,7 @@ func printDemo(w io.Writer, day *demo.Day, res *demo.Result) {
 	if len(res.Mismatches) > 0 {
 		verdict = fmt.Sprintf("MISMATCH in %d books, e.g. %s", len(res.Mismatches), strings.Join(res.Mismatches[:min(3, len(res.Mismatches))], "; "))
 	}
-	fmt.Fprintf(w, "  books                %d instruments compared to depth %d: %s\n", res.Instruments, res.Depth, verdict)
+	fmt.Fprintf(w, "  books                %d instruments compared to depth %d, %d flagged possibly stale: %s\n", res.Instruments, res.Depth, res.Stale, verdict)
 }
 
 func dur(ns int64) string { return time.Duration(ns).String() }

@@ -38,6 +38,7 @@ func sendFile(args []string, out io.Writer) error {
 	eos := fs.Bool("eos", false, "finish with an end-of-session packet")
 	ttl := fs.Int("ttl", 1, "multicast TTL")
 	seed := fs.Int64("seed", 1, "seed of the loss/dup/reorder injection")
+	snap := addSnapshotFlags(fs, "snapshot-listen") // GLIMPSE server beside the sender (glimpse_server.go)
 	var inj [2]struct{ loss, dup, reorder *float64 }
 	for i, name := range []string{"a", "b"} {
 		inj[i].loss = fs.Float64("loss-"+name, 0, "probability to drop a packet on line "+name)
@@ -79,6 +80,11 @@ func sendFile(args []string, out io.Writer) error {
 		return err
 	}
 	defer s.Close()
+	stopSnap, err := snap.start(fs.Arg(0), *session, *firstSeq, s.Sent)
+	if err != nil {
+		return err
+	}
+	defer stopSnap()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
 	log.Info().Str("file", fs.Arg(0)).Int("lines", len(lines)).Float64("rate", *rate).Msg("send: start")

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,6 +14,7 @@ import (
 	"github.com/marketfeed/feedhandler/feed/dayfile"
 	"github.com/marketfeed/feedhandler/feed/itch"
 	"github.com/marketfeed/feedhandler/feed/moldudp64"
+	"github.com/marketfeed/feedhandler/feed/rerequest"
 )
 
 // TestSend sends a small BinaryFILE to a local socket (unicast stands in
@@ -70,5 +72,91 @@ func TestSend(t *testing.T) {
 	}
 	if next != n+1 {
 		t.Fatalf("end of session after %d messages, want %d", next-1, n)
+	}
+}
+
+// TestSendRerequest: `send --rerequest-listen` serves re-requests of what it
+// sent, capped at --rerequest-max messages per answer.
+func TestSendRerequest(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "day.itch")
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := dayfile.NewWriter(f)
+	const n = 300
+	for i := range n {
+		m := itch.SystemEventFields{Header: itch.Header{Locate: uint16(i), Timestamp: uint64(i)}, EventCode: 'O'}
+		if err := w.WriteMessage(m.Append(nil)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	sink, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sink.Close()
+	// A free port for the server.
+	probe, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rrAddr := probe.LocalAddr().(*net.UDPAddr).AddrPort()
+	probe.Close()
+	var out bytes.Buffer
+	done := make(chan error, 1)
+	go func() {
+		done <- sendFile([]string{"-a", sink.LocalAddr().String(), "-rate", "2000", "-max-packet", "200", "-session", "RR1",
+			"-rerequest-listen", rrAddr.String(), "-rerequest-max", "25", "-rerequest-linger", "3s", path}, &out)
+	}()
+	// Wait for the last packet to be sent.
+	buf := make([]byte, 2048)
+	for next := uint64(1); next <= n; {
+		sink.SetReadDeadline(time.Now().Add(5 * time.Second))
+		k, err := sink.Read(buf)
+		if err != nil {
+			t.Fatalf("after %d messages: %v", next-1, err)
+		}
+		p, _ := moldudp64.Parse(buf[:k])
+		next = p.Next()
+	}
+	c, err := rerequest.New(rerequest.Config{Servers: []netip.AddrPort{rrAddr}, Timeout: 20 * time.Millisecond}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	next := uint64(100)
+	c.Want(moldudp64.NewSession("RR1"), moldudp64.Range{First: 100, Count: 150}, time.Now().UnixNano())
+	for i := 0; c.Active(); i++ {
+		if i == 5000 {
+			t.Fatalf("range not filled: next %d, %+v", next, c.Stats)
+		}
+		c.Poll(time.Now().UnixNano(), func(p moldudp64.Packet) {
+			if p.Seq <= next && p.Next() > next {
+				it := p.Iter()
+				it.Skip(int(next - p.Seq))
+				for m, ok := it.Next(); ok; m, ok = it.Next() {
+					if got := itch.SystemEvent(m).Locate(); uint64(got) != it.Seq()-1 {
+						t.Fatalf("message %d has locate %d", it.Seq(), got)
+					}
+				}
+				next = p.Next()
+				c.Progress(next)
+			}
+		})
+		time.Sleep(200 * time.Microsecond)
+	}
+	if c.Stats.Requests < 150/25 {
+		t.Fatalf("%d requests for 150 messages at 25 per answer", c.Stats.Requests)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), "re-request server:") {
+		t.Fatalf("report:\n%s", out.String())
 	}
 }

@@ -44,7 +44,8 @@
 // not a GLIMPSE 5.0 message type.)
 //
 // After the Snapshot message Fetch sends Logout Request and closes the
-// connection.
+// connection; on every other return it sends Logout Request too, best
+// effort (the write waits at most 100 ms), so the server frees the session.
 //
 // # Errors
 //

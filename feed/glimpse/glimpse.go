@@ -102,7 +102,7 @@ func Fetch(ctx context.Context, cfg Config, fn func(msg []byte) error) (Result, 
 	if err != nil {
 		return Result{}, classify(ctx, st, err, true)
 	}
-	defer c.Close()
+	defer c.Logout() //nolint:errcheck // best effort on every path; after a completed snapshot it already ran
 	stop := context.AfterFunc(ctx, c.Interrupt)
 	defer stop()
 
@@ -138,6 +138,9 @@ func Fetch(ctx context.Context, cfg Config, fn func(msg []byte) error) (Result, 
 		}
 		if next == 0 { // skipped (unknown type)
 			continue
+		}
+		if res.Messages&1023 == 1023 && ctx.Err() != nil {
+			return res, classify(ctx, st, ctx.Err(), false)
 		}
 		if err := fn(p); err != nil {
 			return res, err

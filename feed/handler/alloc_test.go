@@ -20,7 +20,7 @@ import (
 
 func testWriter(t testing.TB) *shm.Writer {
 	t.Helper()
-	name := fmt.Sprintf("fhhandlertest-%d-%s", os.Getpid(), t.Name())
+	name := fmt.Sprintf("fhhandlertest-%d-%s", os.Getpid(), strings.ReplaceAll(t.Name(), "/", "-"))
 	w, err := shm.Create(shm.Config{Name: name, Instruments: 1024, Depth: 10})
 	if err != nil {
 		t.Fatal(err)

@@ -581,6 +581,7 @@ func (h *Handler) Stats() Stats {
 	st := Stats{Arbiter: h.arbCopy, Receive: h.rxCopy,
 		Routed: h.cntCopy[0], Filtered: h.cntCopy[1], BadMessages: h.cntCopy[2], NextSeq: h.cntCopy[3], ReceiveErrors: h.cntCopy[4], Ended: h.endedCopy, Recovery: h.recCopy}
 	st.Recovery.OpenRanges = append([]moldudp64.Range(nil), h.recCopy.OpenRanges...)
+	st.Recovery.Events = append([]RecoveryEvent(nil), h.recCopy.Events...)
 	if h.rec == nil {
 		st.Recovery.State = StateOff
 	}

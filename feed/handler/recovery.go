@@ -89,6 +89,28 @@ type RecoveryStats struct {
 	RecoveryTime         latency.Snapshot // gap detected to books whole again
 	SpillMax             uint64           // most packets held at once
 	State                string           // "in sync", "re-requesting", "snapshot"
+	Events               []RecoveryEvent  // the last maxEvents repairs, oldest first
+}
+
+// RecoveryEvent is one repaired range: how, and how long after it was
+// detected the books were whole again.
+type RecoveryEvent struct {
+	Range moldudp64.Range
+	By    string // "re-request" or "snapshot"
+	Took  time.Duration
+	// NextSeq is the snapshot's sequence number (By "snapshot").
+	NextSeq uint64
+}
+
+// maxEvents bounds RecoveryStats.Events.
+const maxEvents = 64
+
+func (r *recovery) event(e RecoveryEvent) {
+	if len(r.events) == maxEvents {
+		copy(r.events, r.events[1:])
+		r.events = r.events[:maxEvents-1]
+	}
+	r.events = append(r.events, e)
 }
 
 // maxOpenRanges bounds the declared gaps remembered one by one; beyond it
@@ -108,6 +130,9 @@ type recovery struct {
 	started   int64 // when the current recovery began (0: none)
 
 	open    []moldudp64.Range // declared gaps not repaired
+	openAt  []int64           // when each was detected
+	cur     moldudp64.Range   // the range being re-requested
+	events  []RecoveryEvent
 	stats   RecoveryStats
 	hist    latency.Histogram
 	lastRec int64
@@ -163,12 +188,13 @@ func (r *recovery) enabled() bool { return r.client != nil || r.cfg.Snapshot != 
 // missing is the arbiter's MissingFunc.
 func (r *recovery) missing(rg moldudp64.Range, now int64) bool {
 	r.stats.GapsDetected++
-	if r.started != 0 && len(r.open) == 0 {
+	if r.started != 0 && len(r.open) == 0 && r.cur.Count > 0 {
 		// The previous range was filled just now (the arbiter asks for
 		// the next one on the same call).
-		r.hist.Record(now - r.started)
+		r.filled(now)
 	}
 	r.started = now
+	r.cur = moldudp64.Range{}
 	if r.fetching {
 		return false // the snapshot will cover it (or leave it open)
 	}
@@ -186,6 +212,7 @@ func (r *recovery) missing(rg moldudp64.Range, now int64) bool {
 			}
 		case LateJoinRerequest:
 			r.client.Want(r.h.arb.Session(), rg, now)
+			r.cur = rg
 			return true
 		}
 	}
@@ -193,7 +220,15 @@ func (r *recovery) missing(rg moldudp64.Range, now int64) bool {
 		return false
 	}
 	r.client.Want(r.h.arb.Session(), rg, now)
+	r.cur = rg
 	return true
+}
+
+// filled records the re-requested range as repaired.
+func (r *recovery) filled(now int64) {
+	r.hist.Record(now - r.started)
+	r.event(RecoveryEvent{Range: r.cur, By: "re-request", Took: time.Duration(now - r.started)})
+	r.cur = moldudp64.Range{}
 }
 
 // gap is told of every range declared missing (the books are flagged).
@@ -207,6 +242,13 @@ func (r *recovery) gap(rg moldudp64.Range) {
 // addOpen records rg as open, merged with the open ranges it overlaps or
 // touches (a range declared again after a snapshot is counted once).
 func (r *recovery) addOpen(rg moldudp64.Range) {
+	if r.cur.Count > 0 && rg.First >= r.cur.First && rg.First < r.cur.End() {
+		r.cur = moldudp64.Range{} // given up: now an open gap
+	}
+	at := r.started
+	if at == 0 {
+		at = time.Now().UnixNano()
+	}
 	for i := range r.open {
 		o := &r.open[i]
 		if rg.First <= o.End() && o.First <= rg.End() {
@@ -217,6 +259,7 @@ func (r *recovery) addOpen(rg moldudp64.Range) {
 	}
 	if len(r.open) < maxOpenRanges {
 		r.open = append(r.open, rg)
+		r.openAt = append(r.openAt, at)
 		return
 	}
 	last := &r.open[len(r.open)-1]
@@ -226,7 +269,7 @@ func (r *recovery) addOpen(rg moldudp64.Range) {
 // sessionChanged: the books were emptied for a new session; they stay
 // flagged until it is whole (snapshot, or re-request from its start).
 func (r *recovery) sessionChanged() {
-	r.open = r.open[:0]
+	r.open, r.openAt = r.open[:0], r.openAt[:0]
 	if r.client != nil {
 		r.client.Cancel()
 	}
@@ -258,10 +301,11 @@ func (r *recovery) poll(now int64) {
 	}
 	if r.started != 0 {
 		if _, busy := a.Recovering(); !busy && !r.fetching && (r.client == nil || !r.client.Active()) {
-			if len(r.open) == 0 {
-				r.hist.Record(now - r.started)
+			if len(r.open) == 0 && r.cur.Count > 0 {
+				r.filled(now)
 			}
 			r.started = 0
+			r.cur = moldudp64.Range{}
 		}
 	}
 	r.stats.RecoveredByRerequest = a.Stats.RecoveriesFilled
@@ -351,15 +395,16 @@ func (r *recovery) loadSnapshot(res snapResult, now int64) {
 	}
 	r.h.rebuild(res.msgs, res.next)
 	// Gaps before the snapshot's sequence number are repaired by it.
-	kept := r.open[:0]
-	for _, g := range r.open {
+	kept, keptAt := r.open[:0], r.openAt[:0]
+	for i, g := range r.open {
 		if g.End() > res.next {
-			kept = append(kept, g)
+			kept, keptAt = append(kept, g), append(keptAt, r.openAt[i])
 		} else {
 			r.stats.RecoveredBySnapshot++
+			r.event(RecoveryEvent{Range: g, By: "snapshot", Took: time.Duration(now - r.openAt[i]), NextSeq: res.next})
 		}
 	}
-	r.open = kept
+	r.open, r.openAt = kept, keptAt
 	r.stats.Snapshots++
 	r.stats.SnapshotMessages += res.n
 	r.stats.LastSnapshotNext = res.next
@@ -396,9 +441,10 @@ func (r *recovery) close() error {
 
 // copyStats fills st (under the handler's stats lock).
 func (r *recovery) copyStats(st *RecoveryStats) {
-	keep := st.OpenRanges
+	keep, keepEv := st.OpenRanges, st.Events
 	*st = r.stats
 	st.OpenRanges = append(keep[:0], r.open...)
+	st.Events = append(keepEv[:0], r.events...)
 	st.Open = uint64(len(r.open))
 	if r.client != nil {
 		st.Rerequest = r.client.Stats

@@ -1,11 +1,20 @@
 package handler
 
 import (
+	"context"
 	"math/rand/v2"
+	"runtime"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/rs/zerolog"
+
+	"github.com/marketfeed/feedhandler/book"
+	"github.com/marketfeed/feedhandler/feed/glimpse"
+	"github.com/marketfeed/feedhandler/feed/itch"
 	"github.com/marketfeed/feedhandler/feed/moldudp64"
+	"github.com/marketfeed/feedhandler/internal/exchange"
 )
 
 // TestArbiterRecoveryRandom: packets are lost on both lines at random; a
@@ -133,5 +142,184 @@ func TestArbiterSpillOverflow(t *testing.T) {
 	}
 	if want := totalMessages(t, pkts) - uint64(p1.Messages()); s.got != want {
 		t.Fatalf("delivered %d, want %d", s.got, want)
+	}
+}
+
+// TestShutdownMidSnapshot: a snapshot server stalls in the middle of a
+// snapshot (heartbeats go on, so the fetch would wait for its idle
+// timeout); closing the recovery cancels the fetch and returns, leaving no
+// goroutine behind.
+func TestShutdownMidSnapshot(t *testing.T) {
+	var msgs [][]byte
+	for i := range 100 {
+		f := itch.SystemEventFields{Header: itch.Header{Locate: 0, Timestamp: uint64(i)}, EventCode: 'O'}
+		msgs = append(msgs, f.Append(nil))
+	}
+	srv, err := exchange.NewSnapshotServer(exchange.SnapshotConfig{
+		Listen: "127.0.0.1:0", Username: "u", Password: "p", Session: "STALL",
+		Messages: func(seq uint64) ([]byte, bool) {
+			if seq == 0 || seq > uint64(len(msgs)) {
+				return nil, false
+			}
+			return msgs[seq-1], true
+		},
+		StallAfter: 10,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve() }()
+	defer func() { srv.Close(); <-served }()
+	before := runtime.NumGoroutine()
+
+	h := &Handler{log: zerolog.Nop()}
+	h.arb = NewArbiter(ArbiterConfig{Session: moldudp64.NewSession("STALL")}, func(moldudp64.Packet, int, int64) {}, nil)
+	rec, err := newRecovery(h, RecoveryConfig{Snapshot: GlimpseSnapshot(glimpse.Config{
+		Addr: srv.Addr().String(), Username: "u", Password: "p", IdleTimeout: time.Hour})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.rec = rec
+	rec.startSnapshot(time.Now().UnixNano())
+	for i := 0; srv.Stats().Logins == 0; i++ {
+		if i == 1000 {
+			t.Fatal("the fetch never logged in")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if !h.arb.Frozen() {
+		t.Fatal("delivery not frozen during the snapshot")
+	}
+	if err := rec.close(); err != nil {
+		t.Fatal(err)
+	}
+	if rec.fetching {
+		t.Fatal("still fetching after close")
+	}
+	for i := 0; runtime.NumGoroutine() > before; i++ {
+		if i == 500 {
+			t.Fatalf("goroutines %d -> %d after close", before, runtime.NumGoroutine())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestSnapshotSourceBack: the snapshot server rejects the login: the
+// failure is counted, delivery resumes, the range stays open and the books
+// flagged. Once a server answers, the next attempt rebuilds the books from
+// it and clears the flag, without a restart.
+func TestSnapshotSourceBack(t *testing.T) { forEachMode(t, testSnapshotSourceBack) }
+
+func testSnapshotSourceBack(t *testing.T, mode Mode, _ []int) {
+	var msgs [][]byte
+	dir := itch.StockDirectoryFields{Header: itch.Header{Locate: 7}, Stock: itch.NewSymbol("SNAP"), MarketCategory: 'Q',
+		FinancialStatus: 'N', RoundLotSize: 100, RoundLotsOnly: 'N', Authenticity: 'P'}
+	msgs = append(msgs, dir.Append(nil))
+	for i := range 50 {
+		add := itch.AddOrderFields{Header: itch.Header{Locate: 7, Timestamp: uint64(i)}, OrderRef: uint64(i + 1), Side: 'B',
+			Shares: 100, Stock: itch.NewSymbol("SNAP"), Price: uint32(10000 + i)}
+		msgs = append(msgs, add.Append(nil))
+	}
+	source := func(seq uint64) ([]byte, bool) {
+		if seq == 0 || seq > uint64(len(msgs)) {
+			return nil, false
+		}
+		return msgs[seq-1], true
+	}
+	start := func(reject bool) *exchange.SnapshotServer {
+		srv, err := exchange.NewSnapshotServer(exchange.SnapshotConfig{Listen: "127.0.0.1:0", Username: "u", Password: "p",
+			Session: "BACK", Messages: source, RejectLogin: reject})
+		if err != nil {
+			t.Fatal(err)
+		}
+		served := make(chan error, 1)
+		go func() { served <- srv.Serve() }()
+		t.Cleanup(func() { srv.Close(); <-served })
+		return srv
+	}
+	bad, good := start(true), start(false)
+	var addr atomic.Value
+	addr.Store(bad.Addr().String())
+	fetch := func(ctx context.Context, s moldudp64.Session, fn func([]byte) error) (uint64, error) {
+		return GlimpseSnapshot(glimpse.Config{Addr: addr.Load().(string), Username: "u", Password: "p"})(ctx, s, fn)
+	}
+
+	w := testWriter(t)
+	ringSize := 1 << 12
+	if mode == ModeRunToCompletion {
+		ringSize = 0
+	}
+	sh, err := newShard(0, -1, ringSize, book.Config{MaxOrders: 1 << 12, MaxLocates: 64, MaxLevels: 1 << 10}, w, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &Handler{log: zerolog.Nop(), mode: mode, shards: []*shard{sh}, shardOf: make([]uint8, 1<<16), subscribed: make([]bool, 1<<16)}
+	if mode == ModeRunToCompletion {
+		h.inline = sh
+	}
+	h.gapLog = make(chan moldudp64.Range, 8)
+	h.arb = NewArbiter(ArbiterConfig{Session: moldudp64.NewSession("BACK")}, h.route, h.gap)
+	rec, err := newRecovery(h, RecoveryConfig{Snapshot: fetch, SnapshotRetry: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rec.close()
+	h.rec = rec
+	h.arb.SetMissing(rec.missing)
+	drain := func() {
+		if sh.ring == nil {
+			h.endBatch() // run to completion: applied already, publish
+			return
+		}
+		for {
+			batch := sh.ring.Peek(256)
+			if len(batch) == 0 {
+				return
+			}
+			for i := range batch {
+				if m := &batch[i]; m.kind != 0 {
+					sh.marker(m.kind)
+				} else {
+					loc, changed := sh.books.Apply(itch.Msg(m.data[:m.n]))
+					sh.pub.Applied(loc, changed, m.seq, m.rxTime)
+				}
+			}
+			if !sh.rebuilding {
+				sh.pub.Flush()
+			}
+			sh.ring.Release(len(batch))
+		}
+	}
+	// A late join: the live feed starts past the snapshot's messages.
+	live := moldudp64.NewBuilder(moldudp64.NewSession("BACK"), uint64(len(msgs))+1, 0)
+	ev := itch.SystemEventFields{EventCode: 'Q'}
+	live.Add(ev.Append(nil))
+	pkt := append([]byte(nil), live.Flush()...)
+	h.arb.Offer(0, pkt, 1)
+	h.arb.Offer(1, pkt, 1)
+	h.arb.Tick(int64(time.Second))
+	poll := func(until func() bool) {
+		for i := 0; !until(); i++ {
+			if i == 2000 {
+				t.Fatalf("recovery stuck: %+v", rec.stats)
+			}
+			rec.poll(time.Now().UnixNano())
+			drain()
+			time.Sleep(time.Millisecond)
+		}
+	}
+	poll(func() bool { return rec.stats.SnapshotFailures >= 1 })
+	if len(rec.open) != 1 || !sh.pub.stale || h.arb.Frozen() {
+		t.Fatalf("after a failed snapshot: open %v, stale %v, frozen %v", rec.open, sh.pub.stale, h.arb.Frozen())
+	}
+	addr.Store(good.Addr().String()) // the source comes back
+	poll(func() bool { return rec.stats.Snapshots == 1 })
+	drain()
+	if len(rec.open) != 0 || sh.pub.stale {
+		t.Fatalf("after the snapshot: open %v, stale %v", rec.open, sh.pub.stale)
+	}
+	if b := sh.books.Book(7); b == nil || b.Orders() != 50 {
+		t.Fatalf("book after the snapshot: %v", b)
 	}
 }

@@ -243,3 +243,26 @@ func TestPollIdleAllocatesNothing(t *testing.T) {
 		t.Fatalf("%v allocations per idle Poll", n)
 	}
 }
+
+// TestRateLimit: a server that never answers, a 1 ms timeout (doubled per
+// retry, up to 64 ms) and 50 requests per second: over a simulated second
+// the limit holds requests back and never more than 51 are sent.
+func TestRateLimit(t *testing.T) {
+	h := history(t, 10)
+	dead := newServer(t, exchange.RerequestConfig{Message: h.Message, Refuse: true})
+	c, err := rerequest.New(rerequest.Config{Servers: []netip.AddrPort{dead.Addr()}, Timeout: time.Millisecond,
+		Retries: 100000, RequestsPerSecond: 50}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	now := int64(1)
+	c.Want(session, moldudp64.Range{First: 1, Count: 5}, now)
+	for range 1000 {
+		now += int64(time.Millisecond)
+		c.Poll(now, func(moldudp64.Packet) {})
+	}
+	if st := c.Stats; st.Requests > 51 || st.RateLimited == 0 {
+		t.Fatalf("%d requests in a second at 50/s (rate limited %d times)", st.Requests, st.RateLimited)
+	}
+}

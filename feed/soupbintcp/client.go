@@ -19,6 +19,7 @@ var (
 	ErrPeerTimeout   = errors.New("soupbintcp: peer silent past its timeout")
 	ErrClosed        = errors.New("soupbintcp: connection closed")
 	ErrServerClosed  = errors.New("soupbintcp: server closed the connection")
+	ErrInterrupted   = errors.New("soupbintcp: interrupted")
 )
 
 // RejectError is a Login Rejected answer; it matches ErrLoginRejected with
@@ -72,25 +73,35 @@ type Client struct {
 	seq     uint64 // sequence number of the next 'S' packet
 
 	wmu      sync.Mutex
-	wbuf     []byte
 	lastSend atomic.Int64 // unix nanos of the last write
 
-	closed    atomic.Bool
-	done      chan struct{}
-	closeOnce sync.Once
-	hbWG      sync.WaitGroup
+	closed      atomic.Bool
+	interrupted atomic.Bool
+	done        chan struct{}
+	closeOnce   sync.Once
+	hbWG        sync.WaitGroup
 }
 
 // deadlineConn sets the read deadline before each read from the socket
-// (one per buffer fill, not per packet).
+// (one per buffer fill, not per packet). Once stop is set, reads fail at
+// once: the deadline set for the next fill must not undo an interrupt.
 type deadlineConn struct {
 	net.Conn
 	timeout time.Duration
+	stop    *atomic.Bool // may be nil
 }
 
+var past = time.Unix(1, 0)
+
 func (d *deadlineConn) Read(p []byte) (int, error) {
+	if d.stop != nil && d.stop.Load() {
+		return 0, os.ErrDeadlineExceeded
+	}
 	if err := d.Conn.SetReadDeadline(time.Now().Add(d.timeout)); err != nil {
 		return 0, err
+	}
+	if d.stop != nil && d.stop.Load() { // Interrupt ran between the check and the set
+		d.Conn.SetReadDeadline(past) //nolint:errcheck
 	}
 	return d.Conn.Read(p)
 }
@@ -133,9 +144,12 @@ func Dial(ctx context.Context, cfg ClientConfig) (*Client, error) {
 		peerTO: cfg.PeerTimeout,
 		done:   make(chan struct{}),
 	}
-	c.r = NewReader(&deadlineConn{Conn: conn, timeout: cfg.PeerTimeout}, FromServer, cfg.ReadBuffer, cfg.MaxPayload, cfg.Stats)
+	c.r = NewReader(&deadlineConn{Conn: conn, timeout: cfg.PeerTimeout, stop: &c.interrupted}, FromServer, cfg.ReadBuffer, cfg.MaxPayload, cfg.Stats)
 	// The login is bounded by ctx and ConnectTimeout: unblock on either.
-	stop := context.AfterFunc(dctx, func() { conn.SetDeadline(time.Unix(1, 0)) }) //nolint:errcheck
+	stop := context.AfterFunc(dctx, func() {
+		c.Interrupt()
+		conn.SetWriteDeadline(past) //nolint:errcheck
+	})
 	err = c.login(cfg)
 	if !stop() || dctx.Err() != nil {
 		conn.Close()
@@ -236,6 +250,9 @@ func (c *Client) readErr(err error) error {
 	if c.closed.Load() {
 		return ErrClosed
 	}
+	if c.interrupted.Load() {
+		return ErrInterrupted
+	}
 	if errors.Is(err, os.ErrDeadlineExceeded) {
 		return fmt.Errorf("%w (%v)", ErrPeerTimeout, c.peerTO)
 	}
@@ -259,7 +276,11 @@ func (c *Client) write(b []byte, heartbeat bool) error {
 	if c.closed.Load() {
 		return ErrClosed
 	}
-	c.conn.SetWriteDeadline(time.Now().Add(c.peerTO)) //nolint:errcheck
+	wto := c.peerTO
+	if len(b) == 3 && b[2] == TypeLogoutRequest {
+		wto = min(wto, logoutTimeout) // a logout never holds up a return
+	}
+	c.conn.SetWriteDeadline(time.Now().Add(wto)) //nolint:errcheck
 	_, err := c.conn.Write(b)
 	if err != nil {
 		return fmt.Errorf("soupbintcp write: %w", err)
@@ -293,7 +314,10 @@ func (c *Client) heartbeats(every time.Duration) {
 	}
 }
 
-// Logout sends a Logout Request and closes the connection.
+const logoutTimeout = 100 * time.Millisecond
+
+// Logout sends a Logout Request (waiting at most 100 ms for the socket to
+// take it) and closes the connection.
 func (c *Client) Logout() error {
 	err := c.write([]byte{0, 1, TypeLogoutRequest}, false)
 	if cerr := c.Close(); err == nil {
@@ -316,7 +340,9 @@ func (c *Client) Close() error {
 	return err
 }
 
-// Interrupt makes a blocked Next return promptly (with a deadline error
-// that Next reports as ErrClosed once Close is called, else as
-// ErrPeerTimeout). Safe from any goroutine.
-func (c *Client) Interrupt() { c.conn.SetReadDeadline(time.Unix(1, 0)) } //nolint:errcheck
+// Interrupt makes a blocked Next, and every later one, return promptly with
+// ErrInterrupted. Safe from any goroutine.
+func (c *Client) Interrupt() {
+	c.interrupted.Store(true)
+	c.conn.SetReadDeadline(past) //nolint:errcheck
+}

@@ -30,7 +30,7 @@ var (
 	dayErr  error
 )
 
-func testDay(t *testing.T) *Day {
+func testDay(t testing.TB) *Day {
 	t.Helper()
 	dayOnce.Do(func() { day, dayErr = GenerateDay(1_000_000, 800, 42) })
 	if dayErr != nil {
@@ -39,7 +39,7 @@ func testDay(t *testing.T) *Day {
 	return day
 }
 
-func needLab(t *testing.T) {
+func needLab(t testing.TB) {
 	t.Helper()
 	lab, err := netlab.New(netlab.Options{Prefix: "fhp"})
 	if errors.Is(err, netlab.ErrNotSupported) {
@@ -51,7 +51,7 @@ func needLab(t *testing.T) {
 	lab.Close()
 }
 
-func testLog(t *testing.T) zerolog.Logger {
+func testLog(t testing.TB) zerolog.Logger {
 	if testing.Verbose() {
 		return zerolog.New(zerolog.ConsoleWriter{Out: os.Stderr}).Level(zerolog.InfoLevel)
 	}
@@ -66,7 +66,7 @@ func forEachMode(t *testing.T, f func(t *testing.T, mode handler.Mode)) {
 	}
 }
 
-func run(t *testing.T, mode handler.Mode, o Options) *Result {
+func run(t testing.TB, mode handler.Mode, o Options) *Result {
 	t.Helper()
 	o.Mode = mode
 	o.Day = testDay(t)

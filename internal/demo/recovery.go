@@ -257,3 +257,34 @@ func (hs *hostileSender) close() {
 		c.Close()
 	}
 }
+
+// DropOnBoth picks runs of packets to drop on both lines, spread over the
+// day: runs of 1 to 3 packets, the first at the very first packet and the
+// last at the last data packet before the end of session (when runs >= 2).
+func DropOnBoth(d *Day, runs int) map[int]bool {
+	drop := map[int]bool{}
+	lastData := len(d.Packets) - 1
+	for lastData > 0 {
+		if p, err := moldudp64.Parse(d.Packets[lastData]); err == nil && p.Messages() > 0 {
+			break
+		}
+		lastData--
+	}
+	if runs <= 0 || lastData <= 0 {
+		return drop
+	}
+	drop[0] = true
+	if runs == 1 {
+		return drop
+	}
+	drop[lastData] = true
+	for i := 1; i < runs-1; i++ {
+		at := lastData * i / (runs - 1)
+		for k := range 1 + i%3 {
+			if at+k < lastData {
+				drop[at+k] = true
+			}
+		}
+	}
+	return drop
+}

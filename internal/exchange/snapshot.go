@@ -1,11 +1,13 @@
 package exchange
 
 import (
+	"cmp"
 	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -23,6 +25,7 @@ type SnapshotConfig struct {
 	Session            string                          // MoldUDP64 session (10 chars), also the SoupBinTCP session
 	Messages           func(seq uint64) ([]byte, bool) // the day's ITCH message with MoldUDP64 sequence number seq (1-based); false past the end
 	Position           func() uint64                   // highest sequence number the live sender has reached; the snapshot reflects 1..Position() (nil: the whole day)
+	FirstSeq           uint64                          // added: sequence number of the day's first message (0 means 1)
 
 	// Fault injection for tests.
 	RejectLogin bool // answer every login with Login Rejected 'A'
@@ -33,6 +36,7 @@ type SnapshotConfig struct {
 	// Added beyond the fixed contract; zero values pick the defaults.
 	HeartbeatInterval time.Duration // server heartbeats when idle (default 1 s)
 	PeerTimeout       time.Duration // a client silent this long is dropped (default 15 s)
+	FollowInterval    time.Duration // Serve applies the day up to Position this often, so a login only builds (default 10 ms; <0: only at login)
 }
 
 // SnapshotStats count what a SnapshotServer did.
@@ -120,6 +124,14 @@ func (s *SnapshotServer) SoupStats() soupbintcp.StatsSnapshot { return s.soup.Sn
 func (s *SnapshotServer) Serve() error {
 	s.serving.Add(1)
 	defer s.serving.Done()
+	if s.cfg.FollowInterval >= 0 {
+		every := s.cfg.FollowInterval
+		if every == 0 {
+			every = 10 * time.Millisecond
+		}
+		s.serving.Add(1)
+		go s.follow(every)
+	}
 	for {
 		c, err := s.ln.Accept()
 		if err != nil {
@@ -150,13 +162,13 @@ func (s *SnapshotServer) Close() error {
 	}
 	s.cancel()
 	err := s.ln.Close()
+	s.serving.Wait() // Serve has returned: no conns.Add from now on
 	s.connMu.Lock()
 	for sc := range s.active {
 		sc.Close()
 	}
 	s.connMu.Unlock()
 	s.conns.Wait()
-	s.serving.Wait()
 	return err
 }
 
@@ -198,14 +210,15 @@ func (s *SnapshotServer) serveConn(c net.Conn) {
 		sc.Reject(soupbintcp.RejectSessionUnavailable) //nolint:errcheck
 		return
 	}
-	snap := s.snapshot()
 	// The snapshot is SoupBinTCP sequence 1..messages+1 of this session; a
-	// login for a later sequence number resumes within it.
+	// login for a later sequence number resumes within it. Accept first:
+	// heartbeats go out while the snapshot is built.
 	from := max(req.Sequence, 1)
 	if err := sc.Accept(s.cfg.Session, from); err != nil {
 		return
 	}
 	s.count(func(st *SnapshotStats) { st.Logins++ })
+	snap := s.snapshot()
 	buf := snap.buf
 	skip := int(min(from-1, uint64(snap.messages+1)))
 	buf = buf[packetsEnd(buf, skip):]
@@ -293,36 +306,62 @@ func packetsEnd(b []byte, n int) int {
 	return min(off, len(b))
 }
 
-// snapshot returns the snapshot at the current position, building it if
-// the position moved.
-func (s *SnapshotServer) snapshot() *snapshotBytes {
-	pos := uint64(1<<64 - 1)
-	if s.cfg.Position != nil {
-		pos = s.cfg.Position()
+// follow keeps the state at the live position between logins.
+func (s *SnapshotServer) follow(every time.Duration) {
+	defer s.serving.Done()
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.ctx.Done():
+			return
+		case <-t.C:
+			s.mu.Lock()
+			s.advance(s.position())
+			s.mu.Unlock()
+		}
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
+}
+
+func (s *SnapshotServer) position() uint64 {
+	if s.cfg.Position != nil {
+		return s.cfg.Position()
+	}
+	return 1<<64 - 1
+}
+
+// advance applies the day up to pos (s.mu held).
+func (s *SnapshotServer) advance(pos uint64) {
+	if s.cfg.FirstSeq > 1 && s.st.applied < s.cfg.FirstSeq-1 {
+		s.st.applied = s.cfg.FirstSeq - 1
+	}
 	if pos < s.st.applied {
 		s.st.reset() // the position went back (a new day): rebuild from the start
 		s.cache = nil
 	}
-	for s.st.applied < pos {
+	for s.st.applied < pos && !s.st.ended {
 		m, ok := s.cfg.Messages(s.st.applied + 1)
 		if !ok {
+			s.st.ended = true
 			break
 		}
 		s.st.apply(m)
 		s.st.applied++
 	}
+}
+
+// snapshot returns the snapshot at the current position, building it if
+// the position moved.
+func (s *SnapshotServer) snapshot() *snapshotBytes {
+	pos := s.position()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.advance(pos)
 	if s.cache != nil && s.cache.pos == s.st.applied {
 		return s.cache
 	}
 	t0 := time.Now()
-	var old []byte
-	if s.cache != nil {
-		old = s.cache.buf
-		_ = old // a served snapshot may still be being written: never reuse its buffer
-	}
+	// A served snapshot may still be being written: a build never reuses its buffer.
 	snap := s.st.build()
 	s.cache = snap
 	s.stats.Builds++
@@ -364,6 +403,7 @@ type locState struct {
 // then), indexed by reference, plus the per-locate state messages.
 type bookState struct {
 	applied uint64
+	ended   bool   // Messages said false past applied
 	event   []byte // last 'S'
 	orders  []snapOrder
 	index   map[uint64]int32
@@ -512,10 +552,43 @@ func (b *bookState) compact() {
 	b.dead = 0
 }
 
+type emitKey struct {
+	key uint64 // locate, side, price from the worst level to the best
+	idx int32  // position in orders: time priority within a level
+}
+
+// emitOrder returns the live orders grouped by locate and side, levels
+// from the worst price to the best, each level's orders in time priority.
+// Any order across levels is valid GLIMPSE; worst to best lets a book whose
+// ladder keeps the best level last load each level with an append.
+func (b *bookState) emitOrder() []emitKey {
+	keys := make([]emitKey, 0, len(b.index))
+	for i := range b.orders {
+		o := &b.orders[i]
+		if o.shares == 0 {
+			continue
+		}
+		pk := uint64(o.price) // bids: ascending price is worst first
+		var side uint64
+		if o.side != 'B' {
+			pk, side = uint64(^o.price), 1 // asks: descending price
+		}
+		keys = append(keys, emitKey{key: uint64(o.locate)<<33 | side<<32 | pk, idx: int32(i)})
+	}
+	slices.SortFunc(keys, func(x, y emitKey) int {
+		if c := cmp.Compare(x.key, y.key); c != 0 {
+			return c
+		}
+		return cmp.Compare(x.idx, y.idx)
+	})
+	return keys
+}
+
 // build writes the snapshot: the system event, per locate its directory,
 // trading action, Reg SHO, operational halts, RPII and participant
-// positions, then every open order in time priority, then the Snapshot
-// message naming applied+1.
+// positions, then every open order, then the Snapshot
+// message naming applied+1. The orders go per locate and side, levels
+// from the worst price to the best, time priority within each level.
 func (b *bookState) build() *snapshotBytes {
 	open := len(b.index)
 	buf := make([]byte, 0, 64*len(b.locList)*2+open*(3+itch.Length(itch.TypeAddOrderMPID))+64)
@@ -541,11 +614,8 @@ func (b *bookState) build() *snapshotBytes {
 			pkt(p)
 		}
 	}
-	for i := range b.orders {
-		o := &b.orders[i]
-		if o.shares == 0 {
-			continue
-		}
+	for _, k := range b.emitOrder() {
+		o := &b.orders[k.idx]
 		hdr := itch.Header{Locate: o.locate, Timestamp: o.timestamp}
 		start := len(buf)
 		buf = append(buf, 0, 0) // length, set below

@@ -226,23 +226,74 @@ func TestSnapshotFollowsPosition(t *testing.T) {
 	}
 }
 
+// TestSnapshotConcurrent: several clients fetch while the position moves;
+// each gets a consistent snapshot (books equal a replay up to its NextSeq).
+func TestSnapshotConcurrent(t *testing.T) {
+	day := genDay(t, 60_000, 30)
+	var position atomic.Uint64
+	position.Store(10_000)
+	s := startServer(t, SnapshotConfig{Messages: dayFunc(day), Position: position.Load, FollowInterval: time.Millisecond})
+	stop := make(chan struct{})
+	go func() {
+		for p := uint64(10_000); p < 60_000; p += 50 {
+			select {
+			case <-stop:
+				return
+			case <-time.After(100 * time.Microsecond):
+				position.Store(p)
+			}
+		}
+	}()
+	defer close(stop)
+	type got struct {
+		res  glimpse.Result
+		msgs [][]byte
+		err  error
+	}
+	results := make(chan got, 8)
+	for range 8 {
+		go func() {
+			var g got
+			g.res, g.err = glimpse.Fetch(context.Background(), clientCfg(s), func(m []byte) error {
+				g.msgs = append(g.msgs, bytes.Clone(m))
+				return nil
+			})
+			results <- g
+		}()
+	}
+	for range 8 {
+		g := <-results
+		if g.err != nil {
+			t.Fatal(g.err)
+		}
+		snap, want := newBooks(t), newBooks(t)
+		for _, m := range g.msgs {
+			snap.Apply(itch.Msg(m))
+		}
+		for _, m := range day[:g.res.NextSeq-1] {
+			want.Apply(itch.Msg(m))
+		}
+		compareBooks(t, snap, want)
+	}
+}
+
 func TestSnapshotFaults(t *testing.T) {
 	day := genDay(t, 50_000, 20)
 	base := SnapshotConfig{Messages: dayFunc(day), Position: func() uint64 { return 20_000 }}
-	fetch := func(t *testing.T, s *SnapshotServer, idle time.Duration) (glimpse.Result, error, *glimpse.Stats, time.Duration) {
+	fetch := func(t *testing.T, s *SnapshotServer, idle time.Duration) (glimpse.Result, *glimpse.Stats, time.Duration, error) {
 		cfg := clientCfg(s)
 		cfg.IdleTimeout = idle
 		st := new(glimpse.Stats)
 		cfg.Stats = st
 		t0 := time.Now()
 		res, err := glimpse.Fetch(context.Background(), cfg, func([]byte) error { return nil })
-		return res, err, st, time.Since(t0)
+		return res, st, time.Since(t0), err
 	}
 	t.Run("reject", func(t *testing.T) {
 		cfg := base
 		cfg.RejectLogin = true
 		s := startServer(t, cfg)
-		_, err, st, _ := fetch(t, s, time.Second)
+		_, st, _, err := fetch(t, s, time.Second)
 		var rej *soupbintcp.RejectError
 		if !errors.Is(err, glimpse.ErrLoginRejected) || !errors.As(err, &rej) || rej.Reason != 'A' || st.Rejected.Load() != 1 {
 			t.Fatalf("err %v, rejected %d", err, st.Rejected.Load())
@@ -273,7 +324,7 @@ func TestSnapshotFaults(t *testing.T) {
 		cfg.StallAfter = 100
 		cfg.HeartbeatInterval = 20 * time.Millisecond // heartbeats go on: still a stall
 		s := startServer(t, cfg)
-		res, err, st, took := fetch(t, s, 300*time.Millisecond)
+		res, st, took, err := fetch(t, s, 300*time.Millisecond)
 		if !errors.Is(err, glimpse.ErrStalled) || st.Stalled.Load() != 1 || res.Messages != 100 {
 			t.Fatalf("err %v, stalled %d, %d messages", err, st.Stalled.Load(), res.Messages)
 		}
@@ -287,7 +338,7 @@ func TestSnapshotFaults(t *testing.T) {
 		cfg.StallAfter = 100
 		cfg.HeartbeatInterval = time.Hour // the server says nothing at all
 		s := startServer(t, cfg)
-		_, err, st, took := fetch(t, s, 300*time.Millisecond)
+		_, st, took, err := fetch(t, s, 300*time.Millisecond)
 		if !errors.Is(err, glimpse.ErrStalled) || st.Stalled.Load() != 1 {
 			t.Fatalf("err %v", err)
 		}
@@ -297,7 +348,7 @@ func TestSnapshotFaults(t *testing.T) {
 		cfg := base
 		cfg.CloseAfter = 150
 		s := startServer(t, cfg)
-		res, err, st, _ := fetch(t, s, 5*time.Second)
+		res, st, _, err := fetch(t, s, 5*time.Second)
 		if !errors.Is(err, glimpse.ErrProtocol) || st.Closed.Load() != 1 || res.Messages != 150 {
 			t.Fatalf("err %v, closed %d, %d messages", err, st.Closed.Load(), res.Messages)
 		}
@@ -307,7 +358,7 @@ func TestSnapshotFaults(t *testing.T) {
 		cfg := base
 		cfg.Garbage = true
 		s := startServer(t, cfg)
-		_, err, st, _ := fetch(t, s, 5*time.Second)
+		_, st, _, err := fetch(t, s, 5*time.Second)
 		if !errors.Is(err, glimpse.ErrProtocol) || !errors.Is(err, soupbintcp.ErrUnknownType) || st.Soup.UnknownType.Load() != 1 {
 			t.Fatalf("err %v, %+v", err, st.Soup.Snapshot())
 		}
@@ -330,12 +381,32 @@ func TestSnapshotFaults(t *testing.T) {
 			t.Fatalf("cancel took %v", d)
 		}
 	})
+	t.Run("cancel-mid-stream", func(t *testing.T) {
+		big := openOrderDay(200_000, 100)
+		s := startServer(t, SnapshotConfig{Messages: dayFunc(big)})
+		s.Prepare()
+		ctx, cancel := context.WithCancel(context.Background())
+		n := 0
+		st := new(glimpse.Stats)
+		c := clientCfg(s)
+		c.Stats = st
+		_, err := glimpse.Fetch(ctx, c, func([]byte) error {
+			if n++; n == 1000 {
+				cancel()
+			}
+			return nil
+		})
+		if !errors.Is(err, context.Canceled) || st.Cancelled.Load() != 1 || n > 1000+1<<16 {
+			t.Fatalf("err %v after %d messages, cancelled %d", err, n, st.Cancelled.Load())
+		}
+		t.Logf("%v after %d messages", err, n)
+	})
 	t.Run("server-close-mid-stall", func(t *testing.T) {
 		cfg := base
 		cfg.StallAfter = 100
 		s := startServer(t, cfg)
 		time.AfterFunc(100*time.Millisecond, func() { s.Close() })
-		_, err, _, _ := fetch(t, s, time.Minute)
+		_, _, _, err := fetch(t, s, time.Minute)
 		if !errors.Is(err, glimpse.ErrProtocol) {
 			t.Fatalf("err %v", err)
 		}

@@ -1,0 +1,66 @@
+package main
+
+import (
+	"context"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/marketfeed/feedhandler/feed/glimpse"
+	"github.com/marketfeed/feedhandler/internal/itchgen"
+)
+
+// TestSendSnapshotListen: `send --snapshot-listen` serves snapshots at the
+// position the sender has reached while it sends.
+func TestSendSnapshotListen(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "day.itch")
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := itchgen.New(itchgen.Config{Messages: 20_000, Symbols: 20, Seed: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Write(f); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	udp, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer udp.Close()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	pwFile := filepath.Join(t.TempDir(), "pw")
+	os.WriteFile(pwFile, []byte("s3cret\n"), 0o600) //nolint:errcheck
+	done := make(chan error, 1)
+	go func() {
+		done <- sendFile([]string{"-a", udp.LocalAddr().String(), "--rate", "400", "--session", "TESTSESS01",
+			"--snapshot-listen", addr, "--snapshot-user", "lab", "--snapshot-password-file", pwFile, "--snapshot-linger", "200ms", path}, io.Discard)
+	}()
+	var last uint64
+	for i := range 3 {
+		time.Sleep(300 * time.Millisecond)
+		res, err := glimpse.Fetch(context.Background(), glimpse.Config{Addr: addr, Username: "lab", Password: "s3cret", IdleTimeout: 5 * time.Second}, func([]byte) error { return nil })
+		if err != nil {
+			t.Fatalf("fetch %d: %v", i, err)
+		}
+		if res.Session != "TESTSESS01" || res.NextSeq <= 1 || res.NextSeq < last {
+			t.Fatalf("fetch %d: %+v after NextSeq %d", i, res, last)
+		}
+		last = res.NextSeq
+		t.Logf("fetch %d: %+v", i, res)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}

@@ -1,0 +1,67 @@
+package glimpse
+
+import (
+	"context"
+	"errors"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/marketfeed/feedhandler/feed/itch"
+	"github.com/marketfeed/feedhandler/feed/soupbintcp"
+)
+
+// FuzzFetch plays a server that accepts the login and then sends the fuzz
+// input as its byte stream: Fetch never panics or hangs, and ends with nil
+// (after a valid Snapshot message) or one of the sentinel errors.
+func FuzzFetch(f *testing.F) {
+	add := itch.AddOrderFields{Header: itch.Header{Locate: 1}, OrderRef: 1, Side: 'B', Shares: 1, Price: 1}
+	good := soupbintcp.AppendPacket(nil, soupbintcp.TypeSequencedData, add.Append(nil))
+	good = soupbintcp.AppendPacket(good, soupbintcp.TypeSequencedData, AppendSnapshot(nil, 7))
+	f.Add(good)
+	f.Add(good[:len(good)-3])
+	f.Add(soupbintcp.AppendPacket(nil, soupbintcp.TypeSequencedData, []byte("G                   x")))
+	f.Add(soupbintcp.AppendPacket(nil, soupbintcp.TypeSequencedData, []byte{'A', 0, 1}))
+	f.Add(soupbintcp.AppendPacket(nil, soupbintcp.TypeEndOfSession, nil))
+	f.Add([]byte{0, 0})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		f.Fatal(err)
+	}
+	defer ln.Close()
+	inputs := make(chan []byte)
+	go func() {
+		for data := range inputs {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			sc := soupbintcp.NewServerConn(c, soupbintcp.ServerConfig{HeartbeatInterval: time.Hour})
+			if _, err := sc.ReadLogin(); err == nil && sc.Accept("FUZZ", 1) == nil {
+				sc.WriteRaw(data, 0) //nolint:errcheck
+				sc.Flush()           //nolint:errcheck
+			}
+			sc.Close()
+		}
+	}()
+	defer close(inputs)
+	f.Fuzz(func(t *testing.T, data []byte) {
+		inputs <- data
+		var st Stats
+		res, err := Fetch(context.Background(), Config{Addr: ln.Addr().String(), IdleTimeout: 2 * time.Second, Stats: &st}, func(m []byte) error {
+			if !itch.Known(m[0]) || len(m) != itch.Length(m[0]) {
+				t.Fatalf("delivered %q", m)
+			}
+			return nil
+		})
+		switch {
+		case err == nil:
+			if res.NextSeq == 0 || st.Completed.Load() != 1 {
+				t.Fatalf("completed with %+v", res)
+			}
+		case errors.Is(err, ErrProtocol), errors.Is(err, ErrEndOfSession), errors.Is(err, ErrStalled), errors.Is(err, ErrLoginRejected):
+		default:
+			t.Fatalf("error %v is none of the sentinels", err)
+		}
+	})
+}

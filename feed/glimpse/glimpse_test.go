@@ -1,0 +1,110 @@
+package glimpse
+
+import (
+	"context"
+	"errors"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/marketfeed/feedhandler/feed/itch"
+	"github.com/marketfeed/feedhandler/feed/soupbintcp"
+)
+
+// scripted accepts one connection, logs it in and writes stream; then it
+// closes unless hold, in which case it waits for the client to go.
+func scripted(t *testing.T, stream []byte, hold bool) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		sc := soupbintcp.NewServerConn(c, soupbintcp.ServerConfig{HeartbeatInterval: time.Hour})
+		defer sc.Close()
+		if _, err := sc.ReadLogin(); err != nil {
+			return
+		}
+		if sc.Accept("SCRIPT", 1) != nil {
+			return
+		}
+		sc.WriteRaw(stream, 0) //nolint:errcheck
+		sc.Flush()             //nolint:errcheck
+		if hold {
+			<-sc.Gone()
+		}
+	}()
+	t.Cleanup(func() { ln.Close(); <-done })
+	return ln.Addr().String()
+}
+
+func TestFetchScripted(t *testing.T) {
+	add := itch.AddOrderFields{Header: itch.Header{Locate: 1}, OrderRef: 1, Side: 'B', Shares: 1, Price: 1}
+	seq := func(m []byte) []byte { return soupbintcp.AppendPacket(nil, soupbintcp.TypeSequencedData, m) }
+	cat := func(bs ...[]byte) []byte {
+		var out []byte
+		for _, b := range bs {
+			out = append(out, b...)
+		}
+		return out
+	}
+	a := seq(add.Append(nil))
+	end := seq(AppendSnapshot(nil, 1234))
+	for _, c := range []struct {
+		name    string
+		stream  []byte
+		want    error
+		next    uint64
+		msgs    uint64
+		counter func(*Stats) uint64
+	}{
+		{"ok", cat(a, a, soupbintcp.AppendPacket(nil, 'H', nil), end), nil, 1234, 2, func(s *Stats) uint64 { return s.Completed.Load() }},
+		{"unknown-itch-type-skipped", cat(a, seq([]byte("z0123456789")), end), nil, 1234, 1, func(s *Stats) uint64 { return s.UnknownMessages.Load() }},
+		{"unsequenced-ignored", cat(soupbintcp.AppendPacket(nil, 'U', []byte("x")), a, end), nil, 1234, 1, func(s *Stats) uint64 { return s.UnsequencedPacket.Load() }},
+		{"debug-ignored", cat(soupbintcp.AppendPacket(nil, '+', []byte("hi")), a, end), nil, 1234, 1, func(s *Stats) uint64 { return s.Soup.Debug.Load() }},
+		{"truncated-packet", cat(a, a[:10]), ErrProtocol, 0, 1, func(s *Stats) uint64 { return s.Soup.Truncated.Load() }},
+		{"closed-between-packets", cat(a, a), ErrProtocol, 0, 2, func(s *Stats) uint64 { return s.Closed.Load() }},
+		{"short-itch", cat(a, seq(add.Append(nil)[:20])), ErrProtocol, 0, 1, func(s *Stats) uint64 { return s.ShortMessages.Load() }},
+		{"long-itch", cat(seq(append(add.Append(nil), 0))), ErrProtocol, 0, 0, func(s *Stats) uint64 { return s.ShortMessages.Load() }},
+		{"empty-sequenced", cat(a, seq(nil)), ErrProtocol, 0, 1, func(s *Stats) uint64 { return s.EmptyMessages.Load() }},
+		{"snapshot-not-numeric", cat(a, seq([]byte("G12345678901234567x90"))), ErrProtocol, 0, 1, func(s *Stats) uint64 { return s.BadSnapshot.Load() }},
+		{"snapshot-zero", cat(seq(AppendSnapshot(nil, 0))), ErrProtocol, 0, 0, func(s *Stats) uint64 { return s.BadSnapshot.Load() }},
+		{"snapshot-short", cat(seq([]byte("G123"))), ErrProtocol, 0, 0, func(s *Stats) uint64 { return s.BadSnapshot.Load() }},
+		{"zero-length", cat(a, []byte{0, 0}), ErrProtocol, 0, 1, func(s *Stats) uint64 { return s.Soup.Empty.Load() }},
+		{"unknown-soup-type", cat(a, []byte{0, 1, 'Q'}), ErrProtocol, 0, 1, func(s *Stats) uint64 { return s.Soup.UnknownType.Load() }},
+		{"login-accepted-again", cat(a, soupbintcp.AppendLoginAccepted(nil, "X", 1)), ErrProtocol, 0, 1, func(s *Stats) uint64 { return s.Soup.UnknownType.Load() }},
+		{"heartbeat-with-payload", cat(a, []byte{0, 2, 'H', 0}), ErrProtocol, 0, 1, func(s *Stats) uint64 { return s.Soup.BadLength.Load() }},
+		{"end-of-session", cat(a, soupbintcp.AppendPacket(nil, 'Z', nil)), ErrEndOfSession, 0, 1, func(s *Stats) uint64 { return s.EndOfSession.Load() }},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			addr := scripted(t, c.stream, c.want == nil)
+			st := new(Stats)
+			res, err := Fetch(context.Background(), Config{Addr: addr, IdleTimeout: 5 * time.Second, Stats: st}, func([]byte) error { return nil })
+			if (c.want == nil) != (err == nil) || (c.want != nil && !errors.Is(err, c.want)) {
+				t.Fatalf("err %v, want %v", err, c.want)
+			}
+			if res.NextSeq != c.next || res.Messages != c.msgs || res.Session != "SCRIPT" || c.counter(st) != 1 {
+				t.Fatalf("result %+v, counter %d, stats %+v", res, c.counter(st), st.Soup.Snapshot())
+			}
+			if err != nil {
+				t.Log(err)
+			}
+		})
+	}
+}
+
+func TestFetchCallbackError(t *testing.T) {
+	add := itch.AddOrderFields{Header: itch.Header{Locate: 1}, OrderRef: 1, Side: 'B', Shares: 1, Price: 1}
+	addr := scripted(t, soupbintcp.AppendPacket(nil, soupbintcp.TypeSequencedData, add.Append(nil)), false)
+	mine := errors.New("mine")
+	_, err := Fetch(context.Background(), Config{Addr: addr}, func([]byte) error { return mine })
+	if err != mine {
+		t.Fatalf("err %v", err)
+	}
+}
