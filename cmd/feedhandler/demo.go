@@ -34,6 +34,7 @@ func runDemo(args []string) error {
 	startAt := fs.Float64("start-at", 0.1, "fraction of the day sent before the handler starts (a late join, repaired by snapshot); 0: start first")
 	rate := fs.Float64("rate", 20000, "packets per second per line")
 	backend := fs.String("backend", "", "receive backend, overriding the config (auto, xdp, uring, socket)")
+	mode := fs.String("mode", "run-to-completion", "pipeline mode: run-to-completion (one thread) or sharded (two shard threads)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -41,6 +42,14 @@ func runDemo(args []string) error {
 		return errors.New("the demo builds network namespaces and loads XDP: run it as root")
 	}
 	o := demo.Options{Backend: "xdp", LossA: *loss, Rate: *rate, ShmName: "demo", Depth: 10, Log: log}
+	switch *mode {
+	case "run-to-completion":
+		o.Mode = handler.ModeRunToCompletion
+	case "sharded":
+		o.Mode = handler.ModeSharded
+	default:
+		return fmt.Errorf("demo: --mode %q: want run-to-completion or sharded", *mode)
+	}
 	if *feed != "" {
 		cfg, err := config.Load(*feed)
 		if err != nil {
@@ -82,13 +91,16 @@ func runDemo(args []string) error {
 	}
 	fmt.Printf("  %d packets dropped on both lines; the handler starts after message %d was sent; recovery: lab re-request server and GLIMPSE snapshot server\n",
 		len(o.Drop), o.StartAtSeq)
+	quietRuntime(log)
+	gc0 := gcCycles()
 	res, err := demo.Run(ctx, o)
+	gcRun := gcCycles() - gc0
 	if ctx.Err() != nil {
 		fmt.Println("interrupted: the lab, the sender and the shared memory were cleaned up")
 		return ctx.Err()
 	}
 	if res != nil {
-		printDemo(os.Stdout, day, res)
+		printDemo(os.Stdout, day, res, gcRun)
 	}
 	if err != nil {
 		return err
@@ -102,7 +114,7 @@ func runDemo(args []string) error {
 	return nil
 }
 
-func printDemo(w io.Writer, day *demo.Day, res *demo.Result) {
+func printDemo(w io.Writer, day *demo.Day, res *demo.Result, gcRun uint64) {
 	st := res.Stats
 	fmt.Fprintf(w, "\ntop of the most active books, read back from shared memory (%s):\n", res.Backend)
 	for _, t := range res.Top {
@@ -166,11 +178,19 @@ func printDemo(w io.Writer, day *demo.Day, res *demo.Result) {
 	}
 	fmt.Fprintf(w, "  the lab              %d CPUs shared by the sender process, the kernel's veth delivery and the handler's %d hot thread(s), unpinned: rx -> shm includes waiting for a CPU\n",
 		runtime.NumCPU(), threads)
+	fmt.Fprintf(w, "  garbage collection   %d cycles during the run (GOGC %s)\n", gcRun, envOr("GOGC", "off, limit: live heap + 1 GiB"))
 	verdict := "MATCH: every published book equals the replay of the same messages"
 	if len(res.Mismatches) > 0 {
 		verdict = fmt.Sprintf("MISMATCH in %d books, e.g. %s", len(res.Mismatches), strings.Join(res.Mismatches[:min(3, len(res.Mismatches))], "; "))
 	}
 	fmt.Fprintf(w, "  books                %d instruments compared to depth %d, %d flagged possibly stale: %s\n", res.Instruments, res.Depth, res.Stale, verdict)
+}
+
+func envOr(name, def string) string {
+	if v, ok := os.LookupEnv(name); ok {
+		return v
+	}
+	return def
 }
 
 func dur(ns int64) string { return time.Duration(ns).String() }

@@ -45,6 +45,7 @@ func runFeed(args []string) error {
 	if err != nil {
 		return err
 	}
+	quietRuntime(logger)
 	return serve(ctx, h, cfg, logger)
 }
 
