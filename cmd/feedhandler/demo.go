@@ -168,10 +168,14 @@ func printDemo(w io.Writer, day *demo.Day, res *demo.Result, gcRun uint64) {
 	fmt.Fprintf(w, "  recovery time        p50 %s  p99 %s  (gap detected -> books whole, %d repairs)\n",
 		dur(rs.RecoveryTime.Quantile(0.5)), dur(rs.RecoveryTime.Quantile(0.99)), rs.RecoveryTime.Count)
 	fmt.Fprintf(w, "  inconsistencies      %d\n", inc)
-	fmt.Fprintf(w, "  rx -> shm latency    p50 %s  p99 %s  p99.9 %s  max %s  (%d messages)\n",
+	fmt.Fprintf(w, "  rx -> shm latency    p50 %s  p99 %s  p99.9 %s  max %s  (%d live messages)\n",
 		dur(st.Latency.Quantile(0.5)), dur(st.Latency.Quantile(0.99)), dur(st.Latency.Quantile(0.999)), dur(st.Latency.Max), st.Latency.Count)
 	fmt.Fprintf(w, "  handler's own path   p50 %s  p99 %s  p99.9 %s  max %s  (receive-thread pickup -> shm publish)\n",
 		dur(st.PathLatency.Quantile(0.5)), dur(st.PathLatency.Quantile(0.99)), dur(st.PathLatency.Quantile(0.999)), dur(st.PathLatency.Max))
+	if r := &st.RepairedLatency; r.Count > 0 {
+		fmt.Fprintf(w, "  repaired messages    p50 %s  p99 %s  max %s  (%d messages that waited for re-request or snapshot: rx -> shm, kept out of the lines above)\n",
+			dur(r.Quantile(0.5)), dur(r.Quantile(0.99)), dur(r.Max), r.Count)
+	}
 	threads := 1
 	if st.Mode == handler.ModeSharded {
 		threads += len(st.Shards)

@@ -105,9 +105,13 @@ type Stats struct {
 	NextSeq       uint64           // next expected MoldUDP64 sequence number
 	ReceiveErrors uint64           // errors returned by the receiver (logged)
 	Ended         bool             // the session ended and everything before its end was delivered or declared missing
-	Latency       latency.Snapshot // receive timestamp to shm publish, per message
-	PathLatency   latency.Snapshot // receive thread pickup to shm publish: the handler's own path
-	Recovery      RecoveryStats
+	Latency       latency.Snapshot // receive timestamp to shm publish, per live message
+	PathLatency   latency.Snapshot // receive thread pickup to shm publish: the handler's own path (live messages)
+	// RepairedLatency: receive timestamp to shm publish of the messages
+	// that waited for a recovery (re-requested, or spilled behind a
+	// re-request or snapshot): the repair's time, kept out of Latency.
+	RepairedLatency latency.Snapshot
+	Recovery        RecoveryStats
 }
 
 // Applied returns the messages applied across shards.
@@ -482,13 +486,14 @@ func (h *Handler) endBatch() {
 // applies it), waiting (never dropping) when
 // the shard is behind; the ring counts each wait once as back-pressure.
 func (h *Handler) push(s *shard, msg []byte, seq uint64, rxTime int64) {
+	repaired := h.arb.Repairing()
 	if s.ring == nil {
-		s.apply(msg, seq, rxTime, h.pickup)
+		s.apply(msg, seq, rxTime, h.pickup, repaired)
 		h.routed++
 		return
 	}
 	e := h.reserve(s)
-	e.seq, e.rxTime, e.pickup, e.kind, e.n = seq, rxTime, h.pickup, 0, uint8(copy(e.data[:], msg))
+	e.seq, e.rxTime, e.pickup, e.kind, e.n, e.repaired = seq, rxTime, h.pickup, 0, uint8(copy(e.data[:], msg)), repaired
 	s.ring.Commit(1)
 	h.routed++
 }
@@ -500,7 +505,7 @@ func (h *Handler) pushMarker(s *shard, kind uint8, seq uint64) {
 		return
 	}
 	e := h.reserve(s)
-	e.seq, e.rxTime, e.pickup, e.kind, e.n = seq, 0, h.pickup, kind, 0
+	e.seq, e.rxTime, e.pickup, e.kind, e.n, e.repaired = seq, 0, h.pickup, kind, 0, false
 	s.ring.Commit(1)
 }
 
@@ -588,14 +593,16 @@ func (h *Handler) Stats() Stats {
 	h.mu.Unlock()
 	st.Backend = h.recv.Backend()
 	st.Mode = h.mode
-	var merged, path latency.Histogram
+	var merged, path, rep latency.Histogram
 	for _, s := range h.shards {
 		st.Shards = append(st.Shards, s.statsCopy())
 		merged.Merge(&s.hist)
 		path.Merge(&s.histPath)
+		rep.Merge(&s.histRep)
 	}
 	merged.Snapshot(&st.Latency)
 	path.Snapshot(&st.PathLatency)
+	rep.Snapshot(&st.RepairedLatency)
 	return st
 }
 

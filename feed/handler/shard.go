@@ -15,17 +15,18 @@ import (
 
 // maxMsgLen is the longest ITCH 5.0 message (NOII, 50 bytes) rounded up so a
 // slot is 80 bytes.
-const maxMsgLen = 54
+const maxMsgLen = 53
 
 // slot is one ITCH message handed from the receive thread to a shard, by
 // value (no pointers).
 type slot struct {
-	seq    uint64
-	rxTime int64 // receive timestamp of its packet (the backend's: kernel or first user-space sight)
-	pickup int64 // when the receive thread took the batch that made it deliverable
-	kind   uint8 // 0: an ITCH message; else a marker (markerStale)
-	n      uint8
-	data   [maxMsgLen]byte
+	seq      uint64
+	rxTime   int64 // receive timestamp of its packet (the backend's: kernel or first user-space sight)
+	pickup   int64 // when the receive thread took the batch that made it deliverable
+	kind     uint8 // 0: an ITCH message; else a marker (markerStale)
+	n        uint8
+	repaired bool // delivered by recovery (Arbiter.Repairing): recorded apart
+	data     [maxMsgLen]byte
 }
 
 // Marker slots, ordered with the messages.
@@ -61,8 +62,9 @@ type shard struct {
 	books *book.Books
 	pub   *Publisher
 
-	hist     latency.Histogram // receive timestamp to publish, per message
+	hist     latency.Histogram // receive timestamp to publish, per live message
 	histPath latency.Histogram // pickup by the receive thread to publish: the handler's own path
+	histRep  latency.Histogram // receive timestamp to publish of repaired messages (waited for recovery)
 
 	applied atomic.Uint64 // messages applied (read by the pipeline to know it drained)
 
@@ -84,6 +86,7 @@ type shard struct {
 type run struct {
 	rxTime, pickup int64
 	n              int
+	repaired       bool
 }
 
 // maxRuns bounds the packets a run-to-completion batch records before it
@@ -164,15 +167,25 @@ func (s *shard) record(batch []slot, now int64) {
 			i++
 			continue
 		}
-		rxTime, pickup := batch[i].rxTime, batch[i].pickup
+		rxTime, pickup, rep := batch[i].rxTime, batch[i].pickup, batch[i].repaired
 		j := i + 1
-		for j < len(batch) && batch[j].kind == 0 && batch[j].rxTime == rxTime && batch[j].pickup == pickup {
+		for j < len(batch) && batch[j].kind == 0 && batch[j].rxTime == rxTime && batch[j].pickup == pickup && batch[j].repaired == rep {
 			j++
 		}
-		s.hist.RecordN(now-rxTime, j-i)
-		s.histPath.RecordN(now-pickup, j-i)
+		s.recordRun(now, rxTime, pickup, j-i, rep)
 		i = j
 	}
+}
+
+// recordRun records n messages that share their timestamps: live ones in
+// the latency histograms, repaired ones (they waited for a recovery) apart.
+func (s *shard) recordRun(now, rxTime, pickup int64, n int, repaired bool) {
+	if repaired {
+		s.histRep.RecordN(now-rxTime, n)
+		return
+	}
+	s.hist.RecordN(now-rxTime, n)
+	s.histPath.RecordN(now-pickup, n)
 }
 
 // marker acts on a control slot. Markers are not messages: they are not
@@ -198,19 +211,19 @@ func (s *shard) marker(kind uint8) {
 
 // apply applies one message on the receive thread (run to completion); the
 // books are published when the batch ends (endBatch).
-func (s *shard) apply(msg []byte, seq uint64, rxTime, pickup int64) {
+func (s *shard) apply(msg []byte, seq uint64, rxTime, pickup int64, repaired bool) {
 	loc, changed := s.books.Apply(itch.Msg(msg))
 	s.pub.Applied(loc, changed, seq, rxTime)
 	s.nMsgs++
 	s.pending = true
-	if n := len(s.runs); n > 0 && s.runs[n-1].rxTime == rxTime && s.runs[n-1].pickup == pickup {
+	if n := len(s.runs); n > 0 && s.runs[n-1].rxTime == rxTime && s.runs[n-1].pickup == pickup && s.runs[n-1].repaired == repaired {
 		s.runs[n-1].n++
 		return
 	}
 	if len(s.runs) == cap(s.runs) {
 		s.endBatch()
 	}
-	s.runs = append(s.runs, run{rxTime: rxTime, pickup: pickup, n: 1})
+	s.runs = append(s.runs, run{rxTime: rxTime, pickup: pickup, n: 1, repaired: repaired})
 }
 
 // mark acts on a marker on the receive thread (run to completion).
@@ -232,8 +245,7 @@ func (s *shard) endBatch() {
 	}
 	now := time.Now().UnixNano()
 	for _, r := range s.runs {
-		s.hist.RecordN(now-r.rxTime, r.n)
-		s.histPath.RecordN(now-r.pickup, r.n)
+		s.recordRun(now, r.rxTime, r.pickup, r.n, r.repaired)
 	}
 	s.runs = s.runs[:0]
 	s.applied.Add(s.nMsgs)

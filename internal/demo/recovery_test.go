@@ -84,6 +84,14 @@ func checkRecovered(t *testing.T, res *Result, gaps int) {
 	if rs.Rerequest.Messages == 0 {
 		t.Error("no message recovered by re-request")
 	}
+	// Repaired messages are recorded apart from the live ones, and every
+	// applied message is in one of the two.
+	if res.Stats.RepairedLatency.Count == 0 {
+		t.Error("no repaired message recorded apart")
+	}
+	if live, rep := res.Stats.Latency.Count, res.Stats.RepairedLatency.Count; live+rep != res.Stats.Applied() {
+		t.Errorf("latency recorded for %d live + %d repaired messages, %d applied", live, rep, res.Stats.Applied())
+	}
 }
 
 // TestRecoveryRerequest drops the same packets on both lines (one at the
