@@ -184,7 +184,9 @@ func printDemo(w io.Writer, day *demo.Day, res *demo.Result, gcRun uint64) {
 		runtime.NumCPU(), threads)
 	fmt.Fprintf(w, "  garbage collection   %d cycles during the run (GOGC %s)\n", gcRun, envOr("GOGC", "off, limit: live heap + 1 GiB"))
 	verdict := "MATCH: every published book equals the replay of the same messages"
-	if len(res.Mismatches) > 0 {
+	if res.Instruments == 0 {
+		verdict = "NOTHING compared: no book was read back"
+	} else if len(res.Mismatches) > 0 {
 		verdict = fmt.Sprintf("MISMATCH in %d books, e.g. %s", len(res.Mismatches), strings.Join(res.Mismatches[:min(3, len(res.Mismatches))], "; "))
 	}
 	fmt.Fprintf(w, "  books                %d instruments compared to depth %d, %d flagged possibly stale: %s\n", res.Instruments, res.Depth, res.Stale, verdict)

@@ -278,6 +278,9 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		},
 		Rate: o.Rate,
 		Seed: 7,
+		// Pace without spinning: on this 2-core lab a spinning sender
+		// takes a whole CPU from the handler it measures.
+		SleepOnly: true,
 	}
 	if o.Hostile != nil {
 		hs, err := startHostile(lab, &o)

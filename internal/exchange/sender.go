@@ -37,6 +37,12 @@ type Config struct {
 	Count    int           // stop after this many input packets; 0 = until the input ends
 	Duration time.Duration // stop after this long; 0 = no limit
 
+	// SleepOnly paces by sleeping only, never spinning on the clock: the
+	// sender then leaves the CPU to a receiver on the same (small)
+	// machine, at the cost of small bursts (up to Burst) after each
+	// timer's overshoot.
+	SleepOnly bool
+
 	TTL  int   // multicast TTL (default 1)
 	Loop bool  // IP_MULTICAST_LOOP (default off)
 	Seed int64 // PRNG seed for injection (line i uses Seed+i)
@@ -236,6 +242,7 @@ func (s *Sender) Send(ctx context.Context, pkts iter.Seq[[]byte]) (Stats, error)
 	}
 	var err error
 	pace := newBucket(s.cfg.Rate, s.cfg.Burst, start)
+	pace.sleepOnly = s.cfg.SleepOnly
 	for p := range pkts {
 		if s.cfg.Count > 0 && st.Input >= uint64(s.cfg.Count) {
 			break
@@ -317,6 +324,8 @@ type bucket struct {
 	tokens float64
 	last   time.Time
 	timer  *time.Timer
+
+	sleepOnly bool // never spin: sleep the whole wait
 }
 
 func newBucket(rate float64, burst int, now time.Time) *bucket {
@@ -344,12 +353,15 @@ func (b *bucket) wait(ctx context.Context, deadline time.Time) bool {
 		if !deadline.IsZero() && now.Add(d).After(deadline) {
 			return false
 		}
-		if d > spinBelow {
+		if d > spinBelow || b.sleepOnly {
 			// Sleep most of the wait (timers overshoot), spin the rest.
+			if !b.sleepOnly {
+				d -= spinBelow / 2
+			}
 			if b.timer == nil {
-				b.timer = time.NewTimer(d - spinBelow/2)
+				b.timer = time.NewTimer(d)
 			} else {
-				b.timer.Reset(d - spinBelow/2)
+				b.timer.Reset(d)
 			}
 			select {
 			case <-ctx.Done():
