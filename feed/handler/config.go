@@ -26,7 +26,6 @@ func FromConfig(c *config.Config, log zerolog.Logger) Config {
 			Hold:        c.Arbitration.Hold,
 			LineTimeout: c.Arbitration.LineTimeout,
 			MaxPending:  c.Arbitration.MaxPending,
-			Spill:       c.Recovery.Spill,
 		},
 		Log: log,
 	}
@@ -41,6 +40,10 @@ func FromConfig(c *config.Config, log zerolog.Logger) Config {
 		},
 		MaxRerequestGap: uint64(rr.MaxRerequestGap),
 		LateJoin:        c.Recovery.LateJoin,
+	}
+	if len(rr.Servers) > 0 || c.Recovery.Snapshot.Server != "" {
+		// The spill is only allocated when something can fill a gap.
+		hc.Arbiter.Spill = c.Recovery.Spill
 	}
 	if sn := c.Recovery.Snapshot; sn.Server != "" {
 		hc.Recovery.Snapshot = GlimpseSnapshot(glimpse.Config{

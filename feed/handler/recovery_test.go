@@ -150,6 +150,7 @@ func TestArbiterSpillOverflow(t *testing.T) {
 // timeout); closing the recovery cancels the fetch and returns, leaving no
 // goroutine behind.
 func TestShutdownMidSnapshot(t *testing.T) {
+	before := runtime.NumGoroutine()
 	var msgs [][]byte
 	for i := range 100 {
 		f := itch.SystemEventFields{Header: itch.Header{Locate: 0, Timestamp: uint64(i)}, EventCode: 'O'}
@@ -170,8 +171,12 @@ func TestShutdownMidSnapshot(t *testing.T) {
 	}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve() }()
-	defer func() { srv.Close(); <-served }()
-	before := runtime.NumGoroutine()
+	stopServer := func() { srv.Close(); <-served }
+	defer func() {
+		if srv != nil {
+			stopServer()
+		}
+	}()
 
 	h := &Handler{log: zerolog.Nop()}
 	h.arb = NewArbiter(ArbiterConfig{Session: moldudp64.NewSession("STALL")}, func(moldudp64.Packet, int, int64) {}, nil)
@@ -197,6 +202,9 @@ func TestShutdownMidSnapshot(t *testing.T) {
 	if rec.fetching {
 		t.Fatal("still fetching after close")
 	}
+	// The server's own goroutines end with it; what is left is ours.
+	stopServer()
+	srv = nil
 	for i := 0; runtime.NumGoroutine() > before; i++ {
 		if i == 500 {
 			t.Fatalf("goroutines %d -> %d after close", before, runtime.NumGoroutine())
