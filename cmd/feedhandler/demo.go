@@ -9,11 +9,13 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"runtime"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/marketfeed/feedhandler/feed/config"
+	"github.com/marketfeed/feedhandler/feed/handler"
 	"github.com/marketfeed/feedhandler/internal/demo"
 )
 
@@ -32,6 +34,7 @@ func runDemo(args []string) error {
 	startAt := fs.Float64("start-at", 0.1, "fraction of the day sent before the handler starts (a late join, repaired by snapshot); 0: start first")
 	rate := fs.Float64("rate", 20000, "packets per second per line")
 	backend := fs.String("backend", "", "receive backend, overriding the config (auto, xdp, uring, socket)")
+	mode := fs.String("mode", "run-to-completion", "pipeline mode: run-to-completion (one thread) or sharded (two shard threads)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -39,6 +42,14 @@ func runDemo(args []string) error {
 		return errors.New("the demo builds network namespaces and loads XDP: run it as root")
 	}
 	o := demo.Options{Backend: "xdp", LossA: *loss, Rate: *rate, ShmName: "demo", Depth: 10, Log: log}
+	switch *mode {
+	case "run-to-completion":
+		o.Mode = handler.ModeRunToCompletion
+	case "sharded":
+		o.Mode = handler.ModeSharded
+	default:
+		return fmt.Errorf("demo: --mode %q: want run-to-completion or sharded", *mode)
+	}
 	if *feed != "" {
 		cfg, err := config.Load(*feed)
 		if err != nil {
@@ -80,13 +91,16 @@ func runDemo(args []string) error {
 	}
 	fmt.Printf("  %d packets dropped on both lines; the handler starts after message %d was sent; recovery: lab re-request server and GLIMPSE snapshot server\n",
 		len(o.Drop), o.StartAtSeq)
+	quietRuntime(log)
+	gc0 := gcCycles()
 	res, err := demo.Run(ctx, o)
+	gcRun := gcCycles() - gc0
 	if ctx.Err() != nil {
 		log.Info().Msg("interrupted: the lab, the sender and the shared memory were cleaned up")
 		return ctx.Err()
 	}
 	if res != nil {
-		printDemo(os.Stdout, day, res)
+		printDemo(os.Stdout, day, res, gcRun)
 	}
 	if err != nil {
 		return err
@@ -100,7 +114,7 @@ func runDemo(args []string) error {
 	return nil
 }
 
-func printDemo(w io.Writer, day *demo.Day, res *demo.Result) {
+func printDemo(w io.Writer, day *demo.Day, res *demo.Result, gcRun uint64) {
 	st := res.Stats
 	fmt.Fprintf(w, "\ntop of the most active books, read back from shared memory (%s):\n", res.Backend)
 	for _, t := range res.Top {
@@ -128,7 +142,7 @@ func printDemo(w io.Writer, day *demo.Day, res *demo.Result) {
 		inc += s.Book.Inconsistencies()
 	}
 	fmt.Fprintf(w, "\nsummary\n")
-	fmt.Fprintf(w, "  backend              %s\n", res.Backend)
+	fmt.Fprintf(w, "  backend              %s, %s\n", res.Backend, st.Mode)
 	fmt.Fprintf(w, "  messages             %d sent, %d delivered in order, %d applied\n", day.Messages, st.Arbiter.Delivered, st.Applied())
 	fmt.Fprintf(w, "  line A               %d packets, %d sequence jumps (sender dropped %d packets), won %d, duplicates %d\n",
 		a.Packets, a.LineGaps, droppedA, a.Won, a.Duplicates)
@@ -154,15 +168,35 @@ func printDemo(w io.Writer, day *demo.Day, res *demo.Result) {
 	fmt.Fprintf(w, "  recovery time        p50 %s  p99 %s  (gap detected -> books whole, %d repairs)\n",
 		dur(rs.RecoveryTime.Quantile(0.5)), dur(rs.RecoveryTime.Quantile(0.99)), rs.RecoveryTime.Count)
 	fmt.Fprintf(w, "  inconsistencies      %d\n", inc)
-	fmt.Fprintf(w, "  rx -> shm latency    p50 %s  p99 %s  p99.9 %s  max %s  (%d messages; 2-core lab shared with the sender)\n",
+	fmt.Fprintf(w, "  rx -> shm latency    p50 %s  p99 %s  p99.9 %s  max %s  (%d live messages)\n",
 		dur(st.Latency.Quantile(0.5)), dur(st.Latency.Quantile(0.99)), dur(st.Latency.Quantile(0.999)), dur(st.Latency.Max), st.Latency.Count)
 	fmt.Fprintf(w, "  handler's own path   p50 %s  p99 %s  p99.9 %s  max %s  (receive-thread pickup -> shm publish)\n",
 		dur(st.PathLatency.Quantile(0.5)), dur(st.PathLatency.Quantile(0.99)), dur(st.PathLatency.Quantile(0.999)), dur(st.PathLatency.Max))
+	if r := &st.RepairedLatency; r.Count > 0 {
+		fmt.Fprintf(w, "  repaired messages    p50 %s  p99 %s  max %s  (%d messages that waited for re-request or snapshot: rx -> shm, kept out of the lines above)\n",
+			dur(r.Quantile(0.5)), dur(r.Quantile(0.99)), dur(r.Max), r.Count)
+	}
+	threads := 1
+	if st.Mode == handler.ModeSharded {
+		threads += len(st.Shards)
+	}
+	fmt.Fprintf(w, "  the lab              %d CPUs shared by the sender process, the kernel's veth delivery and the handler's %d hot thread(s), unpinned: rx -> shm includes waiting for a CPU\n",
+		runtime.NumCPU(), threads)
+	fmt.Fprintf(w, "  garbage collection   %d cycles during the run (GOGC %s)\n", gcRun, envOr("GOGC", "off, limit: live heap + 1 GiB"))
 	verdict := "MATCH: every published book equals the replay of the same messages"
-	if len(res.Mismatches) > 0 {
+	if res.Instruments == 0 {
+		verdict = "NOTHING compared: no book was read back"
+	} else if len(res.Mismatches) > 0 {
 		verdict = fmt.Sprintf("MISMATCH in %d books, e.g. %s", len(res.Mismatches), strings.Join(res.Mismatches[:min(3, len(res.Mismatches))], "; "))
 	}
 	fmt.Fprintf(w, "  books                %d instruments compared to depth %d, %d flagged possibly stale: %s\n", res.Instruments, res.Depth, res.Stale, verdict)
+}
+
+func envOr(name, def string) string {
+	if v, ok := os.LookupEnv(name); ok {
+		return v
+	}
+	return def
 }
 
 func dur(ns int64) string { return time.Duration(ns).String() }

@@ -52,6 +52,7 @@ func runFeed(args []string) error {
 	if err != nil {
 		return privilege.Explain(err, cfg.Receive.Backend, cfg.Receive.BusyPoll)
 	}
+	quietRuntime(logger)
 	return serve(ctx, h, cfg, logger)
 }
 

@@ -29,8 +29,19 @@ import (
 // TestRunFeedProcess runs the real binary as users do, `feedhandler --feed
 // FILE.yaml`, inside the receiving namespace of a lab: it receives a small
 // generated day on two lines, serves /metrics, and on SIGINT shuts down
-// gracefully (exit 0, final stats, shared memory marked closed).
+// gracefully (exit 0, final stats, shared memory marked closed). The
+// published books equal a replay of the day. Once per pipeline mode: no
+// cores section runs to completion, two shard cores shard.
 func TestRunFeedProcess(t *testing.T) {
+	for _, c := range []struct{ mode, cores string }{
+		{"run-to-completion", ""},
+		{"sharded", "cores:\n  shards: [0, 1]\n"},
+	} {
+		t.Run(c.mode, func(t *testing.T) { testRunFeedProcess(t, c.mode, c.cores) })
+	}
+}
+
+func testRunFeedProcess(t *testing.T, mode, cores string) {
 	lab, err := netlab.New(netlab.Options{Prefix: "fhr"})
 	if errors.Is(err, netlab.ErrNotSupported) {
 		t.Skipf("no network namespaces here: %v", err)
@@ -68,7 +79,7 @@ stats_interval: 100ms
 log:
   level: info
   format: json
-`, day.Session.String(), lab.DstIf, lab.DstIf, shmName)
+%s`, day.Session.String(), lab.DstIf, lab.DstIf, shmName, cores)
 	cfgPath := filepath.Join(dir, "feed.yaml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
@@ -88,9 +99,12 @@ log:
 	ready := make(chan struct{})
 	go func() {
 		sc := bufio.NewScanner(pr)
-		seen := false
+		seen, modeSeen := false, false
 		for sc.Scan() {
-			if !seen && strings.Contains(sc.Text(), "health on /healthz") {
+			if strings.Contains(sc.Text(), `"receiving"`) && strings.Contains(sc.Text(), `"mode":"`+mode+`"`) {
+				modeSeen = true
+			}
+			if !seen && modeSeen && strings.Contains(sc.Text(), "health on /healthz") {
 				seen = true
 				close(ready)
 			}
@@ -101,7 +115,7 @@ log:
 	case err := <-exited:
 		t.Fatalf("feedhandler exited early: %v\n%s", err, stderr.String())
 	case <-time.After(20 * time.Second):
-		t.Fatalf("feedhandler not receiving after 20s:\n%s", stderr.String())
+		t.Fatalf("feedhandler not receiving in mode %s after 20s:\n%s", mode, stderr.String())
 	}
 
 	// Alive at once; not ready before the first packet.

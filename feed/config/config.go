@@ -110,7 +110,9 @@ type Receive struct {
 	PollTimeout    time.Duration
 }
 
-// Cores says where the receive goroutine and the book shards run.
+// Cores says where the receive thread and the book shards run. Two or more
+// Shards: the sharded pipeline; fewer: run to completion on the receive
+// thread (see feed/handler.Mode).
 type Cores struct {
 	Receive int   // CPU number or Unpinned
 	Shards  []int // one entry per book shard: CPU number or Unpinned; never empty

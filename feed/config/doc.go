@@ -42,7 +42,8 @@
 //	  poll_timeout: 100ms         # how long one receive call may block
 //	cores:
 //	  receive: 2                  # CPU for the receive goroutine; absent = unpinned
-//	  shards: [3]                 # one book shard per entry, pinned; absent = 1 unpinned shard
+//	  shards: [3, 4]              # 2+ entries: sharded, one book shard thread per entry, pinned;
+//	                              #   absent or one entry: run to completion on the receive thread
 //	symbols: [AAPL, MSFT]         # subscribe list, 1..8 chars each; absent/empty = all
 //	book:
 //	  depth: 10                   # levels published per side, 1..64

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -19,7 +20,7 @@ import (
 
 func testWriter(t testing.TB) *shm.Writer {
 	t.Helper()
-	name := fmt.Sprintf("fhhandlertest-%d-%s", os.Getpid(), t.Name())
+	name := fmt.Sprintf("fhhandlertest-%d-%s", os.Getpid(), strings.ReplaceAll(t.Name(), "/", "-"))
 	w, err := shm.Create(shm.Config{Name: name, Instruments: 1024, Depth: 10})
 	if err != nil {
 		t.Fatal(err)
@@ -164,5 +165,97 @@ func TestHotPathWithRecoveryAllocatesNothing(t *testing.T) {
 	}
 	if h.arb.Stats.Recoveries != 0 || rec.client.Stats.Requests != 0 {
 		t.Fatalf("recovery ran without a gap: %+v", rec.client.Stats)
+	}
+}
+
+// TestRunToCompletionAllocatesNothing drives the run-to-completion path as
+// the receive thread does, without threads: offer on both lines -> arbiter
+// -> apply -> endBatch (conflated publish, latency record), with a
+// re-request client polled after every batch and the stats copied out (as
+// every 20 ms on the receive thread).
+func TestRunToCompletionAllocatesNothing(t *testing.T) {
+	pkts := dayPackets(t, 200_000)
+	w := testWriter(t)
+	s, err := newShard(0, -1, 0, book.Config{MaxOrders: 1 << 18, MaxLocates: 1024, MaxLevels: 1 << 16}, w, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.ring != nil {
+		t.Fatal("a run-to-completion shard has a ring")
+	}
+	srv, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	h := &Handler{mode: ModeRunToCompletion, shards: []*shard{s}, inline: s, shardOf: make([]uint8, 1<<16), subscribed: make([]bool, 1<<16),
+		recv: &scriptRx{}}
+	h.arb = NewArbiter(ArbiterConfig{Spill: 1 << 14}, h.route, h.gap)
+	h.gapLog = make(chan moldudp64.Range, 1)
+	rec, err := newRecovery(h, RecoveryConfig{Rerequest: rerequest.Config{
+		Servers: []netip.AddrPort{srv.LocalAddr().(*net.UDPAddr).AddrPort()}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rec.close()
+	h.rec = rec
+	h.arb.SetMissing(rec.missing)
+	batch := func(i int) {
+		h.pickup = time.Now().UnixNano()
+		h.arb.Offer(0, pkts[i], int64(i+1))
+		h.arb.Offer(1, pkts[i], int64(i+1)) // the duplicate copy from line B
+		h.endBatch()
+		now := time.Now().UnixNano()
+		h.arb.Tick(now)
+		rec.poll(now)
+		h.endBatch()
+	}
+	i := 0
+	for ; i < len(pkts)/2; i++ {
+		batch(i)
+	}
+	allocs := testing.AllocsPerRun(200, func() {
+		batch(i)
+		h.copyStats()
+		i++
+	})
+	if allocs != 0 {
+		t.Fatalf("offer+apply+publish+record+copyStats allocates %.1f times per packet", allocs)
+	}
+	if s.pub.Published == 0 || s.applied.Load() != h.routed || s.hist.Count() != h.routed {
+		t.Fatalf("published %d, applied %d, routed %d, recorded %d", s.pub.Published, s.applied.Load(), h.routed, s.hist.Count())
+	}
+	if s.pub.Errors != 0 {
+		t.Fatalf("%d publish errors", s.pub.Errors)
+	}
+}
+
+// TestModeSelection: two or more shard cores shard, fewer run to
+// completion; asking for run to completion with several shard cores is an
+// error, not a silent choice.
+func TestModeSelection(t *testing.T) {
+	for _, c := range []struct {
+		mode   Mode
+		shards []int
+		want   Mode
+		err    bool
+	}{
+		{ModeAuto, nil, ModeRunToCompletion, false},
+		{ModeAuto, []int{-1}, ModeRunToCompletion, false},
+		{ModeAuto, []int{1}, ModeRunToCompletion, false},
+		{ModeAuto, []int{1, 2}, ModeSharded, false},
+		{ModeRunToCompletion, []int{3}, ModeRunToCompletion, false},
+		{ModeRunToCompletion, []int{1, 2}, 0, true},
+		{ModeSharded, nil, ModeSharded, false},
+		{Mode(9), nil, 0, true},
+	} {
+		got, err := c.mode.resolve(c.shards)
+		if (err != nil) != c.err || (err == nil && got != c.want) {
+			t.Errorf("%v with shard cores %v: got %v, %v; want %v (error %v)", c.mode, c.shards, got, err, c.want, c.err)
+		}
+	}
+	_, err := Start(Config{ShmName: "fhmodetest", Mode: ModeRunToCompletion, ShardCores: []int{0, 1}})
+	if err == nil || !strings.Contains(err.Error(), "start handler: run to completion with 2 shard cores") {
+		t.Fatalf("Start: %v", err)
 	}
 }

@@ -141,6 +141,7 @@ type Arbiter struct {
 	onSession  SessionFunc
 	sess       sessions
 	frozen     bool // delivery stopped: everything is held (snapshot recovery)
+	repairing  bool // delivering what a recovery sent or what waited in the spill for it
 	recovering bool
 	recoverEnd uint64 // end of the range being recovered
 
@@ -214,8 +215,10 @@ func (a *Arbiter) OfferRecovered(data []byte, p moldudp64.Packet, rxTime int64) 
 		a.Stats.RecoveredLate++
 		return
 	case p.Seq <= a.next:
+		a.repairing = true
 		a.emit(p, rxTime)
 		a.drain()
+		a.repairing = false
 	default:
 		a.hold(data, p, rxTime) // full or already held: asked again later
 	}
@@ -240,12 +243,20 @@ func (a *Arbiter) Unfreeze(next uint64) {
 		a.started = true
 		a.next = next
 	}
+	a.repairing = true
 	a.drain()
+	a.repairing = false
 	a.gapSince = 0
 	if a.pend.n > 0 {
 		a.gapSince = a.pend.front().rxTime
 	}
 }
+
+// Repairing reports, to the Deliver func, whether the packet it is given
+// was sent by a recovery source or waited in the spill for one (delivered
+// by OfferRecovered or Unfreeze): its latency is the repair's, not the
+// live path's.
+func (a *Arbiter) Repairing() bool { return a.repairing }
 
 // Frozen reports whether delivery is stopped (Freeze).
 func (a *Arbiter) Frozen() bool { return a.frozen }

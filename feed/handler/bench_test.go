@@ -9,6 +9,8 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/marketfeed/feedhandler/book"
+	"github.com/marketfeed/feedhandler/feed/itch"
+	"github.com/marketfeed/feedhandler/feed/moldudp64"
 	"github.com/marketfeed/feedhandler/feed/rx"
 	"github.com/marketfeed/feedhandler/proto/shm"
 )
@@ -92,7 +94,22 @@ var benchDepth = 10
 // (8-9 messages per packet, lines A and B interleaved) to the real
 // pipeline and reports receive-to-publish latency percentiles: the
 // handler's own path at a production-like rate, without a network stack.
+// Run to completion: one thread pinned to CPU 0. Sharded: the receive
+// thread on CPU 0, one shard thread on CPU 1 (the layout before run to
+// completion was the default). apply-ns and publish-ns are the mean cost
+// per packet of book apply and of publishing what its batch changed,
+// measured on the same day without threads (BenchmarkApplyPublish), so the
+// p50 can be split into receive + arbitration, apply and publish.
 func BenchmarkPipelinePaced(b *testing.B) {
+	for _, m := range []struct {
+		mode   Mode
+		shards []int
+	}{{ModeRunToCompletion, nil}, {ModeSharded, []int{1}}} {
+		b.Run(m.mode.String(), func(b *testing.B) { benchPaced(b, m.mode, m.shards) })
+	}
+}
+
+func benchPaced(b *testing.B, mode Mode, shards []int) {
 	g := dayPacketsSized(b, 400_000, 300)
 	var script []rx.Packet
 	for _, p := range g {
@@ -101,14 +118,16 @@ func BenchmarkPipelinePaced(b *testing.B) {
 	name := fmt.Sprintf("fhbenchp-%d", os.Getpid())
 	defer shm.Remove(name)
 	var last Stats
+	b.ReportAllocs()
 	for b.Loop() {
 		r := &pacedRx{scriptRx: scriptRx{errAt: -1, script: script}}
 		r.interval = time.Second / 200_000 // 100k/s per line, two lines
 		h, err := Start(Config{
 			Receive:     rx.Config{Lines: []rx.LineConfig{{Name: "A"}, {Name: "B"}}, BatchSize: 64},
 			Book:        book.Config{MaxOrders: 1 << 18, MaxLocates: 1024, MaxLevels: 1 << 16},
+			Mode:        mode,
 			ReceiveCore: 0,
-			ShardCores:  []int{1},
+			ShardCores:  shards,
 			Depth:       benchDepth,
 			ShmName:     name,
 			Open:        func(rx.Config) (rx.Receiver, error) { r.start = time.Now(); return r, nil },
@@ -133,4 +152,81 @@ func BenchmarkPipelinePaced(b *testing.B) {
 	b.ReportMetric(float64(l.Quantile(0.999)), "p99.9-ns")
 	b.ReportMetric(float64(l.Max), "max-ns")
 	b.ReportMetric(float64(last.PathLatency.Quantile(0.5)), "path-p50-ns")
+	b.ReportMetric(float64(last.PathLatency.Quantile(0.99)), "path-p99-ns")
+	b.ReportMetric(float64(last.PathLatency.Quantile(0.999)), "path-p99.9-ns")
+}
+
+// BenchmarkApplyPublish splits the handler's per-packet work on the
+// paced benchmark's day into book apply and publish, without threads or a
+// receiver and without a clock read per packet: each loop applies the whole
+// day twice on fresh books, once without publishing and once publishing
+// after every packet what it changed (conflated: each changed book once),
+// as a run-to-completion batch of one packet does; publish is the
+// difference. Per depth: ns per published book, apply and publish ns per
+// packet.
+func BenchmarkApplyPublish(b *testing.B) {
+	pkts := dayPacketsSized(b, 400_000, 300)
+	var msgs [][][]byte
+	for _, raw := range pkts {
+		p, err := moldudp64.Parse(raw)
+		if err != nil {
+			b.Fatal(err)
+		}
+		var ms [][]byte
+		it := p.Iter()
+		for m, ok := it.Next(); ok; m, ok = it.Next() {
+			ms = append(ms, m)
+		}
+		msgs = append(msgs, ms)
+	}
+	bcfg := book.Config{MaxOrders: 1 << 18, MaxLocates: 1024, MaxLevels: 1 << 16}
+	for _, depth := range []int{1, 5, 10, 20} {
+		b.Run(fmt.Sprintf("depth=%d", depth), func(b *testing.B) {
+			name := fmt.Sprintf("fhbenchap-%d", os.Getpid())
+			defer shm.Remove(name)
+			w, err := shm.Create(shm.Config{Name: name, Instruments: 1024, Depth: depth})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer w.Close()
+			bsA, errA := book.New(bcfg)
+			bsP, errP := book.New(bcfg)
+			if errA != nil || errP != nil {
+				b.Fatal(errA, errP)
+			}
+			pub := NewPublisher(w, bsP, depth)
+			var apply, both time.Duration
+			var published, packets uint64
+			b.ReportAllocs()
+			for b.Loop() {
+				bsA.Reset()
+				t0 := time.Now()
+				for i, ms := range msgs {
+					for _, m := range ms {
+						loc, changed := bsA.Apply(itch.Msg(m))
+						_, _, _ = loc, changed, i
+					}
+				}
+				t1 := time.Now()
+				bsP.Reset()
+				p0 := pub.Published
+				for i, ms := range msgs {
+					for _, m := range ms {
+						loc, changed := bsP.Apply(itch.Msg(m))
+						pub.Applied(loc, changed, uint64(i), 0)
+					}
+					pub.Flush()
+				}
+				both += time.Since(t1)
+				apply += t1.Sub(t0)
+				published += pub.Published - p0
+				packets += uint64(len(msgs))
+			}
+			publish := both - apply
+			b.ReportMetric(float64(publish.Nanoseconds())/float64(published), "ns/book")
+			b.ReportMetric(float64(published)/float64(packets), "books/pkt")
+			b.ReportMetric(float64(publish.Nanoseconds())/float64(packets), "publish-ns/pkt")
+			b.ReportMetric(float64(apply.Nanoseconds())/float64(packets), "apply-ns/pkt")
+		})
+	}
 }

@@ -26,8 +26,9 @@ type Config struct {
 
 	Session     moldudp64.Session // zero: follow the first session seen
 	Arbiter     ArbiterConfig     // hold-back tuning (Session and Lines are filled in)
+	Mode        Mode              // zero (ModeAuto): sharded with two or more ShardCores, else run to completion
 	ReceiveCore int               // -1: not pinned
-	ShardCores  []int             // one shard per entry; -1 entries are not pinned; empty: one unpinned shard
+	ShardCores  []int             // sharded: one shard per entry; -1 entries are not pinned; empty: one unpinned shard
 	RingSize    int               // slots per shard ring, power of two (default 65536)
 	Symbols     []string          // subscribe to these symbols only; empty: all
 	Depth       int               // levels per side published (default 10)
@@ -46,9 +47,59 @@ type Config struct {
 	Log zerolog.Logger
 }
 
+// Mode is how the pipeline's work is split across threads.
+type Mode uint8
+
+const (
+	// ModeAuto runs to completion unless ShardCores names two or more
+	// cores, then it shards.
+	ModeAuto Mode = iota
+	// ModeRunToCompletion: the receive thread does everything in turn for
+	// each batch: receive, MoldUDP64 parse, arbitration and recovery, book
+	// apply and shm publish. No ring, no other hot thread. ShardCores
+	// must name at most one core (it is not used).
+	ModeRunToCompletion
+	// ModeSharded: the receive thread routes each message by locate
+	// through an SPSC ring to one of len(ShardCores) shard threads, which
+	// apply and publish.
+	ModeSharded
+)
+
+func (m Mode) String() string {
+	switch m {
+	case ModeAuto:
+		return "auto"
+	case ModeRunToCompletion:
+		return "run-to-completion"
+	case ModeSharded:
+		return "sharded"
+	}
+	return fmt.Sprintf("mode(%d)", uint8(m))
+}
+
+// resolve returns the mode a config runs in.
+func (m Mode) resolve(shardCores []int) (Mode, error) {
+	switch m {
+	case ModeAuto:
+		if len(shardCores) >= 2 {
+			return ModeSharded, nil
+		}
+		return ModeRunToCompletion, nil
+	case ModeRunToCompletion:
+		if len(shardCores) >= 2 {
+			return m, fmt.Errorf("run to completion with %d shard cores: name at most one, or shard", len(shardCores))
+		}
+		return m, nil
+	case ModeSharded:
+		return m, nil
+	}
+	return m, fmt.Errorf("unknown mode %d", uint8(m))
+}
+
 // Stats is a consistent-enough copy of the pipeline's counters.
 type Stats struct {
 	Backend       string
+	Mode          Mode // ModeRunToCompletion or ModeSharded
 	Arbiter       ArbiterStats
 	Receive       rx.Stats
 	Shards        []ShardStats
@@ -58,15 +109,19 @@ type Stats struct {
 	NextSeq       uint64           // next expected MoldUDP64 sequence number
 	ReceiveErrors uint64           // errors returned by the receiver (logged)
 	Ended         bool             // the session ended and everything before its end was delivered or declared missing
-	Latency       latency.Snapshot // receive timestamp to shm publish, per message
-	PathLatency   latency.Snapshot // receive thread pickup to shm publish: the handler's own path
+	Latency       latency.Snapshot // receive timestamp to shm publish, per live message
+	PathLatency   latency.Snapshot // receive thread pickup to shm publish: the handler's own path (live messages)
+	// RepairedLatency: receive timestamp to shm publish of the messages
+	// that waited for a recovery (re-requested, or spilled behind a
+	// re-request or snapshot): the repair's time, kept out of Latency.
+	RepairedLatency latency.Snapshot
+	Recovery        RecoveryStats
 
 	// LastPacket is, per configured line, when the handler last saw the
 	// line's packet count move (Unix ns, resolution the 20 ms stats
 	// refresh; 0: never).
 	LastPacket [MaxLines]int64
 	Started    int64 // when Start returned, Unix ns
-	Recovery   RecoveryStats
 }
 
 // Applied returns the messages applied across shards.
@@ -86,7 +141,9 @@ type Handler struct {
 	arb     *Arbiter
 	rec     *recovery // nil: no recovery source configured
 	rawBuf  []byte    // a recovered packet re-encoded for the spill
+	mode    Mode
 	shards  []*shard
+	inline  *shard  // run to completion: the one shard, driven by the receive thread
 	shardOf []uint8 // by locate
 	w       *shm.Writer
 
@@ -136,6 +193,17 @@ func Start(cfg Config) (*Handler, error) {
 	if cfg.Book.MaxOrders == 0 {
 		cfg.Book = book.DefaultConfig()
 	}
+	mode, err := cfg.Mode.resolve(cfg.ShardCores)
+	if err != nil {
+		return nil, fmt.Errorf("start handler: %w", err)
+	}
+	unusedCore := -1
+	if mode == ModeRunToCompletion {
+		if len(cfg.ShardCores) == 1 && cfg.ShardCores[0] >= 0 && cfg.ShardCores[0] != cfg.ReceiveCore {
+			unusedCore = cfg.ShardCores[0]
+		}
+		cfg.ShardCores = []int{cfg.ReceiveCore}
+	}
 	if len(cfg.ShardCores) == 0 {
 		cfg.ShardCores = []int{-1}
 	}
@@ -160,7 +228,7 @@ func Start(cfg Config) (*Handler, error) {
 		cfg.Receive.PollTimeout = max(hold/4, time.Millisecond)
 	}
 	h := &Handler{
-		cfg: cfg, log: cfg.Log,
+		cfg: cfg, log: cfg.Log, mode: mode,
 		shardOf: make([]uint8, 1<<16), subscribed: make([]bool, 1<<16),
 		done: make(chan struct{}), rxDone: make(chan struct{}),
 		gapLog: make(chan moldudp64.Range, 64), sessionLog: make(chan [2]moldudp64.Session, 4),
@@ -171,7 +239,14 @@ func Start(cfg Config) (*Handler, error) {
 			h.filter[itch.NewSymbol(s)] = true
 		}
 	}
+	if unusedCore >= 0 {
+		h.log.Warn().Int("shard_core", unusedCore).Int("receive_core", cfg.ReceiveCore).
+			Msg("one shard core named: running to completion on the receive core, the shard core is unused; name two or more shard cores to shard")
+	}
 	threads := 1 + len(cfg.ShardCores)
+	if mode == ModeRunToCompletion {
+		threads = 1
+	}
 	if n := runtime.NumCPU(); n < threads {
 		h.log.Warn().Int("threads", threads).Int("cpus", n).
 			Msg("fewer CPUs than pipeline threads: threads share cores, expect higher latency")
@@ -182,8 +257,12 @@ func Start(cfg Config) (*Handler, error) {
 		return nil, fmt.Errorf("start handler: %w", err)
 	}
 	h.w = w
+	ringSize := cfg.RingSize
+	if mode == ModeRunToCompletion {
+		ringSize = 0
+	}
 	for i, core := range cfg.ShardCores {
-		s, err := newShard(i, core, cfg.RingSize, cfg.Book, w, cfg.Depth)
+		s, err := newShard(i, core, ringSize, cfg.Book, w, cfg.Depth)
 		if err != nil {
 			w.Close()
 			shm.Remove(cfg.ShmName)
@@ -193,6 +272,9 @@ func Start(cfg Config) (*Handler, error) {
 	}
 	for loc := range h.shardOf {
 		h.shardOf[loc] = uint8(loc % len(h.shards))
+	}
+	if mode == ModeRunToCompletion {
+		h.inline = h.shards[0]
 	}
 	h.arb = NewArbiter(cfg.Arbiter, h.route, h.gap)
 	h.arb.SetSessionFunc(h.sessionChanged)
@@ -216,20 +298,24 @@ func Start(cfg Config) (*Handler, error) {
 		return nil, fmt.Errorf("start handler: %w", err)
 	}
 	h.recv = recv
-	h.log.Info().Str("backend", recv.Backend()).Int("shards", len(h.shards)).
+	h.log.Info().Str("backend", recv.Backend()).Stringer("mode", mode).Int("shards", len(h.shards)).
 		Str("shm", w.Path()).Int("depth", cfg.Depth).Msg("receiving")
 
 	pinErrs := make(chan error, len(h.shards)+1)
-	for _, s := range h.shards {
-		h.wg.Add(1)
-		go func() {
-			defer h.wg.Done()
-			s.run(pinErrs)
-		}()
+	threads = 1
+	if h.inline == nil {
+		for _, s := range h.shards {
+			h.wg.Add(1)
+			go func() {
+				defer h.wg.Done()
+				s.run(pinErrs)
+			}()
+		}
+		threads += len(h.shards)
 	}
 	h.started = time.Now().UnixNano()
 	go h.receive(pinErrs)
-	for i := 0; i < len(h.shards)+1; i++ {
+	for i := 0; i < threads; i++ {
 		if err := <-pinErrs; err != nil {
 			h.log.Warn().Err(err).Msg("thread not pinned")
 		}
@@ -242,7 +328,8 @@ func Start(cfg Config) (*Handler, error) {
 	return h, nil
 }
 
-// receive is the receive thread: Receive, arbitrate, route.
+// receive is the receive thread: Receive, arbitrate, route; in run to
+// completion also apply and publish, once per batch.
 func (h *Handler) receive(pinErr chan<- error) {
 	defer close(h.rxDone)
 	runtime.LockOSThread()
@@ -264,6 +351,7 @@ func (h *Handler) receive(pinErr chan<- error) {
 				p := &pkts[i]
 				h.arb.Offer(int(p.Line), p.Data, p.RxTime)
 			}
+			h.endBatch()
 			h.recv.Release(pkts[:n])
 		}
 		h.delivered.Store(h.nDelivered)
@@ -284,6 +372,7 @@ func (h *Handler) receive(pinErr chan<- error) {
 			h.rec.poll(now)
 			h.delivered.Store(h.nDelivered)
 		}
+		h.endBatch() // what Tick released or recovery delivered
 		if now-last > int64(20*time.Millisecond) {
 			last = now
 			h.copyStats()
@@ -294,6 +383,7 @@ func (h *Handler) receive(pinErr chan<- error) {
 			h.log.Warn().Err(err).Msg("close recovery")
 		}
 	}
+	h.endBatch()
 	h.copyStats()
 	// Close on the thread that used the receiver (io_uring's single issuer).
 	h.closeErr = h.recv.Close()
@@ -400,19 +490,37 @@ func (h *Handler) markWhole() {
 	}
 }
 
-// push copies one message into a shard's ring, waiting (never dropping) when
+// endBatch ends a run-to-completion batch: publish what it changed.
+func (h *Handler) endBatch() {
+	if h.inline != nil {
+		h.inline.endBatch()
+	}
+}
+
+// push copies one message into a shard's ring (in run to completion:
+// applies it), waiting (never dropping) when
 // the shard is behind; the ring counts each wait once as back-pressure.
 func (h *Handler) push(s *shard, msg []byte, seq uint64, rxTime int64) {
+	repaired := h.arb.Repairing()
+	if s.ring == nil {
+		s.apply(msg, seq, rxTime, h.pickup, repaired)
+		h.routed++
+		return
+	}
 	e := h.reserve(s)
-	e.seq, e.rxTime, e.pickup, e.kind, e.n = seq, rxTime, h.pickup, 0, uint8(copy(e.data[:], msg))
+	e.seq, e.rxTime, e.pickup, e.kind, e.n, e.repaired = seq, rxTime, h.pickup, 0, uint8(copy(e.data[:], msg)), repaired
 	s.ring.Commit(1)
 	h.routed++
 }
 
 // pushMarker puts a control slot (not a message) into a shard's ring.
 func (h *Handler) pushMarker(s *shard, kind uint8, seq uint64) {
+	if s.ring == nil {
+		s.mark(kind)
+		return
+	}
 	e := h.reserve(s)
-	e.seq, e.rxTime, e.pickup, e.kind, e.n = seq, 0, h.pickup, kind, 0
+	e.seq, e.rxTime, e.pickup, e.kind, e.n, e.repaired = seq, 0, h.pickup, kind, 0, false
 	s.ring.Commit(1)
 }
 
@@ -487,19 +595,24 @@ func (h *Handler) copyStats() {
 		h.rec.copyStats(&h.recCopy)
 	}
 	h.mu.Unlock()
+	if h.inline != nil {
+		h.inline.copyStats()
+	}
 }
 
 // Stats returns a copy of the counters (refreshed by the threads every few
 // tens of milliseconds).
 func (h *Handler) Stats() Stats {
 	st := h.statsLight()
-	var merged, path latency.Histogram
+	var merged, path, rep latency.Histogram
 	for _, s := range h.shards {
 		merged.Merge(&s.hist)
 		path.Merge(&s.histPath)
+		rep.Merge(&s.histRep)
 	}
 	merged.Snapshot(&st.Latency)
 	path.Snapshot(&st.PathLatency)
+	rep.Snapshot(&st.RepairedLatency)
 	return st
 }
 
@@ -516,6 +629,7 @@ func (h *Handler) statsLight() Stats {
 	}
 	h.mu.Unlock()
 	st.Backend = h.recv.Backend()
+	st.Mode = h.mode
 	for _, s := range h.shards {
 		st.Shards = append(st.Shards, s.statsCopy())
 	}
@@ -534,6 +648,9 @@ func (h *Handler) Applied() uint64 {
 	return n
 }
 
+// Mode is the mode the pipeline runs in (never ModeAuto).
+func (h *Handler) Mode() Mode { return h.mode }
+
 // Backend names the receive backend in use.
 func (h *Handler) Backend() string { return h.recv.Backend() }
 
@@ -549,7 +666,9 @@ func (h *Handler) Stop() error {
 	<-h.rxDone // Receive returns within the poll timeout; the thread closes the receiver
 	errRx := h.closeErr
 	for _, s := range h.shards {
-		s.ring.Close()
+		if s.ring != nil {
+			s.ring.Close()
+		}
 	}
 	h.wg.Wait()
 	close(h.done)

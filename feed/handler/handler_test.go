@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -66,9 +67,26 @@ func (r *scriptRx) Close() error {
 	return nil
 }
 
+// modes are the pipeline modes every end-to-end test runs in, with the
+// shard cores each is tested with (sharded: two shards).
+var modes = []struct {
+	mode   Mode
+	shards []int
+}{
+	{ModeRunToCompletion, nil},
+	{ModeSharded, []int{-1, -1}},
+}
+
+// forEachMode runs f as a subtest per pipeline mode.
+func forEachMode(t *testing.T, f func(t *testing.T, mode Mode, shards []int)) {
+	for _, m := range modes {
+		t.Run(m.mode.String(), func(t *testing.T) { f(t, m.mode, m.shards) })
+	}
+}
+
 // startScripted runs a Handler over the packets (each on both lines) and a
 // trailer, and returns it with the reference books.
-func startScripted(t *testing.T, n int, trailer [][]byte, errAt int) (*Handler, *scriptRx, *book.Books, string) {
+func startScripted(t *testing.T, mode Mode, shards []int, n int, trailer [][]byte, errAt int) (*Handler, *scriptRx, *book.Books, string) {
 	t.Helper()
 	pkts := dayPackets(t, n)
 	ref, err := book.New(book.Config{MaxOrders: 1 << 18, MaxLocates: 1024, MaxLevels: 1 << 16})
@@ -92,13 +110,14 @@ func startScripted(t *testing.T, n int, trailer [][]byte, errAt int) (*Handler, 
 		script = append(script, rx.Packet{Data: b, Line: rx.LineA, RxTime: now}, rx.Packet{Data: b, Line: rx.LineB, RxTime: now})
 	}
 	r := &scriptRx{script: script, errAt: errAt}
-	name := fmt.Sprintf("fhhandler-%d-%s", os.Getpid(), t.Name())
+	name := fmt.Sprintf("fhhandler-%d-%s", os.Getpid(), strings.ReplaceAll(t.Name(), "/", "-"))
 	t.Cleanup(func() { shm.Remove(name) })
 	h, err := Start(Config{
 		Receive:    rx.Config{Lines: []rx.LineConfig{{Name: "A"}, {Name: "B"}}},
 		Arbiter:    ArbiterConfig{Grace: time.Millisecond, Hold: 5 * time.Millisecond},
 		Book:       book.Config{MaxOrders: 1 << 18, MaxLocates: 1024, MaxLevels: 1 << 16},
-		ShardCores: []int{-1, -1},
+		Mode:       mode,
+		ShardCores: shards,
 		ShmName:    name,
 		Open:       func(rx.Config) (rx.Receiver, error) { return r, nil },
 		Log:        zerolog.Nop(),
@@ -124,8 +143,13 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 // housekeeping) over a day on two lines, with one receive error returned
 // together with a batch of packets: nothing is lost, every buffer is
 // released, the published books equal the reference, Stop is clean.
-func TestHandlerThreaded(t *testing.T) {
-	h, r, ref, name := startScripted(t, 100_000, nil, 101)
+func TestHandlerThreaded(t *testing.T) { forEachMode(t, testHandlerThreaded) }
+
+func testHandlerThreaded(t *testing.T, mode Mode, shards []int) {
+	h, r, ref, name := startScripted(t, mode, shards, 100_000, nil, 101)
+	if h.Mode() != mode {
+		t.Fatalf("running %v, want %v", h.Mode(), mode)
+	}
 	waitFor(t, "every message applied", func() bool {
 		st := h.Stats()
 		return st.Arbiter.Delivered == 100_000 && st.Applied() == st.Routed
@@ -135,8 +159,13 @@ func TestHandlerThreaded(t *testing.T) {
 	if st.ReceiveErrors != 1 || st.Arbiter.Gaps != 0 {
 		t.Fatalf("receive errors %d (want 1), gaps %d (want 0)", st.ReceiveErrors, st.Arbiter.Gaps)
 	}
-	if len(st.Shards) != 2 || st.Shards[0].Applied == 0 || st.Shards[1].Applied == 0 {
-		t.Fatalf("shards %+v", st.Shards)
+	if len(st.Shards) != max(len(shards), 1) {
+		t.Fatalf("%d shards, want %d", len(st.Shards), max(len(shards), 1))
+	}
+	for i, s := range st.Shards {
+		if s.Applied == 0 || s.Published == 0 {
+			t.Fatalf("shard %d: %+v", i, s)
+		}
 	}
 	compareShm(t, name, ref, false)
 	if err := h.Stop(); err != nil {
@@ -151,12 +180,14 @@ func TestHandlerThreaded(t *testing.T) {
 
 // TestHandlerTrailingGapFlagsStale: a gap revealed by a heartbeat with
 // nothing after it still flags every published book possibly stale.
-func TestHandlerTrailingGapFlagsStale(t *testing.T) {
+func TestHandlerTrailingGapFlagsStale(t *testing.T) { forEachMode(t, testHandlerTrailingGapFlagsStale) }
+
+func testHandlerTrailingGapFlagsStale(t *testing.T, mode Mode, shards []int) {
 	hb := moldudp64.AppendHeader(nil, moldudp64.NewSession("ALLOC"), 0, 0)
 	pkts := dayPackets(t, 20_000)
 	last, _ := moldudp64.Parse(pkts[len(pkts)-1])
 	hb = moldudp64.AppendHeader(hb[:0], last.Session, last.Next()+10, 0)
-	h, _, ref, name := startScripted(t, 20_000, [][]byte{hb}, -1)
+	h, _, ref, name := startScripted(t, mode, shards, 20_000, [][]byte{hb}, -1)
 	defer h.Stop()
 	waitFor(t, "the gap", func() bool { return h.Stats().Arbiter.Gaps == 1 })
 	if g := h.Stats().Arbiter.LastGap; g != (moldudp64.Range{First: last.Next(), Count: 10}) {

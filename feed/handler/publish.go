@@ -1,6 +1,8 @@
 package handler
 
 import (
+	"time"
+
 	"github.com/marketfeed/feedhandler/book"
 	"github.com/marketfeed/feedhandler/proto/bookfb"
 	"github.com/marketfeed/feedhandler/proto/shm"
@@ -98,6 +100,13 @@ func (p *Publisher) Flush() {
 			}
 		}
 	}
+	if len(p.dirty) == 0 {
+		return
+	}
+	// One clock read per batch, not per book: every snapshot of the batch
+	// carries the batch's publish time (a clock read costs as much as
+	// building a small snapshot).
+	p.snap.PublishTime = time.Now().UnixNano()
 	for _, loc := range p.dirty {
 		p.isDirty[loc] = false
 		if b := p.books.Book(loc); b != nil {
@@ -122,7 +131,6 @@ func (p *Publisher) publish(b *book.Book) {
 	sn.Seq = p.lastSeq[loc]
 	sn.ExchangeTime = b.Timestamp()
 	sn.ReceiveTime = p.lastRx[loc]
-	sn.PublishTime = 0
 	sn.State = shm.TradingState(b.TradingState())
 	sn.Flags = 0
 	if p.stale {

@@ -217,7 +217,9 @@ func TestShutdownMidSnapshot(t *testing.T) {
 // failure is counted, delivery resumes, the range stays open and the books
 // flagged. Once a server answers, the next attempt rebuilds the books from
 // it and clears the flag, without a restart.
-func TestSnapshotSourceBack(t *testing.T) {
+func TestSnapshotSourceBack(t *testing.T) { forEachMode(t, testSnapshotSourceBack) }
+
+func testSnapshotSourceBack(t *testing.T, mode Mode, _ []int) {
 	var msgs [][]byte
 	dir := itch.StockDirectoryFields{Header: itch.Header{Locate: 7}, Stock: itch.NewSymbol("SNAP"), MarketCategory: 'Q',
 		FinancialStatus: 'N', RoundLotSize: 100, RoundLotsOnly: 'N', Authenticity: 'P'}
@@ -252,11 +254,18 @@ func TestSnapshotSourceBack(t *testing.T) {
 	}
 
 	w := testWriter(t)
-	sh, err := newShard(0, -1, 1<<12, book.Config{MaxOrders: 1 << 12, MaxLocates: 64, MaxLevels: 1 << 10}, w, 10)
+	ringSize := 1 << 12
+	if mode == ModeRunToCompletion {
+		ringSize = 0
+	}
+	sh, err := newShard(0, -1, ringSize, book.Config{MaxOrders: 1 << 12, MaxLocates: 64, MaxLevels: 1 << 10}, w, 10)
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := &Handler{log: zerolog.Nop(), shards: []*shard{sh}, shardOf: make([]uint8, 1<<16), subscribed: make([]bool, 1<<16)}
+	h := &Handler{log: zerolog.Nop(), mode: mode, shards: []*shard{sh}, shardOf: make([]uint8, 1<<16), subscribed: make([]bool, 1<<16)}
+	if mode == ModeRunToCompletion {
+		h.inline = sh
+	}
 	h.gapLog = make(chan moldudp64.Range, 8)
 	h.arb = NewArbiter(ArbiterConfig{Session: moldudp64.NewSession("BACK")}, h.route, h.gap)
 	rec, err := newRecovery(h, RecoveryConfig{Snapshot: fetch, SnapshotRetry: time.Millisecond})
@@ -267,6 +276,10 @@ func TestSnapshotSourceBack(t *testing.T) {
 	h.rec = rec
 	h.arb.SetMissing(rec.missing)
 	drain := func() {
+		if sh.ring == nil {
+			h.endBatch() // run to completion: applied already, publish
+			return
+		}
 		for {
 			batch := sh.ring.Peek(256)
 			if len(batch) == 0 {
@@ -274,7 +287,7 @@ func TestSnapshotSourceBack(t *testing.T) {
 			}
 			for i := range batch {
 				if m := &batch[i]; m.kind != 0 {
-					sh.marker(m)
+					sh.marker(m.kind)
 				} else {
 					loc, changed := sh.books.Apply(itch.Msg(m.data[:m.n]))
 					sh.pub.Applied(loc, changed, m.seq, m.rxTime)

@@ -15,17 +15,18 @@ import (
 
 // maxMsgLen is the longest ITCH 5.0 message (NOII, 50 bytes) rounded up so a
 // slot is 80 bytes.
-const maxMsgLen = 54
+const maxMsgLen = 53
 
 // slot is one ITCH message handed from the receive thread to a shard, by
 // value (no pointers).
 type slot struct {
-	seq    uint64
-	rxTime int64 // receive timestamp of its packet (the backend's: kernel or first user-space sight)
-	pickup int64 // when the receive thread took the batch that made it deliverable
-	kind   uint8 // 0: an ITCH message; else a marker (markerStale)
-	n      uint8
-	data   [maxMsgLen]byte
+	seq      uint64
+	rxTime   int64 // receive timestamp of its packet (the backend's: kernel or first user-space sight)
+	pickup   int64 // when the receive thread took the batch that made it deliverable
+	kind     uint8 // 0: an ITCH message; else a marker (markerStale)
+	n        uint8
+	repaired bool // delivered by recovery (Arbiter.Repairing): recorded apart
+	data     [maxMsgLen]byte
 }
 
 // Marker slots, ordered with the messages.
@@ -63,24 +64,50 @@ type shard struct {
 	books *book.Books
 	pub   *Publisher
 
-	hist     latency.Histogram // receive timestamp to publish, per message
+	hist     latency.Histogram // receive timestamp to publish, per live message
 	histPath latency.Histogram // pickup by the receive thread to publish: the handler's own path
+	histRep  latency.Histogram // receive timestamp to publish of repaired messages (waited for recovery)
 
 	applied atomic.Uint64 // messages applied (read by the pipeline to know it drained)
 
-	batches    uint64 // written only by the shard goroutine, copied into stats
-	rebuilding bool   // between markerRebuild and markerRebuilt: publish nothing
+	batches    atomic.Uint64 // batches applied and published (its writer only adds)
+	rebuilding bool          // between markerRebuild and markerRebuilt: publish nothing
+
+	// Run to completion (ring == nil): the receive thread applies each
+	// message as the arbiter delivers it and ends the batch with endBatch.
+	pending bool   // something was applied or marked since the last endBatch
+	nMsgs   uint64 // messages applied since the last endBatch
+	runs    []run  // a run of messages per packet, for the latency histograms
 
 	mu    sync.Mutex // guards stats, copied out every few tens of milliseconds
 	stats ShardStats
 }
 
+// run is the messages of one packet applied in the current batch: they
+// share their receive and pickup times.
+type run struct {
+	rxTime, pickup int64
+	n              int
+	repaired       bool
+}
+
+// maxRuns bounds the packets a run-to-completion batch records before it
+// is ended early (published and recorded): a receive batch is at most a
+// few hundred packets, a recovered range or a snapshot can be more.
+const maxRuns = 1024
+
+// newShard returns a shard with a ring of ringSize slots fed by the
+// receive thread, or with ringSize 0 a ring-less shard that the receive
+// thread drives itself (run to completion).
 func newShard(id, core int, ringSize int, bcfg book.Config, w *shm.Writer, depth int) (*shard, error) {
-	r, err := spsc.New[slot](ringSize)
+	bs, err := book.New(bcfg)
 	if err != nil {
 		return nil, err
 	}
-	bs, err := book.New(bcfg)
+	if ringSize == 0 {
+		return &shard{id: id, core: core, books: bs, pub: NewPublisher(w, bs, depth), runs: make([]run, 0, maxRuns)}, nil
+	}
+	r, err := spsc.New[slot](ringSize)
 	if err != nil {
 		return nil, err
 	}
@@ -112,7 +139,7 @@ func (s *shard) run(pinErr chan<- error) {
 		for i := range batch {
 			m := &batch[i]
 			if m.kind != 0 {
-				s.marker(m)
+				s.marker(m.kind)
 				continue
 			}
 			loc, changed := s.books.Apply(itch.Msg(m.data[:m.n]))
@@ -126,7 +153,7 @@ func (s *shard) run(pinErr chan<- error) {
 		s.record(batch, now)
 		s.ring.Release(len(batch))
 		s.applied.Add(uint64(msgs))
-		s.batches++
+		s.batches.Add(1)
 		if now-lastStats.UnixNano() > int64(50*time.Millisecond) {
 			s.copyStats()
 			lastStats = time.Now()
@@ -142,21 +169,31 @@ func (s *shard) record(batch []slot, now int64) {
 			i++
 			continue
 		}
-		rxTime, pickup := batch[i].rxTime, batch[i].pickup
+		rxTime, pickup, rep := batch[i].rxTime, batch[i].pickup, batch[i].repaired
 		j := i + 1
-		for j < len(batch) && batch[j].kind == 0 && batch[j].rxTime == rxTime && batch[j].pickup == pickup {
+		for j < len(batch) && batch[j].kind == 0 && batch[j].rxTime == rxTime && batch[j].pickup == pickup && batch[j].repaired == rep {
 			j++
 		}
-		s.hist.RecordN(now-rxTime, j-i)
-		s.histPath.RecordN(now-pickup, j-i)
+		s.recordRun(now, rxTime, pickup, j-i, rep)
 		i = j
 	}
 }
 
+// recordRun records n messages that share their timestamps: live ones in
+// the latency histograms, repaired ones (they waited for a recovery) apart.
+func (s *shard) recordRun(now, rxTime, pickup int64, n int, repaired bool) {
+	if repaired {
+		s.histRep.RecordN(now-rxTime, n)
+		return
+	}
+	s.hist.RecordN(now-rxTime, n)
+	s.histPath.RecordN(now-pickup, n)
+}
+
 // marker acts on a control slot. Markers are not messages: they are not
 // counted as applied.
-func (s *shard) marker(m *slot) {
-	switch m.kind {
+func (s *shard) marker(kind uint8) {
+	switch kind {
 	case markerStale:
 		s.pub.SetStale(true)
 	case markerRebuild:
@@ -174,14 +211,61 @@ func (s *shard) marker(m *slot) {
 	}
 }
 
+// apply applies one message on the receive thread (run to completion); the
+// books are published when the batch ends (endBatch).
+func (s *shard) apply(msg []byte, seq uint64, rxTime, pickup int64, repaired bool) {
+	loc, changed := s.books.Apply(itch.Msg(msg))
+	s.pub.Applied(loc, changed, seq, rxTime)
+	s.nMsgs++
+	s.pending = true
+	if n := len(s.runs); n > 0 && s.runs[n-1].rxTime == rxTime && s.runs[n-1].pickup == pickup && s.runs[n-1].repaired == repaired {
+		s.runs[n-1].n++
+		return
+	}
+	if len(s.runs) == cap(s.runs) {
+		s.endBatch()
+	}
+	s.runs = append(s.runs, run{rxTime: rxTime, pickup: pickup, n: 1, repaired: repaired})
+}
+
+// mark acts on a marker on the receive thread (run to completion).
+func (s *shard) mark(kind uint8) {
+	s.marker(kind)
+	s.pending = true
+}
+
+// endBatch publishes what the batch changed (conflated: each changed book
+// once) and records the batch's latencies, as a shard thread does after
+// each ring batch. It does nothing when nothing happened since the last.
+func (s *shard) endBatch() {
+	if !s.pending {
+		return
+	}
+	s.pending = false
+	if !s.rebuilding {
+		s.pub.Flush()
+	}
+	now := time.Now().UnixNano()
+	for _, r := range s.runs {
+		s.recordRun(now, r.rxTime, r.pickup, r.n, r.repaired)
+	}
+	s.runs = s.runs[:0]
+	s.applied.Add(s.nMsgs)
+	s.nMsgs = 0
+	s.batches.Add(1)
+}
+
 // copyStats publishes the shard's counters for other goroutines. It runs
 // every few tens of milliseconds, never per message.
 func (s *shard) copyStats() {
 	bst := s.books.Stats()
-	rst := s.ring.Stats()
+	var rst spsc.Stats
+	if s.ring != nil {
+		rst = s.ring.Stats()
+	}
 	s.mu.Lock()
 	s.stats.Applied = s.applied.Load()
-	s.stats.Batches, s.stats.Published, s.stats.PublishErrors = s.batches, s.pub.Published, s.pub.Errors
+	s.stats.Batches, s.stats.Published, s.stats.PublishErrors = s.batches.Load(), s.pub.Published, s.pub.Errors
 	s.stats.Book = bst
 	s.stats.Ring = rst
 	s.stats.Stale, s.stats.Books = s.pub.stale, s.pub.Books
@@ -192,6 +276,8 @@ func (s *shard) statsCopy() ShardStats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	st := s.stats
-	st.Ring = s.ring.Stats()
+	if s.ring != nil {
+		st.Ring = s.ring.Stats()
+	}
 	return st
 }

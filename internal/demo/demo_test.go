@@ -58,8 +58,17 @@ func testLog(t testing.TB) zerolog.Logger {
 	return zerolog.Nop()
 }
 
-func run(t testing.TB, o Options) *Result {
+// forEachMode runs f as a subtest per pipeline mode: run to completion
+// (the default) and sharded.
+func forEachMode(t *testing.T, f func(t *testing.T, mode handler.Mode)) {
+	for _, m := range []handler.Mode{handler.ModeRunToCompletion, handler.ModeSharded} {
+		t.Run(m.String(), func(t *testing.T) { f(t, m) })
+	}
+}
+
+func run(t testing.TB, mode handler.Mode, o Options) *Result {
 	t.Helper()
+	o.Mode = mode
 	o.Day = testDay(t)
 	o.Log = testLog(t)
 	o.ShmName = fmt.Sprintf("fhtest-%d-%s", os.Getpid(), strings.ReplaceAll(t.Name(), "/", "-"))
@@ -68,6 +77,9 @@ func run(t testing.TB, o Options) *Result {
 	res, err := Run(ctx, o)
 	if err != nil {
 		t.Fatalf("run: %v (stats %+v)", err, res)
+	}
+	if res.Stats.Mode != mode {
+		t.Fatalf("ran %v, want %v", res.Stats.Mode, mode)
 	}
 	t.Logf("backend %s: %d messages, line A %+v, line B %+v, gaps %d, latency p50 %dns p99 %dns",
 		res.Backend, res.Stats.Arbiter.Delivered, res.Stats.Arbiter.Lines[0], res.Stats.Arbiter.Lines[1],
@@ -109,11 +121,13 @@ func checkIdentical(t *testing.T, res *Result) {
 // TestEndToEnd sends the day on both lines with 5% loss injected on line A
 // only, once per backend, and compares every published book with the
 // reference books built from the same messages.
-func TestEndToEnd(t *testing.T) {
+func TestEndToEnd(t *testing.T) { forEachMode(t, testEndToEnd) }
+
+func testEndToEnd(t *testing.T, mode handler.Mode) {
 	needLab(t)
 	for _, backend := range []string{"xdp", "uring", "socket"} {
 		t.Run(backend, func(t *testing.T) {
-			res := run(t, Options{Backend: backend, LossA: 0.05})
+			res := run(t, mode, Options{Backend: backend, LossA: 0.05})
 			if !strings.HasPrefix(res.Backend, backend) {
 				t.Errorf("backend %q, want %s", res.Backend, backend)
 			}
@@ -129,9 +143,11 @@ func TestEndToEnd(t *testing.T) {
 }
 
 // TestEndToEndReorderDuplicates: line A reorders and duplicates packets.
-func TestEndToEndReorderDuplicates(t *testing.T) {
+func TestEndToEndReorderDuplicates(t *testing.T) { forEachMode(t, testEndToEndReorderDuplicates) }
+
+func testEndToEndReorderDuplicates(t *testing.T, mode handler.Mode) {
 	needLab(t)
-	res := run(t, Options{Backend: "socket", ReorderA: 0.05, DupA: 0.05})
+	res := run(t, mode, Options{Backend: "socket", ReorderA: 0.05, DupA: 0.05})
 	checkIdentical(t, res)
 	if res.Stats.Arbiter.Lines[0].OutOfOrder == 0 {
 		t.Error("no out-of-order packet counted on line A")
@@ -140,14 +156,16 @@ func TestEndToEndReorderDuplicates(t *testing.T) {
 
 // TestGapOnBothLines drops the same packets from both lines: the gap is
 // detected with its exact range and every book is flagged possibly stale.
-func TestGapOnBothLines(t *testing.T) {
+func TestGapOnBothLines(t *testing.T) { forEachMode(t, testGapOnBothLines) }
+
+func testGapOnBothLines(t *testing.T, mode handler.Mode) {
 	needLab(t)
 	d := testDay(t)
 	drop := map[int]bool{5000: true, 5001: true, 5002: true}
 	first, _ := moldudp64.Parse(d.Packets[5000])
 	last, _ := moldudp64.Parse(d.Packets[5002])
 	want := moldudp64.Range{First: first.Seq, Count: last.Next() - first.Seq}
-	res := run(t, Options{Backend: "socket", Drop: drop})
+	res := run(t, mode, Options{Backend: "socket", Drop: drop})
 	st := res.Stats.Arbiter
 	if st.Gaps != 1 || st.LastGap != want || st.GapMessages != want.Count {
 		t.Fatalf("gaps %d, last %+v (%d messages), want one gap %+v", st.Gaps, st.LastGap, st.GapMessages, want)
@@ -162,11 +180,13 @@ func TestGapOnBothLines(t *testing.T) {
 
 // TestSymbolFilter subscribes to three symbols: only they are published, and
 // they equal the reference.
-func TestSymbolFilter(t *testing.T) {
+func TestSymbolFilter(t *testing.T) { forEachMode(t, testSymbolFilter) }
+
+func testSymbolFilter(t *testing.T, mode handler.Mode) {
 	needLab(t)
 	d := testDay(t)
 	want := []string{d.Symbols[0].String(), d.Symbols[1].String(), d.Symbols[7].String()}
-	res := run(t, Options{Backend: "socket", Configure: func(c *handler.Config) { c.Symbols = want }})
+	res := run(t, mode, Options{Backend: "socket", Configure: func(c *handler.Config) { c.Symbols = want }})
 	checkIdentical(t, res)
 	if res.Instruments != len(want) {
 		t.Errorf("%d instruments published, want %d", res.Instruments, len(want))
@@ -178,12 +198,14 @@ func TestSymbolFilter(t *testing.T) {
 
 // TestShutdownLeavesNothing: after a run on AF_XDP no XDP program stays
 // attached, and no fd or goroutine is left behind.
-func TestShutdownLeavesNothing(t *testing.T) {
+func TestShutdownLeavesNothing(t *testing.T) { forEachMode(t, testShutdownLeavesNothing) }
+
+func testShutdownLeavesNothing(t *testing.T, mode handler.Mode) {
 	needLab(t)
 	testDay(t)
 	fds := countFDs(t)
 	gr := runtime.NumGoroutine()
-	res := run(t, Options{Backend: "xdp"})
+	res := run(t, mode, Options{Backend: "xdp"})
 	if res.XDPAfterStop != "" {
 		t.Errorf("XDP program still attached after Stop:\n%s", res.XDPAfterStop)
 	}

@@ -1,6 +1,7 @@
 package demo
 
 import (
+	"github.com/marketfeed/feedhandler/feed/handler"
 	"testing"
 
 	"github.com/marketfeed/feedhandler/feed/moldudp64"
@@ -30,7 +31,7 @@ func BenchmarkRecoveryRerequest1000(b *testing.B) {
 	}
 	var res *Result
 	for b.Loop() {
-		res = run(b, Options{Backend: "xdp", Drop: drop, Recovery: &Recovery{Rerequest: true}})
+		res = run(b, handler.ModeRunToCompletion, Options{Backend: "xdp", Drop: drop, Recovery: &Recovery{Rerequest: true}})
 	}
 	rs := res.Stats.Recovery
 	if rs.RecoveredByRerequest < uint64(gaps) || rs.Open != 0 || res.Stale != 0 || len(res.Mismatches) != 0 {

@@ -84,19 +84,29 @@ func checkRecovered(t *testing.T, res *Result, gaps int) {
 	if rs.Rerequest.Messages == 0 {
 		t.Error("no message recovered by re-request")
 	}
+	// Repaired messages are recorded apart from the live ones, and every
+	// applied message is in one of the two.
+	if res.Stats.RepairedLatency.Count == 0 {
+		t.Error("no repaired message recorded apart")
+	}
+	if live, rep := res.Stats.Latency.Count, res.Stats.RepairedLatency.Count; live+rep != res.Stats.Applied() {
+		t.Errorf("latency recorded for %d live + %d repaired messages, %d applied", live, rep, res.Stats.Applied())
+	}
 }
 
 // TestRecoveryRerequest drops the same packets on both lines (one at the
 // very start, one just before the end of session): every gap is
 // re-requested, the books equal the full day's and none is stale. Once per
 // receive backend.
-func TestRecoveryRerequest(t *testing.T) {
+func TestRecoveryRerequest(t *testing.T) { forEachMode(t, testRecoveryRerequest) }
+
+func testRecoveryRerequest(t *testing.T, mode handler.Mode) {
 	needLab(t)
 	d := testDay(t)
 	drop, want := dropOnBoth(d)
 	for _, backend := range []string{"xdp", "uring", "socket"} {
 		t.Run(backend, func(t *testing.T) {
-			res := run(t, Options{Backend: backend, Drop: drop, Recovery: &Recovery{Rerequest: true}})
+			res := run(t, mode, Options{Backend: backend, Drop: drop, Recovery: &Recovery{Rerequest: true}})
 			if !strings.HasPrefix(res.Backend, backend) {
 				t.Errorf("backend %q, want %s", res.Backend, backend)
 			}
@@ -107,7 +117,9 @@ func TestRecoveryRerequest(t *testing.T) {
 
 // TestRecoveryAnswersLost: 30% of the answer packets are lost; requests
 // are retried until every gap is filled.
-func TestRecoveryAnswersLost(t *testing.T) {
+func TestRecoveryAnswersLost(t *testing.T) { forEachMode(t, testRecoveryAnswersLost) }
+
+func testRecoveryAnswersLost(t *testing.T, mode handler.Mode) {
 	needLab(t)
 	d := testDay(t)
 	drop, _ := dropOnBoth(d)
@@ -116,7 +128,7 @@ func TestRecoveryAnswersLost(t *testing.T) {
 		drop[i] = true
 	}
 	want := dropRanges(d, drop)
-	res := run(t, Options{Backend: "socket", Drop: drop, Recovery: &Recovery{Rerequest: true, AnswerLoss: 0.3}})
+	res := run(t, mode, Options{Backend: "socket", Drop: drop, Recovery: &Recovery{Rerequest: true, AnswerLoss: 0.3}})
 	checkRecovered(t, res, len(want))
 	if rs := res.Stats.Recovery.Rerequest; rs.Requests <= uint64(len(want)) || rs.Retries+rs.Timeouts == 0 {
 		t.Errorf("%d requests (%d retries) for %d gaps with 30%% of answers lost", rs.Requests, rs.Retries, len(want))
@@ -125,14 +137,16 @@ func TestRecoveryAnswersLost(t *testing.T) {
 
 // TestRecoveryCappedAnswers: the server answers at most 10 messages per
 // request, so one gap takes several requests.
-func TestRecoveryCappedAnswers(t *testing.T) {
+func TestRecoveryCappedAnswers(t *testing.T) { forEachMode(t, testRecoveryCappedAnswers) }
+
+func testRecoveryCappedAnswers(t *testing.T, mode handler.Mode) {
 	needLab(t)
 	drop, want := dropOnBoth(testDay(t))
 	var total uint64
 	for _, r := range want {
 		total += r.Count
 	}
-	res := run(t, Options{Backend: "socket", Drop: drop, Recovery: &Recovery{Rerequest: true, MaxPerAnswer: 10}})
+	res := run(t, mode, Options{Backend: "socket", Drop: drop, Recovery: &Recovery{Rerequest: true, MaxPerAnswer: 10}})
 	checkRecovered(t, res, len(want))
 	if rs := res.Stats.Recovery.Rerequest; rs.Requests < total/10 {
 		t.Errorf("%d requests for %d missing messages at 10 per answer, want at least %d", rs.Requests, total, total/10)
@@ -141,10 +155,12 @@ func TestRecoveryCappedAnswers(t *testing.T) {
 
 // TestRecoveryServerDown: the re-request server never answers; the gaps are
 // repaired by snapshot and the books equal the full day's.
-func TestRecoveryServerDown(t *testing.T) {
+func TestRecoveryServerDown(t *testing.T) { forEachMode(t, testRecoveryServerDown) }
+
+func testRecoveryServerDown(t *testing.T, mode handler.Mode) {
 	needLab(t)
 	drop, _ := dropOnBoth(testDay(t))
-	res := run(t, Options{Backend: "socket", Drop: drop,
+	res := run(t, mode, Options{Backend: "socket", Drop: drop,
 		Recovery: &Recovery{Rerequest: true, Refuse: true, Snapshot: true, Timeout: 5 * time.Millisecond, Retries: 1}})
 	checkBooks(t, res)
 	rs := res.Stats.Recovery
@@ -162,12 +178,14 @@ func TestRecoveryServerDown(t *testing.T) {
 
 // TestRecoveryLateJoin starts the handler after about 40% of the day was
 // sent: it loads a snapshot and its books equal the full day's.
-func TestRecoveryLateJoin(t *testing.T) {
+func TestRecoveryLateJoin(t *testing.T) { forEachMode(t, testRecoveryLateJoin) }
+
+func testRecoveryLateJoin(t *testing.T, mode handler.Mode) {
 	needLab(t)
 	d := testDay(t)
 	// A slower day: the handler's start (books, shared memory) must
 	// not outlast the rest of it.
-	res := run(t, Options{Backend: "socket", Rate: 10000, StartAtSeq: d.Messages * 4 / 10, Recovery: &Recovery{Rerequest: true, Snapshot: true}})
+	res := run(t, mode, Options{Backend: "socket", Rate: 10000, StartAtSeq: d.Messages * 4 / 10, Recovery: &Recovery{Rerequest: true, Snapshot: true}})
 	checkBooks(t, res)
 	rs := res.Stats.Recovery
 	t.Logf("recovery: %s; snapshots %d (%d messages, next seq %d)", rs, rs.Snapshots, rs.SnapshotMessages, rs.LastSnapshotNext)
@@ -184,9 +202,11 @@ func TestRecoveryLateJoin(t *testing.T) {
 // ones during it. The handler follows the stray session while it is all
 // there is, changes to the real one once the stray goes silent, rebuilds,
 // and ends with the full day's books; the foreign packets are counted.
-func TestRecoveryHostile(t *testing.T) {
+func TestRecoveryHostile(t *testing.T) { forEachMode(t, testRecoveryHostile) }
+
+func testRecoveryHostile(t *testing.T, mode handler.Mode) {
 	needLab(t)
-	res := run(t, Options{Backend: "socket", Rate: 10000,
+	res := run(t, mode, Options{Backend: "socket", Rate: 10000,
 		Hostile:  &Hostile{Before: 300, During: 2 * time.Millisecond},
 		Recovery: &Recovery{Rerequest: true, Snapshot: true},
 		Configure: func(hc *handler.Config) {

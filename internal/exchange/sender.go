@@ -37,6 +37,12 @@ type Config struct {
 	Count    int           // stop after this many input packets; 0 = until the input ends
 	Duration time.Duration // stop after this long; 0 = no limit
 
+	// SleepOnly paces by sleeping only, never spinning on the clock: the
+	// sender then leaves the CPU to a receiver on the same (small)
+	// machine, at the cost of small bursts (up to Burst) after each
+	// timer's overshoot.
+	SleepOnly bool
+
 	TTL  int   // multicast TTL (default 1)
 	Loop bool  // IP_MULTICAST_LOOP (default off)
 	Seed int64 // PRNG seed for injection (line i uses Seed+i)
@@ -63,6 +69,7 @@ type Stats struct {
 type Sender struct {
 	cfg   Config
 	lines []lineState
+	batch *batch        // the current input packet's copies, written with one sendmmsg
 	sent  atomic.Uint64 // highest MoldUDP64 sequence number offered to the lines
 }
 
@@ -89,13 +96,17 @@ func (s *Sender) notePosition(p []byte) {
 
 type lineState struct {
 	Line
+	idx  int
+	q    *batch
 	fd   int
 	rng  *rand.Rand
 	held []byte // packet held back by Reorder
 	st   LineStats
 }
 
-// NewSender opens one UDP socket per line, connected to its destination.
+// NewSender opens one UDP socket per line, connected to its destination;
+// every line's copies go out through line 0's socket, addressed per line,
+// in one sendmmsg per input packet.
 func NewSender(cfg Config) (*Sender, error) {
 	if len(cfg.Lines) == 0 {
 		return nil, errors.New("new sender: no lines")
@@ -132,7 +143,11 @@ func NewSender(cfg Config) (*Sender, error) {
 			return nil, fmt.Errorf("new sender: line %d (%s:%d): %w", i, l.Group, l.Port, err)
 		}
 		seed := uint64(cfg.Seed) + uint64(i)
-		s.lines = append(s.lines, lineState{Line: l, fd: fd, rng: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))})
+		s.lines = append(s.lines, lineState{Line: l, idx: i, fd: fd, rng: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))})
+	}
+	s.batch = newBatch(s.lines[0].fd, cfg.Lines)
+	for i := range s.lines {
+		s.lines[i].q = s.batch
 	}
 	return s, nil
 }
@@ -227,6 +242,7 @@ func (s *Sender) Send(ctx context.Context, pkts iter.Seq[[]byte]) (Stats, error)
 	}
 	var err error
 	pace := newBucket(s.cfg.Rate, s.cfg.Burst, start)
+	pace.sleepOnly = s.cfg.SleepOnly
 	for p := range pkts {
 		if s.cfg.Count > 0 && st.Input >= uint64(s.cfg.Count) {
 			break
@@ -241,10 +257,14 @@ func (s *Sender) Send(ctx context.Context, pkts iter.Seq[[]byte]) (Stats, error)
 		for i := range s.lines {
 			s.lines[i].offer(p)
 		}
+		s.batch.write(s.lines)
 		s.notePosition(p)
 	}
 	for i := range s.lines {
 		s.lines[i].flush()
+	}
+	s.batch.write(s.lines)
+	for i := range s.lines {
 		st.Lines = append(st.Lines, s.lines[i].st)
 		s.lines[i].st = LineStats{}
 	}
@@ -289,22 +309,8 @@ func (l *lineState) flush() {
 	}
 }
 
-func (l *lineState) write(p []byte) {
-	for {
-		_, err := unix.Write(l.fd, p)
-		if err == nil {
-			l.st.Sent++
-			l.st.Bytes += uint64(len(p))
-			return
-		}
-		if errors.Is(err, unix.EINTR) {
-			continue
-		}
-		// ECONNREFUSED (unicast, nobody listening) and ENOBUFS lose the packet.
-		l.st.Errors++
-		return
-	}
-}
+// write queues p for this line in the input packet's batch (see batch).
+func (l *lineState) write(p []byte) { l.q.add(l.idx, p) }
 
 // spinBelow is the wait under which the bucket polls the clock instead of
 // sleeping: Go timers wake tens of microseconds late, which at 100k
@@ -318,6 +324,8 @@ type bucket struct {
 	tokens float64
 	last   time.Time
 	timer  *time.Timer
+
+	sleepOnly bool // never spin: sleep the whole wait
 }
 
 func newBucket(rate float64, burst int, now time.Time) *bucket {
@@ -345,12 +353,15 @@ func (b *bucket) wait(ctx context.Context, deadline time.Time) bool {
 		if !deadline.IsZero() && now.Add(d).After(deadline) {
 			return false
 		}
-		if d > spinBelow {
+		if d > spinBelow || b.sleepOnly {
 			// Sleep most of the wait (timers overshoot), spin the rest.
+			if !b.sleepOnly {
+				d -= spinBelow / 2
+			}
 			if b.timer == nil {
-				b.timer = time.NewTimer(d - spinBelow/2)
+				b.timer = time.NewTimer(d)
 			} else {
-				b.timer.Reset(d - spinBelow/2)
+				b.timer.Reset(d)
 			}
 			select {
 			case <-ctx.Done():

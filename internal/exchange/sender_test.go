@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"iter"
 	"net"
 	"net/netip"
@@ -163,10 +164,18 @@ func TestTwoLinesIndependent(t *testing.T) {
 }
 
 // The token bucket never lets more than Burst + Rate*elapsed packets out.
+// TestPacingCount: spinning or sleeping only, the sender never goes faster
+// than its bucket allows.
 func TestPacingCount(t *testing.T) {
+	for _, sleepOnly := range []bool{false, true} {
+		t.Run(fmt.Sprintf("sleep-only=%v", sleepOnly), func(t *testing.T) { testPacingCount(t, sleepOnly) })
+	}
+}
+
+func testPacingCount(t *testing.T, sleepOnly bool) {
 	_, port := loopbackSink(t)
 	const rate, count = 4000.0, 200
-	s, err := NewSender(Config{Lines: []Line{{Group: loopback, Port: port}}, Rate: rate, Burst: 1, Count: count})
+	s, err := NewSender(Config{Lines: []Line{{Group: loopback, Port: port}}, Rate: rate, Burst: 1, Count: count, SleepOnly: sleepOnly})
 	if err != nil {
 		t.Fatal(err)
 	}
