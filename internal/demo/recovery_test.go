@@ -81,6 +81,10 @@ func checkRecovered(t *testing.T, res *Result, gaps int) {
 	if rs.Open != 0 {
 		t.Errorf("%d gaps still open: %v", rs.Open, rs.OpenRanges)
 	}
+	// Every gap repaired: what /readyz answers is ready again.
+	if ok, why := res.Stats.Ready(); !ok {
+		t.Errorf("not ready after recovery: %s", why)
+	}
 	if rs.Rerequest.Messages == 0 {
 		t.Error("no message recovered by re-request")
 	}
