@@ -427,32 +427,7 @@ func BenchmarkCppRead(b *testing.B) {
 // from its clock. Reported as p50-ns and p99-ns.
 func BenchmarkCppPublishToReader(b *testing.B) {
 	bin := cppbuild.Build(b, cppDriver)
-	const depth = 10
-	w := testWriter(b, Config{Instruments: 1, Depth: depth})
-	w.Register(1, "AAPL")
-	c := startCpp(b, bin, "latency", w.Path())
-	c.waitLine(b, "ready")
-	s := newSnapshot(depth)
-	var k uint64
-	for b.Loop() {
-		k++
-		fillSnapshot(s, 1, k, depth)
-		w.Publish(s)
-		if k%1024 == 0 {
-			w.Heartbeat()
-		}
-		for t0 := time.Now(); time.Since(t0) < 20*time.Microsecond; {
-		}
-	}
-	w.Close()
-	line := c.waitLine(b, "latency")
-	c.finish(b)
-	f := strings.Fields(line)
-	p50, _ := strconv.ParseFloat(f[4], 64)
-	p99, _ := strconv.ParseFloat(f[6], 64)
-	b.ReportMetric(p50, "p50-ns")
-	b.ReportMetric(p99, "p99-ns")
-	b.ReportMetric(0, "ns/op")
+	benchPublishToReader(b, func(path string) *child { return startCpp(b, bin, "latency", path) })
 }
 
 // TestCppExampleMicroprice builds and runs proto/cpp/examples/microprice.cpp:

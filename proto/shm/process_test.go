@@ -372,10 +372,17 @@ func latencyProcess(name string) error {
 // (both CLOCK_REALTIME). Publications are spaced 20µs apart so that the
 // figure is latency, not queueing. Reported as p50-ns and p99-ns.
 func BenchmarkPublishToReader(b *testing.B) {
+	benchPublishToReader(b, func(path string) *child { return startChild(b, "latency", path) })
+}
+
+// benchPublishToReader publishes one book every 20µs to the latency reader
+// that start runs in another process, and reports the reader's p50 and p99
+// of publish -> read.
+func benchPublishToReader(b *testing.B, start func(path string) *child) {
 	const depth = 10
 	w := testWriter(b, Config{Instruments: 1, Depth: depth})
 	w.Register(1, "AAPL")
-	c := startChild(b, "latency", w.Path())
+	c := start(w.Path())
 	c.waitLine(b, "ready")
 	s := newSnapshot(depth)
 	var k uint64
