@@ -52,7 +52,7 @@ func (b *Book) Best(side Side) (Level, bool) {
 	if len(lad) == 0 {
 		return Level{}, false
 	}
-	return lad[len(lad)-1].level(side), true
+	return b.level(side, lad[len(lad)-1]), true
 }
 
 // Levels returns the number of price levels on side.
@@ -69,7 +69,7 @@ func (b *Book) Depth(side Side, dst []Level) []Level {
 	n := min(len(lad), cap(dst))
 	dst = dst[:n]
 	for k := range dst {
-		dst[k] = lad[len(lad)-1-k].level(side)
+		dst[k] = b.level(side, lad[len(lad)-1-k])
 	}
 	return dst
 }
@@ -81,7 +81,7 @@ func (b *Book) AppendDepth(side Side, dst []Level, n int) []Level {
 		n = len(lad)
 	}
 	for k := 0; k < n; k++ {
-		dst = append(dst, lad[len(lad)-1-k].level(side))
+		dst = append(dst, b.level(side, lad[len(lad)-1-k]))
 	}
 	return dst
 }
@@ -105,15 +105,16 @@ func (b *Book) Queue(side Side, price uint32, dst []OrderInfo) []OrderInfo {
 		return dst
 	}
 	orders := b.bs.orders
-	for oi := b.sides[side][i].head; oi != none && len(dst) < cap(dst); oi = orders[oi].next {
+	for oi := b.bs.levels[b.sides[side][i].lvl].head; oi != none && len(dst) < cap(dst); oi = orders[oi].next {
 		o := &orders[oi]
 		dst = append(dst, OrderInfo{Ref: o.ref, Side: o.side, Price: o.price, Shares: o.shares})
 	}
 	return dst
 }
 
-func (r *rung) level(side Side) Level {
-	return Level{Price: sideKey(side, r.key), Shares: r.shares, Orders: r.orders}
+func (b *Book) level(side Side, r rung) Level {
+	l := &b.bs.levels[r.lvl]
+	return Level{Price: sideKey(side, r.key), Shares: l.shares, Orders: l.orders}
 }
 
 // Last returns the price and size of the last printable trade (E, printable

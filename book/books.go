@@ -56,18 +56,30 @@ type order struct {
 	locate uint16
 	side   Side
 	_      uint8
-	rung   uint32 // position of its level from the ladder's top (best) when last known (a hint)
+	level  int32 // its price level: index in Books.levels
 }
 
-// rung is one price level in a side's ladder: the levels of a side sorted by
-// key, best last. key is the price for bids and ^price for asks, so a larger
-// key is always a better price. Its orders form an intrusive FIFO head..tail.
+// rung is one entry of a side's ladder: the levels of a side sorted by key,
+// best last. key is the price for bids and ^price for asks, so a larger key
+// is always a better price. The ladder holds only the key and where the
+// level is, so a search reads 8 bytes a level and a level that empties
+// moves 8 bytes per level above it.
 type rung struct {
-	key    uint32
-	orders uint32
+	key uint32
+	lvl int32 // index in Books.levels; links the free arrays of the ladder block
+}
+
+// priceLevel is one live price level; 32 bytes, two per cache line. It
+// stays where it is while it lives, so an order reaches its level in one
+// load, whatever levels are added or removed around it. Its orders form an
+// intrusive FIFO head..tail.
+type priceLevel struct {
 	shares uint64
-	head   int32 // oldest order
-	tail   int32 // newest order
+	orders uint32
+	key    uint32 // as in its rung
+	head   int32  // oldest order; the free list link of a free level
+	tail   int32  // newest order
+	_      uint64
 }
 
 func sideKey(s Side, price uint32) uint32 {
@@ -92,7 +104,10 @@ type Books struct {
 	ovfFree   int32
 	maxOrders uint64
 	maxLevels uint64
-	books     []Book     // index = locate
+	books     []Book // index = locate
+	levels    []priceLevel
+	levelUsed int32      // levels[:levelUsed] have been handed out
+	levelFree int32      // first free level below levelUsed, linked through head; none when none
 	trades    []tradeRec // the last trades by match number, for broken trades
 	tradeMask uint64
 	ladders   ladders // the rung arrays of every book's ladders
@@ -123,11 +138,13 @@ func New(cfg Config) (*Books, error) {
 		trades:    make([]tradeRec, cfg.TradeMemory),
 		tradeMask: uint64(cfg.TradeMemory - 1),
 		ladders:   ladders{mem: make([]rung, ladderRungs(cfg.MaxLevels))},
+		levels:    make([]priceLevel, cfg.MaxLevels),
 	}
 	prepare(bs.orders)
 	prepare(bs.ovf)
 	prepare(bs.trades)
 	prepare(bs.ladders.mem)
+	prepare(bs.levels)
 	bs.Reset()
 	return bs, nil
 }
@@ -144,6 +161,7 @@ func (bs *Books) Reset() {
 	}
 	bs.orders[len(bs.orders)-1].next = none
 	bs.ovfFree = int32(home)
+	bs.levelUsed, bs.levelFree = 0, none
 	for i := range bs.books {
 		b := &bs.books[i]
 		*b = Book{bs: bs, locate: uint16(i), sides: [2][]rung{b.sides[0][:0], b.sides[1][:0]}}
@@ -345,6 +363,7 @@ func (bs *Books) add(b *Book, ref uint64, side Side, shares, price uint32) bool 
 		}
 		lad = b.insertRung(side, i, key)
 	}
+	li := lad[i].lvl
 	if homeTaken {
 		oi = bs.ovfFree
 		o = &bs.orders[oi]
@@ -352,26 +371,26 @@ func (bs *Books) add(b *Book, ref uint64, side Side, shares, price uint32) bool 
 		bs.ovf[slot] = uint64(oi+1)<<32 | uint64(uint32(ref))
 		bs.stats.Overflowed++
 	}
-	r := &lad[i]
+	l := &bs.levels[li]
 	// Field by field, not a composite literal: the literal was built on the
 	// stack with narrow stores and copied with 16-byte loads, which cannot
 	// be forwarded from them (a stall on every add in the profile).
 	o.ref = ref
 	o.price = price
 	o.shares = shares
-	o.prev = r.tail
+	o.prev = l.tail
 	o.next = none
 	o.locate = b.locate
 	o.side = side
-	o.rung = uint32(len(lad) - 1 - i)
-	if r.tail != none {
-		bs.orders[r.tail].next = oi
+	o.level = li
+	if l.tail != none {
+		bs.orders[l.tail].next = oi
 	} else {
-		r.head = oi
+		l.head = oi
 	}
-	r.tail = oi
-	r.orders++
-	r.shares += uint64(shares)
+	l.tail = oi
+	l.orders++
+	l.shares += uint64(shares)
 	b.orders++
 	bs.stats.Orders++
 	// References grow through the day: start loading the home slot of a
@@ -415,99 +434,74 @@ func search(lad []rung, key uint32) (int, bool) {
 	return 0, false
 }
 
-// insertRung inserts an empty level with key at index i of side's ladder
-// and returns the ladder.
+// insertRung inserts a new empty level with key at index i of side's
+// ladder and returns the ladder. The caller has checked Config.MaxLevels,
+// so a level is free.
 func (b *Book) insertRung(side Side, i int, key uint32) []rung {
+	bs := b.bs
+	li := bs.levelFree
+	if li != none {
+		bs.levelFree = bs.levels[li].head
+	} else {
+		li = bs.levelUsed
+		bs.levelUsed++
+	}
+	l := &bs.levels[li]
+	l.shares, l.orders, l.key, l.head, l.tail = 0, 0, key, none, none
 	lad := b.sides[side]
 	n := len(lad)
 	if n == cap(lad) {
-		lad = b.bs.ladders.grow(lad)
+		lad = bs.ladders.grow(lad)
 	}
 	lad = lad[:n+1]
 	for j := n; j > i; j-- { // usually none or a few rungs: cheaper than a copy call
 		lad[j] = lad[j-1]
 	}
-	lad[i] = rung{key: key, head: none, tail: none}
+	lad[i] = rung{key: key, lvl: li}
 	b.sides[side] = lad
-	b.bs.stats.Levels++
+	bs.stats.Levels++
 	return lad
 }
 
-// rungOf returns the level of order o, which must be live in b.
-func (b *Book) rungOf(o *order) *rung {
-	lad := b.sides[o.side]
-	return &lad[rungIndex(lad, o)]
-}
-
-// rungIndex returns the index of live order o's level in its ladder: the
-// order's hint when still right (no level was inserted or removed above it
-// since it was set), else found from the hint. The hint counts from the top:
-// on the generated day's mix it goes stale on 23% of removals, an index from
-// the bottom on 43%.
-func rungIndex(lad []rung, o *order) int {
-	key := sideKey(o.side, o.price)
-	if h := len(lad) - 1 - int(o.rung); h >= 0 && lad[h].key == key {
-		return h
+// removeRung takes the empty level li with key out of side's ladder and
+// frees it. Levels empty mostly near the top (the end), so it searches from
+// there; a key missing from the ladder (a broken invariant, never seen)
+// leaves the ladder as it is.
+func (b *Book) removeRung(side Side, key uint32, li int32) {
+	lad := b.sides[side]
+	i, found := search(lad, key)
+	if !found {
+		return
 	}
-	return o.rehint(lad, key)
-}
-
-// rehint finds key, the level of live order o, from o's stale hint and
-// updates the hint. A stale hint is off by the levels inserted or removed
-// above it since it was set: usually one or two rungs, so it walks a few
-// rungs from the hint toward key before falling back to a search.
-func (o *order) rehint(lad []rung, key uint32) int {
-	h := min(max(len(lad)-1-int(o.rung), 0), len(lad)-1)
-	i := -1
-	if h >= 0 {
-		if lad[h].key < key {
-			for j := h + 1; j < len(lad) && j <= h+4; j++ {
-				if lad[j].key >= key {
-					i = j
-					break
-				}
-			}
-		} else {
-			for j := h - 1; j >= 0 && j >= h-4; j-- {
-				if lad[j].key <= key {
-					i = j
-					break
-				}
-			}
-		}
+	for j := i + 1; j < len(lad); j++ { // usually none or a few rungs: cheaper than a copy call
+		lad[j-1] = lad[j]
 	}
-	if i < 0 || lad[i].key != key {
-		i, _ = search(lad, key)
-	}
-	o.rung = uint32(len(lad) - 1 - i)
-	return i
+	b.sides[side] = lad[:len(lad)-1]
+	bs := b.bs
+	bs.levels[li].head = bs.levelFree
+	bs.levelFree = li
+	bs.stats.Levels--
 }
 
 // remove unlinks live order oi of book b and frees its slot.
 func (bs *Books) remove(b *Book, oi int32) {
 	orders := bs.orders
 	o := &orders[oi]
-	side := o.side & 1
-	lad := b.sides[side]
-	key := sideKey(side, o.price)
-	i := len(lad) - 1 - int(o.rung)
-	if i < 0 || lad[i].key != key {
-		i = o.rehint(lad, key)
-	}
-	r := &lad[i]
+	li := o.level
+	l := &bs.levels[li]
 	prev, next := o.prev, o.next
 	if prev != none {
 		orders[prev].next = next
 	} else {
-		r.head = next
+		l.head = next
 	}
 	if next != none {
 		orders[next].prev = prev
 	} else {
-		r.tail = prev
+		l.tail = prev
 	}
-	r.orders--
-	r.shares -= uint64(o.shares)
+	l.orders--
+	l.shares -= uint64(o.shares)
 	o.shares = 0
 	if uint64(oi) > bs.homeMask {
 		slot, _ := bs.ovfProbe(o.ref)
@@ -518,12 +512,8 @@ func (bs *Books) remove(b *Book, oi int32) {
 	}
 	b.orders--
 	bs.stats.Orders--
-	if r.orders == 0 {
-		for j := i + 1; j < len(lad); j++ { // usually none or a few rungs: cheaper than a copy call
-			lad[j-1] = lad[j]
-		}
-		b.sides[side] = lad[:len(lad)-1]
-		bs.stats.Levels--
+	if l.orders == 0 {
+		b.removeRung(o.side&1, l.key, li)
 	}
 }
 
@@ -555,7 +545,7 @@ func (bs *Books) reduce(b *Book, oi int32, shares uint32, over *uint64) {
 	switch {
 	case shares < o.shares:
 		o.shares -= shares
-		b.rungOf(o).shares -= uint64(shares)
+		bs.levels[o.level].shares -= uint64(shares)
 	case shares == o.shares:
 		bs.remove(b, oi)
 	default:

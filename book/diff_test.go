@@ -253,6 +253,7 @@ func checkInvariants(bs *Books) error {
 			live, overflowed, ovfEntries, free, bs.stats.Orders, bs.stats.Overflowed)
 	}
 	levels := 0
+	levelSeen := make([]bool, bs.levelUsed)
 	for b := range bs.All() {
 		n := 0
 		for side := Bid; side <= Ask; side++ {
@@ -263,19 +264,27 @@ func checkInvariants(bs *Books) error {
 					return errorf("locate %d %v: ladder not sorted at %d", b.locate, side, k)
 				}
 				price := sideKey(side, r.key)
+				if r.lvl < 0 || r.lvl >= bs.levelUsed || levelSeen[r.lvl] {
+					return errorf("locate %d %v level %d: level index %d bad or shared", b.locate, side, price, r.lvl)
+				}
+				levelSeen[r.lvl] = true
+				l := &bs.levels[r.lvl]
+				if l.key != r.key {
+					return errorf("locate %d %v level %d: level key %d, rung key %d", b.locate, side, price, l.key, r.key)
+				}
 				var sh uint64
 				var cnt uint32
 				prev := int32(none)
-				for oi := r.head; oi != none; oi = bs.orders[oi].next {
+				for oi := l.head; oi != none; oi = bs.orders[oi].next {
 					o := &bs.orders[oi]
-					if o.prev != prev || o.side != side || o.locate != b.locate || o.price != price || o.shares == 0 {
+					if o.prev != prev || o.side != side || o.locate != b.locate || o.price != price || o.shares == 0 || o.level != r.lvl {
 						return errorf("locate %d %v: order %d links/fields wrong", b.locate, side, oi)
 					}
 					sh += uint64(o.shares)
 					cnt++
 					prev = oi
 				}
-				if prev != r.tail || sh != r.shares || cnt != r.orders || cnt == 0 {
+				if prev != l.tail || sh != l.shares || cnt != l.orders || cnt == 0 {
 					return errorf("locate %d %v level %d: totals wrong", b.locate, side, price)
 				}
 				n += int(cnt)
@@ -288,6 +297,17 @@ func checkInvariants(bs *Books) error {
 	}
 	if uint64(levels) != bs.stats.Levels {
 		return errorf("ladders hold %d levels, stats %d", levels, bs.stats.Levels)
+	}
+	freeLevels := 0
+	for li := bs.levelFree; li != none; li = bs.levels[li].head {
+		if li < 0 || li >= bs.levelUsed || levelSeen[li] || freeLevels > len(levelSeen) {
+			return errorf("free level %d is live, out of range or in a loop", li)
+		}
+		levelSeen[li] = true
+		freeLevels++
+	}
+	if levels+freeLevels != int(bs.levelUsed) {
+		return errorf("%d live and %d free levels, %d handed out", levels, freeLevels, bs.levelUsed)
 	}
 	return nil
 }

@@ -16,7 +16,7 @@ import (
 type ladders struct {
 	mem  []rung
 	used int       // mem[:used] has been handed out
-	free [32]int32 // per size class: 1 + offset in mem of the first free array, 0: none; linked through rung.head
+	free [32]int32 // per size class: 1 + offset in mem of the first free array, 0: none; linked through rung.lvl
 }
 
 // minLadder is the capacity of a side's first ladder array.
@@ -38,7 +38,7 @@ func (l *ladders) grow(lad []rung) []rung {
 	var grown []rung
 	if k := ladderClass(c); l.free[k] != 0 {
 		off := int(l.free[k] - 1)
-		l.free[k] = l.mem[off].head
+		l.free[k] = l.mem[off].lvl
 		grown = l.mem[off : off+len(lad) : off+c]
 	} else if l.used+c <= len(l.mem) {
 		off := l.used
@@ -65,6 +65,6 @@ func (l *ladders) put(s []rung) {
 	}
 	off := int((p - base) / size)
 	k := ladderClass(cap(s))
-	l.mem[off].head = l.free[k]
+	l.mem[off].lvl = l.free[k]
 	l.free[k] = int32(off + 1)
 }

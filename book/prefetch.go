@@ -7,18 +7,19 @@ import (
 	"github.com/marketfeed/feedhandler/feed/itch"
 )
 
-// refAt marks the message types that name an order: 1 for those whose
-// order reference is at offset 11 (A, F, E, C, X, D), 2 for the replace
-// (U), which names a second, new reference at offset 19.
-var refAt = [256]uint8{
-	itch.TypeAddOrder: 1, itch.TypeAddOrderMPID: 1, itch.TypeOrderExecuted: 1,
-	itch.TypeOrderExecutedWithPrice: 1, itch.TypeOrderCancel: 1, itch.TypeOrderDelete: 1,
-	itch.TypeOrderReplace: 2,
+// refAt marks the message types that name a resting order, at offset 11:
+// E, C, X, D and U (its original order). Adds (A, F) and the new order of a
+// replace are left out: their references come from the day's increasing
+// sequence, and every add prefetches the home slot of the reference
+// addPrefetch ahead of its own, so those slots are loaded already.
+var refAt = [256]bool{
+	itch.TypeOrderExecuted: true, itch.TypeOrderExecutedWithPrice: true, itch.TypeOrderCancel: true,
+	itch.TypeOrderDelete: true, itch.TypeOrderReplace: true,
 }
 
-// Prefetch starts loading the order slots that Apply(m) will read: the home
-// slot of the order m names (A, F, E, C, X, D, U) and of the new order of a
-// replace. It is a hint to the CPU: it changes nothing, never faults, and
+// Prefetch starts loading the order slot that Apply(m) will read for a
+// message naming a resting order (E, C, X, D, U): the home slot of its
+// reference. It is a hint to the CPU: it changes nothing, never faults, and
 // costs a few nanoseconds; any other message, or one too short, is ignored.
 //
 // Call it on a message some way ahead of the one being applied, so that the
@@ -28,17 +29,10 @@ var refAt = [256]uint8{
 // about a hundred, so 8 to 32 messages ahead is enough (PrefetchAhead).
 // Apply's result does not depend on whether, or how far ahead, Prefetch ran.
 func (bs *Books) Prefetch(m itch.Msg) {
-	if len(m) < itch.HeaderLen+8 {
-		return
-	}
-	k := refAt[m[0]]
-	if k == 0 {
+	if len(m) < itch.HeaderLen+8 || !refAt[m[0]] {
 		return
 	}
 	prefetch(uintptr(unsafe.Pointer(&bs.orders[binary.BigEndian.Uint64(m[itch.HeaderLen:])&bs.homeMask])))
-	if k == 2 && len(m) >= itch.HeaderLen+16 {
-		prefetch(uintptr(unsafe.Pointer(&bs.orders[binary.BigEndian.Uint64(m[itch.HeaderLen+8:])&bs.homeMask])))
-	}
 }
 
 // PrefetchAhead is how many messages ahead of Apply a caller with a

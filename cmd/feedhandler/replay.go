@@ -8,6 +8,7 @@ import (
 	"io"
 	"math/bits"
 	"os"
+	"runtime"
 	"runtime/pprof"
 	"time"
 
@@ -38,8 +39,10 @@ type replayReport struct {
 	SetupMs       float64           `json:"setup_ms"` // allocating the books and mapping the input
 	WallMs        float64           `json:"wall_ms"`  // reading, parsing and applying every message
 	NsPerMsg      float64           `json:"ns_per_msg"`
-	CPUMs         float64           `json:"cpu_ms"`         // user+system CPU of the process during the loop
-	CPUNsPerMsg   float64           `json:"cpu_ns_per_msg"` // the figure to trust on a busy machine
+	CPUMs         float64           `json:"cpu_ms"`                    // user+system CPU of the process during the loop
+	CPUNsPerMsg   float64           `json:"cpu_ns_per_msg"`            // the figure to trust on a busy machine
+	LoopFaults    int64             `json:"loop_page_faults"`          // minor+major page faults of the loop's thread during the loop
+	LoopPreempted int64             `json:"loop_involuntary_switches"` // times the loop's thread lost its CPU to another thread
 	MsgsPerSec    float64           `json:"msgs_per_sec"`
 	Latency       latencyReport     `json:"apply_latency"`
 	Instruments   int               `json:"instruments"` // announced
@@ -144,6 +147,11 @@ func replay(args []string, stdout, stderr io.Writer) error {
 		scan.Reset(data)
 	}
 	setup := time.Since(t0)
+	// The loop runs on this thread alone, so its faults and preemptions
+	// can be counted per thread.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	ru0 := rusage()
 	cpu0 := cpuTime()
 	rp.start = time.Now()
 	rp.lastProgress = rp.start
@@ -173,6 +181,7 @@ func replay(args []string, stdout, stderr io.Writer) error {
 	}
 	wall := time.Since(rp.start)
 	cpu := cpuTime() - cpu0
+	ru1 := rusage()
 	n, hist := rp.n, &rp.hist
 
 	st := bs.Stats()
@@ -188,6 +197,8 @@ func replay(args []string, stdout, stderr io.Writer) error {
 		rep.CPUNsPerMsg = float64(cpu.Nanoseconds()) / float64(n)
 	}
 	rep.CPUMs = float64(cpu.Microseconds()) / 1e3
+	rep.LoopFaults = (ru1.Minflt + ru1.Majflt) - (ru0.Minflt + ru0.Majflt)
+	rep.LoopPreempted = ru1.Nivcsw - ru0.Nivcsw
 	rep.Latency = latencyReport{
 		Method:  fmt.Sprintf("every %dth message timed with two monotonic clock reads around Apply (parse of the message body and book update; not file reading)", latencySampleEvery),
 		Samples: hist.n, P50: hist.quantile(0.5), P99: hist.quantile(0.99), P999: hist.quantile(0.999),
@@ -232,7 +243,8 @@ func replay(args []string, stdout, stderr io.Writer) error {
 	fmt.Fprintf(stdout, "file          %s (%s)\n", rep.File, rep.Format)
 	fmt.Fprintf(stdout, "messages      %d in %.3f s: %.1f ns/msg, %.2f M msg/s (setup %.1f ms)\n",
 		rep.Messages, rep.WallMs/1e3, rep.NsPerMsg, rep.MsgsPerSec/1e6, rep.SetupMs)
-	fmt.Fprintf(stdout, "cpu           %.3f s: %.1f ns/msg (user+system, whole process)\n", rep.CPUMs/1e3, rep.CPUNsPerMsg)
+	fmt.Fprintf(stdout, "cpu           %.3f s: %.1f ns/msg (user+system, whole process); in the loop %d page faults, %d preemptions\n",
+		rep.CPUMs/1e3, rep.CPUNsPerMsg, rep.LoopFaults, rep.LoopPreempted)
 	fmt.Fprintf(stdout, "apply latency p50 %.0f ns, p99 %.0f ns, p99.9 %.0f ns, max %.0f ns (%d samples, 1 in %d; timer overhead %.0f ns included)\n",
 		rep.Latency.P50, rep.Latency.P99, rep.Latency.P999, rep.Latency.Max, rep.Latency.Samples, latencySampleEvery, overhead)
 	fmt.Fprintf(stdout, "books         %d instruments, %d with orders, %d orders, %d levels (%d orders in overflow slots)\n",
@@ -445,6 +457,12 @@ func mapFile(path string) (data []byte, unmap func(), err error) {
 		return nil, nil, fmt.Errorf("read input %s: %w", path, err)
 	}
 	return data, func() { _ = unix.Munmap(data) }, nil
+}
+
+// rusage returns the calling thread's resource usage (zero on error).
+func rusage() (ru unix.Rusage) {
+	_ = unix.Getrusage(unix.RUSAGE_THREAD, &ru)
+	return ru
 }
 
 // cpuTime returns the user+system CPU time of the process.
