@@ -55,8 +55,9 @@
 // New allocates the order storage up front from Config (and touches it, asking
 // for transparent huge pages on Linux, so no page fault or TLB storm hits the
 // apply path): RefTableSize home slots plus Overflow slots of 32 bytes, the
-// overflow hash table, TradeMemory trade records of 32 bytes, a block of
-// 2*MaxLevels rungs (24 bytes) for the level ladders and MaxLocates books. An add beyond MaxOrders live
+// overflow hash table, TradeMemory trade records of 32 bytes, MaxLevels price
+// levels of 32 bytes, a block of 2*MaxLevels rungs (8 bytes) for the level
+// ladders and MaxLocates books. An add beyond MaxOrders live
 // orders, beyond the overflow slots, or beyond MaxLevels live price levels is
 // dropped and counted (OrderCapacity, LevelCapacity); Books.Err returns the
 // first such error (errors.Is ErrOrderCapacity, ...). A side's ladder grows
@@ -84,17 +85,21 @@
 // Deletes, executes, cancels and replace name older orders, whose slots are
 // rarely in cache. A caller holding messages ahead of the one it applies
 // calls Books.Prefetch on the message PrefetchAhead ahead: `feedhandler
-// replay` runs a second cursor over the file; a live pipeline calls it on
-// the messages of the batch in hand (BenchmarkApplyBatch measures both
-// shapes). Prefetch changes no result.
+// replay` runs a second cursor over the file (BenchmarkApplyBatch measures
+// the live shapes, where the lookahead is the batch in hand). Prefetch
+// changes no result.
 //
-// Each side of a book is a ladder: its price levels (price, total shares,
-// order count, FIFO head and tail) inline in one array sorted by price with
-// the best last, so the best bid and offer are O(1), depth N reads N
-// contiguous entries, and finding a level walks a few rungs from the top
-// before bisecting. An order remembers the position of its level from the
-// top as a hint, checked against the price before use and, when levels
-// moved, corrected by walking a few rungs from it.
+// Price levels (total shares, order count, FIFO head and tail, 32 bytes)
+// live in one pool of MaxLevels entries, handed out from a free list, and
+// stay where they are while they live: an order holds the index of its
+// level, so an execute, cancel or delete reaches the level in one load,
+// whatever levels were added or removed around it. Each side of a book is
+// a ladder: one array of rungs (price key and level index, 8 bytes) sorted
+// by price with the best last, so the best bid and offer are O(1), depth N
+// reads N rungs, and an add finds its level by walking a few rungs from the
+// top before bisecting. A removal that empties a level (about one in five
+// on the generated day) searches the ladder from the top for its rung,
+// moves the better rungs down by one and frees the level.
 //
 // # Output
 //
