@@ -302,15 +302,44 @@ func (rp *replayer) apply(m itch.Msg) {
 }
 
 // applyFile applies every message of a BinaryFILE in data. A block holding
-// a known type of exactly its length is framed by applyFramed, without a
-// call per message; any other block (an unknown type, a short or long
-// message, a truncated end) goes through scan, which counts it, skips what
-// can be skipped and returns the error that stops the replay. The messages
-// applied and the counts are those of scanning data with scan alone.
+// a known type of exactly its length is framed here, without a call per
+// message; any other block (an unknown type, a short or long message, a
+// truncated end) goes through scan, which counts it, skips what can be
+// skipped and returns the error that stops the replay. The messages applied
+// and the counts are those of scanning data with scan alone.
+//
+// A second cursor runs book.PrefetchAhead blocks ahead and hands each block
+// to Books.Prefetch, so the order slots a delete, execute, cancel or replace
+// reads are in cache when Apply gets to it. It only hints: a block it frames
+// wrongly (it checks only that the block fits in data) costs a wasted load.
 func (rp *replayer) applyFile(data []byte, scan *itch.Scanner) error {
+	bs := rp.bs
 	off := 0
 	for {
-		off = rp.applyFramed(data, off)
+		pf := prefetchBlocks(bs, data, off, book.PrefetchAhead)
+		for off+itch.BlockHeaderLen < len(data) {
+			n := int(data[off])<<8 | int(data[off+1])
+			start := off + itch.BlockHeaderLen
+			if n == 0 || n > len(data)-start || n != itch.Length(data[start]) {
+				break
+			}
+			m := itch.Msg(data[start : start+n : start+n])
+			off = start + n
+			if pf+itch.BlockHeaderLen < len(data) { // prefetchBlocks(bs, data, pf, 1), by hand
+				pn := int(data[pf])<<8 | int(data[pf+1])
+				if end := pf + itch.BlockHeaderLen + pn; end <= len(data) {
+					bs.Prefetch(data[pf+itch.BlockHeaderLen : end])
+					pf = end
+				}
+			}
+			// rp.apply, by hand: it does not inline here
+			rp.n++
+			if rp.n%latencySampleEvery != 0 {
+				bs.Apply(m)
+			} else {
+				rp.sample(m)
+			}
+		}
 		if off == len(data) {
 			return nil
 		}
@@ -327,58 +356,19 @@ func (rp *replayer) applyFile(data []byte, scan *itch.Scanner) error {
 	}
 }
 
-// frameRing holds the offsets of the blocks framed and not yet applied: a
-// power of two above book.PrefetchAhead.
-const frameRing = 32
-
-// applyFramed applies the blocks of data from off on that hold a known
-// type of exactly its length, and returns the offset of the first block
-// that does not (len(data) at the end). Each block is framed once, by a
-// cursor book.PrefetchAhead blocks ahead of the one applied, which hands it
-// to Books.Prefetch, so the order slot a delete, execute, cancel or replace
-// reads is in cache when Apply gets to it, and keeps its offset in a ring
-// for Apply's turn.
-func (rp *replayer) applyFramed(data []byte, off int) int {
-	bs := rp.bs
-	var ring [frameRing]int // start of each framed block's message
-	var framed, applied uint
-	n := rp.n
-	fr := off // the next block to frame
-	more := true
-	for {
-		for more && framed-applied < book.PrefetchAhead {
-			if fr+itch.BlockHeaderLen >= len(data) {
-				more = false
-				break
-			}
-			ln := int(data[fr])<<8 | int(data[fr+1])
-			start := fr + itch.BlockHeaderLen
-			if ln == 0 || ln > len(data)-start || ln != itch.Length(data[start]) {
-				more = false
-				break
-			}
-			ring[framed%frameRing] = start
-			framed++
-			fr = start + ln
-			bs.Prefetch(data[start:fr])
+// prefetchBlocks calls bs.Prefetch on up to k blocks of data from offset
+// off and returns the offset after the last one.
+func prefetchBlocks(bs *book.Books, data []byte, off, k int) int {
+	for ; k > 0 && off+itch.BlockHeaderLen < len(data); k-- {
+		n := int(data[off])<<8 | int(data[off+1])
+		end := off + itch.BlockHeaderLen + n
+		if end > len(data) {
+			break
 		}
-		if applied == framed {
-			rp.n = n
-			return fr
-		}
-		start := ring[applied%frameRing]
-		applied++
-		end := start + itch.Length(data[start])
-		m := itch.Msg(data[start:end:end])
-		// rp.apply, by hand: it does not inline here
-		n++
-		if n%latencySampleEvery != 0 {
-			bs.Apply(m)
-		} else {
-			rp.n = n
-			rp.sample(m)
-		}
+		bs.Prefetch(data[off+itch.BlockHeaderLen : end])
+		off = end
 	}
+	return off
 }
 
 // sample applies m timed; kept out of apply so that apply inlines.
