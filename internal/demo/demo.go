@@ -14,6 +14,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"sort"
 	"strings"
@@ -125,6 +126,15 @@ type Options struct {
 	// Mode is the handler's pipeline mode (default: run to completion on
 	// the receive thread); ModeSharded runs two unpinned shard threads.
 	Mode handler.Mode
+	// Pin, on a machine with two or more CPUs, pins the sender's thread to
+	// CPU 0 (on a veth the kernel's receive work, XDP included, runs in
+	// softirq on the sender's CPU) and the handler's receive thread to the
+	// last CPU, so that the two do not take turns on one CPU.
+	Pin bool
+	// Spin is how long the receive thread polls its rings before it
+	// blocks (rx.Config.Spin; AF_XDP only): spinning, a packet needs no
+	// scheduler wakeup to reach the handler.
+	Spin time.Duration
 }
 
 // Result is what a run saw.
@@ -197,6 +207,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 				{Name: "B", Interface: lab.DstIf, Group: o.LineB.Addr(), Port: o.LineB.Port()},
 			},
 			Backend: o.Backend,
+			Spin:    o.Spin,
 			Log:     o.Log,
 		},
 		Session: o.Day.Session,
@@ -233,6 +244,10 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	}
 	if o.Mode == handler.ModeSharded {
 		hc.ShardCores = []int{-1, -1}
+	}
+	pin := o.Pin && runtime.NumCPU() >= 2
+	if pin {
+		hc.ReceiveCore = runtime.NumCPU() - 1
 	}
 	if o.Configure != nil {
 		o.Configure(&hc)
@@ -278,9 +293,13 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		},
 		Rate: o.Rate,
 		Seed: 7,
-		// Pace without spinning: on this 2-core lab a spinning sender
-		// takes a whole CPU from the handler it measures.
-		SleepOnly: true,
+		// Pace by deadline, sleeping in clock_nanosleep with 1 ns timer
+		// slack: a spinning sender would take a whole CPU of this small
+		// lab from the handler it measures, and Go's timers overshoot
+		// into bursts.
+		Deadline: true,
+		Pin:      pin,
+		CPU:      0,
 	}
 	if o.Hostile != nil {
 		hs, err := startHostile(lab, &o)

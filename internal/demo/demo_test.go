@@ -125,11 +125,24 @@ func TestEndToEnd(t *testing.T) { forEachMode(t, testEndToEnd) }
 
 func testEndToEnd(t *testing.T, mode handler.Mode) {
 	needLab(t)
-	for _, backend := range []string{"xdp", "uring", "socket"} {
+	backends := []string{"xdp", "uring", "socket"}
+	if mode == handler.ModeRunToCompletion {
+		// What `feedhandler demo` runs (in run to completion only: on 2
+		// CPUs a spinning receive thread would starve the shard threads).
+		backends = append(backends, "xdp-pinned-spinning")
+	}
+	for _, backend := range backends {
 		t.Run(backend, func(t *testing.T) {
-			res := run(t, mode, Options{Backend: backend, LossA: 0.05})
-			if !strings.HasPrefix(res.Backend, backend) {
-				t.Errorf("backend %q, want %s", res.Backend, backend)
+			o := Options{Backend: backend, LossA: 0.05}
+			if backend == "xdp-pinned-spinning" {
+				o.Backend, o.Pin, o.Spin = "xdp", true, time.Millisecond
+			}
+			res := run(t, mode, o)
+			if !strings.HasPrefix(res.Backend, o.Backend) {
+				t.Errorf("backend %q, want %s", res.Backend, o.Backend)
+			}
+			if o.Spin > 0 && !strings.Contains(res.Backend, "spin") {
+				t.Errorf("backend %q does not say it spins", res.Backend)
 			}
 			checkIdentical(t, res)
 			if res.Stats.Arbiter.Lines[0].LineGaps == 0 {
