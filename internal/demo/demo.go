@@ -135,6 +135,15 @@ type Options struct {
 	// blocks (rx.Config.Spin; AF_XDP only): spinning, a packet needs no
 	// scheduler wakeup to reach the handler.
 	Spin time.Duration
+	// SenderNice, if not 0, is the sender process's nice value (see
+	// Renice; the caller renices its own process, the handler's).
+	SenderNice int
+	// RingSize is the receive ring size (rx.Config.RingSize; 0: the
+	// backend's default, 4096 frames with AF_XDP). The demo uses 16384:
+	// about a quarter second of both lines at its rate, so that a handler
+	// losing its CPU for tens of milliseconds on a shared machine shows
+	// in the latency, not as packets the kernel dropped on both lines.
+	RingSize int
 }
 
 // Result is what a run saw.
@@ -206,9 +215,10 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 				{Name: "A", Interface: lab.DstIf, Group: o.LineA.Addr(), Port: o.LineA.Port()},
 				{Name: "B", Interface: lab.DstIf, Group: o.LineB.Addr(), Port: o.LineB.Port()},
 			},
-			Backend: o.Backend,
-			Spin:    o.Spin,
-			Log:     o.Log,
+			Backend:  o.Backend,
+			Spin:     o.Spin,
+			RingSize: o.RingSize,
+			Log:      o.Log,
 		},
 		Session: o.Day.Session,
 		// The lab's sender writes the A and B copies of a packet in one
@@ -317,7 +327,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		}
 		done := make(chan sent, 1)
 		go func() {
-			st, err := send(ctx, lab, dir, pkts, scfg, progress)
+			st, err := send(ctx, lab, dir, pkts, scfg, progress, o.SenderNice)
 			done <- sent{st, err}
 		}()
 	wait:
@@ -338,7 +348,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		r := <-done
 		res.Sender, err = r.st, r.err
 	} else {
-		res.Sender, err = send(ctx, lab, dir, pkts, scfg, progress)
+		res.Sender, err = send(ctx, lab, dir, pkts, scfg, progress, o.SenderNice)
 	}
 	res.SendTime = time.Since(start)
 	if err != nil {

@@ -135,7 +135,7 @@ func testEndToEnd(t *testing.T, mode handler.Mode) {
 		t.Run(backend, func(t *testing.T) {
 			o := Options{Backend: backend, LossA: 0.05}
 			if backend == "xdp-pinned-spinning" {
-				o.Backend, o.Pin, o.Spin = "xdp", true, time.Millisecond
+				o.Backend, o.Pin, o.Spin, o.RingSize = "xdp", true, time.Millisecond, 16384
 			}
 			res := run(t, mode, o)
 			if !strings.HasPrefix(res.Backend, o.Backend) {
