@@ -37,7 +37,6 @@ func runDemo(args []string) error {
 	mode := fs.String("mode", "run-to-completion", "pipeline mode: run-to-completion (one thread) or sharded (two shard threads)")
 	maxPacket := fs.Int("max-packet", 300, "largest MoldUDP64 packet in bytes: 300 gives about 8.6 messages per packet, like the real feed's; 1400 packs about 50")
 	pinCPUs := fs.Bool("pin", true, "run to completion: pin the sender to CPU 0 and the handler's receive thread to the last CPU")
-	nice := fs.Int("nice", -10, "nice value of the handler's and the sender's processes (0: leave it): a higher weight than the other work of a shared machine")
 	spin := fs.Duration("spin", time.Millisecond, "run to completion: how long the receive thread polls its rings before it sleeps (AF_XDP; 0: sleep in poll(2) at once)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -45,7 +44,7 @@ func runDemo(args []string) error {
 	if os.Geteuid() != 0 {
 		return errors.New("the demo builds network namespaces and loads XDP: run it as root")
 	}
-	o := demo.Options{Backend: "xdp", LossA: *loss, Rate: *rate, ShmName: "demo", Depth: 10, Log: log, Pin: *pinCPUs, Spin: *spin, SenderNice: *nice, RingSize: 16384}
+	o := demo.Options{Backend: "xdp", LossA: *loss, Rate: *rate, ShmName: "demo", Depth: 10, Log: log, Pin: *pinCPUs, Spin: *spin, RingSize: 16384}
 	switch *mode {
 	case "run-to-completion":
 		o.Mode = handler.ModeRunToCompletion
@@ -98,11 +97,6 @@ func runDemo(args []string) error {
 	fmt.Printf("  %d packets dropped on both lines; the handler starts after message %d was sent; recovery: lab re-request server and GLIMPSE snapshot server\n",
 		len(o.Drop), o.StartAtSeq)
 	quietRuntime(log)
-	if *nice != 0 {
-		if err := demo.Renice(*nice); err != nil {
-			return err
-		}
-	}
 	gc0 := gcCycles()
 	res, err := demo.Run(ctx, o)
 	gcRun := gcCycles() - gc0
@@ -216,9 +210,6 @@ func labLine(st handler.Stats, o demo.Options) string {
 	spin := "sleeps in poll(2) between packets"
 	if o.Spin > 0 && strings.HasPrefix(st.Backend, "xdp") {
 		spin = fmt.Sprintf("polls its rings for %v before it sleeps", o.Spin)
-	}
-	if o.SenderNice != 0 {
-		spin += fmt.Sprintf("; handler and sender at nice %d", o.SenderNice)
 	}
 	n := runtime.NumCPU()
 	if o.Pin && n >= 2 {

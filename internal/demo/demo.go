@@ -135,9 +135,6 @@ type Options struct {
 	// blocks (rx.Config.Spin; AF_XDP only): spinning, a packet needs no
 	// scheduler wakeup to reach the handler.
 	Spin time.Duration
-	// SenderNice, if not 0, is the sender process's nice value (see
-	// Renice; the caller renices its own process, the handler's).
-	SenderNice int
 	// RingSize is the receive ring size (rx.Config.RingSize; 0: the
 	// backend's default, 4096 frames with AF_XDP). The demo uses 16384:
 	// about a quarter second of both lines at its rate, so that a handler
@@ -327,7 +324,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		}
 		done := make(chan sent, 1)
 		go func() {
-			st, err := send(ctx, lab, dir, pkts, scfg, progress, o.SenderNice)
+			st, err := send(ctx, lab, dir, pkts, scfg, progress)
 			done <- sent{st, err}
 		}()
 	wait:
@@ -348,7 +345,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		r := <-done
 		res.Sender, err = r.st, r.err
 	} else {
-		res.Sender, err = send(ctx, lab, dir, pkts, scfg, progress, o.SenderNice)
+		res.Sender, err = send(ctx, lab, dir, pkts, scfg, progress)
 	}
 	res.SendTime = time.Since(start)
 	if err != nil {

@@ -11,11 +11,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"syscall"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/marketfeed/feedhandler/feed/dayfile"
 	"github.com/marketfeed/feedhandler/internal/exchange"
@@ -32,28 +29,6 @@ type senderJob struct {
 	// Progress, if set, is a file the sender keeps overwriting with the
 	// highest sequence number it has offered (8 bytes, big endian).
 	Progress string
-	Nice     int // if not 0, the sender process's nice value (Renice)
-}
-
-// Renice sets the nice value of every thread of this process (Linux keeps
-// one per thread; threads started later inherit their creator's). The demo
-// gives its handler and sender a higher weight than the other work of a
-// shared machine, as a production handler gets cores of its own.
-func Renice(n int) error {
-	tasks, err := os.ReadDir("/proc/self/task")
-	if err != nil {
-		return fmt.Errorf("renice: %w", err)
-	}
-	for _, t := range tasks {
-		tid, err := strconv.Atoi(t.Name())
-		if err != nil {
-			continue
-		}
-		if err := unix.Setpriority(unix.PRIO_PROCESS, tid, n); err != nil && !errors.Is(err, unix.ESRCH) {
-			return fmt.Errorf("renice thread %d to %d: %w", tid, n, err)
-		}
-	}
-	return nil
 }
 
 // MaybeSender turns the process into the demo's sender when it was started
@@ -81,11 +56,6 @@ func runSender(spec string) (exchange.Stats, error) {
 	var job senderJob
 	if err := json.Unmarshal([]byte(spec), &job); err != nil {
 		return exchange.Stats{}, err
-	}
-	if job.Nice != 0 {
-		if err := Renice(job.Nice); err != nil {
-			return exchange.Stats{}, err
-		}
 	}
 	f, err := os.Open(job.Packets)
 	if err != nil {
@@ -153,7 +123,7 @@ func readProgress(path string) uint64 {
 
 // send runs the sender process in the lab's source namespace and waits
 // for it. A cancelled ctx kills it.
-func send(ctx context.Context, lab *netlab.Lab, dir string, pkts [][]byte, cfg exchange.Config, progress string, nice int) (exchange.Stats, error) {
+func send(ctx context.Context, lab *netlab.Lab, dir string, pkts [][]byte, cfg exchange.Config, progress string) (exchange.Stats, error) {
 	path := filepath.Join(dir, "packets")
 	f, err := os.Create(path)
 	if err != nil {
@@ -173,7 +143,7 @@ func send(ctx context.Context, lab *netlab.Lab, dir string, pkts [][]byte, cfg e
 	if err := f.Close(); err != nil {
 		return exchange.Stats{}, err
 	}
-	spec, err := json.Marshal(senderJob{Packets: path, Config: cfg, Progress: progress, Nice: nice})
+	spec, err := json.Marshal(senderJob{Packets: path, Config: cfg, Progress: progress})
 	if err != nil {
 		return exchange.Stats{}, err
 	}

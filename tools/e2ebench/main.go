@@ -42,24 +42,17 @@ func main() {
 	runs := flag.Int("runs", 3, "runs per backend and rate (medians reported)")
 	pin := flag.Bool("pin", true, "run to completion: pin the sender to CPU 0 and the receive thread to the last CPU")
 	spin := flag.Duration("spin", time.Millisecond, "run to completion: how long the receive thread polls its rings before it sleeps (AF_XDP; 0: sleep at once)")
-	nice := flag.Int("nice", -10, "nice value of this process (the handler) and the sender (0: leave it)")
 	modes := flag.String("modes", "run-to-completion,sharded", "pipeline modes to compare: run-to-completion, sharded (one shard thread)")
 	maxPacket := flag.Int("max-packet", 300, "largest MoldUDP64 packet in bytes (300: about 8.6 messages per packet, like the real feed's)")
 	flag.Parse()
 
-	if *nice != 0 {
-		if err := demo.Renice(*nice); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			os.Exit(1)
-		}
-	}
 	day, err := demo.GenerateDaySized(*messages, *symbols, 1, *maxPacket)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	fmt.Printf("e2ebench: %d messages, %d packets per line (at most %d bytes, %.1f messages each), %d runs each, medians; pin=%v spin=%v nice=%d; load average %s\n",
-		day.Messages, len(day.Packets), *maxPacket, float64(day.Messages)/float64(len(day.Packets)), *runs, *pin, *spin, *nice, loadAvg())
+	fmt.Printf("e2ebench: %d messages, %d packets per line (at most %d bytes, %.1f messages each), %d runs each, medians; pin=%v spin=%v; load average %s\n",
+		day.Messages, len(day.Packets), *maxPacket, float64(day.Messages)/float64(len(day.Packets)), *runs, *pin, *spin, loadAvg())
 	fmt.Println("rx->pub: kernel receive timestamp (the XDP program's, or SO_TIMESTAMPNS) to shm publish; path: receive-thread pickup to publish;")
 	fmt.Println("lost msgs: messages missing on both lines (in gaps); rx drops: packets the kernel dropped; slips: times the sender fell more than a burst behind its schedule")
 	tw := tabwriter.NewWriter(os.Stdout, 2, 0, 2, ' ', tabwriter.AlignRight)
@@ -91,7 +84,7 @@ func main() {
 				name := b
 				for i := 0; i < *runs; i++ {
 					o := demo.Options{Day: day, Backend: b, Rate: rate, LossA: 0.01, Log: zerolog.Nop(), Mode: mode,
-						ShmName: fmt.Sprintf("e2ebench-%d", os.Getpid()), Timeout: 30 * time.Second, SenderNice: *nice, RingSize: 16384}
+						ShmName: fmt.Sprintf("e2ebench-%d", os.Getpid()), Timeout: 30 * time.Second, RingSize: 16384}
 					if mode == handler.ModeRunToCompletion {
 						// Sharded runs two hot threads: on 2 CPUs a pinned,
 						// spinning receive thread would starve the shard.
