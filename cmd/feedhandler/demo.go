@@ -149,9 +149,10 @@ func printDemo(w io.Writer, day *demo.Day, res *demo.Result, gcRun uint64, o dem
 	fmt.Fprintf(w, "\nsummary\n")
 	fmt.Fprintf(w, "  backend              %s, %s\n", res.Backend, st.Mode)
 	fmt.Fprintf(w, "  messages             %d sent, %d delivered in order, %d applied\n", day.Messages, st.Arbiter.Delivered, st.Applied())
-	fmt.Fprintf(w, "  sender               %d packets (%.1f messages each) at %.0f packets/s per line asked, %.0f reached; A and B copies in one sendmmsg; deadline pacing: %d writes of 2 to %d packets after a late wakeup, %d schedule slips\n",
-		res.Sender.Input, float64(day.Messages)/float64(max(1, len(day.Packets))), o.Rate, float64(res.Sender.Input)/max(res.Sender.Elapsed.Seconds(), 1e-9),
-		res.Sender.Bursts, res.Sender.MaxBurst, res.Sender.Slips)
+	perPkt := float64(day.Messages) / float64(max(1, len(day.Packets)))
+	reached := float64(res.Sender.Input) / max(res.Sender.Elapsed.Seconds(), 1e-9)
+	fmt.Fprintf(w, "  sender               %d packets (%.1f messages each) at %.0f packets/s per line asked, %.0f reached (%.0f messages/s); A and B copies in one sendmmsg; deadline pacing: %d writes of 2 to %d packets after a late wakeup, %d schedule slips\n",
+		res.Sender.Input, perPkt, o.Rate, reached, reached*perPkt, res.Sender.Bursts, res.Sender.MaxBurst, res.Sender.Slips)
 	fmt.Fprintf(w, "  line A               %d packets, %d sequence jumps (sender dropped %d packets), won %d, duplicates %d\n",
 		a.Packets, a.LineGaps, droppedA, a.Won, a.Duplicates)
 	fmt.Fprintf(w, "  line B               %d packets, %d sequence jumps, won %d, duplicates %d\n", b.Packets, b.LineGaps, b.Won, b.Duplicates)
