@@ -35,18 +35,23 @@ func runDemo(args []string) error {
 	rate := fs.Float64("rate", 20000, "packets per second per line")
 	backend := fs.String("backend", "", "receive backend, overriding the config (auto, xdp, uring, socket)")
 	mode := fs.String("mode", "run-to-completion", "pipeline mode: run-to-completion (one thread) or sharded (two shard threads)")
+	maxPacket := fs.Int("max-packet", 300, "largest MoldUDP64 packet in bytes: 300 gives about 8.6 messages per packet, like the real feed's; 1400 packs about 50")
+	pinCPUs := fs.Bool("pin", true, "run to completion: pin the sender to CPU 0 and the handler's receive thread to the last CPU")
+	spin := fs.Duration("spin", time.Millisecond, "run to completion: how long the receive thread polls its rings before it sleeps (AF_XDP; 0: sleep in poll(2) at once)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if os.Geteuid() != 0 {
 		return errors.New("the demo builds network namespaces and loads XDP: run it as root")
 	}
-	o := demo.Options{Backend: "xdp", LossA: *loss, Rate: *rate, ShmName: "demo", Depth: 10, Log: log}
+	o := demo.Options{Backend: "xdp", LossA: *loss, Rate: *rate, ShmName: "demo", Depth: 10, Log: log, Pin: *pinCPUs, Spin: *spin, RingSize: 16384}
 	switch *mode {
 	case "run-to-completion":
 		o.Mode = handler.ModeRunToCompletion
 	case "sharded":
-		o.Mode = handler.ModeSharded
+		// Three hot threads on this lab's 2 CPUs: a pinned, spinning
+		// receive thread would starve the shard threads.
+		o.Mode, o.Pin, o.Spin = handler.ModeSharded, false, 0
 	default:
 		return fmt.Errorf("demo: --mode %q: want run-to-completion or sharded", *mode)
 	}
@@ -75,12 +80,12 @@ func runDemo(args []string) error {
 
 	log.Info().Msgf("generating %d messages over %d instruments (seed %d) ...", *messages, *symbols, *seed)
 	t0 := time.Now()
-	day, err := demo.GenerateDay(*messages, *symbols, *seed)
+	day, err := demo.GenerateDaySized(*messages, *symbols, *seed, *maxPacket)
 	if err != nil {
 		return err
 	}
-	log.Info().Msgf("%d MoldUDP64 packets in %v; reference books built by replaying the same messages",
-		len(day.Packets), time.Since(t0).Round(time.Millisecond))
+	log.Info().Msgf("%d MoldUDP64 packets of at most %d bytes (%.1f messages each) in %v; reference books built by replaying the same messages",
+		len(day.Packets), *maxPacket, float64(day.Messages)/float64(len(day.Packets)), time.Since(t0).Round(time.Millisecond))
 	log.Info().Msgf("sending on lines A (%.1f%% loss) and B at %.0f packets/s each through a namespace lab; handler backend %q ...",
 		100**loss, *rate, o.Backend)
 	o.Day = day
@@ -100,7 +105,7 @@ func runDemo(args []string) error {
 		return ctx.Err()
 	}
 	if res != nil {
-		printDemo(os.Stdout, day, res, gcRun)
+		printDemo(os.Stdout, day, res, gcRun, o)
 	}
 	if err != nil {
 		return err
@@ -114,7 +119,7 @@ func runDemo(args []string) error {
 	return nil
 }
 
-func printDemo(w io.Writer, day *demo.Day, res *demo.Result, gcRun uint64) {
+func printDemo(w io.Writer, day *demo.Day, res *demo.Result, gcRun uint64, o demo.Options) {
 	st := res.Stats
 	fmt.Fprintf(w, "\ntop of the most active books, read back from shared memory (%s):\n", res.Backend)
 	for _, t := range res.Top {
@@ -144,6 +149,10 @@ func printDemo(w io.Writer, day *demo.Day, res *demo.Result, gcRun uint64) {
 	fmt.Fprintf(w, "\nsummary\n")
 	fmt.Fprintf(w, "  backend              %s, %s\n", res.Backend, st.Mode)
 	fmt.Fprintf(w, "  messages             %d sent, %d delivered in order, %d applied\n", day.Messages, st.Arbiter.Delivered, st.Applied())
+	perPkt := float64(day.Messages) / float64(max(1, len(day.Packets)))
+	reached := float64(res.Sender.Input) / max(res.Sender.Elapsed.Seconds(), 1e-9)
+	fmt.Fprintf(w, "  sender               %d packets (%.1f messages each) at %.0f packets/s per line asked, %.0f reached (%.0f messages/s); A and B copies in one sendmmsg; deadline pacing: %d writes of 2 to %d packets after a late wakeup, %d schedule slips\n",
+		res.Sender.Input, perPkt, o.Rate, reached, reached*perPkt, res.Sender.Bursts, res.Sender.MaxBurst, res.Sender.Slips)
 	fmt.Fprintf(w, "  line A               %d packets, %d sequence jumps (sender dropped %d packets), won %d, duplicates %d\n",
 		a.Packets, a.LineGaps, droppedA, a.Won, a.Duplicates)
 	fmt.Fprintf(w, "  line B               %d packets, %d sequence jumps, won %d, duplicates %d\n", b.Packets, b.LineGaps, b.Won, b.Duplicates)
@@ -168,7 +177,7 @@ func printDemo(w io.Writer, day *demo.Day, res *demo.Result, gcRun uint64) {
 	fmt.Fprintf(w, "  recovery time        p50 %s  p99 %s  (gap detected -> books whole, %d repairs)\n",
 		dur(rs.RecoveryTime.Quantile(0.5)), dur(rs.RecoveryTime.Quantile(0.99)), rs.RecoveryTime.Count)
 	fmt.Fprintf(w, "  inconsistencies      %d\n", inc)
-	fmt.Fprintf(w, "  rx -> shm latency    p50 %s  p99 %s  p99.9 %s  max %s  (%d live messages)\n",
+	fmt.Fprintf(w, "  rx -> shm latency    p50 %s  p99 %s  p99.9 %s  max %s  (%d live messages; kernel receive time, the XDP program's with xdp -> shm publish)\n",
 		dur(st.Latency.Quantile(0.5)), dur(st.Latency.Quantile(0.99)), dur(st.Latency.Quantile(0.999)), dur(st.Latency.Max), st.Latency.Count)
 	fmt.Fprintf(w, "  handler's own path   p50 %s  p99 %s  p99.9 %s  max %s  (receive-thread pickup -> shm publish)\n",
 		dur(st.PathLatency.Quantile(0.5)), dur(st.PathLatency.Quantile(0.99)), dur(st.PathLatency.Quantile(0.999)), dur(st.PathLatency.Max))
@@ -176,12 +185,7 @@ func printDemo(w io.Writer, day *demo.Day, res *demo.Result, gcRun uint64) {
 		fmt.Fprintf(w, "  repaired messages    p50 %s  p99 %s  max %s  (%d messages that waited for re-request or snapshot: rx -> shm, kept out of the lines above)\n",
 			dur(r.Quantile(0.5)), dur(r.Quantile(0.99)), dur(r.Max), r.Count)
 	}
-	threads := 1
-	if st.Mode == handler.ModeSharded {
-		threads += len(st.Shards)
-	}
-	fmt.Fprintf(w, "  the lab              %d CPUs shared by the sender process, the kernel's veth delivery and the handler's %d hot thread(s), unpinned: rx -> shm includes waiting for a CPU\n",
-		runtime.NumCPU(), threads)
+	fmt.Fprintf(w, "  the lab              %s\n", labLine(st, o))
 	fmt.Fprintf(w, "  garbage collection   %d cycles during the run (GOGC %s)\n", gcRun, envOr("GOGC", "off, limit: live heap + 1 GiB"))
 	verdict := "MATCH: every published book equals the replay of the same messages"
 	if res.Instruments == 0 {
@@ -190,6 +194,35 @@ func printDemo(w io.Writer, day *demo.Day, res *demo.Result, gcRun uint64) {
 		verdict = fmt.Sprintf("MISMATCH in %d books, e.g. %s", len(res.Mismatches), strings.Join(res.Mismatches[:min(3, len(res.Mismatches))], "; "))
 	}
 	fmt.Fprintf(w, "  books                %d instruments compared to depth %d, %d flagged possibly stale: %s\n", res.Instruments, res.Depth, res.Stale, verdict)
+}
+
+// labLine says in one line what the lab's CPUs share.
+func labLine(st handler.Stats, o demo.Options) string {
+	threads := 1
+	if st.Mode == handler.ModeSharded {
+		threads += len(st.Shards)
+	}
+	load := "?"
+	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
+		if f := strings.Fields(string(b)); len(f) > 0 {
+			load = f[0]
+		}
+	}
+	spin := "sleeps in poll(2) between packets"
+	if o.Spin > 0 && strings.HasPrefix(st.Backend, "xdp") {
+		spin = fmt.Sprintf("polls its rings for %v before it sleeps", o.Spin)
+	}
+	n := runtime.NumCPU()
+	if o.Pin && n >= 2 {
+		shards := ""
+		if threads > 1 {
+			shards = fmt.Sprintf(", %d unpinned shard threads", threads-1)
+		}
+		return fmt.Sprintf("%d CPUs: the sender and the kernel's veth and XDP receive work on CPU 0, the handler's receive thread on CPU %d (%s)%s; every other process of this machine shares them too (load average %s)",
+			n, n-1, spin, shards, load)
+	}
+	return fmt.Sprintf("%d CPUs shared, unpinned, by the sender, the kernel's veth and XDP receive work, the handler's %d hot thread(s) (the receive thread %s) and every other process (load average %s): rx -> shm includes waiting for a CPU",
+		n, threads, spin, load)
 }
 
 func envOr(name, def string) string {

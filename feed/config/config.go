@@ -108,6 +108,7 @@ type Receive struct {
 	RingSize       int // 0 = backend default
 	RecvBuffer     int // bytes
 	PollTimeout    time.Duration
+	Spin           time.Duration // AF_XDP: poll the rings this long before blocking (rx.Config.Spin)
 }
 
 // Cores says where the receive thread and the book shards run. Two or more
@@ -265,6 +266,7 @@ func (c *Config) RxConfig(log zerolog.Logger) rx.Config {
 		RingSize:       r.RingSize,
 		RecvBuffer:     r.RecvBuffer,
 		PollTimeout:    r.PollTimeout,
+		Spin:           r.Spin,
 		Log:            log,
 	}
 }

@@ -343,7 +343,8 @@ lines:
   A: {interface: &nic ens1f0, group: 233.54.12.111, port: 26477, source: 192.0.2.1}
   b: {interface: *nic, group: 233.49.196.111, port: 26477}
 receive: {backend: xdp, queues: [0, 3], zero_copy: on, xdp_mode: native, busy_poll: true,
-  busy_poll_usec: 50, busy_poll_budget: 32, batch_size: 128, ring_size: 2048, recv_buffer: 16MiB, poll_timeout: 10ms}
+  busy_poll_usec: 50, busy_poll_budget: 32, batch_size: 128, ring_size: 2048, recv_buffer: 16MiB, poll_timeout: 10ms,
+  spin: 1ms}
 cores: {receive: 1, shards: [2, 3, 4]}
 symbols: [AAPL, BRK.A]
 log: {level: debug, format: json}
@@ -371,7 +372,7 @@ log: {level: debug, format: json}
 		},
 		Backend: rx.BackendXDP, Queues: []int{0, 3}, ZeroCopy: "on", XDPMode: "native",
 		BusyPoll: true, BusyPollUsec: 50, BusyPollBudget: 32, BatchSize: 128, RingSize: 2048,
-		RecvBuffer: 16 << 20, PollTimeout: 10 * time.Millisecond, Log: log,
+		RecvBuffer: 16 << 20, PollTimeout: 10 * time.Millisecond, Spin: time.Millisecond, Log: log,
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("RxConfig\n got %+v\nwant %+v", got, want)

@@ -40,6 +40,7 @@
 //	  ring_size: 0                # power of two up to 1048576; 0 = backend default
 //	  recv_buffer: 8MiB           # socket receive buffer: bytes or KiB/MiB/GiB
 //	  poll_timeout: 100ms         # how long one receive call may block
+//	  spin: 1ms                   # AF_XDP: poll the rings this long before blocking; absent = 0
 //	cores:
 //	  receive: 2                  # CPU for the receive goroutine; absent = unpinned
 //	  shards: [3, 4]              # 2+ entries: sharded, one book shard thread per entry, pinned;

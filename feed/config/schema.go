@@ -274,6 +274,11 @@ func (d *decoder) receive(f field, c *Config) {
 				r.PollTimeout = v
 			}
 		}},
+		{"spin", func(f field) {
+			if v, ok := d.duration(f); ok {
+				r.Spin = v
+			}
+		}},
 	})
 	if r.ZeroCopy == "on" && (r.Backend == rx.BackendUring || r.Backend == rx.BackendSocket) {
 		d.errorf(zeroCopy, "\"on\" needs backend xdp or auto, not %s", r.Backend)

@@ -112,6 +112,13 @@ type Config struct {
 	RingSize       int           // ring / buffer count hint (default per backend)
 	RecvBuffer     int           // SO_RCVBUF(FORCE) bytes for sockets (default 8 MiB)
 	PollTimeout    time.Duration // how long Receive blocks with no traffic (default 100ms)
+	// Spin: AF_XDP only. Receive first polls the rx rings in user space
+	// (no syscall, no sleep) for up to this long, and only then blocks in
+	// poll(2) for the rest of PollTimeout. A packet then reaches a spinning
+	// thread without a scheduler wakeup (tens of microseconds on a VM), at
+	// the cost of the thread's whole CPU while it spins. 0: block at once.
+	// Other backends ignore it.
+	Spin time.Duration
 
 	// LockedThread promises that Open, Receive, Release and Close are all
 	// called from one goroutine locked to its OS thread

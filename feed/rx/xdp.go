@@ -82,6 +82,7 @@ type xdpRx struct {
 
 	batch    int
 	timeout  time.Duration
+	spin     time.Duration // poll the rings in user space this long before blocking
 	busyPoll bool
 	next     int // queue to read first (round robin)
 	pfds     []unix.PollFd
@@ -139,6 +140,7 @@ func newXDPRx(cfg Config) (_ *xdpRx, err error) {
 		wakeFD:  -1,
 		batch:   cfg.BatchSize,
 		timeout: cfg.PollTimeout,
+		spin:    max(cfg.Spin, 0),
 	}
 	if r.batch <= 0 {
 		r.batch = 64
@@ -347,6 +349,9 @@ func (r *xdpRx) describe() string {
 	if r.busyPoll {
 		b.WriteString(", busy poll")
 	}
+	if r.spin > 0 {
+		fmt.Fprintf(&b, ", spin %v", r.spin)
+	}
 	b.WriteString(")")
 	return b.String()
 }
@@ -365,7 +370,7 @@ func (r *xdpRx) Receive(pkts []Packet) (int, error) {
 	if max == 0 {
 		return 0, nil
 	}
-	var deadline time.Time
+	var deadline, spinUntil time.Time
 	for {
 		if n := r.drain(pkts[:max]); n > 0 {
 			return n, nil
@@ -373,8 +378,24 @@ func (r *xdpRx) Receive(pkts []Packet) (int, error) {
 		now := time.Now()
 		if deadline.IsZero() {
 			deadline = now.Add(r.timeout)
+			spinUntil = now.Add(r.spin)
 		} else if !now.Before(deadline) {
 			return 0, nil
+		}
+		if now.Before(spinUntil) {
+			// Spin: read the rings again without a syscall, unless a
+			// driver asks to be woken (need_wakeup, zero-copy).
+			if r.closed.Load() {
+				return 0, ErrClosed
+			}
+			for _, q := range r.queues {
+				if q.sock.NeedWakeup() {
+					if err := q.sock.Wakeup(); err != nil {
+						return 0, fmt.Errorf("receive xdp: %w", err)
+					}
+				}
+			}
+			continue
 		}
 		if r.busyPoll {
 			if r.closed.Load() {

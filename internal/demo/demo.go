@@ -14,6 +14,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"sort"
 	"strings"
@@ -125,6 +126,21 @@ type Options struct {
 	// Mode is the handler's pipeline mode (default: run to completion on
 	// the receive thread); ModeSharded runs two unpinned shard threads.
 	Mode handler.Mode
+	// Pin, on a machine with two or more CPUs, pins the sender's thread to
+	// CPU 0 (on a veth the kernel's receive work, XDP included, runs in
+	// softirq on the sender's CPU) and the handler's receive thread to the
+	// last CPU, so that the two do not take turns on one CPU.
+	Pin bool
+	// Spin is how long the receive thread polls its rings before it
+	// blocks (rx.Config.Spin; AF_XDP only): spinning, a packet needs no
+	// scheduler wakeup to reach the handler.
+	Spin time.Duration
+	// RingSize is the receive ring size (rx.Config.RingSize; 0: the
+	// backend's default, 4096 frames with AF_XDP). The demo uses 16384:
+	// about a quarter second of both lines at its rate, so that a handler
+	// losing its CPU for tens of milliseconds on a shared machine shows
+	// in the latency, not as packets the kernel dropped on both lines.
+	RingSize int
 }
 
 // Result is what a run saw.
@@ -196,8 +212,10 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 				{Name: "A", Interface: lab.DstIf, Group: o.LineA.Addr(), Port: o.LineA.Port()},
 				{Name: "B", Interface: lab.DstIf, Group: o.LineB.Addr(), Port: o.LineB.Port()},
 			},
-			Backend: o.Backend,
-			Log:     o.Log,
+			Backend:  o.Backend,
+			Spin:     o.Spin,
+			RingSize: o.RingSize,
+			Log:      o.Log,
 		},
 		Session: o.Day.Session,
 		// The lab's sender writes the A and B copies of a packet in one
@@ -233,6 +251,10 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	}
 	if o.Mode == handler.ModeSharded {
 		hc.ShardCores = []int{-1, -1}
+	}
+	pin := o.Pin && runtime.NumCPU() >= 2
+	if pin {
+		hc.ReceiveCore = runtime.NumCPU() - 1
 	}
 	if o.Configure != nil {
 		o.Configure(&hc)
@@ -278,9 +300,13 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		},
 		Rate: o.Rate,
 		Seed: 7,
-		// Pace without spinning: on this 2-core lab a spinning sender
-		// takes a whole CPU from the handler it measures.
-		SleepOnly: true,
+		// Pace by deadline, sleeping in clock_nanosleep with 1 ns timer
+		// slack: a spinning sender would take a whole CPU of this small
+		// lab from the handler it measures, and Go's timers overshoot
+		// into bursts.
+		Deadline: true,
+		Pin:      pin,
+		CPU:      0,
 	}
 	if o.Hostile != nil {
 		hs, err := startHostile(lab, &o)

@@ -43,6 +43,23 @@ type Config struct {
 	// timer's overshoot.
 	SleepOnly bool
 
+	// Deadline paces by absolute deadlines instead of the token bucket:
+	// input packet i is due at start + i/Rate. The sending goroutine locks
+	// its OS thread, sets the thread's timer slack to 1 ns (the default
+	// 50 µs delays every wakeup by up to that much) and sleeps in
+	// clock_nanosleep(TIMER_ABSTIME) until the next packet is due; it never
+	// spins. The packets that came due while it slept (a late wakeup) go
+	// out together in one sendmmsg, at most Burst of them: the only
+	// bursts, and bounded. A sender more than Burst packets behind moves
+	// its schedule on (Stats.Slips) rather than catch up. Unpaced (Rate 0),
+	// every sendmmsg carries Burst input packets.
+	Deadline bool
+	// Pin, with CPU, pins the sending thread to one CPU for the Send (on a
+	// veth, the receiving side's XDP and socket work runs in softirq on
+	// the sender's CPU too).
+	Pin bool
+	CPU int
+
 	TTL  int   // multicast TTL (default 1)
 	Loop bool  // IP_MULTICAST_LOOP (default off)
 	Seed int64 // PRNG seed for injection (line i uses Seed+i)
@@ -63,6 +80,16 @@ type Stats struct {
 	Input   uint64 // input packets taken
 	Elapsed time.Duration
 	Lines   []LineStats
+	// Deadline pacing: writes (sendmmsg calls) that carried more than one
+	// input packet because a late wakeup left several due, and the most
+	// input packets one write carried.
+	Bursts   uint64
+	MaxBurst int
+	// Slips counts the times deadline pacing found itself more than Burst
+	// packets behind its schedule (its thread had lost the CPU) and moved
+	// the schedule on instead of catching up: the rate reached is then
+	// below Rate.
+	Slips uint64
 }
 
 // Sender writes packets to its lines. It is not safe for concurrent use.
@@ -81,17 +108,23 @@ func (s *Sender) Sent() uint64 { return s.sent.Load() }
 
 // notePosition records the last sequence number of MoldUDP64 packet p.
 func (s *Sender) notePosition(p []byte) {
+	if last := lastSeq(p); last > s.sent.Load() {
+		s.sent.Store(last)
+	}
+}
+
+// lastSeq returns the sequence number of the last message of MoldUDP64
+// packet p, 0 for a heartbeat, an end of session or a short packet.
+func lastSeq(p []byte) uint64 {
 	if len(p) < 20 {
-		return
+		return 0
 	}
 	seq := binary.BigEndian.Uint64(p[10:18])
 	n := binary.BigEndian.Uint16(p[18:20])
 	if n == 0 || n == 0xFFFF || seq == 0 {
-		return // heartbeat or end of session
+		return 0 // heartbeat or end of session
 	}
-	if last := seq + uint64(n) - 1; last > s.sent.Load() {
-		s.sent.Store(last)
-	}
+	return seq + uint64(n) - 1
 }
 
 type lineState struct {
@@ -145,7 +178,11 @@ func NewSender(cfg Config) (*Sender, error) {
 		seed := uint64(cfg.Seed) + uint64(i)
 		s.lines = append(s.lines, lineState{Line: l, idx: i, fd: fd, rng: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))})
 	}
-	s.batch = newBatch(s.lines[0].fd, cfg.Lines)
+	perWrite := 1
+	if cfg.Deadline {
+		perWrite = cfg.Burst
+	}
+	s.batch = newBatch(s.lines[0].fd, cfg.Lines, perWrite)
 	for i := range s.lines {
 		s.lines[i].q = s.batch
 	}
@@ -234,6 +271,16 @@ func Packets(pkts [][]byte) iter.Seq[[]byte] {
 // input slices are not retained after they are written (a held packet is
 // copied).
 func (s *Sender) Send(ctx context.Context, pkts iter.Seq[[]byte]) (Stats, error) {
+	if s.cfg.Pin || s.cfg.Deadline {
+		restore, err := s.lockThread()
+		if err != nil {
+			return Stats{}, fmt.Errorf("send: %w", err)
+		}
+		defer restore()
+	}
+	if s.cfg.Deadline {
+		return s.sendTimed(ctx, pkts)
+	}
 	st := Stats{}
 	start := time.Now()
 	var deadline time.Time
@@ -260,6 +307,11 @@ func (s *Sender) Send(ctx context.Context, pkts iter.Seq[[]byte]) (Stats, error)
 		s.batch.write(s.lines)
 		s.notePosition(p)
 	}
+	return s.finish(st, start, err)
+}
+
+// finish flushes held packets and returns the Send's statistics.
+func (s *Sender) finish(st Stats, start time.Time, err error) (Stats, error) {
 	for i := range s.lines {
 		s.lines[i].flush()
 	}

@@ -8,6 +8,7 @@ import (
 	"iter"
 	"net"
 	"net/netip"
+	"runtime"
 	"testing"
 	"time"
 
@@ -167,15 +168,16 @@ func TestTwoLinesIndependent(t *testing.T) {
 // TestPacingCount: spinning or sleeping only, the sender never goes faster
 // than its bucket allows.
 func TestPacingCount(t *testing.T) {
-	for _, sleepOnly := range []bool{false, true} {
-		t.Run(fmt.Sprintf("sleep-only=%v", sleepOnly), func(t *testing.T) { testPacingCount(t, sleepOnly) })
+	for _, c := range []Config{{}, {SleepOnly: true}, {Deadline: true}, {Deadline: true, Pin: true}} {
+		t.Run(fmt.Sprintf("sleep-only=%v,deadline=%v,pin=%v", c.SleepOnly, c.Deadline, c.Pin), func(t *testing.T) { testPacingCount(t, c) })
 	}
 }
 
-func testPacingCount(t *testing.T, sleepOnly bool) {
+func testPacingCount(t *testing.T, c Config) {
 	_, port := loopbackSink(t)
 	const rate, count = 4000.0, 200
-	s, err := NewSender(Config{Lines: []Line{{Group: loopback, Port: port}}, Rate: rate, Burst: 1, Count: count, SleepOnly: sleepOnly})
+	c.Lines, c.Rate, c.Burst, c.Count = []Line{{Group: loopback, Port: port}}, rate, 1, count
+	s, err := NewSender(c)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -193,20 +195,60 @@ func testPacingCount(t *testing.T, sleepOnly bool) {
 }
 
 func TestPacingDuration(t *testing.T) {
+	for _, deadline := range []bool{false, true} {
+		t.Run(fmt.Sprintf("deadline=%v", deadline), func(t *testing.T) {
+			_, port := loopbackSink(t)
+			const rate, burst = 2000.0, 4
+			d := 100 * time.Millisecond
+			s, err := NewSender(Config{Lines: []Line{{Group: loopback, Port: port}}, Rate: rate, Burst: burst, Duration: d, Deadline: deadline})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			st, err := s.Send(context.Background(), forever())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st.Input == 0 || float64(st.Input) > burst+rate*st.Elapsed.Seconds() {
+				t.Fatalf("took %d packets in %v at %v/s burst %d", st.Input, st.Elapsed, rate, burst)
+			}
+			if deadline && (st.MaxBurst > burst || st.Lines[0].Sent != st.Input) {
+				t.Fatalf("deadline pacing: %d packets taken, %d sent, a write of %d (burst %d)", st.Input, st.Lines[0].Sent, st.MaxBurst, burst)
+			}
+		})
+	}
+}
+
+// TestDeadlineSenderRestoresThread: Pin and Deadline change the sending
+// thread's affinity and timer slack only for the Send.
+func TestDeadlineSenderRestoresThread(t *testing.T) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	var before, after unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &before); err != nil {
+		t.Fatal(err)
+	}
+	slack, err := unix.PrctlRetInt(unix.PR_GET_TIMERSLACK, 0, 0, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
 	_, port := loopbackSink(t)
-	const rate, burst = 2000.0, 4
-	d := 100 * time.Millisecond
-	s, err := NewSender(Config{Lines: []Line{{Group: loopback, Port: port}}, Rate: rate, Burst: burst, Duration: d})
+	s, err := NewSender(Config{Lines: []Line{{Group: loopback, Port: port}}, Rate: 10000, Count: 50, Deadline: true, Pin: true, CPU: 0})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	st, err := s.Send(context.Background(), forever())
-	if err != nil {
+	if st, err := s.Send(context.Background(), forever()); err != nil || st.Lines[0].Sent != 50 {
+		t.Fatalf("send: %+v %v", st, err)
+	}
+	if err := unix.SchedGetaffinity(0, &after); err != nil {
 		t.Fatal(err)
 	}
-	if st.Input == 0 || float64(st.Input) > burst+rate*st.Elapsed.Seconds() {
-		t.Fatalf("took %d packets in %v at %v/s burst %d", st.Input, st.Elapsed, rate, burst)
+	if after != before {
+		t.Errorf("affinity after Send %v, before %v", after, before)
+	}
+	if got, _ := unix.PrctlRetInt(unix.PR_GET_TIMERSLACK, 0, 0, 0, 0); got != slack {
+		t.Errorf("timer slack after Send %d, before %d", got, slack)
 	}
 }
 

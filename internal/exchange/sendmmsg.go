@@ -8,7 +8,8 @@ import (
 )
 
 // An input packet's copies for every line (A, B, duplicates, a released
-// reordered packet) are written together, in line order, with one
+// reordered packet) are written together (with Config.Deadline, those of
+// every input packet due at once), in line order, with one
 // sendmmsg(2) on line 0's socket, each datagram addressed to its line's
 // destination: the copy of line B leaves microseconds after line A's,
 // never a scheduler time slice later because the sender was preempted
@@ -30,9 +31,10 @@ type batch struct {
 	iovs []unix.Iovec
 }
 
-func newBatch(fd int, lines []Line) *batch {
-	// Per line at most: a duplicated packet (2) and a held one released (1).
-	n := 3 * len(lines)
+func newBatch(fd int, lines []Line, perWrite int) *batch {
+	// Per line and input packet at most: a duplicated packet (2) and a
+	// held one released (1).
+	n := 3 * len(lines) * perWrite
 	b := &batch{fd: fd, out: make([]datagram, 0, n), dst: make([]unix.RawSockaddrInet4, len(lines)),
 		msgs: make([]unix.Mmsghdr, n), iovs: make([]unix.Iovec, n)}
 	for i, l := range lines {

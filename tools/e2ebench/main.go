@@ -1,11 +1,19 @@
 // Command e2ebench measures the whole handler in a namespace lab: for each
-// receive backend and each send rate it sends a generated day on lines A and
-// B, and reports the receive-timestamp-to-shared-memory-publish latency
-// percentiles, gaps and loss, and whether the published books match.
+// pipeline mode, receive backend and send rate it sends a generated day on
+// lines A and B (1% loss injected on A, so line B fills A's holes), and
+// reports the kernel-receive-timestamp-to-shared-memory-publish latency
+// percentiles, the handler's own path, what the sender reached, gaps and
+// kernel drops, whether the published books match, and the lowest rate at
+// which messages were lost.
 //
-//	go run ./tools/e2ebench -backends xdp,uring,socket -rates 100000,200000,0 -messages 2000000 -modes run-to-completion,sharded
+//	go run ./tools/e2ebench -backends xdp -rates 50000,100000,150000,200000,0 -modes run-to-completion,sharded
 //
-// Rate 0 means as fast as the sender goes. Run it as root.
+// Rate 0 means as fast as the sender goes. The sender paces by deadline
+// (internal/exchange Config.Deadline). In run to completion, -pin pins the
+// sender to CPU 0 and the receive thread to the last CPU, and -spin sets how
+// long the receive thread polls its rings before it sleeps; sharded runs
+// are neither pinned nor spinning (three hot threads on two CPUs). Run it as root, under
+// `flock /tmp/bench.lock` on a shared machine.
 package main
 
 import (
@@ -27,14 +35,15 @@ import (
 
 func main() {
 	demo.MaybeSender() // Run re-executes this binary as the sender
-	backends := flag.String("backends", "xdp,uring,socket", "receive backends to compare")
-	rates := flag.String("rates", "100000,0", "input packets per second per line; 0 = as fast as possible")
-	messages := flag.Int("messages", 2_000_000, "messages in the generated day")
+	backends := flag.String("backends", "xdp", "receive backends to compare (xdp, uring, socket)")
+	rates := flag.String("rates", "50000,100000,150000,200000,0", "input packets per second per line, ascending; 0 = as fast as the sender goes")
+	messages := flag.Int("messages", 1_000_000, "messages in the generated day")
 	symbols := flag.Int("symbols", 2000, "instruments")
 	runs := flag.Int("runs", 3, "runs per backend and rate (medians reported)")
-	pin := flag.Bool("pin", false, "pin the receive thread to CPU 1 (and, sharded, the shard thread to CPU 0)")
+	pin := flag.Bool("pin", true, "run to completion: pin the sender to CPU 0 and the receive thread to the last CPU")
+	spin := flag.Duration("spin", time.Millisecond, "run to completion: how long the receive thread polls its rings before it sleeps (AF_XDP; 0: sleep at once)")
 	modes := flag.String("modes", "run-to-completion,sharded", "pipeline modes to compare: run-to-completion, sharded (one shard thread)")
-	maxPacket := flag.Int("max-packet", 1400, "largest MoldUDP64 packet in bytes (smaller: fewer messages per packet)")
+	maxPacket := flag.Int("max-packet", 300, "largest MoldUDP64 packet in bytes (300: about 8.6 messages per packet, like the real feed's)")
 	flag.Parse()
 
 	day, err := demo.GenerateDaySized(*messages, *symbols, 1, *maxPacket)
@@ -42,10 +51,15 @@ func main() {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	fmt.Printf("e2ebench: %d messages, %d packets per line (at most %d bytes, %.1f messages each), %d runs each, medians; pinned=%v\n",
-		day.Messages, len(day.Packets), *maxPacket, float64(day.Messages)/float64(len(day.Packets)), *runs, *pin)
+	fmt.Printf("e2ebench: %d messages, %d packets per line (at most %d bytes, %.1f messages each), %d runs each, medians; pin=%v spin=%v; load average %s\n",
+		day.Messages, len(day.Packets), *maxPacket, float64(day.Messages)/float64(len(day.Packets)), *runs, *pin, *spin, loadAvg())
+	fmt.Println("rx->pub: kernel receive timestamp (the XDP program's, or SO_TIMESTAMPNS) to shm publish; path: receive-thread pickup to publish;")
+	fmt.Println("lost msgs: messages missing on both lines (in gaps); rx drops: packets the kernel dropped; slips: times the sender fell more than a burst behind its schedule")
 	tw := tabwriter.NewWriter(os.Stdout, 2, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "mode\tbackend\trate pkt/s\tsent pkt/s\trx->pub p50\tp99\tp99.9\tmax\tpath p50\tp99\tp99.9\tgaps\tgap msgs\trx drops\tbooks\t")
+	fmt.Fprintln(tw, "mode\tbackend\trate pkt/s\tsent pkt/s\trx->pub p50\tp99\tp99.9\tmax\tpath p50\tp99\tp99.9\tgaps\tlost msgs\trx drops\tslips\tbooks\t")
+	type onset struct{ mode, backend, rate string }
+	var lossAt []onset
+	var noLoss []string
 	for _, ms := range strings.Split(*modes, ",") {
 		var mode handler.Mode
 		switch ms {
@@ -58,28 +72,28 @@ func main() {
 			os.Exit(2)
 		}
 		for _, b := range strings.Split(*backends, ",") {
+			lossSeen := false
 			for _, rs := range strings.Split(*rates, ",") {
 				rate, err := strconv.ParseFloat(rs, 64)
 				if err != nil {
 					fmt.Fprintln(os.Stderr, err)
 					os.Exit(2)
 				}
-				var p50, p99, p999, mx, q50, q99, q999, sent, gaps, gapMsgs, drops []float64
-				match := 0
+				var p50, p99, p999, mx, q50, q99, q999, sent, gaps, lost, drops, slips []float64
+				match, lossRuns := 0, 0
 				name := b
 				for i := 0; i < *runs; i++ {
 					o := demo.Options{Day: day, Backend: b, Rate: rate, LossA: 0.01, Log: zerolog.Nop(), Mode: mode,
-						ShmName: fmt.Sprintf("e2ebench-%d", os.Getpid()), Timeout: 30 * time.Second}
+						ShmName: fmt.Sprintf("e2ebench-%d", os.Getpid()), Timeout: 30 * time.Second, RingSize: 16384}
+					if mode == handler.ModeRunToCompletion {
+						// Sharded runs two hot threads: on 2 CPUs a pinned,
+						// spinning receive thread would starve the shard.
+						o.Pin, o.Spin = *pin, *spin
+					}
 					// Sharded: one shard thread, the layout that was the default.
 					o.Configure = func(c *handler.Config) {
 						if mode == handler.ModeSharded {
 							c.ShardCores = []int{-1}
-						}
-						if *pin {
-							c.ReceiveCore = 1
-							if mode == handler.ModeSharded {
-								c.ShardCores = []int{0}
-							}
 						}
 					}
 					if rate == 0 {
@@ -99,21 +113,74 @@ func main() {
 					q50 = append(q50, float64(st.PathLatency.Quantile(0.5)))
 					q99 = append(q99, float64(st.PathLatency.Quantile(0.99)))
 					q999 = append(q999, float64(st.PathLatency.Quantile(0.999)))
-					sent = append(sent, float64(res.Sender.Input)/res.SendTime.Seconds())
+					sent = append(sent, float64(res.Sender.Input)/max(res.Sender.Elapsed.Seconds(), 1e-9))
 					gaps = append(gaps, float64(st.Arbiter.Gaps))
-					gapMsgs = append(gapMsgs, float64(st.Arbiter.GapMessages))
+					lost = append(lost, float64(st.Arbiter.GapMessages))
 					drops = append(drops, float64(st.Receive.Dropped))
+					if rate > 0 {
+						slips = append(slips, float64(res.Sender.Slips))
+					}
+					if st.Arbiter.Gaps > 0 || st.Receive.Dropped > 0 || err != nil {
+						lossRuns++
+					}
 					if err == nil && len(res.Mismatches) == 0 && st.Arbiter.Gaps == 0 {
 						match++
 					}
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%.0f\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%.0f\t%.0f\t%.0f\t%d/%d identical\t\n", mode, name, rs, median(sent),
+				sl := "-"
+				if len(slips) > 0 {
+					sl = fmt.Sprintf("%.0f", median(slips))
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%.0f\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%.0f\t%.0f\t%.0f\t%s\t%d/%d identical\t\n", mode, shortBackend(name), rateName(rs), median(sent),
 					ns(median(p50)), ns(median(p99)), ns(median(p999)), ns(median(mx)), ns(median(q50)), ns(median(q99)), ns(median(q999)),
-					median(gaps), median(gapMsgs), median(drops), match, *runs)
+					median(gaps), median(lost), median(drops), sl, match, *runs)
 				tw.Flush()
+				if lossRuns > 0 && !lossSeen {
+					lossSeen = true
+					lossAt = append(lossAt, onset{mode.String(), shortBackend(name), fmt.Sprintf("%s (sent %.0f pkt/s; %d of %d runs lost messages)", rateName(rs), median(sent), lossRuns, *runs)})
+				}
+			}
+			if !lossSeen {
+				noLoss = append(noLoss, fmt.Sprintf("%s %s", mode, b))
 			}
 		}
 	}
+	tw.Flush()
+	fmt.Println()
+	for _, l := range lossAt {
+		fmt.Printf("loss starts: %s %s at %s\n", l.mode, l.backend, l.rate)
+	}
+	for _, n := range noLoss {
+		fmt.Printf("no loss: %s at any rate tried\n", n)
+	}
+	fmt.Printf("load average at the end %s\n", loadAvg())
+}
+
+func rateName(rs string) string {
+	if rs == "0" {
+		return "max"
+	}
+	return rs
+}
+
+// shortBackend drops the details in parentheses (interface, copy mode).
+func shortBackend(s string) string {
+	if i := strings.IndexByte(s, ' '); i > 0 {
+		return s[:i]
+	}
+	return s
+}
+
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "?"
+	}
+	return strings.Join(f[:3], " ")
 }
 
 func median(v []float64) float64 {
