@@ -184,7 +184,7 @@ func BenchmarkApplyPublish(b *testing.B) {
 		b.Run(fmt.Sprintf("depth=%d", depth), func(b *testing.B) {
 			name := fmt.Sprintf("fhbenchap-%d", os.Getpid())
 			defer shm.Remove(name)
-			w, err := shm.Create(shm.Config{Name: name, Instruments: 1024, Depth: depth})
+			w, err := shm.Create(shm.Config{Name: name, Instruments: 1024, Depth: depth, SingleWriter: true})
 			if err != nil {
 				b.Fatal(err)
 			}

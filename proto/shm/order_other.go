@@ -1,0 +1,22 @@
+//go:build !amd64 && !arm64
+
+package shm
+
+import (
+	"sync/atomic"
+	"unsafe"
+)
+
+// On architectures without an assembly version the ordered stores are
+// sync/atomic's sequentially consistent ones: stronger than needed, and
+// correct. See order.go.
+
+func storeRelease64(p *uint64, v uint64) { atomic.StoreUint64(p, v) }
+func storeRelease32(p *uint32, v uint32) { atomic.StoreUint32(p, v) }
+func storeBegin64(p *uint64, v uint64)   { atomic.StoreUint64(p, v) }
+
+func putRecord(rec *uint64, data, stamp uint64) {
+	atomic.StoreUint64(rec, stampBusy)
+	atomic.StoreUint64((*uint64)(unsafe.Add(unsafe.Pointer(rec), 8)), data)
+	atomic.StoreUint64(rec, stamp)
+}
