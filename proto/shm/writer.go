@@ -384,8 +384,7 @@ func (w *Writer) Publish(s *Snapshot) error {
 	}
 	storeBegin64(seq, s0+1)
 	n := writeSnapshot(w.m.slotData(&w.l, slot), s, symLen, publish)
-	storeRelease32(w.m.slotLen(&w.l, slot), uint32(n))
-	storeRelease64(seq, s0+2)
+	seqEnd(seq, uint32(n), s0+2) // len, then the even count (release)
 	version := (s0 + 2) / 2
 
 	if w.single {
@@ -404,9 +403,8 @@ func (w *Writer) Publish(s *Snapshot) error {
 func (w *Writer) appendSingle(locate uint16, version uint64) {
 	pos := w.head
 	off := w.l.journal + (pos&(w.l.journalLen-1))*recordSize
-	putRecord(w.m.u64(off), uint64(locate)<<48|version&versionMask, pos+1)
+	putRecordHead(w.m.u64(off), uint64(locate)<<48|version&versionMask, pos+1, w.m.u64(offHead))
 	w.head = pos + 1
-	storeRelease64(w.m.u64(offHead), pos+1)
 }
 
 // appendJournal appends (locate, version) to the change journal. Several
