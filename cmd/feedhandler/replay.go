@@ -126,7 +126,7 @@ func replay(args []string, stdout, stderr io.Writer) error {
 
 	rp := replayer{bs: bs, quiet: *quiet, stderr: stderr}
 	if *shmName != "" {
-		w, err := shm.Create(shm.Config{Name: *shmName, Instruments: 16384, Depth: *shmDepth}) // a Nasdaq day lists about 9k instruments
+		w, err := shm.Create(shm.Config{Name: *shmName, Instruments: 16384, Depth: *shmDepth, SingleWriter: true}) // a Nasdaq day lists about 9k instruments
 		if err != nil {
 			return fmt.Errorf("replay: %w", err)
 		}

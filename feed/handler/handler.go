@@ -252,7 +252,7 @@ func Start(cfg Config) (*Handler, error) {
 			Msg("fewer CPUs than pipeline threads: threads share cores, expect higher latency")
 	}
 	w, err := shm.Create(shm.Config{Name: cfg.ShmName, Instruments: cfg.ShmSlots, Depth: cfg.Depth,
-		Mode: cfg.ShmMode, Group: cfg.ShmGroup})
+		Mode: cfg.ShmMode, Group: cfg.ShmGroup, SingleWriter: len(cfg.ShardCores) == 1})
 	if err != nil {
 		return nil, fmt.Errorf("start handler: %w", err)
 	}

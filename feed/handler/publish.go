@@ -2,6 +2,7 @@ package handler
 
 import (
 	"time"
+	"unsafe"
 
 	"github.com/marketfeed/feedhandler/book"
 	"github.com/marketfeed/feedhandler/proto/bookfb"
@@ -32,7 +33,7 @@ type Publisher struct {
 	msgs    []uint64 // by locate
 
 	snap     shm.Snapshot
-	bids     []shm.Level
+	bids     []shm.Level // bookBids seen as shm levels (shmLevels), not a copy
 	asks     []shm.Level
 	bookBids []book.Level
 	bookAsks []book.Level
@@ -49,8 +50,6 @@ func NewPublisher(w *shm.Writer, books *book.Books, depth int) *Publisher {
 		isDirty: make([]bool, n), registered: make([]bool, n),
 		lastSeq: make([]uint64, n), lastRx: make([]int64, n), msgs: make([]uint64, n),
 		dirty:    make([]uint16, 0, 4096),
-		bids:     make([]shm.Level, 0, depth),
-		asks:     make([]shm.Level, 0, depth),
 		bookBids: make([]book.Level, 0, depth),
 		bookAsks: make([]book.Level, 0, depth),
 	}
@@ -145,14 +144,7 @@ func (p *Publisher) publish(b *book.Book) {
 	sn.SystemEvent, _ = p.books.SystemEvent()
 	p.bookBids = b.AppendDepth(book.Bid, p.bookBids[:0], p.depth)
 	p.bookAsks = b.AppendDepth(book.Ask, p.bookAsks[:0], p.depth)
-	p.bids = p.bids[:0]
-	for _, l := range p.bookBids {
-		p.bids = append(p.bids, shm.Level(l))
-	}
-	p.asks = p.asks[:0]
-	for _, l := range p.bookAsks {
-		p.asks = append(p.asks, shm.Level(l))
-	}
+	p.bids, p.asks = shmLevels(p.bookBids), shmLevels(p.bookAsks)
 	if len(p.bids) > 0 && len(p.asks) > 0 && p.bids[0].Price >= p.asks[0].Price {
 		sn.Flags |= bookfb.FlagsCrossed
 	}
@@ -166,4 +158,16 @@ func (p *Publisher) publish(b *book.Book) {
 		return
 	}
 	p.Published++
+}
+
+// shm.Level(l) converts a book.Level: the two struct types are identical
+// (same field names, types and order), so they have the same memory layout
+// and a slice of one is a slice of the other. The conversion below is what
+// the compiler checks; it fails to build if either type changes.
+var _ = shm.Level(book.Level{})
+
+// shmLevels returns the book levels ls as shm levels, sharing their
+// memory: Publish reads them without a per-level copy.
+func shmLevels(ls []book.Level) []shm.Level {
+	return unsafe.Slice((*shm.Level)(unsafe.Pointer(unsafe.SliceData(ls))), len(ls))
 }

@@ -73,6 +73,9 @@ func create() (*shm.Writer, error) {
 		Depth:             envInt("FH_SHM_TEST_DEPTH", 5),
 		JournalLen:        envInt("FH_SHM_TEST_JOURNAL", 0),
 		HeartbeatInterval: time.Duration(envInt("FH_SHM_TEST_HEARTBEAT_MS", 100)) * time.Millisecond,
+		// One goroutine publishes: the single-writer journal of the
+		// handler's default mode, unless FH_SHM_TEST_SHARED is set.
+		SingleWriter: os.Getenv("FH_SHM_TEST_SHARED") == "",
 	})
 }
 

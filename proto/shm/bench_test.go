@@ -4,11 +4,17 @@ import (
 	"testing"
 )
 
-// BenchmarkPublish publishes depth-10 snapshots, both sides full, into one
-// slot: encode + seqlock copy + journal append.
+// BenchmarkPublish publishes depth-10 snapshots, both sides full, into 16
+// slots in turn: encode + seqlock copy + journal append, with the journal
+// shared by concurrent publishers (the default) and with a single writer.
 func BenchmarkPublish(b *testing.B) {
+	b.Run("shared", func(b *testing.B) { benchPublish(b, false) })
+	b.Run("single", func(b *testing.B) { benchPublish(b, true) })
+}
+
+func benchPublish(b *testing.B, single bool) {
 	const depth = 10
-	w := testWriter(b, Config{Instruments: 16, Depth: depth})
+	w := testWriter(b, Config{Instruments: 16, Depth: depth, SingleWriter: single})
 	for loc := uint16(0); loc < 16; loc++ {
 		w.Register(loc, symbolOf(loc))
 	}

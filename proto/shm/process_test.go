@@ -52,11 +52,13 @@ func TestHelperProcess(t *testing.T) {
 }
 
 // writerProcess publishes in a tight loop for FH_SHM_TEST_DURATION, then
-// closes the feed.
+// closes the feed. Its journal is a single writer's (the handler's default
+// mode), or with FH_SHM_TEST_SHARED set the one concurrent publishers share.
 func writerProcess(name string) error {
 	d, _ := time.ParseDuration(os.Getenv("FH_SHM_TEST_DURATION"))
 	journal, _ := strconv.Atoi(os.Getenv("FH_SHM_TEST_JOURNAL"))
-	w, err := Create(Config{Name: name, Instruments: procInstruments, Depth: procDepth, JournalLen: journal})
+	w, err := Create(Config{Name: name, Instruments: procInstruments, Depth: procDepth, JournalLen: journal,
+		SingleWriter: os.Getenv("FH_SHM_TEST_SHARED") == ""})
 	if err != nil {
 		return err
 	}
@@ -249,12 +251,18 @@ func (c *child) finish(t testing.TB) {
 // TestCrossProcess runs a writer process publishing in a tight loop and two
 // reader processes: every snapshot read must be consistent (checkView
 // recomputes all fields from Seq and Locate, so a torn copy fails), readers
-// make progress, and the slow reader detects journal overruns.
+// make progress, and the slow reader detects journal overruns. It runs with
+// the single-writer journal and with the shared one.
 func TestCrossProcess(t *testing.T) {
+	t.Run("single", func(t *testing.T) { testCrossProcess(t, "FH_SHM_TEST_SHARED=") })
+	t.Run("shared", func(t *testing.T) { testCrossProcess(t, "FH_SHM_TEST_SHARED=1") })
+}
+
+func testCrossProcess(t *testing.T, journalMode string) {
 	name := testName(t)
 	// The slow reader starts before the writer exists and waits for it.
 	slow := startChild(t, "reader", name, "FH_SHM_TEST_SLOW=1")
-	w := startChild(t, "writer", name, "FH_SHM_TEST_DURATION=2s", "FH_SHM_TEST_JOURNAL=256")
+	w := startChild(t, "writer", name, "FH_SHM_TEST_DURATION=2s", "FH_SHM_TEST_JOURNAL=256", journalMode)
 	w.waitLine(t, "ready")
 	fast := startChild(t, "reader", name)
 	published := w.waitLine(t, "published")

@@ -2,6 +2,7 @@ package shm
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -304,8 +305,14 @@ func TestRestartInProcess(t *testing.T) {
 }
 
 func TestJournalOverrun(t *testing.T) {
+	for _, single := range []bool{true, false} {
+		t.Run(fmt.Sprintf("single=%v", single), func(t *testing.T) { testJournalOverrun(t, single) })
+	}
+}
+
+func testJournalOverrun(t *testing.T, single bool) {
 	const journal = 16
-	w := testWriter(t, Config{Instruments: 2, Depth: 1, JournalLen: journal})
+	w := testWriter(t, Config{Instruments: 2, Depth: 1, JournalLen: journal, SingleWriter: single})
 	w.Register(1, "A")
 	w.Register(2, "B")
 	r := testReader(t, w.Path())
@@ -424,8 +431,14 @@ func TestConcurrentPublishers(t *testing.T) {
 }
 
 func TestAllocs(t *testing.T) {
+	for _, single := range []bool{true, false} {
+		t.Run(fmt.Sprintf("single=%v", single), func(t *testing.T) { testAllocs(t, single) })
+	}
+}
+
+func testAllocs(t *testing.T, single bool) {
 	const depth = 10
-	w := testWriter(t, Config{Instruments: 4, Depth: depth})
+	w := testWriter(t, Config{Instruments: 4, Depth: depth, SingleWriter: single})
 	w.Register(1, "AAPL")
 	r := testReader(t, w.Path())
 	s := newSnapshot(depth)

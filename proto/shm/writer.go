@@ -91,6 +91,13 @@ type Config struct {
 	// Group owns the file: a group name or a numeric gid. Empty means the
 	// writer's effective group. A writer that is not root must be a member.
 	Group string
+	// SingleWriter promises that Publish is never called by two goroutines
+	// at once (run to completion, replay): the journal then needs no
+	// atomic claim, and each publish appends its record with plain ordered
+	// stores. False (the default) lets several goroutines publish
+	// different locates concurrently (book shards). Breaking the promise
+	// corrupts the journal; readers are not told.
+	SingleWriter bool
 }
 
 // DefaultMode is the permission of a feed file when Config.Mode is zero.
@@ -106,6 +113,9 @@ type Writer struct {
 
 	mu    sync.Mutex // serializes Register
 	count uint64     // registered instruments (under mu)
+
+	single bool   // Config.SingleWriter
+	head   uint64 // journal head, single writer only (the writer's own copy)
 
 	closed atomic.Bool
 }
@@ -190,7 +200,7 @@ func Create(cfg Config) (*Writer, error) {
 	if err != nil {
 		return fail(fmt.Errorf("mmap: %w", err))
 	}
-	w := &Writer{m: mapping{mem: mem}, l: l, path: path}
+	w := &Writer{m: mapping{mem: mem}, l: l, path: path, single: cfg.SingleWriter}
 	w.m.writeHeader(l)
 	atomic.StoreInt64(w.m.i64(offHeartbeat), now.UnixNano())
 	if err := os.Rename(tmp, path); err != nil {
@@ -363,17 +373,38 @@ func (w *Writer) Publish(s *Snapshot) error {
 	slot := uint64(v - 1)
 	symLen := int(w.m.dirEntry(&w.l, slot)[2])
 	seq := w.m.slotSeq(&w.l, slot)
-	// Add (not Store): a full barrier on every architecture, so the data
-	// stores below cannot become visible before the odd sequence.
-	if atomic.AddUint64(seq, 1)&1 == 0 {
+	// The seqlock needs store order only, never an atomic read-modify-write
+	// (one writer per slot): the odd count before the data, the data and
+	// len before the even count (order.go, docs/SHM.md "Memory ordering").
+	s0 := atomic.LoadUint64(seq)
+	if s0&1 != 0 {
+		// Best effort: catches a second publisher only if it is inside
+		// its write window now.
 		panic(fmt.Sprintf("shm: locate %d published concurrently by two goroutines", s.Locate))
 	}
+	storeBegin64(seq, s0+1)
 	n := writeSnapshot(w.m.slotData(&w.l, slot), s, symLen, publish)
-	atomic.StoreUint32(w.m.slotLen(&w.l, slot), uint32(n))
-	version := atomic.AddUint64(seq, 1) / 2
+	seqEnd(seq, uint32(n), s0+2) // len, then the even count (release)
+	version := (s0 + 2) / 2
 
-	w.appendJournal(s.Locate, version)
+	if w.single {
+		w.appendSingle(s.Locate, version)
+	} else {
+		w.appendJournal(s.Locate, version)
+	}
 	return nil
+}
+
+// appendSingle appends (locate, version) to the change journal of a single
+// writer: it writes the record (busy stamp, data, stamp position+1), then
+// stores the head. Nothing else writes the journal, so the record's
+// previous lap is complete and no claim is needed; readers never see a
+// head beyond a complete record.
+func (w *Writer) appendSingle(locate uint16, version uint64) {
+	pos := w.head
+	off := w.l.journal + (pos&(w.l.journalLen-1))*recordSize
+	putRecordHead(w.m.u64(off), uint64(locate)<<48|version&versionMask, pos+1, w.m.u64(offHead))
+	w.head = pos + 1
 }
 
 // appendJournal appends (locate, version) to the change journal. Several
@@ -382,7 +413,7 @@ func (w *Writer) Publish(s *Snapshot) error {
 // then writes the record under its own stamp (busy, data, position+1).
 func (w *Writer) appendJournal(locate uint16, version uint64) {
 	pos := atomic.AddUint64(w.m.u64(offHead), 1) - 1
-	stamp, data := w.m.record(&w.l, pos)
+	stamp, _ := w.m.record(&w.l, pos)
 	var prev uint64
 	if pos >= w.l.journalLen {
 		prev = pos - w.l.journalLen + 1
@@ -395,9 +426,7 @@ func (w *Writer) appendJournal(locate uint16, version uint64) {
 			runtime.Gosched()
 		}
 	}
-	atomic.StoreUint64(stamp, stampBusy)
-	atomic.StoreUint64(data, uint64(locate)<<48|version&versionMask)
-	atomic.StoreUint64(stamp, pos+1)
+	putRecord(stamp, uint64(locate)<<48|version&versionMask, pos+1)
 }
 
 // Info describes a feed file.
