@@ -3,8 +3,12 @@ package handler
 import (
 	"fmt"
 	"os"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/rs/zerolog"
 
@@ -69,7 +73,21 @@ type pacedRx struct {
 	start    time.Time
 	interval time.Duration // between packets (each packet counts once per line copy)
 	next     int
+
+	tid  int   // the receive thread (the first caller of Receive)
+	last int64 // the previous call's time, ns since start
+	// stalls counts the calls that came more than stallNs after the
+	// previous one: the receive thread did not run its loop for that long
+	// (descheduled, preempted, or one slow batch). stallAt keeps the first
+	// stallKeep of them (start, length), for period analysis.
+	stalls  int
+	stallAt [][2]int64
 }
+
+const (
+	stallNs   = 5_000
+	stallKeep = 1 << 16
+)
 
 func (r *pacedRx) Receive(pkts []rx.Packet) (int, error) {
 	r.mu.Lock()
@@ -77,7 +95,18 @@ func (r *pacedRx) Receive(pkts []rx.Packet) (int, error) {
 	if r.closed {
 		return 0, rx.ErrClosed
 	}
-	due := int(time.Since(r.start) / r.interval)
+	since := time.Since(r.start)
+	if r.tid == 0 {
+		r.tid = unix.Gettid()
+		r.stallAt = make([][2]int64, 0, stallKeep)
+	} else if d := int64(since) - r.last; d > stallNs {
+		r.stalls++
+		if len(r.stallAt) < cap(r.stallAt) {
+			r.stallAt = append(r.stallAt, [2]int64{r.last, d})
+		}
+	}
+	r.last = int64(since)
+	due := int(since / r.interval)
 	n := 0
 	for n < len(pkts) && r.next < len(r.script) && r.next <= due {
 		pkts[n] = r.script[r.next]
@@ -118,6 +147,7 @@ func benchPaced(b *testing.B, mode Mode, shards []int) {
 	name := fmt.Sprintf("fhbenchp-%d", os.Getpid())
 	defer shm.Remove(name)
 	var last Stats
+	var vcs, ivcs, stalls float64
 	b.ReportAllocs()
 	for b.Loop() {
 		r := &pacedRx{scriptRx: scriptRx{errAt: -1, script: script}}
@@ -136,16 +166,37 @@ func benchPaced(b *testing.B, mode Mode, shards []int) {
 		if err != nil {
 			b.Fatal(err)
 		}
+		var cs0 [2]uint64
+		var t0 time.Time
 		for {
+			if cs0 == ([2]uint64{}) {
+				r.mu.Lock()
+				tid := r.tid
+				r.mu.Unlock()
+				if tid != 0 {
+					cs0, t0 = threadSwitches(b, tid), time.Now()
+				}
+			}
 			st := h.Stats()
 			if st.Arbiter.Delivered == 400_000 && st.Applied() == st.Routed {
 				break
 			}
 			time.Sleep(20 * time.Millisecond) // Stats merges histograms: keep it off the pinned cores' backs
 		}
+		r.mu.Lock()
+		cs1, secs := threadSwitches(b, r.tid), time.Since(t0).Seconds()
+		r.mu.Unlock()
 		h.Stop()
 		last = h.Stats()
+		vcs, ivcs = float64(cs1[0]-cs0[0])/secs, float64(cs1[1]-cs0[1])/secs
+		stalls = float64(r.stalls) / time.Duration(r.last).Seconds()
+		if os.Getenv("FH_STALLS") != "" {
+			logStalls(b, r.stallAt)
+		}
 	}
+	b.ReportMetric(vcs, "rx-vcs/s")
+	b.ReportMetric(ivcs, "rx-ivcs/s")
+	b.ReportMetric(stalls, "rx-stalls/s")
 	l := &last.Latency
 	b.ReportMetric(float64(l.Quantile(0.5)), "p50-ns")
 	b.ReportMetric(float64(l.Quantile(0.99)), "p99-ns")
@@ -229,4 +280,59 @@ func BenchmarkApplyPublish(b *testing.B) {
 			b.ReportMetric(float64(apply.Nanoseconds())/float64(packets), "apply-ns/pkt")
 		})
 	}
+}
+
+// threadSwitches reads a thread's voluntary and involuntary context
+// switches so far: voluntary ones are the thread sleeping (a futex wait:
+// the Go scheduler parked it), involuntary ones the kernel running
+// something else on its core.
+func threadSwitches(tb testing.TB, tid int) (cs [2]uint64) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/self/task/%d/status", tid))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		k, v, ok := strings.Cut(l, ":")
+		if !ok {
+			continue
+		}
+		n, _ := strconv.ParseUint(strings.TrimSpace(v), 10, 64)
+		switch k {
+		case "voluntary_ctxt_switches":
+			cs[0] = n
+		case "nonvoluntary_ctxt_switches":
+			cs[1] = n
+		}
+	}
+	return cs
+}
+
+// logStalls logs how long the receive thread's stalls were and how far
+// apart the long ones came (a 10 ms period is the Go scheduler's
+// preemption of a goroutine that ran 10 ms without rescheduling).
+func logStalls(b *testing.B, at [][2]int64) {
+	bounds := []int64{10e3, 20e3, 50e3, 100e3, 1e6, 1 << 62}
+	hist := make([]int, len(bounds))
+	var apart []int64
+	prev := int64(-1)
+	for _, s := range at {
+		for i, ub := range bounds {
+			if s[1] < ub {
+				hist[i]++
+				break
+			}
+		}
+		if s[1] >= 20e3 {
+			if prev >= 0 {
+				apart = append(apart, (s[0]-prev)/1e5) // in 0.1 ms
+			}
+			prev = s[0]
+		}
+	}
+	b.Logf("stalls by length (< 10, 20, 50, 100 us, 1 ms, more): %v", hist)
+	per := map[int64]int{}
+	for _, a := range apart {
+		per[a]++
+	}
+	b.Logf("stalls >= 20 us: %d; intervals between them (0.1 ms: count): %v", len(apart)+1, per)
 }

@@ -173,6 +173,10 @@ type Handler struct {
 	delivered  atomic.Uint64 // messages the arbiter delivered (routed to shards)
 	gapLog     chan moldudp64.Range
 	sessionLog chan [2]moldudp64.Session
+
+	logMu   sync.Mutex // LogStats: its Stats copy and keys, reused
+	logSt   Stats
+	logKeys [][6]string // per line: the stats line's keys
 }
 
 // Start opens the receiver and the shared-memory file and starts the
@@ -301,24 +305,34 @@ func Start(cfg Config) (*Handler, error) {
 	h.log.Info().Str("backend", recv.Backend()).Stringer("mode", mode).Int("shards", len(h.shards)).
 		Str("shm", w.Path()).Int("depth", cfg.Depth).Msg("receiving")
 
-	pinErrs := make(chan error, len(h.shards)+1)
+	pinned := make(chan pinResult, len(h.shards)+1)
 	threads = 1
 	if h.inline == nil {
 		for _, s := range h.shards {
 			h.wg.Add(1)
 			go func() {
 				defer h.wg.Done()
-				s.run(pinErrs)
+				s.run(pinned)
 			}()
 		}
 		threads += len(h.shards)
 	}
 	h.started = time.Now().UnixNano()
-	go h.receive(pinErrs)
+	go h.receive(pinned)
+	var cores, hot []int
 	for i := 0; i < threads; i++ {
-		if err := <-pinErrs; err != nil {
-			h.log.Warn().Err(err).Msg("thread not pinned")
+		r := <-pinned
+		hot = append(hot, r.tid)
+		if r.err != nil {
+			h.log.Warn().Err(r.err).Msg("thread not pinned")
+		} else if r.core >= 0 {
+			cores = append(cores, r.core)
 		}
+	}
+	if n, err := keepOffPinnedCores(cores, hot); err != nil {
+		h.log.Warn().Err(err).Msg("other threads may share the pinned cores")
+	} else if n > 0 {
+		h.log.Info().Ints("pinned_cores", cores).Int("threads", n).Msg("the process's other threads kept off the pinned cores")
 	}
 	h.hk.Add(1)
 	go func() {
@@ -330,11 +344,12 @@ func Start(cfg Config) (*Handler, error) {
 
 // receive is the receive thread: Receive, arbitrate, route; in run to
 // completion also apply and publish, once per batch.
-func (h *Handler) receive(pinErr chan<- error) {
+func (h *Handler) receive(pinned chan<- pinResult) {
 	defer close(h.rxDone)
+	// Locked and never unlocked: the thread exits with the goroutine
+	// rather than going back to the runtime pinned to the core.
 	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	pinErr <- pin(h.cfg.ReceiveCore)
+	pinned <- pin(h.cfg.ReceiveCore)
 	batch := h.cfg.Receive.BatchSize
 	if batch <= 0 {
 		batch = 64
@@ -603,37 +618,51 @@ func (h *Handler) copyStats() {
 // Stats returns a copy of the counters (refreshed by the threads every few
 // tens of milliseconds).
 func (h *Handler) Stats() Stats {
-	st := h.statsLight()
-	var merged, path, rep latency.Histogram
-	for _, s := range h.shards {
-		merged.Merge(&s.hist)
-		path.Merge(&s.histPath)
-		rep.Merge(&s.histRep)
-	}
-	merged.Snapshot(&st.Latency)
-	path.Snapshot(&st.PathLatency)
-	rep.Snapshot(&st.RepairedLatency)
+	var st Stats
+	h.StatsInto(&st)
 	return st
 }
 
-// statsLight is Stats without the latency histograms.
-func (h *Handler) statsLight() Stats {
+// StatsInto copies the counters and the latency histograms into dst,
+// reusing dst's slices and snapshots: called again with the same dst (a
+// stats logger, a metrics scrape), it allocates nothing once the slices
+// have grown to size.
+func (h *Handler) StatsInto(dst *Stats) {
+	h.statsLightInto(dst)
+	for i, s := range h.shards {
+		if i == 0 {
+			s.hist.Snapshot(&dst.Latency)
+			s.histPath.Snapshot(&dst.PathLatency)
+			s.histRep.Snapshot(&dst.RepairedLatency)
+			continue
+		}
+		s.hist.AddTo(&dst.Latency)
+		s.histPath.AddTo(&dst.PathLatency)
+		s.histRep.AddTo(&dst.RepairedLatency)
+	}
+}
+
+// statsLightInto is StatsInto without the latency histograms (dst's are
+// left as they are).
+func (h *Handler) statsLightInto(dst *Stats) {
+	ranges, events, shards := dst.Recovery.OpenRanges[:0], dst.Recovery.Events[:0], dst.Shards[:0]
 	h.mu.Lock()
-	st := Stats{Arbiter: h.arbCopy, Receive: h.rxCopy,
-		Routed: h.cntCopy[0], Filtered: h.cntCopy[1], BadMessages: h.cntCopy[2], NextSeq: h.cntCopy[3], ReceiveErrors: h.cntCopy[4], Ended: h.endedCopy,
-		LastPacket: h.lastPkt, Started: h.started, Recovery: h.recCopy}
-	st.Recovery.OpenRanges = append([]moldudp64.Range(nil), h.recCopy.OpenRanges...)
-	st.Recovery.Events = append([]RecoveryEvent(nil), h.recCopy.Events...)
+	dst.Arbiter, dst.Receive = h.arbCopy, h.rxCopy
+	dst.Routed, dst.Filtered, dst.BadMessages, dst.NextSeq, dst.ReceiveErrors = h.cntCopy[0], h.cntCopy[1], h.cntCopy[2], h.cntCopy[3], h.cntCopy[4]
+	dst.Ended, dst.LastPacket, dst.Started = h.endedCopy, h.lastPkt, h.started
+	dst.Recovery = h.recCopy
+	dst.Recovery.OpenRanges = append(ranges, h.recCopy.OpenRanges...)
+	dst.Recovery.Events = append(events, h.recCopy.Events...)
 	if h.rec == nil {
-		st.Recovery.State = StateOff
+		dst.Recovery.State = StateOff
 	}
 	h.mu.Unlock()
-	st.Backend = h.recv.Backend()
-	st.Mode = h.mode
+	dst.Backend = h.recv.Backend()
+	dst.Mode = h.mode
 	for _, s := range h.shards {
-		st.Shards = append(st.Shards, s.statsCopy())
+		shards = append(shards, s.statsCopy())
 	}
-	return st
+	dst.Shards = shards
 }
 
 // Delivered returns the messages the arbiter delivered so far.
@@ -677,15 +706,22 @@ func (h *Handler) Stop() error {
 	return errors.Join(errRx, errShm)
 }
 
+// pinResult is what a pipeline thread reports once it pinned itself.
+type pinResult struct {
+	tid, core int
+	err       error
+}
+
 // pin locks the calling thread to core (no-op for core < 0).
-func pin(core int) error {
+func pin(core int) pinResult {
+	r := pinResult{tid: unix.Gettid(), core: core}
 	if core < 0 {
-		return nil
+		return r
 	}
 	var set unix.CPUSet
 	set.Set(core)
 	if err := unix.SchedSetaffinity(0, &set); err != nil {
-		return fmt.Errorf("pin thread to core %d: %w", core, err)
+		r.err = fmt.Errorf("pin thread to core %d: %w", core, err)
 	}
-	return nil
+	return r
 }
