@@ -366,6 +366,9 @@ func (h *Handler) receive(pinned chan<- pinResult) {
 				p := &pkts[i]
 				h.arb.Offer(int(p.Line), p.Data, p.RxTime)
 			}
+			if stageTiming && h.inline != nil {
+				h.inline.stages.offered = time.Now().UnixNano()
+			}
 			h.endBatch()
 			h.recv.Release(pkts[:n])
 		}

@@ -81,6 +81,16 @@ type shard struct {
 
 	mu    sync.Mutex // guards stats, copied out every few tens of milliseconds
 	stats ShardStats
+
+	// stages times a run-to-completion batch's stages, per message, when
+	// built with -tags stagetiming (else untouched).
+	stages struct {
+		offered int64 // when the batch's packets were offered (parsed, arbitrated, applied)
+		applyNs int64 // time in book apply so far in the batch
+		offer   latency.Histogram
+		apply   latency.Histogram
+		publish latency.Histogram
+	}
 }
 
 // run is the messages of one packet applied in the current batch: they
@@ -213,7 +223,14 @@ func (s *shard) marker(kind uint8) {
 // apply applies one message on the receive thread (run to completion); the
 // books are published when the batch ends (endBatch).
 func (s *shard) apply(msg []byte, seq uint64, rxTime, pickup int64, repaired bool) {
+	var t0 int64
+	if stageTiming {
+		t0 = time.Now().UnixNano()
+	}
 	loc, changed := s.books.Apply(itch.Msg(msg))
+	if stageTiming {
+		s.stages.applyNs += time.Now().UnixNano() - t0
+	}
 	s.pub.Applied(loc, changed, seq, rxTime)
 	s.nMsgs++
 	s.pending = true
@@ -245,6 +262,15 @@ func (s *shard) endBatch() {
 		s.pub.Flush()
 	}
 	now := time.Now().UnixNano()
+	if stageTiming {
+		if s.stages.offered != 0 && len(s.runs) > 0 {
+			n := int(s.nMsgs)
+			s.stages.offer.RecordN(s.stages.offered-s.runs[0].pickup, n)
+			s.stages.apply.RecordN(s.stages.applyNs, n)
+			s.stages.publish.RecordN(now-s.stages.offered, n)
+		}
+		s.stages.offered, s.stages.applyNs = 0, 0
+	}
 	for _, r := range s.runs {
 		s.recordRun(now, r.rxTime, r.pickup, r.n, r.repaired)
 	}
