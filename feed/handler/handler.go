@@ -391,9 +391,11 @@ func (h *Handler) receive(pinned chan<- pinResult) {
 			h.delivered.Store(h.nDelivered)
 		}
 		h.endBatch() // what Tick released or recovery delivered
-		if now-last > int64(20*time.Millisecond) {
+		// A reader (Stats) holding the lock makes the copy wait for the
+		// next round, a loop later: the hot thread never waits for a
+		// reader the kernel may have descheduled while holding it.
+		if now-last > int64(20*time.Millisecond) && h.copyStats(false) {
 			last = now
-			h.copyStats()
 		}
 	}
 	if h.rec != nil {
@@ -402,7 +404,7 @@ func (h *Handler) receive(pinned chan<- pinResult) {
 		}
 	}
 	h.endBatch()
-	h.copyStats()
+	h.copyStats(true)
 	// Close on the thread that used the receiver (io_uring's single issuer).
 	h.closeErr = h.recv.Close()
 }
@@ -596,9 +598,16 @@ func (h *Handler) housekeeping() {
 	}
 }
 
-func (h *Handler) copyStats() {
+// copyStats publishes the receive thread's counters (and in run to
+// completion the shard's) for Stats. With wait false it gives up, and
+// returns false, when a reader holds a lock.
+func (h *Handler) copyStats(wait bool) bool {
 	rs := h.recv.Stats()
-	h.mu.Lock()
+	if wait {
+		h.mu.Lock()
+	} else if !h.mu.TryLock() {
+		return false
+	}
 	h.arbCopy = h.arb.Stats
 	h.rxCopy = rs
 	h.cntCopy = [5]uint64{h.routed, h.filtered, h.badMsgs, h.arb.Next(), h.rxErrors}
@@ -614,8 +623,9 @@ func (h *Handler) copyStats() {
 	}
 	h.mu.Unlock()
 	if h.inline != nil {
-		h.inline.copyStats()
+		return h.inline.copyStats(wait)
 	}
+	return true
 }
 
 // Stats returns a copy of the counters (refreshed by the threads every few

@@ -138,7 +138,7 @@ func (s *shard) run(pinned chan<- pinResult) {
 	for {
 		batch := s.ring.PeekWait(batchMax, 50*time.Millisecond)
 		if len(batch) == 0 {
-			s.copyStats()
+			s.copyStats(true)
 			if s.ring.Closed() {
 				return
 			}
@@ -163,8 +163,7 @@ func (s *shard) run(pinned chan<- pinResult) {
 		s.ring.Release(len(batch))
 		s.applied.Add(uint64(msgs))
 		s.batches.Add(1)
-		if now-lastStats.UnixNano() > int64(50*time.Millisecond) {
-			s.copyStats()
+		if now-lastStats.UnixNano() > int64(50*time.Millisecond) && s.copyStats(false) {
 			lastStats = time.Now()
 		}
 	}
@@ -281,20 +280,27 @@ func (s *shard) endBatch() {
 }
 
 // copyStats publishes the shard's counters for other goroutines. It runs
-// every few tens of milliseconds, never per message.
-func (s *shard) copyStats() {
+// every few tens of milliseconds, never per message. With wait false it
+// gives up, and returns false, when a reader holds the lock: a hot thread
+// never waits for a reader.
+func (s *shard) copyStats(wait bool) bool {
 	bst := s.books.Stats()
 	var rst spsc.Stats
 	if s.ring != nil {
 		rst = s.ring.Stats()
 	}
-	s.mu.Lock()
+	if wait {
+		s.mu.Lock()
+	} else if !s.mu.TryLock() {
+		return false
+	}
 	s.stats.Applied = s.applied.Load()
 	s.stats.Batches, s.stats.Published, s.stats.PublishErrors = s.batches.Load(), s.pub.Published, s.pub.Errors
 	s.stats.Book = bst
 	s.stats.Ring = rst
 	s.stats.Stale, s.stats.Books = s.pub.stale, s.pub.Books
 	s.mu.Unlock()
+	return true
 }
 
 func (s *shard) statsCopy() ShardStats {
