@@ -3,6 +3,7 @@ package handler
 import (
 	"fmt"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -159,7 +160,7 @@ func benchPaced(b *testing.B, mode Mode, shards []int) {
 	name := fmt.Sprintf("fhbenchp-%d", os.Getpid())
 	defer shm.Remove(name)
 	var last Stats
-	var vcs, ivcs, stalls float64
+	var vcs, ivcs, stalls, stalls20, stalled20 float64
 	var lastH *Handler
 	b.ReportAllocs()
 	for b.Loop() {
@@ -203,6 +204,15 @@ func benchPaced(b *testing.B, mode Mode, shards []int) {
 		last, lastH = h.Stats(), h
 		vcs, ivcs = float64(cs1[0]-cs0[0])/secs, float64(cs1[1]-cs0[1])/secs
 		stalls = float64(r.stalls) / time.Duration(r.last).Seconds()
+		long, lost := 0, int64(0)
+		for _, st := range r.stallAt {
+			if st[1] >= 20_000 {
+				long++
+				lost += st[1]
+			}
+		}
+		stalls20 = float64(long) / time.Duration(r.last).Seconds()
+		stalled20 = 100 * float64(lost) / float64(r.last)
 		if os.Getenv("FH_STALLS") != "" {
 			logStalls(b, r.stallAt)
 		}
@@ -210,6 +220,8 @@ func benchPaced(b *testing.B, mode Mode, shards []int) {
 	b.ReportMetric(vcs, "rx-vcs/s")
 	b.ReportMetric(ivcs, "rx-ivcs/s")
 	b.ReportMetric(stalls, "rx-stalls/s")
+	b.ReportMetric(stalls20, "rx-stalls20/s")
+	b.ReportMetric(stalled20, "rx-stalled20-%")
 	// The share of the p50: receive (the wait from the packet's time to
 	// its pickup), and on the handler's own path apply and publish,
 	// measured on the same day on this thread (means per packet); the
@@ -414,4 +426,48 @@ func logStalls(b *testing.B, at [][2]int64) {
 		per[a]++
 	}
 	b.Logf("stalls >= 20 us: %d; intervals between them (0.1 ms: count): %v", len(apart)+1, per)
+}
+
+// BenchmarkMachineStalls measures what the machine does to a spinning
+// thread, without the handler: a goroutine locked to its thread and pinned
+// to CPU 0 (where BenchmarkPipelinePaced runs its receive thread) reads the
+// clock for a second and counts the gaps between two reads over 5 µs and
+// over 20 µs (per second), and the share of the second they took. Compare
+// with the paced benchmark's rx-stalls20/s: what the machine (hypervisor,
+// kernel, other processes) imposes is the floor of the handler's tail.
+func BenchmarkMachineStalls(b *testing.B) {
+	var n5, n20 int
+	var lost, total time.Duration
+	for b.Loop() {
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			runtime.LockOSThread() // never unlocked: the pinned thread exits with the goroutine
+			if r := pin(0); r.err != nil {
+				b.Error(r.err)
+				return
+			}
+			start := time.Now()
+			prev := time.Duration(0)
+			for {
+				now := time.Since(start)
+				if now > time.Second {
+					total += now
+					return
+				}
+				if d := now - prev; d > stallNs {
+					n5++
+					if d >= 20*time.Microsecond {
+						n20++
+						lost += d
+					}
+				}
+				prev = now
+			}
+		}()
+		<-done
+	}
+	b.ReportMetric(float64(n5)/total.Seconds(), "stalls/s")
+	b.ReportMetric(float64(n20)/total.Seconds(), "stalls20/s")
+	b.ReportMetric(100*lost.Seconds()/total.Seconds(), "stalled20-%")
 }
