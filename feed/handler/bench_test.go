@@ -453,8 +453,8 @@ func BenchmarkMachineStalls(b *testing.B) {
 		go func() {
 			defer close(done)
 			runtime.LockOSThread() // never unlocked: the pinned thread exits with the goroutine
-			if r := pin(0); r.err != nil {
-				b.Error(r.err)
+			if err := pin(0); err != nil {
+				b.Error(err)
 				return
 			}
 			start := time.Now()

@@ -305,34 +305,24 @@ func Start(cfg Config) (*Handler, error) {
 	h.log.Info().Str("backend", recv.Backend()).Stringer("mode", mode).Int("shards", len(h.shards)).
 		Str("shm", w.Path()).Int("depth", cfg.Depth).Msg("receiving")
 
-	pinned := make(chan pinResult, len(h.shards)+1)
+	pinErrs := make(chan error, len(h.shards)+1)
 	threads = 1
 	if h.inline == nil {
 		for _, s := range h.shards {
 			h.wg.Add(1)
 			go func() {
 				defer h.wg.Done()
-				s.run(pinned)
+				s.run(pinErrs)
 			}()
 		}
 		threads += len(h.shards)
 	}
 	h.started = time.Now().UnixNano()
-	go h.receive(pinned)
-	var cores, hot []int
+	go h.receive(pinErrs)
 	for i := 0; i < threads; i++ {
-		r := <-pinned
-		hot = append(hot, r.tid)
-		if r.err != nil {
-			h.log.Warn().Err(r.err).Msg("thread not pinned")
-		} else if r.core >= 0 {
-			cores = append(cores, r.core)
+		if err := <-pinErrs; err != nil {
+			h.log.Warn().Err(err).Msg("thread not pinned")
 		}
-	}
-	if n, err := keepOffPinnedCores(cores, hot); err != nil {
-		h.log.Warn().Err(err).Msg("other threads may share the pinned cores")
-	} else if n > 0 {
-		h.log.Info().Ints("pinned_cores", cores).Int("threads", n).Msg("the process's other threads kept off the pinned cores")
 	}
 	h.hk.Add(1)
 	go func() {
@@ -344,12 +334,12 @@ func Start(cfg Config) (*Handler, error) {
 
 // receive is the receive thread: Receive, arbitrate, route; in run to
 // completion also apply and publish, once per batch.
-func (h *Handler) receive(pinned chan<- pinResult) {
+func (h *Handler) receive(pinErr chan<- error) {
 	defer close(h.rxDone)
 	// Locked and never unlocked: the thread exits with the goroutine
 	// rather than going back to the runtime pinned to the core.
 	runtime.LockOSThread()
-	pinned <- pin(h.cfg.ReceiveCore)
+	pinErr <- pin(h.cfg.ReceiveCore)
 	batch := h.cfg.Receive.BatchSize
 	if batch <= 0 {
 		batch = 64
@@ -719,22 +709,15 @@ func (h *Handler) Stop() error {
 	return errors.Join(errRx, errShm)
 }
 
-// pinResult is what a pipeline thread reports once it pinned itself.
-type pinResult struct {
-	tid, core int
-	err       error
-}
-
 // pin locks the calling thread to core (no-op for core < 0).
-func pin(core int) pinResult {
-	r := pinResult{tid: unix.Gettid(), core: core}
+func pin(core int) error {
 	if core < 0 {
-		return r
+		return nil
 	}
 	var set unix.CPUSet
 	set.Set(core)
 	if err := unix.SchedSetaffinity(0, &set); err != nil {
-		r.err = fmt.Errorf("pin thread to core %d: %w", core, err)
+		return fmt.Errorf("pin thread to core %d: %w", core, err)
 	}
-	return r
+	return nil
 }

@@ -130,9 +130,9 @@ func newShard(id, core int, ringSize int, bcfg book.Config, w *shm.Writer, depth
 }
 
 // run applies and publishes until the ring is closed and drained.
-func (s *shard) run(pinned chan<- pinResult) {
+func (s *shard) run(pinErr chan<- error) {
 	runtime.LockOSThread() // never unlocked: the pinned thread exits with the goroutine
-	pinned <- pin(s.core)
+	pinErr <- pin(s.core)
 	const batchMax = 256
 	lastStats := time.Now()
 	for {
