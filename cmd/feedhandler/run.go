@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -64,7 +65,7 @@ func serve(ctx context.Context, h *handler.Handler, cfg *config.Config, logger z
 		reg := prometheus.NewRegistry()
 		reg.MustRegister(handler.NewCollector(h))
 		mux := http.NewServeMux()
-		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+		mux.Handle("/metrics", metricsHandler(handler.NewExposition(h), promhttp.HandlerFor(reg, promhttp.HandlerOpts{})))
 		mux.HandleFunc("/healthz", healthz(h))
 		mux.HandleFunc("/readyz", readyz(h))
 		ln, err := net.Listen("tcp", cfg.Metrics.Listen)
@@ -110,6 +111,23 @@ loop:
 	err := h.Stop()
 	h.LogStats(true)
 	return err
+}
+
+// metricsHandler answers a scrape with the text format, rendered without
+// allocating (handler.Exposition), unless the scraper asks for the
+// protobuf format (Prometheus with native histograms enabled): that one
+// carries the native latency buckets and goes through client_golang, which
+// allocates per scrape.
+func metricsHandler(text http.Handler, proto http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		for _, a := range r.Header["Accept"] {
+			if strings.Contains(a, "application/vnd.google.protobuf") {
+				proto.ServeHTTP(w, r)
+				return
+			}
+		}
+		text.ServeHTTP(w, r)
+	})
 }
 
 // shedPrivileges switches to account when running as root (warning when

@@ -3,8 +3,13 @@ package handler
 import (
 	"fmt"
 	"os"
+	"runtime"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/rs/zerolog"
 
@@ -12,6 +17,7 @@ import (
 	"github.com/marketfeed/feedhandler/feed/itch"
 	"github.com/marketfeed/feedhandler/feed/moldudp64"
 	"github.com/marketfeed/feedhandler/feed/rx"
+	"github.com/marketfeed/feedhandler/internal/latency"
 	"github.com/marketfeed/feedhandler/proto/shm"
 )
 
@@ -69,7 +75,21 @@ type pacedRx struct {
 	start    time.Time
 	interval time.Duration // between packets (each packet counts once per line copy)
 	next     int
+
+	tid  int   // the receive thread (the first caller of Receive)
+	last int64 // the previous call's time, ns since start
+	// stalls counts the calls that came more than stallNs after the
+	// previous one: the receive thread did not run its loop for that long
+	// (descheduled, preempted, or one slow batch). stallAt keeps the first
+	// stallKeep of them (start, length), for period analysis.
+	stalls  int
+	stallAt [][2]int64
 }
+
+const (
+	stallNs   = 5_000
+	stallKeep = 1 << 16
+)
 
 func (r *pacedRx) Receive(pkts []rx.Packet) (int, error) {
 	r.mu.Lock()
@@ -77,7 +97,18 @@ func (r *pacedRx) Receive(pkts []rx.Packet) (int, error) {
 	if r.closed {
 		return 0, rx.ErrClosed
 	}
-	due := int(time.Since(r.start) / r.interval)
+	since := time.Since(r.start)
+	if r.tid == 0 {
+		r.tid = unix.Gettid()
+		r.stallAt = make([][2]int64, 0, stallKeep)
+	} else if d := int64(since) - r.last; d > stallNs {
+		r.stalls++
+		if len(r.stallAt) < cap(r.stallAt) {
+			r.stallAt = append(r.stallAt, [2]int64{r.last, d})
+		}
+	}
+	r.last = int64(since)
+	due := int(since / r.interval)
 	n := 0
 	for n < len(pkts) && r.next < len(r.script) && r.next <= due {
 		pkts[n] = r.script[r.next]
@@ -96,10 +127,21 @@ var benchDepth = 10
 // handler's own path at a production-like rate, without a network stack.
 // Run to completion: one thread pinned to CPU 0. Sharded: the receive
 // thread on CPU 0, one shard thread on CPU 1 (the layout before run to
-// completion was the default). apply-ns and publish-ns are the mean cost
-// per packet of book apply and of publishing what its batch changed,
-// measured on the same day without threads (BenchmarkApplyPublish), so the
-// p50 can be split into receive + arbitration, apply and publish.
+// completion was the default).
+//
+// The p50 split: receive-ns is the p50 less the path p50 (a packet's wait
+// from its due time to the receive thread's pickup); apply-ns/pkt and
+// publish-ns/pkt are the mean cost per packet of book apply and of
+// publishing what the packet changed, measured on the same day on one
+// thread without the pipeline (as BenchmarkApplyPublish), so the path p50
+// less those is MoldUDP64 parse, arbitration and recording.
+//
+// The tail: rx-vcs/s and rx-ivcs/s are the receive thread's voluntary
+// (the Go scheduler parked it: a preemption of a locked goroutine, a
+// contended lock) and involuntary (the kernel ran another thread on its
+// core) context switches per second; rx-stalls/s counts the gaps over
+// 5 µs between two calls of Receive (FH_STALLS=1 logs their lengths and
+// spacing).
 func BenchmarkPipelinePaced(b *testing.B) {
 	for _, m := range []struct {
 		mode   Mode
@@ -118,6 +160,9 @@ func benchPaced(b *testing.B, mode Mode, shards []int) {
 	name := fmt.Sprintf("fhbenchp-%d", os.Getpid())
 	defer shm.Remove(name)
 	var last Stats
+	var vcs, ivcs, stalls, stalls20, stalled20 float64
+	var lastH *Handler
+	statsPoll := os.Getenv("FH_PACED_STATS") != ""
 	b.ReportAllocs()
 	for b.Loop() {
 		r := &pacedRx{scriptRx: scriptRx{errAt: -1, script: script}}
@@ -136,17 +181,93 @@ func benchPaced(b *testing.B, mode Mode, shards []int) {
 		if err != nil {
 			b.Fatal(err)
 		}
+		var cs0 [2]uint64
+		var t0 time.Time
 		for {
-			st := h.Stats()
-			if st.Arbiter.Delivered == 400_000 && st.Applied() == st.Routed {
+			if cs0 == ([2]uint64{}) {
+				r.mu.Lock()
+				tid := r.tid
+				r.mu.Unlock()
+				if tid != 0 {
+					cs0, t0 = threadSwitches(b, tid), time.Now()
+				}
+			}
+			// Done when every message is delivered and applied, read
+			// from two atomics. FH_PACED_STATS=1 reads a whole Stats
+			// instead (histogram merges and the stats locks every 20 ms,
+			// as the harness did before: a scrape 50 times a second) to
+			// measure what that costs the receive thread.
+			if statsPoll {
+				st := h.Stats()
+				if st.Arbiter.Delivered == 400_000 && st.Applied() == st.Routed {
+					break
+				}
+			} else if h.Delivered() == 400_000 && h.Applied() == 400_000 {
 				break
 			}
-			time.Sleep(20 * time.Millisecond) // Stats merges histograms: keep it off the pinned cores' backs
+			time.Sleep(20 * time.Millisecond)
 		}
+		r.mu.Lock()
+		cs1, secs := threadSwitches(b, r.tid), time.Since(t0).Seconds()
+		r.mu.Unlock()
 		h.Stop()
-		last = h.Stats()
+		last, lastH = h.Stats(), h
+		vcs, ivcs = float64(cs1[0]-cs0[0])/secs, float64(cs1[1]-cs0[1])/secs
+		stalls = float64(r.stalls) / time.Duration(r.last).Seconds()
+		long, lost := 0, int64(0)
+		for _, st := range r.stallAt {
+			if st[1] >= 20_000 {
+				long++
+				lost += st[1]
+			}
+		}
+		stalls20 = float64(long) / time.Duration(r.last).Seconds()
+		stalled20 = 100 * float64(lost) / float64(r.last)
+		if os.Getenv("FH_STALLS") != "" {
+			logStalls(b, r.stallAt)
+		}
+	}
+	b.ReportMetric(vcs, "rx-vcs/s")
+	b.ReportMetric(ivcs, "rx-ivcs/s")
+	b.ReportMetric(stalls, "rx-stalls/s")
+	b.ReportMetric(stalls20, "rx-stalls20/s")
+	b.ReportMetric(stalled20, "rx-stalled20-%")
+	// The share of the p50: receive (the wait from the packet's time to
+	// its pickup), and on the handler's own path apply and publish,
+	// measured on the same day on this thread (means per packet); the
+	// rest of the path is MoldUDP64 parse, arbitration and recording.
+	// Warm: the fastest of three passes (the first one faults in the
+	// books and the shm slots).
+	msgs := dayMessages(b, g)
+	applyNs, publishNs := 0.0, 0.0
+	for i := 0; i < 3; i++ {
+		c := newApplyPublishCost(b, benchDepth)
+		c.measure(b, msgs)
+		c.apply, c.both, c.published, c.packets = 0, 0, 0, 0
+		c.measure(b, msgs)
+		if i == 0 || c.applyPerPacket()+c.publishPerPacket() < applyNs+publishNs {
+			applyNs, publishNs = c.applyPerPacket(), c.publishPerPacket()
+		}
 	}
 	l := &last.Latency
+	b.ReportMetric(float64(l.Quantile(0.5)-last.PathLatency.Quantile(0.5)), "receive-ns")
+	b.ReportMetric(applyNs, "apply-ns/pkt")
+	b.ReportMetric(publishNs, "publish-ns/pkt")
+	if stageTiming && mode == ModeRunToCompletion {
+		// Per message, its batch's stages: offer (MoldUDP64 parse,
+		// arbitration, apply), of which apply, and publish (+ record).
+		st := &lastH.shards[0].stages
+		var off, app, pub latency.Snapshot
+		st.offer.Snapshot(&off)
+		st.apply.Snapshot(&app)
+		st.publish.Snapshot(&pub)
+		b.ReportMetric(float64(off.Quantile(0.5)), "stage-offer-p50-ns")
+		b.ReportMetric(float64(app.Quantile(0.5)), "stage-apply-p50-ns")
+		b.ReportMetric(float64(pub.Quantile(0.5)), "stage-publish-p50-ns")
+		b.ReportMetric(off.Mean(), "stage-offer-mean-ns")
+		b.ReportMetric(app.Mean(), "stage-apply-mean-ns")
+		b.ReportMetric(pub.Mean(), "stage-publish-mean-ns")
+	}
 	b.ReportMetric(float64(l.Quantile(0.5)), "p50-ns")
 	b.ReportMetric(float64(l.Quantile(0.99)), "p99-ns")
 	b.ReportMetric(float64(l.Quantile(0.999)), "p99.9-ns")
@@ -165,7 +286,24 @@ func benchPaced(b *testing.B, mode Mode, shards []int) {
 // difference. Per depth: ns per published book, apply and publish ns per
 // packet.
 func BenchmarkApplyPublish(b *testing.B) {
-	pkts := dayPacketsSized(b, 400_000, 300)
+	msgs := dayMessages(b, dayPacketsSized(b, 400_000, 300))
+	for _, depth := range []int{1, 5, 10, 20} {
+		b.Run(fmt.Sprintf("depth=%d", depth), func(b *testing.B) {
+			c := newApplyPublishCost(b, depth)
+			b.ReportAllocs()
+			for b.Loop() {
+				c.measure(b, msgs)
+			}
+			b.ReportMetric(c.perBook(), "ns/book")
+			b.ReportMetric(float64(c.published)/float64(c.packets), "books/pkt")
+			b.ReportMetric(c.publishPerPacket(), "publish-ns/pkt")
+			b.ReportMetric(c.applyPerPacket(), "apply-ns/pkt")
+		})
+	}
+}
+
+// dayMessages splits packets into their messages.
+func dayMessages(b *testing.B, pkts [][]byte) [][][]byte {
 	var msgs [][][]byte
 	for _, raw := range pkts {
 		p, err := moldudp64.Parse(raw)
@@ -179,55 +317,168 @@ func BenchmarkApplyPublish(b *testing.B) {
 		}
 		msgs = append(msgs, ms)
 	}
-	bcfg := book.Config{MaxOrders: 1 << 18, MaxLocates: 1024, MaxLevels: 1 << 16}
-	for _, depth := range []int{1, 5, 10, 20} {
-		b.Run(fmt.Sprintf("depth=%d", depth), func(b *testing.B) {
-			name := fmt.Sprintf("fhbenchap-%d", os.Getpid())
-			defer shm.Remove(name)
-			w, err := shm.Create(shm.Config{Name: name, Instruments: 1024, Depth: depth, SingleWriter: true})
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer w.Close()
-			bsA, errA := book.New(bcfg)
-			bsP, errP := book.New(bcfg)
-			if errA != nil || errP != nil {
-				b.Fatal(errA, errP)
-			}
-			pub := NewPublisher(w, bsP, depth)
-			var apply, both time.Duration
-			var published, packets uint64
-			b.ReportAllocs()
-			for b.Loop() {
-				bsA.Reset()
-				t0 := time.Now()
-				for i, ms := range msgs {
-					for _, m := range ms {
-						loc, changed := bsA.Apply(itch.Msg(m))
-						_, _, _ = loc, changed, i
-					}
-				}
-				t1 := time.Now()
-				bsP.Reset() // outside the timed part, as bsA's
-				p0 := pub.Published
-				t2 := time.Now()
-				for i, ms := range msgs {
-					for _, m := range ms {
-						loc, changed := bsP.Apply(itch.Msg(m))
-						pub.Applied(loc, changed, uint64(i), 0)
-					}
-					pub.Flush()
-				}
-				both += time.Since(t2)
-				apply += t1.Sub(t0)
-				published += pub.Published - p0
-				packets += uint64(len(msgs))
-			}
-			publish := both - apply
-			b.ReportMetric(float64(publish.Nanoseconds())/float64(published), "ns/book")
-			b.ReportMetric(float64(published)/float64(packets), "books/pkt")
-			b.ReportMetric(float64(publish.Nanoseconds())/float64(packets), "publish-ns/pkt")
-			b.ReportMetric(float64(apply.Nanoseconds())/float64(packets), "apply-ns/pkt")
-		})
+	return msgs
+}
+
+// applyPublishCost measures, on one thread, the book apply and the
+// publish (each changed book once per packet) of a day's packets.
+type applyPublishCost struct {
+	bsA, bsP           *book.Books
+	pub                *Publisher
+	apply, both        time.Duration
+	published, packets uint64
+}
+
+func newApplyPublishCost(b *testing.B, depth int) *applyPublishCost {
+	name := fmt.Sprintf("fhbenchap-%d", os.Getpid())
+	w, err := shm.Create(shm.Config{Name: name, Instruments: 1024, Depth: depth, SingleWriter: true})
+	if err != nil {
+		b.Fatal(err)
 	}
+	b.Cleanup(func() { w.Close(); shm.Remove(name) })
+	bcfg := book.Config{MaxOrders: 1 << 18, MaxLocates: 1024, MaxLevels: 1 << 16}
+	bsA, errA := book.New(bcfg)
+	bsP, errP := book.New(bcfg)
+	if errA != nil || errP != nil {
+		b.Fatal(errA, errP)
+	}
+	return &applyPublishCost{bsA: bsA, bsP: bsP, pub: NewPublisher(w, bsP, depth)}
+}
+
+// measure applies the day twice on fresh books, once without publishing
+// and once publishing after every packet what it changed.
+func (c *applyPublishCost) measure(b *testing.B, msgs [][][]byte) {
+	c.bsA.Reset()
+	t0 := time.Now()
+	for _, ms := range msgs {
+		for _, m := range ms {
+			c.bsA.Apply(itch.Msg(m))
+		}
+	}
+	t1 := time.Now()
+	c.bsP.Reset() // outside the timed part, as bsA's
+	p0 := c.pub.Published
+	t2 := time.Now()
+	for i, ms := range msgs {
+		for _, m := range ms {
+			loc, changed := c.bsP.Apply(itch.Msg(m))
+			c.pub.Applied(loc, changed, uint64(i), 0)
+		}
+		c.pub.Flush()
+	}
+	c.both += time.Since(t2)
+	c.apply += t1.Sub(t0)
+	c.published += c.pub.Published - p0
+	c.packets += uint64(len(msgs))
+}
+
+func (c *applyPublishCost) applyPerPacket() float64 {
+	return float64(c.apply.Nanoseconds()) / float64(c.packets)
+}
+
+func (c *applyPublishCost) publishPerPacket() float64 {
+	return float64((c.both - c.apply).Nanoseconds()) / float64(c.packets)
+}
+
+func (c *applyPublishCost) perBook() float64 {
+	return float64((c.both - c.apply).Nanoseconds()) / float64(c.published)
+}
+
+// threadSwitches reads a thread's voluntary and involuntary context
+// switches so far: voluntary ones are the thread sleeping (a futex wait:
+// the Go scheduler parked it), involuntary ones the kernel running
+// something else on its core.
+func threadSwitches(tb testing.TB, tid int) (cs [2]uint64) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/self/task/%d/status", tid))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		k, v, ok := strings.Cut(l, ":")
+		if !ok {
+			continue
+		}
+		n, _ := strconv.ParseUint(strings.TrimSpace(v), 10, 64)
+		switch k {
+		case "voluntary_ctxt_switches":
+			cs[0] = n
+		case "nonvoluntary_ctxt_switches":
+			cs[1] = n
+		}
+	}
+	return cs
+}
+
+// logStalls logs how long the receive thread's stalls were and how far
+// apart the long ones came (a 10 ms period is the Go scheduler's
+// preemption of a goroutine that ran 10 ms without rescheduling).
+func logStalls(b *testing.B, at [][2]int64) {
+	bounds := []int64{10e3, 20e3, 50e3, 100e3, 1e6, 1 << 62}
+	hist := make([]int, len(bounds))
+	var apart []int64
+	prev := int64(-1)
+	for _, s := range at {
+		for i, ub := range bounds {
+			if s[1] < ub {
+				hist[i]++
+				break
+			}
+		}
+		if s[1] >= 20e3 {
+			if prev >= 0 {
+				apart = append(apart, (s[0]-prev)/1e5) // in 0.1 ms
+			}
+			prev = s[0]
+		}
+	}
+	b.Logf("stalls by length (< 10, 20, 50, 100 us, 1 ms, more): %v", hist)
+	per := map[int64]int{}
+	for _, a := range apart {
+		per[a]++
+	}
+	b.Logf("stalls >= 20 us: %d; intervals between them (0.1 ms: count): %v", len(apart)+1, per)
+}
+
+// BenchmarkMachineStalls measures what the machine does to a spinning
+// thread, without the handler: a goroutine locked to its thread and pinned
+// to CPU 0 (where BenchmarkPipelinePaced runs its receive thread) reads the
+// clock for a second and counts the gaps between two reads over 5 µs and
+// over 20 µs (per second), and the share of the second they took. Compare
+// with the paced benchmark's rx-stalls20/s: what the machine (hypervisor,
+// kernel, other processes) imposes is the floor of the handler's tail.
+func BenchmarkMachineStalls(b *testing.B) {
+	var n5, n20 int
+	var lost, total time.Duration
+	for b.Loop() {
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			runtime.LockOSThread() // never unlocked: the pinned thread exits with the goroutine
+			if err := pin(0); err != nil {
+				b.Error(err)
+				return
+			}
+			start := time.Now()
+			prev := time.Duration(0)
+			for {
+				now := time.Since(start)
+				if now > time.Second {
+					total += now
+					return
+				}
+				if d := now - prev; d > stallNs {
+					n5++
+					if d >= 20*time.Microsecond {
+						n20++
+						lost += d
+					}
+				}
+				prev = now
+			}
+		}()
+		<-done
+	}
+	b.ReportMetric(float64(n5)/total.Seconds(), "stalls/s")
+	b.ReportMetric(float64(n20)/total.Seconds(), "stalls20/s")
+	b.ReportMetric(100*lost.Seconds()/total.Seconds(), "stalled20-%")
 }

@@ -173,6 +173,10 @@ type Handler struct {
 	delivered  atomic.Uint64 // messages the arbiter delivered (routed to shards)
 	gapLog     chan moldudp64.Range
 	sessionLog chan [2]moldudp64.Session
+
+	logMu   sync.Mutex // LogStats: its Stats copy and keys, reused
+	logSt   Stats
+	logKeys [][6]string // per line: the stats line's keys
 }
 
 // Start opens the receiver and the shared-memory file and starts the
@@ -332,8 +336,9 @@ func Start(cfg Config) (*Handler, error) {
 // completion also apply and publish, once per batch.
 func (h *Handler) receive(pinErr chan<- error) {
 	defer close(h.rxDone)
+	// Locked and never unlocked: the thread exits with the goroutine
+	// rather than going back to the runtime pinned to the core.
 	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
 	pinErr <- pin(h.cfg.ReceiveCore)
 	batch := h.cfg.Receive.BatchSize
 	if batch <= 0 {
@@ -350,6 +355,9 @@ func (h *Handler) receive(pinErr chan<- error) {
 			for i := 0; i < n; i++ {
 				p := &pkts[i]
 				h.arb.Offer(int(p.Line), p.Data, p.RxTime)
+			}
+			if stageTiming && h.inline != nil {
+				h.inline.stages.offered = time.Now().UnixNano()
 			}
 			h.endBatch()
 			h.recv.Release(pkts[:n])
@@ -373,9 +381,11 @@ func (h *Handler) receive(pinErr chan<- error) {
 			h.delivered.Store(h.nDelivered)
 		}
 		h.endBatch() // what Tick released or recovery delivered
-		if now-last > int64(20*time.Millisecond) {
+		// A reader (Stats) holding the lock makes the copy wait for the
+		// next round, a loop later: the hot thread never waits for a
+		// reader the kernel may have descheduled while holding it.
+		if now-last > int64(20*time.Millisecond) && h.copyStats(false) {
 			last = now
-			h.copyStats()
 		}
 	}
 	if h.rec != nil {
@@ -384,7 +394,7 @@ func (h *Handler) receive(pinErr chan<- error) {
 		}
 	}
 	h.endBatch()
-	h.copyStats()
+	h.copyStats(true)
 	// Close on the thread that used the receiver (io_uring's single issuer).
 	h.closeErr = h.recv.Close()
 }
@@ -578,9 +588,16 @@ func (h *Handler) housekeeping() {
 	}
 }
 
-func (h *Handler) copyStats() {
+// copyStats publishes the receive thread's counters (and in run to
+// completion the shard's) for Stats. With wait false it gives up, and
+// returns false, when a reader holds a lock.
+func (h *Handler) copyStats(wait bool) bool {
 	rs := h.recv.Stats()
-	h.mu.Lock()
+	if wait {
+		h.mu.Lock()
+	} else if !h.mu.TryLock() {
+		return false
+	}
 	h.arbCopy = h.arb.Stats
 	h.rxCopy = rs
 	h.cntCopy = [5]uint64{h.routed, h.filtered, h.badMsgs, h.arb.Next(), h.rxErrors}
@@ -596,44 +613,59 @@ func (h *Handler) copyStats() {
 	}
 	h.mu.Unlock()
 	if h.inline != nil {
-		h.inline.copyStats()
+		return h.inline.copyStats(wait)
 	}
+	return true
 }
 
 // Stats returns a copy of the counters (refreshed by the threads every few
 // tens of milliseconds).
 func (h *Handler) Stats() Stats {
-	st := h.statsLight()
-	var merged, path, rep latency.Histogram
-	for _, s := range h.shards {
-		merged.Merge(&s.hist)
-		path.Merge(&s.histPath)
-		rep.Merge(&s.histRep)
-	}
-	merged.Snapshot(&st.Latency)
-	path.Snapshot(&st.PathLatency)
-	rep.Snapshot(&st.RepairedLatency)
+	var st Stats
+	h.StatsInto(&st)
 	return st
 }
 
-// statsLight is Stats without the latency histograms.
-func (h *Handler) statsLight() Stats {
+// StatsInto copies the counters and the latency histograms into dst,
+// reusing dst's slices and snapshots: called again with the same dst (a
+// stats logger, a metrics scrape), it allocates nothing once the slices
+// have grown to size.
+func (h *Handler) StatsInto(dst *Stats) {
+	h.statsLightInto(dst)
+	for i, s := range h.shards {
+		if i == 0 {
+			s.hist.Snapshot(&dst.Latency)
+			s.histPath.Snapshot(&dst.PathLatency)
+			s.histRep.Snapshot(&dst.RepairedLatency)
+			continue
+		}
+		s.hist.AddTo(&dst.Latency)
+		s.histPath.AddTo(&dst.PathLatency)
+		s.histRep.AddTo(&dst.RepairedLatency)
+	}
+}
+
+// statsLightInto is StatsInto without the latency histograms (dst's are
+// left as they are).
+func (h *Handler) statsLightInto(dst *Stats) {
+	ranges, events, shards := dst.Recovery.OpenRanges[:0], dst.Recovery.Events[:0], dst.Shards[:0]
 	h.mu.Lock()
-	st := Stats{Arbiter: h.arbCopy, Receive: h.rxCopy,
-		Routed: h.cntCopy[0], Filtered: h.cntCopy[1], BadMessages: h.cntCopy[2], NextSeq: h.cntCopy[3], ReceiveErrors: h.cntCopy[4], Ended: h.endedCopy,
-		LastPacket: h.lastPkt, Started: h.started, Recovery: h.recCopy}
-	st.Recovery.OpenRanges = append([]moldudp64.Range(nil), h.recCopy.OpenRanges...)
-	st.Recovery.Events = append([]RecoveryEvent(nil), h.recCopy.Events...)
+	dst.Arbiter, dst.Receive = h.arbCopy, h.rxCopy
+	dst.Routed, dst.Filtered, dst.BadMessages, dst.NextSeq, dst.ReceiveErrors = h.cntCopy[0], h.cntCopy[1], h.cntCopy[2], h.cntCopy[3], h.cntCopy[4]
+	dst.Ended, dst.LastPacket, dst.Started = h.endedCopy, h.lastPkt, h.started
+	dst.Recovery = h.recCopy
+	dst.Recovery.OpenRanges = append(ranges, h.recCopy.OpenRanges...)
+	dst.Recovery.Events = append(events, h.recCopy.Events...)
 	if h.rec == nil {
-		st.Recovery.State = StateOff
+		dst.Recovery.State = StateOff
 	}
 	h.mu.Unlock()
-	st.Backend = h.recv.Backend()
-	st.Mode = h.mode
+	dst.Backend = h.recv.Backend()
+	dst.Mode = h.mode
 	for _, s := range h.shards {
-		st.Shards = append(st.Shards, s.statsCopy())
+		shards = append(shards, s.statsCopy())
 	}
-	return st
+	dst.Shards = shards
 }
 
 // Delivered returns the messages the arbiter delivered so far.

@@ -88,6 +88,12 @@ func forEachMode(t *testing.T, f func(t *testing.T, mode Mode, shards []int)) {
 // trailer, and returns it with the reference books.
 func startScripted(t *testing.T, mode Mode, shards []int, n int, trailer [][]byte, errAt int) (*Handler, *scriptRx, *book.Books, string) {
 	t.Helper()
+	return startScriptedLog(t, mode, shards, n, trailer, errAt, zerolog.Nop())
+}
+
+// startScriptedLog is startScripted with the handler logging to log.
+func startScriptedLog(t *testing.T, mode Mode, shards []int, n int, trailer [][]byte, errAt int, log zerolog.Logger) (*Handler, *scriptRx, *book.Books, string) {
+	t.Helper()
 	pkts := dayPackets(t, n)
 	ref, err := book.New(book.Config{MaxOrders: 1 << 18, MaxLocates: 1024, MaxLevels: 1 << 16})
 	if err != nil {
@@ -120,7 +126,7 @@ func startScripted(t *testing.T, mode Mode, shards []int, n int, trailer [][]byt
 		ShardCores: shards,
 		ShmName:    name,
 		Open:       func(rx.Config) (rx.Receiver, error) { return r, nil },
-		Log:        zerolog.Nop(),
+		Log:        log,
 	})
 	if err != nil {
 		t.Fatal(err)

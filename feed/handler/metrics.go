@@ -18,58 +18,90 @@ type Collector struct {
 	descs map[string]*prometheus.Desc
 }
 
-// lineSilenceNever is what line_silence_seconds counts from for a line that
-// never delivered: the handler's start.
+// metric is one exported metric family: its name after "feedhandler_",
+// help, type, and the one label (besides feed) it has, if any.
+type metric struct {
+	name, help string
+	kind       metricKind
+	label      string
+}
+
+type metricKind uint8
+
+const (
+	kindCounter metricKind = iota
+	kindGauge
+	kindHistogram
+)
+
+func (k metricKind) String() string {
+	switch k {
+	case kindCounter:
+		return "counter"
+	case kindGauge:
+		return "gauge"
+	}
+	return "histogram"
+}
+
+// exported are every metric the handler exports, the one list both the
+// Prometheus Collector and the allocation-free Exposition describe.
+var exported = [...]metric{
+	{"line_packets_total", "MoldUDP64 packets received per line.", kindCounter, "line"},
+	{"line_bytes_total", "UDP payload bytes received per line.", kindCounter, "line"},
+	{"line_duplicates_total", "Packets whose messages the other line delivered first.", kindCounter, "line"},
+	{"line_out_of_order_total", "Packets behind the line's own highest sequence number.", kindCounter, "line"},
+	{"line_gaps_total", "Jumps in the line's own sequence numbers.", kindCounter, "line"},
+	{"line_malformed_total", "Packets rejected by the MoldUDP64 parser.", kindCounter, "line"},
+	{"line_wrong_session_total", "Packets of another session.", kindCounter, "line"},
+	{"gaps_total", "Sequence ranges missing on every line.", kindCounter, ""},
+	{"gap_messages_total", "Sequence numbers missing on every line.", kindCounter, ""},
+	{"delivered_messages_total", "Messages delivered in sequence order.", kindCounter, ""},
+	{"filtered_messages_total", "Messages dropped by the symbol filter.", kindCounter, ""},
+	{"receive_dropped_total", "Kernel-reported receive drops.", kindCounter, ""},
+	{"receive_malformed_total", "Frames the receive backend rejected.", kindCounter, ""},
+	{"shard_applied_total", "Messages applied per book shard.", kindCounter, "shard"},
+	{"shard_inconsistencies_total", "Inconsistent messages per book shard.", kindCounter, "shard"},
+	{"shard_published_total", "Snapshots published per book shard.", kindCounter, "shard"},
+	{"shard_ring_full_total", "Hand-offs that found the shard ring full.", kindCounter, "shard"},
+	{"shard_ring_high_water", "Largest shard ring occupancy seen.", kindGauge, "shard"},
+	{"line_silence_seconds", "Seconds since the line last delivered a packet (since start if never; resolution 20ms).", kindGauge, "line"},
+	{"books_stale", "Books flagged PossiblyStale (missing messages of an unrecovered gap).", kindGauge, ""},
+	{"gaps_unrecovered", "Gaps whose messages the books still miss.", kindGauge, ""},
+	{"shm_heartbeat_age_seconds", "Age of the heartbeat in the shared-memory header.", kindGauge, ""},
+	{"ready", "1 when /readyz answers ready (receiving, books complete), else 0.", kindGauge, ""},
+	{"recovery_gaps_detected_total", "Sequence ranges missing on every line, handed to recovery or declared.", kindCounter, ""},
+	{"recovery_rerequest_recovered_total", "Missing ranges filled while re-requesting (by answers or late copies).", kindCounter, ""},
+	{"recovery_snapshot_recovered_total", "Declared gaps repaired by a snapshot.", kindCounter, ""},
+	{"recovery_open_gaps", "Declared gaps not repaired yet (books flagged possibly stale).", kindGauge, ""},
+	{"recovery_messages_total", "Messages recovered by re-request.", kindCounter, ""},
+	{"recovery_requests_total", "Re-request packets sent.", kindCounter, ""},
+	{"recovery_retries_total", "Re-requests resent after a timeout.", kindCounter, ""},
+	{"recovery_timeouts_total", "Re-requests that got no answer in time.", kindCounter, ""},
+	{"recovery_failures_total", "Ranges given up after every re-request server was tried.", kindCounter, ""},
+	{"recovery_bad_responses_total", "Re-request answers dropped: malformed, another session or never asked.", kindCounter, "kind"},
+	{"recovery_late_responses_total", "Re-request answers whose messages had arrived already.", kindCounter, ""},
+	{"recovery_snapshots_total", "Snapshots loaded.", kindCounter, ""},
+	{"recovery_snapshot_failures_total", "Snapshot fetches that failed.", kindCounter, ""},
+	{"recovery_spill_high_water", "Most packets held at once while arbitrating or recovering.", kindGauge, ""},
+	{"recovery_state", "1 for the current recovery state.", kindGauge, "state"},
+	{"recovery_time_seconds", "Gap detected to books whole again.", kindHistogram, ""},
+	{"session_changes_total", "Times a confirmed session replaced a silent followed one.", kindCounter, ""},
+	{"latency_seconds", "Receive timestamp to shared-memory publish, per message.", kindHistogram, ""},
+	{"path_latency_seconds", "Receive-thread pickup to shared-memory publish, per message (the handler's own path).", kindHistogram, ""},
+}
 
 // NewCollector returns a Collector for h.
 func NewCollector(h *Handler) *Collector {
 	c := &Collector{h: h, descs: map[string]*prometheus.Desc{}}
 	feed := prometheus.Labels{"feed": h.cfg.Feed}
-	add := func(name, help string, labels ...string) {
-		c.descs[name] = prometheus.NewDesc("feedhandler_"+name, help, labels, feed)
+	for _, m := range exported {
+		var labels []string
+		if m.label != "" {
+			labels = []string{m.label}
+		}
+		c.descs[m.name] = prometheus.NewDesc("feedhandler_"+m.name, m.help, labels, feed)
 	}
-	add("line_packets_total", "MoldUDP64 packets received per line.", "line")
-	add("line_bytes_total", "UDP payload bytes received per line.", "line")
-	add("line_duplicates_total", "Packets whose messages the other line delivered first.", "line")
-	add("line_out_of_order_total", "Packets behind the line's own highest sequence number.", "line")
-	add("line_gaps_total", "Jumps in the line's own sequence numbers.", "line")
-	add("line_malformed_total", "Packets rejected by the MoldUDP64 parser.", "line")
-	add("line_wrong_session_total", "Packets of another session.", "line")
-	add("gaps_total", "Sequence ranges missing on every line.")
-	add("gap_messages_total", "Sequence numbers missing on every line.")
-	add("delivered_messages_total", "Messages delivered in sequence order.")
-	add("filtered_messages_total", "Messages dropped by the symbol filter.")
-	add("receive_dropped_total", "Kernel-reported receive drops.")
-	add("receive_malformed_total", "Frames the receive backend rejected.")
-	add("shard_applied_total", "Messages applied per book shard.", "shard")
-	add("shard_inconsistencies_total", "Inconsistent messages per book shard.", "shard")
-	add("shard_published_total", "Snapshots published per book shard.", "shard")
-	add("shard_ring_full_total", "Hand-offs that found the shard ring full.", "shard")
-	add("shard_ring_high_water", "Largest shard ring occupancy seen.", "shard")
-	add("line_silence_seconds", "Seconds since the line last delivered a packet (since start if never; resolution 20ms).", "line")
-	add("books_stale", "Books flagged PossiblyStale (missing messages of an unrecovered gap).")
-	add("gaps_unrecovered", "Gaps whose messages the books still miss.")
-	add("shm_heartbeat_age_seconds", "Age of the heartbeat in the shared-memory header.")
-	add("ready", "1 when /readyz answers ready (receiving, books complete), else 0.")
-	add("recovery_gaps_detected_total", "Sequence ranges missing on every line, handed to recovery or declared.")
-	add("recovery_rerequest_recovered_total", "Missing ranges filled while re-requesting (by answers or late copies).")
-	add("recovery_snapshot_recovered_total", "Declared gaps repaired by a snapshot.")
-	add("recovery_open_gaps", "Declared gaps not repaired yet (books flagged possibly stale).")
-	add("recovery_messages_total", "Messages recovered by re-request.")
-	add("recovery_requests_total", "Re-request packets sent.")
-	add("recovery_retries_total", "Re-requests resent after a timeout.")
-	add("recovery_timeouts_total", "Re-requests that got no answer in time.")
-	add("recovery_failures_total", "Ranges given up after every re-request server was tried.")
-	add("recovery_bad_responses_total", "Re-request answers dropped: malformed, another session or never asked.", "kind")
-	add("recovery_late_responses_total", "Re-request answers whose messages had arrived already.")
-	add("recovery_snapshots_total", "Snapshots loaded.")
-	add("recovery_snapshot_failures_total", "Snapshot fetches that failed.")
-	add("recovery_spill_high_water", "Most packets held at once while arbitrating or recovering.")
-	add("recovery_state", "1 for the current recovery state.", "state")
-	add("recovery_time_seconds", "Gap detected to books whole again.")
-	add("session_changes_total", "Times a confirmed session replaced a silent followed one.")
-	add("latency_seconds", "Receive timestamp to shared-memory publish, per message.")
-	add("path_latency_seconds", "Receive-thread pickup to shared-memory publish, per message (the handler's own path).")
 	return c
 }
 
@@ -153,7 +185,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		gauge("shm_heartbeat_age_seconds", float64(now-hb.UnixNano())/1e9)
 	}
 	ready := 0.0
-	if ok, _ := st.Ready(); ok {
+	if st.readiness() == readyOK {
 		ready = 1
 	}
 	gauge("ready", ready)
@@ -162,21 +194,33 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	ch <- latency.HistogramMetric(c.descs["recovery_time_seconds"], &r.RecoveryTime, nil, time.Unix(0, st.Started))
 }
 
-// LogStats writes one stats line.
+// LogStats writes one stats line. In steady state it allocates nothing
+// with a JSON logger (zerolog's ConsoleWriter, the console format, decodes
+// and re-encodes every line and allocates), so that the stats logger never
+// makes the garbage collector run.
 func (h *Handler) LogStats(final bool) {
-	st := h.Stats()
+	h.logMu.Lock()
+	defer h.logMu.Unlock()
+	st := &h.logSt
+	h.StatsInto(st)
+	if h.logKeys == nil {
+		for i := 0; i < len(h.cfg.Receive.Lines) && i < MaxLines; i++ {
+			p := "line_" + h.cfg.Receive.Lines[i].Name + "_"
+			h.logKeys = append(h.logKeys, [6]string{p + "pkts", p + "dups", p + "ooo", p + "gaps", p + "malformed", p + "wrong_session"})
+		}
+	}
 	ev := h.log.Info()
 	if final {
 		ev = ev.Bool("final", true)
 	}
-	for i := 0; i < len(h.cfg.Receive.Lines) && i < MaxLines; i++ {
-		l := st.Arbiter.Lines[i]
-		p := "line_" + h.cfg.Receive.Lines[i].Name + "_"
-		ev = ev.Uint64(p+"pkts", l.Packets).Uint64(p+"dups", l.Duplicates).Uint64(p+"ooo", l.OutOfOrder).
-			Uint64(p+"gaps", l.LineGaps).Uint64(p+"malformed", l.Malformed).Uint64(p+"wrong_session", l.WrongSession)
+	for i, k := range h.logKeys {
+		l := &st.Arbiter.Lines[i]
+		ev = ev.Uint64(k[0], l.Packets).Uint64(k[1], l.Duplicates).Uint64(k[2], l.OutOfOrder).
+			Uint64(k[3], l.LineGaps).Uint64(k[4], l.Malformed).Uint64(k[5], l.WrongSession)
 	}
 	var inc, full, hw uint64
-	for _, s := range st.Shards {
+	for i := range st.Shards {
+		s := &st.Shards[i]
 		inc += s.Book.Inconsistencies()
 		full += s.Ring.Full
 		hw = max(hw, s.Ring.HighWater)

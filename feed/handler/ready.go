@@ -28,30 +28,58 @@ func (s *Stats) UnrecoveredGaps() uint64 {
 // any book is flagged stale, a gap is unrecovered or a recovery (re-request
 // or snapshot) is in progress.
 func (s *Stats) Ready() (bool, string) {
+	switch s.readiness() {
+	case notReceived:
+		return false, "no packet received yet"
+	case notSnapshot:
+		return false, "recovering: loading a snapshot; books possibly stale"
+	case notGaps:
+		return false, fmt.Sprintf("%d unrecovered gap(s) (%d messages missing); books possibly stale", s.UnrecoveredGaps(), s.Arbiter.GapMessages)
+	case notStale:
+		return false, fmt.Sprintf("%d book(s) flagged possibly stale", s.StaleBooks())
+	case notRerequesting:
+		return false, "recovering: re-requesting messages missing on every line (books held back, not wrong)"
+	}
+	return true, "receiving"
+}
+
+// readiness is why the books can or cannot be used: Ready without the
+// reason's text, so a metrics scrape allocates nothing.
+type readiness uint8
+
+const (
+	readyOK readiness = iota
+	notReceived
+	notSnapshot
+	notGaps
+	notStale
+	notRerequesting
+)
+
+func (s *Stats) readiness() readiness {
 	received := false
 	for _, l := range s.Arbiter.Lines {
 		received = received || l.Packets > 0
 	}
 	switch {
 	case !received:
-		return false, "no packet received yet"
+		return notReceived
 	case s.Recovery.State == StateSnapshot:
-		return false, "recovering: loading a snapshot; books possibly stale"
+		return notSnapshot
 	case s.UnrecoveredGaps() > 0:
-		return false, fmt.Sprintf("%d unrecovered gap(s) (%d messages missing); books possibly stale", s.UnrecoveredGaps(), s.Arbiter.GapMessages)
+		return notGaps
+	case s.StaleBooks() > 0:
+		return notStale
+	case s.Recovery.State == StateRerequesting:
+		return notRerequesting
 	}
-	if n := s.StaleBooks(); n > 0 {
-		return false, fmt.Sprintf("%d book(s) flagged possibly stale", n)
-	}
-	if s.Recovery.State == StateRerequesting {
-		return false, "recovering: re-requesting messages missing on every line (books held back, not wrong)"
-	}
-	return true, "receiving"
+	return readyOK
 }
 
 // Ready is Stats().Ready() without copying the latency histograms.
 func (h *Handler) Ready() (bool, string) {
-	st := h.statsLight()
+	var st Stats
+	h.statsLightInto(&st)
 	return st.Ready()
 }
 

@@ -81,6 +81,16 @@ type shard struct {
 
 	mu    sync.Mutex // guards stats, copied out every few tens of milliseconds
 	stats ShardStats
+
+	// stages times a run-to-completion batch's stages, per message, when
+	// built with -tags stagetiming (else untouched).
+	stages struct {
+		offered int64 // when the batch's packets were offered (parsed, arbitrated, applied)
+		applyNs int64 // time in book apply so far in the batch
+		offer   latency.Histogram
+		apply   latency.Histogram
+		publish latency.Histogram
+	}
 }
 
 // run is the messages of one packet applied in the current batch: they
@@ -121,15 +131,14 @@ func newShard(id, core int, ringSize int, bcfg book.Config, w *shm.Writer, depth
 
 // run applies and publishes until the ring is closed and drained.
 func (s *shard) run(pinErr chan<- error) {
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
+	runtime.LockOSThread() // never unlocked: the pinned thread exits with the goroutine
 	pinErr <- pin(s.core)
 	const batchMax = 256
 	lastStats := time.Now()
 	for {
 		batch := s.ring.PeekWait(batchMax, 50*time.Millisecond)
 		if len(batch) == 0 {
-			s.copyStats()
+			s.copyStats(true)
 			if s.ring.Closed() {
 				return
 			}
@@ -154,8 +163,7 @@ func (s *shard) run(pinErr chan<- error) {
 		s.ring.Release(len(batch))
 		s.applied.Add(uint64(msgs))
 		s.batches.Add(1)
-		if now-lastStats.UnixNano() > int64(50*time.Millisecond) {
-			s.copyStats()
+		if now-lastStats.UnixNano() > int64(50*time.Millisecond) && s.copyStats(false) {
 			lastStats = time.Now()
 		}
 	}
@@ -214,7 +222,14 @@ func (s *shard) marker(kind uint8) {
 // apply applies one message on the receive thread (run to completion); the
 // books are published when the batch ends (endBatch).
 func (s *shard) apply(msg []byte, seq uint64, rxTime, pickup int64, repaired bool) {
+	var t0 int64
+	if stageTiming {
+		t0 = time.Now().UnixNano()
+	}
 	loc, changed := s.books.Apply(itch.Msg(msg))
+	if stageTiming {
+		s.stages.applyNs += time.Now().UnixNano() - t0
+	}
 	s.pub.Applied(loc, changed, seq, rxTime)
 	s.nMsgs++
 	s.pending = true
@@ -246,6 +261,15 @@ func (s *shard) endBatch() {
 		s.pub.Flush()
 	}
 	now := time.Now().UnixNano()
+	if stageTiming {
+		if s.stages.offered != 0 && len(s.runs) > 0 {
+			n := int(s.nMsgs)
+			s.stages.offer.RecordN(s.stages.offered-s.runs[0].pickup, n)
+			s.stages.apply.RecordN(s.stages.applyNs, n)
+			s.stages.publish.RecordN(now-s.stages.offered, n)
+		}
+		s.stages.offered, s.stages.applyNs = 0, 0
+	}
 	for _, r := range s.runs {
 		s.recordRun(now, r.rxTime, r.pickup, r.n, r.repaired)
 	}
@@ -256,20 +280,27 @@ func (s *shard) endBatch() {
 }
 
 // copyStats publishes the shard's counters for other goroutines. It runs
-// every few tens of milliseconds, never per message.
-func (s *shard) copyStats() {
+// every few tens of milliseconds, never per message. With wait false it
+// gives up, and returns false, when a reader holds the lock: a hot thread
+// never waits for a reader.
+func (s *shard) copyStats(wait bool) bool {
 	bst := s.books.Stats()
 	var rst spsc.Stats
 	if s.ring != nil {
 		rst = s.ring.Stats()
 	}
-	s.mu.Lock()
+	if wait {
+		s.mu.Lock()
+	} else if !s.mu.TryLock() {
+		return false
+	}
 	s.stats.Applied = s.applied.Load()
 	s.stats.Batches, s.stats.Published, s.stats.PublishErrors = s.batches.Load(), s.pub.Published, s.pub.Errors
 	s.stats.Book = bst
 	s.stats.Ring = rst
 	s.stats.Stale, s.stats.Books = s.pub.stale, s.pub.Books
 	s.mu.Unlock()
+	return true
 }
 
 func (s *shard) statsCopy() ShardStats {

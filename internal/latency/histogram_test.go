@@ -128,6 +128,18 @@ func TestMergeEqualsCombined(t *testing.T) {
 	if merged != sall {
 		t.Fatal("Snapshot.Merge differs from recording everything into one histogram")
 	}
+	var added Snapshot
+	var empty Histogram
+	empty.AddTo(&added)
+	b.AddTo(&added) // the larger first: a's Min and Max must still merge in
+	empty.AddTo(&added)
+	a.AddTo(&added)
+	if added != sall {
+		t.Fatal("Histogram.AddTo differs from recording everything into one histogram")
+	}
+	if n := testing.AllocsPerRun(20, func() { a.AddTo(&added) }); n != 0 {
+		t.Fatalf("AddTo allocates %.1f times", n)
+	}
 	a.Merge(&b)
 	var sm Snapshot
 	a.Snapshot(&sm)

@@ -1,0 +1,280 @@
+package handler
+
+import (
+	"math"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/marketfeed/feedhandler/internal/latency"
+)
+
+// Exposition renders the pipeline's metrics (the same families as
+// Collector) in the Prometheus text format, version 0.0.4, into a buffer
+// it reuses: a scrape in steady state allocates nothing, so that scrapes
+// never make the garbage collector run. Histograms carry their classic
+// buckets (latency.DefaultBuckets); the native buckets need the protobuf
+// format, which Collector serves through client_golang (allocating).
+//
+// Its ServeHTTP answers /metrics. What net/http itself allocates per
+// request is not the Exposition's (docs/TUNING.md gives the figure).
+type Exposition struct {
+	h *Handler
+
+	mu  sync.Mutex
+	st  Stats
+	buf []byte
+
+	// Label sets, escaped and rendered once: {feed="..."}, then with the
+	// line, shard, kind, state or le label.
+	plain  string
+	lines  []string
+	shards []string
+	kinds  [3]string
+	states [4]string
+	les    []string // per latency.DefaultBuckets bound, then +Inf
+	lesNs  []int64
+}
+
+// recoveryStates are the values of the recovery_state label, in order.
+var recoveryStates = [4]string{StateOff, StateInSync, StateRerequesting, StateSnapshot}
+
+// NewExposition returns an Exposition of h's metrics.
+func NewExposition(h *Handler) *Exposition {
+	feed := `feed="` + escapeLabel(h.cfg.Feed) + `"`
+	e := &Exposition{h: h, plain: "{" + feed + "}", buf: make([]byte, 0, 32<<10)}
+	with := func(k, v string) string { return "{" + feed + "," + k + `="` + escapeLabel(v) + `"}` }
+	for i := 0; i < len(h.cfg.Receive.Lines) && i < MaxLines; i++ {
+		e.lines = append(e.lines, with("line", h.cfg.Receive.Lines[i].Name))
+	}
+	for i := range h.shards {
+		e.shards = append(e.shards, with("shard", strconv.Itoa(i)))
+	}
+	for i, k := range [3]string{"malformed", "wrong_session", "unasked"} {
+		e.kinds[i] = with("kind", k)
+	}
+	for i, s := range recoveryStates {
+		e.states[i] = with("state", s)
+	}
+	for _, b := range latency.DefaultBuckets {
+		e.les = append(e.les, with("le", strconv.FormatFloat(b, 'g', -1, 64)))
+		e.lesNs = append(e.lesNs, int64(math.Round(b*1e9)))
+	}
+	e.les = append(e.les, with("le", "+Inf"))
+	// One render grows the buffer and the Stats copy's slices to size.
+	e.buf = e.AppendText(e.buf[:0])
+	return e
+}
+
+// escapeLabel escapes a label value for the text format.
+func escapeLabel(v string) string {
+	return strings.NewReplacer(`\`, `\\`, "\n", `\n`, `"`, `\"`).Replace(v)
+}
+
+// ServeHTTP answers a scrape with the text format.
+func (e *Exposition) ServeHTTP(w http.ResponseWriter, _ *http.Request) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.buf = e.appendText(e.buf[:0])
+	w.Header()["Content-Type"] = textContentType
+	w.Write(e.buf)
+}
+
+var textContentType = []string{"text/plain; version=0.0.4; charset=utf-8"}
+
+// AppendText appends the metrics in the text format to dst: with a dst of
+// the size of the last one, it allocates nothing.
+func (e *Exposition) AppendText(dst []byte) []byte {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.appendText(dst)
+}
+
+func (e *Exposition) appendText(b []byte) []byte {
+	h, st := e.h, &e.st
+	h.StatsInto(st)
+	now := time.Now().UnixNano()
+	for i := range exported {
+		m := &exported[i]
+		b = append(b, "# HELP feedhandler_"...)
+		b = append(b, m.name...)
+		b = append(b, ' ')
+		b = append(b, m.help...)
+		b = append(b, "\n# TYPE feedhandler_"...)
+		b = append(b, m.name...)
+		b = append(b, ' ')
+		b = append(b, m.kind.String()...)
+		b = append(b, '\n')
+		switch m.name {
+		case "line_packets_total", "line_bytes_total", "line_duplicates_total", "line_out_of_order_total",
+			"line_gaps_total", "line_malformed_total", "line_wrong_session_total":
+			for l, ls := range e.lines {
+				c := &st.Arbiter.Lines[l]
+				var v uint64
+				switch m.name {
+				case "line_packets_total":
+					v = c.Packets
+				case "line_bytes_total":
+					v = c.Bytes
+				case "line_duplicates_total":
+					v = c.Duplicates
+				case "line_out_of_order_total":
+					v = c.OutOfOrder
+				case "line_gaps_total":
+					v = c.LineGaps
+				case "line_malformed_total":
+					v = c.Malformed
+				case "line_wrong_session_total":
+					v = c.WrongSession
+				}
+				b = sampleUint(b, m.name, "", ls, v)
+			}
+		case "line_silence_seconds":
+			for l, ls := range e.lines {
+				since := st.LastPacket[l]
+				if since == 0 {
+					since = st.Started
+				}
+				b = sampleFloat(b, m.name, "", ls, float64(now-since)/1e9)
+			}
+		case "shard_applied_total", "shard_inconsistencies_total", "shard_published_total", "shard_ring_full_total", "shard_ring_high_water":
+			for s := range st.Shards {
+				if s >= len(e.shards) {
+					break
+				}
+				sh := &st.Shards[s]
+				var v uint64
+				switch m.name {
+				case "shard_applied_total":
+					v = sh.Applied
+				case "shard_inconsistencies_total":
+					v = sh.Book.Inconsistencies()
+				case "shard_published_total":
+					v = sh.Published
+				case "shard_ring_full_total":
+					v = sh.Ring.Full
+				case "shard_ring_high_water":
+					v = sh.Ring.HighWater
+				}
+				b = sampleUint(b, m.name, "", e.shards[s], v)
+			}
+		case "recovery_bad_responses_total":
+			rr := &st.Recovery.Rerequest
+			for k, v := range [3]uint64{rr.Malformed, rr.WrongSession, rr.Unasked} {
+				b = sampleUint(b, m.name, "", e.kinds[k], v)
+			}
+		case "recovery_state":
+			for k, s := range recoveryStates {
+				var v uint64
+				if s == st.Recovery.State {
+					v = 1
+				}
+				b = sampleUint(b, m.name, "", e.states[k], v)
+			}
+		case "shm_heartbeat_age_seconds":
+			if hb := h.w.LastHeartbeat(); !hb.IsZero() {
+				b = sampleFloat(b, m.name, "", e.plain, float64(now-hb.UnixNano())/1e9)
+			}
+		case "latency_seconds":
+			b = e.histogram(b, m.name, &st.Latency)
+		case "path_latency_seconds":
+			b = e.histogram(b, m.name, &st.PathLatency)
+		case "recovery_time_seconds":
+			b = e.histogram(b, m.name, &st.Recovery.RecoveryTime)
+		default:
+			b = sampleUint(b, m.name, "", e.plain, scalar(st, m.name))
+		}
+	}
+	return b
+}
+
+// scalar is the value of a metric without a label besides feed.
+func scalar(st *Stats, name string) uint64 {
+	r := &st.Recovery
+	switch name {
+	case "gaps_total":
+		return st.Arbiter.Gaps
+	case "gap_messages_total":
+		return st.Arbiter.GapMessages
+	case "delivered_messages_total":
+		return st.Arbiter.Delivered
+	case "filtered_messages_total":
+		return st.Filtered
+	case "receive_dropped_total":
+		return st.Receive.Dropped
+	case "receive_malformed_total":
+		return st.Receive.Malformed
+	case "books_stale":
+		return uint64(st.StaleBooks())
+	case "gaps_unrecovered":
+		return st.UnrecoveredGaps()
+	case "ready":
+		if st.readiness() == readyOK {
+			return 1
+		}
+		return 0
+	case "recovery_gaps_detected_total":
+		return r.GapsDetected
+	case "recovery_rerequest_recovered_total":
+		return r.RecoveredByRerequest
+	case "recovery_snapshot_recovered_total":
+		return r.RecoveredBySnapshot
+	case "recovery_open_gaps":
+		return r.Open
+	case "recovery_messages_total":
+		return r.Rerequest.Messages
+	case "recovery_requests_total":
+		return r.Rerequest.Requests
+	case "recovery_retries_total":
+		return r.Rerequest.Retries
+	case "recovery_timeouts_total":
+		return r.Rerequest.Timeouts
+	case "recovery_failures_total":
+		return r.Rerequest.Failures
+	case "recovery_late_responses_total":
+		return r.Rerequest.Late + st.Arbiter.RecoveredLate
+	case "recovery_snapshots_total":
+		return r.Snapshots
+	case "recovery_snapshot_failures_total":
+		return r.SnapshotFailures
+	case "recovery_spill_high_water":
+		return st.Arbiter.HeldMax
+	case "session_changes_total":
+		return st.Arbiter.SessionChanges
+	}
+	panic("expose: no value for metric " + name) // a new entry in exported without a case here
+}
+
+// histogram appends a histogram's classic buckets, sum and count, counted
+// as HistogramMetric counts them.
+func (e *Exposition) histogram(b []byte, name string, s *latency.Snapshot) []byte {
+	for i, ns := range e.lesNs {
+		b = sampleUint(b, name, "_bucket", e.les[i], s.CountAtOrBelow(ns))
+	}
+	b = sampleUint(b, name, "_bucket", e.les[len(e.lesNs)], s.Count)
+	b = sampleFloat(b, name, "_sum", e.plain, float64(s.Sum)/1e9)
+	return sampleUint(b, name, "_count", e.plain, s.Count)
+}
+
+// sampleUint appends the sample line feedhandler_<name><suffix><labels> v.
+func sampleUint(b []byte, name, suffix, labels string, v uint64) []byte {
+	b = sampleName(b, name, suffix, labels)
+	b = strconv.AppendUint(b, v, 10)
+	return append(b, '\n')
+}
+
+func sampleFloat(b []byte, name, suffix, labels string, v float64) []byte {
+	b = sampleName(b, name, suffix, labels)
+	b = strconv.AppendFloat(b, v, 'g', -1, 64)
+	return append(b, '\n')
+}
+
+func sampleName(b []byte, name, suffix, labels string) []byte {
+	b = append(b, "feedhandler_"...)
+	b = append(b, name...)
+	b = append(b, suffix...)
+	b = append(b, labels...)
+	return append(b, ' ')
+}

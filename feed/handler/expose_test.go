@@ -1,0 +1,182 @@
+package handler
+
+import (
+	"bytes"
+	"fmt"
+	"math"
+	"net"
+	"net/http"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+	"github.com/rs/zerolog"
+)
+
+// TestExpositionMatchesCollector: the allocation-free text exposition
+// carries every family, label set and value that the client_golang
+// Collector does (classic buckets for the histograms), in both modes.
+func TestExpositionMatchesCollector(t *testing.T) {
+	forEachMode(t, func(t *testing.T, mode Mode, shards []int) {
+		h, _, _, _ := startScripted(t, mode, shards, 20_000, nil, -1)
+		defer h.Stop()
+		waitFor(t, "the script applied", func() bool { st := h.Stats(); return st.Applied() == st.Routed && st.Arbiter.Delivered == 20_000 })
+		waitFor(t, "the stats copied", func() bool { st := h.Stats(); return st.Routed == st.Applied() && st.Arbiter.Delivered == 20_000 })
+
+		reg := prometheus.NewRegistry()
+		reg.MustRegister(NewCollector(h))
+		want, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		text := NewExposition(h).AppendText(nil)
+		parser := expfmt.NewTextParser(model.LegacyValidation)
+		got, err := parser.TextToMetricFamilies(bytes.NewReader(text))
+		if err != nil {
+			t.Fatalf("parse the exposition: %v\n%s", err, text)
+		}
+		if len(got) != len(want) || len(want) != len(exported) {
+			t.Errorf("%d families exposed, %d collected, %d defined", len(got), len(want), len(exported))
+		}
+		for _, wf := range want {
+			gf := got[wf.GetName()]
+			if gf == nil {
+				t.Errorf("%s: not exposed", wf.GetName())
+				continue
+			}
+			if gf.GetType() != wf.GetType() || gf.GetHelp() != wf.GetHelp() {
+				t.Errorf("%s: type %v help %q, collected %v %q", wf.GetName(), gf.GetType(), gf.GetHelp(), wf.GetType(), wf.GetHelp())
+			}
+			timed := strings.HasSuffix(wf.GetName(), "silence_seconds") || strings.HasSuffix(wf.GetName(), "heartbeat_age_seconds")
+			if g, w := samples(gf, timed), samples(wf, timed); g != w {
+				t.Errorf("%s:\nexposed   %s\ncollected %s", wf.GetName(), g, w)
+			}
+		}
+		if t.Failed() {
+			t.Logf("exposition:\n%s", text)
+		}
+	})
+}
+
+// samples renders a family's metrics as sorted "labels value" lines;
+// timed gauges (ages in seconds) only by their labels.
+func samples(f *dto.MetricFamily, timed bool) string {
+	var out []string
+	for _, m := range f.GetMetric() {
+		var ls []string
+		for _, l := range m.GetLabel() {
+			ls = append(ls, l.GetName()+"="+l.GetValue())
+		}
+		s := strings.Join(ls, ",")
+		switch {
+		case timed:
+		case m.Counter != nil:
+			s += fmt.Sprint(" ", m.Counter.GetValue())
+		case m.Gauge != nil:
+			s += fmt.Sprint(" ", m.Gauge.GetValue())
+		case m.Histogram != nil:
+			hg := m.Histogram
+			s += fmt.Sprint(" count ", hg.GetSampleCount(), " sum ", math.Round(hg.GetSampleSum()*1e9))
+			for _, b := range hg.GetBucket() {
+				if !math.IsInf(b.GetUpperBound(), 1) { // the text format spells out +Inf, client_golang implies it
+					s += fmt.Sprint(" ", b.GetUpperBound(), ":", b.GetCumulativeCount())
+				}
+			}
+		}
+		out = append(out, s)
+	}
+	sort.Strings(out)
+	return strings.Join(out, "; ")
+}
+
+// lastLine is a writer that keeps only the last line written, in a fixed
+// buffer: a log sink that allocates nothing.
+type lastLine struct {
+	mu    sync.Mutex
+	buf   [8192]byte
+	n     int
+	lines int
+}
+
+func (w *lastLine) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	w.n = copy(w.buf[:], p)
+	w.lines++
+	w.mu.Unlock()
+	return len(p), nil
+}
+
+func (w *lastLine) last() (string, int) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return string(w.buf[:w.n]), w.lines
+}
+
+// TestScrapeAndStatsLineAllocateNothing: in steady state a metrics scrape
+// (the Stats copy and its rendering) and a stats log line (with the JSON
+// logger) allocate nothing, so that neither makes the garbage collector
+// run. What net/http allocates to serve a scrape is logged, not asserted:
+// it is the standard library's.
+func TestScrapeAndStatsLineAllocateNothing(t *testing.T) {
+	forEachMode(t, func(t *testing.T, mode Mode, shards []int) {
+		sink := &lastLine{}
+		h, _, _, _ := startScriptedLog(t, mode, shards, 20_000, nil, -1, zerolog.New(sink).With().Timestamp().Logger())
+		defer h.Stop()
+		waitFor(t, "the script applied", func() bool { st := h.Stats(); return st.Applied() == st.Routed && st.Arbiter.Delivered == 20_000 })
+
+		e := NewExposition(h)
+		buf := e.AppendText(nil)
+		if n := testing.AllocsPerRun(50, func() { buf = e.AppendText(buf[:0]) }); n != 0 {
+			t.Errorf("a metrics scrape allocates %.1f times", n)
+		}
+		if !bytes.Contains(buf, []byte("feedhandler_delivered_messages_total{feed=\"\"} 20000\n")) {
+			t.Errorf("the exposition lacks the delivered count:\n%s", buf)
+		}
+		h.LogStats(false)
+		if n := testing.AllocsPerRun(50, func() { h.LogStats(false) }); n != 0 && !raceEnabled {
+			t.Errorf("a stats line allocates %.1f times", n)
+		}
+		if line, n := sink.last(); n < 51 || !strings.Contains(line, `"delivered":20000`) || !strings.Contains(line, `"message":"stats"`) {
+			t.Errorf("%d lines, the last: %s", n, line)
+		}
+
+		// The whole scrape over HTTP, on a kept-alive connection: what
+		// the server side of net/http allocates per request.
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv := &http.Server{Handler: e}
+		go srv.Serve(ln)
+		defer srv.Close()
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(20 * time.Second))
+		req := []byte("GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+		resp := make([]byte, 1<<20)
+		scrape := func() {
+			if _, err := c.Write(req); err != nil {
+				t.Fatal(err)
+			}
+			n := 0
+			for !bytes.HasSuffix(resp[:n], []byte("\r\n0\r\n\r\n")) { // the last chunk
+				m, err := c.Read(resp[n:])
+				if err != nil {
+					t.Fatal(err)
+				}
+				n += m
+			}
+		}
+		scrape()
+		t.Logf("%s: a scrape over HTTP allocates %.0f times (net/http's request and response state)", mode, testing.AllocsPerRun(50, scrape))
+	})
+}
