@@ -118,6 +118,8 @@ type Config struct {
 	// poll(2) for the rest of PollTimeout. A packet then reaches a spinning
 	// thread without a scheduler wakeup (tens of microseconds on a VM), at
 	// the cost of the thread's whole CPU while it spins. 0: block at once.
+	// A socket whose driver asks to be woken (need_wakeup, zero-copy) gets
+	// one wakeup syscall per Receive while spinning, not one per pass.
 	// Other backends ignore it.
 	Spin time.Duration
 
