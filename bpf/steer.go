@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"sync"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -60,6 +61,13 @@ const (
 // Program is the loaded steering program with its maps.
 type Program struct {
 	objs steerObjects
+
+	// Counters reads the per-CPU counters into these, reused: a stats
+	// refresh every few tens of milliseconds allocates nothing.
+	mu     sync.Mutex
+	key    uint32
+	perCPU []steerCounters // one per possible CPU
+	attr   mapLookupAttr
 }
 
 // Load loads the steering program and creates its maps.
@@ -68,6 +76,16 @@ func Load() (*Program, error) {
 	if err := loadSteerObjects(&p.objs, nil); err != nil {
 		return nil, fmt.Errorf("load xdp steering program: %w", classify(err))
 	}
+	cpus, err := ebpf.PossibleCPU()
+	if err != nil {
+		p.objs.Close()
+		return nil, fmt.Errorf("load xdp steering program: possible CPUs: %w", err)
+	}
+	if vs := uintptr(p.objs.Stats.ValueSize()); (vs+7)&^7 != counterStride {
+		p.objs.Close()
+		return nil, fmt.Errorf("load xdp steering program: counters value size %d, want %d", vs, counterStride)
+	}
+	p.perCPU = make([]steerCounters, cpus)
 	return p, nil
 }
 
@@ -181,14 +199,16 @@ func (p *Program) Attach(ifindex int, m Mode) (link.Link, error) {
 	return l, nil
 }
 
-// Counters sums the per-CPU counters.
+// Counters sums the per-CPU counters. It allocates nothing and is safe for
+// concurrent use.
 func (p *Program) Counters() (Counters, error) {
-	var per []steerCounters
-	if err := p.objs.Stats.Lookup(uint32(0), &per); err != nil {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if err := lookupCounters(p.objs.Stats.FD(), &p.key, p.perCPU, &p.attr); err != nil {
 		return Counters{}, fmt.Errorf("read xdp counters: %w", err)
 	}
 	var c Counters
-	for _, v := range per {
+	for _, v := range p.perCPU {
 		c.Redirected += v.Redirected
 		c.Passed += v.Passed
 		c.Malformed += v.Malformed

@@ -161,6 +161,8 @@ type Handler struct {
 	wg       sync.WaitGroup // shard threads
 	hk       sync.WaitGroup // housekeeping
 
+	copiedOwn bool // receive thread: copyStats copied h's part, the inline shard's is pending
+
 	mu         sync.Mutex
 	arbCopy    ArbiterStats
 	rxCopy     rx.Stats
@@ -590,31 +592,37 @@ func (h *Handler) housekeeping() {
 
 // copyStats publishes the receive thread's counters (and in run to
 // completion the shard's) for Stats. With wait false it gives up, and
-// returns false, when a reader holds a lock.
+// returns false, when a reader holds a lock. It takes the lock before
+// gathering anything (the receiver's Stats makes syscalls), so a failed
+// attempt costs one TryLock; and when the handler's part is copied but the
+// inline shard's lock is taken, the next attempt copies only the shard's.
 func (h *Handler) copyStats(wait bool) bool {
-	rs := h.recv.Stats()
-	if wait {
-		h.mu.Lock()
-	} else if !h.mu.TryLock() {
+	if !h.copiedOwn || wait {
+		if wait {
+			h.mu.Lock()
+		} else if !h.mu.TryLock() {
+			return false
+		}
+		h.rxCopy = h.recv.Stats()
+		h.arbCopy = h.arb.Stats
+		h.cntCopy = [5]uint64{h.routed, h.filtered, h.badMsgs, h.arb.Next(), h.rxErrors}
+		h.endedCopy = h.arb.Ended()
+		now := time.Now().UnixNano()
+		for i := range h.seenPkts {
+			if p := h.arbCopy.Lines[i].Packets; p != h.seenPkts[i] {
+				h.seenPkts[i], h.lastPkt[i] = p, now
+			}
+		}
+		if h.rec != nil {
+			h.rec.copyStats(&h.recCopy)
+		}
+		h.mu.Unlock()
+		h.copiedOwn = true
+	}
+	if h.inline != nil && !h.inline.copyStats(wait) {
 		return false
 	}
-	h.arbCopy = h.arb.Stats
-	h.rxCopy = rs
-	h.cntCopy = [5]uint64{h.routed, h.filtered, h.badMsgs, h.arb.Next(), h.rxErrors}
-	h.endedCopy = h.arb.Ended()
-	now := time.Now().UnixNano()
-	for i := range h.seenPkts {
-		if p := h.arbCopy.Lines[i].Packets; p != h.seenPkts[i] {
-			h.seenPkts[i], h.lastPkt[i] = p, now
-		}
-	}
-	if h.rec != nil {
-		h.rec.copyStats(&h.recCopy)
-	}
-	h.mu.Unlock()
-	if h.inline != nil {
-		return h.inline.copyStats(wait)
-	}
+	h.copiedOwn = false
 	return true
 }
 

@@ -284,11 +284,8 @@ func (s *shard) endBatch() {
 // gives up, and returns false, when a reader holds the lock: a hot thread
 // never waits for a reader.
 func (s *shard) copyStats(wait bool) bool {
-	bst := s.books.Stats()
-	var rst spsc.Stats
-	if s.ring != nil {
-		rst = s.ring.Stats()
-	}
+	// Lock first: a failed attempt (a reader holds the lock) then costs one
+	// TryLock, not a walk of the books' statistics.
 	if wait {
 		s.mu.Lock()
 	} else if !s.mu.TryLock() {
@@ -296,8 +293,12 @@ func (s *shard) copyStats(wait bool) bool {
 	}
 	s.stats.Applied = s.applied.Load()
 	s.stats.Batches, s.stats.Published, s.stats.PublishErrors = s.batches.Load(), s.pub.Published, s.pub.Errors
-	s.stats.Book = bst
-	s.stats.Ring = rst
+	s.stats.Book = s.books.Stats()
+	if s.ring != nil {
+		s.stats.Ring = s.ring.Stats()
+	} else {
+		s.stats.Ring = spsc.Stats{}
+	}
 	s.stats.Stale, s.stats.Books = s.pub.stale, s.pub.Books
 	s.mu.Unlock()
 	return true

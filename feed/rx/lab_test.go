@@ -450,7 +450,7 @@ func TestSourceFilter(t *testing.T) {
 			sendLines(t, senders, 20)
 			pkts := make([]Packet, 8)
 			deadline := time.Now().Add(10 * time.Second)
-			for r.Stats().Extra["source_filtered"] < 20 {
+			for r.Stats().Extra.Get("source_filtered") < 20 {
 				if time.Now().After(deadline) {
 					t.Fatalf("stats %+v: want 20 packets filtered", r.Stats())
 				}

@@ -36,13 +36,14 @@
 // (SO_MEMINFO: datagrams refused by a full socket buffer), plus the busy-poll options when
 // Config.BusyPoll is set. A line with LineConfig.Source accepts only
 // datagrams from that address; others are counted in
-// Stats.Extra["source_filtered"]. Receive and Release of the socket and
-// io_uring backends allocate nothing.
+// Stats.Extra.Get("source_filtered"). Receive, Release and Stats of every
+// backend allocate nothing.
 package rx
 
 import (
 	"errors"
 	"net/netip"
+	"strconv"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -117,6 +118,8 @@ type Config struct {
 	// poll(2) for the rest of PollTimeout. A packet then reaches a spinning
 	// thread without a scheduler wakeup (tens of microseconds on a VM), at
 	// the cost of the thread's whole CPU while it spins. 0: block at once.
+	// A socket whose driver asks to be woken (need_wakeup, zero-copy) gets
+	// one wakeup syscall per Receive while spinning, not one per pass.
 	// Other backends ignore it.
 	Spin time.Duration
 
@@ -137,7 +140,69 @@ type Stats struct {
 	Malformed uint64    // frames dropped by the backend as bad (truncated headers, wrong lengths)
 	Unmatched uint64    // frames that matched no configured line
 	Dropped   uint64    // kernel-reported drops (ring full, socket overflow, XDP rx_dropped)
-	Extra     map[string]uint64
+	Extra     Extra     // the backend's own counters, by name
+}
+
+// MaxExtra is how many counters Extra holds.
+const MaxExtra = 16
+
+// Extra is a backend's own counters by name ("xdp_redirected", "rearms").
+// It is a fixed-size value rather than a map so that Stats allocates nothing
+// (the handler copies it every 20 ms for the life of the process) and so
+// that copies of it share nothing.
+type Extra struct {
+	n     int
+	names [MaxExtra]string
+	vals  [MaxExtra]uint64
+}
+
+// Get returns the counter called name; 0 when the backend has none.
+func (e Extra) Get(name string) uint64 {
+	for i := range e.n {
+		if e.names[i] == name {
+			return e.vals[i]
+		}
+	}
+	return 0
+}
+
+// Len is the number of counters.
+func (e Extra) Len() int { return e.n }
+
+// At returns counter i (0 <= i < Len) and its name.
+func (e Extra) At(i int) (name string, v uint64) { return e.names[i], e.vals[i] }
+
+// MarshalJSON writes the counters as a JSON object, as the map they
+// replace did (debug logs of Stats).
+func (e Extra) MarshalJSON() ([]byte, error) {
+	b := []byte{'{'}
+	for i := range e.n {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = strconv.AppendQuoteToASCII(b, e.names[i])
+		b = append(b, ':')
+		b = strconv.AppendUint(b, e.vals[i], 10)
+	}
+	return append(b, '}'), nil
+}
+
+// Add adds v to the counter called name, adding the counter when it is new.
+// Backends have a fixed set of names, under MaxExtra: a name past
+// MaxExtra is a programming error and panics (every backend's Stats runs in
+// the tests).
+func (e *Extra) Add(name string, v uint64) {
+	for i := range e.n {
+		if e.names[i] == name {
+			e.vals[i] += v
+			return
+		}
+	}
+	if e.n == MaxExtra {
+		panic("rx: more than MaxExtra counters in Stats.Extra: " + name)
+	}
+	e.names[e.n], e.vals[e.n] = name, v
+	e.n++
 }
 
 // Receiver is implemented by every backend.

@@ -231,9 +231,7 @@ func (c *counters) stats() Stats {
 	}
 	s.Malformed = c.malformed.Load()
 	s.Unmatched = c.unmatched.Load()
-	s.Extra = map[string]uint64{
-		"source_filtered": c.sourceFiltered.Load(),
-		"truncated":       c.truncated.Load(),
-	}
+	s.Extra.Add("source_filtered", c.sourceFiltered.Load())
+	s.Extra.Add("truncated", c.truncated.Load())
 	return s
 }

@@ -243,10 +243,10 @@ func (u *uringRx) Backend() string { return BackendUring + " (multishot recvmsg"
 func (u *uringRx) Stats() Stats {
 	s := u.counters.stats()
 	s.Dropped = u.drops.read(u.socks)
-	s.Extra["rearms"] = u.rearms.Load()
-	s.Extra["enobufs"] = u.enobufs.Load()
-	s.Extra["rehomes"] = u.rehomes.Load()
-	s.Extra["bad_releases"] = u.badReleases.Load()
+	s.Extra.Add("rearms", u.rearms.Load())
+	s.Extra.Add("enobufs", u.enobufs.Load())
+	s.Extra.Add("rehomes", u.rehomes.Load())
+	s.Extra.Add("bad_releases", u.badReleases.Load())
 	return s
 }
 

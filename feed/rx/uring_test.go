@@ -21,7 +21,7 @@ func TestUringRearmOnENOBUFS(t *testing.T) {
 	sendLines(t, senders, 1000) // nobody receives yet: 128 buffers for 2000 datagrams
 	expectLines(t, r, senders, 1000)
 	st := r.Stats()
-	if st.Extra["enobufs"] == 0 || st.Extra["rearms"] < st.Extra["enobufs"] {
+	if st.Extra.Get("enobufs") == 0 || st.Extra.Get("rearms") < st.Extra.Get("enobufs") {
 		t.Fatalf("stats %+v: want the ring to have run dry (enobufs > 0) and each end re-armed", st)
 	}
 	if st.Dropped != 0 {
@@ -78,7 +78,7 @@ func TestUringDoubleRelease(t *testing.T) {
 	}
 	r.Release(pkts[:n])
 	r.Release(pkts[:n])
-	if got := r.Stats().Extra["bad_releases"]; got != uint64(n) {
+	if got := r.Stats().Extra.Get("bad_releases"); got != uint64(n) {
 		t.Fatalf("bad_releases = %d after releasing %d packets twice", got, n)
 	}
 	// The receiver still works and stays in order.

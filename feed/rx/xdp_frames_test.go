@@ -151,11 +151,11 @@ func TestXDPRawFrames(t *testing.T) {
 			// The malformed frames were sent before the last good one and
 			// are counted on arrival.
 			st := r.Stats()
-			if st.Extra["xdp_malformed"] != wantBad || st.Malformed != wantBad {
-				t.Errorf("malformed: program %d, stats %d; want %d", st.Extra["xdp_malformed"], st.Malformed, wantBad)
+			if st.Extra.Get("xdp_malformed") != wantBad || st.Malformed != wantBad {
+				t.Errorf("malformed: program %d, stats %d; want %d", st.Extra.Get("xdp_malformed"), st.Malformed, wantBad)
 			}
-			if st.Extra["xdp_redirected"] != uint64(wantGood) {
-				t.Errorf("program redirected %d, want %d", st.Extra["xdp_redirected"], wantGood)
+			if st.Extra.Get("xdp_redirected") != uint64(wantGood) {
+				t.Errorf("program redirected %d, want %d", st.Extra.Get("xdp_redirected"), wantGood)
 			}
 			if k, err := r.Receive(make([]Packet, 4)); k != 0 || err != nil {
 				t.Errorf("extra Receive = %d, %v", k, err)

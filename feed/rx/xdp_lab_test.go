@@ -210,8 +210,8 @@ func TestXDPReceive(t *testing.T) {
 		if st.Packets[0] != n || st.Malformed != 0 {
 			t.Errorf("stats count %d packets, %d malformed; want %d, 0", st.Packets[0], st.Malformed, n)
 		}
-		if st.Extra["xdp_redirected"] != n {
-			t.Errorf("program redirected %d frames, want %d", st.Extra["xdp_redirected"], n)
+		if st.Extra.Get("xdp_redirected") != n {
+			t.Errorf("program redirected %d frames, want %d", st.Extra.Get("xdp_redirected"), n)
 		}
 		// Nothing more arrives: Receive times out empty.
 		if k, err := r.Receive(make([]Packet, 8)); k != 0 || err != nil {
@@ -311,11 +311,11 @@ func TestXDPPassesOtherTraffic(t *testing.T) {
 		t.Fatalf("line datagram %q", got[0].Data)
 	}
 	st := r.Stats()
-	if st.Extra["xdp_passed"] < 3 { // at least the ARP request, the unicast and the other-port datagram
-		t.Errorf("program passed %d frames, want at least 3", st.Extra["xdp_passed"])
+	if st.Extra.Get("xdp_passed") < 3 { // at least the ARP request, the unicast and the other-port datagram
+		t.Errorf("program passed %d frames, want at least 3", st.Extra.Get("xdp_passed"))
 	}
-	if st.Extra["xdp_redirected"] != 1 {
-		t.Errorf("program redirected %d frames, want 1", st.Extra["xdp_redirected"])
+	if st.Extra.Get("xdp_redirected") != 1 {
+		t.Errorf("program redirected %d frames, want 1", st.Extra.Get("xdp_redirected"))
 	}
 }
 
@@ -361,9 +361,9 @@ func TestXDPReceiveAllocs(t *testing.T) {
 	if err := <-snd.sendPaced(n, xdpPayload); err != nil {
 		t.Fatal(err)
 	}
-	for i := 0; r.Stats().Extra["xdp_redirected"] < n; i++ {
+	for i := 0; r.Stats().Extra.Get("xdp_redirected") < n; i++ {
 		if i == 500 {
-			t.Fatalf("only %d of %d datagrams redirected", r.Stats().Extra["xdp_redirected"], n)
+			t.Fatalf("only %d of %d datagrams redirected", r.Stats().Extra.Get("xdp_redirected"), n)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -529,7 +529,7 @@ func TestXDPDoubleRelease(t *testing.T) {
 	if st := r.Stats(); got+int(st.Dropped) != n {
 		t.Fatalf("received %d + dropped %d of %d; stats %+v", got, st.Dropped, n, st)
 	}
-	if st := r.Stats(); st.Extra["xsk_rx_invalid_descs"] != 0 {
-		t.Errorf("kernel saw %d invalid fill descriptors", st.Extra["xsk_rx_invalid_descs"])
+	if st := r.Stats(); st.Extra.Get("xsk_rx_invalid_descs") != 0 {
+		t.Errorf("kernel saw %d invalid fill descriptors", st.Extra.Get("xsk_rx_invalid_descs"))
 	}
 }

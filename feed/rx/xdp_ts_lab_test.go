@@ -29,9 +29,9 @@ func TestXDPKernelTimestamps(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	for i := 0; r.Stats().Extra["xdp_redirected"] < n; i++ {
+	for i := 0; r.Stats().Extra.Get("xdp_redirected") < n; i++ {
 		if i == 500 {
-			t.Fatalf("only %d of %d datagrams redirected", r.Stats().Extra["xdp_redirected"], n)
+			t.Fatalf("only %d of %d datagrams redirected", r.Stats().Extra.Get("xdp_redirected"), n)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -66,9 +66,9 @@ func TestXDPKernelTimestamps(t *testing.T) {
 		r.Release(pkts[:k])
 	}
 	st := r.Stats()
-	if st.Extra["xdp_kernel_ts"] != n || st.Extra["xdp_user_ts"] != 0 || st.Extra["xdp_no_meta"] != 0 {
+	if st.Extra.Get("xdp_kernel_ts") != n || st.Extra.Get("xdp_user_ts") != 0 || st.Extra.Get("xdp_no_meta") != 0 {
 		t.Errorf("stats: %d kernel, %d user timestamps, %d frames without metadata; want %d, 0, 0",
-			st.Extra["xdp_kernel_ts"], st.Extra["xdp_user_ts"], st.Extra["xdp_no_meta"], n)
+			st.Extra.Get("xdp_kernel_ts"), st.Extra.Get("xdp_user_ts"), st.Extra.Get("xdp_no_meta"), n)
 	}
 }
 
@@ -85,9 +85,9 @@ func TestXDPUserTimestamps(t *testing.T) {
 	if err := <-snd.sendPaced(n, xdpPayload); err != nil {
 		t.Fatal(err)
 	}
-	for i := 0; r.Stats().Extra["xdp_redirected"] < n; i++ {
+	for i := 0; r.Stats().Extra.Get("xdp_redirected") < n; i++ {
 		if i == 500 {
-			t.Fatalf("only %d of %d datagrams redirected", r.Stats().Extra["xdp_redirected"], n)
+			t.Fatalf("only %d of %d datagrams redirected", r.Stats().Extra.Get("xdp_redirected"), n)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -111,7 +111,7 @@ func TestXDPUserTimestamps(t *testing.T) {
 		}
 		r.Release(pkts[:k])
 	}
-	if st := r.Stats(); st.Extra["xdp_kernel_ts"] != 0 || st.Extra["xdp_user_ts"] != n {
-		t.Errorf("stats: %d kernel, %d user timestamps; want 0, %d", st.Extra["xdp_kernel_ts"], st.Extra["xdp_user_ts"], n)
+	if st := r.Stats(); st.Extra.Get("xdp_kernel_ts") != 0 || st.Extra.Get("xdp_user_ts") != n {
+		t.Errorf("stats: %d kernel, %d user timestamps; want 0, %d", st.Extra.Get("xdp_kernel_ts"), st.Extra.Get("xdp_user_ts"), n)
 	}
 }
