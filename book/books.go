@@ -465,22 +465,38 @@ func (b *Book) insertRung(side Side, i int, key uint32) []rung {
 
 // removeRung takes the empty level li with key out of side's ladder and
 // frees it. Levels empty mostly near the top (the end), so it searches from
-// there; a key missing from the ladder (a broken invariant, never seen)
-// leaves the ladder as it is.
+// there. A key missing from the ladder, or a rung with key that is not
+// li's, is a broken invariant (never seen): it is counted
+// (Stats.LadderMismatch), the rung that refers to li, if any, is taken out,
+// and li is freed all the same, so that the level pool does not leak.
 func (b *Book) removeRung(side Side, key uint32, li int32) {
 	lad := b.sides[side]
 	i, found := search(lad, key)
-	if !found {
-		return
+	if !found || lad[i].lvl != li {
+		b.bs.stats.LadderMismatch++
+		i, found = rungOf(lad, li)
 	}
-	for j := i + 1; j < len(lad); j++ { // usually none or a few rungs: cheaper than a copy call
-		lad[j-1] = lad[j]
+	if found {
+		for j := i + 1; j < len(lad); j++ { // usually none or a few rungs: cheaper than a copy call
+			lad[j-1] = lad[j]
+		}
+		b.sides[side] = lad[:len(lad)-1]
 	}
-	b.sides[side] = lad[:len(lad)-1]
 	bs := b.bs
 	bs.levels[li].head = bs.levelFree
 	bs.levelFree = li
 	bs.stats.Levels--
+}
+
+// rungOf finds the rung of level li by a scan (removeRung's repair of a
+// broken invariant, not the normal path).
+func rungOf(lad []rung, li int32) (int, bool) {
+	for i := range lad {
+		if lad[i].lvl == li {
+			return i, true
+		}
+	}
+	return 0, false
 }
 
 // remove unlinks live order oi of book b and frees its slot.

@@ -118,6 +118,12 @@ type Stats struct {
 	Overflowed    uint64 // live orders now in overflow slots (not an inconsistency)
 	LevelCapacity uint64 // add dropped: Config.MaxLevels live levels
 
+	// LadderMismatch counts emptied price levels that their side's ladder
+	// did not hold under their price: a broken internal invariant, never
+	// seen. The level is freed all the same (Levels drops, the pool does
+	// not leak), and the rung that referred to it, if any, is taken out.
+	LadderMismatch uint64
+
 	// BrokenUnmatched counts Broken Trades (B) whose match number names no
 	// trade remembered for the instrument: older than Config.TradeMemory
 	// trades, never seen, of another instrument, or broken already. Such a
@@ -126,11 +132,11 @@ type Stats struct {
 	BrokenUnmatched uint64
 }
 
-// Inconsistencies is the sum of every counter that flags bad input or an
-// exhausted capacity.
+// Inconsistencies is the sum of every counter that flags bad input, an
+// exhausted capacity or a broken invariant of the books.
 func (s Stats) Inconsistencies() uint64 {
 	return s.Malformed + s.UnknownLocate + s.LocateCapacity + s.LocateMismatch +
 		s.DuplicateAdd + s.UnknownRefExecute + s.UnknownRefCancel + s.UnknownRefDelete +
 		s.UnknownRefReplace + s.OverExecution + s.OverCancel + s.BadSide + s.ZeroShares +
-		s.OrderCapacity + s.LevelCapacity
+		s.OrderCapacity + s.LevelCapacity + s.LadderMismatch
 }

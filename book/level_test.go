@@ -98,8 +98,14 @@ func TestEmptyLevelDeletes(t *testing.T) {
 	if s := bs.Stats(); s.LevelCapacity != 0 || s.Levels != uint64(b.Levels(Bid)+b.Levels(Ask)) {
 		t.Errorf("stats %+v", s)
 	}
-	if bs.levelUsed > 16 {
-		t.Errorf("%d levels handed out for at most 16 live", bs.levelUsed)
+	// Every level the churn opened came from the free list: none was
+	// handed out beyond the 14 of the start, and those not live are free.
+	free := 0
+	for li := bs.levelFree; li != none && free <= len(bs.levels); li = bs.levels[li].head {
+		free++
+	}
+	if live := b.Levels(Bid) + b.Levels(Ask); bs.levelUsed != 14 || free != 14-live {
+		t.Errorf("%d levels handed out, %d free, %d live; want 14 handed out, all not live free", bs.levelUsed, free, live)
 	}
 	// Level churn allocates nothing.
 	if n := testing.AllocsPerRun(100, func() {
@@ -139,5 +145,55 @@ func TestLevelCapacity(t *testing.T) {
 	}
 	if err := checkInvariants(bs); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestLadderMismatchFreesLevel: when an emptied level's price is missing
+// from its ladder (a broken invariant, forced here), removeRung counts it
+// and frees the level anyway, so Stats.Levels drops and the pool does not
+// leak into a spurious LevelCapacity.
+func TestLadderMismatchFreesLevel(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		corrupt func(bs *Books, b *Book)
+	}{
+		// The level's key no longer matches its rung's: the rung (the
+		// only one referring to the level) must still go.
+		{"level key", func(bs *Books, b *Book) { bs.levels[b.sides[Bid][0].lvl].key++ }},
+		// The rung is gone from the ladder: only the level is left to free.
+		{"rung gone", func(bs *Books, b *Book) { b.sides[Bid] = b.sides[Bid][:0] }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			bs, err := New(Config{MaxOrders: 64, MaxLocates: 4, MaxLevels: 2})
+			if err != nil {
+				t.Fatal(err)
+			}
+			bs.Announce(1, itch.NewSymbol("AAPL"))
+			b := bs.Book(1)
+			if !bs.AddOrder(1, 1, Bid, 100, 500) {
+				t.Fatal(bs.Err())
+			}
+			tc.corrupt(bs, b)
+			bs.Delete(1, 1)
+			s := bs.Stats()
+			if s.LadderMismatch != 1 || s.Inconsistencies() != 1 || s.Levels != 0 || s.Orders != 0 {
+				t.Fatalf("stats %+v", s)
+			}
+			if b.Levels(Bid) != 0 || bs.levelFree != 0 {
+				t.Fatalf("%d bid rungs left, free list at %d; want none, level 0 free", b.Levels(Bid), bs.levelFree)
+			}
+			if err := checkInvariants(bs); err != nil {
+				t.Fatal(err)
+			}
+			// The freed level is usable: a full pool of new levels fits.
+			for i := range uint64(2) {
+				if !bs.AddOrder(1, 10+i, Ask, 1, 600+uint32(i)) {
+					t.Fatalf("add at a new level after the mismatch: %v %+v", bs.Err(), bs.Stats())
+				}
+			}
+			if err := checkInvariants(bs); err != nil {
+				t.Fatal(err)
+			}
+		})
 	}
 }

@@ -59,7 +59,7 @@ func NewExposition(h *Handler) *Exposition {
 		e.states[i] = with("state", s)
 	}
 	for _, b := range latency.DefaultBuckets {
-		e.les = append(e.les, with("le", strconv.FormatFloat(b, 'g', -1, 64)))
+		e.les = append(e.les, with("le", leText(b)))
 		e.lesNs = append(e.lesNs, int64(math.Round(b*1e9)))
 	}
 	e.les = append(e.les, with("le", "+Inf"))
@@ -67,6 +67,14 @@ func NewExposition(h *Handler) *Exposition {
 	e.buf = e.AppendText(e.buf[:0])
 	return e
 }
+
+// leText formats a bucket's upper bound as the text format (version
+// 0.0.4) of client_golang's expfmt writes it: the shortest 'g' form, so
+// 1 s is le="1" and 1 µs le="1e-06". A label value is part of a series'
+// identity, so it must be the same text, not only the same float
+// (TestExpositionMatchesCollector compares the text). OpenMetrics writes
+// le="1.0"; this exposition does not speak OpenMetrics.
+func leText(bound float64) string { return strconv.FormatFloat(bound, 'g', -1, 64) }
 
 // escapeLabel escapes a label value for the text format.
 func escapeLabel(v string) string {

@@ -21,7 +21,11 @@ import (
 
 // TestExpositionMatchesCollector: the allocation-free text exposition
 // carries every family, label set and value that the client_golang
-// Collector does (classic buckets for the histograms), in both modes.
+// Collector does (classic buckets for the histograms), in both modes, and
+// writes every HELP and TYPE line and every sample's name and labels as
+// the same text as expfmt's text format does for the Collector's metrics:
+// a label value spelt differently (le="1" against le="1.0") is another
+// series to Prometheus although it parses to the same float.
 func TestExpositionMatchesCollector(t *testing.T) {
 	forEachMode(t, func(t *testing.T, mode Mode, shards []int) {
 		h, _, _, _ := startScripted(t, mode, shards, 20_000, nil, -1)
@@ -58,10 +62,57 @@ func TestExpositionMatchesCollector(t *testing.T) {
 				t.Errorf("%s:\nexposed   %s\ncollected %s", wf.GetName(), g, w)
 			}
 		}
+		var ref bytes.Buffer
+		for _, wf := range want {
+			if _, err := expfmt.MetricFamilyToText(&ref, wf); err != nil {
+				t.Fatal(err)
+			}
+		}
+		g, w := seriesLines(text), seriesLines(ref.Bytes())
+		for _, l := range onlyIn(g, w) {
+			t.Errorf("exposed, not so by expfmt: %s", l)
+		}
+		for _, l := range onlyIn(w, g) {
+			t.Errorf("written by expfmt, not so exposed: %s", l)
+		}
+		if len(g) != len(w) || len(w) < len(want) {
+			t.Errorf("%d lines exposed, %d written by expfmt for %d families", len(g), len(w), len(want))
+		}
 		if t.Failed() {
 			t.Logf("exposition:\n%s", text)
 		}
 	})
+}
+
+// seriesLines returns the lines of a text exposition, each sample's
+// without its value (its name and label text), sorted.
+func seriesLines(text []byte) []string {
+	var out []string
+	for _, l := range strings.Split(strings.TrimSuffix(string(text), "\n"), "\n") {
+		if !strings.HasPrefix(l, "#") {
+			l = l[:max(0, strings.LastIndexByte(l, ' '))] // values hold no space; label values may
+		}
+		out = append(out, l)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// onlyIn returns the lines of a that b lacks (counting repeats).
+func onlyIn(a, b []string) []string {
+	n := map[string]int{}
+	for _, l := range b {
+		n[l]++
+	}
+	var out []string
+	for _, l := range a {
+		if n[l] > 0 {
+			n[l]--
+		} else {
+			out = append(out, l)
+		}
+	}
+	return out
 }
 
 // samples renders a family's metrics as sorted "labels value" lines;

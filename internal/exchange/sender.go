@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/marketfeed/feedhandler/feed/moldudp64"
 )
 
 // Line is one destination with its fault injection. Probabilities are in
@@ -52,7 +54,9 @@ type Config struct {
 	// out together in one sendmmsg, at most Burst of them: the only
 	// bursts, and bounded. A sender more than Burst packets behind moves
 	// its schedule on (Stats.Slips) rather than catch up. Unpaced (Rate 0),
-	// every sendmmsg carries Burst input packets.
+	// every sendmmsg carries Burst input packets. Packets wait for their
+	// sendmmsg as copies in a buffer NewSender allocates (Burst packets of
+	// moldudp64.MaxPayload, at least 64 KiB), not in the source's memory.
 	Deadline bool
 	// Pin, with CPU, pins the sending thread to one CPU for the Send (on a
 	// veth, the receiving side's XDP and socket work runs in softirq on
@@ -97,8 +101,12 @@ type Sender struct {
 	cfg   Config
 	lines []lineState
 	batch *batch        // the current input packet's copies, written with one sendmmsg
+	arena []byte        // Deadline: copies of the input packets queued in batch (see sendTimed)
 	sent  atomic.Uint64 // highest MoldUDP64 sequence number offered to the lines
 }
+
+// maxDatagram is the largest UDP payload: the arena always holds one.
+const maxDatagram = 1<<16 - 1
 
 // Sent returns the highest MoldUDP64 sequence number of a message the
 // sender has offered to its lines so far (0 before any), read from the
@@ -181,6 +189,7 @@ func NewSender(cfg Config) (*Sender, error) {
 	perWrite := 1
 	if cfg.Deadline {
 		perWrite = cfg.Burst
+		s.arena = make([]byte, max(cfg.Burst*moldudp64.MaxPayload, maxDatagram))
 	}
 	s.batch = newBatch(s.lines[0].fd, cfg.Lines, perWrite)
 	for i := range s.lines {
@@ -267,9 +276,10 @@ func Packets(pkts [][]byte) iter.Seq[[]byte] {
 
 // Send offers every input packet to every line, paced at Config.Rate, until
 // the input ends, Config.Count packets were taken, Config.Duration passed or
-// ctx is done. Packets held back for reordering are flushed at the end. The
-// input slices are not retained after they are written (a held packet is
-// copied).
+// ctx is done. Packets held back for reordering are flushed at the end.
+// Send is done with an input slice when it asks for the next one, so a
+// source may reuse its buffer: a packet that waits (a held one, or with
+// Deadline one queued for the next sendmmsg) is a copy.
 func (s *Sender) Send(ctx context.Context, pkts iter.Seq[[]byte]) (Stats, error) {
 	if s.cfg.Pin || s.cfg.Deadline {
 		restore, err := s.lockThread()

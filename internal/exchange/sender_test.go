@@ -283,3 +283,139 @@ func TestConfigErrors(t *testing.T) {
 		}
 	}
 }
+
+// reusedBuffer yields n packets from one buffer that it rewrites for each,
+// as FileSource and moldudp64.Builder do: packet i is size(i) bytes, the
+// number i then the byte i repeated.
+func reusedBuffer(n int, size func(int) int) iter.Seq[[]byte] {
+	return func(yield func([]byte) bool) {
+		k := 0
+		for i := range n {
+			k = max(k, size(i))
+		}
+		buf := make([]byte, k)
+		for i := range n {
+			p := buf[:size(i)]
+			binary.BigEndian.PutUint32(p, uint32(i))
+			for j := 4; j < len(p); j++ {
+				p[j] = byte(i)
+			}
+			if !yield(p) {
+				return
+			}
+		}
+	}
+}
+
+// checkReceived reads datagrams until want's are all in or a quiet 300 ms,
+// and checks that they are the packets want lists, in that order, each
+// whole (reusedBuffer's contents).
+func checkReceived(t *testing.T, c *net.UDPConn, want []int, size func(int) int) {
+	t.Helper()
+	buf := make([]byte, 1<<16)
+	for k, i := range want {
+		c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+		n, err := c.Read(buf)
+		if err != nil {
+			t.Fatalf("datagram %d of %d (packet %d): %v", k, len(want), i, err)
+		}
+		p := buf[:n]
+		if got := int(binary.BigEndian.Uint32(p)); got != i || n != size(i) {
+			t.Fatalf("datagram %d: packet %d of %d bytes, want packet %d of %d bytes", k, got, n, i, size(i))
+		}
+		for j := 4; j < n; j++ {
+			if p[j] != byte(i) {
+				t.Fatalf("datagram %d (packet %d): byte %d is %d, want %d", k, i, j, p[j], byte(i))
+			}
+		}
+	}
+}
+
+// TestDeadlineReusedBuffer: with deadline pacing, packets wait in the
+// batch while the sender asks its source for the next one; a source that
+// reuses one buffer (FileSource, moldudp64.Builder) must still see every
+// packet go out once, whole and in order, on every line. Unpaced, every
+// write carries Burst packets, so a batch holding references to the
+// source's buffer would send the last one Burst times. Packets of up to 40
+// kB fill the arena before Burst are queued; a packet larger than any UDP
+// payload goes out alone and fails (counted).
+func TestDeadlineReusedBuffer(t *testing.T) {
+	small := func(i int) int { return 4 + i%300 }
+	mixed := func(i int) int {
+		if i%5 == 0 {
+			return 4 + (i*7919)%40_000
+		}
+		return small(i)
+	}
+	oversize := func(i int) int {
+		if i == 10 {
+			return 70_000
+		}
+		return small(i)
+	}
+	for _, tc := range []struct {
+		name   string
+		rate   float64
+		n      int
+		size   func(int) int
+		errors uint64
+	}{
+		{"unpaced", 0, 2000, small, 0},
+		{"paced", 20_000, 1000, small, 0},
+		{"arena full", 0, 1000, mixed, 0},
+		{"oversize", 0, 100, oversize, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ca, pa := loopbackSink(t)
+			cb, pb := loopbackSink(t)
+			s, err := NewSender(Config{Lines: []Line{{Group: loopback, Port: pa}, {Group: loopback, Port: pb}}, Rate: tc.rate, Burst: 8, Deadline: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			st, err := s.Send(context.Background(), reusedBuffer(tc.n, tc.size))
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("%d packets, %d writes of several, at most %d in one", st.Input, st.Bursts, st.MaxBurst)
+			var want []int
+			for i := range tc.n {
+				if tc.size(i) <= maxDatagram {
+					want = append(want, i)
+				}
+			}
+			for l, ls := range st.Lines {
+				if st.Input != uint64(tc.n) || ls.Sent != uint64(len(want)) || ls.Errors != tc.errors {
+					t.Fatalf("line %d: %d packets taken, stats %+v; want %d taken, %d sent, %d errors", l, st.Input, ls, tc.n, len(want), tc.errors)
+				}
+			}
+			if tc.rate == 0 && st.MaxBurst != 8 {
+				t.Errorf("unpaced, the largest write carried %d packets, want Burst 8", st.MaxBurst)
+			}
+			checkReceived(t, ca, want, tc.size)
+			checkReceived(t, cb, want, tc.size)
+		})
+	}
+}
+
+// TestDeadlineSendAllocs: queuing a packet copies it into the arena that
+// NewSender made; a Send's allocations do not grow with its packets.
+func TestDeadlineSendAllocs(t *testing.T) {
+	_, port := loopbackSink(t)
+	s, err := NewSender(Config{Lines: []Line{{Group: loopback, Port: port}}, Burst: 8, Deadline: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	pkts := numbered(1000)
+	send := func(n int) float64 {
+		return testing.AllocsPerRun(10, func() {
+			if _, err := s.Send(context.Background(), Packets(pkts[:n])); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+	if few, many := send(10), send(1000); many != few {
+		t.Errorf("a deadline Send of 10 packets allocates %v times, of 1000 %v times", few, many)
+	}
+}

@@ -18,6 +18,14 @@ import (
 // scheduler and netpoller, with the thread's default 50 µs slack: at tens
 // of thousands of packets per second their overshoot turns pacing into
 // bursts.
+//
+// A packet waits in the batch until the next one is found not yet due (or
+// Burst are queued), so the sender has asked its source for the next
+// packet before it writes this one: it queues a copy, made in an arena
+// that NewSender sizes (Burst packets of moldudp64.MaxPayload, at least
+// the largest UDP payload), never by reference to the source's buffer.
+// When the next packet does not fit in what is left of the arena, the
+// queued ones (all due) go out first.
 
 // maxSleep bounds one clock_nanosleep, so that a cancelled ctx or a passed
 // Duration ends a slowly paced Send promptly.
@@ -94,13 +102,14 @@ func (s *Sender) sendTimed(ctx context.Context, pkts iter.Seq[[]byte]) (Stats, e
 	}
 	var err error
 	queued, pos := 0, uint64(0) // input packets in the batch, their last sequence number
+	used := 0                   // s.arena[:used] holds the queued packets' copies
 	write := func() {
 		if queued > 1 {
 			st.Bursts++
 		}
 		st.MaxBurst = max(st.MaxBurst, queued)
 		s.batch.write(s.lines)
-		queued = 0
+		queued, used = 0, 0
 		if pos > s.sent.Load() {
 			s.sent.Store(pos)
 		}
@@ -139,13 +148,28 @@ loop:
 		if end > 0 && now >= end {
 			break
 		}
+		// Queue a copy of p: the source may reuse p's memory once it is
+		// asked for the next packet (FileSource, moldudp64.Builder), and
+		// p is written only after that.
+		if len(p) > len(s.arena)-used {
+			write() // the arena is full: what is queued is due, send it now
+		}
+		q := p
+		if len(p) <= len(s.arena) {
+			q = s.arena[used : used+len(p) : used+len(p)]
+			copy(q, p)
+			used += len(p)
+		}
 		st.Input++
 		for i := range s.lines {
-			s.lines[i].offer(p)
+			s.lines[i].offer(q)
 		}
 		queued++
 		if last := lastSeq(p); last > pos {
 			pos = last
+		}
+		if len(q) > len(s.arena) {
+			write() // larger than any UDP payload: out alone, uncopied, before the next is asked for
 		}
 	}
 	write()
