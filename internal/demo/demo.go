@@ -8,6 +8,7 @@
 package demo
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -141,6 +142,12 @@ type Options struct {
 	// losing its CPU for tens of milliseconds on a shared machine shows
 	// in the latency, not as packets the kernel dropped on both lines.
 	RingSize int
+	// Hold is how long the arbiter waits for the other line to fill a
+	// range missing on one (0: 200 ms). The tests use a second, so that
+	// a receive thread that a loaded CI machine starves for a few hundred
+	// milliseconds between line A's packets and line B's copies shows as
+	// latency, not as a gap on both lines.
+	Hold time.Duration
 }
 
 // Result is what a run saw.
@@ -223,7 +230,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		// microseconds. The hold is only a backstop for a receive thread
 		// that loses its CPU on this shared 2-core machine between the
 		// two copies; it delays nothing while both lines flow.
-		Arbiter:     handler.ArbiterConfig{Hold: 200 * time.Millisecond, MaxPending: 1 << 15},
+		Arbiter:     handler.ArbiterConfig{Hold: cmp.Or(o.Hold, 200*time.Millisecond), MaxPending: 1 << 15},
 		ReceiveCore: -1,
 		Mode:        o.Mode,
 		Depth:       o.Depth,

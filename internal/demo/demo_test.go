@@ -1,6 +1,7 @@
 package demo
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -69,6 +70,7 @@ func forEachMode(t *testing.T, f func(t *testing.T, mode handler.Mode)) {
 func run(t testing.TB, mode handler.Mode, o Options) *Result {
 	t.Helper()
 	o.Mode = mode
+	o.Hold = cmp.Or(o.Hold, time.Second)
 	o.Day = testDay(t)
 	o.Log = testLog(t)
 	o.ShmName = fmt.Sprintf("fhtest-%d-%s", os.Getpid(), strings.ReplaceAll(t.Name(), "/", "-"))
