@@ -52,7 +52,7 @@ func NewExposition(h *Handler) *Exposition {
 	for i := range h.shards {
 		e.shards = append(e.shards, with("shard", strconv.Itoa(i)))
 	}
-	for i, k := range [3]string{"malformed", "wrong_session", "unasked"} {
+	for i, k := range badResponseKinds {
 		e.kinds[i] = with("kind", k)
 	}
 	for i, s := range recoveryStates {
@@ -115,65 +115,27 @@ func (e *Exposition) appendText(b []byte) []byte {
 		b = append(b, ' ')
 		b = append(b, m.kind.String()...)
 		b = append(b, '\n')
-		switch m.name {
-		case "line_packets_total", "line_bytes_total", "line_duplicates_total", "line_out_of_order_total",
-			"line_gaps_total", "line_malformed_total", "line_wrong_session_total":
+		switch {
+		case m.name == "line_silence_seconds":
 			for l, ls := range e.lines {
-				c := &st.Arbiter.Lines[l]
-				var v uint64
-				switch m.name {
-				case "line_packets_total":
-					v = c.Packets
-				case "line_bytes_total":
-					v = c.Bytes
-				case "line_duplicates_total":
-					v = c.Duplicates
-				case "line_out_of_order_total":
-					v = c.OutOfOrder
-				case "line_gaps_total":
-					v = c.LineGaps
-				case "line_malformed_total":
-					v = c.Malformed
-				case "line_wrong_session_total":
-					v = c.WrongSession
-				}
-				b = sampleUint(b, m.name, "", ls, v)
+				b = sampleFloat(b, m.name, "", ls, lineSilence(st, l, now))
 			}
-		case "line_silence_seconds":
+		case m.label == "line":
 			for l, ls := range e.lines {
-				since := st.LastPacket[l]
-				if since == 0 {
-					since = st.Started
-				}
-				b = sampleFloat(b, m.name, "", ls, float64(now-since)/1e9)
+				b = sampleUint(b, m.name, "", ls, lineValue(&st.Arbiter.Lines[l], m.name))
 			}
-		case "shard_applied_total", "shard_inconsistencies_total", "shard_published_total", "shard_ring_full_total", "shard_ring_high_water":
+		case m.label == "shard":
 			for s := range st.Shards {
 				if s >= len(e.shards) {
 					break
 				}
-				sh := &st.Shards[s]
-				var v uint64
-				switch m.name {
-				case "shard_applied_total":
-					v = sh.Applied
-				case "shard_inconsistencies_total":
-					v = sh.Book.Inconsistencies()
-				case "shard_published_total":
-					v = sh.Published
-				case "shard_ring_full_total":
-					v = sh.Ring.Full
-				case "shard_ring_high_water":
-					v = sh.Ring.HighWater
-				}
-				b = sampleUint(b, m.name, "", e.shards[s], v)
+				b = sampleUint(b, m.name, "", e.shards[s], shardValue(&st.Shards[s], m.name))
 			}
-		case "recovery_bad_responses_total":
-			rr := &st.Recovery.Rerequest
-			for k, v := range [3]uint64{rr.Malformed, rr.WrongSession, rr.Unasked} {
+		case m.label == "kind":
+			for k, v := range badResponses(st) {
 				b = sampleUint(b, m.name, "", e.kinds[k], v)
 			}
-		case "recovery_state":
+		case m.label == "state":
 			for k, s := range recoveryStates {
 				var v uint64
 				if s == st.Recovery.State {
@@ -181,21 +143,87 @@ func (e *Exposition) appendText(b []byte) []byte {
 				}
 				b = sampleUint(b, m.name, "", e.states[k], v)
 			}
-		case "shm_heartbeat_age_seconds":
+		case m.name == "shm_heartbeat_age_seconds":
 			if hb := h.w.LastHeartbeat(); !hb.IsZero() {
 				b = sampleFloat(b, m.name, "", e.plain, float64(now-hb.UnixNano())/1e9)
 			}
-		case "latency_seconds":
-			b = e.histogram(b, m.name, &st.Latency)
-		case "path_latency_seconds":
-			b = e.histogram(b, m.name, &st.PathLatency)
-		case "recovery_time_seconds":
-			b = e.histogram(b, m.name, &st.Recovery.RecoveryTime)
+		case m.kind == kindHistogram:
+			b = e.histogram(b, m.name, histogramOf(st, m.name))
 		default:
 			b = sampleUint(b, m.name, "", e.plain, scalar(st, m.name))
 		}
 	}
 	return b
+}
+
+// lineValue is the value of a per-line counter.
+func lineValue(c *LineStats, name string) uint64 {
+	switch name {
+	case "line_packets_total":
+		return c.Packets
+	case "line_bytes_total":
+		return c.Bytes
+	case "line_duplicates_total":
+		return c.Duplicates
+	case "line_out_of_order_total":
+		return c.OutOfOrder
+	case "line_gaps_total":
+		return c.LineGaps
+	case "line_malformed_total":
+		return c.Malformed
+	case "line_wrong_session_total":
+		return c.WrongSession
+	}
+	panic("expose: no value for line metric " + name)
+}
+
+// lineSilence is line l's seconds since its last packet (since start if
+// it never had one).
+func lineSilence(st *Stats, l int, now int64) float64 {
+	since := st.LastPacket[l]
+	if since == 0 {
+		since = st.Started
+	}
+	return float64(now-since) / 1e9
+}
+
+// shardValue is the value of a per-shard metric.
+func shardValue(sh *ShardStats, name string) uint64 {
+	switch name {
+	case "shard_applied_total":
+		return sh.Applied
+	case "shard_inconsistencies_total":
+		return sh.Book.Inconsistencies()
+	case "shard_published_total":
+		return sh.Published
+	case "shard_ring_full_total":
+		return sh.Ring.Full
+	case "shard_ring_high_water":
+		return sh.Ring.HighWater
+	}
+	panic("expose: no value for shard metric " + name)
+}
+
+// badResponseKinds are the values of recovery_bad_responses_total's kind
+// label, in the order badResponses counts them.
+var badResponseKinds = [3]string{"malformed", "wrong_session", "unasked"}
+
+func badResponses(st *Stats) [3]uint64 {
+	rr := &st.Recovery.Rerequest
+	return [3]uint64{rr.Malformed, rr.WrongSession, rr.Unasked}
+}
+
+// histogramOf is a histogram metric's snapshot.
+func histogramOf(st *Stats, name string) *latency.Snapshot {
+	switch name {
+	case "latency_seconds":
+		return &st.Latency
+	case "path_latency_seconds":
+		return &st.PathLatency
+	case "recovery_time_seconds":
+		return &st.Recovery.RecoveryTime
+	}
+	panic("expose: no histogram " + name)
 }
 
 // scalar is the value of a metric without a label besides feed.

@@ -112,86 +112,55 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	}
 }
 
-// Collect implements prometheus.Collector.
+// Collect implements prometheus.Collector. It takes each value where the
+// Exposition does (lineValue, shardValue, scalar, ...), so the two agree.
 func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	st := c.h.Stats()
-	counter := func(name string, v uint64, labels ...string) {
-		ch <- prometheus.MustNewConstMetric(c.descs[name], prometheus.CounterValue, float64(v), labels...)
-	}
-	for i := 0; i < len(c.h.cfg.Receive.Lines) && i < MaxLines; i++ {
-		l := st.Arbiter.Lines[i]
-		name := c.h.cfg.Receive.Lines[i].Name
-		counter("line_packets_total", l.Packets, name)
-		counter("line_bytes_total", l.Bytes, name)
-		counter("line_duplicates_total", l.Duplicates, name)
-		counter("line_out_of_order_total", l.OutOfOrder, name)
-		counter("line_gaps_total", l.LineGaps, name)
-		counter("line_malformed_total", l.Malformed, name)
-		counter("line_wrong_session_total", l.WrongSession, name)
-	}
-	counter("gaps_total", st.Arbiter.Gaps)
-	counter("gap_messages_total", st.Arbiter.GapMessages)
-	counter("delivered_messages_total", st.Arbiter.Delivered)
-	counter("filtered_messages_total", st.Filtered)
-	counter("receive_dropped_total", st.Receive.Dropped)
-	counter("receive_malformed_total", st.Receive.Malformed)
-	for i, s := range st.Shards {
-		id := strconv.Itoa(i)
-		counter("shard_applied_total", s.Applied, id)
-		counter("shard_inconsistencies_total", s.Book.Inconsistencies(), id)
-		counter("shard_published_total", s.Published, id)
-		counter("shard_ring_full_total", s.Ring.Full, id)
-		ch <- prometheus.MustNewConstMetric(c.descs["shard_ring_high_water"], prometheus.GaugeValue, float64(s.Ring.HighWater), id)
-	}
-	r := st.Recovery
-	counter("recovery_gaps_detected_total", r.GapsDetected)
-	counter("recovery_rerequest_recovered_total", r.RecoveredByRerequest)
-	counter("recovery_snapshot_recovered_total", r.RecoveredBySnapshot)
-	ch <- prometheus.MustNewConstMetric(c.descs["recovery_open_gaps"], prometheus.GaugeValue, float64(r.Open))
-	counter("recovery_messages_total", r.Rerequest.Messages)
-	counter("recovery_requests_total", r.Rerequest.Requests)
-	counter("recovery_retries_total", r.Rerequest.Retries)
-	counter("recovery_timeouts_total", r.Rerequest.Timeouts)
-	counter("recovery_failures_total", r.Rerequest.Failures)
-	counter("recovery_bad_responses_total", r.Rerequest.Malformed, "malformed")
-	counter("recovery_bad_responses_total", r.Rerequest.WrongSession, "wrong_session")
-	counter("recovery_bad_responses_total", r.Rerequest.Unasked, "unasked")
-	counter("recovery_late_responses_total", r.Rerequest.Late+st.Arbiter.RecoveredLate)
-	counter("recovery_snapshots_total", r.Snapshots)
-	counter("recovery_snapshot_failures_total", r.SnapshotFailures)
-	ch <- prometheus.MustNewConstMetric(c.descs["recovery_spill_high_water"], prometheus.GaugeValue, float64(st.Arbiter.HeldMax))
-	for _, state := range []string{StateOff, StateInSync, StateRerequesting, StateSnapshot} {
-		v := 0.0
-		if state == r.State {
-			v = 1
-		}
-		ch <- prometheus.MustNewConstMetric(c.descs["recovery_state"], prometheus.GaugeValue, v, state)
-	}
-	counter("session_changes_total", st.Arbiter.SessionChanges)
 	now := time.Now().UnixNano()
-	gauge := func(name string, v float64, labels ...string) {
-		ch <- prometheus.MustNewConstMetric(c.descs[name], prometheus.GaugeValue, v, labels...)
-	}
-	for i := 0; i < len(c.h.cfg.Receive.Lines) && i < MaxLines; i++ {
-		since := st.LastPacket[i]
-		if since == 0 {
-			since = st.Started
+	lines := min(len(c.h.cfg.Receive.Lines), MaxLines)
+	for i := range exported {
+		m := &exported[i]
+		d := c.descs[m.name]
+		vt := prometheus.CounterValue
+		if m.kind == kindGauge {
+			vt = prometheus.GaugeValue
 		}
-		gauge("line_silence_seconds", float64(now-since)/1e9, c.h.cfg.Receive.Lines[i].Name)
+		emit := func(v float64, labels ...string) { ch <- prometheus.MustNewConstMetric(d, vt, v, labels...) }
+		switch {
+		case m.name == "line_silence_seconds":
+			for l := range lines {
+				emit(lineSilence(&st, l, now), c.h.cfg.Receive.Lines[l].Name)
+			}
+		case m.label == "line":
+			for l := range lines {
+				emit(float64(lineValue(&st.Arbiter.Lines[l], m.name)), c.h.cfg.Receive.Lines[l].Name)
+			}
+		case m.label == "shard":
+			for s := range st.Shards {
+				emit(float64(shardValue(&st.Shards[s], m.name)), strconv.Itoa(s))
+			}
+		case m.label == "kind":
+			for k, v := range badResponses(&st) {
+				emit(float64(v), badResponseKinds[k])
+			}
+		case m.label == "state":
+			for _, s := range recoveryStates {
+				v := 0.0
+				if s == st.Recovery.State {
+					v = 1
+				}
+				emit(v, s)
+			}
+		case m.name == "shm_heartbeat_age_seconds":
+			if hb := c.h.w.LastHeartbeat(); !hb.IsZero() {
+				emit(float64(now-hb.UnixNano()) / 1e9)
+			}
+		case m.kind == kindHistogram:
+			ch <- latency.HistogramMetric(d, histogramOf(&st, m.name), nil, time.Unix(0, st.Started))
+		default:
+			emit(float64(scalar(&st, m.name)))
+		}
 	}
-	gauge("books_stale", float64(st.StaleBooks()))
-	gauge("gaps_unrecovered", float64(st.UnrecoveredGaps()))
-	if hb := c.h.w.LastHeartbeat(); !hb.IsZero() {
-		gauge("shm_heartbeat_age_seconds", float64(now-hb.UnixNano())/1e9)
-	}
-	ready := 0.0
-	if st.readiness() == readyOK {
-		ready = 1
-	}
-	gauge("ready", ready)
-	ch <- latency.HistogramMetric(c.descs["latency_seconds"], &st.Latency, nil, time.Unix(0, st.Started))
-	ch <- latency.HistogramMetric(c.descs["path_latency_seconds"], &st.PathLatency, nil, time.Unix(0, st.Started))
-	ch <- latency.HistogramMetric(c.descs["recovery_time_seconds"], &r.RecoveryTime, nil, time.Unix(0, st.Started))
 }
 
 // LogStats writes one stats line. In steady state it allocates nothing
