@@ -57,6 +57,24 @@ func dayPacketsSized(t testing.TB, n, maxPacket int) [][]byte {
 
 // TestHotPathAllocatesNothing drives the pipeline's per-message path by
 // hand, without threads: arbiter -> route -> ring -> apply -> publish.
+// drainRing applies and publishes everything in s's ring, as the shard
+// thread does, without the thread.
+func drainRing(s *shard) {
+	for {
+		batch := s.ring.Peek(256)
+		if len(batch) == 0 {
+			return
+		}
+		for i := range batch {
+			m := &batch[i]
+			loc, changed := s.books.Apply(itch.Msg(m.data[:m.n]))
+			s.pub.Applied(loc, changed, m.seq, m.rxTime)
+		}
+		s.pub.Flush()
+		s.ring.Release(len(batch))
+	}
+}
+
 func TestHotPathAllocatesNothing(t *testing.T) {
 	pkts := dayPackets(t, 200_000)
 	w := testWriter(t)
@@ -67,21 +85,7 @@ func TestHotPathAllocatesNothing(t *testing.T) {
 	h := &Handler{shards: []*shard{s}, shardOf: make([]uint8, 1<<16), subscribed: make([]bool, 1<<16)}
 	h.arb = NewArbiter(ArbiterConfig{}, h.route, h.gap)
 	h.gapLog = make(chan moldudp64.Range, 1)
-	applyAll := func() {
-		for {
-			batch := s.ring.Peek(256)
-			if len(batch) == 0 {
-				return
-			}
-			for i := range batch {
-				m := &batch[i]
-				loc, changed := s.books.Apply(itch.Msg(m.data[:m.n]))
-				s.pub.Applied(loc, changed, m.seq, m.rxTime)
-			}
-			s.pub.Flush()
-			s.ring.Release(len(batch))
-		}
-	}
+	applyAll := func() { drainRing(s) }
 	// Warm up: directory, first orders, every slot registered.
 	i := 0
 	for ; i < len(pkts)/2; i++ {
@@ -132,21 +136,7 @@ func TestHotPathWithRecoveryAllocatesNothing(t *testing.T) {
 	defer rec.close()
 	h.rec = rec
 	h.arb.SetMissing(rec.missing)
-	applyAll := func() {
-		for {
-			batch := s.ring.Peek(256)
-			if len(batch) == 0 {
-				return
-			}
-			for i := range batch {
-				m := &batch[i]
-				loc, changed := s.books.Apply(itch.Msg(m.data[:m.n]))
-				s.pub.Applied(loc, changed, m.seq, m.rxTime)
-			}
-			s.pub.Flush()
-			s.ring.Release(len(batch))
-		}
-	}
+	applyAll := func() { drainRing(s) }
 	i := 0
 	for ; i < len(pkts)/2; i++ {
 		h.arb.Offer(0, pkts[i], int64(i+1))
