@@ -19,13 +19,16 @@ import (
 // format, which Collector serves through client_golang (allocating).
 //
 // Its ServeHTTP answers /metrics. What net/http itself allocates per
-// request is not the Exposition's (docs/TUNING.md gives the figure).
+// request is not the Exposition's (docs/TUNING.md gives the figure). A
+// scrape renders under the lock and writes its response after releasing
+// it, so a slow scraper never delays another scrape.
 type Exposition struct {
 	h *Handler
 
-	mu  sync.Mutex
-	st  Stats
-	buf []byte
+	mu   sync.Mutex
+	st   Stats
+	buf  []byte   // the first render: its capacity sizes new buffers
+	free [][]byte // rendering buffers no ServeHTTP is writing
 
 	// Label sets, escaped and rendered once: {feed="..."}, then with the
 	// line, shard, kind, state or le label.
@@ -63,8 +66,10 @@ func NewExposition(h *Handler) *Exposition {
 		e.lesNs = append(e.lesNs, int64(math.Round(b*1e9)))
 	}
 	e.les = append(e.les, with("le", "+Inf"))
-	// One render grows the buffer and the Stats copy's slices to size.
+	// One render grows the buffer and the Stats copy's slices to size;
+	// the buffer is the first one ServeHTTP takes.
 	e.buf = e.AppendText(e.buf[:0])
+	e.free = append(make([][]byte, 0, 4), e.buf)
 	return e
 }
 
@@ -81,13 +86,28 @@ func escapeLabel(v string) string {
 	return strings.NewReplacer(`\`, `\\`, "\n", `\n`, `"`, `\"`).Replace(v)
 }
 
-// ServeHTTP answers a scrape with the text format.
+// ServeHTTP answers a scrape with the text format. It renders into a
+// buffer of its own, taken from the free list under the lock, and writes
+// it after releasing the lock: a scraper that reads slowly holds its
+// buffer, not the Exposition. As many buffers exist as scrapes ever ran
+// at once, so steady state allocates none.
 func (e *Exposition) ServeHTTP(w http.ResponseWriter, _ *http.Request) {
 	e.mu.Lock()
-	defer e.mu.Unlock()
-	e.buf = e.appendText(e.buf[:0])
+	var buf []byte
+	if n := len(e.free); n > 0 {
+		buf, e.free = e.free[n-1], e.free[:n-1]
+	} else {
+		buf = make([]byte, 0, cap(e.buf))
+	}
+	buf = e.appendText(buf[:0])
+	e.mu.Unlock()
+
 	w.Header()["Content-Type"] = textContentType
-	w.Write(e.buf)
+	w.Write(buf)
+
+	e.mu.Lock()
+	e.free = append(e.free, buf)
+	e.mu.Unlock()
 }
 
 var textContentType = []string{"text/plain; version=0.0.4; charset=utf-8"}

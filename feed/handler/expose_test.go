@@ -6,6 +6,7 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"sort"
 	"strings"
 	"sync"
@@ -230,4 +231,67 @@ func TestScrapeAndStatsLineAllocateNothing(t *testing.T) {
 		scrape()
 		t.Logf("%s: a scrape over HTTP allocates %.0f times (net/http's request and response state)", mode, testing.AllocsPerRun(50, scrape))
 	})
+}
+
+// stalledWriter is a scraper that stops reading: its Write blocks until
+// release is closed.
+type stalledWriter struct {
+	header  http.Header
+	writing chan struct{}
+	release chan struct{}
+}
+
+func (w *stalledWriter) Header() http.Header { return w.header }
+func (w *stalledWriter) WriteHeader(int)     {}
+func (w *stalledWriter) Write(b []byte) (int, error) {
+	close(w.writing)
+	<-w.release
+	return len(b), nil
+}
+
+// TestScrapeDoesNotWaitForSlowScraper: a scrape whose client stopped
+// reading holds its own buffer, not the Exposition, so other scrapes are
+// answered meanwhile, each with a whole exposition; the stalled scrape's
+// buffer goes back to the free list when it ends.
+func TestScrapeDoesNotWaitForSlowScraper(t *testing.T) {
+	h, _, _, _ := startScripted(t, ModeRunToCompletion, nil, 1_000, nil, -1)
+	defer h.Stop()
+	waitFor(t, "the script applied", func() bool { return h.Stats().Arbiter.Delivered == 1_000 })
+	e := NewExposition(h)
+
+	slow := &stalledWriter{header: http.Header{}, writing: make(chan struct{}), release: make(chan struct{})}
+	slowDone := make(chan struct{})
+	go func() { e.ServeHTTP(slow, nil); close(slowDone) }()
+	<-slow.writing
+
+	done := make(chan *httptest.ResponseRecorder)
+	go func() {
+		for i := 0; i < 3; i++ {
+			rec := httptest.NewRecorder()
+			e.ServeHTTP(rec, nil)
+			done <- rec
+		}
+	}()
+	for i := 0; i < 3; i++ {
+		select {
+		case rec := <-done:
+			if !bytes.Contains(rec.Body.Bytes(), []byte("feedhandler_delivered_messages_total{feed=\"\"} 1000\n")) {
+				t.Fatalf("scrape %d lacks the delivered count:\n%s", i, rec.Body.Bytes())
+			}
+		case <-time.After(10 * time.Second):
+			close(slow.release)
+			t.Fatal("a scrape waited for a scraper that stopped reading")
+		}
+	}
+	close(slow.release)
+	<-slowDone
+	if n := freeBuffers(e); n != 2 {
+		t.Errorf("%d buffers free after two concurrent scrapes ended, want 2", n)
+	}
+}
+
+func freeBuffers(e *Exposition) int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return len(e.free)
 }
