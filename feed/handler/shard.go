@@ -121,11 +121,15 @@ func newShard(id, core int, ringSize int, bcfg book.Config, w *shm.Writer, depth
 	if err != nil {
 		return nil, err
 	}
+	// Both ends of the ring are locked to their threads (the receive
+	// thread and the shard's): they yield and sleep in the kernel.
+	backoff := spsc.Backoff{Thread: true}
 	if core >= 0 {
 		// A pinned shard owns its core: poll hard before sleeping, so a
 		// message waits nanoseconds, not a scheduler tick.
-		r.SetBackoff(spsc.Backoff{Spins: 1 << 16, Yields: 1 << 14, MinSleep: time.Microsecond, MaxSleep: 20 * time.Microsecond})
+		backoff = spsc.Backoff{Spins: 1 << 16, Yields: 1 << 14, MinSleep: time.Microsecond, MaxSleep: 20 * time.Microsecond, Thread: true}
 	}
+	r.SetBackoff(backoff)
 	return &shard{id: id, core: core, ring: r, books: bs, pub: NewPublisher(w, bs, depth)}, nil
 }
 

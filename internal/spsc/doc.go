@@ -30,8 +30,9 @@
 // A producer that must not drop (the receive goroutine: a lost message is a
 // broken book) waits for room with ReserveWait; a consumer that has nothing
 // else to do waits with PeekWait, which spins,
-// then yields the processor (runtime.Gosched), then sleeps for growing but
-// bounded periods (see Backoff). After the producer calls Close, PeekWait
+// then yields the processor, then sleeps for growing but bounded periods
+// (see Backoff; goroutines locked to their threads yield and sleep in the
+// kernel, not through the Go scheduler). After the producer calls Close, PeekWait
 // keeps returning what is left; an empty view with Closed() == true means the
 // ring is closed and drained.
 //
