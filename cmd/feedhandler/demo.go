@@ -38,7 +38,10 @@ func runDemo(args []string) error {
 	maxPacket := fs.Int("max-packet", 300, "largest MoldUDP64 packet in bytes: 300 gives about 8.6 messages per packet, like the real feed's; 1400 packs about 50")
 	pinCPUs := fs.Bool("pin", true, "run to completion: pin the sender to CPU 0 and the handler's receive thread to the last CPU")
 	spin := fs.Duration("spin", time.Millisecond, "run to completion: how long the receive thread polls its rings before it sleeps (AF_XDP; 0: sleep in poll(2) at once)")
-	rtPriority := fs.Int("rt-priority", 0, "run the handler's hot threads under SCHED_FIFO at this priority (1..99; 0: normal scheduling); see docs/TUNING.md")
+	// SCHED_FIFO by default: on this shared 2-CPU lab it keeps other
+	// processes from taking the receive thread's CPU for whole time
+	// slices, as isolated cores would on a production box (docs/TUNING.md).
+	rtPriority := fs.Int("rt-priority", 10, "run the handler's hot threads under SCHED_FIFO at this priority (1..99; 0: normal scheduling); refused without cap_sys_nice or RLIMIT_RTPRIO, then normal scheduling (docs/TUNING.md)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -51,8 +54,9 @@ func runDemo(args []string) error {
 		o.Mode = handler.ModeRunToCompletion
 	case "sharded":
 		// Three hot threads on this lab's 2 CPUs: a pinned, spinning
-		// receive thread would starve the shard threads.
-		o.Mode, o.Pin, o.Spin = handler.ModeSharded, false, 0
+		// receive thread would starve the shard threads, and so would
+		// unpinned SCHED_FIFO threads.
+		o.Mode, o.Pin, o.Spin, o.RTPriority = handler.ModeSharded, false, 0, 0
 	default:
 		return fmt.Errorf("demo: --mode %q: want run-to-completion or sharded", *mode)
 	}
