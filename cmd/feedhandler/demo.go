@@ -37,7 +37,12 @@ func runDemo(args []string) error {
 	mode := fs.String("mode", "run-to-completion", "pipeline mode: run-to-completion (one thread) or sharded (two shard threads)")
 	maxPacket := fs.Int("max-packet", 300, "largest MoldUDP64 packet in bytes: 300 gives about 8.6 messages per packet, like the real feed's; 1400 packs about 50")
 	pinCPUs := fs.Bool("pin", true, "run to completion: pin the sender to CPU 0 and the handler's receive thread to the last CPU")
-	spin := fs.Duration("spin", time.Millisecond, "run to completion: how long the receive thread polls its rings before it sleeps (AF_XDP; 0: sleep in poll(2) at once)")
+	// 100 µs: spinning catches nearly every packet of the demo's rate,
+	// and the SCHED_FIFO thread still sleeps in the sender's gaps, where
+	// the normal tasks queued on its CPU run; spinning longer starves them
+	// until the kernel's fair server takes the CPU for ~50 ms at once
+	// (docs/TUNING.md).
+	spin := fs.Duration("spin", 100*time.Microsecond, "run to completion: how long the receive thread polls its rings before it sleeps (AF_XDP; 0: sleep in poll(2) at once)")
 	// SCHED_FIFO by default: on this shared 2-CPU lab it keeps other
 	// processes from taking the receive thread's CPU for whole time
 	// slices, as isolated cores would on a production box (docs/TUNING.md).
