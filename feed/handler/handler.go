@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -336,7 +337,7 @@ func Start(cfg Config) (*Handler, error) {
 	h.logThread("receive", h.rxThread)
 	if h.inline == nil {
 		for _, s := range h.shards {
-			h.logThread("shard", s.thread)
+			h.logThread("shard "+strconv.Itoa(s.id), s.thread)
 		}
 	}
 	h.hk.Add(1)

@@ -126,6 +126,9 @@ func main() {
 					}
 					if st.Arbiter.Gaps > 0 || st.Receive.Dropped > 0 || err != nil {
 						lossRuns++
+						fmt.Fprintf(os.Stderr, "%s %s at %s, run %d: %d gaps (%d messages), %d packets dropped by the kernel, %d mismatched books, receive thread %s (%d voluntary, %d involuntary switches in %.1fs), error %v\n",
+							mode, b, rs, i+1, st.Arbiter.Gaps, st.Arbiter.GapMessages, st.Receive.Dropped, len(res.Mismatches),
+							st.ReceiveThread.Policy(), res.RxSwitches[0], res.RxSwitches[1], res.RxSwitchSecs, err)
 					}
 					if err == nil && len(res.Mismatches) == 0 && st.Arbiter.Gaps == 0 {
 						match++
