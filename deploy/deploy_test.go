@@ -28,16 +28,27 @@ func tool(t *testing.T, name, pkg string) string {
 // TestUnitVerifies runs systemd-analyze verify on the unit, instantiated
 // for the feed "nasdaq", with ExecStart pointing at an existing executable.
 func TestUnitVerifies(t *testing.T) {
-	sa := tool(t, "systemd-analyze", "systemd")
 	text, err := os.ReadFile(unitFile)
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Run("as shipped", func(t *testing.T) { verifyUnit(t, string(text)) })
+	// As its comments say to set it up for cores.rt_priority 10.
+	rt := strings.Replace(string(text), "#LimitRTPRIO=10\n", "LimitRTPRIO=10\n", 1)
+	rt = strings.Replace(rt, "RestrictRealtime=yes\n", "RestrictRealtime=no\n", 1)
+	if !strings.Contains(rt, "\nLimitRTPRIO=10\n") || !strings.Contains(rt, "\nRestrictRealtime=no\n") {
+		t.Fatal("the unit no longer has the commented LimitRTPRIO=10 and RestrictRealtime=yes lines its comments describe")
+	}
+	t.Run("rt_priority", func(t *testing.T) { verifyUnit(t, rt) })
+}
+
+func verifyUnit(t *testing.T, text string) {
+	sa := tool(t, "systemd-analyze", "systemd")
 	exe, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
 	}
-	unit := strings.ReplaceAll(string(text), "/usr/local/bin/feedhandler", exe)
+	unit := strings.ReplaceAll(text, "/usr/local/bin/feedhandler", exe)
 	path := filepath.Join(t.TempDir(), "feedhandler@nasdaq.service")
 	if err := os.WriteFile(path, []byte(unit), 0o644); err != nil {
 		t.Fatal(err)
@@ -142,6 +153,23 @@ func TestUnitMatchesMeasurements(t *testing.T) {
 		"PrivateTmp": "yes", "ReadWritePaths": "/dev/shm", "User": "feedhandler"} {
 		if got := one(k); got != v {
 			t.Errorf("%s=%s, want %s", k, got, v)
+		}
+	}
+	// Real-time scheduling: granted (an RLIMIT_RTPRIO, no capability)
+	// exactly when the feed file asks for it.
+	if p := cfg.Cores.RTPriority; p > 0 {
+		if n, err := strconv.Atoi(one("LimitRTPRIO")); err != nil || n < p {
+			t.Errorf("LimitRTPRIO=%s below cores.rt_priority %d", one("LimitRTPRIO"), p)
+		}
+		if got := one("RestrictRealtime"); got != "no" {
+			t.Errorf("RestrictRealtime=%s refuses the SCHED_FIFO of cores.rt_priority %d", got, p)
+		}
+	} else {
+		if got := one("RestrictRealtime"); got != "yes" {
+			t.Errorf("RestrictRealtime=%s: feeds/nasdaq.yaml uses no real-time scheduling", got)
+		}
+		if v, ok := s["LimitRTPRIO"]; ok {
+			t.Errorf("LimitRTPRIO=%s: feeds/nasdaq.yaml uses no real-time scheduling", v)
 		}
 	}
 	for _, k := range []string{"ExecReload", "PrivateDevices", "PrivateIPC"} {

@@ -37,21 +37,31 @@ func runDemo(args []string) error {
 	mode := fs.String("mode", "run-to-completion", "pipeline mode: run-to-completion (one thread) or sharded (two shard threads)")
 	maxPacket := fs.Int("max-packet", 300, "largest MoldUDP64 packet in bytes: 300 gives about 8.6 messages per packet, like the real feed's; 1400 packs about 50")
 	pinCPUs := fs.Bool("pin", true, "run to completion: pin the sender to CPU 0 and the handler's receive thread to the last CPU")
-	spin := fs.Duration("spin", time.Millisecond, "run to completion: how long the receive thread polls its rings before it sleeps (AF_XDP; 0: sleep in poll(2) at once)")
+	// 100 µs: spinning catches nearly every packet of the demo's rate,
+	// and the SCHED_FIFO thread still sleeps in the sender's gaps, where
+	// the normal tasks queued on its CPU run; spinning longer starves them
+	// until the kernel's fair server takes the CPU for ~50 ms at once
+	// (docs/TUNING.md).
+	spin := fs.Duration("spin", 100*time.Microsecond, "run to completion: how long the receive thread polls its rings before it sleeps (AF_XDP; 0: sleep in poll(2) at once)")
+	// SCHED_FIFO by default: on this shared 2-CPU lab it keeps other
+	// processes from taking the receive thread's CPU for whole time
+	// slices, as isolated cores would on a production box (docs/TUNING.md).
+	rtPriority := fs.Int("rt-priority", 10, "run the handler's hot threads under SCHED_FIFO at this priority (1..99; 0: normal scheduling); refused without cap_sys_nice or RLIMIT_RTPRIO, then normal scheduling (docs/TUNING.md)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if os.Geteuid() != 0 {
 		return errors.New("the demo builds network namespaces and loads XDP: run it as root")
 	}
-	o := demo.Options{Backend: "xdp", LossA: *loss, Rate: *rate, ShmName: "demo", Depth: 10, Log: log, Pin: *pinCPUs, Spin: *spin, RingSize: 16384}
+	o := demo.Options{Backend: "xdp", LossA: *loss, Rate: *rate, ShmName: "demo", Depth: 10, Log: log, Pin: *pinCPUs, Spin: *spin, RingSize: 16384, RTPriority: *rtPriority}
 	switch *mode {
 	case "run-to-completion":
 		o.Mode = handler.ModeRunToCompletion
 	case "sharded":
 		// Three hot threads on this lab's 2 CPUs: a pinned, spinning
-		// receive thread would starve the shard threads.
-		o.Mode, o.Pin, o.Spin = handler.ModeSharded, false, 0
+		// receive thread would starve the shard threads, and so would
+		// unpinned SCHED_FIFO threads.
+		o.Mode, o.Pin, o.Spin, o.RTPriority = handler.ModeSharded, false, 0, 0
 	default:
 		return fmt.Errorf("demo: --mode %q: want run-to-completion or sharded", *mode)
 	}
@@ -186,6 +196,10 @@ func printDemo(w io.Writer, day *demo.Day, res *demo.Result, gcRun uint64, o dem
 			dur(r.Quantile(0.5)), dur(r.Quantile(0.99)), dur(r.Max), r.Count)
 	}
 	fmt.Fprintf(w, "  the lab              %s\n", labLine(st, o))
+	if secs := res.RxSwitchSecs; secs > 0 {
+		fmt.Fprintf(w, "  receive thread       %s; %.0f voluntary context switches/s (slept in poll(2) or parked by Go's preemption), %.0f involuntary (its CPU given to another thread) while the sender ran\n",
+			threadLine(st.ReceiveThread), float64(res.RxSwitches[0])/secs, float64(res.RxSwitches[1])/secs)
+	}
 	fmt.Fprintf(w, "  garbage collection   %d cycles during the run (GOGC %s)\n", gcRun, envOr("GOGC", "off, limit: live heap + 1 GiB"))
 	verdict := "MATCH: every published book equals the replay of the same messages"
 	if res.Instruments == 0 {
@@ -223,6 +237,17 @@ func labLine(st handler.Stats, o demo.Options) string {
 	}
 	return fmt.Sprintf("%d CPUs shared, unpinned, by the sender, the kernel's veth and XDP receive work, the handler's %d hot thread(s) (the receive thread %s) and every other process (load average %s): rx -> shm includes waiting for a CPU",
 		n, threads, spin, load)
+}
+
+// threadLine says how a hot thread is scheduled.
+func threadLine(th handler.ThreadSched) string {
+	switch {
+	case th.Priority > 0:
+		return fmt.Sprintf("SCHED_FIFO priority %d", th.Priority)
+	case th.Reason != "":
+		return "normal scheduling, SCHED_FIFO refused: " + th.Reason
+	}
+	return "normal scheduling (--rt-priority 0)"
 }
 
 func envOr(name, def string) string {

@@ -10,10 +10,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/marketfeed/feedhandler/internal/demo"
 	"github.com/marketfeed/feedhandler/internal/exchange"
@@ -33,6 +37,7 @@ type privRun struct {
 	sandbox  bool   // as the unit's sandbox: read-only file system but /dev/shm (ProtectSystem=strict, ReadWritePaths=/dev/shm)
 	root     bool   // start as root with the full set (then the config's user: applies)
 	user     string // config user:
+	rt       int    // cores.rt_priority (needs pinned): SCHED_FIFO with cap_sys_nice in caps, else normal scheduling and the reason logged
 	// wantErr: the start must fail and stderr must contain it.
 	wantErr string
 }
@@ -97,6 +102,13 @@ func TestLeastPrivilege(t *testing.T) {
 		{name: "uring", backend: "uring", caps: "", pinned: true, sandbox: true},
 		{name: "socket", backend: "socket", caps: "", shmGroup: "nogroup"},
 		{name: "root-to-nobody", backend: "xdp", root: true, user: "nobody"},
+		// cores.rt_priority: cap_sys_nice gives SCHED_FIFO; without it (and
+		// with RLIMIT_RTPRIO 0) the handler runs under normal scheduling
+		// and says why. The unit's way, LimitRTPRIO= without a capability,
+		// cannot be run here: raising the hard limit needs cap_sys_resource,
+		// which this container's root lacks.
+		{name: "uring-rt-cap_sys_nice", backend: "uring", caps: "sys_nice", pinned: true, rt: 5},
+		{name: "uring-rt-without-cap_sys_nice", backend: "uring", caps: "", pinned: true, rt: 5},
 	}
 	for _, c := range []privilege.Caps{privilege.NetAdmin, privilege.NetRaw, privilege.BPF, privilege.Perfmon} {
 		runs = append(runs, privRun{name: "xdp-without-" + c.String(), backend: "xdp", caps: capList(xdpCaps &^ c), ring: 1024,
@@ -145,6 +157,9 @@ log:
 	}
 	if r.pinned {
 		cfg += "cores:\n  receive: 0\n  shards: [1]\n"
+	}
+	if r.rt > 0 {
+		cfg += fmt.Sprintf("  rt_priority: %d\n", r.rt)
 	}
 	if r.ring != 0 {
 		cfg = strings.Replace(cfg, "receive:\n", fmt.Sprintf("receive:\n  ring_size: %d\n", r.ring), 1)
@@ -221,6 +236,9 @@ log:
 	}
 	if r.pinned && strings.Contains(stderr.String(), "not pinned") {
 		t.Errorf("pinning failed without privileges:\n%s", stderr.String())
+	}
+	if r.rt > 0 {
+		checkRealtime(t, stderr.String(), r)
 	}
 	if !strings.Contains(stderr.String(), `"backend":"`+r.backend) {
 		t.Errorf("backend is not %s:\n%s", r.backend, stderr.String())
@@ -322,4 +340,29 @@ func checkShmEntitlement(t *testing.T, bin, shmName, group string, ref []byte) {
 func lastLine(s string) string {
 	s = strings.TrimRight(s, "\n")
 	return s[strings.LastIndexByte(s, '\n')+1:]
+}
+
+// checkRealtime checks the "hot thread" log line of a run with
+// cores.rt_priority, and the receive thread's policy as the kernel reports
+// it.
+func checkRealtime(t *testing.T, logs string, r privRun) {
+	t.Helper()
+	m := regexp.MustCompile(`"thread":"receive","tid":(\d+)`).FindStringSubmatch(logs)
+	if m == nil {
+		t.Fatalf("no hot thread line in the log:\n%s", logs)
+	}
+	tid, _ := strconv.Atoi(m[1])
+	a, err := unix.SchedGetAttr(tid, 0)
+	if err != nil {
+		t.Fatalf("sched_getattr of the receive thread %d: %v", tid, err)
+	}
+	if strings.Contains(r.caps, "sys_nice") {
+		if a.Policy != unix.SCHED_FIFO || int(a.Priority) != r.rt || !strings.Contains(logs, fmt.Sprintf(`"policy":"fifo","rt_priority":%d`, r.rt)) {
+			t.Errorf("with cap_sys_nice: receive thread %d policy %d priority %d, want SCHED_FIFO %d:\n%s", tid, a.Policy, a.Priority, r.rt, logs)
+		}
+		return
+	}
+	if a.Policy != unix.SCHED_NORMAL || !strings.Contains(logs, "SCHED_FIFO refused") || !strings.Contains(logs, "lacks cap_sys_nice and its RLIMIT_RTPRIO is 0") {
+		t.Errorf("without cap_sys_nice: receive thread %d policy %d, want normal scheduling and the reason logged:\n%s", tid, a.Policy, logs)
+	}
 }

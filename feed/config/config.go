@@ -115,9 +115,13 @@ type Receive struct {
 // Shards: the sharded pipeline; fewer: run to completion on the receive
 // thread (see feed/handler.Mode).
 type Cores struct {
-	Receive int   // CPU number or Unpinned
-	Shards  []int // one entry per book shard: CPU number or Unpinned; never empty
+	Receive    int   // CPU number or Unpinned
+	Shards     []int // one entry per book shard: CPU number or Unpinned; never empty
+	RTPriority int   // 1..MaxRTPriority: the hot threads run under SCHED_FIFO (docs/TUNING.md); 0: normal scheduling
 }
+
+// MaxRTPriority is the highest cores.rt_priority (SCHED_FIFO's range is 1..99).
+const MaxRTPriority = 99
 
 // ShardCount returns the number of book shards (len(Cores.Shards), at least 1).
 func (c *Config) ShardCount() int { return max(len(c.Cores.Shards), 1) }

@@ -73,6 +73,21 @@ func TestBaseParses(t *testing.T) {
 	}
 }
 
+// TestRTPriority: cores.rt_priority reaches the handler's config; absent
+// is 0, normal scheduling.
+func TestRTPriority(t *testing.T) {
+	c, err := Parse("t.yaml", []byte(edit(t, "shards: [1]", "shards: [1]\n  rt_priority: 10")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Cores.RTPriority != 10 {
+		t.Fatalf("rt_priority %d, want 10", c.Cores.RTPriority)
+	}
+	if c, err = Parse("t.yaml", []byte(base)); err != nil || c.Cores.RTPriority != 0 {
+		t.Fatalf("absent rt_priority: %d, %v", c.Cores.RTPriority, err)
+	}
+}
+
 func TestBadConfigs(t *testing.T) {
 	cases := []struct {
 		name, yaml string
@@ -146,6 +161,14 @@ func TestBadConfigs(t *testing.T) {
 			`t.yaml:19: cores.shards[1]: 1 is listed twice (first at line 19)`},
 		{"shards not a list", edit(t, "shards: [1]", "shards: 2"),
 			`t.yaml:19: cores.shards: want a list, got "2"`},
+		{"rt priority 100", edit(t, "shards: [1]", "shards: [1]\n  rt_priority: 100"),
+			`t.yaml:20: cores.rt_priority: 100 is out of range (0..99)`},
+		{"rt priority negative", edit(t, "shards: [1]", "shards: [1]\n  rt_priority: -1"),
+			`t.yaml:20: cores.rt_priority: -1 is out of range (0..99)`},
+		{"rt priority not a number", edit(t, "shards: [1]", "shards: [1]\n  rt_priority: high"),
+			`t.yaml:20: cores.rt_priority: want an integer in 0..99, got "high"`},
+		{"rt priority without a receive core", edit(t, "  receive: 0\n  shards: [1]", "  shards: [1]\n  rt_priority: 10"),
+			`t.yaml:19: cores.rt_priority: needs cores.receive: a real-time thread must be pinned to a core of its own`},
 		{"batch size 0", edit(t, "batch_size: 64", "batch_size: 0"),
 			`t.yaml:16: receive.batch_size: 0 is out of range (1..4096)`},
 		{"ring size not power of two", edit(t, "batch_size: 64", "batch_size: 64\n  ring_size: 1000"),

@@ -45,6 +45,9 @@
 //	  receive: 2                  # CPU for the receive goroutine; absent = unpinned
 //	  shards: [3, 4]              # 2+ entries: sharded, one book shard thread per entry, pinned;
 //	                              #   absent or one entry: run to completion on the receive thread
+//	  rt_priority: 0              # 1..99: receive and shard threads run under SCHED_FIFO at this
+//	                              #   priority (needs cores.receive, and cap_sys_nice or
+//	                              #   LimitRTPRIO=; refused: normal scheduling, logged); 0 = normal
 //	symbols: [AAPL, MSFT]         # subscribe list, 1..8 chars each; absent/empty = all
 //	book:
 //	  depth: 10                   # levels published per side, 1..64

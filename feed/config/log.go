@@ -19,7 +19,7 @@ func (c *Config) MarshalZerologObject(e *zerolog.Event) {
 		Int("busy_poll_usec", r.BusyPollUsec).Int("busy_poll_budget", r.BusyPollBudget).
 		Int("batch_size", r.BatchSize).Int("ring_size", r.RingSize).Int("recv_buffer", r.RecvBuffer).
 		Dur("poll_timeout", r.PollTimeout).Dur("spin", r.Spin))
-	e.Int("receive_core", c.Cores.Receive).Ints("shard_cores", c.Cores.Shards)
+	e.Int("receive_core", c.Cores.Receive).Ints("shard_cores", c.Cores.Shards).Int("rt_priority", c.Cores.RTPriority)
 	e.Int("symbols", len(c.Symbols))
 	e.Int("depth", c.Book.Depth).Int("max_orders", c.Book.MaxOrders).Int("max_locates", c.Book.MaxLocates)
 	rr, sn := c.Recovery.Rerequest, c.Recovery.Snapshot

@@ -286,7 +286,8 @@ func (d *decoder) receive(f field, c *Config) {
 }
 
 func (d *decoder) cores(f field, c *Config) {
-	d.mapping(f, []entry{
+	var rt field
+	given := d.mapping(f, []entry{
 		{"receive", func(f field) {
 			if v, ok := d.integer(f, 0, 65535); ok {
 				c.Cores.Receive = int(v)
@@ -298,7 +299,18 @@ func (d *decoder) cores(f field, c *Config) {
 				c.Cores.Shards = v
 			}
 		}},
+		{"rt_priority", func(f field) {
+			rt = f
+			if v, ok := d.integer(f, 0, MaxRTPriority); ok {
+				c.Cores.RTPriority = int(v)
+			}
+		}},
 	})
+	// A SCHED_FIFO thread that spins starves whatever else the kernel
+	// puts on its CPU: it must own a core named here.
+	if c.Cores.RTPriority > 0 && !given["receive"] {
+		d.errorf(rt, "needs cores.receive: a real-time thread must be pinned to a core of its own")
+	}
 }
 
 func (d *decoder) symbols(f field, c *Config) {

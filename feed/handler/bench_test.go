@@ -1,6 +1,7 @@
 package handler
 
 import (
+	"cmp"
 	"fmt"
 	"os"
 	"runtime"
@@ -142,16 +143,24 @@ var benchDepth = 10
 // core) context switches per second; rx-stalls/s counts the gaps over
 // 5 µs between two calls of Receive (FH_STALLS=1 logs their lengths and
 // spacing).
+//
+// run-to-completion-fifo is run to completion with the receive thread
+// under SCHED_FIFO (Config.RTPriority 10; it falls back to normal
+// scheduling, and says so in the log, without the privilege). The paced
+// receiver never blocks, so it keeps CPU 0 from every other thread of
+// normal priority but the kernel's fair-server share (docs/TUNING.md).
 func BenchmarkPipelinePaced(b *testing.B) {
 	for _, m := range []struct {
+		name   string
 		mode   Mode
 		shards []int
-	}{{ModeRunToCompletion, nil}, {ModeSharded, []int{1}}} {
-		b.Run(m.mode.String(), func(b *testing.B) { benchPaced(b, m.mode, m.shards) })
+		prio   int
+	}{{"", ModeRunToCompletion, nil, 0}, {"", ModeSharded, []int{1}, 0}, {"run-to-completion-fifo", ModeRunToCompletion, nil, 10}} {
+		b.Run(cmp.Or(m.name, m.mode.String()), func(b *testing.B) { benchPaced(b, m.mode, m.shards, m.prio) })
 	}
 }
 
-func benchPaced(b *testing.B, mode Mode, shards []int) {
+func benchPaced(b *testing.B, mode Mode, shards []int, prio int) {
 	g := dayPacketsSized(b, 400_000, 300)
 	var script []rx.Packet
 	for _, p := range g {
@@ -173,6 +182,7 @@ func benchPaced(b *testing.B, mode Mode, shards []int) {
 			Mode:        mode,
 			ReceiveCore: 0,
 			ShardCores:  shards,
+			RTPriority:  prio,
 			Depth:       benchDepth,
 			ShmName:     name,
 			Open:        func(rx.Config) (rx.Receiver, error) { r.start = time.Now(); return r, nil },
@@ -180,6 +190,9 @@ func benchPaced(b *testing.B, mode Mode, shards []int) {
 		})
 		if err != nil {
 			b.Fatal(err)
+		}
+		if th := h.Stats().ReceiveThread; th.Priority != prio {
+			b.Logf("receive thread under normal scheduling: %s", th.Reason)
 		}
 		var cs0 [2]uint64
 		var t0 time.Time

@@ -18,6 +18,7 @@ func FromConfig(c *config.Config, log zerolog.Logger) Config {
 		Receive:     c.RxConfig(log),
 		ReceiveCore: c.Cores.Receive,
 		ShardCores:  append([]int(nil), c.Cores.Shards...),
+		RTPriority:  c.Cores.RTPriority,
 		Symbols:     append([]string(nil), c.Symbols...),
 		Depth:       c.Book.Depth,
 		ShmName:     c.SHM.Name,

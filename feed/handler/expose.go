@@ -220,6 +220,8 @@ func shardValue(sh *ShardStats, name string) uint64 {
 		return sh.Ring.Full
 	case "shard_ring_high_water":
 		return sh.Ring.HighWater
+	case "shard_thread_rt_priority":
+		return uint64(sh.Thread.Priority)
 	}
 	panic("expose: no value for shard metric " + name)
 }
@@ -299,6 +301,8 @@ func scalar(st *Stats, name string) uint64 {
 		return st.Arbiter.HeldMax
 	case "session_changes_total":
 		return st.Arbiter.SessionChanges
+	case "receive_thread_rt_priority":
+		return uint64(st.ReceiveThread.Priority)
 	}
 	panic("expose: no value for metric " + name) // a new entry in exported without a case here
 }

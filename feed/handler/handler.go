@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -29,6 +30,7 @@ type Config struct {
 	Mode        Mode              // zero (ModeAuto): sharded with two or more ShardCores, else run to completion
 	ReceiveCore int               // -1: not pinned
 	ShardCores  []int             // sharded: one shard per entry; -1 entries are not pinned; empty: one unpinned shard
+	RTPriority  int               // 1..MaxRTPriority: the hot threads run under SCHED_FIFO at this priority (docs/TUNING.md); 0: normal scheduling
 	RingSize    int               // slots per shard ring, power of two (default 65536)
 	Symbols     []string          // subscribe to these symbols only; empty: all
 	Depth       int               // levels per side published (default 10)
@@ -109,6 +111,7 @@ type Stats struct {
 	NextSeq       uint64           // next expected MoldUDP64 sequence number
 	ReceiveErrors uint64           // errors returned by the receiver (logged)
 	Ended         bool             // the session ended and everything before its end was delivered or declared missing
+	ReceiveThread ThreadSched      // how the receive thread is scheduled (in run to completion, the one hot thread)
 	Latency       latency.Snapshot // receive timestamp to shm publish, per live message
 	PathLatency   latency.Snapshot // receive thread pickup to shm publish: the handler's own path (live messages)
 	// RepairedLatency: receive timestamp to shm publish of the messages
@@ -161,7 +164,8 @@ type Handler struct {
 	wg       sync.WaitGroup // shard threads
 	hk       sync.WaitGroup // housekeeping
 
-	copiedOwn bool // receive thread: copyStats copied h's part, the inline shard's is pending
+	copiedOwn bool        // receive thread: copyStats copied h's part, the inline shard's is pending
+	rxThread  ThreadSched // set by the receive thread before Start returns
 
 	mu         sync.Mutex
 	arbCopy    ArbiterStats
@@ -202,6 +206,9 @@ func Start(cfg Config) (*Handler, error) {
 	mode, err := cfg.Mode.resolve(cfg.ShardCores)
 	if err != nil {
 		return nil, fmt.Errorf("start handler: %w", err)
+	}
+	if cfg.RTPriority < 0 || cfg.RTPriority > MaxRTPriority {
+		return nil, fmt.Errorf("start handler: real-time priority %d out of range (0..%d)", cfg.RTPriority, MaxRTPriority)
 	}
 	unusedCore := -1
 	if mode == ModeRunToCompletion {
@@ -274,6 +281,7 @@ func Start(cfg Config) (*Handler, error) {
 			shm.Remove(cfg.ShmName)
 			return nil, fmt.Errorf("start handler: shard %d: %w", i, err)
 		}
+		s.rtPriority = cfg.RTPriority
 		h.shards = append(h.shards, s)
 	}
 	for loc := range h.shardOf {
@@ -326,6 +334,12 @@ func Start(cfg Config) (*Handler, error) {
 			h.log.Warn().Err(err).Msg("thread not pinned")
 		}
 	}
+	h.logThread("receive", h.rxThread)
+	if h.inline == nil {
+		for _, s := range h.shards {
+			h.logThread("shard "+strconv.Itoa(s.id), s.thread)
+		}
+	}
 	h.hk.Add(1)
 	go func() {
 		defer h.hk.Done()
@@ -341,7 +355,7 @@ func (h *Handler) receive(pinErr chan<- error) {
 	// Locked and never unlocked: the thread exits with the goroutine
 	// rather than going back to the runtime pinned to the core.
 	runtime.LockOSThread()
-	pinErr <- pin(h.cfg.ReceiveCore)
+	pinErr <- setupThread(h.cfg.ReceiveCore, h.cfg.RTPriority, &h.rxThread)
 	batch := h.cfg.Receive.BatchSize
 	if batch <= 0 {
 		batch = 64
@@ -670,8 +684,12 @@ func (h *Handler) statsLightInto(dst *Stats) {
 	h.mu.Unlock()
 	dst.Backend = h.recv.Backend()
 	dst.Mode = h.mode
+	dst.ReceiveThread = h.rxThread
 	for _, s := range h.shards {
 		shards = append(shards, s.statsCopy())
+		if s == h.inline {
+			shards[len(shards)-1].Thread = h.rxThread
+		}
 	}
 	dst.Shards = shards
 }

@@ -65,6 +65,8 @@ var exported = [...]metric{
 	{"shard_published_total", "Snapshots published per book shard.", kindCounter, "shard"},
 	{"shard_ring_full_total", "Hand-offs that found the shard ring full.", kindCounter, "shard"},
 	{"shard_ring_high_water", "Largest shard ring occupancy seen.", kindGauge, "shard"},
+	{"shard_thread_rt_priority", "SCHED_FIFO priority of the thread applying the shard (the receive thread in run to completion); 0: normal scheduling.", kindGauge, "shard"},
+	{"receive_thread_rt_priority", "SCHED_FIFO priority of the receive thread; 0: normal scheduling (not asked, or refused: see the log).", kindGauge, ""},
 	{"line_silence_seconds", "Seconds since the line last delivered a packet (since start if never; resolution 20ms).", kindGauge, "line"},
 	{"books_stale", "Books flagged PossiblyStale (missing messages of an unrecovered gap).", kindGauge, ""},
 	{"gaps_unrecovered", "Gaps whose messages the books still miss.", kindGauge, ""},

@@ -53,6 +53,10 @@ type ShardStats struct {
 	PublishErrors uint64
 	Stale         bool // the shard's books are flagged PossiblyStale (an unrecovered gap)
 	Books         int  // books the shard has published (registered in shm)
+	// Thread is how the thread applying the shard's messages is
+	// scheduled: its own thread when sharded, the receive thread in run
+	// to completion.
+	Thread ThreadSched
 }
 
 // shard owns the books of the locates routed to it: it is their single
@@ -63,6 +67,9 @@ type shard struct {
 	ring  *spsc.Ring[slot]
 	books *book.Books
 	pub   *Publisher
+
+	rtPriority int         // SCHED_FIFO priority of its thread; 0: normal scheduling
+	thread     ThreadSched // set by its thread before Start returns
 
 	hist     latency.Histogram // receive timestamp to publish, per live message
 	histPath latency.Histogram // pickup by the receive thread to publish: the handler's own path
@@ -136,7 +143,7 @@ func newShard(id, core int, ringSize int, bcfg book.Config, w *shm.Writer, depth
 // run applies and publishes until the ring is closed and drained.
 func (s *shard) run(pinErr chan<- error) {
 	runtime.LockOSThread() // never unlocked: the pinned thread exits with the goroutine
-	pinErr <- pin(s.core)
+	pinErr <- setupThread(s.core, s.rtPriority, &s.thread)
 	const batchMax = 256
 	lastStats := time.Now()
 	for {
@@ -315,5 +322,6 @@ func (s *shard) statsCopy() ShardStats {
 	if s.ring != nil {
 		st.Ring = s.ring.Stats()
 	}
+	st.Thread = s.thread
 	return st
 }

@@ -18,6 +18,7 @@ import (
 	"runtime"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -148,6 +149,10 @@ type Options struct {
 	// milliseconds between line A's packets and line B's copies shows as
 	// latency, not as a gap on both lines.
 	Hold time.Duration
+	// RTPriority, above 0, runs the handler's hot threads under SCHED_FIFO
+	// at this priority (handler.Config.RTPriority); refused, they run
+	// under normal scheduling and the result's stats say so.
+	RTPriority int
 }
 
 // Result is what a run saw.
@@ -166,6 +171,33 @@ type Result struct {
 	// XDPAfterStop is what `ip link show` said of the receiving interface
 	// after the handler stopped, when it still mentions an XDP program.
 	XDPAfterStop string
+	// RxSwitches are the receive thread's context switches while the
+	// sender ran, from /proc: voluntary (it slept in poll(2), or Go parked
+	// it for a preemption hand-off) and involuntary (the kernel gave its
+	// CPU to another thread), over RxSwitchSecs seconds.
+	RxSwitches   [2]uint64
+	RxSwitchSecs float64
+}
+
+// threadSwitches reads thread tid's voluntary and involuntary context
+// switches.
+func threadSwitches(tid int) (cs [2]uint64, ok bool) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/self/task/%d/status", tid))
+	if err != nil {
+		return cs, false
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		k, v, _ := strings.Cut(l, ":")
+		n, err := strconv.ParseUint(strings.TrimSpace(v), 10, 64)
+		switch {
+		case err != nil:
+		case k == "voluntary_ctxt_switches":
+			cs[0] = n
+		case k == "nonvoluntary_ctxt_switches":
+			cs[1] = n
+		}
+	}
+	return cs, true
 }
 
 // TopOfBook is one instrument's best levels as published.
@@ -232,6 +264,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		// two copies; it delays nothing while both lines flow.
 		Arbiter:     handler.ArbiterConfig{Hold: cmp.Or(o.Hold, 200*time.Millisecond), MaxPending: 1 << 15},
 		ReceiveCore: -1,
+		RTPriority:  o.RTPriority,
 		Mode:        o.Mode,
 		Depth:       o.Depth,
 		Book:        smallBooks(),
@@ -268,6 +301,9 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	}
 	res := &Result{Depth: o.Depth}
 	var h *handler.Handler
+	var rxTid int
+	var rxCS0 [2]uint64
+	var rxT0 time.Time
 	startHandler := func() error {
 		var err error
 		h, err = handler.Start(hc)
@@ -275,6 +311,9 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 			return err
 		}
 		res.Backend = h.Backend()
+		rxTid = h.Stats().ReceiveThread.Tid
+		rxCS0, _ = threadSwitches(rxTid)
+		rxT0 = time.Now()
 		return nil
 	}
 	if o.StartAtSeq == 0 {
@@ -355,6 +394,10 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		res.Sender, err = send(ctx, lab, dir, pkts, scfg, progress)
 	}
 	res.SendTime = time.Since(start)
+	if cs, ok := threadSwitches(rxTid); ok && h != nil {
+		res.RxSwitches = [2]uint64{cs[0] - rxCS0[0], cs[1] - rxCS0[1]}
+		res.RxSwitchSecs = time.Since(rxT0).Seconds()
+	}
 	if err != nil {
 		res.Stats = h.Stats()
 		return res, fmt.Errorf("demo: send: %w", err)

@@ -252,3 +252,31 @@ func allThreads(trap, a1, a2, a3 uintptr) error {
 	}
 	return e
 }
+
+// ExplainRealtime adds to err, the refusal of sched_setattr(SCHED_FIFO,
+// prio) for a permission reason (EPERM), what would allow it and what this
+// process has: cap_sys_nice, or an RLIMIT_RTPRIO of at least prio
+// (systemd's LimitRTPRIO=, no capability needed). When the process holds
+// one of them and is still refused, the refusal is a seccomp filter
+// (systemd's RestrictRealtime=yes) or real-time group scheduling with no
+// real-time runtime for the process's cgroup (cpu.rt_runtime_us 0). Other
+// errors come back unchanged.
+func ExplainRealtime(err error, prio int) error {
+	if err == nil || !errors.Is(err, unix.EPERM) {
+		return err
+	}
+	eff, e2 := Effective()
+	if e2 != nil {
+		return err
+	}
+	var lim unix.Rlimit
+	if e := unix.Getrlimit(unix.RLIMIT_RTPRIO, &lim); e != nil {
+		return err
+	}
+	if eff&SysNice == 0 && lim.Cur < uint64(prio) {
+		return fmt.Errorf("%w (priority %d needs cap_sys_nice or RLIMIT_RTPRIO >= %d; this process lacks cap_sys_nice and its RLIMIT_RTPRIO is %d: set LimitRTPRIO=%d in the unit)",
+			err, prio, prio, lim.Cur, prio)
+	}
+	return fmt.Errorf("%w (this process has cap_sys_nice or RLIMIT_RTPRIO %d, yet the kernel refused: a seccomp filter (systemd RestrictRealtime=yes) or no real-time runtime for its cgroup (cpu.rt_runtime_us))",
+		err, lim.Cur)
+}

@@ -66,3 +66,33 @@ func TestThreadCaps(t *testing.T) {
 		t.Errorf("thread 0 of a privileged process reads as no capability")
 	}
 }
+
+// TestExplainRealtime: a refused SCHED_FIFO (EPERM) gains what would allow
+// it, according to what this process holds; other errors come back
+// unchanged.
+func TestExplainRealtime(t *testing.T) {
+	eff, err := Effective()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lim unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_RTPRIO, &lim); err != nil {
+		t.Fatal(err)
+	}
+	base := fmt.Errorf("sched_setattr: %w", unix.EPERM)
+	got := ExplainRealtime(base, 50)
+	if !errors.Is(got, unix.EPERM) {
+		t.Fatalf("ExplainRealtime lost the errno: %v", got)
+	}
+	want := "yet the kernel refused: a seccomp filter (systemd RestrictRealtime=yes)"
+	if eff&SysNice == 0 && lim.Cur < 50 {
+		want = fmt.Sprintf("lacks cap_sys_nice and its RLIMIT_RTPRIO is %d: set LimitRTPRIO=50", lim.Cur)
+	}
+	if !strings.Contains(got.Error(), want) {
+		t.Errorf("%q does not say %q", got, want)
+	}
+	other := fmt.Errorf("sched_setattr: %w", unix.EINVAL)
+	if ExplainRealtime(other, 50) != other || ExplainRealtime(nil, 50) != nil {
+		t.Error("ExplainRealtime changed a non-permission error")
+	}
+}

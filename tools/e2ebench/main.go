@@ -44,6 +44,7 @@ func main() {
 	spin := flag.Duration("spin", time.Millisecond, "run to completion: how long the receive thread polls its rings before it sleeps (AF_XDP; 0: sleep at once)")
 	modes := flag.String("modes", "run-to-completion,sharded", "pipeline modes to compare: run-to-completion, sharded (one shard thread)")
 	maxPacket := flag.Int("max-packet", 300, "largest MoldUDP64 packet in bytes (300: about 8.6 messages per packet, like the real feed's)")
+	rtPriority := flag.Int("rt-priority", 0, "run to completion: run the receive thread under SCHED_FIFO at this priority (1..99; 0: normal scheduling)")
 	flag.Parse()
 
 	day, err := demo.GenerateDaySized(*messages, *symbols, 1, *maxPacket)
@@ -51,8 +52,8 @@ func main() {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	fmt.Printf("e2ebench: %d messages, %d packets per line (at most %d bytes, %.1f messages each), %d runs each, medians; pin=%v spin=%v; load average %s\n",
-		day.Messages, len(day.Packets), *maxPacket, float64(day.Messages)/float64(len(day.Packets)), *runs, *pin, *spin, loadAvg())
+	fmt.Printf("e2ebench: %d messages, %d packets per line (at most %d bytes, %.1f messages each), %d runs each, medians; pin=%v spin=%v rt-priority=%d; load average %s\n",
+		day.Messages, len(day.Packets), *maxPacket, float64(day.Messages)/float64(len(day.Packets)), *runs, *pin, *spin, *rtPriority, loadAvg())
 	fmt.Println("rx->pub: kernel receive timestamp (the XDP program's, or SO_TIMESTAMPNS) to shm publish; path: receive-thread pickup to publish;")
 	fmt.Println("lost msgs: messages missing on both lines (in gaps); rx drops: packets the kernel dropped; slips: times the sender fell more than a burst behind its schedule")
 	tw := tabwriter.NewWriter(os.Stdout, 2, 0, 2, ' ', tabwriter.AlignRight)
@@ -88,7 +89,7 @@ func main() {
 					if mode == handler.ModeRunToCompletion {
 						// Sharded runs two hot threads: on 2 CPUs a pinned,
 						// spinning receive thread would starve the shard.
-						o.Pin, o.Spin = *pin, *spin
+						o.Pin, o.Spin, o.RTPriority = *pin, *spin, *rtPriority
 					}
 					// Sharded: one shard thread, the layout that was the default.
 					o.Configure = func(c *handler.Config) {
@@ -106,6 +107,9 @@ func main() {
 					}
 					name = res.Backend
 					st := res.Stats
+					if th := st.ReceiveThread; th.Priority != o.RTPriority {
+						fmt.Fprintf(os.Stderr, "%s at %s: receive thread under normal scheduling: %s\n", b, rs, th.Reason)
+					}
 					p50 = append(p50, float64(st.Latency.Quantile(0.5)))
 					p99 = append(p99, float64(st.Latency.Quantile(0.99)))
 					p999 = append(p999, float64(st.Latency.Quantile(0.999)))
@@ -122,6 +126,9 @@ func main() {
 					}
 					if st.Arbiter.Gaps > 0 || st.Receive.Dropped > 0 || err != nil {
 						lossRuns++
+						fmt.Fprintf(os.Stderr, "%s %s at %s, run %d: %d gaps (%d messages), %d packets dropped by the kernel, %d mismatched books, receive thread %s (%d voluntary, %d involuntary switches in %.1fs), error %v\n",
+							mode, b, rs, i+1, st.Arbiter.Gaps, st.Arbiter.GapMessages, st.Receive.Dropped, len(res.Mismatches),
+							st.ReceiveThread.Policy(), res.RxSwitches[0], res.RxSwitches[1], res.RxSwitchSecs, err)
 					}
 					if err == nil && len(res.Mismatches) == 0 && st.Arbiter.Gaps == 0 {
 						match++

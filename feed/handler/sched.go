@@ -1,0 +1,77 @@
+package handler
+
+import (
+	"fmt"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/marketfeed/feedhandler/internal/privilege"
+)
+
+// MaxRTPriority is the highest SCHED_FIFO priority Config.RTPriority takes.
+const MaxRTPriority = 99
+
+// ThreadSched is how the kernel schedules one hot thread (the receive
+// thread, or a shard thread), read back from the kernel after setup.
+type ThreadSched struct {
+	Tid      int    // kernel thread id (0: the thread has not started)
+	Core     int    // CPU it is pinned to; -1: not pinned
+	Priority int    // SCHED_FIFO priority; 0: normal scheduling (SCHED_OTHER)
+	Reason   string // Config.RTPriority was asked for and not granted: why ("" otherwise)
+}
+
+// Policy names the scheduling policy: "fifo" or "other".
+func (t ThreadSched) Policy() string {
+	if t.Priority > 0 {
+		return "fifo"
+	}
+	return "other"
+}
+
+// setupThread pins the calling thread, which must be locked to its
+// goroutine, to core (none for core < 0) and, with prio > 0, has it run
+// under SCHED_FIFO at prio. It records the outcome in ts, the policy as
+// the kernel reads it back, and why SCHED_FIFO was refused (then the
+// thread runs under normal scheduling). It returns the pinning's error:
+// the thread then runs unpinned.
+func setupThread(core, prio int, ts *ThreadSched) error {
+	*ts = ThreadSched{Tid: unix.Gettid(), Core: core}
+	errPin := pin(core)
+	if errPin != nil {
+		ts.Core = -1
+	}
+	if prio > 0 {
+		if err := setFIFO(prio); err != nil {
+			ts.Reason = err.Error()
+		}
+	}
+	if a, err := unix.SchedGetAttr(0, 0); err == nil && a.Policy == unix.SCHED_FIFO {
+		ts.Priority = int(a.Priority)
+	}
+	return errPin
+}
+
+// setFIFO moves the calling thread to SCHED_FIFO at prio. Threads it
+// creates (none: Go creates new threads from its template thread when the
+// creator is locked) would start under normal scheduling
+// (SCHED_FLAG_RESET_ON_FORK).
+func setFIFO(prio int) error {
+	a := unix.SchedAttr{Policy: unix.SCHED_FIFO, Priority: uint32(prio), Flags: unix.SCHED_FLAG_RESET_ON_FORK}
+	if err := unix.SchedSetAttr(0, &a, 0); err != nil {
+		return fmt.Errorf("run thread under SCHED_FIFO priority %d: %w", prio, privilege.ExplainRealtime(err, prio))
+	}
+	return nil
+}
+
+// logThread logs how a hot thread is scheduled, once at start: a warning
+// when SCHED_FIFO was asked for and refused (the receive backend's
+// fallbacks are logged the same way).
+func (h *Handler) logThread(name string, t ThreadSched) {
+	ev, msg := h.log.Info(), "hot thread"
+	if t.Reason != "" {
+		ev, msg = h.log.Warn().Int("rt_priority_asked", h.cfg.RTPriority).Str("reason", t.Reason),
+			"hot thread under normal scheduling: SCHED_FIFO refused"
+	}
+	ev.Str("thread", name).Int("tid", t.Tid).Int("core", t.Core).Str("policy", t.Policy()).Int("rt_priority", t.Priority).
+		Msg(msg)
+}

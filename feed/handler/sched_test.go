@@ -1,0 +1,290 @@
+package handler
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"runtime"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/rs/zerolog"
+	"golang.org/x/sys/unix"
+
+	"github.com/marketfeed/feedhandler/book"
+	"github.com/marketfeed/feedhandler/feed/rx"
+	"github.com/marketfeed/feedhandler/internal/privilege"
+	"github.com/marketfeed/feedhandler/proto/shm"
+)
+
+// kernelSched reads how the kernel schedules thread tid of this process,
+// twice: sched_getattr(2), and /proc/self/task/TID/sched, whose policy
+// and prio (99 - priority for a real-time thread, 120 + nice otherwise)
+// must agree with it.
+func kernelSched(t *testing.T, tid int) (policy, prio int) {
+	t.Helper()
+	a, err := unix.SchedGetAttr(tid, 0)
+	if err != nil {
+		t.Fatalf("sched_getattr thread %d: %v", tid, err)
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/self/task/%d/sched", tid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	procPolicy, procPrio := -1, -1
+	for _, l := range strings.Split(string(b), "\n") {
+		k, v, ok := strings.Cut(l, ":")
+		if !ok {
+			continue
+		}
+		n, err := strconv.Atoi(strings.TrimSpace(v))
+		switch strings.TrimSpace(k) {
+		case "policy":
+			if err == nil {
+				procPolicy = n
+			}
+		case "prio":
+			if err == nil {
+				procPrio = n
+			}
+		}
+	}
+	wantProcPrio := 120 + int(a.Nice)
+	if a.Policy == unix.SCHED_FIFO {
+		wantProcPrio = 99 - int(a.Priority)
+	}
+	if procPolicy != int(a.Policy) || procPrio != wantProcPrio {
+		t.Fatalf("thread %d: sched_getattr policy %d priority %d, /proc says policy %d prio %d", tid, a.Policy, a.Priority, procPolicy, procPrio)
+	}
+	return int(a.Policy), int(a.Priority)
+}
+
+// startRT starts a handler whose receive thread (and, sharded, its two
+// shard threads) asks for SCHED_FIFO at prio, over a scripted receiver
+// that sleeps a millisecond when idle (a real-time thread that never
+// blocks would starve its CPU's other threads). It returns the handler
+// and its log.
+func startRT(t *testing.T, mode Mode, prio int) (*Handler, *bytes.Buffer) {
+	t.Helper()
+	var shards []int
+	if mode == ModeSharded {
+		shards = []int{0, runtime.NumCPU() - 1}
+	}
+	name := fmt.Sprintf("fhrt-%d-%s", os.Getpid(), mode)
+	t.Cleanup(func() { shm.Remove(name) })
+	logs := &bytes.Buffer{}
+	h, err := Start(Config{
+		Receive:     rx.Config{Lines: []rx.LineConfig{{Name: "A"}, {Name: "B"}}},
+		Book:        book.Config{MaxOrders: 1 << 10, MaxLocates: 64, MaxLevels: 1 << 10},
+		Mode:        mode,
+		ReceiveCore: 0,
+		ShardCores:  shards,
+		RTPriority:  prio,
+		ShmName:     name,
+		Feed:        "rt",
+		Open:        func(rx.Config) (rx.Receiver, error) { return &scriptRx{errAt: -1}, nil },
+		Log:         zerolog.New(logs),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.Stop() })
+	return h, logs
+}
+
+// hotThreads returns the stats' receive thread and, sharded, the shard
+// threads.
+func hotThreads(st *Stats) map[string]ThreadSched {
+	m := map[string]ThreadSched{"receive": st.ReceiveThread}
+	for i, s := range st.Shards {
+		m["shard "+strconv.Itoa(i)] = s.Thread
+	}
+	return m
+}
+
+// TestRTPriority: with the privilege (cap_sys_nice, or an RLIMIT_RTPRIO of
+// at least the priority), every hot thread runs under SCHED_FIFO at the
+// priority, as the kernel reports it for the thread ids the stats name;
+// the metrics say so. In run to completion the one shard is the receive
+// thread.
+func TestRTPriority(t *testing.T) {
+	if !mayRealtime(t, 3) {
+		t.Skip("this process has neither cap_sys_nice nor RLIMIT_RTPRIO >= 3: TestRTPriorityFallback covers it")
+	}
+	hot := map[int]bool{}
+	forEachMode(t, func(t *testing.T, mode Mode, _ []int) {
+		h, _ := startRT(t, mode, 3)
+		st := h.Stats()
+		for name, th := range hotThreads(&st) {
+			if th.Tid == 0 || th.Priority != 3 || th.Reason != "" || th.Policy() != "fifo" {
+				t.Errorf("%s thread: %+v, want SCHED_FIFO priority 3", name, th)
+				continue
+			}
+			if pol, prio := kernelSched(t, th.Tid); pol != unix.SCHED_FIFO || prio != 3 {
+				t.Errorf("%s thread %d: the kernel says policy %d priority %d, want SCHED_FIFO (%d) 3", name, th.Tid, pol, prio, unix.SCHED_FIFO)
+			}
+		}
+		if mode == ModeRunToCompletion && st.Shards[0].Thread.Tid != st.ReceiveThread.Tid {
+			t.Errorf("run to completion: shard thread %d is not the receive thread %d", st.Shards[0].Thread.Tid, st.ReceiveThread.Tid)
+		}
+		if mode == ModeSharded && st.Shards[0].Thread.Tid == st.ReceiveThread.Tid {
+			t.Errorf("sharded: shard 0 reports the receive thread")
+		}
+		text := string(NewExposition(h).appendText(nil))
+		for _, want := range []string{`feedhandler_receive_thread_rt_priority{feed="rt"} 3` + "\n", `feedhandler_shard_thread_rt_priority{feed="rt",shard="0"} 3` + "\n"} {
+			if !strings.Contains(text, want) {
+				t.Errorf("exposition lacks %q", want)
+			}
+		}
+		// Every other thread of the process stays normal. (A hot thread
+		// of an earlier subtest that ran on the main thread stays: Go
+		// wedges a main thread whose locked goroutine exits.)
+		for _, th := range hotThreads(&st) {
+			hot[th.Tid] = true
+		}
+		tasks, err := os.ReadDir("/proc/self/task")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range tasks {
+			tid, _ := strconv.Atoi(e.Name())
+			if a, err := unix.SchedGetAttr(tid, 0); err == nil && !hot[tid] && a.Policy != unix.SCHED_NORMAL {
+				t.Errorf("thread %d, not a hot thread, runs under policy %d", tid, a.Policy)
+			}
+		}
+	})
+}
+
+// TestRTPriorityOff: without RTPriority every hot thread runs under
+// normal scheduling and says so, with no reason; out-of-range priorities
+// are refused at start.
+func TestRTPriorityOff(t *testing.T) {
+	h, _ := startRT(t, ModeRunToCompletion, 0)
+	st := h.Stats()
+	if th := st.ReceiveThread; th.Tid == 0 || th.Priority != 0 || th.Reason != "" || th.Core != 0 {
+		t.Errorf("receive thread %+v, want normal scheduling on core 0", th)
+	} else if pol, _ := kernelSched(t, th.Tid); pol != unix.SCHED_NORMAL {
+		t.Errorf("the kernel says policy %d", pol)
+	}
+	for _, p := range []int{-1, MaxRTPriority + 1} {
+		_, err := Start(Config{RTPriority: p, ShmName: "fhrt-never"})
+		if err == nil || !strings.Contains(err.Error(), "real-time priority") {
+			t.Errorf("RTPriority %d: %v", p, err)
+		}
+	}
+}
+
+// mayRealtime reports whether this process may use SCHED_FIFO at prio.
+func mayRealtime(t *testing.T, prio int) bool {
+	eff, err := privilege.Effective()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lim unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_RTPRIO, &lim); err != nil {
+		t.Fatal(err)
+	}
+	return eff&privilege.SysNice != 0 || lim.Cur >= uint64(prio)
+}
+
+// TestRTPriorityFallback runs TestRTPriorityChild in a child process
+// without cap_sys_nice (dropped from the bounding set by setpriv when this
+// process is root), once with RLIMIT_RTPRIO 0, where every hot thread
+// must fall back to normal scheduling and say why in its stats, metrics
+// and log, and once with RLIMIT_RTPRIO 5, which allows priority 3 without
+// any capability (systemd's LimitRTPRIO=).
+func TestRTPriorityFallback(t *testing.T) {
+	var wrap []string
+	if os.Geteuid() == 0 {
+		setpriv, err := exec.LookPath("setpriv")
+		if err != nil {
+			t.Skip("setpriv (util-linux) not installed: cannot drop cap_sys_nice for the child")
+		}
+		wrap = []string{setpriv, "--bounding-set=-sys_nice", "--inh-caps=-sys_nice", "--"}
+	} else if mayRealtimeCap(t) {
+		t.Skip("not root, yet cap_sys_nice is held: cannot drop it for the child")
+	}
+	for _, rl := range []string{"0", "5"} {
+		t.Run("rlimit-rtprio-"+rl, func(t *testing.T) {
+			args := append(wrap, os.Args[0], "-test.run=^TestRTPriorityChild$", "-test.v", "-test.count=1")
+			cmd := exec.Command(args[0], args[1:]...)
+			cmd.Env = append(os.Environ(), "FH_RT_CHILD_RLIMIT="+rl)
+			out, err := cmd.CombinedOutput()
+			if strings.Contains(string(out), "--- SKIP: TestRTPriorityChild") && err == nil {
+				t.Skipf("child skipped:\n%s", out)
+			}
+			if err != nil || !strings.Contains(string(out), "--- PASS: TestRTPriorityChild") {
+				t.Fatalf("child: %v\n%s", err, out)
+			}
+			t.Logf("child:\n%s", out)
+		})
+	}
+}
+
+func mayRealtimeCap(t *testing.T) bool {
+	eff, err := privilege.Effective()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return eff&privilege.SysNice != 0
+}
+
+// TestRTPriorityChild is TestRTPriorityFallback's child: it runs only
+// with FH_RT_CHILD_RLIMIT set, as the RLIMIT_RTPRIO to set.
+func TestRTPriorityChild(t *testing.T) {
+	rl := os.Getenv("FH_RT_CHILD_RLIMIT")
+	if rl == "" {
+		t.Skip("run by TestRTPriorityFallback")
+	}
+	if mayRealtimeCap(t) {
+		t.Fatal("the child still holds cap_sys_nice")
+	}
+	n, err := strconv.ParseUint(rl, 10, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lim unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_RTPRIO, &lim); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Setrlimit(unix.RLIMIT_RTPRIO, &unix.Rlimit{Cur: n, Max: n}); err != nil {
+		if n > lim.Max {
+			t.Skipf("cannot raise RLIMIT_RTPRIO's hard limit %d to %d without cap_sys_resource: %v", lim.Max, n, err)
+		}
+		t.Fatalf("set RLIMIT_RTPRIO %d: %v", n, err)
+	}
+	forEachMode(t, func(t *testing.T, mode Mode, _ []int) {
+		h, logs := startRT(t, mode, 3)
+		st := h.Stats()
+		want := 3
+		if n < 3 {
+			want = 0
+		}
+		for name, th := range hotThreads(&st) {
+			pol, prio := kernelSched(t, th.Tid)
+			t.Logf("%s thread %d: %+v; kernel: policy %d priority %d", name, th.Tid, th, pol, prio)
+			if th.Priority != want || prio != want {
+				t.Errorf("%s thread: priority %d (kernel %d), want %d", name, th.Priority, prio, want)
+			}
+			if want == 0 && (pol != unix.SCHED_NORMAL || !strings.Contains(th.Reason, "lacks cap_sys_nice and its RLIMIT_RTPRIO is 0: set LimitRTPRIO=3")) {
+				t.Errorf("%s thread: policy %d, reason %q", name, pol, th.Reason)
+			}
+			if want == 3 && (pol != unix.SCHED_FIFO || th.Reason != "") {
+				t.Errorf("%s thread: policy %d, reason %q", name, pol, th.Reason)
+			}
+		}
+		text := string(NewExposition(h).appendText(nil))
+		if m := fmt.Sprintf(`feedhandler_receive_thread_rt_priority{feed="rt"} %d`+"\n", want); !strings.Contains(text, m) {
+			t.Errorf("exposition lacks %q", m)
+		}
+		if want == 0 {
+			for _, w := range []string{`"level":"warn"`, "SCHED_FIFO priority 3: operation not permitted", `"policy":"other"`, `"rt_priority_asked":3`} {
+				if !strings.Contains(logs.String(), w) {
+					t.Errorf("log lacks %s:\n%s", w, logs)
+				}
+			}
+		}
+	})
+}
