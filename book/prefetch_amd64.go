@@ -5,3 +5,8 @@ package book
 //
 //go:noescape
 func prefetch(addr uintptr)
+
+// prefetchN is prefetch of addrs[0:n], in one call.
+//
+//go:noescape
+func prefetchN(addrs *uintptr, n int)
