@@ -351,7 +351,7 @@ func (rp *replayer) applyFile(data []byte, scan *itch.Scanner) error {
 func (rp *replayer) applyBatch(data []byte, batch []span) {
 	// The message that brings rp.n to the next multiple of
 	// latencySampleEvery is timed.
-	k := int(latencySampleEvery-1-rp.n%latencySampleEvery) // its index in batch
+	k := int(latencySampleEvery - 1 - rp.n%latencySampleEvery) // its index in batch
 	rp.n += uint64(len(batch))
 	if k < len(batch) {
 		applySpans(rp.bs, data, batch[:k])
@@ -364,6 +364,7 @@ func (rp *replayer) applyBatch(data []byte, batch []span) {
 
 // applySpans applies the messages of data at batch. It is a function of
 // its own so that the loop reloads only what it uses after each Apply.
+//
 //go:noinline
 func applySpans(bs *book.Books, data []byte, batch []span) {
 	for i := range batch {
