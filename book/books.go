@@ -534,7 +534,7 @@ func (bs *Books) remove(b *Book, oi int32) {
 	bs.stats.Orders--
 	if l.orders == 0 {
 		side := o.side & 1
-		if lad := b.sides[side]; len(lad) > 0 && lad[len(lad)-1].lvl == li {
+		if lad := b.sides[side]; len(lad) > 0 && lad[len(lad)-1] == (rung{key: l.key, lvl: li}) {
 			// the best level, the one that empties most often: no call
 			b.sides[side] = lad[:len(lad)-1]
 			bs.freeLevel(li)
