@@ -5,8 +5,3 @@ package book
 //
 //go:noescape
 func prefetch(addr uintptr)
-
-// prefetchN is prefetch of addrs[0:n], in one call.
-//
-//go:noescape
-func prefetchN(addrs *uintptr, n int)

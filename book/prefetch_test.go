@@ -31,34 +31,6 @@ func TestPrefetchDifferential(t *testing.T) {
 	}
 }
 
-// TestPrefetcherDifferential: as TestPrefetchDifferential, with the
-// messages ahead gathered in a Prefetcher (more than it holds, some
-// flushes) instead of one Prefetch each.
-func TestPrefetcherDifferential(t *testing.T) {
-	for seed := range uint64(4) {
-		cfg := Config{MaxOrders: 1 << 12, MaxLocates: 6, MaxLevels: 1 << 10, Overflow: 1 << 12}
-		if seed%2 == 1 {
-			cfg = Config{MaxOrders: 40, MaxLocates: 6, MaxLevels: 24, Overflow: 40}
-		}
-		ops := randomOps(300+seed, 6, 20000)
-		var buf [64]byte
-		i := 0
-		runDifferential(t, cfg, ops, func(bs *Books, o op) {
-			if i%PrefetchBatchMax == 0 {
-				p := bs.Prefetcher()
-				for k := i; k < min(i+PrefetchBatchMax+8, len(ops)); k++ { // 8 beyond what it holds
-					p.Add(itch.Msg(encodeOp(buf[:0], ops[k], 1)))
-				}
-				if seed < 2 {
-					p.Flush()
-				}
-			}
-			i++
-			applyOpITCH(bs, o)
-		})
-	}
-}
-
 // TestPrefetchAnyBytes: Prefetch of any message, cut anywhere, or of random
 // bytes changes nothing and never panics, and allocates nothing.
 func TestPrefetchAnyBytes(t *testing.T) {
@@ -86,16 +58,10 @@ func TestPrefetchAnyBytes(t *testing.T) {
 		b[0] = "AFECXDUPRZ"[rng.IntN(10)]
 		msgs = append(msgs, b)
 	}
-	p := bs.Prefetcher()
 	for _, m := range msgs {
 		for n := 0; n <= len(m); n++ {
 			bs.Prefetch(m[:n])
-			p.Add(m[:n])
 		}
-	}
-	p.Flush()
-	if p.n != 0 {
-		t.Errorf("Prefetcher holds %d slots after Flush", p.n)
 	}
 	if bs.Stats() != before {
 		t.Errorf("stats changed: %+v, was %+v", bs.Stats(), before)
@@ -109,14 +75,5 @@ func TestPrefetchAnyBytes(t *testing.T) {
 		}
 	}); n != 0 {
 		t.Errorf("Prefetch: %v allocs per run", n)
-	}
-	if n := testing.AllocsPerRun(100, func() {
-		p := bs.Prefetcher()
-		for _, m := range msgs {
-			p.Add(m)
-		}
-		p.Flush()
-	}); n != 0 {
-		t.Errorf("Prefetcher: %v allocs per run", n)
 	}
 }

@@ -298,7 +298,7 @@ func (rp *replayer) apply(m itch.Msg) {
 		rp.bs.Apply(m)
 		return
 	}
-	rp.sample(m, rp.n)
+	rp.sample(m)
 }
 
 // applyFile applies every message of a BinaryFILE in data. A block holding
@@ -308,27 +308,38 @@ func (rp *replayer) apply(m itch.Msg) {
 // skipped and returns the error that stops the replay. The messages applied
 // and the counts are those of scanning data with scan alone.
 //
-// The blocks are framed replayBatch at a time, one batch ahead of the one
-// being applied: framing a batch notes the order slot each delete, execute,
-// cancel or replace will read (book.Prefetcher) and starts loading them all
-// with one call, so they are in cache when Apply gets to them, 16 to 32
-// messages later. Each block is framed once; a call per message to
-// prefetch would make the loop save and reload its registers twice per
-// message.
+// A second cursor runs book.PrefetchAhead blocks ahead and hands each block
+// to Books.Prefetch, so the order slots a delete, execute, cancel or replace
+// reads are in cache when Apply gets to it. It only hints: a block it frames
+// wrongly (it checks only that the block fits in data) costs a wasted load.
 func (rp *replayer) applyFile(data []byte, scan *itch.Scanner) error {
 	bs := rp.bs
-	pf := bs.Prefetcher()
-	var bufs [2][replayBatch]span
 	off := 0
 	for {
-		cur, nxt := &bufs[0], &bufs[1]
-		nc, pos := frameBatch(data, off, cur, &pf)
-		for nc > 0 {
-			nn, after := frameBatch(data, pos, nxt, &pf)
-			rp.applyBatch(data, cur[:nc])
-			cur, nxt, nc, pos = nxt, cur, nn, after
+		pf := prefetchBlocks(bs, data, off, book.PrefetchAhead)
+		for off+itch.BlockHeaderLen < len(data) {
+			n := int(data[off])<<8 | int(data[off+1])
+			start := off + itch.BlockHeaderLen
+			if n == 0 || n > len(data)-start || n != itch.Length(data[start]) {
+				break
+			}
+			m := itch.Msg(data[start : start+n : start+n])
+			off = start + n
+			if pf+itch.BlockHeaderLen < len(data) { // prefetchBlocks(bs, data, pf, 1), by hand
+				pn := int(data[pf])<<8 | int(data[pf+1])
+				if end := pf + itch.BlockHeaderLen + pn; end <= len(data) {
+					bs.Prefetch(data[pf+itch.BlockHeaderLen : end])
+					pf = end
+				}
+			}
+			// rp.apply, by hand: it does not inline here
+			rp.n++
+			if rp.n%latencySampleEvery != 0 {
+				bs.Apply(m)
+			} else {
+				rp.sample(m)
+			}
 		}
-		off = pos // the end of the last block applied: nothing was framed past it
 		if off == len(data) {
 			return nil
 		}
@@ -345,62 +356,19 @@ func (rp *replayer) applyFile(data []byte, scan *itch.Scanner) error {
 	}
 }
 
-// applyBatch applies the messages of data at batch, timing one in
-// latencySampleEvery (rp.apply, by hand, with the sample found once per
-// batch).
-func (rp *replayer) applyBatch(data []byte, batch []span) {
-	// The message that brings rp.n to the next multiple of
-	// latencySampleEvery is timed.
-	k := int(latencySampleEvery - 1 - rp.n%latencySampleEvery) // its index in batch
-	rp.n += uint64(len(batch))
-	if k < len(batch) {
-		applySpans(rp.bs, data, batch[:k])
-		sp := batch[k]
-		rp.sample(itch.Msg(data[sp.start:sp.end:sp.end]), rp.n-uint64(len(batch)-k-1))
-		batch = batch[k+1:]
-	}
-	applySpans(rp.bs, data, batch)
-}
-
-// applySpans applies the messages of data at batch. It is a function of
-// its own so that the loop reloads only what it uses after each Apply.
-//
-//go:noinline
-func applySpans(bs *book.Books, data []byte, batch []span) {
-	for i := range batch {
-		sp := &batch[i]
-		bs.Apply(itch.Msg(data[sp.start:sp.end]))
-	}
-}
-
-// replayBatch is how many blocks applyFile frames and prefetches at a time
-// (book.PrefetchAhead: the distance at which prefetches pay).
-const replayBatch = book.PrefetchAhead
-
-// span is where one framed message lies in the data: data[start:end]. The
-// batches hold offsets, not slices, so that filling them needs no write
-// barrier.
-type span struct{ start, end int }
-
-// frameBatch frames up to len(dst) blocks of data from offset off into dst,
-// stopping before the first block that is not a known type of exactly its
-// length, notes their order slots in pf and flushes it. It returns how many
-// blocks it framed and the offset after the last one.
-func frameBatch(data []byte, off int, dst *[replayBatch]span, pf *book.Prefetcher) (int, int) {
-	k := 0
-	for ; k < len(dst) && off < len(data)-itch.BlockHeaderLen; k++ {
-		h := data[off : off+itch.BlockHeaderLen+1]
-		n := int(h[0])<<8 | int(h[1])
-		if n != itch.Length(h[2]) || n == 0 || n > len(data)-off-itch.BlockHeaderLen {
+// prefetchBlocks calls bs.Prefetch on up to k blocks of data from offset
+// off and returns the offset after the last one.
+func prefetchBlocks(bs *book.Books, data []byte, off, k int) int {
+	for ; k > 0 && off+itch.BlockHeaderLen < len(data); k-- {
+		n := int(data[off])<<8 | int(data[off+1])
+		end := off + itch.BlockHeaderLen + n
+		if end > len(data) {
 			break
 		}
-		start := off + itch.BlockHeaderLen
-		off = start + n
-		dst[k] = span{start, off}
-		pf.Add(itch.Msg(data[start:off]))
+		bs.Prefetch(data[off+itch.BlockHeaderLen : end])
+		off = end
 	}
-	pf.Flush()
-	return k, off
+	return off
 }
 
 // sample applies m timed; kept out of apply so that apply inlines.
@@ -427,11 +395,11 @@ func (rp *replayer) applyPublish(m itch.Msg) {
 	}
 }
 
-func (rp *replayer) sample(m itch.Msg, n uint64) {
+func (rp *replayer) sample(m itch.Msg) {
 	a := nanotime()
 	rp.bs.Apply(m)
 	rp.hist.add(uint64(nanotime() - a))
-	if n%(1<<20) == 0 && !rp.quiet {
+	if rp.n%(1<<20) == 0 && !rp.quiet {
 		rp.progress()
 	}
 }
