@@ -29,34 +29,36 @@ func (bs *Books) Apply(m itch.Msg) (locate uint16, changed bool) {
 		return 0, false
 	}
 	locate = m.Locate()
+	// Each case reslices m to its type's length (len(m) >= n was checked):
+	// one bounds check, and the field reads below need none.
 	switch t {
 	case itch.TypeAddOrder:
 		if b := bs.book(locate); b != nil { // AddOrder, without a call
-			a := itch.AddOrder(m)
+			a := itch.AddOrder(m[:itch.AddOrderLen])
 			changed = bs.add(b, a.OrderRef(), sideOf(a.Side()), a.Shares(), a.Price())
 		}
 	case itch.TypeAddOrderMPID:
-		a := itch.AddOrderMPID(m)
+		a := itch.AddOrderMPID(m[:itch.AddOrderMPIDLen])
 		changed = bs.AddOrder(locate, a.OrderRef(), sideOf(a.Side()), a.Shares(), a.Price())
 	case itch.TypeOrderDelete:
-		changed = bs.Delete(locate, itch.OrderDelete(m).OrderRef())
+		changed = bs.Delete(locate, itch.OrderDelete(m[:itch.OrderDeleteLen]).OrderRef())
 	case itch.TypeOrderReplace:
-		u := itch.OrderReplace(m)
+		u := itch.OrderReplace(m[:itch.OrderReplaceLen])
 		changed = bs.Replace(locate, u.OriginalOrderRef(), u.NewOrderRef(), u.Shares(), u.Price())
 	case itch.TypeOrderExecuted:
-		e := itch.OrderExecuted(m)
+		e := itch.OrderExecuted(m[:itch.OrderExecutedLen])
 		changed = bs.Execute(locate, e.OrderRef(), e.ExecutedShares(), e.MatchNumber())
 	case itch.TypeOrderCancel:
-		x := itch.OrderCancel(m)
+		x := itch.OrderCancel(m[:itch.OrderCancelLen])
 		changed = bs.Cancel(locate, x.OrderRef(), x.CancelledShares())
 	case itch.TypeOrderExecutedWithPrice:
-		c := itch.OrderExecutedWithPrice(m)
+		c := itch.OrderExecutedWithPrice(m[:itch.OrderExecutedWithPriceLen])
 		changed = bs.ExecuteWithPrice(locate, c.OrderRef(), c.ExecutedShares(), c.ExecutionPrice(), c.MatchNumber(), c.Printable() == 'Y')
 	case itch.TypeTrade:
-		p := itch.Trade(m)
+		p := itch.Trade(m[:itch.TradeLen])
 		changed = bs.Trade(locate, p.Price(), uint64(p.Shares()), p.MatchNumber())
 	case itch.TypeCrossTrade:
-		q := itch.CrossTrade(m)
+		q := itch.CrossTrade(m[:itch.CrossTradeLen])
 		changed = bs.Trade(locate, q.CrossPrice(), q.Shares(), q.MatchNumber())
 	case itch.TypeBrokenTrade:
 		if changed = bs.BreakTrade(locate, itch.BrokenTrade(m).MatchNumber()); !changed {

@@ -482,7 +482,11 @@ func (b *Book) removeRung(side Side, key uint32, li int32) {
 		}
 		b.sides[side] = lad[:len(lad)-1]
 	}
-	bs := b.bs
+	b.bs.freeLevel(li)
+}
+
+// freeLevel puts level li on the free list.
+func (bs *Books) freeLevel(li int32) {
 	bs.levels[li].head = bs.levelFree
 	bs.levelFree = li
 	bs.stats.Levels--
@@ -529,7 +533,14 @@ func (bs *Books) remove(b *Book, oi int32) {
 	b.orders--
 	bs.stats.Orders--
 	if l.orders == 0 {
-		b.removeRung(o.side&1, l.key, li)
+		side := o.side & 1
+		if lad := b.sides[side]; len(lad) > 0 && lad[len(lad)-1] == (rung{key: l.key, lvl: li}) {
+			// the best level, the one that empties most often: no call
+			b.sides[side] = lad[:len(lad)-1]
+			bs.freeLevel(li)
+		} else {
+			b.removeRung(side, l.key, li)
+		}
 	}
 }
 

@@ -98,8 +98,12 @@
 // by price with the best last, so the best bid and offer are O(1), depth N
 // reads N rungs, and an add finds its level by walking a few rungs from the
 // top before bisecting. A removal that empties a level (about one in five
-// on the generated day) searches the ladder from the top for its rung,
-// moves the better rungs down by one and frees the level.
+// on the generated day) takes the top rung off, with no search and no call,
+// when it is the level's (the best level: on a 1 M-message generated day,
+// where about half the removals empty a level, two in three of those);
+// otherwise it searches the
+// ladder from the top for the rung, moves the better rungs down by one and
+// frees the level.
 //
 // # Output
 //

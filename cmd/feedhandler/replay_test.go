@@ -98,7 +98,9 @@ func TestReplayFileAndPcap(t *testing.T) {
 // itself, applies the same messages, counts the same odd blocks and stops
 // with the same error as a plain itch.Scanner loop, on a stream with an
 // unknown type, a long and a short message, an empty block and a truncated
-// end between valid messages.
+// end between valid messages, and unknown types at the start, back to back
+// and within the prefetch cursor's lookahead; one message in
+// latencySampleEvery is timed.
 func TestApplyFileMatchesScanner(t *testing.T) {
 	g, err := itchgen.New(itchgen.Config{Messages: 5000, Symbols: 20, Seed: 5})
 	if err != nil {
@@ -109,6 +111,8 @@ func TestApplyFileMatchesScanner(t *testing.T) {
 	err = g.Stream(func(m itch.Msg) error {
 		k++
 		switch k {
+		case 1, 16, 17, 33, 34, 47: // near the start, back to back, within the lookahead
+			data = itch.AppendBlock(data, []byte{'z', 1, 2, 3})
 		case 1000:
 			data = itch.AppendBlock(data, []byte{'z', 1, 2, 3}) // unknown type
 		case 2000:
@@ -147,6 +151,9 @@ func TestApplyFileMatchesScanner(t *testing.T) {
 		var gs itch.Scanner
 		gotErr := rp.applyFile(in, &gs)
 
+		if rp.hist.n != uint64(wantN/latencySampleEvery) {
+			t.Errorf("tail %v: %d latency samples, want one in %d of %d messages", tail, rp.hist.n, latencySampleEvery, wantN)
+		}
 		if rp.n != uint64(wantN) || got.Stats() != want.Stats() {
 			t.Errorf("tail %v: applied %d, want %d; stats %+v, want %+v", tail, rp.n, wantN, got.Stats(), want.Stats())
 		}
