@@ -47,8 +47,8 @@
 //     the kernel's NTP frequency changed since the last rate window (at
 //     the kernel's maximum slew, 500 ppm, 5 µs over 10 ms).
 //     TestNowTracksWallClock checks every reading on every CPU against
-//     time.Now taken around it and fails above 5 µs; on the development VM
-//     the largest error seen is given in docs/TUNING.md.
+//     time.Now taken around it and fails above 5 µs; the errors seen on
+//     the development VM are in docs/ARCHITECTURE.md ("Clocks").
 //
 // RDTSC is not serializing: a reading may be taken a few tens of cycles
 // before the instructions around it complete, far inside the bound. A
