@@ -510,10 +510,9 @@ func (h *Handler) markWhole() {
 	}
 }
 
-// endBatch ends a run-to-completion batch: publish what it changed.
-// endBatch ends the batch in run to completion (publish, record); it
-// returns the publish's end time, or 0 when nothing was published or the
-// shards publish.
+// endBatch ends a run-to-completion batch: publish what it changed and
+// record its latencies. It returns the time read after the publish, or 0
+// when nothing happened or the shards publish.
 func (h *Handler) endBatch() int64 {
 	if h.inline != nil {
 		return h.inline.endBatch()
