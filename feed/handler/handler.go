@@ -17,6 +17,7 @@ import (
 	"github.com/marketfeed/feedhandler/feed/itch"
 	"github.com/marketfeed/feedhandler/feed/moldudp64"
 	"github.com/marketfeed/feedhandler/feed/rx"
+	"github.com/marketfeed/feedhandler/internal/clock"
 	"github.com/marketfeed/feedhandler/internal/latency"
 	"github.com/marketfeed/feedhandler/proto/shm"
 )
@@ -314,6 +315,7 @@ func Start(cfg Config) (*Handler, error) {
 	h.recv = recv
 	h.log.Info().Str("backend", recv.Backend()).Stringer("mode", mode).Int("shards", len(h.shards)).
 		Str("shm", w.Path()).Int("depth", cfg.Depth).Msg("receiving")
+	logClock(h.log, false)
 
 	pinErrs := make(chan error, len(h.shards)+1)
 	threads = 1
@@ -361,21 +363,22 @@ func (h *Handler) receive(pinErr chan<- error) {
 		batch = 64
 	}
 	pkts := make([]rx.Packet, batch)
-	last := time.Now().UnixNano()
+	last := clock.Now()
 	for !h.stop.Load() {
 		n, err := h.recv.Receive(pkts)
 		// Packets returned together with an error are real: use and
 		// release them before looking at the error.
+		var ended int64 // when the batch's publish ended (run to completion)
 		if n > 0 {
-			h.pickup = time.Now().UnixNano()
+			h.pickup = clock.Now()
 			for i := 0; i < n; i++ {
 				p := &pkts[i]
 				h.arb.Offer(int(p.Line), p.Data, p.RxTime)
 			}
 			if stageTiming && h.inline != nil {
-				h.inline.stages.offered = time.Now().UnixNano()
+				h.inline.stages.offered = clock.Now()
 			}
-			h.endBatch()
+			ended = h.endBatch()
 			h.recv.Release(pkts[:n])
 		}
 		h.delivered.Store(h.nDelivered)
@@ -388,7 +391,12 @@ func (h *Handler) receive(pinErr chan<- error) {
 			time.Sleep(time.Millisecond)
 			continue
 		}
-		now := time.Now().UnixNano()
+		// A batch that published has just read the clock: its end time
+		// serves the ticks and the stats too.
+		now := ended
+		if now == 0 {
+			now = clock.Now()
+		}
 		if n == 0 {
 			h.arb.Tick(now)
 		}
@@ -464,7 +472,7 @@ func (h *Handler) rebuild(msgs []byte, next uint64) {
 	for _, s := range h.shards {
 		h.pushMarker(s, markerRebuild, next)
 	}
-	now := time.Now().UnixNano()
+	now := clock.Now()
 	h.pickup = now
 	for len(msgs) >= 2 {
 		n := int(msgs[0])<<8 | int(msgs[1])
@@ -516,11 +524,14 @@ func (h *Handler) markWhole() {
 	}
 }
 
-// endBatch ends a run-to-completion batch: publish what it changed.
-func (h *Handler) endBatch() {
+// endBatch ends a run-to-completion batch: publish what it changed and
+// record its latencies. It returns the time read after the publish, or 0
+// when nothing happened or the shards publish.
+func (h *Handler) endBatch() int64 {
 	if h.inline != nil {
-		h.inline.endBatch()
+		return h.inline.endBatch()
 	}
+	return 0
 }
 
 // push copies one message into a shard's ring (in run to completion:
@@ -584,6 +595,7 @@ func (h *Handler) gap(r moldudp64.Range) {
 func (h *Handler) housekeeping() {
 	hb := time.NewTicker(50 * time.Millisecond)
 	defer hb.Stop()
+	clockFaults := clock.ReadStats().Faults
 	for {
 		select {
 		case <-h.done:
@@ -600,8 +612,31 @@ func (h *Handler) housekeeping() {
 			}
 		case <-hb.C:
 			h.w.Heartbeat()
+			if f := clock.ReadStats().Faults; f != clockFaults {
+				clockFaults = f
+				logClock(h.log, true)
+			}
 		}
 	}
+}
+
+// logClock says which clock stamps the hot path (internal/clock) and why;
+// fault says the TSC just disagreed with the kernel's clock.
+func logClock(log zerolog.Logger, fault bool) {
+	name, why := clock.Source()
+	ev := log.Info()
+	if fault {
+		ev = log.Warn().Uint64("faults", clock.ReadStats().Faults)
+	}
+	ev = ev.Str("clock", name).Str("why", why)
+	if cur, tsc := clock.KernelClocksource(); name == "tsc" && cur != "" && !tsc {
+		ev = ev.Str("kernel_clocksource", cur).Bool("kernel_lists_tsc", false)
+	}
+	if fault {
+		ev.Msg("hot-path clock: the TSC disagreed with CLOCK_MONOTONIC and was re-measured (three times: turned off)")
+		return
+	}
+	ev.Msg("hot-path clock")
 }
 
 // copyStats publishes the receive thread's counters (and in run to

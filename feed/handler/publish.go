@@ -1,10 +1,10 @@
 package handler
 
 import (
-	"time"
 	"unsafe"
 
 	"github.com/marketfeed/feedhandler/book"
+	"github.com/marketfeed/feedhandler/internal/clock"
 	"github.com/marketfeed/feedhandler/proto/bookfb"
 	"github.com/marketfeed/feedhandler/proto/shm"
 )
@@ -105,7 +105,7 @@ func (p *Publisher) Flush() {
 	// One clock read per batch, not per book: every snapshot of the batch
 	// carries the batch's publish time (a clock read costs as much as
 	// building a small snapshot).
-	p.snap.PublishTime = time.Now().UnixNano()
+	p.snap.PublishTime = clock.Now()
 	for _, loc := range p.dirty {
 		p.isDirty[loc] = false
 		if b := p.books.Book(loc); b != nil {

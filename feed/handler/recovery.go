@@ -10,6 +10,7 @@ import (
 	"github.com/marketfeed/feedhandler/feed/glimpse"
 	"github.com/marketfeed/feedhandler/feed/moldudp64"
 	"github.com/marketfeed/feedhandler/feed/rerequest"
+	"github.com/marketfeed/feedhandler/internal/clock"
 	"github.com/marketfeed/feedhandler/internal/latency"
 )
 
@@ -331,7 +332,7 @@ func (r *recovery) poll(now int64) {
 
 // recovered hands a re-request answer to the arbiter.
 func (r *recovery) recovered(p moldudp64.Packet) {
-	r.h.pickup = time.Now().UnixNano()
+	r.h.pickup = clock.Now()
 	r.h.arb.OfferRecovered(r.raw(p), p, r.h.pickup)
 	r.client.Progress(r.h.arb.Next())
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/marketfeed/feedhandler/book"
 	"github.com/marketfeed/feedhandler/feed/itch"
+	"github.com/marketfeed/feedhandler/internal/clock"
 	"github.com/marketfeed/feedhandler/internal/latency"
 	"github.com/marketfeed/feedhandler/internal/spsc"
 	"github.com/marketfeed/feedhandler/proto/shm"
@@ -145,7 +146,7 @@ func (s *shard) run(pinErr chan<- error) {
 	runtime.LockOSThread() // never unlocked: the pinned thread exits with the goroutine
 	pinErr <- setupThread(s.core, s.rtPriority, &s.thread)
 	const batchMax = 256
-	lastStats := time.Now()
+	lastStats := clock.Now()
 	for {
 		batch := s.ring.PeekWait(batchMax, 50*time.Millisecond)
 		if len(batch) == 0 {
@@ -169,13 +170,13 @@ func (s *shard) run(pinErr chan<- error) {
 		if !s.rebuilding {
 			s.pub.Flush()
 		}
-		now := time.Now().UnixNano()
+		now := clock.Now()
 		s.record(batch, now)
 		s.ring.Release(len(batch))
 		s.applied.Add(uint64(msgs))
 		s.batches.Add(1)
-		if now-lastStats.UnixNano() > int64(50*time.Millisecond) && s.copyStats(false) {
-			lastStats = time.Now()
+		if now-lastStats > int64(50*time.Millisecond) && s.copyStats(false) {
+			lastStats = now
 		}
 	}
 }
@@ -235,11 +236,11 @@ func (s *shard) marker(kind uint8) {
 func (s *shard) apply(msg []byte, seq uint64, rxTime, pickup int64, repaired bool) {
 	var t0 int64
 	if stageTiming {
-		t0 = time.Now().UnixNano()
+		t0 = clock.Now()
 	}
 	loc, changed := s.books.Apply(itch.Msg(msg))
 	if stageTiming {
-		s.stages.applyNs += time.Now().UnixNano() - t0
+		s.stages.applyNs += clock.Now() - t0
 	}
 	s.pub.Applied(loc, changed, seq, rxTime)
 	s.nMsgs++
@@ -262,16 +263,21 @@ func (s *shard) mark(kind uint8) {
 
 // endBatch publishes what the batch changed (conflated: each changed book
 // once) and records the batch's latencies, as a shard thread does after
-// each ring batch. It does nothing when nothing happened since the last.
-func (s *shard) endBatch() {
+// each ring batch, and returns the time it read after the publish. It does
+// nothing, and returns 0, when nothing happened since the last.
+//
+// The latencies end after the last book of the batch is written, not at
+// the snapshots' PublishTime (read before the first): the path includes
+// the whole publish.
+func (s *shard) endBatch() int64 {
 	if !s.pending {
-		return
+		return 0
 	}
 	s.pending = false
 	if !s.rebuilding {
 		s.pub.Flush()
 	}
-	now := time.Now().UnixNano()
+	now := clock.Now()
 	if stageTiming {
 		if s.stages.offered != 0 && len(s.runs) > 0 {
 			n := int(s.nMsgs)
@@ -288,6 +294,7 @@ func (s *shard) endBatch() {
 	s.applied.Add(s.nMsgs)
 	s.nMsgs = 0
 	s.batches.Add(1)
+	return now
 }
 
 // copyStats publishes the shard's counters for other goroutines. It runs

@@ -5,9 +5,10 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/marketfeed/feedhandler/internal/clock"
 )
 
 // slotSize is the receive buffer per packet: any UDP payload of a
@@ -153,7 +154,7 @@ func (s *socketRx) drain(pkts []Packet) (int, error) {
 			}
 			if rxTime == 0 {
 				if now == 0 {
-					now = time.Now().UnixNano()
+					now = clock.Now()
 				}
 				rxTime = now
 			}

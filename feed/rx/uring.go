@@ -9,6 +9,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/marketfeed/feedhandler/internal/clock"
 	"github.com/marketfeed/feedhandler/uring"
 )
 
@@ -402,7 +403,7 @@ func (u *uringRx) reap(pkts []Packet) int {
 			}
 			if rxTime == 0 {
 				if now == 0 {
-					now = time.Now().UnixNano()
+					now = clock.Now()
 				}
 				rxTime = now
 			}

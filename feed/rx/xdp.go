@@ -31,6 +31,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/marketfeed/feedhandler/bpf"
+	"github.com/marketfeed/feedhandler/internal/clock"
 	"github.com/marketfeed/feedhandler/xsk"
 )
 
@@ -500,7 +501,7 @@ func (r *xdpRx) drain(pkts []Packet) int {
 				kernelTS++
 			} else {
 				if userTime == 0 {
-					userTime = time.Now().UnixNano()
+					userTime = clock.Now()
 				}
 				rxTime = userTime
 				userTS++
