@@ -35,16 +35,16 @@ type Level struct {
 // the messages applied so far. The pipeline owns it and reuses it; Publish
 // copies what it needs.
 type Snapshot struct {
-	Locate          uint16
-	Seq             uint64 // MoldUDP64 sequence number of the last applied message
-	ExchangeTime    uint64 // ITCH timestamp of the last applied message, ns since midnight
-	ReceiveTime     int64  // Unix ns when that message was received
-	PublishTime     int64  // Unix ns; 0 makes Publish stamp the current time
-	State           bookfb.TradingState
-	Flags           bookfb.Flags
-	SystemEvent     byte
-	Bids            []Level // best first: the levels from rank BidFrom on
-	Asks            []Level // best first: the levels from rank AskFrom on
+	Locate       uint16
+	Seq          uint64 // MoldUDP64 sequence number of the last applied message
+	ExchangeTime uint64 // ITCH timestamp of the last applied message, ns since midnight
+	ReceiveTime  int64  // Unix ns when that message was received
+	PublishTime  int64  // Unix ns; 0 makes Publish stamp the current time
+	State        bookfb.TradingState
+	Flags        bookfb.Flags
+	SystemEvent  byte
+	Bids         []Level // best first: the levels from rank BidFrom on
+	Asks         []Level // best first: the levels from rank AskFrom on
 	// BidFrom and AskFrom make Publish rewrite a side in place: the slot
 	// keeps its levels at ranks below them (0 is best) and takes Bids and
 	// Asks from there on, so the side has BidFrom+len(Bids) levels, at most
@@ -52,12 +52,12 @@ type Snapshot struct {
 	// locate's last publish (ErrInPlace). The caller promises that the
 	// kept levels are still the book's; 0 (the default) rewrites the side.
 	BidFrom, AskFrom int
-	BidLevels       uint32  // price levels in the full book
-	AskLevels       uint32
-	LastTradePrice  uint32
-	LastTradeShares uint64
-	Volume          uint64
-	Messages        uint64
+	BidLevels        uint32 // price levels in the full book
+	AskLevels        uint32
+	LastTradePrice   uint32
+	LastTradeShares  uint64
+	Volume           uint64
+	Messages         uint64
 }
 
 // TradingState converts the ITCH Stock Trading Action state ('H', 'P', 'Q',
