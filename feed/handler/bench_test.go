@@ -303,7 +303,7 @@ func BenchmarkApplyPublish(b *testing.B) {
 }
 
 // dayMessages splits packets into their messages.
-func dayMessages(b *testing.B, pkts [][]byte) [][][]byte {
+func dayMessages(b testing.TB, pkts [][]byte) [][][]byte {
 	var msgs [][][]byte
 	for _, raw := range pkts {
 		p, err := moldudp64.Parse(raw)

@@ -15,6 +15,12 @@ import (
 // every changed book once, in its latest state: a burst of updates to one
 // instrument is conflated into one snapshot, never a stale one.
 //
+// A publish rewrites the slot in place: besides the snapshot's fields, only
+// the levels from the first rank that changed on each side since the book's
+// last publish (book.Book.ChangedFrom, shm.Snapshot.BidFrom). The first
+// publish of a book, a market-wide republish (MarkAllDirty, SetStale) and
+// the publish after a failed one rewrite every level.
+//
 // The pipeline's shards and `feedhandler replay --shm` both use it. It
 // allocates nothing after NewPublisher.
 type Publisher struct {
@@ -27,15 +33,15 @@ type Publisher struct {
 	dirtyAll   bool     // a market-wide change: republish every book
 	stale      bool     // books may be missing messages (an unrecovered gap)
 	registered []bool   // by locate: announced to the shm writer
+	inPlace    []bool   // by locate: the slot holds the book as of its last ClearChanged
+	rewriteAll bool     // every publish rewrites every level (the reference of the in-place tests)
 
 	lastSeq []uint64 // by locate
 	lastRx  []int64  // by locate
 	msgs    []uint64 // by locate
 
 	snap     shm.Snapshot
-	bids     []shm.Level // bookBids seen as shm levels (shmLevels), not a copy
-	asks     []shm.Level
-	bookBids []book.Level
+	bookBids []book.Level // the levels to write; Publish reads them as shm levels (shmLevels)
 	bookAsks []book.Level
 
 	Published, Errors uint64
@@ -47,7 +53,7 @@ func NewPublisher(w *shm.Writer, books *book.Books, depth int) *Publisher {
 	const n = 1 << 16
 	return &Publisher{
 		w: w, books: books, depth: depth,
-		isDirty: make([]bool, n), registered: make([]bool, n),
+		isDirty: make([]bool, n), registered: make([]bool, n), inPlace: make([]bool, n),
 		lastSeq: make([]uint64, n), lastRx: make([]int64, n), msgs: make([]uint64, n),
 		dirty:    make([]uint16, 0, 4096),
 		bookBids: make([]book.Level, 0, depth),
@@ -90,7 +96,8 @@ func (p *Publisher) MarkAllDirty() { p.dirtyAll = true }
 
 // Flush publishes every book changed since the last Flush.
 func (p *Publisher) Flush() {
-	if p.dirtyAll {
+	all := p.dirtyAll
+	if all {
 		p.dirtyAll = false
 		for b := range p.books.All() {
 			if loc := b.Locate(); !p.isDirty[loc] {
@@ -109,13 +116,15 @@ func (p *Publisher) Flush() {
 	for _, loc := range p.dirty {
 		p.isDirty[loc] = false
 		if b := p.books.Book(loc); b != nil {
-			p.publish(b)
+			p.publish(b, all)
 		}
 	}
 	p.dirty = p.dirty[:0]
 }
 
-func (p *Publisher) publish(b *book.Book) {
+// publish writes b's snapshot; full rewrites every level, else the slot
+// is rewritten in place from the first rank that changed.
+func (p *Publisher) publish(b *book.Book, full bool) {
 	loc := b.Locate()
 	if !p.registered[loc] {
 		if err := p.w.Register(loc, b.Name()); err != nil {
@@ -142,21 +151,30 @@ func (p *Publisher) publish(b *book.Book) {
 		sn.Flags |= bookfb.FlagsOperationalHalt
 	}
 	sn.SystemEvent, _ = p.books.SystemEvent()
-	p.bookBids = b.AppendDepth(book.Bid, p.bookBids[:0], p.depth)
-	p.bookAsks = b.AppendDepth(book.Ask, p.bookAsks[:0], p.depth)
-	p.bids, p.asks = shmLevels(p.bookBids), shmLevels(p.bookAsks)
-	if len(p.bids) > 0 && len(p.asks) > 0 && p.bids[0].Price >= p.asks[0].Price {
-		sn.Flags |= bookfb.FlagsCrossed
+	bidFrom, askFrom := 0, 0
+	if !full && !p.rewriteAll && p.inPlace[loc] {
+		bidFrom, askFrom = b.ChangedFrom(book.Bid, p.depth), b.ChangedFrom(book.Ask, p.depth)
 	}
-	sn.Bids, sn.Asks = p.bids, p.asks
+	p.bookBids = b.AppendRanks(book.Bid, p.bookBids[:0], bidFrom, p.depth)
+	p.bookAsks = b.AppendRanks(book.Ask, p.bookAsks[:0], askFrom, p.depth)
+	if bid, ok := b.Best(book.Bid); ok {
+		if ask, ok := b.Best(book.Ask); ok && bid.Price >= ask.Price {
+			sn.Flags |= bookfb.FlagsCrossed
+		}
+	}
+	sn.Bids, sn.Asks = shmLevels(p.bookBids), shmLevels(p.bookAsks)
+	sn.BidFrom, sn.AskFrom = bidFrom, askFrom
 	sn.BidLevels = uint32(b.Levels(book.Bid))
 	sn.AskLevels = uint32(b.Levels(book.Ask))
 	sn.LastTradePrice, sn.LastTradeShares, sn.Volume = b.Last()
 	sn.Messages = p.msgs[loc]
 	if err := p.w.Publish(sn); err != nil {
 		p.Errors++
+		p.inPlace[loc] = false // the next publish rewrites every level
 		return
 	}
+	b.ClearChanged()
+	p.inPlace[loc] = true
 	p.Published++
 }
 
