@@ -284,21 +284,29 @@ func benchPaced(b *testing.B, mode Mode, shards []int) {
 // after every packet what it changed (conflated: each changed book once),
 // as a run-to-completion batch of one packet does; publish is the
 // difference. Per depth: ns per published book, apply and publish ns per
-// packet.
+// packet, and the levels written per published book (both sides). The
+// symbols=5000 cases run a day of as many messages over 5000 instruments,
+// where books and slots no longer stay in the caches.
 func BenchmarkApplyPublish(b *testing.B) {
-	msgs := dayMessages(b, dayPacketsSized(b, 400_000, 300))
-	for _, depth := range []int{1, 5, 10, 20} {
-		b.Run(fmt.Sprintf("depth=%d", depth), func(b *testing.B) {
-			c := newApplyPublishCost(b, depth)
-			b.ReportAllocs()
-			for b.Loop() {
-				c.measure(b, msgs)
-			}
-			b.ReportMetric(c.perBook(), "ns/book")
-			b.ReportMetric(float64(c.published)/float64(c.packets), "books/pkt")
-			b.ReportMetric(c.publishPerPacket(), "publish-ns/pkt")
-			b.ReportMetric(c.applyPerPacket(), "apply-ns/pkt")
-		})
+	for _, day := range []struct {
+		name    string
+		symbols int
+	}{{"", 50}, {"symbols=5000/", 5000}} {
+		msgs := dayMessages(b, dayPacketsSymbols(b, 400_000, 300, day.symbols))
+		for _, depth := range []int{1, 5, 10, 20} {
+			b.Run(fmt.Sprintf("%sdepth=%d", day.name, depth), func(b *testing.B) {
+				c := newApplyPublishCostN(b, depth, day.symbols)
+				b.ReportAllocs()
+				for b.Loop() {
+					c.measure(b, msgs)
+				}
+				b.ReportMetric(c.perBook(), "ns/book")
+				b.ReportMetric(float64(c.published)/float64(c.packets), "books/pkt")
+				b.ReportMetric(c.publishPerPacket(), "publish-ns/pkt")
+				b.ReportMetric(c.applyPerPacket(), "apply-ns/pkt")
+				b.ReportMetric(float64(c.pub.written)/float64(c.pub.Published), "levels/book")
+			})
+		}
 	}
 }
 
@@ -330,13 +338,20 @@ type applyPublishCost struct {
 }
 
 func newApplyPublishCost(b *testing.B, depth int) *applyPublishCost {
+	return newApplyPublishCostN(b, depth, 50)
+}
+
+// newApplyPublishCostN sizes the books and the feed for a day of symbols
+// instruments.
+func newApplyPublishCostN(b *testing.B, depth, symbols int) *applyPublishCost {
 	name := fmt.Sprintf("fhbenchap-%d", os.Getpid())
-	w, err := shm.Create(shm.Config{Name: name, Instruments: 1024, Depth: depth, SingleWriter: true})
+	locates := max(1024, symbols+1)
+	w, err := shm.Create(shm.Config{Name: name, Instruments: locates, Depth: depth, SingleWriter: true})
 	if err != nil {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { w.Close(); shm.Remove(name) })
-	bcfg := book.Config{MaxOrders: 1 << 18, MaxLocates: 1024, MaxLevels: 1 << 16}
+	bcfg := book.Config{MaxOrders: 1 << 18, MaxLocates: locates, MaxLevels: 1 << 17}
 	bsA, errA := book.New(bcfg)
 	bsP, errP := book.New(bcfg)
 	if errA != nil || errP != nil {

@@ -35,6 +35,7 @@ type Publisher struct {
 	registered []bool   // by locate: announced to the shm writer
 	inPlace    []bool   // by locate: the slot holds the book as of its last ClearChanged
 	rewriteAll bool     // every publish rewrites every level (the reference of the in-place tests)
+	written    uint64   // levels written, both sides (BenchmarkApplyPublish's levels/book)
 
 	lastSeq []uint64 // by locate
 	lastRx  []int64  // by locate
@@ -175,6 +176,7 @@ func (p *Publisher) publish(b *book.Book, full bool) {
 	}
 	b.ClearChanged()
 	p.inPlace[loc] = true
+	p.written += uint64(len(p.bookBids) + len(p.bookAsks))
 	p.Published++
 }
 
