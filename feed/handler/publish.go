@@ -28,18 +28,12 @@ type Publisher struct {
 	books *book.Books
 	depth int
 
-	dirty      []uint16 // locates changed since the last Flush
-	isDirty    []bool   // by locate
-	dirtyAll   bool     // a market-wide change: republish every book
-	stale      bool     // books may be missing messages (an unrecovered gap)
-	registered []bool   // by locate: announced to the shm writer
-	inPlace    []bool   // by locate: the slot holds the book as of its last ClearChanged
-	rewriteAll bool     // every publish rewrites every level (the reference of the in-place tests)
-	written    uint64   // levels written, both sides (BenchmarkApplyPublish's levels/book)
-
-	lastSeq []uint64 // by locate
-	lastRx  []int64  // by locate
-	msgs    []uint64 // by locate
+	dirty      []uint16   // locates changed since the last Flush
+	locs       []locState // by locate
+	dirtyAll   bool       // a market-wide change: republish every book
+	stale      bool       // books may be missing messages (an unrecovered gap)
+	rewriteAll bool       // every publish rewrites every level (the reference of the in-place tests)
+	written    uint64     // levels written, both sides (BenchmarkApplyPublish's levels/book)
 
 	snap     shm.Snapshot
 	bookBids []book.Level // the levels to write; Publish reads them as shm levels (shmLevels)
@@ -49,14 +43,24 @@ type Publisher struct {
 	Books             int // instruments registered with the shm writer
 }
 
+// locState is what the Publisher keeps per locate, in one 32-byte entry:
+// a message and a publish touch one cache line of it.
+type locState struct {
+	seq        uint64 // sequence number of the last message applied
+	rx         int64  // its receive time
+	msgs       uint64 // messages applied
+	dirty      bool   // in Publisher.dirty
+	registered bool   // announced to the shm writer
+	inPlace    bool   // the slot holds the book as of its last ClearChanged
+}
+
 // NewPublisher returns a Publisher of books into w, depth levels per side.
 func NewPublisher(w *shm.Writer, books *book.Books, depth int) *Publisher {
 	const n = 1 << 16
 	return &Publisher{
 		w: w, books: books, depth: depth,
-		isDirty: make([]bool, n), registered: make([]bool, n), inPlace: make([]bool, n),
-		lastSeq: make([]uint64, n), lastRx: make([]int64, n), msgs: make([]uint64, n),
-		dirty:    make([]uint16, 0, 4096),
+		locs:     make([]locState, n),
+		dirty:    make([]uint16, 0, n),
 		bookBids: make([]book.Level, 0, depth),
 		bookAsks: make([]book.Level, 0, depth),
 	}
@@ -65,10 +69,11 @@ func NewPublisher(w *shm.Writer, books *book.Books, depth int) *Publisher {
 // Applied records what book.Books.Apply returned for a message with
 // sequence number seq received at rxTime.
 func (p *Publisher) Applied(loc uint16, changed bool, seq uint64, rxTime int64) {
+	st := &p.locs[loc]
 	if loc != 0 {
-		p.lastSeq[loc] = seq
-		p.lastRx[loc] = rxTime
-		p.msgs[loc]++
+		st.seq = seq
+		st.rx = rxTime
+		st.msgs++
 	}
 	if !changed {
 		return
@@ -77,8 +82,8 @@ func (p *Publisher) Applied(loc uint16, changed bool, seq uint64, rxTime int64) 
 		p.dirtyAll = true
 		return
 	}
-	if !p.isDirty[loc] {
-		p.isDirty[loc] = true
+	if !st.dirty {
+		st.dirty = true
 		p.dirty = append(p.dirty, loc)
 	}
 }
@@ -101,8 +106,8 @@ func (p *Publisher) Flush() {
 	if all {
 		p.dirtyAll = false
 		for b := range p.books.All() {
-			if loc := b.Locate(); !p.isDirty[loc] {
-				p.isDirty[loc] = true
+			if loc := b.Locate(); !p.locs[loc].dirty {
+				p.locs[loc].dirty = true
 				p.dirty = append(p.dirty, loc)
 			}
 		}
@@ -115,7 +120,7 @@ func (p *Publisher) Flush() {
 	// building a small snapshot).
 	p.snap.PublishTime = time.Now().UnixNano()
 	for _, loc := range p.dirty {
-		p.isDirty[loc] = false
+		p.locs[loc].dirty = false
 		if b := p.books.Book(loc); b != nil {
 			p.publish(b, all)
 		}
@@ -127,19 +132,20 @@ func (p *Publisher) Flush() {
 // is rewritten in place from the first rank that changed.
 func (p *Publisher) publish(b *book.Book, full bool) {
 	loc := b.Locate()
-	if !p.registered[loc] {
+	st := &p.locs[loc]
+	if !st.registered {
 		if err := p.w.Register(loc, b.Name()); err != nil {
 			p.Errors++
 			return
 		}
-		p.registered[loc] = true
+		st.registered = true
 		p.Books++
 	}
 	sn := &p.snap
 	sn.Locate = loc
-	sn.Seq = p.lastSeq[loc]
+	sn.Seq = st.seq
 	sn.ExchangeTime = b.Timestamp()
-	sn.ReceiveTime = p.lastRx[loc]
+	sn.ReceiveTime = st.rx
 	sn.State = shm.TradingState(b.TradingState())
 	sn.Flags = 0
 	if p.stale {
@@ -153,7 +159,7 @@ func (p *Publisher) publish(b *book.Book, full bool) {
 	}
 	sn.SystemEvent, _ = p.books.SystemEvent()
 	bidFrom, askFrom := 0, 0
-	if !full && !p.rewriteAll && p.inPlace[loc] {
+	if !full && !p.rewriteAll && st.inPlace {
 		bidFrom, askFrom = b.ChangedFrom(book.Bid, p.depth), b.ChangedFrom(book.Ask, p.depth)
 	}
 	p.bookBids = b.AppendRanks(book.Bid, p.bookBids[:0], bidFrom, p.depth)
@@ -168,14 +174,14 @@ func (p *Publisher) publish(b *book.Book, full bool) {
 	sn.BidLevels = uint32(b.Levels(book.Bid))
 	sn.AskLevels = uint32(b.Levels(book.Ask))
 	sn.LastTradePrice, sn.LastTradeShares, sn.Volume = b.Last()
-	sn.Messages = p.msgs[loc]
+	sn.Messages = st.msgs
 	if err := p.w.Publish(sn); err != nil {
 		p.Errors++
-		p.inPlace[loc] = false // the next publish rewrites every level
+		st.inPlace = false // the next publish rewrites every level
 		return
 	}
 	b.ClearChanged()
-	p.inPlace[loc] = true
+	st.inPlace = true
 	p.written += uint64(len(p.bookBids) + len(p.bookAsks))
 	p.Published++
 }

@@ -8,6 +8,7 @@ import (
 	"os"
 	"slices"
 	"testing"
+	"unsafe"
 
 	"github.com/marketfeed/feedhandler/book"
 	"github.com/marketfeed/feedhandler/feed/itch"
@@ -245,4 +246,12 @@ func randomStream(p *inPlacePair, n int, seed uint64) {
 		}
 	}
 	p.flush()
+}
+
+// TestLocStateSize: a message and a publish touch one cache line of the
+// Publisher's per-locate state.
+func TestLocStateSize(t *testing.T) {
+	if s := unsafe.Sizeof(locState{}); s != 32 {
+		t.Fatalf("locState is %d bytes, want 32", s)
+	}
 }
