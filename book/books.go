@@ -110,9 +110,9 @@ type Books struct {
 	levelFree int32      // first free level below levelUsed, linked through head; none when none
 	trades    []tradeRec // the last trades by match number, for broken trades
 	tradeMask uint64
-	ladders   ladders     // the rung arrays of every book's ladders
-	touched   [][2]uint64 // by locate and side: 1 + the best key changed since ClearChanged, 0 none (changed.go)
+	ladders   ladders // the rung arrays of every book's ladders
 	stats     Stats
+	changed   Changed // levels changed since TakeChanged (changed.go)
 	err       error
 	broken    uint64 // broken trades without a locate
 	event     byte   // last system event code
@@ -140,14 +140,12 @@ func New(cfg Config) (*Books, error) {
 		tradeMask: uint64(cfg.TradeMemory - 1),
 		ladders:   ladders{mem: make([]rung, ladderRungs(cfg.MaxLevels))},
 		levels:    make([]priceLevel, cfg.MaxLevels),
-		touched:   make([][2]uint64, cfg.MaxLocates+1),
 	}
 	prepare(bs.orders)
 	prepare(bs.ovf)
 	prepare(bs.trades)
 	prepare(bs.ladders.mem)
 	prepare(bs.levels)
-	prepare(bs.touched)
 	bs.Reset()
 	return bs, nil
 }
@@ -168,12 +166,12 @@ func (bs *Books) Reset() {
 	for i := range bs.books {
 		b := &bs.books[i]
 		*b = Book{bs: bs, locate: uint16(i), sides: [2][]rung{b.sides[0][:0], b.sides[1][:0]}}
-		bs.touched[i] = [2]uint64{touchedAll, touchedAll}
 	}
 	bs.stats = Stats{}
 	bs.err = nil
 	bs.event, bs.eventTime = 0, 0
 	bs.broken = 0
+	bs.changed = Changed{}
 }
 
 // Stats returns a copy of the counters.
@@ -395,7 +393,7 @@ func (bs *Books) add(b *Book, ref uint64, side Side, shares, price uint32) bool 
 	l.tail = oi
 	l.orders++
 	l.shares += uint64(shares)
-	bs.touch(b.locate, side, key)
+	bs.touch(side, key)
 	b.orders++
 	bs.stats.Orders++
 	// References grow through the day: start loading the home slot of a
@@ -524,7 +522,7 @@ func (bs *Books) remove(b *Book, oi int32) {
 	l.orders--
 	l.shares -= uint64(o.shares)
 	o.shares = 0
-	bs.touch(b.locate, o.side, l.key)
+	bs.touch(o.side, l.key)
 	if uint64(oi) > bs.homeMask {
 		slot, _ := bs.ovfProbe(o.ref)
 		bs.ovfDelete(slot)
@@ -569,7 +567,7 @@ func (bs *Books) reduce(b *Book, oi int32, shares uint32, over *uint64) {
 		o.shares -= shares
 		l := &bs.levels[o.level]
 		l.shares -= uint64(shares)
-		bs.touch(b.locate, o.side, l.key)
+		bs.touch(o.side, l.key)
 	case shares == o.shares:
 		bs.remove(b, oi)
 	default:

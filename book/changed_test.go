@@ -9,10 +9,11 @@ import (
 )
 
 // TestChangedFrom drives random adds, executes, cancels, deletes and
-// replaces (prices on a narrow grid, so levels fill, empty and shift) and
-// checks after every message that the levels ranked above ChangedFrom are
-// the ones the book had at the last ClearChanged, for several depths; a
-// Reset makes everything changed.
+// replaces (prices on a narrow grid, so levels fill, empty and shift),
+// takes the marks after every message and merges them per book, as a
+// publisher does, and checks that the levels ranked above ChangedFrom are
+// the ones the book had at its last "publish", for several depths, also
+// across a Reset (a GLIMPSE rebuild) with no mark of its own.
 func TestChangedFrom(t *testing.T) {
 	const maxDepth = 20
 	bs, err := New(Config{MaxOrders: 4096, MaxLocates: 4, MaxLevels: 1024})
@@ -20,7 +21,11 @@ func TestChangedFrom(t *testing.T) {
 		t.Fatal(err)
 	}
 	rng := rand.New(rand.NewPCG(7, 11))
-	var kept [2][4][]Level // by side and locate: the top levels at ClearChanged
+	var kept [2][4][]Level // by side and locate: the top levels at the last publish
+	var marks [4]Changed   // by locate: merged since the last publish
+	for i := range marks {
+		marks[i] = Changed{ChangedAll, ChangedAll}
+	}
 	announce := func() {
 		for loc := uint16(1); loc <= 3; loc++ {
 			bs.Announce(loc, itch.NewSymbol("S"))
@@ -65,11 +70,15 @@ func TestChangedFrom(t *testing.T) {
 				ref++
 			}
 		}
+		marks[loc].Merge(bs.TakeChanged())
+		if c := bs.TakeChanged(); c != (Changed{}) {
+			t.Fatalf("TakeChanged did not clear: %v", c)
+		}
 		b := bs.Book(loc)
 		for side := Bid; side <= Ask; side++ {
 			now := b.AppendDepth(side, nil, maxDepth)
 			for _, n := range []int{1, 5, 10, 20} {
-				r := b.ChangedFrom(side, n)
+				r := b.ChangedFrom(side, marks[loc], n)
 				if r > min(n, len(now)) {
 					t.Fatalf("msg %d locate %d %v depth %d: ChangedFrom %d beyond %d levels", i, loc, side, n, r, len(now))
 				}
@@ -83,24 +92,22 @@ func TestChangedFrom(t *testing.T) {
 			}
 		}
 		if rng.IntN(4) == 0 { // publish: the book's levels are what readers hold
-			b.ClearChanged()
+			marks[loc] = Changed{}
 			for side := Bid; side <= Ask; side++ {
 				kept[side][loc] = b.AppendDepth(side, kept[side][loc][:0], maxDepth)
-				if r := b.ChangedFrom(side, maxDepth); r != len(kept[side][loc]) {
-					t.Fatalf("after ClearChanged: ChangedFrom %d, %d levels", r, len(kept[side][loc]))
+				if r := b.ChangedFrom(side, marks[loc], maxDepth); r != len(kept[side][loc]) {
+					t.Fatalf("nothing changed: ChangedFrom %d, %d levels", r, len(kept[side][loc]))
 				}
 			}
 		}
 		if i%50_000 == 49_999 { // a GLIMPSE rebuild starts from empty books
+			bs.AddOrder(1, ref, Bid, 1, 1) // a mark that Reset drops
+			ref++
 			bs.Reset()
 			announce()
 			live = live[:0]
-			for loc := uint16(1); loc <= 3; loc++ {
-				for side := Bid; side <= Ask; side++ {
-					if r := bs.Book(loc).ChangedFrom(side, maxDepth); r != 0 {
-						t.Fatalf("after Reset: ChangedFrom %d", r)
-					}
-				}
+			if c := bs.TakeChanged(); c != (Changed{}) {
+				t.Fatalf("Reset left marks %v", c)
 			}
 		}
 	}
@@ -108,4 +115,30 @@ func TestChangedFrom(t *testing.T) {
 		t.Fatalf("only %d checks with a partial rewrite: the stream does not exercise ChangedFrom", shifted)
 	}
 	t.Logf("%d checks kept some but not all levels", shifted)
+}
+
+// TestChangedExtremeKeys: the best possible keys (bid price ^0, ask price
+// 0) saturate to ChangedAll, which still means rank 0.
+func TestChangedExtremeKeys(t *testing.T) {
+	bs, err := New(Config{MaxOrders: 64, MaxLocates: 4, MaxLevels: 64})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bs.Announce(1, itch.NewSymbol("X"))
+	bs.AddOrder(1, 1, Bid, 10, 100)
+	bs.AddOrder(1, 2, Bid, 10, ^uint32(0))
+	bs.AddOrder(1, 3, Ask, 10, 0)
+	bs.AddOrder(1, 4, Ask, 10, 50)
+	bs.TakeChanged()
+	bs.Cancel(1, 2, 1)
+	bs.Cancel(1, 3, 1)
+	c := bs.TakeChanged()
+	if c != (Changed{ChangedAll, ChangedAll}) {
+		t.Fatalf("marks %v, want both ChangedAll", c)
+	}
+	for side := Bid; side <= Ask; side++ {
+		if r := bs.Book(1).ChangedFrom(side, c, 10); r != 0 {
+			t.Errorf("%v: ChangedFrom %d, want 0", side, r)
+		}
+	}
 }

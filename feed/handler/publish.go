@@ -17,9 +17,13 @@ import (
 //
 // A publish rewrites the slot in place: besides the snapshot's fields, only
 // the levels from the first rank that changed on each side since the book's
-// last publish (book.Book.ChangedFrom, shm.Snapshot.BidFrom). The first
-// publish of a book, a market-wide republish (MarkAllDirty, SetStale) and
-// the publish after a failed one rewrite every level.
+// last publish: after each message it takes the book's marks of the
+// levels changed (book.Books.TakeChanged) and merges them per locate; at
+// the publish, book.Book.ChangedFrom turns them into ranks
+// (shm.Snapshot.BidFrom, AskFrom). The first publish of a book, a
+// market-wide republish (MarkAllDirty, SetStale) and the publish after a
+// failed one rewrite every level. After a Books.Reset every level of a
+// book is new, hence marked, and rewritten.
 //
 // The pipeline's shards and `feedhandler replay --shm` both use it. It
 // allocates nothing after NewPublisher.
@@ -30,6 +34,7 @@ type Publisher struct {
 
 	dirty      []uint16   // locates changed since the last Flush
 	locs       []locState // by locate
+	flags      []uint8    // by locate: flagDirty, flagRegistered, flagInPlace
 	dirtyAll   bool       // a market-wide change: republish every book
 	stale      bool       // books may be missing messages (an unrecovered gap)
 	rewriteAll bool       // every publish rewrites every level (the reference of the in-place tests)
@@ -46,13 +51,17 @@ type Publisher struct {
 // locState is what the Publisher keeps per locate, in one 32-byte entry:
 // a message and a publish touch one cache line of it.
 type locState struct {
-	seq        uint64 // sequence number of the last message applied
-	rx         int64  // its receive time
-	msgs       uint64 // messages applied
-	dirty      bool   // in Publisher.dirty
-	registered bool   // announced to the shm writer
-	inPlace    bool   // the slot holds the book as of its last ClearChanged
+	seq     uint64       // sequence number of the last message applied
+	rx      int64        // its receive time
+	msgs    uint64       // messages applied
+	changed book.Changed // levels changed since the last publish
 }
+
+const (
+	flagDirty      = 1 << iota // in Publisher.dirty
+	flagRegistered             // announced to the shm writer
+	flagInPlace                // the slot holds the book as of its last publish, but for changed
+)
 
 // NewPublisher returns a Publisher of books into w, depth levels per side.
 func NewPublisher(w *shm.Writer, books *book.Books, depth int) *Publisher {
@@ -60,6 +69,7 @@ func NewPublisher(w *shm.Writer, books *book.Books, depth int) *Publisher {
 	return &Publisher{
 		w: w, books: books, depth: depth,
 		locs:     make([]locState, n),
+		flags:    make([]uint8, n),
 		dirty:    make([]uint16, 0, n),
 		bookBids: make([]book.Level, 0, depth),
 		bookAsks: make([]book.Level, 0, depth),
@@ -69,21 +79,19 @@ func NewPublisher(w *shm.Writer, books *book.Books, depth int) *Publisher {
 // Applied records what book.Books.Apply returned for a message with
 // sequence number seq received at rxTime.
 func (p *Publisher) Applied(loc uint16, changed bool, seq uint64, rxTime int64) {
-	st := &p.locs[loc]
-	if loc != 0 {
-		st.seq = seq
-		st.rx = rxTime
-		st.msgs++
-	}
-	if !changed {
-		return
-	}
 	if loc == 0 {
-		p.dirtyAll = true
+		if changed {
+			p.dirtyAll = true
+		}
 		return
 	}
-	if !st.dirty {
-		st.dirty = true
+	st := &p.locs[loc]
+	st.seq = seq
+	st.rx = rxTime
+	st.msgs++
+	st.changed.Merge(p.books.TakeChanged())
+	if changed && p.flags[loc]&flagDirty == 0 {
+		p.flags[loc] |= flagDirty
 		p.dirty = append(p.dirty, loc)
 	}
 }
@@ -106,8 +114,8 @@ func (p *Publisher) Flush() {
 	if all {
 		p.dirtyAll = false
 		for b := range p.books.All() {
-			if loc := b.Locate(); !p.locs[loc].dirty {
-				p.locs[loc].dirty = true
+			if loc := b.Locate(); p.flags[loc]&flagDirty == 0 {
+				p.flags[loc] |= flagDirty
 				p.dirty = append(p.dirty, loc)
 			}
 		}
@@ -120,7 +128,7 @@ func (p *Publisher) Flush() {
 	// building a small snapshot).
 	p.snap.PublishTime = time.Now().UnixNano()
 	for _, loc := range p.dirty {
-		p.locs[loc].dirty = false
+		p.flags[loc] &^= flagDirty
 		if b := p.books.Book(loc); b != nil {
 			p.publish(b, all)
 		}
@@ -133,12 +141,12 @@ func (p *Publisher) Flush() {
 func (p *Publisher) publish(b *book.Book, full bool) {
 	loc := b.Locate()
 	st := &p.locs[loc]
-	if !st.registered {
+	if p.flags[loc]&flagRegistered == 0 {
 		if err := p.w.Register(loc, b.Name()); err != nil {
 			p.Errors++
 			return
 		}
-		st.registered = true
+		p.flags[loc] |= flagRegistered
 		p.Books++
 	}
 	sn := &p.snap
@@ -159,8 +167,8 @@ func (p *Publisher) publish(b *book.Book, full bool) {
 	}
 	sn.SystemEvent, _ = p.books.SystemEvent()
 	bidFrom, askFrom := 0, 0
-	if !full && !p.rewriteAll && st.inPlace {
-		bidFrom, askFrom = b.ChangedFrom(book.Bid, p.depth), b.ChangedFrom(book.Ask, p.depth)
+	if !full && !p.rewriteAll && p.flags[loc]&flagInPlace != 0 {
+		bidFrom, askFrom = b.ChangedFrom(book.Bid, st.changed, p.depth), b.ChangedFrom(book.Ask, st.changed, p.depth)
 	}
 	p.bookBids = b.AppendRanks(book.Bid, p.bookBids[:0], bidFrom, p.depth)
 	p.bookAsks = b.AppendRanks(book.Ask, p.bookAsks[:0], askFrom, p.depth)
@@ -177,11 +185,11 @@ func (p *Publisher) publish(b *book.Book, full bool) {
 	sn.Messages = st.msgs
 	if err := p.w.Publish(sn); err != nil {
 		p.Errors++
-		st.inPlace = false // the next publish rewrites every level
+		p.flags[loc] &^= flagInPlace // the next publish rewrites every level
 		return
 	}
-	b.ClearChanged()
-	st.inPlace = true
+	st.changed = book.Changed{}
+	p.flags[loc] |= flagInPlace
 	p.written += uint64(len(p.bookBids) + len(p.bookAsks))
 	p.Published++
 }

@@ -84,7 +84,7 @@ func (p *inPlacePair) flush() {
 	t := p.t
 	for b := range p.bs.All() {
 		for side := book.Bid; side <= book.Ask; side++ {
-			if r := b.ChangedFrom(side, p.depth); r > 0 && r < min(p.depth, b.Levels(side)) {
+			if r := b.ChangedFrom(side, p.pub.locs[b.Locate()].changed, p.depth); r > 0 && r < min(p.depth, b.Levels(side)) {
 				p.partial++
 			}
 		}
@@ -201,16 +201,26 @@ func TestPublishInPlaceMatchesFullRewrite(t *testing.T) {
 }
 
 // randomStream applies n random order messages to p's books, four
-// instruments, prices on a grid of 40 ticks, flushing every 1 to 6.
+// instruments, prices on a grid of 40 ticks, flushing every 1 to 6. Halfway
+// it resets the books (a new day) and goes on without MarkAllDirty.
 func randomStream(p *inPlacePair, n int, seed uint64) {
 	rng := rand.New(rand.NewPCG(seed, 3))
-	for loc := uint16(1); loc <= 4; loc++ {
-		p.do(loc, 0, func(bs *book.Books) bool { return bs.Announce(loc, itch.NewSymbol(fmt.Sprint("R", loc))) })
+	announce := func() {
+		for loc := uint16(1); loc <= 4; loc++ {
+			p.do(loc, 0, func(bs *book.Books) bool { return bs.Announce(loc, itch.NewSymbol(fmt.Sprint("R", loc))) })
+		}
 	}
+	announce()
 	var live []uint64
 	ref := uint64(1)
 	for i := 0; i < n; i++ {
 		seq := uint64(i)
+		if i == n/2 {
+			p.bs.Reset()
+			p.bsFull.Reset()
+			announce()
+			live = live[:0]
+		}
 		if len(live) == 0 || rng.IntN(100) < 45 {
 			loc, side := uint16(1+rng.IntN(4)), book.Side(rng.IntN(2))
 			shares, price := uint32(1+rng.IntN(500)), uint32(10_000+100*rng.IntN(40))
