@@ -77,8 +77,11 @@ func NewPublisher(w *shm.Writer, books *book.Books, depth int) *Publisher {
 }
 
 // Applied records what book.Books.Apply returned for a message with
-// sequence number seq received at rxTime.
+// sequence number seq received at rxTime. Call it after every Apply (or
+// order method) on the Publisher's Books, before the next: it takes the
+// marks of the levels the message changed (Books.TakeChanged).
 func (p *Publisher) Applied(loc uint16, changed bool, seq uint64, rxTime int64) {
+	marks := p.books.TakeChanged()
 	if loc == 0 {
 		if changed {
 			p.dirtyAll = true
@@ -89,7 +92,7 @@ func (p *Publisher) Applied(loc uint16, changed bool, seq uint64, rxTime int64) 
 	st.seq = seq
 	st.rx = rxTime
 	st.msgs++
-	st.changed.Merge(p.books.TakeChanged())
+	st.changed.Merge(marks)
 	if changed && p.flags[loc]&flagDirty == 0 {
 		p.flags[loc] |= flagDirty
 		p.dirty = append(p.dirty, loc)
