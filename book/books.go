@@ -112,7 +112,6 @@ type Books struct {
 	tradeMask uint64
 	ladders   ladders // the rung arrays of every book's ladders
 	stats     Stats
-	changed   Changed // levels changed since TakeChanged (changed.go)
 	err       error
 	broken    uint64 // broken trades without a locate
 	event     byte   // last system event code
@@ -171,7 +170,6 @@ func (bs *Books) Reset() {
 	bs.err = nil
 	bs.event, bs.eventTime = 0, 0
 	bs.broken = 0
-	bs.changed = Changed{}
 }
 
 // Stats returns a copy of the counters.
@@ -393,7 +391,6 @@ func (bs *Books) add(b *Book, ref uint64, side Side, shares, price uint32) bool 
 	l.tail = oi
 	l.orders++
 	l.shares += uint64(shares)
-	bs.touch(side, key)
 	b.orders++
 	bs.stats.Orders++
 	// References grow through the day: start loading the home slot of a
@@ -522,7 +519,6 @@ func (bs *Books) remove(b *Book, oi int32) {
 	l.orders--
 	l.shares -= uint64(o.shares)
 	o.shares = 0
-	bs.touch(o.side, l.key)
 	if uint64(oi) > bs.homeMask {
 		slot, _ := bs.ovfProbe(o.ref)
 		bs.ovfDelete(slot)
@@ -565,9 +561,7 @@ func (bs *Books) reduce(b *Book, oi int32, shares uint32, over *uint64) {
 	switch {
 	case shares < o.shares:
 		o.shares -= shares
-		l := &bs.levels[o.level]
-		l.shares -= uint64(shares)
-		bs.touch(o.side, l.key)
+		bs.levels[o.level].shares -= uint64(shares)
 	case shares == o.shares:
 		bs.remove(b, oi)
 	default:

@@ -284,7 +284,7 @@ func benchPaced(b *testing.B, mode Mode, shards []int) {
 // after every packet what it changed (conflated: each changed book once),
 // as a run-to-completion batch of one packet does; publish is the
 // difference. Per depth: ns per published book, apply and publish ns per
-// packet, and the levels written per published book (both sides). The
+// packet. The
 // cpu- figures are the thread's CPU time instead of wall time (so not the
 // time other processes took the core, on a shared machine): the
 // apply-and-publish pass per packet, and less the apply pass. The
@@ -310,7 +310,6 @@ func BenchmarkApplyPublish(b *testing.B) {
 				apply, both := c.cpuPerPacket()
 				b.ReportMetric(both, "cpu-both-ns/pkt")
 				b.ReportMetric(both-apply, "cpu-publish-ns/pkt")
-				b.ReportMetric(float64(c.pub.written)/float64(c.pub.Published), "levels/book")
 			})
 		}
 	}

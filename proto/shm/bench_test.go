@@ -40,10 +40,10 @@ func BenchmarkEncodeDirect(b *testing.B) {
 	s := newSnapshot(depth)
 	fillSnapshot(s, 1, 40, depth)
 	s.Bids, s.Asks = s.Bids[:depth], s.Asks[:depth]
-	writePrefix(buf, 1, []byte("AAPL"), depth)
+	writePrefix(buf, 1, []byte("AAPL"))
 	b.ReportAllocs()
 	for b.Loop() {
-		writeSnapshot(buf, s, depth, 1)
+		writeSnapshot(buf, s, 4, 1)
 	}
 }
 

@@ -268,7 +268,7 @@ func TestCppLifecycle(t *testing.T) {
 		// A bid count beyond the depth: the accessors would read past the
 		// copy. Both readers refuse it.
 		data := w.m.slotData(&w.l, 0)
-		data[bidsAt] = 200
+		data[bidsAt(1)] = 200
 		if _, err := testReader(t, w.Path()).Read(1, make([]byte, w.Info().MaxSnapshot)); !errors.Is(err, ErrFormat) {
 			t.Fatalf("Go: %v", err)
 		}

@@ -13,28 +13,19 @@ import (
 //	4    file identifier "FHB1"
 //	8    vtable: uint16 vtable size, table size, 17 field offsets
 //	48   table: int32 soffset to the vtable, then the fields below
-//	140  symbol: uint32 length, bytes, NUL, zero padding
-//	156  bids: uint32 count, then room for depth Levels
-//	     asks (asksAt(depth) = 164 + 16*depth): uint32 count, then room
-//	     for depth Levels
+//	140  symbol: uint32 length, bytes, NUL
+//	     bids: uint32 count at an offset = 4 mod 8, then count Levels
+//	     asks: likewise, right after the bids
 //
-// Both level vectors have a fixed place and room for depth levels
-// (layout version 2), so a publish rewrites in place: the table's fields,
-// the two counts and, on each side, only the levels from the first rank
-// that changed (Snapshot.BidFrom, AskFrom). Room past a vector's count is
-// zero: a publish that shortens a side clears the levels it drops, so the
-// bytes of a slot depend only on the snapshot, not on its history. The
-// slot's length ends after the last ask.
-//
-// The prefix up to the vectors (symbol, vector offsets) is written once,
-// when the instrument is registered.
+// The prefix up to and including the symbol is written once, when the
+// instrument is registered; the table fields and the level vectors on every
+// publish.
 const (
 	vtableAt   = 8
 	vtableLen  = 2*2 + 17*2
 	tableAt    = 48
 	tableLen   = 92
 	symbolAt   = tableAt + tableLen // 140
-	bidsAt     = 156                // after the longest symbol (8 bytes), at 4 mod 8
 	levelSize  = 16
 	fieldCount = 17
 
@@ -65,32 +56,29 @@ var fieldOffsets = [fieldCount]uint16{
 	fLastTradePrice, fLastTradeShares, fVolume, fMessages, fSystemEvent,
 }
 
-// asksAt is where the ask vector's count goes at depth: after the bid
-// vector's room for depth levels and 4 bytes of padding (4 mod 8).
-func asksAt(depth int) int { return bidsAt + 4 + depth*levelSize + 4 }
-
-// maxSnapshotSize is the size of a slot's FlatBuffer at depth with both
-// sides full.
-func maxSnapshotSize(depth int) uint64 {
-	return uint64(asksAt(depth) + 4 + depth*levelSize)
+// bidsAt is where the bid vector's count goes after a symbol of n bytes.
+func bidsAt(symLen int) int {
+	end := symbolAt + 4 + symLen + 1
+	return end + (12-end%8)%8 // first offset >= end with offset%8 == 4
 }
 
-// writePrefix writes a slot's FlatBuffer for an instrument with no
-// snapshot yet: root offset, file identifier, vtable, the table (zero but
-// for the locate and the offsets to the symbol and the vectors), the
-// symbol, and both vectors empty with their room zeroed. b holds
-// maxSnapshotSize(depth) bytes.
-func writePrefix(b []byte, locate uint16, sym []byte, depth int) {
+// maxSnapshotSize bounds the encoded size of any snapshot at depth.
+func maxSnapshotSize(depth int) uint64 {
+	return uint64(bidsAt(8) + 4 + depth*levelSize + 4 + 4 + depth*levelSize)
+}
+
+// writePrefix writes the constant part of a slot's FlatBuffer: root offset,
+// file identifier, vtable, the table's soffset, locate, the symbol and the
+// offset to it.
+func writePrefix(b []byte, locate uint16, sym []byte) {
 	writeHead(b)
 	le := binary.LittleEndian
-	clear(b[tableAt+4 : tableAt+tableLen])
 	le.PutUint32(b[tableAt+fSymbol:], symbolAt-(tableAt+fSymbol))
 	le.PutUint16(b[tableAt+fLocate:], locate)
-	le.PutUint32(b[tableAt+fBids:], bidsAt-(tableAt+fBids))
-	le.PutUint32(b[tableAt+fAsks:], uint32(asksAt(depth)-(tableAt+fAsks)))
-	clear(b[symbolAt:maxSnapshotSize(depth)])
+	clear(b[tableAt+fSystemEvent+1 : symbolAt])
 	le.PutUint32(b[symbolAt:], uint32(len(sym)))
-	copy(b[symbolAt+4:bidsAt-1], sym)
+	n := copy(b[symbolAt+4:], sym)
+	clear(b[symbolAt+4+n : bidsAt(len(sym))])
 }
 
 // writeHead writes the root offset, file identifier, vtable and the table's
@@ -108,21 +96,11 @@ func writeHead(b []byte) {
 	le.PutUint32(b[tableAt:], tableAt-vtableAt) // vtable = table - soffset
 }
 
-// inPlace reports whether s can be written into b, which writePrefix
-// prepared at depth: each side's first rewritten rank is at most the count
-// b holds (ranks below it are kept), and each side fits in depth.
-func inPlace(b []byte, s *Snapshot, depth int) bool {
-	le := binary.LittleEndian
-	return s.BidFrom >= 0 && s.AskFrom >= 0 &&
-		s.BidFrom+len(s.Bids) <= depth && s.AskFrom+len(s.Asks) <= depth &&
-		(s.BidFrom == 0 || uint64(s.BidFrom) <= uint64(le.Uint32(b[bidsAt:]))) &&
-		(s.AskFrom == 0 || uint64(s.AskFrom) <= uint64(le.Uint32(b[asksAt(depth):])))
-}
-
-// writeSnapshot writes the changing part of s into b, which writePrefix
-// prepared at depth and inPlace accepted s for, and returns the
-// FlatBuffer's length.
-func writeSnapshot(b []byte, s *Snapshot, depth int, publish int64) int {
+// writeSnapshot writes the changing part of s into b, whose prefix
+// writePrefix wrote with a symbol of symLen bytes, and returns the
+// FlatBuffer's length. b must hold maxSnapshotSize of the
+// larger side.
+func writeSnapshot(b []byte, s *Snapshot, symLen int, publish int64) int {
 	le := binary.LittleEndian
 	t := b[tableAt : tableAt+tableLen]
 	le.PutUint64(t[fSeq:], s.Seq)
@@ -139,21 +117,21 @@ func writeSnapshot(b []byte, s *Snapshot, depth int, publish int64) int {
 	t[fTradingState] = byte(s.State)
 	t[fSystemEvent] = s.SystemEvent
 
-	putLevels(b, bidsAt, depth, s.BidFrom, s.Bids)
-	asks := asksAt(depth)
-	return asks + 4 + putLevels(b, asks, depth, s.AskFrom, s.Asks)*levelSize
+	bids := bidsAt(symLen)
+	le.PutUint32(t[fBids:], uint32(bids-(tableAt+fBids)))
+	end := putLevels(b, bids, s.Bids)
+	clear(b[end : end+4]) // padding: the ask count sits at 4 mod 8
+	asks := end + 4
+	le.PutUint32(t[fAsks:], uint32(asks-(tableAt+fAsks)))
+	return putLevels(b, asks, s.Asks)
 }
 
-// putLevels rewrites the vector of Levels whose count is at off, with room
-// for depth levels: the count, the levels from rank from on, and zeros over
-// the levels the vector drops. It returns the new count.
-func putLevels(b []byte, off, depth, from int, levels []Level) int {
+// putLevels writes a vector of Levels with its count at off and returns its
+// end.
+func putLevels(b []byte, off int, levels []Level) int {
 	le := binary.LittleEndian
-	old := min(int(le.Uint32(b[off:])), depth)
-	n := from + len(levels)
-	le.PutUint32(b[off:], uint32(n))
-	v := b[off+4 : off+4+depth*levelSize]
-	p := v[from*levelSize : n*levelSize]
+	le.PutUint32(b[off:], uint32(len(levels)))
+	p := b[off+4 : off+4+len(levels)*levelSize]
 	for i := range levels {
 		l := &levels[i]
 		e := p[i*levelSize : i*levelSize+levelSize]
@@ -161,10 +139,7 @@ func putLevels(b []byte, off, depth, from int, levels []Level) int {
 		le.PutUint32(e[4:], l.Orders)
 		le.PutUint64(e[8:], l.Shares)
 	}
-	if old > n {
-		clear(v[n*levelSize : old*levelSize])
-	}
-	return n
+	return off + 4 + len(levels)*levelSize
 }
 
 // prefixTemplate is the vtable every slot FlatBuffer carries.
@@ -174,24 +149,33 @@ var prefixTemplate = func() (b [tableAt + 4]byte) {
 }()
 
 // validSnapshot reports whether b is a FlatBuffer this layout version
-// writes at depth: everything the generated accessors will touch lies
-// inside b. Read checks it so that a corrupt or foreign file cannot make a
-// reader panic.
+// writes, with at most depth levels per side: everything the generated
+// accessors will touch lies inside b. Read checks it so that a corrupt or
+// foreign file cannot make a reader panic.
 func validSnapshot(b []byte, depth int) bool {
 	le := binary.LittleEndian
-	asks := asksAt(depth)
-	if len(b) < asks+4 || [tableAt + 4]byte(b[:tableAt+4]) != prefixTemplate {
+	if len(b) < symbolAt+4 || [tableAt + 4]byte(b[:tableAt+4]) != prefixTemplate {
 		return false
 	}
-	if le.Uint32(b[tableAt+fSymbol:]) != symbolAt-(tableAt+fSymbol) || le.Uint32(b[symbolAt:]) > 8 {
+	if le.Uint32(b[tableAt+fSymbol:]) != symbolAt-(tableAt+fSymbol) {
 		return false
 	}
-	if le.Uint32(b[tableAt+fBids:]) != bidsAt-(tableAt+fBids) || le.Uint32(b[bidsAt:]) > uint32(depth) {
+	symLen := int(le.Uint32(b[symbolAt:]))
+	if symLen > 8 {
 		return false
 	}
-	if le.Uint32(b[tableAt+fAsks:]) != uint32(asks-(tableAt+fAsks)) {
+	bids := bidsAt(symLen)
+	if le.Uint32(b[tableAt+fBids:]) != uint32(bids-(tableAt+fBids)) || bids+4 > len(b) {
 		return false
 	}
-	na := le.Uint32(b[asks:])
-	return na <= uint32(depth) && asks+4+int(na)*levelSize <= len(b)
+	nb := int(le.Uint32(b[bids:]))
+	if nb > depth {
+		return false
+	}
+	asks := bids + 4 + nb*levelSize + 4
+	if le.Uint32(b[tableAt+fAsks:]) != uint32(asks-(tableAt+fAsks)) || asks+4 > len(b) {
+		return false
+	}
+	na := int(le.Uint32(b[asks:]))
+	return na <= depth && asks+4+na*levelSize <= len(b)
 }

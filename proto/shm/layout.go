@@ -11,7 +11,7 @@ import (
 // LayoutVersion is the version of the shared-memory layout described in
 // docs/SHM.md, including the FlatBuffers schema of the slots. Readers refuse a
 // file with another version (ErrLayoutVersion).
-const LayoutVersion = 2
+const LayoutVersion = 1
 
 // Magic opens every feed file.
 var Magic = [8]byte{'F', 'H', 'B', 'O', 'O', 'K', 'S', 0}
@@ -103,9 +103,6 @@ var (
 	ErrShortBuffer = errors.New("shm: buffer too small")
 	// ErrTooDeep: the snapshot has more levels per side than the file's depth.
 	ErrTooDeep = errors.New("shm: more levels than the configured depth")
-	// ErrInPlace: an in-place publish (Snapshot.BidFrom, AskFrom) would
-	// keep more levels than the slot holds.
-	ErrInPlace = errors.New("shm: in-place publish beyond the levels the slot holds")
 	// ErrFull: every slot is taken.
 	ErrFull = errors.New("shm: instrument capacity reached")
 	// ErrBusy: a slot stayed locked by a live writer for too long.

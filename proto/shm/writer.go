@@ -1,7 +1,6 @@
 package shm
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -35,29 +34,22 @@ type Level struct {
 // the messages applied so far. The pipeline owns it and reuses it; Publish
 // copies what it needs.
 type Snapshot struct {
-	Locate       uint16
-	Seq          uint64 // MoldUDP64 sequence number of the last applied message
-	ExchangeTime uint64 // ITCH timestamp of the last applied message, ns since midnight
-	ReceiveTime  int64  // Unix ns when that message was received
-	PublishTime  int64  // Unix ns; 0 makes Publish stamp the current time
-	State        bookfb.TradingState
-	Flags        bookfb.Flags
-	SystemEvent  byte
-	Bids         []Level // best first: the levels from rank BidFrom on
-	Asks         []Level // best first: the levels from rank AskFrom on
-	// BidFrom and AskFrom make Publish rewrite a side in place: the slot
-	// keeps its levels at ranks below them (0 is best) and takes Bids and
-	// Asks from there on, so the side has BidFrom+len(Bids) levels, at most
-	// Depth. A from rank must not exceed the levels the slot holds from the
-	// locate's last publish (ErrInPlace). The caller promises that the
-	// kept levels are still the book's; 0 (the default) rewrites the side.
-	BidFrom, AskFrom int
-	BidLevels        uint32 // price levels in the full book
-	AskLevels        uint32
-	LastTradePrice   uint32
-	LastTradeShares  uint64
-	Volume           uint64
-	Messages         uint64
+	Locate          uint16
+	Seq             uint64 // MoldUDP64 sequence number of the last applied message
+	ExchangeTime    uint64 // ITCH timestamp of the last applied message, ns since midnight
+	ReceiveTime     int64  // Unix ns when that message was received
+	PublishTime     int64  // Unix ns; 0 makes Publish stamp the current time
+	State           bookfb.TradingState
+	Flags           bookfb.Flags
+	SystemEvent     byte
+	Bids            []Level // best first, at most Depth
+	Asks            []Level // best first, at most Depth
+	BidLevels       uint32  // price levels in the full book
+	AskLevels       uint32
+	LastTradePrice  uint32
+	LastTradeShares uint64
+	Volume          uint64
+	Messages        uint64
 }
 
 // TradingState converts the ITCH Stock Trading Action state ('H', 'P', 'Q',
@@ -294,7 +286,7 @@ func (w *Writer) Register(locate uint16, symbol string) error {
 	copy(e[8:16], "        ")
 	copy(e[8:], sym)
 	*w.m.u32(w.l.slots + slot*w.l.slotSize + 12) = uint32(locate)
-	writePrefix(w.m.slotData(&w.l, slot), locate, []byte(sym), w.l.depth)
+	writePrefix(w.m.slotData(&w.l, slot), locate, []byte(sym))
 	// Readers find the directory entry through the index or the count, both
 	// stored after the entry.
 	atomic.StoreUint32(idx, uint32(slot+1))
@@ -371,15 +363,15 @@ func (w *Writer) Publish(s *Snapshot) error {
 	if v == 0 {
 		return fmt.Errorf("publish locate %d: %w", s.Locate, ErrUnknownLocate)
 	}
-	slot := uint64(v - 1)
-	data := w.m.slotData(&w.l, slot)
-	if !inPlace(data, s, w.l.depth) {
-		return w.publishError(s, data)
+	if len(s.Bids) > w.l.depth || len(s.Asks) > w.l.depth {
+		return fmt.Errorf("publish locate %d: %d bids, %d asks: %w %d", s.Locate, len(s.Bids), len(s.Asks), ErrTooDeep, w.l.depth)
 	}
 	publish := s.PublishTime
 	if publish == 0 {
 		publish = now()
 	}
+	slot := uint64(v - 1)
+	symLen := int(w.m.dirEntry(&w.l, slot)[2])
 	seq := w.m.slotSeq(&w.l, slot)
 	// The seqlock needs store order only, never an atomic read-modify-write
 	// (one writer per slot): the odd count before the data, the data and
@@ -391,7 +383,7 @@ func (w *Writer) Publish(s *Snapshot) error {
 		panic(fmt.Sprintf("shm: locate %d published concurrently by two goroutines", s.Locate))
 	}
 	storeBegin64(seq, s0+1)
-	n := writeSnapshot(data, s, w.l.depth, publish)
+	n := writeSnapshot(w.m.slotData(&w.l, slot), s, symLen, publish)
 	seqEnd(seq, uint32(n), s0+2) // len, then the even count (release)
 	version := (s0 + 2) / 2
 
@@ -401,17 +393,6 @@ func (w *Writer) Publish(s *Snapshot) error {
 		w.appendJournal(s.Locate, version)
 	}
 	return nil
-}
-
-// publishError tells why inPlace refused s.
-func (w *Writer) publishError(s *Snapshot, data []byte) error {
-	if s.BidFrom < 0 || s.AskFrom < 0 || s.BidFrom+len(s.Bids) > w.l.depth || s.AskFrom+len(s.Asks) > w.l.depth {
-		return fmt.Errorf("publish locate %d: bids from %d + %d, asks from %d + %d: %w %d",
-			s.Locate, s.BidFrom, len(s.Bids), s.AskFrom, len(s.Asks), ErrTooDeep, w.l.depth)
-	}
-	le := binary.LittleEndian
-	return fmt.Errorf("publish locate %d: bids from %d, asks from %d, slot holds %d bids, %d asks: %w",
-		s.Locate, s.BidFrom, s.AskFrom, le.Uint32(data[bidsAt:]), le.Uint32(data[asksAt(w.l.depth):]), ErrInPlace)
 }
 
 // appendSingle appends (locate, version) to the change journal of a single

@@ -1,11 +1,11 @@
-"""Byte layout of a feed file, layout version 2 (docs/SHM.md).
+"""Byte layout of a feed file, layout version 1 (docs/SHM.md).
 
 Constants only: offsets and precompiled Structs. Nothing here touches a file.
 """
 
 import struct
 
-LAYOUT_VERSION = 2
+LAYOUT_VERSION = 1
 SCHEMA_VERSION = 1
 MAGIC = b"FHBOOKS\x00"
 FILE_IDENTIFIER = b"FHB1"
@@ -50,9 +50,6 @@ VTABLE_AT = 8
 TABLE_AT = 48
 TABLE_LEN = 92
 SYMBOL_AT = TABLE_AT + TABLE_LEN  # 140
-# Both level vectors have a fixed place with room for depth levels: the
-# bids at BIDS_AT, the asks at asks_at(depth).
-BIDS_AT = 156
 LEVEL_SIZE = 16
 F_SYMBOL, F_BIDS, F_ASKS = 4, 64, 68
 # Field offsets in the table, in schema (id) order: locate, symbol, seq,
@@ -85,10 +82,11 @@ PREFIX = _prefix()
 PREFIX_LEN = len(PREFIX)
 
 
-def asks_at(depth):
-    """Offset of the ask vector's count at depth (after the bids' room)."""
-    return BIDS_AT + 4 + depth * LEVEL_SIZE + 4
+def bids_at(sym_len):
+    """Offset of the bid vector's count after a symbol of sym_len bytes."""
+    end = SYMBOL_AT + 4 + sym_len + 1
+    return end + (12 - end % 8) % 8
 
 
 def max_snapshot_size(depth):
-    return asks_at(depth) + 4 + depth * LEVEL_SIZE
+    return bids_at(8) + 4 + depth * LEVEL_SIZE + 4 + 4 + depth * LEVEL_SIZE

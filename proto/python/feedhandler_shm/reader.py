@@ -216,8 +216,8 @@ _u32 = L.U32.unpack_from
 _TABLE_AT4 = L.TABLE_AT + 4
 _SYMBOL_AT = L.SYMBOL_AT
 _SYMBOL_OFF = L.SYMBOL_AT - (L.TABLE_AT + L.F_SYMBOL)
-_BIDS_AT = L.BIDS_AT
-_BIDS_OFF = L.BIDS_AT - (L.TABLE_AT + L.F_BIDS)
+_BIDS_AT = tuple(L.bids_at(n) for n in range(9))
+_BIDS_FIELD = L.TABLE_AT + L.F_BIDS
 _ASKS_FIELD = L.TABLE_AT + L.F_ASKS
 
 
@@ -229,18 +229,18 @@ def decode(data, version, depth):
     cannot make the decoder read out of bounds or return garbage silently.
     """
     n = len(data)
-    asks = L.asks_at(depth)
-    if n < asks + 4 or not data.startswith(L.PREFIX):
+    if n < L.SYMBOL_AT + 4 or not data.startswith(L.PREFIX):
         raise FormatError("snapshot is not layout version %d" % L.LAYOUT_VERSION)
     t = _table(data, _TABLE_AT4)
     sym_len = _u32(data, _SYMBOL_AT)[0]
     if t[0] != _SYMBOL_OFF or sym_len > 8:
         raise FormatError("snapshot symbol out of place")
-    bids = _BIDS_AT
-    nb = _u32(data, bids)[0]
-    if t[8] != _BIDS_OFF or nb > depth:
+    bids = _BIDS_AT[sym_len]
+    if t[8] != bids - _BIDS_FIELD or bids + 4 > n:
         raise FormatError("snapshot bids out of place")
-    if t[9] != asks - _ASKS_FIELD:
+    nb = _u32(data, bids)[0]
+    asks = bids + 8 + nb * 16
+    if nb > depth or t[9] != asks - _ASKS_FIELD or asks + 4 > n:
         raise FormatError("snapshot asks out of place")
     na = _u32(data, asks)[0]
     if na > depth or asks + 4 + na * 16 > n:

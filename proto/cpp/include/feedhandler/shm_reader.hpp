@@ -1,7 +1,7 @@
 // feedhandler shared-memory book reader, C++17, header only.
 //
 // Reads the feed files that feedhandler publishes under /dev/shm (layout
-// version 2, docs/SHM.md): open or wait for a feed, look up a symbol, copy a
+// version 1, docs/SHM.md): open or wait for a feed, look up a symbol, copy a
 // consistent snapshot of a book into a caller buffer (seqlock), follow the
 // change journal, and tell a live writer from a dead, closed or restarted
 // one. It follows the same protocol, and reports the same conditions, as the
@@ -58,7 +58,7 @@ namespace shm {
 
 // The layout version this reader understands (docs/SHM.md). A file of another
 // version is Error::LayoutVersion.
-constexpr uint32_t kLayoutVersion = 2;
+constexpr uint32_t kLayoutVersion = 1;
 
 // Error codes. Each condition the Go reader reports with a sentinel has its
 // own code here; error_name gives the Go sentinel's name.
@@ -213,7 +213,7 @@ class Follower;
 
 namespace detail {
 
-// Layout of version 2 (docs/SHM.md; proto/shm/layout.go, encode.go).
+// Layout of version 1 (docs/SHM.md; proto/shm/layout.go, encode.go).
 constexpr uint64_t kHeaderSize = 4096;
 constexpr uint64_t kMaxLocates = 65536;
 constexpr uint64_t kMaxDepth = 4096;
@@ -234,29 +234,30 @@ constexpr size_t kOffMagic = 0, kOffLayoutVersion = 8, kOffHeaderSize = 12, kOff
 
 constexpr unsigned char kMagic[8] = {'F', 'H', 'B', 'O', 'O', 'K', 'S', 0};
 
-// The fixed FlatBuffer layout of a slot (layout version 2): both level
-// vectors have a fixed place and room for depth levels (docs/SHM.md).
+// The fixed FlatBuffer layout of a slot (layout version 1).
 constexpr size_t kVtableAt = 8, kVtableLen = 2 * 2 + 17 * 2, kTableAt = 48, kTableLen = 92,
-                 kSymbolAt = kTableAt + kTableLen, kBidsAt = 156, kLevelSize = 16, kFieldSymbol = 4,
-                 kFieldBids = 64, kFieldAsks = 68;
+                 kSymbolAt = kTableAt + kTableLen, kLevelSize = 16, kFieldSymbol = 4, kFieldBids = 64,
+                 kFieldAsks = 68;
 // Table offsets of the 17 fields in schema (id) order.
 constexpr uint16_t kFieldOffsets[17] = {84, 4, 8, 16, 24, 32, 88, 86, 64, 68, 72, 76, 80, 40, 48, 56, 89};
 
-// asks_at is where the ask vector's count sits at depth: after the bid
-// vector's room for depth levels and 4 bytes of padding.
-constexpr uint64_t asks_at(uint64_t depth) { return kBidsAt + 4 + depth * kLevelSize + 4; }
-constexpr uint64_t max_snapshot_size(uint64_t depth) { return asks_at(depth) + 4 + depth * kLevelSize; }
+constexpr size_t bids_at(size_t sym_len) {
+  size_t end = kSymbolAt + 4 + sym_len + 1;
+  return end + (12 - end % 8) % 8;  // first offset >= end with offset % 8 == 4
+}
+constexpr uint64_t max_snapshot_size(uint64_t depth) {
+  return bids_at(8) + 4 + depth * kLevelSize + 4 + 4 + depth * kLevelSize;
+}
 
 inline uint16_t le16(const uint8_t* p) noexcept { uint16_t v; std::memcpy(&v, p, 2); return v; }
 inline uint32_t le32(const uint8_t* p) noexcept { uint32_t v; std::memcpy(&v, p, 4); return v; }
 inline uint64_t le64(const uint8_t* p) noexcept { uint64_t v; std::memcpy(&v, p, 8); return v; }
 
 // valid_snapshot reports whether b[0:n] is a FlatBuffer laid out as layout
-// version 2 writes it at depth: everything the generated accessors touch
-// lies inside it (the Go reader's validSnapshot).
+// version 1 writes it, with at most depth levels per side: everything the
+// generated accessors touch lies inside it (the Go reader's validSnapshot).
 inline bool valid_snapshot(const uint8_t* b, size_t n, uint64_t depth) noexcept {
-  const uint64_t asks = asks_at(depth);
-  if (n < asks + 4) return false;
+  if (n < kSymbolAt + 4) return false;
   if (le32(b) != kTableAt || std::memcmp(b + 4, "FHB1", 4) != 0) return false;
   if (le16(b + kVtableAt) != kVtableLen || le16(b + kVtableAt + 2) != kTableLen) return false;
   for (size_t i = 0; i < 17; i++) {
@@ -265,9 +266,14 @@ inline bool valid_snapshot(const uint8_t* b, size_t n, uint64_t depth) noexcept 
   if (le16(b + kVtableAt + kVtableLen) != 0) return false;  // padding up to the table
   if (le32(b + kTableAt) != kTableAt - kVtableAt) return false;
   if (le32(b + kTableAt + kFieldSymbol) != kSymbolAt - (kTableAt + kFieldSymbol)) return false;
-  if (le32(b + kSymbolAt) > 8) return false;
-  if (le32(b + kTableAt + kFieldBids) != kBidsAt - (kTableAt + kFieldBids) || le32(b + kBidsAt) > depth) return false;
-  if (le32(b + kTableAt + kFieldAsks) != asks - (kTableAt + kFieldAsks)) return false;
+  size_t sym_len = le32(b + kSymbolAt);
+  if (sym_len > 8) return false;
+  size_t bids = bids_at(sym_len);
+  if (le32(b + kTableAt + kFieldBids) != bids - (kTableAt + kFieldBids) || bids + 4 > n) return false;
+  uint64_t nb = le32(b + bids);
+  if (nb > depth) return false;
+  size_t asks = bids + 4 + nb * kLevelSize + 4;
+  if (le32(b + kTableAt + kFieldAsks) != asks - (kTableAt + kFieldAsks) || asks + 4 > n) return false;
   uint64_t na = le32(b + asks);
   return na <= depth && asks + 4 + na * kLevelSize <= n;
 }
