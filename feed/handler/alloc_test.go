@@ -34,8 +34,13 @@ func dayPackets(t testing.TB, n int) [][]byte { return dayPacketsSized(t, n, 0) 
 
 // dayPacketsSized generates n messages as packets of at most maxPacket bytes.
 func dayPacketsSized(t testing.TB, n, maxPacket int) [][]byte {
+	return dayPacketsSymbols(t, n, maxPacket, 50)
+}
+
+// dayPacketsSymbols is dayPacketsSized on a day listing symbols instruments.
+func dayPacketsSymbols(t testing.TB, n, maxPacket, symbols int) [][]byte {
 	t.Helper()
-	g, err := itchgen.New(itchgen.Config{Messages: n, Symbols: 50, Seed: 9})
+	g, err := itchgen.New(itchgen.Config{Messages: n, Symbols: symbols, Seed: 9})
 	if err != nil {
 		t.Fatal(err)
 	}

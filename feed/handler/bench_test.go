@@ -297,26 +297,39 @@ func benchPaced(b *testing.B, mode Mode, shards []int, prio int) {
 // after every packet what it changed (conflated: each changed book once),
 // as a run-to-completion batch of one packet does; publish is the
 // difference. Per depth: ns per published book, apply and publish ns per
-// packet.
+// packet. The
+// cpu- figures are the thread's CPU time instead of wall time (so not the
+// time other processes took the core, on a shared machine): the
+// apply-and-publish pass per packet, and less the apply pass. The
+// symbols=5000 cases run a day of as many messages over 5000 instruments,
+// where books and slots no longer stay in the caches.
 func BenchmarkApplyPublish(b *testing.B) {
-	msgs := dayMessages(b, dayPacketsSized(b, 400_000, 300))
-	for _, depth := range []int{1, 5, 10, 20} {
-		b.Run(fmt.Sprintf("depth=%d", depth), func(b *testing.B) {
-			c := newApplyPublishCost(b, depth)
-			b.ReportAllocs()
-			for b.Loop() {
-				c.measure(b, msgs)
-			}
-			b.ReportMetric(c.perBook(), "ns/book")
-			b.ReportMetric(float64(c.published)/float64(c.packets), "books/pkt")
-			b.ReportMetric(c.publishPerPacket(), "publish-ns/pkt")
-			b.ReportMetric(c.applyPerPacket(), "apply-ns/pkt")
-		})
+	for _, day := range []struct {
+		name    string
+		symbols int
+	}{{"", 50}, {"symbols=5000/", 5000}} {
+		msgs := dayMessages(b, dayPacketsSymbols(b, 400_000, 300, day.symbols))
+		for _, depth := range []int{1, 5, 10, 20} {
+			b.Run(fmt.Sprintf("%sdepth=%d", day.name, depth), func(b *testing.B) {
+				c := newApplyPublishCostN(b, depth, day.symbols)
+				b.ReportAllocs()
+				for b.Loop() {
+					c.measure(b, msgs)
+				}
+				b.ReportMetric(c.perBook(), "ns/book")
+				b.ReportMetric(float64(c.published)/float64(c.packets), "books/pkt")
+				b.ReportMetric(c.publishPerPacket(), "publish-ns/pkt")
+				b.ReportMetric(c.applyPerPacket(), "apply-ns/pkt")
+				apply, both := c.cpuPerPacket()
+				b.ReportMetric(both, "cpu-both-ns/pkt")
+				b.ReportMetric(both-apply, "cpu-publish-ns/pkt")
+			})
+		}
 	}
 }
 
 // dayMessages splits packets into their messages.
-func dayMessages(b *testing.B, pkts [][]byte) [][][]byte {
+func dayMessages(b testing.TB, pkts [][]byte) [][][]byte {
 	var msgs [][][]byte
 	for _, raw := range pkts {
 		p, err := moldudp64.Parse(raw)
@@ -339,17 +352,25 @@ type applyPublishCost struct {
 	bsA, bsP           *book.Books
 	pub                *Publisher
 	apply, both        time.Duration
+	applyCPU, bothCPU  time.Duration // the thread's CPU time: without the time other processes took the core
 	published, packets uint64
 }
 
 func newApplyPublishCost(b *testing.B, depth int) *applyPublishCost {
+	return newApplyPublishCostN(b, depth, 50)
+}
+
+// newApplyPublishCostN sizes the books and the feed for a day of symbols
+// instruments.
+func newApplyPublishCostN(b *testing.B, depth, symbols int) *applyPublishCost {
 	name := fmt.Sprintf("fhbenchap-%d", os.Getpid())
-	w, err := shm.Create(shm.Config{Name: name, Instruments: 1024, Depth: depth, SingleWriter: true})
+	locates := max(1024, symbols+1)
+	w, err := shm.Create(shm.Config{Name: name, Instruments: locates, Depth: depth, SingleWriter: true})
 	if err != nil {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { w.Close(); shm.Remove(name) })
-	bcfg := book.Config{MaxOrders: 1 << 18, MaxLocates: 1024, MaxLevels: 1 << 16}
+	bcfg := book.Config{MaxOrders: 1 << 18, MaxLocates: locates, MaxLevels: 1 << 17}
 	bsA, errA := book.New(bcfg)
 	bsP, errP := book.New(bcfg)
 	if errA != nil || errP != nil {
@@ -361,17 +382,20 @@ func newApplyPublishCost(b *testing.B, depth int) *applyPublishCost {
 // measure applies the day twice on fresh books, once without publishing
 // and once publishing after every packet what it changed.
 func (c *applyPublishCost) measure(b *testing.B, msgs [][][]byte) {
+	// On a locked thread, so that its CPU clock is this work's alone.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
 	c.bsA.Reset()
-	t0 := time.Now()
+	t0, u0 := time.Now(), threadCPU()
 	for _, ms := range msgs {
 		for _, m := range ms {
 			c.bsA.Apply(itch.Msg(m))
 		}
 	}
-	t1 := time.Now()
+	t1, u1 := time.Now(), threadCPU()
 	c.bsP.Reset() // outside the timed part, as bsA's
 	p0 := c.pub.Published
-	t2 := time.Now()
+	t2, u2 := time.Now(), threadCPU()
 	for i, ms := range msgs {
 		for _, m := range ms {
 			loc, changed := c.bsP.Apply(itch.Msg(m))
@@ -380,9 +404,26 @@ func (c *applyPublishCost) measure(b *testing.B, msgs [][][]byte) {
 		c.pub.Flush()
 	}
 	c.both += time.Since(t2)
+	c.bothCPU += threadCPU() - u2
 	c.apply += t1.Sub(t0)
+	c.applyCPU += u1 - u0
 	c.published += c.pub.Published - p0
 	c.packets += uint64(len(msgs))
+}
+
+// threadCPU is the calling thread's CPU time.
+func threadCPU() time.Duration {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_THREAD_CPUTIME_ID, &ts); err != nil {
+		panic(err)
+	}
+	return time.Duration(ts.Nano())
+}
+
+// cpuPerPacket returns the thread CPU time per packet of the apply pass
+// and of the apply-and-publish pass.
+func (c *applyPublishCost) cpuPerPacket() (apply, both float64) {
+	return float64(c.applyCPU.Nanoseconds()) / float64(c.packets), float64(c.bothCPU.Nanoseconds()) / float64(c.packets)
 }
 
 func (c *applyPublishCost) applyPerPacket() float64 {

@@ -22,15 +22,10 @@ type Publisher struct {
 	books *book.Books
 	depth int
 
-	dirty      []uint16 // locates changed since the last Flush
-	isDirty    []bool   // by locate
-	dirtyAll   bool     // a market-wide change: republish every book
-	stale      bool     // books may be missing messages (an unrecovered gap)
-	registered []bool   // by locate: announced to the shm writer
-
-	lastSeq []uint64 // by locate
-	lastRx  []int64  // by locate
-	msgs    []uint64 // by locate
+	dirty    []uint16   // locates changed since the last Flush
+	locs     []locState // by locate
+	dirtyAll bool       // a market-wide change: republish every book
+	stale    bool       // books may be missing messages (an unrecovered gap)
 
 	snap     shm.Snapshot
 	bids     []shm.Level // bookBids seen as shm levels (shmLevels), not a copy
@@ -42,14 +37,23 @@ type Publisher struct {
 	Books             int // instruments registered with the shm writer
 }
 
+// locState is what the Publisher keeps per locate, in one 32-byte entry:
+// a message and a publish touch one cache line of it, not one per field.
+type locState struct {
+	seq        uint64 // sequence number of the last message applied
+	rx         int64  // its receive time
+	msgs       uint64 // messages applied
+	dirty      bool   // in Publisher.dirty
+	registered bool   // announced to the shm writer
+}
+
 // NewPublisher returns a Publisher of books into w, depth levels per side.
 func NewPublisher(w *shm.Writer, books *book.Books, depth int) *Publisher {
 	const n = 1 << 16
 	return &Publisher{
 		w: w, books: books, depth: depth,
-		isDirty: make([]bool, n), registered: make([]bool, n),
-		lastSeq: make([]uint64, n), lastRx: make([]int64, n), msgs: make([]uint64, n),
-		dirty:    make([]uint16, 0, 4096),
+		locs:     make([]locState, n),
+		dirty:    make([]uint16, 0, n), // every locate: a market-wide republish never grows it
 		bookBids: make([]book.Level, 0, depth),
 		bookAsks: make([]book.Level, 0, depth),
 	}
@@ -58,20 +62,18 @@ func NewPublisher(w *shm.Writer, books *book.Books, depth int) *Publisher {
 // Applied records what book.Books.Apply returned for a message with
 // sequence number seq received at rxTime.
 func (p *Publisher) Applied(loc uint16, changed bool, seq uint64, rxTime int64) {
-	if loc != 0 {
-		p.lastSeq[loc] = seq
-		p.lastRx[loc] = rxTime
-		p.msgs[loc]++
-	}
-	if !changed {
-		return
-	}
 	if loc == 0 {
-		p.dirtyAll = true
+		if changed {
+			p.dirtyAll = true
+		}
 		return
 	}
-	if !p.isDirty[loc] {
-		p.isDirty[loc] = true
+	st := &p.locs[loc]
+	st.seq = seq
+	st.rx = rxTime
+	st.msgs++
+	if changed && !st.dirty {
+		st.dirty = true
 		p.dirty = append(p.dirty, loc)
 	}
 }
@@ -93,8 +95,8 @@ func (p *Publisher) Flush() {
 	if p.dirtyAll {
 		p.dirtyAll = false
 		for b := range p.books.All() {
-			if loc := b.Locate(); !p.isDirty[loc] {
-				p.isDirty[loc] = true
+			if loc := b.Locate(); !p.locs[loc].dirty {
+				p.locs[loc].dirty = true
 				p.dirty = append(p.dirty, loc)
 			}
 		}
@@ -107,7 +109,7 @@ func (p *Publisher) Flush() {
 	// building a small snapshot).
 	p.snap.PublishTime = clock.Now()
 	for _, loc := range p.dirty {
-		p.isDirty[loc] = false
+		p.locs[loc].dirty = false
 		if b := p.books.Book(loc); b != nil {
 			p.publish(b)
 		}
@@ -117,19 +119,20 @@ func (p *Publisher) Flush() {
 
 func (p *Publisher) publish(b *book.Book) {
 	loc := b.Locate()
-	if !p.registered[loc] {
+	st := &p.locs[loc]
+	if !st.registered {
 		if err := p.w.Register(loc, b.Name()); err != nil {
 			p.Errors++
 			return
 		}
-		p.registered[loc] = true
+		st.registered = true
 		p.Books++
 	}
 	sn := &p.snap
 	sn.Locate = loc
-	sn.Seq = p.lastSeq[loc]
+	sn.Seq = st.seq
 	sn.ExchangeTime = b.Timestamp()
-	sn.ReceiveTime = p.lastRx[loc]
+	sn.ReceiveTime = st.rx
 	sn.State = shm.TradingState(b.TradingState())
 	sn.Flags = 0
 	if p.stale {
@@ -152,7 +155,7 @@ func (p *Publisher) publish(b *book.Book) {
 	sn.BidLevels = uint32(b.Levels(book.Bid))
 	sn.AskLevels = uint32(b.Levels(book.Ask))
 	sn.LastTradePrice, sn.LastTradeShares, sn.Volume = b.Last()
-	sn.Messages = p.msgs[loc]
+	sn.Messages = st.msgs
 	if err := p.w.Publish(sn); err != nil {
 		p.Errors++
 		return
