@@ -105,8 +105,7 @@ func (p *Publisher) Flush() {
 		return
 	}
 	// One clock read per batch, not per book: every snapshot of the batch
-	// carries the batch's publish time (a clock read costs as much as
-	// building a small snapshot).
+	// carries the batch's publish time.
 	p.snap.PublishTime = clock.Now()
 	for _, loc := range p.dirty {
 		p.locs[loc].dirty = false
