@@ -258,6 +258,7 @@ func (r *Reader) Read(locate uint16, buf []byte) (View, error) {
 	lenp := r.m.slotLen(&r.l, slot)
 	data := r.m.slotData(&r.l, slot)
 	var start time.Time
+	var gone error // Check: the writer closed or died; the slot changes no more
 	for spin := 1; ; spin++ {
 		s1 := atomic.LoadUint64(seq)
 		if s1 == 0 {
@@ -279,6 +280,11 @@ func (r *Reader) Read(locate uint16, buf []byte) (View, error) {
 				}
 			}
 		}
+		if gone != nil {
+			// The attempt after the writer was found gone failed too:
+			// it left the slot odd, inside a publish.
+			return View{}, fmt.Errorf("read shm locate %d: %w", locate, gone)
+		}
 		if spin < 256 {
 			continue
 		}
@@ -287,9 +293,12 @@ func (r *Reader) Read(locate uint16, buf []byte) (View, error) {
 			continue
 		}
 		// Slow path, every 1024 attempts: a writer that died or closed
-		// while holding the slot will never release it.
+		// while holding the slot will never release it. One that is gone
+		// between publishes left the slot readable: one more attempt
+		// reads it (the attempts before may all have met a publish).
 		if err := r.Check(); err != nil && !errors.Is(err, ErrRestarted) {
-			return View{}, fmt.Errorf("read shm locate %d: %w", locate, err)
+			gone = err
+			continue
 		}
 		if start.IsZero() {
 			start = time.Now()

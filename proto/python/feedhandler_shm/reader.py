@@ -465,6 +465,7 @@ class Reader:
         seq_only = L.U64.unpack_from
         spin = 0
         start = 0.0
+        gone = None  # check(): the writer closed or died; the slot changes no more
         while True:
             s1, n = seq_len(mv, base)
             if s1 == 0:
@@ -473,19 +474,26 @@ class Reader:
                 data = mm[data_at: data_at + n]
                 if seq_only(mv, base)[0] == s1:
                     return data, s1 >> 1
+            if gone is not None:
+                # The attempt after the writer was found gone failed too: it
+                # left the slot odd, inside a publish.
+                raise type(gone)("read shm locate %d: %s" % (locate, gone)) from None
             spin += 1
             if spin < 256:
                 continue
             os.sched_yield()
             if spin % 1024:
                 continue
-            # A writer that died or closed inside a publish never releases the slot.
+            # A writer that died or closed inside a publish never releases the
+            # slot. One gone between publishes left it readable: one more
+            # attempt reads it.
             try:
                 self.check()
             except RestartedError:
                 pass
             except (ClosedError, WriterDeadError) as e:
-                raise type(e)("read shm locate %d: %s" % (locate, e)) from None
+                gone = e
+                continue
             if not start:
                 start = time.monotonic()
             elif time.monotonic() - start > BUSY_TIMEOUT:

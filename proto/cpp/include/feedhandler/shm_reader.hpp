@@ -474,6 +474,7 @@ class Reader {
     const uint8_t* data = base + detail::kSlotHeader;
     uint8_t* dst = static_cast<uint8_t*>(buf);
     int64_t start = 0;
+    Error gone = Error::Ok;  // check(): the writer closed or died; the slot changes no more
     for (uint32_t spin = 1;; spin++) {
       uint64_t s1 = __atomic_load_n(seq, __ATOMIC_ACQUIRE);
       if (s1 == 0) return Error::NoData;
@@ -492,13 +493,20 @@ class Reader {
           }
         }
       }
+      // The attempt after the writer was found gone failed too: it left
+      // the slot odd, inside a publish.
+      if (gone != Error::Ok) return gone;
       if (spin < 256) continue;
       sched_yield();
       if (spin % 1024 != 0) continue;
       // Slow path: a writer that died or closed while holding the slot
-      // will never release it.
+      // will never release it. One that is gone between publishes left the
+      // slot readable: one more attempt reads it.
       Error e = check();
-      if (e != Error::Ok && e != Error::Restarted) return e;
+      if (e != Error::Ok && e != Error::Restarted) {
+        gone = e;
+        continue;
+      }
       if (start == 0) {
         start = detail::monotonic_ns();
       } else if (detail::monotonic_ns() - start > 1000000000) {
