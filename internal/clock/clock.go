@@ -159,6 +159,15 @@ func Now() int64 {
 
 // now is Now on any clk (the tests' clocks, whose reads are replaced).
 func (c *clk) now() int64 {
+	if ns, ok := c.read(); ok {
+		return ns
+	}
+	return c.slow()
+}
+
+// read is Now's fast path through c's reads: false when the current slot
+// changed during the read or the reading is past its limit.
+func (c *clk) read() (int64, bool) {
 	g := c.cur.Load()
 	s := &c.slots[g&1]
 	mult, anchor, wall, limit := s.mult.Load(), s.anchor.Load(), s.wall.Load(), s.limit.Load()
@@ -168,12 +177,10 @@ func (c *clk) now() int64 {
 	} else {
 		t = c.readMono()
 	}
-	if s.gen.Load() == g {
-		if ns, ok := at(t, mult, anchor, wall, limit); ok {
-			return ns
-		}
+	if s.gen.Load() != g {
+		return 0, false
 	}
-	return c.slow()
+	return at(t, mult, anchor, wall, limit)
 }
 
 // at converts a reading t (TSC ticks, or monotonic ns when mult is 0) with
@@ -198,16 +205,7 @@ func (c *clk) slow() int64 {
 	}
 	c.recalibrate(c.sample())
 	c.busy.Store(false)
-	g := c.cur.Load()
-	s := &c.slots[g&1]
-	mult, anchor, wall, limit := s.mult.Load(), s.anchor.Load(), s.wall.Load(), s.limit.Load()
-	var t int64
-	if mult != 0 {
-		t = c.readTSC()
-	} else {
-		t = c.readMono()
-	}
-	if ns, ok := at(t, mult, anchor, wall, limit); ok && s.gen.Load() == g {
+	if ns, ok := c.read(); ok {
 		return ns
 	}
 	w, _ := c.readWall()
