@@ -120,7 +120,8 @@ type Config struct {
 	// the cost of the thread's whole CPU while it spins. 0: block at once.
 	// A socket whose driver asks to be woken (need_wakeup, zero-copy) gets
 	// one wakeup syscall per Receive while spinning, not one per pass.
-	// Other backends ignore it.
+	// With BusyPoll, Receive never blocks and wakes every
+	// queue on every pass, so Spin changes nothing. Other backends ignore it.
 	Spin time.Duration
 
 	// LockedThread promises that Open, Receive, Release and Close are all

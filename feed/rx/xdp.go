@@ -386,6 +386,20 @@ func (r *xdpRx) Receive(pkts []Packet) (int, error) {
 		} else if !now.Before(deadline) {
 			return 0, nil
 		}
+		if r.busyPoll {
+			// Busy poll never sleeps, and its wakeups run the driver's
+			// polling (the kernel holds the interrupt back meanwhile):
+			// every pass wakes every queue, spin or not.
+			if r.closed.Load() {
+				return 0, ErrClosed
+			}
+			for _, q := range r.queues {
+				if err := r.wake(q); err != nil {
+					return 0, err
+				}
+			}
+			continue
+		}
 		if now.Before(spinUntil) {
 			// Spin: read the rings again without a syscall. A driver
 			// that asks to be woken (need_wakeup, zero-copy) is woken
@@ -399,17 +413,6 @@ func (r *xdpRx) Receive(pkts []Packet) (int, error) {
 			if !spinWoken {
 				spinWoken = true
 				if err := r.wakeNeeding(); err != nil {
-					return 0, err
-				}
-			}
-			continue
-		}
-		if r.busyPoll {
-			if r.closed.Load() {
-				return 0, ErrClosed
-			}
-			for _, q := range r.queues {
-				if err := r.wake(q); err != nil {
 					return 0, err
 				}
 			}
