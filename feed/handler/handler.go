@@ -337,7 +337,9 @@ func Start(cfg Config) (*Handler, error) {
 		}
 	}
 	h.logThread("receive", h.rxThread)
-	if h.inline == nil {
+	if h.inline != nil {
+		h.inline.thread = h.rxThread // the receive thread applies its messages
+	} else {
 		for _, s := range h.shards {
 			h.logThread("shard "+strconv.Itoa(s.id), s.thread)
 		}
@@ -722,9 +724,6 @@ func (h *Handler) statsLightInto(dst *Stats) {
 	dst.ReceiveThread = h.rxThread
 	for _, s := range h.shards {
 		shards = append(shards, s.statsCopy())
-		if s == h.inline {
-			shards[len(shards)-1].Thread = h.rxThread
-		}
 	}
 	dst.Shards = shards
 }

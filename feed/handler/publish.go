@@ -28,9 +28,7 @@ type Publisher struct {
 	stale    bool       // books may be missing messages (an unrecovered gap)
 
 	snap     shm.Snapshot
-	bids     []shm.Level // bookBids seen as shm levels (shmLevels), not a copy
-	asks     []shm.Level
-	bookBids []book.Level
+	bookBids []book.Level // handed to Publish as shm levels (shmLevels), not a copy
 	bookAsks []book.Level
 
 	Published, Errors uint64
@@ -146,11 +144,11 @@ func (p *Publisher) publish(b *book.Book) {
 	sn.SystemEvent, _ = p.books.SystemEvent()
 	p.bookBids = b.AppendDepth(book.Bid, p.bookBids[:0], p.depth)
 	p.bookAsks = b.AppendDepth(book.Ask, p.bookAsks[:0], p.depth)
-	p.bids, p.asks = shmLevels(p.bookBids), shmLevels(p.bookAsks)
-	if len(p.bids) > 0 && len(p.asks) > 0 && p.bids[0].Price >= p.asks[0].Price {
+	bids, asks := shmLevels(p.bookBids), shmLevels(p.bookAsks)
+	if len(bids) > 0 && len(asks) > 0 && bids[0].Price >= asks[0].Price {
 		sn.Flags |= bookfb.FlagsCrossed
 	}
-	sn.Bids, sn.Asks = p.bids, p.asks
+	sn.Bids, sn.Asks = bids, asks
 	sn.BidLevels = uint32(b.Levels(book.Bid))
 	sn.AskLevels = uint32(b.Levels(book.Ask))
 	sn.LastTradePrice, sn.LastTradeShares, sn.Volume = b.Last()
