@@ -25,10 +25,10 @@ import (
 type Exposition struct {
 	h *Handler
 
-	mu   sync.Mutex
-	st   Stats
-	buf  []byte   // the first render: its capacity sizes new buffers
-	free [][]byte // rendering buffers no ServeHTTP is writing
+	mu     sync.Mutex
+	st     Stats
+	bufCap int      // the first render's capacity: sizes new buffers
+	free   [][]byte // rendering buffers no ServeHTTP is writing
 
 	// Label sets, escaped and rendered once: {feed="..."}, then with the
 	// line, shard, kind, state or le label.
@@ -47,7 +47,7 @@ var recoveryStates = [4]string{StateOff, StateInSync, StateRerequesting, StateSn
 // NewExposition returns an Exposition of h's metrics.
 func NewExposition(h *Handler) *Exposition {
 	feed := `feed="` + escapeLabel(h.cfg.Feed) + `"`
-	e := &Exposition{h: h, plain: "{" + feed + "}", buf: make([]byte, 0, 32<<10)}
+	e := &Exposition{h: h, plain: "{" + feed + "}"}
 	with := func(k, v string) string { return "{" + feed + "," + k + `="` + escapeLabel(v) + `"}` }
 	for i := 0; i < len(h.cfg.Receive.Lines) && i < MaxLines; i++ {
 		e.lines = append(e.lines, with("line", h.cfg.Receive.Lines[i].Name))
@@ -68,8 +68,9 @@ func NewExposition(h *Handler) *Exposition {
 	e.les = append(e.les, with("le", "+Inf"))
 	// One render grows the buffer and the Stats copy's slices to size;
 	// the buffer is the first one ServeHTTP takes.
-	e.buf = e.AppendText(e.buf[:0])
-	e.free = append(make([][]byte, 0, 4), e.buf)
+	buf := e.AppendText(make([]byte, 0, 32<<10))
+	e.bufCap = cap(buf)
+	e.free = append(make([][]byte, 0, 4), buf)
 	return e
 }
 
@@ -97,7 +98,7 @@ func (e *Exposition) ServeHTTP(w http.ResponseWriter, _ *http.Request) {
 	if n := len(e.free); n > 0 {
 		buf, e.free = e.free[n-1], e.free[:n-1]
 	} else {
-		buf = make([]byte, 0, cap(e.buf))
+		buf = make([]byte, 0, e.bufCap)
 	}
 	buf = e.appendText(buf[:0])
 	e.mu.Unlock()

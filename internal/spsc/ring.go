@@ -19,7 +19,10 @@ const cacheLine = 128
 // Thread says that the waiting goroutines are locked to their OS threads
 // (runtime.LockOSThread), as the feed handler's hot threads are. They then
 // yield and sleep in the kernel (sched_yield(2), nanosleep(2) on Linux),
-// keeping their thread and the runtime's P. Through the Go scheduler
+// keeping their thread, and usually the runtime's P: a sleep long enough
+// for sysmon to retake the P while other goroutines are runnable takes the
+// hand-off below on waking, far less often than a wait through the Go
+// scheduler, which takes it every time. Through the Go scheduler
 // (runtime.Gosched, time.Sleep) a locked goroutine that stops running is
 // handed back to its thread by another thread: a park and two thread
 // wake-ups per yield or sleep, about 17 µs each on a quiet 2-CPU VM and
