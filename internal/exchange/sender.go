@@ -39,12 +39,6 @@ type Config struct {
 	Count    int           // stop after this many input packets; 0 = until the input ends
 	Duration time.Duration // stop after this long; 0 = no limit
 
-	// SleepOnly paces by sleeping only, never spinning on the clock: the
-	// sender then leaves the CPU to a receiver on the same (small)
-	// machine, at the cost of small bursts (up to Burst) after each
-	// timer's overshoot.
-	SleepOnly bool
-
 	// Deadline paces by absolute deadlines instead of the token bucket:
 	// input packet i is due at start + i/Rate. The sending goroutine locks
 	// its OS thread, sets the thread's timer slack to 1 ns (the default
@@ -299,7 +293,6 @@ func (s *Sender) Send(ctx context.Context, pkts iter.Seq[[]byte]) (Stats, error)
 	}
 	var err error
 	pace := newBucket(s.cfg.Rate, s.cfg.Burst, start)
-	pace.sleepOnly = s.cfg.SleepOnly
 	for p := range pkts {
 		if s.cfg.Count > 0 && st.Input >= uint64(s.cfg.Count) {
 			break
@@ -386,8 +379,6 @@ type bucket struct {
 	tokens float64
 	last   time.Time
 	timer  *time.Timer
-
-	sleepOnly bool // never spin: sleep the whole wait
 }
 
 func newBucket(rate float64, burst int, now time.Time) *bucket {
@@ -415,11 +406,9 @@ func (b *bucket) wait(ctx context.Context, deadline time.Time) bool {
 		if !deadline.IsZero() && now.Add(d).After(deadline) {
 			return false
 		}
-		if d > spinBelow || b.sleepOnly {
+		if d > spinBelow {
 			// Sleep most of the wait (timers overshoot), spin the rest.
-			if !b.sleepOnly {
-				d -= spinBelow / 2
-			}
+			d -= spinBelow / 2
 			if b.timer == nil {
 				b.timer = time.NewTimer(d)
 			} else {
