@@ -105,7 +105,9 @@ const DefaultMode os.FileMode = 0o640
 
 // Writer publishes snapshots into one feed file. Its methods are safe for
 // concurrent use, with one rule: two goroutines never publish the same
-// locate at once (each slot has a single writer).
+// locate at once (each slot has a single writer). With
+// Config.SingleWriter, one goroutine publishes, whatever the locates (the
+// journal head is its own counter).
 type Writer struct {
 	m    mapping
 	l    layout
@@ -351,7 +353,8 @@ func Remove(name string) error {
 // Publish is safe for concurrent use by goroutines that publish different
 // locates (book shards): each slot has a single writer, the journal is
 // shared (see appendJournal). Two goroutines must never publish the same
-// locate at once.
+// locate at once. With Config.SingleWriter only one goroutine may publish
+// at all (see appendSingle).
 //
 // Conflation is the caller's: publish each changed locate once per batch
 // with its latest state; a reader always sees the newest snapshot published.
