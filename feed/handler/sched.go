@@ -5,11 +5,13 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/marketfeed/feedhandler/feed/config"
 	"github.com/marketfeed/feedhandler/internal/privilege"
 )
 
-// MaxRTPriority is the highest SCHED_FIFO priority Config.RTPriority takes.
-const MaxRTPriority = 99
+// MaxRTPriority is the highest SCHED_FIFO priority Config.RTPriority takes,
+// the same as the config file's cores.rt_priority.
+const MaxRTPriority = config.MaxRTPriority
 
 // ThreadSched is how the kernel schedules one hot thread (the receive
 // thread, or a shard thread), read back from the kernel after setup.
