@@ -33,14 +33,23 @@ func TestThreadWaitKeepsGoroutineRunning(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		r.SetBackoff(Backoff{Spins: 1, Yields: 1000, MinSleep: time.Microsecond, MaxSleep: 10 * time.Microsecond, Thread: thread})
+		r.SetBackoff(Backoff{Spins: 1, Yields: 100, MinSleep: time.Microsecond, MaxSleep: 10 * time.Microsecond, Thread: thread})
 		done := make(chan uint64)
 		go func() {
 			runtime.LockOSThread()
 			defer runtime.UnlockOSThread()
 			before := schedSamples()
-			if v := r.PeekWait(1, 30*time.Millisecond); len(v) != 0 {
+			if v := r.PeekWait(1, 5*time.Millisecond); len(v) != 0 {
 				t.Errorf("an empty ring gave %d elements", len(v))
+			}
+			// A counted number of waits, so that the samples do not
+			// depend on how long each one takes on a loaded machine.
+			b := r.backoff
+			for range 800 {
+				b.yield()
+			}
+			for range 200 {
+				b.sleep(time.Microsecond)
 			}
 			done <- schedSamples() - before
 		}()
