@@ -11,6 +11,7 @@ import (
 	"runtime"
 	"runtime/pprof"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -298,7 +299,7 @@ func (rp *replayer) apply(m itch.Msg) {
 		rp.bs.Apply(m)
 		return
 	}
-	rp.sample(m)
+	rp.sample(m, rp.n)
 }
 
 // applyFile applies every message of a BinaryFILE in data. A block holding
@@ -313,33 +314,34 @@ func (rp *replayer) apply(m itch.Msg) {
 // reads are in cache when Apply gets to it. It only hints: a block it frames
 // wrongly (it checks only that the block fits in data) costs a wasted load.
 func (rp *replayer) applyFile(data []byte, scan *itch.Scanner) error {
-	bs := rp.bs
+	bs, p, end := rp.bs, unsafe.Pointer(unsafe.SliceData(data)), len(data) // reads through p are checked against end by hand
 	off := 0
 	for {
-		pf := prefetchBlocks(bs, data, off, book.PrefetchAhead)
-		for off+itch.BlockHeaderLen < len(data) {
-			n := int(data[off])<<8 | int(data[off+1])
-			start := off + itch.BlockHeaderLen
-			if n == 0 || n > len(data)-start || n != itch.Length(data[start]) {
+		pf, count := prefetchBlocks(bs, data, off, book.PrefetchAhead), rp.n // the count stays in a register in the loop
+		for off+itch.BlockHeaderLen < end {
+			n := int(*(*byte)(unsafe.Add(p, off)))<<8 | int(*(*byte)(unsafe.Add(p, off+1)))
+			start := off + itch.BlockHeaderLen // < end
+			if n == 0 || n > end-start || n != itch.Length(*(*byte)(unsafe.Add(p, start))) {
 				break
 			}
-			m := itch.Msg(data[start : start+n : start+n])
+			m := itch.Msg(unsafe.Slice((*byte)(unsafe.Add(p, start)), n))
 			off = start + n
-			if pf+itch.BlockHeaderLen < len(data) { // prefetchBlocks(bs, data, pf, 1), by hand
-				pn := int(data[pf])<<8 | int(data[pf+1])
-				if end := pf + itch.BlockHeaderLen + pn; end <= len(data) {
-					bs.Prefetch(data[pf+itch.BlockHeaderLen : end])
-					pf = end
+			if pf+itch.BlockHeaderLen < end { // prefetchBlocks(bs, data, pf, 1), by hand
+				pn := int(*(*byte)(unsafe.Add(p, pf)))<<8 | int(*(*byte)(unsafe.Add(p, pf+1)))
+				if e := pf + itch.BlockHeaderLen + pn; e <= end {
+					bs.Prefetch(unsafe.Slice((*byte)(unsafe.Add(p, pf+itch.BlockHeaderLen)), pn))
+					pf = e
 				}
 			}
 			// rp.apply, by hand: it does not inline here
-			rp.n++
-			if rp.n%latencySampleEvery != 0 {
+			count++
+			if count%latencySampleEvery != 0 {
 				bs.Apply(m)
 			} else {
-				rp.sample(m)
+				rp.sample(m, count)
 			}
 		}
+		rp.n = count
 		if off == len(data) {
 			return nil
 		}
@@ -395,7 +397,8 @@ func (rp *replayer) applyPublish(m itch.Msg) {
 	}
 }
 
-func (rp *replayer) sample(m itch.Msg) {
+func (rp *replayer) sample(m itch.Msg, count uint64) {
+	rp.n = count
 	a := nanotime()
 	rp.bs.Apply(m)
 	rp.hist.add(uint64(nanotime() - a))
