@@ -52,7 +52,7 @@ type order struct {
 	price  uint32
 	shares uint32
 	prev   int32 // FIFO neighbours in the level, none at the ends
-	next   int32 // also the free list link of the pool
+	next   int32 // also the free list link of overflow slots
 	locate uint16
 	side   Side
 	_      uint8
@@ -93,26 +93,16 @@ func sideKey(s Side, price uint32) uint32 {
 // One goroutine writes (Apply and the order methods); readers must run on the
 // same goroutine or be synchronized by the caller.
 type Books struct {
-	// orders is a dense pool of order slots. orders[0] is never live:
-	// an empty refs entry names it, so a lookup needs no test for one.
-	// Slots are handed out from the free list, last freed first, then
-	// from orders[used:], so the live orders stay packed in the slots
-	// freed most recently, which are the ones in cache.
-	orders []order
-	free   int32 // first free slot below used, linked through next; none when none
-	used   int32 // orders[:used] have been handed out (orders[0] included)
-	// refs maps a reference to its order: refs[r&refMask] is the slot of
-	// live order r when that entry was free when r was added (Nasdaq
-	// references are dense and increasing, so this is nearly always),
-	// else 0. Other live orders are found through the ovf hash table.
-	// 4 bytes a reference: the day's stream of new references takes 16
-	// times fewer cache lines than 32-byte slots indexed by reference.
-	refs        []int32
-	refMask     uint64
-	ovf         []uint64 // overflow table: 0 empty, else (order index+1)<<32 | low 32 bits of ref
-	ovfMask     uint64
-	maxOverflow uint64
-	maxOrders   uint64
+	// orders[:home] are home slots: the order with reference r lives at
+	// r&homeMask when that slot was free when it was added (Nasdaq references
+	// are dense and increasing, so this is nearly always). The others live
+	// in orders[home:], found through the ovf hash table.
+	orders    []order
+	homeMask  uint64
+	ovf       []uint64 // overflow table: 0 empty, else (order index+1)<<32 | low 32 bits of ref
+	ovfMask   uint64
+	ovfFree   int32
+	maxOrders uint64
 	maxLevels uint64
 	books     []Book // index = locate
 	levels    []priceLevel
@@ -134,15 +124,15 @@ func New(cfg Config) (*Books, error) {
 	if err != nil {
 		return nil, err
 	}
+	home := cfg.RefTableSize
 	ovfSlots := 1 << bits.Len(uint(2*cfg.Overflow-1))
 	bs := &Books{
-		orders:      make([]order, cfg.MaxOrders+1),
-		refs:        make([]int32, cfg.RefTableSize),
-		refMask:     uint64(cfg.RefTableSize - 1),
-		ovf:         make([]uint64, ovfSlots),
-		ovfMask:     uint64(ovfSlots - 1),
-		maxOverflow: uint64(cfg.Overflow),
-		maxOrders:   uint64(cfg.MaxOrders),
+		orders:    make([]order, home+cfg.Overflow),
+		homeMask:  uint64(home - 1),
+		ovf:       make([]uint64, ovfSlots),
+		ovfMask:   uint64(ovfSlots - 1),
+		ovfFree:   int32(home),
+		maxOrders: uint64(cfg.MaxOrders),
 		maxLevels: uint64(cfg.MaxLevels),
 		books:     make([]Book, cfg.MaxLocates+1),
 		trades:    make([]tradeRec, cfg.TradeMemory),
@@ -151,7 +141,6 @@ func New(cfg Config) (*Books, error) {
 		levels:    make([]priceLevel, cfg.MaxLevels),
 	}
 	prepare(bs.orders)
-	prepare(bs.refs)
 	prepare(bs.ovf)
 	prepare(bs.trades)
 	prepare(bs.ladders.mem)
@@ -163,11 +152,15 @@ func New(cfg Config) (*Books, error) {
 // Reset empties every book and forgets every locate, as at the start of a
 // day, keeping the storage.
 func (bs *Books) Reset() {
-	clear(bs.orders[:max(bs.used, 1)]) // the slots above used were never handed out
-	clear(bs.refs)
+	home := int(bs.homeMask + 1)
+	clear(bs.orders)
 	clear(bs.ovf)
 	clear(bs.trades)
-	bs.free, bs.used = none, 1
+	for i := home; i < len(bs.orders); i++ {
+		bs.orders[i].next = int32(i + 1)
+	}
+	bs.orders[len(bs.orders)-1].next = none
+	bs.ovfFree = int32(home)
 	bs.levelUsed, bs.levelFree = 0, none
 	for i := range bs.books {
 		b := &bs.books[i]
@@ -251,15 +244,15 @@ func (bs *Books) book(locate uint16) *Book {
 
 // lookup returns the index of live order ref, or none.
 func (bs *Books) lookup(ref uint64) int32 {
-	oi := bs.refs[ref&bs.refMask]
-	if o := &bs.orders[oi]; o.ref == ref && o.shares != 0 {
-		return oi
+	h := ref & bs.homeMask
+	if o := &bs.orders[h]; o.ref == ref && o.shares != 0 {
+		return int32(h)
 	}
 	return bs.lookupOverflow(ref)
 }
 
-// lookupOverflow is lookup for a ref not in its refs entry (find does the
-// refs entry check itself and calls only this).
+// lookupOverflow is lookup for a ref not in its home slot (find does the
+// home slot check itself and calls only this).
 func (bs *Books) lookupOverflow(ref uint64) int32 {
 	if bs.stats.Overflowed == 0 {
 		return none
@@ -331,10 +324,9 @@ func (bs *Books) add(b *Book, ref uint64, side Side, shares, price uint32) bool 
 		bs.stats.ZeroShares++
 		return false
 	}
-	h := ref & bs.refMask
-	oi := bs.refs[h]
+	oi := int32(ref & bs.homeMask)
 	o := &bs.orders[oi]
-	homeTaken := o.shares != 0 // a refs entry names a live order or orders[0]
+	homeTaken := o.shares != 0
 	if homeTaken && o.ref == ref {
 		bs.stats.DuplicateAdd++
 		return false
@@ -347,7 +339,7 @@ func (bs *Books) add(b *Book, ref uint64, side Side, shares, price uint32) bool 
 			return false
 		}
 	}
-	if bs.stats.Orders >= bs.maxOrders || (homeTaken && bs.stats.Overflowed >= bs.maxOverflow) {
+	if bs.stats.Orders >= bs.maxOrders || (homeTaken && bs.ovfFree == none) {
 		bs.capacity(&bs.stats.OrderCapacity, ErrOrderCapacity, ref)
 		return false
 	}
@@ -372,19 +364,12 @@ func (bs *Books) add(b *Book, ref uint64, side Side, shares, price uint32) bool 
 		lad = b.insertRung(bs, side, i, key)
 	}
 	li := lad[i].lvl
-	// Orders < maxOrders, so a slot is free or above used.
-	if oi = bs.free; oi != none {
-		bs.free = bs.orders[oi].next
-	} else {
-		oi = bs.used
-		bs.used++
-	}
-	o = &bs.orders[oi]
 	if homeTaken {
+		oi = bs.ovfFree
+		o = &bs.orders[oi]
+		bs.ovfFree = o.next
 		bs.ovf[slot] = uint64(oi+1)<<32 | uint64(uint32(ref))
 		bs.stats.Overflowed++
-	} else {
-		bs.refs[h] = oi
 	}
 	l := &bs.levels[li]
 	// Field by field, not a composite literal: the literal was built on the
@@ -408,14 +393,16 @@ func (bs *Books) add(b *Book, ref uint64, side Side, shares, price uint32) bool 
 	l.shares += uint64(shares)
 	b.orders++
 	bs.stats.Orders++
-	// References grow through the day: start loading the refs entry of a
+	// References grow through the day: start loading the home slot of a
 	// reference a few adds ahead, so that add finds it in cache.
-	prefetch(uintptr(unsafe.Pointer(&bs.refs[(ref+addPrefetch)&bs.refMask])))
+	prefetch(uintptr(unsafe.Pointer(&bs.orders[(ref+addPrefetch)&bs.homeMask])))
 	return true
 }
 
-// addPrefetch is how many references ahead add prefetches a refs entry.
-const addPrefetch = 64
+// addPrefetch is how many references ahead add prefetches a home slot:
+// about a dozen adds ahead at Nasdaq's (and the generator's) reference
+// spacing, enough to hide a miss to memory; 8 to 128 measure the same.
+const addPrefetch = 32
 
 // search finds key in a ladder: its index and true, or the index where it
 // would be inserted and false. Most activity is near the top (the end), so
@@ -538,15 +525,13 @@ func (bs *Books) remove(b *Book, oi int32) {
 	l.orders--
 	l.shares -= uint64(o.shares)
 	o.shares = 0
-	if h := o.ref & bs.refMask; bs.refs[h] == oi {
-		bs.refs[h] = 0
-	} else {
+	if uint64(oi) > bs.homeMask {
 		slot, _ := bs.ovfProbe(o.ref)
 		bs.ovfDelete(slot)
+		o.next = bs.ovfFree
+		bs.ovfFree = oi
 		bs.stats.Overflowed--
 	}
-	o.next = bs.free
-	bs.free = oi
 	b.orders--
 	bs.stats.Orders--
 	if l.orders == 0 {
@@ -569,12 +554,11 @@ func (bs *Books) find(locate uint16, ref uint64, unknown *uint64) (b *Book, oi i
 		return nil, none
 	}
 	// lookup, by hand: it does not inline
-	oi = bs.refs[ref&bs.refMask]
-	if o := &bs.orders[oi]; o.ref != ref || o.shares == 0 {
-		if oi = bs.lookupOverflow(ref); oi == none {
-			*unknown++
-			return nil, none
-		}
+	if h := ref & bs.homeMask; bs.orders[h].ref == ref && bs.orders[h].shares != 0 {
+		oi = int32(h)
+	} else if oi = bs.lookupOverflow(ref); oi == none {
+		*unknown++
+		return nil, none
 	}
 	if bs.orders[oi].locate != locate {
 		bs.stats.LocateMismatch++

@@ -220,28 +220,19 @@ func TestDifferentialRandomNumeric(t *testing.T) {
 // checkInvariants walks every structure of bs and checks it against itself.
 func checkInvariants(bs *Books) error {
 	live, overflowed, ovfEntries := 0, 0, 0
-	if bs.used < 1 || int(bs.used) > len(bs.orders) || bs.orders[0].shares != 0 {
-		return errorf("pool: used %d of %d, slot 0 live %v", bs.used, len(bs.orders), bs.orders[0].shares != 0)
-	}
-	for i := int32(1); i < bs.used; i++ {
+	for i := range bs.orders {
 		o := &bs.orders[i]
 		if o.shares == 0 {
 			continue
 		}
 		live++
-		if bs.refs[o.ref&bs.refMask] != i {
+		if uint64(i) > bs.homeMask {
 			overflowed++
+		} else if o.ref&bs.homeMask != uint64(i) {
+			return errorf("order %d: ref %d not at its home slot", i, o.ref)
 		}
-		if got := bs.lookup(o.ref); got != i {
+		if got := bs.lookup(o.ref); got != int32(i) {
 			return errorf("order %d: lookup(%d) = %d", i, o.ref, got)
-		}
-	}
-	for h, oi := range bs.refs {
-		if oi == 0 {
-			continue
-		}
-		if oi < 0 || oi >= bs.used || bs.orders[oi].shares == 0 || bs.orders[oi].ref&bs.refMask != uint64(h) {
-			return errorf("refs entry %d names slot %d, not a live order with that entry", h, oi)
 		}
 	}
 	for _, s := range bs.ovf {
@@ -250,16 +241,16 @@ func checkInvariants(bs *Books) error {
 		}
 	}
 	free := 0
-	for oi := bs.free; oi != none; oi = bs.orders[oi].next {
-		if oi <= 0 || oi >= bs.used || bs.orders[oi].shares != 0 || free >= len(bs.orders) {
-			return errorf("free slot %d is live, out of range or in a loop", oi)
+	for oi := bs.ovfFree; oi != none; oi = bs.orders[oi].next {
+		if bs.orders[oi].shares != 0 || uint64(oi) <= bs.homeMask {
+			return errorf("free overflow slot %d is live or a home slot", oi)
 		}
 		free++
 	}
 	if uint64(live) != bs.stats.Orders || uint64(overflowed) != bs.stats.Overflowed || ovfEntries != overflowed ||
-		free+live != int(bs.used)-1 {
-		return errorf("live %d overflowed %d overflow entries %d free %d used %d, stats %d %d",
-			live, overflowed, ovfEntries, free, bs.used, bs.stats.Orders, bs.stats.Overflowed)
+		free+overflowed != len(bs.orders)-int(bs.homeMask+1) {
+		return errorf("live %d overflowed %d overflow entries %d free %d, stats %d %d",
+			live, overflowed, ovfEntries, free, bs.stats.Orders, bs.stats.Overflowed)
 	}
 	levels := 0
 	levelSeen := make([]bool, bs.levelUsed)

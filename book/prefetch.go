@@ -32,7 +32,7 @@ func (bs *Books) Prefetch(m itch.Msg) {
 	if len(m) < itch.HeaderLen+8 || !refAt[m[0]] {
 		return
 	}
-	prefetch(uintptr(unsafe.Pointer(&bs.refs[binary.BigEndian.Uint64(m[itch.HeaderLen:])&bs.refMask])))
+	prefetch(uintptr(unsafe.Pointer(&bs.orders[binary.BigEndian.Uint64(m[itch.HeaderLen:])&bs.homeMask])))
 }
 
 // PrefetchAhead is how many messages ahead of Apply a caller with a
