@@ -5,3 +5,8 @@ package book
 //
 //go:noescape
 func prefetch(addr uintptr)
+
+// prefetch2 is prefetch of two lines in one call.
+//
+//go:noescape
+func prefetch2(a, b uintptr)
