@@ -114,7 +114,6 @@ type Books struct {
 	stats     Stats
 	err       error
 	broken    uint64 // broken trades without a locate
-	announced int    // locates announced since Reset
 	event     byte   // last system event code
 	eventTime uint64
 }
@@ -171,7 +170,6 @@ func (bs *Books) Reset() {
 	bs.err = nil
 	bs.event, bs.eventTime = 0, 0
 	bs.broken = 0
-	bs.announced = 0
 }
 
 // Stats returns a copy of the counters.
@@ -218,9 +216,6 @@ func (bs *Books) Announce(locate uint16, symbol itch.Symbol) bool {
 		return false
 	}
 	b := &bs.books[locate]
-	if !b.known {
-		bs.announced++
-	}
 	b.known = true
 	b.symbol = symbol
 	return true

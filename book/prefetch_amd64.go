@@ -5,8 +5,3 @@ package book
 //
 //go:noescape
 func prefetch(addr uintptr)
-
-// prefetch2 is prefetch of two lines in one call.
-//
-//go:noescape
-func prefetch2(a, b uintptr)

@@ -4,6 +4,3 @@ package book
 
 // prefetch is a no-op where there is no prefetch_GOARCH.s.
 func prefetch(addr uintptr) {}
-
-// prefetch2 is a no-op where there is no prefetch_GOARCH.s.
-func prefetch2(a, b uintptr) {}
