@@ -27,9 +27,8 @@ type Publisher struct {
 	dirtyAll bool       // a market-wide change: republish every book
 	stale    bool       // books may be missing messages (an unrecovered gap)
 
-	snap     shm.Snapshot
-	bookBids []book.Level // handed to Publish as shm levels (shmLevels), not a copy
-	bookAsks []book.Level
+	snap shm.Snapshot
+	tx   shm.Pending // the publish in progress: the slot's level vectors
 
 	Published, Errors uint64
 	Books             int // instruments registered with the shm writer
@@ -38,11 +37,11 @@ type Publisher struct {
 // locState is what the Publisher keeps per locate, in one 32-byte entry:
 // a message and a publish touch one cache line of it, not one per field.
 type locState struct {
-	seq        uint64 // sequence number of the last message applied
-	rx         int64  // its receive time
-	msgs       uint64 // messages applied
-	dirty      bool   // in Publisher.dirty
-	registered bool   // announced to the shm writer
+	seq   uint64   // sequence number of the last message applied
+	rx    int64    // its receive time
+	msgs  uint64   // messages applied
+	slot  shm.Slot // the locate's slot; the zero Slot until registered with the shm writer
+	dirty bool     // in Publisher.dirty
 }
 
 // NewPublisher returns a Publisher of books into w, depth levels per side.
@@ -50,10 +49,8 @@ func NewPublisher(w *shm.Writer, books *book.Books, depth int) *Publisher {
 	const n = 1 << 16
 	return &Publisher{
 		w: w, books: books, depth: depth,
-		locs:     make([]locState, n),
-		dirty:    make([]uint16, 0, n), // every locate: a market-wide republish never grows it
-		bookBids: make([]book.Level, 0, depth),
-		bookAsks: make([]book.Level, 0, depth),
+		locs:  make([]locState, n),
+		dirty: make([]uint16, 0, n), // every locate: a market-wide republish never grows it
 	}
 }
 
@@ -105,6 +102,15 @@ func (p *Publisher) Flush() {
 	// One clock read per batch, not per book: every snapshot of the batch
 	// carries the batch's publish time.
 	p.snap.PublishTime = clock.Now()
+	// Start loading every book's slot and ladder top before writing the
+	// first: their cache misses overlap instead of coming one book at a
+	// time.
+	for _, loc := range p.dirty {
+		p.w.Prefetch(p.locs[loc].slot)
+		if b := p.books.Book(loc); b != nil {
+			b.PrefetchTop(p.depth)
+		}
+	}
 	for _, loc := range p.dirty {
 		p.locs[loc].dirty = false
 		if b := p.books.Book(loc); b != nil {
@@ -117,12 +123,15 @@ func (p *Publisher) Flush() {
 func (p *Publisher) publish(b *book.Book) {
 	loc := b.Locate()
 	st := &p.locs[loc]
-	if !st.registered {
-		if err := p.w.Register(loc, b.Name()); err != nil {
+	if st.slot == (shm.Slot{}) {
+		err := p.w.Register(loc, b.Name())
+		if err == nil {
+			st.slot, err = p.w.Slot(loc)
+		}
+		if err != nil {
 			p.Errors++
 			return
 		}
-		st.registered = true
 		p.Books++
 	}
 	sn := &p.snap
@@ -142,21 +151,23 @@ func (p *Publisher) publish(b *book.Book) {
 		sn.Flags |= bookfb.FlagsOperationalHalt
 	}
 	sn.SystemEvent, _ = p.books.SystemEvent()
-	p.bookBids = b.AppendDepth(book.Bid, p.bookBids[:0], p.depth)
-	p.bookAsks = b.AppendDepth(book.Ask, p.bookAsks[:0], p.depth)
-	bids, asks := shmLevels(p.bookBids), shmLevels(p.bookAsks)
-	if len(bids) > 0 && len(asks) > 0 && bids[0].Price >= asks[0].Price {
-		sn.Flags |= bookfb.FlagsCrossed
-	}
-	sn.Bids, sn.Asks = bids, asks
-	sn.BidLevels = uint32(b.Levels(book.Bid))
-	sn.AskLevels = uint32(b.Levels(book.Ask))
+	nBids, nAsks := b.Levels(book.Bid), b.Levels(book.Ask)
+	sn.BidLevels, sn.AskLevels = uint32(nBids), uint32(nAsks)
 	sn.LastTradePrice, sn.LastTradeShares, sn.Volume = b.Last()
 	sn.Messages = st.msgs
-	if err := p.w.Publish(sn); err != nil {
+	// The book writes its top levels straight into the slot: Begin hands
+	// out the slot's level vectors, Depth fills them, Commit publishes.
+	tx := &p.tx
+	if err := p.w.Begin(st.slot, sn, min(nBids, p.depth), min(nAsks, p.depth), tx); err != nil {
 		p.Errors++
 		return
 	}
+	bids := b.Depth(book.Bid, bookLevels(tx.Bids))
+	asks := b.Depth(book.Ask, bookLevels(tx.Asks))
+	if len(bids) > 0 && len(asks) > 0 && bids[0].Price >= asks[0].Price {
+		tx.SetFlags(sn.Flags | bookfb.FlagsCrossed)
+	}
+	p.w.Commit(tx)
 	p.Published++
 }
 
@@ -166,8 +177,8 @@ func (p *Publisher) publish(b *book.Book) {
 // the compiler checks; it fails to build if either type changes.
 var _ = shm.Level(book.Level{})
 
-// shmLevels returns the book levels ls as shm levels, sharing their
-// memory: Publish reads them without a per-level copy.
-func shmLevels(ls []book.Level) []shm.Level {
-	return unsafe.Slice((*shm.Level)(unsafe.Pointer(unsafe.SliceData(ls))), len(ls))
+// bookLevels returns the shm levels ls as book levels, sharing their
+// memory: Book.Depth writes them in place (in the slot).
+func bookLevels(ls []shm.Level) []book.Level {
+	return unsafe.Slice((*book.Level)(unsafe.Pointer(unsafe.SliceData(ls))), len(ls))
 }
