@@ -1,10 +1,6 @@
 package book
 
-import (
-	"unsafe"
-
-	"github.com/marketfeed/feedhandler/feed/itch"
-)
+import "github.com/marketfeed/feedhandler/feed/itch"
 
 // Book is the order book of one instrument. It is owned by its Books and
 // follows the same single-writer rule.
@@ -114,21 +110,6 @@ func (b *Book) Queue(side Side, price uint32, dst []OrderInfo) []OrderInfo {
 		dst = append(dst, OrderInfo{Ref: o.ref, Side: o.side, Price: o.price, Shares: o.shares})
 	}
 	return dst
-}
-
-// PrefetchTop starts loading what a read of the book's n best levels per
-// side (Depth, Best) touches first: the book's second cache line and the
-// top n rungs of each side's ladder. A hint: it changes nothing. A caller
-// about to read several books calls it on each of them first, so that
-// their misses overlap.
-func (b *Book) PrefetchTop(n int) {
-	prefetch(uintptr(unsafe.Pointer(b)) + 64)
-	for _, lad := range b.sides {
-		if k := len(lad); k > 0 {
-			prefetch(uintptr(unsafe.Pointer(&lad[k-1])))
-			prefetch(uintptr(unsafe.Pointer(&lad[k-min(n, k)])))
-		}
-	}
 }
 
 func (b *Book) level(side Side, r rung) Level {

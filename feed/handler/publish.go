@@ -102,15 +102,6 @@ func (p *Publisher) Flush() {
 	// One clock read per batch, not per book: every snapshot of the batch
 	// carries the batch's publish time.
 	p.snap.PublishTime = clock.Now()
-	// Start loading every book's slot and ladder top before writing the
-	// first: their cache misses overlap instead of coming one book at a
-	// time.
-	for _, loc := range p.dirty {
-		p.w.Prefetch(p.locs[loc].slot)
-		if b := p.books.Book(loc); b != nil {
-			b.PrefetchTop(p.depth)
-		}
-	}
 	for _, loc := range p.dirty {
 		p.locs[loc].dirty = false
 		if b := p.books.Book(loc); b != nil {

@@ -14,7 +14,6 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -405,7 +404,7 @@ func slotOf(index uint32, symLen byte) Slot { return Slot{index + 1 | uint32(sym
 
 func (sl Slot) n() uint32 { return sl.v & (1<<24 - 1) }
 
-// Slot returns the slot of a registered locate, for Begin and Prefetch.
+// Slot returns the slot of a registered locate, for Begin.
 func (w *Writer) Slot(locate uint16) (Slot, error) {
 	if w.closed.Load() {
 		return Slot{}, fmt.Errorf("slot of locate %d: %w", locate, ErrClosed)
@@ -415,20 +414,6 @@ func (w *Writer) Slot(locate uint16) (Slot, error) {
 		return Slot{}, fmt.Errorf("slot of locate %d: %w", locate, ErrUnknownLocate)
 	}
 	return slotOf(v-1, w.m.dirEntry(&w.l, uint64(v-1))[2]), nil
-}
-
-// Prefetch starts loading the cache lines of slot sl that a publish
-// writes (its seqlock line and its FlatBuffer), so that the misses of the
-// books a batch publishes overlap instead of each Begin waiting for its
-// own. A hint: it changes nothing, and does nothing for the zero Slot or
-// after Close.
-func (w *Writer) Prefetch(sl Slot) {
-	n := sl.n()
-	if n == 0 || uint64(n) > w.l.capacity || w.closed.Load() {
-		return
-	}
-	off := w.l.slots + uint64(n-1)*w.l.slotSize
-	prefetchLines(uintptr(unsafe.Pointer(&w.m.mem[off])), int(w.l.slotSize/cacheLine))
 }
 
 // Begin starts a publish of s.Locate, whose slot is sl, with nb bid and na
