@@ -99,21 +99,28 @@ func (p *Publisher) Flush() {
 	if len(p.dirty) == 0 {
 		return
 	}
-	// One clock read per batch, not per book: every snapshot of the batch
-	// carries the batch's publish time.
+	// What every snapshot of the batch shares is read once per batch, not
+	// per book: one clock read (the batch's publish time), the system
+	// event, the stale flag.
 	p.snap.PublishTime = clock.Now()
+	p.snap.SystemEvent, _ = p.books.SystemEvent()
+	var flags bookfb.Flags
+	if p.stale {
+		flags = bookfb.FlagsPossiblyStale
+	}
 	for _, loc := range p.dirty {
-		p.locs[loc].dirty = false
+		st := &p.locs[loc]
+		st.dirty = false
 		if b := p.books.Book(loc); b != nil {
-			p.publish(b)
+			p.publish(b, loc, st, flags)
 		}
 	}
 	p.dirty = p.dirty[:0]
 }
 
-func (p *Publisher) publish(b *book.Book) {
-	loc := b.Locate()
-	st := &p.locs[loc]
+// publish writes book b (locate loc, state st) into its slot; flags are
+// the batch's.
+func (p *Publisher) publish(b *book.Book, loc uint16, st *locState, flags bookfb.Flags) {
 	if st.slot == (shm.Slot{}) {
 		err := p.w.Register(loc, b.Name())
 		if err == nil {
@@ -131,17 +138,13 @@ func (p *Publisher) publish(b *book.Book) {
 	sn.ExchangeTime = b.Timestamp()
 	sn.ReceiveTime = st.rx
 	sn.State = shm.TradingState(b.TradingState())
-	sn.Flags = 0
-	if p.stale {
-		sn.Flags |= bookfb.FlagsPossiblyStale
-	}
+	sn.Flags = flags
 	if b.RegSHO() == '1' {
 		sn.Flags |= bookfb.FlagsShortSaleRestricted
 	}
 	if b.OperationalHalt() == 'H' {
 		sn.Flags |= bookfb.FlagsOperationalHalt
 	}
-	sn.SystemEvent, _ = p.books.SystemEvent()
 	nBids, nAsks := b.Levels(book.Bid), b.Levels(book.Ask)
 	sn.BidLevels, sn.AskLevels = uint32(nBids), uint32(nAsks)
 	sn.LastTradePrice, sn.LastTradeShares, sn.Volume = b.Last()
