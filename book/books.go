@@ -36,11 +36,11 @@ func (s Side) String() string {
 	return "ask"
 }
 
-// Level is one aggregated price level.
+// Level is one aggregated price level (16 bytes, no padding).
 type Level struct {
 	Price  uint32 // ITCH price, 4 implied decimals
-	Shares uint64 // total shares resting at Price
 	Orders uint32 // number of resting orders at Price
+	Shares uint64 // total shares resting at Price
 }
 
 const none = -1

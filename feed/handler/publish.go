@@ -27,9 +27,8 @@ type Publisher struct {
 	dirtyAll bool       // a market-wide change: republish every book
 	stale    bool       // books may be missing messages (an unrecovered gap)
 
-	snap     shm.Snapshot
-	bookBids []book.Level // handed to Publish as shm levels (shmLevels), not a copy
-	bookAsks []book.Level
+	snap shm.Snapshot
+	tx   shm.Pending // the publish in progress: the slot's level vectors
 
 	Published, Errors uint64
 	Books             int // instruments registered with the shm writer
@@ -38,11 +37,11 @@ type Publisher struct {
 // locState is what the Publisher keeps per locate, in one 32-byte entry:
 // a message and a publish touch one cache line of it, not one per field.
 type locState struct {
-	seq        uint64 // sequence number of the last message applied
-	rx         int64  // its receive time
-	msgs       uint64 // messages applied
-	dirty      bool   // in Publisher.dirty
-	registered bool   // announced to the shm writer
+	seq   uint64   // sequence number of the last message applied
+	rx    int64    // its receive time
+	msgs  uint64   // messages applied
+	slot  shm.Slot // the locate's slot; the zero Slot until registered with the shm writer
+	dirty bool     // in Publisher.dirty
 }
 
 // NewPublisher returns a Publisher of books into w, depth levels per side.
@@ -50,10 +49,8 @@ func NewPublisher(w *shm.Writer, books *book.Books, depth int) *Publisher {
 	const n = 1 << 16
 	return &Publisher{
 		w: w, books: books, depth: depth,
-		locs:     make([]locState, n),
-		dirty:    make([]uint16, 0, n), // every locate: a market-wide republish never grows it
-		bookBids: make([]book.Level, 0, depth),
-		bookAsks: make([]book.Level, 0, depth),
+		locs:  make([]locState, n),
+		dirty: make([]uint16, 0, n), // every locate: a market-wide republish never grows it
 	}
 }
 
@@ -102,27 +99,37 @@ func (p *Publisher) Flush() {
 	if len(p.dirty) == 0 {
 		return
 	}
-	// One clock read per batch, not per book: every snapshot of the batch
-	// carries the batch's publish time.
+	// What every snapshot of the batch shares is read once per batch, not
+	// per book: one clock read (the batch's publish time), the system
+	// event, the stale flag.
 	p.snap.PublishTime = clock.Now()
+	p.snap.SystemEvent, _ = p.books.SystemEvent()
+	var flags bookfb.Flags
+	if p.stale {
+		flags = bookfb.FlagsPossiblyStale
+	}
 	for _, loc := range p.dirty {
-		p.locs[loc].dirty = false
+		st := &p.locs[loc]
+		st.dirty = false
 		if b := p.books.Book(loc); b != nil {
-			p.publish(b)
+			p.publish(b, loc, st, flags)
 		}
 	}
 	p.dirty = p.dirty[:0]
 }
 
-func (p *Publisher) publish(b *book.Book) {
-	loc := b.Locate()
-	st := &p.locs[loc]
-	if !st.registered {
-		if err := p.w.Register(loc, b.Name()); err != nil {
+// publish writes book b (locate loc, state st) into its slot; flags are
+// the batch's.
+func (p *Publisher) publish(b *book.Book, loc uint16, st *locState, flags bookfb.Flags) {
+	if st.slot == (shm.Slot{}) {
+		err := p.w.Register(loc, b.Name())
+		if err == nil {
+			st.slot, err = p.w.Slot(loc)
+		}
+		if err != nil {
 			p.Errors++
 			return
 		}
-		st.registered = true
 		p.Books++
 	}
 	sn := &p.snap
@@ -131,32 +138,30 @@ func (p *Publisher) publish(b *book.Book) {
 	sn.ExchangeTime = b.Timestamp()
 	sn.ReceiveTime = st.rx
 	sn.State = shm.TradingState(b.TradingState())
-	sn.Flags = 0
-	if p.stale {
-		sn.Flags |= bookfb.FlagsPossiblyStale
-	}
+	sn.Flags = flags
 	if b.RegSHO() == '1' {
 		sn.Flags |= bookfb.FlagsShortSaleRestricted
 	}
 	if b.OperationalHalt() == 'H' {
 		sn.Flags |= bookfb.FlagsOperationalHalt
 	}
-	sn.SystemEvent, _ = p.books.SystemEvent()
-	p.bookBids = b.AppendDepth(book.Bid, p.bookBids[:0], p.depth)
-	p.bookAsks = b.AppendDepth(book.Ask, p.bookAsks[:0], p.depth)
-	bids, asks := shmLevels(p.bookBids), shmLevels(p.bookAsks)
-	if len(bids) > 0 && len(asks) > 0 && bids[0].Price >= asks[0].Price {
-		sn.Flags |= bookfb.FlagsCrossed
-	}
-	sn.Bids, sn.Asks = bids, asks
-	sn.BidLevels = uint32(b.Levels(book.Bid))
-	sn.AskLevels = uint32(b.Levels(book.Ask))
+	nBids, nAsks := b.Levels(book.Bid), b.Levels(book.Ask)
+	sn.BidLevels, sn.AskLevels = uint32(nBids), uint32(nAsks)
 	sn.LastTradePrice, sn.LastTradeShares, sn.Volume = b.Last()
 	sn.Messages = st.msgs
-	if err := p.w.Publish(sn); err != nil {
+	// The book writes its top levels straight into the slot: Begin hands
+	// out the slot's level vectors, Depth fills them, Commit publishes.
+	tx := &p.tx
+	if err := p.w.Begin(st.slot, sn, min(nBids, p.depth), min(nAsks, p.depth), tx); err != nil {
 		p.Errors++
 		return
 	}
+	bids := b.Depth(book.Bid, bookLevels(tx.Bids))
+	asks := b.Depth(book.Ask, bookLevels(tx.Asks))
+	if len(bids) > 0 && len(asks) > 0 && bids[0].Price >= asks[0].Price {
+		tx.SetFlags(sn.Flags | bookfb.FlagsCrossed)
+	}
+	p.w.Commit(tx)
 	p.Published++
 }
 
@@ -166,8 +171,8 @@ func (p *Publisher) publish(b *book.Book) {
 // the compiler checks; it fails to build if either type changes.
 var _ = shm.Level(book.Level{})
 
-// shmLevels returns the book levels ls as shm levels, sharing their
-// memory: Publish reads them without a per-level copy.
-func shmLevels(ls []book.Level) []shm.Level {
-	return unsafe.Slice((*shm.Level)(unsafe.Pointer(unsafe.SliceData(ls))), len(ls))
+// bookLevels returns the shm levels ls as book levels, sharing their
+// memory: Book.Depth writes them in place (in the slot).
+func bookLevels(ls []shm.Level) []book.Level {
+	return unsafe.Slice((*book.Level)(unsafe.Pointer(unsafe.SliceData(ls))), len(ls))
 }

@@ -2,6 +2,7 @@ package shm
 
 import (
 	"encoding/binary"
+	"unsafe"
 )
 
 // The slot holds a Snapshot FlatBuffer laid out front to back at fixed
@@ -101,6 +102,18 @@ func writeHead(b []byte) {
 // FlatBuffer's length. b must hold maxSnapshotSize of the
 // larger side.
 func writeSnapshot(b []byte, s *Snapshot, symLen int, publish int64) int {
+	bidAt, askAt, n := writeTable(b, s, symLen, len(s.Bids), len(s.Asks), publish)
+	putLevels(b[bidAt:], s.Bids)
+	putLevels(b[askAt:], s.Asks)
+	return n
+}
+
+// writeTable writes the table fields of s (all but the levels) into b,
+// whose prefix writePrefix wrote with a symbol of symLen bytes, and the
+// counts of a bid vector of nb levels and an ask vector of na levels. It
+// returns where the first bid and the first ask level go (both 8-byte
+// aligned in the slot) and the FlatBuffer's length.
+func writeTable(b []byte, s *Snapshot, symLen, nb, na int, publish int64) (bidAt, askAt, n int) {
 	le := binary.LittleEndian
 	t := b[tableAt : tableAt+tableLen]
 	le.PutUint64(t[fSeq:], s.Seq)
@@ -119,19 +132,23 @@ func writeSnapshot(b []byte, s *Snapshot, symLen int, publish int64) int {
 
 	bids := bidsAt(symLen)
 	le.PutUint32(t[fBids:], uint32(bids-(tableAt+fBids)))
-	end := putLevels(b, bids, s.Bids)
+	le.PutUint32(b[bids:], uint32(nb))
+	end := bids + 4 + nb*levelSize
 	clear(b[end : end+4]) // padding: the ask count sits at 4 mod 8
 	asks := end + 4
 	le.PutUint32(t[fAsks:], uint32(asks-(tableAt+fAsks)))
-	return putLevels(b, asks, s.Asks)
+	le.PutUint32(b[asks:], uint32(na))
+	return bids + 4, asks + 4, asks + 4 + na*levelSize
 }
 
-// putLevels writes a vector of Levels with its count at off and returns its
-// end.
-func putLevels(b []byte, off int, levels []Level) int {
+// putLevels writes levels, best first, at the start of b.
+func putLevels(b []byte, levels []Level) {
+	if levelsInPlace {
+		copy(levelView(b, len(levels)), levels)
+		return
+	}
 	le := binary.LittleEndian
-	le.PutUint32(b[off:], uint32(len(levels)))
-	p := b[off+4 : off+4+len(levels)*levelSize]
+	p := b[:len(levels)*levelSize]
 	for i := range levels {
 		l := &levels[i]
 		e := p[i*levelSize : i*levelSize+levelSize]
@@ -139,8 +156,34 @@ func putLevels(b []byte, off int, levels []Level) int {
 		le.PutUint32(e[4:], l.Orders)
 		le.PutUint64(e[8:], l.Shares)
 	}
-	return off + 4 + len(levels)*levelSize
 }
+
+// levelView returns the first n encoded levels at the start of b as
+// Levels, sharing b's memory. Only where levelsInPlace: a Level's memory
+// is then exactly an encoded level (Price, Orders, Shares, little endian;
+// checked below), and b starts 8-byte aligned (a level vector in a slot
+// does).
+func levelView(b []byte, n int) []Level {
+	b = b[:n*levelSize]
+	return unsafe.Slice((*Level)(unsafe.Pointer(unsafe.SliceData(b))), n)
+}
+
+// levelsInPlace says that a Level is laid out in memory as a slot's
+// encoded level, so that the slot's level vectors are []Level views. A
+// variable, not a constant, so that tests also run the encoding path of
+// big-endian machines.
+var levelsInPlace = nativeLittleEndian
+
+// A Level is 16 bytes: Price at 0, Orders at 4, Shares at 8, as an encoded
+// level (bookfb.Level). These fail to build otherwise.
+var (
+	_ [levelSize - unsafe.Sizeof(Level{})]byte
+	_ [unsafe.Sizeof(Level{}) - levelSize]byte
+	_ [unsafe.Offsetof(Level{}.Orders) - 4]byte
+	_ [4 - unsafe.Offsetof(Level{}.Orders)]byte
+	_ [unsafe.Offsetof(Level{}.Shares) - 8]byte
+	_ [8 - unsafe.Offsetof(Level{}.Shares)]byte
+)
 
 // prefixTemplate is the vtable every slot FlatBuffer carries.
 var prefixTemplate = func() (b [tableAt + 4]byte) {

@@ -1,6 +1,7 @@
 package shm
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -23,11 +24,13 @@ import (
 const schemaVersion = proto.SchemaVersion
 
 // Level is one price level: identical fields to book.Level, so a book level
-// converts with shm.Level(l).
+// converts with shm.Level(l). Its memory is that of an encoded level in a
+// slot (16 bytes, Price, Orders, Shares) on little-endian machines, where
+// Begin hands out the slot's level vectors as []Level.
 type Level struct {
 	Price  uint32
-	Shares uint64
 	Orders uint32
+	Shares uint64
 }
 
 // Snapshot is the writer's input: the state of one instrument's book after
@@ -359,43 +362,161 @@ func Remove(name string) error {
 // Conflation is the caller's: publish each changed locate once per batch
 // with its latest state; a reader always sees the newest snapshot published.
 func (w *Writer) Publish(s *Snapshot) error {
+	var p Pending
+	if err := w.begin(Slot{}, s, len(s.Bids), len(s.Asks), &p); err != nil {
+		return err
+	}
+	p.n = uint32(writeSnapshot(p.data, s, p.symLen, p.publish))
+	w.end(&p)
+	return nil
+}
+
+// Pending is a publish that Begin started and Commit ends. Between the two
+// the slot is being written (readers retry), and the caller writes the
+// snapshot's levels into Bids and Asks.
+type Pending struct {
+	// Bids and Asks are the snapshot's level vectors, of the lengths given
+	// to Begin, best first: write every level before Commit, none after.
+	// On little-endian machines they are the slot's own memory, so a level
+	// written there is not copied again.
+	Bids, Asks []Level
+
+	data    []byte // the slot's FlatBuffer
+	seq     *uint64
+	s0      uint64
+	publish int64
+	n       uint32 // FlatBuffer length
+	symLen  int
+	bidAt   int // where the levels go, for the big-endian encoding
+	askAt   int
+	buf     []Level // big-endian only: Bids and Asks, encoded by Commit
+	locate  uint16
+}
+
+// Slot is where a registered locate's snapshots go, found once with
+// Writer.Slot so that Begin reads neither the locate index nor the
+// directory. The zero Slot is none.
+type Slot struct {
+	v uint32 // the slot's index + 1 (at most MaxLocates), and the symbol's length << 24
+}
+
+func slotOf(index uint32, symLen byte) Slot { return Slot{index + 1 | uint32(symLen)<<24} }
+
+func (sl Slot) n() uint32 { return sl.v & (1<<24 - 1) }
+
+// Slot returns the slot of a registered locate, for Begin.
+func (w *Writer) Slot(locate uint16) (Slot, error) {
+	if w.closed.Load() {
+		return Slot{}, fmt.Errorf("slot of locate %d: %w", locate, ErrClosed)
+	}
+	v := atomic.LoadUint32(w.m.indexEntry(&w.l, locate))
+	if v == 0 {
+		return Slot{}, fmt.Errorf("slot of locate %d: %w", locate, ErrUnknownLocate)
+	}
+	return slotOf(v-1, w.m.dirEntry(&w.l, uint64(v-1))[2]), nil
+}
+
+// Begin starts a publish of s.Locate, whose slot is sl, with nb bid and na
+// ask levels: it writes every field of s but its Bids and Asks (ignored),
+// and hands the slot's level vectors to the caller in p. Commit(p) ends
+// the publish. Between the two the caller writes the levels and may change
+// the flags (SetFlags), and nothing else: no other Begin or Publish of the
+// same locate, and, with Config.SingleWriter, none at all. Begin and
+// Commit allocate nothing (on a big-endian machine, the first Begin with a
+// p allocates its level storage).
+//
+// Publish(s) is Begin, a copy of s's levels, Commit. A caller that reads
+// its levels from elsewhere (an order book) writes them straight into the
+// slot instead.
+//
+// On an error nothing was written and Commit must not be called.
+func (w *Writer) Begin(sl Slot, s *Snapshot, nb, na int, p *Pending) error {
+	if err := w.begin(sl, s, nb, na, p); err != nil {
+		return err
+	}
+	bidAt, askAt, n := writeTable(p.data, s, p.symLen, nb, na, p.publish)
+	p.n = uint32(n)
+	if levelsInPlace {
+		p.Bids, p.Asks = levelView(p.data[bidAt:], nb), levelView(p.data[askAt:], na)
+		return nil
+	}
+	if cap(p.buf) < 2*w.l.depth {
+		p.buf = make([]Level, 2*w.l.depth)
+	}
+	p.bidAt, p.askAt = bidAt, askAt
+	p.Bids, p.Asks = p.buf[:nb:nb], p.buf[w.l.depth:w.l.depth+na:w.l.depth+na]
+	return nil
+}
+
+// SetFlags replaces the flags that Begin wrote from the Snapshot.
+func (p *Pending) SetFlags(f bookfb.Flags) {
+	binary.LittleEndian.PutUint16(p.data[tableAt+fFlags:], uint16(f))
+}
+
+// Commit ends the publish that Begin started: the snapshot becomes
+// readable, and (locate, version) goes to the change journal.
+func (w *Writer) Commit(p *Pending) {
+	if !levelsInPlace {
+		putLevels(p.data[p.bidAt:], p.Bids)
+		putLevels(p.data[p.askAt:], p.Asks)
+	}
+	p.Bids, p.Asks = nil, nil
+	w.end(p)
+}
+
+// begin checks a publish of nb bid and na ask levels of s.Locate into sl
+// (the zero Slot: look it up), and makes the slot's count odd (readers
+// retry): the start of Publish and Begin.
+func (w *Writer) begin(sl Slot, s *Snapshot, nb, na int, p *Pending) error {
 	if w.closed.Load() {
 		return fmt.Errorf("publish locate %d: %w", s.Locate, ErrClosed)
 	}
-	v := atomic.LoadUint32(w.m.indexEntry(&w.l, s.Locate))
-	if v == 0 {
-		return fmt.Errorf("publish locate %d: %w", s.Locate, ErrUnknownLocate)
+	if sl.v == 0 {
+		v := atomic.LoadUint32(w.m.indexEntry(&w.l, s.Locate))
+		if v == 0 {
+			return fmt.Errorf("publish locate %d: %w", s.Locate, ErrUnknownLocate)
+		}
+		sl = slotOf(v-1, w.m.dirEntry(&w.l, uint64(v-1))[2])
+	} else if n := uint64(sl.n()); n == 0 || n > w.l.capacity || *w.m.u32(w.l.slots + (n-1)*w.l.slotSize + 12) != uint32(s.Locate) {
+		// The slot's header names its locate (Register wrote it before
+		// the slot became known), on the line Begin writes anyway.
+		return fmt.Errorf("publish locate %d: not the locate of slot %d: %w", s.Locate, n-1, ErrUnknownLocate)
 	}
-	if len(s.Bids) > w.l.depth || len(s.Asks) > w.l.depth {
-		return fmt.Errorf("publish locate %d: %d bids, %d asks: %w %d", s.Locate, len(s.Bids), len(s.Asks), ErrTooDeep, w.l.depth)
+	if nb > w.l.depth || na > w.l.depth || nb < 0 || na < 0 {
+		return fmt.Errorf("publish locate %d: %d bids, %d asks: %w %d", s.Locate, nb, na, ErrTooDeep, w.l.depth)
 	}
-	publish := s.PublishTime
-	if publish == 0 {
-		publish = now()
+	p.publish = s.PublishTime
+	if p.publish == 0 {
+		p.publish = now()
 	}
-	slot := uint64(v - 1)
-	symLen := int(w.m.dirEntry(&w.l, slot)[2])
-	seq := w.m.slotSeq(&w.l, slot)
+	slot := uint64(sl.n() - 1)
+	p.symLen = int(sl.v >> 24)
+	p.data = w.m.slotData(&w.l, slot)
+	p.seq = w.m.slotSeq(&w.l, slot)
+	p.locate = s.Locate
 	// The seqlock needs store order only, never an atomic read-modify-write
 	// (one writer per slot): the odd count before the data, the data and
 	// len before the even count (order.go, docs/SHM.md "Memory ordering").
-	s0 := atomic.LoadUint64(seq)
-	if s0&1 != 0 {
+	p.s0 = atomic.LoadUint64(p.seq)
+	if p.s0&1 != 0 {
 		// Best effort: catches a second publisher only if it is inside
 		// its write window now.
 		panic(fmt.Sprintf("shm: locate %d published concurrently by two goroutines", s.Locate))
 	}
-	storeBegin64(seq, s0+1)
-	n := writeSnapshot(w.m.slotData(&w.l, slot), s, symLen, publish)
-	seqEnd(seq, uint32(n), s0+2) // len, then the even count (release)
-	version := (s0 + 2) / 2
-
-	if w.single {
-		w.appendSingle(s.Locate, version)
-	} else {
-		w.appendJournal(s.Locate, version)
-	}
+	storeBegin64(p.seq, p.s0+1)
 	return nil
+}
+
+// end makes the slot readable (len, then the even count, release) and
+// appends the new version to the journal: the end of Publish and Commit.
+func (w *Writer) end(p *Pending) {
+	seqEnd(p.seq, p.n, p.s0+2)
+	version := (p.s0 + 2) / 2
+	if w.single {
+		w.appendSingle(p.locate, version)
+	} else {
+		w.appendJournal(p.locate, version)
+	}
 }
 
 // appendSingle appends (locate, version) to the change journal of a single

@@ -1,0 +1,205 @@
+package shm
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/marketfeed/feedhandler/proto/bookfb"
+)
+
+// bothLevelPaths runs f with the slot's level vectors handed out in place
+// (little-endian machines) and with the copying encoding of big-endian
+// ones.
+func bothLevelPaths(t *testing.T, f func(t *testing.T)) {
+	defer func(v bool) { levelsInPlace = v }(levelsInPlace)
+	for _, inPlace := range []bool{true, false} {
+		if inPlace && !nativeLittleEndian {
+			continue
+		}
+		levelsInPlace = inPlace
+		t.Run(fmt.Sprint("in-place=", inPlace), f)
+	}
+}
+
+// slotBytes is slot i of w as a reader would copy it: seq, len and the
+// FlatBuffer.
+func slotBytes(w *Writer, locate uint16) (seq uint64, data []byte) {
+	v := *w.m.indexEntry(&w.l, locate)
+	slot := uint64(v - 1)
+	n := *w.m.slotLen(&w.l, slot)
+	return *w.m.slotSeq(&w.l, slot), w.m.slotData(&w.l, slot)[:n]
+}
+
+// TestBeginMatchesPublish: a publish through Begin (levels written into the
+// vectors it hands out, flags sometimes changed with SetFlags) and Commit
+// leaves the same slot bytes, version and journal as Publish of the same
+// snapshot, over random snapshots at random depths, symbol lengths and
+// slots, with garbage of longer earlier snapshots left in the slots.
+func TestBeginMatchesPublish(t *testing.T) {
+	bothLevelPaths(t, func(t *testing.T) {
+		rng := rand.New(rand.NewPCG(3, 4))
+		for round := 0; round < 20; round++ {
+			depth := 1 + rng.IntN(40)
+			cfg := Config{Instruments: 8, Depth: depth, SingleWriter: round%2 == 0}
+			w, wb := testWriter(t, cfg), testWriter(t, cfg)
+			var slots [8]Slot
+			for loc := uint16(1); loc <= 8; loc++ {
+				sym := "ABCDEFGH"[:1+rng.IntN(8)]
+				if err := w.Register(loc, sym); err != nil {
+					t.Fatal(err)
+				}
+				if err := wb.Register(loc, sym); err != nil {
+					t.Fatal(err)
+				}
+				sl, err := wb.Slot(loc)
+				if err != nil {
+					t.Fatal(err)
+				}
+				slots[loc-1] = sl
+			}
+			var p Pending
+			for i := 0; i < 200; i++ {
+				s := randomSnapshot(rng, depth)
+				s.Locate = uint16(1 + rng.IntN(8))
+				if err := w.Publish(s); err != nil {
+					t.Fatal(err)
+				}
+				final := s.Flags
+				sb := *s
+				sb.Bids, sb.Asks = nil, nil // Begin ignores them
+				if rng.IntN(2) == 0 {
+					sb.Flags = bookfb.Flags(rng.Uint32()) // SetFlags replaces it below
+				}
+				sl := slots[s.Locate-1]
+				if rng.IntN(4) == 0 {
+					sl = Slot{} // looked up by locate
+				}
+				if err := wb.Begin(sl, &sb, len(s.Bids), len(s.Asks), &p); err != nil {
+					t.Fatal(err)
+				}
+				if len(p.Bids) != len(s.Bids) || len(p.Asks) != len(s.Asks) {
+					t.Fatalf("Begin handed out %d bids, %d asks, want %d, %d", len(p.Bids), len(p.Asks), len(s.Bids), len(s.Asks))
+				}
+				copy(p.Bids, s.Bids)
+				copy(p.Asks, s.Asks)
+				if sb.Flags != final {
+					p.SetFlags(final)
+				}
+				wb.Commit(&p)
+				seq, data := slotBytes(w, s.Locate)
+				seqB, dataB := slotBytes(wb, s.Locate)
+				if seq != seqB || !bytes.Equal(data, dataB) {
+					t.Fatalf("round %d, publish %d, locate %d: Begin/Commit wrote seq %d\n%x\nPublish seq %d\n%x", round, i, s.Locate, seqB, dataB, seq, data)
+				}
+				if h, hb := w.m.head(), wb.m.head(); h != hb {
+					t.Fatalf("journal head %d after Begin/Commit, %d after Publish", hb, h)
+				}
+			}
+		}
+	})
+}
+
+// TestBeginErrors: Begin refuses a closed writer, an unknown locate, a
+// slot of another locate or another writer and too many levels, and writes
+// nothing when it does.
+func TestBeginErrors(t *testing.T) {
+	const depth = 4
+	w := testWriter(t, Config{Instruments: 2, Depth: depth})
+	other := testWriter(t, Config{Instruments: 8, Depth: depth})
+	w.Register(1, "AAPL")
+	w.Register(2, "MSFT")
+	for loc := uint16(1); loc <= 8; loc++ {
+		other.Register(loc+10, symbolOf(loc))
+	}
+	sl1, err := w.Slot(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sl2, _ := w.Slot(2)
+	far, _ := other.Slot(18) // slot 7: beyond w's 2 slots
+	if _, err := w.Slot(3); !errors.Is(err, ErrUnknownLocate) {
+		t.Fatalf("Slot of an unknown locate: %v", err)
+	}
+	s := newSnapshot(depth)
+	fillSnapshot(s, 1, 5, depth)
+	seq, data := slotBytes(w, 1)
+	data = bytes.Clone(data)
+	var p Pending
+	for _, c := range []struct {
+		name   string
+		sl     Slot
+		locate uint16
+		nb, na int
+		want   error
+	}{
+		{"unknown locate", Slot{}, 3, 1, 1, ErrUnknownLocate},
+		{"slot of another locate", sl2, 1, 1, 1, ErrUnknownLocate},
+		{"slot beyond the writer's", far, 1, 1, 1, ErrUnknownLocate},
+		{"too many bids", sl1, 1, depth + 1, 0, ErrTooDeep},
+		{"too many asks", sl1, 1, 0, depth + 1, ErrTooDeep},
+		{"negative", sl1, 1, -1, 0, ErrTooDeep},
+	} {
+		s.Locate = c.locate
+		if err := w.Begin(c.sl, s, c.nb, c.na, &p); !errors.Is(err, c.want) {
+			t.Errorf("%s: %v, want %v", c.name, err, c.want)
+		}
+	}
+	if seq2, data2 := slotBytes(w, 1); seq2 != seq || !bytes.Equal(data, data2) || w.m.head() != 0 {
+		t.Fatalf("a refused Begin wrote the slot or the journal")
+	}
+	s.Locate = 1
+	if err := w.Begin(sl1, s, 1, 1, &p); err != nil {
+		t.Fatal(err)
+	}
+	w.Commit(&p)
+	if p.Bids != nil || p.Asks != nil {
+		t.Error("Commit left the level vectors in the Pending")
+	}
+	w.Close()
+	if err := w.Begin(sl1, s, 1, 1, &p); !errors.Is(err, ErrClosed) {
+		t.Errorf("Begin after Close: %v", err)
+	}
+	if _, err := w.Slot(1); !errors.Is(err, ErrClosed) {
+		t.Errorf("Slot after Close: %v", err)
+	}
+}
+
+// TestBeginAllocs: Begin and Commit allocate nothing (after a Pending's
+// first use on the copying path).
+func TestBeginAllocs(t *testing.T) {
+	bothLevelPaths(t, func(t *testing.T) {
+		const depth = 10
+		w := testWriter(t, Config{Instruments: 4, Depth: depth, SingleWriter: true})
+		w.Register(1, "AAPL")
+		sl, err := w.Slot(1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := newSnapshot(depth)
+		var p Pending
+		k := uint64(0)
+		publish := func() {
+			k++
+			fillSnapshot(s, 1, k, depth)
+			if err := w.Begin(sl, s, len(s.Bids), len(s.Asks), &p); err != nil {
+				t.Fatal(err)
+			}
+			copy(p.Bids, s.Bids)
+			copy(p.Asks, s.Asks)
+			w.Commit(&p)
+		}
+		publish()
+		if a := testing.AllocsPerRun(1000, publish); a != 0 {
+			t.Errorf("Begin+Commit: %v allocs, want 0", a)
+		}
+	})
+}
+
+// TestEncodeBothLevelPaths runs the encoding's reference tests on both
+// level paths.
+func TestEncodeBothLevelPaths(t *testing.T) {
+	bothLevelPaths(t, TestEncodeMatchesBuilder)
+}
