@@ -85,6 +85,17 @@ type pacedRx struct {
 	// stallKeep of them (start, length), for period analysis.
 	stalls  int
 	stallAt [][2]int64
+
+	// Tail attribution (-tags tailtrace): the handler, its thread's
+	// switch counts just before the batch's pickup, and the length of its
+	// batch trace then (see tailTrace).
+	tail     bool
+	handler  *Handler // set by the benchmark under mu
+	h        *Handler // the receive thread's copy
+	ru       unix.Rusage
+	trace0   int   // len(trace) at the last pickup
+	lastLoop int64 // when the loop was last seen outside a batch (a Receive call, a Release), ns since start
+	idleGap  int64 // the longest interval between two such sightings since the last batch
 }
 
 const (
@@ -116,6 +127,9 @@ func (r *pacedRx) Receive(pkts []rx.Packet) (int, error) {
 		pkts[n].RxTime = r.start.Add(time.Duration(r.next) * r.interval).UnixNano()
 		n++
 		r.next++
+	}
+	if tailTrace && r.tail {
+		r.traceBegin(int64(since), n)
 	}
 	return n, nil
 }
@@ -161,7 +175,11 @@ func BenchmarkPipelinePaced(b *testing.B) {
 }
 
 func benchPaced(b *testing.B, mode Mode, shards []int, prio int) {
-	g := dayPacketsSized(b, 400_000, 300)
+	nMsgs := 400_000
+	if v, err := strconv.Atoi(os.Getenv("FH_PACED_MSGS")); err == nil && v > 0 {
+		nMsgs = v // a longer run, for the tail (default 400k messages, about 0.47 s)
+	}
+	g := dayPacketsSized(b, nMsgs, 300)
 	var script []rx.Packet
 	for _, p := range g {
 		script = append(script, rx.Packet{Data: p, Line: rx.LineA}, rx.Packet{Data: p, Line: rx.LineB})
@@ -175,6 +193,7 @@ func benchPaced(b *testing.B, mode Mode, shards []int, prio int) {
 	b.ReportAllocs()
 	for b.Loop() {
 		r := &pacedRx{scriptRx: scriptRx{errAt: -1, script: script}}
+		r.tail = tailTrace && mode == ModeRunToCompletion
 		r.interval = time.Second / 200_000 // 100k/s per line, two lines
 		h, err := Start(Config{
 			Receive:     rx.Config{Lines: []rx.LineConfig{{Name: "A"}, {Name: "B"}}, BatchSize: 64},
@@ -191,6 +210,9 @@ func benchPaced(b *testing.B, mode Mode, shards []int, prio int) {
 		if err != nil {
 			b.Fatal(err)
 		}
+		r.mu.Lock()
+		r.handler = h
+		r.mu.Unlock()
 		if th := h.Stats().ReceiveThread; th.Priority != prio {
 			b.Logf("receive thread under normal scheduling: %s", th.Reason)
 		}
@@ -212,10 +234,10 @@ func benchPaced(b *testing.B, mode Mode, shards []int, prio int) {
 			// measure what that costs the receive thread.
 			if statsPoll {
 				st := h.Stats()
-				if st.Arbiter.Delivered == 400_000 && st.Applied() == st.Routed {
+				if st.Arbiter.Delivered == uint64(nMsgs) && st.Applied() == st.Routed {
 					break
 				}
-			} else if h.Delivered() == 400_000 && h.Applied() == 400_000 {
+			} else if h.Delivered() == uint64(nMsgs) && h.Applied() == uint64(nMsgs) {
 				break
 			}
 			time.Sleep(20 * time.Millisecond)
@@ -280,6 +302,9 @@ func benchPaced(b *testing.B, mode Mode, shards []int, prio int) {
 		b.ReportMetric(off.Mean(), "stage-offer-mean-ns")
 		b.ReportMetric(app.Mean(), "stage-apply-mean-ns")
 		b.ReportMetric(pub.Mean(), "stage-publish-mean-ns")
+	}
+	if tailTrace && mode == ModeRunToCompletion {
+		logTail(b, lastH.shards[0].stages.trace, &last.PathLatency)
 	}
 	b.ReportMetric(float64(l.Quantile(0.5)), "p50-ns")
 	b.ReportMetric(float64(l.Quantile(0.99)), "p99-ns")

@@ -373,12 +373,19 @@ func (h *Handler) receive(pinErr chan<- error) {
 		var ended int64 // when the batch's publish ended (run to completion)
 		if n > 0 {
 			h.pickup = clock.Now()
+			if tailTrace && h.inline != nil {
+				h.inline.stageBegin(h.pickup, pkts[:n])
+			}
 			for i := 0; i < n; i++ {
 				p := &pkts[i]
 				h.arb.Offer(int(p.Line), p.Data, p.RxTime)
+				if tailTrace && h.inline != nil {
+					h.inline.stageMark(clock.Now())
+				}
 			}
-			if stageTiming && h.inline != nil {
+			if (stageTiming || tailTrace) && h.inline != nil {
 				h.inline.stages.offered = clock.Now()
+				h.inline.stageMark(h.inline.stages.offered)
 			}
 			ended = h.endBatch()
 			h.recv.Release(pkts[:n])

@@ -8,6 +8,7 @@ import (
 
 	"github.com/marketfeed/feedhandler/book"
 	"github.com/marketfeed/feedhandler/feed/itch"
+	"github.com/marketfeed/feedhandler/feed/rx"
 	"github.com/marketfeed/feedhandler/internal/clock"
 	"github.com/marketfeed/feedhandler/internal/latency"
 	"github.com/marketfeed/feedhandler/internal/spsc"
@@ -98,7 +99,47 @@ type shard struct {
 		offer   latency.Histogram
 		apply   latency.Histogram
 		publish latency.Histogram
+
+		// With -tags tailtrace, one batchTrace per batch, up to the
+		// slice's capacity (the benchmark's receiver sizes it), for the
+		// tail's attribution; the fields below build the current one.
+		trace   []batchTrace
+		pkts    int    // packets offered in the batch
+		due     int64  // the oldest offered packet's receive time
+		lastT   int64  // the batch's previous clock reading
+		maxGap  int64  // the longest interval between two readings before the publish
+		idleGap int64  // the longest stop of the loop between the previous batch and this one (set by the benchmark's receiver)
+		books0  uint64 // pub.Published when the batch was picked up
 	}
+}
+
+// batchTrace is one run-to-completion batch, as -tags tailtrace records
+// it: what its messages' path (pickup to publish end) was made of.
+type batchTrace struct {
+	pickup, offered, end int64 // pickup; packets offered (parsed, arbitrated, applied); publish ended
+	due                  int64 // receive time of the batch's oldest packet
+	maxGap               int64 // longest interval between two clock readings from pickup to offered (one after each packet's offer)
+	idleGap              int64 // longest stop of the receive loop between the previous batch and this pickup (the benchmark's receiver measures it)
+	pkts, runs           int32 // packets offered; packets that applied messages
+	msgs, books          int32 // messages applied; books published
+	vcs, ivcs            int32 // the thread's voluntary and involuntary switches from just before pickup to just after the publish (filled by the benchmark's receiver)
+}
+
+// stageBegin starts a batch's trace (tailTrace only).
+func (s *shard) stageBegin(pickup int64, pkts []rx.Packet) {
+	st := &s.stages
+	st.lastT, st.maxGap, st.pkts, st.books0 = pickup, 0, len(pkts), s.pub.Published
+	st.due = pickup
+	for i := range pkts {
+		st.due = min(st.due, pkts[i].RxTime)
+	}
+}
+
+// stageMark notes a clock reading t inside the batch (tailTrace only).
+func (s *shard) stageMark(t int64) {
+	st := &s.stages
+	st.maxGap = max(st.maxGap, t-st.lastT)
+	st.lastT = t
 }
 
 // run is the messages of one packet applied in the current batch: they
@@ -278,12 +319,19 @@ func (s *shard) endBatch() int64 {
 		s.pub.Flush()
 	}
 	now := clock.Now()
-	if stageTiming {
-		if s.stages.offered != 0 && len(s.runs) > 0 {
+	if stageTiming || tailTrace {
+		if st := &s.stages; st.offered != 0 && len(s.runs) > 0 {
 			n := int(s.nMsgs)
-			s.stages.offer.RecordN(s.stages.offered-s.runs[0].pickup, n)
-			s.stages.apply.RecordN(s.stages.applyNs, n)
-			s.stages.publish.RecordN(now-s.stages.offered, n)
+			if stageTiming {
+				st.offer.RecordN(st.offered-s.runs[0].pickup, n)
+				st.apply.RecordN(st.applyNs, n)
+				st.publish.RecordN(now-st.offered, n)
+			}
+			if tailTrace && len(st.trace) < cap(st.trace) {
+				st.trace = append(st.trace, batchTrace{pickup: s.runs[0].pickup, offered: st.offered, end: now,
+					due: st.due, maxGap: st.maxGap, idleGap: st.idleGap, pkts: int32(st.pkts), runs: int32(len(s.runs)),
+					msgs: int32(n), books: int32(s.pub.Published - st.books0)})
+			}
 		}
 		s.stages.offered, s.stages.applyNs = 0, 0
 	}

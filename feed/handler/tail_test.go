@@ -1,0 +1,224 @@
+package handler
+
+import (
+	"fmt"
+	"os"
+	"slices"
+	"strconv"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/marketfeed/feedhandler/feed/rx"
+	"github.com/marketfeed/feedhandler/internal/latency"
+)
+
+// Tail attribution of BenchmarkPipelinePaced/run-to-completion, built with
+// -tags tailtrace: the handler records one batchTrace per batch (its
+// pickup, the end of its offers, the end of its publish, the oldest
+// packet's receive time, the longest interval between two clock readings
+// before the publish (one after each packet's offer), packets, messages and books), and the paced
+// receiver, which runs on the receive thread, adds the thread's voluntary
+// and involuntary context switches between just before the pickup and
+// just after the publish (getrusage(RUSAGE_THREAD), outside the measured
+// path). logTail then sorts the slow messages by cause.
+
+// tailTraceCap bounds the batches traced (about 200k batches a second).
+const tailTraceCap = 1 << 21
+
+// traceBegin runs on the receive thread in every Receive call, at since
+// (ns since the start), before n packets are returned (before the
+// batch's pickup when n > 0).
+func (r *pacedRx) traceBegin(since int64, n int) {
+	if r.h == nil {
+		if r.h = r.handler; r.h == nil {
+			return
+		}
+		r.h.inline.stages.trace = make([]batchTrace, 0, tailTraceCap)
+		if err := unix.Getrusage(unix.RUSAGE_THREAD, &r.ru); err != nil {
+			panic(err)
+		}
+		r.lastLoop = since
+	}
+	r.idleGap = max(r.idleGap, since-r.lastLoop)
+	r.lastLoop = since
+	if n > 0 {
+		r.h.inline.stages.idleGap = r.idleGap
+		r.idleGap = 0
+		r.trace0 = len(r.h.inline.stages.trace)
+	}
+}
+
+// Release runs on the receive thread right after the batch's endBatch
+// (its publish and its latencies recorded). After a batch slower than
+// tailSlowNs it reads the thread's context switches: those since the
+// previous slow batch are put on this one (a switch stops the thread, so
+// the first batch after it is slow, as a backlog or a stall inside).
+func (r *pacedRx) Release(pkts []rx.Packet) {
+	if tailTrace && r.h != nil {
+		if tr := r.h.inline.stages.trace; len(tr) > r.trace0 {
+			if t := &tr[len(tr)-1]; t.end-t.pickup > tailSlowNs {
+				var ru unix.Rusage
+				if err := unix.Getrusage(unix.RUSAGE_THREAD, &ru); err != nil {
+					panic(err)
+				}
+				t.vcs, t.ivcs = int32(ru.Nvcsw-r.ru.Nvcsw), int32(ru.Nivcsw-r.ru.Nivcsw)
+				r.ru = ru
+			}
+			r.trace0 = len(tr)
+		}
+		r.lastLoop = int64(time.Since(r.start))
+	}
+	r.scriptRx.Release(pkts)
+}
+
+const tailSlowNs = 5_000
+
+// Causes of a slow batch, the first that applies.
+const (
+	causeVoluntary   = iota // the thread parked since the previous slow batch (a Go scheduler hand-off: sysmon's preemption, a lock)
+	causeInvoluntary        // the kernel ran another thread on its core since the previous slow batch
+	causeStall              // no switch, but the thread stopped inside the batch: two clock readings before the publish stalledNs apart, or a publish stalledNs longer than publishPerBookNs per book
+	causeIdleStall          // no switch, no stall inside; backlogPkts or more packets, and the loop stopped for stalledNs or more before the pickup: the path is the drain of what piled up during that stall
+	causeCascade            // the same without a stall before: what piled up during the previous (slow) batch
+	causeOther              // none of those: a slow batch of one or two packets
+	nCauses
+)
+
+var causeNames = [nCauses]string{"switch, voluntary", "switch, involuntary", "stall inside the batch", "backlog after a stall", "backlog, no stall", "other (1-2 packets)"}
+
+const (
+	stalledNs        = 4_000
+	publishPerBookNs = 400
+	backlogPkts      = 3
+)
+
+func (t *batchTrace) cause() int {
+	switch {
+	case t.vcs > 0:
+		return causeVoluntary
+	case t.ivcs > 0:
+		return causeInvoluntary
+	case t.maxGap >= stalledNs, t.end-t.offered >= stalledNs+int64(t.books)*publishPerBookNs:
+		return causeStall
+	case t.pkts >= backlogPkts && t.idleGap >= stalledNs:
+		return causeIdleStall
+	case t.pkts >= backlogPkts:
+		return causeCascade
+	}
+	return causeOther
+}
+
+// logTail logs, for the messages whose path (pickup to publish end) is over
+// 5 µs and over 20 µs, their share by cause and what their batches were
+// like, and the path by batch size.
+func logTail(b *testing.B, trace []batchTrace, path *latency.Snapshot) {
+	if len(trace) == 0 {
+		return
+	}
+	var total int64
+	for i := range trace {
+		total += int64(trace[i].msgs)
+	}
+	// The trace's own path quantiles, against the histogram's: the trace
+	// misses the batches before the receiver knew the handler.
+	byPath := slices.Clone(trace)
+	slices.SortFunc(byPath, func(x, y batchTrace) int { return int((x.end - x.pickup) - (y.end - y.pickup)) })
+	q := func(f float64) int64 {
+		want, acc := int64(f*float64(total)), int64(0)
+		for i := range byPath {
+			if acc += int64(byPath[i].msgs); acc > want {
+				return byPath[i].end - byPath[i].pickup
+			}
+		}
+		return 0
+	}
+	b.Logf("tail: %d batches, %d messages traced; path p50/p99/p99.9 %d/%d/%d ns (histogram: %d/%d/%d)",
+		len(trace), total, q(0.5), q(0.99), q(0.999), path.Quantile(0.5), path.Quantile(0.99), path.Quantile(0.999))
+	for _, thr := range []int64{5_000, 20_000} {
+		var msgs [nCauses]int64
+		var nb [nCauses]int
+		var pkts, runs, books, offer, publish, wait, gap, idle [nCauses]float64
+		var slow int64
+		for i := range trace {
+			t := &trace[i]
+			if t.end-t.pickup <= thr {
+				continue
+			}
+			c, m := t.cause(), float64(t.msgs)
+			slow += int64(t.msgs)
+			msgs[c] += int64(t.msgs)
+			nb[c]++
+			pkts[c] += m * float64(t.pkts)
+			runs[c] += m * float64(t.runs)
+			books[c] += m * float64(t.books)
+			offer[c] += m * float64(t.offered-t.pickup)
+			publish[c] += m * float64(t.end-t.offered)
+			wait[c] += m * float64(t.pickup-t.due)
+			gap[c] += m * float64(t.maxGap)
+			idle[c] += m * float64(t.idleGap)
+		}
+		b.Logf("tail: path > %d us: %d messages (%.2f%%) in %d batches; by cause (message-weighted means of their batches):",
+			thr/1000, slow, 100*float64(slow)/float64(total), sum(nb[:]))
+		b.Logf("tail:   %-24s %7s %7s %6s %6s %6s %6s %9s %9s %9s %9s %9s", "cause", "share", "batches", "pkts", "new", "books", "msgs", "offer-ns", "publ-ns", "wait-ns", "maxgap-ns", "idlegap-ns")
+		for c := range nCauses {
+			if msgs[c] == 0 {
+				continue
+			}
+			m := float64(msgs[c])
+			b.Logf("tail:   %-24s %6.1f%% %7d %6.1f %6.1f %6.1f %6.1f %9.0f %9.0f %9.0f %9.0f %9.0f", causeNames[c], 100*m/float64(slow), nb[c],
+				pkts[c]/m, runs[c]/m, books[c]/m, m/float64(nb[c]), offer[c]/m, publish[c]/m, wait[c]/m, gap[c]/m, idle[c]/m)
+		}
+	}
+	// The path by batch size: what draining n packets costs.
+	buckets := []int32{1, 2, 4, 8, 16, 32, 64, 1 << 30}
+	var lines []string
+	for i := 0; i+1 < len(buckets); i++ {
+		var paths []int64
+		var m int64
+		for j := range trace {
+			t := &trace[j]
+			if t.pkts >= buckets[i] && t.pkts < buckets[i+1] && t.vcs == 0 && t.ivcs == 0 {
+				paths = append(paths, t.end-t.pickup)
+				m += int64(t.msgs)
+			}
+		}
+		if len(paths) == 0 {
+			continue
+		}
+		slices.Sort(paths)
+		lines = append(lines, fmt.Sprintf("[%d,%d) pkts: %.2f%% of msgs, %d batches, path p50 %d p90 %d ns",
+			buckets[i], buckets[i+1], 100*float64(m)/float64(total), len(paths), paths[len(paths)/2], paths[len(paths)*9/10]))
+	}
+	for _, l := range lines {
+		b.Logf("tail: by batch size (no switch): %s", l)
+	}
+	if p := os.Getenv("FH_TAIL_DUMP"); p != "" {
+		dumpTrace(b, p, trace)
+	}
+}
+
+func sum(v []int) (s int) {
+	for _, x := range v {
+		s += x
+	}
+	return s
+}
+
+// dumpTrace writes the trace as text, one batch a line, for offline
+// analysis (FH_TAIL_DUMP=file).
+func dumpTrace(b *testing.B, path string, trace []batchTrace) {
+	buf := []byte("pickup offered end due maxgap idlegap pkts runs msgs books vcs ivcs\n")
+	for _, t := range trace {
+		for _, v := range []int64{t.pickup, t.offered, t.end, t.due, t.maxGap, t.idleGap, int64(t.pkts), int64(t.runs), int64(t.msgs), int64(t.books), int64(t.vcs)} {
+			buf = strconv.AppendInt(buf, v, 10)
+			buf = append(buf, ' ')
+		}
+		buf = strconv.AppendInt(buf, int64(t.ivcs), 10)
+		buf = append(buf, '\n')
+	}
+	if err := os.WriteFile(path, buf, 0o644); err != nil {
+		b.Error(err)
+	}
+}
