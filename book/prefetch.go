@@ -32,8 +32,7 @@ func (bs *Books) Prefetch(m itch.Msg) {
 	if len(m) < itch.HeaderLen+8 || !refAt[m[0]] {
 		return
 	}
-	// &bs.orders[i] without its bounds check: i <= homeMask < len(bs.orders)
-	prefetch(uintptr(unsafe.Pointer(unsafe.SliceData(bs.orders))) + uintptr(binary.BigEndian.Uint64(m[itch.HeaderLen:])&bs.homeMask)*unsafe.Sizeof(order{}))
+	prefetch(uintptr(unsafe.Pointer(&bs.orders[binary.BigEndian.Uint64(m[itch.HeaderLen:])&bs.homeMask])))
 }
 
 // PrefetchAhead is how many messages ahead of Apply a caller with a
