@@ -145,7 +145,6 @@ func New(cfg Config) (*Books, error) {
 	prepare(bs.trades)
 	prepare(bs.ladders.mem)
 	prepare(bs.levels)
-	prepare(bs.books) // zero bytes into zeroed memory: no pointer is written
 	bs.Reset()
 	return bs, nil
 }
