@@ -362,12 +362,11 @@ func Remove(name string) error {
 // Conflation is the caller's: publish each changed locate once per batch
 // with its latest state; a reader always sees the newest snapshot published.
 func (w *Writer) Publish(s *Snapshot) error {
-	var p Pending
-	if err := w.begin(Slot{}, s, len(s.Bids), len(s.Asks), &p); err != nil {
+	data, seq, s0, symLen, publish, err := w.begin(Slot{}, s, len(s.Bids), len(s.Asks))
+	if err != nil {
 		return err
 	}
-	p.n = uint32(writeSnapshot(p.data, s, p.symLen, p.publish))
-	w.end(&p)
+	w.end(seq, uint32(writeSnapshot(data, s, symLen, publish)), s0, s.Locate)
 	return nil
 }
 
@@ -381,16 +380,14 @@ type Pending struct {
 	// written there is not copied again.
 	Bids, Asks []Level
 
-	data    []byte // the slot's FlatBuffer
-	seq     *uint64
-	s0      uint64
-	publish int64
-	n       uint32 // FlatBuffer length
-	symLen  int
-	bidAt   int // where the levels go, for the big-endian encoding
-	askAt   int
-	buf     []Level // big-endian only: Bids and Asks, encoded by Commit
-	locate  uint16
+	data   []byte // the slot's FlatBuffer
+	seq    *uint64
+	s0     uint64
+	n      uint32 // FlatBuffer length
+	bidAt  int    // where the levels go, for the big-endian encoding
+	askAt  int
+	buf    []Level // big-endian only: Bids and Asks, encoded by Commit
+	locate uint16
 }
 
 // Slot is where a registered locate's snapshots go, found once with
@@ -431,10 +428,12 @@ func (w *Writer) Slot(locate uint16) (Slot, error) {
 //
 // On an error nothing was written and Commit must not be called.
 func (w *Writer) Begin(sl Slot, s *Snapshot, nb, na int, p *Pending) error {
-	if err := w.begin(sl, s, nb, na, p); err != nil {
+	data, seq, s0, symLen, publish, err := w.begin(sl, s, nb, na)
+	if err != nil {
 		return err
 	}
-	bidAt, askAt, n := writeTable(p.data, s, p.symLen, nb, na, p.publish)
+	p.data, p.seq, p.s0, p.locate = data, seq, s0, s.Locate
+	bidAt, askAt, n := writeTable(data, s, symLen, nb, na, publish)
 	p.n = uint32(n)
 	if levelsInPlace {
 		p.Bids, p.Asks = levelView(p.data[bidAt:], nb), levelView(p.data[askAt:], na)
@@ -461,61 +460,61 @@ func (w *Writer) Commit(p *Pending) {
 		putLevels(p.data[p.askAt:], p.Asks)
 	}
 	p.Bids, p.Asks = nil, nil
-	w.end(p)
+	w.end(p.seq, p.n, p.s0, p.locate)
 }
 
 // begin checks a publish of nb bid and na ask levels of s.Locate into sl
 // (the zero Slot: look it up), and makes the slot's count odd (readers
-// retry): the start of Publish and Begin.
-func (w *Writer) begin(sl Slot, s *Snapshot, nb, na int, p *Pending) error {
+// retry): the start of Publish and Begin. It returns the slot's
+// FlatBuffer, its seqlock word and the word's value before, the symbol's
+// length and the publish time.
+func (w *Writer) begin(sl Slot, s *Snapshot, nb, na int) (data []byte, seq *uint64, s0 uint64, symLen int, publish int64, err error) {
 	if w.closed.Load() {
-		return fmt.Errorf("publish locate %d: %w", s.Locate, ErrClosed)
+		return nil, nil, 0, 0, 0, fmt.Errorf("publish locate %d: %w", s.Locate, ErrClosed)
 	}
 	if sl.v == 0 {
 		v := atomic.LoadUint32(w.m.indexEntry(&w.l, s.Locate))
 		if v == 0 {
-			return fmt.Errorf("publish locate %d: %w", s.Locate, ErrUnknownLocate)
+			return nil, nil, 0, 0, 0, fmt.Errorf("publish locate %d: %w", s.Locate, ErrUnknownLocate)
 		}
 		sl = slotOf(v-1, w.m.dirEntry(&w.l, uint64(v-1))[2])
 	} else if n := uint64(sl.n()); n == 0 || n > w.l.capacity || *w.m.u32(w.l.slots + (n-1)*w.l.slotSize + 12) != uint32(s.Locate) {
 		// The slot's header names its locate (Register wrote it before
 		// the slot became known), on the line Begin writes anyway.
-		return fmt.Errorf("publish locate %d: not the locate of slot %d: %w", s.Locate, n-1, ErrUnknownLocate)
+		return nil, nil, 0, 0, 0, fmt.Errorf("publish locate %d: not the locate of slot %d: %w", s.Locate, n-1, ErrUnknownLocate)
 	}
 	if nb > w.l.depth || na > w.l.depth || nb < 0 || na < 0 {
-		return fmt.Errorf("publish locate %d: %d bids, %d asks: %w %d", s.Locate, nb, na, ErrTooDeep, w.l.depth)
+		return nil, nil, 0, 0, 0, fmt.Errorf("publish locate %d: %d bids, %d asks: %w %d", s.Locate, nb, na, ErrTooDeep, w.l.depth)
 	}
-	p.publish = s.PublishTime
-	if p.publish == 0 {
-		p.publish = now()
+	publish = s.PublishTime
+	if publish == 0 {
+		publish = now()
 	}
 	slot := uint64(sl.n() - 1)
-	p.symLen = int(sl.v >> 24)
-	p.data = w.m.slotData(&w.l, slot)
-	p.seq = w.m.slotSeq(&w.l, slot)
-	p.locate = s.Locate
+	seq = w.m.slotSeq(&w.l, slot)
 	// The seqlock needs store order only, never an atomic read-modify-write
 	// (one writer per slot): the odd count before the data, the data and
 	// len before the even count (order.go, docs/SHM.md "Memory ordering").
-	p.s0 = atomic.LoadUint64(p.seq)
-	if p.s0&1 != 0 {
+	s0 = atomic.LoadUint64(seq)
+	if s0&1 != 0 {
 		// Best effort: catches a second publisher only if it is inside
 		// its write window now.
 		panic(fmt.Sprintf("shm: locate %d published concurrently by two goroutines", s.Locate))
 	}
-	storeBegin64(p.seq, p.s0+1)
-	return nil
+	storeBegin64(seq, s0+1)
+	return w.m.slotData(&w.l, slot), seq, s0, int(sl.v >> 24), publish, nil
 }
 
-// end makes the slot readable (len, then the even count, release) and
-// appends the new version to the journal: the end of Publish and Commit.
-func (w *Writer) end(p *Pending) {
-	seqEnd(p.seq, p.n, p.s0+2)
-	version := (p.s0 + 2) / 2
+// end makes the slot readable (its FlatBuffer's length n, then the even
+// count s0+2, release) and appends the new version of locate to the
+// journal: the end of Publish and Commit.
+func (w *Writer) end(seq *uint64, n uint32, s0 uint64, locate uint16) {
+	seqEnd(seq, n, s0+2)
+	version := (s0 + 2) / 2
 	if w.single {
-		w.appendSingle(p.locate, version)
+		w.appendSingle(locate, version)
 	} else {
-		w.appendJournal(p.locate, version)
+		w.appendJournal(locate, version)
 	}
 }
 
