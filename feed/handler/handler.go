@@ -165,8 +165,9 @@ type Handler struct {
 	wg       sync.WaitGroup // shard threads
 	hk       sync.WaitGroup // housekeeping
 
-	copiedOwn bool        // receive thread: copyStats copied h's part, the inline shard's is pending
-	rxThread  ThreadSched // set by the receive thread before Start returns
+	copiedOwn    bool        // receive thread: copyStats copied h's part, the inline shard's is pending
+	publishEvery int         // run to completion: publish after this many packets applied in a batch (0: once per batch)
+	rxThread     ThreadSched // set by the receive thread before Start returns
 
 	mu         sync.Mutex
 	arbCopy    ArbiterStats
@@ -242,7 +243,7 @@ func Start(cfg Config) (*Handler, error) {
 		cfg.Receive.PollTimeout = max(hold/4, time.Millisecond)
 	}
 	h := &Handler{
-		cfg: cfg, log: cfg.Log, mode: mode,
+		cfg: cfg, log: cfg.Log, mode: mode, publishEvery: publishEvery,
 		shardOf: make([]uint8, 1<<16), subscribed: make([]bool, 1<<16),
 		done: make(chan struct{}), rxDone: make(chan struct{}),
 		gapLog: make(chan moldudp64.Range, 64), sessionLog: make(chan [2]moldudp64.Session, 4),
@@ -352,6 +353,12 @@ func Start(cfg Config) (*Handler, error) {
 	return h, nil
 }
 
+// publishEvery (experiment, FH_PUBLISH_EVERY in the paced benchmark): in run
+// to completion, publish as soon as a batch has applied this many messages
+// (0: once per batch), so a backlog's first packets are out before its last
+// are applied.
+var publishEvery = 0
+
 // receive is the receive thread: Receive, arbitrate, route; in run to
 // completion also apply and publish, once per batch.
 func (h *Handler) receive(pinErr chan<- error) {
@@ -381,6 +388,9 @@ func (h *Handler) receive(pinErr chan<- error) {
 				h.arb.Offer(int(p.Line), p.Data, p.RxTime)
 				if tailTrace && h.inline != nil {
 					h.inline.stageMark(clock.Now())
+				}
+				if h.inline != nil && h.publishEvery > 0 && h.inline.nMsgs >= uint64(h.publishEvery) {
+					h.endBatch()
 				}
 			}
 			if (stageTiming || tailTrace) && h.inline != nil {
