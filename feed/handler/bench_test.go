@@ -190,9 +190,6 @@ func benchPaced(b *testing.B, mode Mode, shards []int, prio int) {
 	// packets (n/2 new, n/2 copies), as after a stall of n intervals; the
 	// path is the drain's time, without waiting for the machine's stalls.
 	burst, _ := strconv.Atoi(os.Getenv("FH_PACED_BURST"))
-	if v, err := strconv.Atoi(os.Getenv("FH_PUBLISH_EVERY")); err == nil {
-		publishEvery = v
-	}
 	g := dayPacketsSized(b, nMsgs, 300)
 	var script []rx.Packet
 	for _, p := range g {

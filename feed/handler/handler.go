@@ -165,9 +165,8 @@ type Handler struct {
 	wg       sync.WaitGroup // shard threads
 	hk       sync.WaitGroup // housekeeping
 
-	copiedOwn    bool        // receive thread: copyStats copied h's part, the inline shard's is pending
-	publishEvery int         // run to completion: publish after this many packets applied in a batch (0: once per batch)
-	rxThread     ThreadSched // set by the receive thread before Start returns
+	copiedOwn bool        // receive thread: copyStats copied h's part, the inline shard's is pending
+	rxThread  ThreadSched // set by the receive thread before Start returns
 
 	mu         sync.Mutex
 	arbCopy    ArbiterStats
@@ -243,7 +242,7 @@ func Start(cfg Config) (*Handler, error) {
 		cfg.Receive.PollTimeout = max(hold/4, time.Millisecond)
 	}
 	h := &Handler{
-		cfg: cfg, log: cfg.Log, mode: mode, publishEvery: publishEvery,
+		cfg: cfg, log: cfg.Log, mode: mode,
 		shardOf: make([]uint8, 1<<16), subscribed: make([]bool, 1<<16),
 		done: make(chan struct{}), rxDone: make(chan struct{}),
 		gapLog: make(chan moldudp64.Range, 64), sessionLog: make(chan [2]moldudp64.Session, 4),
@@ -353,12 +352,6 @@ func Start(cfg Config) (*Handler, error) {
 	return h, nil
 }
 
-// publishEvery (experiment, FH_PUBLISH_EVERY in the paced benchmark): in run
-// to completion, publish as soon as a batch has applied this many messages
-// (0: once per batch), so a backlog's first packets are out before its last
-// are applied.
-var publishEvery = 0
-
 // receive is the receive thread: Receive, arbitrate, route; in run to
 // completion also apply and publish, once per batch.
 func (h *Handler) receive(pinErr chan<- error) {
@@ -388,9 +381,6 @@ func (h *Handler) receive(pinErr chan<- error) {
 				h.arb.Offer(int(p.Line), p.Data, p.RxTime)
 				if tailTrace && h.inline != nil {
 					h.inline.stageMark(clock.Now())
-				}
-				if h.inline != nil && h.publishEvery > 0 && h.inline.nMsgs >= uint64(h.publishEvery) {
-					h.endBatch()
 				}
 			}
 			if (stageTiming || tailTrace) && h.inline != nil {
