@@ -329,7 +329,7 @@ func (s *shard) endBatch() int64 {
 				st.publish.RecordN(now-st.offered, n)
 			}
 			if tailTrace && len(st.trace) < cap(st.trace) {
-				// Published before the batch's last offer (publishEvery):
+				// Ended before the batch's last offer (apply ends a batch at maxRuns):
 				// its offers ended at the last reading.
 				off := cmp.Or(st.offered, st.lastT)
 				st.trace = append(st.trace, batchTrace{pickup: s.runs[0].pickup, offered: off, end: now,
