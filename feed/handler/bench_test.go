@@ -89,6 +89,7 @@ type pacedRx struct {
 	// Tail attribution (-tags tailtrace): the handler, its thread's
 	// switch counts just before the batch's pickup, and the length of its
 	// batch trace then (see tailTrace).
+	burst    int // FH_PACED_BURST: packets are released in groups of this many (0, 1: as they are due)
 	tail     bool
 	handler  *Handler // set by the benchmark under mu
 	h        *Handler // the receive thread's copy
@@ -121,6 +122,11 @@ func (r *pacedRx) Receive(pkts []rx.Packet) (int, error) {
 	}
 	r.last = int64(since)
 	due := int(since / r.interval)
+	if r.burst > 1 {
+		// Held until the last packet of its group of burst is due: as
+		// after a stall of burst packet intervals, every time.
+		due = (due+1)/r.burst*r.burst - 1
+	}
 	n := 0
 	for n < len(pkts) && r.next < len(r.script) && r.next <= due {
 		pkts[n] = r.script[r.next]
@@ -179,6 +185,11 @@ func benchPaced(b *testing.B, mode Mode, shards []int, prio int) {
 	if v, err := strconv.Atoi(os.Getenv("FH_PACED_MSGS")); err == nil && v > 0 {
 		nMsgs = v // a longer run, for the tail (default 400k messages, about 0.47 s)
 	}
+	// FH_PACED_BURST=n releases the packets n at a time, each group
+	// when its last packet is due: every batch then drains a backlog of n
+	// packets (n/2 new, n/2 copies), as after a stall of n intervals; the
+	// path is the drain's time, without waiting for the machine's stalls.
+	burst, _ := strconv.Atoi(os.Getenv("FH_PACED_BURST"))
 	g := dayPacketsSized(b, nMsgs, 300)
 	var script []rx.Packet
 	for _, p := range g {
@@ -194,6 +205,7 @@ func benchPaced(b *testing.B, mode Mode, shards []int, prio int) {
 	for b.Loop() {
 		r := &pacedRx{scriptRx: scriptRx{errAt: -1, script: script}}
 		r.tail = tailTrace && mode == ModeRunToCompletion
+		r.burst = burst
 		r.interval = time.Second / 200_000 // 100k/s per line, two lines
 		h, err := Start(Config{
 			Receive:     rx.Config{Lines: []rx.LineConfig{{Name: "A"}, {Name: "B"}}, BatchSize: 64},

@@ -1,6 +1,7 @@
 package handler
 
 import (
+	"cmp"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -320,20 +321,24 @@ func (s *shard) endBatch() int64 {
 	}
 	now := clock.Now()
 	if stageTiming || tailTrace {
-		if st := &s.stages; st.offered != 0 && len(s.runs) > 0 {
+		if st := &s.stages; (st.offered != 0 || tailTrace) && len(s.runs) > 0 {
 			n := int(s.nMsgs)
-			if stageTiming {
+			if stageTiming && st.offered != 0 {
 				st.offer.RecordN(st.offered-s.runs[0].pickup, n)
 				st.apply.RecordN(st.applyNs, n)
 				st.publish.RecordN(now-st.offered, n)
 			}
 			if tailTrace && len(st.trace) < cap(st.trace) {
-				st.trace = append(st.trace, batchTrace{pickup: s.runs[0].pickup, offered: st.offered, end: now,
+				// Ended before the batch's last offer (apply ends a batch at maxRuns):
+				// its offers ended at the last reading.
+				off := cmp.Or(st.offered, st.lastT)
+				st.trace = append(st.trace, batchTrace{pickup: s.runs[0].pickup, offered: off, end: now,
 					due: st.due, maxGap: st.maxGap, idleGap: st.idleGap, pkts: int32(st.pkts), runs: int32(len(s.runs)),
 					msgs: int32(n), books: int32(s.pub.Published - st.books0)})
 			}
 		}
 		s.stages.offered, s.stages.applyNs = 0, 0
+		s.stages.books0 = s.pub.Published
 	}
 	for _, r := range s.runs {
 		s.recordRun(now, r.rxTime, r.pickup, r.n, r.repaired)
