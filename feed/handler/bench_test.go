@@ -316,7 +316,7 @@ func benchPaced(b *testing.B, mode Mode, shards []int, prio int) {
 		b.ReportMetric(pub.Mean(), "stage-publish-mean-ns")
 	}
 	if tailTrace && mode == ModeRunToCompletion {
-		logTail(b, lastH.shards[0].stages.trace, &last.PathLatency)
+		logTail(b, lastH.shards[0].tail.traced(), &last.PathLatency)
 	}
 	b.ReportMetric(float64(l.Quantile(0.5)), "p50-ns")
 	b.ReportMetric(float64(l.Quantile(0.99)), "p99-ns")

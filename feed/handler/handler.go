@@ -374,18 +374,20 @@ func (h *Handler) receive(pinErr chan<- error) {
 		if n > 0 {
 			h.pickup = clock.Now()
 			if tailTrace && h.inline != nil {
-				h.inline.stageBegin(h.pickup, pkts[:n])
+				h.inline.tail.begin(h.pickup, pkts[:n], h.inline.pub.Published)
 			}
 			for i := 0; i < n; i++ {
 				p := &pkts[i]
 				h.arb.Offer(int(p.Line), p.Data, p.RxTime)
 				if tailTrace && h.inline != nil {
-					h.inline.stageMark(clock.Now())
+					h.inline.tail.mark(clock.Now())
 				}
 			}
 			if (stageTiming || tailTrace) && h.inline != nil {
 				h.inline.stages.offered = clock.Now()
-				h.inline.stageMark(h.inline.stages.offered)
+				if tailTrace {
+					h.inline.tail.mark(h.inline.stages.offered)
+				}
 			}
 			ended = h.endBatch()
 			h.recv.Release(pkts[:n])

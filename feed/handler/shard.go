@@ -1,7 +1,6 @@
 package handler
 
 import (
-	"cmp"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -9,7 +8,6 @@ import (
 
 	"github.com/marketfeed/feedhandler/book"
 	"github.com/marketfeed/feedhandler/feed/itch"
-	"github.com/marketfeed/feedhandler/feed/rx"
 	"github.com/marketfeed/feedhandler/internal/clock"
 	"github.com/marketfeed/feedhandler/internal/latency"
 	"github.com/marketfeed/feedhandler/internal/spsc"
@@ -92,25 +90,20 @@ type shard struct {
 	mu    sync.Mutex // guards stats, copied out every few tens of milliseconds
 	stats ShardStats
 
+	// tail builds a batchTrace per run-to-completion batch with -tags
+	// tailtrace; without it, an empty struct (not the last field: a
+	// zero-size last field would be padded).
+	tail tailState
+
 	// stages times a run-to-completion batch's stages, per message, when
-	// built with -tags stagetiming (else untouched).
+	// built with -tags stagetiming (else untouched; offered is also set
+	// with -tags tailtrace).
 	stages struct {
 		offered int64 // when the batch's packets were offered (parsed, arbitrated, applied)
 		applyNs int64 // time in book apply so far in the batch
 		offer   latency.Histogram
 		apply   latency.Histogram
 		publish latency.Histogram
-
-		// With -tags tailtrace, one batchTrace per batch, up to the
-		// slice's capacity (the benchmark's receiver sizes it), for the
-		// tail's attribution; the fields below build the current one.
-		trace   []batchTrace
-		pkts    int    // packets offered in the batch
-		due     int64  // the oldest offered packet's receive time
-		lastT   int64  // the batch's previous clock reading
-		maxGap  int64  // the longest interval between two readings before the publish
-		idleGap int64  // the longest stop of the loop between the previous batch and this one (set by the benchmark's receiver)
-		books0  uint64 // pub.Published when the batch was picked up
 	}
 }
 
@@ -124,23 +117,6 @@ type batchTrace struct {
 	pkts, runs           int32 // packets offered; packets that applied messages
 	msgs, books          int32 // messages applied; books published
 	vcs, ivcs            int32 // the thread's voluntary and involuntary switches from just before pickup to just after the publish (filled by the benchmark's receiver)
-}
-
-// stageBegin starts a batch's trace (tailTrace only).
-func (s *shard) stageBegin(pickup int64, pkts []rx.Packet) {
-	st := &s.stages
-	st.lastT, st.maxGap, st.pkts, st.books0 = pickup, 0, len(pkts), s.pub.Published
-	st.due = pickup
-	for i := range pkts {
-		st.due = min(st.due, pkts[i].RxTime)
-	}
-}
-
-// stageMark notes a clock reading t inside the batch (tailTrace only).
-func (s *shard) stageMark(t int64) {
-	st := &s.stages
-	st.maxGap = max(st.maxGap, t-st.lastT)
-	st.lastT = t
 }
 
 // run is the messages of one packet applied in the current batch: they
@@ -321,24 +297,17 @@ func (s *shard) endBatch() int64 {
 	}
 	now := clock.Now()
 	if stageTiming || tailTrace {
-		if st := &s.stages; (st.offered != 0 || tailTrace) && len(s.runs) > 0 {
+		st := &s.stages
+		if stageTiming && st.offered != 0 && len(s.runs) > 0 {
 			n := int(s.nMsgs)
-			if stageTiming && st.offered != 0 {
-				st.offer.RecordN(st.offered-s.runs[0].pickup, n)
-				st.apply.RecordN(st.applyNs, n)
-				st.publish.RecordN(now-st.offered, n)
-			}
-			if tailTrace && len(st.trace) < cap(st.trace) {
-				// Ended before the batch's last offer (apply ends a batch at maxRuns):
-				// its offers ended at the last reading.
-				off := cmp.Or(st.offered, st.lastT)
-				st.trace = append(st.trace, batchTrace{pickup: s.runs[0].pickup, offered: off, end: now,
-					due: st.due, maxGap: st.maxGap, idleGap: st.idleGap, pkts: int32(st.pkts), runs: int32(len(s.runs)),
-					msgs: int32(n), books: int32(s.pub.Published - st.books0)})
-			}
+			st.offer.RecordN(st.offered-s.runs[0].pickup, n)
+			st.apply.RecordN(st.applyNs, n)
+			st.publish.RecordN(now-st.offered, n)
 		}
-		s.stages.offered, s.stages.applyNs = 0, 0
-		s.stages.books0 = s.pub.Published
+		if tailTrace {
+			s.tail.end(st.offered, now, s.runs, s.nMsgs, s.pub.Published)
+		}
+		st.offered, st.applyNs = 0, 0
 	}
 	for _, r := range s.runs {
 		s.recordRun(now, r.rxTime, r.pickup, r.n, r.repaired)

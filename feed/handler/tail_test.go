@@ -35,7 +35,7 @@ func (r *pacedRx) traceBegin(since int64, n int) {
 		if r.h = r.handler; r.h == nil {
 			return
 		}
-		r.h.inline.stages.trace = make([]batchTrace, 0, tailTraceCap)
+		r.h.inline.tail.setTrace(make([]batchTrace, 0, tailTraceCap))
 		if err := unix.Getrusage(unix.RUSAGE_THREAD, &r.ru); err != nil {
 			panic(err)
 		}
@@ -44,9 +44,9 @@ func (r *pacedRx) traceBegin(since int64, n int) {
 	r.idleGap = max(r.idleGap, since-r.lastLoop)
 	r.lastLoop = since
 	if n > 0 {
-		r.h.inline.stages.idleGap = r.idleGap
+		r.h.inline.tail.setIdleGap(r.idleGap)
 		r.idleGap = 0
-		r.trace0 = len(r.h.inline.stages.trace)
+		r.trace0 = len(r.h.inline.tail.traced())
 	}
 }
 
@@ -57,7 +57,7 @@ func (r *pacedRx) traceBegin(since int64, n int) {
 // the first batch after it is slow, as a backlog or a stall inside).
 func (r *pacedRx) Release(pkts []rx.Packet) {
 	if tailTrace && r.h != nil {
-		if tr := r.h.inline.stages.trace; len(tr) > r.trace0 {
+		if tr := r.h.inline.tail.traced(); len(tr) > r.trace0 {
 			if t := &tr[len(tr)-1]; t.end-t.pickup > tailSlowNs {
 				var ru unix.Rusage
 				if err := unix.Getrusage(unix.RUSAGE_THREAD, &ru); err != nil {
