@@ -289,6 +289,9 @@ func (s *shard) mark(kind uint8) {
 // the whole publish.
 func (s *shard) endBatch() int64 {
 	if !s.pending {
+		if tailTrace {
+			s.tail.close()
+		}
 		return 0
 	}
 	s.pending = false

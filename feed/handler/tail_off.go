@@ -15,6 +15,7 @@ const tailTrace = false
 type tailState struct{}
 
 func (*tailState) begin(int64, []rx.Packet, uint64)        {}
+func (*tailState) close()                                  {}
 func (*tailState) mark(int64)                              {}
 func (*tailState) end(int64, int64, []run, uint64, uint64) {}
 func (*tailState) setTrace([]batchTrace)                   {}

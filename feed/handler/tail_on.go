@@ -27,17 +27,22 @@ type tailState struct {
 	maxGap  int64  // the longest interval between two readings before the publish
 	idleGap int64  // the longest stop of the loop between the previous batch and this one (set by the benchmark's receiver)
 	books0  uint64 // pub.Published when the batch was picked up
+	open    bool   // begin ran and the batch's last endBatch has not: end records (not the loop's later endBatch of what Tick or recovery released)
 }
 
 // begin starts a batch's trace at its pickup; published is the shard's
 // pub.Published.
 func (t *tailState) begin(pickup int64, pkts []rx.Packet, published uint64) {
-	t.lastT, t.maxGap, t.pkts, t.books0 = pickup, 0, len(pkts), published
+	t.lastT, t.maxGap, t.pkts, t.books0, t.open = pickup, 0, len(pkts), published, true
 	t.due = pickup
 	for i := range pkts {
 		t.due = min(t.due, pkts[i].RxTime)
 	}
 }
+
+// close ends the batch without a record: its last endBatch had nothing
+// to publish.
+func (t *tailState) close() { t.open = false }
 
 // mark notes a clock reading now inside the batch.
 func (t *tailState) mark(now int64) {
@@ -46,9 +51,16 @@ func (t *tailState) mark(now int64) {
 }
 
 // end appends the batch's record at endBatch: offered is the stages'
-// offered (0 when apply ended the batch early, at maxRuns), now the end
-// of its publish, runs and msgs what it applied.
+// offered (0 when apply ended the batch early, at maxRuns: the batch
+// stays open for its remaining packets), now the end of its publish,
+// runs and msgs what it applied.
 func (t *tailState) end(offered, now int64, runs []run, msgs, published uint64) {
+	if !t.open {
+		return
+	}
+	if offered != 0 {
+		t.open = false
+	}
 	if len(runs) > 0 && len(t.trace) < cap(t.trace) {
 		// Ended before the batch's last offer (apply ends a batch at maxRuns):
 		// its offers ended at the last reading.
