@@ -94,9 +94,10 @@ type pacedRx struct {
 	handler  *Handler // set by the benchmark under mu
 	h        *Handler // the receive thread's copy
 	ru       unix.Rusage
-	trace0   int   // len(trace) at the last pickup
-	lastLoop int64 // when the loop was last seen outside a batch (a Receive call, a Release), ns since start
-	idleGap  int64 // the longest interval between two such sightings since the last batch
+	traceBuf []batchTrace // the trace's buffer, allocated and touched by benchPaced before Start
+	trace0   int          // len(trace) at the last pickup
+	lastLoop int64        // when the loop was last seen outside a batch (a Receive call, a Release), ns since start
+	idleGap  int64        // the longest interval between two such sightings since the last batch
 }
 
 const (
@@ -201,10 +202,22 @@ func benchPaced(b *testing.B, mode Mode, shards []int, prio int) {
 	var vcs, ivcs, stalls, stalls20, stalled20 float64
 	var lastH *Handler
 	statsPoll := os.Getenv("FH_PACED_STATS") != ""
+	var traceBuf []batchTrace
+	if tailTrace && mode == ModeRunToCompletion {
+		// The trace's buffer (about 151 MB), allocated once here, not on
+		// the receive thread in a run: its pages are touched now and the
+		// collection its allocation may start is done before the runs.
+		traceBuf = make([]batchTrace, tailTraceCap)
+		for i := range traceBuf {
+			traceBuf[i].pkts = -1
+		}
+		runtime.GC()
+	}
 	b.ReportAllocs()
 	for b.Loop() {
 		r := &pacedRx{scriptRx: scriptRx{errAt: -1, script: script}}
 		r.tail = tailTrace && mode == ModeRunToCompletion
+		r.traceBuf = traceBuf
 		r.burst = burst
 		r.interval = time.Second / 200_000 // 100k/s per line, two lines
 		h, err := Start(Config{

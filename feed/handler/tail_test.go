@@ -35,7 +35,7 @@ func (r *pacedRx) traceBegin(since int64, n int) {
 		if r.h = r.handler; r.h == nil {
 			return
 		}
-		r.h.inline.tail.setTrace(make([]batchTrace, 0, tailTraceCap))
+		r.h.inline.tail.setTrace(r.traceBuf[:0])
 		if err := unix.Getrusage(unix.RUSAGE_THREAD, &r.ru); err != nil {
 			panic(err)
 		}
