@@ -87,8 +87,9 @@ type pacedRx struct {
 	stallAt [][2]int64
 
 	// Tail attribution (-tags tailtrace): the handler, its thread's
-	// switch counts just before the batch's pickup, and the length of its
-	// batch trace then (see tailTrace).
+	// switch counts at the end of the last slow batch (read only then),
+	// and the length of its batch trace at the last pickup (see
+	// tailTrace).
 	burst    int // FH_PACED_BURST: packets are released in groups of this many (0, 1: as they are due)
 	tail     bool
 	handler  *Handler // set by the benchmark under mu

@@ -116,7 +116,7 @@ type batchTrace struct {
 	idleGap              int64 // longest stop of the receive loop between the previous batch and this pickup (the benchmark's receiver measures it)
 	pkts, runs           int32 // packets offered; packets that applied messages
 	msgs, books          int32 // messages applied; books published
-	vcs, ivcs            int32 // the thread's voluntary and involuntary switches from just before pickup to just after the publish (filled by the benchmark's receiver)
+	vcs, ivcs            int32 // after a slow batch only: the thread's voluntary and involuntary switches since the previous slow batch's end (filled by the benchmark's receiver)
 }
 
 // run is the messages of one packet applied in the current batch: they

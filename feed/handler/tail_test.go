@@ -19,10 +19,11 @@ import (
 // pickup, the end of its offers, the end of its publish, the oldest
 // packet's receive time, the longest interval between two clock readings
 // before the publish (one after each packet's offer), packets, messages and books), and the paced
-// receiver, which runs on the receive thread, adds the thread's voluntary
-// and involuntary context switches between just before the pickup and
-// just after the publish (getrusage(RUSAGE_THREAD), outside the measured
-// path). logTail then sorts the slow messages by cause.
+// receiver, which runs on the receive thread, adds to each slow batch the
+// thread's voluntary and involuntary context switches since the previous
+// slow batch's end (getrusage(RUSAGE_THREAD) after a slow batch only,
+// outside the measured path: a switch is not placed more precisely than
+// that). logTail then sorts the slow messages by cause.
 
 // tailTraceCap bounds the batches traced (about 200k batches a second).
 const tailTraceCap = 1 << 21
@@ -53,8 +54,9 @@ func (r *pacedRx) traceBegin(since int64, n int) {
 // Release runs on the receive thread right after the batch's endBatch
 // (its publish and its latencies recorded). After a batch slower than
 // tailSlowNs it reads the thread's context switches: those since the
-// previous slow batch are put on this one (a switch stops the thread, so
-// the first batch after it is slow, as a backlog or a stall inside).
+// previous slow batch are put on this one. cause blames them only when the
+// batch shows the thread stopped (before its pickup or inside it): a
+// switch may have come anywhere since the previous slow batch.
 func (r *pacedRx) Release(pkts []rx.Packet) {
 	if tailTrace && r.h != nil {
 		if tr := r.h.inline.tail.traced(); len(tr) > r.trace0 {
@@ -75,18 +77,22 @@ func (r *pacedRx) Release(pkts []rx.Packet) {
 
 const tailSlowNs = 5_000
 
-// Causes of a slow batch, the first that applies.
+// Causes of a slow batch, the first that applies. The thread stopped
+// before the batch when the loop stopped stalledNs or more before its
+// pickup (idleGap), inside it when two clock readings before the publish
+// are stalledNs apart (maxGap) or the publish is stalledNs longer than
+// publishPerBookNs per book.
 const (
-	causeVoluntary   = iota // the thread parked since the previous slow batch (a Go scheduler hand-off: sysmon's preemption, a lock)
-	causeInvoluntary        // the kernel ran another thread on its core since the previous slow batch
-	causeStall              // no switch, but the thread stopped inside the batch: two clock readings before the publish stalledNs apart, or a publish stalledNs longer than publishPerBookNs per book
-	causeIdleStall          // no switch, no stall inside; backlogPkts or more packets, and the loop stopped for stalledNs or more before the pickup: the path is the drain of what piled up during that stall
-	causeCascade            // the same without a stall before: what piled up during the previous (slow) batch
+	causeVoluntary   = iota // the thread stopped, and parked since the previous slow batch (a Go scheduler hand-off: sysmon's preemption, a lock)
+	causeInvoluntary        // the thread stopped, and the kernel ran another thread on its core since the previous slow batch
+	causeStall              // no such switch, but the thread stopped inside the batch
+	causeIdleStall          // no switch, no stall inside; backlogPkts or more packets, and the thread stopped before the pickup: the path is the drain of what piled up during that stop
+	causeCascade            // the same without a stop before, and the batch just before neither slow by a switch or a stop: what piled up in the loop's short gaps or a slow batch with no cause found (a backlog after a batch slow by a switch or a stop takes that batch's cause, see cause)
 	causeOther              // none of those: a slow batch of one or two packets
 	nCauses
 )
 
-var causeNames = [nCauses]string{"switch, voluntary", "switch, involuntary", "stall inside the batch", "backlog after a stall", "backlog, no stall", "other (1-2 packets)"}
+var causeNames = [nCauses]string{"switch, voluntary", "switch, involuntary", "stall inside the batch", "backlog after a stall", "backlog, no stop found", "other (1-2 packets)"}
 
 const (
 	stalledNs        = 4_000
@@ -94,20 +100,43 @@ const (
 	backlogPkts      = 3
 )
 
-func (t *batchTrace) cause() int {
+// cause is the cause of batch t. opened is the cause of the batch just
+// before it when that one was slower than tailSlowNs, else -1: a backlog
+// with no stop before it is the rest of the drain that batch opened, and
+// takes its cause when that is a switch or a stop.
+func (t *batchTrace) cause(opened int) int {
+	before := t.idleGap >= stalledNs
+	inside := t.maxGap >= stalledNs || t.end-t.offered >= stalledNs+int64(t.books)*publishPerBookNs
 	switch {
-	case t.vcs > 0:
+	case t.vcs > 0 && (before || inside):
 		return causeVoluntary
-	case t.ivcs > 0:
+	case t.ivcs > 0 && (before || inside):
 		return causeInvoluntary
-	case t.maxGap >= stalledNs, t.end-t.offered >= stalledNs+int64(t.books)*publishPerBookNs:
+	case inside:
 		return causeStall
-	case t.pkts >= backlogPkts && t.idleGap >= stalledNs:
+	case t.pkts >= backlogPkts && before:
 		return causeIdleStall
+	case t.pkts >= backlogPkts && opened >= 0 && opened <= causeIdleStall:
+		return opened
 	case t.pkts >= backlogPkts:
 		return causeCascade
 	}
 	return causeOther
+}
+
+// causes is the cause of each batch of the trace, in order (see cause).
+func causes(trace []batchTrace) []int8 {
+	cs := make([]int8, len(trace))
+	opened := -1
+	for i := range trace {
+		t := &trace[i]
+		cs[i] = int8(t.cause(opened))
+		opened = -1
+		if t.end-t.pickup > tailSlowNs {
+			opened = int(cs[i])
+		}
+	}
+	return cs
 }
 
 // logTail logs, for the messages whose path (pickup to publish end) is over
@@ -136,6 +165,7 @@ func logTail(b *testing.B, trace []batchTrace, path *latency.Snapshot) {
 	}
 	b.Logf("tail: %d batches, %d messages traced; path p50/p99/p99.9 %d/%d/%d ns (histogram: %d/%d/%d)",
 		len(trace), total, q(0.5), q(0.99), q(0.999), path.Quantile(0.5), path.Quantile(0.99), path.Quantile(0.999))
+	cs := causes(trace)
 	for _, thr := range []int64{5_000, 20_000} {
 		var msgs [nCauses]int64
 		var nb [nCauses]int
@@ -146,7 +176,7 @@ func logTail(b *testing.B, trace []batchTrace, path *latency.Snapshot) {
 			if t.end-t.pickup <= thr {
 				continue
 			}
-			c, m := t.cause(), float64(t.msgs)
+			c, m := cs[i], float64(t.msgs)
 			slow += int64(t.msgs)
 			msgs[c] += int64(t.msgs)
 			nb[c]++
@@ -159,7 +189,7 @@ func logTail(b *testing.B, trace []batchTrace, path *latency.Snapshot) {
 			gap[c] += m * float64(t.maxGap)
 			idle[c] += m * float64(t.idleGap)
 		}
-		b.Logf("tail: path > %d us: %d messages (%.2f%%) in %d batches; by cause (message-weighted means of their batches):",
+		b.Logf("tail: path > %d us: %d messages (%.2f%%) in %d batches; by cause (a backlog with no stop before takes the cause of the slow batch before it; message-weighted means of their batches):",
 			thr/1000, slow, 100*float64(slow)/float64(total), sum(nb[:]))
 		b.Logf("tail:   %-24s %7s %7s %6s %6s %6s %6s %9s %9s %9s %9s %9s", "cause", "share", "batches", "pkts", "new", "books", "msgs", "offer-ns", "publ-ns", "wait-ns", "maxgap-ns", "idlegap-ns")
 		for c := range nCauses {
