@@ -151,18 +151,13 @@ func logTail(b *testing.B, trace []batchTrace, path *latency.Snapshot) {
 		total += int64(trace[i].msgs)
 	}
 	// The trace's own path quantiles, against the histogram's: the trace
-	// misses the batches before the receiver knew the handler.
-	byPath := slices.Clone(trace)
-	slices.SortFunc(byPath, func(x, y batchTrace) int { return int((x.end - x.pickup) - (y.end - y.pickup)) })
-	q := func(f float64) int64 {
-		want, acc := int64(f*float64(total)), int64(0)
-		for i := range byPath {
-			if acc += int64(byPath[i].msgs); acc > want {
-				return byPath[i].end - byPath[i].pickup
-			}
-		}
-		return 0
+	// misses the batches before the receiver knew the handler. Both are
+	// message-weighted, in the same buckets.
+	var byPath latency.Histogram
+	for i := range trace {
+		byPath.RecordN(trace[i].end-trace[i].pickup, int(trace[i].msgs))
 	}
+	q := byPath.Quantile
 	b.Logf("tail: %d batches, %d messages traced; path p50/p99/p99.9 %d/%d/%d ns (histogram: %d/%d/%d)",
 		len(trace), total, q(0.5), q(0.99), q(0.999), path.Quantile(0.5), path.Quantile(0.99), path.Quantile(0.999))
 	cs := causes(trace)
