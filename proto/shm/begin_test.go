@@ -7,7 +7,6 @@ import (
 	"math/rand/v2"
 	"testing"
 
-	"github.com/marketfeed/feedhandler/proto/bookfb"
 )
 
 // bothLevelPaths runs f with the slot's level vectors handed out in place
@@ -34,7 +33,7 @@ func slotBytes(w *Writer, locate uint16) (seq uint64, data []byte) {
 }
 
 // TestBeginMatchesPublish: a publish through Begin (levels written into the
-// vectors it hands out, flags sometimes changed with SetFlags) and Commit
+// vectors it hands out) and Commit
 // leaves the same slot bytes, version and journal as Publish of the same
 // snapshot, over random snapshots at random depths, symbol lengths and
 // slots, with garbage of longer earlier snapshots left in the slots.
@@ -67,12 +66,8 @@ func TestBeginMatchesPublish(t *testing.T) {
 				if err := w.Publish(s); err != nil {
 					t.Fatal(err)
 				}
-				final := s.Flags
 				sb := *s
 				sb.Bids, sb.Asks = nil, nil // Begin ignores them
-				if rng.IntN(2) == 0 {
-					sb.Flags = bookfb.Flags(rng.Uint32()) // SetFlags replaces it below
-				}
 				sl := slots[s.Locate-1]
 				if rng.IntN(4) == 0 {
 					sl = Slot{} // looked up by locate
@@ -85,9 +80,6 @@ func TestBeginMatchesPublish(t *testing.T) {
 				}
 				copy(p.Bids, s.Bids)
 				copy(p.Asks, s.Asks)
-				if sb.Flags != final {
-					p.SetFlags(final)
-				}
 				wb.Commit(&p)
 				seq, data := slotBytes(w, s.Locate)
 				seqB, dataB := slotBytes(wb, s.Locate)

@@ -1,7 +1,6 @@
 package shm
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -416,11 +415,11 @@ func (w *Writer) Slot(locate uint16) (Slot, error) {
 // Begin starts a publish of s.Locate, whose slot is sl, with nb bid and na
 // ask levels: it writes every field of s but its Bids and Asks (ignored),
 // and hands the slot's level vectors to the caller in p. Commit(p) ends
-// the publish. Between the two the caller writes the levels and may change
-// the flags (SetFlags), and nothing else: no other Begin or Publish of the
-// same locate, and, with Config.SingleWriter, none at all. Begin and
-// Commit allocate nothing (on a big-endian machine, the first Begin with a
-// p allocates its level storage).
+// the publish. Between the two the caller writes the levels, and nothing
+// else: no other Begin or Publish of the same locate, and, with
+// Config.SingleWriter, none at all. Begin and Commit allocate nothing (on a
+// big-endian machine, the first Begin with a p allocates its level
+// storage).
 //
 // Publish(s) is Begin, a copy of s's levels, Commit. A caller that reads
 // its levels from elsewhere (an order book) writes them straight into the
@@ -445,11 +444,6 @@ func (w *Writer) Begin(sl Slot, s *Snapshot, nb, na int, p *Pending) error {
 	p.bidAt, p.askAt = bidAt, askAt
 	p.Bids, p.Asks = p.buf[:nb:nb], p.buf[w.l.depth:w.l.depth+na:w.l.depth+na]
 	return nil
-}
-
-// SetFlags replaces the flags that Begin wrote from the Snapshot.
-func (p *Pending) SetFlags(f bookfb.Flags) {
-	binary.LittleEndian.PutUint16(p.data[tableAt+fFlags:], uint16(f))
 }
 
 // Commit ends the publish that Begin started: the snapshot becomes
