@@ -326,8 +326,8 @@ func (w *Writer) LastHeartbeat() time.Time {
 
 // Close marks the feed closed and unmaps it. The file stays so that readers
 // can still read the final books; Remove deletes it. Call it after every
-// Publish has returned: a Publish racing with Close writes into the unmapped
-// file.
+// Publish has returned and every Begin has been committed: a Publish or
+// Commit racing with Close writes into the unmapped file.
 func (w *Writer) Close() error {
 	if w.closed.Swap(true) {
 		return nil
@@ -412,8 +412,9 @@ func (w *Writer) Slot(locate uint16) (Slot, error) {
 	return slotOf(v-1, w.m.dirEntry(&w.l, uint64(v-1))[2]), nil
 }
 
-// Begin starts a publish of s.Locate, whose slot is sl, with nb bid and na
-// ask levels: it writes every field of s but its Bids and Asks (ignored),
+// Begin starts a publish of s.Locate, whose slot is sl (from Slot; the zero
+// Slot has Begin look the slot up by s.Locate, at the cost of two
+// loads), with nb bid and na ask levels: it writes every field of s but its Bids and Asks (ignored),
 // and hands the slot's level vectors to the caller in p. Commit(p) ends
 // the publish. Between the two the caller writes the levels, and nothing
 // else: no other Begin or Publish of the same locate, and, with
@@ -472,7 +473,10 @@ func (w *Writer) begin(sl Slot, s *Snapshot, nb, na int) (data []byte, seq *uint
 			return nil, nil, 0, 0, 0, fmt.Errorf("publish locate %d: %w", s.Locate, ErrUnknownLocate)
 		}
 		sl = slotOf(v-1, w.m.dirEntry(&w.l, uint64(v-1))[2])
-	} else if n := uint64(sl.n()); n == 0 || n > w.l.capacity || *w.m.u32(w.l.slots + (n-1)*w.l.slotSize + 12) != uint32(s.Locate) {
+	} else if n := uint64(sl.n()); n == 0 || n > w.l.capacity {
+		// Not a slot of this writer (n == 0: not made by slotOf).
+		return nil, nil, 0, 0, 0, fmt.Errorf("publish locate %d: slot out of this writer's %d slots: %w", s.Locate, w.l.capacity, ErrUnknownLocate)
+	} else if *w.m.u32(w.l.slots + (n-1)*w.l.slotSize + 12) != uint32(s.Locate) {
 		// The slot's header names its locate (Register wrote it before
 		// the slot became known), on the line Begin writes anyway.
 		return nil, nil, 0, 0, 0, fmt.Errorf("publish locate %d: not the locate of slot %d: %w", s.Locate, n-1, ErrUnknownLocate)
