@@ -379,7 +379,6 @@ func prefetchBlocks(bs *book.Books, data []byte, off, k int) int {
 	return off
 }
 
-// sample applies m timed; kept out of apply so that apply inlines.
 // publishEvery is how many messages --shm applies between publishes:
 // the books changed in between are published once each, in their latest
 // state (conflated), as the pipeline's shards do per batch.
@@ -403,6 +402,7 @@ func (rp *replayer) applyPublish(m itch.Msg) {
 	}
 }
 
+// sample applies m timed; kept out of apply so that apply inlines.
 func (rp *replayer) sample(m itch.Msg, count uint64) {
 	rp.n = count
 	a := nanotime()
