@@ -48,8 +48,13 @@ func TestReplayFileAndPcap(t *testing.T) {
 	for i, in := range []string{write("day.itch", false), write("day.pcap", true)} {
 		out := filepath.Join(dir, "books.json")
 		var stdout, stderr bytes.Buffer
+		pct, lim := gcSettings()
 		if err := replay([]string{"--json", "--books-out", out, "--max-orders", "65536", "--quiet", in}, &stdout, &stderr); err != nil {
 			t.Fatalf("replay %s: %v\n%s", in, err, stderr.String())
+		}
+		// replay turns the collector off for its loop, and back on after.
+		if pct2, lim2 := gcSettings(); pct2 != pct || lim2 != lim {
+			t.Errorf("replay %s left GC percent %d, memory limit %d; before: %d, %d", in, pct2, lim2, pct, lim)
 		}
 		var rep replayReport
 		if err := json.Unmarshal(stdout.Bytes(), &rep); err != nil {
@@ -94,6 +99,13 @@ func TestReplayFileAndPcap(t *testing.T) {
 	if !bytes.Contains(stdout.Bytes(), []byte("ns/msg")) {
 		t.Errorf("text report: %s", stdout.String())
 	}
+}
+
+// gcSettings reads the GC percent and the memory limit.
+func gcSettings() (pct int, limit int64) {
+	pct = debug.SetGCPercent(-1)
+	debug.SetGCPercent(pct)
+	return pct, debug.SetMemoryLimit(-1)
 }
 
 // TestApplyFileMatchesScanner checks that applyFile, which frames blocks
