@@ -200,7 +200,7 @@ func printDemo(w io.Writer, day *demo.Day, res *demo.Result, gcRun uint64, o dem
 		fmt.Fprintf(w, "  receive thread       %s; %.0f voluntary context switches/s (slept in poll(2) or parked by Go's preemption), %.0f involuntary (its CPU given to another thread) while the sender ran\n",
 			threadLine(st.ReceiveThread), float64(res.RxSwitches[0])/secs, float64(res.RxSwitches[1])/secs)
 	}
-	fmt.Fprintf(w, "  garbage collection   %d cycles during the run (GOGC %s)\n", gcRun, envOr("GOGC", "off, limit: live heap + 1 GiB"))
+	fmt.Fprintf(w, "  garbage collection   %d cycles during the run (GOGC %s)\n", gcRun, envOr("GOGC", "off, limit: memory from the OS at start + 1 GiB"))
 	verdict := "MATCH: every published book equals the replay of the same messages"
 	if res.Instruments == 0 {
 		verdict = "NOTHING compared: no book was read back"

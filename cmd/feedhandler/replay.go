@@ -9,7 +9,6 @@ import (
 	"math/bits"
 	"os"
 	"runtime"
-	"runtime/debug"
 	"runtime/pprof"
 	"time"
 	"unsafe"
@@ -152,7 +151,9 @@ func replay(args []string, stdout, stderr io.Writer) error {
 	// the books' arrays are allocated in a few large steps, and a
 	// collection they trigger would otherwise still be marking (on the
 	// same pinned CPU) when the loop starts. The loop allocates nothing.
-	defer quietLoop()()
+	// quietGC restores the settings when the replay ends.
+	_, restoreGC := quietGC()
+	defer restoreGC()
 	setup := time.Since(t0)
 	// The loop runs on this thread alone, so its faults and preemptions
 	// can be counted per thread.
@@ -379,7 +380,6 @@ func prefetchBlocks(bs *book.Books, data []byte, off, k int) int {
 	return off
 }
 
-// sample applies m timed; kept out of apply so that apply inlines.
 // publishEvery is how many messages --shm applies between publishes:
 // the books changed in between are published once each, in their latest
 // state (conflated), as the pipeline's shards do per batch.
@@ -403,6 +403,7 @@ func (rp *replayer) applyPublish(m itch.Msg) {
 	}
 }
 
+// sample applies m timed; kept out of apply so that apply inlines.
 func (rp *replayer) sample(m itch.Msg, count uint64) {
 	rp.n = count
 	a := nanotime()
@@ -466,31 +467,6 @@ func mapFile(path string) (data []byte, unmap func(), err error) {
 		return nil, nil, fmt.Errorf("read input %s: %w", path, err)
 	}
 	return data, func() { _ = unix.Munmap(data) }, nil
-}
-
-// quietLoop runs a collection and turns the collector off, with a memory
-// limit gcHeadroom above the heap as a bound, as quietRuntime does for the
-// run command (GOGC or GOMEMLIMIT from the environment are left alone). It
-// returns the function that restores the previous settings.
-func quietLoop() (restore func()) {
-	runtime.GC()
-	var ms runtime.MemStats
-	runtime.ReadMemStats(&ms)
-	pct, lim := -2, int64(-1) // -2: left alone; SetMemoryLimit(-1) only reads
-	if _, ok := os.LookupEnv("GOGC"); !ok {
-		pct = debug.SetGCPercent(-1)
-	}
-	if _, ok := os.LookupEnv("GOMEMLIMIT"); !ok {
-		lim = debug.SetMemoryLimit(int64(ms.Sys) + gcHeadroom)
-	}
-	return func() {
-		if lim >= 0 {
-			debug.SetMemoryLimit(lim)
-		}
-		if pct != -2 {
-			debug.SetGCPercent(pct)
-		}
-	}
 }
 
 // rusage returns the calling thread's resource usage (zero on error).

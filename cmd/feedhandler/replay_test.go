@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"testing"
 
 	"github.com/marketfeed/feedhandler/book"
 	"github.com/marketfeed/feedhandler/feed/itch"
 	"github.com/marketfeed/feedhandler/internal/itchgen"
+	"golang.org/x/sys/unix"
 )
 
 // TestReplayFileAndPcap replays the same generated day from a BinaryFILE and
@@ -46,8 +48,13 @@ func TestReplayFileAndPcap(t *testing.T) {
 	for i, in := range []string{write("day.itch", false), write("day.pcap", true)} {
 		out := filepath.Join(dir, "books.json")
 		var stdout, stderr bytes.Buffer
+		pct, lim := gcSettings()
 		if err := replay([]string{"--json", "--books-out", out, "--max-orders", "65536", "--quiet", in}, &stdout, &stderr); err != nil {
 			t.Fatalf("replay %s: %v\n%s", in, err, stderr.String())
+		}
+		// replay turns the collector off for its loop, and back on after.
+		if pct2, lim2 := gcSettings(); pct2 != pct || lim2 != lim {
+			t.Errorf("replay %s left GC percent %d, memory limit %d; before: %d, %d", in, pct2, lim2, pct, lim)
 		}
 		var rep replayReport
 		if err := json.Unmarshal(stdout.Bytes(), &rep); err != nil {
@@ -94,13 +101,24 @@ func TestReplayFileAndPcap(t *testing.T) {
 	}
 }
 
+// gcSettings reads the GC percent and the memory limit.
+func gcSettings() (pct int, limit int64) {
+	pct = debug.SetGCPercent(-1)
+	debug.SetGCPercent(pct)
+	return pct, debug.SetMemoryLimit(-1)
+}
+
 // TestApplyFileMatchesScanner checks that applyFile, which frames blocks
 // itself, applies the same messages, counts the same odd blocks and stops
 // with the same error as a plain itch.Scanner loop, on a stream with an
 // unknown type, a long and a short message, an empty block and a truncated
 // end between valid messages, and unknown types at the start, back to back
 // and within the prefetch cursor's lookahead; one message in
-// latencySampleEvery is timed.
+// latencySampleEvery is timed. The tails include a message of the right
+// length for its type one byte short of the end, which an off-by-one in
+// applyFile's bounds would apply, and a bare length prefix; each input is also replayed from the end
+// of a mapping whose next page is PROT_NONE, so that a read past the input
+// faults.
 func TestApplyFileMatchesScanner(t *testing.T) {
 	g, err := itchgen.New(itchgen.Config{Messages: 5000, Symbols: 20, Seed: 5})
 	if err != nil {
@@ -129,7 +147,8 @@ func TestApplyFileMatchesScanner(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg := book.Config{MaxOrders: 1 << 16, MaxLocates: 64, MaxLevels: 1 << 14}
-	for _, tail := range [][]byte{nil, {0, 36, 'A', 0}, {0}} {
+	short := []byte{0, 12, 'S', 0, 0, 0, 0, 0, 0, 0, 0, 0, 0} // 'S' is 12 bytes; 11 are there
+	for _, tail := range [][]byte{nil, {0, 36, 'A', 0}, {0}, {0, 12}, short} {
 		in := append(append([]byte(nil), data...), tail...)
 
 		want, _ := book.New(cfg)
@@ -174,5 +193,37 @@ func TestApplyFileMatchesScanner(t *testing.T) {
 		if gotBooks.Len() < 100 || !bytes.Equal(gotBooks.Bytes(), wantBooks.Bytes()) {
 			t.Errorf("tail %v: books differ from a plain Apply loop (%d bytes, want %d)", tail, gotBooks.Len(), wantBooks.Len())
 		}
+
+		guarded := guardedCopy(t, in)
+		got2, _ := book.New(cfg)
+		rp2 := replayer{bs: got2, quiet: true}
+		var gs2 itch.Scanner
+		gotErr2 := rp2.applyFile(guarded, &gs2)
+		if rp2.n != uint64(wantN) || got2.Stats() != want.Stats() || gs2.Unknown != ws.Unknown || gs2.Short != ws.Short || gs2.Long != ws.Long || gs2.Truncated != ws.Truncated || fmt.Sprint(gotErr2) != fmt.Sprint(ws.Err()) {
+			t.Errorf("tail %v, before a PROT_NONE page: applied %d, want %d; counters %+v, want %+v; error %v, want %v",
+				tail, rp2.n, wantN, gs2.Counters, ws.Counters, gotErr2, ws.Err())
+		}
 	}
+}
+
+// guardedCopy returns a copy of data that ends where a PROT_NONE page
+// starts, so that a read past its end faults (a panic, with
+// debug.SetPanicOnFault, that fails the test).
+func guardedCopy(t *testing.T, data []byte) []byte {
+	t.Helper()
+	page := os.Getpagesize()
+	size := (len(data) + page - 1) / page * page
+	mem, err := unix.Mmap(-1, 0, size+page, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
+	if err != nil {
+		t.Fatalf("map guarded copy: %v", err)
+	}
+	t.Cleanup(func() { _ = unix.Munmap(mem) })
+	if err := unix.Mprotect(mem[size:], unix.PROT_NONE); err != nil {
+		t.Fatalf("protect guard page: %v", err)
+	}
+	prev := debug.SetPanicOnFault(true)
+	t.Cleanup(func() { debug.SetPanicOnFault(prev) })
+	out := mem[size-len(data) : size : size]
+	copy(out, data)
+	return out
 }

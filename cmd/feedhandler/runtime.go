@@ -21,33 +21,63 @@ import (
 const gcHeadroom = 1 << 30
 
 // quietRuntime applies the runtime settings the command runs with unless
-// the environment names them: GOGC=off, and GOMEMLIMIT at the live heap
-// after start plus gcHeadroom, so the garbage collector does not run (nor
-// stop or slow the receive thread) in steady state until gcHeadroom of that
-// garbage has accumulated, yet cannot let
-// the heap grow without bound. GOGC=off also turns off the cycle the
-// runtime otherwise forces every 2 minutes. Call it once everything is allocated: it
-// runs one collection first, before traffic matters. It returns what it
-// applied, for the log.
+// the environment names them (quietGC): GOGC=off, and GOMEMLIMIT at the
+// memory taken from the OS after start (runtime.MemStats.Sys) plus
+// gcHeadroom, so the garbage collector does not run (nor stop or slow the
+// receive thread) in steady state until about gcHeadroom of garbage has
+// accumulated, yet cannot let the heap grow without bound. GOGC=off also
+// turns off the cycle the runtime otherwise forces every 2 minutes. Call it
+// once everything is allocated: it runs one collection first, before
+// traffic matters. It logs what it applied and keeps it.
 func quietRuntime(log zerolog.Logger) {
+	q, _ := quietGC()
+	ev := log.Info().Uint64("live_heap", q.heap)
+	if q.gogcOff {
+		ev = ev.Str("gogc", "off")
+	} else {
+		ev = ev.Str("gogc", os.Getenv("GOGC")+" (from the environment)")
+	}
+	if q.limit >= 0 {
+		ev = ev.Int64("gomemlimit", q.limit)
+	} else {
+		ev = ev.Str("gomemlimit", os.Getenv("GOMEMLIMIT")+" (from the environment)")
+	}
+	ev.Msg("runtime: garbage collection only past the memory limit")
+}
+
+// quietSet is what quietGC did.
+type quietSet struct {
+	heap    uint64 // the live heap after the collection
+	gogcOff bool   // the collector turned off (false: GOGC from the environment, left alone)
+	limit   int64  // the memory limit set (-1: GOMEMLIMIT from the environment, left alone)
+}
+
+// quietGC runs one collection, then, unless the environment names them,
+// turns the collector off (GOGC=off) and sets the memory limit to the
+// memory taken from the OS (runtime.MemStats.Sys) plus gcHeadroom. It
+// returns what it set and the function that restores the previous
+// settings.
+func quietGC() (q quietSet, restore func()) {
 	runtime.GC()
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
-	ev := log.Info().Uint64("live_heap", ms.HeapAlloc)
-	if v, ok := os.LookupEnv("GOGC"); ok {
-		ev = ev.Str("gogc", v+" (from the environment)")
-	} else {
-		debug.SetGCPercent(-1)
-		ev = ev.Str("gogc", "off")
+	q = quietSet{heap: ms.HeapAlloc, limit: -1}
+	pct, lim := 0, int64(-1)
+	if _, ok := os.LookupEnv("GOGC"); !ok {
+		pct, q.gogcOff = debug.SetGCPercent(-1), true
 	}
-	if v, ok := os.LookupEnv("GOMEMLIMIT"); ok {
-		ev = ev.Str("gomemlimit", v+" (from the environment)")
-	} else {
-		limit := int64(ms.Sys) + gcHeadroom
-		debug.SetMemoryLimit(limit)
-		ev = ev.Int64("gomemlimit", limit)
+	if _, ok := os.LookupEnv("GOMEMLIMIT"); !ok {
+		q.limit = int64(ms.Sys) + gcHeadroom
+		lim = debug.SetMemoryLimit(q.limit)
 	}
-	ev.Msg("runtime: garbage collection only past the memory limit")
+	return q, func() {
+		if q.limit >= 0 {
+			debug.SetMemoryLimit(lim)
+		}
+		if q.gogcOff {
+			debug.SetGCPercent(pct)
+		}
+	}
 }
 
 // gcCycles is the number of GC cycles so far (what GODEBUG=gctrace=1

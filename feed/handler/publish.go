@@ -145,6 +145,14 @@ func (p *Publisher) publish(b *book.Book, loc uint16, st *locState, flags bookfb
 	if b.OperationalHalt() == 'H' {
 		sn.Flags |= bookfb.FlagsOperationalHalt
 	}
+	// Crossed from the best levels, before Begin writes the flags: the
+	// slot's depth is at least 1 (shm.Create refuses 0), so the levels
+	// published start with these two.
+	if bid, ok := b.Best(book.Bid); ok {
+		if ask, ok := b.Best(book.Ask); ok && bid.Price >= ask.Price {
+			sn.Flags |= bookfb.FlagsCrossed
+		}
+	}
 	nBids, nAsks := b.Levels(book.Bid), b.Levels(book.Ask)
 	sn.BidLevels, sn.AskLevels = uint32(nBids), uint32(nAsks)
 	sn.LastTradePrice, sn.LastTradeShares, sn.Volume = b.Last()
@@ -156,11 +164,8 @@ func (p *Publisher) publish(b *book.Book, loc uint16, st *locState, flags bookfb
 		p.Errors++
 		return
 	}
-	bids := b.Depth(book.Bid, bookLevels(tx.Bids))
-	asks := b.Depth(book.Ask, bookLevels(tx.Asks))
-	if len(bids) > 0 && len(asks) > 0 && bids[0].Price >= asks[0].Price {
-		tx.SetFlags(sn.Flags | bookfb.FlagsCrossed)
-	}
+	b.Depth(book.Bid, bookLevels(tx.Bids))
+	b.Depth(book.Ask, bookLevels(tx.Asks))
 	p.w.Commit(tx)
 	p.Published++
 }

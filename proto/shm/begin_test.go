@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"testing"
-
-	"github.com/marketfeed/feedhandler/proto/bookfb"
 )
 
 // bothLevelPaths runs f with the slot's level vectors handed out in place
@@ -34,7 +32,7 @@ func slotBytes(w *Writer, locate uint16) (seq uint64, data []byte) {
 }
 
 // TestBeginMatchesPublish: a publish through Begin (levels written into the
-// vectors it hands out, flags sometimes changed with SetFlags) and Commit
+// vectors it hands out) and Commit
 // leaves the same slot bytes, version and journal as Publish of the same
 // snapshot, over random snapshots at random depths, symbol lengths and
 // slots, with garbage of longer earlier snapshots left in the slots.
@@ -67,12 +65,8 @@ func TestBeginMatchesPublish(t *testing.T) {
 				if err := w.Publish(s); err != nil {
 					t.Fatal(err)
 				}
-				final := s.Flags
 				sb := *s
 				sb.Bids, sb.Asks = nil, nil // Begin ignores them
-				if rng.IntN(2) == 0 {
-					sb.Flags = bookfb.Flags(rng.Uint32()) // SetFlags replaces it below
-				}
 				sl := slots[s.Locate-1]
 				if rng.IntN(4) == 0 {
 					sl = Slot{} // looked up by locate
@@ -85,9 +79,6 @@ func TestBeginMatchesPublish(t *testing.T) {
 				}
 				copy(p.Bids, s.Bids)
 				copy(p.Asks, s.Asks)
-				if sb.Flags != final {
-					p.SetFlags(final)
-				}
 				wb.Commit(&p)
 				seq, data := slotBytes(w, s.Locate)
 				seqB, dataB := slotBytes(wb, s.Locate)
@@ -108,25 +99,31 @@ func TestBeginMatchesPublish(t *testing.T) {
 func TestBeginErrors(t *testing.T) {
 	const depth = 4
 	w := testWriter(t, Config{Instruments: 2, Depth: depth})
-	other := testWriter(t, Config{Instruments: 8, Depth: depth})
 	w.Register(1, "AAPL")
 	w.Register(2, "MSFT")
-	for loc := uint16(1); loc <= 8; loc++ {
-		other.Register(loc+10, symbolOf(loc))
-	}
 	sl1, err := w.Slot(1)
 	if err != nil {
 		t.Fatal(err)
 	}
 	sl2, _ := w.Slot(2)
-	far, _ := other.Slot(18) // slot 7: beyond w's 2 slots
+	// The last slot there can be, far beyond w's 2 slots and its mapping:
+	// without the bound check, Begin would read its header out of the
+	// mapping and fault.
+	far := slotOf(MaxLocates-1, 4)
 	if _, err := w.Slot(3); !errors.Is(err, ErrUnknownLocate) {
 		t.Fatalf("Slot of an unknown locate: %v", err)
 	}
 	s := newSnapshot(depth)
 	fillSnapshot(s, 1, 5, depth)
+	if err := w.Publish(s); err != nil { // so that the slot holds data to compare
+		t.Fatal(err)
+	}
 	seq, data := slotBytes(w, 1)
 	data = bytes.Clone(data)
+	head := w.m.head()
+	if seq == 0 || len(data) == 0 || head == 0 {
+		t.Fatalf("Publish left seq %d, %d bytes, journal head %d", seq, len(data), head)
+	}
 	var p Pending
 	for _, c := range []struct {
 		name   string
@@ -147,7 +144,7 @@ func TestBeginErrors(t *testing.T) {
 			t.Errorf("%s: %v, want %v", c.name, err, c.want)
 		}
 	}
-	if seq2, data2 := slotBytes(w, 1); seq2 != seq || !bytes.Equal(data, data2) || w.m.head() != 0 {
+	if seq2, data2 := slotBytes(w, 1); seq2 != seq || !bytes.Equal(data, data2) || w.m.head() != head {
 		t.Fatalf("a refused Begin wrote the slot or the journal")
 	}
 	s.Locate = 1

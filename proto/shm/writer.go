@@ -1,7 +1,6 @@
 package shm
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -327,8 +326,8 @@ func (w *Writer) LastHeartbeat() time.Time {
 
 // Close marks the feed closed and unmaps it. The file stays so that readers
 // can still read the final books; Remove deletes it. Call it after every
-// Publish has returned: a Publish racing with Close writes into the unmapped
-// file.
+// Publish has returned and every Begin has been committed: a Publish or
+// Commit racing with Close writes into the unmapped file.
 func (w *Writer) Close() error {
 	if w.closed.Swap(true) {
 		return nil
@@ -413,14 +412,15 @@ func (w *Writer) Slot(locate uint16) (Slot, error) {
 	return slotOf(v-1, w.m.dirEntry(&w.l, uint64(v-1))[2]), nil
 }
 
-// Begin starts a publish of s.Locate, whose slot is sl, with nb bid and na
-// ask levels: it writes every field of s but its Bids and Asks (ignored),
+// Begin starts a publish of s.Locate, whose slot is sl (from Slot; the zero
+// Slot has Begin look the slot up by s.Locate, at the cost of two
+// loads), with nb bid and na ask levels: it writes every field of s but its Bids and Asks (ignored),
 // and hands the slot's level vectors to the caller in p. Commit(p) ends
-// the publish. Between the two the caller writes the levels and may change
-// the flags (SetFlags), and nothing else: no other Begin or Publish of the
-// same locate, and, with Config.SingleWriter, none at all. Begin and
-// Commit allocate nothing (on a big-endian machine, the first Begin with a
-// p allocates its level storage).
+// the publish. Between the two the caller writes the levels, and nothing
+// else: no other Begin or Publish of the same locate, and, with
+// Config.SingleWriter, none at all. Begin and Commit allocate nothing (on a
+// big-endian machine, the first Begin with a p allocates its level
+// storage).
 //
 // Publish(s) is Begin, a copy of s's levels, Commit. A caller that reads
 // its levels from elsewhere (an order book) writes them straight into the
@@ -445,11 +445,6 @@ func (w *Writer) Begin(sl Slot, s *Snapshot, nb, na int, p *Pending) error {
 	p.bidAt, p.askAt = bidAt, askAt
 	p.Bids, p.Asks = p.buf[:nb:nb], p.buf[w.l.depth:w.l.depth+na:w.l.depth+na]
 	return nil
-}
-
-// SetFlags replaces the flags that Begin wrote from the Snapshot.
-func (p *Pending) SetFlags(f bookfb.Flags) {
-	binary.LittleEndian.PutUint16(p.data[tableAt+fFlags:], uint16(f))
 }
 
 // Commit ends the publish that Begin started: the snapshot becomes
@@ -478,7 +473,10 @@ func (w *Writer) begin(sl Slot, s *Snapshot, nb, na int) (data []byte, seq *uint
 			return nil, nil, 0, 0, 0, fmt.Errorf("publish locate %d: %w", s.Locate, ErrUnknownLocate)
 		}
 		sl = slotOf(v-1, w.m.dirEntry(&w.l, uint64(v-1))[2])
-	} else if n := uint64(sl.n()); n == 0 || n > w.l.capacity || *w.m.u32(w.l.slots + (n-1)*w.l.slotSize + 12) != uint32(s.Locate) {
+	} else if n := uint64(sl.n()); n == 0 || n > w.l.capacity {
+		// Not a slot of this writer (n == 0: not made by slotOf).
+		return nil, nil, 0, 0, 0, fmt.Errorf("publish locate %d: slot out of this writer's %d slots: %w", s.Locate, w.l.capacity, ErrUnknownLocate)
+	} else if *w.m.u32(w.l.slots + (n-1)*w.l.slotSize + 12) != uint32(s.Locate) {
 		// The slot's header names its locate (Register wrote it before
 		// the slot became known), on the line Begin writes anyway.
 		return nil, nil, 0, 0, 0, fmt.Errorf("publish locate %d: not the locate of slot %d: %w", s.Locate, n-1, ErrUnknownLocate)
