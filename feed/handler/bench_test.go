@@ -6,7 +6,6 @@ import (
 	"os"
 	"runtime"
 	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -490,26 +489,11 @@ func (c *applyPublishCost) perBook() float64 {
 }
 
 // threadSwitches reads a thread's voluntary and involuntary context
-// switches so far: voluntary ones are the thread sleeping (a futex wait:
-// the Go scheduler parked it), involuntary ones the kernel running
-// something else on its core.
+// switches so far (ThreadSched.Switches).
 func threadSwitches(tb testing.TB, tid int) (cs [2]uint64) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/self/task/%d/status", tid))
-	if err != nil {
+	var err error
+	if cs[0], cs[1], err = (ThreadSched{Tid: tid}).Switches(); err != nil {
 		tb.Fatal(err)
-	}
-	for _, l := range strings.Split(string(b), "\n") {
-		k, v, ok := strings.Cut(l, ":")
-		if !ok {
-			continue
-		}
-		n, _ := strconv.ParseUint(strings.TrimSpace(v), 10, 64)
-		switch k {
-		case "voluntary_ctxt_switches":
-			cs[0] = n
-		case "nonvoluntary_ctxt_switches":
-			cs[1] = n
-		}
 	}
 	return cs
 }

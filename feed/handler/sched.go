@@ -2,6 +2,9 @@ package handler
 
 import (
 	"fmt"
+	"os"
+	"strconv"
+	"strings"
 
 	"golang.org/x/sys/unix"
 
@@ -28,6 +31,30 @@ func (t ThreadSched) Policy() string {
 		return "fifo"
 	}
 	return "other"
+}
+
+// Switches reads the thread's context switches so far from
+// /proc/self/task/TID/status: voluntary ones are the thread sleeping (in
+// poll(2), or a futex wait when the Go scheduler parked it for a
+// preemption hand-off), involuntary ones the kernel running something
+// else on its CPU.
+func (t ThreadSched) Switches() (voluntary, involuntary uint64, err error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/self/task/%d/status", t.Tid))
+	if err != nil {
+		return 0, 0, fmt.Errorf("read thread %d context switches: %w", t.Tid, err)
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		k, v, _ := strings.Cut(l, ":")
+		n, err := strconv.ParseUint(strings.TrimSpace(v), 10, 64)
+		switch {
+		case err != nil:
+		case k == "voluntary_ctxt_switches":
+			voluntary = n
+		case k == "nonvoluntary_ctxt_switches":
+			involuntary = n
+		}
+	}
+	return voluntary, involuntary, nil
 }
 
 // setupThread pins the calling thread, which must be locked to its

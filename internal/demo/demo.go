@@ -18,7 +18,6 @@ import (
 	"runtime"
 	"slices"
 	"sort"
-	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -179,27 +178,6 @@ type Result struct {
 	RxSwitchSecs float64
 }
 
-// threadSwitches reads thread tid's voluntary and involuntary context
-// switches.
-func threadSwitches(tid int) (cs [2]uint64, ok bool) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/self/task/%d/status", tid))
-	if err != nil {
-		return cs, false
-	}
-	for _, l := range strings.Split(string(b), "\n") {
-		k, v, _ := strings.Cut(l, ":")
-		n, err := strconv.ParseUint(strings.TrimSpace(v), 10, 64)
-		switch {
-		case err != nil:
-		case k == "voluntary_ctxt_switches":
-			cs[0] = n
-		case k == "nonvoluntary_ctxt_switches":
-			cs[1] = n
-		}
-	}
-	return cs, true
-}
-
 // TopOfBook is one instrument's best levels as published.
 type TopOfBook struct {
 	Symbol   string
@@ -301,7 +279,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	}
 	res := &Result{Depth: o.Depth}
 	var h *handler.Handler
-	var rxTid int
+	var rxThread handler.ThreadSched
 	var rxCS0 [2]uint64
 	var rxT0 time.Time
 	startHandler := func() error {
@@ -311,8 +289,8 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 			return err
 		}
 		res.Backend = h.Backend()
-		rxTid = h.Stats().ReceiveThread.Tid
-		rxCS0, _ = threadSwitches(rxTid)
+		rxThread = h.Stats().ReceiveThread
+		rxCS0[0], rxCS0[1], _ = rxThread.Switches()
 		rxT0 = time.Now()
 		return nil
 	}
@@ -394,8 +372,8 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		res.Sender, err = send(ctx, lab, dir, pkts, scfg, progress)
 	}
 	res.SendTime = time.Since(start)
-	if cs, ok := threadSwitches(rxTid); ok && h != nil {
-		res.RxSwitches = [2]uint64{cs[0] - rxCS0[0], cs[1] - rxCS0[1]}
+	if vol, invol, err := rxThread.Switches(); err == nil && h != nil {
+		res.RxSwitches = [2]uint64{vol - rxCS0[0], invol - rxCS0[1]}
 		res.RxSwitchSecs = time.Since(rxT0).Seconds()
 	}
 	if err != nil {
