@@ -12,6 +12,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -187,9 +188,11 @@ func lockSlot(path string, locate uint16) error {
 	return nil
 }
 
-// stressWriter publishes in a tight loop for FH_SHM_TEST_DURATION into
-// every registered locate (S0..S7), heartbeating, then closes the feed:
-// the Go torn-read stress writer (proto/shm TestCrossProcess).
+// stressWriter publishes in a tight loop into every registered locate
+// (S0..S7), heartbeating, then closes the feed: the Go torn-read stress
+// writer (proto/shm TestCrossProcess). It stops after FH_SHM_TEST_DURATION
+// or when its stdin reaches end of file, whichever comes first, so a test
+// on a loaded machine can run it until it has seen what it needs.
 func stressWriter() error {
 	d, err := time.ParseDuration(os.Getenv("FH_SHM_TEST_DURATION"))
 	if err != nil {
@@ -199,6 +202,11 @@ func stressWriter() error {
 	if err != nil {
 		return err
 	}
+	var stop atomic.Bool
+	go func() {
+		io.Copy(io.Discard, os.Stdin)
+		stop.Store(true)
+	}()
 	info := w.Info()
 	for loc := 0; loc < info.Instruments; loc++ {
 		if err := w.Register(uint16(loc), fmt.Sprintf("S%d", loc)); err != nil {
@@ -208,7 +216,7 @@ func stressWriter() error {
 	fmt.Println("ready")
 	s := &shm.Snapshot{Bids: make([]shm.Level, info.Depth), Asks: make([]shm.Level, info.Depth)}
 	var k uint64
-	for deadline := time.Now().Add(d); time.Now().Before(deadline); {
+	for deadline := time.Now().Add(d); time.Now().Before(deadline) && !stop.Load(); {
 		for i := 0; i < 1024; i++ {
 			k++
 			fillSnapshot(s, uint16(k%uint64(info.Instruments)), k, info.Depth)

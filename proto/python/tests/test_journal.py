@@ -1,6 +1,7 @@
 """Following the change journal: records in order, overrun when the reader
 falls more than a journal length behind, and resynchronisation after it."""
 
+import time
 import unittest
 
 import feedhandler_shm as shm
@@ -72,8 +73,11 @@ class JournalTest(unittest.TestCase):
         sees overruns, rescans, and ends with exactly the writer's final books."""
         name = support.feed_name(self)
         instruments, depth, journal = 8, 5, 4096
+        # The writer runs until this reader has seen both an overrun and
+        # in-order updates (at least 1 s), then is stopped by closing its
+        # stdin; 60 s bounds the run on a machine too loaded to get there.
         w = support.Writer(self, "stress", name, instruments=instruments, depth=depth, journal=journal,
-                           duration="1s")
+                           duration="60s")
         w.expect("ready")
         r = shm.open(name)
         self.addCleanup(r.close)
@@ -93,8 +97,13 @@ class JournalTest(unittest.TestCase):
         rescan()
         updates = 0
         it = 0
+        start = time.monotonic()
+        stopping = False
         while True:
             it += 1
+            if not stopping and f.overruns > 0 and updates > 0 and time.monotonic() - start >= 1:
+                w.proc.stdin.close()  # the writer stops and closes the feed
+                stopping = True
             if it % 2:
                 # Let the writer lap the journal (unless it stops first).
                 while f.pending() <= journal and r.state()[0] == "live":
