@@ -190,7 +190,7 @@ func (r *Ring) Submit() (int, error) {
 	if n == 0 && atomic.LoadUint32(r.sqFlags)&sqCQOverflow == 0 {
 		return 0, nil
 	}
-	ret, err := r.enter(n, 0, 0, 0, 0)
+	ret, err := r.submit(n)
 	if err != nil {
 		return ret, fmt.Errorf("io_uring_enter submit: %w", err)
 	}
@@ -226,6 +226,24 @@ func (r *Ring) Wait(minComplete uint32, timeout time.Duration) (int, error) {
 	return ret, nil
 }
 
+// submit is io_uring_enter without IORING_ENTER_GETEVENTS, as a raw syscall
+// (no entersyscall/exitsyscall): the calling thread keeps its P, so a call
+// the hypervisor stretches past sysmon's 20 µs does not make the runtime
+// hand the P off, and no call pays the runtime's bookkeeping. It cannot
+// block: without GETEVENTS the kernel only issues the SQEs, and an
+// operation that would wait (a receive on an empty socket) is armed on the
+// socket's poll queue or punted to io-wq instead of waiting in the caller.
+// Wait, which does wait, takes the normal path (enter).
+func (r *Ring) submit(toSubmit uint32) (int, error) {
+	ret, _, errno := unix.RawSyscall6(unix.SYS_IO_URING_ENTER, uintptr(r.fd), uintptr(toSubmit), 0, 0, 0, 0)
+	if errno != 0 {
+		return 0, errno
+	}
+	return int(ret), nil
+}
+
+// enter is io_uring_enter through the runtime's blocking-syscall path: it
+// may wait (GETEVENTS with a minimum and a timeout).
 func (r *Ring) enter(toSubmit, minComplete, flags uint32, argp, argsz uintptr) (int, error) {
 	ret, _, errno := unix.Syscall6(unix.SYS_IO_URING_ENTER, uintptr(r.fd), uintptr(toSubmit),
 		uintptr(minComplete), uintptr(flags), argp, argsz)

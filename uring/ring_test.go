@@ -403,3 +403,36 @@ func TestBufRingTailWrap(t *testing.T) {
 		seq += 4
 	}
 }
+
+// BenchmarkSubmitNop is the cost of one io_uring_enter that does not wait
+// (a NOP, completed inline, then reaped from the CQ without a syscall):
+// raw is Submit (a raw syscall, the calling thread keeps its P), syscall
+// the same call through the runtime's entersyscall/exitsyscall.
+func BenchmarkSubmitNop(b *testing.B) {
+	for _, raw := range []bool{true, false} {
+		name := "syscall"
+		if raw {
+			name = "raw"
+		}
+		b.Run(name, func(b *testing.B) {
+			r := setupRing(b, Params{Entries: 64})
+			cqes := make([]CQE, 64)
+			b.ReportAllocs()
+			for b.Loop() {
+				r.GetSQE().PrepNop(1)
+				var err error
+				if raw {
+					_, err = r.Submit()
+				} else {
+					_, err = r.enter(r.pending(), 0, 0, 0, 0)
+				}
+				if err != nil {
+					b.Fatal(err)
+				}
+				if r.CQEs(cqes) != 1 {
+					b.Fatal("NOP not completed inline")
+				}
+			}
+		})
+	}
+}

@@ -62,8 +62,16 @@ func options(fd int) (uint32, error) {
 // wakeup kicks the kernel's receive processing (needed when the fill ring
 // has the need_wakeup flag, and to drive busy polling). It never blocks and
 // allocates nothing.
+//
+// It is a raw syscall (no entersyscall/exitsyscall): the receive thread
+// keeps its P, so a call the hypervisor stretches past sysmon's 20 µs
+// cannot make the runtime hand the P off and the thread wait to get it
+// back, and no call pays the runtime's bookkeeping. It cannot block: with
+// MSG_DONTWAIT, xsk_recvmsg only asks the driver to run its receive
+// (ndo_xsk_wakeup) or, with busy polling, polls the queue for at most the
+// socket's busy-poll time; it never sleeps.
 func wakeup(fd int) error {
-	_, _, e := unix.Syscall6(unix.SYS_RECVFROM, uintptr(fd), 0, 0, unix.MSG_DONTWAIT, 0, 0)
+	_, _, e := unix.RawSyscall6(unix.SYS_RECVFROM, uintptr(fd), 0, 0, unix.MSG_DONTWAIT, 0, 0)
 	switch e {
 	case 0, unix.EAGAIN, unix.EBUSY, unix.ENOBUFS, unix.ENETDOWN:
 		return nil
@@ -71,9 +79,12 @@ func wakeup(fd int) error {
 	return e
 }
 
-// kickTx tells the kernel to transmit what is on the tx ring.
+// kickTx tells the kernel to transmit what is on the tx ring. A raw
+// syscall, as wakeup: with MSG_DONTWAIT xsk_sendmsg transmits what the
+// ring holds (copy mode) or kicks the driver (zero-copy) and returns
+// EAGAIN/EBUSY instead of waiting for room; it never sleeps.
 func kickTx(fd int) error {
-	_, _, e := unix.Syscall6(unix.SYS_SENDTO, uintptr(fd), 0, 0, unix.MSG_DONTWAIT, 0, 0)
+	_, _, e := unix.RawSyscall6(unix.SYS_SENDTO, uintptr(fd), 0, 0, unix.MSG_DONTWAIT, 0, 0)
 	switch e {
 	case 0, unix.EAGAIN, unix.EBUSY, unix.ENOBUFS, unix.ENETDOWN:
 		return nil

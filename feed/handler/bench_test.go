@@ -6,6 +6,7 @@ import (
 	"os"
 	"runtime"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -76,14 +77,18 @@ type pacedRx struct {
 	interval time.Duration // between packets (each packet counts once per line copy)
 	next     int
 
-	tid  int   // the receive thread (the first caller of Receive)
-	last int64 // the previous call's time, ns since start
+	tid   int   // the receive thread (the first caller of Receive)
+	last  int64 // the previous call's time, ns since start
+	lastN int   // packets the previous call handed out
 	// stalls counts the calls that came more than stallNs after the
 	// previous one: the receive thread did not run its loop for that long
 	// (descheduled, preempted, or one slow batch). stallAt keeps the first
 	// stallKeep of them (start, length), for period analysis.
 	stalls  int
-	stallAt [][2]int64
+	stallAt [][3]int64 // start, length, packets the call before the gap handed out
+	// startMono is CLOCK_MONOTONIC at start, for FH_STALLS_OUT (the
+	// stalls in the kernel tracer's "mono" clock, tools/hotcpu).
+	startMono int64
 
 	// Tail attribution (-tags tailtrace): the handler, its thread's
 	// switch counts at the end of the last slow batch (read only then),
@@ -114,11 +119,11 @@ func (r *pacedRx) Receive(pkts []rx.Packet) (int, error) {
 	since := time.Since(r.start)
 	if r.tid == 0 {
 		r.tid = unix.Gettid()
-		r.stallAt = make([][2]int64, 0, stallKeep)
+		r.stallAt = make([][3]int64, 0, stallKeep)
 	} else if d := int64(since) - r.last; d > stallNs {
 		r.stalls++
 		if len(r.stallAt) < cap(r.stallAt) {
-			r.stallAt = append(r.stallAt, [2]int64{r.last, d})
+			r.stallAt = append(r.stallAt, [3]int64{r.last, d, int64(r.lastN)})
 		}
 	}
 	r.last = int64(since)
@@ -138,6 +143,7 @@ func (r *pacedRx) Receive(pkts []rx.Packet) (int, error) {
 	if tailTrace && r.tail {
 		r.traceBegin(int64(since), n)
 	}
+	r.lastN = n
 	return n, nil
 }
 
@@ -229,7 +235,14 @@ func benchPaced(b *testing.B, mode Mode, shards []int, prio int) {
 			RTPriority:  prio,
 			Depth:       benchDepth,
 			ShmName:     name,
-			Open:        func(rx.Config) (rx.Receiver, error) { r.start = time.Now(); return r, nil },
+			Open: func(rx.Config) (rx.Receiver, error) {
+				r.start = time.Now()
+				var ts unix.Timespec
+				if unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts) == nil {
+					r.startMono = ts.Nano()
+				}
+				return r, nil
+			},
 			Log:         zerolog.Nop(),
 		})
 		if err != nil {
@@ -285,6 +298,9 @@ func benchPaced(b *testing.B, mode Mode, shards []int, prio int) {
 		stalled20 = 100 * float64(lost) / float64(r.last)
 		if os.Getenv("FH_STALLS") != "" {
 			logStalls(b, r.stallAt)
+		}
+		if f := os.Getenv("FH_STALLS_OUT"); f != "" {
+			writeStalls(b, f, r.tid, r.startMono, r.stallAt)
 		}
 	}
 	b.ReportMetric(vcs, "rx-vcs/s")
@@ -501,7 +517,7 @@ func threadSwitches(tb testing.TB, tid int) (cs [2]uint64) {
 // logStalls logs how long the receive thread's stalls were and how far
 // apart the long ones came (a 10 ms period is the Go scheduler's
 // preemption of a goroutine that ran 10 ms without rescheduling).
-func logStalls(b *testing.B, at [][2]int64) {
+func logStalls(b *testing.B, at [][3]int64) {
 	bounds := []int64{10e3, 20e3, 50e3, 100e3, 1e6, 1 << 62}
 	hist := make([]int, len(bounds))
 	var apart []int64
@@ -526,6 +542,21 @@ func logStalls(b *testing.B, at [][2]int64) {
 		per[a]++
 	}
 	b.Logf("stalls >= 20 us: %d; intervals between them (0.1 ms: count): %v", len(apart)+1, per)
+}
+
+// writeStalls writes the receive thread's id ("tid N"), then its stalls,
+// one a line: start in CLOCK_MONOTONIC ns, length in ns, and the packets
+// the Receive call before the gap handed out (the gap holds their work)
+// (tools/hotcpu matches them against a kernel trace of the CPU).
+func writeStalls(b *testing.B, file string, tid int, startMono int64, at [][3]int64) {
+	var sb strings.Builder
+	fmt.Fprintf(&sb, "tid %d\n", tid)
+	for _, s := range at {
+		fmt.Fprintf(&sb, "%d %d %d\n", startMono+s[0], s[1], s[2])
+	}
+	if err := os.WriteFile(file, []byte(sb.String()), 0o644); err != nil {
+		b.Fatalf("write stalls: %v", err)
+	}
 }
 
 // BenchmarkMachineStalls measures what the machine does to a spinning

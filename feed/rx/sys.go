@@ -12,8 +12,21 @@ import (
 
 // recvmmsg is recvmmsg(2); golang.org/x/sys/unix has no wrapper. The
 // headers, names and buffers are Go memory used only during the call.
+//
+// With MSG_DONTWAIT it is a raw syscall (no entersyscall/exitsyscall): the
+// receive thread keeps its P, so a call the hypervisor stretches past
+// sysmon's 20 µs does not make the runtime hand the P off and the thread
+// wait to get it back, and no call pays the runtime's bookkeeping. It
+// cannot block: MSG_DONTWAIT makes every datagram read non-blocking
+// (EAGAIN on an empty queue), and without a timeout argument recvmmsg
+// returns once the queue is empty. Without MSG_DONTWAIT it may wait, and
+// takes the normal path.
 func recvmmsg(fd int, msgs []unix.Mmsghdr, flags int) (int, error) {
-	n, _, errno := unix.Syscall6(unix.SYS_RECVMMSG, uintptr(fd), uintptr(unsafe.Pointer(&msgs[0])),
+	call := unix.Syscall6
+	if flags&unix.MSG_DONTWAIT != 0 {
+		call = unix.RawSyscall6
+	}
+	n, _, errno := call(unix.SYS_RECVMMSG, uintptr(fd), uintptr(unsafe.Pointer(&msgs[0])),
 		uintptr(len(msgs)), uintptr(flags), 0, 0)
 	if errno != 0 {
 		return 0, errno

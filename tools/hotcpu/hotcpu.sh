@@ -1,0 +1,53 @@
+#!/bin/sh
+# hotcpu.sh: what takes a hot CPU away from the handler's hot thread.
+#
+# Usage: tools/hotcpu/hotcpu.sh CPU OUT -- COMMAND [ARGS...]
+#
+# Runs COMMAND (for example a PipelinePaced benchmark, whose receive thread
+# is pinned to CPU 0) with the kernel's tracer (tracefs, in its own
+# instance so a parallel user of the global buffer is not disturbed)
+# recording, on CPU: sched_switch, the wakeups aimed at it, device IRQs,
+# softirqs, the local timer interrupt and the hrtimers it runs (the tick is
+# tick_nohz_handler), IPIs (reschedule, function call), irq work and page
+# faults. It keeps the raw trace in OUT.trace, /proc/stat's CPU line before
+# and after (steal time, if the hypervisor reports it) in OUT.stat, and
+# prints a summary (tools/hotcpu/summary.awk): the hot thread (the task
+# that ran longest on CPU), every time it was switched out (voluntary or
+# involuntary, by whom, for how long), and the interrupts that ran on CPU
+# while it ran (count, total and longest). A stall the hot thread saw with
+# no event on CPU in the trace is the hypervisor's. With FH_STALLS_OUT=FILE
+# set (BenchmarkPipelinePaced writes the receive thread's stalls there), it
+# names each stall by the event on CPU that overlaps it most.
+#
+# Needs root (tracefs). Not part of any test run.
+set -eu
+[ $# -ge 4 ] && [ "$3" = "--" ] || { echo "usage: $0 CPU OUT -- COMMAND [ARGS...]" >&2; exit 2; }
+cpu=$1 out=$2
+shift 3
+T=/sys/kernel/tracing
+[ -d $T/instances ] || T=/sys/kernel/debug/tracing
+inst=$T/instances/hotcpu-$$
+mkdir "$inst"
+trap 'echo 0 > "$inst/tracing_on" 2>/dev/null; rmdir "$inst" 2>/dev/null || true' EXIT INT TERM
+echo 65536 > "$inst/buffer_size_kb"
+echo mono > "$inst/trace_clock"
+for e in sched/sched_switch irq/irq_handler_entry irq/irq_handler_exit irq/softirq_entry irq/softirq_exit \
+	irq_vectors/local_timer_entry irq_vectors/local_timer_exit irq_vectors/reschedule_entry \
+	irq_vectors/reschedule_exit irq_vectors/call_function_entry irq_vectors/call_function_exit \
+	irq_vectors/call_function_single_entry irq_vectors/call_function_single_exit \
+	irq_vectors/irq_work_entry irq_vectors/irq_work_exit timer/hrtimer_expire_entry timer/hrtimer_expire_exit \
+	exceptions/page_fault_user exceptions/page_fault_kernel; do
+	[ -d "$inst/events/$e" ] && echo 1 > "$inst/events/$e/enable"
+done
+echo "target_cpu == $cpu" > "$inst/events/sched/sched_wakeup/filter"
+echo 1 > "$inst/events/sched/sched_wakeup/enable"
+grep "^cpu$cpu " /proc/stat > "$out.stat"
+echo 1 > "$inst/tracing_on"
+rc=0
+"$@" || rc=$?
+echo 0 > "$inst/tracing_on"
+grep "^cpu$cpu " /proc/stat >> "$out.stat"
+cat "$inst/trace" > "$out.trace"
+awk -v cpu="$cpu" -v stalls="${FH_STALLS_OUT:-}" -f "$(dirname "$0")/summary.awk" "$out.trace" "$out.trace"
+awk '{ if (NR == 1) s = $9; else printf "steal on cpu%s during the run: %d ticks\n", substr($1, 4), $9 - s }' "$out.stat"
+exit $rc
