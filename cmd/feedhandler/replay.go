@@ -44,6 +44,7 @@ type replayReport struct {
 	CPUNsPerMsg   float64           `json:"cpu_ns_per_msg"`            // the figure to trust on a busy machine
 	LoopFaults    int64             `json:"loop_page_faults"`          // minor+major page faults of the loop's thread during the loop
 	LoopPreempted int64             `json:"loop_involuntary_switches"` // times the loop's thread lost its CPU to another thread
+	ThreadsMoved  int               `json:"loop_threads_moved"`        // the process's other threads moved off a pinned loop's CPU (isolateLoop)
 	MsgsPerSec    float64           `json:"msgs_per_sec"`
 	Latency       latencyReport     `json:"apply_latency"`
 	Instruments   int               `json:"instruments"` // announced
@@ -159,6 +160,8 @@ func replay(args []string, stdout, stderr io.Writer) error {
 	// can be counted per thread.
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
+	moved, unisolate := isolateLoop()
+	defer unisolate()
 	ru0 := rusage()
 	cpu0 := cpuTime()
 	rp.start = time.Now()
@@ -207,6 +210,7 @@ func replay(args []string, stdout, stderr io.Writer) error {
 	rep.CPUMs = float64(cpu.Microseconds()) / 1e3
 	rep.LoopFaults = (ru1.Minflt + ru1.Majflt) - (ru0.Minflt + ru0.Majflt)
 	rep.LoopPreempted = ru1.Nivcsw - ru0.Nivcsw
+	rep.ThreadsMoved = moved
 	rep.Latency = latencyReport{
 		Method:  fmt.Sprintf("every %dth message timed with two monotonic clock reads around Apply (parse of the message body and book update; not file reading)", latencySampleEvery),
 		Samples: hist.n, P50: hist.quantile(0.5), P99: hist.quantile(0.99), P999: hist.quantile(0.999),
@@ -251,8 +255,8 @@ func replay(args []string, stdout, stderr io.Writer) error {
 	fmt.Fprintf(stdout, "file          %s (%s)\n", rep.File, rep.Format)
 	fmt.Fprintf(stdout, "messages      %d in %.3f s: %.1f ns/msg, %.2f M msg/s (setup %.1f ms)\n",
 		rep.Messages, rep.WallMs/1e3, rep.NsPerMsg, rep.MsgsPerSec/1e6, rep.SetupMs)
-	fmt.Fprintf(stdout, "cpu           %.3f s: %.1f ns/msg (user+system, whole process); in the loop %d page faults, %d preemptions\n",
-		rep.CPUMs/1e3, rep.CPUNsPerMsg, rep.LoopFaults, rep.LoopPreempted)
+	fmt.Fprintf(stdout, "cpu           %.3f s: %.1f ns/msg (user+system, whole process); in the loop %d page faults, %d preemptions (%d other threads moved off its CPU)\n",
+		rep.CPUMs/1e3, rep.CPUNsPerMsg, rep.LoopFaults, rep.LoopPreempted, rep.ThreadsMoved)
 	fmt.Fprintf(stdout, "apply latency p50 %.0f ns, p99 %.0f ns, p99.9 %.0f ns, max %.0f ns (%d samples, 1 in %d; timer overhead %.0f ns included)\n",
 		rep.Latency.P50, rep.Latency.P99, rep.Latency.P999, rep.Latency.Max, rep.Latency.Samples, latencySampleEvery, overhead)
 	fmt.Fprintf(stdout, "books         %d instruments, %d with orders, %d orders, %d levels (%d orders in overflow slots)\n",

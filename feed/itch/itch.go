@@ -117,8 +117,10 @@ func (m Msg) Locate() uint16 { return binary.BigEndian.Uint16(m[1:]) }
 // Tracking returns the tracking number.
 func (m Msg) Tracking() uint16 { return binary.BigEndian.Uint16(m[3:]) }
 
-// Timestamp returns nanoseconds since midnight (48 bits).
-func (m Msg) Timestamp() uint64 { return uint48(m[5:]) }
+// Timestamp returns nanoseconds since midnight (48 bits). It reads the
+// tracking number and the timestamp as one big-endian uint64 and masks the
+// tracking number off: one load and a byte swap instead of six loads.
+func (m Msg) Timestamp() uint64 { return binary.BigEndian.Uint64(m[3:HeaderLen]) & (1<<48 - 1) }
 
 // Header returns the common header fields.
 func (m Msg) Header() Header {
