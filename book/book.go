@@ -108,11 +108,13 @@ func topLevels(levels []priceLevel, lad []rung, dst []Level, flip uint32) {
 	// len(lad), so every rung read is inside lad (indexing it by
 	// len(lad)-1-k costs a bounds check and two loads a level).
 	p := unsafe.Pointer(&lad[len(lad)-1])
-	for k := range dst[:n] {
+	q := unsafe.Pointer(&dst[0])
+	for range n {
 		r := *(*rung)(p)
-		p = unsafe.Add(p, -int(unsafe.Sizeof(rung{})))
 		l := &levels[r.lvl]
-		dst[k] = Level{Price: r.key ^ flip, Orders: l.orders, Shares: l.shares}
+		*(*Level)(q) = Level{Price: r.key ^ flip, Orders: l.orders, Shares: l.shares}
+		p = unsafe.Add(p, -int(unsafe.Sizeof(rung{})))
+		q = unsafe.Add(q, unsafe.Sizeof(Level{}))
 	}
 }
 
