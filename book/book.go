@@ -1,6 +1,10 @@
 package book
 
-import "github.com/marketfeed/feedhandler/feed/itch"
+import (
+	"unsafe"
+
+	"github.com/marketfeed/feedhandler/feed/itch"
+)
 
 // Book is the order book of one instrument. It is owned by its Books and
 // follows the same single-writer rule.
@@ -55,6 +59,13 @@ func (b *Book) Best(side Side) (Level, bool) {
 	return b.level(side, lad[len(lad)-1]), true
 }
 
+// Crossed reports whether both sides have levels and the best bid is at or
+// above the best ask. It compares the ladders' keys, so it reads no level.
+func (b *Book) Crossed() bool {
+	bids, asks := b.sides[Bid], b.sides[Ask]
+	return len(bids) > 0 && len(asks) > 0 && bids[len(bids)-1].key >= ^asks[len(asks)-1].key
+}
+
 // Levels returns the number of price levels on side.
 func (b *Book) Levels(side Side) int { return len(b.sides[side&1]) }
 
@@ -72,6 +83,39 @@ func (b *Book) Depth(side Side, dst []Level) []Level {
 		dst[k] = b.level(side, lad[len(lad)-1-k])
 	}
 	return dst
+}
+
+// Top writes the best levels of both sides at once, best first: len(bids)
+// bids into bids and len(asks) asks into asks, at most the side's levels
+// (a shorter side leaves the rest of its slice as it was). It is Depth of
+// both sides in one call, for a publisher that sized the two vectors from
+// Levels and the depth limit; its loop keeps the level array in registers,
+// which Depth's inlined loop reloads for every level.
+func (b *Book) Top(bids, asks []Level) {
+	levels := b.bs.levels
+	topLevels(levels, b.sides[Bid], bids, 0)
+	topLevels(levels, b.sides[Ask], asks, ^uint32(0))
+}
+
+// topLevels writes the best levels of ladder lad into dst, best first,
+// each key xor flip as the price (sideKey).
+func topLevels(levels []priceLevel, lad []rung, dst []Level, flip uint32) {
+	n := min(len(lad), len(dst))
+	if n == 0 {
+		return
+	}
+	// Walk the ladder down from its best rung by pointer: k < n <=
+	// len(lad), so every rung read is inside lad (indexing it by
+	// len(lad)-1-k costs a bounds check and two loads a level).
+	p := unsafe.Pointer(&lad[len(lad)-1])
+	q := unsafe.Pointer(&dst[0])
+	for range n {
+		r := *(*rung)(p)
+		l := &levels[r.lvl]
+		*(*Level)(q) = Level{Price: r.key ^ flip, Orders: l.orders, Shares: l.shares}
+		p = unsafe.Add(p, -int(unsafe.Sizeof(rung{})))
+		q = unsafe.Add(q, unsafe.Sizeof(Level{}))
+	}
 }
 
 // AppendDepth appends up to n best levels of side (all when n <= 0) to dst.

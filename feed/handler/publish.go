@@ -148,10 +148,8 @@ func (p *Publisher) publish(b *book.Book, loc uint16, st *locState, flags bookfb
 	// Crossed from the best levels, before Begin writes the flags: the
 	// slot's depth is at least 1 (shm.Create refuses 0), so the levels
 	// published start with these two.
-	if bid, ok := b.Best(book.Bid); ok {
-		if ask, ok := b.Best(book.Ask); ok && bid.Price >= ask.Price {
-			sn.Flags |= bookfb.FlagsCrossed
-		}
+	if b.Crossed() {
+		sn.Flags |= bookfb.FlagsCrossed
 	}
 	nBids, nAsks := b.Levels(book.Bid), b.Levels(book.Ask)
 	sn.BidLevels, sn.AskLevels = uint32(nBids), uint32(nAsks)
@@ -164,8 +162,7 @@ func (p *Publisher) publish(b *book.Book, loc uint16, st *locState, flags bookfb
 		p.Errors++
 		return
 	}
-	b.Depth(book.Bid, bookLevels(tx.Bids))
-	b.Depth(book.Ask, bookLevels(tx.Asks))
+	b.Top(bookLevels(tx.Bids), bookLevels(tx.Asks))
 	p.w.Commit(tx)
 	p.Published++
 }

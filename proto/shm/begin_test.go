@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"testing"
 )
 
@@ -199,4 +200,62 @@ func TestBeginAllocs(t *testing.T) {
 // level paths.
 func TestEncodeBothLevelPaths(t *testing.T) {
 	bothLevelPaths(t, TestEncodeMatchesBuilder)
+}
+
+// TestBeginSecondPublisher: a Begin of a slot whose count is odd (a Begin
+// not yet committed: another publisher inside its write window) panics,
+// whether the slot is given or looked up, and a Begin without a publish
+// time stamps the current time; the slot is then published as usual.
+func TestBeginSecondPublisher(t *testing.T) {
+	bothLevelPaths(t, func(t *testing.T) {
+		const depth = 4
+		w := testWriter(t, Config{Instruments: 2, Depth: depth, SingleWriter: true})
+		w.Register(1, "AAPL")
+		sl, err := w.Slot(1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := newSnapshot(depth)
+		fillSnapshot(s, 1, 5, depth)
+		s.PublishTime = 5
+		var p, p2 Pending
+		if err := w.Begin(sl, s, 1, 1, &p); err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range []struct {
+			name string
+			sl   Slot
+		}{{"given slot", sl}, {"looked up", Slot{}}} {
+			func() {
+				defer func() {
+					if r := recover(); r == nil || !strings.Contains(fmt.Sprint(r), "published concurrently") {
+						t.Errorf("%s: a Begin of an odd slot: recovered %v, want the second-publisher panic", c.name, r)
+					}
+				}()
+				w.Begin(c.sl, s, 1, 1, &p2)
+			}()
+		}
+		w.Commit(&p)
+		s.PublishTime = 0
+		if err := w.Begin(sl, s, 1, 1, &p); err != nil {
+			t.Fatal(err)
+		}
+		w.Commit(&p)
+		seq, data := slotBytes(w, 1)
+		if seq != 4 || len(data) == 0 {
+			t.Fatalf("after the commit: seq %d, %d bytes", seq, len(data))
+		}
+		r, err := Open(w.Path())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Close()
+		v, err := r.Read(1, make([]byte, w.Info().MaxSnapshot))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if v.PublishTime() == 0 {
+			t.Error("a Begin without a publish time left it 0")
+		}
+	})
 }

@@ -59,8 +59,8 @@ var fieldOffsets = [fieldCount]uint16{
 
 // bidsAt is where the bid vector's count goes after a symbol of n bytes.
 func bidsAt(symLen int) int {
-	end := symbolAt + 4 + symLen + 1
-	return end + (12-end%8)%8 // first offset >= end with offset%8 == 4
+	end := uint(symbolAt + 4 + symLen + 1) // unsigned: % is a mask
+	return int(end + (12-end%8)%8)         // first offset >= end with offset%8 == 4
 }
 
 // maxSnapshotSize bounds the encoded size of any snapshot at depth.

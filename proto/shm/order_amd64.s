@@ -44,3 +44,21 @@ TEXT ·putRecordHead(SB), NOSPLIT, $0-32
 	MOVQ CX, (AX)
 	MOVQ CX, (SI)
 	RET
+
+// func commitSingle(seq *uint64, n uint32, v uint64, rec *uint64, data, stamp uint64, head *uint64)
+TEXT ·commitSingle(SB), NOSPLIT, $0-56
+	MOVQ seq+0(FP), AX
+	MOVL n+8(FP), BX
+	MOVQ v+16(FP), CX
+	MOVL BX, 8(AX)
+	MOVQ CX, (AX)
+	MOVQ rec+24(FP), AX
+	MOVQ data+32(FP), BX
+	MOVQ stamp+40(FP), CX
+	MOVQ head+48(FP), SI
+	MOVQ $-1, DX
+	MOVQ DX, (AX)
+	MOVQ BX, 8(AX)
+	MOVQ CX, (AX)
+	MOVQ CX, (SI)
+	RET

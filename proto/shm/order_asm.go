@@ -26,3 +26,9 @@ func putRecord(rec *uint64, data, stamp uint64)
 //
 //go:noescape
 func putRecordHead(rec *uint64, data, stamp uint64, head *uint64)
+
+// commitSingle is seqEnd(seq, n, v), then putRecordHead(rec, data, stamp,
+// head): a single writer's whole Commit in one call. See order.go.
+//
+//go:noescape
+func commitSingle(seq *uint64, n uint32, v uint64, rec *uint64, data, stamp uint64, head *uint64)

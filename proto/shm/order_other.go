@@ -28,3 +28,8 @@ func putRecordHead(rec *uint64, data, stamp uint64, head *uint64) {
 	putRecord(rec, data, stamp)
 	atomic.StoreUint64(head, stamp)
 }
+
+func commitSingle(seq *uint64, n uint32, v uint64, rec *uint64, data, stamp uint64, head *uint64) {
+	seqEnd(seq, n, v)
+	putRecordHead(rec, data, stamp, head)
+}

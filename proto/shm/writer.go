@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -428,6 +429,9 @@ func (w *Writer) Slot(locate uint16) (Slot, error) {
 //
 // On an error nothing was written and Commit must not be called.
 func (w *Writer) Begin(sl Slot, s *Snapshot, nb, na int, p *Pending) error {
+	if levelsInPlace && w.beginFast(sl, s, nb, na, p) {
+		return nil
+	}
 	data, seq, s0, symLen, publish, err := w.begin(sl, s, nb, na)
 	if err != nil {
 		return err
@@ -447,6 +451,37 @@ func (w *Writer) Begin(sl Slot, s *Snapshot, nb, na int, p *Pending) error {
 	return nil
 }
 
+// beginFast is Begin's common case, on a little-endian machine: a Slot of
+// this writer for s.Locate, its count even, at most depth levels a side,
+// a publish time given. It reports false, having written nothing, for
+// anything else, which Begin's general path then handles (and reports).
+// It does what begin and writeTable do, minus their general cases: the
+// slot is found from sl with one bounds check, and no error is built.
+func (w *Writer) beginFast(sl Slot, s *Snapshot, nb, na int, p *Pending) bool {
+	idx := uint64(sl.n()) - 1 // the zero Slot wraps to a huge index
+	depth := uint(w.l.depth)
+	if idx >= w.l.capacity || uint(nb) > depth || uint(na) > depth || s.PublishTime == 0 || w.closed.Load() {
+		return false
+	}
+	off := w.l.slots + idx*w.l.slotSize
+	slot := w.m.mem[off : off+w.l.slotSize : off+w.l.slotSize]
+	// The slot's header: seq at 0, len at 8, locate at 12 (Register).
+	if *(*uint32)(unsafe.Pointer(&slot[12])) != uint32(s.Locate) {
+		return false
+	}
+	seq := (*uint64)(unsafe.Pointer(&slot[0]))
+	s0 := atomic.LoadUint64(seq)
+	if s0&1 != 0 {
+		return false // begin panics: a second publisher
+	}
+	storeBegin64(seq, s0+1)
+	data := slot[slotHeader : slotHeader+w.l.maxSnapshot]
+	bidAt, askAt, n := writeTable(data, s, int(sl.v>>24), nb, na, s.PublishTime)
+	p.data, p.seq, p.s0, p.locate, p.n = data, seq, s0, s.Locate, uint32(n)
+	p.Bids, p.Asks = levelView(data[bidAt:], nb), levelView(data[askAt:], na)
+	return true
+}
+
 // Commit ends the publish that Begin started: the snapshot becomes
 // readable, and (locate, version) goes to the change journal.
 func (w *Writer) Commit(p *Pending) {
@@ -455,6 +490,15 @@ func (w *Writer) Commit(p *Pending) {
 		putLevels(p.data[p.askAt:], p.Asks)
 	}
 	p.Bids, p.Asks = nil, nil
+	if w.single {
+		// end and appendSingle in one ordered-store call.
+		pos := w.head
+		rec := w.l.journal + (pos&(w.l.journalLen-1))*recordSize
+		v := p.s0 + 2
+		commitSingle(p.seq, p.n, v, w.m.u64(rec), uint64(p.locate)<<48|(v/2)&versionMask, pos+1, w.m.u64(offHead))
+		w.head = pos + 1
+		return
+	}
 	w.end(p.seq, p.n, p.s0, p.locate)
 }
 
