@@ -5,3 +5,8 @@ package book
 //
 //go:noescape
 func prefetch(addr uintptr)
+
+// prefetchN calls prefetch on each of the n addresses at addrs, in one call.
+//
+//go:noescape
+func prefetchN(addrs *uintptr, n int)
