@@ -73,3 +73,49 @@ func (bs *Books) PrefetchBlocks(data []byte, off, k int) int {
 	prefetchN(&addrs[0], n)
 	return off
 }
+
+// PrefetchFrames frames the blocks of a BinaryFILE (each a 2-byte
+// big-endian length and a message) in data from offset off, for as long as
+// each holds a message of a known type and of exactly its type's length,
+// and at most len(offs)-1 and PrefetchAhead of them. It sets offs[0] = off
+// and offs[i+1] to the end of block i, so that message i is
+// data[offs[i]+itch.BlockHeaderLen : offs[i+1]], and returns how many it
+// framed: 0 at the end of data, at a block that does not fit, or at one of
+// another length or type (off < 0 or len(offs) < 2 also give 0). It
+// prefetches the order slot of every framed message that names a resting
+// order (as Prefetch does), all in one call into assembly.
+//
+// It is the replay loop's framing and lookahead in one pass: the loop
+// frames each block once, and frames the next group before it applies
+// this one.
+func (bs *Books) PrefetchFrames(data []byte, off int, offs []int) int {
+	if off < 0 || len(offs) < 2 {
+		return 0
+	}
+	offs[0] = off
+	var addrs [PrefetchAhead]uintptr
+	// Reads through p are checked against end by hand. An address is not
+	// checked against orders: ref&homeMask < len(orders), and a prefetch
+	// never faults anyway.
+	p, end := unsafe.Pointer(unsafe.SliceData(data)), len(data)
+	orders, mask := uintptr(unsafe.Pointer(unsafe.SliceData(bs.orders))), bs.homeMask
+	k, na := min(len(offs)-1, len(addrs)), 0
+	i := 0
+	for ; i < k && off+itch.BlockHeaderLen < end; i++ {
+		l := int(*(*byte)(unsafe.Add(p, off)))<<8 | int(*(*byte)(unsafe.Add(p, off+1)))
+		m := off + itch.BlockHeaderLen // < end
+		t := *(*byte)(unsafe.Add(p, m))
+		if l == 0 || l > end-m || l != itch.Length(t) {
+			break
+		}
+		off = m + l
+		offs[i+1] = off
+		if refAt[t] { // every such type is longer than HeaderLen+8
+			ref := bits.ReverseBytes64(*(*uint64)(unsafe.Add(p, m+itch.HeaderLen))) // big-endian on amd64, the only GOARCH that prefetches
+			addrs[na&(len(addrs)-1)] = orders + uintptr(ref&mask)*unsafe.Sizeof(order{})
+			na++
+		}
+	}
+	prefetchN(&addrs[0], na)
+	return i
+}
