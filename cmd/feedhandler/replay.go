@@ -320,39 +320,37 @@ func (rp *replayer) apply(m itch.Msg) {
 // skipped and returns the error that stops the replay. The messages applied
 // and the counts are those of scanning data with scan alone.
 //
-// Books.PrefetchFrames frames the blocks a group at a time and prefetches
-// the order slots their deletes, executes, cancels and replaces read; the
-// loop frames the next group before it applies this one, so those slots
-// are loading while it does.
+// A second cursor runs book.PrefetchAhead blocks ahead and hands each block
+// to Books.Prefetch, so the order slots a delete, execute, cancel or replace
+// reads are in cache when Apply gets to it. It only hints: a block it frames
+// wrongly (it checks only that the block fits in data) costs a wasted load.
 func (rp *replayer) applyFile(data []byte, scan *itch.Scanner) error {
-	bs, p := rp.bs, unsafe.Pointer(unsafe.SliceData(data)) // offsets from PrefetchFrames are within data
+	bs, p, end := rp.bs, unsafe.Pointer(unsafe.SliceData(data)), len(data) // reads through p are checked against end by hand
 	off := 0
-	var groups [2][frameGroup + 1]int
 	for {
-		cur, next := &groups[0], &groups[1]
-		nc, count := bs.PrefetchFrames(data, off, cur[:]), rp.n // the count stays in a register in the loop
-		for nc > 0 {
-			nn := bs.PrefetchFrames(data, cur[nc], next[:])
-			for i := range nc {
-				start := cur[i] + itch.BlockHeaderLen
-				m := itch.Msg(unsafe.Slice((*byte)(unsafe.Add(p, start)), cur[i+1]-start))
-				// rp.apply, by hand: it does not inline here. Apply is
-				// too big to inline by itself; default.pgo has it
-				// inlined at this call site, which the profile names
-				// by its line offset in the function (23). Moving the
-				// call to another line loses the inlining (about 20
-				// more instructions a message) until the profile is
-				// regenerated: keep the call on this line, or pad the
-				// lines above it.
-				//
-				count++
-				if count%latencySampleEvery != 0 {
-					bs.Apply(m)
-				} else {
-					rp.sample(m, count)
-				}
+		pf, count := bs.PrefetchBlocks(data, off, book.PrefetchAhead), rp.n // the count stays in a register in the loop
+		left := 0                                                           // messages until the prefetch cursor's next step
+		for off+itch.BlockHeaderLen < end {
+			n := int(*(*byte)(unsafe.Add(p, off)))<<8 | int(*(*byte)(unsafe.Add(p, off+1)))
+			start := off + itch.BlockHeaderLen // < end
+			if n == 0 || n > end-start || n != itch.Length(*(*byte)(unsafe.Add(p, start))) {
+				break
 			}
-			off, cur, next, nc = cur[nc], next, cur, nn
+			m := itch.Msg(unsafe.Slice((*byte)(unsafe.Add(p, start)), n))
+			off = start + n
+			// The cursor steps prefetchStep blocks at a time: one call, not
+			// one a message (default.pgo inlines Apply at this line offset).
+			if left == 0 {
+				pf, left = bs.PrefetchBlocks(data, pf, prefetchStep), prefetchStep
+			}
+			left--
+			// rp.apply, by hand: it does not inline here
+			count++
+			if count%latencySampleEvery != 0 {
+				bs.Apply(m)
+			} else {
+				rp.sample(m, count)
+			}
 		}
 		rp.n = count
 		if off == len(data) {
@@ -371,11 +369,10 @@ func (rp *replayer) applyFile(data []byte, scan *itch.Scanner) error {
 	}
 }
 
-// frameGroup is how many blocks the replay loop frames (and prefetches
-// for) per call, and so how far ahead of Apply the prefetches run (one to
-// two groups). A step per message cost a call per message, and every value
-// the loop keeps in registers is saved and reloaded around a call.
-const frameGroup = 16
+// prefetchStep is how many blocks the replay loop's prefetch cursor
+// steps at a time. A step per message cost a call per message, and every
+// value the loop keeps in registers is saved and reloaded around a call.
+const prefetchStep = 16
 
 // publishEvery is how many messages --shm applies between publishes:
 // the books changed in between are published once each, in their latest
