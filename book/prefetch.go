@@ -2,7 +2,6 @@ package book
 
 import (
 	"encoding/binary"
-	"math/bits"
 	"unsafe"
 
 	"github.com/marketfeed/feedhandler/feed/itch"
@@ -39,37 +38,3 @@ func (bs *Books) Prefetch(m itch.Msg) {
 // PrefetchAhead is how many messages ahead of Apply a caller with a
 // lookahead should call Prefetch.
 const PrefetchAhead = 16
-
-// PrefetchBlocks calls Prefetch on the messages of up to k blocks of a
-// BinaryFILE (each a 2-byte big-endian length and a message) in data from
-// offset off, and returns the offset after the last whole block it read.
-// It stops early at a block that does not fit in data, and reads at most
-// PrefetchAhead blocks a call. The slots are prefetched by one call into
-// assembly, not one a message. Like Prefetch it only hints.
-func (bs *Books) PrefetchBlocks(data []byte, off, k int) int {
-	if off < 0 {
-		return off
-	}
-	var addrs [PrefetchAhead]uintptr
-	// Reads through p are checked against end by hand. An address is not
-	// checked against orders: ref&homeMask < len(orders), and a prefetch
-	// never faults anyway.
-	p, end := unsafe.Pointer(unsafe.SliceData(data)), len(data)
-	orders, mask := uintptr(unsafe.Pointer(unsafe.SliceData(bs.orders))), bs.homeMask
-	n := 0
-	for k = min(k, len(addrs)); k > 0 && off+itch.BlockHeaderLen < end; k-- {
-		l := int(*(*byte)(unsafe.Add(p, off)))<<8 | int(*(*byte)(unsafe.Add(p, off+1)))
-		m := off + itch.BlockHeaderLen
-		if l > end-m {
-			break
-		}
-		off = m + l
-		if l >= itch.HeaderLen+8 && refAt[*(*byte)(unsafe.Add(p, m))] {
-			ref := bits.ReverseBytes64(*(*uint64)(unsafe.Add(p, m+itch.HeaderLen))) // big-endian on amd64, the only GOARCH that prefetches
-			addrs[n&(len(addrs)-1)] = orders + uintptr(ref&mask)*unsafe.Sizeof(order{})
-			n++
-		}
-	}
-	prefetchN(&addrs[0], n)
-	return off
-}

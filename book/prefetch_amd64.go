@@ -5,8 +5,3 @@ package book
 //
 //go:noescape
 func prefetch(addr uintptr)
-
-// prefetchN calls prefetch on each of the n addresses at addrs, in one call.
-//
-//go:noescape
-func prefetchN(addrs *uintptr, n int)

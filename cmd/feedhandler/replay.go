@@ -328,8 +328,7 @@ func (rp *replayer) applyFile(data []byte, scan *itch.Scanner) error {
 	bs, p, end := rp.bs, unsafe.Pointer(unsafe.SliceData(data)), len(data) // reads through p are checked against end by hand
 	off := 0
 	for {
-		pf, count := bs.PrefetchBlocks(data, off, book.PrefetchAhead), rp.n // the count stays in a register in the loop
-		left := 0                                                           // messages until the prefetch cursor's next step
+		pf, count := prefetchBlocks(bs, data, off, book.PrefetchAhead), rp.n // the count stays in a register in the loop
 		for off+itch.BlockHeaderLen < end {
 			n := int(*(*byte)(unsafe.Add(p, off)))<<8 | int(*(*byte)(unsafe.Add(p, off+1)))
 			start := off + itch.BlockHeaderLen // < end
@@ -338,12 +337,13 @@ func (rp *replayer) applyFile(data []byte, scan *itch.Scanner) error {
 			}
 			m := itch.Msg(unsafe.Slice((*byte)(unsafe.Add(p, start)), n))
 			off = start + n
-			// The cursor steps prefetchStep blocks at a time: one call, not
-			// one a message (default.pgo inlines Apply at this line offset).
-			if left == 0 {
-				pf, left = bs.PrefetchBlocks(data, pf, prefetchStep), prefetchStep
+			if pf+itch.BlockHeaderLen < end { // prefetchBlocks(bs, data, pf, 1), by hand
+				pn := int(*(*byte)(unsafe.Add(p, pf)))<<8 | int(*(*byte)(unsafe.Add(p, pf+1)))
+				if e := pf + itch.BlockHeaderLen + pn; e <= end {
+					bs.Prefetch(unsafe.Slice((*byte)(unsafe.Add(p, pf+itch.BlockHeaderLen)), pn))
+					pf = e
+				}
 			}
-			left--
 			// rp.apply, by hand: it does not inline here
 			count++
 			if count%latencySampleEvery != 0 {
@@ -369,10 +369,20 @@ func (rp *replayer) applyFile(data []byte, scan *itch.Scanner) error {
 	}
 }
 
-// prefetchStep is how many blocks the replay loop's prefetch cursor
-// steps at a time. A step per message cost a call per message, and every
-// value the loop keeps in registers is saved and reloaded around a call.
-const prefetchStep = 16
+// prefetchBlocks calls bs.Prefetch on up to k blocks of data from offset
+// off and returns the offset after the last one.
+func prefetchBlocks(bs *book.Books, data []byte, off, k int) int {
+	for ; k > 0 && off+itch.BlockHeaderLen < len(data); k-- {
+		n := int(data[off])<<8 | int(data[off+1])
+		end := off + itch.BlockHeaderLen + n
+		if end > len(data) {
+			break
+		}
+		bs.Prefetch(data[off+itch.BlockHeaderLen : end])
+		off = end
+	}
+	return off
+}
 
 // publishEvery is how many messages --shm applies between publishes:
 // the books changed in between are published once each, in their latest
