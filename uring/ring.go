@@ -233,9 +233,9 @@ func (r *Ring) Wait(minComplete uint32, timeout time.Duration) (int, error) {
 
 // submit is io_uring_enter without IORING_ENTER_GETEVENTS. On a
 // SINGLE_ISSUER ring it is a raw syscall (no entersyscall/exitsyscall): the
-// issuing thread keeps its P, so a call the hypervisor stretches past
-// sysmon's 20 µs does not make the runtime hand the P off, and no call pays
-// the runtime's bookkeeping. Only there is the call short and sleepless in
+// issuing thread keeps its P, so sysmon cannot retake it from a call the
+// hypervisor stretches (docs/TUNING.md, "Syscalls on the hot path", says
+// when it would), and no call pays the runtime's bookkeeping. Only there is the call short and sleepless in
 // practice: the kernel refuses (EEXIST) a thread other than the issuer (the
 // thread that set the ring up, or that enabled it with Enable) before it
 // does anything else; task work of a DEFER_TASKRUN ring runs only in a wait

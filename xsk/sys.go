@@ -64,9 +64,9 @@ func options(fd int) (uint32, error) {
 // allocates nothing.
 //
 // It is a raw syscall (no entersyscall/exitsyscall): the receive thread
-// keeps its P, so a call the hypervisor stretches past sysmon's 20 µs
-// cannot make the runtime hand the P off and the thread wait to get it
-// back, and no call pays the runtime's bookkeeping. It cannot block: with
+// keeps its P, so sysmon cannot retake it from a call the hypervisor
+// stretches (docs/TUNING.md, "Syscalls on the hot path", says when it
+// would), and no call pays the runtime's bookkeeping. It cannot block: with
 // MSG_DONTWAIT, xsk_recvmsg only asks the driver to run its receive
 // (ndo_xsk_wakeup, zero-copy) or, with busy polling, runs one busy-poll
 // round (sk_busy_loop with nonblock set: one poll of the NAPI instance,
