@@ -45,6 +45,10 @@ type Ring struct {
 
 	arg getEventsArg
 	ts  unix.Timespec
+
+	// rawSubmit: submit may skip the runtime's syscall bookkeeping (see
+	// submit). Set for an enabled SINGLE_ISSUER ring.
+	rawSubmit bool
 }
 
 // Setup creates a ring.
@@ -62,6 +66,7 @@ func Setup(p Params) (*Ring, error) {
 		return nil, fmt.Errorf("io_uring_setup: %w", wrapErrno(errno))
 	}
 	r := &Ring{fd: int(fd), flags: kp.Flags, features: kp.Features}
+	r.rawSubmit = r.flags&(SetupSingleIssuer|SetupRDisabled) == SetupSingleIssuer
 	if err := r.mapRings(&kp); err != nil {
 		r.Close()
 		return nil, err
@@ -226,16 +231,34 @@ func (r *Ring) Wait(minComplete uint32, timeout time.Duration) (int, error) {
 	return ret, nil
 }
 
-// submit is io_uring_enter without IORING_ENTER_GETEVENTS, as a raw syscall
-// (no entersyscall/exitsyscall): the calling thread keeps its P, so a call
-// the hypervisor stretches past sysmon's 20 µs does not make the runtime
-// hand the P off, and no call pays the runtime's bookkeeping. It cannot
-// block: without GETEVENTS the kernel only issues the SQEs, and an
-// operation that would wait (a receive on an empty socket) is armed on the
-// socket's poll queue or punted to io-wq instead of waiting in the caller.
-// Wait, which does wait, takes the normal path (enter).
+// submit is io_uring_enter without IORING_ENTER_GETEVENTS. On a
+// SINGLE_ISSUER ring it is a raw syscall (no entersyscall/exitsyscall): the
+// issuing thread keeps its P, so sysmon cannot retake it from a call the
+// hypervisor stretches (docs/TUNING.md, "Syscalls on the hot path", says
+// when it would), and no call pays the runtime's bookkeeping. Only there is the call short and sleepless in
+// practice: the kernel refuses (EEXIST) a thread other than the issuer (the
+// thread that set the ring up, or that enabled it with Enable) before it
+// does anything else; task work of a DEFER_TASKRUN ring runs only in a wait
+// (Wait), not here; and the issuer's io_uring task context, whose first
+// allocation (GFP_KERNEL, with its io-wq) can sleep, exists after its first
+// submit. What is left is ctx->uring_lock, which an io-wq worker may hold:
+// a raw call that sleeps there only keeps its P meanwhile.
+//
+// Any other ring takes the runtime's path (Syscall6): there any thread may
+// submit, and the first submit of each new thread (after the Go scheduler
+// moved the goroutine, see feed/rx's rehome) allocates that thread's task
+// context and io-wq; and the completions queued as task work for the
+// thread run before the call returns, under ctx->uring_lock. Either can
+// sleep, and a thread asleep in a raw syscall holds its P, idle, from every
+// other goroutine.
 func (r *Ring) submit(toSubmit uint32) (int, error) {
-	ret, _, errno := unix.RawSyscall6(unix.SYS_IO_URING_ENTER, uintptr(r.fd), uintptr(toSubmit), 0, 0, 0, 0)
+	var ret uintptr
+	var errno unix.Errno
+	if r.rawSubmit {
+		ret, _, errno = unix.RawSyscall6(unix.SYS_IO_URING_ENTER, uintptr(r.fd), uintptr(toSubmit), 0, 0, 0, 0)
+	} else {
+		ret, _, errno = unix.Syscall6(unix.SYS_IO_URING_ENTER, uintptr(r.fd), uintptr(toSubmit), 0, 0, 0, 0)
+	}
 	if errno != 0 {
 		return 0, errno
 	}
@@ -342,5 +365,6 @@ func (r *Ring) Enable() error {
 		return fmt.Errorf("io_uring enable rings: %w", err)
 	}
 	r.flags &^= SetupRDisabled
+	r.rawSubmit = r.flags&SetupSingleIssuer != 0
 	return nil
 }

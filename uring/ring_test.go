@@ -406,8 +406,9 @@ func TestBufRingTailWrap(t *testing.T) {
 
 // BenchmarkSubmitNop is the cost of one io_uring_enter that does not wait
 // (a NOP, completed inline, then reaped from the CQ without a syscall):
-// raw is Submit (a raw syscall, the calling thread keeps its P), syscall
-// the same call through the runtime's entersyscall/exitsyscall.
+// raw is Submit on a SINGLE_ISSUER ring (a raw syscall, the calling thread
+// keeps its P), syscall the same call through the runtime's
+// entersyscall/exitsyscall.
 func BenchmarkSubmitNop(b *testing.B) {
 	for _, raw := range []bool{true, false} {
 		name := "syscall"
@@ -415,7 +416,12 @@ func BenchmarkSubmitNop(b *testing.B) {
 			name = "raw"
 		}
 		b.Run(name, func(b *testing.B) {
-			r := setupRing(b, Params{Entries: 64})
+			runtime.LockOSThread()
+			defer runtime.UnlockOSThread()
+			r := setupRing(b, Params{Entries: 64, Flags: SetupSingleIssuer})
+			if !r.rawSubmit {
+				b.Fatal("Submit on a SINGLE_ISSUER ring is not raw")
+			}
 			cqes := make([]CQE, 64)
 			b.ReportAllocs()
 			for b.Loop() {
@@ -434,5 +440,68 @@ func BenchmarkSubmitNop(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// TestSubmitRawOnlySingleIssuer checks which rings submit with a raw
+// syscall (only an enabled SINGLE_ISSUER ring), that each path submits, and
+// the kernel's part of the raw path's premise: on a SINGLE_ISSUER ring a
+// thread other than the issuer is refused (EEXIST), so only the issuer
+// ever makes the raw call do work.
+func TestSubmitRawOnlySingleIssuer(t *testing.T) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	cqes := make([]CQE, 8)
+	nop := func(r *Ring) error {
+		r.GetSQE().PrepNop(7)
+		if _, err := r.Submit(); err != nil {
+			return err
+		}
+		if n := r.CQEs(cqes); n != 1 {
+			return fmt.Errorf("%d completions after a NOP submit, want 1", n)
+		}
+		return nil
+	}
+	for _, c := range []struct {
+		flags uint32
+		raw   bool
+	}{
+		{0, false},
+		{SetupCoopTaskrun, false},
+		{SetupSingleIssuer, true},
+		{SetupSingleIssuer | SetupDeferTaskrun, true},
+		{SetupSingleIssuer | SetupRDisabled, false}, // raw once enabled
+	} {
+		r := setupRing(t, Params{Entries: 8, Flags: c.flags})
+		if r.rawSubmit != c.raw {
+			t.Errorf("flags %#x: raw submit %v, want %v", c.flags, r.rawSubmit, c.raw)
+		}
+		if c.flags&SetupRDisabled != 0 {
+			if err := r.Enable(); err != nil {
+				t.Fatal(err)
+			}
+			if !r.rawSubmit {
+				t.Errorf("flags %#x: raw submit off after Enable", c.flags)
+			}
+		}
+		if err := nop(r); err != nil {
+			t.Errorf("flags %#x: %v", c.flags, err)
+		}
+	}
+
+	r := setupRing(t, Params{Entries: 8, Flags: SetupSingleIssuer | SetupDeferTaskrun})
+	other := make(chan error)
+	go func() {
+		runtime.LockOSThread() // a thread of its own, never the issuer's
+		other <- nop(r)
+	}()
+	if err := <-other; !errors.Is(err, unix.EEXIST) {
+		t.Fatalf("submit from another thread on a SINGLE_ISSUER ring: %v, want EEXIST", err)
+	}
+	if _, err := r.Submit(); err != nil { // the issuer takes the refused NOP
+		t.Fatal(err)
+	}
+	if n := r.CQEs(cqes); n != 1 {
+		t.Fatalf("%d completions on the issuer, want 1", n)
 	}
 }

@@ -64,12 +64,14 @@ func options(fd int) (uint32, error) {
 // allocates nothing.
 //
 // It is a raw syscall (no entersyscall/exitsyscall): the receive thread
-// keeps its P, so a call the hypervisor stretches past sysmon's 20 µs
-// cannot make the runtime hand the P off and the thread wait to get it
-// back, and no call pays the runtime's bookkeeping. It cannot block: with
+// keeps its P, so sysmon cannot retake it from a call the hypervisor
+// stretches (docs/TUNING.md, "Syscalls on the hot path", says when it
+// would), and no call pays the runtime's bookkeeping. It cannot block: with
 // MSG_DONTWAIT, xsk_recvmsg only asks the driver to run its receive
-// (ndo_xsk_wakeup) or, with busy polling, polls the queue for at most the
-// socket's busy-poll time; it never sleeps.
+// (ndo_xsk_wakeup, zero-copy) or, with busy polling, runs one busy-poll
+// round (sk_busy_loop with nonblock set: one poll of the NAPI instance,
+// limited by the socket's busy-poll budget, not by its busy-poll time); it
+// takes no lock that sleeps and allocates nothing.
 func wakeup(fd int) error {
 	_, _, e := unix.RawSyscall6(unix.SYS_RECVFROM, uintptr(fd), 0, 0, unix.MSG_DONTWAIT, 0, 0)
 	switch e {
@@ -79,12 +81,16 @@ func wakeup(fd int) error {
 	return e
 }
 
-// kickTx tells the kernel to transmit what is on the tx ring. A raw
-// syscall, as wakeup: with MSG_DONTWAIT xsk_sendmsg transmits what the
-// ring holds (copy mode) or kicks the driver (zero-copy) and returns
-// EAGAIN/EBUSY instead of waiting for room; it never sleeps.
+// kickTx tells the kernel to transmit what is on the tx ring. With
+// MSG_DONTWAIT xsk_sendmsg never waits for room (EAGAIN/EBUSY instead), but
+// it can sleep: in copy mode it transmits from the call (xsk_generic_xmit,
+// under the socket's mutex, each frame in an skb allocated with
+// GFP_KERNEL). So it goes through the runtime's syscall path, which hands
+// the P to other goroutines if the call sleeps; zero-copy only kicks the
+// driver (ndo_xsk_wakeup), but Transmit is not on any hot path (a lab test
+// is its only caller) and one path for both is simpler.
 func kickTx(fd int) error {
-	_, _, e := unix.RawSyscall6(unix.SYS_SENDTO, uintptr(fd), 0, 0, unix.MSG_DONTWAIT, 0, 0)
+	_, _, e := unix.Syscall6(unix.SYS_SENDTO, uintptr(fd), 0, 0, unix.MSG_DONTWAIT, 0, 0)
 	switch e {
 	case 0, unix.EAGAIN, unix.EBUSY, unix.ENOBUFS, unix.ENETDOWN:
 		return nil

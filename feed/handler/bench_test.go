@@ -243,7 +243,7 @@ func benchPaced(b *testing.B, mode Mode, shards []int, prio int) {
 				}
 				return r, nil
 			},
-			Log:         zerolog.Nop(),
+			Log: zerolog.Nop(),
 		})
 		if err != nil {
 			b.Fatal(err)
@@ -300,7 +300,7 @@ func benchPaced(b *testing.B, mode Mode, shards []int, prio int) {
 			logStalls(b, r.stallAt)
 		}
 		if f := os.Getenv("FH_STALLS_OUT"); f != "" {
-			writeStalls(b, f, r.tid, r.startMono, r.stallAt)
+			writeStalls(b, f, r.tid, r.startMono, r.stallAt, r.stalls)
 		}
 	}
 	b.ReportMetric(vcs, "rx-vcs/s")
@@ -547,12 +547,18 @@ func logStalls(b *testing.B, at [][3]int64) {
 // writeStalls writes the receive thread's id ("tid N"), then its stalls,
 // one a line: start in CLOCK_MONOTONIC ns, length in ns, and the packets
 // the Receive call before the gap handed out (the gap holds their work)
-// (tools/hotcpu matches them against a kernel trace of the CPU).
-func writeStalls(b *testing.B, file string, tid int, startMono int64, at [][3]int64) {
+// (tools/hotcpu matches them against a kernel trace of the CPU). Only the
+// first stallKeep are kept: when there were more (total), it says so, in
+// the log and on a last line "cut N" (the N stalls left out).
+func writeStalls(b *testing.B, file string, tid int, startMono int64, at [][3]int64, total int) {
 	var sb strings.Builder
 	fmt.Fprintf(&sb, "tid %d\n", tid)
 	for _, s := range at {
 		fmt.Fprintf(&sb, "%d %d %d\n", startMono+s[0], s[1], s[2])
+	}
+	if total > len(at) {
+		fmt.Fprintf(&sb, "cut %d\n", total-len(at))
+		b.Logf("FH_STALLS_OUT: wrote the first %d of %d stalls (the rest were not kept)", len(at), total)
 	}
 	if err := os.WriteFile(file, []byte(sb.String()), 0o644); err != nil {
 		b.Fatalf("write stalls: %v", err)

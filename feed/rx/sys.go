@@ -14,13 +14,14 @@ import (
 // headers, names and buffers are Go memory used only during the call.
 //
 // With MSG_DONTWAIT it is a raw syscall (no entersyscall/exitsyscall): the
-// receive thread keeps its P, so a call the hypervisor stretches past
-// sysmon's 20 µs does not make the runtime hand the P off and the thread
-// wait to get it back, and no call pays the runtime's bookkeeping. It
-// cannot block: MSG_DONTWAIT makes every datagram read non-blocking
-// (EAGAIN on an empty queue), and without a timeout argument recvmmsg
-// returns once the queue is empty. Without MSG_DONTWAIT it may wait, and
-// takes the normal path.
+// receive thread keeps its P, so sysmon cannot retake it from a call the
+// hypervisor stretches (docs/TUNING.md, "Syscalls on the hot path", says
+// when it would), and no call pays the runtime's bookkeeping. It cannot
+// block: MSG_DONTWAIT makes every datagram read non-blocking (EAGAIN on an
+// empty queue), and without a timeout argument recvmmsg returns once the
+// queue is empty. Without MSG_DONTWAIT it may wait, and takes the normal
+// path; no caller passes that today (the socket backend always sets
+// MSG_DONTWAIT), the branch keeps a future one correct.
 func recvmmsg(fd int, msgs []unix.Mmsghdr, flags int) (int, error) {
 	call := unix.Syscall6
 	if flags&unix.MSG_DONTWAIT != 0 {

@@ -27,8 +27,21 @@ shift 3
 T=/sys/kernel/tracing
 [ -d $T/instances ] || T=/sys/kernel/debug/tracing
 inst=$T/instances/hotcpu-$$
+child=
+# cleanup runs on every exit: it stops the command if it still runs (an
+# interrupt), stops tracing and removes the instance. INT and TERM exit
+# (130) through it, without a summary.
+cleanup() {
+	if [ -n "$child" ]; then
+		kill "$child" 2>/dev/null || true
+		wait "$child" 2>/dev/null || true
+	fi
+	echo 0 > "$inst/tracing_on" 2>/dev/null || true
+	rmdir "$inst" 2>/dev/null || true
+}
 mkdir "$inst"
-trap 'echo 0 > "$inst/tracing_on" 2>/dev/null; rmdir "$inst" 2>/dev/null || true' EXIT INT TERM
+trap cleanup EXIT
+trap 'exit 130' INT TERM
 echo 65536 > "$inst/buffer_size_kb"
 echo mono > "$inst/trace_clock"
 for e in sched/sched_switch irq/irq_handler_entry irq/irq_handler_exit irq/softirq_entry irq/softirq_exit \
@@ -44,10 +57,29 @@ echo 1 > "$inst/events/sched/sched_wakeup/enable"
 grep "^cpu$cpu " /proc/stat > "$out.stat"
 echo 1 > "$inst/tracing_on"
 rc=0
-"$@" || rc=$?
+# In the background, so that the traps run as soon as a signal comes (a
+# shell runs a trap only after its foreground command ends).
+"$@" &
+child=$!
+wait "$child" || rc=$?
+child=
 echo 0 > "$inst/tracing_on"
 grep "^cpu$cpu " /proc/stat >> "$out.stat"
+# Each CPU's buffer is a ring: when it fills, the oldest events go
+# (overrun). The summary would then call the early gaps "nothing on cpu";
+# it leaves out the stalls before CPU's oldest kept event instead.
+wrapped=0
+for st in "$inst"/per_cpu/cpu*/stats; do
+	n=${st%/stats}; n=${n##*/}
+	ov=$(awk '$1 == "overrun:" { print $2 }' "$st")
+	dr=$(awk '$1 == "dropped" { print $3 }' "$st")
+	echo "trace buffer $n: ${ov:-?} events overwritten, ${dr:-?} dropped"
+	if [ "$n" = "cpu$cpu" ] && [ "${ov:-0}${dr:-0}" != 00 ]; then
+		wrapped=1
+		echo "warning: the trace buffer of $n wrapped: its early events are lost; stalls before its oldest kept event are left out of the summary (raise buffer_size_kb or trace a shorter run)" >&2
+	fi
+done
 cat "$inst/trace" > "$out.trace"
-awk -v cpu="$cpu" -v stalls="${FH_STALLS_OUT:-}" -f "$(dirname "$0")/summary.awk" "$out.trace" "$out.trace"
+awk -v cpu="$cpu" -v wrapped="$wrapped" -v stalls="${FH_STALLS_OUT:-}" -f "$(dirname "$0")/summary.awk" "$out.trace" "$out.trace"
 awk '{ if (NR == 1) s = $9; else printf "steal on cpu%s during the run: %d ticks\n", substr($1, 4), $9 - s }' "$out.stat"
 exit $rc
