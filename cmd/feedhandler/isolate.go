@@ -31,10 +31,8 @@ func isolateLoop() (moved int, restore func()) {
 		return 0, restore
 	}
 	var others unix.CPUSet
-	for c := range len(others) * 64 {
-		if !mine.IsSet(c) {
-			others.Set(c)
-		}
+	for i := range others {
+		others[i] = ^mine[i]
 	}
 	tasks, err := os.ReadDir("/proc/self/task")
 	if err != nil {
