@@ -243,7 +243,7 @@ func benchPaced(b *testing.B, mode Mode, shards []int, prio int) {
 				}
 				return r, nil
 			},
-			Log:         zerolog.Nop(),
+			Log: zerolog.Nop(),
 		})
 		if err != nil {
 			b.Fatal(err)
