@@ -100,21 +100,19 @@ func (b *Book) Top(bids, asks []Level) {
 // topLevels writes the best levels of ladder lad into dst, best first,
 // each key xor flip as the price (sideKey).
 func topLevels(levels []priceLevel, lad []rung, dst []Level, flip uint32) {
-	n := min(len(lad), len(dst))
-	if n == 0 {
-		return
-	}
-	// Walk the ladder down from its best rung by pointer: k < n <=
-	// len(lad), so every rung read is inside lad (indexing it by
-	// len(lad)-1-k costs a bounds check and two loads a level).
-	p := unsafe.Pointer(&lad[len(lad)-1])
-	q := unsafe.Pointer(&dst[0])
-	for range n {
-		r := *(*rung)(p)
+	// Walk the ladder down from its best rung, by offset from the start of
+	// lad and dst (indexing lad by len(lad)-1-k costs a bounds check and
+	// two loads a level): k < min(len(lad), len(dst)), so every rung read
+	// and level written is inside its slice, and no pointer outside them
+	// is ever formed (checkptr; the GC must not see one).
+	p, q := unsafe.Pointer(unsafe.SliceData(lad)), unsafe.Pointer(unsafe.SliceData(dst))
+	at, to := len(lad)-1, 0
+	for range min(len(lad), len(dst)) {
+		r := (*rung)(unsafe.Add(p, at*int(unsafe.Sizeof(rung{}))))
 		l := &levels[r.lvl]
-		*(*Level)(q) = Level{Price: r.key ^ flip, Orders: l.orders, Shares: l.shares}
-		p = unsafe.Add(p, -int(unsafe.Sizeof(rung{})))
-		q = unsafe.Add(q, unsafe.Sizeof(Level{}))
+		*(*Level)(unsafe.Add(q, to)) = Level{Price: r.key ^ flip, Orders: l.orders, Shares: l.shares}
+		at--
+		to += int(unsafe.Sizeof(Level{}))
 	}
 }
 

@@ -84,3 +84,28 @@ func TestTopMatchesDepth(t *testing.T) {
 		t.Errorf("books seen: crossed %v, apart %v, a side empty %v; want all", sawCrossed, sawApart, sawEmpty)
 	}
 }
+
+// TestTopLevelsWholeAllocation: topLevels on a ladder and a vector that
+// are each a whole allocation of their own (the best rung the last element,
+// the worst read the first, the last level written the vector's last), so
+// a walk that stepped a pointer before the ladder or past the vector fails
+// under checkptr (go test -race, -gcflags=all=-d=checkptr).
+func TestTopLevelsWholeAllocation(t *testing.T) {
+	levels := []priceLevel{{shares: 10, orders: 1}, {shares: 20, orders: 2}, {shares: 30, orders: 3}}
+	for n := range 4 {
+		lad := make([]rung, n)
+		for i := range lad {
+			lad[i] = rung{key: uint32(100 + i), lvl: int32(i)}
+		}
+		for _, flip := range []uint32{0, ^uint32(0)} {
+			dst := make([]Level, n)
+			topLevels(levels, lad, dst, flip)
+			for k := range dst {
+				want := Level{Price: uint32(100+n-1-k) ^ flip, Orders: uint32(n - k), Shares: uint64(10 * (n - k))}
+				if dst[k] != want {
+					t.Fatalf("%d rungs, flip %#x: level %d is %+v, want %+v", n, flip, k, dst[k], want)
+				}
+			}
+		}
+	}
+}

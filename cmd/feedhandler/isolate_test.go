@@ -1,10 +1,14 @@
 package main
 
 import (
+	"errors"
+	"fmt"
 	"os"
+	"os/exec"
 	"runtime"
 	"strconv"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -90,4 +94,64 @@ func TestIsolateLoop(t *testing.T) {
 			t.Errorf("thread %d mask not restored", tid)
 		}
 	}
+}
+
+// TestIsolateLoopKeepsGOMAXPROCS: sysmon recomputes GOMAXPROCS from its own
+// thread's mask about once a second unless it was set by the user, and
+// isolateLoop moves sysmon's thread; GOMAXPROCS must not follow. The
+// testing package sets GOMAXPROCS itself before running tests (which marks
+// it user-set), so the check runs in a child process, from TestMain before
+// m.Run (isolateGOMAXPROCSChild).
+func TestIsolateLoopKeepsGOMAXPROCS(t *testing.T) {
+	cmd := exec.Command(os.Args[0])
+	cmd.Env = append(os.Environ(), "FEEDHANDLER_TEST_ISOLATE_GOMAXPROCS=1")
+	out, err := cmd.CombinedOutput()
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+		t.Logf("child: %s", out)
+	case errors.As(err, &ee) && ee.ExitCode() == 3:
+		t.Skipf("child: %s", out)
+	default:
+		t.Fatalf("child: %v: %s", err, out)
+	}
+}
+
+// isolateGOMAXPROCSChild pins its thread to one CPU, isolates it, and keeps
+// a P busy for 1.5 s (sysmon checks GOMAXPROCS at most once a second, and
+// only while a P runs): exit status 0 when GOMAXPROCS stayed, 1 when it
+// changed or nothing moved, 3 when the process may not run on 2 CPUs.
+func isolateGOMAXPROCSChild() int {
+	runtime.LockOSThread()
+	var orig, one unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &orig); err != nil || orig.Count() < 2 {
+		fmt.Printf("the process may run on %d CPUs (err %v); the check needs 2", orig.Count(), err)
+		return 3
+	}
+	for c := 0; ; c++ {
+		if orig.IsSet(c) {
+			one.Set(c)
+			break
+		}
+	}
+	if err := unix.SchedSetaffinity(0, &one); err != nil {
+		fmt.Printf("pin: %v", err)
+		return 1
+	}
+	procs := runtime.GOMAXPROCS(0)
+	moved, restore := isolateLoop()
+	defer restore()
+	if moved == 0 {
+		fmt.Print("no thread moved")
+		return 1
+	}
+	start := time.Now()
+	for time.Since(start) < 1500*time.Millisecond {
+		if p := runtime.GOMAXPROCS(0); p != procs {
+			fmt.Printf("GOMAXPROCS changed from %d to %d %v after isolateLoop moved %d threads", procs, p, time.Since(start).Round(time.Millisecond), moved)
+			return 1
+		}
+	}
+	fmt.Printf("GOMAXPROCS stayed %d for %v after isolateLoop moved %d threads", procs, time.Since(start).Round(time.Millisecond), moved)
+	return 0
 }

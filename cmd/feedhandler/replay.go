@@ -208,8 +208,9 @@ func replay(args []string, stdout, stderr io.Writer) error {
 		rep.CPUNsPerMsg = float64(cpu.Nanoseconds()) / float64(n)
 	}
 	rep.CPUMs = float64(cpu.Microseconds()) / 1e3
-	rep.LoopFaults = (ru1.Minflt + ru1.Majflt) - (ru0.Minflt + ru0.Majflt)
-	rep.LoopPreempted = ru1.Nivcsw - ru0.Nivcsw
+	// Rusage's fields are int32 on 386: convert before the sums.
+	rep.LoopFaults = (int64(ru1.Minflt) + int64(ru1.Majflt)) - (int64(ru0.Minflt) + int64(ru0.Majflt))
+	rep.LoopPreempted = int64(ru1.Nivcsw) - int64(ru0.Nivcsw)
 	rep.ThreadsMoved = moved
 	rep.Latency = latencyReport{
 		Method:  fmt.Sprintf("every %dth message timed with two monotonic clock reads around Apply (parse of the message body and book update; not file reading)", latencySampleEvery),

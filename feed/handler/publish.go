@@ -156,7 +156,7 @@ func (p *Publisher) publish(b *book.Book, loc uint16, st *locState, flags bookfb
 	sn.LastTradePrice, sn.LastTradeShares, sn.Volume = b.Last()
 	sn.Messages = st.msgs
 	// The book writes its top levels straight into the slot: Begin hands
-	// out the slot's level vectors, Depth fills them, Commit publishes.
+	// out the slot's level vectors, Top fills them, Commit publishes.
 	tx := &p.tx
 	if err := p.w.Begin(st.slot, sn, min(nBids, p.depth), min(nAsks, p.depth), tx); err != nil {
 		p.Errors++

@@ -354,3 +354,24 @@ func TestDecodeRejects(t *testing.T) {
 		t.Error("Decode(nil) ok")
 	}
 }
+
+// TestTimestampShortMsg: Timestamp of a Msg shorter than a header panics
+// with an index out of range, even when the bytes past it (the next
+// message in the buffer) are within its capacity; a full header reads its
+// own bytes only.
+func TestTimestampShortMsg(t *testing.T) {
+	buf := []byte{'A', 0, 1, 0, 2, 0, 0, 0, 0, 1, 7, 7, 7, 7, 7, 7, 7, 7}
+	if got := itch.Msg(buf[:itch.HeaderLen]).Timestamp(); got != 1<<8|7 {
+		t.Fatalf("Timestamp of a full header = %#x, want %#x", got, 1<<8|7)
+	}
+	for n := range itch.HeaderLen {
+		func() {
+			defer func() {
+				if recover() == nil {
+					t.Errorf("Timestamp of a %d-byte Msg (capacity %d) did not panic", n, cap(buf))
+				}
+			}()
+			_ = itch.Msg(buf[:n]).Timestamp()
+		}()
+	}
+}

@@ -120,7 +120,13 @@ func (m Msg) Tracking() uint16 { return binary.BigEndian.Uint16(m[3:]) }
 // Timestamp returns nanoseconds since midnight (48 bits). It reads the
 // tracking number and the timestamp as one big-endian uint64 and masks the
 // tracking number off: one load and a byte swap instead of six loads.
-func (m Msg) Timestamp() uint64 { return binary.BigEndian.Uint64(m[3:HeaderLen]) & (1<<48 - 1) }
+// The index of m's last header byte is checked against len(m) first (the
+// slice expression checks capacity only): a short Msg panics instead of
+// reading the bytes past it.
+func (m Msg) Timestamp() uint64 {
+	_ = m[HeaderLen-1]
+	return binary.BigEndian.Uint64(m[3:HeaderLen]) & (1<<48 - 1)
+}
 
 // Header returns the common header fields.
 func (m Msg) Header() Header {

@@ -33,10 +33,11 @@ func slotBytes(w *Writer, locate uint16) (seq uint64, data []byte) {
 }
 
 // TestBeginMatchesPublish: a publish through Begin (levels written into the
-// vectors it hands out) and Commit
-// leaves the same slot bytes, version and journal as Publish of the same
-// snapshot, over random snapshots at random depths, symbol lengths and
-// slots, with garbage of longer earlier snapshots left in the slots.
+// vectors it hands out) and Commit leaves the same slot bytes, version and
+// journal record (locate and version, at the right stamp) as Publish of the
+// same snapshot, with and without Config.SingleWriter, over random
+// snapshots at random depths, symbol lengths and slots, with garbage of
+// longer earlier snapshots left in the slots.
 func TestBeginMatchesPublish(t *testing.T) {
 	bothLevelPaths(t, func(t *testing.T) {
 		rng := rand.New(rand.NewPCG(3, 4))
@@ -86,8 +87,19 @@ func TestBeginMatchesPublish(t *testing.T) {
 				if seq != seqB || !bytes.Equal(data, dataB) {
 					t.Fatalf("round %d, publish %d, locate %d: Begin/Commit wrote seq %d\n%x\nPublish seq %d\n%x", round, i, s.Locate, seqB, dataB, seq, data)
 				}
-				if h, hb := w.m.head(), wb.m.head(); h != hb {
+				h, hb := w.m.head(), wb.m.head()
+				if h != hb {
 					t.Fatalf("journal head %d after Begin/Commit, %d after Publish", hb, h)
+				}
+				// The newest journal record of each: stamp h, data the
+				// locate and the slot's version (its count / 2), the same
+				// after Begin/Commit and Publish.
+				stamp, rec := w.m.record(&w.l, h-1)
+				stampB, recB := wb.m.record(&wb.l, hb-1)
+				want := uint64(s.Locate)<<48 | seq/2
+				if *stamp != h || *rec != want || *stampB != hb || *recB != want {
+					t.Fatalf("round %d, publish %d, locate %d (single writer %v): journal record %d: stamp %d data %#x after Begin/Commit, stamp %d data %#x after Publish, want stamp %d data %#x",
+						round, i, s.Locate, cfg.SingleWriter, h-1, *stampB, *recB, *stamp, *rec, h, want)
 				}
 			}
 		}

@@ -294,8 +294,14 @@ func dirSymbol(e []byte) []byte {
 }
 
 func (m *mapping) record(l *layout, pos uint64) (stamp, data *uint64) {
-	off := l.journal + (pos&(l.journalLen-1))*recordSize
+	off := l.recordOff(pos)
 	return m.u64(off), m.u64(off + 8)
+}
+
+// recordOff is the offset of the journal record of position pos (its stamp;
+// the data follows).
+func (l *layout) recordOff(pos uint64) uint64 {
+	return l.journal + (pos&(l.journalLen-1))*recordSize
 }
 
 func (m *mapping) head() uint64 { return atomic.LoadUint64(m.u64(offHead)) }

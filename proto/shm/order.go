@@ -18,14 +18,13 @@ package shm
 //     load and store before it is visible before it. amd64: plain MOVs.
 //     arm64: STR, then STLR.
 //   - putRecord: a journal record rewrite: the busy stamp (as storeBegin64),
-//     the data, then the final stamp (release). putRecordHead then stores
-//     the head (release): the single writer's whole append.
-//   - commitSingle: seqEnd, then putRecordHead: a single writer's whole
-//     Commit.
+//     the data, then the final stamp (release).
+//   - commitSingle: seqEnd, then putRecord and the head (release): a single
+//     writer's whole end of a publish (Writer.end, for Publish and Commit).
 //
-// Each publish makes three such calls (two with Config.SingleWriter's
-// Commit), not one per store: an assembly function costs a call through
-// the ABI wrapper.
+// Each publish makes three such calls (two with Config.SingleWriter), not
+// one per store: an assembly function costs a call through the ABI
+// wrapper.
 //
 // They are assembly functions (order_amd64.s, order_arm64.s) on purpose:
 // the Go compiler cannot see into an assembly call, so it never moves a

@@ -32,19 +32,6 @@ TEXT ·putRecord(SB), NOSPLIT, $0-24
 	MOVQ CX, (AX)
 	RET
 
-// func putRecordHead(rec *uint64, data, stamp uint64, head *uint64)
-TEXT ·putRecordHead(SB), NOSPLIT, $0-32
-	MOVQ rec+0(FP), AX
-	MOVQ data+8(FP), BX
-	MOVQ stamp+16(FP), CX
-	MOVQ head+24(FP), SI
-	MOVQ $-1, DX
-	MOVQ DX, (AX)
-	MOVQ BX, 8(AX)
-	MOVQ CX, (AX)
-	MOVQ CX, (SI)
-	RET
-
 // func commitSingle(seq *uint64, n uint32, v uint64, rec *uint64, data, stamp uint64, head *uint64)
 TEXT ·commitSingle(SB), NOSPLIT, $0-56
 	MOVQ seq+0(FP), AX

@@ -33,20 +33,6 @@ TEXT ·putRecord(SB), NOSPLIT, $0-24
 	STLR R2, (R0)
 	RET
 
-// func putRecordHead(rec *uint64, data, stamp uint64, head *uint64)
-TEXT ·putRecordHead(SB), NOSPLIT, $0-32
-	MOVD rec+0(FP), R0
-	MOVD data+8(FP), R1
-	MOVD stamp+16(FP), R2
-	MOVD head+24(FP), R4
-	MOVD $-1, R3
-	MOVD R3, (R0)
-	DMB $0xa // ISHST
-	MOVD R1, 8(R0)
-	STLR R2, (R0)
-	STLR R2, (R4)
-	RET
-
 // func commitSingle(seq *uint64, n uint32, v uint64, rec *uint64, data, stamp uint64, head *uint64)
 TEXT ·commitSingle(SB), NOSPLIT, $0-56
 	MOVD seq+0(FP), R0

@@ -21,14 +21,9 @@ func seqEnd(seq *uint64, n uint32, v uint64)
 //go:noescape
 func putRecord(rec *uint64, data, stamp uint64)
 
-// putRecordHead is putRecord, then a release store of stamp at *head: the
-// single writer's record and head in one call. See order.go.
-//
-//go:noescape
-func putRecordHead(rec *uint64, data, stamp uint64, head *uint64)
-
-// commitSingle is seqEnd(seq, n, v), then putRecordHead(rec, data, stamp,
-// head): a single writer's whole Commit in one call. See order.go.
+// commitSingle is seqEnd(seq, n, v), then putRecord(rec, data, stamp) and
+// a release store of stamp at *head: a single writer's whole end of a
+// publish (slot, journal record and head) in one call. See order.go.
 //
 //go:noescape
 func commitSingle(seq *uint64, n uint32, v uint64, rec *uint64, data, stamp uint64, head *uint64)

@@ -24,12 +24,8 @@ func putRecord(rec *uint64, data, stamp uint64) {
 	atomic.StoreUint64(rec, stamp)
 }
 
-func putRecordHead(rec *uint64, data, stamp uint64, head *uint64) {
-	putRecord(rec, data, stamp)
-	atomic.StoreUint64(head, stamp)
-}
-
 func commitSingle(seq *uint64, n uint32, v uint64, rec *uint64, data, stamp uint64, head *uint64) {
 	seqEnd(seq, n, v)
-	putRecordHead(rec, data, stamp, head)
+	putRecord(rec, data, stamp)
+	atomic.StoreUint64(head, stamp)
 }

@@ -357,7 +357,7 @@ func Remove(name string) error {
 // locates (book shards): each slot has a single writer, the journal is
 // shared (see appendJournal). Two goroutines must never publish the same
 // locate at once. With Config.SingleWriter only one goroutine may publish
-// at all (see appendSingle).
+// at all (see end).
 //
 // Conflation is the caller's: publish each changed locate once per batch
 // with its latest state; a reader always sees the newest snapshot published.
@@ -475,7 +475,7 @@ func (w *Writer) beginFast(sl Slot, s *Snapshot, nb, na int, p *Pending) bool {
 		return false // begin panics: a second publisher
 	}
 	storeBegin64(seq, s0+1)
-	data := slot[slotHeader : slotHeader+w.l.maxSnapshot]
+	data := slot[slotHeader : slotHeader+w.l.maxSnapshot : slotHeader+w.l.maxSnapshot] // as slotData
 	bidAt, askAt, n := writeTable(data, s, int(sl.v>>24), nb, na, s.PublishTime)
 	p.data, p.seq, p.s0, p.locate, p.n = data, seq, s0, s.Locate, uint32(n)
 	p.Bids, p.Asks = levelView(data[bidAt:], nb), levelView(data[askAt:], na)
@@ -490,15 +490,6 @@ func (w *Writer) Commit(p *Pending) {
 		putLevels(p.data[p.askAt:], p.Asks)
 	}
 	p.Bids, p.Asks = nil, nil
-	if w.single {
-		// end and appendSingle in one ordered-store call.
-		pos := w.head
-		rec := w.l.journal + (pos&(w.l.journalLen-1))*recordSize
-		v := p.s0 + 2
-		commitSingle(p.seq, p.n, v, w.m.u64(rec), uint64(p.locate)<<48|(v/2)&versionMask, pos+1, w.m.u64(offHead))
-		w.head = pos + 1
-		return
-	}
 	w.end(p.seq, p.n, p.s0, p.locate)
 }
 
@@ -550,26 +541,21 @@ func (w *Writer) begin(sl Slot, s *Snapshot, nb, na int) (data []byte, seq *uint
 // end makes the slot readable (its FlatBuffer's length n, then the even
 // count s0+2, release) and appends the new version of locate to the
 // journal: the end of Publish and Commit.
+//
+// A single writer's journal has no other writer: the record's previous lap
+// is complete and no claim is needed. Its record (busy stamp, data, stamp
+// position+1) and then the head are written in the same ordered-store call
+// as the slot's end; readers never see a head beyond a complete record.
 func (w *Writer) end(seq *uint64, n uint32, s0 uint64, locate uint16) {
-	seqEnd(seq, n, s0+2)
-	version := (s0 + 2) / 2
+	v := s0 + 2
 	if w.single {
-		w.appendSingle(locate, version)
-	} else {
-		w.appendJournal(locate, version)
+		pos := w.head
+		commitSingle(seq, n, v, w.m.u64(w.l.recordOff(pos)), uint64(locate)<<48|(v/2)&versionMask, pos+1, w.m.u64(offHead))
+		w.head = pos + 1
+		return
 	}
-}
-
-// appendSingle appends (locate, version) to the change journal of a single
-// writer: it writes the record (busy stamp, data, stamp position+1), then
-// stores the head. Nothing else writes the journal, so the record's
-// previous lap is complete and no claim is needed; readers never see a
-// head beyond a complete record.
-func (w *Writer) appendSingle(locate uint16, version uint64) {
-	pos := w.head
-	off := w.l.journal + (pos&(w.l.journalLen-1))*recordSize
-	putRecordHead(w.m.u64(off), uint64(locate)<<48|version&versionMask, pos+1, w.m.u64(offHead))
-	w.head = pos + 1
+	seqEnd(seq, n, v)
+	w.appendJournal(locate, v/2)
 }
 
 // appendJournal appends (locate, version) to the change journal. Several
@@ -578,7 +564,7 @@ func (w *Writer) appendSingle(locate uint16, version uint64) {
 // then writes the record under its own stamp (busy, data, position+1).
 func (w *Writer) appendJournal(locate uint16, version uint64) {
 	pos := atomic.AddUint64(w.m.u64(offHead), 1) - 1
-	stamp, _ := w.m.record(&w.l, pos)
+	stamp := w.m.u64(w.l.recordOff(pos))
 	var prev uint64
 	if pos >= w.l.journalLen {
 		prev = pos - w.l.journalLen + 1
