@@ -47,7 +47,7 @@ type Ring struct {
 	ts  unix.Timespec
 
 	// rawSubmit: submit may skip the runtime's syscall bookkeeping (see
-	// submit). Set for an enabled SINGLE_ISSUER ring.
+	// submit). Set for an enabled SINGLE_ISSUER|DEFER_TASKRUN ring.
 	rawSubmit bool
 }
 
@@ -66,7 +66,7 @@ func Setup(p Params) (*Ring, error) {
 		return nil, fmt.Errorf("io_uring_setup: %w", wrapErrno(errno))
 	}
 	r := &Ring{fd: int(fd), flags: kp.Flags, features: kp.Features}
-	r.rawSubmit = r.flags&(SetupSingleIssuer|SetupRDisabled) == SetupSingleIssuer
+	r.rawSubmit = r.flags&(SetupSingleIssuer|SetupDeferTaskrun|SetupRDisabled) == SetupSingleIssuer|SetupDeferTaskrun
 	if err := r.mapRings(&kp); err != nil {
 		r.Close()
 		return nil, err
@@ -232,7 +232,7 @@ func (r *Ring) Wait(minComplete uint32, timeout time.Duration) (int, error) {
 }
 
 // submit is io_uring_enter without IORING_ENTER_GETEVENTS. On a
-// SINGLE_ISSUER ring it is a raw syscall (no entersyscall/exitsyscall): the
+// SINGLE_ISSUER|DEFER_TASKRUN ring it is a raw syscall (no entersyscall/exitsyscall): the
 // issuing thread keeps its P, so sysmon cannot retake it from a call the
 // hypervisor stretches (docs/TUNING.md, "Syscalls on the hot path", says
 // when it would), and no call pays the runtime's bookkeeping. Only there is the call short and sleepless in
@@ -244,8 +244,10 @@ func (r *Ring) Wait(minComplete uint32, timeout time.Duration) (int, error) {
 // submit. What is left is ctx->uring_lock, which an io-wq worker may hold:
 // a raw call that sleeps there only keeps its P meanwhile.
 //
-// Any other ring takes the runtime's path (Syscall6): there any thread may
-// submit, and the first submit of each new thread (after the Go scheduler
+// Any other ring takes the runtime's path (Syscall6). A SINGLE_ISSUER ring
+// without DEFER_TASKRUN runs its completions' task work on the way back
+// from any syscall, under ctx->uring_lock. On a ring without SINGLE_ISSUER
+// any thread may submit, and the first submit of each new thread (after the Go scheduler
 // moved the goroutine, see feed/rx's rehome) allocates that thread's task
 // context and io-wq; and the completions queued as task work for the
 // thread run before the call returns, under ctx->uring_lock. Either can
@@ -365,6 +367,6 @@ func (r *Ring) Enable() error {
 		return fmt.Errorf("io_uring enable rings: %w", err)
 	}
 	r.flags &^= SetupRDisabled
-	r.rawSubmit = r.flags&SetupSingleIssuer != 0
+	r.rawSubmit = r.flags&(SetupSingleIssuer|SetupDeferTaskrun) == SetupSingleIssuer|SetupDeferTaskrun
 	return nil
 }

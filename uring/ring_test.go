@@ -406,7 +406,7 @@ func TestBufRingTailWrap(t *testing.T) {
 
 // BenchmarkSubmitNop is the cost of one io_uring_enter that does not wait
 // (a NOP, completed inline, then reaped from the CQ without a syscall):
-// raw is Submit on a SINGLE_ISSUER ring (a raw syscall, the calling thread
+// raw is Submit on a SINGLE_ISSUER|DEFER_TASKRUN ring (a raw syscall, the calling thread
 // keeps its P), syscall the same call through the runtime's
 // entersyscall/exitsyscall.
 func BenchmarkSubmitNop(b *testing.B) {
@@ -418,9 +418,9 @@ func BenchmarkSubmitNop(b *testing.B) {
 		b.Run(name, func(b *testing.B) {
 			runtime.LockOSThread()
 			defer runtime.UnlockOSThread()
-			r := setupRing(b, Params{Entries: 64, Flags: SetupSingleIssuer})
+			r := setupRing(b, Params{Entries: 64, Flags: SetupSingleIssuer | SetupDeferTaskrun})
 			if !r.rawSubmit {
-				b.Fatal("Submit on a SINGLE_ISSUER ring is not raw")
+				b.Fatal("Submit on a SINGLE_ISSUER|DEFER_TASKRUN ring is not raw")
 			}
 			cqes := make([]CQE, 64)
 			b.ReportAllocs()
@@ -444,7 +444,7 @@ func BenchmarkSubmitNop(b *testing.B) {
 }
 
 // TestSubmitRawOnlySingleIssuer checks which rings submit with a raw
-// syscall (only an enabled SINGLE_ISSUER ring), that each path submits, and
+// syscall (only an enabled SINGLE_ISSUER|DEFER_TASKRUN ring), that each path submits, and
 // the kernel's part of the raw path's premise: on a SINGLE_ISSUER ring a
 // thread other than the issuer is refused (EEXIST), so only the issuer
 // ever makes the raw call do work.
@@ -468,9 +468,9 @@ func TestSubmitRawOnlySingleIssuer(t *testing.T) {
 	}{
 		{0, false},
 		{SetupCoopTaskrun, false},
-		{SetupSingleIssuer, true},
+		{SetupSingleIssuer, false}, // task work on the way back from the call
 		{SetupSingleIssuer | SetupDeferTaskrun, true},
-		{SetupSingleIssuer | SetupRDisabled, false}, // raw once enabled
+		{SetupSingleIssuer | SetupDeferTaskrun | SetupRDisabled, false}, // raw once enabled
 	} {
 		r := setupRing(t, Params{Entries: 8, Flags: c.flags})
 		if r.rawSubmit != c.raw {

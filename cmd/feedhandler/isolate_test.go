@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"runtime"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -104,7 +105,14 @@ func TestIsolateLoop(t *testing.T) {
 // m.Run (isolateGOMAXPROCSChild).
 func TestIsolateLoopKeepsGOMAXPROCS(t *testing.T) {
 	cmd := exec.Command(os.Args[0])
-	cmd.Env = append(os.Environ(), "FEEDHANDLER_TEST_ISOLATE_GOMAXPROCS=1")
+	// GOMAXPROCS set in the environment, or GODEBUG=updatemaxprocs=0, stops
+	// the runtime from recomputing it: the child would pass without a check.
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "GOMAXPROCS=") && !strings.HasPrefix(kv, "GODEBUG=") {
+			cmd.Env = append(cmd.Env, kv)
+		}
+	}
+	cmd.Env = append(cmd.Env, "FEEDHANDLER_TEST_ISOLATE_GOMAXPROCS=1")
 	out, err := cmd.CombinedOutput()
 	var ee *exec.ExitError
 	switch {

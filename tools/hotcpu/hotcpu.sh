@@ -33,7 +33,7 @@ child=
 # (130) through it, without a summary.
 cleanup() {
 	if [ -n "$child" ]; then
-		kill "$child" 2>/dev/null || true
+		env kill -TERM -- "-$child" 2>/dev/null || true # its whole process group (dash's kill takes no group)
 		wait "$child" 2>/dev/null || true
 	fi
 	echo 0 > "$inst/tracing_on" 2>/dev/null || true
@@ -58,8 +58,12 @@ grep "^cpu$cpu " /proc/stat > "$out.stat"
 echo 1 > "$inst/tracing_on"
 rc=0
 # In the background, so that the traps run as soon as a signal comes (a
-# shell runs a trap only after its foreground command ends).
-"$@" &
+# shell runs a trap only after its foreground command ends), and in a
+# process group of its own (setsid: the child is not a group leader, so it
+# keeps its pid), so that cleanup stops everything the command started
+# (`flock ... go test ...`), not only its first process: a background
+# command of a non-interactive shell ignores SIGINT.
+setsid "$@" &
 child=$!
 wait "$child" || rc=$?
 child=
