@@ -7,6 +7,8 @@ import (
 	"math/rand/v2"
 	"strings"
 	"testing"
+
+	"golang.org/x/sys/cpu"
 )
 
 // bothLevelPaths runs f with the slot's level vectors handed out in place
@@ -15,7 +17,7 @@ import (
 func bothLevelPaths(t *testing.T, f func(t *testing.T)) {
 	defer func(v bool) { levelsInPlace = v }(levelsInPlace)
 	for _, inPlace := range []bool{true, false} {
-		if inPlace && !nativeLittleEndian {
+		if inPlace && cpu.IsBigEndian {
 			continue
 		}
 		levelsInPlace = inPlace

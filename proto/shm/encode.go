@@ -3,6 +3,8 @@ package shm
 import (
 	"encoding/binary"
 	"unsafe"
+
+	"golang.org/x/sys/cpu"
 )
 
 // The slot holds a Snapshot FlatBuffer laid out front to back at fixed
@@ -172,7 +174,7 @@ func levelView(b []byte, n int) []Level {
 // encoded level, so that the slot's level vectors are []Level views. A
 // variable, not a constant, so that tests also run the encoding path of
 // big-endian machines.
-var levelsInPlace = nativeLittleEndian
+var levelsInPlace = !cpu.IsBigEndian
 
 // A Level is 16 bytes: Price at 0, Orders at 4, Shares at 8, as an encoded
 // level (bookfb.Level). These fail to build otherwise.
