@@ -66,7 +66,7 @@ func Setup(p Params) (*Ring, error) {
 		return nil, fmt.Errorf("io_uring_setup: %w", wrapErrno(errno))
 	}
 	r := &Ring{fd: int(fd), flags: kp.Flags, features: kp.Features}
-	r.rawSubmit = r.flags&(SetupSingleIssuer|SetupDeferTaskrun|SetupRDisabled) == SetupSingleIssuer|SetupDeferTaskrun
+	r.setRawSubmit()
 	if err := r.mapRings(&kp); err != nil {
 		r.Close()
 		return nil, err
@@ -253,6 +253,12 @@ func (r *Ring) Wait(minComplete uint32, timeout time.Duration) (int, error) {
 // thread run before the call returns, under ctx->uring_lock. Either can
 // sleep, and a thread asleep in a raw syscall holds its P, idle, from every
 // other goroutine.
+// setRawSubmit sets rawSubmit from the ring's flags: an enabled
+// SINGLE_ISSUER|DEFER_TASKRUN ring (see submit).
+func (r *Ring) setRawSubmit() {
+	r.rawSubmit = r.flags&(SetupSingleIssuer|SetupDeferTaskrun|SetupRDisabled) == SetupSingleIssuer|SetupDeferTaskrun
+}
+
 func (r *Ring) submit(toSubmit uint32) (int, error) {
 	var ret uintptr
 	var errno unix.Errno
@@ -367,6 +373,6 @@ func (r *Ring) Enable() error {
 		return fmt.Errorf("io_uring enable rings: %w", err)
 	}
 	r.flags &^= SetupRDisabled
-	r.rawSubmit = r.flags&(SetupSingleIssuer|SetupDeferTaskrun) == SetupSingleIssuer|SetupDeferTaskrun
+	r.setRawSubmit()
 	return nil
 }
