@@ -3,8 +3,6 @@ package handler
 import (
 	"fmt"
 	"os"
-	"strconv"
-	"strings"
 
 	"golang.org/x/sys/unix"
 
@@ -43,18 +41,8 @@ func (t ThreadSched) Switches() (voluntary, involuntary uint64, err error) {
 	if err != nil {
 		return 0, 0, fmt.Errorf("read thread %d context switches: %w", t.Tid, err)
 	}
-	for _, l := range strings.Split(string(b), "\n") {
-		k, v, _ := strings.Cut(l, ":")
-		n, err := strconv.ParseUint(strings.TrimSpace(v), 10, 64)
-		switch {
-		case err != nil:
-		case k == "voluntary_ctxt_switches":
-			voluntary = n
-		case k == "nonvoluntary_ctxt_switches":
-			involuntary = n
-		}
-	}
-	return voluntary, involuntary, nil
+	f := privilege.StatusFields(b, 10, "voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")
+	return f[0], f[1], nil
 }
 
 // setupThread pins the calling thread, which must be locked to its

@@ -154,21 +154,26 @@ func ThreadCaps(pid int) (eff, perm []Caps, err error) {
 		if err != nil {
 			continue // the thread exited
 		}
-		var e, p Caps
-		for _, l := range strings.Split(string(b), "\n") {
-			k, v, _ := strings.Cut(l, ":")
-			x, perr := strconv.ParseUint(strings.TrimSpace(v), 16, 64)
-			switch {
-			case perr != nil:
-			case k == "CapEff":
-				e = Caps(x)
-			case k == "CapPrm":
-				p = Caps(x)
-			}
-		}
-		eff, perm = append(eff, e), append(perm, p)
+		f := StatusFields(b, 16, "CapEff", "CapPrm")
+		eff, perm = append(eff, Caps(f[0])), append(perm, Caps(f[1]))
 	}
 	return eff, perm, nil
+}
+
+// StatusFields returns the numbers, in base, that a /proc status file b
+// gives for keys ("Key:\tvalue" lines), in the order of keys; 0 for a key
+// that is missing or not a number.
+func StatusFields(b []byte, base int, keys ...string) []uint64 {
+	vals := make([]uint64, len(keys))
+	for _, l := range strings.Split(string(b), "\n") {
+		k, v, _ := strings.Cut(l, ":")
+		for i, key := range keys {
+			if k == key {
+				vals[i], _ = strconv.ParseUint(strings.TrimSpace(v), base, 64)
+			}
+		}
+	}
+	return vals
 }
 
 // SwitchUser makes every thread run as account (a name or a uid), with its
