@@ -77,11 +77,8 @@ func (b *Book) Orders() int { return int(b.orders) }
 // Depth never grows dst, so it never allocates.
 func (b *Book) Depth(side Side, dst []Level) []Level {
 	lad := b.sides[side&1]
-	n := min(len(lad), cap(dst))
-	dst = dst[:n]
-	for k := range dst {
-		dst[k] = b.level(side, lad[len(lad)-1-k])
-	}
+	dst = dst[:min(len(lad), cap(dst))]
+	topLevels(b.bs.levels, lad, dst, sideFlip(side))
 	return dst
 }
 
@@ -93,9 +90,13 @@ func (b *Book) Depth(side Side, dst []Level) []Level {
 // which Depth's inlined loop reloads for every level.
 func (b *Book) Top(bids, asks []Level) {
 	levels := b.bs.levels
-	topLevels(levels, b.sides[Bid], bids, 0)
-	topLevels(levels, b.sides[Ask], asks, ^uint32(0))
+	topLevels(levels, b.sides[Bid], bids, sideFlip(Bid))
+	topLevels(levels, b.sides[Ask], asks, sideFlip(Ask))
 }
+
+// sideFlip is what a side's ladder keys are xored with to give prices
+// (sideKey): nothing for bids, all bits for asks.
+func sideFlip(side Side) uint32 { return -uint32(side & 1) }
 
 // topLevels writes the best levels of ladder lad into dst, best first,
 // each key xor flip as the price (sideKey).

@@ -62,8 +62,9 @@ func TestTopMatchesDepth(t *testing.T) {
 				asks[i] = Level{Price: 7, Orders: 7, Shares: 7}
 			}
 			b.Top(bids, asks)
-			wantBids := b.Depth(Bid, make([]Level, 0, nb))
-			wantAsks := b.Depth(Ask, make([]Level, 0, na))
+			// AppendDepth walks the ladder on its own (Depth shares Top's walk).
+			wantBids := b.AppendDepth(Bid, nil, max(nb, 1))[:min(nb, b.Levels(Bid))]
+			wantAsks := b.AppendDepth(Ask, nil, max(na, 1))[:min(na, b.Levels(Ask))]
 			for i := range bids {
 				if bids[i] != wantBids[i] {
 					t.Fatalf("step %d, %d bids: level %d is %+v, Depth %+v", step, nb, i, bids[i], wantBids[i])
