@@ -28,10 +28,10 @@ func bothLevelPaths(t *testing.T, f func(t *testing.T)) {
 // slotBytes is slot i of w as a reader would copy it: seq, len and the
 // FlatBuffer.
 func slotBytes(w *Writer, locate uint16) (seq uint64, data []byte) {
-	v := *w.m.indexEntry(&w.l, locate)
-	slot := uint64(v - 1)
-	n := *w.m.slotLen(&w.l, slot)
-	return *w.m.slotSeq(&w.l, slot), w.m.slotData(&w.l, slot)[:n]
+	sl, _ := w.lookup(locate)
+	off := w.l.slotOff(sl.index())
+	n := *w.m.slotLen(off)
+	return *w.m.slotSeq(off), w.m.slotData(&w.l, off)[:n]
 }
 
 // TestBeginMatchesPublish: a publish through Begin (levels written into the

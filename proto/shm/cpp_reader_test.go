@@ -267,7 +267,7 @@ func TestCppLifecycle(t *testing.T) {
 		s.expect("read 1", "read Ok seq 2")
 		// A bid count beyond the depth: the accessors would read past the
 		// copy. Both readers refuse it.
-		data := w.m.slotData(&w.l, 0)
+		data := w.m.slotData(&w.l, w.l.slotOff(0))
 		data[bidsAt(1)] = 200
 		if _, err := testReader(t, w.Path()).Read(1, make([]byte, w.Info().MaxSnapshot)); !errors.Is(err, ErrFormat) {
 			t.Fatalf("Go: %v", err)
@@ -293,7 +293,7 @@ func TestCppLifecycle(t *testing.T) {
 		w.Publish(snap)
 		s.expect("read 1", "read Ok seq 1")
 		// A writer that died inside Publish leaves the slot odd forever.
-		*w.m.slotSeq(&w.l, 0) |= 1
+		*w.m.slotSeq(w.l.slotOff(0)) |= 1
 		*w.m.i64(offHeartbeat) = time.Now().Add(-time.Hour).UnixNano()
 		s.expect("read 1", "read ErrWriterDead")
 	})

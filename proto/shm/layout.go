@@ -259,18 +259,36 @@ func itoa(v uint64) string {
 	return string(b[i:])
 }
 
-// slotSeq is the seqlock word of slot i: odd while the writer copies, even
-// otherwise; seq/2 is the number of snapshots published into the slot.
-func (m *mapping) slotSeq(l *layout, slot uint64) *uint64 {
-	return m.u64(l.slots + slot*l.slotSize)
-}
+// A slot is a header line, then its FlatBuffer at slotHeader. The header's
+// fields, at these offsets from the slot's start (docs/SHM.md, "Slots"):
+const (
+	slotSeqAt    = 0  // uint64 seqlock word
+	slotLenAt    = 8  // uint32 FlatBuffer length (seqEnd's assembly stores it at seq+8)
+	slotLocateAt = 12 // the locate, stored as a uint32 by Register (docs: u16, then two zero bytes)
+)
 
-func (m *mapping) slotLen(l *layout, slot uint64) *uint32 {
-	return m.u32(l.slots + slot*l.slotSize + 8)
-}
+// slotOffset is the file offset of a slot: a struct, so that neither a
+// slot's index nor a constant is ever taken for it.
+type slotOffset struct{ off uint64 }
 
-func (m *mapping) slotData(l *layout, slot uint64) []byte {
-	off := l.slots + slot*l.slotSize + slotHeader
+// slotOff is the offset of slot i: the slot accessors below take it, so
+// that a caller reaching several of a slot's fields computes it once.
+func (l *layout) slotOff(slot uint64) slotOffset { return slotOffset{l.slots + slot*l.slotSize} }
+
+// slotSeq is the seqlock word of the slot at s: odd while the writer
+// copies, even otherwise; seq/2 is the number of snapshots published into
+// the slot.
+func (m *mapping) slotSeq(s slotOffset) *uint64 { return m.u64(s.off + slotSeqAt) }
+
+func (m *mapping) slotLen(s slotOffset) *uint32 { return m.u32(s.off + slotLenAt) }
+
+// slotLocate is the locate of the slot at s, written by Register before
+// the slot becomes known, never changed after.
+func (m *mapping) slotLocate(s slotOffset) *uint32 { return m.u32(s.off + slotLocateAt) }
+
+// slotData is the FlatBuffer of the slot at s.
+func (m *mapping) slotData(l *layout, s slotOffset) []byte {
+	off := s.off + slotHeader
 	return m.mem[off : off+l.maxSnapshot : off+l.maxSnapshot]
 }
 

@@ -204,7 +204,7 @@ func (r *Reader) Version(locate uint16) uint64 {
 	if !ok {
 		return 0
 	}
-	return atomic.LoadUint64(r.m.slotSeq(&r.l, slot)) / 2
+	return atomic.LoadUint64(r.m.slotSeq(r.l.slotOff(slot))) / 2
 }
 
 // View is a consistent snapshot in the caller's buffer: the generated
@@ -254,9 +254,8 @@ func (r *Reader) Read(locate uint16, buf []byte) (View, error) {
 	if uint64(len(buf)) < r.l.maxSnapshot {
 		return View{}, fmt.Errorf("read shm locate %d: %d bytes: %w (need %d)", locate, len(buf), ErrShortBuffer, r.l.maxSnapshot)
 	}
-	seq := r.m.slotSeq(&r.l, slot)
-	lenp := r.m.slotLen(&r.l, slot)
-	data := r.m.slotData(&r.l, slot)
+	off := r.l.slotOff(slot)
+	seq, lenp, data := r.m.slotSeq(off), r.m.slotLen(off), r.m.slotData(&r.l, off)
 	var start time.Time
 	var gone error // Check: the writer closed or died; the slot changes no more
 	for spin := 1; ; spin++ {

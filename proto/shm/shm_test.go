@@ -244,7 +244,7 @@ func TestStaleHeartbeat(t *testing.T) {
 	s := newSnapshot(1)
 	fillSnapshot(s, 1, 1, 1)
 	w.Publish(s)
-	*w.m.slotSeq(&w.l, 0) |= 1
+	*w.m.slotSeq(w.l.slotOff(0)) |= 1
 	if _, err := r.Read(1, make([]byte, r.Info().MaxSnapshot)); !errors.Is(err, ErrWriterDead) {
 		t.Fatalf("read a slot a dead writer held: %v, want ErrWriterDead", err)
 	}

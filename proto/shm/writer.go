@@ -13,7 +13,6 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -274,9 +273,8 @@ func (w *Writer) Register(locate uint16, symbol string) error {
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	idx := w.m.indexEntry(&w.l, locate)
-	if v := atomic.LoadUint32(idx); v != 0 {
-		if have := string(dirSymbol(w.m.dirEntry(&w.l, uint64(v-1)))); have != sym {
+	if sl, ok := w.lookup(locate); ok {
+		if have := string(dirSymbol(w.m.dirEntry(&w.l, sl.index()))); have != sym {
 			return fmt.Errorf("register locate %d %q: already registered as %q", locate, sym, have)
 		}
 		return nil
@@ -290,11 +288,12 @@ func (w *Writer) Register(locate uint16, symbol string) error {
 	e[2] = byte(len(sym))
 	copy(e[8:16], "        ")
 	copy(e[8:], sym)
-	*w.m.u32(w.l.slots + slot*w.l.slotSize + 12) = uint32(locate)
-	writePrefix(w.m.slotData(&w.l, slot), locate, []byte(sym))
+	off := w.l.slotOff(slot)
+	*w.m.slotLocate(off) = uint32(locate)
+	writePrefix(w.m.slotData(&w.l, off), locate, []byte(sym))
 	// Readers find the directory entry through the index or the count, both
 	// stored after the entry.
-	atomic.StoreUint32(idx, uint32(slot+1))
+	atomic.StoreUint32(w.m.indexEntry(&w.l, locate), uint32(slot+1))
 	w.count++
 	atomic.StoreUint32(w.m.u32(offCount), uint32(w.count))
 	return nil
@@ -399,18 +398,32 @@ type Slot struct {
 
 func slotOf(index uint32, symLen byte) Slot { return Slot{index + 1 | uint32(symLen)<<24} }
 
-func (sl Slot) n() uint32 { return sl.v & (1<<24 - 1) }
+// index is the slot's index; the zero Slot's wraps to a huge one, beyond
+// any writer's capacity.
+func (sl Slot) index() uint64 { return uint64(sl.v&(1<<24-1)) - 1 }
+
+func (sl Slot) symLen() int { return int(sl.v >> 24) }
+
+// lookup finds the slot of a registered locate through the locate index
+// and the directory (two loads); false if the locate is not registered.
+func (w *Writer) lookup(locate uint16) (Slot, bool) {
+	v := atomic.LoadUint32(w.m.indexEntry(&w.l, locate))
+	if v == 0 {
+		return Slot{}, false
+	}
+	return slotOf(v-1, w.m.dirEntry(&w.l, uint64(v-1))[2]), true
+}
 
 // Slot returns the slot of a registered locate, for Begin.
 func (w *Writer) Slot(locate uint16) (Slot, error) {
 	if w.closed.Load() {
 		return Slot{}, fmt.Errorf("slot of locate %d: %w", locate, ErrClosed)
 	}
-	v := atomic.LoadUint32(w.m.indexEntry(&w.l, locate))
-	if v == 0 {
+	sl, ok := w.lookup(locate)
+	if !ok {
 		return Slot{}, fmt.Errorf("slot of locate %d: %w", locate, ErrUnknownLocate)
 	}
-	return slotOf(v-1, w.m.dirEntry(&w.l, uint64(v-1))[2]), nil
+	return sl, nil
 }
 
 // Begin starts a publish of s.Locate, whose slot is sl (from Slot; the zero
@@ -456,27 +469,25 @@ func (w *Writer) Begin(sl Slot, s *Snapshot, nb, na int, p *Pending) error {
 // a publish time given. It reports false, having written nothing, for
 // anything else, which Begin's general path then handles (and reports).
 // It does what begin and writeTable do, minus their general cases: the
-// slot is found from sl with one bounds check, and no error is built.
+// slot is taken from sl as is, and no error is built.
 func (w *Writer) beginFast(sl Slot, s *Snapshot, nb, na int, p *Pending) bool {
-	idx := uint64(sl.n()) - 1 // the zero Slot wraps to a huge index
+	slot := sl.index()
 	depth := uint(w.l.depth)
-	if idx >= w.l.capacity || uint(nb) > depth || uint(na) > depth || s.PublishTime == 0 || w.closed.Load() {
+	if slot >= w.l.capacity || uint(nb) > depth || uint(na) > depth || s.PublishTime == 0 || w.closed.Load() {
 		return false
 	}
-	off := w.l.slots + idx*w.l.slotSize
-	slot := w.m.mem[off : off+w.l.slotSize : off+w.l.slotSize]
-	// The slot's header: seq at 0, len at 8, locate at 12 (Register).
-	if *(*uint32)(unsafe.Pointer(&slot[12])) != uint32(s.Locate) {
+	off := w.l.slotOff(slot)
+	if *w.m.slotLocate(off) != uint32(s.Locate) {
 		return false
 	}
-	seq := (*uint64)(unsafe.Pointer(&slot[0]))
+	seq := w.m.slotSeq(off)
 	s0 := atomic.LoadUint64(seq)
 	if s0&1 != 0 {
 		return false // begin panics: a second publisher
 	}
 	storeBegin64(seq, s0+1)
-	data := slot[slotHeader : slotHeader+w.l.maxSnapshot : slotHeader+w.l.maxSnapshot] // as slotData
-	bidAt, askAt, n := writeTable(data, s, int(sl.v>>24), nb, na, s.PublishTime)
+	data := w.m.slotData(&w.l, off)
+	bidAt, askAt, n := writeTable(data, s, sl.symLen(), nb, na, s.PublishTime)
 	p.data, p.seq, p.s0, p.locate, p.n = data, seq, s0, s.Locate, uint32(n)
 	p.Bids, p.Asks = levelView(data[bidAt:], nb), levelView(data[askAt:], na)
 	return true
@@ -503,18 +514,18 @@ func (w *Writer) begin(sl Slot, s *Snapshot, nb, na int) (data []byte, seq *uint
 		return nil, nil, 0, 0, 0, fmt.Errorf("publish locate %d: %w", s.Locate, ErrClosed)
 	}
 	if sl.v == 0 {
-		v := atomic.LoadUint32(w.m.indexEntry(&w.l, s.Locate))
-		if v == 0 {
+		var ok bool
+		if sl, ok = w.lookup(s.Locate); !ok {
 			return nil, nil, 0, 0, 0, fmt.Errorf("publish locate %d: %w", s.Locate, ErrUnknownLocate)
 		}
-		sl = slotOf(v-1, w.m.dirEntry(&w.l, uint64(v-1))[2])
-	} else if n := uint64(sl.n()); n == 0 || n > w.l.capacity {
-		// Not a slot of this writer (n == 0: not made by slotOf).
+	} else if slot := sl.index(); slot >= w.l.capacity {
+		// Not a slot of this writer (or not made by slotOf: the zero
+		// index wraps).
 		return nil, nil, 0, 0, 0, fmt.Errorf("publish locate %d: slot out of this writer's %d slots: %w", s.Locate, w.l.capacity, ErrUnknownLocate)
-	} else if *w.m.u32(w.l.slots + (n-1)*w.l.slotSize + 12) != uint32(s.Locate) {
+	} else if *w.m.slotLocate(w.l.slotOff(slot)) != uint32(s.Locate) {
 		// The slot's header names its locate (Register wrote it before
 		// the slot became known), on the line Begin writes anyway.
-		return nil, nil, 0, 0, 0, fmt.Errorf("publish locate %d: not the locate of slot %d: %w", s.Locate, n-1, ErrUnknownLocate)
+		return nil, nil, 0, 0, 0, fmt.Errorf("publish locate %d: not the locate of slot %d: %w", s.Locate, slot, ErrUnknownLocate)
 	}
 	if nb > w.l.depth || na > w.l.depth || nb < 0 || na < 0 {
 		return nil, nil, 0, 0, 0, fmt.Errorf("publish locate %d: %d bids, %d asks: %w %d", s.Locate, nb, na, ErrTooDeep, w.l.depth)
@@ -523,8 +534,8 @@ func (w *Writer) begin(sl Slot, s *Snapshot, nb, na int) (data []byte, seq *uint
 	if publish == 0 {
 		publish = now()
 	}
-	slot := uint64(sl.n() - 1)
-	seq = w.m.slotSeq(&w.l, slot)
+	off := w.l.slotOff(sl.index())
+	seq = w.m.slotSeq(off)
 	// The seqlock needs store order only, never an atomic read-modify-write
 	// (one writer per slot): the odd count before the data, the data and
 	// len before the even count (order.go, docs/SHM.md "Memory ordering").
@@ -535,7 +546,7 @@ func (w *Writer) begin(sl Slot, s *Snapshot, nb, na int) (data []byte, seq *uint
 		panic(fmt.Sprintf("shm: locate %d published concurrently by two goroutines", s.Locate))
 	}
 	storeBegin64(seq, s0+1)
-	return w.m.slotData(&w.l, slot), seq, s0, int(sl.v >> 24), publish, nil
+	return w.m.slotData(&w.l, off), seq, s0, sl.symLen(), publish, nil
 }
 
 // end makes the slot readable (its FlatBuffer's length n, then the even
