@@ -21,14 +21,21 @@ import (
 // empty queue), and without a timeout argument recvmmsg returns once the
 // queue is empty. Without MSG_DONTWAIT it may wait, and takes the normal
 // path; no caller passes that today (the socket backend always sets
-// MSG_DONTWAIT), the branch keeps a future one correct.
+// MSG_DONTWAIT), the branch keeps a future one correct. Each branch calls
+// x/sys directly, the headers' uintptr conversion in the call itself
+// (unsafe.Pointer's rule 4: the compiler keeps them alive and in place for
+// a direct call of an assembly function, not for a call through a
+// function value).
 func recvmmsg(fd int, msgs []unix.Mmsghdr, flags int) (int, error) {
-	call := unix.Syscall6
+	var n uintptr
+	var errno unix.Errno
 	if flags&unix.MSG_DONTWAIT != 0 {
-		call = unix.RawSyscall6
+		n, _, errno = unix.RawSyscall6(unix.SYS_RECVMMSG, uintptr(fd), uintptr(unsafe.Pointer(&msgs[0])),
+			uintptr(len(msgs)), uintptr(flags), 0, 0)
+	} else {
+		n, _, errno = unix.Syscall6(unix.SYS_RECVMMSG, uintptr(fd), uintptr(unsafe.Pointer(&msgs[0])),
+			uintptr(len(msgs)), uintptr(flags), 0, 0)
 	}
-	n, _, errno := call(unix.SYS_RECVMMSG, uintptr(fd), uintptr(unsafe.Pointer(&msgs[0])),
-		uintptr(len(msgs)), uintptr(flags), 0, 0)
 	if errno != 0 {
 		return 0, errno
 	}

@@ -1,6 +1,7 @@
 package rx
 
 import (
+	"errors"
 	"go/ast"
 	"go/parser"
 	"go/token"
@@ -86,4 +87,47 @@ func BenchmarkRecvmmsgEmpty(b *testing.B) {
 			}
 		}
 	})
+}
+
+// TestRecvmmsgBothCalls: recvmmsg's two calls (raw with MSG_DONTWAIT, the
+// runtime's without) read the queued datagrams and return the kernel's
+// errno, on a Unix datagram socket pair (no network).
+func TestRecvmmsgBothCalls(t *testing.T) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fds[0])
+	defer unix.Close(fds[1])
+	msgs := make([]unix.Mmsghdr, 2)
+	bufs := make([]byte, 2*64)
+	iovs := make([]unix.Iovec, 2)
+	for i := range msgs {
+		iovs[i].Base = &bufs[i*64]
+		iovs[i].SetLen(64)
+		msgs[i].Hdr.Iov = &iovs[i]
+		msgs[i].Hdr.SetIovlen(1)
+	}
+	for _, c := range []struct {
+		name  string
+		flags int
+	}{{"raw", unix.MSG_DONTWAIT}, {"syscall", 0}} {
+		// Without MSG_DONTWAIT the call waits for len(msgs) datagrams:
+		// both are queued first.
+		for _, d := range []string{"a", "bc"} {
+			if _, err := unix.Write(fds[1], []byte(d)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		n, err := recvmmsg(fds[0], msgs, c.flags)
+		if err != nil || n != 2 || msgs[0].Len != 1 || msgs[1].Len != 2 || string(bufs[:1]) != "a" || string(bufs[64:66]) != "bc" {
+			t.Errorf("%s: recvmmsg: %d, %v, lengths %d %d, want 2 datagrams a, bc", c.name, n, err, msgs[0].Len, msgs[1].Len)
+		}
+		if _, err := recvmmsg(-1, msgs, c.flags); !errors.Is(err, unix.EBADF) {
+			t.Errorf("%s: recvmmsg of fd -1: %v, want EBADF", c.name, err)
+		}
+	}
+	if _, err := recvmmsg(fds[0], msgs, unix.MSG_DONTWAIT); !errors.Is(err, unix.EAGAIN) {
+		t.Errorf("recvmmsg(MSG_DONTWAIT) of an empty socket: %v, want EAGAIN", err)
+	}
 }
