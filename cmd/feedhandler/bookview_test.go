@@ -3,10 +3,8 @@ package main
 import (
 	"bytes"
 	"errors"
-	"fmt"
 	"math/rand/v2"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -14,12 +12,13 @@ import (
 
 	"github.com/marketfeed/feedhandler/book"
 	"github.com/marketfeed/feedhandler/feed/itch"
+	"github.com/marketfeed/feedhandler/internal/shmtest"
 	"github.com/marketfeed/feedhandler/proto/shm"
 )
 
 func testFeed(t *testing.T) string {
 	t.Helper()
-	name := filepath.Join(shm.Dir, fmt.Sprintf("fh-bookview-test-%d-%s", os.Getpid(), t.Name()))
+	name := shmtest.Path(t, "fh-bookview-test")
 	w, err := shm.Create(shm.Config{Name: name, Instruments: 8, Depth: 3})
 	if err != nil {
 		t.Fatal(err)
@@ -39,7 +38,7 @@ func testFeed(t *testing.T) string {
 			}
 		}
 	}()
-	t.Cleanup(func() { close(stop); beating.Wait(); w.Close(); os.Remove(name) })
+	t.Cleanup(func() { close(stop); beating.Wait(); w.Close() })
 	for loc, sym := range map[uint16]string{1: "AAPL", 2: "MSFT", 3: "EMPTY", 4: "QUIET"} {
 		if err := w.Register(loc, sym); err != nil {
 			t.Fatal(err)
@@ -210,12 +209,12 @@ func TestBookviewMatchesReplay(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	name := filepath.Join(shm.Dir, fmt.Sprintf("fh-bookview-test-%d-%s", os.Getpid(), t.Name()))
+	name := shmtest.Path(t, "fh-bookview-test")
 	w, err := shm.Create(shm.Config{Name: name, Instruments: 16, Depth: depth})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { w.Close(); os.Remove(name) })
+	t.Cleanup(func() { w.Close() })
 	for b := range bs.All() {
 		if err := w.Register(b.Locate(), b.Name()); err != nil {
 			t.Fatal(err)

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"errors"
-	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -15,6 +14,7 @@ import (
 
 	"github.com/marketfeed/feedhandler/internal/cppbuild"
 	"github.com/marketfeed/feedhandler/internal/itchgen"
+	"github.com/marketfeed/feedhandler/internal/shmtest"
 	"github.com/marketfeed/feedhandler/proto/shm"
 )
 
@@ -38,8 +38,7 @@ func TestCppReaderMatchesBookview(t *testing.T) {
 	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	name := fmt.Sprintf("fh-cppreader-%d", os.Getpid())
-	defer shm.Remove(name)
+	name := shmtest.Name(t, "fh-cppreader")
 
 	follower := exec.Command(bin, "follow", name)
 	follower.Stderr = os.Stderr

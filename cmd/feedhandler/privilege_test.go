@@ -23,6 +23,7 @@ import (
 	"github.com/marketfeed/feedhandler/internal/exchange"
 	"github.com/marketfeed/feedhandler/internal/netlab"
 	"github.com/marketfeed/feedhandler/internal/privilege"
+	"github.com/marketfeed/feedhandler/internal/shmtest"
 	"github.com/marketfeed/feedhandler/proto/shm"
 )
 
@@ -129,8 +130,7 @@ func capList(c privilege.Caps) string {
 }
 
 func runPrivileged(t *testing.T, lab *netlab.Lab, bin, dir string, day *demo.Day, ref []byte, r privRun, i int) {
-	shmName := fmt.Sprintf("fhpriv-%d-%d", os.Getpid(), i)
-	defer shm.Remove(shmName)
+	shmName := shmtest.Name(t, "fhpriv")
 	cfg := fmt.Sprintf(`feed:
   name: privtest
   session: %q

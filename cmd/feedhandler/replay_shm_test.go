@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/marketfeed/feedhandler/internal/itchgen"
+	"github.com/marketfeed/feedhandler/internal/shmtest"
 	"github.com/marketfeed/feedhandler/proto/bookfb"
 	"github.com/marketfeed/feedhandler/proto/shm"
 )
@@ -21,8 +22,7 @@ func TestReplayShmMatchesBooksOut(t *testing.T) {
 	for _, asPcap := range []bool{false, true} {
 		t.Run(fmt.Sprintf("pcap=%v", asPcap), func(t *testing.T) {
 			path, _ := genInspectFile(t, itchgen.Config{Messages: 300_000, Symbols: 300, Seed: 11, Lines: 2, Loss: 0.01}, asPcap)
-			name := fmt.Sprintf("fh-replayshm-%d-%v", os.Getpid(), asPcap)
-			defer shm.Remove(name)
+			name := shmtest.Name(t, "fh-replayshm")
 			booksOut := filepath.Join(t.TempDir(), "books.json")
 			if err := replay([]string{"--quiet", "--shm", name, "--books-out", booksOut, "--depth", "10", path}, io.Discard, io.Discard); err != nil {
 				t.Fatal(err)

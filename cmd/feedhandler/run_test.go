@@ -23,6 +23,7 @@ import (
 	"github.com/marketfeed/feedhandler/internal/demo"
 	"github.com/marketfeed/feedhandler/internal/exchange"
 	"github.com/marketfeed/feedhandler/internal/netlab"
+	"github.com/marketfeed/feedhandler/internal/shmtest"
 	"github.com/marketfeed/feedhandler/proto/shm"
 )
 
@@ -60,8 +61,7 @@ func testRunFeedProcess(t *testing.T, mode, cores string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	shmName := fmt.Sprintf("fhruntest-%d", os.Getpid())
-	defer shm.Remove(shmName)
+	shmName := shmtest.Name(t, "fhruntest")
 	cfg := fmt.Sprintf(`feed:
   name: runtest
   protocol: itch50-moldudp64

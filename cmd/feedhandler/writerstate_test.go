@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,13 +15,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/marketfeed/feedhandler/internal/shmtest"
 	"github.com/marketfeed/feedhandler/proto/shm"
 )
 
 const writerRoleEnv = "FH_BOOKVIEW_TEST_WRITER"
 
 // TestHelperShmWriter is the writer process of TestBookviewKilledWriter:
-// it publishes one book, says "ready", then beats until killed.
+// it publishes one book, says "ready", then beats until killed, or until
+// its stdin closes (the test binary is gone: no writer beats on forever).
 func TestHelperShmWriter(t *testing.T) {
 	name := os.Getenv(writerRoleEnv)
 	if name == "" {
@@ -34,6 +37,10 @@ func TestHelperShmWriter(t *testing.T) {
 	w.Register(1, "AAPL")
 	w.Publish(&shm.Snapshot{Locate: 1, Seq: 1, Bids: []shm.Level{{Price: 1000000, Shares: 100, Orders: 1}}})
 	fmt.Println("ready")
+	go func() {
+		io.Copy(io.Discard, os.Stdin)
+		os.Exit(0)
+	}()
 	for {
 		w.Heartbeat()
 		time.Sleep(20 * time.Millisecond)
@@ -49,14 +56,18 @@ func TestBookviewKilledWriter(t *testing.T) {
 	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
-	name := filepath.Join(shm.Dir, fmt.Sprintf("fh-bookview-killed-%d", os.Getpid()))
-	defer os.Remove(name)
+	name := shmtest.Path(t, "fh-bookview-killed")
 	child := exec.Command(os.Args[0], "-test.run=^TestHelperShmWriter$", "-test.count=1")
 	child.Env = append(os.Environ(), writerRoleEnv+"="+name)
 	stdout, err := child.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
 	}
+	stdin, err := child.StdinPipe() // held open while the test runs
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stdin.Close()
 	if err := child.Start(); err != nil {
 		t.Fatal(err)
 	}

@@ -2,10 +2,8 @@ package handler
 
 import (
 	"errors"
-	"fmt"
 	"net"
 	"net/netip"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -15,17 +13,17 @@ import (
 	"github.com/marketfeed/feedhandler/feed/moldudp64"
 	"github.com/marketfeed/feedhandler/feed/rerequest"
 	"github.com/marketfeed/feedhandler/internal/itchgen"
+	"github.com/marketfeed/feedhandler/internal/shmtest"
 	"github.com/marketfeed/feedhandler/proto/shm"
 )
 
 func testWriter(t testing.TB) *shm.Writer {
 	t.Helper()
-	name := fmt.Sprintf("fhhandlertest-%d-%s", os.Getpid(), strings.ReplaceAll(t.Name(), "/", "-"))
-	w, err := shm.Create(shm.Config{Name: name, Instruments: 1024, Depth: 10})
+	w, err := shm.Create(shm.Config{Name: shmtest.Name(t, "fhhandlertest"), Instruments: 1024, Depth: 10})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { w.Close(); shm.Remove(name) })
+	t.Cleanup(func() { w.Close() })
 	return w
 }
 

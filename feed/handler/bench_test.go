@@ -19,6 +19,7 @@ import (
 	"github.com/marketfeed/feedhandler/feed/moldudp64"
 	"github.com/marketfeed/feedhandler/feed/rx"
 	"github.com/marketfeed/feedhandler/internal/latency"
+	"github.com/marketfeed/feedhandler/internal/shmtest"
 	"github.com/marketfeed/feedhandler/proto/shm"
 )
 
@@ -37,8 +38,7 @@ func BenchmarkPipeline(b *testing.B) {
 	for _, p := range pkts {
 		script = append(script, rx.Packet{Data: p, Line: rx.LineA, RxTime: now}, rx.Packet{Data: p, Line: rx.LineB, RxTime: now})
 	}
-	name := fmt.Sprintf("fhbench-%d", os.Getpid())
-	defer shm.Remove(name)
+	name := shmtest.Name(b, "fhbench")
 	var total time.Duration
 	var last Stats
 	b.ReportAllocs()
@@ -202,8 +202,7 @@ func benchPaced(b *testing.B, mode Mode, shards []int, prio int) {
 	for _, p := range g {
 		script = append(script, rx.Packet{Data: p, Line: rx.LineA}, rx.Packet{Data: p, Line: rx.LineB})
 	}
-	name := fmt.Sprintf("fhbenchp-%d", os.Getpid())
-	defer shm.Remove(name)
+	name := shmtest.Name(b, "fhbenchp")
 	var last Stats
 	var vcs, ivcs, stalls, stalls20, stalled20 float64
 	var lastH *Handler
@@ -429,13 +428,12 @@ func newApplyPublishCost(b *testing.B, depth int) *applyPublishCost {
 // newApplyPublishCostN sizes the books and the feed for a day of symbols
 // instruments.
 func newApplyPublishCostN(b *testing.B, depth, symbols int) *applyPublishCost {
-	name := fmt.Sprintf("fhbenchap-%d", os.Getpid())
 	locates := max(1024, symbols+1)
-	w, err := shm.Create(shm.Config{Name: name, Instruments: locates, Depth: depth, SingleWriter: true})
+	w, err := shm.Create(shm.Config{Name: shmtest.Name(b, "fhbenchap"), Instruments: locates, Depth: depth, SingleWriter: true})
 	if err != nil {
 		b.Fatal(err)
 	}
-	b.Cleanup(func() { w.Close(); shm.Remove(name) })
+	b.Cleanup(func() { w.Close() })
 	bcfg := book.Config{MaxOrders: 1 << 18, MaxLocates: locates, MaxLevels: 1 << 17}
 	bsA, errA := book.New(bcfg)
 	bsP, errP := book.New(bcfg)

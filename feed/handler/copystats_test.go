@@ -1,8 +1,6 @@
 package handler
 
 import (
-	"fmt"
-	"os"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -11,7 +9,7 @@ import (
 
 	"github.com/marketfeed/feedhandler/book"
 	"github.com/marketfeed/feedhandler/feed/rx"
-	"github.com/marketfeed/feedhandler/proto/shm"
+	"github.com/marketfeed/feedhandler/internal/shmtest"
 )
 
 // countRx is an idle receiver that counts Receive and Stats calls.
@@ -40,8 +38,7 @@ func (r *countRx) Close() error        { r.closed.Store(true); return nil }
 // handler's part on every pass. Once the lock is free the copies resume.
 func TestCopyStatsWhileReaderHoldsLock(t *testing.T) {
 	r := &countRx{}
-	name := fmt.Sprintf("fhcopy-%d", os.Getpid())
-	t.Cleanup(func() { shm.Remove(name) })
+	name := shmtest.Name(t, "fhcopy")
 	h, err := Start(Config{
 		Receive:     rx.Config{Lines: []rx.LineConfig{{Name: "A"}, {Name: "B"}}},
 		Book:        book.Config{MaxOrders: 1 << 10, MaxLocates: 64, MaxLevels: 1 << 10},

@@ -19,7 +19,7 @@ import (
 	"github.com/marketfeed/feedhandler/book"
 	"github.com/marketfeed/feedhandler/feed/moldudp64"
 	"github.com/marketfeed/feedhandler/feed/rx"
-	"github.com/marketfeed/feedhandler/proto/shm"
+	"github.com/marketfeed/feedhandler/internal/shmtest"
 )
 
 // gcCycles reads the runtime's GC cycle count (the cycles GODEBUG=gctrace=1
@@ -156,8 +156,7 @@ func pacedGCChild(t *testing.T) {
 		t.Fatalf("the day does not end at message %d: %v", lapMsgs, err)
 	}
 	r := &lapRx{day: day, lapMsgs: lapMsgs, interval: time.Second / 200_000, inject: os.Getenv(gcInjectEnv) != ""}
-	name := fmt.Sprintf("fhgc-%d", os.Getpid())
-	defer shm.Remove(name)
+	name := shmtest.Name(t, "fhgc")
 	h, err := Start(Config{
 		Receive:     rx.Config{Lines: []rx.LineConfig{{Name: "A"}, {Name: "B"}}, BatchSize: 64},
 		Book:        book.Config{MaxOrders: 1 << 18, MaxLocates: 1024, MaxLevels: 1 << 16},

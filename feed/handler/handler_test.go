@@ -2,9 +2,6 @@ package handler
 
 import (
 	"errors"
-	"fmt"
-	"os"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -15,6 +12,7 @@ import (
 	"github.com/marketfeed/feedhandler/feed/itch"
 	"github.com/marketfeed/feedhandler/feed/moldudp64"
 	"github.com/marketfeed/feedhandler/feed/rx"
+	"github.com/marketfeed/feedhandler/internal/shmtest"
 	"github.com/marketfeed/feedhandler/proto/bookfb"
 	"github.com/marketfeed/feedhandler/proto/shm"
 )
@@ -116,8 +114,7 @@ func startScriptedLog(t *testing.T, mode Mode, shards []int, n int, trailer [][]
 		script = append(script, rx.Packet{Data: b, Line: rx.LineA, RxTime: now}, rx.Packet{Data: b, Line: rx.LineB, RxTime: now})
 	}
 	r := &scriptRx{script: script, errAt: errAt}
-	name := fmt.Sprintf("fhhandler-%d-%s", os.Getpid(), strings.ReplaceAll(t.Name(), "/", "-"))
-	t.Cleanup(func() { shm.Remove(name) })
+	name := shmtest.Name(t, "fhhandler")
 	h, err := Start(Config{
 		Receive:    rx.Config{Lines: []rx.LineConfig{{Name: "A"}, {Name: "B"}}},
 		Arbiter:    ArbiterConfig{Grace: time.Millisecond, Hold: 5 * time.Millisecond},

@@ -4,11 +4,11 @@ import (
 	"bytes"
 	"fmt"
 	"math/rand/v2"
-	"os"
 	"testing"
 
 	"github.com/marketfeed/feedhandler/book"
 	"github.com/marketfeed/feedhandler/feed/itch"
+	"github.com/marketfeed/feedhandler/internal/shmtest"
 	"github.com/marketfeed/feedhandler/proto/bookfb"
 	"github.com/marketfeed/feedhandler/proto/shm"
 )
@@ -145,21 +145,22 @@ func TestPublishMatchesCopy(t *testing.T) {
 		t.Run(fmt.Sprint("depth=", depth), func(t *testing.T) {
 			rng := rand.New(rand.NewPCG(uint64(depth), 7))
 			msgs := randomDayMsgs(rng, locates, 20_000)
-			feed := func(suffix string) (*shm.Writer, *shm.Reader) {
-				name := fmt.Sprintf("fhpubdiff-%d-%d-%s", os.Getpid(), depth, suffix)
+			feed := func() (*shm.Writer, *shm.Reader) {
+				name := shmtest.Name(t, "fhpubdiff")
 				w, err := shm.Create(shm.Config{Name: name, Instruments: 64, Depth: depth, SingleWriter: true})
 				if err != nil {
 					t.Fatal(err)
 				}
+				t.Cleanup(func() { w.Close() })
 				r, err := shm.Open(name)
 				if err != nil {
 					t.Fatal(err)
 				}
-				t.Cleanup(func() { r.Close(); w.Close(); shm.Remove(name) })
+				t.Cleanup(func() { r.Close() })
 				return w, r
 			}
-			w, r := feed("fused")
-			wRef, rRef := feed("copy")
+			w, r := feed()       // the fused publish
+			wRef, rRef := feed() // the copying reference
 			bs, err := book.New(book.Config{MaxOrders: 1 << 15, MaxLocates: 64, MaxLevels: 1 << 12})
 			if err != nil {
 				t.Fatal(err)

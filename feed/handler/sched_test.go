@@ -16,7 +16,7 @@ import (
 	"github.com/marketfeed/feedhandler/book"
 	"github.com/marketfeed/feedhandler/feed/rx"
 	"github.com/marketfeed/feedhandler/internal/privilege"
-	"github.com/marketfeed/feedhandler/proto/shm"
+	"github.com/marketfeed/feedhandler/internal/shmtest"
 )
 
 // kernelSched reads how the kernel schedules thread tid of this process,
@@ -72,8 +72,7 @@ func startRT(t *testing.T, mode Mode, prio int) (*Handler, *bytes.Buffer) {
 	if mode == ModeSharded {
 		shards = []int{0, runtime.NumCPU() - 1}
 	}
-	name := fmt.Sprintf("fhrt-%d-%s", os.Getpid(), mode)
-	t.Cleanup(func() { shm.Remove(name) })
+	name := shmtest.Name(t, "fhrt")
 	logs := &bytes.Buffer{}
 	h, err := Start(Config{
 		Receive:     rx.Config{Lines: []rx.LineConfig{{Name: "A"}, {Name: "B"}}},

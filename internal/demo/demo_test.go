@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"context"
 	"errors"
-	"fmt"
 	"os"
 	"runtime"
 	"strings"
@@ -17,6 +16,7 @@ import (
 	"github.com/marketfeed/feedhandler/feed/handler"
 	"github.com/marketfeed/feedhandler/feed/moldudp64"
 	"github.com/marketfeed/feedhandler/internal/netlab"
+	"github.com/marketfeed/feedhandler/internal/shmtest"
 )
 
 func TestMain(m *testing.M) {
@@ -73,7 +73,7 @@ func run(t testing.TB, mode handler.Mode, o Options) *Result {
 	o.Hold = cmp.Or(o.Hold, time.Second)
 	o.Day = testDay(t)
 	o.Log = testLog(t)
-	o.ShmName = fmt.Sprintf("fhtest-%d-%s", os.Getpid(), strings.ReplaceAll(t.Name(), "/", "-"))
+	o.ShmName = shmtest.Name(t, "fhtest")
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	res, err := Run(ctx, o)

@@ -27,6 +27,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/marketfeed/feedhandler/internal/itchgen"
+	"github.com/marketfeed/feedhandler/internal/shmtest"
 	"github.com/marketfeed/feedhandler/proto/bookfb"
 	"github.com/marketfeed/feedhandler/proto/shm"
 )
@@ -394,6 +395,10 @@ func tools(t testing.TB) (feedhandler, day string) {
 }
 
 func TestMain(m *testing.M) {
+	// The Python tests name their feeds fh-pytest-PID-N (support.py's
+	// feed_name) and remove them at cleanup; a killed run cannot, and
+	// leaves them to this.
+	shmtest.RemoveStale("fh-pytest")
 	code := m.Run()
 	if buildDir != "" {
 		os.RemoveAll(buildDir)

@@ -2,22 +2,17 @@ package shm
 
 import (
 	"fmt"
-	"os"
-	"path/filepath"
-	"sync/atomic"
 	"testing"
 
+	"github.com/marketfeed/feedhandler/internal/shmtest"
 	"github.com/marketfeed/feedhandler/proto/bookfb"
 )
 
-var feedCounter atomic.Uint64
-
-// testName returns a unique feed path under /dev/shm, removed at cleanup.
+// testName returns a unique feed path under /dev/shm, removed at cleanup
+// (shmtest.Path).
 func testName(t testing.TB) string {
 	t.Helper()
-	name := filepath.Join(Dir, fmt.Sprintf("fh-shm-test-%d-%d", os.Getpid(), feedCounter.Add(1)))
-	t.Cleanup(func() { os.Remove(name) })
-	return name
+	return shmtest.Path(t, "fh-shm-test")
 }
 
 func testWriter(t testing.TB, cfg Config) *Writer {

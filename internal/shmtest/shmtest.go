@@ -1,0 +1,111 @@
+// Package shmtest names the feed files that tests create under /dev/shm
+// and removes them.
+//
+// A test removes its file through the t.Cleanup that Name registers before
+// the file exists, so the file goes on every path the test can end by
+// (pass, t.Fatal, a panic). A test binary that is killed (SIGKILL, or go
+// test's -timeout, whose panic runs no cleanup) cannot remove anything;
+// its files carry its pid, and the next Name of the same prefix removes
+// them once that pid is gone.
+//
+// It imports nothing of the project, so that proto/shm's own tests can use
+// it.
+package shmtest
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+// Dir is where the files live (shm.Dir).
+const Dir = "/dev/shm"
+
+// maxTestName bounds the test's part of a name (a file name has at most
+// 255 bytes).
+const maxTestName = 96
+
+var (
+	counter atomic.Uint64
+	swept   sync.Map // prefix -> struct{}: RemoveStale ran in this process
+)
+
+// Name returns a feed name under Dir unique in this process,
+// prefix-PID-N-TEST (TEST is t.Name(), '/' as '-'), and registers a
+// t.Cleanup that removes the file and its writer's temporary files. The
+// first Name of a prefix in a process removes that prefix's files whose
+// pid is gone (RemoveStale).
+func Name(t testing.TB, prefix string) string {
+	t.Helper()
+	if _, done := swept.LoadOrStore(prefix, struct{}{}); !done {
+		RemoveStale(prefix)
+	}
+	test := strings.ReplaceAll(t.Name(), "/", "-")
+	if len(test) > maxTestName {
+		test = test[:maxTestName]
+	}
+	name := fmt.Sprintf("%s-%d-%d-%s", prefix, os.Getpid(), counter.Add(1), test)
+	t.Cleanup(func() { Remove(name) })
+	return name
+}
+
+// Path is Name as a path under Dir.
+func Path(t testing.TB, prefix string) string {
+	t.Helper()
+	return filepath.Join(Dir, Name(t, prefix))
+}
+
+// Remove deletes the file name (bare, under Dir) and the temporary files
+// a writer builds it under (shm.Create's .NAME.tmp.*), if they exist.
+func Remove(name string) {
+	os.Remove(filepath.Join(Dir, name))
+	temps, _ := filepath.Glob(filepath.Join(Dir, "."+name+".tmp.*"))
+	for _, p := range temps {
+		os.Remove(p)
+	}
+}
+
+// RemoveStale removes the files under Dir named prefix-PID or prefix-PID-…
+// (and their writers' temporary files, .prefix-PID-…) whose process PID is
+// gone, and returns how many it removed. A file of a live process, or one
+// whose pid this process may not signal, stays.
+func RemoveStale(prefix string) int {
+	entries, err := os.ReadDir(Dir)
+	if err != nil {
+		return 0
+	}
+	removed := 0
+	for _, e := range entries {
+		if pid, ok := pidOf(strings.TrimPrefix(e.Name(), "."), prefix); ok && gone(pid) {
+			if os.Remove(filepath.Join(Dir, e.Name())) == nil {
+				removed++
+			}
+		}
+	}
+	return removed
+}
+
+// pidOf returns PID of a name prefix-PID or prefix-PID-…
+func pidOf(name, prefix string) (int, bool) {
+	rest, ok := strings.CutPrefix(name, prefix+"-")
+	if !ok {
+		return 0, false
+	}
+	digits, _, _ := strings.Cut(rest, "-")
+	if digits == "" || strings.TrimLeft(digits, "0123456789") != "" {
+		return 0, false
+	}
+	pid, err := strconv.Atoi(digits)
+	return pid, err == nil && pid > 0
+}
+
+func gone(pid int) bool { return errors.Is(unix.Kill(pid, 0), syscall.ESRCH) }
