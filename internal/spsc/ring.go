@@ -100,6 +100,57 @@ func (r *Ring[T]) SetBackoff(b Backoff) {
 	r.backoff = d
 }
 
+// waiting is one wait of ReserveWait or PeekWait: Spins polls, then
+// Yields, then sleeps from MinSleep doubling to MaxSleep, until the
+// deadline (none for a timeout <= 0).
+type waiting struct {
+	b        *Backoff
+	timeout  time.Duration
+	deadline time.Time
+	sleep    time.Duration
+	i        int // polls so far
+}
+
+func (b *Backoff) wait(timeout time.Duration) waiting {
+	w := waiting{b: b, timeout: timeout, sleep: b.MinSleep}
+	if timeout > 0 {
+		w.deadline = time.Now().Add(timeout)
+	}
+	return w
+}
+
+// pause waits before the next poll: not at all while spinning, a yield,
+// or a sleep cut to the time left. It reports false, without sleeping,
+// when the deadline has passed.
+func (w *waiting) pause() bool {
+	b := w.b
+	switch {
+	case w.i < b.Spins:
+		// busy poll
+	case w.i < b.Spins+b.Yields:
+		b.yield()
+	default:
+		if w.timeout > 0 {
+			left := time.Until(w.deadline)
+			if left <= 0 {
+				return false
+			}
+			w.sleep = min(w.sleep, left)
+		}
+		b.sleep(w.sleep)
+		w.sleep = min(w.sleep*2, b.MaxSleep)
+	}
+	return true
+}
+
+// expired ends a poll that found nothing: past the spins, every 16th poll
+// reads the clock and reports whether the deadline has passed.
+func (w *waiting) expired() bool {
+	i := w.i
+	w.i++
+	return w.timeout > 0 && i >= w.b.Spins && (i-w.b.Spins)%16 == 0 && time.Now().After(w.deadline)
+}
+
 // yield lets other work run before the next poll.
 func (b *Backoff) yield() {
 	if b.Thread && osYield() {
@@ -194,35 +245,14 @@ func (r *Ring[T]) ReserveWait(n int, timeout time.Duration) []T {
 		return w
 	}
 	r.full.Store(r.full.Load() + 1)
-	var deadline time.Time
-	if timeout > 0 {
-		deadline = time.Now().Add(timeout)
-	}
-	b := r.backoff
-	sleep := b.MinSleep
-	for i := 0; ; i++ {
-		if r.closed.Load() {
+	for w := r.backoff.wait(timeout); ; {
+		if r.closed.Load() || !w.pause() {
 			return nil
 		}
-		switch {
-		case i < b.Spins:
-		case i < b.Spins+b.Yields:
-			b.yield()
-		default:
-			if timeout > 0 {
-				left := time.Until(deadline)
-				if left <= 0 {
-					return nil
-				}
-				sleep = min(sleep, left)
-			}
-			b.sleep(sleep)
-			sleep = min(sleep*2, b.MaxSleep)
+		if v := r.reserve(n); len(v) > 0 {
+			return v
 		}
-		if w := r.reserve(n); len(w) > 0 {
-			return w
-		}
-		if timeout > 0 && i >= b.Spins && (i-b.Spins)%16 == 0 && time.Now().After(deadline) {
+		if w.expired() {
 			return nil
 		}
 	}
@@ -310,37 +340,16 @@ func (r *Ring[T]) PeekWait(max int, timeout time.Duration) []T {
 	if v := r.Peek(max); len(v) > 0 {
 		return v
 	}
-	b := r.backoff
-	var deadline time.Time
-	if timeout > 0 {
-		deadline = time.Now().Add(timeout)
-	}
-	sleep := b.MinSleep
-	for i := 0; ; i++ {
-		if r.closed.Load() {
-			// Everything committed before Close is visible now.
+	for w := r.backoff.wait(timeout); ; {
+		if r.closed.Load() || !w.pause() {
+			// Closed: everything committed before Close is visible
+			// now. Or the deadline passed before a sleep.
 			return r.Peek(max)
-		}
-		switch {
-		case i < b.Spins:
-			// busy poll
-		case i < b.Spins+b.Yields:
-			b.yield()
-		default:
-			if timeout > 0 {
-				left := time.Until(deadline)
-				if left <= 0 {
-					return r.Peek(max)
-				}
-				sleep = min(sleep, left)
-			}
-			b.sleep(sleep)
-			sleep = min(sleep*2, b.MaxSleep)
 		}
 		if v := r.Peek(max); len(v) > 0 {
 			return v
 		}
-		if timeout > 0 && i >= b.Spins && (i-b.Spins)%16 == 0 && time.Now().After(deadline) {
+		if w.expired() {
 			return nil
 		}
 	}
