@@ -117,6 +117,28 @@ func TestClosedRing(t *testing.T) {
 
 // udpPair returns a bound, non-blocking UDP socket on loopback and a
 // connected sender to it.
+// setupRecvmsg registers on r a buffer ring of group, with entries
+// buffers of bufSize bytes, and makes one msghdr, for a RECVMSG test; both
+// are closed at cleanup. It skips only where the kernel lacks buffer rings
+// (before 5.19).
+func setupRecvmsg(t *testing.T, r *Ring, group uint16, entries uint32, bufSize int) (*BufRing, *Msghdrs) {
+	t.Helper()
+	br, err := r.RegisterBufRing(group, entries, bufSize)
+	if errors.Is(err, ErrNotSupported) {
+		netlab.SkipOrFail(t, "IORING_REGISTER_PBUF_RING", 5, 19, err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { br.Close() })
+	hdrs, err := NewMsghdrs(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { hdrs.Close() })
+	return br, hdrs
+}
+
 func udpPair(t *testing.T) (rfd int, send *net.UDPConn) {
 	t.Helper()
 	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
@@ -160,19 +182,7 @@ func waitCQEs(t *testing.T, r *Ring, n uint32) {
 // receives what stayed queued in the socket.
 func TestRecvmsgMultishotENOBUFS(t *testing.T) {
 	r := setupRing(t, Params{Entries: 8})
-	br, err := r.RegisterBufRing(7, 4, 256)
-	if errors.Is(err, ErrNotSupported) {
-		netlab.SkipOrFail(t, "IORING_REGISTER_PBUF_RING", 5, 19, err)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { br.Close() })
-	hdrs, err := NewMsghdrs(1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { hdrs.Close() })
+	br, hdrs := setupRecvmsg(t, r, 7, 4, 256)
 	msg := &hdrs.Hdrs[0]
 	msg.Namelen = unix.SizeofSockaddrInet4
 
@@ -340,19 +350,7 @@ func countFds() int {
 // the 16-bit ring tail wraps, and checks every datagram lands intact.
 func TestBufRingTailWrap(t *testing.T) {
 	r := setupRing(t, Params{Entries: 8})
-	br, err := r.RegisterBufRing(3, 4, 64)
-	if errors.Is(err, ErrNotSupported) {
-		netlab.SkipOrFail(t, "IORING_REGISTER_PBUF_RING", 5, 19, err)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { br.Close() })
-	hdrs, err := NewMsghdrs(1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { hdrs.Close() })
+	br, hdrs := setupRecvmsg(t, r, 3, 4, 64)
 	fd, send := udpPair(t)
 	armed := false
 	cqes := make([]CQE, 8)

@@ -26,7 +26,7 @@ func TestSocketMeta(t *testing.T) {
 	for _, mode := range []bpf.Mode{bpf.ModeNative, bpf.ModeGeneric} {
 		for _, headroom := range []int{0, 64} {
 			t.Run(fmt.Sprintf("%v/headroom%d", mode, headroom), func(t *testing.T) {
-				lab := newLab(t, netlab.Options{Prefix: "xm"})
+				lab := netlab.ForTest(t, netlab.Options{Prefix: "xm"})
 				st := attach(t, lab, mode)
 				u, err := xsk.NewUMEM(xsk.UMEMConfig{FrameSize: 2048, Frames: 256, Headroom: headroom})
 				if err != nil {

@@ -23,66 +23,19 @@ var (
 	port  = uint16(26477)
 )
 
-// newLab creates a namespace lab or skips when this machine cannot make one.
-func newLab(t *testing.T, o netlab.Options) *netlab.Lab {
-	t.Helper()
-	lab, err := netlab.New(o)
-	if errors.Is(err, netlab.ErrNotSupported) {
-		t.Skipf("network namespaces unavailable (need root and iproute2): %v", err)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { lab.Close() })
-	return lab
-}
-
 // sender is a plain UDP socket in the lab's source namespace.
 type sender struct{ fd int }
 
 func newSender(t *testing.T, lab *netlab.Lab) *sender {
 	t.Helper()
-	s := &sender{fd: -1}
-	err := lab.Do(lab.Src, func() error {
-		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
-		if err != nil {
-			return err
-		}
-		s.fd = fd
-		return unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_MULTICAST_TTL, 1)
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { unix.Close(s.fd) })
-	return s
-}
-
-func (s *sender) send(to netip.AddrPort, b []byte) error {
-	if err := unix.Sendto(s.fd, b, 0, &unix.SockaddrInet4{Addr: to.Addr().As4(), Port: int(to.Port())}); err != nil {
-		return fmt.Errorf("send to %v: %w", to, err)
-	}
-	return nil
+	return &sender{fd: lab.UDPSocket(t, lab.Src)}
 }
 
 // sendPaced sends n datagrams from a goroutine, pausing every 32 so that
 // the veth ring does not drop bursts; the returned channel yields the
 // sender's error.
 func (s *sender) sendPaced(to netip.AddrPort, n int, payload func(i int) []byte) <-chan error {
-	errc := make(chan error, 1)
-	go func() {
-		for i := range n {
-			if err := s.send(to, payload(i)); err != nil {
-				errc <- err
-				return
-			}
-			if i%32 == 31 {
-				time.Sleep(time.Millisecond)
-			}
-		}
-		errc <- nil
-	}()
-	return errc
+	return netlab.SendPaced(s.fd, to, n, time.Millisecond, payload)
 }
 
 // steer is the XDP program attached in the lab's receiving namespace.
@@ -177,7 +130,7 @@ func receive(t *testing.T, s *xsk.Socket, n int) [][]byte {
 func TestSocketReceive(t *testing.T) {
 	for _, mode := range []bpf.Mode{bpf.ModeNative, bpf.ModeGeneric} {
 		t.Run(mode.String(), func(t *testing.T) {
-			lab := newLab(t, netlab.Options{Prefix: "xk"})
+			lab := netlab.ForTest(t, netlab.Options{Prefix: "xk"})
 			st := attach(t, lab, mode)
 			s := openSocket(t, lab, xsk.Config{Ifindex: st.ifindex, Queue: 0, FillSize: 256, RxSize: 256, FrameSize: 2048})
 			defer s.Close()
@@ -225,7 +178,7 @@ func TestSocketReceive(t *testing.T) {
 // TestZeroCopyRefused: veth has no zero-copy, so requiring it must fail with
 // EOPNOTSUPP and the automatic mode must bind in copy mode.
 func TestZeroCopyNegotiation(t *testing.T) {
-	lab := newLab(t, netlab.Options{Prefix: "xz"})
+	lab := netlab.ForTest(t, netlab.Options{Prefix: "xz"})
 	st := attach(t, lab, bpf.ModeNative)
 	err := lab.Do(lab.Dst, func() error {
 		s, err := xsk.Open(xsk.Config{Ifindex: st.ifindex, ZeroCopy: xsk.ZeroCopyOn, FillSize: 64, RxSize: 64})
@@ -252,7 +205,7 @@ func TestZeroCopyNegotiation(t *testing.T) {
 // several times: bind must ride out the kernel's asynchronous teardown
 // (EBUSY), and no fd may leak.
 func TestRebindAfterClose(t *testing.T) {
-	lab := newLab(t, netlab.Options{Prefix: "xr"})
+	lab := netlab.ForTest(t, netlab.Options{Prefix: "xr"})
 	st := attach(t, lab, bpf.ModeNative)
 	before := netlab.KernelFDs()
 	log := zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.DebugLevel)
@@ -278,7 +231,7 @@ func TestRebindAfterClose(t *testing.T) {
 // TestStatistics overflows the rx ring (nobody reads) and the fill ring
 // (frames not given back), and checks that the kernel's counters say so.
 func TestStatistics(t *testing.T) {
-	lab := newLab(t, netlab.Options{Prefix: "xt"})
+	lab := netlab.ForTest(t, netlab.Options{Prefix: "xt"})
 	st := attach(t, lab, bpf.ModeNative)
 	s := openSocket(t, lab, xsk.Config{Ifindex: st.ifindex, FillSize: 128, RxSize: 32, FrameSize: 2048})
 	defer s.Close()
@@ -344,7 +297,7 @@ func waitStats(t *testing.T, s *xsk.Socket, ok func(xsk.Statistics) bool) xsk.St
 // TestSharedUMEM binds two queues of a two-queue veth to one UMEM and
 // receives a flow that lands on either of them.
 func TestSharedUMEM(t *testing.T) {
-	lab := newLab(t, netlab.Options{Prefix: "xu", RxQueues: 2})
+	lab := netlab.ForTest(t, netlab.Options{Prefix: "xu", RxQueues: 2})
 	st := attach(t, lab, bpf.ModeNative)
 	var u *xsk.UMEM
 	err := lab.Do(lab.Dst, func() error {
@@ -415,7 +368,7 @@ func TestSharedUMEM(t *testing.T) {
 // TestBusyPoll receives with SO_PREFER_BUSY_POLL and friends set, driving
 // the queue with Wakeup instead of blocking in poll.
 func TestBusyPoll(t *testing.T) {
-	lab := newLab(t, netlab.Options{Prefix: "xb"})
+	lab := netlab.ForTest(t, netlab.Options{Prefix: "xb"})
 	st := attach(t, lab, bpf.ModeNative)
 	s := openSocket(t, lab, xsk.Config{Ifindex: st.ifindex, FillSize: 256, RxSize: 256, BusyPoll: true})
 	defer s.Close()
@@ -459,7 +412,7 @@ func TestBusyPoll(t *testing.T) {
 // verdict for a line frame is XDP_REDIRECT (BPF_PROG_TEST_RUN runs on
 // queue 0), and XDP_PASS again once the socket is removed.
 func TestProgramRedirect(t *testing.T) {
-	lab := newLab(t, netlab.Options{Prefix: "xp"})
+	lab := netlab.ForTest(t, netlab.Options{Prefix: "xp"})
 	st := attach(t, lab, bpf.ModeNative)
 	s := openSocket(t, lab, xsk.Config{Ifindex: st.ifindex, FillSize: 64, RxSize: 64})
 	defer s.Close()
@@ -514,7 +467,7 @@ func udpFrame(src, dst netip.AddrPort, payload []byte) []byte {
 // kernel socket on the other end of the veth, and gets the frame back on
 // the completion ring.
 func TestTransmit(t *testing.T) {
-	lab := newLab(t, netlab.Options{Prefix: "xx"})
+	lab := netlab.ForTest(t, netlab.Options{Prefix: "xx"})
 	var srcMAC, dstMAC net.HardwareAddr
 	var ifindex, rxFD int
 	err := lab.Do(lab.Src, func() error {
@@ -600,7 +553,7 @@ func ipChecksum(h []byte) {
 // bound gets EBUSY; Open keeps retrying until the first socket closes, and
 // gives up with EBUSY after BindTimeout when it never does.
 func TestBindRetriesWhileQueueBusy(t *testing.T) {
-	lab := newLab(t, netlab.Options{Prefix: "xe"})
+	lab := netlab.ForTest(t, netlab.Options{Prefix: "xe"})
 	st := attach(t, lab, bpf.ModeNative)
 	cfg := xsk.Config{Ifindex: st.ifindex, FillSize: 64, RxSize: 64, BindTimeout: 100 * time.Millisecond}
 	first := openSocket(t, lab, cfg)
@@ -635,7 +588,7 @@ func TestBindRetriesWhileQueueBusy(t *testing.T) {
 
 // TestSocketAllocs: Wait, Receive, Data, Meta and Fill allocate nothing.
 func TestSocketAllocs(t *testing.T) {
-	lab := newLab(t, netlab.Options{Prefix: "xa"})
+	lab := netlab.ForTest(t, netlab.Options{Prefix: "xa"})
 	st := attach(t, lab, bpf.ModeNative)
 	s := openSocket(t, lab, xsk.Config{Ifindex: st.ifindex, FillSize: 512, RxSize: 512})
 	defer s.Close()

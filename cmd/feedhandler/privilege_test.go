@@ -59,14 +59,7 @@ func TestLeastPrivilege(t *testing.T) {
 			t.Skipf("%s not installed (Debian package util-linux)", tool)
 		}
 	}
-	lab, err := netlab.New(netlab.Options{Prefix: "fhp"})
-	if errors.Is(err, netlab.ErrNotSupported) {
-		t.Skipf("no network namespaces here: %v", err)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer lab.Close()
+	lab := netlab.ForTest(t, netlab.Options{Prefix: "fhp"})
 
 	// A directory user nobody can read and run from.
 	dir, err := os.MkdirTemp("", "fhpriv")
@@ -254,17 +247,7 @@ log:
 		}
 	}
 
-	var s *exchange.Sender
-	if err := lab.Do(lab.Src, func() (err error) {
-		s, err = exchange.NewSender(exchange.Config{Interface: lab.SrcIf, Rate: 20000, Lines: []exchange.Line{
-			{Group: demo.GroupA.Addr(), Port: demo.GroupA.Port(), Loss: 0.05},
-			{Group: demo.GroupB.Addr(), Port: demo.GroupB.Port()},
-		}})
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := labSender(t, lab, 0.05)
 	if _, err := s.Send(context.Background(), exchange.Packets(day.Packets)); err != nil {
 		t.Fatal(err)
 	}
@@ -311,19 +294,8 @@ func checkShmEntitlement(t *testing.T, bin, shmName, group string, ref []byte) {
 		t.Fatalf("%s: mode %04o uid %d gid %d, want 0640, the handler's uid 65534, gid %d", fi.Name(), fi.Mode().Perm(), st.Uid, st.Gid, gid)
 	}
 	view := func(uid, gid int) (int, string, string) {
-		cmd := exec.Command("setpriv", fmt.Sprintf("--reuid=%d", uid), fmt.Sprintf("--regid=%d", gid), "--clear-groups",
-			bin, "bookview", "--shm", shmName, "--once", "--json")
-		var o, e bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &o, &e
-		err := cmd.Run()
-		var ee *exec.ExitError
-		if errors.As(err, &ee) {
-			return ee.ExitCode(), o.String(), e.String()
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		return 0, o.String(), e.String()
+		return runExit(t, exec.Command("setpriv", fmt.Sprintf("--reuid=%d", uid), fmt.Sprintf("--regid=%d", gid), "--clear-groups",
+			bin, "bookview", "--shm", shmName, "--once", "--json"))
 	}
 	// uid 1 (daemon) with its own group 1: outside the group.
 	code, _, errOut := view(1, 1)

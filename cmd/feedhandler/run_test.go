@@ -43,14 +43,7 @@ func TestRunFeedProcess(t *testing.T) {
 }
 
 func testRunFeedProcess(t *testing.T, mode, cores string) {
-	lab, err := netlab.New(netlab.Options{Prefix: "fhr"})
-	if errors.Is(err, netlab.ErrNotSupported) {
-		t.Skipf("no network namespaces here: %v", err)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer lab.Close()
+	lab := netlab.ForTest(t, netlab.Options{Prefix: "fhr"})
 
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "feedhandler")
@@ -128,17 +121,7 @@ log:
 		t.Errorf("/readyz before traffic: %d %q, want 503 not ready: no packet received yet", code, body)
 	}
 
-	var s *exchange.Sender
-	if err := lab.Do(lab.Src, func() error {
-		s, err = exchange.NewSender(exchange.Config{Interface: lab.SrcIf, Rate: 20000, Lines: []exchange.Line{
-			{Group: demo.GroupA.Addr(), Port: demo.GroupA.Port(), Loss: 0.1},
-			{Group: demo.GroupB.Addr(), Port: demo.GroupB.Port()},
-		}})
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := labSender(t, lab, 0.1)
 	// First half: line A loses 10%, line B fills in; no gap, ready.
 	half := len(day.Packets) / 2
 	var halfMsgs uint64
@@ -240,6 +223,42 @@ log:
 	if !errors.Is(err, shm.ErrClosed) {
 		t.Errorf("shared memory after shutdown: %v, want %v", err, shm.ErrClosed)
 	}
+}
+
+// labSender is an exchange sender in the lab's source namespace, sending
+// the demo's two lines at 20,000 packets a second, line A losing lossA of
+// its packets; closed at cleanup.
+func labSender(t *testing.T, lab *netlab.Lab, lossA float64) *exchange.Sender {
+	t.Helper()
+	var s *exchange.Sender
+	if err := lab.Do(lab.Src, func() (err error) {
+		s, err = exchange.NewSender(exchange.Config{Interface: lab.SrcIf, Rate: 20000, Lines: []exchange.Line{
+			{Group: demo.GroupA.Addr(), Port: demo.GroupA.Port(), Loss: lossA},
+			{Group: demo.GroupB.Addr(), Port: demo.GroupB.Port()},
+		}})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// runExit runs cmd and returns its exit status, stdout and stderr; it
+// fails the test if cmd did not run.
+func runExit(t *testing.T, cmd *exec.Cmd) (code int, out, errOut string) {
+	t.Helper()
+	var o, e bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &o, &e
+	err := cmd.Run()
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		return ee.ExitCode(), o.String(), e.String()
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return 0, o.String(), e.String()
 }
 
 func scrape(t *testing.T, lab *netlab.Lab) string {

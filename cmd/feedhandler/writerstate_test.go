@@ -2,9 +2,7 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -79,18 +77,7 @@ func TestBookviewKilledWriter(t *testing.T) {
 
 	run := func(args ...string) (code int, out, errOut string) {
 		t.Helper()
-		cmd := exec.Command(bin, append([]string{"bookview", "--shm", name, "--once"}, args...)...)
-		var o, e bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &o, &e
-		err := cmd.Run()
-		var ee *exec.ExitError
-		if errors.As(err, &ee) {
-			return ee.ExitCode(), o.String(), e.String()
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		return 0, o.String(), e.String()
+		return runExit(t, exec.Command(bin, append([]string{"bookview", "--shm", name, "--once"}, args...)...))
 	}
 	wantBooks := "{\n\"AAPL\": {\"bids\": [[1000000, 100, 1]], \"asks\": []}\n}\n"
 	if code, out, errOut := run("--json"); code != 0 || out != wantBooks {

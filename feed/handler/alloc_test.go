@@ -122,23 +122,8 @@ func TestHotPathWithRecoveryAllocatesNothing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// A server that is never asked anything: nothing is missing.
-	srv, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
 	h := &Handler{shards: []*shard{s}, shardOf: make([]uint8, 1<<16), subscribed: make([]bool, 1<<16)}
-	h.arb = NewArbiter(ArbiterConfig{Spill: 1 << 14}, h.route, h.gap)
-	h.gapLog = make(chan moldudp64.Range, 1)
-	rec, err := newRecovery(h, RecoveryConfig{Rerequest: rerequest.Config{
-		Servers: []netip.AddrPort{srv.LocalAddr().(*net.UDPAddr).AddrPort()}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rec.close()
-	h.rec = rec
-	h.arb.SetMissing(rec.missing)
+	rec := withIdleRecovery(t, h)
 	applyAll := func() { drainRing(s) }
 	i := 0
 	for ; i < len(pkts)/2; i++ {
@@ -161,6 +146,29 @@ func TestHotPathWithRecoveryAllocatesNothing(t *testing.T) {
 	}
 }
 
+// withIdleRecovery gives h an arbiter and a recovery whose re-request
+// server (a local socket) is never asked anything, nothing being missing;
+// both are closed at cleanup.
+func withIdleRecovery(t *testing.T, h *Handler) *recovery {
+	t.Helper()
+	srv, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	h.arb = NewArbiter(ArbiterConfig{Spill: 1 << 14}, h.route, h.gap)
+	h.gapLog = make(chan moldudp64.Range, 1)
+	rec, err := newRecovery(h, RecoveryConfig{Rerequest: rerequest.Config{
+		Servers: []netip.AddrPort{srv.LocalAddr().(*net.UDPAddr).AddrPort()}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rec.close() })
+	h.rec = rec
+	h.arb.SetMissing(rec.missing)
+	return rec
+}
+
 // TestRunToCompletionAllocatesNothing drives the run-to-completion path as
 // the receive thread does, without threads: offer on both lines -> arbiter
 // -> apply -> endBatch (conflated publish, latency record), with a
@@ -176,23 +184,9 @@ func TestRunToCompletionAllocatesNothing(t *testing.T) {
 	if s.ring != nil {
 		t.Fatal("a run-to-completion shard has a ring")
 	}
-	srv, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
 	h := &Handler{mode: ModeRunToCompletion, shards: []*shard{s}, inline: s, shardOf: make([]uint8, 1<<16), subscribed: make([]bool, 1<<16),
 		recv: &scriptRx{}}
-	h.arb = NewArbiter(ArbiterConfig{Spill: 1 << 14}, h.route, h.gap)
-	h.gapLog = make(chan moldudp64.Range, 1)
-	rec, err := newRecovery(h, RecoveryConfig{Rerequest: rerequest.Config{
-		Servers: []netip.AddrPort{srv.LocalAddr().(*net.UDPAddr).AddrPort()}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rec.close()
-	h.rec = rec
-	h.arb.SetMissing(rec.missing)
+	rec := withIdleRecovery(t, h)
 	batch := func(i int) {
 		h.pickup = time.Now().UnixNano()
 		h.arb.Offer(0, pkts[i], int64(i+1))

@@ -1,27 +1,23 @@
 package rerequest_test
 
 import (
-	"bytes"
 	"fmt"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/marketfeed/feedhandler/feed/moldudp64"
 	"github.com/marketfeed/feedhandler/feed/pcap"
+	"github.com/marketfeed/feedhandler/internal/tshark"
 )
 
 // TestTsharkRequest has Wireshark's MoldUDP64 dissector read the request
 // packets the client sends (moldudp64.Request) and checks it sees the
 // session, first sequence number and message count that were asked.
 func TestTsharkRequest(t *testing.T) {
-	tshark, err := exec.LookPath("tshark")
-	if err != nil {
-		t.Skip("tshark is not on PATH (CI installs it: apt-get install tshark)")
-	}
+	ts := tshark.New(t)
 	reqs := []moldudp64.Request{
 		{Session: moldudp64.NewSession("20261202A"), Seq: 1, Count: 1},
 		{Session: moldudp64.NewSession("RRTEST"), Seq: 1 << 40, Count: 2000},
@@ -52,14 +48,8 @@ func TestTsharkRequest(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.Close()
-	cmd := exec.Command(tshark, "-r", path, "-d", "udp.port==26400,moldudp64",
+	out := ts.Output("-r", path, "-d", "udp.port==26400,moldudp64",
 		"-T", "fields", "-e", "moldudp64.session", "-e", "moldudp64.sequence", "-e", "moldudp64.count")
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("tshark: %v\n%s", err, stderr.String())
-	}
 	got := strings.Split(strings.TrimSpace(string(out)), "\n")
 	if len(got) != len(want) {
 		t.Fatalf("tshark saw %d packets, want %d:\n%s", len(got), len(want), out)

@@ -12,7 +12,7 @@ import (
 func TestReceiveAllocs(t *testing.T) {
 	for _, backend := range []string{BackendSocket, BackendUring} {
 		t.Run(backend, func(t *testing.T) {
-			lab := newLab(t, netlab.Options{})
+			lab := netlab.ForTest(t, netlab.Options{})
 			lines := labLines(lab)
 			senders := labSenders(t, lab, lines, 20000)
 			r := openBackend(t, lab, backend, Config{Lines: lines, PollTimeout: 5 * time.Millisecond})
@@ -73,7 +73,7 @@ func TestReceiveAllocs(t *testing.T) {
 func TestStatsAllocs(t *testing.T) {
 	for _, backend := range backends {
 		t.Run(backend, func(t *testing.T) {
-			lab := newLab(t, netlab.Options{})
+			lab := netlab.ForTest(t, netlab.Options{})
 			lines := labLines(lab)
 			senders := labSenders(t, lab, lines, 20000)
 			r := openBackend(t, lab, backend, Config{Lines: lines, PollTimeout: 5 * time.Millisecond})

@@ -23,7 +23,7 @@ func BenchmarkReceive(b *testing.B) {
 				runtime.LockOSThread()
 				defer runtime.UnlockOSThread()
 			}
-			lab := newLab(b, netlab.Options{})
+			lab := netlab.ForTest(b, netlab.Options{})
 			lines := labLines(lab)[:1]
 			senders := labSenders(b, lab, lines, 0)
 			r := openBackend(b, lab, c.backend, Config{Lines: lines, LockedThread: c.locked})

@@ -20,25 +20,6 @@ import (
 	"github.com/marketfeed/feedhandler/internal/netlab"
 )
 
-// newLab makes a namespace lab for one test, or skips when this machine
-// cannot create network namespaces (no root or no iproute2).
-func newLab(t testing.TB, o netlab.Options) *netlab.Lab {
-	t.Helper()
-	lab, err := netlab.New(o)
-	if errors.Is(err, netlab.ErrNotSupported) {
-		t.Skipf("network namespaces unavailable: %v", err)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := lab.Close(); err != nil {
-			t.Error(err)
-		}
-	})
-	return lab
-}
-
 var (
 	groupA = netip.MustParseAddr("239.77.0.1")
 	groupB = netip.MustParseAddr("239.77.0.2")
@@ -242,7 +223,7 @@ func TestBackendsLab(t *testing.T) {
 			t.Run(name, func(t *testing.T) {
 				fds, goroutines := countFds(), runtime.NumGoroutine()
 				func() {
-					lab := newLab(t, netlab.Options{})
+					lab := netlab.ForTest(t, netlab.Options{})
 					senders := labSenders(t, lab, labLines(lab), 10000)
 					defer func() {
 						for _, s := range senders {
@@ -355,7 +336,7 @@ func countFds() int {
 // lacks a feature (veth has no AF_XDP zero-copy: EOPNOTSUPP), logging why,
 // and the chosen backend receives.
 func TestAutoFallback(t *testing.T) {
-	lab := newLab(t, netlab.Options{})
+	lab := netlab.ForTest(t, netlab.Options{})
 	var logs bytes.Buffer
 	r := openBackend(t, lab, BackendAuto, Config{ZeroCopy: "on", Log: zerolog.New(&logs)})
 	defer r.Close()
@@ -376,7 +357,7 @@ func TestAutoFallback(t *testing.T) {
 // queue the interface does not have, a ring size that is not a power of two)
 // is returned at once; the chain is only for missing kernel features.
 func TestAutoNoFallbackOnConfigErrors(t *testing.T) {
-	lab := newLab(t, netlab.Options{})
+	lab := netlab.ForTest(t, netlab.Options{})
 	cases := []struct {
 		name     string
 		cfg      Config
@@ -414,7 +395,7 @@ func TestAutoNoFallbackOnConfigErrors(t *testing.T) {
 
 // An explicit backend does not fall back.
 func TestExplicitBackendNoFallback(t *testing.T) {
-	lab := newLab(t, netlab.Options{})
+	lab := netlab.ForTest(t, netlab.Options{})
 	var logs bytes.Buffer
 	_, err := openIn(t, lab, Config{Backend: BackendUring, RingSize: 1000, Lines: labLines(lab), Log: zerolog.New(&logs)})
 	if err == nil {
@@ -441,7 +422,7 @@ func TestExplicitBackendNoFallback(t *testing.T) {
 func TestSourceFilter(t *testing.T) {
 	for _, backend := range []string{BackendSocket, BackendUring} {
 		t.Run(backend, func(t *testing.T) {
-			lab := newLab(t, netlab.Options{})
+			lab := netlab.ForTest(t, netlab.Options{})
 			lines := labLines(lab)[:1]
 			lines[0].Source = netip.MustParseAddr("10.99.0.77") // not the sender
 			senders := labSenders(t, lab, lines, 10000)
@@ -500,7 +481,7 @@ func igmpGroups(t *testing.T, lab *netlab.Lab, ns, ifname string) map[netip.Addr
 func TestJoinsGroups(t *testing.T) {
 	for _, backend := range []string{BackendSocket, BackendUring} {
 		t.Run(backend, func(t *testing.T) {
-			lab := newLab(t, netlab.Options{})
+			lab := netlab.ForTest(t, netlab.Options{})
 			if g := igmpGroups(t, lab, lab.Dst, lab.DstIf); g[groupA] || g[groupB] {
 				t.Fatalf("member before Open: %v", g)
 			}
@@ -524,7 +505,7 @@ func TestJoinsGroups(t *testing.T) {
 func TestDropAccounting(t *testing.T) {
 	for _, backend := range []string{BackendSocket, BackendUring} {
 		t.Run(backend, func(t *testing.T) {
-			lab := newLab(t, netlab.Options{})
+			lab := netlab.ForTest(t, netlab.Options{})
 			lines := labLines(lab)[:1]
 			senders := labSenders(t, lab, lines, 20000)
 			r := openBackend(t, lab, backend, Config{Lines: lines, RecvBuffer: 64 << 10, PollTimeout: 20 * time.Millisecond})

@@ -50,6 +50,20 @@ func TestSyscallChokepoint(t *testing.T) {
 	}
 }
 
+// mmsgBufs makes n recvmmsg headers, header i reading into bufs[64*i:][:64].
+func mmsgBufs(n int) (msgs []unix.Mmsghdr, bufs []byte) {
+	msgs = make([]unix.Mmsghdr, n)
+	bufs = make([]byte, n*64)
+	iovs := make([]unix.Iovec, n)
+	for i := range msgs {
+		iovs[i].Base = &bufs[i*64]
+		iovs[i].SetLen(64)
+		msgs[i].Hdr.Iov = &iovs[i]
+		msgs[i].Hdr.SetIovlen(1)
+	}
+	return msgs, bufs
+}
+
 // BenchmarkRecvmmsgEmpty is the cost of one recvmmsg(MSG_DONTWAIT) on an
 // empty socket (EAGAIN), the call the socket backend makes per line and
 // Receive: raw is recvmmsg (a raw syscall with MSG_DONTWAIT, the thread
@@ -61,15 +75,7 @@ func BenchmarkRecvmmsgEmpty(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer unix.Close(fd)
-	msgs := make([]unix.Mmsghdr, 8)
-	bufs := make([]byte, 8*64)
-	iovs := make([]unix.Iovec, 8)
-	for i := range msgs {
-		iovs[i].Base = &bufs[i*64]
-		iovs[i].SetLen(64)
-		msgs[i].Hdr.Iov = &iovs[i]
-		msgs[i].Hdr.SetIovlen(1)
-	}
+	msgs, _ := mmsgBufs(8)
 	b.Run("raw", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
@@ -99,15 +105,7 @@ func TestRecvmmsgBothCalls(t *testing.T) {
 	}
 	defer unix.Close(fds[0])
 	defer unix.Close(fds[1])
-	msgs := make([]unix.Mmsghdr, 2)
-	bufs := make([]byte, 2*64)
-	iovs := make([]unix.Iovec, 2)
-	for i := range msgs {
-		iovs[i].Base = &bufs[i*64]
-		iovs[i].SetLen(64)
-		msgs[i].Hdr.Iov = &iovs[i]
-		msgs[i].Hdr.SetIovlen(1)
-	}
+	msgs, bufs := mmsgBufs(2)
 	for _, c := range []struct {
 		name  string
 		flags int

@@ -13,7 +13,7 @@ import (
 // ENOBUFS; Receive re-arms them as buffers come back and nothing is lost
 // (the datagrams wait in the socket buffers).
 func TestUringRearmOnENOBUFS(t *testing.T) {
-	lab := newLab(t, netlab.Options{})
+	lab := netlab.ForTest(t, netlab.Options{})
 	lines := labLines(lab)
 	senders := labSenders(t, lab, lines, 10000)
 	r := openBackend(t, lab, BackendUring, Config{Lines: lines, RingSize: 128, BatchSize: 64, PollTimeout: 20 * time.Millisecond})
@@ -34,7 +34,7 @@ func TestUringRearmOnENOBUFS(t *testing.T) {
 // locked one, as a feed handler does: the first Receive makes the
 // receiving thread the ring's submitter.
 func TestUringLockedOpenElsewhere(t *testing.T) {
-	lab := newLab(t, netlab.Options{})
+	lab := netlab.ForTest(t, netlab.Options{})
 	lines := labLines(lab)
 	senders := labSenders(t, lab, lines, 10000)
 	r := openBackend(t, lab, BackendUring, Config{Lines: lines, LockedThread: true, PollTimeout: 20 * time.Millisecond})
@@ -59,7 +59,7 @@ func TestUringLockedOpenElsewhere(t *testing.T) {
 // TestUringDoubleRelease: releasing a packet twice does not hand its buffer
 // to the kernel twice; it is counted instead.
 func TestUringDoubleRelease(t *testing.T) {
-	lab := newLab(t, netlab.Options{})
+	lab := netlab.ForTest(t, netlab.Options{})
 	lines := labLines(lab)[:1]
 	senders := labSenders(t, lab, lines, 10000)
 	r := openBackend(t, lab, BackendUring, Config{Lines: lines, PollTimeout: 20 * time.Millisecond})

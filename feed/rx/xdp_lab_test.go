@@ -28,15 +28,7 @@ func xdpNewLab(t *testing.T, o netlab.Options) *netlab.Lab {
 	if o.Prefix == "" {
 		o.Prefix = "xr"
 	}
-	lab, err := netlab.New(o)
-	if errors.Is(err, netlab.ErrNotSupported) {
-		t.Skipf("network namespaces unavailable (need root and iproute2): %v", err)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { lab.Close() })
-	return lab
+	return netlab.ForTest(t, o)
 }
 
 // xdpOpen opens the xdp backend inside the lab's receiving namespace.
@@ -61,28 +53,15 @@ func xdpOpen(t *testing.T, lab *netlab.Lab, cfg Config) Receiver {
 	return r
 }
 
-// xdpSender is a plain UDP socket in namespace ns.
+// xdpSender is a plain UDP socket in namespace ns, sending to to.
 type xdpSender struct {
 	fd int
-	to unix.SockaddrInet4
+	to netip.AddrPort
 }
 
 func xdpNewSender(t *testing.T, lab *netlab.Lab, ns string, to netip.AddrPort) *xdpSender {
 	t.Helper()
-	s := &xdpSender{fd: -1, to: unix.SockaddrInet4{Addr: to.Addr().As4(), Port: int(to.Port())}}
-	err := lab.Do(ns, func() error {
-		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
-		if err != nil {
-			return err
-		}
-		s.fd = fd
-		return unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_MULTICAST_TTL, 1)
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { unix.Close(s.fd) })
-	return s
+	return &xdpSender{fd: lab.UDPSocket(t, ns), to: to}
 }
 
 func (s *xdpSender) port(t *testing.T) uint16 {
@@ -96,20 +75,7 @@ func (s *xdpSender) port(t *testing.T) uint16 {
 // sendPaced sends payload(i) for i in [0, n) from a goroutine, pausing
 // every 32 datagrams because the veth ring drops bursts.
 func (s *xdpSender) sendPaced(n int, payload func(i int) []byte) <-chan error {
-	errc := make(chan error, 1)
-	go func() {
-		for i := range n {
-			if err := unix.Sendto(s.fd, payload(i), 0, &s.to); err != nil {
-				errc <- fmt.Errorf("send datagram %d: %w", i, err)
-				return
-			}
-			if i%32 == 31 {
-				time.Sleep(500 * time.Microsecond)
-			}
-		}
-		errc <- nil
-	}()
-	return errc
+	return netlab.SendPaced(s.fd, s.to, n, 500*time.Microsecond, payload)
 }
 
 // xdpPayload is datagram i: its index, then a pattern, of a length that

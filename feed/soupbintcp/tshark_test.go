@@ -4,7 +4,6 @@ import (
 	"encoding/xml"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -15,6 +14,7 @@ import (
 	"github.com/marketfeed/feedhandler/feed/itch"
 	"github.com/marketfeed/feedhandler/feed/pcap"
 	"github.com/marketfeed/feedhandler/feed/soupbintcp"
+	"github.com/marketfeed/feedhandler/internal/tshark"
 )
 
 // tcpCapture writes a pcap of one TCP conversation between 127.0.0.1:40001
@@ -64,10 +64,7 @@ func tcpCapture(t *testing.T, segs [][]byte, fromServer []bool) string {
 // TestTshark has Wireshark's SoupBinTCP dissector decode every packet type
 // this package writes, and checks the fields it sees.
 func TestTshark(t *testing.T) {
-	tshark, err := exec.LookPath("tshark")
-	if err != nil {
-		t.Skip("tshark is not on PATH (CI installs it: apt-get install tshark)")
-	}
+	ts := tshark.New(t)
 	add := itch.AddOrderFields{Header: itch.Header{Locate: 7, Timestamp: 34_200_000_000_000}, OrderRef: 42, Side: 'B', Shares: 100, Stock: itch.NewSymbol("AAPL"), Price: 1_500_000}
 	addMsg := add.Append(nil)
 	type seg struct {
@@ -103,10 +100,7 @@ func TestTshark(t *testing.T) {
 	// -T pdml: the dissector stores the sequence numbers as the string "X"
 	// and shows the number it parsed (strtou32 of the whole 20-byte field,
 	// which fails on right padding) only in the field's showname.
-	out, err := exec.Command(tshark, "-r", path, "-d", "tcp.port==26500,soupbintcp", "-T", "pdml").Output()
-	if err != nil {
-		t.Fatalf("tshark: %v", err)
-	}
+	out := ts.Output("-r", path, "-d", "tcp.port==26500,soupbintcp", "-T", "pdml")
 	var doc struct {
 		Packets []struct {
 			Protos []struct {
@@ -153,10 +147,7 @@ func TestTshark(t *testing.T) {
 	bad := soupbintcp.AppendLoginRequest(nil, soupbintcp.LoginRequest{Username: "lab"})
 	copy(bad[len(bad)-20:], "7                   ")
 	path = tcpCapture(t, [][]byte{bad}, []bool{false})
-	out, err = exec.Command(tshark, "-r", path, "-d", "tcp.port==26500,soupbintcp", "-T", "pdml").Output()
-	if err != nil {
-		t.Fatal(err)
-	}
+	out = ts.Output("-r", path, "-d", "tcp.port==26500,soupbintcp", "-T", "pdml")
 	if !strings.Contains(string(out), "req_seq_num.invalid") && !strings.Contains(string(out), "next_seq_num.invalid") {
 		t.Errorf("tshark accepted a right-padded sequence number; the alignment check proves nothing")
 	}

@@ -2,10 +2,8 @@ package exchange
 
 import (
 	"context"
-	"io"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -18,6 +16,7 @@ import (
 
 	"github.com/marketfeed/feedhandler/feed/glimpse"
 	"github.com/marketfeed/feedhandler/feed/pcap"
+	"github.com/marketfeed/feedhandler/internal/tshark"
 )
 
 // recorder is a TCP proxy that keeps what each side sent, in order.
@@ -56,10 +55,7 @@ func (r *recorder) pipe(dst, src net.Conn, fromServer bool, wg *sync.WaitGroup) 
 // decode the whole conversation: every byte falls into a packet it
 // recognises, with the types and counts we sent.
 func TestSnapshotTshark(t *testing.T) {
-	tshark, err := exec.LookPath("tshark")
-	if err != nil {
-		t.Skip("tshark is not on PATH (CI installs it: apt-get install tshark)")
-	}
+	ts := tshark.New(t)
 	day := genDay(t, 30_000, 20)
 	s := startServer(t, SnapshotConfig{Messages: dayFunc(day), Position: func() uint64 { return 12_000 }})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -151,13 +147,8 @@ func TestSnapshotTshark(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.Close()
-	cmd := exec.Command(tshark, "-r", path, "-d", "tcp.port==26500,soupbintcp", "-T", "fields", "-E", "occurrence=a", "-E", "aggregator=;",
+	out := ts.Output("-r", path, "-d", "tcp.port==26500,soupbintcp", "-T", "fields", "-E", "occurrence=a", "-E", "aggregator=;",
 		"-e", "soupbintcp.packet_type", "-e", "soupbintcp.packet_length", "-e", "_ws.malformed", "-e", "_ws.expert.severity")
-	cmd.Stderr = io.Discard
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("tshark: %v", err)
-	}
 	types := map[string]int{}
 	var bytes [2]int
 	for _, line := range strings.Split(strings.TrimRight(string(out), "\n"), "\n") {

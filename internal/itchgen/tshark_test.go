@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -14,16 +13,14 @@ import (
 	"github.com/marketfeed/feedhandler/feed/moldudp64"
 	"github.com/marketfeed/feedhandler/feed/pcap"
 	"github.com/marketfeed/feedhandler/internal/itchgen"
+	"github.com/marketfeed/feedhandler/internal/tshark"
 )
 
 // TestTshark has Wireshark's MoldUDP64 dissector read a generated capture
 // and checks that it sees the same packets (session, sequence number,
 // message count, message lengths) as our parser, and valid IPv4 checksums.
 func TestTshark(t *testing.T) {
-	tshark, err := exec.LookPath("tshark")
-	if err != nil {
-		t.Skip("tshark is not on PATH (CI installs it: apt-get install tshark)")
-	}
+	ts := tshark.New(t)
 	cfg := itchgen.Config{Messages: 20_000, Symbols: 30, Seed: 5, Lines: 2, Session: "TSHARK0001", Dup: 0.01, Loss: 0.01}
 	g, err := itchgen.New(cfg)
 	if err != nil {
@@ -68,15 +65,9 @@ func TestTshark(t *testing.T) {
 	}
 
 	port := fmt.Sprint(g.Config().Group.Port())
-	cmd := exec.Command(tshark, "-r", path, "-o", "ip.check_checksum:TRUE", "-d", "udp.port=="+port+",moldudp64",
+	out := ts.Output("-r", path, "-o", "ip.check_checksum:TRUE", "-d", "udp.port=="+port+",moldudp64",
 		"-T", "fields", "-e", "ip.checksum.status", "-e", "moldudp64.session", "-e", "moldudp64.sequence",
 		"-e", "moldudp64.count", "-e", "moldudp64.msglen")
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("tshark: %v\n%s", err, stderr.String())
-	}
 	var got []string
 	sc := bufio.NewScanner(bytes.NewReader(out))
 	sc.Buffer(make([]byte, 1<<20), 1<<20)

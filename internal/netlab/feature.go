@@ -1,6 +1,7 @@
 package netlab
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -43,4 +44,32 @@ func SkipOrFail(t TB, feature string, major, minor int, err error) {
 		who = "root"
 	}
 	t.Skipf("%s unavailable (%s, kernel %s, needs %d.%d): %v", feature, who, strings.TrimSpace(rel), major, minor, err)
+}
+
+// LabT is the part of testing.TB that ForTest needs.
+type LabT interface {
+	TB
+	Errorf(format string, args ...any)
+	Cleanup(func())
+}
+
+// ForTest makes a lab for one test and closes it at the test's cleanup,
+// failing the test if closing fails. It skips the test when this machine
+// cannot create network namespaces (ErrNotSupported: not root, or no
+// iproute2) and fails it on any other error.
+func ForTest(t LabT, o Options) *Lab {
+	t.Helper()
+	lab, err := New(o)
+	if errors.Is(err, ErrNotSupported) {
+		t.Skipf("network namespaces unavailable: %v", err)
+	}
+	if err != nil {
+		t.Fatalf("make lab: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := lab.Close(); err != nil {
+			t.Errorf("close lab: %v", err)
+		}
+	})
+	return lab
 }

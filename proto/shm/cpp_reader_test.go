@@ -1,7 +1,6 @@
 package shm
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"io"
@@ -27,29 +26,8 @@ const cppDriver = "tests/shm_driver.cpp"
 func startCpp(t testing.TB, bin string, args ...string) *child {
 	t.Helper()
 	cmd := exec.Command(bin, args...)
-	// child's messages name the last environment entry.
 	cmd.Env = append(os.Environ(), "FH_CPP_DRIVER="+strings.Join(args, " "))
-	cmd.Stderr = os.Stderr
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	c := &child{cmd: cmd, out: bufio.NewScanner(stdout), stdin: stdin}
-	t.Cleanup(func() {
-		c.stdin.Close()
-		if c.cmd.ProcessState == nil {
-			c.cmd.Process.Kill()
-			c.cmd.Wait()
-		}
-	})
-	return c
+	return startCmd(t, cmd)
 }
 
 // TestCppTornReads is TestCrossProcess with C++ readers: a Go writer process
@@ -326,24 +304,7 @@ func startUnprivilegedSession(t *testing.T, bin, name string) *session {
 	cmd := exec.Command(exe, "session", name)
 	cmd.Env = append(os.Environ(), "FH_CPP_DRIVER=session unprivileged")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
-	cmd.Stderr = os.Stderr
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	c := &child{cmd: cmd, out: bufio.NewScanner(stdout), stdin: stdin}
-	t.Cleanup(func() {
-		c.stdin.Close()
-		c.cmd.Wait()
-	})
-	return &session{t: t, c: c}
+	return &session{t: t, c: startCmd(t, cmd)}
 }
 
 // TestCppFollowJournal: the C++ follower reads the journal in order, reports

@@ -200,6 +200,15 @@ func startChild(t testing.TB, role, name string, env ...string) *child {
 	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperProcess$", "-test.count=1")
 	cmd.Env = append(os.Environ(), roleEnv+"="+role, "FH_SHM_TEST_NAME="+name)
 	cmd.Env = append(cmd.Env, env...)
+	return startCmd(t, cmd)
+}
+
+// startCmd starts cmd, a Go or C++ helper process, with its stdin and
+// stdout piped to the test; at cleanup it closes stdin and kills the
+// process if it has not been waited for. Its messages name the last entry
+// of cmd.Env.
+func startCmd(t testing.TB, cmd *exec.Cmd) *child {
+	t.Helper()
 	cmd.Stderr = os.Stderr
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {

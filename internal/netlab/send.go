@@ -1,0 +1,52 @@
+package netlab
+
+import (
+	"fmt"
+	"net/netip"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// UDPSocket opens a UDP socket in the lab's namespace ns, with multicast
+// TTL 1 so that its datagrams stay in the lab, and closes it at the test's
+// cleanup.
+func (l *Lab) UDPSocket(t LabT, ns string) int {
+	t.Helper()
+	fd := -1
+	err := l.Do(ns, func() error {
+		var err error
+		if fd, err = unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0); err != nil {
+			return err
+		}
+		return unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_MULTICAST_TTL, 1)
+	})
+	if fd >= 0 {
+		t.Cleanup(func() { unix.Close(fd) })
+	}
+	if err != nil {
+		t.Fatalf("open UDP socket in %s: %v", ns, err)
+	}
+	return fd
+}
+
+// SendPaced sends payload(i) for i in [0, n) from socket fd to to, from a
+// goroutine, sleeping pause after every 32 datagrams (a veth ring drops
+// bursts); the channel yields the first error, or nil once all are sent.
+func SendPaced(fd int, to netip.AddrPort, n int, pause time.Duration, payload func(i int) []byte) <-chan error {
+	errc := make(chan error, 1)
+	sa := &unix.SockaddrInet4{Addr: to.Addr().As4(), Port: int(to.Port())}
+	go func() {
+		for i := range n {
+			if err := unix.Sendto(fd, payload(i), 0, sa); err != nil {
+				errc <- fmt.Errorf("send datagram %d to %v: %w", i, to, err)
+				return
+			}
+			if i%32 == 31 {
+				time.Sleep(pause)
+			}
+		}
+		errc <- nil
+	}()
+	return errc
+}
