@@ -298,6 +298,8 @@ func scalar(st *Stats, name string) uint64 {
 		return r.Snapshots
 	case "recovery_snapshot_failures_total":
 		return r.SnapshotFailures
+	case "recovery_snapshots_discarded_total":
+		return r.SnapshotsDiscarded
 	case "recovery_spill_high_water":
 		return st.Arbiter.HeldMax
 	case "session_changes_total":
