@@ -217,6 +217,10 @@ func shardValue(sh *ShardStats, name string) uint64 {
 		return sh.Book.Inconsistencies()
 	case "shard_published_total":
 		return sh.Published
+	case "shard_publish_errors_total":
+		return sh.PublishErrors
+	case "shard_rebound_total":
+		return sh.Rebound
 	case "shard_ring_full_total":
 		return sh.Ring.Full
 	case "shard_ring_high_water":

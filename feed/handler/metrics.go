@@ -63,6 +63,8 @@ var exported = [...]metric{
 	{"shard_applied_total", "Messages applied per book shard.", kindCounter, "shard"},
 	{"shard_inconsistencies_total", "Inconsistent messages per book shard.", kindCounter, "shard"},
 	{"shard_published_total", "Snapshots published per book shard.", kindCounter, "shard"},
+	{"shard_publish_errors_total", "Books not published per book shard: no shm slot (full, or a bad symbol).", kindCounter, "shard"},
+	{"shard_rebound_total", "Locates moved to a fresh shm slot because a new session bound them to another symbol.", kindCounter, "shard"},
 	{"shard_ring_full_total", "Hand-offs that found the shard ring full.", kindCounter, "shard"},
 	{"shard_ring_high_water", "Largest shard ring occupancy seen.", kindGauge, "shard"},
 	{"shard_thread_rt_priority", "SCHED_FIFO priority of the thread applying the shard (the receive thread in run to completion); 0: normal scheduling.", kindGauge, "shard"},

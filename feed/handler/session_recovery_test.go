@@ -10,6 +10,7 @@ import (
 	"github.com/marketfeed/feedhandler/book"
 	"github.com/marketfeed/feedhandler/feed/itch"
 	"github.com/marketfeed/feedhandler/feed/moldudp64"
+	"github.com/marketfeed/feedhandler/proto/shm"
 )
 
 // recoveryHandler is a run-to-completion Handler with one shard publishing
@@ -22,7 +23,7 @@ func recoveryHandler(t *testing.T, fetch SnapshotFunc) (*Handler, *shard, *recov
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := &Handler{log: zerolog.Nop(), mode: ModeRunToCompletion, shards: []*shard{sh}, inline: sh,
+	h := &Handler{log: zerolog.Nop(), mode: ModeRunToCompletion, shards: []*shard{sh}, inline: sh, w: w,
 		shardOf: make([]uint8, 1<<16), subscribed: make([]bool, 1<<16)}
 	h.gapLog = make(chan moldudp64.Range, 8)
 	h.sessionLog = make(chan [2]moldudp64.Session, 8)
@@ -120,5 +121,63 @@ func TestSessionChangeDuringSnapshot(t *testing.T) {
 	}
 	if last := sessions[len(sessions)-1]; last != moldudp64.NewSession("NEW") {
 		t.Fatalf("the last snapshot fetched was of %q", last)
+	}
+}
+
+// TestSessionChangeRebindsLocate: locate 7 is SNAP in one session and MSFT
+// in the next (ITCH reassigns locates every day), with no restart between.
+// Read back through a shm Reader, MSFT's book is found under MSFT at
+// locate 7, SNAP is not found any more, and nothing was counted as an
+// error.
+func TestSessionChangeRebindsLocate(t *testing.T) {
+	h, sh, _ := recoveryHandler(t, nil)
+	h.rec = nil // no recovery source: the new session's books stay flagged
+	h.arb.SetMissing(nil)
+	dirMsg := func(sym string) []byte {
+		d := itch.StockDirectoryFields{Header: itch.Header{Locate: 7}, Stock: itch.NewSymbol(sym), MarketCategory: 'Q',
+			FinancialStatus: 'N', RoundLotSize: 100, RoundLotsOnly: 'N', Authenticity: 'P'}
+		return d.Append(nil)
+	}
+	addMsg := func(sym string, price uint32) []byte {
+		a := itch.AddOrderFields{Header: itch.Header{Locate: 7}, OrderRef: 1, Side: 'B', Shares: 100,
+			Stock: itch.NewSymbol(sym), Price: price}
+		return a.Append(nil)
+	}
+	ev := itch.SystemEventFields{EventCode: 'Q'}
+	now := int64(time.Second)
+	for i, m := range [][]byte{dirMsg("SNAP"), addMsg("SNAP", 1111), ev.Append(nil), ev.Append(nil)} {
+		h.arb.Offer(0, sessionPacket("OLD", uint64(1+i), m), now)
+	}
+	h.endBatch()
+	now += 2 * int64(time.Second)
+	for i, m := range [][]byte{dirMsg("MSFT"), addMsg("MSFT", 7777), ev.Append(nil), ev.Append(nil)} {
+		h.arb.Offer(0, sessionPacket("NEW", uint64(1+i), m), now)
+	}
+	h.endBatch()
+	if h.arb.Session() != moldudp64.NewSession("NEW") || sh.books.Book(7) == nil || sh.books.Book(7).Name() != "MSFT" {
+		t.Fatalf("session %q, book 7 %v", h.arb.Session(), sh.books.Book(7))
+	}
+	r, err := shm.Open(h.w.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	buf := make([]byte, r.Info().MaxSnapshot)
+	loc, ok := r.Lookup("MSFT")
+	if !ok || loc != 7 {
+		t.Fatalf("lookup MSFT = %d %v; instruments %v", loc, ok, r.Instruments())
+	}
+	v, err := r.Read(loc, buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := v.Bid(0); string(v.Symbol()) != "MSFT" || b.Price != 7777 {
+		t.Fatalf("locate 7 reads as %q bid %v", v.Symbol(), b)
+	}
+	if loc, ok := r.Lookup("SNAP"); ok {
+		t.Fatalf("SNAP still found, at locate %d", loc)
+	}
+	if sh.pub.Errors != 0 || sh.pub.Rebound != 1 {
+		t.Fatalf("publish errors %d, rebound %d", sh.pub.Errors, sh.pub.Rebound)
 	}
 }
