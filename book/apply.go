@@ -24,9 +24,12 @@ func (bs *Books) Apply(m itch.Msg) (locate uint16, changed bool) {
 		bs.stats.UnknownType++
 		return 0, false
 	}
-	if len(m) < n {
-		bs.stats.Malformed++
-		return 0, false
+	if len(m) != n {
+		if len(m) < n {
+			bs.stats.Malformed++
+			return 0, false
+		}
+		bs.stats.Long++ // applied as its type; the extra bytes are ignored
 	}
 	locate = m.Locate()
 	// Each case reslices m to its type's length (len(m) >= n was checked):

@@ -98,6 +98,7 @@ type Stats struct {
 	Levels   uint64 // live price levels now
 
 	Malformed   uint64 // message shorter than its type's length, or empty
+	Long        uint64 // message longer than its type's length (applied; the extra bytes ignored)
 	UnknownType uint64 // type byte not in ITCH 5.0 (skipped)
 
 	UnknownLocate  uint64 // message for a locate never announced by 'R'
@@ -135,7 +136,7 @@ type Stats struct {
 // Inconsistencies is the sum of every counter that flags bad input, an
 // exhausted capacity or a broken invariant of the books.
 func (s Stats) Inconsistencies() uint64 {
-	return s.Malformed + s.UnknownLocate + s.LocateCapacity + s.LocateMismatch +
+	return s.Malformed + s.Long + s.UnknownLocate + s.LocateCapacity + s.LocateMismatch +
 		s.DuplicateAdd + s.UnknownRefExecute + s.UnknownRefCancel + s.UnknownRefDelete +
 		s.UnknownRefReplace + s.OverExecution + s.OverCancel + s.BadSide + s.ZeroShares +
 		s.OrderCapacity + s.LevelCapacity + s.LadderMismatch

@@ -135,3 +135,27 @@ func TestApplyMalformed(t *testing.T) {
 		t.Errorf("valid add after malformed ones: locate %d changed %v", l, changed)
 	}
 }
+
+// TestApplyLong: a message longer than its type's length (an Order
+// Executed With Price whose type byte was corrupted to Add Order, or a
+// future field appended) is applied as its type, and counted (Long, an
+// inconsistency) rather than passed silently.
+func TestApplyLong(t *testing.T) {
+	bs, err := New(Config{MaxOrders: 8, MaxLocates: 4, MaxLevels: 8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bs.Announce(1, itch.NewSymbol("AAPL"))
+	add := encodeOp(nil, op{kind: 'A', locate: 1, ref: 5, side: 'B', shares: 10, price: 100}, 1)
+	long := append(append([]byte(nil), add...), 0, 0, 0, 0) // 40 bytes, as a 'C'
+	if l, changed := bs.Apply(long); !changed || l != 1 || bs.Stats().Orders != 1 {
+		t.Fatalf("long add: locate %d changed %v orders %d", l, changed, bs.Stats().Orders)
+	}
+	if s := bs.Stats(); s.Long != 1 || s.Inconsistencies() != 1 || s.Malformed != 0 {
+		t.Fatalf("long add counted as long %d, inconsistencies %d, malformed %d", s.Long, s.Inconsistencies(), s.Malformed)
+	}
+	bs.Apply(add)
+	if s := bs.Stats(); s.Long != 1 || s.DuplicateAdd != 1 {
+		t.Fatalf("exact-length add after it: long %d, duplicate %d", s.Long, s.DuplicateAdd)
+	}
+}

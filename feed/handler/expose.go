@@ -217,6 +217,10 @@ func shardValue(sh *ShardStats, name string) uint64 {
 		return sh.Book.Inconsistencies()
 	case "shard_published_total":
 		return sh.Published
+	case "shard_publish_errors_total":
+		return sh.PublishErrors
+	case "shard_rebound_total":
+		return sh.Rebound
 	case "shard_ring_full_total":
 		return sh.Ring.Full
 	case "shard_ring_high_water":
@@ -298,6 +302,8 @@ func scalar(st *Stats, name string) uint64 {
 		return r.Snapshots
 	case "recovery_snapshot_failures_total":
 		return r.SnapshotFailures
+	case "recovery_snapshots_discarded_total":
+		return r.SnapshotsDiscarded
 	case "recovery_spill_high_water":
 		return st.Arbiter.HeldMax
 	case "session_changes_total":

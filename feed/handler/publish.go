@@ -31,7 +31,8 @@ type Publisher struct {
 	tx   shm.Pending // the publish in progress: the slot's level vectors
 
 	Published, Errors uint64
-	Books             int // instruments registered with the shm writer
+	Rebound           uint64 // locates moved to a fresh slot: their symbol changed (BooksReset)
+	Books             int    // instruments registered with the shm writer
 }
 
 // locState is what the Publisher keeps per locate, in one 32-byte entry:
@@ -40,8 +41,9 @@ type locState struct {
 	seq   uint64   // sequence number of the last message applied
 	rx    int64    // its receive time
 	msgs  uint64   // messages applied
-	slot  shm.Slot // the locate's slot; the zero Slot until registered with the shm writer
+	slot  shm.Slot // the locate's slot; the zero Slot until bound (again: BooksReset)
 	dirty bool     // in Publisher.dirty
+	known bool     // registered once (counted in Books)
 }
 
 // NewPublisher returns a Publisher of books into w, depth levels per side.
@@ -79,6 +81,17 @@ func (p *Publisher) SetStale(stale bool) {
 	if stale != p.stale {
 		p.stale = stale
 		p.dirtyAll = true
+	}
+}
+
+// BooksReset tells the Publisher that the books were emptied and are
+// rebuilt, possibly for a new session whose locates name other symbols
+// (ITCH reassigns them every day): each locate's slot is bound again, by
+// symbol, at its next publish (shm.Writer.Rebind), so a book is never
+// written into a slot registered for another symbol.
+func (p *Publisher) BooksReset() {
+	for i := range p.locs {
+		p.locs[i].slot = shm.Slot{}
 	}
 }
 
@@ -122,15 +135,19 @@ func (p *Publisher) Flush() {
 // the batch's.
 func (p *Publisher) publish(b *book.Book, loc uint16, st *locState, flags bookfb.Flags) {
 	if st.slot == (shm.Slot{}) {
-		err := p.w.Register(loc, b.Name())
-		if err == nil {
-			st.slot, err = p.w.Slot(loc)
-		}
+		sl, retired, err := p.w.Rebind(loc, b.Name())
 		if err != nil {
 			p.Errors++
 			return
 		}
-		p.Books++
+		st.slot = sl
+		if retired {
+			p.Rebound++
+		}
+		if !st.known {
+			st.known = true
+			p.Books++
+		}
 	}
 	sn := &p.snap
 	sn.Locate = loc

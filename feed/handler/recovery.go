@@ -83,6 +83,7 @@ type RecoveryStats struct {
 	OpenRanges           []moldudp64.Range
 	Snapshots            uint64 // snapshots loaded
 	SnapshotFailures     uint64
+	SnapshotsDiscarded   uint64 // fetched for a session replaced meanwhile, not loaded
 	SnapshotMessages     uint64 // messages loaded from snapshots
 	LastSnapshotNext     uint64
 	LastSnapshotError    string
@@ -145,6 +146,9 @@ type recovery struct {
 	snapRes  chan snapResult
 	cancel   context.CancelFunc
 	snapGaps uint64 // open gaps when the fetch began
+	// gen counts session changes; a fetch is tagged with the gen it began
+	// in, and its result is discarded when the session changed meanwhile.
+	gen uint64
 
 	// pendingWhole: the books were emptied (session change) and must be
 	// flagged until the new session is whole.
@@ -152,6 +156,7 @@ type recovery struct {
 }
 
 type snapResult struct {
+	gen  uint64 // recovery.gen when the fetch began
 	next uint64
 	msgs []byte // [u16 length][message] records
 	n    uint64
@@ -271,6 +276,12 @@ func (r *recovery) addOpen(rg moldudp64.Range) {
 // flagged until it is whole (snapshot, or re-request from its start).
 func (r *recovery) sessionChanged() {
 	r.open, r.openAt = r.open[:0], r.openAt[:0]
+	// A snapshot of the old session in flight is of no use: stop it, and
+	// have poll discard its result (it may be complete already).
+	r.gen++
+	if r.fetching && r.cancel != nil {
+		r.cancel()
+	}
 	if r.client != nil {
 		r.client.Cancel()
 	}
@@ -358,11 +369,11 @@ func (r *recovery) startSnapshot(now int64) {
 	r.h.arb.Freeze()
 	ctx, cancel := context.WithCancel(context.Background())
 	r.cancel = cancel
-	fetch, session := r.cfg.Snapshot, r.h.arb.Session()
+	fetch, session, gen := r.cfg.Snapshot, r.h.arb.Session(), r.gen
 	r.h.log.Info().Str("session", session.String()).Msg("recovery: fetching snapshot")
 	go func() {
 		t0 := time.Now()
-		var res snapResult
+		res := snapResult{gen: gen}
 		res.msgs = make([]byte, 0, 1<<20)
 		res.next, res.err = fetch(ctx, session, func(msg []byte) error {
 			if len(msg) > 0xFFFF {
@@ -385,6 +396,16 @@ func (r *recovery) startSnapshot(now int64) {
 // from the snapshot's sequence number on.
 func (r *recovery) loadSnapshot(res snapResult, now int64) {
 	a := r.h.arb
+	if res.gen != r.gen {
+		// Fetched for a session that has been replaced since: its books
+		// and sequence numbers are not the new session's. The arbiter
+		// follows the new session already (its lock unfroze delivery);
+		// sessionChanged asked for a new snapshot.
+		r.stats.SnapshotsDiscarded++
+		r.h.log.Warn().Err(res.err).Uint64("next_seq", res.next).
+			Msg("recovery: snapshot of a replaced session discarded")
+		return
+	}
 	if res.err != nil {
 		r.stats.SnapshotFailures++
 		r.stats.LastSnapshotError = res.err.Error()

@@ -79,3 +79,46 @@ func TestSessionChange(t *testing.T) {
 		t.Fatalf("delivered %d of the real session, want %d", s.got-got, want)
 	}
 }
+
+// TestSessionChangeAfterEnd: the old session announced its end and keeps
+// sending end-of-session packets (the spec: "for a while"), so it is never
+// silent; the new session starts meanwhile. It is followed as soon as it
+// confirms, and every one of its messages is delivered, none counted as
+// another session's.
+func TestSessionChangeAfterEnd(t *testing.T) {
+	rng := rand.New(rand.NewPCG(25, 26))
+	old := moldudp64.NewSession("OLD")
+	oldPkts := packets(t, old, 10, 5, rng)
+	real := packets(t, testSession, 50, 5, rng)
+	a, s := newTestArbiter(t, ArbiterConfig{Lines: 1, LineTimeout: time.Second})
+	now := int64(1)
+	for _, p := range oldPkts {
+		now += int64(time.Millisecond)
+		a.Offer(0, p, now)
+	}
+	last, _ := moldudp64.Parse(oldPkts[len(oldPkts)-1])
+	eos := moldudp64.AppendHeader(nil, old, last.Next(), moldudp64.EndOfSessionCount)
+	got := s.got
+	s.next = 0 // the sink follows the new session from its start
+	// 5 s of both: the old session's end every 100 ms, the new session's
+	// packets in between.
+	for i, p := range real {
+		now += int64(100 * time.Millisecond)
+		a.Offer(0, eos, now)
+		a.Offer(0, p, now+int64(time.Millisecond))
+		if i == 3 && a.Session() != testSession {
+			t.Fatalf("following %q after 4 packets of the new session", a.Session())
+		}
+	}
+	if want := totalMessages(t, real); s.got-got != want || len(s.gaps) != 0 {
+		t.Fatalf("delivered %d of the new session's %d, gaps %v", s.got-got, want, s.gaps)
+	}
+	// Another session's: the new session's 4 packets while it confirmed,
+	// then the old session's end packets after the change.
+	if ws, want := a.Stats.Lines[0].WrongSession, uint64(4+len(real)-4); ws != want {
+		t.Fatalf("wrong session %d, want %d", ws, want)
+	}
+	if a.Stats.SessionChanges != 1 {
+		t.Fatalf("session changes %d", a.Stats.SessionChanges)
+	}
+}

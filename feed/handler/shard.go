@@ -52,8 +52,9 @@ type ShardStats struct {
 	Book          book.Stats
 	Ring          spsc.Stats
 	PublishErrors uint64
-	Stale         bool // the shard's books are flagged PossiblyStale (an unrecovered gap)
-	Books         int  // books the shard has published (registered in shm)
+	Rebound       uint64 // locates moved to a fresh shm slot (bound to another symbol by a new session)
+	Stale         bool   // the shard's books are flagged PossiblyStale (an unrecovered gap)
+	Books         int    // books the shard has published (registered in shm)
 	// Thread is how the thread applying the shard's messages is
 	// scheduled: its own thread when sharded, the receive thread in run
 	// to completion.
@@ -240,6 +241,7 @@ func (s *shard) marker(kind uint8) {
 		s.pub.SetStale(true)
 		s.pub.Flush()
 		s.books.Reset()
+		s.pub.BooksReset()
 		s.rebuilding = true
 	case markerRebuilt:
 		s.rebuilding = false
@@ -336,6 +338,7 @@ func (s *shard) copyStats(wait bool) bool {
 	}
 	s.stats.Applied = s.applied.Load()
 	s.stats.Batches, s.stats.Published, s.stats.PublishErrors = s.batches.Load(), s.pub.Published, s.pub.Errors
+	s.stats.Rebound = s.pub.Rebound
 	s.stats.Book = s.books.Stats()
 	if s.ring != nil {
 		s.stats.Ring = s.ring.Stats()

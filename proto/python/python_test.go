@@ -119,6 +119,9 @@ func controlWriter() error {
 			if err = w.Register(uint16(loc), f[2]); err == nil {
 				locates = append(locates, uint16(loc))
 			}
+		case "rebind":
+			loc, _ := strconv.Atoi(f[1])
+			_, _, err = w.Rebind(uint16(loc), f[2])
 		case "publish":
 			loc, _ := strconv.Atoi(f[1])
 			kk, _ := strconv.ParseUint(f[2], 10, 64)

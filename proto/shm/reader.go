@@ -150,13 +150,18 @@ type Instrument struct {
 	Symbol string
 }
 
-// Instruments returns the registered instruments in registration order.
+// Instruments returns the registered instruments in registration order,
+// but for retired slots (a locate bound to another symbol since; see
+// Writer.Rebind).
 func (r *Reader) Instruments() []Instrument {
 	n := uint64(atomic.LoadUint32(r.m.u32(offCount)))
 	n = min(n, r.l.capacity)
 	out := make([]Instrument, 0, n)
 	for slot := uint64(0); slot < n; slot++ {
 		e := r.m.dirEntry(&r.l, slot)
+		if dirIsRetired(e) {
+			continue
+		}
 		out = append(out, Instrument{Locate: uint16(e[0]) | uint16(e[1])<<8, Symbol: string(dirSymbol(e))})
 	}
 	return out

@@ -166,6 +166,7 @@ int cmd_json(const char* name) {
   std::map<uint16_t, Held> held;
   fs::Instrument in;
   for (uint32_t i = 0; r.instrument(i, in); i++) {
+    if (in.retired) continue;
     Error e = read_into(r, in.locate, held[in.locate]);
     if (e != Error::Ok && e != Error::NoData) return fail("read", e);
   }
@@ -184,6 +185,7 @@ int cmd_follow(const char* name) {
   auto rescan = [&]() -> Error {
     fs::Instrument in;
     for (uint32_t i = 0; r.instrument(i, in); i++) {
+      if (in.retired) continue;
       Held& h = held[in.locate];
       if (h.has && h.view.version() == r.version(in.locate)) continue;
       Error e = read_into(r, in.locate, h);

@@ -404,13 +404,16 @@ class Reader:
     # -- directory -------------------------------------------------------
 
     def instruments(self):
-        """Registered instruments in registration order."""
+        """Registered instruments in registration order, but for retired slots
+        (a locate bound to another symbol since: flags byte 3, bit 0)."""
         mv = self._mv
         n = min(L.U32.unpack_from(mv, L.OFF_COUNT)[0], self._cap)
         out = []
         for slot in range(n):
             off = self._dir + slot * L.DIR_ENTRY_SIZE
             e = bytes(mv[off: off + L.DIR_ENTRY_SIZE])
+            if e[3] & 1:
+                continue  # retired
             out.append(Instrument(e[0] | e[1] << 8, e[8: 8 + min(e[2], 8)].decode("ascii", "replace")))
         return out
 

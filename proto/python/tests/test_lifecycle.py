@@ -54,6 +54,24 @@ class LifecycleTest(unittest.TestCase):
         with self.assertRaises(shm.FormatError):
             shm.open(d)
 
+    def test_rebound_locate(self):
+        # A new session binds locate 7 to another symbol: the old slot is
+        # retired, the locate reads the new symbol's book, the old symbol
+        # is found nowhere.
+        name = support.feed_name(self)
+        w = support.control_writer(self, name, instruments=4, depth=2)
+        w.cmd("register 7 SNAP")
+        w.cmd("publish 7 3")
+        with shm.open(name) as r:
+            self.assertEqual(r.lookup("SNAP"), 7)
+            w.cmd("rebind 7 MSFT")
+            w.cmd("publish 7 5")
+            self.assertIsNone(r.lookup("SNAP"))
+            self.assertEqual(r.lookup("MSFT"), 7)
+            self.assertEqual(r.instruments(), [shm.Instrument(7, "MSFT")])
+            b = r.read_symbol("MSFT")
+            self.assertEqual((b.symbol, b.seq, b.version), ("MSFT", 5, 1))
+
     def _closed_feed_bytes(self):
         name = support.feed_name(self)
         w = support.control_writer(self, name, instruments=1, depth=1)

@@ -146,6 +146,10 @@ struct Instrument {
   uint16_t locate = 0;
   uint8_t symbol_len = 0;
   char symbol_buf[9] = {};
+  // retired: the locate was bound to another symbol since (a session
+  // change); the entry keeps the old symbol's last snapshot in its slot, and
+  // reading the locate reads the new symbol's book.
+  bool retired = false;
   std::string_view symbol() const noexcept { return std::string_view(symbol_buf, symbol_len); }
 };
 
@@ -421,7 +425,8 @@ class Reader {
     return n < info_.instruments ? n : info_.instruments;
   }
 
-  // instrument returns directory entry i (registration order), i < instrument_count().
+  // instrument returns directory entry i (registration order), i < instrument_count();
+  // a retired entry (out.retired) names a symbol its locate no longer has.
   bool instrument(uint32_t i, Instrument& out) const noexcept {
     if (i >= instrument_count()) return false;
     const uint8_t* e = mem_ + directory_ + uint64_t(i) * detail::kDirEntrySize;
@@ -429,6 +434,7 @@ class Reader {
     out.symbol_len = e[2] > 8 ? 8 : e[2];
     std::memcpy(out.symbol_buf, e + 8, out.symbol_len);
     out.symbol_buf[out.symbol_len] = 0;
+    out.retired = (e[3] & 1) != 0;
     return true;
   }
 
@@ -440,7 +446,7 @@ class Reader {
     uint32_t n = instrument_count();
     for (uint32_t i = 0; i < n; i++) {
       const uint8_t* e = mem_ + directory_ + uint64_t(i) * detail::kDirEntrySize;
-      if (e[2] == symbol.size() && std::memcmp(e + 8, symbol.data(), symbol.size()) == 0) {
+      if ((e[3] & 1) == 0 && e[2] == symbol.size() && std::memcmp(e + 8, symbol.data(), symbol.size()) == 0) {
         locate = detail::le16(e);
         return true;
       }

@@ -1,0 +1,67 @@
+package shm
+
+import (
+	"fmt"
+	"sync/atomic"
+)
+
+// dirRetired, in a directory entry's flags byte (offset 3), marks a slot
+// retired: its locate was bound to another symbol since (Rebind). The entry
+// and the slot keep the old symbol's last snapshot; readers skip the entry
+// when they look symbols up.
+const (
+	dirFlags   = 3
+	dirRetired = 1
+)
+
+// dirIsRetired reports whether directory entry e was retired.
+func dirIsRetired(e []byte) bool { return e[dirFlags]&dirRetired != 0 }
+
+// Rebind binds locate to symbol, whatever it was bound to before, and
+// returns its slot. A locate not registered yet is registered (as with
+// Register); one registered with symbol already keeps its slot. One
+// registered with another symbol (ITCH reassigns locates every session, so
+// a session change without a restart reuses them) is moved to a fresh slot:
+// the old slot is retired, keeping the old symbol's last snapshot, so that
+// no reader ever finds one symbol's book under another's name. retired
+// reports that case.
+//
+// A retired slot still counts against Config.Instruments; with no slot left
+// Rebind fails with ErrFull and the locate stays unregistered until a
+// restart (reads of it fail with ErrUnknownLocate).
+//
+// What readers see: the retired directory entry is flagged (byte 3, bit 0)
+// before the new entry is stored, and the new entry is visible once the
+// instrument count includes it, so a reader that loads the count sees both.
+// Lookup and Instruments skip retired entries. A reader that kept the
+// locate reads the new symbol's snapshots from then on: the snapshot's
+// symbol changes and its version starts again from 1 (a locate's versions
+// are those of its current slot).
+func (w *Writer) Rebind(locate uint16, symbol string) (sl Slot, retired bool, err error) {
+	sym := trimSymbol(symbol)
+	if len(sym) == 0 || len(sym) > 8 {
+		return Slot{}, false, fmt.Errorf("rebind locate %d: bad symbol %q", locate, symbol)
+	}
+	if w.closed.Load() {
+		return Slot{}, false, fmt.Errorf("rebind locate %d: %w", locate, ErrClosed)
+	}
+	w.mu.Lock()
+	idx := w.m.indexEntry(&w.l, locate)
+	if v := atomic.LoadUint32(idx); v != 0 {
+		if e := w.m.dirEntry(&w.l, uint64(v-1)); string(dirSymbol(e)) != sym {
+			// Flag the old entry before the locate leaves it: the
+			// index store and the new entry's count store (Register)
+			// publish the flag with them.
+			e[dirFlags] |= dirRetired
+			atomic.StoreUint32(idx, 0)
+			retired = true
+		}
+	}
+	w.mu.Unlock()
+	// One writer per locate: nobody registers it between the two locks.
+	if err := w.Register(locate, sym); err != nil {
+		return Slot{}, retired, fmt.Errorf("rebind: %w", err)
+	}
+	sl, err = w.Slot(locate)
+	return sl, retired, err
+}

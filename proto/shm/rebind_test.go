@@ -1,0 +1,111 @@
+package shm
+
+import (
+	"errors"
+	"testing"
+
+	"github.com/marketfeed/feedhandler/internal/cppbuild"
+	"github.com/marketfeed/feedhandler/proto/bookfb"
+)
+
+// TestRebind: locate 7 is SNAP, then (a new session) MSFT. A reader that
+// looked SNAP up before finds MSFT under locate 7 and SNAP nowhere; the
+// snapshot read at locate 7 is MSFT's, at version 1 of its fresh slot. The
+// retired slot keeps SNAP's last snapshot. Rebinding to the same symbol is
+// a no-op, and with no slot left the locate stays unregistered.
+func TestRebind(t *testing.T) {
+	w := testWriter(t, Config{Instruments: 3, Depth: 4})
+	r := testReader(t, w.Path())
+	buf := make([]byte, r.Info().MaxSnapshot)
+	pub := func(sym string, price uint32) {
+		t.Helper()
+		sl, _, err := w.Rebind(7, sym)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := &Snapshot{Locate: 7, Seq: uint64(price), Bids: []Level{{Price: price, Orders: 1, Shares: 100}}, Flags: bookfb.FlagsPossiblyStale}
+		var tx Pending
+		if err := w.Begin(sl, s, 1, 0, &tx); err != nil {
+			t.Fatal(err)
+		}
+		tx.Bids[0] = s.Bids[0]
+		w.Commit(&tx)
+	}
+	pub("SNAP", 1111)
+	if loc, ok := r.Lookup("SNAP"); !ok || loc != 7 {
+		t.Fatalf("lookup SNAP = %d %v", loc, ok)
+	}
+	old, _ := w.Slot(7)
+	if sl, retired, err := w.Rebind(7, "SNAP"); err != nil || retired || sl != old {
+		t.Fatalf("rebind to the same symbol: %v %v %v (slot was %v)", sl, retired, err, old)
+	}
+	if _, retired, err := w.Rebind(7, "MSFT"); err != nil || !retired {
+		t.Fatalf("rebind to MSFT: retired %v, %v", retired, err)
+	}
+	pub("MSFT", 7777)
+	if _, ok := r.Lookup("SNAP"); ok {
+		t.Fatal("SNAP still found after its locate was rebound")
+	}
+	if loc, ok := r.Lookup("MSFT"); !ok || loc != 7 {
+		t.Fatalf("lookup MSFT = %d %v", loc, ok)
+	}
+	if ins := r.Instruments(); len(ins) != 1 || ins[0] != (Instrument{Locate: 7, Symbol: "MSFT"}) {
+		t.Fatalf("instruments %v", ins)
+	}
+	v, err := r.ReadSymbol("MSFT", buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := v.Bid(0); string(v.Symbol()) != "MSFT" || b.Price != 7777 || v.Version != 1 {
+		t.Fatalf("MSFT read as %q bid %v version %d", v.Symbol(), b, v.Version)
+	}
+	// The retired slot (0) keeps SNAP's last snapshot.
+	e := w.m.dirEntry(&w.l, 0)
+	if !dirIsRetired(e) || string(dirSymbol(e)) != "SNAP" || *w.m.slotSeq(&w.l, 0) != 2 {
+		t.Fatalf("retired entry %q retired %v seq %d", dirSymbol(e), dirIsRetired(e), *w.m.slotSeq(&w.l, 0))
+	}
+	// Slot 2 of 3 for AAPL, then none left for another rebind.
+	pub("AAPL", 2222)
+	if _, _, err := w.Rebind(7, "GOOG"); !errors.Is(err, ErrFull) {
+		t.Fatalf("rebind with no slot left: %v", err)
+	}
+	if _, err := r.Read(7, buf); !errors.Is(err, ErrUnknownLocate) {
+		t.Fatalf("read of a locate left unbound: %v", err)
+	}
+	for _, sym := range []string{"SNAP", "MSFT", "AAPL", "GOOG"} {
+		if _, err := r.ReadSymbol(sym, buf); !errors.Is(err, ErrUnknownLocate) {
+			t.Fatalf("read %s after a failed rebind: %v", sym, err)
+		}
+	}
+}
+
+// TestCppRebind: the C++ reader sees a rebound locate as the Go reader
+// does: the old symbol is not found, the new one is at the locate, and
+// reading the locate gives the fresh slot's version 1.
+func TestCppRebind(t *testing.T) {
+	bin := cppbuild.Build(t, cppDriver)
+	w := testWriter(t, Config{Instruments: 3, Depth: 2})
+	if err := w.Register(7, "SNAP"); err != nil {
+		t.Fatal(err)
+	}
+	s := &Snapshot{Locate: 7, Seq: 3}
+	for range 3 {
+		if err := w.Publish(s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c := startSession(t, bin, w.Path())
+	c.expect("open", "open Ok")
+	c.expect("lookup SNAP", "lookup Ok 7")
+	c.expect("read 7", "read Ok seq 3 version 3")
+	if _, _, err := w.Rebind(7, "MSFT"); err != nil {
+		t.Fatal(err)
+	}
+	s.Seq = 5
+	if err := w.Publish(s); err != nil {
+		t.Fatal(err)
+	}
+	c.expect("lookup SNAP", "lookup ErrUnknownLocate")
+	c.expect("lookup MSFT", "lookup Ok 7")
+	c.expect("read 7", "read Ok seq 5 version 1")
+}
