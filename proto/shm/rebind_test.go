@@ -61,8 +61,8 @@ func TestRebind(t *testing.T) {
 	}
 	// The retired slot (0) keeps SNAP's last snapshot.
 	e := w.m.dirEntry(&w.l, 0)
-	if !dirIsRetired(e) || string(dirSymbol(e)) != "SNAP" || *w.m.slotSeq(&w.l, 0) != 2 {
-		t.Fatalf("retired entry %q retired %v seq %d", dirSymbol(e), dirIsRetired(e), *w.m.slotSeq(&w.l, 0))
+	if !dirIsRetired(e) || string(dirSymbol(e)) != "SNAP" || *w.m.slotSeq(w.l.slotOff(0)) != 2 {
+		t.Fatalf("retired entry %q retired %v seq %d", dirSymbol(e), dirIsRetired(e), *w.m.slotSeq(w.l.slotOff(0)))
 	}
 	// Slot 2 of 3 for AAPL, then none left for another rebind.
 	pub("AAPL", 2222)
