@@ -7,6 +7,95 @@ import (
 // Symbol returns the instrument's symbol as announced (space padded).
 func (b *Book) Symbol() itch.Symbol { return itch.Symbol(b.symbol) }
 
+// Apply applies one ITCH message. It returns the locate whose book or state
+// changed and changed=true, locate 0 with changed=true for a market-wide
+// change (System Event), or changed=false when the message changed nothing
+// (other types, or inconsistent input, counted in Stats). Apply never
+// panics on any input and allocates nothing in steady state.
+func (bs *Books) Apply(m itch.Msg) (locate uint16, changed bool) {
+	bs.stats.Messages++
+	if len(m) < itch.HeaderLen {
+		bs.stats.Malformed++
+		return 0, false
+	}
+	t := m[0]
+	n := itch.Length(t)
+	if n == 0 {
+		bs.stats.UnknownType++
+		return 0, false
+	}
+	if len(m) < n {
+		bs.stats.Malformed++
+		return 0, false
+	}
+	locate = m.Locate()
+	// Each case reslices m to its type's length (len(m) >= n was checked):
+	// one bounds check, and the field reads below need none.
+	switch t {
+	case itch.TypeAddOrder:
+		if b := bs.book(locate); b != nil { // AddOrder, without a call
+			a := itch.AddOrder(m[:itch.AddOrderLen])
+			changed = bs.add(b, a.OrderRef(), sideOf(a.Side()), a.Shares(), a.Price())
+		}
+	case itch.TypeAddOrderMPID:
+		a := itch.AddOrderMPID(m[:itch.AddOrderMPIDLen])
+		changed = bs.AddOrder(locate, a.OrderRef(), sideOf(a.Side()), a.Shares(), a.Price())
+	case itch.TypeOrderDelete:
+		changed = bs.Delete(locate, itch.OrderDelete(m[:itch.OrderDeleteLen]).OrderRef())
+	case itch.TypeOrderReplace:
+		u := itch.OrderReplace(m[:itch.OrderReplaceLen])
+		changed = bs.Replace(locate, u.OriginalOrderRef(), u.NewOrderRef(), u.Shares(), u.Price())
+	case itch.TypeOrderExecuted:
+		e := itch.OrderExecuted(m[:itch.OrderExecutedLen])
+		changed = bs.Execute(locate, e.OrderRef(), e.ExecutedShares(), e.MatchNumber())
+	case itch.TypeOrderCancel:
+		x := itch.OrderCancel(m[:itch.OrderCancelLen])
+		changed = bs.Cancel(locate, x.OrderRef(), x.CancelledShares())
+	case itch.TypeOrderExecutedWithPrice:
+		c := itch.OrderExecutedWithPrice(m[:itch.OrderExecutedWithPriceLen])
+		changed = bs.ExecuteWithPrice(locate, c.OrderRef(), c.ExecutedShares(), c.ExecutionPrice(), c.MatchNumber(), c.Printable() == 'Y')
+	case itch.TypeTrade:
+		p := itch.Trade(m[:itch.TradeLen])
+		changed = bs.Trade(locate, p.Price(), uint64(p.Shares()), p.MatchNumber())
+	case itch.TypeCrossTrade:
+		q := itch.CrossTrade(m[:itch.CrossTradeLen])
+		changed = bs.Trade(locate, q.CrossPrice(), q.Shares(), q.MatchNumber())
+	case itch.TypeBrokenTrade:
+		if changed = bs.BreakTrade(locate, itch.BrokenTrade(m).MatchNumber()); !changed {
+			return locate, false // also locate 0: no lastTime to set
+		}
+	case itch.TypeStockDirectory:
+		changed = bs.Announce(locate, itch.StockDirectory(m).Stock())
+	case itch.TypeStockTradingAction:
+		if b := bs.book(locate); b != nil {
+			b.state = itch.StockTradingAction(m).TradingState()
+			changed = true
+		}
+	case itch.TypeOperationalHalt:
+		if b := bs.book(locate); b != nil {
+			if h := itch.OperationalHalt(m); h.MarketCode() == 'Q' {
+				b.opHalt = h.HaltAction()
+				changed = true
+			}
+		}
+	case itch.TypeRegSHO:
+		if b := bs.book(locate); b != nil {
+			b.regSHO = itch.RegSHO(m).Action()
+			changed = true
+		}
+	case itch.TypeSystemEvent:
+		bs.event = itch.SystemEvent(m).EventCode()
+		bs.eventTime = m.Timestamp()
+		return 0, true
+	default:
+		return locate, false
+	}
+	if changed {
+		bs.books[locate].lastTime = m.Timestamp()
+	}
+	return locate, changed
+}
+
 func sideOf(indicator byte) Side {
 	switch indicator {
 	case 'B':

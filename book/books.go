@@ -116,8 +116,6 @@ type Books struct {
 	broken    uint64 // broken trades without a locate
 	event     byte   // last system event code
 	eventTime uint64
-	addAhead  uint64 // the reference up to which add has prefetched home slots
-	touched   uint64 // where run's loads of order slots ahead go (never read)
 }
 
 // New allocates every order slot and book that cfg asks for.

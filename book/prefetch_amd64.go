@@ -5,9 +5,3 @@ package book
 //
 //go:noescape
 func prefetch(addr uintptr)
-
-// prefetchSpan asks the CPU to start loading the cache lines of the 256
-// bytes from addr (eight order slots). A hint, like prefetch.
-//
-//go:noescape
-func prefetchSpan(addr uintptr)

@@ -4,6 +4,3 @@ package book
 
 // prefetch is a no-op where there is no prefetch_GOARCH.s.
 func prefetch(addr uintptr) {}
-
-// prefetchSpan is a no-op where there is no prefetch_GOARCH.s.
-func prefetchSpan(addr uintptr) {}

@@ -11,6 +11,7 @@ import (
 	"runtime"
 	"runtime/pprof"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -212,7 +213,7 @@ func replay(args []string, stdout, stderr io.Writer) error {
 	rep.LoopPreempted = int64(ru1.Nivcsw) - int64(ru0.Nivcsw)
 	rep.ThreadsMoved = moved
 	rep.Latency = latencyReport{
-		Method:  fmt.Sprintf("every %dth message timed with two monotonic clock reads around its apply (framing, parse of the message body and book update; not file reading)", latencySampleEvery),
+		Method:  fmt.Sprintf("every %dth message timed with two monotonic clock reads around Apply (parse of the message body and book update; not file reading)", latencySampleEvery),
 		Samples: hist.n, P50: hist.quantile(0.5), P99: hist.quantile(0.99), P999: hist.quantile(0.999),
 		Max: float64(hist.max), TimerOverheadNs: overhead,
 	}
@@ -313,44 +314,43 @@ func (rp *replayer) apply(m itch.Msg) {
 	rp.sample(m, rp.n)
 }
 
-// applyFile applies every message of a BinaryFILE in data. Books.ApplyFramed
-// frames and applies the blocks holding a known type of exactly its length,
-// latencySampleEvery-1 at a time, and the next one under two clock reads;
-// any other block (an unknown type, a short or long message, a truncated
-// end) goes through scan, which counts it, skips what can be skipped and
-// returns the error that stops the replay. The messages applied and the
-// counts are those of scanning data with scan alone.
+// applyFile applies every message of a BinaryFILE in data. A block holding
+// a known type of exactly its length is framed here, without a call per
+// message; any other block (an unknown type, a short or long message, a
+// truncated end) goes through scan, which counts it, skips what can be
+// skipped and returns the error that stops the replay. The messages applied
+// and the counts are those of scanning data with scan alone.
 //
-// ApplyFramed's prefetch cursor runs book.PrefetchAhead blocks ahead and
-// hands each block to Books.Prefetch, so the order slots a delete, execute,
-// cancel or replace reads are in cache when it gets there.
-//
-// It is not inlined, so that profiles and callgrind find the timed loop
-// under its own name.
-//
-//go:noinline
+// A second cursor runs book.PrefetchAhead blocks ahead and hands each block
+// to Books.Prefetch, so the order slots a delete, execute, cancel or replace
+// reads are in cache when Apply gets to it. It only hints: a block it frames
+// wrongly (it checks only that the block fits in data) costs a wasted load.
 func (rp *replayer) applyFile(data []byte, scan *itch.Scanner) error {
-	bs, off := rp.bs, 0
+	bs, p, end := rp.bs, unsafe.Pointer(unsafe.SliceData(data)), len(data) // reads through p are checked against end by hand
+	off := 0
 	for {
-		pf, count := prefetchBlocks(bs, data, off, book.PrefetchAhead), rp.n
-		for {
-			// Up to the next message to time (count%latencySampleEvery == 0).
-			k := latencySampleEvery - 1 - int(count%latencySampleEvery)
-			next, npf, a := bs.ApplyFramed(data, off, pf, k)
-			off, pf, count = next, npf, count+uint64(a)
-			if a < k {
+		pf, count := prefetchBlocks(bs, data, off, book.PrefetchAhead), rp.n // the count stays in a register in the loop
+		for off+itch.BlockHeaderLen < end {
+			n := int(*(*byte)(unsafe.Add(p, off)))<<8 | int(*(*byte)(unsafe.Add(p, off+1)))
+			start := off + itch.BlockHeaderLen // < end
+			if n == 0 || n > end-start || n != itch.Length(*(*byte)(unsafe.Add(p, start))) {
 				break
 			}
-			t := nanotime()
-			next, npf, a = bs.ApplyFramed(data, off, pf, 1)
-			if a == 0 {
-				break
+			m := itch.Msg(unsafe.Slice((*byte)(unsafe.Add(p, start)), n))
+			off = start + n
+			if pf+itch.BlockHeaderLen < end { // prefetchBlocks(bs, data, pf, 1), by hand
+				pn := int(*(*byte)(unsafe.Add(p, pf)))<<8 | int(*(*byte)(unsafe.Add(p, pf+1)))
+				if e := pf + itch.BlockHeaderLen + pn; e <= end {
+					bs.Prefetch(unsafe.Slice((*byte)(unsafe.Add(p, pf+itch.BlockHeaderLen)), pn))
+					pf = e
+				}
 			}
-			rp.hist.add(uint64(nanotime() - t))
-			off, pf, count = next, npf, count+1
-			if count%(1<<20) == 0 && !rp.quiet {
-				rp.n = count
-				rp.progress()
+			// rp.apply, by hand: it does not inline here
+			count++
+			if count%latencySampleEvery != 0 {
+				bs.Apply(m)
+			} else {
+				rp.sample(m, count)
 			}
 		}
 		rp.n = count
