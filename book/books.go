@@ -150,7 +150,8 @@ func New(cfg Config) (*Books, error) {
 }
 
 // Reset empties every book and forgets every locate, as at the start of a
-// day, keeping the storage.
+// day, keeping the storage. The counters of Stats (and BrokenWithoutLocate)
+// are kept: they count everything given to Apply since New.
 func (bs *Books) Reset() {
 	home := int(bs.homeMask + 1)
 	clear(bs.orders)
@@ -166,10 +167,12 @@ func (bs *Books) Reset() {
 		b := &bs.books[i]
 		*b = Book{bs: bs, locate: uint16(i), sides: [2][]rung{b.sides[0][:0], b.sides[1][:0]}}
 	}
-	bs.stats = Stats{}
+	// The counters run on (they are exported as monotonic counters, and a
+	// rebuild must not erase the bad input seen before it); only the
+	// gauges describe the emptied books.
+	bs.stats.Orders, bs.stats.Levels, bs.stats.Overflowed = 0, 0, 0
 	bs.err = nil
 	bs.event, bs.eventTime = 0, 0
-	bs.broken = 0
 }
 
 // Stats returns a copy of the counters.

@@ -92,6 +92,8 @@ func (c Config) normalize() (Config, error) {
 // Stats counts what a Books applied and every inconsistency it met in its
 // input. Inconsistent messages are ignored (or, for over-executions and
 // over-cancels, remove the whole order) so the books stay consistent.
+// Orders, Levels and Overflowed describe the books now; every other field
+// counts since New (Reset keeps them), so exported counters never go back.
 type Stats struct {
 	Messages uint64 // messages given to Apply
 	Orders   uint64 // live orders now

@@ -80,11 +80,11 @@ func TestBrokenTrades(t *testing.T) {
 		t.Errorf("locate 0: without locate %d, unmatched %d", bs.BrokenWithoutLocate(), bs.Stats().BrokenUnmatched)
 	}
 
-	// Reset forgets the day's trades.
+	// Reset forgets the day's trades (the counter runs on: 5 + 1).
 	bs.Reset()
 	apply(base...)
 	apply(brk(1, 300))
-	check("after Reset", 0, 0, 0, 1)
+	check("after Reset", 0, 0, 0, 6)
 }
 
 // TestBrokenTradeWalkBound: breaking the last trade steps back over at

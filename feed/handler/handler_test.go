@@ -199,9 +199,11 @@ func testHandlerTrailingGapFlagsStale(t *testing.T, mode Mode, shards []int) {
 	waitFor(t, "stale flags", func() bool { return compareShm(t, name, ref, true) })
 }
 
-// compareShm reads every instrument back and compares it with ref; with
-// wantStale it reports whether every book carries PossiblyStale (and fails
-// on a level mismatch only).
+// compareShm reads every instrument back and compares it with ref: every
+// reference book is published, under its symbol, with exactly the
+// reference's levels up to the depth (none more) and its level counts;
+// with wantStale it reports whether every book carries PossiblyStale (and
+// fails on a level mismatch only).
 func compareShm(t *testing.T, name string, ref *book.Books, wantStale bool) bool {
 	t.Helper()
 	r, err := shm.Open(name)
@@ -210,6 +212,7 @@ func compareShm(t *testing.T, name string, ref *book.Books, wantStale bool) bool
 	}
 	defer r.Close()
 	buf := make([]byte, r.Info().MaxSnapshot)
+	depth := r.Info().Depth
 	n, stale := 0, 0
 	for _, inst := range r.Instruments() {
 		v, err := r.Read(inst.Locate, buf)
@@ -221,24 +224,36 @@ func compareShm(t *testing.T, name string, ref *book.Books, wantStale bool) bool
 			stale++
 		}
 		b := ref.Book(inst.Locate)
+		if b == nil || b.Name() != inst.Symbol {
+			t.Fatalf("%s published at locate %d: the reference has %v there", inst.Symbol, inst.Locate, b)
+		}
 		for _, side := range []book.Side{book.Bid, book.Ask} {
-			want := b.AppendDepth(side, nil, r.Info().Depth)
+			want := b.AppendDepth(side, nil, depth)
+			level := v.Bid
+			levels := v.BidLevels()
+			if side == book.Ask {
+				level, levels = v.Ask, v.AskLevels()
+			}
 			for i, w := range want {
-				var got shm.Level
-				var ok bool
-				if side == book.Bid {
-					got, ok = v.Bid(i)
-				} else {
-					got, ok = v.Ask(i)
-				}
-				if !ok || got != shm.Level(w) {
+				if got, ok := level(i); !ok || got != shm.Level(w) {
 					t.Fatalf("%s side %d level %d: published %+v (%v), reference %+v", inst.Symbol, side, i, got, ok, w)
 				}
+			}
+			if got, ok := level(len(want)); ok {
+				t.Fatalf("%s side %d: level %d published (%+v), the reference has %d", inst.Symbol, side, len(want), got, len(want))
+			}
+			if int(levels) != b.Levels(side) {
+				t.Fatalf("%s side %d: %d levels in the book published, reference %d", inst.Symbol, side, levels, b.Levels(side))
 			}
 		}
 	}
 	if n == 0 {
 		t.Fatal("nothing published")
+	}
+	for b := range ref.All() {
+		if loc, ok := r.Lookup(b.Name()); !ok || loc != b.Locate() {
+			t.Fatalf("reference book %s (locate %d) not published (lookup %d %v)", b.Name(), b.Locate(), loc, ok)
+		}
 	}
 	if !wantStale && stale != 0 {
 		t.Fatalf("%d books flagged stale without a gap", stale)

@@ -46,7 +46,10 @@ func dropRanges(d *Day, drop map[int]bool) []moldudp64.Range {
 }
 
 // checkBooks: every published book equals the full day's, none is stale,
-// and applying caused no inconsistency.
+// and, when no gap was declared, applying caused no inconsistency. After a
+// declared gap the messages applied to the incomplete books until the
+// snapshot do meet unknown references; the counters keep them across the
+// rebuild (they never go back), and the books' equality is the check.
 func checkBooks(t *testing.T, res *Result) {
 	t.Helper()
 	if res.Instruments == 0 {
@@ -63,8 +66,10 @@ func checkBooks(t *testing.T, res *Result) {
 		t.Errorf("%d of %d instruments flagged possibly stale after recovery", res.Stale, res.Instruments)
 	}
 	for _, s := range res.Stats.Shards {
-		if n := s.Book.Inconsistencies(); n != 0 {
-			t.Errorf("%d inconsistencies applying", n)
+		if n := s.Book.Inconsistencies(); n != 0 && res.Stats.Arbiter.Gaps == 0 {
+			t.Errorf("%d inconsistencies applying, with no gap declared", n)
+		} else if n != 0 {
+			t.Logf("%d inconsistencies applying, after %d declared gaps", n, res.Stats.Arbiter.Gaps)
 		}
 	}
 }
