@@ -302,6 +302,11 @@ func (m *mapping) dirEntry(l *layout, slot uint64) []byte {
 	return m.mem[off : off+dirEntrySz : off+dirEntrySz]
 }
 
+// dirSymLen is the symbol length in slot's directory entry (its byte 2).
+func (m *mapping) dirSymLen(l *layout, slot uint64) byte {
+	return m.mem[l.directory+slot*dirEntrySz+2]
+}
+
 // dirSymbol returns the symbol of a directory entry (no padding).
 func dirSymbol(e []byte) []byte {
 	n := int(e[2])

@@ -411,7 +411,7 @@ func (w *Writer) lookup(locate uint16) (Slot, bool) {
 	if v == 0 {
 		return Slot{}, false
 	}
-	return slotOf(v-1, w.m.dirEntry(&w.l, uint64(v-1))[2]), true
+	return slotOf(v-1, w.m.dirSymLen(&w.l, uint64(v-1))), true
 }
 
 // Slot returns the slot of a registered locate, for Begin.
