@@ -321,11 +321,7 @@ func (a *Arbiter) Offer(line int, data []byte, rxTime int64) {
 			} else {
 				a.Stats.Unconfirmed++
 			}
-			// A confirmed session replaces the followed one once that one
-			// is silent, or has announced its end: its end-of-session
-			// packets go on "for a while" and would keep it from being
-			// silent.
-			if idx, ok := a.candidate(line, data, p, rxTime); ok && (!a.started || a.ended || a.silent(rxTime)) {
+			if idx, ok := a.candidate(line, data, p, rxTime); ok && (!a.started || a.silent(rxTime)) {
 				a.lock(idx, rxTime)
 			}
 			return

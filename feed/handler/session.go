@@ -11,9 +11,7 @@ import (
 // sequence (each within candidateWindow of where the previous ones ended). The packets seen while confirming are stashed and replayed on
 // lock, so nothing of the real feed is lost. Later, a candidate that
 // confirms while the locked session has been silent on every line for
-// LineTimeout, or after it announced its end (End of Session packets, sent
-// "for a while", would keep it from being silent), replaces it: a session
-// change.
+// LineTimeout replaces it: a session change.
 
 // candidateWindow is how far a candidate's packet may be from where its
 // previous packets ended (line loss, the other line's copies) and still
