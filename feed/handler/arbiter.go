@@ -80,7 +80,13 @@ type LineStats struct {
 	Malformed    uint64 // packets rejected by moldudp64.Parse
 	WrongSession uint64 // packets of another session
 	Suspect      uint64 // packets dropped for jumping more than MaxJump ahead (see ArbiterConfig)
-	Heartbeats   uint64
+	// StaleEndOfSession: End of Session packets of the followed session
+	// whose sequence number is behind what was already received (the next
+	// expected, or the highest seen on any line): a late copy, a replay or
+	// a forged packet. They do not end the session and are not counted in
+	// Packets.
+	StaleEndOfSession uint64
+	Heartbeats        uint64
 	moldudp64.ParseErrors
 }
 
@@ -93,7 +99,7 @@ type ArbiterStats struct {
 	Held         uint64 // packets held back waiting for a missing sequence number
 	HeldMax      uint64 // high-water mark of packets held at once
 	ForcedByFull uint64 // gaps declared early because the hold-back buffer was full
-	EndOfSession uint64
+	EndOfSession uint64 // times the followed session announced its end (see Ended)
 	// Recovery: ranges handed to the recovery source, filled by it (or by
 	// late copies on the lines), abandoned, and spill overflows.
 	Recoveries       uint64
@@ -104,7 +110,7 @@ type ArbiterStats struct {
 	RecoveredLate    uint64 // recovered packets whose messages were delivered already
 	LastGap          moldudp64.Range
 	SessionChosen    bool
-	SessionChanges   uint64 // a confirmed session replaced a silent locked one
+	SessionChanges   uint64 // a confirmed session replaced a silent or ended locked one (see session.go)
 	Unconfirmed      uint64 // packets seen before any session was confirmed (stashed or dropped)
 }
 
@@ -124,9 +130,11 @@ type Arbiter struct {
 	deliver Deliver
 	onGap   GapFunc
 
-	session  moldudp64.Session
-	started  bool
-	next     uint64 // next expected sequence number (valid once started)
+	session moldudp64.Session
+	started bool
+	next    uint64 // next expected sequence number (valid once started)
+	// ended: an End of Session packet at or beyond everything received
+	// announced the session's end, and no new data came after it.
 	ended    bool
 	gapSince int64 // when we first knew of something beyond next (0: nothing)
 
@@ -290,7 +298,15 @@ func (a *Arbiter) Next() uint64 {
 func (a *Arbiter) Session() moldudp64.Session { return a.session }
 
 // Ended reports whether the session announced its end and everything up to
-// it was delivered or declared missing.
+// it was delivered or declared missing. The end is announced by an End of
+// Session packet whose sequence number is at or beyond everything received
+// (the next expected and the highest seen on any line); an older one is
+// stale (LineStats.StaleEndOfSession) and ignored. A later packet of the
+// session on a line that brings messages not delivered or held yet
+// withdraws the announcement: the session went on (a fill of a gap before
+// the end, from the other line, looks the same and withdraws it too; the
+// other line's copy of the End of Session packet, or the next repetition,
+// announces it again).
 func (a *Arbiter) Ended() bool { return a.ended && a.pend.n == 0 && a.maxHigh() <= a.next }
 
 // Pending returns the number of packets held back.
@@ -321,11 +337,31 @@ func (a *Arbiter) Offer(line int, data []byte, rxTime int64) {
 			} else {
 				a.Stats.Unconfirmed++
 			}
-			if idx, ok := a.candidate(line, data, p, rxTime); ok && (!a.started || a.silent(rxTime)) {
+			// A confirmed session replaces the followed one once that
+			// one is silent, or has ended: its End of Session packets go
+			// on "for a while" and keep it from being silent. Ended, not
+			// just announced: what is missing before the end (a recovery
+			// in progress, packets held back) is repaired or declared
+			// first, so the old session's tail is never silently dropped
+			// (see session.go).
+			idx, ok, stashed := a.candidate(line, data, p, rxTime)
+			if ok && (!a.started || a.Ended() || a.silent(rxTime)) {
 				a.lock(idx, rxTime)
+				if !stashed {
+					// Confirmed earlier, waiting for the old session: the
+					// stash was full, so this packet was not replayed.
+					a.Offer(line, data, rxTime)
+				}
 			}
 			return
 		}
+	}
+	if p.EndOfSession() && p.Seq < max(a.next, a.maxHigh()) {
+		// It says the session ended before what was received already:
+		// a late copy, a replay or a forgery. It changes nothing (not
+		// even the line's liveness), or it could end a live session.
+		ls.StaleEndOfSession++
+		return
 	}
 	if p.Seq > a.next && p.Seq-a.next > a.cfg.MaxJump {
 		// Only jumps that agree with each other (one sequence that moved
@@ -384,6 +420,7 @@ func (a *Arbiter) Offer(line int, data []byte, rxTime int64) {
 		ls.Duplicates++
 	case p.Seq <= a.next && !a.frozen:
 		ls.Won++
+		a.ended = false // new data: the session did not end
 		a.emit(p, rxTime)
 		a.drain()
 		a.checkGap(rxTime, false)
@@ -393,8 +430,10 @@ func (a *Arbiter) Offer(line int, data []byte, rxTime int64) {
 			ls.Duplicates++ // the other line's copy is held already
 		case holdOK:
 			ls.Won++ // first to bring these sequence numbers (held back)
+			a.ended = false
 		case holdFull:
 			ls.Won++
+			a.ended = false
 			if a.recovering {
 				// The spill is full: give the recovery up rather than
 				// lose what arrives.

@@ -194,6 +194,8 @@ func lineValue(c *LineStats, name string) uint64 {
 		return c.Malformed
 	case "line_wrong_session_total":
 		return c.WrongSession
+	case "line_stale_end_of_session_total":
+		return c.StaleEndOfSession
 	}
 	panic("expose: no value for line metric " + name)
 }

@@ -54,6 +54,7 @@ var exported = [...]metric{
 	{"line_gaps_total", "Jumps in the line's own sequence numbers.", kindCounter, "line"},
 	{"line_malformed_total", "Packets rejected by the MoldUDP64 parser.", kindCounter, "line"},
 	{"line_wrong_session_total", "Packets of another session.", kindCounter, "line"},
+	{"line_stale_end_of_session_total", "End of Session packets of the followed session behind what was received already (late copies, replays, forgeries): ignored.", kindCounter, "line"},
 	{"gaps_total", "Sequence ranges missing on every line.", kindCounter, ""},
 	{"gap_messages_total", "Sequence numbers missing on every line.", kindCounter, ""},
 	{"delivered_messages_total", "Messages delivered in sequence order.", kindCounter, ""},
@@ -91,7 +92,7 @@ var exported = [...]metric{
 	{"recovery_spill_high_water", "Most packets held at once while arbitrating or recovering.", kindGauge, ""},
 	{"recovery_state", "1 for the current recovery state.", kindGauge, "state"},
 	{"recovery_time_seconds", "Gap detected to books whole again.", kindHistogram, ""},
-	{"session_changes_total", "Times a confirmed session replaced a silent followed one.", kindCounter, ""},
+	{"session_changes_total", "Times a confirmed session replaced a followed one that was silent or had ended.", kindCounter, ""},
 	{"latency_seconds", "Receive timestamp to shared-memory publish, per message.", kindHistogram, ""},
 	{"path_latency_seconds", "Receive-thread pickup to shared-memory publish, per message (the handler's own path).", kindHistogram, ""},
 }

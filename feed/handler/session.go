@@ -8,10 +8,31 @@ import (
 // the first datagram it sees: a stray sender on the group would otherwise
 // take the feed over. It tracks a few candidate sessions and locks onto one
 // only once SessionConfirm of its packets in a row carried a consistent
-// sequence (each within candidateWindow of where the previous ones ended). The packets seen while confirming are stashed and replayed on
-// lock, so nothing of the real feed is lost. Later, a candidate that
-// confirms while the locked session has been silent on every line for
-// LineTimeout replaces it: a session change.
+// sequence (each within candidateWindow of where the previous ones ended).
+// The packets seen while confirming are stashed and replayed on lock, so
+// nothing of the real feed is lost.
+//
+// Session change. Later, a candidate that confirms replaces the locked
+// session (a session change) when the locked one
+//
+//   - has been silent on every line for LineTimeout, or
+//   - has ended (Arbiter.Ended): an End of Session packet announced it, and
+//     everything before the end was delivered or declared missing.
+//
+// Otherwise the candidate's packets count as WrongSession. The second rule
+// exists because an exchange repeats End of Session "for a while", which
+// keeps the old session from ever being silent. Only an End of Session
+// packet at or beyond everything received (the next expected sequence
+// number and the highest seen on any line) announces the end: an older one
+// is a late copy, a replay or a forgery, counted as StaleEndOfSession and
+// ignored, so that it cannot open a live session to a stray one. New data
+// of the locked session withdraws the announcement (a repeated End of
+// Session announces it again). Ended rather than just announced: while a
+// gap before the end is being recovered (or packets are held back for it),
+// the change waits until the range is filled or declared, so the old
+// session's tail is never dropped unreported; the new session's packets
+// seen meanwhile beyond the stash are a gap of the new session, recovered
+// like any other.
 
 // candidateWindow is how far a candidate's packet may be from where its
 // previous packets ended (line loss, the other line's copies) and still
@@ -33,10 +54,10 @@ type candidate struct {
 	next    uint64 // where its packets so far ended
 	n       int    // consistent packets in a row
 	lastRx  int64
-	stash   []stashed
+	stash   []stashedPacket
 }
 
-type stashed struct {
+type stashedPacket struct {
 	line   int
 	rxTime int64
 	data   []byte // into arena
@@ -50,7 +71,7 @@ type sessions struct {
 func (s *sessions) init(confirm, slotSize int) {
 	s.arena = make([]byte, maxCandidates*confirm*slotSize)
 	for i := range s.cands {
-		s.cands[i].stash = make([]stashed, 0, confirm)
+		s.cands[i].stash = make([]stashedPacket, 0, confirm)
 	}
 }
 
@@ -59,10 +80,11 @@ func (a *Arbiter) SetSessionFunc(fn SessionFunc) { a.onSession = fn }
 
 // candidate feeds a packet of a session other than the locked one (or any
 // packet before a lock) to the candidate table. It reports whether that
-// session has now confirmed and may be locked.
-func (a *Arbiter) candidate(line int, data []byte, p moldudp64.Packet, rxTime int64) (int, bool) {
+// session has now confirmed and may be locked, and whether the packet was
+// stashed (replayed by lock).
+func (a *Arbiter) candidate(line int, data []byte, p moldudp64.Packet, rxTime int64) (idx int, confirmed, stashed bool) {
 	s := &a.sess
-	idx := -1
+	idx = -1
 	for i := range s.cands {
 		if s.cands[i].n > 0 && s.cands[i].session == p.Session {
 			idx = i
@@ -92,10 +114,11 @@ func (a *Arbiter) candidate(line int, data []byte, p moldudp64.Packet, rxTime in
 	if len(data) <= a.cfg.SlotSize && len(c.stash) < cap(c.stash) {
 		off := (idx*cap(c.stash) + len(c.stash)) * a.cfg.SlotSize
 		n := copy(s.arena[off:off+a.cfg.SlotSize], data)
-		c.stash = append(c.stash, stashed{line: line, rxTime: rxTime, data: s.arena[off : off+n]})
+		c.stash = append(c.stash, stashedPacket{line: line, rxTime: rxTime, data: s.arena[off : off+n]})
+		stashed = true
 	}
 	c.n++
-	return idx, c.n >= a.cfg.SessionConfirm
+	return idx, c.n >= a.cfg.SessionConfirm, stashed
 }
 
 // lock follows candidate idx's session from sequence number 1 and replays

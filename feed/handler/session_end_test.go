@@ -1,0 +1,341 @@
+package handler
+
+import (
+	"math/rand/v2"
+	"testing"
+	"time"
+
+	"github.com/marketfeed/feedhandler/feed/moldudp64"
+)
+
+// Tests of the session change after an End of Session (session.go).
+
+var strayName = moldudp64.NewSession("STRAY")
+
+// endOfSession returns an End of Session packet of s with sequence number seq.
+func endOfSession(s moldudp64.Session, seq uint64) []byte {
+	return moldudp64.AppendHeader(nil, s, seq, moldudp64.EndOfSessionCount)
+}
+
+// nextAfter is the sequence number after pkts' last message.
+func nextAfter(t *testing.T, pkts [][]byte) uint64 {
+	t.Helper()
+	p, err := moldudp64.Parse(pkts[len(pkts)-1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p.Next()
+}
+
+func wrongSession(a *Arbiter) uint64 {
+	return a.Stats.Lines[0].WrongSession + a.Stats.Lines[1].WrongSession
+}
+
+// noChange fails t on any session change after the first lock.
+func noChange(t *testing.T, a *Arbiter) {
+	a.SetSessionFunc(func(o, n moldudp64.Session) {
+		if o != (moldudp64.Session{}) {
+			t.Fatalf("session changed from %q to %q", o, n)
+		}
+	})
+}
+
+func staleEnds(a *Arbiter) uint64 {
+	return a.Stats.Lines[0].StaleEndOfSession + a.Stats.Lines[1].StaleEndOfSession
+}
+
+// TestSessionChangeAfterEnd: the old session ends (End of Session with the
+// next sequence number) and keeps repeating its end on both lines every
+// 100 ms, so it is never silent for LineTimeout; the new session starts
+// meanwhile. It is followed as soon as it confirms, every one of its
+// messages is delivered (the stash replayed), and the old session's later
+// End of Session packets count as another session's.
+func TestSessionChangeAfterEnd(t *testing.T) {
+	rng := rand.New(rand.NewPCG(31, 32))
+	old := moldudp64.NewSession("OLD")
+	oldPkts := packets(t, old, 20, 5, rng)
+	newPkts := packets(t, testSession, 50, 5, rng)
+	a, s := newTestArbiter(t, ArbiterConfig{LineTimeout: time.Second})
+	var changes [][2]moldudp64.Session
+	a.SetSessionFunc(func(o, n moldudp64.Session) { changes = append(changes, [2]moldudp64.Session{o, n}) })
+	now := int64(1)
+	for _, p := range oldPkts {
+		now += int64(time.Millisecond)
+		a.Offer(0, p, now)
+		a.Offer(1, p, now)
+	}
+	if want := totalMessages(t, oldPkts); a.Session() != old || s.got != want {
+		t.Fatalf("following %q, delivered %d of %d", a.Session(), s.got, want)
+	}
+	eos := endOfSession(old, nextAfter(t, oldPkts))
+	a.Offer(0, eos, now)
+	a.Offer(1, eos, now)
+	if !a.Ended() || a.Stats.EndOfSession != 1 {
+		t.Fatalf("ended %v, end of session %d", a.Ended(), a.Stats.EndOfSession)
+	}
+	got := s.got
+	// The sink follows the new session from its start. Both lines' copies
+	// of a packet count towards SessionConfirm.
+	s.next = 0
+	confirmAt := (defaultSessionConfirm+1)/2 - 1
+	for i, p := range newPkts {
+		now += int64(100 * time.Millisecond)
+		a.Offer(0, eos, now)
+		a.Offer(1, eos, now)
+		a.Offer(0, p, now+1)
+		a.Offer(1, p, now+1)
+		want := old
+		if i >= confirmAt {
+			want = testSession
+		}
+		if a.Session() != want {
+			t.Fatalf("following %q after %d packets of the new session on both lines, want %q", a.Session(), i+1, want)
+		}
+	}
+	if want := totalMessages(t, newPkts); s.got-got != want || len(s.gaps) != 0 {
+		t.Fatalf("delivered %d of the new session's %d, gaps %v", s.got-got, want, s.gaps)
+	}
+	if a.Stats.SessionChanges != 1 || len(changes) != 2 || changes[1] != [2]moldudp64.Session{old, testSession} {
+		t.Fatalf("session changes %d, callbacks %v", a.Stats.SessionChanges, changes)
+	}
+	// Another session's: the new session's confirming packets, then every
+	// End of Session of the old one after the change.
+	if ws, want := wrongSession(a), uint64(2*(confirmAt+1)+2*(len(newPkts)-confirmAt-1)); ws != want {
+		t.Fatalf("wrong session %d, want %d", ws, want)
+	}
+	if staleEnds(a) != 0 || a.Ended() {
+		t.Fatalf("stale ends %d, ended %v", staleEnds(a), a.Ended())
+	}
+}
+
+// TestStaleEndOfSessionIgnored: a live session receives an End of Session
+// of its own behind what it delivered (a late copy or a replay); then a
+// stray session sends a consistent run, at once and then between the live
+// session's packets. The stale end changes nothing: the live session stays
+// followed and whole, every stray packet counts as another session's.
+func TestStaleEndOfSessionIgnored(t *testing.T) {
+	rng := rand.New(rand.NewPCG(33, 34))
+	live := packets(t, testSession, 100, 5, rng)
+	stray := packets(t, strayName, 60, 5, rng)
+	a, s := newTestArbiter(t, ArbiterConfig{LineTimeout: time.Second})
+	noChange(t, a)
+	now := int64(1)
+	offer := func(p []byte) {
+		now += int64(time.Millisecond)
+		a.Offer(0, p, now)
+		a.Offer(1, p, now)
+	}
+	for _, p := range live[:50] {
+		offer(p)
+	}
+	p10, _ := moldudp64.Parse(live[10])
+	a.Offer(0, endOfSession(testSession, p10.Seq), now)
+	si := 0
+	for ; si < defaultSessionConfirm+1; si++ {
+		a.Offer(si%2, stray[si], now)
+	}
+	if a.Session() != testSession {
+		t.Fatalf("a stale End of Session let %q take the live feed over", a.Session())
+	}
+	if a.ended || a.Stats.EndOfSession != 0 || a.Stats.Lines[0].StaleEndOfSession != 1 {
+		t.Fatalf("stale end: ended %v, end of session %d, line stats %+v", a.ended, a.Stats.EndOfSession, a.Stats.Lines[0])
+	}
+	for _, p := range live[50:] {
+		offer(p)
+		a.Offer(si%2, stray[si], now)
+		si++
+	}
+	if a.Session() != testSession || a.Stats.SessionChanges != 0 {
+		t.Fatalf("following %q, session changes %d", a.Session(), a.Stats.SessionChanges)
+	}
+	if want := totalMessages(t, live); s.got != want || len(s.gaps) != 0 {
+		t.Fatalf("delivered %d of %d, gaps %v", s.got, want, s.gaps)
+	}
+	if wrongSession(a) != uint64(si) || staleEnds(a) != 1 {
+		t.Fatalf("wrong session %d, want %d; stale ends %d", wrongSession(a), si, staleEnds(a))
+	}
+}
+
+// TestEndOfSessionBehindHeldIsStale: an End of Session at the next expected
+// sequence number, but behind packets already held back (line A lost one,
+// line B lags), contradicts what was received: stale, it announces nothing.
+func TestEndOfSessionBehindHeldIsStale(t *testing.T) {
+	rng := rand.New(rand.NewPCG(35, 36))
+	pkts := packets(t, testSession, 20, 5, rng)
+	a, s := newTestArbiter(t, ArbiterConfig{})
+	now := int64(1)
+	for i, p := range pkts {
+		if i != 10 {
+			a.Offer(0, p, now)
+		}
+		if i < 10 {
+			a.Offer(1, p, now)
+		}
+	}
+	p10, _ := moldudp64.Parse(pkts[10])
+	if a.Next() != p10.Seq || a.Pending() == 0 {
+		t.Fatalf("next %d pending %d, want %d and some", a.Next(), a.Pending(), p10.Seq)
+	}
+	a.Offer(1, endOfSession(testSession, p10.Seq), now)
+	if a.ended || a.Stats.EndOfSession != 0 || a.Stats.Lines[1].StaleEndOfSession != 1 {
+		t.Fatalf("ended %v, end of session %d, line B %+v", a.ended, a.Stats.EndOfSession, a.Stats.Lines[1])
+	}
+	for _, p := range pkts[10:] {
+		a.Offer(1, p, now)
+	}
+	if want := totalMessages(t, pkts); s.got != want || len(s.gaps) != 0 {
+		t.Fatalf("delivered %d of %d, gaps %v", s.got, want, s.gaps)
+	}
+	// The real end, on each line: announced once, repeated, not stale.
+	end := endOfSession(testSession, nextAfter(t, pkts))
+	a.Offer(0, end, now)
+	a.Offer(1, end, now)
+	a.Offer(0, end, now)
+	if !a.Ended() || a.Stats.EndOfSession != 1 || staleEnds(a) != 1 {
+		t.Fatalf("ended %v, end of session %d, stale %d", a.Ended(), a.Stats.EndOfSession, staleEnds(a))
+	}
+}
+
+// TestDataAfterEndWithdrawsIt: the session announces its end, then sends
+// more data after all. The end is withdrawn, so a stray session's run (at
+// once, then between the live packets) does not take the feed over.
+func TestDataAfterEndWithdrawsIt(t *testing.T) {
+	rng := rand.New(rand.NewPCG(37, 38))
+	live := packets(t, testSession, 60, 5, rng)
+	stray := packets(t, strayName, 40, 5, rng)
+	a, s := newTestArbiter(t, ArbiterConfig{LineTimeout: time.Second})
+	noChange(t, a)
+	now := int64(1)
+	offer := func(p []byte) {
+		now += int64(time.Millisecond)
+		a.Offer(0, p, now)
+		a.Offer(1, p, now)
+	}
+	for _, p := range live[:30] {
+		offer(p)
+	}
+	offer(endOfSession(testSession, nextAfter(t, live[:30])))
+	if !a.Ended() || a.Stats.EndOfSession != 1 {
+		t.Fatalf("ended %v, end of session %d", a.Ended(), a.Stats.EndOfSession)
+	}
+	offer(live[30])
+	si := 0
+	for ; si < defaultSessionConfirm+1; si++ {
+		a.Offer(si%2, stray[si], now)
+	}
+	if a.Session() != testSession {
+		t.Fatalf("%q took over a session that went on after its end", a.Session())
+	}
+	if a.Ended() || a.ended {
+		t.Fatal("data after the end did not withdraw it")
+	}
+	for _, p := range live[31:] {
+		offer(p)
+		a.Offer(si%2, stray[si], now)
+		si++
+	}
+	if a.Session() != testSession || a.Stats.SessionChanges != 0 {
+		t.Fatalf("following %q, session changes %d", a.Session(), a.Stats.SessionChanges)
+	}
+	if want := totalMessages(t, live); s.got != want || len(s.gaps) != 0 {
+		t.Fatalf("delivered %d of %d, gaps %v", s.got, want, s.gaps)
+	}
+	if wrongSession(a) != uint64(si) || staleEnds(a) != 0 {
+		t.Fatalf("wrong session %d, want %d; stale ends %d", wrongSession(a), si, staleEnds(a))
+	}
+}
+
+// TestEndOfSessionFarAheadIsSuspect: an End of Session further ahead than
+// MaxJump is suspect like data: alone it is dropped and ends nothing; a
+// stray run after it does not take over.
+func TestEndOfSessionFarAheadIsSuspect(t *testing.T) {
+	rng := rand.New(rand.NewPCG(39, 40))
+	live := packets(t, testSession, 20, 5, rng)
+	stray := packets(t, strayName, 10, 5, rng)
+	a, s := newTestArbiter(t, ArbiterConfig{Lines: 1, MaxJump: 1000})
+	noChange(t, a)
+	now := int64(1)
+	for _, p := range live[:10] {
+		now++
+		a.Offer(0, p, now)
+	}
+	a.Offer(0, endOfSession(testSession, a.Next()+5000), now)
+	if a.ended || a.Stats.Lines[0].Suspect != 1 || a.Stats.EndOfSession != 0 {
+		t.Fatalf("ended %v, end of session %d, line %+v", a.ended, a.Stats.EndOfSession, a.Stats.Lines[0])
+	}
+	for _, p := range stray {
+		a.Offer(0, p, now)
+	}
+	for _, p := range live[10:] {
+		now++
+		a.Offer(0, p, now)
+	}
+	if want := totalMessages(t, live); a.Session() != testSession || s.got != want || len(s.gaps) != 0 {
+		t.Fatalf("following %q, delivered %d of %d, gaps %v", a.Session(), s.got, want, s.gaps)
+	}
+}
+
+// TestSessionChangeWaitsForRecoveryBeforeEnd: the old session ended while a
+// range before its end was being re-requested. The new session confirms
+// meanwhile but is followed only once the range is filled, so the old
+// session's last messages are delivered, not dropped; then none of the new
+// session's messages is lost either (the packet that found the stash full
+// is delivered after the replay).
+func TestSessionChangeWaitsForRecoveryBeforeEnd(t *testing.T) {
+	rng := rand.New(rand.NewPCG(41, 42))
+	old := moldudp64.NewSession("OLD")
+	oldPkts := packets(t, old, 20, 5, rng)
+	newPkts := packets(t, testSession, 30, 5, rng)
+	a, s := newTestArbiter(t, ArbiterConfig{Lines: 1, Grace: time.Millisecond, Hold: 10 * time.Millisecond})
+	var asked []moldudp64.Range
+	a.SetMissing(func(r moldudp64.Range, _ int64) bool {
+		asked = append(asked, r)
+		return true
+	})
+	a.SetSessionFunc(func(o, n moldudp64.Session) {
+		if want := totalMessages(t, oldPkts); o == old && s.got != want {
+			t.Fatalf("changed to %q with %d of the old session's %d messages delivered", n, s.got, want)
+		}
+	})
+	now := int64(1)
+	for i, p := range oldPkts {
+		if i != 10 {
+			now += int64(time.Microsecond)
+			a.Offer(0, p, now)
+		}
+	}
+	eos := endOfSession(old, nextAfter(t, oldPkts))
+	a.Offer(0, eos, now)
+	now += int64(2 * time.Millisecond)
+	a.Tick(now)
+	p10, _ := moldudp64.Parse(oldPkts[10])
+	if r, ok := a.Recovering(); !ok || r != p10.Range() || !a.ended || a.Ended() {
+		t.Fatalf("recovering %v %v, ended %v/%v; want %v", r, ok, a.ended, a.Ended(), p10.Range())
+	}
+	for _, p := range newPkts[:defaultSessionConfirm] {
+		now += int64(time.Millisecond)
+		a.Offer(0, eos, now)
+		a.Offer(0, p, now)
+	}
+	if a.Session() != old || a.Stats.SessionChanges != 0 {
+		t.Fatalf("following %q while the old session's end is recovered", a.Session())
+	}
+	a.OfferRecovered(oldPkts[10], p10, now)
+	if want := totalMessages(t, oldPkts); s.got != want || len(s.gaps) != 0 || !a.Ended() {
+		t.Fatalf("old session: delivered %d of %d, gaps %v, ended %v", s.got, want, s.gaps, a.Ended())
+	}
+	s.next = 0 // the sink follows the new session from its start
+	got := s.got
+	for _, p := range newPkts[defaultSessionConfirm:] {
+		now += int64(time.Millisecond)
+		a.Offer(0, eos, now)
+		a.Offer(0, p, now)
+	}
+	a.Tick(now + int64(time.Second))
+	if a.Session() != testSession || a.Stats.SessionChanges != 1 {
+		t.Fatalf("following %q, session changes %d", a.Session(), a.Stats.SessionChanges)
+	}
+	if want := totalMessages(t, newPkts); s.got-got != want || len(s.gaps) != 0 || len(asked) != 1 {
+		t.Fatalf("new session: delivered %d of %d, gaps %v, recoveries asked %v", s.got-got, want, s.gaps, asked)
+	}
+}
