@@ -109,3 +109,112 @@ func TestCppRebind(t *testing.T) {
 	c.expect("lookup MSFT", "lookup Ok 7")
 	c.expect("read 7", "read Ok seq 5 version 1")
 }
+
+// TestSymbolMoved: a new session moves AAPL from locate 5 to locate 9
+// (ITCH reassigns locates every session). Binding AAPL to 9 retires the
+// entry of locate 5 and unbinds it: one live entry names AAPL, and locate 5
+// no longer reads AAPL's stale book. Rebind and Register both move a
+// symbol. Before the fix both entries stayed live (two AAPLs in
+// Instruments, locate 5 still readable).
+func TestSymbolMoved(t *testing.T) {
+	w := testWriter(t, Config{Instruments: 4, Depth: 2})
+	r := testReader(t, w.Path())
+	buf := make([]byte, r.Info().MaxSnapshot)
+	if err := w.Register(5, "AAPL"); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Publish(&Snapshot{Locate: 5, Seq: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if loc, ok := r.Lookup("AAPL"); !ok || loc != 5 {
+		t.Fatalf("lookup AAPL = %d %v", loc, ok)
+	}
+	moved := func(how string, from, to uint16) {
+		t.Helper()
+		if err := w.Publish(&Snapshot{Locate: to, Seq: uint64(to)}); err != nil {
+			t.Fatal(err)
+		}
+		var aapl []Instrument
+		for _, in := range r.Instruments() {
+			if in.Symbol == "AAPL" {
+				aapl = append(aapl, in)
+			}
+		}
+		if len(aapl) != 1 || aapl[0].Locate != to {
+			t.Fatalf("%s: AAPL in instruments %v, want at %d only", how, aapl, to)
+		}
+		if loc, ok := r.Lookup("AAPL"); !ok || loc != to {
+			t.Fatalf("%s: lookup AAPL = %d %v, want %d", how, loc, ok, to)
+		}
+		if _, err := r.Read(from, buf); !errors.Is(err, ErrUnknownLocate) {
+			t.Fatalf("%s: read of the old locate %d: %v, want ErrUnknownLocate", how, from, err)
+		}
+		if _, err := w.Slot(from); !errors.Is(err, ErrUnknownLocate) {
+			t.Fatalf("%s: writer slot of the old locate %d: %v", how, from, err)
+		}
+		v, err := r.ReadSymbol("AAPL", buf)
+		if err != nil || v.Seq() != uint64(to) || v.Locate() != to {
+			t.Fatalf("%s: read AAPL: %v seq %d locate %d", how, err, v.Seq(), v.Locate())
+		}
+	}
+	sl, retired, err := w.Rebind(9, "AAPL")
+	if err != nil || retired || sl == (Slot{}) {
+		t.Fatalf("rebind 9 AAPL: %v %v %v (locate 9 was unbound: nothing of its own retired)", sl, retired, err)
+	}
+	moved("rebind", 5, 9)
+	if u := w.SlotUsage(); u != (SlotUsage{Capacity: 4, Used: 2, Retired: 1}) {
+		t.Fatalf("slot usage %+v", u)
+	}
+	// Locate 5 binds afresh (no retirement of its own: it was unbound).
+	if _, retired, err := w.Rebind(5, "MSFT"); err != nil || retired {
+		t.Fatalf("rebind 5 MSFT: %v %v", retired, err)
+	}
+	if err := w.Register(11, "AAPL"); err != nil {
+		t.Fatal(err)
+	}
+	moved("register", 9, 11)
+	if loc, ok := r.Lookup("MSFT"); !ok || loc != 5 {
+		t.Fatalf("lookup MSFT = %d %v", loc, ok)
+	}
+	if u := w.SlotUsage(); u != (SlotUsage{Capacity: 4, Used: 4, Retired: 2}) {
+		t.Fatalf("slot usage %+v", u)
+	}
+	// Full: the symbol still leaves its old locate (its book there is
+	// stale), though the new one cannot be registered.
+	if _, _, err := w.Rebind(12, "AAPL"); !errors.Is(err, ErrFull) {
+		t.Fatalf("rebind with no slot left: %v", err)
+	}
+	if _, ok := r.Lookup("AAPL"); ok {
+		t.Fatal("AAPL still found at its old locate after moving to a locate that found no slot")
+	}
+	if u := w.SlotUsage(); u != (SlotUsage{Capacity: 4, Used: 4, Retired: 3}) {
+		t.Fatalf("slot usage %+v", u)
+	}
+}
+
+// TestCppSymbolMoved: the C++ reader's lookup scans the directory and takes
+// the first live entry; after AAPL moved from locate 5 to 9 it finds 9 (the
+// old entry is retired), and locate 5 is unknown. Before the fix it found
+// locate 5, AAPL's stale book.
+func TestCppSymbolMoved(t *testing.T) {
+	bin := cppbuild.Build(t, cppDriver)
+	w := testWriter(t, Config{Instruments: 3, Depth: 2})
+	if err := w.Register(5, "AAPL"); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Publish(&Snapshot{Locate: 5, Seq: 3}); err != nil {
+		t.Fatal(err)
+	}
+	c := startSession(t, bin, w.Path())
+	c.expect("open", "open Ok")
+	c.expect("lookup AAPL", "lookup Ok 5")
+	if _, _, err := w.Rebind(9, "AAPL"); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Publish(&Snapshot{Locate: 9, Seq: 8}); err != nil {
+		t.Fatal(err)
+	}
+	c.expect("lookup AAPL", "lookup Ok 9")
+	c.expect("read 9", "read Ok seq 8 version 1")
+	c.expect("read 5", "read ErrUnknownLocate")
+}
