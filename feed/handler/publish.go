@@ -88,10 +88,15 @@ func (p *Publisher) SetStale(stale bool) {
 // rebuilt, possibly for a new session whose locates name other symbols
 // (ITCH reassigns them every day): each locate's slot is bound again, by
 // symbol, at its next publish (shm.Writer.Rebind), so a book is never
-// written into a slot registered for another symbol.
+// written into a slot registered for another symbol. What each locate
+// counted for its old book (messages applied, the last one's sequence
+// number and receive time) starts again: a snapshot describes its own
+// book, as the slot's version starts again from 1 after a rebind.
 func (p *Publisher) BooksReset() {
 	for i := range p.locs {
-		p.locs[i].slot = shm.Slot{}
+		st := &p.locs[i]
+		st.slot = shm.Slot{}
+		st.seq, st.rx, st.msgs = 0, 0, 0
 	}
 }
 
