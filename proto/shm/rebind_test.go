@@ -1,8 +1,12 @@
 package shm
 
 import (
+	"bytes"
 	"errors"
+	"strings"
 	"testing"
+
+	"github.com/rs/zerolog"
 
 	"github.com/marketfeed/feedhandler/internal/cppbuild"
 	"github.com/marketfeed/feedhandler/proto/bookfb"
@@ -217,4 +221,44 @@ func TestCppSymbolMoved(t *testing.T) {
 	c.expect("lookup AAPL", "lookup Ok 9")
 	c.expect("read 9", "read Ok seq 8 version 1")
 	c.expect("read 5", "read ErrUnknownLocate")
+}
+
+// TestSlotWarnings: the writer logs once when the used slots (live and
+// retired) pass 3/4 of the capacity, and once when they run out, however
+// many registrations follow.
+func TestSlotWarnings(t *testing.T) {
+	var log bytes.Buffer
+	w := testWriter(t, Config{Instruments: 8, Depth: 1, Log: zerolog.New(&log)})
+	count := func(msg string) int { return strings.Count(log.String(), msg) }
+	for loc := uint16(1); loc <= 5; loc++ {
+		if err := w.Register(loc, symbolOf(loc)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if log.Len() != 0 {
+		t.Fatalf("logged at 5 of 8 slots: %s", log.String())
+	}
+	// The 6th slot (3/4) comes from a rebind: locate 5 retires its slot.
+	if _, retired, err := w.Rebind(5, "MOVED"); err != nil || !retired {
+		t.Fatalf("rebind: %v %v", retired, err)
+	}
+	if n := count("over 3/4"); n != 1 || !strings.Contains(log.String(), `"level":"warn"`) {
+		t.Fatalf("%d warnings at 6 of 8 slots: %s", n, log.String())
+	}
+	for loc := uint16(6); loc <= 7; loc++ {
+		if err := w.Register(loc, symbolOf(loc)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for loc := uint16(8); loc <= 10; loc++ {
+		if err := w.Register(loc, symbolOf(loc)); !errors.Is(err, ErrFull) {
+			t.Fatalf("register %d: %v, want ErrFull", loc, err)
+		}
+	}
+	if n, m := count("over 3/4"), count("exhausted"); n != 1 || m != 1 {
+		t.Fatalf("%d warnings, %d exhausted errors after 3 registrations into a full file: %s", n, m, log.String())
+	}
+	if u := w.SlotUsage(); u != (SlotUsage{Capacity: 8, Used: 8, Retired: 1}) {
+		t.Fatalf("slot usage %+v", u)
+	}
 }
