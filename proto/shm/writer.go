@@ -119,18 +119,20 @@ type Writer struct {
 	l    layout
 	path string
 
-	mu         sync.Mutex        // serializes Register and Rebind (bind)
-	count      uint64            // registered instruments, live and retired (under mu)
-	live       map[string]uint64 // symbol -> slot of its live directory entry (under mu)
-	warned     bool              // the slots-over-3/4 warning was logged (under mu)
-	warnedFull bool              // the slots-exhausted error was logged (under mu)
-	retired    atomic.Uint64     // retired directory entries
-	log        zerolog.Logger
+	mu    sync.Mutex // serializes Register and Rebind (bind)
+	count uint64     // registered instruments, live and retired (under mu)
 
 	single bool   // Config.SingleWriter
 	head   uint64 // journal head, single writer only (the writer's own copy)
 
 	closed atomic.Bool
+
+	// Registration only, after the fields a publish reads.
+	live       map[string]uint64 // symbol -> slot of its live directory entry (under mu)
+	warned     bool              // the slots-over-3/4 warning was logged (under mu)
+	warnedFull bool              // the slots-exhausted error was logged (under mu)
+	retired    atomic.Uint64     // retired directory entries
+	log        zerolog.Logger
 }
 
 // Create makes a new feed file and maps it. The file is built under a

@@ -436,7 +436,7 @@ class Reader:
     def _scan_symbols(self, n):
         self._symbols = {}
         for ins in self.instruments():
-            self._symbols[ins.symbol] = ins.locate  # as Go: the last registration wins
+            self._symbols[ins.symbol] = ins.locate  # as Go: the last wins (the writer keeps one live entry per symbol)
         self._known = n
 
     def _bound_to(self, locate, symbol):
