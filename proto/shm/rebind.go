@@ -3,9 +3,10 @@ package shm
 import "fmt"
 
 // dirRetired, in a directory entry's flags byte (offset 3), marks a slot
-// retired: its locate was bound to another symbol since (Rebind). The entry
-// and the slot keep the old symbol's last snapshot; readers skip the entry
-// when they look symbols up.
+// retired: its locate was bound to another symbol since (Rebind), or its
+// symbol to another locate (Rebind, Register). The entry and the slot keep
+// the old book's last snapshot; readers skip the entry when they look
+// symbols up.
 const (
 	dirFlags   = 3
 	dirRetired = 1

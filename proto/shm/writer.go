@@ -618,6 +618,12 @@ func (w *Writer) begin(sl Slot, s *Snapshot, nb, na int) (data []byte, seq *uint
 	if w.closed.Load() {
 		return nil, nil, 0, 0, 0, fmt.Errorf("publish locate %d: %w", s.Locate, ErrClosed)
 	}
+	// The clock is read before the slot's offset is computed: off then
+	// never lives across a call (a stack spill on every publish).
+	publish = s.PublishTime
+	if publish == 0 {
+		publish = now()
+	}
 	var off slotOffset
 	if sl.v == 0 {
 		var ok bool
@@ -636,10 +642,6 @@ func (w *Writer) begin(sl Slot, s *Snapshot, nb, na int) (data []byte, seq *uint
 	}
 	if nb > w.l.depth || na > w.l.depth || nb < 0 || na < 0 {
 		return nil, nil, 0, 0, 0, fmt.Errorf("publish locate %d: %d bids, %d asks: %w %d", s.Locate, nb, na, ErrTooDeep, w.l.depth)
-	}
-	publish = s.PublishTime
-	if publish == 0 {
-		publish = now()
 	}
 	seq = w.m.slotSeq(off)
 	// The seqlock needs store order only, never an atomic read-modify-write
