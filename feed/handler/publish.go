@@ -1,6 +1,7 @@
 package handler
 
 import (
+	"errors"
 	"unsafe"
 
 	"github.com/marketfeed/feedhandler/book"
@@ -139,20 +140,9 @@ func (p *Publisher) Flush() {
 // publish writes book b (locate loc, state st) into its slot; flags are
 // the batch's.
 func (p *Publisher) publish(b *book.Book, loc uint16, st *locState, flags bookfb.Flags) {
-	if st.slot == (shm.Slot{}) {
-		sl, retired, err := p.w.Rebind(loc, b.Name())
-		if err != nil {
-			p.Errors++
-			return
-		}
-		st.slot = sl
-		if retired {
-			p.Rebound++
-		}
-		if !st.known {
-			st.known = true
-			p.Books++
-		}
+	if st.slot == (shm.Slot{}) && !p.bind(b, loc, st) {
+		p.Errors++
+		return
 	}
 	sn := &p.snap
 	sn.Locate = loc
@@ -180,13 +170,40 @@ func (p *Publisher) publish(b *book.Book, loc uint16, st *locState, flags bookfb
 	// The book writes its top levels straight into the slot: Begin hands
 	// out the slot's level vectors, Top fills them, Commit publishes.
 	tx := &p.tx
-	if err := p.w.Begin(st.slot, sn, min(nBids, p.depth), min(nAsks, p.depth), tx); err != nil {
-		p.Errors++
-		return
+	nb, na := min(nBids, p.depth), min(nAsks, p.depth)
+	if err := p.w.Begin(st.slot, sn, nb, na, tx); err != nil {
+		// The slot was retired since it was bound: another shard bound
+		// the symbol to its locate (it saw a session change first), or
+		// this locate again. Bind again, once: the book is this
+		// shard's latest, and a slot kept would take publishes no
+		// reader finds. (Begin wrote nothing.)
+		st.slot = shm.Slot{}
+		if !errors.Is(err, shm.ErrUnknownLocate) || !p.bind(b, loc, st) || p.w.Begin(st.slot, sn, nb, na, tx) != nil {
+			p.Errors++
+			return
+		}
 	}
 	b.Top(bookLevels(tx.Bids), bookLevels(tx.Asks))
 	p.w.Commit(tx)
 	p.Published++
+}
+
+// bind binds locate loc to book b's symbol (shm.Writer.Rebind) and keeps
+// the slot in st; false if the writer refused (full, bad symbol).
+func (p *Publisher) bind(b *book.Book, loc uint16, st *locState) bool {
+	sl, retired, err := p.w.Rebind(loc, b.Name())
+	if err != nil {
+		return false
+	}
+	st.slot = sl
+	if retired {
+		p.Rebound++
+	}
+	if !st.known {
+		st.known = true
+		p.Books++
+	}
+	return true
 }
 
 // shm.Level(l) converts a book.Level: the two struct types are identical

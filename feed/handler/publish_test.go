@@ -69,3 +69,67 @@ func TestBooksResetRestartsMessages(t *testing.T) {
 		t.Fatalf("rebound %d, want 1", p.Rebound)
 	}
 }
+
+// TestShardLagsSessionChange: two book shards share the writer. Shard A
+// saw the new session first (AAPL is its locate 9 now); shard B lags,
+// still in the old session, and publishes AAPL's old book at locate 5 for
+// the first time (no slot bound yet), which moves AAPL back to 5 and
+// retires A's slot. A's next publish must not go into its retired slot,
+// where no reader looks: it binds AAPL to 9 again. When B reaches the
+// session change (locate 5 is MSFT), AAPL is found at 9 with A's book.
+// Before the fix A kept publishing into the retired slot and, once B
+// rebound locate 5, AAPL was found nowhere.
+func TestShardLagsSessionChange(t *testing.T) {
+	name := shmtest.Name(t, "fh-handler-test")
+	w, err := shm.Create(shm.Config{Name: name, Instruments: 16, Depth: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { w.Close() })
+	r, err := shm.Open(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	buf := make([]byte, r.Info().MaxSnapshot)
+	shard := func() (*book.Books, *Publisher) {
+		bs, err := book.New(book.Config{MaxOrders: 64, MaxLocates: 16, MaxLevels: 64})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return bs, NewPublisher(w, bs, 2)
+	}
+	bsA, a := shard()
+	bsB, b := shard()
+	var ref uint64
+	add := func(bs *book.Books, p *Publisher, loc uint16, price uint32) {
+		t.Helper()
+		ref++
+		p.Applied(loc, bs.AddOrder(loc, ref, book.Bid, 100, price), ref, 0)
+		p.Flush()
+	}
+	bsA.Announce(9, itch.NewSymbol("AAPL"))
+	add(bsA, a, 9, 2000)
+	bsB.Announce(5, itch.NewSymbol("AAPL")) // the old session's AAPL
+	add(bsB, b, 5, 1000)
+	add(bsA, a, 9, 2001)
+	// B reaches the session change: locate 5 is MSFT.
+	bsB.Reset()
+	b.BooksReset()
+	bsB.Announce(5, itch.NewSymbol("MSFT"))
+	add(bsB, b, 5, 3000)
+	loc, ok := r.Lookup("AAPL")
+	if !ok || loc != 9 {
+		t.Fatalf("AAPL at %d (found %v), want 9", loc, ok)
+	}
+	v, err := r.Read(9, buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l, _ := v.Bid(0); string(v.Symbol()) != "AAPL" || l.Price != 2001 {
+		t.Fatalf("AAPL read as %q best bid %d, want shard A's 2001", v.Symbol(), l.Price)
+	}
+	if a.Errors != 0 || b.Errors != 0 {
+		t.Fatalf("publish errors: A %d, B %d", a.Errors, b.Errors)
+	}
+}

@@ -262,3 +262,50 @@ func TestSlotWarnings(t *testing.T) {
 		t.Fatalf("slot usage %+v", u)
 	}
 }
+
+// TestRetiredSlotRefusesPublish: a publisher that kept the Slot of a
+// locate whose slot was retired since (the locate bound to another symbol,
+// or its symbol moved to another locate) gets ErrUnknownLocate from Begin,
+// on both Begin paths, instead of writing where no reader looks.
+func TestRetiredSlotRefusesPublish(t *testing.T) {
+	bothLevelPaths(t, func(t *testing.T) {
+		w := testWriter(t, Config{Instruments: 4, Depth: 1})
+		r := testReader(t, w.Path())
+		kept := func(loc uint16, sym string) Slot {
+			t.Helper()
+			if err := w.Register(loc, sym); err != nil {
+				t.Fatal(err)
+			}
+			sl, err := w.Slot(loc)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return sl
+		}
+		s5, s7 := kept(5, "AAPL"), kept(7, "SNAP")
+		if _, _, err := w.Rebind(9, "AAPL"); err != nil { // AAPL moves: slot of 5 retired
+			t.Fatal(err)
+		}
+		if _, _, err := w.Rebind(7, "MSFT"); err != nil { // locate 7 rebound: its old slot retired
+			t.Fatal(err)
+		}
+		for _, c := range []struct {
+			loc uint16
+			sl  Slot
+		}{{5, s5}, {7, s7}} {
+			for _, pt := range []int64{0, 1} { // 0: Begin's general path; 1: its fast path first
+				var p Pending
+				err := w.Begin(c.sl, &Snapshot{Locate: c.loc, PublishTime: pt}, 1, 0, &p)
+				if !errors.Is(err, ErrUnknownLocate) || !strings.Contains(err.Error(), "retired") {
+					t.Fatalf("begin locate %d into its retired slot (publish time %d): %v", c.loc, pt, err)
+				}
+			}
+		}
+		if v := r.Version(7); v != 0 {
+			t.Fatalf("locate 7 version %d: something was published", v)
+		}
+		if _, err := r.Read(5, make([]byte, r.Info().MaxSnapshot)); !errors.Is(err, ErrUnknownLocate) {
+			t.Fatalf("read 5: %v", err)
+		}
+	})
+}

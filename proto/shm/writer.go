@@ -337,7 +337,7 @@ func (w *Writer) bind(locate uint16, sym string, rebind bool) (sl Slot, retired 
 	copy(e[8:16], "        ")
 	copy(e[8:], sym)
 	off := w.l.slotOff(slot)
-	*w.m.slotLocate(off) = uint32(locate)
+	atomic.StoreUint32(w.m.slotLocate(off), uint32(locate))
 	writePrefix(w.m.slotData(&w.l, off), locate, []byte(sym))
 	// Readers find the directory entry through the index or the count, both
 	// stored after the entry.
@@ -360,6 +360,10 @@ func (w *Writer) retire(slot uint64, sym string) {
 	e := w.m.dirEntry(&w.l, slot)
 	e[dirFlags] |= dirRetired
 	locate := uint16(e[0]) | uint16(e[1])<<8
+	// A publisher that kept the slot's Slot fails from now on, instead of
+	// writing where no reader looks (a publish already inside the slot
+	// completes).
+	atomic.StoreUint32(w.m.slotLocate(w.l.slotOff(slot)), uint32(locate)|slotRetired)
 	if idx := w.m.indexEntry(&w.l, locate); atomic.LoadUint32(idx) == uint32(slot+1) {
 		atomic.StoreUint32(idx, 0)
 	}
@@ -582,8 +586,8 @@ func (w *Writer) beginFast(sl Slot, s *Snapshot, nb, na int, p *Pending) bool {
 		return false
 	}
 	off := w.l.slotOff(slot)
-	if *w.m.slotLocate(off) != uint32(s.Locate) {
-		return false
+	if atomic.LoadUint32(w.m.slotLocate(off)) != uint32(s.Locate) {
+		return false // another locate's, or retired
 	}
 	seq := w.m.slotSeq(off)
 	s0 := atomic.LoadUint64(seq)
@@ -635,9 +639,13 @@ func (w *Writer) begin(sl Slot, s *Snapshot, nb, na int) (data []byte, seq *uint
 		// Not a slot of this writer (or not made by slotOf: the zero
 		// index wraps).
 		return nil, nil, 0, 0, 0, fmt.Errorf("publish locate %d: slot out of this writer's %d slots: %w", s.Locate, w.l.capacity, ErrUnknownLocate)
-	} else if off = w.l.slotOff(slot); *w.m.slotLocate(off) != uint32(s.Locate) {
+	} else if off = w.l.slotOff(slot); atomic.LoadUint32(w.m.slotLocate(off)) != uint32(s.Locate) {
 		// The slot's header names its locate (Register wrote it before
-		// the slot became known), on the line Begin writes anyway.
+		// the slot became known), on the line Begin writes anyway. A
+		// retired slot's has slotRetired set.
+		if atomic.LoadUint32(w.m.slotLocate(off)) == uint32(s.Locate)|slotRetired {
+			return nil, nil, 0, 0, 0, fmt.Errorf("publish locate %d: slot %d retired (the locate or its symbol was bound again): %w", s.Locate, slot, ErrUnknownLocate)
+		}
 		return nil, nil, 0, 0, 0, fmt.Errorf("publish locate %d: not the locate of slot %d: %w", s.Locate, slot, ErrUnknownLocate)
 	}
 	if nb > w.l.depth || na > w.l.depth || nb < 0 || na < 0 {
