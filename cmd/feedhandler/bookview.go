@@ -119,6 +119,10 @@ type line struct {
 // book.Books.WriteJSON (`replay --books-out`) does, so that the two files
 // compare with cmp: keys are symbols in order ("SYMBOL#locate" for a second
 // locate with the same symbol), levels [price, shares, orders] best first.
+// The shm writer keeps one live entry per symbol (a symbol bound to a second
+// locate moves there), so a stream that announces one symbol at two locates
+// in a session, which ITCH does not do, gives books that differ from the
+// file's.
 func (v *viewer) writeJSON(out io.Writer) error {
 	var list []book.JSONBook
 	seen := map[string]bool{}

@@ -312,6 +312,12 @@ func scalar(st *Stats, name string) uint64 {
 		return st.Arbiter.SessionChanges
 	case "receive_thread_rt_priority":
 		return uint64(st.ReceiveThread.Priority)
+	case "shm_slots":
+		return uint64(st.Shm.Capacity)
+	case "shm_slots_used":
+		return uint64(st.Shm.Used)
+	case "shm_slots_retired":
+		return uint64(st.Shm.Retired)
 	}
 	panic("expose: no value for metric " + name) // a new entry in exported without a case here
 }

@@ -34,6 +34,11 @@ func TestExpositionMatchesCollector(t *testing.T) {
 		waitFor(t, "the script applied", func() bool { st := h.Stats(); return st.Applied() == st.Routed && st.Arbiter.Delivered == 20_000 })
 		waitFor(t, "the stats copied", func() bool { st := h.Stats(); return st.Routed == st.Applied() && st.Arbiter.Delivered == 20_000 })
 
+		// The shm slot gauges come from the writer: every book of the
+		// script registered, none retired.
+		if st := h.Stats(); st.Shm.Capacity != 16384 || st.Shm.Used == 0 || st.Shm.Retired != 0 {
+			t.Errorf("shm slots %+v", st.Shm)
+		}
 		reg := prometheus.NewRegistry()
 		reg.MustRegister(NewCollector(h))
 		want, err := reg.Gather()

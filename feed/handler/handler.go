@@ -120,6 +120,10 @@ type Stats struct {
 	// re-request or snapshot): the repair's time, kept out of Latency.
 	RepairedLatency latency.Snapshot
 	Recovery        RecoveryStats
+	// Shm counts the shm file's instrument slots: retired ones (a locate
+	// bound to another symbol, a symbol moved to another locate) are not
+	// reused until a restart (docs/OPERATIONS.md, "Sizing the shm file").
+	Shm shm.SlotUsage
 
 	// LastPacket is, per configured line, when the handler last saw the
 	// line's packet count move (Unix ns, resolution the 20 ms stats
@@ -266,7 +270,7 @@ func Start(cfg Config) (*Handler, error) {
 			Msg("fewer CPUs than pipeline threads: threads share cores, expect higher latency")
 	}
 	w, err := shm.Create(shm.Config{Name: cfg.ShmName, Instruments: cfg.ShmSlots, Depth: cfg.Depth,
-		Mode: cfg.ShmMode, Group: cfg.ShmGroup, SingleWriter: len(cfg.ShardCores) == 1})
+		Mode: cfg.ShmMode, Group: cfg.ShmGroup, SingleWriter: len(cfg.ShardCores) == 1, Log: cfg.Log})
 	if err != nil {
 		return nil, fmt.Errorf("start handler: %w", err)
 	}
@@ -731,6 +735,7 @@ func (h *Handler) statsLightInto(dst *Stats) {
 	dst.Backend = h.recv.Backend()
 	dst.Mode = h.mode
 	dst.ReceiveThread = h.rxThread
+	dst.Shm = h.w.SlotUsage()
 	for _, s := range h.shards {
 		shards = append(shards, s.statsCopy())
 	}

@@ -74,6 +74,9 @@ var exported = [...]metric{
 	{"books_stale", "Books flagged PossiblyStale (missing messages of an unrecovered gap).", kindGauge, ""},
 	{"gaps_unrecovered", "Gaps whose messages the books still miss.", kindGauge, ""},
 	{"shm_heartbeat_age_seconds", "Age of the heartbeat in the shared-memory header.", kindGauge, ""},
+	{"shm_slots", "Instrument slots in the shared-memory file (its capacity).", kindGauge, ""},
+	{"shm_slots_used", "Instrument slots in use, live and retired; registrations fail when it reaches shm_slots.", kindGauge, ""},
+	{"shm_slots_retired", "Instrument slots retired (a locate bound to another symbol, a symbol moved to another locate): not reused until a restart.", kindGauge, ""},
 	{"ready", "1 when /readyz answers ready (receiving, books complete), else 0.", kindGauge, ""},
 	{"recovery_gaps_detected_total", "Sequence ranges missing on every line, handed to recovery or declared.", kindCounter, ""},
 	{"recovery_rerequest_recovered_total", "Missing ranges filled while re-requesting (by answers or late copies).", kindCounter, ""},
@@ -206,6 +209,7 @@ func (h *Handler) LogStats(final bool) {
 		Uint64("gaps", st.Arbiter.Gaps).Uint64("gap_msgs", st.Arbiter.GapMessages).
 		Uint64("inconsistencies", inc).Uint64("ring_full", full).Uint64("ring_hwm", hw).
 		Uint64("rx_dropped", st.Receive.Dropped).
+		Int("shm_slots_used", st.Shm.Used).Int("shm_slots_retired", st.Shm.Retired).
 		Str("recovery", st.Recovery.State).Uint64("gaps_detected", st.Recovery.GapsDetected).
 		Uint64("recovered_rerequest", st.Recovery.RecoveredByRerequest).Uint64("recovered_snapshot", st.Recovery.RecoveredBySnapshot).
 		Uint64("gaps_open", st.Recovery.Open).Uint64("recovered_msgs", st.Recovery.Rerequest.Messages).

@@ -1,6 +1,7 @@
 package handler
 
 import (
+	"errors"
 	"unsafe"
 
 	"github.com/marketfeed/feedhandler/book"
@@ -88,10 +89,15 @@ func (p *Publisher) SetStale(stale bool) {
 // rebuilt, possibly for a new session whose locates name other symbols
 // (ITCH reassigns them every day): each locate's slot is bound again, by
 // symbol, at its next publish (shm.Writer.Rebind), so a book is never
-// written into a slot registered for another symbol.
+// written into a slot registered for another symbol. What each locate
+// counted for its old book (messages applied, the last one's sequence
+// number and receive time) starts again: a snapshot describes its own
+// book, as the slot's version starts again from 1 after a rebind.
 func (p *Publisher) BooksReset() {
 	for i := range p.locs {
-		p.locs[i].slot = shm.Slot{}
+		st := &p.locs[i]
+		st.slot = shm.Slot{}
+		st.seq, st.rx, st.msgs = 0, 0, 0
 	}
 }
 
@@ -134,20 +140,9 @@ func (p *Publisher) Flush() {
 // publish writes book b (locate loc, state st) into its slot; flags are
 // the batch's.
 func (p *Publisher) publish(b *book.Book, loc uint16, st *locState, flags bookfb.Flags) {
-	if st.slot == (shm.Slot{}) {
-		sl, retired, err := p.w.Rebind(loc, b.Name())
-		if err != nil {
-			p.Errors++
-			return
-		}
-		st.slot = sl
-		if retired {
-			p.Rebound++
-		}
-		if !st.known {
-			st.known = true
-			p.Books++
-		}
+	if st.slot == (shm.Slot{}) && !p.bind(b, loc, st) {
+		p.Errors++
+		return
 	}
 	sn := &p.snap
 	sn.Locate = loc
@@ -175,13 +170,40 @@ func (p *Publisher) publish(b *book.Book, loc uint16, st *locState, flags bookfb
 	// The book writes its top levels straight into the slot: Begin hands
 	// out the slot's level vectors, Top fills them, Commit publishes.
 	tx := &p.tx
-	if err := p.w.Begin(st.slot, sn, min(nBids, p.depth), min(nAsks, p.depth), tx); err != nil {
-		p.Errors++
-		return
+	nb, na := min(nBids, p.depth), min(nAsks, p.depth)
+	if err := p.w.Begin(st.slot, sn, nb, na, tx); err != nil {
+		// The slot was retired since it was bound: another shard bound
+		// the symbol to its locate (it saw a session change first), or
+		// this locate again. Bind again, once: the book is this
+		// shard's latest, and a slot kept would take publishes no
+		// reader finds. (Begin wrote nothing.)
+		st.slot = shm.Slot{}
+		if !errors.Is(err, shm.ErrUnknownLocate) || !p.bind(b, loc, st) || p.w.Begin(st.slot, sn, nb, na, tx) != nil {
+			p.Errors++
+			return
+		}
 	}
 	b.Top(bookLevels(tx.Bids), bookLevels(tx.Asks))
 	p.w.Commit(tx)
 	p.Published++
+}
+
+// bind binds locate loc to book b's symbol (shm.Writer.Rebind) and keeps
+// the slot in st; false if the writer refused (full, bad symbol).
+func (p *Publisher) bind(b *book.Book, loc uint16, st *locState) bool {
+	sl, retired, err := p.w.Rebind(loc, b.Name())
+	if err != nil {
+		return false
+	}
+	st.slot = sl
+	if retired {
+		p.Rebound++
+	}
+	if !st.known {
+		st.known = true
+		p.Books++
+	}
+	return true
 }
 
 // shm.Level(l) converts a book.Level: the two struct types are identical

@@ -49,7 +49,9 @@ func TestBeginMatchesPublish(t *testing.T) {
 			w, wb := testWriter(t, cfg), testWriter(t, cfg)
 			var slots [8]Slot
 			for loc := uint16(1); loc <= 8; loc++ {
-				sym := "ABCDEFGH"[:1+rng.IntN(8)]
+				// 1 to 8 bytes, one symbol per locate (a symbol
+				// registered again at another locate moves there).
+				sym := string(rune('A'+loc-1)) + "BCDEFGH"[:rng.IntN(8)]
 				if err := w.Register(loc, sym); err != nil {
 					t.Fatal(err)
 				}

@@ -430,6 +430,59 @@ func TestCppExampleMicroprice(t *testing.T) {
 	}
 }
 
+// TestCppExampleMicropriceSessionChange: a session change without a
+// restart gives AAPL's locate 1 to NVDA (versions start again from 1) and
+// moves AAPL to locate 2. microprice must not print NVDA's book as AAPL's,
+// and must follow AAPL to its new locate. Before the fix (version > seen,
+// no second lookup) it printed nothing more and exited when the feed
+// closed.
+func TestCppExampleMicropriceSessionChange(t *testing.T) {
+	bin := cppbuild.Build(t, "examples/microprice.cpp")
+	w := testWriter(t, Config{Instruments: 4, Depth: 2})
+	w.Register(1, "AAPL")
+	w.Register(2, "MSFT")
+	s := &Snapshot{Locate: 1, Bids: []Level{{Price: 1_000_000, Shares: 100, Orders: 1}}, Asks: []Level{{Price: 1_000_100, Shares: 300, Orders: 2}}}
+	if err := w.Publish(s); err != nil {
+		t.Fatal(err)
+	}
+	c := startCpp(t, bin, w.Path(), "AAPL")
+	next := func(want string) {
+		t.Helper()
+		if !c.out.Scan() {
+			t.Fatalf("microprice exited early, want %q...", want)
+		}
+		if line := c.out.Text(); !strings.HasPrefix(line, want) {
+			t.Fatalf("microprice printed %q, want %q...", line, want)
+		}
+	}
+	next("AAPL v1 microprice 100.0025 ")
+	w.Publish(s)
+	next("AAPL v2 microprice 100.0025 ")
+	// The new session: locate 1 is NVDA, AAPL is locate 2.
+	if _, _, err := w.Rebind(1, "NVDA"); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Publish(&Snapshot{Locate: 1, Bids: []Level{{Price: 5, Shares: 1, Orders: 1}}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := w.Rebind(2, "AAPL"); err != nil {
+		t.Fatal(err)
+	}
+	s.Locate = 2
+	s.Bids[0].Shares = 300
+	if err := w.Publish(s); err != nil {
+		t.Fatal(err)
+	}
+	// Closed after the publishes: microprice reads the records published
+	// before the close, then exits (the old loop exited without a line).
+	w.Close()
+	next("AAPL v1 microprice 100.0050  bid 300 @ 100.0000  ask 300 @ 100.0100")
+	c.finish(t)
+	if len(c.lines) != 0 {
+		t.Fatalf("microprice printed more: %q", c.lines)
+	}
+}
+
 // TestCppInstall installs the reader with CMake into a scratch prefix and
 // builds a consumer against it twice: with find_package and with
 // pkg-config.

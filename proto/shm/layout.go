@@ -264,7 +264,13 @@ func itoa(v uint64) string {
 const (
 	slotSeqAt    = 0  // uint64 seqlock word
 	slotLenAt    = 8  // uint32 FlatBuffer length (seqEnd's assembly stores it at seq+8)
-	slotLocateAt = 12 // the locate, stored as a uint32 by Register (docs: u16, then two zero bytes)
+	slotLocateAt = 12 // the locate, stored as a uint32 by Register (docs: u16, then two bytes 0 or, retired, 1 0)
+
+	// slotRetired, or'ed into a retired slot's uint32 locate (its byte
+	// 14), makes every Begin and Publish into the slot fail: a publisher
+	// that kept the Slot of a locate unbound since learns it (handler's
+	// Publisher: binds again).
+	slotRetired = 1 << 16
 )
 
 // slotOffset is the file offset of a slot: a struct, so that neither a
@@ -283,7 +289,9 @@ func (m *mapping) slotSeq(s slotOffset) *uint64 { return m.u64(s.off + slotSeqAt
 func (m *mapping) slotLen(s slotOffset) *uint32 { return m.u32(s.off + slotLenAt) }
 
 // slotLocate is the locate of the slot at s, written by Register before
-// the slot becomes known, never changed after.
+// the slot becomes known, changed only when the slot is retired
+// (slotRetired); loaded and stored atomically (publishers read it, another
+// goroutine may retire the slot).
 func (m *mapping) slotLocate(s slotOffset) *uint32 { return m.u32(s.off + slotLocateAt) }
 
 // slotData is the FlatBuffer of the slot at s.

@@ -168,18 +168,45 @@ func (r *Reader) Instruments() []Instrument {
 }
 
 // Lookup returns the locate of symbol (no padding).
+//
+// It keeps a map of the directory, built again when the instrument count
+// changes. A retirement without a new entry (a rebind that found no slot
+// left) leaves the count as it is: a symbol found in the map is checked
+// against the directory entry its locate is bound to now, and the map is
+// rebuilt when they differ.
 func (r *Reader) Lookup(symbol string) (uint16, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if n := atomic.LoadUint32(r.m.u32(offCount)); n != r.known || r.symbols == nil {
-		r.symbols = make(map[string]uint16, n)
-		for _, in := range r.Instruments() {
-			r.symbols[in.Symbol] = in.Locate
-		}
-		r.known = n
+		r.scanSymbols(n)
 	}
 	l, ok := r.symbols[symbol]
+	if ok && !r.boundTo(l, symbol) {
+		r.scanSymbols(atomic.LoadUint32(r.m.u32(offCount)))
+		l, ok = r.symbols[symbol]
+	}
 	return l, ok
+}
+
+// scanSymbols builds the symbol map from the directory; n is the count it
+// is for. Under r.mu.
+func (r *Reader) scanSymbols(n uint32) {
+	r.symbols = make(map[string]uint16, n)
+	for _, in := range r.Instruments() {
+		r.symbols[in.Symbol] = in.Locate
+	}
+	r.known = n
+}
+
+// boundTo reports whether locate is bound to a live directory entry naming
+// symbol.
+func (r *Reader) boundTo(locate uint16, symbol string) bool {
+	slot, ok := r.slotOf(locate)
+	if !ok {
+		return false
+	}
+	e := r.m.dirEntry(&r.l, slot)
+	return !dirIsRetired(e) && string(dirSymbol(e)) == symbol
 }
 
 // Locates returns the registered locates sorted ascending.

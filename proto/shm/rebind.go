@@ -1,14 +1,12 @@
 package shm
 
-import (
-	"fmt"
-	"sync/atomic"
-)
+import "fmt"
 
 // dirRetired, in a directory entry's flags byte (offset 3), marks a slot
-// retired: its locate was bound to another symbol since (Rebind). The entry
-// and the slot keep the old symbol's last snapshot; readers skip the entry
-// when they look symbols up.
+// retired: its locate was bound to another symbol since (Rebind), or its
+// symbol to another locate (Rebind, Register). The entry and the slot keep
+// the old book's last snapshot; readers skip the entry when they look
+// symbols up.
 const (
 	dirFlags   = 3
 	dirRetired = 1
@@ -24,19 +22,22 @@ func dirIsRetired(e []byte) bool { return e[dirFlags]&dirRetired != 0 }
 // a session change without a restart reuses them) is moved to a fresh slot:
 // the old slot is retired, keeping the old symbol's last snapshot, so that
 // no reader ever finds one symbol's book under another's name. retired
-// reports that case.
+// reports that case. A symbol still bound to another locate (it moved:
+// locate 5 was AAPL, now AAPL is locate 9) loses it: that locate's entry is
+// retired too and the locate is unbound, so that no reader finds the
+// symbol's stale book, and one symbol never has two live entries.
 //
 // A retired slot still counts against Config.Instruments; with no slot left
 // Rebind fails with ErrFull and the locate stays unregistered until a
-// restart (reads of it fail with ErrUnknownLocate).
+// restart (reads of it fail with ErrUnknownLocate). SlotUsage counts them.
 //
-// What readers see: the retired directory entry is flagged (byte 3, bit 0)
-// before the new entry is stored, and the new entry is visible once the
-// instrument count includes it, so a reader that loads the count sees both.
-// Lookup and Instruments skip retired entries. A reader that kept the
-// locate reads the new symbol's snapshots from then on: the snapshot's
-// symbol changes and its version starts again from 1 (a locate's versions
-// are those of its current slot).
+// What readers see: a retired directory entry is flagged (byte 3, bit 0)
+// and its locate's index entry cleared before the new entry is stored, and
+// the new entry is visible once the instrument count includes it, so a
+// reader that loads the count sees both. Lookup and Instruments skip
+// retired entries. A reader that kept the locate reads the new symbol's
+// snapshots from then on: the snapshot's symbol changes and its version
+// starts again from 1 (a locate's versions are those of its current slot).
 func (w *Writer) Rebind(locate uint16, symbol string) (sl Slot, retired bool, err error) {
 	sym := trimSymbol(symbol)
 	if len(sym) == 0 || len(sym) > 8 {
@@ -46,22 +47,10 @@ func (w *Writer) Rebind(locate uint16, symbol string) (sl Slot, retired bool, er
 		return Slot{}, false, fmt.Errorf("rebind locate %d: %w", locate, ErrClosed)
 	}
 	w.mu.Lock()
-	idx := w.m.indexEntry(&w.l, locate)
-	if v := atomic.LoadUint32(idx); v != 0 {
-		if e := w.m.dirEntry(&w.l, uint64(v-1)); string(dirSymbol(e)) != sym {
-			// Flag the old entry before the locate leaves it: the
-			// index store and the new entry's count store (Register)
-			// publish the flag with them.
-			e[dirFlags] |= dirRetired
-			atomic.StoreUint32(idx, 0)
-			retired = true
-		}
+	defer w.mu.Unlock()
+	sl, retired, err = w.bind(locate, sym, true)
+	if err != nil {
+		return Slot{}, retired, fmt.Errorf("rebind: register locate %d %q: %w", locate, sym, err)
 	}
-	w.mu.Unlock()
-	// One writer per locate: nobody registers it between the two locks.
-	if err := w.Register(locate, sym); err != nil {
-		return Slot{}, retired, fmt.Errorf("rebind: %w", err)
-	}
-	sl, err = w.Slot(locate)
-	return sl, retired, err
+	return sl, retired, nil
 }

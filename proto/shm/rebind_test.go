@@ -1,8 +1,12 @@
 package shm
 
 import (
+	"bytes"
 	"errors"
+	"strings"
 	"testing"
+
+	"github.com/rs/zerolog"
 
 	"github.com/marketfeed/feedhandler/internal/cppbuild"
 	"github.com/marketfeed/feedhandler/proto/bookfb"
@@ -108,4 +112,200 @@ func TestCppRebind(t *testing.T) {
 	c.expect("lookup SNAP", "lookup ErrUnknownLocate")
 	c.expect("lookup MSFT", "lookup Ok 7")
 	c.expect("read 7", "read Ok seq 5 version 1")
+}
+
+// TestSymbolMoved: a new session moves AAPL from locate 5 to locate 9
+// (ITCH reassigns locates every session). Binding AAPL to 9 retires the
+// entry of locate 5 and unbinds it: one live entry names AAPL, and locate 5
+// no longer reads AAPL's stale book. Rebind and Register both move a
+// symbol. Before the fix both entries stayed live (two AAPLs in
+// Instruments, locate 5 still readable).
+func TestSymbolMoved(t *testing.T) {
+	w := testWriter(t, Config{Instruments: 4, Depth: 2})
+	r := testReader(t, w.Path())
+	buf := make([]byte, r.Info().MaxSnapshot)
+	if err := w.Register(5, "AAPL"); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Publish(&Snapshot{Locate: 5, Seq: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if loc, ok := r.Lookup("AAPL"); !ok || loc != 5 {
+		t.Fatalf("lookup AAPL = %d %v", loc, ok)
+	}
+	moved := func(how string, from, to uint16) {
+		t.Helper()
+		if err := w.Publish(&Snapshot{Locate: to, Seq: uint64(to)}); err != nil {
+			t.Fatal(err)
+		}
+		var aapl []Instrument
+		for _, in := range r.Instruments() {
+			if in.Symbol == "AAPL" {
+				aapl = append(aapl, in)
+			}
+		}
+		if len(aapl) != 1 || aapl[0].Locate != to {
+			t.Fatalf("%s: AAPL in instruments %v, want at %d only", how, aapl, to)
+		}
+		if loc, ok := r.Lookup("AAPL"); !ok || loc != to {
+			t.Fatalf("%s: lookup AAPL = %d %v, want %d", how, loc, ok, to)
+		}
+		if _, err := r.Read(from, buf); !errors.Is(err, ErrUnknownLocate) {
+			t.Fatalf("%s: read of the old locate %d: %v, want ErrUnknownLocate", how, from, err)
+		}
+		if _, err := w.Slot(from); !errors.Is(err, ErrUnknownLocate) {
+			t.Fatalf("%s: writer slot of the old locate %d: %v", how, from, err)
+		}
+		v, err := r.ReadSymbol("AAPL", buf)
+		if err != nil || v.Seq() != uint64(to) || v.Locate() != to {
+			t.Fatalf("%s: read AAPL: %v seq %d locate %d", how, err, v.Seq(), v.Locate())
+		}
+	}
+	sl, retired, err := w.Rebind(9, "AAPL")
+	if err != nil || retired || sl == (Slot{}) {
+		t.Fatalf("rebind 9 AAPL: %v %v %v (locate 9 was unbound: nothing of its own retired)", sl, retired, err)
+	}
+	moved("rebind", 5, 9)
+	if u := w.SlotUsage(); u != (SlotUsage{Capacity: 4, Used: 2, Retired: 1}) {
+		t.Fatalf("slot usage %+v", u)
+	}
+	// Locate 5 binds afresh (no retirement of its own: it was unbound).
+	if _, retired, err := w.Rebind(5, "MSFT"); err != nil || retired {
+		t.Fatalf("rebind 5 MSFT: %v %v", retired, err)
+	}
+	if err := w.Register(11, "AAPL"); err != nil {
+		t.Fatal(err)
+	}
+	moved("register", 9, 11)
+	if loc, ok := r.Lookup("MSFT"); !ok || loc != 5 {
+		t.Fatalf("lookup MSFT = %d %v", loc, ok)
+	}
+	if u := w.SlotUsage(); u != (SlotUsage{Capacity: 4, Used: 4, Retired: 2}) {
+		t.Fatalf("slot usage %+v", u)
+	}
+	// Full: the symbol still leaves its old locate (its book there is
+	// stale), though the new one cannot be registered.
+	if _, _, err := w.Rebind(12, "AAPL"); !errors.Is(err, ErrFull) {
+		t.Fatalf("rebind with no slot left: %v", err)
+	}
+	if _, ok := r.Lookup("AAPL"); ok {
+		t.Fatal("AAPL still found at its old locate after moving to a locate that found no slot")
+	}
+	if u := w.SlotUsage(); u != (SlotUsage{Capacity: 4, Used: 4, Retired: 3}) {
+		t.Fatalf("slot usage %+v", u)
+	}
+}
+
+// TestCppSymbolMoved: the C++ reader's lookup scans the directory and takes
+// the first live entry; after AAPL moved from locate 5 to 9 it finds 9 (the
+// old entry is retired), and locate 5 is unknown. Before the fix it found
+// locate 5, AAPL's stale book.
+func TestCppSymbolMoved(t *testing.T) {
+	bin := cppbuild.Build(t, cppDriver)
+	w := testWriter(t, Config{Instruments: 3, Depth: 2})
+	if err := w.Register(5, "AAPL"); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Publish(&Snapshot{Locate: 5, Seq: 3}); err != nil {
+		t.Fatal(err)
+	}
+	c := startSession(t, bin, w.Path())
+	c.expect("open", "open Ok")
+	c.expect("lookup AAPL", "lookup Ok 5")
+	if _, _, err := w.Rebind(9, "AAPL"); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Publish(&Snapshot{Locate: 9, Seq: 8}); err != nil {
+		t.Fatal(err)
+	}
+	c.expect("lookup AAPL", "lookup Ok 9")
+	c.expect("read 9", "read Ok seq 8 version 1")
+	c.expect("read 5", "read ErrUnknownLocate")
+}
+
+// TestSlotWarnings: the writer logs once when the used slots (live and
+// retired) pass 3/4 of the capacity, and once when they run out, however
+// many registrations follow.
+func TestSlotWarnings(t *testing.T) {
+	var log bytes.Buffer
+	w := testWriter(t, Config{Instruments: 8, Depth: 1, Log: zerolog.New(&log)})
+	count := func(msg string) int { return strings.Count(log.String(), msg) }
+	for loc := uint16(1); loc <= 5; loc++ {
+		if err := w.Register(loc, symbolOf(loc)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if log.Len() != 0 {
+		t.Fatalf("logged at 5 of 8 slots: %s", log.String())
+	}
+	// The 6th slot (3/4) comes from a rebind: locate 5 retires its slot.
+	if _, retired, err := w.Rebind(5, "MOVED"); err != nil || !retired {
+		t.Fatalf("rebind: %v %v", retired, err)
+	}
+	if n := count("over 3/4"); n != 1 || !strings.Contains(log.String(), `"level":"warn"`) {
+		t.Fatalf("%d warnings at 6 of 8 slots: %s", n, log.String())
+	}
+	for loc := uint16(6); loc <= 7; loc++ {
+		if err := w.Register(loc, symbolOf(loc)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for loc := uint16(8); loc <= 10; loc++ {
+		if err := w.Register(loc, symbolOf(loc)); !errors.Is(err, ErrFull) {
+			t.Fatalf("register %d: %v, want ErrFull", loc, err)
+		}
+	}
+	if n, m := count("over 3/4"), count("exhausted"); n != 1 || m != 1 {
+		t.Fatalf("%d warnings, %d exhausted errors after 3 registrations into a full file: %s", n, m, log.String())
+	}
+	if u := w.SlotUsage(); u != (SlotUsage{Capacity: 8, Used: 8, Retired: 1}) {
+		t.Fatalf("slot usage %+v", u)
+	}
+}
+
+// TestRetiredSlotRefusesPublish: a publisher that kept the Slot of a
+// locate whose slot was retired since (the locate bound to another symbol,
+// or its symbol moved to another locate) gets ErrUnknownLocate from Begin,
+// on both Begin paths, instead of writing where no reader looks.
+func TestRetiredSlotRefusesPublish(t *testing.T) {
+	bothLevelPaths(t, func(t *testing.T) {
+		w := testWriter(t, Config{Instruments: 4, Depth: 1})
+		r := testReader(t, w.Path())
+		kept := func(loc uint16, sym string) Slot {
+			t.Helper()
+			if err := w.Register(loc, sym); err != nil {
+				t.Fatal(err)
+			}
+			sl, err := w.Slot(loc)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return sl
+		}
+		s5, s7 := kept(5, "AAPL"), kept(7, "SNAP")
+		if _, _, err := w.Rebind(9, "AAPL"); err != nil { // AAPL moves: slot of 5 retired
+			t.Fatal(err)
+		}
+		if _, _, err := w.Rebind(7, "MSFT"); err != nil { // locate 7 rebound: its old slot retired
+			t.Fatal(err)
+		}
+		for _, c := range []struct {
+			loc uint16
+			sl  Slot
+		}{{5, s5}, {7, s7}} {
+			for _, pt := range []int64{0, 1} { // 0: Begin's general path; 1: its fast path first
+				var p Pending
+				err := w.Begin(c.sl, &Snapshot{Locate: c.loc, PublishTime: pt}, 1, 0, &p)
+				if !errors.Is(err, ErrUnknownLocate) || !strings.Contains(err.Error(), "retired") {
+					t.Fatalf("begin locate %d into its retired slot (publish time %d): %v", c.loc, pt, err)
+				}
+			}
+		}
+		if v := r.Version(7); v != 0 {
+			t.Fatalf("locate 7 version %d: something was published", v)
+		}
+		if _, err := r.Read(5, make([]byte, r.Info().MaxSnapshot)); !errors.Is(err, ErrUnknownLocate) {
+			t.Fatalf("read 5: %v", err)
+		}
+	})
 }

@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
 
 	"github.com/marketfeed/feedhandler/proto"
@@ -100,6 +101,9 @@ type Config struct {
 	// different locates concurrently (book shards). Breaking the promise
 	// corrupts the journal; readers are not told.
 	SingleWriter bool
+	// Log receives the writer's rare warnings (slots running out). The
+	// zero Logger logs nothing.
+	Log zerolog.Logger
 }
 
 // DefaultMode is the permission of a feed file when Config.Mode is zero.
@@ -115,13 +119,20 @@ type Writer struct {
 	l    layout
 	path string
 
-	mu    sync.Mutex // serializes Register
-	count uint64     // registered instruments (under mu)
+	mu    sync.Mutex // serializes Register and Rebind (bind)
+	count uint64     // registered instruments, live and retired (under mu)
 
 	single bool   // Config.SingleWriter
 	head   uint64 // journal head, single writer only (the writer's own copy)
 
 	closed atomic.Bool
+
+	// Registration only, after the fields a publish reads.
+	live       map[string]uint64 // symbol -> slot of its live directory entry (under mu)
+	warned     bool              // the slots-over-3/4 warning was logged (under mu)
+	warnedFull bool              // the slots-exhausted error was logged (under mu)
+	retired    atomic.Uint64     // retired directory entries
+	log        zerolog.Logger
 }
 
 // Create makes a new feed file and maps it. The file is built under a
@@ -204,7 +215,7 @@ func Create(cfg Config) (*Writer, error) {
 	if err != nil {
 		return fail(fmt.Errorf("mmap: %w", err))
 	}
-	w := &Writer{m: mapping{mem: mem}, l: l, path: path, single: cfg.SingleWriter}
+	w := &Writer{m: mapping{mem: mem}, l: l, path: path, single: cfg.SingleWriter, log: cfg.Log}
 	w.m.writeHeader(l)
 	atomic.StoreInt64(w.m.i64(offHeartbeat), now.UnixNano())
 	if err := os.Rename(tmp, path); err != nil {
@@ -266,6 +277,10 @@ func (w *Writer) Info() Info { return infoOf(&w.l) }
 // Register assigns a slot to an instrument. Registering a locate again with
 // the same symbol is a no-op; with another symbol it is an error. symbol is
 // ASCII, trailing spaces are dropped, at most 8 bytes.
+//
+// A symbol registered under another locate before (ITCH reassigns locates
+// every session) moves: its old directory entry is retired and its old
+// locate unbound, as Rebind does (see there).
 func (w *Writer) Register(locate uint16, symbol string) error {
 	sym := trimSymbol(symbol)
 	if len(sym) == 0 || len(sym) > 8 {
@@ -273,14 +288,47 @@ func (w *Writer) Register(locate uint16, symbol string) error {
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if sl, ok := w.lookup(locate); ok {
-		if have := string(dirSymbol(w.m.dirEntry(&w.l, sl.index()))); have != sym {
-			return fmt.Errorf("register locate %d %q: already registered as %q", locate, sym, have)
+	_, _, err := w.bind(locate, sym, false)
+	if err != nil {
+		return fmt.Errorf("register locate %d %q: %w", locate, sym, err)
+	}
+	return nil
+}
+
+// bind binds locate to sym (trimmed, 1..8 bytes) under w.mu, for Register
+// and Rebind, and returns the locate's slot. A locate bound to sym already
+// keeps its slot. One bound to another symbol is an error, unless rebind:
+// then its entry is retired (retired is true) and it gets a fresh slot.
+// Another locate bound to sym loses it: its entry is retired and it is
+// unbound, so that one symbol never has two live entries.
+//
+// Store order, for readers (which load the count, then the entries, or the
+// index, then an entry): every retirement (the flag, then the index entry
+// cleared) comes before the new entry's index and count stores, so a
+// reader that sees the new entry sees the old ones retired. A reader may
+// find sym nowhere for the few stores in between, never at two locates.
+func (w *Writer) bind(locate uint16, sym string, rebind bool) (sl Slot, retired bool, err error) {
+	idx := w.m.indexEntry(&w.l, locate)
+	if v := atomic.LoadUint32(idx); v != 0 {
+		e := w.m.dirEntry(&w.l, uint64(v-1))
+		have := string(dirSymbol(e))
+		if have == sym {
+			return slotOf(v-1, byte(len(sym))), false, nil
 		}
-		return nil
+		if !rebind {
+			return Slot{}, false, fmt.Errorf("already registered as %q", have)
+		}
+		w.retire(uint64(v-1), have)
+		retired = true
+	}
+	if other, ok := w.live[sym]; ok {
+		// The symbol moved to this locate (a new session): its old
+		// locate's entry names a stale book.
+		w.retire(other, sym)
 	}
 	if w.count == w.l.capacity {
-		return fmt.Errorf("register locate %d %q: %w (%d)", locate, sym, ErrFull, w.l.capacity)
+		w.warnSlots(true)
+		return Slot{}, retired, fmt.Errorf("%w (%d)", ErrFull, w.l.capacity)
 	}
 	slot := w.count
 	e := w.m.dirEntry(&w.l, slot)
@@ -289,14 +337,75 @@ func (w *Writer) Register(locate uint16, symbol string) error {
 	copy(e[8:16], "        ")
 	copy(e[8:], sym)
 	off := w.l.slotOff(slot)
-	*w.m.slotLocate(off) = uint32(locate)
+	atomic.StoreUint32(w.m.slotLocate(off), uint32(locate))
 	writePrefix(w.m.slotData(&w.l, off), locate, []byte(sym))
 	// Readers find the directory entry through the index or the count, both
 	// stored after the entry.
-	atomic.StoreUint32(w.m.indexEntry(&w.l, locate), uint32(slot+1))
+	atomic.StoreUint32(idx, uint32(slot+1))
 	w.count++
 	atomic.StoreUint32(w.m.u32(offCount), uint32(w.count))
-	return nil
+	if w.live == nil {
+		w.live = make(map[string]uint64)
+	}
+	w.live[sym] = slot
+	w.warnSlots(false)
+	return slotOf(uint32(slot), byte(len(sym))), retired, nil
+}
+
+// retire flags the live directory entry of slot (symbol sym) retired and
+// unbinds its locate, under w.mu. The flag is stored before the index entry
+// is cleared, and both before any later index or count store, which
+// publish them.
+func (w *Writer) retire(slot uint64, sym string) {
+	e := w.m.dirEntry(&w.l, slot)
+	e[dirFlags] |= dirRetired
+	locate := uint16(e[0]) | uint16(e[1])<<8
+	// A publisher that kept the slot's Slot fails from now on, instead of
+	// writing where no reader looks (a publish already inside the slot
+	// completes).
+	atomic.StoreUint32(w.m.slotLocate(w.l.slotOff(slot)), uint32(locate)|slotRetired)
+	if idx := w.m.indexEntry(&w.l, locate); atomic.LoadUint32(idx) == uint32(slot+1) {
+		atomic.StoreUint32(idx, 0)
+	}
+	delete(w.live, sym)
+	w.retired.Add(1)
+}
+
+// warnSlots logs, once per file, that the slots in use (live and retired)
+// passed 3/4 of the capacity, and once that they ran out (full): retired
+// slots are not reused, so sessions changing without a restart use up to
+// twice the day's symbols (docs/OPERATIONS.md). Under w.mu.
+func (w *Writer) warnSlots(full bool) {
+	if full {
+		if !w.warnedFull {
+			w.warnedFull = true
+			w.log.Error().Str("shm", w.path).Uint64("slots", w.l.capacity).Uint64("retired", w.retired.Load()).
+				Msg("shm slots exhausted: instruments not registered until a restart (retired slots are not reused; raise the slot count)")
+		}
+		return
+	}
+	if !w.warned && w.count*4 >= w.l.capacity*3 {
+		w.warned = true
+		w.log.Warn().Str("shm", w.path).Uint64("used", w.count).Uint64("slots", w.l.capacity).Uint64("retired", w.retired.Load()).
+			Msg("shm slots over 3/4 used (retired slots are not reused until a restart; size slots at twice the day's symbols if sessions change without a restart)")
+	}
+}
+
+// SlotUsage counts a writer's instrument slots.
+type SlotUsage struct {
+	Capacity int // Config.Instruments
+	Used     int // registered, live and retired: Capacity - Used are left
+	Retired  int // retired (Rebind, or a symbol moved to another locate): not reused until a restart
+}
+
+// SlotUsage returns the writer's slot counts. It allocates nothing and takes
+// no lock (for metrics).
+func (w *Writer) SlotUsage() SlotUsage {
+	u := SlotUsage{Capacity: int(w.l.capacity), Retired: int(w.retired.Load())}
+	if !w.closed.Load() {
+		u.Used = int(atomic.LoadUint32(w.m.u32(offCount)))
+	}
+	return u
 }
 
 func trimSymbol(s string) string {
@@ -477,8 +586,8 @@ func (w *Writer) beginFast(sl Slot, s *Snapshot, nb, na int, p *Pending) bool {
 		return false
 	}
 	off := w.l.slotOff(slot)
-	if *w.m.slotLocate(off) != uint32(s.Locate) {
-		return false
+	if atomic.LoadUint32(w.m.slotLocate(off)) != uint32(s.Locate) {
+		return false // another locate's, or retired
 	}
 	seq := w.m.slotSeq(off)
 	s0 := atomic.LoadUint64(seq)
@@ -513,28 +622,35 @@ func (w *Writer) begin(sl Slot, s *Snapshot, nb, na int) (data []byte, seq *uint
 	if w.closed.Load() {
 		return nil, nil, 0, 0, 0, fmt.Errorf("publish locate %d: %w", s.Locate, ErrClosed)
 	}
+	// The clock is read before the slot's offset is computed: off then
+	// never lives across a call (a stack spill on every publish).
+	publish = s.PublishTime
+	if publish == 0 {
+		publish = now()
+	}
+	var off slotOffset
 	if sl.v == 0 {
 		var ok bool
 		if sl, ok = w.lookup(s.Locate); !ok {
 			return nil, nil, 0, 0, 0, fmt.Errorf("publish locate %d: %w", s.Locate, ErrUnknownLocate)
 		}
+		off = w.l.slotOff(sl.index())
 	} else if slot := sl.index(); slot >= w.l.capacity {
 		// Not a slot of this writer (or not made by slotOf: the zero
 		// index wraps).
 		return nil, nil, 0, 0, 0, fmt.Errorf("publish locate %d: slot out of this writer's %d slots: %w", s.Locate, w.l.capacity, ErrUnknownLocate)
-	} else if *w.m.slotLocate(w.l.slotOff(slot)) != uint32(s.Locate) {
+	} else if off = w.l.slotOff(slot); atomic.LoadUint32(w.m.slotLocate(off)) != uint32(s.Locate) {
 		// The slot's header names its locate (Register wrote it before
-		// the slot became known), on the line Begin writes anyway.
+		// the slot became known), on the line Begin writes anyway. A
+		// retired slot's has slotRetired set.
+		if atomic.LoadUint32(w.m.slotLocate(off)) == uint32(s.Locate)|slotRetired {
+			return nil, nil, 0, 0, 0, fmt.Errorf("publish locate %d: slot %d retired (the locate or its symbol was bound again): %w", s.Locate, slot, ErrUnknownLocate)
+		}
 		return nil, nil, 0, 0, 0, fmt.Errorf("publish locate %d: not the locate of slot %d: %w", s.Locate, slot, ErrUnknownLocate)
 	}
 	if nb > w.l.depth || na > w.l.depth || nb < 0 || na < 0 {
 		return nil, nil, 0, 0, 0, fmt.Errorf("publish locate %d: %d bids, %d asks: %w %d", s.Locate, nb, na, ErrTooDeep, w.l.depth)
 	}
-	publish = s.PublishTime
-	if publish == 0 {
-		publish = now()
-	}
-	off := w.l.slotOff(sl.index())
 	seq = w.m.slotSeq(off)
 	// The seqlock needs store order only, never an atomic read-modify-write
 	// (one writer per slot): the odd count before the data, the data and

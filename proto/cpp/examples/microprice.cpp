@@ -14,8 +14,11 @@
 // The loop is what a strategy does: look up the locate once, follow the
 // change journal, and on each update for the locate copy the book into a
 // buffer of its own (no allocation, no exception). Overrun means records
-// were lost: compare the version to the last one seen. A restarted writer
-// means open the feed again; a closed or dead one ends the program.
+// were lost: compare the version to the last one seen. A session change
+// without a restart may move the symbol to another locate (ITCH reassigns
+// them daily): when the locate reads another symbol or none, look the
+// symbol up again. A restarted writer means open the feed again; a closed
+// or dead one ends the program.
 #include <cinttypes>
 #include <csignal>
 #include <cstdio>
@@ -84,6 +87,7 @@ int main(int argc, char** argv) {
     fs::Follower f = r.follow();
     fs::View v;
     uint64_t seen = 0;
+    bool bound = true;  // false: the symbol left its locate, not bound to another yet
     if (r.read(locate, g_buf, sizeof g_buf, v) == fs::Error::Ok) {
       seen = v.version();
       print_book(v);
@@ -94,16 +98,32 @@ int main(int argc, char** argv) {
     while (!g_stop) {
       size_t n = 0;
       e = f.wait(ups, 256, n, 100'000'000, opt);
+      // A version other than the last one seen is a change: after a
+      // session change rebinds the locate, versions start again from 1,
+      // so never compare with >.
       bool changed = e == fs::Error::Overrun && r.version(locate) != seen;
-      for (size_t i = 0; i < n; i++) changed |= ups[i].locate == locate && ups[i].version > seen;
+      for (size_t i = 0; i < n; i++) changed |= ups[i].locate == locate && ups[i].version != seen;
+      // A session change may also move the symbol to another locate: the
+      // old one gets no record, it is unbound (version 0).
+      if (!changed && n > 0) changed = !bound || r.version(locate) == 0;
       if (changed) {
         fs::Error re = r.read(locate, g_buf, sizeof g_buf, v);
-        if (re != fs::Error::Ok) {
+        if (re == fs::Error::UnknownLocate || re == fs::Error::NoData ||
+            (re == fs::Error::Ok && v.symbol() != symbol)) {
+          // A new session moved the symbol to another locate (or gave
+          // this locate to another symbol): look it up again.
+          // Not bound yet: try again at the next wake.
+          bound = r.lookup(symbol, locate);
+          seen = 0;
+          re = bound ? r.read(locate, g_buf, sizeof g_buf, v) : fs::Error::UnknownLocate;
+        }
+        if (re == fs::Error::Ok) {
+          seen = v.version();
+          print_book(v);
+        } else if (re != fs::Error::UnknownLocate && re != fs::Error::NoData) {
           std::fprintf(stderr, "microprice: read %s: %s\n", symbol, fs::error_message(re));
           return 1;
         }
-        seen = v.version();
-        print_book(v);
       }
       if (e == fs::Error::Restarted) break;  // a new writer: attach again
       if (e == fs::Error::Closed || e == fs::Error::WriterDead) {

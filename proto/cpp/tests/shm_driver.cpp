@@ -295,6 +295,9 @@ int cmd_torn(const char* name, bool slow) {
       why = "read locate " + std::to_string(loc) + " returned " + std::to_string(v->locate());
       return false;
     }
+    // The torn test's writer never rebinds: a locate's version only grows.
+    // (A rebind restarts it from 1; a reader following rebinds compares
+    // with != and checks the symbol, as examples/microprice.cpp does.)
     if (v.version() < last[loc]) {
       why = "locate " + std::to_string(loc) + " went back in version";
       return false;
@@ -323,6 +326,7 @@ int cmd_torn(const char* name, bool slow) {
         return;
       }
       thread_reads++;
+      // No rebinds in this test: a version going back is a torn read.
       if (!check_view(v, depth, twhy) || v->locate() != loc || v.version() < seen[loc]) {
         thread_error = "thread: torn snapshot: " + twhy;
         return;

@@ -1,8 +1,9 @@
 """The books JSON document of ``feedhandler bookview --once --json``.
 
 Byte for byte what Go's book.WriteBooksJSON writes: one object keyed by
-symbol (``SYMBOL#locate`` for a second locate with the same symbol), sorted
-by key, levels ``[price, shares, orders]`` best first.
+symbol (``SYMBOL#locate`` for a second locate with the same symbol, which a
+feed file's writer does not keep: a symbol bound to a second locate moves
+there), sorted by key, levels ``[price, shares, orders]`` best first.
 """
 
 _ESC = {0x07: "\\a", 0x08: "\\b", 0x0C: "\\f", 0x0A: "\\n", 0x0D: "\\r", 0x09: "\\t", 0x0B: "\\v",

@@ -19,6 +19,10 @@ HEADER_SIZE = PAGE_SIZE
 SLOT_HEADER = CACHE_LINE
 RECORD_SIZE = 16
 DIR_ENTRY_SIZE = 16
+# Directory entry: locate (uint16), symbol length, flags, 4 reserved bytes,
+# symbol (8 bytes, space padded).
+DIR_FLAGS = 3  # offset of the flags byte
+DIR_RETIRED = 1  # flags bit: the slot is retired (its locate was bound to another symbol, or its symbol moved)
 VERSION_MASK = (1 << 48) - 1
 STAMP_BUSY = (1 << 64) - 1
 

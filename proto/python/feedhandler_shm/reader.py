@@ -412,20 +412,40 @@ class Reader:
         for slot in range(n):
             off = self._dir + slot * L.DIR_ENTRY_SIZE
             e = bytes(mv[off: off + L.DIR_ENTRY_SIZE])
-            if e[3] & 1:
-                continue  # retired
+            if e[L.DIR_FLAGS] & L.DIR_RETIRED:
+                continue
             out.append(Instrument(e[0] | e[1] << 8, e[8: 8 + min(e[2], 8)].decode("ascii", "replace")))
         return out
 
     def lookup(self, symbol):
-        """The locate of symbol (no padding), or None."""
+        """The locate of symbol (no padding), or None.
+
+        The symbol map is built again when the instrument count changes; a
+        retirement without a new entry (a rebind that found no slot left)
+        keeps the count, so a symbol found is checked against the entry its
+        locate is bound to now, as the Go reader does."""
         n = L.U32.unpack_from(self._mv, L.OFF_COUNT)[0]
         if n != self._known:
-            self._symbols = {}
-            for ins in self.instruments():
-                self._symbols[ins.symbol] = ins.locate  # as Go: the last registration wins
-            self._known = n
-        return self._symbols.get(symbol)
+            self._scan_symbols(n)
+        locate = self._symbols.get(symbol)
+        if locate is not None and not self._bound_to(locate, symbol):
+            self._scan_symbols(L.U32.unpack_from(self._mv, L.OFF_COUNT)[0])
+            locate = self._symbols.get(symbol)
+        return locate
+
+    def _scan_symbols(self, n):
+        self._symbols = {}
+        for ins in self.instruments():
+            self._symbols[ins.symbol] = ins.locate  # as Go: the last wins (the writer keeps one live entry per symbol)
+        self._known = n
+
+    def _bound_to(self, locate, symbol):
+        slot = self._slot_of(locate)
+        if slot < 0:
+            return False
+        off = self._dir + slot * L.DIR_ENTRY_SIZE
+        e = bytes(self._mv[off: off + L.DIR_ENTRY_SIZE])
+        return not e[L.DIR_FLAGS] & L.DIR_RETIRED and e[8: 8 + min(e[2], 8)].decode("ascii", "replace") == symbol
 
     def locates(self):
         """Registered locates, ascending."""

@@ -124,10 +124,10 @@ class Writer:
             raise AssertionError("writer said %r, want %r" % (s, prefix))
         return s
 
-    def cmd(self, text):
+    def cmd(self, text, expect_error=False):
         self.proc.stdin.write(text + "\n")
         self.proc.stdin.flush()
-        return self.expect("ok")
+        return self.expect("error" if expect_error else "ok")
 
     def kill(self):
         self.proc.kill()

@@ -72,6 +72,31 @@ class LifecycleTest(unittest.TestCase):
             b = r.read_symbol("MSFT")
             self.assertEqual((b.symbol, b.seq, b.version), ("MSFT", 5, 1))
 
+    def test_symbol_moved(self):
+        # A new session moves AAPL from locate 5 to locate 9: the entry of
+        # locate 5 is retired and locate 5 unbound, so AAPL is found at 9
+        # only and locate 5 no longer reads AAPL's stale book.
+        name = support.feed_name(self)
+        w = support.control_writer(self, name, instruments=3, depth=2)
+        w.cmd("register 5 AAPL")
+        w.cmd("publish 5 3")
+        with shm.open(name) as r:
+            self.assertEqual(r.lookup("AAPL"), 5)
+            w.cmd("rebind 9 AAPL")
+            w.cmd("publish 9 5")
+            self.assertEqual(r.lookup("AAPL"), 9)
+            self.assertEqual(r.instruments(), [shm.Instrument(9, "AAPL")])
+            with self.assertRaises(shm.UnknownLocateError):
+                r.read(5)
+            b = r.read_symbol("AAPL")
+            self.assertEqual((b.symbol, b.locate, b.seq, b.version), ("AAPL", 9, 5, 1))
+            # No slot left for a third locate: AAPL still leaves locate 9
+            # (its book there is stale), though the instrument count stays.
+            w.cmd("register 1 MSFT")
+            w.cmd("rebind 12 AAPL", expect_error=True)
+            self.assertIsNone(r.lookup("AAPL"))
+            self.assertEqual(r.lookup("MSFT"), 1)
+
     def _closed_feed_bytes(self):
         name = support.feed_name(self)
         w = support.control_writer(self, name, instruments=1, depth=1)

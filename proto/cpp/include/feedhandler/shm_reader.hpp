@@ -147,8 +147,9 @@ struct Instrument {
   uint8_t symbol_len = 0;
   char symbol_buf[9] = {};
   // retired: the locate was bound to another symbol since (a session
-  // change); the entry keeps the old symbol's last snapshot in its slot, and
-  // reading the locate reads the new symbol's book.
+  // change), or the symbol moved to another locate; the entry keeps the old
+  // book's last snapshot in its slot, and reading the locate reads its
+  // current symbol's book (or fails with UnknownLocate if it has none).
   bool retired = false;
   std::string_view symbol() const noexcept { return std::string_view(symbol_buf, symbol_len); }
 };
@@ -225,6 +226,12 @@ constexpr uint64_t kCacheLine = 64;
 constexpr uint64_t kSlotHeader = 64;
 constexpr uint64_t kRecordSize = 16;
 constexpr uint64_t kDirEntrySize = 16;
+// Directory entry: locate (le16), symbol length, flags, 4 reserved bytes,
+// symbol (8 bytes, space padded). kDirRetired in the flags byte marks a
+// retired entry: its locate was bound to another symbol since, or its
+// symbol moved to another locate (docs/SHM.md).
+constexpr size_t kDirFlags = 3;
+constexpr uint8_t kDirRetired = 1;
 constexpr uint64_t kVersionMask = (uint64_t(1) << 48) - 1;
 constexpr uint64_t kStampBusy = ~uint64_t(0);
 constexpr uint32_t kStateClosed = 1;
@@ -426,7 +433,8 @@ class Reader {
   }
 
   // instrument returns directory entry i (registration order), i < instrument_count();
-  // a retired entry (out.retired) names a symbol its locate no longer has.
+  // a retired entry (out.retired) names a symbol its locate no longer has
+  // (or a locate its symbol no longer has).
   bool instrument(uint32_t i, Instrument& out) const noexcept {
     if (i >= instrument_count()) return false;
     const uint8_t* e = mem_ + directory_ + uint64_t(i) * detail::kDirEntrySize;
@@ -434,19 +442,22 @@ class Reader {
     out.symbol_len = e[2] > 8 ? 8 : e[2];
     std::memcpy(out.symbol_buf, e + 8, out.symbol_len);
     out.symbol_buf[out.symbol_len] = 0;
-    out.retired = (e[3] & 1) != 0;
+    out.retired = (e[detail::kDirFlags] & detail::kDirRetired) != 0;
     return true;
   }
 
   // lookup finds the locate of symbol (no padding) by scanning the
   // directory: a few microseconds for ten thousand instruments, so look up
-  // once and keep the locate.
+  // once and keep the locate (and look up again after a session change: a
+  // symbol may move to another locate). The writer keeps at most one live
+  // entry per symbol: it retires the old one before storing the new.
   bool lookup(std::string_view symbol, uint16_t& locate) const noexcept {
     if (symbol.empty() || symbol.size() > 8) return false;
     uint32_t n = instrument_count();
     for (uint32_t i = 0; i < n; i++) {
       const uint8_t* e = mem_ + directory_ + uint64_t(i) * detail::kDirEntrySize;
-      if ((e[3] & 1) == 0 && e[2] == symbol.size() && std::memcmp(e + 8, symbol.data(), symbol.size()) == 0) {
+      if ((e[detail::kDirFlags] & detail::kDirRetired) == 0 && e[2] == symbol.size() &&
+          std::memcmp(e + 8, symbol.data(), symbol.size()) == 0) {
         locate = detail::le16(e);
         return true;
       }
