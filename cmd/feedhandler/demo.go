@@ -242,6 +242,8 @@ func labLine(st handler.Stats, o demo.Options) string {
 // threadLine says how a hot thread is scheduled.
 func threadLine(th handler.ThreadSched) string {
 	switch {
+	case th.Priority > 0 && th.Throttle != "":
+		return fmt.Sprintf("SCHED_FIFO priority %d, with %s", th.Priority, th.Throttle)
 	case th.Priority > 0:
 		return fmt.Sprintf("SCHED_FIFO priority %d", th.Priority)
 	case th.Reason != "":

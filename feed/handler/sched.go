@@ -3,6 +3,8 @@ package handler
 import (
 	"fmt"
 	"os"
+	"strconv"
+	"strings"
 
 	"golang.org/x/sys/unix"
 
@@ -21,6 +23,11 @@ type ThreadSched struct {
 	Core     int    // CPU it is pinned to; -1: not pinned
 	Priority int    // SCHED_FIFO priority; 0: normal scheduling (SCHED_OTHER)
 	Reason   string // Config.RTPriority was asked for and not granted: why ("" otherwise)
+	// Throttle, for a SCHED_FIFO thread on a core that is not isolated,
+	// says what the kernel's real-time throttling lets other tasks take
+	// of that core ("" otherwise: normal scheduling, throttling off, or
+	// an isolated core, where nothing else is queued). See rtThrottle.
+	Throttle string
 }
 
 // Policy names the scheduling policy: "fifo" or "other".
@@ -64,8 +71,72 @@ func setupThread(core, prio int, ts *ThreadSched) error {
 	}
 	if a, err := unix.SchedGetAttr(0, 0); err == nil && a.Policy == unix.SCHED_FIFO {
 		ts.Priority = int(a.Priority)
+		ts.Throttle = rtThrottle(ts.Core, readProc)
 	}
 	return errPin
+}
+
+// rtThrottle says what real-time throttling takes from a SCHED_FIFO thread
+// pinned to core (-1: unpinned), or "" when it takes nothing. With
+// kernel.sched_rt_runtime_us below its period, the kernel runs the normal
+// tasks queued on a CPU whose real-time threads used up the runtime: a
+// busy FIFO thread loses its core for up to period - runtime (50 ms of
+// every second by default) in one block. On this lab VM (Linux 6.18)
+// setting the runtime to -1 removed those blocks from the demo's tail
+// (docs/TUNING.md). On an isolated core (isolcpus) nothing else is queued
+// and the throttle never acts. read returns a file's contents (a test
+// passes its own).
+func rtThrottle(core int, read func(string) (string, error)) string {
+	rt, err := readInt(read, "/proc/sys/kernel/sched_rt_runtime_us")
+	if err != nil || rt < 0 {
+		return ""
+	}
+	period, err := readInt(read, "/proc/sys/kernel/sched_rt_period_us")
+	if err != nil || rt >= period {
+		return ""
+	}
+	if core >= 0 {
+		if iso, err := read("/sys/devices/system/cpu/isolated"); err == nil && inCPUList(iso, core) {
+			return ""
+		}
+	}
+	return fmt.Sprintf("real-time throttling on a shared core: kernel.sched_rt_runtime_us=%d of %d, so normal tasks queued on the core take it for up to %d ms at once; isolate the core, or set kernel.sched_rt_runtime_us=-1 (docs/TUNING.md)",
+		rt, period, (period-rt)/1000)
+}
+
+func readProc(name string) (string, error) {
+	b, err := os.ReadFile(name)
+	return string(b), err
+}
+
+func readInt(read func(string) (string, error), name string) (int64, error) {
+	s, err := read(name)
+	if err != nil {
+		return 0, err
+	}
+	return strconv.ParseInt(strings.TrimSpace(s), 10, 64)
+}
+
+// inCPUList reports whether cpu is in list, a kernel CPU list such as
+// "1-3,6" (empty: none).
+func inCPUList(list string, cpu int) bool {
+	for _, r := range strings.Split(strings.TrimSpace(list), ",") {
+		lo, hi, isRange := strings.Cut(r, "-")
+		a, err := strconv.Atoi(lo)
+		if err != nil {
+			continue
+		}
+		b := a
+		if isRange {
+			if b, err = strconv.Atoi(hi); err != nil {
+				continue
+			}
+		}
+		if a <= cpu && cpu <= b {
+			return true
+		}
+	}
+	return false
 }
 
 // setFIFO moves the calling thread to SCHED_FIFO at prio. Threads it
@@ -82,7 +153,8 @@ func setFIFO(prio int) error {
 
 // logThread logs how a hot thread is scheduled, once at start: a warning
 // when SCHED_FIFO was asked for and refused (the receive backend's
-// fallbacks are logged the same way).
+// fallbacks are logged the same way), and one when real-time throttling
+// can take its core (ThreadSched.Throttle).
 func (h *Handler) logThread(name string, t ThreadSched) {
 	ev, msg := h.log.Info(), "hot thread"
 	if t.Reason != "" {
@@ -91,4 +163,8 @@ func (h *Handler) logThread(name string, t ThreadSched) {
 	}
 	ev.Str("thread", name).Int("tid", t.Tid).Int("core", t.Core).Str("policy", t.Policy()).Int("rt_priority", t.Priority).
 		Msg(msg)
+	if t.Throttle != "" {
+		h.log.Warn().Str("thread", name).Int("core", t.Core).Str("reason", t.Throttle).
+			Msg("hot thread may lose its core for tens of milliseconds")
+	}
 }
