@@ -52,7 +52,7 @@ func TestHelperProcess(t *testing.T) {
 }
 
 // writerProcess publishes in a tight loop for FH_SHM_TEST_DURATION, then
-// closes the feed. Its journal is a single writer's (the handler's default
+// 2,000 more snapshots paced 50 µs or more apart, then closes the feed. Its journal is a single writer's (the handler's default
 // mode), or with FH_SHM_TEST_SHARED set the one concurrent publishers share.
 func writerProcess(name string) error {
 	d, _ := time.ParseDuration(os.Getenv("FH_SHM_TEST_DURATION"))
@@ -79,6 +79,20 @@ func writerProcess(name string) error {
 			}
 		}
 		w.Heartbeat()
+	}
+	// Then a paced phase: at full speed a small journal wraps every few
+	// microseconds, so whether a reader ever follows an update depends on
+	// how the machine schedules it (a loaded 2-CPU box: none, in some
+	// runs). One publish every 50 µs or more lets every reader follow the
+	// journal, so that "readers make progress" does not depend on luck.
+	for i := 0; i < 2000; i++ {
+		k++
+		fillSnapshot(s, uint16(k%procInstruments), k, procDepth)
+		if err := w.Publish(s); err != nil {
+			return err
+		}
+		w.Heartbeat()
+		time.Sleep(50 * time.Microsecond)
 	}
 	fmt.Printf("published %d\n", k)
 	return w.Close()
