@@ -115,8 +115,6 @@ func TestClosedRing(t *testing.T) {
 	}
 }
 
-// udpPair returns a bound, non-blocking UDP socket on loopback and a
-// connected sender to it.
 // setupRecvmsg registers on r a buffer ring of group, with entries
 // buffers of bufSize bytes, and makes one msghdr, for a RECVMSG test; both
 // are closed at cleanup. It skips only where the kernel lacks buffer rings
@@ -139,6 +137,8 @@ func setupRecvmsg(t *testing.T, r *Ring, group uint16, entries uint32, bufSize i
 	return br, hdrs
 }
 
+// udpPair returns a bound, non-blocking UDP socket on loopback and a
+// connected sender to it; both are closed at cleanup.
 func udpPair(t *testing.T) (rfd int, send *net.UDPConn) {
 	t.Helper()
 	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)

@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/marketfeed/feedhandler/book"
 	"github.com/marketfeed/feedhandler/feed/itch"
 	"github.com/marketfeed/feedhandler/feed/moldudp64"
 	"github.com/marketfeed/feedhandler/feed/rerequest"
@@ -80,12 +79,7 @@ func drainRing(s *shard) {
 
 func TestHotPathAllocatesNothing(t *testing.T) {
 	pkts := dayPackets(t, 200_000)
-	w := testWriter(t)
-	s, err := newShard(0, -1, 1<<16, book.Config{MaxOrders: 1 << 18, MaxLocates: 1024, MaxLevels: 1 << 16}, w, 10)
-	if err != nil {
-		t.Fatal(err)
-	}
-	h := &Handler{shards: []*shard{s}, shardOf: make([]uint8, 1<<16), subscribed: make([]bool, 1<<16)}
+	h, s := oneShardHandler(t, 1<<16, dayBooks)
 	h.arb = NewArbiter(ArbiterConfig{}, h.route, h.gap)
 	h.gapLog = make(chan moldudp64.Range, 1)
 	applyAll := func() { drainRing(s) }
@@ -117,12 +111,7 @@ func TestHotPathAllocatesNothing(t *testing.T) {
 // no gap, the per-packet path still allocates nothing.
 func TestHotPathWithRecoveryAllocatesNothing(t *testing.T) {
 	pkts := dayPackets(t, 100_000)
-	w := testWriter(t)
-	s, err := newShard(0, -1, 1<<16, book.Config{MaxOrders: 1 << 18, MaxLocates: 1024, MaxLevels: 1 << 16}, w, 10)
-	if err != nil {
-		t.Fatal(err)
-	}
-	h := &Handler{shards: []*shard{s}, shardOf: make([]uint8, 1<<16), subscribed: make([]bool, 1<<16)}
+	h, s := oneShardHandler(t, 1<<16, dayBooks)
 	rec := withIdleRecovery(t, h)
 	applyAll := func() { drainRing(s) }
 	i := 0
@@ -156,17 +145,8 @@ func withIdleRecovery(t *testing.T, h *Handler) *recovery {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { srv.Close() })
-	h.arb = NewArbiter(ArbiterConfig{Spill: 1 << 14}, h.route, h.gap)
-	h.gapLog = make(chan moldudp64.Range, 1)
-	rec, err := newRecovery(h, RecoveryConfig{Rerequest: rerequest.Config{
+	return withRecovery(t, h, ArbiterConfig{Spill: 1 << 14}, RecoveryConfig{Rerequest: rerequest.Config{
 		Servers: []netip.AddrPort{srv.LocalAddr().(*net.UDPAddr).AddrPort()}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { rec.close() })
-	h.rec = rec
-	h.arb.SetMissing(rec.missing)
-	return rec
 }
 
 // TestRunToCompletionAllocatesNothing drives the run-to-completion path as
@@ -176,16 +156,11 @@ func withIdleRecovery(t *testing.T, h *Handler) *recovery {
 // every 20 ms on the receive thread).
 func TestRunToCompletionAllocatesNothing(t *testing.T) {
 	pkts := dayPackets(t, 200_000)
-	w := testWriter(t)
-	s, err := newShard(0, -1, 0, book.Config{MaxOrders: 1 << 18, MaxLocates: 1024, MaxLevels: 1 << 16}, w, 10)
-	if err != nil {
-		t.Fatal(err)
-	}
+	h, s := oneShardHandler(t, 0, dayBooks)
 	if s.ring != nil {
 		t.Fatal("a run-to-completion shard has a ring")
 	}
-	h := &Handler{mode: ModeRunToCompletion, shards: []*shard{s}, inline: s, shardOf: make([]uint8, 1<<16), subscribed: make([]bool, 1<<16),
-		recv: &scriptRx{}}
+	h.recv = &scriptRx{}
 	rec := withIdleRecovery(t, h)
 	batch := func(i int) {
 		h.pickup = time.Now().UnixNano()

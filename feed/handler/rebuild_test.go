@@ -17,11 +17,10 @@ func TestRebuildKeepsCounters(t *testing.T) {
 	h.rec = nil
 	h.arb.SetMissing(nil)
 	del := itch.OrderDeleteFields{Header: itch.Header{Locate: 7}, OrderRef: 99}
-	dir := itch.StockDirectoryFields{Header: itch.Header{Locate: 7}, Stock: itch.NewSymbol("SNAP"), MarketCategory: 'Q',
-		FinancialStatus: 'N', RoundLotSize: 100, RoundLotsOnly: 'N', Authenticity: 'P'}
+	dir := dirMsg("SNAP")
 	ev := itch.SystemEventFields{EventCode: 'Q'}
 	now := int64(time.Second)
-	for i, m := range [][]byte{dir.Append(nil), del.Append(nil), ev.Append(nil), ev.Append(nil)} {
+	for i, m := range [][]byte{dir, del.Append(nil), ev.Append(nil), ev.Append(nil)} {
 		h.arb.Offer(0, sessionPacket("KEEP", uint64(1+i), m), now)
 	}
 	h.endBatch()
@@ -35,7 +34,7 @@ func TestRebuildKeepsCounters(t *testing.T) {
 	}
 	add := itch.AddOrderFields{Header: itch.Header{Locate: 7}, OrderRef: 1, Side: 'B', Shares: 100, Stock: itch.NewSymbol("SNAP"), Price: 100}
 	var msgs []byte
-	for _, m := range [][]byte{dir.Append(nil), add.Append(nil)} {
+	for _, m := range [][]byte{dir, add.Append(nil)} {
 		msgs = append(msgs, byte(len(m)>>8), byte(len(m)))
 		msgs = append(msgs, m...)
 	}

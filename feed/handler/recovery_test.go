@@ -10,7 +10,6 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/marketfeed/feedhandler/book"
 	"github.com/marketfeed/feedhandler/feed/glimpse"
 	"github.com/marketfeed/feedhandler/feed/itch"
 	"github.com/marketfeed/feedhandler/feed/moldudp64"
@@ -145,6 +144,17 @@ func TestArbiterSpillOverflow(t *testing.T) {
 	}
 }
 
+// messageSource serves msgs as a day's messages to a snapshot server
+// (exchange.SnapshotConfig.Messages): msgs[0] has sequence number 1.
+func messageSource(msgs [][]byte) func(seq uint64) ([]byte, bool) {
+	return func(seq uint64) ([]byte, bool) {
+		if seq == 0 || seq > uint64(len(msgs)) {
+			return nil, false
+		}
+		return msgs[seq-1], true
+	}
+}
+
 // TestShutdownMidSnapshot: a snapshot server stalls in the middle of a
 // snapshot (heartbeats go on, so the fetch would wait for its idle
 // timeout); closing the recovery cancels the fetch and returns, leaving no
@@ -158,13 +168,7 @@ func TestShutdownMidSnapshot(t *testing.T) {
 	}
 	srv, err := exchange.NewSnapshotServer(exchange.SnapshotConfig{
 		Listen: "127.0.0.1:0", Username: "u", Password: "p", Session: "STALL",
-		Messages: func(seq uint64) ([]byte, bool) {
-			if seq == 0 || seq > uint64(len(msgs)) {
-				return nil, false
-			}
-			return msgs[seq-1], true
-		},
-		StallAfter: 10,
+		Messages: messageSource(msgs), StallAfter: 10,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -221,23 +225,16 @@ func TestSnapshotSourceBack(t *testing.T) { forEachMode(t, testSnapshotSourceBac
 
 func testSnapshotSourceBack(t *testing.T, mode Mode, _ []int) {
 	var msgs [][]byte
-	dir := itch.StockDirectoryFields{Header: itch.Header{Locate: 7}, Stock: itch.NewSymbol("SNAP"), MarketCategory: 'Q',
-		FinancialStatus: 'N', RoundLotSize: 100, RoundLotsOnly: 'N', Authenticity: 'P'}
-	msgs = append(msgs, dir.Append(nil))
+	dir := dirMsg("SNAP")
+	msgs = append(msgs, dir)
 	for i := range 50 {
 		add := itch.AddOrderFields{Header: itch.Header{Locate: 7, Timestamp: uint64(i)}, OrderRef: uint64(i + 1), Side: 'B',
 			Shares: 100, Stock: itch.NewSymbol("SNAP"), Price: uint32(10000 + i)}
 		msgs = append(msgs, add.Append(nil))
 	}
-	source := func(seq uint64) ([]byte, bool) {
-		if seq == 0 || seq > uint64(len(msgs)) {
-			return nil, false
-		}
-		return msgs[seq-1], true
-	}
 	start := func(reject bool) *exchange.SnapshotServer {
 		srv, err := exchange.NewSnapshotServer(exchange.SnapshotConfig{Listen: "127.0.0.1:0", Username: "u", Password: "p",
-			Session: "BACK", Messages: source, RejectLogin: reject})
+			Session: "BACK", Messages: messageSource(msgs), RejectLogin: reject})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -253,28 +250,13 @@ func testSnapshotSourceBack(t *testing.T, mode Mode, _ []int) {
 		return GlimpseSnapshot(glimpse.Config{Addr: addr.Load().(string), Username: "u", Password: "p"})(ctx, s, fn)
 	}
 
-	w := testWriter(t)
 	ringSize := 1 << 12
 	if mode == ModeRunToCompletion {
 		ringSize = 0
 	}
-	sh, err := newShard(0, -1, ringSize, book.Config{MaxOrders: 1 << 12, MaxLocates: 64, MaxLevels: 1 << 10}, w, 10)
-	if err != nil {
-		t.Fatal(err)
-	}
-	h := &Handler{log: zerolog.Nop(), mode: mode, shards: []*shard{sh}, shardOf: make([]uint8, 1<<16), subscribed: make([]bool, 1<<16)}
-	if mode == ModeRunToCompletion {
-		h.inline = sh
-	}
-	h.gapLog = make(chan moldudp64.Range, 8)
-	h.arb = NewArbiter(ArbiterConfig{Session: moldudp64.NewSession("BACK")}, h.route, h.gap)
-	rec, err := newRecovery(h, RecoveryConfig{Snapshot: fetch, SnapshotRetry: time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rec.close()
-	h.rec = rec
-	h.arb.SetMissing(rec.missing)
+	h, sh := oneShardHandler(t, ringSize, smallBooks)
+	rec := withRecovery(t, h, ArbiterConfig{Session: moldudp64.NewSession("BACK")},
+		RecoveryConfig{Snapshot: fetch, SnapshotRetry: time.Millisecond})
 	// The shard's own loop (shard.run) applies and publishes when sharded;
 	// in run to completion the receive thread (here the test) does, at the
 	// end of each batch.

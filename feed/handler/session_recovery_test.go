@@ -5,9 +5,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rs/zerolog"
-
-	"github.com/marketfeed/feedhandler/book"
 	"github.com/marketfeed/feedhandler/feed/itch"
 	"github.com/marketfeed/feedhandler/feed/moldudp64"
 	"github.com/marketfeed/feedhandler/proto/shm"
@@ -18,24 +15,9 @@ import (
 // snapshot recovery through fetch.
 func recoveryHandler(t *testing.T, fetch SnapshotFunc) (*Handler, *shard, *recovery) {
 	t.Helper()
-	w := testWriter(t)
-	sh, err := newShard(0, -1, 0, book.Config{MaxOrders: 1 << 12, MaxLocates: 64, MaxLevels: 1 << 10}, w, 10)
-	if err != nil {
-		t.Fatal(err)
-	}
-	h := &Handler{log: zerolog.Nop(), mode: ModeRunToCompletion, shards: []*shard{sh}, inline: sh, w: w,
-		shardOf: make([]uint8, 1<<16), subscribed: make([]bool, 1<<16)}
-	h.gapLog = make(chan moldudp64.Range, 8)
-	h.sessionLog = make(chan [2]moldudp64.Session, 8)
-	h.arb = NewArbiter(ArbiterConfig{Lines: 1, LineTimeout: time.Second}, h.route, h.gap)
-	h.arb.SetSessionFunc(h.sessionChanged)
-	rec, err := newRecovery(h, RecoveryConfig{Snapshot: fetch, SnapshotRetry: time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { rec.close() })
-	h.rec = rec
-	h.arb.SetMissing(rec.missing)
+	h, sh := oneShardHandler(t, 0, smallBooks)
+	rec := withRecovery(t, h, ArbiterConfig{Lines: 1, LineTimeout: time.Second},
+		RecoveryConfig{Snapshot: fetch, SnapshotRetry: time.Millisecond})
 	return h, sh, rec
 }
 
@@ -52,8 +34,7 @@ func sessionPacket(s string, seq uint64, msg []byte) []byte {
 // sequence numbers and books stay its own, the books stay flagged, and a
 // fresh snapshot of the new session is fetched.
 func TestSessionChangeDuringSnapshot(t *testing.T) {
-	dir := itch.StockDirectoryFields{Header: itch.Header{Locate: 7}, Stock: itch.NewSymbol("SNAP"), MarketCategory: 'Q',
-		FinancialStatus: 'N', RoundLotSize: 100, RoundLotsOnly: 'N', Authenticity: 'P'}
+	dir := dirMsg("SNAP")
 	add := itch.AddOrderFields{Header: itch.Header{Locate: 7}, OrderRef: 1, Side: 'B', Shares: 100,
 		Stock: itch.NewSymbol("SNAP"), Price: 7777}
 	release := make(chan struct{})
@@ -63,7 +44,7 @@ func TestSessionChangeDuringSnapshot(t *testing.T) {
 		sessions = append(sessions, s)
 		if s == moldudp64.NewSession("OLD") {
 			<-release
-			fn(dir.Append(nil))
+			fn(dir)
 			fn(add.Append(nil))
 			return 5000, nil
 		}
@@ -133,11 +114,6 @@ func TestSessionChangeRebindsLocate(t *testing.T) {
 	h, sh, _ := recoveryHandler(t, nil)
 	h.rec = nil // no recovery source: the new session's books stay flagged
 	h.arb.SetMissing(nil)
-	dirMsg := func(sym string) []byte {
-		d := itch.StockDirectoryFields{Header: itch.Header{Locate: 7}, Stock: itch.NewSymbol(sym), MarketCategory: 'Q',
-			FinancialStatus: 'N', RoundLotSize: 100, RoundLotsOnly: 'N', Authenticity: 'P'}
-		return d.Append(nil)
-	}
 	addMsg := func(sym string, price uint32) []byte {
 		a := itch.AddOrderFields{Header: itch.Header{Locate: 7}, OrderRef: 1, Side: 'B', Shares: 100,
 			Stock: itch.NewSymbol(sym), Price: price}
