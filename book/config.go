@@ -136,7 +136,10 @@ type Stats struct {
 }
 
 // Inconsistencies is the sum of every counter that flags bad input, an
-// exhausted capacity or a broken invariant of the books.
+// exhausted capacity or a broken invariant of the books. UnknownType is
+// not in it: a type byte ITCH 5.0 does not define is skipped by its
+// length, as the protocol's extensions are meant to be, and is counted
+// apart.
 func (s Stats) Inconsistencies() uint64 {
 	return s.Malformed + s.Long + s.UnknownLocate + s.LocateCapacity + s.LocateMismatch +
 		s.DuplicateAdd + s.UnknownRefExecute + s.UnknownRefCancel + s.UnknownRefDelete +
