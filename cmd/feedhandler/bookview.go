@@ -167,7 +167,8 @@ func (v *viewer) writeJSON(out io.Writer) error {
 }
 
 // collect reads the top of every instrument's book and sorts by activity:
-// journal updates in the last interval, then messages applied today.
+// journal updates in the last interval, then messages applied since the
+// session started or the last rebuild (the snapshot's messages).
 func (v *viewer) collect() {
 	v.lines = v.lines[:0]
 	for _, in := range v.r.Instruments() {

@@ -32,7 +32,8 @@ import (
 // generated day on two lines, serves /metrics, and on SIGINT shuts down
 // gracefully (exit 0, final stats, shared memory marked closed). The
 // published books equal a replay of the day. Once per pipeline mode: no
-// cores section runs to completion, two shard cores shard.
+// cores section runs to completion, two shard cores shard. The file's
+// shm.slots (not the default 16384) sizes the shared-memory file.
 func TestRunFeedProcess(t *testing.T) {
 	for _, c := range []struct{ mode, cores string }{
 		{"run-to-completion", ""},
@@ -41,6 +42,10 @@ func TestRunFeedProcess(t *testing.T) {
 		t.Run(c.mode, func(t *testing.T) { testRunFeedProcess(t, c.mode, c.cores) })
 	}
 }
+
+// runTestSlots is the shm.slots of TestRunFeedProcess's feed file: not the
+// default, and more than the generated day's symbols.
+const runTestSlots = 1000
 
 func testRunFeedProcess(t *testing.T, mode, cores string) {
 	lab := netlab.ForTest(t, netlab.Options{Prefix: "fhr"})
@@ -68,13 +73,14 @@ arbitration:
   hold: 1s # a loaded CI machine can run line B far behind A; only a loss on both lines is a gap here
 shm:
   name: %s
+  slots: %d
 metrics:
   listen: 127.0.0.1:9477
 stats_interval: 100ms
 log:
   level: info
   format: json
-%s`, day.Session.String(), lab.DstIf, lab.DstIf, shmName, cores)
+%s`, day.Session.String(), lab.DstIf, lab.DstIf, shmName, runTestSlots, cores)
 	cfgPath := filepath.Join(dir, "feed.yaml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
@@ -155,6 +161,9 @@ log:
 	if v := metricValue(body, "feedhandler_ready"); v != 1 {
 		t.Errorf("feedhandler_ready %v, want 1", v)
 	}
+	if v := metricValue(body, "feedhandler_shm_slots"); v != runTestSlots {
+		t.Errorf("feedhandler_shm_slots %v, want shm.slots %d", v, runTestSlots)
+	}
 
 	// Second half with three packets missing on both lines: a gap no line
 	// fills. Nothing recovers it today, so the handler must stay not ready.
@@ -217,6 +226,9 @@ log:
 	}
 	r, err := shm.Open(shmName)
 	if err == nil {
+		if n := r.Info().Instruments; n != runTestSlots {
+			t.Errorf("shm file has %d instrument slots, want shm.slots %d", n, runTestSlots)
+		}
 		err = r.Check()
 		r.Close()
 	}

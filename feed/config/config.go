@@ -9,6 +9,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/marketfeed/feedhandler/feed/rx"
+	"github.com/marketfeed/feedhandler/proto/shm"
 )
 
 // ProtocolITCH50MoldUDP64 is the only accepted feed.protocol.
@@ -35,6 +36,7 @@ const (
 	DefaultLogLevel       = "info"
 	DefaultLogFormat      = "console"
 	DefaultSHMMode        = 0o640
+	DefaultSHMSlots       = 16384
 
 	DefaultRerequestTimeout   = 20 * time.Millisecond
 	DefaultRerequestRetries   = 3
@@ -133,11 +135,20 @@ type Book struct {
 	MaxLocates int // number of stock locate codes, 1..65536
 }
 
+// MaxSHMSlots is the largest shm.slots: a feed file has at most one slot per
+// ITCH locate (shm.Create refuses more, and so do readers).
+const MaxSHMSlots = shm.MaxLocates
+
 // SHM names the shared-memory snapshot region and who may read it.
 type SHM struct {
 	Name  string      // /dev/shm name; default Feed.Name
 	Mode  os.FileMode // permission bits; default 0640 (owner writes, group reads)
 	Group string      // group owning the file (name or gid); "" = the handler's group
+	// Slots is the file's instrument slots (shm.Config.Instruments),
+	// 1..MaxSHMSlots; default DefaultSHMSlots. Retired slots are not reused
+	// while the handler runs: a session change without a restart needs twice
+	// the day's symbols (docs/OPERATIONS.md, "Shared memory").
+	Slots int
 }
 
 // Arbitration tunes the A/B line arbiter; see handler.ArbiterConfig.

@@ -327,7 +327,7 @@ func TestDefaults(t *testing.T) {
 		Cores:       Cores{Receive: Unpinned, Shards: []int{Unpinned}},
 		Book:        Book{Depth: 10, MaxOrders: 4 << 20, MaxLocates: 16384},
 		Arbitration: Arbitration{Grace: 200 * time.Microsecond, Hold: 20 * time.Millisecond, LineTimeout: time.Second, MaxPending: 8192},
-		SHM:         SHM{Name: "min", Mode: 0o640},
+		SHM:         SHM{Name: "min", Mode: 0o640, Slots: 16384},
 		Recovery: Recovery{
 			Rerequest: Rerequest{Timeout: 20 * time.Millisecond, Retries: 3, MaxRequestMessages: 2000,
 				RequestsPerSecond: 1000, MaxRerequestGap: 50000},
@@ -500,18 +500,21 @@ func TestOperations(t *testing.T) {
 		mode      os.FileMode
 		group     string
 		user      string
+		slots     int
 	}{
-		{"  mode: 0640\n  group: mdread\n", "user: feed\n", 0o640, "mdread", "feed"},
-		{"  mode: \"0600\"\n  group: 1234\n", "user: 65534\n", 0o600, "1234", "65534"},
-		{"  mode: 0o660\n", "", 0o660, "", ""},
-		{"", "", 0o640, "", ""},
+		{"  mode: 0640\n  group: mdread\n  slots: 24576\n", "user: feed\n", 0o640, "mdread", "feed", 24576},
+		{"  mode: \"0600\"\n  group: 1234\n", "user: 65534\n", 0o600, "1234", "65534", DefaultSHMSlots},
+		{"  mode: 0o660\n  slots: 1\n", "", 0o660, "", "", 1},
+		{"  slots: 65536\n", "", 0o640, "", "", 65536},
+		{"", "", 0o640, "", "", 16384},
 	} {
 		c, err := Parse("t.yaml", []byte(text(tc.shm, tc.tail)))
 		if err != nil {
 			t.Fatalf("%q: %v", tc.shm, err)
 		}
-		if c.SHM.Mode != tc.mode || c.SHM.Group != tc.group || c.User != tc.user {
-			t.Errorf("%q: mode %04o group %q user %q, want %04o %q %q", tc.shm, c.SHM.Mode, c.SHM.Group, c.User, tc.mode, tc.group, tc.user)
+		if c.SHM.Mode != tc.mode || c.SHM.Group != tc.group || c.User != tc.user || c.SHM.Slots != tc.slots {
+			t.Errorf("%q: mode %04o group %q user %q slots %d, want %04o %q %q %d", tc.shm, c.SHM.Mode, c.SHM.Group, c.User, c.SHM.Slots,
+				tc.mode, tc.group, tc.user, tc.slots)
 		}
 	}
 	for _, bad := range []struct{ shm, tail, want string }{
@@ -521,6 +524,14 @@ func TestOperations(t *testing.T) {
 		{"  mode: [1]\n", "", "t.yaml:24: shm.mode: want an octal mode such as 0640"},
 		{"  group: \"a b\"\n", "", `t.yaml:24: shm.group: "a b" is not a user or group name`},
 		{"", "user: [x]\n", "t.yaml:28: user: want a name or a numeric id"},
+		{"  slots: 0\n", "", "t.yaml:24: shm.slots: 0 is out of range (1..65536)"},
+		{"  slots: -5\n", "", "t.yaml:24: shm.slots: -5 is out of range (1..65536)"},
+		{"  slots: 65537\n", "", "t.yaml:24: shm.slots: 65537 is out of range (1..65536)"},
+		{"  slots: 18446744073709551616\n", "", "t.yaml:24: shm.slots:"},
+		{"  slots: lots\n", "", "t.yaml:24: shm.slots: want an integer in 1..65536, got"},
+		{"  slots: \"20000\"\n", "", "t.yaml:24: shm.slots: want an integer in 1..65536, got"},
+		{"  slots: 2.5e4\n", "", "t.yaml:24: shm.slots: want an integer in 1..65536, got"},
+		{"  mode: 0640\n  slots: 16k\n", "", "t.yaml:25: shm.slots: want an integer in 1..65536, got"},
 	} {
 		_, err := Parse("t.yaml", []byte(text(bad.shm, bad.tail)))
 		if err == nil || !strings.Contains(err.Error(), bad.want) {

@@ -57,6 +57,8 @@
 //	  name: nasdaq-totalview      # /dev/shm name; default feed.name; [A-Za-z0-9._-]
 //	  mode: 0640                  # octal permission bits; default 0640; never world-writable
 //	  group: marketdata           # group owning the file (readers entitled); default the handler's
+//	  slots: 16384                # instrument slots in the file, 1..65536; retired slots are not
+//	                              #   reused: 2x the day's symbols if sessions change without a restart
 //	arbitration:
 //	  grace: 200us                # hold-back once every live line passed a missing number
 //	  hold: 20ms                  # longest A/B skew waited out before declaring a gap

@@ -28,7 +28,7 @@ func (c *Config) MarshalZerologObject(e *zerolog.Event) {
 		servers[i] = s.String()
 	}
 	// The snapshot password is never logged, only where it comes from.
-	e.Str("shm", c.SHM.Name).Dict("recovery", zerolog.Dict().Strs("rerequest_servers", servers).
+	e.Str("shm", c.SHM.Name).Int("shm_slots", c.SHM.Slots).Dict("recovery", zerolog.Dict().Strs("rerequest_servers", servers).
 		Dur("timeout", rr.Timeout).Int("retries", rr.Retries).Int("max_request_messages", rr.MaxRequestMessages).
 		Int("requests_per_second", rr.RequestsPerSecond).Int("max_rerequest_gap", rr.MaxRerequestGap).
 		Str("snapshot_server", sn.Server).Str("snapshot_username", sn.Username).

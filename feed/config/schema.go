@@ -29,7 +29,7 @@ func defaults() *Config {
 			PollTimeout:    DefaultPollTimeout,
 		},
 		Cores:       Cores{Receive: Unpinned, Shards: []int{Unpinned}},
-		SHM:         SHM{Mode: DefaultSHMMode},
+		SHM:         SHM{Mode: DefaultSHMMode, Slots: DefaultSHMSlots},
 		Book:        Book{Depth: DefaultDepth, MaxOrders: DefaultMaxOrders, MaxLocates: DefaultMaxLocates},
 		Arbitration: Arbitration{Grace: DefaultGrace, Hold: DefaultHold, LineTimeout: DefaultLineTimeout, MaxPending: DefaultMaxPending},
 		Recovery: Recovery{
@@ -88,6 +88,11 @@ func (d *decoder) decode(data []byte) *Config {
 				{"name", func(f field) { c.SHM.Name, _ = d.name(f, 200) }},
 				{"mode", func(f field) { d.shmMode(f, c) }},
 				{"group", func(f field) { c.SHM.Group, _ = d.account(f) }},
+				{"slots", func(f field) {
+					if v, ok := d.integer(f, 1, MaxSHMSlots); ok {
+						c.SHM.Slots = int(v)
+					}
+				}},
 			})
 		}},
 		{"recovery", func(f field) { d.recovery(f, c) }},

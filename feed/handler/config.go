@@ -22,6 +22,7 @@ func FromConfig(c *config.Config, log zerolog.Logger) Config {
 		Symbols:     append([]string(nil), c.Symbols...),
 		Depth:       c.Book.Depth,
 		ShmName:     c.SHM.Name,
+		ShmSlots:    c.SHM.Slots,
 		ShmMode:     c.SHM.Mode,
 		ShmGroup:    c.SHM.Group,
 		Feed:        c.Feed.Name,

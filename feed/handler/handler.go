@@ -37,7 +37,7 @@ type Config struct {
 	Depth       int               // levels per side published (default 10)
 	Book        book.Config       // capacity per shard (zero: book.DefaultConfig)
 	ShmName     string            // shared-memory feed name (required)
-	ShmSlots    int               // instrument slots in the shm file (default 16384)
+	ShmSlots    int               // instrument slots in the shm file, 1..65536 (default 16384; feed file: shm.slots)
 	ShmMode     os.FileMode       // permission bits of the shm file (default 0640)
 	ShmGroup    string            // group name or gid owning the shm file ("": the process's group)
 	Feed        string            // feed name: the "feed" label of every metric
