@@ -334,6 +334,13 @@ func (a *Arbiter) Offer(line int, data []byte, rxTime int64) {
 			// confirmed (see session.go).
 			if a.started {
 				ls.WrongSession++
+				if p.EndOfSession() {
+					// Another session's end (the one this one replaced
+					// repeats it "for a while"): an ended session is
+					// never a candidate to switch to, even when the
+					// followed one goes silent.
+					return
+				}
 			} else {
 				a.Stats.Unconfirmed++
 			}

@@ -32,7 +32,10 @@ import (
 // the change waits until the range is filled or declared, so the old
 // session's tail is never dropped unreported; the new session's packets
 // seen meanwhile beyond the stash are a gap of the new session, recovered
-// like any other.
+// like any other. Once a session is followed, another session's End of
+// Session packets never make it a candidate: the session it replaced goes
+// on repeating its end, and must not be switched back to when the followed
+// one falls silent.
 
 // candidateWindow is how far a candidate's packet may be from where its
 // previous packets ended (line loss, the other line's copies) and still

@@ -339,3 +339,55 @@ func TestSessionChangeWaitsForRecoveryBeforeEnd(t *testing.T) {
 		t.Fatalf("new session: delivered %d of %d, gaps %v, recoveries asked %v", s.got-got, want, s.gaps, asked)
 	}
 }
+
+// TestEndedSessionNotFollowedBack: after a session change, the old session
+// goes on repeating its End of Session on both lines while the new one
+// falls silent for longer than LineTimeout. The old session's repeated ends
+// agree with each other, but an ended session is never a candidate: the new
+// one stays followed and its later packets are delivered.
+func TestEndedSessionNotFollowedBack(t *testing.T) {
+	rng := rand.New(rand.NewPCG(41, 42))
+	old := moldudp64.NewSession("OLD")
+	oldPkts := packets(t, old, 10, 5, rng)
+	newPkts := packets(t, testSession, 30, 5, rng)
+	a, s := newTestArbiter(t, ArbiterConfig{LineTimeout: 50 * time.Millisecond})
+	var changes int
+	a.SetSessionFunc(func(o, n moldudp64.Session) { changes++ })
+	now := int64(1)
+	offer := func(p []byte) {
+		a.Offer(0, p, now)
+		a.Offer(1, p, now)
+	}
+	for _, p := range oldPkts {
+		now += int64(time.Millisecond)
+		offer(p)
+	}
+	eos := endOfSession(old, nextAfter(t, oldPkts))
+	offer(eos)
+	got := s.got
+	s.next = 0
+	for _, p := range newPkts[:10] {
+		now += int64(time.Millisecond)
+		offer(eos)
+		offer(p)
+	}
+	if a.Session() != testSession || changes != 2 {
+		t.Fatalf("following %q after the new session's first packets, %d callbacks", a.Session(), changes)
+	}
+	// The new session is silent for 20 LineTimeouts; the old one repeats
+	// its end every 10 ms.
+	for range 100 {
+		now += int64(10 * time.Millisecond)
+		offer(eos)
+	}
+	if a.Session() != testSession || changes != 2 || a.Stats.SessionChanges != 1 {
+		t.Fatalf("following %q after the old session's repeated ends, %d callbacks, %d changes", a.Session(), changes, a.Stats.SessionChanges)
+	}
+	for _, p := range newPkts[10:] {
+		now += int64(time.Millisecond)
+		offer(p)
+	}
+	if want := totalMessages(t, newPkts); s.got-got != want || len(s.gaps) != 0 {
+		t.Fatalf("delivered %d of the new session's %d, gaps %v", s.got-got, want, s.gaps)
+	}
+}
