@@ -37,12 +37,15 @@ func runDemo(args []string) error {
 	mode := fs.String("mode", "run-to-completion", "pipeline mode: run-to-completion (one thread) or sharded (two shard threads)")
 	maxPacket := fs.Int("max-packet", 300, "largest MoldUDP64 packet in bytes: 300 gives about 8.6 messages per packet, like the real feed's; 1400 packs about 50")
 	pinCPUs := fs.Bool("pin", true, "run to completion: pin the sender to CPU 0 and the handler's receive thread to the last CPU")
-	// 100 µs: spinning catches nearly every packet of the demo's rate,
-	// and the SCHED_FIFO thread still sleeps in the sender's gaps, where
-	// the normal tasks queued on its CPU run; spinning longer starves them
-	// until the kernel's fair server takes the CPU for ~50 ms at once
-	// (docs/TUNING.md).
-	spin := fs.Duration("spin", 100*time.Microsecond, "run to completion: how long the receive thread polls its rings before it sleeps (AF_XDP; 0: sleep in poll(2) at once)")
+	// Spinning catches nearly every packet of the demo's rate without a
+	// wakeup (rx -> shm p50 about 2 µs against 27 µs sleeping). But a
+	// SCHED_FIFO thread that spins at this rate never sleeps, and while
+	// the kernel throttles real-time threads (kernel.sched_rt_runtime_us
+	// below its period, the default) it loses its CPU for up to 50 ms a
+	// second: p99 6-10 ms on the lab VM. So by default the demo spins
+	// 100 µs only where that throttle is off, and otherwise sleeps in
+	// poll(2) between packets (p99 0.1-0.2 ms); docs/TUNING.md.
+	spin := fs.Duration("spin", 100*time.Microsecond, "run to completion: how long the receive thread polls its rings before it sleeps (AF_XDP; 0: sleep in poll(2) at once); default 100µs, or 0 when the kernel throttles real-time threads (kernel.sched_rt_runtime_us)")
 	// SCHED_FIFO by default: on this shared 2-CPU lab it keeps other
 	// processes from taking the receive thread's CPU for whole time
 	// slices, as isolated cores would on a production box (docs/TUNING.md).
@@ -52,6 +55,11 @@ func runDemo(args []string) error {
 	}
 	if os.Geteuid() != 0 {
 		return errors.New("the demo builds network namespaces and loads XDP: run it as root")
+	}
+	spinSet := false
+	fs.Visit(func(f *flag.Flag) { spinSet = spinSet || f.Name == "spin" })
+	if !spinSet && *rtPriority > 0 && handler.RTThrottle() != "" {
+		*spin = 0
 	}
 	o := demo.Options{Backend: "xdp", LossA: *loss, Rate: *rate, ShmName: "demo", Depth: 10, Log: log, Pin: *pinCPUs, Spin: *spin, RingSize: 16384, RTPriority: *rtPriority}
 	switch *mode {
@@ -223,6 +231,9 @@ func labLine(st handler.Stats, o demo.Options) string {
 		}
 	}
 	spin := "sleeps in poll(2) between packets"
+	if o.Spin == 0 && st.ReceiveThread.Throttle != "" {
+		spin += ", because real-time throttling would take its CPU for up to 50 ms a second if it spun; with kernel.sched_rt_runtime_us=-1 it polls 100µs"
+	}
 	if o.Spin > 0 && strings.HasPrefix(st.Backend, "xdp") {
 		spin = fmt.Sprintf("polls its rings for %v before it sleeps", o.Spin)
 	}

@@ -23,10 +23,9 @@ type ThreadSched struct {
 	Core     int    // CPU it is pinned to; -1: not pinned
 	Priority int    // SCHED_FIFO priority; 0: normal scheduling (SCHED_OTHER)
 	Reason   string // Config.RTPriority was asked for and not granted: why ("" otherwise)
-	// Throttle, for a SCHED_FIFO thread on a core that is not isolated,
-	// says what the kernel's real-time throttling lets other tasks take
-	// of that core ("" otherwise: normal scheduling, throttling off, or
-	// an isolated core, where nothing else is queued). See rtThrottle.
+	// Throttle, for a SCHED_FIFO thread, says what the kernel's real-time
+	// throttling takes from it ("" otherwise: normal scheduling, or
+	// throttling off). See rtThrottle.
 	Throttle string
 }
 
@@ -71,22 +70,22 @@ func setupThread(core, prio int, ts *ThreadSched) error {
 	}
 	if a, err := unix.SchedGetAttr(0, 0); err == nil && a.Policy == unix.SCHED_FIFO {
 		ts.Priority = int(a.Priority)
-		ts.Throttle = rtThrottle(ts.Core, readProc)
+		ts.Throttle = rtThrottle(readProc)
 	}
 	return errPin
 }
 
-// rtThrottle says what real-time throttling takes from a SCHED_FIFO thread
-// pinned to core (-1: unpinned), or "" when it takes nothing. With
-// kernel.sched_rt_runtime_us below its period, the kernel runs the normal
-// tasks queued on a CPU whose real-time threads used up the runtime: a
-// busy FIFO thread loses its core for up to period - runtime (50 ms of
-// every second by default) in one block. On this lab VM (Linux 6.18)
-// setting the runtime to -1 removed those blocks from the demo's tail
-// (docs/TUNING.md). On an isolated core (isolcpus) nothing else is queued
-// and the throttle never acts. read returns a file's contents (a test
-// passes its own).
-func rtThrottle(core int, read func(string) (string, error)) string {
+// rtThrottle says what real-time throttling takes from a SCHED_FIFO thread,
+// or "" when it takes nothing. With kernel.sched_rt_runtime_us below its
+// period, a CPU whose real-time threads used up the runtime is taken from
+// them until the period ends: a FIFO thread that never sleeps loses its
+// core for up to period - runtime (50 ms of every second by default) in
+// one block, whether or not anything else waits there. On the lab VM
+// (Linux 6.18) a lone FIFO spinner's CPU went idle for those blocks, an
+// isolated core would too, and setting the runtime to -1 removed them
+// from the demo's tail (docs/TUNING.md). read returns a file's contents
+// (a test passes its own).
+func rtThrottle(read func(string) (string, error)) string {
 	rt, err := readInt(read, "/proc/sys/kernel/sched_rt_runtime_us")
 	if err != nil || rt < 0 {
 		return ""
@@ -95,14 +94,14 @@ func rtThrottle(core int, read func(string) (string, error)) string {
 	if err != nil || rt >= period {
 		return ""
 	}
-	if core >= 0 {
-		if iso, err := read("/sys/devices/system/cpu/isolated"); err == nil && inCPUList(iso, core) {
-			return ""
-		}
-	}
-	return fmt.Sprintf("real-time throttling on a shared core: kernel.sched_rt_runtime_us=%d of %d, so normal tasks queued on the core take it for up to %d ms at once; isolate the core, or set kernel.sched_rt_runtime_us=-1 (docs/TUNING.md)",
-		rt, period, (period-rt)/1000)
+	return fmt.Sprintf("real-time throttling: kernel.sched_rt_runtime_us=%d of %d, so a FIFO thread that does not sleep loses its core for up to %d ms of every %d ms; set kernel.sched_rt_runtime_us=-1 on a box whose hot cores are isolated (docs/TUNING.md)",
+		rt, period, (period-rt)/1000, period/1000)
 }
+
+// RTThrottle says what real-time throttling would take from a SCHED_FIFO
+// hot thread, as ThreadSched.Throttle says it for a running one: "" when
+// nothing (throttling off).
+func RTThrottle() string { return rtThrottle(readProc) }
 
 func readProc(name string) (string, error) {
 	b, err := os.ReadFile(name)
@@ -115,28 +114,6 @@ func readInt(read func(string) (string, error), name string) (int64, error) {
 		return 0, err
 	}
 	return strconv.ParseInt(strings.TrimSpace(s), 10, 64)
-}
-
-// inCPUList reports whether cpu is in list, a kernel CPU list such as
-// "1-3,6" (empty: none).
-func inCPUList(list string, cpu int) bool {
-	for _, r := range strings.Split(strings.TrimSpace(list), ",") {
-		lo, hi, isRange := strings.Cut(r, "-")
-		a, err := strconv.Atoi(lo)
-		if err != nil {
-			continue
-		}
-		b := a
-		if isRange {
-			if b, err = strconv.Atoi(hi); err != nil {
-				continue
-			}
-		}
-		if a <= cpu && cpu <= b {
-			return true
-		}
-	}
-	return false
 }
 
 // setFIFO moves the calling thread to SCHED_FIFO at prio. Threads it

@@ -124,7 +124,7 @@ func TestRTPriority(t *testing.T) {
 			if pol, prio := kernelSched(t, th.Tid); pol != unix.SCHED_FIFO || prio != 3 {
 				t.Errorf("%s thread %d: the kernel says policy %d priority %d, want SCHED_FIFO (%d) 3", name, th.Tid, pol, prio, unix.SCHED_FIFO)
 			}
-			if want := rtThrottle(th.Core, readProc); th.Throttle != want {
+			if want := rtThrottle(readProc); th.Throttle != want {
 				t.Errorf("%s thread: Throttle %q, want %q (this kernel's settings)", name, th.Throttle, want)
 			}
 		}
@@ -289,14 +289,13 @@ func TestRTPriorityChild(t *testing.T) {
 }
 
 // TestRTThrottle: what real-time throttling takes from a FIFO thread, from
-// the kernel's settings (given as files), and the CPU lists of isolcpus.
+// the kernel's settings (given as files).
 func TestRTThrottle(t *testing.T) {
-	files := func(rt, period, isolated string) func(string) (string, error) {
+	files := func(rt, period string) func(string) (string, error) {
 		return func(name string) (string, error) {
 			v := map[string]string{
 				"/proc/sys/kernel/sched_rt_runtime_us": rt,
 				"/proc/sys/kernel/sched_rt_period_us":  period,
-				"/sys/devices/system/cpu/isolated":     isolated,
 			}[name]
 			if v == "" {
 				return "", os.ErrNotExist
@@ -305,36 +304,21 @@ func TestRTThrottle(t *testing.T) {
 		}
 	}
 	for _, c := range []struct {
-		rt, period, isolated string
-		core                 int
-		want                 string // a substring; "" for none
+		rt, period string
+		want       string // a substring; "" for none
 	}{
-		{"950000\n", "1000000\n", "\n", 1, "for up to 50 ms at once"},
-		{"950000", "1000000", "", -1, "kernel.sched_rt_runtime_us=950000 of 1000000"},
-		{"900000", "1000000", "2-3", 1, "for up to 100 ms"},
-		{"950000", "1000000", "1-3\n", 1, ""},
-		{"950000", "1000000", "0,2,4-5", 4, ""},
-		{"950000", "1000000", "1-3", -1, "950000"}, // unpinned: isolation does not help
-		{"-1\n", "1000000", "", 1, ""},
-		{"1000000", "1000000", "", 1, ""},
-		{"", "1000000", "", 1, ""}, // unreadable: nothing said
-		{"junk", "1000000", "", 1, ""},
+		{"950000\n", "1000000\n", "for up to 50 ms of every 1000 ms"},
+		{"950000", "1000000", "kernel.sched_rt_runtime_us=950000 of 1000000"},
+		{"900000", "1000000", "for up to 100 ms"},
+		{"-1\n", "1000000", ""},
+		{"1000000", "1000000", ""},
+		{"", "1000000", ""}, // unreadable: nothing said
+		{"junk", "1000000", ""},
+		{"950000", "", ""},
 	} {
-		got := rtThrottle(c.core, files(c.rt, c.period, c.isolated))
+		got := rtThrottle(files(c.rt, c.period))
 		if c.want == "" && got != "" || c.want != "" && !strings.Contains(got, c.want) {
-			t.Errorf("runtime %q period %q isolated %q core %d: %q, want %q", c.rt, c.period, c.isolated, c.core, got, c.want)
-		}
-	}
-	for _, c := range []struct {
-		list string
-		cpu  int
-		want bool
-	}{
-		{"", 0, false}, {"\n", 0, false}, {"1", 1, true}, {"1", 0, false}, {"0-3", 3, true},
-		{"0-3", 4, false}, {"0,2,8-11", 9, true}, {"0,2,8-11", 7, false}, {"x,2", 2, true}, {"3-x", 3, false},
-	} {
-		if got := inCPUList(c.list, c.cpu); got != c.want {
-			t.Errorf("inCPUList(%q, %d) = %v", c.list, c.cpu, got)
+			t.Errorf("runtime %q period %q: %q, want %q", c.rt, c.period, got, c.want)
 		}
 	}
 }
