@@ -394,6 +394,10 @@ func (a *Arbiter) Offer(line int, data []byte, rxTime int64) {
 		} else {
 			if !a.ended {
 				a.Stats.EndOfSession++
+				// Only packets after the end confirm the next session:
+				// a run confirmed earlier (a stray sender, hours ago)
+				// must not take over at once (session.go).
+				a.sess.forget()
 			}
 			a.ended = true
 		}

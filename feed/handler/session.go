@@ -32,7 +32,10 @@ import (
 // the change waits until the range is filled or declared, so the old
 // session's tail is never dropped unreported; the new session's packets
 // seen meanwhile beyond the stash are a gap of the new session, recovered
-// like any other. Once a session is followed, another session's End of
+// like any other. Only packets after the end count: announcing it drops
+// every candidate's count, so a run confirmed earlier (a stray sender) must
+// confirm again, against the real next session. A candidate silent for
+// LineTimeout starts its count again. Once a session is followed, another session's End of
 // Session packets never make it a candidate: the session it replaced goes
 // on repeating its end, and must not be switched back to when the followed
 // one falls silent.
@@ -78,6 +81,14 @@ func (s *sessions) init(confirm, slotSize int) {
 	}
 }
 
+// forget drops every candidate's count and stash.
+func (s *sessions) forget() {
+	for i := range s.cands {
+		s.cands[i].n = 0
+		s.cands[i].stash = s.cands[i].stash[:0]
+	}
+}
+
 // SetSessionFunc installs the session-change callback.
 func (a *Arbiter) SetSessionFunc(fn SessionFunc) { a.onSession = fn }
 
@@ -107,6 +118,11 @@ func (a *Arbiter) candidate(line int, data []byte, p moldudp64.Packet, rxTime in
 		c.session, c.next, c.n, c.stash = p.Session, p.Next(), 0, c.stash[:0]
 	}
 	c := &s.cands[idx]
+	if c.n > 0 && rxTime-c.lastRx >= int64(a.cfg.LineTimeout) {
+		// Silent for LineTimeout: its earlier packets no longer count
+		// (a stray run long ago must not stay confirmed all day).
+		c.n, c.stash = 0, c.stash[:0]
+	}
 	if p.Seq > c.next+candidateWindow || p.Next()+candidateWindow < c.next {
 		// Far from where its packets were: not one sequence. Start
 		// counting again from here.
@@ -145,10 +161,7 @@ func (a *Arbiter) lock(idx int, rxTime int64) {
 	a.startRx = rxTime
 	a.Stats.SessionChosen = true
 	stash := c.stash
-	for i := range a.sess.cands {
-		a.sess.cands[i].n = 0
-		a.sess.cands[i].stash = a.sess.cands[i].stash[:0]
-	}
+	a.sess.forget()
 	if a.onSession != nil {
 		a.onSession(old, a.session)
 	}

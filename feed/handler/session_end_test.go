@@ -391,3 +391,76 @@ func TestEndedSessionNotFollowedBack(t *testing.T) {
 		t.Fatalf("delivered %d of the new session's %d, gaps %v", s.got-got, want, s.gaps)
 	}
 }
+
+// TestForgedCurrentEndThenOneStrayPacket: a stray sender confirmed a run
+// early in the day; a forged End of Session at the current sequence number,
+// then one stray packet. Announcing the end drops every candidate's count,
+// so the stray must confirm again before the next live packet withdraws the
+// end: the live session stays followed (review 9, M1).
+func TestForgedCurrentEndThenOneStrayPacket(t *testing.T) {
+	rng := rand.New(rand.NewPCG(91, 92))
+	live := packets(t, testSession, 100, 5, rng)
+	stray := packets(t, strayName, 10, 5, rng)
+	a, _ := newTestArbiter(t, ArbiterConfig{LineTimeout: time.Second})
+	noChange(t, a)
+	now := int64(1)
+	for i, p := range live {
+		now += int64(time.Millisecond)
+		a.Offer(0, p, now)
+		a.Offer(1, p, now)
+		if i < defaultSessionConfirm {
+			// early in the day: a stray sender's short consistent run
+			a.Offer(0, stray[i], now)
+		}
+		if i == 50 {
+			a.Offer(0, endOfSession(testSession, a.Next()), now) // forged, current
+			a.Offer(0, stray[defaultSessionConfirm], now)        // one stray packet
+		}
+	}
+}
+
+// Review 9: a legitimate session end; a stray candidate confirmed long
+// before wins over the real next session with a single packet, and the
+// real next session is then blocked while the stray keeps sending.
+// TestStrayConfirmedBeforeEndDoesNotWin: a stray run confirmed an hour
+// before the followed session really ends; the real next session then
+// starts on both lines while the stray goes on on one. Only packets after
+// the end count, so the real next session confirms first (review 9, M2).
+func TestStrayConfirmedBeforeEndDoesNotWin(t *testing.T) {
+	rng := rand.New(rand.NewPCG(93, 94))
+	old := moldudp64.NewSession("OLD")
+	oldPkts := packets(t, old, 50, 5, rng)
+	stray := packets(t, strayName, 100, 5, rng)
+	newPkts := packets(t, testSession, 50, 5, rng)
+	a, s := newTestArbiter(t, ArbiterConfig{LineTimeout: time.Second})
+	now := int64(1)
+	for i, p := range oldPkts {
+		now += int64(time.Millisecond)
+		a.Offer(0, p, now)
+		a.Offer(1, p, now)
+		if i < defaultSessionConfirm {
+			a.Offer(0, stray[i], now)
+		}
+	}
+	now += int64(time.Hour) // hours of trading later (heartbeats elided)
+	eos := endOfSession(old, a.Next())
+	a.Offer(0, eos, now)
+	a.Offer(1, eos, now)
+	s.next = 0 // the sink follows whatever session comes next
+	s.t = nopTB{t}
+	si := defaultSessionConfirm
+	for _, p := range newPkts {
+		now += int64(10 * time.Millisecond)
+		a.Offer(0, stray[si], now) // the stray keeps sending now and then
+		si++
+		a.Offer(0, p, now)
+		a.Offer(1, p, now)
+	}
+	if a.Session() != testSession {
+		t.Fatalf("following %q after the real next session sent %d packets on both lines (session changes %d)", a.Session(), len(newPkts), a.Stats.SessionChanges)
+	}
+}
+
+type nopTB struct{ testing.TB }
+
+func (nopTB) Fatalf(string, ...any) {}
