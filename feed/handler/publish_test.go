@@ -208,6 +208,19 @@ func TestShardLagNoPingPong(t *testing.T) {
 	} else if l, _ := v.Bid(0); l.Price != 2000+rounds-1 {
 		t.Fatalf("AAPL best bid %d, want A's last %d", l.Price, 2000+rounds-1)
 	}
+	// Skipping a refused locate's snapshot (the lagging shard's every
+	// publish until it reaches the session change) allocates nothing and
+	// does not ask the writer again (a refused Rebind builds an error).
+	const runs = 100
+	if n := testing.AllocsPerRun(runs, func() {
+		b.Applied(5, true, ref, 0)
+		b.Flush()
+	}); n != 0 {
+		t.Fatalf("a skipped publish allocates %v times", n)
+	}
+	if b.StaleBinds != rounds+runs+1 || w.SlotUsage() != (shm.SlotUsage{Capacity: 16, Used: 1}) {
+		t.Fatalf("stale binds %d, want %d; slots %+v", b.StaleBinds, rounds+runs+1, w.SlotUsage())
+	}
 }
 
 // TestDuplicateSymbolInSession: a bad feed binds one symbol to two locates
