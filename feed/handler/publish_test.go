@@ -278,3 +278,57 @@ func TestDuplicateSymbolInSession(t *testing.T) {
 		t.Fatalf("after a rebuild: MSFT at %d (found %v), duplicate symbols %d", loc, ok, p.DuplicateSymbols)
 	}
 }
+
+// TestShardLagBoundBefore: the lagging shard B had bound AAPL (its locate
+// 5) before shard A's rebuild; A, in the new session, moves AAPL to locate
+// 9 and retires B's slot. B's next publish finds its slot retired and
+// binds again, which the writer refuses (A's binding is of a later
+// epoch): counted, not published, A's binding stays. Before the epochs B
+// took AAPL back, and each shard's next publish took it again.
+func TestShardLagBoundBefore(t *testing.T) {
+	name := shmtest.Name(t, "fh-handler-test")
+	w, err := shm.Create(shm.Config{Name: name, Instruments: 16, Depth: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { w.Close() })
+	r, err := shm.Open(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	shard := func() (*book.Books, *Publisher) {
+		bs, err := book.New(book.Config{MaxOrders: 64, MaxLocates: 16, MaxLevels: 64})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return bs, NewPublisher(w, bs, 2)
+	}
+	bsA, a := shard()
+	bsB, b := shard()
+	var ref uint64
+	add := func(bs *book.Books, p *Publisher, loc uint16, price uint32) {
+		t.Helper()
+		ref++
+		p.Applied(loc, bs.AddOrder(loc, ref, book.Bid, 100, price), ref, 0)
+		p.Flush()
+	}
+	bsB.Announce(5, itch.NewSymbol("AAPL")) // the old session
+	add(bsB, b, 5, 1000)
+	a.BooksReset() // A reaches the new session first
+	bsA.Announce(9, itch.NewSymbol("AAPL"))
+	for i := range 3 {
+		add(bsA, a, 9, 2000+uint32(i))
+		add(bsB, b, 5, 1001+uint32(i))
+	}
+	if loc, ok := r.Lookup("AAPL"); !ok || loc != 9 {
+		t.Fatalf("AAPL at %d (found %v), want 9", loc, ok)
+	}
+	if u := w.SlotUsage(); u != (shm.SlotUsage{Capacity: 16, Used: 2, Retired: 1}) {
+		t.Fatalf("slots %+v: want B's old slot retired and A's live, no more", u)
+	}
+	if b.StaleBinds != 3 || b.Published != 1 || a.Published != 3 || a.Errors+b.Errors != 0 || a.Rebound+b.Rebound != 0 {
+		t.Fatalf("B: stale binds %d published %d; A: published %d; errors %d, rebound %d",
+			b.StaleBinds, b.Published, a.Published, a.Errors+b.Errors, a.Rebound+b.Rebound)
+	}
+}
