@@ -223,6 +223,10 @@ func shardValue(sh *ShardStats, name string) uint64 {
 		return sh.PublishErrors
 	case "shard_rebound_total":
 		return sh.Rebound
+	case "shard_stale_binds_total":
+		return sh.StaleBinds
+	case "shard_duplicate_symbols_total":
+		return sh.DuplicateSymbols
 	case "shard_ring_full_total":
 		return sh.Ring.Full
 	case "shard_ring_high_water":

@@ -66,6 +66,8 @@ var exported = [...]metric{
 	{"shard_published_total", "Snapshots published per book shard.", kindCounter, "shard"},
 	{"shard_publish_errors_total", "Books not published per book shard: no shm slot (full, or a bad symbol).", kindCounter, "shard"},
 	{"shard_rebound_total", "Locates moved to a fresh shm slot because a new session bound them to another symbol.", kindCounter, "shard"},
+	{"shard_stale_binds_total", "Snapshots not published per book shard: the shard lags a session change another shard has seen, and the shm writer refused its old session's binding.", kindCounter, "shard"},
+	{"shard_duplicate_symbols_total", "Snapshots not published per book shard: their symbol is bound to another locate in the same session (bad input; the first binding stays).", kindCounter, "shard"},
 	{"shard_ring_full_total", "Hand-offs that found the shard ring full.", kindCounter, "shard"},
 	{"shard_ring_high_water", "Largest shard ring occupancy seen.", kindGauge, "shard"},
 	{"shard_thread_rt_priority", "SCHED_FIFO priority of the thread applying the shard (the receive thread in run to completion); 0: normal scheduling.", kindGauge, "shard"},

@@ -31,9 +31,24 @@ type Publisher struct {
 	snap shm.Snapshot
 	tx   shm.Pending // the publish in progress: the slot's level vectors
 
+	// epoch counts BooksReset calls: the epoch of this Publisher's
+	// bindings (shm.Writer.Rebind). Every shard sees the same rebuilds in
+	// the same order, so shards agree on the epoch of a session.
+	epoch uint64
+
 	Published, Errors uint64
 	Rebound           uint64 // locates moved to a fresh slot: their symbol changed (BooksReset)
-	Books             int    // instruments registered with the shm writer
+	// StaleBinds counts snapshots not published because the writer
+	// refused their locate's binding as older than the one it would
+	// replace (shm.ErrStaleBinding): this shard lags a session change
+	// that another shard has seen, and its book is the old session's.
+	StaleBinds uint64
+	// DuplicateSymbols counts snapshots not published because their
+	// symbol is bound to another locate in the same epoch
+	// (shm.ErrDuplicateSymbol): bad input, one symbol at two locates in
+	// one session; the first binding stays.
+	DuplicateSymbols uint64
+	Books            int // instruments registered with the shm writer
 }
 
 // locState is what the Publisher keeps per locate, in one 32-byte entry:
@@ -45,7 +60,19 @@ type locState struct {
 	slot  shm.Slot // the locate's slot; the zero Slot until bound (again: BooksReset)
 	dirty bool     // in Publisher.dirty
 	known bool     // registered once (counted in Books)
+	// refused is why the writer refused to bind the locate in this
+	// epoch (refusedStale, refusedDuplicate), or 0. A refusal stands
+	// until BooksReset (the writer's bindings never go back to an older
+	// epoch), so its snapshots are counted and skipped without asking
+	// the writer again.
+	refused byte
 }
+
+// Why the writer refused a locate's binding (locState.refused).
+const (
+	refusedStale     = 1 + iota // shm.ErrStaleBinding
+	refusedDuplicate            // shm.ErrDuplicateSymbol
+)
 
 // NewPublisher returns a Publisher of books into w, depth levels per side.
 func NewPublisher(w *shm.Writer, books *book.Books, depth int) *Publisher {
@@ -93,10 +120,16 @@ func (p *Publisher) SetStale(stale bool) {
 // counted for its old book (messages applied, the last one's sequence
 // number and receive time) starts again: a snapshot describes its own
 // book, as the slot's version starts again from 1 after a rebind.
+//
+// It starts a new epoch: the bindings made from now on replace those of
+// earlier epochs, and those of later epochs (another shard's, ahead of
+// this one) refuse them (shm.Writer.Rebind, StaleBinds).
 func (p *Publisher) BooksReset() {
+	p.epoch++
 	for i := range p.locs {
 		st := &p.locs[i]
 		st.slot = shm.Slot{}
+		st.refused = 0
 		st.seq, st.rx, st.msgs = 0, 0, 0
 	}
 }
@@ -141,7 +174,6 @@ func (p *Publisher) Flush() {
 // the batch's.
 func (p *Publisher) publish(b *book.Book, loc uint16, st *locState, flags bookfb.Flags) {
 	if st.slot == (shm.Slot{}) && !p.bind(b, loc, st) {
-		p.Errors++
 		return
 	}
 	sn := &p.snap
@@ -176,9 +208,19 @@ func (p *Publisher) publish(b *book.Book, loc uint16, st *locState, flags bookfb
 		// the symbol to its locate (it saw a session change first), or
 		// this locate again. Bind again, once: the book is this
 		// shard's latest, and a slot kept would take publishes no
-		// reader finds. (Begin wrote nothing.)
+		// reader finds. (Begin wrote nothing.) If the other binding is
+		// of a later epoch (this shard lags the session change), the
+		// writer refuses (StaleBinds): the two shards never take the
+		// symbol back and forth.
 		st.slot = shm.Slot{}
-		if !errors.Is(err, shm.ErrUnknownLocate) || !p.bind(b, loc, st) || p.w.Begin(st.slot, sn, nb, na, tx) != nil {
+		if !errors.Is(err, shm.ErrUnknownLocate) {
+			p.Errors++
+			return
+		}
+		if !p.bind(b, loc, st) {
+			return
+		}
+		if p.w.Begin(st.slot, sn, nb, na, tx) != nil {
 			p.Errors++
 			return
 		}
@@ -188,13 +230,37 @@ func (p *Publisher) publish(b *book.Book, loc uint16, st *locState, flags bookfb
 	p.Published++
 }
 
-// bind binds locate loc to book b's symbol (shm.Writer.Rebind) and keeps
-// the slot in st; false if the writer refused (full, bad symbol).
+// bind binds locate loc to book b's symbol at the Publisher's epoch
+// (shm.Writer.Rebind) and keeps the slot in st. It returns false, having
+// counted the snapshot as not published, if the writer refused: a binding
+// of a later epoch (StaleBinds) or the symbol at another locate in this
+// epoch (DuplicateSymbols), both remembered in st until BooksReset, or
+// anything else (full, bad symbol: Errors).
 func (p *Publisher) bind(b *book.Book, loc uint16, st *locState) bool {
-	sl, retired, err := p.w.Rebind(loc, b.Name())
-	if err != nil {
-		return false
+	if st.refused == 0 {
+		sl, retired, err := p.w.Rebind(loc, b.Name(), p.epoch)
+		switch {
+		case err == nil:
+			return p.bound(st, sl, retired)
+		case errors.Is(err, shm.ErrStaleBinding):
+			st.refused = refusedStale
+		case errors.Is(err, shm.ErrDuplicateSymbol):
+			st.refused = refusedDuplicate
+		default:
+			p.Errors++
+			return false
+		}
 	}
+	if st.refused == refusedStale {
+		p.StaleBinds++
+	} else {
+		p.DuplicateSymbols++
+	}
+	return false
+}
+
+// bound keeps the slot sl that bind got in st and counts it.
+func (p *Publisher) bound(st *locState, sl shm.Slot, retired bool) bool {
 	st.slot = sl
 	if retired {
 		p.Rebound++

@@ -1,6 +1,7 @@
 package handler
 
 import (
+	"errors"
 	"testing"
 	"unsafe"
 
@@ -73,12 +74,13 @@ func TestBooksResetRestartsMessages(t *testing.T) {
 // TestShardLagsSessionChange: two book shards share the writer. Shard A
 // saw the new session first (AAPL is its locate 9 now); shard B lags,
 // still in the old session, and publishes AAPL's old book at locate 5 for
-// the first time (no slot bound yet), which moves AAPL back to 5 and
-// retires A's slot. A's next publish must not go into its retired slot,
-// where no reader looks: it binds AAPL to 9 again. When B reaches the
-// session change (locate 5 is MSFT), AAPL is found at 9 with A's book.
-// Before the fix A kept publishing into the retired slot and, once B
-// rebound locate 5, AAPL was found nowhere.
+// the first time (no slot bound yet). That binding is refused (StaleBinds):
+// A's, of the new session, stays, and A keeps publishing into its slot.
+// When B reaches the session change (locate 5 is MSFT), AAPL is found at 9
+// with A's book. Before the retired-slot fix A kept publishing into a slot
+// that B's binding had retired and, once B rebound locate 5, AAPL was
+// found nowhere; before the epochs B's binding retired A's slot and A
+// bound AAPL again.
 func TestShardLagsSessionChange(t *testing.T) {
 	name := shmtest.Name(t, "fh-handler-test")
 	w, err := shm.Create(shm.Config{Name: name, Instruments: 16, Depth: 2})
@@ -108,11 +110,15 @@ func TestShardLagsSessionChange(t *testing.T) {
 		p.Applied(loc, bs.AddOrder(loc, ref, book.Bid, 100, price), ref, 0)
 		p.Flush()
 	}
+	a.BooksReset() // A saw the session change
 	bsA.Announce(9, itch.NewSymbol("AAPL"))
 	add(bsA, a, 9, 2000)
 	bsB.Announce(5, itch.NewSymbol("AAPL")) // the old session's AAPL
 	add(bsB, b, 5, 1000)
 	add(bsA, a, 9, 2001)
+	if b.StaleBinds != 1 || a.Rebound != 0 {
+		t.Fatalf("B's stale binds %d, want 1; A rebound %d, want 0", b.StaleBinds, a.Rebound)
+	}
 	// B reaches the session change: locate 5 is MSFT.
 	bsB.Reset()
 	b.BooksReset()
@@ -131,5 +137,198 @@ func TestShardLagsSessionChange(t *testing.T) {
 	}
 	if a.Errors != 0 || b.Errors != 0 {
 		t.Fatalf("publish errors: A %d, B %d", a.Errors, b.Errors)
+	}
+}
+
+// TestShardLagNoPingPong (review 9): shard A saw a session change (AAPL is
+// its locate 9), shard B lags it (AAPL is still its locate 5) and both
+// keep publishing. Before the epochs every publish of B's old book retired
+// A's slot and rebound AAPL to 5, and A's next publish did the same back:
+// two slots burned a round until the file was full, while readers found
+// AAPL at the old session's locate. Now B's binding is refused and
+// counted, every round, and A's stays.
+func TestShardLagNoPingPong(t *testing.T) {
+	name := shmtest.Name(t, "fh-handler-test")
+	w, err := shm.Create(shm.Config{Name: name, Instruments: 16, Depth: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { w.Close() })
+	r, err := shm.Open(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	buf := make([]byte, r.Info().MaxSnapshot)
+	shard := func() (*book.Books, *Publisher) {
+		bs, err := book.New(book.Config{MaxOrders: 64, MaxLocates: 16, MaxLevels: 64})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return bs, NewPublisher(w, bs, 2)
+	}
+	bsA, a := shard()
+	bsB, b := shard()
+	var ref uint64
+	add := func(bs *book.Books, p *Publisher, loc uint16, price uint32) {
+		t.Helper()
+		ref++
+		p.Applied(loc, bs.AddOrder(loc, ref, book.Bid, 100, price), ref, 0)
+		p.Flush()
+	}
+	a.BooksReset()                          // A saw the session change
+	bsA.Announce(9, itch.NewSymbol("AAPL")) // new session (A is ahead)
+	bsB.Announce(5, itch.NewSymbol("AAPL")) // old session (B lags)
+	const rounds = 10
+	staleSeen := 0
+	for i := range rounds {
+		add(bsA, a, 9, 2000+uint32(i))
+		add(bsB, b, 5, 1000+uint32(i))
+		if loc, ok := r.Lookup("AAPL"); ok && loc == 5 {
+			v, err := r.Read(5, buf)
+			if err == nil {
+				l, _ := v.Bid(0)
+				t.Logf("round %d: AAPL found at old locate 5, best bid %d (old session's book)", i, l.Price)
+			}
+			staleSeen++
+		}
+	}
+	u := w.SlotUsage()
+	t.Logf("slots: %+v; errors A %d B %d; rebound A %d B %d; stale binds B %d", u, a.Errors, b.Errors, a.Rebound, b.Rebound, b.StaleBinds)
+	if u.Used > 4 || a.Errors+b.Errors > 0 || staleSeen > 0 {
+		t.Fatalf("a lagging shard burned %d of %d slots (retired %d), publish errors A %d B %d, readers found AAPL at the old session's locate %d times",
+			u.Used, u.Capacity, u.Retired, a.Errors, b.Errors, staleSeen)
+	}
+	if u != (shm.SlotUsage{Capacity: 16, Used: 1}) || b.StaleBinds != rounds || a.Published != rounds || b.Published != 0 {
+		t.Fatalf("slots %+v, B's stale binds %d, published A %d B %d: want 1 slot used, %d stale binds, A publishing every round, B none",
+			u, b.StaleBinds, a.Published, b.Published, rounds)
+	}
+	if v, err := r.ReadSymbol("AAPL", buf); err != nil || v.Locate() != 9 {
+		t.Fatalf("read AAPL: %v", err)
+	} else if l, _ := v.Bid(0); l.Price != 2000+rounds-1 {
+		t.Fatalf("AAPL best bid %d, want A's last %d", l.Price, 2000+rounds-1)
+	}
+	// Skipping a refused locate's snapshot (the lagging shard's every
+	// publish until it reaches the session change) allocates nothing and
+	// does not ask the writer again (a refused Rebind builds an error).
+	const runs = 100
+	if n := testing.AllocsPerRun(runs, func() {
+		b.Applied(5, true, ref, 0)
+		b.Flush()
+	}); n != 0 {
+		t.Fatalf("a skipped publish allocates %v times", n)
+	}
+	if b.StaleBinds != rounds+runs+1 || w.SlotUsage() != (shm.SlotUsage{Capacity: 16, Used: 1}) {
+		t.Fatalf("stale binds %d, want %d; slots %+v", b.StaleBinds, rounds+runs+1, w.SlotUsage())
+	}
+}
+
+// TestDuplicateSymbolInSession: a bad feed binds one symbol to two locates
+// in one session (no shard lags). The first binding stays and keeps being
+// published, the second is refused and counted on every publish, and no
+// slot is burned. Before the epochs the two locates took the symbol from
+// each other at every publish, two slots a round.
+func TestDuplicateSymbolInSession(t *testing.T) {
+	name := shmtest.Name(t, "fh-handler-test")
+	w, err := shm.Create(shm.Config{Name: name, Instruments: 8, Depth: 2, SingleWriter: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { w.Close() })
+	r, err := shm.Open(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	bs, err := book.New(book.Config{MaxOrders: 64, MaxLocates: 16, MaxLevels: 64})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := NewPublisher(w, bs, 2)
+	p.BooksReset() // a rebuild: epoch 1, as in a running handler
+	bs.Announce(9, itch.NewSymbol("AAPL"))
+	bs.Announce(5, itch.NewSymbol("AAPL")) // the same symbol again: bad input
+	const rounds = 5
+	for i := range rounds {
+		p.Applied(9, bs.AddOrder(9, uint64(2*i+1), book.Bid, 100, 2000+uint32(i)), uint64(2*i+1), 0)
+		p.Applied(5, bs.AddOrder(5, uint64(2*i+2), book.Bid, 100, 1000+uint32(i)), uint64(2*i+2), 0)
+		p.Flush()
+	}
+	if u := w.SlotUsage(); u != (shm.SlotUsage{Capacity: 8, Used: 1}) {
+		t.Fatalf("slots %+v: want 1 used, none retired", u)
+	}
+	if p.DuplicateSymbols != rounds || p.StaleBinds != 0 || p.Errors != 0 || p.Published != rounds || p.Rebound != 0 {
+		t.Fatalf("duplicate symbols %d (want %d), stale binds %d, errors %d, published %d (want %d), rebound %d",
+			p.DuplicateSymbols, rounds, p.StaleBinds, p.Errors, p.Published, rounds, p.Rebound)
+	}
+	if loc, ok := r.Lookup("AAPL"); !ok || loc != 9 {
+		t.Fatalf("AAPL at %d (found %v), want the first binding, 9", loc, ok)
+	}
+	if _, err := r.Read(5, make([]byte, r.Info().MaxSnapshot)); !errors.Is(err, shm.ErrUnknownLocate) {
+		t.Fatalf("read of the duplicate locate 5: %v, want ErrUnknownLocate", err)
+	}
+	// The next rebuild (a new session) starts over: the duplicate's
+	// refusal does not outlive it.
+	bs.Reset()
+	p.BooksReset()
+	bs.Announce(5, itch.NewSymbol("MSFT"))
+	p.Applied(5, bs.AddOrder(5, 100, book.Bid, 100, 3000), 100, 0)
+	p.Flush()
+	if loc, ok := r.Lookup("MSFT"); !ok || loc != 5 || p.DuplicateSymbols != rounds {
+		t.Fatalf("after a rebuild: MSFT at %d (found %v), duplicate symbols %d", loc, ok, p.DuplicateSymbols)
+	}
+}
+
+// TestShardLagBoundBefore: the lagging shard B had bound AAPL (its locate
+// 5) before shard A's rebuild; A, in the new session, moves AAPL to locate
+// 9 and retires B's slot. B's next publish finds its slot retired and
+// binds again, which the writer refuses (A's binding is of a later
+// epoch): counted, not published, A's binding stays. Before the epochs B
+// took AAPL back, and each shard's next publish took it again.
+func TestShardLagBoundBefore(t *testing.T) {
+	name := shmtest.Name(t, "fh-handler-test")
+	w, err := shm.Create(shm.Config{Name: name, Instruments: 16, Depth: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { w.Close() })
+	r, err := shm.Open(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	shard := func() (*book.Books, *Publisher) {
+		bs, err := book.New(book.Config{MaxOrders: 64, MaxLocates: 16, MaxLevels: 64})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return bs, NewPublisher(w, bs, 2)
+	}
+	bsA, a := shard()
+	bsB, b := shard()
+	var ref uint64
+	add := func(bs *book.Books, p *Publisher, loc uint16, price uint32) {
+		t.Helper()
+		ref++
+		p.Applied(loc, bs.AddOrder(loc, ref, book.Bid, 100, price), ref, 0)
+		p.Flush()
+	}
+	bsB.Announce(5, itch.NewSymbol("AAPL")) // the old session
+	add(bsB, b, 5, 1000)
+	a.BooksReset() // A reaches the new session first
+	bsA.Announce(9, itch.NewSymbol("AAPL"))
+	for i := range 3 {
+		add(bsA, a, 9, 2000+uint32(i))
+		add(bsB, b, 5, 1001+uint32(i))
+	}
+	if loc, ok := r.Lookup("AAPL"); !ok || loc != 9 {
+		t.Fatalf("AAPL at %d (found %v), want 9", loc, ok)
+	}
+	if u := w.SlotUsage(); u != (shm.SlotUsage{Capacity: 16, Used: 2, Retired: 1}) {
+		t.Fatalf("slots %+v: want B's old slot retired and A's live, no more", u)
+	}
+	if b.StaleBinds != 3 || b.Published != 1 || a.Published != 3 || a.Errors+b.Errors != 0 || a.Rebound+b.Rebound != 0 {
+		t.Fatalf("B: stale binds %d published %d; A: published %d; errors %d, rebound %d",
+			b.StaleBinds, b.Published, a.Published, a.Errors+b.Errors, a.Rebound+b.Rebound)
 	}
 }

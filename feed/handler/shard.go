@@ -53,8 +53,13 @@ type ShardStats struct {
 	Ring          spsc.Stats
 	PublishErrors uint64
 	Rebound       uint64 // locates moved to a fresh shm slot (bound to another symbol by a new session)
-	Stale         bool   // the shard's books are flagged PossiblyStale (an unrecovered gap)
-	Books         int    // books the shard has published (registered in shm)
+	// StaleBinds and DuplicateSymbols: snapshots not published because
+	// the shm writer refused their binding (Publisher.StaleBinds,
+	// Publisher.DuplicateSymbols).
+	StaleBinds       uint64
+	DuplicateSymbols uint64
+	Stale            bool // the shard's books are flagged PossiblyStale (an unrecovered gap)
+	Books            int  // books the shard has published (registered in shm)
 	// Thread is how the thread applying the shard's messages is
 	// scheduled: its own thread when sharded, the receive thread in run
 	// to completion.
@@ -338,7 +343,7 @@ func (s *shard) copyStats(wait bool) bool {
 	}
 	s.stats.Applied = s.applied.Load()
 	s.stats.Batches, s.stats.Published, s.stats.PublishErrors = s.batches.Load(), s.pub.Published, s.pub.Errors
-	s.stats.Rebound = s.pub.Rebound
+	s.stats.Rebound, s.stats.StaleBinds, s.stats.DuplicateSymbols = s.pub.Rebound, s.pub.StaleBinds, s.pub.DuplicateSymbols
 	s.stats.Book = s.books.Stats()
 	if s.ring != nil {
 		s.stats.Ring = s.ring.Stats()

@@ -102,7 +102,7 @@ func controlWriter() error {
 	depth := w.Info().Depth
 	s := &shm.Snapshot{Bids: make([]shm.Level, depth), Asks: make([]shm.Level, depth)}
 	var locates []uint16
-	var k uint64
+	var k, epoch uint64
 	var beat sync.Once
 	fmt.Printf("ready %d\n", os.Getpid())
 	in := bufio.NewScanner(os.Stdin)
@@ -119,9 +119,10 @@ func controlWriter() error {
 			if err = w.Register(uint16(loc), f[2]); err == nil {
 				locates = append(locates, uint16(loc))
 			}
-		case "rebind":
+		case "rebind": // each one a new session (epoch)
 			loc, _ := strconv.Atoi(f[1])
-			_, _, err = w.Rebind(uint16(loc), f[2])
+			epoch++
+			_, _, err = w.Rebind(uint16(loc), f[2], epoch)
 		case "publish":
 			loc, _ := strconv.Atoi(f[1])
 			kk, _ := strconv.ParseUint(f[2], 10, 64)

@@ -459,13 +459,13 @@ func TestCppExampleMicropriceSessionChange(t *testing.T) {
 	w.Publish(s)
 	next("AAPL v2 microprice 100.0025 ")
 	// The new session: locate 1 is NVDA, AAPL is locate 2.
-	if _, _, err := w.Rebind(1, "NVDA"); err != nil {
+	if _, _, err := w.Rebind(1, "NVDA", 1); err != nil {
 		t.Fatal(err)
 	}
 	if err := w.Publish(&Snapshot{Locate: 1, Bids: []Level{{Price: 5, Shares: 1, Orders: 1}}}); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := w.Rebind(2, "AAPL"); err != nil {
+	if _, _, err := w.Rebind(2, "AAPL", 1); err != nil {
 		t.Fatal(err)
 	}
 	s.Locate = 2

@@ -36,6 +36,7 @@
 //
 //	w, err := shm.Create(shm.Config{Name: "itch", Instruments: 12000, Depth: 10})
 //	w.Register(locate, "AAPL")         // from the Stock Directory message
+//	w.Rebind(locate, "MSFT", epoch)    // a new session's symbol: the epoch orders bindings (see Rebind)
 //	w.Publish(&snap)                   // per changed locate, at batch boundaries
 //	w.Heartbeat()                      // at least every HeartbeatInterval
 //	w.Close()                          // marks the feed closed; the file stays

@@ -107,6 +107,14 @@ var (
 	ErrFull = errors.New("shm: instrument capacity reached")
 	// ErrBusy: a slot stayed locked by a live writer for too long.
 	ErrBusy = errors.New("shm: slot busy")
+	// ErrStaleBinding: Rebind refused a binding older than the one it would
+	// replace (the locate, or the symbol at another locate, was bound at a
+	// later epoch): nothing was retired or registered.
+	ErrStaleBinding = errors.New("shm: binding older than the current one")
+	// ErrDuplicateSymbol: Rebind refused to bind a symbol that another
+	// locate bound in the same epoch (one symbol at two locates in one
+	// session: bad input); the first binding stays, nothing was retired.
+	ErrDuplicateSymbol = errors.New("shm: symbol bound to another locate in the same epoch")
 )
 
 // Path returns the file of a feed: a bare name lives under Dir, a name with a
@@ -308,6 +316,12 @@ func (m *mapping) indexEntry(l *layout, locate uint16) *uint32 {
 func (m *mapping) dirEntry(l *layout, slot uint64) []byte {
 	off := l.directory + slot*dirEntrySz
 	return m.mem[off : off+dirEntrySz : off+dirEntrySz]
+}
+
+// dirLocate is the locate in slot's directory entry (its bytes 0-1).
+func (m *mapping) dirLocate(l *layout, slot uint64) uint16 {
+	e := m.dirEntry(l, slot)
+	return uint16(e[0]) | uint16(e[1])<<8
 }
 
 // dirSymLen is the symbol length in slot's directory entry (its byte 2).

@@ -15,17 +15,35 @@ const (
 // dirIsRetired reports whether directory entry e was retired.
 func dirIsRetired(e []byte) bool { return e[dirFlags]&dirRetired != 0 }
 
-// Rebind binds locate to symbol, whatever it was bound to before, and
-// returns its slot. A locate not registered yet is registered (as with
-// Register); one registered with symbol already keeps its slot. One
-// registered with another symbol (ITCH reassigns locates every session, so
-// a session change without a restart reuses them) is moved to a fresh slot:
-// the old slot is retired, keeping the old symbol's last snapshot, so that
-// no reader ever finds one symbol's book under another's name. retired
-// reports that case. A symbol still bound to another locate (it moved:
-// locate 5 was AAPL, now AAPL is locate 9) loses it: that locate's entry is
-// retired too and the locate is unbound, so that no reader finds the
-// symbol's stale book, and one symbol never has two live entries.
+// Rebind binds locate to symbol at epoch and returns its slot. A locate
+// not registered yet is registered (as with Register); one registered with
+// symbol already keeps its slot. One registered with another symbol (ITCH
+// reassigns locates every session, so a session change without a restart
+// reuses them) is moved to a fresh slot: the old slot is retired, keeping
+// the old symbol's last snapshot, so that no reader ever finds one
+// symbol's book under another's name. retired reports that case. A symbol
+// still bound to another locate (it moved: locate 5 was AAPL, now AAPL is
+// locate 9) loses it: that locate's entry is retired too and the locate is
+// unbound, so that no reader finds the symbol's stale book, and one symbol
+// never has two live entries.
+//
+// Epochs: the caller counts its book rebuilds (session changes) and passes
+// the count; callers that see the same rebuilds in the same order (book
+// shards) pass the same epoch for the same session. The writer keeps each
+// live binding's epoch, and Rebind at epoch E, in this order:
+//  1. locate already bound to symbol: keeps the slot, the binding's epoch
+//     rises to E if it was lower;
+//  2. locate bound to another symbol at an epoch after E: refused with
+//     ErrStaleBinding (a caller that lags a session change must not take
+//     the locate back);
+//  3. symbol bound to another locate at an epoch after E: refused with
+//     ErrStaleBinding; in epoch E itself: refused with ErrDuplicateSymbol
+//     (one symbol at two locates in one session is bad input; the first
+//     binding stays);
+//  4. otherwise: retires what it replaces, as above, and binds at epoch E.
+//
+// A refused Rebind changed nothing (the checks come before any
+// retirement). Register's bindings have epoch 0.
 //
 // A retired slot still counts against Config.Instruments; with no slot left
 // Rebind fails with ErrFull and the locate stays unregistered until a
@@ -38,7 +56,8 @@ func dirIsRetired(e []byte) bool { return e[dirFlags]&dirRetired != 0 }
 // retired entries. A reader that kept the locate reads the new symbol's
 // snapshots from then on: the snapshot's symbol changes and its version
 // starts again from 1 (a locate's versions are those of its current slot).
-func (w *Writer) Rebind(locate uint16, symbol string) (sl Slot, retired bool, err error) {
+// Epochs are the writer's own: they are not in the file.
+func (w *Writer) Rebind(locate uint16, symbol string, epoch uint64) (sl Slot, retired bool, err error) {
 	sym := trimSymbol(symbol)
 	if len(sym) == 0 || len(sym) > 8 {
 		return Slot{}, false, fmt.Errorf("rebind locate %d: bad symbol %q", locate, symbol)
@@ -48,9 +67,9 @@ func (w *Writer) Rebind(locate uint16, symbol string) (sl Slot, retired bool, er
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	sl, retired, err = w.bind(locate, sym, true)
+	sl, retired, err = w.bind(locate, sym, true, epoch)
 	if err != nil {
-		return Slot{}, retired, fmt.Errorf("rebind: register locate %d %q: %w", locate, sym, err)
+		return Slot{}, retired, fmt.Errorf("rebind locate %d %q at epoch %d: %w", locate, sym, epoch, err)
 	}
 	return sl, retired, nil
 }

@@ -23,7 +23,7 @@ func TestRebind(t *testing.T) {
 	buf := make([]byte, r.Info().MaxSnapshot)
 	pub := func(sym string, price uint32) {
 		t.Helper()
-		sl, _, err := w.Rebind(7, sym)
+		sl, _, err := w.Rebind(7, sym, 1)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -40,10 +40,10 @@ func TestRebind(t *testing.T) {
 		t.Fatalf("lookup SNAP = %d %v", loc, ok)
 	}
 	old, _ := w.Slot(7)
-	if sl, retired, err := w.Rebind(7, "SNAP"); err != nil || retired || sl != old {
+	if sl, retired, err := w.Rebind(7, "SNAP", 1); err != nil || retired || sl != old {
 		t.Fatalf("rebind to the same symbol: %v %v %v (slot was %v)", sl, retired, err, old)
 	}
-	if _, retired, err := w.Rebind(7, "MSFT"); err != nil || !retired {
+	if _, retired, err := w.Rebind(7, "MSFT", 1); err != nil || !retired {
 		t.Fatalf("rebind to MSFT: retired %v, %v", retired, err)
 	}
 	pub("MSFT", 7777)
@@ -70,7 +70,7 @@ func TestRebind(t *testing.T) {
 	}
 	// Slot 2 of 3 for AAPL, then none left for another rebind.
 	pub("AAPL", 2222)
-	if _, _, err := w.Rebind(7, "GOOG"); !errors.Is(err, ErrFull) {
+	if _, _, err := w.Rebind(7, "GOOG", 1); !errors.Is(err, ErrFull) {
 		t.Fatalf("rebind with no slot left: %v", err)
 	}
 	if _, err := r.Read(7, buf); !errors.Is(err, ErrUnknownLocate) {
@@ -102,7 +102,7 @@ func TestCppRebind(t *testing.T) {
 	c.expect("open", "open Ok")
 	c.expect("lookup SNAP", "lookup Ok 7")
 	c.expect("read 7", "read Ok seq 3 version 3")
-	if _, _, err := w.Rebind(7, "MSFT"); err != nil {
+	if _, _, err := w.Rebind(7, "MSFT", 1); err != nil {
 		t.Fatal(err)
 	}
 	s.Seq = 5
@@ -161,7 +161,7 @@ func TestSymbolMoved(t *testing.T) {
 			t.Fatalf("%s: read AAPL: %v seq %d locate %d", how, err, v.Seq(), v.Locate())
 		}
 	}
-	sl, retired, err := w.Rebind(9, "AAPL")
+	sl, retired, err := w.Rebind(9, "AAPL", 1)
 	if err != nil || retired || sl == (Slot{}) {
 		t.Fatalf("rebind 9 AAPL: %v %v %v (locate 9 was unbound: nothing of its own retired)", sl, retired, err)
 	}
@@ -170,7 +170,7 @@ func TestSymbolMoved(t *testing.T) {
 		t.Fatalf("slot usage %+v", u)
 	}
 	// Locate 5 binds afresh (no retirement of its own: it was unbound).
-	if _, retired, err := w.Rebind(5, "MSFT"); err != nil || retired {
+	if _, retired, err := w.Rebind(5, "MSFT", 1); err != nil || retired {
 		t.Fatalf("rebind 5 MSFT: %v %v", retired, err)
 	}
 	if err := w.Register(11, "AAPL"); err != nil {
@@ -185,7 +185,7 @@ func TestSymbolMoved(t *testing.T) {
 	}
 	// Full: the symbol still leaves its old locate (its book there is
 	// stale), though the new one cannot be registered.
-	if _, _, err := w.Rebind(12, "AAPL"); !errors.Is(err, ErrFull) {
+	if _, _, err := w.Rebind(12, "AAPL", 1); !errors.Is(err, ErrFull) {
 		t.Fatalf("rebind with no slot left: %v", err)
 	}
 	if _, ok := r.Lookup("AAPL"); ok {
@@ -212,7 +212,7 @@ func TestCppSymbolMoved(t *testing.T) {
 	c := startSession(t, bin, w.Path())
 	c.expect("open", "open Ok")
 	c.expect("lookup AAPL", "lookup Ok 5")
-	if _, _, err := w.Rebind(9, "AAPL"); err != nil {
+	if _, _, err := w.Rebind(9, "AAPL", 1); err != nil {
 		t.Fatal(err)
 	}
 	if err := w.Publish(&Snapshot{Locate: 9, Seq: 8}); err != nil {
@@ -239,7 +239,7 @@ func TestSlotWarnings(t *testing.T) {
 		t.Fatalf("logged at 5 of 8 slots: %s", log.String())
 	}
 	// The 6th slot (3/4) comes from a rebind: locate 5 retires its slot.
-	if _, retired, err := w.Rebind(5, "MOVED"); err != nil || !retired {
+	if _, retired, err := w.Rebind(5, "MOVED", 1); err != nil || !retired {
 		t.Fatalf("rebind: %v %v", retired, err)
 	}
 	if n := count("over 3/4"); n != 1 || !strings.Contains(log.String(), `"level":"warn"`) {
@@ -283,10 +283,10 @@ func TestRetiredSlotRefusesPublish(t *testing.T) {
 			return sl
 		}
 		s5, s7 := kept(5, "AAPL"), kept(7, "SNAP")
-		if _, _, err := w.Rebind(9, "AAPL"); err != nil { // AAPL moves: slot of 5 retired
+		if _, _, err := w.Rebind(9, "AAPL", 1); err != nil { // AAPL moves: slot of 5 retired
 			t.Fatal(err)
 		}
-		if _, _, err := w.Rebind(7, "MSFT"); err != nil { // locate 7 rebound: its old slot retired
+		if _, _, err := w.Rebind(7, "MSFT", 1); err != nil { // locate 7 rebound: its old slot retired
 			t.Fatal(err)
 		}
 		for _, c := range []struct {
@@ -308,4 +308,91 @@ func TestRetiredSlotRefusesPublish(t *testing.T) {
 			t.Fatalf("read 5: %v", err)
 		}
 	})
+}
+
+// TestRebindEpochs: Rebind's rules by epoch. A binding never replaces one
+// of a later epoch (a book shard lagging a session change must not take a
+// symbol or a locate back), a symbol bound at two locates in one epoch
+// keeps its first binding, and a refused Rebind changes nothing: no entry
+// retired, no slot used. Before the epochs the old session's binding won
+// whenever it came last, retiring the new session's slot.
+func TestRebindEpochs(t *testing.T) {
+	w := testWriter(t, Config{Instruments: 8, Depth: 1})
+	r := testReader(t, w.Path())
+	usage := func(used, retired int) {
+		t.Helper()
+		if u := w.SlotUsage(); u != (SlotUsage{Capacity: 8, Used: used, Retired: retired}) {
+			t.Fatalf("slot usage %+v, want used %d retired %d", u, used, retired)
+		}
+	}
+	at := func(sym string, want uint16) {
+		t.Helper()
+		loc, ok := r.Lookup(sym)
+		if want == 0 && ok || want != 0 && (!ok || loc != want) {
+			t.Fatalf("lookup %s = %d %v, want %d", sym, loc, ok, want)
+		}
+	}
+	refused := func(loc uint16, sym string, epoch uint64, want error) {
+		t.Helper()
+		sl, retired, err := w.Rebind(loc, sym, epoch)
+		if !errors.Is(err, want) || retired || sl != (Slot{}) {
+			t.Fatalf("rebind %d %s at epoch %d: %v %v %v, want %v", loc, sym, epoch, sl, retired, err, want)
+		}
+	}
+	aapl, _, err := w.Rebind(9, "AAPL", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// (1) Bound already: the slot stays, whatever the epoch; a later
+	// epoch raises the binding's (the refusals below at epoch 1 show it).
+	for _, epoch := range []uint64{0, 1, 2} {
+		if sl, retired, err := w.Rebind(9, "AAPL", epoch); err != nil || retired || sl != aapl {
+			t.Fatalf("rebind 9 AAPL again at epoch %d: %v %v %v", epoch, sl, retired, err)
+		}
+	}
+	usage(1, 0)
+	// (2) The locate, bound at epoch 2, is not taken back at epoch 1.
+	refused(9, "MSFT", 1, ErrStaleBinding)
+	// (3) Nor is the symbol, at another locate; in its own epoch the
+	// symbol at a second locate is bad input: the first binding stays.
+	refused(5, "AAPL", 1, ErrStaleBinding)
+	refused(5, "AAPL", 2, ErrDuplicateSymbol)
+	at("AAPL", 9)
+	usage(1, 0)
+	// Every check comes before any retirement: locate 5 (MSFT, epoch 0)
+	// could be rebound at epoch 1, but AAPL (epoch 2) cannot move, so
+	// MSFT stays.
+	if err := w.Register(5, "MSFT"); err != nil {
+		t.Fatal(err)
+	}
+	refused(5, "AAPL", 1, ErrStaleBinding)
+	at("MSFT", 5)
+	at("AAPL", 9)
+	usage(2, 0)
+	if sl, err := w.Slot(9); err != nil || sl != aapl {
+		t.Fatalf("slot of 9 after refusals: %v %v", sl, err)
+	}
+	// (4) A later epoch retires both: locate 5's MSFT and AAPL's locate 9.
+	if _, retired, err := w.Rebind(5, "AAPL", 3); err != nil || !retired {
+		t.Fatalf("rebind 5 AAPL at epoch 3: %v %v", retired, err)
+	}
+	at("AAPL", 5)
+	at("MSFT", 0)
+	usage(3, 2)
+	if _, err := w.Slot(9); !errors.Is(err, ErrUnknownLocate) {
+		t.Fatalf("slot of 9 after AAPL moved: %v", err)
+	}
+	// Register knows no epochs: it moves the symbol as before, and its
+	// binding has epoch 0.
+	if err := w.Register(11, "AAPL"); err != nil {
+		t.Fatal(err)
+	}
+	at("AAPL", 11)
+	refused(12, "AAPL", 0, ErrDuplicateSymbol)
+	usage(4, 3)
+	if _, _, err := w.Rebind(12, "AAPL", 1); err != nil {
+		t.Fatal(err)
+	}
+	at("AAPL", 12)
+	usage(5, 4)
 }

@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/marketfeed/feedhandler/internal/shmtest"
 )
 
 func TestPublishRead(t *testing.T) {
@@ -513,5 +515,36 @@ func TestStaleTemp(t *testing.T) {
 	}
 	if _, err := os.Stat(live); err != nil {
 		t.Errorf("live writer's temporary file: %v", err)
+	}
+}
+
+// TestSlotUsageClose: SlotUsage (metrics, readiness) may run while Close
+// unmaps the file, and after. Before the fix it checked closed, then read
+// the count from the mapping, which Close could unmap in between (a race
+// under -race, a fault without); after Close it reported 0 used. It now
+// reads the writer's own counters.
+func TestSlotUsageClose(t *testing.T) {
+	for range 3000 {
+		name := shmtest.Name(t, "slotusage")
+		w, err := Create(Config{Name: name, Instruments: 4, Depth: 2, JournalLen: 2})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := w.Register(1, "AAPL"); err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			for range 1000 {
+				_ = w.SlotUsage()
+			}
+		}()
+		w.Close()
+		<-done
+		if u := w.SlotUsage(); u != (SlotUsage{Capacity: 4, Used: 1}) {
+			t.Fatalf("slot usage after close %+v", u)
+		}
+		Remove(name)
 	}
 }

@@ -129,6 +129,8 @@ type Writer struct {
 
 	// Registration only, after the fields a publish reads.
 	live       map[string]uint64 // symbol -> slot of its live directory entry (under mu)
+	epochs     []uint64          // by slot: the epoch of its binding (Rebind; Register's is 0) (under mu)
+	used       atomic.Uint64     // w.count for SlotUsage, which must not read the mapping (Close unmaps it)
 	warned     bool              // the slots-over-3/4 warning was logged (under mu)
 	warnedFull bool              // the slots-exhausted error was logged (under mu)
 	retired    atomic.Uint64     // retired directory entries
@@ -215,7 +217,8 @@ func Create(cfg Config) (*Writer, error) {
 	if err != nil {
 		return fail(fmt.Errorf("mmap: %w", err))
 	}
-	w := &Writer{m: mapping{mem: mem}, l: l, path: path, single: cfg.SingleWriter, log: cfg.Log}
+	w := &Writer{m: mapping{mem: mem}, l: l, path: path, single: cfg.SingleWriter, log: cfg.Log,
+		epochs: make([]uint64, l.capacity)}
 	w.m.writeHeader(l)
 	atomic.StoreInt64(w.m.i64(offHeartbeat), now.UnixNano())
 	if err := os.Rename(tmp, path); err != nil {
@@ -281,6 +284,11 @@ func (w *Writer) Info() Info { return infoOf(&w.l) }
 // A symbol registered under another locate before (ITCH reassigns locates
 // every session) moves: its old directory entry is retired and its old
 // locate unbound, as Rebind does (see there).
+//
+// Register knows no epochs: it binds as above whatever the epochs of the
+// bindings it replaces, and its binding has epoch 0, so a Rebind at epoch
+// 0 treats it as a binding of its own epoch and one at a later epoch as
+// an older one (see Rebind).
 func (w *Writer) Register(locate uint16, symbol string) error {
 	sym := trimSymbol(symbol)
 	if len(sym) == 0 || len(sym) > 8 {
@@ -288,7 +296,7 @@ func (w *Writer) Register(locate uint16, symbol string) error {
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	_, _, err := w.bind(locate, sym, false)
+	_, _, err := w.bind(locate, sym, false, 0)
 	if err != nil {
 		return fmt.Errorf("register locate %d %q: %w", locate, sym, err)
 	}
@@ -302,26 +310,52 @@ func (w *Writer) Register(locate uint16, symbol string) error {
 // Another locate bound to sym loses it: its entry is retired and it is
 // unbound, so that one symbol never has two live entries.
 //
+// With rebind, epoch orders the bindings (Rebind's rules): a binding never
+// replaces one of a later epoch (ErrStaleBinding), and a symbol bound to
+// another locate in the same epoch stays there (ErrDuplicateSymbol). Every
+// check comes before any retirement: a refused bind changes nothing.
+// Without rebind (Register) epochs are not checked and the binding's is 0.
+//
 // Store order, for readers (which load the count, then the entries, or the
 // index, then an entry): every retirement (the flag, then the index entry
 // cleared) comes before the new entry's index and count stores, so a
 // reader that sees the new entry sees the old ones retired. A reader may
 // find sym nowhere for the few stores in between, never at two locates.
-func (w *Writer) bind(locate uint16, sym string, rebind bool) (sl Slot, retired bool, err error) {
+func (w *Writer) bind(locate uint16, sym string, rebind bool, epoch uint64) (sl Slot, retired bool, err error) {
 	idx := w.m.indexEntry(&w.l, locate)
+	bound, boundSym := uint64(0), ""
 	if v := atomic.LoadUint32(idx); v != 0 {
-		e := w.m.dirEntry(&w.l, uint64(v-1))
-		have := string(dirSymbol(e))
-		if have == sym {
-			return slotOf(v-1, byte(len(sym))), false, nil
+		bound = uint64(v - 1)
+		boundSym = string(dirSymbol(w.m.dirEntry(&w.l, bound)))
+		if boundSym == sym {
+			if rebind {
+				w.epochs[bound] = max(w.epochs[bound], epoch)
+			}
+			return slotOf(uint32(bound), byte(len(sym))), false, nil
 		}
 		if !rebind {
-			return Slot{}, false, fmt.Errorf("already registered as %q", have)
+			return Slot{}, false, fmt.Errorf("already registered as %q", boundSym)
 		}
-		w.retire(uint64(v-1), have)
+		if e := w.epochs[bound]; e > epoch {
+			return Slot{}, false, fmt.Errorf("locate bound to %q at epoch %d, after epoch %d: %w", boundSym, e, epoch, ErrStaleBinding)
+		}
+	}
+	other, moved := w.live[sym]
+	if moved && rebind {
+		otherLocate := w.m.dirLocate(&w.l, other)
+		switch e := w.epochs[other]; {
+		case e > epoch:
+			return Slot{}, false, fmt.Errorf("symbol bound to locate %d at epoch %d, after epoch %d: %w", otherLocate, e, epoch, ErrStaleBinding)
+		case e == epoch:
+			return Slot{}, false, fmt.Errorf("symbol bound to locate %d in the same epoch %d: %w", otherLocate, epoch, ErrDuplicateSymbol)
+		}
+	}
+	// Decided: retire what the new binding replaces.
+	if boundSym != "" {
+		w.retire(bound, boundSym)
 		retired = true
 	}
-	if other, ok := w.live[sym]; ok {
+	if moved {
 		// The symbol moved to this locate (a new session): its old
 		// locate's entry names a stale book.
 		w.retire(other, sym)
@@ -343,11 +377,13 @@ func (w *Writer) bind(locate uint16, sym string, rebind bool) (sl Slot, retired 
 	// stored after the entry.
 	atomic.StoreUint32(idx, uint32(slot+1))
 	w.count++
+	w.used.Store(w.count)
 	atomic.StoreUint32(w.m.u32(offCount), uint32(w.count))
 	if w.live == nil {
 		w.live = make(map[string]uint64)
 	}
 	w.live[sym] = slot
+	w.epochs[slot] = epoch
 	w.warnSlots(false)
 	return slotOf(uint32(slot), byte(len(sym))), retired, nil
 }
@@ -359,7 +395,7 @@ func (w *Writer) bind(locate uint16, sym string, rebind bool) (sl Slot, retired 
 func (w *Writer) retire(slot uint64, sym string) {
 	e := w.m.dirEntry(&w.l, slot)
 	e[dirFlags] |= dirRetired
-	locate := uint16(e[0]) | uint16(e[1])<<8
+	locate := w.m.dirLocate(&w.l, slot)
 	// A publisher that kept the slot's Slot fails from now on, instead of
 	// writing where no reader looks (a publish already inside the slot
 	// completes).
@@ -398,14 +434,11 @@ type SlotUsage struct {
 	Retired  int // retired (Rebind, or a symbol moved to another locate): not reused until a restart
 }
 
-// SlotUsage returns the writer's slot counts. It allocates nothing and takes
-// no lock (for metrics).
+// SlotUsage returns the writer's slot counts. It allocates nothing, takes
+// no lock and never reads the mapping (for metrics, which may run during
+// or after Close: the counts stay those of the last registration).
 func (w *Writer) SlotUsage() SlotUsage {
-	u := SlotUsage{Capacity: int(w.l.capacity), Retired: int(w.retired.Load())}
-	if !w.closed.Load() {
-		u.Used = int(atomic.LoadUint32(w.m.u32(offCount)))
-	}
-	return u
+	return SlotUsage{Capacity: int(w.l.capacity), Used: int(w.used.Load()), Retired: int(w.retired.Load())}
 }
 
 func trimSymbol(s string) string {
