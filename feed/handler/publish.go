@@ -212,11 +212,12 @@ func (p *Publisher) publish(b *book.Book, loc uint16, st *locState, flags bookfb
 		// of a later epoch (this shard lags the session change), the
 		// writer refuses (StaleBinds): the two shards never take the
 		// symbol back and forth.
-		st.slot = shm.Slot{}
 		if !errors.Is(err, shm.ErrUnknownLocate) {
+			// Not the binding (too deep, closed): keep the slot.
 			p.Errors++
 			return
 		}
+		st.slot = shm.Slot{}
 		if !p.bind(b, loc, st) {
 			return
 		}
