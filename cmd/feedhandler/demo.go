@@ -232,7 +232,7 @@ func labLine(st handler.Stats, o demo.Options) string {
 	}
 	spin := "sleeps in poll(2) between packets"
 	if o.Spin == 0 && st.ReceiveThread.Throttle != "" {
-		spin += ", because real-time throttling would take its CPU for up to 50 ms a second if it spun; with kernel.sched_rt_runtime_us=-1 it polls 100µs"
+		spin += "; spinning, it would lose its CPU to real-time throttling (the receive thread line); with kernel.sched_rt_runtime_us=-1 the demo spins 100µs by default"
 	}
 	if o.Spin > 0 && strings.HasPrefix(st.Backend, "xdp") {
 		spin = fmt.Sprintf("polls its rings for %v before it sleeps", o.Spin)

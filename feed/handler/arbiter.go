@@ -396,8 +396,9 @@ func (a *Arbiter) Offer(line int, data []byte, rxTime int64) {
 				a.Stats.EndOfSession++
 				// Only packets after the end confirm the next session:
 				// a run confirmed earlier (a stray sender, hours ago)
-				// must not take over at once (session.go).
-				a.sess.forget()
+				// must not take over at once (session.go). Stashes
+				// stay: a new session may have started before the end.
+				a.sess.recount()
 			}
 			a.ended = true
 		}

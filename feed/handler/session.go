@@ -33,9 +33,12 @@ import (
 // session's tail is never dropped unreported; the new session's packets
 // seen meanwhile beyond the stash are a gap of the new session, recovered
 // like any other. Only packets after the end count: announcing it drops
-// every candidate's count, so a run confirmed earlier (a stray sender) must
-// confirm again, against the real next session. A candidate silent for
-// LineTimeout starts its count again. Once a session is followed, another session's End of
+// every candidate's count (not its stash: a new session that started
+// before the end loses nothing), so a run confirmed earlier by a stray
+// sender that has since gone quiet must confirm again, against the real
+// next session; a stray that keeps sending can still confirm first (only
+// a configured session rules it out). A candidate silent for
+// candidateSilence LineTimeouts starts its count again. Once a session is followed, another session's End of
 // Session packets never make it a candidate: the session it replaced goes
 // on repeating its end, and must not be switched back to when the followed
 // one falls silent.
@@ -81,11 +84,26 @@ func (s *sessions) init(confirm, slotSize int) {
 	}
 }
 
+// candidateSilence is how many LineTimeouts a candidate may be silent
+// before its count starts again: more than one, so that a new session that
+// sends only heartbeats (one a second, as MoldUDP64 servers do, with the
+// default LineTimeout of 1 s) on one line still confirms.
+const candidateSilence = 4
+
 // forget drops every candidate's count and stash.
 func (s *sessions) forget() {
 	for i := range s.cands {
 		s.cands[i].n = 0
 		s.cands[i].stash = s.cands[i].stash[:0]
+	}
+}
+
+// recount drops every candidate's count and keeps its stash: packets
+// counted from now on confirm it, and the packets it had stashed (a new
+// session that started before the old one's end) are still replayed.
+func (s *sessions) recount() {
+	for i := range s.cands {
+		s.cands[i].n = 0
 	}
 }
 
@@ -100,7 +118,7 @@ func (a *Arbiter) candidate(line int, data []byte, p moldudp64.Packet, rxTime in
 	s := &a.sess
 	idx = -1
 	for i := range s.cands {
-		if s.cands[i].n > 0 && s.cands[i].session == p.Session {
+		if c := &s.cands[i]; (c.n > 0 || len(c.stash) > 0) && c.session == p.Session {
 			idx = i
 			break
 		}
@@ -118,9 +136,9 @@ func (a *Arbiter) candidate(line int, data []byte, p moldudp64.Packet, rxTime in
 		c.session, c.next, c.n, c.stash = p.Session, p.Next(), 0, c.stash[:0]
 	}
 	c := &s.cands[idx]
-	if c.n > 0 && rxTime-c.lastRx >= int64(a.cfg.LineTimeout) {
-		// Silent for LineTimeout: its earlier packets no longer count
-		// (a stray run long ago must not stay confirmed all day).
+	if c.n > 0 && rxTime-c.lastRx > candidateSilence*int64(a.cfg.LineTimeout) {
+		// Silent for a while: its earlier packets no longer count (a
+		// stray run long ago must not stay confirmed all day).
 		c.n, c.stash = 0, c.stash[:0]
 	}
 	if p.Seq > c.next+candidateWindow || p.Next()+candidateWindow < c.next {

@@ -464,3 +464,111 @@ func TestStrayConfirmedBeforeEndDoesNotWin(t *testing.T) {
 type nopTB struct{ testing.TB }
 
 func (nopTB) Fatalf(string, ...any) {}
+
+// TestNewSessionBeforeEnd: the new session's first packet arrives on both
+// lines before the old session's End of Session. Announcing the end drops
+// the candidates' counts, not their stashes, so the new session is followed
+// from its first message with nothing lost (review 10, M1).
+func TestNewSessionBeforeEnd(t *testing.T) {
+	rng := rand.New(rand.NewPCG(31, 32))
+	old := moldudp64.NewSession("OLD")
+	oldPkts := packets(t, old, 20, 5, rng)
+	newPkts := packets(t, testSession, 50, 5, rng)
+	a, s := newTestArbiter(t, ArbiterConfig{LineTimeout: time.Second})
+	now := int64(1)
+	for _, p := range oldPkts {
+		now += int64(time.Millisecond)
+		a.Offer(0, p, now)
+		a.Offer(1, p, now)
+	}
+	got := s.got
+	s.next = 0
+	eos := endOfSession(old, nextAfter(t, oldPkts))
+	// First packet of the new session, both lines, before the end.
+	now += int64(time.Millisecond)
+	a.Offer(0, newPkts[0], now)
+	a.Offer(1, newPkts[0], now)
+	for _, p := range newPkts[1:] {
+		now += int64(10 * time.Millisecond)
+		a.Offer(0, eos, now)
+		a.Offer(1, eos, now)
+		a.Offer(0, p, now+1)
+		a.Offer(1, p, now+1)
+	}
+	for i := 0; i < 50; i++ {
+		now += int64(100 * time.Millisecond)
+		a.Tick(now)
+	}
+	t.Logf("session %q delivered %d of %d, gaps %v", a.Session(), s.got-got, totalMessages(t, newPkts), s.gaps)
+	if want := totalMessages(t, newPkts); s.got-got != want || len(s.gaps) != 0 {
+		t.Fatalf("delivered %d of the new session's %d, gaps %v", s.got-got, want, s.gaps)
+	}
+}
+
+// TestHeartbeatOnlyNewSessionConfirms: with one line, a new session that
+// sends only heartbeats, one a second, still confirms: a candidate's count
+// starts again only after candidateSilence LineTimeouts of silence
+// (review 10, L1).
+func TestHeartbeatOnlyNewSessionConfirms(t *testing.T) {
+	rng := rand.New(rand.NewPCG(51, 52))
+	old := moldudp64.NewSession("OLD")
+	oldPkts := packets(t, old, 20, 5, rng)
+	a, _ := newTestArbiter(t, ArbiterConfig{LineTimeout: time.Second})
+	now := int64(1)
+	for _, p := range oldPkts {
+		now += int64(time.Millisecond)
+		a.Offer(0, p, now)
+	}
+	eos := endOfSession(old, nextAfter(t, oldPkts))
+	hb := moldudp64.AppendHeader(nil, testSession, 1, 0)
+	for i := 0; i < 20; i++ {
+		now += int64(time.Second)
+		a.Offer(0, eos, now)
+		a.Offer(0, hb, now+1)
+	}
+	if a.Session() != testSession {
+		t.Fatalf("following %q after 20 s of the new session's heartbeats", a.Session())
+	}
+}
+
+// TestEndLostOnFastLine: line A loses the End of Session and line B is a
+// few packets behind; the new session is still followed whole.
+func TestEndLostOnFastLine(t *testing.T) {
+	rng := rand.New(rand.NewPCG(61, 62))
+	old := moldudp64.NewSession("OLD")
+	oldPkts := packets(t, old, 20, 5, rng)
+	newPkts := packets(t, testSession, 50, 5, rng)
+	eos := endOfSession(old, nextAfter(t, oldPkts))
+	var stream [][]byte
+	stream = append(stream, oldPkts...)
+	stream = append(stream, eos)
+	stream = append(stream, newPkts...)
+	a, s := newTestArbiter(t, ArbiterConfig{LineTimeout: time.Second})
+	now := int64(1)
+	const lag = 3
+	got := uint64(0)
+	for i := 0; i < len(stream)+lag; i++ {
+		now += int64(time.Millisecond)
+		if i < len(stream) && i != len(oldPkts) { // A loses the EOS
+			if i == len(oldPkts)+1 {
+				got = s.got
+				s.next = 0
+			}
+			a.Offer(0, stream[i], now)
+		}
+		if j := i - lag; j >= 0 && j < len(stream) {
+			if j == len(oldPkts) && got == 0 {
+				got = s.got
+				s.next = 0
+			}
+			a.Offer(1, stream[j], now)
+		}
+	}
+	for i := 0; i < 50; i++ {
+		now += int64(100 * time.Millisecond)
+		a.Tick(now)
+	}
+	if want := totalMessages(t, newPkts); a.Session() != testSession || s.got-got != want || len(s.gaps) != 0 {
+		t.Fatalf("following %q, delivered %d of the new session's %d, gaps %v", a.Session(), s.got-got, want, s.gaps)
+	}
+}
