@@ -82,34 +82,11 @@ func TestBooksResetRestartsMessages(t *testing.T) {
 // found nowhere; before the epochs B's binding retired A's slot and A
 // bound AAPL again.
 func TestShardLagsSessionChange(t *testing.T) {
-	name := shmtest.Name(t, "fh-handler-test")
-	w, err := shm.Create(shm.Config{Name: name, Instruments: 16, Depth: 2})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { w.Close() })
-	r, err := shm.Open(name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { r.Close() })
-	buf := make([]byte, r.Info().MaxSnapshot)
-	shard := func() (*book.Books, *Publisher) {
-		bs, err := book.New(book.Config{MaxOrders: 64, MaxLocates: 16, MaxLevels: 64})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return bs, NewPublisher(w, bs, 2)
-	}
-	bsA, a := shard()
-	bsB, b := shard()
-	var ref uint64
-	add := func(bs *book.Books, p *Publisher, loc uint16, price uint32) {
-		t.Helper()
-		ref++
-		p.Applied(loc, bs.AddOrder(loc, ref, book.Bid, 100, price), ref, 0)
-		p.Flush()
-	}
+	lab := newShardLab(t)
+	add := lab.add
+	buf := make([]byte, lab.r.Info().MaxSnapshot)
+	bsA, a := lab.shard(t)
+	bsB, b := lab.shard(t)
 	a.BooksReset() // A saw the session change
 	bsA.Announce(9, itch.NewSymbol("AAPL"))
 	add(bsA, a, 9, 2000)
@@ -124,11 +101,11 @@ func TestShardLagsSessionChange(t *testing.T) {
 	b.BooksReset()
 	bsB.Announce(5, itch.NewSymbol("MSFT"))
 	add(bsB, b, 5, 3000)
-	loc, ok := r.Lookup("AAPL")
+	loc, ok := lab.r.Lookup("AAPL")
 	if !ok || loc != 9 {
 		t.Fatalf("AAPL at %d (found %v), want 9", loc, ok)
 	}
-	v, err := r.Read(9, buf)
+	v, err := lab.r.Read(9, buf)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -148,34 +125,11 @@ func TestShardLagsSessionChange(t *testing.T) {
 // AAPL at the old session's locate. Now B's binding is refused and
 // counted, every round, and A's stays.
 func TestShardLagNoPingPong(t *testing.T) {
-	name := shmtest.Name(t, "fh-handler-test")
-	w, err := shm.Create(shm.Config{Name: name, Instruments: 16, Depth: 2})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { w.Close() })
-	r, err := shm.Open(name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { r.Close() })
-	buf := make([]byte, r.Info().MaxSnapshot)
-	shard := func() (*book.Books, *Publisher) {
-		bs, err := book.New(book.Config{MaxOrders: 64, MaxLocates: 16, MaxLevels: 64})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return bs, NewPublisher(w, bs, 2)
-	}
-	bsA, a := shard()
-	bsB, b := shard()
-	var ref uint64
-	add := func(bs *book.Books, p *Publisher, loc uint16, price uint32) {
-		t.Helper()
-		ref++
-		p.Applied(loc, bs.AddOrder(loc, ref, book.Bid, 100, price), ref, 0)
-		p.Flush()
-	}
+	lab := newShardLab(t)
+	add := lab.add
+	buf := make([]byte, lab.r.Info().MaxSnapshot)
+	bsA, a := lab.shard(t)
+	bsB, b := lab.shard(t)
 	a.BooksReset()                          // A saw the session change
 	bsA.Announce(9, itch.NewSymbol("AAPL")) // new session (A is ahead)
 	bsB.Announce(5, itch.NewSymbol("AAPL")) // old session (B lags)
@@ -184,8 +138,8 @@ func TestShardLagNoPingPong(t *testing.T) {
 	for i := range rounds {
 		add(bsA, a, 9, 2000+uint32(i))
 		add(bsB, b, 5, 1000+uint32(i))
-		if loc, ok := r.Lookup("AAPL"); ok && loc == 5 {
-			v, err := r.Read(5, buf)
+		if loc, ok := lab.r.Lookup("AAPL"); ok && loc == 5 {
+			v, err := lab.r.Read(5, buf)
 			if err == nil {
 				l, _ := v.Bid(0)
 				t.Logf("round %d: AAPL found at old locate 5, best bid %d (old session's book)", i, l.Price)
@@ -193,7 +147,7 @@ func TestShardLagNoPingPong(t *testing.T) {
 			staleSeen++
 		}
 	}
-	u := w.SlotUsage()
+	u := lab.w.SlotUsage()
 	t.Logf("slots: %+v; errors A %d B %d; rebound A %d B %d; stale binds B %d", u, a.Errors, b.Errors, a.Rebound, b.Rebound, b.StaleBinds)
 	if u.Used > 4 || a.Errors+b.Errors > 0 || staleSeen > 0 {
 		t.Fatalf("a lagging shard burned %d of %d slots (retired %d), publish errors A %d B %d, readers found AAPL at the old session's locate %d times",
@@ -203,7 +157,7 @@ func TestShardLagNoPingPong(t *testing.T) {
 		t.Fatalf("slots %+v, B's stale binds %d, published A %d B %d: want 1 slot used, %d stale binds, A publishing every round, B none",
 			u, b.StaleBinds, a.Published, b.Published, rounds)
 	}
-	if v, err := r.ReadSymbol("AAPL", buf); err != nil || v.Locate() != 9 {
+	if v, err := lab.r.ReadSymbol("AAPL", buf); err != nil || v.Locate() != 9 {
 		t.Fatalf("read AAPL: %v", err)
 	} else if l, _ := v.Bid(0); l.Price != 2000+rounds-1 {
 		t.Fatalf("AAPL best bid %d, want A's last %d", l.Price, 2000+rounds-1)
@@ -213,13 +167,13 @@ func TestShardLagNoPingPong(t *testing.T) {
 	// does not ask the writer again (a refused Rebind builds an error).
 	const runs = 100
 	if n := testing.AllocsPerRun(runs, func() {
-		b.Applied(5, true, ref, 0)
+		b.Applied(5, true, lab.ref, 0)
 		b.Flush()
 	}); n != 0 {
 		t.Fatalf("a skipped publish allocates %v times", n)
 	}
-	if b.StaleBinds != rounds+runs+1 || w.SlotUsage() != (shm.SlotUsage{Capacity: 16, Used: 1}) {
-		t.Fatalf("stale binds %d, want %d; slots %+v", b.StaleBinds, rounds+runs+1, w.SlotUsage())
+	if b.StaleBinds != rounds+runs+1 || lab.w.SlotUsage() != (shm.SlotUsage{Capacity: 16, Used: 1}) {
+		t.Fatalf("stale binds %d, want %d; slots %+v", b.StaleBinds, rounds+runs+1, lab.w.SlotUsage())
 	}
 }
 
@@ -286,6 +240,40 @@ func TestDuplicateSymbolInSession(t *testing.T) {
 // epoch): counted, not published, A's binding stays. Before the epochs B
 // took AAPL back, and each shard's next publish took it again.
 func TestShardLagBoundBefore(t *testing.T) {
+	lab := newShardLab(t)
+	add := lab.add
+	bsA, a := lab.shard(t)
+	bsB, b := lab.shard(t)
+	bsB.Announce(5, itch.NewSymbol("AAPL")) // the old session
+	add(bsB, b, 5, 1000)
+	a.BooksReset() // A reaches the new session first
+	bsA.Announce(9, itch.NewSymbol("AAPL"))
+	for i := range 3 {
+		add(bsA, a, 9, 2000+uint32(i))
+		add(bsB, b, 5, 1001+uint32(i))
+	}
+	if loc, ok := lab.r.Lookup("AAPL"); !ok || loc != 9 {
+		t.Fatalf("AAPL at %d (found %v), want 9", loc, ok)
+	}
+	if u := lab.w.SlotUsage(); u != (shm.SlotUsage{Capacity: 16, Used: 2, Retired: 1}) {
+		t.Fatalf("slots %+v: want B's old slot retired and A's live, no more", u)
+	}
+	if b.StaleBinds != 3 || b.Published != 1 || a.Published != 3 || a.Errors+b.Errors != 0 || a.Rebound+b.Rebound != 0 {
+		t.Fatalf("B: stale binds %d published %d; A: published %d; errors %d, rebound %d",
+			b.StaleBinds, b.Published, a.Published, a.Errors+b.Errors, a.Rebound+b.Rebound)
+	}
+}
+
+// shardLab is a 16-slot shm file at depth 2 with a reader, for tests of
+// shards (Publishers with their own books) sharing one writer.
+type shardLab struct {
+	t   *testing.T
+	w   *shm.Writer
+	r   *shm.Reader
+	ref uint64 // the last order reference added
+}
+
+func newShardLab(t *testing.T) *shardLab {
 	name := shmtest.Name(t, "fh-handler-test")
 	w, err := shm.Create(shm.Config{Name: name, Instruments: 16, Depth: 2})
 	if err != nil {
@@ -297,38 +285,23 @@ func TestShardLagBoundBefore(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { r.Close() })
-	shard := func() (*book.Books, *Publisher) {
-		bs, err := book.New(book.Config{MaxOrders: 64, MaxLocates: 16, MaxLevels: 64})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return bs, NewPublisher(w, bs, 2)
+	return &shardLab{t: t, w: w, r: r}
+}
+
+// shard returns a shard's books and its Publisher into the lab's file.
+func (l *shardLab) shard(t *testing.T) (*book.Books, *Publisher) {
+	bs, err := book.New(book.Config{MaxOrders: 64, MaxLocates: 16, MaxLevels: 64})
+	if err != nil {
+		t.Fatal(err)
 	}
-	bsA, a := shard()
-	bsB, b := shard()
-	var ref uint64
-	add := func(bs *book.Books, p *Publisher, loc uint16, price uint32) {
-		t.Helper()
-		ref++
-		p.Applied(loc, bs.AddOrder(loc, ref, book.Bid, 100, price), ref, 0)
-		p.Flush()
-	}
-	bsB.Announce(5, itch.NewSymbol("AAPL")) // the old session
-	add(bsB, b, 5, 1000)
-	a.BooksReset() // A reaches the new session first
-	bsA.Announce(9, itch.NewSymbol("AAPL"))
-	for i := range 3 {
-		add(bsA, a, 9, 2000+uint32(i))
-		add(bsB, b, 5, 1001+uint32(i))
-	}
-	if loc, ok := r.Lookup("AAPL"); !ok || loc != 9 {
-		t.Fatalf("AAPL at %d (found %v), want 9", loc, ok)
-	}
-	if u := w.SlotUsage(); u != (shm.SlotUsage{Capacity: 16, Used: 2, Retired: 1}) {
-		t.Fatalf("slots %+v: want B's old slot retired and A's live, no more", u)
-	}
-	if b.StaleBinds != 3 || b.Published != 1 || a.Published != 3 || a.Errors+b.Errors != 0 || a.Rebound+b.Rebound != 0 {
-		t.Fatalf("B: stale binds %d published %d; A: published %d; errors %d, rebound %d",
-			b.StaleBinds, b.Published, a.Published, a.Errors+b.Errors, a.Rebound+b.Rebound)
-	}
+	return bs, NewPublisher(l.w, bs, 2)
+}
+
+// add adds a 100-share bid at price to locate loc of bs and publishes it
+// through p.
+func (l *shardLab) add(bs *book.Books, p *Publisher, loc uint16, price uint32) {
+	l.t.Helper()
+	l.ref++
+	p.Applied(loc, bs.AddOrder(loc, l.ref, book.Bid, 100, price), l.ref, 0)
+	p.Flush()
 }
