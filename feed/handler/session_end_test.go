@@ -145,15 +145,7 @@ func TestStaleEndOfSessionIgnored(t *testing.T) {
 		a.Offer(si%2, stray[si], now)
 		si++
 	}
-	if a.Session() != testSession || a.Stats.SessionChanges != 0 {
-		t.Fatalf("following %q, session changes %d", a.Session(), a.Stats.SessionChanges)
-	}
-	if want := totalMessages(t, live); s.got != want || len(s.gaps) != 0 {
-		t.Fatalf("delivered %d of %d, gaps %v", s.got, want, s.gaps)
-	}
-	if wrongSession(a) != uint64(si) || staleEnds(a) != 1 {
-		t.Fatalf("wrong session %d, want %d; stale ends %d", wrongSession(a), si, staleEnds(a))
-	}
+	liveKept(t, a, s, live, si, 1)
 }
 
 // TestEndOfSessionBehindHeldIsStale: an End of Session at the next expected
@@ -234,15 +226,7 @@ func TestDataAfterEndWithdrawsIt(t *testing.T) {
 		a.Offer(si%2, stray[si], now)
 		si++
 	}
-	if a.Session() != testSession || a.Stats.SessionChanges != 0 {
-		t.Fatalf("following %q, session changes %d", a.Session(), a.Stats.SessionChanges)
-	}
-	if want := totalMessages(t, live); s.got != want || len(s.gaps) != 0 {
-		t.Fatalf("delivered %d of %d, gaps %v", s.got, want, s.gaps)
-	}
-	if wrongSession(a) != uint64(si) || staleEnds(a) != 0 {
-		t.Fatalf("wrong session %d, want %d; stale ends %d", wrongSession(a), si, staleEnds(a))
-	}
+	liveKept(t, a, s, live, si, 0)
 }
 
 // TestEndOfSessionFarAheadIsSuspect: an End of Session further ahead than
@@ -570,5 +554,22 @@ func TestEndLostOnFastLine(t *testing.T) {
 	}
 	if want := totalMessages(t, newPkts); a.Session() != testSession || s.got-got != want || len(s.gaps) != 0 {
 		t.Fatalf("following %q, delivered %d of the new session's %d, gaps %v", a.Session(), s.got-got, want, s.gaps)
+	}
+}
+
+// liveKept fails t unless a still follows testSession with no session
+// change and every message of live delivered without a gap, the strays
+// stray packets counted as another session's, and stale End of Session
+// packets counted.
+func liveKept(t *testing.T, a *Arbiter, s *sink, live [][]byte, strays int, stale uint64) {
+	t.Helper()
+	if a.Session() != testSession || a.Stats.SessionChanges != 0 {
+		t.Fatalf("following %q, session changes %d", a.Session(), a.Stats.SessionChanges)
+	}
+	if want := totalMessages(t, live); s.got != want || len(s.gaps) != 0 {
+		t.Fatalf("delivered %d of %d, gaps %v", s.got, want, s.gaps)
+	}
+	if wrongSession(a) != uint64(strays) || staleEnds(a) != stale {
+		t.Fatalf("wrong session %d, want %d; stale ends %d, want %d", wrongSession(a), strays, staleEnds(a), stale)
 	}
 }
