@@ -17,6 +17,7 @@ import (
 	"github.com/marketfeed/feedhandler/feed/config"
 	"github.com/marketfeed/feedhandler/feed/handler"
 	"github.com/marketfeed/feedhandler/internal/demo"
+	"github.com/marketfeed/feedhandler/internal/privilege"
 )
 
 func init() {
@@ -58,7 +59,9 @@ func runDemo(args []string) error {
 	}
 	spinSet := false
 	fs.Visit(func(f *flag.Flag) { spinSet = spinSet || f.Name == "spin" })
-	if !spinSet && *rtPriority > 0 && handler.RTThrottle() != "" {
+	if !spinSet && *rtPriority > 0 && privilege.MayRealtime(*rtPriority) && handler.RTThrottle() != "" {
+		// (Refused SCHED_FIFO, the thread runs under normal scheduling,
+		// which the throttle does not touch: it keeps its spin.)
 		*spin = 0
 	}
 	o := demo.Options{Backend: "xdp", LossA: *loss, Rate: *rate, ShmName: "demo", Depth: 10, Log: log, Pin: *pinCPUs, Spin: *spin, RingSize: 16384, RTPriority: *rtPriority}

@@ -184,7 +184,11 @@ func mayRealtime(t *testing.T, prio int) bool {
 	if err := unix.Getrlimit(unix.RLIMIT_RTPRIO, &lim); err != nil {
 		t.Fatal(err)
 	}
-	return mayRealtimeCap(t) || lim.Cur >= uint64(prio)
+	may := mayRealtimeCap(t) || lim.Cur >= uint64(prio)
+	if got := privilege.MayRealtime(prio); got != may {
+		t.Errorf("privilege.MayRealtime(%d) = %v, want %v", prio, got, may)
+	}
+	return may
 }
 
 // TestRTPriorityFallback runs TestRTPriorityChild in a child process

@@ -258,6 +258,22 @@ func allThreads(trap, a1, a2, a3 uintptr) error {
 	return e
 }
 
+// MayRealtime reports whether this process may move a thread to
+// SCHED_FIFO at prio: it holds cap_sys_nice, or its RLIMIT_RTPRIO is at
+// least prio. A seccomp filter, or a cgroup with no real-time runtime, can
+// still refuse it (ExplainRealtime says which).
+func MayRealtime(prio int) bool {
+	eff, err := Effective()
+	if err != nil {
+		return false
+	}
+	var lim unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_RTPRIO, &lim); err != nil {
+		return eff&SysNice != 0
+	}
+	return eff&SysNice != 0 || prio >= 0 && lim.Cur >= uint64(prio)
+}
+
 // ExplainRealtime adds to err, the refusal of sched_setattr(SCHED_FIFO,
 // prio) for a permission reason (EPERM), what would allow it and what this
 // process has: cap_sys_nice, or an RLIMIT_RTPRIO of at least prio
