@@ -132,7 +132,10 @@ func TestSocketReceive(t *testing.T) {
 		t.Run(mode.String(), func(t *testing.T) {
 			lab := netlab.ForTest(t, netlab.Options{Prefix: "xk"})
 			st := attach(t, lab, mode)
-			s := openSocket(t, lab, xsk.Config{Ifindex: st.ifindex, Queue: 0, FillSize: 256, RxSize: 256, FrameSize: 2048})
+			// More frames than the test sends: a receive loop starved
+			// until the sender is done still finds them all (see
+			// TestSharedUMEM).
+			s := openSocket(t, lab, xsk.Config{Ifindex: st.ifindex, Queue: 0, FillSize: 512, RxSize: 512, FrameSize: 2048})
 			defer s.Close()
 			if s.ZeroCopy() {
 				t.Log("veth bound in zero-copy mode")
@@ -302,7 +305,13 @@ func TestSharedUMEM(t *testing.T) {
 	var u *xsk.UMEM
 	err := lab.Do(lab.Dst, func() error {
 		var err error
-		u, err = xsk.NewUMEM(xsk.UMEMConfig{FrameSize: 2048, Frames: 512})
+		// Each socket's fill ring holds more frames than the test sends
+		// (n below): a receive loop the machine starves until the sender
+		// is done still finds every packet in its rx ring. With 256 a
+		// socket, a loop starved for 9 ms (two busy loops on 2 CPUs, 6
+		// of 20 runs) let 256 packets fill the rx ring, and the last 12
+		// met an empty fill ring (FillRingEmptyDescs 12).
+		u, err = xsk.NewUMEM(xsk.UMEMConfig{FrameSize: 2048, Frames: 1024})
 		return err
 	})
 	if err != nil {
@@ -310,14 +319,14 @@ func TestSharedUMEM(t *testing.T) {
 	}
 	var socks []*xsk.Socket
 	for q := range 2 {
-		s := openSocket(t, lab, xsk.Config{Ifindex: st.ifindex, Queue: q, UMEM: u, FillSize: 256, RxSize: 256})
+		s := openSocket(t, lab, xsk.Config{Ifindex: st.ifindex, Queue: q, UMEM: u, FillSize: 512, RxSize: 512})
 		socks = append(socks, s)
 		if err := st.prog.SetSocket(q, s.FD()); err != nil {
 			t.Fatal(err)
 		}
 	}
 	if u.Free() != 0 {
-		t.Errorf("%d UMEM frames left after two sockets took 256 each", u.Free())
+		t.Errorf("%d UMEM frames left after two sockets took 512 each", u.Free())
 	}
 	if err := u.Close(); err == nil {
 		t.Error("UMEM closed while sockets use it")
