@@ -101,6 +101,10 @@ type xdpRx struct {
 	kernelTS       atomic.Uint64 // packets stamped with the program's kernel time
 	userTS         atomic.Uint64 // packets stamped in user space (no metadata)
 	wakeups        atomic.Uint64 // wakeup syscalls (need_wakeup, busy poll)
+	// fillDeferred counts frames a fill ring did not take at once (kept
+	// for the next flush). Never expected: a socket's fill ring has room
+	// for all its frames.
+	fillDeferred atomic.Uint64
 }
 
 // openXDP opens the AF_XDP backend. Errors meaning that XDP or AF_XDP cannot
@@ -570,8 +574,14 @@ func (r *xdpRx) match(dg bpf.Datagram) (Line, bool) {
 // drivers only).
 func (r *xdpRx) flush(q *xdpQueue) {
 	if len(q.pending) > 0 {
-		q.sock.Fill(q.pending)
-		q.pending = q.pending[:0]
+		if n := q.sock.Fill(q.pending); n < len(q.pending) {
+			// No room for the rest: keep them for the next flush, or
+			// the socket would lose those frames for good.
+			r.fillDeferred.Add(uint64(len(q.pending) - n))
+			q.pending = q.pending[:copy(q.pending, q.pending[n:])]
+		} else {
+			q.pending = q.pending[:0]
+		}
 		if xdpNeedWakeup(q.sock) {
 			r.wake(q) // best effort: the next Receive wakes again
 		}
@@ -620,6 +630,7 @@ func (r *xdpRx) Stats() Stats {
 	s.Extra.Add("xdp_kernel_ts", r.kernelTS.Load())
 	s.Extra.Add("xdp_user_ts", r.userTS.Load())
 	s.Extra.Add("xdp_wakeups", r.wakeups.Load())
+	s.Extra.Add("xsk_fill_deferred", r.fillDeferred.Load())
 	r.life.RLock()
 	defer r.life.RUnlock()
 	if r.closed.Load() {

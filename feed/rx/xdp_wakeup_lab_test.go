@@ -39,3 +39,24 @@ func TestXDPSpinWakesOncePerReceive(t *testing.T) {
 			calls, got, limit)
 	}
 }
+
+// TestXDPFillDeferred: frames given back while the fill ring has no room
+// are kept and counted, not lost. A fresh socket's fill ring holds all of
+// its frames, so it has no room; giving back more addresses (here a copy of
+// frames the ring holds: the kernel never sees them) must leave them
+// pending, counted in xsk_fill_deferred.
+func TestXDPFillDeferred(t *testing.T) {
+	lab := xdpNewLab(t, netlab.Options{})
+	r := xdpOpen(t, lab, Config{PollTimeout: 10 * time.Millisecond})
+	defer r.Close()
+	x := r.(*xdpRx)
+	q := x.queues[0]
+	q.pending = append(q.pending[:0], 0, 2048, 4096)
+	x.mu.Lock()
+	x.flush(q)
+	x.mu.Unlock()
+	if got := r.Stats().Extra.Get("xsk_fill_deferred"); got != 3 || len(q.pending) != 3 {
+		t.Fatalf("after a flush into a full fill ring: xsk_fill_deferred %d, %d addresses pending; want 3 and 3", got, len(q.pending))
+	}
+	q.pending = q.pending[:0] // never give the kernel frames twice
+}
