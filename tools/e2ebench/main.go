@@ -30,7 +30,6 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/marketfeed/feedhandler/feed/handler"
-	"github.com/marketfeed/feedhandler/feed/rx"
 	"github.com/marketfeed/feedhandler/internal/demo"
 )
 
@@ -127,8 +126,9 @@ func main() {
 					}
 					if st.Arbiter.Gaps > 0 || st.Receive.Dropped > 0 || err != nil {
 						lossRuns++
+						extra, _ := st.Receive.Extra.MarshalJSON() // which kernel counter the drops are
 						fmt.Fprintf(os.Stderr, "%s %s at %s, run %d: %d gaps (%d messages), %d packets dropped by the kernel (backend counters %s), %d mismatched books, receive thread %s (%d voluntary, %d involuntary switches in %.1fs), error %v\n",
-							mode, b, rs, i+1, st.Arbiter.Gaps, st.Arbiter.GapMessages, st.Receive.Dropped, extra(st.Receive.Extra), len(res.Mismatches),
+							mode, b, rs, i+1, st.Arbiter.Gaps, st.Arbiter.GapMessages, st.Receive.Dropped, extra, len(res.Mismatches),
 							st.ReceiveThread.Policy(), res.RxSwitches[0], res.RxSwitches[1], res.RxSwitchSecs, err)
 					}
 					if err == nil && len(res.Mismatches) == 0 && st.Arbiter.Gaps == 0 {
@@ -201,16 +201,3 @@ func median(v []float64) float64 {
 }
 
 func ns(v float64) string { return time.Duration(v).String() }
-
-// extra formats a backend's own counters (which kernel counter a drop is).
-func extra(e rx.Extra) string {
-	var b strings.Builder
-	for i := range e.Len() {
-		name, v := e.At(i)
-		if i > 0 {
-			b.WriteByte(' ')
-		}
-		fmt.Fprintf(&b, "%s=%d", name, v)
-	}
-	return b.String()
-}
