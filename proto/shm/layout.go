@@ -318,11 +318,8 @@ func (m *mapping) dirEntry(l *layout, slot uint64) []byte {
 	return m.mem[off : off+dirEntrySz : off+dirEntrySz]
 }
 
-// dirLocate is the locate in slot's directory entry (its bytes 0-1).
-func (m *mapping) dirLocate(l *layout, slot uint64) uint16 {
-	e := m.dirEntry(l, slot)
-	return uint16(e[0]) | uint16(e[1])<<8
-}
+// dirLocate is the locate in directory entry e (its bytes 0-1).
+func dirLocate(e []byte) uint16 { return uint16(e[0]) | uint16(e[1])<<8 }
 
 // dirSymLen is the symbol length in slot's directory entry (its byte 2).
 func (m *mapping) dirSymLen(l *layout, slot uint64) byte {

@@ -162,7 +162,7 @@ func (r *Reader) Instruments() []Instrument {
 		if dirIsRetired(e) {
 			continue
 		}
-		out = append(out, Instrument{Locate: uint16(e[0]) | uint16(e[1])<<8, Symbol: string(dirSymbol(e))})
+		out = append(out, Instrument{Locate: dirLocate(e), Symbol: string(dirSymbol(e))})
 	}
 	return out
 }

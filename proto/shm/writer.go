@@ -119,8 +119,11 @@ type Writer struct {
 	l    layout
 	path string
 
-	mu    sync.Mutex // serializes Register and Rebind (bind)
-	count uint64     // registered instruments, live and retired (under mu)
+	mu sync.Mutex // serializes Register and Rebind (bind)
+	// count is the registered instruments, live and retired: changed
+	// under mu, read atomically by SlotUsage, which must not read the
+	// mapping (Close unmaps it).
+	count atomic.Uint64
 
 	single bool   // Config.SingleWriter
 	head   uint64 // journal head, single writer only (the writer's own copy)
@@ -130,7 +133,6 @@ type Writer struct {
 	// Registration only, after the fields a publish reads.
 	live       map[string]uint64 // symbol -> slot of its live directory entry (under mu)
 	epochs     []uint64          // by slot: the epoch of its binding (Rebind; Register's is 0) (under mu)
-	used       atomic.Uint64     // w.count for SlotUsage, which must not read the mapping (Close unmaps it)
 	warned     bool              // the slots-over-3/4 warning was logged (under mu)
 	warnedFull bool              // the slots-exhausted error was logged (under mu)
 	retired    atomic.Uint64     // retired directory entries
@@ -342,7 +344,7 @@ func (w *Writer) bind(locate uint16, sym string, rebind bool, epoch uint64) (sl 
 	}
 	other, moved := w.live[sym]
 	if moved && rebind {
-		otherLocate := w.m.dirLocate(&w.l, other)
+		otherLocate := dirLocate(w.m.dirEntry(&w.l, other))
 		switch e := w.epochs[other]; {
 		case e > epoch:
 			return Slot{}, false, fmt.Errorf("symbol bound to locate %d at epoch %d, after epoch %d: %w", otherLocate, e, epoch, ErrStaleBinding)
@@ -360,11 +362,11 @@ func (w *Writer) bind(locate uint16, sym string, rebind bool, epoch uint64) (sl 
 		// locate's entry names a stale book.
 		w.retire(other, sym)
 	}
-	if w.count == w.l.capacity {
+	slot := w.count.Load()
+	if slot == w.l.capacity {
 		w.warnSlots(true)
 		return Slot{}, retired, fmt.Errorf("%w (%d)", ErrFull, w.l.capacity)
 	}
-	slot := w.count
 	e := w.m.dirEntry(&w.l, slot)
 	e[0], e[1] = byte(locate), byte(locate>>8)
 	e[2] = byte(len(sym))
@@ -376,9 +378,8 @@ func (w *Writer) bind(locate uint16, sym string, rebind bool, epoch uint64) (sl 
 	// Readers find the directory entry through the index or the count, both
 	// stored after the entry.
 	atomic.StoreUint32(idx, uint32(slot+1))
-	w.count++
-	w.used.Store(w.count)
-	atomic.StoreUint32(w.m.u32(offCount), uint32(w.count))
+	w.count.Store(slot + 1)
+	atomic.StoreUint32(w.m.u32(offCount), uint32(slot+1))
 	if w.live == nil {
 		w.live = make(map[string]uint64)
 	}
@@ -395,7 +396,7 @@ func (w *Writer) bind(locate uint16, sym string, rebind bool, epoch uint64) (sl 
 func (w *Writer) retire(slot uint64, sym string) {
 	e := w.m.dirEntry(&w.l, slot)
 	e[dirFlags] |= dirRetired
-	locate := w.m.dirLocate(&w.l, slot)
+	locate := dirLocate(e)
 	// A publisher that kept the slot's Slot fails from now on, instead of
 	// writing where no reader looks (a publish already inside the slot
 	// completes).
@@ -420,9 +421,9 @@ func (w *Writer) warnSlots(full bool) {
 		}
 		return
 	}
-	if !w.warned && w.count*4 >= w.l.capacity*3 {
+	if used := w.count.Load(); !w.warned && used*4 >= w.l.capacity*3 {
 		w.warned = true
-		w.log.Warn().Str("shm", w.path).Uint64("used", w.count).Uint64("slots", w.l.capacity).Uint64("retired", w.retired.Load()).
+		w.log.Warn().Str("shm", w.path).Uint64("used", used).Uint64("slots", w.l.capacity).Uint64("retired", w.retired.Load()).
 			Msg("shm slots over 3/4 used (retired slots are not reused until a restart; size slots at twice the day's symbols if sessions change without a restart)")
 	}
 }
@@ -438,7 +439,7 @@ type SlotUsage struct {
 // no lock and never reads the mapping (for metrics, which may run during
 // or after Close: the counts stay those of the last registration).
 func (w *Writer) SlotUsage() SlotUsage {
-	return SlotUsage{Capacity: int(w.l.capacity), Used: int(w.used.Load()), Retired: int(w.retired.Load())}
+	return SlotUsage{Capacity: int(w.l.capacity), Used: int(w.count.Load()), Retired: int(w.retired.Load())}
 }
 
 func trimSymbol(s string) string {
