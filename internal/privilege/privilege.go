@@ -263,15 +263,22 @@ func allThreads(trap, a1, a2, a3 uintptr) error {
 // least prio. A seccomp filter, or a cgroup with no real-time runtime, can
 // still refuse it (ExplainRealtime says which).
 func MayRealtime(prio int) bool {
+	may, _, err := realtimeAllowed(prio)
+	return err == nil && may
+}
+
+// realtimeAllowed reports whether this process holds cap_sys_nice or an
+// RLIMIT_RTPRIO of at least prio, and its RLIMIT_RTPRIO.
+func realtimeAllowed(prio int) (may bool, rtprio uint64, err error) {
 	eff, err := Effective()
 	if err != nil {
-		return false
+		return false, 0, err
 	}
 	var lim unix.Rlimit
 	if err := unix.Getrlimit(unix.RLIMIT_RTPRIO, &lim); err != nil {
-		return eff&SysNice != 0
+		return false, 0, err
 	}
-	return eff&SysNice != 0 || prio >= 0 && lim.Cur >= uint64(prio)
+	return eff&SysNice != 0 || prio >= 0 && lim.Cur >= uint64(prio), lim.Cur, nil
 }
 
 // ExplainRealtime adds to err, the refusal of sched_setattr(SCHED_FIFO,
@@ -286,18 +293,14 @@ func ExplainRealtime(err error, prio int) error {
 	if err == nil || !errors.Is(err, unix.EPERM) {
 		return err
 	}
-	eff, e2 := Effective()
+	may, rtprio, e2 := realtimeAllowed(prio)
 	if e2 != nil {
 		return err
 	}
-	var lim unix.Rlimit
-	if e := unix.Getrlimit(unix.RLIMIT_RTPRIO, &lim); e != nil {
-		return err
-	}
-	if eff&SysNice == 0 && lim.Cur < uint64(prio) {
+	if !may {
 		return fmt.Errorf("%w (priority %d needs cap_sys_nice or RLIMIT_RTPRIO >= %d; this process lacks cap_sys_nice and its RLIMIT_RTPRIO is %d: set LimitRTPRIO=%d in the unit)",
-			err, prio, prio, lim.Cur, prio)
+			err, prio, prio, rtprio, prio)
 	}
 	return fmt.Errorf("%w (this process has cap_sys_nice or RLIMIT_RTPRIO %d, yet the kernel refused: a seccomp filter (systemd RestrictRealtime=yes) or no real-time runtime for its cgroup (cpu.rt_runtime_us))",
-		err, lim.Cur)
+		err, rtprio)
 }
