@@ -38,10 +38,10 @@ import (
 // sender that has since gone quiet must confirm again, against the real
 // next session; a stray that keeps sending can still confirm first (only
 // a configured session rules it out). A candidate silent for
-// candidateSilence LineTimeouts starts its count again. Once a session is followed, another session's End of
-// Session packets never make it a candidate: the session it replaced goes
-// on repeating its end, and must not be switched back to when the followed
-// one falls silent.
+// candidateSilence LineTimeouts starts its count again. Once a session is
+// followed, another session's End of Session packets never make it a
+// candidate: the session it replaced goes on repeating its end, and must
+// not be switched back to when the followed one falls silent.
 
 // candidateWindow is how far a candidate's packet may be from where its
 // previous packets ended (line loss, the other line's copies) and still
