@@ -8,7 +8,6 @@ import (
 
 	"github.com/marketfeed/feedhandler/book"
 	"github.com/marketfeed/feedhandler/feed/itch"
-	"github.com/marketfeed/feedhandler/internal/shmtest"
 	"github.com/marketfeed/feedhandler/proto/bookfb"
 	"github.com/marketfeed/feedhandler/proto/shm"
 )
@@ -146,18 +145,7 @@ func TestPublishMatchesCopy(t *testing.T) {
 			rng := rand.New(rand.NewPCG(uint64(depth), 7))
 			msgs := randomDayMsgs(rng, locates, 20_000)
 			feed := func() (*shm.Writer, *shm.Reader) {
-				name := shmtest.Name(t, "fhpubdiff")
-				w, err := shm.Create(shm.Config{Name: name, Instruments: 64, Depth: depth, SingleWriter: true})
-				if err != nil {
-					t.Fatal(err)
-				}
-				t.Cleanup(func() { w.Close() })
-				r, err := shm.Open(name)
-				if err != nil {
-					t.Fatal(err)
-				}
-				t.Cleanup(func() { r.Close() })
-				return w, r
+				return shmFeed(t, shm.Config{Instruments: 64, Depth: depth, SingleWriter: true})
 			}
 			w, r := feed()       // the fused publish
 			wRef, rRef := feed() // the copying reference

@@ -25,17 +25,7 @@ func TestLocStateSize(t *testing.T) {
 // the slot's version does; before the fix it carried the old book's count
 // (3 + 2 = 5 below).
 func TestBooksResetRestartsMessages(t *testing.T) {
-	name := shmtest.Name(t, "fh-handler-test")
-	w, err := shm.Create(shm.Config{Name: name, Instruments: 4, Depth: 2, SingleWriter: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { w.Close() })
-	r, err := shm.Open(name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { r.Close() })
+	w, r := shmFeed(t, shm.Config{Instruments: 4, Depth: 2, SingleWriter: true})
 	bs, err := book.New(book.Config{MaxOrders: 64, MaxLocates: 16, MaxLevels: 64})
 	if err != nil {
 		t.Fatal(err)
@@ -183,17 +173,7 @@ func TestShardLagNoPingPong(t *testing.T) {
 // slot is burned. Before the epochs the two locates took the symbol from
 // each other at every publish, two slots a round.
 func TestDuplicateSymbolInSession(t *testing.T) {
-	name := shmtest.Name(t, "fh-handler-test")
-	w, err := shm.Create(shm.Config{Name: name, Instruments: 8, Depth: 2, SingleWriter: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { w.Close() })
-	r, err := shm.Open(name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { r.Close() })
+	w, r := shmFeed(t, shm.Config{Instruments: 8, Depth: 2, SingleWriter: true})
 	bs, err := book.New(book.Config{MaxOrders: 64, MaxLocates: 16, MaxLevels: 64})
 	if err != nil {
 		t.Fatal(err)
@@ -274,18 +254,26 @@ type shardLab struct {
 }
 
 func newShardLab(t *testing.T) *shardLab {
-	name := shmtest.Name(t, "fh-handler-test")
-	w, err := shm.Create(shm.Config{Name: name, Instruments: 16, Depth: 2})
+	w, r := shmFeed(t, shm.Config{Instruments: 16, Depth: 2})
+	return &shardLab{t: t, w: w, r: r}
+}
+
+// shmFeed creates a feed file with cfg (its name made for t) and opens a
+// reader on it; both are closed at cleanup.
+func shmFeed(t *testing.T, cfg shm.Config) (*shm.Writer, *shm.Reader) {
+	t.Helper()
+	cfg.Name = shmtest.Name(t, "fh-handler-test")
+	w, err := shm.Create(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { w.Close() })
-	r, err := shm.Open(name)
+	r, err := shm.Open(cfg.Name)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { r.Close() })
-	return &shardLab{t: t, w: w, r: r}
+	return w, r
 }
 
 // shard returns a shard's books and its Publisher into the lab's file.
