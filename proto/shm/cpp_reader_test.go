@@ -396,24 +396,7 @@ func BenchmarkCppPublishToReader(b *testing.B) {
 // of its symbol (and none for other symbols), and exits when the feed
 // closes.
 func TestCppExampleMicroprice(t *testing.T) {
-	bin := cppbuild.Build(t, "examples/microprice.cpp")
-	w := testWriter(t, Config{Instruments: 2, Depth: 2})
-	w.Register(1, "AAPL")
-	w.Register(2, "MSFT")
-	s := &Snapshot{Locate: 1, Bids: []Level{{Price: 1_000_000, Shares: 100, Orders: 1}}, Asks: []Level{{Price: 1_000_100, Shares: 300, Orders: 2}}}
-	if err := w.Publish(s); err != nil {
-		t.Fatal(err)
-	}
-	c := startCpp(t, bin, w.Path(), "AAPL")
-	next := func(want string) {
-		t.Helper()
-		if !c.out.Scan() {
-			t.Fatalf("microprice exited early")
-		}
-		if line := c.out.Text(); !strings.HasPrefix(line, want) {
-			t.Fatalf("microprice printed %q, want %q...", line, want)
-		}
-	}
+	w, s, c, next := startMicroprice(t, 2)
 	// (100.0000*300 + 100.0100*100) / 400
 	next("AAPL v1 microprice 100.0025  bid 100 @ 100.0000  ask 300 @ 100.0100  publish->read ")
 	s.Bids[0].Shares = 300
@@ -437,24 +420,7 @@ func TestCppExampleMicroprice(t *testing.T) {
 // no second lookup) it printed nothing more and exited when the feed
 // closed.
 func TestCppExampleMicropriceSessionChange(t *testing.T) {
-	bin := cppbuild.Build(t, "examples/microprice.cpp")
-	w := testWriter(t, Config{Instruments: 4, Depth: 2})
-	w.Register(1, "AAPL")
-	w.Register(2, "MSFT")
-	s := &Snapshot{Locate: 1, Bids: []Level{{Price: 1_000_000, Shares: 100, Orders: 1}}, Asks: []Level{{Price: 1_000_100, Shares: 300, Orders: 2}}}
-	if err := w.Publish(s); err != nil {
-		t.Fatal(err)
-	}
-	c := startCpp(t, bin, w.Path(), "AAPL")
-	next := func(want string) {
-		t.Helper()
-		if !c.out.Scan() {
-			t.Fatalf("microprice exited early, want %q...", want)
-		}
-		if line := c.out.Text(); !strings.HasPrefix(line, want) {
-			t.Fatalf("microprice printed %q, want %q...", line, want)
-		}
-	}
+	w, s, c, next := startMicroprice(t, 4)
 	next("AAPL v1 microprice 100.0025 ")
 	w.Publish(s)
 	next("AAPL v2 microprice 100.0025 ")
@@ -559,4 +525,31 @@ func TestCppNoAlloc(t *testing.T) {
 	if !strings.HasPrefix(string(out), "allocs 0 ") {
 		t.Fatalf("C++ reader allocated: %s", out)
 	}
+}
+
+// startMicroprice builds and starts proto/cpp/examples/microprice.cpp for
+// AAPL on a feed of instruments slots where AAPL (locate 1) and MSFT
+// (locate 2) are registered and AAPL's book s is published once. next
+// reads its next line and fails t unless it starts with want.
+func startMicroprice(t *testing.T, instruments int) (w *Writer, s *Snapshot, c *child, next func(want string)) {
+	t.Helper()
+	bin := cppbuild.Build(t, "examples/microprice.cpp")
+	w = testWriter(t, Config{Instruments: instruments, Depth: 2})
+	w.Register(1, "AAPL")
+	w.Register(2, "MSFT")
+	s = &Snapshot{Locate: 1, Bids: []Level{{Price: 1_000_000, Shares: 100, Orders: 1}}, Asks: []Level{{Price: 1_000_100, Shares: 300, Orders: 2}}}
+	if err := w.Publish(s); err != nil {
+		t.Fatal(err)
+	}
+	c = startCpp(t, bin, w.Path(), "AAPL")
+	next = func(want string) {
+		t.Helper()
+		if !c.out.Scan() {
+			t.Fatalf("microprice exited early, want %q...", want)
+		}
+		if line := c.out.Text(); !strings.HasPrefix(line, want) {
+			t.Fatalf("microprice printed %q, want %q...", line, want)
+		}
+	}
+	return w, s, c, next
 }
