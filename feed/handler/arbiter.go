@@ -278,6 +278,9 @@ func (a *Arbiter) Abandon(now int64) {
 	a.recovering = false
 	a.Stats.RecoveriesFailed++
 	a.declareGap(a.pend.minSeq(a.recoverEnd))
+	if a.frozen {
+		return // see checkGap
+	}
 	a.drain()
 	a.gapSince = 0
 	if a.pend.n > 0 {
@@ -458,9 +461,14 @@ func (a *Arbiter) Offer(line int, data []byte, rxTime int64) {
 			a.Stats.ForcedByFull++
 			for a.next < p.Seq {
 				a.declareGap(a.pend.minSeq(p.Seq))
+				if a.frozen {
+					break // see checkGap
+				}
 				a.drain()
 			}
-			if end > a.next {
+			if a.frozen {
+				a.hold(data, p, rxTime) // now with the spill's room
+			} else if end > a.next {
 				a.emit(p, rxTime)
 				a.drain()
 			}
@@ -608,6 +616,13 @@ func (a *Arbiter) checkGap(now int64, idle bool) {
 			return
 		}
 		a.declareGap(target)
+		if a.frozen {
+			// The gap's owner froze delivery to fetch a snapshot (the
+			// handler does when one is configured for a gap it does not
+			// re-request): what is held past the gap waits for it rather
+			// than be applied to books the snapshot replaces.
+			return
+		}
 		a.drain()
 		// A further gap has been known since its first held packet arrived.
 		a.gapSince = 0

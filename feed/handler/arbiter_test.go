@@ -373,3 +373,60 @@ func TestArbiterWaitsForSilentLine(t *testing.T) {
 		t.Fatalf("delivered %d, want %d; gaps %v", s.got, want, s.gaps)
 	}
 }
+
+// TestArbiterGapFreezes: a GapFunc that freezes delivery (the handler's,
+// when a snapshot will fill the gap) keeps what is held past the gap
+// held: nothing after a declared gap reaches the books before the
+// snapshot does, whether the gap was declared when Grace ran out or when
+// the hold-back buffer filled. Unfreeze at the snapshot's sequence number
+// then delivers from there. Before, checkGap and the full buffer
+// delivered the held packets right after declaring the gap.
+func TestArbiterGapFreezes(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		cfg  ArbiterConfig
+	}{
+		{"grace", ArbiterConfig{Session: testSession, Lines: 1, Grace: time.Millisecond, Hold: 10 * time.Millisecond}},
+		{"hold-back full", ArbiterConfig{Session: testSession, Lines: 1, Grace: time.Hour, Hold: time.Hour, MaxPending: 4, Spill: 64}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rng := rand.New(rand.NewPCG(21, 22))
+			pkts := packets(t, testSession, 20, 5, rng)
+			s := &sink{t: t}
+			var a *Arbiter
+			a = NewArbiter(tc.cfg, s.deliver, func(r moldudp64.Range) {
+				s.gap(r)
+				a.Freeze()
+			})
+			now := int64(1)
+			a.Offer(0, pkts[0], now)
+			before := s.got
+			if before == 0 {
+				t.Fatal("the first packet was not delivered")
+			}
+			for _, b := range pkts[2:] { // pkts[1] lost
+				now += 10_000
+				a.Offer(0, b, now)
+			}
+			a.Tick(now + int64(2*time.Millisecond))
+			if len(s.gaps) != 1 || !a.Frozen() {
+				t.Fatalf("gaps %v, frozen %v: want one gap declared and delivery frozen", s.gaps, a.Frozen())
+			}
+			if s.got != before {
+				t.Fatalf("%d messages past the gap delivered after the gap froze delivery", s.got-before)
+			}
+			// The snapshot covers up to the start of pkts[10].
+			p10, _ := moldudp64.Parse(pkts[10])
+			s.next = p10.Seq
+			a.Unfreeze(p10.Seq)
+			var want uint64
+			for _, b := range pkts[10:] {
+				p, _ := moldudp64.Parse(b)
+				want += uint64(p.Messages())
+			}
+			if got := s.got - before; got != want || a.Next() != s.next {
+				t.Fatalf("after Unfreeze delivered %d, want %d (next %d, sink next %d)", got, want, a.Next(), s.next)
+			}
+		})
+	}
+}

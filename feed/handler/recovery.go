@@ -242,6 +242,14 @@ func (r *recovery) gap(rg moldudp64.Range) {
 	r.addOpen(rg)
 	if r.cfg.Snapshot != nil {
 		r.wantSnap = true
+		// Fetch it now rather than at the next poll: startSnapshot freezes
+		// the arbiter, which then holds what came past the gap instead of
+		// delivering it to books the snapshot replaces. (A late join
+		// applied a batch of packets to the empty books, every message
+		// counted as an unknown locate or reference.)
+		if now := clock.Now(); !r.fetching && now >= r.snapAt {
+			r.startSnapshot(now)
+		}
 	}
 }
 
