@@ -270,7 +270,8 @@ func (a *Arbiter) Repairing() bool { return a.repairing }
 func (a *Arbiter) Frozen() bool { return a.frozen }
 
 // Abandon gives up the range being recovered: it is declared a gap (the
-// books flagged) and what was held behind it is delivered.
+// books flagged) and what was held behind it is delivered, unless the gap
+// froze delivery for a snapshot (see checkGap).
 func (a *Arbiter) Abandon(now int64) {
 	if !a.recovering {
 		return
