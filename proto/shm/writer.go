@@ -130,10 +130,9 @@ type Writer struct {
 	// mapping (Close unmaps it).
 	count atomic.Uint64
 
-	single bool   // Config.SingleWriter
-	head   uint64 // journal head, single writer only (the writer's own copy)
-
+	single bool        // Config.SingleWriter
 	closed atomic.Bool // set under mu (Close); loaded without it by the publish path
+	head   uint64      // journal head, single writer only (the writer's own copy)
 
 	// Registration only, after the fields a publish reads.
 	live       map[string]uint64 // symbol -> slot of its live directory entry (under mu)
@@ -146,6 +145,12 @@ type Writer struct {
 	// beat is the last heartbeat stored in the header, for LastHeartbeat,
 	// which must not read the mapping (metrics run during Close). Apart
 	// from the fields a publish reads: Heartbeat stores it.
+	//
+	// closed shares single's word so that beat keeps the Writer at 352
+	// bytes, its size before beat: at 360 (the 384-byte size class) the
+	// shared-journal BenchmarkPublish ran 31.9 ns/snapshot against 27.4
+	// (medians of 5) with the same machine code, an effect of where the
+	// Writer lands, not of the code.
 	beat atomic.Int64
 }
 
