@@ -18,6 +18,7 @@ import (
 	"github.com/marketfeed/feedhandler/feed/handler"
 	"github.com/marketfeed/feedhandler/internal/demo"
 	"github.com/marketfeed/feedhandler/internal/privilege"
+	"github.com/marketfeed/feedhandler/proto/shm"
 )
 
 func init() {
@@ -26,7 +27,7 @@ func init() {
 
 func runDemo(args []string) error {
 	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
-	feed := fs.String("feed", "feeds/demo.yaml", "feed config whose lines, backend, depth and shm name the demo uses (the lab's interface replaces the configured one); \"\" for built-in defaults")
+	feed := fs.String("feed", "feeds/demo.yaml", "feed config whose log, lines (groups and ports), receive.backend, book.depth and shm keys (name, slots, mode, group) the demo uses (the lab's interface replaces the configured one; other keys are not used); \"\" for built-in defaults")
 	messages := fs.Int("messages", 1_000_000, "messages in the generated day")
 	symbols := fs.Int("symbols", 500, "instruments in the generated day")
 	seed := fs.Uint64("seed", 1, "generator seed")
@@ -83,15 +84,7 @@ func runDemo(args []string) error {
 		}
 		log = newLogger(cfg.Log)
 		o.Log = log
-		o.Backend = cfg.Receive.Backend
-		o.Depth = cfg.Book.Depth
-		o.ShmName = cfg.SHM.Name
-		if len(cfg.Lines) > 0 {
-			o.LineA = netip.AddrPortFrom(cfg.Lines[0].Group, cfg.Lines[0].Port)
-		}
-		if len(cfg.Lines) > 1 {
-			o.LineB = netip.AddrPortFrom(cfg.Lines[1].Group, cfg.Lines[1].Port)
-		}
+		demoFromFeed(cfg, &o)
 	}
 	if *backend != "" {
 		o.Backend = *backend
@@ -138,6 +131,25 @@ func runDemo(args []string) error {
 		return fmt.Errorf("%d books still flagged possibly stale", res.Stale)
 	}
 	return nil
+}
+
+// demoFromFeed takes into o the keys of a feed config that the demo
+// uses: receive.backend, book.depth, the shm file's name, slots, mode and
+// group, and the lines' groups and ports (the lab's veth replaces their
+// interfaces). The other keys are not used (docs/OPERATIONS.md).
+func demoFromFeed(cfg *config.Config, o *demo.Options) {
+	o.Backend = cfg.Receive.Backend
+	o.Depth = cfg.Book.Depth
+	o.ShmName = cfg.SHM.Name
+	o.ShmSlots = cfg.SHM.Slots
+	o.ShmMode = cfg.SHM.Mode
+	o.ShmGroup = cfg.SHM.Group
+	if len(cfg.Lines) > 0 {
+		o.LineA = netip.AddrPortFrom(cfg.Lines[0].Group, cfg.Lines[0].Port)
+	}
+	if len(cfg.Lines) > 1 {
+		o.LineB = netip.AddrPortFrom(cfg.Lines[1].Group, cfg.Lines[1].Port)
+	}
 }
 
 func printDemo(w io.Writer, day *demo.Day, res *demo.Result, gcRun uint64, o demo.Options) {
@@ -206,6 +218,8 @@ func printDemo(w io.Writer, day *demo.Day, res *demo.Result, gcRun uint64, o dem
 		fmt.Fprintf(w, "  repaired messages    p50 %s  p99 %s  max %s  (%d messages that waited for re-request or snapshot: rx -> shm, kept out of the lines above)\n",
 			dur(r.Quantile(0.5)), dur(r.Quantile(0.99)), dur(r.Max), r.Count)
 	}
+	fmt.Fprintf(w, "  shm file             %s: %d slots (%d used), mode %04o, gid %d\n",
+		shm.Path(o.ShmName), st.Shm.Capacity, st.Shm.Used, uint32(res.ShmPerm), res.ShmGid)
 	fmt.Fprintf(w, "  the lab              %s\n", labLine(st, o))
 	if secs := res.RxSwitchSecs; secs > 0 {
 		fmt.Fprintf(w, "  receive thread       %s; %.0f voluntary context switches/s (slept in poll(2) or parked by Go's preemption), %.0f involuntary (its CPU given to another thread) while the sender ran\n",

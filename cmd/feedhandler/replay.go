@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/marketfeed/feedhandler/book"
+	"github.com/marketfeed/feedhandler/feed/config"
 	"github.com/marketfeed/feedhandler/feed/handler"
 	"github.com/marketfeed/feedhandler/feed/input"
 	"github.com/marketfeed/feedhandler/feed/itch"
@@ -86,8 +87,9 @@ func replay(args []string, stdout, stderr io.Writer) error {
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the replay loop to this file")
 	shmName := fs.String("shm", "", "publish the books into shared memory under this `NAME` while replaying (read them with bookview or the proto/shm reader)")
 	shmDepth := fs.Int("shm-depth", 10, "levels per side published with --shm")
+	shmSlots := fs.Int("shm-slots", config.DefaultSHMSlots, fmt.Sprintf("instrument slots in the --shm file, 1..%d (the feed config's shm.slots; a Nasdaq day lists about 9k instruments)", config.MaxSHMSlots))
 	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "usage: feedhandler replay [--json] [--books-out FILE] [--depth N] [--shm NAME] INPUT")
+		fmt.Fprintln(fs.Output(), "usage: feedhandler replay [--json] [--books-out FILE] [--depth N] [--shm NAME [--shm-depth N] [--shm-slots N]] INPUT")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -99,6 +101,9 @@ func replay(args []string, stdout, stderr io.Writer) error {
 	}
 	if *depth < 0 {
 		return fmt.Errorf("replay: --depth %d is negative", *depth)
+	}
+	if *shmSlots < 1 || *shmSlots > config.MaxSHMSlots {
+		return fmt.Errorf("replay: --shm-slots %d is out of range (1..%d)", *shmSlots, config.MaxSHMSlots)
 	}
 	path := fs.Arg(0)
 
@@ -128,7 +133,7 @@ func replay(args []string, stdout, stderr io.Writer) error {
 
 	rp := replayer{bs: bs, quiet: *quiet, stderr: stderr}
 	if *shmName != "" {
-		w, err := shm.Create(shm.Config{Name: *shmName, Instruments: 16384, Depth: *shmDepth, SingleWriter: true}) // a Nasdaq day lists about 9k instruments
+		w, err := shm.Create(shm.Config{Name: *shmName, Instruments: *shmSlots, Depth: *shmDepth, SingleWriter: true})
 		if err != nil {
 			return fmt.Errorf("replay: %w", err)
 		}

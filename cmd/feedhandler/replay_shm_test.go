@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/marketfeed/feedhandler/feed/config"
 	"github.com/marketfeed/feedhandler/internal/itchgen"
 	"github.com/marketfeed/feedhandler/internal/shmtest"
 	"github.com/marketfeed/feedhandler/proto/bookfb"
@@ -64,5 +65,46 @@ func TestReplayShmMatchesBooksOut(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestReplayShmSlots: --shm-slots sizes the --shm file (default
+// config.DefaultSHMSlots, as the feed config's shm.slots), and a value out
+// of 1..65536 is refused before anything is created, naming the flag.
+func TestReplayShmSlots(t *testing.T) {
+	path, _ := genInspectFile(t, itchgen.Config{Messages: 5_000, Symbols: 30, Seed: 3}, false)
+	for _, tc := range []struct {
+		args  []string
+		slots int
+	}{
+		{nil, config.DefaultSHMSlots},
+		{[]string{"--shm-slots", "40"}, 40},
+		{[]string{"--shm-slots=65536"}, 65536},
+	} {
+		name := shmtest.Name(t, "fh-replayslots")
+		args := append(append([]string{"--quiet", "--shm", name}, tc.args...), path)
+		if err := replay(args, io.Discard, io.Discard); err != nil {
+			t.Fatalf("%v: %v", tc.args, err)
+		}
+		r, err := shm.Open(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		info, n := r.Info(), len(r.Instruments())
+		r.Close()
+		if info.Instruments != tc.slots || n != 30 {
+			t.Errorf("%v: %d slots, %d instruments, want %d slots, 30 instruments", tc.args, info.Instruments, n, tc.slots)
+		}
+	}
+	for _, bad := range []string{"0", "-1", "65537"} {
+		name := shmtest.Name(t, "fh-replayslots")
+		err := replay([]string{"--quiet", "--shm", name, "--shm-slots", bad, path}, io.Discard, io.Discard)
+		want := "replay: --shm-slots " + bad + " is out of range (1..65536)"
+		if err == nil || err.Error() != want {
+			t.Errorf("--shm-slots %s: %v, want %q", bad, err, want)
+		}
+		if _, err := os.Stat(shm.Path(name)); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("--shm-slots %s: the feed file exists (%v)", bad, err)
+		}
 	}
 }

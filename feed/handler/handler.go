@@ -765,6 +765,17 @@ func (h *Handler) ShmPath() string { return h.w.Path() }
 
 // Stop stops receiving, lets the shards drain what they hold, publishes,
 // marks the shared memory closed and releases everything.
+//
+// The order keeps the shm writer's lock-free publish path away from its
+// Close: the receive thread (which in run to completion also applies,
+// publishes and rebinds) ends first, then the shard threads (publish,
+// Rebind), then housekeeping (Heartbeat), and only then the writer is
+// closed. What may still run during Close are readers of the handler:
+// metrics scrapes (Collector, Exposition: Writer.LastHeartbeat and
+// SlotUsage, via Stats; an http.Server's Close does not wait for a scrape
+// in flight) and Stats callers. Those writer methods never read the
+// mapping, and the others that do take the lock Close takes
+// (shm.Writer.Close).
 func (h *Handler) Stop() error {
 	if h.stop.Swap(true) {
 		return nil

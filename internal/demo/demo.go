@@ -20,6 +20,7 @@ import (
 	"sort"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -113,6 +114,13 @@ type Options struct {
 	Log     zerolog.Logger
 	// Lines A and B (default GroupA, GroupB).
 	LineA, LineB netip.AddrPort
+	// ShmSlots, ShmMode and ShmGroup are the shm file's instrument slots,
+	// permission bits and group (handler.Config's; zero: its defaults,
+	// 16384 slots, 0640, the process's group): a feed file's shm.slots,
+	// shm.mode and shm.group.
+	ShmSlots int
+	ShmMode  os.FileMode
+	ShmGroup string
 	// Configure, if set, adjusts the handler config before Start.
 	Configure func(*handler.Config)
 	// Recovery, if set, runs the lab's recovery servers and points the
@@ -176,6 +184,10 @@ type Result struct {
 	// CPU to another thread), over RxSwitchSecs seconds.
 	RxSwitches   [2]uint64
 	RxSwitchSecs float64
+	// ShmPerm and ShmGid are the shm file's permission bits and group,
+	// read when the books were compared.
+	ShmPerm os.FileMode
+	ShmGid  int
 }
 
 // TopOfBook is one instrument's best levels as published.
@@ -247,6 +259,9 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		Depth:       o.Depth,
 		Book:        smallBooks(),
 		ShmName:     o.ShmName,
+		ShmSlots:    o.ShmSlots,
+		ShmMode:     o.ShmMode,
+		ShmGroup:    o.ShmGroup,
 		Log:         o.Log,
 		Open: func(c rx.Config) (r rx.Receiver, err error) {
 			err = lab.Do(lab.Dst, func() error {
@@ -439,6 +454,14 @@ func compare(res *Result, o Options) error {
 		return err
 	}
 	defer r.Close()
+	fi, err := os.Stat(shm.Path(o.ShmName))
+	if err != nil {
+		return err
+	}
+	res.ShmPerm = fi.Mode().Perm()
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		res.ShmGid = int(st.Gid)
+	}
 	buf := make([]byte, r.Info().MaxSnapshot)
 	published := map[string]bool{}
 	var top []TopOfBook

@@ -260,3 +260,16 @@ func countFDs(t *testing.T) int {
 	}
 	return len(ents)
 }
+
+// TestShmOptions: the shm file of a run has Options.ShmSlots slots,
+// ShmMode's permission bits and ShmGroup's group (a feed file's
+// shm.slots, shm.mode and shm.group under `feedhandler demo --feed`),
+// not the handler's defaults (16384, 0640, the process's group).
+func TestShmOptions(t *testing.T) {
+	needLab(t)
+	res := run(t, handler.ModeRunToCompletion, Options{Backend: "socket", ShmSlots: 1000, ShmMode: 0o600, ShmGroup: "1"})
+	checkIdentical(t, res)
+	if res.Stats.Shm.Capacity != 1000 || res.ShmPerm != 0o600 || res.ShmGid != 1 {
+		t.Fatalf("shm file: %d slots, mode %04o, gid %d; want 1000, 0600, 1", res.Stats.Shm.Capacity, res.ShmPerm, res.ShmGid)
+	}
+}

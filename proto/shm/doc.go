@@ -45,7 +45,9 @@
 // while applying a batch of messages and publishes each once with its
 // final state; the slot always ends at the newest snapshot. It allocates
 // nothing and is safe for concurrent use as long as no two goroutines
-// publish the same locate at once.
+// publish the same locate at once. It takes no lock, and Close does not
+// wait for it: publishes must end before Close is called. The other writer
+// methods may run while Close does (see Writer.Close).
 //
 // # Reader
 //

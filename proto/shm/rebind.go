@@ -57,16 +57,21 @@ func dirIsRetired(e []byte) bool { return e[dirFlags]&dirRetired != 0 }
 // snapshots from then on: the snapshot's symbol changes and its version
 // starts again from 1 (a locate's versions are those of its current slot).
 // Epochs are the writer's own: they are not in the file.
+//
+// Rebind may run while Close does: it holds w.mu, which Close takes to
+// unmap, so it either completes first or fails with ErrClosed.
 func (w *Writer) Rebind(locate uint16, symbol string, epoch uint64) (sl Slot, retired bool, err error) {
 	sym := trimSymbol(symbol)
 	if len(sym) == 0 || len(sym) > 8 {
 		return Slot{}, false, fmt.Errorf("rebind locate %d: bad symbol %q", locate, symbol)
 	}
+	// Checked under w.mu, which Close takes to unmap: checked before,
+	// Close could unmap the file between the check and bind.
+	w.mu.Lock()
+	defer w.mu.Unlock()
 	if w.closed.Load() {
 		return Slot{}, false, fmt.Errorf("rebind locate %d: %w", locate, ErrClosed)
 	}
-	w.mu.Lock()
-	defer w.mu.Unlock()
 	sl, retired, err = w.bind(locate, sym, true, epoch)
 	if err != nil {
 		return Slot{}, retired, fmt.Errorf("rebind locate %d %q at epoch %d: %w", locate, sym, epoch, err)

@@ -1,0 +1,90 @@
+package shm
+
+import (
+	"errors"
+	"testing"
+
+	"github.com/marketfeed/feedhandler/internal/shmtest"
+)
+
+// TestCloseRace: the writer methods that the doc lets run while Close
+// unmaps the file (Rebind, Register, Slot, Heartbeat, LastHeartbeat,
+// SlotUsage) either finish before the unmap or fail with ErrClosed (a
+// no-op for Heartbeat, the zero Time for LastHeartbeat). Before the fix
+// Rebind checked closed and then took w.mu while Close, without w.mu,
+// unmapped the file: a Rebind that had passed the check touched the
+// unmapped memory (a fault, or an index panic once the slice was nil; a
+// DATA RACE under -race). Register did not check closed at all.
+//
+// Each round starts one goroutine per method, lets each make one call on
+// the open file (so that they are inside their loops), then closes the
+// writer while they run. The loops are bounded.
+func TestCloseRace(t *testing.T) {
+	const rounds, calls = 300, 2000
+	for range rounds {
+		name := shmtest.Name(t, "closerace")
+		w, err := Create(Config{Name: name, Instruments: 8, Depth: 2, JournalLen: 2})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := w.Register(1, "AAPL"); err != nil {
+			t.Fatal(err)
+		}
+		loops := []func() error{
+			func() error { _, _, err := w.Rebind(1, "AAPL", 0); return err },
+			func() error { return w.Register(1, "AAPL") },
+			func() error { _, err := w.Slot(1); return err },
+			func() error { w.Heartbeat(); return nil },
+			func() error { _ = w.LastHeartbeat(); return nil },
+			func() error { _ = w.SlotUsage(); return nil },
+		}
+		started := make(chan struct{}, len(loops))
+		errs := make(chan error, len(loops))
+		for _, call := range loops {
+			go func() {
+				var err error
+				for i := range calls {
+					err = call()
+					if i == 0 {
+						started <- struct{}{}
+					}
+					if err != nil {
+						break
+					}
+				}
+				if err != nil && !errors.Is(err, ErrClosed) {
+					errs <- err
+					return
+				}
+				errs <- nil
+			}()
+		}
+		for range loops {
+			<-started
+		}
+		if err := w.Close(); err != nil {
+			t.Fatal(err)
+		}
+		for range loops {
+			if err := <-errs; err != nil {
+				t.Fatalf("call racing Close: %v, want nil or ErrClosed", err)
+			}
+		}
+		// After Close every method fails or does nothing, without
+		// touching the unmapped file.
+		if _, _, err := w.Rebind(1, "AAPL", 0); !errors.Is(err, ErrClosed) {
+			t.Fatalf("rebind after close: %v, want ErrClosed", err)
+		}
+		if err := w.Register(2, "MSFT"); !errors.Is(err, ErrClosed) {
+			t.Fatalf("register after close: %v, want ErrClosed", err)
+		}
+		if _, err := w.Slot(1); !errors.Is(err, ErrClosed) {
+			t.Fatalf("slot after close: %v, want ErrClosed", err)
+		}
+		w.Heartbeat()
+		if hb := w.LastHeartbeat(); !hb.IsZero() {
+			t.Fatalf("last heartbeat after close: %v, want the zero Time", hb)
+		}
+		Remove(name)
+	}
+}
