@@ -99,12 +99,15 @@ func (bs *Books) Apply(m itch.Msg) (locate uint16, changed bool) {
 	return locate, changed
 }
 
-func sideOf(indicator byte) Side {
-	switch indicator {
-	case 'B':
-		return Bid
-	case 'S':
-		return Ask
+// sideOf maps a buy/sell indicator to a Side, or to 2 (counted as BadSide
+// by add) for any other byte. It is a table, not a switch: buys and sells
+// come in no order a branch predictor can learn.
+func sideOf(indicator byte) Side { return sideTable[indicator] }
+
+var sideTable = func() (t [256]Side) {
+	for i := range t {
+		t[i] = 2
 	}
-	return 2 // counted as BadSide by add
-}
+	t['B'], t['S'] = Bid, Ask
+	return t
+}()

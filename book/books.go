@@ -83,10 +83,7 @@ type priceLevel struct {
 }
 
 func sideKey(s Side, price uint32) uint32 {
-	if s == Ask {
-		return ^price
-	}
-	return price
+	return price ^ -uint32(s&1) // ^price for asks, without a branch
 }
 
 // Books holds the order books of many instruments, indexed by stock locate.
@@ -127,7 +124,7 @@ func New(cfg Config) (*Books, error) {
 	home := cfg.RefTableSize
 	ovfSlots := 1 << bits.Len(uint(2*cfg.Overflow-1))
 	bs := &Books{
-		orders:    make([]order, home+cfg.Overflow),
+		orders:    make([]order, 1+home+cfg.Overflow)[1:], // a spare slot before orders[0] (slot)
 		homeMask:  uint64(home - 1),
 		ovf:       make([]uint64, ovfSlots),
 		ovfMask:   uint64(ovfSlots - 1),
@@ -508,6 +505,14 @@ func rungOf(lad []rung, li int32) (int, bool) {
 	return 0, false
 }
 
+// slot returns &orders[i] without a bounds check, for i from none (-1)
+// to len(orders)-1: Books.orders is allocated with a spare slot before
+// its first, which takes the writes through none. i is a FIFO link of a
+// live order: none or a live slot.
+func slot(orders []order, i int32) *order {
+	return (*order)(unsafe.Add(unsafe.Pointer(unsafe.SliceData(orders)), int(i)*int(unsafe.Sizeof(order{}))))
+}
+
 // remove unlinks live order oi of book b and frees its slot.
 func (bs *Books) remove(b *Book, oi int32) {
 	orders := bs.orders
@@ -515,16 +520,20 @@ func (bs *Books) remove(b *Book, oi int32) {
 	li := o.level
 	l := &bs.levels[li]
 	prev, next := o.prev, o.next
-	if prev != none {
-		orders[prev].next = next
-	} else {
-		l.head = next
+	// Unlink without a branch on whether the order is first or last in
+	// its level (a coin toss to a branch predictor): a link through none
+	// is written to the spare slot before orders[0] (slot), and the
+	// level's ends are chosen by conditional moves.
+	slot(orders, prev).next = next
+	slot(orders, next).prev = prev
+	head, tail := l.head, l.tail
+	if prev == none {
+		head = next
 	}
-	if next != none {
-		orders[next].prev = prev
-	} else {
-		l.tail = prev
+	if next == none {
+		tail = prev
 	}
+	l.head, l.tail = head, tail
 	l.orders--
 	l.shares -= uint64(o.shares)
 	o.shares = 0

@@ -7,16 +7,6 @@ import (
 	"github.com/marketfeed/feedhandler/feed/itch"
 )
 
-// refAt marks the message types that name a resting order, at offset 11:
-// E, C, X, D and U (its original order). Adds (A, F) and the new order of a
-// replace are left out: their references come from the day's increasing
-// sequence, and every add prefetches the home slot of the reference
-// addPrefetch ahead of its own, so those slots are loaded already.
-var refAt = [256]bool{
-	itch.TypeOrderExecuted: true, itch.TypeOrderExecutedWithPrice: true, itch.TypeOrderCancel: true,
-	itch.TypeOrderDelete: true, itch.TypeOrderReplace: true,
-}
-
 // Prefetch starts loading the order slot that Apply(m) will read for a
 // message naming a resting order (E, C, X, D, U): the home slot of its
 // reference. It is a hint to the CPU: it changes nothing, never faults, and
@@ -29,7 +19,7 @@ var refAt = [256]bool{
 // about a hundred, so 8 to 32 messages ahead is enough (PrefetchAhead).
 // Apply's result does not depend on whether, or how far ahead, Prefetch ran.
 func (bs *Books) Prefetch(m itch.Msg) {
-	if len(m) < itch.HeaderLen+8 || !refAt[m[0]] {
+	if len(m) < itch.HeaderLen+8 {
 		return
 	}
 	prefetch(uintptr(unsafe.Pointer(&bs.orders[binary.BigEndian.Uint64(m[itch.HeaderLen:])&bs.homeMask])))
