@@ -197,3 +197,51 @@ func TestLadderMismatchFreesLevel(t *testing.T) {
 		})
 	}
 }
+
+// TestUnlinkSpareSlot: removing an order that is first or last in its
+// level writes its missing neighbour's link to the spare slot before
+// orders[0], not to orders[0]: the order living in home slot 0 keeps its
+// links, whichever orders around it come and go.
+func TestUnlinkSpareSlot(t *testing.T) {
+	const table = 16
+	bs, err := New(Config{MaxOrders: 8, RefTableSize: table, MaxLocates: 2, MaxLevels: 8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bs.Announce(1, itch.NewSymbol("AAPL"))
+	add := func(ref uint64, price uint32) {
+		t.Helper()
+		if !bs.AddOrder(1, ref, Bid, 100, price) {
+			t.Fatalf("add %d: %v %+v", ref, bs.Err(), bs.Stats())
+		}
+	}
+	queue := func(price uint32) []uint64 {
+		var refs []uint64
+		for _, o := range bs.Book(1).Queue(Bid, price, make([]OrderInfo, 0, 8)) {
+			refs = append(refs, o.Ref)
+		}
+		return refs
+	}
+	add(table, 10)   // home slot 0
+	add(table+1, 10) // behind it
+	add(table+2, 11) // alone in its level: both links none
+	add(table+3, 10) // last at 10
+	for _, ref := range []uint64{table + 2, table + 3, table + 1} {
+		if !bs.Delete(1, ref) {
+			t.Fatalf("delete %d: %+v", ref, bs.Stats())
+		}
+		if err := checkInvariants(bs); err != nil {
+			t.Fatalf("after delete %d: %v", ref, err)
+		}
+	}
+	if got := queue(10); len(got) != 1 || got[0] != table {
+		t.Fatalf("queue at 10 = %v, want [%d]", got, table)
+	}
+	if o := bs.orders[0]; o.ref != table || o.prev != none || o.next != none {
+		t.Fatalf("order in slot 0 = %+v, want ref %d alone in its level", o, table)
+	}
+	add(table+4, 10)
+	if got := queue(10); len(got) != 2 || got[0] != table || got[1] != table+4 {
+		t.Fatalf("queue at 10 = %v, want [%d %d]", got, table, table+4)
+	}
+}

@@ -8,9 +8,13 @@ import (
 )
 
 // Prefetch starts loading the order slot that Apply(m) will read for a
-// message naming a resting order (E, C, X, D, U): the home slot of its
-// reference. It is a hint to the CPU: it changes nothing, never faults, and
-// costs a few nanoseconds; any other message, or one too short, is ignored.
+// message naming an order: the home slot of the reference at offset 11,
+// the resting order of an E, C, X, D or U, the new order of an A or F. It
+// is a hint to the CPU: it changes nothing, never faults, and costs a few
+// nanoseconds. A message too short to hold a reference is ignored; for
+// one of another type the 8 bytes at offset 11 name a slot that is loaded
+// for nothing: types follow one another in no order a branch predictor can
+// learn, and a mispredicted test of the type costs more than the load.
 //
 // Call it on a message some way ahead of the one being applied, so that the
 // slot is in cache when Apply gets to it: in a replay the lookahead is the
