@@ -107,6 +107,7 @@ type ArbiterStats struct {
 	RecoveriesFailed uint64
 	SpillOverflows   uint64
 	SpillDropped     uint64 // oldest held packets dropped while frozen (re-requested after)
+	FrozenTooLarge   uint64 // packets larger than a hold slot that arrived while frozen (re-requested after)
 	RecoveredLate    uint64 // recovered packets whose messages were delivered already
 	LastGap          moldudp64.Range
 	SessionChosen    bool
@@ -468,7 +469,9 @@ func (a *Arbiter) Offer(line int, data []byte, rxTime int64) {
 				a.drain()
 			}
 			if a.frozen {
-				a.hold(data, p, rxTime) // now with the spill's room
+				if a.hold(data, p, rxTime) == holdFull { // now with the spill's room
+					a.Stats.FrozenTooLarge++ // re-requested after Unfreeze, as a gap
+				}
 			} else if end > a.next {
 				a.emit(p, rxTime)
 				a.drain()
@@ -526,8 +529,10 @@ func (a *Arbiter) hold(data []byte, p moldudp64.Packet, rxTime int64) int {
 		limit = a.cfg.Spill
 	}
 	r := a.pend.add(data, p.Seq, p.Next(), rxTime, limit)
-	if r == holdFull && a.frozen && a.pend.n > 0 {
-		// Spilling during a snapshot: keep the newest.
+	if r == holdFull && a.frozen && a.pend.n > 0 && len(data) <= a.pend.slotSize {
+		// Spilling during a snapshot: keep the newest. A packet larger
+		// than a slot cannot be held whatever is dropped: the caller
+		// counts it and leaves what is held alone.
 		a.pend.popFront()
 		a.Stats.SpillDropped++
 		r = a.pend.add(data, p.Seq, p.Next(), rxTime, limit)

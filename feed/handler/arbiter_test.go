@@ -430,3 +430,40 @@ func TestArbiterGapFreezes(t *testing.T) {
 		})
 	}
 }
+
+// TestArbiterFrozenTooLarge: a packet larger than a hold slot that arrives
+// while delivery is frozen cannot be held. It is counted in FrozenTooLarge
+// (its range is asked for again after Unfreeze) and costs none of the
+// packets already held. Before, hold made room by dropping the oldest held
+// packet, twice, and still could not keep the large one.
+func TestArbiterFrozenTooLarge(t *testing.T) {
+	a, _ := newTestArbiter(t, ArbiterConfig{Session: testSession, Lines: 1, Grace: time.Hour, Hold: time.Hour, MaxPending: 16, Spill: 16, SlotSize: 64})
+	b := moldudp64.NewBuilder(testSession, 1, 0)
+	msg := make([]byte, 12)
+	build := func(k int) []byte {
+		for range k {
+			binary.BigEndian.PutUint64(msg[4:], b.Seq())
+			if err := b.Add(msg); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return append([]byte(nil), b.Flush()...)
+	}
+	a.Offer(0, build(1), 1)
+	a.Freeze()
+	for i := range 3 {
+		a.Offer(0, build(1), int64(2+i))
+	}
+	if a.pend.n != 3 {
+		t.Fatalf("%d packets held while frozen, want 3", a.pend.n)
+	}
+	big := build(4) // 20 + 4*14 = 76 bytes, more than a 64-byte slot
+	if len(big) <= 64 {
+		t.Fatalf("test packet is %d bytes, want more than a slot", len(big))
+	}
+	a.Offer(0, big, 10)
+	if a.pend.n != 3 || a.Stats.SpillDropped != 0 || a.Stats.FrozenTooLarge != 1 {
+		t.Fatalf("held %d (want 3), spill dropped %d (want 0), frozen too large %d (want 1)",
+			a.pend.n, a.Stats.SpillDropped, a.Stats.FrozenTooLarge)
+	}
+}

@@ -310,6 +310,8 @@ func scalar(st *Stats, name string) uint64 {
 		return r.SnapshotFailures
 	case "recovery_snapshots_discarded_total":
 		return r.SnapshotsDiscarded
+	case "recovery_spill_dropped_total":
+		return st.Arbiter.SpillDropped + st.Arbiter.FrozenTooLarge
 	case "recovery_spill_high_water":
 		return st.Arbiter.HeldMax
 	case "session_changes_total":
