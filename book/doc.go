@@ -84,10 +84,11 @@
 //
 // Deletes, executes, cancels and replace name older orders, whose slots are
 // rarely in cache. A caller holding messages ahead of the one it applies
-// calls Books.Prefetch on the message PrefetchAhead ahead: `feedhandler
-// replay` runs a second cursor over the file (BenchmarkApplyBatch measures
-// the live shapes, where the lookahead is the batch in hand). Prefetch
-// changes no result.
+// calls Books.Prefetch on the message PrefetchAhead ahead, or
+// Books.PrefetchBlocks on a run of length-prefixed blocks: `feedhandler
+// replay` runs a second cursor over the file, and the live path prefetches
+// each delivered packet's messages before applying them
+// (BenchmarkApplyBatch measures the live shapes). Neither changes a result.
 //
 // Price levels (total shares, order count, FIFO head and tail, 32 bytes)
 // live in one pool of MaxLevels entries, handed out from a free list, and

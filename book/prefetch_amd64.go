@@ -1,7 +1,24 @@
 package book
 
+import "unsafe"
+
 // prefetch asks the CPU to start loading the cache line at addr. It is a
 // hint: it never faults and changes nothing observable.
 //
 //go:noescape
 func prefetch(addr uintptr)
+
+// prefetchBlocks is prefetchBlocksGo in assembly (prefetch_amd64.s): the
+// walk and every prefetch in one call, so that the caller's registers are
+// saved once for the lot (Go saves every live register around a call, and
+// cannot inline assembly) rather than once a message.
+func (bs *Books) prefetchBlocks(blocks []byte, max int) int {
+	return prefetchBlocksAsm(unsafe.Pointer(unsafe.SliceData(bs.orders)), bs.homeMask, unsafe.Pointer(unsafe.SliceData(blocks)), len(blocks), max)
+}
+
+//go:noescape
+func prefetchBlocksAsm(orders unsafe.Pointer, mask uint64, p unsafe.Pointer, n int, max int) int
+
+// The assembly scales a slot index by 32.
+var _ [32 - unsafe.Sizeof(order{})]struct{}
+var _ [unsafe.Sizeof(order{}) - 32]struct{}

@@ -5,3 +5,41 @@ TEXT ·prefetch(SB), NOSPLIT|NOFRAME, $0-8
 	MOVQ addr+0(FP), AX
 	PREFETCHT0 (AX)
 	RET
+
+// func prefetchBlocksAsm(orders unsafe.Pointer, mask uint64, p unsafe.Pointer, n int, max int) int
+//
+// Books.prefetchBlocksGo, in one call: for each of at most max length-prefixed
+// blocks of p[:n] that fit, PREFETCHT0 &orders[bigEndian64(msg[11:19])&mask]
+// when the message is at least 19 bytes. Returns the bytes walked.
+TEXT ·prefetchBlocksAsm(SB), NOSPLIT|NOFRAME, $0-48
+	MOVQ orders+0(FP), R8
+	MOVQ mask+8(FP), R9
+	MOVQ p+16(FP), SI
+	MOVQ n+24(FP), CX
+	MOVQ max+32(FP), DX
+	XORQ AX, AX // offset of the next block
+	TESTQ DX, DX
+	JLE done
+loop:
+	LEAQ 2(AX), BX // offset of its message
+	CMPQ BX, CX
+	JGT done
+	MOVWQZX 0(SI)(AX*1), DI
+	ROLW $8, DI // message length, big endian
+	LEAQ 0(BX)(DI*1), R10 // offset after the message
+	CMPQ R10, CX
+	JGT done
+	MOVQ R10, AX
+	CMPQ DI, $19
+	JLT next
+	MOVQ 11(SI)(BX*1), R11
+	BSWAPQ R11
+	ANDQ R9, R11
+	SHLQ $5, R11 // * sizeof(order)
+	PREFETCHT0 0(R8)(R11*1)
+next:
+	DECQ DX
+	JNZ loop
+done:
+	MOVQ AX, ret+40(FP)
+	RET

@@ -77,3 +77,71 @@ func TestPrefetchAnyBytes(t *testing.T) {
 		t.Errorf("Prefetch: %v allocs per run", n)
 	}
 }
+
+// TestPrefetchBlocks: PrefetchBlocks walks the same blocks as its Go
+// definition on well-framed runs, cut anywhere and with any limit, and on
+// random bytes; it changes nothing, never faults and allocates nothing.
+func TestPrefetchBlocks(t *testing.T) {
+	bs, err := New(Config{MaxOrders: 64, MaxLocates: 4, MaxLevels: 64})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range base {
+		bs.Apply(msgOf(e))
+	}
+	before := bs.Stats()
+	var framed []byte
+	for _, m := range []itch.Msg{
+		msgOf(add(1<<40, 'B', 1, 1)),
+		msgOf(&itch.OrderDeleteFields{Header: hdr(1), OrderRef: 3}),
+		msgOf(&itch.StockDirectoryFields{Header: hdr(1), Stock: itch.NewSymbol("AAPL")}),
+		{'X', 0},
+		{},
+		msgOf(&itch.OrderReplaceFields{Header: hdr(1), OriginalOrderRef: ^uint64(0), NewOrderRef: 1 << 63, Shares: 1, Price: 1}),
+	} {
+		framed = append(framed, byte(len(m)>>8), byte(len(m)))
+		framed = append(framed, m...)
+	}
+	runs := [][]byte{framed}
+	rng := rand.New(rand.NewPCG(3, 4))
+	for range 2000 {
+		b := make([]byte, rng.IntN(80))
+		for i := range b {
+			b[i] = byte(rng.Uint32())
+			if rng.IntN(3) == 0 {
+				b[i] = byte(rng.IntN(24)) // lengths that fit
+			}
+		}
+		runs = append(runs, b)
+	}
+	walked := 0
+	for _, run := range runs {
+		for n := 0; n <= len(run); n++ {
+			for _, max := range []int{-1, 0, 1, 2, 3, 100} {
+				got, want := bs.PrefetchBlocks(run[:n], max), bs.prefetchBlocksGo(run[:n], max)
+				if got != want {
+					t.Fatalf("PrefetchBlocks(% x, %d) = %d, want %d", run[:n], max, got, want)
+				}
+				walked += got
+			}
+		}
+	}
+	if got := bs.PrefetchBlocks(framed, 100); got != len(framed) {
+		t.Errorf("PrefetchBlocks(whole run) = %d, want %d", got, len(framed))
+	}
+	if got, want := bs.PrefetchBlocks(framed, 2), 2+36+2+19; got != want {
+		t.Errorf("PrefetchBlocks(run, 2) = %d, want %d", got, want)
+	}
+	if walked == 0 {
+		t.Fatal("no block walked")
+	}
+	if bs.Stats() != before {
+		t.Errorf("stats changed: %+v, was %+v", bs.Stats(), before)
+	}
+	if err := checkInvariants(bs); err != nil {
+		t.Fatal(err)
+	}
+	if n := testing.AllocsPerRun(100, func() { bs.PrefetchBlocks(framed, 100) }); n != 0 {
+		t.Errorf("PrefetchBlocks: %v allocs per run", n)
+	}
+}

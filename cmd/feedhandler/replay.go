@@ -326,15 +326,16 @@ func (rp *replayer) apply(m itch.Msg) {
 // skipped and returns the error that stops the replay. The messages applied
 // and the counts are those of scanning data with scan alone.
 //
-// A second cursor runs book.PrefetchAhead blocks ahead and hands each block
-// to Books.Prefetch, so the order slots a delete, execute, cancel or replace
-// reads are in cache when Apply gets to it. It only hints: a block it frames
-// wrongly (it checks only that the block fits in data) costs a wasted load.
+// A second cursor runs up to book.PrefetchAhead blocks ahead and hands them
+// to Books.PrefetchBlocks, prefetchGroup at a time, so the order slots a
+// delete, execute, cancel or replace reads are in cache when Apply gets to
+// it. It only hints: a block it frames wrongly (it checks only that the
+// block fits in data) costs a wasted load.
 func (rp *replayer) applyFile(data []byte, scan *itch.Scanner) error {
 	bs, p, end := rp.bs, unsafe.Pointer(unsafe.SliceData(data)), len(data) // reads through p are checked against end by hand
 	off := 0
 	for {
-		pf, count := prefetchBlocks(bs, data, off, book.PrefetchAhead), rp.n // the count stays in a register in the loop
+		pf, count := off+bs.PrefetchBlocks(data[off:], book.PrefetchAhead), rp.n // the count stays in a register in the loop
 		for off+itch.BlockHeaderLen < end {
 			n := int(*(*byte)(unsafe.Add(p, off)))<<8 | int(*(*byte)(unsafe.Add(p, off+1)))
 			start := off + itch.BlockHeaderLen // < end
@@ -343,15 +344,15 @@ func (rp *replayer) applyFile(data []byte, scan *itch.Scanner) error {
 			}
 			m := itch.Msg(unsafe.Slice((*byte)(unsafe.Add(p, start)), n))
 			off = start + n
-			if pf+itch.BlockHeaderLen < end { // prefetchBlocks(bs, data, pf, 1), by hand
-				pn := int(*(*byte)(unsafe.Add(p, pf)))<<8 | int(*(*byte)(unsafe.Add(p, pf+1)))
-				if e := pf + itch.BlockHeaderLen + pn; e <= end {
-					bs.Prefetch(unsafe.Slice((*byte)(unsafe.Add(p, pf+itch.BlockHeaderLen)), pn))
-					pf = e
-				}
-			}
 			// rp.apply, by hand: it does not inline here
 			count++
+			// Every prefetchGroup messages, the next prefetchGroup
+			// blocks at the second cursor: one call for the group,
+			// since a call costs the loop its registers. A short
+			// return (a block past end) leaves pf <= end.
+			if count%prefetchGroup == 0 {
+				pf += bs.PrefetchBlocks(unsafe.Slice((*byte)(unsafe.Add(p, pf)), end-pf), prefetchGroup)
+			}
 			if count%latencySampleEvery != 0 {
 				bs.Apply(m)
 			} else {
@@ -375,20 +376,11 @@ func (rp *replayer) applyFile(data []byte, scan *itch.Scanner) error {
 	}
 }
 
-// prefetchBlocks calls bs.Prefetch on up to k blocks of data from offset
-// off and returns the offset after the last one.
-func prefetchBlocks(bs *book.Books, data []byte, off, k int) int {
-	for ; k > 0 && off+itch.BlockHeaderLen < len(data); k-- {
-		n := int(data[off])<<8 | int(data[off+1])
-		end := off + itch.BlockHeaderLen + n
-		if end > len(data) {
-			break
-		}
-		bs.Prefetch(data[off+itch.BlockHeaderLen : end])
-		off = end
-	}
-	return off
-}
+// prefetchGroup is how many blocks applyFile prefetches at once: one
+// Books.PrefetchBlocks call every prefetchGroup messages keeps the second
+// cursor between PrefetchAhead-prefetchGroup and PrefetchAhead messages
+// ahead.
+const prefetchGroup = 8
 
 // publishEvery is how many messages --shm applies between publishes:
 // the books changed in between are published once each, in their latest

@@ -197,7 +197,14 @@ func benchPaced(b *testing.B, mode Mode, shards []int, prio int) {
 	// packets (n/2 new, n/2 copies), as after a stall of n intervals; the
 	// path is the drain's time, without waiting for the machine's stalls.
 	burst, _ := strconv.Atoi(os.Getenv("FH_PACED_BURST"))
-	g := dayPacketsSized(b, nMsgs, 300)
+	// FH_PACED_SYMBOLS=n spreads the day over n instruments (default
+	// 50): thousands, as on Nasdaq, make the books and slots outgrow the
+	// caches.
+	symbols := 50
+	if v, err := strconv.Atoi(os.Getenv("FH_PACED_SYMBOLS")); err == nil && v > 0 {
+		symbols = v
+	}
+	g := dayPacketsSymbols(b, nMsgs, 300, symbols)
 	var script []rx.Packet
 	for _, p := range g {
 		script = append(script, rx.Packet{Data: p, Line: rx.LineA}, rx.Packet{Data: p, Line: rx.LineB})
@@ -227,7 +234,7 @@ func benchPaced(b *testing.B, mode Mode, shards []int, prio int) {
 		r.interval = time.Second / 200_000 // 100k/s per line, two lines
 		h, err := Start(Config{
 			Receive:     rx.Config{Lines: []rx.LineConfig{{Name: "A"}, {Name: "B"}}, BatchSize: 64},
-			Book:        book.Config{MaxOrders: 1 << 18, MaxLocates: 1024, MaxLevels: 1 << 16},
+			Book:        book.Config{MaxOrders: 1 << 18, MaxLocates: max(1024, symbols+1), MaxLevels: 1 << 16},
 			Mode:        mode,
 			ReceiveCore: 0,
 			ShardCores:  shards,

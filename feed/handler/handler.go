@@ -441,6 +441,12 @@ func (h *Handler) receive(pinErr chan<- error) {
 // route is the Arbiter's Deliver: copy each message into the ring of the
 // shard that owns its locate.
 func (h *Handler) route(p moldudp64.Packet, skip int, rxTime int64) {
+	if h.inline != nil {
+		// Start loading the order slots that the packet's deletes,
+		// executes, cancels and replaces will read, all at once, so
+		// that their misses overlap instead of following one another.
+		h.inline.books.PrefetchBlocks(p.Blocks, p.Messages())
+	}
 	it := p.Iter()
 	it.Skip(skip)
 	for msg, ok := it.Next(); ok; msg, ok = it.Next() {
