@@ -281,7 +281,10 @@ func (a *Arbiter) Abandon(now int64) {
 	a.Stats.RecoveriesFailed++
 	a.declareGap(a.pend.minSeq(a.recoverEnd))
 	if a.frozen {
-		return // see checkGap
+		// A guard, not reached: Freeze ends a re-request in progress
+		// and checkGap starts none while frozen (see checkGap and
+		// TestArbiterAbandonAfterFreeze).
+		return
 	}
 	a.drain()
 	a.gapSince = 0

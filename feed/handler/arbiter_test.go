@@ -467,3 +467,53 @@ func TestArbiterFrozenTooLarge(t *testing.T) {
 			a.pend.n, a.Stats.SpillDropped, a.Stats.FrozenTooLarge)
 	}
 }
+
+// TestArbiterAbandonAfterFreeze: a re-request in progress when the
+// recovery turns to a snapshot (Freeze) is over: a later Abandon (the
+// re-request client giving up) declares no gap and counts no failure, and
+// delivery stays frozen until Unfreeze, which delivers what was held
+// after the snapshot's point. This is why Abandon's frozen branch is never
+// reached: Freeze clears recovering, and checkGap starts no re-request
+// while frozen.
+func TestArbiterAbandonAfterFreeze(t *testing.T) {
+	rng := rand.New(rand.NewPCG(31, 32))
+	pkts := packets(t, testSession, 12, 4, rng)
+	a, s := newTestArbiter(t, ArbiterConfig{Session: testSession, Lines: 1, Grace: time.Millisecond, Hold: time.Millisecond})
+	var asked []moldudp64.Range
+	a.SetMissing(func(r moldudp64.Range, now int64) bool {
+		asked = append(asked, r)
+		return true // a re-request is started
+	})
+	now := int64(1)
+	a.Offer(0, pkts[0], now)
+	before := s.got
+	for _, b := range pkts[2:] { // pkts[1] lost
+		now += 10_000
+		a.Offer(0, b, now)
+	}
+	now += int64(2 * time.Millisecond)
+	a.Tick(now)
+	if _, busy := a.Recovering(); !busy || len(asked) != 1 {
+		t.Fatalf("recovering %v, asked %v: want one re-request in progress", busy, asked)
+	}
+	a.Freeze()
+	if _, busy := a.Recovering(); busy {
+		t.Fatal("still recovering after Freeze")
+	}
+	a.Abandon(now)
+	a.Tick(now + int64(time.Second))
+	if len(s.gaps) != 0 || a.Stats.RecoveriesFailed != 0 || !a.Frozen() || s.got != before {
+		t.Fatalf("after Abandon while frozen: gaps %v, failed %d, frozen %v, %d delivered: want no gap, no failure, frozen, nothing delivered",
+			s.gaps, a.Stats.RecoveriesFailed, a.Frozen(), s.got-before)
+	}
+	if len(asked) != 1 {
+		t.Fatalf("asked again while frozen: %v", asked)
+	}
+	p6, _ := moldudp64.Parse(pkts[6])
+	s.next = p6.Seq // the snapshot's point
+	a.Unfreeze(p6.Seq)
+	want := totalMessages(t, pkts[6:])
+	if got := s.got - before; got != want || a.Pending() != 0 {
+		t.Fatalf("after Unfreeze delivered %d, want %d; %d still held", got, want, a.Pending())
+	}
+}
