@@ -37,11 +37,18 @@ func dayPacketsSized(t testing.TB, n, maxPacket int) [][]byte {
 // dayPacketsSymbols is dayPacketsSized on a day listing symbols instruments.
 func dayPacketsSymbols(t testing.TB, n, maxPacket, symbols int) [][]byte {
 	t.Helper()
-	g, err := itchgen.New(itchgen.Config{Messages: n, Symbols: symbols, Seed: 9})
+	return sessionDay(t, "ALLOC", 9, n, maxPacket, symbols)
+}
+
+// sessionDay generates a day of n messages (generator seed seed) as the
+// packets of session, from sequence number 1.
+func sessionDay(t testing.TB, session string, seed uint64, n, maxPacket, symbols int) [][]byte {
+	t.Helper()
+	g, err := itchgen.New(itchgen.Config{Messages: n, Symbols: symbols, Seed: seed})
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := moldudp64.NewBuilder(moldudp64.NewSession("ALLOC"), 1, maxPacket)
+	b := moldudp64.NewBuilder(moldudp64.NewSession(session), 1, maxPacket)
 	var pkts [][]byte
 	err = g.Stream(func(m itch.Msg) error {
 		if err := b.Add(m); errors.Is(err, moldudp64.ErrFull) {
