@@ -34,12 +34,21 @@ func runReplay(args []string) error { return replay(args, os.Stdout, os.Stderr) 
 // throughput figure; one in 64 adds well under 1 ns/msg.
 const latencySampleEvery = 64
 
+// defaultSettle is replay's pause between setup and timer (--settle). On
+// the shared 2-vCPU VMs of this project's benchmarks, a replay started
+// right after another large process (the previous run, or a peer engine
+// in compare.sh) ran its loop about 10% slower, and with twice the spread,
+// as one started after a pause; 200-300 ms of sleep before the timer
+// removed the difference (docs/TUNING.md, "Replay timing").
+const defaultSettle = 300 * time.Millisecond
+
 type replayReport struct {
 	File          string            `json:"file"`
 	Format        string            `json:"format"`
 	Messages      uint64            `json:"messages"`
-	SetupMs       float64           `json:"setup_ms"` // allocating the books and mapping the input
-	WallMs        float64           `json:"wall_ms"`  // reading, parsing and applying every message
+	SetupMs       float64           `json:"setup_ms"`  // allocating the books and mapping the input
+	SettleMs      float64           `json:"settle_ms"` // the pause after setup, before the timer (--settle)
+	WallMs        float64           `json:"wall_ms"`   // reading, parsing and applying every message
 	NsPerMsg      float64           `json:"ns_per_msg"`
 	CPUMs         float64           `json:"cpu_ms"`                    // user+system CPU of the process during the loop
 	CPUNsPerMsg   float64           `json:"cpu_ns_per_msg"`            // the figure to trust on a busy machine
@@ -85,6 +94,7 @@ func replay(args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&cfg.Overflow, "overflow", 0, "order slots for orders whose home slot is taken (0: max-orders/4)")
 	quiet := fs.Bool("quiet", false, "no progress line on stderr")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the replay loop to this file")
+	settle := fs.Duration("settle", defaultSettle, "pause this long after setup, before the timer starts: the loop then runs on a machine that has finished with whatever ran before it (see docs/TUNING.md); 0 for none")
 	shmName := fs.String("shm", "", "publish the books into shared memory under this `NAME` while replaying (read them with bookview or the proto/shm reader)")
 	shmDepth := fs.Int("shm-depth", 10, "levels per side published with --shm")
 	shmSlots := fs.Int("shm-slots", config.DefaultSHMSlots, fmt.Sprintf("instrument slots in the --shm file, 1..%d (the feed config's shm.slots; a Nasdaq day lists about 9k instruments)", config.MaxSHMSlots))
@@ -101,6 +111,9 @@ func replay(args []string, stdout, stderr io.Writer) error {
 	}
 	if *depth < 0 {
 		return fmt.Errorf("replay: --depth %d is negative", *depth)
+	}
+	if *settle < 0 {
+		return fmt.Errorf("replay: --settle %v is negative", *settle)
 	}
 	if *shmSlots < 1 || *shmSlots > config.MaxSHMSlots {
 		return fmt.Errorf("replay: --shm-slots %d is out of range (1..%d)", *shmSlots, config.MaxSHMSlots)
@@ -161,6 +174,7 @@ func replay(args []string, stdout, stderr io.Writer) error {
 	_, restoreGC := quietGC()
 	defer restoreGC()
 	setup := time.Since(t0)
+	time.Sleep(*settle)
 	// The loop runs on this thread alone, so its faults and preemptions
 	// can be counted per thread.
 	runtime.LockOSThread()
@@ -204,7 +218,8 @@ func replay(args []string, stdout, stderr io.Writer) error {
 	rep := replayReport{
 		File: path, Format: r.Format().String(), Messages: n,
 		SetupMs: float64(setup.Microseconds()) / 1e3, WallMs: float64(wall.Microseconds()) / 1e3,
-		Orders: st.Orders, Levels: st.Levels, Overflowed: st.Overflowed,
+		SettleMs: float64(settle.Microseconds()) / 1e3,
+		Orders:   st.Orders, Levels: st.Levels, Overflowed: st.Overflowed,
 		Inconsistent: st.Inconsistencies(), Counters: counters(st), BrokenUnmatch: st.BrokenUnmatched,
 	}
 	if n > 0 {
@@ -259,8 +274,8 @@ func replay(args []string, stdout, stderr io.Writer) error {
 		return enc.Encode(rep)
 	}
 	fmt.Fprintf(stdout, "file          %s (%s)\n", rep.File, rep.Format)
-	fmt.Fprintf(stdout, "messages      %d in %.3f s: %.1f ns/msg, %.2f M msg/s (setup %.1f ms)\n",
-		rep.Messages, rep.WallMs/1e3, rep.NsPerMsg, rep.MsgsPerSec/1e6, rep.SetupMs)
+	fmt.Fprintf(stdout, "messages      %d in %.3f s: %.1f ns/msg, %.2f M msg/s (setup %.1f ms, then %.0f ms settle)\n",
+		rep.Messages, rep.WallMs/1e3, rep.NsPerMsg, rep.MsgsPerSec/1e6, rep.SetupMs, rep.SettleMs)
 	fmt.Fprintf(stdout, "cpu           %.3f s: %.1f ns/msg (user+system, whole process); in the loop %d page faults, %d preemptions (%d other threads moved off its CPU)\n",
 		rep.CPUMs/1e3, rep.CPUNsPerMsg, rep.LoopFaults, rep.LoopPreempted, rep.ThreadsMoved)
 	fmt.Fprintf(stdout, "apply latency p50 %.0f ns, p99 %.0f ns, p99.9 %.0f ns, max %.0f ns (%d samples, 1 in %d; timer overhead %.0f ns included)\n",

@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"strings"
 	"testing"
 
 	"github.com/marketfeed/feedhandler/book"
@@ -65,6 +67,9 @@ func TestReplayFileAndPcap(t *testing.T) {
 		}
 		if rep.Latency.P50 > rep.Latency.P99 || rep.Latency.P99 > rep.Latency.P999 {
 			t.Errorf("%s: latency %+v", in, rep.Latency)
+		}
+		if rep.SettleMs != float64(defaultSettle.Milliseconds()) {
+			t.Errorf("%s: settle %v ms, want the default %v", in, rep.SettleMs, defaultSettle)
 		}
 		b, err := os.ReadFile(out)
 		if err != nil {
@@ -226,4 +231,39 @@ func guardedCopy(t *testing.T, data []byte) []byte {
 	out := mem[size-len(data) : size : size]
 	copy(out, data)
 	return out
+}
+
+// TestReplaySettle: --settle is the pause before the timer, reported as
+// settle_ms, and outside the loop's wall time; a negative one is refused.
+func TestReplaySettle(t *testing.T) {
+	in := filepath.Join(t.TempDir(), "day.itch")
+	g, err := itchgen.New(itchgen.Config{Messages: 2000, Symbols: 5, Seed: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Create(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Write(f); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	var stdout, stderr bytes.Buffer
+	if err := replay([]string{"--json", "--quiet", "--settle", "50ms", in}, &stdout, &stderr); err != nil {
+		t.Fatalf("replay: %v\n%s", err, stderr.String())
+	}
+	var rep replayReport
+	if err := json.Unmarshal(stdout.Bytes(), &rep); err != nil {
+		t.Fatal(err)
+	}
+	if rep.SettleMs != 50 || rep.WallMs >= 50 || rep.Messages != 2000 {
+		t.Errorf("settle %v ms, wall %v ms, %d messages: want 50 ms, a loop well under it, 2000", rep.SettleMs, rep.WallMs, rep.Messages)
+	}
+	err = replay([]string{"--settle", "-1s", in}, io.Discard, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "--settle") {
+		t.Errorf("--settle -1s: %v, want an error naming the flag", err)
+	}
 }
