@@ -34,13 +34,7 @@ func TestPrefetchDifferential(t *testing.T) {
 // TestPrefetchAnyBytes: Prefetch of any message, cut anywhere, or of random
 // bytes changes nothing and never panics, and allocates nothing.
 func TestPrefetchAnyBytes(t *testing.T) {
-	bs, err := New(Config{MaxOrders: 64, MaxLocates: 4, MaxLevels: 64})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, e := range base {
-		bs.Apply(msgOf(e))
-	}
+	bs := baseBooks(t)
 	before := bs.Stats()
 	msgs := []itch.Msg{
 		msgOf(add(1<<40, 'B', 1, 1)),
@@ -82,13 +76,7 @@ func TestPrefetchAnyBytes(t *testing.T) {
 // definition on well-framed runs, cut anywhere and with any limit, and on
 // random bytes; it changes nothing, never faults and allocates nothing.
 func TestPrefetchBlocks(t *testing.T) {
-	bs, err := New(Config{MaxOrders: 64, MaxLocates: 4, MaxLevels: 64})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, e := range base {
-		bs.Apply(msgOf(e))
-	}
+	bs := baseBooks(t)
 	before := bs.Stats()
 	var framed []byte
 	for _, m := range []itch.Msg{
@@ -144,4 +132,17 @@ func TestPrefetchBlocks(t *testing.T) {
 	if n := testing.AllocsPerRun(100, func() { bs.PrefetchBlocks(framed, 100) }); n != 0 {
 		t.Errorf("PrefetchBlocks: %v allocs per run", n)
 	}
+}
+
+// baseBooks returns small books holding the base scenario.
+func baseBooks(t *testing.T) *Books {
+	t.Helper()
+	bs, err := New(Config{MaxOrders: 64, MaxLocates: 4, MaxLevels: 64})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range base {
+		bs.Apply(msgOf(e))
+	}
+	return bs
 }
