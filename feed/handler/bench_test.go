@@ -323,7 +323,7 @@ func benchPaced(b *testing.B, mode Mode, shards []int, prio int) {
 	msgs := dayMessages(b, g)
 	applyNs, publishNs := 0.0, 0.0
 	for i := 0; i < 3; i++ {
-		c := newApplyPublishCost(b, benchDepth)
+		c := newApplyPublishCostN(b, benchDepth, symbols)
 		c.measure(b, msgs)
 		c.apply, c.both, c.published, c.packets = 0, 0, 0, 0
 		c.measure(b, msgs)
