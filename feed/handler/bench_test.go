@@ -428,10 +428,6 @@ type applyPublishCost struct {
 	published, packets uint64
 }
 
-func newApplyPublishCost(b *testing.B, depth int) *applyPublishCost {
-	return newApplyPublishCostN(b, depth, 50)
-}
-
 // newApplyPublishCostN sizes the books and the feed for a day of symbols
 // instruments.
 func newApplyPublishCostN(b *testing.B, depth, symbols int) *applyPublishCost {
