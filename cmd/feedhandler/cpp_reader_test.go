@@ -29,7 +29,7 @@ import (
 // the first 64 KiB, whatever the machine's load.
 func TestCppReaderMatchesBookview(t *testing.T) {
 	bin := cppbuild.Build(t, "tests/shm_driver.cpp")
-	day, _ := genInspectFile(t, itchgen.Config{Messages: 300_000, Symbols: 300, Seed: 12}, false)
+	day, _ := genDayFile(t, itchgen.Config{Messages: 300_000, Symbols: 300, Seed: 12}, false)
 	data, err := os.ReadFile(day)
 	if err != nil {
 		t.Fatal(err)

@@ -16,7 +16,7 @@ import (
 	"github.com/marketfeed/feedhandler/internal/itchgen"
 )
 
-func genInspectFile(t *testing.T, cfg itchgen.Config, asPcap bool) (string, itchgen.PacketStats) {
+func genDayFile(t *testing.T, cfg itchgen.Config, asPcap bool) (string, itchgen.PacketStats) {
 	t.Helper()
 	g, err := itchgen.New(cfg)
 	if err != nil {
@@ -59,7 +59,7 @@ func inspectJSON(t *testing.T, args ...string) inspectReport {
 }
 
 func TestInspectBinaryFile(t *testing.T) {
-	path, _ := genInspectFile(t, itchgen.Config{Messages: 80_000, Symbols: 100, Seed: 2}, false)
+	path, _ := genDayFile(t, itchgen.Config{Messages: 80_000, Symbols: 100, Seed: 2}, false)
 	// Count independently.
 	want := map[string]uint64{}
 	f, _ := os.Open(path)
@@ -105,7 +105,7 @@ func TestInspectBinaryFile(t *testing.T) {
 
 func TestInspectPcap(t *testing.T) {
 	cfg := itchgen.Config{Messages: 40_000, Symbols: 60, Seed: 3, Lines: 2, Loss: 0.2, MaxPacket: 500}
-	path, gst := genInspectFile(t, cfg, true)
+	path, gst := genDayFile(t, cfg, true)
 	// Independent view of the capture: packets, sequence numbers present.
 	f, _ := os.Open(path)
 	defer f.Close()
@@ -189,7 +189,7 @@ func TestInspectErrors(t *testing.T) {
 	if err := inspect([]string{filepath.Join(t.TempDir(), "missing")}, io.Discard); err == nil {
 		t.Error("missing file accepted")
 	}
-	path, _ := genInspectFile(t, itchgen.Config{Messages: 3000, Symbols: 10, Seed: 1}, false)
+	path, _ := genDayFile(t, itchgen.Config{Messages: 3000, Symbols: 10, Seed: 1}, false)
 	data, _ := os.ReadFile(path)
 	os.WriteFile(path, data[:len(data)-3], 0o644)
 	var out bytes.Buffer

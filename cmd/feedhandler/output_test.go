@@ -59,8 +59,8 @@ func decodeOne(t *testing.T, what, s string, v any) {
 // on stderr (the "DBG inspected" line used to be printed there).
 func TestOutputStdoutIsTheResult(t *testing.T) {
 	cfg := itchgen.Config{Messages: 20_000, Symbols: 20, Seed: 7}
-	day, _ := genInspectFile(t, cfg, false)
-	capture, _ := genInspectFile(t, cfg, true)
+	day, _ := genDayFile(t, cfg, false)
+	capture, _ := genDayFile(t, cfg, true)
 
 	for _, file := range []string{day, capture} {
 		out, errOut, err := runCommand(t, "inspect", "--json", file)

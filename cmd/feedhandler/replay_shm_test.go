@@ -22,7 +22,7 @@ import (
 func TestReplayShmMatchesBooksOut(t *testing.T) {
 	for _, asPcap := range []bool{false, true} {
 		t.Run(fmt.Sprintf("pcap=%v", asPcap), func(t *testing.T) {
-			path, _ := genInspectFile(t, itchgen.Config{Messages: 300_000, Symbols: 300, Seed: 11, Lines: 2, Loss: 0.01}, asPcap)
+			path, _ := genDayFile(t, itchgen.Config{Messages: 300_000, Symbols: 300, Seed: 11, Lines: 2, Loss: 0.01}, asPcap)
 			name := shmtest.Name(t, "fh-replayshm")
 			booksOut := filepath.Join(t.TempDir(), "books.json")
 			if err := replay([]string{"--quiet", "--shm", name, "--books-out", booksOut, "--depth", "10", path}, io.Discard, io.Discard); err != nil {
@@ -72,7 +72,7 @@ func TestReplayShmMatchesBooksOut(t *testing.T) {
 // config.DefaultSHMSlots, as the feed config's shm.slots), and a value out
 // of 1..65536 is refused before anything is created, naming the flag.
 func TestReplayShmSlots(t *testing.T) {
-	path, _ := genInspectFile(t, itchgen.Config{Messages: 5_000, Symbols: 30, Seed: 3}, false)
+	path, _ := genDayFile(t, itchgen.Config{Messages: 5_000, Symbols: 30, Seed: 3}, false)
 	for _, tc := range []struct {
 		args  []string
 		slots int

@@ -236,21 +236,7 @@ func guardedCopy(t *testing.T, data []byte) []byte {
 // TestReplaySettle: --settle is the pause before the timer, reported as
 // settle_ms, and outside the loop's wall time; a negative one is refused.
 func TestReplaySettle(t *testing.T) {
-	in := filepath.Join(t.TempDir(), "day.itch")
-	g, err := itchgen.New(itchgen.Config{Messages: 2000, Symbols: 5, Seed: 3})
-	if err != nil {
-		t.Fatal(err)
-	}
-	f, err := os.Create(in)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := g.Write(f); err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Close(); err != nil {
-		t.Fatal(err)
-	}
+	in, _ := genDayFile(t, itchgen.Config{Messages: 2000, Symbols: 5, Seed: 3}, false)
 	var stdout, stderr bytes.Buffer
 	if err := replay([]string{"--json", "--quiet", "--settle", "50ms", in}, &stdout, &stderr); err != nil {
 		t.Fatalf("replay: %v\n%s", err, stderr.String())
@@ -262,7 +248,7 @@ func TestReplaySettle(t *testing.T) {
 	if rep.SettleMs != 50 || rep.WallMs >= 50 || rep.Messages != 2000 {
 		t.Errorf("settle %v ms, wall %v ms, %d messages: want 50 ms, a loop well under it, 2000", rep.SettleMs, rep.WallMs, rep.Messages)
 	}
-	err = replay([]string{"--settle", "-1s", in}, io.Discard, io.Discard)
+	err := replay([]string{"--settle", "-1s", in}, io.Discard, io.Discard)
 	if err == nil || !strings.Contains(err.Error(), "--settle") {
 		t.Errorf("--settle -1s: %v, want an error naming the flag", err)
 	}
