@@ -172,10 +172,64 @@ func (p *Publisher) Flush() {
 
 // publish writes book b (locate loc, state st) into its slot; flags are
 // the batch's.
+//
+// The book's fields go straight into the slot's table (shm.BeginDirect)
+// and its top levels straight into the slot's level vectors (Book.Top):
+// nothing is copied twice. tx is a local, not a Publisher field, so that
+// its pointers are stack stores without write barriers.
 func (p *Publisher) publish(b *book.Book, loc uint16, st *locState, flags bookfb.Flags) {
 	if st.slot == (shm.Slot{}) && !p.bind(b, loc, st) {
 		return
 	}
+	flags |= bookFlags(b)
+	nBids, nAsks := b.Levels(book.Bid), b.Levels(book.Ask)
+	nb, na := min(nBids, p.depth), min(nAsks, p.depth)
+	var direct shm.Pending
+	tx := &direct
+	if t, ok := p.w.BeginDirect(st.slot, loc, nb, na, p.snap.PublishTime, tx); ok {
+		t.Seq = st.seq
+		t.ExchangeTime = b.Timestamp()
+		t.ReceiveTime = st.rx
+		t.LastTradePrice, t.LastTradeShares, t.Volume = b.Last()
+		t.Messages = st.msgs
+		t.BidLevels, t.AskLevels = uint32(nBids), uint32(nAsks)
+		t.Flags = flags
+		t.State = shm.TradingState(b.TradingState())
+		t.SystemEvent = p.snap.SystemEvent
+	} else {
+		tx = &p.tx // Begin's level buffer, on a big-endian machine, is kept in it
+		if !p.begin(b, loc, st, flags, nb, na, tx) {
+			return
+		}
+	}
+	b.Top(bookLevels(tx.Bids), bookLevels(tx.Asks))
+	p.w.Commit(tx)
+	p.Published++
+}
+
+// bookFlags returns the snapshot flags that book b's own state sets.
+func bookFlags(b *book.Book) bookfb.Flags {
+	var f bookfb.Flags
+	if b.RegSHO() == '1' {
+		f |= bookfb.FlagsShortSaleRestricted
+	}
+	if b.OperationalHalt() == 'H' {
+		f |= bookfb.FlagsOperationalHalt
+	}
+	// Crossed from the best levels: the slot's depth is at least 1
+	// (shm.Create refuses 0), so the levels published start with these
+	// two.
+	if b.Crossed() {
+		f |= bookfb.FlagsCrossed
+	}
+	return f
+}
+
+// begin is publish's general path, when shm.Writer.BeginDirect declined:
+// the snapshot's fields through a Snapshot and shm.Writer.Begin, which
+// handles every case or says why not. It returns false, having counted
+// the snapshot as not published, when the publish cannot start.
+func (p *Publisher) begin(b *book.Book, loc uint16, st *locState, flags bookfb.Flags, nb, na int, tx *shm.Pending) bool {
 	sn := &p.snap
 	sn.Locate = loc
 	sn.Seq = st.seq
@@ -183,52 +237,34 @@ func (p *Publisher) publish(b *book.Book, loc uint16, st *locState, flags bookfb
 	sn.ReceiveTime = st.rx
 	sn.State = shm.TradingState(b.TradingState())
 	sn.Flags = flags
-	if b.RegSHO() == '1' {
-		sn.Flags |= bookfb.FlagsShortSaleRestricted
-	}
-	if b.OperationalHalt() == 'H' {
-		sn.Flags |= bookfb.FlagsOperationalHalt
-	}
-	// Crossed from the best levels, before Begin writes the flags: the
-	// slot's depth is at least 1 (shm.Create refuses 0), so the levels
-	// published start with these two.
-	if b.Crossed() {
-		sn.Flags |= bookfb.FlagsCrossed
-	}
-	nBids, nAsks := b.Levels(book.Bid), b.Levels(book.Ask)
-	sn.BidLevels, sn.AskLevels = uint32(nBids), uint32(nAsks)
+	sn.BidLevels, sn.AskLevels = uint32(b.Levels(book.Bid)), uint32(b.Levels(book.Ask))
 	sn.LastTradePrice, sn.LastTradeShares, sn.Volume = b.Last()
 	sn.Messages = st.msgs
-	// The book writes its top levels straight into the slot: Begin hands
-	// out the slot's level vectors, Top fills them, Commit publishes.
-	tx := &p.tx
-	nb, na := min(nBids, p.depth), min(nAsks, p.depth)
-	if err := p.w.Begin(st.slot, sn, nb, na, tx); err != nil {
-		// The slot was retired since it was bound: another shard bound
-		// the symbol to its locate (it saw a session change first), or
-		// this locate again. Bind again, once: the book is this
-		// shard's latest, and a slot kept would take publishes no
-		// reader finds. (Begin wrote nothing.) If the other binding is
-		// of a later epoch (this shard lags the session change), the
-		// writer refuses (StaleBinds): the two shards never take the
-		// symbol back and forth.
-		if !errors.Is(err, shm.ErrUnknownLocate) {
-			// Not the binding (too deep, closed): keep the slot.
-			p.Errors++
-			return
-		}
-		st.slot = shm.Slot{}
-		if !p.bind(b, loc, st) {
-			return
-		}
-		if p.w.Begin(st.slot, sn, nb, na, tx) != nil {
-			p.Errors++
-			return
-		}
+	err := p.w.Begin(st.slot, sn, nb, na, tx)
+	if err == nil {
+		return true
 	}
-	b.Top(bookLevels(tx.Bids), bookLevels(tx.Asks))
-	p.w.Commit(tx)
-	p.Published++
+	// The slot was retired since it was bound: another shard bound the
+	// symbol to its locate (it saw a session change first), or this
+	// locate again. Bind again, once: the book is this shard's latest,
+	// and a slot kept would take publishes no reader finds. (Begin wrote
+	// nothing.) If the other binding is of a later epoch (this shard lags
+	// the session change), the writer refuses (StaleBinds): the two
+	// shards never take the symbol back and forth.
+	if !errors.Is(err, shm.ErrUnknownLocate) {
+		// Not the binding (too deep, closed): keep the slot.
+		p.Errors++
+		return false
+	}
+	st.slot = shm.Slot{}
+	if !p.bind(b, loc, st) {
+		return false
+	}
+	if p.w.Begin(st.slot, sn, nb, na, tx) != nil {
+		p.Errors++
+		return false
+	}
+	return true
 }
 
 // bind binds locate loc to book b's symbol at the Publisher's epoch

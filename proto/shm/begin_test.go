@@ -46,24 +46,7 @@ func TestBeginMatchesPublish(t *testing.T) {
 		for round := 0; round < 20; round++ {
 			depth := 1 + rng.IntN(40)
 			cfg := Config{Instruments: 8, Depth: depth, SingleWriter: round%2 == 0}
-			w, wb := testWriter(t, cfg), testWriter(t, cfg)
-			var slots [8]Slot
-			for loc := uint16(1); loc <= 8; loc++ {
-				// 1 to 8 bytes, one symbol per locate (a symbol
-				// registered again at another locate moves there).
-				sym := string(rune('A'+loc-1)) + "BCDEFGH"[:rng.IntN(8)]
-				if err := w.Register(loc, sym); err != nil {
-					t.Fatal(err)
-				}
-				if err := wb.Register(loc, sym); err != nil {
-					t.Fatal(err)
-				}
-				sl, err := wb.Slot(loc)
-				if err != nil {
-					t.Fatal(err)
-				}
-				slots[loc-1] = sl
-			}
+			w, wb, slots := writerPair(t, rng, cfg)
 			var p Pending
 			for i := 0; i < 200; i++ {
 				s := randomSnapshot(rng, depth)
@@ -108,6 +91,32 @@ func TestBeginMatchesPublish(t *testing.T) {
 			}
 		}
 	})
+}
+
+// writerPair returns two writers of cfg (8 instruments) with the same
+// random symbols of 1 to 8 bytes registered at locates 1 to 8, and the
+// second's slots, by locate - 1: the subjects of the tests that compare a
+// publish path against Publish.
+func writerPair(t *testing.T, rng *rand.Rand, cfg Config) (w, w2 *Writer, slots [8]Slot) {
+	t.Helper()
+	w, w2 = testWriter(t, cfg), testWriter(t, cfg)
+	for loc := uint16(1); loc <= 8; loc++ {
+		// One symbol per locate (a symbol registered again at another
+		// locate moves there).
+		sym := string(rune('A'+loc-1)) + "BCDEFGH"[:rng.IntN(8)]
+		if err := w.Register(loc, sym); err != nil {
+			t.Fatal(err)
+		}
+		if err := w2.Register(loc, sym); err != nil {
+			t.Fatal(err)
+		}
+		sl, err := w2.Slot(loc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		slots[loc-1] = sl
+	}
+	return w, w2, slots
 }
 
 // TestBeginErrors: Begin refuses a closed writer, an unknown locate, a
@@ -182,7 +191,7 @@ func TestBeginErrors(t *testing.T) {
 }
 
 // TestBeginAllocs: Begin and Commit allocate nothing (after a Pending's
-// first use on the copying path).
+// first use on the copying path), nor do BeginDirect and Commit.
 func TestBeginAllocs(t *testing.T) {
 	bothLevelPaths(t, func(t *testing.T) {
 		const depth = 10
@@ -208,6 +217,20 @@ func TestBeginAllocs(t *testing.T) {
 		publish()
 		if a := testing.AllocsPerRun(1000, publish); a != 0 {
 			t.Errorf("Begin+Commit: %v allocs, want 0", a)
+		}
+		if !levelsInPlace {
+			return // BeginDirect declines
+		}
+		direct := func() {
+			k++
+			fillSnapshot(s, 1, k, depth)
+			s.PublishTime = int64(k)
+			if !directPublish(w, sl, s) {
+				t.Fatalf("BeginDirect declined publish %d", k)
+			}
+		}
+		if a := testing.AllocsPerRun(1000, direct); a != 0 {
+			t.Errorf("BeginDirect+Commit: %v allocs, want 0", a)
 		}
 	})
 }

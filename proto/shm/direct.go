@@ -1,0 +1,125 @@
+package shm
+
+import (
+	"sync/atomic"
+	"unsafe"
+
+	"github.com/marketfeed/feedhandler/proto/bookfb"
+)
+
+// Table is a snapshot's table in a slot, as BeginDirect hands it out: the
+// slot's own memory seen as a Go struct (little-endian machines only), so
+// that a caller that has the fields at hand (a book) stores each one
+// once, straight into the slot, instead of into a Snapshot that Begin then
+// copies. The exported fields are Snapshot's fields of the same names; the
+// others (offsets, locate, publish time) are BeginDirect's.
+type Table struct {
+	_               int32  // soffset to the vtable (written once, at registration)
+	_               uint32 // offset to the symbol (written once)
+	Seq             uint64
+	ExchangeTime    uint64
+	ReceiveTime     int64
+	publishTime     int64
+	LastTradeShares uint64
+	Volume          uint64
+	Messages        uint64
+	bids, asks      uint32 // offsets to the level vectors
+	BidLevels       uint32
+	AskLevels       uint32
+	LastTradePrice  uint32
+	_               uint16 // locate (written once)
+	Flags           bookfb.Flags
+	State           bookfb.TradingState
+	SystemEvent     byte
+}
+
+// A Table's fields are at the encoded table's offsets (encode.go), and the
+// struct fits inside the table and the symbol's length that follows it
+// (Go pads it to 96 bytes; the table is 92, the symbol's length 4). These
+// fail to build otherwise.
+var (
+	_ [unsafe.Offsetof(Table{}.Seq) - fSeq]byte
+	_ [fSeq - unsafe.Offsetof(Table{}.Seq)]byte
+	_ [unsafe.Offsetof(Table{}.ExchangeTime) - fExchangeTime]byte
+	_ [fExchangeTime - unsafe.Offsetof(Table{}.ExchangeTime)]byte
+	_ [unsafe.Offsetof(Table{}.ReceiveTime) - fReceiveTime]byte
+	_ [fReceiveTime - unsafe.Offsetof(Table{}.ReceiveTime)]byte
+	_ [unsafe.Offsetof(Table{}.publishTime) - fPublishTime]byte
+	_ [fPublishTime - unsafe.Offsetof(Table{}.publishTime)]byte
+	_ [unsafe.Offsetof(Table{}.LastTradeShares) - fLastTradeShares]byte
+	_ [fLastTradeShares - unsafe.Offsetof(Table{}.LastTradeShares)]byte
+	_ [unsafe.Offsetof(Table{}.Volume) - fVolume]byte
+	_ [fVolume - unsafe.Offsetof(Table{}.Volume)]byte
+	_ [unsafe.Offsetof(Table{}.Messages) - fMessages]byte
+	_ [fMessages - unsafe.Offsetof(Table{}.Messages)]byte
+	_ [unsafe.Offsetof(Table{}.bids) - fBids]byte
+	_ [fBids - unsafe.Offsetof(Table{}.bids)]byte
+	_ [unsafe.Offsetof(Table{}.asks) - fAsks]byte
+	_ [fAsks - unsafe.Offsetof(Table{}.asks)]byte
+	_ [unsafe.Offsetof(Table{}.BidLevels) - fBidLevels]byte
+	_ [fBidLevels - unsafe.Offsetof(Table{}.BidLevels)]byte
+	_ [unsafe.Offsetof(Table{}.AskLevels) - fAskLevels]byte
+	_ [fAskLevels - unsafe.Offsetof(Table{}.AskLevels)]byte
+	_ [unsafe.Offsetof(Table{}.LastTradePrice) - fLastTradePrice]byte
+	_ [fLastTradePrice - unsafe.Offsetof(Table{}.LastTradePrice)]byte
+	_ [unsafe.Offsetof(Table{}.Flags) - fFlags]byte
+	_ [fFlags - unsafe.Offsetof(Table{}.Flags)]byte
+	_ [unsafe.Offsetof(Table{}.State) - fTradingState]byte
+	_ [fTradingState - unsafe.Offsetof(Table{}.State)]byte
+	_ [unsafe.Offsetof(Table{}.SystemEvent) - fSystemEvent]byte
+	_ [fSystemEvent - unsafe.Offsetof(Table{}.SystemEvent)]byte
+	_ [tableLen + 4 - unsafe.Sizeof(Table{})]byte
+)
+
+// BeginDirect starts a publish of locate into its slot sl (from Slot or
+// Rebind; the zero Slot is refused) with nb bid and na ask levels and the
+// publish time publish (not 0), as Begin does, but leaves the snapshot's
+// fields to the caller: it writes the publish time, the level vectors'
+// offsets and counts, and returns the slot's table, whose every exported
+// field the caller then writes, as it writes p.Bids and p.Asks, before
+// Commit(p). A field left unwritten keeps the slot's previous snapshot's
+// value. p may be a local variable: BeginDirect keeps no reference to it.
+//
+// It reports false, having written nothing, for anything but that common
+// case: a big-endian machine (the table is not a Go struct there), a slot
+// that is not this writer's for locate (retired, or never bound), more
+// levels than the depth, a publish time of 0, a closed writer, or a
+// publish of the slot already in progress. The caller then uses Begin,
+// which does the same publish from a Snapshot or says why it cannot.
+func (w *Writer) BeginDirect(sl Slot, locate uint16, nb, na int, publish int64, p *Pending) (*Table, bool) {
+	slot := sl.index()
+	depth := uint(w.l.depth)
+	if !levelsInPlace || slot >= w.l.capacity || uint(nb) > depth || uint(na) > depth || publish == 0 || w.closed.Load() {
+		return nil, false
+	}
+	// The slot lies inside the mapping (slot < capacity; the layout was
+	// checked at Create): no slice bounds to check on the way in.
+	s := unsafe.Add(unsafe.Pointer(unsafe.SliceData(w.m.mem)), w.l.slotOff(slot).off)
+	if atomic.LoadUint32((*uint32)(unsafe.Add(s, slotLocateAt))) != uint32(locate) {
+		return nil, false // another locate's, or retired
+	}
+	seq := (*uint64)(unsafe.Add(s, slotSeqAt))
+	s0 := atomic.LoadUint64(seq)
+	if s0&1 != 0 {
+		return nil, false // Begin panics: a second publisher
+	}
+	storeBegin64(seq, s0+1)
+	data := unsafe.Add(s, slotHeader)
+	t := (*Table)(unsafe.Add(data, tableAt))
+	t.publishTime = publish
+	// The vectors, as writeTable lays them out: bids after the symbol,
+	// asks after the bids (and 4 bytes of padding).
+	bids := uintptr(bidsAt(sl.symLen()))
+	asks := bids + 4 + uintptr(nb)*levelSize + 4
+	t.bids = uint32(bids - (tableAt + fBids))
+	t.asks = uint32(asks - (tableAt + fAsks))
+	*(*uint32)(unsafe.Add(data, bids)) = uint32(nb)
+	*(*uint32)(unsafe.Add(data, asks-4)) = 0 // the padding
+	*(*uint32)(unsafe.Add(data, asks)) = uint32(na)
+	p.seq, p.s0, p.locate, p.n = seq, s0, locate, uint32(asks+4+uintptr(na)*levelSize)
+	// Sliced from an array pointer, not unsafe.Slice: one bounds check
+	// each instead of unsafe.Slice's length checks.
+	p.Bids = (*[maxDepth]Level)(unsafe.Add(data, bids+4))[:nb:nb]
+	p.Asks = (*[maxDepth]Level)(unsafe.Add(data, asks+4))[:na:na]
+	return t, true
+}
