@@ -113,6 +113,15 @@ func startScriptedLog(t *testing.T, mode Mode, shards []int, n int, trailer [][]
 	for _, b := range trailer {
 		script = append(script, rx.Packet{Data: b, Line: rx.LineA, RxTime: now}, rx.Packet{Data: b, Line: rx.LineB, RxTime: now})
 	}
+	h, r, name := startScript(t, mode, shards, script, errAt, log, nil)
+	return h, r, ref, name
+}
+
+// startScript runs a Handler over script (a scriptRx returning errAt's
+// batch with an error) with the symbol filter symbols (none: all), and
+// returns it, its receiver and its shm name.
+func startScript(t *testing.T, mode Mode, shards []int, script []rx.Packet, errAt int, log zerolog.Logger, symbols []string) (*Handler, *scriptRx, string) {
+	t.Helper()
 	r := &scriptRx{script: script, errAt: errAt}
 	name := shmtest.Name(t, "fhhandler")
 	h, err := Start(Config{
@@ -122,13 +131,14 @@ func startScriptedLog(t *testing.T, mode Mode, shards []int, n int, trailer [][]
 		Mode:       mode,
 		ShardCores: shards,
 		ShmName:    name,
+		Symbols:    symbols,
 		Open:       func(rx.Config) (rx.Receiver, error) { return r, nil },
 		Log:        log,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return h, r, ref, name
+	return h, r, name
 }
 
 func waitFor(t *testing.T, what string, cond func() bool) {

@@ -259,6 +259,13 @@ func (s *shard) marker(kind uint8) {
 // apply applies one message on the receive thread (run to completion); the
 // books are published when the batch ends (endBatch).
 func (s *shard) apply(msg []byte, seq uint64, rxTime, pickup int64, repaired bool) {
+	s.applyOne(msg, seq, rxTime)
+	s.addRun(1, rxTime, pickup, repaired)
+}
+
+// applyOne applies one message to the books on the receive thread and
+// tells the publisher; the caller counts it (addRun).
+func (s *shard) applyOne(msg []byte, seq uint64, rxTime int64) {
 	var t0 int64
 	if stageTiming {
 		t0 = clock.Now()
@@ -268,16 +275,22 @@ func (s *shard) apply(msg []byte, seq uint64, rxTime, pickup int64, repaired boo
 		s.stages.applyNs += clock.Now() - t0
 	}
 	s.pub.Applied(loc, changed, seq, rxTime)
-	s.nMsgs++
+}
+
+// addRun counts n messages applied on the receive thread (run to
+// completion), received at rxTime and picked up at pickup, in the batch's
+// latency runs.
+func (s *shard) addRun(n int, rxTime, pickup int64, repaired bool) {
+	s.nMsgs += uint64(n)
 	s.pending = true
-	if n := len(s.runs); n > 0 && s.runs[n-1].rxTime == rxTime && s.runs[n-1].pickup == pickup && s.runs[n-1].repaired == repaired {
-		s.runs[n-1].n++
+	if k := len(s.runs); k > 0 && s.runs[k-1].rxTime == rxTime && s.runs[k-1].pickup == pickup && s.runs[k-1].repaired == repaired {
+		s.runs[k-1].n += n
 		return
 	}
 	if len(s.runs) == cap(s.runs) {
 		s.endBatch()
 	}
-	s.runs = append(s.runs, run{rxTime: rxTime, pickup: pickup, n: 1, repaired: repaired})
+	s.runs = append(s.runs, run{rxTime: rxTime, pickup: pickup, n: n, repaired: repaired})
 }
 
 // mark acts on a marker on the receive thread (run to completion).
