@@ -74,7 +74,7 @@ func maxSnapshotSize(depth int) uint64 {
 // file identifier, vtable, the table's soffset, locate, the symbol and the
 // offset to it.
 func writePrefix(b []byte, locate uint16, sym []byte) {
-	writeHead(b)
+	copy(b, prefixTemplate[:]) // writeHead's bytes, computed once
 	le := binary.LittleEndian
 	le.PutUint32(b[tableAt+fSymbol:], symbolAt-(tableAt+fSymbol))
 	le.PutUint16(b[tableAt+fLocate:], locate)

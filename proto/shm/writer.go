@@ -402,7 +402,9 @@ func (w *Writer) bind(locate uint16, sym string, rebind bool, epoch uint64) (sl 
 	w.count.Store(slot + 1)
 	atomic.StoreUint32(w.m.u32(offCount), uint32(slot+1))
 	if w.live == nil {
-		w.live = make(map[string]uint64)
+		// Sized for every slot at once: the map never grows under a
+		// publishing thread (a growth rehashes a table of entries).
+		w.live = make(map[string]uint64, w.l.capacity)
 	}
 	w.live[sym] = slot
 	w.epochs[slot] = epoch
