@@ -132,3 +132,47 @@ func TestRunToCompletionRepairedLatency(t *testing.T) {
 		t.Fatalf("live recorded %d, want %d", s.hist.Count(), msgs(pkts[0])+msgs(pkts[1]))
 	}
 }
+
+// TestRunToCompletionRunsFull: a packet whose latency run is the one past
+// maxRuns ends the batch at once, and that batch, which published the
+// packet's messages, records their run too: nothing is left for a later
+// batch (which might never come) to record with its own, later time.
+func TestRunToCompletionRunsFull(t *testing.T) {
+	pkts := dayPackets(t, 5_000)
+	h, s := oneShardHandler(t, 0, dayBooks)
+	h.recv = &scriptRx{}
+	withIdleRecovery(t, h)
+	// Two packets lock the session; their batch ends as usual.
+	for i := range 2 {
+		h.pickup = time.Now().UnixNano()
+		h.arb.Offer(0, pkts[i], h.pickup)
+		h.arb.Offer(1, pkts[i], h.pickup)
+	}
+	h.endBatch()
+	base := s.hist.Count()
+	if base == 0 || len(s.runs) != 0 {
+		t.Fatalf("the first packets: %d recorded, %d runs left", base, len(s.runs))
+	}
+	p, err := moldudp64.Parse(pkts[2])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Messages() < 2 {
+		t.Fatalf("packet 2 has %d messages, want several", p.Messages())
+	}
+	// The runs of maxRuns one-message packets, each received at its own time.
+	for i := range maxRuns {
+		s.addRun(1, int64(i+1), int64(i+1), false)
+	}
+	if len(s.runs) != maxRuns || s.hist.Count() != base {
+		t.Fatalf("%d runs queued, %d recorded; want %d, %d", len(s.runs), s.hist.Count(), maxRuns, base)
+	}
+	h.pickup = time.Now().UnixNano()
+	h.arb.Offer(0, pkts[2], h.pickup)
+	if len(s.runs) != 0 || s.pending {
+		t.Fatalf("after packet 2: %d runs left, pending %v; want its run recorded with the batch it ended", len(s.runs), s.pending)
+	}
+	if got, want := s.hist.Count(), base+uint64(maxRuns+p.Messages()); got != want {
+		t.Fatalf("recorded %d messages, want %d", got, want)
+	}
+}

@@ -147,7 +147,7 @@ func newShard(id, core int, ringSize int, bcfg book.Config, w *shm.Writer, depth
 		return nil, err
 	}
 	if ringSize == 0 {
-		return &shard{id: id, core: core, books: bs, pub: NewPublisher(w, bs, depth), runs: make([]run, 0, maxRuns)}, nil
+		return &shard{id: id, core: core, books: bs, pub: NewPublisher(w, bs, depth), runs: make([]run, 0, maxRuns+1)}, nil
 	}
 	r, err := spsc.New[slot](ringSize)
 	if err != nil {
@@ -287,10 +287,12 @@ func (s *shard) addRun(n int, rxTime, pickup int64, repaired bool) {
 		s.runs[k-1].n += n
 		return
 	}
-	if len(s.runs) == cap(s.runs) {
+	s.runs = append(s.runs, run{rxTime: rxTime, pickup: pickup, n: n, repaired: repaired})
+	if len(s.runs) > maxRuns {
+		// Full: end the batch now. Its publish covers the n messages
+		// just applied, and so does its record: their run is in it.
 		s.endBatch()
 	}
-	s.runs = append(s.runs, run{rxTime: rxTime, pickup: pickup, n: n, repaired: repaired})
 }
 
 // mark acts on a marker on the receive thread (run to completion).

@@ -234,8 +234,11 @@ func Create(cfg Config) (*Writer, error) {
 	if err != nil {
 		return fail(fmt.Errorf("mmap: %w", err))
 	}
+	// The symbol map is sized for every slot here, not at the first
+	// binding (a publishing thread's): it never grows, and no binding
+	// allocates it.
 	w := &Writer{m: mapping{mem: mem}, l: l, path: path, single: cfg.SingleWriter, log: cfg.Log,
-		epochs: make([]uint64, l.capacity)}
+		epochs: make([]uint64, l.capacity), live: make(map[string]uint64, l.capacity)}
 	w.m.writeHeader(l)
 	atomic.StoreInt64(w.m.i64(offHeartbeat), now.UnixNano())
 	w.beat.Store(now.UnixNano())
@@ -401,11 +404,6 @@ func (w *Writer) bind(locate uint16, sym string, rebind bool, epoch uint64) (sl 
 	atomic.StoreUint32(idx, uint32(slot+1))
 	w.count.Store(slot + 1)
 	atomic.StoreUint32(w.m.u32(offCount), uint32(slot+1))
-	if w.live == nil {
-		// Sized for every slot at once: the map never grows under a
-		// publishing thread (a growth rehashes a table of entries).
-		w.live = make(map[string]uint64, w.l.capacity)
-	}
 	w.live[sym] = slot
 	w.epochs[slot] = epoch
 	w.warnSlots(false)
