@@ -99,15 +99,11 @@ func startScriptedLog(t *testing.T, mode Mode, shards []int, n int, trailer [][]
 	}
 	var script []rx.Packet
 	now := time.Now().UnixNano()
-	for _, b := range pkts {
-		p, err := moldudp64.Parse(b)
-		if err != nil {
-			t.Fatal(err)
-		}
-		it := p.Iter()
-		for m, ok := it.Next(); ok; m, ok = it.Next() {
+	for i, ms := range dayMessages(t, pkts) {
+		for _, m := range ms {
 			ref.Apply(itch.Msg(m))
 		}
+		b := pkts[i]
 		script = append(script, rx.Packet{Data: b, Line: rx.LineA, RxTime: now}, rx.Packet{Data: b, Line: rx.LineB, RxTime: now})
 	}
 	for _, b := range trailer {

@@ -6,7 +6,6 @@ import (
 
 	"github.com/marketfeed/feedhandler/book"
 	"github.com/marketfeed/feedhandler/feed/itch"
-	"github.com/marketfeed/feedhandler/feed/moldudp64"
 	"github.com/marketfeed/feedhandler/feed/rx"
 	"github.com/marketfeed/feedhandler/internal/shmtest"
 	"github.com/marketfeed/feedhandler/proto/shm"
@@ -37,19 +36,15 @@ func testHandlerSessionChange(t *testing.T, mode Mode, shards []int) {
 	now := time.Now().UnixNano()
 	for d, day := range [][][]byte{day1, day2} {
 		rxTime := now + int64(d)*int64(3*time.Second)
-		for _, b := range day {
-			p, err := moldudp64.Parse(b)
-			if err != nil {
-				t.Fatal(err)
+		books := old
+		if d == 1 {
+			books = ref
+		}
+		for i, ms := range dayMessages(t, day) {
+			for _, m := range ms {
+				books.Apply(itch.Msg(m))
 			}
-			it := p.Iter()
-			for m, ok := it.Next(); ok; m, ok = it.Next() {
-				if d == 1 {
-					ref.Apply(itch.Msg(m))
-				} else {
-					old.Apply(itch.Msg(m))
-				}
-			}
+			b := day[i]
 			script = append(script, rx.Packet{Data: b, Line: rx.LineA, RxTime: rxTime}, rx.Packet{Data: b, Line: rx.LineB, RxTime: rxTime})
 		}
 	}

@@ -110,10 +110,9 @@ func (w *Writer) BeginDirect(sl Slot, locate uint16, nb, na int, publish int64, 
 	data := unsafe.Add(s, slotHeader)
 	t := (*Table)(unsafe.Add(data, tableAt))
 	t.publishTime = publish
-	// The vectors, as writeTable lays them out: bids after the symbol,
-	// asks after the bids (and 4 bytes of padding).
-	bids := uintptr(bidsAt(sl.symLen()))
-	asks := bids + 4 + uintptr(nb)*levelSize + 4
+	// The vectors, as writeTable lays them out (vectorsAt).
+	bidI, askI := vectorsAt(sl.symLen(), nb)
+	bids, asks := uintptr(bidI), uintptr(askI)
 	t.bids = uint32(bids - (tableAt + fBids))
 	t.asks = uint32(asks - (tableAt + fAsks))
 	*(*uint32)(unsafe.Add(data, bids)) = uint32(nb)
@@ -128,4 +127,20 @@ func (w *Writer) BeginDirect(sl Slot, locate uint16, nb, na int, publish int64, 
 	p.Bids = (*[maxDepth]Level)(unsafe.Add(data, bids+4))[:nb:nb]
 	p.Asks = (*[maxDepth]Level)(unsafe.Add(data, asks+4))[:na:na]
 	return t, true
+}
+
+// set stores every field of s that the table holds (all but the locate,
+// the levels and the publish time, which BeginDirect writes).
+func (t *Table) set(s *Snapshot) {
+	t.Seq = s.Seq
+	t.ExchangeTime = s.ExchangeTime
+	t.ReceiveTime = s.ReceiveTime
+	t.LastTradeShares = s.LastTradeShares
+	t.Volume = s.Volume
+	t.Messages = s.Messages
+	t.BidLevels, t.AskLevels = s.BidLevels, s.AskLevels
+	t.LastTradePrice = s.LastTradePrice
+	t.Flags = s.Flags
+	t.State = s.State
+	t.SystemEvent = s.SystemEvent
 }

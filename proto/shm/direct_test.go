@@ -17,17 +17,7 @@ func directPublish(w *Writer, sl Slot, s *Snapshot) bool {
 	if !ok {
 		return false
 	}
-	t.Seq = s.Seq
-	t.ExchangeTime = s.ExchangeTime
-	t.ReceiveTime = s.ReceiveTime
-	t.LastTradeShares = s.LastTradeShares
-	t.Volume = s.Volume
-	t.Messages = s.Messages
-	t.BidLevels, t.AskLevels = s.BidLevels, s.AskLevels
-	t.LastTradePrice = s.LastTradePrice
-	t.Flags = s.Flags
-	t.State = s.State
-	t.SystemEvent = s.SystemEvent
+	t.set(s)
 	copy(p.Bids, s.Bids)
 	copy(p.Asks, s.Asks)
 	w.Commit(&p)

@@ -65,6 +65,14 @@ func bidsAt(symLen int) int {
 	return int(end + (12-end%8)%8)         // first offset >= end with offset%8 == 4
 }
 
+// vectorsAt is where the bid and the ask vectors' counts go after a
+// symbol of symLen bytes and nb bids: the bids right after the symbol, the
+// asks after the bids and 4 bytes of padding.
+func vectorsAt(symLen, nb int) (bids, asks int) {
+	bids = bidsAt(symLen)
+	return bids, bids + 4 + nb*levelSize + 4
+}
+
 // maxSnapshotSize bounds the encoded size of any snapshot at depth.
 func maxSnapshotSize(depth int) uint64 {
 	return uint64(bidsAt(8) + 4 + depth*levelSize + 4 + 4 + depth*levelSize)
@@ -132,12 +140,10 @@ func writeTable(b []byte, s *Snapshot, symLen, nb, na int, publish int64) (bidAt
 	t[fTradingState] = byte(s.State)
 	t[fSystemEvent] = s.SystemEvent
 
-	bids := bidsAt(symLen)
+	bids, asks := vectorsAt(symLen, nb)
 	le.PutUint32(t[fBids:], uint32(bids-(tableAt+fBids)))
 	le.PutUint32(b[bids:], uint32(nb))
-	end := bids + 4 + nb*levelSize
-	clear(b[end : end+4]) // padding: the ask count sits at 4 mod 8
-	asks := end + 4
+	clear(b[asks-4 : asks]) // padding: the ask count sits at 4 mod 8
 	le.PutUint32(t[fAsks:], uint32(asks-(tableAt+fAsks)))
 	le.PutUint32(b[asks:], uint32(na))
 	return bids + 4, asks + 4, asks + 4 + na*levelSize
@@ -217,7 +223,7 @@ func validSnapshot(b []byte, depth int) bool {
 	if nb > depth {
 		return false
 	}
-	asks := bids + 4 + nb*levelSize + 4
+	_, asks := vectorsAt(symLen, nb)
 	if le.Uint32(b[tableAt+fAsks:]) != uint32(asks-(tableAt+fAsks)) || asks+4 > len(b) {
 		return false
 	}

@@ -637,7 +637,11 @@ func (w *Writer) Slot(locate uint16) (Slot, error) {
 //
 // On an error nothing was written and Commit must not be called.
 func (w *Writer) Begin(sl Slot, s *Snapshot, nb, na int, p *Pending) error {
-	if levelsInPlace && w.beginFast(sl, s, nb, na, p) {
+	// The common case (a little-endian machine, a Slot of this writer
+	// for s.Locate, a publish time given) is BeginDirect's, with s's
+	// fields; anything else goes the general way, which reports it.
+	if t, ok := w.BeginDirect(sl, s.Locate, nb, na, s.PublishTime, p); ok {
+		t.set(s)
 		return nil
 	}
 	data, seq, s0, symLen, publish, err := w.begin(sl, s, nb, na)
@@ -657,35 +661,6 @@ func (w *Writer) Begin(sl Slot, s *Snapshot, nb, na int, p *Pending) error {
 	p.bidAt, p.askAt = bidAt, askAt
 	p.Bids, p.Asks = p.buf[:nb:nb], p.buf[w.l.depth:w.l.depth+na:w.l.depth+na]
 	return nil
-}
-
-// beginFast is Begin's common case, on a little-endian machine: a Slot of
-// this writer for s.Locate, its count even, at most depth levels a side,
-// a publish time given. It reports false, having written nothing, for
-// anything else, which Begin's general path then handles (and reports).
-// It does what begin and writeTable do, minus their general cases: the
-// slot is taken from sl as is, and no error is built.
-func (w *Writer) beginFast(sl Slot, s *Snapshot, nb, na int, p *Pending) bool {
-	slot := sl.index()
-	depth := uint(w.l.depth)
-	if slot >= w.l.capacity || uint(nb) > depth || uint(na) > depth || s.PublishTime == 0 || w.closed.Load() {
-		return false
-	}
-	off := w.l.slotOff(slot)
-	if atomic.LoadUint32(w.m.slotLocate(off)) != uint32(s.Locate) {
-		return false // another locate's, or retired
-	}
-	seq := w.m.slotSeq(off)
-	s0 := atomic.LoadUint64(seq)
-	if s0&1 != 0 {
-		return false // begin panics: a second publisher
-	}
-	storeBegin64(seq, s0+1)
-	data := w.m.slotData(&w.l, off)
-	bidAt, askAt, n := writeTable(data, s, sl.symLen(), nb, na, s.PublishTime)
-	p.data, p.seq, p.s0, p.locate, p.n = data, seq, s0, s.Locate, uint32(n)
-	p.Bids, p.Asks = levelView(data[bidAt:], nb), levelView(data[askAt:], na)
-	return true
 }
 
 // Commit ends the publish that Begin started: the snapshot becomes
