@@ -1,6 +1,9 @@
 package shm
 
-import "fmt"
+import (
+	"fmt"
+	"strings"
+)
 
 // dirRetired, in a directory entry's flags byte (offset 3), marks a slot
 // retired: its locate was bound to another symbol since (Rebind), or its
@@ -63,7 +66,7 @@ func dirIsRetired(e []byte) bool { return e[dirFlags]&dirRetired != 0 }
 func (w *Writer) Rebind(locate uint16, symbol string, epoch uint64) (sl Slot, retired bool, err error) {
 	sym := trimSymbol(symbol)
 	if len(sym) == 0 || len(sym) > 8 {
-		return Slot{}, false, fmt.Errorf("rebind locate %d: bad symbol %q", locate, symbol)
+		return Slot{}, false, fmt.Errorf("rebind locate %d: bad symbol %q", locate, strings.Clone(symbol))
 	}
 	// Checked under w.mu, which Close takes to unmap: checked before,
 	// Close could unmap the file between the check and bind.
@@ -74,7 +77,7 @@ func (w *Writer) Rebind(locate uint16, symbol string, epoch uint64) (sl Slot, re
 	}
 	sl, retired, err = w.bind(locate, sym, true, epoch)
 	if err != nil {
-		return Slot{}, retired, fmt.Errorf("rebind locate %d %q at epoch %d: %w", locate, sym, epoch, err)
+		return Slot{}, retired, fmt.Errorf("rebind locate %d %q at epoch %d: %w", locate, strings.Clone(sym), epoch, err)
 	}
 	return sl, retired, nil
 }

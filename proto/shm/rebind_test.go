@@ -3,6 +3,7 @@ package shm
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -395,4 +396,63 @@ func TestRebindEpochs(t *testing.T) {
 	}
 	at("AAPL", 12)
 	usage(5, 4)
+}
+
+// TestRebindAllocs: a binding allocates nothing, in every case the
+// publishing thread meets: a new locate, a locate already bound to the
+// symbol, a locate rebound to another symbol (its entry retired), and a
+// symbol that moved to another locate (its old entry retired). The
+// publisher binds on its hot thread, at the first publish of each book of
+// a session. The symbols are made before the runs, as a book's are.
+func TestRebindAllocs(t *testing.T) {
+	const n = 200
+	w := testWriter(t, Config{Instruments: 8*n + 16, Depth: 4})
+	syms := make([]string, 4*n)
+	for i := range syms {
+		syms[i] = fmt.Sprintf("S%06d ", i) // space padded, as a book's
+	}
+	k := 0
+	bind := func(loc uint16, sym string, wantRetired bool) {
+		t.Helper()
+		if _, retired, err := w.Rebind(loc, sym, 1); err != nil || retired != wantRetired {
+			t.Fatalf("rebind locate %d %q: retired %v, %v; want retired %v", loc, sym, retired, err, wantRetired)
+		}
+	}
+	for _, c := range []struct {
+		name string
+		run  func()
+	}{
+		{"new locate", func() { k++; bind(uint16(k), syms[k], false) }},
+		{"same symbol", func() { bind(uint16(k), syms[k], false) }},
+		// locate k+n, bound to syms[k+n] first, is rebound to syms[k+2n]:
+		// its entry is retired.
+		{"locate rebound", func() {
+			k++
+			bind(uint16(k+n), syms[k+n], false)
+			bind(uint16(k+n), syms[k+2*n], true)
+		}},
+		// syms[k+3n], bound to locate k+2n, moves to locate k+3n (a new
+		// session's locate): the old entry is retired, the new locate had
+		// none.
+		{"symbol moved", func() {
+			k++
+			if _, _, err := w.Rebind(uint16(k+2*n), syms[k+3*n], 1); err != nil {
+				t.Fatal(err)
+			}
+			if _, retired, err := w.Rebind(uint16(k+3*n), syms[k+3*n], 2); err != nil || retired {
+				t.Fatalf("move %q: retired %v, %v", syms[k+3*n], retired, err)
+			}
+		}},
+	} {
+		k = 0
+		if c.name == "same symbol" {
+			k = 1
+		}
+		if a := testing.AllocsPerRun(n/2-2, c.run); a != 0 {
+			t.Errorf("%s: %v allocs a binding, want 0", c.name, a)
+		}
+	}
+	if got := w.SlotUsage().Used; got == 0 {
+		t.Fatal("no slot used")
+	}
 }

@@ -135,7 +135,7 @@ type Writer struct {
 	head   uint64      // journal head, single writer only (the writer's own copy)
 
 	// Registration only, after the fields a publish reads.
-	live       map[string]uint64 // symbol -> slot of its live directory entry (under mu)
+	live       map[symKey]uint64 // symbol -> slot of its live directory entry (under mu)
 	epochs     []uint64          // by slot: the epoch of its binding (Rebind; Register's is 0) (under mu)
 	warned     bool              // the slots-over-3/4 warning was logged (under mu)
 	warnedFull bool              // the slots-exhausted error was logged (under mu)
@@ -238,7 +238,7 @@ func Create(cfg Config) (*Writer, error) {
 	// binding (a publishing thread's): it never grows, and no binding
 	// allocates it.
 	w := &Writer{m: mapping{mem: mem}, l: l, path: path, single: cfg.SingleWriter, log: cfg.Log,
-		epochs: make([]uint64, l.capacity), live: make(map[string]uint64, l.capacity)}
+		epochs: make([]uint64, l.capacity), live: make(map[symKey]uint64, l.capacity)}
 	w.m.writeHeader(l)
 	atomic.StoreInt64(w.m.i64(offHeartbeat), now.UnixNano())
 	w.beat.Store(now.UnixNano())
@@ -315,7 +315,7 @@ func (w *Writer) Info() Info { return infoOf(&w.l) }
 func (w *Writer) Register(locate uint16, symbol string) error {
 	sym := trimSymbol(symbol)
 	if len(sym) == 0 || len(sym) > 8 {
-		return fmt.Errorf("register locate %d: bad symbol %q", locate, symbol)
+		return fmt.Errorf("register locate %d: bad symbol %q", locate, strings.Clone(symbol))
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -324,7 +324,7 @@ func (w *Writer) Register(locate uint16, symbol string) error {
 	}
 	_, _, err := w.bind(locate, sym, false, 0)
 	if err != nil {
-		return fmt.Errorf("register locate %d %q: %w", locate, sym, err)
+		return fmt.Errorf("register locate %d %q: %w", locate, strings.Clone(sym), err)
 	}
 	return nil
 }
@@ -348,25 +348,26 @@ func (w *Writer) Register(locate uint16, symbol string) error {
 // reader that sees the new entry sees the old ones retired. A reader may
 // find sym nowhere for the few stores in between, never at two locates.
 func (w *Writer) bind(locate uint16, sym string, rebind bool, epoch uint64) (sl Slot, retired bool, err error) {
+	key := keyOf(sym)
 	idx := w.m.indexEntry(&w.l, locate)
-	bound, boundSym := uint64(0), ""
+	bound, boundSym := uint64(0), []byte(nil)
 	if v := atomic.LoadUint32(idx); v != 0 {
 		bound = uint64(v - 1)
-		boundSym = string(dirSymbol(w.m.dirEntry(&w.l, bound)))
-		if boundSym == sym {
+		boundSym = dirSymbol(w.m.dirEntry(&w.l, bound))
+		if string(boundSym) == sym {
 			if rebind {
 				w.epochs[bound] = max(w.epochs[bound], epoch)
 			}
 			return slotOf(uint32(bound), byte(len(sym))), false, nil
 		}
 		if !rebind {
-			return Slot{}, false, fmt.Errorf("already registered as %q", boundSym)
+			return Slot{}, false, fmt.Errorf("already registered as %q", string(boundSym))
 		}
 		if e := w.epochs[bound]; e > epoch {
-			return Slot{}, false, fmt.Errorf("locate bound to %q at epoch %d, after epoch %d: %w", boundSym, e, epoch, ErrStaleBinding)
+			return Slot{}, false, fmt.Errorf("locate bound to %q at epoch %d, after epoch %d: %w", string(boundSym), e, epoch, ErrStaleBinding)
 		}
 	}
-	other, moved := w.live[sym]
+	other, moved := w.live[key]
 	if moved && rebind {
 		otherLocate := dirLocate(w.m.dirEntry(&w.l, other))
 		switch e := w.epochs[other]; {
@@ -377,14 +378,16 @@ func (w *Writer) bind(locate uint16, sym string, rebind bool, epoch uint64) (sl 
 		}
 	}
 	// Decided: retire what the new binding replaces.
-	if boundSym != "" {
-		w.retire(bound, boundSym)
+	if len(boundSym) != 0 {
+		var k symKey
+		copy(k[:], boundSym)
+		w.retire(bound, k)
 		retired = true
 	}
 	if moved {
 		// The symbol moved to this locate (a new session): its old
 		// locate's entry names a stale book.
-		w.retire(other, sym)
+		w.retire(other, key)
 	}
 	slot := w.count.Load()
 	if slot == w.l.capacity {
@@ -398,23 +401,36 @@ func (w *Writer) bind(locate uint16, sym string, rebind bool, epoch uint64) (sl 
 	copy(e[8:], sym)
 	off := w.l.slotOff(slot)
 	atomic.StoreUint32(w.m.slotLocate(off), uint32(locate))
-	writePrefix(w.m.slotData(&w.l, off), locate, []byte(sym))
+	writePrefix(w.m.slotData(&w.l, off), locate, key[:len(sym)])
 	// Readers find the directory entry through the index or the count, both
 	// stored after the entry.
 	atomic.StoreUint32(idx, uint32(slot+1))
 	w.count.Store(slot + 1)
 	atomic.StoreUint32(w.m.u32(offCount), uint32(slot+1))
-	w.live[sym] = slot
+	w.live[key] = slot
 	w.epochs[slot] = epoch
 	w.warnSlots(false)
 	return slotOf(uint32(slot), byte(len(sym))), retired, nil
+}
+
+// symKey is a trimmed symbol (1 to 8 bytes) padded with zero bytes: the
+// writer's map key, so that binding a symbol allocates nothing (a string
+// key would be a copy on the heap, made on the publishing thread). A
+// trimmed symbol never ends in a zero byte, so two symbols never share a
+// key.
+type symKey [8]byte
+
+// keyOf returns sym's key; sym is trimmed and at most 8 bytes.
+func keyOf(sym string) (k symKey) {
+	copy(k[:], sym)
+	return k
 }
 
 // retire flags the live directory entry of slot (symbol sym) retired and
 // unbinds its locate, under w.mu. The flag is stored before the index entry
 // is cleared, and both before any later index or count store, which
 // publish them.
-func (w *Writer) retire(slot uint64, sym string) {
+func (w *Writer) retire(slot uint64, sym symKey) {
 	e := w.m.dirEntry(&w.l, slot)
 	e[dirFlags] |= dirRetired
 	locate := dirLocate(e)
