@@ -415,7 +415,8 @@ func (w *Writer) bind(locate uint16, sym string, rebind bool, epoch uint64) (sl 
 
 // symKey is a trimmed symbol (1 to 8 bytes) padded with zero bytes: the
 // writer's map key, so that binding a symbol allocates nothing (a string
-// key would be a copy on the heap, made on the publishing thread). A
+// key would keep the caller's string, which then has to be on the heap,
+// made on the publishing thread). A
 // trimmed symbol never ends in a zero byte, so two symbols never share a
 // key.
 type symKey [8]byte
