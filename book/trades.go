@@ -21,6 +21,7 @@ const maxBrokenWalk = 64
 // to reverse them. Match number 0 names no trade and is not remembered.
 func (bs *Books) trade(b *Book, price uint32, size, match uint64) {
 	if match != 0 {
+		bs.tradesUsed = true
 		t := &bs.trades[match&bs.tradeMask]
 		t.match = match
 		t.shares = size
@@ -44,6 +45,7 @@ func (bs *Books) execution(b *Book, price uint32, match uint64) {
 	if match == 0 {
 		return
 	}
+	bs.tradesUsed = true
 	t := &bs.trades[match&bs.tradeMask]
 	*t = tradeRec{match: match, price: price, locate: b.locate}
 }
