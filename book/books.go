@@ -211,8 +211,9 @@ const freeLiveDivisor = 256
 // that is cheaper than clearing the table (see freeLiveDivisor) and no
 // order is in an overflow slot (the overflow table is then empty and its
 // free list whole). A slot is free when its shares are 0. It reports
-// whether it did; a walk that meets more orders than the books count (a
-// broken invariant) stops and reports false, and Reset clears the table.
+// whether it did; a walk that does not meet exactly the orders the books
+// count (a broken invariant; one that meets more stops there) reports
+// false, and Reset clears the whole table.
 func (bs *Books) freeLive() bool {
 	if bs.stats.Overflowed != 0 || bs.stats.Orders > uint64(len(bs.orders)/freeLiveDivisor) {
 		return false
