@@ -3,6 +3,8 @@
 package book
 
 import (
+	"os"
+	"strings"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -25,4 +27,40 @@ func adviseHuge(b []byte) {
 		return
 	}
 	_ = unix.Madvise(unsafe.Slice((*byte)(unsafe.Add(p, skip)), n), unix.MADV_HUGEPAGE)
+}
+
+// thpEnabled is the kernel's transparent huge page mode file.
+const thpEnabled = "/sys/kernel/mm/transparent_hugepage/enabled"
+
+// HugePages reports whether the tables New allocates can be backed by
+// transparent huge pages, which New asks for (MADV_HUGEPAGE): the kernel's
+// mode must be "always" or "madvise", and THP must not be disabled for the
+// process (prctl PR_SET_THP_DISABLE, inherited across exec). mode is the
+// kernel's mode, or why ok is false. The order table is reached at random:
+// on 4 KiB pages nearly every lookup misses the TLB (feedhandler replay
+// took 2.3 times as long on a generated day, docs/TUNING.md section 4).
+func HugePages() (ok bool, mode string) {
+	b, err := os.ReadFile(thpEnabled)
+	if err != nil {
+		return false, "unknown: " + err.Error()
+	}
+	mode = thpMode(string(b))
+	if mode != "always" && mode != "madvise" {
+		return false, mode
+	}
+	if d, err := unix.PrctlRetInt(unix.PR_GET_THP_DISABLE, 0, 0, 0, 0); err == nil && d == 1 {
+		return false, mode + ", but disabled for this process (PR_SET_THP_DISABLE)"
+	}
+	return true, mode
+}
+
+// thpMode returns the selected mode of a transparent_hugepage/enabled file,
+// the bracketed word of "always [madvise] never".
+func thpMode(s string) string {
+	if i := strings.IndexByte(s, '['); i >= 0 {
+		if j := strings.IndexByte(s[i:], ']'); j > 0 {
+			return s[i+1 : i+j]
+		}
+	}
+	return "unknown: " + strings.TrimSpace(s)
 }

@@ -46,9 +46,10 @@ type replayReport struct {
 	File          string            `json:"file"`
 	Format        string            `json:"format"`
 	Messages      uint64            `json:"messages"`
-	SetupMs       float64           `json:"setup_ms"`  // allocating the books and mapping the input
-	SettleMs      float64           `json:"settle_ms"` // the pause after setup, before the timer (--settle)
-	WallMs        float64           `json:"wall_ms"`   // reading, parsing and applying every message
+	SetupMs       float64           `json:"setup_ms"`   // allocating the books and mapping the input
+	SettleMs      float64           `json:"settle_ms"`  // the pause after setup, before the timer (--settle)
+	HugePages     string            `json:"huge_pages"` // the kernel's transparent huge page mode, "off: " and why when the books cannot have them (book.HugePages)
+	WallMs        float64           `json:"wall_ms"`    // reading, parsing and applying every message
 	NsPerMsg      float64           `json:"ns_per_msg"`
 	CPUMs         float64           `json:"cpu_ms"`                    // user+system CPU of the process during the loop
 	CPUNsPerMsg   float64           `json:"cpu_ns_per_msg"`            // the figure to trust on a busy machine
@@ -218,8 +219,8 @@ func replay(args []string, stdout, stderr io.Writer) error {
 	rep := replayReport{
 		File: path, Format: r.Format().String(), Messages: n,
 		SetupMs: float64(setup.Microseconds()) / 1e3, WallMs: float64(wall.Microseconds()) / 1e3,
-		SettleMs: float64(settle.Microseconds()) / 1e3,
-		Orders:   st.Orders, Levels: st.Levels, Overflowed: st.Overflowed,
+		SettleMs: float64(settle.Microseconds()) / 1e3, HugePages: hugePagesReport(),
+		Orders: st.Orders, Levels: st.Levels, Overflowed: st.Overflowed,
 		Inconsistent: st.Inconsistencies(), Counters: counters(st), BrokenUnmatch: st.BrokenUnmatched,
 	}
 	if n > 0 {
@@ -278,6 +279,7 @@ func replay(args []string, stdout, stderr io.Writer) error {
 		rep.Messages, rep.WallMs/1e3, rep.NsPerMsg, rep.MsgsPerSec/1e6, rep.SetupMs, rep.SettleMs)
 	fmt.Fprintf(stdout, "cpu           %.3f s: %.1f ns/msg (user+system, whole process); in the loop %d page faults, %d preemptions (%d other threads moved off its CPU)\n",
 		rep.CPUMs/1e3, rep.CPUNsPerMsg, rep.LoopFaults, rep.LoopPreempted, rep.ThreadsMoved)
+	fmt.Fprintf(stdout, "huge pages    %s (transparent huge pages for the books' tables; without them every order lookup may miss the TLB)\n", rep.HugePages)
 	fmt.Fprintf(stdout, "apply latency p50 %.0f ns, p99 %.0f ns, p99.9 %.0f ns, max %.0f ns (%d samples, 1 in %d; timer overhead %.0f ns included)\n",
 		rep.Latency.P50, rep.Latency.P99, rep.Latency.P999, rep.Latency.Max, rep.Latency.Samples, latencySampleEvery, overhead)
 	fmt.Fprintf(stdout, "books         %d instruments, %d with orders, %d orders, %d levels (%d orders in overflow slots)\n",
@@ -560,4 +562,13 @@ func (h *latencyHist) quantile(q float64) float64 {
 		}
 	}
 	return float64(h.max)
+}
+
+// hugePagesReport is book.HugePages for replay's report.
+func hugePagesReport() string {
+	ok, mode := book.HugePages()
+	if !ok {
+		return "off: " + mode
+	}
+	return mode
 }

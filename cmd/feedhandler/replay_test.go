@@ -71,6 +71,9 @@ func TestReplayFileAndPcap(t *testing.T) {
 		if rep.SettleMs != float64(defaultSettle.Milliseconds()) {
 			t.Errorf("%s: settle %v ms, want the default %v", in, rep.SettleMs, defaultSettle)
 		}
+		if ok, mode := book.HugePages(); rep.HugePages != mode && (ok || rep.HugePages != "off: "+mode) {
+			t.Errorf("%s: huge_pages %q; book.HugePages says %v %q", in, rep.HugePages, ok, mode)
+		}
 		b, err := os.ReadFile(out)
 		if err != nil {
 			t.Fatal(err)

@@ -54,6 +54,7 @@ func runFeed(args []string) error {
 		return privilege.Explain(err, cfg.Receive.Backend, cfg.Receive.BusyPoll)
 	}
 	quietRuntime(logger)
+	logHugePages(logger)
 	return serve(ctx, h, cfg, logger)
 }
 

@@ -7,6 +7,8 @@ import (
 	"runtime/metrics"
 
 	"github.com/rs/zerolog"
+
+	"github.com/marketfeed/feedhandler/book"
 )
 
 // gcHeadroom is the garbage the process may accumulate before the Go
@@ -86,4 +88,16 @@ func gcCycles() uint64 {
 	s := []metrics.Sample{{Name: "/gc/cycles/total:gc-cycles"}}
 	metrics.Read(s)
 	return s[0].Value.Uint64()
+}
+
+// logHugePages says whether the books' tables can be backed by transparent
+// huge pages (book.HugePages), and warns when they cannot: on 4 KiB pages
+// the order table's random lookups miss the TLB (docs/TUNING.md, section 4).
+func logHugePages(log zerolog.Logger) {
+	if ok, mode := book.HugePages(); ok {
+		log.Info().Str("transparent_hugepage", mode).Msg("book tables backed by huge pages where the kernel has them")
+	} else {
+		log.Warn().Str("transparent_hugepage", mode).
+			Msg("book tables on 4 KiB pages: every order lookup may miss the TLB (replay took 2.3 times as long on a generated day); set /sys/kernel/mm/transparent_hugepage/enabled to madvise (docs/TUNING.md)")
+	}
 }
