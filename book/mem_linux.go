@@ -29,22 +29,29 @@ func adviseHuge(b []byte) {
 	_ = unix.Madvise(unsafe.Slice((*byte)(unsafe.Add(p, skip)), n), unix.MADV_HUGEPAGE)
 }
 
-// thpEnabled is the kernel's transparent huge page mode file.
-const thpEnabled = "/sys/kernel/mm/transparent_hugepage/enabled"
+// thpEnabled is the kernel's transparent huge page mode file; thpPMD is
+// the 2 MiB size's own (Linux 6.8 and later), which overrides it unless it
+// says "inherit".
+const (
+	thpEnabled = "/sys/kernel/mm/transparent_hugepage/enabled"
+	thpPMD     = "/sys/kernel/mm/transparent_hugepage/hugepages-2048kB/enabled"
+)
 
 // HugePages reports whether the tables New allocates can be backed by
 // transparent huge pages, which New asks for (MADV_HUGEPAGE): the kernel's
-// mode must be "always" or "madvise", and THP must not be disabled for the
-// process (prctl PR_SET_THP_DISABLE, inherited across exec). mode is the
-// kernel's mode, or why ok is false. The order table is reached at random:
-// on 4 KiB pages nearly every lookup misses the TLB (feedhandler replay
-// took 2.3 times as long on a generated day, docs/TUNING.md section 4).
+// mode for 2 MiB pages must be "always" or "madvise", and THP must not be
+// disabled for the process (prctl PR_SET_THP_DISABLE, inherited across
+// exec). mode is the kernel's mode, or why ok is false. The order table is
+// reached at random: on 4 KiB pages nearly every lookup misses the TLB
+// (feedhandler replay took 2.3 times as long on a generated day,
+// docs/TUNING.md section 4). Tables under 4 MiB are not advised either way.
 func HugePages() (ok bool, mode string) {
-	b, err := os.ReadFile(thpEnabled)
+	top, err := os.ReadFile(thpEnabled)
 	if err != nil {
 		return false, "unknown: " + err.Error()
 	}
-	mode = thpMode(string(b))
+	pmd, _ := os.ReadFile(thpPMD) // absent before Linux 6.8
+	mode = thpEffective(string(top), string(pmd))
 	if mode != "always" && mode != "madvise" {
 		return false, mode
 	}
@@ -52,6 +59,17 @@ func HugePages() (ok bool, mode string) {
 		return false, mode + ", but disabled for this process (PR_SET_THP_DISABLE)"
 	}
 	return true, mode
+}
+
+// thpEffective is the mode for 2 MiB pages: the size's own file's unless
+// it is absent ("") or says "inherit", then the top-level file's.
+func thpEffective(top, pmd string) string {
+	if pmd != "" {
+		if m := thpMode(pmd); m != "inherit" {
+			return m
+		}
+	}
+	return thpMode(top)
 }
 
 // thpMode returns the selected mode of a transparent_hugepage/enabled file,

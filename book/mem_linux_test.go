@@ -20,19 +20,33 @@ func TestTHPMode(t *testing.T) {
 			t.Errorf("thpMode(%q) = %q, want %q", in, got, want)
 		}
 	}
+	for _, c := range []struct{ top, pmd, want string }{
+		{"always [madvise] never", "", "madvise"},                               // before Linux 6.8
+		{"always [madvise] never", "always [inherit] madvise never", "madvise"}, // the size follows the top level
+		{"always madvise [never]", "always inherit [madvise] never", "madvise"}, // the size's own mode decides
+		{"[always] madvise never", "always inherit madvise [never]", "never"},
+	} {
+		if got := thpEffective(c.top, c.pmd); got != c.want {
+			t.Errorf("thpEffective(%q, %q) = %q, want %q", c.top, c.pmd, got, c.want)
+		}
+	}
 }
 
-// TestHugePages: HugePages follows this machine's mode file, and says no
+// TestHugePages: HugePages follows this machine's mode files, and says no
 // while THP is disabled for the process.
 func TestHugePages(t *testing.T) {
-	b, err := os.ReadFile(thpEnabled)
+	top, err := os.ReadFile(thpEnabled)
 	if err != nil {
 		t.Skipf("no %s: %v (kernel built without transparent huge pages)", thpEnabled, err)
 	}
-	want := thpMode(string(b))
+	if d, err := unix.PrctlRetInt(unix.PR_GET_THP_DISABLE, 0, 0, 0, 0); err != nil || d == 1 {
+		t.Skipf("THP disabled for this process already (PR_GET_THP_DISABLE %d, %v): inherited from whatever started the test", d, err)
+	}
+	pmd, _ := os.ReadFile(thpPMD)
+	want := thpEffective(string(top), string(pmd))
 	ok, mode := HugePages()
 	if mode != want || ok != (want == "always" || want == "madvise") {
-		t.Fatalf("HugePages() = %v %q; the mode file says %q", ok, mode, want)
+		t.Fatalf("HugePages() = %v %q; the mode files say %q", ok, mode, want)
 	}
 	if !ok {
 		return

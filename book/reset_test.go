@@ -117,3 +117,29 @@ func TestResetCost(t *testing.T) {
 		t.Fatal("after a non-printable execution: want the trade memory cleared")
 	}
 }
+
+// TestResetOverflowSlot: a few live orders, one of them in an overflow slot
+// (its home slot held by an older order), on a table large enough for
+// Reset to walk them: the overflow table and its free list must come back
+// whole, as after New.
+func TestResetOverflowSlot(t *testing.T) {
+	bs, err := New(Config{MaxOrders: 1 << 12, MaxLocates: 2, MaxLevels: 64})
+	if err != nil {
+		t.Fatal(err)
+	}
+	home := bs.homeMask + 1
+	bs.Announce(1, [8]byte{'A', ' ', ' ', ' ', ' ', ' ', ' ', ' '})
+	bs.AddOrder(1, 5, Bid, 100, 1000)
+	bs.AddOrder(1, 5+home, Bid, 100, 1000) // home slot 5 is taken: an overflow slot
+	if bs.stats.Orders != 2 || bs.stats.Overflowed != 1 || bs.stats.Orders > uint64(len(bs.orders)/freeLiveDivisor) {
+		t.Fatalf("setup: %d orders, %d in overflow slots (walk limit %d)", bs.stats.Orders, bs.stats.Overflowed, len(bs.orders)/freeLiveDivisor)
+	}
+	bs.Reset()
+	if err := checkInvariants(bs); err != nil {
+		t.Fatalf("after Reset: %v", err)
+	}
+	bs.Announce(1, [8]byte{'A', ' ', ' ', ' ', ' ', ' ', ' ', ' '})
+	if !bs.AddOrder(1, 5+home, Ask, 10, 1100) || bs.lookup(5+home) != int32(5) || bs.stats.DuplicateAdd != 0 {
+		t.Fatalf("after Reset: add of %d: slot %d, duplicate adds %d", 5+home, bs.lookup(5+home), bs.stats.DuplicateAdd)
+	}
+}

@@ -96,6 +96,8 @@ func gcCycles() uint64 {
 func logHugePages(log zerolog.Logger) {
 	if ok, mode := book.HugePages(); ok {
 		log.Info().Str("transparent_hugepage", mode).Msg("book tables backed by huge pages where the kernel has them")
+	} else if runtime.GOOS != "linux" {
+		log.Info().Str("transparent_hugepage", mode).Msg("book tables on the system's default pages")
 	} else {
 		log.Warn().Str("transparent_hugepage", mode).
 			Msg("book tables on 4 KiB pages: every order lookup may miss the TLB (replay took 2.3 times as long on a generated day); set /sys/kernel/mm/transparent_hugepage/enabled to madvise (docs/TUNING.md)")

@@ -456,3 +456,23 @@ func TestRebindAllocs(t *testing.T) {
 		t.Fatal("no slot used")
 	}
 }
+
+// TestRebindReleasesOldSymbol: a locate rebound to another symbol gives its
+// old symbol up: in the same epoch another locate may then take it (it is
+// no longer bound anywhere, so not a duplicate), and that binding retires
+// nothing more.
+func TestRebindReleasesOldSymbol(t *testing.T) {
+	w := testWriter(t, Config{Instruments: 8, Depth: 4})
+	if _, _, err := w.Rebind(1, "AAPL", 1); err != nil {
+		t.Fatal(err)
+	}
+	if _, retired, err := w.Rebind(1, "MSFT", 1); err != nil || !retired {
+		t.Fatalf("rebind locate 1 to MSFT: retired %v, %v", retired, err)
+	}
+	if _, retired, err := w.Rebind(2, "AAPL", 1); err != nil || retired {
+		t.Fatalf("AAPL at locate 2 after locate 1 gave it up: retired %v, %v", retired, err)
+	}
+	if u := w.SlotUsage(); u.Used != 3 || u.Retired != 1 {
+		t.Fatalf("slots %+v, want 3 used, 1 retired", u)
+	}
+}
