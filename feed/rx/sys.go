@@ -7,8 +7,9 @@ import (
 )
 
 // This file is the one place in feed/rx that issues raw syscalls or uses
-// unsafe (the socket backend's recvmmsg and SO_MEMINFO); AF_XDP goes through
-// xsk and bpf, io_uring through uring. TestSyscallChokepoint enforces it.
+// unsafe (the socket backend's recvmmsg and SO_MEMINFO, the AF_XDP
+// backend's wait); AF_XDP's rings go through xsk and bpf, io_uring through
+// uring. TestSyscallChokepoint enforces it.
 
 // recvmmsg is recvmmsg(2); golang.org/x/sys/unix has no wrapper. The
 // headers, names and buffers are Go memory used only during the call.
@@ -36,6 +37,33 @@ func recvmmsg(fd int, msgs []unix.Mmsghdr, flags int) (int, error) {
 		n, _, errno = unix.Syscall6(unix.SYS_RECVMMSG, uintptr(fd), uintptr(unsafe.Pointer(&msgs[0])),
 			uintptr(len(msgs)), uintptr(flags), 0, 0)
 	}
+	if errno != 0 {
+		return 0, errno
+	}
+	return int(n), nil
+}
+
+// pollKeepP is poll(2) (as ppoll) without the runtime's syscall
+// bookkeeping, for the AF_XDP backend's wait: the receive thread keeps its
+// P while it sleeps. Through the runtime (unix.Poll) sysmon takes the P of
+// a thread that sleeps in poll and hands it to another thread; the woken
+// receive thread must then get a P back before it runs, and when none is
+// idle it parks until another thread hands one over. `feedhandler demo`'s
+// rx -> shm p99, 10 runs alternating the two in one binary: 108-138 us
+// (median 121) keeping the P, 129-362 us (median 183) through the runtime
+// (docs/TUNING.md).
+//
+// Holding the P is safe only while other Ps exist: the caller uses it when
+// GOMAXPROCS > 1, so every other goroutine runs on the rest. A stop of the
+// world does not wait for the sleep: the runtime's preemption signal
+// (SIGURG) ends ppoll with EINTR, never restarted (signal(7)), and the
+// goroutine stops at its next safe point. With asynchronous preemption
+// turned off (GODEBUG=asyncpreemptoff=1) no signal comes, so each call
+// waits at most ms, which the caller keeps short (xdpPollSlice).
+func pollKeepP(fds []unix.PollFd, ms int) (int, error) {
+	ts := unix.NsecToTimespec(int64(ms) * 1e6)
+	n, _, errno := unix.RawSyscall6(unix.SYS_PPOLL, uintptr(unsafe.Pointer(&fds[0])), uintptr(len(fds)),
+		uintptr(unsafe.Pointer(&ts)), 0, 0, 0)
 	if errno != 0 {
 		return 0, errno
 	}

@@ -22,6 +22,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -86,7 +87,8 @@ type xdpRx struct {
 	timeout  time.Duration
 	spin     time.Duration // poll the rings in user space this long before blocking
 	busyPoll bool
-	next     int // queue to read first (round robin)
+	keepP    bool // wait in pollKeepP (GOMAXPROCS > 1 at Open), not through the runtime
+	next     int  // queue to read first (round robin)
 	pfds     []unix.PollFd
 	descs    []xsk.Desc
 	backend  string
@@ -152,6 +154,7 @@ func newXDPRx(cfg Config) (_ *xdpRx, err error) {
 	if r.batch <= 0 {
 		r.batch = 64
 	}
+	r.keepP = runtime.GOMAXPROCS(0) > 1
 	if r.timeout <= 0 {
 		r.timeout = 100 * time.Millisecond
 	}
@@ -378,7 +381,7 @@ func (r *xdpRx) Receive(pkts []Packet) (int, error) {
 		return 0, nil
 	}
 	var deadline, spinUntil time.Time
-	spinWoken := false
+	spinWoken, resumed := false, false
 	for {
 		if n := r.drain(pkts[:max]); n > 0 {
 			return n, nil
@@ -422,20 +425,34 @@ func (r *xdpRx) Receive(pkts []Packet) (int, error) {
 			}
 			continue
 		}
-		if err := r.wakeNeeding(); err != nil {
-			return 0, err
+		if !resumed {
+			if err := r.wakeNeeding(); err != nil {
+				return 0, err
+			}
 		}
 		ms := int((deadline.Sub(now) + time.Millisecond - 1) / time.Millisecond)
-		n, err := unix.Poll(r.pfds, ms)
+		var n int
+		var err error
+		if r.keepP {
+			// Sleep keeping the P (pollKeepP), a slice at a time; a
+			// slice that ends without a packet goes round the loop,
+			// which returns at the deadline.
+			n, err = pollKeepP(r.pfds, min(ms, xdpPollSlice))
+		} else {
+			n, err = unix.Poll(r.pfds, ms)
+		}
 		if err != nil && err != unix.EINTR {
 			return 0, fmt.Errorf("receive xdp: poll: %w", err)
 		}
 		if r.closed.Load() {
 			return 0, ErrClosed
 		}
-		if n == 0 && err == nil {
+		if n == 0 && err == nil && !r.keepP {
 			return 0, nil
 		}
+		// A slice that ended or a signal continues the same wait: the
+		// driver was woken for it already.
+		resumed = r.keepP && n == 0
 	}
 }
 
@@ -714,3 +731,8 @@ func (r *xdpRx) teardown() error {
 	}
 	return errors.Join(errs...)
 }
+
+// xdpPollSlice bounds one pollKeepP wait, in milliseconds: what a stop of
+// the world waits for it when no preemption signal ends it
+// (GODEBUG=asyncpreemptoff=1).
+const xdpPollSlice = 10

@@ -215,6 +215,13 @@ func TestXDPCloseWakesReceive(t *testing.T) {
 		errc <- err
 	}()
 	time.Sleep(50 * time.Millisecond)
+	closeWakes(t, r, errc)
+}
+
+// closeWakes closes r and checks that the Receive blocked in it (which sends
+// its error on errc) ends with ErrClosed.
+func closeWakes(t *testing.T, r Receiver, errc <-chan error) {
+	t.Helper()
 	if err := r.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -226,6 +233,38 @@ func TestXDPCloseWakesReceive(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("Close did not wake a blocked Receive")
 	}
+}
+
+// TestXDPWaitKeepsTheWorldMoving: the receive thread sleeps in ppoll
+// keeping its P (pollKeepP), yet a stop of the world (a garbage
+// collection) does not wait for its sleep: the preemption signal ends the
+// sleep, and Receive goes on waiting. The collection returns while Receive
+// is still blocked, a minute before its timeout.
+func TestXDPWaitKeepsTheWorldMoving(t *testing.T) {
+	if runtime.GOMAXPROCS(0) < 2 {
+		t.Skip("GOMAXPROCS 1: the backend waits through the runtime, not keeping its P")
+	}
+	lab := xdpNewLab(t, netlab.Options{})
+	r := xdpOpen(t, lab, Config{PollTimeout: time.Minute})
+	if !r.(*xdpRx).keepP {
+		t.Fatal("the backend does not keep its P while it waits, with GOMAXPROCS > 1")
+	}
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread() // as the handler's receive thread
+		_, err := r.Receive(make([]Packet, 8))
+		errc <- err
+	}()
+	time.Sleep(50 * time.Millisecond) // into its sleep
+	for range 3 {
+		runtime.GC()
+	}
+	select {
+	case err := <-errc:
+		t.Fatalf("Receive returned (%v) during the collections, not at its timeout or Close", err)
+	default:
+	}
+	closeWakes(t, r, errc)
 }
 
 // TestXDPPassesOtherTraffic: with the backend attached, a UDP socket on
