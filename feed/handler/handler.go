@@ -234,6 +234,9 @@ func Start(cfg Config) (*Handler, error) {
 	// The receive thread is locked and pinned: io_uring can then use
 	// SINGLE_ISSUER|DEFER_TASKRUN.
 	cfg.Receive.LockedThread = true
+	// Run to completion has one hot thread: it may keep its P while it
+	// sleeps (rx.Config.KeepP). Sharded, the shard threads need the Ps.
+	cfg.Receive.KeepP = mode == ModeRunToCompletion
 	cfg.Arbiter.Session = cfg.Session
 	cfg.Arbiter.Lines = len(cfg.Receive.Lines)
 	// An idle receive poll is when held-back packets behind a gap are

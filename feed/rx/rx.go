@@ -131,6 +131,16 @@ type Config struct {
 	// when Receive waits, instead of one thread wakeup per datagram.
 	LockedThread bool
 
+	// KeepP promises that the receiving thread is the process's only
+	// thread that holds on to a Go P (run to completion: no shard threads).
+	// The AF_XDP backend then sleeps in a raw ppoll, keeping its P, while
+	// GOMAXPROCS is over 1 (checked at each sleep): when a packet wakes
+	// it, it runs at once instead of waiting for a P that the runtime
+	// handed away during the sleep. The other goroutines have the other
+	// Ps; with more hot threads than that leaves room for they would wait
+	// for sysmon's preemptions instead. Other backends ignore it.
+	KeepP bool
+
 	Log zerolog.Logger
 }
 

@@ -53,13 +53,17 @@ func recvmmsg(fd int, msgs []unix.Mmsghdr, flags int) (int, error) {
 // (median 121) keeping the P, 129-362 us (median 183) through the runtime
 // (docs/TUNING.md).
 //
-// Holding the P is safe only while other Ps exist: the caller uses it when
-// GOMAXPROCS > 1, so every other goroutine runs on the rest. A stop of the
+// Holding the P is safe only while other Ps exist for everything else: the
+// caller uses it for a receive thread that is the process's one hot thread
+// (Config.KeepP) while GOMAXPROCS > 1, so every other goroutine runs on
+// the rest (with shard threads holding Ps too, they would wait for
+// sysmon's preemptions, every 10 to 20 ms). A stop of the
 // world does not wait for the sleep: the runtime's preemption signal
 // (SIGURG) ends ppoll with EINTR, never restarted (signal(7)), and the
 // goroutine stops at its next safe point. With asynchronous preemption
-// turned off (GODEBUG=asyncpreemptoff=1) no signal comes, so each call
-// waits at most ms, which the caller keeps short (xdpPollSlice).
+// turned off (GODEBUG=asyncpreemptoff=1) no signal comes, so each stop
+// waits for the call to return, at most ms, which the caller keeps short
+// (xdpPollSlice).
 func pollKeepP(fds []unix.PollFd, ms int) (int, error) {
 	ts := unix.NsecToTimespec(int64(ms) * 1e6)
 	n, _, errno := unix.RawSyscall6(unix.SYS_PPOLL, uintptr(unsafe.Pointer(&fds[0])), uintptr(len(fds)),

@@ -87,11 +87,14 @@ type xdpRx struct {
 	timeout  time.Duration
 	spin     time.Duration // poll the rings in user space this long before blocking
 	busyPoll bool
-	keepP    bool // wait in pollKeepP (GOMAXPROCS > 1 at Open), not through the runtime
-	next     int  // queue to read first (round robin)
-	pfds     []unix.PollFd
-	descs    []xsk.Desc
-	backend  string
+	keepP    bool // Config.KeepP: wait in pollKeepP while GOMAXPROCS > 1, not through the runtime
+	// pollKeepP returns: ended by a signal (EINTR), and slices that ran
+	// out (for the tests).
+	keepPIntr, keepPSlices atomic.Uint64
+	next                   int // queue to read first (round robin)
+	pfds                   []unix.PollFd
+	descs                  []xsk.Desc
+	backend                string
 
 	// CLOCK_TAI - CLOCK_REALTIME (ns), and the TAI time it was read at.
 	taiOffset, taiAt int64
@@ -154,7 +157,7 @@ func newXDPRx(cfg Config) (_ *xdpRx, err error) {
 	if r.batch <= 0 {
 		r.batch = 64
 	}
-	r.keepP = runtime.GOMAXPROCS(0) > 1
+	r.keepP = cfg.KeepP
 	if r.timeout <= 0 {
 		r.timeout = 100 * time.Millisecond
 	}
@@ -433,26 +436,34 @@ func (r *xdpRx) Receive(pkts []Packet) (int, error) {
 		ms := int((deadline.Sub(now) + time.Millisecond - 1) / time.Millisecond)
 		var n int
 		var err error
-		if r.keepP {
+		keepP := r.keepP && runtime.GOMAXPROCS(0) > 1
+		if keepP {
 			// Sleep keeping the P (pollKeepP), a slice at a time; a
 			// slice that ends without a packet goes round the loop,
 			// which returns at the deadline.
-			n, err = pollKeepP(r.pfds, min(ms, xdpPollSlice))
+			n, err = pollKeepP(r.pfds, min(ms, int(xdpPollSlice/time.Millisecond)))
 		} else {
 			n, err = unix.Poll(r.pfds, ms)
 		}
 		if err != nil && err != unix.EINTR {
 			return 0, fmt.Errorf("receive xdp: poll: %w", err)
 		}
+		if keepP && n == 0 {
+			if err != nil {
+				r.keepPIntr.Add(1)
+			} else {
+				r.keepPSlices.Add(1)
+			}
+		}
 		if r.closed.Load() {
 			return 0, ErrClosed
 		}
-		if n == 0 && err == nil && !r.keepP {
+		if n == 0 && err == nil && !keepP {
 			return 0, nil
 		}
 		// A slice that ended or a signal continues the same wait: the
 		// driver was woken for it already.
-		resumed = r.keepP && n == 0
+		resumed = keepP && n == 0
 	}
 }
 
@@ -732,7 +743,8 @@ func (r *xdpRx) teardown() error {
 	return errors.Join(errs...)
 }
 
-// xdpPollSlice bounds one pollKeepP wait, in milliseconds: what a stop of
-// the world waits for it when no preemption signal ends it
-// (GODEBUG=asyncpreemptoff=1).
-const xdpPollSlice = 10
+// xdpPollSlice bounds one pollKeepP wait: what a stop of the world waits
+// for it when no preemption signal ends it (GODEBUG=asyncpreemptoff=1; a
+// collection makes several stops, so it may wait a few slices). A
+// variable for the test that lifts it.
+var xdpPollSlice = 10 * time.Millisecond

@@ -235,19 +235,25 @@ func closeWakes(t *testing.T, r Receiver, errc <-chan error) {
 	}
 }
 
-// TestXDPWaitKeepsTheWorldMoving: the receive thread sleeps in ppoll
-// keeping its P (pollKeepP), yet a stop of the world (a garbage
+// TestXDPWaitKeepsTheWorldMoving: with KeepP the receive thread sleeps in
+// ppoll keeping its P (pollKeepP), yet a stop of the world (a garbage
 // collection) does not wait for its sleep: the preemption signal ends the
-// sleep, and Receive goes on waiting. The collection returns while Receive
-// is still blocked, a minute before its timeout.
+// sleep (EINTR), and Receive goes on waiting. The slice that otherwise
+// bounds a sleep is lifted to 20 s: the collections finish with no
+// slice run out and at least one sleep ended by the signal, while Receive
+// is still blocked; Close ends it. Without the signal the collections
+// would wait out the slice (and a slice would have run out).
 func TestXDPWaitKeepsTheWorldMoving(t *testing.T) {
 	if runtime.GOMAXPROCS(0) < 2 {
 		t.Skip("GOMAXPROCS 1: the backend waits through the runtime, not keeping its P")
 	}
+	defer func(s time.Duration) { xdpPollSlice = s }(xdpPollSlice)
+	xdpPollSlice = 20 * time.Second
 	lab := xdpNewLab(t, netlab.Options{})
-	r := xdpOpen(t, lab, Config{PollTimeout: time.Minute})
-	if !r.(*xdpRx).keepP {
-		t.Fatal("the backend does not keep its P while it waits, with GOMAXPROCS > 1")
+	r := xdpOpen(t, lab, Config{PollTimeout: time.Hour, KeepP: true})
+	x := r.(*xdpRx)
+	if !x.keepP {
+		t.Fatal("KeepP not taken")
 	}
 	errc := make(chan error, 1)
 	go func() {
@@ -259,9 +265,12 @@ func TestXDPWaitKeepsTheWorldMoving(t *testing.T) {
 	for range 3 {
 		runtime.GC()
 	}
+	if intr, slices := x.keepPIntr.Load(), x.keepPSlices.Load(); intr == 0 || slices != 0 {
+		t.Fatalf("during the collections: %d sleeps ended by a signal, %d slices ran out; want some, none", intr, slices)
+	}
 	select {
 	case err := <-errc:
-		t.Fatalf("Receive returned (%v) during the collections, not at its timeout or Close", err)
+		t.Fatalf("Receive returned (%v) during the collections, not at Close", err)
 	default:
 	}
 	closeWakes(t, r, errc)
