@@ -88,13 +88,10 @@ type xdpRx struct {
 	spin     time.Duration // poll the rings in user space this long before blocking
 	busyPoll bool
 	keepP    bool // Config.KeepP: wait in pollKeepP while GOMAXPROCS > 1, not through the runtime
-	// pollKeepP returns: ended by a signal (EINTR), and slices that ran
-	// out (for the tests).
-	keepPIntr, keepPSlices atomic.Uint64
-	next                   int // queue to read first (round robin)
-	pfds                   []unix.PollFd
-	descs                  []xsk.Desc
-	backend                string
+	next     int  // queue to read first (round robin)
+	pfds     []unix.PollFd
+	descs    []xsk.Desc
+	backend  string
 
 	// CLOCK_TAI - CLOCK_REALTIME (ns), and the TAI time it was read at.
 	taiOffset, taiAt int64
@@ -110,6 +107,9 @@ type xdpRx struct {
 	// for the next flush). Never expected: a socket's fill ring has room
 	// for all its frames.
 	fillDeferred atomic.Uint64
+	// pollKeepP returns: ended by a signal (EINTR), and slices that ran
+	// out (for the tests).
+	keepPIntr, keepPSlices atomic.Uint64
 }
 
 // openXDP opens the AF_XDP backend. Errors meaning that XDP or AF_XDP cannot

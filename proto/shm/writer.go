@@ -379,9 +379,7 @@ func (w *Writer) bind(locate uint16, sym string, rebind bool, epoch uint64) (sl 
 	}
 	// Decided: retire what the new binding replaces.
 	if len(boundSym) != 0 {
-		var k symKey
-		copy(k[:], boundSym)
-		w.retire(bound, k)
+		w.retire(bound, keyOf(boundSym))
 		retired = true
 	}
 	if moved {
@@ -421,8 +419,9 @@ func (w *Writer) bind(locate uint16, sym string, rebind bool, epoch uint64) (sl 
 // key.
 type symKey [8]byte
 
-// keyOf returns sym's key; sym is trimmed and at most 8 bytes.
-func keyOf(sym string) (k symKey) {
+// keyOf returns sym's key; sym is trimmed and at most 8 bytes (a string
+// given to bind, or a directory entry's symbol bytes).
+func keyOf[S string | []byte](sym S) (k symKey) {
 	copy(k[:], sym)
 	return k
 }
