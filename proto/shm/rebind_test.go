@@ -419,14 +419,15 @@ func TestRebindAllocs(t *testing.T) {
 		}
 	}
 	for _, c := range []struct {
-		name string
-		run  func()
+		name  string
+		start int // k before the runs
+		run   func()
 	}{
-		{"new locate", func() { k++; bind(uint16(k), syms[k], false) }},
-		{"same symbol", func() { bind(uint16(k), syms[k], false) }},
+		{"new locate", 0, func() { k++; bind(uint16(k), syms[k], false) }},
+		{"same symbol", 1, func() { bind(uint16(k), syms[k], false) }},
 		// locate k+n, bound to syms[k+n] first, is rebound to syms[k+2n]:
 		// its entry is retired.
-		{"locate rebound", func() {
+		{"locate rebound", 0, func() {
 			k++
 			bind(uint16(k+n), syms[k+n], false)
 			bind(uint16(k+n), syms[k+2*n], true)
@@ -434,7 +435,7 @@ func TestRebindAllocs(t *testing.T) {
 		// syms[k+3n], bound to locate k+2n, moves to locate k+3n (a new
 		// session's locate): the old entry is retired, the new locate had
 		// none.
-		{"symbol moved", func() {
+		{"symbol moved", 0, func() {
 			k++
 			if _, _, err := w.Rebind(uint16(k+2*n), syms[k+3*n], 1); err != nil {
 				t.Fatal(err)
@@ -444,10 +445,7 @@ func TestRebindAllocs(t *testing.T) {
 			}
 		}},
 	} {
-		k = 0
-		if c.name == "same symbol" {
-			k = 1
-		}
+		k = c.start
 		if a := testing.AllocsPerRun(n/2-2, c.run); a != 0 {
 			t.Errorf("%s: %v allocs a binding, want 0", c.name, a)
 		}
