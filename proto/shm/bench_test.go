@@ -1,7 +1,11 @@
 package shm
 
 import (
+	"os"
 	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // BenchmarkPublish publishes depth-10 snapshots, both sides full, into 16
@@ -114,4 +118,94 @@ func BenchmarkBeginCommit(b *testing.B) {
 		w.Commit(&p)
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N), "ns/snapshot")
+}
+
+// BenchmarkFirstStore is the cost of the first store into each page of a
+// new shared mapping of a new file, mapped as Create maps it
+// (MAP_POPULATE): "populated" as it was, "dirtied" after dirtyPages, as
+// Create leaves it. ns/page is the store's mean (ns/op includes making the
+// file).
+func BenchmarkFirstStore(b *testing.B) {
+	for _, dirty := range []bool{false, true} {
+		name := "populated"
+		if dirty {
+			name = "dirtied"
+		}
+		b.Run(name, func(b *testing.B) {
+			const size = 1 << 20
+			path := testName(b)
+			var stores time.Duration
+			var pages int
+			for b.Loop() {
+				mem := mapNew(b, path, size)
+				if dirty {
+					dirtyPages(mem)
+				}
+				t := time.Now()
+				for off := 8; off < size; off += pageSize {
+					mem[off] = 1
+				}
+				stores += time.Since(t)
+				pages += size / pageSize
+				if err := unix.Munmap(mem); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(stores.Nanoseconds())/float64(pages), "ns/page")
+		})
+	}
+}
+
+// mapNew makes path a new file of size bytes and maps it as Create does.
+func mapNew(b *testing.B, path string, size int) []byte {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	if err := f.Truncate(int64(size)); err != nil {
+		b.Fatal(err)
+	}
+	mem, err := unix.Mmap(int(f.Fd()), 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED|unix.MAP_POPULATE)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return mem
+}
+
+// BenchmarkJournalLaps publishes a depth-1 snapshot through a new single
+// writer's first journal lap (65,536 records, 256 pages), then through its
+// second, and reports each lap's mean publish: the first lap's records
+// land on journal pages the publishing thread had not stored to (see
+// dirtyPages).
+func BenchmarkJournalLaps(b *testing.B) {
+	const n = 1 << 16
+	path := testName(b)
+	s := newSnapshot(1)
+	fillSnapshot(s, 1, 1, 1)
+	s.Bids, s.Asks = s.Bids[:1], s.Asks[:1]
+	s.PublishTime = 1
+	var laps [2]time.Duration
+	b.ReportAllocs()
+	for b.Loop() {
+		w, err := Create(Config{Name: path, Instruments: 1, Depth: 1, JournalLen: n, SingleWriter: true})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := w.Register(1, "AAPL"); err != nil {
+			b.Fatal(err)
+		}
+		for lap := range laps {
+			t := time.Now()
+			for range n {
+				if err := w.Publish(s); err != nil {
+					b.Fatal(err)
+				}
+			}
+			laps[lap] += time.Since(t)
+		}
+		w.Close()
+	}
+	b.ReportMetric(float64(laps[0].Nanoseconds())/float64(b.N*n), "ns/publish-lap1")
+	b.ReportMetric(float64(laps[1].Nanoseconds())/float64(b.N*n), "ns/publish-lap2")
 }
