@@ -1,17 +1,11 @@
 package book
 
-import "unsafe"
+import "github.com/marketfeed/feedhandler/internal/mem"
 
 // prepare backs s with huge pages where possible and touches every page so
 // the page faults happen in New, not on the apply path.
 func prepare[T any](s []T) {
-	if len(s) == 0 {
-		return
-	}
-	var zero T
-	b := unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(s))), len(s)*int(unsafe.Sizeof(zero)))
+	b := mem.Bytes(s)
 	adviseHuge(b)
-	for i := 0; i < len(b); i += 4096 {
-		b[i] = 0
-	}
+	mem.Touch(b)
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
 
+	"github.com/marketfeed/feedhandler/internal/mem"
 	"github.com/marketfeed/feedhandler/proto"
 	"github.com/marketfeed/feedhandler/proto/bookfb"
 )
@@ -251,21 +252,16 @@ func Create(cfg Config) (*Writer, error) {
 	return w, nil
 }
 
-// dirtyPages writes a zero into every page of a new file's mapping (all
+// dirtyPages stores a zero into every page of a new file's mapping (all
 // zero: nothing changes), before any reader can see the file.
 //
-// MAP_POPULATE maps a shared mapping's pages as a read would, and so does
-// MADV_POPULATE_WRITE when they are already mapped: the first store to
-// each page still has to set its page-table entry's dirty bit. Under a
-// hypervisor that costs a trap: about 5.7 µs a page on the lab's VM
-// (BenchmarkFirstStore), on the publishing thread, once for each page of
-// the journal's first lap (one every 256 publishes) and of each slot's
-// first publish. Stored here, they cost Create the same once.
-func dirtyPages(mem []byte) {
-	for off := 0; off < len(mem); off += pageSize {
-		mem[off] = 0
-	}
-}
+// MAP_POPULATE has the kernel allocate and map every page, but the first
+// store from the process into each page still costs a trap on the lab's VM,
+// about 5 µs (BenchmarkFirstStore; the same after MADV_POPULATE_WRITE, for
+// private memory too). Without this the publishing thread paid it once for
+// each page of the journal's first lap (one every 256 publishes) and of
+// each slot's first publish. Stored here, they cost Create the same once.
+func dirtyPages(m []byte) { mem.Touch(m) }
 
 // checkOwner refuses to replace a file whose writer is alive: another
 // process, not closed, fresh heartbeat. A file this process wrote, a dead
