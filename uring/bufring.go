@@ -7,6 +7,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/marketfeed/feedhandler/internal/mem"
 )
 
 // MaxBufRingEntries is the largest provided buffer ring the kernel accepts.
@@ -57,6 +59,11 @@ func (r *Ring) RegisterBufRing(group uint16, entries uint32, bufSize int) (*BufR
 		unix.Munmap(b.ringMem)
 		return nil, fmt.Errorf("io_uring mmap buffers: %w", err)
 	}
+	// This process reads the buffers after the kernel wrote them: its
+	// first load from each page would trap on the receive thread
+	// (mem.Touch). The ring is written here before it is registered.
+	mem.Touch(b.data)
+	mem.Touch(b.ringMem)
 	b.slots = unsafe.Slice((*buf)(unsafe.Pointer(&b.ringMem[0])), entries)
 	b.tailW = (*uint32)(unsafe.Pointer(&b.ringMem[12]))
 	reg := bufReg{RingAddr: uint64(uintptr(unsafe.Pointer(&b.ringMem[0]))), RingEntries: entries, Bgid: group}

@@ -8,6 +8,8 @@ import (
 
 	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
+
+	"github.com/marketfeed/feedhandler/internal/mem"
 )
 
 const hugePageSize = 2 << 20
@@ -59,21 +61,26 @@ func NewUMEM(cfg UMEMConfig) (*UMEM, error) {
 	size := cfg.FrameSize * cfg.Frames
 	u := &UMEM{frameSize: uint32(cfg.FrameSize), frames: cfg.Frames, headroom: uint32(cfg.Headroom), log: cfg.Log}
 	hugeSize := (size + hugePageSize - 1) &^ (hugePageSize - 1)
-	mem, err := unix.Mmap(-1, 0, hugeSize, unix.PROT_READ|unix.PROT_WRITE,
+	m, err := unix.Mmap(-1, 0, hugeSize, unix.PROT_READ|unix.PROT_WRITE,
 		unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_HUGETLB|unix.MAP_POPULATE)
 	if err == nil {
-		u.mem, u.mapping, u.huge = mem[:size:size], mem, true
+		// Read by this process only after the kernel wrote a packet
+		// through its own mapping: the receive thread's first load from
+		// each page would trap (mem.Touch).
+		mem.Touch(m)
+		u.mem, u.mapping, u.huge = m[:size:size], m, true
 		u.log.Debug().Int("bytes", hugeSize).Msg("umem on huge pages")
 		return u, nil
 	}
 	hugeErr := err
-	mem, err = unix.Mmap(-1, 0, size, unix.PROT_READ|unix.PROT_WRITE,
+	m, err = unix.Mmap(-1, 0, size, unix.PROT_READ|unix.PROT_WRITE,
 		unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_POPULATE)
 	if err != nil {
 		return nil, fmt.Errorf("new umem: mmap %d bytes: %w", size, err)
 	}
-	thp := unix.Madvise(mem, unix.MADV_HUGEPAGE)
-	u.mem, u.mapping = mem, mem
+	thp := unix.Madvise(m, unix.MADV_HUGEPAGE)
+	mem.Touch(m)
+	u.mem, u.mapping = m, m
 	u.log.Info().Err(hugeErr).Bool("thp", thp == nil).Int("bytes", size).
 		Msg("umem: huge pages unavailable (raise vm.nr_hugepages), using normal pages")
 	return u, nil
