@@ -6,6 +6,7 @@ import (
 
 	"github.com/marketfeed/feedhandler/book"
 	"github.com/marketfeed/feedhandler/internal/clock"
+	"github.com/marketfeed/feedhandler/internal/mem"
 	"github.com/marketfeed/feedhandler/proto/bookfb"
 	"github.com/marketfeed/feedhandler/proto/shm"
 )
@@ -77,11 +78,16 @@ const (
 // NewPublisher returns a Publisher of books into w, depth levels per side.
 func NewPublisher(w *shm.Writer, books *book.Books, depth int) *Publisher {
 	const n = 1 << 16
-	return &Publisher{
+	p := &Publisher{
 		w: w, books: books, depth: depth,
 		locs:  make([]locState, n),
 		dirty: make([]uint16, 0, n), // every locate: a market-wide republish never grows it
 	}
+	// 2 MiB written at each locate's first message, and the dirty
+	// list: touched now, not page by page on the hot thread (mem.Touch).
+	mem.Touch(mem.Bytes(p.locs))
+	mem.Touch(mem.Bytes(p.dirty[:n]))
+	return p
 }
 
 // Applied records what book.Books.Apply returned for a message with

@@ -7,6 +7,7 @@ import (
 
 	"github.com/marketfeed/feedhandler/book"
 	"github.com/marketfeed/feedhandler/feed/itch"
+	"github.com/marketfeed/feedhandler/internal/mem"
 	"github.com/marketfeed/feedhandler/internal/shmtest"
 	"github.com/marketfeed/feedhandler/proto/shm"
 )
@@ -292,4 +293,28 @@ func (l *shardLab) add(bs *book.Books, p *Publisher, loc uint16, price uint32) {
 	l.ref++
 	p.Applied(loc, bs.AddOrder(loc, l.ref, book.Bid, 100, price), l.ref, 0)
 	p.Flush()
+}
+
+// TestPublisherMemoryResident checks that a shard's publisher's
+// per-locate state and dirty list, written as each locate's first message
+// comes, are resident from newShard on, in both modes. (The shard's
+// latency histograms are touched too, shard.touch, but the allocator
+// usually zeroes the shard's memory, touching them already: a test here
+// could not tell.)
+func TestPublisherMemoryResident(t *testing.T) {
+	for _, ring := range []int{0, 64} {
+		_, s := oneShardHandler(t, ring, smallBooks)
+		for _, c := range []struct {
+			name string
+			b    []byte
+		}{{"locs", mem.Bytes(s.pub.locs)}, {"dirty", mem.Bytes(s.pub.dirty[:cap(s.pub.dirty)])}} {
+			in, n, err := mem.Resident(c.b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if in != n || n == 0 {
+				t.Errorf("ring %d: %s: %d of its %d pages resident", ring, c.name, in, n)
+			}
+		}
+	}
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/marketfeed/feedhandler/feed/itch"
 	"github.com/marketfeed/feedhandler/internal/clock"
 	"github.com/marketfeed/feedhandler/internal/latency"
+	"github.com/marketfeed/feedhandler/internal/mem"
 	"github.com/marketfeed/feedhandler/internal/spsc"
 	"github.com/marketfeed/feedhandler/proto/shm"
 )
@@ -147,7 +148,9 @@ func newShard(id, core int, ringSize int, bcfg book.Config, w *shm.Writer, depth
 		return nil, err
 	}
 	if ringSize == 0 {
-		return &shard{id: id, core: core, books: bs, pub: NewPublisher(w, bs, depth), runs: make([]run, 0, maxRuns+1)}, nil
+		s := &shard{id: id, core: core, books: bs, pub: NewPublisher(w, bs, depth), runs: make([]run, 0, maxRuns+1)}
+		s.touch()
+		return s, nil
 	}
 	r, err := spsc.New[slot](ringSize)
 	if err != nil {
@@ -162,7 +165,20 @@ func newShard(id, core int, ringSize int, bcfg book.Config, w *shm.Writer, depth
 		backoff = spsc.Backoff{Spins: 1 << 16, Yields: 1 << 14, MinSleep: time.Microsecond, MaxSleep: 20 * time.Microsecond, Thread: true}
 	}
 	r.SetBackoff(backoff)
-	return &shard{id: id, core: core, ring: r, books: bs, pub: NewPublisher(w, bs, depth)}, nil
+	s := &shard{id: id, core: core, ring: r, books: bs, pub: NewPublisher(w, bs, depth)}
+	s.touch()
+	return s, nil
+}
+
+// touch touches what the shard's thread writes as it goes, all zero here
+// (mem.Touch): the latency histograms (16 KiB each: the first latency in a
+// new range would fault its bucket's page in on the hot thread) and the
+// runs.
+func (s *shard) touch() {
+	for _, h := range []*latency.Histogram{&s.hist, &s.histPath, &s.histRep} {
+		mem.Touch(mem.Of(h))
+	}
+	mem.Touch(mem.Bytes(s.runs[:cap(s.runs)]))
 }
 
 // run applies and publishes until the ring is closed and drained.
