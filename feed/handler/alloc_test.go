@@ -16,9 +16,12 @@ import (
 	"github.com/marketfeed/feedhandler/proto/shm"
 )
 
-func testWriter(t testing.TB) *shm.Writer {
+func testWriter(t testing.TB) *shm.Writer { return testWriterN(t, 1024) }
+
+// testWriterN is testWriter with n instrument slots.
+func testWriterN(t testing.TB, n int) *shm.Writer {
 	t.Helper()
-	w, err := shm.Create(shm.Config{Name: shmtest.Name(t, "fhhandlertest"), Instruments: 1024, Depth: 10})
+	w, err := shm.Create(shm.Config{Name: shmtest.Name(t, "fhhandlertest"), Instruments: n, Depth: 10})
 	if err != nil {
 		t.Fatal(err)
 	}

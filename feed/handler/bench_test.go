@@ -609,3 +609,50 @@ func BenchmarkMachineStalls(b *testing.B) {
 	b.ReportMetric(float64(n20)/total.Seconds(), "stalls20/s")
 	b.ReportMetric(100*lost.Seconds()/total.Seconds(), "stalled20-%")
 }
+
+// BenchmarkMarketWideChange is the publish of a batch that carries a
+// market-wide change (a system event, the stale flag) with 5,000 books
+// published: "flush" republishes every book in that batch (Flush, as every
+// batch did before the sweep), "chunk" the batch's own books and
+// DefaultSweepChunk of the sweep (FlushSome, what the pipeline does after
+// each batch). ns/op is the batch's publish.
+func BenchmarkMarketWideChange(b *testing.B) {
+	const n = 5000
+	w := testWriterN(b, n+1)
+	bs, err := book.New(book.Config{MaxOrders: 1 << 16, MaxLocates: n, MaxLevels: 1 << 14})
+	if err != nil {
+		b.Fatal(err)
+	}
+	p := NewPublisher(w, bs, 10)
+	for loc := uint16(1); loc <= n; loc++ {
+		bs.Announce(loc, itch.NewSymbol(fmt.Sprintf("S%d", loc)))
+		for i := range 20 {
+			side := book.Bid
+			if i%2 == 1 {
+				side = book.Ask
+			}
+			bs.AddOrder(loc, uint64(loc)*100+uint64(i), side, 100, 1000+uint32(i))
+		}
+		p.Applied(loc, true, uint64(loc), 1)
+	}
+	p.Flush()
+	for _, c := range []struct {
+		name  string
+		flush func()
+	}{{"flush", p.Flush}, {"chunk", p.FlushSome}} {
+		b.Run(c.name, func(b *testing.B) {
+			stale := false
+			for b.Loop() {
+				stale = !stale
+				p.SetStale(stale)
+				p.Applied(7, true, 1, 1) // the batch's own book
+				c.flush()
+			}
+			b.StopTimer()
+			p.Flush()
+			if p.Errors != 0 {
+				b.Fatalf("%d publish errors", p.Errors)
+			}
+		})
+	}
+}

@@ -423,6 +423,9 @@ func (h *Handler) receive(pinErr chan<- error) {
 			h.delivered.Store(h.nDelivered)
 		}
 		h.endBatch() // what Tick released or recovery delivered
+		if n == 0 && now-h.pickup >= int64(sweepQuiet) {
+			h.finishSweep()
+		}
 		// A reader (Stats) holding the lock makes the copy wait for the
 		// next round, a loop later: the hot thread never waits for a
 		// reader the kernel may have descheduled while holding it.
@@ -436,9 +439,27 @@ func (h *Handler) receive(pinErr chan<- error) {
 		}
 	}
 	h.endBatch()
+	h.finishSweep()
 	h.copyStats(true)
 	// Close on the thread that used the receiver (io_uring's single issuer).
 	h.closeErr = h.recv.Close()
+}
+
+// sweepQuiet is how long the feed must have been quiet (no packet picked
+// up) before the receive thread, in run to completion, finishes a
+// market-wide republish at once (finishSweep) instead of a chunk per round:
+// it cannot look for packets between chunks without waiting in Receive, up
+// to the receiver's poll timeout. A real receiver returns nothing only
+// after its poll timeout (100 ms by default) of silence.
+const sweepQuiet = time.Millisecond
+
+// finishSweep publishes the rest of a market-wide republish under way in
+// run to completion (Publisher.Sweeping), unless the books are being
+// rebuilt.
+func (h *Handler) finishSweep() {
+	if s := h.inline; s != nil && !s.rebuilding && s.pub.Sweeping() {
+		s.pub.Flush()
+	}
 }
 
 // route is the Arbiter's Deliver: copy each message into the ring of the

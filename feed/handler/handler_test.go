@@ -25,6 +25,14 @@ type scriptRx struct {
 	errAt    int // script index of the batch returned with errTransient (-1: none)
 	closed   bool
 	released int
+
+	// With idleOnce, the script played, one idle poll returns nothing
+	// after 2 ms and every later call waits until done is closed (by the
+	// test, before it stops the handler): exactly one idle round of the
+	// receive loop. idles counts the calls made with the script played.
+	idleOnce bool
+	idles    int
+	done     chan struct{}
 }
 
 var errTransient = errors.New("transient receive error")
@@ -36,8 +44,17 @@ func (r *scriptRx) Receive(pkts []rx.Packet) (int, error) {
 		return 0, rx.ErrClosed
 	}
 	if len(r.script) == 0 {
+		r.idles++
+		idles, done := r.idles, r.done
 		r.mu.Unlock()
-		time.Sleep(time.Millisecond) // an idle poll
+		switch {
+		case !r.idleOnce:
+			time.Sleep(time.Millisecond) // an idle poll
+		case idles == 1:
+			time.Sleep(2 * time.Millisecond)
+		default:
+			<-done
+		}
 		return 0, nil
 	}
 	n := copy(pkts[:min(len(pkts), 16)], r.script)
@@ -92,7 +109,12 @@ func startScripted(t *testing.T, mode Mode, shards []int, n int, trailer [][]byt
 // startScriptedLog is startScripted with the handler logging to log.
 func startScriptedLog(t *testing.T, mode Mode, shards []int, n int, trailer [][]byte, errAt int, log zerolog.Logger) (*Handler, *scriptRx, *book.Books, string) {
 	t.Helper()
-	pkts := dayPackets(t, n)
+	return startScriptedDay(t, mode, shards, dayPackets(t, n), trailer, errAt, log)
+}
+
+// startScriptedDay is startScriptedLog over the packets pkts.
+func startScriptedDay(t *testing.T, mode Mode, shards []int, pkts, trailer [][]byte, errAt int, log zerolog.Logger) (*Handler, *scriptRx, *book.Books, string) {
+	t.Helper()
 	ref, err := book.New(book.Config{MaxOrders: 1 << 18, MaxLocates: 1024, MaxLevels: 1 << 16})
 	if err != nil {
 		t.Fatal(err)
@@ -187,16 +209,71 @@ func testHandlerThreaded(t *testing.T, mode Mode, shards []int) {
 	}
 }
 
+// TestQuietFeedFinishesSweep: in run to completion, the receive loop
+// finishes a market-wide republish in the first round after the feed went
+// quiet (finishSweep), not a chunk a round: a real receiver's idle round
+// lasts its poll timeout. The receiver idles once, then waits for Close:
+// once its second idle call has started, every one of 300 books must
+// carry the stale flag of the trailing gap (two chunks, 128 books, without
+// finishSweep).
+func TestQuietFeedFinishesSweep(t *testing.T) {
+	hb := moldudp64.AppendHeader(nil, moldudp64.NewSession("ALLOC"), 0, 0)
+	pkts := dayPacketsSymbols(t, 20_000, 0, 300)
+	last, _ := moldudp64.Parse(pkts[len(pkts)-1])
+	hb = moldudp64.AppendHeader(hb[:0], last.Session, last.Next()+10, 0)
+	ref, err := book.New(book.Config{MaxOrders: 1 << 18, MaxLocates: 1024, MaxLevels: 1 << 16})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var script []rx.Packet
+	for i, ms := range dayMessages(t, pkts) {
+		for _, m := range ms {
+			ref.Apply(itch.Msg(m))
+		}
+		script = append(script, rx.Packet{Data: pkts[i], Line: rx.LineA}, rx.Packet{Data: pkts[i], Line: rx.LineB})
+	}
+	script = append(script, rx.Packet{Data: hb, Line: rx.LineA}, rx.Packet{Data: hb, Line: rx.LineB})
+	r := &scriptRx{script: script, errAt: -1, idleOnce: true, done: make(chan struct{})}
+	name := shmtest.Name(t, "fhquiet")
+	h, err := Start(Config{
+		Receive: rx.Config{Lines: []rx.LineConfig{{Name: "A"}, {Name: "B"}}},
+		// The gap is declared by the first idle round's tick.
+		Arbiter: ArbiterConfig{Grace: time.Nanosecond, Hold: time.Nanosecond},
+		Book:    book.Config{MaxOrders: 1 << 18, MaxLocates: 1024, MaxLevels: 1 << 16},
+		Mode:    ModeRunToCompletion,
+		ShmName: name,
+		Open:    func(rx.Config) (rx.Receiver, error) { return r, nil },
+		Log:     zerolog.Nop(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Stop()
+	defer close(r.done) // before Stop: the receive loop is waiting in Receive
+	waitFor(t, "the second idle call", func() bool {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		return r.idles >= 2
+	})
+	// (The stats are not copied while the loop waits in Receive: the
+	// flags are what tells that the gap was declared.)
+	if !compareShm(t, name, ref, true) {
+		t.Fatal("books without the stale flag after the quiet round")
+	}
+}
+
 // TestHandlerTrailingGapFlagsStale: a gap revealed by a heartbeat with
-// nothing after it still flags every published book possibly stale.
+// nothing after it still flags every published book possibly stale. With
+// 300 instruments the republish takes several chunks (DefaultSweepChunk),
+// the later ones while nothing arrives.
 func TestHandlerTrailingGapFlagsStale(t *testing.T) { forEachMode(t, testHandlerTrailingGapFlagsStale) }
 
 func testHandlerTrailingGapFlagsStale(t *testing.T, mode Mode, shards []int) {
 	hb := moldudp64.AppendHeader(nil, moldudp64.NewSession("ALLOC"), 0, 0)
-	pkts := dayPackets(t, 20_000)
+	pkts := dayPacketsSymbols(t, 20_000, 0, 300)
 	last, _ := moldudp64.Parse(pkts[len(pkts)-1])
 	hb = moldudp64.AppendHeader(hb[:0], last.Session, last.Next()+10, 0)
-	h, _, ref, name := startScripted(t, mode, shards, 20_000, [][]byte{hb}, -1)
+	h, _, ref, name := startScriptedDay(t, mode, shards, pkts, [][]byte{hb}, -1, zerolog.Nop())
 	defer h.Stop()
 	waitFor(t, "the gap", func() bool { return h.Stats().Arbiter.Gaps == 1 })
 	if g := h.Stats().Arbiter.LastGap; g != (moldudp64.Range{First: last.Next(), Count: 10}) {

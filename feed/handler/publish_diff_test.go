@@ -172,7 +172,7 @@ func TestPublishMatchesCopy(t *testing.T) {
 					p.MarkAllDirty()
 				}
 				dirty = dirty[:0]
-				if p.dirtyAll {
+				if p.sweep {
 					for b := range bs.All() {
 						dirty = append(dirty, b.Locate())
 					}

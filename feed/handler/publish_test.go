@@ -2,6 +2,7 @@ package handler
 
 import (
 	"errors"
+	"fmt"
 	"testing"
 	"unsafe"
 
@@ -9,6 +10,7 @@ import (
 	"github.com/marketfeed/feedhandler/feed/itch"
 	"github.com/marketfeed/feedhandler/internal/mem"
 	"github.com/marketfeed/feedhandler/internal/shmtest"
+	"github.com/marketfeed/feedhandler/proto/bookfb"
 	"github.com/marketfeed/feedhandler/proto/shm"
 )
 
@@ -316,5 +318,90 @@ func TestPublisherMemoryResident(t *testing.T) {
 				t.Errorf("ring %d: %s: %d of its %d pages resident", ring, c.name, in, n)
 			}
 		}
+	}
+}
+
+// TestPublisherSweepsInChunks: a market-wide change (here the stale flag)
+// republishes every book, SweepChunk books a FlushSome after the batch's
+// own; a book that changed in the batch is published once and does not
+// count in the chunk; a change during a sweep starts it again from the
+// first book (each book follows the latest change); Flush finishes a
+// sweep.
+func TestPublisherSweepsInChunks(t *testing.T) {
+	const n = 300
+	w, r := shmFeed(t, shm.Config{Instruments: n + 1, Depth: 2, SingleWriter: true})
+	bs, err := book.New(book.Config{MaxOrders: 1 << 12, MaxLocates: n, MaxLevels: 1 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := NewPublisher(w, bs, 2)
+	p.SweepChunk = 64
+	for loc := uint16(1); loc <= n; loc++ {
+		bs.Announce(loc, itch.NewSymbol(fmt.Sprintf("S%d", loc)))
+		p.Applied(loc, bs.AddOrder(loc, uint64(loc), book.Bid, 100, 1000), uint64(loc), 1)
+	}
+	p.Flush()
+	buf := make([]byte, r.Info().MaxSnapshot)
+	// stale counts the books that read with the flag.
+	stale := func() (k int) {
+		t.Helper()
+		for loc := uint16(1); loc <= n; loc++ {
+			v, err := r.Read(loc, buf)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if v.Flags()&bookfb.FlagsPossiblyStale != 0 {
+				k++
+			}
+		}
+		return k
+	}
+	flushSome := func(want int) {
+		t.Helper()
+		before := p.Published
+		p.FlushSome()
+		if got := int(p.Published - before); got != want {
+			t.Fatalf("FlushSome published %d books, want %d", got, want)
+		}
+	}
+	p.SetStale(true)
+	flushSome(64)
+	if k := stale(); k != 64 || !p.Sweeping() {
+		t.Fatalf("after one chunk: %d books flagged, sweeping %v; want 64, true", k, p.Sweeping())
+	}
+	// Book 250 changes in the batch: published with it, not twice, and
+	// the chunk is still 64 others.
+	p.Applied(250, bs.AddOrder(250, 10_000, book.Bid, 100, 1001), 1000, 2)
+	flushSome(65)
+	// Book 100 (already swept) changes: the same.
+	p.Applied(100, bs.AddOrder(100, 10_001, book.Bid, 100, 1001), 1001, 3)
+	flushSome(65)
+	if k := stale(); k != 64*3+1 { // books 1-192 and 250
+		t.Fatalf("after three chunks: %d books flagged, want %d", k, 64*3+1)
+	}
+	// The flag clears in the middle: the sweep starts again from book 1.
+	p.SetStale(false)
+	for range n / 64 {
+		flushSome(64)
+	}
+	if !p.Sweeping() {
+		t.Fatal("sweep ended early")
+	}
+	flushSome(n % 64)
+	if k := stale(); k != 0 || p.Sweeping() {
+		t.Fatalf("after the sweep: %d books flagged, sweeping %v; want 0, false", k, p.Sweeping())
+	}
+	flushSome(0)
+	// Flush finishes a sweep at once.
+	p.MarkAllDirty()
+	p.SetStale(true)
+	flushSome(64)
+	before := p.Published
+	p.Flush()
+	if got := p.Published - before; got != n-64 || p.Sweeping() || stale() != n {
+		t.Fatalf("Flush published %d (want %d), sweeping %v, %d flagged", got, n-64, p.Sweeping(), stale())
+	}
+	if p.Errors != 0 {
+		t.Fatalf("%d publish errors", p.Errors)
 	}
 }

@@ -188,8 +188,16 @@ func (s *shard) run(pinErr chan<- error) {
 	const batchMax = 256
 	lastStats := clock.Now()
 	for {
-		batch := s.ring.PeekWait(batchMax, 50*time.Millisecond)
-		if len(batch) == 0 {
+		var batch []slot
+		if s.pub.Sweeping() && !s.rebuilding {
+			// A market-wide republish under way: a chunk of it
+			// whenever the ring is empty (FlushSome adds one after
+			// each batch too).
+			if batch = s.ring.Peek(batchMax); len(batch) == 0 {
+				s.pub.FlushSome()
+				continue
+			}
+		} else if batch = s.ring.PeekWait(batchMax, 50*time.Millisecond); len(batch) == 0 {
 			s.copyStats(true)
 			if s.ring.Closed() {
 				return
@@ -208,7 +216,7 @@ func (s *shard) run(pinErr chan<- error) {
 			msgs++
 		}
 		if !s.rebuilding {
-			s.pub.Flush()
+			s.pub.FlushSome()
 		}
 		now := clock.Now()
 		s.record(batch, now)
@@ -327,6 +335,11 @@ func (s *shard) mark(kind uint8) {
 // the whole publish.
 func (s *shard) endBatch() int64 {
 	if !s.pending {
+		if s.pub.Sweeping() && !s.rebuilding {
+			// The next chunk of a market-wide republish: the receive
+			// loop ends every round with endBatch, packets or not.
+			s.pub.FlushSome()
+		}
 		if tailTrace {
 			s.tail.close()
 		}
@@ -334,7 +347,7 @@ func (s *shard) endBatch() int64 {
 	}
 	s.pending = false
 	if !s.rebuilding {
-		s.pub.Flush()
+		s.pub.FlushSome()
 	}
 	now := clock.Now()
 	if stageTiming || tailTrace {
