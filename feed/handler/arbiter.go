@@ -4,7 +4,6 @@ import (
 	"time"
 
 	"github.com/marketfeed/feedhandler/feed/moldudp64"
-	"github.com/marketfeed/feedhandler/internal/mem"
 )
 
 // MaxLines is the number of redundant lines an Arbiter merges.
@@ -675,19 +674,20 @@ type pendEntry struct {
 }
 
 func (q *pending) init(slots, slotSize int) {
-	// The arena and the ring are touched here, not by the first gap deep
-	// enough to reach their pages: that gap's packets (a late join holds
-	// the live feed for the whole snapshot) would each take a page fault on
-	// the receive thread, about 12 µs on the lab's VM, while it is behind.
+	// The arena is not touched here (mem.Touch): the first gap deep
+	// enough to reach a page of it takes a page fault per two held
+	// packets on the receive thread (BenchmarkArbiterFirstHold), but on
+	// the lab's VM every page the process has touched lengthens the hot
+	// thread's tail, used or not (16 MiB touched: the paced p99 from 4.9
+	// to 11.6 µs; docs/TUNING.md), and the arena is 16 to 64 MiB that most
+	// days never fill.
 	q.arena = make([]byte, slots*slotSize)
-	mem.Touch(q.arena)
 	q.slotSize = slotSize
 	q.free = make([]int32, slots)
 	for i := range q.free {
 		q.free[i] = int32(slots - 1 - i)
 	}
 	q.ring = make([]pendEntry, slots)
-	mem.Touch(mem.Bytes(q.ring))
 }
 
 func (q *pending) at(i int) *pendEntry { return &q.ring[(q.head+i)%len(q.ring)] }
