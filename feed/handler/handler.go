@@ -450,7 +450,10 @@ func (h *Handler) receive(pinErr chan<- error) {
 // market-wide republish at once (finishSweep) instead of a chunk per round:
 // it cannot look for packets between chunks without waiting in Receive, up
 // to the receiver's poll timeout. A real receiver returns nothing only
-// after its poll timeout (100 ms by default) of silence.
+// after its poll timeout of silence (Start sets it to at most a quarter of
+// the arbiter's hold: 5 ms by default), so in practice the sweep finishes
+// in the first round without packets; until then each round with packets
+// adds two chunks (its own endBatch and the one ending every round).
 const sweepQuiet = time.Millisecond
 
 // finishSweep publishes the rest of a market-wide republish under way in

@@ -2,6 +2,7 @@ package handler
 
 import (
 	"errors"
+	"math"
 	"unsafe"
 
 	"github.com/marketfeed/feedhandler/book"
@@ -28,16 +29,18 @@ type Publisher struct {
 	locs  []locState // by locate
 	stale bool       // books may be missing messages (an unrecovered gap)
 
-	// listed is every locate whose book has changed, in the order first
-	// changed: the books a market-wide change (the system event, the
-	// stale flag, a rebuild) republishes. sweep says one is under way,
-	// sweepAt is the next index of listed it marks dirty: Flush finishes
-	// it, FlushSome marks at most SweepChunk more books a call, after the
-	// batch's own, so that thousands of books are not republished in one
-	// batch while the live feed waits.
-	listed  []uint16
-	sweep   bool
-	sweepAt int
+	// listed is every locate whose book has changed since the last
+	// BooksReset, in the order first changed: the books a market-wide
+	// change (the system event, the stale flag, a rebuild) republishes.
+	// sweep says one is under way: sweepAt is the next index of listed it
+	// marks dirty (it wraps), sweepLeft the entries it has yet to pass.
+	// Flush finishes it, FlushSome marks at most SweepChunk more books a
+	// call, after the batch's own, so that thousands of books are not
+	// republished in one batch while the live feed waits.
+	listed    []uint16
+	sweep     bool
+	sweepAt   int
+	sweepLeft int
 
 	// SweepChunk bounds the books a sweep adds to each FlushSome
 	// (NewPublisher: DefaultSweepChunk).
@@ -135,11 +138,13 @@ func (p *Publisher) Applied(loc uint16, changed bool, seq uint64, rxTime int64) 
 	}
 }
 
-// startSweep starts republishing every listed book (again, from the
-// first, if a sweep was under way: each book must follow the latest
-// change).
+// startSweep starts republishing every listed book: a whole lap of
+// listed from where the sweep is. A change during a sweep starts a new lap
+// there (each book must follow the latest change), not from the first
+// book: changes more frequent than a lap would otherwise never reach the
+// books at the end.
 func (p *Publisher) startSweep() {
-	p.sweep, p.sweepAt = true, 0
+	p.sweep, p.sweepLeft = true, len(p.listed)
 }
 
 // Sweeping reports whether a market-wide republish is under way: books
@@ -167,6 +172,10 @@ func (p *Publisher) SetStale(stale bool) {
 // It starts a new epoch: the bindings made from now on replace those of
 // earlier epochs, and those of later epochs (another shard's, ahead of
 // this one) refuse them (shm.Writer.Rebind, StaleBinds).
+//
+// The list a sweep republishes starts again too (each rebuilt book is
+// listed again at its first change), and a sweep under way ends: the
+// rebuilt books are published as they change.
 func (p *Publisher) BooksReset() {
 	p.epoch++
 	for i := range p.locs {
@@ -174,7 +183,10 @@ func (p *Publisher) BooksReset() {
 		st.slot = shm.Slot{}
 		st.refused = 0
 		st.seq, st.rx, st.msgs = 0, 0, 0
+		st.listed = false
 	}
+	p.listed = p.listed[:0]
+	p.sweep, p.sweepAt, p.sweepLeft = false, 0, 0
 }
 
 // MarkAllDirty starts a sweep: every book is republished.
@@ -182,7 +194,7 @@ func (p *Publisher) MarkAllDirty() { p.startSweep() }
 
 // Flush publishes every book changed since the last Flush, and every book
 // a sweep has yet to republish.
-func (p *Publisher) Flush() { p.flush(len(p.listed)) }
+func (p *Publisher) Flush() { p.flush(math.MaxInt) }
 
 // FlushSome publishes every book changed since the last Flush, and at most
 // SweepChunk more that a sweep has yet to republish (all of them when
@@ -201,14 +213,19 @@ func (p *Publisher) FlushSome() {
 // and does not count in chunk.
 func (p *Publisher) flush(chunk int) {
 	if p.sweep {
-		for ; p.sweepAt < len(p.listed) && chunk > 0; p.sweepAt++ {
-			if loc := p.listed[p.sweepAt]; !p.locs[loc].dirty {
+		for ; p.sweepLeft > 0 && chunk > 0; p.sweepLeft-- {
+			if p.sweepAt >= len(p.listed) {
+				p.sweepAt = 0
+			}
+			loc := p.listed[p.sweepAt]
+			p.sweepAt++
+			if !p.locs[loc].dirty {
 				p.locs[loc].dirty = true
 				p.dirty = append(p.dirty, loc)
 				chunk--
 			}
 		}
-		if p.sweepAt == len(p.listed) {
+		if p.sweepLeft == 0 {
 			p.sweep = false
 		}
 	}

@@ -324,23 +324,12 @@ func TestPublisherMemoryResident(t *testing.T) {
 // TestPublisherSweepsInChunks: a market-wide change (here the stale flag)
 // republishes every book, SweepChunk books a FlushSome after the batch's
 // own; a book that changed in the batch is published once and does not
-// count in the chunk; a change during a sweep starts it again from the
-// first book (each book follows the latest change); Flush finishes a
+// count in the chunk; a change during a sweep starts a whole new lap from
+// where it is (each book follows the latest change); Flush finishes a
 // sweep.
 func TestPublisherSweepsInChunks(t *testing.T) {
 	const n = 300
-	w, r := shmFeed(t, shm.Config{Instruments: n + 1, Depth: 2, SingleWriter: true})
-	bs, err := book.New(book.Config{MaxOrders: 1 << 12, MaxLocates: n, MaxLevels: 1 << 10})
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := NewPublisher(w, bs, 2)
-	p.SweepChunk = 64
-	for loc := uint16(1); loc <= n; loc++ {
-		bs.Announce(loc, itch.NewSymbol(fmt.Sprintf("S%d", loc)))
-		p.Applied(loc, bs.AddOrder(loc, uint64(loc), book.Bid, 100, 1000), uint64(loc), 1)
-	}
-	p.Flush()
+	p, bs, r := sweepLab(t, n)
 	buf := make([]byte, r.Info().MaxSnapshot)
 	// stale counts the books that read with the flag.
 	stale := func() (k int) {
@@ -379,7 +368,7 @@ func TestPublisherSweepsInChunks(t *testing.T) {
 	if k := stale(); k != 64*3+1 { // books 1-192 and 250
 		t.Fatalf("after three chunks: %d books flagged, want %d", k, 64*3+1)
 	}
-	// The flag clears in the middle: the sweep starts again from book 1.
+	// The flag clears in the middle: a whole lap from book 193.
 	p.SetStale(false)
 	for range n / 64 {
 		flushSome(64)
@@ -404,4 +393,70 @@ func TestPublisherSweepsInChunks(t *testing.T) {
 	if p.Errors != 0 {
 		t.Fatalf("%d publish errors", p.Errors)
 	}
+}
+
+// TestPublisherSweepNotStarved (review of round 13): changes that come
+// more often than a sweep's lap (300 books, 64 a chunk, a change every 3
+// chunks) still reach every book: each is republished while they keep
+// coming, and after the last one every book follows it within a lap's
+// chunks. A sweep that started again from the first book at each change
+// never republished the books after the 192nd.
+func TestPublisherSweepNotStarved(t *testing.T) {
+	const n = 300
+	p, _, r := sweepLab(t, n)
+	buf := make([]byte, r.Info().MaxSnapshot)
+	read := func(loc uint16) shm.View {
+		t.Helper()
+		v, err := r.Read(loc, buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	before := make([]uint64, n+1)
+	for loc := uint16(1); loc <= n; loc++ {
+		before[loc] = read(loc).Version
+	}
+	for cycle := range 200 {
+		p.SetStale(cycle%2 == 0)
+		for range 3 {
+			p.FlushSome()
+		}
+	}
+	for loc := uint16(1); loc <= n; loc++ {
+		if v := read(loc).Version; v == before[loc] {
+			t.Fatalf("book %d not republished by 200 changes (version %d)", loc, v)
+		}
+	}
+	p.SetStale(true)
+	for range (n + 63) / 64 {
+		p.FlushSome()
+	}
+	if p.Sweeping() {
+		t.Fatal("still sweeping after a lap's chunks")
+	}
+	for loc := uint16(1); loc <= n; loc++ {
+		if v := read(loc); v.Flags()&bookfb.FlagsPossiblyStale == 0 {
+			t.Fatalf("book %d without the stale flag", loc)
+		}
+	}
+}
+
+// sweepLab is a Publisher (SweepChunk 64) of n books, locates 1 to n, each
+// with one order and published once, and a reader of its file.
+func sweepLab(t *testing.T, n int) (*Publisher, *book.Books, *shm.Reader) {
+	t.Helper()
+	w, r := shmFeed(t, shm.Config{Instruments: n + 1, Depth: 2, SingleWriter: true})
+	bs, err := book.New(book.Config{MaxOrders: 1 << 12, MaxLocates: n, MaxLevels: 1 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := NewPublisher(w, bs, 2)
+	p.SweepChunk = 64
+	for loc := uint16(1); loc <= uint16(n); loc++ {
+		bs.Announce(loc, itch.NewSymbol(fmt.Sprintf("S%d", loc)))
+		p.Applied(loc, bs.AddOrder(loc, uint64(loc), book.Bid, 100, 1000), uint64(loc), 1)
+	}
+	p.Flush()
+	return p, bs, r
 }

@@ -229,6 +229,12 @@ func Create(cfg Config) (*Writer, error) {
 	if err := f.Truncate(int64(l.fileSize)); err != nil {
 		return fail(err)
 	}
+	// Every page allocated now: a tmpfs too small for the file fails here
+	// with ENOSPC, not with a SIGBUS at the first store into a page it
+	// cannot back (dirtyPages below, or a publish).
+	if err := unix.Fallocate(int(f.Fd()), 0, 0, int64(l.fileSize)); err != nil && !errors.Is(err, unix.EOPNOTSUPP) {
+		return fail(fmt.Errorf("allocate %d bytes: %w", l.fileSize, err))
+	}
 	// MAP_POPULATE allocates and maps every page now: no publish takes a
 	// page fault.
 	mem, err := unix.Mmap(int(f.Fd()), 0, int(l.fileSize), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED|unix.MAP_POPULATE)
