@@ -454,7 +454,7 @@ func (h *Handler) receive(pinErr chan<- error) {
 // the arbiter's hold: 5 ms by default), so in practice the sweep finishes
 // in the first round without packets; until then each round with packets
 // adds two chunks (its own endBatch and the one ending every round).
-const sweepQuiet = time.Millisecond
+var sweepQuiet = time.Millisecond // a variable for TestStopFinishesSweep
 
 // finishSweep publishes the rest of a market-wide republish under way in
 // run to completion (Publisher.Sweeping), unless the books are being

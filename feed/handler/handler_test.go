@@ -27,12 +27,13 @@ type scriptRx struct {
 	released int
 
 	// With idleOnce, the script played, one idle poll returns nothing
-	// after 2 ms and every later call waits until done is closed (by the
-	// test, before it stops the handler): exactly one idle round of the
-	// receive loop. idles counts the calls made with the script played.
-	idleOnce bool
-	idles    int
-	done     chan struct{}
+	// after 2 ms (at once with idleNow) and every later call waits until
+	// done is closed (by the test, before it stops the handler), then
+	// returns rx.ErrClosed: exactly one idle round of the receive loop.
+	// idles counts the calls made with the script played.
+	idleOnce, idleNow bool
+	idles             int
+	done              chan struct{}
 }
 
 var errTransient = errors.New("transient receive error")
@@ -51,9 +52,12 @@ func (r *scriptRx) Receive(pkts []rx.Packet) (int, error) {
 		case !r.idleOnce:
 			time.Sleep(time.Millisecond) // an idle poll
 		case idles == 1:
-			time.Sleep(2 * time.Millisecond)
+			if !r.idleNow {
+				time.Sleep(2 * time.Millisecond)
+			}
 		default:
 			<-done
+			return 0, rx.ErrClosed
 		}
 		return 0, nil
 	}
@@ -217,6 +221,53 @@ func testHandlerThreaded(t *testing.T, mode Mode, shards []int) {
 // carry the stale flag of the trailing gap (two chunks, 128 books, without
 // finishSweep).
 func TestQuietFeedFinishesSweep(t *testing.T) {
+	h, r, ref, name := startTrailingGap(t, false)
+	defer h.Stop()
+	defer close(r.done) // before Stop: the receive loop is waiting in Receive
+	waitFor(t, "the second idle call", func() bool {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		return r.idles >= 2
+	})
+	// (The stats are not copied while the loop waits in Receive: the
+	// flags are what tells that the gap was declared.)
+	if !compareShm(t, name, ref, true) {
+		t.Fatal("books without the stale flag after the quiet round")
+	}
+}
+
+// TestStopFinishesSweep: a market-wide republish still under way when the
+// handler stops is finished before the books are left to readers. The
+// only idle round comes at once after the gap, and no round counts as
+// quiet (sweepQuiet an hour): one or two chunks, then the receiver is
+// closed.
+func TestStopFinishesSweep(t *testing.T) {
+	quiet := sweepQuiet
+	sweepQuiet = time.Hour
+	defer func() { sweepQuiet = quiet }() // after Stop: the receive loop reads it
+	h, r, ref, name := startTrailingGap(t, true)
+	waitFor(t, "the second idle call", func() bool {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		return r.idles >= 2
+	})
+	if compareShm(t, name, ref, true) {
+		t.Fatal("every book flagged before the stop: nothing left for it to finish")
+	}
+	close(r.done)
+	if err := h.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if !compareShm(t, name, ref, true) {
+		t.Fatal("books without the stale flag after Stop")
+	}
+}
+
+// startTrailingGap starts a run-to-completion handler over a day of 300
+// instruments ending with a heartbeat that reveals a gap, its receiver
+// idling once (at once with now) and then waiting for r.done.
+func startTrailingGap(t *testing.T, now bool) (*Handler, *scriptRx, *book.Books, string) {
+	t.Helper()
 	hb := moldudp64.AppendHeader(nil, moldudp64.NewSession("ALLOC"), 0, 0)
 	pkts := dayPacketsSymbols(t, 20_000, 0, 300)
 	last, _ := moldudp64.Parse(pkts[len(pkts)-1])
@@ -233,7 +284,7 @@ func TestQuietFeedFinishesSweep(t *testing.T) {
 		script = append(script, rx.Packet{Data: pkts[i], Line: rx.LineA}, rx.Packet{Data: pkts[i], Line: rx.LineB})
 	}
 	script = append(script, rx.Packet{Data: hb, Line: rx.LineA}, rx.Packet{Data: hb, Line: rx.LineB})
-	r := &scriptRx{script: script, errAt: -1, idleOnce: true, done: make(chan struct{})}
+	r := &scriptRx{script: script, errAt: -1, idleOnce: true, idleNow: now, done: make(chan struct{})}
 	name := shmtest.Name(t, "fhquiet")
 	h, err := Start(Config{
 		Receive: rx.Config{Lines: []rx.LineConfig{{Name: "A"}, {Name: "B"}}},
@@ -248,18 +299,7 @@ func TestQuietFeedFinishesSweep(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer h.Stop()
-	defer close(r.done) // before Stop: the receive loop is waiting in Receive
-	waitFor(t, "the second idle call", func() bool {
-		r.mu.Lock()
-		defer r.mu.Unlock()
-		return r.idles >= 2
-	})
-	// (The stats are not copied while the loop waits in Receive: the
-	// flags are what tells that the gap was declared.)
-	if !compareShm(t, name, ref, true) {
-		t.Fatal("books without the stale flag after the quiet round")
-	}
+	return h, r, ref, name
 }
 
 // TestHandlerTrailingGapFlagsStale: a gap revealed by a heartbeat with
