@@ -302,6 +302,44 @@ func startTrailingGap(t *testing.T, now bool) (*Handler, *scriptRx, *book.Books,
 	return h, r, ref, name
 }
 
+// TestSystemEventReachesEveryBook: the day's last system event (locate 0)
+// is in every book's snapshot once the day is played, 300 books in both
+// modes: the republish sweep reaches the books that did not change after
+// it (64 a batch, the rest when the feed is quiet or the ring empty).
+func TestSystemEventReachesEveryBook(t *testing.T) { forEachMode(t, testSystemEventReachesEveryBook) }
+
+func testSystemEventReachesEveryBook(t *testing.T, mode Mode, shards []int) {
+	pkts := dayPacketsSymbols(t, 20_000, 0, 300)
+	h, _, ref, name := startScriptedDay(t, mode, shards, pkts, nil, -1, zerolog.Nop())
+	defer h.Stop()
+	want, _ := ref.SystemEvent()
+	if want == 0 {
+		t.Fatal("the day has no system event")
+	}
+	r, err := shm.Open(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	buf := make([]byte, r.Info().MaxSnapshot)
+	waitFor(t, "the last system event in all 300 books", func() bool {
+		books := r.Instruments()
+		if len(books) != 300 {
+			return false
+		}
+		for _, inst := range books {
+			v, err := r.Read(inst.Locate, buf)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if v.SystemEvent() != want {
+				return false
+			}
+		}
+		return true
+	})
+}
+
 // TestHandlerTrailingGapFlagsStale: a gap revealed by a heartbeat with
 // nothing after it still flags every published book possibly stale. With
 // 300 instruments the republish takes several chunks (DefaultSweepChunk),
