@@ -32,13 +32,13 @@ type Publisher struct {
 	// listed is every locate whose book has changed since the last
 	// BooksReset, in the order first changed: the books a market-wide
 	// change (the system event, the stale flag, a rebuild) republishes.
-	// sweep says one is under way: sweepAt is the next index of listed it
-	// marks dirty (it wraps), sweepLeft the entries it has yet to pass.
+	// A sweep is under way while sweepLeft, the entries it has yet to
+	// pass, is above 0; sweepAt is the next index of listed it marks
+	// dirty (it wraps).
 	// Flush finishes it, FlushSome marks at most SweepChunk more books a
 	// call, after the batch's own, so that thousands of books are not
 	// republished in one batch while the live feed waits.
 	listed    []uint16
-	sweep     bool
 	sweepAt   int
 	sweepLeft int
 
@@ -144,12 +144,12 @@ func (p *Publisher) Applied(loc uint16, changed bool, seq uint64, rxTime int64) 
 // book: changes more frequent than a lap would otherwise never reach the
 // books at the end.
 func (p *Publisher) startSweep() {
-	p.sweep, p.sweepLeft = true, len(p.listed)
+	p.sweepLeft = len(p.listed)
 }
 
 // Sweeping reports whether a market-wide republish is under way: books
 // that FlushSome has yet to republish.
-func (p *Publisher) Sweeping() bool { return p.sweep }
+func (p *Publisher) Sweeping() bool { return p.sweepLeft > 0 }
 
 // SetStale flags (or clears) every book as possibly missing messages: a
 // sweep republishes them all with the flag (Flush, FlushSome).
@@ -186,7 +186,7 @@ func (p *Publisher) BooksReset() {
 		st.listed = false
 	}
 	p.listed = p.listed[:0]
-	p.sweep, p.sweepAt, p.sweepLeft = false, 0, 0
+	p.sweepAt, p.sweepLeft = 0, 0
 }
 
 // MarkAllDirty starts a sweep: every book is republished.
@@ -212,21 +212,16 @@ func (p *Publisher) FlushSome() {
 // the dirty books. A book that changed in the batch is published once,
 // and does not count in chunk.
 func (p *Publisher) flush(chunk int) {
-	if p.sweep {
-		for ; p.sweepLeft > 0 && chunk > 0; p.sweepLeft-- {
-			if p.sweepAt >= len(p.listed) {
-				p.sweepAt = 0
-			}
-			loc := p.listed[p.sweepAt]
-			p.sweepAt++
-			if !p.locs[loc].dirty {
-				p.locs[loc].dirty = true
-				p.dirty = append(p.dirty, loc)
-				chunk--
-			}
+	for ; p.sweepLeft > 0 && chunk > 0; p.sweepLeft-- {
+		if p.sweepAt >= len(p.listed) {
+			p.sweepAt = 0
 		}
-		if p.sweepLeft == 0 {
-			p.sweep = false
+		loc := p.listed[p.sweepAt]
+		p.sweepAt++
+		if !p.locs[loc].dirty {
+			p.locs[loc].dirty = true
+			p.dirty = append(p.dirty, loc)
+			chunk--
 		}
 	}
 	if len(p.dirty) == 0 {

@@ -172,7 +172,7 @@ func TestPublishMatchesCopy(t *testing.T) {
 					p.MarkAllDirty()
 				}
 				dirty = dirty[:0]
-				if p.sweep {
+				if p.Sweeping() {
 					for b := range bs.All() {
 						dirty = append(dirty, b.Locate())
 					}
