@@ -3,6 +3,7 @@ package handler
 import (
 	"errors"
 	"fmt"
+	"runtime/debug"
 	"testing"
 	"unsafe"
 
@@ -302,9 +303,12 @@ func (l *shardLab) add(bs *book.Books, p *Publisher, loc uint16, price uint32) {
 // comes, are resident from newShard on, in both modes. (The shard's
 // latency histograms are touched too, shard.touch, but the allocator
 // usually zeroes the shard's memory, touching them already: a test here
-// could not tell.)
+// could not tell.) The heap's free memory is handed back to the kernel
+// first (debug.FreeOSMemory), so that the Publisher's cannot be pages
+// that earlier tests left resident.
 func TestPublisherMemoryResident(t *testing.T) {
 	for _, ring := range []int{0, 64} {
+		debug.FreeOSMemory()
 		_, s := oneShardHandler(t, ring, smallBooks)
 		for _, c := range []struct {
 			name string
@@ -345,14 +349,7 @@ func TestPublisherSweepsInChunks(t *testing.T) {
 		}
 		return k
 	}
-	flushSome := func(want int) {
-		t.Helper()
-		before := p.Published
-		p.FlushSome()
-		if got := int(p.Published - before); got != want {
-			t.Fatalf("FlushSome published %d books, want %d", got, want)
-		}
-	}
+	flushSome := func(want int) { t.Helper(); sweepFlush(t, p, want) }
 	p.SetStale(true)
 	flushSome(64)
 	if k := stale(); k != 64 || !p.Sweeping() {
@@ -405,14 +402,7 @@ func TestPublisherSweepNotStarved(t *testing.T) {
 	const n = 300
 	p, _, r := sweepLab(t, n)
 	buf := make([]byte, r.Info().MaxSnapshot)
-	read := func(loc uint16) shm.View {
-		t.Helper()
-		v, err := r.Read(loc, buf)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return v
-	}
+	read := func(loc uint16) shm.View { t.Helper(); return sweepRead(t, r, loc, buf) }
 	before := make([]uint64, n+1)
 	for loc := uint16(1); loc <= n; loc++ {
 		before[loc] = read(loc).Version
@@ -442,6 +432,26 @@ func TestPublisherSweepNotStarved(t *testing.T) {
 	}
 }
 
+// sweepFlush calls p.FlushSome and fails unless it published want books.
+func sweepFlush(t *testing.T, p *Publisher, want int) {
+	t.Helper()
+	before := p.Published
+	p.FlushSome()
+	if got := int(p.Published - before); got != want {
+		t.Fatalf("FlushSome published %d books, want %d", got, want)
+	}
+}
+
+// sweepRead reads locate loc's snapshot from r into buf.
+func sweepRead(t *testing.T, r *shm.Reader, loc uint16, buf []byte) shm.View {
+	t.Helper()
+	v, err := r.Read(loc, buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
 // sweepLab is a Publisher (SweepChunk 64) of n books, locates 1 to n, each
 // with one order and published once, and a reader of its file.
 func sweepLab(t *testing.T, n int) (*Publisher, *book.Books, *shm.Reader) {
@@ -459,4 +469,69 @@ func sweepLab(t *testing.T, n int) (*Publisher, *book.Books, *shm.Reader) {
 	}
 	p.Flush()
 	return p, bs, r
+}
+
+// TestRebuildCutsSweep: a rebuild that comes while a sweep is under way
+// (the stale flag, one chunk in) first finishes it, so that readers keep
+// every last whole book, flagged; the sweep then ends with the books, and
+// the next ones (the end of the rebuild, the end of the gap) republish the
+// rebuilt books only. The books the new session has not rebuilt keep their
+// old snapshot and its flag.
+func TestRebuildCutsSweep(t *testing.T) {
+	const n, rebuilt = 300, 3
+	p, bs, r := sweepLab(t, n)
+	s := &shard{books: bs, pub: p}
+	buf := make([]byte, r.Info().MaxSnapshot)
+	read := func(loc uint16) shm.View { t.Helper(); return sweepRead(t, r, loc, buf) }
+	flushSome := func(want int) { t.Helper(); sweepFlush(t, p, want) }
+	stale := func(loc uint16) bool {
+		t.Helper()
+		v := read(loc)
+		return v.Flags()&bookfb.FlagsPossiblyStale != 0
+	}
+
+	s.marker(markerStale)
+	flushSome(64)
+	if !p.Sweeping() {
+		t.Fatal("not sweeping after one chunk")
+	}
+	before := p.Published
+	s.marker(markerRebuild)
+	if got := p.Published - before; got != n-64 || p.Sweeping() || len(p.listed) != 0 {
+		t.Fatalf("rebuild: published %d (want %d), sweeping %v, %d listed", got, n-64, p.Sweeping(), len(p.listed))
+	}
+	version := make([]uint64, n+1)
+	for loc := uint16(1); loc <= n; loc++ {
+		v := read(loc)
+		if v.Flags()&bookfb.FlagsPossiblyStale == 0 {
+			t.Fatalf("book %d without the stale flag when the rebuild starts", loc)
+		}
+		version[loc] = v.Version
+	}
+	// The rebuild applies the first books of the new session; the shard
+	// publishes nothing until it ends.
+	for loc := uint16(1); loc <= rebuilt; loc++ {
+		bs.Announce(loc, itch.NewSymbol(fmt.Sprintf("S%d", loc)))
+		p.Applied(loc, bs.AddOrder(loc, uint64(10_000+loc), book.Ask, 200, 2000), uint64(10_000+loc), 1)
+	}
+	s.marker(markerRebuilt)
+	flushSome(rebuilt)
+	if p.Sweeping() {
+		t.Fatal("still sweeping after the rebuilt books")
+	}
+	s.marker(markerWhole)
+	flushSome(rebuilt)
+	flushSome(0)
+	for loc := uint16(1); loc <= n; loc++ {
+		v := read(loc)
+		switch {
+		case loc <= rebuilt && (stale(loc) || v.Version == version[loc]):
+			t.Errorf("rebuilt book %d: stale %v, version %d (was %d)", loc, stale(loc), v.Version, version[loc])
+		case loc > rebuilt && (!stale(loc) || v.Version != version[loc]):
+			t.Errorf("book %d, not rebuilt: stale %v, version %d (was %d)", loc, stale(loc), v.Version, version[loc])
+		}
+	}
+	if p.Errors != 0 {
+		t.Fatalf("%d publish errors", p.Errors)
+	}
 }

@@ -5,7 +5,6 @@ package mem
 import (
 	"testing"
 	"time"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -39,17 +38,6 @@ func TestTouch(t *testing.T) {
 		if c != 0 {
 			t.Fatalf("byte %d is %d after Touch", i, c)
 		}
-	}
-}
-
-func TestBytes(t *testing.T) {
-	s := make([]uint64, 1000)
-	b := Bytes(s)
-	if len(b) != 8000 || unsafe.SliceData(b) != (*byte)(unsafe.Pointer(&s[0])) {
-		t.Fatalf("Bytes: %d bytes at %p, want 8000 at %p", len(b), unsafe.SliceData(b), &s[0])
-	}
-	if len(Bytes([]uint64(nil))) != 0 {
-		t.Fatal("Bytes(nil) not empty")
 	}
 }
 
