@@ -345,8 +345,8 @@ func (rp *replayer) apply(m itch.Msg) {
 //
 // A second cursor runs up to book.PrefetchAhead blocks ahead and hands them
 // to Books.PrefetchBlocks, prefetchGroup at a time, so the order slots a
-// delete, execute, cancel or replace reads are in cache when Apply gets to
-// it. It only hints: a block it frames wrongly (it checks only that the
+// delete, execute, cancel or replace reads, and the books, are in cache
+// when Apply gets to them. It only hints: a block it frames wrongly (it checks only that the
 // block fits in data) costs a wasted load.
 func (rp *replayer) applyFile(data []byte, scan *itch.Scanner) error {
 	bs, p, end := rp.bs, unsafe.Pointer(unsafe.SliceData(data)), len(data) // reads through p are checked against end by hand

@@ -487,8 +487,9 @@ func (h *Handler) route(p moldudp64.Packet, skip int, rxTime int64) {
 // the packet.
 func (h *Handler) routeInline(s *shard, p moldudp64.Packet, skip int, rxTime int64) {
 	// Start loading the order slots that the packet's deletes,
-	// executes, cancels and replaces will read, all at once, so that
-	// their misses overlap instead of following one another.
+	// executes, cancels and replaces will read, and their books, all at
+	// once, so that their misses overlap instead of following one
+	// another.
 	s.books.PrefetchBlocks(p.Blocks, p.Messages())
 	it := p.Iter()
 	it.Skip(skip)
