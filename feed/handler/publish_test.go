@@ -484,11 +484,6 @@ func TestRebuildCutsSweep(t *testing.T) {
 	buf := make([]byte, r.Info().MaxSnapshot)
 	read := func(loc uint16) shm.View { t.Helper(); return sweepRead(t, r, loc, buf) }
 	flushSome := func(want int) { t.Helper(); sweepFlush(t, p, want) }
-	stale := func(loc uint16) bool {
-		t.Helper()
-		v := read(loc)
-		return v.Flags()&bookfb.FlagsPossiblyStale != 0
-	}
 
 	s.marker(markerStale)
 	flushSome(64)
@@ -524,11 +519,12 @@ func TestRebuildCutsSweep(t *testing.T) {
 	flushSome(0)
 	for loc := uint16(1); loc <= n; loc++ {
 		v := read(loc)
+		stale := v.Flags()&bookfb.FlagsPossiblyStale != 0
 		switch {
-		case loc <= rebuilt && (stale(loc) || v.Version == version[loc]):
-			t.Errorf("rebuilt book %d: stale %v, version %d (was %d)", loc, stale(loc), v.Version, version[loc])
-		case loc > rebuilt && (!stale(loc) || v.Version != version[loc]):
-			t.Errorf("book %d, not rebuilt: stale %v, version %d (was %d)", loc, stale(loc), v.Version, version[loc])
+		case loc <= rebuilt && (stale || v.Version == version[loc]):
+			t.Errorf("rebuilt book %d: stale %v, version %d (was %d)", loc, stale, v.Version, version[loc])
+		case loc > rebuilt && (!stale || v.Version != version[loc]):
+			t.Errorf("book %d, not rebuilt: stale %v, version %d (was %d)", loc, stale, v.Version, version[loc])
 		}
 	}
 	if p.Errors != 0 {
