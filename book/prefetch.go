@@ -29,7 +29,7 @@ func (bs *Books) Prefetch(m itch.Msg) {
 	}
 	// The book's address is not checked against len(bs.books): a prefetch
 	// never faults, and Apply checks the locate.
-	book := uintptr(unsafe.Pointer(unsafe.SliceData(bs.books))) + uintptr(binary.BigEndian.Uint16(m[1:]))*unsafe.Sizeof(Book{})
+	book := uintptr(unsafe.Pointer(unsafe.SliceData(bs.books))) + uintptr(m.Locate())*unsafe.Sizeof(Book{})
 	prefetch2(uintptr(unsafe.Pointer(&bs.orders[binary.BigEndian.Uint64(m[itch.HeaderLen:])&bs.homeMask])), book)
 }
 

@@ -339,11 +339,7 @@ func TestPublisherSweepsInChunks(t *testing.T) {
 	stale := func() (k int) {
 		t.Helper()
 		for loc := uint16(1); loc <= n; loc++ {
-			v, err := r.Read(loc, buf)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if v.Flags()&bookfb.FlagsPossiblyStale != 0 {
+			if v := sweepRead(t, r, loc, buf); v.Flags()&bookfb.FlagsPossiblyStale != 0 {
 				k++
 			}
 		}
