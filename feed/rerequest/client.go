@@ -45,7 +45,7 @@ type Stats struct {
 	Late         uint64 // answers whose messages the caller already had
 	Malformed    uint64 // answers rejected by moldudp64.Parse
 	WrongSession uint64 // answers of another session
-	Unasked      uint64 // answers for ranges never asked, heartbeats, end of session
+	Unasked      uint64 // answers overlapping no recent request, heartbeats, end of session
 	ReadErrors   uint64
 	moldudp64.ParseErrors
 }
@@ -253,11 +253,16 @@ func (c *Client) accept(b []byte, now int64, fn func(p moldudp64.Packet)) {
 	fn(p)
 }
 
-// wasAsked reports whether r lies inside one of the recent requests.
+// wasAsked reports whether r overlaps one of the recent requests. An
+// answer may hold more than was asked: a server that resends the original
+// packet holding the first message asked for starts before it and may end
+// after it. The messages outside the request are the session's too (the
+// session is checked), and the caller's in-order stream takes what it
+// lacks and drops the rest as duplicates.
 func (c *Client) wasAsked(r moldudp64.Range) bool {
 	for i := 0; i < min(c.askedN, askedMemory); i++ {
 		a := c.asked[i]
-		if r.First >= a.First && r.End() <= a.End() {
+		if r.First < a.End() && r.End() > a.First {
 			return true
 		}
 	}

@@ -79,6 +79,28 @@ func fill(t *testing.T, c *rerequest.Client, r moldudp64.Range) *stream {
 	return s
 }
 
+// answerServer listens on a UDP port of the loopback address and calls
+// answer with each request it reads, until the test ends.
+func answerServer(t *testing.T, answer func(conn *net.UDPConn, req []byte, from netip.AddrPort)) netip.AddrPort {
+	t.Helper()
+	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	go func() {
+		buf := make([]byte, 64)
+		for {
+			n, from, err := conn.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				return
+			}
+			answer(conn, buf[:n], from)
+		}
+	}()
+	return conn.LocalAddr().(*net.UDPAddr).AddrPort()
+}
+
 func newServer(t *testing.T, cfg exchange.RerequestConfig) *exchange.RerequestServer {
 	t.Helper()
 	cfg.Listen = netip.MustParseAddrPort("127.0.0.1:0")
@@ -159,48 +181,35 @@ func TestAllServersDown(t *testing.T) {
 // Only the right answer reaches the caller; each bad one is counted.
 func TestBadAnswers(t *testing.T) {
 	h := history(t, 100)
-	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
 	var (
 		mu   sync.Mutex
 		reqs [][]byte
 	)
-	go func() {
-		buf := make([]byte, 64)
-		for {
-			n, from, err := conn.ReadFromUDPAddrPort(buf)
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			reqs = append(reqs, bytes.Clone(buf[:n]))
-			mu.Unlock()
-			rq, err := moldudp64.ParseRequest(buf[:n])
-			if err != nil {
-				continue
-			}
-			good := moldudp64.NewBuilder(session, rq.Seq, 0)
-			for seq := rq.Seq; seq < rq.Seq+uint64(rq.Count); seq++ {
-				m, _ := h.Message(nil, seq)
-				good.Add(m)
-			}
-			pkt := bytes.Clone(good.Flush())
-			other := bytes.Clone(pkt)
-			copy(other, "OTHER     ")
-			lying := bytes.Clone(pkt)
-			binary.BigEndian.PutUint16(lying[18:], uint16(rq.Count)+5)
-			unasked := bytes.Clone(pkt)
-			binary.BigEndian.PutUint64(unasked[10:], rq.Seq+1000)
-			hb := moldudp64.AppendHeader(nil, session, rq.Seq, 0)
-			for _, p := range [][]byte{other, lying, unasked, hb, pkt, pkt} {
-				conn.WriteToUDPAddrPort(p, from)
-			}
+	addr := answerServer(t, func(conn *net.UDPConn, req []byte, from netip.AddrPort) {
+		mu.Lock()
+		reqs = append(reqs, bytes.Clone(req))
+		mu.Unlock()
+		rq, err := moldudp64.ParseRequest(req)
+		if err != nil {
+			return
 		}
-	}()
-	addr := conn.LocalAddr().(*net.UDPAddr).AddrPort()
+		good := moldudp64.NewBuilder(session, rq.Seq, 0)
+		for seq := rq.Seq; seq < rq.Seq+uint64(rq.Count); seq++ {
+			m, _ := h.Message(nil, seq)
+			good.Add(m)
+		}
+		pkt := bytes.Clone(good.Flush())
+		other := bytes.Clone(pkt)
+		copy(other, "OTHER     ")
+		lying := bytes.Clone(pkt)
+		binary.BigEndian.PutUint16(lying[18:], uint16(rq.Count)+5)
+		unasked := bytes.Clone(pkt)
+		binary.BigEndian.PutUint64(unasked[10:], rq.Seq+1000)
+		hb := moldudp64.AppendHeader(nil, session, rq.Seq, 0)
+		for _, p := range [][]byte{other, lying, unasked, hb, pkt, pkt} {
+			conn.WriteToUDPAddrPort(p, from)
+		}
+	})
 	c, err := rerequest.New(rerequest.Config{Servers: []netip.AddrPort{addr}, Timeout: 50 * time.Millisecond}, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -264,5 +273,46 @@ func TestRateLimit(t *testing.T) {
 	}
 	if st := c.Stats; st.Requests > 51 || st.RateLimited == 0 {
 		t.Fatalf("%d requests in a second at 50/s (rate limited %d times)", st.Requests, st.RateLimited)
+	}
+}
+
+// TestSupersetAnswer: the server answers a request with a packet that
+// starts before the messages asked for and ends after them (as a server
+// resending its original packets would). The answer is taken, not
+// counted as unasked, and the range is filled from it.
+func TestSupersetAnswer(t *testing.T) {
+	h := history(t, 100)
+	addr := answerServer(t, func(conn *net.UDPConn, req []byte, from netip.AddrPort) {
+		rq, err := moldudp64.ParseRequest(req)
+		if err != nil {
+			return
+		}
+		// 5 messages before the first asked, 5 after the last.
+		first := rq.Seq - 5
+		b := moldudp64.NewBuilder(session, first, 0)
+		for seq := first; seq < rq.Seq+uint64(rq.Count)+5; seq++ {
+			m, _ := h.Message(nil, seq)
+			b.Add(m)
+		}
+		conn.WriteToUDPAddrPort(b.Flush(), from)
+	})
+	c, err := rerequest.New(rerequest.Config{Servers: []netip.AddrPort{addr},
+		Timeout: 50 * time.Millisecond, Retries: 5}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	r := moldudp64.Range{First: 20, Count: 10}
+	s := &stream{t: t, c: c, next: r.First}
+	c.Want(session, r, time.Now().UnixNano())
+	for i := 0; i < 20000 && c.Active(); i++ {
+		if !c.Poll(time.Now().UnixNano(), s.take) {
+			t.Fatalf("gave up at %d: %+v", s.next, c.Stats)
+		}
+		time.Sleep(100 * time.Microsecond)
+	}
+	// The stream took the asked messages and the 5 after them.
+	if st := c.Stats; c.Active() || s.next != r.End()+5 || st.Unasked != 0 || st.Responses != 1 {
+		t.Fatalf("stream at %d (want %d), active %v, stats %+v", s.next, r.End()+5, c.Active(), st)
 	}
 }

@@ -54,7 +54,7 @@ type ClientConfig struct {
 	Sequence uint64 // requested sequence number; 0 = the next message generated
 
 	ConnectTimeout    time.Duration // dial and login (default 5 s)
-	HeartbeatInterval time.Duration // send 'R' after this long without sending (default 1 s)
+	HeartbeatInterval time.Duration // never silent this long: 'R' after half of it without sending (default 1 s)
 	PeerTimeout       time.Duration // nothing heard from the server for this long: ErrPeerTimeout (default 15 s)
 	ReadBuffer        int           // bytes (default 256 KiB)
 	MaxPayload        int           // longest payload accepted (default MaxPayload)
@@ -265,8 +265,12 @@ func (c *Client) readErr(err error) error {
 	return err
 }
 
-// Send sends an Unsequenced Data packet.
+// Send sends an Unsequenced Data packet. A message longer than MaxPayload
+// is ErrOversized, and nothing is sent.
 func (c *Client) Send(msg []byte) error {
+	if err := checkPayload(msg); err != nil {
+		return err
+	}
 	return c.write(AppendPacket(nil, TypeUnsequencedData, msg), false)
 }
 
@@ -298,14 +302,15 @@ var heartbeatPacket = []byte{0, 1, TypeClientHeartbeat}
 
 func (c *Client) heartbeats(every time.Duration) {
 	defer c.hbWG.Done()
-	t := time.NewTicker(every / 2)
+	check, idle := heartbeatPeriods(every)
+	t := time.NewTicker(check)
 	defer t.Stop()
 	for {
 		select {
 		case <-c.done:
 			return
 		case now := <-t.C:
-			if now.UnixNano()-c.lastSend.Load() >= int64(every) {
+			if heartbeatDue(now.UnixNano(), c.lastSend.Load(), idle) {
 				if c.write(heartbeatPacket, true) != nil {
 					return
 				}

@@ -44,9 +44,12 @@
 //
 // # Heartbeats
 //
-// Each side sends a heartbeat ('H' from the server, 'R' from the client)
-// when it has sent nothing for HeartbeatInterval (the specification: 1
-// second), and treats a peer it has heard nothing from for PeerTimeout (the
+// Each side makes sure it never stays silent for HeartbeatInterval (the
+// specification: a heartbeat whenever more than 1 second passes without
+// sending): it sends a heartbeat ('H' from the server, 'R' from the
+// client) once it has sent nothing for half the interval, looking every
+// quarter interval, so that the longest silence is three quarters of it.
+// It treats a peer it has heard nothing from for PeerTimeout (the
 // specification suggests 15 seconds) as dead. Both are configurable.
 //
 // # Client

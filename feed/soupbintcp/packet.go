@@ -164,11 +164,22 @@ func (s *Stats) Snapshot() StatsSnapshot {
 	}
 }
 
-// AppendPacket appends one framed packet of type typ.
+// AppendPacket appends one framed packet of type typ. The payload must be
+// at most MaxPayload bytes long: the length field would wrap (Client.Send
+// and ServerConn.WritePacket check it).
 func AppendPacket(dst []byte, typ byte, payload []byte) []byte {
 	dst = binary.BigEndian.AppendUint16(dst, uint16(len(payload)+1))
 	dst = append(dst, typ)
 	return append(dst, payload...)
+}
+
+// checkPayload returns ErrOversized for a payload the length field cannot
+// count.
+func checkPayload(p []byte) error {
+	if len(p) > MaxPayload {
+		return fmt.Errorf("%w: payload of %d bytes, limit %d", ErrOversized, len(p), MaxPayload)
+	}
+	return nil
 }
 
 // AppendAlpha appends s left-justified in a field of width n, padded with

@@ -15,7 +15,7 @@ import (
 // ServerConfig shapes the server side of a connection. Zero durations pick
 // the defaults.
 type ServerConfig struct {
-	HeartbeatInterval time.Duration // send 'H' after this long without sending (default 1 s)
+	HeartbeatInterval time.Duration // never silent this long: 'H' after half of it without sending (default 1 s)
 	PeerTimeout       time.Duration // nothing heard from the client for this long: the client is dead (default 15 s)
 	LoginTimeout      time.Duration // wait this long for the Login Request (default PeerTimeout)
 	WriteBuffer       int           // bytes (default 256 KiB)
@@ -182,8 +182,8 @@ func (s *ServerConn) readClient() {
 
 func (s *ServerConn) heartbeats() {
 	defer s.wg.Done()
-	every := s.cfg.HeartbeatInterval
-	t := time.NewTicker(every / 2)
+	check, idle := heartbeatPeriods(s.cfg.HeartbeatInterval)
+	t := time.NewTicker(check)
 	defer t.Stop()
 	for {
 		select {
@@ -192,7 +192,7 @@ func (s *ServerConn) heartbeats() {
 		case <-s.gone:
 			return
 		case now := <-t.C:
-			if now.UnixNano()-s.lastSend.Load() < int64(every) {
+			if !heartbeatDue(now.UnixNano(), s.lastSend.Load(), idle) {
 				continue
 			}
 			s.mu.Lock()
@@ -212,8 +212,12 @@ func (s *ServerConn) heartbeats() {
 	}
 }
 
-// WritePacket buffers one packet.
+// WritePacket buffers one packet. A payload longer than MaxPayload is
+// ErrOversized, and nothing is buffered.
 func (s *ServerConn) WritePacket(typ byte, payload []byte) error {
+	if err := checkPayload(payload); err != nil {
+		return err
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var hdr [3]byte
