@@ -1,6 +1,7 @@
 package shm
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -152,13 +153,19 @@ func TestCppLifecycle(t *testing.T) {
 			}
 			startSession(t, bin, name).expect("open", "open ErrFormat")
 		}
-		// A FIFO must not hang the open (the Go reader's os.Open would
-		// block on it until a writer opens it).
+		// A FIFO must not hang the open (a plain open blocks on it until
+		// a writer opens it); TestOpenNotRegular does the same for Go.
 		fifo := testName(t)
 		if err := syscall.Mkfifo(fifo, 0o644); err != nil {
 			t.Fatal(err)
 		}
 		startSession(t, bin, fifo).expect("open", "open ErrFormat")
+		// A header naming pid 0 (kill(2) would signal the reader's own
+		// process group, always there) or one past Linux's largest.
+		for _, pid := range []uint32{0, maxPid + 1, 0xFFFFFFF0} {
+			name := corrupt(t, func(b []byte) []byte { binary.LittleEndian.PutUint32(b[offWriterPid:], pid); return b })
+			startSession(t, bin, name).expect("open", "open ErrFormat")
+		}
 		// A truncated feed file.
 		name := corrupt(t, func(b []byte) []byte { return b[:len(b)-pageSize] })
 		startSession(t, bin, name).expect("open", "open ErrFormat")
@@ -273,6 +280,12 @@ func TestCppLifecycle(t *testing.T) {
 		// A writer that died inside Publish leaves the slot odd forever.
 		*w.m.slotSeq(w.l.slotOff(0)) |= 1
 		*w.m.i64(offHeartbeat) = time.Now().Add(-time.Hour).UnixNano()
+		s.expect("read 1", "read ErrWriterDead")
+		// A new writer replaces the file: the session still maps the old
+		// one, whose writer is dead inside a publish. That is what the
+		// read says, not ErrBusy (a live writer holding the slot).
+		testWriter(t, Config{Name: w.Path(), Instruments: 1, Depth: 1})
+		s.expect("check", "check ErrRestarted")
 		s.expect("read 1", "read ErrWriterDead")
 	})
 }

@@ -47,6 +47,9 @@ func (f *Follower) Pending() uint64 { return f.r.m.head() - f.next }
 // caller must rescan every instrument (Read or Version) because updates were
 // lost. It allocates nothing.
 func (f *Follower) Poll(dst []Update) (int, error) {
+	if f.r.m.mem == nil {
+		return 0, f.r.closedError("poll")
+	}
 	m, l := &f.r.m, &f.r.l
 	head := m.head()
 	if head-f.next > l.journalLen {

@@ -195,6 +195,12 @@ func (m *mapping) writeHeader(l layout) {
 	*m.u32(offMaxSnapshot) = uint32(l.maxSnapshot)
 }
 
+// maxPid is Linux's largest process ID (PID_MAX_LIMIT on 64-bit): the
+// writer pid in a header is 1 to maxPid, or the file is not a feed file (a
+// pid of 0 or one read as negative would make kill(2) signal a process
+// group).
+const maxPid = 1 << 22
+
 // readHeader validates the header of a mapped file of size size.
 func (m *mapping) readHeader(size int64) (layout, error) {
 	var l layout
@@ -224,6 +230,7 @@ func (m *mapping) readHeader(size int64) (layout, error) {
 	switch {
 	case l.capacity == 0 || l.capacity > MaxLocates,
 		l.depth <= 0 || l.depth > maxDepth,
+		l.pid <= 0 || l.pid > maxPid,
 		l.journalLen > 1<<30,
 		l.slotSize > 1<<20 || l.maxSnapshot < maxSnapshotSize(l.depth),
 		l.index > l.fileSize || l.directory > l.fileSize || l.journal > l.fileSize || l.slots > l.fileSize:

@@ -50,7 +50,10 @@ func Open(name string) (*Reader, error) { return OpenWith(name, OpenOptions{}) }
 // OpenWith is Open with options.
 func OpenWith(name string, opt OpenOptions) (*Reader, error) {
 	path := Path(name)
-	f, err := os.Open(path)
+	// Not blocking: a FIFO of that name would block a plain open until a
+	// writer came; it is refused below with the other files that are not
+	// regular.
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil, fmt.Errorf("open shm %s: %w", path, ErrNotExist)
@@ -64,6 +67,9 @@ func OpenWith(name string, opt OpenOptions) (*Reader, error) {
 	var st unix.Stat_t
 	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
 		return nil, fmt.Errorf("open shm %s: fstat: %w", path, err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return nil, fmt.Errorf("open shm %s: not a regular file (mode %#o): %w", path, st.Mode&unix.S_IFMT, ErrFormat)
 	}
 	if st.Size < headerSize {
 		return nil, fmt.Errorf("open shm %s: %d bytes: %w", path, st.Size, ErrFormat)
@@ -99,7 +105,9 @@ func OpenWait(name string, timeout, poll time.Duration) (*Reader, error) {
 }
 
 // Close unmaps the file. Views returned by Read stay valid (they are in the
-// caller's buffers).
+// caller's buffers). After Close, Read, Check and a Follower's Poll and Wait
+// return an error wrapping fs.ErrClosed; Close must not run while another
+// goroutine calls them.
 func (r *Reader) Close() error {
 	if r.m.mem == nil {
 		return nil
@@ -128,10 +136,25 @@ func (r *Reader) Heartbeat() time.Time {
 // closed the feed, ErrWriterDead when its process is gone or its heartbeat is
 // older than StaleAfter.
 func (r *Reader) Check() error {
+	if r.m.mem == nil {
+		return r.closedError("check")
+	}
 	var st unix.Stat_t
 	if err := unix.Stat(r.path, &st); err == nil && (st.Ino != r.ino || st.Dev != r.dev) {
 		return fmt.Errorf("check shm %s: %w", r.path, ErrRestarted)
 	}
+	return r.writerGone()
+}
+
+// closedError is the error of a call on a closed Reader.
+func (r *Reader) closedError(op string) error {
+	return fmt.Errorf("%s shm %s: reader: %w", op, r.path, fs.ErrClosed)
+}
+
+// writerGone is Check without the file's replacement: whether the writer
+// of the mapped file closed it (ErrClosed) or died (ErrWriterDead), even
+// when a new writer has replaced the file since.
+func (r *Reader) writerGone() error {
 	if atomic.LoadUint32(r.m.u32(offState)) == stateClosed {
 		return fmt.Errorf("check shm %s: %w", r.path, ErrClosed)
 	}
@@ -279,6 +302,9 @@ const busyTimeout = time.Second
 // the seqlock protocol copies the slot, then re-checks its sequence and
 // retries when a writer was publishing meanwhile.
 func (r *Reader) Read(locate uint16, buf []byte) (View, error) {
+	if r.m.mem == nil {
+		return View{}, r.closedError("read")
+	}
 	slot, ok := r.slotOf(locate)
 	if !ok {
 		return View{}, fmt.Errorf("read shm locate %d: %w", locate, ErrUnknownLocate)
@@ -327,7 +353,10 @@ func (r *Reader) Read(locate uint16, buf []byte) (View, error) {
 		// while holding the slot will never release it. One that is gone
 		// between publishes left the slot readable: one more attempt
 		// reads it (the attempts before may all have met a publish).
-		if err := r.Check(); err != nil && !errors.Is(err, ErrRestarted) {
+		// The mapped file's own writer is asked about, not the file's
+		// name: a new writer may have replaced the file since the old
+		// one died inside a publish.
+		if err := r.writerGone(); err != nil {
 			gone = err
 			continue
 		}

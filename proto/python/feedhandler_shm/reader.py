@@ -269,7 +269,10 @@ class Reader:
     def __init__(self, path, stale_after=None):
         self.path = path
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            # Not blocking: a FIFO of that name would block a plain open
+            # until a writer came; it is refused below, not being a
+            # regular file.
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
         except FileNotFoundError:
             raise NotExistError("open shm %s: feed does not exist" % path) from None
         except PermissionError:
@@ -330,6 +333,7 @@ class Reader:
             or journal < directory + cap * L.DIR_ENTRY_SIZE or slots < journal + jl * L.RECORD_SIZE
             or slots % L.CACHE_LINE != 0 or journal % L.CACHE_LINE != 0
             or slots + cap * slot_size > file_size
+            or pid <= 0 or pid > L.MAX_PID
         )
         if bad:
             raise FormatError("open shm %s: inconsistent header: not a feed file" % path)
@@ -376,6 +380,12 @@ class Reader:
         else:
             if st.st_ino != self._ino or st.st_dev != self._dev:
                 raise RestartedError("check shm %s: writer restarted" % self.path)
+        self._writer_gone()
+
+    def _writer_gone(self):
+        """check without the file's replacement: raise ClosedError or
+        WriterDeadError if the writer of the mapped file closed it or died,
+        even when a new writer has replaced the file since."""
         if L.U32.unpack_from(self._mv, L.OFF_STATE)[0] == L.STATE_CLOSED:
             raise ClosedError("check shm %s: writer closed the feed" % self.path)
         try:
@@ -509,11 +519,11 @@ class Reader:
                 continue
             # A writer that died or closed inside a publish never releases the
             # slot. One gone between publishes left it readable: one more
-            # attempt reads it.
+            # attempt reads it. The mapped file's own writer is asked about,
+            # not the file's name: a new writer may have replaced the file
+            # since the old one died inside a publish.
             try:
-                self.check()
-            except RestartedError:
-                pass
+                self._writer_gone()
             except (ClosedError, WriterDeadError) as e:
                 gone = e
                 continue

@@ -48,6 +48,12 @@ class LifecycleTest(unittest.TestCase):
                 with self.assertRaises(shm.FormatError) as cm:
                     shm.open(name)
                 self.assertIn(name, str(cm.exception))
+        # A FIFO: not a feed file, said at once (a plain open would block
+        # until a process opened the FIFO for writing).
+        fifo = support.feed_name(self)
+        os.mkfifo(fifo)
+        with self.assertRaises(shm.FormatError):
+            shm.open(fifo)
         # A directory in /dev/shm is not a feed either.
         d = tempfile.mkdtemp(dir="/dev/shm", prefix="fh-pytest-%d-dir" % os.getpid())
         self.addCleanup(os.rmdir, d)
@@ -120,6 +126,11 @@ class LifecycleTest(unittest.TestCase):
         for label, patch in [("magic", lambda b: b.__setitem__(0, ord("X"))),
                              ("journal length", lambda b: b.__setitem__(48, 3)),
                              ("slot offset", lambda b: b.__setitem__(88 + 3, 0x7F)),
+                             # Writer pid 0, past Linux's largest, and 2**32 - 16
+                             # (os.kill would raise OverflowError).
+                             ("pid 0", lambda b: b.__setitem__(slice(32, 36), bytes(4))),
+                             ("pid past the largest", lambda b: b.__setitem__(slice(32, 36), (layout.MAX_PID + 1).to_bytes(4, "little"))),
+                             ("pid 2**32-16", lambda b: b.__setitem__(slice(32, 36), (2**32 - 16).to_bytes(4, "little"))),
                              ("truncated", lambda b: b.__delitem__(slice(len(b) - layout.PAGE_SIZE, None)))]:
             with self.subTest(label):
                 name, b = self._closed_feed_bytes()
@@ -222,6 +233,14 @@ class LifecycleTest(unittest.TestCase):
         with self.assertRaises(shm.WriterDeadError):
             r.read(1)
         self.assertEqual(r.version(1), 1)
+        # A new writer replaces the file: r still maps the old one, whose
+        # writer died inside a publish. That is what the read says, not
+        # BusyError (a live writer holding the slot).
+        support.control_writer(self, name, instruments=1, depth=1).cmd("beat")
+        with self.assertRaises(shm.RestartedError):
+            r.check()
+        with self.assertRaises(shm.WriterDeadError):
+            r.read(1)
 
         name2 = support.feed_name(self)
         w2 = support.control_writer(self, name2, instruments=1, depth=1)

@@ -419,10 +419,7 @@ class Reader {
     if (mem_ == nullptr) return Error::NotOpen;
     struct stat st;
     if (stat(path_, &st) == 0 && (st.st_ino != ino_ || st.st_dev != dev_)) return Error::Restarted;
-    if (load_acquire<uint32_t>(detail::kOffState) == detail::kStateClosed) return Error::Closed;
-    if (kill(pid_t(info_.writer_pid), 0) != 0 && errno == ESRCH) return Error::WriterDead;
-    if (detail::realtime_ns() - heartbeat_ns() > stale_ns_) return Error::WriterDead;
-    return Error::Ok;
+    return writer_gone();
   }
 
   // instrument_count is the number of registered instruments.
@@ -518,9 +515,11 @@ class Reader {
       if (spin % 1024 != 0) continue;
       // Slow path: a writer that died or closed while holding the slot
       // will never release it. One that is gone between publishes left the
-      // slot readable: one more attempt reads it.
-      Error e = check();
-      if (e != Error::Ok && e != Error::Restarted) {
+      // slot readable: one more attempt reads it. The mapped file's own
+      // writer is asked about, not the file's name: a new writer may have
+      // replaced the file since the old one died inside a publish.
+      Error e = writer_gone();
+      if (e != Error::Ok) {
         gone = e;
         continue;
       }
@@ -545,6 +544,16 @@ class Reader {
   inline Follower follow() const noexcept;
 
  private:
+  // writer_gone is check without the file's replacement: whether the
+  // writer of the mapped file closed it (Closed) or died (WriterDead), even
+  // when a new writer has replaced the file since.
+  Error writer_gone() const noexcept {
+    if (load_acquire<uint32_t>(detail::kOffState) == detail::kStateClosed) return Error::Closed;
+    if (kill(pid_t(info_.writer_pid), 0) != 0 && errno == ESRCH) return Error::WriterDead;
+    if (detail::realtime_ns() - heartbeat_ns() > stale_ns_) return Error::WriterDead;
+    return Error::Ok;
+  }
+
   friend class Follower;
 
   template <typename T>
@@ -610,7 +619,10 @@ class Reader {
     uint64_t index = le64(h + kOffIndex), directory = le64(h + kOffDirectory), journal = le64(h + kOffJournal),
              slots = le64(h + kOffSlots), file_size = le64(h + kOffFileSize);
     uint64_t max_snapshot = le32(h + kOffMaxSnapshot);
-    if (capacity == 0 || capacity > kMaxLocates || depth == 0 || depth > kMaxDepth ||
+    // The writer pid is 1 to Linux's largest (PID_MAX_LIMIT, 2^22): kill
+    // of 0 or a negative pid would signal a process group.
+    if (in.writer_pid <= 0 || in.writer_pid > (int32_t(1) << 22) || capacity == 0 || capacity > kMaxLocates ||
+        depth == 0 || depth > kMaxDepth ||
         journal_len > (uint64_t(1) << 30) || slot_size > (uint64_t(1) << 20) ||
         max_snapshot < max_snapshot_size(depth) || index > file_size || directory > file_size ||
         journal > file_size || slots > file_size) {
