@@ -15,7 +15,7 @@ func (b *Book) Symbol() itch.Symbol { return itch.Symbol(b.symbol) }
 func (bs *Books) Apply(m itch.Msg) (locate uint16, changed bool) {
 	bs.stats.Messages++
 	if len(m) < itch.HeaderLen {
-		bs.stats.Malformed++
+		bs.short(m)
 		return 0, false
 	}
 	t := m[0]
@@ -111,3 +111,17 @@ var sideTable = func() (t [256]Side) {
 	t['B'], t['S'] = Bid, Ask
 	return t
 }()
+
+// short counts a message shorter than the header: a type this version
+// does not know is skipped and counted as unknown whatever its length (as
+// the decoder's itch.Counters does), a known one is malformed. Out of
+// line: inlined into Apply, the branch made replay about 4% slower.
+//
+//go:noinline
+func (bs *Books) short(m itch.Msg) {
+	if len(m) > 0 && itch.Length(m[0]) == 0 {
+		bs.stats.UnknownType++
+	} else {
+		bs.stats.Malformed++
+	}
+}

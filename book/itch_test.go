@@ -125,10 +125,18 @@ func TestApplyMalformed(t *testing.T) {
 			t.Errorf("Apply(%x) changed the book", m)
 		}
 	}
+	// Unknown types, long and shorter than the header: counted as
+	// unknown, not malformed (the decoder's itch.Counters agrees).
 	unknown := append([]byte{'Z'}, make([]byte, 40)...)
 	bs.Apply(unknown)
+	bs.Apply(itch.Msg{'z', 0, 1, 0, 0})
+	var c itch.Counters
+	c.Accept([]byte{'z', 0, 1, 0, 0})
+	if c.Unknown != 1 {
+		t.Errorf("decoder counters %+v, want one unknown", c)
+	}
 	s := bs.Stats()
-	if s.Malformed != 5 || s.UnknownType != 1 || s.Orders != 0 || s.Messages != 6 {
+	if s.Malformed != 5 || s.UnknownType != 2 || s.Orders != 0 || s.Messages != 7 {
 		t.Errorf("stats %+v", s)
 	}
 	if l, changed := bs.Apply(add); !changed || l != 1 || bs.Stats().Orders != 1 {
