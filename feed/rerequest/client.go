@@ -249,7 +249,9 @@ func (c *Client) accept(b []byte, now int64, fn func(p moldudp64.Packet)) {
 		c.lastAns = now
 	}
 	c.Stats.Responses++
-	c.Stats.Messages += r.End() - max(r.First, c.next)
+	// What the answer brings of the range wanted: an answer may reach
+	// past it (wasAsked).
+	c.Stats.Messages += min(r.End(), c.want.End()) - min(max(r.First, c.next), c.want.End())
 	fn(p)
 }
 

@@ -302,21 +302,7 @@ var heartbeatPacket = []byte{0, 1, TypeClientHeartbeat}
 
 func (c *Client) heartbeats(every time.Duration) {
 	defer c.hbWG.Done()
-	check, idle := heartbeatPeriods(every)
-	t := time.NewTicker(check)
-	defer t.Stop()
-	for {
-		select {
-		case <-c.done:
-			return
-		case now := <-t.C:
-			if heartbeatDue(now.UnixNano(), c.lastSend.Load(), idle) {
-				if c.write(heartbeatPacket, true) != nil {
-					return
-				}
-			}
-		}
-	}
+	heartbeats(every, c.done, nil, &c.lastSend, func() bool { return c.write(heartbeatPacket, true) == nil })
 }
 
 const logoutTimeout = 100 * time.Millisecond

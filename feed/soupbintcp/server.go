@@ -182,34 +182,22 @@ func (s *ServerConn) readClient() {
 
 func (s *ServerConn) heartbeats() {
 	defer s.wg.Done()
-	check, idle := heartbeatPeriods(s.cfg.HeartbeatInterval)
-	t := time.NewTicker(check)
-	defer t.Stop()
-	for {
-		select {
-		case <-s.done:
-			return
-		case <-s.gone:
-			return
-		case now := <-t.C:
-			if !heartbeatDue(now.UnixNano(), s.lastSend.Load(), idle) {
-				continue
-			}
-			s.mu.Lock()
-			if s.w.Buffered() == 0 {
-				s.w.Write([]byte{0, 1, TypeServerHeartbeat}) //nolint:errcheck
-				err := s.w.Flush()
-				s.stats.Sent.Add(1)
-				s.stats.SentHeartbeats.Add(1)
-				if err != nil {
-					s.mu.Unlock()
-					s.setGone(err)
-					return
-				}
-			}
-			s.mu.Unlock()
+	heartbeats(s.cfg.HeartbeatInterval, s.done, s.gone, &s.lastSend, func() bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if s.w.Buffered() > 0 {
+			return true // data waits to go: it is the next send
 		}
-	}
+		s.w.Write([]byte{0, 1, TypeServerHeartbeat}) //nolint:errcheck
+		err := s.w.Flush()
+		s.stats.Sent.Add(1)
+		s.stats.SentHeartbeats.Add(1)
+		if err != nil {
+			s.setGone(err)
+			return false
+		}
+		return true
+	})
 }
 
 // WritePacket buffers one packet. A payload longer than MaxPayload is

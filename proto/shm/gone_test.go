@@ -128,6 +128,18 @@ func TestClosedReader(t *testing.T) {
 	if _, err := f.Wait(dst, time.Millisecond, WaitOptions{}); !errors.Is(err, fs.ErrClosed) {
 		t.Errorf("Wait: %v, want fs.ErrClosed", err)
 	}
+	if _, err := r.ReadSymbol("A", make([]byte, w.Info().MaxSnapshot)); !errors.Is(err, fs.ErrClosed) {
+		t.Errorf("ReadSymbol: %v, want fs.ErrClosed", err)
+	}
+	if _, err := r.Follow().Poll(dst); !errors.Is(err, fs.ErrClosed) {
+		t.Errorf("Poll of a Follow after Close: %v, want fs.ErrClosed", err)
+	}
+	if v, hb, ins, p := r.Version(1), r.Heartbeat(), r.Instruments(), f.Pending(); v != 0 || !hb.IsZero() || ins != nil || p != 0 {
+		t.Errorf("Version %d, Heartbeat %v, Instruments %v, Pending %d: want zero values", v, hb, ins, p)
+	}
+	if l, ok := r.Lookup("A"); ok || l != 0 || len(r.Locates()) != 0 {
+		t.Errorf("Lookup: %d %v, Locates %v: want nothing", l, ok, r.Locates())
+	}
 }
 
 // TestHeaderPid: a header naming pid 0 or one past Linux's largest is not a

@@ -27,6 +27,9 @@ type Follower struct {
 // first, then Read every instrument, then poll: an update published in
 // between shows up in both, never in neither.
 func (r *Reader) Follow() *Follower {
+	if r.m.mem == nil {
+		return &Follower{r: r} // Poll and Wait say the reader is closed
+	}
 	return &Follower{r: r, next: r.m.head()}
 }
 
@@ -37,7 +40,12 @@ func (f *Follower) Lost() uint64 { return f.lost }
 func (f *Follower) Overruns() uint64 { return f.overruns }
 
 // Pending is the number of records published and not yet polled.
-func (f *Follower) Pending() uint64 { return f.r.m.head() - f.next }
+func (f *Follower) Pending() uint64 {
+	if f.r.m.mem == nil {
+		return 0
+	}
+	return f.r.m.head() - f.next
+}
 
 // Poll copies up to len(dst) new journal records into dst without blocking
 // and returns how many. A record being written by a publisher ends the batch

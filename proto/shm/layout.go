@@ -195,11 +195,11 @@ func (m *mapping) writeHeader(l layout) {
 	*m.u32(offMaxSnapshot) = uint32(l.maxSnapshot)
 }
 
-// maxPid is Linux's largest process ID (PID_MAX_LIMIT on 64-bit): the
-// writer pid in a header is 1 to maxPid, or the file is not a feed file (a
+// maxPid is Linux's largest process ID (PID_MAX_LIMIT on 64-bit is 2^22,
+// and pids stay below it): the writer pid in a header is 1 to maxPid, or the file is not a feed file (a
 // pid of 0 or one read as negative would make kill(2) signal a process
 // group).
-const maxPid = 1 << 22
+const maxPid = 1<<22 - 1
 
 // readHeader validates the header of a mapped file of size size.
 func (m *mapping) readHeader(size int64) (layout, error) {

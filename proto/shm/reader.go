@@ -105,9 +105,11 @@ func OpenWait(name string, timeout, poll time.Duration) (*Reader, error) {
 }
 
 // Close unmaps the file. Views returned by Read stay valid (they are in the
-// caller's buffers). After Close, Read, Check and a Follower's Poll and Wait
-// return an error wrapping fs.ErrClosed; Close must not run while another
-// goroutine calls them.
+// caller's buffers). After Close, Read, ReadSymbol, Check and a Follower's
+// Poll and Wait return an error wrapping fs.ErrClosed (the reader's, not
+// ErrClosed, the writer's); Version, Heartbeat, Instruments, Lookup, Locates
+// and Pending return their zero values. Close must not run while another
+// goroutine calls any of them.
 func (r *Reader) Close() error {
 	if r.m.mem == nil {
 		return nil
@@ -128,6 +130,9 @@ func (r *Reader) Info() Info { return infoOf(&r.l) }
 
 // Heartbeat returns the writer's last heartbeat.
 func (r *Reader) Heartbeat() time.Time {
+	if r.m.mem == nil {
+		return time.Time{}
+	}
 	return time.Unix(0, atomic.LoadInt64(r.m.i64(offHeartbeat)))
 }
 
@@ -177,6 +182,9 @@ type Instrument struct {
 // but for retired slots (a locate bound to another symbol since; see
 // Writer.Rebind).
 func (r *Reader) Instruments() []Instrument {
+	if r.m.mem == nil {
+		return nil
+	}
 	n := uint64(atomic.LoadUint32(r.m.u32(offCount)))
 	n = min(n, r.l.capacity)
 	out := make([]Instrument, 0, n)
@@ -198,6 +206,9 @@ func (r *Reader) Instruments() []Instrument {
 // against the directory entry its locate is bound to now, and the map is
 // rebuilt when they differ.
 func (r *Reader) Lookup(symbol string) (uint16, bool) {
+	if r.m.mem == nil {
+		return 0, false
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if n := atomic.LoadUint32(r.m.u32(offCount)); n != r.known || r.symbols == nil {
@@ -255,6 +266,9 @@ func (r *Reader) slotOf(locate uint16) (uint64, bool) {
 // unknown locate). Comparing versions after ErrOverrun tells which
 // instruments changed.
 func (r *Reader) Version(locate uint16) uint64 {
+	if r.m.mem == nil {
+		return 0
+	}
 	slot, ok := r.slotOf(locate)
 	if !ok {
 		return 0
@@ -370,6 +384,9 @@ func (r *Reader) Read(locate uint16, buf []byte) (View, error) {
 
 // ReadSymbol is Read by symbol.
 func (r *Reader) ReadSymbol(symbol string, buf []byte) (View, error) {
+	if r.m.mem == nil {
+		return View{}, r.closedError("read")
+	}
 	l, ok := r.Lookup(symbol)
 	if !ok {
 		return View{}, fmt.Errorf("read shm %q: %w", symbol, ErrUnknownLocate)

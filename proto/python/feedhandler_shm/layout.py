@@ -12,9 +12,9 @@ FILE_IDENTIFIER = b"FHB1"
 DIR = "/dev/shm"
 MAX_LOCATES = 1 << 16
 MAX_DEPTH = 4096
-# The writer pid in a header is 1 to Linux's largest (PID_MAX_LIMIT, 2**22);
-# os.kill of 0 or a negative pid would signal a process group.
-MAX_PID = 1 << 22
+# The writer pid in a header is 1 to Linux's largest (below PID_MAX_LIMIT,
+# 2**22); os.kill of 0 or a negative pid would signal a process group.
+MAX_PID = (1 << 22) - 1
 
 CACHE_LINE = 64
 PAGE_SIZE = 4096

@@ -4,6 +4,7 @@ stale heartbeat, permission denied, unknown locate, nothing published."""
 
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -52,8 +53,18 @@ class LifecycleTest(unittest.TestCase):
         # until a process opened the FIFO for writing).
         fifo = support.feed_name(self)
         os.mkfifo(fifo)
-        with self.assertRaises(shm.FormatError):
-            shm.open(fifo)
+
+        def blocked(*_):
+            raise AssertionError("open of a FIFO still blocked after 10 s")
+
+        old = signal.signal(signal.SIGALRM, blocked)
+        signal.alarm(10)
+        try:
+            with self.assertRaises(shm.FormatError):
+                shm.open(fifo)
+        finally:
+            signal.alarm(0)
+            signal.signal(signal.SIGALRM, old)
         # A directory in /dev/shm is not a feed either.
         d = tempfile.mkdtemp(dir="/dev/shm", prefix="fh-pytest-%d-dir" % os.getpid())
         self.addCleanup(os.rmdir, d)

@@ -619,9 +619,9 @@ class Reader {
     uint64_t index = le64(h + kOffIndex), directory = le64(h + kOffDirectory), journal = le64(h + kOffJournal),
              slots = le64(h + kOffSlots), file_size = le64(h + kOffFileSize);
     uint64_t max_snapshot = le32(h + kOffMaxSnapshot);
-    // The writer pid is 1 to Linux's largest (PID_MAX_LIMIT, 2^22): kill
-    // of 0 or a negative pid would signal a process group.
-    if (in.writer_pid <= 0 || in.writer_pid > (int32_t(1) << 22) || capacity == 0 || capacity > kMaxLocates ||
+    // The writer pid is 1 to Linux's largest (below PID_MAX_LIMIT, 2^22):
+    // kill of 0 or a negative pid would signal a process group.
+    if (in.writer_pid <= 0 || in.writer_pid >= (int32_t(1) << 22) || capacity == 0 || capacity > kMaxLocates ||
         depth == 0 || depth > kMaxDepth ||
         journal_len > (uint64_t(1) << 30) || slot_size > (uint64_t(1) << 20) ||
         max_snapshot < max_snapshot_size(depth) || index > file_size || directory > file_size ||
