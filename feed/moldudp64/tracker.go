@@ -67,6 +67,12 @@ func (r Range) End() uint64 { return r.First + r.Count }
 // Contains reports whether seq is in r.
 func (r Range) Contains(seq uint64) bool { return seq >= r.First && seq-r.First < r.Count }
 
+// Overlaps reports whether r and o share a sequence number (an empty
+// range shares none).
+func (r Range) Overlaps(o Range) bool {
+	return r.Count > 0 && o.Count > 0 && r.First < o.End() && o.First < r.End()
+}
+
 // Request returns the retransmission request for the start of r in session
 // s: at most max messages (0 or more than MaxCount means MaxCount). Servers
 // cap what one request returns, so a caller asks for the rest once the first

@@ -421,6 +421,15 @@ func TestRangeRequest(t *testing.T) {
 	if !r.Contains(100) || !r.Contains(70099) || r.Contains(70100) || r.Contains(99) {
 		t.Error("Contains")
 	}
+	for _, c := range []struct {
+		o    moldudp64.Range
+		want bool
+	}{{moldudp64.Range{First: 50, Count: 51}, true}, {moldudp64.Range{First: 50, Count: 50}, false}, {moldudp64.Range{First: 70099, Count: 5}, true},
+		{moldudp64.Range{First: 70100, Count: 5}, false}, {moldudp64.Range{First: 200, Count: 0}, false}, {moldudp64.Range{First: 0, Count: 1 << 40}, true}} {
+		if r.Overlaps(c.o) != c.want || c.o.Overlaps(r) != c.want {
+			t.Errorf("%v overlaps %v: %v, want %v", r, c.o, r.Overlaps(c.o), c.want)
+		}
+	}
 	if q := r.Request(sess, 500); q != (moldudp64.Request{Session: sess, Seq: 100, Count: 500}) {
 		t.Errorf("capped request %+v", q)
 	}

@@ -245,7 +245,7 @@ func (c *Client) accept(b []byte, now int64, fn func(p moldudp64.Packet)) {
 		c.Stats.Late++
 		return
 	}
-	if c.inflight.Count > 0 && r.First < c.inflight.End() && r.End() > c.inflight.First {
+	if r.Overlaps(c.inflight) {
 		c.lastAns = now
 	}
 	c.Stats.Responses++
@@ -264,7 +264,7 @@ func (c *Client) accept(b []byte, now int64, fn func(p moldudp64.Packet)) {
 func (c *Client) wasAsked(r moldudp64.Range) bool {
 	for i := 0; i < min(c.askedN, askedMemory); i++ {
 		a := c.asked[i]
-		if r.First < a.End() && r.End() > a.First {
+		if r.Overlaps(a) {
 			return true
 		}
 	}

@@ -25,7 +25,7 @@ func heartbeatLoop(ticks <-chan time.Time, stop, gone <-chan struct{}, lastSend 
 		case <-gone:
 			return
 		case now := <-ticks:
-			if heartbeatDue(now.UnixNano(), lastSend.Load(), idle) && !send() {
+			if now.UnixNano()-lastSend.Load() >= int64(idle) && !send() {
 				return
 			}
 		}
@@ -46,10 +46,4 @@ func heartbeatLoop(ticks <-chan time.Time, stop, gone <-chan struct{}, lastSend 
 // not make the loop spin.
 func heartbeatPeriods(every time.Duration) (check, idle time.Duration) {
 	return max(every/4, time.Millisecond), every / 2
-}
-
-// heartbeatDue reports whether a heartbeat is due at now, the last send
-// having been at last (both Unix nanoseconds).
-func heartbeatDue(now, last int64, idle time.Duration) bool {
-	return now-last >= int64(idle)
 }

@@ -196,9 +196,9 @@ func (m *mapping) writeHeader(l layout) {
 }
 
 // maxPid is Linux's largest process ID (PID_MAX_LIMIT on 64-bit is 2^22,
-// and pids stay below it): the writer pid in a header is 1 to maxPid, or the file is not a feed file (a
-// pid of 0 or one read as negative would make kill(2) signal a process
-// group).
+// and pids stay below it). A header's writer pid outside 1..maxPid is not
+// a feed file's: kill(2) of 0, or of a pid read as negative, would signal a
+// process group.
 const maxPid = 1<<22 - 1
 
 // readHeader validates the header of a mapped file of size size.
