@@ -35,7 +35,7 @@ type Exposition struct {
 	plain  string
 	lines  []string
 	shards []string
-	kinds  [3]string
+	kinds  [len(badResponseKinds)]string
 	states [4]string
 	les    []string // per latency.DefaultBuckets bound, then +Inf
 	lesNs  []int64
@@ -239,11 +239,11 @@ func shardValue(sh *ShardStats, name string) uint64 {
 
 // badResponseKinds are the values of recovery_bad_responses_total's kind
 // label, in the order badResponses counts them.
-var badResponseKinds = [3]string{"malformed", "wrong_session", "unasked"}
+var badResponseKinds = [4]string{"malformed", "wrong_session", "unasked", "wrong_source"}
 
-func badResponses(st *Stats) [3]uint64 {
+func badResponses(st *Stats) [4]uint64 {
 	rr := &st.Recovery.Rerequest
-	return [3]uint64{rr.Malformed, rr.WrongSession, rr.Unasked}
+	return [4]uint64{rr.Malformed, rr.WrongSession, rr.Unasked, rr.WrongSource}
 }
 
 // histogramOf is a histogram metric's snapshot.

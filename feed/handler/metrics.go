@@ -89,7 +89,7 @@ var exported = [...]metric{
 	{"recovery_retries_total", "Re-requests resent after a timeout.", kindCounter, ""},
 	{"recovery_timeouts_total", "Re-requests that got no answer in time.", kindCounter, ""},
 	{"recovery_failures_total", "Ranges given up after every re-request server was tried.", kindCounter, ""},
-	{"recovery_bad_responses_total", "Re-request answers dropped: malformed, another session or never asked.", kindCounter, "kind"},
+	{"recovery_bad_responses_total", "Re-request answers dropped: malformed, another session, never asked, or from another IP address than the server's.", kindCounter, "kind"},
 	{"recovery_late_responses_total", "Re-request answers whose messages had arrived already.", kindCounter, ""},
 	{"recovery_snapshots_total", "Snapshots loaded.", kindCounter, ""},
 	{"recovery_snapshot_failures_total", "Snapshot fetches that failed.", kindCounter, ""},

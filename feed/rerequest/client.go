@@ -46,12 +46,14 @@ type Stats struct {
 	Malformed    uint64 // answers rejected by moldudp64.Parse
 	WrongSession uint64 // answers of another session
 	Unasked      uint64 // answers overlapping no recent request, heartbeats, end of session
+	WrongSource  uint64 // datagrams from an IP address other than the server's
 	ReadErrors   uint64
 	moldudp64.ParseErrors
 }
 
-// Bad returns the answers dropped as bad (malformed, wrong session, unasked).
-func (s *Stats) Bad() uint64 { return s.Malformed + s.WrongSession + s.Unasked }
+// Bad returns the answers dropped as bad (malformed, wrong session,
+// unasked, wrong source).
+func (s *Stats) Bad() uint64 { return s.Malformed + s.WrongSession + s.Unasked + s.WrongSource }
 
 // askedMemory is how many recent requests are remembered to recognise
 // their answers.
@@ -62,7 +64,9 @@ const askedMemory = 32
 type Client struct {
 	cfg     Config
 	fds     []int
+	addrs   []unix.SockaddrInet4 // by server, as fds
 	buf     []byte
+	from    unix.RawSockaddrInet4 // the last datagram's source
 	req     []byte
 	session moldudp64.Session
 
@@ -85,8 +89,13 @@ type Client struct {
 	Stats Stats
 }
 
-// New opens one connected UDP socket per server. open, if not nil, runs
-// the socket creation (e.g. inside a network namespace).
+// New opens one UDP socket per server. open, if not nil, runs the socket
+// creation (e.g. inside a network namespace).
+//
+// The sockets are not connected: a server may answer from another port
+// than the one asked (the MoldUDP64 spec fixes where the answer goes, not
+// where it comes from). A socket takes datagrams from its server's IP
+// address on any port and counts the rest as WrongSource.
 func New(cfg Config, open func(func() error) error) (*Client, error) {
 	if len(cfg.Servers) == 0 {
 		return nil, ErrNoServers
@@ -110,11 +119,12 @@ func New(cfg Config, open func(func() error) error) (*Client, error) {
 	c := &Client{cfg: cfg, buf: make([]byte, 1<<16), req: make([]byte, 0, moldudp64.RequestLen)}
 	err := open(func() error {
 		for _, s := range cfg.Servers {
-			fd, err := dial(s)
+			fd, err := open4(s)
 			if err != nil {
 				return fmt.Errorf("new rerequest client: server %s: %w", s, err)
 			}
 			c.fds = append(c.fds, fd)
+			c.addrs = append(c.addrs, unix.SockaddrInet4{Addr: s.Addr().As4(), Port: int(s.Port())})
 		}
 		return nil
 	})
@@ -126,7 +136,7 @@ func New(cfg Config, open func(func() error) error) (*Client, error) {
 	return c, nil
 }
 
-func dial(s netip.AddrPort) (int, error) {
+func open4(s netip.AddrPort) (int, error) {
 	if !s.Addr().Is4() {
 		return -1, errors.New("not an IPv4 address")
 	}
@@ -136,9 +146,11 @@ func dial(s netip.AddrPort) (int, error) {
 	}
 	// Answers to a 2000-message request come in a burst of packets.
 	_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, 4<<20)
-	if err := unix.Connect(fd, &unix.SockaddrInet4{Addr: s.Addr().As4(), Port: int(s.Port())}); err != nil {
+	// Bound now to a port of its own, so the socket reads nothing before
+	// its first request and every request leaves from the same port.
+	if err := unix.Bind(fd, &unix.SockaddrInet4{}); err != nil {
 		unix.Close(fd)
-		return -1, fmt.Errorf("connect: %w", err)
+		return -1, fmt.Errorf("bind: %w", err)
 	}
 	return fd, nil
 }
@@ -149,7 +161,7 @@ func (c *Client) Close() error {
 	for _, fd := range c.fds {
 		errs = append(errs, unix.Close(fd))
 	}
-	c.fds = nil
+	c.fds, c.addrs = nil, nil
 	return errors.Join(errs...)
 }
 
@@ -210,15 +222,16 @@ func (c *Client) Poll(now int64, fn func(p moldudp64.Packet)) bool {
 
 func (c *Client) read(server, fd int, now int64, fn func(p moldudp64.Packet)) {
 	for range 256 {
-		n, err := unix.Read(fd, c.buf)
+		n, err := recvfrom(fd, c.buf, &c.from)
 		if err != nil {
-			if !errors.Is(err, unix.EAGAIN) && !errors.Is(err, unix.EINTR) && !errors.Is(err, unix.ECONNREFUSED) {
+			if err != unix.EAGAIN && err != unix.EINTR {
 				c.Stats.ReadErrors++
 			}
-			if errors.Is(err, unix.ECONNREFUSED) {
-				continue // the ICMP of an earlier request; more may be queued
-			}
 			return
+		}
+		if c.from.Family != unix.AF_INET || c.from.Addr != c.addrs[server].Addr {
+			c.Stats.WrongSource++
+			continue
 		}
 		c.accept(c.buf[:n], now, fn)
 	}
@@ -318,7 +331,7 @@ func (c *Client) send(now int64) bool {
 	c.tries++
 	c.sentAt, c.lastAns = now, 0
 	c.Stats.Requests++
-	if _, err := unix.Write(c.fds[c.server], c.req); err != nil {
+	if err := unix.Sendto(c.fds[c.server], c.req, 0, &c.addrs[c.server]); err != nil {
 		c.Stats.SendErrors++ // counted; the timeout moves on
 	}
 	return true

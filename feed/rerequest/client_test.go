@@ -101,6 +101,16 @@ func answerServer(t *testing.T, answer func(conn *net.UDPConn, req []byte, from 
 	return conn.LocalAddr().(*net.UDPAddr).AddrPort()
 }
 
+// packet returns one answer packet holding h's messages first..end-1.
+func packet(h *exchange.History, first, end uint64) []byte {
+	b := moldudp64.NewBuilder(session, first, 0)
+	for seq := first; seq < end; seq++ {
+		m, _ := h.Message(nil, seq)
+		b.Add(m)
+	}
+	return bytes.Clone(b.Flush())
+}
+
 func newServer(t *testing.T, cfg exchange.RerequestConfig) *exchange.RerequestServer {
 	t.Helper()
 	cfg.Listen = netip.MustParseAddrPort("127.0.0.1:0")
@@ -193,12 +203,7 @@ func TestBadAnswers(t *testing.T) {
 		if err != nil {
 			return
 		}
-		good := moldudp64.NewBuilder(session, rq.Seq, 0)
-		for seq := rq.Seq; seq < rq.Seq+uint64(rq.Count); seq++ {
-			m, _ := h.Message(nil, seq)
-			good.Add(m)
-		}
-		pkt := bytes.Clone(good.Flush())
+		pkt := packet(h, rq.Seq, rq.Seq+uint64(rq.Count))
 		other := bytes.Clone(pkt)
 		copy(other, "OTHER     ")
 		lying := bytes.Clone(pkt)
@@ -253,6 +258,33 @@ func TestPollIdleAllocatesNothing(t *testing.T) {
 	}
 }
 
+// TestPollAnswersAllocateNothing: Poll on the receive thread while answers
+// arrive (7 messages each, so many packets) allocates nothing either.
+func TestPollAnswersAllocateNothing(t *testing.T) {
+	h := history(t, 3000)
+	srv := newServer(t, exchange.RerequestConfig{Message: h.Message, MaxMessages: 7})
+	c, err := rerequest.New(rerequest.Config{Servers: []netip.AddrPort{srv.Addr()}, RequestsPerSecond: 1e6}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	s := &stream{t: t, c: c, next: 1}
+	fn := s.take
+	c.Want(session, moldudp64.Range{First: 1, Count: 3000}, time.Now().UnixNano())
+	c.Poll(time.Now().UnixNano(), fn)
+	before := c.Stats.Responses
+	n := testing.AllocsPerRun(500, func() {
+		c.Poll(time.Now().UnixNano(), fn)
+		time.Sleep(50 * time.Microsecond)
+	})
+	if n != 0 {
+		t.Fatalf("%v allocations per Poll taking answers", n)
+	}
+	if c.Stats.Responses == before {
+		t.Fatalf("no answer arrived while measuring: %+v", c.Stats)
+	}
+}
+
 // TestRateLimit: a server that never answers, a 1 ms timeout (doubled per
 // retry, up to 64 ms) and 50 requests per second: over a simulated second
 // the limit holds requests back and never more than 51 are sent.
@@ -288,13 +320,7 @@ func TestSupersetAnswer(t *testing.T) {
 			return
 		}
 		// 5 messages before the first asked, 5 after the last.
-		first := rq.Seq - 5
-		b := moldudp64.NewBuilder(session, first, 0)
-		for seq := first; seq < rq.Seq+uint64(rq.Count)+5; seq++ {
-			m, _ := h.Message(nil, seq)
-			b.Add(m)
-		}
-		conn.WriteToUDPAddrPort(b.Flush(), from)
+		conn.WriteToUDPAddrPort(packet(h, rq.Seq-5, rq.Seq+uint64(rq.Count)+5), from)
 	})
 	c, err := rerequest.New(rerequest.Config{Servers: []netip.AddrPort{addr},
 		Timeout: 50 * time.Millisecond, Retries: 5}, nil)
@@ -314,5 +340,41 @@ func TestSupersetAnswer(t *testing.T) {
 	// The stream took the asked messages and the 5 after them.
 	if st := c.Stats; c.Active() || s.next != r.End()+5 || st.Unasked != 0 || st.Responses != 1 || st.Messages != uint64(r.Count) {
 		t.Fatalf("stream at %d (want %d), active %v, stats %+v", s.next, r.End()+5, c.Active(), st)
+	}
+}
+
+// TestAnswerFromOtherPort: the server answers from another port than the
+// one asked, and a stranger on another address sends a well-formed answer
+// first. The server's answers fill the range; the stranger's is counted
+// WrongSource and never reaches the caller.
+func TestAnswerFromOtherPort(t *testing.T) {
+	h := history(t, 100)
+	other, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	stranger, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 2)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stranger.Close()
+	addr := answerServer(t, func(_ *net.UDPConn, req []byte, from netip.AddrPort) {
+		rq, err := moldudp64.ParseRequest(req)
+		if err != nil {
+			return
+		}
+		pkt := packet(h, rq.Seq, rq.Seq+uint64(rq.Count))
+		stranger.WriteToUDPAddrPort(pkt, from)
+		other.WriteToUDPAddrPort(pkt, from)
+	})
+	c, err := rerequest.New(rerequest.Config{Servers: []netip.AddrPort{addr}, Timeout: 50 * time.Millisecond}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	s := fill(t, c, moldudp64.Range{First: 20, Count: 30})
+	if st := c.Stats; s.msgs != 30 || st.WrongSource == 0 || st.Messages != 30 || st.Bad() != st.WrongSource {
+		t.Fatalf("took %d messages, stats %+v", s.msgs, st)
 	}
 }

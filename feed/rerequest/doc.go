@@ -23,6 +23,8 @@
 //     messages than the packet carries is ErrOverrun), and late answers
 //     whose messages the caller already has.
 //
-// Each server has its own connected socket, so the kernel drops datagrams
-// from any other address. Poll allocates nothing.
+// Each server has its own socket, not connected: answers are taken from the
+// server's IP address on any port (a server may answer from another port
+// than the one asked), and datagrams from any other address are dropped
+// and counted (WrongSource). Poll allocates nothing.
 package rerequest

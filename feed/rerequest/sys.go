@@ -1,0 +1,22 @@
+package rerequest
+
+import (
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// recvfrom reads one datagram without blocking and writes its source to
+// from. Unlike unix.Recvfrom it allocates nothing (that one returns the
+// source as a new Sockaddr), so the receive thread's Poll stays
+// allocation-free while answers arrive. MSG_DONTWAIT: it cannot block, so
+// it is a raw syscall, as the receive path's recvmmsg (feed/rx).
+func recvfrom(fd int, p []byte, from *unix.RawSockaddrInet4) (int, error) {
+	n := uint32(unsafe.Sizeof(*from))
+	r, _, errno := unix.RawSyscall6(unix.SYS_RECVFROM, uintptr(fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)),
+		unix.MSG_DONTWAIT, uintptr(unsafe.Pointer(from)), uintptr(unsafe.Pointer(&n)))
+	if errno != 0 {
+		return 0, errno
+	}
+	return int(r), nil
+}
