@@ -25,16 +25,17 @@ const (
 const DefaultMaxRerequestGap = 50_000
 
 // GlimpseSnapshot returns a SnapshotFunc fetching GLIMPSE 5.0 snapshots
-// over SoupBinTCP with cfg (its Session, when empty, is the feed's).
+// over SoupBinTCP with cfg. An empty cfg.Session logs in to the server's
+// current session (SoupBinTCP's blank Requested Session), as the config's
+// `session: ""` says: a GLIMPSE session need not carry the MoldUDP64
+// session's name, and a name that changes daily does not belong in a
+// config file. A snapshot that arrives after the feed's session changed is
+// discarded (recovery's gen), so the current session is the right one.
 func GlimpseSnapshot(cfg glimpse.Config) SnapshotFunc {
-	return func(ctx context.Context, session moldudp64.Session, fn func(msg []byte) error) (uint64, error) {
-		c := cfg
-		if c.Session == "" {
-			c.Session = session.String()
-		}
-		res, err := glimpse.Fetch(ctx, c, fn)
+	return func(ctx context.Context, _ moldudp64.Session, fn func(msg []byte) error) (uint64, error) {
+		res, err := glimpse.Fetch(ctx, cfg, fn)
 		if err != nil {
-			return 0, fmt.Errorf("snapshot from %s: %w", c.Addr, err)
+			return 0, fmt.Errorf("snapshot from %s: %w", cfg.Addr, err)
 		}
 		return res.NextSeq, nil
 	}

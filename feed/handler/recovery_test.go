@@ -2,6 +2,7 @@ package handler
 
 import (
 	"context"
+	"errors"
 	"math/rand/v2"
 	"runtime"
 	"sync/atomic"
@@ -214,6 +215,37 @@ func TestShutdownMidSnapshot(t *testing.T) {
 			t.Fatalf("goroutines %d -> %d after close", before, runtime.NumGoroutine())
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestGlimpseSession: a GLIMPSE server whose session is not named as the
+// feed's MoldUDP64 session. Without a configured session the fetch logs in
+// to the current one (blank Requested Session) and loads; a configured
+// session is asked for as it is, and a wrong one is refused.
+func TestGlimpseSession(t *testing.T) {
+	msgs := [][]byte{dirMsg("GSES")}
+	srv, err := exchange.NewSnapshotServer(exchange.SnapshotConfig{Listen: "127.0.0.1:0", Username: "u", Password: "p",
+		Session: "GLIMPSE01", Messages: messageSource(msgs)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve() }()
+	defer func() { srv.Close(); <-served }()
+	feed := moldudp64.NewSession("FEED01")
+	for _, tc := range []struct {
+		session string
+		ok      bool
+	}{{"", true}, {"GLIMPSE01", true}, {"FEED01", false}} {
+		cfg := glimpse.Config{Addr: srv.Addr().String(), Username: "u", Password: "p", Session: tc.session, IdleTimeout: 5 * time.Second}
+		n := 0
+		next, err := GlimpseSnapshot(cfg)(context.Background(), feed, func([]byte) error { n++; return nil })
+		if tc.ok && (err != nil || next == 0 || n == 0) {
+			t.Errorf("session %q: next %d, %d messages, %v", tc.session, next, n, err)
+		}
+		if !tc.ok && !errors.Is(err, glimpse.ErrLoginRejected) {
+			t.Errorf("session %q: %v, want a rejected login", tc.session, err)
+		}
 	}
 }
 
