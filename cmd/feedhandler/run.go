@@ -30,20 +30,20 @@ func runFeed(args []string) error {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	feed := fs.String("feed", "", "feed config `FILE.yaml` (see feeds/nasdaq.yaml)")
 	if err := fs.Parse(args); err != nil {
-		return err
+		return configError{err}
 	}
 	if *feed == "" {
 		fs.Usage()
-		return errors.New("--feed is required")
+		return configError{errors.New("--feed is required")}
 	}
 	cfg, err := config.Load(*feed)
 	if err != nil {
-		return err
+		return configError{err}
 	}
 	// Interfaces, queues and addresses that this host does not have are
 	// config errors, reported before any backend is tried.
 	if err := cfg.CheckHost(); err != nil {
-		return err
+		return configError{err}
 	}
 	logger := newLogger(cfg.Log)
 
@@ -57,6 +57,16 @@ func runFeed(args []string) error {
 	logHugePages(logger)
 	return serve(ctx, h, cfg, logger)
 }
+
+// configError is a usage or feed-file error: the process exits 2, which
+// deploy/feedhandler@.service names in RestartPreventExitStatus= so that
+// systemd does not restart it in a loop (restarting does not fix the file).
+type configError struct{ error }
+
+func (e configError) Unwrap() error { return e.error }
+
+// ExitCode is the process's exit status (main).
+func (configError) ExitCode() int { return 2 }
 
 // serve runs h until ctx ends (the first SIGINT/SIGTERM), then shuts down
 // gracefully; a second signal exits at once.
