@@ -37,6 +37,10 @@ func register(c *command) { commands[c.name] = c }
 // run and the demo replace it with the feed config's log level and format.
 var log = consoleLogger(os.Stderr).Level(zerolog.InfoLevel)
 
+// Log times to the microsecond: zerolog's default field format is RFC 3339
+// to the second, which the console format then prints as .000.
+func init() { zerolog.TimeFieldFormat = "2006-01-02T15:04:05.000000Z07:00" }
+
 // consoleLogger logs human-readable lines to w, coloured only when w is a
 // terminal.
 func consoleLogger(w *os.File) zerolog.Logger {
