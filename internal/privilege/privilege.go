@@ -126,7 +126,7 @@ func Explain(err error, backend string, busyPoll bool) error {
 	if errors.Is(err, unix.ENOBUFS) && eff&IPCLock == 0 {
 		var lim unix.Rlimit
 		unix.Getrlimit(unix.RLIMIT_MEMLOCK, &lim)
-		return fmt.Errorf("%w (locked memory above RLIMIT_MEMLOCK %d bytes: raise it (LimitMEMLOCK= in the unit) or grant cap_ipc_lock)", err, lim.Cur)
+		return fmt.Errorf("%w (locked memory above RLIMIT_MEMLOCK %d bytes, counted over every process of uid %d: raise it (LimitMEMLOCK= in the unit) or grant cap_ipc_lock)", err, lim.Cur, os.Getuid())
 	}
 	if !errors.Is(err, unix.EPERM) && !errors.Is(err, unix.EACCES) {
 		return err
