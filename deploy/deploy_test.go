@@ -196,3 +196,29 @@ func TestAlertRules(t *testing.T) {
 		}
 	}
 }
+
+// TestUnitPassesSnapshotPassword: feeds/nasdaq.yaml reads its GLIMPSE
+// password from the environment (recovery.snapshot.password_env) and fails
+// to load without it, so the unit must hand the service that variable:
+// Environment= naming it, or an EnvironmentFile= the operator fills.
+func TestUnitPassesSnapshotPassword(t *testing.T) {
+	s := unitSettings(t)
+	t.Setenv("FEEDHANDLER_GLIMPSE_PASSWORD", "example")
+	cfg, err := config.Load("../feeds/nasdaq.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := cfg.Recovery.Snapshot.PasswordEnv
+	if env == "" {
+		return
+	}
+	if len(s["EnvironmentFile"]) > 0 {
+		return
+	}
+	for _, v := range s["Environment"] {
+		if strings.Contains(v, env+"=") {
+			return
+		}
+	}
+	t.Errorf("feeds/nasdaq.yaml reads recovery.snapshot.password_env %s, but the unit sets neither Environment=%s=... nor EnvironmentFile=: the service fails to start", env, env)
+}
