@@ -289,6 +289,15 @@ func (u *uringRx) Receive(pkts []Packet) (int, error) {
 	// preemption sends them often) waits again for the rest.
 	deadline := time.Now().Add(u.timeout)
 	for wait := u.timeout; ; {
+		// A request the last reap saw end (ENOBUFS as its first
+		// completion, the batch before having stopped just short of it)
+		// is re-armed before waiting, or its line would sit out the whole
+		// wait with datagrams queued in its socket.
+		if u.held < int(u.bufs.Entries()) {
+			if err := u.arm(tid); err != nil {
+				return 0, err
+			}
+		}
 		if _, err := u.ring.Wait(1, wait); err != nil {
 			return 0, fmt.Errorf("receive: %w", err)
 		}

@@ -1,0 +1,62 @@
+package rx
+
+import (
+	"encoding/binary"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/marketfeed/feedhandler/internal/netlab"
+)
+
+// TestUringRearmAfterENOBUFSInWait: when the final ENOBUFS completion of a
+// line's multishot request is the first completion a Receive reaps (the
+// previous batch ended just before it), Receive must re-arm the request
+// while buffers are free instead of waiting out PollTimeout with the line
+// disarmed and reporting (0, nil) while datagrams sit in the socket.
+func TestUringRearmAfterENOBUFSInWait(t *testing.T) {
+	lab := netlab.ForTest(t, netlab.Options{})
+	lines := labLines(lab)[:1]
+	senders := labSenders(t, lab, lines, 10000)
+	cfg := Config{Backend: BackendUring, Lines: lines, RingSize: 32, BatchSize: 4, PollTimeout: 300 * time.Millisecond, LockedThread: true}
+	err := onLockedThread(lab.Dst, func() error {
+		r, err := Open(cfg)
+		if err != nil {
+			return err
+		}
+		defer r.Close()
+		pkts := make([]Packet, 4)
+		// Arm the request (nothing arrives).
+		if n, err := r.Receive(pkts); n != 0 || err != nil {
+			return fmt.Errorf("first Receive: %d, %v", n, err)
+		}
+		// 36 datagrams for 32 buffers: 32 completions, then ENOBUFS; 4
+		// datagrams wait in the socket.
+		if err := send(senders, 36); err != nil {
+			return err
+		}
+		time.Sleep(50 * time.Millisecond)
+		next := 0
+		for next < 36 {
+			start := time.Now()
+			n, err := r.Receive(pkts)
+			if err != nil {
+				return err
+			}
+			if n == 0 {
+				return fmt.Errorf("Receive returned nothing after %v with %d of 36 datagrams received; stats %+v", time.Since(start), next, r.Stats())
+			}
+			for _, p := range pkts[:n] {
+				if seq := int(binary.BigEndian.Uint32(p.Data[1:])); seq != next {
+					return fmt.Errorf("packet %d, want %d", seq, next)
+				}
+				next++
+			}
+			r.Release(pkts[:n])
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
