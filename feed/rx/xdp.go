@@ -48,6 +48,7 @@ const (
 
 // xdpLine is one configured line as the parser matches it.
 type xdpLine struct {
+	iface  string // the line's interface: a frame matches only lines of the interface it came in on
 	dst    netip.AddrPort
 	source netip.Addr // invalid: any
 	line   Line
@@ -186,7 +187,7 @@ func newXDPRx(cfg Config) (_ *xdpRx, err error) {
 			names = append(names, lc.Interface)
 		}
 		byIface[lc.Interface] = append(byIface[lc.Interface], i)
-		r.lines = append(r.lines, xdpLine{dst: netip.AddrPortFrom(lc.Group, lc.Port), source: lc.Source, line: Line(i)})
+		r.lines = append(r.lines, xdpLine{iface: lc.Interface, dst: netip.AddrPortFrom(lc.Group, lc.Port), source: lc.Source, line: Line(i)})
 	}
 
 	for _, name := range names {
@@ -524,7 +525,7 @@ func (r *xdpRx) drain(pkts []Packet) int {
 				q.pending = append(q.pending, d.Addr)
 				continue
 			}
-			line, ok := r.match(dg)
+			line, ok := r.match(q.iface.name, dg)
 			if !ok {
 				unmatched++
 				q.pending = append(q.pending, d.Addr)
@@ -587,10 +588,10 @@ func (r *xdpRx) realtime(tai int64) int64 {
 	return tai - r.taiOffset
 }
 
-func (r *xdpRx) match(dg bpf.Datagram) (Line, bool) {
+func (r *xdpRx) match(iface string, dg bpf.Datagram) (Line, bool) {
 	for i := range r.lines {
 		l := &r.lines[i]
-		if l.dst == dg.Dst && (!l.source.IsValid() || l.source == dg.Src.Addr()) {
+		if l.iface == iface && l.dst == dg.Dst && (!l.source.IsValid() || l.source == dg.Src.Addr()) {
 			return l.line, true
 		}
 	}
