@@ -671,6 +671,9 @@ func (r *xdpRx) Stats() Stats {
 			continue
 		}
 		s.Malformed += c.Malformed
+		// Line frames on a queue without a socket go to the kernel, where
+		// nothing is bound to the line: lost to the receiver.
+		s.Dropped += c.NoSocket
 		s.Extra.Add("xdp_redirected", c.Redirected)
 		s.Extra.Add("xdp_passed", c.Passed)
 		s.Extra.Add("xdp_malformed", c.Malformed)

@@ -65,3 +65,44 @@ func TestXDPSameGroupOnTwoInterfaces(t *testing.T) {
 		t.Fatalf("datagram %q sent on line B's interface delivered as line %s", got[0].Data, got[0].Line)
 	}
 }
+
+// TestXDPNoSocketCountedAsDropped: line frames arriving on an rx queue
+// without an AF_XDP socket are passed to the kernel, where no socket is
+// bound to the line (the join sockets are unbound): they are lost to the
+// receiver, so Stats.Dropped (receive_dropped_total, the drop alert) must
+// count them, not only Extra's xdp_no_socket.
+func TestXDPNoSocketCountedAsDropped(t *testing.T) {
+	lab := xdpNewLab(t, netlab.Options{RxQueues: 2})
+	r := xdpOpen(t, lab, Config{PollTimeout: 20 * time.Millisecond, Queues: []int{0}})
+	defer r.Close()
+	snd := xdpNewRawSender(t, lab)
+	line := netip.AddrPortFrom(xdpTestGroup, xdpTestPort)
+	// Flows hash over the sender's two tx queues, hence the receiver's two
+	// rx queues: some land on queue 1, which has no socket.
+	for i := range 64 {
+		snd.send(t, xdpFrame(netip.AddrPortFrom(lab.SrcIP, uint16(40000+i)), line, nil, 0, []byte("x")))
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		k, err := r.Receive(make([]Packet, 64))
+		if err != nil {
+			t.Fatal(err)
+		}
+		st := r.Stats()
+		got := st.Extra.Get("xdp_redirected") + st.Extra.Get("xdp_no_socket")
+		if got == 64 && k == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("program saw %d of 64 frames; stats %+v", got, st)
+		}
+	}
+	st := r.Stats()
+	ns := st.Extra.Get("xdp_no_socket")
+	if ns == 0 {
+		t.Skipf("every flow hashed to queue 0; stats %+v", st)
+	}
+	if st.Dropped < ns {
+		t.Fatalf("%d line frames lost on a queue without a socket, Stats.Dropped = %d", ns, st.Dropped)
+	}
+}
