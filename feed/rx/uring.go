@@ -94,7 +94,8 @@ func openUring(cfg Config) (r Receiver, err error) {
 	if err := probeMultishot(); err != nil {
 		return nil, err
 	}
-	params := uring.Params{Entries: 64, CQEntries: uint32(2 * bufs), Flags: uring.SetupCoopTaskrun}
+	// The CQ may not be smaller than the SQ (io_uring_setup: EINVAL).
+	params := uring.Params{Entries: 64, CQEntries: uint32(max(2*bufs, 128)), Flags: uring.SetupCoopTaskrun}
 	if cfg.LockedThread {
 		params.Flags = uring.SetupSingleIssuer | uring.SetupDeferTaskrun | uring.SetupRDisabled
 		u.mode = ", defer taskrun"

@@ -60,3 +60,16 @@ func TestUringRearmAfterENOBUFSInWait(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestUringSmallRing: a buffer ring of 16 (allowed: at least twice the
+// batch) must open; the completion ring may not be smaller than the
+// submission ring (io_uring_setup: EINVAL).
+func TestUringSmallRing(t *testing.T) {
+	lab := netlab.ForTest(t, netlab.Options{})
+	lines := labLines(lab)[:1]
+	senders := labSenders(t, lab, lines, 10000)
+	r := openBackend(t, lab, BackendUring, Config{Lines: lines, RingSize: 16, BatchSize: 4, PollTimeout: 20 * time.Millisecond})
+	defer r.Close()
+	sendAfter(t, senders, 100)
+	expectLines(t, r, senders, 100)
+}
