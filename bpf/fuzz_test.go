@@ -60,6 +60,8 @@ func FuzzParseFrame(f *testing.F) {
 		switch {
 		case class == ClassMalformed:
 			want = Counters{Malformed: 1}
+		case lineFirstFragment(frame, line):
+			want = Counters{Fragmented: 1}
 		case class == ClassUDP && d.Dst == line:
 			want = Counters{NoSocket: 1}
 		}

@@ -27,6 +27,7 @@
 #define ETH_P_8021AD 0x88a8
 #define IPPROTO_UDP 17
 #define IP_MF_OFFSET 0x3fff
+#define IP_OFFSET 0x1fff
 
 // Key of the lines map: destination group and port, both in network order.
 struct line_key {
@@ -49,6 +50,7 @@ struct counters {
 	__u64 malformed;  // bad Ethernet/VLAN/IPv4/UDP headers: given to the kernel
 	__u64 no_socket;  // a feed line frame on a queue without a socket: given to the kernel
 	__u64 no_meta;    // redirected without timestamp metadata (driver lacks data_meta)
+	__u64 fragmented; // first fragments of a line datagram: given to the kernel, lost to the sockets
 };
 
 // Metadata in front of a redirected frame, in native byte order. 32-bit
@@ -102,7 +104,7 @@ struct {
 	__type(value, struct counters);
 } stats SEC(".maps");
 
-enum verdict { PASS, MALFORMED, LINE };
+enum verdict { PASS, MALFORMED, LINE, LINE_FRAGMENT };
 
 static __always_inline enum verdict classify(struct xdp_md *ctx)
 {
@@ -138,14 +140,21 @@ static __always_inline enum verdict classify(struct xdp_md *ctx)
 		return MALFORMED;
 	if (ip->protocol != IPPROTO_UDP)
 		return PASS;
-	if (ip->frag_off & be16(IP_MF_OFFSET))
-		return PASS; // fragments: the kernel reassembles them
+	// Fragments go to the kernel, which reassembles them, but no socket
+	// is bound to a line there: a first fragment that names a line is
+	// counted as a lost line datagram. Later fragments carry no UDP header.
+	int frag = 0;
+	if (ip->frag_off & be16(IP_MF_OFFSET)) {
+		if (ip->frag_off & be16(IP_OFFSET))
+			return PASS;
+		frag = 1;
+	}
 
 	struct udphdr *udp = (void *)ip + ihl;
 	if ((void *)(udp + 1) > end)
-		return MALFORMED;
+		return frag ? PASS : MALFORMED;
 	__u32 udp_len = be16(udp->len);
-	if (udp_len < sizeof(*udp) || udp_len > tot_len - ihl)
+	if (!frag && (udp_len < sizeof(*udp) || udp_len > tot_len - ihl))
 		return MALFORMED;
 
 	struct line_key key = {.group = ip->daddr, .port = udp->dest};
@@ -154,7 +163,7 @@ static __always_inline enum verdict classify(struct xdp_md *ctx)
 		return PASS;
 	if (val->source && val->source != ip->saddr)
 		return PASS;
-	return LINE;
+	return frag ? LINE_FRAGMENT : LINE;
 }
 
 // stamp puts struct rx_meta in front of the frame and reports whether it
@@ -194,6 +203,9 @@ int xdp_steer(struct xdp_md *ctx)
 			c->no_meta++;
 		return act;
 	}
+	case LINE_FRAGMENT:
+		c->fragmented++;
+		return XDP_PASS;
 	case MALFORMED:
 		c->malformed++;
 		return XDP_PASS;

@@ -50,6 +50,7 @@ type Counters struct {
 	Malformed  uint64 // frames with bad Ethernet/VLAN/IPv4/UDP headers, given to the kernel
 	NoSocket   uint64 // line frames on a queue with no socket in the XSKMAP, given to the kernel
 	NoMeta     uint64 // redirected frames without timestamp metadata (driver lacks data_meta)
+	Fragmented uint64 // first fragments of line datagrams, given to the kernel (no socket is bound there: lost)
 }
 
 // Verdicts returned by the program (enum xdp_action).
@@ -214,6 +215,7 @@ func (p *Program) Counters() (Counters, error) {
 		c.Malformed += v.Malformed
 		c.NoSocket += v.NoSocket
 		c.NoMeta += v.NoMeta
+		c.Fragmented += v.Fragmented
 	}
 	return c, nil
 }

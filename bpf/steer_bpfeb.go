@@ -20,6 +20,7 @@ type steerCounters struct {
 	Malformed  uint64
 	NoSocket   uint64
 	NoMeta     uint64
+	Fragmented uint64
 }
 
 type steerLineKey struct {

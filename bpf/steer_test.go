@@ -2,6 +2,7 @@ package bpf
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"github.com/marketfeed/feedhandler/internal/netlab"
 	"net/netip"
@@ -42,7 +43,7 @@ func counters(t testing.TB, p *Program) Counters {
 }
 
 func sub(a, b Counters) Counters {
-	return Counters{a.Redirected - b.Redirected, a.Passed - b.Passed, a.Malformed - b.Malformed, a.NoSocket - b.NoSocket, a.NoMeta - b.NoMeta}
+	return Counters{a.Redirected - b.Redirected, a.Passed - b.Passed, a.Malformed - b.Malformed, a.NoSocket - b.NoSocket, a.NoMeta - b.NoMeta, a.Fragmented - b.Fragmented}
 }
 
 // TestProgramFrames runs every frame of the shared table through the loaded
@@ -66,6 +67,8 @@ func TestProgramFrames(t *testing.T) {
 			switch {
 			case tc.class == ClassMalformed:
 				want.Malformed = 1
+			case lineFirstFragment(tc.frame, netip.AddrPortFrom(testGroup, 26400)):
+				want.Fragmented = 1
 			case tc.line:
 				want.NoSocket = 1
 			default:
@@ -77,6 +80,7 @@ func TestProgramFrames(t *testing.T) {
 			total.Malformed += want.Malformed
 			total.NoSocket += want.NoSocket
 			total.Passed += want.Passed
+			total.Fragmented += want.Fragmented
 		})
 	}
 	if got := counters(t, p); got != total {
@@ -179,9 +183,42 @@ func TestCountersAllocs(t *testing.T) {
 	var want Counters
 	for _, v := range per {
 		want = Counters{want.Redirected + v.Redirected, want.Passed + v.Passed, want.Malformed + v.Malformed,
-			want.NoSocket + v.NoSocket, want.NoMeta + v.NoMeta}
+			want.NoSocket + v.NoSocket, want.NoMeta + v.NoMeta, want.Fragmented + v.Fragmented}
 	}
 	if c != want || c.Passed+c.Malformed != 3 {
 		t.Errorf("Counters = %+v, cilium/ebpf Lookup sums to %+v; want 3 frames counted", c, want)
 	}
+}
+
+// lineFirstFragment reports whether frame is the first fragment (MF set,
+// offset 0) of an IPv4 UDP datagram to line whose UDP header is in the
+// frame: the program counts it as Fragmented.
+func lineFirstFragment(frame []byte, line netip.AddrPort) bool {
+	off := 14
+	if len(frame) < off {
+		return false
+	}
+	proto := binary.BigEndian.Uint16(frame[12:])
+	for range 2 {
+		if (proto != 0x8100 && proto != 0x88a8) || len(frame) < off+4 {
+			break
+		}
+		proto = binary.BigEndian.Uint16(frame[off+2:])
+		off += 4
+	}
+	if proto != 0x0800 || len(frame) < off+20 {
+		return false
+	}
+	ip := frame[off:]
+	ihl := int(ip[0]&0x0f) * 4
+	fo := binary.BigEndian.Uint16(ip[6:])
+	if ip[0]>>4 != 4 || ihl < 20 || ip[9] != 17 || fo&0x2000 == 0 || fo&0x1fff != 0 || len(ip) < ihl+8 {
+		return false
+	}
+	totLen := int(binary.BigEndian.Uint16(ip[2:]))
+	if totLen < ihl || totLen > len(ip) {
+		return false
+	}
+	dst := netip.AddrPortFrom(netip.AddrFrom4([4]byte(ip[16:20])), binary.BigEndian.Uint16(ip[ihl+2:]))
+	return dst == line
 }

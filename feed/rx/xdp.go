@@ -674,11 +674,15 @@ func (r *xdpRx) Stats() Stats {
 		// Line frames on a queue without a socket go to the kernel, where
 		// nothing is bound to the line: lost to the receiver.
 		s.Dropped += c.NoSocket
+		// Fragmented line datagrams go to the kernel too (it reassembles
+		// them for a socket that is not there).
+		s.Dropped += c.Fragmented
 		s.Extra.Add("xdp_redirected", c.Redirected)
 		s.Extra.Add("xdp_passed", c.Passed)
 		s.Extra.Add("xdp_malformed", c.Malformed)
 		s.Extra.Add("xdp_no_socket", c.NoSocket)
 		s.Extra.Add("xdp_no_meta", c.NoMeta)
+		s.Extra.Add("xdp_fragmented", c.Fragmented)
 	}
 	for _, q := range r.queues {
 		st, err := q.sock.Statistics()
