@@ -74,7 +74,8 @@ func (s *socketRx) Backend() string { return BackendSocket + " (recvmmsg)" }
 
 func (s *socketRx) Stats() Stats {
 	st := s.counters.stats()
-	st.Dropped = s.drops.read(s.socks)
+	// A truncated datagram is a line datagram lost here.
+	st.Dropped = s.drops.read(s.socks) + s.truncated.Load()
 	return st
 }
 

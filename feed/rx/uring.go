@@ -244,7 +244,8 @@ func (u *uringRx) Backend() string { return BackendUring + " (multishot recvmsg"
 
 func (u *uringRx) Stats() Stats {
 	s := u.counters.stats()
-	s.Dropped = u.drops.read(u.socks)
+	// A truncated datagram is a line datagram lost here.
+	s.Dropped = u.drops.read(u.socks) + u.truncated.Load()
 	s.Extra.Add("rearms", u.rearms.Load())
 	s.Extra.Add("enobufs", u.enobufs.Load())
 	s.Extra.Add("rehomes", u.rehomes.Load())
