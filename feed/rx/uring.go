@@ -418,7 +418,8 @@ func (u *uringRx) reap(pkts []Packet) int {
 				}
 				rxTime = now
 			}
-			pkts[out] = Packet{Data: payload, Line: ls.line, Src: src, RxTime: rxTime, handle: uint64(id)}
+			// handle: buffer id + 1, so that a zero Packet holds no buffer.
+			pkts[out] = Packet{Data: payload, Line: ls.line, Src: src, RxTime: rxTime, handle: uint64(id) + 1}
 			u.bc.add(ls.line, len(payload))
 			u.lent[id] = true
 			u.held++
@@ -443,13 +444,14 @@ func (u *uringRx) Release(pkts []Packet) {
 		return
 	}
 	for i := range pkts {
-		id := pkts[i].handle
+		id := pkts[i].handle - 1 // handle 0 (a zero Packet, or released already): none
 		// A buffer given back twice (or a packet of another receiver)
 		// would let the kernel fill a buffer the caller still reads.
 		if id >= uint64(len(u.lent)) || !u.lent[id] {
 			u.badReleases.Add(1)
 			continue
 		}
+		pkts[i].handle = 0
 		u.lent[id] = false
 		u.bufs.Add(uint16(id))
 		u.held--

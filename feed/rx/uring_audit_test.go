@@ -73,3 +73,54 @@ func TestUringSmallRing(t *testing.T) {
 	sendAfter(t, senders, 100)
 	expectLines(t, r, senders, 100)
 }
+
+// TestUringStaleReleaseKeepsHeldBuffer: Release of a packet that holds no
+// buffer (a zero Packet, or one released already whose buffer id is lent
+// again) must not give a buffer the caller still reads back to the kernel.
+// Buffer id 0 is a real buffer, so handle 0 cannot mean "none"; and a
+// released packet must forget its buffer (the AF_XDP backend does both).
+func TestUringStaleReleaseKeepsHeldBuffer(t *testing.T) {
+	lab := netlab.ForTest(t, netlab.Options{})
+	lines := labLines(lab)[:1]
+	senders := labSenders(t, lab, lines, 10000)
+	r := openBackend(t, lab, BackendUring, Config{Lines: lines, RingSize: 32, BatchSize: 4, PollTimeout: 20 * time.Millisecond})
+	defer r.Close()
+	sendAfter(t, senders, 1)
+	held := make([]Packet, 1)
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		n, err := r.Receive(held)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("nothing received")
+		}
+	}
+	want := string(held[0].Data)
+	r.Release(make([]Packet, 1)) // a zero Packet: no buffer behind it
+	// 40 more datagrams cycle through all 32 buffers; held[0]'s must not
+	// be among them.
+	if err := send(senders, 40); err != nil {
+		t.Fatal(err)
+	}
+	pkts := make([]Packet, 4)
+	for got, idle := 0, 0; got < 40 && idle < 10; {
+		n, err := r.Receive(pkts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 {
+			idle++
+		}
+		got += n
+		r.Release(pkts[:n])
+		r.Release(pkts[:n]) // released twice: ignored
+	}
+	if string(held[0].Data) != want {
+		t.Fatalf("held packet overwritten while held: %x..., was %x...", held[0].Data[:8], want[:8])
+	}
+	r.Release(held)
+}
