@@ -85,7 +85,11 @@ func TestUringStaleReleaseKeepsHeldBuffer(t *testing.T) {
 	senders := labSenders(t, lab, lines, 10000)
 	r := openBackend(t, lab, BackendUring, Config{Lines: lines, RingSize: 32, BatchSize: 4, PollTimeout: 20 * time.Millisecond})
 	defer r.Close()
-	sendAfter(t, senders, 1)
+	// Not sendAfter: a Sender is one goroutine's, and the next send must
+	// not start before this one has returned.
+	if err := send(senders, 1); err != nil {
+		t.Fatal(err)
+	}
 	held := make([]Packet, 1)
 	for deadline := time.Now().Add(5 * time.Second); ; {
 		n, err := r.Receive(held)
