@@ -5,16 +5,23 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 )
 
-// TestConfigErrorExitStatus: deploy/feedhandler@.service has
-// RestartPreventExitStatus=2 so that systemd does not restart the handler
-// in a loop on a config error. Every config error (a malformed feed file,
-// a missing one, a missing --feed) must therefore exit 2, as a usage error
-// does, and not 1 (a crash, restarted).
+// TestConfigErrorExitStatus: deploy/feedhandler@.service names the exit
+// status of a config error in RestartPreventExitStatus= so that systemd
+// does not restart the handler in a loop on one. Every config error (a
+// malformed feed file, a missing one, a missing --feed) must therefore exit
+// with a status the unit lists, and a crash (a Go panic) with one it does
+// not: Restart=on-failure must restart a crash.
 func TestConfigErrorExitStatus(t *testing.T) {
+	if os.Getenv("FEEDHANDLER_TEST_PANIC") == "1" {
+		panic("a crash")
+	}
+	prevent := unitRestartPreventExitStatus(t)
 	dir := t.TempDir()
 	bad := filepath.Join(dir, "bad.yaml")
 	if err := os.WriteFile(bad, []byte("feed:\n  name: t\n  nmae: x\nlines:\n  a:\n    interface: lo\n    group: 239.1.1.1\n    port: 26477\n"), 0o644); err != nil {
@@ -32,13 +39,52 @@ func TestConfigErrorExitStatus(t *testing.T) {
 		_, errOut, err := runCommand(t, tc.args...)
 		var ee *exec.ExitError
 		if !errors.As(err, &ee) {
-			t.Fatalf("%s: %v, want exit status 2\n%s", tc.name, err, errOut)
+			t.Fatalf("%s: %v, want exit status %d\n%s", tc.name, err, exitConfig, errOut)
 		}
-		if ee.ExitCode() != 2 {
-			t.Errorf("%s: exit status %d, want 2 (the unit's RestartPreventExitStatus=2)\n%s", tc.name, ee.ExitCode(), errOut)
+		if ee.ExitCode() != exitConfig || !slices.Contains(prevent, ee.ExitCode()) {
+			t.Errorf("%s: exit status %d, want %d, in the unit's RestartPreventExitStatus=%v\n%s", tc.name, ee.ExitCode(), exitConfig, prevent, errOut)
 		}
 		if !strings.Contains(errOut, tc.want) {
 			t.Errorf("%s: stderr lacks %q:\n%s", tc.name, tc.want, errOut)
 		}
 	}
+
+	// A panic, in a child process (this test binary, panicking above).
+	cmd := exec.Command(os.Args[0], "-test.run=^TestConfigErrorExitStatus$")
+	cmd.Env = append(os.Environ(), "FEEDHANDLER_TEST_PANIC=1")
+	var ee *exec.ExitError
+	if out, err := cmd.CombinedOutput(); !errors.As(err, &ee) || !strings.Contains(string(out), "panic: a crash") {
+		t.Fatalf("panicking child: %v\n%s", err, out)
+	}
+	if slices.Contains(prevent, ee.ExitCode()) {
+		t.Errorf("a Go panic exits %d, which the unit's RestartPreventExitStatus=%v lists: a crash would not be restarted", ee.ExitCode(), prevent)
+	}
+}
+
+// unitRestartPreventExitStatus returns the exit statuses of
+// deploy/feedhandler@.service's RestartPreventExitStatus=.
+func unitRestartPreventExitStatus(t *testing.T) []int {
+	t.Helper()
+	b, err := os.ReadFile("../../deploy/feedhandler@.service")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var codes []int
+	for _, line := range strings.Split(string(b), "\n") {
+		v, ok := strings.CutPrefix(strings.TrimSpace(line), "RestartPreventExitStatus=")
+		if !ok {
+			continue
+		}
+		for _, f := range strings.Fields(v) {
+			n, err := strconv.Atoi(f)
+			if err != nil {
+				t.Fatalf("RestartPreventExitStatus=%s: %q is not a number", v, f)
+			}
+			codes = append(codes, n)
+		}
+	}
+	if len(codes) == 0 {
+		t.Fatal("deploy/feedhandler@.service has no RestartPreventExitStatus=")
+	}
+	return codes
 }

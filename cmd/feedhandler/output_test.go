@@ -153,8 +153,8 @@ func TestRunConfigNamesMissingInterface(t *testing.T) {
 		"%[1]s:29: lines.b.interface: no interface \"fhnope1\" on this host (have: %[2]s)\n", path, strings.Join(have, ", "))
 	out, errOut, err := runCommand(t, "--feed", path)
 	var ee *exec.ExitError
-	if !errors.As(err, &ee) || ee.ExitCode() != 2 { // a config error: no restart (deploy/feedhandler@.service)
-		t.Fatalf("exit: %v, want status 2\n%s", err, errOut)
+	if !errors.As(err, &ee) || ee.ExitCode() != exitConfig { // a config error: no restart (deploy/feedhandler@.service)
+		t.Fatalf("exit: %v, want status %d\n%s", err, exitConfig, errOut)
 	}
 	if errOut != want {
 		t.Errorf("stderr\n got %q\nwant %q", errOut, want)

@@ -58,15 +58,21 @@ func runFeed(args []string) error {
 	return serve(ctx, h, cfg, logger)
 }
 
-// configError is a usage or feed-file error: the process exits 2, which
-// deploy/feedhandler@.service names in RestartPreventExitStatus= so that
-// systemd does not restart it in a loop (restarting does not fix the file).
+// configError is a usage or feed-file error: the process exits
+// exitConfig, which deploy/feedhandler@.service names in
+// RestartPreventExitStatus= so that systemd does not restart it in a loop
+// (restarting does not fix the file).
 type configError struct{ error }
 
 func (e configError) Unwrap() error { return e.error }
 
+// exitConfig is a config error's exit status: EX_CONFIG of sysexits.h. Not
+// 2, the usual usage status: the Go runtime exits 2 on a panic or a fatal
+// error, and a crash must be restarted (Restart=on-failure).
+const exitConfig = 78
+
 // ExitCode is the process's exit status (main).
-func (configError) ExitCode() int { return 2 }
+func (configError) ExitCode() int { return exitConfig }
 
 // serve runs h until ctx ends (the first SIGINT/SIGTERM), then shuts down
 // gracefully; a second signal exits at once.
