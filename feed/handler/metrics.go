@@ -59,7 +59,7 @@ var exported = [...]metric{
 	{"gap_messages_total", "Sequence numbers missing on every line.", kindCounter, ""},
 	{"delivered_messages_total", "Messages delivered in sequence order.", kindCounter, ""},
 	{"filtered_messages_total", "Messages dropped by the symbol filter.", kindCounter, ""},
-	{"receive_dropped_total", "Kernel-reported receive drops.", kindCounter, ""},
+	{"receive_dropped_total", "Line datagrams lost before the handler read them: kernel drops (socket buffer or AF_XDP ring full), truncated, AF_XDP frames on a queue without a socket or fragmented.", kindCounter, ""},
 	{"receive_malformed_total", "Frames the receive backend rejected.", kindCounter, ""},
 	{"shard_applied_total", "Messages applied per book shard.", kindCounter, "shard"},
 	{"shard_inconsistencies_total", "Inconsistent messages per book shard.", kindCounter, "shard"},

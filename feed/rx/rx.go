@@ -33,7 +33,8 @@
 // IGMP queries and a switch keeps forwarding the group. The socket
 // backends set SO_RCVBUFFORCE (Config.RecvBuffer), SO_TIMESTAMPNS (Packet.RxTime
 // is the kernel's receive time); Stats.Dropped is the sockets' drop counter
-// (SO_MEMINFO: datagrams refused by a full socket buffer), plus the busy-poll options when
+// (SO_MEMINFO: datagrams refused by a full socket buffer) plus truncated
+// datagrams, and the busy-poll options when
 // Config.BusyPoll is set. A line with LineConfig.Source accepts only
 // datagrams from that address; others are counted in
 // Stats.Extra.Get("source_filtered"). Receive, Release and Stats of every
@@ -150,7 +151,7 @@ type Stats struct {
 	Bytes     [2]uint64 // payload bytes per line
 	Malformed uint64    // frames dropped by the backend as bad (truncated headers, wrong lengths)
 	Unmatched uint64    // frames that matched no configured line
-	Dropped   uint64    // kernel-reported drops (ring full, socket overflow, XDP rx_dropped)
+	Dropped   uint64    // line datagrams lost before Receive: kernel drops (ring full, socket overflow, XDP rx_dropped), truncated (too big for a slot), XDP no_socket and fragmented
 	Extra     Extra     // the backend's own counters, by name
 }
 
