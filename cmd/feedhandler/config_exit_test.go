@@ -88,3 +88,17 @@ func unitRestartPreventExitStatus(t *testing.T) []int {
 	}
 	return codes
 }
+
+// TestHelpExitsZero: -h on a command prints its flags and exits 0, not as
+// an error (a config error's status would stop systemd's restarts).
+func TestHelpExitsZero(t *testing.T) {
+	for _, cmd := range []string{"run", "replay", "send"} {
+		_, errOut, err := runCommand(t, cmd, "-h")
+		if err != nil {
+			t.Errorf("%s -h: %v\n%s", cmd, err, errOut)
+		}
+		if !strings.Contains(errOut, "\n  -") {
+			t.Errorf("%s -h printed no usage:\n%s", cmd, errOut)
+		}
+	}
+}

@@ -10,6 +10,7 @@ package main
 
 import (
 	"errors"
+	"flag"
 	"fmt"
 	"os"
 	"sort"
@@ -92,6 +93,9 @@ func main() {
 		os.Exit(2)
 	}
 	if err := c.run(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return // -h: the flag set printed its usage
+		}
 		if errors.Is(err, config.ErrInvalid) {
 			// file:line: field: problem, one line each, as compilers print them.
 			fmt.Fprintln(os.Stderr, err)

@@ -33,12 +33,17 @@ type Exposition struct {
 	// Label sets, escaped and rendered once: {feed="..."}, then with the
 	// line, shard, kind, state or le label.
 	plain  string
+	feed   string // feed="..."
 	lines  []string
 	shards []string
 	kinds  [len(badResponseKinds)]string
 	states [4]string
-	les    []string // per latency.DefaultBuckets bound, then +Inf
-	lesNs  []int64
+	// The receive backend's counter names and their label sets, by
+	// position in rx.Extra; rendered when a name is first seen (a backend
+	// keeps its names once open).
+	counterNames, counters []string
+	les                    []string // per latency.DefaultBuckets bound, then +Inf
+	lesNs                  []int64
 }
 
 // recoveryStates are the values of the recovery_state label, in order.
@@ -47,7 +52,7 @@ var recoveryStates = [4]string{StateOff, StateInSync, StateRerequesting, StateSn
 // NewExposition returns an Exposition of h's metrics.
 func NewExposition(h *Handler) *Exposition {
 	feed := `feed="` + escapeLabel(h.cfg.Feed) + `"`
-	e := &Exposition{h: h, plain: "{" + feed + "}"}
+	e := &Exposition{h: h, plain: "{" + feed + "}", feed: feed}
 	with := func(k, v string) string { return "{" + feed + "," + k + `="` + escapeLabel(v) + `"}` }
 	for i := 0; i < len(h.cfg.Receive.Lines) && i < MaxLines; i++ {
 		e.lines = append(e.lines, with("line", h.cfg.Receive.Lines[i].Name))
@@ -127,6 +132,9 @@ func (e *Exposition) appendText(b []byte) []byte {
 	now := time.Now().UnixNano()
 	for i := range exported {
 		m := &exported[i]
+		if m.label == "counter" && st.Receive.Extra.Len() == 0 {
+			continue // a family without samples, as client_golang leaves it out
+		}
 		b = append(b, "# HELP feedhandler_"...)
 		b = append(b, m.name...)
 		b = append(b, ' ')
@@ -156,6 +164,11 @@ func (e *Exposition) appendText(b []byte) []byte {
 			for k, v := range badResponses(st) {
 				b = sampleUint(b, m.name, "", e.kinds[k], v)
 			}
+		case m.label == "counter":
+			for i := range st.Receive.Extra.Len() {
+				name, v := st.Receive.Extra.At(i)
+				b = sampleUint(b, m.name, "", e.counterLabels(i, name), v)
+			}
 		case m.label == "state":
 			for k, s := range recoveryStates {
 				var v uint64
@@ -175,6 +188,21 @@ func (e *Exposition) appendText(b []byte) []byte {
 		}
 	}
 	return b
+}
+
+// counterLabels returns the label set of the receive backend's counter i,
+// called name.
+func (e *Exposition) counterLabels(i int, name string) string {
+	if i < len(e.counters) && e.counterNames[i] == name {
+		return e.counters[i]
+	}
+	ls := `{counter="` + escapeLabel(name) + `",` + e.feed + "}" // expfmt's order: by label name
+	if i < len(e.counters) {
+		e.counterNames[i], e.counters[i] = name, ls
+	} else {
+		e.counterNames, e.counters = append(e.counterNames, name), append(e.counters, ls)
+	}
+	return ls
 }
 
 // lineValue is the value of a per-line counter.

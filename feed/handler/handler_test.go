@@ -78,7 +78,17 @@ func (r *scriptRx) Release(pkts []rx.Packet) {
 	r.mu.Unlock()
 }
 func (r *scriptRx) Backend() string { return "script" }
-func (r *scriptRx) Stats() rx.Stats { return rx.Stats{} }
+
+// Stats reports backend counters of its own, as the real backends do, so
+// that receive_backend_events_total has samples.
+func (r *scriptRx) Stats() rx.Stats {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var st rx.Stats
+	st.Extra.Add("script_left", uint64(len(r.script)))
+	st.Extra.Add("script_released", uint64(r.released))
+	return st
+}
 func (r *scriptRx) Close() error {
 	r.mu.Lock()
 	r.closed = true

@@ -48,7 +48,7 @@ const (
 
 // xdpLine is one configured line as the parser matches it.
 type xdpLine struct {
-	iface  string // the line's interface: a frame matches only lines of the interface it came in on
+	iface  *xdpIface // the line's interface: a frame matches only lines of the interface it came in on
 	dst    netip.AddrPort
 	source netip.Addr // invalid: any
 	line   Line
@@ -187,7 +187,7 @@ func newXDPRx(cfg Config) (_ *xdpRx, err error) {
 			names = append(names, lc.Interface)
 		}
 		byIface[lc.Interface] = append(byIface[lc.Interface], i)
-		r.lines = append(r.lines, xdpLine{iface: lc.Interface, dst: netip.AddrPortFrom(lc.Group, lc.Port), source: lc.Source, line: Line(i)})
+		r.lines = append(r.lines, xdpLine{dst: netip.AddrPortFrom(lc.Group, lc.Port), source: lc.Source, line: Line(i)})
 	}
 
 	for _, name := range names {
@@ -201,6 +201,7 @@ func newXDPRx(cfg Config) (_ *xdpRx, err error) {
 			return nil, err
 		}
 		for _, i := range byIface[name] {
+			r.lines[i].iface = x
 			lc := cfg.Lines[i]
 			if err := x.prog.SetLine(lc.Group, lc.Port, uint32(i), lc.Source); err != nil {
 				return nil, err
@@ -525,7 +526,7 @@ func (r *xdpRx) drain(pkts []Packet) int {
 				q.pending = append(q.pending, d.Addr)
 				continue
 			}
-			line, ok := r.match(q.iface.name, dg)
+			line, ok := r.match(q.iface, dg)
 			if !ok {
 				unmatched++
 				q.pending = append(q.pending, d.Addr)
@@ -588,7 +589,7 @@ func (r *xdpRx) realtime(tai int64) int64 {
 	return tai - r.taiOffset
 }
 
-func (r *xdpRx) match(iface string, dg bpf.Datagram) (Line, bool) {
+func (r *xdpRx) match(iface *xdpIface, dg bpf.Datagram) (Line, bool) {
 	for i := range r.lines {
 		l := &r.lines[i]
 		if l.iface == iface && l.dst == dg.Dst && (!l.source.IsValid() || l.source == dg.Src.Addr()) {
