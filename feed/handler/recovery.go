@@ -32,12 +32,12 @@ const DefaultMaxRerequestGap = 50_000
 // config file. A snapshot that arrives after the feed's session changed is
 // discarded (recovery's gen), so the current session is the right one.
 func GlimpseSnapshot(cfg glimpse.Config) SnapshotFunc {
-	return func(ctx context.Context, _ moldudp64.Session, fn func(msg []byte) error) (uint64, error) {
+	return func(ctx context.Context, _ moldudp64.Session, fn func(msg []byte) error) (Snapshot, error) {
 		res, err := glimpse.Fetch(ctx, cfg, fn)
 		if err != nil {
-			return 0, fmt.Errorf("snapshot from %s: %w", cfg.Addr, err)
+			return Snapshot{}, fmt.Errorf("snapshot from %s: %w", cfg.Addr, err)
 		}
-		return res.NextSeq, nil
+		return Snapshot{Next: res.NextSeq, Session: res.Session}, nil
 	}
 }
 
@@ -51,9 +51,15 @@ const (
 
 // SnapshotFunc fetches a snapshot of the books (GLIMPSE over SoupBinTCP in
 // production, glimpse.Fetch): it hands each ITCH message of the snapshot to
-// fn and returns the first MoldUDP64 sequence number the snapshot does not
-// reflect. It runs off the receive thread and must return when ctx ends.
-type SnapshotFunc func(ctx context.Context, session moldudp64.Session, fn func(msg []byte) error) (next uint64, err error)
+// fn and says where the snapshot ends. It runs off the receive thread and
+// must return when ctx ends.
+type SnapshotFunc func(ctx context.Context, session moldudp64.Session, fn func(msg []byte) error) (Snapshot, error)
+
+// Snapshot is what a SnapshotFunc fetched.
+type Snapshot struct {
+	Next    uint64 // the first MoldUDP64 sequence number the snapshot does not reflect
+	Session string // the session the snapshot server logged in to, as it named it ("" if none)
+}
 
 // RecoveryConfig says how gaps are repaired. The zero value repairs
 // nothing: every gap is declared and the books flagged, as before.
@@ -159,6 +165,7 @@ type recovery struct {
 type snapResult struct {
 	gen  uint64 // recovery.gen when the fetch began
 	next uint64
+	sess string // the snapshot server's session name
 	msgs []byte // [u16 length][message] records
 	n    uint64
 	err  error
@@ -384,7 +391,8 @@ func (r *recovery) startSnapshot(now int64) {
 		t0 := time.Now()
 		res := snapResult{gen: gen}
 		res.msgs = make([]byte, 0, 1<<20)
-		res.next, res.err = fetch(ctx, session, func(msg []byte) error {
+		var snap Snapshot
+		snap, res.err = fetch(ctx, session, func(msg []byte) error {
 			if len(msg) > 0xFFFF {
 				return errors.New("snapshot message longer than 65535 bytes")
 			}
@@ -393,6 +401,7 @@ func (r *recovery) startSnapshot(now int64) {
 			res.n++
 			return nil
 		})
+		res.next, res.sess = snap.Next, snap.Session
 		if res.err == nil && res.next == 0 {
 			res.err = errors.New("snapshot names sequence number 0")
 		}
@@ -440,7 +449,8 @@ func (r *recovery) loadSnapshot(res snapResult, now int64) {
 	r.stats.SnapshotMessages += res.n
 	r.stats.LastSnapshotNext = res.next
 	r.h.log.Info().Uint64("messages", res.n).Uint64("next_seq", res.next).Dur("took", res.took).
-		Int("open_gaps", len(r.open)).Msg("recovery: snapshot loaded")
+		Int("open_gaps", len(r.open)).Str("snapshot_session", res.sess).Stringer("feed_session", a.Session()).
+		Msg("recovery: snapshot loaded")
 	a.Unfreeze(res.next)
 	if r.started != 0 && len(r.open) == 0 {
 		r.hist.Record(now - r.started)

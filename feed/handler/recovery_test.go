@@ -239,9 +239,9 @@ func TestGlimpseSession(t *testing.T) {
 	}{{"", true}, {"GLIMPSE01", true}, {"FEED01", false}} {
 		cfg := glimpse.Config{Addr: srv.Addr().String(), Username: "u", Password: "p", Session: tc.session, IdleTimeout: 5 * time.Second}
 		n := 0
-		next, err := GlimpseSnapshot(cfg)(context.Background(), feed, func([]byte) error { n++; return nil })
-		if tc.ok && (err != nil || next == 0 || n == 0) {
-			t.Errorf("session %q: next %d, %d messages, %v", tc.session, next, n, err)
+		snap, err := GlimpseSnapshot(cfg)(context.Background(), feed, func([]byte) error { n++; return nil })
+		if tc.ok && (err != nil || snap.Next == 0 || n == 0 || snap.Session != "GLIMPSE01") {
+			t.Errorf("session %q: %+v, %d messages, %v", tc.session, snap, n, err)
 		}
 		if !tc.ok && !errors.Is(err, glimpse.ErrLoginRejected) {
 			t.Errorf("session %q: %v, want a rejected login", tc.session, err)
@@ -278,7 +278,7 @@ func testSnapshotSourceBack(t *testing.T, mode Mode, _ []int) {
 	bad, good := start(true), start(false)
 	var addr atomic.Value
 	addr.Store(bad.Addr().String())
-	fetch := func(ctx context.Context, s moldudp64.Session, fn func([]byte) error) (uint64, error) {
+	fetch := func(ctx context.Context, s moldudp64.Session, fn func([]byte) error) (Snapshot, error) {
 		return GlimpseSnapshot(glimpse.Config{Addr: addr.Load().(string), Username: "u", Password: "p"})(ctx, s, fn)
 	}
 

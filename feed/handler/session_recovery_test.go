@@ -40,15 +40,15 @@ func TestSessionChangeDuringSnapshot(t *testing.T) {
 	release := make(chan struct{})
 	var sessions []moldudp64.Session
 	// The fetch ignores ctx: its answer may be complete before a cancel.
-	fetch := func(_ context.Context, s moldudp64.Session, fn func([]byte) error) (uint64, error) {
+	fetch := func(_ context.Context, s moldudp64.Session, fn func([]byte) error) (Snapshot, error) {
 		sessions = append(sessions, s)
 		if s == moldudp64.NewSession("OLD") {
 			<-release
 			fn(dir)
 			fn(add.Append(nil))
-			return 5000, nil
+			return Snapshot{Next: 5000}, nil
 		}
-		return 6, nil // the new session's snapshot: nothing on the book, 5 messages in
+		return Snapshot{Next: 6}, nil // the new session's snapshot: nothing on the book, 5 messages in
 	}
 	h, sh, rec := recoveryHandler(t, fetch)
 	ev := itch.SystemEventFields{EventCode: 'Q'}

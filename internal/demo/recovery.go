@@ -150,12 +150,12 @@ func startRecovery(lab *netlab.Lab, o *Options, hc *handler.Config, progress str
 		})
 		// The TCP connection must be made from the handler's side of the
 		// lab: the address exists nowhere else.
-		hc.Recovery.Snapshot = func(ctx context.Context, s moldudp64.Session, fn func([]byte) error) (next uint64, err error) {
+		hc.Recovery.Snapshot = func(ctx context.Context, s moldudp64.Session, fn func([]byte) error) (snap handler.Snapshot, err error) {
 			derr := lab.Do(lab.Dst, func() error {
-				next, err = fetch(ctx, s, fn)
+				snap, err = fetch(ctx, s, fn)
 				return nil
 			})
-			return next, errors.Join(derr, err)
+			return snap, errors.Join(derr, err)
 		}
 		hc.Recovery.SnapshotRetry = 200 * time.Millisecond
 	}
