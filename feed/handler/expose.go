@@ -307,6 +307,11 @@ func scalar(st *Stats, name string) uint64 {
 		return uint64(st.StaleBooks())
 	case "gaps_unrecovered":
 		return st.UnrecoveredGaps()
+	case "session_ended":
+		if st.Ended {
+			return 1
+		}
+		return 0
 	case "ready":
 		if st.readiness() == readyOK {
 			return 1

@@ -300,3 +300,14 @@ func freeBuffers(e *Exposition) int {
 	defer e.mu.Unlock()
 	return len(e.free)
 }
+
+// TestSessionEndedGauge: session_ended follows Stats.Ended, which the
+// line-silence alert reads to stay quiet after the session's end.
+func TestSessionEndedGauge(t *testing.T) {
+	for _, ended := range []bool{false, true} {
+		st := Stats{Ended: ended}
+		if got, want := scalar(&st, "session_ended"), map[bool]uint64{false: 0, true: 1}[ended]; got != want {
+			t.Errorf("ended %v: session_ended %d, want %d", ended, got, want)
+		}
+	}
+}

@@ -80,6 +80,7 @@ var exported = [...]metric{
 	{"shm_slots", "Instrument slots in the shared-memory file (its capacity).", kindGauge, ""},
 	{"shm_slots_used", "Instrument slots in use, live and retired; registrations fail when it reaches shm_slots.", kindGauge, ""},
 	{"shm_slots_retired", "Instrument slots retired (a locate bound to another symbol, a symbol moved to another locate): not reused until a restart.", kindGauge, ""},
+	{"session_ended", "1 once the followed session announced its end (End of Session) and everything before it was delivered: the lines go quiet then.", kindGauge, ""},
 	{"ready", "1 when /readyz answers ready (receiving, books complete), else 0.", kindGauge, ""},
 	{"recovery_gaps_detected_total", "Sequence ranges missing on every line, handed to recovery or declared.", kindCounter, ""},
 	{"recovery_rerequest_recovered_total", "Missing ranges filled while re-requesting (by answers or late copies).", kindCounter, ""},
