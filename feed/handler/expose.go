@@ -38,12 +38,11 @@ type Exposition struct {
 	shards []string
 	kinds  [len(badResponseKinds)]string
 	states [4]string
-	// The receive backend's counter names and their label sets, by
-	// position in rx.Extra; rendered when a name is first seen (a backend
-	// keeps its names once open).
-	counterNames, counters []string
-	les                    []string // per latency.DefaultBuckets bound, then +Inf
-	lesNs                  []int64
+	// The receive backend's counters' names and label sets, by position
+	// in rx.Extra; rendered when a name is first seen there.
+	counters []namedLabels
+	les      []string // per latency.DefaultBuckets bound, then +Inf
+	lesNs    []int64
 }
 
 // recoveryStates are the values of the recovery_state label, in order.
@@ -193,17 +192,20 @@ func (e *Exposition) appendText(b []byte) []byte {
 // counterLabels returns the label set of the receive backend's counter i,
 // called name.
 func (e *Exposition) counterLabels(i int, name string) string {
-	if i < len(e.counters) && e.counterNames[i] == name {
-		return e.counters[i]
+	if i < len(e.counters) && e.counters[i].name == name {
+		return e.counters[i].labels
 	}
-	ls := `{counter="` + escapeLabel(name) + `",` + e.feed + "}" // expfmt's order: by label name
+	c := namedLabels{name, `{counter="` + escapeLabel(name) + `",` + e.feed + "}"} // expfmt's order: by label name
 	if i < len(e.counters) {
-		e.counterNames[i], e.counters[i] = name, ls
+		e.counters[i] = c
 	} else {
-		e.counterNames, e.counters = append(e.counterNames, name), append(e.counters, ls)
+		e.counters = append(e.counters, c)
 	}
-	return ls
+	return c.labels
 }
+
+// namedLabels is a label value and its rendered label set.
+type namedLabels struct{ name, labels string }
 
 // lineValue is the value of a per-line counter.
 func lineValue(c *LineStats, name string) uint64 {

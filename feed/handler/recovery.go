@@ -164,8 +164,7 @@ type recovery struct {
 
 type snapResult struct {
 	gen  uint64 // recovery.gen when the fetch began
-	next uint64
-	sess string // the snapshot server's session name
+	snap Snapshot
 	msgs []byte // [u16 length][message] records
 	n    uint64
 	err  error
@@ -391,8 +390,7 @@ func (r *recovery) startSnapshot(now int64) {
 		t0 := time.Now()
 		res := snapResult{gen: gen}
 		res.msgs = make([]byte, 0, 1<<20)
-		var snap Snapshot
-		snap, res.err = fetch(ctx, session, func(msg []byte) error {
+		res.snap, res.err = fetch(ctx, session, func(msg []byte) error {
 			if len(msg) > 0xFFFF {
 				return errors.New("snapshot message longer than 65535 bytes")
 			}
@@ -401,8 +399,7 @@ func (r *recovery) startSnapshot(now int64) {
 			res.n++
 			return nil
 		})
-		res.next, res.sess = snap.Next, snap.Session
-		if res.err == nil && res.next == 0 {
+		if res.err == nil && res.snap.Next == 0 {
 			res.err = errors.New("snapshot names sequence number 0")
 		}
 		res.took = time.Since(t0)
@@ -420,7 +417,7 @@ func (r *recovery) loadSnapshot(res snapResult, now int64) {
 		// follows the new session already (its lock unfroze delivery);
 		// sessionChanged asked for a new snapshot.
 		r.stats.SnapshotsDiscarded++
-		r.h.log.Warn().Err(res.err).Uint64("next_seq", res.next).
+		r.h.log.Warn().Err(res.err).Uint64("next_seq", res.snap.Next).
 			Msg("recovery: snapshot of a replaced session discarded")
 		return
 	}
@@ -433,25 +430,25 @@ func (r *recovery) loadSnapshot(res snapResult, now int64) {
 		a.Unfreeze(0)
 		return
 	}
-	r.h.rebuild(res.msgs, res.next)
+	r.h.rebuild(res.msgs, res.snap.Next)
 	// Gaps before the snapshot's sequence number are repaired by it.
 	kept, keptAt := r.open[:0], r.openAt[:0]
 	for i, g := range r.open {
-		if g.End() > res.next {
+		if g.End() > res.snap.Next {
 			kept, keptAt = append(kept, g), append(keptAt, r.openAt[i])
 		} else {
 			r.stats.RecoveredBySnapshot++
-			r.event(RecoveryEvent{Range: g, By: "snapshot", Took: time.Duration(now - r.openAt[i]), NextSeq: res.next})
+			r.event(RecoveryEvent{Range: g, By: "snapshot", Took: time.Duration(now - r.openAt[i]), NextSeq: res.snap.Next})
 		}
 	}
 	r.open, r.openAt = kept, keptAt
 	r.stats.Snapshots++
 	r.stats.SnapshotMessages += res.n
-	r.stats.LastSnapshotNext = res.next
-	r.h.log.Info().Uint64("messages", res.n).Uint64("next_seq", res.next).Dur("took", res.took).
-		Int("open_gaps", len(r.open)).Str("snapshot_session", res.sess).Stringer("feed_session", a.Session()).
+	r.stats.LastSnapshotNext = res.snap.Next
+	r.h.log.Info().Uint64("messages", res.n).Uint64("next_seq", res.snap.Next).Dur("took", res.took).
+		Int("open_gaps", len(r.open)).Str("snapshot_session", res.snap.Session).Stringer("feed_session", a.Session()).
 		Msg("recovery: snapshot loaded")
-	a.Unfreeze(res.next)
+	a.Unfreeze(res.snap.Next)
 	if r.started != 0 && len(r.open) == 0 {
 		r.hist.Record(now - r.started)
 		r.started = 0
