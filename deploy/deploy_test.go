@@ -10,7 +10,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/rs/zerolog"
+
 	"github.com/marketfeed/feedhandler/feed/config"
+	"github.com/marketfeed/feedhandler/feed/rx"
 	"github.com/marketfeed/feedhandler/internal/privilege"
 )
 
@@ -141,21 +144,12 @@ func TestUnitMatchesMeasurements(t *testing.T) {
 	if err != nil || !strings.HasSuffix(memlock, "M") {
 		t.Fatalf("LimitMEMLOCK=%s: want NNNM", memlock)
 	}
-	ring := cfg.Receive.RingSize
-	if ring == 0 {
-		ring = 4096
-	}
 	// The xdp backend registers one UMEM per interface, of ring frames of
-	// 4 KiB per queue (feed/rx/xdp.go); the kernel counts them all against
-	// RLIMIT_MEMLOCK (the user's locked_vm).
-	queues := max(len(cfg.Receive.Queues), 1)
-	ifaces := map[string]bool{}
-	for _, l := range cfg.Lines {
-		ifaces[l.Interface] = true
-	}
-	if umem := ring * 4096 * queues * len(ifaces); n<<20 < umem+(1<<20) {
-		t.Errorf("LimitMEMLOCK=%s below the UMEMs (%d interfaces x %d queues x %d frames x 4 KiB = %d bytes) plus 1 MiB",
-			memlock, len(ifaces), queues, ring, umem)
+	// 4 KiB per queue (rx.XDPLockedBytes, checked against the backend in
+	// feed/rx); the kernel counts them all against RLIMIT_MEMLOCK (the
+	// user's locked_vm).
+	if umem := rx.XDPLockedBytes(cfg.RxConfig(zerolog.Nop())); int64(n)<<20 < umem+(1<<20) {
+		t.Errorf("LimitMEMLOCK=%s below the UMEMs of feeds/nasdaq.yaml (%d bytes) plus 1 MiB", memlock, umem)
 	}
 	for k, v := range map[string]string{"Restart": "on-failure", "NoNewPrivileges": "yes", "ProtectSystem": "strict",
 		"PrivateTmp": "yes", "ReadWritePaths": "/dev/shm", "User": "feedhandler"} {

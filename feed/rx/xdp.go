@@ -142,13 +142,7 @@ func newXDPRx(cfg Config) (_ *xdpRx, err error) {
 	if len(queues) == 0 {
 		queues = []int{0}
 	}
-	ring := xdpDefaultRing
-	if cfg.RingSize > 0 {
-		ring = 1
-		for ring < cfg.RingSize {
-			ring <<= 1
-		}
-	}
+	ring := xdpRing(cfg)
 	r := &xdpRx{
 		wakeFD:  -1,
 		batch:   cfg.BatchSize,
@@ -697,6 +691,32 @@ func (r *xdpRx) Stats() Stats {
 		s.Extra.Add("xsk_fill_ring_empty_descs", st.FillRingEmptyDescs)
 	}
 	return s
+}
+
+// xdpRing is the fill ring's entries, and the UMEM frames, per queue:
+// cfg.RingSize rounded up to a power of two, or the default.
+func xdpRing(cfg Config) int {
+	if cfg.RingSize <= 0 {
+		return xdpDefaultRing
+	}
+	ring := 1
+	for ring < cfg.RingSize {
+		ring <<= 1
+	}
+	return ring
+}
+
+// XDPLockedBytes is the memory the xdp backend pins for cfg, which the
+// kernel charges to RLIMIT_MEMLOCK (per user, over all its processes)
+// unless the process holds cap_ipc_lock: one UMEM per interface, of
+// xdpFrameSize bytes for each ring entry of each queue.
+func XDPLockedBytes(cfg Config) int64 {
+	ifaces := map[string]bool{}
+	for _, l := range cfg.Lines {
+		ifaces[l.Interface] = true
+	}
+	queues := max(len(cfg.Queues), 1)
+	return int64(len(ifaces)) * int64(queues) * int64(xdpRing(cfg)) * xdpFrameSize
 }
 
 // Close detaches the programs, closes the sockets and unmaps the UMEMs.

@@ -37,6 +37,9 @@ func TestXDPSameGroupOnTwoInterfaces(t *testing.T) {
 		{Name: "B", Interface: dstB, Group: xdpTestGroup, Port: xdpTestPort},
 	}})
 	defer r.Close()
+	if got, want := umemBytes(r), XDPLockedBytes(Config{Lines: []LineConfig{{Interface: lab.DstIf}, {Interface: dstB}}}); got != want {
+		t.Errorf("two interfaces: UMEMs of %d bytes, XDPLockedBytes %d", got, want)
+	}
 
 	// Raw frames on srcB, the far end of line B's interface.
 	var fd int
@@ -138,4 +141,40 @@ func TestXDPFragmentedLineDatagram(t *testing.T) {
 	if st := r.Stats(); st.Dropped == 0 {
 		t.Fatalf("received %q; the %d-byte fragmented datagram was neither delivered nor counted in Stats.Dropped; stats %+v", got[0].Data, len(big), st)
 	}
+}
+
+// TestXDPLockedBytes: XDPLockedBytes, which `feedhandler check` compares
+// with RLIMIT_MEMLOCK, is what the backend registers: one UMEM per
+// interface, a ring of 4 KiB frames per queue, ring_size rounded up to a
+// power of two.
+func TestXDPLockedBytes(t *testing.T) {
+	lab := xdpNewLab(t, netlab.Options{RxQueues: 2})
+	for _, cfg := range []Config{
+		{Queues: []int{0, 1}, RingSize: 100},
+		{RingSize: 512},
+		{Lines: []LineConfig{
+			{Name: "A", Interface: lab.DstIf, Group: xdpTestGroup, Port: xdpTestPort},
+			{Name: "B", Interface: lab.DstIf, Group: xdpTestGroup, Port: xdpTestPort + 1},
+		}},
+	} {
+		cfg.PollTimeout = 20 * time.Millisecond
+		r := xdpOpen(t, lab, cfg)
+		got := umemBytes(r)
+		r.Close()
+		if cfg.Lines == nil {
+			cfg.Lines = []LineConfig{{Name: "A", Interface: lab.DstIf}}
+		}
+		if want := XDPLockedBytes(cfg); got != want {
+			t.Errorf("queues %v, ring_size %d, %d line(s): UMEMs of %d bytes, XDPLockedBytes %d", cfg.Queues, cfg.RingSize, len(cfg.Lines), got, want)
+		}
+	}
+}
+
+// umemBytes sums the UMEMs r registered.
+func umemBytes(r Receiver) int64 {
+	var n int64
+	for _, x := range r.(*xdpRx).ifaces {
+		n += int64(x.umem.Frames()) * int64(x.umem.FrameSize())
+	}
+	return n
 }

@@ -31,6 +31,7 @@ const (
 	Setuid         Caps = 1 << unix.CAP_SETUID
 	Setgid         Caps = 1 << unix.CAP_SETGID
 	Chown          Caps = 1 << unix.CAP_CHOWN
+	Fowner         Caps = 1 << unix.CAP_FOWNER
 )
 
 // ErrNotSupported: the capabilities cannot be changed on every thread of
@@ -176,15 +177,24 @@ func StatusFields(b []byte, base int, keys ...string) []uint64 {
 	return vals
 }
 
+// LookupUser finds account, a name or a uid.
+func LookupUser(account string) (*user.User, error) {
+	u, err := user.Lookup(account)
+	if err != nil {
+		if u, err = user.LookupId(account); err != nil {
+			return nil, errors.New("no such user")
+		}
+	}
+	return u, nil
+}
+
 // SwitchUser makes every thread run as account (a name or a uid), with its
 // primary group and supplementary groups. Coming from root, the kernel
 // clears every capability of every thread (capabilities(7)).
 func SwitchUser(account string) (uid, gid int, err error) {
-	u, err := user.Lookup(account)
+	u, err := LookupUser(account)
 	if err != nil {
-		if u, err = user.LookupId(account); err != nil {
-			return 0, 0, fmt.Errorf("switch to user %q: no such user", account)
-		}
+		return 0, 0, fmt.Errorf("switch to user %q: %w", account, err)
 	}
 	uid, _ = strconv.Atoi(u.Uid)
 	gid, _ = strconv.Atoi(u.Gid)

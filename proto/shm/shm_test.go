@@ -548,3 +548,18 @@ func TestSlotUsageClose(t *testing.T) {
 		Remove(name)
 	}
 }
+
+// TestFileSize: FileSize, which `feedhandler check` compares with the
+// free space of /dev/shm, is the size of the file Create makes.
+func TestFileSize(t *testing.T) {
+	for _, cfg := range []Config{{Instruments: 4, Depth: 1}, {Instruments: 16384, Depth: 10}, {Instruments: 500, Depth: 20, JournalLen: 1 << 10}} {
+		w := testWriter(t, cfg)
+		st, err := os.Stat(w.path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := FileSize(cfg); got != st.Size() {
+			t.Errorf("%+v: FileSize %d, file %d bytes", cfg, got, st.Size())
+		}
+	}
+}

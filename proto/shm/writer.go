@@ -171,7 +171,7 @@ func Create(cfg Config) (*Writer, error) {
 		return nil, fmt.Errorf("create shm %s: depth %d out of range 1..%d", path, cfg.Depth, maxDepth)
 	}
 	if cfg.JournalLen == 0 {
-		cfg.JournalLen = 1 << 16
+		cfg.JournalLen = defaultJournalLen
 	}
 	if cfg.JournalLen < 2 || cfg.JournalLen&(cfg.JournalLen-1) != 0 || cfg.JournalLen > 1<<30 {
 		return nil, fmt.Errorf("create shm %s: journal length %d is not a power of two in 2..2^30", path, cfg.JournalLen)
@@ -268,6 +268,24 @@ func Create(cfg Config) (*Writer, error) {
 // each page of the journal's first lap (one every 256 publishes) and of
 // each slot's first publish. Stored here, they cost Create the same once.
 func dirtyPages(m []byte) { mem.Touch(m) }
+
+// defaultJournalLen is Config.JournalLen's default.
+const defaultJournalLen = 1 << 16
+
+// FileSize is the size of the file Create makes for cfg. The file system
+// must have it free besides the file it replaces: Create builds the new
+// file under a temporary name and renames it over the old one.
+func FileSize(cfg Config) int64 {
+	if cfg.JournalLen == 0 {
+		cfg.JournalLen = defaultJournalLen
+	}
+	return int64(plan(cfg.Instruments, cfg.Depth, cfg.JournalLen, maxSnapshotSize(cfg.Depth)).fileSize)
+}
+
+// CheckOwner returns ErrInUse, with the writer's pid, when a live writer
+// other than this process publishes to the feed file at path: Create
+// would refuse to replace it.
+func CheckOwner(path string) error { return checkOwner(path) }
 
 // checkOwner refuses to replace a file whose writer is alive: another
 // process, not closed, fresh heartbeat. A file this process wrote, a dead
