@@ -43,6 +43,22 @@ func TestUnitVerifies(t *testing.T) {
 		t.Fatal("the unit no longer has the commented LimitRTPRIO=10 and RestrictRealtime=yes lines its comments describe")
 	}
 	t.Run("rt_priority", func(t *testing.T) { verifyUnit(t, rt) })
+	// With the pre-start check docs/OPERATIONS.md adds by a drop-in.
+	ops, err := os.ReadFile("../docs/OPERATIONS.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pre string
+	for _, l := range strings.Split(string(ops), "\n") {
+		if strings.HasPrefix(l, "ExecStartPre=") {
+			pre = l
+		}
+	}
+	if !strings.Contains(pre, " check ") {
+		t.Fatal("docs/OPERATIONS.md no longer shows the ExecStartPre= line of feedhandler check")
+	}
+	withCheck := strings.Replace(string(text), "\nExecStart=", "\n"+pre+"\nExecStart=", 1)
+	t.Run("check pre-start", func(t *testing.T) { verifyUnit(t, withCheck) })
 }
 
 func verifyUnit(t *testing.T, text string) {

@@ -2,6 +2,7 @@
 // builds full-depth order books and publishes them into shared memory.
 //
 //	feedhandler --feed nasdaq.yaml        run the handler (alias: run)
+//	feedhandler check --feed nasdaq.yaml  check the file and this host before running it
 //	feedhandler inspect [--json] FILE     summarize a BinaryFILE, pcap or pcapng
 //	feedhandler replay [flags] INPUT      build books from a file, off the network
 //

@@ -27,6 +27,28 @@ import (
 	"github.com/marketfeed/feedhandler/proto/shm"
 )
 
+// buildForNobody builds the binary (CGO_ENABLED=0, as make build does)
+// into a new directory that user nobody can read and run from, removed
+// when the test ends, and returns the directory and the binary's path.
+func buildForNobody(t *testing.T, prefix string) (dir, bin string) {
+	t.Helper()
+	dir, err := os.MkdirTemp("", prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	bin = filepath.Join(dir, "feedhandler")
+	build := exec.Command("go", "build", "-o", bin, ".")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return dir, bin
+}
+
 // privRun is one start of the handler under reduced privileges.
 type privRun struct {
 	name     string
@@ -61,21 +83,7 @@ func TestLeastPrivilege(t *testing.T) {
 	}
 	lab := netlab.ForTest(t, netlab.Options{Prefix: "fhp"})
 
-	// A directory user nobody can read and run from.
-	dir, err := os.MkdirTemp("", "fhpriv")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer os.RemoveAll(dir)
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	bin := filepath.Join(dir, "feedhandler")
-	build := exec.Command("go", "build", "-o", bin, ".")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	dir, bin := buildForNobody(t, "fhpriv")
 	day, err := demo.GenerateDay(20_000, 40, 9)
 	if err != nil {
 		t.Fatal(err)

@@ -29,21 +29,9 @@ func init() {
 func runFeed(args []string) error {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	feed := fs.String("feed", "", "feed config `FILE.yaml` (see feeds/nasdaq.yaml)")
-	if err := fs.Parse(args); err != nil {
-		return configError{err}
-	}
-	if *feed == "" {
-		fs.Usage()
-		return configError{errors.New("--feed is required")}
-	}
-	cfg, err := config.Load(*feed)
+	cfg, err := loadFeed(fs, args, feed)
 	if err != nil {
-		return configError{err}
-	}
-	// Interfaces, queues and addresses that this host does not have are
-	// config errors, reported before any backend is tried.
-	if err := cfg.CheckHost(); err != nil {
-		return configError{err}
+		return err
 	}
 	logger := newLogger(cfg.Log)
 
@@ -56,6 +44,28 @@ func runFeed(args []string) error {
 	quietRuntime(logger)
 	logHugePages(logger)
 	return serve(ctx, h, cfg, logger)
+}
+
+// loadFeed parses args with fs, whose --feed flag is feed, and loads the
+// feed file. Every error is a configError: a bad flag, no --feed, a
+// malformed file, or interfaces, queues and addresses that this host does
+// not have (reported before any backend is tried).
+func loadFeed(fs *flag.FlagSet, args []string, feed *string) (*config.Config, error) {
+	if err := fs.Parse(args); err != nil {
+		return nil, configError{err}
+	}
+	if *feed == "" {
+		fs.Usage()
+		return nil, configError{errors.New("--feed is required")}
+	}
+	cfg, err := config.Load(*feed)
+	if err != nil {
+		return nil, configError{err}
+	}
+	if err := cfg.CheckHost(); err != nil {
+		return nil, configError{err}
+	}
+	return cfg, nil
 }
 
 // configError is a usage or feed-file error: the process exits

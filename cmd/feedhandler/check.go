@@ -1,0 +1,79 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/marketfeed/feedhandler/feed/config"
+	"github.com/marketfeed/feedhandler/internal/preflight"
+)
+
+func init() {
+	register(&command{name: "check", summary: "check a feed file and this host before running it: feedhandler check --feed FILE.yaml", run: checkFeed})
+}
+
+// exitNotReady is check's exit status when the feed file is valid but the
+// host would not run it as configured (a FAIL line).
+const exitNotReady = 1
+
+// notReady is check's error when a check failed; the FAIL lines say why.
+type notReady struct{ fails int }
+
+func (e notReady) Error() string   { return fmt.Sprintf("%d check(s) failed", e.fails) }
+func (notReady) ExitCode() int     { return exitNotReady }
+func (e notReady) Is(t error) bool { _, ok := t.(notReady); return ok }
+
+// checkFeed loads the feed file as run would, then checks this host
+// against it (internal/preflight) and prints one line per finding. It
+// exits 0 when nothing failed (warnings allowed; --strict fails them too),
+// exitNotReady when a check failed, and exitConfig, as run does, when the
+// file or the host's interfaces and addresses do not fit.
+func checkFeed(args []string) error {
+	fs := flag.NewFlagSet("check", flag.ContinueOnError)
+	feed := fs.String("feed", "", "feed config `FILE.yaml`")
+	strict := fs.Bool("strict", false, "exit 1 on warnings too")
+	quiet := fs.Bool("q", false, "print warnings and failures only")
+	cfg, err := loadFeed(fs, args, feed)
+	if err != nil {
+		return err
+	}
+	return printChecks(os.Stdout, cfg, preflight.Run(cfg, preflight.Host{}), *strict, *quiet)
+}
+
+// printChecks prints the findings after a summary of the config, and returns
+// notReady when one failed (or, strict, warned).
+func printChecks(w io.Writer, cfg *config.Config, fs []preflight.Finding, strict, quiet bool) error {
+	mode := "run to completion"
+	if len(cfg.Cores.Shards) >= 2 {
+		mode = fmt.Sprintf("sharded over %d book threads", len(cfg.Cores.Shards))
+	}
+	if !quiet {
+		fmt.Fprintf(w, "%-4s  %-9s %s: feed %s, %d line(s), backend %s, %s\n", preflight.OK, "config", cfg.File, cfg.Feed.Name, len(cfg.Lines), cfg.Receive.Backend, mode)
+	}
+	var fails, warns int
+	for _, f := range fs {
+		switch f.Level {
+		case preflight.Fail:
+			fails++
+		case preflight.Warn:
+			warns++
+		}
+		if !quiet || f.Level != preflight.OK {
+			fmt.Fprintln(w, f)
+		}
+	}
+	fmt.Fprintf(w, "%d failed, %d warning(s), %d ok\n", fails, warns, len(fs)+1-fails-warns)
+	if fails > 0 || strict && warns > 0 {
+		return notReady{fails + warns*btoi(strict)}
+	}
+	return nil
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}

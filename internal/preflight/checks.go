@@ -1,0 +1,544 @@
+package preflight
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/rs/zerolog"
+	"golang.org/x/sys/unix"
+
+	"github.com/marketfeed/feedhandler/book"
+	"github.com/marketfeed/feedhandler/feed/config"
+	"github.com/marketfeed/feedhandler/feed/handler"
+	"github.com/marketfeed/feedhandler/feed/rx"
+	"github.com/marketfeed/feedhandler/internal/clock"
+	"github.com/marketfeed/feedhandler/internal/privilege"
+	"github.com/marketfeed/feedhandler/proto/shm"
+)
+
+// Run checks the host against cfg, which config.Load has read and
+// CheckHost has checked, and returns the findings in a fixed order.
+func Run(cfg *config.Config, h Host) []Finding {
+	c := &checker{cfg: cfg, h: h}
+	c.eff, _ = privilege.Effective()
+	c.cores()
+	c.numa()
+	c.irqs()
+	c.realtime()
+	c.pages()
+	c.backend()
+	c.sharedMemory()
+	c.metrics()
+	c.recovery()
+	c.clock()
+	c.account()
+	return c.out
+}
+
+type checker struct {
+	cfg *config.Config
+	h   Host
+	eff privilege.Caps
+	out []Finding
+}
+
+func (c *checker) add(l Level, topic, format string, args ...any) {
+	c.out = append(c.out, Finding{Level: l, Topic: topic, Msg: fmt.Sprintf(format, args...)})
+}
+
+// xdp reports whether the config's backend may be AF_XDP.
+func (c *checker) xdp() bool {
+	b := c.cfg.Receive.Backend
+	return b == rx.BackendAuto || b == rx.BackendXDP
+}
+
+// sockets reports whether the config's backend may be io_uring or plain
+// sockets (auto falls back to them).
+func (c *checker) sockets() bool { return c.cfg.Receive.Backend != rx.BackendXDP }
+
+// orFallBack is the level of something the xdp backend cannot do without:
+// a failure when the config asks for xdp, a warning under auto, which
+// falls back to io_uring.
+func (c *checker) orFallBack() (Level, string) {
+	if c.cfg.Receive.Backend == rx.BackendXDP {
+		return Fail, "backend xdp would not start"
+	}
+	return Warn, "backend auto would fall back to io_uring"
+}
+
+// interfaces lists the lines' interfaces, each once, in line order.
+func (c *checker) interfaces() []string {
+	var names []string
+	for _, l := range c.cfg.Lines {
+		if !contains(names, l.Interface) {
+			names = append(names, l.Interface)
+		}
+	}
+	return names
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// thread is a pipeline thread and the core the config gives it.
+type thread struct {
+	field string
+	cpu   int
+}
+
+// threads lists the hot threads: the receive thread, and the shard threads
+// when the config shards.
+func (c *checker) threads() []thread {
+	ts := []thread{{"cores.receive", c.cfg.Cores.Receive}}
+	if len(c.cfg.Cores.Shards) >= 2 {
+		for i, cpu := range c.cfg.Cores.Shards {
+			ts = append(ts, thread{fmt.Sprintf("cores.shards[%d]", i), cpu})
+		}
+	}
+	return ts
+}
+
+// cores: each hot thread's core exists, may be used by this process, is
+// isolated and tickless (docs/TUNING.md section 1), and one CPU is left
+// for the Go runtime.
+func (c *checker) cores() {
+	online, okOnline := c.h.cpuList("/sys/devices/system/cpu/online")
+	isolated, _ := c.h.cpuList("/sys/devices/system/cpu/isolated")
+	nohz, _ := c.h.cpuList("/sys/devices/system/cpu/nohz_full")
+	var allowed unix.CPUSet
+	okAllowed := unix.SchedGetaffinity(0, &allowed) == nil
+	allowedSet := cpuSet{}
+	for cpu := 0; okAllowed && cpu < 1024; cpu++ {
+		if allowed.IsSet(cpu) {
+			allowedSet[cpu] = true
+		}
+	}
+	seen := map[int]string{}
+	for _, t := range c.threads() {
+		switch {
+		case t.cpu == config.Unpinned:
+			c.add(Warn, "cores", "%s is not set: the hot thread runs wherever the scheduler puts it, next to other tasks (docs/TUNING.md section 1)", t.field)
+			continue
+		case okOnline && !online[t.cpu]:
+			c.add(Fail, "cores", "%s: CPU %d is not online on this host (online: %s): the thread would run unpinned", t.field, t.cpu, online)
+			continue
+		case okAllowed && !allowedSet[t.cpu]:
+			c.add(Fail, "cores", "%s: CPU %d is outside the CPUs this process may run on (%s): the thread would run unpinned; the unit's CPUAffinity= and the cgroup's cpuset must include it",
+				t.field, t.cpu, allowedSet)
+			continue
+		}
+		if other, ok := seen[t.cpu]; ok {
+			c.add(Warn, "cores", "%s and %s both name CPU %d: the two threads take turns on it", other, t.field, t.cpu)
+		}
+		seen[t.cpu] = t.field
+		switch {
+		case isolated[t.cpu] && nohz[t.cpu]:
+			c.add(OK, "cores", "%s: CPU %d is isolated and nohz_full", t.field, t.cpu)
+		case isolated[t.cpu]:
+			c.add(Warn, "cores", "%s: CPU %d is isolated but not nohz_full (nohz_full: %s): the scheduler tick still interrupts it (nohz_full= and rcu_nocbs= on the kernel command line, docs/TUNING.md section 1)",
+				t.field, t.cpu, nohz)
+		default:
+			c.add(Warn, "cores", "%s: CPU %d is not isolated (isolated: %s): other tasks and kernel work share it (isolcpus= and nohz_full= on the kernel command line, docs/TUNING.md section 1)",
+				t.field, t.cpu, isolated)
+		}
+	}
+	if okAllowed && len(seen) > 0 && len(allowedSet) <= len(seen) {
+		c.add(Warn, "cores", "this process may run on CPUs %s only, all of them hot threads': the Go runtime, the metrics server and the stats logger preempt them (leave one more CPU in CPUAffinity=)",
+			allowedSet)
+	}
+}
+
+// cpuNode is the NUMA node of a CPU, -1 when sysfs does not say.
+func (h Host) cpuNode(cpu int) int {
+	m, _ := filepath.Glob(h.path(fmt.Sprintf("/sys/devices/system/cpu/cpu%d/node*", cpu)))
+	if len(m) != 1 {
+		return -1
+	}
+	n, err := strconv.Atoi(strings.TrimPrefix(filepath.Base(m[0]), "node"))
+	if err != nil {
+		return -1
+	}
+	return n
+}
+
+// numa: the receive core sits on the NUMA node of each line's NIC.
+func (c *checker) numa() {
+	cpu := c.cfg.Cores.Receive
+	if cpu == config.Unpinned {
+		return
+	}
+	cpuNode := c.h.cpuNode(cpu)
+	for _, ifname := range c.interfaces() {
+		n, ok := c.h.readInt("/sys/class/net/" + ifname + "/device/numa_node")
+		if !ok || n < 0 || cpuNode < 0 {
+			continue // a virtual device, or a single-node host
+		}
+		if int(n) != cpuNode {
+			c.add(Warn, "numa", "%s is on NUMA node %d but cores.receive (CPU %d) on node %d: every packet crosses the interconnect (pick a core of node %d, docs/TUNING.md section 1)",
+				ifname, n, cpu, cpuNode, n)
+		} else {
+			c.add(OK, "numa", "%s and cores.receive (CPU %d) are on NUMA node %d", ifname, cpu, n)
+		}
+	}
+}
+
+// irq is one line of /proc/interrupts.
+type irq struct {
+	num  int
+	name string // the last column: the device's name for the vector
+}
+
+// interrupts parses /proc/interrupts, numbered lines only.
+func (h Host) interrupts() []irq {
+	f, err := os.Open(h.path("/proc/interrupts"))
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	var out []irq
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) < 2 {
+			continue
+		}
+		n, err := strconv.Atoi(strings.TrimSuffix(fields[0], ":"))
+		if err != nil {
+			continue // the CPU header, NMI, LOC, ...
+		}
+		out = append(out, irq{num: n, name: fields[len(fields)-1]})
+	}
+	return out
+}
+
+// ifaceIRQ reports whether an interrupt's name is one of the interface's
+// vectors: the interface's name alone or followed by a separator
+// (ens1f0-TxRx-0, mlx5_comp0@pci... are named by the driver; these are
+// the common forms).
+func ifaceIRQ(name, ifname string) bool {
+	if !strings.HasPrefix(name, ifname) {
+		return false
+	}
+	rest := name[len(ifname):]
+	return rest == "" || rest[0] == '-' || rest[0] == '_' || rest[0] == '@'
+}
+
+// irqs: the NIC's interrupts stay off the receive core unless busy
+// polling, and irqbalance does not move them back (docs/TUNING.md
+// section 2).
+func (c *checker) irqs() {
+	cpu := c.cfg.Cores.Receive
+	if cpu == config.Unpinned {
+		return
+	}
+	all := c.h.interrupts()
+	for _, ifname := range c.interfaces() {
+		var names, on []string
+		for _, q := range all {
+			if !ifaceIRQ(q.name, ifname) {
+				continue
+			}
+			names = append(names, strconv.Itoa(q.num))
+			aff, ok := c.h.cpuList(fmt.Sprintf("/proc/irq/%d/smp_affinity_list", q.num))
+			if ok && aff[cpu] {
+				on = append(on, fmt.Sprintf("%d (%s, CPUs %s)", q.num, q.name, aff))
+			}
+		}
+		switch {
+		case len(names) == 0:
+			// A virtual device (veth, the lab) has no interrupts of its own.
+		case len(on) > 0 && !c.cfg.Receive.BusyPoll:
+			c.add(Warn, "irq", "%s: interrupt %s may run on cores.receive (CPU %d): route it to a core next to it (echo N > /proc/irq/IRQ/smp_affinity_list, docs/TUNING.md section 2)",
+				ifname, strings.Join(on, ", "), cpu)
+		default:
+			c.add(OK, "irq", "%s: %d interrupt(s) (%s), none routed to cores.receive (CPU %d) or busy polling", ifname, len(names), strings.Join(names, " "), cpu)
+		}
+	}
+	if pid := c.h.process("irqbalance"); pid > 0 {
+		c.add(Warn, "irq", "irqbalance (pid %d) is running: it may move the NIC's interrupts onto the hot cores (stop it, or list them in IRQBALANCE_BANNED_CPUS, docs/TUNING.md section 2)", pid)
+	}
+}
+
+// process returns the pid of a process whose command name is comm, 0 when
+// there is none.
+func (h Host) process(comm string) int {
+	m, _ := filepath.Glob(h.path("/proc/[0-9]*/comm"))
+	for _, p := range m {
+		b, err := os.ReadFile(p)
+		if err != nil || strings.TrimSpace(string(b)) != comm {
+			continue
+		}
+		pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(p)))
+		return pid
+	}
+	return 0
+}
+
+// realtime: cores.rt_priority can be had, and real-time throttling does
+// not take the core away (docs/TUNING.md, "Real-time scheduling").
+func (c *checker) realtime() {
+	prio := c.cfg.Cores.RTPriority
+	if prio == 0 {
+		return
+	}
+	if !privilege.MayRealtime(prio) {
+		var lim unix.Rlimit
+		unix.Getrlimit(unix.RLIMIT_RTPRIO, &lim)
+		c.add(Warn, "realtime", "cores.rt_priority %d: this process (uid %d) has neither cap_sys_nice nor an RLIMIT_RTPRIO of %d (it has %d): the hot threads would run under normal scheduling (LimitRTPRIO= in the unit)",
+			prio, os.Getuid(), prio, lim.Cur)
+	}
+	if t := handler.RTThrottle(); t != "" {
+		c.add(Warn, "realtime", "%s", t)
+	} else {
+		c.add(OK, "realtime", "cores.rt_priority %d: no real-time throttling", prio)
+	}
+}
+
+// meminfo reads one field of /proc/meminfo, in the unit the file gives
+// (kB for sizes, a count for HugePages_*).
+func (h Host) meminfo(key string) (int64, bool) {
+	s, ok := h.read("/proc/meminfo")
+	if !ok {
+		return 0, false
+	}
+	for _, line := range strings.Split(s, "\n") {
+		k, v, ok := strings.Cut(line, ":")
+		if !ok || k != key {
+			continue
+		}
+		n, err := strconv.ParseInt(strings.Fields(v)[0], 10, 64)
+		return n, err == nil
+	}
+	return 0, false
+}
+
+// pages: book tables can have transparent huge pages, and the UMEM
+// reserved huge pages (docs/TUNING.md section 4).
+func (c *checker) pages() {
+	if ok, mode := book.HugePages(); ok {
+		c.add(OK, "pages", "book tables can have transparent huge pages (%s)", mode)
+	} else {
+		c.add(Warn, "pages", "book tables on 4 KiB pages (transparent_hugepage: %s): every order lookup may miss the TLB; set /sys/kernel/mm/transparent_hugepage/enabled to madvise (docs/TUNING.md section 4)", mode)
+	}
+	if !c.xdp() {
+		return
+	}
+	need := rx.XDPLockedBytes(c.cfg.RxConfig(zerolog.Nop()))
+	free, ok1 := c.h.meminfo("HugePages_Free")
+	size, ok2 := c.h.meminfo("Hugepagesize")
+	if !ok1 || !ok2 || size <= 0 {
+		return
+	}
+	if have := free * size << 10; have < need {
+		want := (need + size<<10 - 1) / (size << 10)
+		c.add(Warn, "pages", "the AF_XDP UMEM (%s) needs %d huge pages of %d kB and %d are free: it falls back to normal pages (echo %d > /proc/sys/vm/nr_hugepages, docs/TUNING.md section 4)",
+			mib(need), want, size, free, want)
+	} else {
+		c.add(OK, "pages", "%d huge pages of %d kB free for the AF_XDP UMEM (%s)", free, size, mib(need))
+	}
+}
+
+// backend: the capabilities, locked memory, socket buffers and busy-poll
+// settings the receive backend needs.
+func (c *checker) backend() {
+	r := c.cfg.Receive
+	need := privilege.Required(r.Backend, r.BusyPoll)
+	if missing := need &^ c.eff; missing != 0 {
+		l, what := c.orFallBack()
+		if !c.xdp() {
+			l, what = Fail, "busy polling would be refused"
+		}
+		c.add(l, "caps", "backend %s needs %s and this process (uid %d) lacks %s: %s (run as root, or under deploy/feedhandler@.service, which grants them: docs/OPERATIONS.md section 1)",
+			r.Backend, need, os.Getuid(), missing, what)
+	} else if need != 0 {
+		c.add(OK, "caps", "backend %s: this process holds %s", r.Backend, need)
+	}
+	if c.xdp() {
+		c.memlock()
+	}
+	if c.sockets() {
+		c.socketBuffer()
+	}
+	if r.BusyPoll {
+		for _, ifname := range c.interfaces() {
+			defer_, ok1 := c.h.readInt("/sys/class/net/" + ifname + "/napi_defer_hard_irqs")
+			flush, ok2 := c.h.readInt("/sys/class/net/" + ifname + "/gro_flush_timeout")
+			if !ok1 || !ok2 {
+				continue
+			}
+			if defer_ == 0 || flush == 0 {
+				c.add(Warn, "busypoll", "%s: napi_defer_hard_irqs %d, gro_flush_timeout %d: the NIC still interrupts while the thread polls (echo 2 > /sys/class/net/%s/napi_defer_hard_irqs; echo 200000 > .../gro_flush_timeout, docs/TUNING.md section 3)",
+					ifname, defer_, flush, ifname)
+			} else {
+				c.add(OK, "busypoll", "%s: napi_defer_hard_irqs %d, gro_flush_timeout %d ns", ifname, defer_, flush)
+			}
+		}
+	}
+}
+
+// memlock: the UMEMs fit under RLIMIT_MEMLOCK, which the kernel charges
+// per user over all its processes, or the process holds cap_ipc_lock.
+func (c *checker) memlock() {
+	need := rx.XDPLockedBytes(c.cfg.RxConfig(zerolog.Nop()))
+	if c.eff&privilege.IPCLock != 0 {
+		c.add(OK, "memlock", "the AF_XDP UMEMs pin %s; this process holds cap_ipc_lock, so no limit applies", mib(need))
+		return
+	}
+	var lim unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_MEMLOCK, &lim); err != nil {
+		return
+	}
+	if lim.Cur != unix.RLIM_INFINITY && int64(lim.Cur) < need {
+		l, what := c.orFallBack()
+		c.add(l, "memlock", "the AF_XDP UMEMs pin %s (%d interface(s) x %d queue(s) x receive.ring_size frames of 4 KiB) and this process's RLIMIT_MEMLOCK is %s: %s (LimitMEMLOCK= in the unit, docs/OPERATIONS.md)",
+			mib(need), len(c.interfaces()), max(len(c.cfg.Receive.Queues), 1), mib(int64(lim.Cur)), what)
+		return
+	}
+	c.add(OK, "memlock", "the AF_XDP UMEMs pin %s, within RLIMIT_MEMLOCK %s (charged per user, over all its processes)", mib(need), limit(lim.Cur))
+}
+
+func limit(v uint64) string {
+	if v == unix.RLIM_INFINITY {
+		return "unlimited"
+	}
+	return mib(int64(v))
+}
+
+// socketBuffer: receive.recv_buffer is granted: below net.core.rmem_max,
+// or with cap_net_admin for SO_RCVBUFFORCE (docs/TUNING.md section 7).
+func (c *checker) socketBuffer() {
+	want := int64(c.cfg.Receive.RecvBuffer)
+	rmemMax, ok := c.h.readInt("/proc/sys/net/core/rmem_max")
+	if !ok || want <= rmemMax {
+		return
+	}
+	if c.eff&privilege.NetAdmin != 0 {
+		c.add(OK, "buffers", "receive.recv_buffer %s is above net.core.rmem_max %s; this process holds cap_net_admin (SO_RCVBUFFORCE)", mib(want), mib(rmemMax))
+		return
+	}
+	c.add(Warn, "buffers", "receive.recv_buffer %s is above net.core.rmem_max %s and this process lacks cap_net_admin: the io_uring and socket backends get %s (sysctl -w net.core.rmem_max=%d, docs/TUNING.md section 7)",
+		mib(want), mib(rmemMax), mib(rmemMax), want)
+}
+
+// sharedMemory: no live writer owns the feed file, /dev/shm has room for
+// a new one next to the old, and the group exists.
+func (c *checker) sharedMemory() {
+	s := c.cfg.SHM
+	path := shm.Path(s.Name)
+	if err := shm.CheckOwner(path); err != nil {
+		c.add(Fail, "shm", "%s: %v: a second handler with this config would not start", path, err)
+	}
+	c.replace(path)
+	if s.Group != "" {
+		if _, err := shm.LookupGroup(s.Group); err != nil {
+			c.add(Fail, "shm", "shm.group: %v", err)
+		}
+	}
+	size := shm.FileSize(shm.Config{Instruments: s.Slots, Depth: c.cfg.Book.Depth})
+	var st unix.Statfs_t
+	if err := unix.Statfs(filepath.Dir(path), &st); err != nil {
+		c.add(Fail, "shm", "%s: %v", filepath.Dir(path), err)
+		return
+	}
+	free := int64(st.Bavail) * st.Bsize
+	if free < size {
+		c.add(Fail, "shm", "%s has %s free and the feed file needs %s (built next to the old one, then renamed over it): raise the tmpfs size or lower shm.slots or book.depth",
+			filepath.Dir(path), mib(free), mib(size))
+		return
+	}
+	c.add(OK, "shm", "%s: %s (shm.slots %d, book.depth %d); %s free in %s", path, mib(size), s.Slots, c.cfg.Book.Depth, mib(free), filepath.Dir(path))
+}
+
+// replace: an existing feed file at path can be replaced by this process.
+// /dev/shm is sticky (mode 1777): only the file's owner (or cap_fowner)
+// may rename over it or remove it, so a file left by another user, such
+// as a handler once started as root, stops the start.
+func (c *checker) replace(path string) {
+	var st, dir unix.Stat_t
+	if unix.Stat(path, &st) != nil || unix.Stat(filepath.Dir(path), &dir) != nil {
+		return
+	}
+	uid := os.Geteuid()
+	if int(st.Uid) == uid || dir.Mode&unix.S_ISVTX == 0 || c.eff&privilege.Fowner != 0 {
+		return
+	}
+	c.add(Fail, "shm", "%s is owned by uid %d and this process (uid %d) cannot replace it: %s is sticky and the handler lacks cap_fowner (remove the file, or run as its owner)",
+		path, st.Uid, uid, filepath.Dir(path))
+}
+
+// metrics: metrics.listen can be bound now.
+func (c *checker) metrics() {
+	addr := c.cfg.Metrics.Listen
+	if addr == "" {
+		return
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		c.add(Fail, "metrics", "metrics.listen %s: %v", addr, err)
+		return
+	}
+	ln.Close()
+	c.add(OK, "metrics", "metrics.listen %s is free", addr)
+}
+
+// recovery: something can repair a gap lost on both lines, and the
+// snapshot server's name resolves. Nothing is sent to either.
+func (c *checker) recovery() {
+	r := c.cfg.Recovery
+	if len(r.Rerequest.Servers) == 0 && r.Snapshot.Server == "" {
+		c.add(Warn, "recovery", "no recovery.rerequest servers and no recovery.snapshot server: a packet lost on both lines is never repaired, and its instruments' books stay stale (docs/RECOVERY.md)")
+	} else if len(r.Rerequest.Servers) == 0 {
+		c.add(Warn, "recovery", "no recovery.rerequest servers: every gap waits for a GLIMPSE snapshot (docs/RECOVERY.md)")
+	}
+	if r.Snapshot.Server == "" {
+		return
+	}
+	host, _, err := net.SplitHostPort(r.Snapshot.Server)
+	if err != nil {
+		return // Load has checked the shape
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if addrs, err := net.DefaultResolver.LookupHost(ctx, host); err != nil {
+		c.add(Warn, "recovery", "recovery.snapshot.server %s: %v: a snapshot could not be fetched", r.Snapshot.Server, err)
+	} else {
+		c.add(OK, "recovery", "recovery.snapshot.server %s resolves to %s (not contacted)", r.Snapshot.Server, strings.Join(addrs, ", "))
+	}
+}
+
+// clock: the hot path reads the TSC (docs/TUNING.md, "Clock reads on the
+// hot path").
+func (c *checker) clock() {
+	name, reason := clock.Source()
+	kernel, _ := clock.KernelClocksource()
+	if name == "tsc" {
+		c.add(OK, "clock", "hot-path clock: %s (%s); kernel clocksource %s", name, reason, kernel)
+		return
+	}
+	c.add(Warn, "clock", "hot-path clock: %s (%s); kernel clocksource %s: each reading costs about 20 ns more than the TSC's", name, reason, kernel)
+}
+
+// account: the user to switch to exists, and a root start names one.
+func (c *checker) account() {
+	switch {
+	case c.cfg.User != "":
+		if _, err := privilege.LookupUser(c.cfg.User); err != nil {
+			c.add(Fail, "user", "user %s: %v: the handler would stop after setup (useradd --system %s, docs/OPERATIONS.md)", c.cfg.User, err, c.cfg.User)
+		}
+	case os.Geteuid() == 0:
+		c.add(Warn, "user", "user: is unset: started as root, the handler stays root after setup (docs/OPERATIONS.md section 1)")
+	}
+}

@@ -1,0 +1,238 @@
+package preflight
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/marketfeed/feedhandler/feed/config"
+)
+
+// The tests below give Run a file tree of their own for /proc and /sys, to
+// have what this host lacks (isolated cores, a NIC with interrupts and a
+// NUMA node, reserved huge pages). Process state (capabilities, limits,
+// affinity, /dev/shm) stays this process's: the command's test
+// (cmd/feedhandler, TestCheck) covers it on the real host.
+
+// tree writes files (path relative to the root: contents) under a new
+// root directory; a path ending in "/" is a directory.
+func tree(t *testing.T, files map[string]string) Host {
+	t.Helper()
+	root := t.TempDir()
+	for p, body := range files {
+		full := filepath.Join(root, p)
+		if strings.HasSuffix(p, "/") {
+			if err := os.MkdirAll(full, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			continue
+		}
+		if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(full, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return Host{Root: root}
+}
+
+// feedConfig parses a feed file whose lines are on ifname, with extra
+// YAML appended.
+func feedConfig(t *testing.T, ifname, extra string) *config.Config {
+	t.Helper()
+	cfg, err := config.Parse("test.yaml", []byte(fmt.Sprintf(`feed: {name: preflight-test}
+lines:
+  a: {interface: %s, group: 239.1.1.1, port: 26477}
+  b: {interface: %s, group: 239.1.1.2, port: 26477}
+%s`, ifname, ifname, extra)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+// topic returns the findings of one topic, as strings.
+func topic(fs []Finding, name string) []string {
+	var out []string
+	for _, f := range fs {
+		if f.Topic == name {
+			out = append(out, f.String())
+		}
+	}
+	return out
+}
+
+// expect checks that the topic's findings are exactly one line at level l
+// containing each of subs.
+func expect(t *testing.T, fs []Finding, name string, l Level, subs ...string) {
+	t.Helper()
+	got := topic(fs, name)
+	if len(got) != 1 {
+		t.Fatalf("%s: %d findings, want 1: %q", name, len(got), got)
+	}
+	if !strings.HasPrefix(got[0], l.String()+" ") {
+		t.Errorf("%s: %q, want level %s", name, got[0], l)
+	}
+	for _, s := range subs {
+		if !strings.Contains(got[0], s) {
+			t.Errorf("%s: %q lacks %q", name, got[0], s)
+		}
+	}
+}
+
+// allowedCPU returns a CPU this process may run on.
+func allowedCPU(t *testing.T) int {
+	var set unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &set); err != nil {
+		t.Fatal(err)
+	}
+	for cpu := 0; cpu < 1024; cpu++ {
+		if set.IsSet(cpu) {
+			return cpu
+		}
+	}
+	t.Fatal("no CPU allowed")
+	return -1
+}
+
+func TestCPUList(t *testing.T) {
+	for in, want := range map[string]string{"": "none", "(null)": "none", "3": "3", "0-3,8,10-11": "0-3,8,10-11", "1,2,3,5": "1-3,5"} {
+		s, err := parseCPUList(in)
+		if err != nil {
+			t.Fatalf("%q: %v", in, err)
+		}
+		if s.String() != want {
+			t.Errorf("%q: %s, want %s", in, s, want)
+		}
+	}
+	for _, bad := range []string{"a", "3-1", "1-", ",2"} {
+		if _, err := parseCPUList(bad); err == nil {
+			t.Errorf("%q: no error", bad)
+		}
+	}
+}
+
+func TestCores(t *testing.T) {
+	cpu := allowedCPU(t)
+	sys := func(isolated, nohz string) Host {
+		return tree(t, map[string]string{
+			"sys/devices/system/cpu/online":    fmt.Sprintf("0-%d", cpu+1),
+			"sys/devices/system/cpu/isolated":  isolated,
+			"sys/devices/system/cpu/nohz_full": nohz,
+		})
+	}
+	at := func(core int) *config.Config {
+		return feedConfig(t, "eth9", fmt.Sprintf("cores: {receive: %d}\n", core))
+	}
+	id := fmt.Sprint(cpu)
+	expect(t, Run(at(cpu), sys(id, id)), "cores", OK, "CPU "+id+" is isolated and nohz_full")
+	expect(t, Run(at(cpu), sys(id, "(null)")), "cores", Warn, "isolated but not nohz_full", "nohz_full: none")
+	expect(t, Run(at(cpu), sys("", "")), "cores", Warn, "is not isolated (isolated: none)", "isolcpus=")
+	expect(t, Run(at(cpu+5), sys(id, id)), "cores", Fail, fmt.Sprintf("CPU %d is not online", cpu+5), "would run unpinned")
+	expect(t, Run(feedConfig(t, "eth9", ""), sys(id, id)), "cores", Warn, "cores.receive is not set")
+
+	// Sharded: every shard's core is checked, and two threads on one CPU
+	// are named.
+	fs := Run(feedConfig(t, "eth9", fmt.Sprintf("cores: {receive: %d, shards: [%d, %d]}\n", cpu, cpu, cpu+5)), sys(id, id))
+	got := strings.Join(topic(fs, "cores"), "\n")
+	for _, want := range []string{"cores.receive and cores.shards[0] both name CPU " + id, fmt.Sprintf("cores.shards[1]: CPU %d is not online", cpu+5)} {
+		if !strings.Contains(got, want) {
+			t.Errorf("sharded: %q lacks %q", got, want)
+		}
+	}
+}
+
+func TestNUMA(t *testing.T) {
+	cpu := allowedCPU(t)
+	h := func(nicNode string) Host {
+		return tree(t, map[string]string{
+			"sys/class/net/eth9/device/numa_node":                   nicNode,
+			fmt.Sprintf("sys/devices/system/cpu/cpu%d/node0/", cpu): "",
+		})
+	}
+	cfg := feedConfig(t, "eth9", fmt.Sprintf("cores: {receive: %d}\n", cpu))
+	expect(t, Run(cfg, h("1")), "numa", Warn, "eth9 is on NUMA node 1", "on node 0", "pick a core of node 1")
+	expect(t, Run(cfg, h("0")), "numa", OK, "NUMA node 0")
+	if got := topic(Run(cfg, h("-1")), "numa"); got != nil {
+		t.Errorf("no NUMA node: %q, want nothing", got)
+	}
+}
+
+func TestIRQ(t *testing.T) {
+	cpu := allowedCPU(t)
+	h := func(aff string) Host {
+		return tree(t, map[string]string{
+			"proc/interrupts": `            CPU0       CPU1
+  24:          0          0   PCI-MSIX-0000:00:05.0   0-edge      virtio0-config
+  45:     120071          3   IR-PCI-MSI 524288-edge      eth9-TxRx-0
+  46:          1          0   IR-PCI-MSI 524289-edge      eth9
+  47:          1          0   IR-PCI-MSI 524290-edge      eth90-TxRx-0
+ NMI:          0          0   Non-maskable interrupts
+`,
+			"proc/irq/45/smp_affinity_list": aff,
+			"proc/irq/46/smp_affinity_list": fmt.Sprint(cpu + 1),
+			"proc/irq/47/smp_affinity_list": fmt.Sprint(cpu),
+		})
+	}
+	cfg := feedConfig(t, "eth9", fmt.Sprintf("cores: {receive: %d}\n", cpu))
+	// 47 is eth90's: on the receive core, but not this interface's.
+	expect(t, Run(cfg, h(fmt.Sprintf("%d-%d", cpu, cpu+1))), "irq", Warn, "interrupt 45 (eth9-TxRx-0", "smp_affinity_list")
+	expect(t, Run(cfg, h(fmt.Sprint(cpu+1))), "irq", OK, "2 interrupt(s) (45 46)")
+	busy := feedConfig(t, "eth9", fmt.Sprintf("cores: {receive: %d}\nreceive: {busy_poll: true}\n", cpu))
+	expect(t, Run(busy, h(fmt.Sprint(cpu))), "irq", OK, "busy polling")
+
+	if !ifaceIRQ("mlx5_comp0@pci:0000:3b:00.0", "mlx5") || ifaceIRQ("eth10", "eth1") {
+		t.Error("ifaceIRQ")
+	}
+}
+
+func TestHugePagesForUMEM(t *testing.T) {
+	h := func(free int) Host {
+		return tree(t, map[string]string{"proc/meminfo": fmt.Sprintf("MemTotal:       24000000 kB\nHugePages_Total:      %d\nHugePages_Free:       %d\nHugepagesize:       2048 kB\n", free, free)})
+	}
+	// 1024 frames of 4 KiB on one interface and queue: 4 MiB, two pages.
+	cfg := feedConfig(t, "eth9", "receive: {backend: xdp, ring_size: 1024}\n")
+	umem := func(fs []Finding) []Finding {
+		var out []Finding
+		for _, f := range fs {
+			if f.Topic == "pages" && strings.Contains(f.Msg, "UMEM") {
+				out = append(out, f)
+			}
+		}
+		return out
+	}
+	expect(t, umem(Run(cfg, h(1))), "pages", Warn, "(4 MiB) needs 2 huge pages of 2048 kB and 1 are free", "echo 2 > /proc/sys/vm/nr_hugepages")
+	expect(t, umem(Run(cfg, h(2))), "pages", OK, "2 huge pages of 2048 kB free for the AF_XDP UMEM (4 MiB)")
+	sock := feedConfig(t, "eth9", "receive: {backend: socket}\n")
+	if got := umem(Run(sock, h(0))); got != nil {
+		t.Errorf("socket backend: %v, want no UMEM finding", got)
+	}
+}
+
+func TestBusyPollSettings(t *testing.T) {
+	h := func(deferIRQs, flush string) Host {
+		return tree(t, map[string]string{
+			"sys/class/net/eth9/napi_defer_hard_irqs": deferIRQs,
+			"sys/class/net/eth9/gro_flush_timeout":    flush,
+		})
+	}
+	cfg := feedConfig(t, "eth9", "receive: {busy_poll: true}\n")
+	expect(t, Run(cfg, h("0", "0")), "busypoll", Warn, "eth9: napi_defer_hard_irqs 0, gro_flush_timeout 0")
+	expect(t, Run(cfg, h("2", "200000")), "busypoll", OK)
+	if got := topic(Run(feedConfig(t, "eth9", ""), h("0", "0")), "busypoll"); got != nil {
+		t.Errorf("without busy_poll: %q", got)
+	}
+}
+
+func TestRecoveryConfigured(t *testing.T) {
+	expect(t, Run(feedConfig(t, "eth9", ""), Host{Root: t.TempDir()}), "recovery", Warn, "never repaired")
+	cfg := feedConfig(t, "eth9", "recovery: {rerequest: {servers: [\"192.0.2.7:26400\"]}}\n")
+	if got := topic(Run(cfg, Host{Root: t.TempDir()}), "recovery"); got != nil {
+		t.Errorf("with a re-request server: %q", got)
+	}
+}
