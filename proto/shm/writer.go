@@ -252,7 +252,7 @@ func Create(cfg Config) (*Writer, error) {
 	w.beat.Store(now.UnixNano())
 	if err := os.Rename(tmp, path); err != nil {
 		unix.Munmap(mem)
-		return fail(err)
+		return fail(explainReplace(path, err))
 	}
 	f.Close()
 	return w, nil
@@ -268,6 +268,19 @@ func Create(cfg Config) (*Writer, error) {
 // each page of the journal's first lap (one every 256 publishes) and of
 // each slot's first publish. Stored here, they cost Create the same once.
 func dirtyPages(m []byte) { mem.Touch(m) }
+
+// explainReplace adds to a refused rename over path why it was refused
+// when the file belongs to another user in a sticky directory (/dev/shm
+// is mode 1777): only the file's owner, or a holder of cap_fowner, may
+// replace or remove it there.
+func explainReplace(path string, err error) error {
+	var st, dir unix.Stat_t
+	if !errors.Is(err, unix.EPERM) || unix.Stat(path, &st) != nil || unix.Stat(filepath.Dir(path), &dir) != nil ||
+		dir.Mode&unix.S_ISVTX == 0 || int(st.Uid) == os.Geteuid() {
+		return err
+	}
+	return fmt.Errorf("%w (the existing file belongs to uid %d and %s is sticky: only its owner may replace it; remove it)", err, st.Uid, filepath.Dir(path))
+}
 
 // defaultJournalLen is Config.JournalLen's default.
 const defaultJournalLen = 1 << 16
