@@ -2,6 +2,7 @@ package bpf
 
 import (
 	"net/netip"
+	"strconv"
 	"testing"
 )
 
@@ -41,4 +42,27 @@ func BenchmarkProgram(b *testing.B) {
 		runs++
 	}
 	b.ReportMetric(total/float64(runs), "ns/frame")
+}
+
+// BenchmarkChecksumOK verifies the IPv4 and UDP checksums of a line
+// datagram: 300 bytes is a packet of about 8 ITCH messages (the paced
+// benchmark's), 1400 a full one.
+func BenchmarkChecksumOK(b *testing.B) {
+	for _, n := range []int{300, 1400} {
+		b.Run(strconv.Itoa(n), func(b *testing.B) {
+			frame := frameSpec{src: netip.AddrPortFrom(testSource, 40000), dst: netip.AddrPortFrom(testGroup, 26400),
+				payload: make([]byte, n)}.bytes()
+			seal(frame, 14)
+			d, _ := ParseFrame(frame)
+			b.ReportAllocs()
+			b.SetBytes(int64(n))
+			ok := true
+			for b.Loop() {
+				ok = ok && d.ChecksumOK()
+			}
+			if !ok {
+				b.Fatal("checksum fails")
+			}
+		})
+	}
 }

@@ -37,6 +37,68 @@ type Datagram struct {
 	Payload []byte         // UDP payload, a view into the frame
 	Src     netip.AddrPort // IPv4 source address and UDP source port
 	Dst     netip.AddrPort // IPv4 destination (the group) and UDP destination port
+
+	ip  []byte // the IPv4 header, options included
+	udp []byte // the UDP header and payload: the UDP length's bytes
+}
+
+// ChecksumOK verifies the IPv4 header checksum and, when the sender set one
+// (not zero), the UDP checksum over the pseudo-header, the UDP header and
+// the payload (RFC 768, RFC 1071). The kernel checks both before a socket
+// sees a datagram, or trusts a NIC that checked them; an AF_XDP socket gets
+// the frame as it came, without either. It allocates nothing.
+func (d *Datagram) ChecksumOK() bool {
+	if len(d.ip) < 20 || fold(sum32(d.ip, 0)) != 0xffff {
+		return false
+	}
+	if len(d.udp) < 8 || binary.BigEndian.Uint16(d.udp[6:]) == 0 {
+		return len(d.udp) >= 8 // no UDP checksum: allowed over IPv4
+	}
+	// Pseudo-header: source and destination address, protocol, UDP length.
+	acc := uint64(binary.BigEndian.Uint32(d.ip[12:])) + uint64(binary.BigEndian.Uint32(d.ip[16:])) +
+		17 + uint64(len(d.udp))
+	return fold(sum32(d.udp, acc)) == 0xffff
+}
+
+// sum32 returns the ones' complement sum of b's 16-bit big-endian words
+// (a trailing byte padded with zero) added to acc, unfolded: fold it to 16
+// bits. acc must be below 2^48.
+//
+// The words are read 32 bits at a time in the machine's order, with no
+// byte swap, into two 64-bit accumulators that cannot overflow below 2^32
+// words: the ones' complement sum does not depend on byte order (RFC 1071,
+// 2(B)), so the little-endian total, folded to 16 bits, is the big-endian
+// sum with its two bytes swapped.
+func sum32(b []byte, acc uint64) uint64 {
+	var s0, s1 uint64
+	for len(b) >= 32 {
+		s0 += uint64(binary.LittleEndian.Uint32(b)) + uint64(binary.LittleEndian.Uint32(b[4:])) +
+			uint64(binary.LittleEndian.Uint32(b[8:])) + uint64(binary.LittleEndian.Uint32(b[12:]))
+		s1 += uint64(binary.LittleEndian.Uint32(b[16:])) + uint64(binary.LittleEndian.Uint32(b[20:])) +
+			uint64(binary.LittleEndian.Uint32(b[24:])) + uint64(binary.LittleEndian.Uint32(b[28:]))
+		b = b[32:]
+	}
+	for len(b) >= 4 {
+		s0 += uint64(binary.LittleEndian.Uint32(b))
+		b = b[4:]
+	}
+	if len(b) >= 2 {
+		s1 += uint64(binary.LittleEndian.Uint16(b))
+		b = b[2:]
+	}
+	if len(b) == 1 {
+		s1 += uint64(b[0])
+	}
+	le := fold(s0 + s1)
+	return acc + uint64(le>>8|le<<8)
+}
+
+// fold reduces a ones' complement sum to 16 bits with end-around carry.
+func fold(acc uint64) uint16 {
+	for acc>>16 != 0 {
+		acc = acc&0xffff + acc>>16
+	}
+	return uint16(acc)
 }
 
 // ParseFrame is the user-space twin of the program's header checks: it walks
@@ -100,5 +162,7 @@ func ParseFrame(b []byte) (Datagram, Class) {
 		Payload: udp[8:udpLen:udpLen],
 		Src:     netip.AddrPortFrom(src, binary.BigEndian.Uint16(udp[0:])),
 		Dst:     netip.AddrPortFrom(dst, binary.BigEndian.Uint16(udp[2:])),
+		ip:      ip[:ihl:ihl],
+		udp:     udp[:udpLen:udpLen],
 	}, ClassUDP
 }

@@ -111,6 +111,10 @@ type Receive struct {
 	RecvBuffer     int // bytes
 	PollTimeout    time.Duration
 	Spin           time.Duration // AF_XDP: poll the rings this long before blocking (rx.Config.Spin)
+	// VerifyChecksums: AF_XDP checks each line datagram's IPv4 and UDP
+	// checksums, as the kernel does for the socket backends (default
+	// true; rx.Config.NoChecksums).
+	VerifyChecksums bool
 }
 
 // Cores says where the receive thread and the book shards run. Two or more
@@ -282,6 +286,7 @@ func (c *Config) RxConfig(log zerolog.Logger) rx.Config {
 		RecvBuffer:     r.RecvBuffer,
 		PollTimeout:    r.PollTimeout,
 		Spin:           r.Spin,
+		NoChecksums:    !r.VerifyChecksums,
 		Log:            log,
 	}
 }

@@ -323,7 +323,7 @@ func TestDefaults(t *testing.T) {
 		Lines: []Line{{Name: "A", Interface: "eth0", Group: netip.MustParseAddr("239.0.0.1"), Port: 1}},
 		Receive: Receive{Backend: rx.BackendAuto, ZeroCopy: "auto", XDPMode: "auto",
 			BusyPollUsec: DefaultBusyPollUsec, BusyPollBudget: DefaultBusyPollBudget, BatchSize: DefaultBatchSize,
-			RecvBuffer: DefaultRecvBuffer, PollTimeout: DefaultPollTimeout},
+			RecvBuffer: DefaultRecvBuffer, PollTimeout: DefaultPollTimeout, VerifyChecksums: true},
 		Cores:       Cores{Receive: Unpinned, Shards: []int{Unpinned}},
 		Book:        Book{Depth: 10, MaxOrders: 4 << 20, MaxLocates: 16384},
 		Arbitration: Arbitration{Grace: 200 * time.Microsecond, Hold: 20 * time.Millisecond, LineTimeout: time.Second, MaxPending: 8192},

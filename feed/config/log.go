@@ -18,7 +18,7 @@ func (c *Config) MarshalZerologObject(e *zerolog.Event) {
 		Str("zero_copy", r.ZeroCopy).Str("xdp_mode", r.XDPMode).Bool("busy_poll", r.BusyPoll).
 		Int("busy_poll_usec", r.BusyPollUsec).Int("busy_poll_budget", r.BusyPollBudget).
 		Int("batch_size", r.BatchSize).Int("ring_size", r.RingSize).Int("recv_buffer", r.RecvBuffer).
-		Dur("poll_timeout", r.PollTimeout).Dur("spin", r.Spin))
+		Dur("poll_timeout", r.PollTimeout).Dur("spin", r.Spin).Bool("verify_checksums", r.VerifyChecksums))
 	e.Int("receive_core", c.Cores.Receive).Ints("shard_cores", c.Cores.Shards).Int("rt_priority", c.Cores.RTPriority)
 	e.Int("symbols", len(c.Symbols))
 	e.Int("depth", c.Book.Depth).Int("max_orders", c.Book.MaxOrders).Int("max_locates", c.Book.MaxLocates)

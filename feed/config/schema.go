@@ -19,14 +19,15 @@ func defaults() *Config {
 	return &Config{
 		Feed: Feed{Protocol: ProtocolITCH50MoldUDP64},
 		Receive: Receive{
-			Backend:        rx.BackendAuto,
-			ZeroCopy:       "auto",
-			XDPMode:        "auto",
-			BusyPollUsec:   DefaultBusyPollUsec,
-			BusyPollBudget: DefaultBusyPollBudget,
-			BatchSize:      DefaultBatchSize,
-			RecvBuffer:     DefaultRecvBuffer,
-			PollTimeout:    DefaultPollTimeout,
+			Backend:         rx.BackendAuto,
+			ZeroCopy:        "auto",
+			XDPMode:         "auto",
+			BusyPollUsec:    DefaultBusyPollUsec,
+			BusyPollBudget:  DefaultBusyPollBudget,
+			BatchSize:       DefaultBatchSize,
+			RecvBuffer:      DefaultRecvBuffer,
+			PollTimeout:     DefaultPollTimeout,
+			VerifyChecksums: true,
 		},
 		Cores:       Cores{Receive: Unpinned, Shards: []int{Unpinned}},
 		SHM:         SHM{Mode: DefaultSHMMode, Slots: DefaultSHMSlots},
@@ -284,6 +285,7 @@ func (d *decoder) receive(f field, c *Config) {
 				r.Spin = v
 			}
 		}},
+		{"verify_checksums", func(f field) { r.VerifyChecksums, _ = d.boolean(f) }},
 	})
 	if r.ZeroCopy == "on" && (r.Backend == rx.BackendUring || r.Backend == rx.BackendSocket) {
 		d.errorf(zeroCopy, "\"on\" needs backend xdp or auto, not %s", r.Backend)

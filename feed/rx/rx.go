@@ -125,6 +125,16 @@ type Config struct {
 	// queue on every pass, so Spin changes nothing. Other backends ignore it.
 	Spin time.Duration
 
+	// NoChecksums: AF_XDP only. Receive does not verify the IPv4 header
+	// and UDP checksums of line datagrams. By default it does, and drops a
+	// datagram that fails (Stats.Malformed, Extra "xdp_bad_checksum"), as
+	// the kernel does before a socket sees it: an AF_XDP socket gets frames
+	// as they came, and a NIC that checked them in hardware tells only the
+	// kernel's stack. Turn it off only for a sender on this host whose
+	// checksums are left to offload (a veth with tx checksumming on carries
+	// partial ones), never for a feed from the wire.
+	NoChecksums bool
+
 	// LockedThread promises that Open, Receive, Release and Close are all
 	// called from one goroutine locked to its OS thread
 	// (runtime.LockOSThread), in the receiving namespace. io_uring then
@@ -149,14 +159,14 @@ type Config struct {
 type Stats struct {
 	Packets   [2]uint64 // per line (A, B)
 	Bytes     [2]uint64 // payload bytes per line
-	Malformed uint64    // frames dropped by the backend as bad (truncated headers, wrong lengths)
+	Malformed uint64    // frames dropped by the backend as bad (truncated headers, wrong lengths, AF_XDP: failed checksums)
 	Unmatched uint64    // frames that matched no configured line
 	Dropped   uint64    // line datagrams lost before Receive: kernel drops (ring full, socket overflow, XDP rx_dropped), truncated (too big for a slot), XDP no_socket and fragmented
 	Extra     Extra     // the backend's own counters, by name
 }
 
 // MaxExtra is how many counters Extra holds.
-const MaxExtra = 16
+const MaxExtra = 20
 
 // Extra is a backend's own counters by name ("xdp_redirected", "rearms").
 // It is a fixed-size value rather than a map so that Stats allocates nothing

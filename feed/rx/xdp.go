@@ -96,11 +96,13 @@ type xdpRx struct {
 
 	// CLOCK_TAI - CLOCK_REALTIME (ns), and the TAI time it was read at.
 	taiOffset, taiAt int64
-	metaLen          int // bytes of metadata read before a frame: bpf.MetaLen (tests: 0, none)
+	metaLen          int  // bytes of metadata read before a frame: bpf.MetaLen (tests: 0, none)
+	verify           bool // check line datagrams' checksums (Config.NoChecksums unset)
 
 	packets, bytes [2]atomic.Uint64
 	malformed      atomic.Uint64
 	unmatched      atomic.Uint64
+	badChecksum    atomic.Uint64 // line datagrams whose IPv4 or UDP checksum failed (bpf.Datagram.ChecksumOK)
 	kernelTS       atomic.Uint64 // packets stamped with the program's kernel time
 	userTS         atomic.Uint64 // packets stamped in user space (no metadata)
 	wakeups        atomic.Uint64 // wakeup syscalls (need_wakeup, busy poll)
@@ -148,6 +150,7 @@ func newXDPRx(cfg Config) (_ *xdpRx, err error) {
 		batch:   cfg.BatchSize,
 		timeout: cfg.PollTimeout,
 		spin:    max(cfg.Spin, 0),
+		verify:  !cfg.NoChecksums,
 	}
 	if r.batch <= 0 {
 		r.batch = 64
@@ -497,7 +500,7 @@ func (r *xdpRx) drain(pkts []Packet) int {
 	n := 0
 	var userTime int64
 	var packets, bytes [2]uint64
-	var malformed, unmatched, kernelTS, userTS uint64
+	var malformed, unmatched, badChecksum, kernelTS, userTS uint64
 	nq := len(r.queues)
 	for i := 0; i < nq && n < len(pkts); i++ {
 		qi := (r.next + i) % nq
@@ -523,6 +526,11 @@ func (r *xdpRx) drain(pkts []Packet) int {
 			line, ok := r.match(q.iface, dg)
 			if !ok {
 				unmatched++
+				q.pending = append(q.pending, d.Addr)
+				continue
+			}
+			if r.verify && !dg.ChecksumOK() {
+				badChecksum++
 				q.pending = append(q.pending, d.Addr)
 				continue
 			}
@@ -560,6 +568,9 @@ func (r *xdpRx) drain(pkts []Packet) int {
 	}
 	if unmatched != 0 {
 		r.unmatched.Add(unmatched)
+	}
+	if badChecksum != 0 {
+		r.badChecksum.Add(badChecksum)
 	}
 	if kernelTS != 0 {
 		r.kernelTS.Add(kernelTS)
@@ -651,6 +662,9 @@ func (r *xdpRx) Stats() Stats {
 	s.Malformed = r.malformed.Load()
 	s.Unmatched = r.unmatched.Load()
 	s.Extra.Add("parse_malformed", s.Malformed)
+	bad := r.badChecksum.Load()
+	s.Extra.Add("xdp_bad_checksum", bad)
+	s.Malformed += bad
 	s.Extra.Add("xdp_kernel_ts", r.kernelTS.Load())
 	s.Extra.Add("xdp_user_ts", r.userTS.Load())
 	s.Extra.Add("xdp_wakeups", r.wakeups.Load())

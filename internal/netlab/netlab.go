@@ -116,6 +116,15 @@ func New(o Options) (*Lab, error) {
 			own(s[2])
 		}
 	}
+	// Checksums computed by the sender's stack, as frames from a wire
+	// carry them: with tx checksum offload on (a veth's default) the
+	// kernel leaves the UDP checksum partial (the pseudo-header's sum
+	// only), and the peer's AF_XDP socket, which gets frames as they
+	// came, would see every datagram fail (rx.Config.NoChecksums).
+	if out, err := exec.Command("ip", "netns", "exec", l.Src, "ethtool", "-K", l.SrcIf, "tx", "off").CombinedOutput(); err != nil {
+		l.Close()
+		return nil, fmt.Errorf("netlab: ethtool -K %s tx off: %v: %s", l.SrcIf, err, out)
+	}
 	if o.Threaded {
 		if err := l.threaded(); err != nil {
 			l.Close()

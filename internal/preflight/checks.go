@@ -368,6 +368,9 @@ func (c *checker) backend() {
 	}
 	if c.xdp() {
 		c.memlock()
+		if !r.VerifyChecksums {
+			c.add(Warn, "checksums", "receive.verify_checksums is false: the AF_XDP backend applies a corrupted datagram as it came, where the kernel would drop it (docs/TUNING.md section 6)")
+		}
 	}
 	if c.sockets() {
 		c.socketBuffer()

@@ -236,3 +236,13 @@ func TestRecoveryConfigured(t *testing.T) {
 		t.Errorf("with a re-request server: %q", got)
 	}
 }
+
+func TestChecksumsOff(t *testing.T) {
+	expect(t, Run(feedConfig(t, "eth9", "receive: {verify_checksums: false}\n"), Host{Root: t.TempDir()}), "checksums", Warn, "applies a corrupted datagram")
+	if got := topic(Run(feedConfig(t, "eth9", ""), Host{Root: t.TempDir()}), "checksums"); got != nil {
+		t.Errorf("default: %q", got)
+	}
+	if got := topic(Run(feedConfig(t, "eth9", "receive: {backend: uring, verify_checksums: false}\n"), Host{Root: t.TempDir()}), "checksums"); got != nil {
+		t.Errorf("uring (the kernel checks): %q", got)
+	}
+}

@@ -1,0 +1,101 @@
+package rx
+
+import (
+	"encoding/binary"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/marketfeed/feedhandler/internal/netlab"
+)
+
+// checksumFrames are raw line frames from the lab's source address: one
+// without a UDP checksum (valid), one with a wrong UDP checksum, one with
+// a wrong IPv4 header checksum, and a last good one that marks the end.
+func checksumFrames(lab *netlab.Lab) (good, badUDP, badIP, last []byte) {
+	src := netip.AddrPortFrom(lab.SrcIP, 40001)
+	dst := netip.AddrPortFrom(xdpTestGroup, xdpTestPort)
+	good = xdpFrame(src, dst, nil, 0, []byte("good"))
+	badUDP = xdpFrame(src, dst, nil, 0, []byte("bad udp checksum"))
+	binary.BigEndian.PutUint16(badUDP[14+20+6:], 0x1234) // not the sum: any nonzero value but the one
+	badIP = xdpFrame(src, dst, nil, 0, []byte("bad ip checksum"))
+	badIP[14+10] ^= 0x40
+	last = xdpFrame(src, dst, nil, 0, []byte("last"))
+	return good, badUDP, badIP, last
+}
+
+// TestXDPChecksums: the AF_XDP backend drops line datagrams whose UDP or
+// IPv4 header checksum is wrong and counts them (Malformed,
+// xdp_bad_checksum), as the kernel drops them before the socket backends
+// see them (checked here on the same frames); NoChecksums delivers them.
+func TestXDPChecksums(t *testing.T) {
+	lab := xdpNewLab(t, netlab.Options{})
+	good, badUDP, badIP, last := checksumFrames(lab)
+	raw := xdpNewRawSender(t, lab)
+	payloads := func(ps []Packet) []string {
+		var out []string
+		for _, p := range ps {
+			out = append(out, string(p.Data))
+		}
+		return out
+	}
+	for _, c := range []struct {
+		name    string
+		backend string
+		no      bool
+		want    []string
+		bad     uint64
+	}{
+		{"xdp", BackendXDP, false, []string{"good", "last"}, 2},
+		{"xdp-no-checksums", BackendXDP, true, []string{"good", "bad udp checksum", "bad ip checksum", "last"}, 0},
+		{"kernel", BackendSocket, false, []string{"good", "last"}, 0},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			cfg := Config{PollTimeout: 20 * time.Millisecond, NoChecksums: c.no,
+				Lines: []LineConfig{{Name: "A", Interface: lab.DstIf, Group: xdpTestGroup, Port: xdpTestPort}}}
+			var r Receiver
+			if c.backend == BackendXDP {
+				r = xdpOpen(t, lab, cfg)
+			} else {
+				r = openBackend(t, lab, c.backend, cfg)
+			}
+			defer r.Close()
+			for _, f := range [][]byte{good, badUDP, badIP, last} {
+				raw.send(t, f)
+			}
+			var got []Packet
+			buf := make([]Packet, 8)
+			for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); {
+				n, err := r.Receive(buf)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, p := range buf[:n] {
+					p.Data = append([]byte(nil), p.Data...)
+					got = append(got, p)
+				}
+				r.Release(buf[:n])
+				if len(got) > 0 && string(got[len(got)-1].Data) == "last" {
+					break
+				}
+			}
+			if g := payloads(got); len(g) != len(c.want) || func() bool {
+				for i := range g {
+					if g[i] != c.want[i] {
+						return true
+					}
+				}
+				return false
+			}() {
+				t.Errorf("received %q, want %q", g, c.want)
+			}
+			st := r.Stats()
+			if b := st.Extra.Get("xdp_bad_checksum"); b != c.bad {
+				t.Errorf("xdp_bad_checksum %d, want %d", b, c.bad)
+			}
+			if c.backend == BackendXDP && st.Malformed != c.bad {
+				t.Errorf("Malformed %d, want %d", st.Malformed, c.bad)
+			}
+		})
+	}
+}
