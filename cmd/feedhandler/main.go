@@ -18,9 +18,9 @@ import (
 	"strings"
 
 	"github.com/rs/zerolog"
-	"golang.org/x/sys/unix"
 
 	"github.com/marketfeed/feedhandler/feed/config"
+	"github.com/marketfeed/feedhandler/internal/clilog"
 	"github.com/marketfeed/feedhandler/internal/demo"
 )
 
@@ -37,23 +37,7 @@ func register(c *command) { commands[c.name] = c }
 // log is the subcommands' logger: info and above, on stderr, so that stdout
 // carries the result only (a table, JSON, books) and can be piped. The main
 // run and the demo replace it with the feed config's log level and format.
-var log = consoleLogger(os.Stderr).Level(zerolog.InfoLevel)
-
-// Log times to the microsecond: zerolog's default field format is RFC 3339
-// to the second, which the console format then prints as .000.
-func init() { zerolog.TimeFieldFormat = "2006-01-02T15:04:05.000000Z07:00" }
-
-// consoleLogger logs human-readable lines to w, coloured only when w is a
-// terminal.
-func consoleLogger(w *os.File) zerolog.Logger {
-	cw := zerolog.ConsoleWriter{Out: w, TimeFormat: "15:04:05.000", NoColor: !isTerminal(w)}
-	return zerolog.New(cw).With().Timestamp().Logger()
-}
-
-func isTerminal(f *os.File) bool {
-	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
-	return err == nil
-}
+var log = clilog.Console(os.Stderr).Level(zerolog.InfoLevel)
 
 func usage() {
 	fmt.Fprintln(os.Stderr, "usage: feedhandler --feed FILE.yaml | feedhandler COMMAND [flags] [args]")

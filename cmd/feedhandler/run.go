@@ -19,6 +19,7 @@ import (
 
 	"github.com/marketfeed/feedhandler/feed/config"
 	"github.com/marketfeed/feedhandler/feed/handler"
+	"github.com/marketfeed/feedhandler/internal/clilog"
 	"github.com/marketfeed/feedhandler/internal/privilege"
 )
 
@@ -238,5 +239,5 @@ func newLogger(c config.Log) zerolog.Logger {
 	if c.Format == "json" {
 		return zerolog.New(os.Stderr).Level(c.ZerologLevel()).With().Timestamp().Logger()
 	}
-	return consoleLogger(os.Stderr).Level(c.ZerologLevel())
+	return clilog.Console(os.Stderr).Level(c.ZerologLevel())
 }

@@ -17,11 +17,12 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/marketfeed/feedhandler/internal/clilog"
 	"github.com/marketfeed/feedhandler/internal/itchgen"
 )
 
 func main() {
-	log := zerolog.New(zerolog.ConsoleWriter{Out: os.Stderr, TimeFormat: "15:04:05.000"}).With().Timestamp().Logger()
+	log := clilog.Console(os.Stderr)
 	if err := run(os.Args[1:], log); err != nil {
 		log.Error().Err(err).Msg("itchgen failed")
 		os.Exit(1)

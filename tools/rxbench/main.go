@@ -16,12 +16,13 @@ package main
 import (
 	"flag"
 	"fmt"
-	"io"
 	"os"
 	"strings"
 	"time"
 
 	"github.com/rs/zerolog"
+
+	"github.com/marketfeed/feedhandler/internal/clilog"
 )
 
 func main() {
@@ -38,11 +39,10 @@ func main() {
 	flag.BoolVar(&o.locked, "locked", true, "rx.Config.LockedThread (io_uring: SINGLE_ISSUER|DEFER_TASKRUN)")
 	verbose := flag.Bool("v", false, "log each run")
 	flag.Parse()
-	var logw io.Writer = io.Discard
+	o.log = zerolog.Nop()
 	if *verbose {
-		logw = zerolog.ConsoleWriter{Out: os.Stderr, TimeFormat: "15:04:05.000"}
+		o.log = clilog.Console(os.Stderr)
 	}
-	o.log = zerolog.New(logw).With().Timestamp().Logger()
 	res, err := bench(o)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "rxbench:", err)

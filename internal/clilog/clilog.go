@@ -1,0 +1,32 @@
+// Package clilog is the commands' logger set-up: feedhandler and the tools
+// log human-readable lines to stderr, timed to the millisecond, and JSON
+// timed to the microsecond.
+package clilog
+
+import (
+	"os"
+
+	"github.com/rs/zerolog"
+	"golang.org/x/sys/unix"
+)
+
+// TimeFieldFormat is the JSON "time" field's layout: RFC 3339 to the
+// microsecond. zerolog's default is to the second, which the console
+// format then prints as .000.
+const TimeFieldFormat = "2006-01-02T15:04:05.000000Z07:00"
+
+// Importing the package sets zerolog's time format for the process.
+func init() { zerolog.TimeFieldFormat = TimeFieldFormat }
+
+// Console logs human-readable lines to f, timed to the millisecond,
+// coloured only when f is a terminal.
+func Console(f *os.File) zerolog.Logger {
+	cw := zerolog.ConsoleWriter{Out: f, TimeFormat: "15:04:05.000", NoColor: !IsTerminal(f)}
+	return zerolog.New(cw).With().Timestamp().Logger()
+}
+
+// IsTerminal reports whether f is a terminal.
+func IsTerminal(f *os.File) bool {
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil
+}
