@@ -29,6 +29,7 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf/link"
+	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
 
 	"github.com/marketfeed/feedhandler/bpf"
@@ -98,6 +99,10 @@ type xdpRx struct {
 	taiOffset, taiAt int64
 	metaLen          int  // bytes of metadata read before a frame: bpf.MetaLen (tests: 0, none)
 	verify           bool // check line datagrams' checksums (Config.NoChecksums unset)
+	log              zerolog.Logger
+	// warnedChecksum: the first failed checksum was logged (the receive
+	// goroutine's only).
+	warnedChecksum bool
 
 	packets, bytes [2]atomic.Uint64
 	malformed      atomic.Uint64
@@ -151,6 +156,7 @@ func newXDPRx(cfg Config) (_ *xdpRx, err error) {
 		timeout: cfg.PollTimeout,
 		spin:    max(cfg.Spin, 0),
 		verify:  !cfg.NoChecksums,
+		log:     cfg.Log,
 	}
 	if r.batch <= 0 {
 		r.batch = 64
@@ -530,6 +536,11 @@ func (r *xdpRx) drain(pkts []Packet) int {
 				continue
 			}
 			if r.verify && !dg.ChecksumOK() {
+				if !r.warnedChecksum {
+					r.warnedChecksum = true
+					r.log.Warn().Str("line", line.String()).Stringer("source", dg.Src).
+						Msg("AF_XDP: a line datagram failed its IPv4 or UDP checksum and was dropped (counted in xdp_bad_checksum; logged once). If every one fails, the sender is on this host with checksum offload (a veth sends partial checksums): receive.verify_checksums: false, docs/TUNING.md section 6")
+				}
 				badChecksum++
 				q.pending = append(q.pending, d.Addr)
 				continue

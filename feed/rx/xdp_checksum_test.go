@@ -1,10 +1,14 @@
 package rx
 
 import (
+	"bytes"
 	"encoding/binary"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/rs/zerolog"
 
 	"github.com/marketfeed/feedhandler/internal/netlab"
 )
@@ -51,7 +55,8 @@ func TestXDPChecksums(t *testing.T) {
 		{"kernel", BackendSocket, false, []string{"good", "last"}, 0},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			cfg := Config{PollTimeout: 20 * time.Millisecond, NoChecksums: c.no,
+			var logs bytes.Buffer
+			cfg := Config{PollTimeout: 20 * time.Millisecond, NoChecksums: c.no, Log: zerolog.New(&logs),
 				Lines: []LineConfig{{Name: "A", Interface: lab.DstIf, Group: xdpTestGroup, Port: xdpTestPort}}}
 			var r Receiver
 			if c.backend == BackendXDP {
@@ -95,6 +100,11 @@ func TestXDPChecksums(t *testing.T) {
 			}
 			if c.backend == BackendXDP && st.Malformed != c.bad {
 				t.Errorf("Malformed %d, want %d", st.Malformed, c.bad)
+			}
+			// Two failures, one warning naming the line and the sender.
+			warned := strings.Count(logs.String(), "failed its IPv4 or UDP checksum")
+			if want := min(int(c.bad), 1); warned != want || want == 1 && !strings.Contains(logs.String(), `"source":"`+lab.SrcIP.String()+`:40001"`) {
+				t.Errorf("%d checksum warnings, want %d naming source %s:40001:\n%s", warned, want, lab.SrcIP, logs.String())
 			}
 		})
 	}
