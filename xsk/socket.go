@@ -189,7 +189,12 @@ func open(cfg Config, u *UMEM) (*Socket, error) {
 	}
 	var s *Socket
 	for i, a := range attempts {
-		s, err = bindRetry(cfg, u, owner, a.flags)
+		// After a refused zero-copy bind the UMEM is registered again on
+		// a fresh socket, while the kernel may still count the first
+		// registration against RLIMIT_MEMLOCK: it releases it from a
+		// work queue after the socket closes. Wait that out rather than
+		// fail on a limit that fits the UMEM once.
+		s, err = bindRetry(cfg, u, owner, a.flags, i > 0 && owner == nil)
 		if err == nil {
 			break
 		}
@@ -234,9 +239,11 @@ func open(cfg Config, u *UMEM) (*Socket, error) {
 
 // bindRetry creates, maps and binds a socket with the given bind flags,
 // starting over while bind reports EBUSY (a socket on the queue is still
-// being torn down). A failed bind destroys the socket's rings in the
-// kernel, so every try uses a fresh socket.
-func bindRetry(cfg Config, u *UMEM, owner *Socket, flags uint16) (*Socket, error) {
+// being torn down) and, with noBufs, while registering the UMEM reports
+// ENOBUFS (an earlier registration of it not yet uncharged). A failed bind
+// destroys the socket's rings in the kernel, so every try uses a fresh
+// socket.
+func bindRetry(cfg Config, u *UMEM, owner *Socket, flags uint16, noBufs bool) (*Socket, error) {
 	deadline := time.Now().Add(cfg.BindTimeout)
 	for tries := 1; ; tries++ {
 		s, err := setup(cfg, u, owner, flags)
@@ -246,7 +253,8 @@ func bindRetry(cfg Config, u *UMEM, owner *Socket, flags uint16) (*Socket, error
 			}
 			return s, nil
 		}
-		if !errors.Is(err, unix.EBUSY) || time.Now().After(deadline) {
+		retry := errors.Is(err, unix.EBUSY) || noBufs && errors.Is(err, unix.ENOBUFS)
+		if !retry || time.Now().After(deadline) {
 			return nil, err
 		}
 		time.Sleep(5 * time.Millisecond)
