@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"cmp"
 	"fmt"
 	"net"
 	"os"
@@ -151,33 +152,71 @@ metrics: {listen: "127.0.0.1:%d"}
 			"warn  caps      backend auto needs", "backend auto would fall back to io_uring")
 		check(t, as("", 0, "check", "--feed", feedOn("uring", fresh, "receive: {backend: uring}\n")), 0)
 	})
-	// 4 MiB of locked memory: a 16 MiB UMEM (the default ring) does not
-	// fit, a 2 MiB one (ring_size 512) does.
+	// Verdicts against real starts under the same user, capabilities and
+	// limit: where the check FAILs, the start must fail (or, for
+	// SCHED_FIFO, run without it) for the reason the check gives; where it
+	// passes, the start must get through setup. 4 MiB of locked memory: a
+	// 16 MiB UMEM (the default ring) does not fit, a 2 MiB one
+	// (ring_size 512) does.
 	const limit = 4 << 20
 	for _, c := range []struct {
-		name string
-		ring int
-		fits bool
-	}{{"memlock-16MiB", 0, false}, {"memlock-2MiB", 512, true}} {
+		name, caps, extra string
+		group             string // shm.group
+		memlock           int    // RLIMIT_MEMLOCK; 0 = limit
+		fail              string // the FAIL line's start; "" = no FAIL line
+		startErr          string // in the start's log when it fails; "" = it gets through setup
+	}{
+		{"memlock-16MiB-xdp", xdpCaps, "receive: {backend: xdp}\n", "", 0,
+			"FAIL  memlock   the AF_XDP UMEMs pin 16 MiB (1 interface(s) x 1 queue(s) x receive.ring_size frames of 4 KiB) and this process's RLIMIT_MEMLOCK is 4 MiB: the start fails (ENOBUFS registering the UMEM)", "RLIMIT_MEMLOCK"},
+		// auto does not fall back on the UMEM's ENOBUFS.
+		{"memlock-16MiB-auto", xdpCaps, "", "", 0,
+			"FAIL  memlock   the AF_XDP UMEMs pin 16 MiB (1 interface(s) x 1 queue(s) x receive.ring_size frames of 4 KiB) and this process's RLIMIT_MEMLOCK is 4 MiB: the start fails (ENOBUFS registering the UMEM; backend auto does not fall back on it)", "RLIMIT_MEMLOCK"},
+		{"memlock-2MiB", xdpCaps, "receive: {backend: xdp, ring_size: 512}\n", "", 0, "", ""},
+		// What the kernel charges is the UMEM, to the page: a limit of
+		// exactly rx.XDPLockedBytes starts, one page less does not.
+		{"memlock-exact", xdpCaps, "receive: {backend: xdp, ring_size: 512}\n", "", 2 << 20, "", ""},
+		{"memlock-page-short", xdpCaps, "receive: {backend: xdp, ring_size: 512}\n", "", 2<<20 - 4096,
+			"FAIL  memlock   the AF_XDP UMEMs pin 2 MiB", "RLIMIT_MEMLOCK"},
+		// SO_PREFER_BUSY_POLL needs cap_net_admin on every backend.
+		{"busy-poll-without-net_admin", "", "receive: {busy_poll: true}\n", "", 0,
+			"FAIL  caps      backend auto needs", "SO_PREFER_BUSY_POLL"},
+		// chown(2) to a group this user is not in.
+		{"shm-group-not-member", "", "receive: {backend: uring}\n", "root", 0,
+			"FAIL  shm       shm.group root (gid 0): this process (uid 65534) is not a member", "set group root"},
+		// SCHED_FIFO refused: the start goes on under normal scheduling.
+		{"rt-priority-refused", "", "receive: {backend: uring}\ncores: {receive: 0, rt_priority: 10}\n", "", 0,
+			"FAIL  realtime  cores.rt_priority 10: operation not permitted (priority 10 needs cap_sys_nice", ""},
+	} {
 		t.Run(c.name, func(t *testing.T) {
-			extra := "receive: {backend: xdp}\n"
-			if c.ring != 0 {
-				extra = fmt.Sprintf("receive: {backend: xdp, ring_size: %d}\n", c.ring)
+			name := shmtest.Name(t, "fhcheck")
+			f := feedOn(c.name, name, c.extra)
+			if c.group != "" {
+				b, err := os.ReadFile(f)
+				if err != nil {
+					t.Fatal(err)
+				}
+				b = []byte(strings.Replace(string(b), "shm: {name: "+name+"}", "shm: {name: "+name+", group: "+c.group+"}", 1))
+				if err := os.WriteFile(f, b, 0o644); err != nil {
+					t.Fatal(err)
+				}
 			}
-			f := feedOn(c.name, shmtest.Name(t, "fhcheck"), extra)
-			if c.fits {
-				check(t, as(xdpCaps, limit, "check", "--feed", f), 0, "ok    memlock   the AF_XDP UMEMs pin 2 MiB, within RLIMIT_MEMLOCK 4 MiB")
-			} else {
-				check(t, as(xdpCaps, limit, "check", "--feed", f), exitNotReady,
-					"FAIL  memlock   the AF_XDP UMEMs pin 16 MiB (1 interface(s) x 1 queue(s) x receive.ring_size frames of 4 KiB) and this process's RLIMIT_MEMLOCK is 4 MiB: backend xdp would not start")
+			wantCode := 0
+			if c.fail != "" {
+				wantCode = exitNotReady
 			}
-			// The real start under the same user, capabilities and limit.
-			started, logs := startsThroughSetup(t, as(xdpCaps, limit, "--feed", f))
-			if started != c.fits {
-				t.Errorf("check said fits=%v, the start got through setup: %v\n%s", c.fits, started, logs)
+			lim := cmp.Or(c.memlock, limit)
+			out := check(t, as(c.caps, lim, "check", "--feed", f), wantCode, c.fail)
+			if c.fail == "" && strings.Contains(out, "FAIL") {
+				t.Errorf("a FAIL line:\n%s", out)
 			}
-			if !c.fits && !strings.Contains(logs, "RLIMIT_MEMLOCK") {
-				t.Errorf("the start failed for another reason:\n%s", logs)
+			started, logs := startsThroughSetup(t, as(c.caps, lim, "--feed", f))
+			switch {
+			case c.startErr == "" && !started:
+				t.Errorf("the check passed, the start did not get through setup:\n%s", logs)
+			case c.startErr != "" && (started || !strings.Contains(logs, c.startErr)):
+				t.Errorf("the check failed with %q; the start got through setup (%v) or failed without %q:\n%s", c.fail, started, c.startErr, logs)
+			case strings.HasPrefix(c.name, "rt-") && !strings.Contains(logs, "rt_priority_asked"):
+				t.Errorf("the start did not report SCHED_FIFO refused:\n%s", logs)
 			}
 		})
 	}

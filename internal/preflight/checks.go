@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"time"
@@ -116,8 +117,19 @@ func (c *checker) threads() []thread {
 // for the Go runtime.
 func (c *checker) cores() {
 	online, okOnline := c.h.cpuList("/sys/devices/system/cpu/online")
+	// isolcpus= (with its domain flag) lists its CPUs in isolated; cgroup
+	// v2's isolated cpuset partitions list theirs in cpuset.cpus.isolated.
 	isolated, _ := c.h.cpuList("/sys/devices/system/cpu/isolated")
-	nohz, _ := c.h.cpuList("/sys/devices/system/cpu/nohz_full")
+	if isolated == nil {
+		isolated = cpuSet{}
+	}
+	if part, ok := c.h.cpuList("/sys/fs/cgroup/cpuset.cpus.isolated"); ok {
+		for cpu := range part {
+			isolated[cpu] = true
+		}
+	}
+	// Absent: a kernel built without NO_HZ_FULL, which cannot stop the tick.
+	nohz, okNohz := c.h.cpuList("/sys/devices/system/cpu/nohz_full")
 	var allowed unix.CPUSet
 	okAllowed := unix.SchedGetaffinity(0, &allowed) == nil
 	allowedSet := cpuSet{}
@@ -147,6 +159,8 @@ func (c *checker) cores() {
 		switch {
 		case isolated[t.cpu] && nohz[t.cpu]:
 			c.add(OK, "cores", "%s: CPU %d is isolated and nohz_full", t.field, t.cpu)
+		case isolated[t.cpu] && !okNohz:
+			c.add(OK, "cores", "%s: CPU %d is isolated (this kernel has no nohz_full)", t.field, t.cpu)
 		case isolated[t.cpu]:
 			c.add(Warn, "cores", "%s: CPU %d is isolated but not nohz_full (nohz_full: %s): the scheduler tick still interrupts it (nohz_full= and rcu_nocbs= on the kernel command line, docs/TUNING.md section 1)",
 				t.field, t.cpu, nohz)
@@ -225,15 +239,50 @@ func (h Host) interrupts() []irq {
 }
 
 // ifaceIRQ reports whether an interrupt's name is one of the interface's
-// vectors: the interface's name alone or followed by a separator
-// (ens1f0-TxRx-0, mlx5_comp0@pci... are named by the driver; these are
-// the common forms).
+// vectors by name: the interface's name alone or followed by a separator
+// (ens1f0-TxRx-0), or after the driver's name (i40e-ens1f0-TxRx-0). The
+// fallback of nicIRQs, for devices without msi_irqs.
 func ifaceIRQ(name, ifname string) bool {
-	if !strings.HasPrefix(name, ifname) {
-		return false
+	for {
+		i := strings.Index(name, ifname)
+		if i < 0 {
+			return false
+		}
+		rest := name[i+len(ifname):]
+		if (i == 0 || name[i-1] == '-') && (rest == "" || rest[0] == '-' || rest[0] == '_' || rest[0] == '@') {
+			return true
+		}
+		name = name[i+1:]
 	}
-	rest := name[len(ifname):]
-	return rest == "" || rest[0] == '-' || rest[0] == '_' || rest[0] == '@'
+}
+
+// nicIRQs returns the interface's interrupts: its device's MSI vectors
+// (/sys/class/net/IF/device/msi_irqs, whatever the driver names them:
+// mlx5_comp0@pci:..., i40e-IF-TxRx-0), else the /proc/interrupts lines
+// named after it. device is false for a virtual interface (no device).
+func (c *checker) nicIRQs(ifname string, all []irq) (irqs []irq, device bool) {
+	if _, err := os.Stat(c.h.path("/sys/class/net/" + ifname + "/device")); err != nil {
+		return nil, false
+	}
+	names := map[int]string{}
+	for _, q := range all {
+		names[q.num] = q.name
+	}
+	m, _ := filepath.Glob(c.h.path("/sys/class/net/" + ifname + "/device/msi_irqs/*"))
+	for _, p := range m {
+		if n, err := strconv.Atoi(filepath.Base(p)); err == nil {
+			irqs = append(irqs, irq{num: n, name: names[n]})
+		}
+	}
+	if len(irqs) > 0 {
+		return irqs, true
+	}
+	for _, q := range all {
+		if ifaceIRQ(q.name, ifname) {
+			irqs = append(irqs, q)
+		}
+	}
+	return irqs, true
 }
 
 // irqs: the NIC's interrupts stay off the receive core unless busy
@@ -246,25 +295,26 @@ func (c *checker) irqs() {
 	}
 	all := c.h.interrupts()
 	for _, ifname := range c.interfaces() {
-		var names, on []string
-		for _, q := range all {
-			if !ifaceIRQ(q.name, ifname) {
-				continue
-			}
-			names = append(names, strconv.Itoa(q.num))
+		qs, device := c.nicIRQs(ifname, all)
+		if !device {
+			continue // a virtual device (veth, the lab) has no interrupts of its own
+		}
+		var nums, on []string
+		for _, q := range qs {
+			nums = append(nums, strconv.Itoa(q.num))
 			aff, ok := c.h.cpuList(fmt.Sprintf("/proc/irq/%d/smp_affinity_list", q.num))
 			if ok && aff[cpu] {
 				on = append(on, fmt.Sprintf("%d (%s, CPUs %s)", q.num, q.name, aff))
 			}
 		}
 		switch {
-		case len(names) == 0:
-			// A virtual device (veth, the lab) has no interrupts of its own.
+		case len(qs) == 0:
+			c.add(Warn, "irq", "%s: no interrupts found (neither device/msi_irqs nor a /proc/interrupts line named after it): check by hand that none runs on cores.receive (CPU %d)", ifname, cpu)
 		case len(on) > 0 && !c.cfg.Receive.BusyPoll:
-			c.add(Warn, "irq", "%s: interrupt %s may run on cores.receive (CPU %d): route it to a core next to it (echo N > /proc/irq/IRQ/smp_affinity_list, docs/TUNING.md section 2)",
+			c.add(Warn, "irq", "%s: interrupt %s may run on cores.receive (CPU %d): route it to a core next to it (echo N > /proc/irq/IRQ/smp_affinity_list; drivers with kernel-managed affinity, such as mlx5, refuse that: give them fewer channels or isolcpus=managed_irq, docs/TUNING.md section 2)",
 				ifname, strings.Join(on, ", "), cpu)
 		default:
-			c.add(OK, "irq", "%s: %d interrupt(s) (%s), none routed to cores.receive (CPU %d) or busy polling", ifname, len(names), strings.Join(names, " "), cpu)
+			c.add(OK, "irq", "%s: %d interrupt(s) (%s), none routed to cores.receive (CPU %d) or busy polling", ifname, len(qs), strings.Join(nums, " "), cpu)
 		}
 	}
 	if pid := c.h.process("irqbalance"); pid > 0 {
@@ -287,6 +337,34 @@ func (h Host) process(comm string) int {
 	return 0
 }
 
+// sameUserHandlers returns the pids of other feedhandler processes of
+// this process's uid.
+func (h Host) sameUserHandlers() []int {
+	var pids []int
+	uid := strconv.Itoa(os.Getuid())
+	m, _ := filepath.Glob(h.path("/proc/[0-9]*/status"))
+	for _, p := range m {
+		pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(p)))
+		if pid == os.Getpid() {
+			continue
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		st := string(b)
+		if !strings.HasPrefix(st, "Name:\tfeedhandler\n") {
+			continue
+		}
+		for _, line := range strings.Split(st, "\n") {
+			if f := strings.Fields(line); len(f) >= 2 && f[0] == "Uid:" && f[1] == uid {
+				pids = append(pids, pid)
+			}
+		}
+	}
+	return pids
+}
+
 // realtime: cores.rt_priority can be had, and real-time throttling does
 // not take the core away (docs/TUNING.md, "Real-time scheduling").
 func (c *checker) realtime() {
@@ -294,17 +372,28 @@ func (c *checker) realtime() {
 	if prio == 0 {
 		return
 	}
-	if !privilege.MayRealtime(prio) {
-		var lim unix.Rlimit
-		unix.Getrlimit(unix.RLIMIT_RTPRIO, &lim)
-		c.add(Warn, "realtime", "cores.rt_priority %d: this process (uid %d) has neither cap_sys_nice nor an RLIMIT_RTPRIO of %d (it has %d): the hot threads would run under normal scheduling (LimitRTPRIO= in the unit)",
-			prio, os.Getuid(), prio, lim.Cur)
+	if err := probeFIFO(prio); err != nil {
+		c.add(Fail, "realtime", "cores.rt_priority %d: %v: the hot threads would run under normal scheduling",
+			prio, privilege.ExplainRealtime(err, prio))
 	}
 	if t := handler.RTThrottle(); t != "" {
 		c.add(Warn, "realtime", "%s", t)
 	} else {
 		c.add(OK, "realtime", "cores.rt_priority %d: no real-time throttling", prio)
 	}
+}
+
+// probeFIFO asks for SCHED_FIFO at prio on a thread of its own, which
+// then exits: the answer a hot thread would get (capabilities, limits, a
+// seccomp filter, real-time group scheduling), without changing the
+// calling thread.
+func probeFIFO(prio int) error {
+	done := make(chan error)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread exits with the goroutine
+		done <- unix.SchedSetAttr(0, &unix.SchedAttr{Size: unix.SizeofSchedAttr, Policy: unix.SCHED_FIFO, Priority: uint32(prio)}, 0)
+	}()
+	return <-done
 }
 
 // meminfo reads one field of /proc/meminfo, in the unit the file gives
@@ -319,7 +408,11 @@ func (h Host) meminfo(key string) (int64, bool) {
 		if !ok || k != key {
 			continue
 		}
-		n, err := strconv.ParseInt(strings.Fields(v)[0], 10, 64)
+		f := strings.Fields(v)
+		if len(f) == 0 {
+			return 0, false
+		}
+		n, err := strconv.ParseInt(f[0], 10, 64)
 		return n, err == nil
 	}
 	return 0, false
@@ -337,17 +430,24 @@ func (c *checker) pages() {
 		return
 	}
 	need := rx.XDPLockedBytes(c.cfg.RxConfig(zerolog.Nop()))
-	free, ok1 := c.h.meminfo("HugePages_Free")
+	pool, _ := c.h.meminfo("HugePages_Total")
+	freeAll, ok1 := c.h.meminfo("HugePages_Free")
+	rsvd, _ := c.h.meminfo("HugePages_Rsvd") // promised to mappings, not yet faulted in
 	size, ok2 := c.h.meminfo("Hugepagesize")
 	if !ok1 || !ok2 || size <= 0 {
 		return
 	}
-	if have := free * size << 10; have < need {
-		want := (need + size<<10 - 1) / (size << 10)
-		c.add(Warn, "pages", "the AF_XDP UMEM (%s) needs %d huge pages of %d kB and %d are free: it falls back to normal pages (echo %d > /proc/sys/vm/nr_hugepages, docs/TUNING.md section 4)",
-			mib(need), want, size, free, want)
+	free := freeAll - rsvd
+	// One UMEM per interface, each rounded up to whole huge pages
+	// (xsk.NewUMEM).
+	n := int64(len(c.interfaces()))
+	page := size << 10
+	want := n * ((need/n + page - 1) / page)
+	if free < want {
+		c.add(Warn, "pages", "the AF_XDP UMEMs (%s, %d interface(s)) need %d huge pages of %d kB and %d are free: they fall back to normal pages (echo %d > /proc/sys/vm/nr_hugepages, or more, docs/TUNING.md section 4)",
+			mib(need), n, want, size, free, pool-free+want)
 	} else {
-		c.add(OK, "pages", "%d huge pages of %d kB free for the AF_XDP UMEM (%s)", free, size, mib(need))
+		c.add(OK, "pages", "%d huge pages of %d kB free for the AF_XDP UMEMs (%s, %d page(s))", free, size, mib(need), want)
 	}
 }
 
@@ -358,8 +458,10 @@ func (c *checker) backend() {
 	need := privilege.Required(r.Backend, r.BusyPoll)
 	if missing := need &^ c.eff; missing != 0 {
 		l, what := c.orFallBack()
-		if !c.xdp() {
-			l, what = Fail, "busy polling would be refused"
+		if r.BusyPoll && missing&privilege.NetAdmin != 0 {
+			// Every backend sets SO_PREFER_BUSY_POLL, which needs
+			// cap_net_admin; its EPERM is not a fallback.
+			l, what = Fail, "busy polling would be refused (SO_PREFER_BUSY_POLL) and the start fails, on every backend"
 		}
 		c.add(l, "caps", "backend %s needs %s and this process (uid %d) lacks %s: %s (run as root, or under deploy/feedhandler@.service, which grants them: docs/OPERATIONS.md section 1)",
 			r.Backend, need, os.Getuid(), missing, what)
@@ -406,11 +508,25 @@ func (c *checker) memlock() {
 	}
 	if lim.Cur != unix.RLIM_INFINITY && int64(lim.Cur) < need {
 		l, what := c.orFallBack()
+		if privilege.Required(rx.BackendXDP, false)&^c.eff == 0 {
+			// With the capabilities the UMEM is registered, and its
+			// ENOBUFS ends the start: auto falls back only when a
+			// feature is missing.
+			l, what = Fail, "the start fails (ENOBUFS registering the UMEM)"
+			if c.cfg.Receive.Backend == rx.BackendAuto {
+				what = "the start fails (ENOBUFS registering the UMEM; backend auto does not fall back on it)"
+			}
+		}
 		c.add(l, "memlock", "the AF_XDP UMEMs pin %s (%d interface(s) x %d queue(s) x receive.ring_size frames of 4 KiB) and this process's RLIMIT_MEMLOCK is %s: %s (LimitMEMLOCK= in the unit, docs/OPERATIONS.md)",
 			mib(need), len(c.interfaces()), max(len(c.cfg.Receive.Queues), 1), mib(int64(lim.Cur)), what)
 		return
 	}
-	c.add(OK, "memlock", "the AF_XDP UMEMs pin %s, within RLIMIT_MEMLOCK %s (charged per user, over all its processes)", mib(need), limit(lim.Cur))
+	if others := c.h.sameUserHandlers(); len(others) > 0 && lim.Cur != unix.RLIM_INFINITY {
+		c.add(Warn, "memlock", "the AF_XDP UMEMs pin %s, within RLIMIT_MEMLOCK %s, but the kernel charges locked memory per user, over all its processes, and this uid runs other feedhandler processes (pids %v): their UMEMs count too",
+			mib(need), limit(lim.Cur), others)
+		return
+	}
+	c.add(OK, "memlock", "the AF_XDP UMEMs pin %s, within RLIMIT_MEMLOCK %s (charged per user, over all its processes; no other feedhandler of this uid runs)", mib(need), limit(lim.Cur))
 }
 
 func limit(v uint64) string {
@@ -441,14 +557,13 @@ func (c *checker) socketBuffer() {
 func (c *checker) sharedMemory() {
 	s := c.cfg.SHM
 	path := shm.Path(s.Name)
+	fails := len(c.out)
 	if err := shm.CheckOwner(path); err != nil {
 		c.add(Fail, "shm", "%s: %v: a second handler with this config would not start", path, err)
 	}
 	c.replace(path)
 	if s.Group != "" {
-		if _, err := shm.LookupGroup(s.Group); err != nil {
-			c.add(Fail, "shm", "shm.group: %v", err)
-		}
+		c.group(s.Group)
 	}
 	size := shm.FileSize(shm.Config{Instruments: s.Slots, Depth: c.cfg.Book.Depth})
 	var st unix.Statfs_t
@@ -462,7 +577,31 @@ func (c *checker) sharedMemory() {
 			filepath.Dir(path), mib(free), mib(size))
 		return
 	}
-	c.add(OK, "shm", "%s: %s (shm.slots %d, book.depth %d); %s free in %s", path, mib(size), s.Slots, c.cfg.Book.Depth, mib(free), filepath.Dir(path))
+	if len(c.out) == fails {
+		c.add(OK, "shm", "%s: %s (shm.slots %d, book.depth %d); %s free in %s", path, mib(size), s.Slots, c.cfg.Book.Depth, mib(free), filepath.Dir(path))
+	}
+}
+
+// group: shm.group exists and this process may give a file to it: chown(2)
+// to a group needs membership (or cap_chown), and Create sets the group of
+// the new file.
+func (c *checker) group(name string) {
+	gid, err := shm.LookupGroup(name)
+	if err != nil {
+		c.add(Fail, "shm", "shm.group: %v", err)
+		return
+	}
+	if c.eff&privilege.Chown != 0 || gid == os.Getegid() {
+		return
+	}
+	groups, _ := os.Getgroups()
+	for _, g := range groups {
+		if g == gid {
+			return
+		}
+	}
+	c.add(Fail, "shm", "shm.group %s (gid %d): this process (uid %d) is not a member and lacks cap_chown, so it cannot give the feed file to the group and the start fails (SupplementaryGroups= in the unit, docs/OPERATIONS.md section 3)",
+		name, gid, os.Getuid())
 }
 
 // replace: an existing feed file at path can be replaced by this process.
@@ -475,7 +614,7 @@ func (c *checker) replace(path string) {
 		return
 	}
 	uid := os.Geteuid()
-	if int(st.Uid) == uid || dir.Mode&unix.S_ISVTX == 0 || c.eff&privilege.Fowner != 0 {
+	if int(st.Uid) == uid || int(dir.Uid) == uid || dir.Mode&unix.S_ISVTX == 0 || c.eff&privilege.Fowner != 0 {
 		return
 	}
 	c.add(Fail, "shm", "%s is owned by uid %d and this process (uid %d) cannot replace it: %s is sticky and the handler lacks cap_fowner (remove the file, or run as its owner)",
@@ -539,7 +678,11 @@ func (c *checker) account() {
 	switch {
 	case c.cfg.User != "":
 		if _, err := privilege.LookupUser(c.cfg.User); err != nil {
-			c.add(Fail, "user", "user %s: %v: the handler would stop after setup (useradd --system %s, docs/OPERATIONS.md)", c.cfg.User, err, c.cfg.User)
+			if os.Geteuid() == 0 {
+				c.add(Fail, "user", "user %s: %v: the handler would stop after setup (useradd --system %s, docs/OPERATIONS.md)", c.cfg.User, err, c.cfg.User)
+			} else {
+				c.add(Warn, "user", "user %s: %v (used only when the handler starts as root)", c.cfg.User, err)
+			}
 		}
 	case os.Geteuid() == 0:
 		c.add(Warn, "user", "user: is unset: started as root, the handler stays root after setup (docs/OPERATIONS.md section 1)")

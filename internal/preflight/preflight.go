@@ -56,9 +56,12 @@ func Worst(fs []Finding) Level {
 
 // Host is where the files a check reads come from.
 type Host struct {
-	// Root is prefixed to every /proc and /sys path: "" or "/" reads the
-	// host's. Process state (capabilities, limits, CPU affinity, the
-	// /dev/shm file system, listening ports) is always this process's.
+	// Root is prefixed to the /proc and /sys paths the checks of this
+	// package read: "" or "/" reads the host's. Process state
+	// (capabilities, limits, CPU affinity, SCHED_FIFO, the /dev/shm file
+	// system, listening ports) is always this process's, and so are the
+	// host reads of other packages: transparent huge pages (book), real-time
+	// throttling (feed/handler) and the clock (internal/clock).
 	Root string
 }
 

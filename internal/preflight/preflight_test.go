@@ -165,38 +165,59 @@ func TestNUMA(t *testing.T) {
 
 func TestIRQ(t *testing.T) {
 	cpu := allowedCPU(t)
-	h := func(aff string) Host {
-		return tree(t, map[string]string{
-			"proc/interrupts": `            CPU0       CPU1
+	interrupts := `            CPU0       CPU1
   24:          0          0   PCI-MSIX-0000:00:05.0   0-edge      virtio0-config
   45:     120071          3   IR-PCI-MSI 524288-edge      eth9-TxRx-0
   46:          1          0   IR-PCI-MSI 524289-edge      eth9
   47:          1          0   IR-PCI-MSI 524290-edge      eth90-TxRx-0
+  60:          1          0   IR-PCI-MSI 524290-edge      mlx5_comp0@pci:0000:3b:00.0
  NMI:          0          0   Non-maskable interrupts
-`,
+`
+	h := func(aff string, files map[string]string) Host {
+		m := map[string]string{
+			"proc/interrupts":               interrupts,
 			"proc/irq/45/smp_affinity_list": aff,
 			"proc/irq/46/smp_affinity_list": fmt.Sprint(cpu + 1),
 			"proc/irq/47/smp_affinity_list": fmt.Sprint(cpu),
-		})
+			"proc/irq/60/smp_affinity_list": aff,
+			"sys/class/net/eth9/device/":    "",
+		}
+		for k, v := range files {
+			m[k] = v
+		}
+		return tree(t, m)
 	}
 	cfg := feedConfig(t, "eth9", fmt.Sprintf("cores: {receive: %d}\n", cpu))
-	// 47 is eth90's: on the receive core, but not this interface's.
-	expect(t, Run(cfg, h(fmt.Sprintf("%d-%d", cpu, cpu+1))), "irq", Warn, "interrupt 45 (eth9-TxRx-0", "smp_affinity_list")
-	expect(t, Run(cfg, h(fmt.Sprint(cpu+1))), "irq", OK, "2 interrupt(s) (45 46)")
+	// By name (no msi_irqs): 45 and 46 are eth9's; 47 is eth90's, on the
+	// receive core but not this interface's.
+	expect(t, Run(cfg, h(fmt.Sprintf("%d-%d", cpu, cpu+1), nil)), "irq", Warn, "interrupt 45 (eth9-TxRx-0", "smp_affinity_list")
+	expect(t, Run(cfg, h(fmt.Sprint(cpu+1), nil)), "irq", OK, "2 interrupt(s) (45 46)")
 	busy := feedConfig(t, "eth9", fmt.Sprintf("cores: {receive: %d}\nreceive: {busy_poll: true}\n", cpu))
-	expect(t, Run(busy, h(fmt.Sprint(cpu))), "irq", OK, "busy polling")
+	expect(t, Run(busy, h(fmt.Sprint(cpu), nil)), "irq", OK, "busy polling")
+	// By the device's MSI vectors, whatever the driver calls them (mlx5).
+	msi := map[string]string{"sys/class/net/eth9/device/msi_irqs/60": "msix"}
+	expect(t, Run(cfg, h(fmt.Sprint(cpu), msi)), "irq", Warn, "interrupt 60 (mlx5_comp0@pci:0000:3b:00.0", "kernel-managed affinity")
+	expect(t, Run(cfg, h(fmt.Sprint(cpu+1), msi)), "irq", OK, "1 interrupt(s) (60)")
+	// A device with none found is said, not passed over.
+	none := tree(t, map[string]string{"proc/interrupts": interrupts, "sys/class/net/eth7/device/": ""})
+	expect(t, Run(feedConfig(t, "eth7", fmt.Sprintf("cores: {receive: %d}\n", cpu)), none), "irq", Warn, "eth7: no interrupts found")
+	// A virtual interface (no device) has none of its own: nothing to say.
+	if got := topic(Run(feedConfig(t, "veth0", fmt.Sprintf("cores: {receive: %d}\n", cpu)), none), "irq"); got != nil {
+		t.Errorf("virtual interface: %q", got)
+	}
 
-	if !ifaceIRQ("mlx5_comp0@pci:0000:3b:00.0", "mlx5") || ifaceIRQ("eth10", "eth1") {
-		t.Error("ifaceIRQ")
+	for name, want := range map[string]bool{"eth9-TxRx-0": true, "eth9": true, "i40e-eth9-TxRx-0": true, "ice-eth9-TxRx-3": true,
+		"eth90-TxRx-0": false, "xeth9": false, "eth9x": false} {
+		if ifaceIRQ(name, "eth9") != want {
+			t.Errorf("ifaceIRQ(%q, eth9) = %v", name, !want)
+		}
 	}
 }
 
 func TestHugePagesForUMEM(t *testing.T) {
-	h := func(free int) Host {
-		return tree(t, map[string]string{"proc/meminfo": fmt.Sprintf("MemTotal:       24000000 kB\nHugePages_Total:      %d\nHugePages_Free:       %d\nHugepagesize:       2048 kB\n", free, free)})
+	h := func(total, free, rsvd int) Host {
+		return tree(t, map[string]string{"proc/meminfo": fmt.Sprintf("MemTotal:       24000000 kB\nHugePages_Total:      %d\nHugePages_Free:       %d\nHugePages_Rsvd:       %d\nHugepagesize:       2048 kB\n", total, free, rsvd)})
 	}
-	// 1024 frames of 4 KiB on one interface and queue: 4 MiB, two pages.
-	cfg := feedConfig(t, "eth9", "receive: {backend: xdp, ring_size: 1024}\n")
 	umem := func(fs []Finding) []Finding {
 		var out []Finding
 		for _, f := range fs {
@@ -206,11 +227,31 @@ func TestHugePagesForUMEM(t *testing.T) {
 		}
 		return out
 	}
-	expect(t, umem(Run(cfg, h(1))), "pages", Warn, "(4 MiB) needs 2 huge pages of 2048 kB and 1 are free", "echo 2 > /proc/sys/vm/nr_hugepages")
-	expect(t, umem(Run(cfg, h(2))), "pages", OK, "2 huge pages of 2048 kB free for the AF_XDP UMEM (4 MiB)")
+	// 1024 frames of 4 KiB on one interface and queue: 4 MiB, two pages.
+	cfg := feedConfig(t, "eth9", "receive: {backend: xdp, ring_size: 1024}\n")
+	expect(t, umem(Run(cfg, h(1, 1, 0))), "pages", Warn, "(4 MiB, 1 interface(s)) need 2 huge pages of 2048 kB and 1 are free", "echo 2 > /proc/sys/vm/nr_hugepages")
+	expect(t, umem(Run(cfg, h(2, 2, 0))), "pages", OK, "2 huge pages of 2048 kB free for the AF_XDP UMEMs (4 MiB, 2 page(s))")
+	// Reserved pages are promised to others: 3 free less 2 reserved is 1.
+	expect(t, umem(Run(cfg, h(3, 3, 2))), "pages", Warn, "and 1 are free", "echo 4 >")
+	// Two interfaces of 512 KiB each: one page each, not one for both.
+	two, err := config.Parse("two.yaml", []byte(`feed: {name: two}
+lines:
+  a: {interface: eth8, group: 239.1.1.1, port: 26477}
+  b: {interface: eth9, group: 239.1.1.2, port: 26477}
+receive: {backend: xdp, ring_size: 128}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	expect(t, umem(Run(two, h(1, 1, 0))), "pages", Warn, "(1 MiB, 2 interface(s)) need 2 huge pages")
 	sock := feedConfig(t, "eth9", "receive: {backend: socket}\n")
-	if got := umem(Run(sock, h(0))); got != nil {
+	if got := umem(Run(sock, h(0, 0, 0))); got != nil {
 		t.Errorf("socket backend: %v, want no UMEM finding", got)
+	}
+	// A value missing from meminfo is no finding, not a panic.
+	bad := tree(t, map[string]string{"proc/meminfo": "HugePages_Free:\nHugepagesize:       2048 kB\n"})
+	if got := umem(Run(cfg, bad)); got != nil {
+		t.Errorf("empty HugePages_Free: %v", got)
 	}
 }
 

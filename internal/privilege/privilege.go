@@ -82,8 +82,8 @@ func (c Caps) String() string {
 // AF_XDP sockets (cap_net_raw); uring and socket need none. cap_ipc_lock is
 // not listed: it is needed only when the UMEM (receive.ring_size x 4 KiB
 // per queue, 16 MiB by default) exceeds RLIMIT_MEMLOCK, which the unit
-// raises with LimitMEMLOCK=. busyPoll adds cap_net_admin (SO_BUSY_POLL
-// above the sysctl's value).
+// raises with LimitMEMLOCK=. busyPoll adds cap_net_admin: on every backend
+// SO_PREFER_BUSY_POLL is refused without it (measured on Linux 6.18).
 func Required(backend string, busyPoll bool) Caps {
 	var c Caps
 	switch backend {

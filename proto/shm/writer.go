@@ -276,7 +276,7 @@ func dirtyPages(m []byte) { mem.Touch(m) }
 func explainReplace(path string, err error) error {
 	var st, dir unix.Stat_t
 	if !errors.Is(err, unix.EPERM) || unix.Stat(path, &st) != nil || unix.Stat(filepath.Dir(path), &dir) != nil ||
-		dir.Mode&unix.S_ISVTX == 0 || int(st.Uid) == os.Geteuid() {
+		dir.Mode&unix.S_ISVTX == 0 || int(st.Uid) == os.Geteuid() || int(dir.Uid) == os.Geteuid() {
 		return err
 	}
 	return fmt.Errorf("%w (the existing file belongs to uid %d and %s is sticky: only its owner may replace it; remove it)", err, st.Uid, filepath.Dir(path))
