@@ -152,6 +152,27 @@ metrics: {listen: "127.0.0.1:%d"}
 			"warn  caps      backend auto needs", "backend auto would fall back to io_uring")
 		check(t, as("", 0, "check", "--feed", feedOn("uring", fresh, "receive: {backend: uring}\n")), 0)
 	})
+	t.Run("memlock-same-user", func(t *testing.T) {
+		// Locked memory is charged per user: with another handler of the
+		// same uid running, a UMEM that fits the limit alone is not ok.
+		f := feedOn("same-user-xdp", shmtest.Name(t, "fhcheck"), "receive: {backend: xdp, ring_size: 512}\n")
+		check(t, as(xdpCaps, 4<<20, "check", "--feed", f), 0, "ok    memlock   the AF_XDP UMEMs pin 2 MiB, within RLIMIT_MEMLOCK 4 MiB")
+		other := feedOn("same-user-other", shmtest.Name(t, "fhcheck"), "receive: {backend: uring}\n")
+		b, err := os.ReadFile(other)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Its own metrics port: the check's must stay free.
+		if err := os.WriteFile(other, []byte(strings.Replace(string(b), fmt.Sprint(port), fmt.Sprint(port+1), 1)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		started, logs, stop := startHandler(t, as("", 0, "--feed", other))
+		defer stop()
+		if !started {
+			t.Fatalf("the other handler did not start:\n%s", logs)
+		}
+		check(t, as(xdpCaps, 4<<20, "check", "--feed", f), 0, "warn  memlock   the AF_XDP UMEMs pin 2 MiB, within RLIMIT_MEMLOCK 4 MiB, but", "this uid runs other feedhandler processes")
+	})
 	// Verdicts against real starts under the same user, capabilities and
 	// limit: where the check FAILs, the start must fail (or, for
 	// SCHED_FIFO, run without it) for the reason the check gives; where it
@@ -227,6 +248,15 @@ metrics: {listen: "127.0.0.1:%d"}
 // exited or 20 s passed; it then stops it.
 func startsThroughSetup(t *testing.T, cmd *exec.Cmd) (bool, string) {
 	t.Helper()
+	started, logs, stop := startHandler(t, cmd)
+	stop()
+	return started, logs
+}
+
+// startHandler is startsThroughSetup without the stop: the caller calls
+// stop.
+func startHandler(t *testing.T, cmd *exec.Cmd) (started bool, logs string, stop func()) {
+	t.Helper()
 	pr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -242,8 +272,7 @@ func startsThroughSetup(t *testing.T, cmd *exec.Cmd) (bool, string) {
 			lines <- sc.Text()
 		}
 	}()
-	var logs strings.Builder
-	started := false
+	var b strings.Builder
 	timeout := time.After(20 * time.Second)
 wait:
 	for {
@@ -252,7 +281,7 @@ wait:
 			if !ok {
 				break wait
 			}
-			logs.WriteString(l + "\n")
+			b.WriteString(l + "\n")
 			if strings.Contains(l, "privileges after setup") {
 				started = true
 				break wait
@@ -261,11 +290,12 @@ wait:
 			break wait
 		}
 	}
-	cmd.Process.Kill()
 	go func() {
 		for range lines {
 		}
 	}()
-	cmd.Wait()
-	return started, logs.String()
+	return started, b.String(), func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+	}
 }
