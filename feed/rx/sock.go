@@ -179,47 +179,55 @@ func (c *counters) addBatch(b *batchCounts) {
 	*b = batchCounts{}
 }
 
-// socketDrops sums the kernel's drop counters of the line sockets
-// (SO_MEMINFO, SK_MEMINFO_DROPS: datagrams the full socket buffer refused);
-// false once a socket is closed.
-func socketDrops(socks []lineSocket) (uint64, bool) {
-	var sum uint64
+// dropGauge counts the kernel's drops of the line sockets (SO_MEMINFO,
+// SK_MEMINFO_DROPS: datagrams the full socket buffer refused) while the
+// sockets are open, and keeps the count after Close, safely against a
+// concurrent Close.
+//
+// The kernel's counter is 32 bits per socket (sk_drops) and wraps after
+// 2^32 drops. The gauge adds the difference from the last reading of each
+// socket, modulo 2^32, so its total keeps counting across a wrap as long
+// as a socket drops fewer than 2^32 datagrams between two reads (the
+// handler reads every 20 ms).
+type dropGauge struct {
+	mu     sync.Mutex
+	last   [MaxLines]uint32 // each socket's counter at the last read
+	total  uint64
+	closed bool
+}
+
+// update adds the drops since the last read. A socket whose counter
+// cannot be read is skipped until the next read.
+func (g *dropGauge) update(socks []lineSocket) {
+	if g.closed {
+		return
+	}
 	for i := range socks {
-		if socks[i].fd < 0 {
-			return 0, false
+		if i == len(g.last) || socks[i].fd < 0 {
+			return
 		}
 		d, ok := socketMeminfoDrops(socks[i].fd)
 		if !ok {
-			return 0, false
+			continue
 		}
-		sum += uint64(d)
+		g.total += uint64(d - g.last[i])
+		g.last[i] = d
 	}
-	return sum, true
-}
-
-// dropGauge reports socket drops while the sockets are open and their last
-// value after Close, safely against a concurrent Close.
-type dropGauge struct {
-	mu    sync.RWMutex
-	final uint64
 }
 
 func (g *dropGauge) read(socks []lineSocket) uint64 {
-	g.mu.RLock()
-	defer g.mu.RUnlock()
-	if d, ok := socketDrops(socks); ok {
-		return d
-	}
-	return g.final
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.update(socks)
+	return g.total
 }
 
 // closeSockets records the final drop count and closes the sockets.
 func (g *dropGauge) closeSockets(socks []lineSocket) error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if d, ok := socketDrops(socks); ok {
-		g.final = d
-	}
+	g.update(socks)
+	g.closed = true
 	return closeLineSockets(socks)
 }
 
