@@ -98,6 +98,15 @@ metrics: {listen: "127.0.0.1:%d"}
 		if strings.Contains(out, "FAIL") {
 			t.Errorf("a FAIL line:\n%s", out)
 		}
+		// What the veth's driver reports (netdev netlink), against what the
+		// start then does: native XDP attaches, zero-copy is refused.
+		if !strings.Contains(out, "warn  driver    "+lab.DstIf+": the driver reports no AF_XDP zero-copy") || strings.Contains(out, "no native XDP") {
+			t.Errorf("driver lines: want no zero-copy and native XDP:\n%s", out)
+		}
+		started, logs := startsThroughSetup(t, as("root", 0, "--feed", f))
+		if !started || !strings.Contains(logs, "driver refused zero-copy") || strings.Contains(logs, "native mode refused") {
+			t.Errorf("the start (through setup: %v) did not bind as the check said (native XDP, zero-copy refused):\n%s", started, logs)
+		}
 		check(t, as("root", 0, "check", "--strict", "--feed", f), exitNotReady)
 		if out := check(t, as("root", 0, "check", "-q", "--feed", f), 0); strings.Contains(out, "ok  ") {
 			t.Errorf("-q printed ok lines:\n%s", out)
@@ -198,6 +207,9 @@ metrics: {listen: "127.0.0.1:%d"}
 		{"memlock-exact", xdpCaps, "receive: {backend: xdp, ring_size: 512}\n", "", 2 << 20, "", ""},
 		{"memlock-page-short", xdpCaps, "receive: {backend: xdp, ring_size: 512}\n", "", 2<<20 - 4096,
 			"FAIL  memlock   the AF_XDP UMEMs pin 2 MiB", "RLIMIT_MEMLOCK"},
+		// The veth's driver reports no AF_XDP zero-copy.
+		{"zero-copy-on", "root", "receive: {backend: xdp, zero_copy: \"on\"}\n", "", 0,
+			"FAIL  driver    " + lab.DstIf + ": the driver reports no AF_XDP zero-copy", "operation not supported"},
 		// SO_PREFER_BUSY_POLL needs cap_net_admin on every backend.
 		{"busy-poll-without-net_admin", "", "receive: {busy_poll: true}\n", "", 0,
 			"FAIL  caps      backend auto needs", "SO_PREFER_BUSY_POLL"},

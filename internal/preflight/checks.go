@@ -469,6 +469,7 @@ func (c *checker) backend() {
 		c.add(OK, "caps", "backend %s: this process holds %s", r.Backend, need)
 	}
 	if c.xdp() {
+		c.driver()
 		c.memlock()
 		if !r.VerifyChecksums {
 			c.add(Warn, "checksums", "receive.verify_checksums is false: the AF_XDP backend applies a corrupted datagram as it came, where the kernel would drop it (docs/TUNING.md section 6)")
@@ -490,6 +491,46 @@ func (c *checker) backend() {
 			} else {
 				c.add(OK, "busypoll", "%s: napi_defer_hard_irqs %d, gro_flush_timeout %d ns", ifname, defer_, flush)
 			}
+		}
+	}
+}
+
+// driver: what each line interface's driver reports it can do with XDP
+// (the netdev netlink family, Linux 6.3+): native XDP with redirect, and
+// AF_XDP zero-copy, against receive.xdp_mode and receive.zero_copy. Nothing
+// is attached.
+func (c *checker) driver() {
+	r := c.cfg.Receive
+	for _, ifname := range c.interfaces() {
+		ifi, err := net.InterfaceByName(ifname)
+		if err != nil {
+			continue // CheckHost has said
+		}
+		f, err := xdpFeatures(ifi.Index)
+		if err != nil {
+			if err != errNoNetdevFamily {
+				c.add(Warn, "driver", "%s: XDP features not readable: %v", ifname, err)
+			}
+			continue
+		}
+		native := f&(xdpActBasic|xdpActRedirect) == xdpActBasic|xdpActRedirect
+		zc := f&xdpActXSKZeroCopy != 0
+		switch {
+		case !native && r.XDPMode == "native":
+			c.add(Fail, "driver", "%s: the driver reports no native XDP redirect (xdp-features %#x) and receive.xdp_mode is native: the start fails", ifname, f)
+		case !native && r.XDPMode != "generic":
+			c.add(Warn, "driver", "%s: the driver reports no native XDP redirect (xdp-features %#x): the program attaches in generic (skb) mode, much slower (docs/TUNING.md section 6)", ifname, f)
+		}
+		switch {
+		case !zc && r.ZeroCopy == "on":
+			c.add(Fail, "driver", "%s: the driver reports no AF_XDP zero-copy (xdp-features %#x) and receive.zero_copy is on: the start fails", ifname, f)
+		case !zc && r.ZeroCopy != "off":
+			c.add(Warn, "driver", "%s: the driver reports no AF_XDP zero-copy (xdp-features %#x): the sockets bind in copy mode, one kernel copy a packet (docs/TUNING.md section 6)", ifname, f)
+		}
+		if native && zc {
+			c.add(OK, "driver", "%s: the driver reports native XDP redirect and AF_XDP zero-copy", ifname)
+		} else if native && !zc && r.ZeroCopy == "off" {
+			c.add(OK, "driver", "%s: the driver reports native XDP redirect", ifname)
 		}
 	}
 }
