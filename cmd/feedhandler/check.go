@@ -21,9 +21,8 @@ const exitNotReady = 1
 // notReady is check's error when a check failed; the FAIL lines say why.
 type notReady struct{ fails int }
 
-func (e notReady) Error() string   { return fmt.Sprintf("%d check(s) failed", e.fails) }
-func (notReady) ExitCode() int     { return exitNotReady }
-func (e notReady) Is(t error) bool { _, ok := t.(notReady); return ok }
+func (e notReady) Error() string { return fmt.Sprintf("%d check(s) failed", e.fails) }
+func (notReady) ExitCode() int   { return exitNotReady }
 
 // checkFeed loads the feed file as run would, then checks this host
 // against it (internal/preflight) and prints one line per finding. It
@@ -65,15 +64,11 @@ func printChecks(w io.Writer, cfg *config.Config, fs []preflight.Finding, strict
 		}
 	}
 	fmt.Fprintf(w, "%d failed, %d warning(s), %d ok\n", fails, warns, len(fs)+1-fails-warns)
-	if fails > 0 || strict && warns > 0 {
-		return notReady{fails + warns*btoi(strict)}
+	if strict {
+		fails += warns
+	}
+	if fails > 0 {
+		return notReady{fails}
 	}
 	return nil
-}
-
-func btoi(b bool) int {
-	if b {
-		return 1
-	}
-	return 0
 }

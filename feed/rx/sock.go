@@ -190,18 +190,15 @@ func (c *counters) addBatch(b *batchCounts) {
 // as a socket drops fewer than 2^32 datagrams between two reads (the
 // handler reads every 20 ms).
 type dropGauge struct {
-	mu     sync.Mutex
-	last   [MaxLines]uint32 // each socket's counter at the last read
-	total  uint64
-	closed bool
+	mu    sync.Mutex
+	last  [MaxLines]uint32 // each socket's counter at the last read
+	total uint64
 }
 
 // update adds the drops since the last read. A socket whose counter
-// cannot be read is skipped until the next read.
+// cannot be read is skipped until the next read; closed sockets (fd -1,
+// set under g.mu by closeSockets) leave the total as it is.
 func (g *dropGauge) update(socks []lineSocket) {
-	if g.closed {
-		return
-	}
 	for i := range socks {
 		if i == len(g.last) || socks[i].fd < 0 {
 			return
@@ -227,7 +224,6 @@ func (g *dropGauge) closeSockets(socks []lineSocket) error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.update(socks)
-	g.closed = true
 	return closeLineSockets(socks)
 }
 

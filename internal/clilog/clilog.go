@@ -21,12 +21,12 @@ func init() { zerolog.TimeFieldFormat = TimeFieldFormat }
 // Console logs human-readable lines to f, timed to the millisecond,
 // coloured only when f is a terminal.
 func Console(f *os.File) zerolog.Logger {
-	cw := zerolog.ConsoleWriter{Out: f, TimeFormat: "15:04:05.000", NoColor: !IsTerminal(f)}
+	cw := zerolog.ConsoleWriter{Out: f, TimeFormat: "15:04:05.000", NoColor: !isTerminal(f)}
 	return zerolog.New(cw).With().Timestamp().Logger()
 }
 
-// IsTerminal reports whether f is a terminal.
-func IsTerminal(f *os.File) bool {
+// isTerminal reports whether f is a terminal.
+func isTerminal(f *os.File) bool {
 	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
 	return err == nil
 }

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -78,20 +79,11 @@ func (c *checker) orFallBack() (Level, string) {
 func (c *checker) interfaces() []string {
 	var names []string
 	for _, l := range c.cfg.Lines {
-		if !contains(names, l.Interface) {
+		if !slices.Contains(names, l.Interface) {
 			names = append(names, l.Interface)
 		}
 	}
 	return names
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 // thread is a pipeline thread and the core the config gives it.
@@ -317,50 +309,30 @@ func (c *checker) irqs() {
 			c.add(OK, "irq", "%s: %d interrupt(s) (%s), none routed to cores.receive (CPU %d) or busy polling", ifname, len(qs), strings.Join(nums, " "), cpu)
 		}
 	}
-	if pid := c.h.process("irqbalance"); pid > 0 {
-		c.add(Warn, "irq", "irqbalance (pid %d) is running: it may move the NIC's interrupts onto the hot cores (stop it, or list them in IRQBALANCE_BANNED_CPUS, docs/TUNING.md section 2)", pid)
+	if pids := c.h.processes("irqbalance", -1); len(pids) > 0 {
+		c.add(Warn, "irq", "irqbalance (pid %d) is running: it may move the NIC's interrupts onto the hot cores (stop it, or list them in IRQBALANCE_BANNED_CPUS, docs/TUNING.md section 2)", pids[0])
 	}
 }
 
-// process returns the pid of a process whose command name is comm, 0 when
-// there is none.
-func (h Host) process(comm string) int {
-	m, _ := filepath.Glob(h.path("/proc/[0-9]*/comm"))
-	for _, p := range m {
-		b, err := os.ReadFile(p)
-		if err != nil || strings.TrimSpace(string(b)) != comm {
-			continue
-		}
-		pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(p)))
-		return pid
-	}
-	return 0
-}
-
-// sameUserHandlers returns the pids of other feedhandler processes of
-// this process's uid.
-func (h Host) sameUserHandlers() []int {
+// processes returns the pids of the processes other than this one whose
+// command name is comm and, when uid is not -1, whose real uid is uid
+// (/proc/PID/status).
+func (h Host) processes(comm string, uid int) []int {
 	var pids []int
-	uid := strconv.Itoa(os.Getuid())
 	m, _ := filepath.Glob(h.path("/proc/[0-9]*/status"))
 	for _, p := range m {
 		pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(p)))
-		if pid == os.Getpid() {
-			continue
-		}
 		b, err := os.ReadFile(p)
-		if err != nil {
+		if pid == os.Getpid() || err != nil || !strings.HasPrefix(string(b), "Name:\t"+comm+"\n") {
 			continue
 		}
-		st := string(b)
-		if !strings.HasPrefix(st, "Name:\tfeedhandler\n") {
-			continue
-		}
-		for _, line := range strings.Split(st, "\n") {
-			if f := strings.Fields(line); len(f) >= 2 && f[0] == "Uid:" && f[1] == uid {
-				pids = append(pids, pid)
+		if uid >= 0 {
+			_, v, _ := strings.Cut(string(b), "\nUid:\t")
+			if f := strings.Fields(v); len(f) == 0 || f[0] != strconv.Itoa(uid) {
+				continue
 			}
 		}
+		pids = append(pids, pid)
 	}
 	return pids
 }
@@ -429,7 +401,7 @@ func (c *checker) pages() {
 	if !c.xdp() {
 		return
 	}
-	need := rx.XDPLockedBytes(c.cfg.RxConfig(zerolog.Nop()))
+	need := c.umemBytes()
 	pool, _ := c.h.meminfo("HugePages_Total")
 	freeAll, ok1 := c.h.meminfo("HugePages_Free")
 	rsvd, _ := c.h.meminfo("HugePages_Rsvd") // promised to mappings, not yet faulted in
@@ -535,10 +507,13 @@ func (c *checker) driver() {
 	}
 }
 
+// umemBytes is what the xdp backend's UMEMs pin (rx.XDPLockedBytes).
+func (c *checker) umemBytes() int64 { return rx.XDPLockedBytes(c.cfg.RxConfig(zerolog.Nop())) }
+
 // memlock: the UMEMs fit under RLIMIT_MEMLOCK, which the kernel charges
 // per user over all its processes, or the process holds cap_ipc_lock.
 func (c *checker) memlock() {
-	need := rx.XDPLockedBytes(c.cfg.RxConfig(zerolog.Nop()))
+	need := c.umemBytes()
 	if c.eff&privilege.IPCLock != 0 {
 		c.add(OK, "memlock", "the AF_XDP UMEMs pin %s; this process holds cap_ipc_lock, so no limit applies", mib(need))
 		return
@@ -562,7 +537,7 @@ func (c *checker) memlock() {
 			mib(need), len(c.interfaces()), max(len(c.cfg.Receive.Queues), 1), mib(int64(lim.Cur)), what)
 		return
 	}
-	if others := c.h.sameUserHandlers(); len(others) > 0 && lim.Cur != unix.RLIM_INFINITY {
+	if others := c.h.processes("feedhandler", os.Getuid()); len(others) > 0 && lim.Cur != unix.RLIM_INFINITY {
 		c.add(Warn, "memlock", "the AF_XDP UMEMs pin %s, within RLIMIT_MEMLOCK %s, but the kernel charges locked memory per user, over all its processes, and this uid runs other feedhandler processes (pids %v): their UMEMs count too",
 			mib(need), limit(lim.Cur), others)
 		return
@@ -650,16 +625,10 @@ func (c *checker) group(name string) {
 // may rename over it or remove it, so a file left by another user, such
 // as a handler once started as root, stops the start.
 func (c *checker) replace(path string) {
-	var st, dir unix.Stat_t
-	if unix.Stat(path, &st) != nil || unix.Stat(filepath.Dir(path), &dir) != nil {
-		return
+	if owner, ok := shm.ForeignInSticky(path); ok && c.eff&privilege.Fowner == 0 {
+		c.add(Fail, "shm", "%s is owned by uid %d and this process (uid %d) cannot replace it: %s is sticky and the handler lacks cap_fowner (remove the file, or run as its owner)",
+			path, owner, os.Geteuid(), filepath.Dir(path))
 	}
-	uid := os.Geteuid()
-	if int(st.Uid) == uid || int(dir.Uid) == uid || dir.Mode&unix.S_ISVTX == 0 || c.eff&privilege.Fowner != 0 {
-		return
-	}
-	c.add(Fail, "shm", "%s is owned by uid %d and this process (uid %d) cannot replace it: %s is sticky and the handler lacks cap_fowner (remove the file, or run as its owner)",
-		path, st.Uid, uid, filepath.Dir(path))
 }
 
 // metrics: metrics.listen can be bound now.

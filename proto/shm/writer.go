@@ -274,12 +274,25 @@ func dirtyPages(m []byte) { mem.Touch(m) }
 // is mode 1777): only the file's owner, or a holder of cap_fowner, may
 // replace or remove it there.
 func explainReplace(path string, err error) error {
-	var st, dir unix.Stat_t
-	if !errors.Is(err, unix.EPERM) || unix.Stat(path, &st) != nil || unix.Stat(filepath.Dir(path), &dir) != nil ||
-		dir.Mode&unix.S_ISVTX == 0 || int(st.Uid) == os.Geteuid() || int(dir.Uid) == os.Geteuid() {
+	owner, ok := ForeignInSticky(path)
+	if !errors.Is(err, unix.EPERM) || !ok {
 		return err
 	}
-	return fmt.Errorf("%w (the existing file belongs to uid %d and %s is sticky: only its owner may replace it; remove it)", err, st.Uid, filepath.Dir(path))
+	return fmt.Errorf("%w (the existing file belongs to uid %d and %s is sticky: only its owner may replace it; remove it)", err, owner, filepath.Dir(path))
+}
+
+// ForeignInSticky reports whether a file exists at path that belongs to
+// another user than this process's, in a sticky directory (/dev/shm is mode
+// 1777) this process does not own either: then only the file's owner or a
+// holder of cap_fowner may rename over it or remove it (rename(2)). owner
+// is the file's uid.
+func ForeignInSticky(path string) (owner uint32, ok bool) {
+	var st, dir unix.Stat_t
+	if unix.Stat(path, &st) != nil || unix.Stat(filepath.Dir(path), &dir) != nil {
+		return 0, false
+	}
+	uid := os.Geteuid()
+	return st.Uid, dir.Mode&unix.S_ISVTX != 0 && int(st.Uid) != uid && int(dir.Uid) != uid
 }
 
 // defaultJournalLen is Config.JournalLen's default.
