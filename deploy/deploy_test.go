@@ -85,7 +85,7 @@ func verifyUnit(t *testing.T, text string) {
 }
 
 // unitSettings parses the [Service] section: key -> values (repeated keys
-// appended).
+// appended); the [Unit] section's keys are prefixed "Unit.".
 func unitSettings(t *testing.T) map[string][]string {
 	t.Helper()
 	f, err := os.Open(unitFile)
@@ -105,8 +105,12 @@ func unitSettings(t *testing.T) map[string][]string {
 			section = l
 			continue
 		}
-		if k, v, ok := strings.Cut(l, "="); ok && section == "[Service]" {
+		k, v, ok := strings.Cut(l, "=")
+		switch {
+		case ok && section == "[Service]":
 			m[k] = append(m[k], v)
+		case ok && section == "[Unit]":
+			m["Unit."+k] = append(m["Unit."+k], v)
 		}
 	}
 	return m
@@ -115,7 +119,7 @@ func unitSettings(t *testing.T) map[string][]string {
 // TestUnitMatchesMeasurements: the unit grants exactly the measured set of
 // the xdp backend (the most demanding), its CPU affinity covers the cores of
 // the shipped feed file, its memlock limit holds the default UMEM, it
-// restarts on failure, has no ExecReload (the handler has no reload), and
+// restarts on failure but stops a crash loop, has no ExecReload (the handler has no reload), and
 // sets no PrivateDevices= or PrivateIPC= (never run under systemd here).
 func TestUnitMatchesMeasurements(t *testing.T) {
 	s := unitSettings(t)
@@ -168,7 +172,8 @@ func TestUnitMatchesMeasurements(t *testing.T) {
 		t.Errorf("LimitMEMLOCK=%s below the UMEMs of feeds/nasdaq.yaml (%d bytes) plus 1 MiB", memlock, umem)
 	}
 	for k, v := range map[string]string{"Restart": "on-failure", "NoNewPrivileges": "yes", "ProtectSystem": "strict",
-		"PrivateTmp": "yes", "ReadWritePaths": "/dev/shm", "User": "feedhandler"} {
+		"PrivateTmp": "yes", "ReadWritePaths": "/dev/shm", "User": "feedhandler",
+		"Unit.StartLimitIntervalSec": "10min", "Unit.StartLimitBurst": "5"} {
 		if got := one(k); got != v {
 			t.Errorf("%s=%s, want %s", k, got, v)
 		}
