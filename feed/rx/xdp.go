@@ -118,6 +118,17 @@ type xdpRx struct {
 	// pollKeepP returns: ended by a signal (EINTR), and slices that ran
 	// out (for the tests).
 	keepPIntr, keepPSlices atomic.Uint64
+
+	// lastProg and lastSock are the last good readings of each interface's
+	// program counters and each queue's socket statistics (indexed as
+	// ifaces and queues). A read that fails, and every Stats after Close,
+	// sums them instead: the sums are exported as counters, and one that
+	// went back would read as a counter reset, increase() as a burst.
+	// statsMu guards them (Stats runs on the stats ticker and on scrapes).
+	statsMu     sync.Mutex
+	lastProg    []bpf.Counters
+	lastSock    []xsk.Statistics
+	statsErrors atomic.Uint64 // kernel counter reads that failed
 }
 
 // openXDP opens the AF_XDP backend. Errors meaning that XDP or AF_XDP cannot
@@ -270,6 +281,8 @@ func newXDPRx(cfg Config) (_ *xdpRx, err error) {
 	}
 	r.pfds = append(r.pfds, unix.PollFd{Fd: int32(r.wakeFD), Events: unix.POLLIN})
 	r.descs = make([]xsk.Desc, r.batch)
+	r.lastProg = make([]bpf.Counters, len(r.ifaces))
+	r.lastSock = make([]xsk.Statistics, len(r.queues))
 	if r.taiOffset, err = bpf.TAIOffset(); err != nil {
 		return nil, err
 	}
@@ -680,16 +693,10 @@ func (r *xdpRx) Stats() Stats {
 	s.Extra.Add("xdp_user_ts", r.userTS.Load())
 	s.Extra.Add("xdp_wakeups", r.wakeups.Load())
 	s.Extra.Add("xsk_fill_deferred", r.fillDeferred.Load())
-	r.life.RLock()
-	defer r.life.RUnlock()
-	if r.closed.Load() {
-		return s
-	}
-	for _, x := range r.ifaces {
-		c, err := x.prog.Counters()
-		if err != nil {
-			continue
-		}
+	r.readKernelCounters()
+	r.statsMu.Lock()
+	defer r.statsMu.Unlock()
+	for _, c := range r.lastProg {
 		s.Malformed += c.Malformed
 		// Line frames on a queue without a socket go to the kernel, where
 		// nothing is bound to the line: lost to the receiver.
@@ -704,18 +711,44 @@ func (r *xdpRx) Stats() Stats {
 		s.Extra.Add("xdp_no_meta", c.NoMeta)
 		s.Extra.Add("xdp_fragmented", c.Fragmented)
 	}
-	for _, q := range r.queues {
-		st, err := q.sock.Statistics()
-		if err != nil {
-			continue
-		}
+	for _, st := range r.lastSock {
 		s.Dropped += st.RxDropped + st.RxRingFull
 		s.Extra.Add("xsk_rx_dropped", st.RxDropped)
 		s.Extra.Add("xsk_rx_invalid_descs", st.RxInvalidDescs)
 		s.Extra.Add("xsk_rx_ring_full", st.RxRingFull)
 		s.Extra.Add("xsk_fill_ring_empty_descs", st.FillRingEmptyDescs)
 	}
+	s.Extra.Add("xdp_stats_read_errors", r.statsErrors.Load())
 	return s
+}
+
+// readKernelCounters refreshes lastProg and lastSock from the programs and
+// sockets, keeping the last good reading of any that fails. After Close it
+// reads nothing: the readings taken before it stand.
+func (r *xdpRx) readKernelCounters() {
+	r.life.RLock()
+	defer r.life.RUnlock()
+	if r.closed.Load() {
+		return
+	}
+	r.statsMu.Lock()
+	defer r.statsMu.Unlock()
+	for i, x := range r.ifaces {
+		c, err := x.prog.Counters()
+		if err != nil {
+			r.statsErrors.Add(1)
+			continue
+		}
+		r.lastProg[i] = c
+	}
+	for i, q := range r.queues {
+		st, err := q.sock.Statistics()
+		if err != nil {
+			r.statsErrors.Add(1)
+			continue
+		}
+		r.lastSock[i] = st
+	}
 }
 
 // xdpRing is the fill ring's entries, and the UMEM frames, per queue:

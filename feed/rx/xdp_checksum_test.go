@@ -109,3 +109,65 @@ func TestXDPChecksums(t *testing.T) {
 		})
 	}
 }
+
+// TestXDPStatsNeverGoBack: the AF_XDP sums of the programs' counters and
+// the sockets' statistics are exported as counters. A kernel read that
+// fails keeps the last good reading (and counts the failure), and Stats
+// after Close keeps the readings taken before it, so no sum goes back.
+func TestXDPStatsNeverGoBack(t *testing.T) {
+	lab := xdpNewLab(t, netlab.Options{})
+	good, badUDP, _, last := checksumFrames(lab)
+	raw := xdpNewRawSender(t, lab)
+	cfg := Config{PollTimeout: 20 * time.Millisecond, Log: zerolog.Nop(),
+		Lines: []LineConfig{{Name: "A", Interface: lab.DstIf, Group: xdpTestGroup, Port: xdpTestPort}}}
+	r := xdpOpen(t, lab, cfg)
+	defer r.Close()
+	for _, f := range [][]byte{good, badUDP, last} {
+		raw.send(t, f)
+	}
+	buf := make([]Packet, 8)
+	got := 0
+	for deadline := time.Now().Add(5 * time.Second); got < 2 && time.Now().Before(deadline); {
+		n, err := r.Receive(buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got += n
+		r.Release(buf[:n])
+	}
+	if got != 2 {
+		t.Fatalf("received %d datagrams, want 2", got)
+	}
+	before := r.Stats()
+	if v := before.Extra.Get("xdp_redirected"); v != 3 {
+		t.Fatalf("xdp_redirected %d before, want 3", v)
+	}
+	check := func(when string, s Stats, errs bool) {
+		t.Helper()
+		for _, name := range []string{"xdp_redirected", "xdp_passed", "xsk_rx_dropped", "xdp_bad_checksum"} {
+			if s.Extra.Get(name) < before.Extra.Get(name) {
+				t.Errorf("%s: %s went back from %d to %d", when, name, before.Extra.Get(name), s.Extra.Get(name))
+			}
+		}
+		if s.Dropped < before.Dropped || s.Malformed < before.Malformed {
+			t.Errorf("%s: dropped %d, malformed %d; before %d, %d", when, s.Dropped, s.Malformed, before.Dropped, before.Malformed)
+		}
+		if e := s.Extra.Get("xdp_stats_read_errors"); (e > 0) != errs {
+			t.Errorf("%s: xdp_stats_read_errors %d", when, e)
+		}
+	}
+	check("reads working", r.Stats(), false)
+
+	// The program's maps closed under the receiver: its counters can no
+	// longer be read (EBADF from the kernel).
+	x := r.(*xdpRx)
+	if err := x.ifaces[0].prog.Close(); err != nil {
+		t.Fatal(err)
+	}
+	check("program counters unreadable", r.Stats(), true)
+
+	if err := r.Close(); err != nil {
+		t.Logf("close after the program's: %v", err)
+	}
+	check("after Close", r.Stats(), true)
+}
