@@ -62,7 +62,7 @@ func (bs *Books) Apply(m itch.Msg) (locate uint16, changed bool) {
 		changed = bs.Trade(locate, p.Price(), uint64(p.Shares()), p.MatchNumber())
 	case itch.TypeCrossTrade:
 		q := itch.CrossTrade(m[:itch.CrossTradeLen])
-		changed = bs.Trade(locate, q.CrossPrice(), q.Shares(), q.MatchNumber())
+		changed = bs.CrossTrade(locate, q.CrossPrice(), q.Shares(), q.MatchNumber())
 	case itch.TypeBrokenTrade:
 		if changed = bs.BreakTrade(locate, itch.BrokenTrade(m).MatchNumber()); !changed {
 			return locate, false // also locate 0: no lastTime to set

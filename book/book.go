@@ -26,9 +26,13 @@ type Book struct {
 	lastPrice uint32
 	lastSize  uint64
 	volume    uint64
-	trades    uint64
-	broken    uint64
+	trades    uint32 // a day's trades of one instrument fit with room to spare
+	broken    uint32
 	lastMatch uint64 // match number of the last trade (0: none or unknown)
+	// minMatch: trades under this match number are another instrument's,
+	// recorded before the locate was re-assigned (Books.Announce); a
+	// Broken Trade of one is unmatched. 0 until then.
+	minMatch uint64
 }
 
 // Locate returns the stock locate of the book.
@@ -172,7 +176,7 @@ func (b *Book) Last() (price uint32, size uint64, volume uint64) {
 // Trades returns how many printable trades and broken trades ('B') the
 // instrument has seen. A broken trade stays counted in trades; its shares
 // come off the volume (see Last).
-func (b *Book) Trades() (trades, broken uint64) { return b.trades, b.broken }
+func (b *Book) Trades() (trades, broken uint64) { return uint64(b.trades), uint64(b.broken) }
 
 // TradingState returns the last Stock Trading Action state ('H' halted,
 // 'P' paused, 'Q' quotation only, 'T' trading; 0 before any).

@@ -115,11 +115,14 @@ type Books struct {
 	// tradesUsed: a trade was remembered since the last Reset (Reset
 	// clears the trade memory only then).
 	tradesUsed bool
-	stats      Stats
-	err        error
-	broken     uint64 // broken trades without a locate
-	event      byte   // last system event code
-	eventTime  uint64
+	// maxMatch is the highest match number remembered since the last
+	// Reset: a re-assigned locate's book forgets trades up to it.
+	maxMatch  uint64
+	stats     Stats
+	err       error
+	broken    uint64 // broken trades without a locate
+	event     byte   // last system event code
+	eventTime uint64
 }
 
 // New allocates every order slot and book that cfg asks for.
@@ -174,6 +177,7 @@ func (bs *Books) Reset() {
 		clear(bs.trades)
 		bs.tradesUsed = false
 	}
+	bs.maxMatch = 0
 	bs.levelUsed, bs.levelFree = 0, none
 	for i := range bs.books[:bs.bookHigh] {
 		b := &bs.books[i]
@@ -238,6 +242,10 @@ func (bs *Books) freeLive() bool {
 // Stats returns a copy of the counters.
 func (bs *Books) Stats() Stats { return bs.stats }
 
+// LocatesReassigned returns Stats().LocateReassigned without copying the
+// counters (a publisher checks it every batch).
+func (bs *Books) LocatesReassigned() uint64 { return bs.stats.LocateReassigned }
+
 // Err returns the first capacity error met (wrapping ErrOrderCapacity,
 // ErrLevelCapacity or ErrLocateCapacity), or nil. Later ones are only counted.
 func (bs *Books) Err() error { return bs.err }
@@ -273,16 +281,43 @@ func (bs *Books) All() iter.Seq[*Book] {
 
 // Announce makes locate known with symbol (the Stock Directory message).
 // It returns false if locate is 0 or above Config.MaxLocates.
+//
+// A locate already known under the same symbol stays as it is (a snapshot
+// and the feed both announce it). Under another symbol it is bad input:
+// a locate names one instrument for the whole session, so the session
+// changed unseen or a snapshot is of another one. It is counted
+// (LocateReassigned) and the book starts empty under the new symbol: the
+// old instrument's orders, last sale and states are not the new one's.
 func (bs *Books) Announce(locate uint16, symbol itch.Symbol) bool {
 	if locate == 0 || int(locate) >= len(bs.books) {
 		bs.capacity(&bs.stats.LocateCapacity, ErrLocateCapacity, uint64(locate))
 		return false
 	}
 	b := &bs.books[locate]
+	if b.known && b.symbol != symbol {
+		bs.stats.LocateReassigned++
+		bs.empty(b)
+	}
 	b.known = true
 	b.symbol = symbol
 	bs.bookHigh = max(bs.bookHigh, int(locate)+1)
 	return true
+}
+
+// empty removes every order of b and forgets its trades and states, as
+// Reset does for all books. Each removal takes the best level's oldest
+// order, so the ladder shrinks from its end. The trades remembered for
+// the locate so far are the old instrument's: a Broken Trade of one must
+// not take shares off the new one's volume, so every match number up to
+// the highest seen is forgotten for it (minMatch), without a walk of the
+// trade memory.
+func (bs *Books) empty(b *Book) {
+	for side := range b.sides {
+		for lad := b.sides[side]; len(lad) > 0; lad = b.sides[side] {
+			bs.remove(b, bs.levels[lad[len(lad)-1].lvl].head)
+		}
+	}
+	*b = Book{bs: bs, locate: b.locate, sides: [2][]rung{b.sides[0][:0], b.sides[1][:0]}, minMatch: bs.maxMatch + 1}
 }
 
 func (bs *Books) capacity(counter *uint64, sentinel error, what uint64) {

@@ -106,6 +106,9 @@ type Stats struct {
 	UnknownLocate  uint64 // message for a locate never announced by 'R'
 	LocateCapacity uint64 // locate above Config.MaxLocates
 	LocateMismatch uint64 // E/C/X/D/U whose locate differs from the order's
+	// LocateReassigned counts Stock Directory messages (R) for a known
+	// locate under another symbol; its book was emptied (Announce).
+	LocateReassigned uint64
 
 	DuplicateAdd      uint64 // A/F/U adding a reference that is live
 	UnknownRefExecute uint64 // E/C of an unknown order reference
@@ -115,7 +118,7 @@ type Stats struct {
 	OverExecution     uint64 // E/C of more shares than the order has (order removed)
 	OverCancel        uint64 // X of more shares than the order has (order removed)
 	BadSide           uint64 // add with a side other than 'B'/'S'
-	ZeroShares        uint64 // add/replace with 0 shares, execute/cancel of 0 shares
+	ZeroShares        uint64 // add/replace with 0 shares, execute/cancel of 0 shares, a Trade (P) of 0 shares
 
 	OrderCapacity uint64 // add dropped: Config.MaxOrders live orders, or every overflow slot taken
 	Overflowed    uint64 // live orders now in overflow slots (not an inconsistency)
@@ -141,7 +144,7 @@ type Stats struct {
 // length, as the protocol's extensions are meant to be, and is counted
 // apart.
 func (s Stats) Inconsistencies() uint64 {
-	return s.Malformed + s.Long + s.UnknownLocate + s.LocateCapacity + s.LocateMismatch +
+	return s.Malformed + s.Long + s.UnknownLocate + s.LocateCapacity + s.LocateMismatch + s.LocateReassigned +
 		s.DuplicateAdd + s.UnknownRefExecute + s.UnknownRefCancel + s.UnknownRefDelete +
 		s.UnknownRefReplace + s.OverExecution + s.OverCancel + s.BadSide + s.ZeroShares +
 		s.OrderCapacity + s.LevelCapacity + s.LadderMismatch

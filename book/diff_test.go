@@ -20,8 +20,10 @@ func applyOpNumeric(bs *Books, o op) {
 		bs.Execute(o.locate, o.ref, o.shares, o.match)
 	case 'C':
 		bs.ExecuteWithPrice(o.locate, o.ref, o.shares, o.price, o.match, o.printable)
-	case 'P', 'Q':
+	case 'P':
 		bs.Trade(o.locate, o.price, o.volume, o.match)
+	case 'Q':
+		bs.CrossTrade(o.locate, o.price, o.volume, o.match)
 	case 'B':
 		bs.BreakTrade(o.locate, o.match)
 	case 'X':

@@ -22,6 +22,7 @@ type refBook struct {
 
 	last                   *refTrade // nil: none
 	volume, trades, broken uint64
+	minMatch               uint64 // trades under it are a re-assigned locate's old instrument's
 }
 
 // refTrade is one execution or trade; prev is the instrument's last trade
@@ -44,6 +45,7 @@ type refBooks struct {
 	stats  Stats
 
 	trades    map[uint64]*refTrade // by match number
+	maxMatch  uint64               // the highest match number recorded
 	slotOwner map[uint64]uint64    // Config.TradeMemory's contract: slot m mod TradeMemory holds the last match recorded there
 	slotMask  uint64
 }
@@ -60,6 +62,7 @@ func newRefBooks(cfg Config) *refBooks {
 // record remembers t under its match number (match 0 names no trade).
 func (r *refBooks) record(t *refTrade) {
 	if t.match != 0 {
+		r.maxMatch = max(r.maxMatch, t.match)
 		r.trades[t.match] = t
 		r.slotOwner[t.match&r.slotMask] = t.match
 	}
@@ -84,7 +87,7 @@ func (r *refBooks) trade(b *refBook, locate uint16, price uint32, shares, match 
 func (r *refBooks) breakTrade(b *refBook, locate uint16, match uint64) {
 	b.broken++
 	t := r.trades[match]
-	if t == nil || !r.remembered(t) || t.locate != locate || t.broken {
+	if t == nil || match < b.minMatch || !r.remembered(t) || t.locate != locate || t.broken {
 		r.stats.BrokenUnmatched++
 		return
 	}
@@ -139,8 +142,12 @@ func (r *refBooks) book(locate uint16) *refBook {
 func (r *refBooks) apply(o op) {
 	switch o.kind {
 	case 'P', 'Q':
-		if b := r.book(o.locate); b != nil && o.volume != 0 {
+		b := r.book(o.locate)
+		if b != nil && o.volume != 0 {
 			r.trade(b, o.locate, o.price, o.volume, o.match)
+		}
+		if b != nil && o.volume == 0 && o.kind == 'P' {
+			r.stats.ZeroShares++ // a Q of 0 shares is a cross that did not execute
 		}
 	case 'B':
 		if o.locate == 0 { // BrokenWithoutLocate
@@ -155,8 +162,24 @@ func (r *refBooks) apply(o op) {
 			return
 		}
 		b := r.books[o.locate]
+		if b != nil && b.symbol != o.symbol {
+			// Another instrument at a known locate: counted, and the
+			// book starts empty, its old trades forgotten.
+			r.stats.LocateReassigned++
+			for side := range b.sides {
+				for _, q := range b.sides[side] {
+					for _, ref := range slices.Clone(q) {
+						r.remove(b, r.orders[ref])
+					}
+				}
+			}
+			b = nil
+		}
 		if b == nil {
 			b = &refBook{sides: [2]map[uint32][]uint64{{}, {}}}
+			if r.books[o.locate] != nil {
+				b.minMatch = r.maxMatch + 1
+			}
 			r.books[o.locate] = b
 		}
 		b.symbol = o.symbol

@@ -22,6 +22,7 @@ const maxBrokenWalk = 64
 func (bs *Books) trade(b *Book, price uint32, size, match uint64) {
 	if match != 0 {
 		bs.tradesUsed = true
+		bs.maxMatch = max(bs.maxMatch, match)
 		t := &bs.trades[match&bs.tradeMask]
 		t.match = match
 		t.shares = size
@@ -46,6 +47,7 @@ func (bs *Books) execution(b *Book, price uint32, match uint64) {
 		return
 	}
 	bs.tradesUsed = true
+	bs.maxMatch = max(bs.maxMatch, match)
 	t := &bs.trades[match&bs.tradeMask]
 	*t = tradeRec{match: match, price: price, locate: b.locate}
 }
@@ -59,7 +61,7 @@ func (bs *Books) execution(b *Book, price uint32, match uint64) {
 func (bs *Books) breakTrade(b *Book, match uint64) {
 	b.broken++
 	t := &bs.trades[match&bs.tradeMask]
-	if match == 0 || t.match != match || t.locate != b.locate || t.broken {
+	if match == 0 || match < b.minMatch || t.match != match || t.locate != b.locate || t.broken {
 		bs.stats.BrokenUnmatched++
 		return
 	}
@@ -102,10 +104,24 @@ func (bs *Books) BreakTrade(locate uint16, match uint64) bool {
 	return true
 }
 
-// Trade applies a trade that rests on no order (P, or Q with its cross
-// price) of shares at price under match. It reports whether the book
-// changed.
+// Trade applies a trade that rests on no order (P) of shares at price
+// under match. It reports whether the book changed. A trade of 0 shares is
+// bad input, counted in ZeroShares.
 func (bs *Books) Trade(locate uint16, price uint32, shares, match uint64) bool {
+	if shares == 0 {
+		if bs.book(locate) != nil {
+			bs.stats.ZeroShares++
+		}
+		return false
+	}
+	return bs.CrossTrade(locate, price, shares, match)
+}
+
+// CrossTrade applies a cross (Q) of shares at its cross price under
+// match. It reports whether the book changed. A cross of 0 shares (one
+// that did not execute, which Nasdaq sends) changes nothing and is not
+// counted.
+func (bs *Books) CrossTrade(locate uint16, price uint32, shares, match uint64) bool {
 	b := bs.book(locate)
 	if b == nil || shares == 0 {
 		return false

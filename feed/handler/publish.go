@@ -53,9 +53,13 @@ type Publisher struct {
 	// bindings (shm.Writer.Rebind). Every shard sees the same rebuilds in
 	// the same order, so shards agree on the epoch of a session.
 	epoch uint64
+	// reassigned is the books' LocateReassigned at the last flush: when
+	// it moves, a locate of the batch was announced again under another
+	// symbol, and its slot is the old symbol's.
+	reassigned uint64
 
 	Published, Errors uint64
-	Rebound           uint64 // locates moved to a fresh slot: their symbol changed (BooksReset)
+	Rebound           uint64 // locates moved to a fresh slot: their symbol changed (BooksReset, or a Stock Directory re-assigning the locate)
 	// StaleBinds counts snapshots not published because the writer
 	// refused their locate's binding as older than the one it would
 	// replace (shm.ErrStaleBinding): this shard lags a session change
@@ -227,6 +231,20 @@ func (p *Publisher) flush(chunk int) {
 	if len(p.dirty) == 0 {
 		return
 	}
+	if r := p.books.LocatesReassigned(); r != p.reassigned {
+		// A Stock Directory message gave a known locate another symbol
+		// (book.Books.Announce emptied its book); it made its locate
+		// dirty. Every locate of the batch binds again: Rebind keeps the
+		// slot of one whose symbol is the same, and retires the old
+		// symbol's slot of one whose symbol changed, so that no reader of
+		// the old symbol reads the new one's book. Rare: once per
+		// reassigning batch.
+		p.reassigned = r
+		for _, loc := range p.dirty {
+			st := &p.locs[loc]
+			st.slot, st.refused = shm.Slot{}, 0
+		}
+	}
 	// What every snapshot of the batch shares is read once per batch, not
 	// per book: one clock read (the batch's publish time), the system
 	// event, the stale flag.
@@ -286,7 +304,9 @@ func (p *Publisher) publish(b *book.Book, loc uint16, st *locState, flags bookfb
 // bookFlags returns the snapshot flags that book b's own state sets.
 func bookFlags(b *book.Book) bookfb.Flags {
 	var f bookfb.Flags
-	if b.RegSHO() == '1' {
+	// Reg SHO '1': the restriction takes effect (an intra-day drop);
+	// '2': it remains in effect (from the day before); '0': none.
+	if r := b.RegSHO(); r == '1' || r == '2' {
 		f |= bookfb.FlagsShortSaleRestricted
 	}
 	if b.OperationalHalt() == 'H' {

@@ -43,7 +43,7 @@ func (r *refPublisher) publish(p *Publisher, b *book.Book, publishTime int64) er
 	if p.stale {
 		sn.Flags |= bookfb.FlagsPossiblyStale
 	}
-	if b.RegSHO() == '1' {
+	if r := b.RegSHO(); r == '1' || r == '2' {
 		sn.Flags |= bookfb.FlagsShortSaleRestricted
 	}
 	if b.OperationalHalt() == 'H' {

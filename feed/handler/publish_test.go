@@ -527,3 +527,81 @@ func TestRebuildCutsSweep(t *testing.T) {
 		t.Fatalf("%d publish errors", p.Errors)
 	}
 }
+
+// TestLocateReassignedRebinds: a Stock Directory message gives a known
+// locate another symbol in the same session (book.Stats.LocateReassigned).
+// The old symbol's slot is retired, so a reader of AAPL finds nothing
+// rather than MSFT's book, and MSFT is found at the locate with its own
+// book only. Before the fix the publisher kept the locate's slot, bound
+// to AAPL: AAPL's readers read MSFT's book (with AAPL's orders in it).
+func TestLocateReassignedRebinds(t *testing.T) {
+	w, r := shmFeed(t, shm.Config{Instruments: 4, Depth: 2, SingleWriter: true})
+	bs, err := book.New(book.Config{MaxOrders: 64, MaxLocates: 16, MaxLevels: 64})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := NewPublisher(w, bs, 2)
+	p.BooksReset() // epoch 1, as in a running handler
+	h := itch.Header{Locate: 7, Timestamp: 34200_000_000_000}
+	apply := func(seq uint64, e itch.Encoder) {
+		loc, changed := bs.Apply(itch.Msg(e.Append(nil)))
+		p.Applied(loc, changed, seq, int64(seq))
+	}
+	apply(1, &itch.StockDirectoryFields{Header: h, Stock: itch.NewSymbol("AAPL")})
+	apply(2, &itch.AddOrderFields{Header: h, OrderRef: 1, Side: 'B', Shares: 100, Stock: itch.NewSymbol("AAPL"), Price: 1000000})
+	p.Flush()
+	buf := make([]byte, r.Info().MaxSnapshot)
+	if v, err := r.ReadSymbol("AAPL", buf); err != nil || v.BidLevels() != 1 {
+		t.Fatalf("AAPL before: %v, bid levels %d", err, v.BidLevels())
+	}
+	apply(3, &itch.StockDirectoryFields{Header: h, Stock: itch.NewSymbol("MSFT")})
+	apply(4, &itch.AddOrderFields{Header: h, OrderRef: 2, Side: 'S', Shares: 300, Stock: itch.NewSymbol("MSFT"), Price: 2000000})
+	p.Flush()
+	if bs.Stats().LocateReassigned != 1 {
+		t.Fatalf("reassigned %d, want 1", bs.Stats().LocateReassigned)
+	}
+	if loc, ok := r.Lookup("AAPL"); ok {
+		t.Errorf("AAPL still found at locate %d after locate 7 became MSFT", loc)
+	}
+	v, err := r.ReadSymbol("MSFT", buf)
+	if err != nil {
+		t.Fatalf("MSFT: %v", err)
+	}
+	if v.Locate() != 7 || v.BidLevels() != 0 || v.AskLevels() != 1 || v.Version != 1 {
+		t.Errorf("MSFT: locate %d, %d bid and %d ask levels, version %d; want 7, 0, 1, 1", v.Locate(), v.BidLevels(), v.AskLevels(), v.Version)
+	}
+	if u := w.SlotUsage(); u != (shm.SlotUsage{Capacity: 4, Used: 2, Retired: 1}) {
+		t.Errorf("slots %+v: want AAPL's retired and MSFT's live", u)
+	}
+	if p.Rebound != 1 || p.Errors != 0 {
+		t.Errorf("rebound %d, errors %d; want 1, 0", p.Rebound, p.Errors)
+	}
+	// Later batches publish into MSFT's slot without binding again.
+	apply(5, &itch.AddOrderFields{Header: h, OrderRef: 3, Side: 'S', Shares: 100, Stock: itch.NewSymbol("MSFT"), Price: 2000100})
+	p.Flush()
+	if v, err := r.ReadSymbol("MSFT", buf); err != nil || v.AskLevels() != 2 || v.Version != 2 || p.Rebound != 1 {
+		t.Errorf("MSFT next batch: %v, ask levels %d, version %d, rebound %d", err, v.AskLevels(), v.Version, p.Rebound)
+	}
+}
+
+// TestRegSHOFlags: Reg SHO actions '1' (restriction in effect, an intra-day
+// drop) and '2' (restriction remains in effect, from the day before) both
+// flag the snapshot ShortSaleRestricted; '0' (no price test) clears it.
+// Before the fix '2' published a restricted stock as unrestricted.
+func TestRegSHOFlags(t *testing.T) {
+	bs, err := book.New(book.Config{MaxOrders: 64, MaxLocates: 8, MaxLevels: 64})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := itch.Header{Locate: 1, Timestamp: 34200_000_000_000}
+	bs.Apply(itch.Msg((&itch.StockDirectoryFields{Header: h, Stock: itch.NewSymbol("AAPL")}).Append(nil)))
+	for _, c := range []struct {
+		action     byte
+		restricted bool
+	}{{'1', true}, {'0', false}, {'2', true}, {'0', false}} {
+		bs.Apply(itch.Msg((&itch.RegSHOFields{Header: h, Stock: itch.NewSymbol("AAPL"), Action: c.action}).Append(nil)))
+		if got := bookFlags(bs.Book(1))&bookfb.FlagsShortSaleRestricted != 0; got != c.restricted {
+			t.Errorf("Reg SHO action %q: ShortSaleRestricted %v, want %v", c.action, got, c.restricted)
+		}
+	}
+}

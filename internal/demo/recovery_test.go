@@ -128,6 +128,8 @@ func bookCounters(st book.Stats) []bookCounter {
 		{"Long", st.Long, false},
 		{"UnknownType", st.UnknownType, false},
 		{"LocateCapacity", st.LocateCapacity, false},
+		// The generator assigns each locate once a day.
+		{"LocateReassigned", st.LocateReassigned, false},
 		{"BadSide", st.BadSide, false},
 		{"ZeroShares", st.ZeroShares, false},
 
