@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -89,6 +90,9 @@ func TestBookviewKilledWriter(t *testing.T) {
 
 	child.Process.Signal(syscall.SIGKILL)
 	child.Wait() // reaped: the pid is gone
+	// A reader calls it dead once two heartbeats are missed too (a pid
+	// alone says nothing across pid namespaces, docs/SHM.md).
+	waitWriterDead(t, name)
 
 	code, out, errOut := run("--json")
 	if code != exitWriterDead || out != wantBooks || !strings.Contains(errOut, "writer dead") ||
@@ -109,4 +113,21 @@ func TestBookviewKilledWriter(t *testing.T) {
 		doc.Writer.Pid != child.Process.Pid || !strings.Contains(string(doc.Books), `"AAPL"`) {
 		t.Fatalf("killed writer --state: exit %d, stdout %q, stderr %q", code, out, errOut)
 	}
+}
+
+// waitWriterDead waits until a reader of the feed name finds its killed
+// writer dead, for at most 5 s.
+func waitWriterDead(t *testing.T, name string) {
+	t.Helper()
+	r, err := shm.Open(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if err = r.Check(); errors.Is(err, shm.ErrWriterDead) {
+			return
+		}
+	}
+	t.Fatalf("killed writer: %v, want ErrWriterDead within 5 s", err)
 }

@@ -199,9 +199,7 @@ func TestCppLifecycle(t *testing.T) {
 		s.expect("wait 1", "wait Ok n 0")
 		a.cmd.Process.Kill()
 		a.cmd.Wait()
-		if err := testReader(t, name).Check(); !errors.Is(err, ErrWriterDead) {
-			t.Fatalf("Go: %v", err)
-		}
+		waitDead(t, testReader(t, name))
 		s.expect("check", "check ErrWriterDead")
 		s.expect("wait 10000", "wait ErrWriterDead n 0")
 		// The dead writer's last book stays readable.

@@ -20,6 +20,10 @@ type Follower struct {
 	next     uint64 // position of the next record to read
 	lost     uint64
 	overruns uint64
+	// checked is when Wait last checked the writer (zero: never, so a
+	// check is due). It outlives each call, so that a loop of Waits
+	// shorter than CheckEvery still checks every CheckEvery.
+	checked time.Time
 }
 
 // Follow returns a follower positioned at the journal's head: it reports
@@ -109,8 +113,10 @@ type WaitOptions struct {
 	// Sleep is how long Wait sleeps between polls once spinning and
 	// yielding found nothing; zero means 50µs.
 	Sleep time.Duration
-	// CheckEvery is how often Wait checks the writer (Reader.Check); zero
-	// means 100ms.
+	// CheckEvery is how often Wait checks the writer (Reader.Check),
+	// counted across calls on the follower: its first Wait checks at
+	// once, and a loop of Waits shorter than CheckEvery checks every
+	// CheckEvery. Zero means 100ms.
 	CheckEvery time.Duration
 }
 
@@ -134,14 +140,13 @@ func (f *Follower) Wait(dst []Update, timeout time.Duration, opt WaitOptions) (i
 		}
 	}
 	start := time.Now()
-	lastCheck := start
 	for yields := 0; ; yields++ {
 		if n, err := f.Poll(dst); n > 0 || err != nil {
 			return n, err
 		}
 		t := time.Now()
-		if t.Sub(lastCheck) >= opt.CheckEvery {
-			lastCheck = t
+		if f.checked.IsZero() || t.Sub(f.checked) >= opt.CheckEvery {
+			f.checked = t
 			if err := f.r.Check(); err != nil {
 				// Records published before the writer stopped are
 				// still delivered first.

@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync/atomic"
+	"time"
 	"unsafe"
 )
 
@@ -69,6 +70,11 @@ const (
 	offHead      = 384 // uint64 journal head: records ever appended
 	offCount     = 512 // uint32 instruments registered
 )
+
+// MaxHeartbeatInterval bounds the writer's heartbeat interval: Create
+// refuses more, and a reader refuses a file that says more (ErrFormat), so
+// that every reader's stale limit (10 intervals) is a sane duration.
+const MaxHeartbeatInterval = time.Hour
 
 const (
 	stateOpen   = 0
@@ -231,6 +237,7 @@ func (m *mapping) readHeader(size int64) (layout, error) {
 	case l.capacity == 0 || l.capacity > MaxLocates,
 		l.depth <= 0 || l.depth > maxDepth,
 		l.pid <= 0 || l.pid > maxPid,
+		l.heartbeatEvery <= 0 || l.heartbeatEvery > int64(MaxHeartbeatInterval),
 		l.journalLen > 1<<30,
 		l.slotSize > 1<<20 || l.maxSnapshot < maxSnapshotSize(l.depth),
 		l.index > l.fileSize || l.directory > l.fileSize || l.journal > l.fileSize || l.slots > l.fileSize:

@@ -329,9 +329,7 @@ func TestWriterDeathAndRestart(t *testing.T) {
 	}
 	a.cmd.Process.Kill()
 	a.cmd.Wait()
-	if err := r.Check(); !errors.Is(err, ErrWriterDead) {
-		t.Fatalf("killed writer: %v, want ErrWriterDead", err)
-	}
+	waitDead(t, r)
 	// The last snapshot of the dead writer stays readable.
 	buf := make([]byte, r.Info().MaxSnapshot)
 	if v, err := r.Read(1, buf); err != nil || v.Seq() != uint64(a.cmd.Process.Pid) {

@@ -163,10 +163,17 @@ func (r *Reader) writerGone() error {
 	if atomic.LoadUint32(r.m.u32(offState)) == stateClosed {
 		return fmt.Errorf("check shm %s: %w", r.path, ErrClosed)
 	}
-	if err := unix.Kill(r.l.pid, 0); errors.Is(err, syscall.ESRCH) {
-		return fmt.Errorf("check shm %s: pid %d gone: %w", r.path, r.l.pid, ErrWriterDead)
+	age := time.Since(r.Heartbeat())
+	// The pid alone does not say: a reader in another pid namespace (a
+	// container) sees no such process, or another one, under the
+	// writer's pid. Gone and two heartbeats missed is dead, sooner than
+	// the stale limit.
+	if age > 2*time.Duration(r.l.heartbeatEvery) {
+		if err := unix.Kill(r.l.pid, 0); errors.Is(err, syscall.ESRCH) {
+			return fmt.Errorf("check shm %s: pid %d gone, heartbeat %v old: %w", r.path, r.l.pid, age.Round(time.Millisecond), ErrWriterDead)
+		}
 	}
-	if age := time.Since(r.Heartbeat()); age > r.stale {
+	if age > r.stale {
 		return fmt.Errorf("check shm %s: heartbeat %v old: %w", r.path, age.Round(time.Millisecond), ErrWriterDead)
 	}
 	return nil
@@ -337,18 +344,22 @@ func (r *Reader) Read(locate uint16, buf []byte) (View, error) {
 		}
 		if s1&1 == 0 {
 			n := uint64(atomic.LoadUint32(lenp))
-			if n <= r.l.maxSnapshot {
-				copy(buf[:n], data[:n])
-				loadFence()
-				if atomic.LoadUint64(seq) == s1 {
-					if !validSnapshot(buf[:n], r.l.depth) {
-						return View{}, fmt.Errorf("read shm locate %d: %w", locate, ErrFormat)
-					}
-					var v View
-					v.Init(buf[:n], tableAt)
-					v.Version = s1 / 2
-					return v, nil
+			if n > r.l.maxSnapshot {
+				// The writer never stores such a length, and an aligned
+				// 4-byte load does not tear: the file is corrupt, and
+				// no retry will read it.
+				return View{}, fmt.Errorf("read shm locate %d: length %d above %d: %w", locate, n, r.l.maxSnapshot, ErrFormat)
+			}
+			copy(buf[:n], data[:n])
+			loadFence()
+			if atomic.LoadUint64(seq) == s1 {
+				if !validSnapshot(buf[:n], r.l.depth) {
+					return View{}, fmt.Errorf("read shm locate %d: %w", locate, ErrFormat)
 				}
+				var v View
+				v.Init(buf[:n], tableAt)
+				v.Version = s1 / 2
+				return v, nil
 			}
 		}
 		if gone != nil {

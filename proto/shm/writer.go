@@ -179,6 +179,9 @@ func Create(cfg Config) (*Writer, error) {
 	if cfg.HeartbeatInterval <= 0 {
 		cfg.HeartbeatInterval = 100 * time.Millisecond
 	}
+	if cfg.HeartbeatInterval > MaxHeartbeatInterval {
+		return nil, fmt.Errorf("create shm %s: heartbeat interval %v above %v", path, cfg.HeartbeatInterval, MaxHeartbeatInterval)
+	}
 	if cfg.Mode == 0 {
 		cfg.Mode = DefaultMode
 	}

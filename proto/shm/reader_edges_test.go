@@ -1,0 +1,184 @@
+package shm
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// heartbeats has w beat every 50 ms until the test ends, as the handler's
+// housekeeping does.
+func heartbeats(t *testing.T, w *Writer) {
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	t.Cleanup(func() { close(stop); <-done })
+	w.Heartbeat()
+	go func() {
+		defer close(done)
+		tick := time.NewTicker(50 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+				w.Heartbeat()
+			}
+		}
+	}()
+}
+
+// TestWaitShortTimeoutsCheckWriter: a follower that waits in a loop with
+// a timeout shorter than CheckEvery (or 0) still learns that the writer
+// closed the feed. Before the fix each Wait started its own check clock,
+// so such a loop saw only timeouts, for ever.
+func TestWaitShortTimeoutsCheckWriter(t *testing.T) {
+	for _, timeout := range []time.Duration{0, 20 * time.Millisecond} {
+		t.Run(timeout.String(), func(t *testing.T) {
+			w := testWriter(t, Config{Instruments: 1, Depth: 1})
+			r := testReader(t, w.Path())
+			f := r.Follow()
+			w.Close()
+			dst := make([]Update, 16)
+			for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); {
+				_, err := f.Wait(dst, timeout, WaitOptions{CheckEvery: 50 * time.Millisecond})
+				if errors.Is(err, ErrClosed) {
+					return
+				}
+				if err != nil {
+					t.Fatalf("Wait: %v, want ErrClosed", err)
+				}
+			}
+			t.Fatalf("Wait(%v) for 2 s after Close: only timeouts (Check: %v)", timeout, r.Check())
+		})
+	}
+}
+
+// TestCorruptSlotLengthIsFormat: a slot whose stable length exceeds the
+// file's largest snapshot is corrupt (the writer never stores one): Read
+// says ErrFormat at once. Before the fix it spun for a second and said
+// ErrBusy.
+func TestCorruptSlotLengthIsFormat(t *testing.T) {
+	w := testWriter(t, Config{Instruments: 1, Depth: 1})
+	heartbeats(t, w)
+	if err := w.Register(1, "A"); err != nil {
+		t.Fatal(err)
+	}
+	s := newSnapshot(1)
+	fillSnapshot(s, 1, 1, 1)
+	if err := w.Publish(s); err != nil {
+		t.Fatal(err)
+	}
+	*w.m.slotLen(w.l.slotOff(0)) = uint32(w.l.maxSnapshot) + 64
+	r := testReader(t, w.Path())
+	start := time.Now()
+	_, err := r.Read(1, make([]byte, r.Info().MaxSnapshot))
+	if !errors.Is(err, ErrFormat) || time.Since(start) > 100*time.Millisecond {
+		t.Fatalf("read of a slot with length above the largest snapshot: %v after %v, want ErrFormat at once", err, time.Since(start).Round(time.Millisecond))
+	}
+}
+
+// TestHeartbeatIntervalBounded: a header whose heartbeat interval is 0,
+// negative or above MaxHeartbeatInterval is refused (ErrFormat); before,
+// 10 x MaxInt64 wrapped to a stale limit of a second in Go and overflowed
+// in C++. Create refuses such an interval too.
+func TestHeartbeatIntervalBounded(t *testing.T) {
+	for _, v := range []int64{0, -1, int64(MaxHeartbeatInterval) + 1, math.MaxInt64} {
+		name := corrupt(t, func(b []byte) []byte {
+			binary.LittleEndian.PutUint64(b[offHeartbeatEvery:], uint64(v))
+			return b
+		})
+		if _, err := Open(name); !errors.Is(err, ErrFormat) {
+			t.Errorf("heartbeat interval %d: open %v, want ErrFormat", v, err)
+		}
+	}
+	if w, err := Create(Config{Name: testName(t), Instruments: 1, Depth: 1, HeartbeatInterval: 2 * time.Hour}); err == nil {
+		w.Close()
+		t.Error("Create with a heartbeat interval of 2h succeeded")
+	}
+}
+
+// TestWriterInOtherPidNamespace: a reader in another pid namespace (a
+// container) sees no process under the writer's pid. A live writer, whose
+// heartbeat is fresh, is not dead to it. Before the fix a gone pid alone
+// meant ErrWriterDead.
+func TestWriterInOtherPidNamespace(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("a new pid namespace (CLONE_NEWPID) needs root")
+	}
+	w := testWriter(t, Config{Instruments: 1, Depth: 1, HeartbeatInterval: 50 * time.Millisecond})
+	heartbeats(t, w)
+	time.Sleep(150 * time.Millisecond) // more than two intervals since Create
+	cmd := exec.Command(os.Args[0], "-test.run=^TestPidNamespaceReader$", "-test.count=1")
+	cmd.Env = append(os.Environ(), "FH_PIDNS_READ="+w.Path())
+	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWPID}
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "pid-namespace check: <nil>") {
+		t.Fatalf("reader in another pid namespace, live writer: %v\n%s", err, out)
+	}
+	// The same reader sees a writer that stopped beating as dead: the pid
+	// check still counts once two heartbeats are missed, and the stale
+	// limit regardless.
+	w.Close()
+}
+
+// TestPidNamespaceReader is TestWriterInOtherPidNamespace's reader, run in
+// a new pid namespace; it does nothing otherwise.
+func TestPidNamespaceReader(t *testing.T) {
+	path := os.Getenv("FH_PIDNS_READ")
+	if path == "" {
+		return
+	}
+	r, err := Open(path)
+	if err != nil {
+		fmt.Println("open:", err)
+		os.Exit(1)
+	}
+	if kerr := syscall.Kill(r.l.pid, 0); !errors.Is(kerr, syscall.ESRCH) {
+		fmt.Printf("the writer's pid %d is visible here (%v): not another pid namespace\n", r.l.pid, kerr)
+		os.Exit(1)
+	}
+	fmt.Printf("pid-namespace check: %v\n", r.Check())
+	os.Exit(0)
+}
+
+// TestDeadWriterPidGone: a writer that died (its pid gone) and stopped
+// beating is dead once two heartbeats are missed, before the stale limit.
+func TestDeadWriterPidGone(t *testing.T) {
+	w := testWriter(t, Config{Instruments: 1, Depth: 1, HeartbeatInterval: 50 * time.Millisecond})
+	w.Heartbeat()
+	r, err := OpenWith(w.Path(), OpenOptions{StaleAfter: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	// A pid no process has: the reader's view of a writer that died.
+	r.l.pid = deadPid(t)
+	if err := r.Check(); err != nil {
+		t.Fatalf("fresh heartbeat: %v, want alive (the pid alone does not say)", err)
+	}
+	time.Sleep(150 * time.Millisecond)
+	if err := r.Check(); !errors.Is(err, ErrWriterDead) {
+		t.Fatalf("pid gone, heartbeat 150ms old at 50ms: %v, want ErrWriterDead", err)
+	}
+}
+
+// waitDead waits until r finds its writer, killed, dead: its pid is gone
+// and, a reader cannot tell more from the pid, two heartbeats missed.
+func waitDead(t *testing.T, r *Reader) {
+	t.Helper()
+	var err error
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if err = r.Check(); errors.Is(err, ErrWriterDead) {
+			return
+		}
+	}
+	t.Fatalf("killed writer: %v, want ErrWriterDead within 5 s", err)
+}
