@@ -11,7 +11,8 @@
 Errors (feedhandler_shm.errors, one class per situation, all ShmError):
 NotExistError, PermissionDeniedError, FormatError, LayoutVersionError,
 WriterDeadError, RestartedError, ClosedError, OverrunError,
-UnknownLocateError, NoDataError, BusyError. The contract is docs/SHM.md.
+UnknownLocateError, NoDataError, BusyError, ReaderClosedError (a call on a
+Reader, or its Follower, after Reader.close). The contract is docs/SHM.md.
 """
 
 from .errors import (  # noqa: F401
@@ -23,6 +24,7 @@ from .errors import (  # noqa: F401
     NotExistError,
     OverrunError,
     PermissionDeniedError,
+    ReaderClosedError,
     RestartedError,
     ShmError,
     UnknownLocateError,
@@ -51,5 +53,5 @@ __all__ = [
     "Instrument", "LEVEL_DTYPE", "ORDERED_LOADS", "LAYOUT_VERSION", "decode", "book_entries", "books_json",
     "ShmError", "NotExistError", "PermissionDeniedError", "FormatError", "LayoutVersionError",
     "WriterDeadError", "RestartedError", "ClosedError", "OverrunError", "UnknownLocateError",
-    "NoDataError", "BusyError",
+    "NoDataError", "BusyError", "ReaderClosedError",
 ]

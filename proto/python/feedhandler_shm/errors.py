@@ -70,3 +70,9 @@ class NoDataError(ShmError):
 
 class BusyError(ShmError):
     """A live writer held a slot locked for over a second (Go ErrBusy)."""
+
+
+class ReaderClosedError(ShmError, ValueError):
+    """This Reader was closed (Reader.close): no method reads the file any more
+    (Go: an error wrapping fs.ErrClosed). Not ClosedError, which is the writer's
+    close of the feed."""

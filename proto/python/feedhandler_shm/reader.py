@@ -26,6 +26,7 @@ from .errors import (
     NotExistError,
     OverrunError,
     PermissionDeniedError,
+    ReaderClosedError,
     RestartedError,
     UnknownLocateError,
     WriterDeadError,
@@ -38,6 +39,10 @@ except ImportError:  # pragma: no cover - depends on the machine
 
 # A slot held odd by a live writer longer than this is ErrBusy, as in Go.
 BUSY_TIMEOUT = 1.0
+
+# The largest heartbeat interval a header may promise (ns); a larger one, or
+# 0 or less, is a corrupt header.
+MAX_HEARTBEAT_INTERVAL_NS = 3600 * 10**9
 
 # The seqlock copy is proved correct for x86-64 only (docs/SHM.md, "Why a
 # pure-Python seqlock read is safe on x86-64"): pure Python has no load fence
@@ -262,8 +267,11 @@ def decode(data, version, depth):
 class Reader:
     """One feed file, mapped read-only. Use ``open``/``open_wait`` to make one.
 
-    Methods raise the exceptions of feedhandler_shm.errors. A Reader is not
-    meant for concurrent use by several threads (each thread opens its own).
+    Methods raise the exceptions of feedhandler_shm.errors. After close(),
+    every method but close (and the ``info``/``path`` attributes, which read
+    nothing from the file) raises ReaderClosedError, as do the methods of a
+    Follower made from it. A Reader is not meant for concurrent use by
+    several threads (each thread opens its own).
     """
 
     def __init__(self, path, stale_after=None):
@@ -334,6 +342,7 @@ class Reader:
             or slots % L.CACHE_LINE != 0 or journal % L.CACHE_LINE != 0
             or slots + cap * slot_size > file_size
             or pid <= 0 or pid > L.MAX_PID
+            or hb_every <= 0 or hb_every > MAX_HEARTBEAT_INTERVAL_NS
         )
         if bad:
             raise FormatError("open shm %s: inconsistent header: not a feed file" % path)
@@ -346,13 +355,18 @@ class Reader:
     # -- lifecycle -------------------------------------------------------
 
     def close(self):
-        """Unmap the file. Books already read stay valid (they own their bytes)."""
+        """Unmap the file. Books already read stay valid (they own their bytes);
+        any later call raises ReaderClosedError. Closing again does nothing."""
         if self._mv is not None:
             self._mv.release()
             self._mv = None
         if self._mm is not None:
             self._mm.close()
             self._mm = None
+
+    def _closed_error(self, op):
+        """The error of a call on a closed Reader (Go: wrapping fs.ErrClosed)."""
+        return ReaderClosedError("%s shm %s: reader: file already closed" % (op, self.path))
 
     def __enter__(self):
         return self
@@ -367,12 +381,16 @@ class Reader:
 
     def heartbeat_ns(self):
         """The writer's last heartbeat, Unix ns."""
+        if self._mv is None:
+            raise self._closed_error("heartbeat")
         return L.I64.unpack_from(self._mv, L.OFF_HEARTBEAT)[0]
 
     def check(self):
         """Raise if the writer is not live: RestartedError (a new writer replaced the
         file: close and open again), ClosedError, WriterDeadError (process gone or
         heartbeat older than stale_after). Returns None while it is alive."""
+        if self._mv is None:
+            raise self._closed_error("check")
         try:
             st = os.stat(self.path)
         except OSError:
@@ -385,22 +403,33 @@ class Reader:
     def _writer_gone(self):
         """check without the file's replacement: raise ClosedError or
         WriterDeadError if the writer of the mapped file closed it or died,
-        even when a new writer has replaced the file since."""
+        even when a new writer has replaced the file since.
+
+        The writer's pid not existing here is death only with a heartbeat
+        older than two heartbeat intervals: a live writer in another pid
+        namespace (a container sharing /dev/shm) has a pid this process
+        cannot see, and keeps beating. Otherwise a heartbeat older than
+        stale_after is."""
         if L.U32.unpack_from(self._mv, L.OFF_STATE)[0] == L.STATE_CLOSED:
             raise ClosedError("check shm %s: writer closed the feed" % self.path)
+        pid_gone = False
         try:
             os.kill(self._pid, 0)
         except ProcessLookupError:
-            raise WriterDeadError("check shm %s: pid %d gone: writer is dead" % (self.path, self._pid)) from None
+            pid_gone = True
         except PermissionError:
             pass  # alive, another user's process
-        age = time.time_ns() - self.heartbeat_ns()
+        age = time.time_ns() - L.I64.unpack_from(self._mv, L.OFF_HEARTBEAT)[0]
+        if pid_gone and age > 2 * self._hb_every:
+            raise WriterDeadError("check shm %s: pid %d gone: writer is dead" % (self.path, self._pid))
         if age > self._stale_ns:
             raise WriterDeadError("check shm %s: heartbeat %.3fs old: writer is dead" % (self.path, age / 1e9))
 
     def state(self):
         """The writer's state as (name, message): ("live", ""), or ("restarted" |
         "closed" | "dead", the error message)."""
+        if self._mv is None:
+            raise self._closed_error("state")
         try:
             self.check()
         except RestartedError as e:
@@ -417,6 +446,8 @@ class Reader:
         """Registered instruments in registration order, but for retired slots
         (a locate bound to another symbol since: flags byte 3, bit 0)."""
         mv = self._mv
+        if mv is None:
+            raise self._closed_error("instruments")
         n = min(L.U32.unpack_from(mv, L.OFF_COUNT)[0], self._cap)
         out = []
         for slot in range(n):
@@ -434,6 +465,8 @@ class Reader:
         retirement without a new entry (a rebind that found no slot left)
         keeps the count, so a symbol found is checked against the entry its
         locate is bound to now, as the Go reader does."""
+        if self._mv is None:
+            raise self._closed_error("lookup")
         n = L.U32.unpack_from(self._mv, L.OFF_COUNT)[0]
         if n != self._known:
             self._scan_symbols(n)
@@ -459,6 +492,8 @@ class Reader:
 
     def locates(self):
         """Registered locates, ascending."""
+        if self._mv is None:
+            raise self._closed_error("locates")
         return sorted(i.locate for i in self.instruments())
 
     def _slot_of(self, locate):
@@ -471,6 +506,8 @@ class Reader:
 
     def version(self, locate):
         """How many snapshots of locate were published (0: none, or unknown locate)."""
+        if self._mv is None:
+            raise self._closed_error("version")
         slot = self._slot_of(locate)
         if slot < 0:
             return 0
@@ -483,14 +520,18 @@ class Reader:
 
         The seqlock protocol: load seq (retry while odd), load len, copy len
         bytes, load seq again; equal means no publish overlapped the copy.
-        Raises UnknownLocateError, NoDataError, and, for a slot that stays
-        locked, WriterDeadError / ClosedError (writer died or closed inside a
-        publish) or BusyError (live writer, over a second).
+        Raises UnknownLocateError, NoDataError, FormatError (a published
+        length beyond the file's max_snapshot: the writer stores none), and,
+        for a slot that stays locked, WriterDeadError / ClosedError (writer
+        died or closed inside a publish) or BusyError (live writer, over a
+        second).
         """
+        mv, mm = self._mv, self._mm
+        if mv is None:
+            raise self._closed_error("read")
         slot = self._slot_of(locate)
         if slot < 0:
             raise UnknownLocateError("read shm locate %s: unknown locate" % (locate,))
-        mv, mm = self._mv, self._mm
         base = self._slots + slot * self._slot_size
         data_at = base + L.SLOT_HEADER
         max_snap = self._max_snap
@@ -503,7 +544,10 @@ class Reader:
             s1, n = seq_len(mv, base)
             if s1 == 0:
                 raise NoDataError("read shm locate %d: no snapshot published yet" % locate)
-            if not s1 & 1 and n <= max_snap:
+            if not s1 & 1:
+                if n > max_snap:
+                    raise FormatError("read shm locate %d: snapshot length %d beyond the file's %d: file corrupt"
+                                      % (locate, n, max_snap))
                 data = mm[data_at: data_at + n]
                 if seq_only(mv, base)[0] == s1:
                     return data, s1 >> 1
@@ -541,6 +585,8 @@ class Reader:
             raise FormatError("read shm locate %d: %s" % (locate, e)) from None
 
     def read_symbol(self, symbol):
+        if self._mv is None:
+            raise self._closed_error("read")
         locate = self.lookup(symbol)
         if locate is None:
             raise UnknownLocateError("read shm %r: unknown symbol" % symbol)
@@ -549,6 +595,8 @@ class Reader:
     def books(self):
         """Every registered instrument's latest Book, in locate order; instruments
         with nothing published are left out."""
+        if self._mv is None:
+            raise self._closed_error("read")
         out = []
         for locate in self.locates():
             try:
@@ -573,13 +621,21 @@ class Follower:
     """
 
     def __init__(self, reader):
+        if reader._mv is None:
+            raise reader._closed_error("follow")
         self._r = reader
         self._next = reader._head()
         self.lost = 0
         self.overruns = 0
+        # time.monotonic() of wait's last writer check; None: never checked
+        # (the next wait checks at once). Kept across waits, so that a loop
+        # of waits shorter than check_every still checks every check_every.
+        self._last_check = None
 
     def pending(self):
         """Records published and not yet polled."""
+        if self._r._mv is None:
+            raise self._r._closed_error("pending")
         return self._r._head() - self._next
 
     def _overrun(self, updates):
@@ -600,6 +656,8 @@ class Follower:
         """
         r = self._r
         mv = r._mv
+        if mv is None:
+            raise r._closed_error("poll")
         u64 = L.U64.unpack_from
         jl, mask, journal = r._jl, r._jl - 1, r._journal
         head = u64(mv, L.OFF_HEAD)[0]
@@ -635,20 +693,23 @@ class Follower:
         polls, and checks the writer every ``check_every`` seconds: a dead,
         closed or restarted writer ends the wait with WriterDeadError,
         ClosedError or RestartedError, after the records it published first.
+        The time of the last check is the follower's, not the call's: the
+        first wait that finds nothing checks at once, and a loop of waits
+        shorter than check_every (or of timeout 0) checks every check_every.
         """
         for _ in range(spin):
             out = self.poll(max_records)
             if out:
                 return out
-        start = last_check = time.monotonic()
+        start = time.monotonic()
         yields = 0
         while True:
             out = self.poll(max_records)
             if out:
                 return out
             t = time.monotonic()
-            if t - last_check >= check_every:
-                last_check = t
+            if self._last_check is None or t - self._last_check >= check_every:
+                self._last_check = t
                 try:
                     self._r.check()
                 except (WriterDeadError, ClosedError, RestartedError):

@@ -2,10 +2,13 @@
 missing feed, not a feed, layout version, writer killed, restarted, closed,
 stale heartbeat, permission denied, unknown locate, nothing published."""
 
+import mmap
 import os
 import shutil
 import signal
+import struct
 import subprocess
+import sys
 import tempfile
 import time
 import unittest
@@ -15,12 +18,37 @@ from feedhandler_shm import layout
 
 from . import support
 
+OFF_HEARTBEAT_INTERVAL = 56  # int64 ns (docs/SHM.md, header)
+
+
+def wait_state(test, r, want, timeout=30):
+    """Poll r.state() until it is want; the state, (name, message)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        st = r.state()
+        if st[0] == want:
+            return st
+        test.assertLess(time.monotonic(), deadline, "reader says %s, want %s" % (st, want))
+        time.sleep(0.01)
+
+
+def invisible_pid():
+    """A pid no process of this pid namespace has (os.kill: ESRCH)."""
+    for pid in range(layout.MAX_PID, 1, -1):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return pid
+        except PermissionError:
+            pass
+    raise AssertionError("every pid exists")
+
 
 class LifecycleTest(unittest.TestCase):
     def test_error_classes_are_distinct(self):
         classes = [shm.NotExistError, shm.PermissionDeniedError, shm.FormatError, shm.LayoutVersionError,
                    shm.WriterDeadError, shm.RestartedError, shm.ClosedError, shm.OverrunError,
-                   shm.UnknownLocateError, shm.NoDataError, shm.BusyError]
+                   shm.UnknownLocateError, shm.NoDataError, shm.BusyError, shm.ReaderClosedError]
         for a in classes:
             self.assertTrue(issubclass(a, shm.ShmError))
             for b in classes:
@@ -142,7 +170,12 @@ class LifecycleTest(unittest.TestCase):
                              ("pid 0", lambda b: b.__setitem__(slice(32, 36), bytes(4))),
                              ("pid past the largest", lambda b: b.__setitem__(slice(32, 36), (layout.MAX_PID + 1).to_bytes(4, "little"))),
                              ("pid 2**32-16", lambda b: b.__setitem__(slice(32, 36), (2**32 - 16).to_bytes(4, "little"))),
-                             ("truncated", lambda b: b.__delitem__(slice(len(b) - layout.PAGE_SIZE, None)))]:
+                             ("truncated", lambda b: b.__delitem__(slice(len(b) - layout.PAGE_SIZE, None))),
+                             # The heartbeat interval: 0, negative, over an hour.
+                             ("heartbeat interval 0", lambda b: struct.pack_into("<q", b, OFF_HEARTBEAT_INTERVAL, 0)),
+                             ("heartbeat interval -1", lambda b: struct.pack_into("<q", b, OFF_HEARTBEAT_INTERVAL, -1)),
+                             ("heartbeat interval 1h+1ns",
+                              lambda b: struct.pack_into("<q", b, OFF_HEARTBEAT_INTERVAL, 3600 * 10**9 + 1))]:
             with self.subTest(label):
                 name, b = self._closed_feed_bytes()
                 patch(b)
@@ -150,6 +183,14 @@ class LifecycleTest(unittest.TestCase):
                     f.write(b)
                 with self.assertRaises(shm.FormatError):
                     shm.open(name)
+        # An hour exactly is a valid heartbeat interval.
+        name, b = self._closed_feed_bytes()
+        struct.pack_into("<q", b, OFF_HEARTBEAT_INTERVAL, 3600 * 10**9)
+        with open(name, "wb") as f:
+            f.write(b)
+        with shm.open(name) as r:
+            self.assertEqual(r.info.heartbeat_interval_ns, 3600 * 10**9)
+            self.assertEqual(r.read(1).seq, 9)
 
     def test_writer_killed_then_restarted(self):
         name = support.feed_name(self)
@@ -163,6 +204,9 @@ class LifecycleTest(unittest.TestCase):
         self.assertEqual(r.state(), ("live", ""))
         f = r.follow()
         a.kill()
+        # Dead once its heartbeat is two intervals (100 ms) old: a pid gone
+        # with a fresh heartbeat may be a live writer in another pid namespace.
+        wait_state(self, r, "dead")
         with self.assertRaises(shm.WriterDeadError) as cm:
             r.check()
         self.assertIn("pid %d gone" % a.pid, str(cm.exception))
@@ -224,6 +268,145 @@ class LifecycleTest(unittest.TestCase):
             self.assertLess(time.monotonic(), deadline, "writer beats but reader says %s" % (r.state(),))
             time.sleep(0.01)
         self.assertEqual(r.follow().wait(timeout=0.05, check_every=0), [])
+
+    def test_wait_checks_across_short_waits(self):
+        """The writer check's clock is the follower's: the first wait that
+        finds nothing checks at once, and a loop of waits shorter than
+        check_every (or of timeout 0) still checks every check_every."""
+        name = support.feed_name(self)
+        w = support.control_writer(self, name, instruments=1, depth=1)
+        w.cmd("beat")
+        r = shm.open(name)
+        self.addCleanup(r.close)
+        f = r.follow()
+        self.assertEqual(f.wait(timeout=0), [])  # live: checked, nothing to say
+        w.cmd("close")
+        start = time.monotonic()
+        while True:
+            try:
+                f.wait(timeout=0.02)  # default check_every 0.1 s
+            except shm.ClosedError:
+                break
+            self.assertLess(time.monotonic() - start, 5, "a loop of wait(0.02) never reported the close "
+                            "(state: %s)" % (r.state(),))
+        for label, timeout in (("timeout 0", 0), ("timeout 0.02", 0.02)):
+            with self.subTest(label):
+                with self.assertRaises(shm.ClosedError):
+                    r.follow().wait(timeout=timeout)  # a new follower checks in its first wait
+
+    def test_pid_gone_needs_old_heartbeat(self):
+        """A writer pid this process cannot see (kill: ESRCH) is death only
+        when the heartbeat is also older than two heartbeat intervals: a live
+        writer in another pid namespace keeps beating. With a fresher
+        heartbeat, stale_after decides."""
+        name, b = self._closed_feed_bytes()
+        pid = invisible_pid()
+        struct.pack_into("<I", b, 32, pid)
+        struct.pack_into("<I", b, layout.OFF_STATE, layout.STATE_OPEN)
+        struct.pack_into("<q", b, OFF_HEARTBEAT_INTERVAL, 10**9)  # 1 s: stale after 10 s
+        with open(name, "wb") as f:
+            f.write(b)
+        f = open(name, "r+b")
+        self.addCleanup(f.close)
+        mm = mmap.mmap(f.fileno(), 0)
+        self.addCleanup(mm.close)
+        r = shm.open(name)
+        self.addCleanup(r.close)
+        for age, want in ((0, "live"), (1.5, "live"), (2.5, "dead"), (11, "dead")):
+            with self.subTest(age=age):
+                struct.pack_into("<q", mm, layout.OFF_HEARTBEAT, time.time_ns() - int(age * 1e9))
+                st = r.state()
+                self.assertEqual(st[0], want, st)
+                if want == "dead":
+                    self.assertIn("pid %d gone" % pid, st[1])
+        with self.assertRaises(shm.WriterDeadError):
+            r.check()
+
+    def test_pid_namespace_live_writer(self):
+        """A reader in its own pid namespace (a container sharing /dev/shm)
+        sees a live, beating writer as live, and a killed one as dead."""
+        if os.geteuid() != 0 or shutil.which("unshare") is None:
+            self.skipTest("needs root and unshare(1) to put a reader in its own pid namespace")
+        name = support.feed_name(self)
+        w = support.control_writer(self, name, instruments=1, depth=1)
+        w.cmd("beat")
+        code = ("import sys, time, feedhandler_shm as shm\n"
+                "r = shm.open(sys.argv[1])\n"
+                "print(r.state()[0], flush=True)\n"
+                "sys.stdin.readline()\n"
+                "deadline = time.monotonic() + 30\n"
+                "while r.state()[0] == 'live' and time.monotonic() < deadline:\n"
+                "    time.sleep(0.01)\n"
+                "print(*r.state())\n")
+        p = subprocess.Popen(["unshare", "--pid", "--fork", sys.executable, "-c", code, name],
+                             env=dict(os.environ, PYTHONPATH=support.PYDIR), stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.addCleanup(lambda: p.poll() is None and p.kill())
+        first = p.stdout.readline().strip()
+        w.kill()
+        out, err = p.communicate("go\n", timeout=60)
+        self.assertEqual(p.returncode, 0, err)
+        self.assertEqual(first, "live", err)
+        self.assertTrue(out.startswith("dead "), out)
+        self.assertIn("pid %d gone" % w.pid, out)
+
+    def test_slot_length_beyond_max_snapshot(self):
+        """A slot of even seq whose length exceeds the file's max_snapshot
+        is corrupt (the writer stores no such length): FormatError at once,
+        not a second of spinning and BusyError."""
+        name = support.feed_name(self)
+        w = support.control_writer(self, name, instruments=1, depth=1)
+        w.cmd("register 1 S1")
+        w.cmd("publish 1 5")
+        w.cmd("beat")
+        r = shm.open(name)
+        self.addCleanup(r.close)
+        self.assertEqual(r.read(1).seq, 5)
+        f = open(name, "r+b")
+        self.addCleanup(f.close)
+        mm = mmap.mmap(f.fileno(), 0)
+        self.addCleanup(mm.close)
+        at = r._slots + r._slot_of(1) * r._slot_size + 8  # the slot's len
+        for n in (r.info.max_snapshot + 1, 0xFFFFFFFF):
+            with self.subTest(len=n):
+                layout.U32.pack_into(mm, at, n)
+                start = time.monotonic()
+                for call in (r.read, r.read_bytes):
+                    with self.assertRaises(shm.FormatError) as cm:
+                        call(1)
+                    self.assertIn("locate 1", str(cm.exception))
+                self.assertLess(time.monotonic() - start, 0.5)
+
+    def test_calls_after_close(self):
+        """After close(), every method of the Reader and of its Follower
+        raises ReaderClosedError (Go: an error wrapping fs.ErrClosed), a
+        ShmError and not the writer's ClosedError; close again is a no-op."""
+        name = support.feed_name(self)
+        w = support.control_writer(self, name, instruments=1, depth=1)
+        w.cmd("register 1 A")
+        w.cmd("publish 1 3")
+        w.cmd("beat")
+        r = shm.open(name)
+        f = r.follow()
+        r.close()
+        r.close()
+        calls = [("read", lambda: r.read(1)), ("read_bytes", lambda: r.read_bytes(1)),
+                 ("read_symbol", lambda: r.read_symbol("A")), ("books", r.books), ("check", r.check),
+                 ("state", r.state), ("heartbeat_ns", r.heartbeat_ns), ("instruments", r.instruments),
+                 ("lookup", lambda: r.lookup("A")), ("locates", r.locates), ("version", lambda: r.version(1)),
+                 ("follow", r.follow), ("Follower", lambda: shm.Follower(r)), ("poll", f.poll), ("pending", f.pending),
+                 ("wait", lambda: f.wait(timeout=0)), ("wait spin 0", lambda: f.wait(timeout=0, spin=0))]
+        for label, call in calls:
+            with self.subTest(label):
+                with self.assertRaises(shm.ReaderClosedError) as cm:
+                    call()
+                self.assertIsInstance(cm.exception, shm.ShmError)
+                self.assertNotIsInstance(cm.exception, shm.ClosedError)
+                self.assertIn("%s: reader: file already closed" % name, str(cm.exception))
+        # What reads nothing from the file still answers.
+        self.assertEqual(r.info.writer_pid, w.pid)
+        with r:
+            pass
 
     def test_slot_left_locked(self):
         """A slot whose seqlock stays odd: BusyError while the writer lives
@@ -340,6 +523,8 @@ class LifecycleTest(unittest.TestCase):
         self.assertEqual(live.stdout, '{\n"S1": {"bids": %s, "asks": %s}\n}\n' % (
             levels(want["bids"]), levels(want["asks"])))
         w.kill()
+        with shm.open(name) as r:
+            wait_state(self, r, "dead")  # two heartbeat intervals after the kill
         dead = subprocess.run(cli, cwd=support.PYDIR, capture_output=True, text=True)
         self.assertEqual(dead.returncode, 4, dead.stderr)
         self.assertIn("writer dead", dead.stderr)
