@@ -9,7 +9,7 @@
 //   shm_driver torn NAME [slow] read and follow a writer at full speed, recomputing every
 //                               field from (locate, seq); "stats ..." at the end
 //   shm_driver session NAME     commands on stdin (open, check, read L, follow, poll, wait MS,
-//                               stats, close), one result line each
+//                               waitloop MS FOR_MS CHECK_MS, stats, close), one result line each
 //   shm_driver bench-read NAME N  consistent reads of locate 1: "read median-ns X min-ns Y"
 //   shm_driver latency NAME     publish-to-read latency per journal update until closed
 //   shm_driver noalloc NAME     every reader call, counting operator new: "allocs N"
@@ -441,6 +441,25 @@ int cmd_session(const char* name) {
       std::printf("%s %s n %zu", cmd, fs::error_name(e), n);
       for (size_t i = 0; i < n; i++) std::printf(" %u:%" PRIu64, unsigned(ups[i].locate), ups[i].version);
       std::printf("\n");
+    } else if (c == "waitloop") {
+      // waitloop MS FOR_MS CHECK_MS: wait(MS) with check_every CHECK_MS
+      // (0: the default) again and again, as a caller's loop of short
+      // waits does, until a wait returns records or an error, or FOR_MS
+      // passed (at least one call). The check clock is the follower's.
+      long for_ms = 0, check_ms = 0;
+      std::sscanf(line, "%*s %*d %ld %ld", &for_ms, &check_ms);
+      fs::WaitOptions opt;
+      opt.check_every_ns = check_ms * 1000000;
+      int64_t t0 = fs::detail::monotonic_ns(), deadline = t0 + for_ms * 1000000;
+      size_t n = 0;
+      long calls = 0;
+      Error e;
+      do {
+        calls++;
+        e = f.wait(ups, 1024, n, arg * 1000000, opt);
+      } while (e == Error::Ok && n == 0 && fs::detail::monotonic_ns() < deadline);
+      std::printf("waitloop %s n %zu calls %ld ms %" PRId64 "\n", fs::error_name(e), n, calls,
+                  (fs::detail::monotonic_ns() - t0) / 1000000);
     } else if (c == "stats") {
       std::printf("stats overruns %" PRIu64 " lost %" PRIu64 " pending %" PRIu64 "\n", f.overruns(), f.lost(),
                   f.pending());

@@ -68,7 +68,7 @@ enum class Error : int {
   PermissionDenied,  // the file exists but this user may not read it (EACCES)
   Format,            // not a feed file, truncated or inconsistent
   LayoutVersion,     // the file has another layout version (Reader::found_layout_version)
-  WriterDead,        // the writer's pid is gone or its heartbeat is stale
+  WriterDead,        // the writer's heartbeat is stale, or two intervals old and its pid gone
   Restarted,         // a new writer replaced the file: close, open again, follow again
   Closed,            // the writer closed the feed; the last books stay readable
   Overrun,           // the follower fell more than a journal length behind: rescan
@@ -203,7 +203,8 @@ class View {
 // OpenOptions tune a Reader.
 struct OpenOptions {
   // How old the writer's heartbeat may get before check() reports
-  // WriterDead. Zero: 10 heartbeat intervals, at least one second.
+  // WriterDead. Zero: 10 heartbeat intervals, at least one second. (Two
+  // intervals are enough when the writer's pid is gone as well.)
   int64_t stale_after_ns = 0;
 };
 
@@ -211,7 +212,7 @@ struct OpenOptions {
 struct WaitOptions {
   int spin = 0;               // empty polls before yielding the CPU; 0: 1000
   int64_t sleep_ns = 0;       // sleep between polls once yielding found nothing; 0: 50 µs
-  int64_t check_every_ns = 0; // how often wait checks the writer; 0: 100 ms
+  int64_t check_every_ns = 0; // how often a follower's waits check the writer; 0: 100 ms
 };
 
 class Follower;
@@ -235,6 +236,11 @@ constexpr uint8_t kDirRetired = 1;
 constexpr uint64_t kVersionMask = (uint64_t(1) << 48) - 1;
 constexpr uint64_t kStampBusy = ~uint64_t(0);
 constexpr uint32_t kStateClosed = 1;
+// The largest heartbeat interval a header may promise (the Go writer's
+// MaxHeartbeatInterval, an hour): a file that says more, or 0 or less, is
+// not a feed file, and 10 intervals (the default stale limit) cannot
+// overflow.
+constexpr int64_t kMaxHeartbeatInterval = int64_t(3600) * 1000000000;
 
 constexpr size_t kOffMagic = 0, kOffLayoutVersion = 8, kOffHeaderSize = 12, kOffGeneration = 16,
                  kOffStartTime = 24, kOffWriterPid = 32, kOffSlotSize = 36, kOffCapacity = 40,
@@ -296,6 +302,21 @@ inline int64_t clock_ns(clockid_t c) noexcept {
 }
 inline int64_t realtime_ns() noexcept { return clock_ns(CLOCK_REALTIME); }
 inline int64_t monotonic_ns() noexcept { return clock_ns(CLOCK_MONOTONIC); }
+// sub_sat is a - b, saturated to the int64 range: a heartbeat is whatever
+// the file holds, and a corrupt one (say INT64_MIN) must make an age that
+// is merely huge, not signed overflow (undefined behaviour).
+inline int64_t sub_sat(int64_t a, int64_t b) noexcept {
+  int64_t d;
+  if (__builtin_sub_overflow(a, b, &d)) return b < 0 ? INT64_MAX : INT64_MIN;
+  return d;
+}
+// add_sat is a + b, saturated to the int64 range (a deadline of "now +
+// INT64_MAX" is the end of time, not a wrap into the past).
+inline int64_t add_sat(int64_t a, int64_t b) noexcept {
+  int64_t d;
+  if (__builtin_add_overflow(a, b, &d)) return b < 0 ? INT64_MIN : INT64_MAX;
+  return d;
+}
 inline void sleep_ns(int64_t ns) noexcept {
   struct timespec ts = {time_t(ns / 1000000000), long(ns % 1000000000)};
   while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
@@ -382,7 +403,7 @@ class Reader {
   // until timeout_ns passed.
   Error open_wait(const char* name, int64_t timeout_ns, int64_t poll_ns,
                   const OpenOptions& opt = OpenOptions()) noexcept {
-    int64_t deadline = detail::monotonic_ns() + timeout_ns;
+    int64_t deadline = detail::add_sat(detail::monotonic_ns(), timeout_ns);
     for (;;) {
       Error e = open(name, opt);
       if (e != Error::NotExist || detail::monotonic_ns() > deadline) return e;
@@ -413,8 +434,9 @@ class Reader {
 
   // check reports the writer's state: Ok while alive; Restarted when a new
   // writer replaced the file (close, open again); Closed when it closed the
-  // feed; WriterDead when its process is gone or its heartbeat is older
-  // than the stale limit. Same order of checks as the Go reader.
+  // feed; WriterDead when its heartbeat is older than the stale limit, or
+  // older than two heartbeat intervals with its process gone. Same order of
+  // checks as the Go reader.
   Error check() const noexcept {
     if (mem_ == nullptr) return Error::NotOpen;
     struct stat st;
@@ -475,7 +497,8 @@ class Reader {
   // it. It allocates nothing and throws nothing: the seqlock protocol copies
   // the slot, then re-checks its sequence and retries when a writer was
   // publishing meanwhile. A slot held odd by a dead or closed writer is
-  // WriterDead or Closed; by a live writer for over a second, Busy.
+  // WriterDead or Closed; by a live writer for over a second, Busy. An even
+  // slot with a length above max_snapshot is Format.
   Error read(uint16_t locate, void* buf, size_t len, View& out) const noexcept {
     if (mem_ == nullptr) return Error::NotOpen;
     uint64_t slot;
@@ -494,17 +517,19 @@ class Reader {
       if (s1 == 0) return Error::NoData;
       if ((s1 & 1) == 0) {
         uint32_t n = __atomic_load_n(lenp, __ATOMIC_ACQUIRE);
-        if (n <= info_.max_snapshot) {
-          copy_racy(dst, data, n);
-          load_fence();
-          if (__atomic_load_n(seq, __ATOMIC_ACQUIRE) == s1) {
-            if (!detail::valid_snapshot(dst, n, info_.depth)) return Error::Format;
-            out.snap_ = flatbuffers::GetRoot<bookfb::Snapshot>(dst);
-            out.data_ = dst;
-            out.size_ = n;
-            out.version_ = s1 / 2;
-            return Error::Ok;
-          }
+        // The writer never stores such a length, and an aligned 4-byte
+        // load does not tear: the file is corrupt, and no retry will read
+        // it (retrying would end in Busy or WriterDead a second later).
+        if (n > info_.max_snapshot) return Error::Format;
+        copy_racy(dst, data, n);
+        load_fence();
+        if (__atomic_load_n(seq, __ATOMIC_ACQUIRE) == s1) {
+          if (!detail::valid_snapshot(dst, n, info_.depth)) return Error::Format;
+          out.snap_ = flatbuffers::GetRoot<bookfb::Snapshot>(dst);
+          out.data_ = dst;
+          out.size_ = n;
+          out.version_ = s1 / 2;
+          return Error::Ok;
         }
       }
       // The attempt after the writer was found gone failed too: it left
@@ -549,8 +574,15 @@ class Reader {
   // when a new writer has replaced the file since.
   Error writer_gone() const noexcept {
     if (load_acquire<uint32_t>(detail::kOffState) == detail::kStateClosed) return Error::Closed;
-    if (kill(pid_t(info_.writer_pid), 0) != 0 && errno == ESRCH) return Error::WriterDead;
-    if (detail::realtime_ns() - heartbeat_ns() > stale_ns_) return Error::WriterDead;
+    int64_t age = detail::sub_sat(detail::realtime_ns(), heartbeat_ns());
+    // The pid alone does not say: a reader in another pid namespace (a
+    // container) sees no such process, or another one, under the writer's
+    // pid. Gone and two heartbeats missed is dead, sooner than the stale
+    // limit. (The interval is at most an hour: 2 intervals cannot overflow.)
+    if (age > 2 * info_.heartbeat_interval_ns && kill(pid_t(info_.writer_pid), 0) != 0 && errno == ESRCH) {
+      return Error::WriterDead;
+    }
+    if (age > stale_ns_) return Error::WriterDead;
     return Error::Ok;
   }
 
@@ -622,7 +654,8 @@ class Reader {
     // The writer pid is 1 to Linux's largest (below PID_MAX_LIMIT, 2^22):
     // kill of 0 or a negative pid would signal a process group.
     if (in.writer_pid <= 0 || in.writer_pid >= (int32_t(1) << 22) || capacity == 0 || capacity > kMaxLocates ||
-        depth == 0 || depth > kMaxDepth ||
+        depth == 0 || depth > kMaxDepth || in.heartbeat_interval_ns <= 0 ||
+        in.heartbeat_interval_ns > kMaxHeartbeatInterval ||
         journal_len > (uint64_t(1) << 30) || slot_size > (uint64_t(1) << 20) ||
         max_snapshot < max_snapshot_size(depth) || index > file_size || directory > file_size ||
         journal > file_size || slots > file_size) {
@@ -712,7 +745,10 @@ class Follower {
   // timeout_ns passes (then Ok with n == 0). It spins, yields, then sleeps,
   // and checks the writer every check_every_ns: a dead, closed or restarted
   // writer ends the wait with WriterDead, Closed or Restarted, after the
-  // records published before it stopped were delivered.
+  // records published before it stopped were delivered. The follower's
+  // first wait checks once its spin found nothing; the clock of the checks
+  // runs across calls, so a loop of waits shorter than check_every_ns (or
+  // of 0) still checks every check_every_ns.
   Error wait(Update* dst, size_t cap, size_t& n, int64_t timeout_ns, WaitOptions opt = WaitOptions()) noexcept {
     if (opt.spin <= 0) opt.spin = 1000;
     if (opt.sleep_ns <= 0) opt.sleep_ns = 50000;
@@ -721,13 +757,13 @@ class Follower {
       Error e = poll(dst, cap, n);
       if (n > 0 || e != Error::Ok) return e;
     }
-    int64_t start = detail::monotonic_ns(), last_check = start;
+    int64_t start = detail::monotonic_ns();
     for (int yields = 0;; yields++) {
       Error e = poll(dst, cap, n);
       if (n > 0 || e != Error::Ok) return e;
       int64_t t = detail::monotonic_ns();
-      if (t - last_check >= opt.check_every_ns) {
-        last_check = t;
+      if (last_check_ == 0 || t - last_check_ >= opt.check_every_ns) {
+        last_check_ = t;
         Error c = r_->check();
         if (c != Error::Ok) {
           e = poll(dst, cap, n);
@@ -761,6 +797,11 @@ class Follower {
   uint64_t next_ = 0;
   uint64_t lost_ = 0;
   uint64_t overruns_ = 0;
+  // last_check_ is when wait last checked the writer (monotonic ns; 0:
+  // never, so a check is due). A member, not a local of wait: a clock that
+  // started with each call would never reach check_every in a loop of
+  // shorter waits, and such a loop would never see the writer close or die.
+  int64_t last_check_ = 0;
 };
 
 inline Follower Reader::follow() const noexcept { return Follower(this); }

@@ -1,0 +1,269 @@
+package shm
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/marketfeed/feedhandler/internal/cppbuild"
+)
+
+// Edge cases of the C++ reader (proto/cpp/include/feedhandler/shm_reader.hpp)
+// that an audit found: the writer check of a loop of short waits, a writer
+// in another pid namespace, a slot length above the maximum snapshot, and
+// the heartbeat arithmetic of a corrupt header. The driver is built with
+// AddressSanitizer and UBSan, so signed overflow aborts it (the session
+// then ends and the test fails naming the command).
+//
+// Helpers here start with cppEdge: package shm's test helpers are shared.
+
+// cppEdgeBin builds the session driver with the sanitizers (the flags of
+// TestCppTornReads' asan build, so the cache holds one binary for both).
+func cppEdgeBin(t *testing.T) string {
+	t.Helper()
+	return cppbuild.Build(t, cppDriver, "-O1", "-g", "-fsanitize=address,undefined", "-fno-sanitize-recover=all",
+		"-fno-omit-frame-pointer")
+}
+
+// cppEdgeSetHeartbeat stores a heartbeat age old in w's header, as a writer
+// that last beat then.
+func cppEdgeSetHeartbeat(w *Writer, age time.Duration) {
+	atomic.StoreInt64(w.m.i64(offHeartbeat), time.Now().Add(-age).UnixNano())
+}
+
+// cppEdgeWaitMs is the ms field of a waitloop reply.
+func cppEdgeWaitMs(t *testing.T, reply string) int {
+	t.Helper()
+	f := strings.Fields(reply)
+	if len(f) < 2 || f[len(f)-2] != "ms" {
+		t.Fatalf("waitloop reply %q", reply)
+	}
+	ms, err := strconv.Atoi(f[len(f)-1])
+	if err != nil {
+		t.Fatalf("waitloop reply %q: %v", reply, err)
+	}
+	return ms
+}
+
+// TestCppEdgeWaitChecksAcrossCalls: the follower's writer checks run on a
+// clock of the follower, not of each wait call. Before, every wait started
+// its own clock and checked only after check_every within that call: a
+// loop of waits shorter than check_every (or of 0) never checked, and
+// never reported a closed writer.
+func TestCppEdgeWaitChecksAcrossCalls(t *testing.T) {
+	bin := cppEdgeBin(t)
+
+	// The first wait of a follower checks at once (once its spin found
+	// nothing), whatever its timeout.
+	t.Run("first wait", func(t *testing.T) {
+		w := testWriter(t, Config{Instruments: 1, Depth: 1})
+		w.Close()
+		s := startSession(t, bin, w.Path())
+		s.expect("open", "open Ok")
+		s.expect("follow", "follow Ok")
+		s.expect("waitloop 0 0 0", "waitloop ErrClosed n 0 calls 1 ")
+	})
+
+	// A loop of 20 ms waits, default check_every (100 ms), sees the close
+	// within about check_every.
+	t.Run("short waits", func(t *testing.T) {
+		w := testWriter(t, Config{Instruments: 1, Depth: 1, HeartbeatInterval: 2 * time.Second})
+		s := startSession(t, bin, w.Path())
+		s.expect("open", "open Ok")
+		s.expect("follow", "follow Ok")
+		s.expect("waitloop 20 100 0", "waitloop Ok n 0 ")
+		w.Close()
+		got := s.expect("waitloop 20 3000 0", "waitloop ErrClosed n 0 ")
+		t.Log(got)
+	})
+
+	// The checks are due every check_every across calls, not on every
+	// call: after the first wait checked, waits within check_every do not
+	// see the close; the first wait after it does.
+	t.Run("every check_every", func(t *testing.T) {
+		w := testWriter(t, Config{Instruments: 1, Depth: 1, HeartbeatInterval: 2 * time.Second})
+		s := startSession(t, bin, w.Path())
+		s.expect("open", "open Ok")
+		s.expect("follow", "follow Ok")
+		s.expect("waitloop 0 0 1500", "waitloop Ok n 0 calls 1 ")
+		w.Close()
+		s.expect("waitloop 0 200 1500", "waitloop Ok n 0 ")
+		got := s.expect("waitloop 0 5000 1500", "waitloop ErrClosed n 0 ")
+		if ms := cppEdgeWaitMs(t, got); ms > 1500 {
+			t.Errorf("close seen %d ms into the last loop, want within check_every (1500 ms) of the first check: %s", ms, got)
+		}
+	})
+}
+
+// TestCppEdgeDeadPidFreshHeartbeat: a pid that is gone (kill ESRCH) means a
+// dead writer only once its heartbeat is also older than two intervals;
+// before that the heartbeat's stale limit decides (a reader in another pid
+// namespace sees no process under a live writer's pid). The same rule
+// holds for a slot a writer left odd: held by a writer that still beats,
+// it is Busy, not WriterDead. Before, ESRCH alone was WriterDead.
+func TestCppEdgeDeadPidFreshHeartbeat(t *testing.T) {
+	bin := cppEdgeBin(t)
+	// Interval 2s: two intervals 4s, the stale limit 20s.
+	w := testWriter(t, Config{Instruments: 1, Depth: 1, HeartbeatInterval: 2 * time.Second})
+	w.Register(1, "A")
+	snap := newSnapshot(1)
+	fillSnapshot(snap, 1, 1, 1)
+	if err := w.Publish(snap); err != nil {
+		t.Fatal(err)
+	}
+	*w.m.u32(offWriterPid) = uint32(deadPid(t))
+	cppEdgeSetHeartbeat(w, 0)
+	s := startSession(t, bin, w.Path())
+	s.expect("open", "open Ok")
+	s.expect("check", "check Ok")
+	s.expect("follow", "follow Ok")
+	s.expect("wait 1", "wait Ok n 0")
+	cppEdgeSetHeartbeat(w, 3*time.Second) // 1.5 intervals
+	s.expect("check", "check Ok")
+	cppEdgeSetHeartbeat(w, 5*time.Second) // 2.5 intervals, pid gone
+	s.expect("check", "check ErrWriterDead")
+	s.expect("wait 1", "wait ErrWriterDead n 0")
+	cppEdgeSetHeartbeat(w, 0)
+	s.expect("check", "check Ok")
+
+	// The slot held odd (inside a publish): read's slow path asks the same.
+	seq := w.m.slotSeq(w.l.slotOff(0))
+	atomic.StoreUint64(seq, atomic.LoadUint64(seq)|1)
+	s.expect("read 1", "read ErrBusy")
+	cppEdgeSetHeartbeat(w, 5*time.Second)
+	s.expect("read 1", "read ErrWriterDead")
+}
+
+// TestCppEdgePidNamespace: a C++ reader in its own pid namespace (as in a
+// container) sees no process under the writer's pid. A live writer that
+// beats is alive all the same; one that stopped beating for two intervals
+// is dead (its pid is gone, as far as this reader can tell). Before,
+// check() said WriterDead at once.
+func TestCppEdgePidNamespace(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: the C++ reader runs in a new pid namespace (CLONE_NEWPID)")
+	}
+	newPid := &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWPID}
+	probe := exec.Command("true")
+	probe.SysProcAttr = newPid
+	if err := probe.Run(); err != nil {
+		t.Skipf("cannot create a pid namespace here (CLONE_NEWPID): %v", err)
+	}
+	bin := cppEdgeBin(t)
+	w := testWriter(t, Config{Instruments: 1, Depth: 1, HeartbeatInterval: 2 * time.Second})
+	cppEdgeSetHeartbeat(w, 0)
+	cmd := exec.Command(bin, "session", w.Path())
+	cmd.Env = append(os.Environ(), "FH_CPP_DRIVER=session in a new pid namespace")
+	cmd.SysProcAttr = newPid
+	s := &session{t: t, c: startCmd(t, cmd)}
+	s.expect("open", fmt.Sprintf("open Ok pid %d ", os.Getpid()))
+	s.expect("check", "check Ok")
+	s.expect("follow", "follow Ok")
+	s.expect("wait 1", "wait Ok n 0")
+	cppEdgeSetHeartbeat(w, 5*time.Second) // 2.5 intervals
+	s.expect("check", "check ErrWriterDead")
+	cppEdgeSetHeartbeat(w, 0)
+	s.expect("check", "check Ok")
+}
+
+// TestCppEdgeCorruptLen: a slot whose sequence is even and whose length is
+// above max_snapshot is corrupt (the writer never stores such a length,
+// and the aligned 4-byte load cannot tear): read says Format at once.
+// Before, it retried for a second and said Busy.
+func TestCppEdgeCorruptLen(t *testing.T) {
+	bin := cppEdgeBin(t)
+	w := testWriter(t, Config{Instruments: 1, Depth: 1, HeartbeatInterval: 2 * time.Second})
+	w.Register(1, "A")
+	snap := newSnapshot(1)
+	fillSnapshot(snap, 1, 1, 1)
+	if err := w.Publish(snap); err != nil {
+		t.Fatal(err)
+	}
+	s := startSession(t, bin, w.Path())
+	s.expect("open", "open Ok")
+	s.expect("read 1", "read Ok seq 1 version 1")
+	lenp := w.m.slotLen(w.l.slotOff(0))
+	good := atomic.LoadUint32(lenp)
+	for _, n := range []uint32{uint32(w.l.maxSnapshot) + 1, uint32(w.l.maxSnapshot) + 64, math.MaxUint32} {
+		atomic.StoreUint32(lenp, n)
+		start := time.Now()
+		s.expect("read 1", "read ErrFormat")
+		if d := time.Since(start); d > 500*time.Millisecond {
+			t.Errorf("read of length %d (max %d) took %v: it must not retry", n, w.l.maxSnapshot, d)
+		}
+	}
+	atomic.StoreUint32(lenp, good)
+	s.expect("read 1", "read Ok seq 1 version 1")
+}
+
+// TestCppEdgeHeartbeatBounds: the header's heartbeat interval must be above
+// 0 and at most an hour, or open says Format; and no heartbeat value, however
+// corrupt, makes the age arithmetic overflow (UBSan aborts the driver on
+// signed overflow). Before, an interval of MaxInt64 overflowed 10
+// intervals at open, and a heartbeat of MinInt64 overflowed now - heartbeat.
+func TestCppEdgeHeartbeatBounds(t *testing.T) {
+	bin := cppEdgeBin(t)
+	const hour = int64(time.Hour)
+	// A header as a live writer of this process left it, interval every.
+	header := func(every int64) string {
+		return corrupt(t, func(b []byte) []byte {
+			binary.LittleEndian.PutUint64(b[offHeartbeatEvery:], uint64(every))
+			binary.LittleEndian.PutUint32(b[offState:], stateOpen)
+			binary.LittleEndian.PutUint32(b[offWriterPid:], uint32(os.Getpid()))
+			binary.LittleEndian.PutUint64(b[offHeartbeat:], uint64(time.Now().UnixNano()))
+			return b
+		})
+	}
+	for _, every := range []int64{0, -1, -hour, hour + 1, math.MaxInt64, math.MinInt64} {
+		s := startSession(t, bin, header(every))
+		s.expect("open", "open ErrFormat")
+	}
+	for _, every := range []int64{1, hour} {
+		s := startSession(t, bin, header(every))
+		s.expect("open", "open Ok")
+		s.expect("check", "check Ok")
+	}
+
+	// Corrupt heartbeats under a live writer (this process) and a
+	// one-hour interval: the oldest possible one is stale, one in the
+	// far future is not (an age below zero).
+	w := testWriter(t, Config{Instruments: 1, Depth: 1, HeartbeatInterval: time.Hour})
+	w.Register(1, "A")
+	snap := newSnapshot(1)
+	fillSnapshot(snap, 1, 1, 1)
+	if err := w.Publish(snap); err != nil {
+		t.Fatal(err)
+	}
+	s := startSession(t, bin, w.Path())
+	s.expect("open", "open Ok")
+	for _, tc := range []struct {
+		beat int64
+		want string
+	}{
+		{math.MinInt64, "check ErrWriterDead"},
+		{math.MinInt64 + 1, "check ErrWriterDead"},
+		{-1, "check ErrWriterDead"},
+		{math.MaxInt64, "check Ok"},
+	} {
+		atomic.StoreInt64(w.m.i64(offHeartbeat), tc.beat)
+		if got := s.do("check"); got != tc.want {
+			t.Errorf("heartbeat %d: C++ %q, want %q", tc.beat, got, tc.want)
+		}
+	}
+	// read's slow path computes the age too: a slot held odd, the
+	// heartbeat MinInt64.
+	atomic.StoreInt64(w.m.i64(offHeartbeat), math.MinInt64)
+	seq := w.m.slotSeq(w.l.slotOff(0))
+	atomic.StoreUint64(seq, atomic.LoadUint64(seq)|1)
+	s.expect("read 1", "read ErrWriterDead")
+	atomic.StoreUint64(seq, atomic.LoadUint64(seq)+1)
+	cppEdgeSetHeartbeat(w, 0)
+}
