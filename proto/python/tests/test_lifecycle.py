@@ -370,12 +370,10 @@ class LifecycleTest(unittest.TestCase):
         for n in (r.info.max_snapshot + 1, 0xFFFFFFFF):
             with self.subTest(len=n):
                 layout.U32.pack_into(mm, at, n)
-                start = time.monotonic()
-                for call in (r.read, r.read_bytes):
+                for call in (r.read, r.read_bytes):  # before the fix: BusyError after 1 s
                     with self.assertRaises(shm.FormatError) as cm:
                         call(1)
                     self.assertIn("locate 1", str(cm.exception))
-                self.assertLess(time.monotonic() - start, 0.5)
 
     def test_calls_after_close(self):
         """After close(), every method of the Reader and of its Follower
