@@ -232,18 +232,8 @@ func (p *Publisher) flush(chunk int) {
 		return
 	}
 	if r := p.books.LocatesReassigned(); r != p.reassigned {
-		// A Stock Directory message gave a known locate another symbol
-		// (book.Books.Announce emptied its book); it made its locate
-		// dirty. Every locate of the batch binds again: Rebind keeps the
-		// slot of one whose symbol is the same, and retires the old
-		// symbol's slot of one whose symbol changed, so that no reader of
-		// the old symbol reads the new one's book. Rare: once per
-		// reassigning batch.
 		p.reassigned = r
-		for _, loc := range p.dirty {
-			st := &p.locs[loc]
-			st.slot, st.refused = shm.Slot{}, 0
-		}
+		p.unbindReassigned()
 	}
 	// What every snapshot of the batch shares is read once per batch, not
 	// per book: one clock read (the batch's publish time), the system
@@ -299,6 +289,45 @@ func (p *Publisher) publish(b *book.Book, loc uint16, st *locState, flags bookfb
 	b.Top(bookLevels(tx.Bids), bookLevels(tx.Asks))
 	p.w.Commit(tx)
 	p.Published++
+}
+
+// unbindReassigned follows a Stock Directory message that gave a known
+// locate another symbol (book.Books.Announce emptied its book and made the
+// locate dirty): no reader of the old symbol may read the new one's book.
+// Rare (a session change met unseen), so it is thorough rather than quick:
+//   - every dirty locate whose binding names another symbol than its book
+//     is unbound first, all of them before any binds again, so that two
+//     locates that swapped symbols in the batch each find their new symbol
+//     free (a Rebind does not retire what it replaces when it is refused);
+//   - every dirty locate binds again at its publish (Rebind keeps the slot
+//     of an unchanged symbol);
+//   - locates refused as duplicates earlier in the epoch are asked again
+//     and republished: the symbol that stood in their way may be retired
+//     now (a swap across batches).
+func (p *Publisher) unbindReassigned() {
+	for _, loc := range p.dirty {
+		st := &p.locs[loc]
+		if b := p.books.Book(loc); b != nil {
+			switch retired, err := p.w.Unbind(loc, b.Name(), p.epoch); {
+			case err != nil:
+				p.Errors++
+			case retired:
+				p.Rebound++
+			}
+		}
+		st.slot, st.refused = shm.Slot{}, 0
+	}
+	for i := range p.locs {
+		st := &p.locs[i]
+		if st.refused != refusedDuplicate {
+			continue
+		}
+		st.refused = 0
+		if !st.dirty {
+			st.dirty = true
+			p.dirty = append(p.dirty, uint16(i))
+		}
+	}
 }
 
 // bookFlags returns the snapshot flags that book b's own state sets.

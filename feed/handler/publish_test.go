@@ -605,3 +605,62 @@ func TestRegSHOFlags(t *testing.T) {
 		}
 	}
 }
+
+// TestLocateSwap: two known locates swap symbols, in one batch and across
+// two batches (a new day's directory met unseen). Each symbol ends at its
+// new locate with its new book only; neither old book stays readable.
+// Before the fix each Rebind was refused as a duplicate (its symbol still
+// bound to the other locate in the same epoch), nothing was retired, and
+// both locates stopped publishing: readers kept the pre-swap books.
+func TestLocateSwap(t *testing.T) {
+	for _, batches := range []int{1, 2} {
+		t.Run(fmt.Sprintf("%d batches", batches), func(t *testing.T) {
+			w, r := shmFeed(t, shm.Config{Instruments: 8, Depth: 2, SingleWriter: true})
+			bs, err := book.New(book.Config{MaxOrders: 64, MaxLocates: 16, MaxLevels: 64})
+			if err != nil {
+				t.Fatal(err)
+			}
+			p := NewPublisher(w, bs, 2)
+			p.BooksReset()
+			seq := uint64(0)
+			apply := func(e itch.Encoder) {
+				seq++
+				loc, changed := bs.Apply(itch.Msg(e.Append(nil)))
+				p.Applied(loc, changed, seq, int64(seq))
+			}
+			h := func(loc uint16) itch.Header { return itch.Header{Locate: loc, Timestamp: 34200_000_000_000} }
+			aapl, msft := itch.NewSymbol("AAPL"), itch.NewSymbol("MSFT")
+			apply(&itch.StockDirectoryFields{Header: h(7), Stock: aapl})
+			apply(&itch.StockDirectoryFields{Header: h(8), Stock: msft})
+			apply(&itch.AddOrderFields{Header: h(7), OrderRef: 1, Side: 'B', Shares: 100, Stock: aapl, Price: 1000000})
+			apply(&itch.AddOrderFields{Header: h(8), OrderRef: 2, Side: 'B', Shares: 100, Stock: msft, Price: 2000000})
+			p.Flush()
+			apply(&itch.StockDirectoryFields{Header: h(7), Stock: msft})
+			if batches == 2 {
+				p.Flush()
+			}
+			apply(&itch.StockDirectoryFields{Header: h(8), Stock: aapl})
+			apply(&itch.AddOrderFields{Header: h(8), OrderRef: 3, Side: 'S', Shares: 5, Stock: aapl, Price: 1000500})
+			p.Flush()
+			buf := make([]byte, r.Info().MaxSnapshot)
+			for _, c := range []struct {
+				sym        string
+				loc        uint16
+				bids, asks int
+			}{{"AAPL", 8, 0, 1}, {"MSFT", 7, 0, 0}} {
+				loc, ok := r.Lookup(c.sym)
+				if !ok || loc != c.loc {
+					t.Errorf("%s at locate %d (found %v), want %d", c.sym, loc, ok, c.loc)
+					continue
+				}
+				v, err := r.ReadSymbol(c.sym, buf)
+				if err != nil || v.BidLevels() != uint32(c.bids) || v.AskLevels() != uint32(c.asks) {
+					t.Errorf("%s: %v, %d bid and %d ask levels, want %d and %d", c.sym, err, v.BidLevels(), v.AskLevels(), c.bids, c.asks)
+				}
+			}
+			if p.Errors != 0 {
+				t.Errorf("%d publish errors", p.Errors)
+			}
+		})
+	}
+}

@@ -724,13 +724,19 @@ func (r *xdpRx) Stats() Stats {
 
 // readKernelCounters refreshes lastProg and lastSock from the programs and
 // sockets, keeping the last good reading of any that fails. After Close it
-// reads nothing: the readings taken before it stand.
+// reads nothing: the readings Close took last stand.
 func (r *xdpRx) readKernelCounters() {
 	r.life.RLock()
 	defer r.life.RUnlock()
 	if r.closed.Load() {
 		return
 	}
+	r.refreshKernelCounters()
+}
+
+// refreshKernelCounters is readKernelCounters under r.life, held by the
+// caller (read by Stats, or written by Close before the teardown).
+func (r *xdpRx) refreshKernelCounters() {
 	r.statsMu.Lock()
 	defer r.statsMu.Unlock()
 	for i, x := range r.ifaces {
@@ -791,6 +797,9 @@ func (r *xdpRx) Close() error {
 	defer r.mu.Unlock()
 	r.life.Lock()
 	defer r.life.Unlock()
+	// The last readings: what came since the last Stats is in the final
+	// stats too.
+	r.refreshKernelCounters()
 	if err := r.teardown(); err != nil {
 		return fmt.Errorf("close xdp backend: %w", err)
 	}

@@ -115,29 +115,7 @@ func TestXDPChecksums(t *testing.T) {
 // fails keeps the last good reading (and counts the failure), and Stats
 // after Close keeps the readings taken before it, so no sum goes back.
 func TestXDPStatsNeverGoBack(t *testing.T) {
-	lab := xdpNewLab(t, netlab.Options{})
-	good, badUDP, _, last := checksumFrames(lab)
-	raw := xdpNewRawSender(t, lab)
-	cfg := Config{PollTimeout: 20 * time.Millisecond, Log: zerolog.Nop(),
-		Lines: []LineConfig{{Name: "A", Interface: lab.DstIf, Group: xdpTestGroup, Port: xdpTestPort}}}
-	r := xdpOpen(t, lab, cfg)
-	defer r.Close()
-	for _, f := range [][]byte{good, badUDP, last} {
-		raw.send(t, f)
-	}
-	buf := make([]Packet, 8)
-	got := 0
-	for deadline := time.Now().Add(5 * time.Second); got < 2 && time.Now().Before(deadline); {
-		n, err := r.Receive(buf)
-		if err != nil {
-			t.Fatal(err)
-		}
-		got += n
-		r.Release(buf[:n])
-	}
-	if got != 2 {
-		t.Fatalf("received %d datagrams, want 2", got)
-	}
+	r := xdpThreeFrames(t)
 	before := r.Stats()
 	if v := before.Extra.Get("xdp_redirected"); v != 3 {
 		t.Fatalf("xdp_redirected %d before, want 3", v)
@@ -170,4 +148,49 @@ func TestXDPStatsNeverGoBack(t *testing.T) {
 		t.Logf("close after the program's: %v", err)
 	}
 	check("after Close", r.Stats(), true)
+}
+
+// TestXDPStatsFinalReading: Close reads the kernel counters one last time,
+// so what came since the last Stats is in the final stats. Before, a
+// receiver whose Stats never ran before Close reported none of it.
+func TestXDPStatsFinalReading(t *testing.T) {
+	r := xdpThreeFrames(t)
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if v := r.Stats().Extra.Get("xdp_redirected"); v != 3 {
+		t.Fatalf("after Close: xdp_redirected %d, want the 3 frames redirected", v)
+	}
+}
+
+// xdpThreeFrames opens the xdp backend on a lab line, sends it a good
+// frame, one with a bad UDP checksum and another good one (three
+// redirected by the program), and receives the two good ones; it has not
+// called Stats.
+func xdpThreeFrames(t *testing.T) Receiver {
+	t.Helper()
+	lab := xdpNewLab(t, netlab.Options{})
+	good, badUDP, _, last := checksumFrames(lab)
+	raw := xdpNewRawSender(t, lab)
+	cfg := Config{PollTimeout: 20 * time.Millisecond, Log: zerolog.Nop(),
+		Lines: []LineConfig{{Name: "A", Interface: lab.DstIf, Group: xdpTestGroup, Port: xdpTestPort}}}
+	r := xdpOpen(t, lab, cfg)
+	t.Cleanup(func() { r.Close() })
+	for _, f := range [][]byte{good, badUDP, last} {
+		raw.send(t, f)
+	}
+	buf := make([]Packet, 8)
+	got := 0
+	for deadline := time.Now().Add(5 * time.Second); got < 2 && time.Now().Before(deadline); {
+		n, err := r.Receive(buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got += n
+		r.Release(buf[:n])
+	}
+	if got != 2 {
+		t.Fatalf("received %d datagrams, want 2", got)
+	}
+	return r
 }

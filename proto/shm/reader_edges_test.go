@@ -37,16 +37,20 @@ func heartbeats(t *testing.T, w *Writer) {
 
 // TestWaitShortTimeoutsCheckWriter: a follower that waits in a loop with
 // a timeout shorter than CheckEvery (or 0) still learns that the writer
-// closed the feed. Before the fix each Wait started its own check clock,
-// so such a loop saw only timeouts, for ever.
+// closed the feed, after a first Wait that checked a live writer: the
+// check comes due across calls. Before the fix each Wait started its own
+// check clock, so such a loop saw only timeouts, for ever.
 func TestWaitShortTimeoutsCheckWriter(t *testing.T) {
 	for _, timeout := range []time.Duration{0, 20 * time.Millisecond} {
 		t.Run(timeout.String(), func(t *testing.T) {
 			w := testWriter(t, Config{Instruments: 1, Depth: 1})
 			r := testReader(t, w.Path())
 			f := r.Follow()
-			w.Close()
 			dst := make([]Update, 16)
+			if _, err := f.Wait(dst, 0, WaitOptions{CheckEvery: 50 * time.Millisecond}); err != nil {
+				t.Fatalf("first Wait, live writer: %v", err)
+			}
+			w.Close()
 			for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); {
 				_, err := f.Wait(dst, timeout, WaitOptions{CheckEvery: 50 * time.Millisecond})
 				if errors.Is(err, ErrClosed) {
@@ -103,9 +107,10 @@ func TestWriterInOtherPidNamespace(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("a new pid namespace (CLONE_NEWPID) needs root")
 	}
-	w := testWriter(t, Config{Instruments: 1, Depth: 1, HeartbeatInterval: 50 * time.Millisecond})
+	// Beats every 50 ms against an interval of a second: no scheduling
+	// delay of this test makes the heartbeat look old.
+	w := testWriter(t, Config{Instruments: 1, Depth: 1, HeartbeatInterval: time.Second})
 	heartbeats(t, w)
-	time.Sleep(150 * time.Millisecond) // more than two intervals since Create
 	cmd := exec.Command(os.Args[0], "-test.run=^TestPidNamespaceReader$", "-test.count=1")
 	cmd.Env = append(os.Environ(), "FH_PIDNS_READ="+w.Path())
 	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWPID}
@@ -113,15 +118,31 @@ func TestWriterInOtherPidNamespace(t *testing.T) {
 	if err != nil || !strings.Contains(string(out), "pid-namespace check: <nil>") {
 		t.Fatalf("reader in another pid namespace, live writer: %v\n%s", err, out)
 	}
-	// The same reader sees a writer that stopped beating as dead: the pid
-	// check still counts once two heartbeats are missed, and the stale
-	// limit regardless.
-	w.Close()
+	// A writer started there must not take the live writer's file.
+	cmd = exec.Command(os.Args[0], "-test.run=^TestPidNamespaceReader$", "-test.count=1")
+	cmd.Env = append(os.Environ(), "FH_PIDNS_CREATE="+w.Path())
+	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWPID}
+	out, err = cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "pid-namespace create: in use") {
+		t.Fatalf("writer in another pid namespace over a live writer's file: %v\n%s", err, out)
+	}
 }
 
 // TestPidNamespaceReader is TestWriterInOtherPidNamespace's reader, run in
 // a new pid namespace; it does nothing otherwise.
 func TestPidNamespaceReader(t *testing.T) {
+	if path := os.Getenv("FH_PIDNS_CREATE"); path != "" {
+		w, err := Create(Config{Name: path, Instruments: 1, Depth: 1})
+		if errors.Is(err, ErrInUse) {
+			fmt.Println("pid-namespace create: in use:", err)
+		} else {
+			fmt.Println("pid-namespace create:", err)
+			if w != nil {
+				w.Close()
+			}
+		}
+		os.Exit(0)
+	}
 	path := os.Getenv("FH_PIDNS_READ")
 	if path == "" {
 		return
@@ -151,6 +172,7 @@ func TestDeadWriterPidGone(t *testing.T) {
 	defer r.Close()
 	// A pid no process has: the reader's view of a writer that died.
 	r.l.pid = deadPid(t)
+	w.Heartbeat()
 	if err := r.Check(); err != nil {
 		t.Fatalf("fresh heartbeat: %v, want alive (the pid alone does not say)", err)
 	}
@@ -187,4 +209,22 @@ func publishedWriter(t *testing.T, cfg Config) *Writer {
 		t.Fatal(err)
 	}
 	return w
+}
+
+// TestCreateOverKilledWriter: a writer killed and started again at once
+// (its heartbeat still fresh, its pid gone) takes the file over: Create
+// watches the heartbeat, which no longer beats. Before, the new rule of
+// the readers (a gone pid is dead only with two heartbeats missed) made
+// Create refuse it (ErrInUse) for two intervals.
+func TestCreateOverKilledWriter(t *testing.T) {
+	name := testName(t)
+	a := startChild(t, "hold", name)
+	a.waitLine(t, "ready")
+	a.cmd.Process.Kill()
+	a.cmd.Wait()
+	w, err := Create(Config{Name: name, Instruments: 1, Depth: 1})
+	if err != nil {
+		t.Fatalf("create over a killed writer's file: %v", err)
+	}
+	w.Close()
 }

@@ -3,6 +3,7 @@ package shm
 import (
 	"fmt"
 	"strings"
+	"sync/atomic"
 )
 
 // dirRetired, in a directory entry's flags byte (offset 3), marks a slot
@@ -80,4 +81,32 @@ func (w *Writer) Rebind(locate uint16, symbol string, epoch uint64) (sl Slot, re
 		return Slot{}, retired, fmt.Errorf("rebind locate %d %q at epoch %d: %w", locate, strings.Clone(sym), epoch, err)
 	}
 	return sl, retired, nil
+}
+
+// Unbind retires locate's binding when it names a symbol other than
+// symbol, at an epoch not after epoch (a later one is another caller's,
+// ahead of this one: kept). It reports whether it retired one. A caller
+// whose locate was re-assigned to another symbol within an epoch (a
+// session change met unseen) unbinds first, so that the old symbol is free
+// for the locate that takes it next: when two locates swap symbols, each
+// Rebind would otherwise find its symbol still bound to the other locate
+// in the same epoch (ErrDuplicateSymbol).
+func (w *Writer) Unbind(locate uint16, symbol string, epoch uint64) (bool, error) {
+	sym := trimSymbol(symbol)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.closed.Load() {
+		return false, fmt.Errorf("unbind locate %d: %w", locate, ErrClosed)
+	}
+	v := atomic.LoadUint32(w.m.indexEntry(&w.l, locate))
+	if v == 0 {
+		return false, nil
+	}
+	bound := uint64(v - 1)
+	boundSym := dirSymbol(w.m.dirEntry(&w.l, bound))
+	if string(boundSym) == sym || w.epochs[bound] > epoch {
+		return false, nil
+	}
+	w.retire(bound, keyOf(boundSym))
+	return true, nil
 }

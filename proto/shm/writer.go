@@ -328,8 +328,25 @@ func checkOwner(path string) error {
 	if r.l.pid == os.Getpid() {
 		return nil
 	}
-	if err := r.Check(); err == nil {
+	if err := r.Check(); err != nil {
+		return nil // closed, dead, or replaced since
+	}
+	if err := unix.Kill(r.l.pid, 0); !errors.Is(err, syscall.ESRCH) {
 		return fmt.Errorf("writer pid %d: %w", r.l.pid, ErrInUse)
+	}
+	// The pid is gone here but the heartbeat is fresh: a writer that died
+	// within the last two intervals (a restart right after a crash), or a
+	// live one in another pid namespace. A live one beats: watch the
+	// heartbeat for two intervals and a half, at most a second (beyond
+	// that the pid decides, as it did for every interval before readers
+	// learned to doubt it).
+	every := time.Duration(r.l.heartbeatEvery)
+	beat := r.Heartbeat()
+	for deadline := time.Now().Add(min(every*5/2, time.Second)); time.Now().Before(deadline); {
+		time.Sleep(min(max(every/10, time.Millisecond), 10*time.Millisecond))
+		if !r.Heartbeat().Equal(beat) {
+			return fmt.Errorf("writer pid %d (not visible from here) beats: %w", r.l.pid, ErrInUse)
+		}
 	}
 	return nil
 }
