@@ -498,16 +498,25 @@ func TestTradingState(t *testing.T) {
 }
 
 // TestStaleTemp: a writer that died inside Create left its temporary file;
-// the next Create removes it, and leaves a live process's alone.
+// the next Create removes it, and leaves a live process's alone, and a
+// fresh one whose pid is not visible here (a writer inside its Create in
+// another pid namespace; before the fix it was removed).
 func TestStaleTemp(t *testing.T) {
 	name := testName(t)
 	dead := filepath.Join(Dir, tempPrefix(name)+"999999999.abc")
 	live := filepath.Join(Dir, tempPrefix(name)+strconv.Itoa(os.Getpid())+".abc")
-	for _, f := range []string{dead, live} {
+	elsewhere := filepath.Join(Dir, tempPrefix(name)+"999999998.abc")
+	for _, f := range []string{dead, live, elsewhere} {
 		if err := os.WriteFile(f, []byte("partial"), 0o644); err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { os.Remove(f) })
+	}
+	old := time.Now().Add(-2 * staleTempAge)
+	for _, f := range []string{dead, live} {
+		if err := os.Chtimes(f, old, old); err != nil {
+			t.Fatal(err)
+		}
 	}
 	testWriter(t, Config{Name: name, Instruments: 1, Depth: 1})
 	if _, err := os.Stat(dead); !errors.Is(err, os.ErrNotExist) {
@@ -515,6 +524,9 @@ func TestStaleTemp(t *testing.T) {
 	}
 	if _, err := os.Stat(live); err != nil {
 		t.Errorf("live writer's temporary file: %v", err)
+	}
+	if _, err := os.Stat(elsewhere); err != nil {
+		t.Errorf("fresh temporary file of a pid not visible here: %v, want kept", err)
 	}
 }
 

@@ -354,8 +354,15 @@ func checkOwner(path string) error {
 // tempPrefix is the name prefix of the files Create builds before renaming.
 func tempPrefix(path string) string { return "." + filepath.Base(path) + ".tmp." }
 
+// staleTempAge is how old a temporary file of a gone pid must be for
+// removeStaleTemps: Create renames its file within seconds, so an older one
+// is a dead writer's. The age is what tells, not the pid alone: a writer in
+// another pid namespace, inside its Create, has a pid this process cannot
+// see.
+const staleTempAge = time.Minute
+
 // removeStaleTemps deletes the temporary files of writers that died inside
-// Create (their pid is gone).
+// Create (their pid is gone and the file is older than staleTempAge).
 func removeStaleTemps(path string) {
 	dir, prefix := filepath.Dir(path), tempPrefix(path)
 	entries, err := os.ReadDir(dir)
@@ -369,7 +376,10 @@ func removeStaleTemps(path string) {
 		}
 		pidText, _, _ := strings.Cut(rest, ".")
 		pid, err := strconv.Atoi(pidText)
-		if err == nil && pid > 0 && errors.Is(unix.Kill(pid, 0), syscall.ESRCH) {
+		if err != nil || pid <= 0 || !errors.Is(unix.Kill(pid, 0), syscall.ESRCH) {
+			continue
+		}
+		if fi, err := e.Info(); err == nil && time.Since(fi.ModTime()) > staleTempAge {
 			os.Remove(filepath.Join(dir, e.Name()))
 		}
 	}
