@@ -696,7 +696,12 @@ class Follower:
         The time of the last check is the follower's, not the call's: the
         first wait that finds nothing checks at once, and a loop of waits
         shorter than check_every (or of timeout 0) checks every check_every.
+        A check_every of 0 or less means the default, 0.1 s, as in Go and C++
+        (a check is a stat and a kill; on every pass it would cost more than
+        the poll).
         """
+        if check_every <= 0:
+            check_every = 0.1
         for _ in range(spin):
             out = self.poll(max_records)
             if out:

@@ -294,6 +294,26 @@ class LifecycleTest(unittest.TestCase):
                 with self.assertRaises(shm.ClosedError):
                     r.follow().wait(timeout=timeout)  # a new follower checks in its first wait
 
+    def test_wait_check_every_zero_is_default(self):
+        """check_every=0 means the default 0.1 s, as in Go and C++: a wait of
+        0.3 s checks the writer a handful of times, not on every pass (before,
+        thousands of times: a stat and a kill every 50 us)."""
+        name = support.feed_name(self)
+        w = support.control_writer(self, name, instruments=1, depth=1)
+        w.cmd("beat")
+        r = shm.open(name)
+        self.addCleanup(r.close)
+        checks = [0]
+        check = r.check
+
+        def counted():
+            checks[0] += 1
+            return check()
+        r.check = counted
+        self.assertEqual(r.follow().wait(timeout=0.3, check_every=0), [])
+        self.assertGreaterEqual(checks[0], 1)
+        self.assertLess(checks[0], 50, "%d writer checks in a wait of 0.3 s" % checks[0])
+
     def test_pid_gone_needs_old_heartbeat(self):
         """A writer pid this process cannot see (kill: ESRCH) is death only
         when the heartbeat is also older than two heartbeat intervals: a live
