@@ -239,7 +239,11 @@ func (r *refBooks) apply(o op) {
 			case o.kind == 'C' && o.printable:
 				r.trade(b, o.locate, o.price, uint64(o.shares), o.match)
 			case o.kind == 'C':
-				r.record(&refTrade{match: o.match, locate: o.locate, price: o.price})
+				// A printed trade of the same match on the instrument (a
+				// cross) stays the one a Broken Trade names.
+				if t := r.trades[o.match]; t == nil || !r.remembered(t) || t.locate != o.locate || !t.printed {
+					r.record(&refTrade{match: o.match, locate: o.locate, price: o.price})
+				}
 			}
 			if o.shares >= ord.shares {
 				if o.shares > ord.shares {

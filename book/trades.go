@@ -41,7 +41,10 @@ func (bs *Books) trade(b *Book, price uint32, size, match uint64) {
 
 // execution records a non-printable execution (C with printable 'N'): it
 // is not in the last trade or the volume, but a Broken Trade naming it is
-// known, not unmatched.
+// known, not unmatched. It does not replace a printed trade of the same
+// match number on the instrument: the executions of a cross may carry the
+// cross's match number, and a Broken Trade of it must still take the
+// cross's shares off the volume, whichever came first.
 func (bs *Books) execution(b *Book, price uint32, match uint64) {
 	if match == 0 {
 		return
@@ -49,6 +52,9 @@ func (bs *Books) execution(b *Book, price uint32, match uint64) {
 	bs.tradesUsed = true
 	bs.maxMatch = max(bs.maxMatch, match)
 	t := &bs.trades[match&bs.tradeMask]
+	if t.match == match && t.locate == b.locate && t.printed {
+		return
+	}
 	*t = tradeRec{match: match, price: price, locate: b.locate}
 }
 

@@ -116,3 +116,35 @@ func TestBrokenTradeWalkBound(t *testing.T) {
 		}
 	}
 }
+
+// TestCrossExecutionsShareMatch: the non-printable executions (C) of a
+// cross may carry the cross's (Q) match number. Whichever comes first, a
+// Broken Trade of that match takes the cross's shares off the volume.
+// Before, a C after the Q replaced its record with a non-printable one,
+// and the break left the volume as it was.
+func TestCrossExecutionsShareMatch(t *testing.T) {
+	for _, crossFirst := range []bool{true, false} {
+		bs, err := New(Config{MaxOrders: 64, MaxLocates: 8, MaxLevels: 64})
+		if err != nil {
+			t.Fatal(err)
+		}
+		bs.Announce(1, itch.NewSymbol("AAPL"))
+		bs.AddOrder(1, 1, Bid, 300, 1000)
+		cross := func() { bs.CrossTrade(1, 1000, 300, 100) }
+		execute := func() { bs.ExecuteWithPrice(1, 1, 300, 1000, 100, false) }
+		if crossFirst {
+			cross()
+			execute()
+		} else {
+			execute()
+			cross()
+		}
+		if _, _, v := bs.Book(1).Last(); v != 300 {
+			t.Fatalf("cross first %v: volume %d, want the cross's 300", crossFirst, v)
+		}
+		bs.BreakTrade(1, 100)
+		if p, s, v := bs.Book(1).Last(); v != 0 || p != 0 || s != 0 || bs.Stats().BrokenUnmatched != 0 {
+			t.Errorf("cross first %v, broken: last %d@%d, volume %d, unmatched %d; want none, 0, 0", crossFirst, s, p, v, bs.Stats().BrokenUnmatched)
+		}
+	}
+}
