@@ -57,6 +57,12 @@ type Publisher struct {
 	// it moves, a locate of the batch was announced again under another
 	// symbol, and its slot is the old symbol's.
 	reassigned uint64
+	// dups counts the locates refused as duplicates (refusedDuplicate),
+	// and retirements is the writer's Retirements when they were last
+	// asked again: when it moved, the binding in their way may be gone
+	// (retired by any shard's publisher).
+	dups        int
+	retirements uint64
 
 	Published, Errors uint64
 	Rebound           uint64 // locates moved to a fresh slot: their symbol changed (BooksReset, or a Stock Directory re-assigning the locate)
@@ -191,6 +197,7 @@ func (p *Publisher) BooksReset() {
 	}
 	p.listed = p.listed[:0]
 	p.sweepAt, p.sweepLeft = 0, 0
+	p.dups = 0
 }
 
 // MarkAllDirty starts a sweep: every book is republished.
@@ -234,6 +241,12 @@ func (p *Publisher) flush(chunk int) {
 	if r := p.books.LocatesReassigned(); r != p.reassigned {
 		p.reassigned = r
 		p.unbindReassigned()
+	}
+	if p.dups > 0 {
+		if n := p.w.Retirements(); n != p.retirements {
+			p.retirements = n
+			p.askDuplicatesAgain()
+		}
 	}
 	// What every snapshot of the batch shares is read once per batch, not
 	// per book: one clock read (the batch's publish time), the system
@@ -315,11 +328,29 @@ func (p *Publisher) unbindReassigned() {
 				p.Rebound++
 			}
 		}
+		if st.refused == refusedDuplicate {
+			p.dups--
+		}
 		st.slot, st.refused = shm.Slot{}, 0
 	}
+}
+
+// askDuplicatesAgain clears the refusals of the locates refused as
+// duplicates whose symbol is free now, and republishes them: the writer
+// retired a binding since they were refused (a locate re-assigned, here or
+// on another shard's publisher). A duplicate still standing (its symbol
+// bound elsewhere) keeps its refusal: it is not asked again, so it builds
+// no error and is not counted again. Rare: only while a duplicate refusal
+// stands and bindings are retired.
+func (p *Publisher) askDuplicatesAgain() {
+	p.dups = 0
 	for i := range p.locs {
 		st := &p.locs[i]
 		if st.refused != refusedDuplicate {
+			continue
+		}
+		if b := p.books.Book(uint16(i)); b != nil && p.w.SymbolBound(b.Name()) {
+			p.dups++
 			continue
 		}
 		st.refused = 0
@@ -410,6 +441,9 @@ func (p *Publisher) bind(b *book.Book, loc uint16, st *locState) bool {
 			st.refused = refusedStale
 		case errors.Is(err, shm.ErrDuplicateSymbol):
 			st.refused = refusedDuplicate
+			p.dups++
+			// Asked again once a binding is retired after this refusal.
+			p.retirements = p.w.Retirements()
 		default:
 			p.Errors++
 			return false

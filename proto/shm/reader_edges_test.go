@@ -228,3 +228,31 @@ func TestCreateOverKilledWriter(t *testing.T) {
 	}
 	w.Close()
 }
+
+// TestCreateOverWriterClosingDuringWatch: a writer in another pid
+// namespace (pid invisible) closes cleanly while Create watches its
+// heartbeat. Close's last heartbeat must not read as "still beating"
+// (before the fix: ErrInUse). If the child starts late, Create meets the
+// closed file and the test passes without the watch: it cannot fail
+// falsely.
+func TestCreateOverWriterClosingDuringWatch(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("a new pid namespace (CLONE_NEWPID) needs root")
+	}
+	w := testWriter(t, Config{Instruments: 1, Depth: 1, HeartbeatInterval: 400 * time.Millisecond})
+	w.Heartbeat()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestPidNamespaceReader$", "-test.count=1")
+	cmd.Env = append(os.Environ(), "FH_PIDNS_CREATE="+w.Path())
+	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWPID}
+	start := time.Now()
+	done := make(chan struct{})
+	var out []byte
+	go func() { out, _ = cmd.CombinedOutput(); close(done) }()
+	time.Sleep(700 * time.Millisecond)
+	w.Close()
+	<-done
+	t.Logf("child took %v", time.Since(start))
+	if strings.Contains(string(out), "in use") {
+		t.Fatalf("Create over a writer that closed cleanly during the watch: %s", out)
+	}
+}

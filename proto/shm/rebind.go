@@ -110,3 +110,18 @@ func (w *Writer) Unbind(locate uint16, symbol string, epoch uint64) (bool, error
 	w.retire(bound, keyOf(boundSym))
 	return true, nil
 }
+
+// SymbolBound reports whether symbol is bound to a live slot, at any
+// locate. It allocates nothing: a publisher asks it before binding again a
+// locate refused as a duplicate, so that a duplicate still standing is not
+// asked (and refused, with an error built) at every retirement.
+func (w *Writer) SymbolBound(symbol string) bool {
+	sym := trimSymbol(symbol)
+	if len(sym) == 0 || len(sym) > 8 {
+		return false
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	_, ok := w.live[keyOf(sym)]
+	return ok
+}

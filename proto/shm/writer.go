@@ -344,7 +344,13 @@ func checkOwner(path string) error {
 	beat := r.Heartbeat()
 	for deadline := time.Now().Add(min(every*5/2, time.Second)); time.Now().Before(deadline); {
 		time.Sleep(min(max(every/10, time.Millisecond), 10*time.Millisecond))
+		if r.Check() != nil {
+			return nil // closed (its last beat comes just before), or replaced
+		}
 		if !r.Heartbeat().Equal(beat) {
+			if r.Check() != nil {
+				return nil
+			}
 			return fmt.Errorf("writer pid %d (not visible from here) beats: %w", r.l.pid, ErrInUse)
 		}
 	}
@@ -564,6 +570,12 @@ type SlotUsage struct {
 	Used     int // registered, live and retired: Capacity - Used are left
 	Retired  int // retired (Rebind, or a symbol moved to another locate): not reused until a restart
 }
+
+// Retirements counts the directory entries retired since Create, by any
+// caller: a publisher whose binding was refused because its symbol was
+// bound elsewhere asks again when it moves (the other binding may be the
+// one retired). One atomic load.
+func (w *Writer) Retirements() uint64 { return w.retired.Load() }
 
 // SlotUsage returns the writer's slot counts. It allocates nothing, takes
 // no lock and never reads the mapping (for metrics, which may run during

@@ -1,0 +1,107 @@
+package handler
+
+import (
+	"fmt"
+	"testing"
+
+	"github.com/marketfeed/feedhandler/book"
+	"github.com/marketfeed/feedhandler/feed/itch"
+	"github.com/marketfeed/feedhandler/proto/shm"
+)
+
+// TestLocateSwapAcrossShards: locates 7 and 8 are in different shards
+// (loc % 2), each with its own Books and Publisher on one Writer, as in the
+// pipeline. They swap symbols in one session (same epoch). Both symbols must
+// end published at their new locates. Before the fix the shard that flushed
+// first was refused (the other shard's locate still held its symbol) and
+// never asked again: that symbol was found nowhere for the session.
+func TestLocateSwapAcrossShards(t *testing.T) {
+	for _, first := range []int{0, 1} {
+		t.Run(fmt.Sprintf("shard%d first", first), func(t *testing.T) {
+			w, r := shmFeed(t, shm.Config{Instruments: 8, Depth: 2})
+			var bs [2]*book.Books
+			var ps [2]*Publisher
+			for i := range bs {
+				b, err := book.New(book.Config{MaxOrders: 64, MaxLocates: 16, MaxLevels: 64})
+				if err != nil {
+					t.Fatal(err)
+				}
+				bs[i], ps[i] = b, NewPublisher(w, b, 2)
+				ps[i].BooksReset()
+			}
+			seq := uint64(0)
+			apply := func(loc uint16, e itch.Encoder) {
+				seq++
+				s := loc % 2
+				l, changed := bs[s].Apply(itch.Msg(e.Append(nil)))
+				ps[s].Applied(l, changed, seq, int64(seq))
+			}
+			h := func(loc uint16) itch.Header { return itch.Header{Locate: loc, Timestamp: 34200_000_000_000} }
+			aapl, msft := itch.NewSymbol("AAPL"), itch.NewSymbol("MSFT")
+			apply(7, &itch.StockDirectoryFields{Header: h(7), Stock: aapl})
+			apply(8, &itch.StockDirectoryFields{Header: h(8), Stock: msft})
+			ps[0].Flush()
+			ps[1].Flush()
+			apply(7, &itch.StockDirectoryFields{Header: h(7), Stock: msft})
+			apply(8, &itch.StockDirectoryFields{Header: h(8), Stock: aapl})
+			ps[first].Flush()
+			ps[1-first].Flush()
+			// later traffic on both locates
+			apply(7, &itch.AddOrderFields{Header: h(7), OrderRef: 1, Side: 'B', Shares: 100, Stock: msft, Price: 1000000})
+			apply(8, &itch.AddOrderFields{Header: h(8), OrderRef: 2, Side: 'B', Shares: 100, Stock: aapl, Price: 2000000})
+			ps[0].Flush()
+			ps[1].Flush()
+			for _, c := range []struct {
+				sym string
+				loc uint16
+			}{{"AAPL", 8}, {"MSFT", 7}} {
+				loc, ok := r.Lookup(c.sym)
+				if !ok || loc != c.loc {
+					t.Errorf("%s at locate %d (found %v), want %d; dup refusals %d/%d", c.sym, loc, ok, c.loc, ps[0].DuplicateSymbols, ps[1].DuplicateSymbols)
+				}
+			}
+		})
+	}
+}
+
+// TestReassignAllocatesNothing: flushes that re-assign a locate, while a
+// duplicate refusal stands (AAPL at locates 9 and 10), allocate nothing and
+// do not count the standing duplicate again. Before the fix every
+// reassigning flush asked locate 10 again: refused, with an error built (6
+// allocations), and counted in DuplicateSymbols.
+func TestReassignAllocatesNothing(t *testing.T) {
+	w, _ := shmFeed(t, shm.Config{Instruments: 4096, Depth: 2, SingleWriter: true})
+	bs, err := book.New(book.Config{MaxOrders: 64, MaxLocates: 16, MaxLevels: 64})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := NewPublisher(w, bs, 2)
+	p.BooksReset()
+	h := func(loc uint16) itch.Header { return itch.Header{Locate: loc, Timestamp: 34200_000_000_000} }
+	syms := []itch.Symbol{itch.NewSymbol("GOOG"), itch.NewSymbol("MSFT")}
+	msgs := make([][]byte, 2)
+	for i := range msgs {
+		msgs[i] = (&itch.StockDirectoryFields{Header: h(7), Stock: syms[i]}).Append(nil)
+	}
+	for _, l := range []uint16{9, 10} {
+		dup := (&itch.StockDirectoryFields{Header: h(l), Stock: itch.NewSymbol("AAPL")}).Append(nil)
+		loc, ch := bs.Apply(itch.Msg(dup))
+		p.Applied(loc, ch, 1, 1)
+	}
+	p.Flush()
+	t.Logf("dup before: %d", p.DuplicateSymbols)
+	i := 0
+	a := testing.AllocsPerRun(100, func() {
+		i++
+		loc, ch := bs.Apply(itch.Msg(msgs[i%2]))
+		p.Applied(loc, ch, uint64(i), int64(i))
+		p.Flush()
+	})
+	if a != 0 {
+		t.Errorf("%v allocs per reassigning flush", a)
+	}
+	if p.DuplicateSymbols != 1 {
+		t.Errorf("duplicate symbols %d, want the one refusal of locate 10", p.DuplicateSymbols)
+	}
+	t.Logf("published %d dup %d rebound %d errors %d", p.Published, p.DuplicateSymbols, p.Rebound, p.Errors)
+}
