@@ -180,8 +180,7 @@ func (bs *Books) Reset() {
 	bs.maxMatch = 0
 	bs.levelUsed, bs.levelFree = 0, none
 	for i := range bs.books[:bs.bookHigh] {
-		b := &bs.books[i]
-		*b = Book{bs: bs, locate: uint16(i), sides: [2][]rung{b.sides[0][:0], b.sides[1][:0]}}
+		bs.forget(uint16(i), 0)
 	}
 	bs.bookHigh = 0
 	// The counters run on (they are exported as monotonic counters, and a
@@ -317,7 +316,16 @@ func (bs *Books) empty(b *Book) {
 			bs.remove(b, bs.levels[lad[len(lad)-1].lvl].head)
 		}
 	}
-	*b = Book{bs: bs, locate: b.locate, sides: [2][]rung{b.sides[0][:0], b.sides[1][:0]}, minMatch: bs.maxMatch + 1}
+	bs.forget(b.locate, bs.maxMatch+1)
+}
+
+// forget makes the book of locate new but for its storage (its ladders'
+// capacity): unknown, with no orders, trades or states, forgetting match
+// numbers under minMatch (0: none). Its orders must be gone from the order
+// table already.
+func (bs *Books) forget(locate uint16, minMatch uint64) {
+	b := &bs.books[locate]
+	*b = Book{bs: bs, locate: locate, sides: [2][]rung{b.sides[0][:0], b.sides[1][:0]}, minMatch: minMatch}
 }
 
 func (bs *Books) capacity(counter *uint64, sentinel error, what uint64) {

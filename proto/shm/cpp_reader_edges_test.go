@@ -56,30 +56,24 @@ func TestCppEdgeWaitChecksAcrossCalls(t *testing.T) {
 		s.expect("waitloop 0 0 0", "waitloop ErrClosed n 0 calls 1 ")
 	})
 
-	// A loop of 20 ms waits, default check_every (100 ms), sees the
-	// close.
-	t.Run("short waits", func(t *testing.T) {
-		w := testWriter(t, Config{Instruments: 1, Depth: 1, HeartbeatInterval: 2 * time.Second})
-		s := startSession(t, bin, w.Path())
-		s.expect("open", "open Ok")
-		s.expect("follow", "follow Ok")
-		s.expect("waitloop 20 100 0", "waitloop Ok n 0 ")
-		w.Close()
-		got := s.expect("waitloop 20 3000 0", "waitloop ErrClosed n 0 ")
-		t.Log(got)
-	})
-
-	// With a check_every of 1.5 s, a loop of waits of 0 still sees the
-	// close: the check comes due across calls.
-	t.Run("every check_every", func(t *testing.T) {
-		w := testWriter(t, Config{Instruments: 1, Depth: 1, HeartbeatInterval: 2 * time.Second})
-		s := startSession(t, bin, w.Path())
-		s.expect("open", "open Ok")
-		s.expect("follow", "follow Ok")
-		s.expect("waitloop 0 0 1500", "waitloop Ok n 0 calls 1 ")
-		w.Close()
-		s.expect("waitloop 0 5000 1500", "waitloop ErrClosed n 0 ")
-	})
+	// After a first loop that checked a live writer, a loop of waits
+	// sees the close: 20 ms waits with the default check_every (100 ms),
+	// and waits of 0 with a check_every of 1.5 s (the check comes due
+	// across calls).
+	for _, c := range []struct{ name, live, wantLive, closed string }{
+		{"short waits", "waitloop 20 100 0", "waitloop Ok n 0 ", "waitloop 20 3000 0"},
+		{"every check_every", "waitloop 0 0 1500", "waitloop Ok n 0 calls 1 ", "waitloop 0 5000 1500"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			w := testWriter(t, Config{Instruments: 1, Depth: 1, HeartbeatInterval: 2 * time.Second})
+			s := startSession(t, bin, w.Path())
+			s.expect("open", "open Ok")
+			s.expect("follow", "follow Ok")
+			s.expect(c.live, c.wantLive)
+			w.Close()
+			t.Log(s.expect(c.closed, "waitloop ErrClosed n 0 "))
+		})
+	}
 }
 
 // TestCppEdgeDeadPidFreshHeartbeat: a pid that is gone (kill ESRCH) means a

@@ -142,6 +142,19 @@ class LifecycleTest(unittest.TestCase):
             self.assertIsNone(r.lookup("AAPL"))
             self.assertEqual(r.lookup("MSFT"), 1)
 
+    def _beating_feed(self):
+        """A live, beating writer with S1 at locate 1 published (seq 5), and
+        a reader of it: (name, writer, reader)."""
+        name = support.feed_name(self)
+        w = support.control_writer(self, name, instruments=1, depth=1)
+        w.cmd("register 1 S1")
+        w.cmd("publish 1 5")
+        w.cmd("beat")
+        r = shm.open(name)
+        self.addCleanup(r.close)
+        self.assertEqual(r.read(1).seq, 5)
+        return name, w, r
+
     def _closed_feed_bytes(self):
         name = support.feed_name(self)
         w = support.control_writer(self, name, instruments=1, depth=1)
@@ -374,14 +387,7 @@ class LifecycleTest(unittest.TestCase):
         """A slot of even seq whose length exceeds the file's max_snapshot
         is corrupt (the writer stores no such length): FormatError at once,
         not a second of spinning and BusyError."""
-        name = support.feed_name(self)
-        w = support.control_writer(self, name, instruments=1, depth=1)
-        w.cmd("register 1 S1")
-        w.cmd("publish 1 5")
-        w.cmd("beat")
-        r = shm.open(name)
-        self.addCleanup(r.close)
-        self.assertEqual(r.read(1).seq, 5)
+        name, w, r = self._beating_feed()
         f = open(name, "r+b")
         self.addCleanup(f.close)
         mm = mmap.mmap(f.fileno(), 0)
@@ -399,19 +405,14 @@ class LifecycleTest(unittest.TestCase):
         """After close(), every method of the Reader and of its Follower
         raises ReaderClosedError (Go: an error wrapping fs.ErrClosed), a
         ShmError and not the writer's ClosedError; close again is a no-op."""
-        name = support.feed_name(self)
-        w = support.control_writer(self, name, instruments=1, depth=1)
-        w.cmd("register 1 A")
-        w.cmd("publish 1 3")
-        w.cmd("beat")
-        r = shm.open(name)
+        name, w, r = self._beating_feed()
         f = r.follow()
         r.close()
         r.close()
         calls = [("read", lambda: r.read(1)), ("read_bytes", lambda: r.read_bytes(1)),
-                 ("read_symbol", lambda: r.read_symbol("A")), ("books", r.books), ("check", r.check),
+                 ("read_symbol", lambda: r.read_symbol("S1")), ("books", r.books), ("check", r.check),
                  ("state", r.state), ("heartbeat_ns", r.heartbeat_ns), ("instruments", r.instruments),
-                 ("lookup", lambda: r.lookup("A")), ("locates", r.locates), ("version", lambda: r.version(1)),
+                 ("lookup", lambda: r.lookup("S1")), ("locates", r.locates), ("version", lambda: r.version(1)),
                  ("follow", r.follow), ("Follower", lambda: shm.Follower(r)), ("poll", f.poll), ("pending", f.pending),
                  ("wait", lambda: f.wait(timeout=0)), ("wait spin 0", lambda: f.wait(timeout=0, spin=0))]
         for label, call in calls:
@@ -430,14 +431,7 @@ class LifecycleTest(unittest.TestCase):
         """A slot whose seqlock stays odd: BusyError while the writer lives
         (after a second), WriterDeadError once it is gone, ClosedError when
         the feed was closed; never a hang, never a torn book."""
-        name = support.feed_name(self)
-        w = support.control_writer(self, name, instruments=1, depth=1)
-        w.cmd("register 1 S1")
-        w.cmd("publish 1 5")
-        w.cmd("beat")
-        r = shm.open(name)
-        self.addCleanup(r.close)
-        self.assertEqual(r.read(1).seq, 5)
+        name, w, r = self._beating_feed()
         w.cmd("lockslot 1")
         with self.assertRaises(shm.BusyError):
             r.read(1)
