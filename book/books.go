@@ -279,7 +279,10 @@ func (bs *Books) All() iter.Seq[*Book] {
 }
 
 // Announce makes locate known with symbol (the Stock Directory message).
-// It returns false if locate is 0 or above Config.MaxLocates.
+// It returns false if locate is 0 or above Config.MaxLocates. Locate 0
+// names no instrument (market-wide messages carry it), so a directory
+// entry for it is bad input, counted as Malformed; a locate above the
+// maximum is the configuration's limit, counted as LocateCapacity.
 //
 // A locate already known under the same symbol stays as it is (a snapshot
 // and the feed both announce it). Under another symbol it is bad input:
@@ -288,7 +291,11 @@ func (bs *Books) All() iter.Seq[*Book] {
 // (LocateReassigned) and the book starts empty under the new symbol: the
 // old instrument's orders, last sale and states are not the new one's.
 func (bs *Books) Announce(locate uint16, symbol itch.Symbol) bool {
-	if locate == 0 || int(locate) >= len(bs.books) {
+	if locate == 0 {
+		bs.stats.Malformed++
+		return false
+	}
+	if int(locate) >= len(bs.books) {
 		bs.capacity(&bs.stats.LocateCapacity, ErrLocateCapacity, uint64(locate))
 		return false
 	}

@@ -99,7 +99,7 @@ type Stats struct {
 	Orders   uint64 // live orders now
 	Levels   uint64 // live price levels now
 
-	Malformed   uint64 // message shorter than its type's length, or empty
+	Malformed   uint64 // message shorter than its type's length, or empty; a Stock Directory for locate 0
 	Long        uint64 // message longer than its type's length (applied; the extra bytes ignored)
 	UnknownType uint64 // type byte not in ITCH 5.0 (skipped)
 

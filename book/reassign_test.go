@@ -1,6 +1,7 @@
 package book
 
 import (
+	"errors"
 	"testing"
 
 	"github.com/marketfeed/feedhandler/feed/itch"
@@ -126,5 +127,30 @@ func TestZeroShareTrade(t *testing.T) {
 	}
 	if p, s, v := bs.Book(1).Last(); p != 0 || s != 0 || v != 0 {
 		t.Errorf("last sale %d@%d, volume %d after zero-share trades", s, p, v)
+	}
+}
+
+// TestAnnounceLocateZero: a Stock Directory message for locate 0, which
+// names no instrument, is malformed input. Before, it was counted as
+// LocateCapacity and set Err to "locate above configured maximum", which
+// sends an operator to raise a limit that is not the cause.
+func TestAnnounceLocateZero(t *testing.T) {
+	bs, err := New(Config{MaxOrders: 64, MaxLocates: 8, MaxLevels: 64})
+	if err != nil {
+		t.Fatal(err)
+	}
+	aapl := itch.NewSymbol("AAPL")
+	bs.Apply(itch.Msg((&itch.StockDirectoryFields{Header: itch.Header{Locate: 0}, Stock: aapl}).Append(nil)))
+	st := bs.Stats()
+	if st.Malformed != 1 || st.LocateCapacity != 0 || bs.Err() != nil {
+		t.Errorf("R for locate 0: malformed %d, locate capacity %d, err %v; want 1, 0, nil", st.Malformed, st.LocateCapacity, bs.Err())
+	}
+	for b := range bs.All() {
+		t.Errorf("locate 0 announced an instrument: %v", b.Symbol())
+	}
+	// A locate above the maximum is still the configuration's limit.
+	bs.Apply(itch.Msg((&itch.StockDirectoryFields{Header: itch.Header{Locate: 9}, Stock: aapl}).Append(nil)))
+	if st := bs.Stats(); st.LocateCapacity != 1 || !errors.Is(bs.Err(), ErrLocateCapacity) {
+		t.Errorf("R for locate 9 of 8: locate capacity %d, err %v", st.LocateCapacity, bs.Err())
 	}
 }

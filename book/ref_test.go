@@ -157,7 +157,10 @@ func (r *refBooks) apply(o op) {
 			r.breakTrade(b, o.locate, o.match)
 		}
 	case 'R':
-		if o.locate == 0 || int(o.locate) > r.cfg.MaxLocates {
+		if o.locate == 0 { // names no instrument: Malformed, which compareStats leaves out
+			return
+		}
+		if int(o.locate) > r.cfg.MaxLocates {
 			r.stats.LocateCapacity++
 			return
 		}
@@ -383,6 +386,7 @@ func compareStats(bs *Books, r *refBooks) error {
 	want := r.stats
 	got.Messages, want.Messages = 0, 0
 	got.UnknownType, got.Malformed, got.Overflowed = 0, 0, 0
+	want.Malformed = 0 // carried over by tests that start the model from the real counters
 	want.Orders = uint64(len(r.orders))
 	want.Levels = uint64(r.levels)
 	if got != want {
