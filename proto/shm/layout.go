@@ -2,17 +2,33 @@ package shm
 
 import (
 	"errors"
+	"fmt"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"time"
 	"unsafe"
+
+	"golang.org/x/sys/cpu"
 )
 
 // LayoutVersion is the version of the shared-memory layout described in
 // docs/SHM.md, including the FlatBuffers schema of the slots. Readers refuse a
 // file with another version (ErrLayoutVersion).
 const LayoutVersion = 1
+
+// bigEndian is the host's byte order (a variable so that a test can play a
+// big-endian host). The file format is little-endian (docs/SHM.md), but the
+// writer stores the header's and the slots' words, and the readers load
+// them, in the host's order with plain atomic operations. So a big-endian
+// host is refused (errBigEndian) rather than left to write a file the C++
+// and Python readers misread.
+var bigEndian = cpu.IsBigEndian
+
+// errBigEndian is the error Create and Open return on a big-endian host.
+func errBigEndian(op, path string) error {
+	return fmt.Errorf("%s shm %s: the file format is little-endian and this host is big-endian: %w", op, path, errors.ErrUnsupported)
+}
 
 // Magic opens every feed file.
 var Magic = [8]byte{'F', 'H', 'B', 'O', 'O', 'K', 'S', 0}

@@ -50,6 +50,9 @@ func Open(name string) (*Reader, error) { return OpenWith(name, OpenOptions{}) }
 // OpenWith is Open with options.
 func OpenWith(name string, opt OpenOptions) (*Reader, error) {
 	path := Path(name)
+	if bigEndian {
+		return nil, errBigEndian("open", path)
+	}
 	// Not blocking: a FIFO of that name would block a plain open until a
 	// writer came; it is refused below with the other files that are not
 	// regular.

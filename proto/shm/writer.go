@@ -164,6 +164,9 @@ func Create(cfg Config) (*Writer, error) {
 		return nil, errors.New("create shm: empty name")
 	}
 	path := Path(cfg.Name)
+	if bigEndian {
+		return nil, errBigEndian("create", path)
+	}
 	if cfg.Instruments <= 0 || cfg.Instruments > MaxLocates {
 		return nil, fmt.Errorf("create shm %s: instruments %d out of range 1..%d", path, cfg.Instruments, MaxLocates)
 	}
