@@ -31,7 +31,8 @@ type ArbiterConfig struct {
 	// for (default 1s).
 	LineTimeout time.Duration
 	// MaxPending bounds the packets held back (default 8192, 16 MiB of
-	// slots); when full the gap is declared at once.
+	// slots); when full the gap is declared at once, unless the recovery
+	// source (SetMissing) takes it: then the spill holds what follows.
 	MaxPending int
 	// SlotSize is the largest packet that can be held back (default 2048
 	// bytes); a larger out-of-order packet forces the gap to be declared.
@@ -454,6 +455,9 @@ func (a *Arbiter) Offer(line int, data []byte, rxTime int64) {
 		case holdFull:
 			ls.Won++
 			a.ended = false
+			if a.handOver(data, p, rxTime) {
+				break // held in the spill while the recovery source fills the range
+			}
 			if a.recovering {
 				// The spill is full: give the recovery up rather than
 				// lose what arrives.
@@ -482,6 +486,23 @@ func (a *Arbiter) Offer(line int, data []byte, rxTime int64) {
 		}
 		a.checkGap(rxTime, false)
 	}
+}
+
+// handOver is Offer's way out of a full hold-back arena (MaxPending) while a
+// live line might still fill the missing range: rather than declare it, it
+// hands the range to the recovery source, if one takes it, and holds p in
+// the spill, which holds more. It reports whether p is held.
+func (a *Arbiter) handOver(data []byte, p moldudp64.Packet, rxTime int64) bool {
+	if a.recovering || a.frozen || a.onMissing == nil || a.pend.n == 0 || a.pend.n >= a.cfg.Spill || len(data) > a.pend.slotSize {
+		return false
+	}
+	target := a.pend.front().seq
+	if target <= a.next || !a.onMissing(moldudp64.Range{First: a.next, Count: target - a.next}, rxTime) {
+		return false
+	}
+	a.recovering, a.recoverEnd = true, target
+	a.Stats.Recoveries++
+	return a.hold(data, p, rxTime) == holdOK
 }
 
 // Tick tells the Arbiter that every line was drained (a receive poll found

@@ -577,6 +577,10 @@ func (h *Handler) rebuild(msgs []byte, next uint64) {
 	}
 	now := clock.Now()
 	h.pickup = now
+	// The snapshot's messages were not received from a line: their latency
+	// is a repair's, recorded apart from the live path's (Repairing).
+	repairing := h.arb.repairing
+	h.arb.repairing = true
 	for len(msgs) >= 2 {
 		n := int(msgs[0])<<8 | int(msgs[1])
 		if len(msgs) < 2+n {
@@ -589,6 +593,7 @@ func (h *Handler) rebuild(msgs []byte, next uint64) {
 		}
 		h.routeMsg(msg, next-1, now)
 	}
+	h.arb.repairing = repairing
 	for _, s := range h.shards {
 		h.pushMarker(s, markerRebuilt, next)
 	}

@@ -141,6 +141,7 @@ type recovery struct {
 	open    []moldudp64.Range // declared gaps not repaired
 	openAt  []int64           // when each was detected
 	cur     moldudp64.Range   // the range being re-requested
+	handed  moldudp64.Range   // the last range missing handed (counted in GapsDetected there)
 	events  []RecoveryEvent
 	stats   RecoveryStats
 	hist    latency.Histogram
@@ -201,6 +202,7 @@ func (r *recovery) enabled() bool { return r.client != nil || r.cfg.Snapshot != 
 // missing is the arbiter's MissingFunc.
 func (r *recovery) missing(rg moldudp64.Range, now int64) bool {
 	r.stats.GapsDetected++
+	r.handed = rg
 	if r.started != 0 && len(r.open) == 0 && r.cur.Count > 0 {
 		// The previous range was filled just now (the arbiter asks for
 		// the next one on the same call).
@@ -246,6 +248,11 @@ func (r *recovery) filled(now int64) {
 
 // gap is told of every range declared missing (the books are flagged).
 func (r *recovery) gap(rg moldudp64.Range) {
+	if rg.First < r.handed.First || rg.End() > r.handed.End() {
+		// Declared without being handed to missing (the hold-back arena
+		// was full, a packet too large while frozen): detected all the same.
+		r.stats.GapsDetected++
+	}
 	r.addOpen(rg)
 	if r.cfg.Snapshot != nil {
 		r.wantSnap = true
@@ -301,6 +308,8 @@ func (r *recovery) sessionChanged() {
 		r.client.Cancel()
 	}
 	r.restUntil = 0
+	// A re-request of the old session in progress is given up, not filled.
+	r.cur, r.handed, r.started = moldudp64.Range{}, moldudp64.Range{}, 0
 	r.pendingWhole = true
 	for _, s := range r.h.shards {
 		r.h.pushMarker(s, markerStale, 1)
@@ -431,17 +440,23 @@ func (r *recovery) loadSnapshot(res snapResult, now int64) {
 		return
 	}
 	r.h.rebuild(res.msgs, res.snap.Next)
-	// Gaps before the snapshot's sequence number are repaired by it.
-	kept, keptAt := r.open[:0], r.openAt[:0]
+	// Gaps before the snapshot's sequence number are repaired by it. None
+	// stays open: delivery resumes at that number (Unfreeze below), so what
+	// a gap held past it is missing in the arbiter again, and re-requested
+	// or declared (and opened again) like any other range.
 	for i, g := range r.open {
-		if g.End() > res.snap.Next {
-			kept, keptAt = append(kept, g), append(keptAt, r.openAt[i])
-		} else {
+		if g.End() <= res.snap.Next {
 			r.stats.RecoveredBySnapshot++
 			r.event(RecoveryEvent{Range: g, By: "snapshot", Took: time.Duration(now - r.openAt[i]), NextSeq: res.snap.Next})
+		} else {
+			// The snapshot is behind the feed: if what it misses is
+			// declared again, the next one waits SnapshotRetry, as a
+			// range left open did.
+			r.snapAt = now + int64(r.cfg.SnapshotRetry)
 		}
 	}
-	r.open, r.openAt = kept, keptAt
+	r.open, r.openAt = r.open[:0], r.openAt[:0]
+	r.wantSnap = false // a gap declared during the fetch is covered, or missing again
 	r.stats.Snapshots++
 	r.stats.SnapshotMessages += res.n
 	r.stats.LastSnapshotNext = res.snap.Next
@@ -449,17 +464,12 @@ func (r *recovery) loadSnapshot(res snapResult, now int64) {
 		Int("open_gaps", len(r.open)).Str("snapshot_session", res.snap.Session).Stringer("feed_session", a.Session()).
 		Msg("recovery: snapshot loaded")
 	a.Unfreeze(res.snap.Next)
-	if r.started != 0 && len(r.open) == 0 {
+	if r.started != 0 {
 		r.hist.Record(now - r.started)
 		r.started = 0
 	}
-	if len(r.open) > 0 {
-		r.wantSnap = true
-		r.snapAt = now + int64(r.cfg.SnapshotRetry)
-	} else {
-		r.pendingWhole = false
-		r.h.markWhole()
-	}
+	r.pendingWhole = false
+	r.h.markWhole()
 }
 
 // close stops a snapshot in flight and closes the sockets.

@@ -165,6 +165,15 @@ func (a *Arbiter) lock(idx int, rxTime int64) {
 	old := a.session
 	if a.started {
 		a.Stats.SessionChanges++
+		// What the old session has not delivered (a range being recovered,
+		// packets held back: a change on its silence does not wait for
+		// them) is never delivered: counted as a gap of that session, not
+		// reported to onGap (its books are emptied for the new session).
+		if end := a.maxHigh(); end > a.next {
+			a.Stats.Gaps++
+			a.Stats.GapMessages += end - a.next
+			a.Stats.LastGap = moldudp64.Range{First: a.next, Count: end - a.next}
+		}
 		// Forget everything of the old session.
 		for a.pend.n > 0 {
 			a.pend.popFront()
