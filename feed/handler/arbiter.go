@@ -496,7 +496,8 @@ func (a *Arbiter) handOver(data []byte, p moldudp64.Packet, rxTime int64) bool {
 	if a.recovering || a.frozen || a.onMissing == nil || a.pend.n == 0 || a.pend.n >= a.cfg.Spill || len(data) > a.pend.slotSize {
 		return false
 	}
-	target := a.pend.front().seq
+	// Up to what is held, or to p, which is about to be.
+	target := min(a.pend.front().seq, p.Seq)
 	if target <= a.next || !a.onMissing(moldudp64.Range{First: a.next, Count: target - a.next}, rxTime) {
 		return false
 	}

@@ -457,6 +457,10 @@ func (r *recovery) loadSnapshot(res snapResult, now int64) {
 	}
 	r.open, r.openAt = r.open[:0], r.openAt[:0]
 	r.wantSnap = false // a gap declared during the fetch is covered, or missing again
+	// Delivery resumes at the snapshot's number: a range missing after it
+	// is found again, whether it is handed to missing (counted there) or
+	// declared at once (counted in gap), not covered by one handed before.
+	r.handed = moldudp64.Range{}
 	r.stats.Snapshots++
 	r.stats.SnapshotMessages += res.n
 	r.stats.LastSnapshotNext = res.snap.Next

@@ -64,6 +64,18 @@ func pollOnce(h *Handler, rec *recovery) {
 	h.finishSweep()
 }
 
+// waitSnapshot polls rec until a snapshot is loaded, for at most about 3 s.
+func waitSnapshot(t *testing.T, rec *recovery) {
+	t.Helper()
+	for i := 0; rec.stats.Snapshots == 0; i++ {
+		if i == 3000 {
+			t.Fatalf("no snapshot loaded: %+v", rec.stats)
+		}
+		time.Sleep(time.Millisecond)
+		rec.poll(time.Now().UnixNano())
+	}
+}
+
 // runShard runs a sharded shard's own loop (shard.run) until cleanup, and
 // returns a func that waits until it applied n messages in all.
 func runShard(t *testing.T, sh *shard) func(n uint64) {
@@ -164,13 +176,7 @@ func TestSnapshotMessagesNotLiveLatency(t *testing.T) {
 			h.pickup = now
 			h.arb.Offer(0, sessionPacket("LATE", 900, ev.Append(nil)), now) // a late join: 1..899 missing
 			h.arb.Tick(now + int64(time.Second))
-			for i := 0; rec.stats.Snapshots == 0; i++ {
-				if i == 2000 {
-					t.Fatalf("no snapshot loaded: %+v", rec.stats)
-				}
-				time.Sleep(time.Millisecond)
-				rec.poll(time.Now().UnixNano())
-			}
+			waitSnapshot(t, rec)
 			h.endBatch()
 			wait(200)
 			if got := sh.books.Book(7).Orders(); got != 199 {
@@ -639,5 +645,194 @@ func TestFullHoldBackHandsToRerequest(t *testing.T) {
 	if h.arb.Stats.Gaps != 0 || len(rec.open) != 0 || rec.client.Stats.Messages != 1 {
 		t.Fatalf("declared %d gap(s) %v (forced %d); re-requests %d, messages re-requested %d",
 			h.arb.Stats.Gaps, rec.open, h.arb.Stats.ForcedByFull, rec.client.Stats.Requests, rec.client.Stats.Messages)
+	}
+}
+
+// TestForcedGapAfterSnapshotDetected: a gap [11,15) is declared
+// (no re-request source) and a snapshot fetched; the snapshot server lags
+// the feed, its snapshot ends at 13. Meanwhile the spill (4, as the
+// arena) filled with 15..18. After the load [13,15) is missing again;
+// the next live packet finds the arena full and the range is declared at
+// once (ForcedByFull), without MissingFunc. Such a gap
+// counts in GapsDetected, as it would had it been declared through
+// MissingFunc (a Tick instead of packet 19: GapsDetected 2); it is not,
+// because recovery.handed still holds the range handed before the
+// snapshot rewound delivery.
+func TestForcedGapAfterSnapshotDetected(t *testing.T) {
+	for _, viaTick := range []bool{false, true} {
+		h, _ := oneShardHandler(t, 0, smallBooks)
+		msgs := map[uint64][]byte{1: dirMsg("SNAP")}
+		for seq := uint64(2); seq <= 20; seq++ {
+			add := itch.AddOrderFields{Header: itch.Header{Locate: 7}, OrderRef: seq, Side: 'B', Shares: 100,
+				Stock: itch.NewSymbol("SNAP"), Price: uint32(1000 + seq)}
+			msgs[seq] = add.Append(nil)
+		}
+		fetch := func(_ context.Context, _ moldudp64.Session, fn func([]byte) error) (Snapshot, error) {
+			for seq := uint64(1); seq < 13; seq++ {
+				fn(msgs[seq])
+			}
+			return Snapshot{Next: 13}, nil
+		}
+		rec := withRecovery(t, h, ArbiterConfig{Session: moldudp64.NewSession("PART"), Lines: 1, Grace: time.Microsecond,
+			Hold: time.Millisecond, MaxPending: 4}, RecoveryConfig{Snapshot: fetch, SnapshotRetry: time.Hour})
+		now := time.Now().UnixNano()
+		offer := func(seq uint64) {
+			h.arb.Offer(0, sessionPacket("PART", seq, msgs[seq]), now)
+			h.endBatch()
+		}
+		for seq := uint64(1); seq <= 10; seq++ {
+			offer(seq)
+		}
+		offer(15) // 11..14 lost
+		now += int64(10 * time.Millisecond)
+		h.arb.Tick(now) // [11,15) declared; the snapshot is fetched, delivery frozen
+		if !h.arb.Frozen() || rec.stats.GapsDetected != 1 {
+			t.Fatalf("frozen %v, gaps detected %d", h.arb.Frozen(), rec.stats.GapsDetected)
+		}
+		for seq := uint64(16); seq <= 18; seq++ {
+			offer(seq) // held in the spill, now full
+		}
+		waitSnapshot(t, rec)
+		h.endBatch()
+		now = time.Now().UnixNano()
+		if viaTick {
+			h.arb.Tick(now + int64(10*time.Millisecond)) // [13,15) declared through MissingFunc
+		} else {
+			offer(19) // the arena is full: [13,15) declared at once
+		}
+		if h.arb.Stats.Gaps != 2 || h.arb.Next() < 19 {
+			t.Fatalf("via tick %v: %d gaps declared, next %d; want 2, >= 19", viaTick, h.arb.Stats.Gaps, h.arb.Next())
+		}
+		if rec.stats.GapsDetected != h.arb.Stats.Gaps {
+			t.Errorf("via tick %v: gaps detected %d, but %d ranges declared missing on every line (forced %d)",
+				viaTick, rec.stats.GapsDetected, h.arb.Stats.Gaps, h.arb.Stats.ForcedByFull)
+		}
+	}
+}
+
+// TestHandOverStress: random loss and reordering on two lines, one
+// line going quiet at times, a small hold-back arena and a larger spill, a
+// recovery source that takes some ranges and fills them later, or gives
+// them up. Nothing is delivered twice or out of order (sink), every
+// message is delivered or counted missing, and every recovery handed
+// over ends filled or failed.
+func TestHandOverStress(t *testing.T) {
+	var forced, spilled, recs, failed, overflow uint64
+	defer func() {
+		t.Logf("forced %d, held past the arena %d, recoveries %d failed %d overflows %d", forced, spilled, recs, failed, overflow)
+	}()
+	for seed := range uint64(300) {
+		rng := rand.New(rand.NewPCG(seed, 99))
+		pkts := packets(t, testSession, 400, 3, rng)
+		slot := 64
+		a, s := newTestArbiter(t, ArbiterConfig{Session: testSession, MaxPending: 4, Spill: 4 + rng.IntN(20), SlotSize: slot,
+			Grace: time.Microsecond, Hold: 5 * time.Millisecond, LineTimeout: time.Second})
+		var want []moldudp64.Range
+		a.SetMissing(func(r moldudp64.Range, now int64) bool {
+			if rng.IntN(4) == 0 {
+				return false
+			}
+			want = append(want, r)
+			return true
+		})
+		now := int64(time.Second)
+		quietB := false
+		for i := 0; i < len(pkts); i++ {
+			now += int64(rng.IntN(300)) * 1000
+			if rng.IntN(30) == 0 {
+				quietB = !quietB
+			}
+			j := i
+			if i+1 < len(pkts) && rng.IntN(8) == 0 {
+				j = i + 1 // swap with the next
+			}
+			order := []int{i}
+			if j != i {
+				order = []int{j, i}
+				i++
+			}
+			for _, k := range order {
+				if rng.IntN(10) != 0 {
+					a.Offer(0, pkts[k], now)
+				}
+				if !quietB && rng.IntN(10) != 0 {
+					a.Offer(1, pkts[k], now)
+				}
+			}
+			if len(want) > 0 && rng.IntN(6) == 0 {
+				if r, busy := a.Recovering(); busy {
+					if rng.IntN(5) == 0 {
+						a.Abandon(now)
+					} else {
+						for _, b := range pkts {
+							p, _ := moldudp64.Parse(b)
+							if p.Next() > r.First && p.Seq < r.End() {
+								a.OfferRecovered(b, p, now)
+							}
+						}
+					}
+				}
+			}
+			if rng.IntN(20) == 0 {
+				a.Tick(now)
+			}
+		}
+		last, _ := moldudp64.Parse(pkts[len(pkts)-1])
+		a.Offer(0, moldudp64.AppendHeader(nil, testSession, last.Next(), 0), now)
+		for k := 0; k < 50; k++ {
+			now += int64(10 * time.Millisecond)
+			if r, busy := a.Recovering(); busy {
+				for _, b := range pkts {
+					p, _ := moldudp64.Parse(b)
+					if p.Next() > r.First && p.Seq < r.End() {
+						a.OfferRecovered(b, p, now)
+					}
+				}
+			}
+			a.Tick(now)
+		}
+		forced += a.Stats.ForcedByFull
+		recs += a.Stats.Recoveries
+		failed += a.Stats.RecoveriesFailed
+		overflow += a.Stats.SpillOverflows
+		if a.Stats.HeldMax > 4 {
+			spilled++
+		}
+		total := totalMessages(t, pkts)
+		var gapMsgs uint64
+		for _, g := range s.gaps {
+			gapMsgs += g.Count
+		}
+		if _, busy := a.Recovering(); busy || a.Pending() != 0 {
+			t.Fatalf("seed %d: still recovering %v or %d pending", seed, busy, a.Pending())
+		}
+		if s.got+gapMsgs != total || a.Stats.GapMessages != gapMsgs || a.Stats.Gaps != uint64(len(s.gaps)) {
+			t.Fatalf("seed %d: delivered %d + gaps %d != %d (stats gaps %d msgs %d)", seed, s.got, gapMsgs, total, a.Stats.Gaps, a.Stats.GapMessages)
+		}
+		if a.Stats.Recoveries != a.Stats.RecoveriesFilled+a.Stats.RecoveriesFailed {
+			t.Fatalf("seed %d: recoveries %d != filled %d + failed %d", seed, a.Stats.Recoveries, a.Stats.RecoveriesFilled, a.Stats.RecoveriesFailed)
+		}
+	}
+}
+
+// TestHandOverAsksOnlyMissing: the arena holds 5..8 (line B quiet, not
+// timed out) when 3 arrives and finds it full: the range handed to the
+// recovery source is [2,3), what is missing before 3, not [2,5), which
+// would re-request 3, in hand, and could push a range over
+// max_rerequest_gap to a snapshot.
+func TestHandOverAsksOnlyMissing(t *testing.T) {
+	pkts := packets(t, testSession, 10, 1, rand.New(rand.NewPCG(1, 2)))
+	a, _ := newTestArbiter(t, ArbiterConfig{Session: testSession, MaxPending: 4, Spill: 16, Grace: time.Hour, Hold: time.Hour, LineTimeout: time.Hour})
+	var asked []moldudp64.Range
+	a.SetMissing(func(r moldudp64.Range, now int64) bool { asked = append(asked, r); return true })
+	now := int64(time.Second)
+	a.Offer(0, pkts[0], now)
+	a.Offer(1, pkts[0], now)
+	for _, i := range []int{4, 5, 6, 7, 2} { // 5..8, then 3
+		now += int64(time.Millisecond)
+		a.Offer(0, pkts[i], now)
+	}
+	if len(asked) != 1 || asked[0] != (moldudp64.Range{First: 2, Count: 1}) {
+		t.Fatalf("asked %v, want [{2 1}]", asked)
 	}
 }
