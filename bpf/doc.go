@@ -7,7 +7,29 @@
 // frame's receive queue exactly the UDP datagrams of the configured feed
 // lines: destination group and port pairs, optionally restricted to one
 // source, set with SetLine. It understands up to two 802.1Q/802.1ad VLAN tags
-// and IPv4 headers with options. Everything else (ARP, IGMP, unicast, other
+// and IPv4 headers with options.
+//
+// A line set with SetLine is a line of the interface: it takes its group
+// and port whatever the VLAN tags, as before VLAN lines existed. A line set
+// with SetVLANLine is a line of one 802.1Q VLAN of the interface, what a
+// VLAN device (eth0.100) would receive: only a frame with exactly one
+// 802.1Q tag of that VLAN ID matches it, and such a frame goes to it rather
+// than to a line of the interface on the same group and port. A group and
+// port that only VLAN lines use gets a marker entry, so that its frames on
+// no line's VLAN are passed and counted (Counters.VLANOther, and
+// Counters.VLANUntagged for frames without a tag). While no VLAN line is
+// set the program does not read the VLAN ID at all: one map lookup per
+// frame, as without the feature; with VLAN lines a single-tagged frame costs
+// a second lookup when its VLAN has no line. ParseFrame's Datagram.VLAN is
+// the VLAN ID the program looks up, for the receiver's own matching.
+//
+// The program sees the tag only when it is in the frame. A NIC with
+// rx-vlan-offload on may strip it before XDP runs (the VLAN ID is then in
+// the receive descriptor, readable only with the bpf_xdp_metadata_rx_vlan_tag
+// kfunc of Linux 6.8+, which this program does not use): a VLAN line's
+// frames then arrive untagged and are counted in VLANUntagged, not
+// delivered. Turn the offload off on such a NIC (ethtool -K eth0 rxvlan off);
+// `feedhandler check` warns about it. Everything else (ARP, IGMP, unicast, other
 // ports, IP fragments) is passed to the kernel, and so is a line frame whose
 // queue has no socket in the XSKMAP. Frames with broken Ethernet, VLAN, IPv4
 // or UDP headers are counted as malformed and passed to the kernel, which

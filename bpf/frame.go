@@ -37,6 +37,11 @@ type Datagram struct {
 	Payload []byte         // UDP payload, a view into the frame
 	Src     netip.AddrPort // IPv4 source address and UDP source port
 	Dst     netip.AddrPort // IPv4 destination (the group) and UDP destination port
+	// VLAN is the VLAN ID of the frame's 802.1Q tag when it has exactly
+	// one (the VLAN device the kernel would give it to); 0 when it has
+	// none, two, or an 802.1ad tag. The program looks up a VLAN line
+	// (Program.SetVLANLine) by it.
+	VLAN uint16
 
 	ip  []byte // the IPv4 header, options included
 	udp []byte // the UDP header and payload: the UDP length's bytes
@@ -103,8 +108,8 @@ func fold(acc uint64) uint16 {
 
 // ParseFrame is the user-space twin of the program's header checks: it walks
 // Ethernet, up to two VLAN tags, IPv4 (with options) and UDP exactly as
-// steer.c does and returns the datagram when the class is ClassUDP. It
-// allocates nothing.
+// steer.c does and returns the datagram when the class is ClassUDP, with the
+// VLAN ID the program looks lines up by. It allocates nothing.
 func ParseFrame(b []byte) (Datagram, Class) {
 	const (
 		ethHLen  = 14
@@ -158,7 +163,12 @@ func ParseFrame(b []byte) (Datagram, Class) {
 	}
 	src := netip.AddrFrom4([4]byte(ip[12:16]))
 	dst := netip.AddrFrom4([4]byte(ip[16:20]))
+	var vlan uint16
+	if off == ethHLen+vlanHLen && binary.BigEndian.Uint16(b[12:]) == 0x8100 {
+		vlan = binary.BigEndian.Uint16(b[ethHLen:]) & 0x0fff
+	}
 	return Datagram{
+		VLAN:    vlan,
 		Payload: udp[8:udpLen:udpLen],
 		Src:     netip.AddrPortFrom(src, binary.BigEndian.Uint16(udp[0:])),
 		Dst:     netip.AddrPortFrom(dst, binary.BigEndian.Uint16(udp[2:])),

@@ -9,6 +9,7 @@ import (
 // UDP and payload, with knobs to break each header.
 type frameSpec struct {
 	vlans     []uint16 // TPIDs of VLAN tags, outermost first (0x8100, 0x88a8)
+	vids      []uint16 // their VLAN IDs (default 100 each)
 	ethType   uint16   // default 0x0800
 	ipOptions int      // bytes of IPv4 options (multiple of 4)
 	proto     byte     // default 17
@@ -33,9 +34,13 @@ func (s frameSpec) bytes() []byte {
 	b := make([]byte, 0, 128+len(s.payload))
 	b = append(b, 0x01, 0x00, 0x5e, 0x36, 0x0c, 0x6f) // multicast MAC
 	b = append(b, 0x02, 0, 0, 0, 0, 1)
-	for _, tpid := range s.vlans {
+	for i, tpid := range s.vlans {
+		vid := uint16(100)
+		if i < len(s.vids) {
+			vid = s.vids[i]
+		}
 		b = binary.BigEndian.AppendUint16(b, tpid)
-		b = binary.BigEndian.AppendUint16(b, 100)
+		b = binary.BigEndian.AppendUint16(b, 5<<13|vid) // priority 5: not part of the ID
 	}
 	et := s.ethType
 	if et == 0 {

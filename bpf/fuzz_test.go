@@ -11,7 +11,9 @@ import (
 
 // FuzzParseFrame checks that ParseFrame never panics, returns a payload
 // inside the frame, and agrees with the loaded program (BPF_PROG_TEST_RUN)
-// on every frame: malformed or not, line or not.
+// on every frame: malformed or not, line or not, and on which VLAN (a
+// line on the interface and on VLAN 100 share one pair, another pair has
+// only a VLAN 100 line).
 func FuzzParseFrame(f *testing.F) {
 	for _, tc := range frameCases() {
 		f.Add(tc.frame)
@@ -22,13 +24,23 @@ func FuzzParseFrame(f *testing.F) {
 	}
 	if p != nil {
 		defer p.Close()
-		if err := p.SetLine(testGroup, 26400, 0, netip.Addr{}); err != nil {
-			f.Fatal(err)
+		for _, err := range []error{
+			p.SetLine(testGroup, 26400, 0, netip.Addr{}),
+			p.SetVLANLine(100, testGroup, 26400, 1, netip.Addr{}),
+			p.SetVLANLine(100, testGroup, 26401, 2, netip.Addr{}),
+		} {
+			if err != nil {
+				f.Fatal(err)
+			}
 		}
 	} else {
 		f.Logf("program not loadable here, checking ParseFrame alone: %v", err)
 	}
 	line := netip.AddrPortFrom(testGroup, 26400)
+	vlanOnly := netip.AddrPortFrom(testGroup, 26401)
+	f.Add(frameSpec{src: netip.AddrPortFrom(testSource, 1), dst: vlanOnly, vlans: []uint16{0x8100}}.bytes())
+	f.Add(frameSpec{src: netip.AddrPortFrom(testSource, 1), dst: vlanOnly, vlans: []uint16{0x8100}, vids: []uint16{200}}.bytes())
+	f.Add(frameSpec{src: netip.AddrPortFrom(testSource, 1), dst: vlanOnly}.bytes())
 	f.Fuzz(func(t *testing.T, frame []byte) {
 		d, class := ParseFrame(frame)
 		if class == ClassUDP {
@@ -64,6 +76,21 @@ func FuzzParseFrame(f *testing.F) {
 			want = Counters{Fragmented: 1}
 		case class == ClassUDP && d.Dst == line:
 			want = Counters{NoSocket: 1}
+		case lineFirstFragment(frame, vlanOnly) || class == ClassUDP && d.Dst == vlanOnly:
+			vlan, tags := frameVLAN(frame)
+			switch {
+			case vlan == 100 && class == ClassUDP:
+				want = Counters{NoSocket: 1}
+			case vlan == 100:
+				want = Counters{Fragmented: 1}
+			case tags == 0:
+				want = Counters{VLANUntagged: 1}
+			default:
+				want = Counters{VLANOther: 1}
+			}
+			if class == ClassUDP && d.VLAN != vlan {
+				t.Fatalf("ParseFrame: VLAN %d, want %d", d.VLAN, vlan)
+			}
 		}
 		if ret != VerdictPass || delta != want {
 			t.Fatalf("program: verdict %d counters %+v; ParseFrame: %v to %v (want counters %+v)", ret, delta, class, d.Dst, want)

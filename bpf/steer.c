@@ -11,6 +11,19 @@
 //
 // Handles up to two 802.1Q/802.1ad tags and IPv4 headers with options.
 //
+// A line is either on the interface itself (vlan 0 in its key: any VLAN tag
+// or none, the VLAN ID is not looked at) or on one 802.1Q VLAN of it (a
+// line configured on a VLAN device): only a frame with exactly one tag, an
+// 802.1Q tag of that VLAN ID, matches it, as the kernel's VLAN device would
+// take it. While no VLAN line is set (vlan_lines, set by the loader) the
+// program never reads the tag: one lookup per frame, as without VLANs.
+// Otherwise a single-tagged frame is looked up by its VLAN ID first, then
+// as vlan 0. A group and port used only by VLAN lines has a vlan 0 entry
+// too, marked LINE_VLAN_ONLY: a frame of that group and port that matched
+// no VLAN line is counted in vlan_other (tagged) or vlan_untagged (no tag:
+// a NIC that strips the tag before XDP, rx-vlan-offload, looks like this)
+// and passed to the kernel.
+//
 // In front of every redirected frame the program puts 12 bytes of XDP
 // metadata (struct rx_meta, bpf_xdp_adjust_meta), which AF_XDP delivers just
 // before the frame's data in the UMEM: a magic word, then the time the
@@ -29,12 +42,18 @@
 #define IP_MF_OFFSET 0x3fff
 #define IP_OFFSET 0x1fff
 
-// Key of the lines map: destination group and port, both in network order.
+// Key of the lines map: destination group and port, both in network order,
+// and the 802.1Q VLAN ID of the line (host order; 0: the interface itself,
+// any VLAN or none).
 struct line_key {
 	__be32 group;
 	__be16 port;
-	__u16 pad;
+	__u16 vlan;
 };
+
+// line_val.line of the vlan 0 entry of a group and port that only VLAN
+// lines use.
+#define LINE_VLAN_ONLY 0xffffffff
 
 // Value of the lines map: the line index and an optional source filter
 // (network order, 0 = any source).
@@ -51,7 +70,13 @@ struct counters {
 	__u64 no_socket;  // a feed line frame on a queue without a socket: given to the kernel
 	__u64 no_meta;    // redirected without timestamp metadata (driver lacks data_meta)
 	__u64 fragmented; // first fragments of a line datagram: given to the kernel, lost to the sockets
+	__u64 vlan_other;    // a VLAN line's group and port on another VLAN (or two tags): given to the kernel
+	__u64 vlan_untagged; // a VLAN line's group and port without a tag: given to the kernel
 };
+
+// vlan_lines is not 0 while a line on a VLAN is set: only then does the
+// program read the VLAN ID. The loader sets it (a .bss variable).
+__u32 vlan_lines = 0;
 
 // Metadata in front of a redirected frame, in native byte order. 32-bit
 // words keep it 4-byte aligned, as the kernel requires of metadata, without
@@ -104,7 +129,7 @@ struct {
 	__type(value, struct counters);
 } stats SEC(".maps");
 
-enum verdict { PASS, MALFORMED, LINE, LINE_FRAGMENT };
+enum verdict { PASS, MALFORMED, LINE, LINE_FRAGMENT, VLAN_OTHER, VLAN_UNTAGGED };
 
 static __always_inline enum verdict classify(struct xdp_md *ctx)
 {
@@ -158,9 +183,24 @@ static __always_inline enum verdict classify(struct xdp_md *ctx)
 		return MALFORMED;
 
 	struct line_key key = {.group = ip->daddr, .port = udp->dest};
-	struct line_val *val = bpf_map_lookup_elem(&lines, &key);
+	struct line_val *val = 0;
+	if (vlan_lines && off == ETH_HLEN + VLAN_HLEN && *(__be16 *)(data + 12) == be16(ETH_P_8021Q)) {
+		// One 802.1Q tag: a line on its VLAN first. The loop above
+		// checked that the tag is in the frame; the verifier wants it
+		// shown again.
+		if (data + ETH_HLEN + VLAN_HLEN > end)
+			return MALFORMED;
+		key.vlan = be16(*(__be16 *)(data + ETH_HLEN)) & 0x0fff;
+		if (key.vlan)
+			val = bpf_map_lookup_elem(&lines, &key);
+		key.vlan = 0;
+	}
+	if (!val)
+		val = bpf_map_lookup_elem(&lines, &key);
 	if (!val)
 		return PASS;
+	if (val->line == LINE_VLAN_ONLY)
+		return off == ETH_HLEN ? VLAN_UNTAGGED : VLAN_OTHER;
 	if (val->source && val->source != ip->saddr)
 		return PASS;
 	return frag ? LINE_FRAGMENT : LINE;
@@ -208,6 +248,12 @@ int xdp_steer(struct xdp_md *ctx)
 		return XDP_PASS;
 	case MALFORMED:
 		c->malformed++;
+		return XDP_PASS;
+	case VLAN_OTHER:
+		c->vlan_other++;
+		return XDP_PASS;
+	case VLAN_UNTAGGED:
+		c->vlan_untagged++;
 		return XDP_PASS;
 	default:
 		c->passed++;

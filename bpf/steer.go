@@ -19,8 +19,18 @@ var ErrNotSupported = errors.New("xdp not supported")
 // MaxQueues is the number of receive queues the XSKMAP can hold.
 const MaxQueues = 64
 
-// MaxLines is the number of (group, port) pairs the lines map can hold.
+// MaxLines is the number of lines the lines map can hold: (group, port)
+// pairs, each on the interface or on one VLAN. A group and port used only
+// by VLAN lines takes one more entry.
 const MaxLines = 256
+
+// MaxVLAN is the highest 802.1Q VLAN ID a line can be on (4095 is
+// reserved, 0 means no VLAN: priority tagging).
+const MaxVLAN = 4094
+
+// lineVLANOnly is line_val.line of a group and port that only VLAN lines
+// use (LINE_VLAN_ONLY in steer.c).
+const lineVLANOnly = 0xffffffff
 
 // Mode is the XDP attach mode.
 type Mode int
@@ -51,6 +61,15 @@ type Counters struct {
 	NoSocket   uint64 // line frames on a queue with no socket in the XSKMAP, given to the kernel
 	NoMeta     uint64 // redirected frames without timestamp metadata (driver lacks data_meta)
 	Fragmented uint64 // first fragments of line datagrams, given to the kernel (no socket is bound there: lost)
+	// VLANOther counts frames to the group and port of a VLAN line
+	// (SetVLANLine) that no line takes: on another VLAN, or with two
+	// tags. They go to the kernel, as they would without XDP.
+	VLANOther uint64
+	// VLANUntagged counts frames to the group and port of a VLAN line that
+	// no line takes and that carry no tag. A NIC that strips the tag before
+	// XDP runs (rx-vlan-offload) makes a VLAN line's own frames look like
+	// this: they go to the kernel, lost to the line.
+	VLANUntagged uint64
 }
 
 // Verdicts returned by the program (enum xdp_action).
@@ -69,11 +88,19 @@ type Program struct {
 	key    uint32
 	perCPU []steerCounters // one per possible CPU
 	attr   mapLookupAttr
+
+	// The lines set, under linesMu, to keep the vlan 0 entries of groups
+	// and ports that only VLAN lines use (LINE_VLAN_ONLY) and the
+	// program's vlan_lines flag right.
+	linesMu   sync.Mutex
+	plain     map[steerLineKey]bool // vlan 0 lines set (key vlan 0)
+	vlanLines map[steerLineKey]bool // VLAN lines set
+	perPair   map[steerLineKey]int  // VLAN lines per group and port (key vlan 0)
 }
 
 // Load loads the steering program and creates its maps.
 func Load() (*Program, error) {
-	p := &Program{}
+	p := &Program{plain: map[steerLineKey]bool{}, vlanLines: map[steerLineKey]bool{}, perPair: map[steerLineKey]int{}}
 	if err := loadSteerObjects(&p.objs, nil); err != nil {
 		return nil, fmt.Errorf("load xdp steering program: %w", classify(err))
 	}
@@ -117,36 +144,142 @@ func (p *Program) Close() error {
 // attachment.
 func (p *Program) XDP() *ebpf.Program { return p.objs.XdpSteer }
 
-// SetLine makes frames to group:port (IPv4) redirect as feed line line. When
-// source is valid, only frames from that IPv4 source match.
+// SetLine makes frames to group:port (IPv4) redirect as feed line line,
+// whatever their VLAN tags (a line on the interface itself), unless a line
+// on their VLAN takes them (SetVLANLine). When source is valid, only frames
+// from that IPv4 source match.
 func (p *Program) SetLine(group netip.Addr, port uint16, line uint32, source netip.Addr) error {
+	return p.setLine(0, group, port, line, source)
+}
+
+// SetVLANLine makes frames to group:port (IPv4) that carry exactly one
+// 802.1Q tag, of VLAN ID vlan (1 to MaxVLAN), redirect as feed line line:
+// the frames the kernel would give a VLAN device of the interface. Such a
+// frame goes to this line rather than to a SetLine line of the same group
+// and port. When source is valid, only frames from that IPv4 source match.
+func (p *Program) SetVLANLine(vlan uint16, group netip.Addr, port uint16, line uint32, source netip.Addr) error {
+	if vlan == 0 || vlan > MaxVLAN {
+		return fmt.Errorf("set xdp line %v:%d on vlan %d: vlan out of range [1,%d]", group, port, vlan, MaxVLAN)
+	}
+	return p.setLine(vlan, group, port, line, source)
+}
+
+func (p *Program) setLine(vlan uint16, group netip.Addr, port uint16, line uint32, source netip.Addr) error {
 	key, err := lineKey(group, port)
 	if err != nil {
-		return fmt.Errorf("set xdp line %v:%d: %w", group, port, err)
+		return fmt.Errorf("set xdp line %v: %w", lineName(vlan, group, port), err)
 	}
 	val := steerLineVal{Line: line}
+	if line == lineVLANOnly {
+		return fmt.Errorf("set xdp line %v: line number %d is reserved", lineName(vlan, group, port), line)
+	}
 	if source.IsValid() {
 		if !source.Is4() {
-			return fmt.Errorf("set xdp line %v:%d: source %v is not IPv4", group, port, source)
+			return fmt.Errorf("set xdp line %v: source %v is not IPv4", lineName(vlan, group, port), source)
 		}
 		val.Source = netOrder32(source.As4())
 	}
+	p.linesMu.Lock()
+	defer p.linesMu.Unlock()
+	pair := key
+	key.Vlan = vlan
 	if err := p.objs.Lines.Put(&key, &val); err != nil {
-		return fmt.Errorf("set xdp line %v:%d: %w", group, port, err)
+		return fmt.Errorf("set xdp line %v: %w", lineName(vlan, group, port), err)
+	}
+	if vlan == 0 {
+		p.plain[pair] = true
+		return nil
+	}
+	if p.vlanLines[key] {
+		return nil
+	}
+	if !p.plain[pair] && p.perPair[pair] == 0 {
+		only := steerLineVal{Line: lineVLANOnly}
+		if err := p.objs.Lines.Put(&pair, &only); err != nil {
+			p.objs.Lines.Delete(&key)
+			return fmt.Errorf("set xdp line %v: %w", lineName(vlan, group, port), err)
+		}
+	}
+	if len(p.vlanLines) == 0 {
+		if err := p.objs.VlanLines.Set(uint32(1)); err != nil {
+			if p.perPair[pair] == 0 && !p.plain[pair] {
+				p.objs.Lines.Delete(&pair)
+			}
+			p.objs.Lines.Delete(&key)
+			return fmt.Errorf("set xdp line %v: %w", lineName(vlan, group, port), classify(err))
+		}
+	}
+	p.vlanLines[key] = true
+	p.perPair[pair]++
+	return nil
+}
+
+// DeleteLine stops redirecting frames to group:port as the line SetLine
+// set. VLAN lines of the pair stay.
+func (p *Program) DeleteLine(group netip.Addr, port uint16) error {
+	return p.deleteLine(0, group, port)
+}
+
+// DeleteVLANLine stops redirecting frames to group:port on VLAN vlan.
+func (p *Program) DeleteVLANLine(vlan uint16, group netip.Addr, port uint16) error {
+	if vlan == 0 || vlan > MaxVLAN {
+		return fmt.Errorf("delete xdp line %v:%d on vlan %d: vlan out of range [1,%d]", group, port, vlan, MaxVLAN)
+	}
+	return p.deleteLine(vlan, group, port)
+}
+
+func (p *Program) deleteLine(vlan uint16, group netip.Addr, port uint16) error {
+	key, err := lineKey(group, port)
+	if err != nil {
+		return fmt.Errorf("delete xdp line %v: %w", lineName(vlan, group, port), err)
+	}
+	p.linesMu.Lock()
+	defer p.linesMu.Unlock()
+	pair := key
+	key.Vlan = vlan
+	if vlan == 0 && p.perPair[pair] > 0 {
+		// VLAN lines use the pair: back to the marker, not gone.
+		only := steerLineVal{Line: lineVLANOnly}
+		if !p.plain[pair] {
+			return fmt.Errorf("delete xdp line %v: %w", lineName(vlan, group, port), ebpf.ErrKeyNotExist)
+		}
+		if err := p.objs.Lines.Put(&pair, &only); err != nil {
+			return fmt.Errorf("delete xdp line %v: %w", lineName(vlan, group, port), err)
+		}
+		delete(p.plain, pair)
+		return nil
+	}
+	if err := p.objs.Lines.Delete(&key); err != nil {
+		return fmt.Errorf("delete xdp line %v: %w", lineName(vlan, group, port), err)
+	}
+	if vlan == 0 {
+		delete(p.plain, pair)
+		return nil
+	}
+	delete(p.vlanLines, key)
+	if p.perPair[pair]--; p.perPair[pair] == 0 {
+		delete(p.perPair, pair)
+		if !p.plain[pair] {
+			if err := p.objs.Lines.Delete(&pair); err != nil {
+				return fmt.Errorf("delete xdp line %v: marker: %w", lineName(vlan, group, port), err)
+			}
+		}
+	}
+	if len(p.vlanLines) == 0 {
+		if err := p.objs.VlanLines.Set(uint32(0)); err != nil {
+			return fmt.Errorf("delete xdp line %v: %w", lineName(vlan, group, port), err)
+		}
 	}
 	return nil
 }
 
-// DeleteLine stops redirecting frames to group:port.
-func (p *Program) DeleteLine(group netip.Addr, port uint16) error {
-	key, err := lineKey(group, port)
-	if err != nil {
-		return fmt.Errorf("delete xdp line %v:%d: %w", group, port, err)
+// lineName formats a line's group and port, and VLAN when it has one, for
+// errors.
+func lineName(vlan uint16, group netip.Addr, port uint16) string {
+	if vlan == 0 {
+		return fmt.Sprintf("%v:%d", group, port)
 	}
-	if err := p.objs.Lines.Delete(&key); err != nil {
-		return fmt.Errorf("delete xdp line %v:%d: %w", group, port, err)
-	}
-	return nil
+	return fmt.Sprintf("%v:%d on vlan %d", group, port, vlan)
 }
 
 func lineKey(group netip.Addr, port uint16) (steerLineKey, error) {
@@ -216,6 +349,8 @@ func (p *Program) Counters() (Counters, error) {
 		c.NoSocket += v.NoSocket
 		c.NoMeta += v.NoMeta
 		c.Fragmented += v.Fragmented
+		c.VLANOther += v.VlanOther
+		c.VLANUntagged += v.VlanUntagged
 	}
 	return c, nil
 }

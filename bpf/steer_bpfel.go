@@ -14,20 +14,22 @@ import (
 )
 
 type steerCounters struct {
-	_          structs.HostLayout
-	Redirected uint64
-	Passed     uint64
-	Malformed  uint64
-	NoSocket   uint64
-	NoMeta     uint64
-	Fragmented uint64
+	_            structs.HostLayout
+	Redirected   uint64
+	Passed       uint64
+	Malformed    uint64
+	NoSocket     uint64
+	NoMeta       uint64
+	Fragmented   uint64
+	VlanOther    uint64
+	VlanUntagged uint64
 }
 
 type steerLineKey struct {
 	_     structs.HostLayout
 	Group uint32
 	Port  uint16
-	Pad   uint16
+	Vlan  uint16
 }
 
 type steerLineVal struct {
@@ -44,6 +46,7 @@ const (
 	steerMapStats     = "stats"
 	steerMapXsks      = "xsks"
 	steerProgXdpSteer = "xdp_steer"
+	steerVarVlanLines = "vlan_lines"
 )
 
 // loadSteer returns the embedded CollectionSpec for steer.
@@ -104,6 +107,7 @@ type steerMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type steerVariableSpecs struct {
+	VlanLines *ebpf.VariableSpec `ebpf:"vlan_lines"`
 }
 
 // steerObjects contains all objects after they have been loaded into the kernel.
@@ -143,6 +147,7 @@ func (m *steerMaps) Close() error {
 //
 // It can be passed to loadSteerObjects or ebpf.CollectionSpec.LoadAndAssign.
 type steerVariables struct {
+	VlanLines *ebpf.Variable `ebpf:"vlan_lines"`
 }
 
 // steerPrograms contains all programs after they have been loaded into the kernel.

@@ -43,7 +43,8 @@ func counters(t testing.TB, p *Program) Counters {
 }
 
 func sub(a, b Counters) Counters {
-	return Counters{a.Redirected - b.Redirected, a.Passed - b.Passed, a.Malformed - b.Malformed, a.NoSocket - b.NoSocket, a.NoMeta - b.NoMeta, a.Fragmented - b.Fragmented}
+	return Counters{a.Redirected - b.Redirected, a.Passed - b.Passed, a.Malformed - b.Malformed, a.NoSocket - b.NoSocket, a.NoMeta - b.NoMeta, a.Fragmented - b.Fragmented,
+		a.VLANOther - b.VLANOther, a.VLANUntagged - b.VLANUntagged}
 }
 
 // TestProgramFrames runs every frame of the shared table through the loaded
@@ -183,7 +184,8 @@ func TestCountersAllocs(t *testing.T) {
 	var want Counters
 	for _, v := range per {
 		want = Counters{want.Redirected + v.Redirected, want.Passed + v.Passed, want.Malformed + v.Malformed,
-			want.NoSocket + v.NoSocket, want.NoMeta + v.NoMeta, want.Fragmented + v.Fragmented}
+			want.NoSocket + v.NoSocket, want.NoMeta + v.NoMeta, want.Fragmented + v.Fragmented,
+			want.VLANOther + v.VlanOther, want.VLANUntagged + v.VlanUntagged}
 	}
 	if c != want || c.Passed+c.Malformed != 3 {
 		t.Errorf("Counters = %+v, cilium/ebpf Lookup sums to %+v; want 3 frames counted", c, want)
@@ -221,4 +223,172 @@ func lineFirstFragment(frame []byte, line netip.AddrPort) bool {
 	}
 	dst := netip.AddrPortFrom(netip.AddrFrom4([4]byte(ip[16:20])), binary.BigEndian.Uint16(ip[ihl+2:]))
 	return dst == line
+}
+
+// TestParseFrameVLAN: Datagram.VLAN is the ID of a single 802.1Q tag, the
+// one a VLAN device would take the frame on, and 0 otherwise.
+func TestParseFrameVLAN(t *testing.T) {
+	src, dst := netip.AddrPortFrom(testSource, 1), netip.AddrPortFrom(testGroup, 26400)
+	for _, tc := range []struct {
+		name  string
+		vlans []uint16
+		vids  []uint16
+		want  uint16
+	}{
+		{"untagged", nil, nil, 0},
+		{"802.1Q", []uint16{0x8100}, []uint16{100}, 100},
+		{"802.1Q max id", []uint16{0x8100}, []uint16{4095}, 4095},
+		{"priority tag", []uint16{0x8100}, []uint16{0}, 0},
+		{"802.1ad", []uint16{0x88a8}, []uint16{100}, 0},
+		{"qinq", []uint16{0x88a8, 0x8100}, []uint16{10, 100}, 0},
+		{"two 802.1Q", []uint16{0x8100, 0x8100}, []uint16{100, 100}, 0},
+	} {
+		d, class := ParseFrame(frameSpec{src: src, dst: dst, vlans: tc.vlans, vids: tc.vids}.bytes())
+		if class != ClassUDP || d.VLAN != tc.want {
+			t.Errorf("%s: class %v, VLAN %d; want udp, %d", tc.name, class, d.VLAN, tc.want)
+		}
+	}
+}
+
+// TestProgramVLANLines: lines on VLANs (SetVLANLine) next to a line on
+// the interface. Each frame must end where the kernel's VLAN devices
+// would put it: a single 802.1Q tag of a VLAN line's ID goes to that line,
+// anything else to the interface's line of the pair, and a pair only VLAN
+// lines use is passed and counted as VLANOther or VLANUntagged. The
+// verdicts agree with ParseFrame's Datagram.VLAN (the receiver's matcher).
+func TestProgramVLANLines(t *testing.T) {
+	p := loadForTest(t)
+	shared := netip.AddrPortFrom(testGroup, 26400) // interface line and VLAN 100 line
+	only := netip.AddrPortFrom(testGroup, 26401)   // VLAN 200 line only
+	filtered := netip.AddrPortFrom(testGroup, 26402)
+	other := netip.MustParseAddr("10.99.0.3")
+	for _, err := range []error{
+		p.SetLine(shared.Addr(), shared.Port(), 0, netip.Addr{}),
+		p.SetVLANLine(100, shared.Addr(), shared.Port(), 1, netip.Addr{}),
+		p.SetVLANLine(200, only.Addr(), only.Port(), 2, netip.Addr{}),
+		// A VLAN line with a source filter decides alone: a frame of
+		// another source does not fall back to the interface's line.
+		p.SetLine(filtered.Addr(), filtered.Port(), 3, netip.Addr{}),
+		p.SetVLANLine(100, filtered.Addr(), filtered.Port(), 4, other),
+	} {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	src := netip.AddrPortFrom(testSource, 40000)
+	line := Counters{NoSocket: 1}
+	for _, tc := range []struct {
+		name  string
+		dst   netip.AddrPort
+		vlans []uint16
+		vids  []uint16
+		want  Counters
+	}{
+		{"shared untagged", shared, nil, nil, line},
+		{"shared vlan 100", shared, []uint16{0x8100}, []uint16{100}, line},
+		{"shared vlan 200", shared, []uint16{0x8100}, []uint16{200}, line},
+		{"shared qinq", shared, []uint16{0x88a8, 0x8100}, []uint16{10, 100}, line},
+		{"only vlan 200", only, []uint16{0x8100}, []uint16{200}, line},
+		{"only vlan 100", only, []uint16{0x8100}, []uint16{100}, Counters{VLANOther: 1}},
+		{"only priority tag", only, []uint16{0x8100}, []uint16{0}, Counters{VLANOther: 1}},
+		{"only 802.1ad 200", only, []uint16{0x88a8}, []uint16{200}, Counters{VLANOther: 1}},
+		{"only qinq inner 200", only, []uint16{0x88a8, 0x8100}, []uint16{10, 200}, Counters{VLANOther: 1}},
+		{"only untagged", only, nil, nil, Counters{VLANUntagged: 1}},
+		{"filtered vlan 100", filtered, []uint16{0x8100}, []uint16{100}, Counters{Passed: 1}},
+		{"filtered vlan 101", filtered, []uint16{0x8100}, []uint16{101}, line},
+	} {
+		frame := frameSpec{src: src, dst: tc.dst, payload: []byte("x"), vlans: tc.vlans, vids: tc.vids}.bytes()
+		before := counters(t, p)
+		if ret := run(t, p, frame); ret != VerdictPass {
+			t.Errorf("%s: verdict %d, want XDP_PASS (no socket)", tc.name, ret)
+		}
+		if d := sub(counters(t, p), before); d != tc.want {
+			t.Errorf("%s: counter delta %+v, want %+v", tc.name, d, tc.want)
+		}
+	}
+
+	// Deleting the VLAN lines leaves the program as it was without them:
+	// the pair only they used is gone, the interface's lines stay.
+	for _, err := range []error{
+		p.DeleteVLANLine(100, shared.Addr(), shared.Port()),
+		p.DeleteVLANLine(200, only.Addr(), only.Port()),
+		p.DeleteVLANLine(100, filtered.Addr(), filtered.Port()),
+	} {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	var vlanLines uint32
+	if err := p.objs.VlanLines.Get(&vlanLines); err != nil || vlanLines != 0 {
+		t.Errorf("vlan_lines = %d (%v) after the VLAN lines were deleted", vlanLines, err)
+	}
+	for _, tc := range []struct {
+		dst  netip.AddrPort
+		want Counters
+	}{{shared, line}, {only, Counters{Passed: 1}}, {filtered, line}} {
+		frame := frameSpec{src: src, dst: tc.dst, vlans: []uint16{0x8100}, vids: []uint16{100}}.bytes()
+		before := counters(t, p)
+		run(t, p, frame)
+		if d := sub(counters(t, p), before); d != tc.want {
+			t.Errorf("%v on vlan 100 after delete: counter delta %+v, want %+v", tc.dst, d, tc.want)
+		}
+	}
+}
+
+// TestVLANLineMarker: the interface's line of a pair that VLAN lines use
+// is replaced by the marker when deleted, and set again over it.
+func TestVLANLineMarker(t *testing.T) {
+	p := loadForTest(t)
+	src := netip.AddrPortFrom(testSource, 40000)
+	dst := netip.AddrPortFrom(testGroup, 26400)
+	untagged := frameSpec{src: src, dst: dst}.bytes()
+	step := func(name string, want Counters) {
+		t.Helper()
+		before := counters(t, p)
+		run(t, p, untagged)
+		if d := sub(counters(t, p), before); d != want {
+			t.Errorf("%s: counter delta %+v, want %+v", name, d, want)
+		}
+	}
+	if err := p.SetVLANLine(100, dst.Addr(), dst.Port(), 1, netip.Addr{}); err != nil {
+		t.Fatal(err)
+	}
+	step("vlan line only", Counters{VLANUntagged: 1})
+	if err := p.SetLine(dst.Addr(), dst.Port(), 0, netip.Addr{}); err != nil {
+		t.Fatal(err)
+	}
+	step("interface line set", Counters{NoSocket: 1})
+	if err := p.DeleteLine(dst.Addr(), dst.Port()); err != nil {
+		t.Fatal(err)
+	}
+	step("interface line deleted", Counters{VLANUntagged: 1})
+	if err := p.DeleteLine(dst.Addr(), dst.Port()); err == nil {
+		t.Error("DeleteLine of a line deleted already: no error")
+	}
+	for _, vlan := range []uint16{0, MaxVLAN + 1} {
+		if err := p.SetVLANLine(vlan, dst.Addr(), dst.Port(), 1, netip.Addr{}); err == nil {
+			t.Errorf("SetVLANLine accepted vlan %d", vlan)
+		}
+	}
+	if err := p.SetLine(dst.Addr(), dst.Port(), lineVLANOnly, netip.Addr{}); err == nil {
+		t.Error("SetLine accepted the reserved line number")
+	}
+}
+
+// frameVLAN returns the VLAN ID of frame's tag when it has a single 802.1Q
+// tag (else 0), and how many tags it has (up to the two the program reads).
+func frameVLAN(frame []byte) (vlan uint16, tags int) {
+	off := 12
+	for tags < 2 && len(frame) >= off+6 {
+		tpid := binary.BigEndian.Uint16(frame[off:])
+		if tpid != 0x8100 && tpid != 0x88a8 {
+			break
+		}
+		tags++
+		off += 4
+	}
+	if tags == 1 && binary.BigEndian.Uint16(frame[12:]) == 0x8100 {
+		vlan = binary.BigEndian.Uint16(frame[14:]) & 0x0fff
+	}
+	return vlan, tags
 }
