@@ -1,6 +1,7 @@
 package rx
 
 import (
+	"runtime"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -95,4 +96,34 @@ func socketMeminfoDrops(fd int) (uint32, bool) {
 		return 0, false
 	}
 	return info[unix.SK_MEMINFO_DROPS], true
+}
+
+// ethtoolFlags reads interface name's legacy ethtool flags (SIOCETHTOOL,
+// ETHTOOL_GFLAGS; ETH_FLAG_*), which the kernel still derives from the
+// device's features for every driver.
+func ethtoolFlags(name string) (uint32, error) {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return 0, err
+	}
+	defer unix.Close(fd)
+	// struct ethtool_value { __u32 cmd; __u32 data; }
+	val := [2]uint32{unix.ETHTOOL_GFLAGS, 0}
+	// struct ifreq: the name, then (ifr_data) a pointer to val.
+	var ifr struct {
+		name [unix.IFNAMSIZ]byte
+		data uintptr
+		_    [16]byte
+	}
+	if len(name) >= unix.IFNAMSIZ {
+		return 0, unix.EINVAL
+	}
+	copy(ifr.name[:], name)
+	ifr.data = uintptr(unsafe.Pointer(&val))
+	_, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), unix.SIOCETHTOOL, uintptr(unsafe.Pointer(&ifr)))
+	runtime.KeepAlive(&val)
+	if errno != 0 {
+		return 0, errno
+	}
+	return val[1], nil
 }

@@ -20,7 +20,6 @@ package rx
 import (
 	"errors"
 	"fmt"
-	"net"
 	"net/netip"
 	"runtime"
 	"strings"
@@ -49,17 +48,20 @@ const (
 
 // xdpLine is one configured line as the parser matches it.
 type xdpLine struct {
-	iface  *xdpIface // the line's interface: a frame matches only lines of the interface it came in on
+	iface  *xdpIface // the line's device: a frame matches only lines of the device it came in on
+	vlan   uint16    // the line's 802.1Q VLAN (a VLAN device's line); 0: the device's, any VLAN
 	dst    netip.AddrPort
 	source netip.Addr // invalid: any
 	line   Line
 }
 
-// xdpIface is the steering program attached to one interface, with the
-// UMEM its sockets share.
+// xdpIface is the steering program attached to one device, with the
+// UMEM its sockets share. Lines on the device and on its VLAN devices
+// share it.
 type xdpIface struct {
 	name    string
 	ifindex int
+	vlans   bool // some line is on a VLAN of it: match looks at the VLAN ID
 	prog    *bpf.Program
 	link    link.Link
 	mode    bpf.Mode
@@ -182,9 +184,11 @@ func newXDPRx(cfg Config) (_ *xdpRx, err error) {
 		}
 	}()
 
-	// Lines, grouped by interface in configuration order.
+	// Lines, grouped by the device the program attaches to (a VLAN
+	// device's lower device), in configuration order.
 	byIface := map[string][]int{}
 	var names []string
+	devs := make([]XDPDevice, len(cfg.Lines))
 	for i, lc := range cfg.Lines {
 		if !lc.Group.Is4() {
 			return nil, fmt.Errorf("line %s: group %v is not IPv4", Line(i), lc.Group)
@@ -192,24 +196,24 @@ func newXDPRx(cfg Config) (_ *xdpRx, err error) {
 		if lc.Source.IsValid() && !lc.Source.Is4() {
 			return nil, fmt.Errorf("line %s: source %v is not IPv4", Line(i), lc.Source)
 		}
+		if devs[i], err = xdpResolve(lc.Interface); err != nil {
+			return nil, fmt.Errorf("line %s: %w", Line(i), err)
+		}
+		dev := devs[i]
 		for _, l := range r.lines {
-			if l.dst == netip.AddrPortFrom(lc.Group, lc.Port) && cfg.Lines[l.line].Interface == lc.Interface {
+			if l.dst == netip.AddrPortFrom(lc.Group, lc.Port) && devs[l.line] == dev {
 				return nil, fmt.Errorf("lines %s and %s both use %v:%d on %s", l.line, Line(i), lc.Group, lc.Port, lc.Interface)
 			}
 		}
-		if _, ok := byIface[lc.Interface]; !ok {
-			names = append(names, lc.Interface)
+		if _, ok := byIface[dev.Name]; !ok {
+			names = append(names, dev.Name)
 		}
-		byIface[lc.Interface] = append(byIface[lc.Interface], i)
-		r.lines = append(r.lines, xdpLine{dst: netip.AddrPortFrom(lc.Group, lc.Port), source: lc.Source, line: Line(i)})
+		byIface[dev.Name] = append(byIface[dev.Name], i)
+		r.lines = append(r.lines, xdpLine{vlan: dev.VLAN, dst: netip.AddrPortFrom(lc.Group, lc.Port), source: lc.Source, line: Line(i)})
 	}
 
 	for _, name := range names {
-		ifi, err := net.InterfaceByName(name)
-		if err != nil {
-			return nil, fmt.Errorf("interface %q: %w", name, err)
-		}
-		x := &xdpIface{name: name, ifindex: ifi.Index}
+		x := &xdpIface{name: name, ifindex: devs[byIface[name][0]].Index}
 		r.ifaces = append(r.ifaces, x)
 		if x.prog, err = bpf.Load(); err != nil {
 			return nil, err
@@ -217,9 +221,18 @@ func newXDPRx(cfg Config) (_ *xdpRx, err error) {
 		for _, i := range byIface[name] {
 			r.lines[i].iface = x
 			lc := cfg.Lines[i]
-			if err := x.prog.SetLine(lc.Group, lc.Port, uint32(i), lc.Source); err != nil {
+			if vlan := devs[i].VLAN; vlan != 0 {
+				x.vlans = true
+				err = x.prog.SetVLANLine(vlan, lc.Group, lc.Port, uint32(i), lc.Source)
+			} else {
+				err = x.prog.SetLine(lc.Group, lc.Port, uint32(i), lc.Source)
+			}
+			if err != nil {
 				return nil, err
 			}
+		}
+		if x.vlans {
+			xdpWarnVLANOffload(cfg, x.name)
 		}
 		x.umem, err = xsk.NewUMEM(xsk.UMEMConfig{FrameSize: xdpFrameSize, Frames: ring * len(queues), Log: cfg.Log})
 		if err != nil {
@@ -230,7 +243,7 @@ func newXDPRx(cfg Config) (_ *xdpRx, err error) {
 				return nil, fmt.Errorf("more than %d queues", xdpMaxSockets)
 			}
 			s, err := xsk.Open(xsk.Config{
-				Ifindex:        ifi.Index,
+				Ifindex:        x.ifindex,
 				Queue:          q,
 				UMEM:           x.umem,
 				Frames:         ring,
@@ -257,7 +270,8 @@ func newXDPRx(cfg Config) (_ *xdpRx, err error) {
 
 	// Keep a socket joined to every group so the host reports membership
 	// (IGMP): switches forward nothing to a port that did not join, even
-	// though the frames themselves go to the AF_XDP sockets.
+	// though the frames themselves go to the AF_XDP sockets. A VLAN line
+	// joins on its VLAN device, so that the report goes out on the VLAN.
 	joined := map[string]bool{}
 	for i, lc := range cfg.Lines {
 		key := lc.Interface + "/" + lc.Group.String()
@@ -265,7 +279,11 @@ func newXDPRx(cfg Config) (_ *xdpRx, err error) {
 			continue
 		}
 		joined[key] = true
-		fd, err := xdpJoin(lc, r.ifaceIndex(lc.Interface))
+		ifi, err := LookupInterface(lc.Interface)
+		if err != nil {
+			return nil, fmt.Errorf("line %s: %w", Line(i), err)
+		}
+		fd, err := xdpJoin(lc, ifi.Index)
 		if err != nil {
 			return nil, fmt.Errorf("line %s: %w", Line(i), err)
 		}
@@ -335,13 +353,20 @@ func (x *xdpIface) attach(modes []bpf.Mode, cfg Config) error {
 	return err
 }
 
-func (r *xdpRx) ifaceIndex(name string) int {
-	for _, x := range r.ifaces {
-		if x.name == name {
-			return x.ifindex
-		}
+// xdpWarnVLANOffload logs a warning when device name, which has VLAN
+// lines, has rx-vlan-offload on: a driver that strips the tag before XDP
+// runs hides the VLAN ID from the program, which then passes the lines'
+// frames to the kernel (counted in xdp_vlan_untagged).
+func xdpWarnVLANOffload(cfg Config, name string) {
+	on, err := VLANOffload(name)
+	switch {
+	case err != nil:
+		cfg.Log.Warn().Err(err).Str("interface", name).
+			Msg("rx: xdp: VLAN lines: cannot read rx-vlan-offload; a NIC that strips VLAN tags before XDP makes the lines receive nothing (xdp_vlan_untagged counts their frames)")
+	case on:
+		cfg.Log.Warn().Str("interface", name).
+			Msgf("rx: xdp: VLAN lines on %s, which has rx-vlan-offload on: a driver that strips the tag before XDP makes their frames look untagged, passed to the kernel and counted in xdp_vlan_untagged. If they never arrive: ethtool -K %s rxvlan off (docs/TUNING.md section 6)", name, name)
 	}
-	return 0
 }
 
 // xdpJoin opens a UDP socket joined to lc.Group on interface ifindex. It is
@@ -373,6 +398,16 @@ func (r *xdpRx) describe() string {
 			}
 		}
 		fmt.Fprintf(&b, "%s %v, %s", x.name, x.mode, mode)
+		if x.vlans {
+			b.WriteString(", vlans")
+			sep := " "
+			for _, l := range r.lines {
+				if l.iface == x && l.vlan != 0 {
+					fmt.Fprintf(&b, "%s%d", sep, l.vlan)
+					sep = ","
+				}
+			}
+		}
 		if x.umem.HugePages() {
 			b.WriteString(", huge pages")
 		}
@@ -484,6 +519,11 @@ func (r *xdpRx) Receive(pkts []Packet) (int, error) {
 		resumed = keepP && n == 0
 	}
 }
+
+// xdpResolve finds the device and VLAN of a line's interface. Tests replace
+// it to play VLAN devices on a kernel without 802.1Q support
+// (CONFIG_VLAN_8021Q), where none can be made.
+var xdpResolve = ResolveXDPDevice
 
 // xdpNeedWakeup reads a socket's need_wakeup flag. Tests replace it to play
 // a zero-copy driver that keeps the flag set (veth has no zero-copy mode,
@@ -618,14 +658,32 @@ func (r *xdpRx) realtime(tai int64) int64 {
 	return tai - r.taiOffset
 }
 
+// match finds the line of a datagram that came in on iface as the
+// steering program does: on a device with VLAN lines a line on the frame's
+// VLAN (dg.VLAN, a single 802.1Q tag) first, else the device's line of the
+// group and port; the line found alone decides on the source.
 func (r *xdpRx) match(iface *xdpIface, dg bpf.Datagram) (Line, bool) {
-	for i := range r.lines {
-		l := &r.lines[i]
-		if l.iface == iface && l.dst == dg.Dst && (!l.source.IsValid() || l.source == dg.Src.Addr()) {
-			return l.line, true
+	l := r.lineOf(iface, 0, dg.Dst)
+	if iface.vlans && dg.VLAN != 0 {
+		if v := r.lineOf(iface, dg.VLAN, dg.Dst); v != nil {
+			l = v
 		}
 	}
-	return 0, false
+	if l == nil || l.source.IsValid() && l.source != dg.Src.Addr() {
+		return 0, false
+	}
+	return l.line, true
+}
+
+// lineOf returns the line of group and port dst on VLAN vlan of iface (0:
+// the device's own), or nil.
+func (r *xdpRx) lineOf(iface *xdpIface, vlan uint16, dst netip.AddrPort) *xdpLine {
+	for i := range r.lines {
+		if l := &r.lines[i]; l.iface == iface && l.vlan == vlan && l.dst == dst {
+			return l
+		}
+	}
+	return nil
 }
 
 // flush gives q's pending frames back to the kernel, waking the driver
@@ -710,6 +768,8 @@ func (r *xdpRx) Stats() Stats {
 		s.Extra.Add("xdp_no_socket", c.NoSocket)
 		s.Extra.Add("xdp_no_meta", c.NoMeta)
 		s.Extra.Add("xdp_fragmented", c.Fragmented)
+		s.Extra.Add("xdp_vlan_other", c.VLANOther)
+		s.Extra.Add("xdp_vlan_untagged", c.VLANUntagged)
 	}
 	for _, st := range r.lastSock {
 		s.Dropped += st.RxDropped + st.RxRingFull
@@ -772,12 +832,17 @@ func xdpRing(cfg Config) int {
 
 // XDPLockedBytes is the memory the xdp backend pins for cfg, which the
 // kernel charges to RLIMIT_MEMLOCK (per user, over all its processes)
-// unless the process holds cap_ipc_lock: one UMEM per interface, of
-// xdpFrameSize bytes for each ring entry of each queue.
+// unless the process holds cap_ipc_lock: one UMEM per device (a VLAN
+// device's lines share its lower device's), of xdpFrameSize bytes for each
+// ring entry of each queue.
 func XDPLockedBytes(cfg Config) int64 {
 	ifaces := map[string]bool{}
 	for _, l := range cfg.Lines {
-		ifaces[l.Interface] = true
+		name := l.Interface
+		if dev, err := xdpResolve(name); err == nil {
+			name = dev.Name
+		}
+		ifaces[name] = true
 	}
 	queues := max(len(cfg.Queues), 1)
 	return int64(len(ifaces)) * int64(queues) * int64(xdpRing(cfg)) * xdpFrameSize

@@ -1,0 +1,270 @@
+package rx
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/marketfeed/feedhandler/bpf"
+	"github.com/marketfeed/feedhandler/internal/netlab"
+)
+
+// xdpVLANLab is a lab whose receiving veth has two 802.1Q VLAN devices, of
+// VLAN 100 and 200, as a port trunking a production and a test network
+// that use the same groups.
+//
+// On a kernel without 802.1Q VLAN devices (CONFIG_VLAN_8021Q unset, as on
+// the lab machines) none can be made: two veth pairs inside the receiving
+// namespace stand in for them, and the receiver's device resolver
+// (xdpResolve) is told that they are VLAN 100 and 200 of the lab's veth.
+// Everything else is real: the program runs on the veth, the tagged frames
+// come over the wire, the lines join their groups on the stand-ins. Only
+// the rtnetlink reading of a real VLAN device is then not exercised
+// (TestResolveXDPDevice covers its parsing).
+type xdpVLANLab struct {
+	*netlab.Lab
+	v100, v200 string // the VLAN devices (or their stand-ins) in the receiving namespace
+	played     bool   // stand-ins: the kernel has no VLAN devices
+}
+
+func xdpNewVLANLab(t *testing.T) *xdpVLANLab {
+	t.Helper()
+	lab := xdpNewLab(t, netlab.Options{Prefix: "xv"})
+	id := fmt.Sprintf("%d%d", os.Getpid()%100000, time.Now().UnixNano()%1000)
+	l := &xdpVLANLab{Lab: lab, v100: "xa" + id, v200: "xb" + id}
+	out, err := exec.Command("ip", "-n", lab.Dst, "link", "add", "link", lab.DstIf, "name", l.v100, "type", "vlan", "id", "100").CombinedOutput()
+	switch {
+	case err != nil && bytes.Contains(out, []byte("Unknown device type")):
+		t.Logf("kernel has no 802.1Q VLAN devices (CONFIG_VLAN_8021Q): %s; veth pairs play %s and %s", bytes.TrimSpace(out), l.v100, l.v200)
+		l.played = true
+		for _, name := range []string{l.v100, l.v200} {
+			ip(t, "-n", lab.Dst, "link", "add", name, "type", "veth", "peer", "name", name+"p")
+			ip(t, "-n", lab.Dst, "link", "set", name+"p", "up")
+		}
+		vlans := map[string]uint16{l.v100: 100, l.v200: 200}
+		old := xdpResolve
+		xdpResolve = func(name string) (XDPDevice, error) {
+			vlan, ok := vlans[name]
+			if !ok {
+				return old(name)
+			}
+			ifi, err := LookupInterface(lab.DstIf)
+			if err != nil {
+				return XDPDevice{}, err
+			}
+			return XDPDevice{Name: lab.DstIf, Index: ifi.Index, VLAN: vlan}, nil
+		}
+		t.Cleanup(func() { xdpResolve = old })
+	case err != nil:
+		t.Fatalf("ip link add %s type vlan: %v: %s", l.v100, err, out)
+	default:
+		ip(t, "-n", lab.Dst, "link", "add", "link", lab.DstIf, "name", l.v200, "type", "vlan", "id", "200")
+	}
+	ip(t, "-n", lab.Dst, "addr", "add", "10.97.100.2/24", "dev", l.v100)
+	ip(t, "-n", lab.Dst, "addr", "add", "10.97.200.2/24", "dev", l.v200)
+	ip(t, "-n", lab.Dst, "link", "set", l.v100, "up")
+	ip(t, "-n", lab.Dst, "link", "set", l.v200, "up")
+	return l
+}
+
+func ip(t *testing.T, args ...string) {
+	t.Helper()
+	if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+		t.Fatalf("ip %s: %v: %s", strings.Join(args, " "), err, out)
+	}
+}
+
+// xdpTag inserts an 802.1Q tag of VLAN vid after frame's MAC addresses.
+func xdpTag(frame []byte, vid uint16) []byte {
+	b := slices.Clone(frame[:12])
+	b = binary.BigEndian.AppendUint16(b, 0x8100)
+	b = binary.BigEndian.AppendUint16(b, vid)
+	return append(b, frame[12:]...)
+}
+
+// xdpVLANFrame is a datagram to the line's group and port with payload
+// p, untagged (vid 0) or on VLAN vid.
+func xdpVLANFrame(src netip.AddrPort, vid uint16, p string) []byte {
+	f := xdpFrame(src, netip.AddrPortFrom(xdpTestGroup, xdpTestPort), nil, 0, []byte(p))
+	if vid == 0 {
+		return f
+	}
+	return xdpTag(f, vid)
+}
+
+// xdpByLine receives until n datagrams came and returns their payloads by
+// line, sorted.
+func xdpByLine(t *testing.T, r Receiver, n int) map[Line][]string {
+	t.Helper()
+	got := map[Line][]string{}
+	for _, p := range xdpCollect(t, r, n) {
+		got[p.Line] = append(got[p.Line], string(p.Data))
+	}
+	for _, v := range got {
+		slices.Sort(v)
+	}
+	return got
+}
+
+// xdpPayloads are the sorted payloads "prefix 0" to "prefix n-1" of each
+// prefix.
+func xdpPayloads(n int, prefixes ...string) []string {
+	var out []string
+	for _, prefix := range prefixes {
+		for i := range n {
+			out = append(out, fmt.Sprintf("%s %d", prefix, i))
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// xdpPacketTap is a packet socket on the lab's receiving veth: it sees the
+// frames the program passes to the kernel, never those it redirects.
+type xdpPacketTap struct{ fd int }
+
+func xdpTap(t *testing.T, lab *netlab.Lab) *xdpPacketTap {
+	t.Helper()
+	tap := &xdpPacketTap{fd: -1}
+	all := xdpHtons(unix.ETH_P_ALL)
+	err := lab.Do(lab.Dst, func() error {
+		ifi, err := LookupInterface(lab.DstIf)
+		if err != nil {
+			return err
+		}
+		if tap.fd, err = unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, int(all)); err != nil {
+			return err
+		}
+		tv := unix.NsecToTimeval(int64(10 * time.Second))
+		if err := unix.SetsockoptTimeval(tap.fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
+			return err
+		}
+		return unix.Bind(tap.fd, &unix.SockaddrLinklayer{Protocol: all, Ifindex: ifi.Index})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Close(tap.fd) })
+	return tap
+}
+
+func xdpHtons(v uint16) uint16 { return v<<8 | v>>8 }
+
+// until returns the sorted payloads to the line's group and port that the
+// kernel got before the one that reads end.
+func (tap *xdpPacketTap) until(t *testing.T, end string) []string {
+	t.Helper()
+	var got []string
+	buf := make([]byte, 2048)
+	for range 10000 {
+		k, _, err := unix.Recvfrom(tap.fd, buf, 0)
+		if err != nil {
+			t.Fatalf("packet socket: %v after %q", err, got)
+		}
+		d, class := bpf.ParseFrame(buf[:k])
+		if class != bpf.ClassUDP || d.Dst != netip.AddrPortFrom(xdpTestGroup, xdpTestPort) {
+			continue
+		}
+		if string(d.Payload) == end {
+			slices.Sort(got)
+			return got
+		}
+		got = append(got, string(d.Payload))
+	}
+	t.Fatalf("packet socket: no %q in 10000 frames", end)
+	return nil
+}
+
+// TestXDPVLANLines: the sender puts the same group and port on the wire
+// untagged ("u i"), on VLAN 100 ("a i") and on VLAN 200 ("b i"). A line on
+// the VLAN 100 device (interface: eth0.100) must get exactly VLAN 100's
+// datagrams through AF_XDP, as the socket backends would through the
+// kernel, with the program on the veth itself (native mode is possible
+// there); the rest goes to the kernel (a packet socket on the veth counts
+// it: all of VLAN 200 and the untagged, nothing of VLAN 100). A line on
+// the veth itself keeps getting everything (any VLAN or none), and next to
+// a VLAN 100 line everything but VLAN 100. In native and generic mode.
+func TestXDPVLANLines(t *testing.T) {
+	lab := xdpNewVLANLab(t)
+	const n = 20
+	snd := xdpNewRawSender(t, lab.Lab)
+	src := netip.AddrPortFrom(lab.SrcIP, 40001)
+	sendAll := func() {
+		for i := range n {
+			snd.send(t, xdpVLANFrame(src, 0, fmt.Sprint("u ", i)))
+			snd.send(t, xdpVLANFrame(src, 100, fmt.Sprint("a ", i)))
+			snd.send(t, xdpVLANFrame(src, 200, fmt.Sprint("b ", i)))
+		}
+	}
+	for _, mode := range []string{"native", "generic"} {
+		t.Run(mode+"/vlan line", func(t *testing.T) {
+			tap := xdpTap(t, lab.Lab)
+			r := xdpOpen(t, lab.Lab, Config{PollTimeout: 20 * time.Millisecond, XDPMode: mode, Lines: []LineConfig{
+				{Name: "A", Interface: lab.v100, Group: xdpTestGroup, Port: xdpTestPort},
+			}})
+			defer r.Close()
+			if b := r.Backend(); !strings.Contains(b, lab.DstIf+" "+mode) || !strings.Contains(b, "vlans 100") {
+				t.Errorf("backend %q: want the program on %s in %s mode, with VLAN 100", b, lab.DstIf, mode)
+			}
+			sendAll()
+			// Markers after everything, one per path: when one arrives,
+			// everything sent before it has (one veth queue, in order).
+			snd.send(t, xdpVLANFrame(src, 100, "a end"))
+			snd.send(t, xdpVLANFrame(src, 200, "b end"))
+			got := xdpByLine(t, r, n+1)
+			if want := append(xdpPayloads(n, "a"), "a end"); !slices.Equal(got[LineA], want) || len(got) != 1 {
+				t.Errorf("AF_XDP delivered %v, want VLAN 100's datagrams only, as line A", got)
+			}
+			if kernel, want := tap.until(t, "b end"), xdpPayloads(n, "b", "u"); !slices.Equal(kernel, want) {
+				t.Errorf("the kernel got %q, want %q", kernel, want)
+			}
+			st := r.Stats()
+			if g := st.Extra.Get("xdp_redirected"); g != n+1 {
+				t.Errorf("xdp_redirected %d, want %d", g, n+1)
+			}
+			if g := st.Extra.Get("xdp_vlan_other"); g != n+1 {
+				t.Errorf("xdp_vlan_other %d, want %d (VLAN 200's, to the kernel)", g, n+1)
+			}
+			if g := st.Extra.Get("xdp_vlan_untagged"); g != n {
+				t.Errorf("xdp_vlan_untagged %d, want %d (the untagged, to the kernel)", g, n)
+			}
+			if st.Unmatched != 0 || st.Dropped != 0 {
+				t.Errorf("unmatched %d, dropped %d; want 0", st.Unmatched, st.Dropped)
+			}
+		})
+		t.Run(mode+"/device and vlan line", func(t *testing.T) {
+			r := xdpOpen(t, lab.Lab, Config{PollTimeout: 20 * time.Millisecond, XDPMode: mode, Lines: []LineConfig{
+				{Name: "A", Interface: lab.DstIf, Group: xdpTestGroup, Port: xdpTestPort},
+				{Name: "B", Interface: lab.v100, Group: xdpTestGroup, Port: xdpTestPort},
+			}})
+			defer r.Close()
+			sendAll()
+			snd.send(t, xdpVLANFrame(src, 0, "u end"))
+			got := xdpByLine(t, r, 3*n+1)
+			if !slices.Equal(got[LineA], append(xdpPayloads(n, "b", "u"), "u end")) || !slices.Equal(got[LineB], xdpPayloads(n, "a")) || len(got) != 2 {
+				t.Errorf("delivered %v; want VLAN 100's as line B, the rest as line A", got)
+			}
+			if st := r.Stats(); st.Extra.Get("xdp_redirected") != 3*n+1 || st.Unmatched != 0 {
+				t.Errorf("stats %+v: want %d redirected, none unmatched", st, 3*n+1)
+			}
+		})
+		t.Run(mode+"/device line", func(t *testing.T) {
+			r := xdpOpen(t, lab.Lab, Config{PollTimeout: 20 * time.Millisecond, XDPMode: mode})
+			defer r.Close()
+			sendAll()
+			got := xdpByLine(t, r, 3*n)
+			if !slices.Equal(got[LineA], xdpPayloads(n, "a", "b", "u")) || len(got) != 1 {
+				t.Errorf("delivered %v; want every datagram as line A", got)
+			}
+		})
+	}
+}
