@@ -3,6 +3,7 @@ package rx
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"net/netip"
 	"os"
@@ -12,6 +13,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
 
 	"github.com/marketfeed/feedhandler/bpf"
@@ -266,5 +270,205 @@ func TestXDPVLANLines(t *testing.T) {
 				t.Errorf("delivered %v; want every datagram as line A", got)
 			}
 		})
+	}
+}
+
+// xdpPushVLAN attaches to the egress of the lab's sending veth a tc
+// program that tags every frame with VLAN vid (bpf_skb_vlan_push): the
+// kernel keeps the tag out of band, in the skb, unless the veth has
+// tx-vlan-offload off, when it writes it into the frame. Out of band, the
+// receiving veth's XDP program sees the frame untagged, as behind a NIC
+// that strips tags (rx-vlan-offload).
+func xdpPushVLAN(t *testing.T, lab *netlab.Lab, vid uint16) {
+	t.Helper()
+	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+		Type:    ebpf.SchedCLS,
+		License: "GPL",
+		Instructions: asm.Instructions{
+			// r1 is the skb already.
+			asm.Mov.Imm(asm.R2, int32(xdpHtons(0x8100))),
+			asm.Mov.Imm(asm.R3, int32(vid)),
+			asm.FnSkbVlanPush.Call(),
+			asm.Mov.Imm(asm.R0, 0), // TCX_PASS
+			asm.Return(),
+		},
+	})
+	if err != nil {
+		t.Fatalf("load tc program: %v", err)
+	}
+	t.Cleanup(func() { prog.Close() })
+	err = lab.Do(lab.Src, func() error {
+		ifi, err := LookupInterface(lab.SrcIf)
+		if err != nil {
+			return err
+		}
+		l, err := link.AttachTCX(link.TCXOptions{Interface: ifi.Index, Program: prog, Attach: ebpf.AttachTCXEgress})
+		if err != nil {
+			return fmt.Errorf("attach tcx egress: %w", err)
+		}
+		t.Cleanup(func() { l.Close() })
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestXDPVLANTagOutOfBand: a VLAN 100 line whose frames arrive with the
+// tag out of band (what a NIC with rx-vlan-offload on that strips the tag
+// before XDP does) cannot be told by its tag: the program passes them to
+// the kernel and counts them in xdp_vlan_untagged, the sign docs/TUNING.md
+// tells operators to look for, and nothing is delivered as a wrong line.
+// With the tag in the frame (tx-vlan-offload off at the sender: an
+// rx-vlan-offload off NIC) the line gets them.
+func TestXDPVLANTagOutOfBand(t *testing.T) {
+	lab := xdpNewVLANLab(t)
+	xdpPushVLAN(t, lab.Lab, 100)
+	snd := xdpNewSender(t, lab.Lab, lab.Src, netip.AddrPortFrom(xdpTestGroup, xdpTestPort))
+	ethtool := func(onOff string) {
+		t.Helper()
+		if out, err := lab.Exec(lab.Src, "ethtool", "-K", lab.SrcIf, "txvlan", onOff); err != nil {
+			t.Fatalf("ethtool -K %s txvlan %s: %v: %s", lab.SrcIf, onOff, err, out)
+		}
+	}
+	for _, mode := range []string{"native", "generic"} {
+		t.Run(mode, func(t *testing.T) {
+			r := xdpOpen(t, lab.Lab, Config{PollTimeout: 20 * time.Millisecond, XDPMode: mode, Lines: []LineConfig{
+				{Name: "A", Interface: lab.v100, Group: xdpTestGroup, Port: xdpTestPort},
+			}})
+			defer r.Close()
+
+			ethtool("on")
+			const n = 5
+			if err := <-snd.sendPaced(n, func(int) []byte { return []byte("out of band") }); err != nil {
+				t.Fatal(err)
+			}
+			pkts := make([]Packet, 8)
+			for range 500 { // bounded: 500 polls of 20 ms at most
+				if r.Stats().Extra.Get("xdp_vlan_untagged") >= n {
+					break
+				}
+				if k, err := r.Receive(pkts); err != nil || k != 0 {
+					t.Fatalf("receive: %d datagrams (%q), %v; want none while the tag is out of band", k, pkts[0].Data, err)
+				}
+			}
+			if st := r.Stats(); st.Extra.Get("xdp_vlan_untagged") != n || st.Extra.Get("xdp_redirected") != 0 {
+				t.Fatalf("tag out of band: stats %+v; want %d xdp_vlan_untagged, none redirected", st, n)
+			}
+
+			ethtool("off")
+			defer ethtool("on")
+			if err := <-snd.sendPaced(n, func(int) []byte { return []byte("in the frame") }); err != nil {
+				t.Fatal(err)
+			}
+			for _, p := range xdpCollect(t, r, n) {
+				if p.Line != LineA || string(p.Data) != "in the frame" {
+					t.Fatalf("line %s got %q, want only the datagrams tagged in the frame", p.Line, p.Data)
+				}
+			}
+		})
+	}
+}
+
+// TestResolveXDPDevice: a line's interface resolves to itself, or for an
+// 802.1Q VLAN device to its lower device and VLAN ID; QinQ (a VLAN device
+// on a VLAN device), 802.1ad, VLAN 0 and a lower device in another
+// namespace are refused with ErrNotSupported, so auto mode falls back to
+// io_uring, which receives on them through the kernel. The rtnetlink
+// answers are read for real for the lab's devices (VLAN devices when the
+// kernel has them) and built by hand for the rest.
+func TestResolveXDPDevice(t *testing.T) {
+	links := map[int]ifLink{
+		2: {name: "eth0", kind: ""},
+		3: {name: "eth0.100", kind: "vlan", lower: 2, vlanID: 100, vlanProto: unix.ETH_P_8021Q},
+		4: {name: "eth0.100.7", kind: "vlan", lower: 3, vlanID: 7, vlanProto: unix.ETH_P_8021Q},
+		5: {name: "eth0.ad", kind: "vlan", lower: 2, vlanID: 300, vlanProto: unix.ETH_P_8021AD},
+		6: {name: "eth0.0", kind: "vlan", lower: 2, vlanID: 0, vlanProto: unix.ETH_P_8021Q},
+		7: {name: "peer.100", kind: "vlan", lower: 9, lowerNetns: true, vlanID: 100, vlanProto: unix.ETH_P_8021Q},
+		8: {name: "veth0", kind: "veth", lower: 9},
+	}
+	read := func(i int) (ifLink, error) {
+		l, ok := links[i]
+		if !ok {
+			return ifLink{}, unix.ENODEV
+		}
+		return l, nil
+	}
+	for i, want := range map[int]XDPDevice{
+		2: {Name: "eth0", Index: 2},
+		3: {Name: "eth0", Index: 2, VLAN: 100},
+		8: {Name: "veth0", Index: 8},
+	} {
+		if got, err := resolveXDPDevice(links[i].name, i, read); err != nil || got != want {
+			t.Errorf("%s: %+v, %v; want %+v", links[i].name, got, err, want)
+		}
+	}
+	for _, i := range []int{4, 5, 6, 7} {
+		if _, err := resolveXDPDevice(links[i].name, i, read); !errors.Is(err, ErrNotSupported) {
+			t.Errorf("%s: %v, want ErrNotSupported", links[i].name, err)
+		}
+	}
+	if _, err := resolveXDPDevice("eth0.100.7", 4, read); err == nil || !strings.Contains(err.Error(), "QinQ") {
+		t.Errorf("QinQ: %v, want an error naming QinQ", err)
+	}
+
+	lab := xdpNewVLANLab(t)
+	err := lab.Do(lab.Dst, func() error {
+		want := map[string]XDPDevice{lab.DstIf: {Name: lab.DstIf}}
+		if !lab.played {
+			want[lab.v100] = XDPDevice{Name: lab.DstIf, VLAN: 100}
+			want[lab.v200] = XDPDevice{Name: lab.DstIf, VLAN: 200}
+		}
+		for name, w := range want {
+			d, err := ResolveXDPDevice(name)
+			if err != nil {
+				return err
+			}
+			if d.Name != w.Name || d.VLAN != w.VLAN || d.Index == 0 {
+				t.Errorf("%s: %+v, want device %s, VLAN %d", name, d, w.Name, w.VLAN)
+			}
+		}
+		if _, err := ResolveXDPDevice("nosuch0"); !errors.Is(err, ErrNoInterface) {
+			t.Errorf("nosuch0: %v, want ErrNoInterface", err)
+		}
+		if on, err := VLANOffload(lab.DstIf); err != nil || !on {
+			t.Errorf("VLANOffload(%s) = %v, %v; a veth has rx-vlan-offload on", lab.DstIf, on, err)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestParseLink reads an RTM_NEWLINK answer for a VLAN device as the
+// kernel encodes it (IFLA_LINKINFO nesting IFLA_INFO_KIND "vlan" and
+// IFLA_INFO_DATA with IFLA_VLAN_ID and the big-endian IFLA_VLAN_PROTOCOL).
+func TestParseLink(t *testing.T) {
+	attr := func(typ uint16, val []byte) []byte {
+		b := binary.NativeEndian.AppendUint16(nil, uint16(unix.NLA_HDRLEN+len(val)))
+		b = binary.NativeEndian.AppendUint16(b, typ)
+		b = append(b, val...)
+		for len(b)%4 != 0 {
+			b = append(b, 0)
+		}
+		return b
+	}
+	data := slices.Concat(
+		attr(unix.IFLA_VLAN_ID, binary.NativeEndian.AppendUint16(nil, 100)),
+		attr(unix.IFLA_VLAN_PROTOCOL, binary.BigEndian.AppendUint16(nil, unix.ETH_P_8021Q)))
+	msg := slices.Concat(
+		attr(unix.IFLA_IFNAME, []byte("eth0.100\x00")),
+		attr(unix.IFLA_LINK, binary.NativeEndian.AppendUint32(nil, 2)),
+		attr(unix.IFLA_LINKINFO|unix.NLA_F_NESTED, slices.Concat(
+			attr(unix.IFLA_INFO_KIND, []byte("vlan\x00")),
+			attr(unix.IFLA_INFO_DATA|unix.NLA_F_NESTED, data))))
+	l, err := parseLink(msg)
+	want := ifLink{name: "eth0.100", kind: "vlan", lower: 2, vlanID: 100, vlanProto: unix.ETH_P_8021Q}
+	if err != nil || l != want {
+		t.Fatalf("parseLink = %+v, %v; want %+v", l, err, want)
+	}
+	for n := range len(msg) {
+		parseLink(msg[:n]) // a cut answer is an error or less, never a panic
 	}
 }
