@@ -3,6 +3,7 @@ package preflight
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -467,18 +468,16 @@ func (c *checker) backend() {
 	}
 }
 
-// driver: what each line interface's driver reports it can do with XDP
-// (the netdev netlink family, Linux 6.3+): native XDP with redirect, and
-// AF_XDP zero-copy, against receive.xdp_mode and receive.zero_copy. Nothing
-// is attached.
+// driver: what the driver of each device the xdp backend attaches to (a
+// line's interface, or a VLAN device's lower device) reports it can do with
+// XDP (the netdev netlink family, Linux 6.3+): native XDP with redirect,
+// and AF_XDP zero-copy, against receive.xdp_mode and receive.zero_copy.
+// Nothing is attached.
 func (c *checker) driver() {
 	r := c.cfg.Receive
-	for _, ifname := range c.interfaces() {
-		ifi, err := net.InterfaceByName(ifname)
-		if err != nil {
-			continue // CheckHost has said
-		}
-		f, err := xdpFeatures(ifi.Index)
+	for _, dev := range c.xdpDevices() {
+		ifname := dev.Name
+		f, err := xdpFeatures(dev.Index)
 		if err != nil {
 			if err != errNoNetdevFamily {
 				c.add(Warn, "driver", "%s: XDP features not readable: %v", ifname, err)
@@ -505,6 +504,62 @@ func (c *checker) driver() {
 			c.add(OK, "driver", "%s: the driver reports native XDP redirect", ifname)
 		}
 	}
+}
+
+// Tests replace these to play VLAN devices, which a kernel without
+// CONFIG_VLAN_8021Q cannot make.
+var (
+	resolveXDPDevice = rx.ResolveXDPDevice
+	vlanOffload      = rx.VLANOffload
+)
+
+// xdpDevices resolves the lines' interfaces to the devices the xdp backend
+// attaches to (rx.ResolveXDPDevice), each once, and says what it finds of
+// VLAN lines: a VLAN device it refuses (QinQ, 802.1ad), and a lower device
+// with rx-vlan-offload on, whose driver may strip the tag before XDP sees
+// it (docs/TUNING.md section 6).
+func (c *checker) xdpDevices() []rx.XDPDevice {
+	var devs []rx.XDPDevice
+	vlans := map[string][]string{} // lower device: its VLAN lines' interfaces
+	for _, ifname := range c.interfaces() {
+		if _, err := net.InterfaceByName(ifname); err != nil {
+			continue // CheckHost has said
+		}
+		dev, err := resolveXDPDevice(ifname)
+		if errors.Is(err, rx.ErrNotSupported) {
+			l, what := c.orFallBack()
+			c.add(l, "vlan", "%v: %s", err, what)
+			continue
+		}
+		if err != nil {
+			c.add(Warn, "vlan", "%s: %v", ifname, err)
+			continue
+		}
+		if dev.VLAN != 0 {
+			vlans[dev.Name] = append(vlans[dev.Name], ifname)
+		}
+		if !slices.ContainsFunc(devs, func(d rx.XDPDevice) bool { return d.Index == dev.Index }) {
+			dev.VLAN = 0
+			devs = append(devs, dev)
+		}
+	}
+	for _, dev := range devs {
+		lines := vlans[dev.Name]
+		if len(lines) == 0 {
+			continue
+		}
+		on, err := vlanOffload(dev.Name)
+		switch {
+		case err != nil:
+			c.add(Warn, "vlan", "%s (lower device of %s): rx-vlan-offload not readable: %v", dev.Name, strings.Join(lines, ", "), err)
+		case on:
+			c.add(Warn, "vlan", "%s (lower device of %s): rx-vlan-offload is on: a driver that strips the VLAN tag before XDP runs hides the VLAN from the steering program, and those lines receive nothing (their frames are counted in xdp_vlan_untagged); ethtool -K %s rxvlan off (docs/TUNING.md section 6)",
+				dev.Name, strings.Join(lines, ", "), dev.Name)
+		default:
+			c.add(OK, "vlan", "%s (lower device of %s): rx-vlan-offload is off: VLAN tags reach the steering program", dev.Name, strings.Join(lines, ", "))
+		}
+	}
+	return devs
 }
 
 // umemBytes is what the xdp backend's UMEMs pin (rx.XDPLockedBytes).

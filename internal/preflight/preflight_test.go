@@ -10,6 +10,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/marketfeed/feedhandler/feed/config"
+	"github.com/marketfeed/feedhandler/feed/rx"
 )
 
 // The tests below give Run a file tree of their own for /proc and /sys, to
@@ -285,5 +286,37 @@ func TestChecksumsOff(t *testing.T) {
 	}
 	if got := topic(Run(feedConfig(t, "eth9", "receive: {backend: uring, verify_checksums: false}\n"), Host{Root: t.TempDir()}), "checksums"); got != nil {
 		t.Errorf("uring (the kernel checks): %q", got)
+	}
+}
+
+// TestVLANLines: a line on a VLAN device is checked on its lower device,
+// which must not strip VLAN tags before XDP (rx-vlan-offload); a VLAN
+// device the xdp backend refuses (QinQ) is a fallback under auto and a
+// failure under xdp. The kernel here may have no VLAN devices: the
+// resolver is played, on lo.
+func TestVLANLines(t *testing.T) {
+	oldResolve, oldOffload := resolveXDPDevice, vlanOffload
+	defer func() { resolveXDPDevice, vlanOffload = oldResolve, oldOffload }()
+	lo := rx.XDPDevice{Name: "lo", Index: 1, VLAN: 100}
+	resolveXDPDevice = func(string) (rx.XDPDevice, error) { return lo, nil }
+	offload := true
+	vlanOffload = func(string) (bool, error) { return offload, nil }
+	expect(t, Run(feedConfig(t, "lo", ""), Host{Root: t.TempDir()}), "vlan", Warn, "rx-vlan-offload is on", "ethtool -K lo rxvlan off")
+	offload = false
+	expect(t, Run(feedConfig(t, "lo", ""), Host{Root: t.TempDir()}), "vlan", OK, "rx-vlan-offload is off")
+	if got := topic(Run(feedConfig(t, "lo", "receive: {backend: uring}\n"), Host{Root: t.TempDir()}), "vlan"); got != nil {
+		t.Errorf("uring (the kernel takes the tag): %q", got)
+	}
+
+	resolveXDPDevice = func(name string) (rx.XDPDevice, error) {
+		return rx.XDPDevice{}, fmt.Errorf("interface %s: %w: QinQ", name, rx.ErrNotSupported)
+	}
+	expect(t, Run(feedConfig(t, "lo", ""), Host{Root: t.TempDir()}), "vlan", Warn, "QinQ", "fall back to io_uring")
+	expect(t, Run(feedConfig(t, "lo", "receive: {backend: xdp}\n"), Host{Root: t.TempDir()}), "vlan", Fail, "QinQ", "would not start")
+
+	lo.VLAN = 0
+	resolveXDPDevice = func(string) (rx.XDPDevice, error) { return lo, nil }
+	if got := topic(Run(feedConfig(t, "lo", ""), Host{Root: t.TempDir()}), "vlan"); got != nil {
+		t.Errorf("no VLAN line: %q", got)
 	}
 }
