@@ -44,6 +44,39 @@ func BenchmarkProgram(b *testing.B) {
 	b.ReportMetric(total/float64(runs), "ns/frame")
 }
 
+// BenchmarkProgramVLANLine is BenchmarkProgram with the line on the
+// frame's VLAN (SetVLANLine): the program reads the tag and looks the line
+// up by it. "other vlan" is a frame on VLAN 100 while the pair has a line
+// on the interface and one on VLAN 200: two lookups.
+func BenchmarkProgramVLANLine(b *testing.B) {
+	for _, tc := range []struct {
+		name string
+		vlan uint16
+	}{{"same vlan", 100}, {"other vlan", 200}} {
+		b.Run(tc.name, func(b *testing.B) {
+			p := loadForTest(b)
+			if err := p.SetVLANLine(tc.vlan, testGroup, 26400, 0, netip.Addr{}); err != nil {
+				b.Fatal(err)
+			}
+			if err := p.SetLine(testGroup, 26400, 1, netip.Addr{}); err != nil {
+				b.Fatal(err)
+			}
+			frame := benchFrame()
+			var total float64
+			runs := 0
+			for b.Loop() {
+				_, d, err := p.XDP().Benchmark(frame, 10000, nil)
+				if err != nil {
+					b.Fatal(err)
+				}
+				total += float64(d.Nanoseconds())
+				runs++
+			}
+			b.ReportMetric(total/float64(runs), "ns/frame")
+		})
+	}
+}
+
 // BenchmarkChecksumOK verifies the IPv4 and UDP checksums of a line
 // datagram: 300 bytes is a packet of about 8 ITCH messages (the paced
 // benchmark's), 1400 a full one.
