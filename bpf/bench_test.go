@@ -54,7 +54,7 @@ func BenchmarkProgramVLANLine(b *testing.B) {
 		vlan uint16
 	}{{"same vlan", 100}, {"other vlan", 200}} {
 		b.Run(tc.name, func(b *testing.B) {
-			p := loadForTest(b)
+			p := loadWithForTest(b, LoadOptions{VLANLines: true})
 			if err := p.SetVLANLine(tc.vlan, testGroup, 26400, 0, netip.Addr{}); err != nil {
 				b.Fatal(err)
 			}

@@ -17,11 +17,13 @@
 // than to a line of the interface on the same group and port. A group and
 // port that only VLAN lines use gets a marker entry, so that its frames on
 // no line's VLAN are passed and counted (Counters.VLANOther, and
-// Counters.VLANUntagged for frames without a tag). While no VLAN line is
-// set the program does not read the VLAN ID at all: one map lookup per
-// frame, as without the feature; with VLAN lines a single-tagged frame costs
-// a second lookup when its VLAN has no line. ParseFrame's Datagram.VLAN is
-// the VLAN ID the program looks up, for the receiver's own matching.
+// Counters.VLANUntagged for frames without a tag). steer.c compiles the
+// program twice: Load gives xdp_steer, which has no VLAN code at all (one
+// map lookup per frame, the instructions of before VLAN lines existed);
+// LoadWith(LoadOptions{VLANLines: true}) gives xdp_steer_vlan, which takes
+// SetVLANLine and costs a second lookup for a single-tagged frame whose VLAN
+// has no line. ParseFrame's Datagram.VLAN is the VLAN ID the program looks
+// up, for the receiver's own matching.
 //
 // The program sees the tag only when it is in the frame. A NIC with
 // rx-vlan-offload on may strip it before XDP runs (the VLAN ID is then in
@@ -46,9 +48,10 @@
 //
 // Typical use:
 //
-//	p, err := bpf.Load()
+//	p, err := bpf.Load() // or LoadWith(LoadOptions{VLANLines: true})
 //	defer p.Close()
 //	p.SetLine(group, port, 0, netip.Addr{})
+//	p.SetVLANLine(100, group, port, 1, netip.Addr{}) // VLANLines only
 //	p.SetSocket(queue, xskFD)
 //	l, err := p.Attach(ifindex, bpf.ModeNative)
 //	defer l.Close()

@@ -119,6 +119,8 @@ func ParseFrame(b []byte) (Datagram, Class) {
 		return Datagram{}, ClassMalformed
 	}
 	proto := binary.BigEndian.Uint16(b[12:])
+	outer := proto // the first tag's TPID
+	var tci uint16 // the last tag's TCI
 	off := ethHLen
 	for range 2 {
 		if proto != 0x8100 && proto != 0x88a8 {
@@ -127,6 +129,7 @@ func ParseFrame(b []byte) (Datagram, Class) {
 		if len(b) < off+vlanHLen {
 			return Datagram{}, ClassMalformed
 		}
+		tci = binary.BigEndian.Uint16(b[off:])
 		proto = binary.BigEndian.Uint16(b[off+2:])
 		off += vlanHLen
 	}
@@ -164,8 +167,8 @@ func ParseFrame(b []byte) (Datagram, Class) {
 	src := netip.AddrFrom4([4]byte(ip[12:16]))
 	dst := netip.AddrFrom4([4]byte(ip[16:20]))
 	var vlan uint16
-	if off == ethHLen+vlanHLen && binary.BigEndian.Uint16(b[12:]) == 0x8100 {
-		vlan = binary.BigEndian.Uint16(b[ethHLen:]) & 0x0fff
+	if off == ethHLen+vlanHLen && outer == 0x8100 {
+		vlan = tci & 0x0fff
 	}
 	return Datagram{
 		VLAN:    vlan,

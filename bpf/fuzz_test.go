@@ -18,7 +18,7 @@ func FuzzParseFrame(f *testing.F) {
 	for _, tc := range frameCases() {
 		f.Add(tc.frame)
 	}
-	p, err := Load()
+	p, err := LoadWith(LoadOptions{VLANLines: true})
 	if err != nil && !errors.Is(err, ErrNotSupported) {
 		f.Fatal(err)
 	}

@@ -15,9 +15,10 @@
 // or none, the VLAN ID is not looked at) or on one 802.1Q VLAN of it (a
 // line configured on a VLAN device): only a frame with exactly one tag, an
 // 802.1Q tag of that VLAN ID, matches it, as the kernel's VLAN device would
-// take it. While no VLAN line is set (vlan_lines, set by the loader) the
-// program never reads the tag: one lookup per frame, as without VLANs.
-// Otherwise a single-tagged frame is looked up by its VLAN ID first, then
+// take it. There are two programs, compiled from the same code: xdp_steer
+// has no VLAN code at all (one lookup per frame, the code and register
+// allocation of before VLAN lines existed), xdp_steer_vlan is attached when
+// some line is on a VLAN. In it a single-tagged frame is looked up by its VLAN ID first, then
 // as vlan 0. A group and port used only by VLAN lines has a vlan 0 entry
 // too, marked LINE_VLAN_ONLY: a frame of that group and port that matched
 // no VLAN line is counted in vlan_other (tagged) or vlan_untagged (no tag:
@@ -74,9 +75,6 @@ struct counters {
 	__u64 vlan_untagged; // a VLAN line's group and port without a tag: given to the kernel
 };
 
-// vlan_lines is not 0 while a line on a VLAN is set: only then does the
-// program read the VLAN ID. The loader sets it (a .bss variable).
-__u32 vlan_lines = 0;
 
 // Metadata in front of a redirected frame, in native byte order. 32-bit
 // words keep it 4-byte aligned, as the kernel requires of metadata, without
@@ -131,7 +129,7 @@ struct {
 
 enum verdict { PASS, MALFORMED, LINE, LINE_FRAGMENT, VLAN_OTHER, VLAN_UNTAGGED };
 
-static __always_inline enum verdict classify(struct xdp_md *ctx)
+static __always_inline enum verdict classify(struct xdp_md *ctx, const int vlans)
 {
 	void *data = (void *)(long)ctx->data;
 	void *end = (void *)(long)ctx->data_end;
@@ -184,7 +182,7 @@ static __always_inline enum verdict classify(struct xdp_md *ctx)
 
 	struct line_key key = {.group = ip->daddr, .port = udp->dest};
 	struct line_val *val = 0;
-	if (vlan_lines && off == ETH_HLEN + VLAN_HLEN && *(__be16 *)(data + 12) == be16(ETH_P_8021Q)) {
+	if (vlans && off == ETH_HLEN + VLAN_HLEN && *(__be16 *)(data + 12) == be16(ETH_P_8021Q)) {
 		// One 802.1Q tag: a line on its VLAN first. The loop above
 		// checked that the tag is in the frame; the verifier wants it
 		// shown again.
@@ -199,7 +197,8 @@ static __always_inline enum verdict classify(struct xdp_md *ctx)
 		val = bpf_map_lookup_elem(&lines, &key);
 	if (!val)
 		return PASS;
-	if (val->line == LINE_VLAN_ONLY)
+	// Only VLAN lines make markers.
+	if (vlans && val->line == LINE_VLAN_ONLY)
 		return off == ETH_HLEN ? VLAN_UNTAGGED : VLAN_OTHER;
 	if (val->source && val->source != ip->saddr)
 		return PASS;
@@ -223,15 +222,14 @@ static __always_inline int stamp(struct xdp_md *ctx)
 	return 1;
 }
 
-SEC("xdp")
-int xdp_steer(struct xdp_md *ctx)
+static __always_inline int steer(struct xdp_md *ctx, const int vlans)
 {
 	__u32 zero = 0;
 	struct counters *c = bpf_map_lookup_elem(&stats, &zero);
 	if (!c)
 		return XDP_PASS;
 
-	switch (classify(ctx)) {
+	switch (classify(ctx, vlans)) {
 	case LINE: {
 		long act = bpf_redirect_map(&xsks, ctx->rx_queue_index, XDP_PASS);
 		if (act != XDP_REDIRECT) {
@@ -259,6 +257,20 @@ int xdp_steer(struct xdp_md *ctx)
 		c->passed++;
 		return XDP_PASS;
 	}
+}
+
+// xdp_steer: lines on the interface only (SetLine).
+SEC("xdp")
+int xdp_steer(struct xdp_md *ctx)
+{
+	return steer(ctx, 0);
+}
+
+// xdp_steer_vlan: lines on the interface and on its VLANs (SetVLANLine).
+SEC("xdp")
+int xdp_steer_vlan(struct xdp_md *ctx)
+{
+	return steer(ctx, 1);
 }
 
 char __license[] SEC("license") = "Dual MIT/GPL";

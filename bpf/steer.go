@@ -81,6 +81,7 @@ const (
 // Program is the loaded steering program with its maps.
 type Program struct {
 	objs steerObjects
+	prog *ebpf.Program // objs.XdpSteer, or XdpSteerVlan for VLAN lines
 
 	// Counters reads the per-CPU counters into these, reused: a stats
 	// refresh every few tens of milliseconds allocates nothing.
@@ -89,20 +90,37 @@ type Program struct {
 	perCPU []steerCounters // one per possible CPU
 	attr   mapLookupAttr
 
+	vlans bool // loaded for VLAN lines (LoadOptions.VLANLines)
+
 	// The lines set, under linesMu, to keep the vlan 0 entries of groups
-	// and ports that only VLAN lines use (LINE_VLAN_ONLY) and the
-	// program's vlan_lines flag right.
+	// and ports that only VLAN lines use (LINE_VLAN_ONLY) right.
 	linesMu   sync.Mutex
 	plain     map[steerLineKey]bool // vlan 0 lines set (key vlan 0)
 	vlanLines map[steerLineKey]bool // VLAN lines set
 	perPair   map[steerLineKey]int  // VLAN lines per group and port (key vlan 0)
 }
 
-// Load loads the steering program and creates its maps.
-func Load() (*Program, error) {
-	p := &Program{plain: map[steerLineKey]bool{}, vlanLines: map[steerLineKey]bool{}, perPair: map[steerLineKey]int{}}
+// LoadOptions choose what the loaded program can do.
+type LoadOptions struct {
+	// VLANLines picks the program that can take lines on a VLAN
+	// (SetVLANLine, xdp_steer_vlan). Without it the program (xdp_steer)
+	// has no VLAN code at all, so a feed without VLAN lines pays nothing
+	// for them.
+	VLANLines bool
+}
+
+// Load loads the steering program without VLAN lines and creates its maps.
+func Load() (*Program, error) { return LoadWith(LoadOptions{}) }
+
+// LoadWith loads the steering program as o says and creates its maps.
+func LoadWith(o LoadOptions) (*Program, error) {
+	p := &Program{vlans: o.VLANLines, plain: map[steerLineKey]bool{}, vlanLines: map[steerLineKey]bool{}, perPair: map[steerLineKey]int{}}
 	if err := loadSteerObjects(&p.objs, nil); err != nil {
 		return nil, fmt.Errorf("load xdp steering program: %w", classify(err))
+	}
+	p.prog = p.objs.XdpSteer
+	if o.VLANLines {
+		p.prog = p.objs.XdpSteerVlan
 	}
 	cpus, err := ebpf.PossibleCPU()
 	if err != nil {
@@ -142,7 +160,7 @@ func (p *Program) Close() error {
 
 // XDP returns the loaded program, for tests (ebpf.Program.Run) and custom
 // attachment.
-func (p *Program) XDP() *ebpf.Program { return p.objs.XdpSteer }
+func (p *Program) XDP() *ebpf.Program { return p.prog }
 
 // SetLine makes frames to group:port (IPv4) redirect as feed line line,
 // whatever their VLAN tags (a line on the interface itself), unless a line
@@ -157,7 +175,11 @@ func (p *Program) SetLine(group netip.Addr, port uint16, line uint32, source net
 // the frames the kernel would give a VLAN device of the interface. Such a
 // frame goes to this line rather than to a SetLine line of the same group
 // and port. When source is valid, only frames from that IPv4 source match.
+// The program must have been loaded with LoadOptions.VLANLines.
 func (p *Program) SetVLANLine(vlan uint16, group netip.Addr, port uint16, line uint32, source netip.Addr) error {
+	if !p.vlans {
+		return fmt.Errorf("set xdp line %v: the program was loaded without VLAN lines (LoadOptions.VLANLines)", lineName(vlan, group, port))
+	}
 	if vlan == 0 || vlan > MaxVLAN {
 		return fmt.Errorf("set xdp line %v:%d on vlan %d: vlan out of range [1,%d]", group, port, vlan, MaxVLAN)
 	}
@@ -198,15 +220,6 @@ func (p *Program) setLine(vlan uint16, group netip.Addr, port uint16, line uint3
 		if err := p.objs.Lines.Put(&pair, &only); err != nil {
 			p.objs.Lines.Delete(&key)
 			return fmt.Errorf("set xdp line %v: %w", lineName(vlan, group, port), err)
-		}
-	}
-	if len(p.vlanLines) == 0 {
-		if err := p.objs.VlanLines.Set(uint32(1)); err != nil {
-			if p.perPair[pair] == 0 && !p.plain[pair] {
-				p.objs.Lines.Delete(&pair)
-			}
-			p.objs.Lines.Delete(&key)
-			return fmt.Errorf("set xdp line %v: %w", lineName(vlan, group, port), classify(err))
 		}
 	}
 	p.vlanLines[key] = true
@@ -265,11 +278,6 @@ func (p *Program) deleteLine(vlan uint16, group netip.Addr, port uint16) error {
 			}
 		}
 	}
-	if len(p.vlanLines) == 0 {
-		if err := p.objs.VlanLines.Set(uint32(0)); err != nil {
-			return fmt.Errorf("delete xdp line %v: %w", lineName(vlan, group, port), err)
-		}
-	}
 	return nil
 }
 
@@ -326,7 +334,7 @@ func (p *Program) Attach(ifindex int, m Mode) (link.Link, error) {
 	if m == ModeGeneric {
 		flags = link.XDPGenericMode
 	}
-	l, err := link.AttachXDP(link.XDPOptions{Program: p.objs.XdpSteer, Interface: ifindex, Flags: flags})
+	l, err := link.AttachXDP(link.XDPOptions{Program: p.prog, Interface: ifindex, Flags: flags})
 	if err != nil {
 		return nil, fmt.Errorf("attach xdp program to ifindex %d (%v): %w", ifindex, m, classify(err))
 	}

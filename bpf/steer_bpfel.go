@@ -42,11 +42,11 @@ type steerLineVal struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	steerMapLines     = "lines"
-	steerMapStats     = "stats"
-	steerMapXsks      = "xsks"
-	steerProgXdpSteer = "xdp_steer"
-	steerVarVlanLines = "vlan_lines"
+	steerMapLines         = "lines"
+	steerMapStats         = "stats"
+	steerMapXsks          = "xsks"
+	steerProgXdpSteer     = "xdp_steer"
+	steerProgXdpSteerVlan = "xdp_steer_vlan"
 )
 
 // loadSteer returns the embedded CollectionSpec for steer.
@@ -91,7 +91,8 @@ type steerSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type steerProgramSpecs struct {
-	XdpSteer *ebpf.ProgramSpec `ebpf:"xdp_steer"`
+	XdpSteer     *ebpf.ProgramSpec `ebpf:"xdp_steer"`
+	XdpSteerVlan *ebpf.ProgramSpec `ebpf:"xdp_steer_vlan"`
 }
 
 // steerMapSpecs contains maps before they are loaded into the kernel.
@@ -107,7 +108,6 @@ type steerMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type steerVariableSpecs struct {
-	VlanLines *ebpf.VariableSpec `ebpf:"vlan_lines"`
 }
 
 // steerObjects contains all objects after they have been loaded into the kernel.
@@ -147,19 +147,20 @@ func (m *steerMaps) Close() error {
 //
 // It can be passed to loadSteerObjects or ebpf.CollectionSpec.LoadAndAssign.
 type steerVariables struct {
-	VlanLines *ebpf.Variable `ebpf:"vlan_lines"`
 }
 
 // steerPrograms contains all programs after they have been loaded into the kernel.
 //
 // It can be passed to loadSteerObjects or ebpf.CollectionSpec.LoadAndAssign.
 type steerPrograms struct {
-	XdpSteer *ebpf.Program `ebpf:"xdp_steer"`
+	XdpSteer     *ebpf.Program `ebpf:"xdp_steer"`
+	XdpSteerVlan *ebpf.Program `ebpf:"xdp_steer_vlan"`
 }
 
 func (p *steerPrograms) Close() error {
 	return _SteerClose(
 		p.XdpSteer,
+		p.XdpSteerVlan,
 	)
 }
 

@@ -215,14 +215,16 @@ func newXDPRx(cfg Config) (_ *xdpRx, err error) {
 	for _, name := range names {
 		x := &xdpIface{name: name, ifindex: devs[byIface[name][0]].Index}
 		r.ifaces = append(r.ifaces, x)
-		if x.prog, err = bpf.Load(); err != nil {
+		for _, i := range byIface[name] {
+			x.vlans = x.vlans || devs[i].VLAN != 0
+		}
+		if x.prog, err = bpf.LoadWith(bpf.LoadOptions{VLANLines: x.vlans}); err != nil {
 			return nil, err
 		}
 		for _, i := range byIface[name] {
 			r.lines[i].iface = x
 			lc := cfg.Lines[i]
 			if vlan := devs[i].VLAN; vlan != 0 {
-				x.vlans = true
 				err = x.prog.SetVLANLine(vlan, lc.Group, lc.Port, uint32(i), lc.Source)
 			} else {
 				err = x.prog.SetLine(lc.Group, lc.Port, uint32(i), lc.Source)
