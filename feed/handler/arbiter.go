@@ -114,6 +114,14 @@ type ArbiterStats struct {
 	SessionChosen    bool
 	SessionChanges   uint64 // a confirmed session replaced a silent or ended locked one (see session.go)
 	Unconfirmed      uint64 // packets seen before any session was confirmed (stashed or dropped)
+	// Regressions: times every live line went back to sequence numbers
+	// behind the followed session's, and stayed there for LineTimeout with
+	// nothing new delivered: a sequence restart under the same session
+	// name (a protocol violation: a publisher restarted, or replays the
+	// session from its start). Nothing behind is applied; Behind stays
+	// true until a line brings new sequence numbers again (see regressed).
+	Regressions uint64
+	Behind      bool
 }
 
 // Arbiter merges the copies of one MoldUDP64 session arriving on redundant
@@ -144,6 +152,13 @@ type Arbiter struct {
 	lastRx  [MaxLines]int64  // per line: rx time of its last packet
 	startRx int64            // rx time of the session's first packet
 	suspect int              // consecutive packets that jumped more than MaxJump
+	// behindRx: per line, the rx time of its last packet behind both the
+	// line's own highest and next; the line is behind while it equals
+	// lastRx. regressFrom/regressNext: when the lines were first seen
+	// behind, and next then (see regressed).
+	behindRx    [MaxLines]int64
+	regressFrom int64
+	regressNext uint64
 	// where the last suspect packet ended
 	suspectNext uint64
 
@@ -417,6 +432,8 @@ func (a *Arbiter) Offer(line int, data []byte, rxTime int64) {
 				ls.LineGaps++
 			}
 			a.high[line] = p.Seq
+		} else if p.Seq < a.high[line] && p.Seq < a.next {
+			a.regressed(line, rxTime)
 		}
 		a.checkGap(rxTime, false)
 		return
@@ -439,6 +456,10 @@ func (a *Arbiter) Offer(line int, data []byte, rxTime int64) {
 	switch {
 	case end <= a.next:
 		ls.Duplicates++
+		if end < a.high[line] {
+			// Behind its own line too: not the slower line's copy.
+			a.regressed(line, rxTime)
+		}
 	case p.Seq <= a.next && !a.frozen:
 		ls.Won++
 		a.ended = false // new data: the session did not end
@@ -485,6 +506,38 @@ func (a *Arbiter) Offer(line int, data []byte, rxTime int64) {
 			}
 		}
 		a.checkGap(rxTime, false)
+	}
+}
+
+// regressed is told that line brought a packet behind both next and the
+// line's own highest sequence number: a packet the line reordered, or its
+// sequence numbers went back. When every live line's latest packet was
+// such a one, and next did not move for LineTimeout since they first were,
+// the session's sequence numbers restarted under the same name: counted
+// once in Regressions, and Behind set. It runs only on such packets, never
+// for the in-order copies of the slower line.
+func (a *Arbiter) regressed(line int, rxTime int64) {
+	a.behindRx[line] = rxTime
+	for i := 0; i < a.cfg.Lines; i++ {
+		if rxTime-a.lastRx[i] < int64(a.cfg.LineTimeout) && a.behindRx[i] != a.lastRx[i] {
+			a.regressFrom = 0 // a live line is not behind
+			return
+		}
+	}
+	switch {
+	case a.regressFrom == 0 || a.regressNext != a.next:
+		a.regressFrom, a.regressNext = rxTime, a.next
+	case !a.Stats.Behind && rxTime-a.regressFrom >= int64(a.cfg.LineTimeout):
+		a.Stats.Regressions++
+		a.Stats.Behind = true
+	}
+}
+
+// refreshBehind clears Behind once next moved (a line brought new
+// sequence numbers); the receive thread calls it before copying Stats.
+func (a *Arbiter) refreshBehind() {
+	if a.Stats.Behind && a.next != a.regressNext {
+		a.Stats.Behind, a.regressFrom = false, 0
 	}
 }
 

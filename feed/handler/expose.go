@@ -351,6 +351,8 @@ func scalar(st *Stats, name string) uint64 {
 		return st.Arbiter.HeldMax
 	case "session_changes_total":
 		return st.Arbiter.SessionChanges
+	case "sequence_regressions_total":
+		return st.Arbiter.Regressions
 	case "receive_thread_rt_priority":
 		return uint64(st.ReceiveThread.Priority)
 	case "shm_slots":

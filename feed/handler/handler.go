@@ -761,6 +761,11 @@ func (h *Handler) copyStats(wait bool) bool {
 			return false
 		}
 		h.rxCopy = h.recv.Stats()
+		h.arb.refreshBehind()
+		if n := h.arb.Stats.Regressions; n != h.arbCopy.Regressions {
+			h.log.Error().Str("session", h.arb.Session().String()).Uint64("next", h.arb.Next()).Dur("for", h.arb.cfg.LineTimeout).
+				Msg("every line went back to sequence numbers already delivered, under the same session name: a sequence restart; nothing behind is applied, the books stay as they are until a line brings new sequence numbers")
+		}
 		h.arbCopy = h.arb.Stats
 		h.cntCopy = [5]uint64{h.routed, h.filtered, h.badMsgs, h.arb.Next(), h.rxErrors}
 		h.endedCopy = h.arb.Ended()

@@ -25,12 +25,15 @@ func (s *Stats) UnrecoveredGaps() uint64 {
 
 // Ready tells a load balancer or supervisor whether the books can be used:
 // false, with the reason, until a line has delivered a packet, and while
-// any book is flagged stale, a gap is unrecovered or a recovery (re-request
-// or snapshot) is in progress.
+// any book is flagged stale, a gap is unrecovered, a recovery (re-request
+// or snapshot) is in progress, or the lines went back behind what was
+// delivered (ArbiterStats.Behind).
 func (s *Stats) Ready() (bool, string) {
 	switch s.readiness() {
 	case notReceived:
 		return false, "no packet received yet"
+	case notBehind:
+		return false, "every line went back to sequence numbers already delivered (a restart under the same session name): nothing new is delivered"
 	case notSnapshot:
 		return false, "recovering: loading a snapshot; books possibly stale"
 	case notGaps:
@@ -54,6 +57,7 @@ const (
 	notGaps
 	notStale
 	notRerequesting
+	notBehind
 )
 
 func (s *Stats) readiness() readiness {
@@ -64,6 +68,8 @@ func (s *Stats) readiness() readiness {
 	switch {
 	case !received:
 		return notReceived
+	case s.Arbiter.Behind:
+		return notBehind
 	case s.Recovery.State == StateSnapshot:
 		return notSnapshot
 	case s.UnrecoveredGaps() > 0:
