@@ -143,17 +143,23 @@ func (s *Stats) Applied() uint64 {
 
 // Handler runs the pipeline. Create it with Start; stop it with Stop.
 type Handler struct {
-	cfg     Config
-	log     zerolog.Logger
-	recv    rx.Receiver
-	arb     *Arbiter
-	rec     *recovery // nil: no recovery source configured
-	rawBuf  []byte    // a recovered packet re-encoded for the spill
-	mode    Mode
-	shards  []*shard
-	inline  *shard  // run to completion: the one shard, driven by the receive thread
-	shardOf []uint8 // by locate
-	w       *shm.Writer
+	cfg  Config
+	log  zerolog.Logger
+	recv rx.Receiver
+	arb  *Arbiter
+	rec  *recovery // nil: no recovery source configured
+	// newSession: with no recovery source, a session change flagged the
+	// books; they are whole again once the new session is delivered from
+	// its first sequence number with no gap declared since (more than
+	// newSessionGaps): see newSessionWhole.
+	newSession     bool
+	newSessionGaps uint64
+	rawBuf         []byte // a recovered packet re-encoded for the spill
+	mode           Mode
+	shards         []*shard
+	inline         *shard  // run to completion: the one shard, driven by the receive thread
+	shardOf        []uint8 // by locate
+	w              *shm.Writer
 
 	filter     map[itch.Symbol]bool // subscribed symbols (space padded, as on the wire)
 	subscribed []bool               // by locate, decided by 'R' when filtering
@@ -422,6 +428,9 @@ func (h *Handler) receive(pinErr chan<- error) {
 			h.rec.poll(now)
 			h.delivered.Store(h.nDelivered)
 		}
+		if h.newSession {
+			h.newSessionWhole()
+		}
 		h.endBatch() // what Tick released or recovery delivered
 		if n == 0 && now-h.pickup >= int64(sweepQuiet) {
 			h.finishSweep()
@@ -602,7 +611,8 @@ func (h *Handler) rebuild(msgs []byte, next uint64) {
 // sessionChanged is the arbiter's SessionFunc: the first lock is logged; a
 // change (a confirmed session replacing a silent one) empties the books,
 // flagged, and has them rebuilt: by snapshot when one is configured, else
-// by re-requesting the new session from its start.
+// by re-requesting the new session from its start; with no recovery source
+// they are whole once the new session came from its start (newSessionWhole).
 func (h *Handler) sessionChanged(old, new moldudp64.Session) {
 	select {
 	case h.sessionLog <- [2]moldudp64.Session{old, new}:
@@ -616,6 +626,22 @@ func (h *Handler) sessionChanged(old, new moldudp64.Session) {
 		h.rec.sessionChanged()
 	} else {
 		h.pushStaleAll()
+		h.newSession, h.newSessionGaps = true, h.arb.Stats.Gaps
+	}
+}
+
+// newSessionWhole runs on the receive thread between batches while a
+// session change without a recovery source waits for the new session:
+// once it was delivered from sequence number 1 on with no gap declared
+// (nothing of it is missing), the books, emptied at the change, are whole;
+// once a gap was declared in it they stay flagged (nothing repairs it).
+func (h *Handler) newSessionWhole() {
+	switch {
+	case h.arb.Stats.Gaps != h.newSessionGaps:
+		h.newSession = false
+	case h.arb.Next() > 1:
+		h.newSession = false
+		h.markWhole()
 	}
 }
 

@@ -112,7 +112,7 @@ func TestSessionChangeDuringSnapshot(t *testing.T) {
 // error.
 func TestSessionChangeRebindsLocate(t *testing.T) {
 	h, sh, _ := recoveryHandler(t, nil)
-	h.rec = nil // no recovery source: the new session's books stay flagged
+	h.rec = nil // no recovery source
 	h.arb.SetMissing(nil)
 	addMsg := func(sym string, price uint32) []byte {
 		a := itch.AddOrderFields{Header: itch.Header{Locate: 7}, OrderRef: 1, Side: 'B', Shares: 100,
