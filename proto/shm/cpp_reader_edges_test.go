@@ -6,6 +6,7 @@ import (
 	"math"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -217,4 +218,36 @@ func TestCppEdgeHeartbeatBounds(t *testing.T) {
 	s.expect("read 1", "read ErrWriterDead")
 	atomic.StoreUint64(seq, atomic.LoadUint64(seq)+1)
 	cppEdgeSetHeartbeat(w, 0)
+}
+
+// TestCppEdgeRelativePath: a relative path given to open is resolved once,
+// at open (path() is absolute). Before, check() looked the relative name up
+// again against the working directory of the moment: after a chdir to a
+// directory holding a file of the same name it said Restarted, and after a
+// real restart of the feed it said Closed.
+func TestCppEdgeRelativePath(t *testing.T) {
+	bin := cppEdgeBin(t)
+	w := testWriter(t, Config{Instruments: 1, Depth: 1})
+	heartbeats(t, w)
+	dir, base := filepath.Split(w.Path())
+	other := t.TempDir()
+	decoy := filepath.Join(other, base)
+	if err := os.WriteFile(decoy, []byte("not the feed"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s := startSession(t, bin, "./"+base)
+	s.expect("chdir "+dir, "chdir Ok")
+	s.expect("open", "open Ok")
+	if got := s.do("path"); got != "path "+w.Path() {
+		t.Errorf("C++ path: %q, want %q", got, "path "+w.Path())
+	}
+	s.expect("chdir "+other, "chdir Ok")
+	s.expect("check", "check Ok")
+
+	if err := os.Remove(decoy); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	testWriter(t, Config{Name: w.Path(), Instruments: 1, Depth: 1})
+	s.expect("check", "check ErrRestarted")
 }

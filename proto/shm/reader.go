@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"path/filepath"
 	"runtime"
 	"sort"
 	"sync"
@@ -48,10 +49,22 @@ type Reader struct {
 func Open(name string) (*Reader, error) { return OpenWith(name, OpenOptions{}) }
 
 // OpenWith is Open with options.
+//
+// A relative path (a name with a slash, not starting with one) is resolved
+// against the working directory once, here: the Reader keeps the absolute
+// path (Path), and Check looks at that file even after the process changed
+// its working directory.
 func OpenWith(name string, opt OpenOptions) (*Reader, error) {
 	path := Path(name)
 	if bigEndian {
 		return nil, errBigEndian("open", path)
+	}
+	if !filepath.IsAbs(path) {
+		abs, err := filepath.Abs(path)
+		if err != nil {
+			return nil, fmt.Errorf("open shm %s: %w", path, err)
+		}
+		path = abs
 	}
 	// Not blocking: a FIFO of that name would block a plain open until a
 	// writer came; it is refused below with the other files that are not
@@ -125,7 +138,8 @@ func (r *Reader) Close() error {
 	return nil
 }
 
-// Path is the mapped file.
+// Path is the mapped file's absolute path (a relative name resolved at
+// Open).
 func (r *Reader) Path() string { return r.path }
 
 // Info describes the file: geometry, writer pid, start time, generation.

@@ -9,7 +9,8 @@
 //   shm_driver torn NAME [slow] read and follow a writer at full speed, recomputing every
 //                               field from (locate, seq); "stats ..." at the end
 //   shm_driver session NAME     commands on stdin (open, check, read L, follow, poll, wait MS,
-//                               waitloop MS FOR_MS CHECK_MS, stats, close), one result line each
+//                               waitloop MS FOR_MS CHECK_MS, chdir DIR, path, stats, close),
+//                               one result line each
 //   shm_driver bench-read NAME N  consistent reads of locate 1: "read median-ns X min-ns Y"
 //   shm_driver latency NAME     publish-to-read latency per journal update until closed
 //   shm_driver noalloc NAME     every reader call, counting operator new: "allocs N"
@@ -460,6 +461,13 @@ int cmd_session(const char* name) {
       } while (e == Error::Ok && n == 0 && fs::detail::monotonic_ns() < deadline);
       std::printf("waitloop %s n %zu calls %ld ms %" PRId64 "\n", fs::error_name(e), n, calls,
                   (fs::detail::monotonic_ns() - t0) / 1000000);
+    } else if (c == "chdir") {
+      // chdir DIR: change the working directory, as a strategy may after open.
+      char dir[256] = {};
+      std::sscanf(line, "%*s %255s", dir);
+      std::printf("chdir %s\n", ::chdir(dir) == 0 ? "Ok" : std::strerror(errno));
+    } else if (c == "path") {
+      std::printf("path %s\n", r.path());
     } else if (c == "stats") {
       std::printf("stats overruns %" PRIu64 " lost %" PRIu64 " pending %" PRIu64 "\n", f.overruns(), f.lost(),
                   f.pending());

@@ -275,6 +275,12 @@ class Reader:
     """
 
     def __init__(self, path, stale_after=None):
+        # A relative path is resolved against the working directory once,
+        # here: check() looks at the same file after a chdir.
+        try:
+            path = os.path.abspath(path)
+        except OSError as e:  # the working directory was removed
+            raise FormatError("open shm %s: %s" % (path, e)) from None
         self.path = path
         try:
             # Not blocking: a FIFO of that name would block a plain open
@@ -733,6 +739,9 @@ class Follower:
 
 def open(name, stale_after=None):  # noqa: A001 - mirrors shm.Open
     """Map the feed ``name`` (bare name under /dev/shm, or a path) read-only.
+
+    A relative path is resolved against the working directory once, at open
+    (``Reader.path`` is absolute).
 
     Raises NotExistError (writer not started: retry, or open_wait),
     PermissionDeniedError, FormatError, LayoutVersionError. Succeeds on a

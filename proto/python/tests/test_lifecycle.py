@@ -265,6 +265,34 @@ class LifecycleTest(unittest.TestCase):
         with shm.open(name) as r2:
             self.assertEqual(r2.read(1).seq, 10)
 
+    def test_relative_path_resolved_at_open(self):
+        """A relative path is resolved once, at open. Before, check() looked
+        the relative name up again against the working directory of the
+        moment: after a chdir to a directory holding a file of the same name
+        it raised RestartedError, and after a real restart of the feed it
+        raised ClosedError."""
+        name = support.feed_name(self)
+        w = support.control_writer(self, name, instruments=1, depth=1)
+        w.cmd("beat")
+        feed_dir, base = os.path.split(name)
+        other = tempfile.mkdtemp(prefix="fh-pytest-cwd-")
+        self.addCleanup(shutil.rmtree, other, True)
+        decoy = os.path.join(other, base)
+        with open(decoy, "w") as f:
+            f.write("not the feed")
+        self.addCleanup(os.chdir, os.getcwd())
+        os.chdir(feed_dir)
+        r = shm.open("./" + base)
+        self.addCleanup(r.close)
+        os.chdir(other)
+        r.check()
+        self.assertEqual(r.path, name)
+        os.remove(decoy)
+        w.cmd("close")
+        support.control_writer(self, name, instruments=1, depth=1)
+        with self.assertRaises(shm.RestartedError):
+            r.check()
+
     def test_stale_heartbeat(self):
         name = support.feed_name(self)
         w = support.control_writer(self, name, instruments=1, depth=1)

@@ -347,7 +347,9 @@ class Reader {
   // with a slash is a path). NotExist while the writer has not created it;
   // PermissionDenied, Format, LayoutVersion, System otherwise. It succeeds
   // on a closed or dead writer's file so that its last books stay readable;
-  // check() tells the writer's state.
+  // check() tells the writer's state. A relative path is resolved against
+  // the working directory once, here (path() is absolute): check() looks at
+  // the same file after the process changed its working directory.
   Error open(const char* name, const OpenOptions& opt = OpenOptions()) noexcept {
     close();
     errno_ = 0;
@@ -356,12 +358,28 @@ class Reader {
     size_t n = std::strlen(name);
     bool bare = std::memchr(name, '/', n) == nullptr;
     static constexpr char kDir[] = "/dev/shm/";
-    size_t dir = bare ? sizeof kDir - 1 : 0;
+    size_t dir = 0;
+    if (bare) {
+      dir = sizeof kDir - 1;
+      std::memcpy(path_, kDir, dir);
+    } else if (name[0] != '/') {
+      if (getcwd(path_, sizeof path_) == nullptr) {
+        errno_ = errno;
+        path_[0] = 0;
+        return Error::System;
+      }
+      dir = std::strlen(path_);
+      if (dir > 0 && path_[dir - 1] != '/') path_[dir++] = '/';  // dir < sizeof path_: getcwd left room for its NUL
+      while (n >= 2 && name[0] == '.' && name[1] == '/') {       // "./x": /cwd/x
+        name += 2;
+        n -= 2;
+      }
+    }
     if (dir + n + 1 > sizeof path_) {
       errno_ = ENAMETOOLONG;
+      path_[0] = 0;
       return Error::System;
     }
-    std::memcpy(path_, kDir, dir);
     std::memcpy(path_ + dir, name, n + 1);
 
     // O_NONBLOCK: a FIFO under the name must not hang open (it is then
@@ -419,7 +437,7 @@ class Reader {
   }
 
   bool is_open() const noexcept { return mem_ != nullptr; }
-  const char* path() const noexcept { return path_; }
+  const char* path() const noexcept { return path_; }  // absolute (resolved at open)
   const Info& info() const noexcept { return info_; }
   // sys_errno is the errno behind the last open's System or PermissionDenied.
   int sys_errno() const noexcept { return errno_; }
