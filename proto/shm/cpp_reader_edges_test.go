@@ -251,3 +251,26 @@ func TestCppEdgeRelativePath(t *testing.T) {
 	testWriter(t, Config{Name: w.Path(), Instruments: 1, Depth: 1})
 	s.expect("check", "check ErrRestarted")
 }
+
+// TestCppEdgeTruncated: a feed file truncated under the reader (an
+// operator's `truncate -s 0`; the writer never truncates) is Format from
+// check(), which reads nothing past the end of the file (truncations:
+// also by the last page, and after the name was removed). Before, check()
+// read the writer's state from the mapping: the driver died of SIGBUS for a
+// file truncated to 0, and said Ok for one that lost its last page.
+func TestCppEdgeTruncated(t *testing.T) {
+	bin := cppEdgeBin(t)
+	for _, c := range truncations {
+		t.Run(c.name, func(t *testing.T) {
+			// No heartbeat goroutine: nothing in this process may touch
+			// the mapping while the file is short.
+			w := testWriter(t, Config{Instruments: 1, Depth: 1})
+			w.Heartbeat()
+			s := startSession(t, bin, w.Path())
+			s.expect("open", "open Ok")
+			s.expect("check", "check Ok")
+			defer c.cut(t, w.Path(), int64(len(w.m.mem)))()
+			s.expect("check", "check ErrFormat")
+		})
+	}
+}

@@ -123,7 +123,8 @@ type WaitOptions struct {
 // Wait is Poll that blocks until at least one record arrives or timeout
 // passes (then it returns 0, nil). It spins, then yields, then sleeps, and
 // checks the writer periodically: a dead, closed or restarted writer ends
-// the wait with ErrWriterDead, ErrClosed or ErrRestarted.
+// the wait with ErrWriterDead, ErrClosed or ErrRestarted, a file truncated
+// under the mapping with ErrFormat (Check).
 func (f *Follower) Wait(dst []Update, timeout time.Duration, opt WaitOptions) (int, error) {
 	if opt.Spin <= 0 {
 		opt.Spin = 1000

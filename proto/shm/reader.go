@@ -33,6 +33,8 @@ type Reader struct {
 	m     mapping
 	l     layout
 	path  string
+	file  *os.File // the mapped file, kept open: Check fstats it (truncation)
+	fd    int      // file's descriptor
 	ino   uint64
 	dev   uint64
 	stale time.Duration
@@ -79,7 +81,12 @@ func OpenWith(name string, opt OpenOptions) (*Reader, error) {
 		}
 		return nil, fmt.Errorf("open shm %s: %w", path, err)
 	}
-	defer f.Close()
+	mapped := false
+	defer func() {
+		if !mapped {
+			f.Close()
+		}
+	}()
 	var st unix.Stat_t
 	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
 		return nil, fmt.Errorf("open shm %s: fstat: %w", path, err)
@@ -94,12 +101,13 @@ func OpenWith(name string, opt OpenOptions) (*Reader, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open shm %s: mmap: %w", path, err)
 	}
-	r := &Reader{m: mapping{mem: mem}, path: path, ino: st.Ino, dev: st.Dev}
+	r := &Reader{m: mapping{mem: mem}, path: path, file: f, fd: int(f.Fd()), ino: st.Ino, dev: st.Dev}
 	r.l, err = r.m.readHeader(st.Size)
 	if err != nil {
 		unix.Munmap(mem)
 		return nil, fmt.Errorf("open shm %s: %w", path, err)
 	}
+	mapped = true
 	r.stale = opt.StaleAfter
 	if r.stale <= 0 {
 		r.stale = max(10*time.Duration(r.l.heartbeatEvery), time.Second)
@@ -132,6 +140,7 @@ func (r *Reader) Close() error {
 	}
 	err := unix.Munmap(r.m.mem)
 	r.m.mem = nil
+	r.file.Close()
 	if err != nil {
 		return fmt.Errorf("close shm %s: %w", r.path, err)
 	}
@@ -154,16 +163,29 @@ func (r *Reader) Heartbeat() time.Time {
 }
 
 // Check reports the writer's state: nil while it is alive, ErrRestarted when
-// a new writer replaced the file (Close, then Open again), ErrClosed when it
-// closed the feed, ErrWriterDead when its process is gone or its heartbeat is
-// older than StaleAfter.
+// a new writer replaced the file (Close, then Open again), ErrFormat when the
+// mapped file was truncated below the size mapped (the writer never does;
+// reading the mapping would fault), ErrClosed when it closed the feed,
+// ErrWriterDead when its process is gone or its heartbeat is older than
+// StaleAfter.
 func (r *Reader) Check() error {
 	if r.m.mem == nil {
 		return r.closedError("check")
 	}
 	var st unix.Stat_t
-	if err := unix.Stat(r.path, &st); err == nil && (st.Ino != r.ino || st.Dev != r.dev) {
+	err := unix.Stat(r.path, &st)
+	if err == nil && (st.Ino != r.ino || st.Dev != r.dev) {
 		return fmt.Errorf("check shm %s: %w", r.path, ErrRestarted)
+	}
+	// Before anything reads the mapping: pages past the end of the file
+	// fault (SIGBUS). A read racing the truncation still can. The name's
+	// stat, when it is the mapped file, has its size; otherwise (the name
+	// is gone) the descriptor kept open has it.
+	if err != nil {
+		err = unix.Fstat(r.fd, &st)
+	}
+	if err == nil && st.Size < int64(len(r.m.mem)) {
+		return fmt.Errorf("check shm %s: file truncated to %d bytes, %d mapped: %w", r.path, st.Size, len(r.m.mem), ErrFormat)
 	}
 	return r.writerGone()
 }

@@ -2,8 +2,11 @@ package shm
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
+	"runtime/debug"
+	"strings"
 	"testing"
 )
 
@@ -41,4 +44,79 @@ func TestRelativePathResolvedAtOpen(t *testing.T) {
 	if err := r.Check(); !errors.Is(err, ErrRestarted) {
 		t.Fatalf("Check after the feed was restarted: %v, want ErrRestarted", err)
 	}
+}
+
+// truncations are the ways a test cuts a feed file of size bytes at path
+// under its readers: to 0, by its last page, and to 0 after its name was
+// removed (through a descriptor opened before: a reader's check then has
+// only its own descriptor to ask). Each returns a function that gives the
+// file its size back, so that the writer's Close can store its state.
+var truncations = []struct {
+	name string
+	cut  func(t *testing.T, path string, size int64) (restore func())
+}{
+	{"to 0", func(t *testing.T, path string, size int64) func() {
+		return truncateFile(t, path, 0, size, false)
+	}},
+	{"last page", func(t *testing.T, path string, size int64) func() {
+		return truncateFile(t, path, size-4096, size, false)
+	}},
+	{"unlinked, to 0", func(t *testing.T, path string, size int64) func() {
+		return truncateFile(t, path, 0, size, true)
+	}},
+}
+
+func truncateFile(t *testing.T, path string, to, size int64, unlink bool) func() {
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if unlink {
+		if err := os.Remove(path); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := f.Truncate(to); err != nil {
+		t.Fatal(err)
+	}
+	return func() {
+		f.Truncate(size)
+		f.Close()
+	}
+}
+
+// TestCheckTruncatedFile: a feed file truncated under a reader (an
+// operator's `truncate -s 0`; the writer never truncates) is ErrFormat from
+// Check, which reads nothing past the end of the file. Before, Check read
+// the writer's state from the mapping: a fault (SIGBUS, here a panic) for a
+// file truncated to 0, and nil for one that lost only its last page.
+func TestCheckTruncatedFile(t *testing.T) {
+	for _, c := range truncations {
+		t.Run(c.name, func(t *testing.T) {
+			// No heartbeat goroutine: nothing but Check may touch the
+			// mapping while the file is short.
+			w := testWriter(t, Config{Instruments: 1, Depth: 1})
+			w.Heartbeat()
+			r := testReader(t, w.Path())
+			if err := r.Check(); err != nil {
+				t.Fatal(err)
+			}
+			defer c.cut(t, w.Path(), int64(len(w.m.mem)))()
+			err := checkNoFault(r)
+			if !errors.Is(err, ErrFormat) || !strings.Contains(err.Error(), "truncated") {
+				t.Fatalf("Check of a truncated file: %v, want ErrFormat (truncated)", err)
+			}
+		})
+	}
+}
+
+// checkNoFault is r.Check with a fault on the mapping turned into an error.
+func checkNoFault(r *Reader) (err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("Check faulted: %v", p)
+		}
+	}()
+	return r.Check()
 }

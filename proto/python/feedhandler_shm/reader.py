@@ -393,10 +393,13 @@ class Reader:
 
     def check(self):
         """Raise if the writer is not live: RestartedError (a new writer replaced the
-        file: close and open again), ClosedError, WriterDeadError (process gone or
-        heartbeat older than stale_after). Returns None while it is alive."""
+        file: close and open again), FormatError (the mapped file was truncated
+        below the size mapped: the writer never does), ClosedError,
+        WriterDeadError (process gone or heartbeat older than stale_after).
+        Returns None while it is alive."""
         if self._mv is None:
             raise self._closed_error("check")
+        size = None
         try:
             st = os.stat(self.path)
         except OSError:
@@ -404,6 +407,20 @@ class Reader:
         else:
             if st.st_ino != self._ino or st.st_dev != self._dev:
                 raise RestartedError("check shm %s: writer restarted" % self.path)
+            size = st.st_size
+        # Before anything reads the mapping: pages past the end of the file
+        # fault (SIGBUS kills the interpreter). A read racing the truncation
+        # still faults. The name's stat, when it is the mapped file, has its
+        # size; otherwise (the name is gone) mmap.size() fstats the
+        # descriptor the mmap object keeps.
+        if size is None:
+            try:
+                size = self._mm.size()
+            except OSError:
+                pass
+        if size is not None and size < len(self._mm):
+            raise FormatError("check shm %s: file truncated to %d bytes, %d mapped: not a feed file any more"
+                              % (self.path, size, len(self._mm)))
         self._writer_gone()
 
     def _writer_gone(self):

@@ -293,6 +293,50 @@ class LifecycleTest(unittest.TestCase):
         with self.assertRaises(shm.RestartedError):
             r.check()
 
+    def test_check_truncated_file(self):
+        """A feed file truncated under the reader (an operator's truncate -s 0;
+        the writer never truncates) is FormatError from check(), which reads
+        nothing past the end of the file. Before, check() read the writer's
+        state from the mapping: SIGBUS killed the interpreter for a file
+        truncated to 0, and a file that lost its last page read as live.
+        The reader runs in a child process, so that a fault fails this test
+        only."""
+        code = ("import sys, feedhandler_shm as shm\n"
+                "r = shm.open(sys.argv[1])\n"
+                "r.check()\n"
+                "print('open', flush=True)\n"
+                "sys.stdin.readline()\n"
+                "try:\n"
+                "    r.check()\n"
+                "except shm.FormatError as e:\n"
+                "    print('FormatError', e)\n"
+                "else:\n"
+                "    print('ok')\n")
+        # To 0 bytes; by its last page; to 0 after the name was removed
+        # (through a descriptor opened before: check() then has only the
+        # reader's own descriptor to ask).
+        for cut, unlink in ((0, False), (4096, False), (0, True)):
+            with self.subTest(cut=cut, unlink=unlink):
+                name = support.feed_name(self)
+                # No "beat": the writer process must not touch its mapping
+                # while the file is short.
+                support.control_writer(self, name, instruments=1, depth=1)
+                p = subprocess.Popen([sys.executable, "-c", code, name], env=dict(os.environ, PYTHONPATH=support.PYDIR),
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                self.addCleanup(lambda p=p: p.poll() is None and p.kill())
+                self.assertEqual(p.stdout.readline().strip(), "open")
+                fd = os.open(name, os.O_RDWR)
+                self.addCleanup(os.close, fd)
+                size = os.fstat(fd).st_size
+                if unlink:
+                    os.remove(name)
+                os.ftruncate(fd, size - cut if cut else 0)
+                out, err = p.communicate("go\n", timeout=60)
+                os.ftruncate(fd, size)
+                self.assertEqual(p.returncode, 0, "reader exit %d: %s" % (p.returncode, err))
+                self.assertTrue(out.startswith("FormatError "), out)
+                self.assertIn("truncated", out)
+
     def test_stale_heartbeat(self):
         name = support.feed_name(self)
         w = support.control_writer(self, name, instruments=1, depth=1)

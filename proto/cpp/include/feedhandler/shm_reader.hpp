@@ -339,6 +339,7 @@ class Reader {
       std::memcpy(static_cast<void*>(this), static_cast<const void*>(&o), sizeof(Reader));
       o.mem_ = nullptr;
       o.size_ = 0;
+      o.fd_ = -1;
     }
     return *this;
   }
@@ -398,8 +399,13 @@ class Reader {
     }
     void* m = mmap(nullptr, size_t(st.st_size), PROT_READ, MAP_SHARED | MAP_POPULATE, fd, 0);
     int merr = errno;
-    ::close(fd);
-    if (m == MAP_FAILED) return from_errno(merr);
+    if (m == MAP_FAILED) {
+      ::close(fd);
+      return from_errno(merr);
+    }
+    // Kept open while mapped: check() fstats it (a file truncated under
+    // the mapping).
+    fd_ = fd;
     mem_ = static_cast<const uint8_t*>(m);
     size_ = size_t(st.st_size);
     ino_ = st.st_ino;
@@ -432,8 +438,10 @@ class Reader {
   // close unmaps the file; Views stay valid (they live in caller buffers).
   void close() noexcept {
     if (mem_ != nullptr) munmap(const_cast<uint8_t*>(mem_), size_);
+    if (fd_ >= 0) ::close(fd_);
     mem_ = nullptr;
     size_ = 0;
+    fd_ = -1;
   }
 
   bool is_open() const noexcept { return mem_ != nullptr; }
@@ -451,14 +459,21 @@ class Reader {
   }
 
   // check reports the writer's state: Ok while alive; Restarted when a new
-  // writer replaced the file (close, open again); Closed when it closed the
-  // feed; WriterDead when its heartbeat is older than the stale limit, or
-  // older than two heartbeat intervals with its process gone. Same order of
-  // checks as the Go reader.
+  // writer replaced the file (close, open again); Format when the mapped
+  // file was truncated below the size mapped (the writer never does; reading
+  // the mapping would fault with SIGBUS); Closed when it closed the feed;
+  // WriterDead when its heartbeat is older than the stale limit, or older
+  // than two heartbeat intervals with its process gone. Same order of checks
+  // as the Go reader.
   Error check() const noexcept {
     if (mem_ == nullptr) return Error::NotOpen;
     struct stat st;
-    if (stat(path_, &st) == 0 && (st.st_ino != ino_ || st.st_dev != dev_)) return Error::Restarted;
+    bool named = stat(path_, &st) == 0;
+    if (named && (st.st_ino != ino_ || st.st_dev != dev_)) return Error::Restarted;
+    // Before anything reads the mapping. A read racing the truncation
+    // still faults. The name's stat, when it is the mapped file, has its
+    // size; otherwise (the name is gone) the descriptor kept open has it.
+    if ((named || fstat(fd_, &st) == 0) && uint64_t(st.st_size) < uint64_t(size_)) return Error::Format;
     return writer_gone();
   }
 
@@ -700,6 +715,7 @@ class Reader {
 
   const uint8_t* mem_ = nullptr;
   size_t size_ = 0;
+  int fd_ = -1;  // the mapped file, open while mapped (check fstats it)
   Info info_;
   uint64_t index_ = 0, directory_ = 0, journal_ = 0, slots_ = 0;
   ino_t ino_ = 0;
