@@ -33,7 +33,10 @@ func cppEdgeBin(t *testing.T) string {
 }
 
 // cppEdgeSetHeartbeat stores a heartbeat age old in w's header, as a writer
-// that last beat then.
+// that last beat then. A reader judges a heartbeat by whether it changes,
+// on its own clock (liveness): only its look at open goes by the realtime
+// age, so a test that makes the heartbeat older has the session open
+// again; one that makes it fresh does not need to (it changed).
 func cppEdgeSetHeartbeat(w *Writer, age time.Duration) {
 	atomic.StoreInt64(w.m.i64(offHeartbeat), time.Now().Add(-age).UnixNano())
 }
@@ -95,9 +98,12 @@ func TestCppEdgeDeadPidFreshHeartbeat(t *testing.T) {
 	s.expect("follow", "follow Ok")
 	s.expect("wait 1", "wait Ok n 0")
 	cppEdgeSetHeartbeat(w, 3*time.Second) // 1.5 intervals
+	s.expect("open", "open Ok")
 	s.expect("check", "check Ok")
 	cppEdgeSetHeartbeat(w, 5*time.Second) // 2.5 intervals, pid gone
+	s.expect("open", "open Ok")
 	s.expect("check", "check ErrWriterDead")
+	s.expect("follow", "follow Ok")
 	s.expect("wait 1", "wait ErrWriterDead n 0")
 	cppEdgeSetHeartbeat(w, 0)
 	s.expect("check", "check Ok")
@@ -107,6 +113,7 @@ func TestCppEdgeDeadPidFreshHeartbeat(t *testing.T) {
 	atomic.StoreUint64(seq, atomic.LoadUint64(seq)|1)
 	s.expect("read 1", "read ErrBusy")
 	cppEdgeSetHeartbeat(w, 5*time.Second)
+	s.expect("open", "open Ok")
 	s.expect("read 1", "read ErrWriterDead")
 }
 
@@ -137,6 +144,7 @@ func TestCppEdgePidNamespace(t *testing.T) {
 	s.expect("follow", "follow Ok")
 	s.expect("wait 1", "wait Ok n 0")
 	cppEdgeSetHeartbeat(w, 5*time.Second) // 2.5 intervals
+	s.expect("open", "open Ok")
 	s.expect("check", "check ErrWriterDead")
 	cppEdgeSetHeartbeat(w, 0)
 	s.expect("check", "check Ok")
@@ -192,10 +200,10 @@ func TestCppEdgeHeartbeatBounds(t *testing.T) {
 
 	// Corrupt heartbeats under a live writer (this process) and a
 	// one-hour interval: the oldest possible one is stale, one in the
-	// far future is not (an age below zero).
+	// far future is not (an age below zero). Each is the session's look
+	// at open (the realtime age), then unchanged.
 	w := publishedWriter(t, Config{Instruments: 1, Depth: 1, HeartbeatInterval: time.Hour})
 	s := startSession(t, bin, w.Path())
-	s.expect("open", "open Ok")
 	for _, tc := range []struct {
 		beat int64
 		want string
@@ -206,6 +214,7 @@ func TestCppEdgeHeartbeatBounds(t *testing.T) {
 		{math.MaxInt64, "check Ok"},
 	} {
 		atomic.StoreInt64(w.m.i64(offHeartbeat), tc.beat)
+		s.expect("open", "open Ok")
 		if got := s.do("check"); got != tc.want {
 			t.Errorf("heartbeat %d: C++ %q, want %q", tc.beat, got, tc.want)
 		}
@@ -215,6 +224,7 @@ func TestCppEdgeHeartbeatBounds(t *testing.T) {
 	atomic.StoreInt64(w.m.i64(offHeartbeat), math.MinInt64)
 	seq := w.m.slotSeq(w.l.slotOff(0))
 	atomic.StoreUint64(seq, atomic.LoadUint64(seq)|1)
+	s.expect("open", "open Ok")
 	s.expect("read 1", "read ErrWriterDead")
 	atomic.StoreUint64(seq, atomic.LoadUint64(seq)+1)
 	cppEdgeSetHeartbeat(w, 0)
@@ -273,4 +283,49 @@ func TestCppEdgeTruncated(t *testing.T) {
 			s.expect("check", "check ErrFormat")
 		})
 	}
+}
+
+// TestCppEdgeLivenessClockSteps: the C++ reader judges the writer by
+// whether its heartbeat changes, timed on its own monotonic clock; the
+// realtime age counts only at open and to place a change within the time
+// since its previous look. Before, the age was realtime minus the
+// heartbeat: a writer whose clock is an hour behind read as dead while it
+// beat, and a heartbeat an hour ahead (the reader's clock stepped back)
+// kept a writer that stopped beating alive for that hour.
+func TestCppEdgeLivenessClockSteps(t *testing.T) {
+	bin := cppEdgeBin(t)
+
+	t.Run("writer an hour behind, advancing", func(t *testing.T) {
+		// Interval 1s: stale after 10s; the writer's pid (this process)
+		// is alive, so only the stale limit says dead.
+		w := testWriter(t, Config{Instruments: 1, Depth: 1, HeartbeatInterval: time.Second})
+		hb := time.Now().Add(-time.Hour).UnixNano()
+		atomic.StoreInt64(w.m.i64(offHeartbeat), hb)
+		s := startSession(t, bin, w.Path())
+		s.expect("open", "open Ok")
+		s.expect("check", "check ErrWriterDead") // the look at open: an hour old by realtime
+		s.expect("follow", "follow Ok")
+		for i := 1; i <= 3; i++ {
+			atomic.StoreInt64(w.m.i64(offHeartbeat), hb+int64(i)*int64(time.Second))
+			s.expect("check", "check Ok") // before: ErrWriterDead
+		}
+		atomic.StoreInt64(w.m.i64(offHeartbeat), hb+4*int64(time.Second))
+		s.expect("wait 0", "wait Ok n 0")
+	})
+
+	t.Run("heartbeat an hour ahead, unchanged", func(t *testing.T) {
+		// Interval 100ms: stale after 1s of the reader's clock.
+		w := testWriter(t, Config{Instruments: 1, Depth: 1, HeartbeatInterval: 100 * time.Millisecond})
+		atomic.StoreInt64(w.m.i64(offHeartbeat), time.Now().Add(time.Hour).UnixNano())
+		s := startSession(t, bin, w.Path())
+		s.expect("open", "open Ok")
+		s.expect("check", "check Ok")
+		deadline := time.Now().Add(30 * time.Second)
+		for s.do("check") != "check ErrWriterDead" { // before: Ok for an hour
+			if time.Now().After(deadline) {
+				t.Fatal("a heartbeat that never changes still reads as live after 30s (stale limit 1s)")
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	})
 }

@@ -266,8 +266,10 @@ func TestCppLifecycle(t *testing.T) {
 		s.expect("read 1", "read ErrNoData")
 		s.expect("read 2", "read ErrUnknownLocate")
 		s.expect("check", "check Ok")
-		// This process (the writer's pid) is alive but stopped beating.
+		// This process (the writer's pid) is alive but stopped beating
+		// an hour ago, as the session sees on its look at open.
 		*w.m.i64(offHeartbeat) = time.Now().Add(-time.Hour).UnixNano()
+		s.expect("open", "open Ok")
 		s.expect("check", "check ErrWriterDead")
 		w.Heartbeat()
 		s.expect("check", "check Ok")
@@ -278,6 +280,7 @@ func TestCppLifecycle(t *testing.T) {
 		// A writer that died inside Publish leaves the slot odd forever.
 		*w.m.slotSeq(w.l.slotOff(0)) |= 1
 		*w.m.i64(offHeartbeat) = time.Now().Add(-time.Hour).UnixNano()
+		s.expect("open", "open Ok")
 		s.expect("read 1", "read ErrWriterDead")
 		// A new writer replaces the file: the session still maps the old
 		// one, whose writer is dead inside a publish. That is what the

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"math"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -19,6 +20,16 @@ import (
 )
 
 func now() int64 { return time.Now().UnixNano() }
+
+// The clocks a Reader judges the writer's liveness by (heartbeatAge):
+// CLOCK_REALTIME, which the heartbeat is written in, and this process's
+// monotonic clock (ns since monoBase). Variables so that tests can step
+// them.
+var (
+	monoBase  = time.Now()
+	realNanos = now
+	monoNanos = func() int64 { return int64(time.Since(monoBase)) }
+)
 
 // OpenOptions tune a Reader.
 type OpenOptions struct {
@@ -38,6 +49,7 @@ type Reader struct {
 	ino   uint64
 	dev   uint64
 	stale time.Duration
+	live  liveness
 
 	mu      sync.Mutex // guards the symbol map
 	known   uint32
@@ -108,6 +120,7 @@ func OpenWith(name string, opt OpenOptions) (*Reader, error) {
 		return nil, fmt.Errorf("open shm %s: %w", path, err)
 	}
 	mapped = true
+	r.live.start(atomic.LoadInt64(r.m.i64(offHeartbeat)))
 	r.stale = opt.StaleAfter
 	if r.stale <= 0 {
 		r.stale = max(10*time.Duration(r.l.heartbeatEvery), time.Second)
@@ -202,7 +215,7 @@ func (r *Reader) writerGone() error {
 	if atomic.LoadUint32(r.m.u32(offState)) == stateClosed {
 		return fmt.Errorf("check shm %s: %w", r.path, ErrClosed)
 	}
-	age := time.Since(r.Heartbeat())
+	age := r.live.age(atomic.LoadInt64(r.m.i64(offHeartbeat)))
 	// The pid alone does not say: a reader in another pid namespace (a
 	// container) sees no such process, or another one, under the
 	// writer's pid. Gone and two heartbeats missed is dead, sooner than
@@ -216,6 +229,59 @@ func (r *Reader) writerGone() error {
 		return fmt.Errorf("check shm %s: heartbeat %v old: %w", r.path, age.Round(time.Millisecond), ErrWriterDead)
 	}
 	return nil
+}
+
+// liveness times the writer's heartbeat on the reader's own monotonic
+// clock (docs/SHM.md, "Writer liveness"). The heartbeat is the writer's
+// CLOCK_REALTIME: compared with the reader's, a step of either clock (NTP,
+// an operator's date) would read as a fresh heartbeat going stale at once,
+// or a stale one looking fresh. So the realtime age counts only until the
+// reader sees the heartbeat change: at open, and to place a change it sees
+// within the time since its previous look. Between changes the age grows on
+// the monotonic clock. Read's slow path and Check may run in several
+// goroutines at once: mu guards the fields.
+type liveness struct {
+	mu   sync.Mutex
+	hb   int64 // the heartbeat value last seen
+	seen int64 // monotonic ns of the last look
+	beat int64 // monotonic ns at which the writer is taken to have stored hb
+}
+
+// start is the look at open: the heartbeat's realtime age (0 if in the
+// future) places the beat.
+func (l *liveness) start(hb int64) {
+	m := monoNanos()
+	l.hb, l.seen, l.beat = hb, m, m-max(subSat(realNanos(), hb), 0)
+}
+
+// age looks at the heartbeat hb and returns how long ago the writer stored
+// it: a value other than the last one seen was stored since the previous
+// look, at the time its realtime age says, kept within that interval (a
+// clock step cannot move it further); the same value has aged by the
+// monotonic clock since.
+func (l *liveness) age(hb int64) time.Duration {
+	r, m := realNanos(), monoNanos()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if hb != l.hb {
+		since := max(m-l.seen, 0)
+		l.hb, l.beat = hb, m-min(max(subSat(r, hb), 0), since)
+	}
+	l.seen = max(l.seen, m)
+	return time.Duration(subSat(m, l.beat))
+}
+
+// subSat is a - b, saturated to the int64 range (a corrupt heartbeat may
+// hold any value).
+func subSat(a, b int64) int64 {
+	d := a - b
+	if (b > 0 && d > a) || (b < 0 && d < a) {
+		if b > 0 {
+			return math.MinInt64
+		}
+		return math.MaxInt64
+	}
+	return d
 }
 
 // Instrument is a registered instrument.

@@ -223,8 +223,10 @@ func TestStaleHeartbeat(t *testing.T) {
 	if err := r.Check(); err != nil {
 		t.Fatalf("fresh writer: %v", err)
 	}
-	// The writer's process is alive (it is this one) but it stopped beating.
-	*w.m.i64(offHeartbeat) = time.Now().Add(-time.Hour).UnixNano()
+	// The writer's process is alive (it is this one) but it stopped
+	// beating an hour ago, by the reader's clock (liveness).
+	step := stepClock(t, &monoNanos)
+	step(time.Hour)
 	if err := r.Check(); !errors.Is(err, ErrWriterDead) {
 		t.Fatalf("stale heartbeat: %v, want ErrWriterDead", err)
 	}
@@ -236,7 +238,7 @@ func TestStaleHeartbeat(t *testing.T) {
 	if _, err := f.Wait(make([]Update, 1), 20*time.Millisecond, WaitOptions{CheckEvery: time.Nanosecond}); err != nil {
 		t.Fatalf("wait on a live idle writer: %v", err)
 	}
-	*w.m.i64(offHeartbeat) = time.Now().Add(-time.Hour).UnixNano()
+	step(time.Hour)
 	if _, err := f.Wait(make([]Update, 1), time.Minute, WaitOptions{CheckEvery: time.Nanosecond}); !errors.Is(err, ErrWriterDead) {
 		t.Fatalf("wait on a stale writer: %v, want ErrWriterDead", err)
 	}

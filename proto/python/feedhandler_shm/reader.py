@@ -40,6 +40,12 @@ except ImportError:  # pragma: no cover - depends on the machine
 # A slot held odd by a live writer longer than this is ErrBusy, as in Go.
 BUSY_TIMEOUT = 1.0
 
+# The clocks a Reader judges the writer's liveness by (Reader._heartbeat_age):
+# CLOCK_REALTIME, which the heartbeat is written in, and the monotonic clock.
+# Looked up at each call, so that tests can step them.
+_real_ns = time.time_ns
+_mono_ns = time.monotonic_ns
+
 # The largest heartbeat interval a header may promise (ns); a larger one, or
 # 0 or less, is a corrupt header.
 MAX_HEARTBEAT_INTERVAL_NS = 3600 * 10**9
@@ -321,6 +327,7 @@ class Reader:
         except BaseException:
             self.close()
             raise
+        self._live_start(L.I64.unpack_from(self._mv, L.OFF_HEARTBEAT)[0])
         if stale_after is None or stale_after <= 0:
             stale_after = max(10 * self._hb_every / 1e9, 1.0)
         self._stale_ns = int(stale_after * 1e9)
@@ -442,11 +449,36 @@ class Reader:
             pid_gone = True
         except PermissionError:
             pass  # alive, another user's process
-        age = time.time_ns() - L.I64.unpack_from(self._mv, L.OFF_HEARTBEAT)[0]
+        age = self._heartbeat_age(L.I64.unpack_from(self._mv, L.OFF_HEARTBEAT)[0])
         if pid_gone and age > 2 * self._hb_every:
             raise WriterDeadError("check shm %s: pid %d gone: writer is dead" % (self.path, self._pid))
         if age > self._stale_ns:
             raise WriterDeadError("check shm %s: heartbeat %.3fs old: writer is dead" % (self.path, age / 1e9))
+
+    # Liveness (docs/SHM.md, "Writer liveness"): the writer is judged by
+    # whether its heartbeat changes, timed on the monotonic clock. The
+    # heartbeat is the writer's CLOCK_REALTIME; compared with this process's,
+    # a step of either clock would read as a live writer going stale at once,
+    # or a dead one looking fresh. Its realtime age counts only at open and to
+    # place a change seen within the time since the previous look; between
+    # changes the age grows on the monotonic clock.
+
+    def _live_start(self, hb):
+        """The look at open: the realtime age (0 if in the future) places the beat."""
+        m = _mono_ns()
+        self._live_hb, self._live_seen, self._live_beat = hb, m, m - max(_real_ns() - hb, 0)
+
+    def _heartbeat_age(self, hb):
+        """How long ago (ns) the writer stored heartbeat hb: a value other than
+        the last one seen was stored since the previous look, when its realtime
+        age says, kept within that interval (a clock step cannot move it
+        further); the same value has aged by the monotonic clock since."""
+        r, m = _real_ns(), _mono_ns()
+        if hb != self._live_hb:
+            since = max(m - self._live_seen, 0)
+            self._live_hb, self._live_beat = hb, m - min(max(r - hb, 0), since)
+        self._live_seen = max(self._live_seen, m)
+        return m - self._live_beat
 
     def state(self):
         """The writer's state as (name, message): ("live", ""), or ("restarted" |

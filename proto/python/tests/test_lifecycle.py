@@ -337,6 +337,55 @@ class LifecycleTest(unittest.TestCase):
                 self.assertTrue(out.startswith("FormatError "), out)
                 self.assertIn("truncated", out)
 
+    def test_liveness_clock_steps(self):
+        """The writer is judged by whether its heartbeat changes, timed on the
+        reader's monotonic clock; the realtime age counts only at open and to
+        place a change within the time since the previous look. Before, the
+        age was realtime minus the heartbeat: a writer whose clock is an hour
+        behind read as dead while it beat, and with the reader's realtime
+        stepped an hour back a writer that stopped beating read as live for
+        that hour. The writer process never beats by itself here: the test
+        writes the heartbeat into the real file."""
+        from feedhandler_shm import reader as reader_mod
+
+        name, b = self._closed_feed_bytes()
+        struct.pack_into("<I", b, 32, os.getpid())  # a live pid: only the stale limit says dead
+        struct.pack_into("<I", b, layout.OFF_STATE, layout.STATE_OPEN)
+        struct.pack_into("<q", b, OFF_HEARTBEAT_INTERVAL, 10**9)  # 1 s: stale after 10 s
+        with open(name, "wb") as f:
+            f.write(b)
+        f = open(name, "r+b")
+        self.addCleanup(f.close)
+        mm = mmap.mmap(f.fileno(), 0)
+        self.addCleanup(mm.close)
+
+        with self.subTest("writer an hour behind, advancing"):
+            hb = time.time_ns() - 3600 * 10**9
+            struct.pack_into("<q", mm, layout.OFF_HEARTBEAT, hb)
+            r = shm.open(name)
+            self.addCleanup(r.close)
+            with self.assertRaises(shm.WriterDeadError):
+                r.check()  # the look at open: an hour old by realtime
+            for i in range(1, 4):
+                struct.pack_into("<q", mm, layout.OFF_HEARTBEAT, hb + i * 10**9)
+                r.check()  # before: WriterDeadError
+
+        with self.subTest("reader realtime an hour back, writer stopped"):
+            struct.pack_into("<q", mm, layout.OFF_HEARTBEAT, time.time_ns())
+            r = shm.open(name)
+            self.addCleanup(r.close)
+            r.check()
+            real, mono = reader_mod._real_ns, reader_mod._mono_ns
+            self.addCleanup(setattr, reader_mod, "_real_ns", real)
+            self.addCleanup(setattr, reader_mod, "_mono_ns", mono)
+            reader_mod._real_ns = lambda: real() - 3600 * 10**9
+            reader_mod._mono_ns = lambda: mono() + 11 * 10**9  # past the stale limit, heartbeat unchanged
+            with self.assertRaises(shm.WriterDeadError):
+                r.check()  # before: live, the heartbeat an hour in the future
+            struct.pack_into("<q", mm, layout.OFF_HEARTBEAT, time.time_ns())
+            r.check()  # it beat again
+            reader_mod._real_ns, reader_mod._mono_ns = real, mono
+
     def test_stale_heartbeat(self):
         name = support.feed_name(self)
         w = support.control_writer(self, name, instruments=1, depth=1)
@@ -415,11 +464,14 @@ class LifecycleTest(unittest.TestCase):
         self.addCleanup(f.close)
         mm = mmap.mmap(f.fileno(), 0)
         self.addCleanup(mm.close)
-        r = shm.open(name)
-        self.addCleanup(r.close)
+        # A reader for each age: a heartbeat made older under an open reader
+        # is a change, which is a beat (liveness); the look at open goes by
+        # the realtime age.
         for age, want in ((0, "live"), (1.5, "live"), (2.5, "dead"), (11, "dead")):
             with self.subTest(age=age):
                 struct.pack_into("<q", mm, layout.OFF_HEARTBEAT, time.time_ns() - int(age * 1e9))
+                r = shm.open(name)
+                self.addCleanup(r.close)
                 st = r.state()
                 self.assertEqual(st[0], want, st)
                 if want == "dead":

@@ -415,6 +415,7 @@ class Reader {
       close();
       return e;
     }
+    live_start(heartbeat_ns());
     stale_ns_ = opt.stale_after_ns;
     if (stale_ns_ <= 0) {
       stale_ns_ = 10 * info_.heartbeat_interval_ns;
@@ -607,7 +608,7 @@ class Reader {
   // when a new writer has replaced the file since.
   Error writer_gone() const noexcept {
     if (load_acquire<uint32_t>(detail::kOffState) == detail::kStateClosed) return Error::Closed;
-    int64_t age = detail::sub_sat(detail::realtime_ns(), heartbeat_ns());
+    int64_t age = heartbeat_age(heartbeat_ns());
     // The pid alone does not say: a reader in another pid namespace (a
     // container) sees no such process, or another one, under the writer's
     // pid. Gone and two heartbeats missed is dead, sooner than the stale
@@ -617,6 +618,46 @@ class Reader {
     }
     if (age > stale_ns_) return Error::WriterDead;
     return Error::Ok;
+  }
+
+  // Liveness (docs/SHM.md, "Writer liveness"): the writer is judged by
+  // whether its heartbeat changes, timed on this process's monotonic clock.
+  // The heartbeat is the writer's CLOCK_REALTIME; compared with the
+  // reader's, a step of either clock would read as a live writer going
+  // stale at once, or a dead one looking fresh. Its realtime age counts
+  // only at open and to place a change the reader sees within the time
+  // since its previous look; between changes the age grows on the
+  // monotonic clock.
+  //
+  // live_start is the look at open: the realtime age (0 if in the future)
+  // places the beat.
+  void live_start(int64_t hb) noexcept {
+    int64_t m = detail::monotonic_ns(), a = detail::sub_sat(detail::realtime_ns(), hb);
+    live_hb_ = hb;
+    live_seen_ = m;
+    live_beat_ = detail::sub_sat(m, a > 0 ? a : 0);
+  }
+  // heartbeat_age looks at the heartbeat hb and returns how long ago (ns)
+  // the writer stored it: a value other than the last one seen was stored
+  // since the previous look, when its realtime age says, kept within that
+  // interval (a clock step cannot move it further); the same value has aged
+  // by the monotonic clock since. const calls run in several threads
+  // (read's slow path, check): live_lock_ guards the fields.
+  int64_t heartbeat_age(int64_t hb) const noexcept {
+    int64_t r = detail::realtime_ns(), m = detail::monotonic_ns();
+    while (__atomic_exchange_n(&live_lock_, 1, __ATOMIC_ACQUIRE) != 0) sched_yield();
+    if (hb != live_hb_) {
+      int64_t since = m > live_seen_ ? m - live_seen_ : 0;
+      int64_t a = detail::sub_sat(r, hb);
+      if (a < 0) a = 0;
+      if (a > since) a = since;
+      live_hb_ = hb;
+      live_beat_ = m - a;
+    }
+    if (m > live_seen_) live_seen_ = m;
+    int64_t age = detail::sub_sat(m, live_beat_);
+    __atomic_store_n(&live_lock_, 0, __ATOMIC_RELEASE);
+    return age;
   }
 
   friend class Follower;
@@ -721,6 +762,11 @@ class Reader {
   ino_t ino_ = 0;
   dev_t dev_ = 0;
   int64_t stale_ns_ = 0;
+  // Liveness: the heartbeat last seen, the monotonic ns of the last look,
+  // and the monotonic ns the writer is taken to have stored it. Changed by
+  // const calls, under live_lock_ (a spin lock: held for a few loads).
+  mutable int live_lock_ = 0;
+  mutable int64_t live_hb_ = 0, live_seen_ = 0, live_beat_ = 0;
   int errno_ = 0;
   uint32_t found_version_ = 0;
   char path_[4096] = {};
