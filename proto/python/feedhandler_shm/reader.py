@@ -747,7 +747,9 @@ class Follower:
         Spins ``spin`` polls, then yields, then sleeps ``sleep`` seconds between
         polls, and checks the writer every ``check_every`` seconds: a dead,
         closed or restarted writer ends the wait with WriterDeadError,
-        ClosedError or RestartedError, after the records it published first.
+        ClosedError or RestartedError, after the records it published first
+        (a file truncated under the mapping: FormatError, when the check comes
+        before a poll faults; see check()).
         The time of the last check is the follower's, not the call's: the
         first wait that finds nothing checks at once, and a loop of waits
         shorter than check_every (or of timeout 0) checks every check_every.
