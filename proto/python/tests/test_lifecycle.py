@@ -155,6 +155,22 @@ class LifecycleTest(unittest.TestCase):
         self.assertEqual(r.read(1).seq, 5)
         return name, w, r
 
+    def _open_feed_mapped(self, pid):
+        """A feed file of writer pid, open, beating every second (stale
+        after 10 s), and a writable mapping of it through which the test
+        plays the writer's heartbeat."""
+        name, b = self._closed_feed_bytes()
+        struct.pack_into("<I", b, 32, pid)
+        struct.pack_into("<I", b, layout.OFF_STATE, layout.STATE_OPEN)
+        struct.pack_into("<q", b, OFF_HEARTBEAT_INTERVAL, 10**9)
+        with open(name, "wb") as f:
+            f.write(b)
+        f = open(name, "r+b")
+        self.addCleanup(f.close)
+        mm = mmap.mmap(f.fileno(), 0)
+        self.addCleanup(mm.close)
+        return name, mm
+
     def _closed_feed_bytes(self):
         name = support.feed_name(self)
         w = support.control_writer(self, name, instruments=1, depth=1)
@@ -348,16 +364,8 @@ class LifecycleTest(unittest.TestCase):
         writes the heartbeat into the real file."""
         from feedhandler_shm import reader as reader_mod
 
-        name, b = self._closed_feed_bytes()
-        struct.pack_into("<I", b, 32, os.getpid())  # a live pid: only the stale limit says dead
-        struct.pack_into("<I", b, layout.OFF_STATE, layout.STATE_OPEN)
-        struct.pack_into("<q", b, OFF_HEARTBEAT_INTERVAL, 10**9)  # 1 s: stale after 10 s
-        with open(name, "wb") as f:
-            f.write(b)
-        f = open(name, "r+b")
-        self.addCleanup(f.close)
-        mm = mmap.mmap(f.fileno(), 0)
-        self.addCleanup(mm.close)
+        # a live pid: only the stale limit says dead
+        name, mm = self._open_feed_mapped(os.getpid())
 
         with self.subTest("writer an hour behind, advancing"):
             hb = time.time_ns() - 3600 * 10**9
@@ -453,17 +461,8 @@ class LifecycleTest(unittest.TestCase):
         when the heartbeat is also older than two heartbeat intervals: a live
         writer in another pid namespace keeps beating. With a fresher
         heartbeat, stale_after decides."""
-        name, b = self._closed_feed_bytes()
         pid = invisible_pid()
-        struct.pack_into("<I", b, 32, pid)
-        struct.pack_into("<I", b, layout.OFF_STATE, layout.STATE_OPEN)
-        struct.pack_into("<q", b, OFF_HEARTBEAT_INTERVAL, 10**9)  # 1 s: stale after 10 s
-        with open(name, "wb") as f:
-            f.write(b)
-        f = open(name, "r+b")
-        self.addCleanup(f.close)
-        mm = mmap.mmap(f.fileno(), 0)
-        self.addCleanup(mm.close)
+        name, mm = self._open_feed_mapped(pid)
         # A reader for each age: a heartbeat made older under an open reader
         # is a change, which is a beat (liveness); the look at open goes by
         # the realtime age.
