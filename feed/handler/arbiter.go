@@ -102,18 +102,23 @@ type ArbiterStats struct {
 	ForcedByFull uint64 // gaps declared early because the hold-back buffer was full
 	EndOfSession uint64 // times the followed session announced its end (see Ended)
 	// Recovery: ranges handed to the recovery source, filled by it (or by
-	// late copies on the lines), abandoned, and spill overflows.
-	Recoveries       uint64
-	RecoveriesFilled uint64
-	RecoveriesFailed uint64
-	SpillOverflows   uint64
-	SpillDropped     uint64 // oldest held packets dropped while frozen (re-requested after)
-	FrozenTooLarge   uint64 // packets larger than a hold slot that arrived while frozen (re-requested after)
-	RecoveredLate    uint64 // recovered packets whose messages were delivered already
-	LastGap          moldudp64.Range
-	SessionChosen    bool
-	SessionChanges   uint64 // a confirmed session replaced a silent or ended locked one (see session.go)
-	Unconfirmed      uint64 // packets seen before any session was confirmed (stashed or dropped)
+	// late copies on the lines), failed (given up, or the spill overflowed:
+	// declared), ended by a snapshot's freeze or a session change
+	// (abandoned: the snapshot or the new session's rebuild covers them),
+	// and spill overflows. Recoveries = filled + failed + abandoned, plus
+	// the one in progress.
+	Recoveries          uint64
+	RecoveriesFilled    uint64
+	RecoveriesFailed    uint64
+	RecoveriesAbandoned uint64
+	SpillOverflows      uint64
+	SpillDropped        uint64 // oldest held packets dropped while frozen (re-requested after)
+	FrozenTooLarge      uint64 // packets larger than a hold slot that arrived while frozen (re-requested after)
+	RecoveredLate       uint64 // recovered packets whose messages were delivered already
+	LastGap             moldudp64.Range
+	SessionChosen       bool
+	SessionChanges      uint64 // a confirmed session replaced a silent or ended locked one (see session.go)
+	Unconfirmed         uint64 // packets seen before any session was confirmed (stashed or dropped)
 	// Regressions: times every live line went back to sequence numbers
 	// behind the followed session's, and stayed there for LineTimeout with
 	// nothing new delivered: a sequence restart under the same session
@@ -256,7 +261,10 @@ func (a *Arbiter) OfferRecovered(data []byte, p moldudp64.Packet, rxTime int64) 
 // A recovery in progress is dropped.
 func (a *Arbiter) Freeze() {
 	a.frozen = true
-	a.recovering = false
+	if a.recovering {
+		a.recovering = false
+		a.Stats.RecoveriesAbandoned++
+	}
 }
 
 // Unfreeze resumes delivery. A next other than 0 moves the next expected

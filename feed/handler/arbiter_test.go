@@ -528,6 +528,9 @@ func TestArbiterAbandonAfterFreeze(t *testing.T) {
 	if _, busy := a.Recovering(); busy {
 		t.Fatal("still recovering after Freeze")
 	}
+	if a.Stats.Recoveries != 1 || a.Stats.RecoveriesAbandoned != 1 {
+		t.Fatalf("recoveries %d, abandoned %d: want the one ended by Freeze counted abandoned", a.Stats.Recoveries, a.Stats.RecoveriesAbandoned)
+	}
 	a.Abandon(now)
 	a.Tick(now + int64(time.Second))
 	if len(s.gaps) != 0 || a.Stats.RecoveriesFailed != 0 || !a.Frozen() || s.got != before {

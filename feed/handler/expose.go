@@ -337,6 +337,8 @@ func scalar(st *Stats, name string) uint64 {
 		return r.Rerequest.Timeouts
 	case "recovery_failures_total":
 		return r.Rerequest.Failures
+	case "recovery_abandoned_total":
+		return st.Arbiter.RecoveriesAbandoned
 	case "recovery_late_responses_total":
 		return r.Rerequest.Late + st.Arbiter.RecoveredLate
 	case "recovery_snapshots_total":

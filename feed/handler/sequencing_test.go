@@ -143,6 +143,9 @@ func TestSessionChangeMidRerequestIsNoRepair(t *testing.T) {
 				t.Fatalf("the old session's unfilled range is recorded as repaired: events %+v, recovery times %d, by re-request %d",
 					st.Events, st.RecoveryTime.Count, st.RecoveredByRerequest)
 			}
+			if a := &h.arb.Stats; a.Recoveries != 1 || a.RecoveriesAbandoned != 1 || a.RecoveriesFilled+a.RecoveriesFailed != 0 {
+				t.Fatalf("recoveries %d: filled %d, failed %d, abandoned %d (want the one abandoned)", a.Recoveries, a.RecoveriesFilled, a.RecoveriesFailed, a.RecoveriesAbandoned)
+			}
 		})
 	}
 }
@@ -473,6 +476,9 @@ func testRecoveryDifferential(t *testing.T, mode Mode, seed uint64, ac ArbiterCo
 			seed, join, lag, st.Book.DuplicateAdd, st.Book.Inconsistencies(), rec.stats.Snapshots, h.arb.Stats.RecoveriesFilled)
 	}
 	compareShm(t, h.w.Path(), ref, false)
+	if a := &h.arb.Stats; a.Recoveries != a.RecoveriesFilled+a.RecoveriesFailed+a.RecoveriesAbandoned {
+		t.Errorf("seed %d: recoveries %d != filled %d + failed %d + abandoned %d", seed, a.Recoveries, a.RecoveriesFilled, a.RecoveriesFailed, a.RecoveriesAbandoned)
+	}
 	t.Logf("seed %d: join %d lag %d: snapshots %d (next %d), gaps %d, re-requested %d, spill max %d, spill dropped %d", seed, join, lag,
 		rec.stats.Snapshots, rec.stats.LastSnapshotNext, rec.stats.GapsDetected, rec.client.Stats.Messages, h.arb.Stats.HeldMax, h.arb.Stats.SpillDropped)
 }
@@ -809,8 +815,8 @@ func TestHandOverStress(t *testing.T) {
 		if s.got+gapMsgs != total || a.Stats.GapMessages != gapMsgs || a.Stats.Gaps != uint64(len(s.gaps)) {
 			t.Fatalf("seed %d: delivered %d + gaps %d != %d (stats gaps %d msgs %d)", seed, s.got, gapMsgs, total, a.Stats.Gaps, a.Stats.GapMessages)
 		}
-		if a.Stats.Recoveries != a.Stats.RecoveriesFilled+a.Stats.RecoveriesFailed {
-			t.Fatalf("seed %d: recoveries %d != filled %d + failed %d", seed, a.Stats.Recoveries, a.Stats.RecoveriesFilled, a.Stats.RecoveriesFailed)
+		if a.Stats.Recoveries != a.Stats.RecoveriesFilled+a.Stats.RecoveriesFailed+a.Stats.RecoveriesAbandoned {
+			t.Fatalf("seed %d: recoveries %d != filled %d + failed %d + abandoned %d", seed, a.Stats.Recoveries, a.Stats.RecoveriesFilled, a.Stats.RecoveriesFailed, a.Stats.RecoveriesAbandoned)
 		}
 	}
 }

@@ -175,6 +175,9 @@ func (a *Arbiter) lock(idx int, rxTime int64) {
 			a.Stats.LastGap = moldudp64.Range{First: a.next, Count: end - a.next}
 		}
 		// Forget everything of the old session.
+		if a.recovering {
+			a.Stats.RecoveriesAbandoned++
+		}
 		for a.pend.n > 0 {
 			a.pend.popFront()
 		}
