@@ -150,6 +150,12 @@ type recovery struct {
 	// Snapshot.
 	wantSnap bool
 	snapAt   int64 // no snapshot before this time
+	// lagged: what the last snapshot missed of a range it was fetched for
+	// (the server lagged the feed), found missing again after its load. A
+	// snapshot for a range overlapping it waits until lagUntil (the server
+	// may still lag); one for another range does not.
+	lagged   moldudp64.Range
+	lagUntil int64
 	fetching bool
 	snapRes  chan snapResult
 	cancel   context.CancelFunc
@@ -256,6 +262,9 @@ func (r *recovery) gap(rg moldudp64.Range) {
 	r.addOpen(rg)
 	if r.cfg.Snapshot != nil {
 		r.wantSnap = true
+		if rg.First < r.lagged.End() && r.lagged.First < rg.End() {
+			r.snapAt = max(r.snapAt, r.lagUntil)
+		}
 		// Fetch it now rather than at the next poll: startSnapshot freezes
 		// the arbiter, which then holds what came past the gap instead of
 		// delivering it to books the snapshot replaces. (A late join
@@ -318,6 +327,7 @@ func (r *recovery) sessionChanged() {
 		r.wantSnap = true
 		r.snapAt = 0
 	}
+	r.lagged, r.lagUntil = moldudp64.Range{}, 0
 }
 
 // poll drives the state machine; it is called from the receive loop after
@@ -450,9 +460,18 @@ func (r *recovery) loadSnapshot(res snapResult, now int64) {
 			r.event(RecoveryEvent{Range: g, By: "snapshot", Took: time.Duration(now - r.openAt[i]), NextSeq: res.snap.Next})
 		} else {
 			// The snapshot is behind the feed: if what it misses is
-			// declared again, the next one waits SnapshotRetry, as a
-			// range left open did.
-			r.snapAt = now + int64(r.cfg.SnapshotRetry)
+			// declared again, the next snapshot waits SnapshotRetry (the
+			// server may lag still), as a range left open did; a
+			// snapshot for a later, unrelated gap does not wait.
+			if r.lagUntil <= now {
+				r.lagged = moldudp64.Range{}
+			}
+			first, end := res.snap.Next, g.End()
+			if r.lagged.Count > 0 {
+				first, end = min(first, r.lagged.First), max(end, r.lagged.End())
+			}
+			r.lagged = moldudp64.Range{First: first, Count: end - first}
+			r.lagUntil = now + int64(r.cfg.SnapshotRetry)
 		}
 	}
 	r.open, r.openAt = r.open[:0], r.openAt[:0]

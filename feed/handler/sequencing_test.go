@@ -198,7 +198,9 @@ func TestSnapshotMessagesNotLiveLatency(t *testing.T) {
 // The live feed resumes from 13; the re-request server (a real UDP server)
 // sends 13 and 14, the books then hold every message once, and nothing is
 // missing any more: the books must not stay flagged possibly stale with an
-// open range, nor wait for another snapshot.
+// open range, nor wait for another snapshot. Then 21..24 are lost: that
+// gap has nothing to do with the lag, and its snapshot (at 25) must not
+// wait SnapshotRetry (an hour here) after the lagging one.
 func TestSnapshotBehindGapEndThenRerequested(t *testing.T) {
 	for _, m := range modes {
 		t.Run(m.mode.String(), func(t *testing.T) {
@@ -210,7 +212,7 @@ func TestSnapshotBehindGapEndThenRerequested(t *testing.T) {
 func testSnapshotBehindGapEnd(t *testing.T, mode Mode) {
 	session := moldudp64.NewSession("PART")
 	msgs := map[uint64][]byte{1: dirMsg("SNAP")}
-	for seq := uint64(2); seq <= 20; seq++ {
+	for seq := uint64(2); seq <= 30; seq++ {
 		add := itch.AddOrderFields{Header: itch.Header{Locate: 7}, OrderRef: seq, Side: 'B', Shares: 100,
 			Stock: itch.NewSymbol("SNAP"), Price: uint32(1000 + seq)}
 		msgs[seq] = add.Append(nil)
@@ -226,11 +228,14 @@ func testSnapshotBehindGapEnd(t *testing.T, mode Mode) {
 	t.Cleanup(func() { srv.Close() })
 	var fetches atomic.Int32
 	fetch := func(_ context.Context, _ moldudp64.Session, fn func([]byte) error) (Snapshot, error) {
-		fetches.Add(1)
-		for seq := uint64(1); seq < 13; seq++ {
+		next := uint64(13) // the first lags the feed; the second does not
+		if fetches.Add(1) > 1 {
+			next = 25
+		}
+		for seq := uint64(1); seq < next; seq++ {
 			fn(msgs[seq])
 		}
-		return Snapshot{Next: 13}, nil
+		return Snapshot{Next: next}, nil
 	}
 	h, sh, wait := modeHandler(t, mode, 1<<10, smallBooks)
 	rec := withRecovery(t, h, ArbiterConfig{Session: session, Lines: 1, Grace: time.Microsecond, Hold: time.Millisecond},
@@ -283,6 +288,24 @@ func testSnapshotBehindGapEnd(t *testing.T, mode Mode) {
 	rec.copyStats(&rs)
 	if rs.Open != 0 || st.Stale || rs.State != StateInSync {
 		t.Fatalf("every message is in the books, yet: open ranges %v, stale %v, state %q", rs.OpenRanges, st.Stale, rs.State)
+	}
+	offer(25) // 21..24 lost: too many to re-request
+	step(func() bool { return rec.stats.Snapshots == 2 })
+	for seq := uint64(26); seq <= 30; seq++ {
+		offer(seq)
+	}
+	for range 5 {
+		now = time.Now().UnixNano()
+		rec.poll(now)
+		h.endBatch()
+	}
+	// Applied since: the second snapshot's 24, 25..30.
+	wait(10 + 12 + 8 + 24 + 6)
+	sh.copyStats(true)
+	st = sh.statsCopy()
+	rec.copyStats(&rs)
+	if b := sh.books.Book(7); b == nil || b.Orders() != 29 || rs.Open != 0 || st.Stale {
+		t.Fatalf("after the second snapshot: %v orders (want 29), open ranges %v, stale %v", b.Orders(), rs.OpenRanges, st.Stale)
 	}
 }
 
