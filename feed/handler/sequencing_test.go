@@ -266,14 +266,18 @@ func testSnapshotBehindGapEnd(t *testing.T, mode Mode) {
 	}
 	step(func() bool { return rec.stats.Snapshots == 1 })
 	step(func() bool { return h.arb.Next() == 16 }) // 13, 14 re-requested, 15 delivered
-	for seq := uint64(16); seq <= 20; seq++ {
-		offer(seq)
+	// offerThrough offers from..to live, then polls a few idle rounds.
+	offerThrough := func(from, to uint64) {
+		for seq := from; seq <= to; seq++ {
+			offer(seq)
+		}
+		for range 5 {
+			now = time.Now().UnixNano()
+			rec.poll(now)
+			h.endBatch()
+		}
 	}
-	for range 5 {
-		now = time.Now().UnixNano()
-		rec.poll(now)
-		h.endBatch()
-	}
+	offerThrough(16, 20)
 	// Applied: 10 live, 12 of the snapshot, 13..20.
 	wait(10 + 12 + 8)
 	sh.copyStats(true)
@@ -291,14 +295,7 @@ func testSnapshotBehindGapEnd(t *testing.T, mode Mode) {
 	}
 	offer(25) // 21..24 lost: too many to re-request
 	step(func() bool { return rec.stats.Snapshots == 2 })
-	for seq := uint64(26); seq <= 30; seq++ {
-		offer(seq)
-	}
-	for range 5 {
-		now = time.Now().UnixNano()
-		rec.poll(now)
-		h.endBatch()
-	}
+	offerThrough(26, 30)
 	// Applied since: the second snapshot's 24, 25..30.
 	wait(10 + 12 + 8 + 24 + 6)
 	sh.copyStats(true)
