@@ -157,11 +157,12 @@ type Arbiter struct {
 	lastRx  [MaxLines]int64  // per line: rx time of its last packet
 	startRx int64            // rx time of the session's first packet
 	suspect int              // consecutive packets that jumped more than MaxJump
-	// behindRx: per line, the rx time of its last packet behind both the
-	// line's own highest and next; the line is behind while it equals
-	// lastRx. regressFrom/regressNext: when the lines were first seen
-	// behind, and next then (see regressed).
-	behindRx    [MaxLines]int64
+	// behindPkt: per line, its packet count (LineStats.Packets) at its
+	// last packet behind both the line's own highest and next: the line's
+	// latest packet is such a one while it equals the count.
+	// regressFrom/regressNext: since when every live line has brought only
+	// such packets, and next then (see regressed).
+	behindPkt   [MaxLines]uint64
 	regressFrom int64
 	regressNext uint64
 	// where the last suspect packet ended
@@ -523,17 +524,23 @@ func (a *Arbiter) Offer(line int, data []byte, rxTime int64) {
 // such a one, and next did not move for LineTimeout since they first were,
 // the session's sequence numbers restarted under the same name: counted
 // once in Regressions, and Behind set. It runs only on such packets, never
-// for the in-order copies of the slower line.
+// for the in-order copies of the slower line. Packet counts, not receive
+// times, tell a line's latest packet: a batch may stamp several alike.
 func (a *Arbiter) regressed(line int, rxTime int64) {
-	a.behindRx[line] = rxTime
+	n := a.Stats.Lines[line].Packets
+	streak := a.behindPkt[line] == n-1 // the line's previous packet was behind too
+	a.behindPkt[line] = n
 	for i := 0; i < a.cfg.Lines; i++ {
-		if rxTime-a.lastRx[i] < int64(a.cfg.LineTimeout) && a.behindRx[i] != a.lastRx[i] {
+		if rxTime-a.lastRx[i] < int64(a.cfg.LineTimeout) && a.behindPkt[i] != a.Stats.Lines[i].Packets {
 			a.regressFrom = 0 // a live line is not behind
 			return
 		}
 	}
 	switch {
-	case a.regressFrom == 0 || a.regressNext != a.next:
+	case a.regressFrom == 0 || a.regressNext != a.next || !streak:
+		// Start (again): a line that brought a packet not behind since
+		// restarts the spell, or two stray late copies an idle hour apart
+		// would make one.
 		a.regressFrom, a.regressNext = rxTime, a.next
 	case !a.Stats.Behind && rxTime-a.regressFrom >= int64(a.cfg.LineTimeout):
 		a.Stats.Regressions++

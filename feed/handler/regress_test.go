@@ -104,6 +104,37 @@ func TestArbiterBehindNotRegression(t *testing.T) {
 	}
 }
 
+// TestArbiterStrayCopiesNotRegression: on one line, in an idle spell
+// (heartbeats only, nothing new), two stray late copies of old packets
+// come 2 s apart. Each is behind, but the heartbeats between them are not:
+// no restart, however long the spell.
+func TestArbiterStrayCopiesNotRegression(t *testing.T) {
+	rng := rand.New(rand.NewPCG(75, 76))
+	day := packets(t, testSession, 50, 5, rng)
+	a, _ := newTestArbiter(t, ArbiterConfig{Lines: 1, LineTimeout: time.Second})
+	now := int64(time.Hour)
+	for _, p := range day {
+		now += int64(time.Millisecond)
+		a.Offer(0, p, now)
+	}
+	hb := moldudp64.AppendHeader(nil, testSession, a.Next(), 0)
+	beat := func(n int) {
+		for range n {
+			now += int64(100 * time.Millisecond)
+			a.Offer(0, hb, now)
+		}
+	}
+	beat(5)
+	a.Offer(0, day[10], now)
+	beat(20)
+	a.Offer(0, day[11], now)
+	beat(20)
+	a.Offer(0, day[12], now)
+	if a.refreshBehind(); a.Stats.Regressions != 0 || a.Stats.Behind {
+		t.Fatalf("stray copies in an idle spell: regressions %d, behind %v", a.Stats.Regressions, a.Stats.Behind)
+	}
+}
+
 // TestSequenceRestartNotReady: through the real threads, in both modes, a
 // restart under the same session name makes the handler not ready, with
 // its reason, and counts in feedhandler_sequence_regressions_total; the

@@ -184,7 +184,7 @@ func (a *Arbiter) lock(idx int, rxTime int64) {
 		a.high = [MaxLines]uint64{}
 		a.lastRx = [MaxLines]int64{}
 		a.ended, a.frozen, a.recovering, a.gapSince, a.suspect = false, false, false, 0, 0
-		a.behindRx, a.regressFrom, a.Stats.Behind = [MaxLines]int64{}, 0, false
+		a.behindPkt, a.regressFrom, a.Stats.Behind = [MaxLines]uint64{}, 0, false
 	}
 	a.session = c.session
 	a.started = true
