@@ -161,7 +161,17 @@ type Arbitration struct {
 	Hold        time.Duration // longest line skew waited out
 	LineTimeout time.Duration // a line silent this long is not waited for
 	MaxPending  int           // packets held back at most
+	// SequenceRestart: what a sequence restart under the same session name
+	// does, SequenceRestartRebuild (default) or SequenceRestartHold; see
+	// handler.ArbiterConfig.HoldRestart.
+	SequenceRestart string
 }
+
+// Sequence-restart policies (arbitration.sequence_restart).
+const (
+	SequenceRestartRebuild = "rebuild"
+	SequenceRestartHold    = "hold"
+)
 
 // Recovery configures gap recovery; see handler.RecoveryConfig and
 // docs/RECOVERY.md.

@@ -213,6 +213,8 @@ func TestBadConfigs(t *testing.T) {
 			`t.yaml:30: recovery.rerequest.max_request_messages: 70000 is out of range (1..65534)`},
 		{"late_join unknown", base + "recovery:\n  late_join: maybe\n",
 			`t.yaml:29: recovery.late_join: "maybe" is not one of snapshot, rerequest, off`},
+		{"sequence_restart unknown", base + "arbitration:\n  sequence_restart: ignore\n",
+			`t.yaml:29: arbitration.sequence_restart: "ignore" is not one of rebuild, hold`},
 		{"spill under max_pending", base + "recovery:\n  spill: 100\n",
 			`t.yaml:29: recovery.spill: 100 is smaller than arbitration.max_pending (8192): the spill holds at least what arbitration holds`},
 		{"password in the file", base + "recovery:\n  snapshot:\n    server: 10.1.2.3:26401\n    username: u\n    password: secret\n",
@@ -324,10 +326,11 @@ func TestDefaults(t *testing.T) {
 		Receive: Receive{Backend: rx.BackendAuto, ZeroCopy: "auto", XDPMode: "auto",
 			BusyPollUsec: DefaultBusyPollUsec, BusyPollBudget: DefaultBusyPollBudget, BatchSize: DefaultBatchSize,
 			RecvBuffer: DefaultRecvBuffer, PollTimeout: DefaultPollTimeout, VerifyChecksums: true},
-		Cores:       Cores{Receive: Unpinned, Shards: []int{Unpinned}},
-		Book:        Book{Depth: 10, MaxOrders: 4 << 20, MaxLocates: 16384},
-		Arbitration: Arbitration{Grace: 200 * time.Microsecond, Hold: 20 * time.Millisecond, LineTimeout: time.Second, MaxPending: 8192},
-		SHM:         SHM{Name: "min", Mode: 0o640, Slots: 16384},
+		Cores: Cores{Receive: Unpinned, Shards: []int{Unpinned}},
+		Book:  Book{Depth: 10, MaxOrders: 4 << 20, MaxLocates: 16384},
+		Arbitration: Arbitration{Grace: 200 * time.Microsecond, Hold: 20 * time.Millisecond, LineTimeout: time.Second, MaxPending: 8192,
+			SequenceRestart: "rebuild"},
+		SHM: SHM{Name: "min", Mode: 0o640, Slots: 16384},
 		Recovery: Recovery{
 			Rerequest: Rerequest{Timeout: 20 * time.Millisecond, Retries: 3, MaxRequestMessages: 2000,
 				RequestsPerSecond: 1000, MaxRerequestGap: 50000},
@@ -463,11 +466,12 @@ func TestLogObject(t *testing.T) {
 }
 
 func TestArbitration(t *testing.T) {
-	c, err := Parse("t.yaml", []byte(base+"arbitration:\n  grace: 100us\n  hold: 50ms\n  line_timeout: 2s\n  max_pending: 1024\n"))
+	c, err := Parse("t.yaml", []byte(base+"arbitration:\n  grace: 100us\n  hold: 50ms\n  line_timeout: 2s\n  max_pending: 1024\n  sequence_restart: hold\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := Arbitration{Grace: 100 * time.Microsecond, Hold: 50 * time.Millisecond, LineTimeout: 2 * time.Second, MaxPending: 1024}
+	want := Arbitration{Grace: 100 * time.Microsecond, Hold: 50 * time.Millisecond, LineTimeout: 2 * time.Second, MaxPending: 1024,
+		SequenceRestart: SequenceRestartHold}
 	if c.Arbitration != want {
 		t.Fatalf("arbitration %+v, want %+v", c.Arbitration, want)
 	}

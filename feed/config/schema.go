@@ -32,7 +32,7 @@ func defaults() *Config {
 		Cores:       Cores{Receive: Unpinned, Shards: []int{Unpinned}},
 		SHM:         SHM{Mode: DefaultSHMMode, Slots: DefaultSHMSlots},
 		Book:        Book{Depth: DefaultDepth, MaxOrders: DefaultMaxOrders, MaxLocates: DefaultMaxLocates},
-		Arbitration: Arbitration{Grace: DefaultGrace, Hold: DefaultHold, LineTimeout: DefaultLineTimeout, MaxPending: DefaultMaxPending},
+		Arbitration: Arbitration{Grace: DefaultGrace, Hold: DefaultHold, LineTimeout: DefaultLineTimeout, MaxPending: DefaultMaxPending, SequenceRestart: SequenceRestartRebuild},
 		Recovery: Recovery{
 			Rerequest: Rerequest{Timeout: DefaultRerequestTimeout, Retries: DefaultRerequestRetries,
 				MaxRequestMessages: DefaultMaxRequestMessages, RequestsPerSecond: DefaultRequestsPerSecond,
@@ -369,6 +369,11 @@ func (d *decoder) arbitration(f field, c *Config) {
 		{"max_pending", func(f field) {
 			if v, ok := d.integer(f, 16, 1<<20); ok {
 				a.MaxPending = int(v)
+			}
+		}},
+		{"sequence_restart", func(f field) {
+			if v, ok := d.enum(f, SequenceRestartRebuild, SequenceRestartHold); ok {
+				a.SequenceRestart = v
 			}
 		}},
 	})

@@ -53,6 +53,12 @@ type ArbiterConfig struct {
 	// (see SetMissing; default and minimum MaxPending). When it is full
 	// the recovery is abandoned and the gap declared.
 	Spill int
+	// HoldRestart: on a sequence restart under the same session name (see
+	// ArbiterStats.Regressions), keep the books as they are and wait for
+	// new sequence numbers (ArbiterStats.Behind), instead of the default:
+	// follow the restarted sequence from 1, as a session change to the
+	// same name (the books emptied and rebuilt; see restart).
+	HoldRestart bool
 }
 
 // MissingFunc is asked, once a range is missing on every live line,
@@ -123,8 +129,10 @@ type ArbiterStats struct {
 	// behind the followed session's, and stayed there for LineTimeout with
 	// nothing new delivered: a sequence restart under the same session
 	// name (a protocol violation: a publisher restarted, or replays the
-	// session from its start). Nothing behind is applied; Behind stays
-	// true until a line brings new sequence numbers again (see regressed).
+	// session from its start). Nothing behind is applied. By default the
+	// restarted sequence is then followed from 1 (restart); with
+	// HoldRestart, Behind stays true until a line brings new sequence
+	// numbers again (see regressed).
 	Regressions uint64
 	Behind      bool
 }
@@ -442,7 +450,7 @@ func (a *Arbiter) Offer(line int, data []byte, rxTime int64) {
 			}
 			a.high[line] = p.Seq
 		} else if p.Seq < a.high[line] && p.Seq < a.next {
-			a.regressed(line, rxTime)
+			a.regressed(line, rxTime, p.Seq)
 		}
 		a.checkGap(rxTime, false)
 		return
@@ -467,7 +475,7 @@ func (a *Arbiter) Offer(line int, data []byte, rxTime int64) {
 		ls.Duplicates++
 		if end < a.high[line] {
 			// Behind its own line too: not the slower line's copy.
-			a.regressed(line, rxTime)
+			a.regressed(line, rxTime, end)
 		}
 	case p.Seq <= a.next && !a.frozen:
 		ls.Won++
@@ -519,14 +527,16 @@ func (a *Arbiter) Offer(line int, data []byte, rxTime int64) {
 }
 
 // regressed is told that line brought a packet behind both next and the
-// line's own highest sequence number: a packet the line reordered, or its
-// sequence numbers went back. When every live line's latest packet was
-// such a one, and next did not move for LineTimeout since they first were,
-// the session's sequence numbers restarted under the same name: counted
-// once in Regressions, and Behind set. It runs only on such packets, never
-// for the in-order copies of the slower line. Packet counts, not receive
-// times, tell a line's latest packet: a batch may stamp several alike.
-func (a *Arbiter) regressed(line int, rxTime int64) {
+// line's own highest sequence number (end: the sequence number after it):
+// a packet the line reordered, or its sequence numbers went back. When
+// every live line's latest packet was such a one, and next did not move
+// for LineTimeout since they first were, the session's sequence numbers
+// restarted under the same name: counted once in Regressions, and then
+// followed from 1 (restart), or with HoldRestart Behind set. It runs only
+// on such packets, never for the in-order copies of the slower line.
+// Packet counts, not receive times, tell a line's latest packet: a batch
+// may stamp several alike.
+func (a *Arbiter) regressed(line int, rxTime int64, end uint64) {
 	n := a.Stats.Lines[line].Packets
 	streak := a.behindPkt[line] == n-1 // the line's previous packet was behind too
 	a.behindPkt[line] = n
@@ -544,7 +554,26 @@ func (a *Arbiter) regressed(line int, rxTime int64) {
 		a.regressFrom, a.regressNext = rxTime, a.next
 	case !a.Stats.Behind && rxTime-a.regressFrom >= int64(a.cfg.LineTimeout):
 		a.Stats.Regressions++
-		a.Stats.Behind = true
+		if a.cfg.HoldRestart {
+			a.Stats.Behind = true
+			return
+		}
+		a.restart(line, rxTime, end)
+	}
+}
+
+// restart follows the locked session's restarted sequence from 1: what
+// the old sequence had not delivered is dropped (as at a session change),
+// and the SessionFunc is told of a change to the same session, so the
+// books are emptied and rebuilt. What the restarted sequence brought
+// before this (dropped as behind while the restart was confirmed) is a
+// gap from 1, up to end on line, which is live: recovered like any gap.
+func (a *Arbiter) restart(line int, rxTime int64, end uint64) {
+	a.dropSession()
+	a.next, a.startRx = 1, rxTime
+	a.high[line], a.lastRx[line] = end, rxTime
+	if a.onSession != nil {
+		a.onSession(a.session, a.session)
 	}
 }
 

@@ -31,6 +31,7 @@ func FromConfig(c *config.Config, log zerolog.Logger) Config {
 			Hold:        c.Arbitration.Hold,
 			LineTimeout: c.Arbitration.LineTimeout,
 			MaxPending:  c.Arbitration.MaxPending,
+			HoldRestart: c.Arbitration.SequenceRestart == config.SequenceRestartHold,
 		},
 		Log: log,
 	}

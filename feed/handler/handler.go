@@ -609,7 +609,8 @@ func (h *Handler) rebuild(msgs []byte, next uint64) {
 }
 
 // sessionChanged is the arbiter's SessionFunc: the first lock is logged; a
-// change (a confirmed session replacing a silent one) empties the books,
+// change (a confirmed session replacing a silent one, or the followed
+// session's sequence restarting under the same name) empties the books,
 // flagged, and has them rebuilt: by snapshot when one is configured, else
 // by re-requesting the new session from its start; with no recovery source
 // they are whole once the new session came from its start (newSessionWhole).
@@ -738,9 +739,12 @@ func (h *Handler) housekeeping() {
 			h.log.Warn().Uint64("first", r.First).Uint64("count", r.Count).Uint64("last", r.End()-1).
 				Msg("gap: sequence range missing on every line; books flagged possibly stale")
 		case sc := <-h.sessionLog:
-			if sc[0] == (moldudp64.Session{}) {
+			switch sc[0] {
+			case moldudp64.Session{}:
 				h.log.Info().Str("session", sc[1].String()).Msg("session confirmed: following it")
-			} else {
+			case sc[1]:
+				// A restart of its sequence: copyStats logs it (Regressions).
+			default:
 				h.log.Warn().Str("old", sc[0].String()).Str("new", sc[1].String()).
 					Msg("session change: the followed session went silent and another is consistent; books rebuilt")
 			}
@@ -789,8 +793,13 @@ func (h *Handler) copyStats(wait bool) bool {
 		h.rxCopy = h.recv.Stats()
 		h.arb.refreshBehind()
 		if n := h.arb.Stats.Regressions; n != h.arbCopy.Regressions {
-			h.log.Error().Str("session", h.arb.Session().String()).Uint64("next", h.arb.Next()).Dur("for", h.arb.cfg.LineTimeout).
-				Msg("every line went back to sequence numbers already delivered, under the same session name: a sequence restart; nothing behind is applied, the books stay as they are until a line brings new sequence numbers")
+			ev := h.log.Error().Str("session", h.arb.Session().String()).Dur("for", h.arb.cfg.LineTimeout)
+			if h.arb.cfg.HoldRestart {
+				ev.Uint64("next", h.arb.Next()).
+					Msg("every line went back to sequence numbers already delivered, under the same session name: a sequence restart; nothing behind is applied, the books stay as they are until a line brings new sequence numbers (arbitration.sequence_restart: hold)")
+			} else {
+				ev.Msg("every line went back to sequence numbers already delivered, under the same session name: a sequence restart; the restarted sequence is followed from 1, the books emptied and rebuilt as at a session change (arbitration.sequence_restart: rebuild)")
+			}
 		}
 		h.arbCopy = h.arb.Stats
 		h.cntCopy = [5]uint64{h.routed, h.filtered, h.badMsgs, h.arb.Next(), h.rxErrors}

@@ -102,7 +102,7 @@ var exported = [...]metric{
 	{"recovery_state", "1 for the current recovery state.", kindGauge, "state"},
 	{"recovery_time_seconds", "Gap detected to books whole again.", kindHistogram, ""},
 	{"session_changes_total", "Times a confirmed session replaced a followed one that was silent or had ended.", kindCounter, ""},
-	{"sequence_regressions_total", "Times every line went back to sequence numbers already delivered, under the same session name, for the line timeout (a sequence restart): nothing behind is applied; not ready until new sequence numbers come.", kindCounter, ""},
+	{"sequence_regressions_total", "Times every line went back to sequence numbers already delivered, under the same session name, for the line timeout (a sequence restart): the books rebuilt from the restarted sequence (sequence_restart: rebuild), or nothing behind applied and not ready until new sequence numbers come (hold).", kindCounter, ""},
 	{"latency_seconds", "Receive timestamp to shared-memory publish, per message.", kindHistogram, ""},
 	{"path_latency_seconds", "Receive-thread pickup to shared-memory publish, per message (the handler's own path).", kindHistogram, ""},
 }

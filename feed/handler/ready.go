@@ -27,7 +27,7 @@ func (s *Stats) UnrecoveredGaps() uint64 {
 // false, with the reason, until a line has delivered a packet, and while
 // any book is flagged stale, a gap is unrecovered, a recovery (re-request
 // or snapshot) is in progress, or the lines went back behind what was
-// delivered (ArbiterStats.Behind).
+// delivered (ArbiterStats.Behind: a sequence restart, with HoldRestart).
 func (s *Stats) Ready() (bool, string) {
 	switch s.readiness() {
 	case notReceived:

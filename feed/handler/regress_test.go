@@ -2,35 +2,33 @@ package handler
 
 import (
 	"math/rand/v2"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/marketfeed/feedhandler/book"
+	"github.com/marketfeed/feedhandler/feed/itch"
 	"github.com/marketfeed/feedhandler/feed/moldudp64"
+	"github.com/marketfeed/feedhandler/feed/rerequest"
 	"github.com/marketfeed/feedhandler/feed/rx"
+	"github.com/marketfeed/feedhandler/internal/exchange"
 	"github.com/marketfeed/feedhandler/internal/shmtest"
 )
 
 // TestArbiterSequenceRestart: both lines deliver a day's first 60
 // packets, then go back to sequence number 1 under the same session name
-// (a publisher restarted, or replays the session from its start). Nothing
-// behind is delivered again; once both lines brought only such packets for
-// LineTimeout the restart is counted once and Behind is set; when the
-// replay passes what was delivered, the new messages flow and Behind
-// clears.
+// (a publisher restarted, or replays the session from its start). With
+// HoldRestart nothing behind is delivered again; once both lines brought
+// only such packets for LineTimeout the restart is counted once and Behind
+// is set; when the replay passes what was delivered, the new messages flow
+// and Behind clears.
 func TestArbiterSequenceRestart(t *testing.T) {
 	rng := rand.New(rand.NewPCG(71, 72))
 	day := packets(t, testSession, 100, 5, rng)
-	a, s := newTestArbiter(t, ArbiterConfig{LineTimeout: time.Second})
+	a, s := newTestArbiter(t, ArbiterConfig{LineTimeout: time.Second, HoldRestart: true})
 	now := int64(time.Hour)
-	offer := func(pkts [][]byte, step time.Duration) {
-		for _, p := range pkts {
-			now += int64(step)
-			a.Offer(0, p, now)
-			a.Offer(1, p, now)
-		}
-	}
+	offer := func(pkts [][]byte, step time.Duration) { offerBoth(a, &now, pkts, step) }
 	offer(day[:60], time.Millisecond)
 	delivered := s.got
 	if delivered != totalMessages(t, day[:60]) {
@@ -62,6 +60,16 @@ func TestArbiterSequenceRestart(t *testing.T) {
 	a.refreshBehind()
 	if want := totalMessages(t, day); s.got != want || a.Stats.Behind || a.Stats.Regressions != 1 || len(s.gaps) != 0 {
 		t.Fatalf("caught up: delivered %d of %d, behind %v, regressions %d, gaps %v", s.got, want, a.Stats.Behind, a.Stats.Regressions, s.gaps)
+	}
+}
+
+// offerBoth offers pkts on both lines, the clock *now advancing step
+// before each.
+func offerBoth(a *Arbiter, now *int64, pkts [][]byte, step time.Duration) {
+	for _, p := range pkts {
+		*now += int64(step)
+		a.Offer(0, p, *now)
+		a.Offer(1, p, *now)
 	}
 }
 
@@ -135,8 +143,9 @@ func TestArbiterStrayCopiesNotRegression(t *testing.T) {
 	}
 }
 
-// TestSequenceRestartNotReady: through the real threads, in both modes, a
-// restart under the same session name makes the handler not ready, with
+// TestSequenceRestartNotReady: through the real threads, in both modes,
+// with HoldRestart, a restart under the same session name makes the
+// handler not ready, with
 // its reason, and counts in feedhandler_sequence_regressions_total; the
 // books keep what was delivered; new sequence numbers make it ready again.
 func TestSequenceRestartNotReady(t *testing.T) { forEachMode(t, testSequenceRestartNotReady) }
@@ -145,19 +154,12 @@ func testSequenceRestartNotReady(t *testing.T, mode Mode, shards []int) {
 	pkts := dayPacketsSized(t, 2000, 200)
 	now := time.Now().UnixNano()
 	r := &scriptRx{errAt: -1}
-	play := func(pkts [][]byte, step time.Duration) {
-		r.mu.Lock()
-		defer r.mu.Unlock()
-		for _, b := range pkts {
-			now += int64(step)
-			r.script = append(r.script, rx.Packet{Data: b, Line: rx.LineA, RxTime: now}, rx.Packet{Data: b, Line: rx.LineB, RxTime: now})
-		}
-	}
+	play := func(pkts [][]byte, step time.Duration) { r.play(&now, pkts, step) }
 	play(pkts[:40], time.Microsecond)
 	h, err := Start(Config{
 		Feed:       "itch",
 		Receive:    rx.Config{Lines: []rx.LineConfig{{Name: "A"}, {Name: "B"}}},
-		Arbiter:    ArbiterConfig{LineTimeout: time.Second},
+		Arbiter:    ArbiterConfig{LineTimeout: time.Second, HoldRestart: true},
 		Book:       book.Config{MaxOrders: 1 << 14, MaxLocates: 1024, MaxLevels: 1 << 12},
 		Mode:       mode,
 		ShardCores: shards,
@@ -190,6 +192,151 @@ func testSequenceRestartNotReady(t *testing.T, mode Mode, shards []int) {
 		ok, _ := st.Ready()
 		return st.Arbiter.Delivered == all && st.Applied() == st.Routed && ok
 	})
+}
+
+// TestArbiterSequenceRestartRebuild is TestArbiterSequenceRestart without
+// HoldRestart: once the restart is confirmed the session's sequence is
+// followed again from 1, the SessionFunc told of a change to the same
+// session. What the lines brought while it was confirmed (dropped as
+// behind) is one gap from 1 (no recovery source here: declared), and the
+// rest of the restarted sequence is delivered.
+func TestArbiterSequenceRestartRebuild(t *testing.T) {
+	rng := rand.New(rand.NewPCG(77, 78))
+	day := packets(t, testSession, 100, 5, rng)
+	a, s := newTestArbiter(t, ArbiterConfig{LineTimeout: time.Second})
+	var changes [][2]moldudp64.Session
+	a.SetSessionFunc(func(old, new moldudp64.Session) {
+		changes = append(changes, [2]moldudp64.Session{old, new})
+		s.next = 0 // the sink checks the order from 1 again
+	})
+	now := int64(time.Hour)
+	offer := func(pkts [][]byte, step time.Duration) { offerBoth(a, &now, pkts, step) }
+	offer(day[:60], time.Millisecond)
+	before := s.got
+	offer(day[:40], 50*time.Millisecond) // back to 1, for 2 s
+	a.Tick(now + int64(time.Millisecond))
+	if a.Stats.Regressions != 1 || a.Stats.Behind || len(changes) != 2 || changes[1] != [2]moldudp64.Session{testSession, testSession} {
+		t.Fatalf("after the restart: regressions %d, behind %v, session changes %v", a.Stats.Regressions, a.Stats.Behind, changes)
+	}
+	if len(s.gaps) != 1 || s.gaps[0].First != 1 {
+		t.Fatalf("gaps %v, want one from 1", s.gaps)
+	}
+	p40, _ := moldudp64.Parse(day[40])
+	if g := s.gaps[0]; g.End() >= p40.Seq || g.End() < 2 {
+		t.Fatalf("gap %v: the restart confirmed outside the window (seq 1 to %d)", g, p40.Seq)
+	}
+	offer(day[40:], time.Millisecond)
+	if want := before + totalMessages(t, day) - s.gaps[0].Count; s.got != want || a.Next() != s.next || len(s.gaps) != 1 || a.Stats.SessionChanges != 0 {
+		t.Fatalf("delivered %d, want %d; next %d; gaps %v; session changes %d", s.got, want, a.Next(), s.gaps, a.Stats.SessionChanges)
+	}
+}
+
+// TestSequenceRestartRebuilt: through the real threads, in both modes, the
+// publisher restarts under the same session name with another day's
+// messages from sequence number 1 (a re-request server serving the
+// restarted sequence). The books end equal to a replay of the second day
+// alone, whole, with the restart counted. With HoldRestart (or without
+// the rebuild) the second day's tail lands on the first day's books.
+func TestSequenceRestartRebuilt(t *testing.T) {
+	forEachMode(t, func(t *testing.T, mode Mode, shards []int) { testSequenceRestartRebuilt(t, mode, shards, true) })
+}
+
+// TestSequenceRestartNoRecovery is TestSequenceRestartRebuilt with no
+// recovery source: the books are emptied at the restart and stay flagged
+// possibly stale (what the lines brought while the restart was confirmed
+// is a declared gap), and the handler is not ready.
+func TestSequenceRestartNoRecovery(t *testing.T) {
+	forEachMode(t, func(t *testing.T, mode Mode, shards []int) { testSequenceRestartRebuilt(t, mode, shards, false) })
+}
+
+func testSequenceRestartRebuilt(t *testing.T, mode Mode, shards []int, recover bool) {
+	day1 := sessionDay(t, "RST", 9, 20_000, 300, 50)
+	day2 := sessionDay(t, "RST", 10, 20_000, 300, 50)
+	ref, err := book.New(dayBooks)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var hist exchange.History
+	for i, ms := range dayMessages(t, day2) {
+		hist.Record(day2[i])
+		for _, m := range ms {
+			ref.Apply(itch.Msg(m))
+		}
+	}
+	session := moldudp64.NewSession("RST")
+	rr, err := exchange.NewRerequestServer(exchange.RerequestConfig{Listen: netip.MustParseAddrPort("127.0.0.1:0"), Session: session, Message: hist.Message})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rr.Close()
+	var rc RecoveryConfig
+	if recover {
+		rc.Rerequest = rerequest.Config{Servers: []netip.AddrPort{rr.Addr()}, Timeout: 50 * time.Millisecond}
+	}
+	now := time.Now().UnixNano()
+	r := &scriptRx{errAt: -1}
+	play := func(pkts [][]byte, step time.Duration) { r.play(&now, pkts, step) }
+	play(day1, 0)
+	name := shmtest.Name(t, "fhrestart")
+	h, err := Start(Config{
+		Feed:       "itch",
+		Receive:    rx.Config{Lines: []rx.LineConfig{{Name: "A"}, {Name: "B"}}},
+		Arbiter:    ArbiterConfig{Grace: time.Millisecond, Hold: 5 * time.Millisecond, LineTimeout: time.Second},
+		Recovery:   rc,
+		Book:       dayBooks,
+		Mode:       mode,
+		ShardCores: shards,
+		ShmName:    name,
+		Open:       func(rx.Config) (rx.Receiver, error) { return r, nil },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Stop()
+	first := totalMessages(t, day1)
+	waitFor(t, "the first day applied", func() bool {
+		st := h.Stats()
+		return st.Arbiter.Delivered == first && st.Applied() == st.Routed
+	})
+	play(day2[:30], 100*time.Millisecond) // back to 1 for 3 s: confirmed as a restart
+	play(day2[30:], time.Microsecond)
+	all := first + totalMessages(t, day2)
+	if !recover {
+		waitFor(t, "the second day applied but for one gap", func() bool {
+			st := h.Stats()
+			return st.Arbiter.Gaps == 1 && st.Arbiter.Delivered+st.Arbiter.GapMessages == all && st.Applied() == st.Routed
+		})
+		for range 2 { // after one more stats copy too
+			waitFor(t, "every shard flagged, not ready", func() bool {
+				st := h.Stats()
+				ok, _ := st.Ready()
+				return st.StaleBooks() != 0 && !ok && st.Arbiter.Regressions == 1
+			})
+			time.Sleep(30 * time.Millisecond)
+		}
+		return
+	}
+	waitFor(t, "the second day applied, whole", func() bool {
+		st := h.Stats()
+		return st.Arbiter.Delivered == all && st.Applied() == st.Routed && st.StaleBooks() == 0
+	})
+	st := h.Stats()
+	if ok, why := st.Ready(); !ok || st.Arbiter.Regressions != 1 || st.Arbiter.Behind || st.Arbiter.RecoveriesFilled == 0 || st.Arbiter.Gaps != 0 {
+		t.Fatalf("ready %v (%s), regressions %d, behind %v, recoveries filled %d, gaps %d", ok, why,
+			st.Arbiter.Regressions, st.Arbiter.Behind, st.Arbiter.RecoveriesFilled, st.Arbiter.Gaps)
+	}
+	compareShm(t, name, ref, false)
+}
+
+// play appends pkts to the script on both lines, the receive time *now
+// advancing step before each.
+func (r *scriptRx) play(now *int64, pkts [][]byte, step time.Duration) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, b := range pkts {
+		*now += int64(step)
+		r.script = append(r.script, rx.Packet{Data: b, Line: rx.LineA, RxTime: *now}, rx.Packet{Data: b, Line: rx.LineB, RxTime: *now})
+	}
 }
 
 // grepLines returns text's lines that contain s.

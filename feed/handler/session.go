@@ -165,26 +165,7 @@ func (a *Arbiter) lock(idx int, rxTime int64) {
 	old := a.session
 	if a.started {
 		a.Stats.SessionChanges++
-		// What the old session has not delivered (a range being recovered,
-		// packets held back: a change on its silence does not wait for
-		// them) is never delivered: counted as a gap of that session, not
-		// reported to onGap (its books are emptied for the new session).
-		if end := a.maxHigh(); end > a.next {
-			a.Stats.Gaps++
-			a.Stats.GapMessages += end - a.next
-			a.Stats.LastGap = moldudp64.Range{First: a.next, Count: end - a.next}
-		}
-		// Forget everything of the old session.
-		if a.recovering {
-			a.Stats.RecoveriesAbandoned++
-		}
-		for a.pend.n > 0 {
-			a.pend.popFront()
-		}
-		a.high = [MaxLines]uint64{}
-		a.lastRx = [MaxLines]int64{}
-		a.ended, a.frozen, a.recovering, a.gapSince, a.suspect = false, false, false, 0, 0
-		a.behindPkt, a.regressFrom, a.Stats.Behind = [MaxLines]uint64{}, 0, false
+		a.dropSession()
 	}
 	a.session = c.session
 	a.started = true
@@ -199,6 +180,29 @@ func (a *Arbiter) lock(idx int, rxTime int64) {
 	for _, st := range stash {
 		a.Offer(st.line, st.data, st.rxTime)
 	}
+}
+
+// dropSession forgets everything of the followed session, at a session
+// change or a restart of its sequence. What it has not delivered (a range
+// being recovered, packets held back: a change on its silence does not
+// wait for them) is never delivered: counted as a gap of that session, not
+// reported to onGap (its books are emptied for the new session).
+func (a *Arbiter) dropSession() {
+	if end := a.maxHigh(); end > a.next {
+		a.Stats.Gaps++
+		a.Stats.GapMessages += end - a.next
+		a.Stats.LastGap = moldudp64.Range{First: a.next, Count: end - a.next}
+	}
+	if a.recovering {
+		a.Stats.RecoveriesAbandoned++
+	}
+	for a.pend.n > 0 {
+		a.pend.popFront()
+	}
+	a.high = [MaxLines]uint64{}
+	a.lastRx = [MaxLines]int64{}
+	a.ended, a.frozen, a.recovering, a.gapSince, a.suspect = false, false, false, 0, 0
+	a.behindPkt, a.regressFrom, a.Stats.Behind = [MaxLines]uint64{}, 0, false
 }
 
 // silent reports whether the locked session sent nothing on any line for
