@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/marketfeed/feedhandler/book"
+	"github.com/marketfeed/feedhandler/feed/glimpse"
 	"github.com/marketfeed/feedhandler/feed/itch"
 	"github.com/marketfeed/feedhandler/feed/moldudp64"
 	"github.com/marketfeed/feedhandler/feed/rerequest"
@@ -238,18 +239,32 @@ func TestArbiterSequenceRestartRebuild(t *testing.T) {
 // alone, whole, with the restart counted. With HoldRestart (or without
 // the rebuild) the second day's tail lands on the first day's books.
 func TestSequenceRestartRebuilt(t *testing.T) {
-	forEachMode(t, func(t *testing.T, mode Mode, shards []int) { testSequenceRestartRebuilt(t, mode, shards, true) })
+	forEachMode(t, func(t *testing.T, mode Mode, shards []int) { testSequenceRestartRebuilt(t, mode, shards, restartRerequest) })
 }
+
+// TestSequenceRestartSnapshot is TestSequenceRestartRebuilt with a GLIMPSE
+// server instead (a snapshot of the restarted sequence, taken where the
+// restart was confirmed).
+func TestSequenceRestartSnapshot(t *testing.T) {
+	forEachMode(t, func(t *testing.T, mode Mode, shards []int) { testSequenceRestartRebuilt(t, mode, shards, restartSnapshot) })
+}
+
+// The recovery source of testSequenceRestartRebuilt.
+const (
+	restartNone = iota
+	restartRerequest
+	restartSnapshot
+)
 
 // TestSequenceRestartNoRecovery is TestSequenceRestartRebuilt with no
 // recovery source: the books are emptied at the restart and stay flagged
 // possibly stale (what the lines brought while the restart was confirmed
 // is a declared gap), and the handler is not ready.
 func TestSequenceRestartNoRecovery(t *testing.T) {
-	forEachMode(t, func(t *testing.T, mode Mode, shards []int) { testSequenceRestartRebuilt(t, mode, shards, false) })
+	forEachMode(t, func(t *testing.T, mode Mode, shards []int) { testSequenceRestartRebuilt(t, mode, shards, restartNone) })
 }
 
-func testSequenceRestartRebuilt(t *testing.T, mode Mode, shards []int, recover bool) {
+func testSequenceRestartRebuilt(t *testing.T, mode Mode, shards []int, source int) {
 	day1 := sessionDay(t, "RST", 9, 20_000, 300, 50)
 	day2 := sessionDay(t, "RST", 10, 20_000, 300, 50)
 	ref, err := book.New(dayBooks)
@@ -257,10 +272,12 @@ func testSequenceRestartRebuilt(t *testing.T, mode Mode, shards []int, recover b
 		t.Fatal(err)
 	}
 	var hist exchange.History
+	bySeq := map[uint64][]byte{}
 	for i, ms := range dayMessages(t, day2) {
 		hist.Record(day2[i])
 		for _, m := range ms {
 			ref.Apply(itch.Msg(m))
+			bySeq[uint64(len(bySeq)+1)] = m
 		}
 	}
 	session := moldudp64.NewSession("RST")
@@ -270,8 +287,22 @@ func testSequenceRestartRebuilt(t *testing.T, mode Mode, shards []int, recover b
 	}
 	defer rr.Close()
 	var rc RecoveryConfig
-	if recover {
+	switch source {
+	case restartRerequest:
 		rc.Rerequest = rerequest.Config{Servers: []netip.AddrPort{rr.Addr()}, Timeout: 50 * time.Millisecond}
+	case restartSnapshot:
+		// The snapshot is of the restarted sequence up to its 30th packet.
+		p30, _ := moldudp64.Parse(day2[30])
+		snap, err := exchange.NewSnapshotServer(exchange.SnapshotConfig{Listen: "127.0.0.1:0", Username: "u", Password: "p", Session: "RST",
+			Messages: func(seq uint64) ([]byte, bool) { m, ok := bySeq[seq]; return m, ok }, Position: func() uint64 { return p30.Seq - 1 }, FollowInterval: -1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		served := make(chan error, 1)
+		go func() { served <- snap.Serve() }()
+		defer func() { snap.Close(); <-served }()
+		rc.Snapshot = GlimpseSnapshot(glimpse.Config{Addr: snap.Addr().String(), Username: "u", Password: "p", IdleTimeout: 5 * time.Second})
+		rc.SnapshotRetry = 5 * time.Millisecond
 	}
 	now := time.Now().UnixNano()
 	r := &scriptRx{errAt: -1}
@@ -301,7 +332,7 @@ func testSequenceRestartRebuilt(t *testing.T, mode Mode, shards []int, recover b
 	play(day2[:30], 100*time.Millisecond) // back to 1 for 3 s: confirmed as a restart
 	play(day2[30:], time.Microsecond)
 	all := first + totalMessages(t, day2)
-	if !recover {
+	if source == restartNone {
 		waitFor(t, "the second day applied but for one gap", func() bool {
 			st := h.Stats()
 			return st.Arbiter.Gaps == 1 && st.Arbiter.Delivered+st.Arbiter.GapMessages == all && st.Applied() == st.Routed
@@ -316,14 +347,22 @@ func testSequenceRestartRebuilt(t *testing.T, mode Mode, shards []int, recover b
 		}
 		return
 	}
+	if source == restartSnapshot {
+		// What the snapshot loaded is not delivered by the lines.
+		all = first + totalMessages(t, day2[30:])
+	}
 	waitFor(t, "the second day applied, whole", func() bool {
 		st := h.Stats()
 		return st.Arbiter.Delivered == all && st.Applied() == st.Routed && st.StaleBooks() == 0
 	})
 	st := h.Stats()
-	if ok, why := st.Ready(); !ok || st.Arbiter.Regressions != 1 || st.Arbiter.Behind || st.Arbiter.RecoveriesFilled == 0 || st.Arbiter.Gaps != 0 {
-		t.Fatalf("ready %v (%s), regressions %d, behind %v, recoveries filled %d, gaps %d", ok, why,
-			st.Arbiter.Regressions, st.Arbiter.Behind, st.Arbiter.RecoveriesFilled, st.Arbiter.Gaps)
+	repaired := st.Arbiter.RecoveriesFilled != 0 && st.Arbiter.Gaps == 0
+	if source == restartSnapshot {
+		repaired = st.Recovery.Snapshots == 1 && st.Recovery.LastSnapshotNext > 1
+	}
+	if ok, why := st.Ready(); !ok || st.Arbiter.Regressions != 1 || st.Arbiter.Behind || !repaired {
+		t.Fatalf("ready %v (%s), regressions %d, behind %v, recoveries filled %d, gaps %d, snapshots %d (next %d)", ok, why,
+			st.Arbiter.Regressions, st.Arbiter.Behind, st.Arbiter.RecoveriesFilled, st.Arbiter.Gaps, st.Recovery.Snapshots, st.Recovery.LastSnapshotNext)
 	}
 	compareShm(t, name, ref, false)
 }
