@@ -239,14 +239,18 @@ func TestArbiterSequenceRestartRebuild(t *testing.T) {
 // alone, whole, with the restart counted. With HoldRestart (or without
 // the rebuild) the second day's tail lands on the first day's books.
 func TestSequenceRestartRebuilt(t *testing.T) {
-	forEachMode(t, func(t *testing.T, mode Mode, shards []int) { testSequenceRestartRebuilt(t, mode, shards, restartRerequest) })
+	forEachMode(t, func(t *testing.T, mode Mode, shards []int) {
+		testSequenceRestartRebuilt(t, mode, shards, restartRerequest)
+	})
 }
 
 // TestSequenceRestartSnapshot is TestSequenceRestartRebuilt with a GLIMPSE
 // server instead (a snapshot of the restarted sequence, taken where the
 // restart was confirmed).
 func TestSequenceRestartSnapshot(t *testing.T) {
-	forEachMode(t, func(t *testing.T, mode Mode, shards []int) { testSequenceRestartRebuilt(t, mode, shards, restartSnapshot) })
+	forEachMode(t, func(t *testing.T, mode Mode, shards []int) {
+		testSequenceRestartRebuilt(t, mode, shards, restartSnapshot)
+	})
 }
 
 // The recovery source of testSequenceRestartRebuilt.
