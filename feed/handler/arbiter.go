@@ -93,7 +93,12 @@ type LineStats struct {
 	// a forged packet. They do not end the session and are not counted in
 	// Packets.
 	StaleEndOfSession uint64
-	Heartbeats        uint64
+	// BeforeRestart: packets received before a sequence restart was
+	// followed from 1 but read after it (a line whose receive queue was
+	// behind): of the sequence that restarted, or the restarted one's
+	// first numbers, recovered with its gap from 1. Dropped.
+	BeforeRestart uint64
+	Heartbeats    uint64
 	moldudp64.ParseErrors
 }
 
@@ -129,11 +134,14 @@ type ArbiterStats struct {
 	// behind the followed session's, and stayed there for LineTimeout with
 	// nothing new delivered: a sequence restart under the same session
 	// name (a protocol violation: a publisher restarted, or replays the
-	// session from its start). Nothing behind is applied. By default the
-	// restarted sequence is then followed from 1 (restart); with
-	// HoldRestart, Behind stays true until a line brings new sequence
-	// numbers again (see regressed).
+	// session). Nothing behind is applied, and Behind is set. Restarts:
+	// times the lines had gone back to sequence number 1 and the restarted
+	// sequence was then followed from 1 (restart), which clears Behind;
+	// with HoldRestart, or lines that went back elsewhere (a replay of the
+	// session's middle), Behind stays true until a line brings new
+	// sequence numbers again (see regressed).
 	Regressions uint64
+	Restarts    uint64
 	Behind      bool
 }
 
@@ -170,9 +178,17 @@ type Arbiter struct {
 	// latest packet is such a one while it equals the count.
 	// regressFrom/regressNext: since when every live line has brought only
 	// such packets, and next then (see regressed).
+	// behindMin: per line, the lowest sequence number of its packets
+	// since the last that was not behind.
 	behindPkt   [MaxLines]uint64
+	behindMin   [MaxLines]uint64
 	regressFrom int64
 	regressNext uint64
+	// restartRx: after a restart, packets received before it are dropped
+	// (LineStats.BeforeRestart) until every line brought one received
+	// after it (restartPassed, a bit per line).
+	restartRx     int64
+	restartPassed uint8
 	// where the last suspect packet ended
 	suspectNext uint64
 
@@ -404,6 +420,15 @@ func (a *Arbiter) Offer(line int, data []byte, rxTime int64) {
 			return
 		}
 	}
+	if a.restartRx != 0 {
+		if rxTime < a.restartRx {
+			ls.BeforeRestart++
+			return
+		}
+		if a.restartPassed |= 1 << line; a.restartPassed == 1<<a.cfg.Lines-1 {
+			a.restartRx = 0 // every line is past the restart
+		}
+	}
 	if p.EndOfSession() && p.Seq < max(a.next, a.maxHigh()) {
 		// It says the session ended before what was received already:
 		// a late copy, a replay or a forgery. It changes nothing (not
@@ -450,7 +475,7 @@ func (a *Arbiter) Offer(line int, data []byte, rxTime int64) {
 			}
 			a.high[line] = p.Seq
 		} else if p.Seq < a.high[line] && p.Seq < a.next {
-			a.regressed(line, rxTime, p.Seq)
+			a.regressed(line, rxTime, p.Seq, p.Seq)
 		}
 		a.checkGap(rxTime, false)
 		return
@@ -475,7 +500,7 @@ func (a *Arbiter) Offer(line int, data []byte, rxTime int64) {
 		ls.Duplicates++
 		if end < a.high[line] {
 			// Behind its own line too: not the slower line's copy.
-			a.regressed(line, rxTime, end)
+			a.regressed(line, rxTime, p.Seq, end)
 		}
 	case p.Seq <= a.next && !a.frozen:
 		ls.Won++
@@ -527,39 +552,59 @@ func (a *Arbiter) Offer(line int, data []byte, rxTime int64) {
 }
 
 // regressed is told that line brought a packet behind both next and the
-// line's own highest sequence number (end: the sequence number after it):
-// a packet the line reordered, or its sequence numbers went back. When
-// every live line's latest packet was such a one, and next did not move
-// for LineTimeout since they first were, the session's sequence numbers
-// restarted under the same name: counted once in Regressions, and then
-// followed from 1 (restart), or with HoldRestart Behind set. It runs only
-// on such packets, never for the in-order copies of the slower line.
-// Packet counts, not receive times, tell a line's latest packet: a batch
-// may stamp several alike.
-func (a *Arbiter) regressed(line int, rxTime int64, end uint64) {
+// line's own highest sequence number (seq: its first, end: the one after
+// it): a packet the line reordered, or its sequence numbers went back.
+// When every live line's latest packet was such a one, and next did not
+// move for LineTimeout since they first were, the session's sequence
+// numbers went back under the same name: counted once in Regressions, and
+// Behind set. If they went back to 1 (backToStart: a restart, not a replay
+// of the session's middle) the restarted sequence is followed from 1
+// (restart), unless HoldRestart. It runs only on such
+// packets, never for the in-order copies of the slower line. Packet
+// counts, not receive times, tell a line's latest packet: a batch may
+// stamp several alike.
+func (a *Arbiter) regressed(line int, rxTime int64, seq, end uint64) {
 	n := a.Stats.Lines[line].Packets
 	streak := a.behindPkt[line] == n-1 // the line's previous packet was behind too
 	a.behindPkt[line] = n
+	if !streak || seq < a.behindMin[line] {
+		a.behindMin[line] = seq
+	}
 	for i := 0; i < a.cfg.Lines; i++ {
 		if rxTime-a.lastRx[i] < int64(a.cfg.LineTimeout) && a.behindPkt[i] != a.Stats.Lines[i].Packets {
 			a.regressFrom = 0 // a live line is not behind
 			return
 		}
 	}
-	switch {
-	case a.regressFrom == 0 || a.regressNext != a.next || !streak:
+	if a.regressFrom == 0 || a.regressNext != a.next || !streak {
 		// Start (again): a line that brought a packet not behind since
 		// restarts the spell, or two stray late copies an idle hour apart
 		// would make one.
 		a.regressFrom, a.regressNext = rxTime, a.next
-	case !a.Stats.Behind && rxTime-a.regressFrom >= int64(a.cfg.LineTimeout):
+		return
+	}
+	if rxTime-a.regressFrom < int64(a.cfg.LineTimeout) {
+		return
+	}
+	if !a.Stats.Behind {
 		a.Stats.Regressions++
-		if a.cfg.HoldRestart {
-			a.Stats.Behind = true
-			return
-		}
+		a.Stats.Behind = true
+	}
+	if !a.cfg.HoldRestart && a.backToStart() {
 		a.restart(line, rxTime, end)
 	}
+}
+
+// backToStart reports whether a line whose latest packets are behind went
+// back to sequence number 1 with them (a restart, not a replay of the
+// session's middle).
+func (a *Arbiter) backToStart() bool {
+	for i := 0; i < a.cfg.Lines; i++ {
+		if p := a.Stats.Lines[i].Packets; p != 0 && a.behindPkt[i] == p && a.behindMin[i] <= 1 {
+			return true
+		}
+	}
+	return false
 }
 
 // restart follows the locked session's restarted sequence from 1: what
@@ -568,8 +613,12 @@ func (a *Arbiter) regressed(line int, rxTime int64, end uint64) {
 // books are emptied and rebuilt. What the restarted sequence brought
 // before this (dropped as behind while the restart was confirmed) is a
 // gap from 1, up to end on line, which is live: recovered like any gap.
+// A line whose receive queue was behind may still hold packets of the
+// old sequence, received before now: they are dropped (restartRx).
 func (a *Arbiter) restart(line int, rxTime int64, end uint64) {
 	a.dropSession()
+	a.Stats.Restarts++
+	a.restartRx, a.restartPassed = rxTime, 0
 	a.next, a.startRx = 1, rxTime
 	a.high[line], a.lastRx[line] = end, rxTime
 	if a.onSession != nil {

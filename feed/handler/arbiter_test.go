@@ -16,9 +16,17 @@ var testSession = moldudp64.NewSession("TEST000001")
 // its own sequence number so the receiver can check what it got.
 func packets(t testing.TB, s moldudp64.Session, n, maxMsgs int, rng *rand.Rand) [][]byte {
 	t.Helper()
+	return taggedPackets(t, s, 0, n, maxMsgs, rng)
+}
+
+// taggedPackets is packets with every message's first byte set to tag, so
+// that two days under the same session name can be told apart.
+func taggedPackets(t testing.TB, s moldudp64.Session, tag byte, n, maxMsgs int, rng *rand.Rand) [][]byte {
+	t.Helper()
 	b := moldudp64.NewBuilder(s, 1, 0)
 	var out [][]byte
 	msg := make([]byte, 12)
+	msg[0] = tag
 	for len(out) < n {
 		k := 1 + rng.IntN(maxMsgs)
 		for j := 0; j < k; j++ {

@@ -226,6 +226,8 @@ func lineValue(c *LineStats, name string) uint64 {
 		return c.WrongSession
 	case "line_stale_end_of_session_total":
 		return c.StaleEndOfSession
+	case "line_before_restart_total":
+		return c.BeforeRestart
 	}
 	panic("expose: no value for line metric " + name)
 }
@@ -355,6 +357,8 @@ func scalar(st *Stats, name string) uint64 {
 		return st.Arbiter.SessionChanges
 	case "sequence_regressions_total":
 		return st.Arbiter.Regressions
+	case "sequence_restarts_total":
+		return st.Arbiter.Restarts
 	case "receive_thread_rt_priority":
 		return uint64(st.ReceiveThread.Priority)
 	case "shm_slots":

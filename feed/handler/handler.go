@@ -792,14 +792,17 @@ func (h *Handler) copyStats(wait bool) bool {
 		}
 		h.rxCopy = h.recv.Stats()
 		h.arb.refreshBehind()
-		if n := h.arb.Stats.Regressions; n != h.arbCopy.Regressions {
-			ev := h.log.Error().Str("session", h.arb.Session().String()).Dur("for", h.arb.cfg.LineTimeout)
-			if h.arb.cfg.HoldRestart {
-				ev.Uint64("next", h.arb.Next()).
-					Msg("every line went back to sequence numbers already delivered, under the same session name: a sequence restart; nothing behind is applied, the books stay as they are until a line brings new sequence numbers (arbitration.sequence_restart: hold)")
-			} else {
-				ev.Msg("every line went back to sequence numbers already delivered, under the same session name: a sequence restart; the restarted sequence is followed from 1, the books emptied and rebuilt as at a session change (arbitration.sequence_restart: rebuild)")
+		switch st := &h.arb.Stats; {
+		case st.Restarts != h.arbCopy.Restarts:
+			h.log.Error().Str("session", h.arb.Session().String()).Dur("for", h.arb.cfg.LineTimeout).
+				Msg("every line went back to sequence number 1 under the same session name: a sequence restart; the restarted sequence is followed from 1, the books emptied and rebuilt as at a session change (arbitration.sequence_restart: rebuild)")
+		case st.Regressions != h.arbCopy.Regressions:
+			why := "arbitration.sequence_restart: hold"
+			if !h.arb.cfg.HoldRestart {
+				why = "not back to sequence number 1: a replay, not a restart"
 			}
+			h.log.Error().Str("session", h.arb.Session().String()).Dur("for", h.arb.cfg.LineTimeout).Uint64("next", h.arb.Next()).Str("held", why).
+				Msg("every line went back to sequence numbers already delivered, under the same session name; nothing behind is applied, the books stay as they are until a line brings new sequence numbers")
 		}
 		h.arbCopy = h.arb.Stats
 		h.cntCopy = [5]uint64{h.routed, h.filtered, h.badMsgs, h.arb.Next(), h.rxErrors}

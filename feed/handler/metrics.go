@@ -54,6 +54,7 @@ var exported = [...]metric{
 	{"line_gaps_total", "Jumps in the line's own sequence numbers.", kindCounter, "line"},
 	{"line_malformed_total", "Packets rejected by the MoldUDP64 parser.", kindCounter, "line"},
 	{"line_wrong_session_total", "Packets of another session.", kindCounter, "line"},
+	{"line_before_restart_total", "Packets received before a sequence restart was followed but read after it (the line's receive queue was behind): dropped.", kindCounter, "line"},
 	{"line_stale_end_of_session_total", "End of Session packets of the followed session behind what was received already (late copies, replays, forgeries): ignored.", kindCounter, "line"},
 	{"gaps_total", "Sequence ranges missing on every line.", kindCounter, ""},
 	{"gap_messages_total", "Sequence numbers missing on every line.", kindCounter, ""},
@@ -102,7 +103,8 @@ var exported = [...]metric{
 	{"recovery_state", "1 for the current recovery state.", kindGauge, "state"},
 	{"recovery_time_seconds", "Gap detected to books whole again.", kindHistogram, ""},
 	{"session_changes_total", "Times a confirmed session replaced a followed one that was silent or had ended.", kindCounter, ""},
-	{"sequence_regressions_total", "Times every line went back to sequence numbers already delivered, under the same session name, for the line timeout (a sequence restart): the books rebuilt from the restarted sequence (sequence_restart: rebuild), or nothing behind applied and not ready until new sequence numbers come (hold).", kindCounter, ""},
+	{"sequence_regressions_total", "Times every line went back to sequence numbers already delivered, under the same session name, for the line timeout: nothing behind is applied; not ready until new sequence numbers come, unless the restart is followed (sequence_restarts_total).", kindCounter, ""},
+	{"sequence_restarts_total", "Times the lines went back to sequence number 1 under the same session name and the restarted sequence was followed from 1, the books rebuilt as at a session change (arbitration.sequence_restart: rebuild).", kindCounter, ""},
 	{"latency_seconds", "Receive timestamp to shared-memory publish, per message.", kindHistogram, ""},
 	{"path_latency_seconds", "Receive-thread pickup to shared-memory publish, per message (the handler's own path).", kindHistogram, ""},
 }

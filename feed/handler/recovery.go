@@ -314,7 +314,7 @@ func (r *recovery) sessionChanged() {
 		r.cancel()
 	}
 	if r.client != nil {
-		r.client.Cancel()
+		r.client.Forget() // an answer of the old numbering is not the new one's
 	}
 	r.restUntil = 0
 	// A re-request of the old session in progress is given up, not filled.

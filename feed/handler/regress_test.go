@@ -268,15 +268,18 @@ func TestSequenceRestartNoRecovery(t *testing.T) {
 	forEachMode(t, func(t *testing.T, mode Mode, shards []int) { testSequenceRestartRebuilt(t, mode, shards, restartNone) })
 }
 
-func testSequenceRestartRebuilt(t *testing.T, mode Mode, shards []int, source int) {
-	day1 := sessionDay(t, "RST", 9, 20_000, 300, 50)
-	day2 := sessionDay(t, "RST", 10, 20_000, 300, 50)
+// restartDays is two days under session RST, the books of the second
+// alone, its messages by sequence number, and a lab re-request server
+// serving it (closed at the test's end).
+func restartDays(t *testing.T) (day1, day2 [][]byte, ref *book.Books, bySeq map[uint64][]byte, rr *exchange.RerequestServer) {
+	day1 = sessionDay(t, "RST", 9, 20_000, 300, 50)
+	day2 = sessionDay(t, "RST", 10, 20_000, 300, 50)
 	ref, err := book.New(dayBooks)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var hist exchange.History
-	bySeq := map[uint64][]byte{}
+	hist := new(exchange.History)
+	bySeq = map[uint64][]byte{}
 	for i, ms := range dayMessages(t, day2) {
 		hist.Record(day2[i])
 		for _, m := range ms {
@@ -284,12 +287,37 @@ func testSequenceRestartRebuilt(t *testing.T, mode Mode, shards []int, source in
 			bySeq[uint64(len(bySeq)+1)] = m
 		}
 	}
-	session := moldudp64.NewSession("RST")
-	rr, err := exchange.NewRerequestServer(exchange.RerequestConfig{Listen: netip.MustParseAddrPort("127.0.0.1:0"), Session: session, Message: hist.Message})
+	rr, err = exchange.NewRerequestServer(exchange.RerequestConfig{Listen: netip.MustParseAddrPort("127.0.0.1:0"),
+		Session: moldudp64.NewSession("RST"), Message: hist.Message})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer rr.Close()
+	t.Cleanup(func() { rr.Close() })
+	return day1, day2, ref, bySeq, rr
+}
+
+// startRestart starts the real threads over r for the restart tests.
+func startRestart(t *testing.T, r *scriptRx, rc RecoveryConfig, mode Mode, shards []int, name string) *Handler {
+	h, err := Start(Config{
+		Feed:       "itch",
+		Receive:    rx.Config{Lines: []rx.LineConfig{{Name: "A"}, {Name: "B"}}},
+		Arbiter:    ArbiterConfig{Grace: time.Millisecond, Hold: 5 * time.Millisecond, LineTimeout: time.Second},
+		Recovery:   rc,
+		Book:       dayBooks,
+		Mode:       mode,
+		ShardCores: shards,
+		ShmName:    name,
+		Open:       func(rx.Config) (rx.Receiver, error) { return r, nil },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.Stop() })
+	return h
+}
+
+func testSequenceRestartRebuilt(t *testing.T, mode Mode, shards []int, source int) {
+	day1, day2, ref, bySeq, rr := restartDays(t)
 	var rc RecoveryConfig
 	switch source {
 	case restartRerequest:
@@ -313,21 +341,7 @@ func testSequenceRestartRebuilt(t *testing.T, mode Mode, shards []int, source in
 	play := func(pkts [][]byte, step time.Duration) { r.play(&now, pkts, step) }
 	play(day1, 0)
 	name := shmtest.Name(t, "fhrestart")
-	h, err := Start(Config{
-		Feed:       "itch",
-		Receive:    rx.Config{Lines: []rx.LineConfig{{Name: "A"}, {Name: "B"}}},
-		Arbiter:    ArbiterConfig{Grace: time.Millisecond, Hold: 5 * time.Millisecond, LineTimeout: time.Second},
-		Recovery:   rc,
-		Book:       dayBooks,
-		Mode:       mode,
-		ShardCores: shards,
-		ShmName:    name,
-		Open:       func(rx.Config) (rx.Receiver, error) { return r, nil },
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h.Stop()
+	h := startRestart(t, r, rc, mode, shards, name)
 	first := totalMessages(t, day1)
 	waitFor(t, "the first day applied", func() bool {
 		st := h.Stats()
@@ -364,7 +378,7 @@ func testSequenceRestartRebuilt(t *testing.T, mode Mode, shards []int, source in
 	if source == restartSnapshot {
 		repaired = st.Recovery.Snapshots == 1 && st.Recovery.LastSnapshotNext > 1
 	}
-	if ok, why := st.Ready(); !ok || st.Arbiter.Regressions != 1 || st.Arbiter.Behind || !repaired {
+	if ok, why := st.Ready(); !ok || st.Arbiter.Regressions != 1 || st.Arbiter.Restarts != 1 || st.Arbiter.Behind || !repaired {
 		t.Fatalf("ready %v (%s), regressions %d, behind %v, recoveries filled %d, gaps %d, snapshots %d (next %d)", ok, why,
 			st.Arbiter.Regressions, st.Arbiter.Behind, st.Arbiter.RecoveriesFilled, st.Arbiter.Gaps, st.Recovery.Snapshots, st.Recovery.LastSnapshotNext)
 	}

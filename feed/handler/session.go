@@ -203,6 +203,7 @@ func (a *Arbiter) dropSession() {
 	a.lastRx = [MaxLines]int64{}
 	a.ended, a.frozen, a.recovering, a.gapSince, a.suspect = false, false, false, 0, 0
 	a.behindPkt, a.regressFrom, a.Stats.Behind = [MaxLines]uint64{}, 0, false
+	a.restartRx = 0
 }
 
 // silent reports whether the locked session sent nothing on any line for

@@ -202,6 +202,16 @@ func (c *Client) Cancel() {
 	c.sentAt = 0
 }
 
+// Forget is Cancel for a session whose numbering starts again (a restart
+// of its sequence under the same name): the ranges asked so far are
+// forgotten too, so that a late answer to one of them is counted Unasked
+// rather than handed on as the new numbering's, unless it overlaps what
+// is asked after.
+func (c *Client) Forget() {
+	c.Cancel()
+	c.askedN = 0
+}
+
 // Poll reads every answer waiting, handing valid ones to fn in arrival
 // order (fn should call Progress when it moved the stream on), then sends
 // whatever request is due. It returns false when the wanted range was

@@ -1,0 +1,149 @@
+package handler
+
+import (
+	"math/rand/v2"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/marketfeed/feedhandler/feed/moldudp64"
+	"github.com/marketfeed/feedhandler/feed/rerequest"
+	"github.com/marketfeed/feedhandler/feed/rx"
+	"github.com/marketfeed/feedhandler/internal/shmtest"
+)
+
+// TestArbiterRestartLaggingLine: the receiver is behind on line
+// B (docs: "a receiver that is behind may hold minutes-old packets of line
+// B in its queue while reading line A"; see checkGap). Line A shows the
+// restarted sequence (day 2, from 1) for 2 s, so B is not live by A's
+// clock and the restart is confirmed on A alone. Then B's queue drains:
+// packets of the OLD sequence (day 1), received before the restart. After
+// the restart they must not be delivered as the restarted sequence's
+// messages: they were received before it, and are dropped and counted
+// (BeforeRestart).
+func TestArbiterRestartLaggingLine(t *testing.T) {
+	day1 := taggedPackets(t, testSession, 1, 100, 5, rand.New(rand.NewPCG(1, 2)))
+	day2 := taggedPackets(t, testSession, 2, 100, 5, rand.New(rand.NewPCG(3, 4)))
+	var afterRestart [3]uint64 // messages delivered after the restart, by tag
+	restarted := false
+	a := NewArbiter(ArbiterConfig{LineTimeout: time.Second}, func(p moldudp64.Packet, skip int, _ int64) {
+		it := p.Iter()
+		it.Skip(skip)
+		for msg, ok := it.Next(); ok; msg, ok = it.Next() {
+			if restarted {
+				afterRestart[msg[0]]++
+			}
+		}
+	}, nil)
+	a.SetSessionFunc(func(old, new moldudp64.Session) {
+		if old == new {
+			restarted = true
+		}
+	})
+	now := int64(time.Hour)
+	// Both lines: day 1's first 80 packets.
+	for _, p := range day1[:80] {
+		now += int64(time.Millisecond)
+		a.Offer(0, p, now)
+		a.Offer(1, p, now)
+	}
+	tB := now // line B's next packets were received from here on (queued)
+	// Line A: the restarted sequence, 40 packets over 2 s.
+	for _, p := range day2[:40] {
+		now += int64(50 * time.Millisecond)
+		a.Offer(0, p, now)
+	}
+	if !restarted {
+		t.Fatalf("no restart confirmed (regressions %d)", a.Stats.Regressions)
+	}
+	// Line B's queue: day 1's packets 80..99, received before the restart.
+	for _, p := range day1[80:] {
+		tB += int64(time.Millisecond)
+		a.Offer(1, p, tB)
+	}
+	for _, p := range day2[40:] {
+		now += int64(time.Millisecond)
+		a.Offer(0, p, now)
+	}
+	a.Tick(now + int64(time.Second))
+	if a.Stats.Restarts != 1 || a.Stats.Lines[1].BeforeRestart != 20 {
+		t.Fatalf("restarts %d, line B's packets dropped as before the restart %d (want 1, 20)", a.Stats.Restarts, a.Stats.Lines[1].BeforeRestart)
+	}
+	if afterRestart[1] != 0 {
+		t.Fatalf("after the restart, %d messages of the old sequence (day 1, received before the restart on line B) were delivered as the restarted sequence's; %d of day 2; next %d, gaps %d",
+			afterRestart[1], afterRestart[2], a.Next(), a.Stats.Gaps)
+	}
+}
+
+// TestArbiterReplayNotRestart: both lines replay recent packets (not from
+// sequence number 1) for longer than LineTimeout, then go on. It is
+// counted (Regressions, Behind while it lasts) but not followed as a
+// restart: the books are kept, nothing is a gap, and everything is
+// delivered once, with or without HoldRestart.
+func TestArbiterReplayNotRestart(t *testing.T) {
+	t.Run("rebuild", func(t *testing.T) { testArbiterReplayNotRestart(t, false) })
+	t.Run("hold", func(t *testing.T) { testArbiterReplayNotRestart(t, true) })
+}
+
+func testArbiterReplayNotRestart(t *testing.T, hold bool) {
+	day := packets(t, testSession, 400, 5, rand.New(rand.NewPCG(5, 6)))
+	a, s := newTestArbiter(t, ArbiterConfig{LineTimeout: time.Second, HoldRestart: hold})
+	var rebuilds int
+	a.SetSessionFunc(func(old, new moldudp64.Session) {
+		if old == new {
+			rebuilds++
+			s.next = 0
+		}
+	})
+	now := int64(time.Hour)
+	offerBoth(a, &now, day[:300], time.Millisecond)
+	offerBoth(a, &now, day[260:300], 50*time.Millisecond) // a replay of the last 40 packets, over 2 s
+	offerBoth(a, &now, day[300:], time.Millisecond)
+	a.Tick(now + int64(time.Second))
+	if want := totalMessages(t, day); rebuilds != 0 || len(s.gaps) != 0 || s.got != want || a.Stats.Regressions != 1 || a.Stats.Restarts != 0 {
+		p, _ := moldudp64.Parse(day[260])
+		t.Fatalf("a replay from seq %d (not 1) taken for a restart: books rebuilt %d time(s), gaps %v, regressions %d, delivered %d of %d", p.Seq, rebuilds, s.gaps, a.Stats.Regressions, s.got, want)
+	}
+}
+
+// TestRestartLaggingLineHandler is
+// TestArbiterRestartLaggingLine through the real receive thread
+// (run to completion) with a re-request server serving the restarted
+// sequence: once the books report whole and ready, they must equal a replay
+// of the restarted sequence (day 2) alone.
+func TestRestartLaggingLineHandler(t *testing.T) {
+	day1, day2, ref, _, rr := restartDays(t)
+	now := time.Now().UnixNano()
+	r := &scriptRx{errAt: -1}
+	tail := len(day1) - 20
+	r.play(&now, day1[:tail], 0)
+	tB := now
+	add := func(line rx.Line, at int64, b []byte) {
+		r.mu.Lock()
+		r.script = append(r.script, rx.Packet{Data: b, Line: line, RxTime: at})
+		r.mu.Unlock()
+	}
+	for _, b := range day2[:30] { // line A: the restarted sequence, 3 s
+		now += int64(100 * time.Millisecond)
+		add(rx.LineA, now, b)
+	}
+	for _, b := range day1[tail:] { // line B's queue: the old sequence's tail
+		tB += int64(time.Microsecond)
+		add(rx.LineB, tB, b)
+	}
+	for _, b := range day2[30:] {
+		now += int64(time.Microsecond)
+		add(rx.LineA, now, b)
+	}
+	name := shmtest.Name(t, "fhlagging")
+	h := startRestart(t, r, RecoveryConfig{Rerequest: rerequest.Config{Servers: []netip.AddrPort{rr.Addr()}, Timeout: 50 * time.Millisecond}},
+		ModeRunToCompletion, nil, name)
+	waitFor(t, "the restarted sequence's end reached, applied, ready", func() bool {
+		st := h.Stats()
+		ok, _ := st.Ready()
+		return st.NextSeq == 20_001 && st.Applied() == st.Routed && ok
+	})
+	st := h.Stats()
+	t.Logf("regressions %d, gaps %d, recoveries filled %d, delivered %d, ready", st.Arbiter.Regressions, st.Arbiter.Gaps, st.Arbiter.RecoveriesFilled, st.Arbiter.Delivered)
+	compareShm(t, name, ref, false)
+}
