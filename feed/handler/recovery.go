@@ -449,6 +449,20 @@ func (r *recovery) loadSnapshot(res snapResult, now int64) {
 		a.Unfreeze(0)
 		return
 	}
+	if ahead := max(a.Next(), a.maxHigh()); res.snap.Next > ahead+a.cfg.MaxJump {
+		// Further ahead of everything the lines brought than a jump the
+		// arbiter takes at face value: another numbering of the session
+		// (a server that did not restart with the publisher, or that is
+		// a session ahead), not a state of this feed. Not loaded.
+		r.stats.SnapshotFailures++
+		r.stats.LastSnapshotError = fmt.Sprintf("snapshot at sequence number %d, more than %d past the lines' %d: another numbering, not loaded", res.snap.Next, a.cfg.MaxJump, ahead)
+		r.h.log.Warn().Uint64("next_seq", res.snap.Next).Uint64("lines_at", ahead).Dur("retry_in", r.cfg.SnapshotRetry).
+			Msg("recovery: snapshot far ahead of the lines (another numbering of the session); not loaded, books stay flagged")
+		r.wantSnap = true
+		r.snapAt = now + int64(r.cfg.SnapshotRetry)
+		a.Unfreeze(0)
+		return
+	}
 	r.h.rebuild(res.msgs, res.snap.Next)
 	// Gaps before the snapshot's sequence number are repaired by it. None
 	// stays open: delivery resumes at that number (Unfreeze below), so what

@@ -105,6 +105,48 @@ func TestSessionChangeDuringSnapshot(t *testing.T) {
 	}
 }
 
+// TestSnapshotFarAheadRefused: a late join's first snapshot is far ahead
+// of the lines (more than MaxJump: the server gives another numbering of
+// the session, as one that did not restart with the publisher would). It
+// is not loaded, counted as a failure, and the next snapshot, of this
+// feed, is.
+func TestSnapshotFarAheadRefused(t *testing.T) {
+	dir := dirMsg("SNAP")
+	add := itch.AddOrderFields{Header: itch.Header{Locate: 7}, OrderRef: 1, Side: 'B', Shares: 100,
+		Stock: itch.NewSymbol("SNAP"), Price: 7777}
+	var fetches int
+	fetch := func(_ context.Context, _ moldudp64.Session, fn func([]byte) error) (Snapshot, error) {
+		fn(dir)
+		fn(add.Append(nil))
+		if fetches++; fetches == 1 {
+			return Snapshot{Next: 4000 + 1<<22 + 100}, nil
+		}
+		return Snapshot{Next: 4004}, nil // where the lines are
+	}
+	h, sh, rec := recoveryHandler(t, fetch)
+	ev := itch.SystemEventFields{EventCode: 'Q'}
+	now := int64(time.Second)
+	for i := range uint64(4) {
+		h.arb.Offer(0, sessionPacket("AHD", 4000+i, ev.Append(nil)), now)
+	}
+	h.arb.Tick(now + int64(time.Second/2))
+	for i := 0; rec.stats.Snapshots == 0; i++ {
+		if i == 3000 {
+			t.Fatalf("no snapshot loaded: %+v", rec.stats)
+		}
+		time.Sleep(time.Millisecond)
+		rec.poll(time.Now().UnixNano())
+		h.endBatch()
+	}
+	if rec.stats.SnapshotFailures != 1 || rec.stats.LastSnapshotNext != 4004 || h.arb.Next() != 4004 || fetches != 2 {
+		t.Fatalf("failures %d (%q), loaded at %d, next %d, fetches %d; want 1, 4004, 4004, 2",
+			rec.stats.SnapshotFailures, rec.stats.LastSnapshotError, rec.stats.LastSnapshotNext, h.arb.Next(), fetches)
+	}
+	if b := sh.books.Book(7); b == nil || b.Orders() != 1 {
+		t.Fatal("the second snapshot's order is not in the book")
+	}
+}
+
 // TestSessionChangeRebindsLocate: locate 7 is SNAP in one session and MSFT
 // in the next (ITCH reassigns locates every day), with no restart between.
 // Read back through a shm Reader, MSFT's book is found under MSFT at
