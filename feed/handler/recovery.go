@@ -167,6 +167,10 @@ type recovery struct {
 	// pendingWhole: the books were emptied (session change) and must be
 	// flagged until the new session is whole.
 	pendingWhole bool
+	// sessionBase is the arbiter's Delivered when the followed session
+	// (or its restarted sequence) began: nothing of it is delivered while
+	// Delivered is still there (a start gap is a late join).
+	sessionBase uint64
 }
 
 type snapResult struct {
@@ -222,8 +226,9 @@ func (r *recovery) missing(rg moldudp64.Range, now int64) bool {
 	if r.client == nil || now < r.restUntil {
 		return false
 	}
-	if rg.First == 1 && r.h.arb.Stats.Delivered == 0 && rg.Count > uint64(r.client.MaxRequestMessages()) {
-		// A late join (a start gap one request cannot fill).
+	if rg.First == 1 && r.h.arb.Stats.Delivered == r.sessionBase && rg.Count > uint64(r.client.MaxRequestMessages()) {
+		// A late join (a start gap one request cannot fill), into the
+		// first session or one that replaced it or restarted.
 		switch r.cfg.LateJoin {
 		case LateJoinOff:
 			return false
@@ -320,6 +325,7 @@ func (r *recovery) sessionChanged() {
 	// A re-request of the old session in progress is given up, not filled.
 	r.cur, r.handed, r.started = moldudp64.Range{}, moldudp64.Range{}, 0
 	r.pendingWhole = true
+	r.sessionBase = r.h.arb.Stats.Delivered
 	for _, s := range r.h.shards {
 		r.h.pushMarker(s, markerStale, 1)
 	}

@@ -85,24 +85,31 @@ func TestArbiterReplayNotRestart(t *testing.T) {
 	t.Run("hold", func(t *testing.T) { testArbiterReplayNotRestart(t, true) })
 }
 
-func testArbiterReplayNotRestart(t *testing.T, hold bool) {
-	day := packets(t, testSession, 400, 5, rand.New(rand.NewPCG(5, 6)))
-	a, s := newTestArbiter(t, ArbiterConfig{LineTimeout: time.Second, HoldRestart: hold})
-	var rebuilds int
+// countRebuilds counts a's rebuilds (a change to the same session: a
+// restart), the sink checking the order from 1 again after each.
+func countRebuilds(a *Arbiter, s *sink) *int {
+	n := new(int)
 	a.SetSessionFunc(func(old, new moldudp64.Session) {
 		if old == new {
-			rebuilds++
+			*n++
 			s.next = 0
 		}
 	})
+	return n
+}
+
+func testArbiterReplayNotRestart(t *testing.T, hold bool) {
+	day := packets(t, testSession, 400, 5, rand.New(rand.NewPCG(5, 6)))
+	a, s := newTestArbiter(t, ArbiterConfig{LineTimeout: time.Second, HoldRestart: hold})
+	rebuilds := countRebuilds(a, s)
 	now := int64(time.Hour)
 	offerBoth(a, &now, day[:300], time.Millisecond)
 	offerBoth(a, &now, day[260:300], 50*time.Millisecond) // a replay of the last 40 packets, over 2 s
 	offerBoth(a, &now, day[300:], time.Millisecond)
 	a.Tick(now + int64(time.Second))
-	if want := totalMessages(t, day); rebuilds != 0 || len(s.gaps) != 0 || s.got != want || a.Stats.Regressions != 1 || a.Stats.Restarts != 0 {
+	if want := totalMessages(t, day); *rebuilds != 0 || len(s.gaps) != 0 || s.got != want || a.Stats.Regressions != 1 || a.Stats.Restarts != 0 {
 		p, _ := moldudp64.Parse(day[260])
-		t.Fatalf("a replay from seq %d (not 1) taken for a restart: books rebuilt %d time(s), gaps %v, regressions %d, delivered %d of %d", p.Seq, rebuilds, s.gaps, a.Stats.Regressions, s.got, want)
+		t.Fatalf("a replay from seq %d (not 1) taken for a restart: books rebuilt %d time(s), gaps %v, regressions %d, delivered %d of %d", p.Seq, *rebuilds, s.gaps, a.Stats.Regressions, s.got, want)
 	}
 }
 
@@ -145,5 +152,65 @@ func TestRestartLaggingLineHandler(t *testing.T) {
 	})
 	st := h.Stats()
 	t.Logf("regressions %d, gaps %d, recoveries filled %d, delivered %d, ready", st.Arbiter.Regressions, st.Arbiter.Gaps, st.Arbiter.RecoveriesFilled, st.Arbiter.Delivered)
+	compareShm(t, name, ref, false)
+}
+
+// TestSequenceRestartLateJoin: the restarted sequence's start gap (what
+// the lines brought while the restart was confirmed) is larger than one
+// request, so recovery.late_join decides, as at a first join: "off"
+// declares it (the books stay flagged, nothing is asked of the server),
+// "rerequest" asks for all of it. The first version took the late-join
+// test only before anything was delivered (Delivered == 0), so after a
+// restart or session change "off" re-requested the start anyway.
+func TestSequenceRestartLateJoin(t *testing.T) {
+	for _, lj := range []string{LateJoinOff, LateJoinRerequest} {
+		t.Run(lj, func(t *testing.T) {
+			forEachMode(t, func(t *testing.T, mode Mode, shards []int) { testSequenceRestartLateJoin(t, mode, shards, lj) })
+		})
+	}
+}
+
+func testSequenceRestartLateJoin(t *testing.T, mode Mode, shards []int, lateJoin string) {
+	day1, day2, ref, _, rr := restartDays(t)
+	now := time.Now().UnixNano()
+	r := &scriptRx{errAt: -1}
+	r.play(&now, day1, 0)
+	name := shmtest.Name(t, "fhrestartlj")
+	rc := RecoveryConfig{LateJoin: lateJoin,
+		Rerequest: rerequest.Config{Servers: []netip.AddrPort{rr.Addr()}, Timeout: 50 * time.Millisecond, MaxRequestMessages: 20}}
+	h := startRestart(t, r, rc, mode, shards, name)
+	first := totalMessages(t, day1)
+	waitFor(t, "the first day applied", func() bool {
+		st := h.Stats()
+		return st.Arbiter.Delivered == first && st.Applied() == st.Routed
+	})
+	r.play(&now, day2[:30], 100*time.Millisecond) // back to 1 for 3 s
+	r.play(&now, day2[30:], time.Microsecond)
+	all := first + totalMessages(t, day2)
+	if lateJoin == LateJoinOff {
+		waitFor(t, "the second day applied but for its start, declared", func() bool {
+			st := h.Stats()
+			ok, _ := st.Ready()
+			return st.Arbiter.Restarts == 1 && st.Arbiter.Gaps == 1 && st.Arbiter.Delivered+st.Arbiter.GapMessages == all &&
+				st.Applied() == st.Routed && st.StaleBooks() != 0 && !ok
+		})
+		st := h.Stats()
+		if g := st.Arbiter.LastGap; g.First != 1 || g.Count <= 20 {
+			t.Fatalf("declared gap %v, want one from 1 larger than a request (20)", g)
+		}
+		if n := rr.Stats().Requests; n != 0 || st.Recovery.Rerequest.Requests != 0 {
+			t.Fatalf("late_join off: the server got %d requests, the client sent %d; want none", n, st.Recovery.Rerequest.Requests)
+		}
+		return
+	}
+	waitFor(t, "the second day applied, whole, ready", func() bool {
+		st := h.Stats()
+		ok, _ := st.Ready()
+		return st.Arbiter.Delivered == all && st.Applied() == st.Routed && st.StaleBooks() == 0 && ok
+	})
+	if st := h.Stats(); st.Arbiter.Restarts != 1 || st.Arbiter.RecoveriesFilled == 0 || st.Arbiter.Gaps != 0 || rr.Stats().Requests < 2 {
+		t.Fatalf("restarts %d, recoveries filled %d, gaps %d, requests %d (want several of at most 20 messages)",
+			st.Arbiter.Restarts, st.Arbiter.RecoveriesFilled, st.Arbiter.Gaps, rr.Stats().Requests)
+	}
 	compareShm(t, name, ref, false)
 }
