@@ -64,7 +64,7 @@
 //	  hold: 20ms                  # longest A/B skew waited out before declaring a gap
 //	  line_timeout: 1s            # a line silent this long is not waited for
 //	  max_pending: 8192           # packets held back at most, 16..1048576
-//	  sequence_restart: rebuild   # same session name, numbers back to the start: rebuild | hold
+//	  sequence_restart: rebuild   # same session name, numbers back to 1: rebuild | hold
 //	recovery:                     # optional; see docs/RECOVERY.md
 //	  rerequest:
 //	    servers: [10.1.2.3:26400] # MoldUDP64 re-request servers, IPv4 host:port, in order

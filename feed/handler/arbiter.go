@@ -557,8 +557,8 @@ func (a *Arbiter) Offer(line int, data []byte, rxTime int64) {
 // When every live line's latest packet was such a one, and next did not
 // move for LineTimeout since they first were, the session's sequence
 // numbers went back under the same name: counted once in Regressions, and
-// Behind set. If they went back to the start (backToStart: a restart, not
-// a replay of the session's middle) the restarted sequence is followed from 1
+// Behind set. If they went back to 1 (backToStart: a restart, not a replay
+// of the session's middle) the restarted sequence is followed from 1
 // (restart), unless HoldRestart. It runs only on such
 // packets, never for the in-order copies of the slower line. Packet
 // counts, not receive times, tell a line's latest packet: a batch may
@@ -595,19 +595,12 @@ func (a *Arbiter) regressed(line int, rxTime int64, seq, end uint64) {
 	}
 }
 
-// restartStart is how near sequence number 1 a line that went back must
-// have gone for a restart: its first packets may be lost on every line
-// (256 messages is a few packets of the smallest ITCH messages, dozens of
-// typical ones). A replay from so near the start loses nothing by a
-// rebuild but the re-request of its start.
-const restartStart = 256
-
 // backToStart reports whether a line whose latest packets are behind went
-// back to the start with them (restartStart: a restart, not a replay of
-// the session's middle).
+// back to sequence number 1 with them (a restart, not a replay of the
+// session's middle).
 func (a *Arbiter) backToStart() bool {
 	for i := 0; i < a.cfg.Lines; i++ {
-		if p := a.Stats.Lines[i].Packets; p != 0 && a.behindPkt[i] == p && a.behindMin[i] <= restartStart {
+		if p := a.Stats.Lines[i].Packets; p != 0 && a.behindPkt[i] == p && a.behindMin[i] <= 1 {
 			return true
 		}
 	}

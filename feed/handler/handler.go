@@ -795,7 +795,7 @@ func (h *Handler) copyStats(wait bool) bool {
 		switch st := &h.arb.Stats; {
 		case st.Restarts != h.arbCopy.Restarts:
 			h.log.Error().Str("session", h.arb.Session().String()).Dur("for", h.arb.cfg.LineTimeout).
-				Msg("every line went back to the start (sequence number 256 or lower) under the same session name: a sequence restart; the restarted sequence is followed from 1, the books emptied and rebuilt as at a session change (arbitration.sequence_restart: rebuild)")
+				Msg("every line went back to sequence number 1 under the same session name: a sequence restart; the restarted sequence is followed from 1, the books emptied and rebuilt as at a session change (arbitration.sequence_restart: rebuild)")
 		case st.Regressions != h.arbCopy.Regressions:
 			why := "arbitration.sequence_restart: hold"
 			if !h.arb.cfg.HoldRestart {

@@ -104,7 +104,7 @@ var exported = [...]metric{
 	{"recovery_time_seconds", "Gap detected to books whole again.", kindHistogram, ""},
 	{"session_changes_total", "Times a confirmed session replaced a followed one that was silent or had ended.", kindCounter, ""},
 	{"sequence_regressions_total", "Times every line went back to sequence numbers already delivered, under the same session name, for the line timeout: nothing behind is applied; not ready until new sequence numbers come, unless the restart is followed (sequence_restarts_total).", kindCounter, ""},
-	{"sequence_restarts_total", "Times the lines went back to the start (sequence number 256 or lower) under the same session name and the restarted sequence was followed from 1, the books rebuilt as at a session change (arbitration.sequence_restart: rebuild).", kindCounter, ""},
+	{"sequence_restarts_total", "Times the lines went back to sequence number 1 under the same session name and the restarted sequence was followed from 1, the books rebuilt as at a session change (arbitration.sequence_restart: rebuild).", kindCounter, ""},
 	{"latency_seconds", "Receive timestamp to shared-memory publish, per message.", kindHistogram, ""},
 	{"path_latency_seconds", "Receive-thread pickup to shared-memory publish, per message (the handler's own path).", kindHistogram, ""},
 }

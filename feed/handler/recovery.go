@@ -16,7 +16,7 @@ import (
 
 // Late-join policies (RecoveryConfig.LateJoin).
 const (
-	LateJoinSnapshot  = "snapshot"  // a start past the session's first message larger than MaxRerequestGap: snapshot
+	LateJoinSnapshot  = "snapshot"  // a start gap larger than one request (MaxRequestMessages): snapshot, re-request without one
 	LateJoinRerequest = "rerequest" // re-request everything from the session's first message
 	LateJoinOff       = "off"       // declare it a gap (books flagged until a snapshot repairs them)
 )
@@ -167,10 +167,6 @@ type recovery struct {
 	// pendingWhole: the books were emptied (session change) and must be
 	// flagged until the new session is whole.
 	pendingWhole bool
-	// sessionBase is the arbiter's Delivered when the followed session
-	// (or its restarted sequence) began: nothing of it is delivered while
-	// Delivered is still there (a start gap is a late join).
-	sessionBase uint64
 }
 
 type snapResult struct {
@@ -226,9 +222,13 @@ func (r *recovery) missing(rg moldudp64.Range, now int64) bool {
 	if r.client == nil || now < r.restUntil {
 		return false
 	}
-	if rg.First == 1 && r.h.arb.Stats.Delivered == r.sessionBase && rg.Count > uint64(r.client.MaxRequestMessages()) {
-		// A late join (a start gap one request cannot fill), into the
-		// first session or one that replaced it or restarted.
+	if rg.First == 1 && r.h.arb.Stats.Delivered == 0 && rg.Count > uint64(r.client.MaxRequestMessages()) {
+		// A late join (a start gap one request cannot fill) is the
+		// first join's only. After a session change or a sequence
+		// restart the start gap is what the lines brought while the
+		// handler confirmed it (its own wait): re-requested, whatever
+		// LateJoin says; sessionChanged has a snapshot fetched when
+		// one is configured.
 		switch r.cfg.LateJoin {
 		case LateJoinOff:
 			return false
@@ -325,7 +325,6 @@ func (r *recovery) sessionChanged() {
 	// A re-request of the old session in progress is given up, not filled.
 	r.cur, r.handed, r.started = moldudp64.Range{}, moldudp64.Range{}, 0
 	r.pendingWhole = true
-	r.sessionBase = r.h.arb.Stats.Delivered
 	for _, s := range r.h.shards {
 		r.h.pushMarker(s, markerStale, 1)
 	}

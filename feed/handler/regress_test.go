@@ -232,30 +232,6 @@ func TestArbiterSequenceRestartRebuild(t *testing.T) {
 	}
 }
 
-// TestArbiterRestartFirstPacketLost is TestArbiterSequenceRestartRebuild
-// with the restarted sequence's first packet lost on both lines: its
-// lowest number is not 1, and it is a restart all the same (restartStart),
-// the lost packet inside the gap from 1. The first version required a line
-// back at 1 and held it: the books stayed on the old sequence.
-func TestArbiterRestartFirstPacketLost(t *testing.T) {
-	day := packets(t, testSession, 100, 5, rand.New(rand.NewPCG(79, 80)))
-	a, s := newTestArbiter(t, ArbiterConfig{LineTimeout: time.Second})
-	rebuilds := countRebuilds(a, s)
-	now := int64(time.Hour)
-	offerBoth(a, &now, day[:60], time.Millisecond)
-	before := s.got
-	offerBoth(a, &now, day[1:40], 50*time.Millisecond) // back to the start but packet 1, for 2 s
-	offerBoth(a, &now, day[40:], time.Millisecond)
-	a.Tick(now + int64(time.Millisecond))
-	if *rebuilds != 1 || a.Stats.Restarts != 1 || len(s.gaps) != 1 || s.gaps[0].First != 1 {
-		p, _ := moldudp64.Parse(day[1])
-		t.Fatalf("back to seq %d: books rebuilt %d time(s), restarts %d, gaps %v; want one rebuild, one gap from 1", p.Seq, *rebuilds, a.Stats.Restarts, s.gaps)
-	}
-	if want := before + totalMessages(t, day) - s.gaps[0].Count; s.got != want || a.Next() != s.next {
-		t.Fatalf("delivered %d, want %d; next %d", s.got, want, a.Next())
-	}
-}
-
 // TestSequenceRestartRebuilt: through the real threads, in both modes, the
 // publisher restarts under the same session name with another day's
 // messages from sequence number 1 (a re-request server serving the
