@@ -1,6 +1,9 @@
 package handler
 
-import "fmt"
+import (
+	"fmt"
+	"time"
+)
 
 // StaleBooks returns how many books are flagged PossiblyStale.
 func (s *Stats) StaleBooks() int {
@@ -24,14 +27,18 @@ func (s *Stats) UnrecoveredGaps() uint64 {
 }
 
 // Ready tells a load balancer or supervisor whether the books can be used:
-// false, with the reason, until a line has delivered a packet, and while
-// any book is flagged stale, a gap is unrecovered, a recovery (re-request
+// false, with the reason, until a line has delivered a packet, while every
+// line has been silent for SilentNotReady before the session's end, and
+// while any book is flagged stale, a gap is unrecovered, a recovery (re-request
 // or snapshot) is in progress, or the lines went back behind what was
 // delivered (ArbiterStats.Behind: a sequence restart, with HoldRestart).
 func (s *Stats) Ready() (bool, string) {
 	switch s.readiness() {
 	case notReceived:
 		return false, "no packet received yet"
+	case notSilent:
+		return false, fmt.Sprintf("every line silent for %v (no packet, not even a heartbeat): the feed's path is down; books possibly behind",
+			time.Duration(s.silence(time.Now().UnixNano())).Round(time.Millisecond))
 	case notBehind:
 		return false, "every line went back to sequence numbers already delivered (a restart under the same session name): nothing new is delivered"
 	case notSnapshot:
@@ -58,7 +65,30 @@ const (
 	notStale
 	notRerequesting
 	notBehind
+	notSilent
 )
+
+// SilentNotReady is how long every line may be silent before the session's
+// end while the handler stays ready. MoldUDP64 sends a heartbeat every
+// second while idle, so this is a path lost (links down, a switch, IGMP),
+// not a quiet market; the books may be missing what the exchange sent
+// meanwhile. The FeedhandlerLineSilent alert uses the same 5 s per line.
+const SilentNotReady = 5 * time.Second
+
+// silence is how long the line heard from last has been silent (since
+// Start for a line never heard from), as of now (Unix ns).
+func (s *Stats) silence(now int64) int64 {
+	least := int64(-1)
+	for _, at := range s.LastPacket {
+		if at == 0 {
+			at = s.Started
+		}
+		if d := now - at; least < 0 || d < least {
+			least = d
+		}
+	}
+	return least
+}
 
 func (s *Stats) readiness() readiness {
 	received := false
@@ -68,6 +98,8 @@ func (s *Stats) readiness() readiness {
 	switch {
 	case !received:
 		return notReceived
+	case !s.Ended && s.Started != 0 && s.silence(time.Now().UnixNano()) > int64(SilentNotReady):
+		return notSilent
 	case s.Arbiter.Behind:
 		return notBehind
 	case s.Recovery.State == StateSnapshot:

@@ -132,6 +132,9 @@ type Options struct {
 	// Hostile, if set, sends datagrams of a foreign session to the groups
 	// before and during the feed.
 	Hostile *Hostile
+	// Flap, if set, takes the receiving interface down and up again
+	// while the feed runs.
+	Flap *Flap
 	// Mode is the handler's pipeline mode (default: run to completion on
 	// the receive thread); ModeSharded runs two unpinned shard threads.
 	Mode handler.Mode
@@ -207,7 +210,7 @@ var (
 )
 
 // Run executes one end-to-end run in a fresh lab and tears it down.
-func Run(ctx context.Context, o Options) (*Result, error) {
+func Run(ctx context.Context, o Options) (_ *Result, err error) {
 	if o.Day == nil {
 		return nil, errors.New("demo: no day")
 	}
@@ -354,6 +357,16 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		}
 		defer hs.close()
 		res.HostileSent = &hs.Sent
+	}
+	if o.Flap != nil {
+		stop, done := make(chan struct{}), make(chan error, 1)
+		go func() { done <- o.Flap.run(lab, progress, stop) }()
+		defer func() {
+			close(stop)
+			if ferr := <-done; ferr != nil && err == nil {
+				err = ferr
+			}
+		}()
 	}
 	start := time.Now()
 	if o.StartAtSeq > 0 {

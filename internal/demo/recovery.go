@@ -288,3 +288,33 @@ func DropOnBoth(d *Day, runs int) map[int]bool {
 	}
 	return drop
 }
+
+// Flap is a link flap of the receiving interface, which carries both
+// lines: once the sender has sent sequence number AtSeq, the interface is
+// set down for Down, then up again, while the sender goes on (what it
+// sends meanwhile is lost on both lines).
+type Flap struct {
+	AtSeq uint64
+	Down  time.Duration
+}
+
+// run waits for the sender to reach f.AtSeq, then flaps the link. It
+// returns when done, or with an error when stop is closed first (the
+// sender finished before AtSeq).
+func (f *Flap) run(lab *netlab.Lab, progress string, stop <-chan struct{}) error {
+	for readProgress(progress) < f.AtSeq {
+		select {
+		case <-stop:
+			return fmt.Errorf("demo: flap: the run ended before sequence number %d was sent", f.AtSeq)
+		case <-time.After(time.Millisecond):
+		}
+	}
+	if _, err := lab.Exec(lab.Dst, "ip", "link", "set", "dev", lab.DstIf, "down"); err != nil {
+		return fmt.Errorf("demo: flap: %w", err)
+	}
+	time.Sleep(f.Down)
+	if _, err := lab.Exec(lab.Dst, "ip", "link", "set", "dev", lab.DstIf, "up"); err != nil {
+		return fmt.Errorf("demo: flap: %w", err)
+	}
+	return nil
+}

@@ -1,6 +1,7 @@
 package demo
 
 import (
+	"fmt"
 	"reflect"
 	"slices"
 	"strings"
@@ -209,6 +210,46 @@ func testRecoveryRerequest(t *testing.T, mode handler.Mode) {
 				t.Errorf("backend %q, want %s", res.Backend, backend)
 			}
 			checkRecovered(t, res, len(want))
+		})
+	}
+}
+
+// TestLinkFlap takes the receiving interface (both lines) down in the
+// middle of the day and up again, per receive backend: the backend receives
+// again by itself (the XDP program stays attached, the AF_XDP socket bound,
+// the groups joined), and what the exchange sent meanwhile is one gap on
+// both lines, repaired once the link is back over that same link. Down for
+// 300 ms, the gap is larger than max_rerequest_gap and a snapshot repairs
+// it; down for 10 ms (socket backend), re-requests do. The books equal the
+// day's, none stale, ready.
+func TestLinkFlap(t *testing.T) { forEachMode(t, testLinkFlap) }
+
+func testLinkFlap(t *testing.T, mode handler.Mode) {
+	needLab(t)
+	d := testDay(t)
+	for _, tc := range []struct {
+		backend string
+		down    time.Duration
+	}{{"xdp", 300 * time.Millisecond}, {"uring", 300 * time.Millisecond}, {"socket", 300 * time.Millisecond}, {"socket", 10 * time.Millisecond}} {
+		t.Run(fmt.Sprint(tc.backend, "/", tc.down), func(t *testing.T) {
+			res := run(t, mode, Options{Backend: tc.backend, Recovery: &Recovery{Rerequest: true, Snapshot: true},
+				Flap: &Flap{AtSeq: d.Messages / 4, Down: tc.down}})
+			if !strings.HasPrefix(res.Backend, tc.backend) {
+				t.Errorf("backend %q, want %s", res.Backend, tc.backend)
+			}
+			checkBooks(t, res)
+			rs := res.Stats.Recovery
+			t.Logf("recovery: %s; snapshots %d (%d messages); re-request %d messages in %d requests",
+				rs, rs.Snapshots, rs.SnapshotMessages, rs.Rerequest.Messages, rs.Rerequest.Requests)
+			if rs.GapsDetected == 0 {
+				t.Errorf("no gap detected: the link was down for %v at 30,000 packets/s", tc.down)
+			}
+			if rs.Open != 0 || rs.RecoveredBySnapshot+rs.RecoveredByRerequest == 0 {
+				t.Errorf("%d gaps open, %d repaired by snapshot, %d by re-request", rs.Open, rs.RecoveredBySnapshot, rs.RecoveredByRerequest)
+			}
+			if ok, why := res.Stats.Ready(); !ok {
+				t.Errorf("not ready after the flap: %s", why)
+			}
 		})
 	}
 }
