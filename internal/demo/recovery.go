@@ -296,6 +296,9 @@ func DropOnBoth(d *Day, runs int) map[int]bool {
 type Flap struct {
 	AtSeq uint64
 	Down  time.Duration
+	// DownSeq and UpSeq are what the sender had sent when the link went
+	// down and when it was up again (run fills them in).
+	DownSeq, UpSeq uint64
 }
 
 // run waits for the sender to reach f.AtSeq, then flaps the link. It
@@ -312,9 +315,11 @@ func (f *Flap) run(lab *netlab.Lab, progress string, stop <-chan struct{}) error
 	if _, err := lab.Exec(lab.Dst, "ip", "link", "set", "dev", lab.DstIf, "down"); err != nil {
 		return fmt.Errorf("demo: flap: %w", err)
 	}
+	f.DownSeq = readProgress(progress)
 	time.Sleep(f.Down)
 	if _, err := lab.Exec(lab.Dst, "ip", "link", "set", "dev", lab.DstIf, "up"); err != nil {
 		return fmt.Errorf("demo: flap: %w", err)
 	}
+	f.UpSeq = readProgress(progress)
 	return nil
 }
