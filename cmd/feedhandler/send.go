@@ -6,11 +6,13 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"iter"
 	"net/netip"
 	"os"
 	"os/signal"
 	"time"
 
+	"github.com/marketfeed/feedhandler/feed/moldudp64"
 	"github.com/marketfeed/feedhandler/internal/exchange"
 )
 
@@ -36,6 +38,7 @@ func sendFile(args []string, out io.Writer) error {
 	firstSeq := fs.Uint64("first-seq", 1, "sequence number of the first message")
 	maxPacket := fs.Int("max-packet", 0, "MoldUDP64 packet size limit in bytes, header included (0: default)")
 	eos := fs.Bool("eos", false, "finish with an end-of-session packet")
+	idle := fs.Duration("idle", time.Second, "while the re-request server lingers after the file, send a heartbeat (an end of session after -eos) on every line this often, as an exchange does (0: none)")
 	ttl := fs.Int("ttl", 1, "multicast TTL")
 	seed := fs.Int64("seed", 1, "seed of the loss/dup/reorder injection")
 	snap := addSnapshotFlags(fs, "snapshot-listen") // GLIMPSE server beside the sender (glimpse_server.go)
@@ -70,16 +73,21 @@ func sendFile(args []string, out io.Writer) error {
 		return err
 	}
 	defer src.Close()
-	recordSent, stopRerequest, err := rr.start(*session)
-	if err != nil {
-		return err
-	}
-	defer stopRerequest(out)
 	s, err := exchange.NewSender(exchange.Config{Interface: *iface, Lines: lines, Rate: *rate, Count: *count, Duration: *duration, TTL: *ttl, Seed: *seed})
 	if err != nil {
 		return err
 	}
 	defer s.Close()
+	recordSent, stopRerequest, err := rr.start(*session)
+	if err != nil {
+		return err
+	}
+	// While the re-request server lingers the lines are idle, and an
+	// exchange sends heartbeats then (the handler turns not ready after
+	// 5 s of silence on every line): stopIdle ends them after the linger.
+	stopIdle := func() {}
+	defer func() { stopIdle() }()
+	defer stopRerequest(out)
 	stopSnap, err := snap.start(fs.Arg(0), *session, *firstSeq, s.Sent)
 	if err != nil {
 		return err
@@ -88,9 +96,13 @@ func sendFile(args []string, out io.Writer) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
 	log.Info().Str("file", fs.Arg(0)).Int("lines", len(lines)).Float64("rate", *rate).Msg("send: start")
-	st, err := s.Send(ctx, recordSent(src.Packets()))
+	var last moldudp64.Packet // the last packet sent: where heartbeats go on
+	st, err := s.Send(ctx, recordSent(lastOf(src.Packets(), &last)))
 	if err == nil {
 		err = src.Err()
+	}
+	if err == nil && *idle > 0 && rr.lingers() && last.Session != (moldudp64.Session{}) {
+		stopIdle = sendIdle(s, last, *idle) // past ctx: the linger outlives it
 	}
 	pps := 0.0
 	if st.Elapsed > 0 {
@@ -102,4 +114,46 @@ func sendFile(args []string, out io.Writer) error {
 			'A'+i, l.Sent, l.Bytes, l.Dropped, l.Duplicated, l.Reordered, l.Errors)
 	}
 	return err
+}
+
+// lastOf passes pkts on, keeping the last MoldUDP64 packet in *last (the
+// header only: the source may reuse its buffer).
+func lastOf(pkts iter.Seq[[]byte], last *moldudp64.Packet) iter.Seq[[]byte] {
+	return func(yield func([]byte) bool) {
+		for b := range pkts {
+			if p, err := moldudp64.Parse(b); err == nil {
+				*last = moldudp64.Packet{Session: p.Session, Seq: p.Seq, Count: p.Count}
+			}
+			if !yield(b) {
+				return
+			}
+		}
+	}
+}
+
+// sendIdle sends, every every, a heartbeat after last (the next sequence
+// number), or an end of session again when last was one, on every line,
+// until the returned stop is called.
+func sendIdle(s *exchange.Sender, last moldudp64.Packet, every time.Duration) (stop func()) {
+	count := uint16(0)
+	if last.EndOfSession() {
+		count = moldudp64.EndOfSessionCount
+	}
+	pkt := moldudp64.AppendHeader(nil, last.Session, last.Next(), count)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				s.Send(ctx, exchange.Packets([][]byte{pkt}))
+			}
+		}
+	}()
+	return func() { cancel(); <-done }
 }

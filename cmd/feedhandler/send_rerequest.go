@@ -33,6 +33,10 @@ func addRerequestFlags(fs *flag.FlagSet) *rerequestFlags {
 	}
 }
 
+// lingers reports whether the re-request server keeps the command alive
+// after the file.
+func (f *rerequestFlags) lingers() bool { return *f.listen != "" && *f.linger > 0 }
+
 // start runs the re-request server when asked for. wrap records every
 // packet the sender takes; stop lingers, then closes the server and
 // reports its counters.

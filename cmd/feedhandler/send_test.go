@@ -76,7 +76,8 @@ func TestSend(t *testing.T) {
 }
 
 // TestSendRerequest: `send --rerequest-listen` serves re-requests of what it
-// sent, capped at --rerequest-max messages per answer.
+// sent, capped at --rerequest-max messages per answer, and sends heartbeats
+// while it lingers.
 func TestSendRerequest(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "day.itch")
 	f, err := os.Create(path)
@@ -152,6 +153,16 @@ func TestSendRerequest(t *testing.T) {
 	}
 	if c.Stats.Requests < 150/25 {
 		t.Fatalf("%d requests for 150 messages at 25 per answer", c.Stats.Requests)
+	}
+	// While the server lingers the line carries heartbeats (-idle, 1 s),
+	// at the next sequence number, as an exchange's idle line does.
+	sink.SetReadDeadline(time.Now().Add(2500 * time.Millisecond))
+	k, err := sink.Read(buf)
+	if err != nil {
+		t.Fatalf("no heartbeat while the server lingers: %v", err)
+	}
+	if p, err := moldudp64.Parse(buf[:k]); err != nil || !p.Heartbeat() || p.Seq != n+1 || p.Session != moldudp64.NewSession("RR1") {
+		t.Fatalf("after the file: %+v (%v), want a heartbeat of RR1 at %d", p, err, n+1)
 	}
 	if err := <-done; err != nil {
 		t.Fatal(err)
