@@ -14,6 +14,13 @@ import (
 // privilege level that lacks what AF_XDP needs.
 var ErrNotSupported = errors.New("af_xdp not supported")
 
+// ErrUnbound is wrapped by Wakeup and Check once the kernel has unbound
+// the socket from its device (ENXIO): the device was unregistered (deleted,
+// or its driver removed or re-registered it). Nothing arrives on the
+// socket again, and poll(2) does not say so (no POLLERR): the device, back
+// under the same name or not, needs a new socket and a new XDP program.
+var ErrUnbound = errors.New("xsk socket unbound from its device")
+
 // ZeroCopy selects how the socket binds.
 type ZeroCopy int
 
@@ -424,9 +431,28 @@ func (s *Socket) NeedWakeup() bool { return s.fill.needWakeup() }
 // polling it runs one busy-poll round.
 func (s *Socket) Wakeup() error {
 	if err := wakeup(s.fd); err != nil {
-		return fmt.Errorf("wake xsk queue %d: %w", s.queue, err)
+		return s.wakeError("wake", err)
 	}
 	return nil
+}
+
+// Check asks the kernel whether the socket is still bound to its device:
+// nil while it is, an error wrapping ErrUnbound once it is not. It is the
+// wakeup syscall (a recvfrom that reads nothing; on a zero-copy socket it
+// wakes the driver, as Wakeup does), so a caller that makes wakeups learns
+// the same from them. It never blocks and allocates nothing while bound.
+func (s *Socket) Check() error {
+	if err := wakeup(s.fd); err != nil {
+		return s.wakeError("check", err)
+	}
+	return nil
+}
+
+func (s *Socket) wakeError(op string, err error) error {
+	if errors.Is(err, unix.ENXIO) {
+		return fmt.Errorf("%s xsk queue %d: %w (%w)", op, s.queue, err, ErrUnbound)
+	}
+	return fmt.Errorf("%s xsk queue %d: %w", op, s.queue, err)
 }
 
 // Wait blocks until the rx ring has frames or timeout passes (poll(2));

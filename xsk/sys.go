@@ -72,6 +72,10 @@ func options(fd int) (uint32, error) {
 // round (sk_busy_loop with nonblock set: one poll of the NAPI instance,
 // limited by the socket's busy-poll budget, not by its busy-poll time); it
 // takes no lock that sleeps and allocates nothing.
+//
+// ENETDOWN (the device is down: a link flap, the socket stays bound) is
+// not an error; ENXIO (the kernel unbound the socket: its device was
+// unregistered) is returned.
 func wakeup(fd int) error {
 	_, _, e := unix.RawSyscall6(unix.SYS_RECVFROM, uintptr(fd), 0, 0, unix.MSG_DONTWAIT, 0, 0)
 	switch e {

@@ -74,6 +74,9 @@ type xdpQueue struct {
 	sock    *xsk.Socket
 	iface   *xdpIface
 	pending []uint64 // cap = batch size
+	// unbound: the kernel unbound the socket from its device (see
+	// unbind); it is neither woken nor polled again.
+	unbound bool
 }
 
 type xdpRx struct {
@@ -93,9 +96,12 @@ type xdpRx struct {
 	busyPoll bool
 	keepP    bool // Config.KeepP: wait in pollKeepP while GOMAXPROCS > 1, not through the runtime
 	next     int  // queue to read first (round robin)
-	pfds     []unix.PollFd
-	descs    []xsk.Desc
-	backend  string
+	// checkedAt: when checkBound last ran (at most once a poll timeout,
+	// when Receive is about to wait).
+	checkedAt time.Time
+	pfds      []unix.PollFd
+	descs     []xsk.Desc
+	backend   string
 
 	// CLOCK_TAI - CLOCK_REALTIME (ns), and the TAI time it was read at.
 	taiOffset, taiAt int64
@@ -131,6 +137,7 @@ type xdpRx struct {
 	lastProg    []bpf.Counters
 	lastSock    []xsk.Statistics
 	statsErrors atomic.Uint64 // kernel counter reads that failed
+	unbound     atomic.Uint64 // sockets the kernel unbound from their device (unbind)
 }
 
 // openXDP opens the AF_XDP backend. Errors meaning that XDP or AF_XDP cannot
@@ -451,6 +458,10 @@ func (r *xdpRx) Receive(pkts []Packet) (int, error) {
 		} else if !now.Before(deadline) {
 			return 0, nil
 		}
+		if now.Sub(r.checkedAt) >= r.timeout {
+			r.checkedAt = now
+			r.checkBound()
+		}
 		if r.busyPoll {
 			// Busy poll never sleeps, and its wakeups run the driver's
 			// polling (the kernel holds the interrupt back meanwhile):
@@ -545,13 +556,63 @@ func (r *xdpRx) wakeNeeding() error {
 }
 
 // wake makes the wakeup syscall on q's socket, counted in
-// Stats().Extra "xdp_wakeups".
+// Stats().Extra "xdp_wakeups". A socket the kernel unbound is not woken:
+// the wakeup that finds it unbound unbinds q (and is not an error).
 func (r *xdpRx) wake(q *xdpQueue) error {
+	if q.unbound {
+		return nil
+	}
 	r.wakeups.Add(1)
 	if err := q.sock.Wakeup(); err != nil {
+		if errors.Is(err, xsk.ErrUnbound) {
+			r.unbind(q, err)
+			return nil
+		}
 		return fmt.Errorf("receive xdp: %w", err)
 	}
 	return nil
+}
+
+// checkBound asks each socket whether the kernel still has it bound to
+// its device (xsk.Socket.Check): poll(2) says nothing of an unbound
+// socket, which would otherwise go silent for good without a word.
+// Receive runs it when it is about to wait, at most once a poll timeout:
+// a syscall per socket per poll timeout, off the per-packet path.
+func (r *xdpRx) checkBound() {
+	for _, q := range r.queues {
+		if q.unbound {
+			continue
+		}
+		if err := q.sock.Check(); errors.Is(err, xsk.ErrUnbound) {
+			r.unbind(q, err)
+		}
+	}
+}
+
+// unbind retires q, whose socket the kernel unbound from its device (the
+// device was unregistered: deleted, or re-registered by its driver):
+// nothing arrives on it again, and a wakeup of it would fail on every
+// call, so it is neither woken nor polled from now on. Logged once,
+// counted in Stats().Extra "xsk_unbound"; the lines on the other
+// interfaces go on. A device that comes back needs a new socket and
+// program: a restart of the receiver.
+func (r *xdpRx) unbind(q *xdpQueue, err error) {
+	q.unbound = true
+	for i := range r.queues {
+		if r.queues[i] == q {
+			r.pfds[i].Fd = -1 // poll(2) skips a negative fd
+		}
+	}
+	r.unbound.Add(1)
+	var lines []string
+	for _, l := range r.lines {
+		if l.iface == q.iface {
+			lines = append(lines, l.line.String())
+		}
+	}
+	r.log.Error().Err(err).Str("interface", q.iface.name).Int("ifindex", q.iface.ifindex).Int("queue", q.sock.Queue()).
+		Strs("lines", lines).
+		Msg("rx: the kernel unbound the AF_XDP socket from its interface (the device was deleted, or its driver re-registered it): these lines receive nothing on it until the handler restarts")
 }
 
 // drain takes what the rx rings hold, round robin over the queues, and
@@ -781,6 +842,7 @@ func (r *xdpRx) Stats() Stats {
 		s.Extra.Add("xsk_fill_ring_empty_descs", st.FillRingEmptyDescs)
 	}
 	s.Extra.Add("xdp_stats_read_errors", r.statsErrors.Load())
+	s.Extra.Add("xsk_unbound", r.unbound.Load())
 	return s
 }
 

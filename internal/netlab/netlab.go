@@ -148,6 +148,46 @@ func (l *Lab) threaded() error {
 	return nil
 }
 
+// AddPair joins the lab's namespaces with a second veth pair, srcAddr on
+// its sender's end and dstAddr on its receiver's (prefixes such as
+// "10.98.0.1/24"), both up, and returns the two ends' names: a second
+// link, so that two lines can take separate paths (one flapping while the
+// other carries the feed). Multicast leaves the sender by the routing
+// table unless a socket names its interface: route a group to it with
+// Exec(Src, "ip", "route", "add", GROUP+"/32", "dev", srcIf). Close
+// removes it with the namespaces.
+func (l *Lab) AddPair(srcAddr, dstAddr string) (srcIf, dstIf string, err error) {
+	id := fmt.Sprintf("%d%d", os.Getpid()%100000, counter.Add(1))
+	srcIf, dstIf = trim15(l.SrcIf[:1]+"c"+id), trim15(l.SrcIf[:1]+"e"+id)
+	steps := [][]string{
+		{"-n", l.Src, "link", "add", srcIf, "type", "veth", "peer", "name", dstIf, "netns", l.Dst},
+		{"-n", l.Src, "addr", "add", srcAddr, "dev", srcIf},
+		{"-n", l.Dst, "addr", "add", dstAddr, "dev", dstIf},
+		{"-n", l.Src, "link", "set", srcIf, "up"},
+		{"-n", l.Dst, "link", "set", dstIf, "up"},
+	}
+	for _, s := range steps {
+		if err := ip(s...); err != nil {
+			return "", "", err
+		}
+	}
+	// Full checksums from the sender, as in New.
+	if out, err := exec.Command("ip", "netns", "exec", l.Src, "ethtool", "-K", srcIf, "tx", "off").CombinedOutput(); err != nil {
+		return "", "", fmt.Errorf("netlab: ethtool -K %s tx off: %v: %s", srcIf, err, out)
+	}
+	return srcIf, dstIf, nil
+}
+
+// SetLink sets interface dev of namespace ns administratively up or down
+// (`ip link set DEV up|down`): a link flap as the host sees one.
+func (l *Lab) SetLink(ns, dev string, up bool) error {
+	state := "down"
+	if up {
+		state = "up"
+	}
+	return ip("-n", ns, "link", "set", dev, state)
+}
+
 // NAPIThreads returns the pids of the receiver's threaded NAPI kthreads
 // (napi/<DstIf>-*), so a caller can pin them with sched_setaffinity.
 func (l *Lab) NAPIThreads() ([]int, error) {

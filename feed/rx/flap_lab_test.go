@@ -1,0 +1,188 @@
+package rx
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/marketfeed/feedhandler/internal/exchange"
+	"github.com/marketfeed/feedhandler/internal/netlab"
+)
+
+// flapLab is a lab whose two lines have a link each: line A on the lab's
+// veth pair, line B on a second pair; senders stream numbered datagrams
+// on both until the test ends.
+type flapLab struct {
+	*netlab.Lab
+	srcB, dstB string
+	lines      []LineConfig
+}
+
+func newFlapLab(t *testing.T) *flapLab {
+	t.Helper()
+	lab := netlab.ForTest(t, netlab.Options{Prefix: "fl"})
+	srcB, dstB, err := lab.AddPair("10.98.0.1/24", "10.98.0.2/24")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &flapLab{Lab: lab, srcB: srcB, dstB: dstB, lines: []LineConfig{
+		{Name: "A", Interface: lab.DstIf, Group: groupA, Port: 26400},
+		{Name: "B", Interface: dstB, Group: groupB, Port: 26401},
+	}}
+}
+
+// stream sends numbered datagrams on both lines at rate each from the
+// lab's sending side until the test's cleanup.
+func (l *flapLab) stream(t *testing.T, rate float64) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	for i, ifname := range []string{l.SrcIf, l.srcB} {
+		var s *exchange.Sender
+		if err := l.Do(l.Src, func() (err error) {
+			s, err = exchange.NewSender(exchange.Config{Interface: ifname, Rate: rate,
+				Lines: []exchange.Line{{Group: l.lines[i].Group, Port: l.lines[i].Port}}})
+			return err
+		}); err != nil {
+			cancel()
+			t.Fatal(err)
+		}
+		wg.Go(func() {
+			s.Send(ctx, func(yield func([]byte) bool) {
+				b := make([]byte, 64)
+				for seq := uint32(0); ; seq++ {
+					b[0] = byte(i)
+					binary.BigEndian.PutUint32(b[1:], seq)
+					if !yield(b) {
+						return
+					}
+				}
+			})
+		})
+		t.Cleanup(func() { s.Close() })
+	}
+	t.Cleanup(func() { cancel(); wg.Wait() })
+}
+
+// flapReader receives from r on a goroutine until stopped, counting
+// packets per line and keeping Receive's errors.
+type flapReader struct {
+	packets [2]atomic.Uint64
+	mu      sync.Mutex
+	errs    []error
+	stop    atomic.Bool
+	done    chan struct{}
+}
+
+func readAll(t *testing.T, r Receiver) *flapReader {
+	fr := &flapReader{done: make(chan struct{})}
+	go func() {
+		defer close(fr.done)
+		pkts := make([]Packet, 64)
+		for !fr.stop.Load() {
+			n, err := r.Receive(pkts)
+			for _, p := range pkts[:n] {
+				fr.packets[p.Line].Add(1)
+			}
+			r.Release(pkts[:n])
+			if err != nil {
+				fr.mu.Lock()
+				if len(fr.errs) < 10 {
+					fr.errs = append(fr.errs, err)
+				}
+				fr.mu.Unlock()
+				if errors.Is(err, ErrClosed) {
+					return
+				}
+			}
+		}
+	}()
+	t.Cleanup(func() { fr.stop.Store(true); <-fr.done })
+	return fr
+}
+
+func (fr *flapReader) errors() []error {
+	fr.mu.Lock()
+	defer fr.mu.Unlock()
+	return append([]error(nil), fr.errs...)
+}
+
+// waitUntil waits for cond, polling, for at most 20 s.
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// syncBuffer is a log sink safe for the receive goroutine and the test.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestXDPInterfaceDeleted deletes line A's interface under a bound AF_XDP
+// socket while line B, on another interface, keeps sending. The kernel
+// unbinds the socket (ENXIO from then on, and poll(2) says nothing): the
+// backend must say so once (log, xsk_unbound), retire the socket and go
+// on receiving line B, instead of returning the error from every Receive
+// (with busy polling, a wakeup per pass: a hot loop of errors) or going
+// silent without a word (poll alone).
+func TestXDPInterfaceDeleted(t *testing.T) {
+	for _, busy := range []bool{false, true} {
+		name := "poll"
+		if busy {
+			name = "busy-poll"
+		}
+		t.Run(name, func(t *testing.T) {
+			l := newFlapLab(t)
+			var logs syncBuffer
+			r := openBackend(t, l.Lab, BackendXDP, Config{Lines: l.lines, PollTimeout: 20 * time.Millisecond,
+				BusyPoll: busy, Log: zerolog.New(&logs)})
+			defer r.Close()
+			l.stream(t, 2000)
+			fr := readAll(t, r)
+			waitUntil(t, "packets on both lines", func() bool { return fr.packets[0].Load() > 0 && fr.packets[1].Load() > 0 })
+
+			if _, err := l.Exec(l.Src, "ip", "link", "del", l.SrcIf); err != nil {
+				t.Fatal(err)
+			}
+			b0 := fr.packets[1].Load()
+			waitUntil(t, "line B's packets after line A's interface went", func() bool { return fr.packets[1].Load() > b0+200 })
+			if errs := fr.errors(); len(errs) > 0 {
+				t.Errorf("Receive returned %d+ errors after the interface was deleted, first %v", len(errs), errs[0])
+			}
+			waitUntil(t, "the unbound socket reported (xsk_unbound)", func() bool { return r.Stats().Extra.Get("xsk_unbound") == 1 })
+			if n := strings.Count(logs.String(), "unbound the AF_XDP socket"); n != 1 {
+				t.Errorf("the unbound socket logged %d times, want once:\n%s", n, logs.String())
+			}
+			if got := r.Stats().Extra.Get("xsk_unbound"); got != 1 {
+				t.Errorf("xsk_unbound %d, want 1", got)
+			}
+		})
+	}
+}
