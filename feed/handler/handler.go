@@ -130,6 +130,13 @@ type Stats struct {
 	// refresh; 0: never).
 	LastPacket [MaxLines]int64
 	Started    int64 // when Start returned, Unix ns
+	// LineSilent is, per configured line, whether it is silent while
+	// another line delivers (for arbitration.line_timeout after its last
+	// packet: its link, NIC or path is down); AllSilent whether every line
+	// is (for 2 s, or line_timeout when longer: no heartbeat either). Both
+	// are logged when they change (silence.go).
+	LineSilent [MaxLines]bool
+	AllSilent  bool
 }
 
 // Applied returns the messages applied across shards.
@@ -186,6 +193,7 @@ type Handler struct {
 	recCopy    RecoveryStats
 	seenPkts   [MaxLines]uint64 // line packet counts at the last copy
 	lastPkt    [MaxLines]int64  // when they last moved, Unix ns
+	silence    silenceState     // what noteSilence last logged
 	started    int64
 	delivered  atomic.Uint64 // messages the arbiter delivered (routed to shards)
 	gapLog     chan moldudp64.Range
@@ -813,6 +821,7 @@ func (h *Handler) copyStats(wait bool) bool {
 				h.seenPkts[i], h.lastPkt[i] = p, now
 			}
 		}
+		h.noteSilence(now)
 		if h.rec != nil {
 			h.rec.copyStats(&h.recCopy)
 		}
@@ -861,6 +870,7 @@ func (h *Handler) statsLightInto(dst *Stats) {
 	dst.Arbiter, dst.Receive = h.arbCopy, h.rxCopy
 	dst.Routed, dst.Filtered, dst.BadMessages, dst.NextSeq, dst.ReceiveErrors = h.cntCopy[0], h.cntCopy[1], h.cntCopy[2], h.cntCopy[3], h.cntCopy[4]
 	dst.Ended, dst.LastPacket, dst.Started = h.endedCopy, h.lastPkt, h.started
+	dst.LineSilent, dst.AllSilent = h.silence.line, h.silence.all
 	dst.Recovery = h.recCopy
 	dst.Recovery.OpenRanges = append(ranges, h.recCopy.OpenRanges...)
 	dst.Recovery.Events = append(events, h.recCopy.Events...)

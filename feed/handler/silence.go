@@ -1,0 +1,72 @@
+package handler
+
+import "time"
+
+// allSilentAfter is how long every line must be silent before the
+// handler says that nothing reaches it: MoldUDP64 sends a heartbeat a
+// second on an idle feed, so two seconds without a packet on any line is
+// not a quiet market. A longer arbitration.line_timeout takes its place.
+const allSilentAfter = 2 * time.Second
+
+// silenceState is what noteSilence last said of the lines (receive
+// thread, under h.mu), and since when (the last packet before).
+type silenceState struct {
+	line      [MaxLines]bool // silent while another line delivered
+	lineSince [MaxLines]int64
+	all       bool // every line silent
+	allSince  int64
+}
+
+// noteSilence logs, once each time, a line that went silent while another
+// line still delivered packets line_timeout after its last one (its link,
+// NIC or path is down: the arbiter no longer waits for it, and the other
+// line carries the feed alone), every line going silent for
+// allSilentAfter (nothing reaches the host), and a line receiving again.
+// An idle feed is not a silent line: both lines carry the same
+// heartbeats. Nothing is said after the session's end. It runs in
+// copyStats, on the receive thread, with h.lastPkt just refreshed.
+func (h *Handler) noteSilence(now int64) {
+	n := min(len(h.cfg.Receive.Lines), MaxLines)
+	var latest int64
+	for i := range n {
+		latest = max(latest, h.lastPkt[i])
+	}
+	if latest == 0 || h.endedCopy {
+		return
+	}
+	timeout := int64(h.arb.cfg.LineTimeout)
+	s := &h.silence
+	for i := range n {
+		last := h.lastPkt[i]
+		if last == 0 {
+			last = h.started
+		}
+		silent := latest-last >= timeout
+		if silent == s.line[i] {
+			continue
+		}
+		s.line[i] = silent
+		name := h.cfg.Receive.Lines[i].Name
+		if silent {
+			s.lineSince[i] = last
+			h.log.Warn().Str("line", name).Dur("line_timeout", time.Duration(timeout)).
+				Time("last_packet", time.Unix(0, last)).
+				Msg("line silent while another line delivers: not waited for (its link, NIC or path may be down); the other line carries the feed alone, without redundancy")
+		} else {
+			h.log.Info().Str("line", name).Dur("silent_for", time.Duration(now-s.lineSince[i])).
+				Msg("line receiving again")
+		}
+	}
+	all := now-latest >= max(timeout, int64(allSilentAfter))
+	if all == s.all {
+		return
+	}
+	s.all = all
+	if all {
+		s.allSince = latest
+		h.log.Error().Time("last_packet", time.Unix(0, latest)).
+			Msg("every line silent, no heartbeat either: nothing of the feed reaches this host (links, NICs, the path or the exchange)")
+	} else {
+		h.log.Info().Dur("silent_for", time.Duration(now-s.allSince)).Msg("receiving again after every line was silent")
+	}
+}
