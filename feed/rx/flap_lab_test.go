@@ -17,9 +17,9 @@ import (
 	"github.com/marketfeed/feedhandler/internal/netlab"
 )
 
-// flapLab is a lab whose two lines have a link each: line A on the lab's
-// veth pair, line B on a second pair; senders stream numbered datagrams
-// on both until the test ends.
+// flapLab is a lab whose two lines have a link each (line A on the lab's
+// veth pair, line B on a second pair) or share the lab's pair (o.RxQueues
+// queues); senders stream numbered datagrams on both until the test ends.
 type flapLab struct {
 	*netlab.Lab
 	srcB, dstB string
@@ -28,14 +28,22 @@ type flapLab struct {
 
 func newFlapLab(t *testing.T) *flapLab {
 	t.Helper()
-	lab := netlab.ForTest(t, netlab.Options{Prefix: "fl"})
-	srcB, dstB, err := lab.AddPair("10.98.0.1/24", "10.98.0.2/24")
-	if err != nil {
+	l := newSharedLab(t, netlab.Options{})
+	var err error
+	if l.srcB, l.dstB, err = l.AddPair("10.98.0.1/24", "10.98.0.2/24"); err != nil {
 		t.Fatal(err)
 	}
-	return &flapLab{Lab: lab, srcB: srcB, dstB: dstB, lines: []LineConfig{
+	l.lines[1].Interface = l.dstB
+	return l
+}
+
+func newSharedLab(t *testing.T, o netlab.Options) *flapLab {
+	t.Helper()
+	o.Prefix = "fl"
+	lab := netlab.ForTest(t, o)
+	return &flapLab{Lab: lab, srcB: lab.SrcIf, dstB: lab.DstIf, lines: []LineConfig{
 		{Name: "A", Interface: lab.DstIf, Group: groupA, Port: 26400},
-		{Name: "B", Interface: dstB, Group: groupB, Port: 26401},
+		{Name: "B", Interface: lab.DstIf, Group: groupB, Port: 26401},
 	}}
 }
 
@@ -43,33 +51,39 @@ func newFlapLab(t *testing.T) *flapLab {
 // lab's sending side until the test's cleanup.
 func (l *flapLab) stream(t *testing.T, rate float64) {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
 	for i, ifname := range []string{l.SrcIf, l.srcB} {
-		var s *exchange.Sender
-		if err := l.Do(l.Src, func() (err error) {
-			s, err = exchange.NewSender(exchange.Config{Interface: ifname, Rate: rate,
-				Lines: []exchange.Line{{Group: l.lines[i].Group, Port: l.lines[i].Port}}})
-			return err
-		}); err != nil {
-			cancel()
-			t.Fatal(err)
-		}
-		wg.Go(func() {
-			s.Send(ctx, func(yield func([]byte) bool) {
-				b := make([]byte, 64)
-				for seq := uint32(0); ; seq++ {
-					b[0] = byte(i)
-					binary.BigEndian.PutUint32(b[1:], seq)
-					if !yield(b) {
-						return
-					}
-				}
-			})
-		})
-		t.Cleanup(func() { s.Close() })
+		l.sendLine(t, i, ifname, rate)
 	}
-	t.Cleanup(func() { cancel(); wg.Wait() })
+}
+
+// sendLine sends numbered datagrams of line i out of interface ifname at
+// rate until the test's cleanup.
+func (l *flapLab) sendLine(t *testing.T, i int, ifname string, rate float64) {
+	t.Helper()
+	var s *exchange.Sender
+	if err := l.Do(l.Src, func() (err error) {
+		s, err = exchange.NewSender(exchange.Config{Interface: ifname, Rate: rate,
+			Lines: []exchange.Line{{Group: l.lines[i].Group, Port: l.lines[i].Port}}})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		s.Send(ctx, func(yield func([]byte) bool) {
+			b := make([]byte, 64)
+			for seq := uint32(0); ; seq++ {
+				b[0] = byte(i)
+				binary.BigEndian.PutUint32(b[1:], seq)
+				if !yield(b) {
+					return
+				}
+			}
+		})
+	}()
+	t.Cleanup(func() { cancel(); <-done; s.Close() })
 }
 
 // flapReader receives from r on a goroutine until stopped, counting
@@ -105,8 +119,14 @@ func readAll(t *testing.T, r Receiver) *flapReader {
 			}
 		}
 	}()
-	t.Cleanup(func() { fr.stop.Store(true); <-fr.done })
+	t.Cleanup(fr.close)
 	return fr
+}
+
+// close stops the reader and waits for it.
+func (fr *flapReader) close() {
+	fr.stop.Store(true)
+	<-fr.done
 }
 
 func (fr *flapReader) errors() []error {
@@ -127,24 +147,6 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-// syncBuffer is a log sink safe for the receive goroutine and the test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // TestXDPInterfaceDeleted deletes line A's interface under a bound AF_XDP
 // socket while line B, on another interface, keeps sending. The kernel
 // unbinds the socket (ENXIO from then on, and poll(2) says nothing): the
@@ -160,9 +162,9 @@ func TestXDPInterfaceDeleted(t *testing.T) {
 		}
 		t.Run(name, func(t *testing.T) {
 			l := newFlapLab(t)
-			var logs syncBuffer
+			var logs bytes.Buffer // read once the reader stopped
 			r := openBackend(t, l.Lab, BackendXDP, Config{Lines: l.lines, PollTimeout: 20 * time.Millisecond,
-				BusyPoll: busy, Log: zerolog.New(&logs)})
+				BusyPoll: busy, Log: zerolog.New(zerolog.SyncWriter(&logs))})
 			defer r.Close()
 			l.stream(t, 2000)
 			fr := readAll(t, r)
@@ -177,11 +179,52 @@ func TestXDPInterfaceDeleted(t *testing.T) {
 				t.Errorf("Receive returned %d+ errors after the interface was deleted, first %v", len(errs), errs[0])
 			}
 			waitUntil(t, "the unbound socket reported (xsk_unbound)", func() bool { return r.Stats().Extra.Get("xsk_unbound") == 1 })
+			fr.close()
 			if n := strings.Count(logs.String(), "unbound the AF_XDP socket"); n != 1 {
 				t.Errorf("the unbound socket logged %d times, want once:\n%s", n, logs.String())
 			}
 			if got := r.Stats().Extra.Get("xsk_unbound"); got != 1 {
 				t.Errorf("xsk_unbound %d, want 1", got)
+			}
+		})
+	}
+}
+
+// TestInterfaceRecreated deletes line A's interface and creates it again
+// under the same name (a new device, a new ifindex: a driver reload, a
+// re-created virtual interface) while line B, on another interface, keeps
+// sending. The kernel dropped line A's group membership with the old
+// device and the socket says nothing: the socket and io_uring backends
+// must join the group on the new device by themselves (logged once,
+// line_rejoins) and receive line A again, without a receive error. (The
+// xdp backend's socket is unbound by the deletion: TestXDPInterfaceDeleted.)
+func TestInterfaceRecreated(t *testing.T) {
+	for _, backend := range []string{BackendSocket, BackendUring} {
+		t.Run(backend, func(t *testing.T) {
+			l := newFlapLab(t)
+			var logs bytes.Buffer // read once the reader stopped
+			r := openBackend(t, l.Lab, backend, Config{Lines: l.lines, PollTimeout: 20 * time.Millisecond,
+				Log: zerolog.New(zerolog.SyncWriter(&logs))})
+			defer r.Close()
+			l.stream(t, 2000)
+			fr := readAll(t, r)
+			waitUntil(t, "packets on both lines", func() bool { return fr.packets[0].Load() > 0 && fr.packets[1].Load() > 0 })
+
+			if err := l.Recreate(); err != nil {
+				t.Fatal(err)
+			}
+			l.sendLine(t, 0, l.SrcIf, 2000) // the first sender's interface went with the old device
+			a0 := fr.packets[0].Load()
+			waitUntil(t, "line A's packets on the new device", func() bool { return fr.packets[0].Load() > a0+200 })
+			fr.close()
+			if errs := fr.errors(); len(errs) > 0 {
+				t.Errorf("Receive returned %d+ errors, first %v", len(errs), errs[0])
+			}
+			if n := strings.Count(logs.String(), "joined the group on it again"); n != 1 {
+				t.Errorf("the new device logged %d times, want once:\n%s", n, logs.String())
+			}
+			if got := r.Stats().Extra.Get("line_rejoins"); got != 1 {
+				t.Errorf("line_rejoins %d, want 1", got)
 			}
 		})
 	}

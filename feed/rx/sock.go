@@ -22,6 +22,12 @@ type lineSocket struct {
 	group  netip.Addr
 	port   uint16
 	source netip.Addr // invalid: any source
+
+	// The interface joined on, by name and device (see lineWatch).
+	ifname       string
+	ifindex      int
+	gone         bool // lineWatch found no interface of that name
+	rejoinFailed bool // lineWatch's last join on a new device failed (logged)
 }
 
 // Sizes of the per-packet receive metadata.
@@ -60,7 +66,7 @@ func closeLineSockets(socks []lineSocket) error {
 
 func openLineSocket(cfg *Config, line Line) (lineSocket, error) {
 	lc := &cfg.Lines[line]
-	s := lineSocket{fd: -1, line: line, group: lc.Group, port: lc.Port, source: lc.Source}
+	s := lineSocket{fd: -1, line: line, group: lc.Group, port: lc.Port, source: lc.Source, ifname: lc.Interface}
 	op := fmt.Sprintf("open line %s socket (%s:%d on %s)", line, lc.Group, lc.Port, lc.Interface)
 	if !lc.Group.Is4() || !lc.Group.IsMulticast() {
 		return s, fmt.Errorf("%s: group %s is not an IPv4 multicast address", op, lc.Group)
@@ -117,6 +123,7 @@ func openLineSocket(cfg *Config, line Line) (lineSocket, error) {
 	if err := unix.SetsockoptIPMreqn(fd, unix.IPPROTO_IP, unix.IP_ADD_MEMBERSHIP, mreq); err != nil {
 		return fail("IP_ADD_MEMBERSHIP", err)
 	}
+	s.ifindex = ifi.Index
 	return s, nil
 }
 

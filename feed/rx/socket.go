@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -37,6 +38,7 @@ type socketRx struct {
 	counters
 	bc    batchCounts
 	drops dropGauge
+	watch lineWatch
 }
 
 func openSocket(cfg Config) (Receiver, error) {
@@ -54,6 +56,7 @@ func openSocket(cfg Config) (Receiver, error) {
 		names:   make([]unix.RawSockaddrInet4, cfg.BatchSize),
 		ctrl:    make([]byte, cfg.BatchSize*controlLen),
 		slab:    make([]byte, cfg.BatchSize*slotSize),
+		watch:   lineWatch{log: cfg.Log, every: cfg.PollTimeout},
 	}
 	for i := range socks {
 		s.pfds[i] = unix.PollFd{Fd: int32(socks[i].fd), Events: unix.POLLIN}
@@ -76,6 +79,7 @@ func (s *socketRx) Stats() Stats {
 	st := s.counters.stats()
 	// A truncated datagram is a line datagram lost here.
 	st.Dropped = s.drops.read(s.socks) + s.truncated.Load()
+	st.Extra.Add("line_rejoins", s.watch.rejoins.Load())
 	return st
 }
 
@@ -95,6 +99,7 @@ func (s *socketRx) Receive(pkts []Packet) (int, error) {
 	// (0, nil) must mean nothing arrived for the whole timeout: callers
 	// treat it as "every line drained". A poll cut short by a signal (Go's
 	// preemption sends them often) polls again for the rest.
+	s.watch.check(time.Now(), s.socks)
 	s.ts = s.timeout
 	for {
 		for i := range s.pfds {

@@ -127,3 +127,23 @@ func ethtoolFlags(name string) (uint32, error) {
 	}
 	return val[1], nil
 }
+
+// ifIndex returns the index of the interface called name in fd's network
+// namespace (SIOCGIFINDEX through any socket fd); ENODEV when there is
+// none. The request is on the stack: it allocates nothing.
+func ifIndex(fd int, name string) (int, error) {
+	var req struct {
+		name  [unix.IFNAMSIZ]byte
+		index int32
+		_     [20]byte // the rest of struct ifreq's union
+	}
+	if len(name) >= len(req.name) {
+		return 0, unix.EINVAL
+	}
+	copy(req.name[:], name)
+	_, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), unix.SIOCGIFINDEX, uintptr(unsafe.Pointer(&req)))
+	if errno != 0 {
+		return 0, errno
+	}
+	return int(req.index), nil
+}

@@ -67,6 +67,7 @@ type uringRx struct {
 	rehomes         atomic.Uint64
 	badReleases     atomic.Uint64
 	lastErr         error
+	watch           lineWatch
 }
 
 const (
@@ -84,7 +85,8 @@ func openUring(cfg Config) (r Receiver, err error) {
 	if bufs&(bufs-1) != 0 || bufs > uring.MaxBufRingEntries || bufs < 2*cfg.BatchSize {
 		return nil, fmt.Errorf("open uring backend: ring size %d: want a power of two in [2*batch (%d), %d]", bufs, 2*cfg.BatchSize, uring.MaxBufRingEntries)
 	}
-	u := &uringRx{batch: cfg.BatchSize, timeout: cfg.PollTimeout, cqes: make([]uring.CQE, cfg.BatchSize), lent: make([]bool, bufs)}
+	u := &uringRx{batch: cfg.BatchSize, timeout: cfg.PollTimeout, cqes: make([]uring.CQE, cfg.BatchSize), lent: make([]bool, bufs),
+		watch: lineWatch{log: cfg.Log, every: cfg.PollTimeout}}
 	defer func() {
 		if err != nil {
 			u.teardown()
@@ -250,6 +252,7 @@ func (u *uringRx) Stats() Stats {
 	s.Extra.Add("enobufs", u.enobufs.Load())
 	s.Extra.Add("rehomes", u.rehomes.Load())
 	s.Extra.Add("bad_releases", u.badReleases.Load())
+	s.Extra.Add("line_rejoins", u.watch.rejoins.Load())
 	return s
 }
 
@@ -289,7 +292,9 @@ func (u *uringRx) Receive(pkts []Packet) (int, error) {
 	// (0, nil) must mean nothing arrived for the whole timeout: callers
 	// treat it as "every line drained". A wait cut short by a signal (Go's
 	// preemption sends them often) waits again for the rest.
-	deadline := time.Now().Add(u.timeout)
+	now := time.Now()
+	u.watch.check(now, u.socks)
+	deadline := now.Add(u.timeout)
 	for wait := u.timeout; ; {
 		// A request the last reap saw end (ENOBUFS as its first
 		// completion, the batch before having stopped just short of it)

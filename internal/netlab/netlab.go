@@ -41,6 +41,7 @@ type Lab struct {
 	SrcIf, DstIf string     // interface names (SrcIf in Src, DstIf in Dst)
 	SrcIP, DstIP netip.Addr // addresses of the two ends
 
+	opts   Options
 	closed atomic.Bool
 }
 
@@ -90,24 +91,13 @@ func New(o Options) (*Lab, error) {
 		return nil, fmt.Errorf("netlab: destination address %q: %w", o.DstAddr, err)
 	}
 	l.SrcIP, l.DstIP = srcPfx.Addr(), dstPfx.Addr()
-	q := fmt.Sprint(o.RxQueues)
-	steps := [][]string{
+	l.opts = o
+	for i, s := range [][]string{
 		{"netns", "add", l.Src},
 		{"netns", "add", l.Dst},
-		{"-n", l.Src, "link", "add", l.SrcIf, "numtxqueues", q, "numrxqueues", q, "type", "veth",
-			"peer", "name", l.DstIf, "netns", l.Dst, "numtxqueues", q, "numrxqueues", q},
-		{"-n", l.Src, "link", "set", l.SrcIf, "mtu", fmt.Sprint(o.MTU)},
-		{"-n", l.Dst, "link", "set", l.DstIf, "mtu", fmt.Sprint(o.MTU)},
-		{"-n", l.Src, "addr", "add", o.SrcAddr, "dev", l.SrcIf},
-		{"-n", l.Dst, "addr", "add", o.DstAddr, "dev", l.DstIf},
 		{"-n", l.Src, "link", "set", "lo", "up"},
 		{"-n", l.Dst, "link", "set", "lo", "up"},
-		{"-n", l.Src, "link", "set", l.SrcIf, "up"},
-		{"-n", l.Dst, "link", "set", l.DstIf, "up"},
-		{"-n", l.Src, "route", "add", "224.0.0.0/4", "dev", l.SrcIf},
-		{"-n", l.Dst, "route", "add", "224.0.0.0/4", "dev", l.DstIf},
-	}
-	for i, s := range steps {
+	} {
 		if err := ip(s...); err != nil {
 			l.Close()
 			return nil, err
@@ -116,14 +106,9 @@ func New(o Options) (*Lab, error) {
 			own(s[2])
 		}
 	}
-	// Checksums computed by the sender's stack, as frames from a wire
-	// carry them: with tx checksum offload on (a veth's default) the
-	// kernel leaves the UDP checksum partial (the pseudo-header's sum
-	// only), and the peer's AF_XDP socket, which gets frames as they
-	// came, would see every datagram fail (rx.Config.NoChecksums).
-	if out, err := exec.Command("ip", "netns", "exec", l.Src, "ethtool", "-K", l.SrcIf, "tx", "off").CombinedOutput(); err != nil {
+	if err := l.makePair(); err != nil {
 		l.Close()
-		return nil, fmt.Errorf("netlab: ethtool -K %s tx off: %v: %s", l.SrcIf, err, out)
+		return nil, err
 	}
 	if o.Threaded {
 		if err := l.threaded(); err != nil {
@@ -132,6 +117,48 @@ func New(o Options) (*Lab, error) {
 		}
 	}
 	return l, nil
+}
+
+// makePair creates the veth pair SrcIf-DstIf between the namespaces as
+// l.opts says: addresses, MTU, queues, up, routes to the multicast range.
+func (l *Lab) makePair() error {
+	o := l.opts
+	q := fmt.Sprint(o.RxQueues)
+	for _, s := range [][]string{
+		{"-n", l.Src, "link", "add", l.SrcIf, "numtxqueues", q, "numrxqueues", q, "type", "veth",
+			"peer", "name", l.DstIf, "netns", l.Dst, "numtxqueues", q, "numrxqueues", q},
+		{"-n", l.Src, "link", "set", l.SrcIf, "mtu", fmt.Sprint(o.MTU)},
+		{"-n", l.Dst, "link", "set", l.DstIf, "mtu", fmt.Sprint(o.MTU)},
+		{"-n", l.Src, "addr", "add", o.SrcAddr, "dev", l.SrcIf},
+		{"-n", l.Dst, "addr", "add", o.DstAddr, "dev", l.DstIf},
+		{"-n", l.Src, "link", "set", l.SrcIf, "up"},
+		{"-n", l.Dst, "link", "set", l.DstIf, "up"},
+		{"-n", l.Src, "route", "add", "224.0.0.0/4", "dev", l.SrcIf},
+		{"-n", l.Dst, "route", "add", "224.0.0.0/4", "dev", l.DstIf},
+	} {
+		if err := ip(s...); err != nil {
+			return err
+		}
+	}
+	// Checksums computed by the sender's stack, as frames from a wire
+	// carry them: with tx checksum offload on (a veth's default) the
+	// kernel leaves the UDP checksum partial (the pseudo-header's sum
+	// only), and the peer's AF_XDP socket, which gets frames as they
+	// came, would see every datagram fail (rx.Config.NoChecksums).
+	if out, err := exec.Command("ip", "netns", "exec", l.Src, "ethtool", "-K", l.SrcIf, "tx", "off").CombinedOutput(); err != nil {
+		return fmt.Errorf("netlab: ethtool -K %s tx off: %v: %s", l.SrcIf, err, out)
+	}
+	return nil
+}
+
+// Recreate deletes the veth pair and creates it again under the same
+// names, as New made it: new devices (new ifindexes), as a driver reload
+// or a re-created virtual interface gives. Threaded NAPI is not set again.
+func (l *Lab) Recreate() error {
+	if err := ip("-n", l.Src, "link", "del", l.SrcIf); err != nil {
+		return err
+	}
+	return l.makePair()
 }
 
 func (l *Lab) threaded() error {

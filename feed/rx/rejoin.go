@@ -1,0 +1,78 @@
+package rx
+
+import (
+	"errors"
+	"sync/atomic"
+	"time"
+
+	"github.com/rs/zerolog"
+	"golang.org/x/sys/unix"
+)
+
+// lineWatch follows the line sockets' interfaces for the socket and
+// io_uring backends. A line's group membership belongs to one device (its
+// ifindex): when the interface is deleted the kernel drops the membership
+// with it, and an interface created again under the same name is a new
+// device (a new ifindex) that the socket never joined, so the line stays
+// silent for good while the socket itself reports nothing. A link that
+// only goes down and up keeps its device, and its membership.
+//
+// check, called by Receive when it is about to wait, at most once a poll
+// timeout, looks each line's interface up by name (one ioctl per line):
+// it logs an interface gone, once, and joins the group again on the
+// device that took the name (counted in Stats().Extra "line_rejoins").
+type lineWatch struct {
+	log     zerolog.Logger
+	every   time.Duration
+	at      time.Time
+	rejoins atomic.Uint64
+}
+
+func (w *lineWatch) check(now time.Time, socks []lineSocket) {
+	if now.Sub(w.at) < w.every {
+		return
+	}
+	w.at = now
+	for i := range socks {
+		s := &socks[i]
+		idx, err := ifIndex(s.fd, s.ifname)
+		switch {
+		case errors.Is(err, unix.ENODEV):
+			if !s.gone {
+				s.gone = true
+				w.log.Error().Str("line", s.line.String()).Str("interface", s.ifname).Int("ifindex", s.ifindex).
+					Msg("rx: the line's interface is gone (deleted): the line receives nothing until a device of that name is back, then joins its group on it again")
+			}
+		case err != nil:
+			// Not an answer about the device: ask again next time.
+		case idx != s.ifindex || s.gone:
+			// A new device under the name (gone and back with the same
+			// index too: the old device's memberships went with it).
+			err := s.rejoin(idx)
+			if err != nil {
+				if !s.rejoinFailed {
+					s.rejoinFailed = true
+					w.log.Error().Err(err).Str("line", s.line.String()).Str("interface", s.ifname).Int("ifindex", idx).
+						Msg("rx: the line's interface is a new device and joining the group on it failed; trying again")
+				}
+				continue
+			}
+			w.rejoins.Add(1)
+			w.log.Warn().Str("line", s.line.String()).Str("interface", s.ifname).Int("old_ifindex", s.ifindex).Int("ifindex", idx).
+				Stringer("group", s.group).Msg("rx: the line's interface is a new device (deleted and created again): joined the group on it again")
+			s.ifindex, s.gone, s.rejoinFailed = idx, false, false
+		}
+	}
+}
+
+// rejoin leaves the group on the line's old device (the kernel still
+// lists the membership under its index) and joins it on device idx.
+func (s *lineSocket) rejoin(idx int) error {
+	old := &unix.IPMreqn{Multiaddr: s.group.As4(), Ifindex: int32(s.ifindex)}
+	unix.SetsockoptIPMreqn(s.fd, unix.IPPROTO_IP, unix.IP_DROP_MEMBERSHIP, old) // gone with the device, or dropped now
+	mreq := &unix.IPMreqn{Multiaddr: s.group.As4(), Ifindex: int32(idx)}
+	if err := unix.SetsockoptIPMreqn(s.fd, unix.IPPROTO_IP, unix.IP_ADD_MEMBERSHIP, mreq); err != nil {
+		return err
+	}
+	return nil
+}
