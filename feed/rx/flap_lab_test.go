@@ -190,6 +190,75 @@ func TestXDPInterfaceDeleted(t *testing.T) {
 	}
 }
 
+// TestLinkChangesWhileBound changes the receiving interface under every
+// backend while both lines send (both on it, two rx queues, AF_XDP bound
+// to both): its MTU down and back, then its rx channels to one and back
+// (veth supports ethtool -L). Each backend must keep receiving both lines
+// without a receive error, and the XDP program stays attached. The kernel
+// refuses to take away a queue an AF_XDP socket is bound to (EINVAL):
+// for the xdp backend the channel change must be refused.
+func TestLinkChangesWhileBound(t *testing.T) {
+	for _, be := range []struct{ name, backend, xdpMode string }{
+		{"socket", BackendSocket, ""}, {"uring", BackendUring, ""},
+		{"xdp-native", BackendXDP, "native"}, {"xdp-generic", BackendXDP, "generic"},
+	} {
+		t.Run(be.name, func(t *testing.T) {
+			l := newSharedLab(t, netlab.Options{RxQueues: 2})
+			cfg := Config{Lines: l.lines, PollTimeout: 20 * time.Millisecond, XDPMode: be.xdpMode}
+			if be.backend == BackendXDP {
+				cfg.Queues = []int{0, 1}
+			}
+			r := openBackend(t, l.Lab, be.backend, cfg)
+			defer r.Close()
+			l.stream(t, 2000)
+			fr := readAll(t, r)
+			flowing := func(what string) {
+				t.Helper()
+				a, b := fr.packets[0].Load(), fr.packets[1].Load()
+				waitUntil(t, "both lines receiving "+what, func() bool { return fr.packets[0].Load() > a+100 && fr.packets[1].Load() > b+100 })
+			}
+			flowing("at first")
+			ethtool := func(args ...string) error {
+				_, err := l.Exec(l.Dst, "ethtool", append([]string{"-L", l.DstIf}, args...)...)
+				return err
+			}
+			steps := []struct {
+				what string
+				do   func() error
+			}{
+				{"after the MTU went to 1400", func() error { return l.SetMTU(1400) }},
+				{"after the MTU came back to 1500", func() error { return l.SetMTU(1500) }},
+				{"after a change to one rx channel", func() error {
+					err := ethtool("rx", "1")
+					if be.backend == BackendXDP {
+						if err == nil {
+							return errors.New("ethtool -L rx 1 went through under an AF_XDP socket bound to queue 1")
+						}
+						return nil // refused: the queue stays
+					}
+					return err
+				}},
+				{"after the change back to two rx channels", func() error { return ethtool("rx", "2") }},
+			}
+			for _, s := range steps {
+				if err := s.do(); err != nil {
+					t.Fatalf("%s: %v", s.what, err)
+				}
+				flowing(s.what)
+			}
+			if errs := fr.errors(); len(errs) > 0 {
+				t.Errorf("Receive returned %d+ errors, first %v", len(errs), errs[0])
+			}
+			if be.backend == BackendXDP {
+				out, err := l.Exec(l.Dst, "ip", "link", "show", "dev", l.DstIf)
+				if err != nil || !strings.Contains(string(out), "prog/xdp") {
+					t.Errorf("XDP program not attached after the changes (%v):\n%s", err, out)
+				}
+			}
+		})
+	}
+}
+
 // TestInterfaceRecreated deletes line A's interface and creates it again
 // under the same name (a new device, a new ifindex: a driver reload, a
 // re-created virtual interface) while line B, on another interface, keeps

@@ -215,6 +215,11 @@ func (l *Lab) SetLink(ns, dev string, up bool) error {
 	return ip("-n", ns, "link", "set", dev, state)
 }
 
+// SetMTU sets the MTU of the receiving end, DstIf.
+func (l *Lab) SetMTU(mtu int) error {
+	return ip("-n", l.Dst, "link", "set", l.DstIf, "mtu", strconv.Itoa(mtu))
+}
+
 // NAPIThreads returns the pids of the receiver's threaded NAPI kthreads
 // (napi/<DstIf>-*), so a caller can pin them with sched_setaffinity.
 func (l *Lab) NAPIThreads() ([]int, error) {
