@@ -174,6 +174,8 @@ type Handler struct {
 	// rx-thread counters, copied under mu every few tens of milliseconds.
 	routed, filtered, badMsgs, nDelivered, rxErrors uint64
 	pickup                                          int64 // when the current batch was taken from the receiver
+	rxErrLogged                                     time.Time
+	rxErrQuiet                                      uint64 // receive errors not logged since rxErrLogged (logReceiveError)
 
 	stop     atomic.Bool
 	closeErr error // the receiver's Close, set by the receive thread before rxDone
@@ -419,7 +421,7 @@ func (h *Handler) receive(pinErr chan<- error) {
 				break
 			}
 			h.rxErrors++
-			h.log.Error().Err(err).Msg("receive")
+			h.logReceiveError(err)
 			time.Sleep(time.Millisecond)
 			continue
 		}

@@ -3,9 +3,15 @@ package handler
 import (
 	"bytes"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/rs/zerolog"
+
+	"github.com/marketfeed/feedhandler/book"
+	"github.com/marketfeed/feedhandler/feed/rx"
+	"github.com/marketfeed/feedhandler/internal/shmtest"
 )
 
 // TestEveryLineSilent: both lines deliver a day, then nothing comes (the
@@ -32,4 +38,51 @@ func TestEveryLineSilent(t *testing.T) {
 			t.Errorf("a line logged silent while another delivers, after both stopped together:\n%s", logs.String())
 		}
 	})
+}
+
+// failRx is a receiver whose first calls all fail, then plays its script.
+type failRx struct {
+	*scriptRx
+	left atomic.Int64
+}
+
+func (r *failRx) Receive(pkts []rx.Packet) (int, error) {
+	if r.left.Add(-1) >= 0 {
+		return 0, errTransient
+	}
+	return r.scriptRx.Receive(pkts)
+}
+
+// TestReceiveErrorsNotAStorm: a receiver that fails on every call (the
+// receive loop retries each millisecond) is counted in full, and logged at
+// most once a receiveErrorEvery, the next line saying how many were not
+// logged: a thousand lines a second before.
+func TestReceiveErrorsNotAStorm(t *testing.T) {
+	const fails = 1500
+	r := &failRx{scriptRx: &scriptRx{errAt: -1}}
+	r.left.Store(fails)
+	var logs bytes.Buffer // read once the handler stopped
+	start := time.Now()
+	h, err := Start(Config{
+		Receive: rx.Config{Lines: []rx.LineConfig{{Name: "A"}, {Name: "B"}}},
+		Book:    book.Config{MaxOrders: 1 << 10, MaxLocates: 64, MaxLevels: 1 << 10},
+		ShmName: shmtest.Name(t, "fhrxerr"),
+		Open:    func(rx.Config) (rx.Receiver, error) { return r, nil },
+		Log:     zerolog.New(zerolog.SyncWriter(&logs)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "every receive error counted", func() bool { return h.Stats().ReceiveErrors == fails })
+	elapsed := time.Since(start)
+	if err := h.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Count(logs.String(), `"message":"receive"`)
+	if most := int(elapsed/receiveErrorEvery) + 1; lines < 1 || lines > most {
+		t.Errorf("%d receive errors in %v logged in %d lines, want 1 to %d", fails, elapsed, lines, most)
+	}
+	if lines > 1 && !strings.Contains(logs.String(), `"not_logged":`) {
+		t.Errorf("no line says how many errors were not logged:\n%s", logs.String())
+	}
 }
