@@ -259,8 +259,8 @@ func TestLinkChangesWhileBound(t *testing.T) {
 	}
 }
 
-// TestInterfaceRecreated deletes line A's interface and creates it again
-// under the same name (a new device, a new ifindex: a driver reload, a
+// TestInterfaceRecreated deletes line A's interface (logged once,
+// line_interfaces_gone) and creates it again under the same name (a new device, a new ifindex: a driver reload, a
 // re-created virtual interface) while line B, on another interface, keeps
 // sending. The kernel dropped line A's group membership with the old
 // device and the socket says nothing: the socket and io_uring backends
@@ -279,6 +279,10 @@ func TestInterfaceRecreated(t *testing.T) {
 			fr := readAll(t, r)
 			waitUntil(t, "packets on both lines", func() bool { return fr.packets[0].Load() > 0 && fr.packets[1].Load() > 0 })
 
+			if err := l.DeletePair(); err != nil {
+				t.Fatal(err)
+			}
+			waitUntil(t, "line A's interface reported gone", func() bool { return r.Stats().Extra.Get("line_interfaces_gone") == 1 })
 			if err := l.Recreate(); err != nil {
 				t.Fatal(err)
 			}
@@ -289,8 +293,10 @@ func TestInterfaceRecreated(t *testing.T) {
 			if errs := fr.errors(); len(errs) > 0 {
 				t.Errorf("Receive returned %d+ errors, first %v", len(errs), errs[0])
 			}
-			if n := strings.Count(logs.String(), "joined the group on it again"); n != 1 {
-				t.Errorf("the new device logged %d times, want once:\n%s", n, logs.String())
+			for _, msg := range []string{"the line's interface is gone", "joined the group on it again"} {
+				if n := strings.Count(logs.String(), msg); n != 1 {
+					t.Errorf("%q logged %d times, want once:\n%s", msg, n, logs.String())
+				}
 			}
 			if got := r.Stats().Extra.Get("line_rejoins"); got != 1 {
 				t.Errorf("line_rejoins %d, want 1", got)

@@ -19,13 +19,21 @@ import (
 //
 // check, called by Receive when it is about to wait, at most once a poll
 // timeout, looks each line's interface up by name (one ioctl per line):
-// it logs an interface gone, once, and joins the group again on the
-// device that took the name (counted in Stats().Extra "line_rejoins").
+// it logs an interface gone, once (Stats().Extra "line_interfaces_gone"),
+// and joins the group again on the device that took the name (counted in
+// "line_rejoins").
 type lineWatch struct {
 	log     zerolog.Logger
 	every   time.Duration
 	at      time.Time
-	rejoins atomic.Uint64
+	gone    atomic.Uint64 // interfaces found gone ("line_interfaces_gone")
+	rejoins atomic.Uint64 // groups joined again on a new device ("line_rejoins")
+}
+
+// addStats adds the watch's counters to s.
+func (w *lineWatch) addStats(s *Stats) {
+	s.Extra.Add("line_interfaces_gone", w.gone.Load())
+	s.Extra.Add("line_rejoins", w.rejoins.Load())
 }
 
 func (w *lineWatch) check(now time.Time, socks []lineSocket) {
@@ -40,6 +48,7 @@ func (w *lineWatch) check(now time.Time, socks []lineSocket) {
 		case errors.Is(err, unix.ENODEV):
 			if !s.gone {
 				s.gone = true
+				w.gone.Add(1)
 				w.log.Error().Str("line", s.line.String()).Str("interface", s.ifname).Int("ifindex", s.ifindex).
 					Msg("rx: the line's interface is gone (deleted): the line receives nothing until a device of that name is back, then joins its group on it again")
 			}

@@ -79,7 +79,7 @@ func (s *socketRx) Stats() Stats {
 	st := s.counters.stats()
 	// A truncated datagram is a line datagram lost here.
 	st.Dropped = s.drops.read(s.socks) + s.truncated.Load()
-	st.Extra.Add("line_rejoins", s.watch.rejoins.Load())
+	s.watch.addStats(&st)
 	return st
 }
 

@@ -252,7 +252,7 @@ func (u *uringRx) Stats() Stats {
 	s.Extra.Add("enobufs", u.enobufs.Load())
 	s.Extra.Add("rehomes", u.rehomes.Load())
 	s.Extra.Add("bad_releases", u.badReleases.Load())
-	s.Extra.Add("line_rejoins", u.watch.rejoins.Load())
+	u.watch.addStats(&s)
 	return s
 }
 

@@ -151,12 +151,21 @@ func (l *Lab) makePair() error {
 	return nil
 }
 
-// Recreate deletes the veth pair and creates it again under the same
-// names, as New made it: new devices (new ifindexes), as a driver reload
-// or a re-created virtual interface gives. Threaded NAPI is not set again.
+// DeletePair deletes the veth pair (both ends): the devices are gone, as
+// when a driver is unloaded.
+func (l *Lab) DeletePair() error {
+	return ip("-n", l.Src, "link", "del", l.SrcIf)
+}
+
+// Recreate creates the veth pair again under the same names, as New made
+// it, deleting it first if it is still there: new devices (new
+// ifindexes), as a driver reload or a re-created virtual interface gives.
+// Threaded NAPI is not set again.
 func (l *Lab) Recreate() error {
-	if err := ip("-n", l.Src, "link", "del", l.SrcIf); err != nil {
-		return err
+	if ip("-n", l.Src, "link", "show", l.SrcIf) == nil {
+		if err := l.DeletePair(); err != nil {
+			return err
+		}
 	}
 	return l.makePair()
 }
