@@ -133,8 +133,8 @@ type Stats struct {
 	// LineSilent is, per configured line, whether it is silent while
 	// another line delivers (for arbitration.line_timeout after its last
 	// packet: its link, NIC or path is down); AllSilent whether every line
-	// is (for 2 s, or line_timeout when longer: no heartbeat either). Both
-	// are logged when they change (silence.go).
+	// is (for SilentNotReady, or line_timeout when longer: no heartbeat
+	// either). Both are logged when they change (silence.go).
 	LineSilent [MaxLines]bool
 	AllSilent  bool
 }

@@ -3,10 +3,11 @@ package handler
 import "time"
 
 // allSilentAfter is how long every line must be silent before the
-// handler says that nothing reaches it: MoldUDP64 sends a heartbeat a
-// second on an idle feed, so two seconds without a packet on any line is
-// not a quiet market. A longer arbitration.line_timeout takes its place.
-const allSilentAfter = 2 * time.Second
+// handler says that nothing reaches it: SilentNotReady, when /readyz
+// turns not ready for it too (MoldUDP64 sends a heartbeat a second on an
+// idle feed: not a quiet market). A longer arbitration.line_timeout takes
+// its place.
+const allSilentAfter = SilentNotReady
 
 // silenceState is what noteSilence last said of the lines (receive
 // thread, under h.mu), and since when (the last packet before).
