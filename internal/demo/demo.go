@@ -232,17 +232,28 @@ func Run(ctx context.Context, o Options) (_ *Result, err error) {
 	if !o.LineB.IsValid() {
 		o.LineB = GroupB
 	}
+	if o.Flap != nil && o.StartAtSeq > 0 {
+		return nil, errors.New("demo: a flap needs the handler started first (StartAtSeq 0)")
+	}
 	lab, err := netlab.New(netlab.Options{Prefix: "fhd"})
 	if err != nil {
 		return nil, err
 	}
 	defer lab.Close()
 
+	ifB, srcB := lab.DstIf, ""
+	if o.Flap != nil && o.Flap.LineA {
+		// Line B on a link of its own, sent by a sender of its own (one
+		// sender's lines share a socket, and so its interface).
+		if srcB, ifB, err = lab.AddPair("10.98.0.1/24", "10.98.0.2/24"); err != nil {
+			return nil, err
+		}
+	}
 	hc := handler.Config{
 		Receive: rx.Config{
 			Lines: []rx.LineConfig{
 				{Name: "A", Interface: lab.DstIf, Group: o.LineA.Addr(), Port: o.LineA.Port()},
-				{Name: "B", Interface: lab.DstIf, Group: o.LineB.Addr(), Port: o.LineB.Port()},
+				{Name: "B", Interface: ifB, Group: o.LineB.Addr(), Port: o.LineB.Port()},
 			},
 			Backend:  o.Backend,
 			Spin:     o.Spin,
@@ -360,7 +371,7 @@ func Run(ctx context.Context, o Options) (_ *Result, err error) {
 	}
 	if o.Flap != nil {
 		stop, done := make(chan struct{}), make(chan error, 1)
-		go func() { done <- o.Flap.run(lab, progress, stop) }()
+		go func() { done <- o.Flap.run(lab, progress, stop, h.Stats) }()
 		defer func() {
 			close(stop)
 			if ferr := <-done; ferr != nil && err == nil {
@@ -397,7 +408,7 @@ func Run(ctx context.Context, o Options) (_ *Result, err error) {
 		r := <-done
 		res.Sender, err = r.st, r.err
 	} else {
-		res.Sender, err = send(ctx, lab, dir, pkts, scfg, progress)
+		res.Sender, err = sendLines(ctx, lab, dir, pkts, scfg, progress, srcB)
 	}
 	res.SendTime = time.Since(start)
 	if vol, invol, err := rxThread.Switches(); err == nil && h != nil {
@@ -448,6 +459,35 @@ func Run(ctx context.Context, o Options) (_ *Result, err error) {
 		res.XDPAfterStop = string(out)
 	}
 	return res, nil
+}
+
+// sendLines sends pkts as cfg says, with line B (cfg.Lines[1]) from a
+// sender of its own on interface srcB when that is set: two processes,
+// the progress file written by line A's. The stats have both lines.
+func sendLines(ctx context.Context, lab *netlab.Lab, dir string, pkts [][]byte, cfg exchange.Config, progress, srcB string) (exchange.Stats, error) {
+	if srcB == "" {
+		return send(ctx, lab, dir, pkts, cfg, progress)
+	}
+	cfgA, cfgB := cfg, cfg
+	cfgA.Lines, cfgB.Lines = cfg.Lines[:1], cfg.Lines[1:2]
+	cfgB.Interface, cfgB.Pin = srcB, false
+	dirB := filepath.Join(dir, "b")
+	if err := os.Mkdir(dirB, 0o700); err != nil {
+		return exchange.Stats{}, err
+	}
+	type sent struct {
+		st  exchange.Stats
+		err error
+	}
+	done := make(chan sent, 1)
+	go func() {
+		st, err := send(ctx, lab, dirB, pkts, cfgB, "")
+		done <- sent{st, err}
+	}()
+	st, err := send(ctx, lab, dir, pkts, cfgA, progress)
+	b := <-done
+	st.Lines = append(st.Lines, b.st.Lines...)
+	return st, errors.Join(err, b.err)
 }
 
 // Compare reads the books published in shared memory feed shmName back and

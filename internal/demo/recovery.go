@@ -289,22 +289,29 @@ func DropOnBoth(d *Day, runs int) map[int]bool {
 	return drop
 }
 
-// Flap is a link flap of the receiving interface, which carries both
-// lines: once the sender has sent sequence number AtSeq, the interface is
-// set down for Down, then up again, while the sender goes on (what it
-// sends meanwhile is lost on both lines).
+// Flap is a link flap of the receiving interface: once the sender has
+// sent sequence number AtSeq, the interface is set down for Down, then up
+// again, while the sender goes on. By default the interface carries both
+// lines (what the sender sends meanwhile is lost on both); with LineA it
+// carries line A only, and line B, on a link of its own (a second veth
+// pair, and a sender of its own), carries the feed alone meanwhile.
 type Flap struct {
 	AtSeq uint64
 	Down  time.Duration
+	LineA bool
 	// DownSeq and UpSeq are what the sender had sent when the link went
-	// down and when it was up again (run fills them in).
+	// down and when it was up again; Lines the handler's line counters,
+	// and Link and Groups what `ip link show` and `ip maddr show` said of
+	// the interface, once it was up (run fills them in).
 	DownSeq, UpSeq uint64
+	Lines          [2]handler.LineStats
+	Link, Groups   string
 }
 
 // run waits for the sender to reach f.AtSeq, then flaps the link. It
 // returns when done, or with an error when stop is closed first (the
 // sender finished before AtSeq).
-func (f *Flap) run(lab *netlab.Lab, progress string, stop <-chan struct{}) error {
+func (f *Flap) run(lab *netlab.Lab, progress string, stop <-chan struct{}, stats func() handler.Stats) error {
 	for readProgress(progress) < f.AtSeq {
 		select {
 		case <-stop:
@@ -312,14 +319,25 @@ func (f *Flap) run(lab *netlab.Lab, progress string, stop <-chan struct{}) error
 		case <-time.After(time.Millisecond):
 		}
 	}
-	if _, err := lab.Exec(lab.Dst, "ip", "link", "set", "dev", lab.DstIf, "down"); err != nil {
+	if err := lab.SetLink(lab.Dst, lab.DstIf, false); err != nil {
 		return fmt.Errorf("demo: flap: %w", err)
 	}
 	f.DownSeq = readProgress(progress)
 	time.Sleep(f.Down)
-	if _, err := lab.Exec(lab.Dst, "ip", "link", "set", "dev", lab.DstIf, "up"); err != nil {
+	if err := lab.SetLink(lab.Dst, lab.DstIf, true); err != nil {
 		return fmt.Errorf("demo: flap: %w", err)
 	}
 	f.UpSeq = readProgress(progress)
+	st := stats()
+	copy(f.Lines[:], st.Arbiter.Lines[:2])
+	link, err := lab.Exec(lab.Dst, "ip", "link", "show", "dev", lab.DstIf)
+	if err != nil {
+		return fmt.Errorf("demo: flap: %w", err)
+	}
+	groups, err := lab.Exec(lab.Dst, "ip", "maddr", "show", "dev", lab.DstIf)
+	if err != nil {
+		return fmt.Errorf("demo: flap: %w", err)
+	}
+	f.Link, f.Groups = string(link), string(groups)
 	return nil
 }

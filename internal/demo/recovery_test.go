@@ -257,6 +257,17 @@ func testLinkFlap(t *testing.T, mode handler.Mode) {
 			if ok, why := res.Stats.Ready(); !ok {
 				t.Errorf("not ready after the flap: %s", why)
 			}
+			if tc.backend == "xdp" && !strings.Contains(flap.Link, "xdp") {
+				t.Errorf("no XDP program on the interface after the flap:\n%s", flap.Link)
+			}
+			for _, g := range []string{GroupA.Addr().String(), GroupB.Addr().String()} {
+				if !strings.Contains(flap.Groups, "inet  "+g+"\n") {
+					t.Errorf("group %s not joined on the interface after the flap:\n%s", g, flap.Groups)
+				}
+			}
+			if res.Stats.ReceiveErrors != 0 {
+				t.Errorf("%d receive errors", res.Stats.ReceiveErrors)
+			}
 		})
 	}
 }
