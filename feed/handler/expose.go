@@ -146,7 +146,7 @@ func (e *Exposition) appendText(b []byte) []byte {
 		switch {
 		case m.name == "line_silence_seconds":
 			for l, ls := range e.lines {
-				b = sampleFloat(b, m.name, "", ls, lineSilence(st, l, now))
+				b = sampleFloat(b, m.name, "", ls, float64(st.lineSilence(l, now))/1e9)
 			}
 		case m.label == "line":
 			for l, ls := range e.lines {
@@ -230,16 +230,6 @@ func lineValue(c *LineStats, name string) uint64 {
 		return c.BeforeRestart
 	}
 	panic("expose: no value for line metric " + name)
-}
-
-// lineSilence is line l's seconds since its last packet (since start if
-// it never had one).
-func lineSilence(st *Stats, l int, now int64) float64 {
-	since := st.LastPacket[l]
-	if since == 0 {
-		since = st.Started
-	}
-	return float64(now-since) / 1e9
 }
 
 // shardValue is the value of a per-shard metric.

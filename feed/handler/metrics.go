@@ -147,7 +147,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		switch {
 		case m.name == "line_silence_seconds":
 			for l := range lines {
-				emit(lineSilence(&st, l, now), c.h.cfg.Receive.Lines[l].Name)
+				emit(float64(st.lineSilence(l, now))/1e9, c.h.cfg.Receive.Lines[l].Name)
 			}
 		case m.label == "line":
 			for l := range lines {

@@ -75,19 +75,24 @@ const (
 // meanwhile. The FeedhandlerLineSilent alert uses the same 5 s per line.
 const SilentNotReady = 5 * time.Second
 
-// silence is how long the line heard from last has been silent (since
-// Start for a line never heard from), as of now (Unix ns).
+// silence is how long the line heard from last has been silent, as of
+// now (Unix ns).
 func (s *Stats) silence(now int64) int64 {
-	least := int64(-1)
-	for _, at := range s.LastPacket {
-		if at == 0 {
-			at = s.Started
-		}
-		if d := now - at; least < 0 || d < least {
-			least = d
-		}
+	least := s.lineSilence(0, now)
+	for l := 1; l < MaxLines; l++ {
+		least = min(least, s.lineSilence(l, now))
 	}
 	return least
+}
+
+// lineSilence is how long line l has been silent as of now (Unix ns):
+// since its last packet, or since Start for a line never heard from.
+func (s *Stats) lineSilence(l int, now int64) int64 {
+	since := s.LastPacket[l]
+	if since == 0 {
+		since = s.Started
+	}
+	return now - since
 }
 
 func (s *Stats) readiness() readiness {

@@ -30,7 +30,7 @@ func TestLinkFlap(t *testing.T) {
 			senders := labSenders(t, lab, labLines(lab), 10000)
 			capture, reports := captureIGMP(t, lab)
 
-			if _, err := lab.Exec(lab.Dst, "ip", "link", "set", "dev", lab.DstIf, "down"); err != nil {
+			if err := lab.SetLink(lab.Dst, lab.DstIf, false); err != nil {
 				t.Fatal(err)
 			}
 			pkts := make([]Packet, 64)
@@ -41,7 +41,7 @@ func TestLinkFlap(t *testing.T) {
 				}
 			}
 			up := time.Now()
-			if _, err := lab.Exec(lab.Dst, "ip", "link", "set", "dev", lab.DstIf, "up"); err != nil {
+			if err := lab.SetLink(lab.Dst, lab.DstIf, true); err != nil {
 				t.Fatal(err)
 			}
 			if err := capture.Wait(); err != nil {

@@ -77,11 +77,6 @@ func (w *lineWatch) check(now time.Time, socks []lineSocket) {
 // rejoin leaves the group on the line's old device (the kernel still
 // lists the membership under its index) and joins it on device idx.
 func (s *lineSocket) rejoin(idx int) error {
-	old := &unix.IPMreqn{Multiaddr: s.group.As4(), Ifindex: int32(s.ifindex)}
-	unix.SetsockoptIPMreqn(s.fd, unix.IPPROTO_IP, unix.IP_DROP_MEMBERSHIP, old) // gone with the device, or dropped now
-	mreq := &unix.IPMreqn{Multiaddr: s.group.As4(), Ifindex: int32(idx)}
-	if err := unix.SetsockoptIPMreqn(s.fd, unix.IPPROTO_IP, unix.IP_ADD_MEMBERSHIP, mreq); err != nil {
-		return err
-	}
-	return nil
+	membership(s.fd, unix.IP_DROP_MEMBERSHIP, s.group, s.ifindex) // gone with the device, or dropped now
+	return membership(s.fd, unix.IP_ADD_MEMBERSHIP, s.group, idx)
 }

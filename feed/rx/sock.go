@@ -119,8 +119,7 @@ func openLineSocket(cfg *Config, line Line) (lineSocket, error) {
 	if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: lc.Group.As4(), Port: int(lc.Port)}); err != nil {
 		return fail("bind", err)
 	}
-	mreq := &unix.IPMreqn{Multiaddr: lc.Group.As4(), Ifindex: int32(ifi.Index)}
-	if err := unix.SetsockoptIPMreqn(fd, unix.IPPROTO_IP, unix.IP_ADD_MEMBERSHIP, mreq); err != nil {
+	if err := membership(fd, unix.IP_ADD_MEMBERSHIP, lc.Group, ifi.Index); err != nil {
 		return fail("IP_ADD_MEMBERSHIP", err)
 	}
 	s.ifindex = ifi.Index
@@ -245,4 +244,10 @@ func (c *counters) stats() Stats {
 	s.Extra.Add("source_filtered", c.sourceFiltered.Load())
 	s.Extra.Add("truncated", c.truncated.Load())
 	return s
+}
+
+// membership joins (IP_ADD_MEMBERSHIP) or leaves (IP_DROP_MEMBERSHIP) group
+// on the device of index ifindex.
+func membership(fd, op int, group netip.Addr, ifindex int) error {
+	return unix.SetsockoptIPMreqn(fd, unix.IPPROTO_IP, op, &unix.IPMreqn{Multiaddr: group.As4(), Ifindex: int32(ifindex)})
 }
