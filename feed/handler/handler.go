@@ -422,8 +422,13 @@ func (h *Handler) receive(pinErr chan<- error) {
 			}
 			h.rxErrors++
 			h.logReceiveError(err)
-			time.Sleep(time.Millisecond)
-			continue
+			if n == 0 {
+				// Back off, then go on with the round as after an empty
+				// poll: a receiver failing on every call must not stop
+				// the arbiter's hold and gap timers, recovery or the
+				// stats copy.
+				time.Sleep(time.Millisecond)
+			}
 		}
 		// A batch that published has just read the clock: its end time
 		// serves the ticks and the stats too.

@@ -10,6 +10,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/marketfeed/feedhandler/book"
+	"github.com/marketfeed/feedhandler/feed/moldudp64"
 	"github.com/marketfeed/feedhandler/feed/rx"
 	"github.com/marketfeed/feedhandler/internal/shmtest"
 )
@@ -85,4 +86,62 @@ func TestReceiveErrorsNotAStorm(t *testing.T) {
 	if lines > 1 && !strings.Contains(logs.String(), `"not_logged":`) {
 		t.Errorf("no line says how many errors were not logged:\n%s", logs.String())
 	}
+}
+
+// brokenRx plays its script, then fails on every call until closed: a
+// receiver whose device broke under it.
+type brokenRx struct{ *scriptRx }
+
+func (r brokenRx) Receive(pkts []rx.Packet) (int, error) {
+	r.mu.Lock()
+	broken := !r.closed && len(r.script) == 0
+	r.mu.Unlock()
+	if broken {
+		return 0, errTransient
+	}
+	return r.scriptRx.Receive(pkts)
+}
+
+// TestReceiveErrorsKeepTimers: packets held behind a gap on both lines,
+// then a receiver that fails on every call. The rounds with an error
+// still tick the arbiter, so the gap is declared once its hold is over and
+// the held packets are delivered; and the stats go on being copied. Before,
+// an error skipped the rest of the round: the packets stayed held and the
+// stats stale for as long as the receiver failed.
+func TestReceiveErrorsKeepTimers(t *testing.T) {
+	forEachMode(t, func(t *testing.T, mode Mode, shards []int) {
+		pkts := dayPackets(t, 2000)
+		lost := len(pkts) - 3 // two packets held behind it
+		last, _ := moldudp64.Parse(pkts[len(pkts)-1])
+		now := time.Now().UnixNano() // every packet's: only a tick advances the hold
+		var script []rx.Packet
+		for i, b := range pkts {
+			if i != lost {
+				script = append(script, rx.Packet{Data: b, Line: rx.LineA, RxTime: now}, rx.Packet{Data: b, Line: rx.LineB, RxTime: now})
+			}
+		}
+		r := brokenRx{&scriptRx{script: script, errAt: -1}}
+		h, err := Start(Config{
+			Receive:    rx.Config{Lines: []rx.LineConfig{{Name: "A"}, {Name: "B"}}},
+			Arbiter:    ArbiterConfig{Grace: time.Millisecond, Hold: 5 * time.Millisecond},
+			Book:       book.Config{MaxOrders: 1 << 18, MaxLocates: 1024, MaxLevels: 1 << 16},
+			Mode:       mode,
+			ShardCores: shards,
+			ShmName:    shmtest.Name(t, "fhrxbroken"),
+			Open:       func(rx.Config) (rx.Receiver, error) { return r, nil },
+			Log:        zerolog.Nop(),
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer h.Stop()
+		waitFor(t, "the receiver failing", func() bool { return h.Stats().ReceiveErrors >= 10 })
+		waitFor(t, "the gap declared and the held packets delivered while the receiver fails", func() bool {
+			st := h.Stats()
+			return st.Arbiter.Gaps == 1 && st.NextSeq == last.Next()
+		})
+		if err := h.Stop(); err != nil {
+			t.Fatal(err)
+		}
+	})
 }
