@@ -128,7 +128,7 @@ func (e *Exposition) AppendText(dst []byte) []byte {
 func (e *Exposition) appendText(b []byte) []byte {
 	h, st := e.h, &e.st
 	h.StatsInto(st)
-	now := time.Now().UnixNano()
+	now, mono := time.Now().UnixNano(), monoNow()
 	for i := range exported {
 		m := &exported[i]
 		if m.label == "counter" && st.Receive.Extra.Len() == 0 {
@@ -146,7 +146,7 @@ func (e *Exposition) appendText(b []byte) []byte {
 		switch {
 		case m.name == "line_silence_seconds":
 			for l, ls := range e.lines {
-				b = sampleFloat(b, m.name, "", ls, float64(st.lineSilence(l, now))/1e9)
+				b = sampleFloat(b, m.name, "", ls, float64(st.lineSilence(l, mono))/1e9)
 			}
 		case m.label == "line":
 			for l, ls := range e.lines {

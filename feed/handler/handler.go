@@ -137,6 +137,12 @@ type Stats struct {
 	// either). Both are logged when they change (silence.go).
 	LineSilent [MaxLines]bool
 	AllSilent  bool
+
+	// LastPacket and Started on the monotonic clock (monoNow): silence is
+	// measured on it, so a step of the wall clock (NTP or PTP setting it
+	// at boot, an operator) neither hides a silent path nor invents one.
+	lastMono  [MaxLines]int64
+	startMono int64
 }
 
 // Applied returns the messages applied across shards.
@@ -195,9 +201,11 @@ type Handler struct {
 	recCopy    RecoveryStats
 	seenPkts   [MaxLines]uint64 // line packet counts at the last copy
 	lastPkt    [MaxLines]int64  // when they last moved, Unix ns
+	lastMono   [MaxLines]int64  // the same, monotonic (monoNow)
 	silence    silenceState     // what noteSilence last logged
-	started    int64
-	delivered  atomic.Uint64 // messages the arbiter delivered (routed to shards)
+	started    int64            // when Start returned, Unix ns
+	startMono  int64            // the same, monotonic (monoNow)
+	delivered  atomic.Uint64    // messages the arbiter delivered (routed to shards)
 	gapLog     chan moldudp64.Range
 	sessionLog chan [2]moldudp64.Session
 
@@ -352,7 +360,8 @@ func Start(cfg Config) (*Handler, error) {
 		}
 		threads += len(h.shards)
 	}
-	h.started = time.Now().UnixNano()
+	t0 := time.Now()
+	h.started, h.startMono = t0.UnixNano(), monoAt(t0)
 	go h.receive(pinErrs)
 	for i := 0; i < threads; i++ {
 		if err := <-pinErrs; err != nil {
@@ -822,10 +831,11 @@ func (h *Handler) copyStats(wait bool) bool {
 		h.arbCopy = h.arb.Stats
 		h.cntCopy = [5]uint64{h.routed, h.filtered, h.badMsgs, h.arb.Next(), h.rxErrors}
 		h.endedCopy = h.arb.Ended()
-		now := time.Now().UnixNano()
+		t := time.Now()
+		now := monoAt(t)
 		for i := range h.seenPkts {
 			if p := h.arbCopy.Lines[i].Packets; p != h.seenPkts[i] {
-				h.seenPkts[i], h.lastPkt[i] = p, now
+				h.seenPkts[i], h.lastPkt[i], h.lastMono[i] = p, t.UnixNano(), now
 			}
 		}
 		h.noteSilence(now)
@@ -877,6 +887,7 @@ func (h *Handler) statsLightInto(dst *Stats) {
 	dst.Arbiter, dst.Receive = h.arbCopy, h.rxCopy
 	dst.Routed, dst.Filtered, dst.BadMessages, dst.NextSeq, dst.ReceiveErrors = h.cntCopy[0], h.cntCopy[1], h.cntCopy[2], h.cntCopy[3], h.cntCopy[4]
 	dst.Ended, dst.LastPacket, dst.Started = h.endedCopy, h.lastPkt, h.started
+	dst.lastMono, dst.startMono = h.lastMono, h.startMono
 	dst.LineSilent, dst.AllSilent = h.silence.line, h.silence.all
 	dst.Recovery = h.recCopy
 	dst.Recovery.OpenRanges = append(ranges, h.recCopy.OpenRanges...)

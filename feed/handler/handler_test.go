@@ -156,6 +156,12 @@ func startScript(t *testing.T, mode Mode, shards []int, script []rx.Packet, errA
 	t.Helper()
 	r := &scriptRx{script: script, errAt: errAt}
 	name := shmtest.Name(t, "fhhandler")
+	return startRx(t, mode, shards, r, name, log, symbols), r, name
+}
+
+// startRx is startScript over the receiver r, publishing to shm file name.
+func startRx(t *testing.T, mode Mode, shards []int, r rx.Receiver, name string, log zerolog.Logger, symbols []string) *Handler {
+	t.Helper()
 	h, err := Start(Config{
 		Receive:    rx.Config{Lines: []rx.LineConfig{{Name: "A"}, {Name: "B"}}},
 		Arbiter:    ArbiterConfig{Grace: time.Millisecond, Hold: 5 * time.Millisecond},
@@ -170,7 +176,7 @@ func startScript(t *testing.T, mode Mode, shards []int, script []rx.Packet, errA
 	if err != nil {
 		t.Fatal(err)
 	}
-	return h, r, name
+	return h
 }
 
 func waitFor(t *testing.T, what string, cond func() bool) {

@@ -134,7 +134,7 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 // Exposition does (lineValue, shardValue, scalar, ...), so the two agree.
 func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	st := c.h.Stats()
-	now := time.Now().UnixNano()
+	now, mono := time.Now().UnixNano(), monoNow()
 	lines := min(len(c.h.cfg.Receive.Lines), MaxLines)
 	for i := range exported {
 		m := &exported[i]
@@ -147,7 +147,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		switch {
 		case m.name == "line_silence_seconds":
 			for l := range lines {
-				emit(float64(st.lineSilence(l, now))/1e9, c.h.cfg.Receive.Lines[l].Name)
+				emit(float64(st.lineSilence(l, mono))/1e9, c.h.cfg.Receive.Lines[l].Name)
 			}
 		case m.label == "line":
 			for l := range lines {

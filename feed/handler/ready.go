@@ -38,7 +38,7 @@ func (s *Stats) Ready() (bool, string) {
 		return false, "no packet received yet"
 	case notSilent:
 		return false, fmt.Sprintf("every line silent for %v (no packet, not even a heartbeat): the feed's path is down; books possibly behind",
-			time.Duration(s.silence(time.Now().UnixNano())).Round(time.Millisecond))
+			time.Duration(s.silence(monoNow())).Round(time.Millisecond))
 	case notBehind:
 		return false, "every line went back to sequence numbers already delivered (a restart under the same session name): nothing new is delivered"
 	case notSnapshot:
@@ -76,7 +76,7 @@ const (
 const SilentNotReady = 5 * time.Second
 
 // silence is how long the line heard from last has been silent, as of
-// now (Unix ns).
+// now (monoNow).
 func (s *Stats) silence(now int64) int64 {
 	least := s.lineSilence(0, now)
 	for l := 1; l < MaxLines; l++ {
@@ -85,15 +85,25 @@ func (s *Stats) silence(now int64) int64 {
 	return least
 }
 
-// lineSilence is how long line l has been silent as of now (Unix ns):
+// lineSilence is how long line l has been silent as of now (monoNow):
 // since its last packet, or since Start for a line never heard from.
 func (s *Stats) lineSilence(l int, now int64) int64 {
-	since := s.LastPacket[l]
+	since := s.lastMono[l]
 	if since == 0 {
-		since = s.Started
+		since = s.startMono
 	}
 	return now - since
 }
+
+// monoBase is the origin of monoNow.
+var monoBase = time.Now()
+
+// monoNow reads the monotonic clock: ns since the package was loaded, plus
+// one so that no reading is 0 (0 stands for never).
+func monoNow() int64 { return monoAt(time.Now()) }
+
+// monoAt is t (read with time.Now) on monoNow's clock.
+func monoAt(t time.Time) int64 { return int64(t.Sub(monoBase)) + 1 }
 
 func (s *Stats) readiness() readiness {
 	received := false
@@ -103,7 +113,7 @@ func (s *Stats) readiness() readiness {
 	switch {
 	case !received:
 		return notReceived
-	case !s.Ended && s.Started != 0 && s.silence(time.Now().UnixNano()) > int64(SilentNotReady):
+	case !s.Ended && s.startMono != 0 && s.silence(monoNow()) > int64(SilentNotReady):
 		return notSilent
 	case s.Arbiter.Behind:
 		return notBehind

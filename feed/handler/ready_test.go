@@ -31,22 +31,29 @@ func TestStatsReady(t *testing.T) {
 // TestStatsReadySilent: every line silent for more than SilentNotReady
 // before the session's end is not ready (a path lost: MoldUDP64 sends a
 // heartbeat every second while idle); one line heard from, or the session
-// ended, is ready.
+// ended, is ready. Silence is measured on the monotonic clock: the wall
+// clock's times (LastPacket, Started) may say anything after a step.
 func TestStatsReadySilent(t *testing.T) {
-	now := time.Now().UnixNano()
+	now := monoNow() // the times below may be negative: only 0 is never
+	wall := time.Now().UnixNano()
 	var st Stats
 	st.Arbiter.Lines[0].Packets, st.Arbiter.Lines[1].Packets = 10, 10
-	st.Started = now - int64(time.Hour)
+	st.startMono = now - int64(time.Hour)
 	old := now - int64(SilentNotReady) - int64(time.Second)
-	st.LastPacket = [MaxLines]int64{old, old}
+	st.lastMono = [MaxLines]int64{old, old}
+	// The wall clock stepped back an hour since: the wall times say the
+	// packets came an hour from now.
+	st.Started, st.LastPacket = wall, [MaxLines]int64{wall + int64(time.Hour), wall + int64(time.Hour)}
 	if ok, why := st.Ready(); ok || !strings.HasPrefix(why, "every line silent for 6") {
-		t.Fatalf("both lines silent 6 s: %v %q", ok, why)
+		t.Fatalf("both lines silent 6 s, the wall clock stepped back: %v %q", ok, why)
 	}
-	st.LastPacket[1] = now
+	st.lastMono[1] = now
+	// The wall clock stepped forward an hour: the wall times say an hour ago.
+	st.LastPacket[1] = wall - int64(time.Hour)
 	if ok, why := st.Ready(); !ok {
-		t.Fatalf("line B heard from now: %v %q", ok, why)
+		t.Fatalf("line B heard from now, the wall clock stepped forward: %v %q", ok, why)
 	}
-	st.LastPacket[1] = 0 // never: silent since Start, an hour ago
+	st.lastMono[1] = 0 // never: silent since Start, an hour ago
 	if ok, _ := st.Ready(); ok {
 		t.Fatal("line A silent 6 s, line B never heard from: ready")
 	}

@@ -25,12 +25,15 @@ type silenceState struct {
 // allSilentAfter (nothing reaches the host), and a line receiving again.
 // An idle feed is not a silent line: both lines carry the same
 // heartbeats. Nothing is said after the session's end. It runs in
-// copyStats, on the receive thread, with h.lastPkt just refreshed.
+// copyStats, on the receive thread, with h.lastMono (and h.lastPkt, the
+// same moments in Unix ns for the log) just refreshed; now is monoNow.
 func (h *Handler) noteSilence(now int64) {
 	n := min(len(h.cfg.Receive.Lines), MaxLines)
-	var latest int64
+	var latest, latestUnix int64
 	for i := range n {
-		latest = max(latest, h.lastPkt[i])
+		if h.lastMono[i] > latest {
+			latest, latestUnix = h.lastMono[i], h.lastPkt[i]
+		}
 	}
 	if latest == 0 || h.endedCopy {
 		return
@@ -38,9 +41,9 @@ func (h *Handler) noteSilence(now int64) {
 	timeout := int64(h.arb.cfg.LineTimeout)
 	s := &h.silence
 	for i := range n {
-		last := h.lastPkt[i]
+		last, lastUnix := h.lastMono[i], h.lastPkt[i]
 		if last == 0 {
-			last = h.started
+			last, lastUnix = h.startMono, h.started
 		}
 		silent := latest-last >= timeout
 		if silent == s.line[i] {
@@ -51,7 +54,7 @@ func (h *Handler) noteSilence(now int64) {
 		if silent {
 			s.lineSince[i] = last
 			h.log.Warn().Str("line", name).Dur("line_timeout", time.Duration(timeout)).
-				Time("last_packet", time.Unix(0, last)).
+				Time("last_packet", time.Unix(0, lastUnix)).
 				Msg("line silent while another line delivers: not waited for (its link, NIC or path may be down); the other line carries the feed alone, without redundancy")
 		} else {
 			h.log.Info().Str("line", name).Dur("silent_for", time.Duration(now-s.lineSince[i])).
@@ -65,7 +68,7 @@ func (h *Handler) noteSilence(now int64) {
 	s.all = all
 	if all {
 		s.allSince = latest
-		h.log.Error().Time("last_packet", time.Unix(0, latest)).
+		h.log.Error().Time("last_packet", time.Unix(0, latestUnix)).
 			Msg("every line silent, no heartbeat either: nothing of the feed reaches this host (links, NICs, the path or the exchange)")
 	} else {
 		h.log.Info().Dur("silent_for", time.Duration(now-s.allSince)).Msg("receiving again after every line was silent")

@@ -121,19 +121,7 @@ func TestReceiveErrorsKeepTimers(t *testing.T) {
 			}
 		}
 		r := brokenRx{&scriptRx{script: script, errAt: -1}}
-		h, err := Start(Config{
-			Receive:    rx.Config{Lines: []rx.LineConfig{{Name: "A"}, {Name: "B"}}},
-			Arbiter:    ArbiterConfig{Grace: time.Millisecond, Hold: 5 * time.Millisecond},
-			Book:       book.Config{MaxOrders: 1 << 18, MaxLocates: 1024, MaxLevels: 1 << 16},
-			Mode:       mode,
-			ShardCores: shards,
-			ShmName:    shmtest.Name(t, "fhrxbroken"),
-			Open:       func(rx.Config) (rx.Receiver, error) { return r, nil },
-			Log:        zerolog.Nop(),
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
+		h := startRx(t, mode, shards, r, shmtest.Name(t, "fhrxbroken"), zerolog.Nop(), nil)
 		defer h.Stop()
 		waitFor(t, "the receiver failing", func() bool { return h.Stats().ReceiveErrors >= 10 })
 		waitFor(t, "the gap declared and the held packets delivered while the receiver fails", func() bool {
