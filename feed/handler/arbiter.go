@@ -755,7 +755,12 @@ func (a *Arbiter) checkGap(now int64, idle bool) {
 			a.gapSince = 0
 			return
 		}
-		if a.gapSince == 0 {
+		if a.gapSince == 0 || now < a.gapSince {
+			// Before the gap was first seen: the wall clock, which
+			// receive timestamps follow, stepped back (or a packet
+			// stamped a few µs earlier on the other line). The wait
+			// starts again from now rather than lasting as long as the
+			// step.
 			a.gapSince = now
 		}
 		for i := 0; i < a.cfg.Lines; i++ {

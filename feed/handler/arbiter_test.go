@@ -556,3 +556,36 @@ func TestArbiterAbandonAfterFreeze(t *testing.T) {
 		t.Fatalf("after Unfreeze delivered %d, want %d; %d still held", got, want, a.Pending())
 	}
 }
+
+// TestArbiterClockStepBack: a gap on both lines is held; then the wall
+// clock, which the receive timestamps and ticks follow, steps back an
+// hour. The gap is declared a Hold after the step, by the packets' and the
+// ticks' new clock, not an hour later.
+func TestArbiterClockStepBack(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 8))
+	pkts := packets(t, testSession, 40, 5, rng)
+	const hold = int64(5 * time.Millisecond)
+	a, s := newTestArbiter(t, ArbiterConfig{Hold: time.Duration(hold), Grace: time.Duration(hold), LineTimeout: time.Second})
+	now := int64(2 * time.Hour)
+	for i, p := range pkts[:30] {
+		if i == 20 { // lost on both lines
+			continue
+		}
+		a.Offer(0, p, now)
+		a.Offer(1, p, now)
+		now += 1000
+	}
+	if a.Stats.Gaps != 0 || a.Pending() == 0 {
+		t.Fatalf("before the step: gaps %d, pending %d; want the gap held", a.Stats.Gaps, a.Pending())
+	}
+	now -= int64(time.Hour) // the step back
+	for _, p := range pkts[30:] {
+		a.Offer(0, p, now)
+		a.Offer(1, p, now)
+		now += 1000
+	}
+	a.Tick(now + 2*hold)
+	if a.Stats.Gaps != 1 || a.Pending() != 0 || s.next != a.Next() {
+		t.Fatalf("2 holds after the clock stepped back an hour: gaps %d, pending %d; want the gap declared and everything delivered", a.Stats.Gaps, a.Pending())
+	}
+}

@@ -462,6 +462,7 @@ func (h *Handler) receive(pinErr chan<- error) {
 		// A reader (Stats) holding the lock makes the copy wait for the
 		// next round, a loop later: the hot thread never waits for a
 		// reader the kernel may have descheduled while holding it.
+		last = min(last, now) // the wall clock stepped back: copy 20 ms on, not once it is back
 		if now-last > int64(20*time.Millisecond) && h.copyStats(false) {
 			last = now
 		}

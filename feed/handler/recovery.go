@@ -339,6 +339,13 @@ func (r *recovery) sessionChanged() {
 // every batch and idle poll. With no recovery in progress it does nothing.
 func (r *recovery) poll(now int64) {
 	a := r.h.arb
+	// Each deadline was set at most its wait from the time then: one
+	// further away means the wall clock stepped back since. It is waited
+	// from now rather than for as long as the step.
+	r.restUntil = min(r.restUntil, now+int64(r.cfg.ServerRest))
+	r.snapAt = min(r.snapAt, now+int64(r.cfg.SnapshotRetry))
+	r.lagUntil = min(r.lagUntil, now+int64(r.cfg.SnapshotRetry))
+	r.lastRec = min(r.lastRec, now)
 	if r.client != nil {
 		if r.client.Active() || now-r.lastRec > int64(10*time.Millisecond) {
 			r.lastRec = now

@@ -351,3 +351,25 @@ func testSnapshotSourceBack(t *testing.T, mode Mode, _ []int) {
 		t.Fatalf("after the snapshot: published %d, errors %d", st.Published, st.PublishErrors)
 	}
 }
+
+// TestRecoveryClockStepBack: the recovery's deadlines (a server's rest, a
+// snapshot's retry, a lagging snapshot's wait) were set from the wall
+// clock; after it steps back an hour each waits at most its own length
+// from the new time, not an hour more.
+func TestRecoveryClockStepBack(t *testing.T) {
+	h, _ := oneShardHandler(t, 0, smallBooks)
+	const wait = time.Second
+	rec := withRecovery(t, h, ArbiterConfig{}, RecoveryConfig{SnapshotRetry: wait, ServerRest: wait})
+	now := time.Now().UnixNano()
+	rec.restUntil, rec.snapAt, rec.lagUntil, rec.lastRec = now+int64(wait), now+int64(wait), now+int64(wait), now
+	back := now - int64(time.Hour)
+	rec.poll(back)
+	for name, at := range map[string]int64{"server rest": rec.restUntil, "snapshot retry": rec.snapAt, "lagging snapshot": rec.lagUntil} {
+		if at > back+int64(wait) {
+			t.Errorf("%s until %v after the clock stepped back an hour, want at most %v", name, time.Duration(at-back), wait)
+		}
+	}
+	if rec.lastRec > back {
+		t.Errorf("last re-request poll %v after now", time.Duration(rec.lastRec-back))
+	}
+}

@@ -213,5 +213,14 @@ func (a *Arbiter) silent(now int64) bool {
 	for i := 0; i < a.cfg.Lines; i++ {
 		last = max(last, a.lastRx[i])
 	}
+	if last > now {
+		// The wall clock, which receive timestamps follow, stepped back
+		// since: the silence counts from now, not from once the clock is
+		// back where it was.
+		for i := 0; i < a.cfg.Lines; i++ {
+			a.lastRx[i] = min(a.lastRx[i], now)
+		}
+		a.startRx, last = min(a.startRx, now), now
+	}
 	return now-last >= int64(a.cfg.LineTimeout)
 }

@@ -79,3 +79,37 @@ func TestSessionChange(t *testing.T) {
 		t.Fatalf("delivered %d of the real session, want %d", s.got-got, want)
 	}
 }
+
+// TestSessionChangeClockStepBack is TestSessionChange with the wall clock
+// stepped back an hour between the two sessions: the real session replaces
+// the silent one LineTimeout after it starts by the new clock, not an hour
+// later.
+func TestSessionChangeClockStepBack(t *testing.T) {
+	rng := rand.New(rand.NewPCG(23, 24))
+	foreign := packets(t, moldudp64.NewSession("STRAY"), 10, 5, rng)
+	real := packets(t, testSession, 50, 5, rng)
+	a, s := newTestArbiter(t, ArbiterConfig{Lines: 1, LineTimeout: 10 * time.Millisecond})
+	now := int64(2 * time.Hour)
+	for _, p := range foreign {
+		a.Offer(0, p, now)
+	}
+	now -= int64(time.Hour)
+	s.next = 0 // the sink follows the new session from its start
+	got, gaps := s.got, len(s.gaps)
+	for _, p := range real {
+		now += int64(time.Millisecond)
+		a.Offer(0, p, now)
+	}
+	if a.Session() != testSession || a.Stats.SessionChanges != 1 {
+		t.Fatalf("50 ms into the real session, after the clock stepped back an hour: following %q, %d session changes; want the real session", a.Session(), a.Stats.SessionChanges)
+	}
+	// What came past the stash while the old session was waited for is
+	// declared missing (the handler re-requests it), the rest delivered.
+	missing := uint64(0)
+	for _, g := range s.gaps[gaps:] {
+		missing += g.Count
+	}
+	if want := totalMessages(t, real); s.got-got+missing != want || s.got-got == 0 {
+		t.Fatalf("delivered %d and declared %d missing of the real session's %d", s.got-got, missing, want)
+	}
+}

@@ -85,6 +85,7 @@ type Client struct {
 
 	tokens   float64
 	refillAt int64
+	seen     int64 // the latest now Poll was given (observe)
 
 	Stats Stats
 }
@@ -217,6 +218,7 @@ func (c *Client) Forget() {
 // whatever request is due. It returns false when the wanted range was
 // given up on: every server was tried Retries times without filling it.
 func (c *Client) Poll(now int64, fn func(p moldudp64.Packet)) bool {
+	c.observe(now)
 	for i, fd := range c.fds {
 		c.read(i, fd, now, fn)
 	}
@@ -292,6 +294,25 @@ func (c *Client) wasAsked(r moldudp64.Range) bool {
 		}
 	}
 	return false
+}
+
+// observe notes now. A now before the last one seen is a step back of the
+// wall clock: the timers' stamps move back with it, so that a timeout, a
+// settle or the rate limit's refill waits what it would have, not as long
+// as the step.
+func (c *Client) observe(now int64) {
+	if d := now - c.seen; d < 0 {
+		if c.sentAt != 0 {
+			c.sentAt += d
+		}
+		if c.lastAns != 0 {
+			c.lastAns += d
+		}
+		if c.refillAt != 0 {
+			c.refillAt += d
+		}
+	}
+	c.seen = now
 }
 
 // send sends the request that is due, if any.

@@ -378,3 +378,31 @@ func TestAnswerFromOtherPort(t *testing.T) {
 		t.Fatalf("took %d messages, stats %+v", s.msgs, st)
 	}
 }
+
+// TestClockStepBack: a request unanswered, then the wall clock (the
+// caller's now) steps back an hour. The request is retried once its
+// timeout has passed on the new clock, and the rate limit still has
+// tokens; not an hour later.
+func TestClockStepBack(t *testing.T) {
+	h := history(t, 10)
+	dead := newServer(t, exchange.RerequestConfig{Message: h.Message, Refuse: true})
+	const timeout = 10 * time.Millisecond
+	c, err := rerequest.New(rerequest.Config{Servers: []netip.AddrPort{dead.Addr()}, Timeout: timeout,
+		Retries: 100, RequestsPerSecond: 1000}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	now := time.Now().UnixNano()
+	c.Want(session, moldudp64.Range{First: 1, Count: 5}, now)
+	c.Poll(now, func(moldudp64.Packet) {})
+	if st := c.Stats; st.Requests != 1 {
+		t.Fatalf("stats %+v, want 1 request", st)
+	}
+	now -= int64(time.Hour) // the step back
+	c.Poll(now, func(moldudp64.Packet) {})
+	c.Poll(now+int64(timeout)+1, func(moldudp64.Packet) {})
+	if st := c.Stats; st.Requests != 2 || st.Timeouts != 1 || st.RateLimited != 0 {
+		t.Fatalf("a timeout after the clock stepped back an hour: stats %+v, want the request timed out and sent again", st)
+	}
+}
