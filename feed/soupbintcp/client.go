@@ -73,7 +73,7 @@ type Client struct {
 	seq     uint64 // sequence number of the next 'S' packet
 
 	wmu      sync.Mutex
-	lastSend atomic.Int64 // unix nanos of the last write
+	lastSend atomic.Int64 // the last write (stamp)
 
 	closed      atomic.Bool
 	interrupted atomic.Bool
@@ -289,7 +289,7 @@ func (c *Client) write(b []byte, heartbeat bool) error {
 	if err != nil {
 		return fmt.Errorf("soupbintcp write: %w", err)
 	}
-	c.lastSend.Store(time.Now().UnixNano())
+	c.lastSend.Store(stamp(time.Now()))
 	c.stats.Sent.Add(1)
 	c.stats.SentBytes.Add(uint64(len(b)))
 	if heartbeat {

@@ -19,11 +19,12 @@ import (
 func longestSilence(every, check, idle time.Duration, seed uint64) time.Duration {
 	rng := rand.New(rand.NewPCG(seed, 1))
 	var lastSend atomic.Int64
+	lastSend.Store(stamp(time.Unix(0, 0))) // as if sent at time 0
 	last, longest := int64(0), int64(0)
 	sent := func(at int64) {
 		longest = max(longest, at-last)
 		last = at
-		lastSend.Store(at)
+		lastSend.Store(stamp(time.Unix(0, at)))
 	}
 	ticks, stop, done := make(chan time.Time), make(chan struct{}), make(chan struct{})
 	var cur int64 // the tick being handled

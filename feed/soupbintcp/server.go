@@ -36,7 +36,6 @@ type ServerConn struct {
 	w        *bufio.Writer
 	lastSend atomic.Int64
 
-	lastHeard atomic.Int64
 	gone      chan struct{} // closed when the client logged out, died or the reader failed
 	goneErr   error
 	goneOnce  sync.Once
@@ -74,7 +73,7 @@ func (c *countingWriter) Write(p []byte) (int, error) {
 	c.s.conn.SetWriteDeadline(time.Now().Add(c.s.cfg.PeerTimeout)) //nolint:errcheck
 	n, err := c.s.conn.Write(p)
 	c.s.stats.SentBytes.Add(uint64(n))
-	c.s.lastSend.Store(time.Now().UnixNano())
+	c.s.lastSend.Store(stamp(time.Now()))
 	return n, err
 }
 
@@ -132,7 +131,6 @@ func (s *ServerConn) Accept(session string, seq uint64) error {
 	if err != nil {
 		return fmt.Errorf("send login accepted: %w", err)
 	}
-	s.lastHeard.Store(time.Now().UnixNano())
 	s.wg.Add(2)
 	go s.heartbeats()
 	go s.readClient()
@@ -172,7 +170,6 @@ func (s *ServerConn) readClient() {
 			s.setGone(err)
 			return
 		}
-		s.lastHeard.Store(time.Now().UnixNano())
 		if typ == TypeLogoutRequest {
 			s.setGone(ErrLogout)
 			return
