@@ -10,6 +10,8 @@ import (
 	"os"
 	"runtime"
 	"runtime/pprof"
+	"strconv"
+	"strings"
 	"time"
 	"unsafe"
 
@@ -49,6 +51,8 @@ type replayReport struct {
 	SetupMs       float64           `json:"setup_ms"`   // allocating the books and mapping the input
 	SettleMs      float64           `json:"settle_ms"`  // the pause after setup, before the timer (--settle)
 	HugePages     string            `json:"huge_pages"` // the kernel's transparent huge page mode, "off: " and why when the books cannot have them (book.HugePages)
+	AnonKB        int64             `json:"anon_kb"`    // the process's anonymous memory after setup (the books, mostly), from /proc/self/smaps_rollup (-1: unknown)
+	HugeKB        int64             `json:"huge_kb"`    // how much of it transparent huge pages back (-1: unknown)
 	WallMs        float64           `json:"wall_ms"`    // reading, parsing and applying every message
 	NsPerMsg      float64           `json:"ns_per_msg"`
 	CPUMs         float64           `json:"cpu_ms"`                    // user+system CPU of the process during the loop
@@ -175,6 +179,7 @@ func replay(args []string, stdout, stderr io.Writer) error {
 	_, restoreGC := quietGC()
 	defer restoreGC()
 	setup := time.Since(t0)
+	anonKB, hugeKB := anonMemory()
 	time.Sleep(*settle)
 	// The loop runs on this thread alone, so its faults and preemptions
 	// can be counted per thread.
@@ -219,7 +224,7 @@ func replay(args []string, stdout, stderr io.Writer) error {
 	rep := replayReport{
 		File: path, Format: r.Format().String(), Messages: n,
 		SetupMs: float64(setup.Microseconds()) / 1e3, WallMs: float64(wall.Microseconds()) / 1e3,
-		SettleMs: float64(settle.Microseconds()) / 1e3, HugePages: hugePagesReport(),
+		SettleMs: float64(settle.Microseconds()) / 1e3, HugePages: hugePagesReport(), AnonKB: anonKB, HugeKB: hugeKB,
 		Orders: st.Orders, Levels: st.Levels, Overflowed: st.Overflowed,
 		Inconsistent: st.Inconsistencies(), Counters: counters(st), BrokenUnmatch: st.BrokenUnmatched,
 	}
@@ -279,7 +284,8 @@ func replay(args []string, stdout, stderr io.Writer) error {
 		rep.Messages, rep.WallMs/1e3, rep.NsPerMsg, rep.MsgsPerSec/1e6, rep.SetupMs, rep.SettleMs)
 	fmt.Fprintf(stdout, "cpu           %.3f s: %.1f ns/msg (user+system, whole process); in the loop %d page faults, %d preemptions (%d other threads moved off its CPU)\n",
 		rep.CPUMs/1e3, rep.CPUNsPerMsg, rep.LoopFaults, rep.LoopPreempted, rep.ThreadsMoved)
-	fmt.Fprintf(stdout, "huge pages    %s (transparent huge pages for the books' tables; without them every order lookup may miss the TLB)\n", rep.HugePages)
+	fmt.Fprintf(stdout, "huge pages    %s, %d of %d MiB anonymous memory in huge pages (transparent huge pages for the books' tables; without them every order lookup may miss the TLB)\n",
+		rep.HugePages, rep.HugeKB>>10, rep.AnonKB>>10)
 	fmt.Fprintf(stdout, "apply latency p50 %.0f ns, p99 %.0f ns, p99.9 %.0f ns, max %.0f ns (%d samples, 1 in %d; timer overhead %.0f ns included)\n",
 		rep.Latency.P50, rep.Latency.P99, rep.Latency.P999, rep.Latency.Max, rep.Latency.Samples, latencySampleEvery, overhead)
 	fmt.Fprintf(stdout, "books         %d instruments, %d with orders, %d orders, %d levels (%d orders in overflow slots)\n",
@@ -562,6 +568,35 @@ func (h *latencyHist) quantile(q float64) float64 {
 		}
 	}
 	return float64(h.max)
+}
+
+// anonMemory returns the process's anonymous memory and how much of it
+// transparent huge pages back, in KiB (-1 each when unknown): the kernel
+// may back a madvised table with small pages when it finds no free huge
+// page, and a replay that runs slower then says why.
+func anonMemory() (anonKB, hugeKB int64) {
+	anonKB, hugeKB = -1, -1
+	b, err := os.ReadFile("/proc/self/smaps_rollup")
+	if err != nil {
+		return
+	}
+	for line := range strings.Lines(string(b)) {
+		f := strings.Fields(line)
+		if len(f) < 2 {
+			continue
+		}
+		v, err := strconv.ParseInt(f[1], 10, 64)
+		if err != nil {
+			continue
+		}
+		switch f[0] {
+		case "Anonymous:":
+			anonKB = v
+		case "AnonHugePages:":
+			hugeKB = v
+		}
+	}
+	return
 }
 
 // hugePagesReport is book.HugePages for replay's report.

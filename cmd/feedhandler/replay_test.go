@@ -74,6 +74,9 @@ func TestReplayFileAndPcap(t *testing.T) {
 		if ok, mode := book.HugePages(); rep.HugePages != mode && (ok || rep.HugePages != "off: "+mode) {
 			t.Errorf("%s: huge_pages %q; book.HugePages says %v %q", in, rep.HugePages, ok, mode)
 		}
+		if rep.AnonKB <= 0 || rep.HugeKB < 0 || rep.HugeKB > rep.AnonKB {
+			t.Errorf("%s: anonymous memory %d KiB, %d KiB of it in huge pages", in, rep.AnonKB, rep.HugeKB)
+		}
 		b, err := os.ReadFile(out)
 		if err != nil {
 			t.Fatal(err)
