@@ -80,7 +80,8 @@ func testRunLinkFlap(t *testing.T, bin string, day *demo.Day, ref []byte, backen
 	part := func(i int) [][]byte { return data[len(data)*i/5 : len(data)*(i+1)/5] }
 
 	r.send(part(0))
-	r.waitDelivered(msgs(data[:len(data)/5]))
+	r.waitDelivered(msgs(part(0)))
+	r.waitLines(len(part(0)))
 
 	// Line A's link down; the exchange goes on sending both lines.
 	r.checkDropped("line A's link going down")
@@ -183,6 +184,7 @@ func testRunInterfaceRecreated(t *testing.T, bin string, day *demo.Day, ref []by
 
 	r.send(part(0))
 	r.waitDelivered(msgs(part(0)))
+	r.waitLines(len(part(0)))
 
 	r.checkDropped("line A's interface being deleted")
 	if err := lab.DeletePair(); err != nil {
@@ -445,6 +447,23 @@ func (r *linkRun) waitDelivered(n uint64) (body string) {
 		return metricValue(body, "feedhandler_delivered_messages_total") == float64(n)
 	})
 	return body
+}
+
+// waitLines waits for each line to have read n packets (or the
+// receiver to have dropped the rest): none of them is left in a queue to
+// be counted after a link event.
+func (r *linkRun) waitLines(n int) {
+	r.t.Helper()
+	r.waitFor(fmt.Sprintf("%d packets read on each line", n), func() bool {
+		body := scrape(r.t, r.lab)
+		dropped := metricValue(body, "feedhandler_receive_dropped_total")
+		for _, line := range []string{"A", "B"} {
+			if !(sampleValue(body, "feedhandler_line_packets_total", `line="`+line+`"`)+dropped >= float64(n)) {
+				return false
+			}
+		}
+		return true
+	})
 }
 
 // waitReady waits for /readyz to say ready with no gap open and no book
