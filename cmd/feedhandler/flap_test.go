@@ -159,7 +159,7 @@ func testRunLinkFlap(t *testing.T, bin string, day *demo.Day, ref []byte, backen
 		t.Errorf("recovery_messages_total %v, want at least the %d messages sent while both links were down", v, lost)
 	}
 	r.checkBackendEvents(body, map[string]float64{"line_interfaces_gone": 0, "line_rejoins": 0}, map[string]float64{"xsk_unbound": 0})
-	r.checkNoReceiveError()
+	r.checkNoReceiveError(body)
 	r.stop(ref)
 }
 
@@ -267,7 +267,7 @@ func testRunInterfaceRecreated(t *testing.T, bin string, day *demo.Day, ref []by
 			t.Errorf("the join on the new device failed:\n%s", r.log.brief())
 		}
 	}
-	r.checkNoReceiveError()
+	r.checkNoReceiveError(body)
 	r.stop(ref)
 }
 
@@ -536,10 +536,14 @@ func (r *linkRun) checkBackendEvents(body string, want, wantXDP map[string]float
 	}
 }
 
-// checkNoReceiveError: the receiver returned no error (the handler logs
-// each, at most once a second, with the message "receive").
-func (r *linkRun) checkNoReceiveError() {
+// checkNoReceiveError: the receiver returned no error, by the metric
+// and by the log (the handler logs each, at most one line a second, with
+// the message "receive").
+func (r *linkRun) checkNoReceiveError(body string) {
 	r.t.Helper()
+	if v := metricValue(body, "feedhandler_receive_errors_total"); v != 0 {
+		r.t.Errorf("receive_errors_total %v, want 0", v)
+	}
 	if n := r.log.count(`"message":"receive"`); n != 0 {
 		r.t.Errorf("%d receive errors logged:\n%s", n, r.log.brief())
 	}

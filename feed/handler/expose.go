@@ -297,6 +297,8 @@ func scalar(st *Stats, name string) uint64 {
 		return st.Receive.Dropped
 	case "receive_malformed_total":
 		return st.Receive.Malformed
+	case "receive_errors_total":
+		return st.ReceiveErrors
 	case "books_stale":
 		return uint64(st.StaleBooks())
 	case "gaps_unrecovered":

@@ -2,6 +2,7 @@ package handler
 
 import (
 	"bytes"
+	"fmt"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -76,6 +77,10 @@ func TestReceiveErrorsNotAStorm(t *testing.T) {
 	}
 	waitFor(t, "every receive error counted", func() bool { return h.Stats().ReceiveErrors == fails })
 	elapsed := time.Since(start)
+	// and exported: an operator alerts on the metric, not on log lines.
+	if text := string(NewExposition(h).AppendText(nil)); !strings.Contains(text, fmt.Sprintf("feedhandler_receive_errors_total{feed=%q} %d\n", h.cfg.Feed, fails)) {
+		t.Errorf("the exposition does not count the %d receive errors:\n%s", fails, text)
+	}
 	if err := h.Stop(); err != nil {
 		t.Fatal(err)
 	}
