@@ -14,19 +14,28 @@ const allSilentAfter = SilentNotReady
 type silenceState struct {
 	line      [MaxLines]bool // silent while another line delivered
 	lineSince [MaxLines]int64
-	all       bool // every line silent
-	allSince  int64
+	// seenAt is, for a line not (yet) silent, the newest packet of any
+	// line when noteSilence first found the line line_timeout behind it
+	// (0: not behind): the line is silent only once another line has
+	// delivered again since.
+	seenAt   [MaxLines]int64
+	all      bool // every line silent
+	allSince int64
 }
 
 // noteSilence logs, once each time, a line that went silent while another
-// line still delivered packets line_timeout after its last one (its link,
-// NIC or path is down: the arbiter no longer waits for it, and the other
-// line carries the feed alone), every line going silent for
-// allSilentAfter (nothing reaches the host), and a line receiving again.
-// An idle feed is not a silent line: both lines carry the same
-// heartbeats. Nothing is said after the session's end. It runs in
-// copyStats, on the receive thread, with h.lastMono (and h.lastPkt, the
-// same moments in Unix ns for the log) just refreshed; now is monoNow.
+// line still delivered packets line_timeout after its last one, and again
+// after that (its link, NIC or path is down: the arbiter no longer waits
+// for it, and the other line carries the feed alone), every line going
+// silent for allSilentAfter (nothing reaches the host), and a line
+// receiving again. An idle feed is not a silent line: both lines carry the
+// same heartbeats. Nor is a line whose copy of a packet is in flight when
+// the other's arrives after both were idle for line_timeout (both links
+// were down, the exchange paused, heartbeats a line_timeout apart): the
+// other line's packet after it is the one that tells. Nothing is said
+// after the session's end. It runs in copyStats, on the receive thread,
+// with h.lastMono (and h.lastPkt, the same moments in Unix ns for the log)
+// just refreshed; now is monoNow.
 func (h *Handler) noteSilence(now int64) {
 	n := min(len(h.cfg.Receive.Lines), MaxLines)
 	var latest, latestUnix int64
@@ -46,6 +55,11 @@ func (h *Handler) noteSilence(now int64) {
 			last, lastUnix = h.startMono, h.started
 		}
 		silent := latest-last >= timeout
+		if silent && !s.line[i] && (s.seenAt[i] == 0 || s.seenAt[i] == latest) {
+			s.seenAt[i] = latest // its copy may be in flight: wait for another packet
+			continue
+		}
+		s.seenAt[i] = 0
 		if silent == s.line[i] {
 			continue
 		}

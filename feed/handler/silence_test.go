@@ -42,6 +42,81 @@ func TestEveryLineSilent(t *testing.T) {
 	})
 }
 
+// TestLineSilentNotACopyInFlight: both lines idle for longer than
+// line_timeout (both links were down, or the exchange paused), then line A's
+// copy of the next packet arrives and the stats see it before line B's copy
+// (the lines' skew, on different paths). Line B is not silent while another
+// line delivers: its copy was in flight. It used to be logged silent, and
+// receiving again a moment later, after every common silence whose end
+// the stats copy saw between the two copies (TestRunLinkEvents saw it).
+// A line that stays silent while the other delivers again is (line A
+// below).
+func TestLineSilentNotACopyInFlight(t *testing.T) {
+	pkts := dayPackets(t, 2000)
+	const timeout = 50 * time.Millisecond
+	both := func(ps [][]byte, lines ...rx.Line) (s []rx.Packet) {
+		for _, b := range ps {
+			for _, l := range lines {
+				s = append(s, rx.Packet{Data: b, Line: l, RxTime: time.Now().UnixNano()})
+			}
+		}
+		return s
+	}
+	r := &scriptRx{script: both(pkts[:10], rx.LineA, rx.LineB), errAt: -1}
+	play := func(ps []rx.Packet) {
+		r.mu.Lock()
+		r.script = append(r.script, ps...)
+		r.mu.Unlock()
+	}
+	var logs bytes.Buffer // read once the handler stopped
+	h, err := Start(Config{
+		Receive: rx.Config{Lines: []rx.LineConfig{{Name: "A"}, {Name: "B"}}},
+		Arbiter: ArbiterConfig{Grace: time.Millisecond, Hold: 5 * time.Millisecond, LineTimeout: timeout},
+		Book:    book.Config{MaxOrders: 1 << 18, MaxLocates: 1024, MaxLevels: 1 << 16},
+		ShmName: shmtest.Name(t, "fhsilentcopy"),
+		Open:    func(rx.Config) (rx.Receiver, error) { return r, nil },
+		Log:     zerolog.New(zerolog.SyncWriter(&logs)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Stop()
+	seen := func(a, b uint64) func() bool {
+		return func() bool {
+			st := h.Stats()
+			return st.Arbiter.Lines[0].Packets == a && st.Arbiter.Lines[1].Packets == b
+		}
+	}
+	waitFor(t, "both lines' first packets in the stats", seen(10, 10))
+	time.Sleep(2 * timeout) // both lines idle
+	play(both(pkts[10:11], rx.LineA))
+	waitFor(t, "line A's copy in the stats", seen(11, 10))
+	if st := h.Stats(); st.LineSilent[1] {
+		t.Errorf("line B silent while its copy is in flight, after both lines were idle")
+	}
+	play(both(pkts[10:11], rx.LineB))
+	waitFor(t, "line B's copy in the stats", seen(11, 11))
+
+	// Line B goes on alone: line A is silent while it delivers.
+	for i := 11; !h.Stats().LineSilent[0]; i++ {
+		if i == len(pkts) {
+			t.Fatalf("line A not silent while line B delivered %d packets", len(pkts)-11)
+		}
+		play(both(pkts[i:i+1], rx.LineB))
+		waitFor(t, "line B's packet in the stats", seen(11, uint64(i+1)))
+		time.Sleep(timeout / 5)
+	}
+	if err := h.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(logs.String(), `"line":"B","line_timeout"`) {
+		t.Errorf("line B logged silent:\n%s", logs.String())
+	}
+	if n := strings.Count(logs.String(), `"line":"A","line_timeout"`); n != 1 {
+		t.Errorf("line A logged silent %d times, want once:\n%s", n, logs.String())
+	}
+}
+
 // failRx is a receiver whose first calls all fail, then plays its script.
 type failRx struct {
 	*scriptRx
