@@ -421,7 +421,14 @@ func (a *Arbiter) Offer(line int, data []byte, rxTime int64) {
 		}
 	}
 	if a.restartRx != 0 {
-		if rxTime < a.restartRx {
+		// A line's packets come in the order received: after one
+		// received at or after the restart (the restart's own, or one
+		// that passed it), a packet stamped before the restart means
+		// the wall clock stepped back, not a packet of the old sequence,
+		// and it is taken. (A line down since before the restart keeps
+		// the cut for the others until a drained Tick.)
+		stepped := a.lastRx[line] >= a.restartRx && rxTime < a.lastRx[line]-int64(a.cfg.Hold)
+		if rxTime < a.restartRx && a.restartPassed&(1<<line) == 0 && !stepped {
 			ls.BeforeRestart++
 			return
 		}
@@ -657,8 +664,24 @@ func (a *Arbiter) handOver(data []byte, p moldudp64.Packet, rxTime int64) bool {
 // their gap is due. While packets flow, time is read from their receive
 // timestamps instead (see checkGap).
 func (a *Arbiter) Tick(now int64) {
+	if now < a.restartRx {
+		// Drained, at a time before the restart: the wall clock stepped
+		// back. Nothing received before the restart is queued any more,
+		// and the cut would drop what comes after the step.
+		a.restartRx = 0
+	}
 	if a.started {
 		a.checkGap(now, true)
+	}
+}
+
+// Advance tells the Arbiter the time now without saying that the lines
+// were drained: a Receive that failed may have left packets on a line it
+// did not read. Held-back packets are released once every line still
+// waited for is past its wait by its own clock, or dead (LineTimeout).
+func (a *Arbiter) Advance(now int64) {
+	if a.started {
+		a.checkGap(now, false)
 	}
 }
 
@@ -755,12 +778,19 @@ func (a *Arbiter) checkGap(now int64, idle bool) {
 			a.gapSince = 0
 			return
 		}
-		if a.gapSince == 0 || now < a.gapSince {
+		if a.gapSince != 0 && now < a.gapSince {
 			// Before the gap was first seen: the wall clock, which
 			// receive timestamps follow, stepped back (or a packet
 			// stamped a few µs earlier on the other line). The wait
 			// starts again from now rather than lasting as long as the
-			// step.
+			// step, and the lines' clocks come back to now too: a stamp
+			// from before the step would count as a wait long over.
+			for i := 0; i < a.cfg.Lines; i++ {
+				a.lastRx[i] = min(a.lastRx[i], now)
+			}
+			a.gapSince = 0
+		}
+		if a.gapSince == 0 {
 			a.gapSince = now
 		}
 		for i := 0; i < a.cfg.Lines; i++ {

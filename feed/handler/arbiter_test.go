@@ -589,3 +589,33 @@ func TestArbiterClockStepBack(t *testing.T) {
 		t.Fatalf("2 holds after the clock stepped back an hour: gaps %d, pending %d; want the gap declared and everything delivered", a.Stats.Gaps, a.Pending())
 	}
 }
+
+// TestArbiterClockStepBackIdle: a gap held on line 0 only (line 1 is a
+// little slower and still has the packet in flight); the wall clock steps
+// back an hour; the next poll is empty (Tick). Line 1 is still waited for
+// Hold, as without the step: the lines' stamps from before the step do not
+// count as a wait long over.
+func TestArbiterClockStepBackIdle(t *testing.T) {
+	for _, step := range []int64{0, int64(time.Hour)} {
+		rng := rand.New(rand.NewPCG(7, 8))
+		pkts := packets(t, testSession, 40, 5, rng)
+		const hold = int64(5 * time.Millisecond)
+		a, _ := newTestArbiter(t, ArbiterConfig{Hold: time.Duration(hold), Grace: time.Duration(hold) / 5, LineTimeout: time.Second})
+		now := int64(2 * time.Hour)
+		for _, p := range pkts[:20] {
+			a.Offer(0, p, now)
+			a.Offer(1, p, now)
+			now += 1000
+		}
+		a.Offer(0, pkts[21], now) // line 0 lost 20; line 1 has not brought it yet
+		now -= step
+		a.Tick(now + 1000)
+		if a.Stats.Gaps != 0 {
+			t.Errorf("step %v: gap declared by the first Tick after it, %v after it was seen; want Hold (%v)", time.Duration(step), time.Duration(1000), time.Duration(hold))
+		}
+		a.Offer(1, pkts[20], now+2000) // line 1's copy
+		if a.Stats.Gaps != 0 || a.Pending() != 0 {
+			t.Errorf("step %v: gaps %d pending %d after line 1 filled", time.Duration(step), a.Stats.Gaps, a.Pending())
+		}
+	}
+}

@@ -432,10 +432,9 @@ func (h *Handler) receive(pinErr chan<- error) {
 			h.rxErrors++
 			h.logReceiveError(err)
 			if n == 0 {
-				// Back off, then go on with the round as after an empty
-				// poll: a receiver failing on every call must not stop
-				// the arbiter's hold and gap timers, recovery or the
-				// stats copy.
+				// Back off, then go on with the round: a receiver failing
+				// on every call must not stop the arbiter's hold and gap
+				// timers, recovery or the stats copy.
 				time.Sleep(time.Millisecond)
 			}
 		}
@@ -445,8 +444,16 @@ func (h *Handler) receive(pinErr chan<- error) {
 		if now == 0 {
 			now = clock.Now()
 		}
-		if n == 0 {
+		// Only an empty poll says that every line was drained: a failed
+		// one may have left packets on a line it did not read (the
+		// socket backend stops at the first line that fails), so its
+		// copies are still waited for.
+		drained := n == 0 && err == nil
+		switch {
+		case drained:
 			h.arb.Tick(now)
+		case n == 0:
+			h.arb.Advance(now)
 		}
 		if h.rec != nil {
 			h.rec.poll(now)
@@ -456,7 +463,7 @@ func (h *Handler) receive(pinErr chan<- error) {
 			h.newSessionWhole()
 		}
 		h.endBatch() // what Tick released or recovery delivered
-		if n == 0 && now-h.pickup >= int64(sweepQuiet) {
+		if drained && now-h.pickup >= int64(sweepQuiet) {
 			h.finishSweep()
 		}
 		// A reader (Stats) holding the lock makes the copy wait for the

@@ -199,3 +199,36 @@ func testSequenceRestartLateJoin(t *testing.T, mode Mode, shards []int, lateJoin
 	}
 	compareShm(t, name, ref, false)
 }
+
+// TestArbiterRestartClockStepBack: a restart confirmed on line A while
+// line B is down (the cut on packets received before the restart stays:
+// B never passes it); then the wall clock steps back an hour. Line A's
+// packets after the step were received after the restart and are taken,
+// not dropped as received before it for an hour.
+func TestArbiterRestartClockStepBack(t *testing.T) {
+	day1 := taggedPackets(t, testSession, 1, 100, 5, rand.New(rand.NewPCG(1, 2)))
+	day2 := taggedPackets(t, testSession, 2, 100, 5, rand.New(rand.NewPCG(3, 4)))
+	a := NewArbiter(ArbiterConfig{LineTimeout: time.Second}, func(moldudp64.Packet, int, int64) {}, nil)
+	now := int64(2 * time.Hour)
+	for _, p := range day1[:80] {
+		now += int64(time.Millisecond)
+		a.Offer(0, p, now)
+		a.Offer(1, p, now)
+	}
+	for _, p := range day2[:40] { // line B down from here on
+		now += int64(50 * time.Millisecond)
+		a.Offer(0, p, now)
+	}
+	if a.Stats.Restarts != 1 {
+		t.Fatalf("no restart")
+	}
+	now -= int64(time.Hour)
+	next := a.Next()
+	for _, p := range day2[40:] {
+		now += int64(time.Millisecond)
+		a.Offer(0, p, now)
+	}
+	if a.Next() == next {
+		t.Errorf("after a step back: line A's %d packets dropped as before the restart (%d), next stuck at %d", len(day2[40:]), a.Stats.Lines[0].BeforeRestart, next)
+	}
+}

@@ -213,10 +213,11 @@ func (a *Arbiter) silent(now int64) bool {
 	for i := 0; i < a.cfg.Lines; i++ {
 		last = max(last, a.lastRx[i])
 	}
-	if last > now {
+	if last-now > int64(a.cfg.Hold) {
 		// The wall clock, which receive timestamps follow, stepped back
-		// since: the silence counts from now, not from once the clock is
-		// back where it was.
+		// since (more than the skew of stamps between lines): the
+		// silence counts from now, not from once the clock is back where
+		// it was.
 		for i := 0; i < a.cfg.Lines; i++ {
 			a.lastRx[i] = min(a.lastRx[i], now)
 		}

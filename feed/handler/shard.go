@@ -223,6 +223,7 @@ func (s *shard) run(pinErr chan<- error) {
 		s.ring.Release(len(batch))
 		s.applied.Add(uint64(msgs))
 		s.batches.Add(1)
+		lastStats = min(lastStats, now) // the wall clock stepped back: copy 50 ms on, not once it is back
 		if now-lastStats > int64(50*time.Millisecond) && s.copyStats(false) {
 			lastStats = now
 		}

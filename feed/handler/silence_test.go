@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -184,10 +185,12 @@ func (r brokenRx) Receive(pkts []rx.Packet) (int, error) {
 
 // TestReceiveErrorsKeepTimers: packets held behind a gap on both lines,
 // then a receiver that fails on every call. The rounds with an error
-// still tick the arbiter, so the gap is declared once its hold is over and
-// the held packets are delivered; and the stats go on being copied. Before,
-// an error skipped the rest of the round: the packets stayed held and the
-// stats stale for as long as the receiver failed.
+// still advance the arbiter's clock (without saying the lines were
+// drained, TestReceiveErrorNotDrained), so once both lines are dead
+// (line_timeout) the gap is declared and the held packets are delivered;
+// and the stats go on being copied. Before, an error skipped the rest of
+// the round: the packets stayed held and the stats stale for as long as
+// the receiver failed.
 func TestReceiveErrorsKeepTimers(t *testing.T) {
 	forEachMode(t, func(t *testing.T, mode Mode, shards []int) {
 		pkts := dayPackets(t, 2000)
@@ -210,6 +213,70 @@ func TestReceiveErrorsKeepTimers(t *testing.T) {
 		})
 		if err := h.Stop(); err != nil {
 			t.Fatal(err)
+		}
+	})
+}
+
+// stepRx returns its steps in order: a batch of packets, or (0, err) (one
+// line's recvmmsg failing before the other line was read, as the socket
+// backend's drain returns). Then it idles.
+type stepRx struct {
+	mu     sync.Mutex
+	steps  [][]rx.Packet // nil: an error
+	closed bool
+}
+
+func (r *stepRx) Receive(pkts []rx.Packet) (int, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return 0, rx.ErrClosed
+	}
+	if len(r.steps) == 0 {
+		r.mu.Unlock()
+		time.Sleep(time.Millisecond)
+		r.mu.Lock()
+		return 0, nil
+	}
+	s := r.steps[0]
+	r.steps = r.steps[1:]
+	if s == nil {
+		return 0, errTransient
+	}
+	return copy(pkts, s), nil
+}
+func (r *stepRx) Release([]rx.Packet) {}
+func (r *stepRx) Backend() string     { return "steps" }
+func (r *stepRx) Stats() rx.Stats     { return rx.Stats{} }
+func (r *stepRx) Close() error        { r.mu.Lock(); r.closed = true; r.mu.Unlock(); return nil }
+
+// TestReceiveErrorNotDrained: line A lost packet g; line B's copy of it was
+// received (stamped) with A's and is still queued when a Receive fails
+// before reading line B. (0, err) is not "every line drained": the gap
+// must not be declared, B's copy fills it.
+func TestReceiveErrorNotDrained(t *testing.T) {
+	forEachMode(t, func(t *testing.T, mode Mode, shards []int) {
+		pkts := dayPackets(t, 2000)
+		g := len(pkts) / 2
+		now := time.Now().UnixNano()
+		var steps [][]rx.Packet
+		for _, b := range pkts[:g] {
+			steps = append(steps, []rx.Packet{{Data: b, Line: rx.LineA, RxTime: now}, {Data: b, Line: rx.LineB, RxTime: now}})
+		}
+		steps = append(steps, []rx.Packet{{Data: pkts[g+1], Line: rx.LineA, RxTime: now}}) // A lost g
+		for range 30 {
+			steps = append(steps, nil) // 30 failing calls, ~30 ms > Hold
+		}
+		for _, b := range pkts[g:] {
+			steps = append(steps, []rx.Packet{{Data: b, Line: rx.LineB, RxTime: now}})
+		}
+		r := &stepRx{steps: steps}
+		h := startRx(t, mode, shards, r, shmtest.Name(t, "fhrxnotdrained"), zerolog.Nop(), nil)
+		defer h.Stop()
+		last, _ := moldudp64.Parse(pkts[len(pkts)-1])
+		waitFor(t, "everything delivered", func() bool { return h.Stats().NextSeq == last.Next() })
+		if st := h.Stats(); st.Arbiter.Gaps != 0 {
+			t.Errorf("gaps %d (%d messages) after a failed Receive: B's queued copy was not waited for", st.Arbiter.Gaps, st.Arbiter.GapMessages)
 		}
 	})
 }
