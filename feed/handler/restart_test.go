@@ -231,4 +231,14 @@ func TestArbiterRestartClockStepBack(t *testing.T) {
 	if a.Next() == next {
 		t.Errorf("after a step back: line A's %d packets dropped as before the restart (%d), next stuck at %d", len(day2[40:]), a.Stats.Lines[0].BeforeRestart, next)
 	}
+	// Line B comes back after an empty poll (every line drained, before
+	// the restart by the stepped clock): its packets are not cut either.
+	a.Tick(now)
+	for _, p := range day2[90:] {
+		now += int64(time.Millisecond)
+		a.Offer(1, p, now)
+	}
+	if n := a.Stats.Lines[1].BeforeRestart; n != 0 {
+		t.Errorf("after a step back and an empty poll: %d of line B's packets dropped as before the restart", n)
+	}
 }
