@@ -251,8 +251,15 @@ func testLinkFlap(t *testing.T, mode handler.Mode) {
 			if rs.GapsDetected == 0 || rs.Open != 0 {
 				t.Errorf("%d gaps detected, %d open: the link was down for %v", rs.GapsDetected, rs.Open, tc.down)
 			}
-			if by := rs.RecoveredByRerequest; tc.snapshot && rs.RecoveredBySnapshot == 0 || !tc.snapshot && by == 0 {
-				t.Errorf("repaired by snapshot %d, by re-request %d; want by %s", rs.RecoveredBySnapshot, by, map[bool]string{true: "snapshot", false: "re-request"}[tc.snapshot])
+			// The lab's snapshot is the sender's position, which it writes
+			// every millisecond or so: a snapshot may end a few packets
+			// before the gap does (a real server lags too), and the rest
+			// of the gap is then re-requested.
+			switch by := rs.RecoveredByRerequest; {
+			case tc.snapshot && (rs.Snapshots == 0 || rs.RecoveredBySnapshot+by == 0):
+				t.Errorf("%d snapshots loaded, gaps repaired by snapshot %d, by re-request %d; want a snapshot", rs.Snapshots, rs.RecoveredBySnapshot, by)
+			case !tc.snapshot && by == 0:
+				t.Errorf("repaired by re-request %d; want by re-request", by)
 			}
 			if ok, why := res.Stats.Ready(); !ok {
 				t.Errorf("not ready after the flap: %s", why)
