@@ -189,6 +189,9 @@ type Arbiter struct {
 	// after it (restartPassed, a bit per line).
 	restartRx     int64
 	restartPassed uint8
+	// failSince: when Advance first saw the receiver fail with nothing
+	// read, since the last packet or empty poll (0: not failing).
+	failSince int64
 	// where the last suspect packet ended
 	suspectNext uint64
 
@@ -372,6 +375,7 @@ func (a *Arbiter) Pending() int { return a.pend.n }
 // Offer hands the Arbiter one datagram received on line at rxTime (ns).
 func (a *Arbiter) Offer(line int, data []byte, rxTime int64) {
 	ls := &a.Stats.Lines[line]
+	a.failSince = 0 // a packet was read: the receiver is not failing on every call
 	p, err := moldudp64.Parse(data)
 	if err != nil {
 		ls.Malformed++
@@ -664,6 +668,7 @@ func (a *Arbiter) handOver(data []byte, p moldudp64.Packet, rxTime int64) bool {
 // their gap is due. While packets flow, time is read from their receive
 // timestamps instead (see checkGap).
 func (a *Arbiter) Tick(now int64) {
+	a.failSince = 0
 	if now < a.restartRx {
 		// Drained, at a time before the restart: the wall clock stepped
 		// back. Nothing received before the restart is queued any more,
@@ -675,12 +680,20 @@ func (a *Arbiter) Tick(now int64) {
 	}
 }
 
-// Advance tells the Arbiter the time now without saying that the lines
-// were drained: a Receive that failed may have left packets on a line it
-// did not read. Held-back packets are released once every line still
-// waited for is past its wait by its own clock, or dead (LineTimeout).
+// Advance tells the Arbiter the time now after a Receive that failed with
+// nothing read, without saying that the lines were drained: the failing
+// line may hold packets. Nor does one failure say how far behind the
+// lines' queues are (their stamps may be seconds old), so the wall clock
+// is used only once the receiver has failed with nothing read for
+// LineTimeout: every line then counts as dead by it, and what is held
+// behind a gap is released. A packet offered or an empty poll (Tick)
+// ends the run of failures.
 func (a *Arbiter) Advance(now int64) {
-	if a.started {
+	if a.failSince == 0 || now < a.failSince {
+		a.failSince = now
+		return
+	}
+	if a.started && now-a.failSince >= int64(a.cfg.LineTimeout) {
 		a.checkGap(now, false)
 	}
 }
@@ -778,13 +791,16 @@ func (a *Arbiter) checkGap(now int64, idle bool) {
 			a.gapSince = 0
 			return
 		}
-		if a.gapSince != 0 && now < a.gapSince {
-			// Before the gap was first seen: the wall clock, which
-			// receive timestamps follow, stepped back (or a packet
-			// stamped a few µs earlier on the other line). The wait
-			// starts again from now rather than lasting as long as the
-			// step, and the lines' clocks come back to now too: a stamp
-			// from before the step would count as a wait long over.
+		if a.gapSince != 0 && now < a.gapSince && (idle || a.gapSince-now >= int64(a.cfg.LineTimeout)) {
+			// Before the gap was first seen, by an empty poll's clock
+			// (read after every stamp) or by more than a live line can
+			// lag: the wall clock, which receive timestamps follow,
+			// stepped back. (A line read behind the other by less than
+			// LineTimeout brings earlier stamps: that is not a step.)
+			// The wait starts again from now rather than lasting as
+			// long as the step, and the lines' clocks come back to now
+			// too: a stamp from before the step would count as a wait
+			// long over.
 			for i := 0; i < a.cfg.Lines; i++ {
 				a.lastRx[i] = min(a.lastRx[i], now)
 			}

@@ -213,9 +213,9 @@ func (a *Arbiter) silent(now int64) bool {
 	for i := 0; i < a.cfg.Lines; i++ {
 		last = max(last, a.lastRx[i])
 	}
-	if last-now > int64(a.cfg.Hold) {
+	if last-now >= int64(a.cfg.LineTimeout) {
 		// The wall clock, which receive timestamps follow, stepped back
-		// since (more than the skew of stamps between lines): the
+		// since (by more than a live line can lag behind another): the
 		// silence counts from now, not from once the clock is back where
 		// it was.
 		for i := 0; i < a.cfg.Lines; i++ {

@@ -123,10 +123,13 @@ func (s *socketRx) Receive(pkts []Packet) (int, error) {
 }
 
 // drain reads every line socket once without blocking, starting with a
-// different line each call so a busy line cannot starve the other.
+// different line each call so a busy line cannot starve the other. A line
+// whose read fails does not keep the others from being read: the first
+// error is returned with what they brought.
 func (s *socketRx) drain(pkts []Packet) (int, error) {
 	out, slot := 0, 0
 	now := int64(0)
+	var firstErr error
 	for k := range s.socks {
 		if slot >= len(pkts) {
 			break
@@ -143,7 +146,10 @@ func (s *socketRx) drain(pkts []Packet) (int, error) {
 			if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR) {
 				continue
 			}
-			return out, fmt.Errorf("receive line %s: recvmmsg: %w", ls.line, err)
+			if firstErr == nil {
+				firstErr = fmt.Errorf("receive line %s: recvmmsg: %w", ls.line, err)
+			}
+			continue
 		}
 		for i := slot; i < slot+m; i++ {
 			h := &s.msgs[i].Hdr
@@ -173,7 +179,7 @@ func (s *socketRx) drain(pkts []Packet) (int, error) {
 	}
 	s.next++
 	s.addBatch(&s.bc)
-	return out, nil
+	return out, firstErr
 }
 
 // Release is a no-op: the slab is reused by the next Receive.
