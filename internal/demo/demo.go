@@ -480,10 +480,26 @@ func sendLines(ctx context.Context, lab *netlab.Lab, dir string, pkts [][]byte, 
 		err error
 	}
 	done := make(chan sent, 1)
+	progressB := filepath.Join(dirB, "progress")
 	go func() {
-		st, err := send(ctx, lab, dirB, pkts, cfgB, "")
+		st, err := send(ctx, lab, dirB, pkts, cfgB, progressB)
 		done <- sent{st, err}
 	}()
+	// Line A's sender starts once line B's has sent a packet. Two senders
+	// started together may start a second apart on this loaded machine
+	// (CI once saw line B's first packet 1.2 s late), and line A ahead of
+	// line B turns line A's flap into a gap on both lines. Line B ahead is
+	// what a flap of line A needs: line B carries what line A misses.
+	for readProgress(progressB) == 0 {
+		select {
+		case b := <-done:
+			return b.st, errors.Join(errors.New("demo: line B's sender ended before it sent a packet"), b.err)
+		case <-ctx.Done():
+			b := <-done
+			return b.st, errors.Join(ctx.Err(), b.err)
+		case <-time.After(time.Millisecond):
+		}
+	}
 	st, err := send(ctx, lab, dir, pkts, cfgA, progress)
 	b := <-done
 	st.Lines = append(st.Lines, b.st.Lines...)
