@@ -375,7 +375,6 @@ func (a *Arbiter) Pending() int { return a.pend.n }
 // Offer hands the Arbiter one datagram received on line at rxTime (ns).
 func (a *Arbiter) Offer(line int, data []byte, rxTime int64) {
 	ls := &a.Stats.Lines[line]
-	a.failSince = 0 // a packet was read: the receiver is not failing on every call
 	p, err := moldudp64.Parse(data)
 	if err != nil {
 		ls.Malformed++
@@ -464,6 +463,7 @@ func (a *Arbiter) Offer(line int, data []byte, rxTime int64) {
 	ls.Packets++
 	ls.Bytes += uint64(len(data))
 	a.lastRx[line] = rxTime
+	a.failSince = 0 // a packet of the followed session was read: its stamp is a line's clock again
 
 	if p.Heartbeat() || p.EndOfSession() {
 		if p.Heartbeat() {

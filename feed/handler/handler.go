@@ -444,10 +444,9 @@ func (h *Handler) receive(pinErr chan<- error) {
 		if now == 0 {
 			now = clock.Now()
 		}
-		// Only an empty poll says that every line was drained: a failed
-		// one may have left packets on a line it did not read (the
-		// socket backend stops at the first line that fails), so its
-		// copies are still waited for.
+		// Only an empty poll says that every line was drained: after a
+		// failed one the failing line may still hold packets, so its
+		// copies are still waited for (Advance).
 		drained := n == 0 && err == nil
 		switch {
 		case drained:

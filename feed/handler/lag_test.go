@@ -108,3 +108,43 @@ func TestArbiterSecondGapLaggingLine(t *testing.T) {
 	}
 	_ = p14
 }
+
+// TestArbiterAdvanceStrayPackets: line A's socket fails on every call
+// (nothing of it is read), line B lost packet g and then carries nothing of
+// the followed session, only datagrams the Arbiter rejects (another
+// session's, or malformed: a stray sender on the group). The receive loop
+// alternates failed empty Receives (Advance) and Receives that bring a
+// rejected datagram (Offer). Only a packet of the followed session ends a
+// run of failures: a rejected one moves no line's clock, and when it did
+// end the run, the run never aged and the gap was held for ever. The gap
+// is declared once both lines are dead.
+func TestArbiterAdvanceStrayPackets(t *testing.T) {
+	for _, kind := range []string{"wrong-session", "malformed"} {
+		t.Run(kind, func(t *testing.T) {
+			rng := rand.New(rand.NewPCG(5, 6))
+			pkts := packets(t, testSession, 30, 5, rng)
+			stray := packets(t, moldudp64.NewSession("OTHER00001"), 1, 1, rng)[0]
+			if kind == "malformed" {
+				stray = []byte("not moldudp64")
+			}
+			a, s := newTestArbiter(t, ArbiterConfig{Session: testSession, Hold: 20 * time.Millisecond, LineTimeout: time.Second})
+			now := int64(10 * time.Hour)
+			for _, p := range pkts[:10] {
+				a.Offer(0, p, now)
+				a.Offer(1, p, now)
+				now += 1000
+			}
+			a.Offer(1, pkts[11], now) // g=10 lost on B; A fails from here on
+			a.Offer(1, pkts[12], now)
+			for range 10000 { // 10 s: the loop sleeps 1 ms after a failed empty Receive
+				now += int64(time.Millisecond)
+				a.Advance(now)
+				now += 1000
+				a.Offer(1, stray, now)
+			}
+			if a.Stats.Gaps != 1 {
+				t.Errorf("%s datagrams on line B between failed Receives for 10 s (line_timeout 1 s, both lines dead): gaps %d, pending %d, gaps seen %v: the gap is held for ever (each rejected datagram reset failSince)", kind, a.Stats.Gaps, a.Pending(), s.gaps)
+			}
+		})
+	}
+}
