@@ -680,6 +680,17 @@ func (a *Arbiter) Tick(now int64) {
 	}
 }
 
+// clockBack is a step of the wall clock back to now, which receive
+// timestamps follow: the lines' stamps and the session's start come back
+// to now, at most. A stamp from before the step would count as a wait long
+// over, and a silence as not begun, for as long as the step.
+func (a *Arbiter) clockBack(now int64) {
+	for i := 0; i < a.cfg.Lines; i++ {
+		a.lastRx[i] = min(a.lastRx[i], now)
+	}
+	a.startRx = min(a.startRx, now)
+}
+
 // Advance tells the Arbiter the time now after a Receive that failed with
 // nothing read, without saying that the lines were drained: the failing
 // line may hold packets. Nor does one failure say how far behind the
@@ -798,12 +809,8 @@ func (a *Arbiter) checkGap(now int64, idle bool) {
 			// stepped back. (A line read behind the other by less than
 			// LineTimeout brings earlier stamps: that is not a step.)
 			// The wait starts again from now rather than lasting as
-			// long as the step, and the lines' clocks come back to now
-			// too: a stamp from before the step would count as a wait
-			// long over.
-			for i := 0; i < a.cfg.Lines; i++ {
-				a.lastRx[i] = min(a.lastRx[i], now)
-			}
+			// long as the step.
+			a.clockBack(now)
 			a.gapSince = 0
 		}
 		if a.gapSince == 0 {

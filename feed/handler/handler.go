@@ -361,7 +361,7 @@ func Start(cfg Config) (*Handler, error) {
 		threads += len(h.shards)
 	}
 	t0 := time.Now()
-	h.started, h.startMono = t0.UnixNano(), monoAt(t0)
+	h.started, h.startMono = t0.UnixNano(), clock.Mono(t0)
 	go h.receive(pinErrs)
 	for i := 0; i < threads; i++ {
 		if err := <-pinErrs; err != nil {
@@ -839,7 +839,7 @@ func (h *Handler) copyStats(wait bool) bool {
 		h.cntCopy = [5]uint64{h.routed, h.filtered, h.badMsgs, h.arb.Next(), h.rxErrors}
 		h.endedCopy = h.arb.Ended()
 		t := time.Now()
-		now := monoAt(t)
+		now := clock.Mono(t)
 		for i := range h.seenPkts {
 			if p := h.arbCopy.Lines[i].Packets; p != h.seenPkts[i] {
 				h.seenPkts[i], h.lastPkt[i], h.lastMono[i] = p, t.UnixNano(), now

@@ -3,6 +3,8 @@ package handler
 import (
 	"fmt"
 	"time"
+
+	"github.com/marketfeed/feedhandler/internal/clock"
 )
 
 // StaleBooks returns how many books are flagged PossiblyStale.
@@ -95,15 +97,9 @@ func (s *Stats) lineSilence(l int, now int64) int64 {
 	return now - since
 }
 
-// monoBase is the origin of monoNow.
-var monoBase = time.Now()
-
-// monoNow reads the monotonic clock: ns since the package was loaded, plus
-// one so that no reading is 0 (0 stands for never).
-func monoNow() int64 { return monoAt(time.Now()) }
-
-// monoAt is t (read with time.Now) on monoNow's clock.
-func monoAt(t time.Time) int64 { return int64(t.Sub(monoBase)) + 1 }
+// monoNow reads the monotonic clock (clock.Mono): never 0, which stands
+// for never.
+func monoNow() int64 { return clock.Mono(time.Now()) }
 
 func (s *Stats) readiness() readiness {
 	received := false

@@ -214,14 +214,11 @@ func (a *Arbiter) silent(now int64) bool {
 		last = max(last, a.lastRx[i])
 	}
 	if last-now >= int64(a.cfg.LineTimeout) {
-		// The wall clock, which receive timestamps follow, stepped back
-		// since (by more than a live line can lag behind another): the
-		// silence counts from now, not from once the clock is back where
-		// it was.
-		for i := 0; i < a.cfg.Lines; i++ {
-			a.lastRx[i] = min(a.lastRx[i], now)
-		}
-		a.startRx, last = min(a.startRx, now), now
+		// The wall clock stepped back since (by more than a live line
+		// can lag behind another): the silence counts from now, not from
+		// once the clock is back where it was.
+		a.clockBack(now)
+		last = now
 	}
 	return now-last >= int64(a.cfg.LineTimeout)
 }

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/marketfeed/feedhandler/internal/clock"
 )
 
 // Session-level errors.
@@ -73,7 +75,7 @@ type Client struct {
 	seq     uint64 // sequence number of the next 'S' packet
 
 	wmu      sync.Mutex
-	lastSend atomic.Int64 // the last write (stamp)
+	lastSend atomic.Int64 // the last write (clock.Mono)
 
 	closed      atomic.Bool
 	interrupted atomic.Bool
@@ -289,7 +291,7 @@ func (c *Client) write(b []byte, heartbeat bool) error {
 	if err != nil {
 		return fmt.Errorf("soupbintcp write: %w", err)
 	}
-	c.lastSend.Store(stamp(time.Now()))
+	c.lastSend.Store(clock.Mono(time.Now()))
 	c.stats.Sent.Add(1)
 	c.stats.SentBytes.Add(uint64(len(b)))
 	if heartbeat {

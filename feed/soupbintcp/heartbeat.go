@@ -3,6 +3,8 @@ package soupbintcp
 import (
 	"sync/atomic"
 	"time"
+
+	"github.com/marketfeed/feedhandler/internal/clock"
 )
 
 // heartbeats is a side's heartbeat loop for interval every: a ticker at
@@ -14,17 +16,10 @@ func heartbeats(every time.Duration, stop, gone <-chan struct{}, lastSend *atomi
 	heartbeatLoop(t.C, stop, gone, lastSend, idle, send)
 }
 
-// epoch is the origin of stamp.
-var epoch = time.Now()
-
-// stamp is t as the heartbeat loops keep times: ns since epoch, on the
-// monotonic clock when t was read with time.Now (a ticker's tick is), so a
-// step of the wall clock neither stops the heartbeats for as long as the
-// step (a server then drops the session mid-snapshot) nor sends a burst.
-func stamp(t time.Time) int64 { return int64(t.Sub(epoch)) }
-
 // heartbeatLoop calls send (a heartbeat) at each tick at which the side has
-// sent nothing for idle (lastSend: the last send, a stamp), until stop or
+// sent nothing for idle (lastSend: the last send, clock.Mono: a step of the
+// wall clock neither stops the heartbeats for as long as the step, when a
+// server drops the session mid-snapshot, nor sends a burst), until stop or
 // gone is closed (a nil one never is) or send returns false.
 func heartbeatLoop(ticks <-chan time.Time, stop, gone <-chan struct{}, lastSend *atomic.Int64, idle time.Duration, send func() bool) {
 	for {
@@ -34,7 +29,7 @@ func heartbeatLoop(ticks <-chan time.Time, stop, gone <-chan struct{}, lastSend 
 		case <-gone:
 			return
 		case now := <-ticks:
-			if stamp(now)-lastSend.Load() >= int64(idle) && !send() {
+			if clock.Mono(now)-lastSend.Load() >= int64(idle) && !send() {
 				return
 			}
 		}

@@ -5,6 +5,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/marketfeed/feedhandler/internal/clock"
 )
 
 // longestSilence runs the heartbeat loop (heartbeatLoop, with ticks every
@@ -19,12 +21,12 @@ import (
 func longestSilence(every, check, idle time.Duration, seed uint64) time.Duration {
 	rng := rand.New(rand.NewPCG(seed, 1))
 	var lastSend atomic.Int64
-	lastSend.Store(stamp(time.Unix(0, 0))) // as if sent at time 0
+	lastSend.Store(clock.Mono(time.Unix(0, 0))) // as if sent at time 0
 	last, longest := int64(0), int64(0)
 	sent := func(at int64) {
 		longest = max(longest, at-last)
 		last = at
-		lastSend.Store(stamp(time.Unix(0, at)))
+		lastSend.Store(clock.Mono(time.Unix(0, at)))
 	}
 	ticks, stop, done := make(chan time.Time), make(chan struct{}), make(chan struct{})
 	var cur int64 // the tick being handled

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/marketfeed/feedhandler/internal/clock"
 )
 
 // ServerConfig shapes the server side of a connection. Zero durations pick
@@ -73,7 +75,7 @@ func (c *countingWriter) Write(p []byte) (int, error) {
 	c.s.conn.SetWriteDeadline(time.Now().Add(c.s.cfg.PeerTimeout)) //nolint:errcheck
 	n, err := c.s.conn.Write(p)
 	c.s.stats.SentBytes.Add(uint64(n))
-	c.s.lastSend.Store(stamp(time.Now()))
+	c.s.lastSend.Store(clock.Mono(time.Now()))
 	return n, err
 }
 

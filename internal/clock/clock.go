@@ -133,6 +133,17 @@ func (c *clk) start(env string) {
 	c.busy.Store(false)
 }
 
+// monoOrigin is the origin of Mono.
+var monoOrigin = time.Now()
+
+// Mono returns t, read with time.Now, as ns on the monotonic clock since
+// the package was loaded, plus one so that no reading is 0 (0 stands for
+// never where callers keep times). Differences of Mono readings are
+// immune to steps of the wall clock, unlike Now's: for timeouts and ages
+// that receive timestamps are not compared with. (t without a monotonic
+// reading, as time.Unix makes, is taken on the wall clock.)
+func Mono(t time.Time) int64 { return int64(t.Sub(monoOrigin)) + 1 }
+
 // Now returns the wall-clock time, Unix ns (CLOCK_REALTIME), for the hot
 // path: with an invariant TSC one RDTSC and a multiply, else one
 // CLOCK_MONOTONIC read plus the wall clock's offset. It never blocks and
