@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -20,9 +19,7 @@ import (
 	"github.com/marketfeed/feedhandler/internal/demo"
 	"github.com/marketfeed/feedhandler/internal/exchange"
 	"github.com/marketfeed/feedhandler/internal/netlab"
-	"github.com/marketfeed/feedhandler/internal/privilege"
 	"github.com/marketfeed/feedhandler/internal/shmtest"
-	"github.com/marketfeed/feedhandler/proto/shm"
 )
 
 // TestRunLinkEvents runs the real binary (CGO_ENABLED=0, as make build
@@ -48,19 +45,12 @@ func TestRunLinkEvents(t *testing.T) {
 		t.Skip("starting the handler as root that switches to nobody needs root")
 	}
 	_, bin := buildForNobody(t, "fhlink")
-	day, err := demo.GenerateDay(20_000, 40, 5)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var ref bytes.Buffer
-	if err := day.Books.WriteJSON(&ref, 10); err != nil {
-		t.Fatal(err)
+	day, ref := dayWithBooks(t, 5)
+	for _, backend := range []string{"socket", "uring", "xdp"} {
+		t.Run("flap/"+backend, func(t *testing.T) { testRunLinkFlap(t, bin, day, ref, backend) })
 	}
 	for _, backend := range []string{"socket", "uring", "xdp"} {
-		t.Run("flap/"+backend, func(t *testing.T) { testRunLinkFlap(t, bin, day, ref.Bytes(), backend) })
-	}
-	for _, backend := range []string{"socket", "uring", "xdp"} {
-		t.Run("recreate/"+backend, func(t *testing.T) { testRunInterfaceRecreated(t, bin, day, ref.Bytes(), backend) })
+		t.Run("recreate/"+backend, func(t *testing.T) { testRunInterfaceRecreated(t, bin, day, ref, backend) })
 	}
 }
 
@@ -496,15 +486,7 @@ func (r *linkRun) waitLinkUp(ns, dev string) {
 func (r *linkRun) checkDropped(when string) {
 	r.t.Helper()
 	pid := r.cmd.Process.Pid
-	eff, perm, err := privilege.ThreadCaps(pid)
-	if err != nil || len(eff) == 0 {
-		r.t.Fatalf("%s: capabilities of the handler's threads (pid %d): %v %v", when, pid, eff, err)
-	}
-	for j := range eff {
-		if eff[j] != 0 || perm[j] != 0 {
-			r.t.Fatalf("%s: thread %d of %d of the handler has effective %s, permitted %s", when, j, len(eff), eff[j], perm[j])
-		}
-	}
+	checkNoCaps(r.t, pid, when)
 	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		r.t.Fatal(err)
@@ -554,25 +536,7 @@ func (r *linkRun) checkNoReceiveError(body string) {
 func (r *linkRun) stop(ref []byte) {
 	r.t.Helper()
 	r.t.Logf("the handler's warnings and errors:\n%s", r.log.levels(`"level":"warn"`, `"level":"error"`))
-	if err := r.cmd.Process.Signal(syscall.SIGINT); err != nil {
-		r.t.Fatal(err)
-	}
-	select {
-	case err := <-r.exited:
-		r.exited <- err
-		if err != nil {
-			r.t.Fatalf("exit after SIGINT: %v\n%s", err, r.log.brief())
-		}
-	case <-time.After(30 * time.Second):
-		r.t.Fatalf("no exit 30s after SIGINT:\n%s", r.log.brief())
-	}
-	var got bytes.Buffer
-	if err := bookview([]string{"--shm", r.shmName, "--once", "--json"}, &got); err != nil && !errors.Is(err, shm.ErrClosed) {
-		r.t.Fatal(err)
-	}
-	if !bytes.Equal(got.Bytes(), ref) {
-		r.t.Fatalf("published books differ from the day's:\ngot  %.300s\nwant %.300s", got.Bytes(), ref)
-	}
+	stopAndCompare(r.t, r.cmd, r.exited, r.shmName, ref, r.log.brief)
 }
 
 // msgs counts the messages of MoldUDP64 packets.

@@ -84,14 +84,7 @@ func TestLeastPrivilege(t *testing.T) {
 	lab := netlab.ForTest(t, netlab.Options{Prefix: "fhp"})
 
 	dir, bin := buildForNobody(t, "fhpriv")
-	day, err := demo.GenerateDay(20_000, 40, 9)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var ref bytes.Buffer
-	if err := day.Books.WriteJSON(&ref, 10); err != nil {
-		t.Fatal(err)
-	}
+	day, ref := dayWithBooks(t, 9)
 
 	// The UMEM is receive.ring_size x 4 KiB: 16 MiB by default, above the
 	// 8 MiB RLIMIT_MEMLOCK here (which root cannot raise in this container:
@@ -119,7 +112,70 @@ func TestLeastPrivilege(t *testing.T) {
 	runs = append(runs, privRun{name: "xdp-16MiB-umem-without-cap_ipc_lock", backend: "xdp", caps: capList(xdpCaps),
 		wantErr: "raise it (LimitMEMLOCK= in the unit) or grant cap_ipc_lock"})
 	for i, r := range runs {
-		t.Run(r.name, func(t *testing.T) { runPrivileged(t, lab, bin, dir, day, ref.Bytes(), r, i) })
+		t.Run(r.name, func(t *testing.T) { runPrivileged(t, lab, bin, dir, day, ref, r, i) })
+	}
+}
+
+// dayWithBooks generates the processes' test day (20,000 messages, 40
+// instruments, seed) and its books as bookview --json prints them at
+// depth 10.
+func dayWithBooks(t *testing.T, seed uint64) (*demo.Day, []byte) {
+	t.Helper()
+	day, err := demo.GenerateDay(20_000, 40, seed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ref bytes.Buffer
+	if err := day.Books.WriteJSON(&ref, 10); err != nil {
+		t.Fatal(err)
+	}
+	return day, ref.Bytes()
+}
+
+// checkNoCaps fails the test unless every thread of process pid (a Go
+// process has two or more) has no effective and no permitted capability,
+// read from /proc now; it names each thread that has one.
+func checkNoCaps(t *testing.T, pid int, when string) {
+	t.Helper()
+	eff, perm, err := privilege.ThreadCaps(pid)
+	if err != nil || len(eff) < 2 {
+		t.Fatalf("%s: capabilities of the handler's threads (pid %d): %v %v", when, pid, eff, err)
+	}
+	kept := false
+	for j := range eff {
+		if eff[j] != 0 || perm[j] != 0 {
+			t.Errorf("%s: thread %d of %d of the handler kept capabilities: effective %s, permitted %s", when, j, len(eff), eff[j], perm[j])
+			kept = true
+		}
+	}
+	if kept {
+		t.FailNow()
+	}
+}
+
+// stopAndCompare interrupts the handler cmd (exited receives its Wait and
+// is refilled), which must exit 0 within 30 s, and compares the books it
+// published in shmName with ref; log gives its output for the failures.
+func stopAndCompare(t *testing.T, cmd *exec.Cmd, exited chan error, shmName string, ref []byte, log func() string) {
+	t.Helper()
+	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-exited:
+		exited <- err
+		if err != nil {
+			t.Fatalf("exit after SIGINT: %v\n%s", err, log())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("no exit 30s after SIGINT:\n%s", log())
+	}
+	var got bytes.Buffer
+	if err := bookview([]string{"--shm", shmName, "--once", "--json"}, &got); err != nil && !errors.Is(err, shm.ErrClosed) {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got.Bytes(), ref) {
+		t.Fatalf("published books differ from the day's:\ngot  %.300s\nwant %.300s", got.Bytes(), ref)
 	}
 }
 
@@ -245,15 +301,7 @@ log:
 		t.Errorf("backend is not %s:\n%s", r.backend, stderr.String())
 	}
 	// Every thread, read by us from /proc: no capability left.
-	eff, perm, err := privilege.ThreadCaps(cmd.Process.Pid)
-	if err != nil || len(eff) < 2 {
-		t.Fatalf("threads of %d: %v %v", cmd.Process.Pid, eff, err)
-	}
-	for j := range eff {
-		if eff[j] != 0 || perm[j] != 0 {
-			t.Errorf("thread %d of %d kept capabilities: effective %s, permitted %s", j, len(eff), eff[j], perm[j])
-		}
-	}
+	checkNoCaps(t, cmd.Process.Pid, "after setup")
 
 	s := labSender(t, lab, 0.05)
 	if _, err := s.Send(context.Background(), exchange.Packets(day.Packets)); err != nil {
@@ -261,25 +309,7 @@ log:
 	}
 	// Everything delivered; the graceful stop below drains the shards.
 	waitMetric(t, lab, "feedhandler_delivered_messages_total", day.Messages, &stderr)
-	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case err := <-exited:
-		exited <- err
-		if err != nil {
-			t.Fatalf("exit after SIGINT: %v\n%s", err, stderr.String())
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatalf("no exit 30s after SIGINT:\n%s", stderr.String())
-	}
-	var got bytes.Buffer
-	if err := bookview([]string{"--shm", shmName, "--once", "--json"}, &got); err != nil && !errors.Is(err, shm.ErrClosed) {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(got.Bytes(), ref) {
-		t.Fatalf("published books differ from the reference:\ngot  %.300s\nwant %.300s", got.Bytes(), ref)
-	}
+	stopAndCompare(t, cmd, exited, shmName, ref, stderr.String)
 	if r.shmGroup != "" {
 		checkShmEntitlement(t, bin, shmName, r.shmGroup, ref)
 	}
