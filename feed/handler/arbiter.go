@@ -186,9 +186,11 @@ type Arbiter struct {
 	regressNext uint64
 	// restartRx: after a restart, packets received before it are dropped
 	// (LineStats.BeforeRestart) until every line brought one received
-	// after it (restartPassed, a bit per line).
+	// after it (restartPassed, a bit per line). restartHigh: each line's
+	// highest sequence number of the old numbering (see oldNumbering).
 	restartRx     int64
 	restartPassed uint8
+	restartHigh   [MaxLines]uint64
 	// failSince: when Advance first saw the receiver fail with nothing
 	// read, since the last packet or empty poll (0: not failing).
 	failSince int64
@@ -431,7 +433,7 @@ func (a *Arbiter) Offer(line int, data []byte, rxTime int64) {
 		// and it is taken. (A line down since before the restart keeps
 		// the cut for the others until a drained Tick.)
 		stepped := a.lastRx[line] >= a.restartRx && rxTime < a.lastRx[line]-int64(a.cfg.Hold)
-		if rxTime < a.restartRx && a.restartPassed&(1<<line) == 0 && !stepped {
+		if a.restartPassed&(1<<line) == 0 && (rxTime < a.restartRx && !stepped || a.oldNumbering(line, p.Seq, rxTime)) {
 			ls.BeforeRestart++
 			return
 		}
@@ -627,7 +629,9 @@ func (a *Arbiter) backToStart() bool {
 // A line whose receive queue was behind may still hold packets of the
 // old sequence, received before now: they are dropped (restartRx).
 func (a *Arbiter) restart(line int, rxTime int64, end uint64) {
+	high := a.high
 	a.dropSession()
+	a.restartHigh = high
 	a.Stats.Restarts++
 	a.restartRx, a.restartPassed = rxTime, 0
 	a.next, a.startRx = 1, rxTime
@@ -635,6 +639,30 @@ func (a *Arbiter) restart(line int, rxTime int64, end uint64) {
 	if a.onSession != nil {
 		a.onSession(a.session, a.session)
 	}
+}
+
+// oldNumbering reports whether seq, on a line that has not passed the
+// restart, read at rxTime, continues the line's old numbering although it
+// was stamped after the restart. A receive stamp is the time a packet was
+// read, not received, when the kernel gave none (AF_XDP on a driver
+// without metadata: xdp_no_meta), so a queue that was behind at the
+// restart is read with stamps after it. Such a packet is at or past where
+// the line was before the restart (less a reorder window), which is past
+// everything the restarted numbering brought; read then, it is cut, not
+// taken for the restarted sequence's packet far ahead (a jump that its
+// followers would confirm). Only for LineTimeout after the restart: a
+// queue behind is read faster than the line fills it, and a line of the
+// restarted sequence that passes where the old one was is never cut for
+// long. A restart close to the start of the day (the old numbering within
+// the window of the new one's) cannot be told by sequence numbers: stamps
+// alone decide, as ever.
+func (a *Arbiter) oldNumbering(line int, seq uint64, rxTime int64) bool {
+	h := a.restartHigh[line]
+	if h <= candidateWindow || rxTime-a.restartRx >= int64(a.cfg.LineTimeout) {
+		return false
+	}
+	from := h - candidateWindow
+	return seq >= from && from > max(a.next, a.maxHigh())
 }
 
 // refreshBehind clears Behind once next moved (a line brought new

@@ -23,7 +23,13 @@ func packets(t testing.TB, s moldudp64.Session, n, maxMsgs int, rng *rand.Rand) 
 // that two days under the same session name can be told apart.
 func taggedPackets(t testing.TB, s moldudp64.Session, tag byte, n, maxMsgs int, rng *rand.Rand) [][]byte {
 	t.Helper()
-	b := moldudp64.NewBuilder(s, 1, 0)
+	return taggedPacketsFrom(t, s, tag, 1, n, maxMsgs, rng)
+}
+
+// taggedPacketsFrom is taggedPackets from sequence number seq.
+func taggedPacketsFrom(t testing.TB, s moldudp64.Session, tag byte, seq uint64, n, maxMsgs int, rng *rand.Rand) [][]byte {
+	t.Helper()
+	b := moldudp64.NewBuilder(s, seq, 0)
 	var out [][]byte
 	msg := make([]byte, 12)
 	msg[0] = tag

@@ -13,21 +13,16 @@ import (
 	"github.com/marketfeed/feedhandler/internal/shmtest"
 )
 
-// TestArbiterRestartLaggingLine: the receiver is behind on line
-// B (docs: "a receiver that is behind may hold minutes-old packets of line
-// B in its queue while reading line A"; see checkGap). Line A shows the
-// restarted sequence (day 2, from 1) for 2 s, so B is not live by A's
-// clock and the restart is confirmed on A alone. Then B's queue drains:
-// packets of the OLD sequence (day 1), received before the restart. After
-// the restart they must not be delivered as the restarted sequence's
-// messages: they were received before it, and are dropped and counted
-// (BeforeRestart).
-func TestArbiterRestartLaggingLine(t *testing.T) {
-	day1 := taggedPackets(t, testSession, 1, 100, 5, rand.New(rand.NewPCG(1, 2)))
-	day2 := taggedPackets(t, testSession, 2, 100, 5, rand.New(rand.NewPCG(3, 4)))
-	var afterRestart [3]uint64 // messages delivered after the restart, by tag
-	restarted := false
-	a := NewArbiter(ArbiterConfig{LineTimeout: time.Second}, func(p moldudp64.Packet, skip int, _ int64) {
+// restartOnLineA runs day1's first 80 packets on both lines, 1 ms apart,
+// then day2's first 40 (from sequence number 1) on line A alone over 2 s:
+// a restart confirmed on A (LineTimeout 1 s) while line B's queue is
+// behind. It returns the Arbiter, the messages it delivered after the
+// restart by tag (taggedPackets), the time of A's last packet and that of
+// day1's 80th, from which B's queue was received.
+func restartOnLineA(t *testing.T, day1, day2 [][]byte) (a *Arbiter, afterRestart *[3]uint64, now, tB int64) {
+	t.Helper()
+	restarted, afterRestart := false, new([3]uint64)
+	a = NewArbiter(ArbiterConfig{LineTimeout: time.Second}, func(p moldudp64.Packet, skip int, _ int64) {
 		it := p.Iter()
 		it.Skip(skip)
 		for msg, ok := it.Next(); ok; msg, ok = it.Next() {
@@ -41,15 +36,9 @@ func TestArbiterRestartLaggingLine(t *testing.T) {
 			restarted = true
 		}
 	})
-	now := int64(time.Hour)
-	// Both lines: day 1's first 80 packets.
-	for _, p := range day1[:80] {
-		now += int64(time.Millisecond)
-		a.Offer(0, p, now)
-		a.Offer(1, p, now)
-	}
-	tB := now // line B's next packets were received from here on (queued)
-	// Line A: the restarted sequence, 40 packets over 2 s.
+	now = int64(time.Hour)
+	offerBoth(a, &now, day1[:80], time.Millisecond)
+	tB = now
 	for _, p := range day2[:40] {
 		now += int64(50 * time.Millisecond)
 		a.Offer(0, p, now)
@@ -57,6 +46,22 @@ func TestArbiterRestartLaggingLine(t *testing.T) {
 	if !restarted {
 		t.Fatalf("no restart confirmed (regressions %d)", a.Stats.Regressions)
 	}
+	return a, afterRestart, now, tB
+}
+
+// TestArbiterRestartLaggingLine: the receiver is behind on line
+// B (docs: "a receiver that is behind may hold minutes-old packets of line
+// B in its queue while reading line A"; see checkGap). Line A shows the
+// restarted sequence (day 2, from 1) for 2 s, so B is not live by A's
+// clock and the restart is confirmed on A alone. Then B's queue drains:
+// packets of the OLD sequence (day 1), received before the restart. After
+// the restart they must not be delivered as the restarted sequence's
+// messages: they were received before it, and are dropped and counted
+// (BeforeRestart).
+func TestArbiterRestartLaggingLine(t *testing.T) {
+	day1 := taggedPackets(t, testSession, 1, 100, 5, rand.New(rand.NewPCG(1, 2)))
+	day2 := taggedPackets(t, testSession, 2, 100, 5, rand.New(rand.NewPCG(3, 4)))
+	a, afterRestart, now, tB := restartOnLineA(t, day1, day2) // line B's next packets were received from tB on (queued)
 	// Line B's queue: day 1's packets 80..99, received before the restart.
 	for _, p := range day1[80:] {
 		tB += int64(time.Millisecond)
@@ -73,6 +78,47 @@ func TestArbiterRestartLaggingLine(t *testing.T) {
 	if afterRestart[1] != 0 {
 		t.Fatalf("after the restart, %d messages of the old sequence (day 1, received before the restart on line B) were delivered as the restarted sequence's; %d of day 2; next %d, gaps %d",
 			afterRestart[1], afterRestart[2], a.Next(), a.Stats.Gaps)
+	}
+}
+
+// TestArbiterRestartLaggingLineReadStamps is TestArbiterRestartLaggingLine
+// with line B's queue read after the restart with stamps of when it was
+// read, not received: the kernel gave none (AF_XDP on a driver without
+// metadata, xdp_no_meta). The stamps no longer tell B's old packets from
+// the restarted sequence's; their sequence numbers do: they go on from
+// where B was, far past anything the restarted sequence brought. They
+// must be dropped, not held as the restarted sequence's packets far ahead
+// (declared a gap and delivered) or followed as a jump, and B's packets of
+// the restarted sequence after them taken.
+func TestArbiterRestartLaggingLineReadStamps(t *testing.T) {
+	for _, from := range []uint64{1_000_000, 50_000_000} { // within MaxJump of the restarted sequence; beyond it
+		t.Run(fmt.Sprint("from", from), func(t *testing.T) { testArbiterRestartLaggingLineReadStamps(t, from) })
+	}
+}
+
+func testArbiterRestartLaggingLineReadStamps(t *testing.T, from uint64) {
+	day1 := taggedPacketsFrom(t, testSession, 1, from, 100, 5, rand.New(rand.NewPCG(1, 2)))
+	day2 := taggedPackets(t, testSession, 2, 100, 5, rand.New(rand.NewPCG(3, 4)))
+	a, afterRestart, now, _ := restartOnLineA(t, day1, day2)
+	// Line B's queue read now: day 1's packets 80..99, then the restarted
+	// sequence from 41, all stamped as read.
+	for _, p := range day1[80:] {
+		now += int64(time.Microsecond)
+		a.Offer(1, p, now)
+	}
+	for _, p := range day2[40:] {
+		now += int64(time.Millisecond)
+		a.Offer(0, p, now)
+		a.Offer(1, p, now)
+	}
+	a.Tick(now + int64(time.Second))
+	end, _ := moldudp64.Parse(day2[len(day2)-1])
+	if afterRestart[1] != 0 || a.Stats.Lines[1].BeforeRestart != 20 || a.Next() != end.Next() {
+		t.Fatalf("after the restart, %d messages of the old sequence (day 1, on line B, read after the restart) delivered as the restarted sequence's; line B's packets dropped as before the restart %d (want 20); next %d (want %d), gaps %d, suspect %d",
+			afterRestart[1], a.Stats.Lines[1].BeforeRestart, a.Next(), end.Next(), a.Stats.Gaps, a.Stats.Lines[1].Suspect)
+	}
+	if afterRestart[2] == 0 || a.Stats.Lines[1].Won+a.Stats.Lines[1].Duplicates == 0 {
+		t.Fatalf("the restarted sequence after line B's queue: %d messages delivered, line B won %d, duplicates %d", afterRestart[2], a.Stats.Lines[1].Won, a.Stats.Lines[1].Duplicates)
 	}
 }
 
