@@ -577,6 +577,14 @@ func (a *Arbiter) Offer(line int, data []byte, rxTime int64) {
 // counts, not receive times, tell a line's latest packet: a batch may
 // stamp several alike.
 func (a *Arbiter) regressed(line int, rxTime int64, seq, end uint64) {
+	if a.regressFrom != 0 && a.regressFrom-rxTime >= int64(a.cfg.LineTimeout) {
+		// The wall clock stepped back since the spell began (by more
+		// than a live line can lag behind another): the spell counts
+		// again from now, or it would last as long as the step, with
+		// the restarted sequence dropped as behind meanwhile.
+		a.clockBack(rxTime)
+		a.regressFrom = rxTime
+	}
 	n := a.Stats.Lines[line].Packets
 	streak := a.behindPkt[line] == n-1 // the line's previous packet was behind too
 	a.behindPkt[line] = n

@@ -288,3 +288,26 @@ func TestArbiterRestartClockStepBack(t *testing.T) {
 		t.Errorf("after a step back and an empty poll: %d of line B's packets dropped as before the restart", n)
 	}
 }
+
+// TestArbiterRegressionClockStepBack: both lines go back to sequence
+// number 1 (a restart), and 750 ms into the spell the wall clock steps an
+// hour back. The spell (LineTimeout of every line behind) counts again
+// from the step: the restart is followed a LineTimeout after it, not an
+// hour later, which would drop the restarted sequence as behind for the
+// hour.
+func TestArbiterRegressionClockStepBack(t *testing.T) {
+	day := packets(t, testSession, 200, 5, rand.New(rand.NewPCG(9, 10)))
+	a, s := newTestArbiter(t, ArbiterConfig{LineTimeout: time.Second})
+	countRebuilds(a, s)
+	now := int64(2 * time.Hour)
+	offerBoth(a, &now, day[:100], time.Millisecond)
+	offerBoth(a, &now, day[:15], 50*time.Millisecond) // back to 1, for 750 ms
+	if a.Stats.Regressions != 0 {
+		t.Fatalf("a spell of 750 ms counted (regressions %d)", a.Stats.Regressions)
+	}
+	now -= int64(time.Hour)
+	offerBoth(a, &now, day[15:60], 50*time.Millisecond) // 2.25 s after the step
+	if a.Stats.Regressions != 1 || a.Stats.Restarts != 1 {
+		t.Fatalf("2.25 s after a step back of an hour: regressions %d, restarts %d (want 1, 1); next %d", a.Stats.Regressions, a.Stats.Restarts, a.Next())
+	}
+}
