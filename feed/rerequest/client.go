@@ -35,7 +35,7 @@ type Config struct {
 type Stats struct {
 	Requests     uint64 // request packets sent (first asks, continuations and retries)
 	Retries      uint64 // requests resent after a timeout
-	Timeouts     uint64 // requests that got no answer in time
+	Timeouts     uint64 // requests that got no answer in time (or none holding the first message asked)
 	Failovers    uint64 // moves to the next server
 	Failures     uint64 // ranges given up on after every server was tried
 	SendErrors   uint64 // request writes that failed (server unreachable, ...)
@@ -318,26 +318,41 @@ func (c *Client) observe(now int64) {
 // send sends the request that is due, if any.
 func (c *Client) send(now int64) bool {
 	if c.sentAt != 0 {
-		if c.next >= c.inflight.End() {
+		switch {
+		case c.next >= c.inflight.End():
 			c.sentAt = 0 // answered in full: ask for what is left
-		} else if c.lastAns != 0 {
+		case c.lastAns != 0 && c.next > c.inflight.First:
 			// Answered in part: the server capped its answer or a packet
 			// of it was lost. Once it has gone quiet, ask for the rest.
 			if now-c.lastAns < int64(c.settle()) {
 				return true
 			}
 			c.sentAt = 0
-		} else if now-c.sentAt < int64(c.cfg.Timeout)<<min(c.tries-1, 6) {
-			return true
-		} else {
+		default:
+			// Unanswered, or answered without the first message asked (a
+			// server that no longer has it, or the answer's first packet
+			// was lost): a retry, and after Retries the next server. Were
+			// such an answer a partial one, a server lacking the start
+			// would be asked from there for ever, never failed over.
+			if c.lastAns != 0 {
+				if now-c.lastAns < int64(c.settle()) {
+					return true
+				}
+			} else if now-c.sentAt < int64(c.cfg.Timeout)<<min(c.tries-1, 6) {
+				return true
+			}
 			c.Stats.Timeouts++
+			// Not in flight any more: a resend held back by the rate
+			// limit waits for a token, and is not timed out again
+			// meanwhile (with the next server's tries at 0, that shifted
+			// by -1: a panic).
+			c.sentAt = 0
 			if c.tries > c.cfg.Retries {
 				c.server++
 				c.tries = 0
 				if c.server >= len(c.fds) {
 					c.Stats.Failures++
 					c.active = false
-					c.sentAt = 0
 					return false
 				}
 				c.Stats.Failovers++
@@ -352,7 +367,7 @@ func (c *Client) send(now int64) bool {
 	}
 	n := min(c.want.End()-c.next, uint64(c.cfg.MaxRequestMessages))
 	r := moldudp64.Range{First: c.next, Count: n}
-	if c.lastAns != 0 || c.inflight.First != r.First {
+	if c.inflight.First != r.First {
 		c.tries = 0 // a continuation or a new range, not a retry
 	}
 	c.inflight = r

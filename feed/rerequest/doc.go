@@ -13,10 +13,11 @@
 //
 //   - never asks for more than MaxRequestMessages at once, and keeps asking
 //     until the range is filled (answers may carry fewer messages than
-//     asked, or start later than asked);
-//   - resends after Timeout (doubled on each retry), Retries times per
-//     server, then fails over to the next server in order, and reports
-//     failure once every server was tried;
+//     asked);
+//   - resends after Timeout (doubled on each retry), or once an answer
+//     without the first message asked has gone quiet (it starts later than
+//     asked), Retries times per server, then fails over to the next server
+//     in order, and reports failure once every server was tried;
 //   - sends at most RequestsPerSecond requests (a token bucket);
 //   - drops and counts answers of another session, for ranges it never
 //     asked, malformed packets (moldudp64.Parse: a count claiming more
