@@ -345,7 +345,10 @@ func (a *Arbiter) Abandon(now int64) {
 	if a.pend.n > 0 {
 		a.gapSince = a.pend.front().rxTime
 	}
-	a.checkGap(now, true)
+	// By the lines' own clocks, not idle: the recovery's failure says
+	// nothing of the lines' queues, and a line read behind may still
+	// hold the next hole's copy (an empty poll's Tick then releases it).
+	a.checkGap(now, false)
 }
 
 // Next returns the next expected sequence number (0 before the first packet).
