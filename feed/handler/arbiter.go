@@ -1,6 +1,7 @@
 package handler
 
 import (
+	"math"
 	"time"
 
 	"github.com/marketfeed/feedhandler/feed/moldudp64"
@@ -167,7 +168,8 @@ type Arbiter struct {
 	// ended: an End of Session packet at or beyond everything received
 	// announced the session's end, and no new data came after it.
 	ended    bool
-	gapSince int64 // when we first knew of something beyond next (0: nothing)
+	gapSince int64  // when we first knew of something beyond next (0: nothing)
+	gapNext  uint64 // next when gapSince was taken
 
 	high    [MaxLines]uint64 // per line: sequence number after its highest packet
 	lastRx  [MaxLines]int64  // per line: rx time of its last packet
@@ -719,6 +721,32 @@ func (a *Arbiter) Tick(now int64) {
 	}
 }
 
+// gapSeen is when the hole at next was first known, as near as the
+// stamps tell: the earliest of the first packet held beyond it and the
+// latest packet of each line that moved past next (a heartbeat's or an
+// End of Session's sequence number, or a packet ending inside the hole
+// moves a line past without anything held). Each is the stamp of a packet
+// sent after the hole, so a line whose copy of the hole is queued, read
+// behind, brings it within the lines' skew of that stamp. Not now, when a
+// packet of another line is offered: a line read behind brings stamps of
+// packets sent before the hole, and a wait begun at one of those ends
+// before that line brings its copy. Now only when no line shows the hole.
+func (a *Arbiter) gapSeen(now int64) int64 {
+	seen := int64(math.MaxInt64)
+	if a.pend.n > 0 {
+		seen = a.pend.front().rxTime
+	}
+	for i := 0; i < a.cfg.Lines; i++ {
+		if a.high[i] > a.next && a.lastRx[i] != 0 {
+			seen = min(seen, a.lastRx[i])
+		}
+	}
+	if seen == math.MaxInt64 {
+		return now
+	}
+	return seen
+}
+
 // clockBack is a step of the wall clock back to now, which receive
 // timestamps follow: the lines' stamps and the session's start come back
 // to now, at most. A stamp from before the step would count as a wait long
@@ -841,6 +869,15 @@ func (a *Arbiter) checkGap(now int64, idle bool) {
 			a.gapSince = 0
 			return
 		}
+		if a.gapNext != a.next {
+			// The hole waited for was filled or declared, and another is
+			// known beyond it: its wait starts when that one was seen
+			// (gapSeen), not when the first was. (Before, it went on with
+			// the first hole's: with the lines' skew over half of Hold,
+			// the second hole was declared before the lagging line
+			// brought it.)
+			a.gapSince = 0
+		}
 		if a.gapSince != 0 && now < a.gapSince && (idle || a.gapSince-now >= int64(a.cfg.LineTimeout)) {
 			// Before the gap was first seen, by an empty poll's clock
 			// (read after every stamp) or by more than a live line can
@@ -853,8 +890,10 @@ func (a *Arbiter) checkGap(now int64, idle bool) {
 			a.gapSince = 0
 		}
 		if a.gapSince == 0 {
-			a.gapSince = now
+			a.gapSince = a.gapSeen(now)
 		}
+		a.gapNext = a.next
+		passed := uint64(math.MaxUint64) // how far every line waited by Grace moved past next
 		for i := 0; i < a.cfg.Lines; i++ {
 			clock := a.lastRx[i]
 			switch {
@@ -862,9 +901,16 @@ func (a *Arbiter) checkGap(now int64, idle bool) {
 				if now-a.startRx >= int64(a.cfg.LineTimeout) {
 					continue // silent since the session started: dead
 				}
-				// Never heard from (yet): at start-up the other line's
-				// first packets may still be queued. Wait Hold by the
-				// clock of what is being read.
+				// Never heard from (yet): at start-up its first packets
+				// may still be queued, unread, behind what is read of the
+				// other line, whose stamps say nothing of them. Only an
+				// empty poll (every line drained) says they are not
+				// there: then wait Hold by its clock. (Before, the clock
+				// of what was being read: a batch of the other line
+				// spanning Hold declared what this line had queued.)
+				if !idle {
+					return
+				}
 				clock = now
 			case now-clock >= int64(a.cfg.LineTimeout):
 				continue // dead line: not waited for
@@ -874,6 +920,7 @@ func (a *Arbiter) checkGap(now int64, idle bool) {
 			wait := a.cfg.Hold
 			if a.high[i] > a.next {
 				wait = a.cfg.Grace
+				passed = min(passed, a.high[i])
 			}
 			if clock-a.gapSince < int64(wait) {
 				return
@@ -883,6 +930,11 @@ func (a *Arbiter) checkGap(now int64, idle bool) {
 		if a.pend.n > 0 {
 			target = a.pend.front().seq
 		}
+		// Only as far as each line waited by Grace moved past: what lies
+		// beyond it, that line may still bring (a heartbeat, or a packet
+		// ending inside the hole, moved it past next only). The rest is
+		// waited for by Hold on the next round (its high is then next).
+		target = min(target, passed)
 		if a.onMissing != nil && target > a.next && a.onMissing(moldudp64.Range{First: a.next, Count: target - a.next}, now) {
 			a.recovering = true
 			a.recoverEnd = target

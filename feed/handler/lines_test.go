@@ -1,0 +1,259 @@
+package handler
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math/rand/v2"
+	"testing"
+	"time"
+
+	"github.com/marketfeed/feedhandler/feed/moldudp64"
+)
+
+// linesRun is one day played to an Arbiter through a model of two lines
+// and the receive loop, with what the Arbiter must make of it:
+//
+//   - the exchange sends packet i at i*period (a heartbeat now and then,
+//     carrying the next sequence number);
+//   - each line loses and duplicates packets at random, and delivers the
+//     rest in order, stamped at their arrival: the send time plus the
+//     line's lag plus jitter (kept in order: one queue per line);
+//   - the receive loop reads in rounds at times of its own, from each
+//     line in turn (the first line read rotating) at most batch packets
+//     that arrived by then; a round that reads nothing is an empty poll
+//     (Tick).
+//
+// While the lines' lags differ by less than Hold, jitter included, no line
+// is ever waited for longer than Hold would allow, so exactly what both
+// lines lost is declared missing, and everything else is delivered once,
+// in order, whatever the loop's rounds.
+type linesRun struct {
+	pkts   [][]byte // the day (data and heartbeats), in send order
+	period time.Duration
+	loss   [2]float64 // per line
+	dup    float64
+	lag    [2]time.Duration
+	jitter time.Duration
+	batch  int
+	// roundGap: the loop's time between rounds is uniform up to it (a
+	// loop behind reads what piled up, in batches).
+	roundGap time.Duration
+	// recoverIn: with it, a recovery source takes every hole and its
+	// answer (the day's packets of the range, each twice at times) comes
+	// up to recoverIn later; nothing may then be declared missing.
+	recoverIn time.Duration
+}
+
+// answer is a recovery source's answer due at a time.
+type answer struct {
+	at int64
+	r  moldudp64.Range
+}
+
+type arrival struct {
+	line int
+	pkt  int
+	at   int64
+}
+
+func (r linesRun) play(t *testing.T, rng *rand.Rand, cfg ArbiterConfig) {
+	t.Helper()
+	start := int64(time.Hour)
+	var queues [2][]arrival
+	lostBoth := make([]bool, len(r.pkts))
+	for i := range r.pkts {
+		got := 0
+		for l := range 2 {
+			if i == 0 && l == 0 || i == len(r.pkts)-1 && l == 1 || rng.Float64() >= r.loss[l] {
+				// Line A brings the first packet (the session is
+				// locked there) and line B the last (nothing missing
+				// at the end goes unseen).
+				got++
+				n := 1
+				if rng.Float64() < r.dup {
+					n = 2
+				}
+				for range n {
+					at := start + int64(i)*int64(r.period) + int64(r.lag[l]) + rng.Int64N(int64(r.jitter)+1)
+					if q := queues[l]; len(q) > 0 {
+						at = max(at, q[len(q)-1].at) // one queue: in order
+					}
+					queues[l] = append(queues[l], arrival{l, i, at})
+				}
+			}
+		}
+		lostBoth[i] = got == 0
+	}
+	var want []moldudp64.Range // what both lines lost, as gaps
+	var wantMsgs uint64
+	for i, b := range r.pkts {
+		p, err := moldudp64.Parse(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !lostBoth[i] {
+			wantMsgs += uint64(p.Messages())
+			continue
+		}
+		if p.Messages() == 0 {
+			continue
+		}
+		if n := len(want); n > 0 && want[n-1].End() == p.Seq {
+			want[n-1].Count += uint64(p.Messages())
+		} else {
+			want = append(want, p.Range())
+		}
+	}
+
+	a, s := newTestArbiter(t, cfg)
+	var answers []answer
+	var asked []moldudp64.Range
+	if r.recoverIn > 0 {
+		a.SetMissing(func(rg moldudp64.Range, now int64) bool {
+			answers = append(answers, answer{now + rng.Int64N(int64(r.recoverIn)), rg})
+			asked = append(asked, rg)
+			return true
+		})
+		want, wantMsgs = nil, wantMsgs+totalMessages(t, lostPkts(r.pkts, lostBoth))
+	}
+	now := start
+	var head [2]int
+	first := 0
+	for rounds := 0; ; rounds++ {
+		if rounds > 1_000_000 {
+			t.Fatal("the loop's rounds never read the queues")
+		}
+		now += 1 + rng.Int64N(int64(r.roundGap))
+		if head[0] == len(queues[0]) && head[1] == len(queues[1]) && len(answers) == 0 {
+			// Everything read and answered: an hour on, what is still
+			// held is due (and may be asked for: then answered).
+			a.Tick(now + int64(time.Hour))
+			if len(answers) == 0 {
+				break
+			}
+			now += int64(time.Hour)
+			for i := range answers {
+				answers[i].at = now
+			}
+		}
+		read := 0
+		for k := range 2 {
+			l := (first + k) % 2
+			for n := 0; n < r.batch && head[l] < len(queues[l]) && queues[l][head[l]].at <= now; n++ {
+				q := queues[l][head[l]]
+				a.Offer(l, r.pkts[q.pkt], q.at)
+				head[l]++
+				read++
+			}
+		}
+		first ^= 1
+		for i := 0; i < len(answers); i++ {
+			if ans := answers[i]; ans.at <= now {
+				answers = append(answers[:i], answers[i+1:]...)
+				i--
+				for _, b := range r.pkts {
+					if p, _ := moldudp64.Parse(b); p.Messages() > 0 && p.Range().Overlaps(ans.r) {
+						for range 1 + rng.IntN(2) {
+							a.OfferRecovered(b, p, now)
+						}
+					}
+				}
+				read++
+			}
+		}
+		if read == 0 {
+			a.Tick(now)
+		}
+	}
+	// A hole may be declared in parts: as far as a line moved past, after
+	// Grace, then the rest after Hold.
+	var got []moldudp64.Range
+	for _, g := range s.gaps {
+		if n := len(got); n > 0 && got[n-1].End() == g.First {
+			got[n-1].Count += g.Count
+		} else {
+			got = append(got, g)
+		}
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) || s.got != wantMsgs {
+		rg, rec := a.Recovering()
+		t.Logf("asked %v; recovering %v %v; stats %+v", asked, rg, rec, a.Stats)
+		t.Fatalf("declared missing %v, lost on both lines %v; delivered %d messages of the %d the lines brought (next %d, pending %d)",
+			s.gaps, want, s.got, wantMsgs, a.Next(), a.Pending())
+	}
+}
+
+// lostPkts is the packets of pkts that lost marks.
+func lostPkts(pkts [][]byte, lost []bool) [][]byte {
+	var out [][]byte
+	for i, b := range pkts {
+		if lost[i] {
+			out = append(out, b)
+		}
+	}
+	return out
+}
+
+// linesDay is n packets of up to 5 messages, with a heartbeat (the next
+// sequence number, no message) in place of about one packet in ten.
+func linesDay(t *testing.T, rng *rand.Rand, n int) [][]byte {
+	t.Helper()
+	b := moldudp64.NewBuilder(testSession, 1, 0)
+	msg := make([]byte, 12)
+	var out [][]byte
+	for len(out) < n {
+		if rng.IntN(10) == 0 {
+			out = append(out, append([]byte(nil), b.Heartbeat()...))
+			continue
+		}
+		for range 1 + rng.IntN(5) {
+			binary.BigEndian.PutUint64(msg[4:], b.Seq()) // what sink checks
+			if err := b.Add(msg); err != nil {
+				t.Fatal(err)
+			}
+		}
+		out = append(out, append([]byte(nil), b.Flush()...))
+	}
+	return out
+}
+
+// TestArbiterLinesModel plays random days through linesRun: lossy,
+// duplicating lines (now and then one dead) with a skew under Hold, read
+// by a loop that keeps up or falls behind, with and without a recovery
+// source. Without one, only what both lines lost may be declared missing;
+// with one, nothing, and every message is delivered once, in order.
+func TestArbiterLinesModel(t *testing.T) {
+	for seed := range uint64(600) {
+		if !testArbiterLinesModel(t, seed) {
+			return
+		}
+	}
+}
+
+func testArbiterLinesModel(t *testing.T, seed uint64) bool {
+	rng := rand.New(rand.NewPCG(seed, 0x11e5))
+	hold := time.Duration(1+rng.IntN(20)) * time.Millisecond
+	cfg := ArbiterConfig{Session: testSession, Hold: hold, Grace: 200 * time.Microsecond, LineTimeout: time.Second}
+	r := linesRun{
+		period:   time.Duration(1+rng.IntN(1000)) * time.Microsecond,
+		loss:     [2]float64{rng.Float64() * 0.3, rng.Float64() * 0.3},
+		dup:      rng.Float64() * 0.1,
+		jitter:   time.Duration(rng.Int64N(int64(hold / 4))),
+		batch:    1 + rng.IntN(64),
+		roundGap: time.Duration(1 + rng.Int64N(int64(2*hold))),
+	}
+	if rng.IntN(10) == 0 {
+		r.loss[rng.IntN(2)] = 1 // a line down (but for the day's first or last packet)
+	}
+	if seed%2 == 1 {
+		r.recoverIn = time.Duration(1 + rng.Int64N(int64(3*hold)))
+	}
+	// The lines' skew, jitter included, under Hold.
+	r.lag[rng.IntN(2)] = time.Duration(rng.Int64N(int64(hold - r.jitter - time.Microsecond)))
+	r.pkts = linesDay(t, rng, 20+rng.IntN(300))
+	return t.Run(fmt.Sprint("seed", seed), func(t *testing.T) {
+		t.Logf("%d packets every %v, hold %v, loss %.3f/%.3f, dup %.3f, lag %v, jitter %v, batch %d, rounds up to %v apart, recovered within %v",
+			len(r.pkts), r.period, hold, r.loss[0], r.loss[1], r.dup, r.lag, r.jitter, r.batch, r.roundGap, r.recoverIn)
+		r.play(t, rng, cfg)
+	})
+}
