@@ -107,6 +107,14 @@ func Fetch(ctx context.Context, cfg Config, fn func(msg []byte) error) (Result, 
 	defer stop()
 
 	res := Result{Session: c.Session()}
+	if s := c.NextSeq(); s > 1 {
+		// Logged in for sequence 1, accepted at a later one: the spin's
+		// start (its System Event, Stock Directory messages and first
+		// orders) will never be sent. Books built from the rest would be
+		// whole in name only.
+		st.Protocol.Add(1)
+		return res, fmt.Errorf("%w: login accepted at sequence number %d, not at the snapshot's start (1)", ErrProtocol, s)
+	}
 	lastData := time.Now()
 	for {
 		typ, p, err := c.Next()

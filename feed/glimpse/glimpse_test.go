@@ -15,6 +15,12 @@ import (
 // closes unless hold, in which case it waits for the client to go.
 func scripted(t *testing.T, stream []byte, hold bool) string {
 	t.Helper()
+	return scriptedAt(t, 1, stream, hold)
+}
+
+// scriptedAt is scripted with Login Accepted naming sequence number seq.
+func scriptedAt(t *testing.T, seq uint64, stream []byte, hold bool) string {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -31,7 +37,7 @@ func scripted(t *testing.T, stream []byte, hold bool) string {
 		if _, err := sc.ReadLogin(); err != nil {
 			return
 		}
-		if sc.Accept("SCRIPT", 1) != nil {
+		if sc.Accept("SCRIPT", seq) != nil {
 			return
 		}
 		sc.WriteRaw(stream, 0) //nolint:errcheck
@@ -107,4 +113,25 @@ func TestFetchCallbackError(t *testing.T) {
 	if err != mine {
 		t.Fatalf("err %v", err)
 	}
+}
+
+// TestFetchLoginAcceptedPastStart: the server accepts the login for
+// sequence 1 with Login Accepted naming a later sequence number (it
+// resumes a session, or no longer has its start): the Sequenced Data that
+// follows is not the spin's start (its System Event, Stock Directory
+// messages and first orders are never sent). A snapshot without them is
+// not a snapshot: loaded, its books would be published whole with
+// instruments and orders missing. It is ErrProtocol, nothing delivered.
+func TestFetchLoginAcceptedPastStart(t *testing.T) {
+	add := itch.AddOrderFields{Header: itch.Header{Locate: 1}, OrderRef: 3, Side: 'B', Shares: 1, Price: 1}
+	stream := soupbintcp.AppendPacket(nil, soupbintcp.TypeSequencedData, add.Append(nil))
+	stream = soupbintcp.AppendPacket(stream, soupbintcp.TypeSequencedData, AppendSnapshot(nil, 1234))
+	addr := scriptedAt(t, 3, stream, true)
+	st := new(Stats)
+	n := 0
+	res, err := Fetch(context.Background(), Config{Addr: addr, IdleTimeout: 5 * time.Second, Stats: st}, func([]byte) error { n++; return nil })
+	if !errors.Is(err, ErrProtocol) || n != 0 || st.Completed.Load() != 0 {
+		t.Fatalf("login accepted at sequence 3: err %v, %d messages delivered, result %+v; want ErrProtocol and none", err, n, res)
+	}
+	t.Log(err)
 }
