@@ -160,6 +160,12 @@ type recovery struct {
 	snapRes  chan snapResult
 	cancel   context.CancelFunc
 	snapGaps uint64 // open gaps when the fetch began
+	// early: a fetched snapshot ahead of everything the lines brought,
+	// held (delivery still frozen, fetching still set) from earlyAt until
+	// the lines reach its sequence number, for at most the arbiter's
+	// LineTimeout (see loadSnapshot).
+	early   *snapResult
+	earlyAt int64
 	// gen counts session changes; a fetch is tagged with the gen it began
 	// in, and its result is discarded when the session changed meanwhile.
 	gen uint64
@@ -176,6 +182,8 @@ type snapResult struct {
 	n    uint64
 	err  error
 	took time.Duration
+	// waited: held (recovery.early) for the lines to reach snap.Next.
+	waited bool
 }
 
 func newRecovery(h *Handler, cfg RecoveryConfig) (*recovery, error) {
@@ -345,6 +353,7 @@ func (r *recovery) poll(now int64) {
 	r.restUntil = min(r.restUntil, now+int64(r.cfg.ServerRest))
 	r.snapAt = min(r.snapAt, now+int64(r.cfg.SnapshotRetry))
 	r.lagUntil = min(r.lagUntil, now+int64(r.cfg.SnapshotRetry))
+	r.earlyAt = min(r.earlyAt, now)
 	r.lastRec = min(r.lastRec, now)
 	if r.client != nil {
 		if r.client.Active() || now-r.lastRec > int64(10*time.Millisecond) {
@@ -374,6 +383,15 @@ func (r *recovery) poll(now int64) {
 		}
 	}
 	if r.fetching {
+		if e := r.early; e != nil {
+			// Loaded once the lines reach it, refused once they did not
+			// within LineTimeout, discarded if the session changed.
+			if e.gen != r.gen || max(a.Next(), a.maxHigh()) >= e.snap.Next || now-r.earlyAt >= int64(a.cfg.LineTimeout) {
+				r.early, r.fetching = nil, false
+				r.loadSnapshot(*e, now)
+			}
+			return
+		}
 		select {
 		case res := <-r.snapRes:
 			r.fetching = false
@@ -475,6 +493,32 @@ func (r *recovery) loadSnapshot(res snapResult, now int64) {
 		a.Unfreeze(0)
 		return
 	}
+	if ahead := max(a.Next(), a.maxHigh()); res.snap.Next > ahead {
+		// Ahead of everything the lines brought. A snapshot shows a
+		// point of the past: by the time it is downloaded the lines of
+		// its feed have normally passed it, or reach it within a line's
+		// lag. Another numbering (a snapshot server still on the
+		// session the feed left, or that did not restart with the
+		// publisher) is not reached: loaded, its books would be flagged
+		// whole and every live message below its number dropped as a
+		// duplicate, silently. It waits, delivery frozen, for the
+		// lines to reach it, at most LineTimeout.
+		if !res.waited {
+			res.waited = true
+			r.early, r.earlyAt, r.fetching = &res, now, true
+			r.h.log.Info().Uint64("next_seq", res.snap.Next).Uint64("lines_at", ahead).
+				Msg("recovery: snapshot ahead of the lines; loaded once they reach it")
+			return
+		}
+		r.stats.SnapshotFailures++
+		r.stats.LastSnapshotError = fmt.Sprintf("snapshot at sequence number %d, past the lines' %d after waiting %v for them: another numbering, not loaded", res.snap.Next, ahead, a.cfg.LineTimeout)
+		r.h.log.Warn().Uint64("next_seq", res.snap.Next).Uint64("lines_at", ahead).Dur("retry_in", r.cfg.SnapshotRetry).
+			Msg("recovery: the lines did not reach the snapshot (another numbering of the session); not loaded, books stay flagged")
+		r.wantSnap = true
+		r.snapAt = now + int64(r.cfg.SnapshotRetry)
+		a.Unfreeze(0)
+		return
+	}
 	r.h.rebuild(res.msgs, res.snap.Next)
 	// Gaps before the snapshot's sequence number are repaired by it. None
 	// stays open: delivery resumes at that number (Unfreeze below), so what
@@ -526,10 +570,10 @@ func (r *recovery) close() error {
 	if r.cancel != nil {
 		r.cancel()
 	}
-	if r.fetching {
+	if r.fetching && r.early == nil {
 		<-r.snapRes
-		r.fetching = false
 	}
+	r.fetching, r.early = false, nil
 	if r.client != nil {
 		return r.client.Close()
 	}

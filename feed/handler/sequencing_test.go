@@ -169,7 +169,11 @@ func TestSnapshotMessagesNotLiveLatency(t *testing.T) {
 				for _, m := range msgs {
 					fn(m)
 				}
-				return Snapshot{Next: 1000}, nil
+				// Past the lines' one packet (900): it is in the snapshot,
+				// and no live message follows. (A snapshot ahead of
+				// everything the lines brought waits for them to reach
+				// it: TestSnapshotAheadWaitsForLines.)
+				return Snapshot{Next: 901}, nil
 			}
 			h, sh, wait := modeHandler(t, m.mode, 1<<10, smallBooks)
 			rec := withRecovery(t, h, ArbiterConfig{Session: moldudp64.NewSession("LATE"), Lines: 1, Grace: time.Microsecond, Hold: time.Millisecond},

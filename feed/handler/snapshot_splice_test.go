@@ -1,0 +1,130 @@
+package handler
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/marketfeed/feedhandler/feed/itch"
+	"github.com/marketfeed/feedhandler/feed/moldudp64"
+)
+
+// addMsg7 is an Add Order of sym at locate 7.
+func addMsg7(sym string, ref uint64, price uint32) []byte {
+	a := itch.AddOrderFields{Header: itch.Header{Locate: 7}, OrderRef: ref, Side: 'B', Shares: 100,
+		Stock: itch.NewSymbol(sym), Price: price}
+	return a.Append(nil)
+}
+
+// TestSnapshotOfAnotherNumberingAhead: the feed changes session (OLD goes
+// quiet, NEW confirms at sequence number 1) and the GLIMPSE server has not
+// rolled over yet: its current session is still OLD's, at sequence number
+// 3000, well within MaxJump of the lines. That snapshot is not a state of
+// NEW: loaded, it put OLD's books under NEW's name, flagged whole, and
+// every NEW message below 3000 was dropped as a duplicate. It is not
+// loaded while the lines never reach its sequence number; the next
+// snapshot, of NEW, is, and NEW's messages after it are applied.
+func TestSnapshotOfAnotherNumberingAhead(t *testing.T) {
+	var fetches int
+	fetch := func(_ context.Context, _ moldudp64.Session, fn func([]byte) error) (Snapshot, error) {
+		if fetches++; fetches == 1 {
+			fn(dirMsg("SNAP")) // OLD's closing state
+			fn(addMsg7("SNAP", 1, 1111))
+			return Snapshot{Next: 3000, Session: "OLD"}, nil
+		}
+		fn(dirMsg("MSFT"))
+		fn(addMsg7("MSFT", 9, 5555))
+		return Snapshot{Next: 5, Session: "NEW"}, nil
+	}
+	h, sh, rec := recoveryHandler(t, fetch)
+	ev := itch.SystemEventFields{EventCode: 'Q'}
+	now := int64(time.Second)
+	for i, m := range [][]byte{dirMsg("SNAP"), addMsg7("SNAP", 1, 1111), ev.Append(nil), ev.Append(nil)} {
+		h.arb.Offer(0, sessionPacket("OLD", uint64(1+i), m), now)
+	}
+	h.endBatch()
+	now += 2 * int64(time.Second)
+	for i, m := range [][]byte{dirMsg("MSFT"), addMsg7("MSFT", 9, 5555), ev.Append(nil), ev.Append(nil)} {
+		h.arb.Offer(0, sessionPacket("NEW", uint64(1+i), m), now)
+	}
+	h.endBatch()
+	if h.arb.Session() != moldudp64.NewSession("NEW") || h.arb.Next() != 5 {
+		t.Fatalf("session %q next %d, want NEW 5", h.arb.Session(), h.arb.Next())
+	}
+	for i := 0; rec.stats.Snapshots == 0 || rec.fetching; i++ {
+		if i == 3000 {
+			t.Fatalf("no snapshot loaded: %+v", rec.stats)
+		}
+		time.Sleep(time.Millisecond)
+		now += int64(10 * time.Millisecond)
+		rec.poll(now)
+		h.endBatch()
+	}
+	h.arb.Offer(0, sessionPacket("NEW", 5, addMsg7("MSFT", 10, 5556)), now)
+	h.endBatch()
+	if d := h.arb.Stats.Lines[0].Duplicates; d != 0 || h.arb.Next() != 6 {
+		t.Fatalf("NEW's message 5 after the snapshot (loaded at %d): next %d, duplicates %d; want 6, 0",
+			rec.stats.LastSnapshotNext, h.arb.Next(), d)
+	}
+	if b := sh.books.Book(7); b == nil || b.Name() != "MSFT" || b.Orders() != 2 {
+		t.Fatalf("book 7 %v, want MSFT with orders 9 and 10", b)
+	}
+	if sh.pub.stale {
+		t.Fatal("books flagged after the snapshot of NEW")
+	}
+}
+
+// TestSnapshotAheadWaitsForLines: a late join's snapshot is a few
+// messages ahead of what the lines brought when it arrives (the lines lag
+// the snapshot server a little). It is loaded once the lines reach it:
+// what they brought before its sequence number is dropped, what follows
+// is applied on top.
+func TestSnapshotAheadWaitsForLines(t *testing.T) {
+	fetch := func(_ context.Context, _ moldudp64.Session, fn func([]byte) error) (Snapshot, error) {
+		fn(dirMsg("SNAP"))
+		fn(addMsg7("SNAP", 1, 1111))
+		return Snapshot{Next: 4010}, nil
+	}
+	h, sh, rec := recoveryHandler(t, fetch)
+	ev := itch.SystemEventFields{EventCode: 'Q'}
+	now := int64(time.Second)
+	for i := range uint64(4) {
+		h.arb.Offer(0, sessionPacket("AHD", 4000+i, ev.Append(nil)), now)
+	}
+	h.arb.Tick(now + int64(time.Second/2))
+	for i := 0; rec.fetching && rec.early == nil; i++ {
+		if i == 3000 {
+			t.Fatalf("the fetch never returned: %+v", rec.stats)
+		}
+		time.Sleep(time.Millisecond)
+		rec.poll(now)
+		h.endBatch()
+	}
+	if rec.stats.Snapshots != 0 || !h.arb.Frozen() {
+		t.Fatalf("loaded %d snapshots, frozen %v, before the lines reached the snapshot", rec.stats.Snapshots, h.arb.Frozen())
+	}
+	// The lines reach the snapshot: 4004..4009 (in it), 4010 and 4011.
+	for seq := uint64(4004); seq < 4010; seq++ {
+		h.arb.Offer(0, sessionPacket("AHD", seq, addMsg7("SNAP", seq, 2222)), now)
+	}
+	h.arb.Offer(0, sessionPacket("AHD", 4010, addMsg7("SNAP", 2, 1112)), now)
+	h.arb.Offer(0, sessionPacket("AHD", 4011, ev.Append(nil)), now)
+	for i := 0; rec.stats.Snapshots == 0; i++ {
+		if i == 3000 {
+			t.Fatalf("no snapshot loaded: %+v", rec.stats)
+		}
+		time.Sleep(time.Millisecond)
+		rec.poll(now)
+		h.endBatch()
+	}
+	h.endBatch()
+	if rec.stats.SnapshotFailures != 0 || h.arb.Next() != 4012 {
+		t.Fatalf("failures %d (%q), next %d; want 0, 4012", rec.stats.SnapshotFailures, rec.stats.LastSnapshotError, h.arb.Next())
+	}
+	if b := sh.books.Book(7); b == nil || b.Orders() != 2 {
+		t.Fatalf("book 7 %v, want the snapshot's order 1 and the live order 2", b)
+	}
+	if sh.pub.stale {
+		t.Fatal("books flagged after the load")
+	}
+}
