@@ -107,6 +107,12 @@ func Fetch(ctx context.Context, cfg Config, fn func(msg []byte) error) (Result, 
 	defer stop()
 
 	res := Result{Session: c.Session()}
+	if want := soupbintcp.ParseAlpha(soupbintcp.AppendAlpha(nil, cfg.Session, soupbintcp.SessionLen)); want != "" && res.Session != want {
+		// Asked for one session, logged in to another (the server's
+		// current one, whatever was asked): a snapshot of another day.
+		st.Protocol.Add(1)
+		return res, fmt.Errorf("%w: logged in to session %q, asked for %q", ErrProtocol, res.Session, want)
+	}
 	if s := c.NextSeq(); s > 1 {
 		// Logged in for sequence 1, accepted at a later one: the spin's
 		// start (its System Event, Stock Directory messages and first

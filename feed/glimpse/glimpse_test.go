@@ -135,3 +135,28 @@ func TestFetchLoginAcceptedPastStart(t *testing.T) {
 	}
 	t.Log(err)
 }
+
+// TestFetchLoginAcceptedOtherSession: the login asks for session OTHER
+// and the server logs the client in to SCRIPT (its current session,
+// whatever was asked): a snapshot of another session than the one
+// configured (another day's) is not loaded. A blank requested session
+// takes whatever the server names.
+func TestFetchLoginAcceptedOtherSession(t *testing.T) {
+	add := itch.AddOrderFields{Header: itch.Header{Locate: 1}, OrderRef: 1, Side: 'B', Shares: 1, Price: 1}
+	stream := soupbintcp.AppendPacket(nil, soupbintcp.TypeSequencedData, add.Append(nil))
+	stream = soupbintcp.AppendPacket(stream, soupbintcp.TypeSequencedData, AppendSnapshot(nil, 1234))
+	for _, c := range []struct {
+		session string
+		ok      bool
+	}{{"OTHER", false}, {"", true}, {"SCRIPT", true}} {
+		addr := scripted(t, stream, true)
+		n := 0
+		res, err := Fetch(context.Background(), Config{Addr: addr, Session: c.session, IdleTimeout: 5 * time.Second}, func([]byte) error { n++; return nil })
+		if c.ok && (err != nil || n != 1 || res.Session != "SCRIPT") {
+			t.Errorf("session %q: %+v, %d messages, %v", c.session, res, n, err)
+		}
+		if !c.ok && (!errors.Is(err, ErrProtocol) || n != 0) {
+			t.Errorf("session %q, accepted for SCRIPT: %+v, %d messages delivered, err %v; want ErrProtocol and none", c.session, res, n, err)
+		}
+	}
+}
