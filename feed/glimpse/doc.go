@@ -53,8 +53,9 @@
 // *soupbintcp.RejectError with the reason 'A' not authorized or 'S'
 // session not available), ErrEndOfSession (End of Session before the
 // Snapshot message), ErrStalled (nothing from the server, or only
-// heartbeats, for IdleTimeout: a server that keeps the connection alive
-// but stops sending the snapshot is stalled too), ErrProtocol (malformed,
+// heartbeats, Debug or Unsequenced Data packets, for IdleTimeout: a server
+// that keeps the connection alive but stops sending the snapshot is
+// stalled too), ErrProtocol (malformed,
 // truncated or invalid SoupBinTCP framing, a connection closed before the
 // Snapshot message, a Sequenced Data packet that is not a whole ITCH 5.0
 // message, a bad Snapshot message, a Login Accepted naming a sequence

@@ -127,15 +127,16 @@ func Fetch(ctx context.Context, cfg Config, fn func(msg []byte) error) (Result, 
 		if err != nil {
 			return res, classify(ctx, st, err, false)
 		}
-		switch typ {
-		case soupbintcp.TypeServerHeartbeat:
+		if typ != soupbintcp.TypeSequencedData {
+			// Heartbeats, Debug or Unsequenced Data: the server is
+			// alive, the snapshot does not move on.
+			if typ == soupbintcp.TypeUnsequencedData {
+				st.UnsequencedPacket.Add(1)
+			}
 			if time.Since(lastData) >= cfg.IdleTimeout {
 				st.Stalled.Add(1)
-				return res, fmt.Errorf("%w: only heartbeats for %v after %d messages", ErrStalled, cfg.IdleTimeout, res.Messages)
+				return res, fmt.Errorf("%w: no snapshot data, only heartbeats or other packets, for %v after %d messages", ErrStalled, cfg.IdleTimeout, res.Messages)
 			}
-			continue
-		case soupbintcp.TypeUnsequencedData:
-			st.UnsequencedPacket.Add(1)
 			continue
 		}
 		lastData = time.Now()

@@ -160,3 +160,51 @@ func TestFetchLoginAcceptedOtherSession(t *testing.T) {
 		}
 	}
 }
+
+// TestFetchStalledChatter: after one message the server sends only
+// Unsequenced Data or Debug packets, never the rest of the snapshot. The
+// socket never goes quiet, so only Fetch can tell the stall: it is
+// ErrStalled after IdleTimeout, as with heartbeats only, rather than a
+// fetch that never ends (delivery frozen, the books flagged, no retry).
+func TestFetchStalledChatter(t *testing.T) {
+	add := itch.AddOrderFields{Header: itch.Header{Locate: 1}, OrderRef: 1, Side: 'B', Shares: 1, Price: 1}
+	for _, typ := range []byte{soupbintcp.TypeUnsequencedData, soupbintcp.TypeDebug} {
+		t.Run(string(typ), func(t *testing.T) {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				sc := soupbintcp.NewServerConn(c, soupbintcp.ServerConfig{HeartbeatInterval: time.Hour})
+				defer sc.Close()
+				if _, err := sc.ReadLogin(); err != nil || sc.Accept("SCRIPT", 1) != nil {
+					return
+				}
+				sc.WritePacket(soupbintcp.TypeSequencedData, add.Append(nil)) //nolint:errcheck
+				// Chatter until the client goes, for at most 20 s.
+				for range 4000 {
+					if sc.WritePacket(typ, []byte("x")) != nil || sc.Flush() != nil {
+						return
+					}
+					select {
+					case <-sc.Gone():
+						return
+					case <-time.After(5 * time.Millisecond):
+					}
+				}
+			}()
+			t.Cleanup(func() { ln.Close(); <-done })
+			st := new(Stats)
+			_, err = Fetch(context.Background(), Config{Addr: ln.Addr().String(), IdleTimeout: 200 * time.Millisecond, Stats: st}, func([]byte) error { return nil })
+			if !errors.Is(err, ErrStalled) || st.Stalled.Load() != 1 {
+				t.Fatalf("err %v (stalled %d), want ErrStalled", err, st.Stalled.Load())
+			}
+		})
+	}
+}

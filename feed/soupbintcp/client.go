@@ -217,8 +217,8 @@ func (c *Client) Stats() *Stats { return c.stats }
 
 // Next returns the next data packet: TypeSequencedData or
 // TypeUnsequencedData and its payload, valid until the next call, or
-// TypeServerHeartbeat with no payload (so that a caller can tell a live but
-// idle server from a busy one). Debug packets are consumed (and counted).
+// TypeServerHeartbeat with no payload, or TypeDebug and its text (so that
+// a caller can tell a live server that sends no data from a busy one).
 // End of Session
 // is ErrEndOfSession; silence for PeerTimeout is ErrPeerTimeout; after
 // Close it is ErrClosed.
@@ -237,7 +237,7 @@ func (c *Client) Next() (typ byte, payload []byte, err error) {
 		case TypeServerHeartbeat:
 			return typ, nil, nil
 		case TypeDebug:
-			continue
+			return typ, payload, nil
 		case TypeEndOfSession:
 			return 0, nil, ErrEndOfSession
 		default: // 'A' or 'J' after login

@@ -57,7 +57,7 @@
 //	c, err := soupbintcp.Dial(ctx, soupbintcp.ClientConfig{Addr: a, Username: u, Password: p, Sequence: 1})
 //	defer c.Close()
 //	for {
-//		typ, payload, err := c.Next() // 'S', 'U' or 'H'; debug packets are consumed
+//		typ, payload, err := c.Next() // 'S', 'U', 'H' or '+' (debug)
 //		...
 //	}
 //	c.Logout()
