@@ -128,3 +128,58 @@ func TestSnapshotAheadWaitsForLines(t *testing.T) {
 		t.Fatal("books flagged after the load")
 	}
 }
+
+// TestSessionChangeWhileSnapshotWaitsForLines: a late join's snapshot is
+// ahead of the lines and waits for them to reach it; meanwhile the session
+// changes. The waiting snapshot, of the old session, is discarded, not
+// loaded into the new one, and a snapshot of the new session is fetched.
+func TestSessionChangeWhileSnapshotWaitsForLines(t *testing.T) {
+	var fetches int
+	fetch := func(_ context.Context, _ moldudp64.Session, fn func([]byte) error) (Snapshot, error) {
+		if fetches++; fetches == 1 {
+			fn(dirMsg("SNAP"))
+			fn(addMsg7("SNAP", 1, 1111))
+			return Snapshot{Next: 4100}, nil
+		}
+		fn(dirMsg("MSFT"))
+		fn(addMsg7("MSFT", 9, 5555))
+		return Snapshot{Next: 5}, nil
+	}
+	h, sh, rec := recoveryHandler(t, fetch)
+	ev := itch.SystemEventFields{EventCode: 'Q'}
+	now := int64(time.Second)
+	for i := range uint64(4) {
+		h.arb.Offer(0, sessionPacket("OLD", 4000+i, ev.Append(nil)), now)
+	}
+	h.arb.Tick(now + int64(time.Second/2))
+	for i := 0; rec.early == nil; i++ {
+		if i == 3000 {
+			t.Fatalf("the snapshot is not waiting for the lines: %+v", rec.stats)
+		}
+		time.Sleep(time.Millisecond)
+		rec.poll(now)
+	}
+	now += 2 * int64(time.Second)
+	for i, m := range [][]byte{dirMsg("MSFT"), addMsg7("MSFT", 9, 5555), ev.Append(nil), ev.Append(nil)} {
+		h.arb.Offer(0, sessionPacket("NEW", uint64(1+i), m), now)
+	}
+	if h.arb.Session() != moldudp64.NewSession("NEW") {
+		t.Fatalf("following %q", h.arb.Session())
+	}
+	for i := 0; rec.stats.Snapshots == 0 || rec.fetching; i++ {
+		if i == 3000 {
+			t.Fatalf("no snapshot of the new session: %+v", rec.stats)
+		}
+		time.Sleep(time.Millisecond)
+		rec.poll(now)
+		h.endBatch()
+	}
+	if rec.stats.SnapshotsDiscarded != 1 || rec.stats.LastSnapshotNext != 5 || fetches != 2 {
+		t.Fatalf("discarded %d, loaded at %d, fetches %d; want 1, 5, 2", rec.stats.SnapshotsDiscarded, rec.stats.LastSnapshotNext, fetches)
+	}
+	h.arb.Offer(0, sessionPacket("NEW", 5, addMsg7("MSFT", 10, 5556)), now)
+	h.endBatch()
+	if b := sh.books.Book(7); b == nil || b.Name() != "MSFT" || b.Orders() != 2 || sh.pub.stale {
+		t.Fatalf("book 7 %v (stale %v), want MSFT with orders 9 and 10, whole", b, sh.pub.stale)
+	}
+}
