@@ -21,6 +21,19 @@ func scripted(t *testing.T, stream []byte, hold bool) string {
 // scriptedAt is scripted with Login Accepted naming sequence number seq.
 func scriptedAt(t *testing.T, seq uint64, stream []byte, hold bool) string {
 	t.Helper()
+	return scriptedServe(t, seq, func(sc *soupbintcp.ServerConn) {
+		sc.WriteRaw(stream, 0) //nolint:errcheck
+		sc.Flush()             //nolint:errcheck
+		if hold {
+			<-sc.Gone()
+		}
+	})
+}
+
+// scriptedServe starts a SoupBinTCP server that logs one client in to
+// session SCRIPT at sequence number seq, then calls serve.
+func scriptedServe(t *testing.T, seq uint64, serve func(sc *soupbintcp.ServerConn)) string {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -40,11 +53,7 @@ func scriptedAt(t *testing.T, seq uint64, stream []byte, hold bool) string {
 		if sc.Accept("SCRIPT", seq) != nil {
 			return
 		}
-		sc.WriteRaw(stream, 0) //nolint:errcheck
-		sc.Flush()             //nolint:errcheck
-		if hold {
-			<-sc.Gone()
-		}
+		serve(sc)
 	}()
 	t.Cleanup(func() { ln.Close(); <-done })
 	return ln.Addr().String()
@@ -170,22 +179,7 @@ func TestFetchStalledChatter(t *testing.T) {
 	add := itch.AddOrderFields{Header: itch.Header{Locate: 1}, OrderRef: 1, Side: 'B', Shares: 1, Price: 1}
 	for _, typ := range []byte{soupbintcp.TypeUnsequencedData, soupbintcp.TypeDebug} {
 		t.Run(string(typ), func(t *testing.T) {
-			ln, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			done := make(chan struct{})
-			go func() {
-				defer close(done)
-				c, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				sc := soupbintcp.NewServerConn(c, soupbintcp.ServerConfig{HeartbeatInterval: time.Hour})
-				defer sc.Close()
-				if _, err := sc.ReadLogin(); err != nil || sc.Accept("SCRIPT", 1) != nil {
-					return
-				}
+			addr := scriptedServe(t, 1, func(sc *soupbintcp.ServerConn) {
 				sc.WritePacket(soupbintcp.TypeSequencedData, add.Append(nil)) //nolint:errcheck
 				// Chatter until the client goes, for at most 20 s.
 				for range 4000 {
@@ -198,10 +192,9 @@ func TestFetchStalledChatter(t *testing.T) {
 					case <-time.After(5 * time.Millisecond):
 					}
 				}
-			}()
-			t.Cleanup(func() { ln.Close(); <-done })
+			})
 			st := new(Stats)
-			_, err = Fetch(context.Background(), Config{Addr: ln.Addr().String(), IdleTimeout: 200 * time.Millisecond, Stats: st}, func([]byte) error { return nil })
+			_, err := Fetch(context.Background(), Config{Addr: addr, IdleTimeout: 200 * time.Millisecond, Stats: st}, func([]byte) error { return nil })
 			if !errors.Is(err, ErrStalled) || st.Stalled.Load() != 1 {
 				t.Fatalf("err %v (stalled %d), want ErrStalled", err, st.Stalled.Load())
 			}

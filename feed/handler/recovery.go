@@ -457,6 +457,19 @@ func (r *recovery) startSnapshot(now int64) {
 }
 
 // loadSnapshot replaces the books with the snapshot and resumes delivery
+// refuseSnapshot counts and logs a snapshot of another numbering (next:
+// its sequence number; ahead: how far the lines are), not loaded: delivery
+// resumes, the books stay flagged, and a snapshot is asked for again after
+// SnapshotRetry.
+func (r *recovery) refuseSnapshot(now int64, next, ahead uint64, why, msg string) {
+	r.stats.SnapshotFailures++
+	r.stats.LastSnapshotError = why
+	r.h.log.Warn().Uint64("next_seq", next).Uint64("lines_at", ahead).Dur("retry_in", r.cfg.SnapshotRetry).Msg(msg)
+	r.wantSnap = true
+	r.snapAt = now + int64(r.cfg.SnapshotRetry)
+	r.h.arb.Unfreeze(0)
+}
+
 // from the snapshot's sequence number on.
 func (r *recovery) loadSnapshot(res snapResult, now int64) {
 	a := r.h.arb
@@ -484,13 +497,9 @@ func (r *recovery) loadSnapshot(res snapResult, now int64) {
 		// arbiter takes at face value: another numbering of the session
 		// (a server that did not restart with the publisher, or that is
 		// a session ahead), not a state of this feed. Not loaded.
-		r.stats.SnapshotFailures++
-		r.stats.LastSnapshotError = fmt.Sprintf("snapshot at sequence number %d, more than %d past the lines' %d: another numbering, not loaded", res.snap.Next, a.cfg.MaxJump, ahead)
-		r.h.log.Warn().Uint64("next_seq", res.snap.Next).Uint64("lines_at", ahead).Dur("retry_in", r.cfg.SnapshotRetry).
-			Msg("recovery: snapshot far ahead of the lines (another numbering of the session); not loaded, books stay flagged")
-		r.wantSnap = true
-		r.snapAt = now + int64(r.cfg.SnapshotRetry)
-		a.Unfreeze(0)
+		r.refuseSnapshot(now, res.snap.Next, ahead,
+			fmt.Sprintf("snapshot at sequence number %d, more than %d past the lines' %d: another numbering, not loaded", res.snap.Next, a.cfg.MaxJump, ahead),
+			"recovery: snapshot far ahead of the lines (another numbering of the session); not loaded, books stay flagged")
 		return
 	}
 	if ahead := max(a.Next(), a.maxHigh()); res.snap.Next > ahead {
@@ -510,13 +519,9 @@ func (r *recovery) loadSnapshot(res snapResult, now int64) {
 				Msg("recovery: snapshot ahead of the lines; loaded once they reach it")
 			return
 		}
-		r.stats.SnapshotFailures++
-		r.stats.LastSnapshotError = fmt.Sprintf("snapshot at sequence number %d, past the lines' %d after waiting %v for them: another numbering, not loaded", res.snap.Next, ahead, a.cfg.LineTimeout)
-		r.h.log.Warn().Uint64("next_seq", res.snap.Next).Uint64("lines_at", ahead).Dur("retry_in", r.cfg.SnapshotRetry).
-			Msg("recovery: the lines did not reach the snapshot (another numbering of the session); not loaded, books stay flagged")
-		r.wantSnap = true
-		r.snapAt = now + int64(r.cfg.SnapshotRetry)
-		a.Unfreeze(0)
+		r.refuseSnapshot(now, res.snap.Next, ahead,
+			fmt.Sprintf("snapshot at sequence number %d, past the lines' %d after waiting %v for them: another numbering, not loaded", res.snap.Next, ahead, a.cfg.LineTimeout),
+			"recovery: the lines did not reach the snapshot (another numbering of the session); not loaded, books stay flagged")
 		return
 	}
 	r.h.rebuild(res.msgs, res.snap.Next)
