@@ -597,7 +597,13 @@ func (a *Arbiter) regressed(line int, rxTime int64, seq, end uint64) {
 		a.behindMin[line] = seq
 	}
 	for i := 0; i < a.cfg.Lines; i++ {
-		if rxTime-a.lastRx[i] < int64(a.cfg.LineTimeout) && a.behindPkt[i] != a.Stats.Lines[i].Packets {
+		// Live: its last packet within LineTimeout of this one, either
+		// way. One stamped LineTimeout or more after it was received
+		// before a step of the wall clock back and nothing came since (a
+		// line down), or is read that far ahead: not waited for, as in
+		// checkGap, or it would hold the spell for as long as the step.
+		d := rxTime - a.lastRx[i]
+		if d < int64(a.cfg.LineTimeout) && -d < int64(a.cfg.LineTimeout) && a.behindPkt[i] != a.Stats.Lines[i].Packets {
 			a.regressFrom = 0 // a live line is not behind
 			return
 		}

@@ -317,3 +317,31 @@ func TestArbiterRegressionClockStepBack(t *testing.T) {
 		t.Fatalf("2.25 s after a step back of an hour: regressions %d, restarts %d (want 1, 1); next %d", a.Stats.Regressions, a.Stats.Restarts, a.Next())
 	}
 }
+
+// TestArbiterRegressionClockStepBackLineDown: line B goes down, then the
+// wall clock steps an hour back, then the sequence restarts on line A
+// alone. B's last packet is stamped an hour after everything A brings
+// now: B is no live line (it has been silent since before the step, and
+// a line read more than LineTimeout apart is not waited for), so the
+// restart is confirmed on A after LineTimeout. Before, B counted as live
+// and not behind until the clock was back where it was: the restarted
+// sequence was dropped as behind for the hour.
+func TestArbiterRegressionClockStepBackLineDown(t *testing.T) {
+	day := packets(t, testSession, 200, 5, rand.New(rand.NewPCG(11, 12)))
+	a, s := newTestArbiter(t, ArbiterConfig{LineTimeout: time.Second})
+	countRebuilds(a, s)
+	now := int64(2 * time.Hour)
+	offerBoth(a, &now, day[:100], time.Millisecond)
+	for _, p := range day[100:120] { // line B is down
+		now += int64(100 * time.Millisecond)
+		a.Offer(0, p, now)
+	}
+	now -= int64(time.Hour)
+	for _, p := range day[:60] { // back to 1 on line A, for 3 s
+		now += int64(50 * time.Millisecond)
+		a.Offer(0, p, now)
+	}
+	if a.Stats.Regressions != 1 || a.Stats.Restarts != 1 {
+		t.Fatalf("3 s into a restart on line A (line B down since before a step back of an hour): regressions %d, restarts %d (want 1, 1); next %d", a.Stats.Regressions, a.Stats.Restarts, a.Next())
+	}
+}
