@@ -672,16 +672,19 @@ func (a *Arbiter) restart(line int, rxTime int64, end uint64) {
 // followers would confirm). Only for LineTimeout after the restart: a
 // queue behind is read faster than the line fills it, and a line of the
 // restarted sequence that passes where the old one was is never cut for
-// long. A restart close to the start of the day (the old numbering within
-// the window of the new one's) cannot be told by sequence numbers: stamps
-// alone decide, as ever.
+// long. Nor is one within the window past everything the restarted
+// sequence brought: a line read ahead of the one that confirmed the
+// restart brings such packets, which may be the only copy (the other
+// line lost them). A restart close to the start of the day (the old
+// numbering within the window of the new one's) cannot be told by
+// sequence numbers: stamps alone decide, as ever.
 func (a *Arbiter) oldNumbering(line int, seq uint64, rxTime int64) bool {
 	h := a.restartHigh[line]
 	if h <= candidateWindow || rxTime-a.restartRx >= int64(a.cfg.LineTimeout) {
 		return false
 	}
-	from := h - candidateWindow
-	return seq >= from && from > max(a.next, a.maxHigh())
+	from, brought := h-candidateWindow, max(a.next, a.maxHigh())
+	return seq >= from && from > brought && seq-brought > candidateWindow
 }
 
 // refreshBehind clears Behind once next moved (a line brought new

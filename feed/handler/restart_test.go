@@ -345,3 +345,47 @@ func TestArbiterRegressionClockStepBackLineDown(t *testing.T) {
 		t.Fatalf("3 s into a restart on line A (line B down since before a step back of an hour): regressions %d, restarts %d (want 1, 1); next %d", a.Stats.Regressions, a.Stats.Restarts, a.Next())
 	}
 }
+
+// TestArbiterRestartLeadingLineNotCut: a sequence restart with both lines
+// live, stamped as read (xdp_no_meta), line A read 10 packets ahead of
+// line B. Line B's packet confirms the restart (their stamps are alike);
+// A's next packets of the restarted sequence are 9 past B's, and past
+// where A's old numbering was less the reorder window (chosen so here:
+// the old numbering was within 65,536 of the restarted one's). They are
+// the restarted sequence's, close past what it brought: not cut as the
+// old numbering. Line B then loses one of them, which A brought: nothing
+// may be missing but the restart's start. Before, A's packets were cut
+// until B caught up with them, and B's loss was declared a gap.
+func TestArbiterRestartLeadingLineNotCut(t *testing.T) {
+	const n1, lag = 50, 10
+	// The restart is confirmed on B's packet day2[1000] (end 1002): 1000
+	// ms after B's first packet of day 2, with A's then at day2[1010].
+	// A's old numbering ends at h, with h less the window at 1005.
+	h := uint64(1005 + candidateWindow)
+	day1 := taggedPacketsFrom(t, testSession, 1, h-n1, n1, 1, rand.New(rand.NewPCG(1, 2)))
+	day2 := taggedPackets(t, testSession, 2, 1100, 1, rand.New(rand.NewPCG(3, 4)))
+	a, s := newTestArbiter(t, ArbiterConfig{LineTimeout: time.Second})
+	countRebuilds(a, s)
+	stream := append(append([][]byte{}, day1...), day2...)
+	lostB := n1 + 1011 // day2[1011], sequence number 1012: lost on line B
+	now := int64(time.Hour)
+	for i := 0; i < len(stream)+lag; i++ {
+		now += int64(time.Millisecond)
+		if j := i - lag; j >= 0 && j != lostB {
+			a.Offer(1, stream[j], now)
+		}
+		if i < len(stream) {
+			a.Offer(0, stream[i], now)
+		}
+	}
+	a.Tick(now)
+	end, _ := moldudp64.Parse(day2[len(day2)-1])
+	missing := false // past a start: the day's (a late join) or the restart's
+	for _, g := range s.gaps {
+		missing = missing || g.First != 1
+	}
+	if a.Stats.Restarts != 1 || a.Next() != end.Next() || missing {
+		t.Fatalf("restarts %d, next %d (want %d); gaps %v (want only from 1: the day's start, the restart's); line A's packets cut as the old numbering %d",
+			a.Stats.Restarts, a.Next(), end.Next(), s.gaps, a.Stats.Lines[0].BeforeRestart)
+	}
+}
