@@ -196,6 +196,8 @@ type Arbiter struct {
 	// failSince: when Advance first saw the receiver fail with nothing
 	// read, since the last packet or empty poll (0: not failing).
 	failSince int64
+	// drainedAt: the wall-clock time of the latest empty poll (Tick).
+	drainedAt int64
 	// where the last suspect packet ended
 	suspectNext uint64
 
@@ -719,6 +721,7 @@ func (a *Arbiter) handOver(data []byte, p moldudp64.Packet, rxTime int64) bool {
 // timestamps instead (see checkGap).
 func (a *Arbiter) Tick(now int64) {
 	a.failSince = 0
+	a.drainedAt = now
 	if now < a.restartRx {
 		// Drained, at a time before the restart: the wall clock stepped
 		// back. Nothing received before the restart is queued any more,
@@ -728,6 +731,23 @@ func (a *Arbiter) Tick(now int64) {
 	if a.started {
 		a.checkGap(now, true)
 	}
+}
+
+// linesClock is how far in time the lines have been read, as of now: the
+// latest receive stamp of the session's packets, or the latest empty poll
+// (every line drained then), or now once the receiver has failed with
+// nothing read for LineTimeout (see Advance); never past now. A receive
+// loop behind reads stamps of the past: the lines had until then, not
+// until now, to bring something.
+func (a *Arbiter) linesClock(now int64) int64 {
+	c := a.drainedAt
+	for i := 0; i < a.cfg.Lines; i++ {
+		c = max(c, a.lastRx[i])
+	}
+	if a.failSince != 0 && now-a.failSince >= int64(a.cfg.LineTimeout) {
+		c = now
+	}
+	return min(c, now)
 }
 
 // gapSeen is when the hole at next was first known, as near as the

@@ -385,8 +385,14 @@ func (r *recovery) poll(now int64) {
 	if r.fetching {
 		if e := r.early; e != nil {
 			// Loaded once the lines reach it, refused once they did not
-			// within LineTimeout, discarded if the session changed.
-			if e.gen != r.gen || max(a.Next(), a.maxHigh()) >= e.snap.Next || now-r.earlyAt >= int64(a.cfg.LineTimeout) {
+			// within LineTimeout, discarded if the session changed. The
+			// wait is measured by what was read of the lines (their
+			// stamps, an empty poll), not by the wall clock: a receive
+			// loop behind reads, after LineTimeout, what the lines
+			// brought before the snapshot arrived, and a snapshot they
+			// reach in it was refused (at every retry, while the loop
+			// stayed as far behind).
+			if e.gen != r.gen || max(a.Next(), a.maxHigh()) >= e.snap.Next || a.linesClock(now)-r.earlyAt >= int64(a.cfg.LineTimeout) {
 				r.early, r.fetching = nil, false
 				r.loadSnapshot(*e, now)
 			}

@@ -57,6 +57,7 @@ func TestSnapshotOfAnotherNumberingAhead(t *testing.T) {
 		}
 		time.Sleep(time.Millisecond)
 		now += int64(10 * time.Millisecond)
+		h.arb.Tick(now) // the lines drained: nothing more of NEW
 		rec.poll(now)
 		h.endBatch()
 	}
@@ -181,5 +182,63 @@ func TestSessionChangeWhileSnapshotWaitsForLines(t *testing.T) {
 	h.endBatch()
 	if b := sh.books.Book(7); b == nil || b.Name() != "MSFT" || b.Orders() != 2 || sh.pub.stale {
 		t.Fatalf("book 7 %v (stale %v), want MSFT with orders 9 and 10, whole", b, sh.pub.stale)
+	}
+}
+
+// TestSnapshotAheadReceiverBehind: a late join's snapshot arrives ahead of
+// what the lines brought because the receive loop is behind: it reads,
+// never drained, packets received well before the snapshot arrived, and
+// reading up to its sequence number takes it more than LineTimeout. The
+// lines did not fail to reach the snapshot: what they brought by then is
+// still queued. The snapshot is loaded once they reach it; before, the
+// wait was measured by the wall clock and it was refused (and, with the
+// receiver as far behind at every retry, refused for ever).
+func TestSnapshotAheadReceiverBehind(t *testing.T) {
+	fetch := func(_ context.Context, _ moldudp64.Session, fn func([]byte) error) (Snapshot, error) {
+		fn(dirMsg("SNAP"))
+		fn(addMsg7("SNAP", 1, 1111))
+		return Snapshot{Next: 4010}, nil
+	}
+	h, sh, rec := recoveryHandler(t, fetch)
+	ev := itch.SystemEventFields{EventCode: 'Q'}
+	stamp := int64(time.Second) // receive stamps of what is read
+	for i := range uint64(4) {
+		h.arb.Offer(0, sessionPacket("BHD", 4000+i, ev.Append(nil)), stamp)
+	}
+	h.arb.Offer(0, sessionPacket("BHD", 4004, ev.Append(nil)), stamp+int64(time.Millisecond))
+	wall := stamp + int64(3*time.Second) // the loop is 3 s behind
+	for i := 0; rec.fetching && rec.early == nil; i++ {
+		if i == 3000 {
+			t.Fatalf("the fetch never returned: %+v", rec.stats)
+		}
+		time.Sleep(time.Millisecond)
+		rec.poll(wall)
+		h.endBatch()
+	}
+	if rec.early == nil {
+		t.Fatalf("the snapshot is not waiting for the lines: %+v", rec.stats)
+	}
+	// The loop reads on, a packet a round, each received before the
+	// snapshot arrived, for more than LineTimeout.
+	for seq := uint64(4005); seq < 4012; seq++ {
+		m := addMsg7("SNAP", seq, 2222)
+		switch seq {
+		case 4010:
+			m = addMsg7("SNAP", 2, 1112)
+		case 4011:
+			m = ev.Append(nil)
+		}
+		stamp += int64(100 * time.Millisecond)
+		wall += int64(300 * time.Millisecond)
+		h.arb.Offer(0, sessionPacket("BHD", seq, m), stamp)
+		rec.poll(wall)
+		h.endBatch()
+	}
+	if rec.stats.SnapshotFailures != 0 || rec.stats.Snapshots != 1 || h.arb.Next() != 4012 {
+		t.Fatalf("snapshots loaded %d, failures %d (%q), next %d; want 1, 0, 4012",
+			rec.stats.Snapshots, rec.stats.SnapshotFailures, rec.stats.LastSnapshotError, h.arb.Next())
+	}
+	if b := sh.books.Book(7); b == nil || b.Orders() != 2 || sh.pub.stale {
+		t.Fatalf("book 7 %v (stale %v), want the snapshot's order 1 and the live order 2, whole", b, sh.pub.stale)
 	}
 }
