@@ -42,6 +42,12 @@ type linesRun struct {
 	// answer (the day's packets of the range, each twice at times) comes
 	// up to recoverIn later; nothing may then be declared missing.
 	recoverIn time.Duration
+	// dead: line dead[0] loses every packet from dead[1] to dead[2]
+	// (silent for longer than LineTimeout, then back).
+	dead [3]int
+	// advance: the chance that a round reading nothing is a failed
+	// receive (Advance) rather than an empty poll (Tick).
+	advance float64
 }
 
 // answer is a recovery source's answer due at a time.
@@ -64,6 +70,9 @@ func (r linesRun) play(t *testing.T, rng *rand.Rand, cfg ArbiterConfig) {
 	for i := range r.pkts {
 		got := 0
 		for l := range 2 {
+			if r.dead[2] > 0 && l == r.dead[0] && i >= r.dead[1] && i < r.dead[2] {
+				continue
+			}
 			if i == 0 && l == 0 || i == len(r.pkts)-1 && l == 1 || rng.Float64() >= r.loss[l] {
 				// Line A brings the first packet (the session is
 				// locked there) and line B the last (nothing missing
@@ -162,7 +171,11 @@ func (r linesRun) play(t *testing.T, rng *rand.Rand, cfg ArbiterConfig) {
 			}
 		}
 		if read == 0 {
-			a.Tick(now)
+			if rng.Float64() < r.advance {
+				a.Advance(now)
+			} else {
+				a.Tick(now)
+			}
 		}
 	}
 	// A hole may be declared in parts: as far as a line moved past, after
@@ -174,6 +187,43 @@ func (r linesRun) play(t *testing.T, rng *rand.Rand, cfg ArbiterConfig) {
 		} else {
 			got = append(got, g)
 		}
+	}
+	if r.dead[2] > 0 && r.recoverIn == 0 {
+		// Beyond what both lost, only what the revived line brought
+		// within Hold of its first packet may be declared: until its
+		// first packet is read it is dead, by the other line's clock.
+		lost := map[uint64]bool{}
+		for _, w := range want {
+			for q := w.First; q < w.End(); q++ {
+				lost[q] = true
+			}
+		}
+		rev, _ := moldudp64.Parse(r.pkts[r.dead[2]])
+		var revAt int64 = -1
+		for _, q := range queues[r.dead[0]] {
+			if q.pkt >= r.dead[2] {
+				revAt = q.at
+				break
+			}
+		}
+		for _, g := range s.gaps {
+			for q := g.First; q < g.End(); q++ {
+				if lost[q] {
+					continue
+				}
+				var sentIdx int
+				for i, b := range r.pkts {
+					if p, _ := moldudp64.Parse(b); p.Messages() > 0 && p.Range().Overlaps(moldudp64.Range{First: q, Count: 1}) {
+						sentIdx = i
+					}
+				}
+				sent := start + int64(sentIdx)*int64(r.period)
+				if q < rev.Seq || sent > revAt+int64(cfg.Hold) {
+					t.Errorf("seq %d (packet %d sent %v after the revived line's first stamp) declared, not lost on both; revival at packet %d seq %d", q, sentIdx, time.Duration(sent-revAt), r.dead[2], rev.Seq)
+				}
+			}
+		}
+		return
 	}
 	if fmt.Sprint(got) != fmt.Sprint(want) || s.got != wantMsgs {
 		rg, rec := a.Recovering()
@@ -195,7 +245,8 @@ func lostPkts(pkts [][]byte, lost []bool) [][]byte {
 }
 
 // linesDay is n packets of up to 5 messages, with a heartbeat (the next
-// sequence number, no message) in place of about one packet in ten.
+// sequence number, no message) in place of about one packet in ten, and
+// up to two End of Session packets after them.
 func linesDay(t *testing.T, rng *rand.Rand, n int) [][]byte {
 	t.Helper()
 	b := moldudp64.NewBuilder(testSession, 1, 0)
@@ -214,6 +265,9 @@ func linesDay(t *testing.T, rng *rand.Rand, n int) [][]byte {
 		}
 		out = append(out, append([]byte(nil), b.Flush()...))
 	}
+	for range rng.IntN(3) {
+		out = append(out, append([]byte(nil), b.EndOfSession()...))
+	}
 	return out
 }
 
@@ -223,7 +277,7 @@ func linesDay(t *testing.T, rng *rand.Rand, n int) [][]byte {
 // source. Without one, only what both lines lost may be declared missing;
 // with one, nothing, and every message is delivered once, in order.
 func TestArbiterLinesModel(t *testing.T) {
-	for seed := range uint64(600) {
+	for seed := range uint64(1500) {
 		if !testArbiterLinesModel(t, seed) {
 			return
 		}
@@ -241,6 +295,7 @@ func testArbiterLinesModel(t *testing.T, seed uint64) bool {
 		jitter:   time.Duration(rng.Int64N(int64(hold / 4))),
 		batch:    1 + rng.IntN(64),
 		roundGap: time.Duration(1 + rng.Int64N(int64(2*hold))),
+		advance:  rng.Float64() * 0.5,
 	}
 	if rng.IntN(10) == 0 {
 		r.loss[rng.IntN(2)] = 1 // a line down (but for the day's first or last packet)
@@ -256,4 +311,39 @@ func testArbiterLinesModel(t *testing.T, seed uint64) bool {
 			len(r.pkts), r.period, hold, r.loss[0], r.loss[1], r.dup, r.lag, r.jitter, r.batch, r.roundGap, r.recoverIn)
 		r.play(t, rng, cfg)
 	})
+}
+
+// TestArbiterLinesDeadLine plays linesRun days in which one line is silent
+// for longer than LineTimeout mid-day, then back, read by a loop that
+// keeps within LineTimeout of the lines.
+func TestArbiterLinesDeadLine(t *testing.T) {
+	for seed := range uint64(1000) {
+		rng := rand.New(rand.NewPCG(seed, 0xdead))
+		hold := time.Duration(1+rng.IntN(20)) * time.Millisecond
+		cfg := ArbiterConfig{Session: testSession, Hold: hold, Grace: 200 * time.Microsecond, LineTimeout: 3 * hold}
+		r := linesRun{
+			period:   hold/20 + time.Duration(rng.Int64N(int64(hold/5))),
+			loss:     [2]float64{rng.Float64() * 0.3, rng.Float64() * 0.3},
+			dup:      rng.Float64() * 0.1,
+			jitter:   time.Duration(rng.Int64N(int64(hold / 4))),
+			batch:    32 + rng.IntN(32),
+			roundGap: time.Duration(1 + rng.Int64N(int64(hold))),
+			advance:  rng.Float64() * 0.5,
+		}
+		if seed%2 == 1 {
+			r.recoverIn = time.Duration(1 + rng.Int64N(int64(3*hold)))
+		}
+		r.lag[rng.IntN(2)] = time.Duration(rng.Int64N(int64(hold - r.jitter - time.Microsecond)))
+		w := int(cfg.LineTimeout/r.period) + 2 + rng.IntN(40)
+		from := 1 + rng.IntN(100)
+		r.pkts = linesDay(t, rng, from+w+20+rng.IntN(200))
+		r.dead = [3]int{rng.IntN(2), from, from + w}
+		if !t.Run(fmt.Sprint("seed", seed), func(t *testing.T) {
+			t.Logf("%d packets every %v, hold %v, loss %.3f/%.3f, dup %.3f, lag %v, jitter %v, batch %d, rounds up to %v apart, recovered within %v, line %d dead from packet %d to %d",
+				len(r.pkts), r.period, hold, r.loss[0], r.loss[1], r.dup, r.lag, r.jitter, r.batch, r.roundGap, r.recoverIn, r.dead[0], r.dead[1], r.dead[2])
+			r.play(t, rng, cfg)
+		}) {
+			return
+		}
+	}
 }
