@@ -2,6 +2,7 @@ package handler
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -240,5 +241,51 @@ func TestSnapshotAheadReceiverBehind(t *testing.T) {
 	}
 	if b := sh.books.Book(7); b == nil || b.Orders() != 2 || sh.pub.stale {
 		t.Fatalf("book 7 %v (stale %v), want the snapshot's order 1 and the live order 2, whole", b, sh.pub.stale)
+	}
+}
+
+// TestSnapshotAheadLinesDown: a snapshot ahead of the lines while both
+// lines are down (every poll empty), or while the receiver fails on every
+// call, is refused once LineTimeout passed by the wall clock (from the
+// empty polls, or from the failures once they lasted LineTimeout), not
+// waited for as long as the lines stay down.
+func TestSnapshotAheadLinesDown(t *testing.T) {
+	for _, failing := range []bool{false, true} {
+		t.Run(fmt.Sprint("failing=", failing), func(t *testing.T) {
+			fetch := func(_ context.Context, _ moldudp64.Session, fn func([]byte) error) (Snapshot, error) {
+				fn(dirMsg("SNAP"))
+				return Snapshot{Next: 4010}, nil
+			}
+			h, _, rec := recoveryHandler(t, fetch)
+			rec.cfg.SnapshotRetry = time.Hour
+			ev := itch.SystemEventFields{EventCode: 'Q'}
+			now := int64(time.Second)
+			for i := range uint64(4) {
+				h.arb.Offer(0, sessionPacket("DWN", 4000+i, ev.Append(nil)), now)
+			}
+			h.arb.Offer(0, sessionPacket("DWN", 4004, ev.Append(nil)), now+int64(time.Millisecond))
+			for i := 0; rec.early == nil; i++ {
+				if i == 3000 {
+					t.Fatalf("the snapshot is not waiting for the lines: %+v", rec.stats)
+				}
+				time.Sleep(time.Millisecond)
+				rec.poll(now)
+			}
+			for i := 0; rec.stats.SnapshotFailures == 0; i++ {
+				if i == 1000 {
+					t.Fatalf("the snapshot still waits %v after it came, the lines down: frozen %v", time.Duration(now-rec.earlyAt), h.arb.Frozen())
+				}
+				now += int64(10 * time.Millisecond)
+				if failing {
+					h.arb.Advance(now)
+				} else {
+					h.arb.Tick(now)
+				}
+				rec.poll(now)
+			}
+			if h.arb.Frozen() || rec.stats.Snapshots != 0 {
+				t.Fatalf("frozen %v, snapshots %d after the refusal", h.arb.Frozen(), rec.stats.Snapshots)
+			}
+		})
 	}
 }
