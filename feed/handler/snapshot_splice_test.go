@@ -76,18 +76,21 @@ func TestSnapshotOfAnotherNumberingAhead(t *testing.T) {
 	}
 }
 
+// fetchAt4010 is a snapshot of one book (SNAP, order 1) at sequence
+// number 4010.
+func fetchAt4010(_ context.Context, _ moldudp64.Session, fn func([]byte) error) (Snapshot, error) {
+	fn(dirMsg("SNAP"))
+	fn(addMsg7("SNAP", 1, 1111))
+	return Snapshot{Next: 4010}, nil
+}
+
 // TestSnapshotAheadWaitsForLines: a late join's snapshot is a few
 // messages ahead of what the lines brought when it arrives (the lines lag
 // the snapshot server a little). It is loaded once the lines reach it:
 // what they brought before its sequence number is dropped, what follows
 // is applied on top.
 func TestSnapshotAheadWaitsForLines(t *testing.T) {
-	fetch := func(_ context.Context, _ moldudp64.Session, fn func([]byte) error) (Snapshot, error) {
-		fn(dirMsg("SNAP"))
-		fn(addMsg7("SNAP", 1, 1111))
-		return Snapshot{Next: 4010}, nil
-	}
-	h, sh, rec := recoveryHandler(t, fetch)
+	h, sh, rec := recoveryHandler(t, fetchAt4010)
 	ev := itch.SystemEventFields{EventCode: 'Q'}
 	now := int64(time.Second)
 	for i := range uint64(4) {
@@ -195,12 +198,7 @@ func TestSessionChangeWhileSnapshotWaitsForLines(t *testing.T) {
 // wait was measured by the wall clock and it was refused (and, with the
 // receiver as far behind at every retry, refused for ever).
 func TestSnapshotAheadReceiverBehind(t *testing.T) {
-	fetch := func(_ context.Context, _ moldudp64.Session, fn func([]byte) error) (Snapshot, error) {
-		fn(dirMsg("SNAP"))
-		fn(addMsg7("SNAP", 1, 1111))
-		return Snapshot{Next: 4010}, nil
-	}
-	h, sh, rec := recoveryHandler(t, fetch)
+	h, sh, rec := recoveryHandler(t, fetchAt4010)
 	ev := itch.SystemEventFields{EventCode: 'Q'}
 	stamp := int64(time.Second) // receive stamps of what is read
 	for i := range uint64(4) {
