@@ -38,6 +38,9 @@ type symbol struct {
 	weight  float64
 	levels  []level // lazily allocated, window entries
 	live    []int32 // slots of the symbol's live orders
+	// lastMatch: the match number of its latest trade not yet broken (0:
+	// none), which a Broken Trade message breaks.
+	lastMatch uint64
 }
 
 func (s *symbol) price(lvl int32) uint32 { return s.base + uint32(lvl)*100 }

@@ -249,6 +249,7 @@ func (g *Generator) execute(withPrice bool) {
 	}
 	match := g.nextMatch
 	g.nextMatch++
+	s.lastMatch = match
 	if withPrice {
 		pr := byte('Y')
 		if (r>>4)&3 == 0 {
@@ -292,6 +293,7 @@ func (g *Generator) trade() {
 	}
 	match := g.nextMatch
 	g.nextMatch++
+	s.lastMatch = match
 	f := itch.TradeFields{Header: g.hdr(s.locate), OrderRef: 0, Side: side, Shares: g.shares(), Stock: s.stock, Price: s.price(midLevel(s)), MatchNumber: match}
 	g.msg = f.Append(g.msg[:0])
 }
@@ -372,10 +374,19 @@ func (g *Generator) scheduled(e *event) {
 	case 'Q':
 		match := g.nextMatch
 		g.nextMatch++
+		s.lastMatch = match
 		f := itch.CrossTradeFields{Header: h, Shares: 100 * (1 + r%20000), Stock: s.stock, CrossPrice: s.price(midLevel(s)), MatchNumber: match, CrossType: e.code}
 		g.msg = f.Append(g.msg[:0])
 	case 'B':
-		f := itch.BrokenTradeFields{Header: h, MatchNumber: 1 + r%g.nextMatch}
+		// The symbol's latest trade, under its locate, as the spec has a
+		// broken trade carry (once: a trade is broken at most once); a
+		// symbol that has not traded breaks a match number of the day.
+		match := s.lastMatch
+		if match == 0 {
+			match = 1 + r%g.nextMatch
+		}
+		s.lastMatch = 0
+		f := itch.BrokenTradeFields{Header: h, MatchNumber: match}
 		g.msg = f.Append(g.msg[:0])
 	case 'N':
 		flags := [...]byte{'B', 'S', 'A', 'N'}

@@ -267,7 +267,7 @@ func (g *Generator) makeSchedule() {
 	add(11*Hour+60e9, 'O', 0, g.dlcr)
 	add(11*Hour+30*60e9, 'K', 'A', g.ipo)
 	for k := max(3, int(n)/300); k > 0; k-- {
-		add(MarketOpen+Hour+r.uintn(5*Hour), 'B', 0, -1)
+		add(MarketOpen+Hour+r.uintn(5*Hour), 'B', 0, active())
 	}
 	add(14*Hour+r.uintn(Hour), 'W', '1', -1)
 	// Opening and closing crosses.

@@ -105,6 +105,33 @@ func TestDay(t *testing.T) {
 			t.Errorf("%q: %.3f%% of messages, want %.1f±%.2f%%", c.typ, got, c.pct, c.tol)
 		}
 	}
+	// Every Broken Trade breaks a trade of its own instrument, once (the
+	// spec has it carry the stock locate), so that the books' breaks are
+	// exercised, not counted apart as without a locate.
+	traded := map[[2]uint64]bool{} // locate, match number: false once broken
+	for i, m := range msgs {
+		var match uint64
+		switch m.Type() {
+		case 'E':
+			match = itch.OrderExecuted(m).MatchNumber()
+		case 'C':
+			match = itch.OrderExecutedWithPrice(m).MatchNumber()
+		case 'P':
+			match = itch.Trade(m).MatchNumber()
+		case 'Q':
+			match = itch.CrossTrade(m).MatchNumber()
+		case 'B':
+			k := [2]uint64{uint64(m.Locate()), itch.BrokenTrade(m).MatchNumber()}
+			if live, ok := traded[k]; !ok || !live {
+				t.Fatalf("message %d: broken trade of match %d at locate %d: not a trade of that instrument not broken yet (traded %v)", i, k[1], k[0], ok)
+			}
+			traded[k] = false
+			continue
+		default:
+			continue
+		}
+		traded[[2]uint64{uint64(m.Locate()), match}] = true
+	}
 	if byType['R'] != 300 {
 		t.Errorf("%d directory messages, want one per symbol (300)", byType['R'])
 	}
