@@ -17,8 +17,9 @@
 // cross per symbol; 'E' at 20:00 and 'C' at 20:05. Scattered through the
 // day: LULD pauses and resumes ('H' with an auction collar 'J' and a halt
 // cross), an operational halt 'h', DLCR price discovery 'O', RPII 'N', a few
-// broken trades 'B' (each of its instrument's latest trade, under its locate) and
-// one MWCB status 'W', so that all 23 message types
+// broken trades 'B' (each of an instrument's latest trade not broken yet,
+// under its locate: its scheduled instrument's, or the next one's with such
+// a trade) and one MWCB status 'W', so that all 23 message types
 // appear.
 //
 // The order flow follows the message mix of a real day (Mix: A 43.3%,

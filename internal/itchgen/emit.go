@@ -379,8 +379,18 @@ func (g *Generator) scheduled(e *event) {
 		g.msg = f.Append(g.msg[:0])
 	case 'B':
 		// The symbol's latest trade, under its locate, as the spec has a
-		// broken trade carry (once: a trade is broken at most once); a
-		// symbol that has not traded breaks a match number of the day.
+		// broken trade carry (once: a trade is broken at most once). A
+		// symbol without a trade not broken yet passes the break to the
+		// next one that has one (before, it broke a match number of the
+		// day, another instrument's: with most seeds and sizes some
+		// breaks named no trade of their locate); only a day without
+		// any such trade yet breaks a match number of the day.
+		for i := 0; s.lastMatch == 0 && i < len(g.syms); i++ {
+			if o := &g.syms[(int(e.sym)+1+i)%len(g.syms)]; o.lastMatch != 0 {
+				s = o
+				h.Locate = o.locate
+			}
+		}
 		match := s.lastMatch
 		if match == 0 {
 			match = 1 + r%g.nextMatch

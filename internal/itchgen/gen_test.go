@@ -67,6 +67,51 @@ func TestDeterministic(t *testing.T) {
 	}
 }
 
+// checkBreaks checks that every Broken Trade breaks a trade of its own
+// instrument, once (the spec has it carry the stock locate), so that the
+// books' breaks are exercised, not counted apart as without a locate.
+func checkBreaks(t *testing.T, msgs []itch.Msg) {
+	t.Helper()
+	traded := map[[2]uint64]bool{} // locate, match number: false once broken
+	for i, m := range msgs {
+		var match uint64
+		switch m.Type() {
+		case 'E':
+			match = itch.OrderExecuted(m).MatchNumber()
+		case 'C':
+			match = itch.OrderExecutedWithPrice(m).MatchNumber()
+		case 'P':
+			match = itch.Trade(m).MatchNumber()
+		case 'Q':
+			match = itch.CrossTrade(m).MatchNumber()
+		case 'B':
+			k := [2]uint64{uint64(m.Locate()), itch.BrokenTrade(m).MatchNumber()}
+			if live, ok := traded[k]; !ok || !live {
+				t.Fatalf("message %d: broken trade of match %d at locate %d: not a trade of that instrument not broken yet (traded %v)", i, k[1], k[0], ok)
+			}
+			traded[k] = false
+			continue
+		default:
+			continue
+		}
+		traded[[2]uint64{uint64(m.Locate()), match}] = true
+	}
+}
+
+// TestBrokenTradesOtherDays: TestDay's check of the breaks on days of
+// other seeds and sizes, where a scheduled break's instrument often has no
+// trade not broken yet (a small day, many symbols, two breaks of one).
+func TestBrokenTradesOtherDays(t *testing.T) {
+	for _, c := range []itchgen.Config{{Messages: 3000, Symbols: 50}, {Messages: 20000, Symbols: 300}} {
+		for seed := uint64(1); seed <= 30; seed++ {
+			c.Seed = seed
+			t.Run(fmt.Sprintf("%d-%d-%d", c.Messages, c.Symbols, seed), func(t *testing.T) {
+				checkBreaks(t, messages(t, day(t, c)))
+			})
+		}
+	}
+}
+
 func TestTooFewMessages(t *testing.T) {
 	if _, err := itchgen.New(itchgen.Config{Messages: 100, Symbols: 500}); err == nil {
 		t.Fatal("100 messages for 500 symbols accepted")
@@ -105,33 +150,7 @@ func TestDay(t *testing.T) {
 			t.Errorf("%q: %.3f%% of messages, want %.1f±%.2f%%", c.typ, got, c.pct, c.tol)
 		}
 	}
-	// Every Broken Trade breaks a trade of its own instrument, once (the
-	// spec has it carry the stock locate), so that the books' breaks are
-	// exercised, not counted apart as without a locate.
-	traded := map[[2]uint64]bool{} // locate, match number: false once broken
-	for i, m := range msgs {
-		var match uint64
-		switch m.Type() {
-		case 'E':
-			match = itch.OrderExecuted(m).MatchNumber()
-		case 'C':
-			match = itch.OrderExecutedWithPrice(m).MatchNumber()
-		case 'P':
-			match = itch.Trade(m).MatchNumber()
-		case 'Q':
-			match = itch.CrossTrade(m).MatchNumber()
-		case 'B':
-			k := [2]uint64{uint64(m.Locate()), itch.BrokenTrade(m).MatchNumber()}
-			if live, ok := traded[k]; !ok || !live {
-				t.Fatalf("message %d: broken trade of match %d at locate %d: not a trade of that instrument not broken yet (traded %v)", i, k[1], k[0], ok)
-			}
-			traded[k] = false
-			continue
-		default:
-			continue
-		}
-		traded[[2]uint64{uint64(m.Locate()), match}] = true
-	}
+	checkBreaks(t, msgs)
 	if byType['R'] != 300 {
 		t.Errorf("%d directory messages, want one per symbol (300)", byType['R'])
 	}
