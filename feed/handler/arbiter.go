@@ -927,6 +927,15 @@ func (a *Arbiter) checkGap(now int64, idle bool) {
 			clock := a.lastRx[i]
 			switch {
 			case clock == 0:
+				if a.startRx-now >= int64(a.cfg.LineTimeout) {
+					// The session started LineTimeout or more after now,
+					// by more than a line read behind can lag: the wall
+					// clock stepped back since. The line is waited for
+					// LineTimeout from now, not for as long as the step
+					// (with no empty poll, a busy queue, for as long as
+					// the hold-back arena took to fill).
+					a.clockBack(now)
+				}
 				if now-a.startRx >= int64(a.cfg.LineTimeout) {
 					continue // silent since the session started: dead
 				}
