@@ -462,7 +462,6 @@ func (r *recovery) startSnapshot(now int64) {
 	}()
 }
 
-// loadSnapshot replaces the books with the snapshot and resumes delivery
 // refuseSnapshot counts and logs a snapshot of another numbering (next:
 // its sequence number; ahead: how far the lines are), not loaded: delivery
 // resumes, the books stay flagged, and a snapshot is asked for again after
@@ -476,6 +475,7 @@ func (r *recovery) refuseSnapshot(now int64, next, ahead uint64, why, msg string
 	r.h.arb.Unfreeze(0)
 }
 
+// loadSnapshot replaces the books with the snapshot and resumes delivery
 // from the snapshot's sequence number on.
 func (r *recovery) loadSnapshot(res snapResult, now int64) {
 	a := r.h.arb
