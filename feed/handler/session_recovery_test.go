@@ -54,9 +54,7 @@ func TestSessionChangeDuringSnapshot(t *testing.T) {
 	ev := itch.SystemEventFields{EventCode: 'Q'}
 	now := int64(time.Second)
 	// The old session, joined late: a gap from 1, so a snapshot.
-	for i := range uint64(4) {
-		h.arb.Offer(0, sessionPacket("OLD", 4000+i, ev.Append(nil)), now)
-	}
+	joinLate(h, "OLD", now)
 	h.arb.Tick(now + int64(time.Second/2))
 	rec.poll(now)
 	if !rec.fetching {
@@ -124,11 +122,8 @@ func TestSnapshotFarAheadRefused(t *testing.T) {
 		return Snapshot{Next: 4004}, nil // where the lines are
 	}
 	h, sh, rec := recoveryHandler(t, fetch)
-	ev := itch.SystemEventFields{EventCode: 'Q'}
 	now := int64(time.Second)
-	for i := range uint64(4) {
-		h.arb.Offer(0, sessionPacket("AHD", 4000+i, ev.Append(nil)), now)
-	}
+	joinLate(h, "AHD", now)
 	h.arb.Tick(now + int64(time.Second/2))
 	for i := 0; rec.stats.Snapshots == 0; i++ {
 		if i == 3000 {

@@ -76,6 +76,16 @@ func TestSnapshotOfAnotherNumberingAhead(t *testing.T) {
 	}
 }
 
+// joinLate offers line A four packets of session, sequence numbers 4000
+// to 4003 (System Event 'Q'), received at rxTime: a late join, a gap from
+// 1 on a handler without any packet yet.
+func joinLate(h *Handler, session string, rxTime int64) {
+	ev := itch.SystemEventFields{EventCode: 'Q'}
+	for i := range uint64(4) {
+		h.arb.Offer(0, sessionPacket(session, 4000+i, ev.Append(nil)), rxTime)
+	}
+}
+
 // fetchAt4010 is a snapshot of one book (SNAP, order 1) at sequence
 // number 4010.
 func fetchAt4010(_ context.Context, _ moldudp64.Session, fn func([]byte) error) (Snapshot, error) {
@@ -93,9 +103,7 @@ func TestSnapshotAheadWaitsForLines(t *testing.T) {
 	h, sh, rec := recoveryHandler(t, fetchAt4010)
 	ev := itch.SystemEventFields{EventCode: 'Q'}
 	now := int64(time.Second)
-	for i := range uint64(4) {
-		h.arb.Offer(0, sessionPacket("AHD", 4000+i, ev.Append(nil)), now)
-	}
+	joinLate(h, "AHD", now)
 	h.arb.Tick(now + int64(time.Second/2))
 	for i := 0; rec.fetching && rec.early == nil; i++ {
 		if i == 3000 {
@@ -153,9 +161,7 @@ func TestSessionChangeWhileSnapshotWaitsForLines(t *testing.T) {
 	h, sh, rec := recoveryHandler(t, fetch)
 	ev := itch.SystemEventFields{EventCode: 'Q'}
 	now := int64(time.Second)
-	for i := range uint64(4) {
-		h.arb.Offer(0, sessionPacket("OLD", 4000+i, ev.Append(nil)), now)
-	}
+	joinLate(h, "OLD", now)
 	h.arb.Tick(now + int64(time.Second/2))
 	for i := 0; rec.early == nil; i++ {
 		if i == 3000 {
@@ -201,9 +207,7 @@ func TestSnapshotAheadReceiverBehind(t *testing.T) {
 	h, sh, rec := recoveryHandler(t, fetchAt4010)
 	ev := itch.SystemEventFields{EventCode: 'Q'}
 	stamp := int64(time.Second) // receive stamps of what is read
-	for i := range uint64(4) {
-		h.arb.Offer(0, sessionPacket("BHD", 4000+i, ev.Append(nil)), stamp)
-	}
+	joinLate(h, "BHD", stamp)
 	h.arb.Offer(0, sessionPacket("BHD", 4004, ev.Append(nil)), stamp+int64(time.Millisecond))
 	wall := stamp + int64(3*time.Second) // the loop is 3 s behind
 	for i := 0; rec.fetching && rec.early == nil; i++ {
@@ -258,9 +262,7 @@ func TestSnapshotAheadLinesDown(t *testing.T) {
 			rec.cfg.SnapshotRetry = time.Hour
 			ev := itch.SystemEventFields{EventCode: 'Q'}
 			now := int64(time.Second)
-			for i := range uint64(4) {
-				h.arb.Offer(0, sessionPacket("DWN", 4000+i, ev.Append(nil)), now)
-			}
+			joinLate(h, "DWN", now)
 			h.arb.Offer(0, sessionPacket("DWN", 4004, ev.Append(nil)), now+int64(time.Millisecond))
 			for i := 0; rec.early == nil; i++ {
 				if i == 3000 {
