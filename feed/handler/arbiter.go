@@ -584,7 +584,7 @@ func (a *Arbiter) Offer(line int, data []byte, rxTime int64) {
 // counts, not receive times, tell a line's latest packet: a batch may
 // stamp several alike.
 func (a *Arbiter) regressed(line int, rxTime int64, seq, end uint64) {
-	if a.regressFrom != 0 && a.regressFrom-rxTime >= int64(a.cfg.LineTimeout) {
+	if a.regressFrom != 0 && a.steppedBack(a.regressFrom, rxTime) {
 		// The wall clock stepped back since the spell began (by more
 		// than a live line can lag behind another): the spell counts
 		// again from now, or it would last as long as the step, with
@@ -604,8 +604,7 @@ func (a *Arbiter) regressed(line int, rxTime int64, seq, end uint64) {
 		// before a step of the wall clock back and nothing came since (a
 		// line down), or is read that far ahead: not waited for, as in
 		// checkGap, or it would hold the spell for as long as the step.
-		d := rxTime - a.lastRx[i]
-		if d < int64(a.cfg.LineTimeout) && -d < int64(a.cfg.LineTimeout) && a.behindPkt[i] != a.Stats.Lines[i].Packets {
+		if rxTime-a.lastRx[i] < int64(a.cfg.LineTimeout) && !a.steppedBack(a.lastRx[i], rxTime) && a.behindPkt[i] != a.Stats.Lines[i].Packets {
 			a.regressFrom = 0 // a live line is not behind
 			return
 		}
@@ -650,9 +649,8 @@ func (a *Arbiter) backToStart() bool {
 // A line whose receive queue was behind may still hold packets of the
 // old sequence, received before now: they are dropped (restartRx).
 func (a *Arbiter) restart(line int, rxTime int64, end uint64) {
-	high := a.high
+	a.restartHigh = a.high // dropSession clears high
 	a.dropSession()
-	a.restartHigh = high
 	a.Stats.Restarts++
 	a.restartRx, a.restartPassed = rxTime, 0
 	a.next, a.startRx = 1, rxTime
@@ -774,6 +772,15 @@ func (a *Arbiter) gapSeen(now int64) int64 {
 		return now
 	}
 	return seen
+}
+
+// steppedBack reports whether stamp, taken before now, lies LineTimeout or
+// more after it: the wall clock, which receive timestamps follow, stepped
+// back since. A line read behind another brings earlier stamps, but never
+// by as much (it would be dead by the other's clock), so only that much
+// tells a step from the lines' skew.
+func (a *Arbiter) steppedBack(stamp, now int64) bool {
+	return stamp-now >= int64(a.cfg.LineTimeout)
 }
 
 // clockBack is a step of the wall clock back to now, which receive
@@ -907,7 +914,7 @@ func (a *Arbiter) checkGap(now int64, idle bool) {
 			// brought it.)
 			a.gapSince = 0
 		}
-		if a.gapSince != 0 && now < a.gapSince && (idle || a.gapSince-now >= int64(a.cfg.LineTimeout)) {
+		if a.gapSince != 0 && now < a.gapSince && (idle || a.steppedBack(a.gapSince, now)) {
 			// Before the gap was first seen, by an empty poll's clock
 			// (read after every stamp) or by more than a live line can
 			// lag: the wall clock, which receive timestamps follow,
@@ -927,7 +934,7 @@ func (a *Arbiter) checkGap(now int64, idle bool) {
 			clock := a.lastRx[i]
 			switch {
 			case clock == 0:
-				if a.startRx-now >= int64(a.cfg.LineTimeout) {
+				if a.steppedBack(a.startRx, now) {
 					// The session started LineTimeout or more after now,
 					// by more than a line read behind can lag: the wall
 					// clock stepped back since. The line is waited for

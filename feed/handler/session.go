@@ -213,7 +213,7 @@ func (a *Arbiter) silent(now int64) bool {
 	for i := 0; i < a.cfg.Lines; i++ {
 		last = max(last, a.lastRx[i])
 	}
-	if last-now >= int64(a.cfg.LineTimeout) {
+	if a.steppedBack(last, now) {
 		// The wall clock stepped back since (by more than a live line
 		// can lag behind another): the silence counts from now, not from
 		// once the clock is back where it was.
