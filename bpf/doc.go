@@ -44,7 +44,12 @@
 // mode too (measured on veth, Linux 6.18, native and generic XDP). ParseMeta
 // reads them, TAIOffset converts the time to CLOCK_REALTIME, and ClearMeta
 // erases them before the buffer is reused. A driver that cannot reserve
-// metadata gets the frame redirected without it (Counters.NoMeta).
+// metadata gets the frame redirected without it (Counters.NoMeta). Some
+// kernels (seen on a 6.18 build) refuse bpf_xdp_adjust_meta to XDP programs
+// altogether, and the verifier then refuses the whole program; LoadWith
+// probes for the helper (ProbeMeta) and there loads the program without the
+// call (Program.NoMeta says why), so every frame is redirected without
+// metadata and counted in Counters.NoMeta.
 //
 // Typical use:
 //

@@ -60,6 +60,28 @@ func runMeta(t *testing.T, p *Program, frame []byte) (verdict uint32, meta, data
 // ran; frames the program does not redirect carry none.
 func TestProgramMeta(t *testing.T) {
 	p := loadForTest(t)
+	if errors.Is(ProbeMeta(), ErrNoMetaHelper) {
+		_, _, release := netlab.KernelVersion()
+		t.Skipf("kernel %s: %v, so no frame carries metadata (TestProgramNoMeta checks the program without it)", release, p.NoMeta())
+	}
+	checkMeta(t, p, true)
+}
+
+// TestProgramNoMeta: loaded without metadata (as on a kernel without
+// bpf_xdp_adjust_meta), the program redirects line frames as before, with
+// no metadata in front, and counts each in NoMeta.
+func TestProgramNoMeta(t *testing.T) {
+	p := loadWithForTest(t, LoadOptions{NoMeta: true})
+	if p.NoMeta() == nil {
+		t.Fatal("NoMeta() = nil for a program loaded with LoadOptions.NoMeta")
+	}
+	checkMeta(t, p, false)
+}
+
+// checkMeta sends p a line frame and another frame, without and then with
+// a socket, and checks verdicts, metadata (if wantMeta) and counters.
+func checkMeta(t *testing.T, p *Program, wantMeta bool) {
+	t.Helper()
 	if err := p.SetLine(testGroup, 26400, 0, netip.Addr{}); err != nil {
 		t.Fatal(err)
 	}
@@ -88,6 +110,15 @@ func TestProgramMeta(t *testing.T) {
 	}
 	if !bytes.Equal(data, line) {
 		t.Errorf("frame changed by the program")
+	}
+	if !wantMeta {
+		if len(meta) != 0 {
+			t.Errorf("%d bytes of metadata (% x), want none", len(meta), meta)
+		}
+		if c := counters(t, p); c.Redirected != 1 || c.NoMeta != 1 || c.NoSocket != 1 || c.Passed != 1 {
+			t.Errorf("counters %+v, want 1 redirected without metadata, 1 without socket, 1 passed", c)
+		}
+		return
 	}
 	if len(meta) != MetaLen {
 		t.Fatalf("%d bytes of metadata (% x), want %d", len(meta), meta, MetaLen)

@@ -30,7 +30,10 @@
 // before the frame's data in the UMEM: a magic word, then the time the
 // program ran (CLOCK_TAI ns) as two 32-bit halves. A driver without
 // metadata support makes bpf_xdp_adjust_meta fail; the frame is then
-// redirected without metadata and counted in no_meta.
+// redirected without metadata and counted in no_meta. A kernel that
+// refuses the helper to XDP programs altogether (the verifier says "program
+// of this type cannot use helper bpf_xdp_adjust_meta") gets the program
+// with stamp_meta 0: every redirected frame is then counted in no_meta.
 
 #include "include/steer.h"
 
@@ -205,10 +208,17 @@ static __always_inline enum verdict classify(struct xdp_md *ctx, const int vlans
 	return frag ? LINE_FRAGMENT : LINE;
 }
 
+// stamp_meta is set by the loader before the program is loaded, 0 where
+// the kernel lacks bpf_xdp_adjust_meta for XDP. It is read-only, so the
+// verifier knows its value and never walks (or checks) the call it guards.
+volatile const __u32 stamp_meta = 1;
+
 // stamp puts struct rx_meta in front of the frame and reports whether it
 // could. The frame is redirected either way.
 static __always_inline int stamp(struct xdp_md *ctx)
 {
+	if (!stamp_meta)
+		return 0;
 	__u64 now = bpf_ktime_get_tai_ns();
 	if (bpf_xdp_adjust_meta(ctx, -(int)sizeof(struct rx_meta)))
 		return 0;

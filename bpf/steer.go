@@ -8,6 +8,8 @@ import (
 	"sync"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/features"
 	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
 )
@@ -91,6 +93,9 @@ type Program struct {
 	attr   mapLookupAttr
 
 	vlans bool // loaded for VLAN lines (LoadOptions.VLANLines)
+	// noMeta says why the program puts no metadata in front of frames
+	// (nil: it does, where the driver can).
+	noMeta error
 
 	// The lines set, under linesMu, to keep the vlan 0 entries of groups
 	// and ports that only VLAN lines use (LINE_VLAN_ONLY) right.
@@ -107,7 +112,18 @@ type LoadOptions struct {
 	// has no VLAN code at all, so a feed without VLAN lines pays nothing
 	// for them.
 	VLANLines bool
+	// NoMeta loads the program without its timestamp metadata, as on a
+	// kernel that refuses bpf_xdp_adjust_meta to XDP programs: every
+	// redirected frame is counted in Counters.NoMeta.
+	NoMeta bool
 }
+
+// ErrNoMetaHelper is why a program loaded on a kernel that refuses
+// bpf_xdp_adjust_meta to XDP programs stamps no frame (Program.NoMeta).
+var ErrNoMetaHelper = errors.New("the kernel refuses bpf_xdp_adjust_meta to XDP programs")
+
+// errNoMetaAsked is Program.NoMeta's reason under LoadOptions.NoMeta.
+var errNoMetaAsked = errors.New("loaded without metadata (LoadOptions.NoMeta)")
 
 // Load loads the steering program without VLAN lines and creates its maps.
 func Load() (*Program, error) { return LoadWith(LoadOptions{}) }
@@ -115,7 +131,31 @@ func Load() (*Program, error) { return LoadWith(LoadOptions{}) }
 // LoadWith loads the steering program as o says and creates its maps.
 func LoadWith(o LoadOptions) (*Program, error) {
 	p := &Program{vlans: o.VLANLines, plain: map[steerLineKey]bool{}, vlanLines: map[steerLineKey]bool{}, perPair: map[steerLineKey]int{}}
-	if err := loadSteerObjects(&p.objs, nil); err != nil {
+	spec, err := loadSteer()
+	if err != nil {
+		return nil, fmt.Errorf("load xdp steering program: %w", err)
+	}
+	switch {
+	case o.NoMeta:
+		p.noMeta = errNoMetaAsked
+	default:
+		// Some kernels refuse the helper to XDP programs: the verifier
+		// then refuses the whole program, not just the call, so it is
+		// left out before loading (the frames are stamped on reading).
+		err := ProbeMeta()
+		switch {
+		case errors.Is(err, ErrNoMetaHelper):
+			p.noMeta = err
+		case err != nil:
+			return nil, fmt.Errorf("load xdp steering program: %w", err)
+		}
+	}
+	if p.noMeta != nil {
+		if err := spec.Variables["stamp_meta"].Set(uint32(0)); err != nil {
+			return nil, fmt.Errorf("load xdp steering program: stamp_meta: %w", err)
+		}
+	}
+	if err := spec.LoadAndAssign(&p.objs, nil); err != nil {
 		return nil, fmt.Errorf("load xdp steering program: %w", classify(err))
 	}
 	p.prog = p.objs.XdpSteer
@@ -134,6 +174,26 @@ func LoadWith(o LoadOptions) (*Program, error) {
 	p.perCPU = make([]steerCounters, cpus)
 	return p, nil
 }
+
+// ProbeMeta reports whether this kernel lets XDP programs call
+// bpf_xdp_adjust_meta: nil if it does, ErrNoMetaHelper if it does not, or
+// why it could not tell.
+func ProbeMeta() error {
+	err := features.HaveProgramHelper(ebpf.XDP, asm.FnXdpAdjustMeta)
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, ebpf.ErrNotSupported):
+		return ErrNoMetaHelper
+	}
+	return fmt.Errorf("probe bpf_xdp_adjust_meta: %w", classify(err))
+}
+
+// NoMeta reports why the program puts no timestamp metadata in front of
+// the frames it redirects, or nil if it does (where the driver supports
+// metadata: Counters.NoMeta counts the frames of one that does not).
+// Without metadata the receive path stamps a frame when it reads it.
+func (p *Program) NoMeta() error { return p.noMeta }
 
 // classify wraps errors that mean "this kernel or process cannot do it" with
 // ErrNotSupported, keeping the original error in the chain.

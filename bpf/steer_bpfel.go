@@ -47,6 +47,7 @@ const (
 	steerMapXsks          = "xsks"
 	steerProgXdpSteer     = "xdp_steer"
 	steerProgXdpSteerVlan = "xdp_steer_vlan"
+	steerVarStampMeta     = "stamp_meta"
 )
 
 // loadSteer returns the embedded CollectionSpec for steer.
@@ -108,6 +109,7 @@ type steerMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type steerVariableSpecs struct {
+	StampMeta *ebpf.VariableSpec `ebpf:"stamp_meta"`
 }
 
 // steerObjects contains all objects after they have been loaded into the kernel.
@@ -147,6 +149,7 @@ func (m *steerMaps) Close() error {
 //
 // It can be passed to loadSteerObjects or ebpf.CollectionSpec.LoadAndAssign.
 type steerVariables struct {
+	StampMeta *ebpf.Variable `ebpf:"stamp_meta"`
 }
 
 // steerPrograms contains all programs after they have been loaded into the kernel.

@@ -243,6 +243,10 @@ func newXDPRx(cfg Config) (_ *xdpRx, err error) {
 		if x.vlans {
 			xdpWarnVLANOffload(cfg, x.name)
 		}
+		if err := x.prog.NoMeta(); err != nil {
+			cfg.Log.Warn().Err(err).Str("interface", name).
+				Msg("rx: xdp: frames carry no kernel timestamp (xdp_no_meta counts them): each is stamped when read, so a queue that was behind gets later stamps")
+		}
 		x.umem, err = xsk.NewUMEM(xsk.UMEMConfig{FrameSize: xdpFrameSize, Frames: ring * len(queues), Log: cfg.Log})
 		if err != nil {
 			return nil, fmt.Errorf("interface %s: %w", name, err)

@@ -2,10 +2,12 @@ package rx
 
 import (
 	"encoding/binary"
+	"errors"
 	"net/netip"
 	"testing"
 	"time"
 
+	"github.com/marketfeed/feedhandler/bpf"
 	"github.com/marketfeed/feedhandler/internal/netlab"
 )
 
@@ -14,6 +16,10 @@ import (
 // took it off the ring: datagrams that waited in the ring have times from
 // before the wait, each after its own send and before Receive returned it.
 func TestXDPKernelTimestamps(t *testing.T) {
+	if err := bpf.ProbeMeta(); errors.Is(err, bpf.ErrNoMetaHelper) {
+		_, _, release := netlab.KernelVersion()
+		t.Skipf("kernel %s: %v: no kernel timestamps, frames are stamped on reading", release, err)
+	}
 	lab := xdpNewLab(t, netlab.Options{})
 	r := xdpOpen(t, lab, Config{PollTimeout: 20 * time.Millisecond})
 	defer r.Close()
