@@ -340,7 +340,10 @@ class LifecycleTest(unittest.TestCase):
                 p = subprocess.Popen([sys.executable, "-c", code, name], env=dict(os.environ, PYTHONPATH=support.PYDIR),
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                 self.addCleanup(lambda p=p: p.poll() is None and p.kill())
-                self.assertEqual(p.stdout.readline().strip(), "open")
+                line = p.stdout.readline().strip()
+                if line != "open":
+                    p.kill()
+                    self.fail("reader printed %r, want 'open'; its stderr: %s" % (line, p.stderr.read()))
                 fd = os.open(name, os.O_RDWR)
                 self.addCleanup(os.close, fd)
                 size = os.fstat(fd).st_size
