@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"cmp"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -12,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/marketfeed/feedhandler/bpf"
 	"github.com/marketfeed/feedhandler/internal/netlab"
 	"github.com/marketfeed/feedhandler/internal/privilege"
 	"github.com/marketfeed/feedhandler/internal/shmtest"
@@ -97,6 +99,14 @@ metrics: {listen: "127.0.0.1:%d"}
 			"warn  cores     cores.receive is not set", "warn  recovery  ", "warn  user      user: is unset")
 		if strings.Contains(out, "FAIL") {
 			t.Errorf("a FAIL line:\n%s", out)
+		}
+		// The metadata probe, as bpf.ProbeMeta answers it in this process.
+		wantMeta := "ok    xdp-meta  "
+		if errors.Is(bpf.ProbeMeta(), bpf.ErrNoMetaHelper) {
+			wantMeta = "warn  xdp-meta  "
+		}
+		if !strings.Contains(out, wantMeta) {
+			t.Errorf("no %q line:\n%s", wantMeta, out)
 		}
 		// What the veth's driver reports (netdev netlink), against what the
 		// start then does: native XDP attaches, zero-copy is refused.

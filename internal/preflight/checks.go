@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/marketfeed/feedhandler/book"
+	"github.com/marketfeed/feedhandler/bpf"
 	"github.com/marketfeed/feedhandler/feed/config"
 	"github.com/marketfeed/feedhandler/feed/handler"
 	"github.com/marketfeed/feedhandler/feed/rx"
@@ -444,6 +445,7 @@ func (c *checker) backend() {
 	if c.xdp() {
 		c.driver()
 		c.memlock()
+		c.xdpMeta()
 		if !r.VerifyChecksums {
 			c.add(Warn, "checksums", "receive.verify_checksums is false: the AF_XDP backend applies a corrupted datagram as it came, where the kernel would drop it (docs/TUNING.md section 6)")
 		}
@@ -560,6 +562,19 @@ func (c *checker) xdpDevices() []rx.XDPDevice {
 		}
 	}
 	return devs
+}
+
+// xdpMeta: whether the steering program can put the kernel's receive time
+// in front of each frame (some kernels refuse bpf_xdp_adjust_meta to XDP
+// programs). Said only when the probe could tell: without the privilege to
+// load a program, caps has said so already.
+func (c *checker) xdpMeta() {
+	switch err := bpf.ProbeMeta(); {
+	case err == nil:
+		c.add(OK, "xdp-meta", "XDP programs can reserve metadata: AF_XDP frames carry the time the steering program ran")
+	case errors.Is(err, bpf.ErrNoMetaHelper):
+		c.add(Warn, "xdp-meta", "%v: AF_XDP frames are stamped when read, not when they arrived, so a queue that was behind gets later stamps and the rx -> shm latency starts later (counted in xdp_no_meta; docs/OPERATIONS.md)", err)
+	}
 }
 
 // umemBytes is what the xdp backend's UMEMs pin (rx.XDPLockedBytes).
