@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"strings"
 	"sync"
 
 	"github.com/cilium/ebpf"
@@ -203,10 +204,29 @@ func classify(err error) error {
 		errors.Is(err, unix.EPERM),
 		errors.Is(err, unix.EACCES),
 		errors.Is(err, unix.EOPNOTSUPP),
-		errors.Is(err, unix.ENOSYS):
+		errors.Is(err, unix.ENOSYS),
+		missingHelper(err):
 		return fmt.Errorf("%w: %w", ErrNotSupported, err)
 	}
 	return err
+}
+
+// missingHelper reports whether err is the verifier refusing a helper call
+// because the kernel has no such helper, or none for this program type
+// (EINVAL, told only by the log): an older kernel without
+// bpf_ktime_get_tai_ns (6.1), say. (Most other refusals are EACCES,
+// classified as not supported already.)
+func missingHelper(err error) bool {
+	var ve *ebpf.VerifierError
+	if !errors.As(err, &ve) {
+		return false
+	}
+	for _, l := range ve.Log {
+		if strings.Contains(l, "cannot use helper") || strings.Contains(l, "unknown func") || strings.Contains(l, "invalid func") {
+			return true
+		}
+	}
+	return false
 }
 
 // Close releases the program and its maps. An attached link keeps the

@@ -9,6 +9,8 @@ import (
 	"testing"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"golang.org/x/sys/unix"
 )
 
 func loadForTest(t testing.TB) *Program { return loadWithForTest(t, LoadOptions{}) }
@@ -392,4 +394,40 @@ func frameVLAN(frame []byte) (vlan uint16, tags int) {
 		vlan = binary.BigEndian.Uint16(frame[14:]) & 0x0fff
 	}
 	return vlan, tags
+}
+
+// TestClassifyMissingHelper: the verifier's refusal of a helper the kernel
+// lacks, or lacks for XDP programs, is a missing feature (ErrNotSupported,
+// which the auto chain falls back on), told only by its log: the errno is
+// EINVAL. Before, it was returned as it came, and a kernel without a helper
+// the program calls (bpf_ktime_get_tai_ns before 6.1) failed the xdp
+// backend and the whole auto chain.
+func TestClassifyMissingHelper(t *testing.T) {
+	load := func(insns asm.Instructions) error {
+		p, err := ebpf.NewProgram(&ebpf.ProgramSpec{Type: ebpf.XDP, License: "GPL", Instructions: insns})
+		if err == nil {
+			p.Close()
+			return errors.New("loaded")
+		}
+		return err
+	}
+	for _, tc := range []struct {
+		name  string
+		insns asm.Instructions
+	}{
+		{"helper of another program type", asm.Instructions{asm.FnSkbStoreBytes.Call(), asm.Mov.Imm(asm.R0, 2), asm.Return()}},
+		{"helper no kernel has", asm.Instructions{asm.BuiltinFunc(1 << 20).Call(), asm.Mov.Imm(asm.R0, 2), asm.Return()}},
+	} {
+		err := load(tc.insns)
+		var ve *ebpf.VerifierError
+		if errors.Is(err, unix.EPERM) {
+			netlab.SkipOrFail(t, "loading XDP programs", 5, 11, err)
+		}
+		if !errors.As(err, &ve) {
+			t.Fatalf("%s: %v, want a verifier error", tc.name, err)
+		}
+		if !errors.Is(classify(err), ErrNotSupported) {
+			t.Errorf("%s: %v: not classified as not supported", tc.name, err)
+		}
+	}
 }
