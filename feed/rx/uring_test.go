@@ -87,3 +87,65 @@ func TestUringDoubleRelease(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestUringRehomeBetweenThreads: without LockedThread, Receive called in
+// turn from two OS threads moves the line requests to the calling thread
+// each time (cancel, then re-arm once the old request's last completion
+// is in): every packet still arrives once, in order, and the moves are
+// counted.
+func TestUringRehomeBetweenThreads(t *testing.T) {
+	lab := netlab.ForTest(t, netlab.Options{Prefix: "fr"})
+	lines := labLines(lab)
+	senders := labSenders(t, lab, lines, 10000)
+	r := openBackend(t, lab, BackendUring, Config{Lines: lines, PollTimeout: 20 * time.Millisecond, BatchSize: 8})
+	defer r.Close()
+	// Two threads take turns: each runs one call of the receive loop
+	// below, then hands over.
+	type turn struct{ fn func() }
+	threads := [2]chan turn{make(chan turn), make(chan turn)}
+	for _, c := range threads {
+		go func() {
+			runtime.LockOSThread()
+			defer runtime.UnlockOSThread()
+			for tr := range c {
+				tr.fn()
+			}
+		}()
+	}
+	defer func() {
+		for _, c := range threads {
+			close(c)
+		}
+	}()
+	calls := 0
+	onThread := &switchingReceiver{Receiver: r, run: func(fn func()) {
+		done := make(chan struct{})
+		threads[calls%2] <- turn{func() { fn(); close(done) }}
+		<-done
+	}, next: func() { calls++ }}
+	sendAfter(t, senders, 1000)
+	expectLines(t, onThread, senders, 1000)
+	st := r.Stats()
+	t.Logf("%d calls, rehomes %d, rearms %d", calls, st.Extra.Get("rehomes"), st.Extra.Get("rearms"))
+	if st.Extra.Get("rehomes") == 0 || st.Dropped != 0 {
+		t.Fatalf("stats %+v after %d calls on two threads: want rehomes and no drops", st, calls)
+	}
+}
+
+// switchingReceiver runs each Receive and Release through run (on one of
+// the threads).
+type switchingReceiver struct {
+	Receiver
+	run  func(func())
+	next func() // after each Receive: the next one runs on the other thread
+}
+
+func (s *switchingReceiver) Receive(pkts []Packet) (n int, err error) {
+	s.run(func() { n, err = s.Receiver.Receive(pkts) })
+	s.next()
+	return n, err
+}
+
+func (s *switchingReceiver) Release(pkts []Packet) {
+	s.run(func() { s.Receiver.Release(pkts) })
+}
