@@ -39,6 +39,16 @@ const (
 // openLineSockets opens and joins one socket per configured line. On error
 // every socket opened so far is closed.
 func openLineSockets(cfg *Config) ([]lineSocket, error) {
+	// Two such sockets would both get every datagram: each would arrive
+	// once per line.
+	for i, b := range cfg.Lines {
+		for j, a := range cfg.Lines[:i] {
+			if a.Interface == b.Interface && a.Group == b.Group && a.Port == b.Port &&
+				(!a.Source.IsValid() || !b.Source.IsValid() || a.Source == b.Source) {
+				return nil, fmt.Errorf("lines %s and %s both use %v:%d on %s with no source to tell them apart", Line(j), Line(i), b.Group, b.Port, b.Interface)
+			}
+		}
+	}
 	socks := make([]lineSocket, 0, len(cfg.Lines))
 	for i := range cfg.Lines {
 		s, err := openLineSocket(cfg, Line(i))
