@@ -74,6 +74,11 @@ type xdpQueue struct {
 	sock    *xsk.Socket
 	iface   *xdpIface
 	pending []uint64 // cap = batch size
+	// lent: by UMEM frame index, the frames handed to the caller and not
+	// released yet. A Release of anything else (a stale copy of a packet
+	// released already) would give the kernel a frame twice: it would
+	// then fill it again under a datagram the caller still reads.
+	lent []bool
 	// unbound: the kernel unbound the socket from its device (see
 	// unbind); it is neither woken nor polled again.
 	unbound bool
@@ -137,6 +142,7 @@ type xdpRx struct {
 	lastProg    []bpf.Counters
 	lastSock    []xsk.Statistics
 	statsErrors atomic.Uint64 // kernel counter reads that failed
+	badReleases atomic.Uint64 // Release of a packet whose frame the caller does not hold (Extra "bad_releases")
 	unbound     atomic.Uint64 // sockets the kernel unbound from their device (unbind)
 }
 
@@ -271,7 +277,7 @@ func newXDPRx(cfg Config) (_ *xdpRx, err error) {
 			if err != nil {
 				return nil, fmt.Errorf("interface %s: %w", name, err)
 			}
-			r.queues = append(r.queues, &xdpQueue{sock: s, iface: x, pending: make([]uint64, 0, r.batch)})
+			r.queues = append(r.queues, &xdpQueue{sock: s, iface: x, pending: make([]uint64, 0, r.batch), lent: make([]bool, x.umem.Frames())})
 			if err := x.prog.SetSocket(q, s.FD()); err != nil {
 				return nil, fmt.Errorf("interface %s: %w", name, err)
 			}
@@ -679,6 +685,7 @@ func (r *xdpRx) drain(pkts []Packet) int {
 			p := &pkts[n]
 			p.Data, p.Line, p.Src, p.RxTime = dg.Payload, line, dg.Src, rxTime
 			p.SetHandle(uint64(qi+1)<<xdpHandleShift | d.Addr)
+			q.lent[d.Addr/xdpFrameSize] = true
 			n++
 			if line < 2 {
 				packets[line]++
@@ -788,10 +795,17 @@ func (r *xdpRx) Release(pkts []Packet) {
 		}
 		pkts[i].SetHandle(0)
 		q := r.queues[qi]
+		addr := h & xdpHandleAddrMk
+		f := addr / xdpFrameSize
+		if f >= uint64(len(q.lent)) || !q.lent[f] {
+			r.badReleases.Add(1)
+			continue
+		}
+		q.lent[f] = false
 		if len(q.pending) == cap(q.pending) {
 			r.flush(q)
 		}
-		q.pending = append(q.pending, h&xdpHandleAddrMk)
+		q.pending = append(q.pending, addr)
 		pkts[i].Data = nil
 	}
 	for _, q := range r.queues {
@@ -847,6 +861,7 @@ func (r *xdpRx) Stats() Stats {
 	}
 	s.Extra.Add("xdp_stats_read_errors", r.statsErrors.Load())
 	s.Extra.Add("xsk_unbound", r.unbound.Load())
+	s.Extra.Add("bad_releases", r.badReleases.Load())
 	return s
 }
 
