@@ -102,11 +102,12 @@ func openUring(cfg Config) (r Receiver, err error) {
 		params.Flags = uring.SetupSingleIssuer | uring.SetupDeferTaskrun | uring.SetupRDisabled
 		u.mode = ", defer taskrun"
 	}
-	u.ring, err = uring.Setup(params)
+	u.ring, err = uringSetup(params)
 	if errors.Is(err, unix.EINVAL) && cfg.LockedThread {
 		// DEFER_TASKRUN needs Linux 6.1; run without it.
+		cfg.Log.Warn().Err(err).Msg("rx: io_uring refused SINGLE_ISSUER|DEFER_TASKRUN (Linux 6.1+): using COOP_TASKRUN, one task-work wakeup per datagram")
 		params.Flags, u.mode = uring.SetupCoopTaskrun, ""
-		u.ring, err = uring.Setup(params)
+		u.ring, err = uringSetup(params)
 	}
 	if err != nil {
 		return nil, notSupported(err)
@@ -136,6 +137,10 @@ func openUring(cfg Config) (r Receiver, err error) {
 	// the thread that submitted its request.
 	return u, nil
 }
+
+// uringSetup is uring.Setup. Tests replace it to play a kernel that
+// refuses some setup flags.
+var uringSetup = uring.Setup
 
 func notSupported(err error) error {
 	if errors.Is(err, uring.ErrNotSupported) {

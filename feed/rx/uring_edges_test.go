@@ -1,12 +1,18 @@
 package rx
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/rs/zerolog"
+	"golang.org/x/sys/unix"
+
 	"github.com/marketfeed/feedhandler/internal/netlab"
+	"github.com/marketfeed/feedhandler/uring"
 )
 
 // TestUringRearmAfterENOBUFSInWait: when the final ENOBUFS completion of a
@@ -127,4 +133,44 @@ func TestUringStaleReleaseKeepsHeldBuffer(t *testing.T) {
 		t.Fatalf("held packet overwritten while held: %x..., was %x...", held[0].Data[:8], want[:8])
 	}
 	r.Release(held)
+}
+
+// TestUringDeferTaskrunRefused: a kernel before 6.1 refuses
+// SINGLE_ISSUER|DEFER_TASKRUN (EINVAL); with LockedThread the backend
+// then runs with COOP_TASKRUN, says so in a log line with the reason (it
+// fell back silently before: only Backend() lacked "defer taskrun"), and
+// receives.
+func TestUringDeferTaskrunRefused(t *testing.T) {
+	setup := uringSetup
+	defer func() { uringSetup = setup }()
+	uringSetup = func(p uring.Params) (*uring.Ring, error) {
+		if p.Flags&uring.SetupDeferTaskrun != 0 {
+			return nil, fmt.Errorf("io_uring_setup: %w", unix.EINVAL)
+		}
+		return setup(p)
+	}
+	lab := netlab.ForTest(t, netlab.Options{Prefix: "fu"})
+	lines := labLines(lab)
+	senders := labSenders(t, lab, lines, 10000)
+	var logs bytes.Buffer
+	cfg := Config{Backend: BackendUring, Lines: lines, PollTimeout: 20 * time.Millisecond, LockedThread: true, Log: zerolog.New(&logs)}
+	err := onLockedThread(lab.Dst, func() error {
+		r, err := Open(cfg)
+		if err != nil {
+			return err
+		}
+		defer r.Close()
+		if strings.Contains(r.Backend(), "defer taskrun") || !strings.Contains(logs.String(), "refused SINGLE_ISSUER|DEFER_TASKRUN") {
+			return fmt.Errorf("backend %q, log %q: want the fallback to COOP_TASKRUN logged", r.Backend(), logs.String())
+		}
+		sendc := make(chan error, 1)
+		go func() { time.Sleep(20 * time.Millisecond); sendc <- send(senders, 200) }()
+		if err := receiveLines(r, senders, 200); err != nil {
+			return err
+		}
+		return <-sendc
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 }
