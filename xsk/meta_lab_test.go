@@ -1,6 +1,7 @@
 package xsk_test
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 	"testing"
@@ -23,6 +24,10 @@ func taiNow() int64 {
 // copy mode (veth has no zero-copy), with native and generic XDP, with and
 // without UMEM headroom; its time lies between the sending and the pickup.
 func TestSocketMeta(t *testing.T) {
+	if err := bpf.ProbeMeta(); errors.Is(err, bpf.ErrNoMetaHelper) {
+		_, _, release := netlab.KernelVersion()
+		t.Skipf("kernel %s: %v, so no frame carries metadata", release, err)
+	}
 	for _, mode := range []bpf.Mode{bpf.ModeNative, bpf.ModeGeneric} {
 		for _, headroom := range []int{0, 64} {
 			t.Run(fmt.Sprintf("%v/headroom%d", mode, headroom), func(t *testing.T) {
