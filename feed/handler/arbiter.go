@@ -198,6 +198,9 @@ type Arbiter struct {
 	failSince int64
 	// drainedAt: the wall-clock time of the latest empty poll (Tick).
 	drainedAt int64
+	// readRx: per line, the rx time of its latest datagram that is not a
+	// packet of the followed session (see rejected).
+	readRx [MaxLines]int64
 	// where the last suspect packet ended
 	suspectNext uint64
 
@@ -388,12 +391,14 @@ func (a *Arbiter) Offer(line int, data []byte, rxTime int64) {
 	if err != nil {
 		ls.Malformed++
 		ls.ParseErrors.Count(err)
+		a.rejected(line, rxTime)
 		return
 	}
 	if p.Session != a.session || !a.started {
 		if a.cfg.Session != (moldudp64.Session{}) {
 			if p.Session != a.cfg.Session {
 				ls.WrongSession++
+				a.rejected(line, rxTime)
 				return
 			}
 			a.session, a.started, a.next, a.startRx = p.Session, true, 1, rxTime
@@ -408,6 +413,7 @@ func (a *Arbiter) Offer(line int, data []byte, rxTime int64) {
 					// repeats it "for a while"): an ended session is
 					// never a candidate to switch to, even when the
 					// followed one goes silent.
+					a.rejected(line, rxTime)
 					return
 				}
 			} else {
@@ -428,7 +434,9 @@ func (a *Arbiter) Offer(line int, data []byte, rxTime int64) {
 					// stash was full, so this packet was not replayed.
 					a.Offer(line, data, rxTime)
 				}
+				return
 			}
+			a.rejected(line, rxTime)
 			return
 		}
 	}
@@ -442,6 +450,7 @@ func (a *Arbiter) Offer(line int, data []byte, rxTime int64) {
 		stepped := a.lastRx[line] >= a.restartRx && rxTime < a.lastRx[line]-int64(a.cfg.Hold)
 		if a.restartPassed&(1<<line) == 0 && (rxTime < a.restartRx && !stepped || a.oldNumbering(line, p.Seq, rxTime)) {
 			ls.BeforeRestart++
+			a.rejected(line, rxTime)
 			return
 		}
 		if a.restartPassed |= 1 << line; a.restartPassed == 1<<a.cfg.Lines-1 {
@@ -453,6 +462,7 @@ func (a *Arbiter) Offer(line int, data []byte, rxTime int64) {
 		// a late copy, a replay or a forgery. It changes nothing (not
 		// even the line's liveness), or it could end a live session.
 		ls.StaleEndOfSession++
+		a.rejected(line, rxTime)
 		return
 	}
 	if p.Seq > a.next && p.Seq-a.next > a.cfg.MaxJump {
@@ -464,6 +474,7 @@ func (a *Arbiter) Offer(line int, data []byte, rxTime int64) {
 		a.suspectNext = p.Next()
 		if a.suspect++; a.suspect < a.cfg.SuspectConfirm {
 			ls.Suspect++
+			a.rejected(line, rxTime)
 			return
 		}
 	} else {
@@ -731,16 +742,37 @@ func (a *Arbiter) Tick(now int64) {
 	}
 }
 
+// rejected is told that line brought, at rxTime, a datagram that is not a
+// packet of the followed session (malformed, another session's, a suspect
+// jump, a stale End of Session, one from before a restart). It says
+// nothing of the session, and the line's liveness stays with its last
+// packet of the session; but the line's queue, read in order, was read up
+// to rxTime: whatever of the session the line brought before then was
+// read. Its waits (a hole's Hold or Grace, a snapshot ahead of the lines)
+// go on by that clock (readRx). Before, only the session's packets and
+// empty polls moved them, and lines busy with such datagrams alone (a
+// stray sender on the group, a flood of malformed packets) never polled
+// empty: a hole was never declared, a snapshot ahead of the lines waited
+// for ever, delivery frozen. Off the hot path: the session's packets
+// never come here.
+func (a *Arbiter) rejected(line int, rxTime int64) {
+	a.readRx[line] = rxTime
+	if a.started {
+		a.checkGap(rxTime, false)
+	}
+}
+
 // linesClock is how far in time the lines have been read, as of now: the
-// latest receive stamp of the session's packets, or the latest empty poll
-// (every line drained then), or now once the receiver has failed with
-// nothing read for LineTimeout (see Advance); never past now. A receive
+// latest receive stamp of the session's packets or of a rejected datagram
+// (rejected), or the latest empty poll (every line drained then), or now
+// once the receiver has failed with nothing read for LineTimeout (see
+// Advance); never past now. A receive
 // loop behind reads stamps of the past: the lines had until then, not
 // until now, to bring something.
 func (a *Arbiter) linesClock(now int64) int64 {
 	c := a.drainedAt
 	for i := 0; i < a.cfg.Lines; i++ {
-		c = max(c, a.lastRx[i])
+		c = max(c, a.lastRx[i], a.readRx[i])
 	}
 	if a.failSince != 0 && now-a.failSince >= int64(a.cfg.LineTimeout) {
 		c = now
@@ -790,6 +822,7 @@ func (a *Arbiter) steppedBack(stamp, now int64) bool {
 func (a *Arbiter) clockBack(now int64) {
 	for i := 0; i < a.cfg.Lines; i++ {
 		a.lastRx[i] = min(a.lastRx[i], now)
+		a.readRx[i] = min(a.readRx[i], now)
 	}
 	a.startRx = min(a.startRx, now)
 }
@@ -953,15 +986,19 @@ func (a *Arbiter) checkGap(now int64, idle bool) {
 				// there: then wait Hold by its clock. (Before, the clock
 				// of what was being read: a batch of the other line
 				// spanning Hold declared what this line had queued.)
-				if !idle {
-					return
+				// Nor does a rejected datagram of its own (readRx, below)
+				// stamped before the gap was seen.
+				if idle {
+					clock = now
 				}
-				clock = now
 			case now-clock >= int64(a.cfg.LineTimeout):
 				continue // dead line: not waited for
 			case idle:
 				clock = max(clock, now)
 			}
+			// Read past its last packet of the session: what it brought
+			// of the session before then was read (rejected).
+			clock = max(clock, a.readRx[i])
 			wait := a.cfg.Hold
 			if a.high[i] > a.next {
 				wait = a.cfg.Grace

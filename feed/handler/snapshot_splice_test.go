@@ -246,6 +246,32 @@ func TestSnapshotAheadReceiverBehind(t *testing.T) {
 	}
 }
 
+// waitEarly is a handler (recoveryHandler) whose snapshot, of one book at
+// sequence number 4010, retried after an hour, is fetched for a late join
+// of session at rxTime (joinLate, then 4004 a millisecond later): it
+// returns once that snapshot, ahead of the lines, waits for them
+// (recovery.early).
+func waitEarly(t *testing.T, session string, rxTime int64) (*Handler, *recovery) {
+	t.Helper()
+	fetch := func(_ context.Context, _ moldudp64.Session, fn func([]byte) error) (Snapshot, error) {
+		fn(dirMsg("SNAP"))
+		return Snapshot{Next: 4010}, nil
+	}
+	h, _, rec := recoveryHandler(t, fetch)
+	rec.cfg.SnapshotRetry = time.Hour
+	joinLate(h, session, rxTime)
+	ev := itch.SystemEventFields{EventCode: 'Q'}
+	h.arb.Offer(0, sessionPacket(session, 4004, ev.Append(nil)), rxTime+int64(time.Millisecond))
+	for i := 0; rec.early == nil; i++ {
+		if i == 3000 {
+			t.Fatalf("the snapshot is not waiting for the lines: %+v", rec.stats)
+		}
+		time.Sleep(time.Millisecond)
+		rec.poll(rxTime)
+	}
+	return h, rec
+}
+
 // TestSnapshotAheadLinesDown: a snapshot ahead of the lines while both
 // lines are down (every poll empty), or while the receiver fails on every
 // call, is refused once LineTimeout passed by the wall clock (from the
@@ -254,23 +280,8 @@ func TestSnapshotAheadReceiverBehind(t *testing.T) {
 func TestSnapshotAheadLinesDown(t *testing.T) {
 	for _, failing := range []bool{false, true} {
 		t.Run(fmt.Sprint("failing=", failing), func(t *testing.T) {
-			fetch := func(_ context.Context, _ moldudp64.Session, fn func([]byte) error) (Snapshot, error) {
-				fn(dirMsg("SNAP"))
-				return Snapshot{Next: 4010}, nil
-			}
-			h, _, rec := recoveryHandler(t, fetch)
-			rec.cfg.SnapshotRetry = time.Hour
-			ev := itch.SystemEventFields{EventCode: 'Q'}
 			now := int64(time.Second)
-			joinLate(h, "DWN", now)
-			h.arb.Offer(0, sessionPacket("DWN", 4004, ev.Append(nil)), now+int64(time.Millisecond))
-			for i := 0; rec.early == nil; i++ {
-				if i == 3000 {
-					t.Fatalf("the snapshot is not waiting for the lines: %+v", rec.stats)
-				}
-				time.Sleep(time.Millisecond)
-				rec.poll(now)
-			}
+			h, rec := waitEarly(t, "DWN", now)
 			for i := 0; rec.stats.SnapshotFailures == 0; i++ {
 				if i == 1000 {
 					t.Fatalf("the snapshot still waits %v after it came, the lines down: frozen %v", time.Duration(now-rec.earlyAt), h.arb.Frozen())

@@ -1,0 +1,83 @@
+package handler
+
+import (
+	"math/rand/v2"
+	"testing"
+	"time"
+
+	"github.com/marketfeed/feedhandler/feed/itch"
+)
+
+// strayDatagram is a datagram the Arbiter rejects: another session's
+// packet, or one moldudp64.Parse refuses (a count claiming more messages
+// than the datagram carries).
+func strayDatagram(t *testing.T, kind string) []byte {
+	t.Helper()
+	ev := itch.SystemEventFields{EventCode: 'Q'}
+	if kind == "malformed" {
+		p := sessionPacket("TEST000001", 1, ev.Append(nil))
+		return p[:len(p)-3] // truncated inside its message
+	}
+	return sessionPacket("OTHER00001", 1, ev.Append(nil))
+}
+
+// TestArbiterStrayFloodEndsGapWait: a packet is lost on both lines, the
+// packets after it are held, and from then on both lines carry only
+// datagrams the Arbiter rejects (another session's on the group, or
+// malformed), back to back: the receive loop never finds them empty (no
+// Tick) and never fails (no Advance). Each line's queue is read past the
+// hole all the same, so the gap is due once Grace has passed by the
+// stamps of what is read. Before, only the session's packets and empty
+// polls moved the wait's clock: the gap was never declared and what was
+// held behind it never delivered.
+func TestArbiterStrayFloodEndsGapWait(t *testing.T) {
+	for _, kind := range []string{"wrong-session", "malformed"} {
+		t.Run(kind, func(t *testing.T) {
+			rng := rand.New(rand.NewPCG(7, 8))
+			pkts := packets(t, testSession, 13, 3, rng)
+			stray := strayDatagram(t, kind)
+			a, s := newTestArbiter(t, ArbiterConfig{Session: testSession, LineTimeout: time.Second})
+			now := int64(10 * time.Hour)
+			for i, p := range pkts {
+				if i == 10 {
+					continue // lost on both lines
+				}
+				a.Offer(0, p, now)
+				a.Offer(1, p, now)
+				now += 1000
+			}
+			for range 2000 { // 2 s of stamps, line_timeout 1 s
+				now += int64(time.Millisecond)
+				a.Offer(0, stray, now)
+				a.Offer(1, stray, now)
+			}
+			if a.Stats.Gaps != 1 || a.Pending() != 0 {
+				t.Errorf("both lines read 2 s past a hole, bringing only %s datagrams: gaps %d, pending %d (gaps seen %v); want the gap declared and the held packets delivered",
+					kind, a.Stats.Gaps, a.Pending(), s.gaps)
+			}
+		})
+	}
+}
+
+// TestSnapshotAheadStrayFlood: a late join's snapshot is ahead of the
+// lines, which from then on bring only malformed datagrams, back to back
+// (no empty poll). What is read of the lines moves past the snapshot's
+// arrival all the same, and they never reach it: it is refused once
+// LineTimeout of it has been read, and delivery resumes. Before, only the
+// session's stamps and empty polls measured the wait: the books stayed
+// frozen and flagged for as long as the flood lasted.
+func TestSnapshotAheadStrayFlood(t *testing.T) {
+	now := int64(time.Second)
+	h, rec := waitEarly(t, "STR", now)
+	stray := strayDatagram(t, "malformed")
+	for range 2000 { // 2 s of stamps, line_timeout 1 s
+		now += int64(time.Millisecond)
+		h.arb.Offer(0, stray, now)
+		rec.poll(now)
+		h.endBatch()
+	}
+	if rec.stats.SnapshotFailures != 1 || h.arb.Frozen() || rec.stats.Snapshots != 0 {
+		t.Fatalf("2 s of malformed datagrams read after the snapshot came (line_timeout 1 s): failures %d, frozen %v, loaded %d; want the snapshot refused and delivery resumed",
+			rec.stats.SnapshotFailures, h.arb.Frozen(), rec.stats.Snapshots)
+	}
+}
