@@ -341,6 +341,8 @@ func scalar(st *Stats, name string) uint64 {
 		return r.SnapshotFailures
 	case "recovery_snapshots_discarded_total":
 		return r.SnapshotsDiscarded
+	case "recovery_snapshot_spill_overflows_total":
+		return r.SnapshotSpillOverflows
 	case "recovery_spill_dropped_total":
 		return st.Arbiter.SpillDropped + st.Arbiter.FrozenTooLarge
 	case "recovery_spill_high_water":

@@ -99,6 +99,11 @@ type RecoveryStats struct {
 	SpillMax             uint64           // most packets held at once
 	State                string           // "in sync", "re-requesting", "snapshot"
 	Events               []RecoveryEvent  // the last maxEvents repairs, oldest first
+	// SnapshotSpillOverflows: snapshots loaded with a hole right after
+	// them, the oldest packets held while they downloaded dropped (the
+	// spill filled): the hole is declared, and its snapshot waits
+	// SnapshotRetry.
+	SnapshotSpillOverflows uint64
 }
 
 // RecoveryEvent is one repaired range: how, and how long after it was
@@ -160,6 +165,8 @@ type recovery struct {
 	snapRes  chan snapResult
 	cancel   context.CancelFunc
 	snapGaps uint64 // open gaps when the fetch began
+	// snapDropped: the arbiter's SpillDropped when the fetch began.
+	snapDropped uint64
 	// early: a fetched snapshot ahead of everything the lines brought,
 	// held (delivery still frozen, fetching still set) from earlyAt until
 	// the lines reach its sequence number, for at most the arbiter's
@@ -436,6 +443,7 @@ func (r *recovery) startSnapshot(now int64) {
 		r.started = now
 	}
 	r.snapGaps = uint64(len(r.open))
+	r.snapDropped = r.h.arb.Stats.SpillDropped
 	r.h.arb.Freeze()
 	ctx, cancel := context.WithCancel(context.Background())
 	r.cancel = cancel
@@ -544,15 +552,7 @@ func (r *recovery) loadSnapshot(res snapResult, now int64) {
 			// declared again, the next snapshot waits SnapshotRetry (the
 			// server may lag still), as a range left open did; a
 			// snapshot for a later, unrelated gap does not wait.
-			if r.lagUntil <= now {
-				r.lagged = moldudp64.Range{}
-			}
-			first, end := res.snap.Next, g.End()
-			if r.lagged.Count > 0 {
-				first, end = min(first, r.lagged.First), max(end, r.lagged.End())
-			}
-			r.lagged = moldudp64.Range{First: first, Count: end - first}
-			r.lagUntil = now + int64(r.cfg.SnapshotRetry)
+			r.lag(res.snap.Next, g.End(), now)
 		}
 	}
 	r.open, r.openAt = r.open[:0], r.openAt[:0]
@@ -568,12 +568,40 @@ func (r *recovery) loadSnapshot(res snapResult, now int64) {
 		Int("open_gaps", len(r.open)).Str("snapshot_session", res.snap.Session).Stringer("feed_session", a.Session()).
 		Msg("recovery: snapshot loaded")
 	a.Unfreeze(res.snap.Next)
+	if dropped := a.Stats.SpillDropped - r.snapDropped; dropped > 0 && a.pend.n > 0 && a.pend.front().seq > a.next {
+		// The spill filled while the snapshot downloaded: the oldest
+		// packets held were dropped, and with them what follows the
+		// snapshot's number. The hole is found missing, declared (or
+		// re-requested) like any other; its snapshot waits SnapshotRetry.
+		// At once, on a feed as busy, it overflowed the same way, and so on
+		// for ever, delivery frozen throughout.
+		hole := moldudp64.Range{First: a.next, Count: a.pend.front().seq - a.next}
+		r.stats.SnapshotSpillOverflows++
+		r.lag(hole.First, hole.End(), now)
+		r.h.log.Error().Uint64("dropped", dropped).Int("spill", a.cfg.Spill).Dur("took", res.took).
+			Uint64("hole_first", hole.First).Uint64("hole_count", hole.Count).Dur("retry_in", r.cfg.SnapshotRetry).
+			Msg("recovery: the spill overflowed while the snapshot downloaded (raise recovery.spill); the hole after it is a gap, books stay flagged")
+	}
 	if r.started != 0 {
 		r.hist.Record(now - r.started)
 		r.started = 0
 	}
 	r.pendingWhole = false
 	r.h.markWhole()
+}
+
+// lag records [first, end) as missed by the snapshot just loaded (the
+// server lagged the feed, or the spill overflowed while it downloaded): a
+// snapshot for a range overlapping it waits SnapshotRetry from now.
+func (r *recovery) lag(first, end uint64, now int64) {
+	if r.lagUntil <= now {
+		r.lagged = moldudp64.Range{}
+	}
+	if r.lagged.Count > 0 {
+		first, end = min(first, r.lagged.First), max(end, r.lagged.End())
+	}
+	r.lagged = moldudp64.Range{First: first, Count: end - first}
+	r.lagUntil = now + int64(r.cfg.SnapshotRetry)
 }
 
 // close stops a snapshot in flight and closes the sockets.

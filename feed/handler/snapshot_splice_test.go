@@ -86,6 +86,20 @@ func joinLate(h *Handler, session string, rxTime int64) {
 	}
 }
 
+// pollUntilLoaded polls the recovery at now, as the receive loop does
+// after every round, until n snapshots were loaded and none is fetched.
+func pollUntilLoaded(t *testing.T, h *Handler, rec *recovery, n uint64, now int64) {
+	t.Helper()
+	for i := 0; rec.stats.Snapshots < n || rec.fetching; i++ {
+		if i == 3000 {
+			t.Fatalf("%d snapshots loaded, want %d: %+v", rec.stats.Snapshots, n, rec.stats)
+		}
+		time.Sleep(time.Millisecond)
+		rec.poll(now)
+		h.endBatch()
+	}
+}
+
 // fetchAt4010 is a snapshot of one book (SNAP, order 1) at sequence
 // number 4010.
 func fetchAt4010(_ context.Context, _ moldudp64.Session, fn func([]byte) error) (Snapshot, error) {
@@ -122,14 +136,7 @@ func TestSnapshotAheadWaitsForLines(t *testing.T) {
 	}
 	h.arb.Offer(0, sessionPacket("AHD", 4010, addMsg7("SNAP", 2, 1112)), now)
 	h.arb.Offer(0, sessionPacket("AHD", 4011, ev.Append(nil)), now)
-	for i := 0; rec.stats.Snapshots == 0; i++ {
-		if i == 3000 {
-			t.Fatalf("no snapshot loaded: %+v", rec.stats)
-		}
-		time.Sleep(time.Millisecond)
-		rec.poll(now)
-		h.endBatch()
-	}
+	pollUntilLoaded(t, h, rec, 1, now)
 	h.endBatch()
 	if rec.stats.SnapshotFailures != 0 || h.arb.Next() != 4012 {
 		t.Fatalf("failures %d (%q), next %d; want 0, 4012", rec.stats.SnapshotFailures, rec.stats.LastSnapshotError, h.arb.Next())
