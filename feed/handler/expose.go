@@ -339,6 +339,8 @@ func scalar(st *Stats, name string) uint64 {
 		return r.Snapshots
 	case "recovery_snapshot_failures_total":
 		return r.SnapshotFailures
+	case "recovery_snapshots_wrong_session_total":
+		return r.SnapshotsWrongSession
 	case "recovery_snapshots_discarded_total":
 		return r.SnapshotsDiscarded
 	case "recovery_snapshot_spill_overflows_total":

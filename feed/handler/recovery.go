@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/marketfeed/feedhandler/feed/glimpse"
@@ -24,18 +25,44 @@ const (
 // DefaultMaxRerequestGap is RecoveryConfig.MaxRerequestGap's default.
 const DefaultMaxRerequestGap = 50_000
 
+// ErrSnapshotSession: the snapshot server's current session, which a blank
+// GLIMPSE session logs in to, is not the session of the lines.
+var ErrSnapshotSession = errors.New("snapshot of another session than the lines'")
+
+// AnySnapshotSession, as the GLIMPSE session (glimpse.Config.Session,
+// `recovery.snapshot.session`), logs in to the server's current session
+// whatever its name, for a server that names its sessions apart from the
+// MoldUDP64 session's (see GlimpseSnapshot).
+const AnySnapshotSession = "*"
+
 // GlimpseSnapshot returns a SnapshotFunc fetching GLIMPSE 5.0 snapshots
 // over SoupBinTCP with cfg. An empty cfg.Session logs in to the server's
 // current session (SoupBinTCP's blank Requested Session), as the config's
-// `session: ""` says: a GLIMPSE session need not carry the MoldUDP64
-// session's name, and a name that changes daily does not belong in a
-// config file. A snapshot that arrives after the feed's session changed is
-// discarded (recovery's gen), so the current session is the right one.
+// `session: ""` says: a name that changes daily does not belong in a
+// config file. That session must then be the lines' (by name, as the lab's
+// server and `glimpse-server` name it): a server still on the session the
+// feed left, or on the previous day's, gives a snapshot of another
+// numbering, which may well be behind the lines, where no sequence number
+// tells it apart (loaded, its books went out under the feed's name,
+// flagged whole). It is an error wrapping ErrSnapshotSession. A server
+// naming its GLIMPSE sessions otherwise needs its session named in
+// cfg.Session, or AnySnapshotSession (the server's current session,
+// whatever its name, not compared: such a snapshot of another numbering
+// behind the lines is loaded). A snapshot that arrives after the feed's
+// session changed is discarded (recovery's gen).
 func GlimpseSnapshot(cfg glimpse.Config) SnapshotFunc {
-	return func(ctx context.Context, _ moldudp64.Session, fn func(msg []byte) error) (Snapshot, error) {
+	compare := strings.TrimSpace(cfg.Session) == ""
+	if cfg.Session == AnySnapshotSession {
+		cfg.Session = ""
+	}
+	return func(ctx context.Context, lines moldudp64.Session, fn func(msg []byte) error) (Snapshot, error) {
 		res, err := glimpse.Fetch(ctx, cfg, fn)
 		if err != nil {
 			return Snapshot{}, fmt.Errorf("snapshot from %s: %w", cfg.Addr, err)
+		}
+		if compare && lines != (moldudp64.Session{}) && res.Session != strings.TrimSpace(lines.String()) {
+			return Snapshot{}, fmt.Errorf("snapshot from %s: %w: the server's current session is %q, the lines' %q (at sequence number %d)",
+				cfg.Addr, ErrSnapshotSession, res.Session, lines, res.NextSeq)
 		}
 		return Snapshot{Next: res.NextSeq, Session: res.Session}, nil
 	}
@@ -104,6 +131,9 @@ type RecoveryStats struct {
 	// spill filled): the hole is declared, and its snapshot waits
 	// SnapshotRetry.
 	SnapshotSpillOverflows uint64
+	// SnapshotsWrongSession: snapshots of another session than the
+	// lines' (ErrSnapshotSession), not loaded; also in SnapshotFailures.
+	SnapshotsWrongSession uint64
 }
 
 // RecoveryEvent is one repaired range: how, and how long after it was
@@ -498,6 +528,9 @@ func (r *recovery) loadSnapshot(res snapResult, now int64) {
 		return
 	}
 	if res.err != nil {
+		if errors.Is(res.err, ErrSnapshotSession) {
+			r.stats.SnapshotsWrongSession++
+		}
 		r.stats.SnapshotFailures++
 		r.stats.LastSnapshotError = res.err.Error()
 		r.h.log.Warn().Err(res.err).Dur("retry_in", r.cfg.SnapshotRetry).Msg("recovery: snapshot failed; books stay flagged")

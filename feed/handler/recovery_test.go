@@ -219,9 +219,11 @@ func TestShutdownMidSnapshot(t *testing.T) {
 }
 
 // TestGlimpseSession: a GLIMPSE server whose session is not named as the
-// feed's MoldUDP64 session. Without a configured session the fetch logs in
-// to the current one (blank Requested Session) and loads; a configured
-// session is asked for as it is, and a wrong one is refused.
+// feed's MoldUDP64 session. With AnySnapshotSession the fetch logs in to
+// the current one (blank Requested Session) and loads; a configured
+// session is asked for as it is, and a wrong one is refused. Without a
+// configured session the current one must be the lines' (ErrSnapshotSession:
+// TestSnapshotOfAnotherSessionBehind).
 func TestGlimpseSession(t *testing.T) {
 	msgs := [][]byte{dirMsg("GSES")}
 	srv, err := exchange.NewSnapshotServer(exchange.SnapshotConfig{Listen: "127.0.0.1:0", Username: "u", Password: "p",
@@ -235,16 +237,16 @@ func TestGlimpseSession(t *testing.T) {
 	feed := moldudp64.NewSession("FEED01")
 	for _, tc := range []struct {
 		session string
-		ok      bool
-	}{{"", true}, {"GLIMPSE01", true}, {"FEED01", false}} {
+		err     error // nil: loaded
+	}{{AnySnapshotSession, nil}, {"GLIMPSE01", nil}, {"FEED01", glimpse.ErrLoginRejected}, {"", ErrSnapshotSession}} {
 		cfg := glimpse.Config{Addr: srv.Addr().String(), Username: "u", Password: "p", Session: tc.session, IdleTimeout: 5 * time.Second}
 		n := 0
 		snap, err := GlimpseSnapshot(cfg)(context.Background(), feed, func([]byte) error { n++; return nil })
-		if tc.ok && (err != nil || snap.Next == 0 || n == 0 || snap.Session != "GLIMPSE01") {
+		if tc.err == nil && (err != nil || snap.Next == 0 || n == 0 || snap.Session != "GLIMPSE01") {
 			t.Errorf("session %q: %+v, %d messages, %v", tc.session, snap, n, err)
 		}
-		if !tc.ok && !errors.Is(err, glimpse.ErrLoginRejected) {
-			t.Errorf("session %q: %v, want a rejected login", tc.session, err)
+		if tc.err != nil && !errors.Is(err, tc.err) {
+			t.Errorf("session %q: %v, want %v", tc.session, err, tc.err)
 		}
 	}
 }

@@ -6,8 +6,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/marketfeed/feedhandler/feed/glimpse"
 	"github.com/marketfeed/feedhandler/feed/itch"
 	"github.com/marketfeed/feedhandler/feed/moldudp64"
+	"github.com/marketfeed/feedhandler/internal/exchange"
 )
 
 // addMsg7 is an Add Order of sym at locate 7.
@@ -303,6 +305,67 @@ func TestSnapshotAheadLinesDown(t *testing.T) {
 			}
 			if h.arb.Frozen() || rec.stats.Snapshots != 0 {
 				t.Fatalf("frozen %v, snapshots %d after the refusal", h.arb.Frozen(), rec.stats.Snapshots)
+			}
+		})
+	}
+}
+
+// TestSnapshotOfAnotherSessionBehind: no session configured for the
+// snapshot (the server's current one), a late join of session NEW at
+// 4000, and a GLIMPSE server (the lab's, over SoupBinTCP) still on the
+// session the feed left, OLD, at sequence number 3000: behind the lines,
+// so the test of a snapshot ahead of them does not see it. Loaded, OLD's
+// books went out under NEW's name, flagged whole, and NEW's messages from
+// 3000 on were applied on top. The Login Accepted names the server's
+// session: not the lines', so it is refused, counted, and the books stay
+// flagged. The same server on NEW is loaded.
+func TestSnapshotOfAnotherSessionBehind(t *testing.T) {
+	for _, server := range []string{"OLD", "NEW"} {
+		t.Run(server, func(t *testing.T) {
+			ev := itch.SystemEventFields{EventCode: 'Q'}
+			snap, err := exchange.NewSnapshotServer(exchange.SnapshotConfig{Listen: "127.0.0.1:0", Username: "u", Password: "p", Session: server,
+				Messages: func(seq uint64) ([]byte, bool) {
+					switch seq {
+					case 1:
+						return dirMsg("SNAP"), true
+					case 2:
+						return addMsg7("SNAP", 1, 1111), true
+					}
+					return ev.Append(nil), seq < 3000
+				}, Position: func() uint64 { return 2999 }, FollowInterval: -1})
+			if err != nil {
+				t.Fatal(err)
+			}
+			served := make(chan error, 1)
+			go func() { served <- snap.Serve() }()
+			t.Cleanup(func() { snap.Close(); <-served })
+			h, sh, rec := recoveryHandler(t, GlimpseSnapshot(glimpse.Config{Addr: snap.Addr().String(), Username: "u", Password: "p", IdleTimeout: 5 * time.Second}))
+			rec.cfg.SnapshotRetry = time.Hour
+			now := int64(time.Second)
+			joinLate(h, "NEW", now)
+			h.arb.Tick(now + int64(time.Millisecond)) // the start gap is declared: a snapshot is fetched
+			for i := 0; rec.fetching; i++ {
+				if i == 5000 {
+					t.Fatalf("the fetch never returned: %+v", rec.stats)
+				}
+				time.Sleep(time.Millisecond)
+				rec.poll(now)
+				h.endBatch()
+			}
+			b := sh.books.Book(7)
+			if server == "NEW" {
+				if rec.stats.Snapshots != 1 || b == nil || b.Orders() != 1 || sh.pub.stale {
+					t.Fatalf("snapshot of the lines' session: loaded %d, failures %d (%q), book 7 %v, stale %v; want loaded, whole",
+						rec.stats.Snapshots, rec.stats.SnapshotFailures, rec.stats.LastSnapshotError, b, sh.pub.stale)
+				}
+				return
+			}
+			if rec.stats.Snapshots != 0 || b != nil || !sh.pub.stale || h.arb.Frozen() {
+				t.Fatalf("snapshot of session OLD at 3000, the lines on NEW at 4004: loaded %d (next %d), OLD's book 7 loaded %v, stale %v, frozen %v; want it refused, the books flagged, delivery resumed",
+					rec.stats.Snapshots, rec.stats.LastSnapshotNext, b != nil, sh.pub.stale, h.arb.Frozen())
+			}
+			if rec.stats.SnapshotFailures != 1 || rec.stats.SnapshotsWrongSession != 1 {
+				t.Fatalf("failures %d, wrong session %d (%q); want 1, 1", rec.stats.SnapshotFailures, rec.stats.SnapshotsWrongSession, rec.stats.LastSnapshotError)
 			}
 		})
 	}
