@@ -449,8 +449,10 @@ func (a *Arbiter) Offer(line int, data []byte, rxTime int64) {
 		// the cut for the others until a drained Tick.)
 		stepped := a.lastRx[line] >= a.restartRx && rxTime < a.lastRx[line]-int64(a.cfg.Hold)
 		if a.restartPassed&(1<<line) == 0 && (rxTime < a.restartRx && !stepped || a.oldNumbering(line, p.Seq, rxTime)) {
+			// Not rejected: stamped before the restart, it says nothing
+			// of the restarted sequence's waits, and a queue that far
+			// behind would pass for a step of the clock (checkGap).
 			ls.BeforeRestart++
-			a.rejected(line, rxTime)
 			return
 		}
 		if a.restartPassed |= 1 << line; a.restartPassed == 1<<a.cfg.Lines-1 {
@@ -744,7 +746,7 @@ func (a *Arbiter) Tick(now int64) {
 
 // rejected is told that line brought, at rxTime, a datagram that is not a
 // packet of the followed session (malformed, another session's, a suspect
-// jump, a stale End of Session, one from before a restart). It says
+// jump, a stale End of Session). It says
 // nothing of the session, and the line's liveness stays with its last
 // packet of the session; but the line's queue, read in order, was read up
 // to rxTime: whatever of the session the line brought before then was

@@ -44,7 +44,8 @@ const AnySnapshotSession = "*"
 // feed left, or on the previous day's, gives a snapshot of another
 // numbering, which may well be behind the lines, where no sequence number
 // tells it apart (loaded, its books went out under the feed's name,
-// flagged whole). It is an error wrapping ErrSnapshotSession. A server
+// flagged whole). It is an error wrapping ErrSnapshotSession (a blank
+// name in the Login Accepted tells nothing and is not). A server
 // naming its GLIMPSE sessions otherwise needs its session named in
 // cfg.Session, or AnySnapshotSession (the server's current session,
 // whatever its name, not compared: such a snapshot of another numbering
@@ -60,7 +61,7 @@ func GlimpseSnapshot(cfg glimpse.Config) SnapshotFunc {
 		if err != nil {
 			return Snapshot{}, fmt.Errorf("snapshot from %s: %w", cfg.Addr, err)
 		}
-		if compare && lines != (moldudp64.Session{}) && res.Session != strings.TrimSpace(lines.String()) {
+		if compare && lines != (moldudp64.Session{}) && res.Session != "" && res.Session != strings.TrimSpace(lines.String()) {
 			return Snapshot{}, fmt.Errorf("snapshot from %s: %w: the server's current session is %q, the lines' %q (at sequence number %d)",
 				cfg.Addr, ErrSnapshotSession, res.Session, lines, res.NextSeq)
 		}
@@ -613,7 +614,7 @@ func (r *recovery) loadSnapshot(res snapResult, now int64) {
 		r.lag(hole.First, hole.End(), now)
 		r.h.log.Error().Uint64("dropped", dropped).Int("spill", a.cfg.Spill).Dur("took", res.took).
 			Uint64("hole_first", hole.First).Uint64("hole_count", hole.Count).Dur("retry_in", r.cfg.SnapshotRetry).
-			Msg("recovery: the spill overflowed while the snapshot downloaded (raise recovery.spill); the hole after it is a gap, books stay flagged")
+			Msg("recovery: the spill overflowed while the snapshot downloaded (raise recovery.spill); the hole after it is re-requested if a server can, else declared, books flagged")
 	}
 	if r.started != 0 {
 		r.hist.Record(now - r.started)
