@@ -261,11 +261,11 @@ func shardValue(sh *ShardStats, name string) uint64 {
 
 // badResponseKinds are the values of recovery_bad_responses_total's kind
 // label, in the order badResponses counts them.
-var badResponseKinds = [4]string{"malformed", "wrong_session", "unasked", "wrong_source"}
+var badResponseKinds = [5]string{"malformed", "wrong_session", "unasked", "wrong_source", "before_restart"}
 
-func badResponses(st *Stats) [4]uint64 {
+func badResponses(st *Stats) [5]uint64 {
 	rr := &st.Recovery.Rerequest
-	return [4]uint64{rr.Malformed, rr.WrongSession, rr.Unasked, rr.WrongSource}
+	return [5]uint64{rr.Malformed, rr.WrongSession, rr.Unasked, rr.WrongSource, rr.BeforeRestart}
 }
 
 // histogramOf is a histogram metric's snapshot.

@@ -94,7 +94,7 @@ var exported = [...]metric{
 	{"recovery_timeouts_total", "Re-requests that got no answer in time.", kindCounter, ""},
 	{"recovery_failures_total", "Ranges given up after every re-request server was tried.", kindCounter, ""},
 	{"recovery_abandoned_total", "Ranges being re-requested when a snapshot started or the session changed: not failed, the snapshot or the new session's rebuild covers them.", kindCounter, ""},
-	{"recovery_bad_responses_total", "Re-request answers dropped: malformed, another session, never asked, or from another IP address than the server's.", kindCounter, "kind"},
+	{"recovery_bad_responses_total", "Re-request answers dropped: malformed, another session, never asked, from another IP address than the server's, or to a request made before a sequence restart or session change.", kindCounter, "kind"},
 	{"recovery_late_responses_total", "Re-request answers whose messages had arrived already.", kindCounter, ""},
 	{"recovery_snapshots_total", "Snapshots loaded.", kindCounter, ""},
 	{"recovery_snapshot_failures_total", "Snapshot fetches that failed.", kindCounter, ""},

@@ -47,13 +47,19 @@ type Stats struct {
 	WrongSession uint64 // answers of another session
 	Unasked      uint64 // answers overlapping no recent request, heartbeats, end of session
 	WrongSource  uint64 // datagrams from an IP address other than the server's
-	ReadErrors   uint64
+	// BeforeRestart: answers to requests made before Forget (a sequence
+	// restart, or a session change), read after it: the old numbering's
+	// messages, whatever their sequence numbers. Dropped.
+	BeforeRestart uint64
+	ReadErrors    uint64
 	moldudp64.ParseErrors
 }
 
 // Bad returns the answers dropped as bad (malformed, wrong session,
-// unasked, wrong source).
-func (s *Stats) Bad() uint64 { return s.Malformed + s.WrongSession + s.Unasked + s.WrongSource }
+// unasked, wrong source, before a restart).
+func (s *Stats) Bad() uint64 {
+	return s.Malformed + s.WrongSession + s.Unasked + s.WrongSource + s.BeforeRestart
+}
 
 // askedMemory is how many recent requests are remembered to recognise
 // their answers.
@@ -62,13 +68,17 @@ const askedMemory = 32
 // Client asks re-request servers for missing ranges. It is used by one
 // goroutine.
 type Client struct {
-	cfg     Config
-	fds     []int
-	addrs   []unix.SockaddrInet4 // by server, as fds
-	buf     []byte
-	from    unix.RawSockaddrInet4 // the last datagram's source
-	req     []byte
-	session moldudp64.Session
+	cfg  Config
+	open func(func() error) error
+	fds  []int // by server; -1: opened at the next request to it (see Forget)
+	// forgotten: the sockets of the requests made before the last Forget,
+	// read only to drop and count their answers (BeforeRestart).
+	forgotten []int
+	addrs     []unix.SockaddrInet4 // by server, as fds
+	buf       []byte
+	from      unix.RawSockaddrInet4 // the last datagram's source
+	req       []byte
+	session   moldudp64.Session
 
 	active bool
 	want   moldudp64.Range // what must be filled: [next, want.End())
@@ -117,7 +127,7 @@ func New(cfg Config, open func(func() error) error) (*Client, error) {
 	if open == nil {
 		open = func(fn func() error) error { return fn() }
 	}
-	c := &Client{cfg: cfg, buf: make([]byte, 1<<16), req: make([]byte, 0, moldudp64.RequestLen)}
+	c := &Client{cfg: cfg, open: open, buf: make([]byte, 1<<16), req: make([]byte, 0, moldudp64.RequestLen)}
 	err := open(func() error {
 		for _, s := range cfg.Servers {
 			fd, err := open4(s)
@@ -158,11 +168,18 @@ func open4(s netip.AddrPort) (int, error) {
 
 // Close closes the sockets.
 func (c *Client) Close() error {
+	errs := []error{closeAll(c.fds), closeAll(c.forgotten)}
+	c.fds, c.addrs, c.forgotten = nil, nil, nil
+	return errors.Join(errs...)
+}
+
+func closeAll(fds []int) error {
 	var errs []error
-	for _, fd := range c.fds {
-		errs = append(errs, unix.Close(fd))
+	for _, fd := range fds {
+		if fd >= 0 {
+			errs = append(errs, unix.Close(fd))
+		}
 	}
-	c.fds, c.addrs = nil, nil
 	return errors.Join(errs...)
 }
 
@@ -204,13 +221,23 @@ func (c *Client) Cancel() {
 }
 
 // Forget is Cancel for a session whose numbering starts again (a restart
-// of its sequence under the same name): the ranges asked so far are
-// forgotten too, so that a late answer to one of them is counted Unasked
-// rather than handed on as the new numbering's, unless it overlaps what
-// is asked after.
+// of its sequence under the same name): a late answer to a request made
+// before is never handed on as the new numbering's. Nothing in an answer
+// tells the numberings apart (the session name is the same, and the
+// sequence numbers of an old answer may be the ones asked after), but
+// where it is sent does: the server answers the address a request came
+// from. The sockets asked from so far are kept only to drop and count what
+// still comes to them (BeforeRestart, until the next Forget), and each
+// server is asked from a new socket, bound to a new port, from its next
+// request on.
 func (c *Client) Forget() {
 	c.Cancel()
 	c.askedN = 0
+	closeAll(c.forgotten)
+	c.forgotten = append(c.forgotten[:0], c.fds...)
+	for i := range c.fds {
+		c.fds[i] = -1
+	}
 }
 
 // Poll reads every answer waiting, handing valid ones to fn in arrival
@@ -220,7 +247,12 @@ func (c *Client) Forget() {
 func (c *Client) Poll(now int64, fn func(p moldudp64.Packet)) bool {
 	c.observe(now)
 	for i, fd := range c.fds {
-		c.read(i, fd, now, fn)
+		if fd >= 0 {
+			c.read(i, fd, now, fn)
+		}
+	}
+	for _, fd := range c.forgotten {
+		c.drop(fd)
 	}
 	if !c.active {
 		return true
@@ -246,6 +278,19 @@ func (c *Client) read(server, fd int, now int64, fn func(p moldudp64.Packet)) {
 			continue
 		}
 		c.accept(c.buf[:n], now, fn)
+	}
+}
+
+// drop reads and counts what came to a socket of before Forget.
+func (c *Client) drop(fd int) {
+	for range 256 {
+		if _, err := recvfrom(fd, c.buf, &c.from); err != nil {
+			if err != unix.EAGAIN && err != unix.EINTR {
+				c.Stats.ReadErrors++
+			}
+			return
+		}
+		c.Stats.BeforeRestart++
 	}
 }
 
@@ -377,10 +422,25 @@ func (c *Client) send(now int64) bool {
 	c.tries++
 	c.sentAt, c.lastAns = now, 0
 	c.Stats.Requests++
-	if err := unix.Sendto(c.fds[c.server], c.req, 0, &c.addrs[c.server]); err != nil {
+	if err := c.sendto(c.server); err != nil {
 		c.Stats.SendErrors++ // counted; the timeout moves on
 	}
 	return true
+}
+
+// sendto sends c.req to server, from a new socket after Forget.
+func (c *Client) sendto(server int) error {
+	if c.fds[server] < 0 {
+		err := c.open(func() error {
+			fd, err := open4(c.cfg.Servers[server])
+			c.fds[server] = fd
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("reopen rerequest socket for %s: %w", c.cfg.Servers[server], err)
+		}
+	}
+	return unix.Sendto(c.fds[server], c.req, 0, &c.addrs[server])
 }
 
 // settle is how long a partly answered request waits for more of its

@@ -12,11 +12,13 @@ import (
 
 // TestForgetStaleAnswer: a request of the old numbering is in flight when
 // the followed session's sequence restarts under the same name
-// (recovery.sessionChanged: Forget, then Want of the restarted sequence
-// from 1). The old request's answer, arriving after the new Want, carries
-// the same session name: it must not be handed on as the restarted
-// sequence's messages (with Cancel alone it was), and is counted Unasked.
-// An old answer that overlaps the new request cannot be told apart.
+// (recovery.sessionChanged: Forget, then Want of the restarted sequence).
+// The old request's answer, arriving after the new Want, carries the same
+// session name and the sequence numbers asked again after the restart: it
+// must not be handed on as the restarted sequence's messages (with Cancel
+// alone it was, and with the ranges forgotten too when it overlapped a
+// request made after), and is counted BeforeRestart. The answer to the new
+// request is handed on.
 func TestForgetStaleAnswer(t *testing.T) {
 	srv, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.MustParseAddrPort("127.0.0.1:0")))
 	if err != nil {
@@ -29,33 +31,49 @@ func TestForgetStaleAnswer(t *testing.T) {
 	}
 	defer c.Close()
 	now := time.Now().UnixNano()
-	c.Want(session, moldudp64.Range{First: 5000, Count: 10}, now)
-	c.Poll(now, func(moldudp64.Packet) {})
+	want := moldudp64.Range{First: 5000, Count: 10}
 	buf := make([]byte, 2048)
-	srv.SetReadDeadline(time.Now().Add(2 * time.Second))
-	_, client, err := srv.ReadFromUDPAddrPort(buf)
-	if err != nil {
-		t.Fatal(err)
+	ask := func() netip.AddrPort {
+		t.Helper()
+		c.Want(session, want, now)
+		c.Poll(now, func(moldudp64.Packet) {})
+		srv.SetReadDeadline(time.Now().Add(2 * time.Second))
+		_, from, err := srv.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return from
 	}
-	// The restart: the old want given up, the restarted sequence wanted from 1.
+	answer := func(to netip.AddrPort) {
+		t.Helper()
+		b := moldudp64.NewBuilder(session, want.First, 0)
+		for range want.Count {
+			b.Add(make([]byte, 12))
+		}
+		if _, err := srv.WriteToUDPAddrPort(b.Flush(), to); err != nil {
+			t.Fatal(err)
+		}
+	}
+	old := ask()
+	// The restart: the old want given up, the same range wanted again, of
+	// the restarted sequence.
 	c.Forget()
-	c.Want(session, moldudp64.Range{First: 1, Count: 3000}, now)
-	c.Poll(now, func(moldudp64.Packet) {})
-	// The old request's answer (old numbering) arrives now.
-	b := moldudp64.NewBuilder(session, 5000, 0)
-	for range 10 {
-		b.Add(make([]byte, 12))
-	}
-	if _, err := srv.WriteToUDPAddrPort(b.Flush(), client); err != nil {
-		t.Fatal(err)
-	}
+	asked := ask()
+	// The old request's answer (old numbering) arrives now, then the new one's.
+	answer(old)
+	answer(asked)
 	var got []moldudp64.Range
-	deadline := time.Now().Add(time.Second)
-	for time.Now().Before(deadline) && len(got) == 0 && c.Stats.Unasked == 0 {
-		c.Poll(time.Now().UnixNano(), func(p moldudp64.Packet) { got = append(got, p.Range()) })
+	for i := 0; len(got) == 0 || c.Stats.BeforeRestart == 0; i++ {
+		if i == 1000 {
+			t.Fatalf("answers not read: handed on %v (stats %+v)", got, c.Stats)
+		}
+		c.Poll(time.Now().UnixNano(), func(p moldudp64.Packet) {
+			got = append(got, p.Range())
+			c.Progress(p.Next())
+		})
 		time.Sleep(time.Millisecond)
 	}
-	if len(got) != 0 || c.Stats.Unasked != 1 {
-		t.Fatalf("an answer to a request made before the restart was handed on after it: %v (stats %+v)", got, c.Stats)
+	if len(got) != 1 || got[0] != want || c.Stats.BeforeRestart != 1 || c.Stats.Responses != 1 || c.Active() {
+		t.Fatalf("an answer to a request made before the restart was handed on after it: handed on %v, want the new answer alone (stats %+v)", got, c.Stats)
 	}
 }
