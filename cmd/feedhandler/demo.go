@@ -205,7 +205,7 @@ func printDemo(w io.Writer, day *demo.Day, res *demo.Result, gcRun uint64, o dem
 		fmt.Fprintf(w, "    %-9s %d..%d (%d messages) repaired by %s in %s\n", what, e.Range.First, e.Range.End()-1, e.Range.Count, how, dur(int64(e.Took)))
 	}
 	fmt.Fprintf(w, "  re-requests          %d sent, %d retries, %d timeouts, %d bad and %d late answers, %d messages recovered\n",
-		rs.Rerequest.Requests, rs.Rerequest.Retries, rs.Rerequest.Timeouts, rs.Rerequest.Bad(), rs.Rerequest.Late+st.Arbiter.RecoveredLate, rs.Rerequest.Messages)
+		rs.Rerequest.Requests, rs.Rerequest.Retries, rs.Rerequest.Timeouts, rs.Rerequest.Bad(), rs.Rerequest.Late+st.Arbiter.RecoveredLate, st.Arbiter.RecoveredMessages)
 	fmt.Fprintf(w, "  snapshots            %d loaded (%d messages), %d failed; spill held at most %d packets\n",
 		rs.Snapshots, rs.SnapshotMessages, rs.SnapshotFailures, st.Arbiter.HeldMax)
 	fmt.Fprintf(w, "  recovery time        p50 %s  p99 %s  (gap detected -> books whole, %d repairs)\n",

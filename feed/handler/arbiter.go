@@ -127,6 +127,8 @@ type ArbiterStats struct {
 	SpillDropped        uint64 // oldest held packets dropped while frozen (re-requested after)
 	FrozenTooLarge      uint64 // packets larger than a hold slot that arrived while frozen (re-requested after)
 	RecoveredLate       uint64 // recovered packets whose messages were delivered already
+	RecoveredMessages   uint64 // messages of recovered packets (re-request answers) delivered: into the range recovered, or past it when an answer brought them first
+	RecoveredUnused     uint64 // messages of recovered packets not delivered: delivered already (a line, an earlier answer), held already, no room to hold, dropped with what was held
 	LastGap             moldudp64.Range
 	SessionChosen       bool
 	SessionChanges      uint64 // a confirmed session replaced a silent or ended locked one (see session.go)
@@ -275,19 +277,25 @@ func (a *Arbiter) Recovering() (moldudp64.Range, bool) {
 // delivered are dropped (counted as RecoveredLate when nothing is new).
 func (a *Arbiter) OfferRecovered(data []byte, p moldudp64.Packet, rxTime int64) {
 	if !a.started || p.Session != a.session || p.Messages() == 0 {
+		a.Stats.RecoveredUnused += uint64(p.Messages())
 		return
 	}
 	switch end := p.Next(); {
 	case end <= a.next:
 		a.Stats.RecoveredLate++
+		a.Stats.RecoveredUnused += uint64(p.Messages())
 		return
 	case p.Seq <= a.next:
 		a.repairing = true
-		a.emit(p, rxTime)
+		a.emit(p, rxTime, true)
 		a.drain()
 		a.repairing = false
 	default:
-		a.hold(data, p, rxTime) // full or already held: asked again later
+		if a.hold(data, p, rxTime, true) != holdOK {
+			// Full (asked again later) or held already (a line's copy,
+			// or this answer's).
+			a.Stats.RecoveredUnused += uint64(p.Messages())
+		}
 	}
 	a.checkGap(rxTime, false)
 }
@@ -538,11 +546,11 @@ func (a *Arbiter) Offer(line int, data []byte, rxTime int64) {
 	case p.Seq <= a.next && !a.frozen:
 		ls.Won++
 		a.ended = false // new data: the session did not end
-		a.emit(p, rxTime)
+		a.emit(p, rxTime, false)
 		a.drain()
 		a.checkGap(rxTime, false)
 	default:
-		switch a.hold(data, p, rxTime) {
+		switch a.hold(data, p, rxTime, false) {
 		case holdDuplicate:
 			ls.Duplicates++ // the other line's copy is held already
 		case holdOK:
@@ -572,11 +580,11 @@ func (a *Arbiter) Offer(line int, data []byte, rxTime int64) {
 				a.drain()
 			}
 			if a.frozen {
-				if a.hold(data, p, rxTime) == holdFull { // now with the spill's room
+				if a.hold(data, p, rxTime, false) == holdFull { // now with the spill's room
 					a.Stats.FrozenTooLarge++ // re-requested after Unfreeze, as a gap
 				}
 			} else if end > a.next {
-				a.emit(p, rxTime)
+				a.emit(p, rxTime, false)
 				a.drain()
 			}
 		}
@@ -723,7 +731,7 @@ func (a *Arbiter) handOver(data []byte, p moldudp64.Packet, rxTime int64) bool {
 	}
 	a.recovering, a.recoverEnd = true, target
 	a.Stats.Recoveries++
-	return a.hold(data, p, rxTime) == holdOK
+	return a.hold(data, p, rxTime, false) == holdOK
 }
 
 // Tick tells the Arbiter that every line was drained (a receive poll found
@@ -847,12 +855,16 @@ func (a *Arbiter) Advance(now int64) {
 	}
 }
 
-// emit delivers the part of p at or after next. Callers ensure
-// p.Seq <= a.next < p.Next().
-func (a *Arbiter) emit(p moldudp64.Packet, rxTime int64) {
+// emit delivers the part of p at or after next; recovered: p came from a
+// recovery source. Callers ensure p.Seq <= a.next < p.Next().
+func (a *Arbiter) emit(p moldudp64.Packet, rxTime int64, recovered bool) {
 	skip := int(a.next - p.Seq)
 	end := p.Next()
 	a.Stats.Delivered += end - a.next
+	if recovered {
+		a.Stats.RecoveredMessages += end - a.next
+		a.Stats.RecoveredUnused += uint64(skip)
+	}
 	a.next = end
 	a.deliver(p, skip, rxTime)
 }
@@ -864,12 +876,23 @@ func (a *Arbiter) drain() {
 		if e.seq > a.next {
 			return
 		}
-		if e.end > a.next {
-			p, _ := moldudp64.Parse(a.pend.bytes(e))
-			a.emit(p, e.rxTime)
+		if e.end <= a.next {
+			a.popHeld()
+			continue
 		}
+		p, _ := moldudp64.Parse(a.pend.bytes(e))
+		a.emit(p, e.rxTime, e.recovered)
 		a.pend.popFront()
 	}
+}
+
+// popHeld drops the first held packet without delivering it: what a
+// recovery source sent of it is counted unused (RecoveredUnused).
+func (a *Arbiter) popHeld() {
+	if e := a.pend.front(); e.recovered {
+		a.Stats.RecoveredUnused += e.end - e.seq
+	}
+	a.pend.popFront()
 }
 
 // Results of hold.
@@ -879,19 +902,20 @@ const (
 	holdFull             // no room (arena full or packet larger than a slot)
 )
 
-func (a *Arbiter) hold(data []byte, p moldudp64.Packet, rxTime int64) int {
+// hold copies p aside; recovered: it came from a recovery source.
+func (a *Arbiter) hold(data []byte, p moldudp64.Packet, rxTime int64, recovered bool) int {
 	limit := a.cfg.MaxPending
 	if a.recovering || a.frozen {
 		limit = a.cfg.Spill
 	}
-	r := a.pend.add(data, p.Seq, p.Next(), rxTime, limit)
+	r := a.pend.add(data, p.Seq, p.Next(), rxTime, limit, recovered)
 	if r == holdFull && a.frozen && a.pend.n > 0 && len(data) <= a.pend.slotSize {
 		// Spilling during a snapshot: keep the newest. A packet larger
 		// than a slot cannot be held whatever is dropped: the caller
 		// counts it and leaves what is held alone.
-		a.pend.popFront()
+		a.popHeld()
 		a.Stats.SpillDropped++
-		r = a.pend.add(data, p.Seq, p.Next(), rxTime, limit)
+		r = a.pend.add(data, p.Seq, p.Next(), rxTime, limit, recovered)
 	}
 	if r == holdOK {
 		a.Stats.Held++
@@ -1068,10 +1092,11 @@ type pending struct {
 }
 
 type pendEntry struct {
-	seq, end uint64
-	rxTime   int64
-	slot     int32
-	size     int32
+	seq, end  uint64
+	rxTime    int64
+	slot      int32
+	size      int32
+	recovered bool // sent by a recovery source (OfferRecovered), not a line
 }
 
 func (q *pending) init(slots, slotSize int) {
@@ -1111,7 +1136,7 @@ func (q *pending) minSeq(seq uint64) uint64 {
 // add copies data in, keeping the ring sorted by seq (arrivals are mostly
 // increasing, so this is an append). A packet whose range is already held
 // is not copied again (holdDuplicate).
-func (q *pending) add(data []byte, seq, end uint64, rxTime int64, limit int) int {
+func (q *pending) add(data []byte, seq, end uint64, rxTime int64, limit int, recovered bool) int {
 	for i := q.n - 1; i >= 0; i-- {
 		e := q.at(i)
 		if e.seq == seq && e.end >= end {
@@ -1127,7 +1152,7 @@ func (q *pending) add(data []byte, seq, end uint64, rxTime int64, limit int) int
 	slot := q.free[len(q.free)-1]
 	q.free = q.free[:len(q.free)-1]
 	copy(q.arena[int(slot)*q.slotSize:], data)
-	ne := pendEntry{seq: seq, end: end, rxTime: rxTime, slot: slot, size: int32(len(data))}
+	ne := pendEntry{seq: seq, end: end, rxTime: rxTime, slot: slot, size: int32(len(data)), recovered: recovered}
 	i := q.n
 	q.n++
 	for i > 0 && q.at(i-1).seq > seq {

@@ -322,7 +322,9 @@ func scalar(st *Stats, name string) uint64 {
 	case "recovery_open_gaps":
 		return r.Open
 	case "recovery_messages_total":
-		return r.Rerequest.Messages
+		return st.Arbiter.RecoveredMessages
+	case "recovery_unused_messages_total":
+		return st.Arbiter.RecoveredUnused
 	case "recovery_requests_total":
 		return r.Rerequest.Requests
 	case "recovery_retries_total":

@@ -1,13 +1,17 @@
 package handler
 
 import (
+	"net"
+	"net/netip"
 	"testing"
+	"time"
 
 	"github.com/rs/zerolog"
 
 	"github.com/marketfeed/feedhandler/book"
 	"github.com/marketfeed/feedhandler/feed/itch"
 	"github.com/marketfeed/feedhandler/feed/moldudp64"
+	"github.com/marketfeed/feedhandler/feed/rerequest"
 )
 
 // dayBooks hold the days of dayPackets.
@@ -62,4 +66,67 @@ func withRecovery(t testing.TB, h *Handler, ac ArbiterConfig, rc RecoveryConfig)
 	h.rec = rec
 	h.arb.SetMissing(rec.missing)
 	return rec
+}
+
+// scriptedServer is a re-request server on loopback that answers only
+// what the test sends, where the test says.
+type scriptedServer struct{ conn *net.UDPConn }
+
+func newScriptedServer(t *testing.T) *scriptedServer {
+	t.Helper()
+	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return &scriptedServer{conn: conn}
+}
+
+func (s *scriptedServer) addr() netip.AddrPort { return s.conn.LocalAddr().(*net.UDPAddr).AddrPort() }
+
+// request reads the next request (sent already: the deadline only keeps a
+// broken test from hanging) and where it came from.
+func (s *scriptedServer) request(t *testing.T) (moldudp64.Request, netip.AddrPort) {
+	t.Helper()
+	buf := make([]byte, 64)
+	s.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	n, from, err := s.conn.ReadFromUDPAddrPort(buf)
+	if err != nil {
+		t.Fatalf("no request: %v", err)
+	}
+	req, err := moldudp64.ParseRequest(buf[:n])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return req, from
+}
+
+func (s *scriptedServer) answer(t *testing.T, to netip.AddrPort, pkt []byte) {
+	t.Helper()
+	if _, err := s.conn.WriteToUDPAddrPort(pkt, to); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// scriptedRecovery is a one-line handler (run to completion: what is at
+// stake is on the receive thread) re-requesting from a scriptedServer,
+// with the arbiter's LineTimeout and the client's Timeout given.
+func scriptedRecovery(t *testing.T, lineTimeout, timeout time.Duration) (*scriptedServer, *Handler, *shard, *recovery) {
+	t.Helper()
+	srv := newScriptedServer(t)
+	h, sh := oneShardHandler(t, 0, smallBooks)
+	rec := withRecovery(t, h, ArbiterConfig{Lines: 1, LineTimeout: lineTimeout, Grace: time.Microsecond, Hold: time.Millisecond},
+		RecoveryConfig{Rerequest: rerequest.Config{Servers: []netip.AddrPort{srv.addr()}, Timeout: timeout}})
+	return srv, h, sh, rec
+}
+
+// orderMsg is the message of sequence number seq of a session announcing
+// sym at locate 7: the directory at 1, then a buy order ref priced by seq.
+func orderMsg(sym string, ref, seq uint64) []byte {
+	if seq == 1 {
+		return dirMsg(sym)
+	}
+	add := itch.AddOrderFields{Header: itch.Header{Locate: 7}, OrderRef: ref, Side: 'B', Shares: 100,
+		Stock: itch.NewSymbol(sym), Price: uint32(1000 + seq)}
+	return add.Append(nil)
 }

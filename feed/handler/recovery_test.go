@@ -20,14 +20,16 @@ import (
 // TestArbiterRecoveryRandom: packets are lost on both lines at random; a
 // recovery source answers each missing range in random pieces, late, out of
 // order and twice. Every message is delivered once, in order (the sink
-// checks), and no gap is declared.
+// checks), and no gap is declared. The answers' messages are counted
+// recovered (exactly the ranges asked: the lines lost them) or unused.
 func TestArbiterRecoveryRandom(t *testing.T) {
 	for seed := range uint64(20) {
 		rng := rand.New(rand.NewPCG(seed, 99))
 		pkts := packets(t, testSession, 400, 6, rng)
 		a, s := newTestArbiter(t, ArbiterConfig{Session: testSession, Grace: time.Microsecond, Hold: time.Millisecond, MaxPending: 16, Spill: 1024})
 		var asked []moldudp64.Range
-		a.SetMissing(func(r moldudp64.Range, now int64) bool { asked = append(asked, r); return true })
+		var lost, offered uint64 // messages in the ranges asked, in the answers
+		a.SetMissing(func(r moldudp64.Range, now int64) bool { asked, lost = append(asked, r), lost+r.Count; return true })
 		// The source: every message by sequence number, re-packed on demand.
 		bySeq := map[uint64][]byte{}
 		for _, b := range pkts {
@@ -46,6 +48,7 @@ func TestArbiterRecoveryRandom(t *testing.T) {
 			}
 			if raw := b.Flush(); raw != nil {
 				p, _ := moldudp64.Parse(raw)
+				offered += uint64(p.Messages())
 				a.OfferRecovered(raw, p, 0)
 			}
 		}
@@ -95,6 +98,9 @@ func TestArbiterRecoveryRandom(t *testing.T) {
 		}
 		if a.Stats.RecoveriesFilled != uint64(len(asked)) {
 			t.Fatalf("seed %d: %d ranges asked, %d filled", seed, len(asked), a.Stats.RecoveriesFilled)
+		}
+		if st := a.Stats; st.RecoveredMessages != lost || st.RecoveredMessages+st.RecoveredUnused != offered || a.Pending() != 0 {
+			t.Fatalf("seed %d: recovered %d (want %d, the ranges asked), unused %d, of %d offered; %d held", seed, st.RecoveredMessages, lost, st.RecoveredUnused, offered, a.Pending())
 		}
 	}
 }

@@ -1,55 +1,9 @@
 package handler
 
 import (
-	"net"
-	"net/netip"
 	"testing"
 	"time"
-
-	"github.com/marketfeed/feedhandler/feed/itch"
-	"github.com/marketfeed/feedhandler/feed/moldudp64"
-	"github.com/marketfeed/feedhandler/feed/rerequest"
 )
-
-// scriptedServer is a re-request server on loopback that answers only
-// what the test sends, where the test says.
-type scriptedServer struct{ conn *net.UDPConn }
-
-func newScriptedServer(t *testing.T) *scriptedServer {
-	t.Helper()
-	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	return &scriptedServer{conn: conn}
-}
-
-func (s *scriptedServer) addr() netip.AddrPort { return s.conn.LocalAddr().(*net.UDPAddr).AddrPort() }
-
-// request reads the next request (sent already: the deadline only keeps a
-// broken test from hanging) and where it came from.
-func (s *scriptedServer) request(t *testing.T) (moldudp64.Request, netip.AddrPort) {
-	t.Helper()
-	buf := make([]byte, 64)
-	s.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
-	n, from, err := s.conn.ReadFromUDPAddrPort(buf)
-	if err != nil {
-		t.Fatalf("no request: %v", err)
-	}
-	req, err := moldudp64.ParseRequest(buf[:n])
-	if err != nil {
-		t.Fatal(err)
-	}
-	return req, from
-}
-
-func (s *scriptedServer) answer(t *testing.T, to netip.AddrPort, pkt []byte) {
-	t.Helper()
-	if _, err := s.conn.WriteToUDPAddrPort(pkt, to); err != nil {
-		t.Fatal(err)
-	}
-}
 
 // TestRestartLateOldAnswer: order 10 of the old numbering is lost on the
 // line and re-requested; the server is slow. The sequence restarts under
@@ -62,20 +16,10 @@ func (s *scriptedServer) answer(t *testing.T, to netip.AddrPort, pkt []byte) {
 // order 210); it is dropped and counted, and the answer of the new
 // request fills the hole.
 func TestRestartLateOldAnswer(t *testing.T) {
-	srv := newScriptedServer(t)
-	h, sh := oneShardHandler(t, 0, smallBooks) // the receive thread's side alone is at stake: one mode
-	rec := withRecovery(t, h, ArbiterConfig{Lines: 1, LineTimeout: time.Second, Grace: time.Microsecond, Hold: time.Millisecond},
-		RecoveryConfig{Rerequest: rerequest.Config{Servers: []netip.AddrPort{srv.addr()}, Timeout: time.Hour}})
+	srv, h, sh, rec := scriptedRecovery(t, time.Second, time.Hour)
 	// Numbering n (1 old, 2 restarted): 1 the directory, then orders
 	// n*100+seq.
-	msg := func(n, seq uint64) []byte {
-		if seq == 1 {
-			return sessionPacket("RST", 1, dirMsg("RST"))
-		}
-		add := itch.AddOrderFields{Header: itch.Header{Locate: 7}, OrderRef: n*100 + seq, Side: 'B', Shares: 100,
-			Stock: itch.NewSymbol("RST"), Price: uint32(1000 + seq)}
-		return sessionPacket("RST", seq, add.Append(nil))
-	}
+	msg := func(n, seq uint64) []byte { return sessionPacket("RST", seq, orderMsg("RST", n*100+seq, seq)) }
 	now := time.Now().UnixNano()
 	offer := func(n, from, to uint64, step time.Duration) {
 		for seq := from; seq <= to; seq++ {

@@ -197,7 +197,7 @@ func (a *Arbiter) dropSession() {
 		a.Stats.RecoveriesAbandoned++
 	}
 	for a.pend.n > 0 {
-		a.pend.popFront()
+		a.popHeld()
 	}
 	a.high = [MaxLines]uint64{}
 	a.lastRx = [MaxLines]int64{}

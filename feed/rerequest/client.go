@@ -41,7 +41,7 @@ type Stats struct {
 	SendErrors   uint64 // request writes that failed (server unreachable, ...)
 	RateLimited  uint64 // times a request waited for the rate limit
 	Responses    uint64 // answer packets accepted
-	Messages     uint64 // new messages those carried (handed to the caller)
+	Messages     uint64 // messages those carried, all handed to the caller (which uses what it lacks: the handler's ArbiterStats.RecoveredMessages)
 	Late         uint64 // answers whose messages the caller already had
 	Malformed    uint64 // answers rejected by moldudp64.Parse
 	WrongSession uint64 // answers of another session
@@ -319,9 +319,7 @@ func (c *Client) accept(b []byte, now int64, fn func(p moldudp64.Packet)) {
 		c.lastAns = now
 	}
 	c.Stats.Responses++
-	// What the answer brings of the range wanted: an answer may reach
-	// past it (wasAsked).
-	c.Stats.Messages += min(r.End(), c.want.End()) - min(max(r.First, c.next), c.want.End())
+	c.Stats.Messages += r.Count
 	fn(p)
 }
 

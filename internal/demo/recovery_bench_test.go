@@ -44,6 +44,6 @@ func BenchmarkRecoveryRerequest1000(b *testing.B) {
 	b.ReportMetric(float64(rs.RecoveryTime.Quantile(0.5))/1e6, "p50-ms")
 	b.ReportMetric(float64(rs.RecoveryTime.Quantile(0.99))/1e6, "p99-ms")
 	b.ReportMetric(float64(rs.RecoveryTime.Count), "gaps")
-	b.ReportMetric(float64(rs.Rerequest.Messages)/float64(gaps), "msgs/gap")
+	b.ReportMetric(float64(res.Stats.Arbiter.RecoveredMessages)/float64(gaps), "msgs/gap")
 	b.ReportMetric(float64(res.Stats.Arbiter.HeldMax), "spill-max-pkts")
 }

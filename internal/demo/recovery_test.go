@@ -180,7 +180,7 @@ func checkRecovered(t *testing.T, res *Result, gaps int) {
 	if ok, why := res.Stats.Ready(); !ok {
 		t.Errorf("not ready after recovery: %s", why)
 	}
-	if rs.Rerequest.Messages == 0 {
+	if res.Stats.Arbiter.RecoveredMessages == 0 {
 		t.Error("no message recovered by re-request")
 	}
 	// Repaired messages are recorded apart from the live ones, and every
@@ -246,8 +246,8 @@ func testLinkFlap(t *testing.T, mode handler.Mode) {
 			}
 			checkBooks(t, res)
 			rs := res.Stats.Recovery
-			t.Logf("recovery: %s; snapshots %d (%d messages); re-request %d messages in %d requests",
-				rs, rs.Snapshots, rs.SnapshotMessages, rs.Rerequest.Messages, rs.Rerequest.Requests)
+			t.Logf("recovery: %s; snapshots %d (%d messages); re-request %d messages recovered (%d received) in %d requests",
+				rs, rs.Snapshots, rs.SnapshotMessages, res.Stats.Arbiter.RecoveredMessages, rs.Rerequest.Messages, rs.Rerequest.Requests)
 			if rs.GapsDetected == 0 || rs.Open != 0 {
 				t.Errorf("%d gaps detected, %d open: the link was down for %v", rs.GapsDetected, rs.Open, tc.down)
 			}
