@@ -68,17 +68,15 @@ const askedMemory = 32
 // Client asks re-request servers for missing ranges. It is used by one
 // goroutine.
 type Client struct {
-	cfg  Config
-	open func(func() error) error
-	fds  []int // by server; -1: opened at the next request to it (see Forget)
-	// forgotten: the sockets of the requests made before the last Forget,
-	// read only to drop and count their answers (BeforeRestart).
-	forgotten []int
-	addrs     []unix.SockaddrInet4 // by server, as fds
-	buf       []byte
-	from      unix.RawSockaddrInet4 // the last datagram's source
-	req       []byte
-	session   moldudp64.Session
+	cfg     Config
+	open    func(func() error) error
+	fds     []int                // by server; -1: opened at the next request to it (see Forget)
+	stale   []int                // by server, the socket of its requests made before the last Forget (-1: none): only read to drop and count their answers
+	addrs   []unix.SockaddrInet4 // by server, as fds
+	buf     []byte
+	from    unix.RawSockaddrInet4 // the last datagram's source
+	req     []byte
+	session moldudp64.Session
 
 	active bool
 	want   moldudp64.Range // what must be filled: [next, want.End())
@@ -135,6 +133,7 @@ func New(cfg Config, open func(func() error) error) (*Client, error) {
 				return fmt.Errorf("new rerequest client: server %s: %w", s, err)
 			}
 			c.fds = append(c.fds, fd)
+			c.stale = append(c.stale, -1)
 			c.addrs = append(c.addrs, unix.SockaddrInet4{Addr: s.Addr().As4(), Port: int(s.Port())})
 		}
 		return nil
@@ -168,8 +167,8 @@ func open4(s netip.AddrPort) (int, error) {
 
 // Close closes the sockets.
 func (c *Client) Close() error {
-	errs := []error{closeAll(c.fds), closeAll(c.forgotten)}
-	c.fds, c.addrs, c.forgotten = nil, nil, nil
+	errs := []error{closeAll(c.fds), closeAll(c.stale)}
+	c.fds, c.addrs, c.stale = nil, nil, nil
 	return errors.Join(errs...)
 }
 
@@ -227,16 +226,20 @@ func (c *Client) Cancel() {
 // sequence numbers of an old answer may be the ones asked after), but
 // where it is sent does: the server answers the address a request came
 // from. The sockets asked from so far are kept only to drop and count what
-// still comes to them (BeforeRestart, until the next Forget), and each
-// server is asked from a new socket, bound to a new port, from its next
-// request on.
+// still comes to them (BeforeRestart, until a later Forget sets aside the
+// next), and each server is asked from a new socket, bound to a new port,
+// from its next request on.
 func (c *Client) Forget() {
 	c.Cancel()
 	c.askedN = 0
-	closeAll(c.forgotten)
-	c.forgotten = append(c.forgotten[:0], c.fds...)
-	for i := range c.fds {
-		c.fds[i] = -1
+	for i, fd := range c.fds {
+		if fd < 0 {
+			continue // not asked since the last Forget: what was set aside then stays
+		}
+		if c.stale[i] >= 0 {
+			unix.Close(c.stale[i])
+		}
+		c.stale[i], c.fds[i] = fd, -1
 	}
 }
 
@@ -251,8 +254,10 @@ func (c *Client) Poll(now int64, fn func(p moldudp64.Packet)) bool {
 			c.read(i, fd, now, fn)
 		}
 	}
-	for _, fd := range c.forgotten {
-		c.drop(fd)
+	for _, fd := range c.stale {
+		if fd >= 0 {
+			c.drop(fd)
+		}
 	}
 	if !c.active {
 		return true

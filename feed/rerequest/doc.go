@@ -21,11 +21,14 @@
 //   - sends at most RequestsPerSecond requests (a token bucket);
 //   - drops and counts answers of another session, for ranges it never
 //     asked, malformed packets (moldudp64.Parse: a count claiming more
-//     messages than the packet carries is ErrOverrun), and late answers
-//     whose messages the caller already has.
+//     messages than the packet carries is ErrOverrun), late answers
+//     whose messages the caller already has, and answers to requests made
+//     before Forget (a sequence restart: BeforeRestart).
 //
 // Each server has its own socket, not connected: answers are taken from the
 // server's IP address on any port (a server may answer from another port
 // than the one asked), and datagrams from any other address are dropped
-// and counted (WrongSource). Poll allocates nothing.
+// and counted (WrongSource). After Forget each server is asked from a new
+// socket (a new port), since an answer of the old numbering may carry the
+// sequence numbers asked after it. Poll allocates nothing.
 package rerequest

@@ -76,4 +76,12 @@ func TestForgetStaleAnswer(t *testing.T) {
 	if len(got) != 1 || got[0] != want || c.Stats.BeforeRestart != 1 || c.Stats.Responses != 1 || c.Active() {
 		t.Fatalf("an answer to a request made before the restart was handed on after it: handed on %v, want the new answer alone (stats %+v)", got, c.Stats)
 	}
+	// Two restarts with no request between: the second has no socket of
+	// its own to set aside, and reads none.
+	c.Forget()
+	c.Forget()
+	c.Poll(time.Now().UnixNano(), func(moldudp64.Packet) {})
+	if old := ask(); old == asked || c.Stats.ReadErrors != 0 {
+		t.Fatalf("after two restarts: asked from %v (before them %v), read errors %d", old, asked, c.Stats.ReadErrors)
+	}
 }
