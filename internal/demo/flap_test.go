@@ -53,8 +53,14 @@ func testLinkFlapOneLine(t *testing.T, mode handler.Mode) {
 			if a := res.Stats.Arbiter.Lines[0].Packets; a <= flap.Lines[0].Packets {
 				t.Errorf("line A received nothing after its link came up: %d packets then, %d at the end", flap.Lines[0].Packets, a)
 			}
-			if b := res.Stats.Arbiter.Lines[1].Packets; flap.Lines[1].Packets == 0 || b <= flap.Lines[1].Packets {
-				t.Errorf("line B, on its own link, received %d packets before line A's link came up and %d in all", flap.Lines[1].Packets, b)
+			// Line B's sender is a process of its own: on a loaded machine
+			// it may have sent the whole day before line A's came up
+			// (seen in .ci/run with other work on both cores); then B
+			// has nothing more to bring, and its whole day is the check.
+			bAll := res.Stats.Arbiter.Lines[1].Messages >= d.Messages
+			if b := res.Stats.Arbiter.Lines[1].Packets; flap.Lines[1].Packets == 0 || b <= flap.Lines[1].Packets && !bAll {
+				t.Errorf("line B, on its own link, received %d packets before line A's link came up and %d in all (%d of the day's %d messages)",
+					flap.Lines[1].Packets, b, res.Stats.Arbiter.Lines[1].Messages, d.Messages)
 			}
 			if backend.rx == "xdp" && !strings.Contains(flap.Link, "xdp") {
 				t.Errorf("no XDP program on the interface after the flap:\n%s", flap.Link)
