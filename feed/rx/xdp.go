@@ -430,6 +430,10 @@ func (r *xdpRx) describe() string {
 		if x.umem.HugePages() {
 			b.WriteString(", huge pages")
 		}
+		if x.prog.NoMeta() != nil {
+			// The rx -> shm latency then starts at the pickup.
+			b.WriteString(", stamped on reading")
+		}
 	}
 	if r.busyPoll {
 		b.WriteString(", busy poll")

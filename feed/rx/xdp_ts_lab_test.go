@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -119,5 +120,18 @@ func TestXDPUserTimestamps(t *testing.T) {
 	}
 	if st := r.Stats(); st.Extra.Get("xdp_kernel_ts") != 0 || st.Extra.Get("xdp_user_ts") != n {
 		t.Errorf("stats: %d kernel, %d user timestamps; want 0, %d", st.Extra.Get("xdp_kernel_ts"), st.Extra.Get("xdp_user_ts"), n)
+	}
+}
+
+// TestXDPBackendSaysStamps: where the kernel refuses the steering program
+// its metadata, the backend's description says that frames are stamped on
+// reading (the demo and the handler's start log print it), and only there.
+func TestXDPBackendSaysStamps(t *testing.T) {
+	lab := xdpNewLab(t, netlab.Options{})
+	r := xdpOpen(t, lab, Config{PollTimeout: 20 * time.Millisecond})
+	defer r.Close()
+	noMeta := errors.Is(bpf.ProbeMeta(), bpf.ErrNoMetaHelper)
+	if got := strings.Contains(r.Backend(), "stamped on reading"); got != noMeta {
+		t.Errorf("backend %q: says stamped on reading %v, want %v (bpf.ProbeMeta: %v)", r.Backend(), got, noMeta, bpf.ProbeMeta())
 	}
 }
