@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/marketfeed/feedhandler/feed/glimpse"
@@ -26,44 +27,65 @@ const (
 const DefaultMaxRerequestGap = 50_000
 
 // ErrSnapshotSession: the snapshot server's current session, which a blank
-// GLIMPSE session logs in to, is not the session of the lines.
-var ErrSnapshotSession = errors.New("snapshot of another session than the lines'")
+// GLIMPSE session logs in to, is a session the lines have left.
+var ErrSnapshotSession = errors.New("snapshot of a session the lines have left")
 
 // AnySnapshotSession, as the GLIMPSE session (glimpse.Config.Session,
 // `recovery.snapshot.session`), logs in to the server's current session
-// whatever its name, for a server that names its sessions apart from the
-// MoldUDP64 session's (see GlimpseSnapshot).
+// whatever its name, never compared with the lines' (see GlimpseSnapshot).
 const AnySnapshotSession = "*"
+
+// sessionsKept: how many of the lines' past sessions GlimpseSnapshot
+// remembers to compare a snapshot's session with.
+const sessionsKept = 8
 
 // GlimpseSnapshot returns a SnapshotFunc fetching GLIMPSE 5.0 snapshots
 // over SoupBinTCP with cfg. An empty cfg.Session logs in to the server's
 // current session (SoupBinTCP's blank Requested Session), as the config's
 // `session: ""` says: a name that changes daily does not belong in a
-// config file. That session must then be the lines' (by name, as the lab's
-// server and `glimpse-server` name it): a server still on the session the
-// feed left, or on the previous day's, gives a snapshot of another
-// numbering, which may well be behind the lines, where no sequence number
-// tells it apart (loaded, its books went out under the feed's name,
-// flagged whole). It is an error wrapping ErrSnapshotSession (a blank
-// name in the Login Accepted tells nothing and is not). A server
-// naming its GLIMPSE sessions otherwise needs its session named in
-// cfg.Session, or AnySnapshotSession (the server's current session,
-// whatever its name, not compared: such a snapshot of another numbering
-// behind the lines is loaded). A snapshot that arrives after the feed's
-// session changed is discarded (recovery's gen).
+// config file. No Nasdaq specification says that the GLIMPSE server's
+// SoupBinTCP session carries the TotalView-ITCH MoldUDP64 session's name
+// (docs/GLIMPSE.md, "Which session"), so a server naming its session
+// otherwise is loaded. The name is compared only where it can be: a server
+// whose current session is one the lines were on before (in this
+// process's calls) names its sessions as the lines do and is still on the
+// numbering they left, its snapshot possibly behind them where no sequence
+// number tells it apart (loaded, its books went out under the feed's name,
+// flagged whole): an error wrapping ErrSnapshotSession. The first join of
+// a process has no such past: a server there on the previous day's
+// session is not told apart. AnySnapshotSession compares nothing; a
+// session named in cfg.Session is checked by glimpse against the Login
+// Accepted. A snapshot that arrives after the feed's session changed is
+// discarded (recovery's gen).
 func GlimpseSnapshot(cfg glimpse.Config) SnapshotFunc {
 	compare := strings.TrimSpace(cfg.Session) == ""
 	if cfg.Session == AnySnapshotSession {
 		cfg.Session = ""
 	}
+	var (
+		mu   sync.Mutex
+		left [sessionsKept]moldudp64.Session // the lines' past sessions, newest at n-1 (mod sessionsKept)
+		n    int
+	)
 	return func(ctx context.Context, lines moldudp64.Session, fn func(msg []byte) error) (Snapshot, error) {
+		mu.Lock()
+		if n == 0 || left[(n-1)%sessionsKept] != lines {
+			left[n%sessionsKept] = lines
+			n++
+		}
+		past := left
+		mu.Unlock()
 		res, err := glimpse.Fetch(ctx, cfg, fn)
 		if err != nil {
 			return Snapshot{}, fmt.Errorf("snapshot from %s: %w", cfg.Addr, err)
 		}
-		if compare && lines != (moldudp64.Session{}) && res.Session != "" && res.Session != strings.TrimSpace(lines.String()) {
-			return Snapshot{}, fmt.Errorf("snapshot from %s: %w: the server's current session is %q, the lines' %q (at sequence number %d)",
-				cfg.Addr, ErrSnapshotSession, res.Session, lines, res.NextSeq)
+		if compare && res.Session != "" && res.Session != strings.TrimSpace(lines.String()) {
+			for _, s := range past {
+				if s != (moldudp64.Session{}) && s != lines && res.Session == strings.TrimSpace(s.String()) {
+					return Snapshot{}, fmt.Errorf("snapshot from %s: %w: the server's current session is %q, which the lines left for %q (at sequence number %d)",
+						cfg.Addr, ErrSnapshotSession, res.Session, lines, res.NextSeq)
+				}
+			}
 		}
 		return Snapshot{Next: res.NextSeq, Session: res.Session}, nil
 	}

@@ -244,7 +244,7 @@ func TestGlimpseSession(t *testing.T) {
 	for _, tc := range []struct {
 		session string
 		err     error // nil: loaded
-	}{{AnySnapshotSession, nil}, {"GLIMPSE01", nil}, {"FEED01", glimpse.ErrLoginRejected}, {"", ErrSnapshotSession}} {
+	}{{AnySnapshotSession, nil}, {"GLIMPSE01", nil}, {"FEED01", glimpse.ErrLoginRejected}, {"", nil}} {
 		cfg := glimpse.Config{Addr: srv.Addr().String(), Username: "u", Password: "p", Session: tc.session, IdleTimeout: 5 * time.Second}
 		n := 0
 		snap, err := GlimpseSnapshot(cfg)(context.Background(), feed, func([]byte) error { n++; return nil })
@@ -253,6 +253,21 @@ func TestGlimpseSession(t *testing.T) {
 		}
 		if tc.err != nil && !errors.Is(err, tc.err) {
 			t.Errorf("session %q: %v, want %v", tc.session, err, tc.err)
+		}
+	}
+	// A blank session compares where the names can be compared: the
+	// server on GLIMPSE01, a session the lines were on and left for
+	// FEED01, is refused; AnySnapshotSession still loads it.
+	for _, tc := range []struct {
+		session string
+		err     error
+	}{{"", ErrSnapshotSession}, {AnySnapshotSession, nil}} {
+		fetch := GlimpseSnapshot(glimpse.Config{Addr: srv.Addr().String(), Username: "u", Password: "p", Session: tc.session, IdleTimeout: 5 * time.Second})
+		if _, err := fetch(context.Background(), moldudp64.NewSession("GLIMPSE01"), func([]byte) error { return nil }); err != nil {
+			t.Fatalf("session %q, the lines on GLIMPSE01: %v", tc.session, err)
+		}
+		if _, err := fetch(context.Background(), feed, func([]byte) error { return nil }); !errors.Is(err, tc.err) {
+			t.Errorf("session %q, the lines on GLIMPSE01 then FEED01, the server on GLIMPSE01: %v, want %v", tc.session, err, tc.err)
 		}
 	}
 }
