@@ -4,10 +4,13 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
-	"github.com/marketfeed/feedhandler/internal/netlab"
+	"fmt"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/marketfeed/feedhandler/internal/netlab"
 
 	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
@@ -175,4 +178,41 @@ func TestTAIOffset(t *testing.T) {
 	}); a != 0 {
 		t.Errorf("TAIOffset allocates %v times", a)
 	}
+}
+
+// TestProbeMetaAgrees: ProbeMeta, on which LoadWith leaves the metadata
+// out and TestProgramMeta skips, says what the verifier does with the
+// steering program itself: loaded with stamp_meta 1 (the call walked), it
+// loads where ProbeMeta finds the helper, and is refused naming
+// bpf_xdp_adjust_meta where ProbeMeta says the kernel refuses it. A probe
+// answering "missing" on a kernel that has the helper would leave every
+// frame unstamped there and TestProgramMeta skipped.
+func TestProbeMetaAgrees(t *testing.T) {
+	probe := ProbeMeta()
+	if probe != nil && !errors.Is(probe, ErrNoMetaHelper) {
+		if errors.Is(probe, ErrNotSupported) {
+			netlab.SkipOrFail(t, "loading XDP programs", 5, 11, probe)
+		}
+		t.Fatal(probe)
+	}
+	spec, err := loadSteer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var objs steerObjects
+	err = spec.LoadAndAssign(&objs, nil)
+	if err == nil {
+		objs.Close()
+	}
+	var ve *ebpf.VerifierError
+	_, _, release := netlab.KernelVersion()
+	switch {
+	case probe == nil && err != nil:
+		t.Fatalf("kernel %s: ProbeMeta found bpf_xdp_adjust_meta, the program calling it is refused: %v", release, err)
+	case probe != nil && err == nil:
+		t.Fatalf("kernel %s: ProbeMeta: %v, yet the program calling bpf_xdp_adjust_meta loads", release, probe)
+	case probe != nil && (!errors.As(err, &ve) || !strings.Contains(fmt.Sprintf("%+v", ve), "bpf_xdp_adjust_meta")):
+		t.Fatalf("kernel %s: ProbeMeta: %v; the program calling bpf_xdp_adjust_meta is refused for another reason: %v", release, probe, err)
+	}
+	t.Logf("kernel %s: ProbeMeta %v; the program with the call: %v", release, probe, err)
 }
