@@ -553,7 +553,11 @@ func TestDropAccounting(t *testing.T) {
 
 // drainUntilIdle receives and releases until five Receives in a row
 // return nothing, and returns the number received.
-func drainUntilIdle(t *testing.T, r Receiver) int {
+func drainUntilIdle(t *testing.T, r Receiver) int { return drainEach(t, r, nil) }
+
+// drainEach is drainUntilIdle calling each (if not nil) with every packet
+// before it is released.
+func drainEach(t *testing.T, r Receiver, each func(p *Packet)) int {
 	t.Helper()
 	pkts := make([]Packet, 64)
 	received := 0
@@ -566,6 +570,11 @@ func drainUntilIdle(t *testing.T, r Receiver) int {
 			idle++
 		}
 		received += k
+		for i := range pkts[:k] {
+			if each != nil {
+				each(&pkts[i])
+			}
+		}
 		r.Release(pkts[:k])
 	}
 	return received

@@ -215,6 +215,11 @@ func newXDPRx(cfg Config) (_ *xdpRx, err error) {
 		dev := devs[i]
 		for _, l := range r.lines {
 			if l.dst == netip.AddrPortFrom(lc.Group, lc.Port) && devs[l.line] == dev {
+				if l.source.IsValid() && lc.Source.IsValid() && l.source != lc.Source {
+					// Two lines, which the other backends serve; the
+					// program keys a line by group and port only.
+					return nil, fmt.Errorf("lines %s and %s both use %v:%d on %s, told apart only by their sources: %w", l.line, Line(i), lc.Group, lc.Port, lc.Interface, ErrNotSupported)
+				}
 				return nil, fmt.Errorf("lines %s and %s both use %v:%d on %s", l.line, Line(i), lc.Group, lc.Port, lc.Interface)
 			}
 		}
