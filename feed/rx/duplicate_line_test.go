@@ -162,3 +162,28 @@ func checkOncePerLine(t *testing.T, r Receiver, senders []int, dst netip.AddrPor
 		}
 	}
 }
+
+// TestSameGroupVLANDevices: lines of the same group and port on two VLAN
+// devices of one interface, or on the interface and one of its VLAN
+// devices, are two lines: no backend refuses them as one configured
+// twice. (Where the kernel has no VLAN devices, veth pairs stand in, and
+// the AF_XDP resolver is told they are VLANs 100 and 200: see
+// xdpNewVLANLab. Delivery per VLAN is TestXDPVLANLines'.)
+func TestSameGroupVLANDevices(t *testing.T) {
+	lab := xdpNewVLANLab(t)
+	for _, ifaces := range [][2]string{{lab.v100, lab.v200}, {lab.DstIf, lab.v100}} {
+		for _, backend := range backends {
+			t.Run(backend+"/"+ifaces[0]+"+"+ifaces[1], func(t *testing.T) {
+				lines := []LineConfig{
+					{Name: "A", Interface: ifaces[0], Group: xdpTestGroup, Port: xdpTestPort},
+					{Name: "B", Interface: ifaces[1], Group: xdpTestGroup, Port: xdpTestPort},
+				}
+				r, err := openIn(t, lab.Lab, Config{Backend: backend, Lines: lines, PollTimeout: 20 * time.Millisecond})
+				if err != nil {
+					t.Fatalf("lines on %s and %s: %v", ifaces[0], ifaces[1], err)
+				}
+				r.Close()
+			})
+		}
+	}
+}

@@ -2,6 +2,7 @@ package rx
 
 import (
 	"bytes"
+	"fmt"
 	"net/netip"
 	"testing"
 	"time"
@@ -15,10 +16,19 @@ import (
 // holds the next datagram handed out in it, overwriting a packet the
 // caller still reads. It is counted (bad_releases), as the io_uring
 // backend does; the same-slice double release TestXDPDoubleRelease checks
-// is caught by the cleared handle alone.
+// is caught by the cleared handle alone. Also with two queues sharing one
+// UMEM (frames tracked per queue by their UMEM-wide index): whichever
+// queue a datagram lands on, the 40 that follow the stale release fill
+// its 32 frames.
 func TestXDPStaleCopyRelease(t *testing.T) {
-	lab := xdpNewLab(t, netlab.Options{Prefix: "xs"})
-	r := xdpOpen(t, lab, Config{PollTimeout: 20 * time.Millisecond, RingSize: 32, BatchSize: 4})
+	for _, queues := range [][]int{{0}, {0, 1}} {
+		t.Run(fmt.Sprintf("queues %v", queues), func(t *testing.T) { testXDPStaleCopyRelease(t, queues) })
+	}
+}
+
+func testXDPStaleCopyRelease(t *testing.T, queues []int) {
+	lab := xdpNewLab(t, netlab.Options{Prefix: "xs", RxQueues: len(queues)})
+	r := xdpOpen(t, lab, Config{PollTimeout: 20 * time.Millisecond, RingSize: 32, BatchSize: 4, Queues: queues})
 	defer r.Close()
 	snd := xdpNewSender(t, lab, lab.Src, netip.AddrPortFrom(xdpTestGroup, xdpTestPort))
 	if err := <-snd.sendPaced(1, xdpPayload); err != nil {
