@@ -99,7 +99,7 @@ var exported = [...]metric{
 	{"recovery_late_responses_total", "Re-request answers whose messages had arrived already.", kindCounter, ""},
 	{"recovery_snapshots_total", "Snapshots loaded.", kindCounter, ""},
 	{"recovery_snapshot_failures_total", "Snapshot fetches that failed.", kindCounter, ""},
-	{"recovery_snapshots_wrong_session_total", "Snapshots of another session than the lines' (the server's current session, asked for with a blank session, named otherwise): not loaded; also in recovery_snapshot_failures_total.", kindCounter, ""},
+	{"recovery_snapshots_wrong_session_total", "Snapshots of a session the lines have left (the server's current session, asked for with a blank session, is one the lines were on): not loaded; also in recovery_snapshot_failures_total.", kindCounter, ""},
 	{"recovery_snapshots_discarded_total", "Snapshots fetched for a session replaced meanwhile, not loaded.", kindCounter, ""},
 	{"recovery_snapshot_spill_overflows_total", "Snapshots loaded with a hole right after them: the spill filled while they downloaded (raise recovery.spill); the hole is a gap, its snapshot waits the retry delay.", kindCounter, ""},
 	{"recovery_spill_dropped_total", "Packets not held while books waited for a snapshot (spill full, or larger than a slot); asked for again after.", kindCounter, ""},

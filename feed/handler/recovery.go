@@ -154,8 +154,8 @@ type RecoveryStats struct {
 	// spill filled): the hole is declared, and its snapshot waits
 	// SnapshotRetry.
 	SnapshotSpillOverflows uint64
-	// SnapshotsWrongSession: snapshots of another session than the
-	// lines' (ErrSnapshotSession), not loaded; also in SnapshotFailures.
+	// SnapshotsWrongSession: snapshots of a session the lines have left
+	// (ErrSnapshotSession), not loaded; also in SnapshotFailures.
 	SnapshotsWrongSession uint64
 }
 
