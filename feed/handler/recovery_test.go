@@ -228,7 +228,9 @@ func TestShutdownMidSnapshot(t *testing.T) {
 // feed's MoldUDP64 session. With AnySnapshotSession the fetch logs in to
 // the current one (blank Requested Session) and loads; a configured
 // session is asked for as it is, and a wrong one is refused. Without a
-// configured session the current one must be the lines' (ErrSnapshotSession:
+// configured session the current one is loaded too (no specification says
+// a GLIMPSE server names its session as the lines'), unless it is a session
+// the lines were on and left (ErrSnapshotSession; also
 // TestSnapshotOfAnotherSessionBehind).
 func TestGlimpseSession(t *testing.T) {
 	msgs := [][]byte{dirMsg("GSES")}
