@@ -1,9 +1,12 @@
 package handler
 
 import (
+	"cmp"
 	"encoding/binary"
 	"fmt"
+	"math"
 	"math/rand/v2"
+	"slices"
 	"testing"
 	"time"
 
@@ -21,9 +24,17 @@ import (
 //   - the receive loop reads in rounds at times of its own, from each
 //     line in turn (the first line read rotating) at most batch packets
 //     that arrived by then; a round that reads nothing is an empty poll
-//     (Tick).
+//     (Tick);
+//   - each line also carries, at random times, datagrams the Arbiter
+//     rejects (strays: another session's packets, malformed ones, the
+//     session's packets jumping far ahead); and, on some days, the
+//     exchange pauses after a packet while both lines carry only strays,
+//     back to back: the loop's receive blocks until the next one, so no
+//     round of the pause is an empty poll.
 //
-// While the lines' lags differ by less than Hold, jitter included, no line
+// Strays change nothing: they are read in their line's order, and a
+// pause's strays read Hold past everything the lines brought before it
+// end any wait (nothing is held then, without a recovery source). While the lines' lags differ by less than Hold, jitter included, no line
 // is ever waited for longer than Hold would allow, so exactly what both
 // lines lost is declared missing, and everything else is delivered once,
 // in order, whatever the loop's rounds.
@@ -48,6 +59,45 @@ type linesRun struct {
 	// advance: the chance that a round reading nothing is a failed
 	// receive (Advance) rather than an empty poll (Tick).
 	advance float64
+	// strays: datagrams the Arbiter rejects, per line, at random times.
+	strays int
+	// pause: the exchange sends nothing for pause after packet pauseAt,
+	// while both lines carry strays at most pauseGap apart.
+	pause    time.Duration
+	pauseAt  int
+	pauseGap time.Duration
+}
+
+// sentAt is when the exchange sends packet i.
+func (r linesRun) sentAt(start int64, i int) int64 {
+	at := start + int64(i)*int64(r.period)
+	if r.pause > 0 && i > r.pauseAt {
+		at += int64(r.pause)
+	}
+	return at
+}
+
+// strays is a source of datagrams the Arbiter rejects: another session's
+// packets, malformed ones, and the session's packets jumping far ahead
+// (numbered apart: no two agree, so no run of them confirms a jump).
+type strays struct {
+	wrong, malformed []byte
+	n                uint64
+}
+
+func newStrays(t *testing.T) *strays {
+	return &strays{wrong: strayDatagram(t, "wrong-session"), malformed: strayDatagram(t, "malformed")}
+}
+
+func (s *strays) next(rng *rand.Rand) []byte {
+	switch rng.IntN(3) {
+	case 0:
+		return s.wrong
+	case 1:
+		return s.malformed
+	}
+	s.n++
+	return sessionPacket("TEST000001", 1<<40+s.n<<24, make([]byte, 12))
 }
 
 // answer is a recovery source's answer due at a time.
@@ -57,9 +107,11 @@ type answer struct {
 }
 
 type arrival struct {
-	line int
-	pkt  int
-	at   int64
+	line  int
+	pkt   int
+	at    int64
+	stray []byte // a datagram rejected, in place of pkt
+	pause bool   // a stray of the pause
 }
 
 func (r linesRun) play(t *testing.T, rng *rand.Rand, cfg ArbiterConfig) {
@@ -83,15 +135,41 @@ func (r linesRun) play(t *testing.T, rng *rand.Rand, cfg ArbiterConfig) {
 					n = 2
 				}
 				for range n {
-					at := start + int64(i)*int64(r.period) + int64(r.lag[l]) + rng.Int64N(int64(r.jitter)+1)
+					at := r.sentAt(start, i) + int64(r.lag[l]) + rng.Int64N(int64(r.jitter)+1)
 					if q := queues[l]; len(q) > 0 {
 						at = max(at, q[len(q)-1].at) // one queue: in order
 					}
-					queues[l] = append(queues[l], arrival{l, i, at})
+					queues[l] = append(queues[l], arrival{line: l, pkt: i, at: at})
 				}
 			}
 		}
 		lostBoth[i] = got == 0
+	}
+	// Strays, after the day's first packet (a suspect one before it
+	// would start the session), merged into each queue by stamp.
+	from, end := queues[0][0].at, queues[1][len(queues[1])-1].at+int64(cfg.Hold)
+	pauseFrom, pauseEnd := r.sentAt(start, r.pauseAt)+int64(r.period), r.sentAt(start, r.pauseAt+1)
+	pauseDue := int64(math.MaxInt64) // Hold past everything sent before the pause
+	if r.pause > 0 {
+		pauseDue = pauseFrom
+		for l := range 2 {
+			for _, q := range queues[l] {
+				if q.at < pauseEnd {
+					pauseDue = max(pauseDue, q.at)
+				}
+			}
+		}
+		pauseDue += int64(cfg.Hold)
+	}
+	st := newStrays(t)
+	for l := range 2 {
+		for range r.strays {
+			queues[l] = append(queues[l], arrival{l, -1, from + rng.Int64N(end-from), st.next(rng), false})
+		}
+		for at := pauseFrom; r.pause > 0 && at < pauseEnd; at += 1 + rng.Int64N(int64(r.pauseGap)) {
+			queues[l] = append(queues[l], arrival{l, -1, at, st.next(rng), true})
+		}
+		slices.SortStableFunc(queues[l], func(x, y arrival) int { return cmp.Compare(x.at, y.at) })
 	}
 	var want []moldudp64.Range // what both lines lost, as gaps
 	var wantMsgs uint64
@@ -127,6 +205,7 @@ func (r linesRun) play(t *testing.T, rng *rand.Rand, cfg ArbiterConfig) {
 	}
 	now := start
 	var head [2]int
+	var readTo [2]arrival // per line, the latest read
 	first := 0
 	for rounds := 0; ; rounds++ {
 		if rounds > 1_000_000 {
@@ -150,12 +229,27 @@ func (r linesRun) play(t *testing.T, rng *rand.Rand, cfg ArbiterConfig) {
 			l := (first + k) % 2
 			for n := 0; n < r.batch && head[l] < len(queues[l]) && queues[l][head[l]].at <= now; n++ {
 				q := queues[l][head[l]]
-				a.Offer(l, r.pkts[q.pkt], q.at)
+				if q.stray != nil {
+					a.Offer(l, q.stray, q.at)
+				} else {
+					a.Offer(l, r.pkts[q.pkt], q.at)
+				}
+				readTo[l] = q
 				head[l]++
 				read++
 			}
 		}
 		first ^= 1
+		if readTo[0].pause && readTo[1].pause && min(readTo[0].at, readTo[1].at) >= pauseDue {
+			// Both lines read Hold past everything the lines brought
+			// before the pause, bringing only strays since: no wait
+			// is left (unless a recovery source is filling a hole).
+			if _, rec := a.Recovering(); a.Pending() != 0 && !rec {
+				t.Fatalf("both lines read only strays from %v to %v past the pause's start (Hold past what they brought before it): %d packets still held, next %d, gaps %v",
+					time.Duration(readTo[0].at-pauseFrom), time.Duration(readTo[1].at-pauseFrom), a.Pending(), a.Next(), s.gaps)
+			}
+			pauseDue = math.MaxInt64 // checked
+		}
 		for i := 0; i < len(answers); i++ {
 			if ans := answers[i]; ans.at <= now {
 				answers = append(answers[:i], answers[i+1:]...)
@@ -170,7 +264,9 @@ func (r linesRun) play(t *testing.T, rng *rand.Rand, cfg ArbiterConfig) {
 				read++
 			}
 		}
-		if read == 0 {
+		if read == 0 && now >= pauseFrom && now < pauseEnd {
+			// The pause: the receive blocks until the next stray.
+		} else if read == 0 {
 			if rng.Float64() < r.advance {
 				a.Advance(now)
 			} else {
@@ -217,7 +313,7 @@ func (r linesRun) play(t *testing.T, rng *rand.Rand, cfg ArbiterConfig) {
 						sentIdx = i
 					}
 				}
-				sent := start + int64(sentIdx)*int64(r.period)
+				sent := r.sentAt(start, sentIdx)
 				if q < rev.Seq || sent > revAt+int64(cfg.Hold) {
 					t.Errorf("seq %d (packet %d sent %v after the revived line's first stamp) declared, not lost on both; revival at packet %d seq %d", q, sentIdx, time.Duration(sent-revAt), r.dead[2], rev.Seq)
 				}
@@ -272,7 +368,8 @@ func linesDay(t *testing.T, rng *rand.Rand, n int) [][]byte {
 }
 
 // TestArbiterLinesModel plays random days through linesRun: lossy,
-// duplicating lines (now and then one dead) with a skew under Hold, read
+// duplicating lines (now and then one dead) with a skew under Hold,
+// carrying strays now and then, some days a pause of strays alone, read
 // by a loop that keeps up or falls behind, with and without a recovery
 // source. Without one, only what both lines lost may be declared missing;
 // with one, nothing, and every message is delivered once, in order.
@@ -306,9 +403,19 @@ func testArbiterLinesModel(t *testing.T, seed uint64) bool {
 	// The lines' skew, jitter included, under Hold.
 	r.lag[rng.IntN(2)] = time.Duration(rng.Int64N(int64(hold - r.jitter - time.Microsecond)))
 	r.pkts = linesDay(t, rng, 20+rng.IntN(300))
+	if rng.IntN(2) == 0 {
+		r.strays = rng.IntN(len(r.pkts))
+	}
+	if rng.IntN(3) == 0 {
+		// A pause of 3 to 8 Holds (under LineTimeout: the lines stay
+		// live), strays up to a quarter of Hold apart.
+		r.pause = time.Duration(3+rng.IntN(6)) * hold
+		r.pauseAt = rng.IntN(len(r.pkts) - 1)
+		r.pauseGap = time.Duration(1 + rng.Int64N(int64(hold/4)))
+	}
 	return t.Run(fmt.Sprint("seed", seed), func(t *testing.T) {
-		t.Logf("%d packets every %v, hold %v, loss %.3f/%.3f, dup %.3f, lag %v, jitter %v, batch %d, rounds up to %v apart, recovered within %v",
-			len(r.pkts), r.period, hold, r.loss[0], r.loss[1], r.dup, r.lag, r.jitter, r.batch, r.roundGap, r.recoverIn)
+		t.Logf("%d packets every %v, hold %v, loss %.3f/%.3f, dup %.3f, lag %v, jitter %v, batch %d, rounds up to %v apart, recovered within %v, %d strays a line, a pause of %v after packet %d (strays up to %v apart)",
+			len(r.pkts), r.period, hold, r.loss[0], r.loss[1], r.dup, r.lag, r.jitter, r.batch, r.roundGap, r.recoverIn, r.strays, r.pause, r.pauseAt, r.pauseGap)
 		r.play(t, rng, cfg)
 	})
 }
