@@ -201,7 +201,8 @@ type Arbiter struct {
 	// drainedAt: the wall-clock time of the latest empty poll (Tick).
 	drainedAt int64
 	// readRx: per line, the rx time of its latest datagram that is not a
-	// packet of the followed session (see rejected).
+	// packet of the followed session (see rejected), since its latest
+	// packet of the session (0: none since).
 	readRx [MaxLines]int64
 	// where the last suspect packet ended
 	suspectNext uint64
@@ -492,7 +493,11 @@ func (a *Arbiter) Offer(line int, data []byte, rxTime int64) {
 	}
 	ls.Packets++
 	ls.Bytes += uint64(len(data))
-	a.lastRx[line] = rxTime
+	// The line's clock is this packet's stamp again: a rejected
+	// datagram's before it (readRx) is behind it, or from before a step
+	// of the wall clock back, when it would end every wait for the line
+	// for as long as the step.
+	a.lastRx[line], a.readRx[line] = rxTime, 0
 	a.failSince = 0 // a packet of the followed session was read: its stamp is a line's clock again
 
 	if p.Heartbeat() || p.EndOfSession() {

@@ -81,3 +81,43 @@ func TestSnapshotAheadStrayFlood(t *testing.T) {
 			rec.stats.SnapshotFailures, h.arb.Frozen(), rec.stats.Snapshots)
 	}
 }
+
+// TestArbiterStrayBeforeClockStep: both lines carried a stray datagram,
+// then the wall clock, which receive timestamps follow, stepped back by
+// less than LineTimeout (500 ms), and the lines went on with the session
+// alone. Line B is read 5 ms behind line A; a packet lost on line A only
+// opens a hole that B brings within Hold. The stray's stamp, from before
+// the step, says nothing of where B's queue was read after it: B's
+// session packets read since tell that. Before, the stray's stamp stayed
+// B's clock (readRx) until the next stray: every wait for B ended at once
+// for as long as the step, and the hole was declared while B held it.
+func TestArbiterStrayBeforeClockStep(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 9))
+	pkts := packets(t, testSession, 30, 3, rng)
+	a, s := newTestArbiter(t, ArbiterConfig{Session: testSession, LineTimeout: time.Second})
+	ms := int64(time.Millisecond)
+	now := int64(10 * time.Hour)
+	for i := range 10 {
+		a.Offer(0, pkts[i], now+int64(i)*ms)
+		a.Offer(1, pkts[i], now+int64(i)*ms)
+	}
+	stray := strayDatagram(t, "wrong-session")
+	a.Offer(0, stray, now+10*ms)
+	a.Offer(1, stray, now+10*ms)
+	now -= 500 * ms // the step back
+	for i := 10; i < 15; i++ {
+		a.Offer(0, pkts[i], now+int64(i)*ms)
+		a.Offer(1, pkts[i], now+int64(i)*ms+5*ms)
+	}
+	// A is read ahead of B by its 5 ms of skew, and lost packet 15.
+	for i := 16; i < 20; i++ {
+		a.Offer(0, pkts[i], now+int64(i)*ms)
+	}
+	for i := 15; i < 20; i++ {
+		a.Offer(1, pkts[i], now+int64(i)*ms+5*ms)
+	}
+	if len(s.gaps) != 0 || a.Pending() != 0 || s.got != totalMessages(t, pkts[:20]) {
+		t.Fatalf("line B read 5 ms behind A after a step of the clock back, with a stray of each line stamped before the step: gaps %v, pending %d, delivered %d of %d; want nothing declared (B brought the hole within Hold)",
+			s.gaps, a.Pending(), s.got, totalMessages(t, pkts[:20]))
+	}
+}
