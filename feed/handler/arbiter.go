@@ -771,7 +771,9 @@ func (a *Arbiter) Tick(now int64) {
 // for ever, delivery frozen. Off the hot path: the session's packets
 // never come here.
 func (a *Arbiter) rejected(line int, rxTime int64) {
-	a.readRx[line] = rxTime
+	// Read, so no run of failed receives goes on through it (Advance):
+	// the wall clock is not the lines' while their queues are read.
+	a.readRx[line], a.failSince = rxTime, 0
 	if a.started {
 		a.checkGap(rxTime, false)
 	}
@@ -848,8 +850,8 @@ func (a *Arbiter) clockBack(now int64) {
 // lines' queues are (their stamps may be seconds old), so the wall clock
 // is used only once the receiver has failed with nothing read for
 // LineTimeout: every line then counts as dead by it, and what is held
-// behind a gap is released. A packet offered or an empty poll (Tick)
-// ends the run of failures.
+// behind a gap is released. A datagram offered (of the session or
+// rejected) or an empty poll (Tick) ends the run of failures.
 func (a *Arbiter) Advance(now int64) {
 	if a.failSince == 0 || now < a.failSince {
 		a.failSince = now

@@ -92,18 +92,11 @@ func TestSnapshotAheadStrayFlood(t *testing.T) {
 // B's clock (readRx) until the next stray: every wait for B ended at once
 // for as long as the step, and the hole was declared while B held it.
 func TestArbiterStrayBeforeClockStep(t *testing.T) {
-	rng := rand.New(rand.NewPCG(7, 9))
-	pkts := packets(t, testSession, 30, 3, rng)
-	a, s := newTestArbiter(t, ArbiterConfig{Session: testSession, LineTimeout: time.Second})
+	a, s, pkts, now := skewedLines(t, 9, 20)
 	ms := int64(time.Millisecond)
-	now := int64(10 * time.Hour)
-	for i := range 10 {
-		a.Offer(0, pkts[i], now+int64(i)*ms)
-		a.Offer(1, pkts[i], now+int64(i)*ms)
-	}
 	stray := strayDatagram(t, "wrong-session")
-	a.Offer(0, stray, now+10*ms)
-	a.Offer(1, stray, now+10*ms)
+	a.Offer(0, stray, now+15*ms)
+	a.Offer(1, stray, now+15*ms)
 	now -= 500 * ms // the step back
 	for i := 10; i < 15; i++ {
 		a.Offer(0, pkts[i], now+int64(i)*ms)
@@ -120,4 +113,47 @@ func TestArbiterStrayBeforeClockStep(t *testing.T) {
 		t.Fatalf("line B read 5 ms behind A after a step of the clock back, with a stray of each line stamped before the step: gaps %v, pending %d, delivered %d of %d; want nothing declared (B brought the hole within Hold)",
 			s.gaps, a.Pending(), s.got, totalMessages(t, pkts[:20]))
 	}
+}
+
+// TestArbiterStrayEndsFailureRun: a receive failed with nothing read
+// (Advance), then line B's queue, read 5 ms behind A, brings a stray
+// datagram, and the next receive fails again, LineTimeout after the first
+// failure. The failures were not one run: a datagram was read between
+// them, as a packet of the session would have been, and B's queue is
+// still read, behind the hole A lost. Before, only the session's packets
+// and empty polls ended a run of failures: the wall clock was taken for
+// the lines' after the second failure, both lines counted dead by it, and
+// the hole was declared while B held it.
+func TestArbiterStrayEndsFailureRun(t *testing.T) {
+	a, s, pkts, now := skewedLines(t, 10, 14)
+	ms := int64(time.Millisecond)
+	for i := 11; i < 14; i++ { // A lost packet 10
+		a.Offer(0, pkts[i], now+int64(i)*ms)
+	}
+	// Read so far: B up to packet 9 (stamped 14 ms), A up to 13.
+	a.Advance(now + 20*ms)
+	a.Offer(1, strayDatagram(t, "wrong-session"), now+14*ms+ms/2)
+	a.Advance(now + 20*ms + int64(time.Second))
+	for i := 10; i < 14; i++ {
+		a.Offer(1, pkts[i], now+int64(i)*ms+5*ms)
+	}
+	if len(s.gaps) != 0 || a.Pending() != 0 || s.got != totalMessages(t, pkts[:14]) {
+		t.Fatalf("a stray read between two failed receives LineTimeout apart, line B behind the hole A lost: gaps %v, pending %d, delivered %d of %d; want nothing declared (B brought the hole)",
+			s.gaps, a.Pending(), s.got, totalMessages(t, pkts[:14]))
+	}
+}
+
+// skewedLines is an Arbiter of a session of n packets (seed draws them)
+// whose first ten were read from both lines, line B 5 ms behind A: A's
+// packet i stamped now+i ms.
+func skewedLines(t *testing.T, seed uint64, n int) (*Arbiter, *sink, [][]byte, int64) {
+	t.Helper()
+	pkts := packets(t, testSession, n, 3, rand.New(rand.NewPCG(7, seed)))
+	a, s := newTestArbiter(t, ArbiterConfig{Session: testSession, LineTimeout: time.Second})
+	now, ms := int64(10*time.Hour), int64(time.Millisecond)
+	for i := range 10 {
+		a.Offer(0, pkts[i], now+int64(i)*ms)
+		a.Offer(1, pkts[i], now+int64(i)*ms+5*ms)
+	}
+	return a, s, pkts, now
 }
