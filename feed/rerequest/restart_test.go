@@ -3,6 +3,7 @@ package rerequest_test
 import (
 	"net"
 	"net/netip"
+	"os"
 	"testing"
 	"time"
 
@@ -32,17 +33,9 @@ func TestForgetStaleAnswer(t *testing.T) {
 	defer c.Close()
 	now := time.Now().UnixNano()
 	want := moldudp64.Range{First: 5000, Count: 10}
-	buf := make([]byte, 2048)
 	ask := func() netip.AddrPort {
 		t.Helper()
-		c.Want(session, want, now)
-		c.Poll(now, func(moldudp64.Packet) {})
-		srv.SetReadDeadline(time.Now().Add(2 * time.Second))
-		_, from, err := srv.ReadFromUDPAddrPort(buf)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return from
+		return askFrom(t, c, srv, want, now)
 	}
 	answer := func(to netip.AddrPort) {
 		t.Helper()
@@ -84,4 +77,79 @@ func TestForgetStaleAnswer(t *testing.T) {
 	if old := ask(); old == asked || c.Stats.ReadErrors != 0 {
 		t.Fatalf("after two restarts: asked from %v (before them %v), read errors %d", old, asked, c.Stats.ReadErrors)
 	}
+}
+
+// TestForgetSocketsBounded: a day of many restarts, each with a request
+// after it. Each restart's request leaves from a port of its own, its
+// answer is handed on (none lost to a socket set aside), and the sockets
+// stay bounded: after a restart, the one asked from, set aside (the one
+// set aside before is closed), per server; Close closes it.
+func TestForgetSocketsBounded(t *testing.T) {
+	srv, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.MustParseAddrPort("127.0.0.1:0")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	fds := func() int {
+		t.Helper()
+		ents, err := os.ReadDir("/proc/self/fd")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(ents)
+	}
+	before := fds()
+	c, err := rerequest.New(rerequest.Config{Servers: []netip.AddrPort{srv.LocalAddr().(*net.UDPAddr).AddrPort()}, Timeout: time.Second}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := moldudp64.Range{First: 7, Count: 3}
+	b := moldudp64.NewBuilder(session, want.First, 0)
+	for range want.Count {
+		b.Add(make([]byte, 12))
+	}
+	answer := append([]byte(nil), b.Flush()...)
+	var ports []uint16
+	for restart := range 20 {
+		from := askFrom(t, c, srv, want, time.Now().UnixNano())
+		if n := len(ports); n > 0 && ports[n-1] == from.Port() {
+			t.Fatalf("restart %d: asked from port %d, as before it", restart, from.Port())
+		}
+		ports = append(ports, from.Port())
+		if _, err := srv.WriteToUDPAddrPort(answer, from); err != nil {
+			t.Fatal(err)
+		}
+		got := false
+		for i := 0; !got; i++ {
+			if i == 1000 {
+				t.Fatalf("restart %d: the answer to the request made after it was never handed on (stats %+v)", restart, c.Stats)
+			}
+			c.Poll(time.Now().UnixNano(), func(p moldudp64.Packet) { got = p.Range() == want })
+			time.Sleep(time.Millisecond)
+		}
+		c.Forget()
+		if n := fds() - before; n > 1 {
+			t.Fatalf("restart %d: %d sockets open for one server after it, want 1 (the one asked from, set aside)", restart, n)
+		}
+	}
+	if err := c.Close(); err != nil || fds() != before {
+		t.Fatalf("Close: %v, %d descriptors open after it, %d before New", err, fds(), before)
+	}
+	if c.Stats.BeforeRestart != 0 || c.Stats.Responses != 20 {
+		t.Fatalf("stats %+v: want 20 answers handed on, none dropped as before a restart", c.Stats)
+	}
+}
+
+// askFrom has c want r and send its request at now, and returns the
+// address the request came from, as srv read it.
+func askFrom(t *testing.T, c *rerequest.Client, srv *net.UDPConn, r moldudp64.Range, now int64) netip.AddrPort {
+	t.Helper()
+	c.Want(session, r, now)
+	c.Poll(now, func(moldudp64.Packet) {})
+	srv.SetReadDeadline(time.Now().Add(2 * time.Second))
+	_, from, err := srv.ReadFromUDPAddrPort(make([]byte, 2048))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return from
 }
