@@ -19,6 +19,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/marketfeed/feedhandler/feed/config"
 	"github.com/marketfeed/feedhandler/internal/demo"
 	"github.com/marketfeed/feedhandler/internal/exchange"
 	"github.com/marketfeed/feedhandler/internal/netlab"
@@ -291,6 +292,12 @@ log:
 	if !strings.Contains(stderr.String(), `"capabilities_kept":"none"`) || !strings.Contains(stderr.String(), `"uid":65534`) {
 		t.Errorf("after setup the handler must run as uid 65534 with no capability:\n%s", stderr.String())
 	}
+	// Without cap_net_admin the socket backends' receive buffer is what
+	// rmem_max allows, said in the log when that is less than asked.
+	capped := strings.Contains(stderr.String(), "receive buffer is capped by net.core.rmem_max")
+	if want := (r.backend == "socket" || r.backend == "uring") && !r.root && !strings.Contains(r.caps, "net_admin") && rmemMax(t) < config.DefaultRecvBuffer; capped != want {
+		t.Errorf("log says the receive buffer is capped: %v, want %v (rmem_max %d, recv_buffer %d):\n%s", capped, want, rmemMax(t), config.DefaultRecvBuffer, stderr.String())
+	}
 	if r.pinned && strings.Contains(stderr.String(), "not pinned") {
 		t.Errorf("pinning failed without privileges:\n%s", stderr.String())
 	}
@@ -375,4 +382,18 @@ func checkRealtime(t *testing.T, logs string, r privRun) {
 	if a.Policy != unix.SCHED_NORMAL || !strings.Contains(logs, "SCHED_FIFO refused") || !strings.Contains(logs, "lacks cap_sys_nice and its RLIMIT_RTPRIO is 0") {
 		t.Errorf("without cap_sys_nice: receive thread %d policy %d, want normal scheduling and the reason logged:\n%s", tid, a.Policy, logs)
 	}
+}
+
+// rmemMax is net.core.rmem_max.
+func rmemMax(t *testing.T) int {
+	t.Helper()
+	b, err := os.ReadFile("/proc/sys/net/core/rmem_max")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
 }

@@ -111,6 +111,11 @@ func openLineSocket(cfg *Config, line Line) (lineSocket, error) {
 		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, cfg.RecvBuffer); err != nil {
 			return fail("SO_RCVBUF", err)
 		}
+		// The kernel keeps twice what it grants (its bookkeeping).
+		if got, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF); err == nil && got/2 < cfg.RecvBuffer {
+			cfg.Log.Warn().Str("line", line.String()).Int("recv_buffer", cfg.RecvBuffer).Int("granted", got/2).
+				Msg("rx: the line socket's receive buffer is capped by net.core.rmem_max (SO_RCVBUFFORCE needs cap_net_admin): a burst the receive thread does not drain in time is dropped by the kernel (receive_dropped_total); raise net.core.rmem_max or grant cap_net_admin")
+		}
 	}
 	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TIMESTAMPNS, 1); err != nil {
 		return fail("SO_TIMESTAMPNS", err)
