@@ -206,6 +206,13 @@ type Arbiter struct {
 	readRx [MaxLines]int64
 	// where the last suspect packet ended
 	suspectNext uint64
+	// The latest step of the wall clock back (clockBack): stepFrom, the
+	// latest stamp read before it; stepBy, how far back it went (to
+	// stepFrom-stepBy). stepLast: per line, its latest stamp before the
+	// step, while the line may still bring stamps from before it (a queue
+	// read behind); 0 once it brought one after it, or after an empty poll.
+	stepFrom, stepBy int64
+	stepLast         [MaxLines]int64
 
 	onMissing  MissingFunc
 	onSession  SessionFunc
@@ -746,6 +753,7 @@ func (a *Arbiter) handOver(data []byte, p moldudp64.Packet, rxTime int64) bool {
 func (a *Arbiter) Tick(now int64) {
 	a.failSince = 0
 	a.drainedAt = now
+	a.stepLast = [MaxLines]int64{} // every queue drained: nothing stamped before a step is left
 	if now < a.restartRx {
 		// Drained, at a time before the restart: the wall clock stepped
 		// back. Nothing received before the restart is queued any more,
@@ -837,11 +845,59 @@ func (a *Arbiter) steppedBack(stamp, now int64) bool {
 // to now, at most. A stamp from before the step would count as a wait long
 // over, and a silence as not begun, for as long as the step.
 func (a *Arbiter) clockBack(now int64) {
+	var from int64
+	for i := 0; i < a.cfg.Lines; i++ {
+		from = max(from, a.lastRx[i], a.readRx[i])
+	}
+	if from > now {
+		a.stepFrom, a.stepBy = from, from-now
+		for i := 0; i < a.cfg.Lines; i++ {
+			if a.stepLast[i] = max(a.lastRx[i], a.readRx[i]); a.stepLast[i] <= now {
+				a.stepLast[i] = 0
+			}
+		}
+	}
 	for i := 0; i < a.cfg.Lines; i++ {
 		a.lastRx[i] = min(a.lastRx[i], now)
 		a.readRx[i] = min(a.readRx[i], now)
 	}
 	a.startRx = min(a.startRx, now)
+}
+
+// afterStep returns stamp, read on line, on the wall clock after the
+// latest step back (clockBack) when the line's queue, read behind, brought
+// it from before the step: at or after the line's latest stamp before the
+// step, and not LineTimeout past the latest stamp then read. Otherwise (a
+// line that brought a stamp after the step since, or no step) stamp.
+// Such a stamp would make a line that brought packets after the step dead
+// by it, and count a wait as long over: a hole that the queue read behind
+// still brings was declared (TestArbiterClockStepBackLineBehind).
+func (a *Arbiter) afterStep(line int, stamp int64) int64 {
+	if l := a.stepLast[line]; l != 0 && stamp >= l && stamp-a.stepFrom < int64(a.cfg.LineTimeout) {
+		return stamp - a.stepBy
+	}
+	return stamp
+}
+
+// stepNow returns now on the wall clock after the latest step back: a
+// stamp of a queue read behind from before the step is turned into the
+// clock after it (afterStep). Lines that brought a stamp after the step
+// since are past it: their stamps are taken as they are from then on.
+func (a *Arbiter) stepNow(now int64) int64 {
+	t := now
+	for i := 0; i < a.cfg.Lines; i++ {
+		if a.stepLast[i] == 0 {
+			continue
+		}
+		if a.lastRx[i] < a.stepLast[i] && a.lastRx[i] != a.stepFrom-a.stepBy {
+			a.stepLast[i] = 0 // a stamp after the step (not the one clockBack set)
+			continue
+		}
+		if s := a.afterStep(i, now); s != now {
+			t = s
+		}
+	}
+	return t
 }
 
 // Advance tells the Arbiter the time now after a Receive that failed with
@@ -955,6 +1011,7 @@ func (a *Arbiter) checkGap(now int64, idle bool) {
 	if a.frozen {
 		return
 	}
+	stepSeen := false // now was checked against a step back (stepNow)
 	for {
 		if a.recovering {
 			if a.next < a.recoverEnd {
@@ -970,6 +1027,9 @@ func (a *Arbiter) checkGap(now int64, idle bool) {
 		if a.pend.n == 0 && a.maxHigh() <= a.next {
 			a.gapSince = 0
 			return
+		}
+		if !stepSeen {
+			now, stepSeen = a.stepNow(now), true
 		}
 		if a.gapNext != a.next {
 			// The hole waited for was filled or declared, and another is
@@ -997,7 +1057,7 @@ func (a *Arbiter) checkGap(now int64, idle bool) {
 		a.gapNext = a.next
 		passed := uint64(math.MaxUint64) // how far every line waited by Grace moved past next
 		for i := 0; i < a.cfg.Lines; i++ {
-			clock := a.lastRx[i]
+			clock := a.afterStep(i, a.lastRx[i])
 			switch {
 			case clock == 0:
 				if a.steppedBack(a.startRx, now) {
@@ -1031,7 +1091,7 @@ func (a *Arbiter) checkGap(now int64, idle bool) {
 			}
 			// Read past its last packet of the session: what it brought
 			// of the session before then was read (rejected).
-			clock = max(clock, a.readRx[i])
+			clock = max(clock, a.afterStep(i, a.readRx[i]))
 			wait := a.cfg.Hold
 			if a.high[i] > a.next {
 				wait = a.cfg.Grace

@@ -625,3 +625,40 @@ func TestArbiterClockStepBackIdle(t *testing.T) {
 		}
 	}
 }
+
+// TestArbiterClockStepBackLineBehind: the receive loop reads line B behind
+// line A (B's queue holds packets A delivered 10 ms of stamps ago); line
+// A lost packets 15 and 20, and holds what follows; then the wall clock
+// steps back an hour, more than LineTimeout, and A brings packets stamped
+// after the step. The loop then reads B's queue, stamped before the step:
+// its copy of 15 fills the first hole, and its copy of 20 is behind it in
+// the same queue. The second hole must not be declared before B brings
+// it: B's stamps from before the step are not an hour's wait, and line A,
+// which brought packets just now, is not dead by them.
+func TestArbiterClockStepBackLineBehind(t *testing.T) {
+	rng := rand.New(rand.NewPCG(11, 12))
+	pkts := packets(t, testSession, 40, 5, rng)
+	const ms = int64(time.Millisecond)
+	a, s := newTestArbiter(t, ArbiterConfig{Session: testSession, Lines: 2, Hold: 5 * time.Millisecond, Grace: time.Millisecond, LineTimeout: time.Second})
+	t0 := int64(2 * time.Hour)
+	at := func(i int) int64 { return t0 + int64(i)*ms }
+	for i := range 10 {
+		a.Offer(0, pkts[i], at(i))
+		a.Offer(1, pkts[i], at(i))
+	}
+	for i := 10; i < 30; i++ { // line B's copies stay queued, unread
+		if i != 15 && i != 20 { // lost on line A
+			a.Offer(0, pkts[i], at(i))
+		}
+	}
+	step := int64(time.Hour)
+	for i := 30; i < 35; i++ { // after the step back
+		a.Offer(0, pkts[i], at(i)-step)
+	}
+	for i := 10; i < 35; i++ { // line B's queue, stamped before the step
+		a.Offer(1, pkts[i], at(i))
+	}
+	if len(s.gaps) != 0 || a.Pending() != 0 || s.next != a.Next() {
+		t.Fatalf("line B brought every packet, read behind line A across a step of the wall clock back an hour: declared missing %v, pending %d", s.gaps, a.Pending())
+	}
+}
