@@ -39,3 +39,29 @@ func TestArbiterNeverHeardClockStepBack(t *testing.T) {
 			time.Duration(len(pkts)-11)*time.Millisecond, a.Stats.Gaps, a.Pending())
 	}
 }
+
+// TestArbiterNeverHeardBoundBusy: at start-up line B never sends, line A
+// lost the session's first packets (a start-up gap) and its later ones
+// keep the receive loop busy: no empty poll, ever. The never-heard line
+// holds the gap until LineTimeout after the session's start by line A's
+// stamps, not longer: the gap is declared at the first packet stamped
+// LineTimeout or more after the session's first, and everything held is
+// delivered then.
+func TestArbiterNeverHeardBoundBusy(t *testing.T) {
+	rng := rand.New(rand.NewPCG(9, 10))
+	pkts := packets(t, testSession, 400, 5, rng)
+	const timeout = 100 * time.Millisecond
+	a, s := newTestArbiter(t, ArbiterConfig{Session: testSession, Lines: 2, Hold: 5 * time.Millisecond, Grace: time.Millisecond, LineTimeout: timeout})
+	start := int64(time.Hour)
+	declaredAt := -1
+	for i, p := range pkts[3:] { // packets 0 to 2 lost on line A
+		a.Offer(0, p, start+int64(i)*int64(time.Millisecond))
+		if a.Stats.Gaps > 0 && declaredAt < 0 {
+			declaredAt = i
+		}
+	}
+	if want := int(timeout / time.Millisecond); declaredAt != want || a.Stats.Gaps != 1 || a.Pending() != 0 || s.next != a.Next() {
+		t.Fatalf("line B never heard from, no empty poll: gap declared at line A's packet %d after the session's first (-1: never), want %d (LineTimeout); gaps %d, pending %d",
+			declaredAt, want, a.Stats.Gaps, a.Pending())
+	}
+}
