@@ -389,3 +389,36 @@ func TestArbiterRestartLeadingLineNotCut(t *testing.T) {
 			a.Stats.Restarts, a.Next(), end.Next(), s.gaps, a.Stats.Lines[0].BeforeRestart)
 	}
 }
+
+// TestArbiterRestartFirstPacketLostHeld pins a limit (docs/RECOVERY.md,
+// "Session handling"): the publisher restarts the sequence from 1 under
+// the same session name and the restarted numbering's first packet is
+// lost on both lines. The lines went back to its second packet's number,
+// not to 1: nothing tells that from a replay of the session from there,
+// so it is held as a replay (Behind, the regression counted, no restart
+// followed), and once the restarted numbering passes what was delivered
+// its messages are delivered after the old ones, with no gap and no
+// rebuild.
+func TestArbiterRestartFirstPacketLostHeld(t *testing.T) {
+	rng := rand.New(rand.NewPCG(79, 80))
+	day1 := taggedPackets(t, testSession, 1, 100, 5, rng)
+	day2 := taggedPackets(t, testSession, 2, 100, 5, rng)
+	a, s := newTestArbiter(t, ArbiterConfig{LineTimeout: time.Second})
+	rebuilds := countRebuilds(a, s)
+	now := int64(time.Hour)
+	offerBoth(a, &now, day1[:60], time.Millisecond)
+	next := a.Next()
+	offerBoth(a, &now, day2[1:40], 50*time.Millisecond) // day2[0] lost on both lines; 2 s
+	a.Tick(now + int64(time.Millisecond))
+	a.refreshBehind()
+	if a.Stats.Regressions != 1 || a.Stats.Restarts != 0 || *rebuilds != 0 || !a.Stats.Behind || a.Next() != next || len(s.gaps) != 0 {
+		t.Fatalf("restart, its first packet lost on both lines, after LineTimeout: regressions %d, restarts %d, rebuilds %d, behind %v, next %d (was %d), gaps %v; want held as a replay",
+			a.Stats.Regressions, a.Stats.Restarts, *rebuilds, a.Stats.Behind, a.Next(), next, s.gaps)
+	}
+	offerBoth(a, &now, day2[40:], time.Millisecond)
+	a.refreshBehind()
+	if want := totalMessages(t, day2) + 1; a.Next() != want || a.Stats.Restarts != 0 || *rebuilds != 0 || a.Stats.Behind || len(s.gaps) != 0 {
+		t.Fatalf("the restarted numbering passed what was delivered: next %d (want %d), restarts %d, rebuilds %d, behind %v, gaps %v",
+			a.Next(), want, a.Stats.Restarts, *rebuilds, a.Stats.Behind, s.gaps)
+	}
+}
