@@ -913,9 +913,23 @@ func (a *Arbiter) Advance(now int64) {
 		a.failSince = now
 		return
 	}
-	if a.started && now-a.failSince >= int64(a.cfg.LineTimeout) {
-		a.checkGap(now, false)
+	if !a.started {
+		return
 	}
+	if now-a.failSince >= int64(a.cfg.LineTimeout) {
+		a.checkGap(now, false)
+		return
+	}
+	// Before that, the lines were read up to their clock (linesClock),
+	// and nothing at all since, for as long as the run of failures: a
+	// line silent for LineTimeout by that much is dead. The waits of the
+	// others stay on their own stamps (a line's queue not read may still
+	// hold its copy). Before, a line idle but read (heartbeats less than
+	// LineTimeout apart) ended every run of failures, and a line silent
+	// since before the hole, its receive failing, was waited for until the
+	// idle line's next packet: up to twice LineTimeout
+	// (TestArbiterFailingLineIdleOther).
+	a.checkGap(min(now, a.linesClock(now)+now-a.failSince), false)
 }
 
 // emit delivers the part of p at or after next; recovered: p came from a

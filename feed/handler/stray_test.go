@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/marketfeed/feedhandler/feed/itch"
+	"github.com/marketfeed/feedhandler/feed/moldudp64"
 )
 
 // strayDatagram is a datagram the Arbiter rejects: another session's
@@ -156,4 +157,41 @@ func skewedLines(t *testing.T, seed uint64, n int) (*Arbiter, *sink, [][]byte, i
 		a.Offer(1, pkts[i], now+int64(i)*ms+5*ms)
 	}
 	return a, s, pkts, now
+}
+
+// TestArbiterFailingLineIdleOther: line A's receive fails from its packet
+// 19 on (its link is down: every round fails, nothing read, no empty
+// poll); line B lost packet 20, brings 21 (held) and then only heartbeats,
+// less than LineTimeout apart. Line A is silent, by the lines' stamps and
+// the run of failures since they were read, LineTimeout after its last
+// packet: from then on it is not waited for, and B, past the hole by more
+// than Grace, lets it go. Before, each heartbeat ended the run of failures
+// and A was dead only by a stamp of B's LineTimeout after A's last packet:
+// with heartbeats 900 ms apart, 21 was held 1.8 s.
+func TestArbiterFailingLineIdleOther(t *testing.T) {
+	a, s, pkts, t0 := skewedLines(t, 20, 30)
+	ms := int64(time.Millisecond)
+	for i := 10; i < 20; i++ {
+		a.Offer(0, pkts[i], t0+int64(i)*ms)
+		a.Offer(1, pkts[i], t0+int64(i)*ms+5*ms)
+	}
+	lastA := t0 + 19*ms
+	hole := t0 + 21*ms + 5*ms
+	a.Offer(1, pkts[21], hole)
+	hb := moldudp64.AppendHeader(nil, testSession, a.Next()+100, 0)
+	nextHB := hole + int64(900*time.Millisecond)
+	var declared int64
+	for now := hole + ms; now < hole+int64(3*time.Second) && len(s.gaps) == 0; now += ms {
+		if now >= nextHB {
+			a.Offer(1, hb, nextHB)
+			nextHB += int64(900 * time.Millisecond)
+		} else {
+			a.Advance(now)
+		}
+		declared = now
+	}
+	if len(s.gaps) != 1 || declared-lastA < int64(time.Second) || declared-lastA > int64(time.Second)+2*ms {
+		t.Fatalf("line A failing since its last packet, line B idle (heartbeats 900 ms apart): hole declared %v after A's last packet (gaps %v); want LineTimeout (1s), A silent then",
+			time.Duration(declared-lastA), s.gaps)
+	}
 }
