@@ -662,3 +662,42 @@ func TestArbiterClockStepBackLineBehind(t *testing.T) {
 		t.Fatalf("line B brought every packet, read behind line A across a step of the wall clock back an hour: declared missing %v, pending %d", s.gaps, a.Pending())
 	}
 }
+
+// TestArbiterRevivedLineReadBehind pins a limit (docs/ARCHITECTURE.md,
+// "Line arbitration"): line B is silent for two seconds (dead by line A's
+// stamps) and comes back; the receive loop reads line A's next 19
+// packets, 95 ms of stamps, before B's first packets since. A lost a
+// packet 50 ms after B came back. B is dead until its first packet is
+// read: nothing says its queue holds anything (its last packet is two
+// seconds old), so the hole is declared by A's Grace, although B's queue,
+// read next, brings it. A live line read behind is waited for by its own
+// stamps, however far behind; a line silent for LineTimeout has none.
+func TestArbiterRevivedLineReadBehind(t *testing.T) {
+	pkts := packets(t, testSession, 200, 3, rand.New(rand.NewPCG(3, 4)))
+	ms := int64(time.Millisecond)
+	a, s := newTestArbiter(t, ArbiterConfig{Session: testSession, Hold: 20 * time.Millisecond, Grace: 200 * time.Microsecond, LineTimeout: time.Second})
+	t0 := int64(time.Hour)
+	for i := range 10 {
+		a.Offer(0, pkts[i], t0+int64(i)*ms)
+		a.Offer(1, pkts[i], t0+int64(i)*ms)
+	}
+	at := t0 + 10*ms
+	for i := 10; i < 110; i++ { // line A alone for 2 s
+		a.Offer(0, pkts[i], at)
+		at += 20 * ms
+	}
+	back := at // line B's first packet since, stamped with A's 110
+	for i := 110; i < 130; i++ {
+		if i != 120 { // A lost 120, 50 ms after B came back
+			a.Offer(0, pkts[i], back+int64(i-110)*5*ms)
+		}
+	}
+	for i := 110; i < 130; i++ { // B's queue, read after A's
+		a.Offer(1, pkts[i], back+int64(i-110)*5*ms)
+	}
+	p, _ := moldudp64.Parse(pkts[120])
+	if len(s.gaps) != 1 || s.gaps[0] != p.Range() || a.Pending() != 0 {
+		t.Fatalf("line B back after 2 s of silence, read behind A: declared %v, pending %d; want packet 120 (%v) declared: B counts as dead until its first packet since is read",
+			s.gaps, a.Pending(), p.Range())
+	}
+}
