@@ -184,8 +184,17 @@ type Arbiter struct {
 	// such packets, and next then (see regressed).
 	// behindMin: per line, the lowest sequence number of its packets
 	// since the last that was not behind.
-	behindPkt   [MaxLines]uint64
-	behindMin   [MaxLines]uint64
+	behindPkt [MaxLines]uint64
+	behindMin [MaxLines]uint64
+	// behindNew: per line, a packet of its current streak behind brought
+	// a message other than the one delivered at its sequence number
+	// (differsEarly): a restart, even where its first packet was lost.
+	behindNew [MaxLines]bool
+	// early: a fingerprint of each of the first earlyMessages messages
+	// delivered in this numbering, from earlyFrom on (earlyLen of them).
+	earlyFrom   uint64
+	earlyLen    int
+	early       [earlyMessages]uint64
 	regressFrom int64
 	regressNext uint64
 	// restartRx: after a restart, packets received before it are dropped
@@ -528,7 +537,7 @@ func (a *Arbiter) Offer(line int, data []byte, rxTime int64) {
 			}
 			a.high[line] = p.Seq
 		} else if p.Seq < a.high[line] && p.Seq < a.next {
-			a.regressed(line, rxTime, p.Seq, p.Seq)
+			a.regressed(line, rxTime, p, p.Seq, p.Seq)
 		}
 		a.checkGap(rxTime, false)
 		return
@@ -553,7 +562,7 @@ func (a *Arbiter) Offer(line int, data []byte, rxTime int64) {
 		ls.Duplicates++
 		if end < a.high[line] {
 			// Behind its own line too: not the slower line's copy.
-			a.regressed(line, rxTime, p.Seq, end)
+			a.regressed(line, rxTime, p, p.Seq, end)
 		}
 	case p.Seq <= a.next && !a.frozen:
 		ls.Won++
@@ -616,7 +625,7 @@ func (a *Arbiter) Offer(line int, data []byte, rxTime int64) {
 // packets, never for the in-order copies of the slower line. Packet
 // counts, not receive times, tell a line's latest packet: a batch may
 // stamp several alike.
-func (a *Arbiter) regressed(line int, rxTime int64, seq, end uint64) {
+func (a *Arbiter) regressed(line int, rxTime int64, p moldudp64.Packet, seq, end uint64) {
 	if a.regressFrom != 0 && a.steppedBack(a.regressFrom, rxTime) {
 		// The wall clock stepped back since the spell began (by more
 		// than a live line can lag behind another): the spell counts
@@ -630,6 +639,12 @@ func (a *Arbiter) regressed(line int, rxTime int64, seq, end uint64) {
 	a.behindPkt[line] = n
 	if !streak || seq < a.behindMin[line] {
 		a.behindMin[line] = seq
+	}
+	if !streak {
+		a.behindNew[line] = false
+	}
+	if a.differsEarly(p) {
+		a.behindNew[line] = true
 	}
 	for i := 0; i < a.cfg.Lines; i++ {
 		// Live: its last packet within LineTimeout of this one, either
@@ -661,12 +676,64 @@ func (a *Arbiter) regressed(line int, rxTime int64, seq, end uint64) {
 	}
 }
 
+// earlyMessages is how many of a numbering's first messages the Arbiter
+// keeps a fingerprint of (noteEarly). A line whose sequence numbers went
+// back and whose packets bring other messages at those numbers than were
+// delivered there restarted its numbering (behindNew), even when the
+// restart's first packet was lost on both lines, where a replay of the
+// numbering's start from its second packet has the same sequence numbers.
+const earlyMessages = 64
+
+// noteEarly keeps the fingerprints of the messages of p from skip on while
+// fewer than earlyMessages are kept, in sequence (a numbering joined late
+// starts where it was joined).
+func (a *Arbiter) noteEarly(p moldudp64.Packet, skip int) {
+	it := p.Iter()
+	it.Skip(skip)
+	for msg, ok := it.Next(); ok && a.earlyLen < earlyMessages; msg, ok = it.Next() {
+		if a.earlyLen == 0 {
+			a.earlyFrom = it.Seq()
+		}
+		if it.Seq() != a.earlyFrom+uint64(a.earlyLen) {
+			return
+		}
+		a.early[a.earlyLen] = fingerprint(msg)
+		a.earlyLen++
+	}
+}
+
+// differsEarly reports whether p brings, at a sequence number of the kept
+// fingerprints, a message other than the one delivered there.
+func (a *Arbiter) differsEarly(p moldudp64.Packet) bool {
+	end := a.earlyFrom + uint64(a.earlyLen)
+	if a.earlyLen == 0 || p.Seq >= end || p.Next() <= a.earlyFrom {
+		return false
+	}
+	it := p.Iter()
+	for msg, ok := it.Next(); ok && it.Seq() < end; msg, ok = it.Next() {
+		if s := it.Seq(); s >= a.earlyFrom && fingerprint(msg) != a.early[s-a.earlyFrom] {
+			return true
+		}
+	}
+	return false
+}
+
+// fingerprint is the 64-bit FNV-1a hash of msg.
+func fingerprint(msg []byte) uint64 {
+	h := uint64(14695981039346656037)
+	for _, b := range msg {
+		h ^= uint64(b)
+		h *= 1099511628211
+	}
+	return h
+}
+
 // backToStart reports whether a line whose latest packets are behind went
 // back to sequence number 1 with them (a restart, not a replay of the
 // session's middle).
 func (a *Arbiter) backToStart() bool {
 	for i := 0; i < a.cfg.Lines; i++ {
-		if p := a.Stats.Lines[i].Packets; p != 0 && a.behindPkt[i] == p && a.behindMin[i] <= 1 {
+		if p := a.Stats.Lines[i].Packets; p != 0 && a.behindPkt[i] == p && (a.behindMin[i] <= 1 || a.behindNew[i]) {
 			return true
 		}
 	}
@@ -938,6 +1005,9 @@ func (a *Arbiter) emit(p moldudp64.Packet, rxTime int64, recovered bool) {
 	skip := int(a.next - p.Seq)
 	end := p.Next()
 	a.Stats.Delivered += end - a.next
+	if a.earlyLen < earlyMessages {
+		a.noteEarly(p, skip)
+	}
 	if recovered {
 		a.Stats.RecoveredMessages += end - a.next
 		a.Stats.RecoveredUnused += uint64(skip)

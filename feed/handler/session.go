@@ -204,6 +204,7 @@ func (a *Arbiter) dropSession() {
 	a.ended, a.frozen, a.recovering, a.gapSince, a.suspect = false, false, false, 0, 0
 	a.behindPkt, a.regressFrom, a.Stats.Behind = [MaxLines]uint64{}, 0, false
 	a.restartRx = 0
+	a.earlyLen, a.behindNew = 0, [MaxLines]bool{}
 }
 
 // silent reports whether the locked session sent nothing on any line for
