@@ -177,9 +177,25 @@ func (a *Arbiter) lock(idx int, rxTime int64) {
 	if a.onSession != nil {
 		a.onSession(old, a.session)
 	}
+	read := a.readRx
 	for _, st := range stash {
 		a.Offer(st.line, st.data, st.rxTime)
 	}
+	// The lines' queues were read past the stash (the session's packets
+	// not stashed, rejected while it confirmed): their clocks are where
+	// they were read to, not the stash's old stamps; and the stash's
+	// holes are settled by them before a packet beyond the stash extends
+	// them. What lies between the stash and that packet becomes known
+	// only then, and waits from then for a line that may still bring it.
+	// (Before, it was one hole with the stash's, due at once by the
+	// stash's stamps: packets of the new session that only the lagging
+	// line carried, still unread, were declared missing.)
+	for i := range read {
+		if read[i] > a.lastRx[i] {
+			a.readRx[i] = max(a.readRx[i], read[i])
+		}
+	}
+	a.checkGap(rxTime, false)
 }
 
 // dropSession forgets everything of the followed session, at a session
