@@ -170,17 +170,26 @@ func (a *Arbiter) lock(idx int, rxTime int64) {
 	a.session = c.session
 	a.started = true
 	a.next = 1
-	a.startRx = rxTime
 	a.Stats.SessionChosen = true
 	stash := c.stash
 	a.sess.forget()
 	if a.onSession != nil {
 		a.onSession(old, a.session)
 	}
+	// The stash is replayed from its first stamp: stamped before the
+	// lock, by LineTimeout or more when the session waited for the old
+	// one's silence, it is not a step of the wall clock back (which
+	// would bring the session's start back to it, and count a line not
+	// in the stash dead, silent since then: not waited for).
+	a.startRx = rxTime
+	for _, st := range stash {
+		a.startRx = min(a.startRx, st.rxTime)
+	}
 	read := a.readRx
 	for _, st := range stash {
 		a.Offer(st.line, st.data, st.rxTime)
 	}
+	a.startRx = rxTime
 	// The lines' queues were read past the stash (the session's packets
 	// not stashed, rejected while it confirmed): their clocks are where
 	// they were read to, not the stash's old stamps; and the stash's

@@ -90,3 +90,30 @@ func TestSessionLockHoleBeyondStashWaits(t *testing.T) {
 		t.Fatalf("seq 908, brought by line B after the change within Hold, not delivered; second session's gaps %v", gaps)
 	}
 }
+
+// TestSessionLockStashOlderThanLineTimeout: the second session starts on
+// the leading line A while the lagging line B (5 ms behind) still brings
+// the first's tail, so the change, on the first's silence, comes
+// LineTimeout or more after the stashed packets' stamps (line A's, which
+// lost sequence number 3: a hole as they are replayed). The loop reads
+// line A's batch before line B's. A packet lost on A just after the
+// change is brought by B within Hold: it is delivered. Before, the
+// stash's replay, stamped that long before the change, was taken for a
+// step of the wall clock back: the session's start went back to it, and B,
+// not yet heard from in the new session, counted as silent since: dead,
+// not waited for, and the packet declared missing.
+func TestSessionLockStashOlderThanLineTimeout(t *testing.T) {
+	var second []lockDatagram
+	for i := range 1100 {
+		p := sessionPacket("TEST000002", uint64(i+1), make([]byte, 12))
+		at := 5 + float64(i)
+		if at != 7 && at != 1012 {
+			second = append(second, lockDatagram{0, at, p})
+		}
+		second = append(second, lockDatagram{1, at + 5, p})
+	}
+	delivered, gaps := lockDay(t, second, 5, 20)
+	if !delivered[1008] {
+		t.Fatalf("seq 1008, brought by line B within Hold, not delivered; second session's gaps %v", gaps)
+	}
+}
