@@ -63,6 +63,7 @@ type candidate struct {
 	next    uint64 // where its packets so far ended
 	n       int    // consistent packets in a row
 	lastRx  int64
+	lineRx  [MaxLines]int64 // per line, the stamp of its latest packet
 	stash   []stashedPacket
 }
 
@@ -134,6 +135,7 @@ func (a *Arbiter) candidate(line int, data []byte, p moldudp64.Packet, rxTime in
 		}
 		c := &s.cands[idx]
 		c.session, c.next, c.n, c.stash = p.Session, p.Next(), 0, c.stash[:0]
+		c.lineRx = [MaxLines]int64{}
 	}
 	c := &s.cands[idx]
 	if c.n > 0 && rxTime-c.lastRx > candidateSilence*int64(a.cfg.LineTimeout) {
@@ -148,6 +150,7 @@ func (a *Arbiter) candidate(line int, data []byte, p moldudp64.Packet, rxTime in
 	}
 	c.next = max(c.next, p.Next())
 	c.lastRx = rxTime
+	c.lineRx[line] = max(c.lineRx[line], rxTime)
 	if len(data) <= a.cfg.SlotSize && len(c.stash) < cap(c.stash) {
 		off := (idx*cap(c.stash) + len(c.stash)) * a.cfg.SlotSize
 		n := copy(s.arena[off:off+a.cfg.SlotSize], data)
@@ -185,11 +188,18 @@ func (a *Arbiter) lock(idx int, rxTime int64) {
 	for _, st := range stash {
 		a.startRx = min(a.startRx, st.rxTime)
 	}
-	read := a.readRx
+	read, heard := a.readRx, c.lineRx
 	for _, st := range stash {
 		a.Offer(st.line, st.data, st.rxTime)
 	}
 	a.startRx = rxTime
+	// A line's last packet of the session is the latest it brought while
+	// the session confirmed, stashed or not: a line whose stashed packet
+	// is LineTimeout old, but which went on bringing the session until
+	// the change, is live, and waited for.
+	for i := range heard {
+		a.lastRx[i] = max(a.lastRx[i], heard[i])
+	}
 	// The lines' queues were read past the stash (the session's packets
 	// not stashed, rejected while it confirmed): their clocks are where
 	// they were read to, not the stash's old stamps; and the stash's

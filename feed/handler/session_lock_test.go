@@ -117,3 +117,29 @@ func TestSessionLockStashOlderThanLineTimeout(t *testing.T) {
 		t.Fatalf("seq 1008, brought by line B within Hold, not delivered; second session's gaps %v", gaps)
 	}
 }
+
+// TestSessionLockStashedLineLive: as in
+// TestSessionLockStashOlderThanLineTimeout (line A's batch read before
+// line B's), but line A lost the second session's first 12 packets, so
+// the stash holds line B's first one (after A's 13 to 15), stamped more
+// than LineTimeout before the change; line B goes on
+// bringing the session until the change (its packets dropped while the
+// change waited). A packet lost on A after the change is brought by B
+// within Hold: it is delivered. Before, B's last packet of the session
+// was its stashed one: B counted as silent for LineTimeout, dead, not
+// waited for, and the packet was declared missing.
+func TestSessionLockStashedLineLive(t *testing.T) {
+	var second []lockDatagram
+	for i := range 1100 {
+		p := sessionPacket("TEST000002", uint64(i+1), make([]byte, 12))
+		at := 5 + float64(i)
+		if i >= 12 && at != 1015 {
+			second = append(second, lockDatagram{0, at, p})
+		}
+		second = append(second, lockDatagram{1, at + 5, p})
+	}
+	delivered, gaps := lockDay(t, second, 5, 20)
+	if !delivered[1011] {
+		t.Fatalf("seq 1011, brought by line B within Hold, not delivered; second session's gaps %v", gaps)
+	}
+}
