@@ -59,6 +59,22 @@ func lockDay(t *testing.T, second []lockDatagram, lag, round float64) (delivered
 	return delivered, gaps
 }
 
+// lockSecond is the second session: packet i (sequence number i+1, one
+// message) sent 5+i ms after the hour, for 1100 ms, on line A unless
+// lostOnA, and on line B 5 ms later.
+func lockSecond(lostOnA func(i int, at float64) bool) []lockDatagram {
+	var second []lockDatagram
+	for i := range 1100 {
+		p := sessionPacket("TEST000002", uint64(i+1), make([]byte, 12))
+		at := 5 + float64(i)
+		if !lostOnA(i, at) {
+			second = append(second, lockDatagram{0, at, p})
+		}
+		second = append(second, lockDatagram{1, at + 5, p})
+	}
+	return second
+}
+
 // TestSessionLockHoleBeyondStashWaits: the second session confirms while
 // the first is not silent yet; line A lost its sequence number 4 (the
 // stash ends with a heartbeat past it) and, just before the change, 908,
@@ -103,15 +119,7 @@ func TestSessionLockHoleBeyondStashWaits(t *testing.T) {
 // not yet heard from in the new session, counted as silent since: dead,
 // not waited for, and the packet declared missing.
 func TestSessionLockStashOlderThanLineTimeout(t *testing.T) {
-	var second []lockDatagram
-	for i := range 1100 {
-		p := sessionPacket("TEST000002", uint64(i+1), make([]byte, 12))
-		at := 5 + float64(i)
-		if at != 7 && at != 1012 {
-			second = append(second, lockDatagram{0, at, p})
-		}
-		second = append(second, lockDatagram{1, at + 5, p})
-	}
+	second := lockSecond(func(i int, at float64) bool { return at == 7 || at == 1012 })
 	delivered, gaps := lockDay(t, second, 5, 20)
 	if !delivered[1008] {
 		t.Fatalf("seq 1008, brought by line B within Hold, not delivered; second session's gaps %v", gaps)
@@ -129,15 +137,7 @@ func TestSessionLockStashOlderThanLineTimeout(t *testing.T) {
 // was its stashed one: B counted as silent for LineTimeout, dead, not
 // waited for, and the packet was declared missing.
 func TestSessionLockStashedLineLive(t *testing.T) {
-	var second []lockDatagram
-	for i := range 1100 {
-		p := sessionPacket("TEST000002", uint64(i+1), make([]byte, 12))
-		at := 5 + float64(i)
-		if i >= 12 && at != 1015 {
-			second = append(second, lockDatagram{0, at, p})
-		}
-		second = append(second, lockDatagram{1, at + 5, p})
-	}
+	second := lockSecond(func(i int, at float64) bool { return i < 12 || at == 1015 })
 	delivered, gaps := lockDay(t, second, 5, 20)
 	if !delivered[1011] {
 		t.Fatalf("seq 1011, brought by line B within Hold, not delivered; second session's gaps %v", gaps)
