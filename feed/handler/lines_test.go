@@ -345,8 +345,15 @@ func lostPkts(pkts [][]byte, lost []bool) [][]byte {
 // up to two End of Session packets after them.
 func linesDay(t *testing.T, rng *rand.Rand, n int) [][]byte {
 	t.Helper()
-	b := moldudp64.NewBuilder(testSession, 1, 0)
+	return linesDayOf(t, rng, testSession, 0, n)
+}
+
+// linesDayOf is linesDay of session s, every message's first byte tag.
+func linesDayOf(t *testing.T, rng *rand.Rand, s moldudp64.Session, tag byte, n int) [][]byte {
+	t.Helper()
+	b := moldudp64.NewBuilder(s, 1, 0)
 	msg := make([]byte, 12)
+	msg[0] = tag
 	var out [][]byte
 	for len(out) < n {
 		if rng.IntN(10) == 0 {
@@ -420,6 +427,21 @@ func testArbiterLinesModel(t *testing.T, seed uint64) bool {
 	})
 }
 
+// keptUpLines is a linesRun of lossy, duplicating lines read by a loop that
+// keeps within a few Holds of them: a packet every hold/20 to a quarter of
+// hold, rounds up to hold apart, 32 to 63 packets a line each.
+func keptUpLines(rng *rand.Rand, hold time.Duration) linesRun {
+	return linesRun{
+		period:   hold/20 + time.Duration(rng.Int64N(int64(hold/5))),
+		loss:     [2]float64{rng.Float64() * 0.3, rng.Float64() * 0.3},
+		dup:      rng.Float64() * 0.1,
+		jitter:   time.Duration(rng.Int64N(int64(hold / 4))),
+		batch:    32 + rng.IntN(32),
+		roundGap: time.Duration(1 + rng.Int64N(int64(hold))),
+		advance:  rng.Float64() * 0.5,
+	}
+}
+
 // TestArbiterLinesDeadLine plays linesRun days in which one line is silent
 // for longer than LineTimeout mid-day, then back, read by a loop that
 // keeps within LineTimeout of the lines.
@@ -428,15 +450,7 @@ func TestArbiterLinesDeadLine(t *testing.T) {
 		rng := rand.New(rand.NewPCG(seed, 0xdead))
 		hold := time.Duration(1+rng.IntN(20)) * time.Millisecond
 		cfg := ArbiterConfig{Session: testSession, Hold: hold, Grace: 200 * time.Microsecond, LineTimeout: 3 * hold}
-		r := linesRun{
-			period:   hold/20 + time.Duration(rng.Int64N(int64(hold/5))),
-			loss:     [2]float64{rng.Float64() * 0.3, rng.Float64() * 0.3},
-			dup:      rng.Float64() * 0.1,
-			jitter:   time.Duration(rng.Int64N(int64(hold / 4))),
-			batch:    32 + rng.IntN(32),
-			roundGap: time.Duration(1 + rng.Int64N(int64(hold))),
-			advance:  rng.Float64() * 0.5,
-		}
+		r := keptUpLines(rng, hold)
 		if seed%2 == 1 {
 			r.recoverIn = time.Duration(1 + rng.Int64N(int64(3*hold)))
 		}
