@@ -287,7 +287,10 @@ func TestArbiterSessionsModel(t *testing.T) {
 		hold := time.Duration(1+rng.IntN(20)) * time.Millisecond
 		cfg := ArbiterConfig{Hold: hold, Grace: 200 * time.Microsecond, LineTimeout: 3 * hold}
 		r := sessionsRun{linesRun: keptUpLines(rng, hold)}
-		r.lag[rng.IntN(2)] = time.Duration(rng.Int64N(int64(hold - r.jitter - time.Microsecond)))
+		// The lines' skew, jitter included, under Hold: at least half
+		// of it, so the lagging line often still brings what the
+		// leading one lost when the change comes.
+		r.lag[rng.IntN(2)] = hold/2 + time.Duration(rng.Int64N(int64(hold/2-r.jitter-time.Microsecond)))
 		r.days[0] = linesDayOf(t, rng, testSession, 0, 20+rng.IntN(200))
 		if rng.IntN(3) != 0 {
 			// Longer than the wait for the first's silence, then some.
