@@ -212,10 +212,12 @@ func printDemo(w io.Writer, day *demo.Day, res *demo.Result, gcRun uint64, o dem
 		dur(rs.RecoveryTime.Quantile(0.5)), dur(rs.RecoveryTime.Quantile(0.99)), rs.RecoveryTime.Count)
 	fmt.Fprintf(w, "  inconsistencies      %d\n", inc)
 	rxTime := "kernel receive time, the XDP program's with xdp"
-	if strings.Contains(res.Backend, "stamped on reading") {
-		// This kernel refuses the steering program its metadata
-		// (bpf.ProbeMeta): the latency starts at the pickup.
-		rxTime = "receive time taken on reading: this kernel gives the XDP program no metadata"
+	if strings.Contains(res.Backend, "stamped on reading") || st.Receive.Extra.Get("xdp_user_ts") != 0 {
+		// Frames without the steering program's metadata: a kernel that
+		// refuses it (the backend says so from the start), or a driver
+		// without it (counted, in the receive stats as last refreshed).
+		// Their latency starts at the pickup.
+		rxTime = "receive time taken on reading where the XDP program could put none in front of the frame"
 	}
 	fmt.Fprintf(w, "  rx -> shm latency    p50 %s  p99 %s  p99.9 %s  max %s  (%d live messages; %s -> shm publish)\n",
 		dur(st.Latency.Quantile(0.5)), dur(st.Latency.Quantile(0.99)), dur(st.Latency.Quantile(0.999)), dur(st.Latency.Max), st.Latency.Count, rxTime)

@@ -102,6 +102,20 @@ func pollUntilLoaded(t *testing.T, h *Handler, rec *recovery, n uint64, now int6
 	}
 }
 
+// pollFetched polls rec at now until its fetch returned (loaded, or a
+// snapshot ahead of the lines waiting for them: rec.early).
+func pollFetched(t *testing.T, h *Handler, rec *recovery, now int64) {
+	t.Helper()
+	for i := 0; rec.fetching && rec.early == nil; i++ {
+		if i == 3000 {
+			t.Fatalf("the fetch never returned: %+v", rec.stats)
+		}
+		time.Sleep(time.Millisecond)
+		rec.poll(now)
+		h.endBatch()
+	}
+}
+
 // fetchAt4010 is a snapshot of one book (SNAP, order 1) at sequence
 // number 4010.
 func fetchAt4010(_ context.Context, _ moldudp64.Session, fn func([]byte) error) (Snapshot, error) {
@@ -121,14 +135,7 @@ func TestSnapshotAheadWaitsForLines(t *testing.T) {
 	now := int64(time.Second)
 	joinLate(h, "AHD", now)
 	h.arb.Tick(now + int64(time.Second/2))
-	for i := 0; rec.fetching && rec.early == nil; i++ {
-		if i == 3000 {
-			t.Fatalf("the fetch never returned: %+v", rec.stats)
-		}
-		time.Sleep(time.Millisecond)
-		rec.poll(now)
-		h.endBatch()
-	}
+	pollFetched(t, h, rec, now)
 	if rec.stats.Snapshots != 0 || !h.arb.Frozen() {
 		t.Fatalf("loaded %d snapshots, frozen %v, before the lines reached the snapshot", rec.stats.Snapshots, h.arb.Frozen())
 	}
@@ -219,14 +226,7 @@ func TestSnapshotAheadReceiverBehind(t *testing.T) {
 	joinLate(h, "BHD", stamp)
 	h.arb.Offer(0, sessionPacket("BHD", 4004, ev.Append(nil)), stamp+int64(time.Millisecond))
 	wall := stamp + int64(3*time.Second) // the loop is 3 s behind
-	for i := 0; rec.fetching && rec.early == nil; i++ {
-		if i == 3000 {
-			t.Fatalf("the fetch never returned: %+v", rec.stats)
-		}
-		time.Sleep(time.Millisecond)
-		rec.poll(wall)
-		h.endBatch()
-	}
+	pollFetched(t, h, rec, wall)
 	if rec.early == nil {
 		t.Fatalf("the snapshot is not waiting for the lines: %+v", rec.stats)
 	}
