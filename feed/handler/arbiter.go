@@ -849,6 +849,11 @@ func (a *Arbiter) rejected(line int, rxTime int64) {
 	// Read, so no run of failed receives goes on through it (Advance):
 	// the wall clock is not the lines' while their queues are read.
 	a.readRx[line], a.failSince = rxTime, 0
+	for i := range a.sess.cands {
+		if c := &a.sess.cands[i]; c.n > 0 || len(c.stash) > 0 {
+			c.readRx[line] = rxTime // read while it confirmed (lock)
+		}
+	}
 	if a.started {
 		a.checkGap(rxTime, false)
 	}

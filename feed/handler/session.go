@@ -64,7 +64,11 @@ type candidate struct {
 	n       int    // consistent packets in a row
 	lastRx  int64
 	lineRx  [MaxLines]int64 // per line, the stamp of its latest packet
-	stash   []stashedPacket
+	// readRx: per line, the stamp of its latest datagram rejected since
+	// the candidate was first seen (its own packets while it confirmed,
+	// strays): where the line's queue was read to (see lock).
+	readRx [MaxLines]int64
+	stash  []stashedPacket
 }
 
 type stashedPacket struct {
@@ -135,7 +139,7 @@ func (a *Arbiter) candidate(line int, data []byte, p moldudp64.Packet, rxTime in
 		}
 		c := &s.cands[idx]
 		c.session, c.next, c.n, c.stash = p.Session, p.Next(), 0, c.stash[:0]
-		c.lineRx = [MaxLines]int64{}
+		c.lineRx, c.readRx = [MaxLines]int64{}, [MaxLines]int64{}
 	}
 	c := &s.cands[idx]
 	if c.n > 0 && rxTime-c.lastRx > candidateSilence*int64(a.cfg.LineTimeout) {
@@ -188,7 +192,13 @@ func (a *Arbiter) lock(idx int, rxTime int64) {
 	for _, st := range stash {
 		a.startRx = min(a.startRx, st.rxTime)
 	}
-	read, heard := a.readRx, c.lineRx
+	// The lines' read clocks (readRx) are those of the new session's
+	// time, taken while it confirmed (c.readRx, below), not a stray's of
+	// before it: one stamped before a step of the wall clock back would
+	// end every wait for a line not yet heard from in the new session
+	// (dropSession clears them; so does a first lock).
+	a.readRx = [MaxLines]int64{}
+	read, heard := c.readRx, c.lineRx
 	for _, st := range stash {
 		a.Offer(st.line, st.data, st.rxTime)
 	}
@@ -240,6 +250,11 @@ func (a *Arbiter) dropSession() {
 	a.behindPkt, a.regressFrom, a.Stats.Behind = [MaxLines]uint64{}, 0, false
 	a.restartRx = 0
 	a.earlyLen, a.behindNew = 0, [MaxLines]bool{}
+	// A line's read clock goes with its last packet: a stray's stamp of
+	// the old session's time (from before a step of the wall clock back,
+	// it ends every wait for a line not yet heard from) says nothing of
+	// the new session's or restarted sequence's packets on the line.
+	a.readRx = [MaxLines]int64{}
 }
 
 // silent reports whether the locked session sent nothing on any line for
