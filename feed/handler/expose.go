@@ -268,6 +268,14 @@ func badResponses(st *Stats) [5]uint64 {
 	return [5]uint64{rr.Malformed, rr.WrongSession, rr.Unasked, rr.WrongSource, rr.BeforeRestart}
 }
 
+// unusedMessages counts the messages of re-request answers received but
+// not delivered: those the arbiter took in and did not deliver, and those
+// of the answers the client dropped whole (late, of another session,
+// unasked, to a request made before a restart).
+func (st *Stats) unusedMessages() uint64 {
+	return st.Arbiter.RecoveredUnused + st.Recovery.Rerequest.DroppedMessages
+}
+
 // histogramOf is a histogram metric's snapshot.
 func histogramOf(st *Stats, name string) *latency.Snapshot {
 	switch name {
@@ -324,7 +332,7 @@ func scalar(st *Stats, name string) uint64 {
 	case "recovery_messages_total":
 		return st.Arbiter.RecoveredMessages
 	case "recovery_unused_messages_total":
-		return st.Arbiter.RecoveredUnused
+		return st.unusedMessages()
 	case "recovery_requests_total":
 		return r.Rerequest.Requests
 	case "recovery_retries_total":

@@ -89,7 +89,7 @@ var exported = [...]metric{
 	{"recovery_snapshot_recovered_total", "Declared gaps repaired by a snapshot.", kindCounter, ""},
 	{"recovery_open_gaps", "Declared gaps not repaired yet (books flagged possibly stale).", kindGauge, ""},
 	{"recovery_messages_total", "Messages delivered from re-request answers (into the range re-requested, or past it when an answer brought them first).", kindCounter, ""},
-	{"recovery_unused_messages_total", "Messages of re-request answers received but not delivered: delivered already (by a line or an earlier answer), held already, no room to hold them, or dropped with what was held.", kindCounter, ""},
+	{"recovery_unused_messages_total", "Messages of re-request answers received but not delivered: delivered already (by a line or an earlier answer), held already, no room to hold them, dropped with what was held, or in an answer dropped whole (late, another session, never asked, to a request made before a restart; not a malformed one).", kindCounter, ""},
 	{"recovery_requests_total", "Re-request packets sent.", kindCounter, ""},
 	{"recovery_retries_total", "Re-requests resent after a timeout.", kindCounter, ""},
 	{"recovery_timeouts_total", "Re-requests that got no answer in time.", kindCounter, ""},
@@ -231,7 +231,7 @@ func (h *Handler) LogStats(final bool) {
 		Str("recovery", st.Recovery.State).Uint64("gaps_detected", st.Recovery.GapsDetected).
 		Uint64("recovered_rerequest", st.Recovery.RecoveredByRerequest).Uint64("recovered_snapshot", st.Recovery.RecoveredBySnapshot).
 		Uint64("gaps_open", st.Recovery.Open).Uint64("recovered_msgs", st.Arbiter.RecoveredMessages).
-		Uint64("unused_msgs", st.Arbiter.RecoveredUnused).
+		Uint64("unused_msgs", st.unusedMessages()).
 		Uint64("requests", st.Recovery.Rerequest.Requests).Uint64("retries", st.Recovery.Rerequest.Retries).
 		Uint64("timeouts", st.Recovery.Rerequest.Timeouts).Uint64("bad_responses", st.Recovery.Rerequest.Bad()).
 		Uint64("late_responses", st.Recovery.Rerequest.Late+st.Arbiter.RecoveredLate).

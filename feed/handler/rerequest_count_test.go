@@ -65,3 +65,59 @@ func TestRerequestMessagesCounted(t *testing.T) {
 		t.Fatalf("unused %d, want 4 (12 and 13 twice); received %d, want 8", got, st.Recovery.Rerequest.Messages)
 	}
 }
+
+// TestRerequestDroppedAnswersCounted: 10 to 13 are lost on the line,
+// re-requested and filled by one answer. Then three answers come that the
+// client drops whole: the same answer again (late: 4 messages), one of
+// another session (3) and one for a range never asked (2). Their 9
+// messages were received and not delivered: unused_msgs
+// (feedhandler_recovery_unused_messages_total) counts them, as it counts
+// the messages of answers the arbiter took in and did not deliver. Before,
+// it counted none of them: the client counted such answers as packets
+// (late_responses, bad_responses) only.
+func TestRerequestDroppedAnswersCounted(t *testing.T) {
+	srv, h, _, rec := scriptedRecovery(t, time.Hour, time.Second)
+	pkt := func(session string, first, end uint64) []byte {
+		b := moldudp64.NewBuilder(moldudp64.NewSession(session), first, 0)
+		for seq := first; seq < end; seq++ {
+			b.Add(orderMsg("CNT", seq, seq))
+		}
+		return append([]byte(nil), b.Flush()...)
+	}
+	now := time.Now().UnixNano()
+	for seq := uint64(1); seq <= 16; seq++ {
+		if seq < 10 || seq > 13 {
+			now += int64(time.Millisecond)
+			h.arb.Offer(0, pkt("CNT", seq, seq+1), now)
+		}
+	}
+	now += int64(time.Second)
+	h.arb.Tick(now)
+	rec.poll(now)
+	req, from := srv.request(t)
+	if req.Seq != 10 || req.Count != 4 {
+		t.Fatalf("asked %d+%d, want 10+4", req.Seq, req.Count)
+	}
+	for _, a := range [][]byte{pkt("CNT", 10, 14), pkt("CNT", 10, 14), pkt("OTHER", 10, 13), pkt("CNT", 100, 102)} {
+		srv.answer(t, from, a)
+	}
+	cs := &rec.client.Stats
+	for j := 0; cs.Responses+cs.Late+cs.WrongSession+cs.Unasked != 4; j++ {
+		if j == 2000 {
+			t.Fatalf("answers not read: %+v", *cs)
+		}
+		time.Sleep(time.Millisecond)
+		now += int64(20 * time.Millisecond)
+		rec.poll(now)
+	}
+	h.endBatch()
+	if h.arb.Next() != 17 || h.arb.Stats.Gaps != 0 || cs.Late != 1 || cs.WrongSession != 1 || cs.Unasked != 1 {
+		t.Fatalf("next %d (want 17), gaps %d; client stats %+v (want one late, one of another session, one unasked)", h.arb.Next(), h.arb.Stats.Gaps, *cs)
+	}
+	var st Stats
+	st.Arbiter = h.arb.Stats
+	rec.copyStats(&st.Recovery)
+	if got := scalar(&st, "recovery_unused_messages_total"); got != 9 || scalar(&st, "recovery_messages_total") != 4 {
+		t.Fatalf("unused %d, want 9 (4 late, 3 of another session, 2 unasked); recovered %d, want 4", got, scalar(&st, "recovery_messages_total"))
+	}
+}

@@ -51,7 +51,12 @@ type Stats struct {
 	// restart, or a session change), read after it: the old numbering's
 	// messages, whatever their sequence numbers. Dropped.
 	BeforeRestart uint64
-	ReadErrors    uint64
+	// DroppedMessages: the messages of the answers dropped whole, as
+	// their headers count them: Late, WrongSession, Unasked and
+	// BeforeRestart ones (a malformed answer's count is not to be
+	// trusted, and a datagram from another address is no answer).
+	DroppedMessages uint64
+	ReadErrors      uint64
 	moldudp64.ParseErrors
 }
 
@@ -289,13 +294,17 @@ func (c *Client) read(server, fd int, now int64, fn func(p moldudp64.Packet)) {
 // drop reads and counts what came to a socket of before Forget.
 func (c *Client) drop(fd int) {
 	for range 256 {
-		if _, err := recvfrom(fd, c.buf, &c.from); err != nil {
+		n, err := recvfrom(fd, c.buf, &c.from)
+		if err != nil {
 			if err != unix.EAGAIN && err != unix.EINTR {
 				c.Stats.ReadErrors++
 			}
 			return
 		}
 		c.Stats.BeforeRestart++
+		if p, err := moldudp64.Parse(c.buf[:n]); err == nil {
+			c.Stats.DroppedMessages += uint64(p.Messages())
+		}
 	}
 }
 
@@ -307,17 +316,20 @@ func (c *Client) accept(b []byte, now int64, fn func(p moldudp64.Packet)) {
 		c.Stats.ParseErrors.Count(err)
 		return
 	}
+	r := p.Range()
 	if p.Session != c.session {
 		c.Stats.WrongSession++
+		c.Stats.DroppedMessages += r.Count
 		return
 	}
-	r := p.Range()
 	if r.Count == 0 || !c.wasAsked(r) {
 		c.Stats.Unasked++
+		c.Stats.DroppedMessages += r.Count
 		return
 	}
 	if !c.active || r.End() <= c.next {
 		c.Stats.Late++
+		c.Stats.DroppedMessages += r.Count
 		return
 	}
 	if r.Overlaps(c.inflight) {
