@@ -33,12 +33,16 @@ type Config struct {
 
 // Stats count what the client did.
 type Stats struct {
-	Requests     uint64 // request packets sent (first asks, continuations and retries)
-	Retries      uint64 // requests resent after a timeout
-	Timeouts     uint64 // requests that got no answer in time (or none holding the first message asked)
-	Failovers    uint64 // moves to the next server
-	Failures     uint64 // ranges given up on after every server was tried
-	SendErrors   uint64 // request writes that failed (server unreachable, ...)
+	Requests   uint64 // request packets sent (first asks, continuations and retries)
+	Retries    uint64 // requests resent after a timeout
+	Timeouts   uint64 // requests that got no answer in time (or none holding the first message asked)
+	Failovers  uint64 // moves to the next server
+	Failures   uint64 // ranges given up on after every server was tried
+	SendErrors uint64 // request writes that failed (server unreachable, ...)
+	// OpenErrors: requests not sent because the server's new socket (after
+	// Forget) could not be opened; the timeout moves on, as for a send
+	// error. The error is reported once per run of failures (OpenError).
+	OpenErrors   uint64
 	RateLimited  uint64 // times a request waited for the rate limit
 	Responses    uint64 // answer packets accepted
 	Messages     uint64 // messages those carried, all handed to the caller (which uses what it lacks: the handler's ArbiterStats.RecoveredMessages)
@@ -95,6 +99,11 @@ type Client struct {
 
 	asked  [askedMemory]moldudp64.Range
 	askedN int
+
+	// openErr: the first error of the current run of failures to open a
+	// new socket (nil once one opens); openErrNew: not yet reported.
+	openErr    error
+	openErrNew bool
 
 	tokens   float64
 	refillAt int64
@@ -437,25 +446,48 @@ func (c *Client) send(now int64) bool {
 	c.tries++
 	c.sentAt, c.lastAns = now, 0
 	c.Stats.Requests++
-	if err := c.sendto(c.server); err != nil {
+	if c.fds[c.server] < 0 && !c.reopen(c.server) {
+		return true // counted and reported (OpenError); the timeout moves on
+	}
+	if err := unix.Sendto(c.fds[c.server], c.req, 0, &c.addrs[c.server]); err != nil {
 		c.Stats.SendErrors++ // counted; the timeout moves on
 	}
 	return true
 }
 
-// sendto sends c.req to server, from a new socket after Forget.
-func (c *Client) sendto(server int) error {
-	if c.fds[server] < 0 {
-		err := c.open(func() error {
-			fd, err := open4(c.cfg.Servers[server])
-			c.fds[server] = fd
-			return err
-		})
-		if err != nil {
-			return fmt.Errorf("reopen rerequest socket for %s: %w", c.cfg.Servers[server], err)
+// reopen opens server's new socket after Forget. A failure is counted
+// (OpenErrors) and kept for OpenError, the first of a run.
+func (c *Client) reopen(server int) bool {
+	err := c.open(func() error {
+		fd, err := open4(c.cfg.Servers[server])
+		c.fds[server] = fd
+		return err
+	})
+	if err != nil {
+		if c.fds[server] >= 0 {
+			unix.Close(c.fds[server]) // opened, but open's wrapper failed
+			c.fds[server] = -1
 		}
+		c.Stats.OpenErrors++
+		if c.openErr == nil {
+			c.openErr, c.openErrNew = fmt.Errorf("rerequest: new socket for %s after a restart: %w", c.cfg.Servers[server], err), true
+		}
+		return false
 	}
-	return unix.Sendto(c.fds[server], c.req, 0, &c.addrs[server])
+	c.openErr, c.openErrNew = nil, false
+	return true
+}
+
+// OpenError returns the error of a failure to open a server's new socket
+// after Forget (the request was not sent: its range fails over, or is
+// given up, as on timeouts), once per run of failures: the first, until a
+// socket opens; nil otherwise. The caller logs it.
+func (c *Client) OpenError() error {
+	if !c.openErrNew {
+		return nil
+	}
+	c.openErrNew = false
+	return c.openErr
 }
 
 // settle is how long a partly answered request waits for more of its

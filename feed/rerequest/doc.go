@@ -30,5 +30,8 @@
 // than the one asked), and datagrams from any other address are dropped
 // and counted (WrongSource). After Forget each server is asked from a new
 // socket (a new port), since an answer of the old numbering may carry the
-// sequence numbers asked after it. Poll allocates nothing.
+// sequence numbers asked after it; one that cannot be opened leaves the
+// request unsent (it times out as unanswered), counted (OpenErrors) and
+// reported once per run of failures (OpenError, for the caller to log).
+// Poll allocates nothing.
 package rerequest

@@ -1,0 +1,96 @@
+package handler
+
+import (
+	"bytes"
+	"errors"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/marketfeed/feedhandler/feed/moldudp64"
+	"github.com/marketfeed/feedhandler/feed/rerequest"
+)
+
+// TestRerequestOpenErrorLogged: after a restart of the sequence (the
+// client's Forget), the server's new socket cannot be opened (the
+// socket-creation hook, RecoveryConfig.Do, fails: a namespace gone, no
+// descriptors left). A gap is re-requested: nothing is sent, the range is
+// given up after the retries and declared. The failure is logged once, at
+// error level with the error, and counted (open errors, not send errors);
+// after a socket opens again, a new failure is logged again. Before, it was
+// counted as a send error only, which nothing shows, and not logged.
+func TestRerequestOpenErrorLogged(t *testing.T) {
+	srv := newScriptedServer(t)
+	h, _ := oneShardHandler(t, 0, smallBooks)
+	var logs bytes.Buffer
+	h.log = zerolog.New(&logs)
+	gone := errors.New("namespace gone")
+	fail := false
+	rec := withRecovery(t, h, ArbiterConfig{Lines: 1, LineTimeout: time.Hour, Grace: time.Microsecond, Hold: time.Millisecond},
+		RecoveryConfig{Rerequest: rerequest.Config{Servers: []netip.AddrPort{srv.addr()}, Timeout: time.Millisecond, Retries: 2},
+			ServerRest: time.Millisecond,
+			Do: func(fn func() error) error {
+				if fail {
+					return gone
+				}
+				return fn()
+			}})
+	pkt := func(seq uint64) []byte {
+		b := moldudp64.NewBuilder(moldudp64.NewSession("OPN"), seq, 0)
+		b.Add(orderMsg("OPN", seq, seq))
+		return append([]byte(nil), b.Flush()...)
+	}
+	now := time.Now().UnixNano()
+	seq := uint64(1)
+	// gap offers 3 packets, loses 2, offers one more, and polls until the
+	// re-request of the 2 is over (filled or declared).
+	gap := func() {
+		t.Helper()
+		for i := range 6 {
+			if i < 3 || i == 5 {
+				now += int64(time.Millisecond)
+				h.arb.Offer(0, pkt(seq), now)
+			}
+			seq++
+		}
+		for i := 0; ; i++ {
+			if i == 100 {
+				t.Fatalf("re-request not over: %+v", rec.client.Stats)
+			}
+			now += int64(10 * time.Millisecond)
+			h.arb.Tick(now)
+			rec.poll(now)
+			if _, busy := h.arb.Recovering(); !busy && !rec.client.Active() {
+				return
+			}
+		}
+	}
+	gap() // asked from the socket of New, answered by nobody: declared
+	rec.client.Forget()
+	fail = true
+	gap()
+	gap()
+	st := rec.client.Stats
+	lines := strings.Count(logs.String(), "re-request socket not opened")
+	if lines != 1 || !strings.Contains(logs.String(), gone.Error()) || st.OpenErrors != 6 || st.SendErrors != 0 || h.arb.Stats.Gaps != 3 {
+		t.Fatalf("after a restart, two gaps re-requested, 3 requests each, with no socket to send them: logged %d times (want once, with %q): %q; open errors %d (want 6), send errors %d (want 0), gaps %d (want 3)",
+			lines, gone, logs.String(), st.OpenErrors, st.SendErrors, h.arb.Stats.Gaps)
+	}
+	fail = false
+	gap() // a socket opens: the run of failures is over
+	rec.client.Forget()
+	fail = true
+	gap()
+	if lines := strings.Count(logs.String(), "re-request socket not opened"); lines != 2 {
+		t.Fatalf("a second run of failures, after a socket opened: logged %d times in all, want 2: %q", lines, logs.String())
+	}
+	var all Stats
+	all.Arbiter = h.arb.Stats
+	rec.copyStats(&all.Recovery)
+	if got := scalar(&all, "recovery_open_errors_total"); got != 9 {
+		t.Fatalf("recovery_open_errors_total %d, want 9", got)
+	}
+}
