@@ -86,6 +86,10 @@ type Client struct {
 	from    unix.RawSockaddrInet4 // the last datagram's source
 	req     []byte
 	session moldudp64.Session
+	// ports: a bit per local port any of the client's sockets was ever
+	// bound to. A server's new socket after Forget never takes one of
+	// them (see reopen).
+	ports *[1 << 16 / 64]uint64
 
 	active bool
 	want   moldudp64.Range // what must be filled: [next, want.End())
@@ -139,13 +143,14 @@ func New(cfg Config, open func(func() error) error) (*Client, error) {
 	if open == nil {
 		open = func(fn func() error) error { return fn() }
 	}
-	c := &Client{cfg: cfg, open: open, buf: make([]byte, 1<<16), req: make([]byte, 0, moldudp64.RequestLen)}
+	c := &Client{cfg: cfg, open: open, buf: make([]byte, 1<<16), req: make([]byte, 0, moldudp64.RequestLen), ports: new([1 << 16 / 64]uint64)}
 	err := open(func() error {
 		for _, s := range cfg.Servers {
-			fd, err := open4(s)
+			fd, port, err := open4(s)
 			if err != nil {
 				return fmt.Errorf("new rerequest client: server %s: %w", s, err)
 			}
+			c.ports[port/64] |= 1 << (port % 64)
 			c.fds = append(c.fds, fd)
 			c.stale = append(c.stale, -1)
 			c.addrs = append(c.addrs, unix.SockaddrInet4{Addr: s.Addr().As4(), Port: int(s.Port())})
@@ -160,13 +165,15 @@ func New(cfg Config, open func(func() error) error) (*Client, error) {
 	return c, nil
 }
 
-func open4(s netip.AddrPort) (int, error) {
+// open4 opens a socket for server s, bound to a local port the kernel
+// picks, and returns it with the port.
+func open4(s netip.AddrPort) (int, uint16, error) {
 	if !s.Addr().Is4() {
-		return -1, errors.New("not an IPv4 address")
+		return -1, 0, errors.New("not an IPv4 address")
 	}
 	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, unix.IPPROTO_UDP)
 	if err != nil {
-		return -1, fmt.Errorf("socket: %w", err)
+		return -1, 0, fmt.Errorf("socket: %w", err)
 	}
 	// Answers to a 2000-message request come in a burst of packets.
 	_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, 4<<20)
@@ -174,9 +181,15 @@ func open4(s netip.AddrPort) (int, error) {
 	// its first request and every request leaves from the same port.
 	if err := unix.Bind(fd, &unix.SockaddrInet4{}); err != nil {
 		unix.Close(fd)
-		return -1, fmt.Errorf("bind: %w", err)
+		return -1, 0, fmt.Errorf("bind: %w", err)
 	}
-	return fd, nil
+	sa, err := unix.Getsockname(fd)
+	in4, ok := sa.(*unix.SockaddrInet4)
+	if err != nil || !ok {
+		unix.Close(fd)
+		return -1, 0, fmt.Errorf("getsockname: %v", err)
+	}
+	return fd, uint16(in4.Port), nil
 }
 
 // Close closes the sockets.
@@ -241,8 +254,10 @@ func (c *Client) Cancel() {
 // where it is sent does: the server answers the address a request came
 // from. The sockets asked from so far are kept only to drop and count what
 // still comes to them (BeforeRestart, until a later Forget sets aside the
-// next), and each server is asked from a new socket, bound to a new port,
-// from its next request on.
+// next, and closes them), and each server is asked from a new socket,
+// bound to a new port, from its next request on: a port none of the
+// client's sockets had before (reopen), so that an answer to a socket
+// closed since, however late, never comes to the new one.
 func (c *Client) Forget() {
 	c.Cancel()
 	c.askedN = 0
@@ -455,13 +470,43 @@ func (c *Client) send(now int64) bool {
 	return true
 }
 
-// reopen opens server's new socket after Forget. A failure is counted
-// (OpenErrors) and kept for OpenError, the first of a run.
+// portTries is how many sockets reopen opens at most to find a port that
+// none of the client's sockets had before.
+const portTries = 16
+
+// reopen opens server's new socket after Forget, bound to a port that
+// none of the client's sockets was ever bound to: a socket closed at a
+// Forget (the one set aside at the Forget before) has a port the kernel
+// may give again, and a late answer to a request made from it, two
+// restarts back or more, would come to the new socket as an answer of the
+// new numbering (the session name is the same, its sequence numbers may
+// be the ones asked). The sockets given such a port stay open until one
+// with a new port is found, so that the kernel picks another. A failure
+// (no socket, or no new port in portTries) is counted (OpenErrors) and
+// kept for OpenError, the first of a run.
 func (c *Client) reopen(server int) bool {
 	err := c.open(func() error {
-		fd, err := open4(c.cfg.Servers[server])
-		c.fds[server] = fd
-		return err
+		var used [portTries]int
+		n := 0
+		defer func() {
+			for _, fd := range used[:n] {
+				unix.Close(fd)
+			}
+		}()
+		for n < portTries {
+			fd, port, err := open4(c.cfg.Servers[server])
+			if err != nil {
+				return err
+			}
+			if c.ports[port/64]&(1<<(port%64)) == 0 {
+				c.ports[port/64] |= 1 << (port % 64)
+				c.fds[server] = fd
+				return nil
+			}
+			used[n] = fd
+			n++
+		}
+		return fmt.Errorf("no local port not used before by this client in %d sockets", portTries)
 	})
 	if err != nil {
 		if c.fds[server] >= 0 {
