@@ -211,7 +211,8 @@ type Arbiter struct {
 	drainedAt int64
 	// readRx: per line, the rx time of its latest datagram that is not a
 	// packet of the followed session (see rejected), since its latest
-	// packet of the session (0: none since).
+	// packet of the session (0: none since); dropped with the session
+	// (dropSession), a new one's taken from its candidate (lock).
 	readRx [MaxLines]int64
 	// where the last suspect packet ended
 	suspectNext uint64
