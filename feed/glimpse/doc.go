@@ -60,7 +60,9 @@
 // Snapshot message, a Sequenced Data packet that is not a whole ITCH 5.0
 // message, a bad Snapshot message, a Login Accepted naming a sequence
 // number past 1: the spin would start past its beginning, or another
-// session than a non-blank one asked for). A cancelled ctx returns ctx.Err()
+// session than a non-blank one asked for), ErrSessionRefused (Config.CheckSession
+// refused the session the Login Accepted names, before any of the
+// snapshot was read). A cancelled ctx returns ctx.Err()
 // promptly. An error returned by fn ends the fetch and is returned as is.
 //
 // Sequenced messages of a type ITCH 5.0 does not define are skipped and

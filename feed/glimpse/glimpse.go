@@ -20,10 +20,11 @@ const SnapshotLen = 1 + 20
 
 // Errors, for errors.Is.
 var (
-	ErrLoginRejected = errors.New("glimpse: login rejected")
-	ErrEndOfSession  = errors.New("glimpse: session ended before the snapshot completed")
-	ErrStalled       = errors.New("glimpse: snapshot stalled")
-	ErrProtocol      = errors.New("glimpse: protocol error")
+	ErrLoginRejected  = errors.New("glimpse: login rejected")
+	ErrEndOfSession   = errors.New("glimpse: session ended before the snapshot completed")
+	ErrStalled        = errors.New("glimpse: snapshot stalled")
+	ErrProtocol       = errors.New("glimpse: protocol error")
+	ErrSessionRefused = errors.New("glimpse: session refused at login")
 )
 
 // Config says where and how to fetch a snapshot.
@@ -38,6 +39,13 @@ type Config struct {
 	// Added beyond the fixed contract:
 	HeartbeatInterval time.Duration // client heartbeat interval (default 1 s)
 	Stats             *Stats        // optional counters, shared across fetches
+
+	// CheckSession, if set, is called with the session the Login Accepted
+	// names (trailing spaces removed) before any of the snapshot is read.
+	// An error refuses it: Fetch logs out at once and returns an error
+	// wrapping ErrSessionRefused and the one returned, without
+	// downloading the snapshot (minutes and hundreds of MB on a busy day).
+	CheckSession func(session string) error
 }
 
 // Result describes a completed snapshot.
@@ -62,6 +70,7 @@ type Stats struct {
 	Stalled      atomic.Uint64 // idle timeout
 	Protocol     atomic.Uint64 // ErrProtocol of any cause
 	Cancelled    atomic.Uint64 // ctx ended
+	Refused      atomic.Uint64 // session refused at login by Config.CheckSession
 	DialFailed   atomic.Uint64 // could not connect
 
 	// Malformed GLIMPSE data, by kind (each also counts as Protocol).
@@ -112,6 +121,14 @@ func Fetch(ctx context.Context, cfg Config, fn func(msg []byte) error) (Result, 
 		// current one, whatever was asked): a snapshot of another day.
 		st.Protocol.Add(1)
 		return res, fmt.Errorf("%w: logged in to session %q, asked for %q", ErrProtocol, res.Session, want)
+	}
+	if cfg.CheckSession != nil {
+		if err := cfg.CheckSession(res.Session); err != nil {
+			// Refused before the spin is read: the deferred Logout
+			// tells the server, which stops sending.
+			st.Refused.Add(1)
+			return res, fmt.Errorf("%w: %w", ErrSessionRefused, err)
+		}
 	}
 	if s := c.NextSeq(); s > 1 {
 		// Logged in for sequence 1, accepted at a later one: the spin's

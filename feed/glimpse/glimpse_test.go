@@ -201,3 +201,37 @@ func TestFetchStalledChatter(t *testing.T) {
 		})
 	}
 }
+
+// TestFetchCheckSession: Config.CheckSession sees the session the Login
+// Accepted names and refuses it before any of the snapshot is read
+// (ErrSessionRefused wrapping its error, nothing handed to fn, Refused
+// counted); accepting it, the snapshot loads as without it.
+func TestFetchCheckSession(t *testing.T) {
+	add := itch.AddOrderFields{Header: itch.Header{Locate: 1}, OrderRef: 1, Side: 'B', Shares: 1, Price: 1}
+	stream := soupbintcp.AppendPacket(nil, soupbintcp.TypeSequencedData, add.Append(nil))
+	stream = soupbintcp.AppendPacket(stream, soupbintcp.TypeSequencedData, AppendSnapshot(nil, 1234))
+	no := errors.New("not this one")
+	for _, refuse := range []bool{true, false} {
+		addr := scripted(t, stream, true)
+		st := new(Stats)
+		var seen string
+		n := 0
+		res, err := Fetch(context.Background(), Config{Addr: addr, IdleTimeout: 5 * time.Second, Stats: st,
+			CheckSession: func(s string) error {
+				seen = s
+				if refuse {
+					return no
+				}
+				return nil
+			}}, func([]byte) error { n++; return nil })
+		if seen != "SCRIPT" {
+			t.Errorf("CheckSession saw %q, want SCRIPT", seen)
+		}
+		if refuse && (!errors.Is(err, ErrSessionRefused) || !errors.Is(err, no) || n != 0 || st.Refused.Load() != 1 || st.Completed.Load() != 0) {
+			t.Errorf("refused: %+v, %d messages, refused %d, err %v; want ErrSessionRefused, none", res, n, st.Refused.Load(), err)
+		}
+		if !refuse && (err != nil || n != 1 || res.NextSeq != 1234 || st.Refused.Load() != 0) {
+			t.Errorf("accepted: %+v, %d messages, err %v", res, n, err)
+		}
+	}
+}

@@ -51,7 +51,8 @@ const sessionsKept = 8
 // process's calls) names its sessions as the lines do and is still on the
 // numbering they left, its snapshot possibly behind them where no sequence
 // number tells it apart (loaded, its books went out under the feed's name,
-// flagged whole): an error wrapping ErrSnapshotSession. The first join of
+// flagged whole): an error wrapping ErrSnapshotSession, refused at the
+// Login Accepted, before the snapshot is downloaded. The first join of
 // a process has no such past: a server there on the previous day's
 // session is not told apart. AnySnapshotSession compares nothing; a
 // session named in cfg.Session is checked by glimpse against the Login
@@ -75,17 +76,32 @@ func GlimpseSnapshot(cfg glimpse.Config) SnapshotFunc {
 		}
 		past := left
 		mu.Unlock()
-		res, err := glimpse.Fetch(ctx, cfg, fn)
+		c := cfg
+		if compare {
+			// Refused at the Login Accepted, which names the session,
+			// before the snapshot is downloaded.
+			own := cfg.CheckSession
+			c.CheckSession = func(session string) error {
+				if own != nil {
+					if err := own(session); err != nil {
+						return err
+					}
+				}
+				if session == "" || session == strings.TrimSpace(lines.String()) {
+					return nil
+				}
+				for _, s := range past {
+					if s != (moldudp64.Session{}) && s != lines && session == strings.TrimSpace(s.String()) {
+						return fmt.Errorf("%w: the server's current session is %q, which the lines left for %q",
+							ErrSnapshotSession, session, strings.TrimSpace(lines.String()))
+					}
+				}
+				return nil
+			}
+		}
+		res, err := glimpse.Fetch(ctx, c, fn)
 		if err != nil {
 			return Snapshot{}, fmt.Errorf("snapshot from %s: %w", cfg.Addr, err)
-		}
-		if compare && res.Session != "" && res.Session != strings.TrimSpace(lines.String()) {
-			for _, s := range past {
-				if s != (moldudp64.Session{}) && s != lines && res.Session == strings.TrimSpace(s.String()) {
-					return Snapshot{}, fmt.Errorf("snapshot from %s: %w: the server's current session is %q, which the lines left for %q (at sequence number %d)",
-						cfg.Addr, ErrSnapshotSession, res.Session, lines, res.NextSeq)
-				}
-			}
 		}
 		return Snapshot{Next: res.NextSeq, Session: res.Session}, nil
 	}

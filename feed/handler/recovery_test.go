@@ -5,6 +5,7 @@ import (
 	"errors"
 	"math/rand/v2"
 	"runtime"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -272,6 +273,54 @@ func TestGlimpseSession(t *testing.T) {
 			t.Errorf("session %q, the lines on GLIMPSE01 then FEED01, the server on GLIMPSE01: %v, want %v", tc.session, err, tc.err)
 		}
 	}
+}
+
+// TestGlimpseSessionRefusedAtLogin: a blank session, the lines on OLD
+// then on NEW, the server still on OLD: its session is refused at the
+// Login Accepted, which names it, not after the whole snapshot is
+// downloaded (on a real day minutes and hundreds of MB). The server sends
+// one message of its spin and then stalls (heartbeats go on, IdleTimeout
+// an hour): a fetch that reads past the login waits for the snapshot
+// until ctx ends; one refused at login returns ErrSnapshotSession at once,
+// naming both sessions, with nothing handed to fn.
+func TestGlimpseSessionRefusedAtLogin(t *testing.T) {
+	msgs := [][]byte{dirMsg("OLDS")}
+	for i := range 100 {
+		add := itch.AddOrderFields{Header: itch.Header{Locate: 7}, OrderRef: uint64(i + 1), Side: 'B', Shares: 100, Stock: itch.NewSymbol("OLDS"), Price: 100}
+		msgs = append(msgs, add.Append(nil))
+	}
+	srv, err := exchange.NewSnapshotServer(exchange.SnapshotConfig{Listen: "127.0.0.1:0", Username: "u", Password: "p",
+		Session: "OLD", Messages: messageSource(msgs), StallAfter: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve() }()
+	defer func() { srv.Close(); <-served }()
+	st := new(glimpse.Stats)
+	fetch := GlimpseSnapshot(glimpse.Config{Addr: srv.Addr().String(), Username: "u", Password: "p", IdleTimeout: time.Hour, Stats: st})
+	// The lines on OLD: asked for a snapshot under it (here cancelled
+	// before it starts; the session is remembered all the same).
+	gone, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := fetch(gone, moldudp64.NewSession("OLD"), func([]byte) error { return nil }); !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled fetch: %v", err)
+	}
+	// The lines on NEW; the server still on OLD. The bound only ends a
+	// fetch that waits for the stalled snapshot.
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	n := 0
+	_, err = fetch(ctx, moldudp64.NewSession("NEW"), func([]byte) error { n++; return nil })
+	if !errors.Is(err, ErrSnapshotSession) || !errors.Is(err, glimpse.ErrSessionRefused) || n != 0 || st.Refused.Load() != 1 {
+		t.Fatalf("the server on OLD, the lines left it for NEW: %d messages handed over, refused %d, err %v; want ErrSnapshotSession at login, none", n, st.Refused.Load(), err)
+	}
+	for _, s := range []string{`"OLD"`, `"NEW"`} {
+		if !strings.Contains(err.Error(), s) {
+			t.Errorf("error %q does not name session %s", err, s)
+		}
+	}
+	t.Log(err)
 }
 
 // TestSnapshotSourceBack: the snapshot server rejects the login: the
