@@ -655,7 +655,7 @@ func (h *Handler) sessionChanged(old, new moldudp64.Session) {
 	}
 	h.rebuild(nil, 1)
 	if h.rec != nil {
-		h.rec.sessionChanged()
+		h.rec.sessionChanged(old, new)
 	} else {
 		h.pushStaleAll()
 		h.newSession, h.newSessionGaps = true, h.arb.Stats.Gaps

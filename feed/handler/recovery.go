@@ -39,6 +39,12 @@ const AnySnapshotSession = "*"
 // remembers to compare a snapshot's session with.
 const sessionsKept = 8
 
+// linesLeftKey is the context key under which the recovery hands its
+// SnapshotFunc the sessions it saw the lines leave (the last sessionsKept,
+// a []moldudp64.Session), whether or not a snapshot was asked under them:
+// GlimpseSnapshot compares the server's session with them too.
+type linesLeftKey struct{}
+
 // GlimpseSnapshot returns a SnapshotFunc fetching GLIMPSE 5.0 snapshots
 // over SoupBinTCP with cfg. An empty cfg.Session logs in to the server's
 // current session (SoupBinTCP's blank Requested Session), as the config's
@@ -48,7 +54,8 @@ const sessionsKept = 8
 // (docs/GLIMPSE.md, "Which session"), so a server naming its session
 // otherwise is loaded. The name is compared only where it can be: a server
 // whose current session is one the lines were on before (in this
-// process's calls) names its sessions as the lines do and is still on the
+// process's calls, or left at a session change the recovery saw: ctx's
+// linesLeftKey) names its sessions as the lines do and is still on the
 // numbering they left, its snapshot possibly behind them where no sequence
 // number tells it apart (loaded, its books went out under the feed's name,
 // flagged whole): an error wrapping ErrSnapshotSession, refused at the
@@ -90,7 +97,10 @@ func GlimpseSnapshot(cfg glimpse.Config) SnapshotFunc {
 				if session == "" || session == strings.TrimSpace(lines.String()) {
 					return nil
 				}
-				for _, s := range past {
+				// The sessions this source was asked under, and those the
+				// recovery saw the lines leave (asked or not).
+				told, _ := ctx.Value(linesLeftKey{}).([]moldudp64.Session)
+				for _, s := range append(past[:], told...) {
 					if s != (moldudp64.Session{}) && s != lines && session == strings.TrimSpace(s.String()) {
 						return fmt.Errorf("%w: the server's current session is %q, which the lines left for %q",
 							ErrSnapshotSession, session, strings.TrimSpace(lines.String()))
@@ -249,6 +259,12 @@ type recovery struct {
 	// pendingWhole: the books were emptied (session change) and must be
 	// flagged until the new session is whole.
 	pendingWhole bool
+
+	// left: the sessions the lines left (sessionChanged), the newest at
+	// nLeft-1 (mod sessionsKept), handed to the SnapshotFunc in its ctx
+	// (linesLeftKey).
+	left  [sessionsKept]moldudp64.Session
+	nLeft int
 }
 
 type snapResult struct {
@@ -393,8 +409,14 @@ func (r *recovery) addOpen(rg moldudp64.Range) {
 }
 
 // sessionChanged: the books were emptied for a new session; they stay
-// flagged until it is whole (snapshot, or re-request from its start).
-func (r *recovery) sessionChanged() {
+// flagged until it is whole (snapshot, or re-request from its start). The
+// session the lines left, old, is remembered for GlimpseSnapshot's
+// comparison (linesLeftKey), whether or not a snapshot was asked under it.
+func (r *recovery) sessionChanged(old, new moldudp64.Session) {
+	if old != new && old != (moldudp64.Session{}) {
+		r.left[r.nLeft%sessionsKept] = old
+		r.nLeft++
+	}
 	r.open, r.openAt = r.open[:0], r.openAt[:0]
 	// A snapshot of the old session in flight is of no use: stop it, and
 	// have poll discard its result (it may be complete already).
@@ -520,6 +542,13 @@ func (r *recovery) startSnapshot(now int64) {
 	r.h.arb.Freeze()
 	ctx, cancel := context.WithCancel(context.Background())
 	r.cancel = cancel
+	if r.nLeft > 0 {
+		left := make([]moldudp64.Session, 0, sessionsKept)
+		for i := max(r.nLeft-sessionsKept, 0); i < r.nLeft; i++ {
+			left = append(left, r.left[i%sessionsKept])
+		}
+		ctx = context.WithValue(ctx, linesLeftKey{}, left)
+	}
 	fetch, session, gen := r.cfg.Snapshot, r.h.arb.Session(), r.gen
 	r.h.log.Info().Str("session", session.String()).Msg("recovery: fetching snapshot")
 	go func() {

@@ -378,3 +378,64 @@ func TestSnapshotOfAnotherSessionBehind(t *testing.T) {
 		})
 	}
 }
+
+// TestSnapshotOfLeftSessionNeverAsked: the lines were on OLD from its
+// start (no gap, no snapshot asked under it), then changed to NEW, joined
+// at 4000; the GLIMPSE server (blank session configured) is still on OLD
+// at 3000, behind the lines. OLD is a session the lines left, named as the
+// server names its own: the snapshot is refused (ErrSnapshotSession), as
+// TestSnapshotOfAnotherSessionBehind's is when a snapshot was asked under
+// OLD. Before, the snapshot source knew only the sessions it was asked
+// under: OLD's books went out under NEW's name, flagged whole.
+func TestSnapshotOfLeftSessionNeverAsked(t *testing.T) {
+	ev := itch.SystemEventFields{EventCode: 'Q'}
+	snap, err := exchange.NewSnapshotServer(exchange.SnapshotConfig{Listen: "127.0.0.1:0", Username: "u", Password: "p", Session: "OLD",
+		Messages: func(seq uint64) ([]byte, bool) {
+			switch seq {
+			case 1:
+				return dirMsg("SNAP"), true
+			case 2:
+				return addMsg7("SNAP", 1, 1111), true
+			}
+			return ev.Append(nil), seq < 3000
+		}, Position: func() uint64 { return 2999 }, FollowInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- snap.Serve() }()
+	t.Cleanup(func() { snap.Close(); <-served })
+	h, sh, rec := recoveryHandler(t, GlimpseSnapshot(glimpse.Config{Addr: snap.Addr().String(), Username: "u", Password: "p", IdleTimeout: 5 * time.Second}))
+	rec.cfg.SnapshotRetry = time.Hour
+	now := int64(time.Second)
+	for i := range uint64(4) { // OLD from its start: nothing missing
+		h.arb.Offer(0, sessionPacket("OLD", 1+i, ev.Append(nil)), now)
+	}
+	h.arb.Tick(now + int64(time.Millisecond))
+	rec.poll(now)
+	h.endBatch()
+	if rec.fetching || h.arb.Session() != moldudp64.NewSession("OLD") || h.arb.Next() != 5 {
+		t.Fatalf("OLD from its start: fetching %v, session %q, next %d", rec.fetching, h.arb.Session(), h.arb.Next())
+	}
+	// OLD goes quiet; NEW confirms, at 4000.
+	now += 2 * int64(time.Second)
+	joinLate(h, "NEW", now)
+	h.arb.Tick(now + int64(time.Millisecond))
+	if h.arb.Session() != moldudp64.NewSession("NEW") {
+		t.Fatalf("session %q after the change, want NEW", h.arb.Session())
+	}
+	for i := 0; rec.stats.Snapshots+rec.stats.SnapshotFailures == 0 || rec.fetching; i++ {
+		if i == 5000 {
+			t.Fatalf("the fetch never returned: %+v", rec.stats)
+		}
+		time.Sleep(time.Millisecond)
+		rec.poll(now)
+		h.endBatch()
+	}
+	b := sh.books.Book(7)
+	if rec.stats.Snapshots != 0 || b != nil || !sh.pub.stale || rec.stats.SnapshotsWrongSession != 1 {
+		t.Fatalf("snapshot of session OLD at 3000, the lines left OLD for NEW at 4004: loaded %d (next %d), OLD's book 7 loaded %v, stale %v, wrong session %d (%q); want it refused, the books flagged",
+			rec.stats.Snapshots, rec.stats.LastSnapshotNext, b != nil, sh.pub.stale, rec.stats.SnapshotsWrongSession, rec.stats.LastSnapshotError)
+	}
+	t.Log(rec.stats.LastSnapshotError)
+}
