@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/marketfeed/feedhandler/feed/glimpse"
+	"github.com/marketfeed/feedhandler/feed/itch"
 	"github.com/marketfeed/feedhandler/feed/moldudp64"
 	"github.com/marketfeed/feedhandler/feed/rerequest"
 	"github.com/marketfeed/feedhandler/internal/clock"
@@ -276,6 +277,10 @@ type snapResult struct {
 	took time.Duration
 	// waited: held (recovery.early) for the lines to reach snap.Next.
 	waited bool
+	// ended: the spin carries System Event 'C', End of Messages ("always
+	// the last message sent in any trading day", TotalView-ITCH 5.0): no
+	// message follows snap.Next-1 in its numbering.
+	ended bool
 }
 
 func newRecovery(h *Handler, cfg RecoveryConfig) (*recovery, error) {
@@ -562,6 +567,9 @@ func (r *recovery) startSnapshot(now int64) {
 			res.msgs = binary.BigEndian.AppendUint16(res.msgs, uint16(len(msg)))
 			res.msgs = append(res.msgs, msg...)
 			res.n++
+			if len(msg) == itch.Length('S') && msg[0] == 'S' && msg[11] == 'C' {
+				res.ended = true
+			}
 			return nil
 		})
 		if res.err == nil && res.snap.Next == 0 {
@@ -609,6 +617,19 @@ func (r *recovery) loadSnapshot(res snapResult, now int64) {
 		r.wantSnap = true
 		r.snapAt = now + int64(r.cfg.SnapshotRetry)
 		a.Unfreeze(0)
+		return
+	}
+	if ahead := max(a.Next(), a.maxHigh()); res.ended && ahead > res.snap.Next {
+		// The snapshot's day ended (End of Messages) before its
+		// sequence number, and the lines brought a message at or past
+		// it (a line's high is the number it would send next): not its
+		// numbering. A GLIMPSE server still on an earlier session (the
+		// previous day's) whose end is behind the lines; on a first
+		// join its session's name tells nothing (GLIMPSE.md). Not
+		// loaded.
+		r.refuseSnapshot(now, res.snap.Next, ahead,
+			fmt.Sprintf("snapshot of a day that ended (System Event 'C') before sequence number %d, the lines past it at %d: another numbering, not loaded", res.snap.Next, ahead),
+			"recovery: snapshot of a day that ended, behind the lines (another numbering: a snapshot server on an earlier session); not loaded, books stay flagged")
 		return
 	}
 	if ahead := max(a.Next(), a.maxHigh()); res.snap.Next > ahead+a.cfg.MaxJump {

@@ -439,3 +439,75 @@ func TestSnapshotOfLeftSessionNeverAsked(t *testing.T) {
 	}
 	t.Log(rec.stats.LastSnapshotError)
 }
+
+// TestSnapshotOfEndedDayBehind: the process's first join, late, of
+// session NEW at 4000; the GLIMPSE server (blank session configured) is
+// still on the previous day's session, PREV, which ended at 2999 (System
+// Event 'C', End of Messages: "always the last message sent in any
+// trading day"), its snapshot at 3000. Its name tells nothing on a first
+// join (the lines were never on PREV; a server may name its sessions
+// apart from the lines'), and its sequence number is behind the lines'.
+// But no message follows 'C' in its numbering, and the lines brought
+// 4000..4003: another numbering, refused; the books stay flagged. Before,
+// PREV's books went out under NEW's name, flagged whole. The same
+// snapshot joined by lines of its own day, at its end (2990..2999, 'C'
+// last), is loaded; a snapshot without 'C' behind the lines is loaded as
+// before (TestSnapshotOfAnotherSessionBehind's GLIMPSE01).
+func TestSnapshotOfEndedDayBehind(t *testing.T) {
+	ev := itch.SystemEventFields{EventCode: 'Q'}
+	end := itch.SystemEventFields{EventCode: 'C'}
+	day := func(seq uint64) ([]byte, bool) {
+		switch seq {
+		case 1:
+			return dirMsg("SNAP"), true
+		case 2:
+			return addMsg7("SNAP", 1, 1111), true
+		case 2999:
+			return end.Append(nil), true
+		}
+		return ev.Append(nil), seq < 3000
+	}
+	for _, sameDay := range []bool{false, true} {
+		snap, err := exchange.NewSnapshotServer(exchange.SnapshotConfig{Listen: "127.0.0.1:0", Username: "u", Password: "p", Session: "PREV",
+			Messages: day, Position: func() uint64 { return 2999 }, FollowInterval: -1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		served := make(chan error, 1)
+		go func() { served <- snap.Serve() }()
+		t.Cleanup(func() { snap.Close(); <-served })
+		h, sh, rec := recoveryHandler(t, GlimpseSnapshot(glimpse.Config{Addr: snap.Addr().String(), Username: "u", Password: "p", IdleTimeout: 5 * time.Second}))
+		rec.cfg.SnapshotRetry = time.Hour
+		now := int64(time.Second)
+		if sameDay {
+			for seq := uint64(2990); seq < 3000; seq++ {
+				m, _ := day(seq)
+				h.arb.Offer(0, sessionPacket("PREV", seq, m), now)
+			}
+		} else {
+			joinLate(h, "NEW", now)
+		}
+		h.arb.Tick(now + int64(time.Millisecond)) // the start gap is declared: a snapshot is fetched
+		for i := 0; rec.stats.Snapshots+rec.stats.SnapshotFailures == 0 || rec.fetching; i++ {
+			if i == 5000 {
+				t.Fatalf("the fetch never returned: %+v", rec.stats)
+			}
+			time.Sleep(time.Millisecond)
+			rec.poll(now)
+			h.endBatch()
+		}
+		b := sh.books.Book(7)
+		if sameDay {
+			if rec.stats.Snapshots != 1 || b == nil || b.Orders() != 1 || sh.pub.stale || h.arb.Next() != 3000 {
+				t.Fatalf("snapshot of PREV, ended at 2999, the lines on PREV at its end: loaded %d, failures %d (%q), book 7 %v, stale %v, next %d; want loaded, whole, at 3000",
+					rec.stats.Snapshots, rec.stats.SnapshotFailures, rec.stats.LastSnapshotError, b, sh.pub.stale, h.arb.Next())
+			}
+			continue
+		}
+		if rec.stats.Snapshots != 0 || b != nil || !sh.pub.stale || h.arb.Frozen() || rec.stats.SnapshotFailures != 1 {
+			t.Fatalf("snapshot of PREV, ended at 2999, the lines on NEW at 4004: loaded %d (next %d), PREV's book 7 loaded %v, stale %v, frozen %v, failures %d (%q); want it refused, the books flagged, delivery resumed",
+				rec.stats.Snapshots, rec.stats.LastSnapshotNext, b != nil, sh.pub.stale, h.arb.Frozen(), rec.stats.SnapshotFailures, rec.stats.LastSnapshotError)
+		}
+		t.Log(rec.stats.LastSnapshotError)
+	}
+}
