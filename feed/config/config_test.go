@@ -3,6 +3,7 @@ package config
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -540,6 +541,35 @@ func TestOperations(t *testing.T) {
 		_, err := Parse("t.yaml", []byte(text(bad.shm, bad.tail)))
 		if err == nil || !strings.Contains(err.Error(), bad.want) {
 			t.Errorf("%q %q: error %v, want it to contain %q", bad.shm, bad.tail, err, bad.want)
+		}
+	}
+}
+
+// TestSpillCheckAnyOrder: recovery.spill is checked against
+// arbitration.max_pending as the file sets both, whichever section comes
+// first (a YAML mapping has no order). Before, the check ran while the
+// recovery section was read, against the default max_pending when
+// arbitration came later: a valid file was refused and an invalid one
+// accepted.
+func TestSpillCheckAnyOrder(t *testing.T) {
+	for _, order := range []string{"recovery first", "arbitration first"} {
+		both := func(spill, pending int) string {
+			r := fmt.Sprintf("recovery:\n  spill: %d\n", spill)
+			a := fmt.Sprintf("arbitration:\n  max_pending: %d\n", pending)
+			if order == "recovery first" {
+				return base + r + a
+			}
+			return base + a + r
+		}
+		c, err := Parse("t.yaml", []byte(both(1024, 512)))
+		if err != nil {
+			t.Errorf("%s: spill 1024 over max_pending 512 refused: %v", order, err)
+		} else if c.Recovery.Spill != 1024 || c.Arbitration.MaxPending != 512 {
+			t.Errorf("%s: spill %d, max_pending %d", order, c.Recovery.Spill, c.Arbitration.MaxPending)
+		}
+		_, err = Parse("t.yaml", []byte(both(16384, 65536)))
+		if err == nil || !strings.Contains(err.Error(), "recovery.spill: 16384 is smaller than arbitration.max_pending (65536)") {
+			t.Errorf("%s: spill 16384 under max_pending 65536: %v, want it refused", order, err)
 		}
 	}
 }

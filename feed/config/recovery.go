@@ -16,9 +16,13 @@ import (
 //	  snapshot: {server, username, password_file | password_env, session}
 //	  late_join: snapshot | rerequest | off
 //	  spill: 32768
-func (d *decoder) recovery(f field, c *Config) {
+//
+// It returns recovery.spill's field
+// (node nil when not given), which decode checks against
+// arbitration.max_pending once the whole file is read: the sections may
+// come in any order.
+func (d *decoder) recovery(f field, c *Config) (spill field) {
 	r := &c.Recovery
-	spill := field{}
 	d.mapping(f, []entry{
 		{"server", func(f field) {
 			d.errorf(f, "replaced by recovery.rerequest.servers (a list of host:port)")
@@ -37,9 +41,7 @@ func (d *decoder) recovery(f field, c *Config) {
 			}
 		}},
 	})
-	if spill.node != nil && r.Spill < c.Arbitration.MaxPending {
-		d.errorf(spill, "%d is smaller than arbitration.max_pending (%d): the spill holds at least what arbitration holds", r.Spill, c.Arbitration.MaxPending)
-	}
+	return spill
 }
 
 func (d *decoder) rerequest(f field, r *Rerequest) {

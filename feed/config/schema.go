@@ -73,6 +73,7 @@ func (d *decoder) decode(data []byte) *Config {
 		root = doc.Body
 	}
 	top := field{node: d.resolve(root)}
+	var spill field // recovery.spill, checked below against arbitration.max_pending
 	if top.absent() {
 		d.add(nil, "", "empty feed file")
 	}
@@ -96,7 +97,7 @@ func (d *decoder) decode(data []byte) *Config {
 				}},
 			})
 		}},
-		{"recovery", func(f field) { d.recovery(f, c) }},
+		{"recovery", func(f field) { spill = d.recovery(f, c) }},
 		{"metrics", func(f field) {
 			d.mapping(f, []entry{{"listen", func(f field) { c.Metrics.Listen, _ = d.hostPort(f, false) }}})
 		}},
@@ -110,6 +111,10 @@ func (d *decoder) decode(data []byte) *Config {
 	})
 	if top.absent() {
 		return c
+	}
+	// After the whole file: arbitration may come after recovery.
+	if spill.node != nil && c.Recovery.Spill < c.Arbitration.MaxPending {
+		d.errorf(spill, "%d is smaller than arbitration.max_pending (%d): the spill holds at least what arbitration holds", c.Recovery.Spill, c.Arbitration.MaxPending)
 	}
 	for _, k := range []string{"feed", "lines"} {
 		if !given[k] {
