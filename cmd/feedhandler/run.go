@@ -38,6 +38,7 @@ func runFeed(args []string) error {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	ignoreHangup(logger)
 	h, err := handler.Start(handler.FromConfig(cfg, logger))
 	if err != nil {
 		return privilege.Explain(err, cfg.Receive.Backend, cfg.Receive.BusyPoll)
@@ -139,6 +140,22 @@ loop:
 	err := h.Stop()
 	h.LogStats(true)
 	return err
+}
+
+// ignoreHangup keeps SIGHUP from killing the process, and logs each one.
+// The handler has no reload (docs/OPERATIONS.md), but SIGHUP is the usual
+// way to ask a daemon for one, and Go's default action for it is to exit at
+// once: no graceful stop, so the shm file was left unclosed (its readers
+// saw the writer dead) and, systemd counting SIGHUP as a clean exit,
+// Restart=on-failure did not start it again.
+func ignoreHangup(logger zerolog.Logger) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	go func() {
+		for range hup {
+			logger.Warn().Msg("SIGHUP ignored: the handler has no reload; restart it to apply a changed feed file (SIGTERM or SIGINT stop it)")
+		}
+	}()
 }
 
 // metricsHandler answers a scrape with the text format, rendered without

@@ -348,3 +348,80 @@ func promtoolCheckMetrics(t *testing.T, body string) {
 		t.Errorf("promtool check metrics: %v\n%s", err, out)
 	}
 }
+
+// TestRunSIGHUPKeepsRunning: SIGHUP, the usual request for a reload,
+// neither kills the handler nor stops it: it logs that it has no reload and
+// goes on, and a SIGTERM afterwards stops it gracefully (exit 0, shm marked
+// closed). Before, Go's default action for SIGHUP ended the process at
+// once, the shm file left as a dead writer's and, SIGHUP being a clean exit
+// to systemd, not restarted by Restart=on-failure.
+func TestRunSIGHUPKeepsRunning(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("the lab's namespaces need root")
+	}
+	lab := netlab.ForTest(t, netlab.Options{Prefix: "fhh"})
+	dir := t.TempDir()
+	shmName := shmtest.Name(t, "fhhup")
+	cfgPath := filepath.Join(dir, "feed.yaml")
+	cfg := fmt.Sprintf(`feed: {name: huptest}
+lines:
+  a: {interface: %s, group: 239.77.3.1, port: 26477}
+receive: {backend: socket}
+shm: {name: %s}
+log: {format: json}
+`, lab.DstIf, shmName)
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("ip", "netns", "exec", lab.Dst, os.Args[0], "--feed", cfgPath)
+	cmd.Env = append(os.Environ(), "FEEDHANDLER_TEST_AS_COMMAND=1")
+	var log syncLog
+	cmd.Stderr = &log
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	defer cmd.Process.Kill()
+	// waitLog waits for s in the log; false when the process exited first.
+	waitLog := func(s string) bool {
+		t.Helper()
+		for range 400 { // 20 s
+			if strings.Contains(log.String(), s) {
+				return true
+			}
+			select {
+			case err := <-exited:
+				exited <- err
+				return strings.Contains(log.String(), s)
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+		t.Fatalf("no %q in the log after 20s:\n%s", s, log.String())
+		return false
+	}
+	if !waitLog("privileges after setup") {
+		t.Fatalf("exited during setup: %v\n%s", <-exited, log.String())
+	}
+	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	if !waitLog("SIGHUP ignored") {
+		t.Fatalf("SIGHUP ended the handler: %v\n%s", <-exited, log.String())
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Fatalf("exit after SIGTERM: %v\n%s", err, log.String())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("no exit 30s after SIGTERM:\n%s", log.String())
+	}
+	var out bytes.Buffer
+	if err := bookview([]string{"--shm", shmName, "--once", "--json"}, &out); !errors.Is(err, shm.ErrClosed) {
+		t.Fatalf("bookview after the stop: %v, want the writer closed", err)
+	}
+}
