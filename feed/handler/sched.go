@@ -56,14 +56,22 @@ func (t ThreadSched) Switches() (voluntary, involuntary uint64, err error) {
 // under SCHED_FIFO at prio. It records the outcome in ts, the policy as
 // the kernel reads it back, and why SCHED_FIFO was refused (then the
 // thread runs under normal scheduling). It returns the pinning's error:
-// the thread then runs unpinned.
+// the thread then runs unpinned, and under normal scheduling whatever prio
+// asked.
 func setupThread(core, prio int, ts *ThreadSched) error {
 	*ts = ThreadSched{Tid: unix.Gettid(), Core: core}
 	errPin := pin(core)
 	if errPin != nil {
 		ts.Core = -1
 	}
-	if prio > 0 {
+	switch {
+	case prio > 0 && errPin != nil:
+		// A SCHED_FIFO thread keeps every normal task off the CPU it runs
+		// on: it must own the core it was given (the config refuses
+		// cores.rt_priority without cores.receive for the same reason).
+		// Unpinned, it would take whichever CPU the scheduler gives it.
+		ts.Reason = fmt.Sprintf("not given to an unpinned thread (%v): a real-time thread must own its core", errPin)
+	case prio > 0:
 		if err := setFIFO(prio); err != nil {
 			ts.Reason = err.Error()
 		}

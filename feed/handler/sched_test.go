@@ -326,3 +326,42 @@ func TestRTThrottle(t *testing.T) {
 		}
 	}
 }
+
+// TestRTPriorityNotUnpinned: a hot thread whose core cannot be had (a CPU
+// this host does not have, or one outside the unit's CPUAffinity=) runs
+// unpinned, and then not under SCHED_FIFO: a real-time thread that spins
+// keeps every normal task off whichever CPU it lands on. Its stats say
+// why. Before, the thread took SCHED_FIFO unpinned.
+func TestRTPriorityNotUnpinned(t *testing.T) {
+	if !mayRealtime(t, 3) {
+		t.Skip("this process has neither cap_sys_nice nor RLIMIT_RTPRIO >= 3")
+	}
+	const core = 1023 // the last CPU unix.CPUSet holds
+	if runtime.NumCPU() > core {
+		t.Skip("this host has CPU 1023")
+	}
+	var ts ThreadSched
+	var errPin error
+	done := make(chan struct{})
+	var pol, prio int
+	go func() {
+		defer close(done)
+		runtime.LockOSThread() // never unlocked: the thread exits with the goroutine
+		errPin = setupThread(core, 3, &ts)
+		if a, err := unix.SchedGetAttr(0, 0); err == nil {
+			pol, prio = int(a.Policy), int(a.Priority)
+		} else {
+			pol = -1
+		}
+	}()
+	<-done
+	if errPin == nil {
+		t.Fatalf("pinned to CPU %d of a host with %d", core, runtime.NumCPU())
+	}
+	if pol != unix.SCHED_NORMAL || ts.Priority != 0 || ts.Policy() != "other" {
+		t.Errorf("unpinned thread: the kernel says policy %d priority %d, stats %+v; want normal scheduling", pol, prio, ts)
+	}
+	if !strings.Contains(ts.Reason, "unpinned") || ts.Core != -1 {
+		t.Errorf("stats %+v: want Core -1 and a Reason naming the failed pinning", ts)
+	}
+}
