@@ -39,7 +39,7 @@
 //	  batch_size: 64              # 1..4096 packets per receive call
 //	  ring_size: 0                # power of two up to 1048576; 0 = backend default
 //	  recv_buffer: 8MiB           # socket receive buffer: bytes or KiB/MiB/GiB
-//	  poll_timeout: 100ms         # how long one receive call may block
+//	  poll_timeout: 100ms         # how long one receive call may block (the handler caps it at arbitration.hold/4)
 //	  spin: 1ms                   # AF_XDP: poll the rings this long before blocking; absent = 0
 //	cores:
 //	  receive: 2                  # CPU for the receive goroutine; absent = unpinned
