@@ -158,8 +158,15 @@ metrics: {listen: "127.0.0.1:%d"}
 		}
 	})
 	t.Run("unknown-user", func(t *testing.T) {
-		check(t, as("root", 0, "check", "--feed", feed("user", "user: fh-no-such-user\n")), exitNotReady,
-			"FAIL  user      user fh-no-such-user: no such user")
+		// A config error (config.CheckHost), as run reports it before
+		// starting anything: exit 78, file:line: field.
+		f := feed("user", "user: fh-no-such-user\n")
+		for _, args := range [][]string{{"check", "--feed", f}, {"--feed", f}} {
+			code, _, errOut := runExit(t, as("root", 0, args...))
+			if want := ": user: no such user named \"fh-no-such-user\""; code != exitConfig || !strings.Contains(errOut, f+":") || !strings.Contains(errOut, want) {
+				t.Errorf("%v: exit %d, want %d with %q:\n%s", args, code, exitConfig, want, errOut)
+			}
+		}
 	})
 	t.Run("nobody-without-caps", func(t *testing.T) {
 		fresh := shmtest.Name(t, "fhcheck")

@@ -27,6 +27,12 @@ func TestConfigErrorExitStatus(t *testing.T) {
 	if err := os.WriteFile(bad, []byte("feed:\n  name: t\n  nmae: x\nlines:\n  a:\n    interface: lo\n    group: 239.1.1.1\n    port: 26477\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	// A group this host lacks (config.CheckHost): before, the start failed
+	// creating the shm file, with exit status 1, and systemd restarted it.
+	noGroup := filepath.Join(dir, "nogroup.yaml")
+	if err := os.WriteFile(noGroup, []byte("feed:\n  name: t\nlines:\n  a:\n    interface: lo\n    group: 239.1.1.1\n    port: 26477\nshm:\n  group: fh-no-such-group\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct {
 		name string
 		args []string
@@ -35,6 +41,7 @@ func TestConfigErrorExitStatus(t *testing.T) {
 		{"unknown field", []string{"--feed", bad}, "feed.nmae: unknown field"},
 		{"no such file", []string{"--feed", filepath.Join(dir, "none.yaml")}, "no such file"},
 		{"no --feed", []string{"run"}, "--feed is required"},
+		{"unknown shm.group", []string{"--feed", noGroup}, noGroup + ":9: shm.group: look up group \"fh-no-such-group\": no such group"},
 	} {
 		_, errOut, err := runCommand(t, tc.args...)
 		var ee *exec.ExitError

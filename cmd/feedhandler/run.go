@@ -50,7 +50,7 @@ func runFeed(args []string) error {
 
 // loadFeed parses args with fs, whose --feed flag is feed, and loads the
 // feed file. Every error is a configError: a bad flag, no --feed, a
-// malformed file, or interfaces, queues and addresses that this host does
+// malformed file, or interfaces, queues, addresses, a group or an account that this host does
 // not have (reported before any backend is tried).
 func loadFeed(fs *flag.FlagSet, args []string, feed *string) (*config.Config, error) {
 	if err := fs.Parse(args); err != nil {

@@ -5,16 +5,21 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"strings"
 
 	"github.com/marketfeed/feedhandler/feed/rx"
+	"github.com/marketfeed/feedhandler/internal/privilege"
+	"github.com/marketfeed/feedhandler/proto/shm"
 )
 
 // CheckHost checks what the config names on this host, in the caller's
 // network namespace: that each line's interface exists, that the AF_XDP
-// receive queues exist on it, and that metrics.listen's address is one of
-// the host's. Parse cannot check these (a file is written and validated on
+// receive queues exist on it, that metrics.listen's address is one of
+// the host's, that shm.group names a group of the host and, when this
+// process is root (the only case it is used), that user names an account.
+// Parse cannot check these (a file is written and validated on
 // one machine and run on another); the feed handler calls CheckHost before
 // it opens anything, so a wrong name is a config error in one line
 //
@@ -53,6 +58,19 @@ func (c *Config) CheckHost() error {
 	}
 	if err := c.checkListen(); err != nil {
 		add("metrics.listen", "%v", err)
+	}
+	// Found missing only later, these stopped the start with exit status
+	// 1, which systemd restarts: the group when the shm file is created,
+	// the account after setup.
+	if c.SHM.Group != "" {
+		if _, err := shm.LookupGroup(c.SHM.Group); err != nil {
+			add("shm.group", "%v on this host (groupadd --system %s, docs/OPERATIONS.md)", err, c.SHM.Group)
+		}
+	}
+	if c.User != "" && os.Geteuid() == 0 {
+		if _, err := privilege.LookupUser(c.User); err != nil {
+			add("user", "%v named %q on this host (useradd --system %s, docs/OPERATIONS.md)", err, c.User, c.User)
+		}
 	}
 	switch len(errs) {
 	case 0:

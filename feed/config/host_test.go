@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"strings"
 	"testing"
 )
@@ -78,6 +79,21 @@ func TestCheckHost(t *testing.T) {
 			[]string{"h.yaml:15: metrics.listen: no address 192.0.2.1 on this host (have: "}},
 		{"metrics on every address", hostEdit(t, "127.0.0.1:9100", "0.0.0.0:9100"), nil},
 		{"metrics by name", hostEdit(t, "127.0.0.1:9100", "localhost:9100"), nil},
+		// Before, these were found when the shm file was created, or after
+		// setup: a start that failed with exit status 1, restarted by
+		// systemd, and no file line.
+		{"shm group missing", hostFile + "shm:\n  group: fh-no-such-group\n",
+			[]string{`h.yaml:17: shm.group: look up group "fh-no-such-group": no such group on this host (groupadd --system fh-no-such-group`}},
+		{"shm group by gid", hostFile + "shm:\n  group: 0\n", nil},
+		{"shm group root", hostFile + "shm:\n  group: root\n", nil},
+		{"user root", hostFile + "user: root\n", nil},
+	}
+	if os.Geteuid() == 0 {
+		cases = append(cases, struct {
+			name, file string
+			want       []string
+		}{"user missing", hostFile + "user: fh-no-such-user\n",
+			[]string{`h.yaml:16: user: no such user named "fh-no-such-user" on this host (useradd --system fh-no-such-user`}})
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
