@@ -1,6 +1,7 @@
 package config
 
 import (
+	"bytes"
 	"fmt"
 	"net/netip"
 	"os"
@@ -249,6 +250,10 @@ func Load(path string) (*Config, error) {
 // Parse parses and validates a feed file; name is used in error messages
 // and as Config.File.
 func Parse(name string, data []byte) (*Config, error) {
+	// A UTF-8 byte order mark, as some editors write one, may begin a YAML
+	// stream (YAML 1.2, 5.2); the parser would read it as part of the
+	// first key.
+	data = bytes.TrimPrefix(data, []byte("\ufeff"))
 	d := decoder{file: name}
 	c := d.decode(data)
 	if err := d.err(); err != nil {

@@ -545,6 +545,28 @@ func TestOperations(t *testing.T) {
 	}
 }
 
+// TestByteOrderMark: a file that starts with a UTF-8 byte order mark (as
+// some editors save one) parses like the file without it. Before, the mark
+// became part of the first key: "f.yaml:1: \ufefffeed: unknown field (want
+// one of feed, ...)" and "feed: missing required field".
+func TestByteOrderMark(t *testing.T) {
+	want, err := Parse("t.yaml", []byte(base))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := Parse("t.yaml", []byte("\ufeff"+base))
+	if err != nil {
+		t.Fatalf("with a byte order mark: %v", err)
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("with a byte order mark:\n got %+v\nwant %+v", got, want)
+	}
+	// Only at the start: elsewhere it is a character of the value.
+	if _, err := Parse("t.yaml", []byte(strings.Replace(base, "name: test", "name: \ufefftest", 1))); err == nil {
+		t.Error("a byte order mark inside feed.name accepted")
+	}
+}
+
 // TestSpillCheckAnyOrder: recovery.spill is checked against
 // arbitration.max_pending as the file sets both, whichever section comes
 // first (a YAML mapping has no order). Before, the check ran while the
