@@ -41,6 +41,9 @@ func TestConfigErrorExitStatus(t *testing.T) {
 		{"unknown field", []string{"--feed", bad}, "feed.nmae: unknown field"},
 		{"no such file", []string{"--feed", filepath.Join(dir, "none.yaml")}, "no such file"},
 		{"no --feed", []string{"run"}, "--feed is required"},
+		// Before, ignored: the handler ran the file (here: its error).
+		{"argument after the flags", []string{"--feed", bad, "check"}, `unexpected argument "check": run takes its flags only`},
+		{"argument after check's flags", []string{"check", "--feed", bad, "other.yaml"}, `unexpected argument "other.yaml": check takes its flags only`},
 		{"unknown shm.group", []string{"--feed", noGroup}, noGroup + ":9: shm.group: look up group \"fh-no-such-group\": no such group"},
 	} {
 		_, errOut, err := runCommand(t, tc.args...)

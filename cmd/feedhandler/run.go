@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"flag"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -55,6 +56,12 @@ func runFeed(args []string) error {
 func loadFeed(fs *flag.FlagSet, args []string, feed *string) (*config.Config, error) {
 	if err := fs.Parse(args); err != nil {
 		return nil, configError{err}
+	}
+	// Nothing follows the flags: "feedhandler --feed f.yaml check" or a
+	// second file is a mistake, not something to run without.
+	if fs.NArg() > 0 {
+		fs.Usage()
+		return nil, configError{fmt.Errorf("unexpected argument %q: %s takes its flags only", fs.Arg(0), fs.Name())}
 	}
 	if *feed == "" {
 		fs.Usage()
