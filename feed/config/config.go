@@ -25,6 +25,7 @@ const (
 	DefaultMaxOrders      = 4 << 20 // 4,194,304
 	DefaultMaxLocates     = 16384
 	DefaultStatsInterval  = 5 * time.Second
+	MinStatsInterval      = 100 * time.Millisecond // stats_interval's floor
 	DefaultGrace          = 200 * time.Microsecond
 	DefaultHold           = 20 * time.Millisecond
 	DefaultLineTimeout    = time.Second

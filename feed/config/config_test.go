@@ -128,6 +128,9 @@ func TestBadConfigs(t *testing.T) {
 			`t.yaml:24: stats_interval: "5" is not a duration (like 500ms, 5s, 1m)`},
 		{"zero duration", edit(t, "stats_interval: 5s", "stats_interval: 0s"),
 			`t.yaml:24: stats_interval: "0s" must be positive`},
+		// Before, accepted: a stats line every 5 ms.
+		{"stats interval too short", edit(t, "stats_interval: 5s", "stats_interval: 5ms"),
+			`t.yaml:24: stats_interval: 5ms is below 100ms: one stats line a tick would flood the log`},
 		{"bad log level", edit(t, "level: info", "level: verbose"),
 			`t.yaml:26: log.level: "verbose" is not one of trace, debug, info, warn, error`},
 		{"bad log format", edit(t, "format: console", "format: jsno"),

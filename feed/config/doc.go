@@ -82,7 +82,7 @@
 //	  spill: 32768                # packets held while recovering (>= max_pending)
 //	metrics:
 //	  listen: 127.0.0.1:9464      # /metrics, /healthz, /readyz host:port; optional
-//	stats_interval: 5s            # period of the stats log line (> 0)
+//	stats_interval: 5s            # period of the stats log line (100ms at least)
 //	log:
 //	  level: info                 # trace | debug | info | warn | error
 //	  format: console             # console | json

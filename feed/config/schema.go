@@ -103,6 +103,13 @@ func (d *decoder) decode(data []byte) *Config {
 		}},
 		{"stats_interval", func(f field) {
 			if v, ok := d.duration(f); ok {
+				// A line a tick: "5ms" for "5s" wrote 200 lines a second,
+				// over journald's rate limit, which then drops the
+				// handler's other lines too.
+				if v < MinStatsInterval {
+					d.errorf(f, "%v is below %v: one stats line a tick would flood the log", v, MinStatsInterval)
+					return
+				}
 				c.StatsInterval = v
 			}
 		}},
