@@ -41,6 +41,10 @@ func TestConfigErrorExitStatus(t *testing.T) {
 		{"unknown field", []string{"--feed", bad}, "feed.nmae: unknown field"},
 		{"no such file", []string{"--feed", filepath.Join(dir, "none.yaml")}, "no such file"},
 		{"no --feed", []string{"run"}, "--feed is required"},
+		// Before, these exited 2, the Go runtime's crash status, which
+		// Restart=on-failure restarts.
+		{"mistyped command", []string{"runn", "--feed", bad}, `feedhandler: unknown command "runn"`},
+		{"no command", nil, "usage: feedhandler --feed FILE.yaml"},
 		// Before, ignored: the handler ran the file (here: its error).
 		{"argument after the flags", []string{"--feed", bad, "check"}, `unexpected argument "check": run takes its flags only`},
 		{"argument after check's flags", []string{"check", "--feed", bad, "other.yaml"}, `unexpected argument "other.yaml": check takes its flags only`},

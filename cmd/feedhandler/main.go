@@ -55,9 +55,12 @@ func usage() {
 func main() {
 	demo.MaybeSender() // the demo's sender process re-executes this binary
 	args := os.Args[1:]
+	// A usage error exits exitConfig, as run's config errors do: the
+	// unit's RestartPreventExitStatus= then does not restart a mistyped
+	// ExecStart= in a loop, and 2 stays the Go runtime's crash status.
 	if len(args) == 0 {
 		usage()
-		os.Exit(2)
+		os.Exit(exitConfig)
 	}
 	name := args[0]
 	if strings.HasPrefix(name, "-") {
@@ -75,7 +78,7 @@ func main() {
 	if !ok {
 		fmt.Fprintf(os.Stderr, "feedhandler: unknown command %q\n", name)
 		usage()
-		os.Exit(2)
+		os.Exit(exitConfig)
 	}
 	if err := c.run(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
