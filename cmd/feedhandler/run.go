@@ -40,13 +40,26 @@ func runFeed(args []string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	ignoreHangup(logger)
+	// The metrics port first: taken (another process, an instance still
+	// stopping), the start fails before it joins the groups, creates the
+	// shm file or logs in to the snapshot server, each of which a restart
+	// would repeat.
+	var ln net.Listener
+	if cfg.Metrics.Listen != "" {
+		if ln, err = net.Listen("tcp", cfg.Metrics.Listen); err != nil {
+			return err
+		}
+	}
 	h, err := handler.Start(handler.FromConfig(cfg, logger))
 	if err != nil {
+		if ln != nil {
+			ln.Close()
+		}
 		return privilege.Explain(err, cfg.Receive.Backend, cfg.Receive.BusyPoll)
 	}
 	quietRuntime(logger)
 	logHugePages(logger)
-	return serve(ctx, h, cfg, logger)
+	return serve(ctx, h, ln, cfg, logger)
 }
 
 // loadFeed parses args with fs, whose --feed flag is feed, and loads the
@@ -94,21 +107,18 @@ const exitConfig = 78
 func (configError) ExitCode() int { return exitConfig }
 
 // serve runs h until ctx ends (the first SIGINT/SIGTERM), then shuts down
-// gracefully; a second signal exits at once.
-func serve(ctx context.Context, h *handler.Handler, cfg *config.Config, logger zerolog.Logger) error {
+// gracefully; a second signal exits at once. ln, when not nil, is
+// metrics.listen's listener: serve answers /metrics, /healthz and /readyz
+// on it.
+func serve(ctx context.Context, h *handler.Handler, ln net.Listener, cfg *config.Config, logger zerolog.Logger) error {
 	var srv *http.Server
-	if cfg.Metrics.Listen != "" {
+	if ln != nil {
 		reg := prometheus.NewRegistry()
 		reg.MustRegister(handler.NewCollector(h))
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", metricsHandler(handler.NewExposition(h), promhttp.HandlerFor(reg, promhttp.HandlerOpts{})))
 		mux.HandleFunc("/healthz", healthz(h))
 		mux.HandleFunc("/readyz", readyz(h))
-		ln, err := net.Listen("tcp", cfg.Metrics.Listen)
-		if err != nil {
-			h.Stop()
-			return err
-		}
 		srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 		go srv.Serve(ln)
 		logger.Info().Str("addr", ln.Addr().String()).Msg("metrics on /metrics, health on /healthz and /readyz")

@@ -425,3 +425,39 @@ log: {format: json}
 		t.Fatalf("bookview after the stop: %v, want the writer closed", err)
 	}
 }
+
+// TestRunMetricsPortTaken: a metrics.listen port another process holds
+// fails the start before the handler starts anything (no "receiving": no
+// group joined, no shm file, no snapshot login). Before, the port was
+// bound after setup, which a restart by systemd then repeated each time.
+func TestRunMetricsPortTaken(t *testing.T) {
+	held, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	shmName := shmtest.Name(t, "fhport")
+	cfgPath := filepath.Join(t.TempDir(), "feed.yaml")
+	cfg := fmt.Sprintf(`feed: {name: porttest}
+lines:
+  a: {interface: lo, group: 239.77.4.1, port: 26477}
+receive: {backend: socket}
+shm: {name: %s}
+metrics: {listen: %q}
+log: {format: json}
+`, shmName, held.Addr().String())
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, errOut, err := runCommand(t, "--feed", cfgPath)
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 || !strings.Contains(errOut, "address already in use") {
+		t.Fatalf("exit %v, want status 1 naming the port in use:\n%s", err, errOut)
+	}
+	if strings.Contains(errOut, `"receiving"`) {
+		t.Errorf("the handler started before the metrics port was found taken:\n%s", errOut)
+	}
+	if _, err := os.Stat(shm.Path(shmName)); err == nil {
+		t.Errorf("%s created", shm.Path(shmName))
+	}
+}
