@@ -318,7 +318,7 @@ class LifecycleTest(unittest.TestCase):
         The reader runs in a child process, so that a fault fails this test
         only."""
         code = ("import sys, feedhandler_shm as shm\n"
-                "r = shm.open(sys.argv[1])\n"
+                "r = shm.open(sys.argv[1], stale_after=3600)\n"
                 "r.check()\n"
                 "print('open', flush=True)\n"
                 "sys.stdin.readline()\n"
@@ -335,7 +335,10 @@ class LifecycleTest(unittest.TestCase):
             with self.subTest(cut=cut, unlink=unlink):
                 name = support.feed_name(self)
                 # No "beat": the writer process must not touch its mapping
-                # while the file is short.
+                # while the file is short. So its heartbeat ages from the
+                # start: the reader allows it an hour (truncation is
+                # checked before liveness), else a child slow to start on a
+                # loaded machine (over the default 1 s) found it dead.
                 support.control_writer(self, name, instruments=1, depth=1)
                 p = subprocess.Popen([sys.executable, "-c", code, name], env=dict(os.environ, PYTHONPATH=support.PYDIR),
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
