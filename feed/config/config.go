@@ -46,6 +46,12 @@ const (
 	DefaultRequestsPerSecond  = 1000
 	DefaultMaxRerequestGap    = 50_000
 	DefaultSpill              = 32768
+	// DefaultSnapshotRetry is the wait after a failed or refused snapshot
+	// (handler.DefaultSnapshotRetry; not configurable), doubled per
+	// consecutive one up to recovery.snapshot.retry_max
+	// (DefaultSnapshotRetryMax).
+	DefaultSnapshotRetry    = 5 * time.Second
+	DefaultSnapshotRetryMax = 2 * time.Minute
 )
 
 // Config is a parsed and validated feed file. Parse fills every default, so
@@ -208,6 +214,9 @@ type Snapshot struct {
 	PasswordFile string // where the password was read from (or PasswordEnv)
 	PasswordEnv  string
 	Session      string // SoupBinTCP session; "" = the current one
+	// RetryMax caps the wait between consecutive failed or refused
+	// snapshots (DefaultSnapshotRetry doubled per failure).
+	RetryMax time.Duration
 	// Password is the resolved password. It is never logged.
 	Password string `json:"-"`
 }

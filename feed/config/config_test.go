@@ -221,6 +221,10 @@ func TestBadConfigs(t *testing.T) {
 			`t.yaml:29: arbitration.sequence_restart: "ignore" is not one of rebuild, hold`},
 		{"spill under max_pending", base + "recovery:\n  spill: 100\n",
 			`t.yaml:29: recovery.spill: 100 is smaller than arbitration.max_pending (8192): the spill holds at least what arbitration holds`},
+		{"snapshot retry_max too short", base + "recovery:\n  snapshot:\n    retry_max: 1s\n",
+			`t.yaml:30: recovery.snapshot.retry_max: 1s is out of range [5s, 1h0m0s] (the first retry waits 5s, doubled per consecutive failure up to this)`},
+		{"snapshot retry_max not a duration", base + "recovery:\n  snapshot:\n    retry_max: 2\n",
+			`t.yaml:30: recovery.snapshot.retry_max: "2" is not a duration (like 500ms, 5s, 1m)`},
 		{"password in the file", base + "recovery:\n  snapshot:\n    server: 10.1.2.3:26401\n    username: u\n    password: secret\n",
 			`t.yaml:32: recovery.snapshot.password: not accepted in the file: use password_file or password_env`},
 		{"password env unset", base + "recovery:\n  snapshot:\n    server: 10.1.2.3:26401\n    username: u\n    password_env: FEEDHANDLER_TEST_UNSET_PW\n",
@@ -292,6 +296,7 @@ recovery:
     username: user1
     password_env: FEEDHANDLER_TEST_PW
     session: S1
+    retry_max: 30s
   late_join: rerequest
   spill: 65536
 `))
@@ -301,7 +306,7 @@ recovery:
 	want := Recovery{
 		Rerequest: Rerequest{Servers: []netip.AddrPort{netip.MustParseAddrPort("10.0.0.1:26400"), netip.MustParseAddrPort("10.0.0.2:26400")},
 			Timeout: 5 * time.Millisecond, Retries: 2, MaxRequestMessages: 500, RequestsPerSecond: 200, MaxRerequestGap: 10000},
-		Snapshot: Snapshot{Server: "10.0.0.3:26401", Username: "user1", PasswordEnv: "FEEDHANDLER_TEST_PW", Session: "S1", Password: "s3cret"},
+		Snapshot: Snapshot{Server: "10.0.0.3:26401", Username: "user1", PasswordEnv: "FEEDHANDLER_TEST_PW", Session: "S1", Password: "s3cret", RetryMax: 30 * time.Second},
 		LateJoin: "rerequest", Spill: 65536,
 	}
 	if !reflect.DeepEqual(c.Recovery, want) {
@@ -338,6 +343,7 @@ func TestDefaults(t *testing.T) {
 		Recovery: Recovery{
 			Rerequest: Rerequest{Timeout: 20 * time.Millisecond, Retries: 3, MaxRequestMessages: 2000,
 				RequestsPerSecond: 1000, MaxRerequestGap: 50000},
+			Snapshot: Snapshot{RetryMax: 2 * time.Minute},
 			LateJoin: "snapshot", Spill: 32768,
 		},
 		StatsInterval: 5 * time.Second,

@@ -78,6 +78,7 @@
 //	    username: FEED01
 //	    password_env: GLIMPSE_PW  # or password_file; never in the file, never logged
 //	    session: ""               # "" = current
+//	    retry_max: 2m             # wait after a failed snapshot: 5s, doubled per failure in a row, up to this
 //	  late_join: snapshot         # snapshot | rerequest | off
 //	  spill: 32768                # packets held while recovering (>= max_pending)
 //	metrics:

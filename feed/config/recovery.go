@@ -13,7 +13,7 @@ import (
 //
 //	recovery:
 //	  rerequest: {servers: [host:port, ...], timeout, retries, max_request_messages, requests_per_second, max_rerequest_gap}
-//	  snapshot: {server, username, password_file | password_env, session}
+//	  snapshot: {server, username, password_file | password_env, session, retry_max}
 //	  late_join: snapshot | rerequest | off
 //	  spill: 32768
 //
@@ -126,6 +126,15 @@ func (d *decoder) snapshot(f field, s *Snapshot) {
 					return
 				}
 				s.Session = v
+			}
+		}},
+		{"retry_max", func(f field) {
+			if v, ok := d.duration(f); ok {
+				if v < DefaultSnapshotRetry || v > time.Hour {
+					d.errorf(f, "%v is out of range [%v, %v] (the first retry waits %v, doubled per consecutive failure up to this)", v, DefaultSnapshotRetry, time.Hour, DefaultSnapshotRetry)
+					return
+				}
+				s.RetryMax = v
 			}
 		}},
 		{"password", func(f field) {

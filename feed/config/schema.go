@@ -37,6 +37,7 @@ func defaults() *Config {
 			Rerequest: Rerequest{Timeout: DefaultRerequestTimeout, Retries: DefaultRerequestRetries,
 				MaxRequestMessages: DefaultMaxRequestMessages, RequestsPerSecond: DefaultRequestsPerSecond,
 				MaxRerequestGap: DefaultMaxRerequestGap},
+			Snapshot: Snapshot{RetryMax: DefaultSnapshotRetryMax},
 			LateJoin: LateJoinSnapshot,
 			Spill:    DefaultSpill,
 		},

@@ -55,6 +55,7 @@ func FromConfig(c *config.Config, log zerolog.Logger) Config {
 		hc.Recovery.Snapshot = GlimpseSnapshot(glimpse.Config{
 			Addr: sn.Server, Username: sn.Username, Password: sn.Password, Session: sn.Session,
 		})
+		hc.Recovery.SnapshotRetryMax = sn.RetryMax
 	}
 	if id, ok := c.Feed.SessionID(); ok {
 		hc.Session = moldudp64.Session(id)

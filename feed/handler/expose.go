@@ -357,6 +357,8 @@ func scalar(st *Stats, name string) uint64 {
 		return r.SnapshotsDiscarded
 	case "recovery_snapshot_spill_overflows_total":
 		return r.SnapshotSpillOverflows
+	case "recovery_snapshot_consecutive_failures":
+		return r.SnapshotRetryFailures
 	case "recovery_spill_dropped_total":
 		return st.Arbiter.SpillDropped + st.Arbiter.FrozenTooLarge
 	case "recovery_spill_high_water":

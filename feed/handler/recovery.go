@@ -27,6 +27,13 @@ const (
 // DefaultMaxRerequestGap is RecoveryConfig.MaxRerequestGap's default.
 const DefaultMaxRerequestGap = 50_000
 
+// DefaultSnapshotRetry and DefaultSnapshotRetryMax are
+// RecoveryConfig.SnapshotRetry's and SnapshotRetryMax's defaults.
+const (
+	DefaultSnapshotRetry    = 5 * time.Second
+	DefaultSnapshotRetryMax = 2 * time.Minute
+)
+
 // ErrSnapshotSession: the snapshot server's current session, which a blank
 // GLIMPSE session logs in to, is a session the lines have left.
 var ErrSnapshotSession = errors.New("snapshot of a session the lines have left")
@@ -148,8 +155,15 @@ type RecoveryConfig struct {
 	Snapshot        SnapshotFunc // nil: no snapshot recovery
 	LateJoin        string       // LateJoinSnapshot (default), LateJoinRerequest, LateJoinOff
 	// SnapshotRetry is the wait before another snapshot while books are
-	// stale (default 5s).
+	// stale (default 5s): after the first of consecutive failed or refused
+	// snapshots; each further one doubles it, up to SnapshotRetryMax.
 	SnapshotRetry time.Duration
+	// SnapshotRetryMax caps the wait between consecutive failed or refused
+	// snapshots (default DefaultSnapshotRetryMax; below SnapshotRetry: no
+	// backoff). The wait is SnapshotRetry again after a snapshot is loaded,
+	// at a session change (or sequence restart), and once the books were
+	// made whole otherwise.
+	SnapshotRetryMax time.Duration
 	// ServerRest: after every re-request server failed a range, gaps skip
 	// re-request for this long (default 1s).
 	ServerRest time.Duration
@@ -178,12 +192,19 @@ type RecoveryStats struct {
 	Events               []RecoveryEvent  // the last maxEvents repairs, oldest first
 	// SnapshotSpillOverflows: snapshots loaded with a hole right after
 	// them, the oldest packets held while they downloaded dropped (the
-	// spill filled): the hole is declared, and its snapshot waits
-	// SnapshotRetry.
+	// spill filled): the hole is declared, and its snapshot waits the
+	// retry wait (a failed attempt: SnapshotRetryFailures).
 	SnapshotSpillOverflows uint64
 	// SnapshotsWrongSession: snapshots of a session the lines have left
 	// (ErrSnapshotSession), not loaded; also in SnapshotFailures.
 	SnapshotsWrongSession uint64
+	// SnapshotRetryFailures: consecutive snapshots failed, refused, or
+	// loaded with the spill overflowed, since one was loaded whole (or a
+	// session change, or the books made whole otherwise); the next waits
+	// SnapshotRetry doubled per failure after the first, up to
+	// SnapshotRetryMax (SnapshotRetryIn).
+	SnapshotRetryFailures uint64
+	SnapshotRetryIn       time.Duration // the wait set after the last of them (0: none)
 }
 
 // RecoveryEvent is one repaired range: how, and how long after it was
@@ -235,6 +256,12 @@ type recovery struct {
 	// Snapshot.
 	wantSnap bool
 	snapAt   int64 // no snapshot before this time
+	// snapFails: consecutive snapshot attempts failed or refused (or
+	// loaded with the spill overflowed); snapWait: the wait set after the
+	// last (SnapshotRetry when none), the longest snapAt and lagUntil are
+	// from the time they were set (see retryIn).
+	snapFails uint64
+	snapWait  time.Duration
 	// lagged: what the last snapshot missed of a range it was fetched for
 	// (the server lagged the feed), found missing again after its load. A
 	// snapshot for a range overlapping it waits until lagUntil (the server
@@ -291,12 +318,16 @@ func newRecovery(h *Handler, cfg RecoveryConfig) (*recovery, error) {
 		cfg.LateJoin = LateJoinSnapshot
 	}
 	if cfg.SnapshotRetry <= 0 {
-		cfg.SnapshotRetry = 5 * time.Second
+		cfg.SnapshotRetry = DefaultSnapshotRetry
+	}
+	if cfg.SnapshotRetryMax <= 0 {
+		cfg.SnapshotRetryMax = DefaultSnapshotRetryMax
 	}
 	if cfg.ServerRest <= 0 {
 		cfg.ServerRest = time.Second
 	}
-	r := &recovery{h: h, cfg: cfg, snapRes: make(chan snapResult, 1), open: make([]moldudp64.Range, 0, maxOpenRanges)}
+	r := &recovery{h: h, cfg: cfg, snapRes: make(chan snapResult, 1), open: make([]moldudp64.Range, 0, maxOpenRanges),
+		snapWait: cfg.SnapshotRetry}
 	if len(cfg.Rerequest.Servers) > 0 {
 		c, err := rerequest.New(cfg.Rerequest, cfg.Do)
 		if err != nil {
@@ -444,6 +475,9 @@ func (r *recovery) sessionChanged(old, new moldudp64.Session) {
 		r.snapAt = 0
 	}
 	r.lagged, r.lagUntil = moldudp64.Range{}, 0
+	// A new numbering: the snapshots refused or failed under the old one
+	// say nothing of the new one's; the backoff restarts.
+	r.resetRetry()
 }
 
 // poll drives the state machine; it is called from the receive loop after
@@ -454,8 +488,8 @@ func (r *recovery) poll(now int64) {
 	// further away means the wall clock stepped back since. It is waited
 	// from now rather than for as long as the step.
 	r.restUntil = min(r.restUntil, now+int64(r.cfg.ServerRest))
-	r.snapAt = min(r.snapAt, now+int64(r.cfg.SnapshotRetry))
-	r.lagUntil = min(r.lagUntil, now+int64(r.cfg.SnapshotRetry))
+	r.snapAt = min(r.snapAt, now+int64(r.snapWait))
+	r.lagUntil = min(r.lagUntil, now+int64(r.snapWait))
 	r.earlyAt = min(r.earlyAt, now)
 	r.lastRec = min(r.lastRec, now)
 	if r.client != nil {
@@ -477,6 +511,11 @@ func (r *recovery) poll(now int64) {
 		if _, busy := a.Recovering(); !busy && !r.fetching && (r.client == nil || !r.client.Active()) {
 			if len(r.open) == 0 && r.cur.Count > 0 {
 				r.filled(now)
+			}
+			if len(r.open) == 0 && !r.wantSnap {
+				// The recovery ended with nothing open (what a snapshot
+				// left was re-requested): the backoff restarts.
+				r.resetRetry()
 			}
 			r.started = 0
 			r.cur = moldudp64.Range{}
@@ -580,16 +619,52 @@ func (r *recovery) startSnapshot(now int64) {
 	}()
 }
 
+// retryIn counts one more consecutive failed attempt and returns the wait
+// before the next: SnapshotRetry after the first, doubled after each
+// further one, at most SnapshotRetryMax (at least SnapshotRetry). A
+// server persistently serving a snapshot refused, or down, is not asked
+// for a whole snapshot every SnapshotRetry for ever, delivery frozen
+// during each download.
+func (r *recovery) retryIn() time.Duration {
+	r.snapFails++
+	d, hi := r.cfg.SnapshotRetry, max(r.cfg.SnapshotRetryMax, r.cfg.SnapshotRetry)
+	for i := uint64(1); i < r.snapFails && d < hi; i++ {
+		if d > hi/2 {
+			d = hi // no overflow, whatever the cap
+			break
+		}
+		d *= 2
+	}
+	d = min(d, hi)
+	r.snapWait = d
+	r.stats.SnapshotRetryFailures, r.stats.SnapshotRetryIn = r.snapFails, d
+	return d
+}
+
+// resetRetry restarts the backoff: the next failure waits SnapshotRetry.
+func (r *recovery) resetRetry() {
+	r.snapFails, r.snapWait = 0, r.cfg.SnapshotRetry
+	r.stats.SnapshotRetryFailures, r.stats.SnapshotRetryIn = 0, 0
+}
+
+// retrySnapshot has a snapshot asked for again after the backoff's wait
+// (retryIn), and returns it.
+func (r *recovery) retrySnapshot(now int64) time.Duration {
+	d := r.retryIn()
+	r.wantSnap = true
+	r.snapAt = now + int64(d)
+	return d
+}
+
 // refuseSnapshot counts and logs a snapshot of another numbering (next:
 // its sequence number; ahead: how far the lines are), not loaded: delivery
 // resumes, the books stay flagged, and a snapshot is asked for again after
-// SnapshotRetry.
+// the backoff's wait (retrySnapshot).
 func (r *recovery) refuseSnapshot(now int64, next, ahead uint64, why, msg string) {
 	r.stats.SnapshotFailures++
 	r.stats.LastSnapshotError = why
-	r.h.log.Warn().Uint64("next_seq", next).Uint64("lines_at", ahead).Dur("retry_in", r.cfg.SnapshotRetry).Msg(msg)
-	r.wantSnap = true
-	r.snapAt = now + int64(r.cfg.SnapshotRetry)
+	d := r.retrySnapshot(now)
+	r.h.log.Warn().Uint64("next_seq", next).Uint64("lines_at", ahead).Dur("retry_in", d).Uint64("attempt", r.snapFails).Msg(msg)
 	r.h.arb.Unfreeze(0)
 }
 
@@ -613,9 +688,8 @@ func (r *recovery) loadSnapshot(res snapResult, now int64) {
 		}
 		r.stats.SnapshotFailures++
 		r.stats.LastSnapshotError = res.err.Error()
-		r.h.log.Warn().Err(res.err).Dur("retry_in", r.cfg.SnapshotRetry).Msg("recovery: snapshot failed; books stay flagged")
-		r.wantSnap = true
-		r.snapAt = now + int64(r.cfg.SnapshotRetry)
+		d := r.retrySnapshot(now)
+		r.h.log.Warn().Err(res.err).Dur("retry_in", d).Uint64("attempt", r.snapFails).Msg("recovery: snapshot failed; books stay flagged")
 		a.Unfreeze(0)
 		return
 	}
@@ -678,7 +752,7 @@ func (r *recovery) loadSnapshot(res snapResult, now int64) {
 			// declared again, the next snapshot waits SnapshotRetry (the
 			// server may lag still), as a range left open did; a
 			// snapshot for a later, unrelated gap does not wait.
-			r.lag(res.snap.Next, g.End(), now)
+			r.lag(res.snap.Next, g.End(), now, r.cfg.SnapshotRetry)
 		}
 	}
 	r.open, r.openAt = r.open[:0], r.openAt[:0]
@@ -698,15 +772,19 @@ func (r *recovery) loadSnapshot(res snapResult, now int64) {
 		// The spill filled while the snapshot downloaded: the oldest
 		// packets held were dropped, and with them what follows the
 		// snapshot's number. The hole is found missing, declared (or
-		// re-requested) like any other; its snapshot waits SnapshotRetry.
-		// At once, on a feed as busy, it overflowed the same way, and so on
-		// for ever, delivery frozen throughout.
+		// re-requested) like any other; its snapshot waits the backoff's
+		// wait (a failed attempt: SnapshotRetry, doubled per consecutive
+		// one). At once, on a feed as busy, it overflowed the same way,
+		// and so on for ever, delivery frozen throughout.
 		hole := moldudp64.Range{First: a.next, Count: a.pend.front().seq - a.next}
 		r.stats.SnapshotSpillOverflows++
-		r.lag(hole.First, hole.End(), now)
+		d := r.retryIn()
+		r.lag(hole.First, hole.End(), now, d)
 		r.h.log.Error().Uint64("dropped", dropped).Int("spill", a.cfg.Spill).Dur("took", res.took).
-			Uint64("hole_first", hole.First).Uint64("hole_count", hole.Count).Dur("retry_in", r.cfg.SnapshotRetry).
+			Uint64("hole_first", hole.First).Uint64("hole_count", hole.Count).Dur("retry_in", d).Uint64("attempt", r.snapFails).
 			Msg("recovery: the spill overflowed while the snapshot downloaded (raise recovery.spill); the hole after it is re-requested if a server can, else declared, books flagged")
+	} else {
+		r.resetRetry()
 	}
 	if r.started != 0 {
 		r.hist.Record(now - r.started)
@@ -718,8 +796,9 @@ func (r *recovery) loadSnapshot(res snapResult, now int64) {
 
 // lag records [first, end) as missed by the snapshot just loaded (the
 // server lagged the feed, or the spill overflowed while it downloaded): a
-// snapshot for a range overlapping it waits SnapshotRetry from now.
-func (r *recovery) lag(first, end uint64, now int64) {
+// snapshot for a range overlapping it waits wait from now (SnapshotRetry;
+// the backoff's after a spill overflow).
+func (r *recovery) lag(first, end uint64, now int64, wait time.Duration) {
 	if r.lagUntil <= now {
 		r.lagged = moldudp64.Range{}
 	}
@@ -727,7 +806,7 @@ func (r *recovery) lag(first, end uint64, now int64) {
 		first, end = min(first, r.lagged.First), max(end, r.lagged.End())
 	}
 	r.lagged = moldudp64.Range{First: first, Count: end - first}
-	r.lagUntil = now + int64(r.cfg.SnapshotRetry)
+	r.lagUntil = now + int64(wait)
 }
 
 // close stops a snapshot in flight and closes the sockets.

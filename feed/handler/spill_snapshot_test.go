@@ -62,11 +62,14 @@ func TestSnapshotSpillOverflowWaitsRetry(t *testing.T) {
 		t.Fatalf("next %d, spill dropped %d, open %v, stale %v; want 4020, 16 (4000 to 4015), [4004, 4016), flagged",
 			h.arb.Next(), h.arb.Stats.SpillDropped, rec.open, sh.pub.stale)
 	}
-	if rec.stats.SnapshotSpillOverflows != 1 {
-		t.Fatalf("snapshot spill overflows %d, want 1", rec.stats.SnapshotSpillOverflows)
+	if rec.stats.SnapshotSpillOverflows != 1 || rec.snapFails != 1 {
+		t.Fatalf("snapshot spill overflows %d, consecutive failures %d; want 1, 1 (a failed attempt: the next backs off)", rec.stats.SnapshotSpillOverflows, rec.snapFails)
 	}
 	now += int64(time.Hour)
 	pollUntilLoaded(t, h, rec, 2, now)
+	if rec.snapFails != 0 {
+		t.Fatalf("consecutive failures %d after a snapshot loaded whole, want 0", rec.snapFails)
+	}
 	if b := sh.books.Book(7); b == nil || b.Orders() != 1 || sh.pub.stale || len(rec.open) != 0 {
 		t.Fatalf("after the second snapshot: book 7 %v, stale %v, open %v; want order 1, whole", b, sh.pub.stale, rec.open)
 	}

@@ -1,0 +1,211 @@
+package handler
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/marketfeed/feedhandler/feed/config"
+	"github.com/marketfeed/feedhandler/feed/glimpse"
+	"github.com/marketfeed/feedhandler/feed/itch"
+	"github.com/marketfeed/feedhandler/feed/moldudp64"
+	"github.com/marketfeed/feedhandler/internal/exchange"
+)
+
+// waitFetch polls rec at now until no fetch is in flight (the lab server
+// answers over TCP on its own goroutine).
+func waitFetch(t *testing.T, h *Handler, rec *recovery, now int64) {
+	t.Helper()
+	for i := 0; rec.fetching; i++ {
+		if i == 5000 {
+			t.Fatalf("the fetch never returned: %+v", rec.stats)
+		}
+		time.Sleep(time.Millisecond)
+		rec.poll(now)
+		h.endBatch()
+	}
+}
+
+// TestSnapshotRetryBacksOff: the process's first join, late, of NEW at
+// 4000; the lab GLIMPSE server persistently serves the previous day's
+// snapshot (PREV, ended with System Event 'C' at 2999, behind the lines),
+// which is downloaded whole and refused every time. Driven through ten
+// minutes of the recovery's own clock (poll's now, a second a step), the
+// snapshot is asked for again after SnapshotRetry (5s), then twice as
+// long after each consecutive refusal, up to SnapshotRetryMax (2m); not
+// every 5s for ever (120 downloads in ten minutes, delivery frozen during
+// each). The books stay flagged throughout. A session change (the lines on
+// NEW2) is a new condition: its snapshot is fetched at once, and the wait
+// after its refusal is SnapshotRetry again.
+func TestSnapshotRetryBacksOff(t *testing.T) {
+	ev := itch.SystemEventFields{EventCode: 'Q'}
+	end := itch.SystemEventFields{EventCode: 'C'}
+	srv, err := exchange.NewSnapshotServer(exchange.SnapshotConfig{Listen: "127.0.0.1:0", Username: "u", Password: "p", Session: "PREV",
+		Messages: func(seq uint64) ([]byte, bool) {
+			switch seq {
+			case 1:
+				return dirMsg("SNAP"), true
+			case 2:
+				return addMsg7("SNAP", 1, 1111), true
+			case 2999:
+				return end.Append(nil), true
+			}
+			return ev.Append(nil), seq < 3000
+		}, Position: func() uint64 { return 2999 }, FollowInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve() }()
+	t.Cleanup(func() { srv.Close(); <-served })
+	h, sh, rec := recoveryHandler(t, GlimpseSnapshot(glimpse.Config{Addr: srv.Addr().String(), Username: "u", Password: "p", IdleTimeout: 5 * time.Second}))
+	const retry, retryMax = 5 * time.Second, 2 * time.Minute
+	rec.cfg.SnapshotRetry, rec.cfg.SnapshotRetryMax = retry, retryMax
+	rec.snapWait = retry
+
+	now := int64(time.Second)
+	var starts []int64 // the recovery's now at each fetch's start
+	joinLate(h, "NEW", now)
+	h.arb.Tick(now + int64(time.Millisecond)) // the start gap is declared: a snapshot is fetched
+	if !rec.fetching {
+		t.Fatalf("no snapshot fetched after the late join: %+v", rec.stats)
+	}
+	starts = append(starts, now)
+	waitFetch(t, h, rec, now)
+	for stop := now + int64(10*time.Minute); now < stop; {
+		now += int64(time.Second)
+		rec.poll(now)
+		h.endBatch()
+		if rec.fetching {
+			starts = append(starts, now)
+			waitFetch(t, h, rec, now)
+		}
+	}
+	var gaps []time.Duration
+	for i := 1; i < len(starts); i++ {
+		gaps = append(gaps, time.Duration(starts[i]-starts[i-1]))
+	}
+	want := []time.Duration{5 * time.Second, 10 * time.Second, 20 * time.Second, 40 * time.Second, 80 * time.Second,
+		2 * time.Minute, 2 * time.Minute, 2 * time.Minute}
+	if len(gaps) != len(want) {
+		t.Fatalf("a snapshot refused every time, ten minutes: %d downloads (server: %d), waits between them %v; want %d, waits %v (SnapshotRetry doubled per consecutive refusal, capped at SnapshotRetryMax)",
+			len(starts), srv.Stats().Snapshots, gaps, len(want)+1, want)
+	}
+	for i := range want {
+		if gaps[i] != want[i] {
+			t.Fatalf("waits between downloads %v, want %v", gaps, want)
+		}
+	}
+	var st RecoveryStats
+	rec.copyStats(&st)
+	if st.Snapshots != 0 || st.SnapshotFailures != uint64(len(starts)) || st.SnapshotRetryFailures != uint64(len(starts)) || !sh.pub.stale || h.arb.Frozen() {
+		t.Fatalf("after %d refused downloads: loaded %d, failures %d, consecutive %d, stale %v, frozen %v",
+			len(starts), st.Snapshots, st.SnapshotFailures, st.SnapshotRetryFailures, sh.pub.stale, h.arb.Frozen())
+	}
+
+	if g := scalar(&Stats{Recovery: st}, "recovery_snapshot_consecutive_failures"); g != uint64(len(starts)) || st.SnapshotRetryIn != retryMax {
+		t.Fatalf("feedhandler_recovery_snapshot_consecutive_failures %d, retry in %v; want %d, %v", g, st.SnapshotRetryIn, len(starts), retryMax)
+	}
+
+	// NEW goes quiet; NEW2 confirms. Its snapshot is fetched at once, and
+	// after its refusal the wait is SnapshotRetry again.
+	now += 2 * int64(time.Second)
+	joinLate(h, "NEW2", now)
+	h.arb.Tick(now + int64(time.Millisecond))
+	if h.arb.Session() != moldudp64.NewSession("NEW2") {
+		t.Fatalf("session %q after the change, want NEW2", h.arb.Session())
+	}
+	rec.poll(now)
+	if !rec.fetching {
+		t.Fatalf("no snapshot fetched at once after the session change (consecutive failures %d)", rec.snapFails)
+	}
+	changed := now
+	waitFetch(t, h, rec, now)
+	for i := 0; !rec.fetching; i++ {
+		if i == 600 {
+			t.Fatal("no snapshot asked for after the session change's refusal in ten minutes")
+		}
+		now += int64(time.Second)
+		rec.poll(now)
+		h.endBatch()
+	}
+	if d := time.Duration(now - changed); d != retry {
+		t.Fatalf("after a session change, the refused snapshot asked for again %v later, want %v (SnapshotRetry: the backoff restarts)", d, retry)
+	}
+	waitFetch(t, h, rec, now)
+}
+
+// TestSnapshotRetryResetByLoad: the snapshot source fails three times
+// (a server down), backing off 5s, 10s, 20s; the fourth attempt loads:
+// the count of consecutive failures is back to 0 and the next failure
+// waits SnapshotRetry again.
+func TestSnapshotRetryResetByLoad(t *testing.T) {
+	var fetches int
+	fetch := func(ctx context.Context, s moldudp64.Session, fn func([]byte) error) (Snapshot, error) {
+		if fetches++; fetches <= 3 || fetches == 5 {
+			return Snapshot{}, errors.New("connection refused")
+		}
+		return fetchAt4010(ctx, s, fn)
+	}
+	h, sh, rec := recoveryHandler(t, fetch)
+	const retry = 5 * time.Second
+	rec.cfg.SnapshotRetry, rec.cfg.SnapshotRetryMax = retry, 2*time.Minute
+	rec.snapWait = retry
+	now := int64(time.Second)
+	ev := itch.SystemEventFields{EventCode: 'Q'}
+	for seq := uint64(4000); seq < 4012; seq++ { // the snapshot at 4010 is behind the lines: loaded at once
+		h.arb.Offer(0, sessionPacket("RST", seq, ev.Append(nil)), now)
+	}
+	h.arb.Tick(now + int64(time.Millisecond))
+	waitFetch(t, h, rec, now)
+	var starts []int64
+	for i := 0; rec.stats.Snapshots == 0; i++ {
+		if i == 600 {
+			t.Fatalf("no snapshot loaded: %+v", rec.stats)
+		}
+		now += int64(time.Second)
+		rec.poll(now)
+		h.endBatch()
+		if rec.fetching {
+			starts = append(starts, now)
+			waitFetch(t, h, rec, now)
+		}
+	}
+	if len(starts) != 3 || starts[1]-starts[0] != int64(10*time.Second) || starts[2]-starts[1] != int64(20*time.Second) {
+		t.Fatalf("fetch starts %v after the first failure, want 5s, 15s and 35s after it", starts)
+	}
+	if rec.snapFails != 0 || sh.pub.stale {
+		t.Fatalf("after the load: consecutive failures %d, stale %v; want 0, whole", rec.snapFails, sh.pub.stale)
+	}
+	// A new gap: declared, its snapshot fails, and waits SnapshotRetry.
+	h.arb.Offer(0, sessionPacket("RST", 4020, ev.Append(nil)), now)
+	h.arb.Tick(now + int64(time.Hour))
+	waitFetch(t, h, rec, now)
+	if fetches != 5 {
+		t.Fatalf("%d fetches, want the new gap's snapshot fetched (5)", fetches)
+	}
+	if d := time.Duration(rec.snapAt - now); d != retry {
+		t.Fatalf("after a load, a failed snapshot is asked for again in %v, want %v", d, retry)
+	}
+}
+
+// TestSnapshotRetryMaxFromConfig: recovery.snapshot.retry_max reaches the
+// recovery (RecoveryConfig.SnapshotRetryMax), its default too.
+func TestSnapshotRetryMaxFromConfig(t *testing.T) {
+	const base = "feed: {name: t}\nlines:\n  a: {interface: eth0, group: 239.0.0.1, port: 1}\nrecovery:\n  snapshot:\n    server: 127.0.0.1:26401\n    username: u\n"
+	for _, tc := range []struct {
+		text string
+		want time.Duration
+	}{{base, DefaultSnapshotRetryMax}, {base + "    retry_max: 30s\n", 30 * time.Second}} {
+		c, err := config.Parse("t.yaml", []byte(tc.text))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := FromConfig(c, zerolog.Nop()).Recovery.SnapshotRetryMax; got != tc.want {
+			t.Errorf("%q: SnapshotRetryMax %v, want %v", tc.text, got, tc.want)
+		}
+	}
+}
