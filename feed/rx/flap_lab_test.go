@@ -24,6 +24,9 @@ type flapLab struct {
 	*netlab.Lab
 	srcB, dstB string
 	lines      []LineConfig
+	// tag: byte 5 of the datagrams of senders started from now on
+	// (flapReader.tagged counts those not 0).
+	tag byte
 }
 
 func newFlapLab(t *testing.T) *flapLab {
@@ -60,9 +63,16 @@ func (l *flapLab) stream(t *testing.T, rate float64) {
 // rate until the test's cleanup.
 func (l *flapLab) sendLine(t *testing.T, i int, ifname string, rate float64) {
 	t.Helper()
+	l.sendCount(t, i, ifname, rate, 0)
+}
+
+// sendCount is sendLine stopping after count datagrams (0: none), closing
+// the returned channel when it stopped.
+func (l *flapLab) sendCount(t *testing.T, i int, ifname string, rate float64, count int) <-chan struct{} {
+	t.Helper()
 	var s *exchange.Sender
 	if err := l.Do(l.Src, func() (err error) {
-		s, err = exchange.NewSender(exchange.Config{Interface: ifname, Rate: rate,
+		s, err = exchange.NewSender(exchange.Config{Interface: ifname, Rate: rate, Count: count,
 			Lines: []exchange.Line{{Group: l.lines[i].Group, Port: l.lines[i].Port}}})
 		return err
 	}); err != nil {
@@ -70,10 +80,12 @@ func (l *flapLab) sendLine(t *testing.T, i int, ifname string, rate float64) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
+	tag := l.tag
 	go func() {
 		defer close(done)
 		s.Send(ctx, func(yield func([]byte) bool) {
 			b := make([]byte, 64)
+			b[5] = tag
 			for seq := uint32(0); ; seq++ {
 				b[0] = byte(i)
 				binary.BigEndian.PutUint32(b[1:], seq)
@@ -84,29 +96,46 @@ func (l *flapLab) sendLine(t *testing.T, i int, ifname string, rate float64) {
 		})
 	}()
 	t.Cleanup(func() { cancel(); <-done; s.Close() })
+	return done
 }
 
 // flapReader receives from r on a goroutine until stopped, counting
-// packets per line and keeping Receive's errors.
+// packets per line and the Receives that returned nothing (idle: every
+// line quiet for a poll timeout), and keeping Receive's errors.
 type flapReader struct {
 	packets [2]atomic.Uint64
+	tagged  [2]atomic.Uint64 // packets of a tagged sender (flapLab.tag)
+	idle    atomic.Uint64
 	mu      sync.Mutex
 	errs    []error
 	stop    atomic.Bool
 	done    chan struct{}
 }
 
-func readAll(t *testing.T, r Receiver) *flapReader {
+func readAll(t *testing.T, r Receiver) *flapReader { return readEvery(t, r, 64, 0) }
+
+// readEvery is readAll receiving at most batch packets per Receive and
+// pausing for pause after each call (0: none).
+func readEvery(t *testing.T, r Receiver, batch int, pause time.Duration) *flapReader {
 	fr := &flapReader{done: make(chan struct{})}
 	go func() {
 		defer close(fr.done)
-		pkts := make([]Packet, 64)
+		pkts := make([]Packet, batch)
 		for !fr.stop.Load() {
 			n, err := r.Receive(pkts)
 			for _, p := range pkts[:n] {
 				fr.packets[p.Line].Add(1)
+				if len(p.Data) > 5 && p.Data[5] != 0 {
+					fr.tagged[p.Line].Add(1)
+				}
 			}
 			r.Release(pkts[:n])
+			if n == 0 && err == nil {
+				fr.idle.Add(1)
+			}
+			if pause > 0 {
+				time.Sleep(pause)
+			}
 			if err != nil {
 				fr.mu.Lock()
 				if len(fr.errs) < 10 {
@@ -297,6 +326,89 @@ func TestInterfaceRecreated(t *testing.T) {
 				if n := strings.Count(logs.String(), msg); n != 1 {
 					t.Errorf("%q logged %d times, want once:\n%s", msg, n, logs.String())
 				}
+			}
+			if got := r.Stats().Extra.Get("line_rejoins"); got != 1 {
+				t.Errorf("line_rejoins %d, want 1", got)
+			}
+		})
+	}
+}
+
+// TestInterfaceRecreatedBusy is TestInterfaceRecreated with a receiver
+// that never waits: line B sends three times faster than the reader takes
+// packets (one per Receive, a millisecond's pause after each), so B's
+// queue always holds some and every Receive returns a packet at once.
+// Line A's interface is deleted and created again meanwhile. The socket
+// and io_uring backends must see it go and join A's group on the new
+// device while B keeps them busy: before B's bounded sender ends (10 s of
+// it) and with no Receive returning empty-handed; the socket backend must
+// deliver line A's datagrams sent to the new device (tagged) by then.
+// (io_uring's, not checked: under this overload its line A gets a few
+// datagrams a second, B's request taking the buffers as they come back,
+// so A's queue from before the deletion comes first.) The xdp backend
+// must report its unbound socket (xsk_unbound) the same way. Before, the
+// backends looked only when Receive was about to wait: line A stayed
+// silent for as long as line B delivered.
+func TestInterfaceRecreatedBusy(t *testing.T) {
+	for _, backend := range backends {
+		t.Run(backend, func(t *testing.T) {
+			l := newFlapLab(t)
+			cfg := Config{Lines: l.lines, PollTimeout: 20 * time.Millisecond}
+			if backend == BackendUring {
+				// Few buffers, so that line A's completions do not queue
+				// behind thousands of line B's.
+				cfg.RingSize = 128
+			}
+			r := openBackend(t, l.Lab, backend, cfg)
+			defer r.Close()
+			l.sendLine(t, 0, l.SrcIf, 500)
+			const rateB, countB = 3000, 30000
+			doneB := l.sendCount(t, 1, l.srcB, rateB, countB)
+			fr := readEvery(t, r, 1, time.Millisecond)
+			waitUntil(t, "packets on both lines, line B's queue behind", func() bool {
+				return fr.packets[0].Load() > 0 && fr.packets[1].Load() > 200
+			})
+			idle := fr.idle.Load()
+			// busyUntil waits for cond while line B keeps the receiver
+			// busy: it fails once B's sender ended, or a Receive found
+			// nothing (B's queue ran dry: the test no longer tests a busy
+			// receiver).
+			busyUntil := func(what string, cond func() bool) {
+				t.Helper()
+				for !cond() {
+					select {
+					case <-doneB:
+						t.Fatalf("line B's sender ended (%d datagrams at %d/s) before %s: the receiver, kept busy by line B, did not look",
+							countB, rateB, what)
+					default:
+					}
+					if n := fr.idle.Load() - idle; n != 0 {
+						t.Fatalf("%d Receive(s) returned nothing before %s: line B's queue ran dry, the receiver was not kept busy", n, what)
+					}
+					time.Sleep(10 * time.Millisecond)
+				}
+			}
+
+			if err := l.DeletePair(); err != nil {
+				t.Fatal(err)
+			}
+			if backend == BackendXDP {
+				busyUntil("the unbound socket reported (xsk_unbound)", func() bool { return r.Stats().Extra.Get("xsk_unbound") == 1 })
+				return
+			}
+			busyUntil("line A's interface reported gone", func() bool { return r.Stats().Extra.Get("line_interfaces_gone") == 1 })
+			if err := l.Recreate(); err != nil {
+				t.Fatal(err)
+			}
+			l.tag = 1
+			l.sendLine(t, 0, l.SrcIf, 500) // the first sender's interface went with the old device
+			busyUntil("line A's group joined on the new device", func() bool { return r.Stats().Extra.Get("line_rejoins") == 1 })
+			if backend == BackendSocket {
+				busyUntil("line A's packets on the new device", func() bool { return fr.tagged[0].Load() > 50 })
+			}
+			fr.close()
+			if errs := fr.errors(); len(errs) > 0 {
+				t.Errorf("Receive returned %d+ errors, first %v", len(errs), errs[0])
 			}
 			if got := r.Stats().Extra.Get("line_rejoins"); got != 1 {
 				t.Errorf("line_rejoins %d, want 1", got)

@@ -17,15 +17,17 @@ import (
 // silent for good while the socket itself reports nothing. A link that
 // only goes down and up keeps its device, and its membership.
 //
-// check, called by Receive when it is about to wait, at most once a poll
-// timeout, looks each line's interface up by name (one ioctl per line):
-// it logs an interface gone, once (Stats().Extra "line_interfaces_gone"),
-// and joins the group again on the device that took the name (counted in
+// check, called by Receive when it is about to wait, and through busy
+// when it returns packets without waiting, at most once a poll timeout,
+// looks each line's interface up by name (one ioctl per line): it logs an
+// interface gone, once (Stats().Extra "line_interfaces_gone"), and joins
+// the group again on the device that took the name (counted in
 // "line_rejoins").
 type lineWatch struct {
 	log     zerolog.Logger
 	every   time.Duration
 	at      time.Time
+	batches uint32        // batches Receive returned without waiting (busy)
 	gone    atomic.Uint64 // interfaces found gone ("line_interfaces_gone")
 	rejoins atomic.Uint64 // groups joined again on a new device ("line_rejoins")
 }
@@ -35,6 +37,26 @@ func (w *lineWatch) addStats(s *Stats) {
 	s.Extra.Add("line_interfaces_gone", w.gone.Load())
 	s.Extra.Add("line_rejoins", w.rejoins.Load())
 }
+
+// busyCheckBatches is how many batches a busy receive loop (one that
+// returns packets without waiting) returns between two readings of the
+// clock for its slow checks (lineWatch.busy, xdpRx.checkBound): the
+// checks themselves run at most once a poll timeout.
+const busyCheckBatches = 64
+
+// busy is called by Receive when it returns packets without waiting.
+// Without it a line whose interface was re-created while another line
+// keeps the receiver busy (never about to wait) would stay silent until
+// every line is quiet at once: check would not run. It costs a counter per
+// batch; every busyCheckBatches batches it reads the clock and runs check,
+// which does its lookups once a poll timeout.
+func (w *lineWatch) busy(socks []lineSocket) {
+	if w.batches++; w.batches%busyCheckBatches == 0 {
+		w.checkNow(socks)
+	}
+}
+
+func (w *lineWatch) checkNow(socks []lineSocket) { w.check(time.Now(), socks) }
 
 func (w *lineWatch) check(now time.Time, socks []lineSocket) {
 	if now.Sub(w.at) < w.every {

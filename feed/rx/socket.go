@@ -93,6 +93,9 @@ func (s *socketRx) Receive(pkts []Packet) (int, error) {
 	}
 	pkts = pkts[:min(len(pkts), s.batch)]
 	n, err := s.drain(pkts)
+	if n > 0 {
+		s.watch.busy(s.socks)
+	}
 	if n > 0 || err != nil {
 		return n, err
 	}

@@ -291,6 +291,9 @@ func (u *uringRx) Receive(pkts []Packet) (int, error) {
 		}
 	}
 	n := u.reap(pkts)
+	if n > 0 {
+		u.watch.busy(u.socks)
+	}
 	if n > 0 || u.lastErr != nil {
 		return u.result(n)
 	}

@@ -102,8 +102,10 @@ type xdpRx struct {
 	keepP    bool // Config.KeepP: wait in pollKeepP while GOMAXPROCS > 1, not through the runtime
 	next     int  // queue to read first (round robin)
 	// checkedAt: when checkBound last ran (at most once a poll timeout,
-	// when Receive is about to wait).
+	// when Receive is about to wait, or every busyCheckBatches batches it
+	// returned without waiting: batches).
 	checkedAt time.Time
+	batches   uint32
 	pfds      []unix.PollFd
 	descs     []xsk.Desc
 	backend   string
@@ -468,6 +470,13 @@ func (r *xdpRx) Receive(pkts []Packet) (int, error) {
 	spinWoken, resumed := false, false
 	for {
 		if n := r.drain(pkts[:max]); n > 0 {
+			// Busy: check too, at most once a poll timeout (see
+			// busyCheckBatches), or a socket unbound while a line of
+			// another device keeps the receiver busy would go unsaid
+			// until every line is quiet.
+			if r.batches++; r.batches%busyCheckBatches == 0 {
+				r.checkBoundAt(time.Now())
+			}
 			return n, nil
 		}
 		now := time.Now()
@@ -477,10 +486,7 @@ func (r *xdpRx) Receive(pkts []Packet) (int, error) {
 		} else if !now.Before(deadline) {
 			return 0, nil
 		}
-		if now.Sub(r.checkedAt) >= r.timeout {
-			r.checkedAt = now
-			r.checkBound()
-		}
+		r.checkBoundAt(now)
 		if r.busyPoll {
 			// Busy poll never sleeps, and its wakeups run the driver's
 			// polling (the kernel holds the interrupt back meanwhile):
@@ -592,11 +598,20 @@ func (r *xdpRx) wake(q *xdpQueue) error {
 	return nil
 }
 
+// checkBoundAt runs checkBound if the last ran a poll timeout before now.
+func (r *xdpRx) checkBoundAt(now time.Time) {
+	if now.Sub(r.checkedAt) >= r.timeout {
+		r.checkedAt = now
+		r.checkBound()
+	}
+}
+
 // checkBound asks each socket whether the kernel still has it bound to
 // its device (xsk.Socket.Check): poll(2) says nothing of an unbound
 // socket, which would otherwise go silent for good without a word.
-// Receive runs it when it is about to wait, at most once a poll timeout:
-// a syscall per socket per poll timeout, off the per-packet path.
+// Receive runs it when it is about to wait and, busy, every
+// busyCheckBatches batches, at most once a poll timeout: a syscall per
+// socket per poll timeout, off the per-packet path.
 func (r *xdpRx) checkBound() {
 	for _, q := range r.queues {
 		if q.unbound {
