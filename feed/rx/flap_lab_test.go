@@ -416,3 +416,52 @@ func TestInterfaceRecreatedBusy(t *testing.T) {
 		})
 	}
 }
+
+// TestXDPInterfaceRecreated deletes line A's interface under the xdp
+// backend and creates it again under the same name while line B, on
+// another interface, keeps sending. The new device has no XDP program,
+// and the handler could not attach one (it drops the capabilities after
+// setup): the backend must fall back to a socket for line A (logged once,
+// xdp_socket_fallbacks) and receive it again, without a receive error,
+// line B still through AF_XDP. Before, line A stayed silent until a
+// restart.
+func TestXDPInterfaceRecreated(t *testing.T) {
+	l := newFlapLab(t)
+	var logs bytes.Buffer // read once the reader stopped
+	r := openBackend(t, l.Lab, BackendXDP, Config{Lines: l.lines, PollTimeout: 20 * time.Millisecond,
+		Log: zerolog.New(zerolog.SyncWriter(&logs))})
+	defer r.Close()
+	l.stream(t, 2000)
+	fr := readAll(t, r)
+	waitUntil(t, "packets on both lines", func() bool { return fr.packets[0].Load() > 0 && fr.packets[1].Load() > 0 })
+
+	if err := l.DeletePair(); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "the unbound socket reported (xsk_unbound)", func() bool { return r.Stats().Extra.Get("xsk_unbound") == 1 })
+	if err := l.Recreate(); err != nil {
+		t.Fatal(err)
+	}
+	l.tag = 1
+	l.sendLine(t, 0, l.SrcIf, 2000) // the first sender's interface went with the old device
+	b0, redirected := fr.packets[1].Load(), r.Stats().Extra.Get("xdp_redirected")
+	waitUntil(t, "line A's packets on the new device", func() bool { return fr.tagged[0].Load() > 200 })
+	waitUntil(t, "line B's packets", func() bool { return fr.packets[1].Load() > b0+200 })
+	fr.close()
+	if errs := fr.errors(); len(errs) > 0 {
+		t.Errorf("Receive returned %d+ errors, first %v", len(errs), errs[0])
+	}
+	if n := strings.Count(logs.String(), "receiving its lines through sockets"); n != 1 {
+		t.Errorf("the fallback logged %d times, want once:\n%s", n, logs.String())
+	}
+	st := r.Stats()
+	if got := st.Extra.Get("xdp_socket_fallbacks"); got != 1 {
+		t.Errorf("xdp_socket_fallbacks %d, want 1", got)
+	}
+	if got := st.Extra.Get("xdp_redirected"); got < redirected+200 {
+		t.Errorf("xdp_redirected went from %d to %d: line B is not received through AF_XDP any more", redirected, got)
+	}
+	if st.Packets[0] != fr.packets[0].Load() || st.Packets[1] != fr.packets[1].Load() {
+		t.Errorf("Stats().Packets %v, the reader received %d and %d", st.Packets, fr.packets[0].Load(), fr.packets[1].Load())
+	}
+}

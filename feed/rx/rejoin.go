@@ -10,7 +10,7 @@ import (
 )
 
 // lineWatch follows the line sockets' interfaces for the socket and
-// io_uring backends. A line's group membership belongs to one device (its
+// io_uring backends (and the xdp backend's fallback sockets). A line's group membership belongs to one device (its
 // ifindex): when the interface is deleted the kernel drops the membership
 // with it, and an interface created again under the same name is a new
 // device (a new ifindex) that the socket never joined, so the line stays

@@ -75,6 +75,24 @@ func closeLineSockets(socks []lineSocket) error {
 }
 
 func openLineSocket(cfg *Config, line Line) (lineSocket, error) {
+	s, err := openBoundSocket(cfg, line)
+	if err != nil {
+		return s, err
+	}
+	if err := membership(s.fd, unix.IP_ADD_MEMBERSHIP, s.group, s.ifindex); err != nil {
+		unix.Close(s.fd)
+		s.fd = -1
+		lc := &cfg.Lines[line]
+		return s, fmt.Errorf("open line %s socket (%s:%d on %s): IP_ADD_MEMBERSHIP: %w", line, lc.Group, lc.Port, lc.Interface, err)
+	}
+	return s, nil
+}
+
+// openBoundSocket is openLineSocket without the join: the socket is bound
+// to the line's group and port, and s.ifindex is the line's interface,
+// but the kernel delivers it nothing until it joins the group
+// (IP_MULTICAST_ALL off).
+func openBoundSocket(cfg *Config, line Line) (lineSocket, error) {
 	lc := &cfg.Lines[line]
 	s := lineSocket{fd: -1, line: line, group: lc.Group, port: lc.Port, source: lc.Source, ifname: lc.Interface}
 	op := fmt.Sprintf("open line %s socket (%s:%d on %s)", line, lc.Group, lc.Port, lc.Interface)
@@ -133,9 +151,6 @@ func openLineSocket(cfg *Config, line Line) (lineSocket, error) {
 	}
 	if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: lc.Group.As4(), Port: int(lc.Port)}); err != nil {
 		return fail("bind", err)
-	}
-	if err := membership(fd, unix.IP_ADD_MEMBERSHIP, lc.Group, ifi.Index); err != nil {
-		return fail("IP_ADD_MEMBERSHIP", err)
 	}
 	s.ifindex = ifi.Index
 	return s, nil

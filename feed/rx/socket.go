@@ -46,6 +46,12 @@ func openSocket(cfg Config) (Receiver, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open socket backend: %w", err)
 	}
+	return newSocketRx(cfg, socks), nil
+}
+
+// newSocketRx is the socket backend of open line sockets socks (also the
+// xdp backend's fallback, see xdpRx.fallBack).
+func newSocketRx(cfg Config, socks []lineSocket) *socketRx {
 	s := &socketRx{
 		socks:   socks,
 		batch:   cfg.BatchSize,
@@ -70,7 +76,7 @@ func openSocket(cfg Config) (Receiver, error) {
 		h.Iovlen = 1
 		h.Control = &s.ctrl[i*controlLen]
 	}
-	return s, nil
+	return s
 }
 
 func (s *socketRx) Backend() string { return BackendSocket + " (recvmmsg)" }

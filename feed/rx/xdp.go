@@ -66,6 +66,10 @@ type xdpIface struct {
 	link    link.Link
 	mode    bpf.Mode
 	umem    *xsk.UMEM
+	// fallback: its lines' sockets once the device came back (fallBack);
+	// fallbackFailed: opening them failed (logged once).
+	fallback       *socketRx
+	fallbackFailed bool
 }
 
 // xdpQueue is one AF_XDP socket and the frames waiting to go back to its
@@ -146,6 +150,17 @@ type xdpRx struct {
 	statsErrors atomic.Uint64 // kernel counter reads that failed
 	badReleases atomic.Uint64 // Release of a packet whose frame the caller does not hold (Extra "bad_releases")
 	unbound     atomic.Uint64 // sockets the kernel unbound from their device (unbind)
+
+	// spares, by line: a socket bound to each multicast line's group and
+	// port but joined to nothing (the kernel delivers it nothing), opened
+	// with the rest for fallBack; fd -1: none, or the fallback's now.
+	spares []lineSocket
+	// fallbacks: the line sockets of the devices whose AF_XDP sockets
+	// the kernel unbound and that came back as new devices (fallBack),
+	// read by Receive after the rings; fallbackList is a copy for Stats.
+	fallbacks    []*socketRx
+	fallbackList atomic.Pointer[[]*socketRx]
+	fellBack     atomic.Uint64 // devices fallen back to sockets ("xdp_socket_fallbacks")
 }
 
 // openXDP opens the AF_XDP backend. Errors meaning that XDP or AF_XDP cannot
@@ -315,6 +330,19 @@ func newXDPRx(cfg Config) (_ *xdpRx, err error) {
 		}
 		r.joins = append(r.joins, fd)
 	}
+	// The spares (fallBack), opened now: in the receiver's network
+	// namespace, with the capabilities setup has.
+	spareCfg := cfg
+	spareCfg.BusyPoll = false
+	for i, lc := range cfg.Lines {
+		s := lineSocket{fd: -1}
+		if lc.Group.IsMulticast() {
+			if s, err = openBoundSocket(&spareCfg, Line(i)); err != nil {
+				return nil, fmt.Errorf("line %s: spare socket: %w", Line(i), err)
+			}
+		}
+		r.spares = append(r.spares, s)
+	}
 
 	if r.wakeFD, err = unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK); err != nil {
 		return nil, fmt.Errorf("eventfd: %w", err)
@@ -469,7 +497,14 @@ func (r *xdpRx) Receive(pkts []Packet) (int, error) {
 	var deadline, spinUntil time.Time
 	spinWoken, resumed := false, false
 	for {
-		if n := r.drain(pkts[:max]); n > 0 {
+		got := r.drain(pkts[:max])
+		if len(r.fallbacks) > 0 && got < max {
+			k, err := r.drainFallbacks(pkts[got:max])
+			if got += k; err != nil {
+				return got, err
+			}
+		}
+		if got > 0 {
 			// Busy: check too, at most once a poll timeout (see
 			// busyCheckBatches), or a socket unbound while a line of
 			// another device keeps the receiver busy would go unsaid
@@ -477,7 +512,7 @@ func (r *xdpRx) Receive(pkts []Packet) (int, error) {
 			if r.batches++; r.batches%busyCheckBatches == 0 {
 				r.checkBoundAt(time.Now())
 			}
-			return n, nil
+			return got, nil
 		}
 		now := time.Now()
 		if deadline.IsZero() {
@@ -598,12 +633,121 @@ func (r *xdpRx) wake(q *xdpQueue) error {
 	return nil
 }
 
-// checkBoundAt runs checkBound if the last ran a poll timeout before now.
+// checkBoundAt runs checkBound and followUnbound if they last ran a poll
+// timeout before now.
 func (r *xdpRx) checkBoundAt(now time.Time) {
 	if now.Sub(r.checkedAt) >= r.timeout {
 		r.checkedAt = now
 		r.checkBound()
+		r.followUnbound(now)
 	}
+}
+
+// followUnbound falls back to line sockets for a device whose AF_XDP
+// sockets the kernel all unbound, once a device of its name is back
+// (fallBack), and then follows the fallback sockets' interfaces as the
+// socket backend does (lineWatch).
+func (r *xdpRx) followUnbound(now time.Time) {
+	for _, x := range r.ifaces {
+		switch {
+		case x.fallback != nil:
+			x.fallback.watch.check(now, x.fallback.socks)
+		case r.allUnbound(x):
+			r.fallBack(x)
+		}
+	}
+}
+
+// allUnbound reports whether the kernel unbound every socket of x.
+func (r *xdpRx) allUnbound(x *xdpIface) bool {
+	some := false
+	for _, q := range r.queues {
+		if q.iface == x {
+			if !q.unbound {
+				return false
+			}
+			some = true
+		}
+	}
+	return some
+}
+
+// fallBack receives the lines of x, a device deleted under the AF_XDP
+// sockets (unbind), through their spare sockets once a device of their
+// interface's name is back: a new device, without the program, whose
+// frames go up the kernel's stack. Attaching the program to it and
+// binding new AF_XDP sockets would need the capabilities the handler
+// drops after setup (cap_net_admin, cap_bpf, cap_net_raw); joining a
+// group needs none, and the spares were opened and bound with the rest.
+// Logged, counted in Stats().Extra "xdp_socket_fallbacks"; the lines then
+// receive as the socket backend does (recvmmsg, kernel timestamps) until
+// the handler restarts. A device not back yet is asked for again next
+// time (once a poll timeout).
+func (r *xdpRx) fallBack(x *xdpIface) {
+	var socks []lineSocket
+	var lines []string
+	for _, l := range r.lines {
+		s := r.spares[l.line]
+		if l.iface != x || s.fd < 0 {
+			continue
+		}
+		// Asked through the socket: in its network namespace.
+		idx, err := ifIndex(s.fd, s.ifname)
+		if err != nil {
+			return // not back (yet)
+		}
+		s.ifindex = idx
+		socks = append(socks, s)
+		lines = append(lines, l.line.String())
+	}
+	if len(socks) == 0 {
+		return // no multicast line: nothing to join
+	}
+	for i := range socks {
+		if err := membership(socks[i].fd, unix.IP_ADD_MEMBERSHIP, socks[i].group, socks[i].ifindex); err != nil {
+			for j := range socks[:i] {
+				membership(socks[j].fd, unix.IP_DROP_MEMBERSHIP, socks[j].group, socks[j].ifindex)
+			}
+			if !x.fallbackFailed {
+				x.fallbackFailed = true
+				r.log.Error().Err(err).Str("interface", x.name).Str("line", socks[i].line.String()).
+					Msg("rx: xdp: the interface is back as a new device, and joining its lines' groups on it failed: trying again")
+			}
+			return
+		}
+	}
+	for _, s := range socks {
+		r.spares[s.line].fd = -1 // the fallback's now
+	}
+	f := newSocketRx(Config{BatchSize: r.batch, PollTimeout: r.timeout, Log: r.log}, socks)
+	x.fallback, x.fallbackFailed = f, false
+	r.fallbacks = append(r.fallbacks, f)
+	list := append([]*socketRx(nil), r.fallbacks...)
+	r.fallbackList.Store(&list)
+	for i := range socks {
+		r.pfds = append(r.pfds, unix.PollFd{Fd: int32(socks[i].fd), Events: unix.POLLIN})
+	}
+	r.fellBack.Add(1)
+	r.log.Warn().Str("interface", x.name).Strs("lines", lines).
+		Msg("rx: xdp: the interface is back as a new device, without the XDP program (attaching it needs the capabilities dropped after setup): receiving its lines through sockets (recvmmsg) until the handler restarts")
+}
+
+// drainFallbacks reads the fallback sockets (fallBack) into pkts, as the
+// socket backend does; the first error comes with what they brought.
+func (r *xdpRx) drainFallbacks(pkts []Packet) (int, error) {
+	n := 0
+	var firstErr error
+	for _, f := range r.fallbacks {
+		if n == len(pkts) {
+			break
+		}
+		k, err := f.drain(pkts[n:])
+		n += k
+		if err != nil && firstErr == nil {
+			firstErr = fmt.Errorf("xdp fallback: %w", err)
+		}
+	}
+	return n, firstErr
 }
 
 // checkBound asks each socket whether the kernel still has it bound to
@@ -628,8 +772,8 @@ func (r *xdpRx) checkBound() {
 // nothing arrives on it again, and a wakeup of it would fail on every
 // call, so it is neither woken nor polled from now on. Logged once,
 // counted in Stats().Extra "xsk_unbound"; the lines on the other
-// interfaces go on. A device that comes back needs a new socket and
-// program: a restart of the receiver.
+// interfaces go on. A device that comes back has neither: its lines are
+// then read through sockets (fallBack).
 func (r *xdpRx) unbind(q *xdpQueue, err error) {
 	q.unbound = true
 	for i := range r.queues {
@@ -646,7 +790,7 @@ func (r *xdpRx) unbind(q *xdpQueue, err error) {
 	}
 	r.log.Error().Err(err).Str("interface", q.iface.name).Int("ifindex", q.iface.ifindex).Int("queue", q.sock.Queue()).
 		Strs("lines", lines).
-		Msg("rx: the kernel unbound the AF_XDP socket from its interface (the device was deleted, or its driver re-registered it): these lines receive nothing on it until the handler restarts")
+		Msg("rx: the kernel unbound the AF_XDP socket from its interface (the device was deleted, or its driver re-registered it): these lines receive nothing on it until a device of its name is back (then through sockets, xdp_socket_fallbacks) or the handler restarts")
 }
 
 // drain takes what the rx rings hold, round robin over the queues, and
@@ -886,6 +1030,17 @@ func (r *xdpRx) Stats() Stats {
 	s.Extra.Add("xdp_stats_read_errors", r.statsErrors.Load())
 	s.Extra.Add("xsk_unbound", r.unbound.Load())
 	s.Extra.Add("bad_releases", r.badReleases.Load())
+	s.Extra.Add("xdp_socket_fallbacks", r.fellBack.Load())
+	if l := r.fallbackList.Load(); l != nil {
+		for _, f := range *l {
+			fs := f.Stats()
+			for i := range s.Packets {
+				s.Packets[i] += fs.Packets[i]
+				s.Bytes[i] += fs.Bytes[i]
+			}
+			s.Dropped += fs.Dropped
+		}
+	}
 	return s
 }
 
@@ -1004,6 +1159,12 @@ func (r *xdpRx) teardown() error {
 		errs = append(errs, unix.Close(fd))
 	}
 	r.joins = nil
+	for _, f := range r.fallbacks {
+		errs = append(errs, f.Close())
+	}
+	r.fallbacks = nil
+	errs = append(errs, closeLineSockets(r.spares))
+	r.spares = nil
 	if r.wakeFD >= 0 {
 		errs = append(errs, unix.Close(r.wakeFD))
 		r.wakeFD = -1
