@@ -86,10 +86,14 @@ type Client struct {
 	from    unix.RawSockaddrInet4 // the last datagram's source
 	req     []byte
 	session moldudp64.Session
-	// ports: a bit per local port any of the client's sockets was ever
-	// bound to. A server's new socket after Forget never takes one of
-	// them (see reopen).
-	ports *[1 << 16 / 64]uint64
+	// ports and stalePorts: the local ports of fds and stale, by server.
+	ports, stalePorts []uint16
+	// closed: the ports of the sockets closed at a Forget, the newest at
+	// closedN-1 (mod closedMemory), with when (the latest now Poll was
+	// given then). A server's new socket does not take one closed less
+	// than portQuarantine before (see reopen).
+	closed  [closedMemory]closedPort
+	closedN int
 
 	active bool
 	want   moldudp64.Range // what must be filled: [next, want.End())
@@ -143,16 +147,15 @@ func New(cfg Config, open func(func() error) error) (*Client, error) {
 	if open == nil {
 		open = func(fn func() error) error { return fn() }
 	}
-	c := &Client{cfg: cfg, open: open, buf: make([]byte, 1<<16), req: make([]byte, 0, moldudp64.RequestLen), ports: new([1 << 16 / 64]uint64)}
+	c := &Client{cfg: cfg, open: open, buf: make([]byte, 1<<16), req: make([]byte, 0, moldudp64.RequestLen)}
 	err := open(func() error {
 		for _, s := range cfg.Servers {
 			fd, port, err := open4(s)
 			if err != nil {
 				return fmt.Errorf("new rerequest client: server %s: %w", s, err)
 			}
-			c.ports[port/64] |= 1 << (port % 64)
-			c.fds = append(c.fds, fd)
-			c.stale = append(c.stale, -1)
+			c.fds, c.ports = append(c.fds, fd), append(c.ports, port)
+			c.stale, c.stalePorts = append(c.stale, -1), append(c.stalePorts, 0)
 			c.addrs = append(c.addrs, unix.SockaddrInet4{Addr: s.Addr().As4(), Port: int(s.Port())})
 		}
 		return nil
@@ -255,9 +258,9 @@ func (c *Client) Cancel() {
 // from. The sockets asked from so far are kept only to drop and count what
 // still comes to them (BeforeRestart, until a later Forget sets aside the
 // next, and closes them), and each server is asked from a new socket,
-// bound to a new port, from its next request on: a port none of the
-// client's sockets had before (reopen), so that an answer to a socket
-// closed since, however late, never comes to the new one.
+// bound to a new port, from its next request on: not the port of a socket
+// closed less than portQuarantine before (reopen), so that an answer to a
+// socket closed since, late, never comes to the new one.
 func (c *Client) Forget() {
 	c.Cancel()
 	c.askedN = 0
@@ -267,8 +270,10 @@ func (c *Client) Forget() {
 		}
 		if c.stale[i] >= 0 {
 			unix.Close(c.stale[i])
+			c.closed[c.closedN%closedMemory] = closedPort{port: c.stalePorts[i], at: c.seen}
+			c.closedN++
 		}
-		c.stale[i], c.fds[i] = fd, -1
+		c.stale[i], c.stalePorts[i], c.fds[i] = fd, c.ports[i], -1
 	}
 }
 
@@ -385,7 +390,19 @@ func (c *Client) wasAsked(r moldudp64.Range) bool {
 // settle or the rate limit's refill waits what it would have, not as long
 // as the step.
 func (c *Client) observe(now int64) {
+	if c.seen == 0 {
+		// Ports closed at a Forget before the first Poll: their
+		// quarantine counts from now.
+		for i := range min(c.closedN, closedMemory) {
+			if c.closed[i].at == 0 {
+				c.closed[i].at = now
+			}
+		}
+	}
 	if d := now - c.seen; d < 0 {
+		for i := range min(c.closedN, closedMemory) {
+			c.closed[i].at += d
+		}
 		if c.sentAt != 0 {
 			c.sentAt += d
 		}
@@ -471,19 +488,48 @@ func (c *Client) send(now int64) bool {
 }
 
 // portTries is how many sockets reopen opens at most to find a port that
-// none of the client's sockets had before.
+// is not in quarantine (portQuarantine).
 const portTries = 16
 
-// reopen opens server's new socket after Forget, bound to a port that
-// none of the client's sockets was ever bound to: a socket closed at a
-// Forget (the one set aside at the Forget before) has a port the kernel
-// may give again, and a late answer to a request made from it, two
-// restarts back or more, would come to the new socket as an answer of the
-// new numbering (the session name is the same, its sequence numbers may
-// be the ones asked). The sockets given such a port stay open until one
-// with a new port is found, so that the kernel picks another. A failure
-// (no socket, or no new port in portTries) is counted (OpenErrors) and
-// kept for OpenError, the first of a run.
+// portQuarantine is how long the port of a socket closed at a Forget is
+// not taken by a server's new socket: longer than any answer to a request
+// made from it can be on its way (the socket was set aside at the Forget
+// before, so its requests are older still). A port closed longer ago is
+// taken again: kept for the client's life, every port of the ephemeral
+// range was eventually refused, and re-request failed for good.
+const portQuarantine = 10 * time.Minute
+
+// closedMemory bounds the ports remembered closed (Client.closed): more
+// sockets closed within portQuarantine (restarts every second or so with
+// a few servers) forget the oldest.
+const closedMemory = 1024
+
+type closedPort struct {
+	port uint16
+	at   int64
+}
+
+// quarantined reports whether port is one of a socket closed less than
+// portQuarantine ago.
+func (c *Client) quarantined(port uint16) bool {
+	for i := range min(c.closedN, closedMemory) {
+		if e := c.closed[i]; e.port == port && c.seen-e.at < int64(portQuarantine) {
+			return true
+		}
+	}
+	return false
+}
+
+// reopen opens server's new socket after Forget, bound to a port that is
+// not one of a socket closed less than portQuarantine before: a socket
+// closed at a Forget (the one set aside at the Forget before) has a port
+// the kernel may give again, and a late answer to a request made from it,
+// two restarts back or more, would come to the new socket as an answer of
+// the new numbering (the session name is the same, its sequence numbers
+// may be the ones asked). The sockets given such a port stay open until
+// one with another port is found, so that the kernel picks another. A
+// failure (no socket, or no such port in portTries) is counted
+// (OpenErrors) and kept for OpenError, the first of a run.
 func (c *Client) reopen(server int) bool {
 	err := c.open(func() error {
 		var used [portTries]int
@@ -498,15 +544,14 @@ func (c *Client) reopen(server int) bool {
 			if err != nil {
 				return err
 			}
-			if c.ports[port/64]&(1<<(port%64)) == 0 {
-				c.ports[port/64] |= 1 << (port % 64)
-				c.fds[server] = fd
+			if !c.quarantined(port) {
+				c.fds[server], c.ports[server] = fd, port
 				return nil
 			}
 			used[n] = fd
 			n++
 		}
-		return fmt.Errorf("no local port not used before by this client in %d sockets", portTries)
+		return fmt.Errorf("no local port but those of sockets closed less than %v ago in %d sockets", portQuarantine, portTries)
 	})
 	if err != nil {
 		if c.fds[server] >= 0 {

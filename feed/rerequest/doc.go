@@ -29,9 +29,9 @@
 // server's IP address on any port (a server may answer from another port
 // than the one asked), and datagrams from any other address are dropped
 // and counted (WrongSource). After Forget each server is asked from a new
-// socket, on a port none of the client's sockets had before, since an
-// answer of the old numbering may carry the sequence numbers asked after
-// it; one that cannot be opened leaves the
+// socket, on a port of no socket closed in the last 10 minutes, since a
+// late answer of the old numbering may carry the sequence numbers asked
+// after it; one that cannot be opened leaves the
 // request unsent (it times out as unanswered), counted (OpenErrors) and
 // reported once per run of failures (OpenError, for the caller to log).
 // Poll allocates nothing.

@@ -20,8 +20,8 @@ import (
 // restart the socket of the first numbering is closed, and its port is
 // the only one free when the server's new socket is opened. An answer to
 // the first numbering's request, late, comes to that port: it must not be
-// read as the new numbering's. The new socket never takes a port the
-// client had before: with none free, the request is not sent (an open
+// read as the new numbering's. The new socket never takes the port of a
+// socket closed minutes before: with none free, the request is not sent (an open
 // error); once the test frees its port, the retry leaves from it and its
 // answer is handed on. Before, the new socket took the closed one's port
 // and handed the old answer on.
@@ -132,5 +132,68 @@ func TestForgetPortNotReused(t *testing.T) {
 	}
 	if len(got) != 1 || got[0] != want || c.Active() {
 		t.Fatalf("handed on %v, want the retry's answer %v alone (stats %+v)", got, want, c.Stats)
+	}
+}
+
+// TestForgetPortsNotExhausted: restarts (Forget) one after another, an
+// hour apart, each followed by a request, in a network namespace whose
+// ephemeral ports are 4 (ip_local_port_range). A closed socket's port is
+// kept from the new sockets for as long as an answer to it may still come
+// (RECOVERY.md), not for the client's life: every restart's request is
+// sent, from a port that no socket closed less than that before had.
+// Before, every port any socket ever had was refused for good: once the
+// range's ports had all been used (here at the fourth restart; with the
+// default range once some 20,000 new sockets had been opened, fewer where
+// the range is narrowed), no new socket could be opened, and re-request
+// failed for the rest of the process, every range declared.
+func TestForgetPortsNotExhausted(t *testing.T) {
+	lab, err := netlab.New(netlab.Options{Prefix: "rrx"})
+	if errors.Is(err, netlab.ErrNotSupported) {
+		t.Skip(err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lab.Close()
+	in := func(fn func() error) error { return lab.Do(lab.Dst, fn) }
+	const low = 41000
+	var srv *net.UDPConn
+	err = in(func() error {
+		if err := os.WriteFile("/proc/sys/net/ipv4/ip_local_port_range", []byte(fmt.Sprintf("%d %d", low, low+3)), 0); err != nil {
+			return err
+		}
+		var err error
+		srv, err = net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.MustParseAddrPort("127.0.0.1:5000")))
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	c, err := rerequest.New(rerequest.Config{Servers: []netip.AddrPort{netip.MustParseAddrPort("127.0.0.1:5000")}, Timeout: time.Second}, in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	want := moldudp64.Range{First: 5000, Count: 10}
+	now := time.Now().UnixNano()
+	var ports []uint16
+	for i := range 12 {
+		now += int64(time.Hour)
+		c.Poll(now, func(moldudp64.Packet) {})
+		c.Forget()
+		c.Want(session, want, now)
+		c.Poll(now, func(moldudp64.Packet) {})
+		if c.Stats.OpenErrors != 0 {
+			t.Fatalf("restart %d, an hour after the one before: the new socket not opened (open errors %d: %v); ports asked from so far %v, of %d to %d",
+				i+1, c.Stats.OpenErrors, c.OpenError(), ports, low, low+3)
+		}
+		srv.SetReadDeadline(time.Now().Add(2 * time.Second))
+		_, from, err := srv.ReadFromUDPAddrPort(make([]byte, 2048))
+		if err != nil {
+			t.Fatalf("restart %d: no request: %v (stats %+v)", i+1, err, c.Stats)
+		}
+		ports = append(ports, from.Port())
+		c.Cancel()
 	}
 }
