@@ -688,7 +688,19 @@ func (r *recovery) loadSnapshot(res snapResult, now int64) {
 		}
 		r.stats.SnapshotFailures++
 		r.stats.LastSnapshotError = res.err.Error()
-		d := r.retrySnapshot(now)
+		var d time.Duration
+		if errors.Is(res.err, glimpse.ErrSessionRefused) {
+			// Refused at the server's Login Accepted: nothing was
+			// downloaded (a login's round trip), and the server's
+			// rollover to the lines' session is what makes the books
+			// whole. Not a failed attempt for the backoff: asked again
+			// every SnapshotRetry, not up to SnapshotRetryMax after it.
+			d = r.cfg.SnapshotRetry
+			r.wantSnap = true
+			r.snapAt = now + int64(d)
+		} else {
+			d = r.retrySnapshot(now)
+		}
 		r.h.log.Warn().Err(res.err).Dur("retry_in", d).Uint64("attempt", r.snapFails).Msg("recovery: snapshot failed; books stay flagged")
 		a.Unfreeze(0)
 		return

@@ -3,6 +3,7 @@ package handler
 import (
 	"context"
 	"errors"
+	"sync"
 	"testing"
 	"time"
 
@@ -27,6 +28,28 @@ func waitFetch(t *testing.T, h *Handler, rec *recovery, now int64) {
 		rec.poll(now)
 		h.endBatch()
 	}
+}
+
+// pollFetches polls rec a second at a time from now for span, as the
+// receive loop does, each fetch started waited for (waitFetch), and
+// returns the time reached, starts with each fetch's start appended, and
+// the waits between the starts.
+func pollFetches(t *testing.T, h *Handler, rec *recovery, now int64, span time.Duration, starts []int64) (int64, []int64, []time.Duration) {
+	t.Helper()
+	for stop := now + int64(span); now < stop; {
+		now += int64(time.Second)
+		rec.poll(now)
+		h.endBatch()
+		if rec.fetching {
+			starts = append(starts, now)
+			waitFetch(t, h, rec, now)
+		}
+	}
+	var gaps []time.Duration
+	for i := 1; i < len(starts); i++ {
+		gaps = append(gaps, time.Duration(starts[i]-starts[i-1]))
+	}
+	return now, starts, gaps
 }
 
 // TestSnapshotRetryBacksOff: the process's first join, late, of NEW at
@@ -75,19 +98,8 @@ func TestSnapshotRetryBacksOff(t *testing.T) {
 	}
 	starts = append(starts, now)
 	waitFetch(t, h, rec, now)
-	for stop := now + int64(10*time.Minute); now < stop; {
-		now += int64(time.Second)
-		rec.poll(now)
-		h.endBatch()
-		if rec.fetching {
-			starts = append(starts, now)
-			waitFetch(t, h, rec, now)
-		}
-	}
 	var gaps []time.Duration
-	for i := 1; i < len(starts); i++ {
-		gaps = append(gaps, time.Duration(starts[i]-starts[i-1]))
-	}
+	now, starts, gaps = pollFetches(t, h, rec, now, 10*time.Minute, starts)
 	want := []time.Duration{5 * time.Second, 10 * time.Second, 20 * time.Second, 40 * time.Second, 80 * time.Second,
 		2 * time.Minute, 2 * time.Minute, 2 * time.Minute}
 	if len(gaps) != len(want) {
@@ -207,5 +219,98 @@ func TestSnapshotRetryMaxFromConfig(t *testing.T) {
 		if got := FromConfig(c, zerolog.Nop()).Recovery.SnapshotRetryMax; got != tc.want {
 			t.Errorf("%q: SnapshotRetryMax %v, want %v", tc.text, got, tc.want)
 		}
+	}
+}
+
+// TestSnapshotRefusedAtLoginNoBackoff: the lines left OLD for NEW, and
+// the GLIMPSE server is still on OLD: each fetch is refused at its Login
+// Accepted (glimpse.ErrSessionRefused), before any of the snapshot is
+// read. Such a refusal costs a login, not a download, and the server's
+// rollover to NEW is the only way the books get whole: it is asked again
+// every SnapshotRetry, not after a backoff growing to SnapshotRetryMax
+// (which kept the books flagged up to 2 minutes after the rollover). Once
+// the server is on NEW its snapshot loads at the next attempt.
+func TestSnapshotRefusedAtLoginNoBackoff(t *testing.T) {
+	ev := itch.SystemEventFields{EventCode: 'Q'}
+	// serve runs the lab GLIMPSE server on session at listen until the
+	// returned func closes it.
+	serve := func(session, listen string) (string, func()) {
+		srv, err := exchange.NewSnapshotServer(exchange.SnapshotConfig{Listen: listen, Username: "u", Password: "p", Session: session,
+			Messages: func(seq uint64) ([]byte, bool) {
+				switch seq {
+				case 1:
+					return dirMsg("SNAP"), true
+				case 2:
+					return addMsg7("SNAP", 1, 1111), true
+				}
+				return ev.Append(nil), seq < 4000
+			}, Position: func() uint64 { return 3999 }, FollowInterval: -1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		served := make(chan error, 1)
+		go func() { served <- srv.Serve() }()
+		var once sync.Once
+		stop := func() { once.Do(func() { srv.Close(); <-served }) }
+		t.Cleanup(stop)
+		return srv.Addr().String(), stop
+	}
+	addr, stopOld := serve("OLD", "127.0.0.1:0")
+	st := new(glimpse.Stats)
+	h, sh, rec := recoveryHandler(t, GlimpseSnapshot(glimpse.Config{Addr: addr, Username: "u", Password: "p", IdleTimeout: 5 * time.Second, Stats: st}))
+	const retry, retryMax = 5 * time.Second, 2 * time.Minute
+	rec.cfg.SnapshotRetry, rec.cfg.SnapshotRetryMax = retry, retryMax
+	rec.snapWait = retry
+
+	// The lines on OLD, then on NEW (a session change): NEW's snapshot
+	// is asked for at once, and refused at login (the server is on OLD).
+	now := int64(time.Second)
+	joinLate(h, "OLD", now)
+	h.arb.Tick(now + int64(time.Millisecond))
+	pollUntilLoaded(t, h, rec, 1, now) // OLD's, from the server on OLD
+	now += 2 * int64(time.Second)
+	joinLate(h, "NEW", now)
+	h.arb.Tick(now + int64(time.Millisecond))
+	if h.arb.Session() != moldudp64.NewSession("NEW") {
+		t.Fatalf("session %q after the change, want NEW", h.arb.Session())
+	}
+	rec.poll(now)
+	var starts []int64
+	if rec.fetching {
+		starts = append(starts, now)
+	}
+	waitFetch(t, h, rec, now)
+	var gaps []time.Duration
+	now, starts, gaps = pollFetches(t, h, rec, now, 2*time.Minute, starts)
+	if len(starts) < 2 || st.Refused.Load() != uint64(len(starts)) || rec.stats.Snapshots != 1 {
+		t.Fatalf("fetches %d on NEW (refused at login %d, loaded %d, OLD's included): want every one refused at login", len(starts), st.Refused.Load(), rec.stats.Snapshots)
+	}
+	for _, g := range gaps {
+		if g != retry {
+			t.Fatalf("two minutes of a GLIMPSE server on the session the lines left: %d logins refused, waits between them %v; want every one %v (a refusal at login downloads nothing: no backoff)", len(starts), gaps, retry)
+		}
+	}
+	if rec.snapFails != 0 || !sh.pub.stale {
+		t.Fatalf("after %d refusals at login: consecutive failures %d (want 0: not counted), stale %v (want true)", len(starts), rec.snapFails, sh.pub.stale)
+	}
+
+	// The server rolls over to NEW (the lab's: a server on NEW at the same
+	// address): the next attempt, SnapshotRetry on, loads its snapshot.
+	stopOld()
+	serve("NEW", addr)
+	rolled := now
+	for i := 0; rec.stats.Snapshots == 1; i++ {
+		if i == 600 {
+			t.Fatalf("no snapshot loaded in ten minutes after the server rolled over: %+v", rec.stats)
+		}
+		now += int64(time.Second)
+		rec.poll(now)
+		h.endBatch()
+		if rec.fetching {
+			pollUntilLoaded(t, h, rec, 2, now)
+		}
+	}
+	if d := time.Duration(now - rolled); d > retry {
+		t.Fatalf("the server rolled over to the lines' session; its snapshot loaded %v later, want at most %v", d, retry)
 	}
 }
