@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+	"golang.org/x/sys/unix"
 
 	"github.com/marketfeed/feedhandler/internal/exchange"
 	"github.com/marketfeed/feedhandler/internal/netlab"
@@ -463,5 +464,36 @@ func TestXDPInterfaceRecreated(t *testing.T) {
 	}
 	if st.Packets[0] != fr.packets[0].Load() || st.Packets[1] != fr.packets[1].Load() {
 		t.Errorf("Stats().Packets %v, the reader received %d and %d", st.Packets, fr.packets[0].Load(), fr.packets[1].Load())
+	}
+}
+
+// TestXDPPortTaken opens the xdp backend while another socket of the host
+// holds line A's port (bound to any address, without SO_REUSEADDR, as a
+// tool listening on the port would). AF_XDP takes the line's frames
+// before the kernel's UDP layer, so the port does not concern it: the
+// backend must open and receive both lines, line A without a fallback
+// socket (logged). Before, the spare socket opened for the fallback
+// (bound to the line's group and port) made the open fail with EADDRINUSE,
+// in auto mode as well: a feature for a rare event kept the handler from
+// starting at all.
+func TestXDPPortTaken(t *testing.T) {
+	l := newFlapLab(t)
+	fd := l.UDPSocket(t, l.Dst)
+	if err := unix.Bind(fd, &unix.SockaddrInet4{Port: int(l.lines[0].Port)}); err != nil {
+		t.Fatal(err)
+	}
+	var logs bytes.Buffer // read once the reader stopped
+	r := openBackend(t, l.Lab, BackendXDP, Config{Lines: l.lines, PollTimeout: 20 * time.Millisecond,
+		Log: zerolog.New(zerolog.SyncWriter(&logs))})
+	defer r.Close()
+	l.stream(t, 2000)
+	fr := readAll(t, r)
+	waitUntil(t, "packets on both lines", func() bool { return fr.packets[0].Load() > 200 && fr.packets[1].Load() > 200 })
+	fr.close()
+	if errs := fr.errors(); len(errs) > 0 {
+		t.Errorf("Receive returned %d+ errors, first %v", len(errs), errs[0])
+	}
+	if n := strings.Count(logs.String(), "no fallback socket"); n != 1 {
+		t.Errorf("the missing fallback socket logged %d times, want once:\n%s", n, logs.String())
 	}
 }

@@ -331,14 +331,21 @@ func newXDPRx(cfg Config) (_ *xdpRx, err error) {
 		r.joins = append(r.joins, fd)
 	}
 	// The spares (fallBack), opened now: in the receiver's network
-	// namespace, with the capabilities setup has.
+	// namespace, with the capabilities setup has. One that cannot be
+	// opened (the port bound by another socket of the host without
+	// SO_REUSEADDR: AF_XDP takes the frames before the UDP layer, so the
+	// line itself does not need the port) leaves its line without a
+	// fallback, logged: it does not keep the backend from opening.
 	spareCfg := cfg
 	spareCfg.BusyPoll = false
 	for i, lc := range cfg.Lines {
 		s := lineSocket{fd: -1}
 		if lc.Group.IsMulticast() {
-			if s, err = openBoundSocket(&spareCfg, Line(i)); err != nil {
-				return nil, fmt.Errorf("line %s: spare socket: %w", Line(i), err)
+			var serr error
+			if s, serr = openBoundSocket(&spareCfg, Line(i)); serr != nil {
+				s.fd = -1
+				cfg.Log.Warn().Err(serr).Str("line", Line(i).String()).
+					Msg("rx: xdp: no fallback socket for the line: should its interface be deleted and created again, the line receives nothing until the handler restarts")
 			}
 		}
 		r.spares = append(r.spares, s)
