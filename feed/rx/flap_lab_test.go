@@ -497,3 +497,52 @@ func TestXDPPortTaken(t *testing.T) {
 		t.Errorf("the missing fallback socket logged %d times, want once:\n%s", n, logs.String())
 	}
 }
+
+// TestXDPFallbackBusy: once line A fell back to a socket (its device
+// deleted and created again, TestXDPInterfaceRecreated), line B on AF_XDP
+// sends three times faster than the reader takes packets (one per
+// Receive, a millisecond's pause after each). Line A's datagrams must
+// still be read, as the socket backend reads a busy line's and a quiet
+// line's in turn: before B's bounded sender ends. Before, the fallback
+// sockets were read only when the rings left room in the batch: under
+// line B's overload never, and line A's datagrams piled up in its socket
+// until the kernel dropped them, for as long as B's overload lasted.
+func TestXDPFallbackBusy(t *testing.T) {
+	l := newFlapLab(t)
+	r := openBackend(t, l.Lab, BackendXDP, Config{Lines: l.lines, PollTimeout: 20 * time.Millisecond})
+	defer r.Close()
+	fr := readAll(t, r)
+	if err := l.DeletePair(); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "the unbound socket reported (xsk_unbound)", func() bool { return r.Stats().Extra.Get("xsk_unbound") == 1 })
+	if err := l.Recreate(); err != nil {
+		t.Fatal(err)
+	}
+	l.tag = 1
+	l.sendLine(t, 0, l.SrcIf, 500)
+	waitUntil(t, "line A's packets through its fallback socket", func() bool { return fr.tagged[0].Load() > 50 })
+	fr.close()
+
+	const rateB, countB = 3000, 30000
+	doneB := l.sendCount(t, 1, l.srcB, rateB, countB)
+	fr = readEvery(t, r, 1, time.Millisecond)
+	waitUntil(t, "line B's packets, its queue behind", func() bool { return fr.packets[1].Load() > 200 })
+	idle, a0 := fr.idle.Load(), fr.packets[0].Load()
+	for fr.packets[0].Load() < a0+200 {
+		select {
+		case <-doneB:
+			t.Fatalf("line B's sender ended (%d datagrams at %d/s) with %d of line A's datagrams read meanwhile, want 200: the fallback socket was starved by line B's AF_XDP ring",
+				countB, rateB, fr.packets[0].Load()-a0)
+		default:
+		}
+		if n := fr.idle.Load() - idle; n != 0 {
+			t.Fatalf("%d Receive(s) returned nothing: line B's queue ran dry, the receiver was not kept busy", n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	fr.close()
+	if errs := fr.errors(); len(errs) > 0 {
+		t.Errorf("Receive returned %d+ errors, first %v", len(errs), errs[0])
+	}
+}

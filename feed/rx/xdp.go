@@ -157,10 +157,13 @@ type xdpRx struct {
 	spares []lineSocket
 	// fallbacks: the line sockets of the devices whose AF_XDP sockets
 	// the kernel unbound and that came back as new devices (fallBack),
-	// read by Receive after the rings; fallbackList is a copy for Stats.
+	// read by Receive in turn with the rings (drainWithFallbacks); fallbackList is a copy for Stats.
 	fallbacks    []*socketRx
 	fallbackList atomic.Pointer[[]*socketRx]
 	fellBack     atomic.Uint64 // devices fallen back to sockets ("xdp_socket_fallbacks")
+	// fallbackFirst: the fallbacks were read before the rings last time
+	// (drainWithFallbacks takes turns).
+	fallbackFirst bool
 }
 
 // openXDP opens the AF_XDP backend. Errors meaning that XDP or AF_XDP cannot
@@ -504,10 +507,12 @@ func (r *xdpRx) Receive(pkts []Packet) (int, error) {
 	var deadline, spinUntil time.Time
 	spinWoken, resumed := false, false
 	for {
-		got := r.drain(pkts[:max])
-		if len(r.fallbacks) > 0 && got < max {
-			k, err := r.drainFallbacks(pkts[got:max])
-			if got += k; err != nil {
+		var got int
+		if len(r.fallbacks) == 0 {
+			got = r.drain(pkts[:max])
+		} else {
+			var err error
+			if got, err = r.drainWithFallbacks(pkts[:max]); err != nil {
 				return got, err
 			}
 		}
@@ -737,6 +742,28 @@ func (r *xdpRx) fallBack(x *xdpIface) {
 	r.fellBack.Add(1)
 	r.log.Warn().Str("interface", x.name).Strs("lines", lines).
 		Msg("rx: xdp: the interface is back as a new device, without the XDP program (attaching it needs the capabilities dropped after setup): receiving its lines through sockets (recvmmsg) until the handler restarts")
+}
+
+// drainWithFallbacks is drain with fallbacks (fallBack): the rings and
+// the fallback sockets take turns at being read first, as the socket
+// backend's lines do, so that a line on AF_XDP that fills every batch
+// (a reader behind) does not starve a line read through a socket, whose
+// datagrams the kernel would drop once its buffer is full.
+func (r *xdpRx) drainWithFallbacks(pkts []Packet) (int, error) {
+	r.fallbackFirst = !r.fallbackFirst
+	if r.fallbackFirst {
+		n, err := r.drainFallbacks(pkts)
+		if n < len(pkts) {
+			n += r.drain(pkts[n:])
+		}
+		return n, err
+	}
+	n := r.drain(pkts)
+	if n == len(pkts) {
+		return n, nil
+	}
+	k, err := r.drainFallbacks(pkts[n:])
+	return n + k, err
 }
 
 // drainFallbacks reads the fallback sockets (fallBack) into pkts, as the
