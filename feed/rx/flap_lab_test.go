@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"os/exec"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -539,6 +540,83 @@ func TestXDPFallbackBusy(t *testing.T) {
 		}
 		if n := fr.idle.Load() - idle; n != 0 {
 			t.Fatalf("%d Receive(s) returned nothing: line B's queue ran dry, the receiver was not kept busy", n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	fr.close()
+	if errs := fr.errors(); len(errs) > 0 {
+		t.Errorf("Receive returned %d+ errors, first %v", len(errs), errs[0])
+	}
+}
+
+// deletePairB deletes line B's veth pair (newFlapLab), and createPairB
+// creates it again under the same names and addresses: new devices, as a
+// driver reload of a two-port NIC gives line A's and line B's ports.
+func (l *flapLab) deletePairB(t *testing.T) {
+	t.Helper()
+	labIP(t, "-n", l.Src, "link", "del", l.srcB)
+}
+
+func (l *flapLab) createPairB(t *testing.T) {
+	t.Helper()
+	labIP(t, "-n", l.Src, "link", "add", l.srcB, "type", "veth", "peer", "name", l.dstB, "netns", l.Dst)
+	labIP(t, "-n", l.Src, "addr", "add", "10.98.0.1/24", "dev", l.srcB)
+	labIP(t, "-n", l.Dst, "addr", "add", "10.98.0.2/24", "dev", l.dstB)
+	labIP(t, "-n", l.Src, "link", "set", l.srcB, "up")
+	labIP(t, "-n", l.Dst, "link", "set", l.dstB, "up")
+	labIP(t, "netns", "exec", l.Src, "ethtool", "-K", l.srcB, "tx", "off")
+}
+
+func labIP(t *testing.T, args ...string) {
+	t.Helper()
+	if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+		t.Fatalf("ip %v: %v: %s", args, err, out)
+	}
+}
+
+// TestXDPFallbacksFair: both lines' devices deleted and created again (a
+// driver reload of a two-port NIC), so both lines fall back to sockets;
+// then line A sends faster than the reader takes packets (one per
+// Receive, 2 ms' pause after each). Line B's datagrams must still be read,
+// before A's bounded sender ends, as the socket backend reads a busy
+// line's and a quiet line's in turn. Before, the fallbacks were read in
+// the order they were made, each Receive starting with line A's: B's
+// datagrams piled up in its socket until the kernel dropped them.
+func TestXDPFallbacksFair(t *testing.T) {
+	l := newFlapLab(t)
+	r := openBackend(t, l.Lab, BackendXDP, Config{Lines: l.lines, PollTimeout: 20 * time.Millisecond})
+	defer r.Close()
+	fr := readAll(t, r)
+	if err := l.DeletePair(); err != nil {
+		t.Fatal(err)
+	}
+	l.deletePairB(t)
+	waitUntil(t, "both unbound sockets reported (xsk_unbound)", func() bool { return r.Stats().Extra.Get("xsk_unbound") == 2 })
+	// Line A's device back first: its fallback is the first made.
+	if err := l.Recreate(); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "line A fallen back (xdp_socket_fallbacks)", func() bool { return r.Stats().Extra.Get("xdp_socket_fallbacks") == 1 })
+	l.createPairB(t)
+	waitUntil(t, "line B fallen back (xdp_socket_fallbacks)", func() bool { return r.Stats().Extra.Get("xdp_socket_fallbacks") == 2 })
+	l.sendLine(t, 1, l.srcB, 500)
+	waitUntil(t, "line B's packets through its fallback socket", func() bool { return fr.packets[1].Load() > 50 })
+	fr.close()
+
+	const rateA, countA = 3000, 30000
+	doneA := l.sendCount(t, 0, l.SrcIf, rateA, countA)
+	fr = readEvery(t, r, 1, 2*time.Millisecond)
+	waitUntil(t, "line A's packets, its queue behind", func() bool { return fr.packets[0].Load() > 200 })
+	idle, b0 := fr.idle.Load(), fr.packets[1].Load()
+	for fr.packets[1].Load() < b0+200 {
+		select {
+		case <-doneA:
+			t.Fatalf("line A's sender ended (%d datagrams at %d/s) with %d of line B's datagrams read meanwhile, want 200: line B's fallback socket was starved by line A's",
+				countA, rateA, fr.packets[1].Load()-b0)
+		default:
+		}
+		if n := fr.idle.Load() - idle; n != 0 {
+			t.Fatalf("%d Receive(s) returned nothing: line A's queue ran dry, the receiver was not kept busy", n)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}

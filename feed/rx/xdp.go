@@ -164,6 +164,7 @@ type xdpRx struct {
 	// fallbackFirst: the fallbacks were read before the rings last time
 	// (drainWithFallbacks takes turns).
 	fallbackFirst bool
+	fallbackNext  int // drainFallbacks' first fallback is fallbacks[fallbackNext%len]
 }
 
 // openXDP opens the AF_XDP backend. Errors meaning that XDP or AF_XDP cannot
@@ -771,10 +772,15 @@ func (r *xdpRx) drainWithFallbacks(pkts []Packet) (int, error) {
 func (r *xdpRx) drainFallbacks(pkts []Packet) (int, error) {
 	n := 0
 	var firstErr error
-	for _, f := range r.fallbacks {
+	// Starting with a different fallback each call: with two devices
+	// fallen back (a driver reload of a two-port NIC gives both lines'),
+	// the first made, filling every batch, would starve the other.
+	r.fallbackNext++
+	for i := range r.fallbacks {
 		if n == len(pkts) {
 			break
 		}
+		f := r.fallbacks[(r.fallbackNext+i)%len(r.fallbacks)]
 		k, err := f.drain(pkts[n:])
 		n += k
 		if err != nil && firstErr == nil {
