@@ -526,27 +526,7 @@ func TestXDPFallbackBusy(t *testing.T) {
 	waitUntil(t, "line A's packets through its fallback socket", func() bool { return fr.tagged[0].Load() > 50 })
 	fr.close()
 
-	const rateB, countB = 3000, 30000
-	doneB := l.sendCount(t, 1, l.srcB, rateB, countB)
-	fr = readEvery(t, r, 1, 2*time.Millisecond)
-	waitUntil(t, "line B's packets, its queue behind", func() bool { return fr.packets[1].Load() > 200 })
-	idle, a0 := fr.idle.Load(), fr.packets[0].Load()
-	for fr.packets[0].Load() < a0+200 {
-		select {
-		case <-doneB:
-			t.Fatalf("line B's sender ended (%d datagrams at %d/s) with %d of line A's datagrams read meanwhile, want 200: the fallback socket was starved by line B's AF_XDP ring",
-				countB, rateB, fr.packets[0].Load()-a0)
-		default:
-		}
-		if n := fr.idle.Load() - idle; n != 0 {
-			t.Fatalf("%d Receive(s) returned nothing: line B's queue ran dry, the receiver was not kept busy", n)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	fr.close()
-	if errs := fr.errors(); len(errs) > 0 {
-		t.Errorf("Receive returned %d+ errors, first %v", len(errs), errs[0])
-	}
+	overload(t, l, r, 1, l.srcB, "the fallback socket was starved by line B's AF_XDP ring")
 }
 
 // deletePairB deletes line B's veth pair (newFlapLab), and createPairB
@@ -603,20 +583,33 @@ func TestXDPFallbacksFair(t *testing.T) {
 	waitUntil(t, "line B's packets through its fallback socket", func() bool { return fr.packets[1].Load() > 50 })
 	fr.close()
 
-	const rateA, countA = 3000, 30000
-	doneA := l.sendCount(t, 0, l.SrcIf, rateA, countA)
-	fr = readEvery(t, r, 1, 2*time.Millisecond)
-	waitUntil(t, "line A's packets, its queue behind", func() bool { return fr.packets[0].Load() > 200 })
-	idle, b0 := fr.idle.Load(), fr.packets[1].Load()
-	for fr.packets[1].Load() < b0+200 {
+	overload(t, l, r, 0, l.SrcIf, "line B's fallback socket was starved by line A's")
+}
+
+// overload has line busy send 3000 datagrams/s (30000, from src) to a
+// reader that takes one packet per Receive and pauses 2 ms after each,
+// and fails, saying starved, unless the other line's datagrams (sent
+// meanwhile by the caller's sender) are read, 200 of them, before the
+// busy line's sender ends; every Receive must return packets (the busy
+// line's queue keeps the receiver busy).
+func overload(t *testing.T, l *flapLab, r Receiver, busy int, src, starved string) {
+	t.Helper()
+	const rate, count = 3000, 30000
+	other := 1 - busy
+	name := [2]string{"A", "B"}
+	done := l.sendCount(t, busy, src, rate, count)
+	fr := readEvery(t, r, 1, 2*time.Millisecond)
+	waitUntil(t, "line "+name[busy]+"'s packets, its queue behind", func() bool { return fr.packets[busy].Load() > 200 })
+	idle, o0 := fr.idle.Load(), fr.packets[other].Load()
+	for fr.packets[other].Load() < o0+200 {
 		select {
-		case <-doneA:
-			t.Fatalf("line A's sender ended (%d datagrams at %d/s) with %d of line B's datagrams read meanwhile, want 200: line B's fallback socket was starved by line A's",
-				countA, rateA, fr.packets[1].Load()-b0)
+		case <-done:
+			t.Fatalf("line %s's sender ended (%d datagrams at %d/s) with %d of line %s's datagrams read meanwhile, want 200: %s",
+				name[busy], count, rate, fr.packets[other].Load()-o0, name[other], starved)
 		default:
 		}
 		if n := fr.idle.Load() - idle; n != 0 {
-			t.Fatalf("%d Receive(s) returned nothing: line A's queue ran dry, the receiver was not kept busy", n)
+			t.Fatalf("%d Receive(s) returned nothing: line %s's queue ran dry, the receiver was not kept busy", n, name[busy])
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
