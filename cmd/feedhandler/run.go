@@ -36,6 +36,10 @@ func runFeed(args []string) error {
 		return err
 	}
 	logger := newLogger(cfg.Log)
+	// What the process runs with, defaults and caps applied, once: after
+	// an incident the journal says what it was (the backend the receiver
+	// chose follows in "receiving"). Never the snapshot password.
+	logger.Info().Object("config", cfg).Msg("feed config")
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
