@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/marketfeed/feedhandler/internal/itchgen"
 )
 
@@ -140,6 +142,18 @@ func TestRunConfigNamesMissingInterface(t *testing.T) {
 	// The example's group and account, which this host may lack (also a
 	// config error), are ones every host has.
 	s = strings.Replace(strings.Replace(s, "group: marketdata ", "group: root       ", 1), "user: feedhandler ", "user: root        ", 1)
+	// Its receive core, which this host may lack (also a config error),
+	// one this process may run on.
+	var cpus unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &cpus); err != nil {
+		t.Fatal(err)
+	}
+	for cpu := 0; cpu < 10; cpu++ {
+		if cpus.IsSet(cpu) {
+			s = strings.Replace(s, "  receive: 2 ", fmt.Sprintf("  receive: %d ", cpu), 1)
+			break
+		}
+	}
 	path := filepath.Join(t.TempDir(), "nasdaq.yaml")
 	if err := os.WriteFile(path, []byte(s), 0o644); err != nil {
 		t.Fatal(err)

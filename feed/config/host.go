@@ -7,7 +7,10 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/marketfeed/feedhandler/feed/rx"
 	"github.com/marketfeed/feedhandler/internal/privilege"
@@ -16,7 +19,9 @@ import (
 
 // CheckHost checks what the config names on this host, in the caller's
 // network namespace: that each line's interface exists, that the AF_XDP
-// receive queues exist on it, that metrics.listen's address is one of
+// receive queues exist on it, that the hot threads' cores are CPUs this
+// process may run on (and, sharded, not the receive core twice), that
+// metrics.listen's address is one of
 // the host's, that shm.group names a group of the host and, when this
 // process is root (the only case it is used), that user names an account.
 // Parse cannot check these (a file is written and validated on
@@ -29,9 +34,11 @@ import (
 // *Error values (wrapping ErrInvalid), joined when there are several.
 func (c *Config) CheckHost() error {
 	var errs []error
-	add := func(path, format string, args ...any) {
-		errs = append(errs, &Error{File: c.File, Line: c.fieldAt[path], Field: path, Msg: fmt.Sprintf(format, args...)})
+	// addAt names field at the line of key (a list element at its key's).
+	addAt := func(key, field, format string, args ...any) {
+		errs = append(errs, &Error{File: c.File, Line: c.fieldAt[key], Field: field, Msg: fmt.Sprintf(format, args...)})
 	}
+	add := func(path, format string, args ...any) { addAt(path, path, format, args...) }
 	xdp := c.Receive.Backend == rx.BackendAuto || c.Receive.Backend == rx.BackendXDP
 	queuesChecked := map[string]bool{}
 	for _, l := range c.Lines {
@@ -56,6 +63,7 @@ func (c *Config) CheckHost() error {
 			}
 		}
 	}
+	c.checkCores(addAt)
 	if err := c.checkListen(); err != nil {
 		add("metrics.listen", "%v", err)
 	}
@@ -79,6 +87,74 @@ func (c *Config) CheckHost() error {
 		return errs[0]
 	}
 	return errors.Join(errs...)
+}
+
+// checkCores refuses a hot thread's core that this process may not run on
+// (a CPU the host lacks, or one outside its affinity mask: the unit's
+// CPUAffinity=, the cgroup's cpuset), and, sharded, a receive core that is
+// also a shard's: the thread would run unpinned, or two hot threads would
+// take turns on one CPU (under cores.rt_priority, a spinning one keeps
+// the other off it). Unset (config.Unpinned) is "not pinned", by choice.
+// In run to completion a single shard core is unused (handler.Start warns)
+// and not checked.
+func (c *Config) checkCores(addAt func(key, field, format string, args ...any)) {
+	var allowed unix.CPUSet
+	if unix.SchedGetaffinity(0, &allowed) != nil {
+		return // the pinning says (handler: "thread not pinned")
+	}
+	type hot struct {
+		path, name string // fieldAt key; field named in the error
+		cpu        int
+	}
+	ts := []hot{{"cores.receive", "cores.receive", c.Cores.Receive}}
+	if len(c.Cores.Shards) >= 2 {
+		for i, cpu := range c.Cores.Shards {
+			ts = append(ts, hot{"cores.shards", "cores.shards[" + strconv.Itoa(i) + "]", cpu})
+		}
+	}
+	for _, t := range ts {
+		if t.cpu == Unpinned {
+			continue
+		}
+		if t.cpu >= 8*len(allowed) || !allowed.IsSet(t.cpu) {
+			addAt(t.path, t.name, "CPU %d is not one this process may run on (CPUs %s: online, and in its affinity, the unit's CPUAffinity= and the cgroup's cpuset): its thread would run unpinned",
+				t.cpu, cpuList(&allowed))
+		}
+	}
+	if r := c.Cores.Receive; r != Unpinned && len(c.Cores.Shards) >= 2 {
+		for i, cpu := range c.Cores.Shards {
+			if cpu == r {
+				addAt("cores.shards", "cores.shards["+strconv.Itoa(i)+"]", "CPU %d is also cores.receive: two hot threads would take turns on one CPU (give each its own core, or leave cores.receive unset)", cpu)
+			}
+		}
+	}
+}
+
+// cpuList formats a CPU set as ranges, "0-3,6".
+func cpuList(s *unix.CPUSet) string {
+	var b strings.Builder
+	n := 8 * len(s)
+	for cpu := 0; cpu < n; cpu++ {
+		if !s.IsSet(cpu) {
+			continue
+		}
+		end := cpu
+		for end+1 < n && s.IsSet(end+1) {
+			end++
+		}
+		if b.Len() > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(strconv.Itoa(cpu))
+		if end > cpu {
+			b.WriteString("-" + strconv.Itoa(end))
+		}
+		cpu = end
+	}
+	if b.Len() == 0 {
+		return "none"
+	}
+	return b.String()
 }
 
 // rxQueues counts /sys/class/net/NAME/queues/rx-*; false without sysfs.

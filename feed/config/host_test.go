@@ -5,8 +5,11 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"runtime"
 	"strings"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 // hostFile is a feed file whose names exist on every Linux host: lo.
@@ -143,4 +146,74 @@ func TestBadGroup(t *testing.T) {
 			t.Errorf("group %s:\n got %v\nwant %s", tc.group, err, tc.want)
 		}
 	}
+}
+
+// A hot thread's core that this process may not run on (a CPU the host
+// lacks, or one outside its affinity: the unit's CPUAffinity=) is a config
+// error, as a missing interface is, not a warning "thread not pinned" and
+// a handler running unpinned; so is, sharded, a receive core that is also
+// a shard's. Unset is "not pinned".
+func TestCheckHostCores(t *testing.T) {
+	var all unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &all); err != nil {
+		t.Fatal(err)
+	}
+	var cpus []int
+	for cpu := 0; cpu < 8*len(all); cpu++ {
+		if all.IsSet(cpu) {
+			cpus = append(cpus, cpu)
+		}
+	}
+	first, beyond := cpus[0], cpus[len(cpus)-1]+1
+	check := func(t *testing.T, cores string, want ...string) {
+		t.Helper()
+		c, err := Parse("h.yaml", []byte(hostFile+cores))
+		if err != nil {
+			t.Fatalf("Parse: %v", err)
+		}
+		err = c.CheckHost()
+		if len(want) == 0 {
+			if err != nil {
+				t.Errorf("%q: CheckHost: %v", cores, err)
+			}
+			return
+		}
+		if err == nil || !errors.Is(err, ErrInvalid) {
+			t.Fatalf("%q: CheckHost: %v, want %q", cores, err, want)
+		}
+		got := strings.Split(err.Error(), "\n")
+		if len(got) != len(want) {
+			t.Fatalf("%q: got %d lines, want %d:\n%v", cores, len(got), len(want), err)
+		}
+		for i := range got {
+			if !strings.HasPrefix(got[i], want[i]) {
+				t.Errorf("%q: line %d:\n got %s\nwant %s", cores, i, got[i], want[i])
+			}
+		}
+	}
+	check(t, "")
+	check(t, fmt.Sprintf("cores:\n  receive: %d\n", first))
+	check(t, fmt.Sprintf("cores:\n  receive: %d\n", beyond),
+		fmt.Sprintf("h.yaml:17: cores.receive: CPU %d is not one this process may run on (CPUs %s:", beyond, cpuList(&all)))
+	check(t, fmt.Sprintf("cores:\n  shards: [%d, %d]\n", first, beyond),
+		fmt.Sprintf("h.yaml:17: cores.shards[1]: CPU %d is not one this process may run on", beyond))
+	// One shard core: run to completion, the core is unused (not checked).
+	check(t, fmt.Sprintf("cores:\n  receive: %d\n  shards: [%d]\n", first, beyond))
+	if len(cpus) < 2 {
+		t.Skipf("this process may run on CPU %d only: the affinity and shared-core cases need two", first)
+	}
+	second := cpus[1]
+	check(t, fmt.Sprintf("cores:\n  receive: %d\n  shards: [%d, %d]\n", second, first, second),
+		fmt.Sprintf("h.yaml:18: cores.shards[1]: CPU %d is also cores.receive", second))
+	// Online but outside the affinity (CPUAffinity=): this thread only.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	var one unix.CPUSet
+	one.Set(first)
+	if err := unix.SchedSetaffinity(0, &one); err != nil {
+		t.Fatal(err)
+	}
+	defer unix.SchedSetaffinity(0, &all)
+	check(t, fmt.Sprintf("cores:\n  receive: %d\n", second),
+		fmt.Sprintf("h.yaml:17: cores.receive: CPU %d is not one this process may run on (CPUs %d:", second, first))
 }
