@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math/bits"
+	"unsafe"
 )
 
 // Config sizes a Books. All order storage is allocated once by New;
@@ -54,8 +55,28 @@ var (
 	ErrLocateCapacity = errors.New("locate above configured maximum")
 )
 
+// MaxOrdersLimit is the largest Config.MaxOrders New accepts.
+const MaxOrdersLimit = 1<<29 - 1
+
+// Bytes is the memory New allocates (and touches) for c: the order table
+// and its overflow slots, the books, the trade memory, the price levels
+// and their ladders. A feed handler holds one Books per shard.
+func (c Config) Bytes() (int64, error) {
+	c, err := c.normalize()
+	if err != nil {
+		return 0, err
+	}
+	ovfSlots := int64(1) << bits.Len(uint(2*c.Overflow-1))
+	return int64(1+c.RefTableSize+c.Overflow)*int64(unsafe.Sizeof(order{})) +
+		ovfSlots*8 +
+		int64(c.MaxLocates+1)*int64(unsafe.Sizeof(Book{})) +
+		int64(c.TradeMemory)*int64(unsafe.Sizeof(tradeRec{})) +
+		int64(ladderRungs(c.MaxLevels))*int64(unsafe.Sizeof(rung{})) +
+		int64(c.MaxLevels)*int64(unsafe.Sizeof(priceLevel{})), nil
+}
+
 func (c Config) normalize() (Config, error) {
-	if c.MaxOrders <= 0 || c.MaxOrders >= 1<<29 {
+	if c.MaxOrders <= 0 || c.MaxOrders > MaxOrdersLimit {
 		return c, fmt.Errorf("new books: MaxOrders %d: %w", c.MaxOrders, ErrConfig)
 	}
 	if c.MaxLocates <= 0 || c.MaxLocates > 65535 {

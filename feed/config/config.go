@@ -9,6 +9,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/marketfeed/feedhandler/book"
 	"github.com/marketfeed/feedhandler/feed/rx"
 	"github.com/marketfeed/feedhandler/proto/shm"
 )
@@ -288,6 +289,32 @@ func (c *Config) SymbolKeys() [][8]byte {
 		keys[i] = k
 	}
 	return keys
+}
+
+// BookConfig is the order books' configuration: book.max_orders live
+// orders, a quarter as many price levels (at least book.DefaultConfig's),
+// book.max_locates locates (at most 65535). The handler holds one Books of
+// it per shard (BookShards).
+func (c *Config) BookConfig() book.Config {
+	bc := book.DefaultConfig()
+	if c.Book.MaxOrders > 0 {
+		bc.MaxOrders = c.Book.MaxOrders
+		bc.MaxLevels = max(bc.MaxLevels, c.Book.MaxOrders/4)
+		bc.RefTableSize = 0
+	}
+	if c.Book.MaxLocates > 0 {
+		bc.MaxLocates = min(c.Book.MaxLocates, 65535)
+	}
+	return bc
+}
+
+// BookShards is the number of Books the handler allocates: one per
+// cores.shards entry when sharded (two or more), else one.
+func (c *Config) BookShards() int {
+	if len(c.Cores.Shards) >= 2 {
+		return len(c.Cores.Shards)
+	}
+	return 1
 }
 
 // RxConfig returns the receive layer configuration, logging to log.

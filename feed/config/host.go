@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -20,7 +21,8 @@ import (
 // CheckHost checks what the config names on this host, in the caller's
 // network namespace: that each line's interface exists, that the AF_XDP
 // receive queues exist on it, that the hot threads' cores are CPUs this
-// process may run on (and, sharded, not the receive core twice), that
+// process may run on (and, sharded, not the receive core twice), that the
+// books fit in the memory this process can have, that
 // metrics.listen's address is one of
 // the host's, that shm.group names a group of the host and, when this
 // process is root (the only case it is used), that user names an account.
@@ -64,6 +66,7 @@ func (c *Config) CheckHost() error {
 		}
 	}
 	c.checkCores(addAt)
+	c.checkBookMemory(add)
 	if err := c.checkListen(); err != nil {
 		add("metrics.listen", "%v", err)
 	}
@@ -128,6 +131,87 @@ func (c *Config) checkCores(addAt func(key, field, format string, args ...any)) 
 			}
 		}
 	}
+}
+
+// checkBookMemory refuses books larger than the memory this process can
+// have: book.New allocates and touches every table at start, so a
+// book.max_orders beyond it was an out-of-memory kill (or a failed
+// allocation) at every start, restarted by systemd, rather than a config
+// error. The bound is generous: the whole of the smallest of MemTotal,
+// RLIMIT_AS and the cgroup's memory limit; what else the process needs
+// (the shm file, the receive rings) is left to the start.
+func (c *Config) checkBookMemory(add func(path, format string, args ...any)) {
+	per, err := c.BookConfig().Bytes()
+	if err != nil {
+		add("book.max_orders", "%v", err)
+		return
+	}
+	shards := c.BookShards()
+	need := per * int64(shards)
+	have, what := hostMemory()
+	if have <= 0 || need <= have {
+		return
+	}
+	add("book.max_orders", "%d orders (max_locates %d, %d shard(s)) need %d bytes (%s) of book tables and this process can have %d bytes (%s, %s): lower book.max_orders",
+		c.Book.MaxOrders, c.Book.MaxLocates, shards, need, mibs(need), have, mibs(have), what)
+}
+
+func mibs(n int64) string { return strconv.FormatInt(n>>20, 10) + " MiB" }
+
+// hostMemory is the most memory this process can have and what sets it:
+// the smallest of /proc/meminfo's MemTotal, RLIMIT_AS and the memory limit
+// of its cgroup and their ancestors (v2 memory.max, v1
+// memory.limit_in_bytes); 0 when none can be read. A variable for tests.
+var hostMemory = func() (int64, string) {
+	var have int64
+	var what string
+	take := func(n int64, w string) {
+		if n > 0 && (have == 0 || n < have) {
+			have, what = n, w
+		}
+	}
+	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if f := strings.Fields(line); len(f) >= 2 && f[0] == "MemTotal:" {
+				if kb, err := strconv.ParseInt(f[1], 10, 64); err == nil {
+					take(kb<<10, "MemTotal")
+				}
+			}
+		}
+	}
+	var rl unix.Rlimit
+	if unix.Getrlimit(unix.RLIMIT_AS, &rl) == nil && rl.Cur != unix.RLIM_INFINITY && rl.Cur < 1<<62 {
+		take(int64(rl.Cur), "RLIMIT_AS")
+	}
+	if b, err := os.ReadFile("/proc/self/cgroup"); err == nil {
+		for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+			f := strings.SplitN(line, ":", 3)
+			if len(f) != 3 {
+				continue
+			}
+			var dir, file string
+			switch {
+			case f[0] == "0" && f[1] == "":
+				dir, file = "/sys/fs/cgroup", "memory.max"
+			case slices.Contains(strings.Split(f[1], ","), "memory"):
+				dir, file = "/sys/fs/cgroup/memory", "memory.limit_in_bytes"
+			default:
+				continue
+			}
+			for p := f[2]; ; p = filepath.Dir(p) {
+				if v, err := os.ReadFile(filepath.Join(dir, p, file)); err == nil {
+					// "max" (v2) and v1's near 2^63 mean no limit.
+					if n, err := strconv.ParseInt(strings.TrimSpace(string(v)), 10, 64); err == nil && n < 1<<62 {
+						take(n, "cgroup "+filepath.Join(dir, p, file))
+					}
+				}
+				if p == "/" || p == "." || p == "" {
+					break
+				}
+			}
+		}
+	}
+	return have, what
 }
 
 // cpuList formats a CPU set as ranges, "0-3,6".

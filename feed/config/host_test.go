@@ -10,6 +10,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/marketfeed/feedhandler/book"
 )
 
 // hostFile is a feed file whose names exist on every Linux host: lo.
@@ -216,4 +218,76 @@ func TestCheckHostCores(t *testing.T) {
 	defer unix.SchedSetaffinity(0, &all)
 	check(t, fmt.Sprintf("cores:\n  receive: %d\n", second),
 		fmt.Sprintf("h.yaml:17: cores.receive: CPU %d is not one this process may run on (CPUs %d:", second, first))
+}
+
+// Books larger than the memory this process can have are a config error
+// naming book.max_orders, the bytes asked and the bytes available, not an
+// out-of-memory kill at every start; realistic sizes pass.
+func TestCheckHostBookMemory(t *testing.T) {
+	check := func(file string) error {
+		t.Helper()
+		c, err := Parse("h.yaml", []byte(file))
+		if err != nil {
+			t.Fatalf("Parse: %v", err)
+		}
+		return c.CheckHost()
+	}
+	have, what := hostMemory()
+	if have <= 0 {
+		t.Fatal("hostMemory read nothing on this host")
+	}
+	t.Logf("this process can have %d MiB (%s)", have>>20, what)
+	if err := check(hostFile); err != nil {
+		t.Errorf("the default book.max_orders: %v", err)
+	}
+	// The largest max_orders book.New takes: about 40 GiB of tables.
+	huge := hostFile + fmt.Sprintf("book:\n  max_orders: %d\n", book.MaxOrdersLimit)
+	c, _ := Parse("h.yaml", []byte(huge))
+	need, err := c.BookConfig().Bytes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if need > have {
+		err := check(huge)
+		want := fmt.Sprintf("h.yaml:17: book.max_orders: %d orders (max_locates %d, 1 shard(s)) need %d bytes (%d MiB) of book tables and this process can have %d bytes (%d MiB, %s): lower book.max_orders",
+			book.MaxOrdersLimit, DefaultMaxLocates, need, need>>20, have, have>>20, what)
+		if err == nil || err.Error() != want || !errors.Is(err, ErrInvalid) {
+			t.Errorf("max_orders %d on this host:\n got %v\nwant %s", book.MaxOrdersLimit, err, want)
+		}
+	} else {
+		t.Logf("this host has the %d MiB that max_orders %d needs", need>>20, book.MaxOrdersLimit)
+	}
+	// Above book.New's limit: refused by Parse, not by the start.
+	_, err = Parse("h.yaml", []byte(hostFile+fmt.Sprintf("book:\n  max_orders: %d\n", book.MaxOrdersLimit+1)))
+	if err == nil || !strings.HasPrefix(err.Error(), "h.yaml:17: book.max_orders: ") {
+		t.Errorf("max_orders %d: Parse: %v", book.MaxOrdersLimit+1, err)
+	}
+
+	// A cgroup limit of 600 MiB: one default book fits, two shards' do not.
+	defer func(f func() (int64, string)) { hostMemory = f }(hostMemory)
+	hostMemory = func() (int64, string) { return 600 << 20, "cgroup test" }
+	if err := check(hostFile); err != nil {
+		t.Errorf("the default book.max_orders in 600 MiB: %v", err)
+	}
+	var all unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &all); err != nil {
+		t.Fatal(err)
+	}
+	var cpus []int
+	for cpu := 0; cpu < 8*len(all) && len(cpus) < 2; cpu++ {
+		if all.IsSet(cpu) {
+			cpus = append(cpus, cpu)
+		}
+	}
+	if len(cpus) < 2 {
+		t.Skip("two shards need two CPUs this process may run on")
+	}
+	err = check(hostFile + fmt.Sprintf("cores:\n  shards: [%d, %d]\n", cpus[0], cpus[1]))
+	def, _ := Parse("h.yaml", []byte(hostFile))
+	per, _ := def.BookConfig().Bytes()
+	want := fmt.Sprintf("h.yaml: book.max_orders: %d orders (max_locates %d, 2 shard(s)) need %d bytes (%d MiB) of book tables and this process can have %d bytes (600 MiB, cgroup test): lower book.max_orders",
+		DefaultMaxOrders, DefaultMaxLocates, 2*per, 2*per>>20, 600<<20)
+	if err == nil || err.Error() != want {
+		t.Errorf("two shards in 600 MiB:\n got %v\nwant %s", err, want)
+	}
 }

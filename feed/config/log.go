@@ -32,6 +32,9 @@ func (c *Config) MarshalZerologObject(e *zerolog.Event) {
 		Int("max_pending", a.MaxPending).Str("sequence_restart", a.SequenceRestart))
 	e.Int("symbols", len(c.Symbols))
 	e.Int("depth", c.Book.Depth).Int("max_orders", c.Book.MaxOrders).Int("max_locates", c.Book.MaxLocates)
+	if n, err := c.BookConfig().Bytes(); err == nil {
+		e.Int64("book_bytes", n*int64(c.BookShards())) // every shard's tables, allocated at start
+	}
 	rr, sn := c.Recovery.Rerequest, c.Recovery.Snapshot
 	servers := make([]string, len(rr.Servers))
 	for i, s := range rr.Servers {

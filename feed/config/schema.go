@@ -11,6 +11,7 @@ import (
 	"github.com/goccy/go-yaml/parser"
 	"github.com/goccy/go-yaml/token"
 
+	"github.com/marketfeed/feedhandler/book"
 	"github.com/marketfeed/feedhandler/feed/rx"
 )
 
@@ -401,7 +402,9 @@ func (d *decoder) book(f field, c *Config) {
 			}
 		}},
 		{"max_orders", func(f field) {
-			if v, ok := d.integer(f, 1, 1<<31-1); ok {
+			// book.New's limit: above it the start failed, exit status 1
+			// (restarted), rather than here.
+			if v, ok := d.integer(f, 1, book.MaxOrdersLimit); ok {
 				b.MaxOrders = int(v)
 			}
 		}},

@@ -5,7 +5,6 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/marketfeed/feedhandler/book"
 	"github.com/marketfeed/feedhandler/feed/config"
 	"github.com/marketfeed/feedhandler/feed/glimpse"
 	"github.com/marketfeed/feedhandler/feed/moldudp64"
@@ -60,15 +59,6 @@ func FromConfig(c *config.Config, log zerolog.Logger) Config {
 	if id, ok := c.Feed.SessionID(); ok {
 		hc.Session = moldudp64.Session(id)
 	}
-	bc := book.DefaultConfig()
-	if c.Book.MaxOrders > 0 {
-		bc.MaxOrders = c.Book.MaxOrders
-		bc.MaxLevels = max(bc.MaxLevels, c.Book.MaxOrders/4)
-		bc.RefTableSize = 0
-	}
-	if c.Book.MaxLocates > 0 {
-		bc.MaxLocates = min(c.Book.MaxLocates, 65535)
-	}
-	hc.Book = bc
+	hc.Book = c.BookConfig()
 	return hc
 }
