@@ -58,8 +58,13 @@ func runDemo(args []string) error {
 	if os.Geteuid() != 0 {
 		return errors.New("the demo builds network namespaces and loads XDP: run it as root")
 	}
-	spinSet := false
-	fs.Visit(func(f *flag.Flag) { spinSet = spinSet || f.Name == "spin" })
+	spinSet, rtSet := false, false
+	fs.Visit(func(f *flag.Flag) { spinSet, rtSet = spinSet || f.Name == "spin", rtSet || f.Name == "rt-priority" })
+	if !*pinCPUs && !rtSet {
+		// The handler gives SCHED_FIFO only to a pinned thread: unpinned,
+		// the default priority would only be refused with a warning.
+		*rtPriority = 0
+	}
 	if !spinSet && *rtPriority > 0 && privilege.MayRealtime(*rtPriority) && handler.RTThrottle() != "" {
 		// (Refused SCHED_FIFO, the thread runs under normal scheduling,
 		// which the throttle does not touch: it keeps its spin.)

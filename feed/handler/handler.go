@@ -31,7 +31,7 @@ type Config struct {
 	Mode        Mode              // zero (ModeAuto): sharded with two or more ShardCores, else run to completion
 	ReceiveCore int               // -1: not pinned
 	ShardCores  []int             // sharded: one shard per entry; -1 entries are not pinned; empty: one unpinned shard
-	RTPriority  int               // 1..MaxRTPriority: the hot threads run under SCHED_FIFO at this priority (docs/TUNING.md); 0: normal scheduling
+	RTPriority  int               // 1..MaxRTPriority: the hot threads run under SCHED_FIFO at this priority (docs/TUNING.md), those with a core (ReceiveCore, ShardCores): an unpinned one runs under normal scheduling and its ThreadSched.Reason says so; 0: normal scheduling
 	RingSize    int               // slots per shard ring, power of two (default 65536)
 	Symbols     []string          // subscribe to these symbols only; empty: all
 	Depth       int               // levels per side published (default 10)

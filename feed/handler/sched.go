@@ -71,6 +71,10 @@ func setupThread(core, prio int, ts *ThreadSched) error {
 		// cores.rt_priority without cores.receive for the same reason).
 		// Unpinned, it would take whichever CPU the scheduler gives it.
 		ts.Reason = fmt.Sprintf("not given to an unpinned thread (%v): a real-time thread must own its core", errPin)
+	case prio > 0 && core < 0:
+		// The same for a thread given no core at all (handler.Config's
+		// ReceiveCore or a ShardCores entry -1).
+		ts.Reason = "not given to an unpinned thread (no core asked): a real-time thread must own its core"
 	case prio > 0:
 		if err := setFIFO(prio); err != nil {
 			ts.Reason = err.Error()

@@ -365,3 +365,38 @@ func TestRTPriorityNotUnpinned(t *testing.T) {
 		t.Errorf("stats %+v: want Core -1 and a Reason naming the failed pinning", ts)
 	}
 }
+
+// TestRTPriorityNoCore: a hot thread given no core (core -1: unpinned by
+// choice, as handler.Config{ReceiveCore: -1, RTPriority: 10} asks) is not
+// given SCHED_FIFO either: spinning, it would keep every normal task off
+// whichever CPU it lands on, as a thread whose pinning failed would. Its
+// stats say why. Before, it ran under SCHED_FIFO unpinned.
+func TestRTPriorityNoCore(t *testing.T) {
+	if !mayRealtime(t, 3) {
+		t.Skip("this process has neither cap_sys_nice nor RLIMIT_RTPRIO >= 3")
+	}
+	var ts ThreadSched
+	var errPin error
+	done := make(chan struct{})
+	var pol, prio int
+	go func() {
+		defer close(done)
+		runtime.LockOSThread() // never unlocked: the thread exits with the goroutine
+		errPin = setupThread(-1, 3, &ts)
+		if a, err := unix.SchedGetAttr(0, 0); err == nil {
+			pol, prio = int(a.Policy), int(a.Priority)
+		} else {
+			pol = -1
+		}
+	}()
+	<-done
+	if errPin != nil {
+		t.Fatalf("no core asked: %v", errPin)
+	}
+	if pol != unix.SCHED_NORMAL || ts.Priority != 0 || ts.Policy() != "other" {
+		t.Errorf("thread with no core: the kernel says policy %d priority %d, stats %+v; want normal scheduling", pol, prio, ts)
+	}
+	if !strings.Contains(ts.Reason, "unpinned") || ts.Core != -1 {
+		t.Errorf("stats %+v: want Core -1 and a Reason saying the thread is unpinned", ts)
+	}
+}
