@@ -466,6 +466,21 @@ func TestXDPInterfaceRecreated(t *testing.T) {
 	if st.Packets[0] != fr.packets[0].Load() || st.Packets[1] != fr.packets[1].Load() {
 		t.Errorf("Stats().Packets %v, the reader received %d and %d", st.Packets, fr.packets[0].Load(), fr.packets[1].Load())
 	}
+	// The fallback socket's own counters are the backend's: its line
+	// watch's and its source filter's (as counted by the socket backend).
+	// Before, the xdp backend's Stats left them out.
+	x := r.(*xdpRx)
+	f := (*x.fallbackList.Load())[0]
+	f.watch.gone.Add(1)
+	f.watch.rejoins.Add(2)
+	f.sourceFiltered.Add(3)
+	f.truncated.Add(4)
+	st = r.Stats()
+	for name, want := range map[string]uint64{"line_interfaces_gone": 1, "line_rejoins": 2, "source_filtered": 3, "truncated": 4} {
+		if got := st.Extra.Get(name); got != want {
+			t.Errorf("Extra %q %d, want the fallback socket's %d", name, got, want)
+		}
+	}
 }
 
 // TestXDPPortTaken opens the xdp backend while another socket of the host

@@ -1071,6 +1071,9 @@ func (r *xdpRx) Stats() Stats {
 	s.Extra.Add("xsk_unbound", r.unbound.Load())
 	s.Extra.Add("bad_releases", r.badReleases.Load())
 	s.Extra.Add("xdp_socket_fallbacks", r.fellBack.Load())
+	// The fallback sockets' own counters, under the socket backend's
+	// names (0 without a fallback, so that the set of names stays fixed).
+	var filtered, truncated, gone, rejoins uint64
 	if l := r.fallbackList.Load(); l != nil {
 		for _, f := range *l {
 			fs := f.Stats()
@@ -1079,8 +1082,18 @@ func (r *xdpRx) Stats() Stats {
 				s.Bytes[i] += fs.Bytes[i]
 			}
 			s.Dropped += fs.Dropped
+			s.Malformed += fs.Malformed
+			s.Unmatched += fs.Unmatched
+			filtered += fs.Extra.Get("source_filtered")
+			truncated += fs.Extra.Get("truncated")
+			gone += fs.Extra.Get("line_interfaces_gone")
+			rejoins += fs.Extra.Get("line_rejoins")
 		}
 	}
+	s.Extra.Add("source_filtered", filtered)
+	s.Extra.Add("truncated", truncated)
+	s.Extra.Add("line_interfaces_gone", gone)
+	s.Extra.Add("line_rejoins", rejoins)
 	return s
 }
 
