@@ -90,7 +90,7 @@ var exported = [...]metric{
 	{"recovery_open_gaps", "Declared gaps not repaired yet (books flagged possibly stale).", kindGauge, ""},
 	{"recovery_messages_total", "Messages delivered from re-request answers (into the range re-requested, or past it when an answer brought them first).", kindCounter, ""},
 	{"recovery_unused_messages_total", "Messages of re-request answers received but not delivered: delivered already (by a line or an earlier answer), held already, no room to hold them, dropped with what was held, or in an answer dropped whole (late, another session, never asked, to a request made before a restart; not a malformed one).", kindCounter, ""},
-	{"recovery_requests_total", "Re-request packets sent.", kindCounter, ""},
+	{"recovery_requests_total", "Re-request packets sent (not those whose write failed or whose socket could not be opened).", kindCounter, ""},
 	{"recovery_retries_total", "Re-requests resent after a timeout.", kindCounter, ""},
 	{"recovery_timeouts_total", "Re-requests that got no answer in time.", kindCounter, ""},
 	{"recovery_failures_total", "Ranges given up after every re-request server was tried.", kindCounter, ""},

@@ -33,7 +33,7 @@ type Config struct {
 
 // Stats count what the client did.
 type Stats struct {
-	Requests   uint64 // request packets sent (first asks, continuations and retries)
+	Requests   uint64 // request packets sent (first asks, continuations and retries); not those that failed (SendErrors, OpenErrors)
 	Retries    uint64 // requests resent after a timeout
 	Timeouts   uint64 // requests that got no answer in time (or none holding the first message asked)
 	Failovers  uint64 // moves to the next server
@@ -477,13 +477,14 @@ func (c *Client) send(now int64) bool {
 	c.req = moldudp64.Request{Session: c.session, Seq: r.First, Count: uint16(n)}.Append(c.req[:0])
 	c.tries++
 	c.sentAt, c.lastAns = now, 0
-	c.Stats.Requests++
 	if c.fds[c.server] < 0 && !c.reopen(c.server) {
 		return true // counted and reported (OpenError); the timeout moves on
 	}
 	if err := unix.Sendto(c.fds[c.server], c.req, 0, &c.addrs[c.server]); err != nil {
 		c.Stats.SendErrors++ // counted; the timeout moves on
+		return true
 	}
+	c.Stats.Requests++
 	return true
 }
 

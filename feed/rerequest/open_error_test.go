@@ -1,0 +1,72 @@
+package rerequest_test
+
+import (
+	"errors"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/marketfeed/feedhandler/feed/moldudp64"
+	"github.com/marketfeed/feedhandler/feed/rerequest"
+	"github.com/marketfeed/feedhandler/internal/exchange"
+)
+
+// giveUp asks for r and polls, a second apart, until the client gives the
+// range up (its servers never answer), calling each after every Poll.
+func giveUp(t *testing.T, c *rerequest.Client, now *int64, each func()) {
+	t.Helper()
+	c.Want(session, moldudp64.Range{First: 1, Count: 5}, *now)
+	for i := 0; ; i++ {
+		if i == 100 {
+			t.Fatalf("range not given up after %d polls: %+v", i, c.Stats)
+		}
+		*now += int64(time.Second)
+		ok := c.Poll(*now, func(moldudp64.Packet) {})
+		if each != nil {
+			each()
+		}
+		if !ok {
+			return
+		}
+	}
+}
+
+// TestRequestsCountsSent: Stats.Requests (the metric
+// feedhandler_recovery_requests_total, "Re-request packets sent") counts
+// the requests on the wire, not those whose write failed (SendErrors) or
+// whose socket could not be opened (OpenErrors). Before, it counted both.
+func TestRequestsCountsSent(t *testing.T) {
+	// A broadcast address without SO_BROADCAST: every sendto fails (EACCES).
+	c, err := rerequest.New(rerequest.Config{Servers: []netip.AddrPort{netip.MustParseAddrPort("255.255.255.255:9")},
+		Timeout: time.Millisecond, Retries: 2}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	now := time.Now().UnixNano()
+	giveUp(t, c, &now, nil)
+	if st := c.Stats; st.SendErrors != 3 || st.Requests != 0 {
+		t.Errorf("every send failed: send errors %d (want 3), requests %d (want 0, none sent)", st.SendErrors, st.Requests)
+	}
+
+	h := history(t, 10)
+	dead := newServer(t, exchange.RerequestConfig{Message: h.Message, Refuse: true})
+	fail := false
+	c2, err := rerequest.New(rerequest.Config{Servers: []netip.AddrPort{dead.Addr()}, Timeout: time.Millisecond, Retries: 2},
+		func(fn func() error) error {
+			if fail {
+				return errors.New("namespace gone")
+			}
+			return fn()
+		})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	c2.Forget()
+	fail = true
+	giveUp(t, c2, &now, nil)
+	if st := c2.Stats; st.OpenErrors != 3 || st.Requests != 0 {
+		t.Errorf("no socket opened: open errors %d (want 3), requests %d (want 0, none sent)", st.OpenErrors, st.Requests)
+	}
+}
