@@ -499,7 +499,7 @@ func (r *recovery) poll(now int64) {
 			ok := r.client.Poll(now, r.recovered)
 			if err := r.client.OpenError(); err != nil {
 				r.h.log.Error().Err(err).Uint64("open_errors", r.client.Stats.OpenErrors).
-					Msg("recovery: re-request socket not opened after a session change or sequence restart; its ranges fail over to the next server or are declared (logged once until one opens)")
+					Msg("recovery: re-request socket not opened after a session change or sequence restart; its ranges fail over to the next server or are declared (logged once per server until its socket opens)")
 			}
 			if !ok {
 				r.restUntil = now + int64(r.cfg.ServerRest)

@@ -41,7 +41,8 @@ type Stats struct {
 	SendErrors uint64 // request writes that failed (server unreachable, ...)
 	// OpenErrors: requests not sent because the server's new socket (after
 	// Forget) could not be opened; the timeout moves on, as for a send
-	// error. The error is reported once per run of failures (OpenError).
+	// error. The error is reported once per run of failures of a server
+	// (OpenError).
 	OpenErrors   uint64
 	RateLimited  uint64 // times a request waited for the rate limit
 	Responses    uint64 // answer packets accepted
@@ -108,10 +109,11 @@ type Client struct {
 	asked  [askedMemory]moldudp64.Range
 	askedN int
 
-	// openErr: the first error of the current run of failures to open a
-	// new socket (nil once one opens); openErrNew: not yet reported.
-	openErr    error
-	openErrNew bool
+	// openErr, by server: the first error of the current run of failures
+	// to open the server's new socket (nil once one opens); openErrNew:
+	// not yet reported.
+	openErr    []error
+	openErrNew []bool
 
 	tokens   float64
 	refillAt int64
@@ -147,7 +149,8 @@ func New(cfg Config, open func(func() error) error) (*Client, error) {
 	if open == nil {
 		open = func(fn func() error) error { return fn() }
 	}
-	c := &Client{cfg: cfg, open: open, buf: make([]byte, 1<<16), req: make([]byte, 0, moldudp64.RequestLen)}
+	c := &Client{cfg: cfg, open: open, buf: make([]byte, 1<<16), req: make([]byte, 0, moldudp64.RequestLen),
+		openErr: make([]error, len(cfg.Servers)), openErrNew: make([]bool, len(cfg.Servers))}
 	err := open(func() error {
 		for _, s := range cfg.Servers {
 			fd, port, err := open4(s)
@@ -530,7 +533,7 @@ func (c *Client) quarantined(port uint16) bool {
 // may be the ones asked). The sockets given such a port stay open until
 // one with another port is found, so that the kernel picks another. A
 // failure (no socket, or no such port in portTries) is counted
-// (OpenErrors) and kept for OpenError, the first of a run.
+// (OpenErrors) and kept for OpenError, the first of the server's run.
 func (c *Client) reopen(server int) bool {
 	err := c.open(func() error {
 		var used [portTries]int
@@ -560,25 +563,29 @@ func (c *Client) reopen(server int) bool {
 			c.fds[server] = -1
 		}
 		c.Stats.OpenErrors++
-		if c.openErr == nil {
-			c.openErr, c.openErrNew = fmt.Errorf("rerequest: new socket for %s after a restart: %w", c.cfg.Servers[server], err), true
+		if c.openErr[server] == nil {
+			c.openErr[server], c.openErrNew[server] = fmt.Errorf("rerequest: new socket for %s after a restart: %w", c.cfg.Servers[server], err), true
 		}
 		return false
 	}
-	c.openErr, c.openErrNew = nil, false
+	c.openErr[server], c.openErrNew[server] = nil, false
 	return true
 }
 
 // OpenError returns the error of a failure to open a server's new socket
 // after Forget (the request was not sent: its range fails over, or is
-// given up, as on timeouts), once per run of failures: the first, until a
-// socket opens; nil otherwise. The caller logs it.
+// given up, as on timeouts), once per run of failures of that server: the
+// first, until that server's socket opens (another server's opening does
+// not end it); nil otherwise. With several servers' errors not yet
+// reported, each call returns the next. The caller logs it.
 func (c *Client) OpenError() error {
-	if !c.openErrNew {
-		return nil
+	for i, isNew := range c.openErrNew {
+		if isNew {
+			c.openErrNew[i] = false
+			return c.openErr[i]
+		}
 	}
-	c.openErrNew = false
-	return c.openErr
+	return nil
 }
 
 // settle is how long a partly answered request waits for more of its

@@ -70,3 +70,48 @@ func TestRequestsCountsSent(t *testing.T) {
 		t.Errorf("no socket opened: open errors %d (want 3), requests %d (want 0, none sent)", st.OpenErrors, st.Requests)
 	}
 }
+
+// TestOpenErrorPerServer: after a restart (Forget), the first server's new
+// socket cannot be opened, the second's can. The first server's failure
+// is reported (OpenError) once for its run of failures: the second
+// server's socket opening does not end that run, so the next range, asked
+// of the first server again and failing again, reports nothing. Before,
+// the run was the client's: every range reported it again.
+func TestOpenErrorPerServer(t *testing.T) {
+	h := history(t, 10)
+	dead0 := newServer(t, exchange.RerequestConfig{Message: h.Message, Refuse: true})
+	dead1 := newServer(t, exchange.RerequestConfig{Message: h.Message, Refuse: true})
+	var c *rerequest.Client
+	fail := false
+	var base uint64 // the client's failovers when the current range was wanted: asking the first server while equal
+	c, err := rerequest.New(rerequest.Config{Servers: []netip.AddrPort{dead0.Addr(), dead1.Addr()}, Timeout: time.Millisecond, Retries: 1},
+		func(fn func() error) error {
+			if fail && c.Stats.Failovers == base {
+				return errors.New("the first server's namespace is gone")
+			}
+			return fn()
+		})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.Forget()
+	fail = true
+	now := time.Now().UnixNano()
+	var reported []error
+	each := func() {
+		if err := c.OpenError(); err != nil {
+			reported = append(reported, err)
+		}
+	}
+	for gap := range 3 {
+		base = c.Stats.Failovers
+		giveUp(t, c, &now, each)
+		if want := uint64(2 * (gap + 1)); c.Stats.OpenErrors != want {
+			t.Fatalf("range %d: open errors %d, want %d (two tries of the first server a range): %+v", gap+1, c.Stats.OpenErrors, want, c.Stats)
+		}
+	}
+	if len(reported) != 1 || c.Stats.Requests == 0 {
+		t.Errorf("the first server's socket failed 6 times in one run, the second's opened: OpenError reported %d times, want once: %v (requests %d, want some: the second server's)", len(reported), reported, c.Stats.Requests)
+	}
+}
