@@ -103,7 +103,7 @@ var exported = [...]metric{
 	{"recovery_snapshots_wrong_session_total", "Snapshots of a session the lines have left (the server's current session, asked for with a blank session, is one the lines were on): not loaded; also in recovery_snapshot_failures_total.", kindCounter, ""},
 	{"recovery_snapshots_discarded_total", "Snapshots fetched for a session replaced meanwhile, not loaded.", kindCounter, ""},
 	{"recovery_snapshot_spill_overflows_total", "Snapshots loaded with a hole right after them: the spill filled while they downloaded (raise recovery.spill); the hole is a gap, its snapshot waits the retry delay.", kindCounter, ""},
-	{"recovery_snapshot_consecutive_failures", "Snapshots failed or refused (or loaded with the spill overflowed) in a row since one was loaded whole, a session change, or the books made whole otherwise: the next waits SnapshotRetry doubled per failure after the first, capped at recovery.snapshot.retry_max.", kindGauge, ""},
+	{"recovery_snapshot_consecutive_failures", "Snapshots failed or refused (or loaded with the spill overflowed, or behind the feed with what they missed declared again) in a row since one was loaded whole, a session change, or the books made whole otherwise: the next waits SnapshotRetry doubled per failure after the first, capped at recovery.snapshot.retry_max.", kindGauge, ""},
 	{"recovery_spill_dropped_total", "Packets not held while books waited for a snapshot (spill full, or larger than a slot); asked for again after.", kindCounter, ""},
 	{"recovery_spill_high_water", "Most packets held at once while arbitrating or recovering.", kindGauge, ""},
 	{"recovery_state", "1 for the current recovery state.", kindGauge, "state"},

@@ -198,8 +198,9 @@ type RecoveryStats struct {
 	// SnapshotsWrongSession: snapshots of a session the lines have left
 	// (ErrSnapshotSession), not loaded; also in SnapshotFailures.
 	SnapshotsWrongSession uint64
-	// SnapshotRetryFailures: consecutive snapshots failed, refused, or
-	// loaded with the spill overflowed, since one was loaded whole (or a
+	// SnapshotRetryFailures: consecutive snapshots failed, refused,
+	// loaded with the spill overflowed, or loaded behind the feed with
+	// what they missed declared again, since one was loaded whole (or a
 	// session change, or the books made whole otherwise); the next waits
 	// SnapshotRetry doubled per failure after the first, up to
 	// SnapshotRetryMax (SnapshotRetryIn).
@@ -257,7 +258,7 @@ type recovery struct {
 	wantSnap bool
 	snapAt   int64 // no snapshot before this time
 	// snapFails: consecutive snapshot attempts failed or refused (or
-	// loaded with the spill overflowed); snapWait: the wait set after the
+	// loaded with the spill overflowed, or lagging: lagPending); snapWait: the wait set after the
 	// last (SnapshotRetry when none), the longest snapAt and lagUntil are
 	// from the time they were set (see retryIn).
 	snapFails uint64
@@ -268,10 +269,17 @@ type recovery struct {
 	// may still lag); one for another range does not.
 	lagged   moldudp64.Range
 	lagUntil int64
-	fetching bool
-	snapRes  chan snapResult
-	cancel   context.CancelFunc
-	snapGaps uint64 // open gaps when the fetch began
+	// lagPending: the last snapshot loaded lagged the feed, not counted
+	// in the backoff yet. It is a failed attempt once what it missed is
+	// declared again (no re-request repaired it: a snapshot must fetch it
+	// again), then waits from lagAt (its load) the backoff's wait; the
+	// backoff restarts if the recovery ends with nothing open instead.
+	lagPending bool
+	lagAt      int64
+	fetching   bool
+	snapRes    chan snapResult
+	cancel     context.CancelFunc
+	snapGaps   uint64 // open gaps when the fetch began
 	// snapDropped: the arbiter's SpillDropped when the fetch began.
 	snapDropped uint64
 	// early: a fetched snapshot ahead of everything the lines brought,
@@ -404,6 +412,18 @@ func (r *recovery) gap(rg moldudp64.Range) {
 	if r.cfg.Snapshot != nil {
 		r.wantSnap = true
 		if rg.First < r.lagged.End() && r.lagged.First < rg.End() {
+			if r.lagPending {
+				// What the lagging snapshot missed must be fetched by a
+				// snapshot again: that load was a failed attempt. A
+				// server always a little behind is not downloaded every
+				// SnapshotRetry for ever, delivery frozen during each.
+				r.lagPending = false
+				d := r.retryIn()
+				r.lagUntil = max(r.lagUntil, r.lagAt+int64(d))
+				r.h.log.Warn().Uint64("first", rg.First).Uint64("count", rg.Count).Uint64("lagged_first", r.lagged.First).
+					Uint64("lagged_count", r.lagged.Count).Dur("retry_in", d).Uint64("attempt", r.snapFails).
+					Msg("recovery: what the snapshot loaded missed (its server lagged the feed) is declared again; books stay flagged until the next snapshot")
+			}
 			r.snapAt = max(r.snapAt, r.lagUntil)
 		}
 		// Fetch it now rather than at the next poll: startSnapshot freezes
@@ -643,7 +663,7 @@ func (r *recovery) retryIn() time.Duration {
 
 // resetRetry restarts the backoff: the next failure waits SnapshotRetry.
 func (r *recovery) resetRetry() {
-	r.snapFails, r.snapWait = 0, r.cfg.SnapshotRetry
+	r.snapFails, r.snapWait, r.lagPending = 0, r.cfg.SnapshotRetry, false
 	r.stats.SnapshotRetryFailures, r.stats.SnapshotRetryIn = 0, 0
 }
 
@@ -755,6 +775,7 @@ func (r *recovery) loadSnapshot(res snapResult, now int64) {
 	// stays open: delivery resumes at that number (Unfreeze below), so what
 	// a gap held past it is missing in the arbiter again, and re-requested
 	// or declared (and opened again) like any other range.
+	lagging := false
 	for i, g := range r.open {
 		if g.End() <= res.snap.Next {
 			r.stats.RecoveredBySnapshot++
@@ -765,6 +786,7 @@ func (r *recovery) loadSnapshot(res snapResult, now int64) {
 			// server may lag still), as a range left open did; a
 			// snapshot for a later, unrelated gap does not wait.
 			r.lag(res.snap.Next, g.End(), now, r.cfg.SnapshotRetry)
+			lagging = true
 		}
 	}
 	r.open, r.openAt = r.open[:0], r.openAt[:0]
@@ -795,6 +817,11 @@ func (r *recovery) loadSnapshot(res snapResult, now int64) {
 		r.h.log.Error().Uint64("dropped", dropped).Int("spill", a.cfg.Spill).Dur("took", res.took).
 			Uint64("hole_first", hole.First).Uint64("hole_count", hole.Count).Dur("retry_in", d).Uint64("attempt", r.snapFails).
 			Msg("recovery: the spill overflowed while the snapshot downloaded (raise recovery.spill); the hole after it is re-requested if a server can, else declared, books flagged")
+	} else if lagging {
+		// Counted (retryIn) only if what it missed is declared again
+		// (gap); re-requested, the recovery ends with nothing open and
+		// the backoff restarts.
+		r.lagPending, r.lagAt = true, now
 	} else {
 		r.resetRetry()
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/marketfeed/feedhandler/feed/glimpse"
 	"github.com/marketfeed/feedhandler/feed/itch"
 	"github.com/marketfeed/feedhandler/feed/moldudp64"
+	"github.com/marketfeed/feedhandler/internal/clock"
 	"github.com/marketfeed/feedhandler/internal/exchange"
 )
 
@@ -312,5 +313,84 @@ func TestSnapshotRefusedAtLoginNoBackoff(t *testing.T) {
 	}
 	if d := time.Duration(now - rolled); d > retry {
 		t.Fatalf("the server rolled over to the lines' session; its snapshot loaded %v later, want at most %v", d, retry)
+	}
+}
+
+// TestSnapshotLaggingBacksOff: the process's first join, late, of NEW at
+// 4000; the lab GLIMPSE server, on NEW too, is always a little behind the
+// lines: its snapshot ends at 3990, and no re-request server is there to
+// fill 3990..3999. Each snapshot loads, what it missed is found missing
+// again and declared: the load was a failed attempt (a snapshot must
+// fetch that range again), so the snapshots back off as failed ones do
+// (5s, 10s, 20s, ... up to SnapshotRetryMax), the books flagged
+// throughout. Before, a lagging load restarted the backoff: the whole
+// snapshot was downloaded every SnapshotRetry (5s) for ever, delivery
+// frozen during each.
+func TestSnapshotLaggingBacksOff(t *testing.T) {
+	ev := itch.SystemEventFields{EventCode: 'Q'}
+	srv, err := exchange.NewSnapshotServer(exchange.SnapshotConfig{Listen: "127.0.0.1:0", Username: "u", Password: "p", Session: "NEW",
+		Messages: func(seq uint64) ([]byte, bool) {
+			switch seq {
+			case 1:
+				return dirMsg("SNAP"), true
+			case 2:
+				return addMsg7("SNAP", 1, 1111), true
+			}
+			return ev.Append(nil), seq < 3990
+		}, Position: func() uint64 { return 3989 }, FollowInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve() }()
+	t.Cleanup(func() { srv.Close(); <-served })
+	h, sh, rec := recoveryHandler(t, GlimpseSnapshot(glimpse.Config{Addr: srv.Addr().String(), Username: "u", Password: "p", IdleTimeout: 5 * time.Second}))
+	const retry, retryMax = 5 * time.Second, 2 * time.Minute
+	rec.cfg.SnapshotRetry, rec.cfg.SnapshotRetryMax = retry, retryMax
+	rec.snapWait = retry
+
+	// The handler's clock: gap() starts a snapshot due by it at once.
+	// The loop below runs ahead of it (a second a round), so whatever
+	// starts, starts in a poll at the loop's now.
+	now := clock.Now()
+	joinLate(h, "NEW", now)
+	h.arb.Tick(now + int64(time.Millisecond))
+	if !rec.fetching {
+		t.Fatalf("no snapshot fetched after the late join: %+v", rec.stats)
+	}
+	starts := []int64{now}
+	waitFetch(t, h, rec, now)
+	// The receive loop's round, a second at a time: the arbiter's tick
+	// (which declares what the load missed), the recovery's poll.
+	for stop := now + int64(10*time.Minute); now < stop; {
+		now += int64(time.Second)
+		h.arb.Tick(now)
+		rec.poll(now)
+		h.endBatch()
+		if rec.fetching {
+			starts = append(starts, now)
+			waitFetch(t, h, rec, now)
+		}
+	}
+	var gaps []time.Duration
+	for i := 1; i < len(starts); i++ {
+		gaps = append(gaps, time.Duration(starts[i]-starts[i-1]))
+	}
+	want := []time.Duration{5 * time.Second, 10 * time.Second, 20 * time.Second, 40 * time.Second, 80 * time.Second,
+		2 * time.Minute, 2 * time.Minute, 2 * time.Minute}
+	var st RecoveryStats
+	rec.copyStats(&st)
+	if len(gaps) != len(want) {
+		t.Fatalf("a snapshot always behind the lines, ten minutes: %d downloads (server: %d, loaded %d), waits between them %v; want %d, waits %v (a lagging load whose miss is declared again is a failed attempt)",
+			len(starts), srv.Stats().Snapshots, st.Snapshots, gaps, len(want)+1, want)
+	}
+	for i := range want {
+		if gaps[i] != want[i] {
+			t.Fatalf("waits between downloads %v, want %v", gaps, want)
+		}
+	}
+	if st.Snapshots != uint64(len(starts)) || st.SnapshotRetryFailures != uint64(len(starts)) || !sh.pub.stale {
+		t.Fatalf("after %d lagging downloads: loaded %d, consecutive failures %d, stale %v; want every one loaded and counted, books flagged",
+			len(starts), st.Snapshots, st.SnapshotRetryFailures, sh.pub.stale)
 	}
 }
