@@ -3,7 +3,6 @@ package handler
 import (
 	"context"
 	"errors"
-	"sync"
 	"testing"
 	"time"
 
@@ -14,7 +13,6 @@ import (
 	"github.com/marketfeed/feedhandler/feed/itch"
 	"github.com/marketfeed/feedhandler/feed/moldudp64"
 	"github.com/marketfeed/feedhandler/internal/clock"
-	"github.com/marketfeed/feedhandler/internal/exchange"
 )
 
 // waitFetch polls rec at now until no fetch is in flight (the lab server
@@ -65,26 +63,7 @@ func pollFetches(t *testing.T, h *Handler, rec *recovery, now int64, span time.D
 // NEW2) is a new condition: its snapshot is fetched at once, and the wait
 // after its refusal is SnapshotRetry again.
 func TestSnapshotRetryBacksOff(t *testing.T) {
-	ev := itch.SystemEventFields{EventCode: 'Q'}
-	end := itch.SystemEventFields{EventCode: 'C'}
-	srv, err := exchange.NewSnapshotServer(exchange.SnapshotConfig{Listen: "127.0.0.1:0", Username: "u", Password: "p", Session: "PREV",
-		Messages: func(seq uint64) ([]byte, bool) {
-			switch seq {
-			case 1:
-				return dirMsg("SNAP"), true
-			case 2:
-				return addMsg7("SNAP", 1, 1111), true
-			case 2999:
-				return end.Append(nil), true
-			}
-			return ev.Append(nil), seq < 3000
-		}, Position: func() uint64 { return 2999 }, FollowInterval: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve() }()
-	t.Cleanup(func() { srv.Close(); <-served })
+	srv, _ := labSnapshot(t, "PREV", "127.0.0.1:0", 3000, true)
 	h, sh, rec := recoveryHandler(t, GlimpseSnapshot(glimpse.Config{Addr: srv.Addr().String(), Username: "u", Password: "p", IdleTimeout: 5 * time.Second}))
 	const retry, retryMax = 5 * time.Second, 2 * time.Minute
 	rec.cfg.SnapshotRetry, rec.cfg.SnapshotRetryMax = retry, retryMax
@@ -232,31 +211,8 @@ func TestSnapshotRetryMaxFromConfig(t *testing.T) {
 // (which kept the books flagged up to 2 minutes after the rollover). Once
 // the server is on NEW its snapshot loads at the next attempt.
 func TestSnapshotRefusedAtLoginNoBackoff(t *testing.T) {
-	ev := itch.SystemEventFields{EventCode: 'Q'}
-	// serve runs the lab GLIMPSE server on session at listen until the
-	// returned func closes it.
-	serve := func(session, listen string) (string, func()) {
-		srv, err := exchange.NewSnapshotServer(exchange.SnapshotConfig{Listen: listen, Username: "u", Password: "p", Session: session,
-			Messages: func(seq uint64) ([]byte, bool) {
-				switch seq {
-				case 1:
-					return dirMsg("SNAP"), true
-				case 2:
-					return addMsg7("SNAP", 1, 1111), true
-				}
-				return ev.Append(nil), seq < 4000
-			}, Position: func() uint64 { return 3999 }, FollowInterval: -1})
-		if err != nil {
-			t.Fatal(err)
-		}
-		served := make(chan error, 1)
-		go func() { served <- srv.Serve() }()
-		var once sync.Once
-		stop := func() { once.Do(func() { srv.Close(); <-served }) }
-		t.Cleanup(stop)
-		return srv.Addr().String(), stop
-	}
-	addr, stopOld := serve("OLD", "127.0.0.1:0")
+	old, stopOld := labSnapshot(t, "OLD", "127.0.0.1:0", 4000, false)
+	addr := old.Addr().String()
 	st := new(glimpse.Stats)
 	h, sh, rec := recoveryHandler(t, GlimpseSnapshot(glimpse.Config{Addr: addr, Username: "u", Password: "p", IdleTimeout: 5 * time.Second, Stats: st}))
 	const retry, retryMax = 5 * time.Second, 2 * time.Minute
@@ -298,7 +254,7 @@ func TestSnapshotRefusedAtLoginNoBackoff(t *testing.T) {
 	// The server rolls over to NEW (the lab's: a server on NEW at the same
 	// address): the next attempt, SnapshotRetry on, loads its snapshot.
 	stopOld()
-	serve("NEW", addr)
+	labSnapshot(t, "NEW", addr, 4000, false)
 	rolled := now
 	for i := 0; rec.stats.Snapshots == 1; i++ {
 		if i == 600 {
@@ -327,23 +283,7 @@ func TestSnapshotRefusedAtLoginNoBackoff(t *testing.T) {
 // snapshot was downloaded every SnapshotRetry (5s) for ever, delivery
 // frozen during each.
 func TestSnapshotLaggingBacksOff(t *testing.T) {
-	ev := itch.SystemEventFields{EventCode: 'Q'}
-	srv, err := exchange.NewSnapshotServer(exchange.SnapshotConfig{Listen: "127.0.0.1:0", Username: "u", Password: "p", Session: "NEW",
-		Messages: func(seq uint64) ([]byte, bool) {
-			switch seq {
-			case 1:
-				return dirMsg("SNAP"), true
-			case 2:
-				return addMsg7("SNAP", 1, 1111), true
-			}
-			return ev.Append(nil), seq < 3990
-		}, Position: func() uint64 { return 3989 }, FollowInterval: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve() }()
-	t.Cleanup(func() { srv.Close(); <-served })
+	srv, _ := labSnapshot(t, "NEW", "127.0.0.1:0", 3990, false)
 	h, sh, rec := recoveryHandler(t, GlimpseSnapshot(glimpse.Config{Addr: srv.Addr().String(), Username: "u", Password: "p", IdleTimeout: 5 * time.Second}))
 	const retry, retryMax = 5 * time.Second, 2 * time.Minute
 	rec.cfg.SnapshotRetry, rec.cfg.SnapshotRetryMax = retry, retryMax

@@ -3,6 +3,7 @@ package handler
 import (
 	"context"
 	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -86,6 +87,44 @@ func joinLate(h *Handler, session string, rxTime int64) {
 	for i := range uint64(4) {
 		h.arb.Offer(0, sessionPacket(session, 4000+i, ev.Append(nil)), rxTime)
 	}
+}
+
+// snapDay is the lab GLIMPSE day of the snapshot tests: SNAP's Stock
+// Directory at sequence number 1, its order 1 (bid, 1111) at 2, then
+// System Events 'Q' up to end-1; with ended, the last is 'C' (End of
+// Messages).
+func snapDay(end uint64, ended bool) func(seq uint64) ([]byte, bool) {
+	ev := itch.SystemEventFields{EventCode: 'Q'}
+	last := itch.SystemEventFields{EventCode: 'C'}
+	return func(seq uint64) ([]byte, bool) {
+		switch {
+		case seq == 1:
+			return dirMsg("SNAP"), true
+		case seq == 2:
+			return addMsg7("SNAP", 1, 1111), true
+		case ended && seq == end-1:
+			return last.Append(nil), true
+		}
+		return ev.Append(nil), seq < end
+	}
+}
+
+// labSnapshot serves snapDay(end, ended) under session from the lab
+// GLIMPSE server at listen (user u, password p), its position end-1, until
+// the test ends or stop is called.
+func labSnapshot(t *testing.T, session, listen string, end uint64, ended bool) (srv *exchange.SnapshotServer, stop func()) {
+	t.Helper()
+	srv, err := exchange.NewSnapshotServer(exchange.SnapshotConfig{Listen: listen, Username: "u", Password: "p", Session: session,
+		Messages: snapDay(end, ended), Position: func() uint64 { return end - 1 }, FollowInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve() }()
+	var once sync.Once
+	stop = func() { once.Do(func() { srv.Close(); <-served }) }
+	t.Cleanup(stop)
+	return srv, stop
 }
 
 // pollUntilLoaded polls the recovery at now, as the receive loop does
@@ -324,23 +363,7 @@ func TestSnapshotAheadLinesDown(t *testing.T) {
 func TestSnapshotOfAnotherSessionBehind(t *testing.T) {
 	for _, server := range []string{"OLD", "NEW", "GLIMPSE01"} {
 		t.Run(server, func(t *testing.T) {
-			ev := itch.SystemEventFields{EventCode: 'Q'}
-			snap, err := exchange.NewSnapshotServer(exchange.SnapshotConfig{Listen: "127.0.0.1:0", Username: "u", Password: "p", Session: server,
-				Messages: func(seq uint64) ([]byte, bool) {
-					switch seq {
-					case 1:
-						return dirMsg("SNAP"), true
-					case 2:
-						return addMsg7("SNAP", 1, 1111), true
-					}
-					return ev.Append(nil), seq < 3000
-				}, Position: func() uint64 { return 2999 }, FollowInterval: -1})
-			if err != nil {
-				t.Fatal(err)
-			}
-			served := make(chan error, 1)
-			go func() { served <- snap.Serve() }()
-			t.Cleanup(func() { snap.Close(); <-served })
+			snap, _ := labSnapshot(t, server, "127.0.0.1:0", 3000, false)
 			fetch := GlimpseSnapshot(glimpse.Config{Addr: snap.Addr().String(), Username: "u", Password: "p", IdleTimeout: 5 * time.Second})
 			if server == "OLD" { // the lines were on OLD when a snapshot was last fetched
 				if _, err := fetch(context.Background(), moldudp64.NewSession("OLD"), func([]byte) error { return nil }); err != nil {
@@ -388,26 +411,11 @@ func TestSnapshotOfAnotherSessionBehind(t *testing.T) {
 // OLD. Before, the snapshot source knew only the sessions it was asked
 // under: OLD's books went out under NEW's name, flagged whole.
 func TestSnapshotOfLeftSessionNeverAsked(t *testing.T) {
-	ev := itch.SystemEventFields{EventCode: 'Q'}
-	snap, err := exchange.NewSnapshotServer(exchange.SnapshotConfig{Listen: "127.0.0.1:0", Username: "u", Password: "p", Session: "OLD",
-		Messages: func(seq uint64) ([]byte, bool) {
-			switch seq {
-			case 1:
-				return dirMsg("SNAP"), true
-			case 2:
-				return addMsg7("SNAP", 1, 1111), true
-			}
-			return ev.Append(nil), seq < 3000
-		}, Position: func() uint64 { return 2999 }, FollowInterval: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	served := make(chan error, 1)
-	go func() { served <- snap.Serve() }()
-	t.Cleanup(func() { snap.Close(); <-served })
+	snap, _ := labSnapshot(t, "OLD", "127.0.0.1:0", 3000, false)
 	h, sh, rec := recoveryHandler(t, GlimpseSnapshot(glimpse.Config{Addr: snap.Addr().String(), Username: "u", Password: "p", IdleTimeout: 5 * time.Second}))
 	rec.cfg.SnapshotRetry = time.Hour
 	now := int64(time.Second)
+	ev := itch.SystemEventFields{EventCode: 'Q'}
 	for i := range uint64(4) { // OLD from its start: nothing missing
 		h.arb.Offer(0, sessionPacket("OLD", 1+i, ev.Append(nil)), now)
 	}
@@ -454,28 +462,9 @@ func TestSnapshotOfLeftSessionNeverAsked(t *testing.T) {
 // last), is loaded; a snapshot without 'C' behind the lines is loaded as
 // before (TestSnapshotOfAnotherSessionBehind's GLIMPSE01).
 func TestSnapshotOfEndedDayBehind(t *testing.T) {
-	ev := itch.SystemEventFields{EventCode: 'Q'}
-	end := itch.SystemEventFields{EventCode: 'C'}
-	day := func(seq uint64) ([]byte, bool) {
-		switch seq {
-		case 1:
-			return dirMsg("SNAP"), true
-		case 2:
-			return addMsg7("SNAP", 1, 1111), true
-		case 2999:
-			return end.Append(nil), true
-		}
-		return ev.Append(nil), seq < 3000
-	}
+	day := snapDay(3000, true)
 	for _, sameDay := range []bool{false, true} {
-		snap, err := exchange.NewSnapshotServer(exchange.SnapshotConfig{Listen: "127.0.0.1:0", Username: "u", Password: "p", Session: "PREV",
-			Messages: day, Position: func() uint64 { return 2999 }, FollowInterval: -1})
-		if err != nil {
-			t.Fatal(err)
-		}
-		served := make(chan error, 1)
-		go func() { served <- snap.Serve() }()
-		t.Cleanup(func() { snap.Close(); <-served })
+		snap, _ := labSnapshot(t, "PREV", "127.0.0.1:0", 3000, true)
 		h, sh, rec := recoveryHandler(t, GlimpseSnapshot(glimpse.Config{Addr: snap.Addr().String(), Username: "u", Password: "p", IdleTimeout: 5 * time.Second}))
 		rec.cfg.SnapshotRetry = time.Hour
 		now := int64(time.Second)
