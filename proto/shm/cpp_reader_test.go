@@ -567,3 +567,28 @@ func startMicroprice(t *testing.T, instruments int) (w *Writer, s *Snapshot, c *
 	}
 	return w, s, c, next
 }
+
+// TestCppFollowClosedReader: a Follower made from a closed Reader starts at
+// journal position 0, as Go's Follow of a closed Reader does; when the
+// same Reader is opened again it reads the journal from the start (or
+// reports an overrun). It used to take its position from its own
+// uninitialized member (stack garbage): pending and poll after the open
+// were arbitrary.
+func TestCppFollowClosedReader(t *testing.T) {
+	bin := cppbuild.Build(t, cppDriver)
+	w := testWriter(t, Config{Instruments: 1, Depth: 1, JournalLen: 16})
+	w.Register(1, "A")
+	snap := newSnapshot(1)
+	for k := uint64(1); k <= 2; k++ {
+		fillSnapshot(snap, 1, k, 1)
+		w.Publish(snap)
+	}
+	s := startSession(t, bin, w.Path())
+	s.expect("open", "open Ok")
+	s.expect("close", "close Ok")
+	s.expect("follow", "follow Ok pending 0")
+	s.expect("poll", "poll ErrNotOpen n 0")
+	s.expect("open", "open Ok")
+	s.expect("stats", "stats overruns 0 lost 0 pending 2")
+	s.expect("poll", "poll Ok n 2 1:1 1:2")
+}

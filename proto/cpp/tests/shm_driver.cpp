@@ -394,6 +394,17 @@ int cmd_torn(const char* name, bool slow) {
   return 1;
 }
 
+// scribble fills the stack below its caller with 0xAB, so that a value a
+// later call leaves uninitialized reads as 0xABAB..., not as a lucky 0.
+__attribute__((noinline)) void scribble() {
+  volatile unsigned char b[4096];
+  for (size_t i = 0; i < sizeof b; i++) b[i] = 0xAB;
+}
+
+// follow_into makes f a follower of r in a frame of its own, on the stack
+// scribble left.
+__attribute__((noinline)) void follow_into(fs::Follower& f, const fs::Reader& r) { f = r.follow(); }
+
 // cmd_session runs commands from stdin against one Reader, for the
 // lifecycle and journal tests.
 int cmd_session(const char* name) {
@@ -432,7 +443,8 @@ int cmd_session(const char* name) {
     } else if (c == "version") {
       std::printf("version %" PRIu64 "\n", r.version(uint16_t(arg)));
     } else if (c == "follow") {
-      f = r.follow();
+      scribble();
+      follow_into(f, r);
       std::printf("follow Ok pending %" PRIu64 "\n", f.pending());
     } else if (c == "poll" || c == "wait") {
       size_t n = 0;

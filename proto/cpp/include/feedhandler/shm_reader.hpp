@@ -599,7 +599,9 @@ class Reader {
 
   // follow returns a follower positioned at the journal head: it reports
   // publications from now on. To start from a complete picture, follow
-  // first, then read every instrument, then poll.
+  // first, then read every instrument, then poll. A follower of a closed
+  // Reader says NotOpen; it starts at journal position 0 when the Reader is
+  // opened again.
   inline Follower follow() const noexcept;
 
  private:
@@ -864,7 +866,12 @@ class Follower {
 
  private:
   friend class Reader;
-  explicit Follower(const Reader* r) noexcept : r_(r), next_(head()) {}
+  // A follower of a closed Reader starts at position 0, as Go's Follow of
+  // a closed Reader does (head() would return next_, not yet initialized):
+  // if the Reader is opened again it reads that file's journal from the
+  // start, or reports an overrun.
+  explicit Follower(const Reader* r) noexcept
+      : r_(r), next_(r != nullptr && r->mem_ != nullptr ? r->load_acquire<uint64_t>(detail::kOffHead) : 0) {}
   uint64_t head() const noexcept {
     return r_ && r_->mem_ ? r_->load_acquire<uint64_t>(detail::kOffHead) : next_;
   }
