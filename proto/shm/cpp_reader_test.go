@@ -592,3 +592,30 @@ func TestCppFollowClosedReader(t *testing.T) {
 	s.expect("stats", "stats overruns 0 lost 0 pending 2")
 	s.expect("poll", "poll Ok n 2 1:1 1:2")
 }
+
+// TestCppExampleMicropriceTruncated: a feed file truncated under the
+// mapping (the writer never does; check says Format) ends microprice with
+// status 1. Before, it handled only Restarted, Closed and WriterDead: any
+// other error of wait (Format, NotOpen) looped forever, and once the cut
+// reached the journal its polls would fault.
+func TestCppExampleMicropriceTruncated(t *testing.T) {
+	w, _, c, next := startMicroprice(t, 2)
+	next("AAPL v1 microprice 100.0025 ")
+	defer truncateFile(t, w.Path(), int64(len(w.m.mem))-pageSize, int64(len(w.m.mem)), false)()
+	done := make(chan error, 1)
+	go func() {
+		for c.out.Scan() {
+			c.lines = append(c.lines, c.out.Text())
+		}
+		done <- c.cmd.Wait()
+	}()
+	select {
+	case err := <-done:
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 1 {
+			t.Fatalf("microprice on a truncated feed: %v, want exit status 1; output: %q", err, c.lines)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatalf("microprice did not exit within 60s of the feed file's truncation (wait's Format ignored)")
+	}
+}

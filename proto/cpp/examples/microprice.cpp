@@ -18,7 +18,7 @@
 // without a restart may move the symbol to another locate (ITCH reassigns
 // them daily): when the locate reads another symbol or none, look the
 // symbol up again. A restarted writer means open the feed again; a closed
-// or dead one ends the program.
+// or dead one ends the program (status 0), any other error too (status 1).
 #include <cinttypes>
 #include <csignal>
 #include <cstdio>
@@ -129,6 +129,12 @@ int main(int argc, char** argv) {
       if (e == fs::Error::Closed || e == fs::Error::WriterDead) {
         std::fprintf(stderr, "microprice: %s: %s\n", r.path(), fs::error_message(e));
         return 0;
+      }
+      // Anything else (Format: the file was truncated under the mapping)
+      // will not go away: waiting again would report it forever, or fault.
+      if (e != fs::Error::Ok && e != fs::Error::Overrun) {
+        std::fprintf(stderr, "microprice: %s: %s\n", r.path(), fs::error_message(e));
+        return 1;
       }
     }
     if (g_stop) return 0;
