@@ -464,8 +464,8 @@ func TestCppExampleMicropriceSessionChange(t *testing.T) {
 }
 
 // TestCppInstall installs the reader with CMake into a scratch prefix and
-// builds a consumer against it twice: with find_package and with
-// pkg-config.
+// builds a consumer against it: with find_package, and with pkg-config as
+// C++17 and as C++20.
 func TestCppInstall(t *testing.T) {
 	cppbuild.Require(t)
 	for tool, pkg := range map[string]string{"cmake": "cmake", "pkg-config": "pkgconf"} {
@@ -518,6 +518,19 @@ func TestCppInstall(t *testing.T) {
 	run(nil, "g++", args...)
 	if out, err := exec.Command(bin).Output(); err != nil || string(out) != "ErrNotExist\n" {
 		t.Fatalf("pkg-config consumer: %q %v", out, err)
+	}
+	// A consumer built as C++20, its -std before the pkg-config flags (as
+	// a Makefile's CXXFLAGS, or CMake's standard flag before a pkg-config
+	// target's options, put it): the flags must not lower the standard.
+	main20 := "#if __cplusplus < 202002L\n#error the consumer asked for C++20\n#endif\n" + main
+	if err := os.WriteFile(filepath.Join(consumer, "main20.cpp"), []byte(main20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	bin20 := filepath.Join(dir, "pc-consumer20")
+	args = append(append([]string{"-std=c++20"}, strings.Fields(string(cflags))...), "-o", bin20, filepath.Join(consumer, "main20.cpp"))
+	run(nil, "g++", args...)
+	if out, err := exec.Command(bin20).Output(); err != nil || string(out) != "ErrNotExist\n" {
+		t.Fatalf("pkg-config C++20 consumer: %q %v", out, err)
 	}
 }
 

@@ -28,6 +28,10 @@
 #ifndef FEEDHANDLER_SHM_READER_HPP_
 #define FEEDHANDLER_SHM_READER_HPP_
 
+#if __cplusplus < 201703L
+#error "feedhandler/shm_reader.hpp needs C++17 or later (-std=c++17)"
+#endif
+
 #include <fcntl.h>
 #include <sched.h>
 #include <signal.h>
