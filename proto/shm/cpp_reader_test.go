@@ -632,3 +632,40 @@ func TestCppExampleMicropriceTruncated(t *testing.T) {
 		t.Fatalf("microprice did not exit within 60s of the feed file's truncation (wait's Format ignored)")
 	}
 }
+
+// TestCppFollowAcrossReopen: a Follower kept while its Reader is opened
+// again on a restarted writer's file reads that file's journal from its
+// start, as a new follower of a closed-then-opened Reader does. Before, it
+// kept its position in the old file's journal: with the new file's head
+// past it, the new file's first records were skipped without an overrun.
+func TestCppFollowAcrossReopen(t *testing.T) {
+	bin := cppbuild.Build(t, cppDriver)
+	cfg := Config{Name: testName(t), Instruments: 1, Depth: 1, JournalLen: 16}
+	a := testWriter(t, cfg)
+	a.Register(1, "A")
+	snap := newSnapshot(1)
+	fillSnapshot(snap, 1, 1, 1)
+	s := startSession(t, bin, cfg.Name)
+	s.expect("open", "open Ok")
+	s.expect("follow", "follow Ok pending 0")
+	for i := 0; i < 2; i++ {
+		a.Publish(snap)
+	}
+	s.expect("poll", "poll Ok n 2 1:1 1:2")
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+	b := testWriter(t, cfg)
+	b.Register(1, "A")
+	for i := 0; i < 3; i++ {
+		b.Publish(snap)
+	}
+	s.expect("check", "check ErrRestarted")
+	s.expect("open", "open Ok")
+	s.expect("stats", "stats overruns 0 lost 0 pending 3")
+	s.expect("poll", "poll Ok n 3 1:1 1:2 1:3")
+	// Opened again on the same file: the follower keeps its place.
+	b.Publish(snap)
+	s.expect("open", "open Ok")
+	s.expect("poll", "poll Ok n 1 1:4")
+}

@@ -780,7 +780,11 @@ class Reader {
 
 // Follower follows the change journal of a Reader. It points at the
 // Reader: the Reader must outlive it and stay where it is (do not move it
-// while it has followers). One thread per Follower.
+// while it has followers). One thread per Follower. It follows the file
+// the Reader maps: when the Reader is opened again on another file (a
+// restarted writer's: another generation), the follower reads that file's
+// journal from its start; opened again on the same file, it keeps its
+// place.
 class Follower {
  public:
   Follower() noexcept = default;
@@ -790,7 +794,7 @@ class Follower {
   // overruns is the number of times poll returned Overrun.
   uint64_t overruns() const noexcept { return overruns_; }
   // pending is the number of records published and not yet polled.
-  uint64_t pending() const noexcept { return head() - next_; }
+  uint64_t pending() const noexcept { return head() - (same_file() ? next_ : 0); }
 
   // poll copies up to cap new journal records into dst without blocking
   // and sets n. A record a publisher is still writing ends the batch. When
@@ -801,6 +805,10 @@ class Follower {
   Error poll(Update* dst, size_t cap, size_t& n) noexcept {
     n = 0;
     if (r_ == nullptr || r_->mem_ == nullptr) return Error::NotOpen;
+    if (!same_file()) {  // the Reader was opened again, on another file
+      gen_ = r_->info_.generation;
+      next_ = 0;
+    }
     const uint64_t jl = r_->info_.journal_len;
     uint64_t h = head();
     if (h - next_ > jl) return overrun(h);
@@ -875,7 +883,12 @@ class Follower {
   // if the Reader is opened again it reads that file's journal from the
   // start, or reports an overrun.
   explicit Follower(const Reader* r) noexcept
-      : r_(r), next_(r != nullptr && r->mem_ != nullptr ? r->load_acquire<uint64_t>(detail::kOffHead) : 0) {}
+      : r_(r),
+        next_(r != nullptr && r->mem_ != nullptr ? r->load_acquire<uint64_t>(detail::kOffHead) : 0),
+        gen_(r != nullptr && r->mem_ != nullptr ? r->info_.generation : 0) {}
+  // same_file: the Reader maps the file this follower's position is in
+  // (a closed Reader's followers are at position 0 of no file).
+  bool same_file() const noexcept { return r_ == nullptr || r_->mem_ == nullptr || r_->info_.generation == gen_; }
   uint64_t head() const noexcept {
     return r_ && r_->mem_ ? r_->load_acquire<uint64_t>(detail::kOffHead) : next_;
   }
@@ -888,6 +901,9 @@ class Follower {
 
   const Reader* r_ = nullptr;
   uint64_t next_ = 0;
+  // gen_ is the generation of the file next_ counts in (0: made from a
+  // closed Reader, position 0 of whatever file it opens).
+  uint64_t gen_ = 0;
   uint64_t lost_ = 0;
   uint64_t overruns_ = 0;
   // last_check_ is when wait last checked the writer (monotonic ns; 0:
