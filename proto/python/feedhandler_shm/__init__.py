@@ -11,7 +11,8 @@
 Errors (feedhandler_shm.errors, one class per situation, all ShmError):
 NotExistError, PermissionDeniedError, FormatError, LayoutVersionError,
 WriterDeadError, RestartedError, ClosedError, OverrunError,
-UnknownLocateError, NoDataError, BusyError, ReaderClosedError (a call on a
+UnknownLocateError, NoDataError, BusyError, SystemCallError (an OSError:
+a system call failed for a reason other than the file), ReaderClosedError (a call on a
 Reader, or its Follower, after Reader.close). The contract is docs/SHM.md.
 """
 
@@ -27,6 +28,7 @@ from .errors import (  # noqa: F401
     ReaderClosedError,
     RestartedError,
     ShmError,
+    SystemCallError,
     UnknownLocateError,
     WriterDeadError,
 )
@@ -53,5 +55,5 @@ __all__ = [
     "Instrument", "LEVEL_DTYPE", "ORDERED_LOADS", "LAYOUT_VERSION", "decode", "book_entries", "books_json",
     "ShmError", "NotExistError", "PermissionDeniedError", "FormatError", "LayoutVersionError",
     "WriterDeadError", "RestartedError", "ClosedError", "OverrunError", "UnknownLocateError",
-    "NoDataError", "BusyError", "ReaderClosedError",
+    "NoDataError", "BusyError", "ReaderClosedError", "SystemCallError",
 ]

@@ -72,6 +72,14 @@ class BusyError(ShmError):
     """A live writer held a slot locked for over a second (Go ErrBusy)."""
 
 
+class SystemCallError(ShmError, OSError):
+    """A system call failed for a reason that says nothing about the file
+    (no descriptor or memory left, the working directory removed, ...): an
+    OSError with its errno (Go: the wrapped os error; C++ Error::System).
+    Not FormatError: the file may be a good feed; retry when the cause is
+    gone."""
+
+
 class ReaderClosedError(ShmError, ValueError):
     """This Reader was closed (Reader.close): no method reads the file any more
     (Go: an error wrapping fs.ErrClosed). Not ClosedError, which is the writer's

@@ -28,6 +28,7 @@ from .errors import (
     PermissionDeniedError,
     ReaderClosedError,
     RestartedError,
+    SystemCallError,
     UnknownLocateError,
     WriterDeadError,
 )
@@ -88,6 +89,11 @@ def path_of(name):
     if "/" in name:
         return os.path.normpath(name)
     return os.path.join(L.DIR, name)
+
+
+def _system_error(what, e):
+    """SystemCallError for the OSError e of what (it keeps e's errno)."""
+    return SystemCallError(e.errno, "%s: %s" % (what, e.strerror or e))
 
 
 def _permission_message(path, op):
@@ -286,7 +292,7 @@ class Reader:
         try:
             path = os.path.abspath(path)
         except OSError as e:  # the working directory was removed
-            raise FormatError("open shm %s: %s" % (path, e)) from None
+            raise _system_error("open shm %s" % path, e) from None
         self.path = path
         try:
             # Not blocking: a FIFO of that name would block a plain open
@@ -297,8 +303,8 @@ class Reader:
             raise NotExistError("open shm %s: feed does not exist" % path) from None
         except PermissionError:
             raise PermissionDeniedError(_permission_message(path, "open")) from None
-        except OSError as e:
-            raise FormatError("open shm %s: %s" % (path, e)) from None
+        except OSError as e:  # EMFILE, ENAMETOOLONG, ...: not the file's format
+            raise _system_error("open shm %s" % path, e) from None
         self._mm = None
         self._mv = None
         try:
@@ -314,7 +320,7 @@ class Reader:
             except OSError as e:
                 if e.errno in (errno.EACCES, errno.EPERM):
                     raise PermissionDeniedError(_permission_message(path, "mmap")) from None
-                raise FormatError("open shm %s: mmap: %s" % (path, e)) from None
+                raise _system_error("open shm %s: mmap" % path, e) from None
         except BaseException:
             if self._mm is not None:
                 self._mm.close()
@@ -795,7 +801,8 @@ def open(name, stale_after=None):  # noqa: A001 - mirrors shm.Open
     (``Reader.path`` is absolute).
 
     Raises NotExistError (writer not started: retry, or open_wait),
-    PermissionDeniedError, FormatError, LayoutVersionError. Succeeds on a
+    PermissionDeniedError, FormatError, LayoutVersionError, SystemCallError
+    (an OSError with its errno: no descriptor or memory left, ...). Succeeds on a
     closed or dead writer's file so its last books stay readable; check()
     tells the writer's state. stale_after (seconds) is how old the heartbeat
     may get; default 10 heartbeat intervals, at least 1 s.

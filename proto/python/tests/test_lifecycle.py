@@ -48,12 +48,44 @@ class LifecycleTest(unittest.TestCase):
     def test_error_classes_are_distinct(self):
         classes = [shm.NotExistError, shm.PermissionDeniedError, shm.FormatError, shm.LayoutVersionError,
                    shm.WriterDeadError, shm.RestartedError, shm.ClosedError, shm.OverrunError,
-                   shm.UnknownLocateError, shm.NoDataError, shm.BusyError, shm.ReaderClosedError]
+                   shm.UnknownLocateError, shm.NoDataError, shm.BusyError, shm.ReaderClosedError,
+                   shm.SystemCallError]
         for a in classes:
             self.assertTrue(issubclass(a, shm.ShmError))
             for b in classes:
                 if a is not b:
                     self.assertFalse(issubclass(a, b), "%s is a %s" % (a.__name__, b.__name__))
+
+    def test_system_error_is_not_format(self):
+        """A system call that fails for a reason other than the file (here
+        EMFILE: no descriptor left) is SystemCallError, an OSError with its
+        errno, as Go wraps the os error and C++ says System: not
+        FormatError, which says the file is not a feed (a caller would give
+        up on a good feed)."""
+        import errno
+        import resource
+
+        name, _ = self._closed_feed_bytes()
+        shm.open(name).close()
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        lowest = os.open("/dev/null", os.O_RDONLY)  # the lowest free descriptor
+        os.close(lowest)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (lowest, hard))
+        try:
+            try:
+                shm.open(name).close()
+            except shm.ShmError as e:
+                err = e
+            else:
+                err = None
+        finally:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        self.assertIsNotNone(err, "open with no descriptor left succeeded")
+        self.assertNotIsInstance(err, shm.FormatError, "%s: %s" % (type(err).__name__, err))
+        self.assertIsInstance(err, shm.SystemCallError)
+        self.assertIsInstance(err, OSError)
+        self.assertEqual(err.errno, errno.EMFILE)
+        self.assertIn(name, str(err))
 
     def test_missing_feed(self):
         name = support.feed_name(self)
