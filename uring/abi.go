@@ -31,6 +31,8 @@ const (
 	registerEnableRings uint32 = 12
 	registerPbufRing    uint32 = 22
 	unregisterPbufRing  uint32 = 23
+	registerNAPI        uint32 = 27
+	unregisterNAPI      uint32 = 28
 )
 
 // Opcodes used by this module (the kernel knows many more; Probe reports them).
@@ -169,8 +171,23 @@ type probe struct {
 
 const probeOpSupported = 1 << 0
 
+// napiArg is struct io_uring_napi (IORING_(UN)REGISTER_NAPI, Linux 6.9).
+// Opcode 0 (IO_URING_NAPI_REGISTER_OP) with OpParam 0
+// (IO_URING_NAPI_TRACKING_DYNAMIC) is what 6.9-6.12 knew as padding, so
+// one layout serves every kernel that has the call.
+type napiArg struct {
+	BusyPollTo     uint32 // microseconds
+	PreferBusyPoll uint8
+	Opcode         uint8
+	Pad            [2]uint8
+	OpParam        uint32
+	Resv           uint32
+}
+
 // Compile-time layout checks against the kernel ABI.
 var (
+	_ [16 - unsafe.Sizeof(napiArg{})]struct{}
+	_ [unsafe.Sizeof(napiArg{}) - 16]struct{}
 	_ [64 - unsafe.Sizeof(SQE{})]struct{}
 	_ [unsafe.Sizeof(SQE{}) - 64]struct{}
 	_ [16 - unsafe.Sizeof(CQE{})]struct{}

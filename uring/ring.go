@@ -355,6 +355,43 @@ func (r *Ring) register(op uint32, arg unsafe.Pointer, nrArgs uint32) error {
 	return nil
 }
 
+// RegisterNAPI turns on NAPI busy polling for the ring
+// (IORING_REGISTER_NAPI, Linux 6.9+): a Wait that finds no completion
+// first polls, for up to busyPollUsec microseconds, the NAPI instances
+// (NIC queues) of the sockets the ring's requests read, and only then
+// sleeps. The ring learns those instances from its own requests (dynamic
+// tracking); a socket whose packets came through no NAPI instance adds
+// nothing to poll. With prefer, the kernel also holds off the queues'
+// interrupts while the thread polls them (as SO_PREFER_BUSY_POLL). A
+// kernel without the call returns an error wrapping ErrNotSupported.
+//
+// A SINGLE_ISSUER ring must be registered before Enable, or from its
+// issuer.
+func (r *Ring) RegisterNAPI(busyPollUsec uint32, prefer bool) error {
+	arg := napiArg{BusyPollTo: busyPollUsec}
+	if prefer {
+		arg.PreferBusyPoll = 1
+	}
+	if err := r.register(registerNAPI, unsafe.Pointer(&arg), 1); err != nil {
+		if errors.Is(err, unix.EINVAL) {
+			// Before 6.9 the opcode is unknown: EINVAL.
+			err = fmt.Errorf("%w: %w", ErrNotSupported, err)
+		}
+		return fmt.Errorf("io_uring register NAPI busy polling: %w", err)
+	}
+	return nil
+}
+
+// UnregisterNAPI turns NAPI busy polling off and returns the settings it
+// had (IORING_UNREGISTER_NAPI).
+func (r *Ring) UnregisterNAPI() (busyPollUsec uint32, prefer bool, err error) {
+	var arg napiArg
+	if err := r.register(unregisterNAPI, unsafe.Pointer(&arg), 1); err != nil {
+		return 0, false, fmt.Errorf("io_uring unregister NAPI busy polling: %w", err)
+	}
+	return arg.BusyPollTo, arg.PreferBusyPoll != 0, nil
+}
+
 // wrapErrno turns the errnos that mean "io_uring is unavailable here" into
 // errors wrapping ErrNotSupported (and the errno).
 func wrapErrno(errno unix.Errno) error {

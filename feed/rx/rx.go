@@ -107,7 +107,7 @@ type Config struct {
 	Queues         []int         // AF_XDP: rx queues to bind (default: queue 0)
 	ZeroCopy       string        // AF_XDP: "auto" (default), "on" (required), "off"
 	XDPMode        string        // AF_XDP: "auto" (default: native, then generic), "native", "generic"
-	BusyPoll       bool          // SO_PREFER_BUSY_POLL + SO_BUSY_POLL for xdp and socket
+	BusyPoll       bool          // SO_PREFER_BUSY_POLL + SO_BUSY_POLL (xdp, socket); NAPI busy polling of the ring (uring, Linux 6.9+)
 	BusyPollUsec   int           // SO_BUSY_POLL value (default 20)
 	BusyPollBudget int           // SO_BUSY_POLL_BUDGET (default 64)
 	BatchSize      int           // max packets per Receive (default 64)

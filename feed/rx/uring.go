@@ -116,6 +116,16 @@ func openUring(cfg Config) (r Receiver, err error) {
 	if err != nil {
 		return nil, notSupported(err)
 	}
+	if cfg.BusyPoll {
+		// The line sockets' SO_BUSY_POLL serves blocking reads and
+		// poll(2), neither of which this backend does: its waits are the
+		// ring's, which busy-poll only what the ring is told to. The
+		// kernel's own budget applies (BusyPollBudget is not the ring's).
+		if err := u.ring.RegisterNAPI(uint32(cfg.BusyPollUsec), true); err != nil {
+			return nil, notSupported(err)
+		}
+		u.mode += fmt.Sprintf(", napi busy poll %dµs", cfg.BusyPollUsec)
+	}
 	u.socks, err = openLineSockets(&cfg)
 	if err != nil {
 		return nil, err

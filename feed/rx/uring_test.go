@@ -1,10 +1,15 @@
 package rx
 
 import (
+	"errors"
 	"fmt"
+	"os"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/marketfeed/feedhandler/internal/netlab"
 )
@@ -176,4 +181,56 @@ func (s *switchingReceiver) Receive(pkts []Packet) (n int, err error) {
 
 func (s *switchingReceiver) Release(pkts []Packet) {
 	s.run(func() { s.Receiver.Release(pkts) })
+}
+
+// TestUringBusyPoll: with BusyPoll the ring busy-polls its sockets' NAPI
+// instances in its waits (IORING_REGISTER_NAPI), which the kernel shows in
+// the ring's fdinfo; the lines are received as without it. The sockets'
+// SO_BUSY_POLL alone does nothing for this backend, which never blocks in
+// a socket read.
+func TestUringBusyPoll(t *testing.T) {
+	for _, locked := range []bool{false, true} {
+		t.Run(fmt.Sprintf("locked=%v", locked), func(t *testing.T) {
+			lab := netlab.ForTest(t, netlab.Options{})
+			lines := labLines(lab)
+			senders := labSenders(t, lab, lines, 10000)
+			cfg := Config{Backend: BackendUring, Lines: lines, BusyPoll: true, BusyPollUsec: 50, PollTimeout: 20 * time.Millisecond, LockedThread: locked}
+			err := onLockedThread(lab.Dst, func() error {
+				r, err := Open(cfg)
+				if errors.Is(err, ErrNotSupported) && errors.Is(err, unix.EINVAL) {
+					t.Skipf("the kernel lacks IORING_REGISTER_NAPI (Linux 6.9+): %v", err)
+				}
+				if err != nil {
+					return err
+				}
+				defer r.Close()
+				u := r.(*uringRx)
+				info, err := os.ReadFile(fmt.Sprintf("/proc/self/fdinfo/%d", u.ring.Fd()))
+				if err != nil {
+					return err
+				}
+				if !strings.Contains(string(info), "NAPI:\tenabled") || !strings.Contains(string(info), "napi_busy_poll_dt:\t50000") {
+					var napi []string
+					for _, l := range strings.Split(string(info), "\n") {
+						if strings.HasPrefix(l, "NAPI") || strings.HasPrefix(l, "napi") {
+							napi = append(napi, l)
+						}
+					}
+					return fmt.Errorf("BusyPoll with 50 µs: the kernel says the ring has %q; want NAPI enabled, 50000 ns", napi)
+				}
+				if !strings.Contains(r.Backend(), "napi busy poll 50µs") {
+					return fmt.Errorf("Backend() = %q, want it to say napi busy poll 50µs", r.Backend())
+				}
+				sendc := make(chan error, 1)
+				go func() { time.Sleep(20 * time.Millisecond); sendc <- send(senders, 500) }()
+				if err := receiveLines(r, senders, 500); err != nil {
+					return err
+				}
+				return <-sendc
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
 }
