@@ -198,10 +198,12 @@ type RecoveryStats struct {
 	// SnapshotsWrongSession: snapshots of a session the lines have left
 	// (ErrSnapshotSession), not loaded; also in SnapshotFailures.
 	SnapshotsWrongSession uint64
-	// SnapshotRetryFailures: consecutive snapshots failed, refused,
-	// loaded with the spill overflowed, or loaded behind the feed with
-	// what they missed declared again, since one was loaded whole (or a
-	// session change, or the books made whole otherwise); the next waits
+	// SnapshotRetryFailures: consecutive snapshots failed (not those
+	// refused at login for a session the lines left: asked again every
+	// SnapshotRetry), refused for their content, loaded with the spill
+	// overflowed, or loaded behind the feed with what they missed
+	// declared again, since one was loaded whole (or a session change, or
+	// the books made whole otherwise); the next waits
 	// SnapshotRetry doubled per failure after the first, up to
 	// SnapshotRetryMax (SnapshotRetryIn).
 	SnapshotRetryFailures uint64
@@ -709,12 +711,15 @@ func (r *recovery) loadSnapshot(res snapResult, now int64) {
 		r.stats.SnapshotFailures++
 		r.stats.LastSnapshotError = res.err.Error()
 		var d time.Duration
-		if errors.Is(res.err, glimpse.ErrSessionRefused) {
-			// Refused at the server's Login Accepted: nothing was
-			// downloaded (a login's round trip), and the server's
-			// rollover to the lines' session is what makes the books
-			// whole. Not a failed attempt for the backoff: asked again
-			// every SnapshotRetry, not up to SnapshotRetryMax after it.
+		if errors.Is(res.err, ErrSnapshotSession) {
+			// Refused at the server's Login Accepted for a session the
+			// lines left: nothing was downloaded (a login's round
+			// trip), and the server's rollover to the lines' session is
+			// what makes the books whole. Not a failed attempt for the
+			// backoff: asked again every SnapshotRetry, not up to
+			// SnapshotRetryMax after it. A refusal by the caller's own
+			// glimpse.Config.CheckSession (also ErrSessionRefused) says
+			// nothing of a rollover: it backs off as a rejected login.
 			d = r.cfg.SnapshotRetry
 			r.wantSnap = true
 			r.snapAt = now + int64(d)

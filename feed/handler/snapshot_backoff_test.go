@@ -334,3 +334,49 @@ func TestSnapshotLaggingBacksOff(t *testing.T) {
 			len(starts), st.Snapshots, st.SnapshotRetryFailures, sh.pub.stale)
 	}
 }
+
+// TestSnapshotRefusedByOwnCheckBacksOff: the exemption from the backoff
+// is for a server on a session the lines left (ErrSnapshotSession), whose
+// rollover makes the books whole. A refusal at login by the caller's own
+// glimpse.Config.CheckSession (also a glimpse.ErrSessionRefused) says
+// nothing of a rollover: it is a failed attempt like a rejected login, and
+// backs off (5s, 10s, 20s, 40s in two minutes), not asked again every
+// SnapshotRetry for ever.
+func TestSnapshotRefusedByOwnCheckBacksOff(t *testing.T) {
+	srv, _ := labSnapshot(t, "NEW", "127.0.0.1:0", 4000, false)
+	st := new(glimpse.Stats)
+	own := func(session string) error { return errors.New("not a session this strategy trades") }
+	h, sh, rec := recoveryHandler(t, GlimpseSnapshot(glimpse.Config{Addr: srv.Addr().String(), Username: "u", Password: "p",
+		IdleTimeout: 5 * time.Second, Stats: st, CheckSession: own}))
+	const retry, retryMax = 5 * time.Second, 2 * time.Minute
+	rec.cfg.SnapshotRetry, rec.cfg.SnapshotRetryMax = retry, retryMax
+	rec.snapWait = retry
+
+	now := int64(time.Second)
+	joinLate(h, "NEW", now)
+	h.arb.Tick(now + int64(time.Millisecond)) // the start gap is declared: a snapshot is fetched
+	if !rec.fetching {
+		t.Fatalf("no snapshot fetched after the late join: %+v", rec.stats)
+	}
+	starts := []int64{now}
+	waitFetch(t, h, rec, now)
+	var gaps []time.Duration
+	_, starts, gaps = pollFetches(t, h, rec, now, 2*time.Minute, starts)
+	if st.Refused.Load() != uint64(len(starts)) || rec.stats.Snapshots != 0 || rec.stats.SnapshotsWrongSession != 0 || !sh.pub.stale {
+		t.Fatalf("%d fetches: refused at login %d, loaded %d, wrong session %d, stale %v; want every one refused by the caller's check, none of a left session, books flagged",
+			len(starts), st.Refused.Load(), rec.stats.Snapshots, rec.stats.SnapshotsWrongSession, sh.pub.stale)
+	}
+	want := []time.Duration{5 * time.Second, 10 * time.Second, 20 * time.Second, 40 * time.Second}
+	if len(gaps) != len(want) {
+		t.Fatalf("two minutes of logins refused by the caller's own CheckSession: %d logins, waits between them %v; want %d, waits %v (the backoff: not a session the lines left)",
+			len(starts), gaps, len(want)+1, want)
+	}
+	for i := range want {
+		if gaps[i] != want[i] {
+			t.Fatalf("waits between logins %v, want %v", gaps, want)
+		}
+	}
+	if rec.snapFails != uint64(len(starts)) {
+		t.Fatalf("consecutive failures %d after %d refusals, want %d", rec.snapFails, len(starts), len(starts))
+	}
+}
