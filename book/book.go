@@ -167,7 +167,8 @@ func (b *Book) level(side Side, r rung) Level {
 // Last returns the price and size of the last printable trade (E, printable
 // C, P, Q) that was not broken, and the cumulative printed volume less the
 // broken trades. When the last trade is broken and the one before it is no
-// longer remembered (Config.TradeMemory), the last trade is 0@0. Reset
+// longer remembered (Config.TradeMemory, or an earlier print of the same
+// match number: Stats.DuplicateMatch), the last trade is 0@0. Reset
 // (a rebuild) starts all three again.
 func (b *Book) Last() (price uint32, size uint64, volume uint64) {
 	return b.lastPrice, b.lastSize, b.volume

@@ -157,6 +157,18 @@ type Stats struct {
 	// B changes only the broken count. It is not in Inconsistencies: with
 	// a bounded memory a B of an old trade cannot be told from a bad one.
 	BrokenUnmatched uint64
+
+	// DuplicateMatch counts Broken Trades (B) of a match number that two
+	// printed trades of the instrument carried (ITCH 5.0 makes match
+	// numbers unique in a day: bad input, or a trade applied twice). The
+	// trade memory keeps the later print: the B takes its shares off the
+	// volume, and the earlier one, standing but no longer remembered,
+	// leaves the last trade unknown (0@0) when the two came in a row and
+	// the later was the last. Seen at the B only, in the chain of the
+	// instrument's previous trades (at most 64 back, while remembered):
+	// the per-trade path does not look, so a duplicate never broken is not
+	// counted.
+	DuplicateMatch uint64
 }
 
 // Inconsistencies is the sum of every counter that flags bad input, an
@@ -168,5 +180,5 @@ func (s Stats) Inconsistencies() uint64 {
 	return s.Malformed + s.Long + s.UnknownLocate + s.LocateCapacity + s.LocateMismatch + s.LocateReassigned +
 		s.DuplicateAdd + s.UnknownRefExecute + s.UnknownRefCancel + s.UnknownRefDelete +
 		s.UnknownRefReplace + s.OverExecution + s.OverCancel + s.BadSide + s.ZeroShares +
-		s.OrderCapacity + s.LevelCapacity + s.LadderMismatch
+		s.OrderCapacity + s.LevelCapacity + s.LadderMismatch + s.DuplicateMatch
 }

@@ -23,7 +23,11 @@
 //     remembered by match number in a bounded table (Config.TradeMemory,
 //     about the day's last million trades by default); a B of a trade no
 //     longer remembered, never seen or of another instrument is counted
-//     (Stats.BrokenUnmatched) and changes only the broken count.
+//     (Stats.BrokenUnmatched) and changes only the broken count. A B of a
+//     match number two printed trades of the instrument carried (unique in
+//     a day, says the specification) is counted in Stats.DuplicateMatch, an
+//     inconsistency: the later print comes off, and the earlier one, not
+//     remembered, leaves the last trade 0@0 if it was the one before.
 //   - 'H' (trading state), 'h' (operational halt, Nasdaq market 'Q' only),
 //     'Y' (Reg SHO) update the instrument's state; 'S' the market-wide system
 //     event (Books.SystemEvent).

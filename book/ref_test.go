@@ -95,6 +95,18 @@ func (r *refBooks) breakTrade(b *refBook, locate uint16, match uint64) {
 	if !t.printed {
 		return
 	}
+	// An earlier print of the same match in the chain of previous trades
+	// (followed while remembered, at most maxBrokenWalk steps back):
+	// counted, the earlier print not remembered.
+	for p, k := t.prev, 0; p != nil && k <= maxBrokenWalk; p, k = p.prev, k+1 {
+		if p.match == match {
+			r.stats.DuplicateMatch++
+			break
+		}
+		if !r.remembered(p) {
+			break
+		}
+	}
 	b.volume -= t.shares
 	if b.last != t {
 		return

@@ -63,7 +63,9 @@ func (bs *Books) execution(b *Book, price uint32, match uint64) {
 // that still stands becomes the last trade again (none when that one is no
 // longer remembered). A match not remembered (too old, never seen, of
 // another instrument, or broken already) is counted in BrokenUnmatched and
-// changes only the broken count.
+// changes only the broken count. A match two prints of the instrument
+// carried is counted in DuplicateMatch (duplicated): the memory holds the
+// later print, which this takes off; the earlier one is not remembered.
 func (bs *Books) breakTrade(b *Book, match uint64) {
 	b.broken++
 	t := &bs.trades[match&bs.tradeMask]
@@ -74,6 +76,13 @@ func (bs *Books) breakTrade(b *Book, match uint64) {
 	t.broken = true
 	if !t.printed {
 		return
+	}
+	if bs.duplicated(b, t, match) {
+		// An earlier trade of the instrument had the same match number:
+		// two prints of one match (unique in a day), the earlier one
+		// overwritten in the memory. This B takes the later one off;
+		// the earlier one stands, unknown.
+		bs.stats.DuplicateMatch++
 	}
 	b.volume -= t.shares
 	if b.lastMatch != match {
@@ -88,9 +97,30 @@ func (bs *Books) breakTrade(b *Book, match uint64) {
 			b.lastMatch, b.lastPrice, b.lastSize = m, p.price, p.shares
 			return
 		}
+		if p.prev == m {
+			break // the earlier print of a duplicated match number: not remembered
+		}
 		m = p.prev
 	}
 	b.lastMatch, b.lastPrice, b.lastSize = 0, 0, 0
+}
+
+// duplicated reports whether a trade of b before t, the remembered print of
+// match, carried match too: a number in the chain of t's previous trades,
+// followed back while they are remembered, at most maxBrokenWalk steps.
+// On the Broken Trade's path only: a trade's own path does not look.
+func (bs *Books) duplicated(b *Book, t *tradeRec, match uint64) bool {
+	for m, k := t.prev, 0; m != 0 && k <= maxBrokenWalk; k++ {
+		if m == match {
+			return true
+		}
+		p := &bs.trades[m&bs.tradeMask]
+		if p.match != m || p.locate != b.locate {
+			return false // forgotten
+		}
+		m = p.prev
+	}
+	return false
 }
 
 // BreakTrade applies a Broken Trade (B) of match on locate. It reports

@@ -148,3 +148,60 @@ func TestCrossExecutionsShareMatch(t *testing.T) {
 		}
 	}
 }
+
+// TestBrokenDuplicateMatch: two printed trades of one instrument (in a
+// row, or apart) with the same match number (ITCH 5.0 makes match numbers unique in a
+// day: bad input, or a trade applied twice), then a Broken Trade of it.
+// The trade memory keeps one record per match number, the later print's:
+// the break takes its shares off the volume, and the earlier print, still
+// standing but no longer remembered, leaves the last trade unknown (0@0),
+// as a forgotten one does. It is counted in Stats.DuplicateMatch, an
+// inconsistency; before, nothing counted it (the walk back stepped 64
+// times over the record's own match number). The same break, through
+// Apply and through the numeric call, on a trade that is not the last,
+// with a trade of another match before the duplicate pair, and with one
+// between them (the later print is the last trade; the one between comes
+// back).
+func TestBrokenDuplicateMatch(t *testing.T) {
+	for _, tc := range []struct {
+		name              string
+		trades            [][3]uint64 // price, shares, match
+		brk               uint64
+		price             uint32
+		size, volume, dup uint64
+	}{
+		{"last", [][3]uint64{{1000, 100, 7}, {2000, 200, 7}}, 7, 0, 0, 100, 1},
+		{"after another", [][3]uint64{{500, 5, 6}, {1000, 100, 7}, {2000, 200, 7}}, 7, 0, 0, 105, 1},
+		{"not the last", [][3]uint64{{1000, 100, 7}, {2000, 200, 7}, {3000, 300, 8}}, 7, 3000, 300, 400, 1},
+		{"apart", [][3]uint64{{1000, 100, 7}, {3000, 300, 8}, {2000, 200, 7}}, 7, 3000, 300, 400, 1},
+		{"unique", [][3]uint64{{500, 5, 6}, {1000, 100, 7}}, 7, 500, 5, 5, 0},
+	} {
+		bs, err := New(Config{MaxOrders: 64, MaxLocates: 8, MaxLevels: 64, TradeMemory: 16})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var buf []byte
+		buf = (&itch.StockDirectoryFields{Header: hdr(1), Stock: itch.NewSymbol("AAPL")}).Append(buf[:0])
+		bs.Apply(itch.Msg(buf))
+		for _, tr := range tc.trades {
+			buf = (&itch.TradeFields{Header: hdr(1), Side: 'B', Price: uint32(tr[0]), Shares: uint32(tr[1]), MatchNumber: tr[2]}).Append(buf[:0])
+			bs.Apply(itch.Msg(buf))
+		}
+		buf = (&itch.BrokenTradeFields{Header: hdr(1), MatchNumber: tc.brk}).Append(buf[:0])
+		bs.Apply(itch.Msg(buf))
+		st := bs.Stats()
+		p, s, v := bs.Book(1).Last()
+		if p != tc.price || s != tc.size || v != tc.volume || st.DuplicateMatch != tc.dup || st.Inconsistencies() != tc.dup || st.BrokenUnmatched != 0 {
+			t.Errorf("%s: trades %v, then B %d: last %d@%d volume %d, DuplicateMatch %d, inconsistencies %d, unmatched %d; want %d@%d volume %d, DuplicateMatch %d (counted as an inconsistency), unmatched 0",
+				tc.name, tc.trades, tc.brk, s, p, v, st.DuplicateMatch, st.Inconsistencies(), st.BrokenUnmatched, tc.size, tc.price, tc.volume, tc.dup)
+		}
+		if err := checkInvariants(bs); err != nil {
+			t.Errorf("%s: %v", tc.name, err)
+		}
+		// Broken again: already broken, unmatched; counted once.
+		bs.BreakTrade(1, tc.brk)
+		if st := bs.Stats(); st.DuplicateMatch != tc.dup || st.BrokenUnmatched != 1 {
+			t.Errorf("%s: broken again: DuplicateMatch %d, unmatched %d; want %d, 1", tc.name, st.DuplicateMatch, st.BrokenUnmatched, tc.dup)
+		}
+	}
+}
