@@ -308,7 +308,10 @@ class Reader:
         self._mm = None
         self._mv = None
         try:
-            st = os.fstat(fd)
+            try:
+                st = os.fstat(fd)
+            except OSError as e:  # EIO, EOVERFLOW, ...: as Go's "fstat: %w"
+                raise _system_error("open shm %s: fstat" % path, e) from None
             if not statmod.S_ISREG(st.st_mode) or st.st_size < L.HEADER_SIZE:
                 raise FormatError("open shm %s: %d bytes, not a feed file" % (path, st.st_size))
             self._ino, self._dev = st.st_ino, st.st_dev

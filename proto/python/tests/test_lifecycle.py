@@ -87,6 +87,28 @@ class LifecycleTest(unittest.TestCase):
         self.assertEqual(err.errno, errno.EMFILE)
         self.assertIn(name, str(err))
 
+    def test_fstat_error_is_system_error(self):
+        """fstat of the opened file failing (EIO here, from a stand-in
+        os.fstat) is SystemCallError with its errno, as Go wraps the fstat
+        error and C++ says System: not a bare OSError that escapes the
+        ShmError handlers (python3 -m feedhandler_shm printed a traceback)."""
+        import errno
+        from unittest import mock
+
+        name, _ = self._closed_feed_bytes()
+        with mock.patch("feedhandler_shm.reader.os.fstat", side_effect=OSError(errno.EIO, "Input/output error")):
+            try:
+                shm.open(name).close()
+            except Exception as e:  # noqa: BLE001 - the class is what is tested
+                err = e
+            else:
+                err = None
+        self.assertIsNotNone(err, "open with fstat failing succeeded")
+        self.assertIsInstance(err, shm.SystemCallError, "%s: %s" % (type(err).__name__, err))
+        self.assertEqual(err.errno, errno.EIO)
+        self.assertIn(name, str(err))
+        shm.open(name).close()  # the descriptor was closed, the file is fine
+
     def test_missing_feed(self):
         name = support.feed_name(self)
         with self.assertRaises(shm.NotExistError):
