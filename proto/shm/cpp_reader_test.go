@@ -669,3 +669,26 @@ func TestCppFollowAcrossReopen(t *testing.T) {
 	s.expect("open", "open Ok")
 	s.expect("poll", "poll Ok n 1 1:4")
 }
+
+// TestCppStandard: the header refuses a standard below C++17 with its own
+// #error, naming what it needs (the pkg-config file gives no -std since
+// d2e06c2, so a consumer of an older compiler's default meets it), and
+// compiles as C++20. Without the #error, C++14 failed deep in the header
+// (std::string_view) without saying why.
+func TestCppStandard(t *testing.T) {
+	cppbuild.Require(t)
+	src := "#include <feedhandler/shm_reader.hpp>\nint main() { feedhandler::shm::Reader r; return r.is_open(); }\n"
+	compile := func(std string) (string, error) {
+		cmd := exec.Command("g++", "-std="+std, "-fsyntax-only", "-I"+filepath.Join(cppbuild.Root(), "include"), "-x", "c++", "-")
+		cmd.Stdin = strings.NewReader(src)
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	out, err := compile("c++14")
+	if err == nil || !strings.Contains(out, "needs C++17 or later") {
+		t.Errorf("g++ -std=c++14: %v, want the header's #error \"needs C++17 or later\"; output:\n%s", err, out)
+	}
+	if out, err := compile("c++20"); err != nil {
+		t.Errorf("g++ -std=c++20: %v\n%s", err, out)
+	}
+}
