@@ -62,6 +62,11 @@ func bookview(args []string, out io.Writer) error {
 	if *once {
 		// The state first: books read after it are at least as fresh.
 		state := checkWriter(r)
+		if errors.Is(state.err, shm.ErrFormat) {
+			// Truncated since it was opened: reading the books would
+			// fault (SIGBUS). An error (exit 1), as at open.
+			return state.err
+		}
 		var err error
 		switch {
 		case *withState:
@@ -219,6 +224,11 @@ func (v *viewer) live(name string, interval time.Duration, stop <-chan os.Signal
 				v.r, v.f = r, r.Follow()
 				v.buf = make([]byte, r.Info().MaxSnapshot)
 				v.status = "restarted"
+			case errors.Is(err, shm.ErrFormat):
+				// Truncated under the mapping (the writer never
+				// truncates): reading a book would fault (SIGBUS), and
+				// it will not go away.
+				return err
 			case err != nil:
 				v.status = err.Error()
 			}
@@ -230,6 +240,9 @@ func (v *viewer) live(name string, interval time.Duration, stop <-chan os.Signal
 			next = now.Add(interval)
 		}
 		n, err := v.f.Wait(dst, time.Until(next), shm.WaitOptions{Spin: 1, CheckEvery: interval})
+		if errors.Is(err, shm.ErrFormat) {
+			return err // truncated under the mapping, as above
+		}
 		if err != nil && !errors.Is(err, shm.ErrOverrun) {
 			// Closed, dead or restarted: keep showing the last books, slowly.
 			time.Sleep(min(time.Until(next), interval))

@@ -3,8 +3,10 @@ package main
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"os"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"testing"
@@ -245,5 +247,66 @@ func TestBookviewMatchesReplay(t *testing.T) {
 	}
 	if !strings.Contains(got.String(), `"NVDA"`) || strings.Contains(got.String(), "GONE") || strings.Contains(got.String(), "EMPTY") {
 		t.Fatalf("unexpected books:\n%s", got.String())
+	}
+}
+
+// TestBookviewLiveTruncated: the feed file truncated under the live view
+// (an operator's truncate; the writer never does) ends the view with the
+// reader's ErrFormat, as microprice ends with status 1 (5813744). Before,
+// the view took it for a stopped writer and went on reading every book
+// from the mapping, past the end of the file: a fault (SIGBUS; here, with
+// SetPanicOnFault, a panic the view's goroutine recovers and reports).
+func TestBookviewLiveTruncated(t *testing.T) {
+	name := testFeed(t)
+	r, err := shm.Open(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	out := &syncBuffer{}
+	v := &viewer{r: r, out: out, rows: 10, buf: make([]byte, r.Info().MaxSnapshot)}
+	stop := make(chan os.Signal)
+	done := make(chan error, 1)
+	go func() {
+		debug.SetPanicOnFault(true)
+		defer func() {
+			if p := recover(); p != nil {
+				done <- fmt.Errorf("faulted: %v", p)
+			}
+		}()
+		// A refresh every 200ms: the truncation below comes just after
+		// the first one, while the view waits on the journal, not while
+		// it reads the books after a Check that passed.
+		done <- v.live(name, 200*time.Millisecond, stop)
+	}()
+	for i := 0; !strings.Contains(out.String(), "AAPL"); i++ {
+		if i == 2000 {
+			t.Fatalf("the live view never showed the feed:\n%s", out.String())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	f, err := os.OpenFile(r.Path(), os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The header page stays (the writer's heartbeat goroutine writes it);
+	// the directory, journal and slots are cut off.
+	if err := f.Truncate(4096); err != nil {
+		t.Fatal(err)
+	}
+	defer f.Truncate(st.Size())
+	select {
+	case err := <-done:
+		if !errors.Is(err, shm.ErrFormat) {
+			t.Fatalf("live view on a feed file truncated under it: %v, want an error wrapping ErrFormat", err)
+		}
+	case <-time.After(60 * time.Second):
+		close(stop)
+		t.Fatalf("live view still running 60s after the feed file's truncation: %v", <-done)
 	}
 }
