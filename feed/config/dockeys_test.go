@@ -1,0 +1,186 @@
+package config
+
+import (
+	"errors"
+	"os"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+)
+
+// probeKey is a key no mapping of the feed file accepts or resembles, so
+// that the decoder's "unknown field (want one of ...)" lists the mapping's
+// keys.
+const probeKey = "zzqxjvwkzzqxjvwk"
+
+// probeYAML is a feed file holding, at the dotted path, a mapping with
+// probeKey in it.
+func probeYAML(path []string) string {
+	var b strings.Builder
+	for i, k := range path {
+		b.WriteString(strings.Repeat("  ", i) + k + ":\n")
+	}
+	b.WriteString(strings.Repeat("  ", len(path)) + probeKey + ": 1\n")
+	return b.String()
+}
+
+// acceptedKeys returns every key path the decoder accepts, found by asking
+// each mapping for a key it does not know: its error names the ones it does.
+func acceptedKeys(t *testing.T) []string {
+	t.Helper()
+	// The snapshot section reads its password from here.
+	t.Setenv("FEEDHANDLER_GLIMPSE_PASSWORD", "pw")
+	var keys []string
+	var walk func(path []string, depth int)
+	walk = func(path []string, depth int) {
+		if depth > 5 {
+			t.Fatalf("%s: nested too deep", strings.Join(path, "."))
+		}
+		_, err := Parse("probe.yaml", []byte(probeYAML(path)))
+		want := strings.Join(append(slices.Clone(path), probeKey), ".")
+		var children []string
+		for _, e := range flatten(err) {
+			var ce *Error
+			if !errors.As(e, &ce) || ce.Field != want {
+				continue
+			}
+			switch {
+			case strings.HasPrefix(ce.Msg, "unknown field (want one of "):
+				list := strings.TrimSuffix(strings.TrimPrefix(ce.Msg, "unknown field (want one of "), ")")
+				children = strings.Split(list, ", ")
+			case ce.Msg == "unknown field (lines are named a and b)":
+				children = []string{"a", "b"}
+			default:
+				t.Fatalf("probe of %s: %q", want, ce.Msg)
+			}
+		}
+		if children == nil {
+			// Not a mapping: a leaf.
+			keys = append(keys, strings.Join(path, "."))
+			return
+		}
+		for _, c := range children {
+			walk(append(slices.Clone(path), c), depth+1)
+		}
+	}
+	walk(nil, 0)
+	slices.Sort(keys)
+	return keys
+}
+
+func flatten(err error) []error {
+	if err == nil {
+		return nil
+	}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	return []error{err}
+}
+
+// keyLine is a key of feeds/nasdaq.yaml, given or commented out
+// ("  # spin: 1ms"): its indentation, whether commented, key and comment.
+var keyLine = regexp.MustCompile(`^( *)(# ?)?([a-z][a-z_]*):(?:\s|$)(.*)$`)
+
+// alternative is a key named as another way to give its neighbour
+// ("password_env: X # or password_file: /path").
+var alternative = regexp.MustCompile(`#.*\bor ([a-z][a-z_]*):`)
+
+// documentedKeys returns the key paths feeds/nasdaq.yaml shows, given or
+// commented out.
+func documentedKeys(t *testing.T, text string) []string {
+	t.Helper()
+	type level struct {
+		indent int
+		key    string
+	}
+	var stack []level
+	seen := map[string]bool{}
+	var keys []string
+	add := func(p string) {
+		if !seen[p] {
+			seen[p] = true
+			keys = append(keys, p)
+		}
+	}
+	for _, l := range strings.Split(text, "\n") {
+		m := keyLine.FindStringSubmatch(l)
+		if m == nil {
+			continue
+		}
+		indent, commented, key := len(m[1]), m[2] != "", m[3]
+		// A commented key sits where the key would; the comment column
+		// (beside the values) holds prose.
+		if commented && len(stack) > 0 && indent > stack[len(stack)-1].indent+2 {
+			continue
+		}
+		if commented && len(stack) == 0 && indent > 0 {
+			continue
+		}
+		for len(stack) > 0 && stack[len(stack)-1].indent >= indent {
+			stack = stack[:len(stack)-1]
+		}
+		var parts []string
+		for _, s := range stack {
+			parts = append(parts, s.key)
+		}
+		parent := strings.Join(parts, ".")
+		path := strings.Join(append(parts, key), ".")
+		add(path)
+		if a := alternative.FindStringSubmatch(l); a != nil {
+			if parent != "" {
+				add(parent + "." + a[1])
+			} else {
+				add(a[1])
+			}
+		}
+		stack = append(stack, level{indent, key})
+	}
+	// A section is documented by its keys.
+	var leaves []string
+	for _, k := range keys {
+		leaf := true
+		for _, o := range keys {
+			if strings.HasPrefix(o, k+".") {
+				leaf = false
+				break
+			}
+		}
+		if leaf {
+			leaves = append(leaves, k)
+		}
+	}
+	slices.Sort(leaves)
+	return leaves
+}
+
+// feeds/nasdaq.yaml says "Every key is shown": every key the decoder
+// accepts is there (given or commented out), and every key shown is one the
+// decoder accepts.
+func TestNasdaqYAMLShowsEveryKey(t *testing.T) {
+	data, err := os.ReadFile("../../feeds/nasdaq.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(data), "Every key is shown") {
+		t.Fatal("feeds/nasdaq.yaml no longer says it shows every key: update this test")
+	}
+	code := acceptedKeys(t)
+	doc := documentedKeys(t, string(data))
+	if len(code) < 40 || len(doc) < 40 {
+		t.Fatalf("found %d keys in the decoder, %d in feeds/nasdaq.yaml: the probe or the parse broke\ncode: %v\ndoc: %v", len(code), len(doc), code, doc)
+	}
+	// recovery.server is accepted only to say what replaced it.
+	retired := map[string]bool{"recovery.server": true, "recovery.snapshot.password": true}
+	for _, k := range code {
+		if !retired[k] && !slices.Contains(doc, k) {
+			t.Errorf("the decoder accepts %s, feeds/nasdaq.yaml does not show it", k)
+		}
+	}
+	for _, k := range doc {
+		if !slices.Contains(code, k) {
+			t.Errorf("feeds/nasdaq.yaml shows %s, the decoder does not accept it", k)
+		}
+	}
+}
