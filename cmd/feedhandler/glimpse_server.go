@@ -27,14 +27,24 @@ type snapshotFlags struct {
 // passwordEnv names the environment variable that may hold the password.
 const passwordEnv = "FEEDHANDLER_SNAPSHOT_PASSWORD"
 
-func addSnapshotFlags(fs *flag.FlagSet, listenFlag string) *snapshotFlags {
-	return &snapshotFlags{
+// addSnapshotFlags registers the server's flags on fs. beside is true for
+// send's server, which stops when the send ends (after --snapshot-linger)
+// and whose session defaults to the MoldUDP64 session sent; glimpse-server
+// serves until interrupted, its session defaulting to its --session.
+func addSnapshotFlags(fs *flag.FlagSet, listenFlag string, beside bool) *snapshotFlags {
+	f := &snapshotFlags{
 		listen:       fs.String(listenFlag, "", "serve GLIMPSE 5.0 snapshots over SoupBinTCP on this host:port"),
 		user:         fs.String("snapshot-user", "lab", "SoupBinTCP username the snapshot server accepts (up to 6 characters)"),
 		passwordFile: fs.String("snapshot-password-file", "", "file holding the snapshot server's password (default: $"+passwordEnv+", else empty)"),
-		session:      fs.String("snapshot-session", "", "SoupBinTCP session name (default: the MoldUDP64 session)"),
-		linger:       fs.Duration("snapshot-linger", 0, "keep serving snapshots this long after the send ends"),
+		linger:       new(time.Duration),
 	}
+	if beside {
+		f.session = fs.String("snapshot-session", "", "SoupBinTCP session name (default: the MoldUDP64 session)")
+		f.linger = fs.Duration("snapshot-linger", 0, "keep serving snapshots this long after the send ends")
+	} else {
+		f.session = fs.String("snapshot-session", "", "SoupBinTCP session name (default: --session)")
+	}
+	return f
 }
 
 func (f *snapshotFlags) password() (string, error) {
@@ -96,7 +106,7 @@ func runGlimpseServer(args []string) error {
 		fmt.Fprintln(fs.Output(), "usage: feedhandler glimpse-server --listen ADDR [--at SEQ] [flags] FILE")
 		fs.PrintDefaults()
 	}
-	snap := addSnapshotFlags(fs, "listen")
+	snap := addSnapshotFlags(fs, "listen", false)
 	file := fs.String("file", "", "day file (BinaryFILE, pcap or pcapng); or give it as the argument")
 	at := fs.Uint64("at", 0, "serve the books after this sequence number (0: the whole day)")
 	session := fs.String("session", "00000001", "session name")
@@ -123,7 +133,6 @@ func runGlimpseServer(args []string) error {
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer cancel()
 	<-ctx.Done()
-	*snap.linger = 0
 	stop()
 	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -62,5 +63,31 @@ func TestSendSnapshotListen(t *testing.T) {
 	}
 	if err := <-done; err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestGlimpseServerUsage: glimpse-server serves until interrupted and takes
+// its session from --session; its help said --snapshot-linger kept it
+// serving "after the send ends" (it has no send and ignored the flag) and
+// that --snapshot-session defaulted to "the MoldUDP64 session".
+func TestGlimpseServerUsage(t *testing.T) {
+	_, errOut, err := runCommand(t, "glimpse-server", "-h")
+	if err != nil {
+		t.Fatalf("glimpse-server -h: %v\n%s", err, errOut)
+	}
+	for _, bad := range []string{"-snapshot-linger", "after the send ends", "the MoldUDP64 session"} {
+		if strings.Contains(errOut, bad) {
+			t.Errorf("glimpse-server -h says %q:\n%s", bad, errOut)
+		}
+	}
+	if !strings.Contains(errOut, "(default: --session)") {
+		t.Errorf("glimpse-server -h does not say --snapshot-session defaults to --session:\n%s", errOut)
+	}
+	// send's server does stop when the send ends.
+	_, errOut, _ = runCommand(t, "send", "-h")
+	for _, want := range []string{"-snapshot-linger", "after the send ends", "(default: the MoldUDP64 session)"} {
+		if !strings.Contains(errOut, want) {
+			t.Errorf("send -h lacks %q:\n%s", want, errOut)
+		}
 	}
 }

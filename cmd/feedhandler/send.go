@@ -41,7 +41,7 @@ func sendFile(args []string, out io.Writer) error {
 	idle := fs.Duration("idle", time.Second, "while the re-request server lingers after the file, send a heartbeat (an end of session after -eos) on every line this often, as an exchange does (0: none)")
 	ttl := fs.Int("ttl", 1, "multicast TTL")
 	seed := fs.Int64("seed", 1, "seed of the loss/dup/reorder injection")
-	snap := addSnapshotFlags(fs, "snapshot-listen") // GLIMPSE server beside the sender (glimpse_server.go)
+	snap := addSnapshotFlags(fs, "snapshot-listen", true) // GLIMPSE server beside the sender (glimpse_server.go)
 	var inj [2]struct{ loss, dup, reorder *float64 }
 	for i, name := range []string{"a", "b"} {
 		inj[i].loss = fs.Float64("loss-"+name, 0, "probability to drop a packet on line "+name)
