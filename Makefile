@@ -4,7 +4,7 @@ BIN       ?= bin
 GOTESTFLAGS ?=
 STATICCHECK_VERSION ?= v0.8.2
 
-.PHONY: all build test bench generate check-generate lint demo clean pgo setup-test setup-demo check-large-files
+.PHONY: all build test bench generate check-generate lint demo clean pgo setup-test setup-demo
 
 all: build
 

@@ -2,6 +2,8 @@ package main
 
 import (
 	"os"
+	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -30,6 +32,52 @@ func TestReadmeListsCommands(t *testing.T) {
 		}
 		if !strings.Contains(section, shown) {
 			t.Errorf("README.md's \"Running it\" does not show %q (%s)", strings.TrimSpace(shown), commands[name].summary)
+		}
+	}
+}
+
+// TestMakeTargets: every target the Makefile declares .PHONY has a rule
+// (a phony name without one makes nothing and succeeds), and every
+// `make TARGET` the README and docs name is one of its rules.
+func TestMakeTargets(t *testing.T) {
+	data, err := os.ReadFile("../../Makefile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rules := map[string]bool{}
+	var phony []string
+	for _, l := range strings.Split(string(data), "\n") {
+		if rest, ok := strings.CutPrefix(l, ".PHONY:"); ok {
+			phony = append(phony, strings.Fields(rest)...)
+			continue
+		}
+		if l == "" || l[0] == '\t' || l[0] == '#' || strings.Contains(l, "=") {
+			continue
+		}
+		if name, _, ok := strings.Cut(l, ":"); ok {
+			for _, n := range strings.Fields(name) {
+				rules[n] = true
+			}
+		}
+	}
+	if len(phony) == 0 || !rules["test"] || !rules["demo"] {
+		t.Fatalf("Makefile: .PHONY %v, rules %v: the parse broke", phony, rules)
+	}
+	for _, p := range phony {
+		if !rules[p] {
+			t.Errorf("Makefile: .PHONY target %q has no rule: make %s succeeds doing nothing", p, p)
+		}
+	}
+	docs, _ := filepath.Glob("../../docs/*.md")
+	for _, f := range append(docs, "../../README.md") {
+		text, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range regexp.MustCompile("`make ([a-z][a-z-]*)").FindAllStringSubmatch(string(text), -1) {
+			if !rules[m[1]] {
+				t.Errorf("%s names `make %s`; the Makefile has no such target", f, m[1])
+			}
 		}
 	}
 }
