@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"os"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -182,5 +183,43 @@ func TestNasdaqYAMLShowsEveryKey(t *testing.T) {
 		if !slices.Contains(code, k) {
 			t.Errorf("feeds/nasdaq.yaml shows %s, the decoder does not accept it", k)
 		}
+	}
+}
+
+// The yaml blocks of README.md and docs/*.md are parts of feed files: each
+// one parses, apart from the sections it leaves out.
+func TestDocYAMLBlocksParse(t *testing.T) {
+	t.Setenv("FEEDHANDLER_GLIMPSE_PASSWORD", "pw")
+	docs, err := filepath.Glob("../../docs/*.md")
+	if err != nil || len(docs) == 0 {
+		t.Fatalf("docs: %v %v", docs, err)
+	}
+	blocks := 0
+	for _, f := range append(docs, "../../README.md") {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rest := string(data)
+		for {
+			_, after, ok := strings.Cut(rest, "```yaml\n")
+			if !ok {
+				break
+			}
+			block, tail, _ := strings.Cut(after, "```")
+			rest = tail
+			blocks++
+			_, err := Parse(f, []byte(block))
+			for _, e := range flatten(err) {
+				var ce *Error
+				if errors.As(e, &ce) && ce.Line == 0 && strings.HasPrefix(ce.Msg, "missing") {
+					continue // a section the block leaves out
+				}
+				t.Errorf("%s: yaml block:\n%s\n%v", f, block, e)
+			}
+		}
+	}
+	if blocks == 0 {
+		t.Fatal("no yaml blocks found")
 	}
 }
