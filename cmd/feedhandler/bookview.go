@@ -61,32 +61,37 @@ func bookview(args []string, out io.Writer) error {
 	v := &viewer{r: r, out: out, symbol: *symbol, rows: *rows, buf: make([]byte, r.Info().MaxSnapshot)}
 	if *once {
 		// The state first: books read after it are at least as fresh.
-		state := checkWriter(r)
-		if errors.Is(state.err, shm.ErrFormat) {
-			// Truncated since it was opened: reading the books would
-			// fault (SIGBUS). An error (exit 1), as at open.
-			return state.err
-		}
-		var err error
-		switch {
-		case *withState:
-			return v.writeStateJSON(state)
-		case *asJSON:
-			err = v.writeJSON(v.out)
-		default:
-			v.status = state.describe()
-			v.collect()
-			err = v.render(false)
-		}
-		if err == nil && state.err != nil {
-			err = &writerStateError{state: state}
-		}
-		return err
+		return v.once(checkWriter(r), *asJSON, *withState)
 	}
 	stop := make(chan os.Signal, 1)
 	signal.Notify(stop, os.Interrupt, syscall.SIGTERM)
 	defer signal.Stop(stop)
 	return v.live(*name, *interval, stop)
+}
+
+// once prints the books once, after the writer's state was taken. A check
+// that failed for another reason than the writer's state (the file
+// truncated under the mapping: ErrFormat) is returned, exit status 1,
+// without reading: a read of the mapping past the file's end faults.
+func (v *viewer) once(state writerState, asJSON, withState bool) error {
+	if state.State == "unknown" {
+		return fmt.Errorf("bookview: %w", state.err)
+	}
+	var err error
+	switch {
+	case withState:
+		return v.writeStateJSON(state)
+	case asJSON:
+		err = v.writeJSON(v.out)
+	default:
+		v.status = state.describe()
+		v.collect()
+		err = v.render(false)
+	}
+	if err == nil && state.err != nil {
+		err = &writerStateError{state: state}
+	}
+	return err
 }
 
 // viewer renders a feed.
@@ -225,10 +230,8 @@ func (v *viewer) live(name string, interval time.Duration, stop <-chan os.Signal
 				v.buf = make([]byte, r.Info().MaxSnapshot)
 				v.status = "restarted"
 			case errors.Is(err, shm.ErrFormat):
-				// Truncated under the mapping (the writer never
-				// truncates): reading a book would fault (SIGBUS), and
-				// it will not go away.
-				return err
+				// Truncated under the mapping: reading it would fault.
+				return fmt.Errorf("bookview: %w", err)
 			case err != nil:
 				v.status = err.Error()
 			}
