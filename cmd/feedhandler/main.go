@@ -5,6 +5,10 @@
 //	feedhandler check --feed nasdaq.yaml  check the file and this host before running it
 //	feedhandler inspect [--json] FILE     summarize a BinaryFILE, pcap or pcapng
 //	feedhandler replay [flags] INPUT      build books from a file, off the network
+//	feedhandler bookview --shm NAME       show the books published in shared memory
+//	feedhandler send -a GROUP:PORT FILE   lab exchange: send a file as MoldUDP64 multicast
+//	feedhandler glimpse-server --listen ADDR FILE  lab GLIMPSE server: a file's books
+//	feedhandler demo                      end-to-end demo in a namespace lab (make demo)
 //
 // Each subcommand lives in its own file and registers itself in init.
 package main

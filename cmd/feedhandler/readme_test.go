@@ -81,3 +81,25 @@ func TestMakeTargets(t *testing.T) {
 		}
 	}
 }
+
+// TestPackageDocListsCommands: the command's package comment (go doc)
+// lists every command.
+func TestPackageDocListsCommands(t *testing.T) {
+	data, err := os.ReadFile("main.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc, _, ok := strings.Cut(string(data), "\npackage main")
+	if !ok {
+		t.Fatal("main.go: no package clause")
+	}
+	for name := range commands {
+		shown := "feedhandler " + name + " "
+		if name == "run" {
+			shown = "feedhandler --feed "
+		}
+		if !strings.Contains(doc, shown) {
+			t.Errorf("main.go's package comment does not list %q", strings.TrimSpace(shown))
+		}
+	}
+}
