@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"slices"
 	"strings"
@@ -221,5 +222,103 @@ func TestDocYAMLBlocksParse(t *testing.T) {
 	}
 	if blocks == 0 {
 		t.Fatal("no yaml blocks found")
+	}
+}
+
+// keyComments returns the comment of each key of feeds/nasdaq.yaml, given
+// or commented out, with its continuation lines, joined by spaces.
+func keyComments(text string) map[string]string {
+	type level struct {
+		indent int
+		key    string
+	}
+	var stack []level
+	out := map[string]string{}
+	cur := ""
+	for _, l := range strings.Split(text, "\n") {
+		if m := keyLine.FindStringSubmatch(l); m != nil {
+			indent, commented, key := len(m[1]), m[2] != "", m[3]
+			prose := commented && (len(stack) > 0 && indent > stack[len(stack)-1].indent+2 || len(stack) == 0 && indent > 0)
+			if !prose {
+				for len(stack) > 0 && stack[len(stack)-1].indent >= indent {
+					stack = stack[:len(stack)-1]
+				}
+				var parts []string
+				for _, s := range stack {
+					parts = append(parts, s.key)
+				}
+				cur = strings.Join(append(parts, key), ".")
+				stack = append(stack, level{indent, key})
+				if _, c, ok := strings.Cut(m[4], "#"); ok {
+					out[cur] = strings.TrimSpace(c)
+				} else {
+					out[cur] = ""
+				}
+				continue
+			}
+		}
+		t := strings.TrimSpace(l)
+		if cur != "" && strings.HasPrefix(t, "#") && strings.Index(l, "#") > 8 {
+			out[cur] += " " + strings.TrimSpace(strings.TrimPrefix(t, "#"))
+		}
+	}
+	return out
+}
+
+var (
+	numericDefault = regexp.MustCompile(`\bdefault:? ([0-9][0-9A-Za-z.]*|true|false)\b`)
+	wordDefault    = regexp.MustCompile(`(?:^|: |\| )([a-z]+) \(default\b`)
+)
+
+// Each default feeds/nasdaq.yaml notes beside a key is the decoder's: a
+// file giving the key that value parses to the same Config as one leaving
+// it out.
+func TestNasdaqYAMLDefaults(t *testing.T) {
+	data, err := os.ReadFile("../../feeds/nasdaq.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const base = "feed:\n  name: t\nlines:\n  a:\n    interface: lo\n    group: 239.1.1.1\n    port: 1\n"
+	want, err := Parse("t.yaml", []byte(base))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want.fieldAt = nil
+	checked := 0
+	for key, comment := range keyComments(string(data)) {
+		var v string
+		if m := numericDefault.FindStringSubmatch(comment); m != nil {
+			v = strings.TrimSuffix(m[1], ".")
+		} else if m := wordDefault.FindStringSubmatch(comment); m != nil {
+			v = m[1]
+		} else {
+			continue
+		}
+		parts := strings.Split(key, ".")
+		if parts[0] == "feed" || parts[0] == "lines" {
+			continue // in base
+		}
+		var b strings.Builder
+		b.WriteString(base)
+		for i, p := range parts {
+			b.WriteString(strings.Repeat("  ", i) + p + ":")
+			if i < len(parts)-1 {
+				b.WriteString("\n")
+			}
+		}
+		b.WriteString(" " + v + "\n")
+		got, err := Parse("t.yaml", []byte(b.String()))
+		checked++
+		if err != nil {
+			t.Errorf("feeds/nasdaq.yaml: %s (default %s): %v", key, v, err)
+			continue
+		}
+		got.fieldAt = nil
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("feeds/nasdaq.yaml says %s defaults to %s; the decoder's default differs:\n with it: %+v\nwithout: %+v", key, v, got, want)
+		}
+	}
+	if checked < 25 {
+		t.Errorf("checked %d defaults of feeds/nasdaq.yaml: the parse of its comments broke", checked)
 	}
 }
