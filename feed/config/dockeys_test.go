@@ -2,11 +2,13 @@ package config
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -320,5 +322,70 @@ func TestNasdaqYAMLDefaults(t *testing.T) {
 	}
 	if checked < 25 {
 		t.Errorf("checked %d defaults of feeds/nasdaq.yaml: the parse of its comments broke", checked)
+	}
+}
+
+var intRange = regexp.MustCompile(`\b(\d+)\.\.(\d+)\b`)
+
+// Each integer range feeds/nasdaq.yaml notes beside a key ("1..4096") is
+// the decoder's: both ends are accepted, the numbers past them refused
+// (below the low end only when that is not the default, as cores.rt_priority's
+// 0 is).
+func TestNasdaqYAMLRanges(t *testing.T) {
+	data, err := os.ReadFile("../../feeds/nasdaq.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const base = "feed:\n  name: t\nlines:\n  a:\n    interface: lo\n    group: 239.1.1.1\n    port: 1\n"
+	file := func(key string, v int64) string {
+		if key == "cores.rt_priority" {
+			return base + fmt.Sprintf("cores:\n  receive: 0\n  rt_priority: %d\n", v)
+		}
+		var b strings.Builder
+		b.WriteString(base)
+		parts := strings.Split(key, ".")
+		for i, p := range parts {
+			b.WriteString(strings.Repeat("  ", i) + p + ":")
+			if i < len(parts)-1 {
+				b.WriteString("\n")
+			}
+		}
+		fmt.Fprintf(&b, " %d\n", v)
+		return b.String()
+	}
+	checked := 0
+	for key, comment := range keyComments(string(data)) {
+		m := intRange.FindStringSubmatch(comment)
+		if m == nil || strings.HasPrefix(key, "feed.") || strings.HasPrefix(key, "lines.") {
+			continue
+		}
+		if strings.Contains(comment, m[0]+" characters") {
+			continue // a string's length
+		}
+		lo, _ := strconv.ParseInt(m[1], 10, 64)
+		hi, _ := strconv.ParseInt(m[2], 10, 64)
+		def := ""
+		if d := numericDefault.FindStringSubmatch(comment); d != nil {
+			def = d[1]
+		}
+		checked++
+		for _, c := range []struct {
+			v  int64
+			ok bool
+		}{{lo, true}, {hi, true}, {hi + 1, false}, {lo - 1, false}} {
+			if !c.ok && c.v == lo-1 && def == strconv.FormatInt(lo-1, 10) {
+				continue
+			}
+			_, err := Parse("t.yaml", []byte(file(key, c.v)))
+			if c.ok && err != nil {
+				t.Errorf("feeds/nasdaq.yaml gives %s the range %s; %d is refused: %v", key, m[0], c.v, err)
+			}
+			if !c.ok && err == nil {
+				t.Errorf("feeds/nasdaq.yaml gives %s the range %s; %d is accepted", key, m[0], c.v)
+			}
+		}
+	}
+	if checked < 8 {
+		t.Errorf("checked %d ranges of feeds/nasdaq.yaml: the parse of its comments broke", checked)
 	}
 }
