@@ -52,4 +52,37 @@ func TestStatsLineDocumented(t *testing.T) {
 			t.Errorf("docs/RECOVERY.md names %q in the stats line; the line has no such key: %s", k, line)
 		}
 	}
+
+	// Every key of the line is in docs/OPERATIONS.md's paragraph on it
+	// (per line: line_A_ and the key after it) or RECOVERY.md's sentence.
+	ops, err := os.ReadFile("../../docs/OPERATIONS.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, opsPara, ok := strings.Cut(string(ops), "**The stats line.**")
+	if ok {
+		opsPara, _, ok = strings.Cut(opsPara, "\n\n")
+	}
+	if !ok {
+		t.Fatal("docs/OPERATIONS.md has no \"**The stats line.**\" paragraph")
+	}
+	documented := map[string]bool{}
+	for _, m := range regexp.MustCompile("`([A-Za-z0-9_]+)`").FindAllStringSubmatch(opsPara+para, -1) {
+		documented[m[1]] = true
+	}
+	for k := range keys {
+		switch k {
+		case "level", "time", "message":
+			continue
+		}
+		name := k
+		for _, p := range []string{"line_A_", "line_B_"} {
+			if s, ok := strings.CutPrefix(k, p); ok && documented[p] {
+				name = s
+			}
+		}
+		if !documented[name] {
+			t.Errorf("the stats line's key %q is in neither docs/OPERATIONS.md's \"The stats line\" nor docs/RECOVERY.md's \"Stats line:\"", k)
+		}
+	}
 }
