@@ -73,8 +73,10 @@ type MissingFunc func(r moldudp64.Range, now int64) bool
 // index skip on, whose first has sequence number p.Seq+skip.
 type Deliver func(p moldudp64.Packet, skip int, rxTime int64)
 
-// GapFunc is told of every sequence range neither line delivered in time.
-type GapFunc func(r moldudp64.Range)
+// GapFunc is told of every sequence range neither line delivered in time,
+// and the time the Arbiter was given when it declared it (the receive time
+// of the packet, or the now of Tick, Advance or Abandon), as MissingFunc is.
+type GapFunc func(r moldudp64.Range, now int64)
 
 // LineStats count what one line delivered, as seen by the Arbiter.
 type LineStats struct {
@@ -366,7 +368,7 @@ func (a *Arbiter) Abandon(now int64) {
 	}
 	a.recovering = false
 	a.Stats.RecoveriesFailed++
-	a.declareGap(a.pend.minSeq(a.recoverEnd))
+	a.declareGap(a.pend.minSeq(a.recoverEnd), now)
 	if a.frozen {
 		// A guard, not reached: Freeze ends a re-request in progress
 		// and checkGap starts none while frozen (see checkGap and
@@ -595,7 +597,7 @@ func (a *Arbiter) Offer(line int, data []byte, rxTime int64) {
 			// declare the gap up to this packet and deliver it now.
 			a.Stats.ForcedByFull++
 			for a.next < p.Seq {
-				a.declareGap(a.pend.minSeq(p.Seq))
+				a.declareGap(a.pend.minSeq(p.Seq), rxTime)
 				if a.frozen {
 					break // see checkGap
 				}
@@ -1206,7 +1208,7 @@ func (a *Arbiter) checkGap(now int64, idle bool) {
 			a.Stats.Recoveries++
 			return
 		}
-		a.declareGap(target)
+		a.declareGap(target, now)
 		if a.frozen {
 			// The gap's owner froze delivery to fetch a snapshot (the
 			// handler does when one is configured for a gap it does not
@@ -1223,8 +1225,8 @@ func (a *Arbiter) checkGap(now int64, idle bool) {
 	}
 }
 
-// declareGap reports [next, target) missing and moves next to target.
-func (a *Arbiter) declareGap(target uint64) {
+// declareGap reports [next, target) missing at now and moves next to target.
+func (a *Arbiter) declareGap(target uint64, now int64) {
 	if target <= a.next {
 		return
 	}
@@ -1234,7 +1236,7 @@ func (a *Arbiter) declareGap(target uint64) {
 	a.Stats.LastGap = r
 	a.next = target
 	if a.onGap != nil {
-		a.onGap(r)
+		a.onGap(r, now)
 	}
 }
 

@@ -72,7 +72,7 @@ func (s *sink) deliver(p moldudp64.Packet, skip int, _ int64) {
 	}
 }
 
-func (s *sink) gap(r moldudp64.Range) {
+func (s *sink) gap(r moldudp64.Range, _ int64) {
 	if s.next != 0 && r.First != s.next {
 		s.t.Fatalf("gap starts at %d, want %d", r.First, s.next)
 	}
@@ -436,8 +436,8 @@ func TestArbiterGapFreezes(t *testing.T) {
 			pkts := packets(t, testSession, 20, 5, rng)
 			s := &sink{t: t}
 			var a *Arbiter
-			a = NewArbiter(tc.cfg, s.deliver, func(r moldudp64.Range) {
-				s.gap(r)
+			a = NewArbiter(tc.cfg, s.deliver, func(r moldudp64.Range, now int64) {
+				s.gap(r, now)
 				a.Freeze()
 			})
 			now := int64(1)

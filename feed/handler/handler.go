@@ -743,13 +743,13 @@ func (h *Handler) reserve(s *shard) *slot {
 // messages could belong to any instrument) and log the range. The flag
 // travels in band, as a marker slot in every shard's ring, so it lands
 // exactly between the messages before and after the gap, and reaches a
-// shard even when no message follows.
-func (h *Handler) gap(r moldudp64.Range) {
+// shard even when no message follows. now is the arbiter's (see GapFunc).
+func (h *Handler) gap(r moldudp64.Range, now int64) {
 	for _, s := range h.shards {
 		h.pushMarker(s, markerStale, r.First)
 	}
 	if h.rec != nil {
-		h.rec.gap(r)
+		h.rec.gap(r, now)
 	}
 	select {
 	case h.gapLog <- r:

@@ -403,14 +403,16 @@ func (r *recovery) filled(now int64) {
 	r.cur = moldudp64.Range{}
 }
 
-// gap is told of every range declared missing (the books are flagged).
-func (r *recovery) gap(rg moldudp64.Range) {
+// gap is told of every range declared missing (the books are flagged), at
+// the arbiter's now: the time missing and poll are given, not the wall
+// clock read again.
+func (r *recovery) gap(rg moldudp64.Range, now int64) {
 	if rg.First < r.handed.First || rg.End() > r.handed.End() {
 		// Declared without being handed to missing (the hold-back arena
 		// was full, a packet too large while frozen): detected all the same.
 		r.stats.GapsDetected++
 	}
-	r.addOpen(rg)
+	r.addOpen(rg, now)
 	if r.cfg.Snapshot != nil {
 		r.wantSnap = true
 		if rg.First < r.lagged.End() && r.lagged.First < rg.End() {
@@ -433,21 +435,22 @@ func (r *recovery) gap(rg moldudp64.Range) {
 		// delivering it to books the snapshot replaces. (A late join
 		// applied a batch of packets to the empty books, every message
 		// counted as an unknown locate or reference.)
-		if now := clock.Now(); !r.fetching && now >= r.snapAt {
+		if !r.fetching && now >= r.snapAt {
 			r.startSnapshot(now)
 		}
 	}
 }
 
 // addOpen records rg as open, merged with the open ranges it overlaps or
-// touches (a range declared again after a snapshot is counted once).
-func (r *recovery) addOpen(rg moldudp64.Range) {
+// touches (a range declared again after a snapshot is counted once),
+// detected when the recovery began or else now.
+func (r *recovery) addOpen(rg moldudp64.Range, now int64) {
 	if r.cur.Count > 0 && rg.First >= r.cur.First && rg.First < r.cur.End() {
 		r.cur = moldudp64.Range{} // given up: now an open gap
 	}
 	at := r.started
 	if at == 0 {
-		at = time.Now().UnixNano()
+		at = now
 	}
 	for i := range r.open {
 		o := &r.open[i]

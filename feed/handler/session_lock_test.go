@@ -44,7 +44,7 @@ func lockDay(t *testing.T, second []lockDatagram, lag, round float64) (delivered
 				}
 			}
 		}, nil)
-	a.onGap = func(r moldudp64.Range) {
+	a.onGap = func(r moldudp64.Range, _ int64) {
 		if a.Session() == secondSession {
 			gaps = append(gaps, r)
 		}

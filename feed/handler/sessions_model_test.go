@@ -111,7 +111,7 @@ func (s *sessionsSink) deliver(p moldudp64.Packet, skip int, _ int64) {
 	}
 }
 
-func (s *sessionsSink) gap(r moldudp64.Range) {
+func (s *sessionsSink) gap(r moldudp64.Range, _ int64) {
 	if s.cur < 0 || r.First != s.next[s.cur] {
 		s.t.Fatalf("gap %v declared, following %d at %d", r, s.cur, s.next[max(s.cur, 0)])
 	}

@@ -12,7 +12,6 @@ import (
 	"github.com/marketfeed/feedhandler/feed/glimpse"
 	"github.com/marketfeed/feedhandler/feed/itch"
 	"github.com/marketfeed/feedhandler/feed/moldudp64"
-	"github.com/marketfeed/feedhandler/internal/clock"
 )
 
 // waitFetch polls rec at now until no fetch is in flight (the lab server
@@ -289,10 +288,11 @@ func TestSnapshotLaggingBacksOff(t *testing.T) {
 	rec.cfg.SnapshotRetry, rec.cfg.SnapshotRetryMax = retry, retryMax
 	rec.snapWait = retry
 
-	// The handler's clock: gap() starts a snapshot due by it at once.
-	// The loop below runs ahead of it (a second a round), so whatever
-	// starts, starts in a poll at the loop's now.
-	now := clock.Now()
+	// The recovery's own clock, as in the other backoff tests: the
+	// arbiter's now (its Tick, the packets' receive times) and poll's.
+	// gap() used to read the wall clock instead, far past every wait set
+	// by this one, and started a snapshot at each declaration.
+	now := int64(time.Second)
 	joinLate(h, "NEW", now)
 	h.arb.Tick(now + int64(time.Millisecond))
 	if !rec.fetching {

@@ -32,7 +32,7 @@ func TestSessionChangeDropsStrayClock(t *testing.T) {
 				}
 			}
 		}, nil)
-	a.onGap = func(r moldudp64.Range) {
+	a.onGap = func(r moldudp64.Range, _ int64) {
 		if a.Session() == secondSession {
 			gaps = append(gaps, r)
 		}
