@@ -201,9 +201,10 @@ type RecoveryStats struct {
 	// SnapshotRetryFailures: consecutive snapshots failed (not those
 	// refused at login for a session the lines left: asked again every
 	// SnapshotRetry), refused for their content, loaded with the spill
-	// overflowed, or loaded behind the feed with what they missed
-	// declared again, since one was loaded whole (or a session change, or
-	// the books made whole otherwise); the next waits
+	// overflowed, or loaded behind the feed (ending before where delivery
+	// froze for them) with what they missed declared again, since one was
+	// loaded whole (or a session change, or the books made whole
+	// otherwise); the next waits
 	// SnapshotRetry doubled per failure after the first, up to
 	// SnapshotRetryMax (SnapshotRetryIn).
 	SnapshotRetryFailures uint64
@@ -265,8 +266,9 @@ type recovery struct {
 	// from the time they were set (see retryIn).
 	snapFails uint64
 	snapWait  time.Duration
-	// lagged: what the last snapshot missed of a range it was fetched for
-	// (the server lagged the feed), found missing again after its load. A
+	// lagged: what the last snapshot missed of what the books had been
+	// brought to when it was fetched (the server lagged the feed), found
+	// missing again after its load. A
 	// snapshot for a range overlapping it waits until lagUntil (the server
 	// may still lag); one for another range does not.
 	lagged   moldudp64.Range
@@ -284,6 +286,10 @@ type recovery struct {
 	snapGaps   uint64 // open gaps when the fetch began
 	// snapDropped: the arbiter's SpillDropped when the fetch began.
 	snapDropped uint64
+	// snapFrom: the arbiter's next sequence number when the fetch began
+	// (delivery frozen there): a snapshot ending before it is behind the
+	// feed (see loadSnapshot).
+	snapFrom uint64
 	// early: a fetched snapshot ahead of everything the lines brought,
 	// held (delivery still frozen, fetching still set) from earlyAt until
 	// the lines reach its sequence number, for at most the arbiter's
@@ -607,6 +613,7 @@ func (r *recovery) startSnapshot(now int64) {
 		r.started = now
 	}
 	r.snapGaps = uint64(len(r.open))
+	r.snapFrom = r.h.arb.Next()
 	r.snapDropped = r.h.arb.Stats.SpillDropped
 	r.h.arb.Freeze()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -783,19 +790,27 @@ func (r *recovery) loadSnapshot(res snapResult, now int64) {
 	// stays open: delivery resumes at that number (Unfreeze below), so what
 	// a gap held past it is missing in the arbiter again, and re-requested
 	// or declared (and opened again) like any other range.
-	lagging := false
+	end := r.snapFrom
 	for i, g := range r.open {
 		if g.End() <= res.snap.Next {
 			r.stats.RecoveredBySnapshot++
 			r.event(RecoveryEvent{Range: g, By: "snapshot", Took: time.Duration(now - r.openAt[i]), NextSeq: res.snap.Next})
-		} else {
-			// The snapshot is behind the feed: if what it misses is
-			// declared again, the next snapshot waits SnapshotRetry (the
-			// server may lag still), as a range left open did; a
-			// snapshot for a later, unrelated gap does not wait.
-			r.lag(res.snap.Next, g.End(), now, r.cfg.SnapshotRetry)
-			lagging = true
 		}
+		end = max(end, g.End())
+	}
+	// The snapshot is behind the feed when it ends before what the books
+	// had been brought to when the fetch began (delivered, or declared:
+	// an open range ends there at most), not only before an open range's
+	// end: the backoff let delivery go on past the gaps meanwhile, so a
+	// server lagging the feed by less than the wait covered every open
+	// range and was taken as whole (the backoff restarted), and what it
+	// missed, declared again, was fetched at once, back to back, for ever.
+	// If what it misses is declared again, the load was a failed attempt
+	// (lagPending) and the next snapshot waits (the server may lag still);
+	// a snapshot for a later, unrelated gap does not wait.
+	lagging := res.snap.Next < end
+	if lagging {
+		r.lag(res.snap.Next, end, now, r.cfg.SnapshotRetry)
 	}
 	r.open, r.openAt = r.open[:0], r.openAt[:0]
 	r.wantSnap = false // a gap declared during the fetch is covered, or missing again
@@ -807,7 +822,7 @@ func (r *recovery) loadSnapshot(res snapResult, now int64) {
 	r.stats.SnapshotMessages += res.n
 	r.stats.LastSnapshotNext = res.snap.Next
 	r.h.log.Info().Uint64("messages", res.n).Uint64("next_seq", res.snap.Next).Dur("took", res.took).
-		Int("open_gaps", len(r.open)).Str("snapshot_session", res.snap.Session).Stringer("feed_session", a.Session()).
+		Bool("behind", lagging).Uint64("fetched_at", r.snapFrom).Str("snapshot_session", res.snap.Session).Stringer("feed_session", a.Session()).
 		Msg("recovery: snapshot loaded")
 	a.Unfreeze(res.snap.Next)
 	if dropped := a.Stats.SpillDropped - r.snapDropped; dropped > 0 && a.pend.n > 0 && a.pend.front().seq > a.next {

@@ -3,6 +3,7 @@ package handler
 import (
 	"context"
 	"errors"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -12,6 +13,7 @@ import (
 	"github.com/marketfeed/feedhandler/feed/glimpse"
 	"github.com/marketfeed/feedhandler/feed/itch"
 	"github.com/marketfeed/feedhandler/feed/moldudp64"
+	"github.com/marketfeed/feedhandler/internal/exchange"
 )
 
 // waitFetch polls rec at now until no fetch is in flight (the lab server
@@ -139,7 +141,9 @@ func TestSnapshotRetryResetByLoad(t *testing.T) {
 		if fetches++; fetches <= 3 || fetches == 5 {
 			return Snapshot{}, errors.New("connection refused")
 		}
-		return fetchAt4010(ctx, s, fn)
+		fn(dirMsg("SNAP"))
+		fn(addMsg7("SNAP", 1, 1111))
+		return Snapshot{Next: 4012}, nil // where the lines are: whole
 	}
 	h, sh, rec := recoveryHandler(t, fetch)
 	const retry = 5 * time.Second
@@ -147,7 +151,7 @@ func TestSnapshotRetryResetByLoad(t *testing.T) {
 	rec.snapWait = retry
 	now := int64(time.Second)
 	ev := itch.SystemEventFields{EventCode: 'Q'}
-	for seq := uint64(4000); seq < 4012; seq++ { // the snapshot at 4010 is behind the lines: loaded at once
+	for seq := uint64(4000); seq < 4012; seq++ { // the snapshot at 4012 is where the lines are: loaded at once
 		h.arb.Offer(0, sessionPacket("RST", seq, ev.Append(nil)), now)
 	}
 	h.arb.Tick(now + int64(time.Millisecond))
@@ -331,6 +335,74 @@ func TestSnapshotLaggingBacksOff(t *testing.T) {
 	}
 	if st.Snapshots != uint64(len(starts)) || st.SnapshotRetryFailures != uint64(len(starts)) || !sh.pub.stale {
 		t.Fatalf("after %d lagging downloads: loaded %d, consecutive failures %d, stale %v; want every one loaded and counted, books flagged",
+			len(starts), st.Snapshots, st.SnapshotRetryFailures, sh.pub.stale)
+	}
+}
+
+// TestSnapshotBehindMovingLines: the process's first join, late, of NEW
+// at 4000, the lines bringing a packet every 100ms; the lab GLIMPSE server
+// is always 20 messages (2s) behind them, and no re-request server is
+// there. Each snapshot loads behind what the books had been brought to
+// when it was fetched, what it missed is declared again: a failed attempt,
+// whether or not it covered the ranges open then. Before, once the backoff
+// had let delivery go past the open range (its wait longer than the
+// server's lag), the next snapshot covered it and was taken as whole: the
+// backoff restarted and the range it missed, declared, was fetched at
+// once, back to back: two downloads every 5s for ever.
+func TestSnapshotBehindMovingLines(t *testing.T) {
+	const behind = 20
+	var live atomic.Uint64 // the lines' next sequence number
+	srv, err := exchange.NewSnapshotServer(exchange.SnapshotConfig{Listen: "127.0.0.1:0", Username: "u", Password: "p", Session: "NEW",
+		Messages: snapDay(1<<40, false), Position: func() uint64 { return live.Load() - 1 - behind }, FollowInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve() }()
+	t.Cleanup(func() { srv.Close(); <-served })
+	h, sh, rec := recoveryHandler(t, GlimpseSnapshot(glimpse.Config{Addr: srv.Addr().String(), Username: "u", Password: "p", IdleTimeout: 5 * time.Second}))
+	const retry, retryMax = 5 * time.Second, 2 * time.Minute
+	rec.cfg.SnapshotRetry, rec.cfg.SnapshotRetryMax = retry, retryMax
+	rec.snapWait = retry
+
+	ev := itch.SystemEventFields{EventCode: 'Q'}
+	now, seq := int64(time.Second), uint64(4000)
+	var starts []int64
+	for stop := now + int64(10*time.Minute); now < stop; {
+		now += int64(100 * time.Millisecond)
+		h.arb.Offer(0, sessionPacket("NEW", seq, ev.Append(nil)), now)
+		seq++
+		live.Store(seq)
+		h.arb.Tick(now)
+		rec.poll(now)
+		h.endBatch()
+		if rec.fetching {
+			starts = append(starts, now)
+			waitFetch(t, h, rec, now)
+		}
+	}
+	var gaps []time.Duration
+	for i := 1; i < len(starts); i++ {
+		gaps = append(gaps, time.Duration(starts[i]-starts[i-1]))
+	}
+	want := []time.Duration{5 * time.Second, 10 * time.Second, 20 * time.Second, 40 * time.Second, 80 * time.Second,
+		2 * time.Minute, 2 * time.Minute, 2 * time.Minute}
+	var st RecoveryStats
+	rec.copyStats(&st)
+	if len(gaps) != len(want) {
+		if len(gaps) > 12 {
+			gaps = gaps[:12]
+		}
+		t.Fatalf("a snapshot always 2s behind moving lines, ten minutes: %d downloads (server: %d, loaded %d), waits between them %v...; want %d, waits %v (every load behind the feed whose miss is declared again is a failed attempt)",
+			len(starts), srv.Stats().Snapshots, st.Snapshots, gaps, len(want)+1, want)
+	}
+	for i := range want {
+		if gaps[i] != want[i] {
+			t.Fatalf("waits between downloads %v, want %v", gaps, want)
+		}
+	}
+	if st.Snapshots != uint64(len(starts)) || st.SnapshotRetryFailures != uint64(len(starts)) || !sh.pub.stale {
+		t.Fatalf("after %d downloads behind the feed: loaded %d, consecutive failures %d, stale %v; want every one loaded and counted, books flagged",
 			len(starts), st.Snapshots, st.SnapshotRetryFailures, sh.pub.stale)
 	}
 }
