@@ -303,6 +303,9 @@ type recovery struct {
 	// pendingWhole: the books were emptied (session change) and must be
 	// flagged until the new session is whole.
 	pendingWhole bool
+	// tried: a snapshot was fetched since the last session change (its
+	// snapshot is no longer needed once the session is whole otherwise).
+	tried bool
 
 	// left: the sessions the lines left (sessionChanged), the newest at
 	// nLeft-1 (mod sessionsKept), handed to the SnapshotFunc in its ctx
@@ -497,7 +500,7 @@ func (r *recovery) sessionChanged(old, new moldudp64.Session) {
 	r.restUntil = 0
 	// A re-request of the old session in progress is given up, not filled.
 	r.cur, r.handed, r.started = moldudp64.Range{}, moldudp64.Range{}, 0
-	r.pendingWhole = true
+	r.pendingWhole, r.tried = true, false
 	for _, s := range r.h.shards {
 		r.h.pushMarker(s, markerStale, 1)
 	}
@@ -553,8 +556,17 @@ func (r *recovery) poll(now int64) {
 		}
 	}
 	r.stats.RecoveredByRerequest = a.Stats.RecoveriesFilled
-	if r.pendingWhole && !r.fetching && !r.wantSnap && len(r.open) == 0 && a.Next() > 1 {
+	if r.pendingWhole && !r.fetching && (!r.wantSnap || r.tried) && len(r.open) == 0 && a.Next() > 1 {
 		if _, busy := a.Recovering(); !busy {
+			// Delivered from the new session's first message with nothing
+			// declared (the lines, or re-request): whole. The change's
+			// snapshot, fetched at once, is no longer wanted if it failed
+			// or was refused: asked again (with the backoff) while its
+			// server stayed down, it kept whole books flagged.
+			if r.wantSnap {
+				r.wantSnap = false
+				r.resetRetry()
+			}
 			r.pendingWhole = false
 			r.h.markWhole()
 		}
@@ -605,7 +617,7 @@ func (r *recovery) raw(p moldudp64.Packet) []byte {
 // snapshot on a goroutine.
 func (r *recovery) startSnapshot(now int64) {
 	r.wantSnap = false
-	r.fetching = true
+	r.fetching, r.tried = true, true
 	if r.client != nil {
 		r.client.Cancel()
 	}

@@ -407,6 +407,58 @@ func TestSnapshotBehindMovingLines(t *testing.T) {
 	}
 }
 
+// TestSessionWholeSnapshotDown: the lines follow OLD, then leave it for
+// NEW, which they bring from sequence number 1, a packet a second; the
+// GLIMPSE server is down (every fetch fails). The change's snapshot is
+// fetched at once and fails; the lines deliver NEW from its start with no
+// gap: the books are whole, no snapshot is wanted any more, and the
+// backoff restarts. Before, the snapshot was asked for again for as long
+// as the server was down (5s, 10s, ... 2m, delivery frozen during each)
+// and the books stayed flagged though whole.
+func TestSessionWholeSnapshotDown(t *testing.T) {
+	var fetches int
+	fetch := func(context.Context, moldudp64.Session, func([]byte) error) (Snapshot, error) {
+		fetches++
+		return Snapshot{}, errors.New("connection refused")
+	}
+	h, sh, rec := recoveryHandler(t, fetch)
+	const retry, retryMax = 5 * time.Second, 2 * time.Minute
+	rec.cfg.SnapshotRetry, rec.cfg.SnapshotRetryMax = retry, retryMax
+	rec.snapWait = retry
+	ev := itch.SystemEventFields{EventCode: 'Q'}
+	now := int64(time.Second)
+	round := func(session string, seq uint64) {
+		h.arb.Offer(0, sessionPacket(session, seq, ev.Append(nil)), now)
+		h.arb.Tick(now)
+		rec.poll(now)
+		h.endBatch()
+		if rec.fetching {
+			waitFetch(t, h, rec, now)
+		}
+	}
+	for seq := uint64(1); seq < 6; seq++ {
+		round("OLD", seq)
+		now += int64(100 * time.Millisecond)
+	}
+	if h.arb.Session() != moldudp64.NewSession("OLD") || h.arb.Next() != 6 || sh.pub.stale || fetches != 0 {
+		t.Fatalf("OLD from 1: session %q next %d stale %v fetches %d; want OLD at 6, whole, no snapshot", h.arb.Session(), h.arb.Next(), sh.pub.stale, fetches)
+	}
+	now += int64(2 * time.Second)
+	for seq := uint64(1); seq <= 600; seq++ { // ten minutes of NEW
+		round("NEW", seq)
+		now += int64(time.Second)
+	}
+	var st RecoveryStats
+	rec.copyStats(&st)
+	if h.arb.Session() != moldudp64.NewSession("NEW") || h.arb.Next() != 601 || st.Open != 0 {
+		t.Fatalf("NEW from 1: session %q next %d open %v; want NEW delivered whole to 601", h.arb.Session(), h.arb.Next(), st.OpenRanges)
+	}
+	if fetches != 1 || sh.pub.stale || rec.wantSnap || st.SnapshotRetryFailures != 0 {
+		t.Fatalf("NEW delivered from its first message, the GLIMPSE server down, ten minutes: %d snapshots fetched, books stale %v, snapshot still wanted %v, consecutive failures %d; want the change's one, whole, none wanted, 0",
+			fetches, sh.pub.stale, rec.wantSnap, st.SnapshotRetryFailures)
+	}
+}
+
 // TestSnapshotRefusedByOwnCheckBacksOff: the exemption from the backoff
 // is for a server on a session the lines left (ErrSnapshotSession), whose
 // rollover makes the books whole. A refusal at login by the caller's own
