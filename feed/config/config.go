@@ -47,12 +47,16 @@ const (
 	DefaultRequestsPerSecond  = 1000
 	DefaultMaxRerequestGap    = 50_000
 	DefaultSpill              = 32768
-	// DefaultSnapshotRetry is the wait after a failed or refused snapshot
-	// (handler.DefaultSnapshotRetry; not configurable), doubled per
-	// consecutive one up to recovery.snapshot.retry_max
+	// DefaultSnapshotRetry is recovery.snapshot.retry's default, the wait
+	// after a failed or refused snapshot (handler.DefaultSnapshotRetry),
+	// doubled per consecutive one up to recovery.snapshot.retry_max
 	// (DefaultSnapshotRetryMax).
 	DefaultSnapshotRetry    = 5 * time.Second
 	DefaultSnapshotRetryMax = 2 * time.Minute
+	// recovery.snapshot.retry's and retry_max's ranges (retry_max >= retry).
+	MinSnapshotRetry    = time.Second
+	MaxSnapshotRetry    = 10 * time.Minute
+	MaxSnapshotRetryMax = time.Hour
 )
 
 // Config is a parsed and validated feed file. Parse fills every default, so
@@ -215,8 +219,11 @@ type Snapshot struct {
 	PasswordFile string // where the password was read from (or PasswordEnv)
 	PasswordEnv  string
 	Session      string // SoupBinTCP session; "" = the current one
+	// Retry is the wait after a failed or refused snapshot, doubled per
+	// consecutive one up to RetryMax (>= Retry).
+	Retry time.Duration
 	// RetryMax caps the wait between consecutive failed or refused
-	// snapshots (DefaultSnapshotRetry doubled per failure).
+	// snapshots (Retry doubled per failure).
 	RetryMax time.Duration
 	// Password is the resolved password. It is never logged.
 	Password string `json:"-"`

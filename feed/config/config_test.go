@@ -221,8 +221,20 @@ func TestBadConfigs(t *testing.T) {
 			`t.yaml:29: arbitration.sequence_restart: "ignore" is not one of rebuild, hold`},
 		{"spill under max_pending", base + "recovery:\n  spill: 100\n",
 			`t.yaml:29: recovery.spill: 100 is smaller than arbitration.max_pending (8192): the spill holds at least what arbitration holds`},
-		{"snapshot retry_max too short", base + "recovery:\n  snapshot:\n    retry_max: 1s\n",
-			`t.yaml:30: recovery.snapshot.retry_max: 1s is out of range [5s, 1h0m0s] (the first retry waits 5s, doubled per consecutive failure up to this)`},
+		{"snapshot retry_max too short", base + "recovery:\n  snapshot:\n    retry_max: 500ms\n",
+			`t.yaml:30: recovery.snapshot.retry_max: 500ms is out of range [1s, 1h0m0s] (the first retry waits retry, doubled per consecutive failure up to this)`},
+		{"snapshot retry_max under the default retry", base + "recovery:\n  snapshot:\n    retry_max: 1s\n",
+			`t.yaml:30: recovery.snapshot.retry_max: 1s is shorter than recovery.snapshot.retry (5s): the wait after a failed snapshot starts at retry and is doubled up to retry_max`},
+		{"snapshot retry too short", base + "recovery:\n  snapshot:\n    retry: 100ms\n",
+			`t.yaml:30: recovery.snapshot.retry: 100ms is out of range [1s, 10m0s] (the wait after a failed snapshot, doubled per consecutive failure up to retry_max)`},
+		{"snapshot retry too long", base + "recovery:\n  snapshot:\n    retry: 11m\n    retry_max: 1h\n",
+			`t.yaml:30: recovery.snapshot.retry: 11m0s is out of range [1s, 10m0s] (the wait after a failed snapshot, doubled per consecutive failure up to retry_max)`},
+		{"snapshot retry over the default retry_max", base + "recovery:\n  snapshot:\n    retry: 3m\n",
+			`t.yaml:30: recovery.snapshot.retry: 3m0s is longer than recovery.snapshot.retry_max (2m0s, its default): the wait after a failed snapshot starts at retry and is doubled up to retry_max; raise retry_max too`},
+		{"snapshot retry_max under retry, retry after it", base + "recovery:\n  snapshot:\n    retry_max: 10s\n    retry: 20s\n",
+			`t.yaml:30: recovery.snapshot.retry_max: 10s is shorter than recovery.snapshot.retry (20s): the wait after a failed snapshot starts at retry and is doubled up to retry_max`},
+		{"snapshot retry not a duration", base + "recovery:\n  snapshot:\n    retry: 5\n",
+			`t.yaml:30: recovery.snapshot.retry: "5" is not a duration (like 500ms, 5s, 1m)`},
 		{"snapshot retry_max not a duration", base + "recovery:\n  snapshot:\n    retry_max: 2\n",
 			`t.yaml:30: recovery.snapshot.retry_max: "2" is not a duration (like 500ms, 5s, 1m)`},
 		{"password in the file", base + "recovery:\n  snapshot:\n    server: 10.1.2.3:26401\n    username: u\n    password: secret\n",
@@ -297,6 +309,7 @@ recovery:
     password_env: FEEDHANDLER_TEST_PW
     session: S1
     retry_max: 30s
+    retry: 2s
   late_join: rerequest
   spill: 65536
 `))
@@ -306,7 +319,7 @@ recovery:
 	want := Recovery{
 		Rerequest: Rerequest{Servers: []netip.AddrPort{netip.MustParseAddrPort("10.0.0.1:26400"), netip.MustParseAddrPort("10.0.0.2:26400")},
 			Timeout: 5 * time.Millisecond, Retries: 2, MaxRequestMessages: 500, RequestsPerSecond: 200, MaxRerequestGap: 10000},
-		Snapshot: Snapshot{Server: "10.0.0.3:26401", Username: "user1", PasswordEnv: "FEEDHANDLER_TEST_PW", Session: "S1", Password: "s3cret", RetryMax: 30 * time.Second},
+		Snapshot: Snapshot{Server: "10.0.0.3:26401", Username: "user1", PasswordEnv: "FEEDHANDLER_TEST_PW", Session: "S1", Password: "s3cret", Retry: 2 * time.Second, RetryMax: 30 * time.Second},
 		LateJoin: "rerequest", Spill: 65536,
 	}
 	if !reflect.DeepEqual(c.Recovery, want) {
@@ -320,6 +333,9 @@ recovery:
 	}
 	if !strings.Contains(buf.String(), "FEEDHANDLER_TEST_PW") {
 		t.Fatalf("the password's source is not logged: %s", buf.String())
+	}
+	if !strings.Contains(buf.String(), `"snapshot_retry":2000,"snapshot_retry_max":30000`) {
+		t.Fatalf("the snapshot's retry and retry_max are not logged: %s", buf.String())
 	}
 }
 
@@ -343,7 +359,7 @@ func TestDefaults(t *testing.T) {
 		Recovery: Recovery{
 			Rerequest: Rerequest{Timeout: 20 * time.Millisecond, Retries: 3, MaxRequestMessages: 2000,
 				RequestsPerSecond: 1000, MaxRerequestGap: 50000},
-			Snapshot: Snapshot{RetryMax: 2 * time.Minute},
+			Snapshot: Snapshot{Retry: 5 * time.Second, RetryMax: 2 * time.Minute},
 			LateJoin: "snapshot", Spill: 32768,
 		},
 		StatsInterval: 5 * time.Second,

@@ -78,7 +78,8 @@
 //	    username: FEED01
 //	    password_env: GLIMPSE_PW  # or password_file; never in the file, never logged
 //	    session: ""               # "" = current
-//	    retry_max: 2m             # wait after a failed snapshot: 5s, doubled per failure in a row, up to this
+//	    retry: 5s                 # wait after a failed snapshot, 1s..10m, doubled per failure in a row,
+//	    retry_max: 2m             #   up to this, 1s..1h (>= retry)
 //	  late_join: snapshot         # snapshot | rerequest | off
 //	  spill: 32768                # packets held while recovering (>= max_pending)
 //	metrics:

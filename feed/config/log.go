@@ -45,7 +45,7 @@ func (c *Config) MarshalZerologObject(e *zerolog.Event) {
 		Dur("timeout", rr.Timeout).Int("retries", rr.Retries).Int("max_request_messages", rr.MaxRequestMessages).
 		Int("requests_per_second", rr.RequestsPerSecond).Int("max_rerequest_gap", rr.MaxRerequestGap).
 		Str("snapshot_server", sn.Server).Str("snapshot_username", sn.Username).
-		Str("password_file", sn.PasswordFile).Str("password_env", sn.PasswordEnv).Str("snapshot_session", sn.Session).Dur("snapshot_retry_max", sn.RetryMax).
+		Str("password_file", sn.PasswordFile).Str("password_env", sn.PasswordEnv).Str("snapshot_session", sn.Session).Dur("snapshot_retry", sn.Retry).Dur("snapshot_retry_max", sn.RetryMax).
 		Str("late_join", c.Recovery.LateJoin).Int("spill", c.Recovery.Spill)).Str("metrics", c.Metrics.Listen)
 	e.Dur("stats_interval", c.StatsInterval).Str("log_level", c.Log.Level).Str("log_format", c.Log.Format).Str("user", c.User)
 }

@@ -13,7 +13,7 @@ import (
 //
 //	recovery:
 //	  rerequest: {servers: [host:port, ...], timeout, retries, max_request_messages, requests_per_second, max_rerequest_gap}
-//	  snapshot: {server, username, password_file | password_env, session, retry_max}
+//	  snapshot: {server, username, password_file | password_env, session, retry, retry_max}
 //	  late_join: snapshot | rerequest | off
 //	  spill: 32768
 //
@@ -98,6 +98,7 @@ func (d *decoder) rerequest(f field, r *Rerequest) {
 
 func (d *decoder) snapshot(f field, s *Snapshot) {
 	var pwFile, pwEnv field
+	var retry, retryMax field // given and in range: checked against each other below
 	d.mapping(f, []entry{
 		{"server", func(f field) { s.Server, _ = d.hostPort(f, true) }},
 		{"username", func(f field) {
@@ -128,19 +129,36 @@ func (d *decoder) snapshot(f field, s *Snapshot) {
 				s.Session = v
 			}
 		}},
-		{"retry_max", func(f field) {
+		{"retry", func(f field) {
 			if v, ok := d.duration(f); ok {
-				if v < DefaultSnapshotRetry || v > time.Hour {
-					d.errorf(f, "%v is out of range [%v, %v] (the first retry waits %v, doubled per consecutive failure up to this)", v, DefaultSnapshotRetry, time.Hour, DefaultSnapshotRetry)
+				if v < MinSnapshotRetry || v > MaxSnapshotRetry {
+					d.errorf(f, "%v is out of range [%v, %v] (the wait after a failed snapshot, doubled per consecutive failure up to retry_max)", v, MinSnapshotRetry, MaxSnapshotRetry)
 					return
 				}
-				s.RetryMax = v
+				s.Retry, retry = v, f
+			}
+		}},
+		{"retry_max", func(f field) {
+			if v, ok := d.duration(f); ok {
+				if v < MinSnapshotRetry || v > MaxSnapshotRetryMax {
+					d.errorf(f, "%v is out of range [%v, %v] (the first retry waits retry, doubled per consecutive failure up to this)", v, MinSnapshotRetry, MaxSnapshotRetryMax)
+					return
+				}
+				s.RetryMax, retryMax = v, f
 			}
 		}},
 		{"password", func(f field) {
 			d.errorf(f, "not accepted in the file: use password_file or password_env")
 		}},
 	})
+	// After the whole section: retry may come after retry_max.
+	switch {
+	case s.RetryMax >= s.Retry:
+	case retryMax.node != nil:
+		d.errorf(retryMax, "%v is shorter than recovery.snapshot.retry (%v): the wait after a failed snapshot starts at retry and is doubled up to retry_max", s.RetryMax, s.Retry)
+	case retry.node != nil:
+		d.errorf(retry, "%v is longer than recovery.snapshot.retry_max (%v, its default): the wait after a failed snapshot starts at retry and is doubled up to retry_max; raise retry_max too", s.Retry, s.RetryMax)
+	}
 	switch {
 	case pwFile.node != nil && pwEnv.node != nil:
 		d.errorf(pwEnv, "give password_file or password_env, not both")

@@ -38,7 +38,7 @@ func defaults() *Config {
 			Rerequest: Rerequest{Timeout: DefaultRerequestTimeout, Retries: DefaultRerequestRetries,
 				MaxRequestMessages: DefaultMaxRequestMessages, RequestsPerSecond: DefaultRequestsPerSecond,
 				MaxRerequestGap: DefaultMaxRerequestGap},
-			Snapshot: Snapshot{RetryMax: DefaultSnapshotRetryMax},
+			Snapshot: Snapshot{Retry: DefaultSnapshotRetry, RetryMax: DefaultSnapshotRetryMax},
 			LateJoin: LateJoinSnapshot,
 			Spill:    DefaultSpill,
 		},

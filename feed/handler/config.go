@@ -54,7 +54,7 @@ func FromConfig(c *config.Config, log zerolog.Logger) Config {
 		hc.Recovery.Snapshot = GlimpseSnapshot(glimpse.Config{
 			Addr: sn.Server, Username: sn.Username, Password: sn.Password, Session: sn.Session,
 		})
-		hc.Recovery.SnapshotRetryMax = sn.RetryMax
+		hc.Recovery.SnapshotRetry, hc.Recovery.SnapshotRetryMax = sn.Retry, sn.RetryMax
 	}
 	if id, ok := c.Feed.SessionID(); ok {
 		hc.Session = moldudp64.Session(id)

@@ -155,7 +155,7 @@ type RecoveryConfig struct {
 	Snapshot        SnapshotFunc // nil: no snapshot recovery
 	LateJoin        string       // LateJoinSnapshot (default), LateJoinRerequest, LateJoinOff
 	// SnapshotRetry is the wait before another snapshot while books are
-	// stale (default 5s): after the first of consecutive failed or refused
+	// stale (default 5s; config recovery.snapshot.retry): after the first of consecutive failed or refused
 	// snapshots; each further one doubles it, up to SnapshotRetryMax.
 	SnapshotRetry time.Duration
 	// SnapshotRetryMax caps the wait between consecutive failed or refused

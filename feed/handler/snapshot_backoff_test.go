@@ -187,20 +187,27 @@ func TestSnapshotRetryResetByLoad(t *testing.T) {
 	}
 }
 
-// TestSnapshotRetryMaxFromConfig: recovery.snapshot.retry_max reaches the
-// recovery (RecoveryConfig.SnapshotRetryMax), its default too.
+// TestSnapshotRetryMaxFromConfig: recovery.snapshot.retry and retry_max
+// reach the recovery (RecoveryConfig.SnapshotRetry, SnapshotRetryMax),
+// their defaults too.
 func TestSnapshotRetryMaxFromConfig(t *testing.T) {
 	const base = "feed: {name: t}\nlines:\n  a: {interface: eth0, group: 239.0.0.1, port: 1}\nrecovery:\n  snapshot:\n    server: 127.0.0.1:26401\n    username: u\n"
 	for _, tc := range []struct {
-		text string
-		want time.Duration
-	}{{base, DefaultSnapshotRetryMax}, {base + "    retry_max: 30s\n", 30 * time.Second}} {
+		text            string
+		retry, retryMax time.Duration
+	}{
+		{base, DefaultSnapshotRetry, DefaultSnapshotRetryMax},
+		{base + "    retry_max: 30s\n", DefaultSnapshotRetry, 30 * time.Second},
+		{base + "    retry: 2s\n", 2 * time.Second, DefaultSnapshotRetryMax},
+		{base + "    retry_max: 10m\n    retry: 30s\n", 30 * time.Second, 10 * time.Minute},
+	} {
 		c, err := config.Parse("t.yaml", []byte(tc.text))
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got := FromConfig(c, zerolog.Nop()).Recovery.SnapshotRetryMax; got != tc.want {
-			t.Errorf("%q: SnapshotRetryMax %v, want %v", tc.text, got, tc.want)
+		rc := FromConfig(c, zerolog.Nop()).Recovery
+		if rc.SnapshotRetry != tc.retry || rc.SnapshotRetryMax != tc.retryMax {
+			t.Errorf("%q: SnapshotRetry %v, SnapshotRetryMax %v; want %v, %v", tc.text, rc.SnapshotRetry, rc.SnapshotRetryMax, tc.retry, tc.retryMax)
 		}
 	}
 }
