@@ -266,6 +266,11 @@ type recovery struct {
 	// from the time they were set (see retryIn).
 	snapFails uint64
 	snapWait  time.Duration
+	// refusals: snapshots refused in a row at login for a session the
+	// lines left (not in snapFails); refusalLogged: when one was last
+	// logged.
+	refusals      uint64
+	refusalLogged int64
 	// lagged: what the last snapshot missed of what the books had been
 	// brought to when it was fetched (the server lagged the feed), found
 	// missing again after its load. A
@@ -745,13 +750,25 @@ func (r *recovery) loadSnapshot(res snapResult, now int64) {
 			d = r.cfg.SnapshotRetry
 			r.wantSnap = true
 			r.snapAt = now + int64(d)
-		} else {
-			d = r.retrySnapshot(now)
+			// A server that stays on the old session all day would log
+			// a line every SnapshotRetry (720 an hour): the first of a
+			// run, then once a minute, with how many so far.
+			r.refusals++
+			if r.refusals == 1 || now-r.refusalLogged >= int64(time.Minute) {
+				r.refusalLogged = now
+				r.h.log.Warn().Err(res.err).Dur("retry_in", d).Uint64("refused", r.refusals).
+					Msg("recovery: snapshot server on a session the lines left; asked again, books stay flagged (logged once a minute)")
+			}
+			a.Unfreeze(0)
+			return
 		}
+		r.refusals = 0
+		d = r.retrySnapshot(now)
 		r.h.log.Warn().Err(res.err).Dur("retry_in", d).Uint64("attempt", r.snapFails).Msg("recovery: snapshot failed; books stay flagged")
 		a.Unfreeze(0)
 		return
 	}
+	r.refusals = 0
 	if ahead := max(a.Next(), a.maxHigh()); res.ended && ahead > res.snap.Next {
 		// The snapshot's day ended (End of Messages) before its
 		// sequence number, and the lines brought a message at or past

@@ -1,8 +1,10 @@
 package handler
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -241,6 +243,8 @@ func TestSnapshotRefusedAtLoginNoBackoff(t *testing.T) {
 	if h.arb.Session() != moldudp64.NewSession("NEW") {
 		t.Fatalf("session %q after the change, want NEW", h.arb.Session())
 	}
+	var logs bytes.Buffer
+	h.log = zerolog.New(&logs)
 	rec.poll(now)
 	var starts []int64
 	if rec.fetching {
@@ -251,6 +255,11 @@ func TestSnapshotRefusedAtLoginNoBackoff(t *testing.T) {
 	now, starts, gaps = pollFetches(t, h, rec, now, 2*time.Minute, starts)
 	if len(starts) < 2 || st.Refused.Load() != uint64(len(starts)) || rec.stats.Snapshots != 1 {
 		t.Fatalf("fetches %d on NEW (refused at login %d, loaded %d, OLD's included): want every one refused at login", len(starts), st.Refused.Load(), rec.stats.Snapshots)
+	}
+	// Logged the first time, then once a minute: at most 3 lines in two
+	// minutes, not one per refusal.
+	if n := strings.Count(logs.String(), `"level":"warn"`); n < 1 || n > 3 {
+		t.Fatalf("%d logins refused in two minutes logged %d warnings, want 1 to 3 (the first, then once a minute):\n%s", len(starts), n, logs.String())
 	}
 	for _, g := range gaps {
 		if g != retry {
