@@ -727,13 +727,15 @@ func (h *Handler) pushMarker(s *shard, kind uint8, seq uint64) {
 	s.ring.Commit(1)
 }
 
+// reserve returns a free slot of s's ring, waiting while it is full:
+// never dropping. ReserveWait takes a free slot without counting anything
+// and counts a wait once, however long; a Reserve before it, or a wait cut
+// into timed slices, would count each wait two or more times.
 func (h *Handler) reserve(s *shard) *slot {
-	if v := s.ring.Reserve(1); len(v) == 1 {
-		return &v[0]
-	}
 	for {
-		// Full: wait for the shard (counted once); never drop.
-		if v := s.ring.ReserveWait(1, time.Second); len(v) == 1 {
+		// Returns nothing only once the ring is closed, which Stop does
+		// after this thread ended.
+		if v := s.ring.ReserveWait(1, 0); len(v) == 1 {
 			return &v[0]
 		}
 	}
