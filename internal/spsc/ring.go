@@ -5,6 +5,8 @@ import (
 	"runtime"
 	"sync/atomic"
 	"time"
+
+	"github.com/marketfeed/feedhandler/internal/mem"
 )
 
 // cacheLine is the padding unit. 128 bytes covers the adjacent-line
@@ -70,12 +72,16 @@ type Ring[T any] struct {
 }
 
 // New returns a ring of capacity slots. capacity must be a power of two, at
-// least 2.
+// least 2. Every page of the slots is touched here (mem.Touch): a large
+// ring's pages come fresh from the OS, and the producer's first lap would
+// otherwise take a page fault per page.
 func New[T any](capacity int) (*Ring[T], error) {
 	if capacity < 2 || capacity&(capacity-1) != 0 {
 		return nil, fmt.Errorf("new spsc ring: capacity %d is not a power of two >= 2", capacity)
 	}
-	return &Ring[T]{buf: make([]T, capacity), mask: uint64(capacity - 1), backoff: DefaultBackoff}, nil
+	buf := make([]T, capacity)
+	mem.Touch(mem.Bytes(buf))
+	return &Ring[T]{buf: buf, mask: uint64(capacity - 1), backoff: DefaultBackoff}, nil
 }
 
 // SetBackoff changes how PeekWait waits. Call it before the consumer starts.
