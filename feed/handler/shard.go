@@ -199,7 +199,9 @@ func (s *shard) run(pinErr chan<- error) {
 			}
 		} else if batch = s.ring.PeekWait(batchMax, 50*time.Millisecond); len(batch) == 0 {
 			s.copyStats(true)
-			if s.ring.Closed() {
+			// Drained, not Closed: the wait may have timed out before
+			// the receive thread's last messages and Stop's Close.
+			if s.ring.Drained() {
 				return
 			}
 			continue

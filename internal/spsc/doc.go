@@ -5,7 +5,8 @@
 // which touches its every page (no page fault on the first lap); nothing is
 // allocated afterwards. Exactly one goroutine may produce (TryPush,
 // Reserve, Commit, Close) and exactly one may consume (TryPop, Peek, Release,
-// PeekWait) at a time; the statistics accessors may be called from anywhere.
+// PeekWait, Drained) at a time; the statistics accessors may be called from
+// anywhere.
 //
 // The producer and consumer indices live on separate cache lines, and each
 // side keeps a private copy of the other side's index that it refreshes only
@@ -34,8 +35,9 @@
 // then yields the processor, then sleeps for growing but bounded periods
 // (see Backoff; goroutines locked to their threads yield and sleep in the
 // kernel, not through the Go scheduler). After the producer calls Close, PeekWait
-// keeps returning what is left; an empty view with Closed() == true means the
-// ring is closed and drained.
+// keeps returning what is left; Drained reports the ring closed and drained
+// (an empty view and Closed do not say as much when PeekWait has a timeout:
+// the producer may commit and close in between).
 //
 // Stats reports how often the producer found the ring full and the largest
 // occupancy the consumer observed (sampled each time it loads the producer's

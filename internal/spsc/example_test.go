@@ -27,7 +27,7 @@ func Example() {
 	// Consumer (book shard).
 	for {
 		v := r.PeekWait(16, 0)
-		if len(v) == 0 && r.Closed() {
+		if len(v) == 0 && r.Drained() {
 			break
 		}
 		for _, x := range v {

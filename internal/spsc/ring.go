@@ -341,7 +341,9 @@ func (r *Ring[T]) loadTail(h uint64) {
 // PeekWait is Peek that waits, with the ring's Backoff, until at least one
 // element is readable, the ring is closed, or timeout has passed (timeout
 // <= 0 waits without limit). It returns an empty view on timeout, and when
-// the ring is closed and drained; tell them apart with Closed.
+// the ring is closed and drained; tell them apart with Drained, not
+// Closed: after a timeout the producer may commit more and close the ring
+// before the consumer looks at Closed.
 func (r *Ring[T]) PeekWait(max int, timeout time.Duration) []T {
 	if v := r.Peek(max); len(v) > 0 {
 		return v
@@ -359,6 +361,13 @@ func (r *Ring[T]) PeekWait(max int, timeout time.Duration) []T {
 			return nil
 		}
 	}
+}
+
+// Drained reports whether the ring is closed and everything committed
+// before Close was consumed: the consumer may stop. Closed is loaded
+// first, so an element committed before Close is seen. Consumer only.
+func (r *Ring[T]) Drained() bool {
+	return r.closed.Load() && len(r.Peek(1)) == 0
 }
 
 // Stats returns the ring counters. Safe from any goroutine.

@@ -179,3 +179,27 @@ func TestReserveWait(t *testing.T) {
 		t.Fatalf("ReserveWait after Close = %d slots", n)
 	}
 }
+
+// TestDrainedAfterTimeout: PeekWait timing out on an empty ring, then the
+// producer committing and closing, leaves a closed ring that is not
+// drained: Closed alone would have the consumer stop with an element left.
+func TestDrainedAfterTimeout(t *testing.T) {
+	r, _ := New[int](4)
+	if v := r.PeekWait(1, time.Millisecond); len(v) != 0 {
+		t.Fatalf("PeekWait on an empty ring: %v", v)
+	}
+	if r.Drained() {
+		t.Fatal("an open ring reads drained")
+	}
+	r.TryPush(7)
+	r.Close()
+	if !r.Closed() || r.Drained() {
+		t.Fatalf("closed %v, drained %v with one element left; want closed, not drained", r.Closed(), r.Drained())
+	}
+	if v, ok := r.TryPop(); !ok || v != 7 {
+		t.Fatalf("pop %d %v", v, ok)
+	}
+	if !r.Drained() {
+		t.Fatal("closed and empty, not drained")
+	}
+}

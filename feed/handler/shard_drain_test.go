@@ -1,0 +1,48 @@
+package handler
+
+import (
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+	"unsafe"
+)
+
+// mutexWaiters is how many goroutines sleep waiting for mu: a
+// sync.Mutex's state word (its first field) counts them from bit 3.
+func mutexWaiters(mu *sync.Mutex) int32 {
+	return atomic.LoadInt32((*int32)(unsafe.Pointer(mu))) >> 3
+}
+
+// TestShardDrainsAfterIdleWait: a message committed to a shard's ring,
+// then the ring closed (Stop), while the shard thread is between an idle
+// PeekWait that timed out and its look at Closed, is applied before the
+// thread ends. The test holds the shard's stats lock so that the thread,
+// idle for 50 ms, stops in the stats copy it makes there; the message and
+// the close come while it waits.
+func TestShardDrainsAfterIdleWait(t *testing.T) {
+	_, sh := oneShardHandler(t, 64, smallBooks)
+	sh.mu.Lock()
+	pinErr, done := make(chan error, 1), make(chan struct{})
+	go func() { sh.run(pinErr); close(done) }()
+	if err := <-pinErr; err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; mutexWaiters(&sh.mu) == 0; i++ {
+		if i == 10_000 {
+			sh.mu.Unlock()
+			t.Fatal("the idle shard never waited for its stats lock")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	msg := dirMsg("AAPL")
+	v := sh.ring.Reserve(1)
+	v[0] = slot{seq: 1, n: uint8(copy(v[0].data[:], msg))}
+	sh.ring.Commit(1)
+	sh.ring.Close()
+	sh.mu.Unlock()
+	<-done
+	if n := sh.applied.Load(); n != 1 {
+		t.Fatalf("the shard ended with %d messages applied, %d left in its closed ring; want 1 applied", n, sh.ring.Len())
+	}
+}
