@@ -47,6 +47,9 @@ BUSY_TIMEOUT = 1.0
 _real_ns = time.time_ns
 _mono_ns = time.monotonic_ns
 
+# Journal positions are uint64: their differences wrap as in Go and C++.
+_U64_MASK = (1 << 64) - 1
+
 # The largest heartbeat interval a header may promise (ns); a larger one, or
 # 0 or less, is a corrupt header.
 MAX_HEARTBEAT_INTERVAL_NS = 3600 * 10**9
@@ -697,10 +700,11 @@ class Follower:
         self._last_check = None
 
     def pending(self):
-        """Records published and not yet polled."""
+        """Records published and not yet polled (uint64 arithmetic, as Go and
+        C++: a head below the follower's position, a corrupt file, wraps)."""
         if self._r._mv is None:
             raise self._r._closed_error("pending")
-        return self._r._head() - self._next
+        return (self._r._head() - self._next) & _U64_MASK
 
     def _overrun(self, updates):
         head = self._r._head()
@@ -726,7 +730,10 @@ class Follower:
         jl, mask, journal = r._jl, r._jl - 1, r._journal
         head = u64(mv, L.OFF_HEAD)[0]
         nxt = self._next
-        if head - nxt > jl:
+        # head - nxt as a uint64, as Go and C++ compute it: a head below the
+        # follower's position (a corrupt file: the writer's head only
+        # grows) is an overrun too, not "nothing new".
+        if (head - nxt) & _U64_MASK > jl:
             raise self._overrun([])
         out = []
         new = tuple.__new__
@@ -738,7 +745,7 @@ class Follower:
                 self._next = nxt
                 if s1 != L.STAMP_BUSY and s1 > want:
                     raise self._overrun(out)
-                if u64(mv, L.OFF_HEAD)[0] - nxt > jl:
+                if (u64(mv, L.OFF_HEAD)[0] - nxt) & _U64_MASK > jl:
                     raise self._overrun(out)
                 break  # claimed, not written yet: poll again later
             d = u64(mv, off + 8)[0]

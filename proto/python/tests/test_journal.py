@@ -1,10 +1,12 @@
 """Following the change journal: records in order, overrun when the reader
 falls more than a journal length behind, and resynchronisation after it."""
 
+import mmap
 import time
 import unittest
 
 import feedhandler_shm as shm
+from feedhandler_shm import layout
 
 from . import support
 
@@ -67,6 +69,39 @@ class JournalTest(unittest.TestCase):
                 f.poll()
             self.assertEqual(cm.exception.lost, 23)
             self.assertEqual(f.pending(), 0)
+
+    def test_head_going_backwards_is_overrun(self):
+        """A journal head below the follower's position (a corrupt file: the
+        writer's head only grows) is an overrun, as in Go and C++, whose
+        head - next wraps as a uint64: no record lost, the follower moves to
+        the head. Before, poll returned [] and pending() was negative."""
+        name = support.feed_name(self)
+        w = support.control_writer(self, name, instruments=1, depth=1, journal=16)
+        w.cmd("register 1 S1")
+        w.cmd("beat")
+        r = shm.open(name)
+        self.addCleanup(r.close)
+        f = r.follow()
+        for k in range(1, 4):
+            w.cmd("publish 1 %d" % k)
+        self.assertEqual(len(f.poll()), 3)
+        fd = open(name, "r+b")
+        self.addCleanup(fd.close)
+        mm = mmap.mmap(fd.fileno(), 0)
+        self.addCleanup(mm.close)
+        layout.U64.pack_into(mm, layout.OFF_HEAD, 1)
+        for call in (f.poll, lambda: f.wait(timeout=0)):
+            with self.assertRaises(shm.OverrunError) as cm:
+                call()
+            self.assertEqual((cm.exception.lost, cm.exception.updates), (0, []))
+            self.assertEqual(f.pending(), 0)  # at the head, 1
+            # The head back at 3: records 2 and 3 (positions 1, 2) are
+            # still in the ring; then backwards again.
+            layout.U64.pack_into(mm, layout.OFF_HEAD, 3)
+            self.assertEqual(f.poll(), [shm.Update(1, 2), shm.Update(1, 3)])
+            layout.U64.pack_into(mm, layout.OFF_HEAD, 1)
+        self.assertEqual((f.lost, f.overruns), (0, 2))
+        self.assertEqual(f.pending(), (1 - 3) & ((1 << 64) - 1))  # as Go's and C++'s uint64
 
     def test_slow_follower_resynchronises(self):
         """A reader process falls behind a writer at full speed on purpose,
