@@ -209,3 +209,36 @@ func BenchmarkJournalLaps(b *testing.B) {
 	b.ReportMetric(float64(laps[0].Nanoseconds())/float64(b.N*n), "ns/publish-lap1")
 	b.ReportMetric(float64(laps[1].Nanoseconds())/float64(b.N*n), "ns/publish-lap2")
 }
+
+// BenchmarkPoll is a follower's Poll: empty (the spin loop of a Wait that
+// finds nothing) and of 16 records (the follower moved back over records
+// still in the ring each round).
+func BenchmarkPoll(b *testing.B) {
+	w := testWriter(b, Config{Instruments: 1, Depth: 1, JournalLen: 64, SingleWriter: true})
+	w.Register(1, "AAPL")
+	s := newSnapshot(1)
+	fillSnapshot(s, 1, 1, 1)
+	r := testReader(b, w.Path())
+	f := r.Follow()
+	for range 16 {
+		w.Publish(s)
+	}
+	ups := make([]Update, 16)
+	b.Run("empty", func(b *testing.B) {
+		f.next = r.m.head()
+		for b.Loop() {
+			if n, err := f.Poll(ups); n != 0 || err != nil {
+				b.Fatal(n, err)
+			}
+		}
+	})
+	b.Run("16", func(b *testing.B) {
+		head := r.m.head()
+		for b.Loop() {
+			f.next = head - 16
+			if n, err := f.Poll(ups); n != 16 || err != nil {
+				b.Fatal(n, err)
+			}
+		}
+	})
+}

@@ -1,6 +1,7 @@
 package shm
 
 import (
+	"errors"
 	"runtime"
 	"sync/atomic"
 	"time"
@@ -124,8 +125,17 @@ type WaitOptions struct {
 // passes (then it returns 0, nil). It spins, then yields, then sleeps, and
 // checks the writer periodically: a dead, closed or restarted writer ends
 // the wait with ErrWriterDead, ErrClosed or ErrRestarted, a file truncated
-// under the mapping with ErrFormat (Check).
-func (f *Follower) Wait(dst []Update, timeout time.Duration, opt WaitOptions) (int, error) {
+// under the mapping with ErrFormat (Check, or a poll that faulted on the
+// mapping before the check came due).
+func (f *Follower) Wait(dst []Update, timeout time.Duration, opt WaitOptions) (n int, err error) {
+	if f.r.m.mem == nil {
+		return 0, f.r.closedError("poll")
+	}
+	defer f.r.unguard(guard(), "wait", &err)
+	return f.wait(dst, timeout, opt)
+}
+
+func (f *Follower) wait(dst []Update, timeout time.Duration, opt WaitOptions) (int, error) {
 	if opt.Spin <= 0 {
 		opt.Spin = 1000
 	}
@@ -148,9 +158,13 @@ func (f *Follower) Wait(dst []Update, timeout time.Duration, opt WaitOptions) (i
 		t := time.Now()
 		if f.checked.IsZero() || t.Sub(f.checked) >= opt.CheckEvery {
 			f.checked = t
-			if err := f.r.Check(); err != nil {
+			if err := f.r.check(); err != nil {
 				// Records published before the writer stopped are
-				// still delivered first.
+				// still delivered first; a truncated file is not
+				// read again (its pages fault).
+				if errors.Is(err, ErrFormat) {
+					return 0, err
+				}
 				if n, perr := f.Poll(dst); n > 0 || perr != nil {
 					return n, perr
 				}

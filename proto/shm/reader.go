@@ -181,7 +181,18 @@ func (r *Reader) Heartbeat() time.Time {
 // reading the mapping would fault), ErrClosed when it closed the feed,
 // ErrWriterDead when its process is gone or its heartbeat is older than
 // StaleAfter.
-func (r *Reader) Check() error {
+func (r *Reader) Check() (err error) {
+	if r.m.mem == nil {
+		return r.closedError("check")
+	}
+	// The file may be truncated between the size check and the loads of
+	// the writer's state.
+	defer r.unguard(guard(), "check", &err)
+	return r.check()
+}
+
+// check is Check without the fault guard (for Wait, which guards itself).
+func (r *Reader) check() error {
 	if r.m.mem == nil {
 		return r.closedError("check")
 	}

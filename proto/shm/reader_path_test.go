@@ -8,6 +8,7 @@ import (
 	"runtime/debug"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestRelativePathResolvedAtOpen: a relative path given to Open is
@@ -119,4 +120,85 @@ func checkNoFault(r *Reader) (err error) {
 		}
 	}()
 	return r.Check()
+}
+
+// noFault is fn with a fault on the mapping turned into an error, so that a
+// test of a call that faults fails instead of crashing.
+func noFault(what string, fn func() error) (err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("%s faulted: %v", what, p)
+		}
+	}()
+	return fn()
+}
+
+// TestTruncatedUnderWaitAndGuard: a feed file truncated under a reader
+// between two checks is ErrFormat from a follower's Wait, and from the
+// Polls and Reads of a loop run under Reader.Guard, instead of a crash
+// (SIGBUS; here, under SetPanicOnFault, a panic). Before, Wait polled the
+// journal before its check came due, and the load of the head of a file
+// cut to 0 faulted.
+func TestTruncatedUnderWaitAndGuard(t *testing.T) {
+	for _, c := range truncations {
+		t.Run(c.name, func(t *testing.T) {
+			// No heartbeat goroutine: nothing but the calls tested may
+			// touch the mapping while the file is short.
+			w := testWriter(t, Config{Instruments: 1, Depth: 1})
+			if err := w.Register(1, "AAPL"); err != nil {
+				t.Fatal(err)
+			}
+			s := newSnapshot(1)
+			fillSnapshot(s, 1, 1, 1)
+			if err := w.Publish(s); err != nil {
+				t.Fatal(err)
+			}
+			w.Heartbeat()
+			r := testReader(t, w.Path())
+			f := r.Follow()
+			ups := make([]Update, 4)
+			buf := make([]byte, r.Info().MaxSnapshot)
+			defer c.cut(t, w.Path(), int64(len(w.m.mem)))()
+
+			err := noFault("Wait", func() error {
+				_, err := f.Wait(ups, time.Millisecond, WaitOptions{Spin: 1})
+				return err
+			})
+			if !errors.Is(err, ErrFormat) || !strings.Contains(err.Error(), "truncated") {
+				t.Errorf("Wait on a truncated file: %v, want ErrFormat (truncated)", err)
+			}
+			err = noFault("Guard", func() error {
+				return r.Guard(func() error {
+					if _, err := r.Read(1, buf); err != nil {
+						return err
+					}
+					_, err := f.Poll(ups)
+					return err
+				})
+			})
+			if !errors.Is(err, ErrFormat) || !strings.Contains(err.Error(), "truncated") {
+				t.Errorf("Read and Poll under Guard on a truncated file: %v, want ErrFormat (truncated)", err)
+			}
+		})
+	}
+}
+
+// TestGuardPassesOtherPanics: Guard turns only faults on its Reader's
+// mapping into errors; fn's error comes back as is, and any other panic
+// goes on.
+func TestGuardPassesOtherPanics(t *testing.T) {
+	w := testWriter(t, Config{Instruments: 1, Depth: 1})
+	r := testReader(t, w.Path())
+	want := errors.New("fn's own")
+	if err := r.Guard(func() error { return want }); err != want {
+		t.Errorf("Guard: %v, want fn's error", err)
+	}
+	defer func() {
+		if p := recover(); p != "other" {
+			t.Errorf("recovered %v, want the panic of fn", p)
+		}
+	}()
+	r.Guard(func() error { panic("other") })
+	t.Error("Guard returned after fn panicked")
 }
