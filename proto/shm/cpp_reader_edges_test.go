@@ -2,7 +2,9 @@ package shm
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
+	"io"
 	"math"
 	"os"
 	"os/exec"
@@ -328,4 +330,64 @@ func TestCppEdgeLivenessClockSteps(t *testing.T) {
 			time.Sleep(10 * time.Millisecond)
 		}
 	})
+}
+
+// TestCppEdgeTruncationGuard: with install_truncation_guard, a feed file
+// truncated under the reader is Format from a wait whose poll faults
+// before its check comes due, and from read, instead of a crash (SIGBUS;
+// the guard replaces the mapping with zero pages and the reader's error
+// paths say Format). Before, the driver died in the wait's first poll.
+func TestCppEdgeTruncationGuard(t *testing.T) {
+	bin := cppEdgeBin(t)
+	for _, c := range truncations {
+		t.Run(c.name, func(t *testing.T) {
+			// No heartbeat goroutine: nothing in this process may touch
+			// the mapping while the file is short.
+			w := testWriter(t, Config{Instruments: 1, Depth: 1})
+			if err := w.Register(1, "AAPL"); err != nil {
+				t.Fatal(err)
+			}
+			s := newSnapshot(1)
+			fillSnapshot(s, 1, 1, 1)
+			for range 3 {
+				if err := w.Publish(s); err != nil {
+					t.Fatal(err)
+				}
+			}
+			w.Heartbeat()
+			sess := startSession(t, bin, w.Path())
+			sess.expect("guard", "guard Ok")
+			sess.expect("open", "open Ok")
+			sess.expect("follow", "follow Ok pending 0")
+			restore := c.cut(t, w.Path(), int64(len(w.m.mem)))
+			defer restore()
+			sess.expect("wait 1", "wait ErrFormat")
+			sess.expect("read 1", "read ErrFormat")
+			sess.expect("check", "check ErrFormat")
+		})
+	}
+}
+
+// TestCppEdgeTruncationGuardPassesOtherFaults: the guard handles only
+// faults inside the Readers' mappings; any other SIGBUS still kills the
+// process, by the signal (the disposition before the guard's, here the
+// default).
+func TestCppEdgeTruncationGuardPassesOtherFaults(t *testing.T) {
+	bin := cppbuild.Build(t, cppDriver)
+	w := testWriter(t, Config{Instruments: 1, Depth: 1})
+	sess := startSession(t, bin, w.Path())
+	sess.expect("guard", "guard Ok")
+	sess.expect("open", "open Ok")
+	other := filepath.Join(t.TempDir(), "other")
+	if _, err := io.WriteString(sess.c.stdin, "faultother "+other+"\n"); err != nil {
+		t.Fatal(err)
+	}
+	for sess.c.out.Scan() {
+		t.Errorf("driver: %s", sess.c.out.Text())
+	}
+	err := sess.c.cmd.Wait()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGBUS {
+		t.Fatalf("driver after a fault outside the feed's mapping: %v, want killed by SIGBUS", err)
+	}
 }

@@ -64,6 +64,13 @@ int main(int argc, char** argv) {
   const char* symbol = argv[2];
   std::signal(SIGINT, on_signal);
   std::signal(SIGTERM, on_signal);
+  // A feed file truncated under the mapping (an operator's mistake) is
+  // Format from wait and read instead of a SIGBUS: this program owns its
+  // signals, so it opts in to the library's SIGBUS handler.
+  if (fs::install_truncation_guard() != fs::Error::Ok) {
+    std::perror("microprice: install_truncation_guard");
+    return 1;
+  }
 
   fs::Reader r;
   for (;;) {  // (re)attach

@@ -486,6 +486,25 @@ int cmd_session(const char* name) {
     } else if (c == "close") {
       r.close();
       std::printf("close Ok\n");
+    } else if (c == "guard") {
+      std::printf("guard %s\n", fs::error_name(fs::install_truncation_guard()));
+    } else if (c == "faultother") {
+      // faultother PATH: a SIGBUS that is not the guard's: map a page of a
+      // new file PATH, cut the file to 0 and read the page.
+      char path[256] = {};
+      std::sscanf(line, "%*s %255s", path);
+      int fd = ::open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
+      if (fd < 0 || ftruncate(fd, 4096) != 0) {
+        std::printf("faultother %s\n", std::strerror(errno));
+      } else {
+        void* m = mmap(nullptr, 4096, PROT_READ, MAP_SHARED, fd, 0);
+        if (m == MAP_FAILED || ftruncate(fd, 0) != 0) {
+          std::printf("faultother %s\n", std::strerror(errno));
+        } else {
+          std::fflush(stdout);
+          std::printf("faultother survived %d\n", int(*static_cast<volatile const unsigned char*>(m)));
+        }
+      }
     } else {
       std::printf("error unknown command %s\n", cmd);
     }

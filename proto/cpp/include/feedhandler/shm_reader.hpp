@@ -36,6 +36,7 @@
 #include <sched.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <time.h>
@@ -327,7 +328,123 @@ inline void sleep_ns(int64_t ns) noexcept {
   }
 }
 
+// The truncation guard (install_truncation_guard): every Reader registers
+// its mapping here at open, whether or not the guard is installed, and
+// unregisters it at close. The SIGBUS handler looks a fault's address up
+// here. Lock-free: the handler may run at any moment in any thread.
+struct GuardEntry {
+  std::atomic<int> claimed{0};
+  std::atomic<uintptr_t> base{0};  // 0: not in use (published last, cleared first)
+  std::atomic<size_t> size{0};
+  std::atomic<int> faulted{0};     // the handler replaced the mapping with zero pages
+};
+constexpr int kGuardEntries = 256;
+inline GuardEntry g_guard[kGuardEntries];
+inline std::atomic<int> g_guard_state{0};  // 0 not installed, 1 installing, 2 installed
+inline struct sigaction g_guard_old;       // the SIGBUS disposition before the guard's
+
+// guard_register records a mapping; the entry's index, or -1 when every
+// entry is taken (that Reader is not guarded).
+inline int guard_register(const void* base, size_t size) noexcept {
+  for (int i = 0; i < kGuardEntries; i++) {
+    int free = 0;
+    if (g_guard[i].claimed.compare_exchange_strong(free, 1, std::memory_order_acq_rel)) {
+      g_guard[i].faulted.store(0, std::memory_order_relaxed);
+      g_guard[i].size.store(size, std::memory_order_relaxed);
+      g_guard[i].base.store(reinterpret_cast<uintptr_t>(base), std::memory_order_release);
+      return i;
+    }
+  }
+  return -1;
+}
+
+inline void guard_unregister(int i) noexcept {
+  if (i < 0) return;
+  g_guard[i].base.store(0, std::memory_order_release);
+  g_guard[i].claimed.store(0, std::memory_order_release);
+}
+
+inline bool guard_faulted(int i) noexcept {
+  return i >= 0 && g_guard[i].faulted.load(std::memory_order_relaxed) != 0;
+}
+
+// guard_handler is the SIGBUS handler of install_truncation_guard. A fault
+// the kernel raised (si_code > 0) at an address inside a registered mapping
+// (the file was truncated under it) replaces that whole mapping with
+// read-only zero pages, marks it faulted and returns: the faulting load runs
+// again and reads 0. Anything else goes to the disposition that was there
+// before: its handler, or the default action (the fault repeats and kills
+// the process, as it would have without the guard).
+inline void guard_handler(int sig, siginfo_t* si, void* ctx) noexcept {
+  if (si != nullptr && si->si_code > 0) {
+    uintptr_t a = reinterpret_cast<uintptr_t>(si->si_addr);
+    for (int i = 0; i < kGuardEntries; i++) {
+      uintptr_t b = g_guard[i].base.load(std::memory_order_acquire);
+      if (b == 0 || a < b || a - b >= g_guard[i].size.load(std::memory_order_relaxed)) continue;
+      int saved = errno;
+      long m = syscall(SYS_mmap, reinterpret_cast<void*>(b), g_guard[i].size.load(std::memory_order_relaxed),
+                       PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+      errno = saved;
+      if (m != -1) {
+        g_guard[i].faulted.store(1, std::memory_order_relaxed);
+        return;
+      }
+      break;
+    }
+  }
+  const struct sigaction& o = g_guard_old;
+  if ((o.sa_flags & SA_SIGINFO) != 0 && o.sa_sigaction != nullptr) {
+    o.sa_sigaction(sig, si, ctx);
+    return;
+  }
+  if ((o.sa_flags & SA_SIGINFO) == 0 && o.sa_handler != SIG_DFL && o.sa_handler != SIG_IGN) {
+    o.sa_handler(sig);
+    return;
+  }
+  struct sigaction dfl;
+  std::memset(&dfl, 0, sizeof dfl);
+  dfl.sa_handler = SIG_DFL;
+  sigaction(sig, &dfl, nullptr);
+  if (si == nullptr || si->si_code <= 0) raise(sig);  // sent, not a fault: it will not repeat
+}
+
 }  // namespace detail
+
+// install_truncation_guard makes a feed file truncated under a Reader (an
+// operator's `truncate -s 0`; the writer never truncates) an error instead
+// of a crash. Without it, a load from a page of the mapping past the file's
+// new end kills the process with SIGBUS: check() reports the truncation
+// (Format) when it runs first, but a poll, wait or read between the
+// truncation and the next check faults. The guard is process-wide, so it is
+// opt-in: it installs a SIGBUS handler (sigaction, SA_SIGINFO|SA_ONSTACK)
+// that handles only faults inside the mappings of Readers (open ones, and
+// ones opened later; up to 256 at a time) and passes every other SIGBUS to
+// the handler that was installed before it (or the default action). A
+// guarded mapping that faults is replaced by zero pages: from then on
+// check() says Format (it did already: the file is shorter than the
+// mapping), and poll, wait and read say Format where the zeros would
+// otherwise read as an overrun, an unknown locate or no data; close the
+// Reader. Nothing is added to a read or a poll that does not fault. Call
+// it once, early (before other threads run); a later sigaction(SIGBUS) by
+// the application replaces it. Ok, or System (sigaction failed: errno).
+inline Error install_truncation_guard() noexcept {
+  int want = 0;
+  if (!detail::g_guard_state.compare_exchange_strong(want, 1, std::memory_order_acq_rel)) {
+    while (detail::g_guard_state.load(std::memory_order_acquire) == 1) sched_yield();
+    return Error::Ok;
+  }
+  struct sigaction sa;
+  std::memset(&sa, 0, sizeof sa);
+  sa.sa_sigaction = detail::guard_handler;
+  sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
+  sigemptyset(&sa.sa_mask);
+  if (sigaction(SIGBUS, &sa, &detail::g_guard_old) != 0) {
+    detail::g_guard_state.store(0, std::memory_order_release);
+    return Error::System;
+  }
+  detail::g_guard_state.store(2, std::memory_order_release);
+  return Error::Ok;
+}
 
 // Reader maps one feed file read-only.
 class Reader {
@@ -344,6 +461,7 @@ class Reader {
       o.mem_ = nullptr;
       o.size_ = 0;
       o.fd_ = -1;
+      o.guard_ = -1;
     }
     return *this;
   }
@@ -412,6 +530,7 @@ class Reader {
     fd_ = fd;
     mem_ = static_cast<const uint8_t*>(m);
     size_ = size_t(st.st_size);
+    guard_ = detail::guard_register(mem_, size_);  // install_truncation_guard
     ino_ = st.st_ino;
     dev_ = st.st_dev;
     Error e = read_header();
@@ -442,6 +561,8 @@ class Reader {
 
   // close unmaps the file; Views stay valid (they live in caller buffers).
   void close() noexcept {
+    detail::guard_unregister(guard_);
+    guard_ = -1;
     if (mem_ != nullptr) munmap(const_cast<uint8_t*>(mem_), size_);
     if (fd_ >= 0) ::close(fd_);
     mem_ = nullptr;
@@ -540,7 +661,7 @@ class Reader {
   Error read(uint16_t locate, void* buf, size_t len, View& out) const noexcept {
     if (mem_ == nullptr) return Error::NotOpen;
     uint64_t slot;
-    if (!slot_of(locate, slot)) return Error::UnknownLocate;
+    if (!slot_of(locate, slot)) return faulted() ? Error::Format : Error::UnknownLocate;
     if (len < info_.max_snapshot) return Error::ShortBuffer;
     if (reinterpret_cast<uintptr_t>(buf) % 8 != 0) return Error::Misaligned;
     const uint8_t* base = mem_ + slots_ + slot * info_.slot_size;
@@ -552,7 +673,7 @@ class Reader {
     Error gone = Error::Ok;  // check(): the writer closed or died; the slot changes no more
     for (uint32_t spin = 1;; spin++) {
       uint64_t s1 = __atomic_load_n(seq, __ATOMIC_ACQUIRE);
-      if (s1 == 0) return Error::NoData;
+      if (s1 == 0) return faulted() ? Error::Format : Error::NoData;
       if ((s1 & 1) == 0) {
         uint32_t n = __atomic_load_n(lenp, __ATOMIC_ACQUIRE);
         // The writer never stores such a length, and an aligned 4-byte
@@ -774,6 +895,11 @@ class Reader {
   mutable int live_lock_ = 0;
   mutable int64_t live_hb_ = 0, live_seen_ = 0, live_beat_ = 0;
   int errno_ = 0;
+  // guard_ is the mapping's entry in the truncation guard's table (-1:
+  // none); faulted() says whether the guard replaced the mapping with zero
+  // pages (asked on error paths only).
+  int guard_ = -1;
+  bool faulted() const noexcept { return detail::guard_faulted(guard_); }
   uint32_t found_version_ = 0;
   char path_[4096] = {};
 };
@@ -861,6 +987,7 @@ class Follower {
       if (last_check_ == 0 || t - last_check_ >= opt.check_every_ns) {
         last_check_ = t;
         Error c = r_->check();
+        if (c == Error::Format) return c;  // truncated: not read again (its pages fault)
         if (c != Error::Ok) {
           e = poll(dst, cap, n);
           if (n > 0 || e != Error::Ok) return e;
@@ -893,6 +1020,12 @@ class Follower {
     return r_ && r_->mem_ ? r_->load_acquire<uint64_t>(detail::kOffHead) : next_;
   }
   Error overrun(uint64_t h) noexcept {
+    // The truncation guard replaced the mapping with zero pages: the head
+    // read 0, and this is no overrun.
+    if (r_->faulted()) {
+      next_ = h;
+      return Error::Format;
+    }
     if (h > next_) lost_ += h - next_;
     next_ = h;
     overruns_++;
