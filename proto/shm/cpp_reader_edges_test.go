@@ -391,3 +391,56 @@ func TestCppEdgeTruncationGuardPassesOtherFaults(t *testing.T) {
 		t.Fatalf("driver after a fault outside the feed's mapping: %v, want killed by SIGBUS", err)
 	}
 }
+
+// TestCppEdgeWaitCapacityZero: wait with a capacity of 0 can return no
+// record, so it returns at once what poll returns (Ok with n 0, or
+// Overrun), as Go's Wait with an empty slice does. Before, it waited its
+// whole timeout (here an hour).
+func TestCppEdgeWaitCapacityZero(t *testing.T) {
+	bin := cppEdgeBin(t)
+	w := testWriter(t, Config{Instruments: 1, Depth: 1, JournalLen: 16})
+	heartbeats(t, w)
+	if err := w.Register(1, "AAPL"); err != nil {
+		t.Fatal(err)
+	}
+	s := newSnapshot(1)
+	fillSnapshot(s, 1, 1, 1)
+	sess := startSession(t, bin, w.Path())
+	sess.expect("open", "open Ok")
+	sess.expect("follow", "follow Ok")
+	expect := func(want string) {
+		t.Helper()
+		got := make(chan string, 1)
+		go func() {
+			// Not sess.do: its Fatalf must not run outside the test's
+			// goroutine.
+			if _, err := io.WriteString(sess.c.stdin, "waitcap 0 3600000\n"); err != nil {
+				got <- err.Error()
+			} else if !sess.c.out.Scan() {
+				got <- "driver exited"
+			} else {
+				got <- sess.c.out.Text()
+			}
+		}()
+		select {
+		case g := <-got:
+			if g != want {
+				t.Errorf("C++ wait with capacity 0: %q, want %q", g, want)
+			}
+		case <-time.After(60 * time.Second):
+			t.Fatal("C++ wait with capacity 0 and a timeout of an hour had not returned after 60s")
+		}
+	}
+	expect("waitcap Ok n 0")
+	if err := w.Publish(s); err != nil {
+		t.Fatal(err)
+	}
+	expect("waitcap Ok n 0")
+	for range 20 {
+		if err := w.Publish(s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	expect("waitcap ErrOverrun n 0")
+	sess.expect("waitcap 4 0", "waitcap Ok n 0")
+}

@@ -126,7 +126,10 @@ type WaitOptions struct {
 // checks the writer periodically: a dead, closed or restarted writer ends
 // the wait with ErrWriterDead, ErrClosed or ErrRestarted, a file truncated
 // under the mapping with ErrFormat (Check, or a poll that faulted on the
-// mapping before the check came due).
+// mapping before the check came due). With an empty dst it cannot return a
+// record, so it does not block: it returns at once what Poll returns (0,
+// nil, or ErrOverrun), as the C++ and Python readers' waits with a capacity
+// of 0 do.
 func (f *Follower) Wait(dst []Update, timeout time.Duration, opt WaitOptions) (n int, err error) {
 	if f.r.m.mem == nil {
 		return 0, f.r.closedError("poll")
@@ -136,6 +139,9 @@ func (f *Follower) Wait(dst []Update, timeout time.Duration, opt WaitOptions) (n
 }
 
 func (f *Follower) wait(dst []Update, timeout time.Duration, opt WaitOptions) (int, error) {
+	if len(dst) == 0 {
+		return f.Poll(dst)
+	}
 	if opt.Spin <= 0 {
 		opt.Spin = 1000
 	}

@@ -256,3 +256,54 @@ func TestCreateOverWriterClosingDuringWatch(t *testing.T) {
 		t.Fatalf("Create over a writer that closed cleanly during the watch: %s", out)
 	}
 }
+
+// TestWaitEmptyDst: Wait with an empty dst can return no record, so it
+// returns at once what Poll returns (0 and nil, or ErrOverrun), as the C++
+// and Python waits with a capacity of 0 do. Before, it waited its whole
+// timeout (here an hour) for records it had no room for.
+func TestWaitEmptyDst(t *testing.T) {
+	w := testWriter(t, Config{Instruments: 1, Depth: 1, JournalLen: 16})
+	heartbeats(t, w)
+	if err := w.Register(1, "AAPL"); err != nil {
+		t.Fatal(err)
+	}
+	s := newSnapshot(1)
+	fillSnapshot(s, 1, 1, 1)
+	r := testReader(t, w.Path())
+	f := r.Follow()
+	wait := func() (int, error) {
+		type result struct {
+			n   int
+			err error
+		}
+		done := make(chan result, 1)
+		go func() {
+			n, err := f.Wait(nil, time.Hour, WaitOptions{})
+			done <- result{n, err}
+		}()
+		select {
+		case res := <-done:
+			return res.n, res.err
+		case <-time.After(60 * time.Second):
+			t.Fatal("Wait with an empty dst and a timeout of an hour had not returned after 60s")
+			return 0, nil
+		}
+	}
+	if n, err := wait(); n != 0 || err != nil {
+		t.Errorf("Wait(nil) with nothing published: %d, %v; want 0, nil", n, err)
+	}
+	if err := w.Publish(s); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := wait(); n != 0 || err != nil {
+		t.Errorf("Wait(nil) with a record pending: %d, %v; want 0, nil", n, err)
+	}
+	for range 20 {
+		if err := w.Publish(s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n, err := wait(); n != 0 || !errors.Is(err, ErrOverrun) {
+		t.Errorf("Wait(nil) after the journal lapped the follower: %d, %v; want 0, ErrOverrun", n, err)
+	}
+}

@@ -454,6 +454,13 @@ int cmd_session(const char* name) {
       std::printf("%s %s n %zu", cmd, fs::error_name(e), n);
       for (size_t i = 0; i < n; i++) std::printf(" %u:%" PRIu64, unsigned(ups[i].locate), ups[i].version);
       std::printf("\n");
+    } else if (c == "waitcap") {
+      // waitcap CAP MS: wait(MS) into a buffer of CAP records (CAP 0: none).
+      long ms = 0;
+      std::sscanf(line, "%*s %*d %ld", &ms);
+      size_t n = 0;
+      Error e = f.wait(arg == 0 ? nullptr : ups, size_t(arg), n, ms * 1000000);
+      std::printf("waitcap %s n %zu\n", fs::error_name(e), n);
     } else if (c == "waitloop") {
       // waitloop MS FOR_MS CHECK_MS: wait(MS) with check_every CHECK_MS
       // (0: the default) again and again, as a caller's loop of short

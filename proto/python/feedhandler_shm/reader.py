@@ -771,8 +771,13 @@ class Follower:
         shorter than check_every (or of timeout 0) checks every check_every.
         A check_every of 0 or less means the default, 0.1 s, as in Go and C++
         (a check is a stat and a kill; on every pass it would cost more than
-        the poll).
+        the poll). A max_records of 0 or less can return no record, so wait
+        does not block: it returns poll's result at once ([] or
+        OverrunError), as Go's Wait with an empty slice and C++'s with a
+        capacity of 0 do.
         """
+        if max_records <= 0:
+            return self.poll(max_records)
         if check_every <= 0:
             check_every = 0.1
         for _ in range(spin):

@@ -2,6 +2,7 @@
 falls more than a journal length behind, and resynchronisation after it."""
 
 import mmap
+import threading
 import time
 import unittest
 
@@ -102,6 +103,40 @@ class JournalTest(unittest.TestCase):
             layout.U64.pack_into(mm, layout.OFF_HEAD, 1)
         self.assertEqual((f.lost, f.overruns), (0, 2))
         self.assertEqual(f.pending(), (1 - 3) & ((1 << 64) - 1))  # as Go's and C++'s uint64
+
+    def test_wait_max_records_zero(self):
+        """wait with max_records 0 can return no record, so it returns at once
+        what poll returns ([] or OverrunError), as Go's Wait with an empty
+        slice and C++'s with a capacity of 0 do. Before, it waited its whole
+        timeout (here an hour)."""
+        name = support.feed_name(self)
+        w = support.control_writer(self, name, instruments=1, depth=1, journal=16)
+        w.cmd("register 1 S1")
+        w.cmd("beat")
+        r = shm.open(name)
+        self.addCleanup(r.close)
+        f = r.follow()
+
+        def wait():
+            result = []
+
+            def run():
+                try:
+                    result.append(f.wait(timeout=3600, max_records=0))
+                except shm.ShmError as e:
+                    result.append(e)
+
+            t = threading.Thread(target=run, daemon=True)
+            t.start()
+            t.join(60)
+            self.assertFalse(t.is_alive(), "wait(max_records=0, timeout=3600) had not returned after 60 s")
+            return result[0]
+
+        self.assertEqual(wait(), [])
+        w.cmd("publish 1 1")
+        self.assertEqual(wait(), [])
+        w.cmd("burst 20")
+        self.assertIsInstance(wait(), shm.OverrunError)
 
     def test_slow_follower_resynchronises(self):
         """A reader process falls behind a writer at full speed on purpose,

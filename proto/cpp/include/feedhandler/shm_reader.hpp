@@ -970,8 +970,12 @@ class Follower {
   // see check()). The follower's
   // first wait checks once its spin found nothing; the clock of the checks
   // runs across calls, so a loop of waits shorter than check_every_ns (or
-  // of 0) still checks every check_every_ns.
+  // of 0) still checks every check_every_ns. With cap 0 it returns at once
+  // what poll returns.
   Error wait(Update* dst, size_t cap, size_t& n, int64_t timeout_ns, WaitOptions opt = WaitOptions()) noexcept {
+    // With a capacity of 0 no record can be returned: do not block, return
+    // what poll does (Ok with n == 0, or Overrun), as Go and Python do.
+    if (cap == 0) return poll(dst, cap, n);
     if (opt.spin <= 0) opt.spin = 1000;
     if (opt.sleep_ns <= 0) opt.sleep_ns = 50000;
     if (opt.check_every_ns <= 0) opt.check_every_ns = 100000000;
