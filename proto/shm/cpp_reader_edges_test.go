@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -443,4 +444,25 @@ func TestCppEdgeWaitCapacityZero(t *testing.T) {
 	}
 	expect("waitcap ErrOverrun n 0")
 	sess.expect("waitcap 4 0", "waitcap Ok n 0")
+}
+
+// TestCppEdgeRetiredFlagAtomic: the C++ reader loads a directory entry's
+// flags byte, whose retired bit the writer sets at any time after the
+// entry was published, atomically. The driver (built with ThreadSanitizer)
+// stores the byte atomically in one thread, as the writer does from its
+// process, while instrument and lookup load it in another. Before, the
+// load was plain: a data race, and TSan failed the driver.
+func TestCppEdgeRetiredFlagAtomic(t *testing.T) {
+	bin := cppbuild.Build(t, cppDriver, "-O1", "-g", "-fsanitize=thread")
+	w := testWriter(t, Config{Instruments: 1, Depth: 1})
+	if err := w.Register(1, "AAPL"); err != nil {
+		t.Fatal(err)
+	}
+	c := startCpp(t, bin, "retiredrace", w.Path())
+	line := c.waitLine(t, "retiredrace")
+	c.finish(t)
+	if !strings.HasPrefix(line, "retiredrace Ok") {
+		t.Fatalf("driver: %s", line)
+	}
+	t.Log(line)
 }

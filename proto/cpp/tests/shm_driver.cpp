@@ -626,6 +626,52 @@ int cmd_noalloc(const char* name) {
 
 }  // namespace
 
+// cmd_retired_race loads directory entry 0's flags byte (instrument,
+// lookup) in this thread while another stores it atomically, as the writer
+// retires an entry, so that ThreadSanitizer can see how the reader loads
+// it: the Reader's read-only mapping is replaced at the same address with a
+// writable mapping of the same file (the writer is another process, whose
+// stores TSan cannot see). A plain load is a data race (TSan exits 66).
+int cmd_retired_race(const char* name) {
+  fs::Reader r;
+  if (Error e = r.open(name); e != Error::Ok) return fail("open", e);
+  FILE* maps = std::fopen("/proc/self/maps", "r");
+  if (maps == nullptr) return 1;
+  char line[4096];
+  unsigned long lo = 0, hi = 0;
+  size_t plen = std::strlen(r.path());
+  while (std::fgets(line, sizeof line, maps) != nullptr) {
+    size_t n = std::strlen(line);
+    if (n > 0 && line[n - 1] == '\n') line[--n] = 0;
+    if (n >= plen && std::strcmp(line + n - plen, r.path()) == 0 && std::sscanf(line, "%lx-%lx", &lo, &hi) == 2) break;
+    lo = hi = 0;
+  }
+  std::fclose(maps);
+  int fd = ::open(r.path(), O_RDWR | O_CLOEXEC);
+  if (lo == 0 || fd < 0 ||
+      mmap(reinterpret_cast<void*>(lo), hi - lo, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd, 0) == MAP_FAILED) {
+    std::printf("error remap %s: %s\n", r.path(), std::strerror(errno));
+    return 1;
+  }
+  uint8_t* base = reinterpret_cast<uint8_t*>(lo);
+  uint8_t* flags = base + fs::detail::le64(base + fs::detail::kOffDirectory) + fs::detail::kDirFlags;
+  std::thread writer([flags] {
+    for (int i = 0; i < 1000; i++) __atomic_store_n(flags, uint8_t(i & 1), __ATOMIC_RELEASE);
+  });
+  long retired = 0, found = 0;
+  for (int i = 0; i < 1000; i++) {
+    fs::Instrument in;
+    uint16_t loc;
+    if (r.instrument(0, in) && in.retired) retired++;
+    if (r.lookup("AAPL", loc)) found++;
+  }
+  writer.join();
+  __atomic_store_n(flags, uint8_t(0), __ATOMIC_RELEASE);
+  ::close(fd);
+  std::printf("retiredrace Ok retired %ld found %ld\n", retired, found);
+  return 0;
+}
+
 int main(int argc, char** argv) {
   if (argc < 3) {
     std::fprintf(stderr, "usage: shm_driver json|follow|torn|session|bench-read|latency|noalloc NAME [ARG]\n");
@@ -640,6 +686,7 @@ int main(int argc, char** argv) {
   if (mode == "bench-read") return cmd_bench_read(name, argc > 3 ? std::atol(argv[3]) : 1000000);
   if (mode == "latency") return cmd_latency(name);
   if (mode == "noalloc") return cmd_noalloc(name);
+  if (mode == "retiredrace") return cmd_retired_race(name);
   std::fprintf(stderr, "shm_driver: unknown mode %s\n", mode.c_str());
   return 2;
 }

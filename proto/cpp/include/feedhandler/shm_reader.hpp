@@ -620,7 +620,7 @@ class Reader {
     out.symbol_len = e[2] > 8 ? 8 : e[2];
     std::memcpy(out.symbol_buf, e + 8, out.symbol_len);
     out.symbol_buf[out.symbol_len] = 0;
-    out.retired = (e[detail::kDirFlags] & detail::kDirRetired) != 0;
+    out.retired = (dir_flags(e) & detail::kDirRetired) != 0;
     return true;
   }
 
@@ -634,7 +634,7 @@ class Reader {
     uint32_t n = instrument_count();
     for (uint32_t i = 0; i < n; i++) {
       const uint8_t* e = mem_ + directory_ + uint64_t(i) * detail::kDirEntrySize;
-      if ((e[detail::kDirFlags] & detail::kDirRetired) == 0 && e[2] == symbol.size() &&
+      if ((dir_flags(e) & detail::kDirRetired) == 0 && e[2] == symbol.size() &&
           std::memcmp(e + 8, symbol.data(), symbol.size()) == 0) {
         locate = detail::le16(e);
         return true;
@@ -792,6 +792,16 @@ class Reader {
   template <typename T>
   T load_acquire(size_t off) const noexcept {
     return __atomic_load_n(reinterpret_cast<const T*>(mem_ + off), __ATOMIC_ACQUIRE);
+  }
+
+  // dir_flags loads the flags byte of directory entry e. The writer sets
+  // its retired bit at any time after the entry was published (the rest of
+  // the entry never changes), so it is an atomic load, never a plain one
+  // the compiler may assume nobody changes. Acquire, as every mapped word
+  // that changes is loaded (docs/SHM.md, "Memory ordering"); relaxed would
+  // do: nothing read after it depends on the flag's store.
+  static uint8_t dir_flags(const uint8_t* e) noexcept {
+    return __atomic_load_n(e + detail::kDirFlags, __ATOMIC_ACQUIRE);
   }
 
   // copy_racy copies bytes that a writer may be changing concurrently; the
