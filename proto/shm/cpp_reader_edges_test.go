@@ -466,3 +466,25 @@ func TestCppEdgeRetiredFlagAtomic(t *testing.T) {
 	}
 	t.Log(line)
 }
+
+// TestCppEdgeCorruptSymbolLength: a directory entry whose symbol length
+// byte says more than 8 (a corrupt file: the writer stores 1 to 8) is
+// taken as 8 by every reader: Go's Lookup and Instruments (and Python's)
+// and C++'s instrument() clamp it, and C++'s lookup now does too. Before,
+// C++'s lookup compared the raw byte and did not find the symbol that its
+// own instrument() and the other readers show.
+func TestCppEdgeCorruptSymbolLength(t *testing.T) {
+	bin := cppEdgeBin(t)
+	w := testWriter(t, Config{Instruments: 1, Depth: 1})
+	if err := w.Register(1, "ABCDEFGH"); err != nil {
+		t.Fatal(err)
+	}
+	w.m.dirEntry(&w.l, 0)[2] = 12
+	r := testReader(t, w.Path())
+	if loc, ok := r.Lookup("ABCDEFGH"); !ok || loc != 1 {
+		t.Fatalf("Go Lookup: %d, %v; want 1, true", loc, ok)
+	}
+	sess := startSession(t, bin, w.Path())
+	sess.expect("open", "open Ok")
+	sess.expect("lookup ABCDEFGH", "lookup Ok 1")
+}

@@ -634,7 +634,10 @@ class Reader {
     uint32_t n = instrument_count();
     for (uint32_t i = 0; i < n; i++) {
       const uint8_t* e = mem_ + directory_ + uint64_t(i) * detail::kDirEntrySize;
-      if ((dir_flags(e) & detail::kDirRetired) == 0 && e[2] == symbol.size() &&
+      // The length as instrument() and the Go and Python readers take it:
+      // at most 8 (a corrupt entry may say more).
+      size_t len = e[2] > 8 ? 8 : e[2];
+      if ((dir_flags(e) & detail::kDirRetired) == 0 && len == symbol.size() &&
           std::memcmp(e + 8, symbol.data(), symbol.size()) == 0) {
         locate = detail::le16(e);
         return true;
