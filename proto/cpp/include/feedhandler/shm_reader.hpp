@@ -979,8 +979,8 @@ class Follower {
   // and checks the writer every check_every_ns: a dead, closed or restarted
   // writer ends the wait with WriterDead, Closed or Restarted, after the
   // records published before it stopped were delivered (a file truncated
-  // under the mapping: Format, when the check comes before a poll faults;
-  // see check()). The follower's
+  // under the mapping: Format, when the check comes before a poll faults,
+  // or always with install_truncation_guard; see check()). The follower's
   // first wait checks once its spin found nothing; the clock of the checks
   // runs across calls, so a loop of waits shorter than check_every_ns (or
   // of 0) still checks every check_every_ns. With cap 0 it returns at once
