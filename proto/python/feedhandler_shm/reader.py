@@ -341,8 +341,11 @@ class Reader:
             raise
         self._live_start(L.I64.unpack_from(self._mv, L.OFF_HEARTBEAT)[0])
         if stale_after is None or stale_after <= 0:
-            stale_after = max(10 * self._hb_every / 1e9, 1.0)
-        self._stale_ns = int(stale_after * 1e9)
+            # In integer ns, as Go and C++ compute it (float seconds would
+            # be 1 ns short for some intervals).
+            self._stale_ns = max(10 * self._hb_every, 10**9)
+        else:
+            self._stale_ns = int(stale_after * 1e9)
         self._known = -1
         self._symbols = {}
 

@@ -275,6 +275,20 @@ class LifecycleTest(unittest.TestCase):
             self.assertEqual(r.info.heartbeat_interval_ns, 3600 * 10**9)
             self.assertEqual(r.read(1).seq, 9)
 
+    def test_default_stale_limit_exact(self):
+        """The default stale limit is 10 heartbeat intervals (at least 1 s) to
+        the nanosecond, as Go's and C++'s integer arithmetic makes it. Before,
+        it went through float seconds and was 1 ns short for about a quarter
+        of the intervals (100000001 ns among them)."""
+        for interval in (100000001, 123456789, 3 * 10**7):
+            with self.subTest(interval=interval):
+                name, b = self._closed_feed_bytes()
+                struct.pack_into("<q", b, OFF_HEARTBEAT_INTERVAL, interval)
+                with open(name, "wb") as f:
+                    f.write(b)
+                with shm.open(name) as r:
+                    self.assertEqual(r._stale_ns, max(10 * interval, 10**9))
+
     def test_writer_killed_then_restarted(self):
         name = support.feed_name(self)
         a = support.control_writer(self, name, instruments=1, depth=1)
