@@ -620,3 +620,70 @@ func TestSpillCheckAnyOrder(t *testing.T) {
 		}
 	}
 }
+
+// TestSnapshotPasswordSource: a snapshot password that would be refused at
+// login is a config error naming its field, not a login refused by the
+// exchange at the first gap: an environment variable set but empty, a
+// password file missing, empty, a directory or open to every
+// user, a server with no password source at all. A good file, its line end
+// trimmed, is read.
+func TestSnapshotPasswordSource(t *testing.T) {
+	dir := t.TempDir()
+	file := func(name, body string, mode os.FileMode) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(p, mode); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	snap := func(src string) string {
+		return base + "recovery:\n  snapshot:\n    server: 10.1.2.3:26401\n    username: u\n" + src
+	}
+	t.Setenv("FEEDHANDLER_TEST_EMPTY_PW", "")
+	t.Setenv("FEEDHANDLER_TEST_BLANK_PW", "   ")
+	good := file("good.pw", "s3cret\n", 0o640)
+	empty := file("empty.pw", "", 0o600)
+	newline := file("newline.pw", "\r\n", 0o600)
+	world := file("world.pw", "s3cret\n", 0o644)
+	missing := filepath.Join(dir, "missing.pw")
+	for _, c := range []struct{ name, yaml, want string }{
+		{"env empty", snap("    password_env: FEEDHANDLER_TEST_EMPTY_PW\n"),
+			`t.yaml:32: recovery.snapshot.password_env: environment variable FEEDHANDLER_TEST_EMPTY_PW is set but empty: the snapshot server would refuse the login (set it, e.g. in the unit's EnvironmentFile=)`},
+		{"env blank", snap("    password_env: FEEDHANDLER_TEST_BLANK_PW\n"),
+			`t.yaml:32: recovery.snapshot.password_env: environment variable FEEDHANDLER_TEST_BLANK_PW is set but empty: the snapshot server would refuse the login (set it, e.g. in the unit's EnvironmentFile=)`},
+		{"env name empty", snap("    password_env: \"\"\n"),
+			`t.yaml:32: recovery.snapshot.password_env: empty: give the name of the environment variable holding the password`},
+		{"file empty", snap("    password_file: " + empty + "\n"),
+			`t.yaml:32: recovery.snapshot.password_file: ` + empty + ` is empty: the snapshot server would refuse the login`},
+		{"file only a line end", snap("    password_file: " + newline + "\n"),
+			`t.yaml:32: recovery.snapshot.password_file: ` + newline + ` is empty: the snapshot server would refuse the login`},
+		{"file missing", snap("    password_file: " + missing + "\n"),
+			`t.yaml:32: recovery.snapshot.password_file: read password: open ` + missing + `: no such file or directory`},
+		{"file a directory", snap("    password_file: " + dir + "\n"),
+			`t.yaml:32: recovery.snapshot.password_file: read password: ` + dir + ` is a directory`},
+		{"file world-readable", snap("    password_file: " + world + "\n"),
+			`t.yaml:32: recovery.snapshot.password_file: ` + world + ` is open to every user (mode 0644): the snapshot password would leak; chmod o-rwx ` + world + ` (and keep it owned by root, readable by the handler's group)`},
+		{"no source", snap(""),
+			`t.yaml:30: recovery.snapshot: snapshot.server is set but neither password_file nor password_env is: the snapshot server would refuse the login`},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			cfg, err := Parse("t.yaml", []byte(c.yaml))
+			if err == nil {
+				t.Fatalf("no error; password %q", cfg.Recovery.Snapshot.Password)
+			}
+			if err.Error() != c.want || !errors.Is(err, ErrInvalid) {
+				t.Fatalf("error\n got: %v\nwant: %s", err, c.want)
+			}
+		})
+	}
+	cfg, err := Parse("t.yaml", []byte(snap("    password_file: "+good+"\n")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pw := cfg.Recovery.Snapshot.Password; pw != "s3cret" {
+		t.Fatalf("password %q, want s3cret", pw)
+	}
+}

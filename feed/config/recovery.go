@@ -1,6 +1,9 @@
 package config
 
 import (
+	"errors"
+	"fmt"
+	"io"
 	"net/netip"
 	"os"
 	"strings"
@@ -99,6 +102,8 @@ func (d *decoder) rerequest(f field, r *Rerequest) {
 func (d *decoder) snapshot(f field, s *Snapshot) {
 	var pwFile, pwEnv field
 	var retry, retryMax field // given and in range: checked against each other below
+
+	pwInFile := false // password: given, refused: no second error for the source
 	d.mapping(f, []entry{
 		{"server", func(f field) { s.Server, _ = d.hostPort(f, true) }},
 		{"username", func(f field) {
@@ -149,6 +154,7 @@ func (d *decoder) snapshot(f field, s *Snapshot) {
 		}},
 		{"password", func(f field) {
 			d.errorf(f, "not accepted in the file: use password_file or password_env")
+			pwInFile = true
 		}},
 	})
 	// After the whole section: retry may come after retry_max.
@@ -163,24 +169,72 @@ func (d *decoder) snapshot(f field, s *Snapshot) {
 	case pwFile.node != nil && pwEnv.node != nil:
 		d.errorf(pwEnv, "give password_file or password_env, not both")
 	case pwFile.node != nil:
-		b, err := os.ReadFile(s.PasswordFile)
+		pw, err := readPassword(s.PasswordFile)
 		if err != nil {
-			d.errorf(pwFile, "read password: %v", err)
+			d.errorf(pwFile, "%v", err)
 			return
 		}
-		s.Password = strings.TrimRight(string(b), "\r\n")
+		s.Password = pw
 	case pwEnv.node != nil:
+		if s.PasswordEnv == "" {
+			d.errorf(pwEnv, "empty: give the name of the environment variable holding the password")
+			return
+		}
 		v, ok := os.LookupEnv(s.PasswordEnv)
 		if !ok {
 			d.errorf(pwEnv, "environment variable %s is not set", s.PasswordEnv)
 			return
 		}
+		if blank(v) {
+			d.errorf(pwEnv, "environment variable %s is set but empty: the snapshot server would refuse the login (set it, e.g. in the unit's EnvironmentFile=)", s.PasswordEnv)
+			return
+		}
 		s.Password = v
-	}
-	if s.Password != "" && len(s.Password) > soupbintcp.PasswordLen {
-		d.errorf(f, "the password is longer than SoupBinTCP's %d characters", soupbintcp.PasswordLen)
+	case s.Server != "" && !pwInFile:
+		d.errorf(f, "snapshot.server is set but neither password_file nor password_env is: the snapshot server would refuse the login")
 	}
 	if s.Server != "" && s.Username == "" {
 		d.errorf(f, "snapshot.server is set but snapshot.username is not")
 	}
+}
+
+// blank reports whether a password is empty once its SoupBinTCP padding
+// (spaces on the right) and line ends are taken off: sent, it is an empty
+// password, which no snapshot server accepts.
+func blank(pw string) bool { return strings.TrimRight(pw, " \r\n") == "" }
+
+// readPassword reads recovery.snapshot.password_file: a regular file, not
+// open to every user (its owner and group only, as ssh wants of a private
+// key), holding the password, not blank; line ends after it are not part
+// of it.
+func readPassword(path string) (string, error) {
+	if path == "" {
+		return "", errors.New("empty: give the path of the file holding the password")
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return "", fmt.Errorf("read password: %w", err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return "", fmt.Errorf("read password: %w", err)
+	}
+	if st.IsDir() {
+		return "", fmt.Errorf("read password: %s is a directory", path)
+	} else if !st.Mode().IsRegular() {
+		return "", fmt.Errorf("read password: %s is not a regular file", path)
+	}
+	if perm := st.Mode().Perm(); perm&0o007 != 0 {
+		return "", fmt.Errorf("%s is open to every user (mode %04o): the snapshot password would leak; chmod o-rwx %s (and keep it owned by root, readable by the handler's group)", path, perm, path)
+	}
+	b, err := io.ReadAll(io.LimitReader(f, 4096))
+	if err != nil {
+		return "", fmt.Errorf("read password: %w", err)
+	}
+	pw := strings.TrimRight(string(b), "\r\n")
+	if blank(pw) {
+		return "", fmt.Errorf("%s is empty: the snapshot server would refuse the login", path)
+	}
+	return pw, nil
 }
