@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -48,22 +49,86 @@ func runFeed(args []string) error {
 	// stopping), the start fails before it joins the groups, creates the
 	// shm file or logs in to the snapshot server, each of which a restart
 	// would repeat.
-	var ln net.Listener
+	// Answered at once: a scrape or a health check during the setup
+	// (books allocated and touched, XDP attached, ...) gets "starting",
+	// not a connection that hangs until it times out.
+	var ep *endpoints
 	if cfg.Metrics.Listen != "" {
-		if ln, err = net.Listen("tcp", cfg.Metrics.Listen); err != nil {
+		ln, err := net.Listen("tcp", cfg.Metrics.Listen)
+		if err != nil {
 			return err
 		}
+		ep = serveEndpoints(ln, cfg.Feed.Name)
+		logger.Info().Str("addr", ln.Addr().String()).Msg("metrics.listen answers starting until set up")
 	}
-	h, err := handler.Start(handler.FromConfig(cfg, logger))
+	h, err := handlerStart(handler.FromConfig(cfg, logger))
 	if err != nil {
-		if ln != nil {
-			ln.Close()
-		}
+		ep.close()
 		return privilege.Explain(err, cfg.Receive.Backend, cfg.Receive.BusyPoll)
 	}
 	quietRuntime(logger)
 	logHugePages(logger)
-	return serve(ctx, h, ln, cfg, logger)
+	return serve(ctx, h, ep, cfg, logger)
+}
+
+// handlerStart is handler.Start; a variable for tests, which hold the
+// setup to see what metrics.listen answers meanwhile.
+var handlerStart = handler.Start
+
+// endpoints is what metrics.listen answers: from the moment it is bound,
+// while the handler sets up, /healthz 200 "alive: starting", /readyz 503
+// "not ready: starting" and /metrics feedhandler_starting 1 and
+// feedhandler_ready 0 (the other families are the handler's, which does
+// not exist yet); then, once serve has the running handler, its
+// endpoints (running).
+type endpoints struct {
+	srv     *http.Server
+	addr    string // the listener's
+	running atomic.Pointer[http.ServeMux]
+	start   *http.ServeMux
+}
+
+// serveEndpoints serves ln with the starting answers for feed.
+func serveEndpoints(ln net.Listener, feed string) *endpoints {
+	e := &endpoints{start: http.NewServeMux(), addr: ln.Addr().String()}
+	label := `{feed="` + feed + `"}` // feed.name is A-Z a-z 0-9 . _ -: nothing to escape
+	metrics := "# HELP feedhandler_starting 1 while the handler sets up (before it receives); its other metrics follow.\n" +
+		"# TYPE feedhandler_starting gauge\n" +
+		"feedhandler_starting" + label + " 1\n" +
+		"# HELP feedhandler_ready 1 when /readyz answers ready (receiving, books complete), else 0.\n" +
+		"# TYPE feedhandler_ready gauge\n" +
+		"feedhandler_ready" + label + " 0\n"
+	e.start.HandleFunc("/metrics", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+		io.WriteString(w, metrics)
+	})
+	e.start.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		io.WriteString(w, "alive: starting\n")
+	})
+	e.start.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.WriteHeader(http.StatusServiceUnavailable)
+		io.WriteString(w, "not ready: starting (setting up)\n")
+	})
+	e.srv = &http.Server{Handler: e, ReadHeaderTimeout: 5 * time.Second}
+	go e.srv.Serve(ln)
+	return e
+}
+
+func (e *endpoints) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if m := e.running.Load(); m != nil {
+		m.ServeHTTP(w, r)
+		return
+	}
+	e.start.ServeHTTP(w, r)
+}
+
+// close closes the server and its listener; nil: none.
+func (e *endpoints) close() {
+	if e != nil {
+		e.srv.Close()
+	}
 }
 
 // loadFeed parses args with fs, whose --feed flag is feed, and loads the
@@ -111,28 +176,23 @@ const exitConfig = 78
 func (configError) ExitCode() int { return exitConfig }
 
 // serve runs h until ctx ends (the first SIGINT/SIGTERM), then shuts down
-// gracefully; a second signal exits at once. ln, when not nil, is
-// metrics.listen's listener: serve answers /metrics, /healthz and /readyz
-// on it.
-func serve(ctx context.Context, h *handler.Handler, ln net.Listener, cfg *config.Config, logger zerolog.Logger) error {
-	var srv *http.Server
-	if ln != nil {
+// gracefully; a second signal exits at once. ep, when not nil, answers
+// metrics.listen: serve gives it h's /metrics, /healthz and /readyz.
+func serve(ctx context.Context, h *handler.Handler, ep *endpoints, cfg *config.Config, logger zerolog.Logger) error {
+	if ep != nil {
 		reg := prometheus.NewRegistry()
 		reg.MustRegister(handler.NewCollector(h))
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", metricsHandler(handler.NewExposition(h), promhttp.HandlerFor(reg, promhttp.HandlerOpts{})))
 		mux.HandleFunc("/healthz", healthz(h))
 		mux.HandleFunc("/readyz", readyz(h))
-		srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-		go srv.Serve(ln)
-		logger.Info().Str("addr", ln.Addr().String()).Msg("metrics on /metrics, health on /healthz and /readyz")
+		ep.running.Store(mux)
+		logger.Info().Str("addr", ep.addr).Msg("metrics on /metrics, health on /healthz and /readyz")
 	}
 	// Sockets, XDP program, maps, shm file and listener are set up:
 	// nothing needs a privilege any more.
 	if err := shedPrivileges(cfg.User, logger); err != nil {
-		if srv != nil {
-			srv.Close()
-		}
+		ep.close()
 		h.Stop()
 		return err
 	}
@@ -155,9 +215,7 @@ loop:
 		logger.Warn().Msg("second signal: exiting now")
 		os.Exit(130)
 	}()
-	if srv != nil {
-		srv.Close()
-	}
+	ep.close()
 	err := h.Stop()
 	h.LogStats(true)
 	return err
