@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
 
 	"github.com/marketfeed/feedhandler/feed/rx"
@@ -22,7 +23,7 @@ import (
 // network namespace: that each line's interface exists, that the AF_XDP
 // receive queues exist on it, that the hot threads' cores are CPUs this
 // process may run on (and, sharded, not the receive core twice), that the
-// books fit in the memory this process can have, that
+// books, with the rest of the process, fit in the memory it can have, that
 // metrics.listen's address is one of
 // the host's, that shm.group names a group of the host and, when this
 // process is root (the only case it is used), that user names an account.
@@ -133,13 +134,16 @@ func (c *Config) checkCores(addAt func(key, field, format string, args ...any)) 
 	}
 }
 
-// checkBookMemory refuses books larger than the memory this process can
-// have: book.New allocates and touches every table at start, so a
-// book.max_orders beyond it was an out-of-memory kill (or a failed
-// allocation) at every start, restarted by systemd, rather than a config
-// error. The bound is generous: the whole of the smallest of MemTotal,
-// RLIMIT_AS and the cgroup's memory limit; what else the process needs
-// (the shm file, the receive rings) is left to the start.
+// checkBookMemory refuses books that, with what else the process needs,
+// do not fit in the memory this process can have: book.New allocates and
+// touches every table at start, so a book.max_orders beyond it was an
+// out-of-memory kill (or a failed allocation) at every start, restarted by
+// systemd, rather than a config error. The bound is the smallest of
+// MemTotal, RLIMIT_AS and the cgroup's memory limit; besides the books,
+// the process needs (otherMemory) the shm file (tmpfs pages, charged to
+// the writer's cgroup), the receive buffers (the AF_XDP UMEMs, the socket
+// buffers), the arena of held-back packets (recovery.spill) and the Go
+// runtime with the handler's other tables.
 func (c *Config) checkBookMemory(add func(path, format string, args ...any)) {
 	per, err := c.BookConfig().Bytes()
 	if err != nil {
@@ -147,13 +151,42 @@ func (c *Config) checkBookMemory(add func(path, format string, args ...any)) {
 		return
 	}
 	shards := c.BookShards()
-	need := per * int64(shards)
+	books := per * int64(shards)
+	other, parts := c.otherMemory()
 	have, what := hostMemory()
-	if have <= 0 || need <= have {
+	if have <= 0 || books+other <= have {
 		return
 	}
-	add("book.max_orders", "%d orders (max_locates %d, %d shard(s)) need %d bytes (%s) of book tables and this process can have %d bytes (%s, %s): lower book.max_orders",
-		c.Book.MaxOrders, c.Book.MaxLocates, shards, need, mibs(need), have, mibs(have), what)
+	add("book.max_orders", "%d orders (max_locates %d, %d shard(s)) need %d bytes (%s) of book tables; with the rest of the process (%s) that is %d bytes (%s), and this process can have %d bytes (%s, %s): lower book.max_orders",
+		c.Book.MaxOrders, c.Book.MaxLocates, shards, books, mibs(books), parts, books+other, mibs(books+other), have, mibs(have), what)
+}
+
+// runtimeReserve is what checkBookMemory counts for the Go runtime and the
+// handler's tables other than the books, the shm file, the receive
+// buffers and the held packets: the shard rings (about 6 MiB a shard when
+// sharded), the locate tables, the stacks. Measured at start with the
+// default config on the socket backend: about 26 MiB of the resident set
+// beyond the book tables and the shm file.
+const runtimeReserve = 64 << 20
+
+// heldPacketBytes is a held-back packet's slot in the arbiter's arena
+// (handler.ArbiterConfig.SlotSize's default): recovery.spill of them.
+const heldPacketBytes = 2048
+
+// otherMemory is what the process needs besides the book tables, and
+// its parts, for checkBookMemory's error.
+func (c *Config) otherMemory() (int64, string) {
+	shmFile := shm.FileSize(shm.Config{Instruments: c.SHM.Slots, Depth: c.Book.Depth})
+	var rxBufs int64
+	if c.Receive.Backend == rx.BackendAuto || c.Receive.Backend == rx.BackendXDP {
+		rxBufs += rx.XDPLockedBytes(c.RxConfig(zerolog.Nop()))
+	}
+	if c.Receive.Backend != rx.BackendXDP {
+		rxBufs += int64(c.Receive.RecvBuffer) * int64(len(c.Lines))
+	}
+	held := int64(c.Recovery.Spill) * heldPacketBytes
+	return shmFile + rxBufs + held + runtimeReserve, fmt.Sprintf("shm file %s, receive buffers %s, held packets %s, Go runtime and tables %s",
+		mibs(shmFile), mibs(rxBufs), mibs(held), mibs(runtimeReserve))
 }
 
 func mibs(n int64) string { return strconv.FormatInt(n>>20, 10) + " MiB" }

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"net"
@@ -9,9 +10,12 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
 
 	"github.com/marketfeed/feedhandler/book"
+	"github.com/marketfeed/feedhandler/feed/rx"
+	"github.com/marketfeed/feedhandler/proto/shm"
 )
 
 // hostFile is a feed file whose names exist on every Linux host: lo.
@@ -249,8 +253,8 @@ func TestCheckHostBookMemory(t *testing.T) {
 	}
 	if need > have {
 		err := check(huge)
-		want := fmt.Sprintf("h.yaml:17: book.max_orders: %d orders (max_locates %d, 1 shard(s)) need %d bytes (%d MiB) of book tables and this process can have %d bytes (%d MiB, %s): lower book.max_orders",
-			book.MaxOrdersLimit, DefaultMaxLocates, need, need>>20, have, have>>20, what)
+		want := fmt.Sprintf("h.yaml:17: book.max_orders: %d orders (max_locates %d, 1 shard(s)) need %d bytes (%d MiB) of book tables; with the rest of the process (%s) that is %d bytes (%d MiB), and this process can have %d bytes (%d MiB, %s): lower book.max_orders",
+			book.MaxOrdersLimit, DefaultMaxLocates, need, need>>20, hostFileRest, need+hostFileOther, (need+hostFileOther)>>20, have, have>>20, what)
 		if err == nil || err.Error() != want || !errors.Is(err, ErrInvalid) {
 			t.Errorf("max_orders %d on this host:\n got %v\nwant %s", book.MaxOrdersLimit, err, want)
 		}
@@ -285,9 +289,75 @@ func TestCheckHostBookMemory(t *testing.T) {
 	err = check(hostFile + fmt.Sprintf("cores:\n  shards: [%d, %d]\n", cpus[0], cpus[1]))
 	def, _ := Parse("h.yaml", []byte(hostFile))
 	per, _ := def.BookConfig().Bytes()
-	want := fmt.Sprintf("h.yaml: book.max_orders: %d orders (max_locates %d, 2 shard(s)) need %d bytes (%d MiB) of book tables and this process can have %d bytes (600 MiB, cgroup test): lower book.max_orders",
-		DefaultMaxOrders, DefaultMaxLocates, 2*per, 2*per>>20, 600<<20)
+	want := fmt.Sprintf("h.yaml: book.max_orders: %d orders (max_locates %d, 2 shard(s)) need %d bytes (%d MiB) of book tables; with the rest of the process (%s) that is %d bytes (%d MiB), and this process can have %d bytes (600 MiB, cgroup test): lower book.max_orders",
+		DefaultMaxOrders, DefaultMaxLocates, 2*per, 2*per>>20, hostFileRest, 2*per+hostFileOther, (2*per+hostFileOther)>>20, 600<<20)
 	if err == nil || err.Error() != want {
 		t.Errorf("two shards in 600 MiB:\n got %v\nwant %s", err, want)
+	}
+}
+
+// hostFile's needs besides its book tables (socket backend, two lines,
+// the default shm.slots, book.depth and recovery.spill), as
+// checkBookMemory counts them, and their parts as its error names them.
+var (
+	hostFileOther = shm.FileSize(shm.Config{Instruments: DefaultSHMSlots, Depth: DefaultDepth}) +
+		2*DefaultRecvBuffer + DefaultSpill*2048 + 64<<20
+	hostFileRest = fmt.Sprintf("shm file %d MiB, receive buffers 16 MiB, held packets 64 MiB, Go runtime and tables 64 MiB",
+		shm.FileSize(shm.Config{Instruments: DefaultSHMSlots, Depth: DefaultDepth})>>20)
+)
+
+// TestCheckHostMemoryBesidesBooks: the books must leave room for the rest
+// of the process: the shm file, the receive buffers (socket buffers here;
+// AF_XDP UMEMs under auto and xdp), the held packets' arena and the Go
+// runtime. Books that fit alone in the memory this process can have, but
+// not with the rest, are a config error at start, not an out-of-memory
+// kill once the shm file or the rings are touched.
+func TestCheckHostMemoryBesidesBooks(t *testing.T) {
+	defer func(f func() (int64, string)) { hostMemory = f }(hostMemory)
+	c, err := Parse("h.yaml", []byte(hostFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	books, err := c.BookConfig().Bytes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		have int64
+		ok   bool
+	}{
+		{"books and 1 MiB", books + 1<<20, false},
+		{"one byte short", books + hostFileOther - 1, false},
+		{"exactly", books + hostFileOther, true},
+	} {
+		hostMemory = func() (int64, string) { return tc.have, "cgroup test" }
+		err := c.CheckHost()
+		want := ""
+		if !tc.ok {
+			want = fmt.Sprintf("h.yaml: book.max_orders: %d orders (max_locates %d, 1 shard(s)) need %d bytes (%d MiB) of book tables; with the rest of the process (%s) that is %d bytes (%d MiB), and this process can have %d bytes (%d MiB, cgroup test): lower book.max_orders",
+				DefaultMaxOrders, DefaultMaxLocates, books, books>>20, hostFileRest, books+hostFileOther, (books+hostFileOther)>>20, tc.have, tc.have>>20)
+		}
+		if got := fmt.Sprint(err); (err == nil) != tc.ok || (!tc.ok && got != want) {
+			t.Errorf("%s (%d bytes): CheckHost\n got %v\nwant %s", tc.name, tc.have, err, cmp.Or(want, "<nil>"))
+		}
+	}
+	// Under auto the AF_XDP UMEMs count too (one interface, lo, one queue,
+	// 16 MiB), with the socket buffers of the fallback.
+	auto, err := Parse("h.yaml", []byte(hostEdit(t, "backend: socket", "backend: auto")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	umem := rx.XDPLockedBytes(auto.RxConfig(zerolog.Nop()))
+	if umem <= 0 {
+		t.Fatalf("XDPLockedBytes %d", umem)
+	}
+	hostMemory = func() (int64, string) { return books + hostFileOther + umem - 1, "cgroup test" }
+	if err := auto.CheckHost(); err == nil || !strings.Contains(err.Error(), fmt.Sprintf("receive buffers %d MiB", (umem+2*DefaultRecvBuffer)>>20)) {
+		t.Errorf("backend auto, one byte short of the UMEMs: %v", err)
+	}
+	hostMemory = func() (int64, string) { return books + hostFileOther + umem, "cgroup test" }
+	if err := auto.CheckHost(); err != nil {
+		t.Errorf("backend auto, room for the UMEMs: %v", err)
 	}
 }
