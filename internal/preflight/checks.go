@@ -106,11 +106,11 @@ func (c *checker) threads() []thread {
 	return ts
 }
 
-// cores: each hot thread's core exists, may be used by this process, is
-// isolated and tickless (docs/TUNING.md section 1), and one CPU is left
-// for the Go runtime.
+// cores: each hot thread's core is isolated and tickless (docs/TUNING.md
+// section 1), and one CPU is left for the Go runtime. A core this process
+// may not run on, and one given to two hot threads, are config errors
+// before (CheckHost, Parse: file:line: field, as run reports them).
 func (c *checker) cores() {
-	online, okOnline := c.h.cpuList("/sys/devices/system/cpu/online")
 	// isolcpus= (with its domain flag) lists its CPUs in isolated; cgroup
 	// v2's isolated cpuset partitions list theirs in cpuset.cpus.isolated.
 	isolated, _ := c.h.cpuList("/sys/devices/system/cpu/isolated")
@@ -124,32 +124,13 @@ func (c *checker) cores() {
 	}
 	// Absent: a kernel built without NO_HZ_FULL, which cannot stop the tick.
 	nohz, okNohz := c.h.cpuList("/sys/devices/system/cpu/nohz_full")
-	var allowed unix.CPUSet
-	okAllowed := unix.SchedGetaffinity(0, &allowed) == nil
-	allowedSet := cpuSet{}
-	for cpu := 0; okAllowed && cpu < 1024; cpu++ {
-		if allowed.IsSet(cpu) {
-			allowedSet[cpu] = true
-		}
-	}
-	seen := map[int]string{}
+	seen := map[int]bool{}
 	for _, t := range c.threads() {
-		switch {
-		case t.cpu == config.Unpinned:
+		if t.cpu == config.Unpinned {
 			c.add(Warn, "cores", "%s is not set: the hot thread runs wherever the scheduler puts it, next to other tasks (docs/TUNING.md section 1)", t.field)
 			continue
-		case okOnline && !online[t.cpu]:
-			c.add(Fail, "cores", "%s: CPU %d is not online on this host (online: %s): the thread would run unpinned", t.field, t.cpu, online)
-			continue
-		case okAllowed && !allowedSet[t.cpu]:
-			c.add(Fail, "cores", "%s: CPU %d is outside the CPUs this process may run on (%s): the thread would run unpinned; the unit's CPUAffinity= and the cgroup's cpuset must include it",
-				t.field, t.cpu, allowedSet)
-			continue
 		}
-		if other, ok := seen[t.cpu]; ok {
-			c.add(Warn, "cores", "%s and %s both name CPU %d: the two threads take turns on it", other, t.field, t.cpu)
-		}
-		seen[t.cpu] = t.field
+		seen[t.cpu] = true
 		switch {
 		case isolated[t.cpu] && nohz[t.cpu]:
 			c.add(OK, "cores", "%s: CPU %d is isolated and nohz_full", t.field, t.cpu)
@@ -163,7 +144,17 @@ func (c *checker) cores() {
 				t.field, t.cpu, isolated)
 		}
 	}
-	if okAllowed && len(seen) > 0 && len(allowedSet) <= len(seen) {
+	var allowed unix.CPUSet
+	if len(seen) == 0 || unix.SchedGetaffinity(0, &allowed) != nil {
+		return
+	}
+	allowedSet := cpuSet{}
+	for cpu := 0; cpu < 8*len(allowed); cpu++ {
+		if allowed.IsSet(cpu) {
+			allowedSet[cpu] = true
+		}
+	}
+	if len(allowedSet) <= len(seen) {
 		c.add(Warn, "cores", "this process may run on CPUs %s only, all of them hot threads': the Go runtime, the metrics server and the stats logger preempt them (leave one more CPU in CPUAffinity=)",
 			allowedSet)
 	}
@@ -674,8 +665,7 @@ func (c *checker) sharedMemory() {
 func (c *checker) group(name string) {
 	gid, err := shm.LookupGroup(name)
 	if err != nil {
-		c.add(Fail, "shm", "shm.group: %v", err)
-		return
+		return // CheckHost refused it (file:line: shm.group)
 	}
 	if c.eff&privilege.Chown != 0 || gid == os.Getegid() {
 		return
@@ -753,18 +743,16 @@ func (c *checker) clock() {
 	c.add(Warn, "clock", "hot-path clock: %s (%s); kernel clocksource %s: each reading costs about 20 ns more than the TSC's", name, reason, kernel)
 }
 
-// account: the user to switch to exists, and a root start names one.
+// account: a root start names a user to switch to. A user that does not
+// exist CheckHost refuses when this process is root (file:line: user);
+// otherwise it is only a warning, since the switch happens only as root.
 func (c *checker) account() {
 	switch {
-	case c.cfg.User != "":
+	case c.cfg.User != "" && os.Geteuid() != 0:
 		if _, err := privilege.LookupUser(c.cfg.User); err != nil {
-			if os.Geteuid() == 0 {
-				c.add(Fail, "user", "user %s: %v: the handler would stop after setup (useradd --system %s, docs/OPERATIONS.md)", c.cfg.User, err, c.cfg.User)
-			} else {
-				c.add(Warn, "user", "user %s: %v (used only when the handler starts as root)", c.cfg.User, err)
-			}
+			c.add(Warn, "user", "user %s: %v (used only when the handler starts as root)", c.cfg.User, err)
 		}
-	case os.Geteuid() == 0:
+	case c.cfg.User == "" && os.Geteuid() == 0:
 		c.add(Warn, "user", "user: is unset: started as root, the handler stays root after setup (docs/OPERATIONS.md section 1)")
 	}
 }
