@@ -3,6 +3,7 @@ package config
 import (
 	"bytes"
 	"fmt"
+	"io"
 	"net/netip"
 	"os"
 	"time"
@@ -255,12 +256,26 @@ func (l Log) ZerologLevel() zerolog.Level {
 	return zerolog.InfoLevel
 }
 
+// MaxFileSize is the largest feed file Load reads (feeds/nasdaq.yaml, every
+// key commented, is about 15 KiB). A path to something else, a device
+// (/dev/zero) or a data file, was read whole before and parsed: an
+// unbounded read, or seconds and 70 MB of parser memory per MiB.
+const MaxFileSize = 1 << 20
+
 // Load reads and parses the feed file at path. Errors name path, line and
 // field.
 func Load(path string) (*Config, error) {
-	data, err := os.ReadFile(path)
+	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("load feed config: %w", err)
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, MaxFileSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("load feed config: %w", err)
+	}
+	if len(data) > MaxFileSize {
+		return nil, fmt.Errorf("load feed config: %s is larger than %d bytes (%d MiB): not a feed file", path, MaxFileSize, MaxFileSize>>20)
 	}
 	return Parse(path, data)
 }

@@ -465,6 +465,41 @@ func TestLoadMissingFile(t *testing.T) {
 	}
 }
 
+// TestLoadNotAFeedFile: a path to something that is not a feed file is
+// refused by its size, at once: a file larger than MaxFileSize (read
+// whole and parsed before: 1.4 s and 70 MB a MiB of NULs, so a 64 MiB
+// data file held check for over a minute and took gigabytes), and a
+// device that never ends (/dev/zero: an unbounded read until the Go
+// runtime's out-of-memory crash, exit 2, restarted by systemd). A
+// directory says so.
+func TestLoadNotAFeedFile(t *testing.T) {
+	big := filepath.Join(t.TempDir(), "big.yaml")
+	if err := os.WriteFile(big, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(big, MaxFileSize+1); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct{ path, want string }{
+		{big, "load feed config: " + big + " is larger than 1048576 bytes (1 MiB): not a feed file"},
+		{"/dev/zero", "load feed config: /dev/zero is larger than 1048576 bytes (1 MiB): not a feed file"},
+		{t.TempDir(), "is a directory"},
+	} {
+		if _, err := Load(c.path); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("Load(%s): %v, want %q", c.path, err, c.want)
+		}
+	}
+	// The largest accepted: a feed file padded with a comment to the limit.
+	ok := filepath.Join(t.TempDir(), "ok.yaml")
+	pad := MaxFileSize - len(base) - 1
+	if err := os.WriteFile(ok, []byte(base+"#"+strings.Repeat("x", pad-1)+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Load(ok); err != nil {
+		t.Errorf("a feed file of %d bytes: %v", MaxFileSize, err)
+	}
+}
+
 func TestSuggest(t *testing.T) {
 	for _, tc := range []struct{ in, want string }{
 		{"bakend", "backend"}, {"backedn", "backend"}, {"Backend", "backend"}, {"x", ""},
