@@ -629,8 +629,9 @@ func (c *checker) socketBuffer() {
 		mib(want), mib(rmemMax), mib(rmemMax), want)
 }
 
-// sharedMemory: no live writer owns the feed file, /dev/shm has room for
-// a new one next to the old, and the group exists.
+// sharedMemory: no live writer owns the feed file, this process may
+// create files in /dev/shm, which has room for a new one next to the old,
+// and the group may be given the file.
 func (c *checker) sharedMemory() {
 	s := c.cfg.SHM
 	path := shm.Path(s.Name)
@@ -646,6 +647,20 @@ func (c *checker) sharedMemory() {
 	var st unix.Statfs_t
 	if err := unix.Statfs(filepath.Dir(path), &st); err != nil {
 		c.add(Fail, "shm", "%s: %v", filepath.Dir(path), err)
+		return
+	}
+	// Create makes the file under a temporary name in the directory,
+	// then renames it over the feed file: it needs to write the
+	// directory. A read-only mount (the unit's ProtectSystem=strict
+	// without ReadWritePaths=/dev/shm) or a directory this user may not
+	// write was "ok" here and a failed start.
+	if err := unix.Faccessat(unix.AT_FDCWD, filepath.Dir(path), unix.W_OK|unix.X_OK, unix.AT_EACCESS); err != nil {
+		hint := "a read-only mount: the unit's ReadWritePaths=/dev/shm, docs/OPERATIONS.md section 2"
+		if !errors.Is(err, unix.EROFS) {
+			hint = "/dev/shm is normally mode 1777, writable by every user"
+		}
+		c.add(Fail, "shm", "%s: this process (uid %d) cannot create files in it: %v: the start fails (%s)",
+			filepath.Dir(path), os.Geteuid(), err, hint)
 		return
 	}
 	free := int64(st.Bavail) * st.Bsize

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -318,5 +319,60 @@ func TestVLANLines(t *testing.T) {
 	resolveXDPDevice = func(string) (rx.XDPDevice, error) { return lo, nil }
 	if got := topic(Run(feedConfig(t, "lo", ""), Host{Root: t.TempDir()}), "vlan"); got != nil {
 		t.Errorf("no VLAN line: %q", got)
+	}
+}
+
+// TestSharedMemoryWritable: a /dev/shm this process cannot create files in
+// (here a read-only tmpfs: the unit's ProtectSystem=strict without
+// ReadWritePaths=/dev/shm) is a FAIL, since the start fails creating the
+// feed file there; before, check said ok. A writable one of the same size
+// is ok. The tmpfs is mounted over /dev/shm in a mount namespace of the
+// test's own thread, which the check runs on.
+func TestSharedMemoryWritable(t *testing.T) {
+	cfg := feedConfig(t, "eth9", "shm: {name: fh-preflight-writable}\n")
+	for _, c := range []struct {
+		opts string
+		want Level
+		msg  string
+	}{
+		{"size=64m,ro", Fail, "/dev/shm: this process (uid 0) cannot create files in it: read-only file system: the start fails"},
+		{"size=64m", OK, "/dev/shm/fh-preflight-writable: 10.5 MiB"},
+	} {
+		type result struct {
+			skip string
+			err  error
+			fs   []Finding
+		}
+		res := make(chan result, 1)
+		go func() {
+			runtime.LockOSThread() // never unlocked: the thread in its own namespace exits with the goroutine
+			if err := unix.Unshare(unix.CLONE_NEWNS); err != nil {
+				res <- result{skip: "unshare a mount namespace (needs CAP_SYS_ADMIN): " + err.Error()}
+				return
+			}
+			if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
+				res <- result{err: fmt.Errorf("make mounts private: %w", err)}
+				return
+			}
+			if err := unix.Mount("tmpfs", "/dev/shm", "tmpfs", 0, c.opts); err != nil {
+				res <- result{err: fmt.Errorf("mount tmpfs %s: %w", c.opts, err)}
+				return
+			}
+			defer unix.Unmount("/dev/shm", unix.MNT_DETACH)
+			ck := &checker{cfg: cfg}
+			ck.sharedMemory()
+			res <- result{fs: ck.out}
+		}()
+		r := <-res
+		if r.skip != "" {
+			t.Skip(r.skip)
+		}
+		if r.err != nil {
+			t.Fatal(r.err)
+		}
+		if os.Geteuid() != 0 {
+			t.Skip("the message names uid 0")
+		}
+		expect(t, r.fs, "shm", c.want, c.msg)
 	}
 }
