@@ -22,6 +22,9 @@ import (
 // would: stdout and stderr of the real process.
 func TestMain(m *testing.M) {
 	if os.Getenv("FEEDHANDLER_TEST_AS_COMMAND") == "1" {
+		if os.Getenv("FEEDHANDLER_TEST_HOLD_SETUP") == "1" {
+			holdSetup() // TestRunSignalDuringSetup
+		}
 		main()
 		os.Exit(0)
 	}

@@ -42,7 +42,8 @@ func runFeed(args []string) error {
 	// chose follows in "receiving"). Never the snapshot password.
 	logger.Info().Object("config", cfg).Msg("feed config")
 
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	var setUp atomic.Bool
+	ctx, stop := stopSignals(logger, &setUp)
 	defer stop()
 	ignoreHangup(logger)
 	// The metrics port first: taken (another process, an instance still
@@ -66,9 +67,46 @@ func runFeed(args []string) error {
 		ep.close()
 		return privilege.Explain(err, cfg.Receive.Backend, cfg.Receive.BusyPoll)
 	}
+	setUp.Store(true)
 	quietRuntime(logger)
 	logHugePages(logger)
 	return serve(ctx, h, ep, cfg, logger)
+}
+
+// stopSignals returns a context that the first SIGINT or SIGTERM ends: the
+// graceful stop. The second exits at once, status 130, at any time. The
+// setup (books, shm, sockets, XDP) cannot be cut short: a signal during it
+// is logged at once, and the stop follows once setUp is true. Before, a
+// signal during a setup of seconds said nothing until the setup ended,
+// and a second one was ignored. stop releases the signals.
+func stopSignals(logger zerolog.Logger, setUp *atomic.Bool) (ctx context.Context, stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() {
+		select {
+		case <-sigs:
+		case <-done:
+			return
+		}
+		cancel()
+		if !setUp.Load() {
+			logger.Info().Msg("signal during setup: stopping once set up (signal again to exit at once)")
+		}
+		select {
+		case <-sigs:
+		case <-done:
+			return
+		}
+		logger.Warn().Msg("second signal: exiting now")
+		os.Exit(130)
+	}()
+	return ctx, func() {
+		signal.Stop(sigs)
+		close(done)
+		cancel()
+	}
 }
 
 // handlerStart is handler.Start; a variable for tests, which hold the
@@ -176,7 +214,7 @@ const exitConfig = 78
 func (configError) ExitCode() int { return exitConfig }
 
 // serve runs h until ctx ends (the first SIGINT/SIGTERM), then shuts down
-// gracefully; a second signal exits at once. ep, when not nil, answers
+// gracefully; a second signal exits at once (stopSignals). ep, when not nil, answers
 // metrics.listen: serve gives it h's /metrics, /healthz and /readyz.
 func serve(ctx context.Context, h *handler.Handler, ep *endpoints, cfg *config.Config, logger zerolog.Logger) error {
 	if ep != nil {
@@ -208,13 +246,6 @@ loop:
 		}
 	}
 	logger.Info().Msg("shutting down (signal again to exit at once)")
-	again := make(chan os.Signal, 1)
-	signal.Notify(again, os.Interrupt, syscall.SIGTERM)
-	go func() {
-		<-again
-		logger.Warn().Msg("second signal: exiting now")
-		os.Exit(130)
-	}()
 	ep.close()
 	err := h.Stop()
 	h.LogStats(true)
