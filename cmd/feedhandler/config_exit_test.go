@@ -2,6 +2,7 @@ package main
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -114,5 +115,42 @@ func TestHelpExitsZero(t *testing.T) {
 		if !strings.Contains(errOut, "\n  -") {
 			t.Errorf("%s -h printed no usage:\n%s", cmd, errOut)
 		}
+	}
+}
+
+// TestRunMetricsPortNotAllowed: a metrics.listen port this process may not
+// bind (below net.ipv4.ip_unprivileged_port_start, without
+// cap_net_bind_service: here root with the capability taken out of its
+// bounding set) is a config error, file:line: metrics.listen, exit 78,
+// which the unit does not restart: no restart gives the capability.
+// Before, 'feedhandler run: listen tcp ...: bind: permission denied', exit
+// 1, restarted until the unit's start limit.
+func TestRunMetricsPortNotAllowed(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("runs the command as root without cap_net_bind_service")
+	}
+	if _, err := exec.LookPath("setpriv"); err != nil {
+		t.Skip("setpriv not installed (Debian package util-linux)")
+	}
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_unprivileged_port_start")
+	if err != nil {
+		t.Fatal(err)
+	}
+	start, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || start == 0 {
+		t.Skipf("net.ipv4.ip_unprivileged_port_start %q: every port is unprivileged here", b)
+	}
+	path := filepath.Join(t.TempDir(), "feed.yaml")
+	cfg := fmt.Sprintf("feed:\n  name: t\nlines:\n  a:\n    interface: lo\n    group: 239.1.1.1\n    port: 26477\nreceive:\n  backend: socket\nmetrics:\n  listen: 127.0.0.1:%d\n", start-1)
+	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("setpriv", "--bounding-set=-net_bind_service", "--inh-caps=-net_bind_service", "--", os.Args[0], "--feed", path)
+	cmd.Env = append(os.Environ(), "FEEDHANDLER_TEST_AS_COMMAND=1")
+	out, err := cmd.CombinedOutput()
+	want := fmt.Sprintf("%s:11: metrics.listen: listen tcp 127.0.0.1:%d: bind: permission denied: a port below net.ipv4.ip_unprivileged_port_start (1024 by default) needs cap_net_bind_service; use a higher one", path, start-1)
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != exitConfig || !strings.Contains(string(out), want) {
+		t.Errorf("%v, want exit status %d and %q:\n%s", err, exitConfig, want, out)
 	}
 }

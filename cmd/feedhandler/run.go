@@ -57,7 +57,7 @@ func runFeed(args []string) error {
 	if cfg.Metrics.Listen != "" {
 		ln, err := net.Listen("tcp", cfg.Metrics.Listen)
 		if err != nil {
-			return err
+			return listenError(cfg, err)
 		}
 		ep = serveEndpoints(ln, cfg.Feed.Name)
 		logger.Info().Str("addr", ln.Addr().String()).Msg("metrics.listen answers starting until set up")
@@ -107,6 +107,22 @@ func stopSignals(logger zerolog.Logger, setUp *atomic.Bool) (ctx context.Context
 		close(done)
 		cancel()
 	}
+}
+
+// listenError is metrics.listen's bind error: a config error (exit 78,
+// not restarted) when no restart can fix it, a port below
+// net.ipv4.ip_unprivileged_port_start without cap_net_bind_service
+// (EACCES) or an address that is not this host's (EADDRNOTAVAIL: a name
+// resolving elsewhere; CheckHost refuses a literal one); a port in use is
+// not (an instance still stopping frees it), and exits 1.
+func listenError(cfg *config.Config, err error) error {
+	switch {
+	case errors.Is(err, syscall.EACCES):
+		return configError{cfg.FieldError("metrics.listen", "%v: a port below net.ipv4.ip_unprivileged_port_start (1024 by default) needs cap_net_bind_service; use a higher one", err)}
+	case errors.Is(err, syscall.EADDRNOTAVAIL):
+		return configError{cfg.FieldError("metrics.listen", "%v: not an address of this host", err)}
+	}
+	return err
 }
 
 // handlerStart is handler.Start; a variable for tests, which hold the

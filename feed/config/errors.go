@@ -79,3 +79,10 @@ func editDistance(a, b string) int {
 	}
 	return prev[len(b)]
 }
+
+// FieldError is a problem with field's value (a dotted path, "metrics.listen")
+// that only a later step found, as an *Error at the field's line in
+// c.File, so that it reads and exits as Parse's and CheckHost's do.
+func (c *Config) FieldError(field, format string, args ...any) error {
+	return &Error{File: c.File, Line: c.fieldAt[field], Field: field, Msg: fmt.Sprintf(format, args...)}
+}
