@@ -639,6 +639,9 @@ func (c *checker) sharedMemory() {
 	if err := shm.CheckOwner(path); err != nil {
 		c.add(Fail, "shm", "%s: %v: a second handler with this config would not start", path, err)
 	}
+	if st, err := os.Lstat(path); err == nil && st.IsDir() {
+		c.add(Fail, "shm", "%s is a directory, not a feed file: the start cannot rename the new file over it and fails (remove it, or set another shm.name)", path)
+	}
 	c.replace(path)
 	if s.Group != "" {
 		c.group(s.Group)

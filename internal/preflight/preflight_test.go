@@ -326,53 +326,67 @@ func TestVLANLines(t *testing.T) {
 // (here a read-only tmpfs: the unit's ProtectSystem=strict without
 // ReadWritePaths=/dev/shm) is a FAIL, since the start fails creating the
 // feed file there; before, check said ok. A writable one of the same size
-// is ok. The tmpfs is mounted over /dev/shm in a mount namespace of the
-// test's own thread, which the check runs on.
+// is ok.
 func TestSharedMemoryWritable(t *testing.T) {
-	cfg := feedConfig(t, "eth9", "shm: {name: fh-preflight-writable}\n")
-	for _, c := range []struct {
-		opts string
-		want Level
-		msg  string
-	}{
-		{"size=64m,ro", Fail, "/dev/shm: this process (uid 0) cannot create files in it: read-only file system: the start fails"},
-		{"size=64m", OK, "/dev/shm/fh-preflight-writable: 10.5 MiB"},
-	} {
-		type result struct {
-			skip string
-			err  error
-			fs   []Finding
-		}
-		res := make(chan result, 1)
-		go func() {
-			runtime.LockOSThread() // never unlocked: the thread in its own namespace exits with the goroutine
-			if err := unix.Unshare(unix.CLONE_NEWNS); err != nil {
-				res <- result{skip: "unshare a mount namespace (needs CAP_SYS_ADMIN): " + err.Error()}
-				return
-			}
-			if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
-				res <- result{err: fmt.Errorf("make mounts private: %w", err)}
-				return
-			}
-			if err := unix.Mount("tmpfs", "/dev/shm", "tmpfs", 0, c.opts); err != nil {
-				res <- result{err: fmt.Errorf("mount tmpfs %s: %w", c.opts, err)}
-				return
-			}
-			defer unix.Unmount("/dev/shm", unix.MNT_DETACH)
-			ck := &checker{cfg: cfg}
-			ck.sharedMemory()
-			res <- result{fs: ck.out}
-		}()
-		r := <-res
-		if r.skip != "" {
-			t.Skip(r.skip)
-		}
-		if r.err != nil {
-			t.Fatal(r.err)
-		}
-		if os.Geteuid() != 0 {
-			t.Skip("the message names uid 0")
-		}
-		expect(t, r.fs, "shm", c.want, c.msg)
+	if os.Geteuid() != 0 {
+		t.Skip("the messages name uid 0")
 	}
+	cfg := feedConfig(t, "eth9", "shm: {name: fh-preflight-writable}\n")
+	expect(t, sharedMemoryOn(t, cfg, "size=64m,ro", nil), "shm", Fail, "/dev/shm: this process (uid 0) cannot create files in it: read-only file system: the start fails")
+	expect(t, sharedMemoryOn(t, cfg, "size=64m", nil), "shm", OK, "/dev/shm/fh-preflight-writable: 10.5 MiB")
+}
+
+// TestSharedMemoryDirectory: a directory where the feed file goes is a
+// FAIL: the start's rename over it fails ('file exists', exit 1,
+// restarted). Before, check said ok.
+func TestSharedMemoryDirectory(t *testing.T) {
+	cfg := feedConfig(t, "eth9", "shm: {name: fh-preflight-dir}\n")
+	fs := sharedMemoryOn(t, cfg, "size=64m", func() error { return os.Mkdir("/dev/shm/fh-preflight-dir", 0o755) })
+	expect(t, fs, "shm", Fail, "/dev/shm/fh-preflight-dir is a directory, not a feed file")
+}
+
+// sharedMemoryOn runs the shm check with a tmpfs mounted over /dev/shm
+// with opts, after prepare (when not nil) ran there: in a mount namespace
+// of a thread of its own, which the check runs on.
+func sharedMemoryOn(t *testing.T, cfg *config.Config, opts string, prepare func() error) []Finding {
+	t.Helper()
+	type result struct {
+		skip string
+		err  error
+		fs   []Finding
+	}
+	res := make(chan result, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread in its own namespace exits with the goroutine
+		if err := unix.Unshare(unix.CLONE_NEWNS); err != nil {
+			res <- result{skip: "unshare a mount namespace (needs CAP_SYS_ADMIN): " + err.Error()}
+			return
+		}
+		if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
+			res <- result{err: fmt.Errorf("make mounts private: %w", err)}
+			return
+		}
+		if err := unix.Mount("tmpfs", "/dev/shm", "tmpfs", 0, opts); err != nil {
+			res <- result{err: fmt.Errorf("mount tmpfs %s: %w", opts, err)}
+			return
+		}
+		defer unix.Unmount("/dev/shm", unix.MNT_DETACH)
+		if prepare != nil {
+			if err := prepare(); err != nil {
+				res <- result{err: err}
+				return
+			}
+		}
+		ck := &checker{cfg: cfg}
+		ck.sharedMemory()
+		res <- result{fs: ck.out}
+	}()
+	r := <-res
+	if r.skip != "" {
+		t.Skip(r.skip)
+	}
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	return r.fs
 }
