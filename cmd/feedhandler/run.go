@@ -49,10 +49,9 @@ func runFeed(args []string) error {
 	// The metrics port first: taken (another process, an instance still
 	// stopping), the start fails before it joins the groups, creates the
 	// shm file or logs in to the snapshot server, each of which a restart
-	// would repeat.
-	// Answered at once: a scrape or a health check during the setup
-	// (books allocated and touched, XDP attached, ...) gets "starting",
-	// not a connection that hangs until it times out.
+	// would repeat. It is answered at once: a scrape or a health check
+	// during the setup (books allocated and touched, XDP attached, ...)
+	// gets "starting", not a connection that hangs until it times out.
 	var ep *endpoints
 	if cfg.Metrics.Listen != "" {
 		ln, err := net.Listen("tcp", cfg.Metrics.Listen)
