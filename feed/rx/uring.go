@@ -117,9 +117,10 @@ func openUring(cfg Config) (r Receiver, err error) {
 		return nil, notSupported(err)
 	}
 	if cfg.BusyPoll {
-		// The line sockets' SO_BUSY_POLL serves blocking reads and
-		// poll(2), neither of which this backend does: its waits are the
-		// ring's, which busy-poll only what the ring is told to. The
+		// The line sockets' SO_BUSY_POLL polls for BusyPollUsec only in a
+		// blocking read; this backend's reads are non-blocking, which poll
+		// one pass when the socket is empty, and its waits are the
+		// ring's, which busy-poll only when the ring is registered. The
 		// kernel's own budget applies (BusyPollBudget is not the ring's).
 		if err := u.ring.RegisterNAPI(uint32(cfg.BusyPollUsec), true); err != nil {
 			return nil, notSupported(err)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -186,8 +187,8 @@ func (s *switchingReceiver) Release(pkts []Packet) {
 // TestUringBusyPoll: with BusyPoll the ring busy-polls its sockets' NAPI
 // instances in its waits (IORING_REGISTER_NAPI), which the kernel shows in
 // the ring's fdinfo; the lines are received as without it. The sockets'
-// SO_BUSY_POLL alone does nothing for this backend, which never blocks in
-// a socket read.
+// SO_BUSY_POLL alone polls only one pass in each read that finds a socket
+// empty (TestUringBusyPollPollsNAPI).
 func TestUringBusyPoll(t *testing.T) {
 	for _, locked := range []bool{false, true} {
 		t.Run(fmt.Sprintf("locked=%v", locked), func(t *testing.T) {
@@ -233,4 +234,126 @@ func TestUringBusyPoll(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestUringBusyPollPollsNAPI: the ring itself busy-polls the NIC queue its
+// lines' datagrams come through, as the kernel counts it. The receiving
+// veth has a NAPI instance (GRO on) with deferred "interrupts"
+// (napi_defer_hard_irqs, gro_flush_timeout: docs/TUNING.md section 3), so
+// a busy poller that gives the queue back leaves it to a timer rather than
+// to the next packet. The line sockets learn the queue's NAPI id
+// (SO_INCOMING_NAPI_ID) from their first datagram, the ring from its
+// requests (dynamic tracking), and the receiving namespace's
+// BusyPollRxPackets (/proc/net/netstat) counts the datagrams a busy poll
+// brought in.
+//
+// ring: the lines' own SO_BUSY_POLL is cleared, so that every busy-polled
+// datagram is the ring's; without the ring's registration it stays 0.
+// sockets: the ring is unregistered and the lines keep SO_BUSY_POLL, as
+// before the ring was registered: a request's non-blocking read that finds
+// its socket empty polls one pass, which brings some in too.
+func TestUringBusyPollPollsNAPI(t *testing.T) {
+	for _, poller := range []string{"ring", "sockets"} {
+		for _, locked := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/locked=%v", poller, locked), func(t *testing.T) {
+				testBusyPollPolls(t, poller, locked)
+			})
+		}
+	}
+}
+
+func testBusyPollPolls(t *testing.T, poller string, locked bool) {
+	lab := netlab.ForTest(t, netlab.Options{})
+	if out, err := lab.Exec(lab.Dst, "ethtool", "-K", lab.DstIf, "gro", "on"); err != nil {
+		t.Fatalf("ethtool -K %s gro on: %v: %s", lab.DstIf, err, out)
+	}
+	sys := "/sys/class/net/" + lab.DstIf
+	if out, err := lab.Exec(lab.Dst, "sh", "-c", "echo 100 > "+sys+"/napi_defer_hard_irqs && echo 1000000 > "+sys+"/gro_flush_timeout"); err != nil {
+		t.Fatalf("defer the veth's interrupts: %v: %s", err, out)
+	}
+	lines := labLines(lab)
+	senders := labSenders(t, lab, lines, 10000)
+	cfg := Config{Backend: BackendUring, Lines: lines, BusyPoll: true, BusyPollUsec: 50, PollTimeout: 20 * time.Millisecond, LockedThread: locked}
+	err := onLockedThread(lab.Dst, func() error {
+		r, err := Open(cfg)
+		if errors.Is(err, ErrNotSupported) && errors.Is(err, unix.EINVAL) {
+			t.Skipf("the kernel lacks IORING_REGISTER_NAPI (Linux 6.9+): %v", err)
+		}
+		if err != nil {
+			return err
+		}
+		defer r.Close()
+		u := r.(*uringRx)
+		switch poller {
+		case "ring":
+			for _, s := range u.socks {
+				if err := unix.SetsockoptInt(s.fd, unix.SOL_SOCKET, unix.SO_BUSY_POLL, 0); err != nil {
+					return err
+				}
+			}
+		case "sockets":
+			if _, _, err := u.ring.UnregisterNAPI(); err != nil {
+				return err
+			}
+		}
+		before, err := busyPollRxPackets()
+		if err != nil {
+			return err
+		}
+		sendc := make(chan error, 1)
+		go func() { time.Sleep(20 * time.Millisecond); sendc <- send(senders, 1000) }()
+		if err := receiveLines(r, senders, 1000); err != nil {
+			return err
+		}
+		if err := <-sendc; err != nil {
+			return err
+		}
+		after, err := busyPollRxPackets()
+		if err != nil {
+			return err
+		}
+		var ids []int
+		for _, s := range u.socks {
+			id, err := unix.GetsockoptInt(s.fd, unix.SOL_SOCKET, unix.SO_INCOMING_NAPI_ID)
+			if err != nil {
+				return fmt.Errorf("SO_INCOMING_NAPI_ID: %w", err)
+			}
+			ids = append(ids, id)
+		}
+		t.Logf("line sockets' NAPI ids %v; BusyPollRxPackets %d -> %d", ids, before, after)
+		for i, id := range ids {
+			if id == 0 {
+				return fmt.Errorf("line %s: SO_INCOMING_NAPI_ID 0: the veth with GRO on gave its datagrams no NAPI id", u.socks[i].line)
+			}
+		}
+		if after == before {
+			return fmt.Errorf("%s polling: BusyPollRxPackets stayed %d over 2000 datagrams: nothing was busy-polled (%s)", poller, after, r.Backend())
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// busyPollRxPackets is the calling thread's network namespace's
+// BusyPollRxPackets (TcpExt in /proc/net/netstat): datagrams a busy poll,
+// not the softirq, took from a NIC queue.
+func busyPollRxPackets() (uint64, error) {
+	// thread-self: /proc/self/net is the namespace of the process's main
+	// thread, not of this one.
+	b, err := os.ReadFile("/proc/thread-self/net/netstat")
+	if err != nil {
+		return 0, err
+	}
+	ls := strings.Split(string(b), "\n")
+	for i := 0; i+1 < len(ls); i += 2 {
+		names, vals := strings.Fields(ls[i]), strings.Fields(ls[i+1])
+		for j := range names {
+			if names[j] == "BusyPollRxPackets" && j < len(vals) {
+				return strconv.ParseUint(vals[j], 10, 64)
+			}
+		}
+	}
+	return 0, errors.New("/proc/net/netstat has no BusyPollRxPackets")
 }
