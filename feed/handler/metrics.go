@@ -61,7 +61,7 @@ var exported = [...]metric{
 	{"delivered_messages_total", "Messages delivered in sequence order.", kindCounter, ""},
 	{"filtered_messages_total", "Messages dropped by the symbol filter.", kindCounter, ""},
 	{"receive_dropped_total", "Line datagrams lost before the handler read them: kernel drops (socket buffer or AF_XDP ring full), truncated, AF_XDP frames on a queue without a socket or fragmented.", kindCounter, ""},
-	{"receive_malformed_total", "Frames the receive backend rejected.", kindCounter, ""},
+	{"receive_malformed_total", "Line datagrams the receive backend received and rejected as malformed (AF_XDP: also failed checksums); not other traffic on the interface (under AF_XDP the backend event counter xdp_malformed counts every malformed frame on it).", kindCounter, ""},
 	{"receive_errors_total", "Errors the receiver returned (each logged, at most one line a second): a receive backend failing.", kindCounter, ""},
 	{"receive_backend_events_total", "The receive backend's own counters by name (xdp_no_socket, xdp_fragmented, truncated, enobufs, xsk_rx_ring_full, ...; docs/OPERATIONS.md): among them the causes of receive_dropped_total besides the sockets' kernel drops.", kindCounter, "counter"},
 	{"shard_applied_total", "Messages applied per book shard.", kindCounter, "shard"},

@@ -1044,7 +1044,11 @@ func (r *xdpRx) Stats() Stats {
 	r.statsMu.Lock()
 	defer r.statsMu.Unlock()
 	for _, c := range r.lastProg {
-		s.Malformed += c.Malformed
+		// The program's malformed frames are every malformed frame on the
+		// interface, the feed's or not, passed to the kernel (which drops
+		// them, as it does under the socket backends): xdp_malformed
+		// only. Malformed is the feed's own datagrams, as on every
+		// backend: the frames the sockets delivered that Receive rejected.
 		// Line frames on a queue without a socket go to the kernel, where
 		// nothing is bound to the line: lost to the receiver.
 		s.Dropped += c.NoSocket
