@@ -233,11 +233,19 @@ type Receiver interface {
 	// It blocks at most Config.PollTimeout; (0, nil) means nothing arrived.
 	// After Close it returns ErrClosed.
 	Receive(pkts []Packet) (int, error)
-	// Release returns the buffers behind pkts to the backend.
+	// Release returns the buffers behind pkts to the backend. After
+	// Close it does nothing.
 	Release(pkts []Packet)
 	// Backend reports the backend in use ("xdp", "uring", "socket") with its mode.
 	Backend() string
 	Stats() Stats
+	// Close stops receiving and frees the backend's memory, the buffers
+	// of packets not yet released included: their Data must not be read
+	// after Close: under xdp and uring the memory behind it is unmapped,
+	// and reading it faults (SIGSEGV, which kills the process). Copy what
+	// must outlive the receiver before closing it. Close waits for a
+	// Receive in progress to return; a second Close does nothing. Stats
+	// still works after Close and keeps the last values.
 	Close() error
 }
 
