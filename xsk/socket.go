@@ -501,11 +501,11 @@ func (s *Socket) Completed(addrs []uint64) int {
 
 // Statistics are the kernel's counters for one socket (XDP_STATISTICS).
 type Statistics struct {
-	RxDropped          uint64 // frames dropped (no room, too big)
+	RxDropped          uint64 // frames dropped in copy mode (fill ring empty, too big); zero-copy NIC drops are not here
 	RxInvalidDescs     uint64 // invalid descriptors on the fill ring
 	TxInvalidDescs     uint64 // invalid descriptors on the tx ring
 	RxRingFull         uint64 // frames dropped because the rx ring was full
-	FillRingEmptyDescs uint64 // times the fill ring was empty when a frame came
+	FillRingEmptyDescs uint64 // times a buffer was wanted and the fill ring was empty: per dropped frame in copy mode, per driver refill in zero-copy
 	TxRingEmptyDescs   uint64 // times the tx ring was empty when woken
 }
 
