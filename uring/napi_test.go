@@ -3,7 +3,10 @@ package uring
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -29,10 +32,22 @@ func napiLines(info string) string {
 	return strings.Join(keep, "; ")
 }
 
+// napiAsNobody is set in the environment of the test binary run again as
+// user nobody by TestRegisterNAPI.
+const napiAsNobody = "FH_URING_NAPI_AS_NOBODY"
+
 // TestRegisterNAPI turns busy polling on and off and reads the result from
 // the kernel twice: the ring's fdinfo, and the settings IORING_UNREGISTER_NAPI
-// hands back.
+// hands back. The nobody subtest runs the same as user nobody without any
+// capability (docs/OPERATIONS.md: the ring's busy polling needs none).
 func TestRegisterNAPI(t *testing.T) {
+	if os.Getenv(napiAsNobody) != "" {
+		if os.Geteuid() != 65534 {
+			t.Fatalf("run as nobody, but euid %d", os.Geteuid())
+		}
+	} else {
+		t.Run("nobody", registerNAPIAsNobody)
+	}
 	for _, flags := range []uint32{SetupCoopTaskrun, SetupSingleIssuer | SetupDeferTaskrun | SetupRDisabled} {
 		t.Run(fmt.Sprintf("flags=%#x", flags), func(t *testing.T) {
 			r := setupRing(t, Params{Entries: 4, Flags: flags})
@@ -62,4 +77,60 @@ func TestRegisterNAPI(t *testing.T) {
 			t.Logf("fdinfo with NAPI registered: %q", before)
 		})
 	}
+}
+
+// registerNAPIAsNobody runs TestRegisterNAPI again in a copy of the test
+// binary as uid and gid 65534 with every capability set empty.
+func registerNAPIAsNobody(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to switch to user nobody")
+	}
+	setpriv, err := exec.LookPath("setpriv")
+	if err != nil {
+		t.Skipf("no setpriv (util-linux) to drop privileges: %v", err)
+	}
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The go test build directory is root's alone: copy the binary
+	// where nobody can run it.
+	dir := t.TempDir()
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(dir, "uring.test")
+	if err := copyFile(self, bin); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", "--no-new-privs",
+		"--inh-caps=-all", "--ambient-caps=-all", "--bounding-set=-all", "--",
+		bin, "-test.run=^TestRegisterNAPI$", "-test.count=1", "-test.v")
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), napiAsNobody+"=1")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("TestRegisterNAPI as nobody without capabilities: %v\n%s", err, out)
+	}
+	if strings.Contains(string(out), "SKIP") {
+		t.Skipf("as nobody:\n%s", out)
+	}
+	t.Logf("as nobody:\n%s", out)
+}
+
+func copyFile(from, to string) error {
+	src, err := os.Open(from)
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	dst, err := os.OpenFile(to, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o755)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(dst, src); err != nil {
+		dst.Close()
+		return err
+	}
+	return dst.Close()
 }
