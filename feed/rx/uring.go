@@ -122,7 +122,12 @@ func openUring(cfg Config) (r Receiver, err error) {
 		// one pass when the socket is empty, and its waits are the
 		// ring's, which busy-poll only when the ring is registered. The
 		// kernel's own budget applies (BusyPollBudget is not the ring's).
-		if err := u.ring.RegisterNAPI(uint32(cfg.BusyPollUsec), true); err != nil {
+		if err := uringRegisterNAPI(u.ring, uint32(cfg.BusyPollUsec), true); err != nil {
+			if errors.Is(err, uring.ErrNotSupported) {
+				// Said in full: under auto this is the line the log
+				// gives for falling back to the socket backend.
+				err = fmt.Errorf("receive.busy_poll: the kernel cannot busy-poll for an io_uring ring (IORING_REGISTER_NAPI needs Linux 6.9+ and CONFIG_NET_RX_BUSY_POLL); without busy_poll the io_uring backend runs here: %w", err)
+			}
 			return nil, notSupported(err)
 		}
 		u.mode += fmt.Sprintf(", napi busy poll %dµs", cfg.BusyPollUsec)
@@ -152,6 +157,10 @@ func openUring(cfg Config) (r Receiver, err error) {
 // uringSetup is uring.Setup. Tests replace it to play a kernel that
 // refuses some setup flags.
 var uringSetup = uring.Setup
+
+// uringRegisterNAPI is Ring.RegisterNAPI. Tests replace it to play a
+// kernel without IORING_REGISTER_NAPI.
+var uringRegisterNAPI = (*uring.Ring).RegisterNAPI
 
 func notSupported(err error) error {
 	if errors.Is(err, uring.ErrNotSupported) {

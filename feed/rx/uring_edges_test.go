@@ -3,6 +3,7 @@ package rx
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -172,5 +173,28 @@ func TestUringDeferTaskrunRefused(t *testing.T) {
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestUringBusyPollUnsupported: on a kernel without IORING_REGISTER_NAPI
+// (before 6.9: EINVAL) busy_poll makes the io_uring backend unavailable
+// (ErrNotSupported: auto falls back to the socket backend and logs this
+// error as the reason), and the error says why in the operator's terms:
+// the setting, the kernel version, and that the backend works without it.
+func TestUringBusyPollUnsupported(t *testing.T) {
+	register := uringRegisterNAPI
+	defer func() { uringRegisterNAPI = register }()
+	uringRegisterNAPI = func(*uring.Ring, uint32, bool) error {
+		return fmt.Errorf("io_uring register NAPI busy polling: %w: %w", uring.ErrNotSupported, unix.EINVAL)
+	}
+	lab := netlab.ForTest(t, netlab.Options{Prefix: "fu"})
+	_, err := openIn(t, lab, Config{Backend: BackendUring, Lines: labLines(lab), BusyPoll: true})
+	if !errors.Is(err, ErrNotSupported) || !errors.Is(err, unix.EINVAL) {
+		t.Fatalf("Open = %v, want an error wrapping ErrNotSupported and EINVAL", err)
+	}
+	for _, want := range []string{"receive.busy_poll", "Linux 6.9", "without busy_poll the io_uring backend runs"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("Open error %q does not say %q", err, want)
+		}
 	}
 }
