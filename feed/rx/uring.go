@@ -122,15 +122,21 @@ func openUring(cfg Config) (r Receiver, err error) {
 		// one pass when the socket is empty, and its waits are the
 		// ring's, which busy-poll only when the ring is registered. The
 		// kernel's own budget applies (BusyPollBudget is not the ring's).
-		if err := uringRegisterNAPI(u.ring, uint32(cfg.BusyPollUsec), true); err != nil {
-			if errors.Is(err, uring.ErrNotSupported) {
-				// Said in full: under auto this is the line the log
-				// gives for falling back to the socket backend.
-				err = fmt.Errorf("receive.busy_poll: the kernel cannot busy-poll for an io_uring ring (IORING_REGISTER_NAPI needs Linux 6.9+ and CONFIG_NET_RX_BUSY_POLL); without busy_poll the io_uring backend runs here: %w", err)
-			}
-			return nil, notSupported(err)
+		switch err := uringRegisterNAPI(u.ring, uint32(cfg.BusyPollUsec), true); {
+		case errors.Is(err, uring.ErrNotSupported):
+			// Before Linux 6.9 (Ubuntu 24.04's 6.8, Debian 12's 6.1):
+			// the backend runs with the sockets' SO_BUSY_POLL alone,
+			// which polls once per read that finds a socket empty. The
+			// socket backend, which auto would fall back to, busy-polls
+			// no more (its poll(2) only with net.core.busy_poll set), so
+			// io_uring is kept, and the log says what is missing.
+			cfg.Log.Warn().Err(err).Msg("rx: receive.busy_poll: this kernel cannot busy-poll for an io_uring ring (IORING_REGISTER_NAPI needs Linux 6.9+ and CONFIG_NET_RX_BUSY_POLL); the io_uring backend runs with the line sockets' SO_BUSY_POLL only, which polls once per read that finds a socket empty")
+			u.mode += ", no napi busy poll (kernel)"
+		case err != nil:
+			return nil, err
+		default:
+			u.mode += fmt.Sprintf(", napi busy poll %dµs", cfg.BusyPollUsec)
 		}
-		u.mode += fmt.Sprintf(", napi busy poll %dµs", cfg.BusyPollUsec)
 	}
 	u.socks, err = openLineSockets(&cfg)
 	if err != nil {
