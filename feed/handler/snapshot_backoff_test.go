@@ -193,7 +193,8 @@ func TestSnapshotRetryResetByLoad(t *testing.T) {
 // reach the recovery (RecoveryConfig.SnapshotRetry, SnapshotRetryMax),
 // their defaults too.
 func TestSnapshotRetryMaxFromConfig(t *testing.T) {
-	const base = "feed: {name: t}\nlines:\n  a: {interface: eth0, group: 239.0.0.1, port: 1}\nrecovery:\n  snapshot:\n    server: 127.0.0.1:26401\n    username: u\n"
+	t.Setenv("FH_TEST_SNAPSHOT_PASSWORD", "p")
+	const base = "feed: {name: t}\nlines:\n  a: {interface: eth0, group: 239.0.0.1, port: 1}\nrecovery:\n  snapshot:\n    server: 127.0.0.1:26401\n    username: u\n    password_env: FH_TEST_SNAPSHOT_PASSWORD\n"
 	for _, tc := range []struct {
 		text            string
 		retry, retryMax time.Duration
