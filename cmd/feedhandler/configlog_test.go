@@ -23,10 +23,11 @@ func TestRunLogsEffectiveConfig(t *testing.T) {
 	}
 	defer taken.Close()
 	path := filepath.Join(t.TempDir(), "feed.yaml")
+	capPath := filepath.Join(t.TempDir(), "lines.pcap")
 	cfg := "feed:\n  name: fhcfglog\nlines:\n  a:\n    interface: lo\n    group: 239.1.1.1\n    port: 26477\n" +
 		"receive:\n  backend: socket\n  poll_timeout: 100ms\narbitration:\n  hold: 20ms\n" +
 		"recovery:\n  snapshot:\n    server: 127.0.0.1:1\n    username: FEED01\n    password_env: FH_TEST_GLIMPSE_PW\n" +
-		"metrics:\n  listen: " + taken.Addr().String() + "\nlog:\n  format: json\n"
+		"metrics:\n  listen: " + taken.Addr().String() + "\nlog:\n  format: json\ncapture:\n  path: " + capPath + "\n"
 	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -52,6 +53,10 @@ func TestRunLogsEffectiveConfig(t *testing.T) {
 				Recovery  struct {
 					PasswordEnv string `json:"password_env"`
 				} `json:"recovery"`
+				Capture struct {
+					Path   string `json:"path"`
+					Buffer int    `json:"buffer"`
+				} `json:"capture"`
 			} `json:"config"`
 		}
 		if json.Unmarshal([]byte(line), &rec) != nil || rec.Message != "feed config" {
@@ -60,9 +65,9 @@ func TestRunLogsEffectiveConfig(t *testing.T) {
 		found++
 		c := rec.Config
 		if rec.Level != "info" || c.File != path || c.Receive.Backend != "socket" || c.Receive.PollTimeout != 5 ||
-			c.MaxOrders != 4<<20 || c.Recovery.PasswordEnv != "FH_TEST_GLIMPSE_PW" {
-			t.Errorf("config line: %+v, want level info, file %s, backend socket, poll_timeout 5 (ms: hold/4), max_orders %d, password_env FH_TEST_GLIMPSE_PW\n%s",
-				rec, path, 4<<20, line)
+			c.MaxOrders != 4<<20 || c.Recovery.PasswordEnv != "FH_TEST_GLIMPSE_PW" || c.Capture.Path != capPath || c.Capture.Buffer != 64<<20 {
+			t.Errorf("config line: %+v, want level info, file %s, backend socket, poll_timeout 5 (ms: hold/4), max_orders %d, password_env FH_TEST_GLIMPSE_PW, capture %s with its default buffer 64MiB\n%s",
+				rec, path, 4<<20, capPath, line)
 		}
 	}
 	if found != 1 {

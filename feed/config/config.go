@@ -74,6 +74,7 @@ type Config struct {
 	Arbitration   Arbitration
 	Recovery      Recovery
 	Metrics       Metrics
+	Capture       Capture
 	User          string // account to switch to when started as root; "" = stay (and warn)
 	StatsInterval time.Duration
 	Log           Log
@@ -233,6 +234,20 @@ type Snapshot struct {
 // Metrics configures the Prometheus endpoint.
 type Metrics struct {
 	Listen string // "host:port" for /metrics; "" = disabled
+}
+
+// Capture configures the capture to disk: every line datagram received,
+// both lines, written to a pcap file (package capture; docs/OPERATIONS.md,
+// "Capture to disk").
+type Capture struct {
+	// Path names the capture file; each start writes a new one, the UTC
+	// start time inserted before the extension (capture.FileName). "" =
+	// no capture (the default).
+	Path string
+	// Buffer is the ring between the receive thread and the writer, in
+	// bytes (capture.MinBuffer..capture.MaxBuffer, rounded up to a power
+	// of two; default capture.DefaultBuffer).
+	Buffer int
 }
 
 // Log configures logging.

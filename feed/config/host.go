@@ -25,7 +25,7 @@ import (
 // process may run on (and, sharded, not the receive core twice), that the
 // books, with the rest of the process, fit in the memory it can have, that
 // metrics.listen's address is one of
-// the host's, that shm.group names a group of the host and, when this
+// the host's, that capture.path's directory exists and takes new files, that shm.group names a group of the host and, when this
 // process is root (the only case it is used), that user names an account.
 // Parse cannot check these (a file is written and validated on
 // one machine and run on another); the feed handler calls CheckHost before
@@ -79,6 +79,13 @@ func (c *Config) CheckHost() error {
 			add("shm.group", "%v on this host (groupadd --system %s, docs/OPERATIONS.md)", err, c.SHM.Group)
 		}
 	}
+	if c.Capture.Path != "" {
+		// Found only when the handler starts, after the shm file and the
+		// recovery are set up: exit status 1, restarted by systemd.
+		if err := checkCaptureDir(c.Capture.Path); err != nil {
+			add("capture.path", "%v", err)
+		}
+	}
 	if c.User != "" && os.Geteuid() == 0 {
 		if _, err := privilege.LookupUser(c.User); err != nil {
 			add("user", "%v named %q on this host (useradd --system %s, docs/OPERATIONS.md)", err, c.User, c.User)
@@ -91,6 +98,24 @@ func (c *Config) CheckHost() error {
 		return errs[0]
 	}
 	return errors.Join(errs...)
+}
+
+// checkCaptureDir checks that the directory capture.path's files go to
+// exists and this process may create files in it (the handler creates
+// each start's capture there before it drops privileges).
+func checkCaptureDir(path string) error {
+	dir := filepath.Dir(path)
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return fmt.Errorf("directory %s: %w", dir, err)
+	}
+	if !fi.IsDir() {
+		return fmt.Errorf("%s is not a directory", dir)
+	}
+	if err := unix.Access(dir, unix.W_OK|unix.X_OK); err != nil {
+		return fmt.Errorf("directory %s: no file can be created in it: %w", dir, err)
+	}
+	return nil
 }
 
 // checkCores refuses a hot thread's core that this process may not run on

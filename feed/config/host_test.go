@@ -68,6 +68,10 @@ func TestCheckHost(t *testing.T) {
 	if !ok {
 		t.Fatal("no /sys/class/net/lo/queues on this host")
 	}
+	notDir := t.TempDir() + "/file"
+	if err := os.WriteFile(notDir, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
 	cases := []struct {
 		name, file string
 		want       []string // one error line each; none = valid
@@ -96,6 +100,11 @@ func TestCheckHost(t *testing.T) {
 		{"shm group by gid", hostFile + "shm:\n  group: 0\n", nil},
 		{"shm group root", hostFile + "shm:\n  group: root\n", nil},
 		{"user root", hostFile + "user: root\n", nil},
+		{"capture directory", hostFile + "capture:\n  path: " + t.TempDir() + "/feed.pcap\n", nil},
+		{"capture directory missing", hostFile + "capture:\n  path: /nonexistent-fh/feed.pcap\n",
+			[]string{`h.yaml:17: capture.path: directory /nonexistent-fh: stat /nonexistent-fh: no such file or directory`}},
+		{"capture directory a file", hostFile + "capture:\n  path: " + notDir + "/feed.pcap\n",
+			[]string{`h.yaml:17: capture.path: ` + notDir + ` is not a directory`}},
 	}
 	if os.Geteuid() == 0 {
 		cases = append(cases, struct {

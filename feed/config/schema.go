@@ -12,6 +12,7 @@ import (
 	"github.com/goccy/go-yaml/token"
 
 	"github.com/marketfeed/feedhandler/book"
+	"github.com/marketfeed/feedhandler/feed/capture"
 	"github.com/marketfeed/feedhandler/feed/rx"
 )
 
@@ -42,6 +43,7 @@ func defaults() *Config {
 			LateJoin: LateJoinSnapshot,
 			Spill:    DefaultSpill,
 		},
+		Capture:       Capture{Buffer: capture.DefaultBuffer},
 		StatsInterval: DefaultStatsInterval,
 		Log:           Log{Level: DefaultLogLevel, Format: DefaultLogFormat},
 	}
@@ -102,6 +104,16 @@ func (d *decoder) decode(data []byte) *Config {
 		{"recovery", func(f field) { spill = d.recovery(f, c) }},
 		{"metrics", func(f field) {
 			d.mapping(f, []entry{{"listen", func(f field) { c.Metrics.Listen, _ = d.hostPort(f, false) }}})
+		}},
+		{"capture", func(f field) {
+			d.mapping(f, []entry{
+				{"path", func(f field) { c.Capture.Path, _ = d.capturePath(f) }},
+				{"buffer", func(f field) {
+					if v, ok := d.byteSize(f, capture.MinBuffer, capture.MaxBuffer); ok {
+						c.Capture.Buffer = int(v)
+					}
+				}},
+			})
 		}},
 		{"stats_interval", func(f field) {
 			if v, ok := d.duration(f); ok {
@@ -476,4 +488,32 @@ func (d *decoder) account(f field) (string, bool) {
 		return "", false
 	}
 	return s, true
+}
+
+// capturePath validates capture.path: "" (no capture) or a file name, not
+// a directory's (a trailing slash), without control characters.
+func (d *decoder) capturePath(f field) (string, bool) {
+	s, ok := d.str(f)
+	if !ok || s == "" {
+		return "", ok
+	}
+	switch {
+	case !printableUTF8(s):
+		d.errorf(f, "%q has control characters", s)
+		return "", false
+	case strings.HasSuffix(s, "/") || strings.HasSuffix(s, "/.") || strings.HasSuffix(s, "/..") || s == "." || s == "..":
+		d.errorf(f, "%q names a directory; name a file, such as /var/lib/feedhandler/nasdaq.pcap", s)
+		return "", false
+	}
+	return s, true
+}
+
+// printableUTF8 reports whether s has no control characters.
+func printableUTF8(s string) bool {
+	for _, r := range s {
+		if r < 0x20 || r == 0x7f {
+			return false
+		}
+	}
+	return true
 }

@@ -311,6 +311,16 @@ func scalar(st *Stats, name string) uint64 {
 		return uint64(st.StaleBooks())
 	case "gaps_unrecovered":
 		return st.UnrecoveredGaps()
+	case "capture_packets_total":
+		return st.Capture.Packets
+	case "capture_bytes_total":
+		return st.Capture.Bytes
+	case "capture_dropped_total":
+		return st.Capture.Dropped
+	case "capture_write_errors_total":
+		return st.Capture.WriteErrors
+	case "capture_write_lost_total":
+		return st.Capture.WriteLost
 	case "session_ended":
 		if st.Ended {
 			return 1

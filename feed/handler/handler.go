@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/marketfeed/feedhandler/book"
+	"github.com/marketfeed/feedhandler/feed/capture"
 	"github.com/marketfeed/feedhandler/feed/itch"
 	"github.com/marketfeed/feedhandler/feed/moldudp64"
 	"github.com/marketfeed/feedhandler/feed/rx"
@@ -42,6 +43,11 @@ type Config struct {
 	ShmGroup    string            // group name or gid owning the shm file ("": the process's group)
 	Feed        string            // feed name: the "feed" label of every metric
 	Recovery    RecoveryConfig    // gap repair (zero: none, gaps flag the books)
+	// CapturePath: write every line datagram received to a pcap file
+	// (package capture) named capture.FileName(CapturePath, start time);
+	// "": no capture. CaptureBuffer is its ring's size (0: the default).
+	CapturePath   string
+	CaptureBuffer int
 
 	// Open replaces rx.Open, e.g. to open the receiver inside a network
 	// namespace. Nil means rx.Open.
@@ -120,6 +126,7 @@ type Stats struct {
 	// re-request or snapshot): the repair's time, kept out of Latency.
 	RepairedLatency latency.Snapshot
 	Recovery        RecoveryStats
+	Capture         capture.Stats // zero without a capture
 	// Shm counts the shm file's instrument slots: retired ones (a locate
 	// bound to another symbol, a symbol moved to another locate) are not
 	// reused until a restart (docs/OPERATIONS.md, "Sizing the shm file").
@@ -156,11 +163,12 @@ func (s *Stats) Applied() uint64 {
 
 // Handler runs the pipeline. Create it with Start; stop it with Stop.
 type Handler struct {
-	cfg  Config
-	log  zerolog.Logger
-	recv rx.Receiver
-	arb  *Arbiter
-	rec  *recovery // nil: no recovery source configured
+	cfg     Config
+	log     zerolog.Logger
+	recv    rx.Receiver
+	arb     *Arbiter
+	rec     *recovery        // nil: no recovery source configured
+	capFile *capture.Capture // nil: no capture (capture.path)
 	// newSession: with no recovery source, a session change flagged the
 	// books; they are whole again once the new session is delivered from
 	// its first sequence number with no gap declared since (more than
@@ -336,8 +344,24 @@ func Start(cfg Config) (*Handler, error) {
 		h.rawBuf = make([]byte, 0, 2048)
 	}
 
+	if cfg.CapturePath != "" {
+		c, err := capture.Open(capture.Config{Path: capture.FileName(cfg.CapturePath, time.Now()),
+			Buffer: cfg.CaptureBuffer, Lines: cfg.Receive.Lines, Log: cfg.Log})
+		if err != nil {
+			rec.close()
+			w.Close()
+			shm.Remove(cfg.ShmName)
+			return nil, fmt.Errorf("start handler: %w", err)
+		}
+		h.capFile = c
+		h.log.Info().Str("file", c.Path()).Int("buffer", c.BufferSize()).Msg("capturing every line datagram")
+	}
 	recv, err := cfg.Open(cfg.Receive)
 	if err != nil {
+		if h.capFile != nil {
+			h.capFile.Close()
+			os.Remove(h.capFile.Path())
+		}
 		rec.close()
 		w.Close()
 		shm.Remove(cfg.ShmName)
@@ -405,6 +429,7 @@ func (h *Handler) receive(pinErr chan<- error) {
 		var ended int64 // when the batch's publish ended (run to completion)
 		if n > 0 {
 			h.pickup = clock.Now()
+			h.captureBatch(pkts[:n])
 			if tailTrace && h.inline != nil {
 				h.inline.tail.begin(h.pickup, pkts[:n], h.inline.pub.Published)
 			}
@@ -483,6 +508,15 @@ func (h *Handler) receive(pinErr chan<- error) {
 	h.copyStats(true)
 	// Close on the thread that used the receiver (io_uring's single issuer).
 	h.closeErr = h.recv.Close()
+}
+
+// captureBatch copies a received batch into the capture's ring when
+// capture.path is set: every datagram, both lines, before arbitration; a
+// copy, never a wait (package capture). Off, it is one branch; it inlines.
+func (h *Handler) captureBatch(pkts []rx.Packet) {
+	if h.capFile != nil {
+		h.capFile.Put(pkts)
+	}
 }
 
 // sweepQuiet is how long the feed must have been quiet (no packet picked
@@ -909,6 +943,9 @@ func (h *Handler) statsLightInto(dst *Stats) {
 	dst.Mode = h.mode
 	dst.ReceiveThread = h.rxThread
 	dst.Shm = h.w.SlotUsage()
+	if h.capFile != nil {
+		dst.Capture = h.capFile.Stats()
+	}
 	for _, s := range h.shards {
 		shards = append(shards, s.statsCopy())
 	}
@@ -964,7 +1001,11 @@ func (h *Handler) Stop() error {
 	close(h.done)
 	h.hk.Wait() // no heartbeat after the mapping is gone
 	errShm := h.w.Close()
-	return errors.Join(errRx, errShm)
+	var errCap error
+	if h.capFile != nil {
+		errCap = h.capFile.Close() // after the receive thread: nothing is Put any more
+	}
+	return errors.Join(errRx, errShm, errCap)
 }
 
 // pin locks the calling thread to core (no-op for core < 0).

@@ -1,0 +1,252 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/marketfeed/feedhandler/feed/input"
+	"github.com/marketfeed/feedhandler/internal/demo"
+	"github.com/marketfeed/feedhandler/internal/exchange"
+	"github.com/marketfeed/feedhandler/internal/netlab"
+	"github.com/marketfeed/feedhandler/internal/shmtest"
+)
+
+// TestCaptureReplaysLiveBooks runs the binary in a lab with capture.path
+// set, sends a generated day on two lines that both lose (some packets on
+// both: gaps) and duplicate packets, stops it, and replays the capture it
+// wrote with `feedhandler replay`: the replayed books (--books-out --depth
+// 10) must equal the live ones the handler published (bookview --once
+// --json), the replay must miss what the handler declared missing, and
+// the capture must hold every datagram the handler counted on each line
+// (tshark reading it too, when installed).
+//
+// The lines do not reorder: a copy arriving later than arbitration.grace
+// after both lines moved past it is dropped live (a gap) but applied by
+// replay, whose reader holds packets by its own reorder window; the
+// capture is faithful, the two arbitrations differ (docs/OPERATIONS.md,
+// "Capture to disk").
+func TestCaptureReplaysLiveBooks(t *testing.T) {
+	lab := netlab.ForTest(t, netlab.Options{Prefix: "fhc"})
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "feedhandler")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	day, err := demo.GenerateDay(60_000, 50, 7)
+	if err != nil {
+		t.Fatal(err)
+	}
+	shmName := shmtest.Name(t, "fhcapture")
+	capDir := filepath.Join(dir, "capture")
+	if err := os.Mkdir(capDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cfg := fmt.Sprintf(`feed: {name: capturetest, session: %q}
+lines:
+  a: {interface: %s, group: %s, port: %d}
+  b: {interface: %s, group: %s, port: %d}
+receive: {backend: socket}
+arbitration: {hold: 1s}
+shm: {name: %s}
+metrics: {listen: 127.0.0.1:9477}
+capture:
+  path: %s
+log: {format: json}
+`, day.Session.String(), lab.DstIf, demo.GroupA.Addr(), demo.GroupA.Port(), lab.DstIf, demo.GroupB.Addr(), demo.GroupB.Port(),
+		shmName, filepath.Join(capDir, "lines.pcap"))
+	cfgPath := filepath.Join(dir, "feed.yaml")
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("ip", "netns", "exec", lab.Dst, bin, "--feed", cfgPath)
+	var stderr bytes.Buffer
+	pr, pw := io.Pipe()
+	cmd.Stderr = io.MultiWriter(&stderr, pw)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait(); pw.Close() }()
+	defer cmd.Process.Kill()
+	ready, finished := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(finished)
+		sc := bufio.NewScanner(pr)
+		sc.Buffer(nil, 1<<20)
+		seen := false
+		for sc.Scan() {
+			if !seen && strings.Contains(sc.Text(), "health on /healthz") {
+				seen = true
+				close(ready)
+			}
+		}
+	}()
+	select {
+	case <-ready:
+	case err := <-exited:
+		t.Fatalf("feedhandler exited early: %v\n%s", err, stderr.String())
+	case <-time.After(20 * time.Second):
+		t.Fatalf("feedhandler not capturing after 20s:\n%s", stderr.String())
+	}
+	var s *exchange.Sender
+	if err := lab.Do(lab.Src, func() (err error) {
+		s, err = exchange.NewSender(exchange.Config{Interface: lab.SrcIf, Rate: 20000, Seed: 5, Lines: []exchange.Line{
+			{Group: demo.GroupA.Addr(), Port: demo.GroupA.Port(), Loss: 0.05, Dup: 0.05},
+			{Group: demo.GroupB.Addr(), Port: demo.GroupB.Port(), Loss: 0.05, Dup: 0.05},
+		}})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	sent, err := s.Send(context.Background(), exchange.Packets(day.Packets))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The day ends with End of Session: wait until everything before it
+	// was delivered or declared missing.
+	waitMetric(t, lab, "feedhandler_session_ended", 1, &stderr)
+	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Fatalf("exit after SIGINT: %v\n%s", err, stderr.String())
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatalf("no exit 20s after SIGINT:\n%s", stderr.String())
+	}
+	<-finished
+	var live bytes.Buffer
+	var se *writerStateError
+	if err := bookview([]string{"--shm", shmName, "--once", "--json"}, &live); !errors.As(err, &se) {
+		t.Fatalf("bookview after the stop: %v, want the books and the writer closed", err)
+	}
+	files, _ := filepath.Glob(filepath.Join(capDir, "lines-*.pcap"))
+	if len(files) != 1 {
+		t.Fatalf("capture files %v, want one lines-<time>.pcap\n%s", files, stderr.String())
+	}
+	booksOut := filepath.Join(dir, "replayed.json")
+	var report bytes.Buffer
+	if err := replay([]string{"--quiet", "--json", "--settle", "0", "--books-out", booksOut, "--depth", "10", files[0]}, &report, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	var rep replayReport
+	if err := json.Unmarshal(report.Bytes(), &rep); err != nil {
+		t.Fatal(err)
+	}
+	// The same holes: what both lines lost, live and in the replay.
+	liveGapMsgs := finalStat(t, stderr.String(), "gap_msgs")
+	if liveGapMsgs == 0 {
+		t.Error("no message lost on both lines: the day tested no gap (the sender's seed or loss changed?)")
+	}
+	if rep.InputMissing != liveGapMsgs {
+		t.Errorf("the replay misses %d messages (%d gaps), the live handler declared %d missing", rep.InputMissing, rep.InputGaps, liveGapMsgs)
+	}
+	replayed, err := os.ReadFile(booksOut)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if live.Len() < 1000 {
+		t.Fatalf("live books suspiciously small: %q", live.Bytes())
+	}
+	if !bytes.Equal(live.Bytes(), replayed) {
+		t.Fatalf("the capture's replay differs from the live books:\nlive:     %.400s\nreplayed: %.400s", live.Bytes(), replayed)
+	}
+	// Both lines are in the capture, their duplicates too.
+	r, err := input.Open(files[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	for {
+		if _, err := r.Next(); err == io.EOF {
+			break
+		} else if err != nil {
+			t.Fatal(err)
+		}
+	}
+	st := r.Stats()
+	var dups uint64
+	for _, l := range sent.Lines {
+		dups += l.Duplicated
+	}
+	if len(st.Lines) != 2 || dups == 0 || sent.Lines[0].Dropped == 0 || sent.Lines[1].Dropped == 0 {
+		t.Fatalf("capture of %d lines (%+v); the sender duplicated %d, dropped %d and %d: want both lines, losses on both", len(st.Lines), st.Lines, dups, sent.Lines[0].Dropped, sent.Lines[1].Dropped)
+	}
+	// Every datagram the handler counted on a line is in the capture
+	// (nothing dropped from it), from its line's group.
+	for i, name := range []string{"A", "B"} {
+		pkts := finalStat(t, stderr.String(), "line_"+name+"_pkts")
+		want := demo.GroupA
+		if i == 1 {
+			want = demo.GroupB
+		}
+		got := st.Lines[0]
+		if got.Dst != want {
+			got = st.Lines[1]
+		}
+		if got.Dst != want || pkts == 0 || got.Datagrams != pkts {
+			t.Errorf("line %s: %d datagrams to %v in the capture, the handler counted %d packets (stats %+v)", name, got.Datagrams, want, pkts, st.Lines)
+		}
+	}
+	tsharkCheck(t, files[0], st.Lines)
+	if !strings.Contains(stderr.String(), `"capture closed"`) || !strings.Contains(stderr.String(), `"dropped":0`) {
+		t.Errorf("no capture closed line with nothing dropped:\n%s", stderr.String())
+	}
+}
+
+// finalStat is the value of key in the final stats line of a JSON log.
+func finalStat(t *testing.T, log, key string) uint64 {
+	t.Helper()
+	for _, l := range strings.Split(log, "\n") {
+		var rec map[string]any
+		if !strings.Contains(l, `"final":true`) || json.Unmarshal([]byte(l), &rec) != nil {
+			continue
+		}
+		if v, ok := rec[key].(float64); ok {
+			return uint64(v)
+		}
+	}
+	t.Fatalf("no %s in a final stats line:\n%s", key, log)
+	return 0
+}
+
+// tsharkCheck has tshark (Debian package tshark) read the capture: every
+// frame an IPv4/UDP datagram to one of the lines, as many to each as the
+// replay's reader found.
+func tsharkCheck(t *testing.T, path string, lines []input.LineStats) {
+	t.Helper()
+	if _, err := exec.LookPath("tshark"); err != nil {
+		t.Log("tshark not installed (Debian package tshark): the capture not read by it")
+		return
+	}
+	out, err := exec.Command("tshark", "-r", path, "-T", "fields", "-e", "ip.dst", "-e", "udp.dstport").Output()
+	if err != nil {
+		t.Fatalf("tshark -r %s: %v\n%s", path, err, out)
+	}
+	got := map[string]uint64{}
+	for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		got[strings.ReplaceAll(l, "\t", ":")]++
+	}
+	want := map[string]uint64{}
+	for _, l := range lines {
+		want[l.Dst.String()] = l.Datagrams
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("tshark reads %v datagrams by destination, the replay's reader %v", got, want)
+	}
+}

@@ -1,0 +1,345 @@
+package capture
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"math/bits"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/gopacket"
+	"github.com/google/gopacket/layers"
+	"github.com/google/gopacket/pcapgo"
+	"github.com/rs/zerolog"
+	"golang.org/x/sys/unix"
+
+	"github.com/marketfeed/feedhandler/feed/pcap"
+	"github.com/marketfeed/feedhandler/feed/rx"
+)
+
+// DefaultBuffer is the ring's size when Config.Buffer is 0: at 1 Gbit/s
+// of line traffic (both lines) half a second of the drainer or the disk
+// falling behind.
+const DefaultBuffer = 64 << 20
+
+// MinBuffer and MaxBuffer bound Config.Buffer.
+const (
+	MinBuffer = 1 << 20
+	MaxBuffer = 1 << 30
+)
+
+// flushEvery is how long the drainer lets written datagrams wait in its
+// buffer while the ring is quiet: what a crash can lose beyond the ring.
+const flushEvery = 200 * time.Millisecond
+
+// pollEvery is how long the drainer sleeps after each pass over the ring.
+// The receive thread never wakes it (that would cost the hot path a
+// futex): the ring must hold this long of traffic, which it does by far.
+const pollEvery = time.Millisecond
+
+// bufSize is the drainer's write buffer.
+const bufSize = 1 << 20
+
+// Config sets up a capture.
+type Config struct {
+	// Path is the file to create; it must not exist (see FileName).
+	Path string
+	// Buffer is the ring's size in bytes, rounded up to a power of two,
+	// MinBuffer..MaxBuffer (0: DefaultBuffer).
+	Buffer int
+	// Lines are the feed's lines: a datagram's frame is addressed to its
+	// line's group and port, from its source (the line's Source, else
+	// 0.0.0.0, when the receiver did not know it).
+	Lines []rx.LineConfig
+	Log   zerolog.Logger
+}
+
+// Stats count what a capture did.
+type Stats struct {
+	Packets     uint64 // datagrams written to the file
+	Bytes       uint64 // bytes written to the file (pcap headers and frames)
+	Dropped     uint64 // datagrams left out because the ring was full
+	WriteErrors uint64 // failed writes to the file
+	WriteLost   uint64 // datagrams lost with a failed write
+}
+
+// Capture is an open capture file and its ring.
+type Capture struct {
+	ring ring
+	path string
+	log  zerolog.Logger
+	f    *os.File
+	dst  []netip.AddrPort // by line
+	src  []netip.Addr     // by line: when the datagram's is unknown
+
+	// The drainer's state.
+	pw      *pcapgo.Writer
+	buf     memBuf
+	frame   []byte
+	id      uint16
+	pending uint64 // datagrams in buf
+	off     int64  // bytes of the file known written
+	stop    chan struct{}
+	done    chan struct{}
+	closed  atomic.Bool
+	failing bool // the last flush failed
+
+	packets, bytes, writeErrs, writeLost atomic.Uint64
+}
+
+// memBuf is the drainer's buffer: pcapgo writes into it, and it never
+// fails, so a failed write to the file loses only what it held.
+type memBuf struct{ b []byte }
+
+func (m *memBuf) Write(p []byte) (int, error) { m.b = append(m.b, p...); return len(p), nil }
+
+// FileName is the file a capture of base started at t goes to: base with
+// the UTC time inserted before its extension,
+// "/var/lib/feedhandler/nasdaq.pcap" -> ".../nasdaq-20261206T093000Z.pcap",
+// so that a restart never overwrites the capture of the run before.
+func FileName(base string, t time.Time) string {
+	ext := filepath.Ext(base)
+	if ext == "" {
+		ext = ".pcap"
+	}
+	return strings.TrimSuffix(base, filepath.Ext(base)) + "-" + t.UTC().Format("20060102T150405Z") + ext
+}
+
+// Open creates the file, writes the pcap header, maps the ring (its pages
+// touched now, not by the receive thread) and starts the drainer.
+func Open(cfg Config) (*Capture, error) {
+	size := cfg.Buffer
+	if size == 0 {
+		size = DefaultBuffer
+	}
+	if size < MinBuffer || size > MaxBuffer {
+		return nil, fmt.Errorf("open capture: buffer of %d bytes out of range (%d..%d)", size, MinBuffer, MaxBuffer)
+	}
+	size = 1 << bits.Len(uint(size-1))
+	c := &Capture{path: cfg.Path, log: cfg.Log, stop: make(chan struct{}), done: make(chan struct{}),
+		frame: make([]byte, 0, 2048)}
+	for _, l := range cfg.Lines {
+		c.dst = append(c.dst, netip.AddrPortFrom(l.Group, l.Port))
+		src := l.Source
+		if !src.Is4() {
+			src = netip.IPv4Unspecified()
+		}
+		c.src = append(c.src, src)
+	}
+	f, err := createFile(cfg.Path)
+	if err != nil {
+		return nil, err
+	}
+	c.f = f
+	c.buf.b = make([]byte, 0, bufSize+2*(1<<16))
+	c.pw = pcapgo.NewWriterNanos(&c.buf)
+	err = c.pw.WriteFileHeader(pcap.Snaplen, layers.LinkTypeEthernet) // into memory
+	if err == nil {
+		err = c.flush()
+	}
+	if err != nil {
+		f.Close()
+		os.Remove(cfg.Path)
+		return nil, fmt.Errorf("open capture %s: write header: %w", cfg.Path, err)
+	}
+	mem, err := unix.Mmap(-1, 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_POPULATE)
+	if err != nil {
+		f.Close()
+		os.Remove(cfg.Path)
+		return nil, fmt.Errorf("open capture %s: map a ring of %d bytes: %w", cfg.Path, size, err)
+	}
+	for i := 0; i < len(mem); i += 4096 { // MAP_POPULATE is best effort
+		mem[i] = 0
+	}
+	c.ring.buf, c.ring.size, c.ring.mask = mem, uint64(size), uint64(size-1)
+	go c.drain()
+	return c, nil
+}
+
+func createFile(path string) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o640)
+	if err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			return nil, fmt.Errorf("open capture: %w (a capture is never overwritten)", err)
+		}
+		return nil, fmt.Errorf("open capture: %w", err)
+	}
+	return f, nil
+}
+
+// Path is the capture file.
+func (c *Capture) Path() string { return c.path }
+
+// BufferSize is the ring's size in bytes.
+func (c *Capture) BufferSize() int { return int(c.ring.size) }
+
+// Put copies the datagrams of a batch into the ring, to be written to the
+// file. Only one goroutine may call it (the receive thread), and not after
+// Close. It never blocks and allocates nothing; a datagram the ring has no
+// room for is left out of the capture and counted.
+func (c *Capture) Put(pkts []rx.Packet) { c.ring.put(pkts) }
+
+// Stats returns the counters; safe from any goroutine.
+func (c *Capture) Stats() Stats {
+	return Stats{Packets: c.packets.Load(), Bytes: c.bytes.Load(), Dropped: c.ring.dropped.Load(),
+		WriteErrors: c.writeErrs.Load(), WriteLost: c.writeLost.Load()}
+}
+
+// Close writes what the ring still holds, flushes and closes the file and
+// unmaps the ring. Call it once Put is no longer called.
+func (c *Capture) Close() error {
+	if c.closed.Swap(true) {
+		return nil
+	}
+	close(c.stop)
+	<-c.done
+	err := c.f.Close()
+	unix.Munmap(c.ring.buf)
+	if err != nil {
+		return fmt.Errorf("close capture %s: %w", c.path, err)
+	}
+	st := c.Stats()
+	c.log.Info().Str("file", c.path).Uint64("packets", st.Packets).Uint64("bytes", st.Bytes).
+		Uint64("dropped", st.Dropped).Uint64("write_errors", st.WriteErrors).Uint64("write_lost", st.WriteLost).
+		Msg("capture closed")
+	return nil
+}
+
+// drain is the drainer goroutine: ring to buffer to file.
+func (c *Capture) drain() {
+	defer close(c.done)
+	r := &c.ring
+	var (
+		rec        record
+		lastFlush  = time.Now()
+		seenDrops  uint64
+		dropRun    bool
+		stopping   bool
+		runDropped uint64
+	)
+	timer := time.NewTimer(pollEvery)
+	defer timer.Stop()
+	for {
+		t, head := r.tail.Load(), r.head.Load()
+		wrote := t != head
+		for t != head {
+			var ok bool
+			if t, ok = r.next(t, &rec); ok {
+				c.write(&rec)
+			}
+			if len(c.buf.b) >= bufSize {
+				r.tail.Store(t)
+				c.flushLogged()
+				lastFlush = time.Now()
+			}
+		}
+		r.tail.Store(t)
+		// One warning per run of drops: a run ends when datagrams are
+		// captured again with no new drop.
+		if d := r.dropped.Load(); d != seenDrops {
+			if !dropRun {
+				c.log.Warn().Str("file", c.path).Int("buffer", int(r.size)).
+					Msg("capture: ring full, datagrams left out of the capture (not out of the feed): the disk or the drainer is behind; raise capture.buffer")
+			}
+			runDropped += d - seenDrops
+			seenDrops, dropRun = d, true
+		} else if dropRun && wrote {
+			c.log.Info().Str("file", c.path).Uint64("dropped", runDropped).Msg("capture: capturing again after the ring was full")
+			dropRun, runDropped = false, 0
+		}
+		if stopping {
+			c.flushLogged()
+			return
+		}
+		if len(c.buf.b) > 0 && time.Since(lastFlush) >= flushEvery {
+			c.flushLogged()
+			lastFlush = time.Now()
+		}
+		// Sleep after every pass, not only an empty one: a feed trickling
+		// in would otherwise keep this goroutine spinning on a CPU the
+		// hot thread may need. The ring holds far more than pollEvery
+		// of traffic.
+		timer.Reset(pollEvery)
+		select {
+		case <-c.stop:
+			// The producer has stopped: one more pass takes what it
+			// published last.
+			stopping = true
+		case <-timer.C:
+		}
+	}
+}
+
+// write appends one datagram's frame to the buffer.
+func (c *Capture) write(rec *record) {
+	line := int(rec.line)
+	if line >= len(c.dst) {
+		return // no such line: the receiver does not produce it
+	}
+	src := netip.AddrPortFrom(c.src[line], rec.srcPort)
+	if rec.srcOK {
+		src = netip.AddrPortFrom(netip.AddrFrom4(rec.src), rec.srcPort)
+	}
+	if len(rec.payload) > pcap.Snaplen-14-20-8 {
+		c.writeLost.Add(1)
+		return
+	}
+	c.id++
+	c.frame = pcap.AppendUDPFrame(c.frame[:0], src, c.dst[line], c.id, rec.payload)
+	ci := gopacket.CaptureInfo{Timestamp: time.Unix(0, rec.rxTime), CaptureLength: len(c.frame), Length: len(c.frame)}
+	c.pw.WritePacket(ci, c.frame) // into memory: never fails
+	c.pending++
+}
+
+// flushLogged flushes the buffer, logging a failure once per run of them.
+func (c *Capture) flushLogged() {
+	failing := c.failing
+	if err := c.flush(); err != nil {
+		if !failing {
+			c.log.Error().Err(err).Str("file", c.path).
+				Msg("capture: write failed; the datagrams buffered are lost from the capture (not from the feed), capturing goes on")
+		}
+		c.failing = true
+		return
+	}
+	if c.failing {
+		c.log.Info().Str("file", c.path).Msg("capture: writing again")
+		c.failing = false
+	}
+}
+
+// flush writes the buffer to the file. On failure the file is cut back to
+// its last whole record (a short write would leave half a record that
+// ends any reader there), and the buffer's datagrams are counted lost.
+func (c *Capture) flush() error {
+	if len(c.buf.b) == 0 {
+		return nil
+	}
+	n, err := c.f.Write(c.buf.b)
+	if err == nil {
+		c.off += int64(n)
+		c.bytes.Add(uint64(n))
+		c.packets.Add(c.pending)
+	} else {
+		c.writeErrs.Add(1)
+		c.writeLost.Add(c.pending)
+		if n > 0 {
+			if terr := c.f.Truncate(c.off); terr != nil {
+				err = errors.Join(err, terr)
+			}
+			if _, serr := c.f.Seek(c.off, 0); serr != nil {
+				err = errors.Join(err, serr)
+			}
+		}
+	}
+	c.buf.b, c.pending = c.buf.b[:0], 0
+	if err != nil {
+		return fmt.Errorf("write capture %s at offset %d: %w", c.path, c.off, err)
+	}
+	return nil
+}

@@ -1,0 +1,352 @@
+package capture
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/marketfeed/feedhandler/feed/pcap"
+	"github.com/marketfeed/feedhandler/feed/rx"
+)
+
+var testLines = []rx.LineConfig{
+	{Name: "A", Group: netip.MustParseAddr("239.1.1.1"), Port: 26400, Source: netip.MustParseAddr("10.0.0.9")},
+	{Name: "B", Group: netip.MustParseAddr("239.1.1.2"), Port: 26401},
+}
+
+// datagram i of a test: its payload says i, its size varies from 1 byte
+// to about 1500 so that records wrap the ring at every offset.
+func datagram(i int) rx.Packet {
+	n := 1 + (i*337)%1500
+	b := bytes.Repeat([]byte{byte(i)}, n)
+	copy(b, fmt.Sprintf("%08d", i))
+	p := rx.Packet{Data: b[:n], Line: rx.Line(i % 2), RxTime: int64(time.Hour) + int64(i)*1001}
+	if i%3 != 0 { // the receiver knew the source
+		p.Src = netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 1, 2, byte(i)}), uint16(4000+i%7))
+	}
+	return p
+}
+
+func readAll(t *testing.T, path string) []pcap.Frame {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	r, err := pcap.NewReader(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []pcap.Frame
+	for {
+		fr, err := r.Next()
+		if err == io.EOF {
+			return out
+		}
+		if err != nil {
+			t.Fatalf("frame %d: %v", len(out)+1, err)
+		}
+		fr.Payload = bytes.Clone(fr.Payload)
+		out = append(out, fr)
+	}
+}
+
+// checkFrame compares a frame read back with datagram i.
+func checkFrame(t *testing.T, fr pcap.Frame, i int) {
+	t.Helper()
+	p := datagram(i)
+	src := netip.AddrPortFrom(netip.IPv4Unspecified(), p.Src.Port())
+	if p.Src.IsValid() {
+		src = p.Src
+	} else if p.Line == rx.LineA {
+		src = netip.AddrPortFrom(testLines[0].Source, 0)
+	}
+	dst := netip.AddrPortFrom(testLines[p.Line].Group, testLines[p.Line].Port)
+	if !bytes.Equal(fr.Payload, p.Data) || fr.Time != p.RxTime || fr.Src != src || fr.Dst != dst {
+		t.Fatalf("frame %d: %d bytes %q... at %d from %v to %v; want datagram %d: %d bytes %q... at %d from %v to %v",
+			fr.Index, len(fr.Payload), fr.Payload[:min(8, len(fr.Payload))], fr.Time, fr.Src, fr.Dst,
+			i, len(p.Data), p.Data[:min(8, len(p.Data))], p.RxTime, src, dst)
+	}
+}
+
+// TestRoundTrip: datagrams Put in batches, many times the ring's size
+// over, are all in the file, in order, with their payload, receive time,
+// source and their line's group and port, while the drainer keeps up
+// (each batch waits for room). A batch then waits for the ring to be
+// empty only when the ring is full; nothing may be dropped.
+func TestRoundTrip(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "c.pcap")
+	c, err := Open(Config{Path: path, Buffer: MinBuffer, Lines: testLines, Log: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const total, batch = 8000, 50 // about 6 MB through a 1 MiB ring
+	pkts := make([]rx.Packet, batch)
+	for i := 0; i < total; i += batch {
+		var need uint64
+		for j := range pkts {
+			pkts[j] = datagram(i + j)
+			need += recordSize(len(pkts[j].Data)) + 2048 // room for a wrap
+		}
+		for k := 0; c.ring.pHead+need-c.ring.tail.Load() > c.ring.size; k++ {
+			if k > 10000 {
+				t.Fatal("the drainer does not free the ring")
+			}
+			time.Sleep(time.Millisecond)
+		}
+		c.Put(pkts)
+	}
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	st := c.Stats()
+	if st.Dropped != 0 || st.Packets != total || st.WriteErrors != 0 {
+		t.Fatalf("stats %+v, want %d packets, nothing dropped", st, total)
+	}
+	frames := readAll(t, path)
+	if len(frames) != total {
+		t.Fatalf("%d frames in the file, want %d", len(frames), total)
+	}
+	for i, fr := range frames {
+		checkFrame(t, fr, i)
+	}
+	fi, _ := os.Stat(path)
+	if uint64(fi.Size()) != st.Bytes {
+		t.Fatalf("file of %d bytes, Stats.Bytes %d", fi.Size(), st.Bytes)
+	}
+}
+
+// TestFullRingDrops: a batch larger than the ring keeps what fits and
+// counts the rest dropped (the drainer cannot free anything before the
+// batch is published); the file holds exactly the datagrams kept, and the
+// next batch, once the drainer emptied the ring, is captured whole.
+func TestFullRingDrops(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "c.pcap")
+	c, err := Open(Config{Path: path, Buffer: MinBuffer, Lines: testLines, Log: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	big := make([]rx.Packet, 2000) // about 1.5 MB
+	var fit uint64
+	kept := 0
+	for i := range big {
+		big[i] = datagram(i)
+		if n := recordSize(len(big[i].Data)); fit+n <= MinBuffer {
+			fit += n
+			kept++
+		}
+	}
+	c.Put(big)
+	if d := c.Stats().Dropped; d == 0 || d > uint64(len(big)-kept) {
+		// The ring keeps the datagrams that fit in the order given:
+		// after the first that does not, smaller ones may still fit.
+		t.Fatalf("dropped %d of %d, want 1..%d (those past %d bytes)", d, len(big), len(big)-kept, MinBuffer)
+	}
+	for k := 0; c.ring.tail.Load() != c.ring.pHead; k++ {
+		if k > 10000 {
+			t.Fatal("the drainer does not empty the ring")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	next := []rx.Packet{datagram(5000), datagram(5001)}
+	c.Put(next)
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	st := c.Stats()
+	frames := readAll(t, path)
+	if st.Packets+st.Dropped != uint64(len(big)+2) || uint64(len(frames)) != st.Packets {
+		t.Fatalf("stats %+v, %d frames; want packets+dropped = %d, frames = packets", st, len(frames), len(big)+2)
+	}
+	// A datagram after a dropped one may still fit: the frames are the
+	// datagrams kept, in order, told apart by their receive times.
+	last := -1
+	for _, fr := range frames {
+		i := int((fr.Time - int64(time.Hour)) / 1001)
+		if i <= last {
+			t.Fatalf("frame %d is datagram %d, after datagram %d", fr.Index, i, last)
+		}
+		checkFrame(t, fr, i)
+		last = i
+	}
+	if last != 5001 {
+		t.Fatalf("the last frame is datagram %d, want 5001", last)
+	}
+}
+
+// TestPutAllocs: Put allocates nothing, with room in the ring and with
+// the ring full (every datagram dropped).
+func TestPutAllocs(t *testing.T) {
+	c, err := Open(Config{Path: filepath.Join(t.TempDir(), "c.pcap"), Buffer: MinBuffer, Lines: testLines, Log: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	pkts := []rx.Packet{datagram(1), datagram(2), datagram(3)}
+	if a := testing.AllocsPerRun(100, func() { c.Put(pkts) }); a != 0 {
+		t.Fatalf("Put: %v allocations, want 0", a)
+	}
+	full := make([]rx.Packet, 1500)
+	for i := range full {
+		full[i] = datagram(2 * i) // even: line A, and long enough to fill the ring
+	}
+	if a := testing.AllocsPerRun(10, func() { c.Put(full) }); a != 0 {
+		t.Fatalf("Put with the ring full: %v allocations, want 0", a)
+	}
+	if c.Stats().Dropped == 0 {
+		t.Fatal("no datagram dropped: the ring was never full")
+	}
+}
+
+// TestFileName: a start's file never overwrites another's, and Open
+// refuses an existing file.
+func TestFileName(t *testing.T) {
+	at := time.Date(2026, 12, 6, 9, 30, 0, 0, time.FixedZone("x", 3600))
+	for base, want := range map[string]string{
+		"/var/lib/fh/nasdaq.pcap": "/var/lib/fh/nasdaq-20261206T083000Z.pcap",
+		"cap":                     "cap-20261206T083000Z.pcap",
+		"a.b/c.pcapng":            "a.b/c-20261206T083000Z.pcapng",
+	} {
+		if got := FileName(base, at); got != want {
+			t.Errorf("FileName(%q) = %q, want %q", base, got, want)
+		}
+	}
+	path := filepath.Join(t.TempDir(), "c.pcap")
+	if err := os.WriteFile(path, []byte("keep"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(Config{Path: path, Lines: testLines}); !errors.Is(err, fs.ErrExist) {
+		t.Fatalf("Open of an existing file: %v, want it refused", err)
+	}
+	if b, _ := os.ReadFile(path); string(b) != "keep" {
+		t.Fatalf("the existing file was changed: %q", b)
+	}
+}
+
+// TestWriteErrors: a write that fails (the disk full: /dev/full's) is
+// counted with the datagrams it held, never stops the capture, and Close
+// still returns.
+func TestWriteErrors(t *testing.T) {
+	c, err := Open(Config{Path: filepath.Join(t.TempDir(), "c.pcap"), Buffer: MinBuffer, Lines: testLines, Log: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	full, err := os.OpenFile("/dev/full", os.O_WRONLY, 0)
+	if err != nil {
+		t.Skipf("no /dev/full: %v", err)
+	}
+	c.f.Close()
+	c.f = full // the drainer has not written since Open's header: no race
+	c.Put([]rx.Packet{datagram(1), datagram(2)})
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if st := c.Stats(); st.WriteErrors == 0 || st.WriteLost != 2 || st.Packets != 0 {
+		t.Fatalf("stats %+v, want a write error losing 2 datagrams", st)
+	}
+}
+
+// BenchmarkPut is the receive thread's cost of capturing: a batch of 32
+// datagrams of 1 KiB copied into the ring (of the default size), a
+// consumer that keeps up simulated by moving tail after each batch (the
+// drainer, writing to disk on this machine, would not keep up with an
+// unpaced loop: the figure would be the drop path's).
+func BenchmarkPut(b *testing.B) {
+	r := &ring{buf: make([]byte, DefaultBuffer), size: DefaultBuffer, mask: DefaultBuffer - 1}
+	for i := 0; i < len(r.buf); i += 4096 {
+		r.buf[i] = 1
+	}
+	pkts := make([]rx.Packet, 32)
+	for i := range pkts {
+		pkts[i] = rx.Packet{Data: make([]byte, 1024), Line: rx.Line(i % 2), RxTime: int64(i),
+			Src: netip.MustParseAddrPort("10.0.0.1:4000")}
+	}
+	b.ReportAllocs()
+	n := 0
+	for b.Loop() {
+		r.put(pkts)
+		r.tail.Store(r.pHead)
+		n += len(pkts)
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(n), "ns/pkt")
+	if r.dropped.Load() != 0 {
+		b.Fatalf("%d dropped", r.dropped.Load())
+	}
+}
+
+// syncBuf is a log sink the drainer writes while the test reads.
+type syncBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuf) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestDropWarningOncePerRun: a run of drops (a batch overflowing the
+// ring, about 700 datagrams dropped) is one warning; once datagrams are
+// captured again with no new drop it says so, and the next run warns
+// again.
+func TestDropWarningOncePerRun(t *testing.T) {
+	var log syncBuf
+	c, err := Open(Config{Path: filepath.Join(t.TempDir(), "c.pcap"), Buffer: MinBuffer, Lines: testLines, Log: zerolog.New(&log)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	big := make([]rx.Packet, 2000)
+	for i := range big {
+		big[i] = datagram(i)
+	}
+	drained := func() {
+		for k := 0; c.ring.tail.Load() != c.ring.pHead; k++ {
+			if k > 10000 {
+				t.Fatal("the drainer does not empty the ring")
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	waitLog := func(s string, n int) {
+		for k := 0; strings.Count(log.String(), s) < n; k++ {
+			if k > 10000 {
+				t.Fatalf("%d %q lines in the log, want %d:\n%s", strings.Count(log.String(), s), s, n, log.String())
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	c.Put(big)
+	drained()
+	waitLog("ring full", 1)
+	c.Put(big[:1])
+	drained()
+	waitLog("capturing again", 1)
+	c.Put(big)
+	drained()
+	waitLog("ring full", 2)
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(log.String(), "ring full"); n != 2 {
+		t.Fatalf("%d ring-full warnings for two runs of drops:\n%s", n, log.String())
+	}
+}

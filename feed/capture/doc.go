@@ -1,0 +1,27 @@
+// Package capture writes every line datagram the handler receives to a
+// pcap file, so that a day can be replayed (feedhandler replay reads the
+// file) and the exchange's data audited.
+//
+// The receive thread must never block or allocate for it. Put copies each
+// datagram of a batch (with its line, source and receive timestamp) into a
+// preallocated single-producer/single-consumer byte ring and publishes the
+// batch with one atomic store; an ordinary goroutine drains the ring into
+// the file through a 1 MiB buffer. When the ring is full the datagram is
+// left out of the capture (never out of the feed) and counted
+// (Stats.Dropped); the drainer logs one warning per run of drops. A failed
+// write (a full disk) is logged once per run of failures and counted
+// (Stats.WriteErrors, Stats.WriteLost); the file is cut back to its last
+// whole record so that it stays readable, and capturing goes on. Close
+// drains the ring, flushes and closes the file.
+//
+// The file is a nanosecond pcap of Ethernet/IPv4/UDP frames: the sockets
+// hand over UDP payloads, so each frame's headers are synthetic, built from
+// the datagram's source address and its line's group and port (the
+// destination a replay tells the lines apart by).
+//
+//	c, err := capture.Open(capture.Config{Path: p, Lines: lines, Log: log})
+//	...
+//	c.Put(pkts[:n]) // the receive thread, per batch, before Release
+//	...
+//	err = c.Close() // after the receive thread stopped
+package capture
