@@ -73,7 +73,7 @@ type Capture struct {
 	ring ring
 	path string
 	log  zerolog.Logger
-	f    *os.File
+	f    file
 	dst  []netip.AddrPort // by line
 	src  []netip.Addr     // by line: when the datagram's is unknown
 
@@ -90,6 +90,15 @@ type Capture struct {
 	failing bool // the last flush failed
 
 	packets, bytes, writeErrs, writeLost atomic.Uint64
+}
+
+// file is what the drainer writes to: an *os.File (a test's in
+// TestWriteCutBack).
+type file interface {
+	Write([]byte) (int, error)
+	Truncate(int64) error
+	Seek(int64, int) (int64, error)
+	Close() error
 }
 
 // memBuf is the drainer's buffer: pcapgo writes into it, and it never

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -348,5 +349,66 @@ func TestDropWarningOncePerRun(t *testing.T) {
 	}
 	if n := strings.Count(log.String(), "ring full"); n != 2 {
 		t.Fatalf("%d ring-full warnings for two runs of drops:\n%s", n, log.String())
+	}
+}
+
+// halfFull is a file whose first write of more than a header stops
+// half-way with ENOSPC, as a disk filling up does; later writes succeed.
+type halfFull struct {
+	*os.File
+	failed bool
+}
+
+func (h *halfFull) Write(p []byte) (int, error) {
+	if h.failed || len(p) <= 24 {
+		return h.File.Write(p)
+	}
+	h.failed = true
+	n, err := h.File.Write(p[:len(p)/2])
+	if err != nil {
+		return n, err
+	}
+	return n, syscall.ENOSPC
+}
+
+// TestWriteCutBack: a write that stops half-way (a disk filling up) loses
+// the datagrams it held, counted and logged once; the half record it
+// left is cut off, so the file stays readable to its end, and the
+// datagrams captured after (the disk has room again) follow it whole.
+func TestWriteCutBack(t *testing.T) {
+	var log syncBuf
+	path := filepath.Join(t.TempDir(), "c.pcap")
+	c, err := Open(Config{Path: path, Buffer: MinBuffer, Lines: testLines, Log: zerolog.New(&log)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.f = &halfFull{File: c.f.(*os.File)} // the drainer has written only the header: no race
+	first := []rx.Packet{datagram(1), datagram(2), datagram(3)}
+	c.Put(first)
+	for k := 0; c.Stats().WriteErrors == 0; k++ { // the buffer is flushed after flushEvery of quiet
+		if k > 10000 {
+			t.Fatal("the drainer never flushed")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	c.Put([]rx.Packet{datagram(4), datagram(5)})
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	st := c.Stats()
+	if st.WriteErrors != 1 || st.WriteLost != 3 || st.Packets != 2 {
+		t.Fatalf("stats %+v, want 1 write error losing 3 datagrams, 2 written", st)
+	}
+	frames := readAll(t, path)
+	if len(frames) != 2 {
+		t.Fatalf("%d frames in the file, want datagrams 4 and 5", len(frames))
+	}
+	checkFrame(t, frames[0], 4)
+	checkFrame(t, frames[1], 5)
+	if fi, _ := os.Stat(path); uint64(fi.Size()) != st.Bytes {
+		t.Fatalf("file of %d bytes, Stats.Bytes %d: the half record was not cut off", fi.Size(), st.Bytes)
+	}
+	if n := strings.Count(log.String(), "write failed"); n != 1 || !strings.Contains(log.String(), "writing again") {
+		t.Fatalf("%d write-failed lines, want 1, then writing again:\n%s", n, log.String())
 	}
 }
