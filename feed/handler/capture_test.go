@@ -58,8 +58,10 @@ func (r *batchRx) Close() error {
 // ring), the capture drops datagrams (counted: written + dropped = every
 // datagram received, the file holding exactly those written), while the
 // feed loses nothing: every message delivered, the published books equal
-// the reference.
-func TestCaptureFullRingLeavesFeedWhole(t *testing.T) {
+// the reference. In both modes: the receive thread captures either way.
+func TestCaptureFullRingLeavesFeedWhole(t *testing.T) { forEachMode(t, testCaptureFullRing) }
+
+func testCaptureFullRing(t *testing.T, mode Mode, shards []int) {
 	pkts := dayPackets(t, 100_000)
 	ref, err := book.New(book.Config{MaxOrders: 1 << 18, MaxLocates: 1024, MaxLevels: 1 << 16})
 	if err != nil {
@@ -81,6 +83,8 @@ func TestCaptureFullRingLeavesFeedWhole(t *testing.T) {
 		Receive:       rx.Config{Lines: testCaptureLines, BatchSize: 4096},
 		Arbiter:       ArbiterConfig{Grace: time.Millisecond, Hold: 5 * time.Millisecond},
 		Book:          book.Config{MaxOrders: 1 << 18, MaxLocates: 1024, MaxLevels: 1 << 16},
+		Mode:          mode,
+		ShardCores:    shards,
 		ShmName:       name,
 		CapturePath:   filepath.Join(dir, "feed.pcap"),
 		CaptureBuffer: capture.MinBuffer,
