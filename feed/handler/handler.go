@@ -429,7 +429,6 @@ func (h *Handler) receive(pinErr chan<- error) {
 		var ended int64 // when the batch's publish ended (run to completion)
 		if n > 0 {
 			h.pickup = clock.Now()
-			h.captureBatch(pkts[:n])
 			if tailTrace && h.inline != nil {
 				h.inline.tail.begin(h.pickup, pkts[:n], h.inline.pub.Published)
 			}
@@ -447,6 +446,10 @@ func (h *Handler) receive(pinErr chan<- error) {
 				}
 			}
 			ended = h.endBatch()
+			// After the batch is published, so the copy is not on its
+			// path to the shm file; before Release, while the datagrams
+			// are still the receiver's buffers as they came.
+			h.captureBatch(pkts[:n])
 			h.recv.Release(pkts[:n])
 		}
 		h.delivered.Store(h.nDelivered)
