@@ -33,6 +33,12 @@ const (
 	MaxBuffer = 1 << 30
 )
 
+// MinRotate and MaxRotate bound Config.RotateSize (0: never rotate).
+const (
+	MinRotate = 1 << 20
+	MaxRotate = 1 << 40
+)
+
 // flushEvery is how long the drainer lets written datagrams wait in its
 // buffer while the ring is quiet: what a crash can lose beyond the ring.
 const flushEvery = 200 * time.Millisecond
@@ -57,6 +63,13 @@ type Config struct {
 	// 0.0.0.0, when the receiver did not know it).
 	Lines []rx.LineConfig
 	Log   zerolog.Logger
+	// RotateSize: once the file holds at least this many bytes, the
+	// writer closes it and goes on in a new one, named by FileName(Base,
+	// the time of the switch) (MinRotate..MaxRotate; 0: never). Every file
+	// starts with its own pcap header and holds whole datagrams only.
+	RotateSize int64
+	// Base is the name new files are made from (capture.path); "": Path.
+	Base string
 }
 
 // Stats count what a capture did.
@@ -66,6 +79,7 @@ type Stats struct {
 	Dropped     uint64 // datagrams left out because the ring was full
 	WriteErrors uint64 // failed writes to the file
 	WriteLost   uint64 // datagrams lost with a failed write
+	Files       uint64 // files written to: 1, and one more per rotation
 }
 
 // Capture is an open capture file and its ring.
@@ -88,8 +102,13 @@ type Capture struct {
 	done    chan struct{}
 	closed  atomic.Bool
 	failing bool // the last flush failed
+	// Rotation (Config.RotateSize, Base); the drainer's, after Open.
+	rotateSize int64
+	base       string
+	first      string // the first file (Path)
+	rotateFail bool   // the last rotation failed: logged, the file goes on
 
-	packets, bytes, writeErrs, writeLost atomic.Uint64
+	packets, bytes, writeErrs, writeLost, files atomic.Uint64
 }
 
 // file is what the drainer writes to: an *os.File (a test's in
@@ -119,6 +138,24 @@ func FileName(base string, t time.Time) string {
 	return strings.TrimSuffix(base, filepath.Ext(base)) + "-" + t.UTC().Format("20060102T150405Z") + ext
 }
 
+// createUnique creates FileName(base, t), or when a file of that name exists
+// (two files in one second) the same with -2, -3, ... before the
+// extension; the file is created, empty.
+func createUnique(base string, t time.Time) (*os.File, string, error) {
+	name := FileName(base, t)
+	ext := filepath.Ext(name)
+	for i := 1; ; i++ {
+		try := name
+		if i > 1 {
+			try = strings.TrimSuffix(name, ext) + fmt.Sprintf("-%d", i) + ext
+		}
+		f, err := createFile(try)
+		if err == nil || !errors.Is(err, fs.ErrExist) || i == 100 {
+			return f, try, err
+		}
+	}
+}
+
 // Open creates the file, writes the pcap header, maps the ring (its pages
 // touched now, not by the receive thread) and starts the drainer.
 func Open(cfg Config) (*Capture, error) {
@@ -129,9 +166,15 @@ func Open(cfg Config) (*Capture, error) {
 	if size < MinBuffer || size > MaxBuffer {
 		return nil, fmt.Errorf("open capture: buffer of %d bytes out of range (%d..%d)", size, MinBuffer, MaxBuffer)
 	}
+	if cfg.RotateSize != 0 && (cfg.RotateSize < MinRotate || cfg.RotateSize > MaxRotate) {
+		return nil, fmt.Errorf("open capture: rotate size of %d bytes out of range (%d..%d, or 0)", cfg.RotateSize, MinRotate, MaxRotate)
+	}
 	size = 1 << bits.Len(uint(size-1))
-	c := &Capture{path: cfg.Path, log: cfg.Log, stop: make(chan struct{}), done: make(chan struct{}),
-		frame: make([]byte, 0, 2048)}
+	c := &Capture{path: cfg.Path, first: cfg.Path, log: cfg.Log, stop: make(chan struct{}), done: make(chan struct{}),
+		frame: make([]byte, 0, 2048), rotateSize: cfg.RotateSize, base: cfg.Base}
+	if c.base == "" {
+		c.base = cfg.Path
+	}
 	for _, l := range cfg.Lines {
 		c.dst = append(c.dst, netip.AddrPortFrom(l.Group, l.Port))
 		src := l.Source
@@ -166,6 +209,7 @@ func Open(cfg Config) (*Capture, error) {
 		mem[i] = 0
 	}
 	c.ring.buf, c.ring.size, c.ring.mask = mem, uint64(size), uint64(size-1)
+	c.files.Store(1)
 	go c.drain()
 	return c, nil
 }
@@ -181,8 +225,9 @@ func createFile(path string) (*os.File, error) {
 	return f, nil
 }
 
-// Path is the capture file.
-func (c *Capture) Path() string { return c.path }
+// Path is the capture's first file (with RotateSize, later ones are
+// logged as they are opened, "capture: next file").
+func (c *Capture) Path() string { return c.first }
 
 // BufferSize is the ring's size in bytes.
 func (c *Capture) BufferSize() int { return int(c.ring.size) }
@@ -196,7 +241,7 @@ func (c *Capture) Put(pkts []rx.Packet) { c.ring.put(pkts) }
 // Stats returns the counters; safe from any goroutine.
 func (c *Capture) Stats() Stats {
 	return Stats{Packets: c.packets.Load(), Bytes: c.bytes.Load(), Dropped: c.ring.dropped.Load(),
-		WriteErrors: c.writeErrs.Load(), WriteLost: c.writeLost.Load()}
+		WriteErrors: c.writeErrs.Load(), WriteLost: c.writeLost.Load(), Files: c.files.Load()}
 }
 
 // Close writes what the ring still holds, flushes and closes the file and
@@ -262,6 +307,7 @@ func (c *Capture) drain() {
 			dropRun, runDropped = false, 0
 		}
 		if stopping {
+			c.rotateSize = 0 // no new file at the end
 			c.flushLogged()
 			return
 		}
@@ -305,10 +351,15 @@ func (c *Capture) write(rec *record) {
 	c.pending++
 }
 
-// flushLogged flushes the buffer, logging a failure once per run of them.
+// flushLogged flushes the buffer, logging a failure once per run of them,
+// then goes on in a new file when this one reached RotateSize.
 func (c *Capture) flushLogged() {
 	failing := c.failing
-	if err := c.flush(); err != nil {
+	err := c.flush()
+	if err == nil && c.rotateSize > 0 && c.off >= c.rotateSize {
+		c.rotate()
+	}
+	if err != nil {
 		if !failing {
 			c.log.Error().Err(err).Str("file", c.path).
 				Msg("capture: write failed; the datagrams buffered are lost from the capture (not from the feed), capturing goes on")
@@ -320,6 +371,46 @@ func (c *Capture) flushLogged() {
 		c.log.Info().Str("file", c.path).Msg("capture: writing again")
 		c.failing = false
 	}
+}
+
+// rotate closes the file, whose buffer was just flushed, and goes on in a
+// new one with its own header. A new file that cannot be created leaves
+// the old one in use (logged once per run of failures; tried again at the
+// next flush): the capture goes on rather than lose datagrams.
+func (c *Capture) rotate() {
+	f, name, err := createUnique(c.base, time.Now())
+	if err == nil {
+		// The header goes to the new file before the old one is let go:
+		// a file without it would be unreadable. The buffer is empty
+		// (just flushed).
+		if err = c.pw.WriteFileHeader(pcap.Snaplen, layers.LinkTypeEthernet); err == nil { // into memory
+			_, err = f.Write(c.buf.b)
+		}
+		if err != nil {
+			f.Close()
+			os.Remove(name)
+			err = fmt.Errorf("write the header of %s: %w", name, err)
+		}
+	}
+	if err != nil {
+		c.buf.b = c.buf.b[:0]
+		if !c.rotateFail {
+			c.log.Error().Err(err).Str("file", c.path).
+				Msg("capture: next file not created; writing on in this one")
+		}
+		c.rotateFail = true
+		return
+	}
+	c.rotateFail = false
+	old, oldSize := c.path, c.off
+	if cerr := c.f.Close(); cerr != nil {
+		c.log.Error().Err(cerr).Str("file", old).Msg("capture: closing a full file failed")
+	}
+	c.f, c.path, c.off = f, name, int64(len(c.buf.b))
+	c.bytes.Add(uint64(len(c.buf.b)))
+	c.buf.b = c.buf.b[:0]
+	c.files.Add(1)
+	c.log.Info().Str("file", name).Str("previous", old).Int64("previous_bytes", oldSize).Msg("capture: next file")
 }
 
 // flush writes the buffer to the file. On failure the file is cut back to

@@ -93,22 +93,8 @@ func TestRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	const total, batch = 8000, 50 // about 6 MB through a 1 MiB ring
-	pkts := make([]rx.Packet, batch)
-	for i := 0; i < total; i += batch {
-		var need uint64
-		for j := range pkts {
-			pkts[j] = datagram(i + j)
-			need += recordSize(len(pkts[j].Data)) + 2048 // room for a wrap
-		}
-		for k := 0; c.ring.pHead+need-c.ring.tail.Load() > c.ring.size; k++ {
-			if k > 10000 {
-				t.Fatal("the drainer does not free the ring")
-			}
-			time.Sleep(time.Millisecond)
-		}
-		c.Put(pkts)
-	}
+	const total = 8000 // about 6 MB through a 1 MiB ring
+	putAll(t, c, total)
 	if err := c.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -410,5 +396,121 @@ func TestWriteCutBack(t *testing.T) {
 	}
 	if n := strings.Count(log.String(), "write failed"); n != 1 || !strings.Contains(log.String(), "writing again") {
 		t.Fatalf("%d write-failed lines, want 1, then writing again:\n%s", n, log.String())
+	}
+}
+
+// TestRotate: with RotateSize, the datagrams of a run go to several files,
+// each starting with its own header and holding whole datagrams (each
+// readable alone), named from the base (two in one second get -2, -3...);
+// read in order they are every datagram once, in order. No file is opened
+// at Close for nothing.
+func TestRotate(t *testing.T) {
+	dir := t.TempDir()
+	base := filepath.Join(dir, "c.pcap")
+	first := FileName(base, time.Now())
+	var logs bytes.Buffer
+	c, err := Open(Config{Path: first, Base: base, Buffer: MinBuffer, RotateSize: MinRotate, Lines: testLines, Log: zerolog.New(&logs)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const total = 8000 // about 6 MB: 4 files or more of 1 MiB and a buffer's flush
+	putAll(t, c, total)
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	st := c.Stats()
+	names, _ := filepath.Glob(filepath.Join(dir, "c-*.pcap"))
+	if st.Files < 3 || uint64(len(names)) != st.Files || st.Packets != total || st.Dropped != 0 {
+		t.Fatalf("stats %+v, files %v: want 3 or more files (about 6 MB in files of 1 MiB), each in Files, %d packets", st, names, total)
+	}
+	// In the order they were opened: the log's "next file" lines.
+	order := []string{first}
+	for _, l := range strings.Split(logs.String(), "\n") {
+		if strings.Contains(l, "capture: next file") {
+			i := strings.Index(l, `"file":"`) + len(`"file":"`)
+			order = append(order, l[i:i+strings.Index(l[i:], `"`)])
+		}
+	}
+	if len(order) != len(names) {
+		t.Fatalf("%d files on disk, %d opened by the log: %v", len(names), len(order), order)
+	}
+	var bytes uint64
+	n := 0
+	for k, name := range order {
+		frames := readAll(t, name) // a header and whole frames, or it fails
+		if k < len(order)-1 && len(frames) == 0 {
+			t.Fatalf("file %d (%s) holds no datagram", k, name)
+		}
+		for _, fr := range frames {
+			checkFrame(t, fr, n)
+			n++
+		}
+		fi, _ := os.Stat(name)
+		if k < len(order)-1 && fi.Size() < MinRotate {
+			t.Fatalf("file %d (%s) of %d bytes, rotated before RotateSize %d", k, name, fi.Size(), MinRotate)
+		}
+		bytes += uint64(fi.Size())
+	}
+	if n != total || bytes != st.Bytes {
+		t.Fatalf("%d datagrams and %d bytes in the files, want %d and Stats.Bytes %d", n, bytes, total, st.Bytes)
+	}
+}
+
+// TestRotateNewFileFails: a next file that cannot be created (the
+// directory made read-only... as root, gone) leaves the capture in the
+// file it has, logged once, nothing lost.
+func TestRotateNewFileFails(t *testing.T) {
+	dir := t.TempDir()
+	base := filepath.Join(dir, "sub", "c.pcap")
+	if err := os.Mkdir(filepath.Dir(base), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	first := FileName(base, time.Now())
+	var logs bytes.Buffer
+	c, err := Open(Config{Path: first, Base: base, Buffer: MinBuffer, RotateSize: MinRotate, Lines: testLines, Log: zerolog.New(&logs)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The directory goes; the open file stays writable.
+	moved := filepath.Join(dir, "moved")
+	if err := os.Rename(filepath.Dir(base), moved); err != nil {
+		t.Fatal(err)
+	}
+	const total = 4000
+	putAll(t, c, total)
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	st := c.Stats()
+	if st.Files != 1 || st.Packets != total || st.WriteErrors != 0 {
+		t.Fatalf("stats %+v: want one file holding all %d", st, total)
+	}
+	if n := strings.Count(logs.String(), "next file not created"); n != 1 {
+		t.Fatalf("the failed rotations logged %d times, want once:\n%s", n, logs.String())
+	}
+	frames := readAll(t, filepath.Join(moved, filepath.Base(first)))
+	if len(frames) != total {
+		t.Fatalf("%d frames in the file, want %d", len(frames), total)
+	}
+}
+
+// putAll puts datagrams 0..total-1 in batches of 50, each batch waiting
+// until the ring has room for it (and a wrap), so nothing is dropped.
+func putAll(t *testing.T, c *Capture, total int) {
+	t.Helper()
+	pkts := make([]rx.Packet, 50)
+	for i := 0; i < total; i += len(pkts) {
+		var need uint64
+		for j := range pkts {
+			pkts[j] = datagram(i + j)
+			need += recordSize(len(pkts[j].Data)) + 2048
+		}
+		for k := 0; c.ring.pHead+need-c.ring.tail.Load() > c.ring.size; k++ {
+			if k > 10000 {
+				t.Fatal("the drainer does not free the ring")
+			}
+			time.Sleep(time.Millisecond)
+		}
+		c.Put(pkts)
 	}
 }

@@ -248,6 +248,10 @@ type Capture struct {
 	// bytes (capture.MinBuffer..capture.MaxBuffer, rounded up to a power
 	// of two; default capture.DefaultBuffer).
 	Buffer int
+	// RotateSize: once a file holds this many bytes, the capture goes on
+	// in a new one, named by the time of the switch (capture.MinRotate..
+	// capture.MaxRotate; 0, the default: one file a run).
+	RotateSize int64
 }
 
 // Log configures logging.

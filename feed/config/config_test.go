@@ -189,8 +189,12 @@ func TestBadConfigs(t *testing.T) {
 			`t.yaml:29: capture.path: "a\tb.pcap" has control characters`},
 		{"capture path a list", base + "capture:\n  path: [a]\n",
 			`t.yaml:29: capture.path: want a string, got a list`},
+		{"capture rotate_size too small", base + "capture:\n  rotate_size: 512KiB\n",
+			`t.yaml:29: capture.rotate_size: 524288 bytes is below 1048576 (1MiB): 0 never rotates`},
+		{"capture rotate_size too large", base + "capture:\n  rotate_size: 2000GiB\n",
+			`t.yaml:29: capture.rotate_size: "2000GiB" is out of range (0..1099511627776 bytes)`},
 		{"capture unknown key", base + "capture:\n  file: x.pcap\n",
-			`t.yaml:29: capture.file: unknown field (want one of path, buffer)`},
+			`t.yaml:29: capture.file: unknown field (want one of path, buffer, rotate_size)`},
 		{"bad recv_buffer", edit(t, "batch_size: 64", "batch_size: 64\n  recv_buffer: 8 parsecs"),
 			`t.yaml:17: receive.recv_buffer: "8 parsecs" is not a size (bytes, or a number with KiB, MiB, GiB)`},
 		{"busy_poll not bool", edit(t, "batch_size: 64", "batch_size: 64\n  busy_poll: sometimes"),
@@ -735,5 +739,18 @@ func TestSnapshotPasswordSource(t *testing.T) {
 	}
 	if pw := cfg.Recovery.Snapshot.Password; pw != "s3cret" {
 		t.Fatalf("password %q, want s3cret", pw)
+	}
+}
+
+// TestCaptureRotateSize: capture.rotate_size takes a size (0: never).
+func TestCaptureRotateSize(t *testing.T) {
+	for text, want := range map[string]int64{"4GiB": 4 << 30, "0": 0, "1MiB": 1 << 20, "1024GiB": 1 << 40} {
+		c, err := Parse("t.yaml", []byte("feed: {name: t}\nlines:\n  a: {interface: eth0, group: 239.0.0.1, port: 1}\ncapture:\n  path: /tmp/x.pcap\n  rotate_size: "+text+"\n"))
+		if err != nil {
+			t.Fatalf("%s: %v", text, err)
+		}
+		if c.Capture.RotateSize != want {
+			t.Errorf("rotate_size %s: %d, want %d", text, c.Capture.RotateSize, want)
+		}
 	}
 }

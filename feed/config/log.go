@@ -47,7 +47,7 @@ func (c *Config) MarshalZerologObject(e *zerolog.Event) {
 		Str("snapshot_server", sn.Server).Str("snapshot_username", sn.Username).
 		Str("password_file", sn.PasswordFile).Str("password_env", sn.PasswordEnv).Str("snapshot_session", sn.Session).Dur("snapshot_retry", sn.Retry).Dur("snapshot_retry_max", sn.RetryMax).
 		Str("late_join", c.Recovery.LateJoin).Int("spill", c.Recovery.Spill)).Str("metrics", c.Metrics.Listen)
-	e.Dict("capture", zerolog.Dict().Str("path", c.Capture.Path).Int("buffer", c.Capture.Buffer))
+	e.Dict("capture", zerolog.Dict().Str("path", c.Capture.Path).Int("buffer", c.Capture.Buffer).Int64("rotate_size", c.Capture.RotateSize))
 	e.Dur("stats_interval", c.StatsInterval).Str("log_level", c.Log.Level).Str("log_format", c.Log.Format).Str("user", c.User)
 }
 

@@ -113,6 +113,15 @@ func (d *decoder) decode(data []byte) *Config {
 						c.Capture.Buffer = int(v)
 					}
 				}},
+				{"rotate_size", func(f field) {
+					if v, ok := d.byteSize(f, 0, capture.MaxRotate); ok {
+						if v != 0 && v < capture.MinRotate {
+							d.errorf(f, "%d bytes is below %d (1MiB): 0 never rotates", v, capture.MinRotate)
+							return
+						}
+						c.Capture.RotateSize = v
+					}
+				}},
 			})
 		}},
 		{"stats_interval", func(f field) {

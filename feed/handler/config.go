@@ -27,6 +27,7 @@ func FromConfig(c *config.Config, log zerolog.Logger) Config {
 		Feed:          c.Feed.Name,
 		CapturePath:   c.Capture.Path,
 		CaptureBuffer: c.Capture.Buffer,
+		CaptureRotate: c.Capture.RotateSize,
 		Arbiter: ArbiterConfig{
 			Grace:       c.Arbitration.Grace,
 			Hold:        c.Arbitration.Hold,

@@ -321,6 +321,8 @@ func scalar(st *Stats, name string) uint64 {
 		return st.Capture.WriteErrors
 	case "capture_write_lost_total":
 		return st.Capture.WriteLost
+	case "capture_files_total":
+		return st.Capture.Files
 	case "session_ended":
 		if st.Ended {
 			return 1

@@ -48,6 +48,9 @@ type Config struct {
 	// "": no capture. CaptureBuffer is its ring's size (0: the default).
 	CapturePath   string
 	CaptureBuffer int
+	// CaptureRotate: once a capture file holds this many bytes, go on in
+	// a new one (capture.Config.RotateSize; 0: never).
+	CaptureRotate int64
 
 	// Open replaces rx.Open, e.g. to open the receiver inside a network
 	// namespace. Nil means rx.Open.
@@ -346,7 +349,7 @@ func Start(cfg Config) (*Handler, error) {
 
 	if cfg.CapturePath != "" {
 		c, err := capture.Open(capture.Config{Path: capture.FileName(cfg.CapturePath, time.Now()),
-			Buffer: cfg.CaptureBuffer, Lines: cfg.Receive.Lines, Log: cfg.Log})
+			Buffer: cfg.CaptureBuffer, Lines: cfg.Receive.Lines, Log: cfg.Log, Base: cfg.CapturePath, RotateSize: cfg.CaptureRotate})
 		if err != nil {
 			rec.close()
 			w.Close()
