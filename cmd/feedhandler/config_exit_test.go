@@ -154,3 +154,46 @@ func TestRunMetricsPortNotAllowed(t *testing.T) {
 		t.Errorf("%v, want exit status %d and %q:\n%s", err, exitConfig, want, out)
 	}
 }
+
+// TestRunMetricsAddressTentative: a metrics.listen address the host has
+// but cannot bind yet, an IPv6 address still tentative (duplicate address
+// detection, or, as here, a link without a carrier), fails the bind with
+// EADDRNOTAVAIL as an address the host lacks does. A boot can start the
+// unit then (network-online.target does not wait for duplicate address
+// detection with every network manager), so it is exit 1, which the unit
+// restarts until the address is usable, not a config error (exit 78,
+// never restarted). The child runs in a network namespace of its own
+// (unshare), which goes with it.
+func TestRunMetricsAddressTentative(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root for a network namespace")
+	}
+	for _, tool := range []string{"unshare", "ip"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("%s not installed", tool)
+		}
+	}
+	path := filepath.Join(t.TempDir(), "feed.yaml")
+	cfg := "feed:\n  name: t\nlines:\n  a:\n    interface: lo\n    group: 239.1.1.1\n    port: 26477\nreceive:\n  backend: socket\nmetrics:\n  listen: \"[fd00:fe::1]:9100\"\n"
+	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// fhta's peer stays down: no carrier, so the address stays tentative.
+	script := `ip link add fhta type veth peer name fhtb && ip link set fhta up && ip addr add fd00:fe::1/64 dev fhta &&
+ip -6 addr show dev fhta | grep -q tentative || { echo "address not tentative"; ip -6 addr show dev fhta; exit 99; }
+exec "$0" "$@"`
+	cmd := exec.Command("unshare", "--net", "sh", "-c", script, os.Args[0], "--feed", path)
+	cmd.Env = append(os.Environ(), "FEEDHANDLER_TEST_AS_COMMAND=1")
+	out, err := cmd.CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) {
+		t.Fatalf("%v, want exit status 1:\n%s", err, out)
+	}
+	if ee.ExitCode() == 99 {
+		t.Skipf("lab setup: %s", out)
+	}
+	want := "listen tcp [fd00:fe::1]:9100: bind: cannot assign requested address: an address of this host not usable yet"
+	if ee.ExitCode() != 1 || !strings.Contains(string(out), want) {
+		t.Errorf("a tentative metrics.listen address: %v, want exit status 1 (restarted) and %q:\n%s", err, want, out)
+	}
+}

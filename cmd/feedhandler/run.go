@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/signal"
 	"strings"
@@ -111,17 +112,53 @@ func stopSignals(logger zerolog.Logger, setUp *atomic.Bool) (ctx context.Context
 // listenError is metrics.listen's bind error: a config error (exit 78,
 // not restarted) when no restart can fix it, a port below
 // net.ipv4.ip_unprivileged_port_start without cap_net_bind_service
-// (EACCES) or an address that is not this host's (EADDRNOTAVAIL: a name
-// resolving elsewhere; CheckHost refuses a literal one); a port in use is
-// not (an instance still stopping frees it), and exits 1.
+// (EACCES) or an address that is not this host's (EADDRNOTAVAIL for an
+// address the host does not have: a name resolving elsewhere; CheckHost
+// refuses a literal one); a port in use is not (an instance still
+// stopping frees it), and exits 1. Nor is EADDRNOTAVAIL for an address the
+// host has: an IPv6 address still tentative (duplicate address detection,
+// a second or two after it is added, or until its link has a carrier),
+// which a boot can start the unit before: network-online.target does not
+// wait for it with every network manager. A restart binds it once it is
+// usable.
 func listenError(cfg *config.Config, err error) error {
 	switch {
 	case errors.Is(err, syscall.EACCES):
 		return configError{cfg.FieldError("metrics.listen", "%v: a port below net.ipv4.ip_unprivileged_port_start (1024 by default) needs cap_net_bind_service; use a higher one", err)}
 	case errors.Is(err, syscall.EADDRNOTAVAIL):
+		if hostHasListenAddr(err) {
+			return fmt.Errorf("%w: an address of this host not usable yet (an IPv6 address still tentative: duplicate address detection, or its link has no carrier); a restart binds it once it is", err)
+		}
 		return configError{cfg.FieldError("metrics.listen", "%v: not an address of this host", err)}
 	}
 	return err
+}
+
+// hostHasListenAddr reports whether the address a failed listen tried is
+// one of the host's interface addresses (tentative ones included).
+func hostHasListenAddr(err error) bool {
+	var op *net.OpError
+	if !errors.As(err, &op) {
+		return false
+	}
+	a, ok := op.Addr.(*net.TCPAddr)
+	if !ok {
+		return false
+	}
+	ip, ok := netip.AddrFromSlice(a.IP)
+	if !ok {
+		return false
+	}
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return false
+	}
+	for _, ia := range addrs {
+		if p, err := netip.ParsePrefix(ia.String()); err == nil && p.Addr().Unmap() == ip.Unmap() {
+			return true
+		}
+	}
+	return false
 }
 
 // handlerStart is handler.Start; a variable for tests, which hold the
