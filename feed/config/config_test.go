@@ -703,6 +703,8 @@ func TestSnapshotPasswordSource(t *testing.T) {
 	newline := file("newline.pw", "\r\n", 0o600)
 	world := file("world.pw", "s3cret\n", 0o644)
 	missing := filepath.Join(dir, "missing.pw")
+	long := file("long.pw", "12345678901\n", 0o600)
+	t.Setenv("FEEDHANDLER_TEST_LONG_PW", "12345678901")
 	for _, c := range []struct{ name, yaml, want string }{
 		{"env empty", snap("    password_env: FEEDHANDLER_TEST_EMPTY_PW\n"),
 			`t.yaml:32: recovery.snapshot.password_env: environment variable FEEDHANDLER_TEST_EMPTY_PW is set but empty: the snapshot server would refuse the login (set it, e.g. in the unit's EnvironmentFile=)`},
@@ -720,6 +722,12 @@ func TestSnapshotPasswordSource(t *testing.T) {
 			`t.yaml:32: recovery.snapshot.password_file: read password: ` + dir + ` is a directory`},
 		{"file world-readable", snap("    password_file: " + world + "\n"),
 			`t.yaml:32: recovery.snapshot.password_file: ` + world + ` is open to every user (mode 0644): the snapshot password would leak; chmod o-rwx ` + world + ` (and keep it owned by root, readable by the handler's group)`},
+		// Longer than SoupBinTCP's 10 characters: the client refuses to
+		// dial with it, at every snapshot.
+		{"file too long", snap("    password_file: " + long + "\n"),
+			`t.yaml:32: recovery.snapshot.password_file: ` + long + ` holds a password of 11 characters: SoupBinTCP's login has room for 10`},
+		{"env too long", snap("    password_env: FEEDHANDLER_TEST_LONG_PW\n"),
+			`t.yaml:32: recovery.snapshot.password_env: environment variable FEEDHANDLER_TEST_LONG_PW holds a password of 11 characters: SoupBinTCP's login has room for 10`},
 		{"no source", snap(""),
 			`t.yaml:30: recovery.snapshot: snapshot.server is set but neither password_file nor password_env is: the snapshot server would refuse the login`},
 	} {

@@ -174,6 +174,10 @@ func (d *decoder) snapshot(f field, s *Snapshot) {
 			d.errorf(pwFile, "%v", err)
 			return
 		}
+		if tooLong(pw) {
+			d.errorf(pwFile, "%s holds a password of %d characters: SoupBinTCP's login has room for %d", s.PasswordFile, len(pw), soupbintcp.PasswordLen)
+			return
+		}
 		s.Password = pw
 	case pwEnv.node != nil:
 		if s.PasswordEnv == "" {
@@ -189,6 +193,10 @@ func (d *decoder) snapshot(f field, s *Snapshot) {
 			d.errorf(pwEnv, "environment variable %s is set but empty: the snapshot server would refuse the login (set it, e.g. in the unit's EnvironmentFile=)", s.PasswordEnv)
 			return
 		}
+		if tooLong(v) {
+			d.errorf(pwEnv, "environment variable %s holds a password of %d characters: SoupBinTCP's login has room for %d", s.PasswordEnv, len(v), soupbintcp.PasswordLen)
+			return
+		}
 		s.Password = v
 	case s.Server != "" && !pwInFile:
 		d.errorf(f, "snapshot.server is set but neither password_file nor password_env is: the snapshot server would refuse the login")
@@ -202,6 +210,11 @@ func (d *decoder) snapshot(f field, s *Snapshot) {
 // (spaces on the right) and line ends are taken off: sent, it is an empty
 // password, which no snapshot server accepts.
 func blank(pw string) bool { return strings.TrimRight(pw, " \r\n") == "" }
+
+// tooLong reports whether a password does not fit in SoupBinTCP's login
+// request (soupbintcp.PasswordLen characters): the client refuses to dial
+// with it, at every snapshot, so the books would never be recovered.
+func tooLong(pw string) bool { return len(pw) > soupbintcp.PasswordLen }
 
 // readPassword reads recovery.snapshot.password_file: a regular file, not
 // open to every user (its owner and group only, as ssh wants of a private
