@@ -202,16 +202,24 @@ const heldPacketBytes = 2048
 // its parts, for checkBookMemory's error.
 func (c *Config) otherMemory() (int64, string) {
 	shmFile := shm.FileSize(shm.Config{Instruments: c.SHM.Slots, Depth: c.Book.Depth})
-	// One backend's buffers at a time: auto's fallback opens the socket
-	// buffers only once the AF_XDP attempt has unmapped its UMEMs, and
-	// under AF_XDP the lines' sockets only join their groups (never
-	// bound, they receive nothing), so auto needs the larger, not the sum.
+	// One backend's buffers at a time: auto's fallback opens io_uring's
+	// buffer ring and the sockets' buffers once the AF_XDP attempt has
+	// unmapped its UMEMs, and under AF_XDP the lines' sockets only join
+	// their groups (never bound, they receive nothing), so auto needs
+	// the larger, not the sum. io_uring maps and touches its buffer ring
+	// (receive.ring_size x 2 KiB) besides the sockets' buffers.
+	rxc := c.RxConfig(zerolog.Nop())
+	sockets := int64(c.Receive.RecvBuffer) * int64(len(c.Lines))
 	var rxBufs int64
-	if c.Receive.Backend == rx.BackendAuto || c.Receive.Backend == rx.BackendXDP {
-		rxBufs = rx.XDPLockedBytes(c.RxConfig(zerolog.Nop()))
-	}
-	if c.Receive.Backend != rx.BackendXDP {
-		rxBufs = max(rxBufs, int64(c.Receive.RecvBuffer)*int64(len(c.Lines)))
+	switch c.Receive.Backend {
+	case rx.BackendXDP:
+		rxBufs = rx.XDPLockedBytes(rxc)
+	case rx.BackendUring:
+		rxBufs = sockets + rx.UringBufferBytes(rxc)
+	case rx.BackendSocket:
+		rxBufs = sockets
+	default: // auto
+		rxBufs = max(rx.XDPLockedBytes(rxc), sockets+rx.UringBufferBytes(rxc))
 	}
 	held := int64(c.Recovery.Spill) * heldPacketBytes
 	return shmFile + rxBufs + held + runtimeReserve, fmt.Sprintf("shm file %s, receive buffers %s, held packets %s, Go runtime and tables %s",

@@ -351,37 +351,44 @@ func TestCheckHostMemoryBesidesBooks(t *testing.T) {
 			t.Errorf("%s (%d bytes): CheckHost\n got %v\nwant %s", tc.name, tc.have, err, cmp.Or(want, "<nil>"))
 		}
 	}
-	// Under auto the AF_XDP UMEMs count instead of the socket buffers
-	// when larger: one backend's buffers at a time (the fallback opens its
-	// sockets once the AF_XDP attempt has unmapped its UMEMs), so the
-	// larger of the two, not their sum. One interface, lo, one queue:
-	// ring_size 16384 makes 64 MiB of UMEM, above the sockets' 16 MiB;
-	// recv_buffer 64 MiB makes the sockets' 128 MiB the larger.
+	// Under auto the AF_XDP UMEMs count instead of the fallback's buffers
+	// (io_uring's buffer ring and the socket buffers) when larger: one
+	// backend's buffers at a time (the fallback opens its own once the
+	// AF_XDP attempt has unmapped its UMEMs), so the larger of the two,
+	// not their sum. One interface, lo, one queue: ring_size 16384 makes
+	// 64 MiB of UMEM, above the fallback's 16 MiB of socket buffers and
+	// 32 MiB of io_uring buffers; recv_buffer 64 MiB makes the fallback's
+	// 128 + 8 MiB the larger. Under uring its buffer ring counts besides
+	// the socket buffers: ring_size 32768 x 2 KiB, 64 MiB, mapped and
+	// touched at open.
 	sockets := int64(2 * DefaultRecvBuffer)
-	for _, tc := range []struct{ name, edit string }{
-		{"UMEMs larger", "backend: auto\n  ring_size: 16384"},
-		{"socket buffers larger", "backend: auto\n  ring_size: 4096\n  recv_buffer: 64MiB"},
+	for _, tc := range []struct {
+		name, edit string
+		bufs       func(c *Config) int64
+	}{
+		{"auto, UMEMs larger", "backend: auto\n  ring_size: 16384", func(c *Config) int64 {
+			return rx.XDPLockedBytes(c.RxConfig(zerolog.Nop()))
+		}},
+		{"auto, fallback's buffers larger", "backend: auto\n  ring_size: 4096\n  recv_buffer: 64MiB", func(c *Config) int64 {
+			return int64(c.Receive.RecvBuffer)*2 + 4096*2048
+		}},
+		{"uring, its buffer ring", "backend: uring\n  ring_size: 32768", func(c *Config) int64 {
+			return sockets + 32768*2048
+		}},
 	} {
-		auto, err := Parse("h.yaml", []byte(hostEdit(t, "backend: socket", tc.edit)))
+		c, err := Parse("h.yaml", []byte(hostEdit(t, "backend: socket", tc.edit)))
 		if err != nil {
 			t.Fatal(err)
 		}
-		umem := rx.XDPLockedBytes(auto.RxConfig(zerolog.Nop()))
-		if umem <= 0 {
-			t.Fatalf("XDPLockedBytes %d", umem)
-		}
-		bufs := max(umem, int64(auto.Receive.RecvBuffer)*2)
-		if bufs == umem+int64(auto.Receive.RecvBuffer)*2 || umem == int64(auto.Receive.RecvBuffer)*2 {
-			t.Fatalf("%s: UMEMs %d and socket buffers %d do not tell the larger from the sum", tc.name, umem, int64(auto.Receive.RecvBuffer)*2)
-		}
+		bufs := tc.bufs(c)
 		need := books + hostFileOther - sockets + bufs
 		hostMemory = func() (int64, string) { return need - 1, "cgroup test" }
-		if err := auto.CheckHost(); err == nil || !strings.Contains(err.Error(), fmt.Sprintf("receive buffers %d MiB", bufs>>20)) {
-			t.Errorf("backend auto, %s, one byte short: %v, want receive buffers %d MiB", tc.name, err, bufs>>20)
+		if err := c.CheckHost(); err == nil || !strings.Contains(err.Error(), fmt.Sprintf("receive buffers %d MiB", bufs>>20)) {
+			t.Errorf("backend %s, one byte short: %v, want receive buffers %d MiB", tc.name, err, bufs>>20)
 		}
 		hostMemory = func() (int64, string) { return need, "cgroup test" }
-		if err := auto.CheckHost(); err != nil {
-			t.Errorf("backend auto, %s, room for the larger of UMEMs (%d MiB) and socket buffers (%d MiB): %v", tc.name, umem>>20, int64(auto.Receive.RecvBuffer)*2>>20, err)
+		if err := c.CheckHost(); err != nil {
+			t.Errorf("backend %s, room for receive buffers of %d MiB: %v", tc.name, bufs>>20, err)
 		}
 	}
 }

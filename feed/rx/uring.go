@@ -77,6 +77,17 @@ const (
 	defaultUringBufs = 4096
 )
 
+// UringBufferBytes is the memory the io_uring backend maps and touches at
+// open for its buffer ring, besides the line sockets' receive buffers:
+// cfg.RingSize buffers (or the default 4096) of slotSize bytes each.
+func UringBufferBytes(cfg Config) int64 {
+	bufs := cfg.RingSize
+	if bufs <= 0 {
+		bufs = defaultUringBufs
+	}
+	return int64(bufs) * slotSize
+}
+
 func openUring(cfg Config) (r Receiver, err error) {
 	bufs := cfg.RingSize
 	if bufs <= 0 {
