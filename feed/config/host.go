@@ -334,8 +334,25 @@ func (c *Config) checkListen() error {
 	if err != nil || ip.IsUnspecified() {
 		return nil
 	}
-	addrs, err := net.InterfaceAddrs()
-	if err != nil {
+	// A link-local address names its interface as a zone, which the
+	// host's addresses do not carry: "[fe80::1%eth0]:9100" is eth0's
+	// fe80::1.
+	zone := ip.Zone()
+	ip = ip.WithZone("")
+	var addrs []net.Addr
+	if zone != "" {
+		ifi, err := net.InterfaceByName(zone)
+		if n, aerr := strconv.Atoi(zone); err != nil && aerr == nil {
+			ifi, err = net.InterfaceByIndex(n)
+		}
+		if err != nil {
+			return fmt.Errorf("no interface %q (the zone of %s) on this host", zone, host)
+		}
+		addrs, err = ifi.Addrs()
+		if err != nil {
+			return fmt.Errorf("list %s's addresses: %w", zone, err)
+		}
+	} else if addrs, err = net.InterfaceAddrs(); err != nil {
 		return fmt.Errorf("list the host's addresses: %w", err)
 	}
 	var have []string
@@ -348,6 +365,9 @@ func (c *Config) checkListen() error {
 			return nil
 		}
 		have = append(have, p.Addr().String())
+	}
+	if zone != "" {
+		return fmt.Errorf("no address %s on %s (have: %s)", ip, zone, strings.Join(have, ", "))
 	}
 	return fmt.Errorf("no address %s on this host (have: %s)", ip, strings.Join(have, ", "))
 }

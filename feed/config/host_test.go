@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"runtime"
 	"strings"
@@ -390,5 +391,52 @@ func TestCheckHostMemoryBesidesBooks(t *testing.T) {
 		if err := c.CheckHost(); err != nil {
 			t.Errorf("backend %s, room for receive buffers of %d MiB: %v", tc.name, bufs>>20, err)
 		}
+	}
+}
+
+// TestCheckHostListenLinkLocal: a link-local metrics.listen address names
+// its interface as a zone, "[fe80::1%eth0]:9100", which net.Listen binds;
+// CheckHost compared it, zone and all, with the host's addresses, which
+// carry none, and refused it ("no address fe80::1%eth0 on this host (have:
+// ..., fe80::1)"), a config error at every start. The zone's interface
+// must have the address.
+func TestCheckHostListenLinkLocal(t *testing.T) {
+	ifs, err := net.Interfaces()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ifname string
+	var ll netip.Addr
+	for _, ifi := range ifs {
+		addrs, _ := ifi.Addrs()
+		for _, a := range addrs {
+			if p, err := netip.ParsePrefix(a.String()); err == nil && p.Addr().Is6() && p.Addr().IsLinkLocalUnicast() {
+				ifname, ll = ifi.Name, p.Addr()
+			}
+		}
+	}
+	if ifname == "" {
+		t.Skip("no interface with an IPv6 link-local address")
+	}
+	zoned := ll.WithZone(ifname)
+	ln, err := net.Listen("tcp", netip.AddrPortFrom(zoned, 0).String())
+	if err != nil {
+		t.Skipf("%s cannot be bound here: %v", zoned, err)
+	}
+	ln.Close()
+	c, err := Parse("h.yaml", []byte(hostEdit(t, "127.0.0.1:9100", `"`+netip.AddrPortFrom(zoned, 9100).String()+`"`)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.CheckHost(); err != nil {
+		t.Errorf("metrics.listen %s, an address of %s: %v", zoned, ifname, err)
+	}
+	c, err = Parse("h.yaml", []byte(hostEdit(t, "127.0.0.1:9100", `"`+netip.AddrPortFrom(ll.WithZone("lo"), 9100).String()+`"`)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := fmt.Sprintf("h.yaml:15: metrics.listen: no address %s on lo (have: ", ll)
+	if err := c.CheckHost(); err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("metrics.listen %s, not an address of lo: %v, want %q", ll.WithZone("lo"), err, want)
 	}
 }
