@@ -488,3 +488,28 @@ func TestCppEdgeCorruptSymbolLength(t *testing.T) {
 	sess.expect("open", "open Ok")
 	sess.expect("lookup ABCDEFGH", "lookup Ok 1")
 }
+
+// TestCppEdgeTruncationGuardKeepsIgnoredSIGBUS: a SIGBUS sent to a process
+// (kill -BUS) that ignored SIGBUS before install_truncation_guard is still
+// ignored: the guard passes what is not its fault to the disposition it
+// replaced, and SIG_IGN is one (with SA_SIGINFO in its flags too, which
+// makes sa_sigaction read as SIG_IGN's value, not a handler to call).
+func TestCppEdgeTruncationGuardKeepsIgnoredSIGBUS(t *testing.T) {
+	bin := cppbuild.Build(t, cppDriver)
+	for _, flag := range []string{"", " siginfo"} {
+		w := testWriter(t, Config{Instruments: 1, Depth: 1})
+		sess := startSession(t, bin, w.Path())
+		sess.expect("ignorebus"+flag, "ignorebus Ok")
+		sess.expect("guard", "guard Ok")
+		sess.expect("open", "open Ok")
+		if _, err := io.WriteString(sess.c.stdin, "sendbus\n"); err != nil {
+			t.Fatal(err)
+		}
+		if !sess.c.out.Scan() {
+			t.Fatalf("ignorebus%s, guard, then a SIGBUS sent to the driver: %v, want it ignored", flag, sess.c.cmd.Wait())
+		}
+		if got := sess.c.out.Text(); got != "sendbus survived" {
+			t.Errorf("ignorebus%s, guard, sendbus: %q, want \"sendbus survived\"", flag, got)
+		}
+	}
+}

@@ -495,6 +495,26 @@ int cmd_session(const char* name) {
       std::printf("close Ok\n");
     } else if (c == "guard") {
       std::printf("guard %s\n", fs::error_name(fs::install_truncation_guard()));
+    } else if (c == "ignorebus") {
+      // ignorebus [siginfo]: SIGBUS ignored (SIG_IGN), with SA_SIGINFO in
+      // the flags when asked, as an application may have it before the
+      // guard is installed.
+      char flag[16] = {};
+      std::sscanf(line, "%*s %15s", flag);
+      struct sigaction sa;
+      std::memset(&sa, 0, sizeof sa);
+      sa.sa_handler = SIG_IGN;
+      if (std::strcmp(flag, "siginfo") == 0) sa.sa_flags = SA_SIGINFO;
+      sigemptyset(&sa.sa_mask);
+      std::printf("ignorebus %s\n", sigaction(SIGBUS, &sa, nullptr) == 0 ? "Ok" : std::strerror(errno));
+    } else if (c == "sendbus") {
+      // sendbus: a SIGBUS sent to the process (kill), not a fault.
+      std::fflush(stdout);
+      if (kill(getpid(), SIGBUS) != 0) {
+        std::printf("sendbus %s\n", std::strerror(errno));
+      } else {
+        std::printf("sendbus survived\n");
+      }
     } else if (c == "faultother") {
       // faultother PATH: a SIGBUS that is not the guard's: map a page of a
       // new file PATH, cut the file to 0 and read the page.

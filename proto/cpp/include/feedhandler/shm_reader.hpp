@@ -392,20 +392,27 @@ inline void guard_handler(int sig, siginfo_t* si, void* ctx) noexcept {
       break;
     }
   }
+  // sa_handler and sa_sigaction share their storage: SIG_DFL and SIG_IGN
+  // are values of either, whatever the flags say.
   const struct sigaction& o = g_guard_old;
-  if ((o.sa_flags & SA_SIGINFO) != 0 && o.sa_sigaction != nullptr) {
-    o.sa_sigaction(sig, si, ctx);
-    return;
-  }
-  if ((o.sa_flags & SA_SIGINFO) == 0 && o.sa_handler != SIG_DFL && o.sa_handler != SIG_IGN) {
-    o.sa_handler(sig);
+  bool sent = si == nullptr || si->si_code <= 0;
+  if (o.sa_handler == SIG_IGN) {
+    // Ignored before the guard: a sent SIGBUS stays ignored; a fault could
+    // not be ignored (the kernel takes the default action), so it is not.
+    if (sent) return;
+  } else if (o.sa_handler != SIG_DFL) {
+    if ((o.sa_flags & SA_SIGINFO) != 0) {
+      o.sa_sigaction(sig, si, ctx);
+    } else {
+      o.sa_handler(sig);
+    }
     return;
   }
   struct sigaction dfl;
   std::memset(&dfl, 0, sizeof dfl);
   dfl.sa_handler = SIG_DFL;
   sigaction(sig, &dfl, nullptr);
-  if (si == nullptr || si->si_code <= 0) raise(sig);  // sent, not a fault: it will not repeat
+  if (sent) raise(sig);  // sent, not a fault: it will not repeat
 }
 
 }  // namespace detail
@@ -419,8 +426,9 @@ inline void guard_handler(int sig, siginfo_t* si, void* ctx) noexcept {
 // opt-in: it installs a SIGBUS handler (sigaction, SA_SIGINFO|SA_ONSTACK)
 // that handles only faults inside the mappings of Readers (open ones, and
 // ones opened later; up to 256 at a time) and passes every other SIGBUS to
-// the handler that was installed before it (or the default action). A
-// guarded mapping that faults is replaced by zero pages: from then on
+// the disposition it replaced (its handler; SIG_IGN, under which a sent
+// SIGBUS stays ignored; or the default action). A guarded mapping that
+// faults is replaced by zero pages: from then on
 // check() says Format (it did already: the file is shorter than the
 // mapping), and poll, wait and read say Format where the zeros would
 // otherwise read as an overrun, an unknown locate or no data; close the
