@@ -74,11 +74,54 @@ func TestMakeTargets(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, m := range regexp.MustCompile("`make ([a-z][a-z-]*)").FindAllStringSubmatch(string(text), -1) {
-			if !rules[m[1]] {
-				t.Errorf("%s names `make %s`; the Makefile has no such target", f, m[1])
+		for _, target := range makeTargetsNamed(string(text)) {
+			if !rules[target] {
+				t.Errorf("%s names `make %s`; the Makefile has no such target", f, target)
 			}
 		}
+	}
+}
+
+var (
+	// inlineMake is `make TARGET` in prose.
+	inlineMake = regexp.MustCompile("`make ([a-z][a-z-]*)")
+	// shellMake is make TARGET as a command of a shell block line: at its
+	// start or after && ; || (README's "make demo     # installs ...").
+	shellMake = regexp.MustCompile(`(?:^|&&|;|\|\|)\s*(?:sudo\s+)?make\s+([a-z][a-z-]*)`)
+)
+
+// makeTargetsNamed returns the make targets text names: `make TARGET` in
+// prose, and make TARGET commands in its sh blocks.
+func makeTargetsNamed(text string) []string {
+	var out []string
+	for _, m := range inlineMake.FindAllStringSubmatch(text, -1) {
+		out = append(out, m[1])
+	}
+	rest := text
+	for {
+		_, after, ok := strings.Cut(rest, "```sh\n")
+		if !ok {
+			break
+		}
+		block, tail, _ := strings.Cut(after, "```")
+		rest = tail
+		for _, l := range strings.Split(block, "\n") {
+			for _, m := range shellMake.FindAllStringSubmatch(l, -1) {
+				out = append(out, m[1])
+			}
+		}
+	}
+	return out
+}
+
+// TestMakeTargetsNamed: the targets TestMakeTargets checks include those a
+// shell block runs (README's quick start: make demo, make test), not only
+// `make TARGET` in prose.
+func TestMakeTargetsNamed(t *testing.T) {
+	text := "Run `make lint` first.\n\n```sh\nmake demo     # builds\nmake test\ncd x && make build\necho make nothing # not a command\n```\n"
+	got := strings.Join(makeTargetsNamed(text), " ")
+	if want := "lint demo test build"; got != want {
+		t.Errorf("make targets named in %q: %q, want %q", text, got, want)
 	}
 }
 
