@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 // probeKey is a key no mapping of the feed file accepts or resembles, so
@@ -387,5 +388,69 @@ func TestNasdaqYAMLRanges(t *testing.T) {
 	}
 	if checked < 8 {
 		t.Errorf("checked %d ranges of feeds/nasdaq.yaml: the parse of its comments broke", checked)
+	}
+}
+
+var durationRange = regexp.MustCompile(`\b(\d+(?:ns|us|µs|ms|s|m|h))\.\.(\d+(?:ns|us|µs|ms|s|m|h))\b`)
+
+// Each duration range feeds/nasdaq.yaml notes beside a key ("1s..10m") is
+// the decoder's: both ends are accepted, a nanosecond past either refused.
+// retry and retry_max are given with the other at the end that lets the
+// range be seen (retry_max is not below retry).
+func TestNasdaqYAMLDurationRanges(t *testing.T) {
+	t.Setenv("FEEDHANDLER_GLIMPSE_PASSWORD", "pw")
+	data, err := os.ReadFile("../../feeds/nasdaq.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const base = "feed:\n  name: t\nlines:\n  a:\n    interface: lo\n    group: 239.1.1.1\n    port: 1\n"
+	companion := map[string]string{
+		"recovery.snapshot.retry":     "retry_max: 1h",
+		"recovery.snapshot.retry_max": "retry: 1s",
+	}
+	file := func(key string, v time.Duration) string {
+		var b strings.Builder
+		b.WriteString(base)
+		parts := strings.Split(key, ".")
+		for i, p := range parts {
+			b.WriteString(strings.Repeat("  ", i) + p + ":")
+			if i < len(parts)-1 {
+				b.WriteString("\n")
+			}
+		}
+		fmt.Fprintf(&b, " %s\n", v)
+		if c, ok := companion[key]; ok {
+			b.WriteString(strings.Repeat("  ", len(parts)-1) + c + "\n")
+		}
+		return b.String()
+	}
+	checked := 0
+	for key, comment := range keyComments(string(data)) {
+		m := durationRange.FindStringSubmatch(comment)
+		if m == nil {
+			continue
+		}
+		lo, err1 := time.ParseDuration(m[1])
+		hi, err2 := time.ParseDuration(m[2])
+		if err1 != nil || err2 != nil {
+			t.Errorf("feeds/nasdaq.yaml: %s: range %s: %v %v", key, m[0], err1, err2)
+			continue
+		}
+		checked++
+		for _, c := range []struct {
+			v  time.Duration
+			ok bool
+		}{{lo, true}, {hi, true}, {hi + 1, false}, {lo - 1, false}} {
+			_, err := Parse("t.yaml", []byte(file(key, c.v)))
+			if c.ok && err != nil {
+				t.Errorf("feeds/nasdaq.yaml gives %s the range %s; %s is refused: %v", key, m[0], c.v, err)
+			}
+			if !c.ok && err == nil {
+				t.Errorf("feeds/nasdaq.yaml gives %s the range %s; %s is accepted", key, m[0], c.v)
+			}
+		}
+	}
+	if checked < 3 {
+		t.Errorf("checked %d duration ranges of feeds/nasdaq.yaml: the parse of its comments broke", checked)
 	}
 }
