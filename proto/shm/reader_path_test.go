@@ -202,3 +202,47 @@ func TestGuardPassesOtherPanics(t *testing.T) {
 	r.Guard(func() error { panic("other") })
 	t.Error("Guard returned after fn panicked")
 }
+
+// TestGuardRestoresFaultSetting: Wait, Check and Guard set the calling
+// goroutine's debug.SetPanicOnFault for their own calls only and give back
+// the caller's setting, off or on, whether they returned, recovered a fault
+// on the mapping (a file truncated to 0) or passed another panic on.
+func TestGuardRestoresFaultSetting(t *testing.T) {
+	w := testWriter(t, Config{Instruments: 1, Depth: 1})
+	w.Heartbeat()
+	r := testReader(t, w.Path())
+	f := r.Follow()
+	ups := make([]Update, 4)
+	calls := []struct {
+		name string
+		fn   func() error
+	}{
+		{"Check", r.Check},
+		{"Wait", func() error { _, err := f.Wait(ups, time.Millisecond, WaitOptions{Spin: 1}); return err }},
+		{"Wait with an empty dst", func() error { _, err := f.Wait(nil, time.Millisecond, WaitOptions{}); return err }},
+		{"Guard", func() error { return r.Guard(func() error { _, err := f.Poll(ups); return err }) }},
+		{"Guard, fn panicking", func() (err error) {
+			defer func() {
+				if p := recover(); p != nil {
+					err = fmt.Errorf("panicked: %v", p)
+				}
+			}()
+			return r.Guard(func() error { panic("other") })
+		}},
+	}
+	run := func(state string) {
+		for _, before := range []bool{false, true} {
+			for _, c := range calls {
+				debug.SetPanicOnFault(before)
+				err := c.fn()
+				if after := debug.SetPanicOnFault(false); after != before {
+					t.Errorf("%s (%s, err %v) left SetPanicOnFault %v, the caller had %v", c.name, state, err, after, before)
+				}
+			}
+		}
+	}
+	run("file whole")
+	restore := truncations[0].cut(t, w.Path(), int64(len(w.m.mem)))
+	run("file truncated to 0")
+	restore()
+}
