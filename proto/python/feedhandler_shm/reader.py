@@ -345,7 +345,9 @@ class Reader:
             # be 1 ns short for some intervals).
             self._stale_ns = max(10 * self._hb_every, 10**9)
         else:
-            self._stale_ns = int(stale_after * 1e9)
+            # Rounded: seconds given to the millisecond or microsecond (1.001)
+            # are that many ns, not 1 ns short as int() of the float product.
+            self._stale_ns = round(stale_after * 1e9)
         self._known = -1
         self._symbols = {}
 

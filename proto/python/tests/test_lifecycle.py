@@ -289,6 +289,18 @@ class LifecycleTest(unittest.TestCase):
                 with shm.open(name) as r:
                     self.assertEqual(r._stale_ns, max(10 * interval, 10**9))
 
+    def test_stale_after_exact(self):
+        """A stale_after given in seconds is that many ns, as Go's StaleAfter
+        and C++'s stale_after_ns give it: 1.001 s is 1001000000 ns. Before,
+        int() of the float product made it 1 ns short for half the odd
+        milliseconds (1.001, 1.003, ...), so the readers disagreed on a
+        heartbeat exactly that old."""
+        name, _ = self._closed_feed_bytes()
+        for seconds, ns in ((1.001, 1001000000), (4.35, 4350000000), (0.000123, 123000), (2, 2 * 10**9)):
+            with self.subTest(stale_after=seconds):
+                with shm.open(name, stale_after=seconds) as r:
+                    self.assertEqual(r._stale_ns, ns)
+
     def test_writer_killed_then_restarted(self):
         name = support.feed_name(self)
         a = support.control_writer(self, name, instruments=1, depth=1)
