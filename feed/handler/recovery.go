@@ -769,6 +769,22 @@ func (r *recovery) loadSnapshot(res snapResult, now int64) {
 		return
 	}
 	r.refusals = 0
+	if r.pendingWhole && len(r.open) == 0 && r.snapFrom > 1 && res.snap.Next < r.snapFrom {
+		// A new session (or restarted sequence) delivered from its first
+		// message with nothing declared up to where delivery froze for
+		// this snapshot (the rule poll marks whole by), and the snapshot
+		// behind it: loaded, it would take back what the books had,
+		// which no line sends again (declared, the whole books flagged,
+		// and the next snapshot of a server lagging as much the same,
+		// for as long as it lags). Not loaded: the books are whole.
+		r.wantSnap, r.pendingWhole = false, false
+		r.resetRetry()
+		r.h.log.Info().Uint64("next_seq", res.snap.Next).Uint64("fetched_at", r.snapFrom).
+			Msg("recovery: snapshot behind what the new session delivered from its first message; not loaded, books whole")
+		a.Unfreeze(0)
+		r.h.markWhole()
+		return
+	}
 	if ahead := max(a.Next(), a.maxHigh()); res.ended && ahead > res.snap.Next {
 		// The snapshot's day ended (End of Messages) before its
 		// sequence number, and the lines brought a message at or past

@@ -521,3 +521,52 @@ func TestSnapshotRefusedByOwnCheckBacksOff(t *testing.T) {
 		t.Fatalf("consecutive failures %d after %d refusals, want %d", rec.snapFails, len(starts), len(starts))
 	}
 }
+
+// TestSessionWholeSnapshotBehind: a new session delivered from its first
+// message with nothing declared is whole; the change's snapshot, fetched
+// at once, comes back behind where delivery froze for it (the GLIMPSE
+// server two messages behind the lines). Loaded, it would take back the
+// two messages the books had, which no line sends again: declared, the
+// whole books flagged, and the next snapshot (as far behind) the same, for
+// as long as the server lags, where a server down left them whole
+// (TestSessionWholeSnapshotDown). It is not loaded: the books are whole.
+func TestSessionWholeSnapshotBehind(t *testing.T) {
+	var fetches int
+	var lines atomic.Uint64 // the sequence number the lines brought last
+	ev := itch.SystemEventFields{EventCode: 'Q'}
+	fetch := func(_ context.Context, _ moldudp64.Session, fn func([]byte) error) (Snapshot, error) {
+		fetches++
+		fn(ev.Append(nil))
+		return Snapshot{Next: lines.Load() - 1}, nil
+	}
+	h, sh, rec := recoveryHandler(t, fetch)
+	const retry, retryMax = 5 * time.Second, 2 * time.Minute
+	rec.cfg.SnapshotRetry, rec.cfg.SnapshotRetryMax = retry, retryMax
+	rec.snapWait = retry
+	now := int64(time.Second)
+	round := func(session string, seq uint64) {
+		lines.Store(seq)
+		h.arb.Offer(0, sessionPacket(session, seq, ev.Append(nil)), now)
+		h.arb.Tick(now)
+		rec.poll(now)
+		h.endBatch()
+		if rec.fetching {
+			waitFetch(t, h, rec, now)
+		}
+	}
+	for seq := uint64(1); seq < 6; seq++ {
+		round("OLD", seq)
+		now += int64(100 * time.Millisecond)
+	}
+	now += int64(2 * time.Second)
+	for seq := uint64(1); seq <= 600; seq++ { // ten minutes of NEW
+		round("NEW", seq)
+		now += int64(time.Second)
+	}
+	var st RecoveryStats
+	rec.copyStats(&st)
+	if h.arb.Session() != moldudp64.NewSession("NEW") || fetches != 1 || sh.pub.stale || st.Open != 0 || rec.wantSnap {
+		t.Fatalf("NEW delivered from its first message, its snapshot two messages behind the lines, ten minutes: %d snapshots fetched (%d loaded), books stale %v, open %v, snapshot still wanted %v; want the change's one, not loaded, whole, none open, none wanted",
+			fetches, st.Snapshots, sh.pub.stale, st.OpenRanges, rec.wantSnap)
+	}
+}
