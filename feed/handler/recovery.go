@@ -691,8 +691,11 @@ func (r *recovery) retryIn() time.Duration {
 }
 
 // resetRetry restarts the backoff: the next failure waits SnapshotRetry.
+// It ends a run of refusals at login too (refusals): the next is the
+// first of another, logged at once.
 func (r *recovery) resetRetry() {
 	r.snapFails, r.snapWait, r.lagPending = 0, r.cfg.SnapshotRetry, false
+	r.refusals = 0
 	r.stats.SnapshotRetryFailures, r.stats.SnapshotRetryIn = 0, 0
 }
 

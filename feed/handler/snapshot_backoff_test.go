@@ -570,3 +570,60 @@ func TestSessionWholeSnapshotBehind(t *testing.T) {
 			fetches, st.Snapshots, sh.pub.stale, st.OpenRanges, rec.wantSnap)
 	}
 }
+
+// TestSnapshotRefusalRunEndsWhenWhole: the refusals at login of a server
+// on the session the lines left are logged the first time in a run, then
+// once a minute. A run ends with any outcome other than such a refusal,
+// and also when the snapshot is no longer wanted: the new session,
+// delivered from its first message, made the books whole (7ba4886), or
+// another session change. A later gap's snapshot refused the same way
+// begins a new run, logged at once: here 10 s after the first, it was not
+// (the count went on from the run before, the minute not over).
+func TestSnapshotRefusalRunEndsWhenWhole(t *testing.T) {
+	var fetches atomic.Int32
+	fetch := func(context.Context, moldudp64.Session, func([]byte) error) (Snapshot, error) {
+		fetches.Add(1)
+		return Snapshot{}, errors.Join(ErrSnapshotSession, errors.New("the server's current session is OLD"))
+	}
+	h, sh, rec := recoveryHandler(t, fetch)
+	rec.cfg.SnapshotRetry, rec.cfg.SnapshotRetryMax = 5*time.Second, 2*time.Minute
+	rec.snapWait = rec.cfg.SnapshotRetry
+	var logs bytes.Buffer
+	h.log = zerolog.New(&logs)
+	ev := itch.SystemEventFields{EventCode: 'Q'}
+	now := int64(time.Second)
+	round := func(session string, seq uint64) {
+		h.arb.Offer(0, sessionPacket(session, seq, ev.Append(nil)), now)
+		h.arb.Tick(now)
+		rec.poll(now)
+		h.endBatch()
+		if rec.fetching {
+			waitFetch(t, h, rec, now)
+		}
+	}
+	for seq := uint64(1); seq < 6; seq++ {
+		round("OLD", seq)
+		now += int64(100 * time.Millisecond)
+	}
+	now += int64(2 * time.Second)
+	for seq := uint64(1); seq < 6; seq++ {
+		round("NEW", seq)
+		now += int64(time.Second)
+	}
+	const refused = "snapshot server on a session the lines left"
+	if n := strings.Count(logs.String(), refused); fetches.Load() != 1 || n != 1 || sh.pub.stale {
+		t.Fatalf("NEW from 1, its snapshot refused at login: %d fetches, %d refusals logged, stale %v; want 1, 1, whole", fetches.Load(), n, sh.pub.stale)
+	}
+	// A gap in NEW (6 to 9 lost), declared: its snapshot, refused at login
+	// within the minute.
+	first := now
+	round("NEW", 10)
+	for seq := uint64(11); fetches.Load() < 2 && seq < 30; seq++ {
+		now += int64(time.Second)
+		round("NEW", seq)
+	}
+	if n := strings.Count(logs.String(), refused); fetches.Load() != 2 || n != 2 {
+		t.Fatalf("a later gap's snapshot refused at login (%v after the gap, within a minute of the change's refusal; the books made whole between): %d fetches, %d refusals logged; want 2, 2 (a new run, its first logged):\n%s",
+			time.Duration(now-first), fetches.Load(), n, logs.String())
+	}
+}
