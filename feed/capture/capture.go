@@ -340,14 +340,18 @@ func (c *Capture) write(rec *record) {
 	if rec.srcOK {
 		src = netip.AddrPortFrom(netip.AddrFrom4(rec.src), rec.srcPort)
 	}
-	if len(rec.payload) > pcap.Snaplen-14-20-8 {
-		c.writeLost.Add(1)
-		return
+	if len(rec.payload) > 0xFFFF-20-8 {
+		return // more than an IPv4 datagram holds: no receiver hands it over
 	}
 	c.id++
 	c.frame = pcap.AppendUDPFrame(c.frame[:0], src, c.dst[line], c.id, rec.payload)
-	ci := gopacket.CaptureInfo{Timestamp: time.Unix(0, rec.rxTime), CaptureLength: len(c.frame), Length: len(c.frame)}
-	c.pw.WritePacket(ci, c.frame) // into memory: never fails
+	// A frame longer than the snap length (a datagram of more than 65493
+	// bytes, up to UDP's 65507) is cut to it, as tcpdump cuts it: in the
+	// file with its time, headers and whole length, the datagram marked
+	// truncated (replay counts it skipped), not left out unsaid.
+	caplen := min(len(c.frame), pcap.Snaplen)
+	ci := gopacket.CaptureInfo{Timestamp: time.Unix(0, rec.rxTime), CaptureLength: caplen, Length: len(c.frame)}
+	c.pw.WritePacket(ci, c.frame[:caplen]) // into memory: never fails
 	c.pending++
 }
 

@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -512,5 +513,67 @@ func putAll(t *testing.T, c *Capture, total int) {
 			time.Sleep(time.Millisecond)
 		}
 		c.Put(pkts)
+	}
+}
+
+// TestLargestDatagrams: datagrams of 0 bytes and of up to UDP's largest
+// (65507) are all in the file: those whose frame is longer than the snap
+// length (65535: more than 65493 bytes) cut to it with their whole length
+// (tcpdump's way), which the reader counts truncated; none is counted as
+// lost to a failed write. tshark, when installed, reads the same lengths.
+func TestLargestDatagrams(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "c.pcap")
+	c, err := Open(Config{Path: path, Buffer: MinBuffer, Lines: testLines, Log: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sizes := []int{0, 65493, 65494, 65507}
+	var pkts []rx.Packet
+	for i, n := range sizes {
+		pkts = append(pkts, rx.Packet{Data: bytes.Repeat([]byte{byte(i)}, n), Line: rx.LineB, RxTime: int64(time.Hour) + int64(i)})
+	}
+	c.Put(pkts)
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if st := c.Stats(); st.Packets != 4 || st.WriteLost != 0 || st.Dropped != 0 {
+		t.Fatalf("stats %+v, want 4 packets written, none lost", st)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	r, err := pcap.NewReader(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []int
+	for {
+		fr, err := r.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, len(fr.Payload))
+	}
+	if st := r.Stats(); fmt.Sprint(got) != "[0 65493]" || st.Frames != 4 || st.Skipped[pcap.Truncated] != 2 {
+		t.Fatalf("the reader read %d frames, datagrams of %v bytes, %v skipped truncated; want 4 frames, datagrams of [0 65493], 2 truncated",
+			st.Frames, got, st.Skipped[pcap.Truncated])
+	}
+	if _, err := exec.LookPath("tshark"); err != nil {
+		t.Log("tshark not installed: the file not read by it")
+		return
+	}
+	out, err := exec.Command("tshark", "-r", path, "-o", "ip.check_checksum:TRUE", "-T", "fields",
+		"-e", "frame.len", "-e", "frame.cap_len", "-e", "ip.len", "-e", "ip.checksum.status", "-e", "udp.length").Output()
+	if err != nil {
+		t.Fatalf("tshark -r %s: %v\n%s", path, err, out)
+	}
+	want := "42\t42\t28\t1\t8\n65535\t65535\t65521\t1\t65501\n65536\t65535\t65522\t1\t65502\n65549\t65535\t65535\t1\t65515\n"
+	if string(out) != want {
+		t.Fatalf("tshark reads (frame.len, cap_len, ip.len, ip checksum status, udp.length)\n%s\nwant\n%s", out, want)
 	}
 }
