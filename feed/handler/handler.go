@@ -517,8 +517,9 @@ func (h *Handler) receive(pinErr chan<- error) {
 }
 
 // captureBatch copies a received batch into the capture's ring when
-// capture.path is set: every datagram, both lines, before arbitration; a
-// copy, never a wait (package capture). Off, it is one branch; it inlines.
+// capture.path is set: every datagram of both lines as received (not only
+// what arbitration kept), once the batch is published and before Release;
+// a copy, never a wait (package capture). Off, it is one branch; it inlines.
 func (h *Handler) captureBatch(pkts []rx.Packet) {
 	if h.capFile != nil {
 		h.capFile.Put(pkts)
