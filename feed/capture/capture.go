@@ -48,6 +48,10 @@ const flushEvery = 200 * time.Millisecond
 // futex): the ring must hold this long of traffic, which it does by far.
 const pollEvery = time.Millisecond
 
+// fileHeaderLen is the size of the pcap file header, the buffer's first
+// bytes until a write of them succeeds.
+const fileHeaderLen = 24
+
 // bufSize is the drainer's write buffer.
 const bufSize = 1 << 20
 
@@ -192,7 +196,10 @@ func Open(cfg Config) (*Capture, error) {
 	c.pw = pcapgo.NewWriterNanos(&c.buf)
 	err = c.pw.WriteFileHeader(pcap.Snaplen, layers.LinkTypeEthernet) // into memory
 	if err == nil {
-		err = c.flush()
+		// A disk full at start fails the write as it would later: logged
+		// and counted, the header kept for the first write that succeeds
+		// (flush); the feed starts.
+		c.flushLogged()
 	}
 	if err != nil {
 		f.Close()
@@ -441,7 +448,11 @@ func (c *Capture) flush() error {
 			}
 		}
 	}
-	c.buf.b, c.pending = c.buf.b[:0], 0
+	keep := 0
+	if err != nil && c.off == 0 {
+		keep = fileHeaderLen // the file has no header yet: keep it
+	}
+	c.buf.b, c.pending = c.buf.b[:keep], 0
 	if err != nil {
 		return fmt.Errorf("write capture %s at offset %d: %w", c.path, c.off, err)
 	}

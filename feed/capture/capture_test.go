@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+	"golang.org/x/sys/unix"
 
 	"github.com/marketfeed/feedhandler/feed/pcap"
 	"github.com/marketfeed/feedhandler/feed/rx"
@@ -575,5 +576,61 @@ func TestLargestDatagrams(t *testing.T) {
 	want := "42\t42\t28\t1\t8\n65535\t65535\t65521\t1\t65501\n65536\t65535\t65522\t1\t65502\n65549\t65535\t65535\t1\t65515\n"
 	if string(out) != want {
 		t.Fatalf("tshark reads (frame.len, cap_len, ip.len, ip checksum status, udp.length)\n%s\nwant\n%s", out, want)
+	}
+}
+
+// TestDiskFullAtStart: a disk already full when the capture opens (a
+// tmpfs of 64 KiB filled up) is a failed write like one during the run:
+// Open succeeds (the feed starts), the failure is logged and counted, and
+// once the disk has room the file gets its header, then the datagrams
+// captured since, readable to its end.
+func TestDiskFullAtStart(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("mounts a tmpfs: needs root")
+	}
+	dir := t.TempDir()
+	if err := unix.Mount("tmpfs", dir, "tmpfs", 0, "size=64k"); err != nil {
+		t.Skipf("mount a tmpfs: %v", err)
+	}
+	t.Cleanup(func() { unix.Unmount(dir, 0) })
+	filler := filepath.Join(dir, "filler")
+	if err := os.WriteFile(filler, make([]byte, 1<<20), 0o600); !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("filling the tmpfs: %v, want ENOSPC", err)
+	}
+	var log syncBuf
+	path := filepath.Join(dir, "c.pcap")
+	c, err := Open(Config{Path: path, Buffer: MinBuffer, Lines: testLines, Log: zerolog.New(&log)})
+	if err != nil {
+		t.Fatalf("Open on a full disk: %v, want the capture open (a failed write, as during the run)", err)
+	}
+	c.Put([]rx.Packet{datagram(1)})
+	for k := 0; c.Stats().WriteLost == 0; k++ { // flushed after flushEvery of quiet
+		if k > 10000 {
+			t.Fatal("the drainer never flushed")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	c.Put([]rx.Packet{datagram(2), datagram(3)})
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	st := c.Stats()
+	if st.WriteErrors == 0 || st.WriteLost != 1 || st.Packets != 2 {
+		t.Fatalf("stats %+v, want write errors losing datagram 1, 2 written", st)
+	}
+	frames := readAll(t, path)
+	if len(frames) != 2 {
+		t.Fatalf("%d frames in the file, want datagrams 2 and 3", len(frames))
+	}
+	checkFrame(t, frames[0], 2)
+	checkFrame(t, frames[1], 3)
+	if fi, _ := os.Stat(path); uint64(fi.Size()) != st.Bytes {
+		t.Fatalf("file of %d bytes, Stats.Bytes %d", fi.Size(), st.Bytes)
+	}
+	if n := strings.Count(log.String(), "write failed"); n != 1 || !strings.Contains(log.String(), "writing again") {
+		t.Fatalf("%d write-failed lines, want 1, then writing again:\n%s", n, log.String())
 	}
 }

@@ -11,8 +11,9 @@
 // (Stats.Dropped); the drainer logs one warning per run of drops. A failed
 // write (a full disk) is logged once per run of failures and counted
 // (Stats.WriteErrors, Stats.WriteLost); the file is cut back to its last
-// whole record so that it stays readable, and capturing goes on. Close
-// drains the ring, flushes and closes the file.
+// whole record so that it stays readable, and capturing goes on; a disk
+// full at Open is the same (the header waits for the first write that
+// succeeds). Close drains the ring, flushes and closes the file.
 //
 // The file is a nanosecond pcap of Ethernet/IPv4/UDP frames: the sockets
 // hand over UDP payloads, so each frame's headers are synthetic, built from
