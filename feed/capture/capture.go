@@ -57,7 +57,9 @@ const bufSize = 1 << 20
 
 // Config sets up a capture.
 type Config struct {
-	// Path is the file to create; it must not exist (see FileName).
+	// Path is the file to create; it must not exist (see FileName). "":
+	// FileName(Base, now), with -2, -3, ... when a file has that name
+	// (one that a rotation of the run before made in the same second).
 	Path string
 	// Buffer is the ring's size in bytes, rounded up to a power of two,
 	// MinBuffer..MaxBuffer (0: DefaultBuffer).
@@ -72,7 +74,8 @@ type Config struct {
 	// the time of the switch) (MinRotate..MaxRotate; 0: never). Every file
 	// starts with its own pcap header and holds whole datagrams only.
 	RotateSize int64
-	// Base is the name new files are made from (capture.path); "": Path.
+	// Base is the name new files are made from (capture.path); "": Path
+	// (one of the two must be given).
 	Base string
 }
 
@@ -173,6 +176,9 @@ func Open(cfg Config) (*Capture, error) {
 	if cfg.RotateSize != 0 && (cfg.RotateSize < MinRotate || cfg.RotateSize > MaxRotate) {
 		return nil, fmt.Errorf("open capture: rotate size of %d bytes out of range (%d..%d, or 0)", cfg.RotateSize, MinRotate, MaxRotate)
 	}
+	if cfg.Path == "" && cfg.Base == "" {
+		return nil, errors.New("open capture: no file named (Path or Base)")
+	}
 	size = 1 << bits.Len(uint(size-1))
 	c := &Capture{path: cfg.Path, first: cfg.Path, log: cfg.Log, stop: make(chan struct{}), done: make(chan struct{}),
 		frame: make([]byte, 0, 2048), rotateSize: cfg.RotateSize, base: cfg.Base}
@@ -187,7 +193,14 @@ func Open(cfg Config) (*Capture, error) {
 		}
 		c.src = append(c.src, src)
 	}
-	f, err := createFile(cfg.Path)
+	var f *os.File
+	var err error
+	if cfg.Path == "" {
+		f, c.path, err = createUnique(c.base, time.Now())
+		c.first = c.path
+	} else {
+		f, err = createFile(cfg.Path)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -203,14 +216,14 @@ func Open(cfg Config) (*Capture, error) {
 	}
 	if err != nil {
 		f.Close()
-		os.Remove(cfg.Path)
-		return nil, fmt.Errorf("open capture %s: write header: %w", cfg.Path, err)
+		os.Remove(c.path)
+		return nil, fmt.Errorf("open capture %s: write header: %w", c.path, err)
 	}
 	mem, err := unix.Mmap(-1, 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_POPULATE)
 	if err != nil {
 		f.Close()
-		os.Remove(cfg.Path)
-		return nil, fmt.Errorf("open capture %s: map a ring of %d bytes: %w", cfg.Path, size, err)
+		os.Remove(c.path)
+		return nil, fmt.Errorf("open capture %s: map a ring of %d bytes: %w", c.path, size, err)
 	}
 	for i := 0; i < len(mem); i += 4096 { // MAP_POPULATE is best effort
 		mem[i] = 0

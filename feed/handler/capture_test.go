@@ -141,3 +141,49 @@ var testCaptureLines = []rx.LineConfig{
 	{Name: "A", Group: netip.MustParseAddr("239.1.1.1"), Port: 26400},
 	{Name: "B", Group: netip.MustParseAddr("239.1.1.2"), Port: 26401},
 }
+
+// TestCaptureStartNameTaken: a start whose capture file name (capture.path
+// with the second of the start) is taken, by the last file a rotation of
+// the run before made (a restart within that second; or a clock stepped
+// back), starts in that name with -2, as a rotation does, instead of
+// failing: the file is never overwritten, and the start not refused.
+// Names are taken for this second and the next two, so the start falls on
+// one of them.
+func TestCaptureStartNameTaken(t *testing.T) {
+	dir := t.TempDir()
+	base := filepath.Join(dir, "feed.pcap")
+	now := time.Now()
+	taken := map[string]bool{}
+	for k := range 3 {
+		name := capture.FileName(base, now.Add(time.Duration(k)*time.Second))
+		if err := os.WriteFile(name, []byte("the run before"), 0o640); err != nil {
+			t.Fatal(err)
+		}
+		taken[name] = true
+	}
+	h, err := Start(Config{
+		Receive:       rx.Config{Lines: testCaptureLines, BatchSize: 64},
+		Arbiter:       ArbiterConfig{Grace: time.Millisecond, Hold: 5 * time.Millisecond},
+		Book:          book.Config{MaxOrders: 1 << 10, MaxLocates: 64, MaxLevels: 1 << 10},
+		ShmName:       shmtest.Name(t, "fh-capname"),
+		CapturePath:   base,
+		CaptureBuffer: capture.MinBuffer,
+		Open:          func(rx.Config) (rx.Receiver, error) { return &batchRx{}, nil },
+		Log:           zerolog.Nop(),
+	})
+	if err != nil {
+		t.Fatalf("a start whose capture name a file of the run before has: %v", err)
+	}
+	if err := h.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	for name := range taken {
+		if b, _ := os.ReadFile(name); string(b) != "the run before" {
+			t.Fatalf("%s overwritten", name)
+		}
+	}
+	files, _ := filepath.Glob(filepath.Join(dir, "feed-*-2.pcap"))
+	if len(files) != 1 {
+		t.Fatalf("capture files %v, want one feed-<time>-2.pcap", files)
+	}
+}

@@ -44,8 +44,8 @@ type Config struct {
 	Feed        string            // feed name: the "feed" label of every metric
 	Recovery    RecoveryConfig    // gap repair (zero: none, gaps flag the books)
 	// CapturePath: write every line datagram received to a pcap file
-	// (package capture) named capture.FileName(CapturePath, start time);
-	// "": no capture. CaptureBuffer is its ring's size (0: the default).
+	// (package capture) named capture.FileName(CapturePath, start time),
+	// with -2, -3, ... when a file has that name; "": no capture. CaptureBuffer is its ring's size (0: the default).
 	CapturePath   string
 	CaptureBuffer int
 	// CaptureRotate: once a capture file holds this many bytes, go on in
@@ -348,8 +348,7 @@ func Start(cfg Config) (*Handler, error) {
 	}
 
 	if cfg.CapturePath != "" {
-		c, err := capture.Open(capture.Config{Path: capture.FileName(cfg.CapturePath, time.Now()),
-			Buffer: cfg.CaptureBuffer, Lines: cfg.Receive.Lines, Log: cfg.Log, Base: cfg.CapturePath, RotateSize: cfg.CaptureRotate})
+		c, err := capture.Open(capture.Config{Buffer: cfg.CaptureBuffer, Lines: cfg.Receive.Lines, Log: cfg.Log, Base: cfg.CapturePath, RotateSize: cfg.CaptureRotate})
 		if err != nil {
 			rec.close()
 			w.Close()
