@@ -339,6 +339,9 @@ func (c *Config) checkListen() error {
 	// fe80::1.
 	zone := ip.Zone()
 	ip = ip.WithZone("")
+	if zone == "" && ip.Is6() && ip.IsLinkLocalUnicast() {
+		return linkLocalNoZone(ip, c.Metrics.Listen)
+	}
 	var addrs []net.Addr
 	if zone != "" {
 		ifi, err := net.InterfaceByName(zone)
@@ -370,6 +373,28 @@ func (c *Config) checkListen() error {
 		return fmt.Errorf("no address %s on %s (have: %s)", ip, zone, strings.Join(have, ", "))
 	}
 	return fmt.Errorf("no address %s on this host (have: %s)", ip, strings.Join(have, ", "))
+}
+
+// linkLocalNoZone is checkListen's error for an IPv6 link-local address
+// without a zone, which net.Listen cannot bind (EINVAL: the kernel does
+// not know which link's): named with the interfaces that have it.
+func linkLocalNoZone(ip netip.Addr, listen string) error {
+	_, port, _ := net.SplitHostPort(listen)
+	var on []string
+	ifs, _ := net.Interfaces()
+	for _, ifi := range ifs {
+		addrs, _ := ifi.Addrs()
+		for _, a := range addrs {
+			if p, err := netip.ParsePrefix(a.String()); err == nil && p.Addr() == ip {
+				on = append(on, net.JoinHostPort(ip.WithZone(ifi.Name).String(), port))
+			}
+		}
+	}
+	hint := "name its interface as a zone, [" + ip.String() + "%IFNAME]:" + port
+	if len(on) > 0 {
+		hint = "name its interface as a zone: " + strings.Join(on, " or ")
+	}
+	return fmt.Errorf("%s is link-local, which cannot be bound without its interface (bind: invalid argument); %s", ip, hint)
 }
 
 func plural(n int) string {

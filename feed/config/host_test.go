@@ -439,4 +439,19 @@ func TestCheckHostListenLinkLocal(t *testing.T) {
 	if err := c.CheckHost(); err == nil || !strings.Contains(err.Error(), want) {
 		t.Errorf("metrics.listen %s, not an address of lo: %v, want %q", ll.WithZone("lo"), err, want)
 	}
+	// Without its zone the host's own link-local address cannot be bound
+	// (EINVAL, which a start exits 1 on, restarted, never fixed): a
+	// config error naming the zoned address to give.
+	if ln, err := net.Listen("tcp", netip.AddrPortFrom(ll, 0).String()); err == nil {
+		ln.Close()
+		t.Fatalf("%s without a zone bound", ll)
+	}
+	c, err = Parse("h.yaml", []byte(hostEdit(t, "127.0.0.1:9100", `"`+netip.AddrPortFrom(ll, 9100).String()+`"`)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want = fmt.Sprintf("h.yaml:15: metrics.listen: %s is link-local, which cannot be bound without its interface", ll)
+	if err := c.CheckHost(); err == nil || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), netip.AddrPortFrom(zoned, 9100).String()) {
+		t.Errorf("metrics.listen %s, link-local without a zone: %v, want %q naming %s", netip.AddrPortFrom(ll, 9100), err, want, netip.AddrPortFrom(zoned, 9100))
+	}
 }
