@@ -197,3 +197,52 @@ exec "$0" "$@"`
 		t.Errorf("a tentative metrics.listen address: %v, want exit status 1 (restarted) and %q:\n%s", err, want, out)
 	}
 }
+
+// TestRunMetricsAddressDADFailed: a metrics.listen address whose duplicate
+// address detection failed (another host on the link has it: here a veth
+// peer in a namespace of its own) fails the bind with EADDRNOTAVAIL as a
+// tentative one does, but no restart fixes it (the kernel keeps it
+// dadfailed until it is added again): a config error, exit 78, not exit 1
+// with "not usable yet" until the unit's start limit.
+func TestRunMetricsAddressDADFailed(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root for a network namespace")
+	}
+	for _, tool := range []string{"unshare", "nsenter", "ip"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("%s not installed", tool)
+		}
+	}
+	path := filepath.Join(t.TempDir(), "feed.yaml")
+	cfg := "feed:\n  name: t\nlines:\n  a:\n    interface: lo\n    group: 239.1.1.1\n    port: 26477\nreceive:\n  backend: socket\nmetrics:\n  listen: \"[fd00:fe::1]:9100\"\n"
+	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// fhtb, the peer, goes to a namespace of its own (a sleep's) and has
+	// the address first; fhta's detection then finds it there. fhtb comes
+	// back without it (a move drops a device's addresses) before the
+	// sleep is killed: its namespace would take the veth pair with it.
+	script := `ip link add fhta type veth peer name fhtb || exit 99
+unshare --net sleep 60 & P=$!
+for i in $(seq 50); do N=$(readlink /proc/$P/ns/net) && [ -n "$N" ] && [ "$N" != "$(readlink /proc/self/ns/net)" ] && break; sleep 0.1; done
+ip link set fhtb netns $P && nsenter -t $P -n ip link set fhtb up && nsenter -t $P -n ip addr add fd00:fe::1/64 dev fhtb nodad &&
+ip link set fhta up && ip addr add fd00:fe::1/64 dev fhta || { kill $P; exit 99; }
+for i in $(seq 100); do ip -6 addr show dev fhta | grep -q dadfailed && break; sleep 0.1; done
+nsenter -t $P -n ip link set fhtb netns $$; kill $P
+ip -6 addr show dev fhta | grep -q dadfailed || { echo "address not dadfailed"; ip -6 addr show dev fhta; exit 99; }
+exec "$0" "$@"`
+	cmd := exec.Command("unshare", "--net", "sh", "-c", script, os.Args[0], "--feed", path)
+	cmd.Env = append(os.Environ(), "FEEDHANDLER_TEST_AS_COMMAND=1")
+	out, err := cmd.CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) {
+		t.Fatalf("%v, want exit status 78:\n%s", err, out)
+	}
+	if ee.ExitCode() == 99 {
+		t.Skipf("lab setup: %s", out)
+	}
+	want := "feed.yaml:11: metrics.listen: listen tcp [fd00:fe::1]:9100: bind: cannot assign requested address: duplicate address detection failed for it"
+	if ee.ExitCode() != 78 || !strings.Contains(string(out), want) {
+		t.Errorf("a dadfailed metrics.listen address: %v, want exit status 78 and %q:\n%s", err, want, out)
+	}
+}

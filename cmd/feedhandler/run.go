@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"flag"
 	"fmt"
@@ -120,12 +121,16 @@ func stopSignals(logger zerolog.Logger, setUp *atomic.Bool) (ctx context.Context
 // a second or two after it is added, or until its link has a carrier),
 // which a boot can start the unit before: network-online.target does not
 // wait for it with every network manager. A restart binds it once it is
-// usable.
+// usable. Not one whose duplicate address detection failed (another host
+// has it): that stays unusable until the address is added again, exit 78.
 func listenError(cfg *config.Config, err error) error {
 	switch {
 	case errors.Is(err, syscall.EACCES):
 		return configError{cfg.FieldError("metrics.listen", "%v: a port below net.ipv4.ip_unprivileged_port_start (1024 by default) needs cap_net_bind_service; use a higher one", err)}
 	case errors.Is(err, syscall.EADDRNOTAVAIL):
+		if listenAddrDADFailed(err) {
+			return configError{cfg.FieldError("metrics.listen", "%v: duplicate address detection failed for it (`ip -6 addr` says dadfailed): another host on its link has this address, which no restart fixes; resolve the conflict and add the address again", err)}
+		}
 		if hostHasListenAddr(err) {
 			return fmt.Errorf("%w: an address of this host not usable yet (an IPv6 address still tentative: duplicate address detection, or its link has no carrier); a restart binds it once it is", err)
 		}
@@ -133,6 +138,64 @@ func listenError(cfg *config.Config, err error) error {
 	}
 	return err
 }
+
+// listenAddrDADFailed reports whether the address a failed listen tried
+// is an IPv6 address of the host whose duplicate address detection failed
+// (IFA_F_DADFAILED): another host has it, and it stays unusable until it
+// is added again, so it is not "not usable yet".
+func listenAddrDADFailed(err error) bool {
+	var op *net.OpError
+	if !errors.As(err, &op) {
+		return false
+	}
+	a, ok := op.Addr.(*net.TCPAddr)
+	if !ok {
+		return false
+	}
+	ip, ok := netip.AddrFromSlice(a.IP)
+	if !ok || !ip.Unmap().Is6() {
+		return false
+	}
+	rib, err := syscall.NetlinkRIB(syscall.RTM_GETADDR, syscall.AF_INET6)
+	if err != nil {
+		return false
+	}
+	msgs, err := syscall.ParseNetlinkMessage(rib)
+	if err != nil {
+		return false
+	}
+	for _, m := range msgs {
+		if m.Header.Type != syscall.RTM_NEWADDR || len(m.Data) < syscall.SizeofIfAddrmsg {
+			continue
+		}
+		flags := uint32(m.Data[2]) // struct ifaddrmsg's ifa_flags; IFA_FLAGS has them all
+		attrs, err := syscall.ParseNetlinkRouteAttr(&m)
+		if err != nil {
+			continue
+		}
+		var addr netip.Addr
+		for _, at := range attrs {
+			switch at.Attr.Type {
+			case syscall.IFA_ADDRESS, syscall.IFA_LOCAL:
+				addr, _ = netip.AddrFromSlice(at.Value)
+			case ifaFlags:
+				if len(at.Value) >= 4 {
+					flags = binary.NativeEndian.Uint32(at.Value)
+				}
+			}
+		}
+		if addr == ip.WithZone("") && flags&ifaFDADFailed != 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// IFA_FLAGS and IFA_F_DADFAILED (linux/if_addr.h), not in package syscall.
+const (
+	ifaFlags      = 8
+	ifaFDADFailed = 0x08
+)
 
 // hostHasListenAddr reports whether the address a failed listen tried is
 // one of the host's interface addresses (tentative ones included).
