@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/google/gopacket"
@@ -389,6 +390,13 @@ func (c *Capture) flushLogged() {
 				Msg("capture: write failed; the datagrams buffered are lost from the capture (not from the feed), capturing goes on")
 		}
 		c.failing = true
+		if errors.Is(err, syscall.EFBIG) && c.off > 0 {
+			// The file is as large as the file system (FAT32's 4 GiB) or
+			// the unit's LimitFSIZE= lets it be: every later write to it
+			// would fail too, with or without rotate_size. Go on in a
+			// new file (the buffer is empty: flush dropped it).
+			c.rotate()
+		}
 		return
 	}
 	if c.failing {

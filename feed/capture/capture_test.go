@@ -634,3 +634,67 @@ func TestDiskFullAtStart(t *testing.T) {
 		t.Fatalf("%d write-failed lines, want 1, then writing again:\n%s", n, log.String())
 	}
 }
+
+// sizeLimit is a file that takes at most limit bytes (FAT32's 4 GiB, a
+// unit's LimitFSIZE=): a write past it writes up to it and fails EFBIG.
+type sizeLimit struct {
+	*os.File
+	limit int64
+}
+
+func (s *sizeLimit) Write(p []byte) (int, error) {
+	off, err := s.File.Seek(0, io.SeekCurrent)
+	if err != nil {
+		return 0, err
+	}
+	if off+int64(len(p)) <= s.limit {
+		return s.File.Write(p)
+	}
+	n, err := s.File.Write(p[:max(0, s.limit-off)])
+	if err != nil {
+		return n, err
+	}
+	return n, syscall.EFBIG
+}
+
+// TestFileTooLarge: a file that reaches the largest size allowed (EFBIG)
+// fails every write after; the capture goes on in a new file, as a
+// rotation, whatever rotate_size says (here 0), losing only the buffer
+// whose write failed (counted). Both files read whole.
+func TestFileTooLarge(t *testing.T) {
+	dir := t.TempDir()
+	base := filepath.Join(dir, "c.pcap")
+	var log syncBuf
+	c, err := Open(Config{Base: base, Buffer: MinBuffer, Lines: testLines, Log: zerolog.New(&log)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := c.Path()
+	// The drainer has written only the header: no race. The first 1 MiB
+	// buffer fits, the second does not.
+	c.f = &sizeLimit{File: c.f.(*os.File), limit: 3 << 19}
+	const total = 4000 // about 3 MB
+	putAll(t, c, total)
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	st := c.Stats()
+	names, _ := filepath.Glob(filepath.Join(dir, "c-*.pcap"))
+	if st.Files != 2 || len(names) != 2 || st.WriteErrors != 1 || st.WriteLost == 0 || st.Packets+st.WriteLost != total {
+		t.Fatalf("stats %+v, files %v: want 2 files, 1 write error, its datagrams lost, the rest (%d in all) written", st, names, total)
+	}
+	n := 0
+	for _, name := range names {
+		frames := readAll(t, name)
+		if name == first && (len(frames) == 0 || uint64(len(frames)) == st.Packets) {
+			t.Fatalf("the first file holds %d of %d datagrams written", len(frames), st.Packets)
+		}
+		n += len(frames)
+	}
+	if uint64(n) != st.Packets {
+		t.Fatalf("%d datagrams in the files, Stats.Packets %d", n, st.Packets)
+	}
+	if !strings.Contains(log.String(), "capture: next file") {
+		t.Fatalf("no next file logged:\n%s", log.String())
+	}
+}
