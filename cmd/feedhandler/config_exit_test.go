@@ -173,25 +173,12 @@ func TestRunMetricsAddressTentative(t *testing.T) {
 			t.Skipf("%s not installed", tool)
 		}
 	}
-	path := filepath.Join(t.TempDir(), "feed.yaml")
-	cfg := "feed:\n  name: t\nlines:\n  a:\n    interface: lo\n    group: 239.1.1.1\n    port: 26477\nreceive:\n  backend: socket\nmetrics:\n  listen: \"[fd00:fe::1]:9100\"\n"
-	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
-		t.Fatal(err)
-	}
 	// fhta's peer stays down: no carrier, so the address stays tentative.
 	script := `ip link add fhta type veth peer name fhtb && ip link set fhta up && ip addr add fd00:fe::1/64 dev fhta &&
 ip -6 addr show dev fhta | grep -q tentative || { echo "address not tentative"; ip -6 addr show dev fhta; exit 99; }
 exec "$0" "$@"`
-	cmd := exec.Command("unshare", "--net", "sh", "-c", script, os.Args[0], "--feed", path)
-	cmd.Env = append(os.Environ(), "FEEDHANDLER_TEST_AS_COMMAND=1")
-	out, err := cmd.CombinedOutput()
-	var ee *exec.ExitError
-	if !errors.As(err, &ee) {
-		t.Fatalf("%v, want exit status 1:\n%s", err, out)
-	}
-	if ee.ExitCode() == 99 {
-		t.Skipf("lab setup: %s", out)
-	}
+	ee, out := runWithListenFd00(t, script, 1)
+	err := error(ee)
 	want := "listen tcp [fd00:fe::1]:9100: bind: cannot assign requested address: an address of this host not usable yet"
 	if ee.ExitCode() != 1 || !strings.Contains(string(out), want) {
 		t.Errorf("a tentative metrics.listen address: %v, want exit status 1 (restarted) and %q:\n%s", err, want, out)
@@ -213,11 +200,6 @@ func TestRunMetricsAddressDADFailed(t *testing.T) {
 			t.Skipf("%s not installed", tool)
 		}
 	}
-	path := filepath.Join(t.TempDir(), "feed.yaml")
-	cfg := "feed:\n  name: t\nlines:\n  a:\n    interface: lo\n    group: 239.1.1.1\n    port: 26477\nreceive:\n  backend: socket\nmetrics:\n  listen: \"[fd00:fe::1]:9100\"\n"
-	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
-		t.Fatal(err)
-	}
 	// fhtb, the peer, goes to a namespace of its own (a sleep's) and has
 	// the address first; fhta's detection then finds it there. fhtb comes
 	// back without it (a move drops a device's addresses) before the
@@ -231,18 +213,35 @@ for i in $(seq 100); do ip -6 addr show dev fhta | grep -q dadfailed && break; s
 nsenter -t $P -n ip link set fhtb netns $$; kill $P
 ip -6 addr show dev fhta | grep -q dadfailed || { echo "address not dadfailed"; ip -6 addr show dev fhta; exit 99; }
 exec "$0" "$@"`
+	ee, out := runWithListenFd00(t, script, 78)
+	err := error(ee)
+	want := "feed.yaml:11: metrics.listen: listen tcp [fd00:fe::1]:9100: bind: cannot assign requested address: duplicate address detection failed for it"
+	if ee.ExitCode() != 78 || !strings.Contains(string(out), want) {
+		t.Errorf("a dadfailed metrics.listen address: %v, want exit status 78 and %q:\n%s", err, want, out)
+	}
+}
+
+// runWithListenFd00 runs the handler on a feed whose metrics.listen is
+// [fd00:fe::1]:9100 in a network namespace of its own, after script (sh)
+// has set up the namespace; script exits 99 when the lab cannot be set up
+// (the test is skipped) and ends with exec "$0" "$@". It returns how the
+// handler exited (want: the status the test wants, for the message).
+func runWithListenFd00(t *testing.T, script string, want int) (*exec.ExitError, []byte) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "feed.yaml")
+	cfg := "feed:\n  name: t\nlines:\n  a:\n    interface: lo\n    group: 239.1.1.1\n    port: 26477\nreceive:\n  backend: socket\nmetrics:\n  listen: \"[fd00:fe::1]:9100\"\n"
+	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	cmd := exec.Command("unshare", "--net", "sh", "-c", script, os.Args[0], "--feed", path)
 	cmd.Env = append(os.Environ(), "FEEDHANDLER_TEST_AS_COMMAND=1")
 	out, err := cmd.CombinedOutput()
 	var ee *exec.ExitError
 	if !errors.As(err, &ee) {
-		t.Fatalf("%v, want exit status 78:\n%s", err, out)
+		t.Fatalf("%v, want exit status %d:\n%s", err, want, out)
 	}
 	if ee.ExitCode() == 99 {
 		t.Skipf("lab setup: %s", out)
 	}
-	want := "feed.yaml:11: metrics.listen: listen tcp [fd00:fe::1]:9100: bind: cannot assign requested address: duplicate address detection failed for it"
-	if ee.ExitCode() != 78 || !strings.Contains(string(out), want) {
-		t.Errorf("a dadfailed metrics.listen address: %v, want exit status 78 and %q:\n%s", err, want, out)
-	}
+	return ee, out
 }

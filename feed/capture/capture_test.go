@@ -387,18 +387,7 @@ func TestWriteCutBack(t *testing.T) {
 	if st.WriteErrors != 1 || st.WriteLost != 3 || st.Packets != 2 {
 		t.Fatalf("stats %+v, want 1 write error losing 3 datagrams, 2 written", st)
 	}
-	frames := readAll(t, path)
-	if len(frames) != 2 {
-		t.Fatalf("%d frames in the file, want datagrams 4 and 5", len(frames))
-	}
-	checkFrame(t, frames[0], 4)
-	checkFrame(t, frames[1], 5)
-	if fi, _ := os.Stat(path); uint64(fi.Size()) != st.Bytes {
-		t.Fatalf("file of %d bytes, Stats.Bytes %d: the half record was not cut off", fi.Size(), st.Bytes)
-	}
-	if n := strings.Count(log.String(), "write failed"); n != 1 || !strings.Contains(log.String(), "writing again") {
-		t.Fatalf("%d write-failed lines, want 1, then writing again:\n%s", n, log.String())
-	}
+	checkAfterFailedWrite(t, path, st, log.String(), 4, ": the half record was not cut off")
 }
 
 // TestRotate: with RotateSize, the datagrams of a run go to several files,
@@ -621,18 +610,7 @@ func TestDiskFullAtStart(t *testing.T) {
 	if st.WriteErrors == 0 || st.WriteLost != 1 || st.Packets != 2 {
 		t.Fatalf("stats %+v, want write errors losing datagram 1, 2 written", st)
 	}
-	frames := readAll(t, path)
-	if len(frames) != 2 {
-		t.Fatalf("%d frames in the file, want datagrams 2 and 3", len(frames))
-	}
-	checkFrame(t, frames[0], 2)
-	checkFrame(t, frames[1], 3)
-	if fi, _ := os.Stat(path); uint64(fi.Size()) != st.Bytes {
-		t.Fatalf("file of %d bytes, Stats.Bytes %d", fi.Size(), st.Bytes)
-	}
-	if n := strings.Count(log.String(), "write failed"); n != 1 || !strings.Contains(log.String(), "writing again") {
-		t.Fatalf("%d write-failed lines, want 1, then writing again:\n%s", n, log.String())
-	}
+	checkAfterFailedWrite(t, path, st, log.String(), 2, "")
 }
 
 // sizeLimit is a file that takes at most limit bytes (FAT32's 4 GiB, a
@@ -696,5 +674,25 @@ func TestFileTooLarge(t *testing.T) {
 	}
 	if !strings.Contains(log.String(), "capture: next file") {
 		t.Fatalf("no next file logged:\n%s", log.String())
+	}
+}
+
+// checkAfterFailedWrite checks a capture whose one run of failed writes
+// was followed by datagrams next and next+1, written: the file holds
+// those two only, as many bytes as Stats.Bytes (why: what a larger file
+// means), and the log says the write failed once, then writing again.
+func checkAfterFailedWrite(t *testing.T, path string, st Stats, log string, next int, why string) {
+	t.Helper()
+	frames := readAll(t, path)
+	if len(frames) != 2 {
+		t.Fatalf("%d frames in the file, want datagrams %d and %d", len(frames), next, next+1)
+	}
+	checkFrame(t, frames[0], next)
+	checkFrame(t, frames[1], next+1)
+	if fi, _ := os.Stat(path); uint64(fi.Size()) != st.Bytes {
+		t.Fatalf("file of %d bytes, Stats.Bytes %d%s", fi.Size(), st.Bytes, why)
+	}
+	if n := strings.Count(log, "write failed"); n != 1 || !strings.Contains(log, "writing again") {
+		t.Fatalf("%d write-failed lines, want 1, then writing again:\n%s", n, log)
 	}
 }

@@ -83,17 +83,12 @@ func TestSnapshotRetryBacksOff(t *testing.T) {
 	waitFetch(t, h, rec, now)
 	var gaps []time.Duration
 	now, starts, gaps = pollFetches(t, h, rec, now, 10*time.Minute, starts)
-	want := []time.Duration{5 * time.Second, 10 * time.Second, 20 * time.Second, 40 * time.Second, 80 * time.Second,
-		2 * time.Minute, 2 * time.Minute, 2 * time.Minute}
+	want := tenMinutesOfBackoff
 	if len(gaps) != len(want) {
 		t.Fatalf("a snapshot refused every time, ten minutes: %d downloads (server: %d), waits between them %v; want %d, waits %v (SnapshotRetry doubled per consecutive refusal, capped at SnapshotRetryMax)",
 			len(starts), srv.Stats().Snapshots, gaps, len(want)+1, want)
 	}
-	for i := range want {
-		if gaps[i] != want[i] {
-			t.Fatalf("waits between downloads %v, want %v", gaps, want)
-		}
-	}
+	sameWaits(t, "downloads", gaps, want)
 	var st RecoveryStats
 	rec.copyStats(&st)
 	if st.Snapshots != 0 || st.SnapshotFailures != uint64(len(starts)) || st.SnapshotRetryFailures != uint64(len(starts)) || !sh.pub.stale || h.arb.Frozen() {
@@ -337,19 +332,14 @@ func TestSnapshotLaggingBacksOff(t *testing.T) {
 	for i := 1; i < len(starts); i++ {
 		gaps = append(gaps, time.Duration(starts[i]-starts[i-1]))
 	}
-	want := []time.Duration{5 * time.Second, 10 * time.Second, 20 * time.Second, 40 * time.Second, 80 * time.Second,
-		2 * time.Minute, 2 * time.Minute, 2 * time.Minute}
+	want := tenMinutesOfBackoff
 	var st RecoveryStats
 	rec.copyStats(&st)
 	if len(gaps) != len(want) {
 		t.Fatalf("a snapshot always behind the lines, ten minutes: %d downloads (server: %d, loaded %d), waits between them %v; want %d, waits %v (a lagging load whose miss is declared again is a failed attempt)",
 			len(starts), srv.Stats().Snapshots, st.Snapshots, gaps, len(want)+1, want)
 	}
-	for i := range want {
-		if gaps[i] != want[i] {
-			t.Fatalf("waits between downloads %v, want %v", gaps, want)
-		}
-	}
+	sameWaits(t, "downloads", gaps, want)
 	if st.Snapshots != uint64(len(starts)) || st.SnapshotRetryFailures != uint64(len(starts)) || !sh.pub.stale {
 		t.Fatalf("after %d lagging downloads: loaded %d, consecutive failures %d, stale %v; want every one loaded and counted, books flagged",
 			len(starts), st.Snapshots, st.SnapshotRetryFailures, sh.pub.stale)
@@ -406,8 +396,7 @@ func TestSnapshotBehindMovingLines(t *testing.T) {
 	for i := 1; i < len(starts); i++ {
 		gaps = append(gaps, time.Duration(starts[i]-starts[i-1]))
 	}
-	want := []time.Duration{5 * time.Second, 10 * time.Second, 20 * time.Second, 40 * time.Second, 80 * time.Second,
-		2 * time.Minute, 2 * time.Minute, 2 * time.Minute}
+	want := tenMinutesOfBackoff
 	var st RecoveryStats
 	rec.copyStats(&st)
 	if len(gaps) != len(want) {
@@ -417,11 +406,7 @@ func TestSnapshotBehindMovingLines(t *testing.T) {
 		t.Fatalf("a snapshot always 2s behind moving lines, ten minutes: %d downloads (server: %d, loaded %d), waits between them %v...; want %d, waits %v (every load behind the feed whose miss is declared again is a failed attempt)",
 			len(starts), srv.Stats().Snapshots, st.Snapshots, gaps, len(want)+1, want)
 	}
-	for i := range want {
-		if gaps[i] != want[i] {
-			t.Fatalf("waits between downloads %v, want %v", gaps, want)
-		}
-	}
+	sameWaits(t, "downloads", gaps, want)
 	if st.Snapshots != uint64(len(starts)) || st.SnapshotRetryFailures != uint64(len(starts)) || !sh.pub.stale {
 		t.Fatalf("after %d downloads behind the feed: loaded %d, consecutive failures %d, stale %v; want every one loaded and counted, books flagged",
 			len(starts), st.Snapshots, st.SnapshotRetryFailures, sh.pub.stale)
@@ -516,11 +501,7 @@ func TestSnapshotRefusedByOwnCheckBacksOff(t *testing.T) {
 		t.Fatalf("two minutes of logins refused by the caller's own CheckSession: %d logins, waits between them %v; want %d, waits %v (the backoff: not a session the lines left)",
 			len(starts), gaps, len(want)+1, want)
 	}
-	for i := range want {
-		if gaps[i] != want[i] {
-			t.Fatalf("waits between logins %v, want %v", gaps, want)
-		}
-	}
+	sameWaits(t, "logins", gaps, want)
 	if rec.snapFails != uint64(len(starts)) {
 		t.Fatalf("consecutive failures %d after %d refusals, want %d", rec.snapFails, len(starts), len(starts))
 	}
@@ -629,5 +610,22 @@ func TestSnapshotRefusalRunEndsWhenWhole(t *testing.T) {
 	if n := strings.Count(logs.String(), refused); fetches.Load() != 2 || n != 2 {
 		t.Fatalf("a later gap's snapshot refused at login (%v after the gap, within a minute of the change's refusal; the books made whole between): %d fetches, %d refusals logged; want 2, 2 (a new run, its first logged):\n%s",
 			time.Duration(now-first), fetches.Load(), n, logs.String())
+	}
+}
+
+// tenMinutesOfBackoff is the waits between snapshot attempts failing for
+// ten minutes with SnapshotRetry 5s and SnapshotRetryMax 2m: doubled per
+// consecutive failure, capped.
+var tenMinutesOfBackoff = []time.Duration{5 * time.Second, 10 * time.Second, 20 * time.Second, 40 * time.Second, 80 * time.Second,
+	2 * time.Minute, 2 * time.Minute, 2 * time.Minute}
+
+// sameWaits fails the test when the waits between attempts (of what: downloads,
+// logins) differ from want, whose length the caller has checked.
+func sameWaits(t *testing.T, what string, gaps, want []time.Duration) {
+	t.Helper()
+	for i := range want {
+		if gaps[i] != want[i] {
+			t.Fatalf("waits between %s %v, want %v", what, gaps, want)
+		}
 	}
 }
