@@ -74,6 +74,8 @@ type replayReport struct {
 	InputShort    uint64            `json:"input_short_messages"`
 	InputGaps     uint64            `json:"input_gaps,omitempty"`
 	InputMissing  uint64            `json:"input_missing_messages,omitempty"`
+	// With --feed: the capture's lines arbitrated as the handler did.
+	Arbitrated    *arbitratedReport `json:"arbitrated,omitempty"`
 	CapacityError string            `json:"capacity_error,omitempty"`
 }
 
@@ -102,9 +104,10 @@ func replay(args []string, stdout, stderr io.Writer) error {
 	settle := fs.Duration("settle", defaultSettle, "pause this long after setup, before the timer starts: the loop then runs on a machine that has finished with whatever ran before it (see docs/TUNING.md); 0 for none")
 	shmName := fs.String("shm", "", "publish the books into shared memory under this `NAME` while replaying (read them with bookview or the proto/shm reader)")
 	shmDepth := fs.Int("shm-depth", 10, "levels per side published with --shm")
+	feedPath := fs.String("feed", "", "arbitrate a capture (capture.path) of the feed this `FILE` configures as its handler did: its lines, arbitration timers, session and symbols, clocked by the capture's timestamps, and its book capacities")
 	shmSlots := fs.Int("shm-slots", config.DefaultSHMSlots, fmt.Sprintf("instrument slots in the --shm file, 1..%d (the feed config's shm.slots; a Nasdaq day lists about 9k instruments)", config.MaxSHMSlots))
 	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "usage: feedhandler replay [--json] [--books-out FILE] [--depth N] [--shm NAME [--shm-depth N] [--shm-slots N]] INPUT")
+		fmt.Fprintln(fs.Output(), "usage: feedhandler replay [--json] [--books-out FILE] [--depth N] [--shm NAME [--shm-depth N] [--shm-slots N]] [--feed FILE] INPUT")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -124,6 +127,14 @@ func replay(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("replay: --shm-slots %d is out of range (1..%d)", *shmSlots, config.MaxSHMSlots)
 	}
 	path := fs.Arg(0)
+	var fc *config.Config
+	if *feedPath != "" {
+		var err error
+		if fc, err = replayFeed(fs, *feedPath); err != nil {
+			return err
+		}
+		cfg = fc.BookConfig()
+	}
 
 	t0 := time.Now()
 	bs, err := book.New(cfg)
@@ -158,6 +169,12 @@ func replay(args []string, stdout, stderr io.Writer) error {
 		defer w.Close() // marks the feed closed; the books stay readable
 		rp.w, rp.pub = w, handler.NewPublisher(w, bs, *shmDepth)
 	}
+	var arb *arbitrated
+	if fc != nil {
+		if arb, err = newArbitrated(fc, path, r, &rp); err != nil {
+			return err
+		}
+	}
 	var scan *itch.Scanner
 	var data []byte
 	if r.Format() == input.FormatBinaryFile && rp.pub == nil {
@@ -191,11 +208,16 @@ func replay(args []string, stdout, stderr io.Writer) error {
 	cpu0 := cpuTime()
 	rp.start = time.Now()
 	rp.lastProgress = rp.start
-	if scan != nil {
+	switch {
+	case arb != nil:
+		if err := arb.run(); err != nil {
+			return fmt.Errorf("replay %s after %d messages: %w", path, rp.n, err)
+		}
+	case scan != nil:
 		if err := rp.applyFile(data, scan); err != nil {
 			return fmt.Errorf("replay %s after %d messages: %w", path, rp.n, err)
 		}
-	} else {
+	default:
 		for {
 			m, err := r.Next()
 			if err == io.EOF {
@@ -249,9 +271,14 @@ func replay(args []string, stdout, stderr io.Writer) error {
 			rep.WithOrders++
 		}
 	}
-	if scan != nil {
+	switch {
+	case arb != nil:
+		rep.Arbitrated = arb.report()
+		rep.InputShort = arb.r.BadMessages()
+		rep.InputGaps, rep.InputMissing = arb.r.Stats().Gaps, arb.r.Stats().GapMessages
+	case scan != nil:
 		rep.InputUnknown, rep.InputShort = scan.Unknown, scan.Short
-	} else {
+	default:
 		ist := r.Stats()
 		rep.InputUnknown, rep.InputShort = ist.Codec.Unknown, ist.Codec.Short
 		rep.InputGaps, rep.InputMissing = ist.Gaps()
@@ -298,6 +325,10 @@ func replay(args []string, stdout, stderr io.Writer) error {
 	}
 	fmt.Fprintf(stdout, "\ninput         %d unknown types, %d short messages, %d gaps (%d missing)\n",
 		rep.InputUnknown, rep.InputShort, rep.InputGaps, rep.InputMissing)
+	if a := rep.Arbitrated; a != nil {
+		fmt.Fprintf(stdout, "arbitrated    as %s: datagrams A %d, B %d, other %d (%d frames skipped); %d messages delivered, %d filtered out; %d session changes (books emptied)\n",
+			a.Feed, a.Datagrams[0], a.Datagrams[1], a.Other, a.Skipped, a.Delivered, a.Filtered, a.Resets)
+	}
 	if rep.CapacityError != "" {
 		fmt.Fprintf(stdout, "capacity      %s\n", rep.CapacityError)
 	}

@@ -185,14 +185,14 @@ type Handler struct {
 	shardOf        []uint8 // by locate
 	w              *shm.Writer
 
-	filter     map[itch.Symbol]bool // subscribed symbols (space padded, as on the wire)
-	subscribed []bool               // by locate, decided by 'R' when filtering
+	admission // which delivered messages go to the books
 
-	// rx-thread counters, copied under mu every few tens of milliseconds.
-	routed, filtered, badMsgs, nDelivered, rxErrors uint64
-	pickup                                          int64 // when the current batch was taken from the receiver
-	rxErrLogged                                     time.Time
-	rxErrQuiet                                      uint64 // receive errors not logged since rxErrLogged (logReceiveError)
+	// rx-thread counters, copied under mu every few tens of milliseconds
+	// (with admission's filtered and badMsgs).
+	routed, nDelivered, rxErrors uint64
+	pickup                       int64 // when the current batch was taken from the receiver
+	rxErrLogged                  time.Time
+	rxErrQuiet                   uint64 // receive errors not logged since rxErrLogged (logReceiveError)
 
 	stop     atomic.Bool
 	closeErr error // the receiver's Close, set by the receive thread before rxDone
@@ -285,15 +285,9 @@ func Start(cfg Config) (*Handler, error) {
 	}
 	h := &Handler{
 		cfg: cfg, log: cfg.Log, mode: mode,
-		shardOf: make([]uint8, 1<<16), subscribed: make([]bool, 1<<16),
+		shardOf: make([]uint8, 1<<16), admission: newAdmission(cfg.Symbols),
 		done: make(chan struct{}), rxDone: make(chan struct{}),
 		gapLog: make(chan moldudp64.Range, 64), sessionLog: make(chan [2]moldudp64.Session, 4),
-	}
-	if len(cfg.Symbols) > 0 {
-		h.filter = make(map[itch.Symbol]bool, len(cfg.Symbols))
-		for _, s := range cfg.Symbols {
-			h.filter[itch.NewSymbol(s)] = true
-		}
 	}
 	if unusedCore >= 0 {
 		h.log.Warn().Int("shard_core", unusedCore).Int("receive_core", cfg.ReceiveCore).
@@ -610,37 +604,6 @@ func (h *Handler) routeMsg(msg []byte, seq uint64, rxTime int64) {
 		return
 	}
 	h.push(h.shards[h.shardOf[loc]], msg, seq, rxTime)
-}
-
-// admit reports whether a delivered message goes to the books: not when it
-// is too short or too long for a message (counted in badMsgs), nor when
-// the symbol filter leaves its locate out (filtered). A Stock Directory
-// message updates the filter's view of its locate.
-func (h *Handler) admit(msg []byte) bool {
-	if uint(len(msg))-3 > maxMsgLen-3 { // shorter than 3 bytes wraps
-		h.badMsgs++
-		return false
-	}
-	return h.filter == nil || h.subscribedTo(msg)
-}
-
-// subscribedTo is admit's symbol filter, kept out of line so that admit,
-// without a filter, inlines.
-//
-//go:noinline
-func (h *Handler) subscribedTo(msg []byte) bool {
-	loc := uint16(msg[1])<<8 | uint16(msg[2])
-	if loc == 0 {
-		return true
-	}
-	if msg[0] == itch.TypeStockDirectory && len(msg) == itch.Length(itch.TypeStockDirectory) {
-		h.subscribed[loc] = h.filter[itch.StockDirectory(msg).Stock()]
-	}
-	if !h.subscribed[loc] {
-		h.filtered++
-		return false
-	}
-	return true
 }
 
 // glimpseSnapshot is the GLIMPSE snapshot message ('G'): it names the

@@ -34,7 +34,7 @@ func oneShardHandler(t testing.TB, ring int, cfg book.Config) (*Handler, *shard)
 		t.Fatal(err)
 	}
 	h := &Handler{log: zerolog.Nop(), mode: ModeSharded, shards: []*shard{s}, w: w,
-		shardOf: make([]uint8, 1<<16), subscribed: make([]bool, 1<<16)}
+		shardOf: make([]uint8, 1<<16), admission: newAdmission(nil)}
 	if ring == 0 {
 		h.mode, h.inline = ModeRunToCompletion, s
 	}

@@ -227,6 +227,27 @@ func (r *Reader) Stats() *Stats {
 	return &r.stats
 }
 
+// NextDatagram returns a capture's next UDP datagram as recorded (frames
+// that are not whole IPv4/UDP datagrams skipped and counted in
+// CaptureStats), without Next's filters, session tracking or reorder
+// window: for a caller that arbitrates the lines itself. It is for
+// captures only, and not to be mixed with Next on one Reader.
+func (r *Reader) NextDatagram() (pcap.Frame, error) {
+	if r.cap == nil {
+		return pcap.Frame{}, fmt.Errorf("input: %s is not a capture", r.stats.Format)
+	}
+	return r.cap.Next()
+}
+
+// CaptureStats returns the capture reader's frame counts (zero for a
+// BinaryFILE).
+func (r *Reader) CaptureStats() pcap.Stats {
+	if r.cap == nil {
+		return pcap.Stats{}
+	}
+	return r.cap.Stats()
+}
+
 // Close closes the file opened by Open (and the gzip stream, if any).
 func (r *Reader) Close() error {
 	var err error

@@ -1,0 +1,124 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+
+	"github.com/rs/zerolog"
+
+	"github.com/marketfeed/feedhandler/feed/config"
+	"github.com/marketfeed/feedhandler/feed/handler"
+	"github.com/marketfeed/feedhandler/feed/input"
+	"github.com/marketfeed/feedhandler/feed/pcap"
+)
+
+// arbitratedReport is what replay --feed adds to its report.
+type arbitratedReport struct {
+	Feed      string    `json:"feed"`      // the feed file
+	Datagrams [2]uint64 `json:"datagrams"` // offered to the arbiter, by line (A, B)
+	Other     uint64    `json:"other"`     // datagrams to no line of the feed (or from another source than the line's)
+	Skipped   uint64    `json:"skipped"`   // frames that are not whole IPv4/UDP datagrams
+	Resets    uint64    `json:"resets"`    // session changes: the books were emptied, as the handler empties them
+	Filtered  uint64    `json:"filtered"`  // messages the feed's symbols left out
+	Delivered uint64    `json:"delivered"` // messages the arbiter delivered in order
+}
+
+// replayFeed loads the feed file of replay --feed. The feed's book section
+// sets the capacities, so the flags that set them are refused beside it.
+func replayFeed(fs *flag.FlagSet, path string) (*config.Config, error) {
+	var clash error
+	fs.Visit(func(f *flag.Flag) {
+		switch f.Name {
+		case "max-orders", "max-levels", "overflow":
+			clash = fmt.Errorf("replay: --%s with --feed: the feed's book section sets the books' capacities", f.Name)
+		}
+	})
+	if clash != nil {
+		return nil, clash
+	}
+	fc, err := config.Load(path)
+	if err != nil {
+		return nil, fmt.Errorf("replay: --feed: %w", err)
+	}
+	return fc, nil
+}
+
+// arbitrated replays a capture's datagrams through handler.Replayer: the
+// handler's own arbiter and admission, configured by the feed file.
+type arbitrated struct {
+	in  *input.Reader
+	rp  *replayer
+	r   *handler.Replayer
+	fc  *config.Config
+	rep arbitratedReport
+}
+
+func newArbitrated(fc *config.Config, path string, in *input.Reader, rp *replayer) (*arbitrated, error) {
+	if f := in.Format(); f != input.FormatPcap && f != input.FormatPcapNG {
+		return nil, fmt.Errorf("replay: --feed arbitrates a capture's lines: %s is a %s, not a pcap or pcapng capture", path, f)
+	}
+	a := &arbitrated{in: in, rp: rp, fc: fc, rep: arbitratedReport{Feed: fc.File}}
+	apply := rp.apply
+	if rp.pub != nil {
+		apply = rp.applyPublish
+	}
+	reset := func() {
+		if rp.pub != nil {
+			rp.pub.Flush()
+		}
+		rp.bs.Reset()
+		if rp.pub != nil {
+			rp.pub.BooksReset()
+		}
+	}
+	a.r = handler.NewReplayer(handler.FromConfig(fc, zerolog.Nop()), apply, reset)
+	return a, nil
+}
+
+// line returns the feed's line a datagram was received on, as the receive
+// backends tell them: by group and port, and the line's source when it
+// names one.
+func (a *arbitrated) line(fr *pcap.Frame) int {
+	for i, l := range a.fc.Lines {
+		if fr.Dst.Addr() == l.Group && fr.Dst.Port() == l.Port && (!l.Source.IsValid() || fr.Src.Addr() == l.Source) {
+			return i
+		}
+	}
+	return -1
+}
+
+func (a *arbitrated) run() error {
+	for {
+		fr, err := a.in.NextDatagram()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return err
+		}
+		i := a.line(&fr)
+		if i < 0 || i >= len(a.rep.Datagrams) {
+			a.rep.Other++
+			continue
+		}
+		a.rep.Datagrams[i]++
+		a.r.Offer(i, fr.Payload, fr.Time)
+	}
+	a.r.Finish()
+	if a.rp.pub != nil {
+		a.rp.pub.Flush()
+		a.rp.w.Heartbeat()
+	}
+	return nil
+}
+
+func (a *arbitrated) report() *arbitratedReport {
+	cs := a.in.CaptureStats()
+	a.rep.Skipped = cs.Malformed()
+	a.rep.Resets = a.r.Resets
+	a.rep.Filtered = a.r.Filtered()
+	a.rep.Delivered = a.r.Delivered
+	return &a.rep
+}

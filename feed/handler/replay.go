@@ -1,0 +1,142 @@
+package handler
+
+import (
+	"time"
+
+	"github.com/marketfeed/feedhandler/feed/itch"
+	"github.com/marketfeed/feedhandler/feed/moldudp64"
+)
+
+// admission decides which delivered messages go to the books: the length
+// check and the symbol filter. The receive thread and a Replayer share it,
+// so a replay admits what the live handler admitted.
+type admission struct {
+	filter     map[itch.Symbol]bool // subscribed symbols (space padded, as on the wire); nil: all
+	subscribed []bool               // by locate, decided by 'R' when filtering
+
+	filtered, badMsgs uint64
+}
+
+func newAdmission(symbols []string) admission {
+	a := admission{subscribed: make([]bool, 1<<16)}
+	if len(symbols) > 0 {
+		a.filter = make(map[itch.Symbol]bool, len(symbols))
+		for _, s := range symbols {
+			a.filter[itch.NewSymbol(s)] = true
+		}
+	}
+	return a
+}
+
+// admit reports whether a delivered message goes to the books: not when it
+// is too short or too long for a message (counted in badMsgs), nor when
+// the symbol filter leaves its locate out (filtered). A Stock Directory
+// message updates the filter's view of its locate.
+func (a *admission) admit(msg []byte) bool {
+	if uint(len(msg))-3 > maxMsgLen-3 { // shorter than 3 bytes wraps
+		a.badMsgs++
+		return false
+	}
+	return a.filter == nil || a.subscribedTo(msg)
+}
+
+// subscribedTo is admit's symbol filter, kept out of line so that admit,
+// without a filter, inlines.
+//
+//go:noinline
+func (a *admission) subscribedTo(msg []byte) bool {
+	loc := uint16(msg[1])<<8 | uint16(msg[2])
+	if loc == 0 {
+		return true
+	}
+	if msg[0] == itch.TypeStockDirectory && len(msg) == itch.Length(itch.TypeStockDirectory) {
+		a.subscribed[loc] = a.filter[itch.StockDirectory(msg).Stock()]
+	}
+	if !a.subscribed[loc] {
+		a.filtered++
+		return false
+	}
+	return true
+}
+
+// ReplayPollGap is how far apart two datagrams' receive times must be for
+// a Replayer to take it that the live handler found its lines empty
+// between them (an empty poll: Arbiter.Tick). Closer datagrams are taken
+// as read in one batch, with no empty poll between them.
+const ReplayPollGap = 10 * time.Microsecond
+
+// A Replayer applies recorded line datagrams (a capture, package capture)
+// as a running Handler applied them: the same Arbiter, with the feed's
+// arbitration settings and session, clocked by the datagrams' receive
+// times; the same message checks and symbol filter; and a session change
+// empties the books (reset). What it cannot replay is what was not
+// recorded: re-request answers and snapshots (recovery) are gaps here, and
+// the live handler's batches are modelled (ReplayPollGap), not known.
+type Replayer struct {
+	admission
+	arb   *Arbiter
+	apply func(msg itch.Msg)
+	last  int64 // receive time of the last datagram offered
+	hold  int64 // the longest the Arbiter waits for anything (Finish)
+
+	Delivered uint64 // messages the Arbiter delivered in order (admitted or not)
+	Resets    uint64 // session changes: the books were emptied
+}
+
+// NewReplayer returns a Replayer for a feed configured as cfg (its Arbiter,
+// Session, Symbols and the number of its Receive.Lines): apply gets each
+// admitted message in order, reset is called when a session change empties
+// the books.
+func NewReplayer(cfg Config, apply func(msg itch.Msg), reset func()) *Replayer {
+	ac := cfg.Arbiter
+	ac.Session = cfg.Session
+	ac.Lines = len(cfg.Receive.Lines)
+	r := &Replayer{admission: newAdmission(cfg.Symbols), apply: apply}
+	r.arb = NewArbiter(ac, r.deliver, nil)
+	r.arb.SetSessionFunc(func(old, _ moldudp64.Session) {
+		if old != (moldudp64.Session{}) {
+			r.Resets++
+			reset()
+		}
+	})
+	c := r.arb.cfg // with its defaults
+	r.hold = int64(max(c.Grace, c.Hold, c.LineTimeout)) + int64(time.Second)
+	return r
+}
+
+func (r *Replayer) deliver(p moldudp64.Packet, skip int, _ int64) {
+	it := p.Iter()
+	it.Skip(skip)
+	for msg, ok := it.Next(); ok; msg, ok = it.Next() {
+		r.Delivered++
+		if r.admit(msg) {
+			r.apply(itch.Msg(msg))
+		}
+	}
+}
+
+// Offer hands the Replayer one datagram received on line (0: A, 1: B) at
+// rxTime (ns), in the order the handler read them.
+func (r *Replayer) Offer(line int, data []byte, rxTime int64) {
+	if r.last != 0 && rxTime-r.last >= int64(ReplayPollGap) {
+		r.arb.Tick(rxTime - 1)
+	}
+	r.last = rxTime
+	r.arb.Offer(line, data, rxTime)
+}
+
+// Finish ends the replay: the lines are taken as drained long after the
+// last datagram, so whatever the Arbiter still held is delivered or
+// declared missing.
+func (r *Replayer) Finish() {
+	r.arb.Tick(r.last + r.hold)
+}
+
+// Stats returns the Arbiter's counters: per line, gaps and missing
+// messages, sessions.
+func (r *Replayer) Stats() ArbiterStats { return r.arb.Stats }
+
+// Filtered and BadMessages count the delivered messages not applied: left
+// out by the symbol filter, or too short or too long for a message.
+func (r *Replayer) Filtered() uint64    { return r.filtered }
+func (r *Replayer) BadMessages() uint64 { return r.badMsgs }
