@@ -19,7 +19,7 @@
 // Server to client:
 //
 //	'+' Debug              text (free form)
-//	'A' Login Accepted     Session 10 alpha (left-justified, space padded)
+//	'A' Login Accepted     Session 10 alpha (right-justified, "Left padded with spaces")
 //	                       Sequence Number 20 numeric (ASCII digits, right-justified, left-padded with spaces):
 //	                       the sequence number of the next Sequenced Data packet to be sent
 //	'J' Login Rejected     Reject Reason Code 1 alpha: 'A' not authorized, 'S' session not available
@@ -31,16 +31,19 @@
 // Client to server:
 //
 //	'L' Login Request      Username 6 alpha, Password 10 alpha, Requested Session 10 alpha
-//	                       (all spaces: the currently active session), Requested Sequence Number
+//	                       (right-justified as in Login Accepted; all spaces: the currently
+//	                       active session), Requested Sequence Number
 //	                       20 numeric (0: start with the next message generated)
 //	'U' Unsequenced Data   one higher-level message
 //	'R' Client Heartbeat   no payload
 //	'O' Logout Request     no payload
 //
 // Alpha fields are ASCII, left-justified and padded on the right with
-// spaces; numeric fields are ASCII digits right-justified and padded on the
-// left with spaces. Parsers accept leading and trailing spaces (and, for
-// alpha fields, nothing else is trimmed).
+// spaces, but for the session, which the specification shows "Left padded
+// with spaces" (right-justified) in Login Accepted and which the Requested
+// Session names too; numeric fields are ASCII digits right-justified and
+// padded on the left with spaces. Parsers accept leading and trailing
+// spaces (and, for alpha fields, nothing else is trimmed).
 //
 // # Heartbeats
 //

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"strconv"
+	"strings"
 	"sync/atomic"
 )
 
@@ -195,6 +196,25 @@ func AppendAlpha(dst []byte, s string, n int) []byte {
 	return dst
 }
 
+// AppendSession appends a session name right-justified in the 10-byte
+// session field, padded on the left with spaces: the specification says
+// of the session in Login Accepted "Left padded with spaces", and the
+// Requested Session of the Login Request names the same session, so it is
+// written the same way (a server that compares the field as it sends it
+// then finds it). All spaces (s "") is the currently active session.
+// Spaces around s are padding, not part of the name (ParseAlpha drops them
+// on reading); longer values are cut to 10.
+func AppendSession(dst []byte, s string) []byte {
+	s = strings.Trim(s, " ")
+	if len(s) > SessionLen {
+		s = s[:SessionLen]
+	}
+	for range SessionLen - len(s) {
+		dst = append(dst, ' ')
+	}
+	return append(dst, s...)
+}
+
 // AppendNumeric appends v as ASCII digits right-justified in a field of
 // width n, padded on the left with spaces. v must fit (20 digits always
 // fit a uint64).
@@ -265,7 +285,7 @@ func AppendLoginRequest(dst []byte, r LoginRequest) []byte {
 	dst = append(dst, TypeLoginRequest)
 	dst = AppendAlpha(dst, r.Username, UsernameLen)
 	dst = AppendAlpha(dst, r.Password, PasswordLen)
-	dst = AppendAlpha(dst, r.Session, SessionLen)
+	dst = AppendSession(dst, r.Session)
 	return AppendNumeric(dst, r.Sequence, SeqLen)
 }
 
@@ -290,7 +310,7 @@ func ParseLoginRequest(p []byte) (LoginRequest, error) {
 func AppendLoginAccepted(dst []byte, session string, seq uint64) []byte {
 	dst = binary.BigEndian.AppendUint16(dst, LoginAcceptedLen+1)
 	dst = append(dst, TypeLoginAccepted)
-	dst = AppendAlpha(dst, session, SessionLen)
+	dst = AppendSession(dst, session)
 	return AppendNumeric(dst, seq, SeqLen)
 }
 

@@ -96,6 +96,10 @@ func TestTshark(t *testing.T) {
 	// signed 32-bit number, so this is about its largest).
 	bufs = append(bufs, soupbintcp.AppendLoginRequest(nil, soupbintcp.LoginRequest{Username: "abcdef", Password: "0123456789", Sequence: 2000000000}))
 	dirs = append(dirs, false)
+	// And with a session shorter than its field: right-justified, as
+	// Login Accepted shows it ("Left padded with spaces").
+	bufs = append(bufs, soupbintcp.AppendLoginRequest(nil, soupbintcp.LoginRequest{Username: "lab", Password: "secret", Session: "GEN1", Sequence: 1}))
+	dirs = append(dirs, false)
 	path := tcpCapture(t, bufs, dirs)
 	// -T pdml: the dissector stores the sequence numbers as the string "X"
 	// and shows the number it parsed (strtou32 of the whole 20-byte field,
@@ -142,6 +146,9 @@ func TestTshark(t *testing.T) {
 	if got, want := norm(lines[len(segs)]), "L|47|abcdef|0123456789||2000000000||||"; got != want {
 		t.Errorf("second login: tshark says %q, want %q", got, want)
 	}
+	if got, want := strings.Split(lines[len(segs)+1], "|")[4], "      GEN1"; got != want {
+		t.Errorf("third login: tshark's session %q, want %q", got, want)
+	}
 	// A right-padded sequence number (the wrong alignment) is what tshark
 	// flags as invalid: the check above is a real check of our padding.
 	bad := soupbintcp.AppendLoginRequest(nil, soupbintcp.LoginRequest{Username: "lab"})
@@ -157,8 +164,8 @@ func TestTshark(t *testing.T) {
 	if want := "\x00\x2fLlab   secret              " + strings.Repeat(" ", 19) + "1"; string(l) != want {
 		t.Errorf("login request bytes %q, want %q", l, want)
 	}
-	a := soupbintcp.AppendLoginAccepted(nil, "S1", 42)
-	if want := "\x00\x1fAS1        " + strings.Repeat(" ", 18) + "42"; string(a) != want {
+	a := soupbintcp.AppendLoginAccepted(nil, "S1", 42) // the session "Left padded with spaces"
+	if want := "\x00\x1fA        S1" + strings.Repeat(" ", 18) + "42"; string(a) != want {
 		t.Errorf("login accepted bytes %q, want %q", a, want)
 	}
 }

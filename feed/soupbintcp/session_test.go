@@ -1,0 +1,92 @@
+package soupbintcp_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"io"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/marketfeed/feedhandler/feed/soupbintcp"
+)
+
+// rawLoginServer answers one login with answer(login request packet, as
+// read), from bytes it writes itself (not this package's server), and
+// returns its address.
+func rawLoginServer(t *testing.T, answer func(login []byte) []byte) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	t.Cleanup(func() { ln.Close(); <-done })
+	go func() {
+		defer close(done)
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(10 * time.Second)) //nolint:errcheck
+		login := make([]byte, 2+1+soupbintcp.LoginRequestLen)
+		if _, err := io.ReadFull(c, login); err != nil {
+			return
+		}
+		c.Write(answer(login)) //nolint:errcheck
+		io.Copy(io.Discard, c) //nolint:errcheck
+	}()
+	return ln.Addr().String()
+}
+
+func rawPacket(typ byte, payload string) []byte {
+	b := binary.BigEndian.AppendUint16(nil, uint16(len(payload)+1))
+	return append(append(b, typ), payload...)
+}
+
+// TestSessionRightJustified: SoupBinTCP's Login Accepted shows the session
+// "Left padded with spaces" (right-justified), and the Requested Session of
+// the Login Request names that session: it goes on the wire as the server
+// shows it, so a server that compares the field byte for byte with its own
+// finds it. The session's neighbours keep their justification (username
+// and password left, the sequence number right).
+func TestSessionRightJustified(t *testing.T) {
+	l := soupbintcp.AppendLoginRequest(nil, soupbintcp.LoginRequest{Username: "lab", Password: "secret", Session: "GEN1", Sequence: 1})
+	if want := "\x00\x2fLlab   secret          GEN1" + "                   1"; string(l) != want {
+		t.Errorf("login request %q, want %q", l, want)
+	}
+	if l2 := soupbintcp.AppendLoginRequest(nil, soupbintcp.LoginRequest{Username: "lab", Password: "secret", Session: " GEN1 ", Sequence: 1}); !bytes.Equal(l2, l) {
+		t.Errorf("login request for session %q: %q, want %q (spaces around a name are padding)", " GEN1 ", l2, l)
+	}
+	blank := soupbintcp.AppendLoginRequest(nil, soupbintcp.LoginRequest{Username: "lab", Password: "secret", Sequence: 1})
+	if got := string(blank[3+6+10 : 3+6+10+10]); got != "          " {
+		t.Errorf("blank requested session %q, want all spaces", got)
+	}
+	a := soupbintcp.AppendLoginAccepted(nil, "GEN1", 42)
+	if want := "\x00\x1fA      GEN1" + "                  42"; string(a) != want {
+		t.Errorf("login accepted %q, want %q", a, want)
+	}
+	if s, seq, err := soupbintcp.ParseLoginAccepted(a[3:]); s != "GEN1" || seq != 42 || err != nil {
+		t.Errorf("ParseLoginAccepted(%q) = %q, %d, %v", a[3:], s, seq, err)
+	}
+
+	// A server with session GEN1 that shows it as the specification does
+	// and refuses ('S') a Requested Session other than those 10 bytes.
+	const shown = "      GEN1"
+	addr := rawLoginServer(t, func(login []byte) []byte {
+		if req := login[3+6+10 : 3+6+10+10]; !bytes.Equal(req, []byte(shown)) {
+			return rawPacket(soupbintcp.TypeLoginRejected, "S")
+		}
+		return rawPacket(soupbintcp.TypeLoginAccepted, shown+"                   1")
+	})
+	c, err := soupbintcp.Dial(context.Background(), soupbintcp.ClientConfig{Addr: addr, Username: "lab", Password: "secret", Session: "GEN1", Sequence: 1})
+	if err != nil {
+		t.Fatalf("login to session GEN1 of a server showing it as %q: %v, want accepted", shown, err)
+	}
+	defer c.Close()
+	if c.Session() != "GEN1" || c.NextSeq() != 1 {
+		t.Errorf("logged in to %q at %d, want GEN1 at 1", c.Session(), c.NextSeq())
+	}
+}
