@@ -26,7 +26,8 @@
 // current document, 4.7 in older editions):
 //
 //	offset 0, length 1:  Message Type 'G' ("End of Snapshot")
-//	offset 1, length 20: ITCH Sequence Number, numeric ASCII (space padded)
+//	offset 1, length 20: ITCH Sequence Number, ASCII digits (padded with
+//	                     spaces, or NULs, on either side)
 //
 // 21 bytes, without the locate/tracking/timestamp header of ITCH messages.
 // Its sequence number "denote[s] where firms should begin processing

@@ -235,3 +235,19 @@ func TestFetchCheckSession(t *testing.T) {
 		}
 	}
 }
+
+// TestParseSnapshotPadding: the Snapshot message's 20-byte sequence number
+// is read whatever its justification and fill (spaces, zeros or NULs).
+func TestParseSnapshotPadding(t *testing.T) {
+	for _, f := range []string{
+		"                 123",
+		"123                 ",
+		"00000000000000000123",
+		"123\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00",
+		"\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00123",
+	} {
+		if seq, err := ParseSnapshot([]byte("G" + f)); seq != 123 || err != nil {
+			t.Errorf("ParseSnapshot(G%q) = %d, %v; want 123", f, seq, err)
+		}
+	}
+}

@@ -43,7 +43,8 @@
 // with spaces" (right-justified) in Login Accepted and which the Requested
 // Session names too; numeric fields are ASCII digits right-justified and
 // padded on the left with spaces. Parsers accept leading and trailing
-// spaces (and, for alpha fields, nothing else is trimmed).
+// padding, spaces or NULs (some servers fill fixed fields with NULs), and
+// trim nothing else.
 //
 // # Heartbeats
 //

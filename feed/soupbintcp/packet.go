@@ -227,33 +227,39 @@ func AppendNumeric(dst []byte, v uint64, n int) []byte {
 	return append(dst, d...)
 }
 
-// ParseAlpha returns an alpha field without its padding spaces.
-func ParseAlpha(f []byte) string {
+// pad reports whether c pads a received field: a space, as the
+// specification writes them, or a NUL, as some servers fill fixed fields
+// (Nasdaq's own SoupBinTCP library reads numeric fields with both stripped;
+// Wireshark dissectors of the Open Markets Initiative read alpha fields up
+// to the first NUL).
+func pad(c byte) bool { return c == ' ' || c == 0 }
+
+// trim returns f without its padding on either side.
+func trim(f []byte) []byte {
 	i, j := 0, len(f)
-	for j > i && f[j-1] == ' ' {
+	for j > i && pad(f[j-1]) {
 		j--
 	}
-	for i < j && f[i] == ' ' {
+	for i < j && pad(f[i]) {
 		i++
 	}
-	return string(f[i:j])
+	return f[i:j]
 }
 
-// ParseNumeric parses a numeric field: ASCII digits with optional space
-// padding on either side; all spaces is 0. Anything else is ErrBadField.
+// ParseAlpha returns an alpha field without its padding (spaces or NULs)
+// on either side.
+func ParseAlpha(f []byte) string { return string(trim(f)) }
+
+// ParseNumeric parses a numeric field: ASCII digits with optional padding
+// (spaces or NULs) on either side; all padding is 0. Anything else,
+// padding between digits included, is ErrBadField.
 func ParseNumeric(f []byte) (uint64, error) {
-	i, j := 0, len(f)
-	for i < j && f[i] == ' ' {
-		i++
-	}
-	for j > i && f[j-1] == ' ' {
-		j--
-	}
-	if i == j {
+	digits := trim(f)
+	if len(digits) == 0 {
 		return 0, nil
 	}
 	var v uint64
-	for _, c := range f[i:j] {
+	for _, c := range digits {
 		if c < '0' || c > '9' {
 			return 0, fmt.Errorf("%w: numeric field %q", ErrBadField, f)
 		}

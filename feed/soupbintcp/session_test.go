@@ -90,3 +90,30 @@ func TestSessionRightJustified(t *testing.T) {
 		t.Errorf("logged in to %q at %d, want GEN1 at 1", c.Session(), c.NextSeq())
 	}
 }
+
+// TestPaddingNUL: a server that fills the fixed fields of its Login
+// Accepted with NULs instead of spaces (Nasdaq's own SoupBinTCP library
+// strips both from the numeric fields it reads) is logged in to, as is one
+// padding with spaces on the other side; a NUL between digits is still a
+// bad field.
+func TestPaddingNUL(t *testing.T) {
+	for _, c := range []struct{ session, seq string }{
+		{"GEN1\x00\x00\x00\x00\x00\x00", "\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x001"},
+		{"GEN1\x00\x00\x00\x00\x00\x00", "1\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00"},
+		{"      GEN1", "1                   "},
+	} {
+		addr := rawLoginServer(t, func([]byte) []byte { return rawPacket(soupbintcp.TypeLoginAccepted, c.session+c.seq) })
+		cl, err := soupbintcp.Dial(context.Background(), soupbintcp.ClientConfig{Addr: addr, Username: "lab", Password: "secret", Sequence: 1})
+		if err != nil {
+			t.Errorf("Login Accepted %q: %v, want logged in to GEN1 at 1", c.session+c.seq, err)
+			continue
+		}
+		if cl.Session() != "GEN1" || cl.NextSeq() != 1 {
+			t.Errorf("Login Accepted %q: logged in to %q at %d, want GEN1 at 1", c.session+c.seq, cl.Session(), cl.NextSeq())
+		}
+		cl.Close()
+	}
+	if v, err := soupbintcp.ParseNumeric([]byte("\x00\x00 4\x002 ")); err == nil {
+		t.Errorf("ParseNumeric of a NUL between digits = %d, want ErrBadField", v)
+	}
+}
