@@ -26,8 +26,10 @@
 // current document, 4.7 in older editions):
 //
 //	offset 0, length 1:  Message Type 'G' ("End of Snapshot")
-//	offset 1, length 20: ITCH Sequence Number, ASCII digits (padded with
-//	                     spaces, or NULs, on either side)
+//	offset 1, length 20: ITCH Sequence Number, Alpha: ASCII digits,
+//	                     left-justified, padded on the right with spaces
+//	                     (GLIMPSE 5.0's alpha fields); read with spaces or
+//	                     NULs on either side
 //
 // 21 bytes, without the locate/tracking/timestamp header of ITCH messages.
 // Its sequence number "denote[s] where firms should begin processing

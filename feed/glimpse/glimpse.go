@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -15,7 +16,7 @@ import (
 const TypeSnapshot byte = 'G'
 
 // SnapshotLen is the length of the Snapshot message: type and a 20-byte
-// numeric ITCH sequence number.
+// ITCH sequence number in ASCII digits.
 const SnapshotLen = 1 + 20
 
 // Errors, for errors.Is.
@@ -228,10 +229,18 @@ func ParseSnapshot(p []byte) (uint64, error) {
 }
 
 // AppendSnapshot appends a Snapshot message (not framed) naming next, the
-// first ITCH sequence number the snapshot does not reflect.
+// first ITCH sequence number the snapshot does not reflect. GLIMPSE 5.0
+// types the sequence number Alpha (its data types are binary integers and
+// alpha fields, "left justified and padded on the right with spaces"), so
+// the digits are written left-justified, as a GLIMPSE server sends them.
 func AppendSnapshot(dst []byte, next uint64) []byte {
 	dst = append(dst, TypeSnapshot)
-	return soupbintcp.AppendNumeric(dst, next, 20)
+	end := len(dst) + SnapshotLen - 1
+	dst = strconv.AppendUint(dst, next, 10)
+	for len(dst) < end {
+		dst = append(dst, ' ')
+	}
+	return dst
 }
 
 func classify(ctx context.Context, st *Stats, err error, dialing bool) error {

@@ -251,3 +251,17 @@ func TestParseSnapshotPadding(t *testing.T) {
 		}
 	}
 }
+
+// TestAppendSnapshotAlpha: the lab's Snapshot message carries its sequence
+// number as GLIMPSE 5.0 types it, Alpha: left-justified, padded on the
+// right with spaces (its data types know no right-justified ASCII numbers),
+// so every test against the lab server reads the bytes a GLIMPSE server
+// sends.
+func TestAppendSnapshotAlpha(t *testing.T) {
+	if got, want := string(AppendSnapshot(nil, 1234)), "G1234                "; got != want {
+		t.Errorf("AppendSnapshot(1234) = %q, want %q", got, want)
+	}
+	if seq, err := ParseSnapshot(AppendSnapshot(nil, 1<<63)); seq != 1<<63 || err != nil {
+		t.Errorf("ParseSnapshot(AppendSnapshot(2^63)) = %d, %v", seq, err)
+	}
+}
