@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"errors"
 	"io"
 	"net"
 	"testing"
@@ -115,5 +116,50 @@ func TestPaddingNUL(t *testing.T) {
 	}
 	if v, err := soupbintcp.ParseNumeric([]byte("\x00\x00 4\x002 ")); err == nil {
 		t.Errorf("ParseNumeric of a NUL between digits = %d, want ErrBadField", v)
+	}
+}
+
+// TestServerCornerCases: the other side's corner cases, from a server that
+// writes its own bytes. Login Rejected with each code (and one the
+// specification does not define) is ErrLoginRejected with that reason; End
+// of Session before Login Accepted is ErrEndOfSession; a Sequenced Data
+// packet of length 1 (no message) is handed on empty and counts a sequence
+// number; a server silent past PeerTimeout is ErrPeerTimeout.
+func TestServerCornerCases(t *testing.T) {
+	dial := func(addr string) (*soupbintcp.Client, error) {
+		return soupbintcp.Dial(context.Background(), soupbintcp.ClientConfig{Addr: addr, Username: "lab", Password: "secret", Sequence: 1, PeerTimeout: 300 * time.Millisecond})
+	}
+	for _, code := range []byte{soupbintcp.RejectNotAuthorized, soupbintcp.RejectSessionUnavailable, 'X'} {
+		addr := rawLoginServer(t, func([]byte) []byte { return rawPacket(soupbintcp.TypeLoginRejected, string(code)) })
+		c, err := dial(addr)
+		var rej *soupbintcp.RejectError
+		if !errors.Is(err, soupbintcp.ErrLoginRejected) || !errors.As(err, &rej) || rej.Reason != code {
+			t.Errorf("Login Rejected %q: client %v, %v; want ErrLoginRejected with reason %q", code, c, err, code)
+		}
+	}
+	addr := rawLoginServer(t, func([]byte) []byte { return rawPacket(soupbintcp.TypeEndOfSession, "") })
+	if _, err := dial(addr); !errors.Is(err, soupbintcp.ErrEndOfSession) {
+		t.Errorf("End of Session before Login Accepted: %v, want ErrEndOfSession", err)
+	}
+
+	addr = rawLoginServer(t, func([]byte) []byte {
+		b := rawPacket(soupbintcp.TypeLoginAccepted, "      GEN1"+"                   7")
+		b = append(b, 0, 1, soupbintcp.TypeSequencedData) // length 1: the type alone
+		return append(b, rawPacket(soupbintcp.TypeSequencedData, "x")...)
+	})
+	c, err := dial(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for i, want := range []string{"", "x"} {
+		typ, p, err := c.Next()
+		if typ != soupbintcp.TypeSequencedData || string(p) != want || err != nil || c.NextSeq() != uint64(8+i) {
+			t.Errorf("packet %d: %q %q %v, next %d; want 'S' %q, next %d", i, typ, p, err, c.NextSeq(), want, 8+i)
+		}
+	}
+	// Then nothing: no heartbeat either.
+	if typ, _, err := c.Next(); !errors.Is(err, soupbintcp.ErrPeerTimeout) {
+		t.Errorf("a silent server: %q %v, want ErrPeerTimeout", typ, err)
 	}
 }
