@@ -14,20 +14,25 @@ import (
 // without asking. Under debug.SetPanicOnFault such a fault is a panic
 // instead, which a deferred recover turns into ErrFormat (as Check reports
 // a truncation); a fault anywhere else panics again. The setting is the
-// goroutine's, and a defer with recover costs about a hundred instructions
-// a call (a few ns, nothing per record or byte): Wait and Check guard
-// themselves (Wait once for all its polls), while Poll and Read, which a
-// strategy calls in its tightest loop, do not: Guard runs that whole loop
-// under one guard instead.
+// goroutine's, so every call of a Reader and its Followers that loads from
+// the mapping sets it for its own duration, and gives the caller's back:
+// two calls into the runtime and a recover, about a hundred instructions a
+// call (a few ns, nothing per record or byte; Wait once for all its
+// polls). A call that has an error to return returns one wrapping ErrFormat
+// on such a fault; the others (Lookup, Version, Instruments, Locates,
+// Heartbeat, Pending) return their zero values, as after Close, and a
+// Follow returns a follower whose Poll says ErrFormat.
 
 // Guard runs fn, a caller's loop of calls on r (Poll, Read, Version, ...)
 // and its followers, with a fault on r's mapping turned into an error
 // wrapping ErrFormat (the file was truncated under the mapping) instead of
-// a crash of the process; otherwise it returns fn's error. The guard costs
-// once per Guard call, not per call inside fn, and applies to the calling
-// goroutine only: fn must make its calls on r in that goroutine. After
-// ErrFormat, Close the Reader (its mapping cannot be read again). A panic
-// of fn, or a fault elsewhere, goes on as a panic.
+// a crash of the process; otherwise it returns fn's error. Every call of a
+// Reader and its Followers now guards itself, so fn sees the fault as the
+// error of the call that met it; Guard is kept for the callers written
+// before, and for a fault in fn's own loads from the mapping (none: the
+// Reader hands out no memory of the mapping). It applies to the calling
+// goroutine only. After ErrFormat, Close the Reader (its mapping cannot be
+// read again). A panic of fn, or a fault elsewhere, goes on as a panic.
 func (r *Reader) Guard(fn func() error) (err error) {
 	defer r.unguard(guard(), "guard", &err)
 	return fn()
@@ -47,15 +52,39 @@ func (r *Reader) unguard(old bool, op string, err *error) {
 	}
 }
 
+// unguardZero is unguard for a call with no error to return: after a
+// fault inside r's mapping the call returns its zero values (its results
+// must be unnamed, so that no return has set them). It must be deferred
+// directly.
+func (r *Reader) unguardZero(old bool) {
+	debug.SetPanicOnFault(old)
+	if p := recover(); p != nil {
+		if _, ok := r.faultOffset(p); !ok {
+			panic(p)
+		}
+	}
+}
+
+// faultOffset is the offset in r's mapping of the fault p, recovered from a
+// panic; ok is false for a panic that is not a fault inside the mapping.
+func (r *Reader) faultOffset(p any) (off uintptr, ok bool) {
+	f, isFault := p.(interface{ Addr() uintptr })
+	if !isFault || len(r.m.mem) == 0 {
+		return 0, false
+	}
+	base := uintptr(unsafe.Pointer(unsafe.SliceData(r.m.mem)))
+	if a := f.Addr(); a >= base && a-base < uintptr(len(r.m.mem)) {
+		return a - base, true
+	}
+	return 0, false
+}
+
 // faultError is the error of op for p, recovered from a panic: ErrFormat
 // for a fault at an address inside the mapping; p again otherwise.
 func (r *Reader) faultError(op string, p any) error {
-	if f, ok := p.(interface{ Addr() uintptr }); ok && len(r.m.mem) > 0 {
-		base := uintptr(unsafe.Pointer(unsafe.SliceData(r.m.mem)))
-		if a := f.Addr(); a >= base && a-base < uintptr(len(r.m.mem)) {
-			return fmt.Errorf("%s shm %s: fault at offset %d of the mapping (%d bytes): file truncated under the mapping: %w",
-				op, r.path, a-base, len(r.m.mem), ErrFormat)
-		}
+	if off, ok := r.faultOffset(p); ok {
+		return fmt.Errorf("%s shm %s: fault at offset %d of the mapping (%d bytes): file truncated under the mapping: %w",
+			op, r.path, off, len(r.m.mem), ErrFormat)
 	}
 	panic(p)
 }

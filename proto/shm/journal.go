@@ -32,10 +32,18 @@ type Follower struct {
 // first, then Read every instrument, then poll: an update published in
 // between shows up in both, never in neither.
 func (r *Reader) Follow() *Follower {
-	if r.m.mem == nil {
-		return &Follower{r: r} // Poll and Wait say the reader is closed
+	f := &Follower{r: r} // closed: Poll and Wait say so
+	if r.m.mem != nil {
+		f.next = r.head()
 	}
-	return &Follower{r: r, next: r.m.head()}
+	return f
+}
+
+// head is the journal's head, or 0 when the load faulted (the file was
+// truncated under the mapping: the follower's Poll says so).
+func (r *Reader) head() uint64 {
+	defer r.unguardZero(guard())
+	return r.m.head()
 }
 
 // Lost is the number of records the follower skipped because of overruns.
@@ -49,6 +57,7 @@ func (f *Follower) Pending() uint64 {
 	if f.r.m.mem == nil {
 		return 0
 	}
+	defer f.r.unguardZero(guard())
 	return f.r.m.head() - f.next
 }
 
@@ -58,11 +67,18 @@ func (f *Follower) Pending() uint64 {
 // the writer overwrote records it had not read: Poll returns ErrOverrun with
 // the records it read before the gap, skips to the newest record, and the
 // caller must rescan every instrument (Read or Version) because updates were
-// lost. It allocates nothing.
-func (f *Follower) Poll(dst []Update) (int, error) {
+// lost. It allocates nothing. A file truncated under the mapping is
+// ErrFormat (fault.go).
+func (f *Follower) Poll(dst []Update) (n int, err error) {
 	if f.r.m.mem == nil {
 		return 0, f.r.closedError("poll")
 	}
+	defer f.r.unguard(guard(), "poll", &err)
+	return f.poll(dst)
+}
+
+// poll is Poll without the fault guard.
+func (f *Follower) poll(dst []Update) (int, error) {
 	m, l := &f.r.m, &f.r.l
 	head := m.head()
 	if head-f.next > l.journalLen {
@@ -140,7 +156,7 @@ func (f *Follower) Wait(dst []Update, timeout time.Duration, opt WaitOptions) (n
 
 func (f *Follower) wait(dst []Update, timeout time.Duration, opt WaitOptions) (int, error) {
 	if len(dst) == 0 {
-		return f.Poll(dst)
+		return f.poll(dst)
 	}
 	if opt.Spin <= 0 {
 		opt.Spin = 1000
@@ -152,13 +168,13 @@ func (f *Follower) wait(dst []Update, timeout time.Duration, opt WaitOptions) (i
 		opt.CheckEvery = 100 * time.Millisecond
 	}
 	for i := 0; i < opt.Spin; i++ {
-		if n, err := f.Poll(dst); n > 0 || err != nil {
+		if n, err := f.poll(dst); n > 0 || err != nil {
 			return n, err
 		}
 	}
 	start := time.Now()
 	for yields := 0; ; yields++ {
-		if n, err := f.Poll(dst); n > 0 || err != nil {
+		if n, err := f.poll(dst); n > 0 || err != nil {
 			return n, err
 		}
 		t := time.Now()
@@ -171,7 +187,7 @@ func (f *Follower) wait(dst []Update, timeout time.Duration, opt WaitOptions) (i
 				if errors.Is(err, ErrFormat) {
 					return 0, err
 				}
-				if n, perr := f.Poll(dst); n > 0 || perr != nil {
+				if n, perr := f.poll(dst); n > 0 || perr != nil {
 					return n, perr
 				}
 				return 0, err

@@ -172,6 +172,7 @@ func (r *Reader) Heartbeat() time.Time {
 	if r.m.mem == nil {
 		return time.Time{}
 	}
+	defer r.unguardZero(guard())
 	return time.Unix(0, atomic.LoadInt64(r.m.i64(offHeartbeat)))
 }
 
@@ -308,6 +309,12 @@ func (r *Reader) Instruments() []Instrument {
 	if r.m.mem == nil {
 		return nil
 	}
+	defer r.unguardZero(guard())
+	return r.instruments()
+}
+
+// instruments is Instruments without the fault guard.
+func (r *Reader) instruments() []Instrument {
 	n := uint64(atomic.LoadUint32(r.m.u32(offCount)))
 	n = min(n, r.l.capacity)
 	out := make([]Instrument, 0, n)
@@ -332,6 +339,12 @@ func (r *Reader) Lookup(symbol string) (uint16, bool) {
 	if r.m.mem == nil {
 		return 0, false
 	}
+	defer r.unguardZero(guard())
+	return r.lookup(symbol)
+}
+
+// lookup is Lookup without the fault guard.
+func (r *Reader) lookup(symbol string) (uint16, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if n := atomic.LoadUint32(r.m.u32(offCount)); n != r.known || r.symbols == nil {
@@ -349,7 +362,7 @@ func (r *Reader) Lookup(symbol string) (uint16, bool) {
 // is for. Under r.mu.
 func (r *Reader) scanSymbols(n uint32) {
 	r.symbols = make(map[string]uint16, n)
-	for _, in := range r.Instruments() {
+	for _, in := range r.instruments() {
 		r.symbols[in.Symbol] = in.Locate
 	}
 	r.known = n
@@ -392,6 +405,7 @@ func (r *Reader) Version(locate uint16) uint64 {
 	if r.m.mem == nil {
 		return 0
 	}
+	defer r.unguardZero(guard())
 	slot, ok := r.slotOf(locate)
 	if !ok {
 		return 0
@@ -437,11 +451,18 @@ const busyTimeout = time.Second
 // Read copies the latest consistent snapshot of locate into buf and returns
 // a view over it. buf needs Info().MaxSnapshot bytes. It allocates nothing:
 // the seqlock protocol copies the slot, then re-checks its sequence and
-// retries when a writer was publishing meanwhile.
-func (r *Reader) Read(locate uint16, buf []byte) (View, error) {
+// retries when a writer was publishing meanwhile. A file truncated under
+// the mapping is ErrFormat (fault.go).
+func (r *Reader) Read(locate uint16, buf []byte) (_ View, err error) {
 	if r.m.mem == nil {
 		return View{}, r.closedError("read")
 	}
+	defer r.unguard(guard(), "read", &err)
+	return r.read(locate, buf)
+}
+
+// read is Read without the fault guard.
+func (r *Reader) read(locate uint16, buf []byte) (View, error) {
 	slot, ok := r.slotOf(locate)
 	if !ok {
 		return View{}, fmt.Errorf("read shm locate %d: %w", locate, ErrUnknownLocate)
@@ -510,13 +531,14 @@ func (r *Reader) Read(locate uint16, buf []byte) (View, error) {
 }
 
 // ReadSymbol is Read by symbol.
-func (r *Reader) ReadSymbol(symbol string, buf []byte) (View, error) {
+func (r *Reader) ReadSymbol(symbol string, buf []byte) (_ View, err error) {
 	if r.m.mem == nil {
 		return View{}, r.closedError("read")
 	}
-	l, ok := r.Lookup(symbol)
+	defer r.unguard(guard(), "read", &err)
+	l, ok := r.lookup(symbol)
 	if !ok {
 		return View{}, fmt.Errorf("read shm %q: %w", symbol, ErrUnknownLocate)
 	}
-	return r.Read(l, buf)
+	return r.read(l, buf)
 }

@@ -203,7 +203,8 @@ func TestGuardPassesOtherPanics(t *testing.T) {
 	t.Error("Guard returned after fn panicked")
 }
 
-// TestGuardRestoresFaultSetting: Wait, Check and Guard set the calling
+// TestGuardRestoresFaultSetting: the calls (Wait, Check, Guard, Poll, Read,
+// Lookup, ...) set the calling
 // goroutine's debug.SetPanicOnFault for their own calls only and give back
 // the caller's setting, off or on, whether they returned, recovered a fault
 // on the mapping (a file truncated to 0) or passed another panic on.
@@ -211,8 +212,12 @@ func TestGuardRestoresFaultSetting(t *testing.T) {
 	w := testWriter(t, Config{Instruments: 1, Depth: 1})
 	w.Heartbeat()
 	r := testReader(t, w.Path())
+	if err := w.Register(1, "AAPL"); err != nil {
+		t.Fatal(err)
+	}
 	f := r.Follow()
 	ups := make([]Update, 4)
+	buf := make([]byte, r.Info().MaxSnapshot)
 	calls := []struct {
 		name string
 		fn   func() error
@@ -221,6 +226,12 @@ func TestGuardRestoresFaultSetting(t *testing.T) {
 		{"Wait", func() error { _, err := f.Wait(ups, time.Millisecond, WaitOptions{Spin: 1}); return err }},
 		{"Wait with an empty dst", func() error { _, err := f.Wait(nil, time.Millisecond, WaitOptions{}); return err }},
 		{"Guard", func() error { return r.Guard(func() error { _, err := f.Poll(ups); return err }) }},
+		{"Poll", func() error { _, err := f.Poll(ups); return err }},
+		{"Read", func() error { _, err := r.Read(1, buf); return err }},
+		{"Lookup", func() error { r.Lookup("AAPL"); return nil }},
+		{"Version", func() error { r.Version(1); return nil }},
+		{"Pending", func() error { f.Pending(); return nil }},
+		{"Follow", func() error { r.Follow(); return nil }},
 		{"Guard, fn panicking", func() (err error) {
 			defer func() {
 				if p := recover(); p != nil {
@@ -245,4 +256,177 @@ func TestGuardRestoresFaultSetting(t *testing.T) {
 	restore := truncations[0].cut(t, w.Path(), int64(len(w.m.mem)))
 	run("file truncated to 0")
 	restore()
+}
+
+// TestTruncatedUnderEveryCall: a feed file truncated under a reader between
+// two checks does not crash the process in any call of the Reader or its
+// Followers, guarded by the caller or not: the calls that return an error
+// return one wrapping ErrFormat (truncated) when they fault on the mapping,
+// the others their zero values (as after Close). Before, only Wait, Check
+// and Reader.Guard turned the fault into an error; Poll, Read, Lookup and
+// the rest faulted (SIGBUS; here, under SetPanicOnFault, a panic).
+func TestTruncatedUnderEveryCall(t *testing.T) {
+	for _, c := range truncations {
+		t.Run(c.name, func(t *testing.T) {
+			// No heartbeat goroutine: nothing but the calls tested may
+			// touch the mapping while the file is short.
+			w := testWriter(t, Config{Instruments: 1, Depth: 1})
+			if err := w.Register(1, "AAPL"); err != nil {
+				t.Fatal(err)
+			}
+			s := newSnapshot(1)
+			fillSnapshot(s, 1, 1, 1)
+			if err := w.Publish(s); err != nil {
+				t.Fatal(err)
+			}
+			w.Heartbeat()
+			r := testReader(t, w.Path())
+			f := r.Follow()
+			ups := make([]Update, 4)
+			buf := make([]byte, r.Info().MaxSnapshot)
+			defer c.cut(t, w.Path(), int64(len(w.m.mem)))()
+
+			// Cut to 0, every call faults; cut by its last page (the
+			// slot's), only the reads of the slot do.
+			all := c.name != "last page"
+			errCalls := []struct {
+				name  string
+				fault bool
+				fn    func() error
+			}{
+				{"Poll", all, func() error { _, err := f.Poll(ups); return err }},
+				{"Read", true, func() error { _, err := r.Read(1, buf); return err }},
+				{"ReadSymbol", true, func() error { _, err := r.ReadSymbol("AAPL", buf); return err }},
+				{"Poll of a follower made after the truncation", all, func() error { _, err := r.Follow().Poll(ups); return err }},
+			}
+			for _, e := range errCalls {
+				err := noFault(e.name, e.fn)
+				if e.fault && (!errors.Is(err, ErrFormat) || !strings.Contains(err.Error(), "truncated")) {
+					t.Errorf("%s on a truncated file: %v, want ErrFormat (truncated)", e.name, err)
+				}
+				if !e.fault && err != nil {
+					t.Errorf("%s on a file that lost only its last page: %v, want nil", e.name, err)
+				}
+			}
+			if !all {
+				return
+			}
+			zeroCalls := []struct {
+				name string
+				fn   func() string // what the call returned, "" for its zero values
+			}{
+				{"Lookup", func() string {
+					if l, ok := r.Lookup("AAPL"); l != 0 || ok {
+						return fmt.Sprint(l, ok)
+					}
+					return ""
+				}},
+				{"Version", func() string {
+					if v := r.Version(1); v != 0 {
+						return fmt.Sprint(v)
+					}
+					return ""
+				}},
+				{"Instruments", func() string {
+					if ins := r.Instruments(); ins != nil {
+						return fmt.Sprint(ins)
+					}
+					return ""
+				}},
+				{"Locates", func() string {
+					if ls := r.Locates(); len(ls) != 0 {
+						return fmt.Sprint(ls)
+					}
+					return ""
+				}},
+				{"Heartbeat", func() string {
+					if h := r.Heartbeat(); !h.IsZero() {
+						return h.String()
+					}
+					return ""
+				}},
+				{"Pending", func() string {
+					if p := f.Pending(); p != 0 {
+						return fmt.Sprint(p)
+					}
+					return ""
+				}},
+			}
+			for _, z := range zeroCalls {
+				var got string
+				err := noFault(z.name, func() error { got = z.fn(); return nil })
+				if err != nil || got != "" {
+					t.Errorf("%s on a file truncated to 0: %q, err %v; want its zero values", z.name, got, err)
+				}
+			}
+		})
+	}
+}
+
+// TestGuardedCallsAllocs: the fault guard every call of a Reader and its
+// Followers sets (a file truncated under the mapping is ErrFormat, not a
+// crash) allocates nothing: the calls that allocated nothing before still
+// do not, and Instruments allocates what it did (the slice and its
+// symbols).
+func TestGuardedCallsAllocs(t *testing.T) {
+	w := testWriter(t, Config{Instruments: 4, Depth: 2})
+	for l := uint16(1); l <= 2; l++ {
+		if err := w.Register(l, symbolOf(l)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s := newSnapshot(2)
+	fillSnapshot(s, 1, 1, 2)
+	if err := w.Publish(s); err != nil {
+		t.Fatal(err)
+	}
+	w.Heartbeat()
+	r := testReader(t, w.Path())
+	f := r.Follow()
+	buf := make([]byte, r.Info().MaxSnapshot)
+	ups := make([]Update, 4)
+	sym1, sym2 := symbolOf(1), symbolOf(2)
+	var sink uint64
+	calls := []struct {
+		name   string
+		allocs float64
+		fn     func()
+	}{
+		{"Read", 0, func() {
+			if _, err := r.Read(1, buf); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"ReadSymbol", 0, func() {
+			if _, err := r.ReadSymbol(sym1, buf); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"Poll", 0, func() {
+			if _, err := f.Poll(ups); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"Wait", 0, func() {
+			if _, err := f.Wait(ups, 0, WaitOptions{Spin: 1, CheckEvery: time.Hour}); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"Lookup", 0, func() {
+			if _, ok := r.Lookup(sym2); !ok {
+				t.Fatal("Lookup: not found")
+			}
+		}},
+		{"Version", 0, func() { sink += r.Version(1) }},
+		{"Heartbeat", 0, func() { sink += uint64(r.Heartbeat().UnixNano()) }},
+		{"Pending", 0, func() { sink += f.Pending() }},
+		{"Follow", 0, func() { sink += r.Follow().Pending() }},
+		{"Instruments", 3, func() { sink += uint64(len(r.Instruments())) }},
+	}
+	for _, c := range calls {
+		if a := testing.AllocsPerRun(1000, c.fn); a != c.allocs {
+			t.Errorf("%s: %v allocations, want %v", c.name, a, c.allocs)
+		}
+	}
+	_ = sink
 }
