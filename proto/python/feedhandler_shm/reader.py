@@ -334,6 +334,7 @@ class Reader:
         finally:
             os.close(fd)
         self._mv = memoryview(self._mm)
+        self._mapped_size = len(self._mm)
         try:
             self._read_header(st.st_size)
         except BaseException:
@@ -409,11 +410,29 @@ class Reader:
         return Info(L.LAYOUT_VERSION, self._gen, self._start, self._pid, self._cap, self._depth,
                     self._jl, self._slot_size, self._max_snap, self._hb_every)
 
+    def _mapped(self, op):
+        """The mapping (a memoryview), once fstat says that the file still
+        covers it: a load from a page past the end of a file truncated under
+        the mapping raises SIGBUS, which kills the interpreter (pure Python
+        cannot catch it). Every call that reads the mapping asks first: the
+        mmap object's own descriptor, one fstat (about a microsecond). A
+        truncation between this fstat and the loads that follow still kills
+        the interpreter (docs/SHM.md, "A file truncated under a reader")."""
+        mv = self._mv
+        if mv is None:
+            raise self._closed_error(op)
+        try:
+            size = self._mm.size()
+        except OSError as e:
+            raise _system_error("%s shm %s: fstat" % (op, self.path), e) from None
+        if size < self._mapped_size:
+            raise FormatError("%s shm %s: file truncated to %d bytes, %d mapped: not a feed file any more"
+                              % (op, self.path, size, self._mapped_size))
+        return mv
+
     def heartbeat_ns(self):
         """The writer's last heartbeat, Unix ns."""
-        if self._mv is None:
-            raise self._closed_error("heartbeat")
-        return L.I64.unpack_from(self._mv, L.OFF_HEARTBEAT)[0]
+        return L.I64.unpack_from(self._mapped("heartbeat"), L.OFF_HEARTBEAT)[0]
 
     def check(self):
         """Raise if the writer is not live: RestartedError (a new writer replaced the
@@ -517,9 +536,9 @@ class Reader:
     def instruments(self):
         """Registered instruments in registration order, but for retired slots
         (a locate bound to another symbol since: flags byte 3, bit 0)."""
-        mv = self._mv
-        if mv is None:
-            raise self._closed_error("instruments")
+        return self._instruments(self._mapped("instruments"))
+
+    def _instruments(self, mv):
         n = min(L.U32.unpack_from(mv, L.OFF_COUNT)[0], self._cap)
         out = []
         for slot in range(n):
@@ -537,20 +556,19 @@ class Reader:
         retirement without a new entry (a rebind that found no slot left)
         keeps the count, so a symbol found is checked against the entry its
         locate is bound to now, as the Go reader does."""
-        if self._mv is None:
-            raise self._closed_error("lookup")
-        n = L.U32.unpack_from(self._mv, L.OFF_COUNT)[0]
+        mv = self._mapped("lookup")
+        n = L.U32.unpack_from(mv, L.OFF_COUNT)[0]
         if n != self._known:
             self._scan_symbols(n)
         locate = self._symbols.get(symbol)
         if locate is not None and not self._bound_to(locate, symbol):
-            self._scan_symbols(L.U32.unpack_from(self._mv, L.OFF_COUNT)[0])
+            self._scan_symbols(L.U32.unpack_from(mv, L.OFF_COUNT)[0])
             locate = self._symbols.get(symbol)
         return locate
 
     def _scan_symbols(self, n):
         self._symbols = {}
-        for ins in self.instruments():
+        for ins in self._instruments(self._mv):
             self._symbols[ins.symbol] = ins.locate  # as Go: the last wins (the writer keeps one live entry per symbol)
         self._known = n
 
@@ -578,12 +596,11 @@ class Reader:
 
     def version(self, locate):
         """How many snapshots of locate were published (0: none, or unknown locate)."""
-        if self._mv is None:
-            raise self._closed_error("version")
+        mv = self._mapped("version")
         slot = self._slot_of(locate)
         if slot < 0:
             return 0
-        return L.U64.unpack_from(self._mv, self._slots + slot * self._slot_size)[0] >> 1
+        return L.U64.unpack_from(mv, self._slots + slot * self._slot_size)[0] >> 1
 
     # -- reading ---------------------------------------------------------
 
@@ -598,9 +615,7 @@ class Reader:
         died or closed inside a publish) or BusyError (live writer, over a
         second).
         """
-        mv, mm = self._mv, self._mm
-        if mv is None:
-            raise self._closed_error("read")
+        mv, mm = self._mapped("read"), self._mm
         slot = self._slot_of(locate)
         if slot < 0:
             raise UnknownLocateError("read shm locate %s: unknown locate" % (locate,))
@@ -638,6 +653,7 @@ class Reader:
             # attempt reads it. The mapped file's own writer is asked about,
             # not the file's name: a new writer may have replaced the file
             # since the old one died inside a publish.
+            self._mapped("read")
             try:
                 self._writer_gone()
             except (ClosedError, WriterDeadError) as e:
@@ -693,8 +709,7 @@ class Follower:
     """
 
     def __init__(self, reader):
-        if reader._mv is None:
-            raise reader._closed_error("follow")
+        reader._mapped("follow")
         self._r = reader
         self._next = reader._head()
         self.lost = 0
@@ -707,8 +722,7 @@ class Follower:
     def pending(self):
         """Records published and not yet polled (uint64 arithmetic, as Go and
         C++: a head below the follower's position, a corrupt file, wraps)."""
-        if self._r._mv is None:
-            raise self._r._closed_error("pending")
+        self._r._mapped("pending")
         return (self._r._head() - self._next) & _U64_MASK
 
     def _overrun(self, updates):
@@ -728,9 +742,7 @@ class Follower:
         follower continues from the head (rescan every instrument).
         """
         r = self._r
-        mv = r._mv
-        if mv is None:
-            raise r._closed_error("poll")
+        mv = r._mapped("poll")
         u64 = L.U64.unpack_from
         jl, mask, journal = r._jl, r._jl - 1, r._journal
         head = u64(mv, L.OFF_HEAD)[0]
@@ -769,8 +781,8 @@ class Follower:
         polls, and checks the writer every ``check_every`` seconds: a dead,
         closed or restarted writer ends the wait with WriterDeadError,
         ClosedError or RestartedError, after the records it published first
-        (a file truncated under the mapping: FormatError, when the check comes
-        before a poll faults; see check()).
+        (a file truncated under the mapping: FormatError, from the fstat each
+        poll makes first; see Reader._mapped).
         The time of the last check is the follower's, not the call's: the
         first wait that finds nothing checks at once, and a loop of waits
         shorter than check_every (or of timeout 0) checks every check_every.

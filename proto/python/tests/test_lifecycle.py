@@ -439,6 +439,63 @@ class LifecycleTest(unittest.TestCase):
                 self.assertTrue(out.startswith("FormatError "), out)
                 self.assertIn("truncated", out)
 
+    def test_truncated_under_every_call(self):
+        """A feed file truncated under the reader between two checks is
+        FormatError from every call that reads the mapping (each fstats the
+        file first), not a SIGBUS that kills the interpreter. Before, only
+        check() looked: a read, a poll, a lookup... of a file cut to 0, or
+        of the page cut off, faulted. The reader runs in a child process, so
+        that a fault fails this test only."""
+        code = ("import sys, feedhandler_shm as shm\n"
+                "r = shm.open(sys.argv[1], stale_after=3600)\n"
+                "f = r.follow()\n"
+                "r.read(1)\n"
+                "print('open', flush=True)\n"
+                "sys.stdin.readline()\n"
+                "calls = [('heartbeat_ns', r.heartbeat_ns), ('instruments', r.instruments),\n"
+                "         ('lookup', lambda: r.lookup('S1')), ('locates', r.locates),\n"
+                "         ('version', lambda: r.version(1)), ('read', lambda: r.read(1)),\n"
+                "         ('read_bytes', lambda: r.read_bytes(1)), ('read_symbol', lambda: r.read_symbol('S1')),\n"
+                "         ('books', r.books), ('follow', r.follow), ('pending', f.pending),\n"
+                "         ('poll', f.poll), ('wait', lambda: f.wait(timeout=0)), ('check', r.check)]\n"
+                "for name, call in calls:\n"
+                "    print(name, flush=True)\n"
+                "    try:\n"
+                "        call()\n"
+                "    except shm.FormatError as e:\n"
+                "        print('FormatError', e, flush=True)\n"
+                "    else:\n"
+                "        print('ok', flush=True)\n")
+        for cut, unlink in ((0, False), (4096, False), (0, True)):
+            with self.subTest(cut=cut, unlink=unlink):
+                name = support.feed_name(self)
+                # No "beat": the writer process must not touch its mapping
+                # while the file is short.
+                w = support.control_writer(self, name, instruments=1, depth=1)
+                w.cmd("register 1 S1")
+                w.cmd("publish 1 4")
+                p = subprocess.Popen([sys.executable, "-c", code, name], env=dict(os.environ, PYTHONPATH=support.PYDIR),
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                self.addCleanup(lambda p=p: p.poll() is None and p.kill())
+                line = p.stdout.readline().strip()
+                if line != "open":
+                    p.kill()
+                    self.fail("reader printed %r, want 'open'; its stderr: %s" % (line, p.stderr.read()))
+                fd = os.open(name, os.O_RDWR)
+                self.addCleanup(os.close, fd)
+                size = os.fstat(fd).st_size
+                if unlink:
+                    os.remove(name)
+                os.ftruncate(fd, size - cut if cut else 0)
+                out, err = p.communicate("go\n", timeout=60)
+                os.ftruncate(fd, size)
+                lines = out.splitlines()
+                self.assertEqual(p.returncode, 0, "reader exit %d after %s: %s" % (
+                    p.returncode, lines[-1:] or "nothing", err.strip().splitlines()[-1:]))
+                for call, result in zip(lines[::2], lines[1::2]):
+                    self.assertTrue(result.startswith("FormatError ") and "truncated" in result,
+                                    "%s on a truncated file: %s, want FormatError (truncated)" % (call, result))
+
     def test_liveness_clock_steps(self):
         """The writer is judged by whether its heartbeat changes, timed on the
         reader's monotonic clock; the realtime age counts only at open and to
