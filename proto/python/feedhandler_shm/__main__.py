@@ -4,7 +4,9 @@ The output is byte for byte what ``feedhandler bookview --shm NAME --once
 --json`` prints. The writer's state goes to stderr when it is not live, and
 the exit status says it: 0 live, 3 closed, 4 dead, 5 restarted (the books
 printed are the last ones of the old file). --allow-stopped exits 0 for
-those (the state still goes to stderr). Errors opening or reading: 1; usage: 2.
+those (the state still goes to stderr). The state is taken before the books
+are read, as bookview takes it: a file truncated under the reader is an
+error before any book is read. Errors opening or reading: 1; usage: 2.
 """
 
 import argparse
@@ -34,8 +36,11 @@ def main(argv=None):
         p.error("--depth %d is negative" % args.depth)
     try:
         with open_wait(args.shm, args.wait) as r:
-            text = booksjson.books_json(booksjson.book_entries(r.books(), args.depth))
+            # The writer's state first, as bookview --once takes it: a file
+            # truncated under the mapping is an error (FormatError) before
+            # any book is read from it.
             state, message = r.state()
+            text = booksjson.books_json(booksjson.book_entries(r.books(), args.depth))
     except ShmError as e:
         print("feedhandler_shm: %s" % e, file=sys.stderr)
         return 1

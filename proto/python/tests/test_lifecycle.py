@@ -778,6 +778,36 @@ class LifecycleTest(unittest.TestCase):
         self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
         self.assertIn("permission denied: file mode -rw-------", p.stdout)
 
+    def test_cli_checks_before_reading(self):
+        """python3 -m feedhandler_shm takes the writer's state before it reads
+        the books, as feedhandler bookview --once does: a file truncated under
+        the reader is the check's error, exit 1, and no book is read from it.
+        Before, it read the books first (a SIGBUS, until every call fstatted
+        the file first: then the error of the first read, not the check's).
+        The truncation comes between the open and the first read, through
+        open_wait, which the command calls."""
+        name = support.feed_name(self)
+        w = support.control_writer(self, name, instruments=1, depth=1)
+        w.cmd("register 1 S1")
+        w.cmd("publish 1 4")
+        # No "beat": the writer process must not touch its mapping once the
+        # file is short (the check looks at the size before liveness).
+        code = ("import os, sys, feedhandler_shm.__main__ as cli\n"
+                "open_wait = cli.open_wait\n"
+                "def cut(name, timeout):\n"
+                "    r = open_wait(name, timeout)\n"
+                "    fd = os.open(r.path, os.O_RDWR)\n"
+                "    os.ftruncate(fd, 0)\n"
+                "    os.close(fd)\n"
+                "    return r\n"
+                "cli.open_wait = cut\n"
+                "sys.exit(cli.main(sys.argv[1:]))\n")
+        p = subprocess.run([sys.executable, "-c", code, "--shm", name], cwd=support.PYDIR,
+                           env=dict(os.environ, PYTHONPATH=support.PYDIR), capture_output=True, text=True)
+        self.assertEqual((p.returncode, p.stdout), (1, ""), p.stderr)
+        self.assertTrue(p.stderr.startswith("feedhandler_shm: check shm ") and "truncated" in p.stderr,
+                        "stderr %r, want the check's error (truncated)" % p.stderr)
+
     def test_cli_errors(self):
         name = support.feed_name(self)
         p = subprocess.run([support.python_cmd(), "-m", "feedhandler_shm", "--shm", name], cwd=support.PYDIR,
