@@ -323,6 +323,12 @@ class Reader:
                                      prot=mmap.PROT_READ)
             except PermissionError:
                 raise PermissionDeniedError(_permission_message(path, "mmap")) from None
+            except ValueError:
+                # mmap checks the length against the file's size again: the
+                # file shrank since the fstat above (truncated under the
+                # open; the writer never truncates).
+                raise FormatError("open shm %s: file shrank below the %d bytes it had at open: not a feed file"
+                                  % (path, st.st_size)) from None
             except OSError as e:
                 if e.errno in (errno.EACCES, errno.EPERM):
                     raise PermissionDeniedError(_permission_message(path, "mmap")) from None

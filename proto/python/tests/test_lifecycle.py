@@ -109,6 +109,34 @@ class LifecycleTest(unittest.TestCase):
         self.assertIn(name, str(err))
         shm.open(name).close()  # the descriptor was closed, the file is fine
 
+    def test_file_shrinking_before_mmap_is_format_error(self):
+        """A file that shrinks between the open's fstat and its mmap (here a
+        stand-in os.fstat reports a page more than the file has) is
+        FormatError, the package's error for a truncated file: not the bare
+        ValueError of mmap ("mmap length is greater than file size"), which
+        escapes the ShmError handlers (python3 -m feedhandler_shm printed a
+        traceback)."""
+        from unittest import mock
+
+        name, _ = self._closed_feed_bytes()
+        real = os.fstat
+
+        def grown(fd):
+            st = list(real(fd))
+            st[6] += layout.PAGE_SIZE  # st_size
+            return os.stat_result(st)
+
+        with mock.patch("feedhandler_shm.reader.os.fstat", side_effect=grown):
+            try:
+                shm.open(name).close()
+            except Exception as e:  # noqa: BLE001 - the class is what is tested
+                err = e
+            else:
+                err = None
+        self.assertIsInstance(err, shm.FormatError, "%s: %s" % (type(err).__name__, err))
+        self.assertIn(name, str(err))
+        shm.open(name).close()  # the descriptor was closed, the file is fine
+
     def test_missing_feed(self):
         name = support.feed_name(self)
         with self.assertRaises(shm.NotExistError):
