@@ -792,15 +792,21 @@ class Follower:
         The time of the last check is the follower's, not the call's: the
         first wait that finds nothing checks at once, and a loop of waits
         shorter than check_every (or of timeout 0) checks every check_every.
-        A check_every of 0 or less means the default, 0.1 s, as in Go and C++
-        (a check is a stat and a kill; on every pass it would cost more than
-        the poll). A max_records of 0 or less can return no record, so wait
-        does not block: it returns poll's result at once ([] or
+        A spin, sleep or check_every of 0 or less means the default (1000
+        polls, 50 us, 0.1 s), as Go's and C++'s WaitOptions read 0 (a check
+        is a stat and a kill; on every pass it would cost more than the
+        poll). A wait that must not spin passes spin=1. A max_records of 0
+        or less can return no record, so wait does not block: it returns
+        poll's result at once ([] or
         OverrunError), as Go's Wait with an empty slice and C++'s with a
         capacity of 0 do.
         """
         if max_records <= 0:
             return self.poll(max_records)
+        if spin <= 0:
+            spin = 1000
+        if sleep <= 0:
+            sleep = 50e-6
         if check_every <= 0:
             check_every = 0.1
         for _ in range(spin):

@@ -627,6 +627,37 @@ class LifecycleTest(unittest.TestCase):
         self.assertGreaterEqual(checks[0], 1)
         self.assertLess(checks[0], 50, "%d writer checks in a wait of 0.3 s" % checks[0])
 
+    def test_wait_spin_and_sleep_zero_are_defaults(self):
+        """spin=0 and sleep=0 mean the defaults, 1000 polls and 50 us, as Go's
+        WaitOptions{} and C++'s WaitOptions{} read 0 (one call, three
+        readers, one meaning). Before, spin=0 spun no poll and sleep=0 slept
+        0 s between polls (a busy loop)."""
+        from unittest import mock
+
+        name = support.feed_name(self)
+        w = support.control_writer(self, name, instruments=1, depth=1)
+        w.cmd("beat")
+        r = shm.open(name)
+        self.addCleanup(r.close)
+        f = r.follow()
+        polls = [0]
+        poll = f.poll
+
+        def counted(max_records):
+            polls[0] += 1
+            return poll(max_records)
+        f.poll = counted
+        # timeout 0: the spin's polls, then one more before the timeout.
+        self.assertEqual(f.wait(timeout=0, spin=0), [])
+        self.assertEqual(polls[0], 1001, "polls of a wait with spin=0, want 1000 spun and 1")
+
+        class Slept(Exception):
+            pass
+        with mock.patch("feedhandler_shm.reader.time.sleep", side_effect=Slept) as sleep:
+            with self.assertRaises(Slept):
+                f.wait(timeout=3600, spin=1, sleep=0)
+        self.assertEqual(sleep.call_args.args, (50e-6,), "sleep of a wait with sleep=0")
+
     def test_pid_gone_needs_old_heartbeat(self):
         """A writer pid this process cannot see (kill: ESRCH) is death only
         when the heartbeat is also older than two heartbeat intervals: a live
