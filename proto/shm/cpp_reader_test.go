@@ -692,3 +692,55 @@ func TestCppStandard(t *testing.T) {
 		t.Errorf("g++ -std=c++20: %v\n%s", err, out)
 	}
 }
+
+// TestCppExampleMicropriceRestartBeforeRegistered: a writer restarted while
+// microprice waits for its symbol to be registered (the stock directory
+// may come after the start) is followed as a restart is elsewhere in the
+// example: microprice attaches to the new file and finds the symbol there.
+// Before, its wait for the registration ended on any check other than Ok:
+// "AAPL not registered", exit status 1.
+func TestCppExampleMicropriceRestartBeforeRegistered(t *testing.T) {
+	bin := cppbuild.Build(t, "examples/microprice.cpp")
+	old := testWriter(t, Config{Instruments: 2, Depth: 2})
+	if err := old.Register(2, "MSFT"); err != nil {
+		t.Fatal(err)
+	}
+	heartbeats(t, old)
+	c := startCpp(t, bin, old.Path(), "AAPL")
+	// Attached (the file mapped), and so looking AAPL up.
+	for i := 0; !mapsFile(c.cmd.Process.Pid, old.Path()); i++ {
+		if i == 6000 {
+			t.Fatalf("microprice did not map %s within a minute", old.Path())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// The restart: a new writer's file, with AAPL, renamed over the name
+	// (as Create puts a file in place).
+	w := testWriter(t, Config{Instruments: 2, Depth: 2})
+	if err := w.Register(1, "AAPL"); err != nil {
+		t.Fatal(err)
+	}
+	heartbeats(t, w)
+	s := &Snapshot{Locate: 1, Bids: []Level{{Price: 1_000_000, Shares: 100, Orders: 1}}, Asks: []Level{{Price: 1_000_100, Shares: 300, Orders: 2}}}
+	if err := w.Publish(s); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(w.Path(), old.Path()); err != nil {
+		t.Fatal(err)
+	}
+	if !c.out.Scan() {
+		c.cmd.Wait()
+		t.Fatalf("microprice exited after the writer's restart (%v), want it to attach again and print AAPL's book", c.cmd.ProcessState)
+	}
+	if line, want := c.out.Text(), "AAPL v1 microprice 100.0025 "; !strings.HasPrefix(line, want) {
+		t.Fatalf("microprice printed %q, want %q...", line, want)
+	}
+	w.Close()
+	c.finish(t)
+}
+
+// mapsFile reports whether process pid has path mapped.
+func mapsFile(pid int, path string) bool {
+	maps, err := os.ReadFile(fmt.Sprintf("/proc/%d/maps", pid))
+	return err == nil && strings.Contains(string(maps), " "+path+"\n")
+}

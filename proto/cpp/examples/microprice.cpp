@@ -83,13 +83,21 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "microprice: snapshots of %u bytes exceed the buffer\n", r.info().max_snapshot);
       return 1;
     }
+    // The stock directory may arrive after the start: wait for the symbol,
+    // following a restart of the writer meanwhile as below.
     uint16_t locate = 0;
-    while (!r.lookup(symbol, locate)) {  // the stock directory may arrive after the start
-      if (g_stop || r.check() != fs::Error::Ok) {
-        std::fprintf(stderr, "microprice: %s not registered in %s\n", symbol, r.path());
-        return 1;
-      }
+    bool found;
+    while (!(found = r.lookup(symbol, locate)) && !g_stop && (e = r.check()) == fs::Error::Ok) {
       fs::detail::sleep_ns(10'000'000);
+    }
+    if (!found && e == fs::Error::Restarted) {
+      std::fprintf(stderr, "microprice: writer restarted, attaching again\n");
+      continue;
+    }
+    if (!found) {
+      std::fprintf(stderr, "microprice: %s not registered in %s: %s\n", symbol, r.path(),
+                   g_stop ? "stopped" : fs::error_message(e));
+      return 1;
     }
     fs::Follower f = r.follow();
     fs::View v;
