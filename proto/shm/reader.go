@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/debug"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -114,18 +115,44 @@ func OpenWith(name string, opt OpenOptions) (*Reader, error) {
 		return nil, fmt.Errorf("open shm %s: mmap: %w", path, err)
 	}
 	r := &Reader{m: mapping{mem: mem}, path: path, file: f, fd: int(f.Fd()), ino: st.Ino, dev: st.Dev}
-	r.l, err = r.m.readHeader(st.Size)
+	openMapped(path)
+	hb, err := r.readMapped(st.Size)
 	if err != nil {
 		unix.Munmap(mem)
 		return nil, fmt.Errorf("open shm %s: %w", path, err)
 	}
 	mapped = true
-	r.live.start(atomic.LoadInt64(r.m.i64(offHeartbeat)))
+	r.live.start(hb)
 	r.stale = opt.StaleAfter
 	if r.stale <= 0 {
 		r.stale = max(10*time.Duration(r.l.heartbeatEvery), time.Second)
 	}
 	return r, nil
+}
+
+// openMapped is called by Open between the mmap and the first load from
+// the mapping (a test truncates the file there).
+var openMapped = func(path string) {}
+
+// readMapped reads the mapped file's header into r.l, and returns the
+// writer's heartbeat. The file may have been truncated since its size was
+// read: a fault on the mapping is ErrFormat (fault.go), as from every call
+// that reads the mapping.
+func (r *Reader) readMapped(size int64) (hb int64, err error) {
+	defer func(old bool) {
+		debug.SetPanicOnFault(old)
+		if p := recover(); p != nil {
+			off, ok := r.faultOffset(p)
+			if !ok {
+				panic(p)
+			}
+			err = fmt.Errorf("fault at offset %d of the mapping (%d bytes): file truncated since its size was read: %w", off, len(r.m.mem), ErrFormat)
+		}
+	}(guard())
+	if r.l, err = r.m.readHeader(size); err != nil {
+		return 0, err
+	}
+	return atomic.LoadInt64(r.m.i64(offHeartbeat)), nil
 }
 
 // OpenWait opens name, retrying every poll interval while it does not exist

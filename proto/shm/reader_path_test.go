@@ -430,3 +430,29 @@ func TestGuardedCallsAllocs(t *testing.T) {
 	}
 	_ = sink
 }
+
+// TestOpenTruncatedWhileOpening: a feed file truncated between Open's
+// fstat, which sizes the mapping, and its reads of the header is ErrFormat
+// from Open, not a crash (SIGBUS; here, under SetPanicOnFault, a panic).
+// Before, Open read the header from the mapping unguarded.
+func TestOpenTruncatedWhileOpening(t *testing.T) {
+	w := testWriter(t, Config{Instruments: 1, Depth: 1})
+	size := int64(len(w.m.mem))
+	var restore func()
+	openMapped = func(path string) { restore = truncateFile(t, path, 0, size, false) }
+	defer func() { openMapped = func(string) {} }()
+	var r *Reader
+	err := noFault("Open", func() (err error) {
+		r, err = Open(w.Path())
+		return err
+	})
+	if restore != nil {
+		restore()
+	}
+	if r != nil {
+		r.Close()
+	}
+	if !errors.Is(err, ErrFormat) || !strings.Contains(err.Error(), "truncated") {
+		t.Fatalf("Open of a file truncated after its fstat: %v, want ErrFormat (truncated)", err)
+	}
+}
