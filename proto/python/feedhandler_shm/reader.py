@@ -342,6 +342,9 @@ class Reader:
         self._mv = memoryview(self._mm)
         self._mapped_size = len(self._mm)
         try:
+            # The file may have been truncated since its fstat sized the
+            # mapping: asked again before the header is read.
+            self._mapped("open")
             self._read_header(st.st_size)
         except BaseException:
             self.close()

@@ -524,6 +524,40 @@ class LifecycleTest(unittest.TestCase):
                     self.assertTrue(result.startswith("FormatError ") and "truncated" in result,
                                     "%s on a truncated file: %s, want FormatError (truncated)" % (call, result))
 
+    def test_open_truncated_after_mmap(self):
+        """A feed file truncated between open's mmap and its reads of the
+        header is FormatError from open, which fstats the file before it
+        reads the mapping, not a SIGBUS that kills the interpreter. The
+        reader runs in a child process whose mmap.mmap truncates the file
+        right after mapping it."""
+        code = ("import mmap, os, sys, feedhandler_shm as shm\n"
+                "real = mmap.mmap\n"
+                "def cut(fd, length, **kw):\n"
+                "    m = real(fd, length, **kw)\n"
+                "    w = os.open(sys.argv[1], os.O_RDWR)\n"
+                "    os.ftruncate(w, 0)\n"
+                "    os.close(w)\n"
+                "    return m\n"
+                "mmap.mmap = cut\n"
+                "try:\n"
+                "    shm.open(sys.argv[1])\n"
+                "except shm.FormatError as e:\n"
+                "    print('FormatError', e)\n"
+                "else:\n"
+                "    print('ok')\n")
+        name = support.feed_name(self)
+        # No "beat": the writer process must not touch its mapping while
+        # the file is short.
+        support.control_writer(self, name, instruments=1, depth=1)
+        fd = os.open(name, os.O_RDWR)
+        self.addCleanup(os.close, fd)
+        size = os.fstat(fd).st_size
+        p = subprocess.run([sys.executable, "-c", code, name], env=dict(os.environ, PYTHONPATH=support.PYDIR),
+                           capture_output=True, text=True, timeout=60)
+        os.ftruncate(fd, size)
+        self.assertEqual(p.returncode, 0, "reader exit %d: %s" % (p.returncode, p.stderr))
+        self.assertTrue(p.stdout.startswith("FormatError ") and "truncated" in p.stdout, p.stdout)
+
     def test_liveness_clock_steps(self):
         """The writer is judged by whether its heartbeat changes, timed on the
         reader's monotonic clock; the realtime age counts only at open and to
