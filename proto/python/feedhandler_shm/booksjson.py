@@ -11,15 +11,30 @@ _ESC = {0x07: "\\a", 0x08: "\\b", 0x0C: "\\f", 0x0A: "\\n", 0x0D: "\\r", 0x09: "
 
 
 def go_quote(s):
-    """strconv.Quote for the ASCII symbols of a feed (other bytes as \\xNN)."""
+    """strconv.Quote of a symbol's bytes, s as the reader decodes them (UTF-8,
+    a byte that is not UTF-8 as a surrogate escape): printable runes as they
+    are, the others escaped as Go escapes them (\\xNN for a byte that is not
+    UTF-8 or an ASCII control, \\uNNNN or \\UNNNNNNNN for other runes).
+    str.isprintable stands for Go's unicode.IsPrint (the same categories;
+    their Unicode versions may differ on runes assigned in between)."""
     out = ['"']
-    for c in s.encode("utf-8", "replace"):
-        if c in _ESC:
-            out.append(_ESC[c])
-        elif 0x20 <= c < 0x7F:
-            out.append(chr(c))
+    for ch in s:
+        c = ord(ch)
+        if c < 0x80:
+            if c in _ESC:
+                out.append(_ESC[c])
+            elif 0x20 <= c < 0x7F:
+                out.append(ch)
+            else:
+                out.append("\\x%02x" % c)
+        elif 0xDC80 <= c <= 0xDCFF:  # surrogateescape: the byte c - 0xDC00
+            out.append("\\x%02x" % (c - 0xDC00))
+        elif ch.isprintable():
+            out.append(ch)
+        elif c < 0x10000:
+            out.append("\\u%04x" % c)
         else:
-            out.append("\\x%02x" % c)
+            out.append("\\U%08x" % c)
     out.append('"')
     return "".join(out)
 
@@ -52,7 +67,7 @@ def book_entries(books, depth=0):
 
 def books_json(entries):
     """The JSON document (str) for (key, bids, asks) entries."""
-    entries = sorted(entries, key=lambda e: e[0].encode("utf-8"))
+    entries = sorted(entries, key=lambda e: e[0].encode("utf-8", "surrogateescape"))
     parts = ["{"]
     for i, (key, bids, asks) in enumerate(entries):
         parts.append(",\n" if i else "\n")

@@ -145,7 +145,7 @@ class Book:
 
     @property
     def symbol(self):
-        return self.flatbuffer[L.SYMBOL_AT + 4: L.SYMBOL_AT + 4 + self._sym_len].decode("ascii", "replace")
+        return self.flatbuffer[L.SYMBOL_AT + 4: L.SYMBOL_AT + 4 + self._sym_len].decode("utf-8", "surrogateescape")
 
     @property
     def bids(self):
@@ -555,7 +555,7 @@ class Reader:
             e = bytes(mv[off: off + L.DIR_ENTRY_SIZE])
             if e[L.DIR_FLAGS] & L.DIR_RETIRED:
                 continue
-            out.append(Instrument(e[0] | e[1] << 8, e[8: 8 + min(e[2], 8)].decode("ascii", "replace")))
+            out.append(Instrument(e[0] | e[1] << 8, e[8: 8 + min(e[2], 8)].decode("utf-8", "surrogateescape")))
         return out
 
     def lookup(self, symbol):
@@ -587,7 +587,7 @@ class Reader:
             return False
         off = self._dir + slot * L.DIR_ENTRY_SIZE
         e = bytes(self._mv[off: off + L.DIR_ENTRY_SIZE])
-        return not e[L.DIR_FLAGS] & L.DIR_RETIRED and e[8: 8 + min(e[2], 8)].decode("ascii", "replace") == symbol
+        return not e[L.DIR_FLAGS] & L.DIR_RETIRED and e[8: 8 + min(e[2], 8)].decode("utf-8", "surrogateescape") == symbol
 
     def locates(self):
         """Registered locates, ascending."""

@@ -67,6 +67,10 @@ class JSONTest(unittest.TestCase):
 
     def test_quote(self):
         self.assertEqual(booksjson.go_quote('A"B\\C\x01\n'), '"A\\"B\\\\C\\x01\\n"')
+        # strconv.Quote("\xc4B\x7f\u00ad\u00e9"): a byte that is not UTF-8
+        # (the reader's surrogate escape), DEL, a rune not printable, one
+        # printable.
+        self.assertEqual(booksjson.go_quote("\udcc4B\x7f\u00ad\u00e9"), '"\\xc4B\\x7f\\u00ad\u00e9"')
 
     def test_moved_symbol_and_empty_books_match_bookview(self):
         name = support.feed_name(self)
@@ -89,6 +93,32 @@ class JSONTest(unittest.TestCase):
         self.assertNotIn("EMPTY", view.stdout)
         with shm.open(name) as r:
             self.assertEqual(booksjson.books_json(booksjson.book_entries(r.books())), view.stdout)
+
+
+    def test_non_ascii_symbols_match_go(self):
+        """A symbol with bytes beyond ASCII (UTF-8 here; ITCH sends printable
+        ASCII, a writer stores any bytes) reads as the Go reader reads it:
+        lookup finds it by the same string, and the JSON is bookview's byte
+        for byte (strconv.Quote keeps printable runes, escapes the others).
+        Before, the Python reader decoded symbols as ASCII with U+FFFD for
+        every other byte: lookup missed the symbol and the JSON key was
+        "\\xef\\xbf\\xbd..." where bookview prints the symbol."""
+        name = support.feed_name(self)
+        w = support.control_writer(self, name, instruments=4, depth=3)
+        syms = {1: "\u00c4B", 2: "X\u00ad", 3: "\u00e9t\u00e9"}  # printable, not printable (soft hyphen), printable
+        for loc, sym in syms.items():
+            w.cmd("register %d %s" % (loc, sym))
+            w.cmd("publish %d 5" % loc)
+        w.cmd("close")
+        view = subprocess.run([support.feedhandler(), "bookview", "--shm", name, "--once", "--json"],
+                              capture_output=True)
+        self.assertEqual(view.returncode, 3, view.stderr)  # the writer closed the feed
+        with shm.open(name) as r:
+            for loc, sym in syms.items():
+                self.assertEqual(r.lookup(sym), loc, "lookup(%r)" % sym)
+                self.assertEqual(r.read(loc).symbol, sym)
+            got = booksjson.books_json(booksjson.book_entries(r.books())).encode("utf-8")
+        self.assertEqual(got, view.stdout)
 
 
 if __name__ == "__main__":
