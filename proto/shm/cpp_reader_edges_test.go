@@ -513,3 +513,38 @@ func TestCppEdgeTruncationGuardKeepsIgnoredSIGBUS(t *testing.T) {
 		}
 	}
 }
+
+// TestCppEdgeNameCleanedAsGo: a feed name with a slash names the file the
+// Go writer and readers name by it, filepath.Clean's: "x/../feed" is
+// "feed" even when x does not exist, and "feed/" is "feed". Before, the C++
+// reader left the name to the kernel: NotExist for the first, System
+// (ENOTDIR) for the second, where Go and Python open the feed.
+func TestCppEdgeNameCleanedAsGo(t *testing.T) {
+	bin := cppEdgeBin(t)
+	w := testWriter(t, Config{Instruments: 1, Depth: 1})
+	heartbeats(t, w)
+	dir, base := filepath.Split(w.Path())
+	for _, name := range []string{
+		dir + "no-such-dir/../" + base,
+		w.Path() + "/",
+		dir + "./" + base + "/.",
+		"/.." + w.Path(),
+	} {
+		r, err := Open(name)
+		if err != nil {
+			t.Fatalf("Go: Open(%q): %v", name, err)
+		}
+		if r.Path() != w.Path() {
+			t.Errorf("Go: Open(%q).Path() = %q, want %q", name, r.Path(), w.Path())
+		}
+		r.Close()
+		s := startSession(t, bin, name)
+		if got := s.do("open"); !strings.HasPrefix(got, "open Ok") {
+			t.Errorf("C++: open %q: %q, want \"open Ok\", as Go", name, got)
+			continue
+		}
+		if got := s.do("path"); got != "path "+w.Path() {
+			t.Errorf("C++: open %q: %q, want %q, as Go", name, got, "path "+w.Path())
+		}
+	}
+}

@@ -300,6 +300,33 @@ inline bool valid_snapshot(const uint8_t* b, size_t n, uint64_t depth) noexcept 
   return na <= depth && asks + 4 + na * kLevelSize <= n;
 }
 
+// clean_path makes the absolute path p lexically clean in place, as Go's
+// filepath.Clean does (the Go writer and readers, and Python's normpath,
+// name files so): no empty or "." element, a ".." removes the element
+// before it (at the root it goes), no trailing slash. So "x/../feed" is
+// "feed" whether x exists or not, and "feed/" is "feed".
+inline void clean_path(char* p) noexcept {
+  const size_t n = std::strlen(p);
+  size_t r = 1, w = 1;  // p[0] is '/', kept
+  while (r < n) {
+    if (p[r] == '/') {
+      r++;
+    } else if (p[r] == '.' && (r + 1 == n || p[r + 1] == '/')) {
+      r++;
+    } else if (p[r] == '.' && p[r + 1] == '.' && (r + 2 == n || p[r + 2] == '/')) {
+      r += 2;
+      if (w > 1) {  // back to the slash before the last element
+        w--;
+        while (w > 1 && p[w] != '/') w--;
+      }
+    } else {
+      if (w != 1) p[w++] = '/';
+      while (r < n && p[r] != '/') p[w++] = p[r++];
+    }
+  }
+  p[w] = 0;
+}
+
 inline int64_t clock_ns(clockid_t c) noexcept {
   struct timespec ts;
   clock_gettime(c, &ts);
@@ -480,7 +507,10 @@ class Reader {
   // on a closed or dead writer's file so that its last books stay readable;
   // check() tells the writer's state. A relative path is resolved against
   // the working directory once, here (path() is absolute): check() looks at
-  // the same file after the process changed its working directory.
+  // the same file after the process changed its working directory. The
+  // path is cleaned as Go's filepath.Clean cleans it ("x/../feed" is
+  // "feed", "feed/" is "feed"), so a name names the file the Go writer
+  // and readers name by it.
   Error open(const char* name, const OpenOptions& opt = OpenOptions()) noexcept {
     close();
     errno_ = 0;
@@ -512,6 +542,7 @@ class Reader {
       return Error::System;
     }
     std::memcpy(path_ + dir, name, n + 1);
+    detail::clean_path(path_);  // the file Go's filepath.Clean names
 
     // O_NONBLOCK: a FIFO under the name must not hang open (it is then
     // refused as not a regular file).
