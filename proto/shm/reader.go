@@ -155,16 +155,23 @@ func (r *Reader) readMapped(size int64) (hb int64, err error) {
 	return atomic.LoadInt64(r.m.i64(offHeartbeat)), nil
 }
 
-// OpenWait opens name, retrying every poll interval while it does not exist
-// yet, until timeout.
+// sleep is time.Sleep (a variable so that a test can see OpenWait's waits).
+var sleep = time.Sleep
+
+// OpenWait opens name, retrying every poll interval (0 or less: 1ms, as the
+// C++ and Python readers read it) while it does not exist yet, until
+// timeout.
 func OpenWait(name string, timeout, poll time.Duration) (*Reader, error) {
+	if poll <= 0 {
+		poll = time.Millisecond
+	}
 	deadline := time.Now().Add(timeout)
 	for {
 		r, err := Open(name)
 		if err == nil || !errors.Is(err, ErrNotExist) || time.Now().After(deadline) {
 			return r, err
 		}
-		time.Sleep(poll)
+		sleep(poll)
 	}
 }
 

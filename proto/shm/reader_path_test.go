@@ -456,3 +456,26 @@ func TestOpenTruncatedWhileOpening(t *testing.T) {
 		t.Fatalf("Open of a file truncated after its fstat: %v, want ErrFormat (truncated)", err)
 	}
 }
+
+// TestOpenWaitPollZero: OpenWait with a poll interval of 0 or less waits 1ms
+// between tries, as the C++ reader's open_wait does with 0, not 0 s: a
+// loop of opens that holds a core for the whole timeout.
+func TestOpenWaitPollZero(t *testing.T) {
+	name := testName(t)
+	var waits []time.Duration
+	sleep = func(d time.Duration) {
+		waits = append(waits, d)
+		if len(waits) == 1 {
+			testWriter(t, Config{Name: name, Instruments: 1, Depth: 1})
+		}
+	}
+	defer func() { sleep = time.Sleep }()
+	r, err := OpenWait(name, time.Hour, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Close()
+	if len(waits) != 1 || waits[0] != time.Millisecond {
+		t.Fatalf("OpenWait with poll 0 waited %v between tries, want [1ms]", waits)
+	}
+}

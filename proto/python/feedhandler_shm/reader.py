@@ -858,7 +858,10 @@ def open(name, stale_after=None):  # noqa: A001 - mirrors shm.Open
 
 
 def open_wait(name, timeout, poll=0.05, stale_after=None):
-    """open, retrying every poll seconds while the feed does not exist, until timeout."""
+    """open, retrying every poll seconds (0 or less: 1 ms, as Go and C++ read
+    it) while the feed does not exist, until timeout."""
+    if poll <= 0:
+        poll = 0.001
     deadline = time.monotonic() + timeout
     while True:
         try:

@@ -137,6 +137,20 @@ class LifecycleTest(unittest.TestCase):
         self.assertIn(name, str(err))
         shm.open(name).close()  # the descriptor was closed, the file is fine
 
+    def test_open_wait_poll_zero(self):
+        """open_wait with a poll of 0 or less waits 1 ms between tries, as Go's
+        OpenWait and C++'s open_wait do with 0, not 0 s: a loop of opens that
+        holds a core for the whole timeout."""
+        from unittest import mock
+
+        class Slept(Exception):
+            pass
+        name = support.feed_name(self)
+        with mock.patch("feedhandler_shm.reader.time.sleep", side_effect=Slept) as sleep:
+            with self.assertRaises(Slept):
+                shm.open_wait(name, 3600, poll=0)
+        self.assertEqual(sleep.call_args.args, (0.001,), "wait between tries of open_wait with poll 0")
+
     def test_missing_feed(self):
         name = support.feed_name(self)
         with self.assertRaises(shm.NotExistError):
