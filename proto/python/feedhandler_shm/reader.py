@@ -424,7 +424,7 @@ class Reader:
         covers it: a load from a page past the end of a file truncated under
         the mapping raises SIGBUS, which kills the interpreter (pure Python
         cannot catch it). Every call that reads the mapping asks first: the
-        mmap object's own descriptor, one fstat (about a microsecond). A
+        mmap object's own descriptor, one fstat (one system call). A
         truncation between this fstat and the loads that follow still kills
         the interpreter (docs/SHM.md, "A file truncated under a reader")."""
         mv = self._mv
