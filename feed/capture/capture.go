@@ -109,7 +109,8 @@ type Capture struct {
 	stop    chan struct{}
 	done    chan struct{}
 	closed  atomic.Bool
-	failing bool // the last flush failed
+	failing bool  // the last flush failed
+	lastErr error // its error, for Close
 	// Rotation (Config.RotateSize, Base); the drainer's, after Open.
 	rotateSize int64
 	base       string
@@ -266,23 +267,29 @@ func (c *Capture) Stats() Stats {
 }
 
 // Close writes what the ring still holds, flushes and closes the file and
-// unmaps the ring. Call it once Put is no longer called.
+// unmaps the ring. Call it once Put is no longer called. It returns the
+// error of the last write when that write failed (the end of the capture
+// is lost: counted in WriteLost, and said here), and that of closing the
+// file.
 func (c *Capture) Close() error {
 	if c.closed.Swap(true) {
 		return nil
 	}
 	close(c.stop)
 	<-c.done
-	err := c.f.Close()
-	unix.Munmap(c.ring.buf)
-	if err != nil {
-		return fmt.Errorf("close capture %s: %w", c.path, err)
+	var err error
+	if c.failing {
+		err = c.lastErr
 	}
+	if cerr := c.f.Close(); cerr != nil {
+		err = errors.Join(err, fmt.Errorf("close capture %s: %w", c.path, cerr))
+	}
+	unix.Munmap(c.ring.buf)
 	st := c.Stats()
 	c.log.Info().Str("file", c.path).Uint64("packets", st.Packets).Uint64("bytes", st.Bytes).
 		Uint64("dropped", st.Dropped).Uint64("write_errors", st.WriteErrors).Uint64("write_lost", st.WriteLost).
 		Msg("capture closed")
-	return nil
+	return err
 }
 
 // drain is the drainer goroutine: ring to buffer to file.
@@ -389,7 +396,7 @@ func (c *Capture) flushLogged() {
 			c.log.Error().Err(err).Str("file", c.path).
 				Msg("capture: write failed; the datagrams buffered are lost from the capture (not from the feed), capturing goes on")
 		}
-		c.failing = true
+		c.failing, c.lastErr = true, err
 		if errors.Is(err, syscall.EFBIG) && c.off > 0 {
 			// The file is as large as the file system (FAT32's 4 GiB) or
 			// the unit's LimitFSIZE= lets it be: every later write to it
@@ -401,7 +408,7 @@ func (c *Capture) flushLogged() {
 	}
 	if c.failing {
 		c.log.Info().Str("file", c.path).Msg("capture: writing again")
-		c.failing = false
+		c.failing, c.lastErr = false, nil
 	}
 }
 

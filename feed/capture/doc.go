@@ -13,7 +13,8 @@
 // (Stats.WriteErrors, Stats.WriteLost); the file is cut back to its last
 // whole record so that it stays readable, and capturing goes on; a disk
 // full at Open is the same (the header waits for the first write that
-// succeeds). Close drains the ring, flushes and closes the file.
+// succeeds). Close drains the ring, flushes and closes the file, and
+// returns the last write's error when it failed (the capture's end lost).
 //
 // The file is a nanosecond pcap of Ethernet/IPv4/UDP frames: the sockets
 // hand over UDP payloads, so each frame's headers are synthetic, built from
