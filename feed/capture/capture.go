@@ -1,6 +1,7 @@
 package capture
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -452,9 +453,36 @@ func (c *Capture) rotate() {
 	c.log.Info().Str("file", name).Str("previous", old).Int64("previous_bytes", oldSize).Msg("capture: next file")
 }
 
-// flush writes the buffer to the file. On failure the file is cut back to
-// its last whole record (a short write would leave half a record that
-// ends any reader there), and the buffer's datagrams are counted lost.
+// wholeRecords returns how many of the buffer's first n bytes (those a
+// failed write put in the file) are whole records, and how many records
+// they are. The buffer starts with the file header when the file has none
+// yet (off 0); then records follow, each a 16-byte pcap record header
+// whose bytes 8:12 are the frame's captured length (pcapgo writes them
+// little-endian), then the frame.
+func (c *Capture) wholeRecords(n int) (int, uint64) {
+	p := 0
+	if c.off == 0 {
+		if n < fileHeaderLen {
+			return 0, 0
+		}
+		p = fileHeaderLen
+	}
+	var recs uint64
+	for p+16 <= n {
+		end := p + 16 + int(binary.LittleEndian.Uint32(c.buf.b[p+8:]))
+		if end > n {
+			break
+		}
+		p = end
+		recs++
+	}
+	return p, recs
+}
+
+// flush writes the buffer to the file. A write that fails part way (a
+// disk filling up) keeps the whole records that reached the file; the
+// file is cut back to the last of them (half a record would end any
+// reader there), and only the datagrams after it are counted lost.
 func (c *Capture) flush() error {
 	if len(c.buf.b) == 0 {
 		return nil
@@ -466,8 +494,12 @@ func (c *Capture) flush() error {
 		c.packets.Add(c.pending)
 	} else {
 		c.writeErrs.Add(1)
-		c.writeLost.Add(c.pending)
-		if n > 0 {
+		whole, recs := c.wholeRecords(n)
+		c.off += int64(whole)
+		c.bytes.Add(uint64(whole))
+		c.packets.Add(recs)
+		c.writeLost.Add(c.pending - recs)
+		if n > whole {
 			if terr := c.f.Truncate(c.off); terr != nil {
 				err = errors.Join(err, terr)
 			}

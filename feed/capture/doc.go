@@ -10,8 +10,9 @@
 // left out of the capture (never out of the feed) and counted
 // (Stats.Dropped); the drainer logs one warning per run of drops. A failed
 // write (a full disk) is logged once per run of failures and counted
-// (Stats.WriteErrors, Stats.WriteLost); the file is cut back to its last
-// whole record so that it stays readable, and capturing goes on; a disk
+// (Stats.WriteErrors, Stats.WriteLost: only what did not reach the file
+// whole); the file is cut back to its last whole record so that it stays
+// readable, and capturing goes on; a disk
 // full at Open is the same (the header waits for the first write that
 // succeeds). Close drains the ring, flushes and closes the file, and
 // returns the last write's error when it failed (the capture's end lost).
