@@ -88,7 +88,8 @@ type Stats struct {
 	Dropped     uint64 // datagrams left out because the ring was full
 	WriteErrors uint64 // failed writes to the file
 	WriteLost   uint64 // datagrams lost with a failed write
-	Files       uint64 // files written to: 1, and one more per rotation
+	Files       uint64 // files written to: 1, and one more per rotation (or a file deleted)
+	Deleted     uint64 // files deleted while written to (then a new one)
 }
 
 // Capture is an open capture file and its ring.
@@ -117,8 +118,10 @@ type Capture struct {
 	base       string
 	first      string // the first file (Path)
 	rotateFail bool   // the last rotation failed: logged, the file goes on
+	header     []byte // the pcap file header, each new file's first bytes
+	gone       bool   // the file was found deleted (logged, counted)
 
-	packets, bytes, writeErrs, writeLost, files atomic.Uint64
+	packets, bytes, writeErrs, writeLost, files, deleted atomic.Uint64
 }
 
 // file is what the drainer writes to: an *os.File (a test's in
@@ -127,6 +130,7 @@ type file interface {
 	Write([]byte) (int, error)
 	Truncate(int64) error
 	Seek(int64, int) (int64, error)
+	Stat() (os.FileInfo, error)
 	Close() error
 }
 
@@ -211,6 +215,7 @@ func Open(cfg Config) (*Capture, error) {
 	c.buf.b = make([]byte, 0, bufSize+2*(1<<16))
 	c.pw = pcapgo.NewWriterNanos(&c.buf)
 	err = c.pw.WriteFileHeader(pcap.Snaplen, layers.LinkTypeEthernet) // into memory
+	c.header = append([]byte(nil), c.buf.b...)
 	if err == nil {
 		// A disk full at start fails the write as it would later: logged
 		// and counted, the header kept for the first write that succeeds
@@ -264,7 +269,7 @@ func (c *Capture) Put(pkts []rx.Packet) { c.ring.put(pkts) }
 // Stats returns the counters; safe from any goroutine.
 func (c *Capture) Stats() Stats {
 	return Stats{Packets: c.packets.Load(), Bytes: c.bytes.Load(), Dropped: c.ring.dropped.Load(),
-		WriteErrors: c.writeErrs.Load(), WriteLost: c.writeLost.Load(), Files: c.files.Load()}
+		WriteErrors: c.writeErrs.Load(), WriteLost: c.writeLost.Load(), Files: c.files.Load(), Deleted: c.deleted.Load()}
 }
 
 // Close writes what the ring still holds, flushes and closes the file and
@@ -387,6 +392,9 @@ func (c *Capture) write(rec *record) {
 // flushLogged flushes the buffer, logging a failure once per run of them,
 // then goes on in a new file when this one reached RotateSize.
 func (c *Capture) flushLogged() {
+	if len(c.buf.b) > 0 {
+		c.checkDeleted()
+	}
 	failing := c.failing
 	err := c.flush()
 	if err == nil && c.rotateSize > 0 && c.off >= c.rotateSize {
@@ -413,27 +421,47 @@ func (c *Capture) flushLogged() {
 	}
 }
 
-// rotate closes the file, whose buffer was just flushed, and goes on in a
-// new one with its own header. A new file that cannot be created leaves
-// the old one in use (logged once per run of failures; tried again at the
-// next flush): the capture goes on rather than lose datagrams.
+// checkDeleted goes on in a new file, as a rotation, when the file was
+// deleted (unlinked: a cleanup that took it) while written to: what is
+// written to it is lost. One fstat before a flush that has something to
+// write; logged and counted once per file. A new file that cannot be
+// created (its directory removed too) leaves the capture in the deleted
+// one, tried again at each flush, as a rotation that fails.
+func (c *Capture) checkDeleted() {
+	fi, err := c.f.Stat()
+	if err != nil {
+		return
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); !ok || st.Nlink != 0 {
+		return
+	}
+	if !c.gone {
+		c.gone = true
+		c.deleted.Add(1)
+		c.log.Error().Str("file", c.path).
+			Msg("capture: file deleted while written to; what it held is gone, the capture goes on in a new file")
+	}
+	c.rotate()
+}
+
+// rotate closes the file and goes on in a new one with its own header,
+// written before the old file is let go (a file without it would be
+// unreadable); the buffer is left for the new file. When the old file has
+// no header yet (off 0) the buffer starts with it, and the new file gets
+// it with the buffer. A new file that cannot be created leaves the old one
+// in use (logged once per run of failures; tried again at the next flush):
+// the capture goes on rather than lose datagrams.
 func (c *Capture) rotate() {
 	f, name, err := createUnique(c.base, time.Now())
-	if err == nil {
-		// The header goes to the new file before the old one is let go:
-		// a file without it would be unreadable. The buffer is empty
-		// (just flushed).
-		if err = c.pw.WriteFileHeader(pcap.Snaplen, layers.LinkTypeEthernet); err == nil { // into memory
-			_, err = f.Write(c.buf.b)
-		}
-		if err != nil {
+	var hdr int
+	if err == nil && c.off > 0 {
+		if hdr, err = f.Write(c.header); err != nil {
 			f.Close()
 			os.Remove(name)
 			err = fmt.Errorf("write the header of %s: %w", name, err)
 		}
 	}
 	if err != nil {
-		c.buf.b = c.buf.b[:0]
 		if !c.rotateFail {
 			c.log.Error().Err(err).Str("file", c.path).
 				Msg("capture: next file not created; writing on in this one")
@@ -444,11 +472,10 @@ func (c *Capture) rotate() {
 	c.rotateFail = false
 	old, oldSize := c.path, c.off
 	if cerr := c.f.Close(); cerr != nil {
-		c.log.Error().Err(cerr).Str("file", old).Msg("capture: closing a full file failed")
+		c.log.Error().Err(cerr).Str("file", old).Msg("capture: closing the previous file failed")
 	}
-	c.f, c.path, c.off = f, name, int64(len(c.buf.b))
-	c.bytes.Add(uint64(len(c.buf.b)))
-	c.buf.b = c.buf.b[:0]
+	c.f, c.path, c.off, c.gone = f, name, int64(hdr), false
+	c.bytes.Add(uint64(hdr))
 	c.files.Add(1)
 	c.log.Info().Str("file", name).Str("previous", old).Int64("previous_bytes", oldSize).Msg("capture: next file")
 }

@@ -707,3 +707,56 @@ func checkAfterFailedWrite(t *testing.T, path string, st Stats, log string, next
 		t.Fatalf("%d write-failed lines, want 1, then writing again:\n%s", n, log)
 	}
 }
+
+// TestFileDeleted: a capture file deleted while written to (a cleanup
+// timer that took it) is noticed at the next flush: logged once, counted,
+// and the capture goes on in a new file, as a rotation, holding every
+// datagram put after the deletion, readable alone. Without it the rest of
+// the run went to the deleted file, lost at the stop.
+func TestFileDeleted(t *testing.T) {
+	dir := t.TempDir()
+	base := filepath.Join(dir, "c.pcap")
+	var log syncBuf
+	c, err := Open(Config{Base: base, Buffer: MinBuffer, Lines: testLines, Log: zerolog.New(&log)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := c.Path()
+	var batch []rx.Packet
+	for i := range 10 {
+		batch = append(batch, datagram(i))
+	}
+	c.Put(batch)
+	for k := 0; c.Stats().Packets < 10; k++ { // flushed after flushEvery of quiet
+		if k > 10000 {
+			t.Fatal("the drainer never flushed")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if err := os.Remove(first); err != nil {
+		t.Fatal(err)
+	}
+	batch = batch[:0]
+	for i := 10; i < 20; i++ {
+		batch = append(batch, datagram(i))
+	}
+	c.Put(batch)
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	st := c.Stats()
+	names, _ := filepath.Glob(filepath.Join(dir, "c-*.pcap"))
+	if len(names) != 1 || st.Files != 2 || st.Deleted != 1 {
+		t.Fatalf("stats %+v, files %v after the first was deleted: want a new file holding datagrams 10 to 19, 2 files, 1 deleted", st, names)
+	}
+	frames := readAll(t, names[0])
+	if len(frames) != 10 {
+		t.Fatalf("%d frames in the new file, want datagrams 10 to 19", len(frames))
+	}
+	for k, fr := range frames {
+		checkFrame(t, fr, 10+k)
+	}
+	if n := strings.Count(log.String(), "capture: file deleted"); n != 1 {
+		t.Fatalf("%d file-deleted lines, want 1:\n%s", n, log.String())
+	}
+}

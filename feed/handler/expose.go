@@ -323,6 +323,8 @@ func scalar(st *Stats, name string) uint64 {
 		return st.Capture.WriteLost
 	case "capture_files_total":
 		return st.Capture.Files
+	case "capture_files_deleted_total":
+		return st.Capture.Deleted
 	case "session_ended":
 		if st.Ended {
 			return 1
