@@ -60,8 +60,8 @@ const bufSize = 1 << 20
 // Config sets up a capture.
 type Config struct {
 	// Path is the file to create; it must not exist (see FileName). "":
-	// FileName(Base, now), with -2, -3, ... when a file has that name
-	// (one that a rotation of the run before made in the same second).
+	// FileName(Base, now), or of the next microsecond free when a file
+	// has that name (createUnique).
 	Path string
 	// Buffer is the ring's size in bytes, rounded up to a power of two,
 	// MinBuffer..MaxBuffer (0: DefaultBuffer).
@@ -141,31 +141,29 @@ type memBuf struct{ b []byte }
 func (m *memBuf) Write(p []byte) (int, error) { m.b = append(m.b, p...); return len(p), nil }
 
 // FileName is the file a capture of base started at t goes to: base with
-// the UTC time inserted before its extension,
-// "/var/lib/feedhandler/nasdaq.pcap" -> ".../nasdaq-20261206T093000Z.pcap",
-// so that a restart never overwrites the capture of the run before.
+// the UTC time to the microsecond inserted before its extension,
+// "/var/lib/feedhandler/nasdaq.pcap" ->
+// ".../nasdaq-20261206T093000.250000Z.pcap", so that a restart never
+// overwrites the capture of the run before, and the names of a base's
+// files, all of one length, sort in time order (ls, a glob).
 func FileName(base string, t time.Time) string {
 	ext := filepath.Ext(base)
 	if ext == "" {
 		ext = ".pcap"
 	}
-	return strings.TrimSuffix(base, filepath.Ext(base)) + "-" + t.UTC().Format("20060102T150405Z") + ext
+	return strings.TrimSuffix(base, filepath.Ext(base)) + "-" + t.UTC().Format("20060102T150405.000000Z") + ext
 }
 
-// createUnique creates FileName(base, t), or when a file of that name exists
-// (two files in one second) the same with -2, -3, ... before the
-// extension; the file is created, empty.
+// createUnique creates FileName(base, t), or when a file of that name
+// exists (made in the same microsecond, or before a clock stepped back)
+// that of the next microsecond that is free (of 100), so that the name
+// still sorts after the taken one; the file is created, empty.
 func createUnique(base string, t time.Time) (*os.File, string, error) {
-	name := FileName(base, t)
-	ext := filepath.Ext(name)
-	for i := 1; ; i++ {
-		try := name
-		if i > 1 {
-			try = strings.TrimSuffix(name, ext) + fmt.Sprintf("-%d", i) + ext
-		}
-		f, err := createFile(try)
-		if err == nil || !errors.Is(err, fs.ErrExist) || i == 100 {
-			return f, try, err
+	for i := 0; ; i++ {
+		name := FileName(base, t.Add(time.Duration(i)*time.Microsecond))
+		f, err := createFile(name)
+		if err == nil || !errors.Is(err, fs.ErrExist) || i == 99 {
+			return f, name, err
 		}
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -202,11 +203,11 @@ func TestPutAllocs(t *testing.T) {
 // TestFileName: a start's file never overwrites another's, and Open
 // refuses an existing file.
 func TestFileName(t *testing.T) {
-	at := time.Date(2026, 12, 6, 9, 30, 0, 0, time.FixedZone("x", 3600))
+	at := time.Date(2026, 12, 6, 9, 30, 0, 250000999, time.FixedZone("x", 3600))
 	for base, want := range map[string]string{
-		"/var/lib/fh/nasdaq.pcap": "/var/lib/fh/nasdaq-20261206T083000Z.pcap",
-		"cap":                     "cap-20261206T083000Z.pcap",
-		"a.b/c.pcapng":            "a.b/c-20261206T083000Z.pcapng",
+		"/var/lib/fh/nasdaq.pcap": "/var/lib/fh/nasdaq-20261206T083000.250000Z.pcap",
+		"cap":                     "cap-20261206T083000.250000Z.pcap",
+		"a.b/c.pcapng":            "a.b/c-20261206T083000.250000Z.pcapng",
 	} {
 		if got := FileName(base, at); got != want {
 			t.Errorf("FileName(%q) = %q, want %q", base, got, want)
@@ -221,6 +222,36 @@ func TestFileName(t *testing.T) {
 	}
 	if b, _ := os.ReadFile(path); string(b) != "keep" {
 		t.Fatalf("the existing file was changed: %q", b)
+	}
+}
+
+// TestFileNameTaken: a file whose name is taken (by the run before: a
+// restart in the same microsecond, or a clock stepped back) goes to the
+// next microsecond's name that is free, which sorts after the taken ones;
+// those are never overwritten.
+func TestFileNameTaken(t *testing.T) {
+	base := filepath.Join(t.TempDir(), "c.pcap")
+	at := time.Date(2026, 12, 6, 9, 30, 0, 999998000, time.UTC) // the taken names cross a second
+	var taken []string
+	for k := range 3 {
+		name := FileName(base, at.Add(time.Duration(k)*time.Microsecond))
+		if err := os.WriteFile(name, []byte("the run before"), 0o640); err != nil {
+			t.Fatal(err)
+		}
+		taken = append(taken, name)
+	}
+	f, name, err := createUnique(base, at)
+	if err != nil {
+		t.Fatalf("a name taken, and the next two: %v, want the next free one", err)
+	}
+	f.Close()
+	if want := FileName(base, at.Add(3*time.Microsecond)); name != want || !slices.IsSorted(append(taken, name)) {
+		t.Fatalf("a name taken, and the next two: %s, want %s, sorting after %v", name, want, taken)
+	}
+	for _, n := range taken {
+		if b, _ := os.ReadFile(n); string(b) != "the run before" {
+			t.Fatalf("%s overwritten", n)
+		}
 	}
 }
 
@@ -403,8 +434,9 @@ func TestWriteCutBack(t *testing.T) {
 
 // TestRotate: with RotateSize, the datagrams of a run go to several files,
 // each starting with its own header and holding whole datagrams (each
-// readable alone), named from the base (two in one second get -2, -3...);
-// read in order they are every datagram once, in order. No file is opened
+// readable alone), named from the base by the time of the switch, so
+// that their names sort in the order they were opened (several fall in
+// one second here); read in order they are every datagram once, in order. No file is opened
 // at Close for nothing.
 func TestRotate(t *testing.T) {
 	dir := t.TempDir()
@@ -435,6 +467,9 @@ func TestRotate(t *testing.T) {
 	}
 	if len(order) != len(names) {
 		t.Fatalf("%d files on disk, %d opened by the log: %v", len(names), len(order), order)
+	}
+	if !slices.Equal(names, order) { // Glob sorts them by name
+		t.Fatalf("the files sorted by name %v, in the order opened %v: want the same (names that sort in time order)", names, order)
 	}
 	var bytes uint64
 	n := 0
