@@ -240,7 +240,7 @@ type Metrics struct {
 // both lines, written to a pcap file (package capture; docs/OPERATIONS.md,
 // "Capture to disk").
 type Capture struct {
-	// Path names the capture file; each start writes a new one, the UTC
+	// Path names the capture file, an absolute path; each start writes a new one, the UTC
 	// start time inserted before the extension (capture.FileName). "" =
 	// no capture (the default).
 	Path string

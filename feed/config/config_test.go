@@ -187,6 +187,8 @@ func TestBadConfigs(t *testing.T) {
 			`t.yaml:29: capture.path: "/var/lib/feedhandler/" names a directory; name a file, such as /var/lib/feedhandler/nasdaq.pcap`},
 		{"capture path with a control character", base + "capture:\n  path: \"a\\tb.pcap\"\n",
 			`t.yaml:29: capture.path: "a\tb.pcap" has control characters`},
+		{"capture path relative", base + "capture:\n  path: captures/nasdaq.pcap\n",
+			`t.yaml:29: capture.path: "captures/nasdaq.pcap" is relative: it would name a file in the working directory, / under systemd but the shell's for feedhandler check; give an absolute path, such as /var/lib/feedhandler/nasdaq.pcap`},
 		{"capture path a list", base + "capture:\n  path: [a]\n",
 			`t.yaml:29: capture.path: want a string, got a list`},
 		{"capture rotate_size too small", base + "capture:\n  rotate_size: 512KiB\n",

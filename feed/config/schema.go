@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -499,8 +500,11 @@ func (d *decoder) account(f field) (string, bool) {
 	return s, true
 }
 
-// capturePath validates capture.path: "" (no capture) or a file name, not
-// a directory's (a trailing slash), without control characters.
+// capturePath validates capture.path: "" (no capture) or an absolute file
+// name, not a directory's (a trailing slash), without control characters.
+// A relative one would name a file in the working directory, which is /
+// under systemd but the shell's for feedhandler check: check would test
+// one directory and the handler write to another.
 func (d *decoder) capturePath(f field) (string, bool) {
 	s, ok := d.str(f)
 	if !ok || s == "" {
@@ -512,6 +516,9 @@ func (d *decoder) capturePath(f field) (string, bool) {
 		return "", false
 	case strings.HasSuffix(s, "/") || strings.HasSuffix(s, "/.") || strings.HasSuffix(s, "/..") || s == "." || s == "..":
 		d.errorf(f, "%q names a directory; name a file, such as /var/lib/feedhandler/nasdaq.pcap", s)
+		return "", false
+	case !filepath.IsAbs(s):
+		d.errorf(f, "%q is relative: it would name a file in the working directory, / under systemd but the shell's for feedhandler check; give an absolute path, such as /var/lib/feedhandler/nasdaq.pcap", s)
 		return "", false
 	}
 	return s, true
