@@ -292,6 +292,7 @@ func (c *Capture) Close() error {
 	st := c.Stats()
 	c.log.Info().Str("file", c.path).Uint64("packets", st.Packets).Uint64("bytes", st.Bytes).
 		Uint64("dropped", st.Dropped).Uint64("write_errors", st.WriteErrors).Uint64("write_lost", st.WriteLost).
+		Uint64("files", st.Files).Uint64("files_deleted", st.Deleted).
 		Msg("capture closed")
 	return err
 }

@@ -794,4 +794,12 @@ func TestFileDeleted(t *testing.T) {
 	if n := strings.Count(log.String(), "capture: file deleted"); n != 1 {
 		t.Fatalf("%d file-deleted lines, want 1:\n%s", n, log.String())
 	}
+	// The stop's totals, after the last write, are the close line's (the
+	// metrics endpoint is closed before it): every counter, files too.
+	closed := log.String()[strings.LastIndex(log.String(), "\n{"):]
+	for _, kv := range []string{`"packets":20`, `"files":2`, `"files_deleted":1`, `"write_lost":0`} {
+		if !strings.Contains(closed, `"capture closed"`) || !strings.Contains(closed, kv) {
+			t.Fatalf("the last line %s, want capture closed with %s", closed, kv)
+		}
+	}
 }
