@@ -89,7 +89,7 @@ type Stats struct {
 	WriteErrors uint64 // failed writes to the file
 	WriteLost   uint64 // datagrams lost with a failed write
 	Files       uint64 // files written to: 1, and one more per rotation (or a file deleted)
-	Deleted     uint64 // files deleted while written to (then a new one)
+	Deleted     uint64 // files deleted or truncated while written to (then a new one)
 }
 
 // Capture is an open capture file and its ring.
@@ -422,23 +422,32 @@ func (c *Capture) flushLogged() {
 
 // checkDeleted goes on in a new file, as a rotation, when the file was
 // deleted (unlinked: a cleanup that took it) while written to: what is
-// written to it is lost. One fstat before a flush that has something to
-// write; logged and counted once per file. A new file that cannot be
-// created (its directory removed too) leaves the capture in the deleted
-// one, tried again at each flush, as a rotation that fails.
+// written to it is lost; or cut shorter than what was written to it (a
+// cleanup that empties files, logrotate's copytruncate): writing on at
+// the old offset would leave a hole where its header was, unreadable. One
+// fstat before a flush that has something to write; logged and counted
+// once per file. A new file that cannot be created (the directory removed
+// too) leaves the capture in the old one, tried again at each flush, as a
+// rotation that fails.
 func (c *Capture) checkDeleted() {
 	fi, err := c.f.Stat()
 	if err != nil {
 		return
 	}
-	if st, ok := fi.Sys().(*syscall.Stat_t); !ok || st.Nlink != 0 {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok || !fi.Mode().IsRegular() || st.Nlink != 0 && fi.Size() >= c.off {
 		return
 	}
 	if !c.gone {
 		c.gone = true
 		c.deleted.Add(1)
-		c.log.Error().Str("file", c.path).
-			Msg("capture: file deleted while written to; what it held is gone, the capture goes on in a new file")
+		if st.Nlink == 0 {
+			c.log.Error().Str("file", c.path).
+				Msg("capture: file deleted while written to; what it held is gone, the capture goes on in a new file")
+		} else {
+			c.log.Error().Str("file", c.path).Int64("size", fi.Size()).Int64("written", c.off).
+				Msg("capture: file truncated while written to; what it held is gone, the capture goes on in a new file")
+		}
 	}
 	c.rotate()
 }

@@ -803,3 +803,58 @@ func TestFileDeleted(t *testing.T) {
 		}
 	}
 }
+
+// TestFileTruncated: a capture file cut to nothing while written to (a
+// cleanup that empties files instead of deleting them, as logrotate's
+// copytruncate does) is noticed at the next write, as a deleted one:
+// writing on at the old offset would leave a hole where the header was,
+// and the file unreadable from its start. The capture goes on in a new
+// file; the cut one is left as it was made (empty).
+func TestFileTruncated(t *testing.T) {
+	dir := t.TempDir()
+	base := filepath.Join(dir, "c.pcap")
+	var log syncBuf
+	c, err := Open(Config{Base: base, Buffer: MinBuffer, Lines: testLines, Log: zerolog.New(&log)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := c.Path()
+	var batch []rx.Packet
+	for i := range 10 {
+		batch = append(batch, datagram(i))
+	}
+	c.Put(batch)
+	for k := 0; c.Stats().Packets < 10; k++ { // flushed after flushEvery of quiet
+		if k > 10000 {
+			t.Fatal("the drainer never flushed")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if err := os.Truncate(first, 0); err != nil {
+		t.Fatal(err)
+	}
+	batch = batch[:0]
+	for i := 10; i < 20; i++ {
+		batch = append(batch, datagram(i))
+	}
+	c.Put(batch)
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	st := c.Stats()
+	names, _ := filepath.Glob(filepath.Join(dir, "c-*.pcap"))
+	fi, _ := os.Stat(first)
+	if len(names) != 2 || names[0] != first || fi.Size() != 0 || st.Files != 2 || st.Deleted != 1 {
+		t.Fatalf("stats %+v, files %v, the first of %d bytes after it was cut to 0: want it left empty, a new file holding datagrams 10 to 19, 2 files, 1 deleted or cut", st, names, fi.Size())
+	}
+	frames := readAll(t, names[1])
+	if len(frames) != 10 {
+		t.Fatalf("%d frames in the new file, want datagrams 10 to 19", len(frames))
+	}
+	for k, fr := range frames {
+		checkFrame(t, fr, 10+k)
+	}
+	if n := strings.Count(log.String(), "capture: file truncated"); n != 1 {
+		t.Fatalf("%d file-truncated lines, want 1:\n%s", n, log.String())
+	}
+}

@@ -13,8 +13,8 @@
 // (Stats.WriteErrors, Stats.WriteLost: only what did not reach the file
 // whole); the file is cut back to its last whole record so that it stays
 // readable, and capturing goes on; a disk full at Open is the same (the
-// header waits for the first write that succeeds). A file deleted while
-// written to is noticed at the next write, logged, counted
+// header waits for the first write that succeeds). A file deleted or
+// truncated while written to is noticed at the next write, logged, counted
 // (Stats.Deleted), and the capture goes on in a new file. Close drains the ring, flushes and closes the file, and
 // returns the last write's error when it failed (the capture's end lost).
 //
