@@ -120,6 +120,7 @@ type Capture struct {
 	rotateFail bool   // the last rotation failed: logged, the file goes on
 	header     []byte // the pcap file header, each new file's first bytes
 	gone       bool   // the file was found deleted (logged, counted)
+	tooLarge   bool   // the file reached its size limit (EFBIG)
 
 	packets, bytes, writeErrs, writeLost, files, deleted atomic.Uint64
 }
@@ -392,7 +393,7 @@ func (c *Capture) write(rec *record) {
 // then goes on in a new file when this one reached RotateSize.
 func (c *Capture) flushLogged() {
 	if len(c.buf.b) > 0 {
-		c.checkDeleted()
+		c.checkFile()
 	}
 	failing := c.failing
 	err := c.flush()
@@ -408,9 +409,10 @@ func (c *Capture) flushLogged() {
 		if errors.Is(err, syscall.EFBIG) && c.off > 0 {
 			// The file is as large as the file system (FAT32's 4 GiB) or
 			// the unit's LimitFSIZE= lets it be: every later write to it
-			// would fail too, with or without rotate_size. Go on in a
-			// new file (the buffer is empty: flush dropped it).
-			c.rotate()
+			// would fail too, with or without rotate_size. The next
+			// write goes to a new file (checkFile), made only then: a
+			// stop right after leaves no file of a header alone.
+			c.tooLarge = true
 		}
 		return
 	}
@@ -420,8 +422,8 @@ func (c *Capture) flushLogged() {
 	}
 }
 
-// checkDeleted goes on in a new file, as a rotation, when the file was
-// deleted (unlinked: a cleanup that took it) while written to: what is
+// checkFile goes on in a new file, as a rotation, when the file reached
+// its size limit (EFBIG, at the last write), or was deleted (unlinked: a cleanup that took it) while written to: what is
 // written to it is lost; or cut shorter than what was written to it (a
 // cleanup that empties files, logrotate's copytruncate): writing on at
 // the old offset would leave a hole where its header was, unreadable. One
@@ -429,7 +431,11 @@ func (c *Capture) flushLogged() {
 // once per file. A new file that cannot be created (the directory removed
 // too) leaves the capture in the old one, tried again at each flush, as a
 // rotation that fails.
-func (c *Capture) checkDeleted() {
+func (c *Capture) checkFile() {
+	if c.tooLarge {
+		c.rotate()
+		return
+	}
 	fi, err := c.f.Stat()
 	if err != nil {
 		return
@@ -482,7 +488,7 @@ func (c *Capture) rotate() {
 	if cerr := c.f.Close(); cerr != nil {
 		c.log.Error().Err(cerr).Str("file", old).Msg("capture: closing the previous file failed")
 	}
-	c.f, c.path, c.off, c.gone = f, name, int64(hdr), false
+	c.f, c.path, c.off, c.gone, c.tooLarge = f, name, int64(hdr), false, false
 	c.bytes.Add(uint64(hdr))
 	c.files.Add(1)
 	c.log.Info().Str("file", name).Str("previous", old).Int64("previous_bytes", oldSize).Msg("capture: next file")

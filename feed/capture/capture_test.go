@@ -858,3 +858,28 @@ func TestFileTruncated(t *testing.T) {
 		t.Fatalf("%d file-truncated lines, want 1:\n%s", n, log.String())
 	}
 }
+
+// TestFileTooLargeAtStop: a file that reaches its size limit with the
+// stop's last write loses what did not fit (counted, Close says so), and
+// no new file is made for nothing: a file of a header alone would be left
+// by every such stop.
+func TestFileTooLargeAtStop(t *testing.T) {
+	dir := t.TempDir()
+	c, err := Open(Config{Base: filepath.Join(dir, "c.pcap"), Buffer: MinBuffer, Lines: testLines, Log: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The drainer has written only the header: no race. Datagram 1 (396
+	// bytes in the file) fits, 2 does not.
+	c.f = &sizeLimit{File: c.f.(*os.File), limit: 24 + 500}
+	c.Put([]rx.Packet{datagram(1), datagram(2)})
+	if err := c.Close(); !errors.Is(err, syscall.EFBIG) {
+		t.Fatalf("Close with its last write too large: %v, want EFBIG", err)
+	}
+	st := c.Stats()
+	names, _ := filepath.Glob(filepath.Join(dir, "c-*.pcap"))
+	if len(names) != 1 || st.Files != 1 || st.Packets != 1 || st.WriteLost != 1 {
+		t.Fatalf("stats %+v, files %v: want the one file, datagram 1 in it, 2 lost", st, names)
+	}
+	checkFrame(t, readAll(t, names[0])[0], 1)
+}
