@@ -88,7 +88,7 @@ type Stats struct {
 	Dropped     uint64 // datagrams left out because the ring was full
 	WriteErrors uint64 // failed writes to the file
 	WriteLost   uint64 // datagrams lost with a failed write
-	Files       uint64 // files written to: 1, and one more per rotation (or a file deleted)
+	Files       uint64 // files written to: 1, and one more per rotation (or a file too large, deleted or truncated)
 	Deleted     uint64 // files deleted or truncated while written to (then a new one)
 }
 

@@ -116,7 +116,7 @@ var exported = [...]metric{
 	{"capture_dropped_total", "Line datagrams left out of the capture because its ring was full (never out of the feed): raise capture.buffer, or the disk is too slow.", kindCounter, ""},
 	{"capture_write_errors_total", "Failed writes to the capture file (a full disk): logged once per run of failures; the capture goes on.", kindCounter, ""},
 	{"capture_write_lost_total", "Line datagrams lost from the capture with a failed write.", kindCounter, ""},
-	{"capture_files_total", "Capture files written to: 1, and one more per rotation (capture.rotate_size, a file at its size limit or deleted).", kindCounter, ""},
+	{"capture_files_total", "Capture files written to: 1, and one more per rotation (capture.rotate_size; a file at its size limit, deleted or truncated).", kindCounter, ""},
 	{"capture_files_deleted_total", "Capture files found deleted, or truncated, while written to (what they held is gone): the capture went on in a new file.", kindCounter, ""},
 	{"latency_seconds", "Receive timestamp to shared-memory publish, per message.", kindHistogram, ""},
 	{"path_latency_seconds", "Receive-thread pickup to shared-memory publish, per message (the handler's own path).", kindHistogram, ""},
