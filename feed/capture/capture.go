@@ -403,7 +403,7 @@ func (c *Capture) flushLogged() {
 	if err != nil {
 		if !failing {
 			c.log.Error().Err(err).Str("file", c.path).
-				Msg("capture: write failed; the datagrams buffered are lost from the capture (not from the feed), capturing goes on")
+				Msg("capture: write failed; the datagrams buffered that did not reach the file whole are lost from the capture (not from the feed), capturing goes on")
 		}
 		c.failing, c.lastErr = true, err
 		if errors.Is(err, syscall.EFBIG) && c.off > 0 {
@@ -423,11 +423,12 @@ func (c *Capture) flushLogged() {
 }
 
 // checkFile goes on in a new file, as a rotation, when the file reached
-// its size limit (EFBIG, at the last write), or was deleted (unlinked: a cleanup that took it) while written to: what is
-// written to it is lost; or cut shorter than what was written to it (a
-// cleanup that empties files, logrotate's copytruncate): writing on at
-// the old offset would leave a hole where its header was, unreadable. One
-// fstat before a flush that has something to write; logged and counted
+// its size limit (EFBIG, at the last write); or was deleted (unlinked: a
+// cleanup that took it) while written to: what is written to it is lost;
+// or was cut shorter than what was written to it (a cleanup that empties
+// files, logrotate's copytruncate): writing on at the old offset would
+// leave a hole where its header was, unreadable. One fstat before a flush
+// that has something to write; a deletion or a cut is logged and counted
 // once per file. A new file that cannot be created (the directory removed
 // too) leaves the capture in the old one, tried again at each flush, as a
 // rotation that fails.
