@@ -141,3 +141,29 @@ func TestChecksumOKAllocs(t *testing.T) {
 		t.Errorf("ChecksumOK allocates %v times", n)
 	}
 }
+
+// TestSourceOK: the sources the kernel's input route drops for every
+// socket (0.0.0.0, 224/4, 255.255.255.255, 127/8) are refused; the edges
+// of those ranges and other addresses the kernel takes from (0/8 past
+// 0.0.0.0 and 240/4 since Linux 5.x, a subnet broadcast) are not. Nothing
+// is allocated.
+func TestSourceOK(t *testing.T) {
+	for _, c := range []struct {
+		src string
+		ok  bool
+	}{
+		{"0.0.0.0", false}, {"224.0.0.0", false}, {"233.54.12.1", false}, {"239.255.255.255", false},
+		{"255.255.255.255", false}, {"127.0.0.1", false}, {"127.255.255.255", false},
+		{"10.99.0.1", true}, {"0.1.2.3", true}, {"126.255.255.255", true}, {"128.0.0.0", true},
+		{"223.255.255.255", true}, {"240.0.0.0", true}, {"255.255.255.254", true}, {"10.99.0.255", true},
+	} {
+		d := Datagram{Src: netip.AddrPortFrom(netip.MustParseAddr(c.src), 1)}
+		if got := d.SourceOK(); got != c.ok {
+			t.Errorf("SourceOK from %s: %v, want %v", c.src, got, c.ok)
+		}
+	}
+	d := Datagram{Src: netip.MustParseAddrPort("10.99.0.1:1")}
+	if n := testing.AllocsPerRun(100, func() { d.SourceOK() }); n != 0 {
+		t.Errorf("SourceOK allocates %v times", n)
+	}
+}

@@ -65,6 +65,24 @@ func (d *Datagram) ChecksumOK() bool {
 	return fold(sum32(d.udp, acc)) == 0xffff
 }
 
+// SourceOK reports whether the IPv4 source address is one the kernel takes
+// a datagram from: not 0.0.0.0, multicast (224/4), the limited broadcast
+// 255.255.255.255, or loopback (127/8). The kernel drops a datagram from
+// any of these in its input route before a socket sees it (the "martian
+// source" of log_martians; loopback unless route_localnet is set, which
+// no feed interface needs); an AF_XDP socket gets the frame as it came.
+// It allocates nothing.
+func (d *Datagram) SourceOK() bool {
+	a := d.Src.Addr().As4()
+	switch {
+	case a == [4]byte{}, a == [4]byte{255, 255, 255, 255}:
+		return false
+	case a[0] == 127, a[0]&0xf0 == 224:
+		return false
+	}
+	return true
+}
+
 // sum32 returns the ones' complement sum of b's 16-bit big-endian words
 // (a trailing byte padded with zero) added to acc, unfolded: fold it to 16
 // bits. acc must be below 2^48.

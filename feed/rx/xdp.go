@@ -122,11 +122,15 @@ type xdpRx struct {
 	// warnedChecksum: the first failed checksum was logged (the receive
 	// goroutine's only).
 	warnedChecksum bool
+	// warnedSource: the first datagram from a source the kernel drops
+	// was logged (the receive goroutine's only).
+	warnedSource bool
 
 	packets, bytes [2]atomic.Uint64
 	malformed      atomic.Uint64
 	unmatched      atomic.Uint64
 	badChecksum    atomic.Uint64 // line datagrams whose IPv4 or UDP checksum failed (bpf.Datagram.ChecksumOK)
+	badSource      atomic.Uint64 // line datagrams from a source the kernel drops (bpf.Datagram.SourceOK)
 	kernelTS       atomic.Uint64 // packets stamped with the program's kernel time
 	userTS         atomic.Uint64 // packets stamped in user space (no metadata)
 	wakeups        atomic.Uint64 // wakeup syscalls (need_wakeup, busy poll)
@@ -840,7 +844,7 @@ func (r *xdpRx) drain(pkts []Packet) int {
 	n := 0
 	var userTime int64
 	var packets, bytes [2]uint64
-	var malformed, unmatched, badChecksum, kernelTS, userTS uint64
+	var malformed, unmatched, badChecksum, badSource, kernelTS, userTS uint64
 	nq := len(r.queues)
 	for i := 0; i < nq && n < len(pkts); i++ {
 		qi := (r.next + i) % nq
@@ -866,6 +870,16 @@ func (r *xdpRx) drain(pkts []Packet) int {
 			line, ok := r.match(q.iface, dg)
 			if !ok {
 				unmatched++
+				q.pending = append(q.pending, d.Addr)
+				continue
+			}
+			if !dg.SourceOK() {
+				if !r.warnedSource {
+					r.warnedSource = true
+					r.log.Warn().Str("line", line.String()).Stringer("source", dg.Src).
+						Msg("AF_XDP: a line datagram from a source the kernel drops (0.0.0.0, multicast, 255.255.255.255 or loopback) was dropped, as under the socket backends (counted in xdp_bad_source; logged once)")
+				}
+				badSource++
 				q.pending = append(q.pending, d.Addr)
 				continue
 			}
@@ -917,6 +931,9 @@ func (r *xdpRx) drain(pkts []Packet) int {
 	}
 	if badChecksum != 0 {
 		r.badChecksum.Add(badChecksum)
+	}
+	if badSource != 0 {
+		r.badSource.Add(badSource)
 	}
 	if kernelTS != 0 {
 		r.kernelTS.Add(kernelTS)
@@ -1036,6 +1053,12 @@ func (r *xdpRx) Stats() Stats {
 	bad := r.badChecksum.Load()
 	s.Extra.Add("xdp_bad_checksum", bad)
 	s.Malformed += bad
+	// Datagrams from a source the kernel drops before any socket sees it
+	// (the socket backends never get them), dropped here: counted as a
+	// failed checksum is.
+	martian := r.badSource.Load()
+	s.Extra.Add("xdp_bad_source", martian)
+	s.Malformed += martian
 	s.Extra.Add("xdp_kernel_ts", r.kernelTS.Load())
 	s.Extra.Add("xdp_user_ts", r.userTS.Load())
 	s.Extra.Add("xdp_wakeups", r.wakeups.Load())
