@@ -167,3 +167,44 @@ func TestSourceOK(t *testing.T) {
 		t.Errorf("SourceOK allocates %v times", n)
 	}
 }
+
+// TestOptionsOK: IPv4 options as the kernel takes or refuses them (the
+// lab test TestXDPIPOptions in feed/rx compares a wider set with what the
+// kernel delivers to a socket), including an option whose length byte is
+// past the options. Nothing is allocated.
+func TestOptionsOK(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		opts []byte
+		ok   bool
+	}{
+		{"none", nil, true},
+		{"nops", []byte{1, 1, 1, 1}, true},
+		{"router alert", []byte{148, 4, 0, 0}, true},
+		{"record route full", []byte{7, 7, 8, 10, 99, 0, 1, 0}, true},
+		{"timestamp full, overflow 14", []byte{68, 8, 9, 0xe0, 0, 0, 0, 0}, true},
+		{"timestamp full, overflow 15", []byte{68, 8, 9, 0xf0, 0, 0, 0, 0}, false},
+		{"end, then garbage", []byte{0, 0xff, 0xff, 0xff}, true},
+		{"length byte past the options", []byte{1, 1, 1, 30}, false},
+		{"length past the options", []byte{30, 5, 0, 0}, false},
+		{"loose source route", []byte{131, 7, 4, 10, 99, 0, 2, 0}, false},
+		{"record route pointer 3", []byte{7, 7, 3, 0, 0, 0, 0, 0}, false},
+	} {
+		f := benchFrame()
+		ip := f[18:]
+		ihl := 20 + len(c.opts)
+		opt := append(append(append([]byte(nil), f[:18+20]...), c.opts...), f[18+20:]...)
+		opt[18] = 0x40 | byte(ihl/4)
+		binary.BigEndian.PutUint16(opt[18+2:], binary.BigEndian.Uint16(ip[2:])+uint16(len(c.opts)))
+		d, class := ParseFrame(opt)
+		if class != ClassUDP {
+			t.Fatalf("%s: class %v", c.name, class)
+		}
+		if got := d.OptionsOK(); got != c.ok {
+			t.Errorf("OptionsOK with %s % x: %v, want %v", c.name, c.opts, got, c.ok)
+		}
+		if n := testing.AllocsPerRun(10, func() { d.OptionsOK() }); n != 0 {
+			t.Errorf("OptionsOK with %s allocates %v times", c.name, n)
+		}
+	}
+}

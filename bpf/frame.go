@@ -83,6 +83,85 @@ func (d *Datagram) SourceOK() bool {
 	return true
 }
 
+// OptionsOK reports whether the kernel would take a datagram with its
+// IPv4 options: true without options. The kernel checks them before a
+// socket sees the datagram (ip_options_compile, ip_rcv_options) and drops
+// it, with an ICMP parameter problem, when an option's length is below 2
+// or runs past the header, when a record route or timestamp option is
+// given twice or has its pointer out of place (or a timestamp's overflow
+// count is full), for a CIPSO option on a host without CIPSO (a feed
+// host; a kernel built without NetLabel, which no distribution ships,
+// would take a well-formed one), and for a source route, which it never takes to a multicast
+// group (nor, with accept_source_route off, the default, to a unicast
+// address). Everything after an end of list is ignored, as are options
+// it does not know. An AF_XDP socket gets the frame as it came. It
+// allocates nothing; a datagram without options costs one comparison.
+func (d *Datagram) OptionsOK() bool {
+	if len(d.ip) <= 20 {
+		return true
+	}
+	const (
+		optEnd, optNop       = 0, 1
+		optRR, optTS         = 7, 68
+		optLSRR, optSSRR     = 131, 137
+		optRA, optCIPSO      = 148, 134
+		tsAndAddr, tsPrespec = 1, 3
+	)
+	var rr, ts bool
+	for o := d.ip[20:]; len(o) > 0; {
+		switch o[0] {
+		case optEnd:
+			return true
+		case optNop:
+			o = o[1:]
+			continue
+		}
+		if len(o) < 2 {
+			return false
+		}
+		n := int(o[1])
+		if n < 2 || n > len(o) {
+			return false
+		}
+		switch o[0] {
+		case optLSRR, optSSRR, optCIPSO:
+			return false
+		case optRA:
+			if n < 4 {
+				return false
+			}
+		case optRR:
+			if rr || n < 3 {
+				return false
+			}
+			rr = true
+			if p := int(o[2]); p < 4 || p <= n && p+3 > n {
+				return false
+			}
+		case optTS:
+			if ts || n < 4 {
+				return false
+			}
+			ts = true
+			p := int(o[2])
+			switch {
+			case p < 5:
+				return false
+			case p > n: // full: the overflow count goes up
+				if o[3]>>4 == 15 {
+					return false
+				}
+			case p+3 > n:
+				return false
+			case (o[3]&0x0f == tsAndAddr || o[3]&0x0f == tsPrespec) && p+7 > n:
+				return false
+			}
+		}
+		o = o[n:]
+	}
+	return true
+}
+
 // sum32 returns the ones' complement sum of b's 16-bit big-endian words
 // (a trailing byte padded with zero) added to acc, unfolded: fold it to 16
 // bits. acc must be below 2^48.

@@ -125,12 +125,16 @@ type xdpRx struct {
 	// warnedSource: the first datagram from a source the kernel drops
 	// was logged (the receive goroutine's only).
 	warnedSource bool
+	// warnedOptions: the first datagram with IPv4 options the kernel
+	// refuses was logged (the receive goroutine's only).
+	warnedOptions bool
 
 	packets, bytes [2]atomic.Uint64
 	malformed      atomic.Uint64
 	unmatched      atomic.Uint64
 	badChecksum    atomic.Uint64 // line datagrams whose IPv4 or UDP checksum failed (bpf.Datagram.ChecksumOK)
 	badSource      atomic.Uint64 // line datagrams from a source the kernel drops (bpf.Datagram.SourceOK)
+	badOptions     atomic.Uint64 // line datagrams with IPv4 options the kernel refuses (bpf.Datagram.OptionsOK)
 	kernelTS       atomic.Uint64 // packets stamped with the program's kernel time
 	userTS         atomic.Uint64 // packets stamped in user space (no metadata)
 	wakeups        atomic.Uint64 // wakeup syscalls (need_wakeup, busy poll)
@@ -844,7 +848,7 @@ func (r *xdpRx) drain(pkts []Packet) int {
 	n := 0
 	var userTime int64
 	var packets, bytes [2]uint64
-	var malformed, unmatched, badChecksum, badSource, kernelTS, userTS uint64
+	var malformed, unmatched, badChecksum, badSource, badOptions, kernelTS, userTS uint64
 	nq := len(r.queues)
 	for i := 0; i < nq && n < len(pkts); i++ {
 		qi := (r.next + i) % nq
@@ -880,6 +884,16 @@ func (r *xdpRx) drain(pkts []Packet) int {
 						Msg("AF_XDP: a line datagram from a source the kernel drops (0.0.0.0, multicast, 255.255.255.255 or loopback) was dropped, as under the socket backends (counted in xdp_bad_source; logged once)")
 				}
 				badSource++
+				q.pending = append(q.pending, d.Addr)
+				continue
+			}
+			if !dg.OptionsOK() {
+				if !r.warnedOptions {
+					r.warnedOptions = true
+					r.log.Warn().Str("line", line.String()).Stringer("source", dg.Src).
+						Msg("AF_XDP: a line datagram with IPv4 options the kernel refuses (malformed, a source route, CIPSO) was dropped, as under the socket backends (counted in xdp_bad_ip_options; logged once)")
+				}
+				badOptions++
 				q.pending = append(q.pending, d.Addr)
 				continue
 			}
@@ -934,6 +948,9 @@ func (r *xdpRx) drain(pkts []Packet) int {
 	}
 	if badSource != 0 {
 		r.badSource.Add(badSource)
+	}
+	if badOptions != 0 {
+		r.badOptions.Add(badOptions)
 	}
 	if kernelTS != 0 {
 		r.kernelTS.Add(kernelTS)
@@ -1059,6 +1076,10 @@ func (r *xdpRx) Stats() Stats {
 	martian := r.badSource.Load()
 	s.Extra.Add("xdp_bad_source", martian)
 	s.Malformed += martian
+	// And those with IPv4 options the kernel refuses.
+	opts := r.badOptions.Load()
+	s.Extra.Add("xdp_bad_ip_options", opts)
+	s.Malformed += opts
 	s.Extra.Add("xdp_kernel_ts", r.kernelTS.Load())
 	s.Extra.Add("xdp_user_ts", r.userTS.Load())
 	s.Extra.Add("xdp_wakeups", r.wakeups.Load())
