@@ -20,6 +20,7 @@ package rx
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"runtime"
 	"strings"
@@ -319,6 +320,7 @@ func newXDPRx(cfg Config) (_ *xdpRx, err error) {
 		if err := x.attach(modes, cfg); err != nil {
 			return nil, err
 		}
+		xdpWarnMTU(cfg, x)
 	}
 
 	// Keep a socket joined to every group so the host reports membership
@@ -424,6 +426,31 @@ func (x *xdpIface) attach(modes []bpf.Mode, cfg Config) error {
 		}
 	}
 	return err
+}
+
+// xdpMaxFrame is the largest frame a UMEM frame takes: the kernel keeps
+// XDP_PACKET_HEADROOM (256 bytes) of each in front of the data. A larger
+// frame (without multi-buffer, which the program does not take) is
+// dropped by the kernel in copy mode and counted in the socket's
+// rx_dropped (Stats.Dropped, xsk_rx_dropped); a zero-copy driver refuses
+// native XDP with an MTU that lets one through. The largest line datagram
+// is xdpMaxFrame less the Ethernet (14), IPv4 (20) and UDP (8) headers:
+// 3798 bytes, 4 less for each VLAN tag and less with IPv4 options.
+const xdpMaxFrame = xdpFrameSize - unix.XDP_PACKET_HEADROOM
+
+// xdpWarnMTU logs a warning when x's MTU lets frames through that are
+// larger than xdpMaxFrame (with up to two VLAN tags): such line datagrams
+// are lost, counted in Stats.Dropped only. The feed's datagrams fit a
+// 1500-byte MTU; the socket backends lose those over their 2048-byte
+// slots the same way (truncated).
+func xdpWarnMTU(cfg Config, x *xdpIface) {
+	ifi, err := net.InterfaceByIndex(x.ifindex)
+	if err != nil || ifi.MTU+14+8 <= xdpMaxFrame {
+		return
+	}
+	cfg.Log.Warn().Str("interface", x.name).Int("mtu", ifi.MTU).
+		Msgf("rx: xdp: %s has MTU %d: AF_XDP drops frames over %d bytes (a UMEM frame less the kernel's XDP headroom), so line datagrams over %d bytes (4 less per VLAN tag, less with IPv4 options) are lost, counted in receive_dropped_total (xsk_rx_dropped) (docs/TUNING.md section 6)",
+			x.name, ifi.MTU, xdpMaxFrame, xdpMaxFrame-14-20-8)
 }
 
 // xdpWarnVLANOffload logs a warning when device name, which has VLAN
