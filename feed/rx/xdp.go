@@ -1126,6 +1126,16 @@ func (r *xdpRx) Stats() Stats {
 		// Fragmented line datagrams go to the kernel too (it reassembles
 		// them for a socket that is not there).
 		s.Dropped += c.Fragmented
+		// Not VLANOther and VLANUntagged: a frame of a VLAN line's group
+		// and port on another VLAN, or untagged, is not the line's (the
+		// kernel would not give it to the VLAN device, so the socket
+		// backends never see it either): counting it would count another
+		// stream's traffic as the feed's loss. Untagged frames are the
+		// line's own only when the NIC strips the tag before XDP
+		// (rx-vlan-offload): then the line loses every frame, which its
+		// gaps and dead-line alerts show, the start and feedhandler check
+		// warn of, and xdp_vlan_untagged counts; no frame tells the two
+		// cases apart.
 		s.Extra.Add("xdp_redirected", c.Redirected)
 		s.Extra.Add("xdp_passed", c.Passed)
 		s.Extra.Add("xdp_malformed", c.Malformed)
