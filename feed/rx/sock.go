@@ -58,6 +58,7 @@ func openLineSockets(cfg *Config) ([]lineSocket, error) {
 		}
 		socks = append(socks, s)
 	}
+	warnReversePath(cfg, false)
 	return socks, nil
 }
 

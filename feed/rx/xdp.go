@@ -344,6 +344,7 @@ func newXDPRx(cfg Config) (_ *xdpRx, err error) {
 		}
 		r.joins = append(r.joins, fd)
 	}
+	warnReversePath(&cfg, true)
 	// The spares (fallBack), opened now: in the receiver's network
 	// namespace, with the capabilities setup has. One that cannot be
 	// opened (the port bound by another socket of the host without

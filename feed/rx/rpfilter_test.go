@@ -1,0 +1,87 @@
+package rx
+
+import (
+	"bytes"
+	"net/netip"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/marketfeed/feedhandler/internal/netlab"
+)
+
+// TestReversePathWarning: with a strict reverse path filter on the
+// receiver (rp_filter 1) and no route back to line A's configured source,
+// the kernel drops A's datagrams before any socket: the socket backend
+// receives nothing from that source, AF_XDP (native) takes them before the
+// check. Both warn at open, once, naming line A and the remedy; line B,
+// whose source is on the link, is not named.
+func TestReversePathWarning(t *testing.T) {
+	lab := xdpNewLab(t, netlab.Options{Prefix: "h144"})
+	if err := lab.Do(lab.Dst, func() error {
+		for _, k := range []string{"all", lab.DstIf} {
+			if err := os.WriteFile("/proc/sys/net/ipv4/conf/"+k+"/rp_filter", []byte("1"), 0); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	foreign := netip.MustParseAddr("198.51.100.7")
+	groupB := netip.MustParseAddr("233.54.12.112")
+	lines := []LineConfig{
+		{Name: "A", Interface: lab.DstIf, Group: xdpTestGroup, Port: xdpTestPort, Source: foreign},
+		{Name: "B", Interface: lab.DstIf, Group: groupB, Port: xdpTestPort, Source: lab.SrcIP},
+	}
+	frame := func(src netip.Addr, payload string) []byte {
+		f := xdpFrame(netip.AddrPortFrom(src, 40001), netip.AddrPortFrom(xdpTestGroup, xdpTestPort), nil, 0, []byte(payload))
+		xdpSeal(f, 14, true)
+		return f
+	}
+	for _, c := range []struct {
+		backend string
+		want    []string
+	}{
+		{BackendSocket, nil},
+		{BackendXDP, []string{"from the foreign source"}},
+	} {
+		t.Run(c.backend, func(t *testing.T) {
+			var logs bytes.Buffer
+			cfg := Config{PollTimeout: 20 * time.Millisecond, Log: zerolog.New(&logs), Lines: lines}
+			var r Receiver
+			if c.backend == BackendXDP {
+				cfg.XDPMode = "native"
+				r = xdpOpen(t, lab, cfg)
+			} else {
+				r = openBackend(t, lab, c.backend, cfg)
+			}
+			defer r.Close()
+			raw := xdpNewRawSender(t, lab)
+			raw.send(t, frame(foreign, "from the foreign source"))
+			var got []string
+			pkts := make([]Packet, 8)
+			for deadline := time.Now().Add(300 * time.Millisecond); time.Now().Before(deadline); {
+				n, err := r.Receive(pkts)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, p := range pkts[:n] {
+					got = append(got, string(p.Data))
+				}
+				r.Release(pkts[:n])
+			}
+			if strings.Join(got, "|") != strings.Join(c.want, "|") {
+				t.Errorf("received %q, want %q", got, c.want)
+			}
+			l := logs.String()
+			if n := strings.Count(l, "the kernel drops datagrams from"); n != 1 || !strings.Contains(l, `"line":"A"`) ||
+				!strings.Contains(l, "rp_filter=2") || strings.Contains(l, `"line":"B"`) {
+				t.Errorf("%d reverse path warnings, want 1 naming line A (not B) and the remedy:\n%s", n, l)
+			}
+		})
+	}
+}
