@@ -120,3 +120,40 @@ func warnReversePath(cfg *Config, xdp bool) {
 				lc.Source, lc.Group, lc.Interface, lc.Group, lc.Source, lc.Interface, lc.Interface, what, lc.Interface)
 	}
 }
+
+// CheckReversePath asks the kernel, for each line with a configured
+// source, whether it would take that source's datagrams to the line's
+// group on the line's interface (as the backends do at start, see
+// warnReversePath; here each group is joined on a socket of its own for
+// the question, then left). It returns one error per line it would drop
+// them for, naming the line; lines without a source, and interfaces not
+// found, are skipped. For feedhandler check.
+func CheckReversePath(lines []LineConfig) []error {
+	var errs []error
+	for i, lc := range lines {
+		if !lc.Source.IsValid() || !lc.Source.Is4() || !lc.Group.Is4() || !lc.Group.IsMulticast() {
+			continue
+		}
+		ifi, err := LookupInterface(lc.Interface)
+		if err != nil {
+			continue
+		}
+		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.IPPROTO_UDP)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("line %s: %w", Line(i), err))
+			continue
+		}
+		if err := membership(fd, unix.IP_ADD_MEMBERSHIP, lc.Group, ifi.Index); err != nil {
+			unix.Close(fd)
+			errs = append(errs, fmt.Errorf("line %s: join %v on %s: %w", Line(i), lc.Group, lc.Interface, err))
+			continue
+		}
+		err = inputRoute(lc.Group, lc.Source, ifi.Index)
+		unix.Close(fd)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("line %s: the kernel drops datagrams from %v to %v arriving on %s (ip route get %v from %v iif %s: %w; rp_filter %d)",
+				Line(i), lc.Source, lc.Group, lc.Interface, lc.Group, lc.Source, lc.Interface, err, rpFilter(lc.Interface)))
+		}
+	}
+	return errs
+}

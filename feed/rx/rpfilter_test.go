@@ -18,7 +18,8 @@ import (
 // the kernel drops A's datagrams before any socket: the socket backend
 // receives nothing from that source, AF_XDP (native) takes them before the
 // check. Both warn at open, once, naming line A and the remedy; line B,
-// whose source is on the link, is not named.
+// whose source is on the link, is not named. CheckReversePath (for
+// feedhandler check) says the same of line A alone.
 func TestReversePathWarning(t *testing.T) {
 	lab := xdpNewLab(t, netlab.Options{Prefix: "h144"})
 	if err := lab.Do(lab.Dst, func() error {
@@ -83,5 +84,15 @@ func TestReversePathWarning(t *testing.T) {
 				t.Errorf("%d reverse path warnings, want 1 naming line A (not B) and the remedy:\n%s", n, l)
 			}
 		})
+	}
+	// CheckReversePath (feedhandler check) asks the same with no backend
+	// open, joining the groups for the question.
+	var errs []error
+	if err := lab.Do(lab.Dst, func() error { errs = CheckReversePath(lines); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if len(errs) != 1 || !strings.Contains(errs[0].Error(), "line A: the kernel drops datagrams from 198.51.100.7 to 233.54.12.111 arriving on "+lab.DstIf) ||
+		!strings.Contains(errs[0].Error(), "rp_filter 1") {
+		t.Errorf("CheckReversePath: %v; want one error, line A's, saying rp_filter 1", errs)
 	}
 }

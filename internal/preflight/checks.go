@@ -444,6 +444,7 @@ func (c *checker) backend() {
 	if c.sockets() {
 		c.socketBuffer()
 	}
+	c.reversePathFilter()
 	if r.BusyPoll {
 		for _, ifname := range c.interfaces() {
 			defer_, ok1 := c.h.readInt("/sys/class/net/" + ifname + "/napi_defer_hard_irqs")
@@ -503,6 +504,7 @@ func (c *checker) driver() {
 // CONFIG_VLAN_8021Q cannot make.
 var (
 	resolveXDPDevice = rx.ResolveXDPDevice
+	reversePath      = rx.CheckReversePath
 	vlanOffload      = rx.VLANOffload
 )
 
@@ -553,6 +555,18 @@ func (c *checker) xdpDevices() []rx.XDPDevice {
 		}
 	}
 	return devs
+}
+
+// reversePathFilter: a line with a configured source the kernel would
+// drop datagrams from on the line's interface (the reverse path filter,
+// without a route back to the source through it) receives nothing under
+// the socket backends, nor under AF_XDP's fallback sockets; AF_XDP takes
+// its frames before the check (docs/OPERATIONS.md, "Reverse path
+// filtering").
+func (c *checker) reversePathFilter() {
+	for _, err := range reversePath(c.cfg.RxConfig(zerolog.Nop()).Lines) {
+		c.add(Warn, "rp_filter", "%v: the socket backends (and AF_XDP's fallback sockets) would receive nothing from it; AF_XDP takes it. Add a route to the source through the interface, or set its rp_filter to 2 (loose, with some route to the source) or 0 (docs/OPERATIONS.md, Reverse path filtering)", err)
+	}
 }
 
 // xdpMeta: whether the steering program can put the kernel's receive time

@@ -2,6 +2,7 @@ package preflight
 
 import (
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -389,4 +390,34 @@ func sharedMemoryOn(t *testing.T, cfg *config.Config, opts string, prepare func(
 		t.Fatal(r.err)
 	}
 	return r.fs
+}
+
+// TestReversePathLines: a line whose configured source the kernel would
+// drop on its interface (rx.CheckReversePath, stubbed here; its lab test
+// is TestReversePathWarning in feed/rx) is a warning naming the remedy, on
+// every backend; none when the kernel takes every line's source. The
+// stub gets the config's lines, sources included.
+func TestReversePathLines(t *testing.T) {
+	old := reversePath
+	defer func() { reversePath = old }()
+	var got []rx.LineConfig
+	reversePath = func(lines []rx.LineConfig) []error {
+		got = lines
+		return []error{fmt.Errorf("line A: the kernel drops datagrams from 10.9.9.9 to 239.1.1.1 arriving on lo")}
+	}
+	for _, backend := range []string{"", "receive: {backend: uring}\n"} {
+		cfg := feedConfig(t, "lo", backend)
+		expect(t, Run(cfg, Host{Root: t.TempDir()}), "rp_filter", Warn, "line A: the kernel drops datagrams from 10.9.9.9",
+			"socket backends (and AF_XDP's fallback sockets) would receive nothing", "rp_filter to 2")
+	}
+	cfg := feedConfig(t, "lo", "")
+	cfg.Lines[0].Source = netip.MustParseAddr("10.9.9.9")
+	Run(cfg, Host{Root: t.TempDir()})
+	if len(got) != 2 || got[0].Source != cfg.Lines[0].Source {
+		t.Errorf("CheckReversePath got lines %+v, want both, A's source 10.9.9.9", got)
+	}
+	reversePath = func([]rx.LineConfig) []error { return nil }
+	if f := topic(Run(feedConfig(t, "lo", ""), Host{Root: t.TempDir()}), "rp_filter"); f != nil {
+		t.Errorf("every source taken: %q", f)
+	}
 }
