@@ -65,7 +65,7 @@ type Publisher struct {
 	retirements uint64
 
 	Published, Errors uint64
-	Rebound           uint64 // locates moved to a fresh slot: their symbol changed (BooksReset, or a Stock Directory re-assigning the locate)
+	Rebound           uint64 // locates whose slot was retired because their symbol changed (BooksReset, or a Stock Directory re-assigning the locate): moved to a fresh slot, or to none when the file has no slot left (then also counted in Errors)
 	// StaleBinds counts snapshots not published because the writer
 	// refused their locate's binding as older than the one it would
 	// replace (shm.ErrStaleBinding): this shard lags a session change
@@ -428,7 +428,9 @@ func (p *Publisher) begin(b *book.Book, loc uint16, st *locState, flags bookfb.F
 // counted the snapshot as not published, if the writer refused: a binding
 // of a later epoch (StaleBinds) or the symbol at another locate in this
 // epoch (DuplicateSymbols), both remembered in st until BooksReset, or
-// anything else (full, bad symbol: Errors).
+// anything else (full, bad symbol: Errors). A Rebind that retired the
+// locate's old binding and then found no slot (ErrFull) counts in Rebound
+// too.
 func (p *Publisher) bind(b *book.Book, loc uint16, st *locState) bool {
 	if st.refused == 0 {
 		// Rebind keeps nothing of the symbol, so Book.Name's string
@@ -445,6 +447,13 @@ func (p *Publisher) bind(b *book.Book, loc uint16, st *locState) bool {
 			// Asked again once a binding is retired after this refusal.
 			p.retirements = p.w.Retirements()
 		default:
+			// No slot left (ErrFull) after the locate's old binding
+			// was retired: the locate left its old symbol all the
+			// same (no reader finds that symbol's book at it), so the
+			// retirement counts, and the snapshot not published.
+			if retired {
+				p.Rebound++
+			}
 			p.Errors++
 			return false
 		}

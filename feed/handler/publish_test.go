@@ -664,3 +664,53 @@ func TestLocateSwap(t *testing.T) {
 		})
 	}
 }
+
+// TestRebindFullCountsRebound: a Stock Directory message gives a known
+// locate another symbol when the file has no slot left. The writer retires
+// the old symbol's slot (a reader of AAPL must not find MSFT's book) and
+// then finds no slot for MSFT (ErrFull): the locate was unbound from its
+// symbol all the same, so it counts in Rebound, and the snapshot not
+// published counts in Errors. Before the fix the failed Rebind's retirement
+// was dropped: Rebound stayed 0 while the slot counts showed one retired.
+func TestRebindFullCountsRebound(t *testing.T) {
+	w, r := shmFeed(t, shm.Config{Instruments: 1, Depth: 2, SingleWriter: true})
+	bs, err := book.New(book.Config{MaxOrders: 64, MaxLocates: 16, MaxLevels: 64})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := NewPublisher(w, bs, 2)
+	p.BooksReset() // epoch 1, as in a running handler
+	h := itch.Header{Locate: 7, Timestamp: 34200_000_000_000}
+	apply := func(seq uint64, e itch.Encoder) {
+		loc, changed := bs.Apply(itch.Msg(e.Append(nil)))
+		p.Applied(loc, changed, seq, int64(seq))
+	}
+	apply(1, &itch.StockDirectoryFields{Header: h, Stock: itch.NewSymbol("AAPL")})
+	apply(2, &itch.AddOrderFields{Header: h, OrderRef: 1, Side: 'B', Shares: 100, Stock: itch.NewSymbol("AAPL"), Price: 1000000})
+	p.Flush()
+	// A new session without a restart: locate 7 is MSFT now, and the one
+	// slot is AAPL's.
+	bs.Reset()
+	p.BooksReset()
+	apply(3, &itch.StockDirectoryFields{Header: h, Stock: itch.NewSymbol("MSFT")})
+	apply(4, &itch.AddOrderFields{Header: h, OrderRef: 2, Side: 'S', Shares: 300, Stock: itch.NewSymbol("MSFT"), Price: 2000000})
+	p.Flush()
+	if loc, ok := r.Lookup("AAPL"); ok {
+		t.Errorf("AAPL still found at locate %d after locate 7 became MSFT", loc)
+	}
+	if _, ok := r.Lookup("MSFT"); ok {
+		t.Errorf("MSFT found with no slot left for it")
+	}
+	u := w.SlotUsage()
+	if u != (shm.SlotUsage{Capacity: 1, Used: 1, Retired: 1}) || p.Rebound != 1 || p.Errors != 1 {
+		t.Fatalf("slots %+v, rebound %d, errors %d; want AAPL's slot retired, rebound 1 (the retirement), errors 1 (MSFT not published)",
+			u, p.Rebound, p.Errors)
+	}
+	// The next batch asks again (no slot still): one more error, no more
+	// retirement.
+	apply(5, &itch.AddOrderFields{Header: h, OrderRef: 3, Side: 'S', Shares: 100, Stock: itch.NewSymbol("MSFT"), Price: 2000100})
+	p.Flush()
+	if p.Rebound != 1 || p.Errors != 2 {
+		t.Fatalf("next batch: rebound %d, errors %d; want 1, 2", p.Rebound, p.Errors)
+	}
+}

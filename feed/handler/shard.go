@@ -53,7 +53,7 @@ type ShardStats struct {
 	Book          book.Stats
 	Ring          spsc.Stats
 	PublishErrors uint64
-	Rebound       uint64 // locates moved to a fresh shm slot (bound to another symbol by a new session)
+	Rebound       uint64 // locates whose shm slot was retired (bound to another symbol by a new session): moved to a fresh slot, or to none when no slot is left (also in PublishErrors)
 	// StaleBinds and DuplicateSymbols: snapshots not published because
 	// the shm writer refused their binding (Publisher.StaleBinds,
 	// Publisher.DuplicateSymbols).
