@@ -1,17 +1,28 @@
 package handler
 
 import (
-	"sync"
-	"sync/atomic"
+	"bytes"
+	"runtime"
 	"testing"
 	"time"
-	"unsafe"
 )
 
-// mutexWaiters is how many goroutines sleep waiting for mu: a
-// sync.Mutex's state word (its first field) counts them from bit 3.
-func mutexWaiters(mu *sync.Mutex) int32 {
-	return atomic.LoadInt32((*int32)(unsafe.Pointer(mu))) >> 3
+// waitingForStatsLock reports whether some goroutine is inside the shard's
+// copyStats waiting for its stats lock: a traceback (runtime.Stack, every
+// goroutine) with sync.(*Mutex).Lock called from copyStats. Only function
+// names are read, the shard's own and sync's exported method, not the
+// mutex's internal state, which the runtime may change (the Lock frame
+// stays in a traceback when it is inlined).
+func waitingForStatsLock(buf []byte) bool {
+	n := runtime.Stack(buf, true)
+	for _, g := range bytes.Split(buf[:n], []byte("\n\n")) {
+		lock := bytes.Index(g, []byte("sync.(*Mutex).Lock("))
+		stats := bytes.Index(g, []byte(".(*shard).copyStats("))
+		if lock >= 0 && stats > lock {
+			return true
+		}
+	}
+	return false
 }
 
 // TestShardDrainsAfterIdleWait: a message committed to a shard's ring,
@@ -28,7 +39,8 @@ func TestShardDrainsAfterIdleWait(t *testing.T) {
 	if err := <-pinErr; err != nil {
 		t.Fatal(err)
 	}
-	for i := 0; mutexWaiters(&sh.mu) == 0; i++ {
+	buf := make([]byte, 1<<20)
+	for i := 0; !waitingForStatsLock(buf); i++ {
 		if i == 10_000 {
 			sh.mu.Unlock()
 			t.Fatal("the idle shard never waited for its stats lock")
