@@ -90,6 +90,9 @@ func create() (*shm.Writer, error) {
 //	beat                  heartbeat every 20ms from now on
 //	lockslot LOCATE       make LOCATE's seqlock odd, as a writer that stopped
 //	                      inside Publish leaves it
+//	claim                 claim the journal's next record and write nothing, as a
+//	                      shared-mode publisher stopped between its claim and
+//	                      its stores leaves it (FH_SHM_TEST_SHARED)
 //	close                 close the feed (the file stays)
 //	exit                  exit without closing (a crashed writer)
 //
@@ -146,6 +149,8 @@ func controlWriter() error {
 		case "lockslot":
 			loc, _ := strconv.Atoi(f[1])
 			err = lockSlot(w.Path(), uint16(loc))
+		case "claim":
+			err = claimRecord(w.Path())
 		case "close":
 			err = w.Close()
 		case "exit":
@@ -190,6 +195,24 @@ func lockSlot(path string, locate uint16) error {
 	if seq := le.Uint64(mem[off:]); seq&1 == 0 {
 		le.PutUint64(mem[off:], seq+1)
 	}
+	return nil
+}
+
+// claimRecord adds 1 to the journal head of the file at path through a
+// second mapping (header offset 384, docs/SHM.md), as a shared-mode
+// publisher's claim does, and writes no record.
+func claimRecord(path string) error {
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	mem, err := unix.Mmap(int(f.Fd()), 0, 4096, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
+		return err
+	}
+	defer unix.Munmap(mem)
+	atomic.AddUint64((*uint64)(unsafe.Pointer(&mem[384])), 1)
 	return nil
 }
 

@@ -548,3 +548,59 @@ func TestCppEdgeNameCleanedAsGo(t *testing.T) {
 		}
 	}
 }
+
+// TestCppEdgeJournalHoleOfStoppedWriter: TestJournalHoleOfStoppedWriter
+// for the C++ follower. A shared-mode writer claimed a journal record,
+// never wrote it, and stopped (died, or closed) after two more records:
+// the wait reports the hole and the records behind it lost (Overrun), then
+// the writer's state. Before, it said WriterDead (Closed) with nothing
+// lost and the records pending for ever.
+func TestCppEdgeJournalHoleOfStoppedWriter(t *testing.T) {
+	bin := cppEdgeBin(t)
+	for _, c := range []struct {
+		name, want string
+		stop       func(w *Writer)
+	}{
+		{"dead", "wait ErrWriterDead n 0", func(w *Writer) {
+			*w.m.u32(offWriterPid) = uint32(deadPid(t))
+			cppEdgeSetHeartbeat(w, 5*time.Second) // 2.5 intervals, pid gone
+		}},
+		{"closed", "wait ErrClosed n 0", func(w *Writer) { w.Close() }},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			w := testWriter(t, Config{Instruments: 2, Depth: 1, HeartbeatInterval: 2 * time.Second})
+			for loc := uint16(1); loc <= 2; loc++ {
+				if err := w.Register(loc, symbolOf(loc)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			cppEdgeSetHeartbeat(w, 0)
+			s := startSession(t, bin, w.Path())
+			s.expect("open", "open Ok")
+			s.expect("follow", "follow Ok pending 0")
+			sn := newSnapshot(1)
+			for i, loc := range []uint16{1, 0, 1, 2} {
+				if loc == 0 {
+					claimUnwritten(w)
+					continue
+				}
+				fillSnapshot(sn, loc, uint64(i+1), 1)
+				if err := w.Publish(sn); err != nil {
+					t.Fatal(err)
+				}
+			}
+			c.stop(w)
+			s.expect("open", "open Ok") // the heartbeat's age is judged at open
+			for _, step := range [][2]string{
+				{"wait 1", "wait Ok n 1 1:1"},
+				{"wait 1", "wait ErrOverrun n 0"},
+				{"stats", "stats overruns 1 lost 3 pending 0"},
+				{"wait 1", c.want},
+			} {
+				if got := s.do(step[0]); got != step[1] {
+					t.Fatalf("C++ %s: %q, want %q (the hole and the 2 records behind it lost, then the writer's state)", step[0], got, step[1])
+				}
+			}
+		})
+	}
+}

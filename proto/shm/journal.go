@@ -142,7 +142,12 @@ type WaitOptions struct {
 // checks the writer periodically: a dead, closed or restarted writer ends
 // the wait with ErrWriterDead, ErrClosed or ErrRestarted, a file truncated
 // under the mapping with ErrFormat (Check, or a poll that faulted on the
-// mapping before the check came due). With an empty dst it cannot return a
+// mapping before the check came due). The records the writer published
+// before it stopped are delivered first; when a dead or closed writer left
+// a record it claimed unwritten (a shared-mode publisher stopped between
+// its claim and its stores), the records behind it cannot be, and the wait
+// returns ErrOverrun for them (counted in Lost: rescan), then the next wait
+// the writer's state. With an empty dst it cannot return a
 // record, so it does not block: it returns at once what Poll returns (0,
 // nil, or ErrOverrun), as the C++ and Python readers' waits with a capacity
 // of 0 do.
@@ -189,6 +194,17 @@ func (f *Follower) wait(dst []Update, timeout time.Duration, opt WaitOptions) (i
 				}
 				if n, perr := f.poll(dst); n > 0 || perr != nil {
 					return n, perr
+				}
+				if !errors.Is(err, ErrRestarted) && f.r.m.head() > f.next {
+					// The poll stopped at a record the writer
+					// claimed and, dead or closed, will never
+					// write (a shared-mode publisher stopped
+					// between its claim and its stores): the
+					// records behind it are never delivered.
+					// Lost, so the caller rescans; the next
+					// wait checks at once and says why.
+					f.checked = time.Time{}
+					return 0, f.overrun(f.r.m.head())
 				}
 				return 0, err
 			}

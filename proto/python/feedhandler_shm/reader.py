@@ -791,7 +791,10 @@ class Follower:
         closed or restarted writer ends the wait with WriterDeadError,
         ClosedError or RestartedError, after the records it published first
         (a file truncated under the mapping: FormatError, from the fstat each
-        poll makes first; see Reader._mapped).
+        poll makes first; see Reader._mapped). When a dead or closed writer left
+        a record it claimed unwritten, the records behind it cannot be
+        delivered: OverrunError for them (rescan), then the writer's state
+        at the next wait.
         The time of the last check is the follower's, not the call's: the
         first wait that finds nothing checks at once, and a loop of waits
         shorter than check_every (or of timeout 0) checks every check_every.
@@ -827,10 +830,19 @@ class Follower:
                 self._last_check = t
                 try:
                     self._r.check()
-                except (WriterDeadError, ClosedError, RestartedError):
+                except (WriterDeadError, ClosedError, RestartedError) as e:
                     out = self.poll(max_records)
                     if out:
                         return out
+                    if not isinstance(e, RestartedError) and self._r._head() > self._next:
+                        # The poll stopped at a record the writer claimed
+                        # and, dead or closed, will never write (a
+                        # shared-mode publisher stopped between its claim
+                        # and its stores): the records behind it are never
+                        # delivered. Lost, so the caller rescans; the next
+                        # wait checks at once and says why.
+                        self._last_check = None
+                        raise self._overrun([]) from None
                     raise
             if t - start >= timeout:
                 return []

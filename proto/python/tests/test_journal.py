@@ -71,6 +71,39 @@ class JournalTest(unittest.TestCase):
             self.assertEqual(cm.exception.lost, 23)
             self.assertEqual(f.pending(), 0)
 
+    def test_hole_of_stopped_writer_is_overrun(self):
+        """A shared-mode writer claimed a journal record, never wrote it, and
+        stopped (died, or closed) after two more records: wait reports the
+        hole and the records behind it lost (OverrunError), then the
+        writer's state, as Go and C++ do. Before, it raised WriterDeadError
+        (ClosedError) with nothing lost and the records pending for ever."""
+        for how, err in (("dead", shm.WriterDeadError), ("closed", shm.ClosedError)):
+            with self.subTest(how):
+                name = support.feed_name(self, "-" + how)
+                w = support.control_writer(self, name, instruments=2, depth=1, shared=1)
+                w.cmd("register 1 S1")
+                w.cmd("register 2 S2")
+                w.cmd("beat")
+                r = shm.open(name)
+                self.addCleanup(r.close)
+                f = r.follow()
+                w.cmd("publish 1 1")
+                w.cmd("claim")
+                w.cmd("publish 1 2")
+                w.cmd("publish 2 3")
+                if how == "dead":
+                    w.kill()
+                else:
+                    w.cmd("close")
+                self.assertEqual(f.wait(timeout=60, check_every=0.001), [shm.Update(1, 1)])
+                with self.assertRaises(shm.OverrunError) as cm:
+                    f.wait(timeout=60, check_every=0.001)
+                self.assertEqual((cm.exception.lost, cm.exception.updates, f.lost, f.overruns, f.pending()),
+                                 (3, [], 3, 1, 0))
+                with self.assertRaises(err):
+                    f.wait(timeout=60, check_every=0.001)
+                self.assertEqual((r.version(1), r.version(2)), (2, 1))
+
     def test_head_going_backwards_is_overrun(self):
         """A journal head below the follower's position (a corrupt file: the
         writer's head only grows) is an overrun, as in Go and C++, whose

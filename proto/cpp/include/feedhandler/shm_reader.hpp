@@ -1017,7 +1017,10 @@ class Follower {
   // timeout_ns passes (then Ok with n == 0). It spins, yields, then sleeps,
   // and checks the writer every check_every_ns: a dead, closed or restarted
   // writer ends the wait with WriterDead, Closed or Restarted, after the
-  // records published before it stopped were delivered (a file truncated
+  // records published before it stopped were delivered (when a dead or
+  // closed writer left a record it claimed unwritten, the records behind
+  // it cannot be: Overrun, counted in lost, then the writer's state at the
+  // next wait; rescan) (a file truncated
   // under the mapping: Format, when the check comes before a poll faults,
   // or always with install_truncation_guard; see check()). The follower's
   // first wait checks once its spin found nothing; the clock of the checks
@@ -1047,6 +1050,15 @@ class Follower {
         if (c != Error::Ok) {
           e = poll(dst, cap, n);
           if (n > 0 || e != Error::Ok) return e;
+          if (c != Error::Restarted && head() > next_) {
+            // The poll stopped at a record the writer claimed and, dead
+            // or closed, will never write (a shared-mode publisher
+            // stopped between its claim and its stores): the records
+            // behind it are never delivered. Lost, so the caller
+            // rescans; the next wait checks at once and says why.
+            last_check_ = 0;
+            return overrun(head());
+          }
           return c;
         }
       }
