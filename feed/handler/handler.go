@@ -155,7 +155,9 @@ type Stats struct {
 	startMono int64
 }
 
-// Applied returns the messages applied across shards.
+// Applied returns the messages applied across shards: every shard applies
+// each market-wide message (locate 0), so with n shards each counts n times
+// (Routed counts them alike).
 func (s *Stats) Applied() uint64 {
 	var n uint64
 	for _, sh := range s.Shards {
