@@ -1,6 +1,7 @@
 package shm
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -461,6 +462,76 @@ func TestCppExampleMicropriceSessionChange(t *testing.T) {
 	if len(c.lines) != 0 {
 		t.Fatalf("microprice printed more: %q", c.lines)
 	}
+}
+
+// TestCppExampleMicropriceOverrunSessionChange: microprice falls more
+// than a journal length behind (stopped, SIGSTOP) across a session change
+// without a restart: AAPL's locate 1 is NVDA's now, published as often as
+// AAPL had been (so its version equals the one microprice last saw), and
+// AAPL moved to locate 2. After the overrun microprice must find AAPL
+// again. Before the fix it compared locate 1's version with the one it had
+// seen, found them equal, read nothing, and exited at the close without
+// printing AAPL's new book.
+func TestCppExampleMicropriceOverrunSessionChange(t *testing.T) {
+	w, s, c, next := startMicroprice(t, 6)
+	next("AAPL v1 microprice 100.0025 ")
+	w.Publish(s)
+	next("AAPL v2 microprice 100.0025 ")
+	pid := c.cmd.Process.Pid
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Kill(pid, syscall.SIGCONT)
+	for i := 0; !processStopped(t, pid); i++ {
+		if i == 10_000 {
+			t.Fatal("microprice never stopped")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if _, _, err := w.Rebind(1, "NVDA", 1); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 { // NVDA at version 2, as AAPL was
+		if err := w.Publish(&Snapshot{Locate: 1, Bids: []Level{{Price: 5, Shares: 1, Orders: 1}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, _, err := w.Rebind(2, "AAPL", 1); err != nil {
+		t.Fatal(err)
+	}
+	s.Locate = 2
+	s.Bids[0].Shares = 300
+	if err := w.Publish(s); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Register(3, "IBM"); err != nil {
+		t.Fatal(err)
+	}
+	for range w.Info().JournalLen + 1 {
+		if err := w.Publish(&Snapshot{Locate: 3, Asks: []Level{{Price: 7, Shares: 1, Orders: 1}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w.Close()
+	if err := syscall.Kill(pid, syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	next("AAPL v1 microprice 100.0050  bid 300 @ 100.0000  ask 300 @ 100.0100")
+	c.finish(t)
+	if len(c.lines) != 0 {
+		t.Fatalf("microprice printed more: %q", c.lines)
+	}
+}
+
+// processStopped reports whether process pid is stopped (state T in
+// /proc/PID/stat).
+func processStopped(t *testing.T, pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	i := bytes.LastIndexByte(b, ')')
+	return i >= 0 && i+2 < len(b) && b[i+2] == 'T'
 }
 
 // TestCppInstall installs the reader with CMake into a scratch prefix and

@@ -434,7 +434,10 @@ func (r *Reader) slotOf(locate uint16) (uint64, bool) {
 
 // Version returns how many snapshots of locate were published (0: none or
 // unknown locate). Comparing versions after ErrOverrun tells which
-// instruments changed.
+// instruments changed, but for a locate bound to another symbol since (a
+// session change without a restart): its new slot counts again from 1 and
+// may be at the version last seen, so read again the locates you keep
+// (the snapshot's symbol tells).
 func (r *Reader) Version(locate uint16) uint64 {
 	if r.m.mem == nil {
 		return 0

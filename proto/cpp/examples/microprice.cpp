@@ -115,8 +115,10 @@ int main(int argc, char** argv) {
       e = f.wait(ups, 256, n, 100'000'000, opt);
       // A version other than the last one seen is a change: after a
       // session change rebinds the locate, versions start again from 1,
-      // so never compare with >.
-      bool changed = e == fs::Error::Overrun && r.version(locate) != seen;
+      // so never compare with >. After an overrun read again whatever the
+      // version: the locate may have been given to another symbol, whose
+      // count reached the version last seen, in the records lost.
+      bool changed = e == fs::Error::Overrun;
       for (size_t i = 0; i < n; i++) changed |= ups[i].locate == locate && ups[i].version != seen;
       // A session change may also move the symbol to another locate: the
       // old one gets no record, it is unbound (version 0).
