@@ -90,7 +90,7 @@ type locState struct {
 	known  bool     // registered once (counted in Books)
 	listed bool     // in Publisher.listed
 	// refused is why the writer refused to bind the locate in this
-	// epoch (refusedStale, refusedDuplicate), or 0. A refusal stands
+	// epoch (refusedStale, refusedDuplicate, refusedFull), or 0. A refusal stands
 	// until BooksReset (the writer's bindings never go back to an older
 	// epoch), so its snapshots are counted and skipped without asking
 	// the writer again.
@@ -101,6 +101,7 @@ type locState struct {
 const (
 	refusedStale     = 1 + iota // shm.ErrStaleBinding
 	refusedDuplicate            // shm.ErrDuplicateSymbol
+	refusedFull                 // shm.ErrFull: no slot left until a restart (counted in Errors)
 )
 
 // NewPublisher returns a Publisher of books into w, depth levels per side.
@@ -427,10 +428,10 @@ func (p *Publisher) begin(b *book.Book, loc uint16, st *locState, flags bookfb.F
 // (shm.Writer.Rebind) and keeps the slot in st. It returns false, having
 // counted the snapshot as not published, if the writer refused: a binding
 // of a later epoch (StaleBinds) or the symbol at another locate in this
-// epoch (DuplicateSymbols), both remembered in st until BooksReset, or
-// anything else (full, bad symbol: Errors). A Rebind that retired the
-// locate's old binding and then found no slot (ErrFull) counts in Rebound
-// too.
+// epoch (DuplicateSymbols), no slot left (ErrFull: Errors), all three
+// remembered in st until BooksReset, or anything else (bad symbol, closed:
+// Errors). A Rebind that retired the locate's old binding and then found
+// no slot counts in Rebound too.
 func (p *Publisher) bind(b *book.Book, loc uint16, st *locState) bool {
 	if st.refused == 0 {
 		// Rebind keeps nothing of the symbol, so Book.Name's string
@@ -446,22 +447,30 @@ func (p *Publisher) bind(b *book.Book, loc uint16, st *locState) bool {
 			p.dups++
 			// Asked again once a binding is retired after this refusal.
 			p.retirements = p.w.Retirements()
-		default:
-			// No slot left (ErrFull) after the locate's old binding
+		case errors.Is(err, shm.ErrFull):
+			// No slot left, perhaps after the locate's old binding
 			// was retired: the locate left its old symbol all the
 			// same (no reader finds that symbol's book at it), so the
-			// retirement counts, and the snapshot not published.
+			// retirement counts. Retired slots are not reused until
+			// a restart, so the locate gets none in this epoch: not
+			// asked again (each Rebind takes the writer's lock and
+			// builds its error).
 			if retired {
 				p.Rebound++
 			}
+			st.refused = refusedFull
+		default:
 			p.Errors++
 			return false
 		}
 	}
-	if st.refused == refusedStale {
+	switch st.refused {
+	case refusedStale:
 		p.StaleBinds++
-	} else {
+	case refusedDuplicate:
 		p.DuplicateSymbols++
+	default:
+		p.Errors++
 	}
 	return false
 }

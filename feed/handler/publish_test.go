@@ -714,3 +714,44 @@ func TestRebindFullCountsRebound(t *testing.T) {
 		t.Fatalf("next batch: rebound %d, errors %d; want 1, 2", p.Rebound, p.Errors)
 	}
 }
+
+// TestFullFileRefusalRemembered: a locate the writer found no slot for
+// (ErrFull: retired slots are not reused until a restart) gets none for
+// the rest of the epoch, so its later snapshots are counted in Errors
+// without asking the writer again. Before, each one called Rebind, under
+// the writer's lock, which built its error (allocations on the publishing
+// thread of a Publisher that "allocates nothing after NewPublisher").
+func TestFullFileRefusalRemembered(t *testing.T) {
+	w, _ := shmFeed(t, shm.Config{Instruments: 1, Depth: 2, SingleWriter: true})
+	bs, err := book.New(book.Config{MaxOrders: 1 << 10, MaxLocates: 16, MaxLevels: 64})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := NewPublisher(w, bs, 2)
+	p.BooksReset()
+	h := itch.Header{Locate: 7, Timestamp: 34200_000_000_000}
+	h8 := itch.Header{Locate: 8, Timestamp: 34200_000_000_000}
+	var buf []byte
+	apply := func(seq uint64, e itch.Encoder) {
+		buf = e.Append(buf[:0])
+		loc, changed := bs.Apply(itch.Msg(buf))
+		p.Applied(loc, changed, seq, int64(seq))
+	}
+	apply(1, &itch.StockDirectoryFields{Header: h, Stock: itch.NewSymbol("AAPL")})
+	apply(2, &itch.StockDirectoryFields{Header: h8, Stock: itch.NewSymbol("MSFT")})
+	p.Flush() // AAPL takes the one slot; MSFT gets none
+	if p.Errors != 1 {
+		t.Fatalf("errors %d, want 1 (MSFT, no slot)", p.Errors)
+	}
+	seq := uint64(2)
+	add := &itch.AddOrderFields{Header: h8, Side: 'B', Shares: 100, Stock: itch.NewSymbol("MSFT"), Price: 1000000}
+	allocs := testing.AllocsPerRun(100, func() {
+		seq++
+		add.OrderRef++
+		apply(seq, add)
+		p.Flush()
+	})
+	if allocs != 0 || p.Errors != 1+101 {
+		t.Fatalf("a book with no slot: %v allocations a publish, errors %d; want 0, %d (each snapshot counted)", allocs, p.Errors, 1+101)
+	}
+}
