@@ -386,24 +386,38 @@ func Run(ctx context.Context, o Options) (_ *Result, err error) {
 			err error
 		}
 		done := make(chan sent, 1)
+		// The sender holds the session's end back until the handler is
+		// started (senderJob.Gate): a day shorter than the handler's
+		// setup would otherwise be sent whole before it joins, and it
+		// would wait for lines gone silent until the timeout. A sender
+		// waiting there has sent all it will before the end (StartAtSeq
+		// may be in a packet dropped on both lines).
+		gate := filepath.Join(dir, "handler-started")
+		openGate := func() { os.WriteFile(gate, nil, 0o600) }
 		go func() {
-			st, err := send(ctx, lab, dir, pkts, scfg, progress)
+			st, err := sendGated(ctx, lab, dir, pkts, scfg, progress, gate)
 			done <- sent{st, err}
 		}()
 	wait:
 		for readProgress(progress) < o.StartAtSeq {
+			if _, err := os.Stat(gate + ".waiting"); err == nil {
+				break
+			}
 			select {
 			case <-time.After(time.Millisecond):
 			case r := <-done:
 				return res, fmt.Errorf("demo: the sender finished (%v) before the handler started", r.err)
 			case <-ctx.Done():
+				openGate()
 				<-done
 				break wait
 			}
 		}
-		if err := startHandler(); err != nil {
+		serr := startHandler()
+		openGate()
+		if serr != nil {
 			<-done
-			return res, err
+			return res, serr
 		}
 		r := <-done
 		res.Sender, err = r.st, r.err

@@ -1,6 +1,7 @@
 package demo
 
 import (
+	"context"
 	"fmt"
 	"reflect"
 	"slices"
@@ -11,6 +12,7 @@ import (
 	"github.com/marketfeed/feedhandler/book"
 	"github.com/marketfeed/feedhandler/feed/handler"
 	"github.com/marketfeed/feedhandler/feed/moldudp64"
+	"github.com/marketfeed/feedhandler/internal/shmtest"
 )
 
 // dropOnBoth picks the packets dropped on both lines: the very first, a
@@ -446,5 +448,31 @@ func TestBookCounters(t *testing.T) {
 	}
 	if want := st.Inconsistencies() + st.UnknownType; sum != want {
 		t.Errorf("bookCounters cover fields %#x, Inconsistencies sums %#x", sum, want)
+	}
+}
+
+// TestRecoveryLateJoinShortDay: a day sent whole while the late joining
+// handler sets up (here 20,000 messages unpaced, in milliseconds; `feedhandler
+// demo --messages 20000` at its 20k packets/s, a tenth of a second) still
+// ends with the handler's books complete: the sender holds the session's
+// end back until the handler is started, so the handler hears of the
+// session and repairs it by snapshot. Before, the lines were silent by the
+// time it joined, and it waited for them until the timeout.
+func TestRecoveryLateJoinShortDay(t *testing.T) {
+	needLab(t)
+	d, err := GenerateDay(20_000, 50, 42)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	res, err := Run(ctx, Options{Backend: "socket", Day: d, StartAtSeq: d.Messages / 10, Timeout: 20 * time.Second,
+		Recovery: &Recovery{Rerequest: true, Snapshot: true}, Log: testLog(t), ShmName: shmtest.Name(t, "fhshort")})
+	if err != nil {
+		t.Fatalf("a late join into a day of %d messages sent before the handler was set up: %v", d.Messages, err)
+	}
+	if res.Instruments == 0 || len(res.Mismatches) > 0 || res.Stats.Recovery.Snapshots == 0 {
+		t.Errorf("%d instruments compared, %d mismatches %v, %d snapshots loaded; want books equal to the day's, by snapshot",
+			res.Instruments, len(res.Mismatches), res.Mismatches, res.Stats.Recovery.Snapshots)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"iter"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -29,6 +30,41 @@ type senderJob struct {
 	// Progress, if set, is a file the sender keeps overwriting with the
 	// highest sequence number it has offered (8 bytes, big endian).
 	Progress string
+	// Gate, if set, is a file the sender waits for before it offers its
+	// last packet (the end of the session); it creates Gate+".waiting"
+	// when it starts waiting. Run creates Gate once a late joining
+	// handler is started: a short day sent before the handler was set up
+	// would otherwise leave the lines silent by then, and the handler
+	// would never hear of the session. The wait is not counted in
+	// Stats.Elapsed.
+	Gate string
+}
+
+// gateWaitMax bounds the sender's wait for Job.Gate (a demo whose
+// handler takes longer than this to start has failed anyway).
+const gateWaitMax = 10 * time.Minute
+
+// gated yields pkts, waiting for the file gate to exist before the last;
+// *waited is the time spent waiting.
+func gated(pkts [][]byte, gate string, waited *time.Duration) iter.Seq[[]byte] {
+	return func(yield func([]byte) bool) {
+		for i, p := range pkts {
+			if i == len(pkts)-1 {
+				os.WriteFile(gate+".waiting", nil, 0o600)
+				t0 := time.Now()
+				for time.Since(t0) < gateWaitMax {
+					if _, err := os.Stat(gate); err == nil {
+						break
+					}
+					time.Sleep(time.Millisecond)
+				}
+				*waited = time.Since(t0)
+			}
+			if !yield(p) {
+				return
+			}
+		}
+	}
 }
 
 // MaybeSender turns the process into the demo's sender when it was started
@@ -79,8 +115,14 @@ func runSender(spec string) (exchange.Stats, error) {
 		return exchange.Stats{}, err
 	}
 	defer s.Close()
+	src, waited := exchange.Packets(pkts), time.Duration(0)
+	if job.Gate != "" {
+		src = gated(pkts, job.Gate, &waited)
+	}
 	if job.Progress == "" {
-		return s.Send(context.Background(), exchange.Packets(pkts))
+		st, err := s.Send(context.Background(), src)
+		st.Elapsed -= waited
+		return st, err
 	}
 	pf, err := os.OpenFile(job.Progress, os.O_WRONLY|os.O_CREATE, 0o600)
 	if err != nil {
@@ -104,7 +146,8 @@ func runSender(spec string) (exchange.Stats, error) {
 			}
 		}
 	}()
-	st, err := s.Send(context.Background(), exchange.Packets(pkts))
+	st, err := s.Send(context.Background(), src)
+	st.Elapsed -= waited
 	close(done)
 	<-wrote
 	write() // the final position
@@ -124,6 +167,12 @@ func readProgress(path string) uint64 {
 // send runs the sender process in the lab's source namespace and waits
 // for it. A cancelled ctx kills it.
 func send(ctx context.Context, lab *netlab.Lab, dir string, pkts [][]byte, cfg exchange.Config, progress string) (exchange.Stats, error) {
+	return sendGated(ctx, lab, dir, pkts, cfg, progress, "")
+}
+
+// sendGated is send whose sender waits for the file gate before its last
+// packet (senderJob.Gate; "": no wait).
+func sendGated(ctx context.Context, lab *netlab.Lab, dir string, pkts [][]byte, cfg exchange.Config, progress, gate string) (exchange.Stats, error) {
 	path := filepath.Join(dir, "packets")
 	f, err := os.Create(path)
 	if err != nil {
@@ -143,7 +192,7 @@ func send(ctx context.Context, lab *netlab.Lab, dir string, pkts [][]byte, cfg e
 	if err := f.Close(); err != nil {
 		return exchange.Stats{}, err
 	}
-	spec, err := json.Marshal(senderJob{Packets: path, Config: cfg, Progress: progress})
+	spec, err := json.Marshal(senderJob{Packets: path, Config: cfg, Progress: progress, Gate: gate})
 	if err != nil {
 		return exchange.Stats{}, err
 	}
