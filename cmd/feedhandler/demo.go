@@ -47,11 +47,11 @@ func runDemo(args []string) error {
 	// second: p99 6-10 ms on the lab VM. So by default the demo spins
 	// 100 µs only where that throttle is off, and otherwise sleeps in
 	// poll(2) between packets (p99 0.1-0.2 ms); docs/TUNING.md.
-	spin := fs.Duration("spin", 100*time.Microsecond, "run to completion: how long the receive thread polls its rings before it sleeps (AF_XDP; 0: sleep in poll(2) at once); default 100µs, or 0 when the kernel throttles real-time threads (kernel.sched_rt_runtime_us)")
+	spin := fs.Duration("spin", 100*time.Microsecond, "run to completion: how long the receive thread polls its rings before it sleeps (AF_XDP; 0: sleep in poll(2) at once); default 100µs, or 0 when the kernel throttles real-time threads (kernel.sched_rt_runtime_us) or on one CPU")
 	// SCHED_FIFO by default: on this shared 2-CPU lab it keeps other
 	// processes from taking the receive thread's CPU for whole time
 	// slices, as isolated cores would on a production box (docs/TUNING.md).
-	rtPriority := fs.Int("rt-priority", 10, "run the handler's hot threads under SCHED_FIFO at this priority (1..99; 0: normal scheduling); refused without cap_sys_nice or RLIMIT_RTPRIO, then normal scheduling (docs/TUNING.md)")
+	rtPriority := fs.Int("rt-priority", 10, "run the handler's hot threads under SCHED_FIFO at this priority (1..99; 0: normal scheduling); refused without cap_sys_nice or RLIMIT_RTPRIO, then normal scheduling (docs/TUNING.md); unless given, 0 when the receive thread is not pinned (--pin=false, or one CPU)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -60,10 +60,19 @@ func runDemo(args []string) error {
 	}
 	spinSet, rtSet := false, false
 	fs.Visit(func(f *flag.Flag) { spinSet, rtSet = spinSet || f.Name == "spin", rtSet || f.Name == "rt-priority" })
-	if !*pinCPUs && !rtSet {
+	// demo.Run pins only with two CPUs or more (the sender's and the
+	// receive thread's): with one (taskset -c 0, a cgroup's cpuset of
+	// one CPU) the receive thread shares it with the sender.
+	oneCPU := runtime.NumCPU() < 2
+	if (!*pinCPUs || oneCPU) && !rtSet {
 		// The handler gives SCHED_FIFO only to a pinned thread: unpinned,
 		// the default priority would only be refused with a warning.
 		*rtPriority = 0
+	}
+	if oneCPU && !spinSet {
+		// Spinning on the one CPU the sender needs only delays the
+		// packets the thread waits for.
+		*spin = 0
 	}
 	if !spinSet && *rtPriority > 0 && privilege.MayRealtime(*rtPriority) && handler.RTThrottle() != "" {
 		// (Refused SCHED_FIFO, the thread runs under normal scheduling,
@@ -290,6 +299,8 @@ func threadLine(th handler.ThreadSched) string {
 		return fmt.Sprintf("SCHED_FIFO priority %d", th.Priority)
 	case th.Reason != "":
 		return "normal scheduling, SCHED_FIFO refused: " + th.Reason
+	case th.Core < 0:
+		return "normal scheduling, unpinned (the demo asks for SCHED_FIFO only for a receive thread pinned to a CPU of its own: run to completion with --pin on two CPUs or more)"
 	}
 	return "normal scheduling (--rt-priority 0)"
 }

@@ -1,12 +1,18 @@
 package main
 
 import (
+	"bytes"
+	"fmt"
 	"net/netip"
 	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/marketfeed/feedhandler/feed/config"
 	"github.com/marketfeed/feedhandler/internal/demo"
+	"github.com/marketfeed/feedhandler/proto/shm"
 )
 
 // TestDemoFromFeed: demo --feed takes the feed file's shm.slots, shm.mode
@@ -39,5 +45,47 @@ func TestDemoFromFeed(t *testing.T) {
 		if o.Backend != "socket" || o.Depth != 5 || o.LineA != netip.MustParseAddrPort("239.9.0.1:3001") || o.LineB != netip.MustParseAddrPort("239.9.0.2:3002") {
 			t.Errorf("%q: backend %q depth %d lines %v %v", tc.shm, o.Backend, o.Depth, o.LineA, o.LineB)
 		}
+	}
+}
+
+// TestDemoOneCPU: on one CPU (taskset -c 0, or a cgroup's cpuset of one)
+// the demo does not pin, so it asks for no SCHED_FIFO and does not spin
+// unless told: before, its default --rt-priority 10 was refused with a
+// warning ("hot thread under normal scheduling: SCHED_FIFO refused ... not
+// given to an unpinned thread") at every run, and the summary said so.
+func TestDemoOneCPU(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("the demo needs root (namespaces, XDP)")
+	}
+	if _, err := exec.LookPath("taskset"); err != nil {
+		t.Skip("taskset not installed (Debian package util-linux)")
+	}
+	dir := t.TempDir()
+	name := fmt.Sprintf("fhdemo1cpu%d", os.Getpid())
+	t.Cleanup(func() { shm.Remove(name) })
+	feed := filepath.Join(dir, "demo.yaml")
+	yaml := "feed: {name: onecpu}\nlines:\n  a: {interface: fhdemo1, group: 239.77.1.1, port: 26477}\n  b: {interface: fhdemo1, group: 239.77.1.2, port: 26478}\n" +
+		"shm: {name: " + name + "}\nlog: {level: info, format: console}\n"
+	if err := os.WriteFile(feed, []byte(yaml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("taskset", "-c", "0", os.Args[0], "demo", "--feed", feed, "--messages", "20000", "--symbols", "50")
+	cmd.Env = append(os.Environ(), "FEEDHANDLER_TEST_AS_COMMAND=1")
+	var o, e bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &o, &e
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("taskset -c 0 feedhandler demo: %v\n%s\n%s", err, e.String(), o.String())
+	}
+	var problems []string
+	if strings.Contains(e.String(), "SCHED_FIFO refused") {
+		problems = append(problems, "logged SCHED_FIFO refused")
+	}
+	for _, want := range []string{"receive thread       normal scheduling, unpinned", "the receive thread sleeps in poll(2) between packets", "MATCH"} {
+		if !strings.Contains(o.String(), want) {
+			problems = append(problems, fmt.Sprintf("summary lacks %q", want))
+		}
+	}
+	if len(problems) > 0 {
+		t.Errorf("taskset -c 0 feedhandler demo: %s\nstderr:\n%s\nstdout:\n%s", strings.Join(problems, "; "), e.String(), o.String())
 	}
 }
