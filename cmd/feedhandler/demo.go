@@ -55,6 +55,17 @@ func runDemo(args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	if fs.NArg() > 0 {
+		// "feedhandler demo feeds/demo.yaml": the file goes with --feed.
+		fs.Usage()
+		return fmt.Errorf("unexpected argument %q: demo takes its flags only (a feed file: --feed FILE)", fs.Arg(0))
+	}
+	feedSet := false
+	fs.Visit(func(f *flag.Flag) { feedSet = feedSet || f.Name == "feed" })
+	if _, err := os.Stat(*feed); !feedSet && errors.Is(err, os.ErrNotExist) {
+		wd, _ := os.Getwd()
+		return fmt.Errorf("no %s in %s: the default --feed is relative to the repository's top directory; run the demo from there (make demo), or give --feed FILE, or --feed \"\" for the built-in defaults", *feed, wd)
+	}
 	if os.Geteuid() != 0 {
 		return errors.New("the demo builds network namespaces and loads XDP: run it as root")
 	}

@@ -89,3 +89,28 @@ func TestDemoOneCPU(t *testing.T) {
 		t.Errorf("taskset -c 0 feedhandler demo: %s\nstderr:\n%s\nstdout:\n%s", strings.Join(problems, "; "), e.String(), o.String())
 	}
 }
+
+// TestDemoUsageMistakes: the newcomer's mistakes with `feedhandler demo`
+// fail at once with one line saying what to do: run outside the
+// repository's top directory (the default --feed feeds/demo.yaml is
+// relative to it; before: 'load feed config: open feeds/demo.yaml: no such
+// file or directory'), and a feed file given as an argument (before:
+// ignored, the demo ran with the default file).
+func TestDemoUsageMistakes(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		// The test's directory, cmd/feedhandler, has no feeds/demo.yaml.
+		{nil, `feedhandler demo: no feeds/demo.yaml in `},
+		{[]string{"feeds/demo.yaml"}, `feedhandler demo: unexpected argument "feeds/demo.yaml": demo takes its flags only (a feed file: --feed FILE)`},
+	} {
+		_, errOut, err := runCommand(t, append([]string{"demo"}, tc.args...)...)
+		if err == nil || !strings.Contains(errOut, tc.want) {
+			t.Errorf("feedhandler demo %q: %v, stderr:\n%s\nwant an error with %q", tc.args, err, errOut, tc.want)
+		}
+	}
+	if _, errOut, _ := runCommand(t, "demo"); !strings.Contains(errOut, "run the demo from there (make demo), or give --feed FILE") {
+		t.Errorf("feedhandler demo outside the repository's top directory does not say what to do:\n%s", errOut)
+	}
+}
