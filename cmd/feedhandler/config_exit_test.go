@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -10,6 +11,9 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/marketfeed/feedhandler/internal/shmtest"
+	"github.com/marketfeed/feedhandler/proto/shm"
 )
 
 // TestConfigErrorExitStatus: deploy/feedhandler@.service names the exit
@@ -244,4 +248,73 @@ func runWithListenFd00(t *testing.T, script string, want int) (*exec.ExitError, 
 		t.Skipf("lab setup: %s", out)
 	}
 	return ee, out
+}
+
+// TestRunSharedMemoryErrors: a feed file the start cannot create in
+// /dev/shm is one line naming the feed file's shm key and what to do, and
+// exits 1 where a restart may succeed (a live writer under the name,
+// another handler or an instance still stopping; a full /dev/shm) and 78
+// where none does (a read-only /dev/shm, a directory at the name). Before,
+// each was the bare error ('feedhandler run: start handler: create shm
+// ...'), exit 1, and a permission error blamed the backend's capabilities.
+// The /dev/shm cases run in mount namespaces of their own, each on a
+// fresh tmpfs (never a remount of the host's).
+func TestRunSharedMemoryErrors(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("mounts a tmpfs over /dev/shm in a mount namespace")
+	}
+	if _, err := exec.LookPath("unshare"); err != nil {
+		t.Skip("unshare not installed (Debian package util-linux)")
+	}
+	live := shmtest.Name(t, "fhshmerr")
+	w, err := shm.Create(shm.Config{Name: live, Instruments: 16, Depth: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	feedFor := func(name string) string {
+		f := filepath.Join(t.TempDir(), "t.yaml")
+		yaml := "feed: {name: shmerr}\nlines:\n  a: {interface: lo, group: 239.77.46.9, port: 26149}\nreceive: {backend: socket}\nbook: {max_orders: 65536}\nshm:\n  name: " + name + "\n"
+		if err := os.WriteFile(f, []byte(yaml), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return f
+	}
+	const name = "fhshmerr-own" // only ever in the cases' own tmpfs
+	for _, tc := range []struct {
+		what  string
+		shm   string
+		mount string // tmpfs options; "": the host's /dev/shm
+		prep  string
+		code  int
+		want  string
+	}{
+		{"a live writer under the name", live, "", "", 1, "another handler publishes /dev/shm/" + live + "; stop it, or give this feed another shm.name"},
+		{"a full /dev/shm", name, "size=64k", "", 1, "free space there, raise the tmpfs's size"},
+		{"a read-only /dev/shm", name, "ro,size=1m", "", exitConfig, "/dev/shm is read-only to this process"},
+		{"a directory at the name", name, "size=64m", "mkdir /dev/shm/" + name + " && ", exitConfig, "/dev/shm/" + name + " is a directory, not a feed file"},
+	} {
+		feed := feedFor(tc.shm)
+		var cmd *exec.Cmd
+		if tc.mount == "" {
+			cmd = exec.Command(os.Args[0], "run", "--feed", feed)
+		} else {
+			cmd = exec.Command("unshare", "-m", "--propagation", "private", "sh", "-c",
+				"mount -t tmpfs -o mode=1777,"+tc.mount+" tmpfs /dev/shm && "+tc.prep+`exec "$0" "$@"`, os.Args[0], "run", "--feed", feed)
+		}
+		cmd.Env = append(os.Environ(), "FEEDHANDLER_TEST_AS_COMMAND=1")
+		var e bytes.Buffer
+		cmd.Stderr = &e
+		cmd.Run()
+		code := cmd.ProcessState.ExitCode()
+		line := ""
+		for l := range strings.Lines(e.String()) {
+			if !strings.Contains(l, " INF ") && !strings.Contains(l, " WRN ") {
+				line += l
+			}
+		}
+		if code != tc.code || !strings.Contains(line, feed+":7: shm.name: ") || !strings.Contains(line, tc.want) {
+			t.Errorf("%s: exit %d, %q; want exit %d and %q naming %s:7: shm.name", tc.what, code, strings.TrimSpace(line), tc.code, tc.want, filepath.Base(feed))
+		}
+	}
 }

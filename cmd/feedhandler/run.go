@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -20,11 +21,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/rs/zerolog"
+	"golang.org/x/sys/unix"
 
 	"github.com/marketfeed/feedhandler/feed/config"
 	"github.com/marketfeed/feedhandler/feed/handler"
 	"github.com/marketfeed/feedhandler/internal/clilog"
 	"github.com/marketfeed/feedhandler/internal/privilege"
+	"github.com/marketfeed/feedhandler/proto/shm"
 )
 
 func init() {
@@ -66,12 +69,54 @@ func runFeed(args []string) error {
 	h, err := handlerStart(handler.FromConfig(cfg, logger))
 	if err != nil {
 		ep.close()
+		if se := (*handler.SharedMemoryError)(nil); errors.As(err, &se) {
+			return shmError(cfg, se.Err)
+		}
 		return privilege.Explain(err, cfg.Receive.Backend, cfg.Receive.BusyPoll)
 	}
 	setUp.Store(true)
 	quietRuntime(logger)
 	logHugePages(logger)
 	return serve(ctx, h, ep, cfg, logger)
+}
+
+// shmError is the shared-memory file's creation error as file:line: field:
+// error: what to do, one line. A live writer under the name (another
+// handler, or an instance still stopping) and a full /dev/shm exit 1, which
+// the unit restarts: the one ends, the other may be freed. A /dev/shm this
+// process may not write (read-only, the unit's ProtectSystem=strict without
+// ReadWritePaths=/dev/shm; not writable) and a file there it may not
+// replace or give to shm.group are config errors, exit 78: no restart fixes
+// them. Before, each was the bare error, exit 1, and the permission errors
+// blamed the receive backend's capabilities (privilege.Explain).
+func shmError(cfg *config.Config, err error) error {
+	path := shm.Path(cfg.SHM.Name)
+	dir := filepath.Dir(path)
+	switch {
+	case errors.Is(err, shm.ErrInUse):
+		return cfg.FieldError("shm.name", "%v: another handler publishes %s; stop it, or give this feed another shm.name (an instance still stopping frees it: a restart then starts)", err, path)
+	case errors.Is(err, syscall.ENOSPC):
+		need := shm.FileSize(shm.Config{Instruments: cfg.SHM.Slots, Depth: cfg.Book.Depth})
+		free := "?"
+		var st unix.Statfs_t
+		if unix.Statfs(dir, &st) == nil {
+			free = fmt.Sprintf("%d MiB", int64(st.Bavail)*st.Bsize>>20)
+		}
+		return cfg.FieldError("shm.name", "%v: %s has %s free and the file needs %d MiB besides the one it replaces: free space there, raise the tmpfs's size (mount -o remount,size=...), or lower shm.slots or book.depth", err, dir, free, (need+1<<20-1)>>20)
+	case errors.Is(err, syscall.EROFS):
+		return configError{cfg.FieldError("shm.name", "%v: %s is read-only to this process (under systemd: ReadWritePaths=/dev/shm beside ProtectSystem=strict, docs/OPERATIONS.md)", err, dir)}
+	case errors.Is(err, syscall.EACCES):
+		return configError{cfg.FieldError("shm.name", "%v: this process (uid %d) may not create files in %s, which is normally mode 1777", err, os.Geteuid(), dir)}
+	case errors.Is(err, syscall.EPERM):
+		if _, foreign := shm.ForeignInSticky(path); foreign || cfg.SHM.Group == "" {
+			return configError{cfg.FieldError("shm.name", "%v", err)} // says whose file it is
+		}
+		return configError{cfg.FieldError("shm.group", "%v: a handler that is not root must be a member of the group (SupplementaryGroups= in the unit, docs/OPERATIONS.md)", err)}
+	}
+	if st, serr := os.Lstat(path); serr == nil && st.IsDir() {
+		return configError{cfg.FieldError("shm.name", "%v: %s is a directory, not a feed file: remove it, or give this feed another shm.name", err, path)}
+	}
+	return cfg.FieldError("shm.name", "%v", err)
 }
 
 // stopSignals returns a context that the first SIGINT or SIGTERM ends: the

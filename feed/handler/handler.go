@@ -227,6 +227,16 @@ type Handler struct {
 	logKeys [][6]string // per line: the stats line's keys
 }
 
+// SharedMemoryError is Start's error when the shared-memory file could not
+// be created: shm.Create's error, Err (a live writer publishing under the
+// name, shm.ErrInUse; a /dev/shm full, read-only or not writable; a file
+// there another user owns). Commands tell it from the receiver's errors to
+// name the config's shm keys and what to do.
+type SharedMemoryError struct{ Err error }
+
+func (e *SharedMemoryError) Error() string { return e.Err.Error() }
+func (e *SharedMemoryError) Unwrap() error { return e.Err }
+
 // Start opens the receiver and the shared-memory file and starts the
 // receive and shard threads.
 func Start(cfg Config) (*Handler, error) {
@@ -306,7 +316,7 @@ func Start(cfg Config) (*Handler, error) {
 	w, err := shm.Create(shm.Config{Name: cfg.ShmName, Instruments: cfg.ShmSlots, Depth: cfg.Depth,
 		Mode: cfg.ShmMode, Group: cfg.ShmGroup, SingleWriter: len(cfg.ShardCores) == 1, Log: cfg.Log})
 	if err != nil {
-		return nil, fmt.Errorf("start handler: %w", err)
+		return nil, fmt.Errorf("start handler: %w", &SharedMemoryError{Err: err})
 	}
 	h.w = w
 	ringSize := cfg.RingSize
