@@ -1,0 +1,155 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+)
+
+// docFiles are the files whose example commands TestDocsCommandFlags checks.
+func docFiles(t *testing.T) []string {
+	t.Helper()
+	files := []string{"../../README.md"}
+	for _, pat := range []string{"../../docs/*.md", "../../feeds/*.yaml", "../../deploy/*"} {
+		m, err := filepath.Glob(pat)
+		if err != nil {
+			t.Fatal(err)
+		}
+		files = append(files, m...)
+	}
+	return files
+}
+
+var (
+	// A command up to what ends it in prose or a shell line.
+	docFeedhandler = regexp.MustCompile("\\bfeedhandler((?: +[^ `|;#)&>'\"\n]+)+)")
+	docTool        = regexp.MustCompile("(?:go run \\./tools/|bin/)(itchgen|e2ebench|rxbench)((?: +[^ `|;#)&>'\"\n]+)*)")
+	docFlag        = regexp.MustCompile(`^\[*(--?[a-z][a-z0-9-]*)`)
+	toolFlagDef    = regexp.MustCompile(`(?:fs|flag)\.(?:Bool|Int|Int64|Uint|Uint64|Float64|String|Duration|Text|Func|BoolFunc)(?:Var)?\((?:&[A-Za-z.]+, )?"([a-z0-9-]+)"`)
+	usageFlag      = regexp.MustCompile(`(?m)^  (-[a-z0-9-]+)`)
+)
+
+// docCommandFlags returns, per command ("run", "replay", ..., or a tool's
+// name), the flags text gives it in its example commands.
+func docCommandFlags(text string) map[string][]string {
+	out := map[string][]string{}
+	add := func(cmd string, args []string) {
+		for _, a := range args {
+			m := docFlag.FindStringSubmatch(a)
+			if m == nil {
+				continue
+			}
+			f, _, _ := strings.Cut(m[1], "=")
+			f = "-" + strings.TrimLeft(f, "-")
+			if !slices.Contains(out[cmd], f) {
+				out[cmd] = append(out[cmd], f)
+			}
+		}
+	}
+	for _, m := range docFeedhandler.FindAllStringSubmatch(text, -1) {
+		args := strings.Fields(m[1])
+		switch {
+		case strings.HasPrefix(args[0], "-"):
+			add("run", args)
+		case commands[args[0]] != nil:
+			add(args[0], args[1:])
+		}
+	}
+	for _, m := range docTool.FindAllStringSubmatch(text, -1) {
+		add(m[1], strings.Fields(m[2]))
+	}
+	return out
+}
+
+// TestDocCommandFlagsFound pins what docCommandFlags finds.
+func TestDocCommandFlagsFound(t *testing.T) {
+	got := docCommandFlags("Run `feedhandler replay [--json] [--books-out F] --shm NAME day.itch` or\n" +
+		"```sh\nbin/feedhandler --feed f.yaml   # x\nfeedhandler demo --pin=false --rate 1 | tee x\ngo run ./tools/itchgen -n 10 -o d.itch [-pcap d.pcap]\n```\n" +
+		"the feedhandler process; `feedhandler bookview --shm NAME --once [--json [--state]]`")
+	want := map[string][]string{
+		"replay":   {"-json", "-books-out", "-shm"},
+		"run":      {"-feed"},
+		"demo":     {"-pin", "-rate"},
+		"itchgen":  {"-n", "-o", "-pcap"},
+		"bookview": {"-shm", "-once", "-json", "-state"},
+	}
+	for cmd, flags := range want {
+		if !slices.Equal(got[cmd], flags) {
+			t.Errorf("%s: found %q, want %q", cmd, got[cmd], flags)
+		}
+	}
+	if len(got) != len(want) {
+		t.Errorf("found %v, want %v", got, want)
+	}
+}
+
+// TestDocsCommandFlags: every flag an example command in README.md,
+// docs/*.md, feeds/*.yaml and deploy/ gives a feedhandler subcommand
+// (`feedhandler replay --shm NAME FILE`) or a tool (`go run ./tools/itchgen
+// -n 1000000`) is one the command defines. TestReadmeListsCommands checks
+// that every subcommand is shown and TestMakeTargets the make targets; no
+// test read the flags, so a renamed or removed flag left the docs' commands
+// failing with "flag provided but not defined".
+func TestDocsCommandFlags(t *testing.T) {
+	defined := map[string][]string{}
+	flagsOf := func(cmd string) []string {
+		if f, ok := defined[cmd]; ok {
+			return f
+		}
+		var flags []string
+		if commands[cmd] != nil {
+			_, errOut, err := runCommand(t, cmd, "-h")
+			if err != nil {
+				t.Fatalf("feedhandler %s -h: %v\n%s", cmd, err, errOut)
+			}
+			for _, m := range usageFlag.FindAllStringSubmatch(errOut, -1) {
+				flags = append(flags, m[1])
+			}
+		} else {
+			srcs, _ := filepath.Glob("../../tools/" + cmd + "/*.go")
+			for _, src := range srcs {
+				if strings.HasSuffix(src, "_test.go") {
+					continue
+				}
+				b, err := os.ReadFile(src)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, m := range toolFlagDef.FindAllStringSubmatch(string(b), -1) {
+					flags = append(flags, "-"+m[1])
+				}
+			}
+		}
+		if len(flags) == 0 {
+			t.Fatalf("%s: no flags found", cmd)
+		}
+		defined[cmd] = append(flags, "-h", "-help")
+		return defined[cmd]
+	}
+	checked := 0
+	for _, file := range docFiles(t) {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for cmd, flags := range docCommandFlags(string(b)) {
+			for _, f := range flags {
+				checked++
+				if !slices.Contains(flagsOf(cmd), f) {
+					name := "feedhandler " + cmd
+					if commands[cmd] == nil {
+						name = cmd
+					}
+					t.Errorf("%s gives %s the flag %s, which it does not define (it has %s)", strings.TrimPrefix(file, "../../"), name, f, strings.Join(flagsOf(cmd), " "))
+				}
+			}
+		}
+	}
+	t.Logf("%d flags checked", checked)
+	if checked < 30 {
+		t.Errorf("only %d flags found in the docs' commands: the patterns no longer match them", checked)
+	}
+}
