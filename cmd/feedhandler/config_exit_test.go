@@ -318,3 +318,43 @@ func TestRunSharedMemoryErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestRunMissingCapability: a receive backend (or receive.busy_poll) whose
+// capabilities the process lacks fails the start as a config error at the
+// key that asks for them, exit 78: no restart grants a capability. Before,
+// the same line without the key, exit 1, which the unit restarted until its
+// start limit. Root here, with the capability taken out of its bounding
+// set.
+func TestRunMissingCapability(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("runs the command as root without a capability")
+	}
+	if _, err := exec.LookPath("setpriv"); err != nil {
+		t.Skip("setpriv not installed (Debian package util-linux)")
+	}
+	for _, tc := range []struct {
+		receive, drop, want string
+	}{
+		// AF_XDP sockets need cap_net_raw (docs/OPERATIONS.md section 1).
+		{"receive:\n  backend: xdp\n", "net_raw", ":9: receive.backend: "},
+		// SO_PREFER_BUSY_POLL needs cap_net_admin, on every backend.
+		{"receive:\n  backend: socket\n  busy_poll: true\n", "net_admin", ":10: receive.busy_poll: "},
+	} {
+		path := filepath.Join(t.TempDir(), "feed.yaml")
+		name := shmtest.Name(t, "fhcaps")
+		cfg := "feed:\n  name: t\nlines:\n  a:\n    interface: lo\n    group: 239.77.46.8\n    port: 26148\n" + tc.receive + "shm:\n  name: " + name + "\nbook:\n  max_orders: 65536\n"
+		if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command("setpriv", "--bounding-set=-"+tc.drop, "--inh-caps=-"+tc.drop, "--", os.Args[0], "--feed", path)
+		cmd.Env = append(os.Environ(), "FEEDHANDLER_TEST_AS_COMMAND=1")
+		var e bytes.Buffer
+		cmd.Stderr = &e
+		err := cmd.Run()
+		var ee *exec.ExitError
+		want := path + tc.want
+		if !errors.As(err, &ee) || ee.ExitCode() != exitConfig || !strings.Contains(e.String(), want) || !strings.Contains(e.String(), "lacks cap_"+tc.drop) {
+			t.Errorf("without cap_%s: %v, want exit status %d and %q naming cap_%s:\n%s", tc.drop, err, exitConfig, want, tc.drop, e.String())
+		}
+	}
+}

@@ -72,7 +72,7 @@ func runFeed(args []string) error {
 		if se := (*handler.SharedMemoryError)(nil); errors.As(err, &se) {
 			return shmError(cfg, se.Err)
 		}
-		return privilege.Explain(err, cfg.Receive.Backend, cfg.Receive.BusyPoll)
+		return capsError(cfg, err)
 	}
 	setUp.Store(true)
 	quietRuntime(logger)
@@ -117,6 +117,27 @@ func shmError(cfg *config.Config, err error) error {
 		return configError{cfg.FieldError("shm.name", "%v: %s is a directory, not a feed file: remove it, or give this feed another shm.name", err, path)}
 	}
 	return cfg.FieldError("shm.name", "%v", err)
+}
+
+// capsError is the receiver's start error with what privilege.Explain adds
+// (the capabilities the backend needs and which this process lacks). A
+// permission error while some of them are missing is a config error, exit
+// 78, at receive.backend (or receive.busy_poll, when only its cap_net_admin
+// is missing): no restart grants a capability. Before, it was exit 1, which
+// the unit restarted until its start limit.
+func capsError(cfg *config.Config, err error) error {
+	backend, busyPoll := cfg.Receive.Backend, cfg.Receive.BusyPoll
+	explained := privilege.Explain(err, backend, busyPoll)
+	eff, e2 := privilege.Effective()
+	missing := privilege.Required(backend, busyPoll) &^ eff
+	if e2 != nil || missing == 0 || (!errors.Is(err, syscall.EPERM) && !errors.Is(err, syscall.EACCES)) {
+		return explained
+	}
+	field := "receive.backend"
+	if busyPoll && privilege.Required(backend, false)&^eff == 0 {
+		field = "receive.busy_poll"
+	}
+	return configError{cfg.FieldError(field, "%v: give the process them (root with them, or the unit's AmbientCapabilities= within its CapabilityBoundingSet=, docs/OPERATIONS.md section 1)", explained)}
 }
 
 // stopSignals returns a context that the first SIGINT or SIGTERM ends: the
