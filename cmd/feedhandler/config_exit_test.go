@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -356,5 +357,74 @@ func TestRunMissingCapability(t *testing.T) {
 		if !errors.As(err, &ee) || ee.ExitCode() != exitConfig || !strings.Contains(e.String(), want) || !strings.Contains(e.String(), "lacks cap_"+tc.drop) {
 			t.Errorf("without cap_%s: %v, want exit status %d and %q naming cap_%s:\n%s", tc.drop, err, exitConfig, want, tc.drop, e.String())
 		}
+	}
+}
+
+// TestRunInterfaceTakenByAnotherHandler: a second handler with AF_XDP on
+// an interface a first one receives on (its queue bound, its XDP program
+// attached) fails with one line naming receive.backend, what holds the
+// interface and what to do, exit 1: an instance still stopping frees it.
+// Before: 'feedhandler run: start handler: open receiver (auto): ... bind
+// (flags 0xc): device or resource busy', nothing more.
+func TestRunInterfaceTakenByAnotherHandler(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("AF_XDP needs root")
+	}
+	if _, err := exec.LookPath("ip"); err != nil {
+		t.Skip("ip not installed (Debian package iproute2)")
+	}
+	// Both in a network namespace of the test's own: its lo is theirs.
+	ns := fmt.Sprintf("fhbusy%d", os.Getpid())
+	if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns add %s: %v\n%s", ns, err, out)
+	}
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
+	if out, err := exec.Command("ip", "-n", ns, "link", "set", "lo", "up").CombinedOutput(); err != nil {
+		t.Fatalf("ip -n %s link set lo up: %v\n%s", ns, err, out)
+	}
+	feed := func(port int) string {
+		path := filepath.Join(t.TempDir(), "feed.yaml")
+		cfg := fmt.Sprintf("feed:\n  name: t\nlines:\n  a:\n    interface: lo\n    group: 239.77.46.7\n    port: %d\nreceive:\n  backend: xdp\nshm:\n  name: %s\nbook:\n  max_orders: 65536\n", port, shmtest.Name(t, "fhbusy"))
+		if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	first := exec.Command("ip", "netns", "exec", ns, os.Args[0], "--feed", feed(26150))
+	first.Env = append(os.Environ(), "FEEDHANDLER_TEST_AS_COMMAND=1")
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	first.Stderr = pw
+	if err := first.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pw.Close()
+	defer func() {
+		first.Process.Signal(os.Interrupt)
+		first.Wait()
+	}()
+	// Receiving: its socket is bound and its program attached.
+	var log strings.Builder
+	buf := make([]byte, 4096)
+	for !strings.Contains(log.String(), " receiving ") {
+		n, err := pr.Read(buf)
+		if err != nil {
+			t.Fatalf("the first handler did not start: %v\n%s", err, log.String())
+		}
+		log.Write(buf[:n])
+	}
+	go io.Copy(io.Discard, pr)
+	second := feed(26151)
+	cmd := exec.Command("ip", "netns", "exec", ns, os.Args[0], "--feed", second)
+	cmd.Env = append(os.Environ(), "FEEDHANDLER_TEST_AS_COMMAND=1")
+	var e bytes.Buffer
+	cmd.Stderr = &e
+	err = cmd.Run()
+	var ee *exec.ExitError
+	want := second + ":9: receive.backend: "
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 || !strings.Contains(e.String(), want) || !strings.Contains(e.String(), "give one of them receive.backend: uring") {
+		t.Errorf("a second AF_XDP handler on lo: %v, want exit status 1 and %q saying what to do:\n%s", err, want, e.String())
 	}
 }

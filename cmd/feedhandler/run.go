@@ -125,8 +125,15 @@ func shmError(cfg *config.Config, err error) error {
 // 78, at receive.backend (or receive.busy_poll, when only its cap_net_admin
 // is missing): no restart grants a capability. Before, it was exit 1, which
 // the unit restarted until its start limit.
+//
+// An AF_XDP queue or XDP program another process holds (EBUSY, after
+// xsk's retries) is exit 1 as before, at receive.backend, saying what holds
+// it: an instance still stopping frees it.
 func capsError(cfg *config.Config, err error) error {
 	backend, busyPoll := cfg.Receive.Backend, cfg.Receive.BusyPoll
+	if errors.Is(err, syscall.EBUSY) && (backend == "auto" || backend == "xdp") {
+		return cfg.FieldError("receive.backend", "%v: another process has an AF_XDP socket on this queue or its own XDP program on this interface (another feedhandler with AF_XDP on it?): stop it, or give one of them receive.backend: uring (one AF_XDP handler per interface)", err)
+	}
 	explained := privilege.Explain(err, backend, busyPoll)
 	eff, e2 := privilege.Effective()
 	missing := privilege.Required(backend, busyPoll) &^ eff
