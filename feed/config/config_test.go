@@ -227,6 +227,13 @@ func TestBadConfigs(t *testing.T) {
 			`t.yaml:30: symbols[1]: "ABCDEFGHI" is not a symbol (1 to 8 characters)`},
 		{"bad metrics address", base + "metrics:\n  listen: localhost\n",
 			`t.yaml:29: metrics.listen: "localhost" is not host:port`},
+		// Before: 'port "0" is not a number in 1..65535' (it is a number).
+		{"metrics port 0", base + "metrics:\n  listen: 127.0.0.1:0\n",
+			`t.yaml:29: metrics.listen: "127.0.0.1:0": port 0 is out of range (1..65535)`},
+		{"metrics port above 65535", base + "metrics:\n  listen: \":99999\"\n",
+			`t.yaml:29: metrics.listen: ":99999": port 99999 is out of range (1..65535)`},
+		{"metrics port a name", base + "metrics:\n  listen: \":http\"\n",
+			`t.yaml:29: metrics.listen: ":http": port "http" is not a number in 1..65535`},
 		{"recovery: old server key", base + "recovery:\n  server: 10.1.2.3:26400\n",
 			`t.yaml:29: recovery.server: replaced by recovery.rerequest.servers (a list of host:port)`},
 		{"rerequest server without host", base + "recovery:\n  rerequest:\n    servers: [\":26400\"]\n",

@@ -446,8 +446,13 @@ func (d *decoder) hostPort(f field, needHost bool) (string, bool) {
 		d.errorf(f, "%q has no host", s)
 		return "", false
 	}
-	if p, err := strconv.ParseUint(port, 10, 16); err != nil || p == 0 {
+	p, err := strconv.ParseUint(port, 10, 64)
+	if err != nil && !errors.Is(err, strconv.ErrRange) {
 		d.errorf(f, "%q: port %q is not a number in 1..65535", s, port)
+		return "", false
+	}
+	if err != nil || p == 0 || p > 65535 {
+		d.errorf(f, "%q: port %s is out of range (1..65535)", s, port)
 		return "", false
 	}
 	return s, true
