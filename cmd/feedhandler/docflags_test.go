@@ -153,3 +153,36 @@ func TestDocsCommandFlags(t *testing.T) {
 		t.Errorf("only %d flags found in the docs' commands: the patterns no longer match them", checked)
 	}
 }
+
+// TestDocsPathsExist: every repository path README.md, docs/*.md,
+// feeds/*.yaml and deploy/ name (`deploy/feedhandler@.service`,
+// `proto/cpp/examples/microprice.cpp`, `tools/hotcpu/hotcpu.sh`) exists; a
+// package's function (`internal/mem.Touch`) names its package's directory.
+func TestDocsPathsExist(t *testing.T) {
+	path := regexp.MustCompile(`(?:^|[^\w./-])((?:cmd|feed|feeds|docs|deploy|tools|internal|proto|book|bpf|xsk|uring|\.ci)/[\w./@-]*[\w@-])`)
+	pkgFunc := regexp.MustCompile(`^(.+)\.[A-Z]\w*$`)
+	checked := 0
+	for _, file := range docFiles(t) {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range path.FindAllStringSubmatch(string(b), -1) {
+			p := m[1]
+			checked++
+			if _, err := os.Stat("../../" + p); err == nil {
+				continue
+			}
+			if f := pkgFunc.FindStringSubmatch(p); f != nil {
+				if st, err := os.Stat("../../" + f[1]); err == nil && st.IsDir() {
+					continue
+				}
+			}
+			t.Errorf("%s names %s, which the repository does not have", strings.TrimPrefix(file, "../../"), p)
+		}
+	}
+	t.Logf("%d paths named", checked)
+	if checked < 50 {
+		t.Errorf("only %d paths found in the docs: the pattern no longer matches them", checked)
+	}
+}
