@@ -31,6 +31,10 @@ func (notReady) ExitCode() int   { return exitNotReady }
 // file or the host's interfaces and addresses do not fit.
 func checkFeed(args []string) error {
 	fs := flag.NewFlagSet("check", flag.ContinueOnError)
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), "usage: feedhandler check [--strict] [-q] --feed FILE.yaml")
+		fs.PrintDefaults()
+	}
 	feed := fs.String("feed", "", "feed config `FILE.yaml`")
 	strict := fs.Bool("strict", false, "exit 1 on warnings too")
 	quiet := fs.Bool("q", false, "print warnings and failures only")

@@ -428,3 +428,19 @@ func TestRunInterfaceTakenByAnotherHandler(t *testing.T) {
 		t.Errorf("a second AF_XDP handler on lo: %v, want exit status 1 and %q saying what to do:\n%s", err, want, e.String())
 	}
 }
+
+// TestHelpUsageLine: every subcommand's -h (and the usage a flag mistake
+// prints) starts with how to type it, "usage: feedhandler ...". run, check
+// and demo printed flag's "Usage of run:" (after 'feedhandler --feed' without
+// its file, a command the user never typed).
+func TestHelpUsageLine(t *testing.T) {
+	for name := range commands {
+		_, errOut, err := runCommand(t, name, "-h")
+		if err != nil {
+			t.Errorf("%s -h: %v", name, err)
+		}
+		if first, _, _ := strings.Cut(errOut, "\n"); !strings.HasPrefix(first, "usage: feedhandler ") {
+			t.Errorf("feedhandler %s -h starts %q, want \"usage: feedhandler ...\"", name, first)
+		}
+	}
+}

@@ -27,6 +27,10 @@ func init() {
 
 func runDemo(args []string) error {
 	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), "usage: feedhandler demo [flags] (as root, from the repository's top directory: make demo)")
+		fs.PrintDefaults()
+	}
 	feed := fs.String("feed", "feeds/demo.yaml", "feed config whose log, lines (groups and ports), receive.backend, book.depth and shm keys (name, slots, mode, group) the demo uses (the lab's interface replaces the configured one; other keys are not used); \"\" for built-in defaults")
 	messages := fs.Int("messages", 1_000_000, "messages in the generated day")
 	symbols := fs.Int("symbols", 500, "instruments in the generated day")

@@ -36,6 +36,10 @@ func init() {
 
 func runFeed(args []string) error {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), "usage: feedhandler --feed FILE.yaml (or: feedhandler run --feed FILE.yaml)")
+		fs.PrintDefaults()
+	}
 	feed := fs.String("feed", "", "feed config `FILE.yaml` (see feeds/nasdaq.yaml)")
 	cfg, err := loadFeed(fs, args, feed)
 	if err != nil {
