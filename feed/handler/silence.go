@@ -1,6 +1,10 @@
 package handler
 
-import "time"
+import (
+	"fmt"
+	"net"
+	"time"
+)
 
 // allSilentAfter is how long every line must be silent before the
 // handler says that nothing reaches it: SilentNotReady, when /readyz
@@ -21,6 +25,8 @@ type silenceState struct {
 	seenAt   [MaxLines]int64
 	all      bool // every line silent
 	allSince int64
+	// never: no packet on any line allSilentAfter after the start, logged.
+	never bool
 }
 
 // noteSilence logs, once each time, a line that went silent while another
@@ -43,6 +49,10 @@ func (h *Handler) noteSilence(now int64) {
 		if h.lastMono[i] > latest {
 			latest, latestUnix = h.lastMono[i], h.lastPkt[i]
 		}
+	}
+	if latest == 0 && !h.endedCopy && !h.silence.never && now-h.startMono >= max(int64(h.arb.cfg.LineTimeout), int64(allSilentAfter)) {
+		h.silence.never = true
+		h.nothingReceived(now)
 	}
 	if latest == 0 || h.endedCopy {
 		return
@@ -87,4 +97,31 @@ func (h *Handler) noteSilence(now int64) {
 	} else {
 		h.log.Info().Dur("silent_for", time.Duration(now-s.allSince)).Msg("receiving again after every line was silent")
 	}
+}
+
+// nothingReceived logs, once, that no packet of any line reached the
+// handler since its start, not even a heartbeat: before, a handler whose
+// interface was down, or whose groups, ports or sources were not the
+// feed's, logged nothing at all (no line had delivered, so none could be
+// silent), and only /readyz said "no packet received yet". Each line with
+// its interface's state. Once, on the receive thread, in copyStats.
+func (h *Handler) nothingReceived(now int64) {
+	ev := h.log.Warn().Dur("since_start", time.Duration(now-h.startMono))
+	for _, l := range h.cfg.Receive.Lines {
+		state := "up"
+		switch ifi, err := net.InterfaceByName(l.Interface); {
+		case err != nil:
+			state = err.Error()
+		case ifi.Flags&net.FlagUp == 0:
+			state = "DOWN: ip link set dev " + l.Interface + " up"
+		case ifi.Flags&net.FlagRunning == 0:
+			state = "up, no carrier"
+		}
+		what := fmt.Sprintf("%s:%d on %s (%s)", l.Group, l.Port, l.Interface, state)
+		if l.Source.IsValid() {
+			what += " from " + l.Source.String()
+		}
+		ev = ev.Str("line_"+l.Name, what)
+	}
+	ev.Msg("no packet on any line since the start, not even a heartbeat (an open session sends one a second): check that each line's interface is up, that its group, port and source are the feed's, and that the multicast reaches this host")
 }

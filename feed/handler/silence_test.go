@@ -3,6 +3,7 @@ package handler
 import (
 	"bytes"
 	"fmt"
+	"net/netip"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -279,4 +280,55 @@ func TestReceiveErrorNotDrained(t *testing.T) {
 			t.Errorf("gaps %d (%d messages) after a failed Receive: B's queued copy was not waited for", st.Arbiter.Gaps, st.Arbiter.GapMessages)
 		}
 	})
+}
+
+// lockedBuffer is a log sink read while the handler writes to it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// TestNothingReceivedLogged: a handler that receives no packet at all (its
+// interface down, a group, port or source that is not the feed's) says so
+// in its log once allSilentAfter has passed since the start, each line with
+// its interface's state. Before, it logged nothing: no line had delivered,
+// so none could fall silent, and only /readyz said "no packet received
+// yet".
+func TestNothingReceivedLogged(t *testing.T) {
+	var logs lockedBuffer
+	r := &scriptRx{errAt: -1}
+	h, err := Start(Config{
+		Receive: rx.Config{Lines: []rx.LineConfig{
+			{Name: "A", Interface: "lo", Group: netip.MustParseAddr("239.77.46.5"), Port: 26145},
+			{Name: "B", Interface: "fhnosuchif0", Group: netip.MustParseAddr("239.77.46.6"), Port: 26145},
+		}},
+		Arbiter: ArbiterConfig{Grace: time.Millisecond, Hold: 5 * time.Millisecond},
+		Book:    book.Config{MaxOrders: 1 << 10, MaxLocates: 16, MaxLevels: 1 << 10},
+		ShmName: shmtest.Name(t, "fhhandler"),
+		Open:    func(rx.Config) (rx.Receiver, error) { return r, nil },
+		Log:     zerolog.New(&logs),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Stop()
+	const msg = "no packet on any line since the start"
+	waitFor(t, "the log to say that nothing was received", func() bool { return strings.Contains(logs.String(), msg) })
+	for _, want := range []string{`"line_A":"239.77.46.5:26145 on lo (up)"`, `"line_B":"239.77.46.6:26145 on fhnosuchif0 (route ip+net: no such network interface)"`} {
+		if !strings.Contains(logs.String(), want) {
+			t.Errorf("the log lacks %s:\n%s", want, logs.String())
+		}
+	}
 }
