@@ -38,6 +38,7 @@ func Run(cfg *config.Config, h Host) []Finding {
 	c.realtime()
 	c.pages()
 	c.backend()
+	c.links()
 	c.sharedMemory()
 	c.metrics()
 	c.recovery()
@@ -86,6 +87,31 @@ func (c *checker) interfaces() []string {
 		}
 	}
 	return names
+}
+
+// links: each line's interface is up and has its link: a handler started
+// on an interface left down (or a veth whose peer is down, a cable out)
+// receives nothing, and before this said nothing about it either. A
+// warning: a link may come up after the start, and the handler then
+// receives.
+func (c *checker) links() {
+	for _, name := range c.interfaces() {
+		flags, ok := c.h.read("/sys/class/net/" + name + "/flags")
+		if !ok {
+			continue
+		}
+		f, err := strconv.ParseUint(strings.TrimPrefix(flags, "0x"), 16, 32)
+		if err != nil {
+			continue
+		}
+		if f&unix.IFF_UP == 0 {
+			c.add(Warn, "link", "%s is down: the handler receives nothing on it until it is up (ip link set dev %s up)", name, name)
+			continue
+		}
+		if st, ok := c.h.read("/sys/class/net/" + name + "/operstate"); ok && (st == "down" || st == "lowerlayerdown") {
+			c.add(Warn, "link", "%s is up but its link is not (operstate %s: no carrier; a cable, the switch port, or a veth's peer down): the handler receives nothing on it until it is", name, st)
+		}
+	}
 }
 
 // thread is a pipeline thread and the core the config gives it.

@@ -421,3 +421,38 @@ func TestReversePathLines(t *testing.T) {
 		t.Errorf("every source taken: %q", f)
 	}
 }
+
+// TestLinks: an interface of a line that is down, or up without its link
+// (no carrier), is a warning naming what to do; one up with its link, or
+// whose state cannot be read, says nothing. The sysfs files are played.
+func TestLinks(t *testing.T) {
+	for _, tc := range []struct {
+		flags, operstate string
+		want             string // "": no finding
+	}{
+		{"0x1002", "down", "eth9 is down: the handler receives nothing on it until it is up (ip link set dev eth9 up)"},
+		{"0x1003", "down", "eth9 is up but its link is not (operstate down: no carrier"},
+		{"0x1003", "lowerlayerdown", "operstate lowerlayerdown"},
+		{"0x1003", "up", ""},
+		{"0x9", "unknown", ""}, // lo
+	} {
+		root := t.TempDir()
+		dir := filepath.Join(root, "sys/class/net/eth9")
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		os.WriteFile(filepath.Join(dir, "flags"), []byte(tc.flags+"\n"), 0o644)
+		os.WriteFile(filepath.Join(dir, "operstate"), []byte(tc.operstate+"\n"), 0o644)
+		fs := Run(feedConfig(t, "eth9", ""), Host{Root: root})
+		if tc.want == "" {
+			if got := topic(fs, "link"); got != nil {
+				t.Errorf("flags %s, operstate %s: %q, want nothing", tc.flags, tc.operstate, got)
+			}
+			continue
+		}
+		expect(t, fs, "link", Warn, tc.want)
+	}
+	if got := topic(Run(feedConfig(t, "eth9", ""), Host{Root: t.TempDir()}), "link"); got != nil {
+		t.Errorf("no sysfs: %q, want nothing", got)
+	}
+}
