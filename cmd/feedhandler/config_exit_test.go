@@ -444,3 +444,21 @@ func TestHelpUsageLine(t *testing.T) {
 		}
 	}
 }
+
+// TestUnknownCommandHint: a mistyped command says which it resembles, and a
+// feed file given as the command says to give it with --feed; both still
+// exit 78 with the usage. Before: 'feedhandler: unknown command "chek"'
+// and nothing more.
+func TestUnknownCommandHint(t *testing.T) {
+	for _, tc := range []struct{ arg, want string }{
+		{"chek", `feedhandler: unknown command "chek" (did you mean "check"?)`},
+		{"replya", `feedhandler: unknown command "replya" (did you mean "replay"?)`},
+		{"feeds/nasdaq.yaml", `feedhandler: unknown command "feeds/nasdaq.yaml" (a feed file goes with --feed: feedhandler --feed feeds/nasdaq.yaml)`},
+	} {
+		_, errOut, err := runCommand(t, tc.arg)
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != exitConfig || !strings.Contains(errOut, tc.want+"\n") {
+			t.Errorf("feedhandler %s: %v, want exit %d and %q:\n%s", tc.arg, err, exitConfig, tc.want, errOut)
+		}
+	}
+}

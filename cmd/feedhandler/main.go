@@ -18,6 +18,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 
@@ -80,7 +81,18 @@ func main() {
 	}
 	c, ok := commands[name]
 	if !ok {
-		fmt.Fprintf(os.Stderr, "feedhandler: unknown command %q\n", name)
+		hint := ""
+		names := make([]string, 0, len(commands))
+		for n := range commands {
+			names = append(names, n)
+		}
+		sort.Strings(names)
+		if s := config.Suggest(name, names); s != "" {
+			hint = fmt.Sprintf(" (did you mean %q?)", s)
+		} else if ext := filepath.Ext(name); ext == ".yaml" || ext == ".yml" {
+			hint = fmt.Sprintf(" (a feed file goes with --feed: feedhandler --feed %s)", name)
+		}
+		fmt.Fprintf(os.Stderr, "feedhandler: unknown command %q%s\n", name, hint)
 		usage()
 		os.Exit(exitConfig)
 	}

@@ -37,6 +37,11 @@ func (e *Error) Error() string {
 // Unwrap returns ErrInvalid.
 func (e *Error) Unwrap() error { return ErrInvalid }
 
+// Suggest returns the candidate closest to s when it is close enough to be
+// a likely typo, else "": the decoder's "did you mean", for the names a
+// command takes too.
+func Suggest(s string, candidates []string) string { return suggest(s, candidates) }
+
 // suggest returns the candidate closest to s when it is close enough to be a
 // likely typo, else "".
 func suggest(s string, candidates []string) string {
