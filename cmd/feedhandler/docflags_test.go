@@ -27,10 +27,19 @@ var (
 	// A command up to what ends it in prose or a shell line.
 	docFeedhandler = regexp.MustCompile("\\bfeedhandler((?: +[^ `|;#)&>'\"\n]+)+)")
 	docTool        = regexp.MustCompile("(?:go run \\./tools/|bin/)(itchgen|e2ebench|rxbench)((?: +[^ `|;#)&>'\"\n]+)*)")
+	docPython      = regexp.MustCompile("python3 (?:-m (feedhandler_shm)|\\S*/(snapshot_books)\\.py)((?: +[^ `|;#)&>'\"\n]+)*)")
 	docFlag        = regexp.MustCompile(`^\[*(--?[a-z][a-z0-9-]*)`)
+	pythonFlagDef  = regexp.MustCompile(`add_argument\("--([a-z0-9-]+)"`)
 	toolFlagDef    = regexp.MustCompile(`(?:fs|flag)\.(?:Bool|Int|Int64|Uint|Uint64|Float64|String|Duration|Text|Func|BoolFunc)(?:Var)?\((?:&[A-Za-z.]+, )?"([a-z0-9-]+)"`)
 	usageFlag      = regexp.MustCompile(`(?m)^  (-[a-z0-9-]+)`)
 )
+
+// pythonCommands are the Python readers' commands the docs show, and the
+// file that defines their flags.
+var pythonCommands = map[string]string{
+	"feedhandler_shm": "proto/python/feedhandler_shm/__main__.py",
+	"snapshot_books":  "proto/python/examples/snapshot_books.py",
+}
 
 // docCommandFlags returns, per command ("run", "replay", ..., or a tool's
 // name), the flags text gives it in its example commands.
@@ -61,6 +70,9 @@ func docCommandFlags(text string) map[string][]string {
 	for _, m := range docTool.FindAllStringSubmatch(text, -1) {
 		add(m[1], strings.Fields(m[2]))
 	}
+	for _, m := range docPython.FindAllStringSubmatch(text, -1) {
+		add(m[1]+m[2], strings.Fields(m[3]))
+	}
 	return out
 }
 
@@ -68,13 +80,18 @@ func docCommandFlags(text string) map[string][]string {
 func TestDocCommandFlagsFound(t *testing.T) {
 	got := docCommandFlags("Run `feedhandler replay [--json] [--books-out F] --shm NAME day.itch` or\n" +
 		"```sh\nbin/feedhandler --feed f.yaml   # x\nfeedhandler demo --pin=false --rate 1 | tee x\ngo run ./tools/itchgen -n 10 -o d.itch [-pcap d.pcap]\n```\n" +
-		"the feedhandler process; `feedhandler bookview --shm NAME --once [--json [--state]]`")
+		"the feedhandler process; `feedhandler bookview --shm NAME --once [--json [--state]]`\n" +
+		"PYTHONPATH=proto/python python3 -m feedhandler_shm --shm NAME [--depth N]   # x\npython3 proto/python/examples/snapshot_books.py --shm NAME --csv F\n")
 	want := map[string][]string{
 		"replay":   {"-json", "-books-out", "-shm"},
 		"run":      {"-feed"},
 		"demo":     {"-pin", "-rate"},
 		"itchgen":  {"-n", "-o", "-pcap"},
 		"bookview": {"-shm", "-once", "-json", "-state"},
+		// feedhandler_shm: not a feedhandler subcommand (the word
+		// follows "python3 -m").
+		"feedhandler_shm": {"-shm", "-depth"},
+		"snapshot_books":  {"-shm", "-csv"},
 	}
 	for cmd, flags := range want {
 		if !slices.Equal(got[cmd], flags) {
@@ -100,7 +117,15 @@ func TestDocsCommandFlags(t *testing.T) {
 			return f
 		}
 		var flags []string
-		if commands[cmd] != nil {
+		if src, ok := pythonCommands[cmd]; ok {
+			b, err := os.ReadFile("../../" + src)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, m := range pythonFlagDef.FindAllStringSubmatch(string(b), -1) {
+				flags = append(flags, "-"+m[1])
+			}
+		} else if commands[cmd] != nil {
 			_, errOut, err := runCommand(t, cmd, "-h")
 			if err != nil {
 				t.Fatalf("feedhandler %s -h: %v\n%s", cmd, err, errOut)
