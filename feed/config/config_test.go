@@ -272,6 +272,9 @@ func TestBadConfigs(t *testing.T) {
 			`t.yaml:20: book: want a mapping, got "10"`},
 		{"yaml syntax", edit(t, "shards: [1]", "shards: [1"),
 			`t.yaml:20: YAML syntax: ',' or ']' must be specified`},
+		// Before: only "found character '\t' that cannot start any token".
+		{"yaml syntax: tab", edit(t, "  depth: 10", "\tdepth: 10"),
+			"t.yaml:21: YAML syntax: found character '\t' that cannot start any token (a tab: YAML indents with spaces only)"},
 		{"yaml syntax: unterminated quote", edit(t, "depth: 10", "depth: \"10"),
 			`t.yaml:21: YAML syntax: could not find end character of double-quoted text`},
 		{"second document", base + "---\nfeed: {name: y}\n",

@@ -60,7 +60,11 @@ func (d *decoder) decode(data []byte) *Config {
 			GetMessage() string
 		}
 		if errors.As(err, &se) {
-			d.add(se.GetToken(), "", "YAML syntax: %s", se.GetMessage())
+			msg := se.GetMessage()
+			if strings.Contains(msg, "'\t'") {
+				msg += " (a tab: YAML indents with spaces only)"
+			}
+			d.add(se.GetToken(), "", "YAML syntax: %s", msg)
 		} else {
 			d.add(nil, "", "YAML syntax: %v", err)
 		}
