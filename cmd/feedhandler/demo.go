@@ -84,6 +84,17 @@ func runDemo(args []string) error {
 		// the default priority would only be refused with a warning.
 		*rtPriority = 0
 	}
+	rtNote := ""
+	if *rtPriority > 0 && !rtSet {
+		// The default priority where the kernel refuses it (a cgroup
+		// without real-time runtime, a container's seccomp filter) would
+		// only be refused with a warning: ask for none.
+		if err := handler.RealtimeGranted(*rtPriority); err != nil {
+			*rtPriority = 0
+			rtNote = fmt.Sprintf("SCHED_FIFO not granted here (%v), so the demo asked for none", err)
+			log.Info().Msg("demo: " + rtNote)
+		}
+	}
 	if oneCPU && !spinSet {
 		// Spinning on the one CPU the sender needs only delays the
 		// packets the thread waits for.
@@ -149,7 +160,7 @@ func runDemo(args []string) error {
 		return ctx.Err()
 	}
 	if res != nil {
-		printDemo(os.Stdout, day, res, gcRun, o)
+		printDemo(os.Stdout, day, res, gcRun, o, rtNote)
 	}
 	if err != nil {
 		return err
@@ -182,7 +193,7 @@ func demoFromFeed(cfg *config.Config, o *demo.Options) {
 	}
 }
 
-func printDemo(w io.Writer, day *demo.Day, res *demo.Result, gcRun uint64, o demo.Options) {
+func printDemo(w io.Writer, day *demo.Day, res *demo.Result, gcRun uint64, o demo.Options, rtNote string) {
 	st := res.Stats
 	fmt.Fprintf(w, "\ntop of the most active books, read back from shared memory (%s):\n", res.Backend)
 	for _, t := range res.Top {
@@ -261,7 +272,7 @@ func printDemo(w io.Writer, day *demo.Day, res *demo.Result, gcRun uint64, o dem
 	fmt.Fprintf(w, "  the lab              %s\n", labLine(st, o))
 	if secs := res.RxSwitchSecs; secs > 0 {
 		fmt.Fprintf(w, "  receive thread       %s; %.0f voluntary context switches/s (slept in poll(2) or parked by Go's preemption), %.0f involuntary (its CPU given to another thread) while the sender ran\n",
-			threadLine(st.ReceiveThread), float64(res.RxSwitches[0])/secs, float64(res.RxSwitches[1])/secs)
+			threadLine(st.ReceiveThread, rtNote), float64(res.RxSwitches[0])/secs, float64(res.RxSwitches[1])/secs)
 	}
 	fmt.Fprintf(w, "  garbage collection   %d cycles during the run (GOGC %s)\n", gcRun, envOr("GOGC", "off, limit: memory from the OS at start + 1 GiB"))
 	verdict := "MATCH: every published book equals the replay of the same messages"
@@ -305,8 +316,9 @@ func labLine(st handler.Stats, o demo.Options) string {
 		n, threads, spin, load)
 }
 
-// threadLine says how a hot thread is scheduled.
-func threadLine(th handler.ThreadSched) string {
+// threadLine says how a hot thread is scheduled; rtNote, if set, why the
+// demo asked for no SCHED_FIFO.
+func threadLine(th handler.ThreadSched, rtNote string) string {
 	switch {
 	case th.Priority > 0 && th.Throttle != "":
 		return fmt.Sprintf("SCHED_FIFO priority %d, with %s", th.Priority, th.Throttle)
@@ -314,6 +326,8 @@ func threadLine(th handler.ThreadSched) string {
 		return fmt.Sprintf("SCHED_FIFO priority %d", th.Priority)
 	case th.Reason != "":
 		return "normal scheduling, SCHED_FIFO refused: " + th.Reason
+	case rtNote != "":
+		return "normal scheduling (" + rtNote + ")"
 	case th.Core < 0:
 		return "normal scheduling, unpinned (the demo asks for SCHED_FIFO only for a receive thread pinned to a CPU of its own: run to completion with --pin on two CPUs or more)"
 	}

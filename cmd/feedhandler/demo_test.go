@@ -90,6 +90,57 @@ func TestDemoOneCPU(t *testing.T) {
 	}
 }
 
+// TestDemoNoRealtimeRuntime: in a cgroup without real-time runtime (a
+// child of cgroup v1's cpu controller, whose cpu.rt_runtime_us is 0 unless
+// set, as a container's often is) the kernel refuses SCHED_FIFO to a
+// process that holds cap_sys_nice, so the demo asks for none by default
+// and its summary says why. Before, its default --rt-priority 10 was
+// refused at every run with a warning ('hot thread under normal
+// scheduling: SCHED_FIFO refused ... no real-time runtime for its cgroup').
+func TestDemoNoRealtimeRuntime(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("the demo needs root (namespaces, XDP)")
+	}
+	if _, err := os.Stat("/sys/fs/cgroup/cpu/cpu.rt_runtime_us"); err != nil {
+		t.Skip("no cgroup v1 cpu controller with real-time group scheduling here")
+	}
+	cg := fmt.Sprintf("/sys/fs/cgroup/cpu/fhdemort%d", os.Getpid())
+	if err := os.Mkdir(cg, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.Remove(cg) })
+	if b, err := os.ReadFile(cg + "/cpu.rt_runtime_us"); err != nil || strings.TrimSpace(string(b)) != "0" {
+		t.Skipf("a new cgroup's cpu.rt_runtime_us is %q (%v), not 0", b, err)
+	}
+	name := fmt.Sprintf("fhdemort%d", os.Getpid())
+	t.Cleanup(func() { shm.Remove(name) })
+	feed := filepath.Join(t.TempDir(), "demo.yaml")
+	yaml := "feed: {name: nort}\nlines:\n  a: {interface: fhdemo1, group: 239.77.1.1, port: 26477}\n  b: {interface: fhdemo1, group: 239.77.1.2, port: 26478}\n" +
+		"shm: {name: " + name + "}\nlog: {level: info, format: console}\n"
+	if err := os.WriteFile(feed, []byte(yaml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("sh", "-c", `echo $$ > "$0"/cgroup.procs && exec "$@"`, cg, os.Args[0], "demo", "--feed", feed, "--messages", "20000", "--symbols", "50")
+	cmd.Env = append(os.Environ(), "FEEDHANDLER_TEST_AS_COMMAND=1")
+	var o, e bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &o, &e
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("feedhandler demo in a cgroup without real-time runtime: %v\n%s\n%s", err, e.String(), o.String())
+	}
+	var problems []string
+	if strings.Contains(e.String(), "SCHED_FIFO refused") {
+		problems = append(problems, "logged SCHED_FIFO refused")
+	}
+	for _, want := range []string{"receive thread       normal scheduling (SCHED_FIFO not granted here (", "MATCH"} {
+		if !strings.Contains(o.String(), want) {
+			problems = append(problems, fmt.Sprintf("summary lacks %q", want))
+		}
+	}
+	if len(problems) > 0 {
+		t.Errorf("feedhandler demo in a cgroup without real-time runtime: %s\nstderr:\n%s\nstdout:\n%s", strings.Join(problems, "; "), e.String(), o.String())
+	}
+}
+
 // TestDemoUsageMistakes: the newcomer's mistakes with `feedhandler demo`
 // fail at once with one line saying what to do: run outside the
 // repository's top directory (the default --feed feeds/demo.yaml is

@@ -3,6 +3,7 @@ package handler
 import (
 	"fmt"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 
@@ -126,6 +127,22 @@ func readInt(read func(string) (string, error), name string) (int64, error) {
 		return 0, err
 	}
 	return strconv.ParseInt(strings.TrimSpace(s), 10, 64)
+}
+
+// RealtimeGranted tries SCHED_FIFO at prio on a thread of its own, which
+// then ends: nil when the kernel grants it, else why not (no cap_sys_nice
+// or RLIMIT_RTPRIO, a seccomp filter, a cgroup without real-time runtime;
+// privilege.MayRealtime sees only the first). For a caller choosing a
+// default priority, as the demo does, before it asks Start for one.
+func RealtimeGranted(prio int) error {
+	done := make(chan error)
+	go func() {
+		// Locked and never unlocked: the thread ends with the goroutine,
+		// and no other goroutine runs on it under SCHED_FIFO.
+		runtime.LockOSThread()
+		done <- setFIFO(prio)
+	}()
+	return <-done
 }
 
 // setFIFO moves the calling thread to SCHED_FIFO at prio. Threads it
