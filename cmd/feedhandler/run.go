@@ -145,7 +145,9 @@ func capsError(cfg *config.Config, err error) error {
 		return explained
 	}
 	field := "receive.backend"
-	if busyPoll && privilege.Required(backend, false)&^eff == 0 {
+	if busyPoll && (backend == "auto" || privilege.Required(backend, false)&^eff == 0) {
+		// auto fell back for want of the others: busy polling's
+		// cap_net_admin is what failed.
 		field = "receive.busy_poll"
 	}
 	return configError{cfg.FieldError(field, "%v: give the process them (root with them, or the unit's AmbientCapabilities= within its CapabilityBoundingSet=, docs/OPERATIONS.md section 1)", explained)}
