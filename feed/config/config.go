@@ -2,6 +2,7 @@ package config
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"net/netip"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+	"golang.org/x/sys/unix"
 
 	"github.com/marketfeed/feedhandler/book"
 	"github.com/marketfeed/feedhandler/feed/rx"
@@ -276,15 +278,20 @@ func (l Log) ZerologLevel() zerolog.Level {
 }
 
 // MaxFileSize is the largest feed file Load reads (feeds/nasdaq.yaml, every
-// key commented, is about 15 KiB). A path to something else, a device
-// (/dev/zero) or a data file, was read whole before and parsed: an
-// unbounded read, or seconds and 70 MB of parser memory per MiB.
+// key commented, is about 15 KiB). A path to something else, a data
+// file, was read whole before and parsed: seconds and 70 MB of parser
+// memory per MiB. A device (/dev/zero: an unbounded read) or a FIFO is
+// not a regular file, refused before a byte is read (openRegular).
 const MaxFileSize = 1 << 20
 
 // Load reads and parses the feed file at path. Errors name path, line and
 // field.
 func Load(path string) (*Config, error) {
-	f, err := os.Open(path)
+	f, err := openRegular(path)
+	var nr notRegular
+	if errors.As(err, &nr) && !nr.mode.IsDir() {
+		return nil, fmt.Errorf("load feed config: %w: give the feed file itself", err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("load feed config: %w", err)
 	}
@@ -297,6 +304,68 @@ func Load(path string) (*Config, error) {
 		return nil, fmt.Errorf("load feed config: %s is larger than %d bytes (%d MiB): not a feed file", path, MaxFileSize, MaxFileSize>>20)
 	}
 	return Parse(path, data)
+}
+
+// openRegular opens path (symbolic links followed) for reading when it is
+// a regular file, else fails with a notRegular naming what it is. A FIFO
+// is never waited on: open(2) of a FIFO for reading blocks until a writer
+// opens it, so a feed or password file that was one with no writer hung
+// `feedhandler check` and the start before their first line (systemd's
+// start timeout then killed it). The open is non-blocking, and the file
+// is checked once open (fstat), so a file swapped after the first look
+// is refused too.
+func openRegular(path string) (*os.File, error) {
+	if fi, err := os.Stat(path); err == nil && !fi.Mode().IsRegular() {
+		// A socket cannot be opened at all (ENXIO): say what it is.
+		return nil, notRegular{path, fi.Mode()}
+	}
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC|unix.O_NOCTTY, 0)
+	if err != nil {
+		return nil, &os.PathError{Op: "open", Path: path, Err: err}
+	}
+	f := os.NewFile(uintptr(fd), path)
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		f.Close()
+		return nil, notRegular{path, fi.Mode()}
+	}
+	// Reads of a regular file never block; clear the flag all the same.
+	if err := unix.SetNonblock(fd, false); err != nil {
+		f.Close()
+		return nil, &os.PathError{Op: "fcntl", Path: path, Err: err}
+	}
+	return f, nil
+}
+
+// notRegular is openRegular's error for a file that is not a regular
+// file: "PATH is a FIFO (named pipe), not a regular file".
+type notRegular struct {
+	path string
+	mode os.FileMode
+}
+
+func (e notRegular) Error() string {
+	var kind string
+	switch m := e.mode; {
+	case m.IsDir():
+		return e.path + " is a directory"
+	case m&os.ModeNamedPipe != 0:
+		kind = "a FIFO (named pipe)"
+	case m&os.ModeSocket != 0:
+		kind = "a socket"
+	case m&os.ModeCharDevice != 0:
+		kind = "a character device"
+	case m&os.ModeDevice != 0:
+		kind = "a block device"
+	default:
+		kind = "not a regular file (" + m.Type().String() + ")"
+		return e.path + " is " + kind
+	}
+	return e.path + " is " + kind + ", not a regular file"
 }
 
 // Parse parses and validates a feed file; name is used in error messages

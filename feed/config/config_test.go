@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+	"golang.org/x/sys/unix"
 
 	"github.com/marketfeed/feedhandler/feed/rx"
 )
@@ -513,7 +515,6 @@ func TestLoadNotAFeedFile(t *testing.T) {
 	}
 	for _, c := range []struct{ path, want string }{
 		{big, "load feed config: " + big + " is larger than 1048576 bytes (1 MiB): not a feed file"},
-		{"/dev/zero", "load feed config: /dev/zero is larger than 1048576 bytes (1 MiB): not a feed file"},
 		{t.TempDir(), "is a directory"},
 	} {
 		if _, err := Load(c.path); err == nil || !strings.Contains(err.Error(), c.want) {
@@ -772,5 +773,67 @@ func TestCaptureRotateSize(t *testing.T) {
 		if c.Capture.RotateSize != want {
 			t.Errorf("rotate_size %s: %d, want %d", text, c.Capture.RotateSize, want)
 		}
+	}
+}
+
+// TestLoadNotRegular: a feed file, or the password file it names, that is
+// a FIFO nobody writes to is refused at once, not waited for: open(2) of
+// a FIFO for reading blocks until a writer comes, so `feedhandler check`
+// or a start hung there, before any log line, with nothing saying why
+// (systemd's start timeout then killed it, and restarted it). A socket or
+// a device is no feed file either (/dev/zero was read to the 1 MiB limit).
+// Each run is bounded: Load and Parse run in a goroutine the test waits
+// for at most 10 s, then it unblocks the open by opening the FIFO's write
+// end.
+func TestLoadNotRegular(t *testing.T) {
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "feed.yaml")
+	if err := unix.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	pwFifo := filepath.Join(dir, "pw")
+	if err := unix.Mkfifo(pwFifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(dir, "feed.sock")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	pwYAML := base + "recovery:\n  snapshot:\n    server: 10.1.2.3:26401\n    username: u\n    password_file: " + pwFifo + "\n"
+	for _, c := range []struct {
+		name, path string
+		load       func() error
+		fifo       string // unblocked by opening its write end if the load hangs
+		want       string
+	}{
+		{"feed file a FIFO", fifo, func() error { _, err := Load(fifo); return err }, fifo,
+			"load feed config: " + fifo + " is a FIFO (named pipe), not a regular file: give the feed file itself"},
+		{"feed file a socket", sock, func() error { _, err := Load(sock); return err }, "",
+			"load feed config: " + sock + " is a socket, not a regular file: give the feed file itself"},
+		{"feed file a device", "/dev/zero", func() error { _, err := Load("/dev/zero"); return err }, "",
+			"load feed config: /dev/zero is a character device, not a regular file: give the feed file itself"},
+		{"password file a FIFO", pwFifo, func() error { _, err := Parse("t.yaml", []byte(pwYAML)); return err }, pwFifo,
+			"t.yaml:32: recovery.snapshot.password_file: read password: " + pwFifo + " is a FIFO (named pipe), not a regular file"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			done := make(chan error, 1)
+			go func() { done <- c.load() }()
+			var err error
+			select {
+			case err = <-done:
+			case <-time.After(10 * time.Second):
+				// Let the blocked open go on, so the goroutine ends.
+				if w, werr := os.OpenFile(c.fifo, os.O_WRONLY, 0); werr == nil {
+					w.Close()
+				}
+				err = <-done
+				t.Fatalf("still loading after 10 s (blocked opening %s); then: %v", c.path, err)
+			}
+			if err == nil || err.Error() != c.want {
+				t.Errorf("error\n got: %v\nwant: %s", err, c.want)
+			}
+		})
 	}
 }

@@ -224,7 +224,7 @@ func readPassword(path string) (string, error) {
 	if path == "" {
 		return "", errors.New("empty: give the path of the file holding the password")
 	}
-	f, err := os.Open(path)
+	f, err := openRegular(path)
 	if err != nil {
 		return "", fmt.Errorf("read password: %w", err)
 	}
@@ -232,11 +232,6 @@ func readPassword(path string) (string, error) {
 	st, err := f.Stat()
 	if err != nil {
 		return "", fmt.Errorf("read password: %w", err)
-	}
-	if st.IsDir() {
-		return "", fmt.Errorf("read password: %s is a directory", path)
-	} else if !st.Mode().IsRegular() {
-		return "", fmt.Errorf("read password: %s is not a regular file", path)
 	}
 	if perm := st.Mode().Perm(); perm&0o007 != 0 {
 		return "", fmt.Errorf("%s is open to every user (mode %04o): the snapshot password would leak; chmod o-rwx %s (and keep it owned by root, readable by the handler's group)", path, perm, path)
