@@ -696,6 +696,13 @@ func TestSpillCheckAnyOrder(t *testing.T) {
 // trimmed, is read.
 func TestSnapshotPasswordSource(t *testing.T) {
 	dir := t.TempDir()
+	// Open to others, as /etc is: a file in a directory they cannot
+	// enter is accepted whatever its mode (TestPasswordFileOthersCannotReach).
+	for _, d := range []string{filepath.Dir(dir), dir} {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
 	file := func(name, body string, mode os.FileMode) string {
 		p := filepath.Join(dir, name)
 		if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
@@ -734,7 +741,7 @@ func TestSnapshotPasswordSource(t *testing.T) {
 		{"file a directory", snap("    password_file: " + dir + "\n"),
 			`t.yaml:32: recovery.snapshot.password_file: read password: ` + dir + ` is a directory`},
 		{"file world-readable", snap("    password_file: " + world + "\n"),
-			`t.yaml:32: recovery.snapshot.password_file: ` + world + ` is open to every user (mode 0644): the snapshot password would leak; chmod o-rwx ` + world + ` (and keep it owned by root, readable by the handler's group)`},
+			`t.yaml:32: recovery.snapshot.password_file: ` + world + ` is open to every user (mode 0644) and every user can reach ` + world + `: the snapshot password would leak; chmod o-rwx ` + world + ` (and keep it owned by root, readable by the handler's group), or keep it where others cannot enter (a directory above it without o+x; Kubernetes: the secret volume's defaultMode: 0440 with the pod's fsGroup, or a mount under such a directory)`},
 		// Longer than SoupBinTCP's 10 characters: the client refuses to
 		// dial with it, at every snapshot.
 		{"file too long", snap("    password_file: " + long + "\n"),
@@ -833,6 +840,89 @@ func TestLoadNotRegular(t *testing.T) {
 			}
 			if err == nil || err.Error() != c.want {
 				t.Errorf("error\n got: %v\nwant: %s", err, c.want)
+			}
+		})
+	}
+}
+
+// TestPasswordFileOthersCannotReach: a password_file whose mode lets every
+// user read it is accepted when every user cannot reach it: a directory
+// above its real path (symbolic links followed) closes it to others (no
+// o+x). That is a Kubernetes secret volume's layout (files 0644 by
+// default, reached through ..data symbolic links) mounted under a
+// directory of the service's own, and any file kept in a directory of
+// mode 0750 or 0700: nobody else can open it whatever its mode. A file
+// others can reach is refused, through a closed directory's symbolic link
+// too (others open the real path), and the error says both ways out.
+func TestPasswordFileOthersCannotReach(t *testing.T) {
+	root := t.TempDir()
+	// t.TempDir's directories are 0700, closed to others: open them.
+	for _, d := range []string{filepath.Dir(root), root} {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mkdir := func(p string, mode os.FileMode) string {
+		t.Helper()
+		if err := os.MkdirAll(p, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(p, mode); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	link := func(target, name string) {
+		t.Helper()
+		if err := os.Symlink(target, name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// volume lays out a secret volume as the kubelet does in dir:
+	// dir/pw -> ..data/pw, ..data -> ..TIMESTAMP, ..TIMESTAMP/pw 0644.
+	volume := func(dir string) string {
+		t.Helper()
+		mkdir(dir, 0o1777)
+		ts := mkdir(filepath.Join(dir, "..2026_12_06_04_40_00.123"), 0o755)
+		if err := os.WriteFile(filepath.Join(ts, "pw"), []byte("s3cret"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		link(filepath.Base(ts), filepath.Join(dir, "..data"))
+		link(filepath.Join("..data", "pw"), filepath.Join(dir, "pw"))
+		return filepath.Join(dir, "pw")
+	}
+	open := mkdir(filepath.Join(root, "open"), 0o755)
+	closed := mkdir(filepath.Join(root, "closed"), 0o750)
+	openVolume := volume(filepath.Join(open, "secret"))
+	closedVolume := volume(filepath.Join(closed, "secret"))
+	openFile := filepath.Join(open, "pw")
+	if err := os.WriteFile(openFile, []byte("s3cret"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	closedLinkToOpen := filepath.Join(closed, "link-to-open")
+	link(openFile, closedLinkToOpen)
+	openLinkToClosed := filepath.Join(open, "link-to-closed")
+	link(closedVolume, openLinkToClosed)
+	refused := func(p, real string) string {
+		return `t.yaml:32: recovery.snapshot.password_file: ` + p + ` is open to every user (mode 0644) and every user can reach ` + real +
+			`: the snapshot password would leak; chmod o-rwx ` + real + ` (and keep it owned by root, readable by the handler's group), or keep it where others cannot enter (a directory above it without o+x; Kubernetes: the secret volume's defaultMode: 0440 with the pod's fsGroup, or a mount under such a directory)`
+	}
+	for _, c := range []struct{ name, path, want string }{
+		{"secret volume under a closed directory", closedVolume, ""},
+		{"a link in an open directory to a closed one", openLinkToClosed, ""},
+		{"secret volume others can reach", openVolume, refused(openVolume, filepath.Join(open, "secret", "..2026_12_06_04_40_00.123", "pw"))},
+		{"a file others can reach", openFile, refused(openFile, openFile)},
+		{"a link in a closed directory to a file others can reach", closedLinkToOpen, refused(closedLinkToOpen, openFile)},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			cfg, err := Parse("t.yaml", []byte(base+"recovery:\n  snapshot:\n    server: 10.1.2.3:26401\n    username: u\n    password_file: "+c.path+"\n"))
+			switch {
+			case c.want == "" && err != nil:
+				t.Fatalf("%s: %v, want it accepted", c.path, err)
+			case c.want == "" && cfg.Recovery.Snapshot.Password != "s3cret":
+				t.Fatalf("%s: password %q, want s3cret", c.path, cfg.Recovery.Snapshot.Password)
+			case c.want != "" && (err == nil || err.Error() != c.want):
+				t.Fatalf("%s:\n got: %v\nwant: %s", c.path, err, c.want)
 			}
 		})
 	}

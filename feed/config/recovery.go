@@ -6,6 +6,8 @@ import (
 	"io"
 	"net/netip"
 	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -206,6 +208,35 @@ func (d *decoder) snapshot(f field, s *Snapshot) {
 	}
 }
 
+// closedToOthers reports whether a directory above the real path of the
+// open file f (named path; symbolic links followed, read back from
+// /proc/self/fd) lacks search permission for others (o+x), so that a user
+// neither its owner nor in its group cannot open the file whatever the
+// file's own mode: a Kubernetes secret volume (files 0644 by default,
+// reached through ..data links) under a directory of the service's own,
+// or a file kept in a directory of mode 0750. It returns the real path,
+// for the error when it is not. Hard links elsewhere and ACLs are not
+// looked for: the file is the operator's.
+func closedToOthers(f *os.File, path string) (string, bool) {
+	real, err := os.Readlink("/proc/self/fd/" + strconv.Itoa(int(f.Fd())))
+	if err != nil || !filepath.IsAbs(real) {
+		if real, err = filepath.Abs(path); err == nil {
+			real, err = filepath.EvalSymlinks(real)
+		}
+		if err != nil {
+			return path, false
+		}
+	}
+	for d := filepath.Dir(real); ; d = filepath.Dir(d) {
+		if fi, err := os.Stat(d); err == nil && fi.Mode().Perm()&0o001 == 0 {
+			return real, true
+		}
+		if d == "/" || d == "." {
+			return real, false
+		}
+	}
+}
+
 // blank reports whether a password is empty once its SoupBinTCP padding
 // (spaces on the right) and line ends are taken off: sent, it is an empty
 // password, which no snapshot server accepts.
@@ -218,8 +249,8 @@ func tooLong(pw string) bool { return len(pw) > soupbintcp.PasswordLen }
 
 // readPassword reads recovery.snapshot.password_file: a regular file, not
 // open to every user (its owner and group only, as ssh wants of a private
-// key), holding the password, not blank; line ends after it are not part
-// of it.
+// key) unless every user cannot reach it (closedToOthers), holding the
+// password, not blank; line ends after it are not part of it.
 func readPassword(path string) (string, error) {
 	if path == "" {
 		return "", errors.New("empty: give the path of the file holding the password")
@@ -234,7 +265,10 @@ func readPassword(path string) (string, error) {
 		return "", fmt.Errorf("read password: %w", err)
 	}
 	if perm := st.Mode().Perm(); perm&0o007 != 0 {
-		return "", fmt.Errorf("%s is open to every user (mode %04o): the snapshot password would leak; chmod o-rwx %s (and keep it owned by root, readable by the handler's group)", path, perm, path)
+		real, closed := closedToOthers(f, path)
+		if !closed {
+			return "", fmt.Errorf("%s is open to every user (mode %04o) and every user can reach %s: the snapshot password would leak; chmod o-rwx %s (and keep it owned by root, readable by the handler's group), or keep it where others cannot enter (a directory above it without o+x; Kubernetes: the secret volume's defaultMode: 0440 with the pod's fsGroup, or a mount under such a directory)", path, perm, real, real)
+		}
 	}
 	b, err := io.ReadAll(io.LimitReader(f, 4096))
 	if err != nil {
