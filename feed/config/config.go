@@ -146,6 +146,15 @@ type Cores struct {
 // MaxRTPriority is the highest cores.rt_priority (SCHED_FIFO's range is 1..99).
 const MaxRTPriority = 99
 
+// ShardBytes is what a book shard takes besides its books when sharded
+// (two or more cores.shards; run to completion has no ring): its ring from
+// the receive thread (handler's 65536 slots of 80 bytes, 5 MiB, touched at
+// start; TestShardBytesCounted in feed/handler checks it against the
+// handler's slot), its publisher's tables, histograms and thread. A real
+// start's resident set grew 6.4 MiB a shard (2 shards against run to
+// completion, the defaults otherwise).
+const ShardBytes = 7 << 20
+
 // ShardCount returns the number of book shards (len(Cores.Shards), at least 1).
 func (c *Config) ShardCount() int { return max(len(c.Cores.Shards), 1) }
 

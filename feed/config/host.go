@@ -188,10 +188,11 @@ func (c *Config) checkBookMemory(add func(path, format string, args ...any)) {
 
 // runtimeReserve is what checkBookMemory counts for the Go runtime and the
 // handler's tables other than the books, the shm file, the receive
-// buffers and the held packets: the shard rings (about 6 MiB a shard when
-// sharded), the locate tables, the stacks. Measured at start with the
-// default config on the socket backend: about 26 MiB of the resident set
-// beyond the book tables and the shm file.
+// buffers, the held packets and, sharded, the shards' rings (ShardBytes
+// each): the locate tables, the stacks, run to completion's one shard's
+// publisher. Measured at start with the default config on the socket
+// backend: about 26 MiB of the resident set beyond the book tables and
+// the shm file (13 MiB of it the binary's pages).
 const runtimeReserve = 64 << 20
 
 // heldPacketBytes is a held-back packet's slot in the arbiter's arena
@@ -222,8 +223,14 @@ func (c *Config) otherMemory() (int64, string) {
 		rxBufs = max(rx.XDPLockedBytes(rxc), sockets+rx.UringBufferBytes(rxc))
 	}
 	held := int64(c.Recovery.Spill) * heldPacketBytes
-	return shmFile + rxBufs + held + runtimeReserve, fmt.Sprintf("shm file %s, receive buffers %s, held packets %s, Go runtime and tables %s",
+	total := shmFile + rxBufs + held + runtimeReserve
+	parts := fmt.Sprintf("shm file %s, receive buffers %s, held packets %s, Go runtime and tables %s",
 		mibs(shmFile), mibs(rxBufs), mibs(held), mibs(runtimeReserve))
+	if n := int64(c.BookShards()); n >= 2 {
+		total += n * ShardBytes
+		parts += fmt.Sprintf(", shard rings and tables %s (%d shards, %s each)", mibs(n*ShardBytes), n, mibs(ShardBytes))
+	}
+	return total, parts
 }
 
 func mibs(n int64) string { return strconv.FormatInt(n>>20, 10) + " MiB" }

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -299,8 +300,10 @@ func TestCheckHostBookMemory(t *testing.T) {
 	err = check(hostFile + fmt.Sprintf("cores:\n  shards: [%d, %d]\n", cpus[0], cpus[1]))
 	def, _ := Parse("h.yaml", []byte(hostFile))
 	per, _ := def.BookConfig().Bytes()
+	rest := hostFileRest + ", shard rings and tables 14 MiB (2 shards, 7 MiB each)"
+	other := hostFileOther + 2*ShardBytes
 	want := fmt.Sprintf("h.yaml: book.max_orders: %d orders (max_locates %d, 2 shard(s)) need %d bytes (%d MiB) of book tables; with the rest of the process (%s) that is %d bytes (%d MiB), and this process can have %d bytes (600 MiB, cgroup test): lower book.max_orders",
-		DefaultMaxOrders, DefaultMaxLocates, 2*per, 2*per>>20, hostFileRest, 2*per+hostFileOther, (2*per+hostFileOther)>>20, 600<<20)
+		DefaultMaxOrders, DefaultMaxLocates, 2*per, 2*per>>20, rest, 2*per+other, (2*per+other)>>20, 600<<20)
 	if err == nil || err.Error() != want {
 		t.Errorf("two shards in 600 MiB:\n got %v\nwant %s", err, want)
 	}
@@ -453,5 +456,52 @@ func TestCheckHostListenLinkLocal(t *testing.T) {
 	want = fmt.Sprintf("h.yaml:15: metrics.listen: %s is link-local, which cannot be bound without its interface", ll)
 	if err := c.CheckHost(); err == nil || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), netip.AddrPortFrom(zoned, 9100).String()) {
 		t.Errorf("metrics.listen %s, link-local without a zone: %v, want %q naming %s", netip.AddrPortFrom(ll, 9100), err, want, netip.AddrPortFrom(zoned, 9100))
+	}
+}
+
+// TestCheckHostShardRings: sharded, each shard has a ring from the receive
+// thread (65536 slots of 80 bytes, touched at start) besides its books,
+// about 6 MiB a shard measured (a real start's resident set, 2 shards
+// against run to completion). The fixed 64 MiB for the Go runtime counted
+// them, so past about 6 shards the bound passed books the process could
+// not hold with them. They are counted per shard.
+func TestCheckHostShardRings(t *testing.T) {
+	defer func(f func() (int64, string)) { hostMemory = f }(hostMemory)
+	const shards = 16
+	list := make([]string, shards)
+	for i := range list {
+		list[i] = strconv.Itoa(i)
+	}
+	c, err := Parse("h.yaml", []byte(hostFile+"book:\n  max_orders: 65536\ncores:\n  shards: ["+strings.Join(list, ", ")+"]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	per, err := c.BookConfig().Bytes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// What the bound counted before: the books and the rest, the rings
+	// in its fixed reserve. A process with just that cannot hold the
+	// rings too.
+	before := shards*per + hostFileOther
+	for _, tc := range []struct {
+		name string
+		have int64
+		ok   bool
+	}{
+		{"room for all but the rings", before, false},
+		{"room for all but one byte", before + shards*ShardBytes - 1, false},
+		{"room for the rings too", before + shards*ShardBytes, true},
+	} {
+		hostMemory = func() (int64, string) { return tc.have, "cgroup test" }
+		var errs []string
+		c.checkBookMemory(func(path, format string, args ...any) { errs = append(errs, fmt.Sprintf(format, args...)) })
+		want := fmt.Sprintf("shard rings and tables %d MiB (%d shards, %d MiB each)", shards*ShardBytes>>20, shards, ShardBytes>>20)
+		switch {
+		case tc.ok && len(errs) > 0:
+			t.Errorf("%s (%d bytes): %v, want no error", tc.name, tc.have, errs)
+		case !tc.ok && (len(errs) != 1 || !strings.Contains(errs[0], want)):
+			t.Errorf("%s (%d bytes): %v, want the books refused, naming %q", tc.name, tc.have, errs, want)
+		}
 	}
 }
