@@ -169,6 +169,17 @@ func createUnique(base string, t time.Time) (*os.File, string, error) {
 	}
 }
 
+// RingBytes is the size of the ring Open maps and touches for a
+// Config.Buffer of buffer bytes (0: DefaultBuffer), rounded up to a power
+// of two: what the process holds for the capture from its start (the
+// feed file's memory bound counts it).
+func RingBytes(buffer int) int64 {
+	if buffer <= 0 {
+		buffer = DefaultBuffer
+	}
+	return 1 << bits.Len(uint(buffer-1))
+}
+
 // Open creates the file, writes the pcap header, maps the ring (its pages
 // touched now, not by the receive thread) and starts the drainer.
 func Open(cfg Config) (*Capture, error) {
@@ -185,7 +196,7 @@ func Open(cfg Config) (*Capture, error) {
 	if cfg.Path == "" && cfg.Base == "" {
 		return nil, errors.New("open capture: no file named (Path or Base)")
 	}
-	size = 1 << bits.Len(uint(size-1))
+	size = int(RingBytes(size))
 	c := &Capture{path: cfg.Path, first: cfg.Path, log: cfg.Log, stop: make(chan struct{}), done: make(chan struct{}),
 		frame: make([]byte, 0, 2048), rotateSize: cfg.RotateSize, base: cfg.Base}
 	if c.base == "" {

@@ -14,6 +14,7 @@ import (
 	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
 
+	"github.com/marketfeed/feedhandler/feed/capture"
 	"github.com/marketfeed/feedhandler/feed/rx"
 	"github.com/marketfeed/feedhandler/internal/privilege"
 	"github.com/marketfeed/feedhandler/proto/shm"
@@ -167,8 +168,9 @@ func (c *Config) checkCores(addAt func(key, field, format string, args ...any)) 
 // MemTotal, RLIMIT_AS and the cgroup's memory limit; besides the books,
 // the process needs (otherMemory) the shm file (tmpfs pages, charged to
 // the writer's cgroup), the receive buffers (the AF_XDP UMEMs, the socket
-// buffers), the arena of held-back packets (recovery.spill) and the Go
-// runtime with the handler's other tables.
+// buffers), the arena of held-back packets (recovery.spill), the
+// capture's ring (capture.buffer, with capture.path), the shards' rings
+// and the Go runtime with the handler's other tables.
 func (c *Config) checkBookMemory(add func(path, format string, args ...any)) {
 	per, err := c.BookConfig().Bytes()
 	if err != nil {
@@ -188,8 +190,8 @@ func (c *Config) checkBookMemory(add func(path, format string, args ...any)) {
 
 // runtimeReserve is what checkBookMemory counts for the Go runtime and the
 // handler's tables other than the books, the shm file, the receive
-// buffers, the held packets and, sharded, the shards' rings (ShardBytes
-// each): the locate tables, the stacks, run to completion's one shard's
+// buffers, the held packets, the capture's ring and, sharded, the
+// shards' rings (ShardBytes each): the locate tables, the stacks, run to completion's one shard's
 // publisher. Measured at start with the default config on the socket
 // backend: about 26 MiB of the resident set beyond the book tables and
 // the shm file (13 MiB of it the binary's pages).
@@ -226,6 +228,11 @@ func (c *Config) otherMemory() (int64, string) {
 	total := shmFile + rxBufs + held + runtimeReserve
 	parts := fmt.Sprintf("shm file %s, receive buffers %s, held packets %s, Go runtime and tables %s",
 		mibs(shmFile), mibs(rxBufs), mibs(held), mibs(runtimeReserve))
+	if c.Capture.Path != "" {
+		ring := capture.RingBytes(c.Capture.Buffer)
+		total += ring
+		parts += ", capture ring " + mibs(ring)
+	}
 	if n := int64(c.BookShards()); n >= 2 {
 		total += n * ShardBytes
 		parts += fmt.Sprintf(", shard rings and tables %s (%d shards, %s each)", mibs(n*ShardBytes), n, mibs(ShardBytes))

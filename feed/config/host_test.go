@@ -505,3 +505,43 @@ func TestCheckHostShardRings(t *testing.T) {
 		}
 	}
 }
+
+// TestCheckHostCaptureRing: with capture.path set the capture's ring
+// (capture.buffer rounded up to a power of two, 64 MiB by default, up to
+// 1 GiB) is mapped and touched at start: a real start's resident set grew
+// 64 MiB with the default. The bound left it out, so books that fit
+// without it passed and the start failed or was killed once the ring was
+// touched. It is counted when capture.path is set.
+func TestCheckHostCaptureRing(t *testing.T) {
+	defer func(f func() (int64, string)) { hostMemory = f }(hostMemory)
+	c, err := Parse("h.yaml", []byte(hostFile+"capture:\n  path: /var/lib/feedhandler/feed.pcap\n  buffer: 600MiB\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	books, err := c.BookConfig().Bytes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	const ring = 1 << 30 // 600 MiB rounded up
+	before := books + hostFileOther
+	for _, tc := range []struct {
+		name string
+		have int64
+		ok   bool
+	}{
+		{"room for all but the ring", before, false},
+		{"one byte short", before + ring - 1, false},
+		{"room for the ring too", before + ring, true},
+	} {
+		hostMemory = func() (int64, string) { return tc.have, "cgroup test" }
+		var errs []string
+		c.checkBookMemory(func(path, format string, args ...any) { errs = append(errs, fmt.Sprintf(format, args...)) })
+		const want = "capture ring 1024 MiB"
+		switch {
+		case tc.ok && len(errs) > 0:
+			t.Errorf("%s (%d bytes): %v, want no error", tc.name, tc.have, errs)
+		case !tc.ok && (len(errs) != 1 || !strings.Contains(errs[0], want)):
+			t.Errorf("%s (%d bytes): %v, want the books refused, naming %q", tc.name, tc.have, errs, want)
+		}
+	}
+}
