@@ -50,6 +50,12 @@ func runFeed(args []string) error {
 	// an incident the journal says what it was (the backend the receiver
 	// chose follows in "receiving"). Never the snapshot password.
 	logger.Info().Object("config", cfg).Msg("feed config")
+	// CheckHost refused books that do not fit with what the process
+	// holds from its start; what fits only until the socket buffers and
+	// the held packets fill starts, with this warning.
+	if w := cfg.Memory().Warning(); w != "" {
+		logger.Warn().Msg("memory: " + w)
+	}
 
 	var setUp atomic.Bool
 	ctx, stop := stopSignals(logger, &setUp)

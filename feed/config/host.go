@@ -160,39 +160,38 @@ func (c *Config) checkCores(addAt func(key, field, format string, args ...any)) 
 	}
 }
 
-// checkBookMemory refuses books that, with what else the process needs,
-// do not fit in the memory this process can have: book.New allocates and
-// touches every table at start, so a book.max_orders beyond it was an
-// out-of-memory kill (or a failed allocation) at every start, restarted by
-// systemd, rather than a config error. The bound is the smallest of
-// MemTotal, RLIMIT_AS and the cgroup's memory limit; besides the books,
-// the process needs (otherMemory) the shm file (tmpfs pages, charged to
-// the writer's cgroup), the receive buffers (the AF_XDP UMEMs, the socket
-// buffers), the arena of held-back packets (recovery.spill), the
-// capture's ring (capture.buffer, with capture.path), the shards' rings
-// and the Go runtime with the handler's other tables.
+// checkBookMemory refuses books that, with what the rest of the process
+// holds from its start, do not fit in the memory this process can have:
+// book.New allocates and touches every table at start, so a
+// book.max_orders beyond it was an out-of-memory kill (or a failed
+// allocation) at every start, restarted by systemd, rather than a config
+// error. The bound is the smallest of MemTotal, RLIMIT_AS and the cgroup's
+// memory limit (hostMemory). What only grows under load (Memory's Growth:
+// the socket buffers, the held packets) is not refused: a start with no
+// room for it warns (Memory.Warning).
 func (c *Config) checkBookMemory(add func(path, format string, args ...any)) {
-	per, err := c.BookConfig().Bytes()
-	if err != nil {
-		add("book.max_orders", "%v", err)
+	m := c.Memory()
+	if m.Err != nil {
+		add("book.max_orders", "%v", m.Err)
 		return
 	}
-	shards := c.BookShards()
-	books := per * int64(shards)
-	other, parts := c.otherMemory()
-	have, what := hostMemory()
-	if have <= 0 || books+other <= have {
+	if m.Have <= 0 || m.Books+m.Start <= m.Have {
 		return
 	}
-	add("book.max_orders", "%d orders (max_locates %d, %d shard(s)) need %d bytes (%s) of book tables; with the rest of the process (%s) that is %d bytes (%s), and this process can have %d bytes (%s, %s): lower book.max_orders",
-		c.Book.MaxOrders, c.Book.MaxLocates, shards, books, mibs(books), parts, books+other, mibs(books+other), have, mibs(have), what)
+	msg := fmt.Sprintf("%d orders (max_locates %d, %d shard(s)) need %d bytes (%s) of book tables; with what the rest of the process holds from its start (%s) that is %d bytes (%s), and this process can have %d bytes (%s, %s): lower book.max_orders",
+		c.Book.MaxOrders, c.Book.MaxLocates, m.Shards, m.Books, mibs(m.Books), m.StartParts, m.Books+m.Start, mibs(m.Books+m.Start), m.Have, mibs(m.Have), m.HaveWhat)
+	if m.Growth > 0 {
+		msg += fmt.Sprintf(" (under load it can grow by %s more: %s)", mibs(m.Growth), m.GrowthParts)
+	}
+	add("book.max_orders", "%s", msg)
 }
 
-// runtimeReserve is what checkBookMemory counts for the Go runtime and the
+// runtimeReserve is what Memory counts for the Go runtime and the
 // handler's tables other than the books, the shm file, the receive
 // buffers, the held packets, the capture's ring and, sharded, the
-// shards' rings (ShardBytes each): the locate tables, the stacks, run to completion's one shard's
-// publisher. Measured at start with the default config on the socket
+// shards' rings (ShardBytes each): the locate tables, the stacks, run to
+// completion's one shard's publisher, the garbage of scrapes and log
+// lines. Measured at start with the default config on the socket
 // backend: about 26 MiB of the resident set beyond the book tables and
 // the shm file (13 MiB of it the binary's pages).
 const runtimeReserve = 64 << 20
@@ -201,43 +200,100 @@ const runtimeReserve = 64 << 20
 // (handler.ArbiterConfig.SlotSize's default): recovery.spill of them.
 const heldPacketBytes = 2048
 
-// otherMemory is what the process needs besides the book tables, and
-// its parts, for checkBookMemory's error.
-func (c *Config) otherMemory() (int64, string) {
+// Memory is what the process needs, as checkBookMemory counts it: what
+// it holds from its start (Books and Start: allocated and touched, or
+// mapped and locked, before it receives) and what can grow under load
+// (Growth), against what it can have (Have; 0: unknown).
+type Memory struct {
+	Books  int64 // the book tables, every shard's
+	Shards int   // book shards
+	// Start is the rest held from the start: the shm file (tmpfs pages,
+	// charged to the writer's cgroup), the receive buffers mapped at
+	// open (the AF_XDP UMEMs, io_uring's buffer ring), the capture's
+	// ring, the shards' rings and the Go runtime with the handler's other
+	// tables; StartParts names each.
+	Start      int64
+	StartParts string
+	// Growth is what fills only under load: the socket buffers
+	// (receive.recv_buffer a line, filled when the receive thread falls
+	// behind) and the held packets' arena (recovery.spill packets, never
+	// touched at start, filled by a deep gap or a long recovery);
+	// GrowthParts names each.
+	Growth      int64
+	GrowthParts string
+	Have        int64  // the most this process can have (hostMemory)
+	HaveWhat    string // what sets Have: MemTotal, RLIMIT_AS, the cgroup's file
+	Err         error  // the books cannot be sized (book.Config.Bytes)
+}
+
+// Fits reports whether the books, the rest and all that can grow fit in
+// what the process can have (or that is unknown).
+func (m Memory) Fits() bool { return m.Have <= 0 || m.Books+m.Start+m.Growth <= m.Have }
+
+// Warning is the warning for a start whose books and rest fit but whose
+// growth under load does not (Fits false); "" when it fits. checkBookMemory
+// refuses what does not fit at start.
+func (m Memory) Warning() string {
+	if m.Fits() || m.Books+m.Start > m.Have {
+		return ""
+	}
+	return fmt.Sprintf("books %s and the rest %s fit at start (%s of %s, %s), but under load the process can grow by %s (%s) to %s: past the limit, the held packets of a long recovery are an out-of-memory kill; lower recovery.spill (or receive.recv_buffer, book.max_orders) or raise the limit",
+		mibs(m.Books), mibs(m.Start), mibs(m.Books+m.Start), mibs(m.Have), m.HaveWhat, mibs(m.Growth), m.GrowthParts, mibs(m.Books+m.Start+m.Growth))
+}
+
+// String is Memory for `feedhandler check`'s line.
+func (m Memory) String() string {
+	return fmt.Sprintf("books %s, the rest %s held from the start (%s), up to %s more under load (%s): %s of %s (%s)",
+		mibs(m.Books), mibs(m.Start), m.StartParts, mibs(m.Growth), m.GrowthParts, mibs(m.Books+m.Start+m.Growth), mibs(m.Have), m.HaveWhat)
+}
+
+// Memory counts what the process needs on this host (checkBookMemory).
+func (c *Config) Memory() Memory {
+	m := Memory{Shards: c.BookShards()}
+	per, err := c.BookConfig().Bytes()
+	if err != nil {
+		m.Err = err
+		return m
+	}
+	m.Books = per * int64(m.Shards)
+	m.Have, m.HaveWhat = hostMemory()
 	shmFile := shm.FileSize(shm.Config{Instruments: c.SHM.Slots, Depth: c.Book.Depth})
 	// One backend's buffers at a time: auto's fallback opens io_uring's
 	// buffer ring and the sockets' buffers once the AF_XDP attempt has
 	// unmapped its UMEMs, and under AF_XDP the lines' sockets only join
 	// their groups (never bound, they receive nothing), so auto needs
 	// the larger, not the sum. io_uring maps and touches its buffer ring
-	// (receive.ring_size x 2 KiB) besides the sockets' buffers.
+	// (receive.ring_size x 2 KiB) at open; the sockets' buffers are the
+	// kernel's, filled only while the receive thread is behind.
 	rxc := c.RxConfig(zerolog.Nop())
 	sockets := int64(c.Receive.RecvBuffer) * int64(len(c.Lines))
-	var rxBufs int64
+	var mapped int64
 	switch c.Receive.Backend {
 	case rx.BackendXDP:
-		rxBufs = rx.XDPLockedBytes(rxc)
+		mapped, sockets = rx.XDPLockedBytes(rxc), 0
 	case rx.BackendUring:
-		rxBufs = sockets + rx.UringBufferBytes(rxc)
+		mapped = rx.UringBufferBytes(rxc)
 	case rx.BackendSocket:
-		rxBufs = sockets
 	default: // auto
-		rxBufs = max(rx.XDPLockedBytes(rxc), sockets+rx.UringBufferBytes(rxc))
+		// The larger ring at start; the sockets' buffers should it
+		// fall back.
+		mapped = max(rx.XDPLockedBytes(rxc), rx.UringBufferBytes(rxc))
 	}
-	held := int64(c.Recovery.Spill) * heldPacketBytes
-	total := shmFile + rxBufs + held + runtimeReserve
-	parts := fmt.Sprintf("shm file %s, receive buffers %s, held packets %s, Go runtime and tables %s",
-		mibs(shmFile), mibs(rxBufs), mibs(held), mibs(runtimeReserve))
+	m.Start = shmFile + mapped + runtimeReserve
+	m.StartParts = fmt.Sprintf("shm file %s, receive rings %s, Go runtime and tables %s", mibs(shmFile), mibs(mapped), mibs(runtimeReserve))
 	if c.Capture.Path != "" {
 		ring := capture.RingBytes(c.Capture.Buffer)
-		total += ring
-		parts += ", capture ring " + mibs(ring)
+		m.Start += ring
+		m.StartParts += ", capture ring " + mibs(ring)
 	}
 	if n := int64(c.BookShards()); n >= 2 {
-		total += n * ShardBytes
-		parts += fmt.Sprintf(", shard rings and tables %s (%d shards, %s each)", mibs(n*ShardBytes), n, mibs(ShardBytes))
+		m.Start += n * ShardBytes
+		m.StartParts += fmt.Sprintf(", shard rings and tables %s (%d shards, %s each)", mibs(n*ShardBytes), n, mibs(ShardBytes))
 	}
-	return total, parts
+	held := int64(c.Recovery.Spill) * heldPacketBytes
+	m.Growth = sockets + held
+	m.GrowthParts = fmt.Sprintf("socket buffers %s, held packets %s", mibs(sockets), mibs(held))
+	return m
 }
 
 func mibs(n int64) string { return strconv.FormatInt(n>>20, 10) + " MiB" }

@@ -37,6 +37,7 @@ func Run(cfg *config.Config, h Host) []Finding {
 	c.irqs()
 	c.realtime()
 	c.pages()
+	c.memory()
 	c.backend()
 	c.links()
 	c.sharedMemory()
@@ -651,6 +652,22 @@ func limit(v uint64) string {
 		return "unlimited"
 	}
 	return mib(int64(v))
+}
+
+// memory: what the process holds from its start and what can grow under
+// load, against the memory it can have (config.Memory). CheckHost has
+// refused what does not fit at start; what fits only until the socket
+// buffers and the held packets fill is a warning.
+func (c *checker) memory() {
+	m := c.cfg.Memory()
+	switch {
+	case m.Err != nil || m.Have <= 0:
+		return
+	case !m.Fits():
+		c.add(Warn, "memory", "%s", m.Warning())
+	default:
+		c.add(OK, "memory", "%s", m)
+	}
 }
 
 // socketBuffer: receive.recv_buffer is granted: below net.core.rmem_max,
