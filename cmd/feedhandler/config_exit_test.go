@@ -160,36 +160,6 @@ func TestRunMetricsPortNotAllowed(t *testing.T) {
 	}
 }
 
-// TestRunMetricsAddressTentative: a metrics.listen address the host has
-// but cannot bind yet, an IPv6 address still tentative (duplicate address
-// detection, or, as here, a link without a carrier), fails the bind with
-// EADDRNOTAVAIL as an address the host lacks does. A boot can start the
-// unit then (network-online.target does not wait for duplicate address
-// detection with every network manager), so it is exit 1, which the unit
-// restarts until the address is usable, not a config error (exit 78,
-// never restarted). The child runs in a network namespace of its own
-// (unshare), which goes with it.
-func TestRunMetricsAddressTentative(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root for a network namespace")
-	}
-	for _, tool := range []string{"unshare", "ip"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s not installed", tool)
-		}
-	}
-	// fhta's peer stays down: no carrier, so the address stays tentative.
-	script := `ip link add fhta type veth peer name fhtb && ip link set fhta up && ip addr add fd00:fe::1/64 dev fhta &&
-ip -6 addr show dev fhta | grep -q tentative || { echo "address not tentative"; ip -6 addr show dev fhta; exit 99; }
-exec "$0" "$@"`
-	ee, out := runWithListenFd00(t, script, 1)
-	err := error(ee)
-	want := "listen tcp [fd00:fe::1]:9100: bind: cannot assign requested address: an address of this host not usable yet"
-	if ee.ExitCode() != 1 || !strings.Contains(string(out), want) {
-		t.Errorf("a tentative metrics.listen address: %v, want exit status 1 (restarted) and %q:\n%s", err, want, out)
-	}
-}
-
 // TestRunMetricsAddressDADFailed: a metrics.listen address whose duplicate
 // address detection failed (another host on the link has it: here a veth
 // peer in a namespace of its own) fails the bind with EADDRNOTAVAIL as a
@@ -464,5 +434,77 @@ func TestUnknownCommandHint(t *testing.T) {
 		if !errors.As(err, &ee) || ee.ExitCode() != exitConfig || !strings.Contains(errOut, tc.want+"\n") {
 			t.Errorf("feedhandler %s: %v, want exit %d and %q:\n%s", tc.arg, err, exitConfig, tc.want, errOut)
 		}
+	}
+}
+
+// TestRunMetricsAddressNotUpYet: a literal metrics.listen address the host
+// does not have yet (a service address that keepalived or the network
+// manager adds after the unit starts) or cannot bind yet (an IPv6 address
+// still tentative: duplicate address detection, or, as here, a link
+// without a carrier) does not keep the feed down: the port is bound with
+// IP_FREEBIND (IPV6_FREEBIND), a warning names the address, and it answers
+// once the address is up. Before, a missing address was a config error
+// (exit 78, never restarted: the feed stayed down for a metrics address)
+// and a tentative one exit 1, restarted every RestartSec= until the unit's
+// start limit failed it for good if the link stayed down that long. Each
+// run is in a network namespace of its own (unshare); the script waits a
+// bounded time for the start, adds the address, asks /healthz, then stops
+// the handler with SIGINT.
+func TestRunMetricsAddressNotUpYet(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root for a network namespace")
+	}
+	for _, tool := range []string{"unshare", "ip", "curl"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("%s not installed", tool)
+		}
+	}
+	const name = "fhfreebind"
+	t.Cleanup(func() { os.Remove("/dev/shm/" + name) })
+	for _, tc := range []struct {
+		name, listen, setup, up, url, answer string
+	}{
+		{"IPv4 added after the start", "10.141.0.1:9100", "ip link set lo up", "ip addr add 10.141.0.1/32 dev lo",
+			"http://10.141.0.1:9100/healthz", "alive\n"},
+		// fhta's peer stays down: no carrier, the address stays tentative
+		// and unreachable; the start is what is checked.
+		{"IPv6 tentative", "[fd00:fe::1]:9100", "ip link set lo up && ip link add fhta type veth peer name fhtb && ip link set fhta up && ip addr add fd00:fe::1/64 dev fhta && { ip -6 addr show dev fhta | grep -q tentative || { echo 'address not tentative'; exit 99; }; }",
+			"true", "", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			path := filepath.Join(dir, "feed.yaml")
+			cfg := "feed:\n  name: " + name + "\nlines:\n  a:\n    interface: lo\n    group: 239.1.1.1\n    port: 26477\nreceive:\n  backend: socket\nmetrics:\n  listen: \"" + tc.listen + "\"\n"
+			if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			logf := filepath.Join(dir, "log")
+			script := tc.setup + ` || exit 99
+"$0" "$@" >` + logf + ` 2>&1 &
+pid=$!
+i=0
+until grep -q "privileges after setup" ` + logf + `; do
+	i=$((i+1)); [ $i -gt 300 ] && { echo "not set up after 30 s"; kill -INT $pid; wait $pid; echo "exit $?"; exit 1; }
+	kill -0 $pid 2>/dev/null || { wait $pid; echo "handler exit $?"; exit 1; }
+	sleep 0.1
+done
+` + tc.up + ` || exit 99
+if [ -n "` + tc.url + `" ]; then curl -s --max-time 5 "` + tc.url + `" >` + dir + `/answer; fi
+kill -INT $pid; wait $pid; echo "handler exit $?"`
+			cmd := exec.Command("unshare", "--net", "sh", "-c", script, os.Args[0], "--feed", path)
+			cmd.Env = append(os.Environ(), "FEEDHANDLER_TEST_AS_COMMAND=1")
+			out, err := cmd.CombinedOutput()
+			log, _ := os.ReadFile(logf)
+			var ee *exec.ExitError
+			if errors.As(err, &ee) && ee.ExitCode() == 99 {
+				t.Skipf("lab setup: %s", out)
+			}
+			answer, _ := os.ReadFile(filepath.Join(dir, "answer"))
+			warn := "metrics.listen " + tc.listen + " is not an address this host can bind yet"
+			if err != nil || !strings.Contains(string(out), "handler exit 0") || !strings.Contains(string(log), warn) || string(answer) != tc.answer {
+				t.Errorf("metrics.listen %s not up at the start: %v, /healthz %q; want the handler started with a warning %q, stopped with exit 0, and %q once the address is up:\n%s\nhandler's log:\n%s",
+					tc.listen, err, answer, warn, tc.answer, out, log)
+			}
+		})
 	}
 }

@@ -69,7 +69,7 @@ func runFeed(args []string) error {
 	// gets "starting", not a connection that hangs until it times out.
 	var ep *endpoints
 	if cfg.Metrics.Listen != "" {
-		ln, err := net.Listen("tcp", cfg.Metrics.Listen)
+		ln, err := listenMetrics(cfg, logger)
 		if err != nil {
 			return listenError(cfg, err)
 		}
@@ -195,19 +195,66 @@ func stopSignals(logger zerolog.Logger, setUp *atomic.Bool) (ctx context.Context
 	}
 }
 
+// listenMetrics binds metrics.listen. A literal address the host does not
+// have yet, or cannot bind yet (EADDRNOTAVAIL: a service address that
+// keepalived or the network manager adds after the unit starts; an IPv6
+// address still tentative, in duplicate address detection or on a link
+// without a carrier, which network-online.target does not wait for with
+// every network manager), is bound with IP_FREEBIND (IPV6_FREEBIND),
+// systemd's FreeBind=, and a warning says so: the port answers once the
+// address is up, and the feed is not kept down for its metrics address.
+// Before, a missing address was a config error (exit 78, never restarted)
+// and a tentative one exit 1, restarted until the unit's start limit. A
+// mistyped address then never answers: `check` warns, and the scrape's
+// up == 0 alerts. Not an address whose duplicate address detection
+// failed (another host on the link has it: listenError, exit 78), nor a
+// name.
+func listenMetrics(cfg *config.Config, logger zerolog.Logger) (net.Listener, error) {
+	addr := cfg.Metrics.Listen
+	ln, err := net.Listen("tcp", addr)
+	if err == nil || !errors.Is(err, syscall.EADDRNOTAVAIL) || listenAddrDADFailed(err) {
+		return ln, err
+	}
+	host, _, serr := net.SplitHostPort(addr)
+	if ip, perr := netip.ParseAddr(host); serr != nil || perr != nil || ip.Zone() != "" {
+		return nil, err
+	}
+	lc := net.ListenConfig{Control: func(network, _ string, c syscall.RawConn) error {
+		var oerr error
+		if cerr := c.Control(func(fd uintptr) {
+			if strings.HasSuffix(network, "6") {
+				oerr = unix.SetsockoptInt(int(fd), unix.SOL_IPV6, unix.IPV6_FREEBIND, 1)
+			} else {
+				oerr = unix.SetsockoptInt(int(fd), unix.SOL_IP, unix.IP_FREEBIND, 1)
+			}
+		}); cerr != nil {
+			return cerr
+		}
+		return oerr
+	}}
+	fln, ferr := lc.Listen(context.Background(), "tcp", addr)
+	if ferr != nil {
+		return nil, err
+	}
+	why := "not an address of this host yet"
+	if hostHasListenAddr(err) {
+		why = "an address of this host not usable yet (an IPv6 address still tentative: duplicate address detection, or its link has no carrier)"
+	}
+	logger.Warn().Str("addr", addr).Msg("metrics.listen " + addr + " is not an address this host can bind yet: " + why + "; bound with IP_FREEBIND, it answers once the address is up (check the address if it never does)")
+	return fln, nil
+}
+
 // listenError is metrics.listen's bind error: a config error (exit 78,
 // not restarted) when no restart can fix it, a port below
 // net.ipv4.ip_unprivileged_port_start without cap_net_bind_service
 // (EACCES) or an address that is not this host's (EADDRNOTAVAIL for an
-// address the host does not have: a name resolving elsewhere; CheckHost
-// refuses a literal one); a port in use is not (an instance still
-// stopping frees it), and exits 1. Nor is EADDRNOTAVAIL for an address the
-// host has: an IPv6 address still tentative (duplicate address detection,
-// a second or two after it is added, or until its link has a carrier),
-// which a boot can start the unit before: network-online.target does not
-// wait for it with every network manager. A restart binds it once it is
-// usable. Not one whose duplicate address detection failed (another host
-// has it): that stays unusable until the address is added again, exit 78.
+// address the host does not have: a name resolving elsewhere; a literal
+// one is bound with IP_FREEBIND instead, listenMetrics); a port
+// in use is not (an instance still stopping frees it), and exits 1. Nor
+// is EADDRNOTAVAIL for a name resolving to an address the host has but
+// cannot bind yet (tentative): a restart binds it once it is usable. An
+// address whose duplicate address detection failed (another host has it)
+// stays unusable until the address is added again, exit 78.
 func listenError(cfg *config.Config, err error) error {
 	switch {
 	case errors.Is(err, syscall.EACCES):

@@ -25,8 +25,8 @@ import (
 // receive queues exist on it, that the hot threads' cores are CPUs this
 // process may run on (and, sharded, not the receive core twice), that the
 // books, with the rest of the process, fit in the memory it can have, that
-// metrics.listen's address is one of
-// the host's, that capture.path's directory exists and takes new files, that shm.group names a group of the host and, when this
+// a metrics.listen address with a zone is its interface's (and a
+// link-local one has a zone), that capture.path's directory exists and takes new files, that shm.group names a group of the host and, when this
 // process is root (the only case it is used), that user names an account.
 // Parse cannot check these (a file is written and validated on
 // one machine and run on another); the feed handler calls CheckHost before
@@ -390,8 +390,11 @@ func rxQueues(name string) (int, bool) {
 	return len(m), true
 }
 
-// checkListen checks that a literal IP in metrics.listen is an address of
-// this host. Names and the unspecified address are left to net.Listen.
+// checkListen checks a literal IP in metrics.listen that names its
+// interface (a zone) against that interface's addresses, and refuses a
+// link-local one without a zone. An address the host does not have is
+// not refused: it may come after the start, and the handler binds it with
+// IP_FREEBIND. Names and the unspecified address are left to net.Listen.
 func (c *Config) checkListen() error {
 	if c.Metrics.Listen == "" {
 		return nil
@@ -442,7 +445,11 @@ func (c *Config) checkListen() error {
 	if zone != "" {
 		return fmt.Errorf("no address %s on %s (have: %s)", ip, zone, strings.Join(have, ", "))
 	}
-	return fmt.Errorf("no address %s on this host (have: %s)", ip, strings.Join(have, ", "))
+	// Not (yet) an address of this host: a service address added after
+	// the start (keepalived, the network manager). The handler binds it
+	// with IP_FREEBIND and warns (cmd/feedhandler's listenMetrics); check
+	// warns too.
+	return nil
 }
 
 // linkLocalNoZone is checkListen's error for an IPv6 link-local address

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -773,6 +774,16 @@ func (c *checker) metrics() {
 		return
 	}
 	ln, err := net.Listen("tcp", addr)
+	if errors.Is(err, unix.EADDRNOTAVAIL) {
+		// A literal address (CheckHost has refused a wrong zone):
+		// run binds it with IP_FREEBIND and warns.
+		if host, _, serr := net.SplitHostPort(addr); serr == nil {
+			if ip, perr := netip.ParseAddr(host); perr == nil && ip.Zone() == "" {
+				c.add(Warn, "metrics", "metrics.listen %s: %v: not an address this host can bind yet; run binds it with IP_FREEBIND and answers once it is up (mistyped, it never answers)", addr, err)
+				return
+			}
+		}
+	}
 	if err != nil {
 		c.add(Fail, "metrics", "metrics.listen %s: %v", addr, err)
 		return
