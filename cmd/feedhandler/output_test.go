@@ -22,8 +22,8 @@ import (
 // would: stdout and stderr of the real process.
 func TestMain(m *testing.M) {
 	if os.Getenv("FEEDHANDLER_TEST_AS_COMMAND") == "1" {
-		if os.Getenv("FEEDHANDLER_TEST_HOLD_SETUP") == "1" {
-			holdSetup() // TestRunSignalDuringSetup
+		if hold := os.Getenv("FEEDHANDLER_TEST_HOLD_SETUP"); hold != "" {
+			holdSetup(hold == "step") // TestRunSignalDuringSetup
 		}
 		main()
 		os.Exit(0)

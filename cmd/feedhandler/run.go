@@ -76,9 +76,15 @@ func runFeed(args []string) error {
 		ep = serveEndpoints(ln, cfg.Feed.Name)
 		logger.Info().Str("addr", ln.Addr().String()).Msg("metrics.listen answers starting until set up")
 	}
-	h, err := handlerStart(handler.FromConfig(cfg, logger))
+	h, err := handlerStart(ctx, handler.FromConfig(cfg, logger))
 	if err != nil {
 		ep.close()
+		if ctx.Err() != nil && errors.Is(err, context.Canceled) {
+			// The first signal stopped the setup at its next step,
+			// undone: a clean stop, as after the setup.
+			logger.Info().Msg("stopped during setup")
+			return nil
+		}
 		if se := (*handler.SharedMemoryError)(nil); errors.As(err, &se) {
 			return shmError(cfg, se.Err)
 		}
@@ -160,11 +166,14 @@ func capsError(cfg *config.Config, err error) error {
 }
 
 // stopSignals returns a context that the first SIGINT or SIGTERM ends: the
-// graceful stop. The second exits at once, status 130, at any time. The
-// setup (books, shm, sockets, XDP) cannot be cut short: a signal during it
-// is logged at once, and the stop follows once setUp is true. Before, a
-// signal during a setup of seconds said nothing until the setup ended,
-// and a second one was ignored. stop releases the signals.
+// graceful stop. The second exits at once, status 130, at any time. During
+// the setup (books, shm, sockets, XDP) the first is logged at once and
+// stops it at its next step (handler.StartContext), undone, exit 0; a step
+// under way (one shard's books: seconds with gigabytes) is not cut short.
+// Before, the whole setup ran first, receivers opened and the snapshot
+// server logged into, so an operator who signalled again meanwhile got the
+// exit at once, which leaves the shm file behind. stop releases the
+// signals.
 func stopSignals(logger zerolog.Logger, setUp *atomic.Bool) (ctx context.Context, stop func()) {
 	ctx, cancel := context.WithCancel(context.Background())
 	sigs := make(chan os.Signal, 2)
@@ -178,7 +187,7 @@ func stopSignals(logger zerolog.Logger, setUp *atomic.Bool) (ctx context.Context
 		}
 		cancel()
 		if !setUp.Load() {
-			logger.Info().Msg("signal during setup: stopping once set up (signal again to exit at once)")
+			logger.Info().Msg("signal during setup: stopping at its next step (signal again to exit at once)")
 		}
 		select {
 		case <-sigs:
@@ -356,9 +365,9 @@ func hostHasListenAddr(err error) bool {
 	return false
 }
 
-// handlerStart is handler.Start; a variable for tests, which hold the
-// setup to see what metrics.listen answers meanwhile.
-var handlerStart = handler.Start
+// handlerStart is handler.StartContext; a variable for tests, which hold
+// the setup to see what metrics.listen answers meanwhile.
+var handlerStart = handler.StartContext
 
 // endpoints is what metrics.listen answers: from the moment it is bound,
 // while the handler sets up, /healthz 200 "alive: starting", /readyz 503

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"io"
 	"net"
@@ -40,8 +41,8 @@ func TestRunAnswersWhileStarting(t *testing.T) {
 	}
 	entered, release := make(chan struct{}), make(chan struct{})
 	setupFailed := errors.New("test: setup failed")
-	defer func(f func(handler.Config) (*handler.Handler, error)) { handlerStart = f }(handlerStart)
-	handlerStart = func(handler.Config) (*handler.Handler, error) {
+	defer func(f func(context.Context, handler.Config) (*handler.Handler, error)) { handlerStart = f }(handlerStart)
+	handlerStart = func(context.Context, handler.Config) (*handler.Handler, error) {
 		close(entered)
 		<-release
 		return nil, setupFailed

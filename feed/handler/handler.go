@@ -1,6 +1,7 @@
 package handler
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -239,7 +240,16 @@ func (e *SharedMemoryError) Unwrap() error { return e.Err }
 
 // Start opens the receiver and the shared-memory file and starts the
 // receive and shard threads.
-func Start(cfg Config) (*Handler, error) {
+func Start(cfg Config) (*Handler, error) { return StartContext(context.Background(), cfg) }
+
+// StartContext is Start, stopping the setup at its next step once ctx
+// ends (the command's first SIGINT or SIGTERM): after the shm file, after
+// each shard's books, before the recovery, the capture and the receivers,
+// and once they are open. What it set up is undone (the shm file removed,
+// the receivers closed) and the error wraps ctx's. A step under way is
+// not cut short: one shard's books (seconds with gigabytes) are
+// allocated and touched first.
+func StartContext(ctx context.Context, cfg Config) (*Handler, error) {
 	if cfg.ShmName == "" {
 		return nil, errors.New("start handler: no shared-memory name")
 	}
@@ -319,6 +329,22 @@ func Start(cfg Config) (*Handler, error) {
 		return nil, fmt.Errorf("start handler: %w", &SharedMemoryError{Err: err})
 	}
 	h.w = w
+	// stopped is the setup's check between steps: nil, or the error to
+	// return once undo has undone what the setup did so far.
+	stopped := func(undo func()) error {
+		if ctx.Err() == nil {
+			return nil
+		}
+		if undo != nil {
+			undo()
+		}
+		w.Close()
+		shm.Remove(cfg.ShmName)
+		return fmt.Errorf("start handler: setup stopped: %w", context.Cause(ctx))
+	}
+	if err := stopped(nil); err != nil {
+		return nil, err
+	}
 	ringSize := cfg.RingSize
 	if mode == ModeRunToCompletion {
 		ringSize = 0
@@ -332,6 +358,9 @@ func Start(cfg Config) (*Handler, error) {
 		}
 		s.rtPriority = cfg.RTPriority
 		h.shards = append(h.shards, s)
+		if err := stopped(nil); err != nil {
+			return nil, err
+		}
 	}
 	for loc := range h.shardOf {
 		h.shardOf[loc] = uint8(loc % len(h.shards))
@@ -353,6 +382,9 @@ func Start(cfg Config) (*Handler, error) {
 		h.rawBuf = make([]byte, 0, 2048)
 	}
 
+	if err := stopped(func() { rec.close() }); err != nil {
+		return nil, err
+	}
 	if cfg.CapturePath != "" {
 		c, err := capture.Open(capture.Config{Buffer: cfg.CaptureBuffer, Lines: cfg.Receive.Lines, Log: cfg.Log, Base: cfg.CapturePath, RotateSize: cfg.CaptureRotate})
 		if err != nil {
@@ -364,16 +396,25 @@ func Start(cfg Config) (*Handler, error) {
 		h.capFile = c
 		h.log.Info().Str("file", c.Path()).Int("buffer", c.BufferSize()).Msg("capturing every line datagram")
 	}
-	recv, err := cfg.Open(cfg.Receive)
-	if err != nil {
+	undoCapture := func() {
 		if h.capFile != nil {
 			h.capFile.Close()
 			os.Remove(h.capFile.Path())
 		}
 		rec.close()
+	}
+	if err := stopped(undoCapture); err != nil {
+		return nil, err
+	}
+	recv, err := cfg.Open(cfg.Receive)
+	if err != nil {
+		undoCapture()
 		w.Close()
 		shm.Remove(cfg.ShmName)
 		return nil, fmt.Errorf("start handler: %w", err)
+	}
+	if err := stopped(func() { recv.Close(); undoCapture() }); err != nil {
+		return nil, err
 	}
 	h.recv = recv
 	h.log.Info().Str("backend", recv.Backend()).Stringer("mode", mode).Int("shards", len(h.shards)).
