@@ -150,7 +150,7 @@ func runDemo(args []string) error {
 	}
 	fmt.Printf("  %d packets dropped on both lines; the handler starts after message %d was sent; recovery: lab re-request server and GLIMPSE snapshot server\n",
 		len(o.Drop), o.StartAtSeq)
-	quietRuntime(log)
+	quietRuntime(log, gcHeadroom)
 	logHugePages(log)
 	gc0 := gcCycles()
 	res, err := demo.Run(ctx, o)

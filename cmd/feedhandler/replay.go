@@ -193,7 +193,7 @@ func replay(args []string, stdout, stderr io.Writer) error {
 	// collection they trigger would otherwise still be marking (on the
 	// same pinned CPU) when the loop starts. The loop allocates nothing.
 	// quietGC restores the settings when the replay ends.
-	_, restoreGC := quietGC()
+	_, restoreGC := quietGC(gcHeadroom)
 	defer restoreGC()
 	setup := time.Since(t0)
 	anonKB, hugeKB := anonMemory()

@@ -91,7 +91,7 @@ func runFeed(args []string) error {
 		return capsError(cfg, err)
 	}
 	setUp.Store(true)
-	quietRuntime(logger)
+	quietRuntime(logger, gcHeadroomFor(cfg.Memory()))
 	logHugePages(logger)
 	return serve(ctx, h, ep, cfg, logger)
 }

@@ -9,6 +9,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/marketfeed/feedhandler/book"
+	"github.com/marketfeed/feedhandler/feed/config"
 )
 
 // gcHeadroom is the garbage the process may accumulate before the Go
@@ -22,17 +23,39 @@ import (
 // reach this.
 const gcHeadroom = 1 << 30
 
+// minGCHeadroom is the headroom under a memory bound with no slack: the
+// part of the 64 MiB that config's bound counts for the Go runtime and
+// tables (runtimeReserve) not measured in use at start (about 26 MiB, 13
+// of it the binary's pages). A collection every 32 MiB of garbage is
+// thousands of scrapes apart.
+const minGCHeadroom = 32 << 20
+
+// gcHeadroomFor is the headroom for a process whose memory config counts
+// m (cfg.Memory): gcHeadroom, or less under a memory bound (the cgroup's
+// MemoryMax=, RLIMIT_AS, MemTotal), the bound's slack past the books, the
+// rest and what can grow, but never below minGCHeadroom, which the bound
+// has counted. With 1 GiB whatever the bound, a process in a 512 MiB
+// cgroup was never collected and the cgroup killed it.
+func gcHeadroomFor(m config.Memory) int64 {
+	if m.Have <= 0 || m.Err != nil {
+		return gcHeadroom
+	}
+	slack := m.Have - (m.Books + m.Start + m.Growth)
+	return min(gcHeadroom, max(minGCHeadroom, minGCHeadroom+slack))
+}
+
 // quietRuntime applies the runtime settings the command runs with unless
 // the environment names them (quietGC): GOGC=off, and GOMEMLIMIT at the
 // memory taken from the OS after start (runtime.MemStats.Sys) plus
-// gcHeadroom, so the garbage collector does not run (nor stop or slow the
-// receive thread) in steady state until about gcHeadroom of garbage has
-// accumulated, yet cannot let the heap grow without bound. GOGC=off also
+// headroom (gcHeadroom, or gcHeadroomFor under a memory bound), so the
+// garbage collector does not run (nor stop or slow the receive thread) in
+// steady state until about that much garbage has accumulated, yet cannot
+// let the heap grow without bound. GOGC=off also
 // turns off the cycle the runtime otherwise forces every 2 minutes. Call it
 // once everything is allocated: it runs one collection first, before
 // traffic matters. It logs what it applied and keeps it.
-func quietRuntime(log zerolog.Logger) {
-	q, _ := quietGC()
+func quietRuntime(log zerolog.Logger, headroom int64) {
+	q, _ := quietGC(headroom)
 	ev := log.Info().Uint64("live_heap", q.heap)
 	if q.gogcOff {
 		ev = ev.Str("gogc", "off")
@@ -56,10 +79,10 @@ type quietSet struct {
 
 // quietGC runs one collection, then, unless the environment names them,
 // turns the collector off (GOGC=off) and sets the memory limit to the
-// memory taken from the OS (runtime.MemStats.Sys) plus gcHeadroom. It
+// memory taken from the OS (runtime.MemStats.Sys) plus headroom. It
 // returns what it set and the function that restores the previous
 // settings.
-func quietGC() (q quietSet, restore func()) {
+func quietGC(headroom int64) (q quietSet, restore func()) {
 	runtime.GC()
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
@@ -69,7 +92,7 @@ func quietGC() (q quietSet, restore func()) {
 		pct, q.gogcOff = debug.SetGCPercent(-1), true
 	}
 	if _, ok := os.LookupEnv("GOMEMLIMIT"); !ok {
-		q.limit = int64(ms.Sys) + gcHeadroom
+		q.limit = int64(ms.Sys) + headroom
 		lim = debug.SetMemoryLimit(q.limit)
 	}
 	return q, func() {
