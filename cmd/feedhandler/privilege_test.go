@@ -198,7 +198,7 @@ lines:
 receive:
   backend: %s
 arbitration:
-  hold: 200ms
+  hold: 1s
 shm:
   name: %s
 metrics:
