@@ -3,7 +3,6 @@ package book
 import (
 	"encoding/json"
 	"io"
-	"math"
 	"os"
 	"slices"
 	"strings"
@@ -161,7 +160,7 @@ func TestBooksOutMatchesReference(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer in.Close()
-	r := newRefBooks(Config{MaxOrders: math.MaxInt, MaxLocates: 65535, MaxLevels: math.MaxInt})
+	r := newRefBooks(Config{MaxOrders: MaxOrdersLimit, MaxLocates: 65535, MaxLevels: 1<<31 - 1}) // the largest New accepts
 	n := 0
 	for {
 		m, err := in.Next()
