@@ -23,6 +23,9 @@ type refBook struct {
 	last                   *refTrade // nil: none
 	volume, trades, broken uint64
 	minMatch               uint64 // trades under it are a re-assigned locate's old instrument's
+
+	state, regSHO, opHalt byte   // from 'H', 'Y', 'h' (market 'Q'); 0 before any
+	lastTime              uint64 // timestamp of the last message that changed the instrument
 }
 
 // refTrade is one execution or trade; prev is the instrument's last trade
@@ -48,6 +51,17 @@ type refBooks struct {
 	maxMatch  uint64               // the highest match number recorded
 	slotOwner map[uint64]uint64    // Config.TradeMemory's contract: slot m mod TradeMemory holds the last match recorded there
 	slotMask  uint64
+
+	event, eventTime uint64 // the last System Event ('S') code and timestamp
+	brokenNoLocate   uint64 // Broken Trades with locate 0
+
+	// Config.RefTableSize and Overflow's contract: the order with
+	// reference r takes home slot r mod RefTableSize unless an older live
+	// order holds it, and then one of the Overflow slots.
+	homeMask   uint64
+	homeHolder map[uint64]uint64 // home slot -> the live ref in it
+	overflowed int               // live orders in overflow slots
+	overflow   int               // Config.Overflow
 }
 
 func newRefBooks(cfg Config) *refBooks {
@@ -56,7 +70,8 @@ func newRefBooks(cfg Config) *refBooks {
 		panic(err)
 	}
 	return &refBooks{cfg: cfg, orders: map[uint64]*refOrder{}, books: map[uint16]*refBook{},
-		trades: map[uint64]*refTrade{}, slotOwner: map[uint64]uint64{}, slotMask: uint64(n.TradeMemory - 1)}
+		trades: map[uint64]*refTrade{}, slotOwner: map[uint64]uint64{}, slotMask: uint64(n.TradeMemory - 1),
+		homeMask: uint64(n.RefTableSize - 1), homeHolder: map[uint64]uint64{}, overflow: n.Overflow}
 }
 
 // record remembers t under its match number (match 0 names no trade).
@@ -137,6 +152,15 @@ type op struct {
 	symbol    [8]byte
 	match     uint64 // E, C, P, Q, B
 	volume    uint64 // shares of P and Q
+
+	// For the wire differential (wire_test.go): the message's timestamp,
+	// 'A' sent as 'F' (with attribution), and the state byte of 'H'
+	// (trading state), 'h' (halt action), 'Y' (Reg SHO action) and 'S'
+	// (event code), with the market code of 'h'.
+	ts     uint64
+	attrib bool
+	state  byte
+	market byte
 }
 
 func (r *refBooks) book(locate uint16) *refBook {
@@ -151,30 +175,63 @@ func (r *refBooks) book(locate uint16) *refBook {
 	return b
 }
 
-func (r *refBooks) apply(o op) {
+// apply applies o and reports whether it changed the instrument it names
+// (its book, trades, states or symbol), or for 'S' the market's state:
+// what Books.Apply must report, so that a publisher marks the book dirty.
+// The instrument's timestamp is the last such message's.
+func (r *refBooks) apply(o op) bool {
+	changed := r.applyOp(o)
+	if changed && o.kind != 'S' {
+		r.books[o.locate].lastTime = o.ts
+	}
+	return changed
+}
+
+func (r *refBooks) applyOp(o op) bool {
 	switch o.kind {
 	case 'P', 'Q':
 		b := r.book(o.locate)
 		if b != nil && o.volume != 0 {
 			r.trade(b, o.locate, o.price, o.volume, o.match)
+			return true
 		}
 		if b != nil && o.volume == 0 && o.kind == 'P' {
 			r.stats.ZeroShares++ // a Q of 0 shares is a cross that did not execute
 		}
 	case 'B':
 		if o.locate == 0 { // BrokenWithoutLocate
-			return
+			r.brokenNoLocate++
+			return false
 		}
 		if b := r.book(o.locate); b != nil {
 			r.breakTrade(b, o.locate, o.match)
+			return true // its broken count, at least
 		}
+	case 'H', 'h', 'Y':
+		b := r.book(o.locate)
+		switch {
+		case b == nil:
+		case o.kind == 'H':
+			b.state = o.state
+			return true
+		case o.kind == 'Y':
+			b.regSHO = o.state
+			return true
+		case o.market == 'Q': // Nasdaq's own halts; 'B' (BX) and 'X' (PSX) are other markets'
+			b.opHalt = o.state
+			return true
+		}
+	case 'S':
+		r.event, r.eventTime = uint64(o.state), o.ts
+		return true
 	case 'R':
 		if o.locate == 0 { // names no instrument: Malformed, which compareStats leaves out
-			return
+			r.stats.Malformed++
+			return false
 		}
 		if int(o.locate) > r.cfg.MaxLocates {
 			r.stats.LocateCapacity++
-			return
+			return false
 		}
 		b := r.books[o.locate]
 		if b != nil && b.symbol != o.symbol {
@@ -198,10 +255,11 @@ func (r *refBooks) apply(o op) {
 			r.books[o.locate] = b
 		}
 		b.symbol = o.symbol
+		return true
 	case 'A':
 		b := r.book(o.locate)
 		if b == nil {
-			return
+			return false
 		}
 		var side Side
 		switch o.side {
@@ -211,13 +269,13 @@ func (r *refBooks) apply(o op) {
 			side = Ask
 		default:
 			r.stats.BadSide++
-			return
+			return false
 		}
-		r.add(b, o.locate, o.ref, side, o.shares, o.price)
+		return r.add(b, o.locate, o.ref, side, o.shares, o.price)
 	case 'E', 'C', 'X', 'D', 'U':
 		b := r.book(o.locate)
 		if b == nil {
-			return
+			return false
 		}
 		ord := r.orders[o.ref]
 		if ord == nil {
@@ -231,11 +289,11 @@ func (r *refBooks) apply(o op) {
 			case 'U':
 				r.stats.UnknownRefReplace++
 			}
-			return
+			return false
 		}
 		if ord.locate != o.locate {
 			r.stats.LocateMismatch++
-			return
+			return false
 		}
 		switch o.kind {
 		case 'D':
@@ -246,7 +304,7 @@ func (r *refBooks) apply(o op) {
 		default:
 			if o.shares == 0 {
 				r.stats.ZeroShares++
-				return
+				return false
 			}
 			switch {
 			case o.kind == 'E':
@@ -269,36 +327,45 @@ func (r *refBooks) apply(o op) {
 					}
 				}
 				r.remove(b, ord)
-				return
+				return true
 			}
 			ord.shares -= o.shares
 		}
+		return true
 	}
+	return false
 }
 
-func (r *refBooks) add(b *refBook, locate uint16, ref uint64, side Side, shares, price uint32) {
+func (r *refBooks) add(b *refBook, locate uint16, ref uint64, side Side, shares, price uint32) bool {
 	if shares == 0 {
 		r.stats.ZeroShares++
-		return
+		return false
 	}
 	if r.orders[ref] != nil {
 		r.stats.DuplicateAdd++
-		return
+		return false
 	}
-	if len(r.orders) == r.cfg.MaxOrders {
+	_, homeTaken := r.homeHolder[ref&r.homeMask]
+	if len(r.orders) == r.cfg.MaxOrders || (homeTaken && r.overflowed == r.overflow) {
 		r.stats.OrderCapacity++
-		return
+		return false
 	}
 	q, exists := b.sides[side][price]
 	if !exists {
 		if r.levels == r.cfg.MaxLevels {
 			r.stats.LevelCapacity++
-			return
+			return false
 		}
 		r.levels++
 	}
 	b.sides[side][price] = append(q, ref)
 	r.orders[ref] = &refOrder{ref: ref, locate: locate, side: side, price: price, shares: shares}
+	if homeTaken {
+		r.overflowed++
+	} else {
+		r.homeHolder[ref&r.homeMask] = ref
+	}
+	return true
 }
 
 func (r *refBooks) remove(b *refBook, o *refOrder) {
@@ -312,6 +379,11 @@ func (r *refBooks) remove(b *refBook, o *refOrder) {
 		b.sides[o.side][o.price] = q
 	}
 	delete(r.orders, o.ref)
+	if h, ok := r.homeHolder[o.ref&r.homeMask]; ok && h == o.ref {
+		delete(r.homeHolder, o.ref&r.homeMask)
+	} else {
+		r.overflowed--
+	}
 }
 
 // levels returns the side's levels best first.
@@ -397,10 +469,11 @@ func compareStats(bs *Books, r *refBooks) error {
 	got := bs.Stats()
 	want := r.stats
 	got.Messages, want.Messages = 0, 0
-	got.UnknownType, got.Malformed, got.Overflowed = 0, 0, 0
+	got.UnknownType, got.Malformed = 0, 0
 	want.Malformed = 0 // carried over by tests that start the model from the real counters
 	want.Orders = uint64(len(r.orders))
 	want.Levels = uint64(r.levels)
+	want.Overflowed = uint64(r.overflowed)
 	if got != want {
 		return fmt.Errorf("stats:\n got %+v\nwant %+v", got, want)
 	}
