@@ -33,8 +33,10 @@ func generatedDay(tb testing.TB, messages, symbols int) ([]byte, int) {
 }
 
 // TestGeneratedDayDifferential replays a generated day through Apply and the
-// reference book, comparing the touched book (levels, queues, BBO) and the
-// counters after every message, every book at the end, and the books JSON.
+// reference book, comparing the touched book (levels, queues, BBO, what a
+// publisher reads, last trade, states, timestamp), the counters and what
+// Apply reports after every message, every book and order at the end, and
+// the books JSON.
 func TestGeneratedDayDifferential(t *testing.T) {
 	buf, msgs := generatedDay(t, 200_000, 40)
 	cfg := Config{MaxOrders: 1 << 16, MaxLocates: 64, MaxLevels: 1 << 14, Overflow: 1 << 16, RefTableSize: 1 << 12}
@@ -47,31 +49,26 @@ func TestGeneratedDayDifferential(t *testing.T) {
 	s.Reset(buf)
 	n := 0
 	for m, ok := s.Next(); ok; m, ok = s.Next() {
-		bs.Apply(m)
+		loc, changed := bs.Apply(m)
 		o := opOf(m)
-		r.apply(o)
+		want := r.apply(o)
 		n++
 		maxOverflowed = max(maxOverflowed, bs.stats.Overflowed)
+		if changed != want || (changed && o.kind != 'S' && loc != o.locate) {
+			t.Fatalf("message %d (%c): Apply = %d, %v; want %v for locate %d", n, m.Type(), loc, changed, want, o.locate)
+		}
 		if o.kind == 0 {
 			continue
 		}
-		if err := compareBook(bs, r, o.locate); err != nil {
-			t.Fatalf("message %d (%c): %v", n, m.Type(), err)
-		}
-		if err := compareStats(bs, r); err != nil {
+		if err := compareWire(bs, r, o.locate); err != nil {
 			t.Fatalf("message %d (%c): %v", n, m.Type(), err)
 		}
 	}
 	if err := s.Err(); err != nil || n != msgs {
 		t.Fatalf("scanned %d of %d: %v", n, msgs, err)
 	}
-	for l := range cfg.MaxLocates + 1 {
-		if err := compareBook(bs, r, uint16(l)); err != nil {
-			t.Fatalf("end: %v", err)
-		}
-	}
-	if err := checkInvariants(bs); err != nil {
-		t.Fatal(err)
+	if err := compareWireAll(bs, r); err != nil {
+		t.Fatalf("end: %v", err)
 	}
 	st := bs.Stats()
 	if st.Inconsistencies() != 0 || st.Orders == 0 {

@@ -55,7 +55,7 @@ func encodeOp(dst []byte, o op, ts uint64) []byte {
 // opOf decodes the book-relevant part of m for the reference book, through
 // the codec's Fields decoders (not the views Apply uses).
 func opOf(m itch.Msg) op {
-	o := op{kind: m.Type(), locate: m.Locate()}
+	o := op{kind: m.Type(), locate: m.Locate(), ts: m.Timestamp()}
 	switch m.Type() {
 	case itch.TypeStockDirectory:
 		o.symbol = itch.StockDirectory(m).Fields().Stock
@@ -88,9 +88,15 @@ func opOf(m itch.Msg) op {
 		o.volume, o.price, o.match = f.Shares, f.CrossPrice, f.MatchNumber
 	case itch.TypeBrokenTrade:
 		o.match = itch.BrokenTrade(m).Fields().MatchNumber
-		if o.locate == 0 {
-			o.kind = 0 // counted apart (BrokenWithoutLocate)
-		}
+	case itch.TypeStockTradingAction:
+		o.state = itch.StockTradingAction(m).Fields().TradingState
+	case itch.TypeOperationalHalt:
+		f := itch.OperationalHalt(m).Fields()
+		o.state, o.market = f.HaltAction, f.MarketCode
+	case itch.TypeRegSHO:
+		o.state = itch.RegSHO(m).Fields().Action
+	case itch.TypeSystemEvent:
+		o.state = itch.SystemEvent(m).Fields().EventCode
 	default:
 		o.kind = 0 // no effect on books or trades
 	}

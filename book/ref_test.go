@@ -161,6 +161,9 @@ type op struct {
 	attrib bool
 	state  byte
 	market byte
+	// extra bytes after the message's end (Long: applied as its type),
+	// or, negative, bytes missing from it (Malformed: ignored).
+	extra int
 }
 
 func (r *refBooks) book(locate uint16) *refBook {
@@ -180,6 +183,13 @@ func (r *refBooks) book(locate uint16) *refBook {
 // what Books.Apply must report, so that a publisher marks the book dirty.
 // The instrument's timestamp is the last such message's.
 func (r *refBooks) apply(o op) bool {
+	if o.extra < 0 {
+		r.stats.Malformed++
+		return false
+	}
+	if o.extra > 0 {
+		r.stats.Long++
+	}
 	changed := r.applyOp(o)
 	if changed && o.kind != 'S' {
 		r.books[o.locate].lastTime = o.ts

@@ -27,7 +27,8 @@ import (
 // and levels emptying and refilling are common, with prices 0 and 2^32-1,
 // share counts up to 2^32-1, many instruments (locate 0, unannounced ones,
 // ones above Config.MaxLocates, re-announced under the same or another
-// symbol), match numbers 0, repeated and broken, and tiny capacities.
+// symbol), match numbers 0, repeated and broken, messages longer than their
+// type's length or cut short, Reset in the middle, and tiny capacities.
 
 // wireConfigs are the Books configurations a byte stream may choose.
 var wireConfigs = []Config{
@@ -93,7 +94,8 @@ func wireSymbol(locate uint16, variant byte) [8]byte {
 }
 
 // wireOpsOfBytes turns bytes into ops, 8 bytes each: kind, locate, ref,
-// flags (side, printable), shares, price, a byte for the new reference,
+// flags (side, printable; bad sides, a message longer than its type's
+// length or cut short), shares, price, a byte for the new reference,
 // match or state, and a byte for the symbol, market code or timestamp.
 func wireOpsOfBytes(data []byte) []op {
 	var ops []op
@@ -117,6 +119,10 @@ func wireOpsOfBytes(data []byte) []op {
 			o.side = 0
 		case 253:
 			o.side = 'b'
+		case 252, 251: // a longer message, applied as its type
+			o.extra = int(data[3]) - 250
+		case 250: // a message cut short, ignored
+			o.extra = -1
 		}
 		if data[7] == 255 {
 			o.ts = 1<<48 - 1 // the largest 6-byte timestamp
@@ -300,6 +306,11 @@ func runWireDifferential(t testing.TB, cfg Config, ops []op) {
 			continue
 		}
 		m := wireMsg(o)
+		if o.extra > 0 {
+			m = append(m, make([]byte, o.extra)...)
+		} else {
+			m = m[:len(m)+o.extra]
+		}
 		before := refState(r, o.locate)
 		loc, changed := bs.Apply(m)
 		want := r.apply(o)
@@ -401,9 +412,9 @@ func compareWire(bs *Books, r *refBooks, locate uint16) error {
 		return err
 	}
 	st := bs.Stats()
-	if st.Malformed != r.stats.Malformed || st.Long != 0 || st.UnknownType != 0 || bs.BrokenWithoutLocate() != r.brokenNoLocate {
-		return fmt.Errorf("malformed %d, long %d, unknown types %d, broken without locate %d; want %d, 0, 0, %d",
-			st.Malformed, st.Long, st.UnknownType, bs.BrokenWithoutLocate(), r.stats.Malformed, r.brokenNoLocate)
+	if st.Malformed != r.stats.Malformed || st.UnknownType != 0 || bs.BrokenWithoutLocate() != r.brokenNoLocate {
+		return fmt.Errorf("malformed %d, unknown types %d, broken without locate %d; want %d, 0, %d",
+			st.Malformed, st.UnknownType, bs.BrokenWithoutLocate(), r.stats.Malformed, r.brokenNoLocate)
 	}
 	return nil
 }
@@ -512,6 +523,10 @@ func wireSeeds() [][]byte {
 			wireOp('E', loc1, 40, 0, 1, 0, 2, 0), wireOp('X', loc1, 41, 0, 1, 0, 0, 0),
 			wireOp('D', loc1, 42, 0, 0, 0, 0, 0), wireOp('U', loc1, 43, 0, 1, 1, 44, 0),
 			wireOp('A', loc1, 9, 0, 0, 1, 0, 0), wireOp('A', loc1, 9, 255, 5, 1, 0, 0),
+			wireOp('A', loc1, 10, 252, 5, 1, 0, 0), wireOp('D', loc1, 10, 250, 0, 0, 0, 0),
+			wireOp('E', loc1, 10, 251, 5, 0, 2, 0), wireOp('Z', loc1, 0, 0, 0, 0, 0, 0),
+			wireOp('A', loc1, 10, 0, 5, 1, 0, 0), wireOp('R', loc1, 0, 0, 0, 0, 0, 0),
+			wireOp('A', loc1, 10, 0, 5, 1, 0, 0),
 		),
 		// Trades, crosses, broken trades, states, system events and
 		// announcements on many locates, in the roomy configuration.
