@@ -194,21 +194,29 @@ exec "$0" "$@"`
 	if ee.ExitCode() != 78 || !strings.Contains(string(out), want) {
 		t.Errorf("a dadfailed metrics.listen address: %v, want exit status 78 and %q:\n%s", err, want, out)
 	}
+	// check, run before the start (ExecStartPre), agrees: a FAIL, not the
+	// warning for an address not up yet that run binds with IP_FREEBIND.
+	ee, out = runWithListenFd00(t, script, 1, "check")
+	want = "FAIL  metrics   metrics.listen [fd00:fe::1]:9100: listen tcp [fd00:fe::1]:9100: bind: cannot assign requested address: duplicate address detection failed for it"
+	if ee.ExitCode() != 1 || !strings.Contains(string(out), want) {
+		t.Errorf("feedhandler check, a dadfailed metrics.listen address: %v, want exit status 1 and %q:\n%s", ee, want, out)
+	}
 }
 
-// runWithListenFd00 runs the handler on a feed whose metrics.listen is
+// runWithListenFd00 runs the handler (or command, such as check) on a feed whose metrics.listen is
 // [fd00:fe::1]:9100 in a network namespace of its own, after script (sh)
 // has set up the namespace; script exits 99 when the lab cannot be set up
 // (the test is skipped) and ends with exec "$0" "$@". It returns how the
 // handler exited (want: the status the test wants, for the message).
-func runWithListenFd00(t *testing.T, script string, want int) (*exec.ExitError, []byte) {
+func runWithListenFd00(t *testing.T, script string, want int, command ...string) (*exec.ExitError, []byte) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "feed.yaml")
 	cfg := "feed:\n  name: t\nlines:\n  a:\n    interface: lo\n    group: 239.1.1.1\n    port: 26477\nreceive:\n  backend: socket\nmetrics:\n  listen: \"[fd00:fe::1]:9100\"\n"
 	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command("unshare", "--net", "sh", "-c", script, os.Args[0], "--feed", path)
+	args := append([]string{"--net", "sh", "-c", script, os.Args[0]}, command...)
+	cmd := exec.Command("unshare", append(args, "--feed", path)...)
 	cmd.Env = append(os.Environ(), "FEEDHANDLER_TEST_AS_COMMAND=1")
 	out, err := cmd.CombinedOutput()
 	var ee *exec.ExitError

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"flag"
 	"fmt"
@@ -26,6 +25,7 @@ import (
 	"github.com/marketfeed/feedhandler/feed/config"
 	"github.com/marketfeed/feedhandler/feed/handler"
 	"github.com/marketfeed/feedhandler/internal/clilog"
+	"github.com/marketfeed/feedhandler/internal/preflight"
 	"github.com/marketfeed/feedhandler/internal/privilege"
 	"github.com/marketfeed/feedhandler/proto/shm"
 )
@@ -282,8 +282,8 @@ func listenError(cfg *config.Config, err error) error {
 
 // listenAddrDADFailed reports whether the address a failed listen tried
 // is an IPv6 address of the host whose duplicate address detection failed
-// (IFA_F_DADFAILED): another host has it, and it stays unusable until it
-// is added again, so it is not "not usable yet".
+// (preflight.DADFailed): another host has it, and it stays unusable until
+// it is added again, so it is not "not usable yet".
 func listenAddrDADFailed(err error) bool {
 	var op *net.OpError
 	if !errors.As(err, &op) {
@@ -294,49 +294,8 @@ func listenAddrDADFailed(err error) bool {
 		return false
 	}
 	ip, ok := netip.AddrFromSlice(a.IP)
-	if !ok || !ip.Unmap().Is6() {
-		return false
-	}
-	rib, err := syscall.NetlinkRIB(syscall.RTM_GETADDR, syscall.AF_INET6)
-	if err != nil {
-		return false
-	}
-	msgs, err := syscall.ParseNetlinkMessage(rib)
-	if err != nil {
-		return false
-	}
-	for _, m := range msgs {
-		if m.Header.Type != syscall.RTM_NEWADDR || len(m.Data) < syscall.SizeofIfAddrmsg {
-			continue
-		}
-		flags := uint32(m.Data[2]) // struct ifaddrmsg's ifa_flags; IFA_FLAGS has them all
-		attrs, err := syscall.ParseNetlinkRouteAttr(&m)
-		if err != nil {
-			continue
-		}
-		var addr netip.Addr
-		for _, at := range attrs {
-			switch at.Attr.Type {
-			case syscall.IFA_ADDRESS, syscall.IFA_LOCAL:
-				addr, _ = netip.AddrFromSlice(at.Value)
-			case ifaFlags:
-				if len(at.Value) >= 4 {
-					flags = binary.NativeEndian.Uint32(at.Value)
-				}
-			}
-		}
-		if addr == ip.WithZone("") && flags&ifaFDADFailed != 0 {
-			return true
-		}
-	}
-	return false
+	return ok && preflight.DADFailed(ip)
 }
-
-// IFA_FLAGS and IFA_F_DADFAILED (linux/if_addr.h), not in package syscall.
-const (
-	ifaFlags      = 8
-	ifaFDADFailed = 0x08
-)
 
 // hostHasListenAddr reports whether the address a failed listen tried is
 // one of the host's interface addresses (tentative ones included).

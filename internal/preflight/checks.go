@@ -776,9 +776,16 @@ func (c *checker) metrics() {
 	ln, err := net.Listen("tcp", addr)
 	if errors.Is(err, unix.EADDRNOTAVAIL) {
 		// A literal address (CheckHost has refused a wrong zone):
-		// run binds it with IP_FREEBIND and warns.
+		// run binds it with IP_FREEBIND and warns, unless its
+		// duplicate address detection failed.
 		if host, _, serr := net.SplitHostPort(addr); serr == nil {
 			if ip, perr := netip.ParseAddr(host); perr == nil && ip.Zone() == "" {
+				if DADFailed(ip) {
+					// run refuses it (exit 78): IP_FREEBIND
+					// binds it, but it never answers.
+					c.add(Fail, "metrics", "metrics.listen %s: %v: duplicate address detection failed for it (`ip -6 addr` says dadfailed): another host on its link has this address, which no restart fixes; resolve the conflict and add the address again", addr, err)
+					return
+				}
 				c.add(Warn, "metrics", "metrics.listen %s: %v: not an address this host can bind yet; run binds it with IP_FREEBIND and answers once it is up (mistyped, it never answers)", addr, err)
 				return
 			}
