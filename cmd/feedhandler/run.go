@@ -228,20 +228,13 @@ func listenMetrics(cfg *config.Config, logger zerolog.Logger) (net.Listener, err
 	if ip, perr := netip.ParseAddr(host); serr != nil || perr != nil || ip.Zone() != "" {
 		return nil, err
 	}
-	lc := net.ListenConfig{Control: func(network, _ string, c syscall.RawConn) error {
-		var oerr error
-		if cerr := c.Control(func(fd uintptr) {
-			if strings.HasSuffix(network, "6") {
-				oerr = unix.SetsockoptInt(int(fd), unix.SOL_IPV6, unix.IPV6_FREEBIND, 1)
-			} else {
-				oerr = unix.SetsockoptInt(int(fd), unix.SOL_IP, unix.IP_FREEBIND, 1)
-			}
-		}); cerr != nil {
-			return cerr
-		}
-		return oerr
-	}}
-	fln, ferr := lc.Listen(context.Background(), "tcp", addr)
+	fln, ferr := preflight.ListenFreeBind(addr)
+	if errors.Is(ferr, syscall.EADDRINUSE) || errors.Is(ferr, syscall.EACCES) {
+		// The port, which the first bind did not get to (the kernel
+		// checks the address first): in use (exit 1, restarted) or
+		// privileged (exit 78), as listenError says.
+		return nil, ferr
+	}
 	if ferr != nil {
 		return nil, err
 	}

@@ -786,6 +786,16 @@ func (c *checker) metrics() {
 					c.add(Fail, "metrics", "metrics.listen %s: %v: duplicate address detection failed for it (`ip -6 addr` says dadfailed): another host on its link has this address, which no restart fixes; resolve the conflict and add the address again", addr, err)
 					return
 				}
+				// As run binds it: the port may be taken (or
+				// privileged) all the same.
+				fln, ferr := ListenFreeBind(addr)
+				if ferr != nil && (errors.Is(ferr, unix.EADDRINUSE) || errors.Is(ferr, unix.EACCES)) {
+					c.add(Fail, "metrics", "metrics.listen %s: %v", addr, ferr)
+					return
+				}
+				if fln != nil {
+					fln.Close()
+				}
 				c.add(Warn, "metrics", "metrics.listen %s: %v: not an address this host can bind yet; run binds it with IP_FREEBIND and answers once it is up (mistyped, it never answers)", addr, err)
 				return
 			}

@@ -1,9 +1,14 @@
 package preflight
 
 import (
+	"context"
 	"encoding/binary"
+	"net"
 	"net/netip"
+	"strings"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // DADFailed reports whether ip is an IPv6 address of the host whose
@@ -57,3 +62,25 @@ const (
 	ifaFlags      = 8
 	ifaFDADFailed = 0x08
 )
+
+// ListenFreeBind listens on addr (TCP, a literal address) with IP_FREEBIND
+// (IPV6_FREEBIND for an IPv6 address; systemd's FreeBind=): the bind takes
+// an address the host does not have yet, or cannot use yet (tentative),
+// and the port answers once it is up. A port another socket holds (on the
+// wildcard address, say) still fails, with EADDRINUSE.
+func ListenFreeBind(addr string) (net.Listener, error) {
+	lc := net.ListenConfig{Control: func(network, _ string, c syscall.RawConn) error {
+		var oerr error
+		if cerr := c.Control(func(fd uintptr) {
+			if strings.HasSuffix(network, "6") {
+				oerr = unix.SetsockoptInt(int(fd), unix.SOL_IPV6, unix.IPV6_FREEBIND, 1)
+			} else {
+				oerr = unix.SetsockoptInt(int(fd), unix.SOL_IP, unix.IP_FREEBIND, 1)
+			}
+		}); cerr != nil {
+			return cerr
+		}
+		return oerr
+	}}
+	return lc.Listen(context.Background(), "tcp", addr)
+}
