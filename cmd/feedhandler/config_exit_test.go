@@ -478,6 +478,10 @@ func TestRunMetricsAddressNotUpYet(t *testing.T) {
 		// and unreachable; the start is what is checked.
 		{"IPv6 tentative", "[fd00:fe::1]:9100", "ip link set lo up && ip link add fhta type veth peer name fhtb && ip link set fhta up && ip addr add fd00:fe::1/64 dev fhta && { ip -6 addr show dev fhta | grep -q tentative || { echo 'address not tentative'; exit 99; }; }",
 			"true", "", ""},
+		// A link-local address names its interface (a zone); on a link
+		// without a carrier it stays tentative as well.
+		{"IPv6 link-local tentative", "[fe80::1234%fhta]:9100", "ip link set lo up && ip link add fhta type veth peer name fhtb && ip link set fhta up && ip addr add fe80::1234/64 dev fhta && { ip -6 addr show dev fhta | grep -q 'fe80::1234.*tentative' || { echo 'address not tentative'; exit 99; }; }",
+			"true", "", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()

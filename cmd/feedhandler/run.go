@@ -217,7 +217,8 @@ func stopSignals(logger zerolog.Logger, setUp *atomic.Bool) (ctx context.Context
 // mistyped address then never answers: `check` warns, and the scrape's
 // up == 0 alerts. Not an address whose duplicate address detection
 // failed (another host on the link has it: listenError, exit 78), nor a
-// name.
+// name. A link-local address with its zone too: CheckHost has refused a
+// zone whose interface lacks the address.
 func listenMetrics(cfg *config.Config, logger zerolog.Logger) (net.Listener, error) {
 	addr := cfg.Metrics.Listen
 	ln, err := net.Listen("tcp", addr)
@@ -225,7 +226,10 @@ func listenMetrics(cfg *config.Config, logger zerolog.Logger) (net.Listener, err
 		return ln, err
 	}
 	host, _, serr := net.SplitHostPort(addr)
-	if ip, perr := netip.ParseAddr(host); serr != nil || perr != nil || ip.Zone() != "" {
+	// A zone, which CheckHost has checked names an interface that has
+	// the address: a link-local address still tentative (its link
+	// without a carrier) is bound the same way.
+	if _, perr := netip.ParseAddr(host); serr != nil || perr != nil {
 		return nil, err
 	}
 	fln, ferr := preflight.ListenFreeBind(addr)

@@ -775,11 +775,12 @@ func (c *checker) metrics() {
 	}
 	ln, err := net.Listen("tcp", addr)
 	if errors.Is(err, unix.EADDRNOTAVAIL) {
-		// A literal address (CheckHost has refused a wrong zone):
+		// A literal address, with a zone or not (CheckHost has
+		// refused a wrong zone):
 		// run binds it with IP_FREEBIND and warns, unless its
 		// duplicate address detection failed.
 		if host, _, serr := net.SplitHostPort(addr); serr == nil {
-			if ip, perr := netip.ParseAddr(host); perr == nil && ip.Zone() == "" {
+			if ip, perr := netip.ParseAddr(host); perr == nil {
 				if DADFailed(ip) {
 					// run refuses it (exit 78): IP_FREEBIND
 					// binds it, but it never answers.
