@@ -75,11 +75,16 @@ func OpenWith(name string, opt OpenOptions) (*Reader, error) {
 		return nil, errBigEndian("open", path)
 	}
 	if !filepath.IsAbs(path) {
-		abs, err := filepath.Abs(path)
+		// The kernel's working directory (getcwd), as the C++ and
+		// Python readers take it, not filepath.Abs's os.Getwd: that
+		// returns $PWD, the shell's logical directory, and entered
+		// through a symbolic link "../feed" would name another file
+		// than the one the kernel (and the writer) resolve it to.
+		wd, err := unix.Getwd()
 		if err != nil {
 			return nil, fmt.Errorf("open shm %s: %w", path, err)
 		}
-		path = abs
+		path = filepath.Join(wd, path)
 	}
 	// Not blocking: a FIFO of that name would block a plain open until a
 	// writer came; it is refused below with the other files that are not

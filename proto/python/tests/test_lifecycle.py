@@ -431,6 +431,34 @@ class LifecycleTest(unittest.TestCase):
         with self.assertRaises(shm.RestartedError):
             r.check()
 
+    def test_relative_path_through_symlinked_cwd(self):
+        """A relative name with ".." names the file the kernel resolves it to
+        from the working directory (os.getcwd), as the C++ reader (getcwd),
+        the Go writer and, since it stopped taking $PWD, the Go reader do:
+        from a directory entered through a symbolic link, with $PWD the
+        link, "../feed" is the feed beside the link's target, not beside the
+        link."""
+        name = support.feed_name(self)
+        w = support.control_writer(self, name, instruments=1, depth=1)
+        w.cmd("beat")
+        feed_dir, base = os.path.split(name)
+        sub = tempfile.mkdtemp(prefix="fh-pytest-sub-", dir=feed_dir)
+        self.addCleanup(shutil.rmtree, sub, True)
+        links = tempfile.mkdtemp(prefix="fh-pytest-links-")
+        self.addCleanup(shutil.rmtree, links, True)
+        link = os.path.join(links, "link")
+        os.symlink(sub, link)
+        self.addCleanup(os.chdir, os.getcwd())
+        os.chdir(link)
+        from unittest import mock
+        pwd = mock.patch.dict(os.environ, {"PWD": link})
+        pwd.start()
+        self.addCleanup(pwd.stop)
+        r = shm.open("../" + base)
+        self.addCleanup(r.close)
+        self.assertEqual(r.path, name)
+        r.check()
+
     def test_check_truncated_file(self):
         """A feed file truncated under the reader (an operator's truncate -s 0;
         the writer never truncates) is FormatError from check(), which reads
