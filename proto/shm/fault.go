@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"runtime/debug"
 	"unsafe"
+
+	"golang.org/x/sys/unix"
 )
 
 // A feed file truncated under a Reader (an operator's `truncate -s 0`; the
@@ -13,7 +15,8 @@ import (
 // a call between the truncation and the next Check loads from the mapping
 // without asking. Under debug.SetPanicOnFault such a fault is a panic
 // instead, which a deferred recover turns into ErrFormat (as Check reports
-// a truncation); a fault anywhere else panics again. The setting is the
+// a truncation); a fault anywhere else, or on a page the file still
+// covers (not a truncation's), panics again. The setting is the
 // goroutine's, so every call of a Reader and its Followers that loads from
 // the mapping sets it for its own duration, and gives the caller's back:
 // two calls into the runtime and a recover, about a hundred instructions a
@@ -32,7 +35,8 @@ import (
 // before, and for a fault in fn's own loads from the mapping (none: the
 // Reader hands out no memory of the mapping). It applies to the calling
 // goroutine only. After ErrFormat, Close the Reader (its mapping cannot be
-// read again). A panic of fn, or a fault elsewhere, goes on as a panic.
+// read again). A panic of fn, or a fault elsewhere or on a page the file
+// still covers, goes on as a panic.
 func (r *Reader) Guard(fn func() error) (err error) {
 	defer r.unguard(guard(), "guard", &err)
 	return fn()
@@ -66,17 +70,26 @@ func (r *Reader) unguardZero(old bool) {
 }
 
 // faultOffset is the offset in r's mapping of the fault p, recovered from a
-// panic; ok is false for a panic that is not a fault inside the mapping.
+// panic; ok is false for a panic that is not a fault inside the mapping
+// past the file's end (a truncation's).
 func (r *Reader) faultOffset(p any) (off uintptr, ok bool) {
 	f, isFault := p.(interface{ Addr() uintptr })
 	if !isFault || len(r.m.mem) == 0 {
 		return 0, false
 	}
 	base := uintptr(unsafe.Pointer(unsafe.SliceData(r.m.mem)))
-	if a := f.Addr(); a >= base && a-base < uintptr(len(r.m.mem)) {
-		return a - base, true
+	a := f.Addr()
+	if a < base || a-base >= uintptr(len(r.m.mem)) {
+		return 0, false
 	}
-	return 0, false
+	// A truncation faults only on pages past the file's end: a fault at
+	// an offset the file still covers is something else (a store into
+	// the read-only mapping), a bug, not ErrFormat.
+	var st unix.Stat_t
+	if unix.Fstat(r.fd, &st) == nil && st.Size > int64(a-base) {
+		return 0, false
+	}
+	return a - base, true
 }
 
 // faultError is the error of op for p, recovered from a panic: ErrFormat
