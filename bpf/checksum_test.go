@@ -184,6 +184,8 @@ func TestOptionsOK(t *testing.T) {
 		{"record route full", []byte{7, 7, 8, 10, 99, 0, 1, 0}, true},
 		{"timestamp full, overflow 14", []byte{68, 8, 9, 0xe0, 0, 0, 0, 0}, true},
 		{"timestamp full, overflow 15", []byte{68, 8, 9, 0xf0, 0, 0, 0, 0}, false},
+		{"prespecified timestamp full, overflow 15", []byte{68, 12, 13, 0xf3, 10, 99, 0, 1, 0, 0, 0, 0}, true},
+		{"address timestamp full, overflow 15", []byte{68, 12, 13, 0xf1, 10, 99, 0, 1, 0, 0, 0, 0}, false},
 		{"end, then garbage", []byte{0, 0xff, 0xff, 0xff}, true},
 		{"length byte past the options", []byte{1, 1, 1, 30}, false},
 		{"length past the options", []byte{30, 5, 0, 0}, false},

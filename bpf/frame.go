@@ -89,7 +89,8 @@ func (d *Datagram) SourceOK() bool {
 // it, with an ICMP parameter problem, when an option's length is below 2
 // or runs past the header, when a record route or timestamp option is
 // given twice or has its pointer out of place (or a timestamp's overflow
-// count is full), for a CIPSO option on a host without CIPSO (a feed
+// count is full, unless the addresses are prespecified: the kernel
+// leaves that count alone), for a CIPSO option on a host without CIPSO (a feed
 // host; a kernel built without NetLabel, which no distribution ships,
 // would take a well-formed one), and for a source route, which it never takes to a multicast
 // group (nor, with accept_source_route off, the default, to a unicast
@@ -147,8 +148,8 @@ func (d *Datagram) OptionsOK() bool {
 			switch {
 			case p < 5:
 				return false
-			case p > n: // full: the overflow count goes up
-				if o[3]>>4 == 15 {
+			case p > n: // full: the overflow count goes up, but for prespecified addresses
+				if o[3]&0x0f != tsPrespec && o[3]>>4 == 15 {
 					return false
 				}
 			case p+3 > n:

@@ -52,6 +52,7 @@ func ipOptionFrames(src, dst netip.AddrPort) (frames [][]byte, want []string) {
 	add("two record routes", false, 7, 3, 4, 7, 3, 4)
 	add("timestamp pointer 4", false, 68, 8, 4, 0, 0, 0, 0, 0)
 	add("timestamp overflow full", false, 68, 8, 9, 0xf0, 0, 0, 0, 0)
+	add("prespecified timestamp overflow full", true, 68, 12, 13, 0xf3, 10, 99, 0, 1, 0, 0, 0, 0)
 	add("timestamp with address no room", false, 68, 8, 5, 1, 0, 0, 0, 0)
 	add("loose source route", false, 131, 7, 4, 10, 99, 0, 2)
 	add("strict source route", false, 137, 7, 4, 10, 99, 0, 2)
