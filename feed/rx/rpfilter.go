@@ -116,7 +116,7 @@ func warnReversePath(cfg *Config, xdp bool) {
 		}
 		cfg.Log.Warn().Err(err).Str("line", Line(i).String()).Stringer("source", lc.Source).Stringer("group", lc.Group).
 			Str("interface", lc.Interface).Int("rp_filter", rpFilter(lc.Interface)).
-			Msgf("rx: the kernel drops datagrams from %v to %v arriving on %s (ip route get %v from %v iif %s fails: the reverse path filter, without a route back to the source through %s): %s. Add that route, or set net.ipv4.conf.%s.rp_filter=2 (loose, with some route to the source) or 0 (docs/OPERATIONS.md)",
+			Msgf("rx: the kernel drops datagrams from %v to %v arriving on %s (ip route get %v from %v iif %s fails: the reverse path filter, without a route back to the source through %s): %s. Add that route, or set net.ipv4.conf.%s.rp_filter=2 (loose, with some route to the source) or 0, with net.ipv4.conf.all.rp_filter no higher: the larger of the two applies (docs/OPERATIONS.md)",
 				lc.Source, lc.Group, lc.Interface, lc.Group, lc.Source, lc.Interface, lc.Interface, what, lc.Interface)
 	}
 }

@@ -80,7 +80,8 @@ func TestReversePathWarning(t *testing.T) {
 			}
 			l := logs.String()
 			if n := strings.Count(l, "the kernel drops datagrams from"); n != 1 || !strings.Contains(l, `"line":"A"`) ||
-				!strings.Contains(l, "rp_filter=2") || strings.Contains(l, `"line":"B"`) {
+				!strings.Contains(l, "rp_filter=2") || !strings.Contains(l, "net.ipv4.conf.all.rp_filter no higher") ||
+				strings.Contains(l, `"line":"B"`) {
 				t.Errorf("%d reverse path warnings, want 1 naming line A (not B) and the remedy:\n%s", n, l)
 			}
 		})
@@ -94,5 +95,20 @@ func TestReversePathWarning(t *testing.T) {
 	if len(errs) != 1 || !strings.Contains(errs[0].Error(), "line A: the kernel drops datagrams from 198.51.100.7 to 233.54.12.111 arriving on "+lab.DstIf) ||
 		!strings.Contains(errs[0].Error(), "rp_filter 1") {
 		t.Errorf("CheckReversePath: %v; want one error, line A's, saying rp_filter 1", errs)
+	}
+	// The interface's rp_filter alone set to 0 does not help while
+	// conf.all stays 1 (the larger applies), which is why the remedy names
+	// conf.all too.
+	if err := lab.Do(lab.Dst, func() error {
+		if err := os.WriteFile("/proc/sys/net/ipv4/conf/"+lab.DstIf+"/rp_filter", []byte("0"), 0); err != nil {
+			return err
+		}
+		errs = CheckReversePath(lines)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if len(errs) != 1 || !strings.Contains(errs[0].Error(), "rp_filter 1") {
+		t.Errorf("CheckReversePath with %s's rp_filter 0 and conf.all 1: %v; want line A's error still, rp_filter 1", lab.DstIf, errs)
 	}
 }

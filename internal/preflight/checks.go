@@ -593,7 +593,7 @@ func (c *checker) xdpDevices() []rx.XDPDevice {
 // filtering").
 func (c *checker) reversePathFilter() {
 	for _, err := range reversePath(c.cfg.RxConfig(zerolog.Nop()).Lines) {
-		c.add(Warn, "rp_filter", "%v: the socket backends (and AF_XDP's fallback sockets) would receive nothing from it; AF_XDP takes it. Add a route to the source through the interface, or set its rp_filter to 2 (loose, with some route to the source) or 0 (docs/OPERATIONS.md, Reverse path filtering)", err)
+		c.add(Warn, "rp_filter", "%v: the socket backends (and AF_XDP's fallback sockets) would receive nothing from it; AF_XDP takes it. Add a route to the source through the interface, or set its rp_filter to 2 (loose, with some route to the source) or 0, with net.ipv4.conf.all.rp_filter no higher: the larger of the two applies (docs/OPERATIONS.md, Reverse path filtering)", err)
 	}
 }
 

@@ -408,7 +408,8 @@ func TestReversePathLines(t *testing.T) {
 	for _, backend := range []string{"", "receive: {backend: uring}\n"} {
 		cfg := feedConfig(t, "lo", backend)
 		expect(t, Run(cfg, Host{Root: t.TempDir()}), "rp_filter", Warn, "line A: the kernel drops datagrams from 10.9.9.9",
-			"socket backends (and AF_XDP's fallback sockets) would receive nothing", "rp_filter to 2")
+			"socket backends (and AF_XDP's fallback sockets) would receive nothing", "rp_filter to 2",
+			"net.ipv4.conf.all.rp_filter no higher")
 	}
 	cfg := feedConfig(t, "lo", "")
 	cfg.Lines[0].Source = netip.MustParseAddr("10.9.9.9")
