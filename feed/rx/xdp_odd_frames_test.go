@@ -104,33 +104,8 @@ func TestXDPOddFramesAsKernel(t *testing.T) {
 		t.Run(backend, func(t *testing.T) {
 			cfg := Config{PollTimeout: 20 * time.Millisecond,
 				Lines: []LineConfig{{Name: "A", Interface: lab.DstIf, Group: xdpTestGroup, Port: xdpTestPort}}}
-			var r Receiver
-			if backend == BackendSocket {
-				r = openBackend(t, lab, backend, cfg)
-			} else {
-				cfg.XDPMode = backend[len("xdp "):]
-				r = xdpOpen(t, lab, cfg)
-			}
+			r, got := receiveRawFrames(t, lab, backend, cfg, frames)
 			defer r.Close()
-			raw := xdpNewRawSender(t, lab)
-			for _, f := range frames {
-				raw.send(t, f)
-			}
-			var got []string
-			pkts := make([]Packet, 8)
-			for deadline := time.Now().Add(5 * time.Second); len(got) == 0 || got[len(got)-1] != "end"; {
-				if time.Now().After(deadline) {
-					break
-				}
-				n, err := r.Receive(pkts)
-				if err != nil {
-					t.Fatal(err)
-				}
-				for _, p := range pkts[:n] {
-					got = append(got, string(p.Data))
-				}
-				r.Release(pkts[:n])
-			}
 			if fmt.Sprintf("%q", got) != fmt.Sprintf("%q", want) {
 				t.Errorf("received %.40q,\nwant %.40q", got, want)
 			}
@@ -143,4 +118,40 @@ func TestXDPOddFramesAsKernel(t *testing.T) {
 			}
 		})
 	}
+}
+
+// receiveRawFrames opens backend (BackendSocket, "xdp native" or "xdp
+// generic") on lab's line with cfg, puts frames on the wire from the
+// sender's side, and returns the receiver and the payloads it delivered,
+// until one reads "end" (the last frame's) or 5 s have passed.
+func receiveRawFrames(t *testing.T, lab *netlab.Lab, backend string, cfg Config, frames [][]byte) (Receiver, []string) {
+	t.Helper()
+	var r Receiver
+	if backend == BackendSocket {
+		r = openBackend(t, lab, backend, cfg)
+	} else {
+		cfg.XDPMode = backend[len("xdp "):]
+		r = xdpOpen(t, lab, cfg)
+	}
+	raw := xdpNewRawSender(t, lab)
+	for _, f := range frames {
+		raw.send(t, f)
+	}
+	var got []string
+	pkts := make([]Packet, 8)
+	for deadline := time.Now().Add(5 * time.Second); len(got) == 0 || got[len(got)-1] != "end"; {
+		if time.Now().After(deadline) {
+			break
+		}
+		n, err := r.Receive(pkts)
+		if err != nil {
+			r.Close()
+			t.Fatal(err)
+		}
+		for _, p := range pkts[:n] {
+			got = append(got, string(p.Data))
+		}
+		r.Release(pkts[:n])
+	}
+	return r, got
 }

@@ -57,33 +57,8 @@ func TestXDPMartianSources(t *testing.T) {
 			var logs bytes.Buffer
 			cfg := Config{PollTimeout: 20 * time.Millisecond, Log: zerolog.New(&logs),
 				Lines: []LineConfig{{Name: "A", Interface: lab.DstIf, Group: xdpTestGroup, Port: xdpTestPort}}}
-			var r Receiver
-			if backend == BackendSocket {
-				r = openBackend(t, lab, backend, cfg)
-			} else {
-				cfg.XDPMode = backend[len("xdp "):]
-				r = xdpOpen(t, lab, cfg)
-			}
+			r, got := receiveRawFrames(t, lab, backend, cfg, frames)
 			defer r.Close()
-			raw := xdpNewRawSender(t, lab)
-			for _, f := range frames {
-				raw.send(t, f)
-			}
-			var got []string
-			pkts := make([]Packet, 8)
-			for deadline := time.Now().Add(5 * time.Second); len(got) == 0 || got[len(got)-1] != "end"; {
-				if time.Now().After(deadline) {
-					break
-				}
-				n, err := r.Receive(pkts)
-				if err != nil {
-					t.Fatal(err)
-				}
-				for _, p := range pkts[:n] {
-					got = append(got, string(p.Data))
-				}
-				r.Release(pkts[:n])
-			}
 			if fmt.Sprintf("%q", got) != fmt.Sprintf("%q", want) {
 				t.Errorf("received %q, want %q", got, want)
 			}
