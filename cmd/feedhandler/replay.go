@@ -326,8 +326,12 @@ func replay(args []string, stdout, stderr io.Writer) error {
 	fmt.Fprintf(stdout, "\ninput         %d unknown types, %d short messages, %d gaps (%d missing)\n",
 		rep.InputUnknown, rep.InputShort, rep.InputGaps, rep.InputMissing)
 	if a := rep.Arbitrated; a != nil {
-		fmt.Fprintf(stdout, "arbitrated    as %s: datagrams A %d, B %d, other %d (%d frames skipped); %d messages delivered, %d filtered out; %d session changes (books emptied)\n",
-			a.Feed, a.Datagrams[0], a.Datagrams[1], a.Other, a.Skipped, a.Delivered, a.Filtered, a.Resets)
+		polls := "the capture's batch marks"
+		if n := a.Datagrams[0] + a.Datagrams[1]; a.Marked != n {
+			polls = fmt.Sprintf("batch marks for %d of %d, the rest modelled (datagrams %v apart)", a.Marked, n, handler.ReplayPollGap)
+		}
+		fmt.Fprintf(stdout, "arbitrated    as %s: datagrams A %d, B %d, other %d (%d frames skipped); %d messages delivered, %d filtered out; %d session changes (books emptied); empty polls by %s\n",
+			a.Feed, a.Datagrams[0], a.Datagrams[1], a.Other, a.Skipped, a.Delivered, a.Filtered, a.Resets, polls)
 	}
 	if rep.CapacityError != "" {
 		fmt.Fprintf(stdout, "capacity      %s\n", rep.CapacityError)

@@ -8,6 +8,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/marketfeed/feedhandler/feed/capture"
 	"github.com/marketfeed/feedhandler/feed/config"
 	"github.com/marketfeed/feedhandler/feed/handler"
 	"github.com/marketfeed/feedhandler/feed/input"
@@ -23,6 +24,11 @@ type arbitratedReport struct {
 	Resets    uint64    `json:"resets"`    // session changes: the books were emptied, as the handler empties them
 	Filtered  uint64    `json:"filtered"`  // messages the feed's symbols left out
 	Delivered uint64    `json:"delivered"` // messages the arbiter delivered in order
+	// Marked counts the datagrams whose batch marks (package capture)
+	// said where the live handler found its lines empty; the others
+	// (every datagram of a capture without marks) were modelled
+	// (handler.ReplayPollGap).
+	Marked uint64 `json:"marked"`
 }
 
 // replayFeed loads the feed file of replay --feed. The feed's book section
@@ -90,6 +96,7 @@ func (a *arbitrated) line(fr *pcap.Frame) int {
 }
 
 func (a *arbitrated) run() error {
+	marked := a.in.CaptureSigfigs() == capture.FileMark
 	for {
 		fr, err := a.in.NextDatagram()
 		if errors.Is(err, io.EOF) {
@@ -104,6 +111,11 @@ func (a *arbitrated) run() error {
 			continue
 		}
 		a.rep.Datagrams[i]++
+		if drained, ok := capture.Mark(fr.SrcMAC, fr.Time); ok && marked {
+			a.rep.Marked++
+			a.r.OfferMarked(i, fr.Payload, fr.Time, drained)
+			continue
+		}
 		a.r.Offer(i, fr.Payload, fr.Time)
 	}
 	a.r.Finish()

@@ -225,6 +225,11 @@ func Open(cfg Config) (*Capture, error) {
 	c.buf.b = make([]byte, 0, bufSize+2*(1<<16))
 	c.pw = pcapgo.NewWriterNanos(&c.buf)
 	err = c.pw.WriteFileHeader(pcap.Snaplen, layers.LinkTypeEthernet) // into memory
+	if err == nil {
+		// The frames carry batch marks (mark.go): said in sigfigs, which
+		// pcapgo writes as 0 in its byte order (little-endian).
+		binary.LittleEndian.PutUint32(c.buf.b[12:16], FileMark)
+	}
 	c.header = append([]byte(nil), c.buf.b...)
 	if err == nil {
 		// A disk full at start fails the write as it would later: logged
@@ -273,8 +278,11 @@ func (c *Capture) BufferSize() int { return int(c.ring.size) }
 // Put copies the datagrams of a batch into the ring, to be written to the
 // file. Only one goroutine may call it (the receive thread), and not after
 // Close. It never blocks and allocates nothing; a datagram the ring has no
-// room for is left out of the capture and counted.
-func (c *Capture) Put(pkts []rx.Packet) { c.ring.put(pkts) }
+// room for is left out of the capture and counted. drainedAt is when the
+// receive thread last found every line empty (an empty poll) since the
+// batch before, 0 when it did not: the file marks the batch with it, so
+// that a replay ticks the arbiter where the handler did (mark.go).
+func (c *Capture) Put(pkts []rx.Packet, drainedAt int64) { c.ring.put(pkts, drainedAt) }
 
 // Stats returns the counters; safe from any goroutine.
 func (c *Capture) Stats() Stats {
@@ -390,6 +398,8 @@ func (c *Capture) write(rec *record) {
 	}
 	c.id++
 	c.frame = pcap.AppendUDPFrame(c.frame[:0], src, c.dst[line], c.id, rec.payload)
+	mac := markMAC(rec.rxTime, rec.drained)
+	copy(c.frame[6:12], mac[:])
 	// A frame longer than the snap length (a datagram of more than 65493
 	// bytes, up to UDP's 65507) is cut to it, as tcpdump cuts it: in the
 	// file with its time, headers and whole length, the datagram marked

@@ -138,7 +138,7 @@ func TestFullRingDrops(t *testing.T) {
 			kept++
 		}
 	}
-	c.Put(big)
+	c.Put(big, 0)
 	if d := c.Stats().Dropped; d == 0 || d > uint64(len(big)-kept) {
 		// The ring keeps the datagrams that fit in the order given:
 		// after the first that does not, smaller ones may still fit.
@@ -151,7 +151,7 @@ func TestFullRingDrops(t *testing.T) {
 		time.Sleep(time.Millisecond)
 	}
 	next := []rx.Packet{datagram(5000), datagram(5001)}
-	c.Put(next)
+	c.Put(next, 0)
 	if err := c.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -185,14 +185,14 @@ func TestPutAllocs(t *testing.T) {
 	}
 	defer c.Close()
 	pkts := []rx.Packet{datagram(1), datagram(2), datagram(3)}
-	if a := testing.AllocsPerRun(100, func() { c.Put(pkts) }); a != 0 {
+	if a := testing.AllocsPerRun(100, func() { c.Put(pkts, 0) }); a != 0 {
 		t.Fatalf("Put: %v allocations, want 0", a)
 	}
 	full := make([]rx.Packet, 1500)
 	for i := range full {
 		full[i] = datagram(2 * i) // even: line A, and long enough to fill the ring
 	}
-	if a := testing.AllocsPerRun(10, func() { c.Put(full) }); a != 0 {
+	if a := testing.AllocsPerRun(10, func() { c.Put(full, 0) }); a != 0 {
 		t.Fatalf("Put with the ring full: %v allocations, want 0", a)
 	}
 	if c.Stats().Dropped == 0 {
@@ -270,7 +270,7 @@ func TestWriteErrors(t *testing.T) {
 	}
 	c.f.Close()
 	c.f = full // the drainer has not written since Open's header: no race
-	c.Put([]rx.Packet{datagram(1), datagram(2)})
+	c.Put([]rx.Packet{datagram(1), datagram(2)}, 0)
 	if err := c.Close(); !errors.Is(err, syscall.ENOSPC) {
 		t.Fatalf("Close after its last flush failed: %v, want that write's error (ENOSPC)", err)
 	}
@@ -297,7 +297,7 @@ func BenchmarkPut(b *testing.B) {
 	b.ReportAllocs()
 	n := 0
 	for b.Loop() {
-		r.put(pkts)
+		r.put(pkts, 0)
 		r.tail.Store(r.pHead)
 		n += len(pkts)
 	}
@@ -355,13 +355,13 @@ func TestDropWarningOncePerRun(t *testing.T) {
 			time.Sleep(time.Millisecond)
 		}
 	}
-	c.Put(big)
+	c.Put(big, 0)
 	drained()
 	waitLog("ring full", 1)
-	c.Put(big[:1])
+	c.Put(big[:1], 0)
 	drained()
 	waitLog("capturing again", 1)
-	c.Put(big)
+	c.Put(big, 0)
 	drained()
 	waitLog("ring full", 2)
 	if err := c.Close(); err != nil {
@@ -405,14 +405,14 @@ func TestWriteCutBack(t *testing.T) {
 	}
 	c.f = &halfFull{File: c.f.(*os.File)} // the drainer has written only the header: no race
 	first := []rx.Packet{datagram(1), datagram(2), datagram(3)}
-	c.Put(first)
+	c.Put(first, 0)
 	for k := 0; c.Stats().WriteErrors == 0; k++ { // the buffer is flushed after flushEvery of quiet
 		if k > 10000 {
 			t.Fatal("the drainer never flushed")
 		}
 		time.Sleep(time.Millisecond)
 	}
-	c.Put([]rx.Packet{datagram(4), datagram(5)})
+	c.Put([]rx.Packet{datagram(4), datagram(5)}, 0)
 	if err := c.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -548,7 +548,7 @@ func putAll(t *testing.T, c *Capture, total int) {
 			}
 			time.Sleep(time.Millisecond)
 		}
-		c.Put(pkts)
+		c.Put(pkts, 0)
 	}
 }
 
@@ -568,7 +568,7 @@ func TestLargestDatagrams(t *testing.T) {
 	for i, n := range sizes {
 		pkts = append(pkts, rx.Packet{Data: bytes.Repeat([]byte{byte(i)}, n), Line: rx.LineB, RxTime: int64(time.Hour) + int64(i)})
 	}
-	c.Put(pkts)
+	c.Put(pkts, 0)
 	if err := c.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -638,7 +638,7 @@ func TestDiskFullAtStart(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Open on a full disk: %v, want the capture open (a failed write, as during the run)", err)
 	}
-	c.Put([]rx.Packet{datagram(1)})
+	c.Put([]rx.Packet{datagram(1)}, 0)
 	for k := 0; c.Stats().WriteLost == 0; k++ { // flushed after flushEvery of quiet
 		if k > 10000 {
 			t.Fatal("the drainer never flushed")
@@ -648,7 +648,7 @@ func TestDiskFullAtStart(t *testing.T) {
 	if err := os.Remove(filler); err != nil {
 		t.Fatal(err)
 	}
-	c.Put([]rx.Packet{datagram(2), datagram(3)})
+	c.Put([]rx.Packet{datagram(2), datagram(3)}, 0)
 	if err := c.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -761,7 +761,7 @@ func TestFileDeleted(t *testing.T) {
 	for i := range 10 {
 		batch = append(batch, datagram(i))
 	}
-	c.Put(batch)
+	c.Put(batch, 0)
 	for k := 0; c.Stats().Packets < 10; k++ { // flushed after flushEvery of quiet
 		if k > 10000 {
 			t.Fatal("the drainer never flushed")
@@ -775,7 +775,7 @@ func TestFileDeleted(t *testing.T) {
 	for i := 10; i < 20; i++ {
 		batch = append(batch, datagram(i))
 	}
-	c.Put(batch)
+	c.Put(batch, 0)
 	if err := c.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -823,7 +823,7 @@ func TestFileTruncated(t *testing.T) {
 	for i := range 10 {
 		batch = append(batch, datagram(i))
 	}
-	c.Put(batch)
+	c.Put(batch, 0)
 	for k := 0; c.Stats().Packets < 10; k++ { // flushed after flushEvery of quiet
 		if k > 10000 {
 			t.Fatal("the drainer never flushed")
@@ -837,7 +837,7 @@ func TestFileTruncated(t *testing.T) {
 	for i := 10; i < 20; i++ {
 		batch = append(batch, datagram(i))
 	}
-	c.Put(batch)
+	c.Put(batch, 0)
 	if err := c.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -872,7 +872,7 @@ func TestFileTooLargeAtStop(t *testing.T) {
 	// The drainer has written only the header: no race. Datagram 1 (396
 	// bytes in the file) fits, 2 does not.
 	c.f = &sizeLimit{File: c.f.(*os.File), limit: 24 + 500}
-	c.Put([]rx.Packet{datagram(1), datagram(2)})
+	c.Put([]rx.Packet{datagram(1), datagram(2)}, 0)
 	if err := c.Close(); !errors.Is(err, syscall.EFBIG) {
 		t.Fatalf("Close with its last write too large: %v, want EFBIG", err)
 	}

@@ -21,11 +21,14 @@
 // The file is a nanosecond pcap of Ethernet/IPv4/UDP frames: the sockets
 // hand over UDP payloads, so each frame's headers are synthetic, built from
 // the datagram's source address and its line's group and port (the
-// destination a replay tells the lines apart by).
+// destination a replay tells the lines apart by). The Ethernet source
+// address is a batch mark instead: where the receive thread found every
+// line empty before the datagram (Put's drainedAt), so that a replay ticks
+// its arbiter where the live one ticked (Mark, FileMark).
 //
 //	c, err := capture.Open(capture.Config{Path: p, Lines: lines, Log: log})
 //	...
-//	c.Put(pkts[:n]) // the receive thread, per batch, before Release
+//	c.Put(pkts[:n], drainedAt) // the receive thread, per batch, before Release
 //	...
 //	err = c.Close() // after the receive thread stopped
 package capture

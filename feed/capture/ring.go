@@ -17,8 +17,11 @@ import (
 //	8:16  receive timestamp, ns since the Unix epoch
 //	16:20 source IPv4 address
 //	20:24 unused
+//	24:32 when the receive thread last found every line empty before this
+//	      datagram, ns since the Unix epoch (0: not since the datagram
+//	      before; see Mark)
 const (
-	recHeader = 24
+	recHeader = 32
 	wrapMark  = ^uint32(0)
 )
 
@@ -39,18 +42,25 @@ type ring struct {
 	_    cacheLine
 	tail atomic.Uint64 // published by the consumer
 	_    cacheLine
-	// Producer-local: its head and its last read of tail.
+	// Producer-local: its head and its last read of tail, and the empty
+	// poll not yet written with a datagram (put's drainedAt).
 	pHead, pTail uint64
+	drainedAt    int64
 	dropped      atomic.Uint64 // datagrams that did not fit (written by the producer)
 	_            cacheLine
 }
 
 // put copies pkts into the ring and publishes them; a datagram that does
-// not fit is counted in dropped. It runs on the receive thread: no
-// allocation, no lock, one atomic store per batch (and a load of tail only
-// when the cached one says the ring is full).
-func (r *ring) put(pkts []rx.Packet) {
+// not fit is counted in dropped. drainedAt (0: none) is the time of the
+// empty poll before the batch: it goes with the first datagram written,
+// carried to the next batch when none of this one fits. It runs on the
+// receive thread: no allocation, no lock, one atomic store per batch (and
+// a load of tail only when the cached one says the ring is full).
+func (r *ring) put(pkts []rx.Packet, drainedAt int64) {
 	head, tail, size := r.pHead, r.pTail, r.size
+	if drainedAt != 0 {
+		r.drainedAt = drainedAt
+	}
 	var dropped uint64
 	for i := range pkts {
 		p := &pkts[i]
@@ -83,6 +93,8 @@ func (r *ring) put(pkts []rx.Packet) {
 		}
 		binary.LittleEndian.PutUint16(b[6:8], p.Src.Port())
 		binary.LittleEndian.PutUint64(b[8:16], uint64(p.RxTime))
+		binary.LittleEndian.PutUint64(b[24:32], uint64(r.drainedAt))
+		r.drainedAt = 0
 		copy(b[recHeader:], p.Data)
 		head += need
 	}
@@ -104,6 +116,7 @@ type record struct {
 	src     [4]byte
 	srcPort uint16
 	rxTime  int64
+	drained int64 // the empty poll before it (0: none since the datagram before)
 	payload []byte
 }
 
@@ -118,6 +131,7 @@ func (r *ring) next(t uint64, rec *record) (uint64, bool) {
 	rec.line, rec.srcOK = b[4], b[5] == 1
 	rec.srcPort = binary.LittleEndian.Uint16(b[6:8])
 	rec.rxTime = int64(binary.LittleEndian.Uint64(b[8:16]))
+	rec.drained = int64(binary.LittleEndian.Uint64(b[24:32]))
 	copy(rec.src[:], b[16:20])
 	rec.payload = b[recHeader : recHeader+int(n)]
 	return t + recordSize(int(n)), true

@@ -226,7 +226,7 @@ func TestCaptureAllocatesNothing(t *testing.T) {
 		h.pickup = time.Now().UnixNano()
 		rxPkts[0] = rx.Packet{Data: pkts[i], Line: rx.LineA, RxTime: int64(i + 1)}
 		rxPkts[1] = rx.Packet{Data: pkts[i], Line: rx.LineB, RxTime: int64(i + 1)}
-		h.captureBatch(rxPkts)
+		h.captureBatch(rxPkts, 0)
 		h.arb.Offer(0, pkts[i], int64(i+1))
 		h.arb.Offer(1, pkts[i], int64(i+1))
 		h.endBatch()

@@ -471,6 +471,7 @@ func (h *Handler) receive(pinErr chan<- error) {
 	}
 	pkts := make([]rx.Packet, batch)
 	last := clock.Now()
+	var drainedAt int64 // the last empty poll since the last batch (0: none), for the capture
 	for !h.stop.Load() {
 		n, err := h.recv.Receive(pkts)
 		// Packets returned together with an error are real: use and
@@ -498,7 +499,8 @@ func (h *Handler) receive(pinErr chan<- error) {
 			// After the batch is published, so the copy is not on its
 			// path to the shm file; before Release, while the datagrams
 			// are still the receiver's buffers as they came.
-			h.captureBatch(pkts[:n])
+			h.captureBatch(pkts[:n], drainedAt)
+			drainedAt = 0
 			h.recv.Release(pkts[:n])
 		}
 		h.delivered.Store(h.nDelivered)
@@ -528,6 +530,7 @@ func (h *Handler) receive(pinErr chan<- error) {
 		switch {
 		case drained:
 			h.arb.Tick(now)
+			drainedAt = now
 		case n == 0:
 			h.arb.Advance(now)
 		}
@@ -564,11 +567,13 @@ func (h *Handler) receive(pinErr chan<- error) {
 
 // captureBatch copies a received batch into the capture's ring when
 // capture.path is set: every datagram of both lines as received (not only
-// what arbitration kept), once the batch is published and before Release;
-// a copy, never a wait (package capture). Off, it is one branch; it inlines.
-func (h *Handler) captureBatch(pkts []rx.Packet) {
+// what arbitration kept), once the batch is published and before Release,
+// marked with the time of the empty poll before it (drainedAt, 0: none
+// since the batch before), where the arbiter ticked; a copy, never a wait
+// (package capture). Off, it is one branch; it inlines.
+func (h *Handler) captureBatch(pkts []rx.Packet, drainedAt int64) {
 	if h.capFile != nil {
-		h.capFile.Put(pkts)
+		h.capFile.Put(pkts, drainedAt)
 	}
 }
 

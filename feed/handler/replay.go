@@ -61,8 +61,9 @@ func (a *admission) subscribedTo(msg []byte) bool {
 
 // ReplayPollGap is how far apart two datagrams' receive times must be for
 // a Replayer to take it that the live handler found its lines empty
-// between them (an empty poll: Arbiter.Tick). Closer datagrams are taken
-// as read in one batch, with no empty poll between them.
+// between them (an empty poll: Arbiter.Tick), when the capture does not
+// say (Offer; a capture's batch marks do: OfferMarked). Closer datagrams
+// are taken as read in one batch, with no empty poll between them.
 const ReplayPollGap = 10 * time.Microsecond
 
 // A Replayer applies recorded line datagrams (a capture, package capture)
@@ -71,7 +72,9 @@ const ReplayPollGap = 10 * time.Microsecond
 // times; the same message checks and symbol filter; and a session change
 // empties the books (reset). What it cannot replay is what was not
 // recorded: re-request answers and snapshots (recovery) are gaps here, and
-// the live handler's batches are modelled (ReplayPollGap), not known.
+// the receive calls that failed (Arbiter.Advance). Where the live handler
+// found its lines empty comes from the capture's batch marks (OfferMarked),
+// or is modelled (Offer, ReplayPollGap) for a capture without them.
 type Replayer struct {
 	admission
 	arb   *Arbiter
@@ -120,6 +123,18 @@ func (r *Replayer) deliver(p moldudp64.Packet, skip int, _ int64) {
 func (r *Replayer) Offer(line int, data []byte, rxTime int64) {
 	if r.last != 0 && rxTime-r.last >= int64(ReplayPollGap) {
 		r.arb.Tick(rxTime - 1)
+	}
+	r.last = rxTime
+	r.arb.Offer(line, data, rxTime)
+}
+
+// OfferMarked is Offer for a datagram of a capture that carries batch
+// marks (package capture): drainedAt is when the live handler last found
+// every line empty before reading it (0: not since the datagram before).
+// The Arbiter ticks there, as it ticked live, and nowhere else.
+func (r *Replayer) OfferMarked(line int, data []byte, rxTime, drainedAt int64) {
+	if drainedAt != 0 {
+		r.arb.Tick(drainedAt)
 	}
 	r.last = rxTime
 	r.arb.Offer(line, data, rxTime)

@@ -239,6 +239,15 @@ func (r *Reader) NextDatagram() (pcap.Frame, error) {
 	return r.cap.Next()
 }
 
+// CaptureSigfigs returns a pcap capture's file header sigfigs field
+// (pcap.Reader.Sigfigs; 0 for a BinaryFILE).
+func (r *Reader) CaptureSigfigs() uint32 {
+	if r.cap == nil {
+		return 0
+	}
+	return r.cap.Sigfigs()
+}
+
 // CaptureStats returns the capture reader's frame counts (zero for a
 // BinaryFILE).
 func (r *Reader) CaptureStats() pcap.Stats {

@@ -55,9 +55,10 @@ func Detect(magic []byte) Format {
 
 // Frame is one UDP datagram read from a capture.
 type Frame struct {
-	Index uint64 // 1-based number of the frame in the file (counting skipped ones)
-	Time  int64  // capture timestamp, ns since the Unix epoch
-	UDP          // addresses and payload (a view valid until the next call to Next)
+	Index  uint64  // 1-based number of the frame in the file (counting skipped ones)
+	Time   int64   // capture timestamp, ns since the Unix epoch
+	SrcMAC [6]byte // the Ethernet source address (zero for other link types)
+	UDP            // addresses and payload (a view valid until the next call to Next)
 }
 
 // Stats counts what a Reader has seen.
@@ -78,12 +79,13 @@ func (s *Stats) Malformed() uint64 {
 
 // Reader iterates the UDP datagrams of a pcap or pcapng capture.
 type Reader struct {
-	format Format
-	pcap   *pcapgo.Reader
-	ng     *pcapgo.NgReader
-	link   int
-	links  []int // pcapng: link type per interface
-	stats  Stats
+	format  Format
+	pcap    *pcapgo.Reader
+	ng      *pcapgo.NgReader
+	link    int
+	links   []int // pcapng: link type per interface
+	sigfigs uint32
+	stats   Stats
 }
 
 // NewReader reads the file header from r and returns a Reader. r is read
@@ -103,6 +105,9 @@ func NewReader(r io.Reader) (*Reader, error) {
 	rd := &Reader{format: Detect(magic)}
 	switch rd.format {
 	case FormatPcap:
+		if hdr, _ := br.Peek(24); len(hdr) == 24 {
+			rd.sigfigs = fileSigfigs(hdr)
+		}
 		rd.pcap, err = pcapgo.NewReader(br)
 		if err != nil {
 			return nil, fmt.Errorf("pcap: read pcap file header: %w", err)
@@ -125,6 +130,23 @@ func NewReader(r io.Reader) (*Reader, error) {
 
 // Format returns the container format of the capture.
 func (r *Reader) Format() Format { return r.format }
+
+// Sigfigs returns the pcap file header's sigfigs field: 0 in the files of
+// most tools, capture.FileMark in a capture whose frames carry batch
+// marks; 0 for pcapng and a gzip-compressed pcap.
+func (r *Reader) Sigfigs() uint32 { return r.sigfigs }
+
+// fileSigfigs reads sigfigs (bytes 12:16) from a pcap file header, in the
+// byte order its magic number gives (0 for a gzip header).
+func fileSigfigs(hdr []byte) uint32 {
+	switch binary.LittleEndian.Uint32(hdr) {
+	case 0xA1B2C3D4, 0xA1B23C4D:
+		return binary.LittleEndian.Uint32(hdr[12:16])
+	case 0xD4C3B2A1, 0x4D3CB2A1:
+		return binary.BigEndian.Uint32(hdr[12:16])
+	}
+	return 0
+}
 
 // Next returns the next frame that is a whole IPv4/UDP datagram, counting
 // and skipping the others. It returns io.EOF at the end of the capture; a
@@ -156,7 +178,11 @@ func (r *Reader) Next() (Frame, error) {
 			continue
 		}
 		r.stats.Datagrams++
-		return Frame{Index: r.stats.Frames, Time: ci.Timestamp.UnixNano(), UDP: udp}, nil
+		fr := Frame{Index: r.stats.Frames, Time: ci.Timestamp.UnixNano(), UDP: udp}
+		if link == LinkEthernet {
+			copy(fr.SrcMAC[:], data[6:12]) // DecodeFrame checked the length
+		}
+		return fr, nil
 	}
 }
 

@@ -1,0 +1,59 @@
+package capture
+
+// Batch marks. A replay of a capture arbitrates the lines as the live
+// handler did only if it knows where the handler's receive thread found
+// every line empty (an empty poll, after which the arbiter takes the lines
+// as drained up to then: Arbiter.Tick). A busy thread reads datagrams
+// milliseconds apart in one batch with no empty poll between them; an idle
+// one polls empty between datagrams microseconds apart. The receive times
+// alone do not tell the two apart, so a capture records it:
+//
+//   - the file header's sigfigs field (0 in the files of other tools) is
+//     FileMark: this file's frames carry marks;
+//   - each frame's Ethernet source address, which a socket does not hand
+//     over (the frames' headers are synthetic), is the mark: its first
+//     byte is markFrame (a locally administered unicast address), with
+//     markDrained set when the receive thread found every line empty
+//     since the datagram before; then, when set, the time from that empty
+//     poll (the last of them) to the datagram's receive time, a signed
+//     40-bit count of nanoseconds, big-endian, saturated at about ±549 s.
+//
+// A file rewritten by another tool (mergecap, editcap) has a header of its
+// own: its frames are read as unmarked.
+const (
+	// FileMark is the pcap file header's sigfigs field in a capture
+	// whose frames carry batch marks ("FHB1").
+	FileMark uint32 = 0x46484231
+
+	markFrame   = 0x06 // locally administered, unicast: a marked frame
+	markDrained = 0x08 // an empty poll came before this datagram
+	markMask    = 0xF7 // the first byte, markDrained aside
+	maxDelta    = 1<<39 - 1
+)
+
+// markMAC returns the mark of a datagram received at rxTime; drained is
+// the time of the empty poll before it (0: none since the datagram before).
+func markMAC(rxTime, drained int64) [6]byte {
+	if drained == 0 {
+		return [6]byte{markFrame}
+	}
+	d := min(max(rxTime-drained, -maxDelta), maxDelta)
+	return [6]byte{markFrame | markDrained, byte(d >> 32), byte(d >> 24), byte(d >> 16), byte(d >> 8), byte(d)}
+}
+
+// Mark reads the batch mark of a frame received at rxTime from its
+// Ethernet source address, in a file whose header carries FileMark:
+// marked reports that it is a mark; drained is when the live handler last
+// found every line empty before the datagram (0: not since the datagram
+// before).
+func Mark(mac [6]byte, rxTime int64) (drained int64, marked bool) {
+	if mac[0]&markMask != markFrame {
+		return 0, false
+	}
+	if mac[0]&markDrained == 0 {
+		return 0, mac == [6]byte{markFrame}
+	}
+	u := uint64(mac[1])<<32 | uint64(mac[2])<<24 | uint64(mac[3])<<16 | uint64(mac[4])<<8 | uint64(mac[5])
+	d := int64(u<<24) >> 24 // sign-extend 40 bits
+	return rxTime - d, true
+}

@@ -1,0 +1,235 @@
+package handler
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/marketfeed/feedhandler/feed/capture"
+	"github.com/marketfeed/feedhandler/feed/itch"
+	"github.com/marketfeed/feedhandler/feed/moldudp64"
+	"github.com/marketfeed/feedhandler/feed/pcap"
+	"github.com/marketfeed/feedhandler/feed/rx"
+)
+
+// marksScript is one live run of the receive loop, as the Arbiter saw it:
+// batches of datagrams, each after zero or more empty polls.
+type marksScript struct {
+	batches [][]rx.Packet
+	polls   [][]int64 // the empty polls before each batch (times, ascending)
+}
+
+// newMarksScript builds two lines of one session with loss on each line
+// (some sequence numbers lost on both), B lagging A by a varying skew,
+// duplicates and reordering within a line, read in batches by a receive
+// thread that sometimes polls empty between them and sometimes is busy
+// (a stall: datagrams milliseconds apart in one batch).
+func newMarksScript(seed uint64, sess moldudp64.Session) marksScript {
+	rng := rand.New(rand.NewPCG(seed, 0x6d61726b))
+	type dg struct {
+		line int
+		at   int64
+		data []byte
+	}
+	var all []dg
+	t0 := time.Date(2026, 12, 6, 14, 30, 0, 0, time.UTC).UnixNano()
+	seq := uint64(1)
+	at := t0
+	for p := 0; p < 400; p++ {
+		n := 1 + rng.IntN(4)
+		b := moldudp64.NewBuilder(sess, seq, 1400)
+		for i := 0; i < n; i++ {
+			m := make([]byte, itch.Length(itch.TypeSystemEvent))
+			m[0] = itch.TypeSystemEvent
+			binary.BigEndian.PutUint64(m[3:11], seq+uint64(i)) // locate 0, tracking number 0, a timestamp
+			m[11] = 'Q'
+			if err := b.Add(m); err != nil {
+				panic(err)
+			}
+		}
+		pkt := slices.Clone(b.Flush())
+		seq += uint64(n)
+		at += int64(time.Duration(2+rng.IntN(40)) * time.Microsecond)
+		if rng.IntN(20) == 0 {
+			at += int64(time.Duration(rng.IntN(3000)) * time.Microsecond) // a quiet spell
+		}
+		lost := rng.IntN(25) == 0 // on both lines
+		for line := 0; line < 2; line++ {
+			if lost || rng.IntN(12) == 0 {
+				continue
+			}
+			t := at
+			if line == 1 {
+				t += int64(time.Duration(rng.IntN(1500)) * time.Microsecond) // B's skew
+			}
+			t += int64(rng.IntN(3000)) // jitter: reorders close datagrams within a line
+			all = append(all, dg{line, t, pkt})
+			if rng.IntN(30) == 0 {
+				all = append(all, dg{line, t + int64(time.Duration(rng.IntN(200))*time.Microsecond), pkt}) // a duplicate
+			}
+		}
+	}
+	slices.SortStableFunc(all, func(a, b dg) int { return int(a.at - b.at) })
+	var s marksScript
+	last := t0 - int64(time.Millisecond)
+	for i := 0; i < len(all); {
+		// How the receive thread met this batch: polling empty right up to
+		// it, or busy since the batch before (a stall reads a backlog of
+		// milliseconds in one batch), or polled empty a while before.
+		var polls []int64
+		switch rng.IntN(4) {
+		case 0, 1:
+			first := all[i].at
+			for t := last + 1; t < first; t += max((first-last)/3, 1) {
+				polls = append(polls, t)
+			}
+			polls = append(polls, max(first-int64(rng.IntN(500)), last+1))
+		case 2:
+			polls = append(polls, last+1+int64(rng.IntN(int(max(all[i].at-last, 1)))))
+		}
+		n := 1 + rng.IntN(8)
+		if rng.IntN(10) == 0 {
+			n = 20 + rng.IntN(60) // a backlog
+		}
+		n = min(n, len(all)-i)
+		batch := make([]rx.Packet, n)
+		for j := range batch {
+			d := all[i+j]
+			batch[j] = rx.Packet{Line: rx.Line(d.line), Data: d.data, RxTime: d.at}
+		}
+		i += n
+		last = batch[n-1].RxTime
+		s.batches = append(s.batches, batch)
+		s.polls = append(s.polls, polls)
+	}
+	return s
+}
+
+// marksRun records what a Replayer's Arbiter delivered.
+type marksRun struct {
+	r   *Replayer
+	got []uint64 // the tracking timestamps of the messages applied, in order
+}
+
+func newMarksRun(cfg Config) *marksRun {
+	m := &marksRun{}
+	m.r = NewReplayer(cfg, func(msg itch.Msg) {
+		m.got = append(m.got, binary.BigEndian.Uint64(msg[3:11]))
+	}, func() {})
+	return m
+}
+
+func (m *marksRun) result() string {
+	st := m.r.Stats()
+	return fmt.Sprintf("delivered %d, gaps %d (%d missing), held max %d", st.Delivered, st.Gaps, st.GapMessages, st.HeldMax)
+}
+
+// TestReplayMarksArbitrateAsLive drives an Arbiter as the receive loop does
+// (Offer per datagram of a batch, Tick per empty poll), writes the same
+// batches to a capture file with their empty polls (Capture.Put), and
+// replays the file with its batch marks (Replayer.OfferMarked): the replay
+// delivers exactly what the live Arbiter delivered and declares the same
+// gaps, for every script. Without the marks (Offer: empty polls modelled by
+// ReplayPollGap) it does not, for some (logged).
+func TestReplayMarksArbitrateAsLive(t *testing.T) {
+	sess := moldudp64.NewSession("MARKS00001")
+	lines := []rx.LineConfig{
+		{Group: netip.MustParseAddr("239.1.1.1"), Port: 26400},
+		{Group: netip.MustParseAddr("239.1.1.2"), Port: 26400},
+	}
+	cfg := Config{Session: sess, Arbiter: ArbiterConfig{Hold: time.Millisecond, Grace: 200 * time.Microsecond}}
+	cfg.Receive.Lines = lines
+	modelDiffers := 0
+	const seeds = 40
+	for seed := uint64(1); seed <= seeds; seed++ {
+		s := newMarksScript(seed, sess)
+
+		live := newMarksRun(cfg)
+		path := filepath.Join(t.TempDir(), fmt.Sprintf("marks-%d.pcap", seed))
+		c, err := capture.Open(capture.Config{Path: path, Lines: lines, Log: zerolog.Nop(), Buffer: capture.MinBuffer})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, batch := range s.batches {
+			var drained int64
+			for _, at := range s.polls[i] {
+				live.r.arb.Tick(at)
+				drained = at
+			}
+			for _, p := range batch {
+				live.r.arb.Offer(int(p.Line), p.Data, p.RxTime)
+				live.r.last = p.RxTime
+			}
+			c.Put(batch, drained)
+		}
+		live.r.Finish()
+		if err := c.Close(); err != nil {
+			t.Fatal(err)
+		}
+
+		marked, model := newMarksRun(cfg), newMarksRun(cfg)
+		frames := replayMarks(t, path, lines, marked.r, model.r)
+		if frames == 0 {
+			t.Fatalf("seed %d: the capture holds no datagram", seed)
+		}
+		if live.result() != marked.result() || !slices.Equal(live.got, marked.got) {
+			t.Errorf("seed %d: replayed with its marks: %s; live: %s (messages equal: %v)",
+				seed, marked.result(), live.result(), slices.Equal(live.got, marked.got))
+		}
+		if live.result() != model.result() || !slices.Equal(live.got, model.got) {
+			modelDiffers++
+			t.Logf("seed %d: modelled (ReplayPollGap): %s; live: %s", seed, model.result(), live.result())
+		}
+	}
+	t.Logf("%d of %d scripts replayed unlike the live run without the marks", modelDiffers, seeds)
+}
+
+// replayMarks reads a capture and offers each datagram to marked with its
+// batch mark and to model without it; it returns how many it offered.
+func replayMarks(t *testing.T, path string, lines []rx.LineConfig, marked, model *Replayer) int {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	rd, err := pcap.NewReader(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rd.Sigfigs() != capture.FileMark {
+		t.Fatalf("capture header sigfigs %#x, want FileMark %#x", rd.Sigfigs(), capture.FileMark)
+	}
+	n := 0
+	for {
+		fr, err := rd.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		line := slices.IndexFunc(lines, func(l rx.LineConfig) bool { return fr.Dst == netip.AddrPortFrom(l.Group, l.Port) })
+		drained, ok := capture.Mark(fr.SrcMAC, fr.Time)
+		if line < 0 || !ok {
+			t.Fatalf("frame %d: line %d, mark % x (marked %v)", fr.Index, line, fr.SrcMAC, ok)
+		}
+		marked.OfferMarked(line, bytes.Clone(fr.Payload), fr.Time, drained)
+		model.Offer(line, bytes.Clone(fr.Payload), fr.Time)
+		n++
+	}
+	marked.Finish()
+	model.Finish()
+	return n
+}
