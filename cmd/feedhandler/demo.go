@@ -42,7 +42,7 @@ func runDemo(args []string) error {
 	backend := fs.String("backend", "", "receive backend, overriding the config (auto, xdp, uring, socket)")
 	mode := fs.String("mode", "run-to-completion", "pipeline mode: run-to-completion (one thread) or sharded (two shard threads)")
 	maxPacket := fs.Int("max-packet", 300, "largest MoldUDP64 packet in bytes: 300 gives about 8.6 messages per packet, like the real feed's; 1400 packs about 50")
-	pinCPUs := fs.Bool("pin", true, "run to completion: pin the sender to CPU 0 and the handler's receive thread to the last CPU")
+	pinCPUs := fs.Bool("pin", true, "run to completion: pin the sender to the first CPU the process may run on and the handler's receive thread to the last")
 	// Spinning catches nearly every packet of the demo's rate without a
 	// wakeup (rx -> shm p50 about 2 µs against 27 µs sleeping). But a
 	// SCHED_FIFO thread that spins at this rate never sleeps, and while
@@ -304,13 +304,13 @@ func labLine(st handler.Stats, o demo.Options) string {
 		spin = fmt.Sprintf("polls its rings for %v before it sleeps", o.Spin)
 	}
 	n := runtime.NumCPU()
-	if o.Pin && n >= 2 {
+	if sender, receive, ok := demo.PinCPUs(); o.Pin && ok {
 		shards := ""
 		if threads > 1 {
 			shards = fmt.Sprintf(", %d unpinned shard threads", threads-1)
 		}
-		return fmt.Sprintf("%d CPUs: the sender and the kernel's veth and XDP receive work on CPU 0, the handler's receive thread on CPU %d (%s)%s; every other process of this machine shares them too (load average %s)",
-			n, n-1, spin, shards, load)
+		return fmt.Sprintf("%d CPUs: the sender and the kernel's veth and XDP receive work on CPU %d, the handler's receive thread on CPU %d (%s)%s; every other process of this machine shares them too (load average %s)",
+			n, sender, receive, spin, shards, load)
 	}
 	return fmt.Sprintf("%d CPUs shared, unpinned, by the sender, the kernel's veth and XDP receive work, the handler's %d hot thread(s) (the receive thread %s) and every other process (load average %s): rx -> shm includes waiting for a CPU",
 		n, threads, spin, load)

@@ -15,7 +15,6 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"sort"
 	"strings"
@@ -24,6 +23,7 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+	"golang.org/x/sys/unix"
 
 	"github.com/marketfeed/feedhandler/book"
 	"github.com/marketfeed/feedhandler/feed/handler"
@@ -138,10 +138,11 @@ type Options struct {
 	// Mode is the handler's pipeline mode (default: run to completion on
 	// the receive thread); ModeSharded runs two unpinned shard threads.
 	Mode handler.Mode
-	// Pin, on a machine with two or more CPUs, pins the sender's thread to
-	// CPU 0 (on a veth the kernel's receive work, XDP included, runs in
-	// softirq on the sender's CPU) and the handler's receive thread to the
-	// last CPU, so that the two do not take turns on one CPU.
+	// Pin, when the process may run on two or more CPUs, pins the
+	// sender's thread to the first of them (on a veth the kernel's receive
+	// work, XDP included, runs in softirq on the sender's CPU) and the
+	// handler's receive thread to the last (PinCPUs), so that the two do
+	// not take turns on one CPU.
 	Pin bool
 	// Spin is how long the receive thread polls its rings before it
 	// blocks (rx.Config.Spin; AF_XDP only): spinning, a packet needs no
@@ -299,9 +300,10 @@ func Run(ctx context.Context, o Options) (_ *Result, err error) {
 	if o.Mode == handler.ModeSharded {
 		hc.ShardCores = []int{-1, -1}
 	}
-	pin := o.Pin && runtime.NumCPU() >= 2
+	senderCPU, receiveCPU, twoCPUs := PinCPUs()
+	pin := o.Pin && twoCPUs
 	if pin {
-		hc.ReceiveCore = runtime.NumCPU() - 1
+		hc.ReceiveCore = receiveCPU
 	}
 	if o.Configure != nil {
 		o.Configure(&hc)
@@ -359,7 +361,7 @@ func Run(ctx context.Context, o Options) (_ *Result, err error) {
 		// into bursts.
 		Deadline: true,
 		Pin:      pin,
-		CPU:      0,
+		CPU:      senderCPU,
 	}
 	if o.Hostile != nil {
 		hs, err := startHostile(lab, &o)
@@ -629,4 +631,32 @@ func diff(b *book.Book, tb TopOfBook, depth int) string {
 		}
 	}
 	return ""
+}
+
+// PinCPUs returns the CPUs Options.Pin pins to: the sender to the first
+// CPU the process may run on (its affinity mask: a container's or a
+// taskset's cpuset need not start at CPU 0), the handler's receive thread
+// to the last; ok is false when it may run on fewer than two.
+func PinCPUs() (sender, receive int, ok bool) {
+	var set unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &set); err != nil {
+		return 0, 0, false
+	}
+	return pinCPUsOf(&set)
+}
+
+func pinCPUsOf(set *unix.CPUSet) (sender, receive int, ok bool) {
+	if set.Count() < 2 {
+		return 0, 0, false
+	}
+	sender = -1
+	for c := 0; c < len(set)*64; c++ {
+		if set.IsSet(c) {
+			if sender < 0 {
+				sender = c
+			}
+			receive = c
+		}
+	}
+	return sender, receive, true
 }
