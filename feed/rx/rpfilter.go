@@ -89,6 +89,12 @@ func rpFilter(name string) int {
 	return v
 }
 
+// sysctlConfKey is the interface's name in a net.ipv4.conf sysctl key as
+// sysctl(8) and sysctl.d(5) take it: a dot separates the key's parts, so a
+// dot in the name (a VLAN interface, eth0.100) is written as a slash
+// (net.ipv4.conf.eth0/100.rp_filter).
+func sysctlConfKey(name string) string { return strings.ReplaceAll(name, ".", "/") }
+
 // warnReversePath logs a warning for each line with a configured source
 // that the kernel would not take datagrams from on the line's interface
 // (inputRoute, once the lines' groups are joined): most often the reverse
@@ -117,7 +123,7 @@ func warnReversePath(cfg *Config, xdp bool) {
 		cfg.Log.Warn().Err(err).Str("line", Line(i).String()).Stringer("source", lc.Source).Stringer("group", lc.Group).
 			Str("interface", lc.Interface).Int("rp_filter", rpFilter(lc.Interface)).
 			Msgf("rx: the kernel drops datagrams from %v to %v arriving on %s (ip route get %v from %v iif %s fails: the reverse path filter, without a route back to the source through %s): %s. Add that route, or set net.ipv4.conf.%s.rp_filter=2 (loose, with some route to the source) or 0, with net.ipv4.conf.all.rp_filter no higher: the larger of the two applies (docs/OPERATIONS.md)",
-				lc.Source, lc.Group, lc.Interface, lc.Group, lc.Source, lc.Interface, lc.Interface, what, lc.Interface)
+				lc.Source, lc.Group, lc.Interface, lc.Group, lc.Source, lc.Interface, lc.Interface, what, sysctlConfKey(lc.Interface))
 	}
 }
 

@@ -2,8 +2,10 @@ package rx
 
 import (
 	"bytes"
+	"fmt"
 	"net/netip"
 	"os"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -110,5 +112,35 @@ func TestReversePathWarning(t *testing.T) {
 	}
 	if len(errs) != 1 || !strings.Contains(errs[0].Error(), "rp_filter 1") {
 		t.Errorf("CheckReversePath with %s's rp_filter 0 and conf.all 1: %v; want line A's error still, rp_filter 1", lab.DstIf, errs)
+	}
+}
+
+// TestSysctlConfKeyDottedName: the reverse path warning's remedy names the
+// interface's sysctl key as sysctl(8) takes it. A dot separates a key's
+// parts, so for an interface named with a dot (a VLAN, eth0.100) the
+// remedy must say net.ipv4.conf.eth0/100.rp_filter: sysctl given
+// net.ipv4.conf.eth0.100.rp_filter looks for conf/eth0/100 and fails.
+// Checked with the real sysctl on a veth interface named so, in a
+// network namespace of the test's own.
+func TestSysctlConfKeyDottedName(t *testing.T) {
+	if _, err := exec.LookPath("sysctl"); err != nil {
+		t.Fatal("sysctl not installed (Debian package procps; .ci/setup test installs it)")
+	}
+	ns := fmt.Sprintf("fhsysctl%d", os.Getpid())
+	if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns add %s: %v\n%s", ns, err, out)
+	}
+	defer exec.Command("ip", "netns", "del", ns).Run()
+	const name = "fhv.100"
+	if out, err := exec.Command("ip", "-n", ns, "link", "add", name, "type", "veth", "peer", "name", "fhv.101").CombinedOutput(); err != nil {
+		t.Fatalf("ip link add %s type veth: %v\n%s", name, err, out)
+	}
+	key := "net.ipv4.conf." + sysctlConfKey(name) + ".rp_filter"
+	if out, err := exec.Command("ip", "netns", "exec", ns, "sysctl", "-w", key+"=2").CombinedOutput(); err != nil {
+		t.Fatalf("the remedy's key: sysctl -w %s=2: %v\n%s", key, err, out)
+	}
+	out, err := exec.Command("ip", "netns", "exec", ns, "cat", "/proc/sys/net/ipv4/conf/"+name+"/rp_filter").Output()
+	if err != nil || strings.TrimSpace(string(out)) != "2" {
+		t.Fatalf("after sysctl -w %s=2: conf/%s/rp_filter %q (%v), want 2", key, name, out, err)
 	}
 }
