@@ -93,8 +93,15 @@ func openUring(cfg Config) (r Receiver, err error) {
 	if bufs <= 0 {
 		bufs = defaultUringBufs
 	}
-	if bufs&(bufs-1) != 0 || bufs > uring.MaxBufRingEntries || bufs < 2*cfg.BatchSize {
+	if bufs&(bufs-1) != 0 || bufs < 2*cfg.BatchSize {
 		return nil, fmt.Errorf("open uring backend: ring size %d: want a power of two in [2*batch (%d), %d]", bufs, 2*cfg.BatchSize, uring.MaxBufRingEntries)
+	}
+	if bufs > uring.MaxBufRingEntries {
+		// The kernel's limit (IORING_REGISTER_PBUF_RING: EINVAL), not a
+		// mistake in the configuration: a ring size above it is one the
+		// AF_XDP backend takes, so auto, whose AF_XDP step failed, goes
+		// on to the sockets (which have no ring) instead of stopping here.
+		return nil, fmt.Errorf("open uring backend: ring size %d: a provided buffer ring holds at most %d buffers: %w", bufs, uring.MaxBufRingEntries, ErrNotSupported)
 	}
 	u := &uringRx{batch: cfg.BatchSize, timeout: cfg.PollTimeout, cqes: make([]uring.CQE, cfg.BatchSize), lent: make([]bool, bufs),
 		watch: lineWatch{log: cfg.Log, every: cfg.PollTimeout}}
