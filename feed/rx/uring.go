@@ -77,22 +77,25 @@ const (
 	defaultUringBufs = 4096
 )
 
+// UringBuffers is the number of buffers of the io_uring backend's buffer
+// ring: cfg.RingSize, or the default 4096. The backend takes a power of two
+// of at least twice cfg.BatchSize and at most uring.MaxBufRingEntries.
+func UringBuffers(cfg Config) int {
+	if cfg.RingSize <= 0 {
+		return defaultUringBufs
+	}
+	return cfg.RingSize
+}
+
 // UringBufferBytes is the memory the io_uring backend maps and touches at
 // open for its buffer ring, besides the line sockets' receive buffers:
-// cfg.RingSize buffers (or the default 4096) of slotSize bytes each.
+// UringBuffers(cfg) buffers of slotSize bytes each.
 func UringBufferBytes(cfg Config) int64 {
-	bufs := cfg.RingSize
-	if bufs <= 0 {
-		bufs = defaultUringBufs
-	}
-	return int64(bufs) * slotSize
+	return int64(UringBuffers(cfg)) * slotSize
 }
 
 func openUring(cfg Config) (r Receiver, err error) {
-	bufs := cfg.RingSize
-	if bufs <= 0 {
-		bufs = defaultUringBufs
-	}
+	bufs := UringBuffers(cfg)
 	if bufs&(bufs-1) != 0 || bufs < 2*cfg.BatchSize {
 		return nil, fmt.Errorf("open uring backend: ring size %d: want a power of two in [2*batch (%d), %d]", bufs, 2*cfg.BatchSize, uring.MaxBufRingEntries)
 	}
