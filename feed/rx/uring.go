@@ -87,11 +87,19 @@ func UringBuffers(cfg Config) int {
 	return cfg.RingSize
 }
 
+// uringBufSize is the size of each provided buffer. A multishot RECVMSG
+// writes its struct io_uring_recvmsg_out, the source address and the
+// control messages in front of the payload, so a buffer is a receive slot
+// (slotSize) and those 64 bytes: the io_uring backend takes the datagrams
+// the socket backend takes, up to 2048 bytes.
+const uringBufSize = uring.RecvmsgOutLen + nameLen + controlLen + slotSize
+
 // UringBufferBytes is the memory the io_uring backend maps and touches at
 // open for its buffer ring, besides the line sockets' receive buffers:
-// UringBuffers(cfg) buffers of slotSize bytes each.
+// UringBuffers(cfg) buffers of 2112 bytes each (a 2048-byte slot and the
+// 64 bytes in front of it).
 func UringBufferBytes(cfg Config) int64 {
-	return int64(UringBuffers(cfg)) * slotSize
+	return int64(UringBuffers(cfg)) * uringBufSize
 }
 
 func openUring(cfg Config) (r Receiver, err error) {
@@ -133,7 +141,7 @@ func openUring(cfg Config) (r Receiver, err error) {
 	if err != nil {
 		return nil, notSupported(err)
 	}
-	u.bufs, err = u.ring.RegisterBufRing(uringBufGroup, uint32(bufs), slotSize)
+	u.bufs, err = u.ring.RegisterBufRing(uringBufGroup, uint32(bufs), uringBufSize)
 	if err != nil {
 		return nil, notSupported(err)
 	}
