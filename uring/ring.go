@@ -187,12 +187,27 @@ func (r *Ring) pending() uint32 {
 
 // Submit hands the prepared SQEs to the kernel without waiting and returns
 // how many it consumed.
+//
+// After a CQ overflow (IORING_SQ_CQ_OVERFLOW: completions the full CQ ring
+// had no room for, which the kernel holds back in order) Submit also moves
+// what it holds back into the CQ ring as far as there is room, so that
+// PeekCQE and CQEs see them. The kernel does that only in an
+// io_uring_enter with IORING_ENTER_GETEVENTS, so that call asks for it,
+// with no minimum: it does not wait. It takes the runtime's syscall path
+// (on a DEFER_TASKRUN ring GETEVENTS also runs the queued task work).
 func (r *Ring) Submit() (int, error) {
 	if r.fd < 0 {
 		return 0, ErrClosed
 	}
 	n := r.pending()
-	if n == 0 && atomic.LoadUint32(r.sqFlags)&sqCQOverflow == 0 {
+	if atomic.LoadUint32(r.sqFlags)&sqCQOverflow != 0 {
+		ret, err := r.enter(n, 0, enterGetEvents, 0, 0)
+		if err != nil {
+			return ret, fmt.Errorf("io_uring_enter submit, flush overflowed completions: %w", err)
+		}
+		return ret, nil
+	}
+	if n == 0 {
 		return 0, nil
 	}
 	ret, err := r.submit(n)

@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"runtime"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -501,5 +502,53 @@ func TestSubmitRawOnlySingleIssuer(t *testing.T) {
 	}
 	if n := r.CQEs(cqes); n != 1 {
 		t.Fatalf("%d completions on the issuer, want 1", n)
+	}
+}
+
+// TestSubmitFlushesCQOverflow: completions that found the CQ ring full
+// (IORING_SQ_CQ_OVERFLOW; the kernel keeps them, in order) reach the ring
+// at the next Submit once there is room, even with nothing to submit,
+// without a Wait. The kernel moves them only in an io_uring_enter with
+// IORING_ENTER_GETEVENTS.
+func TestSubmitFlushesCQOverflow(t *testing.T) {
+	for _, flags := range []uint32{0, SetupCoopTaskrun, SetupSingleIssuer | SetupDeferTaskrun} {
+		t.Run(fmt.Sprintf("flags=%#x", flags), func(t *testing.T) {
+			runtime.LockOSThread() // SINGLE_ISSUER: one thread submits
+			defer runtime.UnlockOSThread()
+			r := setupRing(t, Params{Entries: 4, CQEntries: 4})
+			// Three rounds of four NOPs into a four-entry CQ: the last
+			// eight overflow.
+			for round := range 3 {
+				for i := range 4 {
+					r.GetSQE().PrepNop(uint64(round*4 + i))
+				}
+				if _, err := r.Submit(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if atomic.LoadUint32(r.sqFlags)&sqCQOverflow == 0 {
+				t.Fatal("12 completions into a 4-entry CQ ring: IORING_SQ_CQ_OVERFLOW not set")
+			}
+			cqes := make([]CQE, 4)
+			for next := 0; next < 12; {
+				n := r.CQEs(cqes)
+				if n == 0 {
+					t.Fatalf("completion %d of 12 not in the CQ ring after Submit (overflow flag %v)",
+						next, atomic.LoadUint32(r.sqFlags)&sqCQOverflow != 0)
+				}
+				for _, c := range cqes[:n] {
+					if c.UserData != uint64(next) {
+						t.Fatalf("completion %+v, want user data %d", c, next)
+					}
+					next++
+				}
+				if _, err := r.Submit(); err != nil { // nothing to submit
+					t.Fatal(err)
+				}
+			}
+			if atomic.LoadUint32(r.sqFlags)&sqCQOverflow != 0 {
+				t.Fatal("IORING_SQ_CQ_OVERFLOW still set after every completion was read")
+			}
+		})
 	}
 }

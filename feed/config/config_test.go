@@ -203,6 +203,14 @@ func TestBadConfigs(t *testing.T) {
 			`t.yaml:17: receive.recv_buffer: "8 parsecs" is not a size (bytes, or a number with KiB, MiB, GiB)`},
 		{"busy_poll not bool", edit(t, "batch_size: 64", "batch_size: 64\n  busy_poll: sometimes"),
 			`t.yaml:17: receive.busy_poll: want true or false, got "sometimes"`},
+		// Before, accepted here and refused when the io_uring backend
+		// opened, at every start (exit 1, restarted).
+		{"uring ring above its kernel limit", edit(t, "backend: auto\n  batch_size: 64", "backend: uring\n  batch_size: 64\n  ring_size: 65536"),
+			`t.yaml:17: receive.ring_size: 65536 is above the 32768 buffers an io_uring provided buffer ring holds (backend uring; AF_XDP takes more)`},
+		{"uring ring below two batches", edit(t, "backend: auto\n  batch_size: 64", "backend: uring\n  batch_size: 64\n  ring_size: 64"),
+			`t.yaml:17: receive.ring_size: 64 is below twice receive.batch_size (64), the least the io_uring backend takes (backend uring)`},
+		{"uring batch above half the default ring", edit(t, "backend: auto\n  batch_size: 64", "backend: uring\n  batch_size: 4096"),
+			`t.yaml:16: receive.batch_size: 4096 needs a receive.ring_size of at least 8192, twice the batch, under backend uring (the default ring size is 4096)`},
 		{"zero copy on with sockets", edit(t, "backend: auto", "backend: socket\n  zero_copy: on"),
 			`t.yaml:16: receive.zero_copy: "on" needs backend xdp or auto, not socket`},
 		{"missing lines.a", edit(t, "  a:\n    interface: veth0\n    group: 239.1.1.1\n    port: 26477\n", ""),

@@ -37,7 +37,7 @@
 //	  busy_poll_usec: 20          # 1..1000000
 //	  busy_poll_budget: 64        # 1..65535
 //	  batch_size: 64              # 1..4096 packets per receive call
-//	  ring_size: 0                # power of two up to 1048576; 0 = backend default
+//	  ring_size: 0                # power of two up to 1048576; 0 = backend default; uring: 2*batch_size up to 32768
 //	  recv_buffer: 8MiB           # socket receive buffer: bytes or KiB/MiB/GiB
 //	  poll_timeout: 100ms         # how long one receive call may block (the handler caps it at arbitration.hold/4)
 //	  spin: 1ms                   # AF_XDP: poll the rings this long before blocking; absent = 0

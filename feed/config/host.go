@@ -263,7 +263,7 @@ func (c *Config) Memory() Memory {
 	// unmapped its UMEMs, and under AF_XDP the lines' sockets only join
 	// their groups (never bound, they receive nothing), so auto needs
 	// the larger, not the sum. io_uring maps and touches its buffer ring
-	// (receive.ring_size x 2 KiB) at open; the sockets' buffers are the
+	// (receive.ring_size x 2112 bytes) at open; the sockets' buffers are the
 	// kernel's, filled only while the receive thread is behind.
 	rxc := c.RxConfig(zerolog.Nop())
 	sockets := int64(c.Receive.RecvBuffer) * int64(len(c.Lines))

@@ -359,20 +359,20 @@ func TestCheckHostMemoryBesidesBooks(t *testing.T) {
 	}
 	// The receive rings mapped and touched at open count from the start:
 	// the AF_XDP UMEMs, io_uring's buffer ring (receive.ring_size x
-	// 2 KiB); under auto the larger of the two (one backend's at a time:
-	// the fallback opens its own once the AF_XDP attempt has unmapped its
-	// UMEMs). One interface, lo, one queue: ring_size 16384 makes 64 MiB
-	// of UMEM, above 32 MiB of io_uring buffers; under uring, ring_size
-	// 32768 makes 64 MiB. The socket buffers only grow under load.
+	// 2112 bytes); under auto the larger of the two (one backend's at a
+	// time: the fallback opens its own once the AF_XDP attempt has
+	// unmapped its UMEMs). One interface, lo, one queue: ring_size 16384
+	// makes 64 MiB of UMEM, above 33 MiB of io_uring buffers; under uring,
+	// ring_size 32768 makes 66 MiB. The socket buffers only grow under load.
 	for _, tc := range []struct {
 		name, edit string
 		rings      func(c *Config) int64
 	}{
 		{"auto, the larger ring", "backend: auto\n  ring_size: 16384", func(c *Config) int64 {
-			return max(rx.XDPLockedBytes(c.RxConfig(zerolog.Nop())), 16384*2048)
+			return max(rx.XDPLockedBytes(c.RxConfig(zerolog.Nop())), 16384*2112)
 		}},
 		{"uring, its buffer ring", "backend: uring\n  ring_size: 32768", func(c *Config) int64 {
-			return 32768 * 2048
+			return 32768 * 2112
 		}},
 	} {
 		c, err := Parse("h.yaml", []byte(hostEdit(t, "backend: socket", tc.edit)))

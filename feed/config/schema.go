@@ -15,6 +15,7 @@ import (
 	"github.com/marketfeed/feedhandler/book"
 	"github.com/marketfeed/feedhandler/feed/capture"
 	"github.com/marketfeed/feedhandler/feed/rx"
+	"github.com/marketfeed/feedhandler/uring"
 )
 
 // defaults returns a Config holding every default.
@@ -288,7 +289,7 @@ func (d *decoder) receive(f field, c *Config) {
 			}
 		}
 	}
-	var zeroCopy field
+	var zeroCopy, batchSize, ringSize field
 	d.mapping(f, []entry{
 		{"backend", setEnum(&r.Backend, rx.BackendAuto, rx.BackendXDP, rx.BackendUring, rx.BackendSocket)},
 		{"queues", func(f field) {
@@ -301,8 +302,9 @@ func (d *decoder) receive(f field, c *Config) {
 		{"busy_poll", func(f field) { r.BusyPoll, _ = d.boolean(f) }},
 		{"busy_poll_usec", setInt(&r.BusyPollUsec, 1, 1_000_000)},
 		{"busy_poll_budget", setInt(&r.BusyPollBudget, 1, 65535)},
-		{"batch_size", setInt(&r.BatchSize, 1, 4096)},
+		{"batch_size", func(f field) { batchSize = f; setInt(&r.BatchSize, 1, 4096)(f) }},
 		{"ring_size", func(f field) {
+			ringSize = f
 			v, ok := d.integer(f, 0, 1<<20)
 			if ok && v&(v-1) != 0 {
 				d.errorf(f, "%d is not a power of two", v)
@@ -329,6 +331,19 @@ func (d *decoder) receive(f field, c *Config) {
 	})
 	if r.ZeroCopy == "on" && (r.Backend == rx.BackendUring || r.Backend == rx.BackendSocket) {
 		d.errorf(zeroCopy, "\"on\" needs backend xdp or auto, not %s", r.Backend)
+	}
+	// What the io_uring backend refuses at open, said here (exit 78, and
+	// check's FAIL) rather than at every start. Under auto the ring size
+	// is AF_XDP's first: the chain falls back past io_uring instead.
+	if r.Backend == rx.BackendUring && r.RingSize&(r.RingSize-1) == 0 {
+		switch bufs := rx.UringBuffers(rx.Config{RingSize: r.RingSize}); {
+		case bufs > uring.MaxBufRingEntries:
+			d.errorf(ringSize, "%d is above the %d buffers an io_uring provided buffer ring holds (backend uring; AF_XDP takes more)", bufs, uring.MaxBufRingEntries)
+		case bufs < 2*r.BatchSize && r.RingSize != 0:
+			d.errorf(ringSize, "%d is below twice receive.batch_size (%d), the least the io_uring backend takes (backend uring)", bufs, r.BatchSize)
+		case bufs < 2*r.BatchSize:
+			d.errorf(batchSize, "%d needs a receive.ring_size of at least %d, twice the batch, under backend uring (the default ring size is %d)", r.BatchSize, 2*r.BatchSize, bufs)
+		}
 	}
 }
 

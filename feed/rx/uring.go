@@ -77,24 +77,42 @@ const (
 	defaultUringBufs = 4096
 )
 
+// UringBuffers is the number of buffers of the io_uring backend's buffer
+// ring: cfg.RingSize, or the default 4096. The backend takes a power of two
+// of at least twice cfg.BatchSize and at most uring.MaxBufRingEntries.
+func UringBuffers(cfg Config) int {
+	if cfg.RingSize <= 0 {
+		return defaultUringBufs
+	}
+	return cfg.RingSize
+}
+
+// uringBufSize is the size of each provided buffer. A multishot RECVMSG
+// writes its struct io_uring_recvmsg_out, the source address and the
+// control messages in front of the payload, so a buffer is a receive slot
+// (slotSize) and those 64 bytes: the io_uring backend takes the datagrams
+// the socket backend takes, up to 2048 bytes.
+const uringBufSize = uring.RecvmsgOutLen + nameLen + controlLen + slotSize
+
 // UringBufferBytes is the memory the io_uring backend maps and touches at
 // open for its buffer ring, besides the line sockets' receive buffers:
-// cfg.RingSize buffers (or the default 4096) of slotSize bytes each.
+// UringBuffers(cfg) buffers of 2112 bytes each (a 2048-byte slot and the
+// 64 bytes in front of it).
 func UringBufferBytes(cfg Config) int64 {
-	bufs := cfg.RingSize
-	if bufs <= 0 {
-		bufs = defaultUringBufs
-	}
-	return int64(bufs) * slotSize
+	return int64(UringBuffers(cfg)) * uringBufSize
 }
 
 func openUring(cfg Config) (r Receiver, err error) {
-	bufs := cfg.RingSize
-	if bufs <= 0 {
-		bufs = defaultUringBufs
-	}
-	if bufs&(bufs-1) != 0 || bufs > uring.MaxBufRingEntries || bufs < 2*cfg.BatchSize {
+	bufs := UringBuffers(cfg)
+	if bufs&(bufs-1) != 0 || bufs < 2*cfg.BatchSize {
 		return nil, fmt.Errorf("open uring backend: ring size %d: want a power of two in [2*batch (%d), %d]", bufs, 2*cfg.BatchSize, uring.MaxBufRingEntries)
+	}
+	if bufs > uring.MaxBufRingEntries {
+		// The kernel's limit (IORING_REGISTER_PBUF_RING: EINVAL), not a
+		// mistake in the configuration: a ring size above it is one the
+		// AF_XDP backend takes, so auto, whose AF_XDP step failed, goes
+		// on to the sockets (which have no ring) instead of stopping here.
+		return nil, fmt.Errorf("open uring backend: ring size %d: a provided buffer ring holds at most %d buffers: %w", bufs, uring.MaxBufRingEntries, ErrNotSupported)
 	}
 	u := &uringRx{batch: cfg.BatchSize, timeout: cfg.PollTimeout, cqes: make([]uring.CQE, cfg.BatchSize), lent: make([]bool, bufs),
 		watch: lineWatch{log: cfg.Log, every: cfg.PollTimeout}}
@@ -123,7 +141,7 @@ func openUring(cfg Config) (r Receiver, err error) {
 	if err != nil {
 		return nil, notSupported(err)
 	}
-	u.bufs, err = u.ring.RegisterBufRing(uringBufGroup, uint32(bufs), slotSize)
+	u.bufs, err = u.ring.RegisterBufRing(uringBufGroup, uint32(bufs), uringBufSize)
 	if err != nil {
 		return nil, notSupported(err)
 	}

@@ -202,3 +202,28 @@ func TestUringBusyPollUnsupported(t *testing.T) {
 		}
 	}
 }
+
+// TestAutoRingAboveUringLimit: a ring size above the 32768 buffers a
+// provided buffer ring may hold (the kernel's limit) is one AF_XDP takes,
+// so it is no configuration error: when AF_XDP is unavailable (here: veth
+// has no zero-copy) auto falls back past io_uring to the sockets, logging
+// why at each step, and receives. It stopped at io_uring with "ring size
+// 65536: want a power of two ..." and opened nothing.
+func TestAutoRingAboveUringLimit(t *testing.T) {
+	lab := netlab.ForTest(t, netlab.Options{Prefix: "fk"})
+	lines := labLines(lab)
+	var logs bytes.Buffer
+	r := openBackend(t, lab, BackendAuto, Config{Lines: lines, ZeroCopy: "on", RingSize: 2 * uring.MaxBufRingEntries, Log: zerolog.New(&logs)})
+	defer r.Close()
+	if !strings.HasPrefix(r.Backend(), BackendSocket) {
+		t.Fatalf("auto chose %q, want %s; log:\n%s", r.Backend(), BackendSocket, logs.String())
+	}
+	for _, w := range []string{"falling back to uring", "falling back to socket", "ring size 65536: a provided buffer ring holds at most 32768 buffers"} {
+		if !strings.Contains(logs.String(), w) {
+			t.Errorf("log lacks %q:\n%s", w, logs.String())
+		}
+	}
+	senders := labSenders(t, lab, lines, 10000)
+	sendAfter(t, senders, 50)
+	expectLines(t, r, senders, 50)
+}
