@@ -402,7 +402,12 @@ func tempPrefix(path string) string { return "." + filepath.Base(path) + ".tmp."
 const staleTempAge = time.Minute
 
 // removeStaleTemps deletes the temporary files of writers that died inside
-// Create (their pid is gone and the file is older than staleTempAge).
+// Create (their pid is gone and the file is older than staleTempAge). A
+// file under this process's own pid is not one of its Creates (this one
+// has not made its file yet, and none takes a minute): another pid
+// namespace's process under the same number (a container's pid 1
+// restarted after dying inside Create), judged by its age as a pid not
+// visible from here is.
 func removeStaleTemps(path string) {
 	dir, prefix := filepath.Dir(path), tempPrefix(path)
 	entries, err := os.ReadDir(dir)
@@ -416,7 +421,7 @@ func removeStaleTemps(path string) {
 		}
 		pidText, _, _ := strings.Cut(rest, ".")
 		pid, err := strconv.Atoi(pidText)
-		if err != nil || pid <= 0 || !errors.Is(unix.Kill(pid, 0), syscall.ESRCH) {
+		if err != nil || pid <= 0 || (pid != os.Getpid() && !errors.Is(unix.Kill(pid, 0), syscall.ESRCH)) {
 			continue
 		}
 		if fi, err := e.Info(); err == nil && time.Since(fi.ModTime()) > staleTempAge {
