@@ -82,9 +82,9 @@ type Publisher struct {
 // locState is what the Publisher keeps per locate, in one 32-byte entry:
 // a message and a publish touch one cache line of it, not one per field.
 type locState struct {
-	seq    uint64   // sequence number of the last message applied
+	seq    uint64   // sequence number of the last message that changed the book
 	rx     int64    // its receive time
-	msgs   uint64   // messages applied
+	msgs   uint64   // messages that changed the book
 	slot   shm.Slot // the locate's slot; the zero Slot until bound (again: BooksReset)
 	dirty  bool     // in Publisher.dirty
 	known  bool     // registered once (counted in Books)
@@ -135,11 +135,18 @@ func (p *Publisher) Applied(loc uint16, changed bool, seq uint64, rxTime int64) 
 		}
 		return
 	}
+	if !changed {
+		// Not a change of the book (a NOII, an order it does not
+		// hold): the snapshot's sequence number, receive time and
+		// count stay those of the message that set its exchange time
+		// (Book.Timestamp), the last that changed it.
+		return
+	}
 	st := &p.locs[loc]
 	st.seq = seq
 	st.rx = rxTime
 	st.msgs++
-	if changed && !st.dirty {
+	if !st.dirty {
 		st.dirty = true
 		p.dirty = append(p.dirty, loc)
 		if !st.listed {

@@ -69,26 +69,67 @@ func (r *refPublisher) publish(p *Publisher, b *book.Book, publishTime int64) er
 	return r.w.Publish(sn)
 }
 
+// dayMaker builds a random day's messages: each header's timestamp a
+// little after the last, each locate's symbol a prefix and its number.
+type dayMaker struct {
+	rng    *rand.Rand
+	ts     uint64
+	prefix string
+	msgs   []itch.Msg
+}
+
+func newDayMaker(rng *rand.Rand, prefix string) *dayMaker {
+	return &dayMaker{rng: rng, ts: 34200_000_000_000, prefix: prefix}
+}
+
+func (d *dayMaker) hdr(loc uint16) itch.Header {
+	d.ts += uint64(d.rng.IntN(1000))
+	return itch.Header{Locate: loc, Timestamp: d.ts}
+}
+
+func (d *dayMaker) sym(loc uint16) itch.Symbol {
+	return itch.NewSymbol(fmt.Sprintf("%s%d", d.prefix, loc))
+}
+
+func (d *dayMaker) emit(e itch.Encoder) { d.msgs = append(d.msgs, itch.Msg(e.Append(nil))) }
+
+// The messages dayMaker.action emits.
+const (
+	regSHO          = iota // Reg SHO Restriction, action '0', '1' or '2'
+	tradingAction          // Stock Trading Action, state 'H', 'P', 'Q' or 'T'
+	operationalHalt        // Operational Halt on Nasdaq ('Q'), 'H' or 'T'
+	systemEvent            // System Event (locate 0), any code
+)
+
+// action emits a message of kind about loc, its code drawn at random.
+func (d *dayMaker) action(loc uint16, kind int) {
+	h, sym := d.hdr(loc), d.sym(loc)
+	switch kind {
+	case regSHO:
+		d.emit(&itch.RegSHOFields{Header: h, Stock: sym, Action: "012"[d.rng.IntN(3)]})
+	case tradingAction:
+		d.emit(&itch.StockTradingActionFields{Header: h, Stock: sym, TradingState: "HPQT"[d.rng.IntN(4)]})
+	case operationalHalt:
+		d.emit(&itch.OperationalHaltFields{Header: h, Stock: sym, MarketCode: 'Q', HaltAction: "HT"[d.rng.IntN(2)]})
+	default:
+		d.emit(&itch.SystemEventFields{Header: h, EventCode: "OSQMEC"[d.rng.IntN(6)]})
+	}
+}
+
 // randomDayMsgs is a random stream over locates 1..n: a directory entry
 // each, then adds on both sides (asks in the bids' price band for a while
 // now and then: crossed books), deletes, executions, trades, Reg SHO, trading and
 // operational halt actions, system events.
 func randomDayMsgs(rng *rand.Rand, locates, n int) []itch.Msg {
-	var msgs []itch.Msg
-	ts := uint64(34200_000_000_000)
-	hdr := func(loc uint16) itch.Header {
-		ts += uint64(rng.IntN(1000))
-		return itch.Header{Locate: loc, Timestamp: ts}
-	}
-	sym := func(loc uint16) itch.Symbol { return itch.NewSymbol(fmt.Sprintf("S%d", loc)) }
-	emit := func(e itch.Encoder) { msgs = append(msgs, itch.Msg(e.Append(nil))) }
+	d := newDayMaker(rng, "S")
+	hdr, sym, emit := d.hdr, d.sym, d.emit
 	for loc := uint16(1); loc <= uint16(locates); loc++ {
 		emit(&itch.StockDirectoryFields{Header: hdr(loc), Stock: sym(loc)})
 	}
 	var live []uint64
 	ref := uint64(1)
 	crossing := make([]bool, locates+1)
-	for len(msgs) < n {
+	for len(d.msgs) < n {
 		loc := uint16(1 + rng.IntN(locates))
 		switch k := rng.IntN(100); {
 		case k < 45 || len(live) == 0:
@@ -121,16 +162,16 @@ func randomDayMsgs(rng *rand.Rand, locates, n int) []itch.Msg {
 			emit(&itch.TradeFields{Header: hdr(loc), Side: 'B', Shares: uint32(1 + rng.IntN(100)), Stock: sym(loc), Price: uint32(1_000_000 + 100*rng.IntN(40)), MatchNumber: ref})
 			ref++
 		case k < 97:
-			emit(&itch.RegSHOFields{Header: hdr(loc), Stock: sym(loc), Action: "012"[rng.IntN(3)]})
+			d.action(loc, regSHO)
 		case k < 98:
-			emit(&itch.StockTradingActionFields{Header: hdr(loc), Stock: sym(loc), TradingState: "HPQT"[rng.IntN(4)]})
+			d.action(loc, tradingAction)
 		case k < 99:
-			emit(&itch.OperationalHaltFields{Header: hdr(loc), Stock: sym(loc), MarketCode: 'Q', HaltAction: "HT"[rng.IntN(2)]})
+			d.action(loc, operationalHalt)
 		default:
-			emit(&itch.SystemEventFields{Header: hdr(0), EventCode: "OSQMEC"[rng.IntN(6)]})
+			d.action(0, systemEvent)
 		}
 	}
-	return msgs
+	return d.msgs
 }
 
 // TestPublishMatchesCopy: after every Flush, each book's slot holds the

@@ -128,6 +128,40 @@ func TestWriterInOtherPidNamespace(t *testing.T) {
 	}
 }
 
+// TestWriterSamePidOtherNamespace: a live writer that is pid 1 of its
+// pid namespace (a container's entry point) holds the feed, and a second
+// writer, pid 1 of another namespace (a second container sharing
+// /dev/shm: a rolling update's new pod), creates the same feed. The file's
+// pid is the creator's own pid there, which says nothing of the writer:
+// Create must refuse the live writer's file (ErrInUse), as it does across
+// namespaces under any other pid. Before the fix it took the file for one
+// of its own and replaced it.
+func TestWriterSamePidOtherNamespace(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("a new pid namespace (CLONE_NEWPID) needs root")
+	}
+	name := testName(t)
+	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperProcess$", "-test.count=1")
+	cmd.Env = append(os.Environ(), roleEnv+"=hold", "FH_SHM_TEST_NAME="+name)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWPID}
+	a := startCmd(t, cmd)
+	a.waitLine(t, "ready")
+	r := testReader(t, name)
+	if pid := r.Info().WriterPid; pid != 1 {
+		t.Fatalf("the holding writer is pid %d of its namespace, want 1", pid)
+	}
+	cmd = exec.Command(os.Args[0], "-test.run=^TestPidNamespaceReader$", "-test.count=1")
+	cmd.Env = append(os.Environ(), "FH_PIDNS_CREATE="+name)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWPID}
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "pid-namespace create: in use") {
+		t.Fatalf("a writer, pid 1 of another namespace, over a live pid 1's file: %v\n%s", err, out)
+	}
+	if err := r.Check(); err != nil {
+		t.Fatalf("the live writer's file: %v", err)
+	}
+}
+
 // TestPidNamespaceReader is TestWriterInOtherPidNamespace's reader, run in
 // a new pid namespace; it does nothing otherwise.
 func TestPidNamespaceReader(t *testing.T) {

@@ -500,22 +500,32 @@ func TestTradingState(t *testing.T) {
 }
 
 // TestStaleTemp: a writer that died inside Create left its temporary file;
-// the next Create removes it, and leaves a live process's alone, and a
-// fresh one whose pid is not visible here (a writer inside its Create in
-// another pid namespace; before the fix it was removed).
+// the next Create removes it, and leaves a live process's alone (the
+// test's parent), and a fresh one whose pid is not visible here (a writer
+// inside its Create in another pid namespace; before the fix it was
+// removed). An old one under this process's own pid is a dead writer's
+// too: this process is inside no Create of the name (the creating pid 1 of
+// a container restarted after dying inside Create, the same pid 1 now);
+// before the fix kill(2) found the pid alive, so it was never removed, and
+// each such death left a feed-sized file in /dev/shm. A fresh one under
+// this pid stays (another namespace's pid 1 inside its Create).
 func TestStaleTemp(t *testing.T) {
 	name := testName(t)
-	dead := filepath.Join(Dir, tempPrefix(name)+"999999999.abc")
-	live := filepath.Join(Dir, tempPrefix(name)+strconv.Itoa(os.Getpid())+".abc")
-	elsewhere := filepath.Join(Dir, tempPrefix(name)+"999999998.abc")
-	for _, f := range []string{dead, live, elsewhere} {
+	temp := func(pid int, suffix string) string {
+		return filepath.Join(Dir, tempPrefix(name)+strconv.Itoa(pid)+"."+suffix)
+	}
+	dead := temp(999999999, "abc")
+	live := temp(os.Getppid(), "abc")
+	elsewhere := temp(999999998, "abc")
+	ownOld, ownFresh := temp(os.Getpid(), "old"), temp(os.Getpid(), "fresh")
+	for _, f := range []string{dead, live, elsewhere, ownOld, ownFresh} {
 		if err := os.WriteFile(f, []byte("partial"), 0o644); err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { os.Remove(f) })
 	}
 	old := time.Now().Add(-2 * staleTempAge)
-	for _, f := range []string{dead, live} {
+	for _, f := range []string{dead, live, ownOld} {
 		if err := os.Chtimes(f, old, old); err != nil {
 			t.Fatal(err)
 		}
@@ -524,11 +534,17 @@ func TestStaleTemp(t *testing.T) {
 	if _, err := os.Stat(dead); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("dead writer's temporary file: %v, want removed", err)
 	}
+	if _, err := os.Stat(ownOld); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("old temporary file under this process's pid, which is inside no Create: %v, want removed", err)
+	}
 	if _, err := os.Stat(live); err != nil {
 		t.Errorf("live writer's temporary file: %v", err)
 	}
 	if _, err := os.Stat(elsewhere); err != nil {
 		t.Errorf("fresh temporary file of a pid not visible here: %v, want kept", err)
+	}
+	if _, err := os.Stat(ownFresh); err != nil {
+		t.Errorf("fresh temporary file under this process's pid: %v, want kept", err)
 	}
 }
 

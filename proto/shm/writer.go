@@ -211,6 +211,12 @@ func Create(cfg Config) (*Writer, error) {
 	l.pid = os.Getpid()
 	l.heartbeatEvery = int64(cfg.HeartbeatInterval)
 	l.generation = rand.Uint64() | 1
+	created.Lock()
+	if created.generations == nil {
+		created.generations = make(map[uint64]bool)
+	}
+	created.generations[l.generation] = true
+	created.Unlock()
 
 	tmp := filepath.Join(filepath.Dir(path), tempPrefix(path)+strconv.Itoa(l.pid)+"."+strconv.FormatUint(rand.Uint64(), 36))
 	f, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
@@ -328,21 +334,27 @@ func checkOwner(path string) error {
 		return nil
 	}
 	defer r.Close()
-	if r.l.pid == os.Getpid() {
+	// This process's pid on a file it did not create is another pid
+	// namespace's process under the same number (pid 1 of two
+	// containers sharing /dev/shm), or this pid's before an exec: the
+	// pid says nothing of it, the heartbeat decides, as for a pid not
+	// visible from here.
+	ownPid := r.l.pid == os.Getpid()
+	if ownPid && createdHere(r.l.generation) {
 		return nil
 	}
 	if err := r.Check(); err != nil {
 		return nil // closed, dead, or replaced since
 	}
-	if err := unix.Kill(r.l.pid, 0); !errors.Is(err, syscall.ESRCH) {
+	if err := unix.Kill(r.l.pid, 0); !ownPid && !errors.Is(err, syscall.ESRCH) {
 		return fmt.Errorf("writer pid %d: %w", r.l.pid, ErrInUse)
 	}
-	// The pid is gone here but the heartbeat is fresh: a writer that died
-	// within the last two intervals (a restart right after a crash), or a
-	// live one in another pid namespace. A live one beats: watch the
-	// heartbeat for two intervals and a half, at most a second (beyond
-	// that the pid decides, as it did for every interval before readers
-	// learned to doubt it).
+	// The pid is gone here (or is this process's) but the heartbeat is
+	// fresh: a writer that died within the last two intervals (a restart
+	// right after a crash), or a live one in another pid namespace. A
+	// live one beats: watch the heartbeat for two intervals and a half,
+	// at most a second (beyond that the pid decides, as it did for every
+	// interval before readers learned to doubt it).
 	every := time.Duration(r.l.heartbeatEvery)
 	beat := r.Heartbeat()
 	for deadline := time.Now().Add(min(every*5/2, time.Second)); time.Now().Before(deadline); {
@@ -354,10 +366,29 @@ func checkOwner(path string) error {
 			if r.Check() != nil {
 				return nil
 			}
-			return fmt.Errorf("writer pid %d (not visible from here) beats: %w", r.l.pid, ErrInUse)
+			where := "not visible from here"
+			if ownPid {
+				where = "another pid namespace's: this process has the pid"
+			}
+			return fmt.Errorf("writer pid %d (%s) beats: %w", r.l.pid, where, ErrInUse)
 		}
 	}
 	return nil
+}
+
+// created holds the generations of the files this process created: a file
+// that names this process's pid and another generation is not its own
+// (checkOwner).
+var created struct {
+	sync.Mutex
+	generations map[uint64]bool
+}
+
+// createdHere reports whether this process created the file of generation g.
+func createdHere(g uint64) bool {
+	created.Lock()
+	defer created.Unlock()
+	return created.generations[g]
 }
 
 // tempPrefix is the name prefix of the files Create builds before renaming.
@@ -371,7 +402,12 @@ func tempPrefix(path string) string { return "." + filepath.Base(path) + ".tmp."
 const staleTempAge = time.Minute
 
 // removeStaleTemps deletes the temporary files of writers that died inside
-// Create (their pid is gone and the file is older than staleTempAge).
+// Create (their pid is gone and the file is older than staleTempAge). A
+// file under this process's own pid is not one of its Creates (this one
+// has not made its file yet, and none takes a minute): another pid
+// namespace's process under the same number (a container's pid 1
+// restarted after dying inside Create), judged by its age as a pid not
+// visible from here is.
 func removeStaleTemps(path string) {
 	dir, prefix := filepath.Dir(path), tempPrefix(path)
 	entries, err := os.ReadDir(dir)
@@ -385,7 +421,7 @@ func removeStaleTemps(path string) {
 		}
 		pidText, _, _ := strings.Cut(rest, ".")
 		pid, err := strconv.Atoi(pidText)
-		if err != nil || pid <= 0 || !errors.Is(unix.Kill(pid, 0), syscall.ESRCH) {
+		if err != nil || pid <= 0 || (pid != os.Getpid() && !errors.Is(unix.Kill(pid, 0), syscall.ESRCH)) {
 			continue
 		}
 		if fi, err := e.Info(); err == nil && time.Since(fi.ModTime()) > staleTempAge {
