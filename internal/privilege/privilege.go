@@ -96,6 +96,13 @@ func Required(backend string, busyPoll bool) Caps {
 	return c
 }
 
+// HasIPCLock reports whether the calling thread holds cap_ipc_lock, which
+// exempts it from RLIMIT_MEMLOCK (false when it cannot tell).
+func HasIPCLock() bool {
+	eff, err := Effective()
+	return err == nil && eff&IPCLock != 0
+}
+
 // Effective returns the calling thread's effective capabilities.
 func Effective() (Caps, error) {
 	eff, _, err := capget()
