@@ -91,7 +91,7 @@ type RerequestConfig struct {
 	Message func(dst []byte, seq uint64) ([]byte, bool)
 
 	MaxMessages int           // most messages per answer (0: as asked, up to moldudp64.MaxCount)
-	MaxPacket   int           // answer packet size limit (default moldudp64.MaxPayload)
+	MaxPacket   int           // answer packet size limit (default moldudp64.MaxPayload); a longer message goes alone in a packet of its size
 	Loss        float64       // probability to drop each answer packet
 	Delay       time.Duration // wait before answering
 	Refuse      bool          // read requests but never answer
@@ -160,7 +160,7 @@ func (s *RerequestServer) serve() {
 	defer close(s.done)
 	rng := rand.New(rand.NewPCG(s.cfg.Seed, s.cfg.Seed^0x9e3779b97f4a7c15))
 	buf := make([]byte, 2048)
-	var msg []byte
+	var msg, one []byte
 	for {
 		n, from, err := s.conn.ReadFromUDPAddrPort(buf)
 		if err != nil {
@@ -185,8 +185,7 @@ func (s *RerequestServer) serve() {
 		count := min(int(req.Count), s.cfg.MaxMessages)
 		b := moldudp64.NewBuilder(s.cfg.Session, req.Seq, s.cfg.MaxPacket)
 		sent := 0
-		flush := func() {
-			p := b.Flush()
+		send := func(p []byte) {
 			if p == nil {
 				return
 			}
@@ -206,16 +205,35 @@ func (s *RerequestServer) serve() {
 			if !ok {
 				break
 			}
-			if err := b.Add(msg); errors.Is(err, moldudp64.ErrFull) {
-				flush()
-				b.Add(msg)
+			err := b.Add(msg)
+			if errors.Is(err, moldudp64.ErrFull) {
+				send(b.Flush())
+				err = b.Add(msg)
+			}
+			if errors.Is(err, moldudp64.ErrTooLarge) && moldudp64.HeaderLen+2+len(msg) <= maxUDPPayload {
+				// Longer than MaxPacket leaves room for: alone in a
+				// packet of its own size, as a line may have carried it.
+				send(b.Flush())
+				one = binary.BigEndian.AppendUint16(moldudp64.AppendHeader(one[:0], s.cfg.Session, seq, 1), uint16(len(msg)))
+				one = append(one, msg...)
+				send(one)
+				b.Reset(s.cfg.Session, seq+1, s.cfg.MaxPacket)
+				err = nil
+			}
+			if err != nil {
+				// Not in any packet: the answer stops before it, so no
+				// later message is numbered as this one.
+				break
 			}
 			sent++
 		}
-		flush()
+		send(b.Flush())
 		if sent == 0 {
 			s.refused.Add(1)
 		}
 		s.messages.Add(uint64(sent))
 	}
 }
+
+// maxUDPPayload is the largest UDP payload an IPv4 datagram carries.
+const maxUDPPayload = 65507

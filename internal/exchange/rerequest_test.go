@@ -1,0 +1,86 @@
+package exchange
+
+import (
+	"bytes"
+	"math"
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/marketfeed/feedhandler/feed/moldudp64"
+)
+
+var rrSession = moldudp64.NewSession("RRLAB")
+
+// ask sends srv one request from a socket of its own and returns the
+// messages of the answer packets by sequence number, read until one
+// ending at end came (or 5 s passed: the answer stopped short).
+func ask(t *testing.T, srv *RerequestServer, req moldudp64.Request, end uint64) map[uint64][]byte {
+	t.Helper()
+	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.WriteToUDPAddrPort(req.Append(nil), srv.Addr()); err != nil {
+		t.Fatal(err)
+	}
+	got := map[uint64][]byte{}
+	buf := make([]byte, 1<<16)
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	for {
+		n, err := c.Read(buf)
+		if err != nil {
+			return got
+		}
+		p, err := moldudp64.Parse(buf[:n])
+		if err != nil {
+			t.Fatalf("answer packet: %v", err)
+		}
+		it := p.Iter()
+		for msg, ok := it.Next(); ok; msg, ok = it.Next() {
+			got[it.Seq()] = bytes.Clone(msg)
+		}
+		if p.Next() >= end {
+			return got
+		}
+	}
+}
+
+// labServer serves msgs, recorded as one packet numbered from first.
+func labServer(t *testing.T, first uint64, msgs ...[]byte) *RerequestServer {
+	t.Helper()
+	h := new(History)
+	b := moldudp64.NewBuilder(rrSession, first, math.MaxUint16)
+	for _, m := range msgs {
+		if err := b.Add(m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h.Record(b.Flush())
+	srv, err := NewRerequestServer(RerequestConfig{Listen: netip.MustParseAddrPort("127.0.0.1:0"), Session: rrSession, Message: h.Message})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	return srv
+}
+
+// TestRerequestServerLargeMessage: message 2 is longer than an answer
+// packet holds (3,000 bytes; MaxPacket 1,400), as a feed sent with
+// `send --max-packet 9000` may carry. The server answers it alone in a
+// packet of its size, and message 3 under its own number. Before, the
+// Builder refused it (ErrTooLarge), the error was taken for none, and
+// message 3 went out numbered 2: the client filled the hole with the
+// wrong message.
+func TestRerequestServerLargeMessage(t *testing.T) {
+	big := bytes.Repeat([]byte{'B'}, 3000)
+	want := map[uint64][]byte{1: []byte("one"), 2: big, 3: []byte("three")}
+	got := ask(t, labServer(t, 1, want[1], want[2], want[3]), moldudp64.Request{Session: rrSession, Seq: 1, Count: 3}, 4)
+	for seq := uint64(1); seq <= 3; seq++ {
+		if m, ok := got[seq]; !ok || !bytes.Equal(m, want[seq]) {
+			t.Errorf("message %d answered as %.10q (%d bytes, answered %v), want %.10q (%d bytes)", seq, m, len(m), ok, want[seq], len(want[seq]))
+		}
+	}
+}
