@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"net"
 	"net/netip"
@@ -199,7 +200,7 @@ func (s *RerequestServer) serve() {
 			}
 			s.answered.Add(1)
 		}
-		for seq := req.Seq; seq < req.Seq+uint64(count); seq++ {
+		for seq := req.Seq; seq < answerEnd(req.Seq, count); seq++ {
 			var ok bool
 			msg, ok = s.cfg.Message(msg[:0], seq)
 			if !ok {
@@ -237,3 +238,13 @@ func (s *RerequestServer) serve() {
 
 // maxUDPPayload is the largest UDP payload an IPv4 datagram carries.
 const maxUDPPayload = 65507
+
+// answerEnd is the sequence number after the count messages from first
+// an answer holds at most, never past 2^64-1, where every sequence ends:
+// a request running past it asks for what there is.
+func answerEnd(first uint64, count int) uint64 {
+	if first > math.MaxUint64-uint64(count) {
+		return math.MaxUint64
+	}
+	return first + uint64(count)
+}

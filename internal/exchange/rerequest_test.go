@@ -84,3 +84,17 @@ func TestRerequestServerLargeMessage(t *testing.T) {
 		}
 	}
 }
+
+// TestRerequestServerNearEnd: the last two messages a sequence can have
+// (2^64-3 and 2^64-2: a packet's next number is at most 2^64-1) are asked
+// for with a count of 100, as a client asks that does not know where the
+// sequence ends. Both are answered. Before, first+count wrapped past
+// 2^64 to 97, below the first number asked, and nothing was answered.
+func TestRerequestServerNearEnd(t *testing.T) {
+	first := uint64(math.MaxUint64 - 2)
+	srv := labServer(t, first, []byte("a"), []byte("b"))
+	got := ask(t, srv, moldudp64.Request{Session: rrSession, Seq: first, Count: 100}, math.MaxUint64)
+	if string(got[first]) != "a" || string(got[first+1]) != "b" || len(got) != 2 {
+		t.Errorf("answered %d messages (%d: %q, %d: %q), want 2: a and b", len(got), first, got[first], first+1, got[first+1])
+	}
+}
