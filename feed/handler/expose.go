@@ -357,6 +357,8 @@ func scalar(st *Stats, name string) uint64 {
 		return r.Rerequest.Failures
 	case "recovery_open_errors_total":
 		return r.Rerequest.OpenErrors
+	case "recovery_send_errors_total":
+		return r.Rerequest.SendErrors
 	case "recovery_abandoned_total":
 		return st.Arbiter.RecoveriesAbandoned
 	case "recovery_late_responses_total":

@@ -540,6 +540,10 @@ func (r *recovery) poll(now int64) {
 				r.h.log.Error().Err(err).Uint64("open_errors", r.client.Stats.OpenErrors).
 					Msg("recovery: re-request socket not opened after a session change or sequence restart; its ranges fail over to the next server or are declared (logged once per server until its socket opens)")
 			}
+			if err := r.client.SendError(); err != nil {
+				r.h.log.Error().Err(err).Uint64("send_errors", r.client.Stats.SendErrors).
+					Msg("recovery: re-request not sent; its ranges time out, fail over to the next server or are declared (logged once per server until a request to it is sent)")
+			}
 			if !ok {
 				r.restUntil = now + int64(r.cfg.ServerRest)
 				a.Abandon(now)

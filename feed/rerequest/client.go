@@ -33,12 +33,16 @@ type Config struct {
 
 // Stats count what the client did.
 type Stats struct {
-	Requests   uint64 // request packets sent (first asks, continuations and retries); not those that failed (SendErrors, OpenErrors)
-	Retries    uint64 // requests resent after a timeout
-	Timeouts   uint64 // requests that got no answer in time (or none holding the first message asked)
-	Failovers  uint64 // moves to the next server
-	Failures   uint64 // ranges given up on after every server was tried
-	SendErrors uint64 // request writes that failed (server unreachable, ...)
+	Requests  uint64 // request packets sent (first asks, continuations and retries); not those that failed (SendErrors, OpenErrors)
+	Retries   uint64 // requests resent after a timeout
+	Timeouts  uint64 // requests that got no answer in time (or none holding the first message asked)
+	Failovers uint64 // moves to the next server
+	Failures  uint64 // ranges given up on after every server was tried
+	// SendErrors: request writes that failed (no route to the server, a
+	// firewall refusing it, ...); the timeout moves on, as for a request
+	// not answered. The error is reported once per run of failures of a
+	// server (SendError).
+	SendErrors uint64
 	// OpenErrors: requests not sent because the server's new socket (after
 	// Forget) could not be opened; the timeout moves on, as for a send
 	// error. The error is reported once per run of failures of a server
@@ -109,11 +113,9 @@ type Client struct {
 	asked  [askedMemory]moldudp64.Range
 	askedN int
 
-	// openErr, by server: the first error of the current run of failures
-	// to open the server's new socket (nil once one opens); openErrNew:
-	// not yet reported.
-	openErr    []error
-	openErrNew []bool
+	// openErrs, sendErrs: by server, the first error of the current run
+	// of failures to open its new socket, or to send it a request.
+	openErrs, sendErrs failureRuns
 
 	tokens   float64
 	refillAt int64
@@ -150,7 +152,8 @@ func New(cfg Config, open func(func() error) error) (*Client, error) {
 		open = func(fn func() error) error { return fn() }
 	}
 	c := &Client{cfg: cfg, open: open, buf: make([]byte, 1<<16), req: make([]byte, 0, moldudp64.RequestLen),
-		openErr: make([]error, len(cfg.Servers)), openErrNew: make([]bool, len(cfg.Servers))}
+		openErrs: newFailureRuns(cfg.Servers, "rerequest: new socket for %s after a restart: %w"),
+		sendErrs: newFailureRuns(cfg.Servers, "rerequest: send a request to %s: %w")}
 	err := open(func() error {
 		for _, s := range cfg.Servers {
 			fd, port, err := open4(s)
@@ -484,9 +487,11 @@ func (c *Client) send(now int64) bool {
 		return true // counted and reported (OpenError); the timeout moves on
 	}
 	if err := unix.Sendto(c.fds[c.server], c.req, 0, &c.addrs[c.server]); err != nil {
-		c.Stats.SendErrors++ // counted; the timeout moves on
+		c.Stats.SendErrors++ // counted and reported (SendError); the timeout moves on
+		c.sendErrs.fail(c.server, err)
 		return true
 	}
+	c.sendErrs.end(c.server)
 	c.Stats.Requests++
 	return true
 }
@@ -563,12 +568,10 @@ func (c *Client) reopen(server int) bool {
 			c.fds[server] = -1
 		}
 		c.Stats.OpenErrors++
-		if c.openErr[server] == nil {
-			c.openErr[server], c.openErrNew[server] = fmt.Errorf("rerequest: new socket for %s after a restart: %w", c.cfg.Servers[server], err), true
-		}
+		c.openErrs.fail(server, err)
 		return false
 	}
-	c.openErr[server], c.openErrNew[server] = nil, false
+	c.openErrs.end(server)
 	return true
 }
 
@@ -578,11 +581,47 @@ func (c *Client) reopen(server int) bool {
 // first, until that server's socket opens (another server's opening does
 // not end it); nil otherwise. With several servers' errors not yet
 // reported, each call returns the next. The caller logs it.
-func (c *Client) OpenError() error {
-	for i, isNew := range c.openErrNew {
+func (c *Client) OpenError() error { return c.openErrs.next() }
+
+// SendError returns the error of a request write that failed (the request
+// did not leave: its range times out as unanswered, then fails over, or
+// is given up), once per run of failures of a server: the first, until a
+// request to that server is sent; nil otherwise. With several servers'
+// errors not yet reported, each call returns the next. The caller logs
+// it. The write's errors are the host's (no route to the server, a
+// firewall's refusal, ...): without them an operator saw timeouts only.
+func (c *Client) SendError() error { return c.sendErrs.next() }
+
+// failureRuns keeps, by server, the first error of its current run of
+// failures of one kind, until the caller takes it (next). Nothing is
+// built before then: a failure on every request allocates nothing.
+type failureRuns struct {
+	format     string // fmt.Errorf's, given the server's address and the error
+	servers    []netip.AddrPort
+	err        []error // nil: no run (the last attempt succeeded)
+	unreported []bool
+}
+
+func newFailureRuns(servers []netip.AddrPort, format string) failureRuns {
+	return failureRuns{format: format, servers: servers, err: make([]error, len(servers)), unreported: make([]bool, len(servers))}
+}
+
+// fail notes a failure of server; the first of a run keeps its error.
+func (f *failureRuns) fail(server int, err error) {
+	if f.err[server] == nil {
+		f.err[server], f.unreported[server] = err, true
+	}
+}
+
+// end ends server's run: its next failure is reported again.
+func (f *failureRuns) end(server int) { f.err[server], f.unreported[server] = nil, false }
+
+// next returns the first error of a run not reported yet, or nil.
+func (f *failureRuns) next() error {
+	for i, isNew := range f.unreported {
 		if isNew {
-			c.openErrNew[i] = false
-			return c.openErr[i]
+			f.unreported[i] = false
+			return fmt.Errorf(f.format, f.servers[i], f.err[i])
 		}
 	}
 	return nil

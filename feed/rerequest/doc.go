@@ -34,5 +34,8 @@
 // after it; one that cannot be opened leaves the
 // request unsent (it times out as unanswered), counted (OpenErrors) and
 // reported once per run of failures (OpenError, for the caller to log).
+// A request whose write fails (no route to the server, a firewall) times
+// out as unanswered, counted (SendErrors) and reported once per run of a
+// server's failures (SendError, for the caller to log).
 // Poll allocates nothing.
 package rerequest
