@@ -129,6 +129,11 @@ func NewRerequestServer(cfg RerequestConfig) (*RerequestServer, error) {
 	if cfg.Loss < 0 || cfg.Loss > 1 {
 		return nil, fmt.Errorf("new rerequest server: loss %v outside [0, 1]", cfg.Loss)
 	}
+	if cfg.MaxPacket != 0 && (cfg.MaxPacket < moldudp64.HeaderLen+2 || cfg.MaxPacket > math.MaxUint16) {
+		// moldudp64.NewBuilder panics on it, in serve: at the first
+		// request, the process down.
+		return nil, fmt.Errorf("new rerequest server: answer packet size %d outside [%d, %d]", cfg.MaxPacket, moldudp64.HeaderLen+2, math.MaxUint16)
+	}
 	if cfg.MaxMessages <= 0 || cfg.MaxMessages > moldudp64.MaxCount {
 		cfg.MaxMessages = moldudp64.MaxCount
 	}

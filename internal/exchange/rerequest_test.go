@@ -98,3 +98,19 @@ func TestRerequestServerNearEnd(t *testing.T) {
 		t.Errorf("answered %d messages (%d: %q, %d: %q), want 2: a and b", len(got), first, got[first], first+1, got[first+1])
 	}
 }
+
+// TestRerequestServerBadMaxPacket: an answer packet size that cannot hold
+// a header and one message block (or is past 65,535) is refused by
+// NewRerequestServer with an error. Before, it was taken, and the first
+// request panicked in the serving goroutine (moldudp64.NewBuilder), which
+// took the whole process down.
+func TestRerequestServerBadMaxPacket(t *testing.T) {
+	for _, size := range []int{1, moldudp64.HeaderLen + 1, math.MaxUint16 + 1} {
+		srv, err := NewRerequestServer(RerequestConfig{Listen: netip.MustParseAddrPort("127.0.0.1:0"), Session: rrSession,
+			Message: new(History).Message, MaxPacket: size})
+		if err == nil {
+			srv.Close()
+			t.Errorf("MaxPacket %d taken, want an error", size)
+		}
+	}
+}
