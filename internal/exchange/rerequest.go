@@ -22,7 +22,7 @@ type History struct {
 	mu      sync.RWMutex
 	session moldudp64.Session
 	first   uint64   // sequence number of data[0]
-	offs    []uint32 // message i's offset in data
+	offs    []uint64 // message i's offset in data (past 4 GiB on a real day's file)
 	data    []byte
 }
 
@@ -46,7 +46,7 @@ func (h *History) Record(pkt []byte) {
 	}
 	it := p.Iter()
 	for m, ok := it.Next(); ok; m, ok = it.Next() {
-		h.offs = append(h.offs, uint32(len(h.data)))
+		h.offs = append(h.offs, uint64(len(h.data)))
 		h.data = binary.BigEndian.AppendUint16(h.data, uint16(len(m)))
 		h.data = append(h.data, m...)
 	}
@@ -79,7 +79,7 @@ func (h *History) Message(dst []byte, seq uint64) ([]byte, bool) {
 		return dst, false
 	}
 	off := h.offs[seq-h.first]
-	n := uint32(binary.BigEndian.Uint16(h.data[off:]))
+	n := uint64(binary.BigEndian.Uint16(h.data[off:]))
 	return append(dst, h.data[off+2:off+2+n]...), true
 }
 

@@ -114,3 +114,28 @@ func TestRerequestServerBadMaxPacket(t *testing.T) {
 		}
 	}
 }
+
+// TestHistoryPast4GiB: the messages a History records after its first
+// 4 GiB (a real day's file is 8 to 13 GB of messages) are served as
+// recorded. The History is brought to 4 GiB without touching the memory:
+// its bytes are resliced into a larger, untouched allocation (the pages
+// of a fresh one are the kernel's zero pages until written). Before, a
+// message's offset was kept in 32 bits, and one recorded past 4 GiB was
+// served from the offset modulo 4 GiB: another message, silently.
+func TestHistoryPast4GiB(t *testing.T) {
+	h := new(History)
+	b := moldudp64.NewBuilder(rrSession, 1, 0)
+	b.Add([]byte("first"))
+	h.Record(b.Flush())
+	big := make([]byte, 1<<32+1<<16)
+	copy(big, h.data)
+	h.data = big[:1<<32]
+	b.Add([]byte("past 4 GiB"))
+	h.Record(b.Flush())
+	if m, ok := h.Message(nil, 2); !ok || string(m) != "past 4 GiB" {
+		t.Fatalf("message 2 served as %q (%v), want \"past 4 GiB\"", m, ok)
+	}
+	if m, _ := h.Message(nil, 1); string(m) != "first" {
+		t.Fatalf("message 1 served as %q, want \"first\"", m)
+	}
+}
