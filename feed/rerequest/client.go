@@ -24,7 +24,7 @@ var ErrNoServers = errors.New("new rerequest client: no servers")
 
 // Config shapes a Client. Zero values pick the defaults.
 type Config struct {
-	Servers            []netip.AddrPort // tried in order
+	Servers            []netip.AddrPort // tried in order, wrapping round, from the one that filled the last range that failed over (see Client.Want)
 	Timeout            time.Duration    // wait for the first answer to a request; doubled on each retry
 	Retries            int              // resends per server before failing over
 	MaxRequestMessages int              // most messages asked at once (at most moldudp64.MaxCount)
@@ -104,11 +104,15 @@ type Client struct {
 	want   moldudp64.Range // what must be filled: [next, want.End())
 	next   uint64          // the caller's next expected sequence number
 
-	server   int
-	tries    int // sends of the current request to the current server
-	inflight moldudp64.Range
-	sentAt   int64 // when inflight was sent (0: nothing in flight)
-	lastAns  int64 // when an answer to inflight last arrived (0: none yet)
+	server int // the server asked
+	// first: the server a range is asked of first, the one asked when the
+	// last range that failed over was filled (0 until then); failed: the
+	// servers given up on for the current range.
+	first, failed int
+	tries         int // sends of the current request to the current server
+	inflight      moldudp64.Range
+	sentAt        int64 // when inflight was sent (0: nothing in flight)
+	lastAns       int64 // when an answer to inflight last arrived (0: none yet)
 
 	asked  [askedMemory]moldudp64.Range
 	askedN int
@@ -225,14 +229,28 @@ func (c *Client) MaxRequestMessages() int { return c.cfg.MaxRequestMessages }
 func (c *Client) Active() bool { return c.active }
 
 // Want starts filling r of session s (replacing what was wanted before);
-// the caller has everything before r.First.
+// the caller has everything before r.First. It is asked of the servers in
+// order, wrapping round, from the one that was asked when the last range
+// that failed over was filled: a server down is not waited for at every
+// range (each of its timeouts, while what follows the range is held),
+// only when the one after it fails in turn.
 func (c *Client) Want(s moldudp64.Session, r moldudp64.Range, now int64) {
 	c.session = s
 	c.want = r
 	c.next = r.First
 	c.active = r.Count > 0
-	c.server, c.tries, c.sentAt, c.lastAns = 0, 0, 0, 0
+	c.server, c.failed, c.tries, c.sentAt, c.lastAns = c.first, 0, 0, 0, 0
 	c.inflight = moldudp64.Range{}
+}
+
+// filled ends the wanted range, filled; if it failed over, the server it
+// was asked of last is asked first next time.
+func (c *Client) filled() {
+	c.active = false
+	c.sentAt = 0
+	if c.failed > 0 {
+		c.first = c.server
+	}
 }
 
 // Progress tells the client that the caller has every message before next.
@@ -242,8 +260,7 @@ func (c *Client) Progress(next uint64) bool {
 		c.next = next
 	}
 	if c.active && c.next >= c.want.End() {
-		c.active = false
-		c.sentAt = 0
+		c.filled()
 		return true
 	}
 	return !c.active
@@ -303,7 +320,7 @@ func (c *Client) Poll(now int64, fn func(p moldudp64.Packet)) bool {
 		return true
 	}
 	if c.next >= c.want.End() {
-		c.active = false
+		c.filled()
 		return true
 	}
 	return c.send(now)
@@ -455,13 +472,13 @@ func (c *Client) send(now int64) bool {
 			// by -1: a panic).
 			c.sentAt = 0
 			if c.tries > c.cfg.Retries {
-				c.server++
 				c.tries = 0
-				if c.server >= len(c.fds) {
+				if c.failed++; c.failed >= len(c.fds) {
 					c.Stats.Failures++
 					c.active = false
 					return false
 				}
+				c.server = (c.server + 1) % len(c.fds)
 				c.Stats.Failovers++
 			} else {
 				c.Stats.Retries++

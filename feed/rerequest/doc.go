@@ -17,7 +17,9 @@
 //   - resends after Timeout (doubled on each retry), or once an answer
 //     without the first message asked has gone quiet (it starts later than
 //     asked), Retries times per server, then fails over to the next server
-//     in order, and reports failure once every server was tried;
+//     in order (wrapping round), and reports failure once every server was
+//     tried; a range starts with the server that filled the last range
+//     that failed over, so a server down is not waited for at every range;
 //   - sends at most RequestsPerSecond requests (a token bucket);
 //   - drops and counts answers of another session, for ranges it never
 //     asked, malformed packets (moldudp64.Parse: a count claiming more
