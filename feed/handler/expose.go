@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/marketfeed/feedhandler/feed/rerequest"
 	"github.com/marketfeed/feedhandler/internal/latency"
 )
 
@@ -261,7 +262,7 @@ func shardValue(sh *ShardStats, name string) uint64 {
 
 // badResponseKinds are the values of recovery_bad_responses_total's kind
 // label, in the order badResponses counts them.
-var badResponseKinds = [5]string{"malformed", "wrong_session", "unasked", "wrong_source", "before_restart"}
+var badResponseKinds = [5]string{rerequest.BadMalformed, rerequest.BadWrongSession, rerequest.BadUnasked, rerequest.BadWrongSource, rerequest.BadBeforeRestart}
 
 func badResponses(st *Stats) [5]uint64 {
 	rr := &st.Recovery.Rerequest

@@ -1,6 +1,7 @@
 package rerequest
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -120,6 +121,9 @@ type Client struct {
 	// openErrs, sendErrs: by server, the first error of the current run
 	// of failures to open its new socket, or to send it a request.
 	openErrs, sendErrs failureRuns
+
+	// lastBad: the last answer dropped as bad (Stats.Bad).
+	lastBad BadAnswer
 
 	tokens   float64
 	refillAt int64
@@ -337,6 +341,7 @@ func (c *Client) read(server, fd int, now int64, fn func(p moldudp64.Packet)) {
 		}
 		if c.from.Family != unix.AF_INET || c.from.Addr != c.addrs[server].Addr {
 			c.Stats.WrongSource++
+			c.bad(BadWrongSource, c.buf[:n], nil)
 			continue
 		}
 		c.accept(c.buf[:n], now, fn)
@@ -357,6 +362,7 @@ func (c *Client) drop(fd int) {
 		if p, err := moldudp64.Parse(c.buf[:n]); err == nil {
 			c.Stats.DroppedMessages += uint64(p.Messages())
 		}
+		c.bad(BadBeforeRestart, c.buf[:n], nil)
 	}
 }
 
@@ -366,17 +372,20 @@ func (c *Client) accept(b []byte, now int64, fn func(p moldudp64.Packet)) {
 	if err != nil {
 		c.Stats.Malformed++
 		c.Stats.ParseErrors.Count(err)
+		c.bad(BadMalformed, b, err)
 		return
 	}
 	r := p.Range()
 	if p.Session != c.session {
 		c.Stats.WrongSession++
 		c.Stats.DroppedMessages += r.Count
+		c.bad(BadWrongSession, b, nil)
 		return
 	}
 	if r.Count == 0 || !c.wasAsked(r) {
 		c.Stats.Unasked++
 		c.Stats.DroppedMessages += r.Count
+		c.bad(BadUnasked, b, nil)
 		return
 	}
 	if !c.active || r.End() <= c.next {
@@ -390,6 +399,40 @@ func (c *Client) accept(b []byte, now int64, fn func(p moldudp64.Packet)) {
 	c.Stats.Responses++
 	c.Stats.Messages += r.Count
 	fn(p)
+}
+
+// Kinds of bad answers (BadAnswer.Kind), as the handler's metric
+// recovery_bad_responses_total labels them.
+const (
+	BadMalformed     = "malformed"
+	BadWrongSession  = "wrong_session"
+	BadUnasked       = "unasked"
+	BadWrongSource   = "wrong_source"
+	BadBeforeRestart = "before_restart"
+)
+
+// BadAnswer is an answer dropped as bad (Stats.Bad), for the caller's log.
+type BadAnswer struct {
+	Kind string         // BadMalformed, ...
+	From netip.AddrPort // its source
+	// Session, Seq and Count: its header, as sent (none when shorter).
+	Session moldudp64.Session
+	Seq     uint64
+	Count   uint16
+	Err     error // moldudp64.Parse's, for a malformed one
+}
+
+// LastBad returns the last answer dropped as bad (Kind "" before any).
+func (c *Client) LastBad() BadAnswer { return c.lastBad }
+
+// bad notes b, from c.from, as the last bad answer. It allocates nothing.
+func (c *Client) bad(kind string, b []byte, err error) {
+	c.lastBad = BadAnswer{Kind: kind, From: netip.AddrPortFrom(netip.AddrFrom4(c.from.Addr), fromPort(&c.from)), Err: err}
+	if len(b) >= moldudp64.HeaderLen {
+		c.lastBad.Session = moldudp64.Session(b[:moldudp64.SessionLen])
+		c.lastBad.Seq = binary.BigEndian.Uint64(b[10:])
+		c.lastBad.Count = binary.BigEndian.Uint16(b[18:])
+	}
 }
 
 // wasAsked reports whether r overlaps one of the recent requests. An

@@ -25,7 +25,8 @@
 //     asked, malformed packets (moldudp64.Parse: a count claiming more
 //     messages than the packet carries is ErrOverrun), late answers
 //     whose messages the caller already has, and answers to requests made
-//     before Forget (a sequence restart: BeforeRestart).
+//     before Forget (a sequence restart: BeforeRestart); the last answer
+//     dropped as bad is described for the caller's log (LastBad).
 //
 // Each server has its own socket, not connected: answers are taken from the
 // server's IP address on any port (a server may answer from another port
