@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/marketfeed/feedhandler/feed/rerequest"
 	"github.com/marketfeed/feedhandler/internal/latency"
 )
 
@@ -261,7 +262,7 @@ func shardValue(sh *ShardStats, name string) uint64 {
 
 // badResponseKinds are the values of recovery_bad_responses_total's kind
 // label, in the order badResponses counts them.
-var badResponseKinds = [5]string{"malformed", "wrong_session", "unasked", "wrong_source", "before_restart"}
+var badResponseKinds = [5]string{rerequest.BadMalformed, rerequest.BadWrongSession, rerequest.BadUnasked, rerequest.BadWrongSource, rerequest.BadBeforeRestart}
 
 func badResponses(st *Stats) [5]uint64 {
 	rr := &st.Recovery.Rerequest
@@ -357,6 +358,8 @@ func scalar(st *Stats, name string) uint64 {
 		return r.Rerequest.Failures
 	case "recovery_open_errors_total":
 		return r.Rerequest.OpenErrors
+	case "recovery_send_errors_total":
+		return r.Rerequest.SendErrors
 	case "recovery_abandoned_total":
 		return st.Arbiter.RecoveriesAbandoned
 	case "recovery_late_responses_total":

@@ -246,7 +246,11 @@ type recovery struct {
 	client *rerequest.Client
 
 	restUntil int64 // re-request skipped until then (every server failed)
-	started   int64 // when the current recovery began (0: none)
+	// badLogged: the re-request answers dropped as bad (the client's
+	// Stats.Bad) when they were last logged, at badLoggedAt (0: never).
+	badLogged   uint64
+	badLoggedAt int64
+	started     int64 // when the current recovery began (0: none)
 
 	open    []moldudp64.Range // declared gaps not repaired
 	openAt  []int64           // when each was detected
@@ -531,6 +535,7 @@ func (r *recovery) poll(now int64) {
 	r.lagUntil = min(r.lagUntil, now+int64(r.snapWait))
 	r.earlyAt = min(r.earlyAt, now)
 	r.lastRec = min(r.lastRec, now)
+	r.badLoggedAt = min(r.badLoggedAt, now)
 	if r.client != nil {
 		if r.client.Active() || now-r.lastRec > int64(10*time.Millisecond) {
 			r.lastRec = now
@@ -539,6 +544,13 @@ func (r *recovery) poll(now int64) {
 			if err := r.client.OpenError(); err != nil {
 				r.h.log.Error().Err(err).Uint64("open_errors", r.client.Stats.OpenErrors).
 					Msg("recovery: re-request socket not opened after a session change or sequence restart; its ranges fail over to the next server or are declared (logged once per server until its socket opens)")
+			}
+			if err := r.client.SendError(); err != nil {
+				r.h.log.Error().Err(err).Uint64("send_errors", r.client.Stats.SendErrors).
+					Msg("recovery: re-request not sent; its ranges time out, fail over to the next server or are declared (logged once per server until a request to it is sent)")
+			}
+			if bad := r.client.Stats.Bad(); bad != r.badLogged && (r.badLoggedAt == 0 || now-r.badLoggedAt >= int64(badAnswersLogEvery)) {
+				r.logBadAnswers(bad, now)
 			}
 			if !ok {
 				r.restUntil = now + int64(r.cfg.ServerRest)
@@ -603,6 +615,24 @@ func (r *recovery) poll(now int64) {
 	if r.wantSnap && now >= r.snapAt && r.cfg.Snapshot != nil {
 		r.startSnapshot(now)
 	}
+}
+
+// badAnswersLogEvery is how often re-request answers dropped as bad are
+// logged at most: a server answering every request with another session
+// (yesterday's) would write a line per answer.
+const badAnswersLogEvery = time.Minute
+
+// logBadAnswers logs the answers dropped as bad since the last such line
+// (bad: the client's Stats.Bad now), the last of them described: a clear
+// line for what is otherwise only counted (recovery_bad_responses_total).
+func (r *recovery) logBadAnswers(bad uint64, now int64) {
+	st, b := &r.client.Stats, r.client.LastBad()
+	r.h.log.Warn().Uint64("dropped", bad-r.badLogged).Str("last_kind", b.Kind).Str("last_from", b.From.String()).
+		Str("last_session", b.Session.String()).Uint64("last_seq", b.Seq).Uint16("last_count", b.Count).AnErr("last_error", b.Err).
+		Uint64("malformed", st.Malformed).Uint64("wrong_session", st.WrongSession).Uint64("unasked", st.Unasked).
+		Uint64("wrong_source", st.WrongSource).Uint64("before_restart", st.BeforeRestart).
+		Msg("recovery: re-request answers dropped as bad (totals by kind; logged at most once a minute)")
+	r.badLogged, r.badLoggedAt = bad, now
 }
 
 // recovered hands a re-request answer to the arbiter.

@@ -1,8 +1,13 @@
 package handler
 
 import (
+	"bytes"
+	"net/netip"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/rs/zerolog"
 
 	"github.com/marketfeed/feedhandler/feed/moldudp64"
 )
@@ -77,24 +82,8 @@ func TestRerequestMessagesCounted(t *testing.T) {
 // (late_responses, bad_responses) only.
 func TestRerequestDroppedAnswersCounted(t *testing.T) {
 	srv, h, _, rec := scriptedRecovery(t, time.Hour, time.Second)
-	pkt := func(session string, first, end uint64) []byte {
-		b := moldudp64.NewBuilder(moldudp64.NewSession(session), first, 0)
-		for seq := first; seq < end; seq++ {
-			b.Add(orderMsg("CNT", seq, seq))
-		}
-		return append([]byte(nil), b.Flush()...)
-	}
-	now := time.Now().UnixNano()
-	for seq := uint64(1); seq <= 16; seq++ {
-		if seq < 10 || seq > 13 {
-			now += int64(time.Millisecond)
-			h.arb.Offer(0, pkt("CNT", seq, seq+1), now)
-		}
-	}
-	now += int64(time.Second)
-	h.arb.Tick(now)
-	rec.poll(now)
-	req, from := srv.request(t)
+	pkt := func(session string, first, end uint64) []byte { return orderPacket(session, "CNT", first, end) }
+	now, req, from := ask10to13(t, srv, h, rec, "CNT")
 	if req.Seq != 10 || req.Count != 4 {
 		t.Fatalf("asked %d+%d, want 10+4", req.Seq, req.Count)
 	}
@@ -120,4 +109,90 @@ func TestRerequestDroppedAnswersCounted(t *testing.T) {
 	if got := scalar(&st, "recovery_unused_messages_total"); got != 9 || scalar(&st, "recovery_messages_total") != 4 {
 		t.Fatalf("unused %d, want 9 (4 late, 3 of another session, 2 unasked); recovered %d, want 4", got, scalar(&st, "recovery_messages_total"))
 	}
+}
+
+// TestRerequestBadAnswersLogged: 10 to 13 are lost and re-requested; the
+// server answers with another session's packet (a server still on
+// yesterday's session) before the right answer, and once more after.
+// The first bad answer is logged at once, at warn level, naming its kind,
+// source and session; the second, within the minute, is not; one a minute
+// later (a range never asked) is, with the two dropped since. Before,
+// bad answers were only counted (recovery_bad_responses_total): no line
+// said that a server answered with another session.
+func TestRerequestBadAnswersLogged(t *testing.T) {
+	srv, h, _, rec := scriptedRecovery(t, time.Hour, time.Second)
+	var logs bytes.Buffer
+	h.log = zerolog.New(&logs)
+	pkt := func(session string, first, end uint64) []byte { return orderPacket(session, "BAD", first, end) }
+	now, _, from := ask10to13(t, srv, h, rec, "BAD")
+	cs := &rec.client.Stats
+	// read sends the answers and polls until the client has read n in all.
+	read := func(n uint64, answers ...[]byte) {
+		t.Helper()
+		for _, a := range answers {
+			srv.answer(t, from, a)
+		}
+		for j := 0; cs.Responses+cs.Late+cs.Bad() != n; j++ {
+			if j == 2000 {
+				t.Fatalf("answers not read: %+v", *cs)
+			}
+			time.Sleep(time.Millisecond)
+			now += int64(20 * time.Millisecond)
+			rec.poll(now)
+		}
+	}
+	// logged returns the lines about bad answers.
+	logged := func() []string {
+		var ls []string
+		for _, l := range strings.Split(logs.String(), "\n") {
+			if strings.Contains(l, "answers dropped as bad") {
+				ls = append(ls, l)
+			}
+		}
+		return ls
+	}
+	read(1, pkt("YESTERDAY", 10, 14))
+	read(3, pkt("BAD", 10, 14), pkt("YESTERDAY", 10, 14))
+	if h.arb.Next() != 17 || cs.WrongSession != 2 {
+		t.Fatalf("next %d (want 17), stats %+v (want 2 of another session)", h.arb.Next(), *cs)
+	}
+	if ls := logged(); len(ls) != 1 || !strings.Contains(ls[0], `"dropped":1,"last_kind":"wrong_session"`) ||
+		!strings.Contains(ls[0], `"last_session":"YESTERDAY"`) || !strings.Contains(ls[0], `"last_from":"`+srv.addr().String()) {
+		t.Fatalf("two answers of another session within a minute: logged %d times (want once, at the first, naming the kind, the session and the server): %q", len(ls), ls)
+	}
+	now += int64(time.Minute)
+	read(4, pkt("BAD", 100, 102))
+	if ls := logged(); len(ls) != 2 || !strings.Contains(ls[1], `"dropped":2,"last_kind":"unasked"`) {
+		t.Fatalf("a range never asked, a minute later: logged %d times in all (want 2, the last an unasked one with the 2 dropped since the first line): %q", len(ls), ls)
+	}
+}
+
+// orderPacket is a packet of session holding the messages first to
+// end-1 of a session announcing sym (orderMsg).
+func orderPacket(session, sym string, first, end uint64) []byte {
+	b := moldudp64.NewBuilder(moldudp64.NewSession(session), first, 0)
+	for seq := first; seq < end; seq++ {
+		b.Add(orderMsg(sym, seq, seq))
+	}
+	return append([]byte(nil), b.Flush()...)
+}
+
+// ask10to13 offers h's line the packets 1 to 16 of session (announcing
+// it as the symbol too), one a message, 1 ms apart from now on, but 10 to
+// 13; a second later it polls rec, which asks srv for them, and returns
+// then, the request and where it came from.
+func ask10to13(t *testing.T, srv *scriptedServer, h *Handler, rec *recovery, session string) (int64, moldudp64.Request, netip.AddrPort) {
+	t.Helper()
+	now := time.Now().UnixNano()
+	for seq := uint64(1); seq <= 16; seq++ {
+		if seq < 10 || seq > 13 {
+			now += int64(time.Millisecond)
+			h.arb.Offer(0, orderPacket(session, session, seq, seq+1), now)
+		}
+	}
+	now += int64(time.Second)
+	h.arb.Tick(now)
+	rec.poll(now)
+	req, from := srv.request(t)
+	return now, req, from
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+	"golang.org/x/sys/unix"
 
 	"github.com/marketfeed/feedhandler/feed/moldudp64"
 	"github.com/marketfeed/feedhandler/feed/rerequest"
@@ -38,36 +39,7 @@ func TestRerequestOpenErrorLogged(t *testing.T) {
 				}
 				return fn()
 			}})
-	pkt := func(seq uint64) []byte {
-		b := moldudp64.NewBuilder(moldudp64.NewSession("OPN"), seq, 0)
-		b.Add(orderMsg("OPN", seq, seq))
-		return append([]byte(nil), b.Flush()...)
-	}
-	now := time.Now().UnixNano()
-	seq := uint64(1)
-	// gap offers 3 packets, loses 2, offers one more, and polls until the
-	// re-request of the 2 is over (filled or declared).
-	gap := func() {
-		t.Helper()
-		for i := range 6 {
-			if i < 3 || i == 5 {
-				now += int64(time.Millisecond)
-				h.arb.Offer(0, pkt(seq), now)
-			}
-			seq++
-		}
-		for i := 0; ; i++ {
-			if i == 100 {
-				t.Fatalf("re-request not over: %+v", rec.client.Stats)
-			}
-			now += int64(10 * time.Millisecond)
-			h.arb.Tick(now)
-			rec.poll(now)
-			if _, busy := h.arb.Recovering(); !busy && !rec.client.Active() {
-				return
-			}
-		}
-	}
+	gap := gapRerequested(t, h, rec)
 	gap() // asked from the socket of New, answered by nobody: declared
 	rec.client.Forget()
 	fail = true
@@ -92,5 +64,70 @@ func TestRerequestOpenErrorLogged(t *testing.T) {
 	rec.copyStats(&all.Recovery)
 	if got := scalar(&all, "recovery_open_errors_total"); got != 9 {
 		t.Fatalf("recovery_open_errors_total %d, want 9", got)
+	}
+}
+
+// gapRerequested returns a func that offers h's line 3 packets, loses 2,
+// offers one more, and polls rec until the re-request of the 2 is over
+// (filled or declared), its clock 10 ms further at each poll.
+func gapRerequested(t *testing.T, h *Handler, rec *recovery) func() {
+	pkt := func(seq uint64) []byte {
+		b := moldudp64.NewBuilder(moldudp64.NewSession("OPN"), seq, 0)
+		b.Add(orderMsg("OPN", seq, seq))
+		return append([]byte(nil), b.Flush()...)
+	}
+	now := time.Now().UnixNano()
+	seq := uint64(1)
+	return func() {
+		t.Helper()
+		for i := range 6 {
+			if i < 3 || i == 5 {
+				now += int64(time.Millisecond)
+				h.arb.Offer(0, pkt(seq), now)
+			}
+			seq++
+		}
+		for i := 0; ; i++ {
+			if i == 100 {
+				t.Fatalf("re-request not over: %+v", rec.client.Stats)
+			}
+			now += int64(10 * time.Millisecond)
+			h.arb.Tick(now)
+			rec.poll(now)
+			if _, busy := h.arb.Recovering(); !busy && !rec.client.Active() {
+				return
+			}
+		}
+	}
+}
+
+// TestRerequestSendErrorLogged: the host cannot send to the re-request
+// server (a broadcast address without SO_BROADCAST: every sendto fails
+// with EACCES, as a firewall's refusal or a missing route fail). Two gaps
+// are re-requested, three requests each, none sent, and declared. The
+// failure is logged once, at error level with the error, and counted in
+// feedhandler_recovery_send_errors_total. Before, it was counted in
+// Stats.SendErrors only, which nothing showed, and never logged: an
+// operator saw timeouts, as for a server down, without the host's reason.
+func TestRerequestSendErrorLogged(t *testing.T) {
+	h, _ := oneShardHandler(t, 0, smallBooks)
+	var logs bytes.Buffer
+	h.log = zerolog.New(&logs)
+	rec := withRecovery(t, h, ArbiterConfig{Lines: 1, LineTimeout: time.Hour, Grace: time.Microsecond, Hold: time.Millisecond},
+		RecoveryConfig{Rerequest: rerequest.Config{Servers: []netip.AddrPort{netip.MustParseAddrPort("255.255.255.255:9")},
+			Timeout: time.Millisecond, Retries: 2}, ServerRest: time.Millisecond})
+	gap := gapRerequested(t, h, rec)
+	gap()
+	gap()
+	lines := strings.Count(logs.String(), "re-request not sent")
+	if lines != 1 || !strings.Contains(logs.String(), unix.EACCES.Error()) || h.arb.Stats.Gaps != 2 {
+		t.Fatalf("two gaps re-requested, 3 requests each, every write refused: logged %d times (want once, with %q): %q; gaps %d (want 2)",
+			lines, unix.EACCES.Error(), logs.String(), h.arb.Stats.Gaps)
+	}
+	var all Stats
+	all.Arbiter = h.arb.Stats
+	rec.copyStats(&all.Recovery)
+	if got := scalar(&all, "recovery_send_errors_total"); got != 6 || all.Recovery.Rerequest.Requests != 0 {
+		t.Fatalf("recovery_send_errors_total %d (want 6), requests %d (want 0)", got, all.Recovery.Rerequest.Requests)
 	}
 }

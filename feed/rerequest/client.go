@@ -1,6 +1,7 @@
 package rerequest
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -24,7 +25,7 @@ var ErrNoServers = errors.New("new rerequest client: no servers")
 
 // Config shapes a Client. Zero values pick the defaults.
 type Config struct {
-	Servers            []netip.AddrPort // tried in order
+	Servers            []netip.AddrPort // tried in order, wrapping round, from the one that filled the last range that failed over (see Client.Want)
 	Timeout            time.Duration    // wait for the first answer to a request; doubled on each retry
 	Retries            int              // resends per server before failing over
 	MaxRequestMessages int              // most messages asked at once (at most moldudp64.MaxCount)
@@ -33,12 +34,16 @@ type Config struct {
 
 // Stats count what the client did.
 type Stats struct {
-	Requests   uint64 // request packets sent (first asks, continuations and retries); not those that failed (SendErrors, OpenErrors)
-	Retries    uint64 // requests resent after a timeout
-	Timeouts   uint64 // requests that got no answer in time (or none holding the first message asked)
-	Failovers  uint64 // moves to the next server
-	Failures   uint64 // ranges given up on after every server was tried
-	SendErrors uint64 // request writes that failed (server unreachable, ...)
+	Requests  uint64 // request packets sent (first asks, continuations and retries); not those that failed (SendErrors, OpenErrors)
+	Retries   uint64 // requests resent after a timeout
+	Timeouts  uint64 // requests that got no answer in time (or none holding the first message asked)
+	Failovers uint64 // moves to the next server
+	Failures  uint64 // ranges given up on after every server was tried
+	// SendErrors: request writes that failed (no route to the server, a
+	// firewall refusing it, ...); the timeout moves on, as for a request
+	// not answered. The error is reported once per run of failures of a
+	// server (SendError).
+	SendErrors uint64
 	// OpenErrors: requests not sent because the server's new socket (after
 	// Forget) could not be opened; the timeout moves on, as for a send
 	// error. The error is reported once per run of failures of a server
@@ -100,20 +105,25 @@ type Client struct {
 	want   moldudp64.Range // what must be filled: [next, want.End())
 	next   uint64          // the caller's next expected sequence number
 
-	server   int
-	tries    int // sends of the current request to the current server
-	inflight moldudp64.Range
-	sentAt   int64 // when inflight was sent (0: nothing in flight)
-	lastAns  int64 // when an answer to inflight last arrived (0: none yet)
+	server int // the server asked
+	// first: the server a range is asked of first, the one asked when the
+	// last range that failed over was filled (0 until then); failed: the
+	// servers given up on for the current range.
+	first, failed int
+	tries         int // sends of the current request to the current server
+	inflight      moldudp64.Range
+	sentAt        int64 // when inflight was sent (0: nothing in flight)
+	lastAns       int64 // when an answer to inflight last arrived (0: none yet)
 
 	asked  [askedMemory]moldudp64.Range
 	askedN int
 
-	// openErr, by server: the first error of the current run of failures
-	// to open the server's new socket (nil once one opens); openErrNew:
-	// not yet reported.
-	openErr    []error
-	openErrNew []bool
+	// openErrs, sendErrs: by server, the first error of the current run
+	// of failures to open its new socket, or to send it a request.
+	openErrs, sendErrs failureRuns
+
+	// lastBad: the last answer dropped as bad (Stats.Bad).
+	lastBad BadAnswer
 
 	tokens   float64
 	refillAt int64
@@ -150,7 +160,8 @@ func New(cfg Config, open func(func() error) error) (*Client, error) {
 		open = func(fn func() error) error { return fn() }
 	}
 	c := &Client{cfg: cfg, open: open, buf: make([]byte, 1<<16), req: make([]byte, 0, moldudp64.RequestLen),
-		openErr: make([]error, len(cfg.Servers)), openErrNew: make([]bool, len(cfg.Servers))}
+		openErrs: newFailureRuns(cfg.Servers, "rerequest: new socket for %s after a restart: %w"),
+		sendErrs: newFailureRuns(cfg.Servers, "rerequest: send a request to %s: %w")}
 	err := open(func() error {
 		for _, s := range cfg.Servers {
 			fd, port, err := open4(s)
@@ -222,14 +233,28 @@ func (c *Client) MaxRequestMessages() int { return c.cfg.MaxRequestMessages }
 func (c *Client) Active() bool { return c.active }
 
 // Want starts filling r of session s (replacing what was wanted before);
-// the caller has everything before r.First.
+// the caller has everything before r.First. It is asked of the servers in
+// order, wrapping round, from the one that was asked when the last range
+// that failed over was filled: a server down is not waited for at every
+// range (each of its timeouts, while what follows the range is held),
+// only when the one after it fails in turn.
 func (c *Client) Want(s moldudp64.Session, r moldudp64.Range, now int64) {
 	c.session = s
 	c.want = r
 	c.next = r.First
 	c.active = r.Count > 0
-	c.server, c.tries, c.sentAt, c.lastAns = 0, 0, 0, 0
+	c.server, c.failed, c.tries, c.sentAt, c.lastAns = c.first, 0, 0, 0, 0
 	c.inflight = moldudp64.Range{}
+}
+
+// filled ends the wanted range, filled; if it failed over, the server it
+// was asked of last is asked first next time.
+func (c *Client) filled() {
+	c.active = false
+	c.sentAt = 0
+	if c.failed > 0 {
+		c.first = c.server
+	}
 }
 
 // Progress tells the client that the caller has every message before next.
@@ -239,8 +264,7 @@ func (c *Client) Progress(next uint64) bool {
 		c.next = next
 	}
 	if c.active && c.next >= c.want.End() {
-		c.active = false
-		c.sentAt = 0
+		c.filled()
 		return true
 	}
 	return !c.active
@@ -300,7 +324,7 @@ func (c *Client) Poll(now int64, fn func(p moldudp64.Packet)) bool {
 		return true
 	}
 	if c.next >= c.want.End() {
-		c.active = false
+		c.filled()
 		return true
 	}
 	return c.send(now)
@@ -317,6 +341,7 @@ func (c *Client) read(server, fd int, now int64, fn func(p moldudp64.Packet)) {
 		}
 		if c.from.Family != unix.AF_INET || c.from.Addr != c.addrs[server].Addr {
 			c.Stats.WrongSource++
+			c.bad(BadWrongSource, c.buf[:n], nil)
 			continue
 		}
 		c.accept(c.buf[:n], now, fn)
@@ -337,6 +362,7 @@ func (c *Client) drop(fd int) {
 		if p, err := moldudp64.Parse(c.buf[:n]); err == nil {
 			c.Stats.DroppedMessages += uint64(p.Messages())
 		}
+		c.bad(BadBeforeRestart, c.buf[:n], nil)
 	}
 }
 
@@ -346,17 +372,20 @@ func (c *Client) accept(b []byte, now int64, fn func(p moldudp64.Packet)) {
 	if err != nil {
 		c.Stats.Malformed++
 		c.Stats.ParseErrors.Count(err)
+		c.bad(BadMalformed, b, err)
 		return
 	}
 	r := p.Range()
 	if p.Session != c.session {
 		c.Stats.WrongSession++
 		c.Stats.DroppedMessages += r.Count
+		c.bad(BadWrongSession, b, nil)
 		return
 	}
 	if r.Count == 0 || !c.wasAsked(r) {
 		c.Stats.Unasked++
 		c.Stats.DroppedMessages += r.Count
+		c.bad(BadUnasked, b, nil)
 		return
 	}
 	if !c.active || r.End() <= c.next {
@@ -370,6 +399,40 @@ func (c *Client) accept(b []byte, now int64, fn func(p moldudp64.Packet)) {
 	c.Stats.Responses++
 	c.Stats.Messages += r.Count
 	fn(p)
+}
+
+// Kinds of bad answers (BadAnswer.Kind), as the handler's metric
+// recovery_bad_responses_total labels them.
+const (
+	BadMalformed     = "malformed"
+	BadWrongSession  = "wrong_session"
+	BadUnasked       = "unasked"
+	BadWrongSource   = "wrong_source"
+	BadBeforeRestart = "before_restart"
+)
+
+// BadAnswer is an answer dropped as bad (Stats.Bad), for the caller's log.
+type BadAnswer struct {
+	Kind string         // BadMalformed, ...
+	From netip.AddrPort // its source
+	// Session, Seq and Count: its header, as sent (none when shorter).
+	Session moldudp64.Session
+	Seq     uint64
+	Count   uint16
+	Err     error // moldudp64.Parse's, for a malformed one
+}
+
+// LastBad returns the last answer dropped as bad (Kind "" before any).
+func (c *Client) LastBad() BadAnswer { return c.lastBad }
+
+// bad notes b, from c.from, as the last bad answer. It allocates nothing.
+func (c *Client) bad(kind string, b []byte, err error) {
+	c.lastBad = BadAnswer{Kind: kind, From: netip.AddrPortFrom(netip.AddrFrom4(c.from.Addr), fromPort(&c.from)), Err: err}
+	if len(b) >= moldudp64.HeaderLen {
+		c.lastBad.Session = moldudp64.Session(b[:moldudp64.SessionLen])
+		c.lastBad.Seq = binary.BigEndian.Uint64(b[10:])
+		c.lastBad.Count = binary.BigEndian.Uint16(b[18:])
+	}
 }
 
 // wasAsked reports whether r overlaps one of the recent requests. An
@@ -452,13 +515,13 @@ func (c *Client) send(now int64) bool {
 			// by -1: a panic).
 			c.sentAt = 0
 			if c.tries > c.cfg.Retries {
-				c.server++
 				c.tries = 0
-				if c.server >= len(c.fds) {
+				if c.failed++; c.failed >= len(c.fds) {
 					c.Stats.Failures++
 					c.active = false
 					return false
 				}
+				c.server = (c.server + 1) % len(c.fds)
 				c.Stats.Failovers++
 			} else {
 				c.Stats.Retries++
@@ -484,9 +547,11 @@ func (c *Client) send(now int64) bool {
 		return true // counted and reported (OpenError); the timeout moves on
 	}
 	if err := unix.Sendto(c.fds[c.server], c.req, 0, &c.addrs[c.server]); err != nil {
-		c.Stats.SendErrors++ // counted; the timeout moves on
+		c.Stats.SendErrors++ // counted and reported (SendError); the timeout moves on
+		c.sendErrs.fail(c.server, err)
 		return true
 	}
+	c.sendErrs.end(c.server)
 	c.Stats.Requests++
 	return true
 }
@@ -563,12 +628,10 @@ func (c *Client) reopen(server int) bool {
 			c.fds[server] = -1
 		}
 		c.Stats.OpenErrors++
-		if c.openErr[server] == nil {
-			c.openErr[server], c.openErrNew[server] = fmt.Errorf("rerequest: new socket for %s after a restart: %w", c.cfg.Servers[server], err), true
-		}
+		c.openErrs.fail(server, err)
 		return false
 	}
-	c.openErr[server], c.openErrNew[server] = nil, false
+	c.openErrs.end(server)
 	return true
 }
 
@@ -578,11 +641,47 @@ func (c *Client) reopen(server int) bool {
 // first, until that server's socket opens (another server's opening does
 // not end it); nil otherwise. With several servers' errors not yet
 // reported, each call returns the next. The caller logs it.
-func (c *Client) OpenError() error {
-	for i, isNew := range c.openErrNew {
+func (c *Client) OpenError() error { return c.openErrs.next() }
+
+// SendError returns the error of a request write that failed (the request
+// did not leave: its range times out as unanswered, then fails over, or
+// is given up), once per run of failures of a server: the first, until a
+// request to that server is sent; nil otherwise. With several servers'
+// errors not yet reported, each call returns the next. The caller logs
+// it. The write's errors are the host's (no route to the server, a
+// firewall's refusal, ...): without them an operator saw timeouts only.
+func (c *Client) SendError() error { return c.sendErrs.next() }
+
+// failureRuns keeps, by server, the first error of its current run of
+// failures of one kind, until the caller takes it (next). Nothing is
+// built before then: a failure on every request allocates nothing.
+type failureRuns struct {
+	format     string // fmt.Errorf's, given the server's address and the error
+	servers    []netip.AddrPort
+	err        []error // nil: no run (the last attempt succeeded)
+	unreported []bool
+}
+
+func newFailureRuns(servers []netip.AddrPort, format string) failureRuns {
+	return failureRuns{format: format, servers: servers, err: make([]error, len(servers)), unreported: make([]bool, len(servers))}
+}
+
+// fail notes a failure of server; the first of a run keeps its error.
+func (f *failureRuns) fail(server int, err error) {
+	if f.err[server] == nil {
+		f.err[server], f.unreported[server] = err, true
+	}
+}
+
+// end ends server's run: its next failure is reported again.
+func (f *failureRuns) end(server int) { f.err[server], f.unreported[server] = nil, false }
+
+// next returns the first error of a run not reported yet, or nil.
+func (f *failureRuns) next() error {
+	for i, isNew := range f.unreported {
 		if isNew {
-			c.openErrNew[i] = false
-			return c.openErr[i]
+			f.unreported[i] = false
+			return fmt.Errorf(f.format, f.servers[i], f.err[i])
 		}
 	}
 	return nil

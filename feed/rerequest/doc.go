@@ -17,13 +17,16 @@
 //   - resends after Timeout (doubled on each retry), or once an answer
 //     without the first message asked has gone quiet (it starts later than
 //     asked), Retries times per server, then fails over to the next server
-//     in order, and reports failure once every server was tried;
+//     in order (wrapping round), and reports failure once every server was
+//     tried; a range starts with the server that filled the last range
+//     that failed over, so a server down is not waited for at every range;
 //   - sends at most RequestsPerSecond requests (a token bucket);
 //   - drops and counts answers of another session, for ranges it never
 //     asked, malformed packets (moldudp64.Parse: a count claiming more
 //     messages than the packet carries is ErrOverrun), late answers
 //     whose messages the caller already has, and answers to requests made
-//     before Forget (a sequence restart: BeforeRestart).
+//     before Forget (a sequence restart: BeforeRestart); the last answer
+//     dropped as bad is described for the caller's log (LastBad).
 //
 // Each server has its own socket, not connected: answers are taken from the
 // server's IP address on any port (a server may answer from another port
@@ -34,5 +37,8 @@
 // after it; one that cannot be opened leaves the
 // request unsent (it times out as unanswered), counted (OpenErrors) and
 // reported once per run of failures (OpenError, for the caller to log).
+// A request whose write fails (no route to the server, a firewall) times
+// out as unanswered, counted (SendErrors) and reported once per run of a
+// server's failures (SendError, for the caller to log).
 // Poll allocates nothing.
 package rerequest

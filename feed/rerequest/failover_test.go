@@ -3,6 +3,7 @@ package rerequest_test
 import (
 	"net"
 	"net/netip"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -80,5 +81,54 @@ func TestFailoverWhenAnswersMissTheStart(t *testing.T) {
 	fill(t, c, moldudp64.Range{First: 20, Count: 30})
 	if st := c.Stats; st.Failovers != 1 {
 		t.Fatalf("stats %+v, want 1 failover", st)
+	}
+}
+
+// switchableServer answers every request with the messages asked (from h)
+// while up is set.
+func switchableServer(t *testing.T, h *exchange.History, up *atomic.Bool) netip.AddrPort {
+	return answerServer(t, func(conn *net.UDPConn, req []byte, from netip.AddrPort) {
+		if rq, err := moldudp64.ParseRequest(req); err == nil && up.Load() {
+			conn.WriteToUDPAddrPort(packet(h, rq.Seq, rq.Seq+uint64(rq.Count)), from)
+		}
+	})
+}
+
+// TestFailoverSticks: the first server is down, the second fills a range
+// after the failover; the next range is asked of the second server first,
+// not of the first again. Then the second goes down and the first comes
+// back: the range is asked of the second, then of the first (the order
+// wraps round), which fills it; with both down a range is given up after
+// each was asked Retries+1 times. Before, every range started with the
+// first server: with it down, every gap waited for all its timeouts (20,
+// 40, 80, 160 ms by default) before the second was asked, everything after
+// the gap held meanwhile, all day.
+func TestFailoverSticks(t *testing.T) {
+	h := history(t, 100)
+	var up0, up1 atomic.Bool
+	c, err := rerequest.New(rerequest.Config{Servers: []netip.AddrPort{switchableServer(t, h, &up0), switchableServer(t, h, &up1)},
+		Timeout: 50 * time.Millisecond, Retries: 2}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	up1.Store(true)
+	fill(t, c, moldudp64.Range{First: 1, Count: 10})
+	fill(t, c, moldudp64.Range{First: 20, Count: 10})
+	if st := c.Stats; st.Failovers != 1 {
+		t.Fatalf("the first server down, two ranges: %d failovers, want 1 (in the first range); %d requests", st.Failovers, st.Requests)
+	}
+	up0.Store(true)
+	up1.Store(false)
+	fill(t, c, moldudp64.Range{First: 40, Count: 10})
+	if st := c.Stats; st.Failovers != 2 {
+		t.Fatalf("the second server down, the first back: %d failovers, want 2 (the second, then the first)", st.Failovers)
+	}
+	up0.Store(false)
+	now := time.Now().UnixNano()
+	before := c.Stats.Requests
+	giveUp(t, c, &now, nil)
+	if st := c.Stats; st.Failovers != 3 || st.Requests-before != 6 || st.Failures != 1 {
+		t.Fatalf("both servers down: %d failovers (want 3), %d requests (want 6: 3 to each), %d failures (want 1)", st.Failovers, st.Requests-before, st.Failures)
 	}
 }

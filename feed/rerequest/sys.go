@@ -20,3 +20,10 @@ func recvfrom(fd int, p []byte, from *unix.RawSockaddrInet4) (int, error) {
 	}
 	return int(r), nil
 }
+
+// fromPort returns the port of a source recvfrom wrote (in network byte
+// order there).
+func fromPort(from *unix.RawSockaddrInet4) uint16 {
+	b := (*[2]byte)(unsafe.Pointer(&from.Port))
+	return uint16(b[0])<<8 | uint16(b[1])
+}

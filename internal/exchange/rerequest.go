@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"net"
 	"net/netip"
@@ -21,7 +22,7 @@ type History struct {
 	mu      sync.RWMutex
 	session moldudp64.Session
 	first   uint64   // sequence number of data[0]
-	offs    []uint32 // message i's offset in data
+	offs    []uint64 // message i's offset in data (past 4 GiB on a real day's file)
 	data    []byte
 }
 
@@ -45,7 +46,7 @@ func (h *History) Record(pkt []byte) {
 	}
 	it := p.Iter()
 	for m, ok := it.Next(); ok; m, ok = it.Next() {
-		h.offs = append(h.offs, uint32(len(h.data)))
+		h.offs = append(h.offs, uint64(len(h.data)))
 		h.data = binary.BigEndian.AppendUint16(h.data, uint16(len(m)))
 		h.data = append(h.data, m...)
 	}
@@ -78,7 +79,7 @@ func (h *History) Message(dst []byte, seq uint64) ([]byte, bool) {
 		return dst, false
 	}
 	off := h.offs[seq-h.first]
-	n := uint32(binary.BigEndian.Uint16(h.data[off:]))
+	n := uint64(binary.BigEndian.Uint16(h.data[off:]))
 	return append(dst, h.data[off+2:off+2+n]...), true
 }
 
@@ -91,7 +92,7 @@ type RerequestConfig struct {
 	Message func(dst []byte, seq uint64) ([]byte, bool)
 
 	MaxMessages int           // most messages per answer (0: as asked, up to moldudp64.MaxCount)
-	MaxPacket   int           // answer packet size limit (default moldudp64.MaxPayload)
+	MaxPacket   int           // answer packet size limit (default moldudp64.MaxPayload); a longer message goes alone in a packet of its size
 	Loss        float64       // probability to drop each answer packet
 	Delay       time.Duration // wait before answering
 	Refuse      bool          // read requests but never answer
@@ -128,6 +129,11 @@ func NewRerequestServer(cfg RerequestConfig) (*RerequestServer, error) {
 	if cfg.Loss < 0 || cfg.Loss > 1 {
 		return nil, fmt.Errorf("new rerequest server: loss %v outside [0, 1]", cfg.Loss)
 	}
+	if cfg.MaxPacket != 0 && (cfg.MaxPacket < moldudp64.HeaderLen+2 || cfg.MaxPacket > math.MaxUint16) {
+		// moldudp64.NewBuilder panics on it, in serve: at the first
+		// request, the process down.
+		return nil, fmt.Errorf("new rerequest server: answer packet size %d outside [%d, %d]", cfg.MaxPacket, moldudp64.HeaderLen+2, math.MaxUint16)
+	}
 	if cfg.MaxMessages <= 0 || cfg.MaxMessages > moldudp64.MaxCount {
 		cfg.MaxMessages = moldudp64.MaxCount
 	}
@@ -160,7 +166,7 @@ func (s *RerequestServer) serve() {
 	defer close(s.done)
 	rng := rand.New(rand.NewPCG(s.cfg.Seed, s.cfg.Seed^0x9e3779b97f4a7c15))
 	buf := make([]byte, 2048)
-	var msg []byte
+	var msg, one []byte
 	for {
 		n, from, err := s.conn.ReadFromUDPAddrPort(buf)
 		if err != nil {
@@ -185,8 +191,7 @@ func (s *RerequestServer) serve() {
 		count := min(int(req.Count), s.cfg.MaxMessages)
 		b := moldudp64.NewBuilder(s.cfg.Session, req.Seq, s.cfg.MaxPacket)
 		sent := 0
-		flush := func() {
-			p := b.Flush()
+		send := func(p []byte) {
 			if p == nil {
 				return
 			}
@@ -200,22 +205,51 @@ func (s *RerequestServer) serve() {
 			}
 			s.answered.Add(1)
 		}
-		for seq := req.Seq; seq < req.Seq+uint64(count); seq++ {
+		for seq := req.Seq; seq < answerEnd(req.Seq, count); seq++ {
 			var ok bool
 			msg, ok = s.cfg.Message(msg[:0], seq)
 			if !ok {
 				break
 			}
-			if err := b.Add(msg); errors.Is(err, moldudp64.ErrFull) {
-				flush()
-				b.Add(msg)
+			err := b.Add(msg)
+			if errors.Is(err, moldudp64.ErrFull) {
+				send(b.Flush())
+				err = b.Add(msg)
+			}
+			if errors.Is(err, moldudp64.ErrTooLarge) && moldudp64.HeaderLen+2+len(msg) <= maxUDPPayload {
+				// Longer than MaxPacket leaves room for: alone in a
+				// packet of its own size, as a line may have carried it.
+				send(b.Flush())
+				one = binary.BigEndian.AppendUint16(moldudp64.AppendHeader(one[:0], s.cfg.Session, seq, 1), uint16(len(msg)))
+				one = append(one, msg...)
+				send(one)
+				b.Reset(s.cfg.Session, seq+1, s.cfg.MaxPacket)
+				err = nil
+			}
+			if err != nil {
+				// Not in any packet: the answer stops before it, so no
+				// later message is numbered as this one.
+				break
 			}
 			sent++
 		}
-		flush()
+		send(b.Flush())
 		if sent == 0 {
 			s.refused.Add(1)
 		}
 		s.messages.Add(uint64(sent))
 	}
+}
+
+// maxUDPPayload is the largest UDP payload an IPv4 datagram carries.
+const maxUDPPayload = 65507
+
+// answerEnd is the sequence number after the count messages from first
+// an answer holds at most, never past 2^64-1, where every sequence ends:
+// a request running past it asks for what there is.
+func answerEnd(first uint64, count int) uint64 {
+	if first > math.MaxUint64-uint64(count) {
+		return math.MaxUint64
+	}
+	return first + uint64(count)
 }
