@@ -7,6 +7,7 @@ import (
 	"go/token"
 	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"sort"
@@ -217,6 +218,62 @@ func TestSetupInstallsLookedUpTools(t *testing.T) {
 	for check, c := range checks {
 		if !strings.Contains(section, "`"+c[0]+"`") {
 			t.Errorf(".ci/setup installs %s (for %s); README.md's \"Two commands\" does not name it", c[0], check)
+		}
+	}
+}
+
+// TestCheckGenerateFindsNewFiles runs make check-generate in a scratch
+// repository with the Makefile, where "generation" (GO=a script) changes
+// nothing committed but writes a file git does not track, as flatc does
+// for a table added to book.fbs whose output was never committed: the
+// target must fail. git diff --exit-code alone does not see untracked
+// files. A generated file git ignores (__pycache__) is not one.
+func TestCheckGenerateFindsNewFiles(t *testing.T) {
+	mk, err := os.ReadFile("../../Makefile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	run := func(name string, args ...string) ([]byte, error) {
+		cmd := exec.Command(name, args...)
+		cmd.Dir = dir
+		cmd.Env = append(os.Environ(), "GIT_AUTHOR_NAME=t", "GIT_AUTHOR_EMAIL=t@t", "GIT_COMMITTER_NAME=t", "GIT_COMMITTER_EMAIL=t@t", "GIT_CONFIG_GLOBAL=/dev/null")
+		return cmd.CombinedOutput()
+	}
+	files := map[string]string{
+		"Makefile":          string(mk),
+		".gitignore":        "__pycache__/\n",
+		"proto/bookfb/A.go": "package bookfb\n",
+		// The fake go: `go generate ./...` writes what its argument names.
+		"fakego": "#!/bin/sh\nmkdir -p \"$(dirname \"$NEWFILE\")\" && echo x > \"$NEWFILE\"\n",
+	}
+	for name, text := range files {
+		if err := os.MkdirAll(filepath.Join(dir, filepath.Dir(name)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(text), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, args := range [][]string{{"init", "-q"}, {"add", "."}, {"commit", "-q", "-m", "x"}} {
+		if out, err := run("git", args...); err != nil {
+			t.Fatalf("git %v: %v\n%s", args, err, out)
+		}
+	}
+	for _, tc := range []struct {
+		newFile string
+		fail    bool
+	}{
+		{"proto/bookfb/B.go", true},
+		{"proto/python/__pycache__/x.pyc", false},
+		{"bpf/steer_bpfel.o", true},
+	} {
+		out, err := run("make", "-s", "check-generate", "GO="+filepath.Join(dir, "fakego"), "NEWFILE="+tc.newFile)
+		if failed := err != nil; failed != tc.fail {
+			t.Errorf("make check-generate with %s generated and not committed: failed %v, want %v\n%s", tc.newFile, failed, tc.fail, out)
+		}
+		if out, err := run("git", "clean", "-q", "-f", "-d", "-x"); err != nil {
+			t.Fatalf("git clean: %v\n%s", err, out)
 		}
 	}
 }
