@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -276,4 +277,45 @@ func TestCheckGenerateFindsNewFiles(t *testing.T) {
 			t.Fatalf("git clean: %v\n%s", err, out)
 		}
 	}
+}
+
+// TestSetupFindsSbinTools runs .ci/setup demo as a user whose PATH has no
+// sbin directory, as Debian gives users: ethtool, installed in /sbin only,
+// must count as present, not as missing with 'apt-get install ethtool' to
+// fix it. As nobody, so that the script never installs anything.
+func TestSetupFindsSbinTools(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to run the script as nobody")
+	}
+	setpriv, err := exec.LookPath("setpriv")
+	if err != nil {
+		t.Skip("setpriv not installed (Debian package util-linux)")
+	}
+	for check, c := range setupChecks(t) {
+		if !strings.Contains(" "+c[1]+" ", " demo ") {
+			continue
+		}
+		dirs := append(filepath.SplitList(os.Getenv("PATH")), "/usr/sbin", "/sbin")
+		if !slices.ContainsFunc(dirs, func(d string) bool { _, err := os.Stat(filepath.Join(d, check)); return err == nil }) {
+			t.Skipf("%s (%s) is not installed: make demo's setup would install it", check, c[0])
+		}
+	}
+	root, err := filepath.Abs("../..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(setpriv, "--reuid=nobody", "--regid=nogroup", "--clear-groups", filepath.Join(root, ".ci/setup"), "demo")
+	cmd.Env = []string{"PATH=/usr/local/bin:/usr/bin:/bin:" + filepath.Dir(goBinary(t)), "HOME=/"}
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Errorf(".ci/setup demo as nobody with %s: %v\n%s", cmd.Env[0], err, out)
+	}
+}
+
+// goBinary is the go command on PATH (.ci/setup checks for it first).
+func goBinary(t *testing.T) string {
+	p, err := exec.LookPath("go")
+	if err != nil {
+		t.Skip("go not on PATH")
+	}
+	return p
 }
