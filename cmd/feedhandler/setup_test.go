@@ -282,8 +282,42 @@ func TestCheckGenerateFindsNewFiles(t *testing.T) {
 // TestSetupFindsSbinTools runs .ci/setup demo as a user whose PATH has no
 // sbin directory, as Debian gives users: ethtool, installed in /sbin only,
 // must count as present, not as missing with 'apt-get install ethtool' to
-// fix it. As nobody, so that the script never installs anything.
+// fix it.
 func TestSetupFindsSbinTools(t *testing.T) {
+	if out, err := setupAsNobody(t, "demo", ""); err != nil {
+		t.Errorf(".ci/setup demo as nobody with a user's PATH: %v\n%s", err, out)
+	}
+}
+
+// TestSetupChecksFlatbuffersVersion: .ci/setup test stops, saying why, on
+// a machine whose flatc is not 2.0.8 (Debian 13's 23.5.26, here a script
+// that says so), rather than letting make test fail in make
+// check-generate and every C++ reader test.
+func TestSetupChecksFlatbuffersVersion(t *testing.T) {
+	// Not t.TempDir(): nobody must reach it, and its parent is 0700.
+	fake, err := os.MkdirTemp("", "fh-setup-flatc-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(fake) })
+	if err := os.Chmod(fake, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(fake, "flatc"), []byte("#!/bin/sh\necho 'flatc version 23.5.26'\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	out, err := setupAsNobody(t, "test", fake)
+	if err == nil || !strings.Contains(string(out), "flatbuffers 2.0.8 is needed") || !strings.Contains(string(out), "flatc 23.5.26") {
+		t.Errorf(".ci/setup test with flatc 23.5.26: %v, want exit 1 naming both versions:\n%s", err, out)
+	}
+}
+
+// setupAsNobody runs .ci/setup TARGET as nobody (so that it never
+// installs anything), with a user's PATH (no sbin) after dir, and returns
+// its output. It skips when a tool of the target is not installed at all:
+// the script would stop on that first.
+func setupAsNobody(t *testing.T, target, dir string) ([]byte, error) {
+	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root to run the script as nobody")
 	}
@@ -292,23 +326,28 @@ func TestSetupFindsSbinTools(t *testing.T) {
 		t.Skip("setpriv not installed (Debian package util-linux)")
 	}
 	for check, c := range setupChecks(t) {
-		if !strings.Contains(" "+c[1]+" ", " demo ") {
+		if !strings.Contains(" "+c[1]+" ", " "+target+" ") {
 			continue
 		}
 		dirs := append(filepath.SplitList(os.Getenv("PATH")), "/usr/sbin", "/sbin")
+		if strings.HasPrefix(check, "/") {
+			dirs = []string{"/"}
+		}
 		if !slices.ContainsFunc(dirs, func(d string) bool { _, err := os.Stat(filepath.Join(d, check)); return err == nil }) {
-			t.Skipf("%s (%s) is not installed: make demo's setup would install it", check, c[0])
+			t.Skipf("%s (%s) is not installed: make %s's setup would install it", check, c[0], target)
 		}
 	}
 	root, err := filepath.Abs("../..")
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(setpriv, "--reuid=nobody", "--regid=nogroup", "--clear-groups", filepath.Join(root, ".ci/setup"), "demo")
-	cmd.Env = []string{"PATH=/usr/local/bin:/usr/bin:/bin:" + filepath.Dir(goBinary(t)), "HOME=/"}
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Errorf(".ci/setup demo as nobody with %s: %v\n%s", cmd.Env[0], err, out)
+	path := "/usr/local/bin:/usr/bin:/bin:" + filepath.Dir(goBinary(t))
+	if dir != "" {
+		path = dir + ":" + path
 	}
+	cmd := exec.Command(setpriv, "--reuid=nobody", "--regid=nogroup", "--clear-groups", filepath.Join(root, ".ci/setup"), target)
+	cmd.Env = []string{"PATH=" + path, "HOME=/"}
+	return cmd.CombinedOutput()
 }
 
 // goBinary is the go command on PATH (.ci/setup checks for it first).
