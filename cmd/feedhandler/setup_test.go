@@ -284,7 +284,7 @@ func TestCheckGenerateFindsNewFiles(t *testing.T) {
 // must count as present, not as missing with 'apt-get install ethtool' to
 // fix it.
 func TestSetupFindsSbinTools(t *testing.T) {
-	if out, err := setupAsNobody(t, "demo", ""); err != nil {
+	if out, err := setupAsNobody(t, "demo", nil); err != nil {
 		t.Errorf(".ci/setup demo as nobody with a user's PATH: %v\n%s", err, out)
 	}
 }
@@ -294,29 +294,19 @@ func TestSetupFindsSbinTools(t *testing.T) {
 // that says so), rather than letting make test fail in make
 // check-generate and every C++ reader test.
 func TestSetupChecksFlatbuffersVersion(t *testing.T) {
-	// Not t.TempDir(): nobody must reach it, and its parent is 0700.
-	fake, err := os.MkdirTemp("", "fh-setup-flatc-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(fake) })
-	if err := os.Chmod(fake, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(fake, "flatc"), []byte("#!/bin/sh\necho 'flatc version 23.5.26'\n"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	out, err := setupAsNobody(t, "test", fake)
+	out, err := setupAsNobody(t, "test", map[string]string{"flatc": "#!/bin/sh\necho 'flatc version 23.5.26'\n"})
 	if err == nil || !strings.Contains(string(out), "flatbuffers 2.0.8 is needed") || !strings.Contains(string(out), "flatc 23.5.26") {
 		t.Errorf(".ci/setup test with flatc 23.5.26: %v, want exit 1 naming both versions:\n%s", err, out)
 	}
 }
 
-// setupAsNobody runs .ci/setup TARGET as nobody (so that it never
-// installs anything), with a user's PATH (no sbin) after dir, and returns
-// its output. It skips when a tool of the target is not installed at all:
-// the script would stop on that first.
-func setupAsNobody(t *testing.T, target, dir string) ([]byte, error) {
+// setupAsNobody runs a copy of .ci/setup TARGET as nobody (so that it
+// never installs anything), with a user's PATH (no sbin) after a
+// directory holding the given commands, and returns its output. Both are
+// in a directory nobody can reach (not t.TempDir(), whose parent is 0700;
+// nor the clone, which may be under /root). It skips when a tool of the
+// target is not installed at all: the script would stop on that first.
+func setupAsNobody(t *testing.T, target string, commands map[string]string) ([]byte, error) {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root to run the script as nobody")
@@ -337,16 +327,33 @@ func setupAsNobody(t *testing.T, target, dir string) ([]byte, error) {
 			t.Skipf("%s (%s) is not installed: make %s's setup would install it", check, c[0], target)
 		}
 	}
-	root, err := filepath.Abs("../..")
+	dir, err := os.MkdirTemp("", "fh-setup-")
 	if err != nil {
 		t.Fatal(err)
 	}
-	path := "/usr/local/bin:/usr/bin:/bin:" + filepath.Dir(goBinary(t))
-	if dir != "" {
-		path = dir + ":" + path
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	script, err := os.ReadFile("../../.ci/setup")
+	if err != nil {
+		t.Fatal(err)
 	}
-	cmd := exec.Command(setpriv, "--reuid=nobody", "--regid=nogroup", "--clear-groups", filepath.Join(root, ".ci/setup"), target)
-	cmd.Env = []string{"PATH=" + path, "HOME=/"}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(dir, "bin")
+	files := map[string]string{"setup": string(script)}
+	for name, text := range commands {
+		files[filepath.Join("bin", name)] = text
+	}
+	for name, text := range files {
+		if err := os.MkdirAll(filepath.Join(dir, filepath.Dir(name)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(text), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cmd := exec.Command(setpriv, "--reuid=nobody", "--regid=nogroup", "--clear-groups", filepath.Join(dir, "setup"), target)
+	cmd.Env = []string{"PATH=" + bin + ":/usr/local/bin:/usr/bin:/bin:" + filepath.Dir(goBinary(t)), "HOME=/"}
 	return cmd.CombinedOutput()
 }
 
