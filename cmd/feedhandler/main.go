@@ -111,7 +111,12 @@ func main() {
 			// file:line: field: problem, one line each, as compilers print them.
 			fmt.Fprintln(os.Stderr, err)
 		} else {
-			fmt.Fprintf(os.Stderr, "feedhandler %s: %v\n", name, err)
+			// Once: some commands' errors start with their name already.
+			msg := err.Error()
+			if !strings.HasPrefix(msg, name+": ") {
+				msg = name + ": " + msg
+			}
+			fmt.Fprintln(os.Stderr, "feedhandler "+msg)
 		}
 		var ec interface{ ExitCode() int }
 		if errors.As(err, &ec) {
