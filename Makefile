@@ -34,9 +34,12 @@ bench:
 generate:
 	$(GO) generate ./...
 
-# Fails when committed generated code differs from its source.
+# Fails when committed generated code differs from its source, or when
+# generating wrote a file git does not track (new output never committed).
 check-generate: generate
 	git diff --exit-code -- bpf proto feed/itch
+	@new=$$(git ls-files --others --exclude-standard -- bpf proto feed/itch); \
+	if [ -n "$$new" ]; then echo "check-generate: generated, not committed:" $$new >&2; exit 1; fi
 
 # Regenerates cmd/feedhandler/default.pgo, the profile that every `go build`
 # of the command uses for profile-guided optimization (inlining and layout of

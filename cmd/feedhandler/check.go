@@ -18,11 +18,17 @@ func init() {
 // host would not run it as configured (a FAIL line).
 const exitNotReady = 1
 
-// notReady is check's error when a check failed; the FAIL lines say why.
-type notReady struct{ fails int }
+// notReady is check's error when a check failed, or with --strict warned;
+// the FAIL and warn lines say why.
+type notReady struct{ fails, strictWarns int }
 
-func (e notReady) Error() string { return fmt.Sprintf("%d check(s) failed", e.fails) }
-func (notReady) ExitCode() int   { return exitNotReady }
+func (e notReady) Error() string {
+	if e.strictWarns == 0 {
+		return fmt.Sprintf("%d check(s) failed", e.fails)
+	}
+	return fmt.Sprintf("%d check(s) failed and %d warned (--strict fails warnings too)", e.fails, e.strictWarns)
+}
+func (notReady) ExitCode() int { return exitNotReady }
 
 // checkFeed loads the feed file as run would, then checks this host
 // against it (internal/preflight) and prints one line per finding. It
@@ -68,11 +74,11 @@ func printChecks(w io.Writer, cfg *config.Config, fs []preflight.Finding, strict
 		}
 	}
 	fmt.Fprintf(w, "%d failed, %d warning(s), %d ok\n", fails, warns, len(fs)+1-fails-warns)
-	if strict {
-		fails += warns
+	if !strict {
+		warns = 0
 	}
-	if fails > 0 {
-		return notReady{fails}
+	if fails+warns > 0 {
+		return notReady{fails, warns}
 	}
 	return nil
 }

@@ -14,7 +14,9 @@ import (
 	"time"
 
 	"github.com/marketfeed/feedhandler/bpf"
+	"github.com/marketfeed/feedhandler/feed/config"
 	"github.com/marketfeed/feedhandler/internal/netlab"
+	"github.com/marketfeed/feedhandler/internal/preflight"
 	"github.com/marketfeed/feedhandler/internal/privilege"
 	"github.com/marketfeed/feedhandler/internal/shmtest"
 	"github.com/marketfeed/feedhandler/proto/shm"
@@ -326,5 +328,42 @@ wait:
 	return started, b.String(), func() {
 		cmd.Process.Kill()
 		cmd.Wait()
+	}
+}
+
+// TestCheckExitLineAgreesWithSummary: the line check prints on stderr when
+// it exits 1 counts what its summary on stdout does; with --strict and
+// warnings alone it said "N check(s) failed" under "0 failed, N
+// warning(s)".
+func TestCheckExitLineAgreesWithSummary(t *testing.T) {
+	cfg := &config.Config{}
+	warn := preflight.Finding{Level: preflight.Warn, Topic: "cores", Msg: "not set"}
+	fail := preflight.Finding{Level: preflight.Fail, Topic: "memlock", Msg: "too low"}
+	ok := preflight.Finding{Level: preflight.OK, Topic: "shm", Msg: "fine"}
+	for _, tc := range []struct {
+		name     string
+		findings []preflight.Finding
+		strict   bool
+		want     string // the error; "" for none
+	}{
+		{"warnings", []preflight.Finding{warn, warn, ok}, false, ""},
+		{"warnings strict", []preflight.Finding{warn, warn, ok}, true, "0 check(s) failed and 2 warned (--strict fails warnings too)"},
+		{"failure", []preflight.Finding{fail, warn, ok}, false, "1 check(s) failed"},
+		{"failure strict", []preflight.Finding{fail, warn, ok}, true, "1 check(s) failed and 1 warned (--strict fails warnings too)"},
+		{"failure strict without warnings", []preflight.Finding{fail, ok}, true, "1 check(s) failed"},
+	} {
+		var out strings.Builder
+		err := printChecks(&out, cfg, tc.findings, tc.strict, false)
+		got := ""
+		if err != nil {
+			got = err.Error()
+			var ec interface{ ExitCode() int }
+			if !errors.As(err, &ec) || ec.ExitCode() != exitNotReady {
+				t.Errorf("%s: %v: not exit %d", tc.name, err, exitNotReady)
+			}
+		}
+		if got != tc.want {
+			t.Errorf("%s: check's error %q, want %q; its summary:\n%s", tc.name, got, tc.want, out.String())
+		}
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"sort"
@@ -44,16 +45,22 @@ func register(c *command) { commands[c.name] = c }
 // run and the demo replace it with the feed config's log level and format.
 var log = clilog.Console(os.Stderr).Level(zerolog.InfoLevel)
 
-func usage() {
-	fmt.Fprintln(os.Stderr, "usage: feedhandler --feed FILE.yaml | feedhandler COMMAND [flags] [args]")
-	fmt.Fprintln(os.Stderr, "\ncommands:")
+func usage() { writeUsage(os.Stderr) }
+
+// writeUsage writes the usage and the commands, their summaries in one
+// column after the longest name.
+func writeUsage(w io.Writer) {
+	fmt.Fprintln(w, "usage: feedhandler --feed FILE.yaml | feedhandler COMMAND [flags] [args]")
+	fmt.Fprintln(w, "\ncommands:")
 	names := make([]string, 0, len(commands))
+	width := 0
 	for n := range commands {
 		names = append(names, n)
+		width = max(width, len(n))
 	}
 	sort.Strings(names)
 	for _, n := range names {
-		fmt.Fprintf(os.Stderr, "  %-10s %s\n", n, commands[n].summary)
+		fmt.Fprintf(w, "  %-*s %s\n", width, n, commands[n].summary)
 	}
 }
 
@@ -104,7 +111,12 @@ func main() {
 			// file:line: field: problem, one line each, as compilers print them.
 			fmt.Fprintln(os.Stderr, err)
 		} else {
-			fmt.Fprintf(os.Stderr, "feedhandler %s: %v\n", name, err)
+			// Once: some commands' errors start with their name already.
+			msg := err.Error()
+			if !strings.HasPrefix(msg, name+": ") {
+				msg = name + ": " + msg
+			}
+			fmt.Fprintln(os.Stderr, "feedhandler "+msg)
 		}
 		var ec interface{ ExitCode() int }
 		if errors.As(err, &ec) {

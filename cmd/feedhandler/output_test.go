@@ -186,3 +186,23 @@ func TestRunConfigNamesMissingInterface(t *testing.T) {
 		t.Errorf("stdout: %q", out)
 	}
 }
+
+// TestErrorLineNamesCommandOnce: a subcommand's error is printed as
+// "feedhandler NAME: error", with NAME once, also when the error already
+// starts with it ("feedhandler bookview: bookview: --shm NAME is
+// required" before).
+func TestErrorLineNamesCommandOnce(t *testing.T) {
+	for _, args := range [][]string{{"bookview", "--once"}, {"replay"}, {"replay", "--depth", "-1", "x"}, {"inspect"}} {
+		_, errOut, err := runCommand(t, args...)
+		if err == nil {
+			t.Errorf("feedhandler %s: no error", strings.Join(args, " "))
+			continue
+		}
+		prefix := "feedhandler " + args[0] + ": "
+		last := strings.TrimSpace(errOut)
+		last = last[strings.LastIndexByte(last, '\n')+1:]
+		if !strings.HasPrefix(last, prefix) || strings.HasPrefix(last, prefix+args[0]+": ") {
+			t.Errorf("feedhandler %s: error line %q, want %q once before the error", strings.Join(args, " "), last, prefix)
+		}
+	}
+}

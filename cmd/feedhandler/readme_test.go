@@ -146,3 +146,33 @@ func TestPackageDocListsCommands(t *testing.T) {
 		}
 	}
 }
+
+// TestUsageColumns: feedhandler's usage lists every command with its
+// summary in one column; a name longer than the column ran into its
+// summary ("glimpse-server serve GLIMPSE ...").
+func TestUsageColumns(t *testing.T) {
+	var b strings.Builder
+	writeUsage(&b)
+	_, list, ok := strings.Cut(b.String(), "\ncommands:\n")
+	if !ok {
+		t.Fatalf("usage has no commands list:\n%s", b.String())
+	}
+	col, n := -1, 0
+	for _, l := range strings.Split(strings.TrimSuffix(list, "\n"), "\n") {
+		c := commands[strings.Fields(l)[0]]
+		if c == nil || !strings.Contains(l, " "+c.summary) {
+			t.Fatalf("usage line %q: not a command and its summary", l)
+		}
+		i := strings.Index(l, " "+c.summary) + 1
+		if col < 0 {
+			col = i
+		}
+		if i != col {
+			t.Errorf("usage line %q: summary at column %d, the first line's at %d", l, i, col)
+		}
+		n++
+	}
+	if n != len(commands) {
+		t.Errorf("usage lists %d commands of %d:\n%s", n, len(commands), b.String())
+	}
+}
