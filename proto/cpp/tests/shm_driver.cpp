@@ -12,8 +12,8 @@
 //                               is the stale limit (OpenOptions::stale_after_ns, 0: the
 //                               default); a slot held over a second (Busy) is read again later
 //   shm_driver session NAME     commands on stdin (open, check, read L, follow, poll, wait MS,
-//                               waitloop MS FOR_MS CHECK_MS, chdir DIR, path, stats, close),
-//                               one result line each
+//                               waitloop MS FOR_MS CHECK_MS, chdir DIR, path, stats, close,
+//                               stall S, skew S), one result line each
 //   shm_driver bench-read NAME N  consistent reads of locate 1: "read median-ns X min-ns Y"
 //   shm_driver latency NAME     publish-to-read latency per journal update until closed
 //   shm_driver noalloc NAME     every reader call, counting operator new: "allocs N"
@@ -32,6 +32,34 @@
 
 namespace fs = feedhandler::shm;
 using fs::Error;
+
+// The program's clock_gettime stands in for the C library's (the reader's
+// clocks, detail::realtime_ns and monotonic_ns, call it), so that the
+// session commands stall and skew can move this process's clocks: both by
+// g_clock_off ns. With g_stall_ns set, the next reading of CLOCK_REALTIME
+// first adds it to the offset and stores a heartbeat of that moment into
+// the feed file g_stall_path: a reader that lost its CPU that long, inside
+// a look at the heartbeat, while the writer beat on.
+static std::atomic<int64_t> g_clock_off{0}, g_stall_ns{0};
+static std::string g_stall_path;
+
+extern "C" int clock_gettime(clockid_t c, struct timespec* ts) noexcept {
+  if (syscall(SYS_clock_gettime, c, ts) != 0) return -1;
+  if (c != CLOCK_REALTIME && c != CLOCK_MONOTONIC) return 0;
+  int64_t stall = c == CLOCK_REALTIME ? g_stall_ns.exchange(0) : 0;
+  int64_t off = g_clock_off.fetch_add(stall) + stall;
+  int64_t ns = int64_t(ts->tv_sec) * 1000000000 + ts->tv_nsec + off;
+  if (stall != 0) {
+    int fd = ::open(g_stall_path.c_str(), O_WRONLY | O_CLOEXEC);
+    if (fd >= 0) {
+      if (::pwrite(fd, &ns, sizeof ns, 256) != sizeof ns) std::perror("stall: heartbeat");
+      ::close(fd);
+    }
+  }
+  ts->tv_sec = ns / 1000000000;
+  ts->tv_nsec = ns % 1000000000;
+  return 0;
+}
 
 // GCC pairs the inlined replacement operator delete's free() with the
 // operator new it can see and warns, although both sides are replaced.
@@ -440,6 +468,13 @@ int cmd_session(const char* name) {
       std::printf("\n");
     } else if (c == "check") {
       std::printf("check %s\n", fs::error_name(r.check()));
+    } else if (c == "stall") {  // stall S: the next realtime reading comes S seconds on, the writer having beaten
+      g_stall_path = r.path();
+      g_stall_ns = int64_t(arg) * 1000000000;
+      std::printf("stall Ok\n");
+    } else if (c == "skew") {  // skew S: both clocks S seconds on
+      g_clock_off += int64_t(arg) * 1000000000;
+      std::printf("skew Ok\n");
     } else if (c == "read") {
       fs::View v;
       Error e = r.read(uint16_t(arg), g_buf, kBufSize, v);
