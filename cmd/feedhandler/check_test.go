@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -23,8 +24,8 @@ import (
 )
 
 // TestCheck runs `feedhandler check` on this host, in a namespace lab, as
-// root and as user nobody with chosen capabilities and locked-memory
-// limits: its exit status and lines must say what a start would meet. For
+// root and as a user of its own (ownUID) with chosen capabilities and
+// locked-memory limits: its exit status and lines must say what a start would meet. For
 // the locked-memory verdicts the handler is then started under the same
 // user, capabilities and limit, and must fail or get through setup as the
 // check said.
@@ -60,8 +61,16 @@ metrics: {listen: "127.0.0.1:%d"}
 		return p
 	}
 	// as runs bin with args in the lab's namespace: as root when caps is
-	// "root", else as user nobody holding caps ("" = none), under an
-	// RLIMIT_MEMLOCK of memlock bytes when it is not 0.
+	// "root", else as the test's own user (uid and gid uid) holding caps
+	// ("" = none), under an RLIMIT_MEMLOCK of memlock bytes when it is not
+	// 0. Not nobody: locked memory is charged per user, over all its
+	// processes, and any test of the host may run a feedhandler as nobody
+	// meanwhile (TestLeastPrivilege, TestRunLinkEvents, this test in
+	// another run); the check rightly counts it ('warn memlock ... this
+	// uid runs other feedhandler processes (pids [N])' where
+	// memlock-same-user wanted ok), and its UMEM counts against the
+	// memlock starts' limit.
+	uid := ownUID(t)
 	as := func(caps string, memlock int, args ...string) *exec.Cmd {
 		a := []string{"netns", "exec", lab.Dst}
 		if memlock != 0 {
@@ -72,7 +81,7 @@ metrics: {listen: "127.0.0.1:%d"}
 			if caps != "" {
 				set = "-all,+" + strings.ReplaceAll(caps, ",", ",+")
 			}
-			a = append(a, "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--no-new-privs",
+			a = append(a, "setpriv", fmt.Sprintf("--reuid=%d", uid), fmt.Sprintf("--regid=%d", uid), "--clear-groups", "--no-new-privs",
 				"--inh-caps="+set, "--ambient-caps="+set, "--bounding-set="+set, "--")
 		}
 		return exec.Command("ip", append(a, append([]string{bin}, args...)...)...)
@@ -151,10 +160,10 @@ metrics: {listen: "127.0.0.1:%d"}
 	})
 	t.Run("foreign-file", func(t *testing.T) {
 		// The file the live writer above left, root's, in sticky /dev/shm:
-		// user nobody can neither replace nor remove it.
+		// the test's user can neither replace nor remove it.
 		f := feed("foreign", "receive: {backend: uring}\n")
 		check(t, as("", 0, "check", "--feed", f), exitNotReady,
-			fmt.Sprintf("FAIL  shm       %s is owned by uid 0 and this process (uid 65534) cannot replace it", shm.Path(shmName)))
+			fmt.Sprintf("FAIL  shm       %s is owned by uid 0 and this process (uid %d) cannot replace it", shm.Path(shmName), uid))
 		if started, logs := startsThroughSetup(t, as("", 0, "--feed", f)); started || !strings.Contains(logs, "the existing file belongs to uid 0") {
 			t.Errorf("the start got through setup (%v), or failed without naming the owner:\n%s", started, logs)
 		}
@@ -170,12 +179,12 @@ metrics: {listen: "127.0.0.1:%d"}
 			}
 		}
 	})
-	t.Run("nobody-without-caps", func(t *testing.T) {
+	t.Run("user-without-caps", func(t *testing.T) {
 		fresh := shmtest.Name(t, "fhcheck")
 		// xdp: the backend would not start (TestLeastPrivilege shows the
 		// start failing so); auto: it would fall back.
 		check(t, as("", 0, "check", "--feed", feedOn("xdp", fresh, "receive: {backend: xdp}\n")), exitNotReady,
-			"FAIL  caps      backend xdp needs "+xdpNeed.String()+" and this process (uid 65534) lacks "+xdpNeed.String()+": backend xdp would not start")
+			fmt.Sprintf("FAIL  caps      backend xdp needs %s and this process (uid %d) lacks %[1]s: backend xdp would not start", xdpNeed, uid))
 		check(t, as("", 0, "check", "--feed", feedOn("auto", fresh, "")), 0,
 			"warn  caps      backend auto needs", "backend auto would fall back to io_uring")
 		check(t, as("", 0, "check", "--feed", feedOn("uring", fresh, "receive: {backend: uring}\n")), 0)
@@ -234,7 +243,7 @@ metrics: {listen: "127.0.0.1:%d"}
 			"FAIL  caps      backend auto needs", "SO_PREFER_BUSY_POLL"},
 		// chown(2) to a group this user is not in.
 		{"shm-group-not-member", "", "receive: {backend: uring}\n", "root", 0,
-			"FAIL  shm       shm.group root (gid 0): this process (uid 65534) is not a member", "set group root"},
+			fmt.Sprintf("FAIL  shm       shm.group root (gid 0): this process (uid %d) is not a member", uid), "set group root"},
 		// SCHED_FIFO refused: the start goes on under normal scheduling.
 		{"rt-priority-refused", "", "receive: {backend: uring}\ncores: {receive: 0, rt_priority: 10}\n", "", 0,
 			"FAIL  realtime  cores.rt_priority 10: operation not permitted (priority 10 needs cap_sys_nice", ""},
@@ -272,6 +281,25 @@ metrics: {listen: "127.0.0.1:%d"}
 			}
 		})
 	}
+}
+
+// ownUID returns a uid for this test alone: 1,000,000 plus this process's
+// pid (no two live test processes share it), after checking that no
+// process runs under it.
+func ownUID(t *testing.T) int {
+	t.Helper()
+	uid := 1_000_000 + os.Getpid()
+	m, _ := filepath.Glob("/proc/[0-9]*/status")
+	for _, p := range m {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		if _, v, _ := strings.Cut(string(b), "\nUid:\t"); strings.HasPrefix(v, strconv.Itoa(uid)+"\t") {
+			t.Fatalf("uid %d, meant for this test alone, runs %s", uid, filepath.Dir(p))
+		}
+	}
+	return uid
 }
 
 // startsThroughSetup starts the handler and reports whether it logged

@@ -371,9 +371,25 @@ func Run(ctx context.Context, o Options) (_ *Result, err error) {
 		defer hs.close()
 		res.HostileSent = &hs.Sent
 	}
+	var flapGate gate
 	if o.Flap != nil {
+		// Line A's sender (the sender, when one sends both lines) waits,
+		// halfway between the flap and the end of the day, for the flap
+		// to be over: on a loaded machine the link may pass traffic
+		// again only well after it was set up (linkwatch), and a sender
+		// that got to the end by then leaves nothing to show that the
+		// line receives again.
+		if at := flapGateAt(pkts, o.Flap.AtSeq); at >= 0 {
+			flapGate = gate{Path: filepath.Join(dir, "flap-done"), At: at}
+		}
 		stop, done := make(chan struct{}), make(chan error, 1)
-		go func() { done <- o.Flap.run(lab, progress, stop, h.Stats) }()
+		go func() {
+			err := o.Flap.run(lab, progress, stop, h.Stats)
+			if flapGate.Path != "" {
+				os.WriteFile(flapGate.Path, nil, 0o600)
+			}
+			done <- err
+		}()
 		defer func() {
 			close(stop)
 			if ferr := <-done; ferr != nil && err == nil {
@@ -394,15 +410,15 @@ func Run(ctx context.Context, o Options) (_ *Result, err error) {
 		// would wait for lines gone silent until the timeout. A sender
 		// waiting there has sent all it will before the end (StartAtSeq
 		// may be in a packet dropped on both lines).
-		gate := filepath.Join(dir, "handler-started")
-		openGate := func() { os.WriteFile(gate, nil, 0o600) }
+		gatePath := filepath.Join(dir, "handler-started")
+		openGate := func() { os.WriteFile(gatePath, nil, 0o600) }
 		go func() {
-			st, err := sendGated(ctx, lab, dir, pkts, scfg, progress, gate)
+			st, err := sendGated(ctx, lab, dir, pkts, scfg, progress, gate{Path: gatePath})
 			done <- sent{st, err}
 		}()
 	wait:
 		for readProgress(progress) < o.StartAtSeq {
-			if _, err := os.Stat(gate + ".waiting"); err == nil {
+			if _, err := os.Stat(gatePath + ".waiting"); err == nil {
 				break
 			}
 			select {
@@ -424,7 +440,7 @@ func Run(ctx context.Context, o Options) (_ *Result, err error) {
 		r := <-done
 		res.Sender, err = r.st, r.err
 	} else {
-		res.Sender, err = sendLines(ctx, lab, dir, pkts, scfg, progress, srcB)
+		res.Sender, err = sendLines(ctx, lab, dir, pkts, scfg, progress, srcB, flapGate)
 	}
 	res.SendTime = time.Since(start)
 	if vol, invol, err := rxThread.Switches(); err == nil && h != nil {
@@ -479,10 +495,11 @@ func Run(ctx context.Context, o Options) (_ *Result, err error) {
 
 // sendLines sends pkts as cfg says, with line B (cfg.Lines[1]) from a
 // sender of its own on interface srcB when that is set: two processes,
-// the progress file written by line A's. The stats have both lines.
-func sendLines(ctx context.Context, lab *netlab.Lab, dir string, pkts [][]byte, cfg exchange.Config, progress, srcB string) (exchange.Stats, error) {
+// the progress file written by line A's. The stats have both lines. g
+// holds line A's sender back (a link flap's; line B's goes on).
+func sendLines(ctx context.Context, lab *netlab.Lab, dir string, pkts [][]byte, cfg exchange.Config, progress, srcB string, g gate) (exchange.Stats, error) {
 	if srcB == "" {
-		return send(ctx, lab, dir, pkts, cfg, progress)
+		return sendGated(ctx, lab, dir, pkts, cfg, progress, g)
 	}
 	cfgA, cfgB := cfg, cfg
 	cfgA.Lines, cfgB.Lines = cfg.Lines[:1], cfg.Lines[1:2]
@@ -516,7 +533,7 @@ func sendLines(ctx context.Context, lab *netlab.Lab, dir string, pkts [][]byte, 
 		case <-time.After(time.Millisecond):
 		}
 	}
-	st, err := send(ctx, lab, dir, pkts, cfgA, progress)
+	st, err := sendGated(ctx, lab, dir, pkts, cfgA, progress, g)
 	b := <-done
 	st.Lines = append(st.Lines, b.st.Lines...)
 	return st, errors.Join(err, b.err)

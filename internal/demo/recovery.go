@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"sort"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -294,18 +295,58 @@ func DropOnBoth(d *Day, runs int) map[int]bool {
 // again, while the sender goes on. By default the interface carries both
 // lines (what the sender sends meanwhile is lost on both); with LineA it
 // carries line A only, and line B, on a link of its own (a second veth
-// pair, and a sender of its own), carries the feed alone meanwhile.
+// pair, and a sender of its own), carries the feed alone meanwhile. The
+// flap is over once both ends of the link are operationally up again;
+// the sender of the flapped link waits for that halfway between AtSeq and
+// the end of the day (Run), so that part of the day always goes over the
+// link after it is back.
 type Flap struct {
 	AtSeq uint64
 	Down  time.Duration
 	LineA bool
 	// DownSeq and UpSeq are what the sender had sent when the link went
-	// down and when it was up again; Lines the handler's line counters,
-	// and Link and Groups what `ip link show` and `ip maddr show` said of
-	// the interface, once it was up (run fills them in).
+	// down and when it was operationally up again; Lines the handler's
+	// line counters then, and Link and Groups what `ip link show` and `ip
+	// maddr show` said of the interface, once it was up (run fills them
+	// in).
 	DownSeq, UpSeq uint64
 	Lines          [2]handler.LineStats
 	Link, Groups   string
+}
+
+// waitOperUp waits until dev of namespace ns is operationally up (`ip
+// link` says state UP), or fails once stop is closed or a minute passed.
+func waitOperUp(lab *netlab.Lab, ns, dev string, stop <-chan struct{}) error {
+	for deadline := time.Now().Add(time.Minute); ; {
+		out, err := lab.Exec(ns, "ip", "-o", "link", "show", "dev", dev)
+		if err == nil && strings.Contains(string(out), "state UP") {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("demo: flap: %s not operationally up a minute after it was set up: %s (%v)", dev, out, err)
+		}
+		select {
+		case <-stop:
+			return fmt.Errorf("demo: flap: the run ended before %s was operationally up", dev)
+		case <-time.After(time.Millisecond):
+		}
+	}
+}
+
+// flapGateAt returns the index of the packet halfway between the first
+// that starts after sequence number atSeq and the last of pkts, where a
+// link flap at atSeq holds the sender back until the link passes traffic
+// again (Run); -1 when atSeq is in one of the last two packets or beyond.
+func flapGateAt(pkts [][]byte, atSeq uint64) int {
+	for i, b := range pkts {
+		if p, err := moldudp64.Parse(b); err == nil && p.Seq > atSeq {
+			if i >= len(pkts)-1 {
+				return -1
+			}
+			return (i + len(pkts)) / 2
+		}
+	}
+	return -1
 }
 
 // run waits for the sender to reach f.AtSeq, then flaps the link. It
@@ -326,6 +367,18 @@ func (f *Flap) run(lab *netlab.Lab, progress string, stop <-chan struct{}, stats
 	time.Sleep(f.Down)
 	if err := lab.SetLink(lab.Dst, lab.DstIf, true); err != nil {
 		return fmt.Errorf("demo: flap: %w", err)
+	}
+	// Set up is not passing traffic yet: the kernel gives the sending
+	// end its queueing discipline back later, from linkwatch, a work
+	// item that handles such events at most once a second for the whole
+	// machine (other tests' links count) and needs the RTNL lock.
+	// Measured here with links changing twice a second: the sending end
+	// state UP 3 to 709 ms after `ip link set up` returned. Until then
+	// the sender's packets are dropped on its side.
+	for _, l := range [][2]string{{lab.Dst, lab.DstIf}, {lab.Src, lab.SrcIf}} {
+		if err := waitOperUp(lab, l[0], l[1], stop); err != nil {
+			return err
+		}
 	}
 	f.UpSeq = readProgress(progress)
 	st := stats()

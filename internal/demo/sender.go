@@ -38,22 +38,37 @@ type senderJob struct {
 	// would never hear of the session. The wait is not counted in
 	// Stats.Elapsed.
 	Gate string
+	// GateAt, if above 0, is the index of the packet the sender waits for
+	// Gate before, instead of the last (a link flap: Flap.run).
+	GateAt int
+}
+
+// gate holds a sender back before packet At (0: the last) until the file
+// Path exists (senderJob.Gate, GateAt); a zero gate holds nothing back.
+type gate struct {
+	Path string
+	At   int
 }
 
 // gateWaitMax bounds the sender's wait for Job.Gate (a demo whose
 // handler takes longer than this to start has failed anyway).
 const gateWaitMax = 10 * time.Minute
 
-// gated yields pkts, waiting for the file gate to exist before the last;
-// *waited is the time spent waiting.
-func gated(pkts [][]byte, gate string, waited *time.Duration) iter.Seq[[]byte] {
+// gated yields pkts, waiting for the file g.Path to exist before packet
+// g.At (0 or beyond the last: the last); *waited is the time spent
+// waiting.
+func gated(pkts [][]byte, g gate, waited *time.Duration) iter.Seq[[]byte] {
+	at := g.At
+	if at <= 0 || at >= len(pkts) {
+		at = len(pkts) - 1
+	}
 	return func(yield func([]byte) bool) {
 		for i, p := range pkts {
-			if i == len(pkts)-1 {
-				os.WriteFile(gate+".waiting", nil, 0o600)
+			if i == at {
+				os.WriteFile(g.Path+".waiting", nil, 0o600)
 				t0 := time.Now()
 				for time.Since(t0) < gateWaitMax {
-					if _, err := os.Stat(gate); err == nil {
+					if _, err := os.Stat(g.Path); err == nil {
 						break
 					}
 					time.Sleep(time.Millisecond)
@@ -117,7 +132,7 @@ func runSender(spec string) (exchange.Stats, error) {
 	defer s.Close()
 	src, waited := exchange.Packets(pkts), time.Duration(0)
 	if job.Gate != "" {
-		src = gated(pkts, job.Gate, &waited)
+		src = gated(pkts, gate{job.Gate, job.GateAt}, &waited)
 	}
 	if job.Progress == "" {
 		st, err := s.Send(context.Background(), src)
@@ -167,12 +182,12 @@ func readProgress(path string) uint64 {
 // send runs the sender process in the lab's source namespace and waits
 // for it. A cancelled ctx kills it.
 func send(ctx context.Context, lab *netlab.Lab, dir string, pkts [][]byte, cfg exchange.Config, progress string) (exchange.Stats, error) {
-	return sendGated(ctx, lab, dir, pkts, cfg, progress, "")
+	return sendGated(ctx, lab, dir, pkts, cfg, progress, gate{})
 }
 
-// sendGated is send whose sender waits for the file gate before its last
-// packet (senderJob.Gate; "": no wait).
-func sendGated(ctx context.Context, lab *netlab.Lab, dir string, pkts [][]byte, cfg exchange.Config, progress, gate string) (exchange.Stats, error) {
+// sendGated is send whose sender waits for the file g.Path before packet
+// g.At (senderJob.Gate, GateAt; a zero g: no wait).
+func sendGated(ctx context.Context, lab *netlab.Lab, dir string, pkts [][]byte, cfg exchange.Config, progress string, g gate) (exchange.Stats, error) {
 	path := filepath.Join(dir, "packets")
 	f, err := os.Create(path)
 	if err != nil {
@@ -192,7 +207,7 @@ func sendGated(ctx context.Context, lab *netlab.Lab, dir string, pkts [][]byte, 
 	if err := f.Close(); err != nil {
 		return exchange.Stats{}, err
 	}
-	spec, err := json.Marshal(senderJob{Packets: path, Config: cfg, Progress: progress, Gate: gate})
+	spec, err := json.Marshal(senderJob{Packets: path, Config: cfg, Progress: progress, Gate: g.Path, GateAt: g.At})
 	if err != nil {
 		return exchange.Stats{}, err
 	}

@@ -220,12 +220,16 @@ func claimRecord(path string) error {
 // (S0..S7), heartbeating, then closes the feed: the Go torn-read stress
 // writer (proto/shm TestCrossProcess). It stops after FH_SHM_TEST_DURATION
 // or when its stdin reaches end of file, whichever comes first, so a test
-// on a loaded machine can run it until it has seen what it needs.
+// on a loaded machine can run it until it has seen what it needs. With
+// FH_SHM_TEST_STALL set it stalls that long once, half a second in,
+// between Begin and Commit of a publish: a live writer a loaded machine
+// left without a CPU, with no heartbeat and a slot held odd meanwhile.
 func stressWriter() error {
 	d, err := time.ParseDuration(os.Getenv("FH_SHM_TEST_DURATION"))
 	if err != nil {
 		return err
 	}
+	stall, _ := time.ParseDuration(os.Getenv("FH_SHM_TEST_STALL"))
 	w, err := create()
 	if err != nil {
 		return err
@@ -244,6 +248,7 @@ func stressWriter() error {
 	fmt.Println("ready")
 	s := &shm.Snapshot{Bids: make([]shm.Level, info.Depth), Asks: make([]shm.Level, info.Depth)}
 	var k uint64
+	stallAt := time.Now().Add(time.Second / 2)
 	for deadline := time.Now().Add(d); time.Now().Before(deadline) && !stop.Load(); {
 		for i := 0; i < 1024; i++ {
 			k++
@@ -251,6 +256,19 @@ func stressWriter() error {
 			if err := w.Publish(s); err != nil {
 				return err
 			}
+		}
+		if stall > 0 && time.Now().After(stallAt) {
+			k++
+			fillSnapshot(s, uint16(k%uint64(info.Instruments)), k, info.Depth)
+			var p shm.Pending
+			if err := w.Begin(shm.Slot{}, s, len(s.Bids), len(s.Asks), &p); err != nil {
+				return err
+			}
+			copy(p.Bids, s.Bids)
+			copy(p.Asks, s.Asks)
+			time.Sleep(stall)
+			w.Commit(&p)
+			stall = 0
 		}
 		w.Heartbeat()
 	}

@@ -333,6 +333,28 @@ func TestCppEdgeLivenessClockSteps(t *testing.T) {
 	})
 }
 
+// TestCppEdgeLivenessReaderStall: a C++ reader that loses its CPU in the
+// middle of a look at the heartbeat for longer than the stale limit, while
+// the writer beats on, does not take its own stall for the writer's age
+// (TestLivenessReaderStall for Go). Before, it loaded the heartbeat and
+// then read its clocks: a stall past the stale limit read as WriterDead
+// for a writer that never missed a beat. The driver moves its own clocks
+// (its clock_gettime; session commands stall and skew).
+func TestCppEdgeLivenessReaderStall(t *testing.T) {
+	bin := cppEdgeBin(t)
+	// Interval 1s: stale after 10s; the writer's pid (this process) is
+	// alive, so only the stale limit says dead.
+	w := testWriter(t, Config{Instruments: 1, Depth: 1, HeartbeatInterval: time.Second})
+	w.Heartbeat()
+	s := startSession(t, bin, w.Path())
+	s.expect("open", "open Ok")
+	s.expect("check", "check Ok")
+	s.expect("stall 12", "stall Ok")
+	s.expect("check", "check Ok") // before: ErrWriterDead, the heartbeat 12s old
+	s.expect("skew 12", "skew Ok")
+	s.expect("check", "check ErrWriterDead") // a writer that stopped beating
+}
+
 // TestCppEdgeTruncationGuard: with install_truncation_guard, a feed file
 // truncated under the reader is Format from a wait whose poll faults
 // before its check comes due, and from read, instead of a crash (SIGBUS;

@@ -51,15 +51,20 @@ func TestCppTornReads(t *testing.T) {
 		t.Run(build.name, func(t *testing.T) {
 			bin := cppbuild.Build(t, cppDriver, build.flags...)
 			name := testName(t)
-			slow := startCpp(t, bin, "torn", name, "slow")
+			stale := strconv.FormatInt(int64(tornStaleAfter), 10)
+			slow := startCpp(t, bin, "torn", name, "slow", stale)
 			// A 64 Ki record journal (TestCrossProcess uses 256): on a
 			// loaded machine the writer and the fast reader may take turns
 			// on one core, and a writer time slice must not lap the
 			// journal, or the fast reader sees nothing but overruns. The
 			// slow reader still falls behind it on purpose.
-			w := startChild(t, "writer", name, "FH_SHM_TEST_DURATION=2s", "FH_SHM_TEST_JOURNAL=65536")
+			// It stalls once for 1.5 s inside a publish, as a loaded
+			// machine may stall it: alive, it is not dead to the
+			// readers (stale limit tornStaleAfter), and a slot it held
+			// odd over a second (Busy) is read again later.
+			w := startChild(t, "writer", name, "FH_SHM_TEST_DURATION=2s", "FH_SHM_TEST_JOURNAL=65536", "FH_SHM_TEST_STALL="+tornStall)
 			w.waitLine(t, "ready")
-			fast := startCpp(t, bin, "torn", name)
+			fast := startCpp(t, bin, "torn", name, "fast", stale)
 			published := w.waitLine(t, "published")
 			w.finish(t)
 			t.Log("writer: " + published)

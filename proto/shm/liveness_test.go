@@ -92,3 +92,44 @@ func TestLivenessClockSteps(t *testing.T) {
 		}
 	})
 }
+
+// TestLivenessReaderStall: a reader that loses its CPU in the middle of a
+// look at the heartbeat (a loaded machine, a stopped process) for longer
+// than the stale limit, while the writer beats on, does not take its own
+// stall for the writer's age. Before, it loaded the heartbeat and then
+// read its clocks: the heartbeat it held was as old as its stall, and a
+// stall of over a second (the default stale limit) read as ErrWriterDead
+// for a writer that never missed a beat.
+func TestLivenessReaderStall(t *testing.T) {
+	// Interval 100ms: stale after 1s. The writer's pid is this process:
+	// only the stale limit says dead.
+	w := testWriter(t, Config{Instruments: 1, Depth: 1})
+	w.Heartbeat()
+	r := testReader(t, w.Path())
+	if err := r.Check(); err != nil {
+		t.Fatal(err)
+	}
+	// The next reading of the reader's realtime clock comes after a stall
+	// of 2s of both its clocks, at whose end the writer beats.
+	var off atomic.Int64
+	var stall atomic.Bool
+	realOrig, monoOrig := realNanos, monoNanos
+	t.Cleanup(func() { realNanos, monoNanos = realOrig, monoOrig })
+	realNanos = func() int64 {
+		if stall.CompareAndSwap(true, false) {
+			off.Add(int64(2 * time.Second))
+			atomic.StoreInt64(w.m.i64(offHeartbeat), realOrig()+off.Load())
+		}
+		return realOrig() + off.Load()
+	}
+	monoNanos = func() int64 { return monoOrig() + off.Load() }
+	stall.Store(true)
+	if err := r.Check(); err != nil { // before: ErrWriterDead, heartbeat 2s old
+		t.Fatalf("the reader stalled 2s while the writer beat: %v", err)
+	}
+	// A writer that stops beating is still dead after the stale limit.
+	off.Add(int64(2 * time.Second))
+	if err := r.Check(); !errors.Is(err, ErrWriterDead) {
+		t.Fatalf("heartbeat unchanged for 2s of the reader's clocks: %v, want ErrWriterDead", err)
+	}
+}

@@ -54,8 +54,13 @@ func TestHelperProcess(t *testing.T) {
 // writerProcess publishes in a tight loop for FH_SHM_TEST_DURATION, then
 // 2,000 more snapshots paced 50 µs or more apart, then closes the feed. Its journal is a single writer's (the handler's default
 // mode), or with FH_SHM_TEST_SHARED set the one concurrent publishers share.
+// With FH_SHM_TEST_STALL set, it stalls that long once, halfway through
+// the tight loop, inside a publish (Begin, sleep, Commit): a live writer
+// the kernel left without a CPU that long, as a loaded machine does, with
+// no heartbeat and a slot held odd meanwhile (stallPublish).
 func writerProcess(name string) error {
 	d, _ := time.ParseDuration(os.Getenv("FH_SHM_TEST_DURATION"))
+	stall, _ := time.ParseDuration(os.Getenv("FH_SHM_TEST_STALL"))
 	journal, _ := strconv.Atoi(os.Getenv("FH_SHM_TEST_JOURNAL"))
 	w, err := Create(Config{Name: name, Instruments: procInstruments, Depth: procDepth, JournalLen: journal,
 		SingleWriter: os.Getenv("FH_SHM_TEST_SHARED") == ""})
@@ -70,6 +75,7 @@ func writerProcess(name string) error {
 	fmt.Println("ready")
 	s := newSnapshot(procDepth)
 	var k uint64
+	stallAt := time.Now().Add(d / 2)
 	for deadline := time.Now().Add(d); time.Now().Before(deadline); {
 		for i := 0; i < 1024; i++ {
 			k++
@@ -77,6 +83,13 @@ func writerProcess(name string) error {
 			if err := w.Publish(s); err != nil {
 				return err
 			}
+		}
+		if stall > 0 && time.Now().After(stallAt) {
+			k++
+			if err := stallPublish(w, s, k, stall); err != nil {
+				return err
+			}
+			stall = 0
 		}
 		w.Heartbeat()
 	}
@@ -96,6 +109,22 @@ func writerProcess(name string) error {
 	}
 	fmt.Printf("published %d\n", k)
 	return w.Close()
+}
+
+// stallPublish publishes the k-th snapshot, sleeping for stall between
+// Begin and Commit: readers of its slot find it odd all along, and the
+// heartbeat does not move.
+func stallPublish(w *Writer, s *Snapshot, k uint64, stall time.Duration) error {
+	fillSnapshot(s, uint16(k%procInstruments), k, procDepth)
+	var p Pending
+	if err := w.Begin(Slot{}, s, len(s.Bids), len(s.Asks), &p); err != nil {
+		return err
+	}
+	copy(p.Bids, s.Bids)
+	copy(p.Asks, s.Asks)
+	time.Sleep(stall)
+	w.Commit(&p)
+	return nil
 }
 
 // holdProcess creates a feed, publishes one snapshot and waits for its stdin
@@ -122,8 +151,13 @@ func holdProcess(name string) error {
 // readerProcess reads random instruments and follows the journal until the
 // writer closes the feed, verifying every snapshot; a slow reader lets the
 // journal overrun it every other poll.
+//
+// It is a test of torn copies, not of liveness: a live writer that the
+// machine stalls for longer than the default stale limit (1 s) is not
+// dead to it (openTornReader), and a slot such a writer held odd for over
+// a second (ErrBusy) is read again later.
 func readerProcess(name string, slow bool) error {
-	r, err := OpenWait(name, 10*time.Second, time.Millisecond)
+	r, err := openTornReader(name)
 	if err != nil {
 		return err
 	}
@@ -132,13 +166,17 @@ func readerProcess(name string, slow bool) error {
 	f := r.Follow()
 	dst := make([]Update, 64)
 	last := make([]uint64, procInstruments)
-	var reads, updates, stale int
+	var reads, updates, stale, busy int
 	rng := rand.New(rand.NewPCG(uint64(os.Getpid()), 1))
 	check := func(loc uint16) error {
 		v, err := r.Read(loc, buf)
 		if errors.Is(err, ErrNoData) || errors.Is(err, ErrUnknownLocate) {
 			// Not published or not registered yet (a reader that
 			// attached before the writer).
+			return nil
+		}
+		if errors.Is(err, ErrBusy) {
+			busy++
 			return nil
 		}
 		if err != nil {
@@ -177,7 +215,7 @@ func readerProcess(name string, slow bool) error {
 					return err
 				}
 			}
-			fmt.Printf("stats reads %d updates %d overruns %d lost %d stale %d\n", reads, updates, f.Overruns(), f.Lost(), stale)
+			fmt.Printf("stats reads %d updates %d overruns %d lost %d stale %d busy %d\n", reads, updates, f.Overruns(), f.Lost(), stale, busy)
 			return nil
 		}
 		if err != nil && !errors.Is(err, ErrOverrun) {
@@ -190,15 +228,40 @@ func readerProcess(name string, slow bool) error {
 			if u.Version < last[u.Locate] {
 				stale++
 			}
+			busy0 := busy
 			if err := check(u.Locate); err != nil {
 				return err
 			}
-			if last[u.Locate] < u.Version {
+			if busy == busy0 && last[u.Locate] < u.Version {
 				return fmt.Errorf("locate %d: read version %d after journal version %d", u.Locate, last[u.Locate], u.Version)
 			}
 		}
 	}
 	return errors.New("writer did not close the feed within 30s")
+}
+
+// tornStaleAfter is the stale limit of the torn-read tests' readers (Go,
+// C++, Python): far beyond any stall of a live writer on a loaded machine.
+// A writer that exits is still dead to them after two heartbeat intervals
+// (its pid gone), one that closes the feed ErrClosed.
+const tornStaleAfter = time.Hour
+
+// tornStall is how long the torn-read tests' writer stalls once inside a
+// publish (writerProcess, FH_SHM_TEST_STALL): past the readers' default
+// stale limit and busy timeout, 1 s, which a loaded machine's stall of a
+// live writer once exceeded (ErrWriterDead from a wait).
+const tornStall = "1500ms"
+
+// openTornReader opens name for a torn-read test's reader, waiting up to
+// 10 s for the writer to create it, with the stale limit tornStaleAfter.
+func openTornReader(name string) (*Reader, error) {
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		r, err := OpenWith(name, OpenOptions{StaleAfter: tornStaleAfter})
+		if err == nil || !errors.Is(err, ErrNotExist) || time.Now().After(deadline) {
+			return r, err
+		}
+		time.Sleep(time.Millisecond)
+	}
 }
 
 // child is a helper process.
@@ -285,7 +348,10 @@ func testCrossProcess(t *testing.T, journalMode string) {
 	name := testName(t)
 	// The slow reader starts before the writer exists and waits for it.
 	slow := startChild(t, "reader", name, "FH_SHM_TEST_SLOW=1")
-	w := startChild(t, "writer", name, "FH_SHM_TEST_DURATION=2s", "FH_SHM_TEST_JOURNAL=256", journalMode)
+	// The writer stalls once for longer than the readers' default stale
+	// limit and busy timeout (1 s), as a loaded machine may stall it:
+	// still alive, it is not dead to them, and they read on.
+	w := startChild(t, "writer", name, "FH_SHM_TEST_DURATION=2s", "FH_SHM_TEST_JOURNAL=256", "FH_SHM_TEST_STALL="+tornStall, journalMode)
 	w.waitLine(t, "ready")
 	fast := startChild(t, "reader", name)
 	published := w.waitLine(t, "published")

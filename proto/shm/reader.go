@@ -121,13 +121,15 @@ func OpenWith(name string, opt OpenOptions) (*Reader, error) {
 	}
 	r := &Reader{m: mapping{mem: mem}, path: path, file: f, fd: int(f.Fd()), ino: st.Ino, dev: st.Dev}
 	openMapped(path)
+	// The clocks before the heartbeat is loaded (liveness.age).
+	rt, mono := realNanos(), monoNanos()
 	hb, err := r.readMapped(st.Size)
 	if err != nil {
 		unix.Munmap(mem)
 		return nil, fmt.Errorf("open shm %s: %w", path, err)
 	}
 	mapped = true
-	r.live.start(hb)
+	r.live.start(hb, rt, mono)
 	r.stale = opt.StaleAfter
 	if r.stale <= 0 {
 		r.stale = max(10*time.Duration(r.l.heartbeatEvery), time.Second)
@@ -266,7 +268,7 @@ func (r *Reader) writerGone() error {
 	if atomic.LoadUint32(r.m.u32(offState)) == stateClosed {
 		return fmt.Errorf("check shm %s: %w", r.path, ErrClosed)
 	}
-	age := r.live.age(atomic.LoadInt64(r.m.i64(offHeartbeat)))
+	age := r.live.age(r.m.i64(offHeartbeat))
 	// The pid alone does not say: a reader in another pid namespace (a
 	// container) sees no such process, or another one, under the
 	// writer's pid. Gone and two heartbeats missed is dead, sooner than
@@ -298,22 +300,30 @@ type liveness struct {
 	beat int64 // monotonic ns at which the writer is taken to have stored hb
 }
 
-// start is the look at open: the heartbeat's realtime age (0 if in the
-// future) places the beat.
-func (l *liveness) start(hb int64) {
-	m := monoNanos()
-	l.hb, l.seen, l.beat = hb, m, m-max(subSat(realNanos(), hb), 0)
+// start is the look at open: the heartbeat hb's realtime age (0 if in the
+// future) at the clocks' readings r and m, taken before hb was loaded,
+// places the beat.
+func (l *liveness) start(hb, r, m int64) {
+	l.hb, l.seen, l.beat = hb, m, m-max(subSat(r, hb), 0)
 }
 
-// age looks at the heartbeat hb and returns how long ago the writer stored
+// age loads the heartbeat at p and returns how long ago the writer stored
 // it: a value other than the last one seen was stored since the previous
 // look, at the time its realtime age says, kept within that interval (a
 // clock step cannot move it further); the same value has aged by the
 // monotonic clock since.
-func (l *liveness) age(hb int64) time.Duration {
-	r, m := realNanos(), monoNanos()
+//
+// The clocks are read first, then the heartbeat: a reader that loses its
+// CPU in between (a loaded machine, a stopped process) loads a heartbeat
+// at least as new as the clocks' readings, and the age is at most the
+// true one. The other way round its own stall was the writer's age: after
+// a stall longer than the stale limit, ErrWriterDead for a writer that had
+// beaten all along.
+func (l *liveness) age(p *int64) time.Duration {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	r, m := realNanos(), monoNanos()
+	hb := atomic.LoadInt64(p)
 	if hb != l.hb {
 		since := max(m-l.seen, 0)
 		l.hb, l.beat = hb, m-min(max(subSat(r, hb), 0), since)

@@ -6,11 +6,14 @@
 //   shm_driver json NAME        books as `feedhandler bookview --once --json` prints them
 //   shm_driver follow NAME      wait for NAME, follow the journal until the feed is closed,
 //                               print "attached" when following, then the books it holds as JSON
-//   shm_driver torn NAME [slow] read and follow a writer at full speed, recomputing every
-//                               field from (locate, seq); "stats ..." at the end
+//   shm_driver torn NAME [slow|fast [STALE_NS]]
+//                               read and follow a writer at full speed, recomputing every
+//                               field from (locate, seq); "stats ..." at the end. STALE_NS
+//                               is the stale limit (OpenOptions::stale_after_ns, 0: the
+//                               default); a slot held over a second (Busy) is read again later
 //   shm_driver session NAME     commands on stdin (open, check, read L, follow, poll, wait MS,
-//                               waitloop MS FOR_MS CHECK_MS, chdir DIR, path, stats, close),
-//                               one result line each
+//                               waitloop MS FOR_MS CHECK_MS, chdir DIR, path, stats, close,
+//                               stall S, skew S), one result line each
 //   shm_driver bench-read NAME N  consistent reads of locate 1: "read median-ns X min-ns Y"
 //   shm_driver latency NAME     publish-to-read latency per journal update until closed
 //   shm_driver noalloc NAME     every reader call, counting operator new: "allocs N"
@@ -29,6 +32,34 @@
 
 namespace fs = feedhandler::shm;
 using fs::Error;
+
+// The program's clock_gettime stands in for the C library's (the reader's
+// clocks, detail::realtime_ns and monotonic_ns, call it), so that the
+// session commands stall and skew can move this process's clocks: both by
+// g_clock_off ns. With g_stall_ns set, the next reading of CLOCK_REALTIME
+// first adds it to the offset and stores a heartbeat of that moment into
+// the feed file g_stall_path: a reader that lost its CPU that long, inside
+// a look at the heartbeat, while the writer beat on.
+static std::atomic<int64_t> g_clock_off{0}, g_stall_ns{0};
+static std::string g_stall_path;
+
+extern "C" int clock_gettime(clockid_t c, struct timespec* ts) noexcept {
+  if (syscall(SYS_clock_gettime, c, ts) != 0) return -1;
+  if (c != CLOCK_REALTIME && c != CLOCK_MONOTONIC) return 0;
+  int64_t stall = c == CLOCK_REALTIME ? g_stall_ns.exchange(0) : 0;
+  int64_t off = g_clock_off.fetch_add(stall) + stall;
+  int64_t ns = int64_t(ts->tv_sec) * 1000000000 + ts->tv_nsec + off;
+  if (stall != 0) {
+    int fd = ::open(g_stall_path.c_str(), O_WRONLY | O_CLOEXEC);
+    if (fd >= 0) {
+      if (::pwrite(fd, &ns, sizeof ns, 256) != sizeof ns) std::perror("stall: heartbeat");
+      ::close(fd);
+    }
+  }
+  ts->tv_sec = ns / 1000000000;
+  ts->tv_nsec = ns % 1000000000;
+  return 0;
+}
 
 // GCC pairs the inlined replacement operator delete's free() with the
 // operator new it can see and warns, although both sides are replaced.
@@ -268,21 +299,31 @@ bool check_view(const fs::View& v, uint32_t depth, std::string& why) {
 }
 
 // cmd_torn is the C++ twin of the Go readerProcess: random reads and journal
-// follows against a writer publishing at full speed, until it closes.
-int cmd_torn(const char* name, bool slow) {
+// follows against a writer publishing at full speed, until it closes. A
+// test of torn copies, not of liveness: the Go test gives a stale limit
+// beyond any stall of a live writer on a loaded machine, and a read that
+// met a slot held odd for over a second (Busy: a live writer stalled
+// inside a publish) is not an error.
+int cmd_torn(const char* name, bool slow, int64_t stale_ns) {
   fs::Reader r;
-  if (Error e = r.open_wait(name, 10000000000, 1000000); e != Error::Ok) return fail("open", e);
+  fs::OpenOptions oo;
+  oo.stale_after_ns = stale_ns;
+  if (Error e = r.open_wait(name, 10000000000, 1000000, oo); e != Error::Ok) return fail("open", e);
   const uint32_t depth = r.info().depth;
   const uint32_t count = r.info().instruments;
   fs::Follower f = r.follow();
   std::vector<uint64_t> last(65536);
-  uint64_t reads = 0, updates = 0;
+  uint64_t reads = 0, updates = 0, busy = 0;
   std::mt19937_64 rng{uint64_t(getpid())};
   std::string why;
   auto check = [&](uint16_t loc) -> bool {
     fs::View v;
     Error e = r.read(loc, g_buf, kBufSize, v);
     if (e == Error::NoData || e == Error::UnknownLocate) return true;
+    if (e == Error::Busy) {
+      busy++;
+      return true;
+    }
     if (e != Error::Ok) {
       why = std::string("read: ") + fs::error_name(e);
       return false;
@@ -321,7 +362,7 @@ int cmd_torn(const char* name, bool slow) {
       uint16_t loc = uint16_t(trng() % count);
       fs::View v;
       Error e = r.read(loc, mem.data(), mem.size() * 8, v);
-      if (e == Error::NoData || e == Error::UnknownLocate) continue;
+      if (e == Error::NoData || e == Error::UnknownLocate || e == Error::Busy) continue;
       if (e != Error::Ok) {
         thread_error = std::string("thread read: ") + fs::error_name(e);
         return;
@@ -372,18 +413,19 @@ int cmd_torn(const char* name, bool slow) {
         return 1;
       }
       std::printf("stats reads %" PRIu64 " updates %" PRIu64 " overruns %" PRIu64 " lost %" PRIu64
-                  " thread-reads %" PRIu64 "\n",
-                  reads, updates, f.overruns(), f.lost(), thread_reads);
+                  " thread-reads %" PRIu64 " busy %" PRIu64 "\n",
+                  reads, updates, f.overruns(), f.lost(), thread_reads, busy);
       return 0;
     }
     if (e != Error::Ok && e != Error::Overrun) return fail("wait", e);
     for (size_t i = 0; i < n; i++) {
       updates++;
+      uint64_t busy0 = busy;
       if (!check(ups[i].locate)) {
         std::printf("error %s\n", why.c_str());
         return 1;
       }
-      if (last[ups[i].locate] < ups[i].version) {
+      if (busy == busy0 && last[ups[i].locate] < ups[i].version) {
         std::printf("error locate %u: read version %" PRIu64 " after journal version %" PRIu64 "\n",
                     unsigned(ups[i].locate), last[ups[i].locate], ups[i].version);
         return 1;
@@ -426,6 +468,13 @@ int cmd_session(const char* name) {
       std::printf("\n");
     } else if (c == "check") {
       std::printf("check %s\n", fs::error_name(r.check()));
+    } else if (c == "stall") {  // stall S: the next realtime reading comes S seconds on, the writer having beaten
+      g_stall_path = r.path();
+      g_stall_ns = int64_t(arg) * 1000000000;
+      std::printf("stall Ok\n");
+    } else if (c == "skew") {  // skew S: both clocks S seconds on
+      g_clock_off += int64_t(arg) * 1000000000;
+      std::printf("skew Ok\n");
     } else if (c == "read") {
       fs::View v;
       Error e = r.read(uint16_t(arg), g_buf, kBufSize, v);
@@ -701,7 +750,9 @@ int main(int argc, char** argv) {
   const char* name = argv[2];
   if (mode == "json") return cmd_json(name);
   if (mode == "follow") return cmd_follow(name);
-  if (mode == "torn") return cmd_torn(name, argc > 3 && std::string(argv[3]) == "slow");
+  if (mode == "torn") {
+    return cmd_torn(name, argc > 3 && std::string(argv[3]) == "slow", argc > 4 ? std::atoll(argv[4]) : 0);
+  }
   if (mode == "session") return cmd_session(name);
   if (mode == "bench-read") return cmd_bench_read(name, argc > 3 ? std::atol(argv[3]) : 1000000);
   if (mode == "latency") return cmd_latency(name);

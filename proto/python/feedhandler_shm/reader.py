@@ -349,7 +349,7 @@ class Reader:
         except BaseException:
             self.close()
             raise
-        self._live_start(L.I64.unpack_from(self._mv, L.OFF_HEARTBEAT)[0])
+        self._live_start()
         if stale_after is None or stale_after <= 0:
             # In integer ns, as Go and C++ compute it (float seconds would
             # be 1 ns short for some intervals).
@@ -494,7 +494,7 @@ class Reader:
             pid_gone = True
         except PermissionError:
             pass  # alive, another user's process
-        age = self._heartbeat_age(L.I64.unpack_from(self._mv, L.OFF_HEARTBEAT)[0])
+        age = self._heartbeat_age()
         if pid_gone and age > 2 * self._hb_every:
             raise WriterDeadError("check shm %s: pid %d gone: writer is dead" % (self.path, self._pid))
         if age > self._stale_ns:
@@ -508,17 +508,29 @@ class Reader:
     # place a change seen within the time since the previous look; between
     # changes the age grows on the monotonic clock.
 
-    def _live_start(self, hb):
-        """The look at open: the realtime age (0 if in the future) places the beat."""
-        m = _mono_ns()
-        self._live_hb, self._live_seen, self._live_beat = hb, m, m - max(_real_ns() - hb, 0)
-
-    def _heartbeat_age(self, hb):
-        """How long ago (ns) the writer stored heartbeat hb: a value other than
-        the last one seen was stored since the previous look, when its realtime
-        age says, kept within that interval (a clock step cannot move it
-        further); the same value has aged by the monotonic clock since."""
+    def _live_start(self):
+        """The look at open: the heartbeat's realtime age (0 if in the future)
+        places the beat. The clocks are read before the heartbeat, as in
+        _heartbeat_age."""
         r, m = _real_ns(), _mono_ns()
+        hb = L.I64.unpack_from(self._mv, L.OFF_HEARTBEAT)[0]
+        self._live_hb, self._live_seen, self._live_beat = hb, m, m - max(r - hb, 0)
+
+    def _heartbeat_age(self):
+        """Loads the heartbeat and returns how long ago (ns) the writer stored
+        it: a value other than the last one seen was stored since the previous
+        look, when its realtime age says, kept within that interval (a clock
+        step cannot move it further); the same value has aged by the monotonic
+        clock since.
+
+        The clocks are read first, then the heartbeat: a reader that loses the
+        CPU in between (a loaded machine, a stopped process, another thread
+        holding the GIL) loads a heartbeat at least as new as the clocks'
+        readings, and the age is at most the true one. The other way round its
+        own stall was the writer's age: past the stale limit, WriterDeadError
+        for a writer that had beaten all along."""
+        r, m = _real_ns(), _mono_ns()
+        hb = L.I64.unpack_from(self._mv, L.OFF_HEARTBEAT)[0]
         if hb != self._live_hb:
             since = max(m - self._live_seen, 0)
             self._live_hb, self._live_beat = hb, m - min(max(r - hb, 0), since)

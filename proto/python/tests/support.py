@@ -99,6 +99,15 @@ def feed_name(test, tag=""):
     return path
 
 
+# The torn-read tests' readers (proto/shm tornStaleAfter, tornStall): a
+# stale limit (s) far beyond any stall of a live writer on a loaded
+# machine (a writer that exits is still dead after two heartbeat
+# intervals, its pid gone), and the one stall their writer makes inside a
+# publish, past the default stale limit and busy timeout (1 s).
+TORN_STALE_AFTER = 3600
+TORN_STALL = "1500ms"
+
+
 class Writer:
     """A Go writer process (proto/python TestHelperProcess) in one role."""
 

@@ -626,13 +626,7 @@ class LifecycleTest(unittest.TestCase):
                 r.check()  # before: WriterDeadError
 
         with self.subTest("reader realtime an hour back, writer stopped"):
-            struct.pack_into("<q", mm, layout.OFF_HEARTBEAT, time.time_ns())
-            r = shm.open(name)
-            self.addCleanup(r.close)
-            r.check()
-            real, mono = reader_mod._real_ns, reader_mod._mono_ns
-            self.addCleanup(setattr, reader_mod, "_real_ns", real)
-            self.addCleanup(setattr, reader_mod, "_mono_ns", mono)
+            r, real, mono = self._open_fresh_clocks_saved(name, mm)
             reader_mod._real_ns = lambda: real() - 3600 * 10**9
             reader_mod._mono_ns = lambda: mono() + 11 * 10**9  # past the stale limit, heartbeat unchanged
             with self.assertRaises(shm.WriterDeadError):
@@ -640,6 +634,53 @@ class LifecycleTest(unittest.TestCase):
             struct.pack_into("<q", mm, layout.OFF_HEARTBEAT, time.time_ns())
             r.check()  # it beat again
             reader_mod._real_ns, reader_mod._mono_ns = real, mono
+
+    def _open_fresh_clocks_saved(self, name, mm):
+        """A reader of feed name, open and checked just after a beat written
+        through mm, and the reader's clocks (reader._real_ns, _mono_ns),
+        put back at the test's end, so that the test may replace them."""
+        from feedhandler_shm import reader as reader_mod
+
+        struct.pack_into("<q", mm, layout.OFF_HEARTBEAT, time.time_ns())
+        r = shm.open(name)
+        self.addCleanup(r.close)
+        r.check()
+        real, mono = reader_mod._real_ns, reader_mod._mono_ns
+        self.addCleanup(setattr, reader_mod, "_real_ns", real)
+        self.addCleanup(setattr, reader_mod, "_mono_ns", mono)
+        return r, real, mono
+
+    def test_liveness_reader_stall(self):
+        """A reader that loses the CPU in the middle of a look at the heartbeat
+        (a loaded machine, a stopped process) for longer than the stale limit,
+        while the writer beats on, does not take its own stall for the
+        writer's age. Before, it loaded the heartbeat and then read its
+        clocks: the heartbeat it held was as old as its stall, and a stall
+        past the stale limit read as WriterDeadError for a writer that never
+        missed a beat (Go's TestLivenessReaderStall)."""
+        from feedhandler_shm import reader as reader_mod
+
+        # a live pid: only the stale limit (10 s) says dead
+        name, mm = self._open_feed_mapped(os.getpid())
+        r, real, mono = self._open_fresh_clocks_saved(name, mm)
+        off = [0]
+        stall = [True]
+
+        def stalled_real():
+            # The next reading of the reader's realtime clock comes after a
+            # stall of 12 s of both its clocks, at whose end the writer beats.
+            if stall[0]:
+                stall[0] = False
+                off[0] += 12 * 10**9
+                struct.pack_into("<q", mm, layout.OFF_HEARTBEAT, real() + off[0])
+            return real() + off[0]
+
+        reader_mod._real_ns = stalled_real
+        reader_mod._mono_ns = lambda: mono() + off[0]
+        r.check()  # before: WriterDeadError, heartbeat 12 s old
+        off[0] += 12 * 10**9  # a writer that stops beating is still dead past the stale limit
+        with self.assertRaises(shm.WriterDeadError):
+            r.check()
 
     def test_stale_heartbeat(self):
         name = support.feed_name(self)

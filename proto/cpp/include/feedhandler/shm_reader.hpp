@@ -577,7 +577,7 @@ class Reader {
       close();
       return e;
     }
-    live_start(heartbeat_ns());
+    live_start();
     stale_ns_ = opt.stale_after_ns;
     if (stale_ns_ <= 0) {
       stale_ns_ = 10 * info_.heartbeat_interval_ns;
@@ -777,7 +777,7 @@ class Reader {
   // when a new writer has replaced the file since.
   Error writer_gone() const noexcept {
     if (load_acquire<uint32_t>(detail::kOffState) == detail::kStateClosed) return Error::Closed;
-    int64_t age = heartbeat_age(heartbeat_ns());
+    int64_t age = heartbeat_age();
     // The pid alone does not say: a reader in another pid namespace (a
     // container) sees no such process, or another one, under the writer's
     // pid. Gone and two heartbeats missed is dead, sooner than the stale
@@ -798,23 +798,32 @@ class Reader {
   // since its previous look; between changes the age grows on the
   // monotonic clock.
   //
-  // live_start is the look at open: the realtime age (0 if in the future)
-  // places the beat.
-  void live_start(int64_t hb) noexcept {
-    int64_t m = detail::monotonic_ns(), a = detail::sub_sat(detail::realtime_ns(), hb);
+  // live_start is the look at open: the heartbeat's realtime age (0 if in
+  // the future) places the beat. The clocks are read before the heartbeat,
+  // as in heartbeat_age.
+  void live_start() noexcept {
+    int64_t r = detail::realtime_ns(), m = detail::monotonic_ns();
+    int64_t hb = heartbeat_ns(), a = detail::sub_sat(r, hb);
     live_hb_ = hb;
     live_seen_ = m;
     live_beat_ = detail::sub_sat(m, a > 0 ? a : 0);
   }
-  // heartbeat_age looks at the heartbeat hb and returns how long ago (ns)
-  // the writer stored it: a value other than the last one seen was stored
-  // since the previous look, when its realtime age says, kept within that
+  // heartbeat_age loads the heartbeat and returns how long ago (ns) the
+  // writer stored it: a value other than the last one seen was stored since
+  // the previous look, when its realtime age says, kept within that
   // interval (a clock step cannot move it further); the same value has aged
   // by the monotonic clock since. const calls run in several threads
   // (read's slow path, check): live_lock_ guards the fields.
-  int64_t heartbeat_age(int64_t hb) const noexcept {
-    int64_t r = detail::realtime_ns(), m = detail::monotonic_ns();
+  //
+  // The clocks are read first, then the heartbeat: a reader that loses its
+  // CPU in between (a loaded machine, a stopped process) loads a heartbeat
+  // at least as new as the clocks' readings, and the age is at most the
+  // true one. The other way round its own stall was the writer's age: past
+  // the stale limit, WriterDead for a writer that had beaten all along.
+  int64_t heartbeat_age() const noexcept {
     while (__atomic_exchange_n(&live_lock_, 1, __ATOMIC_ACQUIRE) != 0) sched_yield();
+    int64_t r = detail::realtime_ns(), m = detail::monotonic_ns();
+    int64_t hb = heartbeat_ns();
     if (hb != live_hb_) {
       int64_t since = m > live_seen_ ? m - live_seen_ : 0;
       int64_t a = detail::sub_sat(r, hb);
