@@ -498,7 +498,7 @@ func (a *Arbiter) Offer(line int, data []byte, rxTime int64) {
 	if p.Seq > a.next && p.Seq-a.next > a.cfg.MaxJump {
 		// Only jumps that agree with each other (one sequence that moved
 		// on) confirm; random sequence numbers never do.
-		if a.suspect > 0 && (p.Seq > a.suspectNext+candidateWindow || p.Next()+candidateWindow < a.suspectNext) {
+		if a.suspect > 0 && outsideWindow(p, a.suspectNext) {
 			a.suspect = 0
 		}
 		a.suspectNext = p.Next()
