@@ -21,8 +21,9 @@ type ArbiterConfig struct {
 	// Lines is the number of configured lines (1 or 2; default 2).
 	Lines int
 	// Grace is how long packets after a missing sequence number are held
-	// back once every live line has moved past it (default 200µs): it
-	// absorbs reordering inside a line.
+	// back once every live line has moved past it (default 200µs), by each
+	// line's clock from its first packet past it (never longer than Hold
+	// from when the gap appeared): it absorbs reordering inside a line.
 	Grace time.Duration
 	// Hold is how long they are held back while some live line may still
 	// deliver it (default 20ms): the largest skew between the lines that
@@ -179,6 +180,10 @@ type Arbiter struct {
 	lastRx  [MaxLines]int64  // per line: rx time of its last packet
 	startRx int64            // rx time of the session's first packet
 	suspect int              // consecutive packets that jumped more than MaxJump
+	// pastRx: per line, the rx time of the packet that took it past the
+	// next expected sequence number (a heartbeat, or a packet held
+	// beyond it) from at or behind it: its wait by Grace starts there.
+	pastRx [MaxLines]int64
 	// behindPkt: per line, its packet count (LineStats.Packets) at its
 	// last packet behind both the line's own highest and next: the line's
 	// latest packet is such a one while it equals the count.
@@ -534,6 +539,9 @@ func (a *Arbiter) Offer(line int, data []byte, rxTime int64) {
 			a.ended = true
 		}
 		// Its sequence number is the next one the line would send.
+		if p.Seq > a.next && a.high[line] <= a.next {
+			a.pastRx[line] = rxTime
+		}
 		if p.Seq > a.high[line] {
 			if a.high[line] != 0 && p.Seq > a.high[line] {
 				ls.LineGaps++
@@ -549,6 +557,7 @@ func (a *Arbiter) Offer(line int, data []byte, rxTime int64) {
 	end := p.Next()
 	n := uint64(p.Messages())
 	ls.Messages += n
+	high := a.high[line] // before this packet
 	switch {
 	case a.high[line] == 0:
 	case p.Seq < a.high[line]:
@@ -574,6 +583,9 @@ func (a *Arbiter) Offer(line int, data []byte, rxTime int64) {
 		a.drain()
 		a.checkGap(rxTime, false)
 	default:
+		if high <= a.next {
+			a.pastRx[line] = rxTime // moved past next with this packet
+		}
 		switch a.hold(data, p, rxTime, false) {
 		case holdDuplicate:
 			ls.Duplicates++ // the other line's copy is held already
@@ -757,7 +769,7 @@ func (a *Arbiter) restart(line int, rxTime int64, end uint64) {
 	a.Stats.Restarts++
 	a.restartRx, a.restartPassed = rxTime, 0
 	a.next, a.startRx = 1, rxTime
-	a.high[line], a.lastRx[line] = end, rxTime
+	a.high[line], a.lastRx[line], a.pastRx[line] = end, rxTime, rxTime
 	if a.onSession != nil {
 		a.onSession(a.session, a.session)
 	}
@@ -935,6 +947,7 @@ func (a *Arbiter) clockBack(now int64) {
 	for i := 0; i < a.cfg.Lines; i++ {
 		a.lastRx[i] = min(a.lastRx[i], now)
 		a.readRx[i] = min(a.readRx[i], now)
+		a.pastRx[i] = min(a.pastRx[i], now)
 	}
 	a.startRx = min(a.startRx, now)
 }
@@ -1184,12 +1197,17 @@ func (a *Arbiter) checkGap(now int64, idle bool) {
 			// Read past its last packet of the session: what it brought
 			// of the session before then was read (rejected).
 			clock = max(clock, a.afterStep(i, a.readRx[i]))
-			wait := a.cfg.Hold
 			if a.high[i] > a.next {
-				wait = a.cfg.Grace
+				// Moved past the hole: done Grace after it did (by its
+				// own clock: a line read behind the other moves past
+				// later, and reorders by its own stamps), or once Hold
+				// ran out, as for a line that did not.
 				passed = min(passed, a.high[i])
-			}
-			if clock-a.gapSince < int64(wait) {
+				since := max(a.gapSince, a.afterStep(i, a.pastRx[i]))
+				if clock-since < int64(a.cfg.Grace) && clock-a.gapSince < int64(a.cfg.Hold) {
+					return
+				}
+			} else if clock-a.gapSince < int64(a.cfg.Hold) {
 				return
 			}
 		}

@@ -253,7 +253,7 @@ func (a *Arbiter) dropSession() {
 		a.popHeld()
 	}
 	a.high = [MaxLines]uint64{}
-	a.lastRx = [MaxLines]int64{}
+	a.lastRx, a.pastRx = [MaxLines]int64{}, [MaxLines]int64{}
 	a.ended, a.frozen, a.recovering, a.gapSince, a.suspect = false, false, false, 0, 0
 	a.behindPkt, a.regressFrom, a.Stats.Behind = [MaxLines]uint64{}, 0, false
 	a.restartRx = 0
