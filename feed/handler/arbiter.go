@@ -316,7 +316,7 @@ func (a *Arbiter) OfferRecovered(data []byte, p moldudp64.Packet, rxTime int64) 
 		a.drain()
 		a.repairing = false
 	default:
-		if a.hold(data, p, rxTime, true) != holdOK {
+		if a.hold(data, p, rxTime, fromRecovery) != holdOK {
 			// Full (asked again later) or held already (a line's copy,
 			// or this answer's).
 			a.Stats.RecoveredUnused += uint64(p.Messages())
@@ -586,7 +586,7 @@ func (a *Arbiter) Offer(line int, data []byte, rxTime int64) {
 		if high <= a.next {
 			a.pastRx[line] = rxTime // moved past next with this packet
 		}
-		switch a.hold(data, p, rxTime, false) {
+		switch a.hold(data, p, rxTime, line) {
 		case holdDuplicate:
 			ls.Duplicates++ // the other line's copy is held already
 		case holdOK:
@@ -595,7 +595,7 @@ func (a *Arbiter) Offer(line int, data []byte, rxTime int64) {
 		case holdFull:
 			ls.Won++
 			a.ended = false
-			if a.handOver(data, p, rxTime) {
+			if a.handOver(line, data, p, rxTime) {
 				break // held in the spill while the recovery source fills the range
 			}
 			if a.recovering {
@@ -616,7 +616,7 @@ func (a *Arbiter) Offer(line int, data []byte, rxTime int64) {
 				a.drain()
 			}
 			if a.frozen {
-				if a.hold(data, p, rxTime, false) == holdFull { // now with the spill's room
+				if a.hold(data, p, rxTime, line) == holdFull { // now with the spill's room
 					a.Stats.FrozenTooLarge++ // re-requested after Unfreeze, as a gap
 				}
 			} else if end > a.next {
@@ -814,7 +814,7 @@ func (a *Arbiter) refreshBehind() {
 // live line might still fill the missing range: rather than declare it, it
 // hands the range to the recovery source, if one takes it, and holds p in
 // the spill, which holds more. It reports whether p is held.
-func (a *Arbiter) handOver(data []byte, p moldudp64.Packet, rxTime int64) bool {
+func (a *Arbiter) handOver(line int, data []byte, p moldudp64.Packet, rxTime int64) bool {
 	if a.recovering || a.frozen || a.onMissing == nil || a.pend.n == 0 || a.pend.n >= a.cfg.Spill || len(data) > a.pend.slotSize {
 		return false
 	}
@@ -825,7 +825,7 @@ func (a *Arbiter) handOver(data []byte, p moldudp64.Packet, rxTime int64) bool {
 	}
 	a.recovering, a.recoverEnd = true, target
 	a.Stats.Recoveries++
-	return a.hold(data, p, rxTime, false) == holdOK
+	return a.hold(data, p, rxTime, line) == holdOK
 }
 
 // Tick tells the Arbiter that every line was drained (a receive poll found
@@ -1070,20 +1070,24 @@ const (
 	holdFull             // no room (arena full or packet larger than a slot)
 )
 
-// hold copies p aside; recovered: it came from a recovery source.
-func (a *Arbiter) hold(data []byte, p moldudp64.Packet, rxTime int64, recovered bool) int {
+// fromRecovery is hold's line for a packet from a recovery source.
+const fromRecovery = -1
+
+// hold copies p aside, received on line (fromRecovery: from a recovery
+// source).
+func (a *Arbiter) hold(data []byte, p moldudp64.Packet, rxTime int64, line int) int {
 	limit := a.cfg.MaxPending
 	if a.recovering || a.frozen {
 		limit = a.cfg.Spill
 	}
-	r := a.pend.add(data, p.Seq, p.Next(), rxTime, limit, recovered)
+	r := a.pend.add(data, p.Seq, p.Next(), rxTime, limit, line)
 	if r == holdFull && a.frozen && a.pend.n > 0 && len(data) <= a.pend.slotSize {
 		// Spilling during a snapshot: keep the newest. A packet larger
 		// than a slot cannot be held whatever is dropped: the caller
 		// counts it and leaves what is held alone.
 		a.popHeld()
 		a.Stats.SpillDropped++
-		r = a.pend.add(data, p.Seq, p.Next(), rxTime, limit, recovered)
+		r = a.pend.add(data, p.Seq, p.Next(), rxTime, limit, line)
 	}
 	if r == holdOK {
 		a.Stats.Held++
@@ -1142,8 +1146,10 @@ func (a *Arbiter) checkGap(now int64, idle bool) {
 			// (gapSeen), not when the first was. (Before, it went on with
 			// the first hole's: with the lines' skew over half of Hold,
 			// the second hole was declared before the lagging line
-			// brought it.)
+			// brought it.) Each line's Grace starts where it moved past
+			// this one (crossed).
 			a.gapSince = 0
+			a.crossed()
 		}
 		if a.gapSince != 0 && now < a.gapSince && (idle || a.steppedBack(a.gapSince, now)) {
 			// Before the gap was first seen, by an empty poll's clock
@@ -1243,6 +1249,34 @@ func (a *Arbiter) checkGap(now int64, idle bool) {
 	}
 }
 
+// crossScan is how many held packets crossed looks at.
+const crossScan = 64
+
+// crossed sets, for the hole now at next (the one before was filled or
+// declared), each line's pastRx to the stamp of its earliest packet held
+// beyond it (among the first crossScan held): when the line moved past
+// this hole, not a hole before it. Without, a line that moved past an
+// earlier hole had its Grace for this one counted from then: a line read
+// ahead of the other, far past, that reordered this hole's copy behind
+// its next packet had the hole declared at once. A line with no packet
+// held keeps its pastRx (a heartbeat moved it past).
+func (a *Arbiter) crossed() {
+	var first [MaxLines]int64
+	for k := 0; k < min(a.pend.n, crossScan); k++ {
+		e := a.pend.at(k)
+		for i := 0; i < a.cfg.Lines; i++ {
+			if t := e.lineRx[i]; t != 0 && (first[i] == 0 || t < first[i]) {
+				first[i] = t
+			}
+		}
+	}
+	for i := 0; i < a.cfg.Lines; i++ {
+		if first[i] != 0 {
+			a.pastRx[i] = first[i]
+		}
+	}
+}
+
 // declareGap reports [next, target) missing at now and moves next to target.
 func (a *Arbiter) declareGap(target uint64, now int64) {
 	if target <= a.next {
@@ -1274,6 +1308,8 @@ type pendEntry struct {
 	slot      int32
 	size      int32
 	recovered bool // sent by a recovery source (OfferRecovered), not a line
+	// lineRx: per line, the stamp of its first copy (0: none yet).
+	lineRx [MaxLines]int64
 }
 
 func (q *pending) init(slots, slotSize int) {
@@ -1312,11 +1348,14 @@ func (q *pending) minSeq(seq uint64) uint64 {
 
 // add copies data in, keeping the ring sorted by seq (arrivals are mostly
 // increasing, so this is an append). A packet whose range is already held
-// is not copied again (holdDuplicate).
-func (q *pending) add(data []byte, seq, end uint64, rxTime int64, limit int, recovered bool) int {
+// is not copied again (holdDuplicate); its line's stamp is noted.
+func (q *pending) add(data []byte, seq, end uint64, rxTime int64, limit int, line int) int {
 	for i := q.n - 1; i >= 0; i-- {
 		e := q.at(i)
 		if e.seq == seq && e.end >= end {
+			if line >= 0 && e.lineRx[line] == 0 {
+				e.lineRx[line] = rxTime
+			}
 			return holdDuplicate
 		}
 		if e.seq < seq {
@@ -1329,7 +1368,10 @@ func (q *pending) add(data []byte, seq, end uint64, rxTime int64, limit int, rec
 	slot := q.free[len(q.free)-1]
 	q.free = q.free[:len(q.free)-1]
 	copy(q.arena[int(slot)*q.slotSize:], data)
-	ne := pendEntry{seq: seq, end: end, rxTime: rxTime, slot: slot, size: int32(len(data)), recovered: recovered}
+	ne := pendEntry{seq: seq, end: end, rxTime: rxTime, slot: slot, size: int32(len(data)), recovered: line < 0}
+	if line >= 0 {
+		ne.lineRx[line] = rxTime
+	}
 	i := q.n
 	q.n++
 	for i > 0 && q.at(i-1).seq > seq {
