@@ -1,11 +1,13 @@
 package handler
 
 import (
+	"context"
 	"encoding/binary"
 	"math"
 	"testing"
 	"time"
 
+	"github.com/marketfeed/feedhandler/feed/itch"
 	"github.com/marketfeed/feedhandler/feed/moldudp64"
 )
 
@@ -60,4 +62,41 @@ func fixedPackets(t testing.TB, s moldudp64.Session, seq uint64, n, k int) [][]b
 		out = append(out, append([]byte(nil), b.Flush()...))
 	}
 	return out
+}
+
+// TestSnapshotNearMaxLoaded: a late join whose lines are within MaxJump
+// of 2^64-1, and a snapshot at the lines' sequence number. It is loaded.
+// Before, the lines' sequence number plus MaxJump wrapped past 2^64, so
+// every snapshot was refused as far ahead of the lines ("another
+// numbering") and the books stayed flagged.
+func TestSnapshotNearMaxLoaded(t *testing.T) {
+	const first = math.MaxUint64 - 100
+	var fetches int
+	fetch := func(_ context.Context, _ moldudp64.Session, fn func([]byte) error) (Snapshot, error) {
+		fetches++
+		fn(dirMsg("SNAP"))
+		fn(addMsg7("SNAP", 1, 1111))
+		return Snapshot{Next: first + 4}, nil // where the lines are
+	}
+	h, sh, rec := recoveryHandler(t, fetch)
+	now := int64(time.Second)
+	ev := itch.SystemEventFields{EventCode: 'Q'}
+	for i := range uint64(4) {
+		h.arb.Offer(0, sessionPacket("MAX", first+i, ev.Append(nil)), now)
+	}
+	h.arb.Tick(now + int64(time.Second/2))
+	for i := 0; rec.stats.Snapshots == 0; i++ {
+		if i == 3000 {
+			t.Fatalf("no snapshot loaded after %d fetches: %+v; failures %d (%q)", fetches, rec.stats, rec.stats.SnapshotFailures, rec.stats.LastSnapshotError)
+		}
+		time.Sleep(time.Millisecond)
+		rec.poll(time.Now().UnixNano())
+		h.endBatch()
+	}
+	if rec.stats.SnapshotFailures != 0 || h.arb.Next() != first+4 {
+		t.Fatalf("failures %d (%q), next %d; want 0, %d", rec.stats.SnapshotFailures, rec.stats.LastSnapshotError, h.arb.Next(), uint64(first+4))
+	}
+	if b := sh.books.Book(7); b == nil || b.Orders() != 1 {
+		t.Fatal("the snapshot's order is not in the book")
+	}
 }
