@@ -310,12 +310,14 @@ func (a *Arbiter) OfferRecovered(data []byte, p moldudp64.Packet, rxTime int64) 
 		a.Stats.RecoveredLate++
 		a.Stats.RecoveredUnused += uint64(p.Messages())
 		return
-	case p.Seq <= a.next:
+	case p.Seq <= a.next && !a.frozen:
 		a.repairing = true
 		a.emit(p, rxTime, true)
 		a.drain()
 		a.repairing = false
 	default:
+		// Ahead of next, or frozen (a late answer while a snapshot is
+		// fetched: held with the lines' packets until Unfreeze).
 		if a.hold(data, p, rxTime, fromRecovery) != holdOK {
 			// Full (asked again later) or held already (a line's copy,
 			// or this answer's).
