@@ -498,7 +498,9 @@ type diffArrival struct {
 // carry heartbeats, losses, duplicates, packets reordered within Grace of
 // their own stamps, packets cut short (malformed), packets of another
 // session, and on some days sequence numbers that end within a few of
-// 2^64-1 (a late join there: [1, first) is a gap). The lines' skew, a
+// 2^64-1 (a late join there: [1, first) is a gap); on half the days
+// from 1, a recovery source answers every hole with either line's
+// packets (then nothing may be declared). The lines' skew, a
 // packet's span and the jitter stay under Hold, so nothing a line brought
 // may be declared missing; every bad datagram is counted in its line's
 // statistics (Malformed with its parse error, WrongSession).
@@ -532,6 +534,7 @@ func testArbiterDifferential(t *testing.T, seed uint64) {
 	other := moldudp64.NewSession("OTHER00001")
 
 	have := make([]bool, n) // seq first+i brought by a line, whole
+	var built [][]byte      // every data packet of either line, lost or not
 	var lines [2]diffLine
 	msg := make([]byte, 12)
 	for l := range lines {
@@ -576,6 +579,7 @@ func testArbiterDifferential(t *testing.T, seed uint64) {
 				seq++
 			}
 			p := b.Flush()
+			built = append(built, append([]byte(nil), p...))
 			if rng.Float64() < loss[l] {
 				continue
 			}
@@ -614,6 +618,25 @@ func testArbiterDifferential(t *testing.T, seed uint64) {
 		cfg.MaxJump = math.MaxUint64 // joined near 2^64: taken at face value
 	}
 	a, s := newTestArbiter(t, cfg)
+	// On half the days from sequence number 1, a recovery source takes
+	// every hole; its answer (each packet of either line that overlaps
+	// the range: one line's packing, so straddling next) comes up to 3
+	// Holds later. Nothing may then be declared.
+	var answers []answer
+	withSource := first == 1 && seed%2 == 1
+	if withSource {
+		a.SetMissing(func(r moldudp64.Range, now int64) bool {
+			answers = append(answers, answer{now + rng.Int64N(int64(3*hold)), r})
+			return true
+		})
+	}
+	respond := func(r moldudp64.Range, now int64) {
+		for _, b := range built {
+			if p, _ := moldudp64.Parse(b); p.Range().Overlaps(r) {
+				a.OfferRecovered(b, p, now)
+			}
+		}
+	}
 	now := start
 	var head [2]int
 	roundGap, batch := 1+rng.Int64N(int64(2*hold)), 1+rng.IntN(64)
@@ -631,11 +654,37 @@ func testArbiterDifferential(t *testing.T, seed uint64) {
 				read++
 			}
 		}
+		due := answers[:0:0]
+		for _, ans := range answers {
+			if ans.at <= now {
+				due = append(due, ans)
+			}
+		}
+		answers = slices.DeleteFunc(answers, func(ans answer) bool { return ans.at <= now })
+		for _, ans := range due { // may ask for more (answers)
+			respond(ans.r, now)
+			read++
+		}
 		if read == 0 {
 			a.Tick(now)
 		}
 	}
-	a.Tick(now + int64(time.Hour))
+	for range 100 {
+		// An hour on: what is held is due, and asked for, answered.
+		now += int64(time.Hour)
+		a.Tick(now)
+		due := answers
+		answers = nil
+		for _, ans := range due {
+			respond(ans.r, now)
+		}
+	}
+	if withSource {
+		if len(s.gaps) != 0 || s.got != uint64(n) || a.Next() != first+uint64(n) || a.Pending() != 0 {
+			t.Fatalf("with a recovery source: declared %v; delivered %d of %d; next %d; %d held", s.gaps, s.got, n, a.Next(), a.Pending())
+		}
+		return
+	}
 
 	// What the model declares: what neither line brought whole.
 	var want []moldudp64.Range
