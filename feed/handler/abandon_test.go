@@ -32,8 +32,10 @@ func TestArbiterAbandonWaitsForSlowLine(t *testing.T) {
 	// read behind: so far up to packet 3.
 	a.Offer(1, pkts[2], 2*ms)
 	a.Offer(1, pkts[3], 3*ms)
-	for _, i := range []int{2, 3, 5, 6, 7, 8, 9} {
-		a.Offer(0, pkts[i], 5*ms)
+	// (A microsecond apart: line A waits Grace from its own first packet
+	// past the hole.)
+	for j, i := range []int{2, 3, 5, 6, 7, 8, 9} {
+		a.Offer(0, pkts[i], 5*ms+int64(j)*int64(time.Microsecond))
 	}
 	p1, _ := moldudp64.Parse(pkts[1])
 	if r, ok := a.Recovering(); !ok || r != p1.Range() {

@@ -21,8 +21,9 @@ type ArbiterConfig struct {
 	// Lines is the number of configured lines (1 or 2; default 2).
 	Lines int
 	// Grace is how long packets after a missing sequence number are held
-	// back once every live line has moved past it (default 200µs): it
-	// absorbs reordering inside a line.
+	// back once every live line has moved past it (default 200µs), by each
+	// line's clock from its first packet past it (never longer than Hold
+	// from when the gap appeared): it absorbs reordering inside a line.
 	Grace time.Duration
 	// Hold is how long they are held back while some live line may still
 	// deliver it (default 20ms): the largest skew between the lines that
@@ -179,6 +180,10 @@ type Arbiter struct {
 	lastRx  [MaxLines]int64  // per line: rx time of its last packet
 	startRx int64            // rx time of the session's first packet
 	suspect int              // consecutive packets that jumped more than MaxJump
+	// pastRx: per line, the rx time of the packet that took it past the
+	// next expected sequence number (a heartbeat, or a packet held
+	// beyond it) from at or behind it: its wait by Grace starts there.
+	pastRx [MaxLines]int64
 	// behindPkt: per line, its packet count (LineStats.Packets) at its
 	// last packet behind both the line's own highest and next: the line's
 	// latest packet is such a one while it equals the count.
@@ -305,13 +310,15 @@ func (a *Arbiter) OfferRecovered(data []byte, p moldudp64.Packet, rxTime int64) 
 		a.Stats.RecoveredLate++
 		a.Stats.RecoveredUnused += uint64(p.Messages())
 		return
-	case p.Seq <= a.next:
+	case p.Seq <= a.next && !a.frozen:
 		a.repairing = true
 		a.emit(p, rxTime, true)
 		a.drain()
 		a.repairing = false
 	default:
-		if a.hold(data, p, rxTime, true) != holdOK {
+		// Ahead of next, or frozen (a late answer while a snapshot is
+		// fetched: held with the lines' packets until Unfreeze).
+		if a.hold(data, p, rxTime, fromRecovery) != holdOK {
 			// Full (asked again later) or held already (a line's copy,
 			// or this answer's).
 			a.Stats.RecoveredUnused += uint64(p.Messages())
@@ -498,7 +505,7 @@ func (a *Arbiter) Offer(line int, data []byte, rxTime int64) {
 	if p.Seq > a.next && p.Seq-a.next > a.cfg.MaxJump {
 		// Only jumps that agree with each other (one sequence that moved
 		// on) confirm; random sequence numbers never do.
-		if a.suspect > 0 && (p.Seq > a.suspectNext+candidateWindow || p.Next()+candidateWindow < a.suspectNext) {
+		if a.suspect > 0 && outsideWindow(p, a.suspectNext) {
 			a.suspect = 0
 		}
 		a.suspectNext = p.Next()
@@ -534,6 +541,9 @@ func (a *Arbiter) Offer(line int, data []byte, rxTime int64) {
 			a.ended = true
 		}
 		// Its sequence number is the next one the line would send.
+		if p.Seq > a.next && a.high[line] <= a.next {
+			a.pastRx[line] = rxTime
+		}
 		if p.Seq > a.high[line] {
 			if a.high[line] != 0 && p.Seq > a.high[line] {
 				ls.LineGaps++
@@ -549,6 +559,7 @@ func (a *Arbiter) Offer(line int, data []byte, rxTime int64) {
 	end := p.Next()
 	n := uint64(p.Messages())
 	ls.Messages += n
+	high := a.high[line] // before this packet
 	switch {
 	case a.high[line] == 0:
 	case p.Seq < a.high[line]:
@@ -574,7 +585,10 @@ func (a *Arbiter) Offer(line int, data []byte, rxTime int64) {
 		a.drain()
 		a.checkGap(rxTime, false)
 	default:
-		switch a.hold(data, p, rxTime, false) {
+		if high <= a.next {
+			a.pastRx[line] = rxTime // moved past next with this packet
+		}
+		switch a.hold(data, p, rxTime, line) {
 		case holdDuplicate:
 			ls.Duplicates++ // the other line's copy is held already
 		case holdOK:
@@ -583,7 +597,7 @@ func (a *Arbiter) Offer(line int, data []byte, rxTime int64) {
 		case holdFull:
 			ls.Won++
 			a.ended = false
-			if a.handOver(data, p, rxTime) {
+			if a.handOver(line, data, p, rxTime) {
 				break // held in the spill while the recovery source fills the range
 			}
 			if a.recovering {
@@ -604,7 +618,7 @@ func (a *Arbiter) Offer(line int, data []byte, rxTime int64) {
 				a.drain()
 			}
 			if a.frozen {
-				if a.hold(data, p, rxTime, false) == holdFull { // now with the spill's room
+				if a.hold(data, p, rxTime, line) == holdFull { // now with the spill's room
 					a.Stats.FrozenTooLarge++ // re-requested after Unfreeze, as a gap
 				}
 			} else if end > a.next {
@@ -757,7 +771,7 @@ func (a *Arbiter) restart(line int, rxTime int64, end uint64) {
 	a.Stats.Restarts++
 	a.restartRx, a.restartPassed = rxTime, 0
 	a.next, a.startRx = 1, rxTime
-	a.high[line], a.lastRx[line] = end, rxTime
+	a.high[line], a.lastRx[line], a.pastRx[line] = end, rxTime, rxTime
 	if a.onSession != nil {
 		a.onSession(a.session, a.session)
 	}
@@ -802,7 +816,7 @@ func (a *Arbiter) refreshBehind() {
 // live line might still fill the missing range: rather than declare it, it
 // hands the range to the recovery source, if one takes it, and holds p in
 // the spill, which holds more. It reports whether p is held.
-func (a *Arbiter) handOver(data []byte, p moldudp64.Packet, rxTime int64) bool {
+func (a *Arbiter) handOver(line int, data []byte, p moldudp64.Packet, rxTime int64) bool {
 	if a.recovering || a.frozen || a.onMissing == nil || a.pend.n == 0 || a.pend.n >= a.cfg.Spill || len(data) > a.pend.slotSize {
 		return false
 	}
@@ -813,7 +827,7 @@ func (a *Arbiter) handOver(data []byte, p moldudp64.Packet, rxTime int64) bool {
 	}
 	a.recovering, a.recoverEnd = true, target
 	a.Stats.Recoveries++
-	return a.hold(data, p, rxTime, false) == holdOK
+	return a.hold(data, p, rxTime, line) == holdOK
 }
 
 // Tick tells the Arbiter that every line was drained (a receive poll found
@@ -935,6 +949,7 @@ func (a *Arbiter) clockBack(now int64) {
 	for i := 0; i < a.cfg.Lines; i++ {
 		a.lastRx[i] = min(a.lastRx[i], now)
 		a.readRx[i] = min(a.readRx[i], now)
+		a.pastRx[i] = min(a.pastRx[i], now)
 	}
 	a.startRx = min(a.startRx, now)
 }
@@ -1057,20 +1072,24 @@ const (
 	holdFull             // no room (arena full or packet larger than a slot)
 )
 
-// hold copies p aside; recovered: it came from a recovery source.
-func (a *Arbiter) hold(data []byte, p moldudp64.Packet, rxTime int64, recovered bool) int {
+// fromRecovery is hold's line for a packet from a recovery source.
+const fromRecovery = -1
+
+// hold copies p aside, received on line (fromRecovery: from a recovery
+// source).
+func (a *Arbiter) hold(data []byte, p moldudp64.Packet, rxTime int64, line int) int {
 	limit := a.cfg.MaxPending
 	if a.recovering || a.frozen {
 		limit = a.cfg.Spill
 	}
-	r := a.pend.add(data, p.Seq, p.Next(), rxTime, limit, recovered)
+	r := a.pend.add(data, p.Seq, p.Next(), rxTime, limit, line)
 	if r == holdFull && a.frozen && a.pend.n > 0 && len(data) <= a.pend.slotSize {
 		// Spilling during a snapshot: keep the newest. A packet larger
 		// than a slot cannot be held whatever is dropped: the caller
 		// counts it and leaves what is held alone.
 		a.popHeld()
 		a.Stats.SpillDropped++
-		r = a.pend.add(data, p.Seq, p.Next(), rxTime, limit, recovered)
+		r = a.pend.add(data, p.Seq, p.Next(), rxTime, limit, line)
 	}
 	if r == holdOK {
 		a.Stats.Held++
@@ -1129,8 +1148,10 @@ func (a *Arbiter) checkGap(now int64, idle bool) {
 			// (gapSeen), not when the first was. (Before, it went on with
 			// the first hole's: with the lines' skew over half of Hold,
 			// the second hole was declared before the lagging line
-			// brought it.)
+			// brought it.) Each line's Grace starts where it moved past
+			// this one (crossed).
 			a.gapSince = 0
+			a.crossed()
 		}
 		if a.gapSince != 0 && now < a.gapSince && (idle || a.steppedBack(a.gapSince, now)) {
 			// Before the gap was first seen, by an empty poll's clock
@@ -1184,12 +1205,17 @@ func (a *Arbiter) checkGap(now int64, idle bool) {
 			// Read past its last packet of the session: what it brought
 			// of the session before then was read (rejected).
 			clock = max(clock, a.afterStep(i, a.readRx[i]))
-			wait := a.cfg.Hold
 			if a.high[i] > a.next {
-				wait = a.cfg.Grace
+				// Moved past the hole: done Grace after it did (by its
+				// own clock: a line read behind the other moves past
+				// later, and reorders by its own stamps), or once Hold
+				// ran out, as for a line that did not.
 				passed = min(passed, a.high[i])
-			}
-			if clock-a.gapSince < int64(wait) {
+				since := max(a.gapSince, a.afterStep(i, a.pastRx[i]))
+				if clock-since < int64(a.cfg.Grace) && clock-a.gapSince < int64(a.cfg.Hold) {
+					return
+				}
+			} else if clock-a.gapSince < int64(a.cfg.Hold) {
 				return
 			}
 		}
@@ -1225,6 +1251,34 @@ func (a *Arbiter) checkGap(now int64, idle bool) {
 	}
 }
 
+// crossScan is how many held packets crossed looks at.
+const crossScan = 64
+
+// crossed sets, for the hole now at next (the one before was filled or
+// declared), each line's pastRx to the stamp of its earliest packet held
+// beyond it (among the first crossScan held): when the line moved past
+// this hole, not a hole before it. Without, a line that moved past an
+// earlier hole had its Grace for this one counted from then: a line read
+// ahead of the other, far past, that reordered this hole's copy behind
+// its next packet had the hole declared at once. A line with no packet
+// held keeps its pastRx (a heartbeat moved it past).
+func (a *Arbiter) crossed() {
+	var first [MaxLines]int64
+	for k := 0; k < min(a.pend.n, crossScan); k++ {
+		e := a.pend.at(k)
+		for i := 0; i < a.cfg.Lines; i++ {
+			if t := e.lineRx[i]; t != 0 && (first[i] == 0 || t < first[i]) {
+				first[i] = t
+			}
+		}
+	}
+	for i := 0; i < a.cfg.Lines; i++ {
+		if first[i] != 0 {
+			a.pastRx[i] = first[i]
+		}
+	}
+}
+
 // declareGap reports [next, target) missing at now and moves next to target.
 func (a *Arbiter) declareGap(target uint64, now int64) {
 	if target <= a.next {
@@ -1256,6 +1310,8 @@ type pendEntry struct {
 	slot      int32
 	size      int32
 	recovered bool // sent by a recovery source (OfferRecovered), not a line
+	// lineRx: per line, the stamp of its first copy (0: none yet).
+	lineRx [MaxLines]int64
 }
 
 func (q *pending) init(slots, slotSize int) {
@@ -1294,11 +1350,14 @@ func (q *pending) minSeq(seq uint64) uint64 {
 
 // add copies data in, keeping the ring sorted by seq (arrivals are mostly
 // increasing, so this is an append). A packet whose range is already held
-// is not copied again (holdDuplicate).
-func (q *pending) add(data []byte, seq, end uint64, rxTime int64, limit int, recovered bool) int {
+// is not copied again (holdDuplicate); its line's stamp is noted.
+func (q *pending) add(data []byte, seq, end uint64, rxTime int64, limit int, line int) int {
 	for i := q.n - 1; i >= 0; i-- {
 		e := q.at(i)
 		if e.seq == seq && e.end >= end {
+			if line >= 0 && e.lineRx[line] == 0 {
+				e.lineRx[line] = rxTime
+			}
 			return holdDuplicate
 		}
 		if e.seq < seq {
@@ -1311,7 +1370,10 @@ func (q *pending) add(data []byte, seq, end uint64, rxTime int64, limit int, rec
 	slot := q.free[len(q.free)-1]
 	q.free = q.free[:len(q.free)-1]
 	copy(q.arena[int(slot)*q.slotSize:], data)
-	ne := pendEntry{seq: seq, end: end, rxTime: rxTime, slot: slot, size: int32(len(data)), recovered: recovered}
+	ne := pendEntry{seq: seq, end: end, rxTime: rxTime, slot: slot, size: int32(len(data)), recovered: line < 0}
+	if line >= 0 {
+		ne.lineRx[line] = rxTime
+	}
 	i := q.n
 	q.n++
 	for i > 0 && q.at(i-1).seq > seq {

@@ -701,3 +701,44 @@ func TestArbiterRevivedLineReadBehind(t *testing.T) {
 			s.gaps, a.Pending(), p.Range())
 	}
 }
+
+// TestArbiterRecoveredWhileFrozen: a re-request answer for the hole at
+// the next expected sequence number comes late, after the recovery gave
+// the range up and a snapshot is being fetched (delivery frozen: the
+// re-request client hands on what still comes to its sockets after
+// Cancel). Nothing is delivered while frozen: the answer is held with
+// the lines' packets, and delivered with them at Unfreeze when the
+// snapshot brought nothing (Unfreeze(0)), or dropped when the snapshot
+// is past it. Before, OfferRecovered delivered it, and with it every
+// packet the spill held behind it, to books the snapshot then replaced:
+// a snapshot behind what was delivered lost those messages from the
+// books and declared them missing again.
+func TestArbiterRecoveredWhileFrozen(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	pkts := packets(t, testSession, 12, 4, rng)
+	for _, snapshot := range []bool{false, true} {
+		a, s := newTestArbiter(t, ArbiterConfig{Session: testSession, Lines: 1, Grace: time.Millisecond, Hold: 10 * time.Millisecond})
+		now := int64(time.Hour)
+		a.Offer(0, pkts[0], now)
+		a.Freeze()                   // a snapshot is fetched for what follows
+		for _, b := range pkts[2:] { // pkts[1] lost
+			now += int64(time.Millisecond)
+			a.Offer(0, b, now)
+		}
+		before := s.got
+		p1, _ := moldudp64.Parse(pkts[1])
+		a.OfferRecovered(pkts[1], p1, now) // the late answer
+		if s.got != before || a.Next() != p1.Seq {
+			t.Fatalf("snapshot %v: %d messages delivered while frozen (next %d, want %d)", snapshot, s.got-before, a.Next(), p1.Seq)
+		}
+		next := uint64(0)
+		if snapshot {
+			p5, _ := moldudp64.Parse(pkts[5])
+			next, s.next = p5.Seq, p5.Seq
+		}
+		a.Unfreeze(next)
+		if a.Next() != p1.Seq+totalMessages(t, pkts[1:]) || len(s.gaps) != 0 || a.Pending() != 0 {
+			t.Fatalf("snapshot %v: after Unfreeze next %d, want %d; gaps %v; %d held", snapshot, a.Next(), p1.Seq+totalMessages(t, pkts[1:]), s.gaps, a.Pending())
+		}
+	}
+}

@@ -276,14 +276,7 @@ func (r linesRun) play(t *testing.T, rng *rand.Rand, cfg ArbiterConfig) {
 	}
 	// A hole may be declared in parts: as far as a line moved past, after
 	// Grace, then the rest after Hold.
-	var got []moldudp64.Range
-	for _, g := range s.gaps {
-		if n := len(got); n > 0 && got[n-1].End() == g.First {
-			got[n-1].Count += g.Count
-		} else {
-			got = append(got, g)
-		}
-	}
+	got := mergeRanges(s.gaps)
 	if r.dead[2] > 0 && r.recoverIn == 0 {
 		// Beyond what both lost, only what the revived line brought
 		// within Hold of its first packet may be declared: until its
@@ -327,6 +320,20 @@ func (r linesRun) play(t *testing.T, rng *rand.Rand, cfg ArbiterConfig) {
 		t.Fatalf("declared missing %v, lost on both lines %v; delivered %d messages of the %d the lines brought (next %d, pending %d)",
 			s.gaps, want, s.got, wantMsgs, a.Next(), a.Pending())
 	}
+}
+
+// mergeRanges returns rs with each range that starts where the one before
+// it ends joined to it.
+func mergeRanges(rs []moldudp64.Range) []moldudp64.Range {
+	var out []moldudp64.Range
+	for _, r := range rs {
+		if n := len(out); n > 0 && out[n-1].End() == r.First {
+			out[n-1].Count += r.Count
+		} else {
+			out = append(out, r)
+		}
+	}
+	return out
 }
 
 // lostPkts is the packets of pkts that lost marks.
@@ -465,6 +472,246 @@ func TestArbiterLinesDeadLine(t *testing.T) {
 			r.play(t, rng, cfg)
 		}) {
 			return
+		}
+	}
+}
+
+// diffLine is one line's day in TestArbiterDifferential: its own packets
+// of the exchange's messages, stamped at arrival, in the order received.
+type diffLine struct {
+	arr       []diffArrival
+	truncated uint64 // malformed datagrams it carries (cut short)
+	wrong     uint64 // datagrams of another session it carries
+}
+
+type diffArrival struct {
+	data []byte
+	at   int64
+}
+
+// TestArbiterDifferential plays random days against a naive model of
+// arbitration: deliver each sequence number exactly once, in order, from
+// whichever line has it first; declare a gap only for what neither line
+// brought. Unlike linesRun, each line packs the exchange's messages into
+// packets of its own (so one line's packet straddles the next expected
+// sequence number: packet 10 count 5 when 12 is next), and the lines
+// carry heartbeats, losses, duplicates, packets reordered within Grace of
+// their own stamps, packets cut short (malformed), packets of another
+// session, and on some days sequence numbers that end within a few of
+// 2^64-1 (a late join there: [1, first) is a gap); on half the days
+// from 1, a recovery source answers every hole with either line's
+// packets (then nothing may be declared). The lines' skew, a
+// packet's span and the jitter stay under Hold, so nothing a line brought
+// may be declared missing; every bad datagram is counted in its line's
+// statistics (Malformed with its parse error, WrongSession).
+func TestArbiterDifferential(t *testing.T) {
+	for seed := range uint64(500) {
+		if !t.Run(fmt.Sprint("seed", seed), func(t *testing.T) { testArbiterDifferential(t, seed) }) {
+			return
+		}
+	}
+}
+
+func testArbiterDifferential(t *testing.T, seed uint64) {
+	rng := rand.New(rand.NewPCG(seed, 0xd1ff))
+	const hold, grace = 20 * time.Millisecond, 200 * time.Microsecond
+	n := 50 + rng.IntN(600)
+	first := uint64(1)
+	if rng.IntN(4) == 0 {
+		first = math.MaxUint64 - uint64(n) - uint64(rng.IntN(3)) // the End of Session at or just under 2^64-1
+	}
+	period := time.Duration(1+rng.IntN(150)) * time.Microsecond
+	loss := [2]float64{rng.Float64() * 0.3, rng.Float64() * 0.3}
+	if rng.IntN(8) == 0 {
+		loss[rng.IntN(2)] = 1
+	}
+	dup, reorder, bad := rng.Float64()*0.1, rng.Float64()*0.1, rng.Float64()*0.05
+	var lag [2]time.Duration
+	lag[rng.IntN(2)] = time.Duration(rng.Int64N(int64(10 * time.Millisecond)))
+	jitter := time.Duration(rng.Int64N(int64(time.Millisecond)))
+	start := int64(time.Hour)
+	sentAt := func(seq uint64) int64 { return start + int64(seq-first)*int64(period) }
+	other := moldudp64.NewSession("OTHER00001")
+
+	have := make([]bool, n) // seq first+i brought by a line, whole
+	var built [][]byte      // every data packet of either line, lost or not
+	var lines [2]diffLine
+	msg := make([]byte, 12)
+	for l := range lines {
+		ln := &lines[l]
+		b := moldudp64.NewBuilder(testSession, first, 0)
+		stamp := func(seq uint64) int64 {
+			at := sentAt(seq) + int64(lag[l]) + rng.Int64N(int64(jitter)+1)
+			if k := len(ln.arr); k > 0 {
+				at = max(at, ln.arr[k-1].at)
+			}
+			return at
+		}
+		// add puts a datagram on the line at at (now and then cut short,
+		// or preceded by a copy under another session's name, now and
+		// then twice) and reports whether the line brought it whole.
+		add := func(data []byte, at int64) bool {
+			if rng.Float64() < bad {
+				if rng.IntN(2) == 0 {
+					ln.arr = append(ln.arr, diffArrival{append([]byte(nil), data[:rng.IntN(len(data))]...), at})
+					ln.truncated++
+					return false
+				}
+				w := append([]byte(nil), data...)
+				copy(w, other[:])
+				ln.arr = append(ln.arr, diffArrival{w, at})
+				ln.wrong++
+			}
+			ln.arr = append(ln.arr, diffArrival{append([]byte(nil), data...), at})
+			if rng.Float64() < dup {
+				ln.arr = append(ln.arr, diffArrival{append([]byte(nil), data...), at})
+			}
+			return true
+		}
+		reordered := -10
+		for seq := first; seq < first+uint64(n); {
+			from := seq
+			for k := 1 + rng.IntN(6); k > 0 && seq < first+uint64(n); k-- {
+				binary.BigEndian.PutUint64(msg[4:], seq)
+				if err := b.Add(msg); err != nil {
+					t.Fatal(err)
+				}
+				seq++
+			}
+			p := b.Flush()
+			built = append(built, append([]byte(nil), p...))
+			if rng.Float64() < loss[l] {
+				continue
+			}
+			i := len(ln.arr)
+			if !add(p, stamp(seq-1)) {
+				continue
+			}
+			for q := from; q < seq; q++ {
+				have[q-first] = true
+			}
+			if i > 0 && rng.Float64() < reorder && i-reordered > 4 {
+				// This packet goes ahead of the datagram before it,
+				// which arrives within Grace after it (by this line's
+				// stamps), ahead of what follows.
+				at := ln.arr[i].at
+				ln.arr[i-1], ln.arr[i] = ln.arr[i], ln.arr[i-1]
+				ln.arr[i-1].at, ln.arr[i].at = at, at+rng.Int64N(int64(grace/2))
+				for j := i + 1; j < len(ln.arr); j++ {
+					ln.arr[j].at = max(ln.arr[j].at, ln.arr[i].at)
+				}
+				reordered = i
+			}
+			if rng.IntN(8) == 0 {
+				add(b.Heartbeat(), stamp(seq-1)+int64(period/2))
+			}
+		}
+		// Never lost: a hole at the end is known.
+		eos := b.EndOfSession()
+		for range 2 {
+			ln.arr = append(ln.arr, diffArrival{append([]byte(nil), eos...), stamp(first+uint64(n)) + int64(hold)})
+		}
+	}
+
+	cfg := ArbiterConfig{Session: testSession, Hold: hold, Grace: grace, LineTimeout: time.Second}
+	if first > 1 {
+		cfg.MaxJump = math.MaxUint64 // joined near 2^64: taken at face value
+	}
+	a, s := newTestArbiter(t, cfg)
+	// On half the days from sequence number 1, a recovery source takes
+	// every hole; its answer (each packet of either line that overlaps
+	// the range: one line's packing, so straddling next) comes up to 3
+	// Holds later. Nothing may then be declared.
+	var answers []answer
+	withSource := first == 1 && seed%2 == 1
+	if withSource {
+		a.SetMissing(func(r moldudp64.Range, now int64) bool {
+			answers = append(answers, answer{now + rng.Int64N(int64(3*hold)), r})
+			return true
+		})
+	}
+	respond := func(r moldudp64.Range, now int64) {
+		for _, b := range built {
+			if p, _ := moldudp64.Parse(b); p.Range().Overlaps(r) {
+				a.OfferRecovered(b, p, now)
+			}
+		}
+	}
+	now := start
+	var head [2]int
+	roundGap, batch := 1+rng.Int64N(int64(2*hold)), 1+rng.IntN(64)
+	for rounds := 0; head[0] < len(lines[0].arr) || head[1] < len(lines[1].arr); rounds++ {
+		if rounds > 10_000_000 {
+			t.Fatal("the loop's rounds never read the queues")
+		}
+		now += 1 + rng.Int64N(roundGap)
+		read := 0
+		for k := range 2 {
+			l := (rounds + k) % 2
+			for c := 0; c < batch && head[l] < len(lines[l].arr) && lines[l].arr[head[l]].at <= now; c++ {
+				a.Offer(l, lines[l].arr[head[l]].data, lines[l].arr[head[l]].at)
+				head[l]++
+				read++
+			}
+		}
+		due := answers[:0:0]
+		for _, ans := range answers {
+			if ans.at <= now {
+				due = append(due, ans)
+			}
+		}
+		answers = slices.DeleteFunc(answers, func(ans answer) bool { return ans.at <= now })
+		for _, ans := range due { // may ask for more (answers)
+			respond(ans.r, now)
+			read++
+		}
+		if read == 0 {
+			a.Tick(now)
+		}
+	}
+	for range 100 {
+		// An hour on: what is held is due, and asked for, answered.
+		now += int64(time.Hour)
+		a.Tick(now)
+		due := answers
+		answers = nil
+		for _, ans := range due {
+			respond(ans.r, now)
+		}
+	}
+	if withSource {
+		if len(s.gaps) != 0 || s.got != uint64(n) || a.Next() != first+uint64(n) || a.Pending() != 0 {
+			t.Fatalf("with a recovery source: declared %v; delivered %d of %d; next %d; %d held", s.gaps, s.got, n, a.Next(), a.Pending())
+		}
+		return
+	}
+
+	// What the model declares: what neither line brought whole.
+	var want []moldudp64.Range
+	if first > 1 {
+		want = append(want, moldudp64.Range{First: 1, Count: first - 1})
+	}
+	var wantMsgs uint64
+	for i, h := range have {
+		seq := first + uint64(i)
+		if h {
+			wantMsgs++
+		} else if k := len(want); k > 0 && want[k-1].End() == seq {
+			want[k-1].Count++
+		} else {
+			want = append(want, moldudp64.Range{First: seq, Count: 1})
+		}
+	}
+	got := mergeRanges(s.gaps)
+	if !slices.Equal(got, want) || s.got != wantMsgs || a.Next() != first+uint64(n) || a.Pending() != 0 || !a.Ended() {
+		t.Fatalf("first %d, %d messages every %v, loss %.3f/%.3f, dup %.3f, reorder %.3f, bad %.3f, lag %v, jitter %v: declared %v, neither line brought %v; delivered %d of %d; next %d, want %d; %d held; ended %v",
+			first, n, period, loss[0], loss[1], dup, reorder, bad, lag, jitter, got, want, s.got, wantMsgs, a.Next(), first+uint64(n), a.Pending(), a.Ended())
+	}
+	for l, ln := range lines {
+		st := a.Stats.Lines[l]
+		if st.Malformed != ln.truncated || st.ParseErrors.Total() != ln.truncated || st.WrongSession != ln.wrong || st.Suspect != 0 || st.StaleEndOfSession != 0 {
+			t.Errorf("line %d: carried %d datagrams cut short and %d of another session; counted malformed %d (parse errors %+v), wrong session %d, suspect %d, stale end of session %d",
+				l, ln.truncated, ln.wrong, st.Malformed, st.ParseErrors, st.WrongSession, st.Suspect, st.StaleEndOfSession)
 		}
 	}
 }

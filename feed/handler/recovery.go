@@ -831,7 +831,9 @@ func (r *recovery) loadSnapshot(res snapResult, now int64) {
 			"recovery: snapshot of a day that ended, behind the lines (another numbering: a snapshot server on an earlier session); not loaded, books stay flagged")
 		return
 	}
-	if ahead := max(a.Next(), a.maxHigh()); res.snap.Next > ahead+a.cfg.MaxJump {
+	if ahead := max(a.Next(), a.maxHigh()); res.snap.Next > ahead && res.snap.Next-ahead > a.cfg.MaxJump {
+		// (Not ahead+MaxJump: it wraps past 2^64 for lines within
+		// MaxJump of it, and every snapshot was refused.)
 		// Further ahead of everything the lines brought than a jump the
 		// arbiter takes at face value: another numbering of the session
 		// (a server that did not restart with the publisher, or that is

@@ -147,7 +147,7 @@ func (a *Arbiter) candidate(line int, data []byte, p moldudp64.Packet, rxTime in
 		// stray run long ago must not stay confirmed all day).
 		c.n, c.stash = 0, c.stash[:0]
 	}
-	if p.Seq > c.next+candidateWindow || p.Next()+candidateWindow < c.next {
+	if outsideWindow(p, c.next) {
 		// Far from where its packets were: not one sequence. Start
 		// counting again from here.
 		c.n, c.stash = 0, c.stash[:0]
@@ -163,6 +163,14 @@ func (a *Arbiter) candidate(line int, data []byte, p moldudp64.Packet, rxTime in
 	}
 	c.n++
 	return idx, c.n >= a.cfg.SessionConfirm, stashed
+}
+
+// outsideWindow reports whether p lies more than candidateWindow from next,
+// either way: not one sequence with the packets that ended at next. It is
+// written without next+candidateWindow, which wraps for sequence numbers
+// within the window of 2^64 (a numbering that far up then never confirmed).
+func outsideWindow(p moldudp64.Packet, next uint64) bool {
+	return p.Seq > next && p.Seq-next > candidateWindow || p.Next() < next && next-p.Next() > candidateWindow
 }
 
 // lock follows candidate idx's session from sequence number 1 and replays
@@ -245,7 +253,7 @@ func (a *Arbiter) dropSession() {
 		a.popHeld()
 	}
 	a.high = [MaxLines]uint64{}
-	a.lastRx = [MaxLines]int64{}
+	a.lastRx, a.pastRx = [MaxLines]int64{}, [MaxLines]int64{}
 	a.ended, a.frozen, a.recovering, a.gapSince, a.suspect = false, false, false, 0, 0
 	a.behindPkt, a.regressFrom, a.Stats.Behind = [MaxLines]uint64{}, 0, false
 	a.restartRx = 0
