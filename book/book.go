@@ -19,21 +19,32 @@ type Book struct {
 	orders   uint32
 	lastTime uint64
 
-	bs        *Books
-	symbol    itch.Symbol
-	regSHO    byte // Reg SHO action from 'Y': '0','1','2'; 0 before any
-	opHalt    byte // operational halt action from 'h': 'H' or 'T'; 0 before any
-	lastPrice uint32
-	lastSize  uint64
-	volume    uint64
-	trades    uint32 // a day's trades of one instrument fit with room to spare
-	broken    uint32
-	lastMatch uint64 // match number of the last trade (0: none or unknown)
+	bs     *Books
+	symbol itch.Symbol
+	regSHO byte // Reg SHO action from 'Y': '0','1','2'; 0 before any
+	opHalt byte // operational halt action from 'h': 'H' or 'T'; 0 before any
+	// incomplete: an add was dropped for want of capacity since the book
+	// was last emptied (Incomplete). In the padding before lastPrice: the
+	// struct stays two cache lines (prefetch_amd64.go).
+	incomplete bool
+	lastPrice  uint32
+	lastSize   uint64
+	volume     uint64
+	trades     uint32 // a day's trades of one instrument fit with room to spare
+	broken     uint32
+	lastMatch  uint64 // match number of the last trade (0: none or unknown)
 	// minMatch: trades under this match number are another instrument's,
 	// recorded before the locate was re-assigned (Books.Announce); a
 	// Broken Trade of one is unmatched. 0 until then.
 	minMatch uint64
 }
+
+// Incomplete reports that an order of the book was dropped for want of
+// capacity (Config.MaxOrders, MaxLevels: counted in Stats.OrderCapacity,
+// LevelCapacity) since the book was last emptied (Books.Reset, a locate
+// given another symbol): its levels may lack that order's shares, for as
+// long as the order lives, which the books cannot tell.
+func (b *Book) Incomplete() bool { return b.incomplete }
 
 // Locate returns the stock locate of the book.
 func (b *Book) Locate() uint16 { return b.locate }

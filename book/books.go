@@ -332,6 +332,9 @@ func (bs *Books) empty(b *Book) {
 // table already.
 func (bs *Books) forget(locate uint16, minMatch uint64) {
 	b := &bs.books[locate]
+	if b.incomplete {
+		bs.stats.Incomplete--
+	}
 	*b = Book{bs: bs, locate: locate, sides: [2][]rung{b.sides[0][:0], b.sides[1][:0]}, minMatch: minMatch}
 }
 
@@ -340,6 +343,19 @@ func (bs *Books) capacity(counter *uint64, sentinel error, what uint64) {
 	if bs.err == nil {
 		bs.err = fmt.Errorf("apply book message (%d): %w", what, sentinel)
 	}
+}
+
+// dropped marks b incomplete after an add dropped for want of capacity.
+// It reports whether that changed the book as published: the first drop
+// flags it (Book.Incomplete), so its snapshot goes out with the flag at
+// once rather than at the book's next change.
+func (bs *Books) dropped(b *Book) bool {
+	if b.incomplete {
+		return false
+	}
+	b.incomplete = true
+	bs.stats.Incomplete++
+	return true
 }
 
 // book returns the announced book of locate or counts why there is none.
@@ -455,7 +471,7 @@ func (bs *Books) add(b *Book, ref uint64, side Side, shares, price uint32) bool 
 	}
 	if bs.stats.Orders >= bs.maxOrders || (homeTaken && bs.ovfFree == none) {
 		bs.capacity(&bs.stats.OrderCapacity, ErrOrderCapacity, ref)
-		return false
+		return bs.dropped(b)
 	}
 	lad := b.sides[side]
 	key := sideKey(side, price)
@@ -473,7 +489,7 @@ func (bs *Books) add(b *Book, ref uint64, side Side, shares, price uint32) bool 
 	if !found {
 		if bs.stats.Levels >= bs.maxLevels {
 			bs.capacity(&bs.stats.LevelCapacity, ErrLevelCapacity, ref)
-			return false
+			return bs.dropped(b)
 		}
 		lad = b.insertRung(bs, side, i, key)
 	}

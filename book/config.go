@@ -113,12 +113,15 @@ func (c Config) normalize() (Config, error) {
 // Stats counts what a Books applied and every inconsistency it met in its
 // input. Inconsistent messages are ignored (or, for over-executions and
 // over-cancels, remove the whole order) so the books stay consistent.
-// Orders, Levels and Overflowed describe the books now; every other field
+// Orders, Levels, Incomplete and Overflowed describe the books now; every other field
 // counts since New (Reset keeps them), so exported counters never go back.
 type Stats struct {
 	Messages uint64 // messages given to Apply
 	Orders   uint64 // live orders now
 	Levels   uint64 // live price levels now
+	// Incomplete: books now missing an order dropped for want of capacity
+	// (Book.Incomplete).
+	Incomplete uint64
 
 	Malformed   uint64 // message shorter than its type's length, or empty; a Stock Directory for locate 0
 	Long        uint64 // message longer than its type's length (applied; the extra bytes ignored)

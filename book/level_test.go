@@ -130,8 +130,10 @@ func TestLevelCapacity(t *testing.T) {
 			t.Fatalf("add %d: %v", i+1, bs.Err())
 		}
 	}
-	if bs.AddOrder(1, 5, Ask, 1, 200) {
-		t.Error("a fifth level was accepted")
+	// Dropped: no fifth level. It changes the book all the same, once:
+	// the book is flagged incomplete (TestIncompleteBook).
+	if !bs.AddOrder(1, 5, Ask, 1, 200) || bs.Book(1).Levels(Ask) != 0 || !bs.Book(1).Incomplete() {
+		t.Errorf("a fifth level: asks %d, incomplete %v; want it dropped and the book flagged", bs.Book(1).Levels(Ask), bs.Book(1).Incomplete())
 	}
 	if !bs.AddOrder(1, 6, Bid, 1, 101) {
 		t.Error("an add to a live level was dropped")
@@ -243,5 +245,45 @@ func TestUnlinkSpareSlot(t *testing.T) {
 	add(table+4, 10)
 	if got := queue(10); len(got) != 2 || got[0] != table || got[1] != table+4 {
 		t.Fatalf("queue at 10 = %v, want [%d %d]", got, table, table+4)
+	}
+}
+
+// TestIncompleteBook: an add dropped for want of capacity (orders or
+// levels) flags its book incomplete, and reports the book changed the
+// first time (its snapshot goes out flagged), not after; another book is
+// not flagged; Stats.Incomplete counts the flagged books; Reset and a
+// locate given another symbol clear the flag. Before, the drop was counted
+// (OrderCapacity, LevelCapacity) and the book published as if whole.
+func TestIncompleteBook(t *testing.T) {
+	bs, err := New(Config{MaxOrders: 4, MaxLocates: 4, MaxLevels: 64})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bs.Announce(1, itch.NewSymbol("AAPL"))
+	bs.Announce(2, itch.NewSymbol("MSFT"))
+	for i := range uint64(4) {
+		bs.AddOrder(2, 10+i, Bid, 1, 100)
+	}
+	if bs.Book(1).Incomplete() || bs.Book(2).Incomplete() || bs.Stats().Incomplete != 0 {
+		t.Fatal("flagged before any drop")
+	}
+	if !bs.AddOrder(1, 1, Ask, 5, 200) || !bs.Book(1).Incomplete() {
+		t.Fatalf("the first dropped add: changed false or the book not flagged (OrderCapacity %d)", bs.Stats().OrderCapacity)
+	}
+	if bs.AddOrder(1, 2, Ask, 5, 201) {
+		t.Error("the second dropped add reports a change: the book was flagged already")
+	}
+	if bs.Book(2).Incomplete() || bs.Stats().Incomplete != 1 || bs.Stats().OrderCapacity != 2 {
+		t.Errorf("MSFT flagged %v, stats %+v; want AAPL alone flagged, two drops", bs.Book(2).Incomplete(), bs.Stats())
+	}
+	bs.Announce(1, itch.NewSymbol("IBM")) // the locate given another symbol: a new book
+	if bs.Book(1).Incomplete() || bs.Stats().Incomplete != 0 {
+		t.Errorf("after the locate was given another symbol: flagged %v, Incomplete %d", bs.Book(1).Incomplete(), bs.Stats().Incomplete)
+	}
+	bs.AddOrder(1, 3, Ask, 5, 200)
+	bs.Reset()
+	bs.Announce(1, itch.NewSymbol("IBM"))
+	if bs.Book(1).Incomplete() || bs.Stats().Incomplete != 0 {
+		t.Errorf("after Reset: flagged %v, Incomplete %d", bs.Book(1).Incomplete(), bs.Stats().Incomplete)
 	}
 }

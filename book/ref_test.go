@@ -26,6 +26,18 @@ type refBook struct {
 
 	state, regSHO, opHalt byte   // from 'H', 'Y', 'h' (market 'Q'); 0 before any
 	lastTime              uint64 // timestamp of the last message that changed the instrument
+	incomplete            bool   // an add dropped for want of capacity
+}
+
+// dropped flags b after an add dropped for want of capacity: a change the
+// first time (the flag is published), none after.
+func (r *refBooks) dropped(b *refBook) bool {
+	if b.incomplete {
+		return false
+	}
+	b.incomplete = true
+	r.stats.Incomplete++
+	return true
 }
 
 // refTrade is one execution or trade; prev is the instrument's last trade
@@ -248,6 +260,9 @@ func (r *refBooks) applyOp(o op) bool {
 			// Another instrument at a known locate: counted, and the
 			// book starts empty, its old trades forgotten.
 			r.stats.LocateReassigned++
+			if b.incomplete {
+				r.stats.Incomplete--
+			}
 			for side := range b.sides {
 				for _, q := range b.sides[side] {
 					for _, ref := range slices.Clone(q) {
@@ -358,13 +373,13 @@ func (r *refBooks) add(b *refBook, locate uint16, ref uint64, side Side, shares,
 	_, homeTaken := r.homeHolder[ref&r.homeMask]
 	if len(r.orders) == r.cfg.MaxOrders || (homeTaken && r.overflowed == r.overflow) {
 		r.stats.OrderCapacity++
-		return false
+		return r.dropped(b)
 	}
 	q, exists := b.sides[side][price]
 	if !exists {
 		if r.levels == r.cfg.MaxLevels {
 			r.stats.LevelCapacity++
-			return false
+			return r.dropped(b)
 		}
 		r.levels++
 	}

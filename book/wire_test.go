@@ -347,6 +347,7 @@ func runWireDifferential(t testing.TB, cfg Config, ops []op) {
 func (r *refBooks) reset() {
 	n := newRefBooks(r.cfg)
 	n.stats, n.brokenNoLocate = r.stats, r.brokenNoLocate
+	n.stats.Incomplete = 0 // a gauge: the books are empty
 	*r = *n
 }
 

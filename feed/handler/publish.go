@@ -386,6 +386,11 @@ func bookFlags(b *book.Book) bookfb.Flags {
 	if b.Crossed() {
 		f |= bookfb.FlagsCrossed
 	}
+	// An order dropped for want of capacity (book.max_orders,
+	// max_levels): the book may lack its shares while it lives.
+	if b.Incomplete() {
+		f |= bookfb.FlagsPossiblyStale
+	}
 	return f
 }
 

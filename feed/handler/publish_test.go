@@ -755,3 +755,39 @@ func TestFullFileRefusalRemembered(t *testing.T) {
 		t.Fatalf("a book with no slot: %v allocations a publish, errors %d; want 0, %d (each snapshot counted)", allocs, p.Errors, 1+101)
 	}
 }
+
+// TestIncompleteBookPublishedStale: an add dropped for want of capacity
+// (book.max_orders) publishes its book at once flagged PossiblyStale, its
+// levels lacking the order; another book is not flagged; the StaleBooks
+// gauge counts it. Before, the drop was counted, nothing was published, and
+// the book's next snapshot went out unflagged, wrong for as long as the
+// order lived.
+func TestIncompleteBookPublishedStale(t *testing.T) {
+	w, r := shmFeed(t, shm.Config{Instruments: 4, Depth: 2, SingleWriter: true})
+	bs, err := book.New(book.Config{MaxOrders: 2, MaxLocates: 3, MaxLevels: 64})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := NewPublisher(w, bs, 2)
+	for loc := uint16(1); loc <= 2; loc++ {
+		bs.Announce(loc, itch.NewSymbol(fmt.Sprintf("S%d", loc)))
+		p.Applied(loc, bs.AddOrder(loc, uint64(loc), book.Bid, 100, 1000), uint64(loc), 1)
+	}
+	p.Flush()
+	buf := make([]byte, r.Info().MaxSnapshot)
+	before := sweepRead(t, r, 1, buf).Version
+	p.Applied(1, bs.AddOrder(1, 3, book.Ask, 100, 1100), 3, 1) // no room: dropped
+	p.Flush()
+	v := sweepRead(t, r, 1, buf)
+	if v.Version == before || v.Flags()&bookfb.FlagsPossiblyStale == 0 || v.AskLevels() != 0 {
+		t.Errorf("after the dropped add: version %d (was %d), flags %v, ask levels %d; want it republished, PossiblyStale, no ask",
+			v.Version, before, v.Flags(), v.AskLevels())
+	}
+	if v := sweepRead(t, r, 2, buf); v.Flags()&bookfb.FlagsPossiblyStale != 0 {
+		t.Errorf("the other book flagged %v", v.Flags())
+	}
+	st := Stats{Shards: []ShardStats{{Book: bs.Stats(), Books: 2}}}
+	if n := st.StaleBooks(); n != 1 {
+		t.Errorf("StaleBooks %d, want 1", n)
+	}
+}

@@ -13,6 +13,8 @@ func (s *Stats) StaleBooks() int {
 	for _, sh := range s.Shards {
 		if sh.Stale {
 			n += sh.Books
+		} else {
+			n += int(sh.Book.Incomplete) // an order dropped for want of capacity
 		}
 	}
 	return n
