@@ -258,6 +258,10 @@ func TestBadConfigs(t *testing.T) {
 			`t.yaml:29: arbitration.sequence_restart: "ignore" is not one of rebuild, hold`},
 		{"spill under max_pending", base + "recovery:\n  spill: 100\n",
 			`t.yaml:29: recovery.spill: 100 is smaller than arbitration.max_pending (8192): the spill holds at least what arbitration holds`},
+		// Relative, as capture.path: check (the shell's working directory)
+		// would read another file than the start (/ under systemd).
+		{"snapshot password_file relative", base + "recovery:\n  snapshot:\n    server: 10.0.0.1:4000\n    username: u\n    password_file: secrets/glimpse.pw\n",
+			`t.yaml:32: recovery.snapshot.password_file: "secrets/glimpse.pw" is relative: it would name a file in the working directory, / under systemd but the shell's for feedhandler check; give an absolute path, such as /etc/feedhandler/glimpse.password`},
 		{"snapshot retry_max too short", base + "recovery:\n  snapshot:\n    retry_max: 500ms\n",
 			`t.yaml:30: recovery.snapshot.retry_max: 500ms is out of range [1s, 1h0m0s] (the first retry waits retry, doubled per consecutive failure up to this)`},
 		{"snapshot retry_max under the default retry", base + "recovery:\n  snapshot:\n    retry_max: 1s\n",

@@ -119,6 +119,13 @@ func (d *decoder) snapshot(f field, s *Snapshot) {
 		}},
 		{"password_file", func(f field) {
 			if v, ok := d.str(f); ok {
+				if v != "" && !filepath.IsAbs(v) {
+					// As capture.path: the working directory is / under
+					// systemd but the shell's for feedhandler check, so
+					// check would read one file and the start another
+					// (or none: exit 78 at every start).
+					d.errorf(f, "%q is relative: it would name a file in the working directory, / under systemd but the shell's for feedhandler check; give an absolute path, such as /etc/feedhandler/glimpse.password", v)
+				}
 				s.PasswordFile, pwFile = v, f
 			}
 		}},
@@ -171,6 +178,9 @@ func (d *decoder) snapshot(f field, s *Snapshot) {
 	case pwFile.node != nil && pwEnv.node != nil:
 		d.errorf(pwEnv, "give password_file or password_env, not both")
 	case pwFile.node != nil:
+		if s.PasswordFile != "" && !filepath.IsAbs(s.PasswordFile) {
+			return // said at the field
+		}
 		pw, err := readPassword(s.PasswordFile)
 		if err != nil {
 			d.errorf(pwFile, "%v", err)
