@@ -10,7 +10,8 @@
 //
 // Rate 0 means as fast as the sender goes. The sender paces by deadline
 // (internal/exchange Config.Deadline). In run to completion, -pin pins the
-// sender to CPU 0 and the receive thread to the last CPU, and -spin sets how
+// sender to the first CPU the process may run on and the receive thread to
+// the last (demo.PinCPUs), and -spin sets how
 // long the receive thread polls its rings before it sleeps; sharded runs
 // are neither pinned nor spinning (three hot threads on two CPUs). Run it as root, under
 // `flock /tmp/bench.lock` on a shared machine.
@@ -42,7 +43,7 @@ func main() {
 	messages := flag.Int("messages", 1_000_000, "messages in the generated day")
 	symbols := flag.Int("symbols", 2000, "instruments")
 	runs := flag.Int("runs", 3, "runs per backend and rate (medians reported)")
-	pin := flag.Bool("pin", true, "run to completion: pin the sender to CPU 0 and the receive thread to the last CPU")
+	pin := flag.Bool("pin", true, "run to completion: pin the sender to the first CPU the process may run on and the receive thread to the last")
 	spin := flag.Duration("spin", time.Millisecond, "run to completion: how long the receive thread polls its rings before it sleeps (AF_XDP; 0: sleep at once)")
 	modes := flag.String("modes", "run-to-completion,sharded", "pipeline modes to compare: run-to-completion, sharded (one shard thread)")
 	maxPacket := flag.Int("max-packet", 300, "largest MoldUDP64 packet in bytes (300: about 8.6 messages per packet, like the real feed's)")
