@@ -427,6 +427,34 @@ func TestHelpUsageLine(t *testing.T) {
 	}
 }
 
+// TestHelpCommand: `feedhandler help` prints the usage and `feedhandler
+// help COMMAND` the command's (what -h prints), exit 0; help for a command
+// there is not is a usage error (78). Before, help was an unknown command,
+// exit 78.
+func TestHelpCommand(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"help"}, 0, "usage: feedhandler"},
+		{[]string{"help", "replay"}, 0, "usage: feedhandler replay"},
+		{[]string{"help", "nosuch"}, exitConfig, "usage: feedhandler"},
+	} {
+		_, errOut, err := runCommand(t, tc.args...)
+		code := 0
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			code = ee.ExitCode()
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		if code != tc.code || !strings.Contains(errOut, tc.want) {
+			t.Errorf("feedhandler %s: exit %d, want %d and %q:\n%s", strings.Join(tc.args, " "), code, tc.code, tc.want, errOut)
+		}
+	}
+}
+
 // TestUnknownCommandHint: a mistyped command says which it resembles, and a
 // feed file given as the command says to give it with --feed; both still
 // exit 78 with the usage. Before: 'feedhandler: unknown command "chek"'

@@ -51,6 +51,7 @@ func usage() { writeUsage(os.Stderr) }
 // column after the longest name.
 func writeUsage(w io.Writer) {
 	fmt.Fprintln(w, "usage: feedhandler --feed FILE.yaml | feedhandler COMMAND [flags] [args]")
+	fmt.Fprintln(w, "       feedhandler help COMMAND (or COMMAND -h) prints a command's flags")
 	fmt.Fprintln(w, "\ncommands:")
 	names := make([]string, 0, len(commands))
 	width := 0
@@ -85,6 +86,20 @@ func main() {
 		name = "run"
 	} else {
 		args = args[1:]
+	}
+	if name == "help" {
+		// feedhandler help [COMMAND]: what -h prints, exit 0.
+		if len(args) == 1 {
+			if c, ok := commands[args[0]]; ok {
+				c.run([]string{"-h"}) // prints its usage, returns flag.ErrHelp
+				return
+			}
+		}
+		usage()
+		if len(args) > 0 {
+			os.Exit(exitConfig)
+		}
+		return
 	}
 	c, ok := commands[name]
 	if !ok {
