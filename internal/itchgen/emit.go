@@ -286,6 +286,12 @@ func midLevel(s *symbol) int32 {
 func (g *Generator) trade() {
 	si := g.pickSymbol()
 	s := &g.syms[si]
+	if s.halted {
+		// pickSymbol found only halted symbols: no trade prints in a
+		// halt.
+		g.addOrder(false)
+		return
+	}
 	r := g.rnd.next()
 	side := byte('B')
 	if r&1 == 1 {

@@ -527,3 +527,30 @@ func Example() {
 	fmt.Println("directory:", counts['R'], "system events:", counts['S'], "total:", g.Emitted())
 	// Output: directory: 10 system events: 6 total: 2000
 }
+
+// TestNoTradesWhileHalted: between a Stock Trading Action that halts or
+// pauses a symbol and the one that resumes it, the day has no execution and
+// no trade print of that symbol, whatever the symbol count (with one symbol,
+// every trade drawn during its halts falls on it).
+func TestNoTradesWhileHalted(t *testing.T) {
+	for _, cfg := range []itchgen.Config{{Messages: 30_000, Symbols: 1, Seed: 4}, {Messages: 50_000, Symbols: 3, Seed: 3}, {Messages: 50_000, Symbols: 20, Seed: 1}} {
+		halted := map[uint16]bool{}
+		halts := 0
+		for i, m := range messages(t, day(t, cfg)) {
+			switch m.Type() {
+			case 'H':
+				halted[m.Locate()] = m[19] != 'T'
+				if m[19] != 'T' {
+					halts++
+				}
+			case 'E', 'C', 'P':
+				if halted[m.Locate()] {
+					t.Fatalf("%d symbols, seed %d: message %d: %q of locate %d during its halt", cfg.Symbols, cfg.Seed, i, m.Type(), m.Locate())
+				}
+			}
+		}
+		if halts == 0 {
+			t.Fatalf("%d symbols, seed %d: no halt", cfg.Symbols, cfg.Seed)
+		}
+	}
+}
