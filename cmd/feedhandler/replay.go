@@ -177,8 +177,9 @@ func replay(args []string, stdout, stderr io.Writer) error {
 	}
 	var scan *itch.Scanner
 	var data []byte
-	if r.Format() == input.FormatBinaryFile && rp.pub == nil {
+	if r.Format() == input.FormatBinaryFile && !r.Stats().Gzip && rp.pub == nil {
 		// A BinaryFILE is mapped and scanned in place: no copy, no reader.
+		// A gzipped one is read through r, which inflates it.
 		mapped, unmap, err := mapFile(path)
 		if err != nil {
 			return fmt.Errorf("replay: %w", err)

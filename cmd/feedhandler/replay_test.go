@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"compress/gzip"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -257,5 +258,63 @@ func TestReplaySettle(t *testing.T) {
 	err := replay([]string{"--settle", "-1s", in}, io.Discard, io.Discard)
 	if err == nil || !strings.Contains(err.Error(), "--settle") {
 		t.Errorf("--settle -1s: %v, want an error naming the flag", err)
+	}
+}
+
+// TestReplayGzipBinaryFile: a gzipped BinaryFILE (as Nasdaq publishes its
+// day files) replays the same messages and books as the plain file; the
+// input detection inflates it, and the mapped fast path must not scan the
+// compressed bytes. A gzip stream cut short is an error naming the cut.
+func TestReplayGzipBinaryFile(t *testing.T) {
+	dir := t.TempDir()
+	const messages = 20_000
+	g, err := itchgen.New(itchgen.Config{Messages: messages, Symbols: 20, Seed: 5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var plain, zipped bytes.Buffer
+	if err := g.Write(&plain); err != nil {
+		t.Fatal(err)
+	}
+	zw := gzip.NewWriter(&zipped)
+	if _, err := zw.Write(plain.Bytes()); err != nil {
+		t.Fatal(err)
+	}
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	files := map[string][]byte{"day.itch": plain.Bytes(), "day.itch.gz": zipped.Bytes(), "cut.itch.gz": zipped.Bytes()[:zipped.Len()/2]}
+	books := map[string][]byte{}
+	for _, name := range []string{"day.itch", "day.itch.gz"} {
+		in, out := filepath.Join(dir, name), filepath.Join(dir, name+".books.json")
+		if err := os.WriteFile(in, files[name], 0o644); err != nil {
+			t.Fatal(err)
+		}
+		var stdout, stderr bytes.Buffer
+		if err := replay([]string{"--json", "--quiet", "--settle", "0", "--books-out", out, in}, &stdout, &stderr); err != nil {
+			t.Fatalf("replay %s: %v\n%s", name, err, stderr.String())
+		}
+		var rep replayReport
+		if err := json.Unmarshal(stdout.Bytes(), &rep); err != nil {
+			t.Fatalf("%s: report: %v\n%s", name, err, stdout.String())
+		}
+		if rep.Messages != messages || rep.Inconsistent != 0 || rep.InputShort != 0 || rep.InputUnknown != 0 {
+			t.Fatalf("%s: %d messages (want %d), %d inconsistencies, %d short, %d unknown", name, rep.Messages, messages, rep.Inconsistent, rep.InputShort, rep.InputUnknown)
+		}
+		if books[name], err = os.ReadFile(out); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !bytes.Equal(books["day.itch"], books["day.itch.gz"]) {
+		t.Error("books from the gzipped BinaryFILE differ from the plain file's")
+	}
+	in := filepath.Join(dir, "cut.itch.gz")
+	if err := os.WriteFile(in, files["cut.itch.gz"], 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var stdout bytes.Buffer
+	err = replay([]string{"--quiet", "--settle", "0", in}, &stdout, &stdout)
+	if err == nil || !strings.Contains(err.Error(), "unexpected EOF") {
+		t.Fatalf("gzip cut short: %v, want an unexpected EOF", err)
 	}
 }
