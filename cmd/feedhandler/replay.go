@@ -77,6 +77,7 @@ type replayReport struct {
 	// With --feed: the capture's lines arbitrated as the handler did.
 	Arbitrated    *arbitratedReport `json:"arbitrated,omitempty"`
 	CapacityError string            `json:"capacity_error,omitempty"`
+	Error         string            `json:"error,omitempty"` // why the input stopped early (the report covers what was applied until then)
 }
 
 type latencyReport struct {
@@ -209,35 +210,11 @@ func replay(args []string, stdout, stderr io.Writer) error {
 	cpu0 := cpuTime()
 	rp.start = time.Now()
 	rp.lastProgress = rp.start
-	switch {
-	case arb != nil:
-		if err := arb.run(); err != nil {
-			return fmt.Errorf("replay %s after %d messages: %w", path, rp.n, err)
-		}
-	case scan != nil:
-		if err := rp.applyFile(data, scan); err != nil {
-			return fmt.Errorf("replay %s after %d messages: %w", path, rp.n, err)
-		}
-	default:
-		for {
-			m, err := r.Next()
-			if err == io.EOF {
-				break
-			}
-			if err != nil {
-				return fmt.Errorf("replay %s after %d messages: %w", path, rp.n, err)
-			}
-			if rp.pub != nil {
-				rp.applyPublish(m)
-				continue
-			}
-			rp.apply(m)
-		}
-		if rp.pub != nil {
-			rp.pub.Flush()
-			rp.w.Heartbeat()
-		}
-	}
+	// An input that ends badly (cut mid-record, a gzip stream cut short,
+	// a block that overruns the file) stops the loop with an error; the
+	// report of what was applied up to there is still printed, then the
+	// error returned.
+	loopErr := rp.run(arb, r, data, scan)
 	wall := time.Since(rp.start)
 	cpu := cpuTime() - cpu0
 	ru1 := rusage()
@@ -287,6 +264,10 @@ func replay(args []string, stdout, stderr io.Writer) error {
 	if err := bs.Err(); err != nil {
 		rep.CapacityError = err.Error()
 	}
+	if loopErr != nil {
+		loopErr = fmt.Errorf("replay %s after %d messages: %w", path, rp.n, loopErr)
+		rep.Error = loopErr.Error()
+	}
 
 	if *booksOut != "" {
 		f, err := os.Create(*booksOut)
@@ -305,7 +286,10 @@ func replay(args []string, stdout, stderr io.Writer) error {
 	if *asJSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
-		return enc.Encode(rep)
+		if err := enc.Encode(rep); err != nil {
+			return err
+		}
+		return loopErr
 	}
 	fmt.Fprintf(stdout, "file          %s (%s)\n", rep.File, rep.Format)
 	fmt.Fprintf(stdout, "messages      %d in %.3f s: %.1f ns/msg, %.2f M msg/s (setup %.1f ms, then %.0f ms settle)\n",
@@ -337,7 +321,41 @@ func replay(args []string, stdout, stderr io.Writer) error {
 	if rep.CapacityError != "" {
 		fmt.Fprintf(stdout, "capacity      %s\n", rep.CapacityError)
 	}
-	return nil
+	if rep.Error != "" {
+		fmt.Fprintf(stdout, "stopped       %s\n", rep.Error)
+	}
+	return loopErr
+}
+
+// run is replay's loop over the input: arbitrated (--feed), a mapped
+// BinaryFILE, or the input reader.
+func (rp *replayer) run(arb *arbitrated, r *input.Reader, data []byte, scan *itch.Scanner) error {
+	switch {
+	case arb != nil:
+		return arb.run()
+	case scan != nil:
+		return rp.applyFile(data, scan)
+	}
+	if rp.pub != nil {
+		defer func() {
+			rp.pub.Flush()
+			rp.w.Heartbeat()
+		}()
+	}
+	for {
+		m, err := r.Next()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if rp.pub != nil {
+			rp.applyPublish(m)
+			continue
+		}
+		rp.apply(m)
+	}
 }
 
 var counterNames = []string{"malformed", "unknown_type", "unknown_locate", "locate_capacity", "locate_mismatch", "locate_reassigned",

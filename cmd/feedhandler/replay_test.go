@@ -318,3 +318,57 @@ func TestReplayGzipBinaryFile(t *testing.T) {
 		t.Fatalf("gzip cut short: %v, want an unexpected EOF", err)
 	}
 }
+
+// TestReplayBadInputReports: an input that stops early (a pcap cut
+// mid-record, a BinaryFILE whose last block overruns the file) is an error,
+// and the report of what was applied until then is still printed, with the
+// reason: the messages, books and counters of a capture cut when it was
+// copied are what the replay is for.
+func TestReplayBadInputReports(t *testing.T) {
+	dir := t.TempDir()
+	const messages = 5_000
+	g, err := itchgen.New(itchgen.Config{Messages: messages, Symbols: 20, Seed: 6})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var day bytes.Buffer
+	if err := g.Write(&day); err != nil {
+		t.Fatal(err)
+	}
+	if g, err = itchgen.New(itchgen.Config{Messages: messages, Symbols: 20, Seed: 6}); err != nil {
+		t.Fatal(err)
+	}
+	var capture bytes.Buffer
+	if _, err := g.WritePcap(&capture); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name string
+		data []byte
+		want string
+	}{
+		{"cut.pcap", capture.Bytes()[:capture.Len()-7], "unexpected EOF"},
+		{"cut.itch", day.Bytes()[:day.Len()-7], "truncated block"},
+	} {
+		in := filepath.Join(dir, c.name)
+		if err := os.WriteFile(in, c.data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		var stdout, stderr bytes.Buffer
+		err := replay([]string{"--json", "--quiet", "--settle", "0", in}, &stdout, &stderr)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Fatalf("%s: %v, want an error saying %q", c.name, err, c.want)
+		}
+		var rep replayReport
+		if jerr := json.Unmarshal(stdout.Bytes(), &rep); jerr != nil {
+			t.Fatalf("%s: no report with the error %q: %v\n%s", c.name, err, jerr, stdout.String())
+		}
+		if rep.Messages < messages-1 || rep.Error != err.Error() || rep.Instruments != 20 {
+			t.Fatalf("%s: report of %d messages, %d instruments, error %q (returned %q)", c.name, rep.Messages, rep.Instruments, rep.Error, err)
+		}
+		stdout.Reset()
+		if err := replay([]string{"--quiet", "--settle", "0", in}, &stdout, &stderr); err == nil || !strings.Contains(stdout.String(), "stopped       "+err.Error()) {
+			t.Fatalf("%s: text report without the reason %v:\n%s", c.name, err, stdout.String())
+		}
+	}
+}
