@@ -74,3 +74,34 @@ func TestFileSource(t *testing.T) {
 		}
 	}
 }
+
+// TestFileSourcePacketSize: a packet size that cannot hold a MoldUDP64
+// header and a block, or that no IPv4 datagram carries, is an error from
+// OpenFile (feedhandler send -max-packet), not a panic in the builder.
+func TestFileSourcePacketSize(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "day.itch")
+	if err := os.WriteFile(path, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, size := range []int{-1, 10, 21, 65508, 70000} {
+		func() {
+			defer func() {
+				if p := recover(); p != nil {
+					t.Fatalf("packet size %d: panic %v", size, p)
+				}
+			}()
+			src, err := OpenFile(path, FileOptions{MaxPacket: size})
+			if err == nil {
+				src.Close()
+				t.Fatalf("packet size %d accepted", size)
+			}
+		}()
+	}
+	for _, size := range []int{0, 22, 1400, 65507} {
+		src, err := OpenFile(path, FileOptions{MaxPacket: size})
+		if err != nil {
+			t.Fatalf("packet size %d: %v", size, err)
+		}
+		src.Close()
+	}
+}
