@@ -105,3 +105,22 @@ func TestFileSourcePacketSize(t *testing.T) {
 		src.Close()
 	}
 }
+
+// TestFileSourceSessionLength: a session name longer than MoldUDP64's 10
+// characters is an error (feedhandler send -session), not cut to its first
+// 10 in the packets.
+func TestFileSourceSessionLength(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "day.itch")
+	if err := os.WriteFile(path, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if src, err := OpenFile(path, FileOptions{Session: "SESSION0001X"}); err == nil {
+		src.Close()
+		t.Fatal("session of 12 characters accepted")
+	}
+	src, err := OpenFile(path, FileOptions{Session: "SESSION001"})
+	if err != nil {
+		t.Fatalf("session of 10 characters: %v", err)
+	}
+	src.Close()
+}
