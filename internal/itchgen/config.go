@@ -73,7 +73,7 @@ func (c *Config) setDefaults() error {
 		c.Date = time.Date(2026, 11, 24, 0, 0, 0, 0, time.UTC)
 	}
 	for _, p := range []float64{c.Loss, c.Dup, c.Reorder} {
-		if p < 0 || p >= 1 {
+		if !(p >= 0 && p < 1) { // NaN too, which injected nothing
 			return fmt.Errorf("generate itch day: fault probability %v outside [0, 1)", p)
 		}
 	}

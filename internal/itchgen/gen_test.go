@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"math/bits"
 	"testing"
 
@@ -551,6 +552,19 @@ func TestNoTradesWhileHalted(t *testing.T) {
 		}
 		if halts == 0 {
 			t.Fatalf("%d symbols, seed %d: no halt", cfg.Symbols, cfg.Seed)
+		}
+	}
+}
+
+// TestFaultProbabilityRange: a fault probability outside [0, 1), NaN
+// included (itchgen -loss NaN), is refused; NaN passed the range check and
+// the pcap came out without a fault.
+func TestFaultProbabilityRange(t *testing.T) {
+	for _, p := range []float64{-0.1, 1, math.NaN()} {
+		for _, cfg := range []itchgen.Config{{Messages: 10_000, Loss: p}, {Messages: 10_000, Dup: p}, {Messages: 10_000, Reorder: p}} {
+			if _, err := itchgen.New(cfg); err == nil {
+				t.Errorf("loss %v dup %v reorder %v accepted", cfg.Loss, cfg.Dup, cfg.Reorder)
+			}
 		}
 	}
 }
