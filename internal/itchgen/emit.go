@@ -351,7 +351,8 @@ func (g *Generator) scheduled(e *event) {
 		if e.code != 'T' {
 			f.Reason = [4]byte{'L', 'U', 'D', 'P'}
 		}
-		s.halted = e.code != 'T'
+		s.tradingHalt = e.code != 'T'
+		s.halted = s.tradingHalt || s.opHalt
 		g.msg = f.Append(g.msg[:0])
 	case 'Y':
 		f := itch.RegSHOFields{Header: h, Stock: s.stock, Action: e.code}
@@ -376,6 +377,8 @@ func (g *Generator) scheduled(e *event) {
 		g.msg = f.Append(g.msg[:0])
 	case 'h':
 		f := itch.OperationalHaltFields{Header: h, Stock: s.stock, MarketCode: 'Q', HaltAction: e.code}
+		s.opHalt = e.code == 'H'
+		s.halted = s.tradingHalt || s.opHalt
 		g.msg = f.Append(g.msg[:0])
 	case 'Q':
 		match := g.nextMatch

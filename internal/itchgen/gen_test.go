@@ -530,12 +530,14 @@ func Example() {
 }
 
 // TestNoTradesWhileHalted: between a Stock Trading Action that halts or
-// pauses a symbol and the one that resumes it, the day has no execution and
-// no trade print of that symbol, whatever the symbol count (with one symbol,
-// every trade drawn during its halts falls on it).
+// pauses a symbol and the one that resumes it, and between an Operational
+// Halt of it on Nasdaq (market code 'Q', action 'H') and its lifting ('T'),
+// the day has no execution and no trade print of that symbol, whatever the
+// symbol count (with one symbol, every trade drawn during its halts falls
+// on it).
 func TestNoTradesWhileHalted(t *testing.T) {
 	for _, cfg := range []itchgen.Config{{Messages: 30_000, Symbols: 1, Seed: 4}, {Messages: 50_000, Symbols: 3, Seed: 3}, {Messages: 50_000, Symbols: 20, Seed: 1}} {
-		halted := map[uint16]bool{}
+		halted, opHalted := map[uint16]bool{}, map[uint16]bool{}
 		halts := 0
 		for i, m := range messages(t, day(t, cfg)) {
 			switch m.Type() {
@@ -544,8 +546,15 @@ func TestNoTradesWhileHalted(t *testing.T) {
 				if m[19] != 'T' {
 					halts++
 				}
+			case 'h':
+				if m[19] == 'Q' {
+					opHalted[m.Locate()] = m[20] == 'H'
+					if m[20] == 'H' {
+						halts++
+					}
+				}
 			case 'E', 'C', 'P':
-				if halted[m.Locate()] {
+				if halted[m.Locate()] || opHalted[m.Locate()] {
 					t.Fatalf("%d symbols, seed %d: message %d: %q of locate %d during its halt", cfg.Symbols, cfg.Seed, i, m.Type(), m.Locate())
 				}
 			}
