@@ -57,6 +57,16 @@ func (c *Config) setDefaults() error {
 	if !c.Source.IsValid() {
 		c.Source = netip.MustParseAddrPort("10.0.0.1:50000")
 	}
+	// The pcap holds IPv4 frames only (pcap.AppendUDPFrame panics on
+	// another address).
+	for _, a := range []struct {
+		what string
+		ap   netip.AddrPort
+	}{{"group B", c.GroupB}, {"source", c.Source}} {
+		if !a.ap.Addr().Is4() {
+			return fmt.Errorf("generate itch day: %s %v is not IPv4", a.what, a.ap)
+		}
+	}
 	if c.Lines == 0 {
 		c.Lines = 1
 	}

@@ -8,6 +8,7 @@ import (
 	"io"
 	"math"
 	"math/bits"
+	"net/netip"
 	"testing"
 
 	"github.com/marketfeed/feedhandler/feed/dayfile"
@@ -574,6 +575,20 @@ func TestFaultProbabilityRange(t *testing.T) {
 			if _, err := itchgen.New(cfg); err == nil {
 				t.Errorf("loss %v dup %v reorder %v accepted", cfg.Loss, cfg.Dup, cfg.Reorder)
 			}
+		}
+	}
+}
+
+// TestAddressesIPv4: the pcap's frames are IPv4, so an IPv6 line B group or
+// source (itchgen -group-b ff02::1, -src [::1]:5000) is refused by New;
+// WritePcap panicked with 'As4 called on IPv6 address'.
+func TestAddressesIPv4(t *testing.T) {
+	for _, cfg := range []itchgen.Config{
+		{Messages: 10_000, Source: netip.MustParseAddrPort("[::1]:5000")},
+		{Messages: 10_000, Lines: 2, GroupB: netip.MustParseAddrPort("[ff02::1]:26477")},
+	} {
+		if _, err := itchgen.New(cfg); err == nil {
+			t.Errorf("source %v, group B %v accepted", cfg.Source, cfg.GroupB)
 		}
 	}
 }
