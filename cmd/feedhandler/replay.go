@@ -74,6 +74,11 @@ type replayReport struct {
 	InputShort    uint64            `json:"input_short_messages"`
 	InputGaps     uint64            `json:"input_gaps,omitempty"`
 	InputMissing  uint64            `json:"input_missing_messages,omitempty"`
+	// A capture's frames that are not whole IPv4/UDP datagrams, and UDP
+	// datagrams that are not MoldUDP64 packets: their messages, if any,
+	// were not applied.
+	InputFramesSkipped uint64 `json:"input_frames_skipped,omitempty"`
+	InputBadPackets    uint64 `json:"input_bad_packets,omitempty"`
 	// With --feed: the capture's lines arbitrated as the handler did.
 	Arbitrated    *arbitratedReport `json:"arbitrated,omitempty"`
 	CapacityError string            `json:"capacity_error,omitempty"`
@@ -260,6 +265,7 @@ func replay(args []string, stdout, stderr io.Writer) error {
 		ist := r.Stats()
 		rep.InputUnknown, rep.InputShort = ist.Codec.Unknown, ist.Codec.Short
 		rep.InputGaps, rep.InputMissing = ist.Gaps()
+		rep.InputFramesSkipped, rep.InputBadPackets = ist.Frames.Malformed(), ist.Malformed
 	}
 	if err := bs.Err(); err != nil {
 		rep.CapacityError = err.Error()
@@ -308,8 +314,12 @@ func replay(args []string, stdout, stderr io.Writer) error {
 			fmt.Fprintf(stdout, " %s=%d", k, v)
 		}
 	}
-	fmt.Fprintf(stdout, "\ninput         %d unknown types, %d short messages, %d gaps (%d missing)\n",
+	fmt.Fprintf(stdout, "\ninput         %d unknown types, %d short messages, %d gaps (%d missing)",
 		rep.InputUnknown, rep.InputShort, rep.InputGaps, rep.InputMissing)
+	if rep.InputFramesSkipped+rep.InputBadPackets > 0 {
+		fmt.Fprintf(stdout, "; %d frames skipped (not IPv4/UDP), %d datagrams not MoldUDP64", rep.InputFramesSkipped, rep.InputBadPackets)
+	}
+	fmt.Fprintln(stdout)
 	if a := rep.Arbitrated; a != nil {
 		polls := "the capture's batch marks"
 		if n := a.Datagrams[0] + a.Datagrams[1]; a.Marked != n {

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"compress/gzip"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -370,5 +371,59 @@ func TestReplayBadInputReports(t *testing.T) {
 		if err := replay([]string{"--quiet", "--settle", "0", in}, &stdout, &stderr); err == nil || !strings.Contains(stdout.String(), "stopped       "+err.Error()) {
 			t.Fatalf("%s: text report without the reason %v:\n%s", c.name, err, stdout.String())
 		}
+	}
+}
+
+// TestReplayCaptureSkipsCounted: a capture's frames that are not IPv4/UDP
+// and UDP datagrams that are not MoldUDP64 carry messages replay does not
+// apply; the report counts both (JSON input_frames_skipped and
+// input_bad_packets, and the text's input line). Before, a capture whose
+// first 100 frames were TCP replayed without a word of them.
+func TestReplayCaptureSkipsCounted(t *testing.T) {
+	g, err := itchgen.New(itchgen.Config{Messages: 5_000, Symbols: 20, Seed: 7})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var capture bytes.Buffer
+	if _, err := g.WritePcap(&capture); err != nil {
+		t.Fatal(err)
+	}
+	b := capture.Bytes()
+	if !bytes.Equal(b[:4], []byte{0x4d, 0x3c, 0xb2, 0xa1}) {
+		t.Fatalf("pcap magic % x: want little-endian nanosecond pcap", b[:4])
+	}
+	const tcp, bad = 100, 3
+	off := 24
+	for i := range tcp + bad {
+		incl := int(binary.LittleEndian.Uint32(b[off+8:]))
+		frame := b[off+16 : off+16+incl] // Ethernet, IPv4 (20 bytes), UDP, MoldUDP64
+		if i < tcp {
+			frame[14+9] = 6 // IP protocol TCP
+		} else {
+			binary.BigEndian.PutUint16(frame[14+20+8+18:], 0xfffe) // message count past the datagram
+		}
+		off += 16 + incl
+	}
+	in := filepath.Join(t.TempDir(), "mangled.pcap")
+	if err := os.WriteFile(in, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var stdout, stderr bytes.Buffer
+	if err := replay([]string{"--json", "--quiet", "--settle", "0", in}, &stdout, &stderr); err != nil {
+		t.Fatal(err)
+	}
+	var rep map[string]any
+	if err := json.Unmarshal(stdout.Bytes(), &rep); err != nil {
+		t.Fatal(err)
+	}
+	if rep["input_frames_skipped"] != float64(tcp) || rep["input_bad_packets"] != float64(bad) {
+		t.Fatalf("input_frames_skipped %v (want %d), input_bad_packets %v (want %d)", rep["input_frames_skipped"], tcp, rep["input_bad_packets"], bad)
+	}
+	stdout.Reset()
+	if err := replay([]string{"--quiet", "--settle", "0", in}, &stdout, &stderr); err != nil {
+		t.Fatal(err)
+	}
+	if want := fmt.Sprintf("%d frames skipped (not IPv4/UDP), %d datagrams not MoldUDP64", tcp, bad); !strings.Contains(stdout.String(), want) {
+		t.Fatalf("text report lacks %q:\n%s", want, stdout.String())
 	}
 }
