@@ -152,6 +152,12 @@ func replay(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("replay: %w", err)
 	}
 	defer r.Close()
+	// input.Open takes an empty file for a BinaryFILE of no message: a
+	// capture that recorded nothing, a download that failed. Replaying it
+	// would report a run of 0 messages as a success.
+	if fi, err := os.Stat(path); err == nil && fi.Size() == 0 {
+		return fmt.Errorf("replay: %s is empty (0 bytes): nothing to replay", path)
+	}
 
 	overhead := timerOverhead()
 	if *cpuProfile != "" {

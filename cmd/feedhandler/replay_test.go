@@ -427,3 +427,17 @@ func TestReplayCaptureSkipsCounted(t *testing.T) {
 		t.Fatalf("text report lacks %q:\n%s", want, stdout.String())
 	}
 }
+
+// TestReplayEmptyInput: an empty file is an error, not a report of a
+// successful replay of 0 messages.
+func TestReplayEmptyInput(t *testing.T) {
+	in := filepath.Join(t.TempDir(), "empty.itch")
+	if err := os.WriteFile(in, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var stdout, stderr bytes.Buffer
+	err := replay([]string{"--quiet", "--settle", "0", in}, &stdout, &stderr)
+	if err == nil || !strings.Contains(err.Error(), "empty") {
+		t.Fatalf("empty input: %v, want an error saying it is empty\n%s", err, stdout.String())
+	}
+}
