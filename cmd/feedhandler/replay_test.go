@@ -269,22 +269,16 @@ func TestReplaySettle(t *testing.T) {
 func TestReplayGzipBinaryFile(t *testing.T) {
 	dir := t.TempDir()
 	const messages = 20_000
-	g, err := itchgen.New(itchgen.Config{Messages: messages, Symbols: 20, Seed: 5})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var plain, zipped bytes.Buffer
-	if err := g.Write(&plain); err != nil {
-		t.Fatal(err)
-	}
+	plain := generatedDay(t, itchgen.Config{Messages: messages, Symbols: 20, Seed: 5}, false)
+	var zipped bytes.Buffer
 	zw := gzip.NewWriter(&zipped)
-	if _, err := zw.Write(plain.Bytes()); err != nil {
+	if _, err := zw.Write(plain); err != nil {
 		t.Fatal(err)
 	}
 	if err := zw.Close(); err != nil {
 		t.Fatal(err)
 	}
-	files := map[string][]byte{"day.itch": plain.Bytes(), "day.itch.gz": zipped.Bytes(), "cut.itch.gz": zipped.Bytes()[:zipped.Len()/2]}
+	files := map[string][]byte{"day.itch": plain, "day.itch.gz": zipped.Bytes(), "cut.itch.gz": zipped.Bytes()[:zipped.Len()/2]}
 	books := map[string][]byte{}
 	for _, name := range []string{"day.itch", "day.itch.gz"} {
 		in, out := filepath.Join(dir, name), filepath.Join(dir, name+".books.json")
@@ -302,9 +296,11 @@ func TestReplayGzipBinaryFile(t *testing.T) {
 		if rep.Messages != messages || rep.Inconsistent != 0 || rep.InputShort != 0 || rep.InputUnknown != 0 {
 			t.Fatalf("%s: %d messages (want %d), %d inconsistencies, %d short, %d unknown", name, rep.Messages, messages, rep.Inconsistent, rep.InputShort, rep.InputUnknown)
 		}
-		if books[name], err = os.ReadFile(out); err != nil {
+		b, err := os.ReadFile(out)
+		if err != nil {
 			t.Fatal(err)
 		}
+		books[name] = b
 	}
 	if !bytes.Equal(books["day.itch"], books["day.itch.gz"]) {
 		t.Error("books from the gzipped BinaryFILE differ from the plain file's")
@@ -314,7 +310,7 @@ func TestReplayGzipBinaryFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	var stdout bytes.Buffer
-	err = replay([]string{"--quiet", "--settle", "0", in}, &stdout, &stdout)
+	err := replay([]string{"--quiet", "--settle", "0", in}, &stdout, &stdout)
 	if err == nil || !strings.Contains(err.Error(), "unexpected EOF") {
 		t.Fatalf("gzip cut short: %v, want an unexpected EOF", err)
 	}
@@ -328,28 +324,15 @@ func TestReplayGzipBinaryFile(t *testing.T) {
 func TestReplayBadInputReports(t *testing.T) {
 	dir := t.TempDir()
 	const messages = 5_000
-	g, err := itchgen.New(itchgen.Config{Messages: messages, Symbols: 20, Seed: 6})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var day bytes.Buffer
-	if err := g.Write(&day); err != nil {
-		t.Fatal(err)
-	}
-	if g, err = itchgen.New(itchgen.Config{Messages: messages, Symbols: 20, Seed: 6}); err != nil {
-		t.Fatal(err)
-	}
-	var capture bytes.Buffer
-	if _, err := g.WritePcap(&capture); err != nil {
-		t.Fatal(err)
-	}
+	cfg := itchgen.Config{Messages: messages, Symbols: 20, Seed: 6}
+	day, capture := generatedDay(t, cfg, false), generatedDay(t, cfg, true)
 	for _, c := range []struct {
 		name string
 		data []byte
 		want string
 	}{
-		{"cut.pcap", capture.Bytes()[:capture.Len()-7], "unexpected EOF"},
-		{"cut.itch", day.Bytes()[:day.Len()-7], "truncated block"},
+		{"cut.pcap", capture[:len(capture)-7], "unexpected EOF"},
+		{"cut.itch", day[:len(day)-7], "truncated block"},
 	} {
 		in := filepath.Join(dir, c.name)
 		if err := os.WriteFile(in, c.data, 0o644); err != nil {
@@ -380,15 +363,7 @@ func TestReplayBadInputReports(t *testing.T) {
 // input_bad_packets, and the text's input line). Before, a capture whose
 // first 100 frames were TCP replayed without a word of them.
 func TestReplayCaptureSkipsCounted(t *testing.T) {
-	g, err := itchgen.New(itchgen.Config{Messages: 5_000, Symbols: 20, Seed: 7})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var capture bytes.Buffer
-	if _, err := g.WritePcap(&capture); err != nil {
-		t.Fatal(err)
-	}
-	b := capture.Bytes()
+	b := generatedDay(t, itchgen.Config{Messages: 5_000, Symbols: 20, Seed: 7}, true)
 	if !bytes.Equal(b[:4], []byte{0x4d, 0x3c, 0xb2, 0xa1}) {
 		t.Fatalf("pcap magic % x: want little-endian nanosecond pcap", b[:4])
 	}
@@ -440,4 +415,23 @@ func TestReplayEmptyInput(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "empty") {
 		t.Fatalf("empty input: %v, want an error saying it is empty\n%s", err, stdout.String())
 	}
+}
+
+// generatedDay returns the day cfg describes as a BinaryFILE, or as a pcap.
+func generatedDay(t *testing.T, cfg itchgen.Config, pcap bool) []byte {
+	t.Helper()
+	g, err := itchgen.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b bytes.Buffer
+	if pcap {
+		_, err = g.WritePcap(&b)
+	} else {
+		err = g.Write(&b)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b.Bytes()
 }
