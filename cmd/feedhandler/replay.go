@@ -74,9 +74,15 @@ type replayReport struct {
 	InputShort    uint64            `json:"input_short_messages"`
 	InputGaps     uint64            `json:"input_gaps,omitempty"`
 	InputMissing  uint64            `json:"input_missing_messages,omitempty"`
+	// A capture's frames that are not whole IPv4/UDP datagrams, and UDP
+	// datagrams that are not MoldUDP64 packets: their messages, if any,
+	// were not applied.
+	InputFramesSkipped uint64 `json:"input_frames_skipped,omitempty"`
+	InputBadPackets    uint64 `json:"input_bad_packets,omitempty"`
 	// With --feed: the capture's lines arbitrated as the handler did.
 	Arbitrated    *arbitratedReport `json:"arbitrated,omitempty"`
 	CapacityError string            `json:"capacity_error,omitempty"`
+	Error         string            `json:"error,omitempty"` // why the input stopped early (the report covers what was applied until then)
 }
 
 type latencyReport struct {
@@ -146,6 +152,12 @@ func replay(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("replay: %w", err)
 	}
 	defer r.Close()
+	// input.Open takes an empty file for a BinaryFILE of no message: a
+	// capture that recorded nothing, a download that failed. Replaying it
+	// would report a run of 0 messages as a success.
+	if fi, err := os.Stat(path); err == nil && fi.Size() == 0 {
+		return fmt.Errorf("replay: %s is empty (0 bytes): nothing to replay", path)
+	}
 
 	overhead := timerOverhead()
 	if *cpuProfile != "" {
@@ -177,8 +189,9 @@ func replay(args []string, stdout, stderr io.Writer) error {
 	}
 	var scan *itch.Scanner
 	var data []byte
-	if r.Format() == input.FormatBinaryFile && rp.pub == nil {
+	if r.Format() == input.FormatBinaryFile && !r.Stats().Gzip && rp.pub == nil {
 		// A BinaryFILE is mapped and scanned in place: no copy, no reader.
+		// A gzipped one is read through r, which inflates it.
 		mapped, unmap, err := mapFile(path)
 		if err != nil {
 			return fmt.Errorf("replay: %w", err)
@@ -208,35 +221,11 @@ func replay(args []string, stdout, stderr io.Writer) error {
 	cpu0 := cpuTime()
 	rp.start = time.Now()
 	rp.lastProgress = rp.start
-	switch {
-	case arb != nil:
-		if err := arb.run(); err != nil {
-			return fmt.Errorf("replay %s after %d messages: %w", path, rp.n, err)
-		}
-	case scan != nil:
-		if err := rp.applyFile(data, scan); err != nil {
-			return fmt.Errorf("replay %s after %d messages: %w", path, rp.n, err)
-		}
-	default:
-		for {
-			m, err := r.Next()
-			if err == io.EOF {
-				break
-			}
-			if err != nil {
-				return fmt.Errorf("replay %s after %d messages: %w", path, rp.n, err)
-			}
-			if rp.pub != nil {
-				rp.applyPublish(m)
-				continue
-			}
-			rp.apply(m)
-		}
-		if rp.pub != nil {
-			rp.pub.Flush()
-			rp.w.Heartbeat()
-		}
-	}
+	// An input that ends badly (cut mid-record, a gzip stream cut short,
+	// a block that overruns the file) stops the loop with an error; the
+	// report of what was applied up to there is still printed, then the
+	// error returned.
+	loopErr := rp.run(arb, r, data, scan)
 	wall := time.Since(rp.start)
 	cpu := cpuTime() - cpu0
 	ru1 := rusage()
@@ -282,9 +271,14 @@ func replay(args []string, stdout, stderr io.Writer) error {
 		ist := r.Stats()
 		rep.InputUnknown, rep.InputShort = ist.Codec.Unknown, ist.Codec.Short
 		rep.InputGaps, rep.InputMissing = ist.Gaps()
+		rep.InputFramesSkipped, rep.InputBadPackets = ist.Frames.Malformed(), ist.Malformed
 	}
 	if err := bs.Err(); err != nil {
 		rep.CapacityError = err.Error()
+	}
+	if loopErr != nil {
+		loopErr = fmt.Errorf("replay %s after %d messages: %w", path, rp.n, loopErr)
+		rep.Error = loopErr.Error()
 	}
 
 	if *booksOut != "" {
@@ -304,7 +298,10 @@ func replay(args []string, stdout, stderr io.Writer) error {
 	if *asJSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
-		return enc.Encode(rep)
+		if err := enc.Encode(rep); err != nil {
+			return err
+		}
+		return loopErr
 	}
 	fmt.Fprintf(stdout, "file          %s (%s)\n", rep.File, rep.Format)
 	fmt.Fprintf(stdout, "messages      %d in %.3f s: %.1f ns/msg, %.2f M msg/s (setup %.1f ms, then %.0f ms settle)\n",
@@ -323,8 +320,12 @@ func replay(args []string, stdout, stderr io.Writer) error {
 			fmt.Fprintf(stdout, " %s=%d", k, v)
 		}
 	}
-	fmt.Fprintf(stdout, "\ninput         %d unknown types, %d short messages, %d gaps (%d missing)\n",
+	fmt.Fprintf(stdout, "\ninput         %d unknown types, %d short messages, %d gaps (%d missing)",
 		rep.InputUnknown, rep.InputShort, rep.InputGaps, rep.InputMissing)
+	if rep.InputFramesSkipped+rep.InputBadPackets > 0 {
+		fmt.Fprintf(stdout, "; %d frames skipped (not IPv4/UDP), %d datagrams not MoldUDP64", rep.InputFramesSkipped, rep.InputBadPackets)
+	}
+	fmt.Fprintln(stdout)
 	if a := rep.Arbitrated; a != nil {
 		polls := "the capture's batch marks"
 		if n := a.Datagrams[0] + a.Datagrams[1]; a.Marked != n {
@@ -336,7 +337,41 @@ func replay(args []string, stdout, stderr io.Writer) error {
 	if rep.CapacityError != "" {
 		fmt.Fprintf(stdout, "capacity      %s\n", rep.CapacityError)
 	}
-	return nil
+	if rep.Error != "" {
+		fmt.Fprintf(stdout, "stopped       %s\n", rep.Error)
+	}
+	return loopErr
+}
+
+// run is replay's loop over the input: arbitrated (--feed), a mapped
+// BinaryFILE, or the input reader.
+func (rp *replayer) run(arb *arbitrated, r *input.Reader, data []byte, scan *itch.Scanner) error {
+	switch {
+	case arb != nil:
+		return arb.run()
+	case scan != nil:
+		return rp.applyFile(data, scan)
+	}
+	if rp.pub != nil {
+		defer func() {
+			rp.pub.Flush()
+			rp.w.Heartbeat()
+		}()
+	}
+	for {
+		m, err := r.Next()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if rp.pub != nil {
+			rp.applyPublish(m)
+			continue
+		}
+		rp.apply(m)
+	}
 }
 
 var counterNames = []string{"malformed", "unknown_type", "unknown_locate", "locate_capacity", "locate_mismatch", "locate_reassigned",

@@ -2,6 +2,8 @@ package main
 
 import (
 	"bytes"
+	"compress/gzip"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -258,4 +260,178 @@ func TestReplaySettle(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "--settle") {
 		t.Errorf("--settle -1s: %v, want an error naming the flag", err)
 	}
+}
+
+// TestReplayGzipBinaryFile: a gzipped BinaryFILE (as Nasdaq publishes its
+// day files) replays the same messages and books as the plain file; the
+// input detection inflates it, and the mapped fast path must not scan the
+// compressed bytes. A gzip stream cut short is an error naming the cut.
+func TestReplayGzipBinaryFile(t *testing.T) {
+	dir := t.TempDir()
+	const messages = 20_000
+	plain := generatedDay(t, itchgen.Config{Messages: messages, Symbols: 20, Seed: 5}, false)
+	var zipped bytes.Buffer
+	zw := gzip.NewWriter(&zipped)
+	if _, err := zw.Write(plain); err != nil {
+		t.Fatal(err)
+	}
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	files := map[string][]byte{"day.itch": plain, "day.itch.gz": zipped.Bytes(), "cut.itch.gz": zipped.Bytes()[:zipped.Len()/2]}
+	books := map[string][]byte{}
+	for _, name := range []string{"day.itch", "day.itch.gz"} {
+		in, out := filepath.Join(dir, name), filepath.Join(dir, name+".books.json")
+		if err := os.WriteFile(in, files[name], 0o644); err != nil {
+			t.Fatal(err)
+		}
+		var stdout, stderr bytes.Buffer
+		if err := replay([]string{"--json", "--quiet", "--settle", "0", "--books-out", out, in}, &stdout, &stderr); err != nil {
+			t.Fatalf("replay %s: %v\n%s", name, err, stderr.String())
+		}
+		var rep replayReport
+		if err := json.Unmarshal(stdout.Bytes(), &rep); err != nil {
+			t.Fatalf("%s: report: %v\n%s", name, err, stdout.String())
+		}
+		if rep.Messages != messages || rep.Inconsistent != 0 || rep.InputShort != 0 || rep.InputUnknown != 0 {
+			t.Fatalf("%s: %d messages (want %d), %d inconsistencies, %d short, %d unknown", name, rep.Messages, messages, rep.Inconsistent, rep.InputShort, rep.InputUnknown)
+		}
+		b, err := os.ReadFile(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		books[name] = b
+	}
+	if !bytes.Equal(books["day.itch"], books["day.itch.gz"]) {
+		t.Error("books from the gzipped BinaryFILE differ from the plain file's")
+	}
+	in := filepath.Join(dir, "cut.itch.gz")
+	if err := os.WriteFile(in, files["cut.itch.gz"], 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var stdout bytes.Buffer
+	err := replay([]string{"--quiet", "--settle", "0", in}, &stdout, &stdout)
+	if err == nil || !strings.Contains(err.Error(), "unexpected EOF") {
+		t.Fatalf("gzip cut short: %v, want an unexpected EOF", err)
+	}
+}
+
+// TestReplayBadInputReports: an input that stops early (a pcap cut
+// mid-record, a BinaryFILE whose last block overruns the file) is an error,
+// and the report of what was applied until then is still printed, with the
+// reason: the messages, books and counters of a capture cut when it was
+// copied are what the replay is for.
+func TestReplayBadInputReports(t *testing.T) {
+	dir := t.TempDir()
+	const messages = 5_000
+	cfg := itchgen.Config{Messages: messages, Symbols: 20, Seed: 6}
+	day, capture := generatedDay(t, cfg, false), generatedDay(t, cfg, true)
+	for _, c := range []struct {
+		name string
+		data []byte
+		want string
+	}{
+		{"cut.pcap", capture[:len(capture)-7], "unexpected EOF"},
+		{"cut.itch", day[:len(day)-7], "truncated block"},
+	} {
+		in := filepath.Join(dir, c.name)
+		if err := os.WriteFile(in, c.data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		var stdout, stderr bytes.Buffer
+		err := replay([]string{"--json", "--quiet", "--settle", "0", in}, &stdout, &stderr)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Fatalf("%s: %v, want an error saying %q", c.name, err, c.want)
+		}
+		var rep replayReport
+		if jerr := json.Unmarshal(stdout.Bytes(), &rep); jerr != nil {
+			t.Fatalf("%s: no report with the error %q: %v\n%s", c.name, err, jerr, stdout.String())
+		}
+		if rep.Messages < messages-1 || rep.Error != err.Error() || rep.Instruments != 20 {
+			t.Fatalf("%s: report of %d messages, %d instruments, error %q (returned %q)", c.name, rep.Messages, rep.Instruments, rep.Error, err)
+		}
+		stdout.Reset()
+		if err := replay([]string{"--quiet", "--settle", "0", in}, &stdout, &stderr); err == nil || !strings.Contains(stdout.String(), "stopped       "+err.Error()) {
+			t.Fatalf("%s: text report without the reason %v:\n%s", c.name, err, stdout.String())
+		}
+	}
+}
+
+// TestReplayCaptureSkipsCounted: a capture's frames that are not IPv4/UDP
+// and UDP datagrams that are not MoldUDP64 carry messages replay does not
+// apply; the report counts both (JSON input_frames_skipped and
+// input_bad_packets, and the text's input line). Before, a capture whose
+// first 100 frames were TCP replayed without a word of them.
+func TestReplayCaptureSkipsCounted(t *testing.T) {
+	b := generatedDay(t, itchgen.Config{Messages: 5_000, Symbols: 20, Seed: 7}, true)
+	if !bytes.Equal(b[:4], []byte{0x4d, 0x3c, 0xb2, 0xa1}) {
+		t.Fatalf("pcap magic % x: want little-endian nanosecond pcap", b[:4])
+	}
+	const tcp, bad = 100, 3
+	off := 24
+	for i := range tcp + bad {
+		incl := int(binary.LittleEndian.Uint32(b[off+8:]))
+		frame := b[off+16 : off+16+incl] // Ethernet, IPv4 (20 bytes), UDP, MoldUDP64
+		if i < tcp {
+			frame[14+9] = 6 // IP protocol TCP
+		} else {
+			binary.BigEndian.PutUint16(frame[14+20+8+18:], 0xfffe) // message count past the datagram
+		}
+		off += 16 + incl
+	}
+	in := filepath.Join(t.TempDir(), "mangled.pcap")
+	if err := os.WriteFile(in, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var stdout, stderr bytes.Buffer
+	if err := replay([]string{"--json", "--quiet", "--settle", "0", in}, &stdout, &stderr); err != nil {
+		t.Fatal(err)
+	}
+	var rep map[string]any
+	if err := json.Unmarshal(stdout.Bytes(), &rep); err != nil {
+		t.Fatal(err)
+	}
+	if rep["input_frames_skipped"] != float64(tcp) || rep["input_bad_packets"] != float64(bad) {
+		t.Fatalf("input_frames_skipped %v (want %d), input_bad_packets %v (want %d)", rep["input_frames_skipped"], tcp, rep["input_bad_packets"], bad)
+	}
+	stdout.Reset()
+	if err := replay([]string{"--quiet", "--settle", "0", in}, &stdout, &stderr); err != nil {
+		t.Fatal(err)
+	}
+	if want := fmt.Sprintf("%d frames skipped (not IPv4/UDP), %d datagrams not MoldUDP64", tcp, bad); !strings.Contains(stdout.String(), want) {
+		t.Fatalf("text report lacks %q:\n%s", want, stdout.String())
+	}
+}
+
+// TestReplayEmptyInput: an empty file is an error, not a report of a
+// successful replay of 0 messages.
+func TestReplayEmptyInput(t *testing.T) {
+	in := filepath.Join(t.TempDir(), "empty.itch")
+	if err := os.WriteFile(in, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var stdout, stderr bytes.Buffer
+	err := replay([]string{"--quiet", "--settle", "0", in}, &stdout, &stderr)
+	if err == nil || !strings.Contains(err.Error(), "empty") {
+		t.Fatalf("empty input: %v, want an error saying it is empty\n%s", err, stdout.String())
+	}
+}
+
+// generatedDay returns the day cfg describes as a BinaryFILE, or as a pcap.
+func generatedDay(t *testing.T, cfg itchgen.Config, pcap bool) []byte {
+	t.Helper()
+	g, err := itchgen.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b bytes.Buffer
+	if pcap {
+		_, err = g.WritePcap(&b)
+	} else {
+		err = g.Write(&b)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b.Bytes()
 }

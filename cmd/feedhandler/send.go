@@ -39,7 +39,7 @@ func sendFile(args []string, out io.Writer) error {
 	maxPacket := fs.Int("max-packet", 0, "MoldUDP64 packet size limit in bytes, header included (0: default)")
 	eos := fs.Bool("eos", false, "finish with an end-of-session packet")
 	idle := fs.Duration("idle", time.Second, "while the re-request server lingers after the file, send a heartbeat (an end of session after -eos) on every line this often, as an exchange does (0: none)")
-	ttl := fs.Int("ttl", 1, "multicast TTL")
+	ttl := fs.Int("ttl", 1, "multicast TTL, 1..255")
 	seed := fs.Int64("seed", 1, "seed of the loss/dup/reorder injection")
 	snap := addSnapshotFlags(fs, "snapshot-listen", true) // GLIMPSE server beside the sender (glimpse_server.go)
 	var inj [2]struct{ loss, dup, reorder *float64 }
@@ -55,6 +55,11 @@ func sendFile(args []string, out io.Writer) error {
 	if fs.NArg() != 1 || *lineA == "" {
 		fs.Usage()
 		return errors.New("need -a and one input file")
+	}
+	if *ttl < 1 || *ttl > 255 {
+		// The sender takes a TTL under 1 for its default, 1: a -ttl 0
+		// meant to keep the feed on this host would have left it.
+		return fmt.Errorf("-ttl %d outside 1..255", *ttl)
 	}
 	var lines []exchange.Line
 	for i, dst := range []string{*lineA, *lineB} {

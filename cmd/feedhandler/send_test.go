@@ -171,3 +171,17 @@ func TestSendRerequest(t *testing.T) {
 		t.Fatalf("report:\n%s", out.String())
 	}
 }
+
+// TestSendTTLRange: a -ttl the sender would not use as given is an error
+// before anything is sent; 0 and below were taken as the default, 1 (off
+// the host for a TTL asked to stay on it).
+func TestSendTTLRange(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "absent.itch") // never opened: the flags are checked first
+	for _, ttl := range []string{"0", "-3", "256"} {
+		var out bytes.Buffer
+		err := sendFile([]string{"-a", "127.0.0.1:9", "-ttl", ttl, path}, &out)
+		if err == nil || !strings.Contains(err.Error(), "-ttl "+ttl) {
+			t.Errorf("-ttl %s: %v, want an error naming it", ttl, err)
+		}
+	}
+}

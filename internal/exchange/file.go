@@ -41,6 +41,15 @@ func OpenFile(path string, o FileOptions) (*FileSource, error) {
 	if o.FirstSeq == 0 {
 		o.FirstSeq = 1
 	}
+	if len(o.Session) > len(moldudp64.Session{}) {
+		// moldudp64.NewSession would cut it: the packets would carry
+		// another session than the one asked for.
+		return nil, fmt.Errorf("open feed file %s: session %q longer than %d characters", path, o.Session, len(moldudp64.Session{}))
+	}
+	if o.MaxPacket != 0 && (o.MaxPacket < moldudp64.HeaderLen+2 || o.MaxPacket > maxUDPPayload) {
+		// moldudp64.NewBuilder panics outside its range.
+		return nil, fmt.Errorf("open feed file %s: packet size %d outside %d..%d (a MoldUDP64 header and a block length; the largest UDP payload over IPv4)", path, o.MaxPacket, moldudp64.HeaderLen+2, maxUDPPayload)
+	}
 	in, err := input.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("open feed file %s: %w", path, err)

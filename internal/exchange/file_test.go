@@ -74,3 +74,53 @@ func TestFileSource(t *testing.T) {
 		}
 	}
 }
+
+// TestFileSourcePacketSize: a packet size that cannot hold a MoldUDP64
+// header and a block, or that no IPv4 datagram carries, is an error from
+// OpenFile (feedhandler send -max-packet), not a panic in the builder.
+func TestFileSourcePacketSize(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "day.itch")
+	if err := os.WriteFile(path, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, size := range []int{-1, 10, 21, 65508, 70000} {
+		func() {
+			defer func() {
+				if p := recover(); p != nil {
+					t.Fatalf("packet size %d: panic %v", size, p)
+				}
+			}()
+			src, err := OpenFile(path, FileOptions{MaxPacket: size})
+			if err == nil {
+				src.Close()
+				t.Fatalf("packet size %d accepted", size)
+			}
+		}()
+	}
+	for _, size := range []int{0, 22, 1400, 65507} {
+		src, err := OpenFile(path, FileOptions{MaxPacket: size})
+		if err != nil {
+			t.Fatalf("packet size %d: %v", size, err)
+		}
+		src.Close()
+	}
+}
+
+// TestFileSourceSessionLength: a session name longer than MoldUDP64's 10
+// characters is an error (feedhandler send -session), not cut to its first
+// 10 in the packets.
+func TestFileSourceSessionLength(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "day.itch")
+	if err := os.WriteFile(path, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if src, err := OpenFile(path, FileOptions{Session: "SESSION0001X"}); err == nil {
+		src.Close()
+		t.Fatal("session of 12 characters accepted")
+	}
+	src, err := OpenFile(path, FileOptions{Session: "SESSION001"})
+	if err != nil {
+		t.Fatalf("session of 10 characters: %v", err)
+	}
+	src.Close()
+}

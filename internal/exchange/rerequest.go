@@ -126,7 +126,7 @@ func NewRerequestServer(cfg RerequestConfig) (*RerequestServer, error) {
 	if cfg.Message == nil {
 		return nil, errors.New("new rerequest server: no message source")
 	}
-	if cfg.Loss < 0 || cfg.Loss > 1 {
+	if !(cfg.Loss >= 0 && cfg.Loss <= 1) { // NaN too, which lost nothing
 		return nil, fmt.Errorf("new rerequest server: loss %v outside [0, 1]", cfg.Loss)
 	}
 	if cfg.MaxPacket != 0 && (cfg.MaxPacket < moldudp64.HeaderLen+2 || cfg.MaxPacket > math.MaxUint16) {

@@ -115,6 +115,20 @@ func TestRerequestServerBadMaxPacket(t *testing.T) {
 	}
 }
 
+// TestRerequestServerBadLoss: a loss probability outside [0, 1], NaN
+// included (send -rerequest-loss NaN), is refused; NaN passed the check and
+// the server lost no answer.
+func TestRerequestServerBadLoss(t *testing.T) {
+	for _, loss := range []float64{-0.5, 1.5, math.NaN()} {
+		srv, err := NewRerequestServer(RerequestConfig{Listen: netip.MustParseAddrPort("127.0.0.1:0"), Session: rrSession,
+			Message: new(History).Message, Loss: loss})
+		if err == nil {
+			srv.Close()
+			t.Errorf("Loss %v taken, want an error", loss)
+		}
+	}
+}
+
 // TestHistoryPast4GiB: the messages a History records after its first
 // 4 GiB (a real day's file is 8 to 13 GB of messages) are served as
 // recorded. The History is brought to 4 GiB without touching the memory:

@@ -146,8 +146,8 @@ func NewSender(cfg Config) (*Sender, error) {
 	if len(cfg.Lines) == 0 {
 		return nil, errors.New("new sender: no lines")
 	}
-	if cfg.Rate < 0 || cfg.Count < 0 || cfg.Duration < 0 {
-		return nil, errors.New("new sender: negative rate, count or duration")
+	if !(cfg.Rate >= 0) || cfg.Count < 0 || cfg.Duration < 0 { // !(>= 0): NaN too, which paced nothing, forever
+		return nil, fmt.Errorf("new sender: rate %v, count %d or duration %v negative or not a number", cfg.Rate, cfg.Count, cfg.Duration)
 	}
 	if cfg.TTL <= 0 {
 		cfg.TTL = 1
@@ -167,7 +167,7 @@ func NewSender(cfg Config) (*Sender, error) {
 	s := &Sender{cfg: cfg}
 	for i, l := range cfg.Lines {
 		for _, p := range []float64{l.Loss, l.Dup, l.Reorder} {
-			if p < 0 || p > 1 {
+			if !(p >= 0 && p <= 1) { // NaN too
 				s.Close()
 				return nil, fmt.Errorf("new sender: line %d: probability %v outside [0, 1]", i, p)
 			}

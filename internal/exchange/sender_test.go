@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"iter"
+	"math"
 	"net"
 	"net/netip"
 	"runtime"
@@ -417,5 +418,24 @@ func TestDeadlineSendAllocs(t *testing.T) {
 	}
 	if few, many := send(10), send(1000); many != few {
 		t.Errorf("a deadline Send of 10 packets allocates %v times, of 1000 %v times", few, many)
+	}
+}
+
+// TestNewSenderRejectsNaN: a rate or an injection probability that is not
+// a number is refused like a negative one (feedhandler send -rate NaN, a
+// config typo); a NaN rate passed the range check and Send then paced
+// nothing and never returned, -count or not.
+func TestNewSenderRejectsNaN(t *testing.T) {
+	nan := math.NaN()
+	for _, cfg := range []Config{
+		{Lines: []Line{{Group: loopback, Port: 9}}, Rate: nan, Count: 5},
+		{Lines: []Line{{Group: loopback, Port: 9, Loss: nan}}},
+		{Lines: []Line{{Group: loopback, Port: 9, Dup: nan}}},
+		{Lines: []Line{{Group: loopback, Port: 9, Reorder: nan}}},
+	} {
+		if s, err := NewSender(cfg); err == nil {
+			s.Close()
+			t.Errorf("%+v accepted", cfg)
+		}
 	}
 }

@@ -34,10 +34,13 @@ type symbol struct {
 	fair    int32  // level of the moving fair price
 	bestBid int32  // none when no bids
 	bestAsk int32  // window when no asks
-	halted  bool
+	halted  bool   // no executions or trades: tradingHalt or opHalt
 	weight  float64
 	levels  []level // lazily allocated, window entries
 	live    []int32 // slots of the symbol's live orders
+	// tradingHalt: a Stock Trading Action halted or paused it; opHalt: an
+	// Operational Halt halted it on Nasdaq (market code 'Q').
+	tradingHalt, opHalt bool
 	// lastMatch: the match number of its latest trade not yet broken (0:
 	// none), which a Broken Trade message breaks.
 	lastMatch uint64

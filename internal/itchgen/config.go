@@ -57,6 +57,16 @@ func (c *Config) setDefaults() error {
 	if !c.Source.IsValid() {
 		c.Source = netip.MustParseAddrPort("10.0.0.1:50000")
 	}
+	// The pcap holds IPv4 frames only (pcap.AppendUDPFrame panics on
+	// another address).
+	for _, a := range []struct {
+		what string
+		ap   netip.AddrPort
+	}{{"group B", c.GroupB}, {"source", c.Source}} {
+		if !a.ap.Addr().Is4() {
+			return fmt.Errorf("generate itch day: %s %v is not IPv4", a.what, a.ap)
+		}
+	}
 	if c.Lines == 0 {
 		c.Lines = 1
 	}
@@ -73,7 +83,7 @@ func (c *Config) setDefaults() error {
 		c.Date = time.Date(2026, 11, 24, 0, 0, 0, 0, time.UTC)
 	}
 	for _, p := range []float64{c.Loss, c.Dup, c.Reorder} {
-		if p < 0 || p >= 1 {
+		if !(p >= 0 && p < 1) { // NaN too, which injected nothing
 			return fmt.Errorf("generate itch day: fault probability %v outside [0, 1)", p)
 		}
 	}

@@ -286,6 +286,12 @@ func midLevel(s *symbol) int32 {
 func (g *Generator) trade() {
 	si := g.pickSymbol()
 	s := &g.syms[si]
+	if s.halted {
+		// pickSymbol found only halted symbols: no trade prints in a
+		// halt.
+		g.addOrder(false)
+		return
+	}
 	r := g.rnd.next()
 	side := byte('B')
 	if r&1 == 1 {
@@ -345,7 +351,8 @@ func (g *Generator) scheduled(e *event) {
 		if e.code != 'T' {
 			f.Reason = [4]byte{'L', 'U', 'D', 'P'}
 		}
-		s.halted = e.code != 'T'
+		s.tradingHalt = e.code != 'T'
+		s.halted = s.tradingHalt || s.opHalt
 		g.msg = f.Append(g.msg[:0])
 	case 'Y':
 		f := itch.RegSHOFields{Header: h, Stock: s.stock, Action: e.code}
@@ -370,6 +377,8 @@ func (g *Generator) scheduled(e *event) {
 		g.msg = f.Append(g.msg[:0])
 	case 'h':
 		f := itch.OperationalHaltFields{Header: h, Stock: s.stock, MarketCode: 'Q', HaltAction: e.code}
+		s.opHalt = e.code == 'H'
+		s.halted = s.tradingHalt || s.opHalt
 		g.msg = f.Append(g.msg[:0])
 	case 'Q':
 		match := g.nextMatch

@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"math/bits"
+	"net/netip"
 	"testing"
 
 	"github.com/marketfeed/feedhandler/feed/dayfile"
@@ -526,4 +528,67 @@ func Example() {
 	})
 	fmt.Println("directory:", counts['R'], "system events:", counts['S'], "total:", g.Emitted())
 	// Output: directory: 10 system events: 6 total: 2000
+}
+
+// TestNoTradesWhileHalted: between a Stock Trading Action that halts or
+// pauses a symbol and the one that resumes it, and between an Operational
+// Halt of it on Nasdaq (market code 'Q', action 'H') and its lifting ('T'),
+// the day has no execution and no trade print of that symbol, whatever the
+// symbol count (with one symbol, every trade drawn during its halts falls
+// on it).
+func TestNoTradesWhileHalted(t *testing.T) {
+	for _, cfg := range []itchgen.Config{{Messages: 30_000, Symbols: 1, Seed: 4}, {Messages: 50_000, Symbols: 3, Seed: 3}, {Messages: 50_000, Symbols: 20, Seed: 1}} {
+		halted, opHalted := map[uint16]bool{}, map[uint16]bool{}
+		halts := 0
+		for i, m := range messages(t, day(t, cfg)) {
+			switch m.Type() {
+			case 'H':
+				halted[m.Locate()] = m[19] != 'T'
+				if m[19] != 'T' {
+					halts++
+				}
+			case 'h':
+				if m[19] == 'Q' {
+					opHalted[m.Locate()] = m[20] == 'H'
+					if m[20] == 'H' {
+						halts++
+					}
+				}
+			case 'E', 'C', 'P':
+				if halted[m.Locate()] || opHalted[m.Locate()] {
+					t.Fatalf("%d symbols, seed %d: message %d: %q of locate %d during its halt", cfg.Symbols, cfg.Seed, i, m.Type(), m.Locate())
+				}
+			}
+		}
+		if halts == 0 {
+			t.Fatalf("%d symbols, seed %d: no halt", cfg.Symbols, cfg.Seed)
+		}
+	}
+}
+
+// TestFaultProbabilityRange: a fault probability outside [0, 1), NaN
+// included (itchgen -loss NaN), is refused; NaN passed the range check and
+// the pcap came out without a fault.
+func TestFaultProbabilityRange(t *testing.T) {
+	for _, p := range []float64{-0.1, 1, math.NaN()} {
+		for _, cfg := range []itchgen.Config{{Messages: 10_000, Loss: p}, {Messages: 10_000, Dup: p}, {Messages: 10_000, Reorder: p}} {
+			if _, err := itchgen.New(cfg); err == nil {
+				t.Errorf("loss %v dup %v reorder %v accepted", cfg.Loss, cfg.Dup, cfg.Reorder)
+			}
+		}
+	}
+}
+
+// TestAddressesIPv4: the pcap's frames are IPv4, so an IPv6 line B group or
+// source (itchgen -group-b ff02::1, -src [::1]:5000) is refused by New;
+// WritePcap panicked with 'As4 called on IPv6 address'.
+func TestAddressesIPv4(t *testing.T) {
+	for _, cfg := range []itchgen.Config{
+		{Messages: 10_000, Source: netip.MustParseAddrPort("[::1]:5000")},
+		{Messages: 10_000, Lines: 2, GroupB: netip.MustParseAddrPort("[ff02::1]:26477")},
+	} {
+		if _, err := itchgen.New(cfg); err == nil {
+			t.Errorf("source %v, group B %v accepted", cfg.Source, cfg.GroupB)
+		}
+	}
 }

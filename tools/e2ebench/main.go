@@ -49,6 +49,10 @@ func main() {
 	maxPacket := flag.Int("max-packet", 300, "largest MoldUDP64 packet in bytes (300: about 8.6 messages per packet, like the real feed's)")
 	rtPriority := flag.Int("rt-priority", 0, "run to completion: run the receive thread under SCHED_FIFO at this priority (1..99; 0: normal scheduling)")
 	flag.Parse()
+	if *runs < 1 {
+		fmt.Fprintf(os.Stderr, "e2ebench: -runs %d: want at least 1\n", *runs)
+		os.Exit(2)
+	}
 
 	day, err := demo.GenerateDaySized(*messages, *symbols, 1, *maxPacket)
 	if err != nil {
@@ -66,7 +70,7 @@ func main() {
 	fmt.Fprintln(tw, "mode\tbackend\trate pkt/s\tsent pkt/s\trx->pub p50\tp99\tp99.9\tmax\tpath p50\tp99\tp99.9\tgaps\tlost msgs\trx drops\tslips\tbooks\t")
 	type onset struct{ mode, backend, rate string }
 	var lossAt []onset
-	var noLoss []string
+	var noLoss, failed []string
 	for _, ms := range strings.Split(*modes, ",") {
 		var mode handler.Mode
 		switch ms {
@@ -79,15 +83,14 @@ func main() {
 			os.Exit(2)
 		}
 		for _, b := range strings.Split(*backends, ",") {
-			lossSeen := false
+			lossSeen, failedHere := false, false
 			for _, rs := range strings.Split(*rates, ",") {
 				rate, err := strconv.ParseFloat(rs, 64)
 				if err != nil {
 					fmt.Fprintln(os.Stderr, err)
 					os.Exit(2)
 				}
-				var p50, p99, p999, mx, q50, q99, q999, sent, gaps, lost, drops, slips []float64
-				match, lossRuns := 0, 0
+				var row rowRuns
 				name := b
 				for i := 0; i < *runs; i++ {
 					o := demo.Options{Day: day, Backend: b, Rate: rate, LossA: 0.01, Log: zerolog.Nop(), Mode: mode,
@@ -109,6 +112,7 @@ func main() {
 					res, err := demo.Run(context.Background(), o)
 					if res == nil {
 						fmt.Fprintf(os.Stderr, "%s at %s: %v\n", b, rs, err)
+						row.failed++
 						continue
 					}
 					name = res.Backend
@@ -116,45 +120,43 @@ func main() {
 					if th := st.ReceiveThread; th.Priority != o.RTPriority {
 						fmt.Fprintf(os.Stderr, "%s at %s: receive thread under normal scheduling: %s\n", b, rs, th.Reason)
 					}
-					p50 = append(p50, float64(st.Latency.Quantile(0.5)))
-					p99 = append(p99, float64(st.Latency.Quantile(0.99)))
-					p999 = append(p999, float64(st.Latency.Quantile(0.999)))
-					mx = append(mx, float64(st.Latency.Max))
-					q50 = append(q50, float64(st.PathLatency.Quantile(0.5)))
-					q99 = append(q99, float64(st.PathLatency.Quantile(0.99)))
-					q999 = append(q999, float64(st.PathLatency.Quantile(0.999)))
-					sent = append(sent, float64(res.Sender.Input)/max(res.Sender.Elapsed.Seconds(), 1e-9))
-					gaps = append(gaps, float64(st.Arbiter.Gaps))
-					lost = append(lost, float64(st.Arbiter.GapMessages))
-					drops = append(drops, float64(st.Receive.Dropped))
+					row.p50 = append(row.p50, float64(st.Latency.Quantile(0.5)))
+					row.p99 = append(row.p99, float64(st.Latency.Quantile(0.99)))
+					row.p999 = append(row.p999, float64(st.Latency.Quantile(0.999)))
+					row.mx = append(row.mx, float64(st.Latency.Max))
+					row.q50 = append(row.q50, float64(st.PathLatency.Quantile(0.5)))
+					row.q99 = append(row.q99, float64(st.PathLatency.Quantile(0.99)))
+					row.q999 = append(row.q999, float64(st.PathLatency.Quantile(0.999)))
+					row.sent = append(row.sent, float64(res.Sender.Input)/max(res.Sender.Elapsed.Seconds(), 1e-9))
+					row.gaps = append(row.gaps, float64(st.Arbiter.Gaps))
+					row.lost = append(row.lost, float64(st.Arbiter.GapMessages))
+					row.drops = append(row.drops, float64(st.Receive.Dropped))
 					if rate > 0 {
-						slips = append(slips, float64(res.Sender.Slips))
+						row.slips = append(row.slips, float64(res.Sender.Slips))
 					}
 					if st.Arbiter.Gaps > 0 || st.Receive.Dropped > 0 || err != nil {
-						lossRuns++
+						row.lossRuns++
 						extra, _ := st.Receive.Extra.MarshalJSON() // which kernel counter the drops are
 						fmt.Fprintf(os.Stderr, "%s %s at %s, run %d: %d gaps (%d messages), %d packets dropped by the kernel (backend counters %s), %d mismatched books, receive thread %s (%d voluntary, %d involuntary switches in %.1fs), error %v\n",
 							mode, b, rs, i+1, st.Arbiter.Gaps, st.Arbiter.GapMessages, st.Receive.Dropped, extra, len(res.Mismatches),
 							st.ReceiveThread.Policy(), res.RxSwitches[0], res.RxSwitches[1], res.RxSwitchSecs, err)
 					}
 					if err == nil && len(res.Mismatches) == 0 && st.Arbiter.Gaps == 0 {
-						match++
+						row.match++
 					}
 				}
-				sl := "-"
-				if len(slips) > 0 {
-					sl = fmt.Sprintf("%.0f", median(slips))
-				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%.0f\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%.0f\t%.0f\t%.0f\t%s\t%d/%d identical\t\n", mode, shortBackend(name), rateName(rs), median(sent),
-					ns(median(p50)), ns(median(p99)), ns(median(p999)), ns(median(mx)), ns(median(q50)), ns(median(q99)), ns(median(q999)),
-					median(gaps), median(lost), median(drops), sl, match, *runs)
+				fmt.Fprintln(tw, row.line(mode.String(), shortBackend(name), rateName(rs), *runs))
 				tw.Flush()
-				if lossRuns > 0 && !lossSeen {
+				if row.failed > 0 {
+					failed = append(failed, fmt.Sprintf("%s %s at %s: %d of %d runs", mode, b, rateName(rs), row.failed, *runs))
+					failedHere = true
+				}
+				if row.lossRuns > 0 && !lossSeen {
 					lossSeen = true
-					lossAt = append(lossAt, onset{mode.String(), shortBackend(name), fmt.Sprintf("%s (sent %.0f pkt/s; %d of %d runs lost messages)", rateName(rs), median(sent), lossRuns, *runs)})
+					lossAt = append(lossAt, onset{mode.String(), shortBackend(name), fmt.Sprintf("%s (sent %.0f pkt/s; %d of %d runs lost messages)", rateName(rs), median(row.sent), row.lossRuns, *runs)})
 				}
 			}
-			if !lossSeen {
+			if !lossSeen && !failedHere {
 				noLoss = append(noLoss, fmt.Sprintf("%s %s", mode, b))
 			}
 		}
@@ -167,7 +169,37 @@ func main() {
 	for _, n := range noLoss {
 		fmt.Printf("no loss: %s at any rate tried\n", n)
 	}
+	for _, f := range failed {
+		fmt.Printf("failed (no figures; see stderr): %s\n", f)
+	}
 	fmt.Printf("load average at the end %s\n", loadAvg())
+}
+
+// rowRuns holds the figures of one table row's runs (one mode, backend
+// and rate); a run that failed before it measured anything is only
+// counted.
+type rowRuns struct {
+	p50, p99, p999, mx, q50, q99, q999, sent, gaps, lost, drops, slips []float64
+	match, lossRuns, failed                                            int
+}
+
+// line is the row for the table: the medians of the runs that measured,
+// "-" where none did (a median of no run is not 0), and how many failed.
+func (r *rowRuns) line(mode, backend, rate string, runs int) string {
+	books := fmt.Sprintf("%d/%d identical", r.match, runs)
+	if r.failed > 0 {
+		books += fmt.Sprintf(", %d failed", r.failed)
+	}
+	if len(r.p50) == 0 {
+		return fmt.Sprintf("%s\t%s\t%s\t-\t-\t-\t-\t-\t-\t-\t-\t-\t-\t-\t-\t%s\t", mode, backend, rate, books)
+	}
+	sl := "-"
+	if len(r.slips) > 0 {
+		sl = fmt.Sprintf("%.0f", median(r.slips))
+	}
+	return fmt.Sprintf("%s\t%s\t%s\t%.0f\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%.0f\t%.0f\t%.0f\t%s\t%s\t", mode, backend, rate, median(r.sent),
+		ns(median(r.p50)), ns(median(r.p99)), ns(median(r.p999)), ns(median(r.mx)), ns(median(r.q50)), ns(median(r.q99)), ns(median(r.q999)),
+		median(r.gaps), median(r.lost), median(r.drops), sl, books)
 }
 
 func rateName(rs string) string {

@@ -70,6 +70,14 @@ var (
 // bench builds the lab and runs every backend o.runs times, interleaved so
 // drifting machine load spreads over all of them.
 func bench(o options) (map[string][]sample, error) {
+	// The sender stops after o.duration only: with none it floods the
+	// lab forever, and with no run the table is empty.
+	if o.duration <= 0 {
+		return nil, fmt.Errorf("-duration %v: want a positive sending time per run", o.duration)
+	}
+	if o.runs < 1 {
+		return nil, fmt.Errorf("-runs %d: want at least 1", o.runs)
+	}
 	lab, err := netlab.New(netlab.Options{Prefix: "rxb", Threaded: true})
 	if err != nil {
 		return nil, err

@@ -56,3 +56,19 @@ func TestMedian(t *testing.T) {
 		}
 	}
 }
+
+// TestBenchBounded: a run without a sending time (-duration 0, which the
+// sender takes for no limit) or no run at all is refused before the lab is
+// built. The backend is one rx does not know, so that without the check
+// bench fails at rx.Open, before anything is sent, for another reason.
+func TestBenchBounded(t *testing.T) {
+	for _, o := range []options{
+		{backends: "bogus", runs: 1, duration: 0, size: 64, batch: 64, rxCPU: 1, locked: true, log: zerolog.Nop()},
+		{backends: "bogus", runs: 0, duration: time.Second, size: 64, batch: 64, rxCPU: 1, locked: true, log: zerolog.Nop()},
+	} {
+		_, err := bench(o)
+		if err == nil || (!strings.Contains(err.Error(), "-duration") && !strings.Contains(err.Error(), "-runs")) {
+			t.Errorf("runs %d, duration %v: %v, want an error naming the flag", o.runs, o.duration, err)
+		}
+	}
+}
