@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"syscall"
 	"time"
 
@@ -219,7 +220,7 @@ func sendGated(ctx context.Context, lab *netlab.Lab, dir string, pkts [][]byte, 
 	cmd.Env = append(os.Environ(), senderEnv+"="+string(spec))
 	cmd.Stderr = os.Stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	out, err := cmd.Output()
+	out, err := outputLocked(cmd)
 	if err != nil {
 		return exchange.Stats{}, fmt.Errorf("demo sender: %w", err)
 	}
@@ -231,4 +232,16 @@ func sendGated(ctx context.Context, lab *netlab.Lab, dir string, pkts [][]byte, 
 		return st, errors.New("demo sender: no line statistics")
 	}
 	return st, nil
+}
+
+// outputLocked is cmd.Output on a thread locked to it until the command
+// exits. Pdeathsig is sent when the thread that forked the child ends, not
+// the process: unlocked, the goroutine could move on after the fork, and
+// the forking thread be taken by a goroutine that locks its thread and
+// ends locked (the handler's receive thread, when a run stops it), which
+// ends the thread and kills the sender in mid-run.
+func outputLocked(cmd *exec.Cmd) ([]byte, error) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	return cmd.Output()
 }
