@@ -547,13 +547,34 @@ func (c *Client) send(now int64) bool {
 		return true // counted and reported (OpenError); the timeout moves on
 	}
 	if err := unix.Sendto(c.fds[c.server], c.req, 0, &c.addrs[c.server]); err != nil {
-		c.Stats.SendErrors++ // counted and reported (SendError); the timeout moves on
+		c.Stats.SendErrors++ // counted and reported (SendError)
 		c.sendErrs.fail(c.server, err)
-		return true
+		if !transientSendError(err) {
+			// No route to the server, a firewall refusing it: no resend
+			// gets through now, and waiting out its timeouts (Timeout x
+			// (2^(Retries+1)-1)) would only hold delivery back. Its tries
+			// are taken as spent and the request as timed out: the next
+			// call fails over, as after the last timeout.
+			c.tries = c.cfg.Retries + 1
+			c.sentAt = now - int64(c.cfg.Timeout)<<min(c.tries-1, 6)
+		}
+		return true // a transient one: the timeout moves on
 	}
 	c.sendErrs.end(c.server)
 	c.Stats.Requests++
 	return true
+}
+
+// transientSendError reports whether a failed request write may succeed
+// when sent again soon: the socket's buffer full (EAGAIN, ENOBUFS), a
+// signal, the kernel short of memory. Others (no route, a firewall's
+// EPERM, EACCES) stay until the network is changed.
+func transientSendError(err error) bool {
+	switch {
+	case errors.Is(err, unix.EAGAIN), errors.Is(err, unix.ENOBUFS), errors.Is(err, unix.EINTR), errors.Is(err, unix.ENOMEM):
+		return true
+	}
+	return false
 }
 
 // portTries is how many sockets reopen opens at most to find a port that

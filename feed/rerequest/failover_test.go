@@ -132,3 +132,38 @@ func TestFailoverSticks(t *testing.T) {
 		t.Fatalf("both servers down: %d failovers (want 3), %d requests (want 6: 3 to each), %d failures (want 1)", st.Failovers, st.Requests-before, st.Failures)
 	}
 }
+
+// TestFailoverAtOnceOnSendError: the first server cannot be written to (a
+// broadcast address without SO_BROADCAST: EACCES, as a firewall's EPERM or
+// no route would be), the second answers. The client fails over at its
+// next Poll, with no time passed, instead of waiting out the first
+// server's timeouts (here an hour each) while delivery is held back; the
+// second server's answer fills the range.
+func TestFailoverAtOnceOnSendError(t *testing.T) {
+	h := history(t, 10)
+	live := newServer(t, exchange.RerequestConfig{Message: h.Message})
+	c, err := rerequest.New(rerequest.Config{Servers: []netip.AddrPort{netip.MustParseAddrPort("255.255.255.255:9"), live.Addr()},
+		Timeout: time.Hour, Retries: 2, RequestsPerSecond: 1e6}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	now := int64(1)
+	c.Want(session, moldudp64.Range{First: 1, Count: 5}, now)
+	var got atomic.Uint64
+	deliver := func(p moldudp64.Packet) { got.Add(uint64(p.Messages())) }
+	c.Poll(now, deliver) // the first send fails
+	now++
+	c.Poll(now, deliver) // fails over and asks the second server
+	if st := c.Stats; st.SendErrors != 1 || st.Failovers != 1 || st.Requests != 1 {
+		t.Fatalf("stats %+v; want 1 send error, 1 failover and 1 request sent (to the second server) with no time passed", st)
+	}
+	for i := 0; got.Load() < 5; i++ { // bounded: the answer is on loopback
+		if i == 5000 {
+			t.Fatalf("no answer from the second server: %d messages, stats %+v", got.Load(), c.Stats)
+		}
+		time.Sleep(time.Millisecond)
+		now++
+		c.Poll(now, deliver)
+	}
+}
