@@ -250,7 +250,11 @@ type recovery struct {
 	// Stats.Bad) when they were last logged, at badLoggedAt (0: never).
 	badLogged   uint64
 	badLoggedAt int64
-	started     int64 // when the current recovery began (0: none)
+	// badFrom holds the last bad answer's source as text for its log
+	// line: netip.AddrPort.String would put a string on the heap each
+	// time (room for any IPv4 address and port, made at the start).
+	badFrom []byte
+	started int64 // when the current recovery began (0: none)
 
 	open    []moldudp64.Range // declared gaps not repaired
 	openAt  []int64           // when each was detected
@@ -355,7 +359,7 @@ func newRecovery(h *Handler, cfg RecoveryConfig) (*recovery, error) {
 		cfg.ServerRest = time.Second
 	}
 	r := &recovery{h: h, cfg: cfg, snapRes: make(chan snapResult, 1), open: make([]moldudp64.Range, 0, maxOpenRanges),
-		snapWait: cfg.SnapshotRetry}
+		snapWait: cfg.SnapshotRetry, badFrom: make([]byte, 0, len("255.255.255.255:65535"))}
 	if len(cfg.Rerequest.Servers) > 0 {
 		c, err := rerequest.New(cfg.Rerequest, cfg.Do)
 		if err != nil {
@@ -625,9 +629,11 @@ const badAnswersLogEvery = time.Minute
 // logBadAnswers logs the answers dropped as bad since the last such line
 // (bad: the client's Stats.Bad now), the last of them described: a clear
 // line for what is otherwise only counted (recovery_bad_responses_total).
+// It allocates nothing (on the receive thread, and it may recur all day).
 func (r *recovery) logBadAnswers(bad uint64, now int64) {
 	st, b := &r.client.Stats, r.client.LastBad()
-	r.h.log.Warn().Uint64("dropped", bad-r.badLogged).Str("last_kind", b.Kind).Str("last_from", b.From.String()).
+	r.badFrom = b.From.AppendTo(r.badFrom[:0])
+	r.h.log.Warn().Uint64("dropped", bad-r.badLogged).Str("last_kind", b.Kind).Bytes("last_from", r.badFrom).
 		Str("last_session", b.Session.String()).Uint64("last_seq", b.Seq).Uint16("last_count", b.Count).AnErr("last_error", b.Err).
 		Uint64("malformed", st.Malformed).Uint64("wrong_session", st.WrongSession).Uint64("unasked", st.Unasked).
 		Uint64("wrong_source", st.WrongSource).Uint64("before_restart", st.BeforeRestart).
