@@ -660,10 +660,29 @@ type failureRuns struct {
 	servers    []netip.AddrPort
 	err        []error // nil: no run (the last attempt succeeded)
 	unreported []bool
+	// built: by server, the errors next built for a run that failed with
+	// an errno, kept by errno: a server whose route flaps fails with the
+	// same errno each run, and its report is built once, not once per run
+	// (next runs on the receive thread, which allocates nothing in steady
+	// state). At most builtKept a server.
+	built [][]builtErr
 }
 
+// builtErr is an error next built for a run that failed with errno.
+type builtErr struct {
+	errno unix.Errno
+	err   error
+}
+
+// builtKept bounds failureRuns.built per server.
+const builtKept = 4
+
 func newFailureRuns(servers []netip.AddrPort, format string) failureRuns {
-	return failureRuns{format: format, servers: servers, err: make([]error, len(servers)), unreported: make([]bool, len(servers))}
+	built := make([][]builtErr, len(servers))
+	for i := range built {
+		built[i] = make([]builtErr, 0, builtKept)
+	}
+	return failureRuns{format: format, servers: servers, err: make([]error, len(servers)), unreported: make([]bool, len(servers)), built: built}
 }
 
 // fail notes a failure of server; the first of a run keeps its error.
@@ -681,10 +700,28 @@ func (f *failureRuns) next() error {
 	for i, isNew := range f.unreported {
 		if isNew {
 			f.unreported[i] = false
-			return fmt.Errorf(f.format, f.servers[i], f.err[i])
+			return f.build(i)
 		}
 	}
 	return nil
+}
+
+// build returns the error reported for server's run: the one built for a
+// run before with the same errno, else a new one (kept when an errno).
+func (f *failureRuns) build(server int) error {
+	errno, isErrno := f.err[server].(unix.Errno)
+	if isErrno {
+		for _, b := range f.built[server] {
+			if b.errno == errno {
+				return b.err
+			}
+		}
+	}
+	err := fmt.Errorf(f.format, f.servers[server], f.err[server])
+	if isErrno && len(f.built[server]) < builtKept {
+		f.built[server] = append(f.built[server], builtErr{errno: errno, err: err})
+	}
+	return err
 }
 
 // settle is how long a partly answered request waits for more of its
