@@ -469,7 +469,7 @@ func (u *uringRx) reap(pkts []Packet) int {
 				case c.Res == -int32(unix.ENOBUFS):
 					u.enobufs.Add(1)
 				case c.Res < 0 && c.Res != -int32(unix.ECANCELED) && c.Res != -int32(unix.EINTR):
-					u.lastErr = fmt.Errorf("receive line %s: multishot recvmsg: %w", ls.line, unix.Errno(-c.Res))
+					u.lastErr = ls.receiveError("multishot recvmsg", unix.Errno(-c.Res))
 				}
 			}
 			if c.Flags&uring.CQEFBuffer == 0 {
