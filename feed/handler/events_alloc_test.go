@@ -1,12 +1,16 @@
 package handler
 
 import (
+	"context"
 	"io"
+	"runtime"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/rs/zerolog"
 
+	"github.com/marketfeed/feedhandler/feed/itch"
 	"github.com/marketfeed/feedhandler/feed/moldudp64"
 )
 
@@ -59,5 +63,60 @@ func TestBadAnswerLogAllocatesNothing(t *testing.T) {
 	}
 	if st := rec.client.Stats; st.WrongSession != 22 || rec.badLogged != 22 {
 		t.Fatalf("%d answers of another session, %d logged; want 22, 22", st.WrongSession, rec.badLogged)
+	}
+}
+
+// TestSnapshotKeepsItsBuffer: a snapshot (one per gap with snapshot
+// recovery only: many a day on a lossy path) was downloaded into a new
+// buffer of at least 1 MiB each time, grown by append to the spin's size
+// and dropped once loaded: garbage the size of the market per snapshot,
+// the heap grown to the memory limit (docs/TUNING.md) and the collector
+// run after a few. The buffer is kept and reused. What is left per
+// snapshot is the fetch's goroutine and context (and the fetch's own: a
+// GLIMPSE login dials TCP), a few small objects: counted in bytes here,
+// the buffer's megabyte not among them.
+func TestSnapshotKeepsItsBuffer(t *testing.T) {
+	var lines atomic.Uint64
+	fetch := func(_ context.Context, _ moldudp64.Session, fn func([]byte) error) (Snapshot, error) {
+		fn(dirMsg("SNAP"))
+		return Snapshot{Next: lines.Load()}, nil // where the lines are
+	}
+	h, _ := oneShardHandler(t, 0, smallBooks)
+	h.log = jsonLog()
+	rec := withRecovery(t, h, ArbiterConfig{Lines: 1, LineTimeout: time.Second, Grace: time.Microsecond, Hold: time.Millisecond},
+		RecoveryConfig{Snapshot: fetch, SnapshotRetry: time.Millisecond})
+	ev := itch.SystemEventFields{EventCode: 'Q'}
+	const snapshots = 20
+	pkts := make([][]byte, 3*snapshots+4)
+	for i := range pkts {
+		pkts[i] = sessionPacket("SNP", uint64(i+1), ev.Append(nil))
+	}
+	now := time.Now().UnixNano()
+	seq := 0 // pkts[seq] has sequence number seq+1
+	snapshot := func() {
+		now += int64(time.Second)
+		h.arb.Offer(0, pkts[seq], now)
+		seq += 2 // the next is lost
+		h.arb.Offer(0, pkts[seq], now)
+		seq++
+		lines.Store(uint64(seq + 1))
+		now += int64(time.Second)
+		h.arb.Tick(now)             // the gap is declared: a snapshot is fetched
+		pollFetched(t, h, rec, now) // and loaded (at the lines: not held)
+	}
+	snapshot() // the session confirmed, no snapshot yet
+	snapshot()
+	loaded := rec.stats.Snapshots
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	for range snapshots - 2 {
+		snapshot()
+	}
+	runtime.ReadMemStats(&after)
+	if rec.stats.Snapshots != loaded+snapshots-2 || h.arb.Next() != uint64(seq+1) {
+		t.Fatalf("%d snapshots loaded, next %d; want %d, %d", rec.stats.Snapshots, h.arb.Next(), loaded+snapshots-2, seq+1)
+	}
+	if per := (after.TotalAlloc - before.TotalAlloc) / (snapshots - 2); per > 64<<10 {
+		t.Fatalf("a snapshot allocates %d bytes (%d objects)", per, (after.Mallocs-before.Mallocs)/(snapshots-2))
 	}
 }
