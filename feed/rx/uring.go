@@ -58,6 +58,7 @@ type uringRx struct {
 	batch   int
 	timeout time.Duration
 	mode    string
+	name    string // Backend's: BackendUring and mode
 	held    int    // buffers handed to the caller, not yet released
 	lent    []bool // by buffer id: handed to the caller
 	cqes    []uring.CQE
@@ -169,6 +170,7 @@ func openUring(cfg Config) (r Receiver, err error) {
 			u.mode += fmt.Sprintf(", napi busy poll %dµs", cfg.BusyPollUsec)
 		}
 	}
+	u.name = BackendUring + " (multishot recvmsg" + u.mode + ")"
 	u.socks, err = openLineSockets(&cfg)
 	if err != nil {
 		return nil, err
@@ -324,7 +326,10 @@ func (u *uringRx) arm(tid int) error {
 	return nil
 }
 
-func (u *uringRx) Backend() string { return BackendUring + " (multishot recvmsg" + u.mode + ")" }
+// Backend is made once at the start (name): the handler asks for it at
+// every stats line and metrics scrape, and a concatenation here put a
+// string on the heap each time.
+func (u *uringRx) Backend() string { return u.name }
 
 func (u *uringRx) Stats() Stats {
 	s := u.counters.stats()
