@@ -120,3 +120,20 @@ func TestSnapshotKeepsItsBuffer(t *testing.T) {
 		t.Fatalf("a snapshot allocates %d bytes (%d objects)", per, (after.Mallocs-before.Mallocs)/(snapshots-2))
 	}
 }
+
+// TestReadyAllocatesNothing: /readyz, probed every few seconds all day by
+// a load balancer, asks Ready, which copied the stats into a new Stats:
+// its shards' slice (and the recovery's ranges and events) on the heap
+// at every probe. It reuses one now, as the stats line does.
+func TestReadyAllocatesNothing(t *testing.T) {
+	forEachMode(t, func(t *testing.T, mode Mode, shards []int) {
+		h, _, _, _ := startScriptedLog(t, mode, shards, 20_000, nil, -1, jsonLog())
+		defer h.Stop()
+		waitFor(t, "the script applied", func() bool { st := h.Stats(); return st.Applied() == st.Routed && st.Arbiter.Delivered == 20_000 })
+		var ok bool
+		var why string
+		if n := testing.AllocsPerRun(50, func() { ok, why = h.Ready() }); n != 0 {
+			t.Errorf("Ready (%v, %q) allocates %.1f times", ok, why, n)
+		}
+	})
+}
