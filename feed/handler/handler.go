@@ -225,6 +225,8 @@ type Handler struct {
 
 	logMu   sync.Mutex // LogStats: its Stats copy and keys, reused
 	logSt   Stats
+	readyMu sync.Mutex // Ready: its Stats copy, reused
+	readySt Stats
 	logKeys [][6]string // per line: the stats line's keys
 }
 

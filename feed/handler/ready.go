@@ -127,11 +127,14 @@ func (s *Stats) readiness() readiness {
 	return readyOK
 }
 
-// Ready is Stats().Ready() without copying the latency histograms.
+// Ready is Stats().Ready() without copying the latency histograms. It
+// reuses one Stats (/readyz is probed all day): ready, it allocates
+// nothing.
 func (h *Handler) Ready() (bool, string) {
-	var st Stats
-	h.statsLightInto(&st)
-	return st.Ready()
+	h.readyMu.Lock()
+	defer h.readyMu.Unlock()
+	h.statsLightInto(&h.readySt)
+	return h.readySt.Ready()
 }
 
 // Alive reports whether the receive thread is still running (false once it

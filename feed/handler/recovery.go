@@ -250,7 +250,11 @@ type recovery struct {
 	// Stats.Bad) when they were last logged, at badLoggedAt (0: never).
 	badLogged   uint64
 	badLoggedAt int64
-	started     int64 // when the current recovery began (0: none)
+	// badFrom holds the last bad answer's source as text for its log
+	// line: netip.AddrPort.String would put a string on the heap each
+	// time (room for any IPv4 address and port, made at the start).
+	badFrom []byte
+	started int64 // when the current recovery began (0: none)
 
 	open    []moldudp64.Range // declared gaps not repaired
 	openAt  []int64           // when each was detected
@@ -291,8 +295,14 @@ type recovery struct {
 	lagAt      int64
 	fetching   bool
 	snapRes    chan snapResult
-	cancel     context.CancelFunc
-	snapGaps   uint64 // open gaps when the fetch began
+	// snapBuf is the buffer snapshots are downloaded into, kept from one
+	// to the next at the size of the largest (the spin of a market): a
+	// new one each time was that much garbage per snapshot. Handed to the
+	// fetch (startSnapshot) and back once its result is taken
+	// (loadSnapshot); one fetch at a time.
+	snapBuf  []byte
+	cancel   context.CancelFunc
+	snapGaps uint64 // open gaps when the fetch began
 	// snapDropped: the arbiter's SpillDropped when the fetch began.
 	snapDropped uint64
 	// snapFrom: the arbiter's next sequence number when the fetch began
@@ -355,7 +365,7 @@ func newRecovery(h *Handler, cfg RecoveryConfig) (*recovery, error) {
 		cfg.ServerRest = time.Second
 	}
 	r := &recovery{h: h, cfg: cfg, snapRes: make(chan snapResult, 1), open: make([]moldudp64.Range, 0, maxOpenRanges),
-		snapWait: cfg.SnapshotRetry}
+		snapWait: cfg.SnapshotRetry, badFrom: make([]byte, 0, len("255.255.255.255:65535"))}
 	if len(cfg.Rerequest.Servers) > 0 {
 		c, err := rerequest.New(cfg.Rerequest, cfg.Do)
 		if err != nil {
@@ -625,9 +635,11 @@ const badAnswersLogEvery = time.Minute
 // logBadAnswers logs the answers dropped as bad since the last such line
 // (bad: the client's Stats.Bad now), the last of them described: a clear
 // line for what is otherwise only counted (recovery_bad_responses_total).
+// It allocates nothing (on the receive thread, and it may recur all day).
 func (r *recovery) logBadAnswers(bad uint64, now int64) {
 	st, b := &r.client.Stats, r.client.LastBad()
-	r.h.log.Warn().Uint64("dropped", bad-r.badLogged).Str("last_kind", b.Kind).Str("last_from", b.From.String()).
+	r.badFrom = b.From.AppendTo(r.badFrom[:0])
+	r.h.log.Warn().Uint64("dropped", bad-r.badLogged).Str("last_kind", b.Kind).Bytes("last_from", r.badFrom).
 		Str("last_session", b.Session.String()).Uint64("last_seq", b.Seq).Uint16("last_count", b.Count).AnErr("last_error", b.Err).
 		Uint64("malformed", st.Malformed).Uint64("wrong_session", st.WrongSession).Uint64("unasked", st.Unasked).
 		Uint64("wrong_source", st.WrongSource).Uint64("before_restart", st.BeforeRestart).
@@ -673,11 +685,16 @@ func (r *recovery) startSnapshot(now int64) {
 		ctx = context.WithValue(ctx, linesLeftKey{}, left)
 	}
 	fetch, session, gen := r.cfg.Snapshot, r.h.arb.Session(), r.gen
+	if r.snapBuf == nil {
+		r.snapBuf = make([]byte, 0, 1<<20)
+	}
+	buf := r.snapBuf[:0]
+	r.snapBuf = nil // the fetch's until loadSnapshot
 	r.h.log.Info().Str("session", session.String()).Msg("recovery: fetching snapshot")
 	go func() {
 		t0 := time.Now()
 		res := snapResult{gen: gen}
-		res.msgs = make([]byte, 0, 1<<20)
+		res.msgs = buf
 		res.snap, res.err = fetch(ctx, session, func(msg []byte) error {
 			if len(msg) > 0xFFFF {
 				return errors.New("snapshot message longer than 65535 bytes")
@@ -754,6 +771,12 @@ func (r *recovery) refuseSnapshot(now int64, next, ahead uint64, why, msg string
 // from the snapshot's sequence number on.
 func (r *recovery) loadSnapshot(res snapResult, now int64) {
 	a := r.h.arb
+	// The buffer is free for the next fetch once the books are rebuilt
+	// from it: nothing below reads it after rebuild, and only a gap
+	// declared by the Unfreeze after it starts the next fetch (or a poll
+	// after this returns). A snapshot held for the lines (r.early) keeps
+	// it: no fetch starts while it is held (fetching).
+	r.snapBuf = res.msgs[:0]
 	if res.gen != r.gen {
 		// Fetched for a session that has been replaced since: its books
 		// and sequence numbers are not the new session's. The arbiter
@@ -854,8 +877,10 @@ func (r *recovery) loadSnapshot(res snapResult, now int64) {
 		// duplicate, silently. It waits, delivery frozen, for the
 		// lines to reach it, at most LineTimeout.
 		if !res.waited {
-			res.waited = true
-			r.early, r.earlyAt, r.fetching = &res, now, true
+			held := res // on the heap only when held
+			held.waited = true
+			r.snapBuf = nil // held's until it is loaded or refused
+			r.early, r.earlyAt, r.fetching = &held, now, true
 			r.h.log.Info().Uint64("next_seq", res.snap.Next).Uint64("lines_at", ahead).
 				Msg("recovery: snapshot ahead of the lines; loaded once they reach it")
 			return
@@ -902,7 +927,7 @@ func (r *recovery) loadSnapshot(res snapResult, now int64) {
 	r.stats.SnapshotMessages += res.n
 	r.stats.LastSnapshotNext = res.snap.Next
 	r.h.log.Info().Uint64("messages", res.n).Uint64("next_seq", res.snap.Next).Dur("took", res.took).
-		Bool("behind", lagging).Uint64("fetched_at", r.snapFrom).Str("snapshot_session", res.snap.Session).Stringer("feed_session", a.Session()).
+		Bool("behind", lagging).Uint64("fetched_at", r.snapFrom).Str("snapshot_session", res.snap.Session).Str("feed_session", a.Session().String()).
 		Msg("recovery: snapshot loaded")
 	a.Unfreeze(res.snap.Next)
 	if dropped := a.Stats.SpillDropped - r.snapDropped; dropped > 0 && a.pend.n > 0 && a.pend.front().seq > a.next {

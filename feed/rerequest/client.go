@@ -83,15 +83,20 @@ const askedMemory = 32
 // Client asks re-request servers for missing ranges. It is used by one
 // goroutine.
 type Client struct {
-	cfg     Config
-	open    func(func() error) error
-	fds     []int                // by server; -1: opened at the next request to it (see Forget)
-	stale   []int                // by server, the socket of its requests made before the last Forget (-1: none): only read to drop and count their answers
-	addrs   []unix.SockaddrInet4 // by server, as fds
-	buf     []byte
-	from    unix.RawSockaddrInet4 // the last datagram's source
-	req     []byte
-	session moldudp64.Session
+	cfg  Config
+	open func(func() error) error
+	// openNew is openNewSocket as a method value made once (New), handed
+	// to open by reopen for server reopening: a closure over the server
+	// was put on the heap at every reopen, on the receive thread.
+	openNew   func() error
+	reopening int
+	fds       []int                // by server; -1: opened at the next request to it (see Forget)
+	stale     []int                // by server, the socket of its requests made before the last Forget (-1: none): only read to drop and count their answers
+	addrs     []unix.SockaddrInet4 // by server, as fds
+	buf       []byte
+	from      unix.RawSockaddrInet4 // the last datagram's source
+	req       []byte
+	session   moldudp64.Session
 	// ports and stalePorts: the local ports of fds and stale, by server.
 	ports, stalePorts []uint16
 	// closed: the ports of the sockets closed at a Forget, the newest at
@@ -178,6 +183,7 @@ func New(cfg Config, open func(func() error) error) (*Client, error) {
 		c.Close()
 		return nil, err
 	}
+	c.openNew = c.openNewSocket
 	c.tokens = c.burst()
 	return c, nil
 }
@@ -196,17 +202,16 @@ func open4(s netip.AddrPort) (int, uint16, error) {
 	_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, 4<<20)
 	// Bound now to a port of its own, so the socket reads nothing before
 	// its first request and every request leaves from the same port.
-	if err := unix.Bind(fd, &unix.SockaddrInet4{}); err != nil {
+	if err := bindAny4(fd); err != nil {
 		unix.Close(fd)
 		return -1, 0, fmt.Errorf("bind: %w", err)
 	}
-	sa, err := unix.Getsockname(fd)
-	in4, ok := sa.(*unix.SockaddrInet4)
-	if err != nil || !ok {
+	port, err := localPort4(fd)
+	if err != nil {
 		unix.Close(fd)
 		return -1, 0, fmt.Errorf("getsockname: %v", err)
 	}
-	return fd, uint16(in4.Port), nil
+	return fd, port, nil
 }
 
 // Close closes the sockets.
@@ -621,28 +626,8 @@ func (c *Client) quarantined(port uint16) bool {
 // failure (no socket, or no such port in portTries) is counted
 // (OpenErrors) and kept for OpenError, the first of the server's run.
 func (c *Client) reopen(server int) bool {
-	err := c.open(func() error {
-		var used [portTries]int
-		n := 0
-		defer func() {
-			for _, fd := range used[:n] {
-				unix.Close(fd)
-			}
-		}()
-		for n < portTries {
-			fd, port, err := open4(c.cfg.Servers[server])
-			if err != nil {
-				return err
-			}
-			if !c.quarantined(port) {
-				c.fds[server], c.ports[server] = fd, port
-				return nil
-			}
-			used[n] = fd
-			n++
-		}
-		return fmt.Errorf("no local port but those of sockets closed less than %v ago in %d sockets", portQuarantine, portTries)
-	})
+	c.reopening = server
+	err := c.open(c.openNew)
 	if err != nil {
 		if c.fds[server] >= 0 {
 			unix.Close(c.fds[server]) // opened, but open's wrapper failed
@@ -654,6 +639,31 @@ func (c *Client) reopen(server int) bool {
 	}
 	c.openErrs.end(server)
 	return true
+}
+
+// openNewSocket is reopen's work, for server c.reopening.
+func (c *Client) openNewSocket() error {
+	server := c.reopening
+	var used [portTries]int
+	n := 0
+	defer func() {
+		for _, fd := range used[:n] {
+			unix.Close(fd)
+		}
+	}()
+	for n < portTries {
+		fd, port, err := open4(c.cfg.Servers[server])
+		if err != nil {
+			return err
+		}
+		if !c.quarantined(port) {
+			c.fds[server], c.ports[server] = fd, port
+			return nil
+		}
+		used[n] = fd
+		n++
+	}
+	return fmt.Errorf("no local port but those of sockets closed less than %v ago in %d sockets", portQuarantine, portTries)
 }
 
 // OpenError returns the error of a failure to open a server's new socket
@@ -681,10 +691,29 @@ type failureRuns struct {
 	servers    []netip.AddrPort
 	err        []error // nil: no run (the last attempt succeeded)
 	unreported []bool
+	// built: by server, the errors next built for a run that failed with
+	// an errno, kept by errno: a server whose route flaps fails with the
+	// same errno each run, and its report is built once, not once per run
+	// (next runs on the receive thread, which allocates nothing in steady
+	// state). At most builtKept a server.
+	built [][]builtErr
 }
 
+// builtErr is an error next built for a run that failed with errno.
+type builtErr struct {
+	errno unix.Errno
+	err   error
+}
+
+// builtKept bounds failureRuns.built per server.
+const builtKept = 4
+
 func newFailureRuns(servers []netip.AddrPort, format string) failureRuns {
-	return failureRuns{format: format, servers: servers, err: make([]error, len(servers)), unreported: make([]bool, len(servers))}
+	built := make([][]builtErr, len(servers))
+	for i := range built {
+		built[i] = make([]builtErr, 0, builtKept)
+	}
+	return failureRuns{format: format, servers: servers, err: make([]error, len(servers)), unreported: make([]bool, len(servers)), built: built}
 }
 
 // fail notes a failure of server; the first of a run keeps its error.
@@ -702,10 +731,28 @@ func (f *failureRuns) next() error {
 	for i, isNew := range f.unreported {
 		if isNew {
 			f.unreported[i] = false
-			return fmt.Errorf(f.format, f.servers[i], f.err[i])
+			return f.build(i)
 		}
 	}
 	return nil
+}
+
+// build returns the error reported for server's run: the one built for a
+// run before with the same errno, else a new one (kept when an errno).
+func (f *failureRuns) build(server int) error {
+	errno, isErrno := f.err[server].(unix.Errno)
+	if isErrno {
+		for _, b := range f.built[server] {
+			if b.errno == errno {
+				return b.err
+			}
+		}
+	}
+	err := fmt.Errorf(f.format, f.servers[server], f.err[server])
+	if isErrno && len(f.built[server]) < builtKept {
+		f.built[server] = append(f.built[server], builtErr{errno: errno, err: err})
+	}
+	return err
 }
 
 // settle is how long a partly answered request waits for more of its

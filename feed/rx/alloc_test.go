@@ -125,3 +125,21 @@ func TestExtra(t *testing.T) {
 	}()
 	e.Add("one-too-many", 1)
 }
+
+// TestBackendAllocs: Backend of every real backend allocates nothing: the
+// handler puts it in every stats line and metrics scrape (Stats.Backend),
+// so one allocation per call would make the GC run in steady state. The
+// io_uring backend's concatenated its name at every call.
+func TestBackendAllocs(t *testing.T) {
+	for _, backend := range backends {
+		t.Run(backend, func(t *testing.T) {
+			lab := netlab.ForTest(t, netlab.Options{})
+			r := openBackend(t, lab, backend, Config{Lines: labLines(lab), PollTimeout: 5 * time.Millisecond})
+			defer r.Close()
+			var name string
+			if a := testing.AllocsPerRun(100, func() { name = r.Backend() }); a != 0 {
+				t.Errorf("Backend (%q): %v allocations per call, want 0", name, a)
+			}
+		})
+	}
+}

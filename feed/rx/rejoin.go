@@ -89,8 +89,9 @@ func (w *lineWatch) check(now time.Time, socks []lineSocket) {
 				continue
 			}
 			w.rejoins.Add(1)
+			var group [len("255.255.255.255")]byte // Stringer boxed the address and put its text on the heap
 			w.log.Warn().Str("line", s.line.String()).Str("interface", s.ifname).Int("old_ifindex", s.ifindex).Int("ifindex", idx).
-				Stringer("group", s.group).Msg("rx: the line's interface is a new device (deleted and created again): joined the group on it again")
+				Bytes("group", s.group.AppendTo(group[:0])).Msg("rx: the line's interface is a new device (deleted and created again): joined the group on it again")
 			s.ifindex, s.gone, s.rejoinFailed = idx, false, false
 		}
 	}

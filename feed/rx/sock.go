@@ -28,6 +28,40 @@ type lineSocket struct {
 	ifindex      int
 	gone         bool // lineWatch found no interface of that name
 	rejoinFailed bool // lineWatch's last join on a new device failed (logged)
+
+	// errs: the receive errors built so far (receiveError), by call and
+	// errno.
+	errs  [4]lineError
+	nErrs int
+}
+
+// lineError is a receive error of a line: call op failed with errno.
+type lineError struct {
+	op    string
+	errno unix.Errno
+	err   error
+}
+
+// receiveError returns the error of call op failing with err on the
+// line: "receive line A: op: err". It is built once per call and errno
+// (four kept a line), not once per failure: it is returned to the receive
+// thread, which allocates nothing in steady state, and a line failing on
+// every call would have put an error on the heap per call.
+func (ls *lineSocket) receiveError(op string, err error) error {
+	errno, ok := err.(unix.Errno)
+	if ok {
+		for _, e := range ls.errs[:ls.nErrs] {
+			if e.op == op && e.errno == errno {
+				return e.err
+			}
+		}
+	}
+	err = fmt.Errorf("receive line %s: %s: %w", ls.line, op, err)
+	if ok && ls.nErrs < len(ls.errs) {
+		ls.errs[ls.nErrs] = lineError{op: op, errno: errno, err: err}
+		ls.nErrs++
+	}
+	return err
 }
 
 // Sizes of the per-packet receive metadata.

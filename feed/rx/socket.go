@@ -156,7 +156,7 @@ func (s *socketRx) drain(pkts []Packet) (int, error) {
 				continue
 			}
 			if firstErr == nil {
-				firstErr = fmt.Errorf("receive line %s: recvmmsg: %w", ls.line, err)
+				firstErr = ls.receiveError("recvmmsg", err)
 			}
 			continue
 		}

@@ -58,6 +58,7 @@ type uringRx struct {
 	batch   int
 	timeout time.Duration
 	mode    string
+	name    string // Backend's: BackendUring and mode
 	held    int    // buffers handed to the caller, not yet released
 	lent    []bool // by buffer id: handed to the caller
 	cqes    []uring.CQE
@@ -169,6 +170,7 @@ func openUring(cfg Config) (r Receiver, err error) {
 			u.mode += fmt.Sprintf(", napi busy poll %dµs", cfg.BusyPollUsec)
 		}
 	}
+	u.name = BackendUring + " (multishot recvmsg" + u.mode + ")"
 	u.socks, err = openLineSockets(&cfg)
 	if err != nil {
 		return nil, err
@@ -324,7 +326,10 @@ func (u *uringRx) arm(tid int) error {
 	return nil
 }
 
-func (u *uringRx) Backend() string { return BackendUring + " (multishot recvmsg" + u.mode + ")" }
+// Backend is made once at the start (name): the handler asks for it at
+// every stats line and metrics scrape, and a concatenation here put a
+// string on the heap each time.
+func (u *uringRx) Backend() string { return u.name }
 
 func (u *uringRx) Stats() Stats {
 	s := u.counters.stats()
@@ -469,7 +474,7 @@ func (u *uringRx) reap(pkts []Packet) int {
 				case c.Res == -int32(unix.ENOBUFS):
 					u.enobufs.Add(1)
 				case c.Res < 0 && c.Res != -int32(unix.ECANCELED) && c.Res != -int32(unix.EINTR):
-					u.lastErr = fmt.Errorf("receive line %s: multishot recvmsg: %w", ls.line, unix.Errno(-c.Res))
+					u.lastErr = ls.receiveError("multishot recvmsg", unix.Errno(-c.Res))
 				}
 			}
 			if c.Flags&uring.CQEFBuffer == 0 {
