@@ -65,7 +65,10 @@
 // number past 1: the spin would start past its beginning, or another
 // session than a non-blank one asked for), ErrSessionRefused (Config.CheckSession
 // refused the session the Login Accepted names, before any of the
-// snapshot was read). A cancelled ctx returns ctx.Err()
+// snapshot was read), ErrTooLong (no Snapshot message within
+// Config.MaxDuration of the login, default 10 minutes: a server that keeps
+// sending data and never ends the snapshot, as a live SoupBinTCP ITCH port
+// configured in its place does). A cancelled ctx returns ctx.Err()
 // promptly. An error returned by fn ends the fetch and is returned as is.
 //
 // Sequenced messages of a type ITCH 5.0 does not define are skipped and

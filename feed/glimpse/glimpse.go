@@ -26,7 +26,11 @@ var (
 	ErrStalled        = errors.New("glimpse: snapshot stalled")
 	ErrProtocol       = errors.New("glimpse: protocol error")
 	ErrSessionRefused = errors.New("glimpse: session refused at login")
+	ErrTooLong        = errors.New("glimpse: snapshot not ended within its time limit")
 )
+
+// DefaultMaxDuration is Config.MaxDuration's default.
+const DefaultMaxDuration = 10 * time.Minute
 
 // Config says where and how to fetch a snapshot.
 type Config struct {
@@ -36,6 +40,12 @@ type Config struct {
 	Session        string        // requested SoupBinTCP session; "" = current
 	ConnectTimeout time.Duration // dial and login (default 5 s)
 	IdleTimeout    time.Duration // no data/heartbeat for this long = stall (default 15 s)
+	// MaxDuration bounds the download, from the Login Accepted to the
+	// End of Snapshot (default DefaultMaxDuration): a server that keeps
+	// sending data and never ends the snapshot (a live SoupBinTCP ITCH
+	// port configured in place of GLIMPSE) is ErrTooLong, not a fetch
+	// that runs all day, its messages held in memory.
+	MaxDuration time.Duration
 
 	// Added beyond the fixed contract:
 	HeartbeatInterval time.Duration // client heartbeat interval (default 1 s)
@@ -69,6 +79,7 @@ type Stats struct {
 	Rejected     atomic.Uint64 // login rejected
 	EndOfSession atomic.Uint64 // End of Session before the Snapshot message
 	Stalled      atomic.Uint64 // idle timeout
+	TooLong      atomic.Uint64 // no End of Snapshot within MaxDuration
 	Protocol     atomic.Uint64 // ErrProtocol of any cause
 	Cancelled    atomic.Uint64 // ctx ended
 	Refused      atomic.Uint64 // session refused at login by Config.CheckSession
@@ -96,6 +107,9 @@ func Fetch(ctx context.Context, cfg Config, fn func(msg []byte) error) (Result, 
 	if cfg.IdleTimeout <= 0 {
 		cfg.IdleTimeout = soupbintcp.DefaultPeerTimeout
 	}
+	if cfg.MaxDuration <= 0 {
+		cfg.MaxDuration = DefaultMaxDuration
+	}
 	if err := ctx.Err(); err != nil {
 		st.Cancelled.Add(1)
 		return Result{}, err
@@ -115,6 +129,9 @@ func Fetch(ctx context.Context, cfg Config, fn func(msg []byte) error) (Result, 
 	defer c.Logout() //nolint:errcheck // best effort on every path; after a completed snapshot it already ran
 	stop := context.AfterFunc(ctx, c.Interrupt)
 	defer stop()
+	var late atomic.Bool // MaxDuration passed: the read is interrupted
+	limit := time.AfterFunc(cfg.MaxDuration, func() { late.Store(true); c.Interrupt() })
+	defer limit.Stop()
 
 	res := Result{Session: c.Session()}
 	if want := soupbintcp.ParseAlpha(soupbintcp.AppendAlpha(nil, cfg.Session, soupbintcp.SessionLen)); want != "" && res.Session != want {
@@ -143,6 +160,10 @@ func Fetch(ctx context.Context, cfg Config, fn func(msg []byte) error) (Result, 
 	for {
 		typ, p, err := c.Next()
 		if err != nil {
+			if late.Load() && ctx.Err() == nil {
+				st.TooLong.Add(1)
+				return res, fmt.Errorf("%w: no End of Snapshot %v after the login, %d messages in", ErrTooLong, cfg.MaxDuration, res.Messages)
+			}
 			return res, classify(ctx, st, err, false)
 		}
 		if typ != soupbintcp.TypeSequencedData {

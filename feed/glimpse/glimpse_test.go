@@ -182,16 +182,7 @@ func TestFetchStalledChatter(t *testing.T) {
 			addr := scriptedServe(t, 1, func(sc *soupbintcp.ServerConn) {
 				sc.WritePacket(soupbintcp.TypeSequencedData, add.Append(nil)) //nolint:errcheck
 				// Chatter until the client goes, for at most 20 s.
-				for range 4000 {
-					if sc.WritePacket(typ, []byte("x")) != nil || sc.Flush() != nil {
-						return
-					}
-					select {
-					case <-sc.Gone():
-						return
-					case <-time.After(5 * time.Millisecond):
-					}
-				}
+				every5ms(sc, typ, []byte("x"), 4000)
 			})
 			st := new(Stats)
 			_, err := Fetch(context.Background(), Config{Addr: addr, IdleTimeout: 200 * time.Millisecond, Stats: st}, func([]byte) error { return nil })
@@ -263,5 +254,40 @@ func TestAppendSnapshotAlpha(t *testing.T) {
 	}
 	if seq, err := ParseSnapshot(AppendSnapshot(nil, 1<<63)); seq != 1<<63 || err != nil {
 		t.Errorf("ParseSnapshot(AppendSnapshot(2^63)) = %d, %v", seq, err)
+	}
+}
+
+// TestFetchNeverEnds: the server keeps sending ITCH messages and never the
+// End of Snapshot (a live SoupBinTCP ITCH port configured in place of
+// GLIMPSE streams the day for as long as it runs). Neither IdleTimeout nor
+// the peer timeout ever fires; MaxDuration ends the fetch: ErrTooLong,
+// counted, rather than a fetch that runs all day (delivery frozen, its
+// messages held in memory).
+func TestFetchNeverEnds(t *testing.T) {
+	add := itch.AddOrderFields{Header: itch.Header{Locate: 1}, OrderRef: 1, Side: 'B', Shares: 1, Price: 1}
+	addr := scriptedServe(t, 1, func(sc *soupbintcp.ServerConn) {
+		every5ms(sc, soupbintcp.TypeSequencedData, add.Append(nil), 6000) // until the client goes, for at most 30 s
+	})
+	st := new(Stats)
+	res, err := Fetch(context.Background(), Config{Addr: addr, IdleTimeout: 200 * time.Millisecond, MaxDuration: time.Second, Stats: st},
+		func([]byte) error { return nil })
+	if !errors.Is(err, ErrTooLong) || st.TooLong.Load() != 1 || st.Completed.Load() != 0 || res.NextSeq != 0 || res.Messages == 0 {
+		t.Fatalf("err %v (too long %d, completed %d), result %+v; want ErrTooLong after some messages", err, st.TooLong.Load(), st.Completed.Load(), res)
+	}
+	t.Log(err)
+}
+
+// every5ms writes a typ packet of payload every 5 ms, n times at most,
+// until the client goes.
+func every5ms(sc *soupbintcp.ServerConn, typ byte, payload []byte, n int) {
+	for range n {
+		if sc.WritePacket(typ, payload) != nil || sc.Flush() != nil {
+			return
+		}
+		select {
+		case <-sc.Gone():
+			return
+		case <-time.After(5 * time.Millisecond):
+		}
 	}
 }
