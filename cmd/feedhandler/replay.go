@@ -155,7 +155,9 @@ func replay(args []string, stdout, stderr io.Writer) error {
 	// input.Open takes an empty file for a BinaryFILE of no message: a
 	// capture that recorded nothing, a download that failed. Replaying it
 	// would report a run of 0 messages as a success.
-	if fi, err := os.Stat(path); err == nil && fi.Size() == 0 {
+	// Asked of the reader, not of the file's size: a FIFO (a day piped
+	// in) has size 0 whatever it will bring.
+	if r.Empty() {
 		return fmt.Errorf("replay: %s is empty (0 bytes): nothing to replay", path)
 	}
 

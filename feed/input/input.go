@@ -121,6 +121,7 @@ type Reader struct {
 	day     *dayfile.Reader
 	cap     *pcap.Reader
 	stats   Stats
+	empty   bool // the input held no byte (Empty)
 	sess    []session
 
 	// the packet being delivered
@@ -164,7 +165,7 @@ func NewReader(rd io.Reader, opt Options) (*Reader, error) {
 	magic, err := br.Peek(4)
 	if err != nil && len(magic) == 0 {
 		if err == io.EOF {
-			return &Reader{opt: opt, day: dayfile.NewReader(br), stats: Stats{Format: FormatBinaryFile}}, nil
+			return &Reader{opt: opt, day: dayfile.NewReader(br), stats: Stats{Format: FormatBinaryFile}, empty: true}, nil
 		}
 		return nil, fmt.Errorf("detect format: %w", err)
 	}
@@ -179,7 +180,7 @@ func NewReader(rd io.Reader, opt Options) (*Reader, error) {
 		br = bufio.NewReaderSize(zr, 1<<20)
 		if magic, err = br.Peek(4); err != nil && len(magic) == 0 {
 			if err == io.EOF {
-				r.day, r.stats.Format = dayfile.NewReader(br), FormatBinaryFile
+				r.day, r.stats.Format, r.empty = dayfile.NewReader(br), FormatBinaryFile, true
 				return r, nil
 			}
 			return nil, fmt.Errorf("detect format: gzip: %w", err)
@@ -213,6 +214,10 @@ var ErrUnknownFormat = errors.New("not a BinaryFILE, pcap or pcapng")
 
 // Format returns the detected file format.
 func (r *Reader) Format() Format { return r.stats.Format }
+
+// Empty reports that the input held no byte at all (after gzip, if
+// gzipped): read as a BinaryFILE of no message.
+func (r *Reader) Empty() bool { return r.empty }
 
 // Stats returns the counts so far. The returned value is owned by the
 // Reader and changes with later calls to Next.
