@@ -121,6 +121,9 @@ type Capture struct {
 	header     []byte // the pcap file header, each new file's first bytes
 	gone       bool   // the file was found deleted (logged, counted)
 	tooLarge   bool   // the file reached its size limit (EFBIG)
+	// lostDrained is the empty poll (mark.go) of a datagram a failed
+	// write lost, for the next datagram written (0: none).
+	lostDrained int64
 
 	packets, bytes, writeErrs, writeLost, files, deleted atomic.Uint64
 }
@@ -398,7 +401,12 @@ func (c *Capture) write(rec *record) {
 	}
 	c.id++
 	c.frame = pcap.AppendUDPFrame(c.frame[:0], src, c.dst[line], c.id, rec.payload)
-	mac := markMAC(rec.rxTime, rec.drained)
+	drained := rec.drained
+	if drained == 0 {
+		drained = c.lostDrained // the empty poll of a datagram lost to a write
+	}
+	c.lostDrained = 0
+	mac := markMAC(rec.rxTime, drained)
 	copy(c.frame[6:12], mac[:])
 	// A frame longer than the snap length (a datagram of more than 65493
 	// bytes, up to UDP's 65507) is cut to it, as tcpdump cuts it: in the
@@ -542,6 +550,25 @@ func (c *Capture) wholeRecords(n int) (int, uint64) {
 	return p, recs
 }
 
+// keepLostMark keeps the last empty poll marked on the records a failed
+// write lost (the buffer's from byte whole on) for the next datagram
+// written, as the ring hands on the empty poll of a batch it had no room
+// for: the replay still ticks the arbiter before what follows the loss.
+func (c *Capture) keepLostMark(whole int) {
+	p := whole
+	if c.off == 0 {
+		p = max(p, fileHeaderLen)
+	}
+	for p+16+12 <= len(c.buf.b) {
+		r := c.buf.b[p:]
+		ts := int64(binary.LittleEndian.Uint32(r[0:4]))*1e9 + int64(binary.LittleEndian.Uint32(r[4:8]))
+		if d, ok := Mark([6]byte(r[16+6:16+12]), ts); ok && d != 0 {
+			c.lostDrained = d
+		}
+		p += 16 + int(binary.LittleEndian.Uint32(r[8:12]))
+	}
+}
+
 // flush writes the buffer to the file. A write that fails part way (a
 // disk filling up) keeps the whole records that reached the file; the
 // file is cut back to the last of them (half a record would end any
@@ -558,6 +585,7 @@ func (c *Capture) flush() error {
 	} else {
 		c.writeErrs.Add(1)
 		whole, recs := c.wholeRecords(n)
+		c.keepLostMark(whole)
 		c.off += int64(whole)
 		c.bytes.Add(uint64(whole))
 		c.packets.Add(recs)

@@ -391,6 +391,23 @@ func (h *halfFull) Write(p []byte) (int, error) {
 	return n, syscall.ENOSPC
 }
 
+// writeFailedThenClose waits for the drainer's write to fail (the buffer
+// is flushed after flushEvery of quiet), then Puts datagrams 4 and 5 and
+// closes the capture.
+func writeFailedThenClose(t *testing.T, c *Capture) {
+	t.Helper()
+	for k := 0; c.Stats().WriteErrors == 0; k++ {
+		if k > 10000 {
+			t.Fatal("the drainer never flushed")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	c.Put([]rx.Packet{datagram(4), datagram(5)}, 0)
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // TestWriteCutBack: a write that stops half-way (a disk filling up) keeps
 // the whole records that reached the file (datagram 1 of 1, 2, 3) and
 // loses only the rest, counted and logged once; the half record it left
@@ -406,16 +423,7 @@ func TestWriteCutBack(t *testing.T) {
 	c.f = &halfFull{File: c.f.(*os.File)} // the drainer has written only the header: no race
 	first := []rx.Packet{datagram(1), datagram(2), datagram(3)}
 	c.Put(first, 0)
-	for k := 0; c.Stats().WriteErrors == 0; k++ { // the buffer is flushed after flushEvery of quiet
-		if k > 10000 {
-			t.Fatal("the drainer never flushed")
-		}
-		time.Sleep(time.Millisecond)
-	}
-	c.Put([]rx.Packet{datagram(4), datagram(5)}, 0)
-	if err := c.Close(); err != nil {
-		t.Fatal(err)
-	}
+	writeFailedThenClose(t, c)
 	st := c.Stats()
 	frames := readAll(t, path)
 	if st.WriteErrors != 1 || st.WriteLost != 2 || st.Packets != 3 || len(frames) != 3 {

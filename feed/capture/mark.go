@@ -17,6 +17,8 @@ package capture
 //     since the datagram before; then, when set, the time from that empty
 //     poll (the last of them) to the datagram's receive time, a signed
 //     40-bit count of nanoseconds, big-endian, saturated at about ±549 s.
+//     The empty poll of a datagram left out of the file (the ring full, a
+//     failed write) goes with the next datagram written.
 //
 // A file rewritten by another tool (mergecap, editcap) has a header of its
 // own: its frames are read as unmarked.

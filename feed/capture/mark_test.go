@@ -128,3 +128,30 @@ func TestRingCarriesDroppedMark(t *testing.T) {
 		t.Errorf("a later empty poll than the dropped batch's: %v, want [60 0]", got)
 	}
 }
+
+// TestWriteLostMarkCarried: the empty poll of a datagram lost to a failed
+// write (a disk filling up) goes with the next datagram written, as one
+// of a batch the ring had no room for does: the replay still ticks
+// before what follows the loss.
+func TestWriteLostMarkCarried(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "c.pcap")
+	c, err := Open(Config{Path: path, Buffer: MinBuffer, Lines: testLines, Log: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.f = &halfFull{File: c.f.(*os.File)} // the drainer has written only the header: no race
+	polled := datagram(2).RxTime - 300
+	c.Put([]rx.Packet{datagram(1)}, datagram(1).RxTime-100)
+	c.Put([]rx.Packet{datagram(2), datagram(3)}, polled) // cut by the write: lost
+	writeFailedThenClose(t, c)
+	frames := readAll(t, path)
+	if st := c.Stats(); st.WriteLost != 2 || len(frames) != 3 {
+		t.Fatalf("stats %+v, %d frames; want datagrams 2 and 3 lost, 1, 4 and 5 written", st, len(frames))
+	}
+	want := []int64{datagram(1).RxTime - 100, polled, 0}
+	for k, fr := range frames {
+		if got, ok := Mark(fr.SrcMAC, fr.Time); !ok || got != want[k] {
+			t.Errorf("frame %d: empty poll %d (marked %v), want %d", k+1, got, ok, want[k])
+		}
+	}
+}
