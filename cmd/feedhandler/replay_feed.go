@@ -96,6 +96,14 @@ func (a *arbitrated) line(fr *pcap.Frame) int {
 }
 
 func (a *arbitrated) run() error {
+	if a.rp.pub != nil {
+		// Also when the capture stops early (cut mid-record): what was
+		// applied until then is published, as without --feed.
+		defer func() {
+			a.rp.pub.Flush()
+			a.rp.w.Heartbeat()
+		}()
+	}
 	marked := a.in.CaptureSigfigs() == capture.FileMark
 	for {
 		fr, err := a.in.NextDatagram()
@@ -119,10 +127,6 @@ func (a *arbitrated) run() error {
 		a.r.Offer(i, fr.Payload, fr.Time)
 	}
 	a.r.Finish()
-	if a.rp.pub != nil {
-		a.rp.pub.Flush()
-		a.rp.w.Heartbeat()
-	}
 	return nil
 }
 

@@ -16,6 +16,7 @@ import (
 
 	"github.com/marketfeed/feedhandler/feed/pcap"
 	"github.com/marketfeed/feedhandler/internal/demo"
+	"github.com/marketfeed/feedhandler/internal/shmtest"
 )
 
 // writeLaggingCapture writes day's packets as a capture of two lines in
@@ -60,30 +61,45 @@ func writeLaggingCapture(t *testing.T, path string, day *demo.Day, lost int, lag
 	}
 }
 
+// laggingDay generates a day of messages (20 symbols, seed) and writes it
+// to dir/lines.pcap (writeLaggingCapture; lost: which packet A lost).
+func laggingDay(t *testing.T, messages int, seed uint64, lost func(*demo.Day) int, lag time.Duration) (*demo.Day, string, string) {
+	t.Helper()
+	day, err := demo.GenerateDay(messages, 20, seed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	capPath := filepath.Join(dir, "lines.pcap")
+	writeLaggingCapture(t, capPath, day, lost(day), lag)
+	return day, dir, capPath
+}
+
+// writeDemoFeed writes dir/feed.yaml: day's session on the demo's two
+// lines, with extra.
+func writeDemoFeed(t *testing.T, dir string, day *demo.Day, extra string) string {
+	t.Helper()
+	feed := filepath.Join(dir, "feed.yaml")
+	cfg := fmt.Sprintf(`feed: {name: replaytest, session: %q}
+lines:
+  a: {interface: lo, group: %s, port: %d}
+  b: {interface: lo, group: %s, port: %d}
+%sshm: {name: replaytest}
+`, day.Session.String(), demo.GroupA.Addr(), demo.GroupA.Port(), demo.GroupB.Addr(), demo.GroupB.Port(), extra)
+	if err := os.WriteFile(feed, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return feed
+}
+
 // TestReplayFeedArbitratesAsLive: line B lags line A by 50 ms, and A lost
 // one packet. The handler, with arbitration.hold 200ms, waits for B's copy:
 // no gap, the books whole. replay --feed arbitrates as it did, so its
 // books are the reference's; replay without it holds for its own 10 ms and
 // declares the packet missing.
 func TestReplayFeedArbitratesAsLive(t *testing.T) {
-	day, err := demo.GenerateDay(20_000, 20, 11)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	capPath := filepath.Join(dir, "lines.pcap")
-	writeLaggingCapture(t, capPath, day, len(day.Packets)/2, 50*time.Millisecond)
-	feed := filepath.Join(dir, "feed.yaml")
-	cfg := fmt.Sprintf(`feed: {name: replaytest, session: %q}
-lines:
-  a: {interface: lo, group: %s, port: %d}
-  b: {interface: lo, group: %s, port: %d}
-arbitration: {hold: 200ms}
-shm: {name: replaytest}
-`, day.Session.String(), demo.GroupA.Addr(), demo.GroupA.Port(), demo.GroupB.Addr(), demo.GroupB.Port())
-	if err := os.WriteFile(feed, []byte(cfg), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	day, dir, capPath := laggingDay(t, 20_000, 11, func(day *demo.Day) int { return len(day.Packets) / 2 }, 50*time.Millisecond)
+	feed := writeDemoFeed(t, dir, day, "arbitration: {hold: 200ms}\n")
 	var want bytes.Buffer
 	if err := day.Books.WriteJSON(&want, 10); err != nil {
 		t.Fatal(err)
@@ -189,5 +205,36 @@ func TestReplayFeedRefuses(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("replay %v: %v, want an error saying %q", tc.args, err, tc.want)
 		}
+	}
+}
+
+// TestReplayFeedCutShm: a capture cut mid-record (copied while the
+// handler wrote it) stops replay --feed with its error, and the books
+// applied until then are all published to --shm, as replay without --feed
+// publishes them: bookview prints what --books-out holds.
+func TestReplayFeedCutShm(t *testing.T) {
+	day, dir, capPath := laggingDay(t, 5_000, 12, func(*demo.Day) int { return -1 }, 0)
+	whole, err := os.ReadFile(capPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(capPath, whole[:len(whole)-7], 0o644); err != nil {
+		t.Fatal(err)
+	}
+	feed := writeDemoFeed(t, dir, day, "")
+	name := shmtest.Name(t, "fh-h159-cutshm")
+	booksOut := filepath.Join(dir, "books.json")
+	err = replay([]string{"--quiet", "--settle", "0", "--feed", feed, "--shm", name, "--books-out", booksOut, "--depth", "10", capPath}, io.Discard, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "unexpected EOF") {
+		t.Fatalf("replay --feed of a cut capture: %v, want its unexpected EOF", err)
+	}
+	want, err := os.ReadFile(booksOut)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got bytes.Buffer
+	_ = bookview([]string{"--shm", name, "--once", "--json"}, &got) // the writer is not live: exit status 3
+	if len(want) < 100 || !bytes.Equal(got.Bytes(), want) {
+		t.Fatalf("bookview --once --json differs from replay --books-out --depth 10:\nbookview: %.400s\nreplay:   %.400s", got.Bytes(), want)
 	}
 }
