@@ -78,6 +78,18 @@ func TestBaseParses(t *testing.T) {
 
 // TestRTPriority: cores.rt_priority reaches the handler's config; absent
 // is 0, normal scheduling.
+// TestYAMLDirective: a %YAML directive before the document is YAML; it
+// came back from the parser as a document of its own, read as the feed's.
+func TestYAMLDirective(t *testing.T) {
+	c, err := Parse("t.yaml", []byte("%YAML 1.2\n---\n"+base))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Feed.Name != "test" || len(c.Lines) != 2 {
+		t.Fatalf("config %+v", c)
+	}
+}
+
 func TestRTPriority(t *testing.T) {
 	c, err := Parse("t.yaml", []byte(edit(t, "shards: [1]", "shards: [1]\n  rt_priority: 10")))
 	if err != nil {
@@ -294,6 +306,10 @@ func TestBadConfigs(t *testing.T) {
 		{"second document", base + "---\nfeed: {name: y}\n",
 			`t.yaml:29: a second YAML document; a feed file holds one`},
 		{"empty file", "", `t.yaml: empty feed file`},
+		// Before: "t.yaml:1: want a mapping, got "%"", a second document,
+		// feed and lines missing.
+		{"YAML directive and a bad field", "%YAML 1.2\n---\n" + edit(t, "port: 26478", "port: 0"),
+			`t.yaml:15: lines.b.port: 0 is out of range (1..65535)`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -73,7 +73,8 @@ func (d *decoder) decode(data []byte) *Config {
 	}
 	var root ast.Node
 	for _, doc := range file.Docs {
-		if doc.Body == nil {
+		// A directive (%YAML 1.2) comes back as a document of its own.
+		if _, directive := doc.Body.(*ast.DirectiveNode); doc.Body == nil || directive {
 			continue
 		}
 		if root != nil {
