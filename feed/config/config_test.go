@@ -305,6 +305,15 @@ func TestBadConfigs(t *testing.T) {
 			`t.yaml:21: YAML syntax: could not find end character of double-quoted text`},
 		{"second document", base + "---\nfeed: {name: y}\n",
 			`t.yaml:29: a second YAML document; a feed file holds one`},
+		// Before, accepted: the parser drops every document after an
+		// empty one, so the second was never seen.
+		{"second document after an empty one", base + "---\n---\nfeed: {name: y}\n",
+			`t.yaml:30: a second YAML document; a feed file holds one`},
+		{"second document after a comment-only one", base + "---\n# b\n---\nfeed: {name: y}\n",
+			`t.yaml:31: a second YAML document; a feed file holds one`},
+		// Before: "t.yaml: empty feed file" (the whole feed dropped).
+		{"empty document first", "---\n---\n" + base,
+			`t.yaml:2: an empty YAML document before this one (a second ---); a feed file holds one document`},
 		{"empty file", "", `t.yaml: empty feed file`},
 		// Before: "t.yaml:1: want a mapping, got "%"", a second document,
 		// feed and lines missing.

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/goccy/go-yaml/ast"
+	"github.com/goccy/go-yaml/lexer"
 	"github.com/goccy/go-yaml/parser"
 	"github.com/goccy/go-yaml/token"
 
@@ -74,14 +75,22 @@ func (d *decoder) decode(data []byte) *Config {
 	var root ast.Node
 	for _, doc := range file.Docs {
 		// A directive (%YAML 1.2) comes back as a document of its own.
-		if _, directive := doc.Body.(*ast.DirectiveNode); doc.Body == nil || directive {
-			continue
-		}
-		if root != nil {
-			d.add(doc.Body.GetToken(), "", "a second YAML document; a feed file holds one")
+		if _, directive := doc.Body.(*ast.DirectiveNode); doc.Body != nil && !directive {
+			root = doc.Body
 			break
 		}
-		root = doc.Body
+	}
+	// Documents are counted on the tokens: the parser drops every
+	// document after an empty one ("---" followed by "---"), so a second
+	// document there, or the whole file after a leading empty one, was
+	// read as absent.
+	switch tk, emptyFirst := secondDocument(lexer.Tokenize(string(data))); {
+	case tk == nil:
+	case emptyFirst:
+		d.add(tk, "", "an empty YAML document before this one (a second ---); a feed file holds one document")
+		return c
+	default:
+		d.add(tk, "", "a second YAML document; a feed file holds one")
 	}
 	top := field{node: d.resolve(root)}
 	var spill field // recovery.spill, checked below against arbitration.max_pending
@@ -162,6 +171,39 @@ func (d *decoder) decode(data []byte) *Config {
 		c.SHM.Name = c.Feed.Name
 	}
 	return c
+}
+
+// secondDocument returns the first token of a second document with
+// content in tokens, or, when the only document
+// with content comes after two or more "---", the last of them with
+// emptyFirst set: the parser reads neither. Comments and directives
+// (%YAML 1.2) are not content.
+func secondDocument(tokens token.Tokens) (tk *token.Token, emptyFirst bool) {
+	docs, inDoc, headers := 0, false, 0
+	var header *token.Token
+	directiveLine := 0
+	for _, t := range tokens {
+		switch {
+		case t.Type == token.DirectiveType:
+			directiveLine = t.Position.Line
+		case t.Type == token.CommentType || t.Position.Line == directiveLine:
+		case t.Type == token.DocumentHeaderType:
+			inDoc, header = false, t
+			headers++
+		case t.Type == token.DocumentEndType:
+			inDoc = false
+		case !inDoc:
+			inDoc = true
+			docs++
+			if docs == 2 {
+				return t, false
+			}
+			if headers > 1 {
+				return header, true
+			}
+		}
+	}
+	return nil, false
 }
 
 func (d *decoder) feed(f field, c *Config) {
