@@ -314,6 +314,17 @@ func TestBadConfigs(t *testing.T) {
 		// Before: "t.yaml: empty feed file" (the whole feed dropped).
 		{"empty document first", "---\n---\n" + base,
 			`t.yaml:2: an empty YAML document before this one (a second ---); a feed file holds one document`},
+		// Before, accepted: requests sent to a group, to this host or to
+		// the subnet, never answered; the same server twice, a failover
+		// that waits its retries out again.
+		{"rerequest server multicast", base + "recovery:\n  rerequest:\n    servers: [239.1.1.9:26400]\n",
+			`t.yaml:30: recovery.rerequest.servers[0]: "239.1.1.9:26400": 239.1.1.9 is not a unicast address (a re-request server is one host, answering to ours)`},
+		{"rerequest server unspecified", base + "recovery:\n  rerequest:\n    servers: [0.0.0.0:26400]\n",
+			`t.yaml:30: recovery.rerequest.servers[0]: "0.0.0.0:26400": 0.0.0.0 is not a unicast address (a re-request server is one host, answering to ours)`},
+		{"rerequest server broadcast", base + "recovery:\n  rerequest:\n    servers: [255.255.255.255:26400]\n",
+			`t.yaml:30: recovery.rerequest.servers[0]: "255.255.255.255:26400": 255.255.255.255 is not a unicast address (a re-request server is one host, answering to ours)`},
+		{"rerequest server twice", base + "recovery:\n  rerequest:\n    servers:\n      - 10.0.0.1:26400\n      - 10.0.0.2:26400\n      - 10.0.0.1:26400\n",
+			`t.yaml:33: recovery.rerequest.servers[2]: "10.0.0.1:26400" is listed twice (first at line 31): a failover to the same server`},
 		{"empty file", "", `t.yaml: empty feed file`},
 		// Before: "t.yaml:1: want a mapping, got "%"", a second document,
 		// feed and lines missing.

@@ -56,6 +56,7 @@ func (d *decoder) rerequest(f field, r *Rerequest) {
 			if !ok {
 				return
 			}
+			first := map[netip.AddrPort]int{}
 			for _, it := range items {
 				s, ok := d.hostPort(it, true)
 				if !ok {
@@ -66,6 +67,15 @@ func (d *decoder) rerequest(f field, r *Rerequest) {
 					d.errorf(it, "%q: want an IPv4 address:port (the re-request client sends UDP to it)", s)
 					continue
 				}
+				if a := ap.Addr(); a.IsMulticast() || a.IsUnspecified() || a == netip.AddrFrom4([4]byte{255, 255, 255, 255}) {
+					d.errorf(it, "%q: %s is not a unicast address (a re-request server is one host, answering to ours)", s, a)
+					continue
+				}
+				if l, dup := first[ap]; dup {
+					d.errorf(it, "%q is listed twice (first at line %d): a failover to the same server", s, l)
+					continue
+				}
+				first[ap] = it.tok().Position.Line
 				r.Servers = append(r.Servers, ap)
 			}
 		}},
