@@ -116,12 +116,19 @@ func (d *decoder) snapshot(f field, s *Snapshot) {
 	var retry, retryMax field // given and in range: checked against each other below
 
 	pwInFile := false // password: given, refused: no second error for the source
+	userGiven := false
 	d.mapping(f, []entry{
 		{"server", func(f field) { s.Server, _ = d.hostPort(f, true) }},
 		{"username", func(f field) {
+			userGiven = true // a bad one is said at its line, once
 			if v, ok := d.str(f); ok {
 				if len(v) == 0 || len(v) > soupbintcp.UsernameLen {
 					d.errorf(f, "%q: a SoupBinTCP username is 1 to %d characters", v, soupbintcp.UsernameLen)
+					return
+				}
+				if !printableASCII(v) || strings.ContainsRune(v, ' ') {
+					// Sent as its bytes: refused at every login.
+					d.errorf(f, "%q: a SoupBinTCP username is printable ASCII without spaces", v)
 					return
 				}
 				s.Username = v
@@ -148,6 +155,10 @@ func (d *decoder) snapshot(f field, s *Snapshot) {
 			if v, ok := d.str(f); ok {
 				if len(v) > soupbintcp.SessionLen {
 					d.errorf(f, "%q: a session is at most %d characters", v, soupbintcp.SessionLen)
+					return
+				}
+				if !printableASCII(v) {
+					d.errorf(f, "%q: a SoupBinTCP session is printable ASCII", v)
 					return
 				}
 				s.Session = v
@@ -223,7 +234,7 @@ func (d *decoder) snapshot(f field, s *Snapshot) {
 	case s.Server != "" && !pwInFile:
 		d.errorf(f, "snapshot.server is set but neither password_file nor password_env is: the snapshot server would refuse the login")
 	}
-	if s.Server != "" && s.Username == "" {
+	if s.Server != "" && !userGiven {
 		d.errorf(f, "snapshot.server is set but snapshot.username is not")
 	}
 }
