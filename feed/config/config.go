@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"time"
+	"unicode/utf8"
 
 	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
@@ -385,6 +386,9 @@ func Parse(name string, data []byte) (*Config, error) {
 	// first key.
 	data = bytes.TrimPrefix(data, []byte("\ufeff"))
 	d := decoder{file: name}
+	if err := notUTF8(name, data); err != nil {
+		return nil, err
+	}
 	c := d.decode(data)
 	if err := d.err(); err != nil {
 		return nil, err
@@ -392,6 +396,29 @@ func Parse(name string, data []byte) (*Config, error) {
 	c.File = name
 	c.fieldAt = d.fieldAt
 	return c, nil
+}
+
+// notUTF8 refuses a file that is not UTF-8 text, at the line of its first
+// byte that is not: YAML is Unicode, and the parser read such bytes as
+// they came, into a value ("want a mapping, got "\xff\xfe\x00f"" for a
+// file saved as UTF-16) or a comment.
+func notUTF8(name string, data []byte) error {
+	if utf8.Valid(data) && bytes.IndexByte(data, 0) < 0 {
+		return nil
+	}
+	i := 0
+	for i < len(data) {
+		r, n := utf8.DecodeRune(data[i:])
+		if r == 0 || r == utf8.RuneError && n == 1 {
+			break
+		}
+		i += n
+	}
+	msg := fmt.Sprintf("not UTF-8 text (byte 0x%02x): save the feed file as UTF-8", data[i])
+	if bytes.HasPrefix(data, []byte{0xff, 0xfe}) || bytes.HasPrefix(data, []byte{0xfe, 0xff}) || bytes.IndexByte(data, 0) >= 0 {
+		msg += " (it looks like UTF-16, as some Windows editors save)"
+	}
+	return &Error{File: name, Line: 1 + bytes.Count(data[:i], []byte("\n")), Msg: msg}
 }
 
 // SymbolKeys returns the subscribe list as 8-byte ITCH stock fields,

@@ -334,6 +334,15 @@ func TestBadConfigs(t *testing.T) {
 		{"rerequest server twice", base + "recovery:\n  rerequest:\n    servers:\n      - 10.0.0.1:26400\n      - 10.0.0.2:26400\n      - 10.0.0.1:26400\n",
 			`t.yaml:33: recovery.rerequest.servers[2]: "10.0.0.1:26400" is listed twice (first at line 31): a failover to the same server`},
 		{"empty file", "", `t.yaml: empty feed file`},
+		// Before: "t.yaml:1: want a mapping, got "\xff\xfe\x00f"", feed
+		// and lines missing; a byte that is not UTF-8 in a comment was
+		// accepted, in capture.path written into the file's name.
+		{"UTF-16", "\xff\xfef\x00e\x00e\x00d\x00:\x00",
+			`t.yaml:1: not UTF-8 text (byte 0xff): save the feed file as UTF-8 (it looks like UTF-16, as some Windows editors save)`},
+		{"Latin-1 comment", edit(t, "  depth: 10", "  depth: 10 # caf\xe9"),
+			`t.yaml:21: not UTF-8 text (byte 0xe9): save the feed file as UTF-8`},
+		{"Latin-1 path", base + "capture:\n  path: /var/lib/caf\xe9.pcap\n",
+			`t.yaml:29: not UTF-8 text (byte 0xe9): save the feed file as UTF-8`},
 		// Before: "t.yaml:1: want a mapping, got "%"", a second document,
 		// feed and lines missing.
 		{"YAML directive and a bad field", "%YAML 1.2\n---\n" + edit(t, "port: 26478", "port: 0"),
