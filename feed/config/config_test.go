@@ -130,6 +130,14 @@ func TestBadConfigs(t *testing.T) {
 			`t.yaml:9: lines.a.port: 0 is out of range (1..65535)`},
 		{"port 70000", edit(t, "port: 26478", "port: 70000"),
 			`t.yaml:13: lines.b.port: 70000 is out of range (1..65535)`},
+		// Before, accepted as port 11583: YAML 1.1's octal.
+		{"port with a leading zero", edit(t, "port: 26477", "port: 026477"),
+			`t.yaml:9: lines.a.port: 026477 has a leading zero, which YAML reads as octal (0o...): write it without the zero`},
+		// Before: want an integer, got "08080".
+		{"port with a leading zero, not octal", edit(t, "port: 26478", "port: 08080"),
+			`t.yaml:13: lines.b.port: 08080 has a leading zero, which YAML reads as octal (0o...): write it without the zero`},
+		{"core with a leading zero", edit(t, "  receive: 0", "  receive: 010"),
+			`t.yaml:18: cores.receive: 010 has a leading zero, which YAML reads as octal (0o...): write it without the zero`},
 		{"port not a number", edit(t, "port: 26478", "port: http"),
 			`t.yaml:13: lines.b.port: want an integer in 1..65535, got "http"`},
 		{"bad backend", edit(t, "backend: auto", "backend: dpdk"),

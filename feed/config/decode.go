@@ -246,6 +246,10 @@ func (d *decoder) str(f field) (string, bool) {
 }
 
 func (d *decoder) integer(f field, lo, hi int64) (int64, bool) {
+	if tk := f.tok(); tk != nil && leadingZero(tk) {
+		d.errorf(f, "%s has a leading zero, which YAML reads as octal (0o...): write it without the zero", tk.Value)
+		return 0, false
+	}
 	x, ok := f.node.(*ast.IntegerNode)
 	if !ok {
 		d.errorf(f, "want an integer in %d..%d, got %s", lo, hi, describe(f.node))
@@ -267,6 +271,25 @@ func (d *decoder) integer(f field, lo, hi int64) (int64, bool) {
 		return 0, false
 	}
 	return v, true
+}
+
+// leadingZero reports whether tk is a plain (unquoted) number written with
+// a leading zero, such as 026477: the parser reads it as octal (11583),
+// or, with an 8 or 9 in it, as a string.
+func leadingZero(tk *token.Token) bool {
+	if tk.Type != token.IntegerType && tk.Type != token.OctetIntegerType && tk.Type != token.StringType {
+		return false
+	}
+	v := strings.TrimLeft(tk.Value, "+-")
+	if len(v) < 2 || v[0] != '0' {
+		return false
+	}
+	for i := 1; i < len(v); i++ {
+		if v[i] < '0' || v[i] > '9' {
+			return false
+		}
+	}
+	return true
 }
 
 func (d *decoder) boolean(f field) (bool, bool) {
