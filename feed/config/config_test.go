@@ -342,6 +342,14 @@ func TestBadConfigs(t *testing.T) {
 		{"rerequest server twice", base + "recovery:\n  rerequest:\n    servers:\n      - 10.0.0.1:26400\n      - 10.0.0.2:26400\n      - 10.0.0.1:26400\n",
 			`t.yaml:33: recovery.rerequest.servers[2]: "10.0.0.1:26400" is listed twice (first at line 31): a failover to the same server`},
 		{"empty file", "", `t.yaml: empty feed file`},
+		// Before: each at the anchor's line, lines.b.port at lines.a.port's
+		// (line 6), cores.shards's duplicate at receive.queues's.
+		{"alias to a bad value", "feed: {name: x}\nlines:\n  a:\n    interface: eth0\n    group: 239.0.0.1\n    port: &p 0\n  b:\n    interface: eth1\n    group: 239.0.0.2\n    port: *p\n",
+			"t.yaml:6: lines.a.port: 0 is out of range (1..65535)\nt.yaml:10: lines.b.port: 0 is out of range (1..65535) (from the anchor at line 6)"},
+		{"alias in a list", "feed: {name: x}\nlines:\n  a: {interface: eth0, group: 239.0.0.1, port: 1}\nreceive:\n  queues:\n    - &z 1\n    - *z\n",
+			"t.yaml:7: receive.queues[1]: 1 is listed twice (first at line 6) (from the anchor at line 6)"},
+		{"alias to a section", "feed: {name: x}\nlines:\n  a: {interface: eth0, group: 239.0.0.1, port: 1}\narbitration: &b\n  max_pending: 16\nbook: *b\n",
+			`t.yaml:6: book.max_pending: unknown field (want one of depth, max_orders, max_locates) (from the anchor at line 5)`},
 		// Before: "t.yaml:1: want a mapping, got "\xff\xfe\x00f"", feed
 		// and lines missing; a byte that is not UTF-8 in a comment was
 		// accepted, in capture.path written into the file's name.

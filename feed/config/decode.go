@@ -29,6 +29,30 @@ type field struct {
 	path string
 	key  *token.Token
 	node ast.Node
+	// alias is where the value was given as an alias (*name), for this
+	// field or a mapping or list it is in: errors point there, the
+	// anchor's line said after, as a field's line is the alias's.
+	alias *token.Token
+}
+
+// of returns the field at path with value n (an alias resolved), in f.
+func (d *decoder) of(f field, path string, key *token.Token, n ast.Node) field {
+	c := field{path: path, key: key, node: d.resolve(n), alias: f.alias}
+	if a, ok := n.(*ast.AliasNode); ok {
+		c.alias = a.GetToken()
+	}
+	return c
+}
+
+// line is the line errors about f's value name.
+func (f field) line() int {
+	if f.alias != nil {
+		return f.alias.Position.Line
+	}
+	if tk := f.tok(); tk != nil {
+		return tk.Position.Line
+	}
+	return 0
 }
 
 func (f field) child(key string) string {
@@ -79,7 +103,15 @@ func (d *decoder) add(tk *token.Token, path, format string, args ...any) {
 }
 
 func (d *decoder) errorf(f field, format string, args ...any) {
-	d.add(f.tok(), f.path, format, args...)
+	tk := f.tok()
+	if f.alias != nil {
+		if tk != nil && tk.Position.Line != f.alias.Position.Line {
+			format += " (from the anchor at line %d)"
+			args = append(args, tk.Position.Line)
+		}
+		tk = f.alias
+	}
+	d.add(tk, f.path, format, args...)
 }
 
 // resolve unwraps anchors (remembering them), aliases and tags.
@@ -158,12 +190,13 @@ func (d *decoder) mapping(f field, entries []entry) map[string]bool {
 	firstLine := map[string]int{}
 	for _, mv := range values {
 		k, ktk := keyOf(mv)
-		child := field{path: f.child(k), key: ktk, node: d.resolve(mv.Value)}
+		child := d.of(f, f.child(k), ktk, mv.Value)
+		at := field{path: child.path, key: ktk, alias: f.alias} // errors about the key
 		if l, dup := firstLine[k]; dup {
-			d.add(ktk, child.path, "duplicate field (first at line %d)", l)
+			d.errorf(at, "duplicate field (first at line %d)", l)
 			continue
 		}
-		firstLine[k] = ktk.Position.Line
+		firstLine[k] = at.line()
 		var e *entry
 		for i := range entries {
 			if entries[i].key == k {
@@ -173,9 +206,9 @@ func (d *decoder) mapping(f field, entries []entry) map[string]bool {
 		}
 		if e == nil {
 			if s := suggest(k, keys); s != "" {
-				d.add(ktk, child.path, "unknown field (did you mean %q?)", s)
+				d.errorf(at, "unknown field (did you mean %q?)", s)
 			} else {
-				d.add(ktk, child.path, "unknown field (want one of %s)", strings.Join(keys, ", "))
+				d.errorf(at, "unknown field (want one of %s)", strings.Join(keys, ", "))
 			}
 			continue
 		}
@@ -190,8 +223,8 @@ func (d *decoder) mapping(f field, entries []entry) map[string]bool {
 		if d.fieldAt == nil {
 			d.fieldAt = make(map[string]int)
 		}
-		if tk := child.tok(); tk != nil {
-			d.fieldAt[child.path] = tk.Position.Line
+		if l := child.line(); l > 0 {
+			d.fieldAt[child.path] = l
 		}
 		e.fn(child)
 	}
@@ -344,7 +377,7 @@ func (d *decoder) list(f field) ([]field, bool) {
 	}
 	out := make([]field, len(x.Values))
 	for i, n := range x.Values {
-		out[i] = field{path: fmt.Sprintf("%s[%d]", f.path, i), key: f.tok(), node: d.resolve(n)}
+		out[i] = d.of(f, fmt.Sprintf("%s[%d]", f.path, i), f.tok(), n)
 	}
 	return out, true
 }
@@ -369,7 +402,7 @@ func (d *decoder) intList(f field, lo, hi int64, distinct bool) ([]int, bool) {
 			good = false
 			continue
 		}
-		seen[v] = it.tok().Position.Line
+		seen[v] = it.line()
 		out = append(out, int(v))
 	}
 	return out, good

@@ -75,7 +75,7 @@ func (d *decoder) rerequest(f field, r *Rerequest) {
 					d.errorf(it, "%q is listed twice (first at line %d): a failover to the same server", s, l)
 					continue
 				}
-				first[ap] = it.tok().Position.Line
+				first[ap] = it.line()
 				r.Servers = append(r.Servers, ap)
 			}
 		}},

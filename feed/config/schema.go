@@ -247,7 +247,7 @@ func (d *decoder) lines(f field, c *Config) {
 	for _, mv := range values {
 		k, ktk := keyOf(mv)
 		lk := strings.ToLower(k)
-		child := field{path: f.child(lk), key: ktk, node: d.resolve(mv.Value)}
+		child := d.of(f, f.child(lk), ktk, mv.Value)
 		idx := -1
 		switch lk {
 		case "a":
@@ -255,12 +255,11 @@ func (d *decoder) lines(f field, c *Config) {
 		case "b":
 			idx = 1
 		default:
-			child.path = f.child(k)
-			d.add(ktk, child.path, "unknown field (lines are named a and b)")
+			d.errorf(field{path: f.child(k), key: ktk, alias: f.alias}, "unknown field (lines are named a and b)")
 			continue
 		}
 		if where[idx] != nil {
-			d.add(ktk, child.path, "duplicate line name (first at line %d)", where[idx].Position.Line)
+			d.errorf(field{path: child.path, key: ktk, alias: f.alias}, "duplicate line name (first at line %d)", where[idx].Position.Line)
 			continue
 		}
 		where[idx] = ktk
@@ -441,7 +440,7 @@ func (d *decoder) symbols(f field, c *Config) {
 				d.errorf(it, "%q is listed twice (first at line %d)", s, l)
 				continue
 			}
-			first[s] = it.tok().Position.Line
+			first[s] = it.line()
 			c.Symbols = append(c.Symbols, s)
 		}
 	}
