@@ -342,6 +342,12 @@ func TestBadConfigs(t *testing.T) {
 		{"rerequest server twice", base + "recovery:\n  rerequest:\n    servers:\n      - 10.0.0.1:26400\n      - 10.0.0.2:26400\n      - 10.0.0.1:26400\n",
 			`t.yaml:33: recovery.rerequest.servers[2]: "10.0.0.1:26400" is listed twice (first at line 31): a failover to the same server`},
 		{"empty file", "", `t.yaml: empty feed file`},
+		// Before: "lines.b.<<: unknown field (want one of interface, group,
+		// port, source)", as if a key were misspelt.
+		{"merge key", "feed: {name: x}\nlines:\n  a: &l {interface: eth0, group: 239.0.0.1, port: 1}\n  b:\n    <<: *l\n    group: 239.0.0.2\n",
+			"t.yaml:5: lines.b.<<: merge keys (<<) are not supported: write the keys out (an alias can give a whole value or section)\nt.yaml:4: lines.b.interface: missing required field\nt.yaml:4: lines.b.port: missing required field"},
+		{"merge key in lines", "feed: {name: x}\nlines:\n  <<: {a: {interface: eth0, group: 239.0.0.1, port: 1}}\n",
+			"t.yaml:3: lines.<<: merge keys (<<) are not supported: write the keys out (an alias can give a whole value or section)\nt.yaml:2: lines.a: missing required field"},
 		// Before: each at the anchor's line, lines.b.port at lines.a.port's
 		// (line 6), cores.shards's duplicate at receive.queues's.
 		{"alias to a bad value", "feed: {name: x}\nlines:\n  a:\n    interface: eth0\n    group: 239.0.0.1\n    port: &p 0\n  b:\n    interface: eth1\n    group: 239.0.0.2\n    port: *p\n",

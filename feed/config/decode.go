@@ -204,6 +204,10 @@ func (d *decoder) mapping(f field, entries []entry) map[string]bool {
 				break
 			}
 		}
+		if _, merge := mv.Key.(*ast.MergeKeyNode); merge && e == nil {
+			d.errorf(at, mergeKey)
+			continue
+		}
 		if e == nil {
 			if s := suggest(k, keys); s != "" {
 				d.errorf(at, "unknown field (did you mean %q?)", s)
@@ -230,6 +234,10 @@ func (d *decoder) mapping(f field, entries []entry) map[string]bool {
 	}
 	return given
 }
+
+// mergeKey is the error for a YAML merge key (<<: *name), which the
+// decoder does not expand: it read as an unknown field named "<<".
+const mergeKey = "merge keys (<<) are not supported: write the keys out (an alias can give a whole value or section)"
 
 func mappingValues(n ast.Node) ([]*ast.MappingValueNode, bool) {
 	switch x := n.(type) {

@@ -12,7 +12,7 @@
 //
 // Each problem is an *Error (errors.As) wrapping ErrInvalid (errors.Is);
 // several are joined with errors.Join. Anchors and aliases are allowed;
-// duplicate keys are not.
+// merge keys (<<: *name) are not, nor duplicate keys.
 //
 // The file, with every key and its default (see feeds/nasdaq.yaml for a
 // commented production example and feeds/demo.yaml for the demo):

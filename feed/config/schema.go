@@ -255,7 +255,12 @@ func (d *decoder) lines(f field, c *Config) {
 		case "b":
 			idx = 1
 		default:
-			d.errorf(field{path: f.child(k), key: ktk, alias: f.alias}, "unknown field (lines are named a and b)")
+			at := field{path: f.child(k), key: ktk, alias: f.alias}
+			if _, merge := mv.Key.(*ast.MergeKeyNode); merge {
+				d.errorf(at, mergeKey)
+			} else {
+				d.errorf(at, "unknown field (lines are named a and b)")
+			}
 			continue
 		}
 		if where[idx] != nil {
