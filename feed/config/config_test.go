@@ -148,6 +148,11 @@ func TestBadConfigs(t *testing.T) {
 			`t.yaml:24: stats_interval: "5 parsecs" is not a duration (like 500ms, 5s, 1m)`},
 		{"duration without unit", edit(t, "stats_interval: 5s", "stats_interval: 5"),
 			`t.yaml:24: stats_interval: "5" is not a duration (like 500ms, 5s, 1m)`},
+		// Before: "not a duration (like 500ms, 5s, 1m)".
+		{"duration too long", edit(t, "stats_interval: 5s", "stats_interval: 9999999999h"),
+			`t.yaml:24: stats_interval: "9999999999h" is out of range (at most 2562047h47m16.854775807s)`},
+		{"duration, a unit without a number", edit(t, "stats_interval: 5s", "stats_interval: .s"),
+			`t.yaml:24: stats_interval: ".s" is not a duration (like 500ms, 5s, 1m)`},
 		{"zero duration", edit(t, "stats_interval: 5s", "stats_interval: 0s"),
 			`t.yaml:24: stats_interval: "0s" must be positive`},
 		// Before, accepted: a stats line every 5 ms.

@@ -3,8 +3,10 @@ package config
 import (
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"net/netip"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -347,6 +349,11 @@ func (d *decoder) duration(f field) (time.Duration, bool) {
 		return 0, false
 	}
 	v, err := time.ParseDuration(s)
+	if err != nil && durationSyntax.MatchString(s) {
+		// ParseDuration says "invalid duration" of one past its range too.
+		d.errorf(f, "%q is out of range (at most %v)", s, time.Duration(math.MaxInt64))
+		return 0, false
+	}
 	if err != nil {
 		d.errorf(f, "%q is not a duration (like 500ms, 5s, 1m)", s)
 		return 0, false
@@ -357,6 +364,9 @@ func (d *decoder) duration(f field) (time.Duration, bool) {
 	}
 	return v, true
 }
+
+// durationSyntax matches what time.ParseDuration reads, whatever the size.
+var durationSyntax = regexp.MustCompile(`^[-+]?(([0-9]+(\.[0-9]*)?|\.[0-9]+)(ns|us|µs|μs|ms|s|m|h))+$`)
 
 func (d *decoder) enum(f field, allowed ...string) (string, bool) {
 	s, ok := d.str(f)
