@@ -49,23 +49,29 @@ func TestCaptureReplaysLiveBooks(t *testing.T) {
 		// thread found the lines empty (the capture's batch marks).
 		{"reordered", 0.02},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			lab := netlab.ForTest(t, netlab.Options{Prefix: "fhc"})
-			dir := t.TempDir()
-			bin := filepath.Join(dir, "feedhandler")
-			if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-				t.Fatalf("go build: %v\n%s", err, out)
-			}
-			day, err := demo.GenerateDay(60_000, 50, 7)
-			if err != nil {
-				t.Fatal(err)
-			}
-			shmName := shmtest.Name(t, "fhcapture")
-			capDir := filepath.Join(dir, "capture")
-			if err := os.Mkdir(capDir, 0o755); err != nil {
-				t.Fatal(err)
-			}
-			cfg := fmt.Sprintf(`feed: {name: capturetest, session: %q}
+		t.Run(tc.name, func(t *testing.T) { captureReplaysLiveBooks(t, tc.reorder) })
+	}
+}
+
+// captureReplaysLiveBooks is TestCaptureReplaysLiveBooks with the lines
+// reordering packets with probability reorder (0: none).
+func captureReplaysLiveBooks(t *testing.T, reorder float64) {
+	lab := netlab.ForTest(t, netlab.Options{Prefix: "fhc"})
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "feedhandler")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	day, err := demo.GenerateDay(60_000, 50, 7)
+	if err != nil {
+		t.Fatal(err)
+	}
+	shmName := shmtest.Name(t, "fhcapture")
+	capDir := filepath.Join(dir, "capture")
+	if err := os.Mkdir(capDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cfg := fmt.Sprintf(`feed: {name: capturetest, session: %q}
 lines:
   a: {interface: %s, group: %s, port: %d}
   b: {interface: %s, group: %s, port: %d}
@@ -77,172 +83,170 @@ capture:
   path: %s
 log: {format: json}
 `, day.Session.String(), lab.DstIf, demo.GroupA.Addr(), demo.GroupA.Port(), lab.DstIf, demo.GroupB.Addr(), demo.GroupB.Port(),
-				shmName, filepath.Join(capDir, "lines.pcap"))
-			cfgPath := filepath.Join(dir, "feed.yaml")
-			if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
-				t.Fatal(err)
+		shmName, filepath.Join(capDir, "lines.pcap"))
+	cfgPath := filepath.Join(dir, "feed.yaml")
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("ip", "netns", "exec", lab.Dst, bin, "--feed", cfgPath)
+	var stderr bytes.Buffer
+	pr, pw := io.Pipe()
+	cmd.Stderr = io.MultiWriter(&stderr, pw)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait(); pw.Close() }()
+	defer cmd.Process.Kill()
+	ready, finished := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(finished)
+		sc := bufio.NewScanner(pr)
+		sc.Buffer(nil, 1<<20)
+		seen := false
+		for sc.Scan() {
+			if !seen && strings.Contains(sc.Text(), "health on /healthz") {
+				seen = true
+				close(ready)
 			}
-			cmd := exec.Command("ip", "netns", "exec", lab.Dst, bin, "--feed", cfgPath)
-			var stderr bytes.Buffer
-			pr, pw := io.Pipe()
-			cmd.Stderr = io.MultiWriter(&stderr, pw)
-			if err := cmd.Start(); err != nil {
-				t.Fatal(err)
-			}
-			exited := make(chan error, 1)
-			go func() { exited <- cmd.Wait(); pw.Close() }()
-			defer cmd.Process.Kill()
-			ready, finished := make(chan struct{}), make(chan struct{})
-			go func() {
-				defer close(finished)
-				sc := bufio.NewScanner(pr)
-				sc.Buffer(nil, 1<<20)
-				seen := false
-				for sc.Scan() {
-					if !seen && strings.Contains(sc.Text(), "health on /healthz") {
-						seen = true
-						close(ready)
-					}
-				}
-			}()
-			select {
-			case <-ready:
-			case err := <-exited:
-				t.Fatalf("feedhandler exited early: %v\n%s", err, stderr.String())
-			case <-time.After(20 * time.Second):
-				t.Fatalf("feedhandler not capturing after 20s:\n%s", stderr.String())
-			}
-			var s *exchange.Sender
-			if err := lab.Do(lab.Src, func() (err error) {
-				s, err = exchange.NewSender(exchange.Config{Interface: lab.SrcIf, Rate: 20000, Seed: 5, Lines: []exchange.Line{
-					{Group: demo.GroupA.Addr(), Port: demo.GroupA.Port(), Loss: 0.05, Dup: 0.05, Reorder: tc.reorder},
-					{Group: demo.GroupB.Addr(), Port: demo.GroupB.Port(), Loss: 0.05, Dup: 0.05, Reorder: tc.reorder},
-				}})
-				return err
-			}); err != nil {
-				t.Fatal(err)
-			}
-			defer s.Close()
-			sent, err := s.Send(context.Background(), exchange.Packets(day.Packets))
-			if err != nil {
-				t.Fatal(err)
-			}
-			// The day ends with End of Session: wait until everything before it
-			// was delivered or declared missing.
-			waitMetric(t, lab, "feedhandler_session_ended", 1, &stderr)
-			if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
-				t.Fatal(err)
-			}
-			select {
-			case err := <-exited:
-				if err != nil {
-					t.Fatalf("exit after SIGINT: %v\n%s", err, stderr.String())
-				}
-			case <-time.After(20 * time.Second):
-				t.Fatalf("no exit 20s after SIGINT:\n%s", stderr.String())
-			}
-			<-finished
-			var live bytes.Buffer
-			var se *writerStateError
-			if err := bookview([]string{"--shm", shmName, "--once", "--json"}, &live); !errors.As(err, &se) {
-				t.Fatalf("bookview after the stop: %v, want the books and the writer closed", err)
-			}
-			files, _ := filepath.Glob(filepath.Join(capDir, "lines-*.pcap"))
-			if len(files) != 1 {
-				t.Fatalf("capture files %v, want one lines-<time>.pcap\n%s", files, stderr.String())
-			}
-			if live.Len() < 1000 {
-				t.Fatalf("live books suspiciously small: %q", live.Bytes())
-			}
-			liveGapMsgs := finalStat(t, stderr.String(), "gap_msgs")
-			if liveGapMsgs == 0 {
-				t.Error("no message lost on both lines: the day tested no gap (the sender's seed or loss changed?)")
-			}
-			replayCapture := func(args ...string) (replayReport, []byte) {
-				booksOut := filepath.Join(dir, "replayed.json")
-				var report bytes.Buffer
-				if err := replay(append([]string{"--quiet", "--json", "--settle", "0", "--books-out", booksOut, "--depth", "10"}, append(args, files[0])...), &report, io.Discard); err != nil {
-					t.Fatal(err)
-				}
-				var rep replayReport
-				if err := json.Unmarshal(report.Bytes(), &rep); err != nil {
-					t.Fatal(err)
-				}
-				replayed, err := os.ReadFile(booksOut)
-				if err != nil {
-					t.Fatal(err)
-				}
-				return rep, replayed
-			}
-			// Arbitrated as the handler did (--feed, by the capture's batch
-			// marks), and with the reader's own reorder window: the same
-			// holes, what both lines lost, and the same books. (With
-			// reordering on a line the reader's window can decide a late
-			// copy otherwise than the handler did: OPERATIONS.md.)
-			rep, replayed := replayCapture("--feed", cfgPath)
-			if rep.InputMissing != liveGapMsgs {
-				t.Errorf("replay --feed misses %d messages (%d gaps), the live handler declared %d missing", rep.InputMissing, rep.InputGaps, liveGapMsgs)
-			}
-			if !bytes.Equal(live.Bytes(), replayed) {
-				t.Errorf("the capture's replay --feed differs from the live books:\nlive:     %.400s\nreplayed: %.400s", live.Bytes(), replayed)
-			}
-			if a := rep.Arbitrated; a == nil || a.Marked == 0 || a.Marked != a.Datagrams[0]+a.Datagrams[1] {
-				t.Errorf("replay --feed: %+v; want every datagram of the live capture arbitrated by its batch mark", a)
-			}
-			rep, replayed = replayCapture()
-			if tc.reorder != 0 {
-				t.Logf("without --feed, by the reader's own window: %d messages missing (%d gaps), the live handler declared %d missing; books equal: %v",
-					rep.InputMissing, rep.InputGaps, liveGapMsgs, bytes.Equal(live.Bytes(), replayed))
-			} else {
-				if rep.InputMissing != liveGapMsgs {
-					t.Errorf("the replay misses %d messages (%d gaps), the live handler declared %d missing", rep.InputMissing, rep.InputGaps, liveGapMsgs)
-				}
-				if !bytes.Equal(live.Bytes(), replayed) {
-					t.Errorf("the capture's replay differs from the live books:\nlive:     %.400s\nreplayed: %.400s", live.Bytes(), replayed)
-				}
-			}
-			// Both lines are in the capture, their duplicates too.
-			r, err := input.Open(files[0])
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer r.Close()
-			for {
-				if _, err := r.Next(); err == io.EOF {
-					break
-				} else if err != nil {
-					t.Fatal(err)
-				}
-			}
-			st := r.Stats()
-			var dups uint64
-			for _, l := range sent.Lines {
-				dups += l.Duplicated
-			}
-			if len(st.Lines) != 2 || dups == 0 || sent.Lines[0].Dropped == 0 || sent.Lines[1].Dropped == 0 {
-				t.Fatalf("capture of %d lines (%+v); the sender duplicated %d, dropped %d and %d: want both lines, losses on both", len(st.Lines), st.Lines, dups, sent.Lines[0].Dropped, sent.Lines[1].Dropped)
-			}
-			// Every datagram the handler counted on a line is in the capture
-			// (nothing dropped from it), from its line's group.
-			for i, name := range []string{"A", "B"} {
-				pkts := finalStat(t, stderr.String(), "line_"+name+"_pkts")
-				want := demo.GroupA
-				if i == 1 {
-					want = demo.GroupB
-				}
-				got := st.Lines[0]
-				if got.Dst != want {
-					got = st.Lines[1]
-				}
-				if got.Dst != want || pkts == 0 || got.Datagrams != pkts {
-					t.Errorf("line %s: %d datagrams to %v in the capture, the handler counted %d packets (stats %+v)", name, got.Datagrams, want, pkts, st.Lines)
-				}
-			}
-			tsharkCheck(t, files[0], st.Lines)
-			if !strings.Contains(stderr.String(), `"capture closed"`) || !strings.Contains(stderr.String(), `"dropped":0`) {
-				t.Errorf("no capture closed line with nothing dropped:\n%s", stderr.String())
-			}
-		})
+		}
+	}()
+	select {
+	case <-ready:
+	case err := <-exited:
+		t.Fatalf("feedhandler exited early: %v\n%s", err, stderr.String())
+	case <-time.After(20 * time.Second):
+		t.Fatalf("feedhandler not capturing after 20s:\n%s", stderr.String())
+	}
+	var s *exchange.Sender
+	if err := lab.Do(lab.Src, func() (err error) {
+		s, err = exchange.NewSender(exchange.Config{Interface: lab.SrcIf, Rate: 20000, Seed: 5, Lines: []exchange.Line{
+			{Group: demo.GroupA.Addr(), Port: demo.GroupA.Port(), Loss: 0.05, Dup: 0.05, Reorder: reorder},
+			{Group: demo.GroupB.Addr(), Port: demo.GroupB.Port(), Loss: 0.05, Dup: 0.05, Reorder: reorder},
+		}})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	sent, err := s.Send(context.Background(), exchange.Packets(day.Packets))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The day ends with End of Session: wait until everything before it
+	// was delivered or declared missing.
+	waitMetric(t, lab, "feedhandler_session_ended", 1, &stderr)
+	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Fatalf("exit after SIGINT: %v\n%s", err, stderr.String())
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatalf("no exit 20s after SIGINT:\n%s", stderr.String())
+	}
+	<-finished
+	var live bytes.Buffer
+	var se *writerStateError
+	if err := bookview([]string{"--shm", shmName, "--once", "--json"}, &live); !errors.As(err, &se) {
+		t.Fatalf("bookview after the stop: %v, want the books and the writer closed", err)
+	}
+	files, _ := filepath.Glob(filepath.Join(capDir, "lines-*.pcap"))
+	if len(files) != 1 {
+		t.Fatalf("capture files %v, want one lines-<time>.pcap\n%s", files, stderr.String())
+	}
+	if live.Len() < 1000 {
+		t.Fatalf("live books suspiciously small: %q", live.Bytes())
+	}
+	liveGapMsgs := finalStat(t, stderr.String(), "gap_msgs")
+	if liveGapMsgs == 0 {
+		t.Error("no message lost on both lines: the day tested no gap (the sender's seed or loss changed?)")
+	}
+	replayCapture := func(args ...string) (replayReport, []byte) {
+		booksOut := filepath.Join(dir, "replayed.json")
+		var report bytes.Buffer
+		if err := replay(append([]string{"--quiet", "--json", "--settle", "0", "--books-out", booksOut, "--depth", "10"}, append(args, files[0])...), &report, io.Discard); err != nil {
+			t.Fatal(err)
+		}
+		var rep replayReport
+		if err := json.Unmarshal(report.Bytes(), &rep); err != nil {
+			t.Fatal(err)
+		}
+		replayed, err := os.ReadFile(booksOut)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return rep, replayed
+	}
+	// Arbitrated as the handler did (--feed, by the capture's batch
+	// marks), and with the reader's own reorder window: the same
+	// holes, what both lines lost, and the same books. (With
+	// reordering on a line the reader's window can decide a late
+	// copy otherwise than the handler did: OPERATIONS.md.)
+	rep, replayed := replayCapture("--feed", cfgPath)
+	if rep.InputMissing != liveGapMsgs {
+		t.Errorf("replay --feed misses %d messages (%d gaps), the live handler declared %d missing", rep.InputMissing, rep.InputGaps, liveGapMsgs)
+	}
+	if !bytes.Equal(live.Bytes(), replayed) {
+		t.Errorf("the capture's replay --feed differs from the live books:\nlive:     %.400s\nreplayed: %.400s", live.Bytes(), replayed)
+	}
+	if a := rep.Arbitrated; a == nil || a.Marked == 0 || a.Marked != a.Datagrams[0]+a.Datagrams[1] {
+		t.Errorf("replay --feed: %+v; want every datagram of the live capture arbitrated by its batch mark", a)
+	}
+	rep, replayed = replayCapture()
+	if reorder != 0 {
+		t.Logf("without --feed, by the reader's own window: %d messages missing (%d gaps), the live handler declared %d missing; books equal: %v",
+			rep.InputMissing, rep.InputGaps, liveGapMsgs, bytes.Equal(live.Bytes(), replayed))
+	} else {
+		if rep.InputMissing != liveGapMsgs {
+			t.Errorf("the replay misses %d messages (%d gaps), the live handler declared %d missing", rep.InputMissing, rep.InputGaps, liveGapMsgs)
+		}
+		if !bytes.Equal(live.Bytes(), replayed) {
+			t.Errorf("the capture's replay differs from the live books:\nlive:     %.400s\nreplayed: %.400s", live.Bytes(), replayed)
+		}
+	}
+	// Both lines are in the capture, their duplicates too.
+	r, err := input.Open(files[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	for {
+		if _, err := r.Next(); err == io.EOF {
+			break
+		} else if err != nil {
+			t.Fatal(err)
+		}
+	}
+	st := r.Stats()
+	var dups uint64
+	for _, l := range sent.Lines {
+		dups += l.Duplicated
+	}
+	if len(st.Lines) != 2 || dups == 0 || sent.Lines[0].Dropped == 0 || sent.Lines[1].Dropped == 0 {
+		t.Fatalf("capture of %d lines (%+v); the sender duplicated %d, dropped %d and %d: want both lines, losses on both", len(st.Lines), st.Lines, dups, sent.Lines[0].Dropped, sent.Lines[1].Dropped)
+	}
+	// Every datagram the handler counted on a line is in the capture
+	// (nothing dropped from it), from its line's group.
+	for i, name := range []string{"A", "B"} {
+		pkts := finalStat(t, stderr.String(), "line_"+name+"_pkts")
+		want := demo.GroupA
+		if i == 1 {
+			want = demo.GroupB
+		}
+		got := st.Lines[0]
+		if got.Dst != want {
+			got = st.Lines[1]
+		}
+		if got.Dst != want || pkts == 0 || got.Datagrams != pkts {
+			t.Errorf("line %s: %d datagrams to %v in the capture, the handler counted %d packets (stats %+v)", name, got.Datagrams, want, pkts, st.Lines)
+		}
+	}
+	tsharkCheck(t, files[0], st.Lines)
+	if !strings.Contains(stderr.String(), `"capture closed"`) || !strings.Contains(stderr.String(), `"dropped":0`) {
+		t.Errorf("no capture closed line with nothing dropped:\n%s", stderr.String())
 	}
 }
 
