@@ -271,8 +271,8 @@ func printDemo(w io.Writer, day *demo.Day, res *demo.Result, gcRun uint64, o dem
 		shm.Path(o.ShmName), st.Shm.Capacity, st.Shm.Used, uint32(res.ShmPerm), res.ShmGid)
 	fmt.Fprintf(w, "  the lab              %s\n", labLine(st, o))
 	if secs := res.RxSwitchSecs; secs > 0 {
-		fmt.Fprintf(w, "  receive thread       %s; %.0f voluntary context switches/s (slept in poll(2) or parked by Go's preemption), %.0f involuntary (its CPU given to another thread) while the sender ran\n",
-			threadLine(st.ReceiveThread, rtNote), float64(res.RxSwitches[0])/secs, float64(res.RxSwitches[1])/secs)
+		fmt.Fprintf(w, "  receive thread       %s; %.0f voluntary context switches/s (slept in poll(2) or parked by Go's preemption), %.0f involuntary (its CPU given to another thread) while the sender ran%s\n",
+			threadLine(st.ReceiveThread, rtNote), float64(res.RxSwitches[0])/secs, float64(res.RxSwitches[1])/secs, cpuShare(res))
 	}
 	fmt.Fprintf(w, "  garbage collection   %d cycles during the run (GOGC %s)\n", gcRun, envOr("GOGC", "off, limit: memory from the OS at start + 1 GiB"))
 	verdict := "MATCH: every published book equals the replay of the same messages"
@@ -282,6 +282,19 @@ func printDemo(w io.Writer, day *demo.Day, res *demo.Result, gcRun uint64, o dem
 		verdict = fmt.Sprintf("MISMATCH in %d books, e.g. %s", len(res.Mismatches), strings.Join(res.Mismatches[:min(3, len(res.Mismatches))], "; "))
 	}
 	fmt.Fprintf(w, "  books                %d instruments compared to depth %d, %d flagged possibly stale: %s\n", res.Instruments, res.Depth, res.Stale, verdict)
+}
+
+// cpuShare says what the receive thread had of its CPU while the sender
+// ran: the share of the time it ran, and the share it was runnable and
+// waited behind other threads (the rest it slept); "" without the
+// kernel's scheduler times.
+func cpuShare(res *demo.Result) string {
+	secs := res.RxSwitchSecs
+	if res.RxRun <= 0 || secs <= 0 {
+		return ""
+	}
+	return fmt.Sprintf("; it ran %.0f%% of that time and waited runnable %.1f%% (other threads on its CPU)",
+		100*res.RxRun.Seconds()/secs, 100*res.RxWait.Seconds()/secs)
 }
 
 // labLine says in one line what the lab's CPUs share.

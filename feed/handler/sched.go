@@ -1,11 +1,13 @@
 package handler
 
 import (
+	"cmp"
 	"fmt"
 	"os"
 	"runtime"
 	"strconv"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -50,6 +52,34 @@ func (t ThreadSched) Switches() (voluntary, involuntary uint64, err error) {
 	}
 	f := privilege.StatusFields(b, 10, "voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")
 	return f[0], f[1], nil
+}
+
+// CPUTime reads the thread's scheduler times so far from
+// /proc/self/task/TID/schedstat: how long it ran on a CPU, and how long it
+// was runnable and waited for one (the kernel running other threads on
+// its CPU). Over an interval, run + wait against the interval's length
+// says what the thread had of it; the rest it slept. The file exists on a
+// kernel built with CONFIG_SCHED_INFO (schedstats need not be on).
+func (t ThreadSched) CPUTime() (run, wait time.Duration, err error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/self/task/%d/schedstat", t.Tid))
+	if err != nil {
+		return 0, 0, fmt.Errorf("read thread %d scheduler times: %w", t.Tid, err)
+	}
+	return parseSchedstat(string(b))
+}
+
+// parseSchedstat parses a schedstat line: "RUN_NS WAIT_NS TIMESLICES".
+func parseSchedstat(s string) (run, wait time.Duration, err error) {
+	f := strings.Fields(s)
+	if len(f) < 2 {
+		return 0, 0, fmt.Errorf("schedstat %q: want run and wait times", s)
+	}
+	r, err1 := strconv.ParseUint(f[0], 10, 63)
+	w, err2 := strconv.ParseUint(f[1], 10, 63)
+	if err := cmp.Or(err1, err2); err != nil {
+		return 0, 0, fmt.Errorf("schedstat %q: %w", s, err)
+	}
+	return time.Duration(r), time.Duration(w), nil
 }
 
 // setupThread pins the calling thread, which must be locked to its

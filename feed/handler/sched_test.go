@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
@@ -398,5 +399,77 @@ func TestRTPriorityNoCore(t *testing.T) {
 	}
 	if !strings.Contains(ts.Reason, "unpinned") || ts.Core != -1 {
 		t.Errorf("stats %+v: want Core -1 and a Reason saying the thread is unpinned", ts)
+	}
+}
+
+// TestThreadCPUTime runs two threads spinning on one CPU: each must be
+// seen running, and since they share the CPU, at least one of them
+// waiting for it while runnable.
+func TestThreadCPUTime(t *testing.T) {
+	var set unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &set); err != nil {
+		t.Fatal(err)
+	}
+	cpu := -1
+	for c := range 1024 {
+		if set.IsSet(c) {
+			cpu = c
+		}
+	}
+	type times struct {
+		run, wait time.Duration
+		err       error
+	}
+	start := make(chan struct{})
+	out := make(chan times, 2)
+	for range 2 {
+		go func() {
+			// Locked and never unlocked: the pinned thread ends with the goroutine.
+			runtime.LockOSThread()
+			var one unix.CPUSet
+			one.Set(cpu)
+			if err := unix.SchedSetaffinity(0, &one); err != nil {
+				out <- times{err: err}
+				return
+			}
+			th := ThreadSched{Tid: unix.Gettid()}
+			r0, w0, err := th.CPUTime()
+			if err != nil {
+				out <- times{err: err}
+				return
+			}
+			<-start
+			for end := time.Now().Add(50 * time.Millisecond); time.Now().Before(end); {
+			}
+			r1, w1, err := th.CPUTime()
+			out <- times{r1 - r0, w1 - w0, err}
+		}()
+	}
+	close(start)
+	var waited time.Duration
+	for range 2 {
+		r := <-out
+		if r.err != nil {
+			t.Fatal(r.err)
+		}
+		if r.run <= 0 {
+			t.Errorf("a thread that spun 50 ms ran %v", r.run)
+		}
+		waited += r.wait
+	}
+	if waited <= 0 {
+		t.Errorf("two threads spinning on CPU %d: neither waited for it (%v)", cpu, waited)
+	}
+}
+
+func TestParseSchedstat(t *testing.T) {
+	run, wait, err := parseSchedstat("6453689 27833426 3\n")
+	if err != nil || run != 6453689 || wait != 27833426 {
+		t.Errorf("got %v %v %v", run, wait, err)
+	}
+	for _, bad := range []string{"", "12", "x 1 1", "1 -2 3"} {
+		if _, _, err := parseSchedstat(bad); err == nil {
+			t.Errorf("%q: no error", bad)
+		}
 	}
 }

@@ -188,6 +188,11 @@ type Result struct {
 	// CPU to another thread), over RxSwitchSecs seconds.
 	RxSwitches   [2]uint64
 	RxSwitchSecs float64
+	// RxRun and RxWait are the receive thread's time on its CPU and its
+	// time runnable but waiting for it (other threads ran there), over the
+	// same seconds, from /proc's schedstat; both 0 where the kernel has
+	// none. The rest of the interval it slept.
+	RxRun, RxWait time.Duration
 	// ShmPerm and ShmGid are the shm file's permission bits and group,
 	// read when the books were compared.
 	ShmPerm os.FileMode
@@ -312,6 +317,7 @@ func Run(ctx context.Context, o Options) (_ *Result, err error) {
 	var h *handler.Handler
 	var rxThread handler.ThreadSched
 	var rxCS0 [2]uint64
+	var rxRun0, rxWait0 time.Duration
 	var rxT0 time.Time
 	startHandler := func() error {
 		var err error
@@ -322,6 +328,7 @@ func Run(ctx context.Context, o Options) (_ *Result, err error) {
 		res.Backend = h.Backend()
 		rxThread = h.Stats().ReceiveThread
 		rxCS0[0], rxCS0[1], _ = rxThread.Switches()
+		rxRun0, rxWait0, _ = rxThread.CPUTime()
 		rxT0 = time.Now()
 		return nil
 	}
@@ -446,6 +453,9 @@ func Run(ctx context.Context, o Options) (_ *Result, err error) {
 	if vol, invol, err := rxThread.Switches(); err == nil && h != nil {
 		res.RxSwitches = [2]uint64{vol - rxCS0[0], invol - rxCS0[1]}
 		res.RxSwitchSecs = time.Since(rxT0).Seconds()
+		if run, wait, err := rxThread.CPUTime(); err == nil {
+			res.RxRun, res.RxWait = run-rxRun0, wait-rxWait0
+		}
 	}
 	if err != nil {
 		res.Stats = h.Stats()

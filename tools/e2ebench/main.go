@@ -61,13 +61,14 @@ func main() {
 	}
 	fmt.Printf("e2ebench: %d messages, %d packets per line (at most %d bytes, %.1f messages each), %d runs each, medians; pin=%v spin=%v rt-priority=%d; load average %s\n",
 		day.Messages, len(day.Packets), *maxPacket, float64(day.Messages)/float64(len(day.Packets)), *runs, *pin, *spin, *rtPriority, loadAvg())
+	fmt.Println("rx wait: share of the run the receive thread was runnable but waited for its CPU (other threads ran there);")
 	fmt.Println("rx->pub: kernel receive timestamp (the XDP program's, or SO_TIMESTAMPNS) to shm publish; path: receive-thread pickup to publish;")
 	if err := bpf.ProbeMeta(); errors.Is(err, bpf.ErrNoMetaHelper) {
 		fmt.Printf("  here xdp's rx->pub starts when the frame is read, not at the kernel's receive: %v\n", err)
 	}
 	fmt.Println("lost msgs: messages missing on both lines (in gaps); rx drops: packets the kernel dropped; slips: times the sender fell more than a burst behind its schedule")
 	tw := tabwriter.NewWriter(os.Stdout, 2, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "mode\tbackend\trate pkt/s\tsent pkt/s\trx->pub p50\tp99\tp99.9\tmax\tpath p50\tp99\tp99.9\tgaps\tlost msgs\trx drops\tslips\tbooks\t")
+	fmt.Fprintln(tw, header)
 	type onset struct{ mode, backend, rate string }
 	var lossAt []onset
 	var noLoss, failed []string
@@ -131,15 +132,18 @@ func main() {
 					row.gaps = append(row.gaps, float64(st.Arbiter.Gaps))
 					row.lost = append(row.lost, float64(st.Arbiter.GapMessages))
 					row.drops = append(row.drops, float64(st.Receive.Dropped))
+					if secs := res.RxSwitchSecs; secs > 0 && res.RxRun > 0 {
+						row.wait = append(row.wait, 100*res.RxWait.Seconds()/secs)
+					}
 					if rate > 0 {
 						row.slips = append(row.slips, float64(res.Sender.Slips))
 					}
 					if st.Arbiter.Gaps > 0 || st.Receive.Dropped > 0 || err != nil {
 						row.lossRuns++
 						extra, _ := st.Receive.Extra.MarshalJSON() // which kernel counter the drops are
-						fmt.Fprintf(os.Stderr, "%s %s at %s, run %d: %d gaps (%d messages), %d packets dropped by the kernel (backend counters %s), %d mismatched books, receive thread %s (%d voluntary, %d involuntary switches in %.1fs), error %v\n",
+						fmt.Fprintf(os.Stderr, "%s %s at %s, run %d: %d gaps (%d messages), %d packets dropped by the kernel (backend counters %s), %d mismatched books, receive thread %s (%d voluntary, %d involuntary switches, waited runnable %v, in %.1fs), error %v\n",
 							mode, b, rs, i+1, st.Arbiter.Gaps, st.Arbiter.GapMessages, st.Receive.Dropped, extra, len(res.Mismatches),
-							st.ReceiveThread.Policy(), res.RxSwitches[0], res.RxSwitches[1], res.RxSwitchSecs, err)
+							st.ReceiveThread.Policy(), res.RxSwitches[0], res.RxSwitches[1], res.RxWait.Round(time.Microsecond), res.RxSwitchSecs, err)
 					}
 					if err == nil && len(res.Mismatches) == 0 && st.Arbiter.Gaps == 0 {
 						row.match++
@@ -175,12 +179,15 @@ func main() {
 	fmt.Printf("load average at the end %s\n", loadAvg())
 }
 
+// header names the table's columns, a tab after each (rowRuns.line).
+const header = "mode\tbackend\trate pkt/s\tsent pkt/s\trx->pub p50\tp99\tp99.9\tmax\tpath p50\tp99\tp99.9\tgaps\tlost msgs\trx drops\tslips\trx wait\tbooks\t"
+
 // rowRuns holds the figures of one table row's runs (one mode, backend
 // and rate); a run that failed before it measured anything is only
 // counted.
 type rowRuns struct {
-	p50, p99, p999, mx, q50, q99, q999, sent, gaps, lost, drops, slips []float64
-	match, lossRuns, failed                                            int
+	p50, p99, p999, mx, q50, q99, q999, sent, gaps, lost, drops, slips, wait []float64
+	match, lossRuns, failed                                                  int
 }
 
 // line is the row for the table: the medians of the runs that measured,
@@ -191,15 +198,19 @@ func (r *rowRuns) line(mode, backend, rate string, runs int) string {
 		books += fmt.Sprintf(", %d failed", r.failed)
 	}
 	if len(r.p50) == 0 {
-		return fmt.Sprintf("%s\t%s\t%s\t-\t-\t-\t-\t-\t-\t-\t-\t-\t-\t-\t-\t%s\t", mode, backend, rate, books)
+		return fmt.Sprintf("%s\t%s\t%s\t-\t-\t-\t-\t-\t-\t-\t-\t-\t-\t-\t-\t-\t%s\t", mode, backend, rate, books)
 	}
 	sl := "-"
 	if len(r.slips) > 0 {
 		sl = fmt.Sprintf("%.0f", median(r.slips))
 	}
-	return fmt.Sprintf("%s\t%s\t%s\t%.0f\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%.0f\t%.0f\t%.0f\t%s\t%s\t", mode, backend, rate, median(r.sent),
+	wt := "-"
+	if len(r.wait) > 0 {
+		wt = fmt.Sprintf("%.1f%%", median(r.wait))
+	}
+	return fmt.Sprintf("%s\t%s\t%s\t%.0f\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%.0f\t%.0f\t%.0f\t%s\t%s\t%s\t", mode, backend, rate, median(r.sent),
 		ns(median(r.p50)), ns(median(r.p99)), ns(median(r.p999)), ns(median(r.mx)), ns(median(r.q50)), ns(median(r.q99)), ns(median(r.q999)),
-		median(r.gaps), median(r.lost), median(r.drops), sl, books)
+		median(r.gaps), median(r.lost), median(r.drops), sl, wt, books)
 }
 
 func rateName(rs string) string {
