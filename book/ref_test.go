@@ -486,6 +486,9 @@ func compareBook(bs *Books, r *refBooks, locate uint16) error {
 	if tr, br := fb.Trades(); tr != rb.trades || br != rb.broken {
 		return fmt.Errorf("locate %d: trades %d broken %d, want %d %d", locate, tr, br, rb.trades, rb.broken)
 	}
+	if fb.Incomplete() != rb.incomplete {
+		return fmt.Errorf("locate %d: incomplete %v, want %v", locate, fb.Incomplete(), rb.incomplete)
+	}
 	return nil
 }
 
