@@ -2,6 +2,7 @@ package shm
 
 import (
 	"errors"
+	"runtime"
 	"testing"
 
 	"github.com/marketfeed/feedhandler/internal/shmtest"
@@ -86,5 +87,69 @@ func TestCloseRace(t *testing.T) {
 			t.Fatalf("last heartbeat after close: %v, want the zero Time", hb)
 		}
 		Remove(name)
+	}
+}
+
+// TestHeartbeatHoldsUpNoBinding: a Heartbeat whose goroutine stands still
+// between its closed check and its store (heartbeatHook: a housekeeping
+// goroutine descheduled there) holds up neither the publishing thread's
+// bindings (Register, Rebind, Unbind, Slot, SymbolBound) nor a reader, and
+// Close waits for it to store its beat before it unmaps, then the feed
+// reads closed. Before the fix Heartbeat held w.mu, which every binding
+// takes: the receive thread waited for the housekeeping goroutine.
+func TestHeartbeatHoldsUpNoBinding(t *testing.T) {
+	w := testWriter(t, Config{Instruments: 8, Depth: 2, JournalLen: 2})
+	if err := w.Register(1, "AAPL"); err != nil {
+		t.Fatal(err)
+	}
+	inside, release := make(chan struct{}), make(chan struct{})
+	heartbeatHook = func() { close(inside); <-release }
+	t.Cleanup(func() { heartbeatHook = nil })
+	beaten := make(chan struct{})
+	go func() { w.Heartbeat(); close(beaten) }()
+	<-inside
+
+	// Deterministic: a binding would block on whatever Heartbeat holds.
+	if !w.mu.TryLock() {
+		close(release)
+		<-beaten
+		t.Fatal("Heartbeat holds w.mu while it beats: a Rebind on the receive thread waits for the heartbeat goroutine")
+	}
+	w.mu.Unlock()
+	if _, _, err := w.Rebind(2, "MSFT", 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Register(3, "IBM"); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := w.Unbind(3, "ORCL", 1); err != nil || !ok {
+		t.Fatalf("unbind: %v, %v; want true, nil", ok, err)
+	}
+	if _, err := w.Slot(2); err != nil {
+		t.Fatal(err)
+	}
+	if !w.SymbolBound("MSFT") {
+		t.Fatal("MSFT not bound")
+	}
+
+	closed := make(chan error)
+	go func() { closed <- w.Close() }()
+	// Close sets closed, then waits for the heartbeat inside.
+	for !w.closed.Load() {
+		runtime.Gosched()
+	}
+	select {
+	case err := <-closed:
+		t.Fatalf("Close returned (%v) while a Heartbeat that passed its closed check had not stored its beat: it unmapped the file under it", err)
+	default:
+	}
+	close(release)
+	<-beaten
+	if err := <-closed; err != nil {
+		t.Fatal(err)
+	}
+	r := testReader(t, w.Path())
+	if err := r.Check(); !errors.Is(err, ErrClosed) {
+		t.Fatalf("check after close: %v, want ErrClosed", err)
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/marketfeed/feedhandler/internal/cppbuild"
+	"github.com/marketfeed/feedhandler/proto/bookfb"
 )
 
 // The C++ reader (proto/cpp/include/feedhandler/shm_reader.hpp) against the
@@ -431,6 +432,34 @@ func TestCppExampleMicroprice(t *testing.T) {
 	if len(c.lines) != 0 {
 		t.Fatalf("microprice printed more after the last change: %q", c.lines)
 	}
+}
+
+// TestCppExampleMicropricePossiblyStale: a book the handler flagged
+// PossiblyStale (a gap not recovered) is printed with "possibly stale" at
+// the end of its line, and the flag's clearing (the book recovered) is seen
+// too. Before, the line was that of a sound book: a strategy built on the
+// example took a stale book for the market.
+func TestCppExampleMicropricePossiblyStale(t *testing.T) {
+	w, s, c, next := startMicroprice(t, 2)
+	next("AAPL v1 microprice 100.0025 ")
+	line := func(want string, stale bool) {
+		t.Helper()
+		next(want)
+		if got := strings.HasSuffix(c.out.Text(), " ns  possibly stale"); got != stale {
+			t.Fatalf("microprice printed %q: possibly stale said %v, want %v", c.out.Text(), got, stale)
+		}
+	}
+	s.Flags = bookfb.FlagsPossiblyStale | bookfb.FlagsCrossed
+	w.Publish(s)
+	line("AAPL v2 microprice 100.0025 ", true)
+	s.Asks = nil
+	w.Publish(s)
+	line("AAPL v3 one-sided book (1 bids, 0 asks) ", true)
+	s.Flags = 0
+	w.Publish(s)
+	line("AAPL v4 one-sided book (1 bids, 0 asks) ", false)
+	w.Close()
+	c.finish(t)
 }
 
 // TestCppExampleMicropriceSessionChange: a session change without a

@@ -582,15 +582,39 @@ func (r *Reader) read(locate uint16, buf []byte) (View, error) {
 	}
 }
 
-// ReadSymbol is Read by symbol.
+// ReadSymbol is Read by symbol: the book of symbol, never another's.
+//
+// It looks the symbol's locate up, then reads the locate. A session change
+// between the two (the writer rebinding the locate to another symbol, or
+// the symbol to another locate) leaves the locate with another symbol's
+// book, or none: every slot holds one symbol's snapshots, so the
+// snapshot's symbol tells, and ReadSymbol looks up again once. A symbol
+// whose locate changed again meanwhile is ErrUnknownLocate.
 func (r *Reader) ReadSymbol(symbol string, buf []byte) (_ View, err error) {
 	if r.m.mem == nil {
 		return View{}, r.closedError("read")
 	}
 	defer r.unguard(guard(), "read", &err)
-	l, ok := r.lookup(symbol)
-	if !ok {
-		return View{}, fmt.Errorf("read shm %q: %w", symbol, ErrUnknownLocate)
+	for again := false; ; again = true {
+		l, ok := r.lookup(symbol)
+		if !ok {
+			return View{}, fmt.Errorf("read shm %q: %w", symbol, ErrUnknownLocate)
+		}
+		symbolLookedUp(symbol, l)
+		v, err := r.read(l, buf)
+		moved := errors.Is(err, ErrUnknownLocate) || errors.Is(err, ErrNoData)
+		if err == nil && string(v.Symbol()) != symbol {
+			if again {
+				return View{}, fmt.Errorf("read shm %q: locate %d bound to %q while it was read: %w", symbol, l, v.Symbol(), ErrUnknownLocate)
+			}
+			moved = true
+		}
+		if !moved || again {
+			return v, err
+		}
 	}
-	return r.read(l, buf)
 }
+
+// symbolLookedUp is called by ReadSymbol between its lookup and its read
+// (a test rebinds the locate there).
+var symbolLookedUp = func(symbol string, locate uint16) {}

@@ -474,3 +474,84 @@ func TestRebindReleasesOldSymbol(t *testing.T) {
 		t.Fatalf("slots %+v, want 3 used, 1 retired", u)
 	}
 }
+
+// TestReadSymbolRebindAfterLookup: a session change between ReadSymbol's
+// lookup and its read (symbolLookedUp stands there) binds the locate found
+// to another symbol, whose book the locate then holds. ReadSymbol returns
+// the asked symbol's book from where it is now, or ErrUnknownLocate when it
+// is nowhere: never another symbol's book under the name asked. Before the
+// fix it returned MSFT's book for AAPL.
+func TestReadSymbolRebindAfterLookup(t *testing.T) {
+	for _, moved := range []bool{false, true} {
+		t.Run(fmt.Sprintf("moved=%v", moved), func(t *testing.T) {
+			w := testWriter(t, Config{Instruments: 4, Depth: 1})
+			r := testReader(t, w.Path())
+			buf := make([]byte, r.Info().MaxSnapshot)
+			pub := func(locate uint16, sym string, epoch, seq uint64) { rebindAndPublish(t, w, locate, sym, epoch, seq) }
+			pub(5, "AAPL", 0, 3)
+			calls := 0
+			symbolLookedUp = func(symbol string, locate uint16) {
+				if calls++; calls > 1 {
+					return
+				}
+				// The new session: locate 5 is MSFT, AAPL (when it
+				// moved) locate 9.
+				pub(5, "MSFT", 1, 7)
+				if moved {
+					pub(9, "AAPL", 1, 8)
+				}
+			}
+			t.Cleanup(func() { symbolLookedUp = func(string, uint16) {} })
+			v, err := r.ReadSymbol("AAPL", buf)
+			if !moved {
+				if !errors.Is(err, ErrUnknownLocate) {
+					t.Fatalf("ReadSymbol(AAPL) after locate 5 was bound to MSFT: %q seq %d, %v; want ErrUnknownLocate", v.Symbol(), v.Seq(), err)
+				}
+				return
+			}
+			if err != nil || string(v.Symbol()) != "AAPL" || v.Locate() != 9 || v.Seq() != 8 {
+				t.Fatalf("ReadSymbol(AAPL) after it moved to locate 9: %q locate %d seq %d, %v; want AAPL at 9, seq 8", v.Symbol(), v.Locate(), v.Seq(), err)
+			}
+		})
+	}
+}
+
+// TestCppReadSymbolRebindAfterLookup is TestReadSymbolRebindAfterLookup for
+// the C++ reader: the driver's read_symbol stops after its lookup
+// (FEEDHANDLER_SHM_TEST_LOOKED_UP), the writer rebinds the locate, then
+// the read goes on. Before the fix read_symbol returned MSFT's book for
+// AAPL ("readsymbol Ok MSFT locate 5 seq 7").
+func TestCppReadSymbolRebindAfterLookup(t *testing.T) {
+	bin := cppbuild.Build(t, cppDriver)
+	for _, moved := range []bool{false, true} {
+		t.Run(fmt.Sprintf("moved=%v", moved), func(t *testing.T) {
+			w := testWriter(t, Config{Instruments: 4, Depth: 1})
+			pub := func(locate uint16, sym string, epoch, seq uint64) { rebindAndPublish(t, w, locate, sym, epoch, seq) }
+			pub(5, "AAPL", 0, 3)
+			sess := startSession(t, bin, w.Path())
+			sess.expect("open", "open Ok")
+			sess.expect("readsymbol AAPL", "lookedup 5")
+			pub(5, "MSFT", 1, 7)
+			want := "readsymbol ErrUnknownLocate"
+			if moved {
+				pub(9, "AAPL", 1, 8)
+				want = "readsymbol Ok AAPL locate 9 seq 8"
+			}
+			if got := sess.do("go"); got != want {
+				t.Fatalf("C++ read_symbol(AAPL), locate 5 bound to MSFT after its lookup: %q, want %q", got, want)
+			}
+		})
+	}
+}
+
+// rebindAndPublish binds locate to sym at epoch and publishes its snapshot
+// seq.
+func rebindAndPublish(t *testing.T, w *Writer, locate uint16, sym string, epoch, seq uint64) {
+	t.Helper()
+	if _, _, err := w.Rebind(locate, sym, epoch); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Publish(&Snapshot{Locate: locate, Seq: seq}); err != nil {
+		t.Fatal(err)
+	}
+}

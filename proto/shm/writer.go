@@ -123,8 +123,13 @@ type Writer struct {
 
 	// mu serializes Register and Rebind (bind), and keeps the mapping
 	// alive for every method that reads or writes it except the lock-free
-	// publish path (Publish, Begin, Commit): Register, Rebind, Slot and
-	// Heartbeat check closed under mu, and Close unmaps under mu.
+	// publish path (Publish, Begin, Commit) and Heartbeat: Register,
+	// Rebind, Unbind and Slot check closed under mu, and Close unmaps
+	// under mu. The publishing threads take it (a book's first publish,
+	// a locate re-assigned), so nothing that a housekeeping goroutine
+	// calls takes it: a goroutine descheduled while holding it would
+	// hold up the receive thread (Heartbeat counts itself in beating
+	// instead).
 	mu sync.Mutex
 	// count is the registered instruments, live and retired: changed
 	// under mu, read atomically by SlotUsage, which must not read the
@@ -140,8 +145,13 @@ type Writer struct {
 	epochs     []uint64          // by slot: the epoch of its binding (Rebind; Register's is 0) (under mu)
 	warned     bool              // the slots-over-3/4 warning was logged (under mu)
 	warnedFull bool              // the slots-exhausted error was logged (under mu)
-	retired    atomic.Uint64     // retired directory entries
-	log        zerolog.Logger
+	// beating counts the Heartbeat calls between their closed check and
+	// their store: Close, once closed is set, waits for none to be left
+	// before it unmaps (Heartbeat takes no lock). It fills the word of
+	// warned and warnedFull, so the Writer keeps its size (see beat).
+	beating atomic.Int32
+	retired atomic.Uint64 // retired directory entries
+	log     zerolog.Logger
 
 	// beat is the last heartbeat stored in the header, for LastHeartbeat,
 	// which must not read the mapping (metrics run during Close). Apart
@@ -631,20 +641,34 @@ func trimSymbol(s string) string {
 }
 
 // Heartbeat tells readers the writer is alive. Call it at least every
-// Config.HeartbeatInterval, also when no message arrives. It takes w.mu
-// (briefly; a Register or Rebind holding it delays the beat), so it may run
-// while Close does: after Close it does nothing.
+// Config.HeartbeatInterval, also when no message arrives. It takes no lock:
+// a heartbeat goroutine that loses its CPU inside it holds up no Register,
+// Rebind or Unbind of a publishing thread. It may run while Close does:
+// Close waits for a heartbeat that passed its closed check to store it
+// before it unmaps, and after Close a heartbeat does nothing.
 func (w *Writer) Heartbeat() {
-	w.mu.Lock()
-	defer w.mu.Unlock()
+	// Both sequentially consistent (sync/atomic): either this load sees
+	// closed, or Close's load of beating, after its store of closed, sees
+	// this heartbeat counted.
+	w.beating.Add(1)
+	defer w.beating.Add(-1)
 	if w.closed.Load() {
 		return
+	}
+	if heartbeatHook != nil {
+		heartbeatHook()
 	}
 	w.storeHeartbeat(time.Now().UnixNano())
 }
 
-// storeHeartbeat stores a heartbeat in the header and in w.beat, under
-// w.mu on an open writer.
+// heartbeatHook, set by tests only, runs inside Heartbeat between its
+// closed check and its store: where a descheduled heartbeat goroutine
+// stands.
+var heartbeatHook func()
+
+// storeHeartbeat stores a heartbeat in the header and in w.beat, on an open
+// writer (Heartbeat, counted in beating, or Close, under w.mu before it
+// sets closed).
 func (w *Writer) storeHeartbeat(now int64) {
 	atomic.StoreInt64(w.m.i64(offHeartbeat), now)
 	w.beat.Store(now)
@@ -664,10 +688,12 @@ func (w *Writer) LastHeartbeat() time.Time {
 // the header) and unmaps it. The file stays so that readers can still read
 // the final books; Remove deletes it. A second Close does nothing.
 //
-// Close takes w.mu, so Register, Rebind, Slot and Heartbeat may run
+// Close takes w.mu, so Register, Rebind, Unbind and Slot may run
 // concurrently with it: each either completes before the unmap or fails
-// with ErrClosed (Heartbeat does nothing). LastHeartbeat, SlotUsage, Path
-// and Info never read the mapping and may run at any time.
+// with ErrClosed. Heartbeat may too: Close waits for one that passed its
+// closed check to store its beat (a later one does nothing).
+// LastHeartbeat, SlotUsage, Retirements, SymbolBound, Path and Info never
+// read the mapping and may run at any time.
 //
 // Publish, Begin and Commit take no lock (the per-publish path stays
 // lock-free), and Close does not wait for them: a publish racing with
@@ -685,6 +711,13 @@ func (w *Writer) Close() error {
 	w.storeHeartbeat(time.Now().UnixNano())
 	atomic.StoreUint32(w.m.u32(offState), stateClosed)
 	w.closed.Store(true)
+	// A Heartbeat that loaded closed before the store above is counted
+	// in beating: it stores its beat into the mapping, so wait for it
+	// (a few stores, unless its goroutine lost the CPU). One that starts
+	// now sees closed and does nothing.
+	for w.beating.Load() != 0 {
+		time.Sleep(10 * time.Microsecond)
+	}
 	if err := unix.Munmap(w.m.mem); err != nil {
 		return fmt.Errorf("close shm %s: %w", w.path, err)
 	}

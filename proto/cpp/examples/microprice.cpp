@@ -9,7 +9,9 @@
 // the top-of-book price weighted toward the side with less size. The latency
 // is CLOCK_REALTIME now minus the snapshot's publish_time (the writer stamps
 // it, CLOCK_REALTIME, when it publishes), so both ends use the same clock on
-// one machine.
+// one machine. A book the handler flagged PossiblyStale (a gap it did not
+// recover) is printed with "possibly stale" at the end: its levels may miss
+// updates, and a strategy must not take it for the market.
 //
 // The loop is what a strategy does: look up the locate once, follow the
 // change journal, and on each update for the locate copy the book into a
@@ -34,21 +36,24 @@ void on_signal(int) { g_stop = 1; }
 
 alignas(64) unsigned char g_buf[1 << 16];
 
-// print_book prints one line for the snapshot in v.
+// print_book prints one line for the snapshot in v, ending in "possibly
+// stale" when the handler flagged the book PossiblyStale (a gap it did not
+// recover, or an order it had no room for: levels may miss shares).
 void print_book(const fs::View& v) {
   int64_t latency = fs::detail::realtime_ns() - v->publish_time();
+  const char* stale = (v->flags() & bookfb::Flags_PossiblyStale) != 0 ? "  possibly stale" : "";
   fs::Level bid, ask;
   bool has_bid = v.bid(0, bid), has_ask = v.ask(0, ask);
   if (has_bid && has_ask && bid.shares + ask.shares > 0) {
     double micro = (double(bid.price) * double(ask.shares) + double(ask.price) * double(bid.shares)) /
                    double(bid.shares + ask.shares) / 10000.0;
     std::printf("%.*s v%" PRIu64 " microprice %.4f  bid %" PRIu64 " @ %.4f  ask %" PRIu64 " @ %.4f  publish->read %" PRId64
-                " ns\n",
+                " ns%s\n",
                 int(v.symbol().size()), v.symbol().data(), v.version(), micro, bid.shares, bid.price / 10000.0,
-                ask.shares, ask.price / 10000.0, latency);
+                ask.shares, ask.price / 10000.0, latency, stale);
   } else {
-    std::printf("%.*s v%" PRIu64 " one-sided book (%u bids, %u asks)  publish->read %" PRId64 " ns\n",
-                int(v.symbol().size()), v.symbol().data(), v.version(), v.bid_count(), v.ask_count(), latency);
+    std::printf("%.*s v%" PRIu64 " one-sided book (%u bids, %u asks)  publish->read %" PRId64 " ns%s\n",
+                int(v.symbol().size()), v.symbol().data(), v.version(), v.bid_count(), v.ask_count(), latency, stale);
   }
   std::fflush(stdout);
 }

@@ -11,9 +11,9 @@
 //                               field from (locate, seq); "stats ..." at the end. STALE_NS
 //                               is the stale limit (OpenOptions::stale_after_ns, 0: the
 //                               default); a slot held over a second (Busy) is read again later
-//   shm_driver session NAME     commands on stdin (open, check, read L, follow, poll, wait MS,
-//                               waitloop MS FOR_MS CHECK_MS, chdir DIR, path, stats, close,
-//                               stall S, skew S), one result line each
+//   shm_driver session NAME     commands on stdin (open, check, read L, readsymbol SYM, follow,
+//                               poll, wait MS, waitloop MS FOR_MS CHECK_MS, chdir DIR, path,
+//                               stats, close, stall S, skew S), one result line each
 //   shm_driver bench-read NAME N  consistent reads of locate 1: "read median-ns X min-ns Y"
 //   shm_driver latency NAME     publish-to-read latency per journal update until closed
 //   shm_driver noalloc NAME     every reader call, counting operator new: "allocs N"
@@ -27,6 +27,13 @@
 #include <string>
 #include <thread>
 #include <vector>
+
+// The session command readsymbol stops read_symbol between its lookup and
+// its read: "lookedup L", then it waits for a line on stdin (the test
+// rebinds the locate meanwhile).
+#include <string_view>
+static void looked_up(std::string_view symbol, uint16_t locate);
+#define FEEDHANDLER_SHM_TEST_LOOKED_UP(symbol, locate) looked_up(symbol, locate)
 
 #include "feedhandler/shm_reader.hpp"
 
@@ -77,6 +84,19 @@ void* operator new(size_t n) {
 }
 void operator delete(void* p) noexcept { std::free(p); }
 void operator delete(void* p, size_t) noexcept { std::free(p); }
+
+// g_stop_lookup is set by readsymbol: its read_symbol's first lookup
+// stops (looked_up).
+static bool g_stop_lookup = false;
+
+static void looked_up(std::string_view, uint16_t locate) {
+  if (!g_stop_lookup) return;
+  g_stop_lookup = false;
+  std::printf("lookedup %u\n", unsigned(locate));
+  std::fflush(stdout);
+  char line[64];
+  if (std::fgets(line, sizeof line, stdin) == nullptr) std::exit(1);
+}
 
 namespace {
 
@@ -482,6 +502,19 @@ int cmd_session(const char* name) {
         std::printf("read Ok seq %" PRIu64 " version %" PRIu64 "\n", v->seq(), v.version());
       } else {
         std::printf("read %s\n", fs::error_name(e));
+      }
+    } else if (c == "readsymbol") {  // readsymbol SYM: read_symbol, stopped after its lookup (looked_up)
+      char sym[32] = {};
+      std::sscanf(line, "%*s %31s", sym);
+      g_stop_lookup = true;
+      fs::View v;
+      Error e = r.read_symbol(sym, g_buf, kBufSize, v);
+      g_stop_lookup = false;
+      if (e == Error::Ok) {
+        std::printf("readsymbol Ok %.*s locate %u seq %" PRIu64 "\n", int(v.symbol().size()), v.symbol().data(),
+                    unsigned(v->locate()), v->seq());
+      } else {
+        std::printf("readsymbol %s\n", fs::error_name(e));
       }
     } else if (c == "lookup") {
       char sym[32] = {};

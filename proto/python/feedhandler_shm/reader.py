@@ -694,12 +694,30 @@ class Reader:
             raise FormatError("read shm locate %d: %s" % (locate, e)) from None
 
     def read_symbol(self, symbol):
+        """The latest consistent Book of symbol, never another symbol's.
+
+        It looks the symbol's locate up, then reads the locate. A session
+        change between the two (the writer rebinding the locate to another
+        symbol, or the symbol to another locate) leaves the locate with
+        another symbol's book, or none: every slot holds one symbol's
+        snapshots, so the book's symbol tells, and read_symbol looks up
+        again once (as Go's ReadSymbol). A symbol whose locate changed again
+        meanwhile is UnknownLocateError."""
         if self._mv is None:
             raise self._closed_error("read")
-        locate = self.lookup(symbol)
-        if locate is None:
-            raise UnknownLocateError("read shm %r: unknown symbol" % symbol)
-        return self.read(locate)
+        for again in (False, True):
+            locate = self.lookup(symbol)
+            if locate is None:
+                raise UnknownLocateError("read shm %r: unknown symbol" % symbol)
+            try:
+                b = self.read(locate)
+            except (UnknownLocateError, NoDataError):
+                if again:
+                    raise
+                continue
+            if b.symbol == symbol:
+                return b
+        raise UnknownLocateError("read shm %r: locate %d bound to %r while it was read" % (symbol, locate, b.symbol))
 
     def books(self):
         """Every registered instrument's latest Book, in locate order; instruments

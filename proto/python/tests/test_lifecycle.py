@@ -238,6 +238,41 @@ class LifecycleTest(unittest.TestCase):
             self.assertIsNone(r.lookup("AAPL"))
             self.assertEqual(r.lookup("MSFT"), 1)
 
+    def test_read_symbol_rebound_after_lookup(self):
+        # A session change between read_symbol's lookup and its read binds
+        # the locate found to another symbol, whose book it then holds:
+        # read_symbol returns the asked symbol's book from where it is now,
+        # or UnknownLocateError when it is nowhere, never MSFT's book as
+        # AAPL's (as Go's TestReadSymbolRebindAfterLookup).
+        for moved in (False, True):
+            with self.subTest(moved=moved):
+                name = support.feed_name(self)
+                w = support.control_writer(self, name, instruments=4, depth=1)
+                w.cmd("register 5 AAPL")
+                w.cmd("publish 5 3")
+                with shm.open(name) as r:
+                    lookup, calls = r.lookup, []
+
+                    def racing(symbol):
+                        locate = lookup(symbol)
+                        calls.append(locate)
+                        if len(calls) == 1:  # the new session, after the lookup
+                            w.cmd("rebind 5 MSFT")
+                            w.cmd("publish 5 7")
+                            if moved:
+                                w.cmd("rebind 9 AAPL")
+                                w.cmd("publish 9 8")
+                        return locate
+
+                    r.lookup = racing
+                    if not moved:
+                        with self.assertRaises(shm.UnknownLocateError):
+                            b = r.read_symbol("AAPL")
+                            self.fail("read_symbol(AAPL) read %r seq %d" % (b.symbol, b.seq))
+                        continue
+                    b = r.read_symbol("AAPL")
+                    self.assertEqual((b.symbol, b.locate, b.seq), ("AAPL", 9, 8))
+
     def _beating_feed(self):
         """A live, beating writer with S1 at locate 1 published (seq 5), and
         a reader of it: (name, writer, reader)."""

@@ -58,6 +58,14 @@
 #error "feedhandler/shm_reader.hpp: the feed file is little-endian; big-endian hosts are not supported"
 #endif
 
+// FEEDHANDLER_SHM_TEST_LOOKED_UP(symbol, locate) runs in read_symbol between
+// its lookup and its read: the tests (proto/cpp/tests/shm_driver.cpp) define
+// it before including this header, to rebind the locate there. Nothing by
+// default.
+#ifndef FEEDHANDLER_SHM_TEST_LOOKED_UP
+#define FEEDHANDLER_SHM_TEST_LOOKED_UP(symbol, locate) ((void)0)
+#endif
+
 namespace feedhandler {
 namespace shm {
 
@@ -757,11 +765,28 @@ class Reader {
     }
   }
 
-  // read_symbol is read by symbol (a directory scan; see lookup).
+  // read_symbol is read by symbol (a directory scan; see lookup): the book
+  // of symbol, never another's. It looks the symbol's locate up, then reads
+  // the locate. A session change between the two (the writer rebinding the
+  // locate to another symbol, or the symbol to another locate) leaves the
+  // locate with another symbol's book, or none: every slot holds one
+  // symbol's snapshots, so the snapshot's symbol tells, and read_symbol
+  // looks up again once (as Go's ReadSymbol). A symbol whose locate changed
+  // again meanwhile is UnknownLocate.
   Error read_symbol(std::string_view symbol, void* buf, size_t len, View& out) const noexcept {
-    uint16_t locate;
-    if (!lookup(symbol, locate)) return Error::UnknownLocate;
-    return read(locate, buf, len, out);
+    for (bool again = false;; again = true) {
+      uint16_t locate;
+      if (!lookup(symbol, locate)) return Error::UnknownLocate;
+      FEEDHANDLER_SHM_TEST_LOOKED_UP(symbol, locate);
+      Error e = read(locate, buf, len, out);
+      bool moved = e == Error::UnknownLocate || e == Error::NoData;
+      if (e == Error::Ok && out.symbol() != symbol) {
+        out = View();
+        if (again) return Error::UnknownLocate;
+        moved = true;
+      }
+      if (!moved || again) return e;
+    }
   }
 
   // follow returns a follower positioned at the journal head: it reports
