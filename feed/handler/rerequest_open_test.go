@@ -1,14 +1,12 @@
 package handler
 
 import (
-	"bytes"
 	"errors"
 	"net/netip"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
 
 	"github.com/marketfeed/feedhandler/feed/moldudp64"
@@ -25,20 +23,16 @@ import (
 // counted as a send error only, which nothing shows, and not logged.
 func TestRerequestOpenErrorLogged(t *testing.T) {
 	srv := newScriptedServer(t)
-	h, _ := oneShardHandler(t, 0, smallBooks)
-	var logs bytes.Buffer
-	h.log = zerolog.New(&logs)
 	gone := errors.New("namespace gone")
 	fail := false
-	rec := withRecovery(t, h, ArbiterConfig{Lines: 1, LineTimeout: time.Hour, Grace: time.Microsecond, Hold: time.Millisecond},
-		RecoveryConfig{Rerequest: rerequest.Config{Servers: []netip.AddrPort{srv.addr()}, Timeout: time.Millisecond, Retries: 2},
-			ServerRest: time.Millisecond,
-			Do: func(fn func() error) error {
-				if fail {
-					return gone
-				}
-				return fn()
-			}})
+	h, logs, rec := loggedRecovery(t, RecoveryConfig{Rerequest: rerequest.Config{Servers: []netip.AddrPort{srv.addr()}, Timeout: time.Millisecond, Retries: 2},
+		ServerRest: time.Millisecond,
+		Do: func(fn func() error) error {
+			if fail {
+				return gone
+			}
+			return fn()
+		}})
 	gap := gapRerequested(t, h, rec)
 	gap() // asked from the socket of New, answered by nobody: declared
 	rec.client.Forget()
@@ -110,12 +104,8 @@ func gapRerequested(t *testing.T, h *Handler, rec *recovery) func() {
 // Stats.SendErrors only, which nothing showed, and never logged: an
 // operator saw timeouts, as for a server down, without the host's reason.
 func TestRerequestSendErrorLogged(t *testing.T) {
-	h, _ := oneShardHandler(t, 0, smallBooks)
-	var logs bytes.Buffer
-	h.log = zerolog.New(&logs)
-	rec := withRecovery(t, h, ArbiterConfig{Lines: 1, LineTimeout: time.Hour, Grace: time.Microsecond, Hold: time.Millisecond},
-		RecoveryConfig{Rerequest: rerequest.Config{Servers: []netip.AddrPort{netip.MustParseAddrPort("255.255.255.255:9")},
-			Timeout: time.Millisecond, Retries: 2}, ServerRest: time.Millisecond})
+	h, logs, rec := loggedRecovery(t, RecoveryConfig{Rerequest: rerequest.Config{Servers: []netip.AddrPort{netip.MustParseAddrPort("255.255.255.255:9")},
+		Timeout: time.Millisecond, Retries: 2}, ServerRest: time.Millisecond})
 	gap := gapRerequested(t, h, rec)
 	gap()
 	gap()
