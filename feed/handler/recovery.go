@@ -1,6 +1,7 @@
 package handler
 
 import (
+	"cmp"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -389,8 +390,20 @@ func newRecovery(h *Handler, cfg RecoveryConfig) (*recovery, error) {
 			return nil, err
 		}
 		r.client = c
+		r.logRecvBuffer()
 	}
 	return r, nil
+}
+
+// logRecvBuffer logs, once, a re-request socket granted less receive
+// buffer than asked (rerequest.Client.RecvBufferShort): the process lacks
+// cap_net_admin, so net.core.rmem_max caps it (about 208 KiB by default),
+// too small for the answer to a request of tens of thousands of messages.
+func (r *recovery) logRecvBuffer() {
+	if got := r.client.RecvBufferShort(); got > 0 {
+		r.h.log.Warn().Int("recv_buffer", cmp.Or(r.cfg.Rerequest.RecvBuffer, rerequest.DefaultRecvBuffer)).Int("granted", got).
+			Msg("recovery: the re-request sockets' receive buffer is capped by net.core.rmem_max (SO_RCVBUFFORCE needs cap_net_admin): the answer to a large request may overflow it, its packets dropped by the kernel and asked again; grant cap_net_admin or raise net.core.rmem_max")
+	}
 }
 
 // enabled reports whether any source is configured.
@@ -572,6 +585,7 @@ func (r *recovery) poll(now int64) {
 				r.h.log.Error().Err(err).Uint64("open_errors", r.client.Stats.OpenErrors).
 					Msg("recovery: re-request socket not opened after a session change or sequence restart; its ranges fail over to the next server or are declared (logged once per server until its socket opens)")
 			}
+			r.logRecvBuffer() // a socket opened after a restart, capabilities dropped since
 			if err := r.client.SendError(); err != nil {
 				r.h.log.Error().Err(err).Uint64("send_errors", r.client.Stats.SendErrors).
 					Msg("recovery: re-request not sent; its ranges time out, fail over to the next server or are declared (logged once per server until a request to it is sent)")
