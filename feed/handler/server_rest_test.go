@@ -19,9 +19,9 @@ import (
 // a row, at most ServerRestMax (8 s here), each rest logged; the gaps
 // found meanwhile are declared at once, and every packet not lost is
 // delivered. Once the server answers a range, the next failure rests 1 s
-// again. Before, the rest was 1 s whatever the failures in a row: servers
-// down all day were asked for a range every second, each held back the
-// timeouts before it was declared.
+// again, as after a session change. Before, the rest was 1 s whatever
+// the failures in a row: servers down all day were asked for a range
+// every second, each held back the timeouts before it was declared.
 func TestServerRestBacksOff(t *testing.T) {
 	srv := newScriptedServer(t)
 	const rest, restMax = time.Second, 8 * time.Second
@@ -108,5 +108,13 @@ func TestServerRestBacksOff(t *testing.T) {
 	}
 	if got := rests(); got[len(got)-1] != rest {
 		t.Fatalf("rests %v: the first failure after an answer rests %v, want %v", got, got[len(got)-1], rest)
+	}
+	// A session change (or sequence restart) starts the backoff again:
+	// the new numbering's servers are asked at once, and rest ServerRest
+	// after their first failure.
+	rec.rest(now) // a second failure in a row: 2 s
+	rec.sessionChanged(session, moldudp64.NewSession("RST2"))
+	if rec.restUntil != 0 || rec.restWait != rest || rec.restFails != 0 {
+		t.Fatalf("after a session change: rest until %d, last rest %v, failures in a row %d; want 0, %v, 0", rec.restUntil, rec.restWait, rec.restFails, rest)
 	}
 }
