@@ -61,6 +61,23 @@ const (
 	MinSnapshotRetry    = time.Second
 	MaxSnapshotRetry    = 10 * time.Minute
 	MaxSnapshotRetryMax = time.Hour
+	// recovery.snapshot.connect_timeout: the dial and the login
+	// (soupbintcp.DefaultConnectTimeout).
+	DefaultSnapshotConnectTimeout = 5 * time.Second
+	MinSnapshotConnectTimeout     = 100 * time.Millisecond
+	MaxSnapshotConnectTimeout     = time.Minute
+	// recovery.snapshot.idle_timeout: nothing heard from the server (no
+	// data, no heartbeat) for this long is a stalled snapshot
+	// (soupbintcp.DefaultPeerTimeout). At least 2 s: a server heartbeats
+	// every second when it has nothing else to send.
+	DefaultSnapshotIdleTimeout = 15 * time.Second
+	MinSnapshotIdleTimeout     = 2 * time.Second
+	MaxSnapshotIdleTimeout     = 10 * time.Minute
+	// recovery.snapshot.max_duration: from the Login Accepted to the End
+	// of Snapshot (glimpse.DefaultMaxDuration).
+	DefaultSnapshotMaxDuration = 10 * time.Minute
+	MinSnapshotMaxDuration     = time.Second
+	MaxSnapshotMaxDuration     = 24 * time.Hour
 )
 
 // Config is a parsed and validated feed file. Parse fills every default, so
@@ -239,6 +256,11 @@ type Snapshot struct {
 	// RetryMax caps the wait between consecutive failed or refused
 	// snapshots (Retry doubled per failure).
 	RetryMax time.Duration
+	// ConnectTimeout bounds the dial and the login; IdleTimeout is how
+	// long the server may be silent (no data, no heartbeat) before the
+	// snapshot is taken as stalled; MaxDuration bounds the download from
+	// the Login Accepted to the End of Snapshot.
+	ConnectTimeout, IdleTimeout, MaxDuration time.Duration
 	// Password is the resolved password. It is never logged.
 	Password string `json:"-"`
 }

@@ -293,6 +293,22 @@ func TestBadConfigs(t *testing.T) {
 			`t.yaml:30: recovery.snapshot.retry_max: 1s is shorter than recovery.snapshot.retry (5s): the wait after a failed snapshot starts at retry and is doubled up to retry_max`},
 		{"snapshot retry too short", base + "recovery:\n  snapshot:\n    retry: 100ms\n",
 			`t.yaml:30: recovery.snapshot.retry: 100ms is out of range [1s, 10m0s] (the wait after a failed snapshot, doubled per consecutive failure up to retry_max)`},
+		{"snapshot connect_timeout zero", base + "recovery:\n  snapshot:\n    connect_timeout: 0s\n",
+			`t.yaml:30: recovery.snapshot.connect_timeout: "0s" must be positive`},
+		{"snapshot connect_timeout too long", base + "recovery:\n  snapshot:\n    connect_timeout: 2m\n",
+			`t.yaml:30: recovery.snapshot.connect_timeout: 2m0s is out of range [100ms, 1m0s] (the dial and the login to the snapshot server)`},
+		{"snapshot idle_timeout negative", base + "recovery:\n  snapshot:\n    idle_timeout: -15s\n",
+			`t.yaml:30: recovery.snapshot.idle_timeout: "-15s" must be positive`},
+		{"snapshot idle_timeout below the heartbeat", base + "recovery:\n  snapshot:\n    idle_timeout: 1s\n",
+			`t.yaml:30: recovery.snapshot.idle_timeout: 1s is out of range [2s, 10m0s] (the snapshot server silent, no data nor heartbeat, this long: a stalled snapshot; it heartbeats every second)`},
+		{"snapshot idle_timeout too long", base + "recovery:\n  snapshot:\n    idle_timeout: 1h\n",
+			`t.yaml:30: recovery.snapshot.idle_timeout: 1h0m0s is out of range [2s, 10m0s] (the snapshot server silent, no data nor heartbeat, this long: a stalled snapshot; it heartbeats every second)`},
+		{"snapshot max_duration zero", base + "recovery:\n  snapshot:\n    max_duration: 0s\n",
+			`t.yaml:30: recovery.snapshot.max_duration: "0s" must be positive`},
+		{"snapshot max_duration too long", base + "recovery:\n  snapshot:\n    max_duration: 25h\n",
+			`t.yaml:30: recovery.snapshot.max_duration: 25h0m0s is out of range [1s, 24h0m0s] (from the Login Accepted to the End of Snapshot; a longer download is a failed snapshot)`},
+		{"snapshot max_duration not a duration", base + "recovery:\n  snapshot:\n    max_duration: 10\n",
+			`t.yaml:30: recovery.snapshot.max_duration: "10" is not a duration (like 500ms, 5s, 1m)`},
 		{"snapshot retry too long", base + "recovery:\n  snapshot:\n    retry: 11m\n    retry_max: 1h\n",
 			`t.yaml:30: recovery.snapshot.retry: 11m0s is out of range [1s, 10m0s] (the wait after a failed snapshot, doubled per consecutive failure up to retry_max)`},
 		{"snapshot retry over the default retry_max", base + "recovery:\n  snapshot:\n    retry: 3m\n",
@@ -434,6 +450,9 @@ recovery:
     session: S1
     retry_max: 30s
     retry: 2s
+    connect_timeout: 3s
+    idle_timeout: 20s
+    max_duration: 30m
   late_join: rerequest
   spill: 65536
 `))
@@ -443,7 +462,8 @@ recovery:
 	want := Recovery{
 		Rerequest: Rerequest{Servers: []netip.AddrPort{netip.MustParseAddrPort("10.0.0.1:26400"), netip.MustParseAddrPort("10.0.0.2:26400")},
 			Timeout: 5 * time.Millisecond, Retries: 2, MaxRequestMessages: 500, RequestsPerSecond: 200, MaxRerequestGap: 10000},
-		Snapshot: Snapshot{Server: "10.0.0.3:26401", Username: "user1", PasswordEnv: "FEEDHANDLER_TEST_PW", Session: "S1", Password: "s3cret", Retry: 2 * time.Second, RetryMax: 30 * time.Second},
+		Snapshot: Snapshot{Server: "10.0.0.3:26401", Username: "user1", PasswordEnv: "FEEDHANDLER_TEST_PW", Session: "S1", Password: "s3cret", Retry: 2 * time.Second, RetryMax: 30 * time.Second,
+			ConnectTimeout: 3 * time.Second, IdleTimeout: 20 * time.Second, MaxDuration: 30 * time.Minute},
 		LateJoin: "rerequest", Spill: 65536,
 	}
 	if !reflect.DeepEqual(c.Recovery, want) {
@@ -483,7 +503,8 @@ func TestDefaults(t *testing.T) {
 		Recovery: Recovery{
 			Rerequest: Rerequest{Timeout: 20 * time.Millisecond, Retries: 3, MaxRequestMessages: 2000,
 				RequestsPerSecond: 1000, MaxRerequestGap: 50000},
-			Snapshot: Snapshot{Retry: 5 * time.Second, RetryMax: 2 * time.Minute},
+			Snapshot: Snapshot{Retry: 5 * time.Second, RetryMax: 2 * time.Minute,
+				ConnectTimeout: 5 * time.Second, IdleTimeout: 15 * time.Second, MaxDuration: 10 * time.Minute},
 			LateJoin: "snapshot", Spill: 32768,
 		},
 		Capture:       Capture{Buffer: 64 << 20},

@@ -80,6 +80,9 @@
 //	    session: ""               # "" = current
 //	    retry: 5s                 # wait after a failed snapshot, 1s..10m, doubled per failure in a row,
 //	    retry_max: 2m             #   up to this, 1s..1h (>= retry)
+//	    connect_timeout: 5s       # dial and login, 100ms..1m
+//	    idle_timeout: 15s         # server silent this long: stalled, 2s..10m
+//	    max_duration: 10m         # Login Accepted to End of Snapshot, 1s..24h
 //	  late_join: snapshot         # snapshot | rerequest | off
 //	  spill: 32768                # packets held while recovering (>= max_pending)
 //	metrics:

@@ -18,7 +18,8 @@ import (
 //
 //	recovery:
 //	  rerequest: {servers: [host:port, ...], timeout, retries, max_request_messages, requests_per_second, max_rerequest_gap}
-//	  snapshot: {server, username, password_file | password_env, session, retry, retry_max}
+//	  snapshot: {server, username, password_file | password_env, session, retry, retry_max,
+//	             connect_timeout, idle_timeout, max_duration}
 //	  late_join: snapshot | rerequest | off
 //	  spill: 32768
 //
@@ -182,6 +183,15 @@ func (d *decoder) snapshot(f field, s *Snapshot) {
 				s.RetryMax, retryMax = v, f
 			}
 		}},
+		{"connect_timeout", func(f field) {
+			d.snapshotTimeout(f, &s.ConnectTimeout, MinSnapshotConnectTimeout, MaxSnapshotConnectTimeout, "the dial and the login to the snapshot server")
+		}},
+		{"idle_timeout", func(f field) {
+			d.snapshotTimeout(f, &s.IdleTimeout, MinSnapshotIdleTimeout, MaxSnapshotIdleTimeout, "the snapshot server silent, no data nor heartbeat, this long: a stalled snapshot; it heartbeats every second")
+		}},
+		{"max_duration", func(f field) {
+			d.snapshotTimeout(f, &s.MaxDuration, MinSnapshotMaxDuration, MaxSnapshotMaxDuration, "from the Login Accepted to the End of Snapshot; a longer download is a failed snapshot")
+		}},
 		{"password", func(f field) {
 			d.errorf(f, "not accepted in the file: use password_file or password_env")
 			pwInFile = true
@@ -236,6 +246,18 @@ func (d *decoder) snapshot(f field, s *Snapshot) {
 	}
 	if s.Server != "" && !userGiven {
 		d.errorf(f, "snapshot.server is set but snapshot.username is not")
+	}
+}
+
+// snapshotTimeout decodes one of recovery.snapshot's timeouts into dst,
+// refusing a value outside [lo, hi] at its line (what is the timeout's).
+func (d *decoder) snapshotTimeout(f field, dst *time.Duration, lo, hi time.Duration, what string) {
+	if v, ok := d.duration(f); ok {
+		if v < lo || v > hi {
+			d.errorf(f, "%v is out of range [%v, %v] (%s)", v, lo, hi, what)
+			return
+		}
+		*dst = v
 	}
 }
 

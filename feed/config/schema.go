@@ -42,7 +42,10 @@ func defaults() *Config {
 			Rerequest: Rerequest{Timeout: DefaultRerequestTimeout, Retries: DefaultRerequestRetries,
 				MaxRequestMessages: DefaultMaxRequestMessages, RequestsPerSecond: DefaultRequestsPerSecond,
 				MaxRerequestGap: DefaultMaxRerequestGap},
-			Snapshot: Snapshot{Retry: DefaultSnapshotRetry, RetryMax: DefaultSnapshotRetryMax},
+			Snapshot: Snapshot{
+				Retry: DefaultSnapshotRetry, RetryMax: DefaultSnapshotRetryMax,
+				ConnectTimeout: DefaultSnapshotConnectTimeout, IdleTimeout: DefaultSnapshotIdleTimeout, MaxDuration: DefaultSnapshotMaxDuration,
+			},
 			LateJoin: LateJoinSnapshot,
 			Spill:    DefaultSpill,
 		},

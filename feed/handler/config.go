@@ -56,6 +56,7 @@ func FromConfig(c *config.Config, log zerolog.Logger) Config {
 	if sn := c.Recovery.Snapshot; sn.Server != "" {
 		hc.Recovery.Snapshot = GlimpseSnapshot(glimpse.Config{
 			Addr: sn.Server, Username: sn.Username, Password: sn.Password, Session: sn.Session,
+			ConnectTimeout: sn.ConnectTimeout, IdleTimeout: sn.IdleTimeout, MaxDuration: sn.MaxDuration,
 		})
 		hc.Recovery.SnapshotRetry, hc.Recovery.SnapshotRetryMax = sn.Retry, sn.RetryMax
 	}

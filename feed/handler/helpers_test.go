@@ -1,6 +1,7 @@
 package handler
 
 import (
+	"bytes"
 	"net"
 	"net/netip"
 	"testing"
@@ -66,6 +67,17 @@ func withRecovery(t testing.TB, h *Handler, ac ArbiterConfig, rc RecoveryConfig)
 	h.rec = rec
 	h.arb.SetMissing(rec.missing)
 	return rec
+}
+
+// loggedRecovery is a one-line handler (Grace 1 µs, Hold 1 ms, the line
+// never timed out) with recovery rc, logging into the buffer returned.
+func loggedRecovery(t *testing.T, rc RecoveryConfig) (*Handler, *bytes.Buffer, *recovery) {
+	t.Helper()
+	h, _ := oneShardHandler(t, 0, smallBooks)
+	logs := new(bytes.Buffer)
+	h.log = zerolog.New(logs)
+	rec := withRecovery(t, h, ArbiterConfig{Lines: 1, LineTimeout: time.Hour, Grace: time.Microsecond, Hold: time.Millisecond}, rc)
+	return h, logs, rec
 }
 
 // scriptedServer is a re-request server on loopback that answers only

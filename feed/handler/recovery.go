@@ -1,6 +1,7 @@
 package handler
 
 import (
+	"cmp"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -32,6 +33,10 @@ const DefaultMaxRerequestGap = 50_000
 const (
 	DefaultSnapshotRetry    = 5 * time.Second
 	DefaultSnapshotRetryMax = 2 * time.Minute
+	// DefaultServerRest and DefaultServerRestMax are
+	// RecoveryConfig.ServerRest's and ServerRestMax's defaults.
+	DefaultServerRest    = time.Second
+	DefaultServerRestMax = 30 * time.Second
 )
 
 // ErrSnapshotSession: the snapshot server's current session, which a blank
@@ -165,8 +170,13 @@ type RecoveryConfig struct {
 	// made whole otherwise.
 	SnapshotRetryMax time.Duration
 	// ServerRest: after every re-request server failed a range, gaps skip
-	// re-request for this long (default 1s).
-	ServerRest time.Duration
+	// re-request for this long (default DefaultServerRest), doubled per
+	// such failure in a row, at most ServerRestMax (default
+	// DefaultServerRestMax; below ServerRest: no backoff). Back to
+	// ServerRest once a server answers, and at a session change (or
+	// sequence restart).
+	ServerRest    time.Duration
+	ServerRestMax time.Duration
 	// Do, if set, runs the creation of the re-request sockets (e.g. inside
 	// a network namespace).
 	Do func(func() error) error
@@ -246,6 +256,11 @@ type recovery struct {
 	client *rerequest.Client
 
 	restUntil int64 // re-request skipped until then (every server failed)
+	// restFails: ranges every server failed in a row, no answer since;
+	// restWait: the rest set after the last (ServerRest when none), the
+	// longest restUntil is from the time it was set.
+	restFails uint64
+	restWait  time.Duration
 	// badLogged: the re-request answers dropped as bad (the client's
 	// Stats.Bad) when they were last logged, at badLoggedAt (0: never).
 	badLogged   uint64
@@ -362,18 +377,33 @@ func newRecovery(h *Handler, cfg RecoveryConfig) (*recovery, error) {
 		cfg.SnapshotRetryMax = DefaultSnapshotRetryMax
 	}
 	if cfg.ServerRest <= 0 {
-		cfg.ServerRest = time.Second
+		cfg.ServerRest = DefaultServerRest
+	}
+	if cfg.ServerRestMax <= 0 {
+		cfg.ServerRestMax = DefaultServerRestMax
 	}
 	r := &recovery{h: h, cfg: cfg, snapRes: make(chan snapResult, 1), open: make([]moldudp64.Range, 0, maxOpenRanges),
-		snapWait: cfg.SnapshotRetry, badFrom: make([]byte, 0, len("255.255.255.255:65535"))}
+		snapWait: cfg.SnapshotRetry, restWait: cfg.ServerRest, badFrom: make([]byte, 0, len("255.255.255.255:65535"))}
 	if len(cfg.Rerequest.Servers) > 0 {
 		c, err := rerequest.New(cfg.Rerequest, cfg.Do)
 		if err != nil {
 			return nil, err
 		}
 		r.client = c
+		r.logRecvBuffer()
 	}
 	return r, nil
+}
+
+// logRecvBuffer logs, once, a re-request socket granted less receive
+// buffer than asked (rerequest.Client.RecvBufferShort): the process lacks
+// cap_net_admin, so net.core.rmem_max caps it (about 208 KiB by default),
+// too small for the answer to a request of tens of thousands of messages.
+func (r *recovery) logRecvBuffer() {
+	if got := r.client.RecvBufferShort(); got > 0 {
+		r.h.log.Warn().Int("recv_buffer", cmp.Or(r.cfg.Rerequest.RecvBuffer, rerequest.DefaultRecvBuffer)).Int("granted", got).
+			Msg("recovery: the re-request sockets' receive buffer is capped by net.core.rmem_max (SO_RCVBUFFORCE needs cap_net_admin): the answer to a large request may overflow it, its packets dropped by the kernel and asked again; grant cap_net_admin or raise net.core.rmem_max")
+	}
 }
 
 // enabled reports whether any source is configured.
@@ -516,7 +546,7 @@ func (r *recovery) sessionChanged(old, new moldudp64.Session) {
 	if r.client != nil {
 		r.client.Forget() // an answer of the old numbering is not the new one's
 	}
-	r.restUntil = 0
+	r.restUntil, r.restFails, r.restWait = 0, 0, r.cfg.ServerRest
 	// A re-request of the old session in progress is given up, not filled.
 	r.cur, r.handed, r.started = moldudp64.Range{}, moldudp64.Range{}, 0
 	r.pendingWhole, r.tried = true, false
@@ -540,7 +570,7 @@ func (r *recovery) poll(now int64) {
 	// Each deadline was set at most its wait from the time then: one
 	// further away means the wall clock stepped back since. It is waited
 	// from now rather than for as long as the step.
-	r.restUntil = min(r.restUntil, now+int64(r.cfg.ServerRest))
+	r.restUntil = min(r.restUntil, now+int64(r.restWait))
 	r.snapAt = min(r.snapAt, now+int64(r.snapWait))
 	r.lagUntil = min(r.lagUntil, now+int64(r.snapWait))
 	r.earlyAt = min(r.earlyAt, now)
@@ -555,6 +585,7 @@ func (r *recovery) poll(now int64) {
 				r.h.log.Error().Err(err).Uint64("open_errors", r.client.Stats.OpenErrors).
 					Msg("recovery: re-request socket not opened after a session change or sequence restart; its ranges fail over to the next server or are declared (logged once per server until its socket opens)")
 			}
+			r.logRecvBuffer() // a socket opened after a restart, capabilities dropped since
 			if err := r.client.SendError(); err != nil {
 				r.h.log.Error().Err(err).Uint64("send_errors", r.client.Stats.SendErrors).
 					Msg("recovery: re-request not sent; its ranges time out, fail over to the next server or are declared (logged once per server until a request to it is sent)")
@@ -563,7 +594,7 @@ func (r *recovery) poll(now int64) {
 				r.logBadAnswers(bad, now)
 			}
 			if !ok {
-				r.restUntil = now + int64(r.cfg.ServerRest)
+				r.rest(now)
 				a.Abandon(now)
 			}
 		}
@@ -649,6 +680,7 @@ func (r *recovery) logBadAnswers(bad uint64, now int64) {
 
 // recovered hands a re-request answer to the arbiter.
 func (r *recovery) recovered(p moldudp64.Packet) {
+	r.restFails = 0 // a server answers: the next failure rests ServerRest
 	r.h.pickup = clock.Now()
 	r.h.arb.OfferRecovered(r.raw(p), p, r.h.pickup)
 	r.client.Progress(r.h.arb.Next())
@@ -723,18 +755,39 @@ func (r *recovery) startSnapshot(now int64) {
 // during each download.
 func (r *recovery) retryIn() time.Duration {
 	r.snapFails++
-	d, hi := r.cfg.SnapshotRetry, max(r.cfg.SnapshotRetryMax, r.cfg.SnapshotRetry)
-	for i := uint64(1); i < r.snapFails && d < hi; i++ {
-		if d > hi/2 {
-			d = hi // no overflow, whatever the cap
-			break
-		}
-		d *= 2
-	}
-	d = min(d, hi)
+	d := doubled(r.cfg.SnapshotRetry, r.cfg.SnapshotRetryMax, r.snapFails)
 	r.snapWait = d
 	r.stats.SnapshotRetryFailures, r.stats.SnapshotRetryIn = r.snapFails, d
 	return d
+}
+
+// doubled returns base after the first of n failures in a row, twice as
+// long after each further one, at most hi (at least base).
+func doubled(base, hi time.Duration, n uint64) time.Duration {
+	hi = max(hi, base)
+	d := base
+	for i := uint64(1); i < n && d < hi; i++ {
+		if d > hi/2 {
+			return hi // no overflow, whatever the cap
+		}
+		d *= 2
+	}
+	return min(d, hi)
+}
+
+// rest has re-request skipped after every server failed the range being
+// recovered, and logs it: ServerRest after the first such failure in a
+// row, doubled after each further one, at most ServerRestMax. Servers
+// that are down are not asked again every ServerRest all day, each
+// range held back their timeouts (300 ms by default) before it is
+// declared; the rest is ServerRest again once a server answers.
+func (r *recovery) rest(now int64) {
+	r.restFails++
+	d := doubled(r.cfg.ServerRest, r.cfg.ServerRestMax, r.restFails)
+	r.restWait, r.restUntil = d, now+int64(d)
+	r.h.log.Warn().Uint64("first", r.cur.First).Uint64("count", r.cur.Count).Dur("rest", d).Dur("rest_max", max(r.cfg.ServerRestMax, r.cfg.ServerRest)).
+		Uint64("failures_in_a_row", r.restFails).
+		Msg("recovery: every re-request server failed the range; it is declared, and gaps are declared without a re-request for the rest, doubled per failure in a row up to rest_max, back to its first length once a server answers")
 }
 
 // resetRetry restarts the backoff: the next failure waits SnapshotRetry.

@@ -13,6 +13,7 @@ import (
 
 	"github.com/marketfeed/feedhandler/feed/moldudp64"
 	"github.com/marketfeed/feedhandler/feed/rerequest"
+	"github.com/marketfeed/feedhandler/internal/privilege"
 )
 
 // TestRerequestOpenErrorLogged: after a restart of the sequence (the
@@ -25,20 +26,16 @@ import (
 // counted as a send error only, which nothing shows, and not logged.
 func TestRerequestOpenErrorLogged(t *testing.T) {
 	srv := newScriptedServer(t)
-	h, _ := oneShardHandler(t, 0, smallBooks)
-	var logs bytes.Buffer
-	h.log = zerolog.New(&logs)
 	gone := errors.New("namespace gone")
 	fail := false
-	rec := withRecovery(t, h, ArbiterConfig{Lines: 1, LineTimeout: time.Hour, Grace: time.Microsecond, Hold: time.Millisecond},
-		RecoveryConfig{Rerequest: rerequest.Config{Servers: []netip.AddrPort{srv.addr()}, Timeout: time.Millisecond, Retries: 2},
-			ServerRest: time.Millisecond,
-			Do: func(fn func() error) error {
-				if fail {
-					return gone
-				}
-				return fn()
-			}})
+	h, logs, rec := loggedRecovery(t, RecoveryConfig{Rerequest: rerequest.Config{Servers: []netip.AddrPort{srv.addr()}, Timeout: time.Millisecond, Retries: 2},
+		ServerRest: time.Millisecond,
+		Do: func(fn func() error) error {
+			if fail {
+				return gone
+			}
+			return fn()
+		}})
 	gap := gapRerequested(t, h, rec)
 	gap() // asked from the socket of New, answered by nobody: declared
 	rec.client.Forget()
@@ -110,12 +107,8 @@ func gapRerequested(t *testing.T, h *Handler, rec *recovery) func() {
 // Stats.SendErrors only, which nothing showed, and never logged: an
 // operator saw timeouts, as for a server down, without the host's reason.
 func TestRerequestSendErrorLogged(t *testing.T) {
-	h, _ := oneShardHandler(t, 0, smallBooks)
-	var logs bytes.Buffer
-	h.log = zerolog.New(&logs)
-	rec := withRecovery(t, h, ArbiterConfig{Lines: 1, LineTimeout: time.Hour, Grace: time.Microsecond, Hold: time.Millisecond},
-		RecoveryConfig{Rerequest: rerequest.Config{Servers: []netip.AddrPort{netip.MustParseAddrPort("255.255.255.255:9")},
-			Timeout: time.Millisecond, Retries: 2}, ServerRest: time.Millisecond})
+	h, logs, rec := loggedRecovery(t, RecoveryConfig{Rerequest: rerequest.Config{Servers: []netip.AddrPort{netip.MustParseAddrPort("255.255.255.255:9")},
+		Timeout: time.Millisecond, Retries: 2}, ServerRest: time.Millisecond})
 	gap := gapRerequested(t, h, rec)
 	gap()
 	gap()
@@ -131,5 +124,64 @@ func TestRerequestSendErrorLogged(t *testing.T) {
 	// TestFailoverAtOnceOnSendError).
 	if got := scalar(&all, "recovery_send_errors_total"); got != 2 || all.Recovery.Rerequest.Requests != 0 {
 		t.Fatalf("recovery_send_errors_total %d (want 2), requests %d (want 0)", got, all.Recovery.Rerequest.Requests)
+	}
+}
+
+// TestRerequestRecvBufferCappedLogged: the re-request sockets ask a
+// receive buffer of 256 MiB, above any net.core.rmem_max (never changed). Opened
+// with cap_net_admin nothing is logged; opened on a thread without it
+// (what a process without it gets), at the start or after a restart (the
+// process dropped its capabilities since), the buffer granted, rmem_max,
+// is logged once at warn level with the remedy, however many polls
+// follow. Before, the buffer was capped silently.
+func TestRerequestRecvBufferCappedLogged(t *testing.T) {
+	if eff, err := privilege.Effective(); err != nil || eff&privilege.NetAdmin == 0 {
+		t.Skipf("needs cap_net_admin, to compare with and without it (effective %v, %v)", eff, err)
+	}
+	rc := RecoveryConfig{Rerequest: rerequest.Config{Servers: []netip.AddrPort{netip.MustParseAddrPort("127.0.0.1:9")}, RecvBuffer: 1 << 28}}
+	const capped = "receive buffer is capped by net.core.rmem_max"
+	const want = `"granted":` // rmem_max (rerequest's TestRecvBufferForce)
+	for _, tc := range []struct {
+		name          string
+		start, reopen bool // without cap_net_admin
+	}{{"with cap_net_admin", false, false}, {"started without", true, false}, {"reopened without", false, true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			h, _ := oneShardHandler(t, 0, smallBooks)
+			var logs bytes.Buffer
+			h.log = zerolog.New(&logs)
+			h.arb = NewArbiter(ArbiterConfig{}, h.route, h.gap)
+			var rec *recovery
+			var err error
+			start := func() { rec, err = newRecovery(h, rc) }
+			if tc.start {
+				if e := privilege.WithoutOnThread(privilege.NetAdmin, start); e != nil {
+					t.Fatal(e)
+				}
+			} else {
+				start()
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer rec.close()
+			now := time.Now().UnixNano()
+			if tc.reopen {
+				rec.client.Forget()
+				if e := privilege.WithoutOnThread(privilege.NetAdmin, func() {
+					rec.client.Want(moldudp64.NewSession("RCVBUF"), moldudp64.Range{First: 1, Count: 5}, now)
+					rec.poll(now)
+				}); e != nil {
+					t.Fatal(e)
+				}
+			}
+			for range 5 {
+				now += int64(20 * time.Millisecond)
+				rec.poll(now)
+			}
+			n := strings.Count(logs.String(), capped)
+			if wantN := map[bool]int{false: 0, true: 1}[tc.start || tc.reopen]; n != wantN || (n == 1 && !strings.Contains(logs.String(), want)) {
+				t.Fatalf("logged %d times (want %d, with %s): %s", n, wantN, want, logs.String())
+			}
+		})
 	}
 }

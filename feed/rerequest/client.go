@@ -18,6 +18,7 @@ const (
 	DefaultRetries            = 3
 	DefaultMaxRequestMessages = 2000
 	DefaultRequestsPerSecond  = 1000
+	DefaultRecvBuffer         = 4 << 20 // bytes
 )
 
 // ErrNoServers is returned by New without servers.
@@ -30,6 +31,11 @@ type Config struct {
 	Retries            int              // resends per server before failing over
 	MaxRequestMessages int              // most messages asked at once (at most moldudp64.MaxCount)
 	RequestsPerSecond  float64          // request rate limit
+	// RecvBuffer is the receive buffer asked for each socket, in bytes
+	// (default DefaultRecvBuffer): SO_RCVBUFFORCE, past
+	// net.core.rmem_max, when the process holds cap_net_admin; SO_RCVBUF,
+	// capped by rmem_max, otherwise (RecvBufferShort says so).
+	RecvBuffer int
 }
 
 // Stats count what the client did.
@@ -130,6 +136,12 @@ type Client struct {
 	// lastBad: the last answer dropped as bad (Stats.Bad).
 	lastBad BadAnswer
 
+	// recvShort: the receive buffer granted to the first socket that got
+	// less than Config.RecvBuffer (0: none), until RecvBufferShort
+	// reports it; recvReported: it did.
+	recvShort    int
+	recvReported bool
+
 	tokens   float64
 	refillAt int64
 	seen     int64 // the latest now Poll was given (observe)
@@ -161,6 +173,9 @@ func New(cfg Config, open func(func() error) error) (*Client, error) {
 	if cfg.RequestsPerSecond <= 0 {
 		cfg.RequestsPerSecond = DefaultRequestsPerSecond
 	}
+	if cfg.RecvBuffer <= 0 {
+		cfg.RecvBuffer = DefaultRecvBuffer
+	}
 	if open == nil {
 		open = func(fn func() error) error { return fn() }
 	}
@@ -169,7 +184,7 @@ func New(cfg Config, open func(func() error) error) (*Client, error) {
 		sendErrs: newFailureRuns(cfg.Servers, "rerequest: send a request to %s: %w")}
 	err := open(func() error {
 		for _, s := range cfg.Servers {
-			fd, port, err := open4(s)
+			fd, port, err := c.open4(s)
 			if err != nil {
 				return fmt.Errorf("new rerequest client: server %s: %w", s, err)
 			}
@@ -189,8 +204,9 @@ func New(cfg Config, open func(func() error) error) (*Client, error) {
 }
 
 // open4 opens a socket for server s, bound to a local port the kernel
-// picks, and returns it with the port.
-func open4(s netip.AddrPort) (int, uint16, error) {
+// picks, and returns it with the port. A receive buffer granted below
+// Config.RecvBuffer is kept for RecvBufferShort.
+func (c *Client) open4(s netip.AddrPort) (int, uint16, error) {
 	if !s.Addr().Is4() {
 		return -1, 0, errors.New("not an IPv4 address")
 	}
@@ -199,7 +215,9 @@ func open4(s netip.AddrPort) (int, uint16, error) {
 		return -1, 0, fmt.Errorf("socket: %w", err)
 	}
 	// Answers to a 2000-message request come in a burst of packets.
-	_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, 4<<20)
+	if got := setRecvBuffer(fd, c.cfg.RecvBuffer); got > 0 && got < c.cfg.RecvBuffer && c.recvShort == 0 {
+		c.recvShort = got
+	}
 	// Bound now to a port of its own, so the socket reads nothing before
 	// its first request and every request leaves from the same port.
 	if err := bindAny4(fd); err != nil {
@@ -652,7 +670,7 @@ func (c *Client) openNewSocket() error {
 		}
 	}()
 	for n < portTries {
-		fd, port, err := open4(c.cfg.Servers[server])
+		fd, port, err := c.open4(c.cfg.Servers[server])
 		if err != nil {
 			return err
 		}
@@ -664,6 +682,22 @@ func (c *Client) openNewSocket() error {
 		n++
 	}
 	return fmt.Errorf("no local port but those of sockets closed less than %v ago in %d sockets", portQuarantine, portTries)
+}
+
+// RecvBufferShort returns, once in the client's life, the receive buffer
+// granted to a socket that got less than Config.RecvBuffer: the process
+// lacks cap_net_admin (SO_RCVBUFFORCE) and net.core.rmem_max is lower,
+// so the answer to a large request may overflow it (its packets dropped
+// by the kernel, asked again). It returns 0 otherwise. A server's socket
+// opened after Forget, on the receive thread, may be the first: the
+// process may have dropped its capabilities since New. The caller logs
+// it.
+func (c *Client) RecvBufferShort() int {
+	if c.recvReported || c.recvShort == 0 {
+		return 0
+	}
+	c.recvReported = true
+	return c.recvShort
 }
 
 // OpenError returns the error of a failure to open a server's new socket

@@ -156,7 +156,7 @@ func Dial(ctx context.Context, cfg ClientConfig) (*Client, error) {
 	if !stop() || dctx.Err() != nil {
 		conn.Close()
 		if err == nil || dctx.Err() != nil {
-			err = dctx.Err()
+			err = fmt.Errorf("not logged in within %v (ConnectTimeout): %w", cfg.ConnectTimeout, dctx.Err())
 			if ctx.Err() != nil {
 				err = ctx.Err()
 			}

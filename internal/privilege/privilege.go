@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/user"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -273,6 +274,34 @@ func allThreads(trap, a1, a2, a3 uintptr) error {
 		return fmt.Errorf("%w: cgo is linked, so Go cannot change every thread (build with CGO_ENABLED=0): %w", ErrNotSupported, e)
 	}
 	return e
+}
+
+// WithoutOnThread runs fn on a thread of its own whose effective set lacks
+// drop, the process's other threads keeping theirs, and returns once fn
+// did; the thread is discarded then, never given to another goroutine. It
+// is how a test sees what a process without those capabilities gets,
+// without a child process. fn runs on another goroutine: it must not call
+// t.Fatal (report through a variable instead).
+func WithoutOnThread(drop Caps, fn func()) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread ends with the goroutine
+		hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+		var data [2]unix.CapUserData
+		if err := unix.Capget(&hdr, &data[0]); err != nil {
+			errc <- fmt.Errorf("capget: %w", err)
+			return
+		}
+		data[0].Effective &^= uint32(drop)
+		data[1].Effective &^= uint32(drop >> 32)
+		if err := unix.Capset(&hdr, &data[0]); err != nil {
+			errc <- fmt.Errorf("capset without %s: %w", drop, err)
+			return
+		}
+		fn()
+		errc <- nil
+	}()
+	return <-errc
 }
 
 // MayRealtime reports whether this process may move a thread to
