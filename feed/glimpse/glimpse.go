@@ -87,10 +87,11 @@ type Stats struct {
 
 	// Malformed GLIMPSE data, by kind (each also counts as Protocol).
 	EmptyMessages     atomic.Uint64 // Sequenced Data with no payload
-	ShortMessages     atomic.Uint64 // ITCH message shorter or longer than its type's length
+	ShortMessages     atomic.Uint64 // ITCH message shorter than its type's length
 	BadSnapshot       atomic.Uint64 // Snapshot message of the wrong length or sequence number
 	Closed            atomic.Uint64 // connection closed before the Snapshot message
 	UnknownMessages   atomic.Uint64 // ITCH types not in 5.0: skipped, not an error
+	LongMessages      atomic.Uint64 // ITCH messages longer than their type's length: delivered, not an error
 	UnsequencedPacket atomic.Uint64 // Unsequenced Data packets: ignored
 }
 
@@ -226,9 +227,18 @@ func handle(st *Stats, p []byte) (next uint64, done bool, err error) {
 		st.UnknownMessages.Add(1)
 		return 0, false, nil
 	}
-	if len(p) != n {
+	if len(p) < n {
 		st.ShortMessages.Add(1)
 		return 0, false, fmt.Errorf("%w: ITCH '%c' message of %d bytes, want %d", ErrProtocol, t, len(p), n)
+	}
+	if len(p) > n {
+		// SoupBinTCP frames each message by its own length, so bytes past
+		// the type's fields cannot break the framing: the message is the
+		// live feed's format, which a later revision may extend, and the
+		// live path applies such a message by its type's fields (counted
+		// Long in the books). Refusing it here would fail every snapshot
+		// of a day that carries one, and leave the books unrepaired.
+		st.LongMessages.Add(1)
 	}
 	return 1, false, nil
 }

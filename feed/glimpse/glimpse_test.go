@@ -86,7 +86,7 @@ func TestFetchScripted(t *testing.T) {
 		{"truncated-packet", cat(a, a[:10]), ErrProtocol, 0, 1, func(s *Stats) uint64 { return s.Soup.Truncated.Load() }},
 		{"closed-between-packets", cat(a, a), ErrProtocol, 0, 2, func(s *Stats) uint64 { return s.Closed.Load() }},
 		{"short-itch", cat(a, seq(add.Append(nil)[:20])), ErrProtocol, 0, 1, func(s *Stats) uint64 { return s.ShortMessages.Load() }},
-		{"long-itch", cat(seq(append(add.Append(nil), 0))), ErrProtocol, 0, 0, func(s *Stats) uint64 { return s.ShortMessages.Load() }},
+		{"long-itch-delivered", cat(a, seq(append(add.Append(nil), 0)), end), nil, 1234, 2, func(s *Stats) uint64 { return s.LongMessages.Load() }},
 		{"empty-sequenced", cat(a, seq(nil)), ErrProtocol, 0, 1, func(s *Stats) uint64 { return s.EmptyMessages.Load() }},
 		{"snapshot-not-numeric", cat(a, seq([]byte("G12345678901234567x90"))), ErrProtocol, 0, 1, func(s *Stats) uint64 { return s.BadSnapshot.Load() }},
 		{"snapshot-zero", cat(seq(AppendSnapshot(nil, 0))), ErrProtocol, 0, 0, func(s *Stats) uint64 { return s.BadSnapshot.Load() }},

@@ -734,7 +734,7 @@ func (r *recovery) startSnapshot(now int64) {
 			res.msgs = binary.BigEndian.AppendUint16(res.msgs, uint16(len(msg)))
 			res.msgs = append(res.msgs, msg...)
 			res.n++
-			if len(msg) == itch.Length('S') && msg[0] == 'S' && msg[11] == 'C' {
+			if len(msg) >= itch.Length('S') && msg[0] == 'S' && msg[11] == 'C' {
 				res.ended = true
 			}
 			return nil
