@@ -407,6 +407,22 @@ func (p *Program) DeleteSocket(queue int) error {
 	return nil
 }
 
+// ProgramName returns the name of the loaded BPF program of ID id (as
+// ip link shows it: 15 characters at most), to say which program holds an
+// interface.
+func ProgramName(id uint32) (string, error) {
+	p, err := ebpf.NewProgramFromID(ebpf.ProgramID(id))
+	if err != nil {
+		return "", fmt.Errorf("bpf program %d: %w", id, err)
+	}
+	defer p.Close()
+	info, err := p.Info()
+	if err != nil {
+		return "", fmt.Errorf("bpf program %d: %w", id, err)
+	}
+	return info.Name, nil
+}
+
 // Attach attaches the program to interface ifindex in mode m. Closing the
 // returned link detaches it; so does the exit of the process.
 func (p *Program) Attach(ifindex int, m Mode) (link.Link, error) {

@@ -82,6 +82,12 @@ type ifLink struct {
 	lowerNetns bool   // IFLA_LINK_NETNSID: the lower device is in another namespace
 	vlanID     uint16 // IFLA_VLAN_ID
 	vlanProto  uint16 // IFLA_VLAN_PROTOCOL, host order (ETH_P_8021Q, ETH_P_8021AD)
+	// IFLA_XDP: how an XDP program is attached (XDP_ATTACHED_*: 0 none,
+	// 1 native, 2 generic, 3 offloaded, 4 several) and the program's ID
+	// (IFLA_XDP_PROG_ID; 0 with several: see xdpDrvProg, xdpSkbProg).
+	xdpAttached            uint8
+	xdpProg                uint32
+	xdpDrvProg, xdpSkbProg uint32
 }
 
 // readLink asks rtnetlink for interface ifindex (RTM_GETLINK).
@@ -147,6 +153,19 @@ func parseLink(attrs []byte) (ifLink, error) {
 			}
 		case unix.IFLA_LINK_NETNSID:
 			l.lowerNetns = true
+		case unix.IFLA_XDP:
+			for _, x := range nestedAttrs(a.val) {
+				switch {
+				case x.typ == unix.IFLA_XDP_ATTACHED && len(x.val) >= 1:
+					l.xdpAttached = x.val[0]
+				case x.typ == unix.IFLA_XDP_PROG_ID && len(x.val) >= 4:
+					l.xdpProg = binary.NativeEndian.Uint32(x.val)
+				case x.typ == unix.IFLA_XDP_DRV_PROG_ID && len(x.val) >= 4:
+					l.xdpDrvProg = binary.NativeEndian.Uint32(x.val)
+				case x.typ == unix.IFLA_XDP_SKB_PROG_ID && len(x.val) >= 4:
+					l.xdpSkbProg = binary.NativeEndian.Uint32(x.val)
+				}
+			}
 		case unix.IFLA_LINKINFO:
 			for _, info := range nestedAttrs(a.val) {
 				switch info.typ {

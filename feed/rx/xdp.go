@@ -412,7 +412,19 @@ func xdpModes(s string) ([]bpf.Mode, error) {
 	return nil, fmt.Errorf("xdp mode %q: want auto, native or generic", s)
 }
 
-// attach attaches the program in the first mode the driver accepts.
+// ErrXDPInUse is wrapped by Open's error when the xdp backend cannot attach
+// its program because the interface has another XDP program attached:
+// another feed handler receiving on it with AF_XDP (on another queue: on
+// the same one its socket is found first, EBUSY), or a program a tool
+// attached and left. The kernel refuses a second program in the same mode
+// with EBUSY and in the other mode with EEXIST, so the handler's default
+// (native mode, else generic) against a handler attached natively failed
+// with "file exists" alone. Not a missing feature: auto does not fall back.
+var ErrXDPInUse = errors.New("the interface has another XDP program attached")
+
+// attach attaches the program in the first mode the driver accepts. When
+// no mode does and the interface has another program attached, the error
+// wraps ErrXDPInUse and names that program.
 func (x *xdpIface) attach(modes []bpf.Mode, cfg Config) error {
 	var err error
 	for i, m := range modes {
@@ -426,7 +438,60 @@ func (x *xdpIface) attach(modes []bpf.Mode, cfg Config) error {
 				Msgf("rx: xdp %v mode refused, trying %v", m, modes[i+1])
 		}
 	}
+	if held := xdpAttachedPrograms(x.ifindex); held != "" {
+		return fmt.Errorf("%w: %w, %s: another process's (a feed handler with AF_XDP on %s?), or one a tool left (ip link set dev %s xdp off removes one no process holds)",
+			err, ErrXDPInUse, held, x.name, x.name)
+	}
 	return err
+}
+
+// xdpAttachedPrograms describes the XDP programs attached to interface
+// ifindex, read from rtnetlink (IFLA_XDP), with their names where the
+// kernel gives them: `program 12 "xdp_steer" in native mode`, or "" when
+// there are none or they cannot be read.
+func xdpAttachedPrograms(ifindex int) string {
+	l, err := readLink(ifindex)
+	if err != nil {
+		return ""
+	}
+	type attached struct {
+		id   uint32
+		mode string
+	}
+	// enum of uapi linux/if_link.h (XDP_ATTACHED_*), not in x/sys/unix.
+	const attachedNone, attachedDrv, attachedSkb, attachedHw = 0, 1, 2, 3
+	var progs []attached
+	switch l.xdpAttached {
+	case attachedNone:
+		return ""
+	case attachedDrv:
+		progs = []attached{{l.xdpProg, "native"}}
+	case attachedSkb:
+		progs = []attached{{l.xdpProg, "generic"}}
+	case attachedHw:
+		progs = []attached{{l.xdpProg, "offloaded"}}
+	default: // several
+		for _, p := range []attached{{l.xdpDrvProg, "native"}, {l.xdpSkbProg, "generic"}} {
+			if p.id != 0 {
+				progs = append(progs, p)
+			}
+		}
+	}
+	var b strings.Builder
+	for i, p := range progs {
+		if i > 0 {
+			b.WriteString(" and ")
+		}
+		fmt.Fprintf(&b, "program %d", p.id)
+		if name, err := bpf.ProgramName(p.id); err == nil && name != "" {
+			fmt.Fprintf(&b, " %q", name)
+		}
+		fmt.Fprintf(&b, " in %s mode", p.mode)
+	}
+	if b.Len() == 0 {
+		return "of an unknown kind"
+	}
+	return b.String()
 }
 
 // xdpMaxFrame is the largest frame a UMEM frame takes: the kernel keeps
