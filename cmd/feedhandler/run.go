@@ -150,7 +150,7 @@ func shmError(cfg *config.Config, err error) error {
 func capsError(cfg *config.Config, err error) error {
 	backend, busyPoll := cfg.Receive.Backend, cfg.Receive.BusyPoll
 	if (errors.Is(err, syscall.EBUSY) || errors.Is(err, rx.ErrXDPInUse)) && (backend == "auto" || backend == "xdp") {
-		return cfg.FieldError("receive.backend", "%v: another process has an AF_XDP socket on this queue or its own XDP program on this interface (another feedhandler with AF_XDP on it?): stop it, or give one of them receive.backend: uring (one AF_XDP handler per interface)", err)
+		return cfg.FieldError("receive.backend", "%v: another process has an AF_XDP socket on this queue or its own XDP program on this interface (another feedhandler with AF_XDP on it?): stop it, or give one of them receive.backend: uring (one AF_XDP handler per interface; the uring one receives none of the groups and ports the AF_XDP one takes)", err)
 	}
 	explained := privilege.Explain(err, backend, busyPoll)
 	eff, e2 := privilege.Effective()

@@ -90,6 +90,35 @@ type ifLink struct {
 	xdpDrvProg, xdpSkbProg uint32
 }
 
+// xdpProgram is an XDP program attached to an interface.
+type xdpProgram struct {
+	id   uint32
+	mode string // native, generic, offloaded
+}
+
+// xdpPrograms lists the XDP programs IFLA_XDP says are attached.
+func (l ifLink) xdpPrograms() []xdpProgram {
+	// enum of uapi linux/if_link.h (XDP_ATTACHED_*), not in x/sys/unix.
+	const attachedNone, attachedDrv, attachedSkb, attachedHw = 0, 1, 2, 3
+	switch l.xdpAttached {
+	case attachedNone:
+		return nil
+	case attachedDrv:
+		return []xdpProgram{{l.xdpProg, "native"}}
+	case attachedSkb:
+		return []xdpProgram{{l.xdpProg, "generic"}}
+	case attachedHw:
+		return []xdpProgram{{l.xdpProg, "offloaded"}}
+	}
+	var progs []xdpProgram // several
+	for _, p := range []xdpProgram{{l.xdpDrvProg, "native"}, {l.xdpSkbProg, "generic"}} {
+		if p.id != 0 {
+			progs = append(progs, p)
+		}
+	}
+	return progs
+}
+
 // readLink asks rtnetlink for interface ifindex (RTM_GETLINK).
 func readLink(ifindex int) (ifLink, error) {
 	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_ROUTE)

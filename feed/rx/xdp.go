@@ -451,47 +451,66 @@ func (x *xdpIface) attach(modes []bpf.Mode, cfg Config) error {
 // there are none or they cannot be read.
 func xdpAttachedPrograms(ifindex int) string {
 	l, err := readLink(ifindex)
-	if err != nil {
+	if err != nil || l.xdpAttached == 0 {
 		return ""
-	}
-	type attached struct {
-		id   uint32
-		mode string
-	}
-	// enum of uapi linux/if_link.h (XDP_ATTACHED_*), not in x/sys/unix.
-	const attachedNone, attachedDrv, attachedSkb, attachedHw = 0, 1, 2, 3
-	var progs []attached
-	switch l.xdpAttached {
-	case attachedNone:
-		return ""
-	case attachedDrv:
-		progs = []attached{{l.xdpProg, "native"}}
-	case attachedSkb:
-		progs = []attached{{l.xdpProg, "generic"}}
-	case attachedHw:
-		progs = []attached{{l.xdpProg, "offloaded"}}
-	default: // several
-		for _, p := range []attached{{l.xdpDrvProg, "native"}, {l.xdpSkbProg, "generic"}} {
-			if p.id != 0 {
-				progs = append(progs, p)
-			}
-		}
 	}
 	var b strings.Builder
-	for i, p := range progs {
+	for i, p := range l.xdpPrograms() {
 		if i > 0 {
 			b.WriteString(" and ")
 		}
-		fmt.Fprintf(&b, "program %d", p.id)
-		if name, err := bpf.ProgramName(p.id); err == nil && name != "" {
-			fmt.Fprintf(&b, " %q", name)
-		}
-		fmt.Fprintf(&b, " in %s mode", p.mode)
+		b.WriteString(p.String())
 	}
 	if b.Len() == 0 {
 		return "of an unknown kind"
 	}
 	return b.String()
+}
+
+// String describes p as `program 12 "xdp_steer" in native mode` (without
+// the name when the kernel does not give it).
+func (p xdpProgram) String() string {
+	name := ""
+	if n, err := bpf.ProgramName(p.id); err == nil && n != "" {
+		name = fmt.Sprintf(" %q", n)
+	}
+	return fmt.Sprintf("program %d%s in %s mode", p.id, name, p.mode)
+}
+
+// warnXDPSteered logs a warning for each line whose datagrams an XDP
+// program on its interface (its lower device, for a VLAN device) takes
+// before the kernel: a steering program of another feed handler that
+// receives the line's group and port with AF_XDP redirects them to its own
+// sockets, so the socket backends receive none of them while it runs, and
+// nothing else says why. Another kind of XDP program may redirect or drop
+// them too: said with less certainty. Called by the socket backends at
+// open; a handler with AF_XDP that starts later is not seen.
+func warnXDPSteered(cfg *Config) {
+	for i, lc := range cfg.Lines {
+		dev, err := xdpResolve(lc.Interface)
+		if err != nil {
+			continue
+		}
+		l, err := readLink(dev.Index)
+		if err != nil || l.xdpAttached == 0 {
+			continue
+		}
+		for _, p := range l.xdpPrograms() {
+			ours, steered, err := bpf.Steers(p.id, lc.Group, lc.Port, dev.VLAN)
+			switch {
+			case steered:
+				cfg.Log.Warn().Str("line", Line(i).String()).Str("interface", dev.Name).Uint32("program", p.id).
+					Msgf("rx: line %s receives nothing here: %s on %s, the steering program of another feed handler with AF_XDP on %s, takes %v:%d to its AF_XDP sockets before the kernel sees them, for as long as it runs. Receive the line in that handler, or give that handler receive.backend: uring",
+						Line(i), p, dev.Name, dev.Name, lc.Group, lc.Port)
+			case ours && err == nil:
+				// Another handler's lines, not this one.
+			default:
+				cfg.Log.Warn().Str("line", Line(i).String()).Str("interface", dev.Name).Uint32("program", p.id).
+					Msgf("rx: %s is attached to %s: datagrams of line %s that it redirects or drops never reach this backend's sockets (ip link set dev %s xdp off removes one no process holds)",
+						p, dev.Name, Line(i), dev.Name)
+			}
+		}
+	}
 }
 
 // xdpMaxFrame is the largest frame a UMEM frame takes: the kernel keeps

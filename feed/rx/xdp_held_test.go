@@ -1,12 +1,16 @@
 package rx
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os/exec"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/rs/zerolog"
 
 	"github.com/marketfeed/feedhandler/internal/netlab"
 )
@@ -67,5 +71,50 @@ func TestXDPInterfaceHeld(t *testing.T) {
 		if err := second("auto", 0); err != nil {
 			t.Errorf("after ip link set %s off: %v", tc.ip, err)
 		}
+	}
+}
+
+// TestSocketBackendsUnderXDPHandler: a socket or io_uring backend opened
+// on an interface where another handler receives the same group and port
+// with AF_XDP receives none of its datagrams (the other's program
+// redirects them before the kernel) and, before, said nothing: the line
+// just stayed dead. It must warn at open, naming the line and the
+// program; a line of another port, which the program passes to the
+// kernel, is received and not warned of.
+func TestSocketBackendsUnderXDPHandler(t *testing.T) {
+	lab := xdpNewLab(t, netlab.Options{Prefix: "helper166"})
+	x := xdpOpen(t, lab, Config{PollTimeout: 20 * time.Millisecond})
+	defer x.Close()
+	info, err := x.(*xdpRx).ifaces[0].prog.XDP().Info()
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, _ := info.ID()
+	for _, backend := range []string{BackendSocket, BackendUring} {
+		t.Run(backend, func(t *testing.T) {
+			var logs bytes.Buffer
+			r := openBackend(t, lab, backend, Config{PollTimeout: 20 * time.Millisecond, Log: zerolog.New(&logs),
+				Lines: []LineConfig{
+					{Name: "A", Interface: lab.DstIf, Group: xdpTestGroup, Port: xdpTestPort},
+					{Name: "B", Interface: lab.DstIf, Group: xdpTestGroup, Port: xdpTestPort + 1},
+				}})
+			defer r.Close()
+			want := fmt.Sprintf("line A receives nothing here: program %d \\\"xdp_steer\\\" in ", id) // JSON
+			if n := strings.Count(logs.String(), "receives nothing here"); n != 1 || !strings.Contains(logs.String(), want) {
+				t.Errorf("%d warnings of a line steered away, want one: %q...:\n%s", n, want, logs.String())
+			}
+			// What it says: line A gets nothing, line B everything.
+			for i, port := range []uint16{xdpTestPort, xdpTestPort + 1} {
+				snd := xdpNewSender(t, lab, lab.Src, netip.AddrPortFrom(xdpTestGroup, port))
+				if err := <-snd.sendPaced(5, xdpPayload); err != nil {
+					t.Fatal(err)
+				}
+				var got [2]int
+				drainEach(t, r, func(p *Packet) { got[p.Line]++ })
+				if want := [2]int{0, 5 * i}; got != want {
+					t.Errorf("sent 5 to line %s: received %v by line, want %v", Line(i), got, want)
+				}
+			}
+		})
 	}
 }
