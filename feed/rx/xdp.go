@@ -71,6 +71,9 @@ type xdpIface struct {
 	// fallbackFailed: opening them failed (logged once).
 	fallback       *socketRx
 	fallbackFailed bool
+	// warnedNoSocket: the first line frames on a queue without a socket
+	// were logged (under xdpRx.statsMu).
+	warnedNoSocket bool
 }
 
 // xdpQueue is one AF_XDP socket and the frames waiting to go back to its
@@ -1304,6 +1307,11 @@ func (r *xdpRx) refreshKernelCounters() {
 			continue
 		}
 		r.lastProg[i] = c
+		if c.NoSocket > 0 && !x.warnedNoSocket {
+			x.warnedNoSocket = true
+			r.log.Warn().Str("interface", x.name).Uint64("xdp_no_socket", c.NoSocket).Ints("queues", r.boundQueues(x)).
+				Msgf("rx: xdp: line frames arrive on rx queues of %s without an AF_XDP socket: the program gives them to the kernel, where no socket is bound to the line, so they are lost (counted in receive_dropped_total, xdp_no_socket; logged once). The NIC spreads the feed over queues other than receive.queues (RSS, or channels added while running): bind those queues too, or steer the feed's groups to the bound ones (ethtool -N, docs/TUNING.md section 5)", x.name)
+		}
 	}
 	for i, q := range r.queues {
 		st, err := q.sock.Statistics()
@@ -1313,6 +1321,17 @@ func (r *xdpRx) refreshKernelCounters() {
 		}
 		r.lastSock[i] = st
 	}
+}
+
+// boundQueues lists the rx queues of x that have a socket.
+func (r *xdpRx) boundQueues(x *xdpIface) []int {
+	var qs []int
+	for _, q := range r.queues {
+		if q.iface == x {
+			qs = append(qs, q.sock.Queue())
+		}
+	}
+	return qs
 }
 
 // xdpRing is the fill ring's entries, and the UMEM frames, per queue:
