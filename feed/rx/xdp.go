@@ -368,6 +368,7 @@ func newXDPRx(cfg Config) (_ *xdpRx, err error) {
 		}
 		r.spares = append(r.spares, s)
 	}
+	r.warnStarvedSockets()
 
 	if r.wakeFD, err = unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK); err != nil {
 		return nil, fmt.Errorf("eventfd: %w", err)

@@ -7,9 +7,15 @@ package rx
 // frames away (warnStarvedSockets).
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"net/netip"
+	"os"
+	"strconv"
 	"strings"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/marketfeed/feedhandler/bpf"
 )
@@ -90,4 +96,61 @@ func warnXDPSteered(cfg *Config) {
 			}
 		}
 	}
+}
+
+// warnStarvedSockets logs a warning for each line whose group and port
+// other UDP sockets of this network namespace are bound to (or its port
+// on any address): a feed handler on the socket or io_uring backend, a
+// tool. The steering program takes the line's frames before the kernel,
+// so those of them that would receive the line on its interface get
+// none of its datagrams while this backend runs, and nothing tells their
+// owners why (warnXDPSteered tells those that open after it). Its own
+// spares are not counted; a socket joined on another interface only is
+// (/proc/net/udp does not say where a socket joined), hence "would".
+func (r *xdpRx) warnStarvedSockets() {
+	table, err := os.ReadFile("/proc/thread-self/net/udp")
+	if err != nil {
+		return
+	}
+	own := map[uint64]bool{}
+	for _, s := range r.spares {
+		var st unix.Stat_t
+		if s.fd >= 0 && unix.Fstat(s.fd, &st) == nil {
+			own[st.Ino] = true
+		}
+	}
+	for _, l := range r.lines {
+		if n := udpSocketsOn(table, l.dst, own); n > 0 {
+			r.log.Warn().Str("line", l.line.String()).Str("interface", l.iface.name).Stringer("group", l.dst.Addr()).Uint16("port", l.dst.Port()).Int("sockets", n).
+				Msgf("rx: xdp: %d other socket(s) of this host are bound to %v (or to its port on any address): the steering program takes line %s's frames on %s before the kernel, so any of them that would receive the line there get none of its datagrams while this handler runs (another feed handler with receive.backend uring or socket on %s? a tool?)",
+					n, l.dst, l.line, l.iface.name, l.iface.name)
+		}
+	}
+}
+
+// udpSocketsOn counts the sockets of table (/proc/net/udp) bound to dst,
+// or to dst's port on any address, whose inodes are not in own.
+func udpSocketsOn(table []byte, dst netip.AddrPort, own map[uint64]bool) int {
+	n := 0
+	for _, line := range strings.Split(string(table), "\n")[1:] {
+		f := strings.Fields(line)
+		if len(f) < 10 {
+			continue
+		}
+		addr, port, ok := strings.Cut(f[1], ":")
+		a, aerr := strconv.ParseUint(addr, 16, 32)
+		p, perr := strconv.ParseUint(port, 16, 16)
+		ino, ierr := strconv.ParseUint(f[9], 10, 64)
+		if !ok || aerr != nil || perr != nil || ierr != nil || uint16(p) != dst.Port() || own[ino] {
+			continue
+		}
+		// The kernel prints the address's network-order bytes as one
+		// native-order word.
+		var b [4]byte
+		binary.NativeEndian.PutUint32(b[:], uint32(a))
+		if ip := netip.AddrFrom4(b); ip == dst.Addr() || ip.IsUnspecified() {
+			n++
+		}
+	}
+	return n
 }

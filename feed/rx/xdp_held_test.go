@@ -2,6 +2,7 @@ package rx
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -116,5 +117,50 @@ func TestSocketBackendsUnderXDPHandler(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestXDPWarnsOfStarvedSockets: the xdp backend opened while another
+// socket of the host is bound to a line's group and port (a handler on
+// the socket or io_uring backend that started first) takes that socket's
+// datagrams away, and before said nothing: it must warn at open, naming
+// the line; its own spare sockets, bound to every line, do not count.
+func TestXDPWarnsOfStarvedSockets(t *testing.T) {
+	lab := xdpNewLab(t, netlab.Options{Prefix: "helper166"})
+	lines := []LineConfig{
+		{Name: "A", Interface: lab.DstIf, Group: xdpTestGroup, Port: xdpTestPort},
+		{Name: "B", Interface: lab.DstIf, Group: xdpTestGroup, Port: xdpTestPort + 1},
+	}
+	first := openBackend(t, lab, BackendSocket, Config{PollTimeout: 20 * time.Millisecond, Lines: lines[:1]})
+	defer first.Close()
+	var logs bytes.Buffer
+	r := xdpOpen(t, lab, Config{PollTimeout: 20 * time.Millisecond, Lines: lines, Log: zerolog.New(&logs)})
+	defer r.Close()
+	want := fmt.Sprintf("1 other socket(s) of this host are bound to %v:%d", xdpTestGroup, xdpTestPort)
+	if n := strings.Count(logs.String(), "other socket(s) of this host"); n != 1 || !strings.Contains(logs.String(), want) {
+		t.Errorf("%d warnings of sockets starved, want one, %q...:\n%s", n, want, logs.String())
+	}
+}
+
+// TestUDPSocketsOn reads /proc/net/udp as the kernel writes it: the
+// address as one native-order word of its network-order bytes, the port
+// in hex, the inode in the tenth field.
+func TestUDPSocketsOn(t *testing.T) {
+	word := func(a netip.Addr) string {
+		b := a.As4()
+		return fmt.Sprintf("%08X", binary.NativeEndian.Uint32(b[:]))
+	}
+	dst := netip.AddrPortFrom(xdpTestGroup, 26477)
+	row := func(addr string, port uint16, ino int) string {
+		return fmt.Sprintf("  1: %s:%04X 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 %d 2 0000000000000000 0\n", addr, port, ino)
+	}
+	table := "   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops\n" +
+		row(word(dst.Addr()), 26477, 10) + // the group and port
+		row("00000000", 26477, 11) + // the port on any address
+		row(word(dst.Addr()), 26478, 12) + // another port
+		row(word(netip.MustParseAddr("233.54.12.112")), 26477, 13) + // another group
+		row(word(dst.Addr()), 26477, 14) // own
+	if n := udpSocketsOn([]byte(table), dst, map[uint64]bool{14: true}); n != 2 {
+		t.Errorf("udpSocketsOn = %d, want 2 (inodes 10 and 11)", n)
 	}
 }
