@@ -407,6 +407,76 @@ func (p *Program) DeleteSocket(queue int) error {
 	return nil
 }
 
+// ProgramName returns the name of the loaded BPF program of ID id (as
+// ip link shows it: 15 characters at most), to say which program holds an
+// interface.
+func ProgramName(id uint32) (string, error) {
+	p, err := ebpf.NewProgramFromID(ebpf.ProgramID(id))
+	if err != nil {
+		return "", fmt.Errorf("bpf program %d: %w", id, err)
+	}
+	defer p.Close()
+	info, err := p.Info()
+	if err != nil {
+		return "", fmt.Errorf("bpf program %d: %w", id, err)
+	}
+	return info.Name, nil
+}
+
+// Steers reports whether the program of ID id, found attached to an
+// interface, is a steering program of this package (another process's:
+// another feed handler's) that redirects frames to group:port on VLAN vlan
+// (0: untagged) to its AF_XDP sockets, away from the kernel: the sockets
+// of the host then never see them. ours is false for any other program.
+func Steers(id uint32, group netip.Addr, port uint16, vlan uint16) (ours, steered bool, err error) {
+	key, err := lineKey(group, port)
+	if err != nil {
+		return false, false, fmt.Errorf("bpf program %d: %w", id, err)
+	}
+	p, err := ebpf.NewProgramFromID(ebpf.ProgramID(id))
+	if err != nil {
+		return false, false, fmt.Errorf("bpf program %d: %w", id, err)
+	}
+	defer p.Close()
+	info, err := p.Info()
+	if err != nil {
+		return false, false, fmt.Errorf("bpf program %d: %w", id, err)
+	}
+	if info.Name != "xdp_steer" && info.Name != "xdp_steer_vlan" {
+		return false, false, nil
+	}
+	ids, _ := info.MapIDs()
+	for _, mid := range ids {
+		m, err := ebpf.NewMapFromID(mid)
+		if err != nil {
+			continue
+		}
+		mi, err := m.Info()
+		// struct line_key and struct line_val: 8 bytes each.
+		if err != nil || mi.Name != "lines" || mi.KeySize != 8 || mi.ValueSize != 8 {
+			m.Close()
+			continue
+		}
+		defer m.Close()
+		// As the program looks a frame up: its VLAN's line first (a
+		// single 802.1Q tag), then the interface's, which a marker
+		// (LINE_VLAN_ONLY) makes no line.
+		for _, v := range []uint16{vlan, 0} {
+			k := key
+			k.Vlan = v
+			var val steerLineVal
+			if err := m.Lookup(&k, &val); err == nil {
+				return true, val.Line != lineVLANOnly, nil
+			}
+			if v == 0 {
+				break
+			}
+		}
+		return true, false, nil
+	}
+	return true, false, fmt.Errorf("bpf program %d: no lines map", id)
+}
+
 // Attach attaches the program to interface ifindex in mode m. Closing the
 // returned link detaches it; so does the exit of the process.
 func (p *Program) Attach(ifindex int, m Mode) (link.Link, error) {

@@ -431,3 +431,37 @@ func TestClassifyMissingHelper(t *testing.T) {
 		}
 	}
 }
+
+// TestSteers: Steers, asked of a loaded program by its ID as of another
+// process's, agrees with the program's own lookup: a line on the
+// interface takes every VLAN, a VLAN line its own, and a pair only VLAN
+// lines use (the marker) takes no untagged frame.
+func TestSteers(t *testing.T) {
+	p := loadWithForTest(t, LoadOptions{VLANLines: true})
+	plain := netip.AddrPortFrom(testGroup, 26400)
+	only := netip.AddrPortFrom(testGroup, 26401) // VLAN 200 only
+	if err := p.SetLine(plain.Addr(), plain.Port(), 0, netip.Addr{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.SetVLANLine(200, only.Addr(), only.Port(), 1, netip.Addr{}); err != nil {
+		t.Fatal(err)
+	}
+	info, err := p.XDP().Info()
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, _ := info.ID()
+	for _, tc := range []struct {
+		dst  netip.AddrPort
+		vlan uint16
+		want bool
+	}{
+		{plain, 0, true}, {plain, 100, true}, {only, 0, false}, {only, 200, true}, {only, 100, false},
+		{netip.AddrPortFrom(testGroup, 26402), 0, false},
+	} {
+		ours, steered, err := Steers(uint32(id), tc.dst.Addr(), tc.dst.Port(), tc.vlan)
+		if err != nil || !ours || steered != tc.want {
+			t.Errorf("Steers(%v on vlan %d) = %v, %v, %v; want true, %v, nil", tc.dst, tc.vlan, ours, steered, err, tc.want)
+		}
+	}
+}

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/marketfeed/feedhandler/feed/config"
+	"github.com/marketfeed/feedhandler/feed/rx"
 	"github.com/marketfeed/feedhandler/internal/shmtest"
 	"github.com/marketfeed/feedhandler/proto/shm"
 )
@@ -408,6 +410,24 @@ func TestRunInterfaceTakenByAnotherHandler(t *testing.T) {
 	want := second + ":9: receive.backend: "
 	if !errors.As(err, &ee) || ee.ExitCode() != 1 || !strings.Contains(e.String(), want) || !strings.Contains(e.String(), "give one of them receive.backend: uring") {
 		t.Errorf("a second AF_XDP handler on lo: %v, want exit status 1 and %q saying what to do:\n%s", err, want, e.String())
+	}
+}
+
+// TestRunInterfaceHeldInTheOtherMode: the receiver's error when another
+// handler's XDP program holds the interface in the other mode (EEXIST,
+// wrapped with rx.ErrXDPInUse: TestXDPInterfaceHeld makes it for real) is
+// explained as EBUSY is, at receive.backend. A second handler with the
+// default mode (native, else generic) against one attached natively, on
+// another queue, fails this way; before, only its 'file exists' came out.
+func TestRunInterfaceHeldInTheOtherMode(t *testing.T) {
+	cfg, err := config.Parse("t.yaml", []byte("feed:\n  name: t\nlines:\n  a:\n    interface: lo\n    group: 239.77.46.7\n    port: 26150\nreceive:\n  backend: auto\nshm:\n  name: t\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	held := fmt.Errorf("open receiver (auto): open xdp backend: attach xdp program to ifindex 2 (generic): create link: file exists: %w, program 7 \"xdp_steer\" in native mode", rx.ErrXDPInUse)
+	got := capsError(cfg, held).Error()
+	if !strings.HasPrefix(got, "t.yaml:9: receive.backend: ") || !strings.Contains(got, "give one of them receive.backend: uring") {
+		t.Errorf("capsError = %q; want it at receive.backend saying what to do", got)
 	}
 }
 

@@ -24,6 +24,7 @@ import (
 
 	"github.com/marketfeed/feedhandler/feed/config"
 	"github.com/marketfeed/feedhandler/feed/handler"
+	"github.com/marketfeed/feedhandler/feed/rx"
 	"github.com/marketfeed/feedhandler/internal/clilog"
 	"github.com/marketfeed/feedhandler/internal/preflight"
 	"github.com/marketfeed/feedhandler/internal/privilege"
@@ -143,12 +144,13 @@ func shmError(cfg *config.Config, err error) error {
 // the unit restarted until its start limit.
 //
 // An AF_XDP queue or XDP program another process holds (EBUSY, after
-// xsk's retries) is exit 1 as before, at receive.backend, saying what holds
-// it: an instance still stopping frees it.
+// xsk's retries, or rx.ErrXDPInUse: a program attached in the other mode
+// is refused with EEXIST) is exit 1 as before, at receive.backend, saying
+// what holds it: an instance still stopping frees it.
 func capsError(cfg *config.Config, err error) error {
 	backend, busyPoll := cfg.Receive.Backend, cfg.Receive.BusyPoll
-	if errors.Is(err, syscall.EBUSY) && (backend == "auto" || backend == "xdp") {
-		return cfg.FieldError("receive.backend", "%v: another process has an AF_XDP socket on this queue or its own XDP program on this interface (another feedhandler with AF_XDP on it?): stop it, or give one of them receive.backend: uring (one AF_XDP handler per interface)", err)
+	if (errors.Is(err, syscall.EBUSY) || errors.Is(err, rx.ErrXDPInUse)) && (backend == "auto" || backend == "xdp") {
+		return cfg.FieldError("receive.backend", "%v: another process has an AF_XDP socket on this queue or its own XDP program on this interface (another feedhandler with AF_XDP on it?): stop it, or give one of them receive.backend: uring (one AF_XDP handler per interface; the uring one receives none of the groups and ports the AF_XDP one takes)", err)
 	}
 	explained := privilege.Explain(err, backend, busyPoll)
 	eff, e2 := privilege.Effective()

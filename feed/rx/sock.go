@@ -93,6 +93,7 @@ func openLineSockets(cfg *Config) ([]lineSocket, error) {
 		socks = append(socks, s)
 	}
 	warnReversePath(cfg, false)
+	warnXDPSteered(cfg)
 	return socks, nil
 }
 

@@ -82,6 +82,41 @@ type ifLink struct {
 	lowerNetns bool   // IFLA_LINK_NETNSID: the lower device is in another namespace
 	vlanID     uint16 // IFLA_VLAN_ID
 	vlanProto  uint16 // IFLA_VLAN_PROTOCOL, host order (ETH_P_8021Q, ETH_P_8021AD)
+	// IFLA_XDP: how an XDP program is attached (XDP_ATTACHED_*: 0 none,
+	// 1 native, 2 generic, 3 offloaded, 4 several) and the program's ID
+	// (IFLA_XDP_PROG_ID; 0 with several: see xdpDrvProg, xdpSkbProg).
+	xdpAttached            uint8
+	xdpProg                uint32
+	xdpDrvProg, xdpSkbProg uint32
+}
+
+// xdpProgram is an XDP program attached to an interface.
+type xdpProgram struct {
+	id   uint32
+	mode string // native, generic, offloaded
+}
+
+// xdpPrograms lists the XDP programs IFLA_XDP says are attached.
+func (l ifLink) xdpPrograms() []xdpProgram {
+	// enum of uapi linux/if_link.h (XDP_ATTACHED_*), not in x/sys/unix.
+	const attachedNone, attachedDrv, attachedSkb, attachedHw = 0, 1, 2, 3
+	switch l.xdpAttached {
+	case attachedNone:
+		return nil
+	case attachedDrv:
+		return []xdpProgram{{l.xdpProg, "native"}}
+	case attachedSkb:
+		return []xdpProgram{{l.xdpProg, "generic"}}
+	case attachedHw:
+		return []xdpProgram{{l.xdpProg, "offloaded"}}
+	}
+	var progs []xdpProgram // several
+	for _, p := range []xdpProgram{{l.xdpDrvProg, "native"}, {l.xdpSkbProg, "generic"}} {
+		if p.id != 0 {
+			progs = append(progs, p)
+		}
+	}
+	return progs
 }
 
 // readLink asks rtnetlink for interface ifindex (RTM_GETLINK).
@@ -147,6 +182,19 @@ func parseLink(attrs []byte) (ifLink, error) {
 			}
 		case unix.IFLA_LINK_NETNSID:
 			l.lowerNetns = true
+		case unix.IFLA_XDP:
+			for _, x := range nestedAttrs(a.val) {
+				switch {
+				case x.typ == unix.IFLA_XDP_ATTACHED && len(x.val) >= 1:
+					l.xdpAttached = x.val[0]
+				case x.typ == unix.IFLA_XDP_PROG_ID && len(x.val) >= 4:
+					l.xdpProg = binary.NativeEndian.Uint32(x.val)
+				case x.typ == unix.IFLA_XDP_DRV_PROG_ID && len(x.val) >= 4:
+					l.xdpDrvProg = binary.NativeEndian.Uint32(x.val)
+				case x.typ == unix.IFLA_XDP_SKB_PROG_ID && len(x.val) >= 4:
+					l.xdpSkbProg = binary.NativeEndian.Uint32(x.val)
+				}
+			}
 		case unix.IFLA_LINKINFO:
 			for _, info := range nestedAttrs(a.val) {
 				switch info.typ {

@@ -71,6 +71,9 @@ type xdpIface struct {
 	// fallbackFailed: opening them failed (logged once).
 	fallback       *socketRx
 	fallbackFailed bool
+	// warnedNoSocket: the first line frames on a queue without a socket
+	// were logged (under xdpRx.statsMu).
+	warnedNoSocket bool
 }
 
 // xdpQueue is one AF_XDP socket and the frames waiting to go back to its
@@ -365,6 +368,7 @@ func newXDPRx(cfg Config) (_ *xdpRx, err error) {
 		}
 		r.spares = append(r.spares, s)
 	}
+	r.warnStarvedSockets()
 
 	if r.wakeFD, err = unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK); err != nil {
 		return nil, fmt.Errorf("eventfd: %w", err)
@@ -412,7 +416,9 @@ func xdpModes(s string) ([]bpf.Mode, error) {
 	return nil, fmt.Errorf("xdp mode %q: want auto, native or generic", s)
 }
 
-// attach attaches the program in the first mode the driver accepts.
+// attach attaches the program in the first mode the driver accepts. When
+// no mode does and the interface has another program attached, the error
+// wraps ErrXDPInUse and names that program.
 func (x *xdpIface) attach(modes []bpf.Mode, cfg Config) error {
 	var err error
 	for i, m := range modes {
@@ -425,6 +431,10 @@ func (x *xdpIface) attach(modes []bpf.Mode, cfg Config) error {
 			cfg.Log.Info().Err(err).Str("interface", x.name).
 				Msgf("rx: xdp %v mode refused, trying %v", m, modes[i+1])
 		}
+	}
+	if held := xdpAttachedPrograms(x.ifindex); held != "" {
+		return fmt.Errorf("%w: %w, %s: another process's (a feed handler with AF_XDP on %s?), or one a tool left (ip link set dev %s xdp off removes one no process holds)",
+			err, ErrXDPInUse, held, x.name, x.name)
 	}
 	return err
 }
@@ -1220,6 +1230,11 @@ func (r *xdpRx) refreshKernelCounters() {
 			continue
 		}
 		r.lastProg[i] = c
+		if c.NoSocket > 0 && !x.warnedNoSocket {
+			x.warnedNoSocket = true
+			r.log.Warn().Str("interface", x.name).Uint64("xdp_no_socket", c.NoSocket).Ints("queues", r.boundQueues(x)).
+				Msgf("rx: xdp: line frames arrive on rx queues of %s without an AF_XDP socket: the program gives them to the kernel, where no socket is bound to the line, so they are lost (counted in receive_dropped_total, xdp_no_socket; logged once). The NIC spreads the feed over queues other than receive.queues (RSS, or channels added while running): bind those queues too, or steer the feed's groups to the bound ones (ethtool -N, docs/TUNING.md section 5)", x.name)
+		}
 	}
 	for i, q := range r.queues {
 		st, err := q.sock.Statistics()
@@ -1229,6 +1244,17 @@ func (r *xdpRx) refreshKernelCounters() {
 		}
 		r.lastSock[i] = st
 	}
+}
+
+// boundQueues lists the rx queues of x that have a socket.
+func (r *xdpRx) boundQueues(x *xdpIface) []int {
+	var qs []int
+	for _, q := range r.queues {
+		if q.iface == x {
+			qs = append(qs, q.sock.Queue())
+		}
+	}
+	return qs
 }
 
 // xdpRing is the fill ring's entries, and the UMEM frames, per queue:

@@ -1,14 +1,17 @@
 package rx
 
 import (
+	"bytes"
 	"fmt"
 	"net"
 	"net/netip"
 	"os"
 	"os/exec"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
 
 	"github.com/marketfeed/feedhandler/internal/netlab"
@@ -177,4 +180,35 @@ func umemBytes(r Receiver) int64 {
 		n += int64(x.umem.Frames()) * int64(x.umem.FrameSize())
 	}
 	return n
+}
+
+// TestXDPNoSocketLogged: line frames on an rx queue without a socket (the
+// NIC spreading the feed over queues receive.queues does not bind, as
+// after channels are added while running) are lost to the line for as
+// long as it lasts, and before were only counted: the backend must say so
+// in the log, once, naming the interface and what to do.
+func TestXDPNoSocketLogged(t *testing.T) {
+	lab := xdpNewLab(t, netlab.Options{Prefix: "helper166", RxQueues: 2})
+	var logs bytes.Buffer
+	r := xdpOpen(t, lab, Config{PollTimeout: 20 * time.Millisecond, Queues: []int{0}, Log: zerolog.New(zerolog.SyncWriter(&logs))})
+	defer r.Close()
+	snd := xdpNewRawSender(t, lab)
+	line := netip.AddrPortFrom(xdpTestGroup, xdpTestPort)
+	for round := range 2 {
+		// Flows hash over the sender's two tx queues, hence the
+		// receiver's two rx queues: some land on queue 1.
+		for i := range 64 {
+			snd.send(t, xdpFrame(netip.AddrPortFrom(lab.SrcIP, uint16(40000+i)), line, nil, 0, []byte("x")))
+		}
+		drainUntilIdle(t, r)
+		if st := r.Stats(); st.Extra.Get("xdp_redirected")+st.Extra.Get("xdp_no_socket") != uint64(64*(round+1)) {
+			t.Fatalf("round %d: the program saw %d+%d frames, want %d", round, st.Extra.Get("xdp_redirected"), st.Extra.Get("xdp_no_socket"), 64*(round+1))
+		}
+	}
+	if r.Stats().Extra.Get("xdp_no_socket") == 0 {
+		t.Skip("every flow hashed to queue 0")
+	}
+	if n := strings.Count(logs.String(), "without an AF_XDP socket"); n != 1 || !strings.Contains(logs.String(), lab.DstIf) {
+		t.Errorf("frames on a queue without a socket logged %d times, want once naming %s:\n%s", n, lab.DstIf, logs.String())
+	}
 }

@@ -443,7 +443,8 @@ func TestResolveXDPDevice(t *testing.T) {
 
 // TestParseLink reads an RTM_NEWLINK answer for a VLAN device as the
 // kernel encodes it (IFLA_LINKINFO nesting IFLA_INFO_KIND "vlan" and
-// IFLA_INFO_DATA with IFLA_VLAN_ID and the big-endian IFLA_VLAN_PROTOCOL).
+// IFLA_INFO_DATA with IFLA_VLAN_ID and the big-endian IFLA_VLAN_PROTOCOL),
+// with XDP programs attached in two modes (IFLA_XDP).
 func TestParseLink(t *testing.T) {
 	attr := func(typ uint16, val []byte) []byte {
 		b := binary.NativeEndian.AppendUint16(nil, uint16(unix.NLA_HDRLEN+len(val)))
@@ -462,9 +463,14 @@ func TestParseLink(t *testing.T) {
 		attr(unix.IFLA_LINK, binary.NativeEndian.AppendUint32(nil, 2)),
 		attr(unix.IFLA_LINKINFO|unix.NLA_F_NESTED, slices.Concat(
 			attr(unix.IFLA_INFO_KIND, []byte("vlan\x00")),
-			attr(unix.IFLA_INFO_DATA|unix.NLA_F_NESTED, data))))
+			attr(unix.IFLA_INFO_DATA|unix.NLA_F_NESTED, data))),
+		attr(unix.IFLA_XDP|unix.NLA_F_NESTED, slices.Concat(
+			attr(unix.IFLA_XDP_ATTACHED, []byte{4}), // several: native and generic
+			attr(unix.IFLA_XDP_DRV_PROG_ID, binary.NativeEndian.AppendUint32(nil, 7)),
+			attr(unix.IFLA_XDP_SKB_PROG_ID, binary.NativeEndian.AppendUint32(nil, 8)))))
 	l, err := parseLink(msg)
-	want := ifLink{name: "eth0.100", kind: "vlan", lower: 2, vlanID: 100, vlanProto: unix.ETH_P_8021Q}
+	want := ifLink{name: "eth0.100", kind: "vlan", lower: 2, vlanID: 100, vlanProto: unix.ETH_P_8021Q,
+		xdpAttached: 4, xdpDrvProg: 7, xdpSkbProg: 8}
 	if err != nil || l != want {
 		t.Fatalf("parseLink = %+v, %v; want %+v", l, err, want)
 	}
