@@ -35,6 +35,7 @@ func init() {
 }
 
 func runFeed(args []string) error {
+	ignoreBrokenLog()
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), "usage: feedhandler --feed FILE.yaml (or: feedhandler run --feed FILE.yaml)")
@@ -479,6 +480,17 @@ func ignoreHangup(logger zerolog.Logger) {
 		}
 	}()
 }
+
+// ignoreBrokenLog keeps a log whose reader went away (stderr a pipe to
+// tee, a logger or a supervisor's log process that exited) from killing
+// the handler: its lines are lost, the feed goes on. Go's default for a
+// write to a broken stdout or stderr is to die of SIGPIPE, an inherited
+// SIG_IGN (systemd's IgnoreSIGPIPE=) notwithstanding: no graceful stop, so
+// the shm file was left as a dead writer's and, systemd counting SIGPIPE
+// as a clean exit, Restart=on-failure did not start it again. The other
+// commands keep the default: `bookview | head` ends as a pipe's writer
+// should.
+func ignoreBrokenLog() { signal.Ignore(syscall.SIGPIPE) }
 
 // metricsHandler answers a scrape with the text format, rendered without
 // allocating (handler.Exposition), unless the scraper asks for the
