@@ -339,6 +339,19 @@ type endpoints struct {
 	start   *http.ServeMux
 }
 
+// httpTimeouts are metrics.listen's server timeouts (http.Server's
+// ReadHeaderTimeout, ReadTimeout, WriteTimeout and IdleTimeout).
+type httpTimeouts struct{ header, read, write, idle time.Duration }
+
+// metricsTimeouts bound what a client of metrics.listen holds: a request's
+// header (the slowloris) and the whole request (a body that never comes,
+// which the server reads before it answers), an answer the client does
+// not read, and a keep-alive connection left idle. Scrapes and probes send
+// a header only and read an answer of tens of kilobytes at once; idle
+// outlasts Prometheus's default 1-minute interval, so its connections are
+// kept between scrapes. A variable for tests.
+var metricsTimeouts = httpTimeouts{header: 5 * time.Second, read: 10 * time.Second, write: 30 * time.Second, idle: 2 * time.Minute}
+
 // serveEndpoints serves ln with the starting answers for feed.
 func serveEndpoints(ln net.Listener, feed string) *endpoints {
 	e := &endpoints{start: http.NewServeMux(), addr: ln.Addr().String()}
@@ -362,7 +375,8 @@ func serveEndpoints(ln net.Listener, feed string) *endpoints {
 		w.WriteHeader(http.StatusServiceUnavailable)
 		io.WriteString(w, "not ready: starting (setting up)\n")
 	})
-	e.srv = &http.Server{Handler: e, ReadHeaderTimeout: 5 * time.Second}
+	to := metricsTimeouts
+	e.srv = &http.Server{Handler: e, ReadHeaderTimeout: to.header, ReadTimeout: to.read, WriteTimeout: to.write, IdleTimeout: to.idle}
 	go e.srv.Serve(ln)
 	return e
 }
