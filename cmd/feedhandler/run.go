@@ -22,12 +22,15 @@ import (
 	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
 
+	"github.com/marketfeed/feedhandler/bpf"
 	"github.com/marketfeed/feedhandler/feed/config"
 	"github.com/marketfeed/feedhandler/feed/handler"
+	"github.com/marketfeed/feedhandler/feed/rx"
 	"github.com/marketfeed/feedhandler/internal/clilog"
 	"github.com/marketfeed/feedhandler/internal/preflight"
 	"github.com/marketfeed/feedhandler/internal/privilege"
 	"github.com/marketfeed/feedhandler/proto/shm"
+	"github.com/marketfeed/feedhandler/xsk"
 )
 
 func init() {
@@ -154,16 +157,36 @@ func capsError(cfg *config.Config, err error) error {
 	explained := privilege.Explain(err, backend, busyPoll)
 	eff, e2 := privilege.Effective()
 	missing := privilege.Required(backend, busyPoll) &^ eff
-	if e2 != nil || missing == 0 || (!errors.Is(err, syscall.EPERM) && !errors.Is(err, syscall.EACCES)) {
-		return explained
+	if e2 == nil && missing != 0 && (errors.Is(err, syscall.EPERM) || errors.Is(err, syscall.EACCES)) {
+		field := "receive.backend"
+		if busyPoll && (backend == "auto" || privilege.Required(backend, false)&^eff == 0) {
+			// auto fell back for want of the others: busy polling's
+			// cap_net_admin is what failed.
+			field = "receive.busy_poll"
+		}
+		return configError{cfg.FieldError(field, "%v: give the process them (root with them, or the unit's AmbientCapabilities= within its CapabilityBoundingSet=, docs/OPERATIONS.md section 1)", explained)}
 	}
-	field := "receive.backend"
-	if busyPoll && (backend == "auto" || privilege.Required(backend, false)&^eff == 0) {
-		// auto fell back for want of the others: busy polling's
-		// cap_net_admin is what failed.
-		field = "receive.busy_poll"
+	if errors.Is(err, rx.ErrNotSupported) {
+		return configError{cfg.FieldError(notSupportedField(cfg, err), "%v: this host's kernel, driver or limits cannot run it as the file asks, which no restart changes (feedhandler check says what the driver reports)", explained)}
 	}
-	return configError{cfg.FieldError(field, "%v: give the process them (root with them, or the unit's AmbientCapabilities= within its CapabilityBoundingSet=, docs/OPERATIONS.md section 1)", explained)}
+	return explained
+}
+
+// notSupportedField is the key that asked for what the host cannot do
+// (rx.ErrNotSupported, which a backend named by receive.backend returns,
+// and auto when no backend is left): receive.xdp_mode when it asks for
+// native XDP and the program failed, receive.zero_copy when it asks for
+// zero-copy and the AF_XDP socket failed, else receive.backend. Before,
+// such a start exited 1, which the unit restarted until its start limit.
+func notSupportedField(cfg *config.Config, err error) string {
+	r := cfg.Receive
+	switch {
+	case r.XDPMode == "native" && errors.Is(err, bpf.ErrNotSupported):
+		return "receive.xdp_mode"
+	case r.ZeroCopy == "on" && errors.Is(err, xsk.ErrNotSupported):
+		return "receive.zero_copy"
+	}
+	return "receive.backend"
 }
 
 // stopSignals returns a context that the first SIGINT or SIGTERM ends: the
