@@ -351,21 +351,8 @@ func TestRunMissingCapability(t *testing.T) {
 // Before: 'feedhandler run: start handler: open receiver (auto): ... bind
 // (flags 0xc): device or resource busy', nothing more.
 func TestRunInterfaceTakenByAnotherHandler(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("AF_XDP needs root")
-	}
-	if _, err := exec.LookPath("ip"); err != nil {
-		t.Skip("ip not installed (Debian package iproute2)")
-	}
 	// Both in a network namespace of the test's own: its lo is theirs.
-	ns := fmt.Sprintf("fhbusy%d", os.Getpid())
-	if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
-		t.Fatalf("ip netns add %s: %v\n%s", ns, err, out)
-	}
-	t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
-	if out, err := exec.Command("ip", "-n", ns, "link", "set", "lo", "up").CombinedOutput(); err != nil {
-		t.Fatalf("ip -n %s link set lo up: %v\n%s", ns, err, out)
-	}
+	ns := loNetns(t, "fhbusy")
 	feed := func(port int) string {
 		path := filepath.Join(t.TempDir(), "feed.yaml")
 		cfg := fmt.Sprintf("feed:\n  name: t\nlines:\n  a:\n    interface: lo\n    group: 239.77.46.7\n    port: %d\nreceive:\n  backend: xdp\nshm:\n  name: %s\nbook:\n  max_orders: 65536\n", port, shmtest.Name(t, "fhbusy"))
@@ -627,4 +614,57 @@ exit $rc`
 			t.Errorf("feedhandler %v, metrics.listen not up yet, its port in use: %v, want exit status %d and %q:\n%s", c.command, err, c.status, c.want, out)
 		}
 	}
+}
+
+// TestRunBackendNotSupported: a receive backend asked for by name that this
+// host's kernel or driver cannot run as the file asks (lo has no native XDP
+// and no AF_XDP zero-copy) fails the start as a config error at the key
+// that asks for it, exit 78: no restart changes the driver. Before, exit 1
+// and a line without the key, which the unit restarted until its start
+// limit, each start allocating the books again. In a network namespace
+// of the test's own: its lo is the handler's.
+func TestRunBackendNotSupported(t *testing.T) {
+	ns := loNetns(t, "helper169nsup")
+	for _, tc := range []struct{ receive, want string }{
+		{"receive:\n  backend: xdp\n  xdp_mode: native\n", ":10: receive.xdp_mode: "},
+		{"receive:\n  backend: xdp\n  zero_copy: on\n", ":10: receive.zero_copy: "},
+	} {
+		path := filepath.Join(t.TempDir(), "feed.yaml")
+		cfg := "feed:\n  name: t\nlines:\n  a:\n    interface: lo\n    group: 239.77.46.9\n    port: 26169\n" + tc.receive +
+			"shm:\n  name: " + shmtest.Name(t, "fhnsup") + "\nbook:\n  max_orders: 65536\n"
+		if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command("ip", "netns", "exec", ns, os.Args[0], "--feed", path)
+		cmd.Env = append(os.Environ(), "FEEDHANDLER_TEST_AS_COMMAND=1")
+		var e bytes.Buffer
+		cmd.Stderr = &e
+		err := cmd.Run()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != exitConfig || !strings.Contains(e.String(), path+tc.want) {
+			t.Errorf("%q on lo: %v, want exit status %d and %q:\n%s", tc.receive, err, exitConfig, path+tc.want, e.String())
+		}
+	}
+}
+
+// loNetns adds a network namespace named prefix and the test's pid, with
+// its lo up, deleted when the test ends, and returns its name; it skips
+// the test unless root (AF_XDP needs it) and ip are there.
+func loNetns(t *testing.T, prefix string) string {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("AF_XDP needs root")
+	}
+	if _, err := exec.LookPath("ip"); err != nil {
+		t.Skip("ip not installed (Debian package iproute2)")
+	}
+	ns := fmt.Sprintf("%s%d", prefix, os.Getpid())
+	if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns add %s: %v\n%s", ns, err, out)
+	}
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
+	if out, err := exec.Command("ip", "-n", ns, "link", "set", "lo", "up").CombinedOutput(); err != nil {
+		t.Fatalf("ip -n %s link set lo up: %v\n%s", ns, err, out)
+	}
+	return ns
 }

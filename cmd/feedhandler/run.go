@@ -22,6 +22,7 @@ import (
 	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
 
+	"github.com/marketfeed/feedhandler/bpf"
 	"github.com/marketfeed/feedhandler/feed/config"
 	"github.com/marketfeed/feedhandler/feed/handler"
 	"github.com/marketfeed/feedhandler/feed/rx"
@@ -29,6 +30,7 @@ import (
 	"github.com/marketfeed/feedhandler/internal/preflight"
 	"github.com/marketfeed/feedhandler/internal/privilege"
 	"github.com/marketfeed/feedhandler/proto/shm"
+	"github.com/marketfeed/feedhandler/xsk"
 )
 
 func init() {
@@ -36,6 +38,7 @@ func init() {
 }
 
 func runFeed(args []string) error {
+	ignoreBrokenLog()
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), "usage: feedhandler --feed FILE.yaml (or: feedhandler run --feed FILE.yaml)")
@@ -155,16 +158,36 @@ func capsError(cfg *config.Config, err error) error {
 	explained := privilege.Explain(err, backend, busyPoll)
 	eff, e2 := privilege.Effective()
 	missing := privilege.Required(backend, busyPoll) &^ eff
-	if e2 != nil || missing == 0 || (!errors.Is(err, syscall.EPERM) && !errors.Is(err, syscall.EACCES)) {
-		return explained
+	if e2 == nil && missing != 0 && (errors.Is(err, syscall.EPERM) || errors.Is(err, syscall.EACCES)) {
+		field := "receive.backend"
+		if busyPoll && (backend == "auto" || privilege.Required(backend, false)&^eff == 0) {
+			// auto fell back for want of the others: busy polling's
+			// cap_net_admin is what failed.
+			field = "receive.busy_poll"
+		}
+		return configError{cfg.FieldError(field, "%v: give the process them (root with them, or the unit's AmbientCapabilities= within its CapabilityBoundingSet=, docs/OPERATIONS.md section 1)", explained)}
 	}
-	field := "receive.backend"
-	if busyPoll && (backend == "auto" || privilege.Required(backend, false)&^eff == 0) {
-		// auto fell back for want of the others: busy polling's
-		// cap_net_admin is what failed.
-		field = "receive.busy_poll"
+	if errors.Is(err, rx.ErrNotSupported) {
+		return configError{cfg.FieldError(notSupportedField(cfg, err), "%v: this host's kernel, driver or limits cannot run it as the file asks, which no restart changes (feedhandler check says what the driver reports)", explained)}
 	}
-	return configError{cfg.FieldError(field, "%v: give the process them (root with them, or the unit's AmbientCapabilities= within its CapabilityBoundingSet=, docs/OPERATIONS.md section 1)", explained)}
+	return explained
+}
+
+// notSupportedField is the key that asked for what the host cannot do
+// (rx.ErrNotSupported, which a backend named by receive.backend returns,
+// and auto when no backend is left): receive.xdp_mode when it asks for
+// native XDP and the program failed, receive.zero_copy when it asks for
+// zero-copy and the AF_XDP socket failed, else receive.backend. Before,
+// such a start exited 1, which the unit restarted until its start limit.
+func notSupportedField(cfg *config.Config, err error) string {
+	r := cfg.Receive
+	switch {
+	case r.XDPMode == "native" && errors.Is(err, bpf.ErrNotSupported):
+		return "receive.xdp_mode"
+	case r.ZeroCopy == "on" && errors.Is(err, xsk.ErrNotSupported):
+		return "receive.zero_copy"
+	}
+	return "receive.backend"
 }
 
 // stopSignals returns a context that the first SIGINT or SIGTERM ends: the
@@ -340,6 +363,19 @@ type endpoints struct {
 	start   *http.ServeMux
 }
 
+// httpTimeouts are metrics.listen's server timeouts (http.Server's
+// ReadHeaderTimeout, ReadTimeout, WriteTimeout and IdleTimeout).
+type httpTimeouts struct{ header, read, write, idle time.Duration }
+
+// metricsTimeouts bound what a client of metrics.listen holds: a request's
+// header (the slowloris) and the whole request (a body that never comes,
+// which the server reads before it answers), an answer the client does
+// not read, and a keep-alive connection left idle. Scrapes and probes send
+// a header only and read an answer of tens of kilobytes at once; idle
+// outlasts Prometheus's default 1-minute interval, so its connections are
+// kept between scrapes. A variable for tests.
+var metricsTimeouts = httpTimeouts{header: 5 * time.Second, read: 10 * time.Second, write: 30 * time.Second, idle: 2 * time.Minute}
+
 // serveEndpoints serves ln with the starting answers for feed.
 func serveEndpoints(ln net.Listener, feed string) *endpoints {
 	e := &endpoints{start: http.NewServeMux(), addr: ln.Addr().String()}
@@ -363,7 +399,8 @@ func serveEndpoints(ln net.Listener, feed string) *endpoints {
 		w.WriteHeader(http.StatusServiceUnavailable)
 		io.WriteString(w, "not ready: starting (setting up)\n")
 	})
-	e.srv = &http.Server{Handler: e, ReadHeaderTimeout: 5 * time.Second}
+	to := metricsTimeouts
+	e.srv = &http.Server{Handler: e, ReadHeaderTimeout: to.header, ReadTimeout: to.read, WriteTimeout: to.write, IdleTimeout: to.idle}
 	go e.srv.Serve(ln)
 	return e
 }
@@ -481,6 +518,17 @@ func ignoreHangup(logger zerolog.Logger) {
 		}
 	}()
 }
+
+// ignoreBrokenLog keeps a log whose reader went away (stderr a pipe to
+// tee, a logger or a supervisor's log process that exited) from killing
+// the handler: its lines are lost, the feed goes on. Go's default for a
+// write to a broken stdout or stderr is to die of SIGPIPE, an inherited
+// SIG_IGN (systemd's IgnoreSIGPIPE=) notwithstanding: no graceful stop, so
+// the shm file was left as a dead writer's and, systemd counting SIGPIPE
+// as a clean exit, Restart=on-failure did not start it again. The other
+// commands keep the default: `bookview | head` ends as a pipe's writer
+// should.
+func ignoreBrokenLog() { signal.Ignore(syscall.SIGPIPE) }
 
 // metricsHandler answers a scrape with the text format, rendered without
 // allocating (handler.Exposition), unless the scraper asks for the

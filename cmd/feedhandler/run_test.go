@@ -412,18 +412,84 @@ log: {format: json}
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
+	wantGracefulStop(t, exited, shmName, log.String)
+}
+
+// wantGracefulStop waits for the exit after a SIGTERM: status 0 and the
+// shm file shmName marked closed. log is the process's log so far.
+func wantGracefulStop(t *testing.T, exited <-chan error, shmName string, log func() string) {
+	t.Helper()
 	select {
 	case err := <-exited:
 		if err != nil {
-			t.Fatalf("exit after SIGTERM: %v\n%s", err, log.String())
+			t.Fatalf("exit after SIGTERM: %v, want 0 (a graceful stop)\n%s", err, log())
 		}
 	case <-time.After(30 * time.Second):
-		t.Fatalf("no exit 30s after SIGTERM:\n%s", log.String())
+		t.Fatalf("no exit 30s after SIGTERM:\n%s", log())
 	}
 	var out bytes.Buffer
 	if err := bookview([]string{"--shm", shmName, "--once", "--json"}, &out); !errors.Is(err, shm.ErrClosed) {
 		t.Fatalf("bookview after the stop: %v, want the writer closed", err)
 	}
+}
+
+// TestRunClosedLogKeepsRunning: a log whose reader went away (stderr a
+// pipe whose reader exited: `| tee`, a logger restarted, a supervisor's
+// log process) neither kills the handler nor stops it: the lines are lost,
+// the feed goes on, and a SIGTERM stops it gracefully (exit 0, shm marked
+// closed). Before, Go's default for a write to a broken stdout or stderr
+// is to die of SIGPIPE at the next log line (here the SIGHUP's, or the
+// stop's), the shm file left as a dead writer's and, SIGPIPE being a clean
+// exit to systemd, not restarted by Restart=on-failure.
+func TestRunClosedLogKeepsRunning(t *testing.T) {
+	shmName := shmtest.Name(t, "fhpipe169")
+	cfgPath := loFeedFile(t, "pipetest", "239.77.3.169:26169", shmName, "stats_interval: 100ms\n")
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(os.Args[0], "--feed", cfgPath)
+	cmd.Env = append(os.Environ(), "FEEDHANDLER_TEST_AS_COMMAND=1")
+	cmd.Stderr = pw
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pw.Close()
+	defer cmd.Process.Kill()
+	var log strings.Builder
+	sc := bufio.NewScanner(pr)
+	for sc.Scan() && !strings.Contains(log.String(), "privileges after setup") {
+		log.WriteString(sc.Text() + "\n")
+	}
+	if !strings.Contains(log.String(), "privileges after setup") {
+		t.Fatalf("exited during setup: %v\n%s", cmd.Wait(), log.String())
+	}
+	pr.Close() // the log's reader goes away
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	// Each is a log line written to the closed pipe, as is every stats
+	// line (stats_interval).
+	for _, sig := range []os.Signal{syscall.SIGHUP, syscall.SIGTERM} {
+		if err := cmd.Process.Signal(sig); err != nil {
+			t.Fatalf("%v: %v (exited: %v)", sig, err, <-exited)
+		}
+	}
+	wantGracefulStop(t, exited, shmName, log.String)
+}
+
+// loFeedFile writes a feed file of one line on lo (group:port), the socket
+// backend, shm.name shmName, a JSON log and extra (YAML lines), and
+// returns its path.
+func loFeedFile(t *testing.T, feed, groupPort, shmName, extra string) string {
+	t.Helper()
+	group, port, _ := strings.Cut(groupPort, ":")
+	path := filepath.Join(t.TempDir(), "feed.yaml")
+	cfg := fmt.Sprintf("feed: {name: %s}\nlines:\n  a: {interface: lo, group: %s, port: %s}\nreceive: {backend: socket}\nshm: {name: %s}\nlog: {format: json}\n%s",
+		feed, group, port, shmName, extra)
+	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }
 
 // TestRunMetricsPortTaken: a metrics.listen port another process holds
@@ -437,18 +503,7 @@ func TestRunMetricsPortTaken(t *testing.T) {
 	}
 	defer held.Close()
 	shmName := shmtest.Name(t, "fhport")
-	cfgPath := filepath.Join(t.TempDir(), "feed.yaml")
-	cfg := fmt.Sprintf(`feed: {name: porttest}
-lines:
-  a: {interface: lo, group: 239.77.4.1, port: 26477}
-receive: {backend: socket}
-shm: {name: %s}
-metrics: {listen: %q}
-log: {format: json}
-`, shmName, held.Addr().String())
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	cfgPath := loFeedFile(t, "porttest", "239.77.4.1:26477", shmName, fmt.Sprintf("metrics: {listen: %q}\n", held.Addr().String()))
 	_, errOut, err := runCommand(t, "--feed", cfgPath)
 	var ee *exec.ExitError
 	if !errors.As(err, &ee) || ee.ExitCode() != 1 || !strings.Contains(errOut, "address already in use") {

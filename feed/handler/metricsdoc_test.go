@@ -47,6 +47,9 @@ func TestMetricsDocumented(t *testing.T) {
 		typ := strings.TrimSpace(cells[2])
 		for _, m := range metricToken.FindAllStringSubmatch(cells[1], -1) {
 			name, label := m[1], m[3]
+			if _, twice := rows[name]; twice {
+				t.Errorf("docs/OPERATIONS.md's metrics table has feedhandler_%s in two rows: one meaning a metric", name)
+			}
 			rows[name] = typ
 			e, ok := byName[name]
 			switch {
