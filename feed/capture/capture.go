@@ -287,6 +287,15 @@ func (c *Capture) BufferSize() int { return int(c.ring.size) }
 // that a replay ticks the arbiter where the handler did (mark.go).
 func (c *Capture) Put(pkts []rx.Packet, drainedAt int64) { c.ring.put(pkts, drainedAt) }
 
+// Failed notes a receive call that failed with nothing read at now (where
+// the receive thread called Arbiter.Advance); drainedAt is Put's for the
+// next batch so far (the empty poll since the batch before, 0: none). The
+// run of failures since the latest empty poll goes to the file before the
+// next batch, a marker frame (mark.go), so that a replay advances the
+// arbiter where the handler did. The receive thread only, as Put: a few
+// stores, nothing written until the next Put.
+func (c *Capture) Failed(now, drainedAt int64) { c.ring.failed(now, drainedAt) }
+
 // Stats returns the counters; safe from any goroutine.
 func (c *Capture) Stats() Stats {
 	return Stats{Packets: c.packets.Load(), Bytes: c.bytes.Load(), Dropped: c.ring.dropped.Load(),
@@ -386,8 +395,13 @@ func (c *Capture) drain() {
 	}
 }
 
-// write appends one datagram's frame to the buffer.
+// write appends one datagram's frame to the buffer, or a run of failed
+// receive calls' marker frame.
 func (c *Capture) write(rec *record) {
+	if rec.failed {
+		c.writeFailed(rec)
+		return
+	}
 	line := int(rec.line)
 	if line >= len(c.dst) {
 		return // no such line: the receiver does not produce it
@@ -416,6 +430,19 @@ func (c *Capture) write(rec *record) {
 	ci := gopacket.CaptureInfo{Timestamp: time.Unix(0, rec.rxTime), CaptureLength: caplen, Length: len(c.frame)}
 	c.pw.WritePacket(ci, c.frame[:caplen]) // into memory: never fails
 	c.pending++
+}
+
+// writeFailed appends the marker frame of a run of failed receive calls
+// (mark.go) to the buffer: not a datagram (pending, Stats.Packets).
+func (c *Capture) writeFailed(rec *record) {
+	drained := rec.drained
+	if drained == 0 {
+		drained = c.lostDrained
+	}
+	c.lostDrained = 0
+	c.frame = appendFailedFrame(c.frame[:0], rec.failFirst, rec.rxTime, drained)
+	ci := gopacket.CaptureInfo{Timestamp: time.Unix(0, rec.rxTime), CaptureLength: len(c.frame), Length: len(c.frame)}
+	c.pw.WritePacket(ci, c.frame)
 }
 
 // flushLogged flushes the buffer, logging a failure once per run of them,
@@ -529,7 +556,8 @@ func (c *Capture) rotate() {
 // they are. The buffer starts with the file header when the file has none
 // yet (off 0); then records follow, each a 16-byte pcap record header
 // whose bytes 8:12 are the frame's captured length (pcapgo writes them
-// little-endian), then the frame.
+// little-endian), then the frame. Marker frames are whole records but not
+// datagrams: not counted.
 func (c *Capture) wholeRecords(n int) (int, uint64) {
 	p := 0
 	if c.off == 0 {
@@ -544,10 +572,18 @@ func (c *Capture) wholeRecords(n int) (int, uint64) {
 		if end > n {
 			break
 		}
+		if !isMarkerFrame(c.buf.b[p+16 : end]) {
+			recs++
+		}
 		p = end
-		recs++
 	}
 	return p, recs
+}
+
+// isMarkerFrame reports whether a frame the writer made is a marker frame
+// (the datagrams' are IPv4).
+func isMarkerFrame(f []byte) bool {
+	return len(f) >= 14 && binary.BigEndian.Uint16(f[12:14]) == pcap.EtherMarker
 }
 
 // keepLostMark keeps the last empty poll marked on the records a failed

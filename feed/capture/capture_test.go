@@ -44,20 +44,34 @@ func datagram(i int) rx.Packet {
 
 func readAll(t *testing.T, path string) []pcap.Frame {
 	t.Helper()
+	out, _ := readAllStats(t, path)
+	return out
+}
+
+// openCapture opens a capture file for reading, closed at the test's end.
+func openCapture(t *testing.T, path string) *pcap.Reader {
+	t.Helper()
 	f, err := os.Open(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
+	t.Cleanup(func() { f.Close() })
 	r, err := pcap.NewReader(f)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return r
+}
+
+// readAllStats is readAll, with the reader's counts.
+func readAllStats(t *testing.T, path string) ([]pcap.Frame, pcap.Stats) {
+	t.Helper()
+	r := openCapture(t, path)
 	var out []pcap.Frame
 	for {
 		fr, err := r.Next()
 		if err == io.EOF {
-			return out
+			return out, r.Stats()
 		}
 		if err != nil {
 			t.Fatalf("frame %d: %v", len(out)+1, err)

@@ -24,10 +24,14 @@
 // destination a replay tells the lines apart by). The Ethernet source
 // address is a batch mark instead: where the receive thread found every
 // line empty before the datagram (Put's drainedAt), so that a replay ticks
-// its arbiter where the live one ticked (Mark, FileMark).
+// its arbiter where the live one ticked (Mark, FileMark). A run of receive
+// calls that failed between two batches (Failed) is a marker frame before
+// the next, not an IP datagram, so that a replay advances its arbiter
+// there too (mark.go).
 //
 //	c, err := capture.Open(capture.Config{Path: p, Lines: lines, Log: log})
 //	...
+//	c.Failed(now, drainedAt)   // the receive thread, at a failed call
 //	c.Put(pkts[:n], drainedAt) // the receive thread, per batch, before Release
 //	...
 //	err = c.Close() // after the receive thread stopped
