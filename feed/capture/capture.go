@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -110,9 +111,11 @@ type Capture struct {
 	off     int64  // bytes of the file known written
 	stop    chan struct{}
 	done    chan struct{}
-	closed  atomic.Bool
-	failing bool  // the last flush failed
-	lastErr error // its error, for Close
+	// Close's: the first call closes, the others wait for it.
+	closeOnce sync.Once
+	closeErr  error
+	failing   bool  // the last flush failed
+	lastErr   error // its error, for Close
 	// Rotation (Config.RotateSize, Base); the drainer's, after Open.
 	rotateSize int64
 	base       string
@@ -306,11 +309,14 @@ func (c *Capture) Stats() Stats {
 // unmaps the ring. Call it once Put is no longer called. It returns the
 // error of the last write when that write failed (the end of the capture
 // is lost: counted in WriteLost, and said here), and that of closing the
-// file.
+// file. A Close called again, or at the same time, returns once the first
+// one did, with its error.
 func (c *Capture) Close() error {
-	if c.closed.Swap(true) {
-		return nil
-	}
+	c.closeOnce.Do(func() { c.closeErr = c.close() })
+	return c.closeErr
+}
+
+func (c *Capture) close() error {
 	close(c.stop)
 	<-c.done
 	var err error

@@ -905,3 +905,32 @@ func TestFileTooLargeAtStop(t *testing.T) {
 	}
 	checkFrame(t, readAll(t, names[0])[0], 1)
 }
+
+// TestCloseConcurrent: Closes called at the same time (two stops) all
+// return once the capture is closed, with its error (here the last
+// write's, the disk full), and so does a Close after.
+func TestCloseConcurrent(t *testing.T) {
+	c, err := Open(Config{Path: filepath.Join(t.TempDir(), "c.pcap"), Buffer: MinBuffer, Lines: testLines, Log: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	full, err := os.OpenFile("/dev/full", os.O_WRONLY, 0)
+	if err != nil {
+		t.Skipf("no /dev/full: %v", err)
+	}
+	c.f.Close()
+	c.f = full // the drainer has not written since Open's header: no race
+	c.Put([]rx.Packet{datagram(1), datagram(2)}, 0)
+	errs := make(chan error, 4)
+	for range 4 {
+		go func() { errs <- c.Close() }()
+	}
+	for range 4 {
+		if err := <-errs; !errors.Is(err, syscall.ENOSPC) {
+			t.Errorf("a Close at the same time as others: %v, want the last write's error (ENOSPC)", err)
+		}
+	}
+	if err := c.Close(); !errors.Is(err, syscall.ENOSPC) {
+		t.Errorf("a Close after: %v, want the last write's error (ENOSPC)", err)
+	}
+}
