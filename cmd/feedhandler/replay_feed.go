@@ -33,6 +33,10 @@ type arbitratedReport struct {
 	// read (a capture's marker frames), replayed where the live handler
 	// advanced its arbiter.
 	Failed uint64 `json:"failed_receives"`
+	// CaptureLost counts the datagrams the capture said it left out (its
+	// ring full, a failed write): a gap there may be the capture's, not
+	// the feed's.
+	CaptureLost uint64 `json:"capture_lost"`
 }
 
 // replayFeed loads the feed file of replay --feed. The feed's book section
@@ -123,6 +127,8 @@ func (a *arbitrated) run() error {
 			if first, last, drained, ok := capture.Failed(fr.SrcMAC, fr.Payload, fr.Time); ok && marked {
 				a.rep.Failed++
 				a.r.Failed(first, last, drained)
+			} else if ring, write, ok := capture.Lost(fr.Payload); ok && marked {
+				a.rep.CaptureLost += ring + write
 			} else {
 				a.otherMarkers++ // of a later writer: skipped
 			}

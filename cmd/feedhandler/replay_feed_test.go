@@ -317,3 +317,38 @@ func TestReplayFeedFailedReceives(t *testing.T) {
 		t.Errorf("replay --feed's text report does not count the run of failed receive calls:\n%s", text.String())
 	}
 }
+
+// TestReplayFeedCaptureLost: a capture whose ring was full (one batch of
+// a day on both lines, several times the ring) says how many datagrams it
+// left out, and replay --feed reports them beside the gaps they make.
+func TestReplayFeedCaptureLost(t *testing.T) {
+	day, dir, capPath := dayDir(t, 60_000, 13)
+	lines := []rx.LineConfig{{Group: demo.GroupA.Addr(), Port: demo.GroupA.Port()}, {Group: demo.GroupB.Addr(), Port: demo.GroupB.Port()}}
+	c, err := capture.Open(capture.Config{Path: capPath, Lines: lines, Log: zerolog.Nop(), Buffer: capture.MinBuffer})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Date(2026, 12, 6, 14, 30, 0, 0, time.UTC).UnixNano()
+	var pkts []rx.Packet
+	for i, p := range day.Packets {
+		ts := t0 + int64(i)*int64(100*time.Microsecond)
+		pkts = append(pkts, rx.Packet{Line: rx.LineA, Data: p, RxTime: ts}, rx.Packet{Line: rx.LineB, Data: p, RxTime: ts + 1000})
+	}
+	c.Put(pkts, t0-1)
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	st := c.Stats()
+	feed := writeDemoFeed(t, dir, day, "")
+	rep := replayFeedJSON(t, feed, capPath)
+	if a := rep.Arbitrated; st.Dropped == 0 || a == nil || a.CaptureLost != st.Dropped || a.Skipped != 0 || rep.InputGaps == 0 {
+		t.Fatalf("capture %+v; replay --feed: %d gaps, report %+v: want capture_lost the %d dropped, gaps, no frame skipped", st, rep.InputGaps, a, st.Dropped)
+	}
+	var text bytes.Buffer
+	if err := replay([]string{"--quiet", "--settle", "0", "--feed", feed, capPath}, &text, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	if want := fmt.Sprintf("the capture left out %d datagrams (its ring full, a failed write)", st.Dropped); !strings.Contains(text.String(), want) {
+		t.Errorf("replay --feed's text report does not say %q:\n%s", want, text.String())
+	}
+}

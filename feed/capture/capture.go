@@ -127,6 +127,11 @@ type Capture struct {
 	// lostDrained is the empty poll (mark.go) of a datagram a failed
 	// write lost, for the next datagram written (0: none).
 	lostDrained int64
+	// The datagrams failed writes lost (and what lost marker frames they
+	// lost held), for a lost marker frame before the next frame written;
+	// lostAt: the first one's receive time.
+	lostRing, lostWrite uint64
+	lostAt              int64
 
 	packets, bytes, writeErrs, writeLost, files, deleted atomic.Uint64
 }
@@ -378,6 +383,13 @@ func (c *Capture) drain() {
 			dropRun, runDropped = false, 0
 		}
 		if stopping {
+			if r.lost != 0 {
+				// Left out since the last batch written, with no batch
+				// after to carry their record: the producer has stopped
+				// (Close), its fields are this goroutine's now.
+				c.noteLost(r.lostFirst, r.lost, 0)
+				c.writeLostFrame()
+			}
 			c.rotateSize = 0 // no new file at the end
 			c.flushLogged()
 			return
@@ -404,6 +416,14 @@ func (c *Capture) drain() {
 // write appends one datagram's frame to the buffer, or a run of failed
 // receive calls' marker frame.
 func (c *Capture) write(rec *record) {
+	if rec.lost != 0 { // the ring's: before the datagrams after them
+		c.noteLost(rec.rxTime, rec.lost, 0)
+		c.writeLostFrame()
+		return
+	}
+	if c.lostRing|c.lostWrite != 0 {
+		c.writeLostFrame()
+	}
 	if rec.failed {
 		c.writeFailed(rec)
 		return
@@ -449,6 +469,23 @@ func (c *Capture) writeFailed(rec *record) {
 	c.frame = appendFailedFrame(c.frame[:0], rec.failFirst, rec.rxTime, drained)
 	ci := gopacket.CaptureInfo{Timestamp: time.Unix(0, rec.rxTime), CaptureLength: len(c.frame), Length: len(c.frame)}
 	c.pw.WritePacket(ci, c.frame)
+}
+
+// noteLost adds datagrams left out of the file, the first received at at.
+func (c *Capture) noteLost(at int64, ring, write uint64) {
+	if c.lostRing|c.lostWrite == 0 || at < c.lostAt {
+		c.lostAt = at
+	}
+	c.lostRing += ring
+	c.lostWrite += write
+}
+
+// writeLostFrame appends the marker frame of the datagrams left out (mark.go).
+func (c *Capture) writeLostFrame() {
+	c.frame = appendLostFrame(c.frame[:0], c.lostRing, c.lostWrite)
+	ci := gopacket.CaptureInfo{Timestamp: time.Unix(0, c.lostAt), CaptureLength: len(c.frame), Length: len(c.frame)}
+	c.pw.WritePacket(ci, c.frame)
+	c.lostRing, c.lostWrite = 0, 0
 }
 
 // flushLogged flushes the buffer, logging a failure once per run of them,
@@ -596,6 +633,8 @@ func isMarkerFrame(f []byte) bool {
 // write lost (the buffer's from byte whole on) for the next datagram
 // written, as the ring hands on the empty poll of a batch it had no room
 // for: the replay still ticks the arbiter before what follows the loss.
+// It counts the datagrams lost (and those a lost marker frame among them
+// counted) for a marker frame before the next frame written.
 func (c *Capture) keepLostMark(whole int) {
 	p := whole
 	if c.off == 0 {
@@ -604,10 +643,19 @@ func (c *Capture) keepLostMark(whole int) {
 	for p+16+12 <= len(c.buf.b) {
 		r := c.buf.b[p:]
 		ts := int64(binary.LittleEndian.Uint32(r[0:4]))*1e9 + int64(binary.LittleEndian.Uint32(r[4:8]))
+		end := 16 + int(binary.LittleEndian.Uint32(r[8:12]))
 		if d, ok := Mark([6]byte(r[16+6:16+12]), ts); ok && d != 0 {
 			c.lostDrained = d
 		}
-		p += 16 + int(binary.LittleEndian.Uint32(r[8:12]))
+		switch f := r[16:end]; {
+		case !isMarkerFrame(f):
+			c.noteLost(ts, 0, 1)
+		case len(f) >= 14:
+			if ring, write, ok := Lost(f[14:]); ok {
+				c.noteLost(ts, ring, write) // the count it held, lost with it
+			}
+		}
+		p += end
 	}
 }
 

@@ -274,16 +274,7 @@ func TestFileNameTaken(t *testing.T) {
 // still returns, with the error of its last flush: what the stop wrote is
 // lost, which its caller (the handler's Stop) must hear.
 func TestWriteErrors(t *testing.T) {
-	c, err := Open(Config{Path: filepath.Join(t.TempDir(), "c.pcap"), Buffer: MinBuffer, Lines: testLines, Log: zerolog.Nop()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	full, err := os.OpenFile("/dev/full", os.O_WRONLY, 0)
-	if err != nil {
-		t.Skipf("no /dev/full: %v", err)
-	}
-	c.f.Close()
-	c.f = full // the drainer has not written since Open's header: no race
+	c := openFull(t)
 	c.Put([]rx.Packet{datagram(1), datagram(2)}, 0)
 	if err := c.Close(); !errors.Is(err, syscall.ENOSPC) {
 		t.Fatalf("Close after its last flush failed: %v, want that write's error (ENOSPC)", err)
@@ -910,16 +901,7 @@ func TestFileTooLargeAtStop(t *testing.T) {
 // return once the capture is closed, with its error (here the last
 // write's, the disk full), and so does a Close after.
 func TestCloseConcurrent(t *testing.T) {
-	c, err := Open(Config{Path: filepath.Join(t.TempDir(), "c.pcap"), Buffer: MinBuffer, Lines: testLines, Log: zerolog.Nop()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	full, err := os.OpenFile("/dev/full", os.O_WRONLY, 0)
-	if err != nil {
-		t.Skipf("no /dev/full: %v", err)
-	}
-	c.f.Close()
-	c.f = full // the drainer has not written since Open's header: no race
+	c := openFull(t)
 	c.Put([]rx.Packet{datagram(1), datagram(2)}, 0)
 	errs := make(chan error, 4)
 	for range 4 {
@@ -933,4 +915,22 @@ func TestCloseConcurrent(t *testing.T) {
 	if err := c.Close(); !errors.Is(err, syscall.ENOSPC) {
 		t.Errorf("a Close after: %v, want the last write's error (ENOSPC)", err)
 	}
+}
+
+// openFull opens a capture that writes to /dev/full (every write fails,
+// the disk full) after its header.
+func openFull(t *testing.T) *Capture {
+	t.Helper()
+	c, err := Open(Config{Path: filepath.Join(t.TempDir(), "c.pcap"), Buffer: MinBuffer, Lines: testLines, Log: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	full, err := os.OpenFile("/dev/full", os.O_WRONLY, 0)
+	if err != nil {
+		c.Close()
+		t.Skipf("no /dev/full: %v", err)
+	}
+	c.f.Close()
+	c.f = full // the drainer has not written since Open's header: no race
+	return c
 }

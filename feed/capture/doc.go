@@ -8,7 +8,9 @@
 // batch with one atomic store; an ordinary goroutine drains the ring into
 // the file through a 1 MiB buffer. When the ring is full the datagram is
 // left out of the capture (never out of the feed) and counted
-// (Stats.Dropped); the drainer logs one warning per run of drops. A failed
+// (Stats.Dropped); the drainer logs one warning per run of drops. The
+// datagrams left out (so, or by a failed write) are said in the file, a
+// marker frame before the next frame written (mark.go). A failed
 // write (a full disk) is logged once per run of failures and counted
 // (Stats.WriteErrors, Stats.WriteLost: only what did not reach the file
 // whole); the file is cut back to its last whole record so that it stays

@@ -37,6 +37,13 @@ import (
 // Unix epoch, big-endian. Other tools show it as a frame of an unknown
 // EtherType; a replay that does not know it passes over it.
 //
+// Datagrams left out of the file (the ring full, a failed write) are a
+// marker frame too, before the next frame written (Lost): from and to
+// 06:00:00:00:00:00, stamped with the first one's receive time, whose
+// payload is lostTag, then how many the ring had no room for and how many
+// a failed write lost, unsigned 64-bit, big-endian. A replay cannot
+// replay them, but it can say that a gap there may be the capture's.
+//
 // A file rewritten by another tool (mergecap, editcap) has a header of its
 // own: its frames are read as unmarked.
 const (
@@ -107,4 +114,30 @@ func Failed(mac [6]byte, payload []byte, rxTime int64) (first, last, drained int
 		return 0, 0, 0, false
 	}
 	return int64(binary.BigEndian.Uint64(payload[4:12])), rxTime, drained, true
+}
+
+// lostTag begins the payload of a marker frame of datagrams left out.
+var lostTag = [4]byte{'F', 'H', 'R', 'L'}
+
+// appendLostFrame appends the marker frame of datagrams left out, the
+// first received at first: ring of them for want of room in the ring,
+// write lost with a failed write.
+func appendLostFrame(b []byte, ring, write uint64) []byte {
+	b = append(b, markFrame, 0, 0, 0, 0, 0, markFrame, 0, 0, 0, 0, 0)
+	b = append(b, pcap.EtherMarker>>8, pcap.EtherMarker&0xFF)
+	b = append(b, lostTag[:]...)
+	b = binary.BigEndian.AppendUint64(b, ring)
+	return binary.BigEndian.AppendUint64(b, write)
+}
+
+// Lost reads a marker frame's payload (pcap.Frame.Marker) of a file whose
+// header carries FileMark: ok reports that it counts datagrams left out of
+// the file before the next frame, ring of them because the capture's ring
+// was full, write lost with a failed write (the frame's time is the first
+// one's receive time).
+func Lost(payload []byte) (ring, write uint64, ok bool) {
+	if len(payload) < 20 || [4]byte(payload[:4]) != lostTag {
+		return 0, 0, false
+	}
+	return binary.BigEndian.Uint64(payload[4:12]), binary.BigEndian.Uint64(payload[12:20]), true
 }

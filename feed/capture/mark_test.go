@@ -3,6 +3,7 @@ package capture
 import (
 	"bytes"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -102,7 +103,7 @@ func TestRingCarriesDroppedMark(t *testing.T) {
 		var rec record
 		for t, head := r.tail.Load(), r.head.Load(); t != head; {
 			var ok bool
-			if t, ok = r.next(t, &rec); ok {
+			if t, ok = r.next(t, &rec); ok && rec.lost == 0 {
 				out = append(out, rec.drained)
 			}
 		}
@@ -256,7 +257,8 @@ func TestWriteCutBackMarkers(t *testing.T) {
 // before the batch, at every offset of the ring (wrapping at its end);
 // with no room it is left out, and the empty poll before it goes with the
 // batch's first datagram written; an empty poll of a batch dropped whole
-// before the run goes with the run.
+// before the run goes with the run. The datagrams left out are a record
+// before both (how many, from when), counted on while it has no room.
 func TestRingFailedRuns(t *testing.T) {
 	const size = 4096
 	r := &ring{buf: make([]byte, size), size: size, mask: size - 1}
@@ -267,6 +269,8 @@ func TestRingFailedRuns(t *testing.T) {
 			var ok bool
 			if t, ok = r.next(t, &rec); ok && rec.failed {
 				out = append(out, fmt.Sprintf("failed %d-%d after %d", rec.failFirst, rec.rxTime, rec.drained))
+			} else if ok && rec.lost != 0 {
+				out = append(out, fmt.Sprintf("lost %d from %d", rec.lost, rec.rxTime))
 			} else if ok {
 				out = append(out, fmt.Sprintf("%q after %d", rec.payload, rec.drained))
 			}
@@ -286,22 +290,22 @@ func TestRingFailedRuns(t *testing.T) {
 	big := rx.Packet{Data: make([]byte, size-recHeader-16), RxTime: 10}
 	r = &ring{buf: make([]byte, size), size: size, mask: size - 1} // big fits only at the start
 	r.put([]rx.Packet{big}, 0)
-	r.put([]rx.Packet{{Data: []byte("x")}}, 5) // dropped whole: its empty poll 5 waits
-	r.failed(6, 0)                             // after the batch dropped
-	r.put([]rx.Packet{{Data: []byte("y")}}, 7) // no room for the run either
+	r.put([]rx.Packet{{Data: []byte("x"), RxTime: 11}}, 5) // dropped whole: its empty poll 5 waits
+	r.failed(6, 0)                                         // after the batch dropped
+	r.put([]rx.Packet{{Data: []byte("y")}}, 7)             // no room for the run either
 	take()
 	r.failed(8, 0)
 	r.put([]rx.Packet{{Data: []byte("z")}}, 0)
-	if got, want := take(), []string{"failed 8-8 after 7", `"z" after 0`}; !slices.Equal(got, want) {
-		t.Errorf("after a run left out: %q, want %q (the empty poll at 7 before the run)", got, want)
+	if got, want := take(), []string{"lost 2 from 11", "failed 8-8 after 7", `"z" after 0`}; !slices.Equal(got, want) {
+		t.Errorf("after a run left out: %q, want %q (x and y left out, the empty poll at 7 before the run)", got, want)
 	}
 	r = &ring{buf: make([]byte, size), size: size, mask: size - 1}
 	r.put([]rx.Packet{big}, 0)
-	r.put([]rx.Packet{{Data: []byte("x")}}, 9) // dropped whole
+	r.put([]rx.Packet{{Data: []byte("x"), RxTime: 11}}, 9) // dropped whole
 	take()
 	r.failed(10, 0)
 	r.put([]rx.Packet{{Data: []byte("w")}}, 0)
-	if got, want := take(), []string{"failed 10-10 after 9", `"w" after 0`}; !slices.Equal(got, want) || r.dropped.Load() != 1 {
+	if got, want := take(), []string{"lost 1 from 11", "failed 10-10 after 9", `"w" after 0`}; !slices.Equal(got, want) || r.dropped.Load() != 1 {
 		t.Errorf("a run after a batch dropped whole: %q (%d dropped), want %q (1)", got, r.dropped.Load(), want)
 	}
 }
@@ -317,4 +321,84 @@ func openHalfFull(t *testing.T) (*Capture, string) {
 	}
 	c.f = &halfFull{File: c.f.(*os.File)} // the drainer has written only the header: no race
 	return c, path
+}
+
+// lostFrames reads a capture's marker frames of datagrams left out: the
+// ring's and the failed writes' counts, and where each frame was (the
+// number of datagrams before it).
+func lostFrames(t *testing.T, path string) (ring, write uint64, at []string) {
+	t.Helper()
+	r := openCapture(t, path)
+	r.ReturnMarkers()
+	n := 0
+	for {
+		fr, err := r.Next()
+		if err == io.EOF {
+			return ring, write, at
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		if !fr.Marker {
+			n++
+			continue
+		}
+		if rg, w, ok := Lost(fr.Payload); ok {
+			ring, write = ring+rg, write+w
+			at = append(at, fmt.Sprintf("%d+%d after %d datagrams, from %d", rg, w, n, fr.Time))
+		}
+	}
+}
+
+// TestCaptureLostMarked: the datagrams a failed write lost are said in the
+// file, a marker frame where they were (from the first one's receive
+// time), and so are those the ring had no room for: every one counted in
+// Stats.Dropped is in a marker frame before the datagrams after it.
+func TestCaptureLostMarked(t *testing.T) {
+	c, path := openHalfFull(t)
+	c.Put([]rx.Packet{datagram(1)}, 0)
+	c.Put([]rx.Packet{datagram(2), datagram(3)}, 0) // cut by the write: lost
+	writeFailedThenClose(t, c)
+	ring, write, at := lostFrames(t, path)
+	if want := []string{fmt.Sprintf("0+2 after 1 datagrams, from %d", datagram(2).RxTime)}; ring != 0 || write != 2 || !slices.Equal(at, want) {
+		t.Errorf("a failed write: lost marker frames %q, want %q", at, want)
+	}
+
+	path = filepath.Join(t.TempDir(), "full.pcap")
+	c, err := Open(Config{Path: path, Buffer: MinBuffer, Lines: testLines, Log: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	batch := make([]rx.Packet, 2000) // 3 MB: several times the ring
+	for i := range batch {
+		batch[i] = datagram(i)
+	}
+	c.Put(batch, 0)
+	for k := 0; c.ring.tail.Load() != c.ring.head.Load(); k++ { // the drainer made room
+		if k > 10000 {
+			t.Fatal("the drainer never took the ring")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	c.Put(batch[:1], 0)
+	c.Put(batch, 0) // dropped in part again, with no batch after
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	st := c.Stats()
+	ring, write, at = lostFrames(t, path)
+	// The first batch's first datagram not in the file: the drops' first.
+	frames := readAll(t, path)
+	j := 0
+	for j < len(frames) && bytes.Equal(frames[j].Payload, batch[j].Data) {
+		j++
+	}
+	var written uint64 // of the first batch: the datagrams before the first marker frame
+	if len(at) > 0 {
+		fmt.Sscanf(at[0][strings.Index(at[0], "after "):], "after %d", &written)
+	}
+	want := []string{fmt.Sprintf("%d+0 after %d datagrams, from %d", uint64(len(batch))-written, written, batch[j].RxTime),
+		fmt.Sprintf("%d+0 after %d datagrams, from ", uint64(len(batch))-(st.Packets-1-written), st.Packets)}
+	if st.Dropped == 0 || ring != st.Dropped || write != 0 || len(at) != 2 || at[0] != want[0] || !strings.HasPrefix(at[1], want[1]) {
+		t.Errorf("stats %+v, lost marker frames %q, want %q: one before the datagram after the first batch's drops, one at the end, counting the %d dropped, each from the first of its datagrams", st, at, want, st.Dropped)
+	}
 }
