@@ -333,6 +333,12 @@ func replay(args []string, stdout, stderr io.Writer) error {
 		if n := a.Datagrams[0] + a.Datagrams[1]; a.Marked != n {
 			polls = fmt.Sprintf("batch marks for %d of %d, the rest modelled (datagrams %v apart)", a.Marked, n, handler.ReplayPollGap)
 		}
+		if a.Failed != 0 {
+			polls += fmt.Sprintf(", %d runs of failed receive calls", a.Failed)
+		}
+		if a.CaptureLost != 0 {
+			polls += fmt.Sprintf("; the capture left out %d datagrams (its ring full, a failed write): a gap there may be the capture's, not the feed's", a.CaptureLost)
+		}
 		fmt.Fprintf(stdout, "arbitrated    as %s: datagrams A %d, B %d, other %d (%d frames skipped); %d messages delivered, %d filtered out; %d session changes (books emptied); empty polls by %s\n",
 			a.Feed, a.Datagrams[0], a.Datagrams[1], a.Other, a.Skipped, a.Delivered, a.Filtered, a.Resets, polls)
 	}

@@ -29,6 +29,14 @@ type arbitratedReport struct {
 	// (every datagram of a capture without marks) were modelled
 	// (handler.ReplayPollGap).
 	Marked uint64 `json:"marked"`
+	// Failed counts the runs of receive calls that failed with nothing
+	// read (a capture's marker frames), replayed where the live handler
+	// advanced its arbiter.
+	Failed uint64 `json:"failed_receives"`
+	// CaptureLost counts the datagrams the capture said it left out (its
+	// ring full, a failed write): a gap there may be the capture's, not
+	// the feed's.
+	CaptureLost uint64 `json:"capture_lost"`
 }
 
 // replayFeed loads the feed file of replay --feed. The feed's book section
@@ -59,6 +67,8 @@ type arbitrated struct {
 	r   *handler.Replayer
 	fc  *config.Config
 	rep arbitratedReport
+	// otherMarkers: marker frames that are no run of failed receives
+	otherMarkers uint64
 }
 
 func newArbitrated(fc *config.Config, path string, in *input.Reader, rp *replayer) (*arbitrated, error) {
@@ -113,6 +123,17 @@ func (a *arbitrated) run() error {
 		if err != nil {
 			return err
 		}
+		if fr.Marker {
+			if first, last, drained, ok := capture.Failed(fr.SrcMAC, fr.Payload, fr.Time); ok && marked {
+				a.rep.Failed++
+				a.r.Failed(first, last, drained)
+			} else if ring, write, ok := capture.Lost(fr.Payload); ok && marked {
+				a.rep.CaptureLost += ring + write
+			} else {
+				a.otherMarkers++ // of a later writer: skipped
+			}
+			continue
+		}
 		i := a.line(&fr)
 		if i < 0 || i >= len(a.rep.Datagrams) {
 			a.rep.Other++
@@ -132,7 +153,7 @@ func (a *arbitrated) run() error {
 
 func (a *arbitrated) report() *arbitratedReport {
 	cs := a.in.CaptureStats()
-	a.rep.Skipped = cs.Malformed()
+	a.rep.Skipped = cs.Malformed() + a.otherMarkers
 	a.rep.Resets = a.r.Resets
 	a.rep.Filtered = a.r.Filtered()
 	a.rep.Delivered = a.r.Delivered

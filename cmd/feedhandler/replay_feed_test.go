@@ -14,7 +14,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rs/zerolog"
+
+	"github.com/marketfeed/feedhandler/feed/capture"
 	"github.com/marketfeed/feedhandler/feed/pcap"
+	"github.com/marketfeed/feedhandler/feed/rx"
 	"github.com/marketfeed/feedhandler/internal/demo"
 	"github.com/marketfeed/feedhandler/internal/shmtest"
 )
@@ -65,14 +69,22 @@ func writeLaggingCapture(t *testing.T, path string, day *demo.Day, lost int, lag
 // to dir/lines.pcap (writeLaggingCapture; lost: which packet A lost).
 func laggingDay(t *testing.T, messages int, seed uint64, lost func(*demo.Day) int, lag time.Duration) (*demo.Day, string, string) {
 	t.Helper()
+	day, dir, capPath := dayDir(t, messages, seed)
+	writeLaggingCapture(t, capPath, day, lost(day), lag)
+	return day, dir, capPath
+}
+
+// dayDir generates a day of messages (20 symbols, seed) and returns it, a
+// test directory and the path of a capture in it, dir/lines.pcap (not
+// written).
+func dayDir(t *testing.T, messages int, seed uint64) (*demo.Day, string, string) {
+	t.Helper()
 	day, err := demo.GenerateDay(messages, 20, seed)
 	if err != nil {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	capPath := filepath.Join(dir, "lines.pcap")
-	writeLaggingCapture(t, capPath, day, lost(day), lag)
-	return day, dir, capPath
+	return day, dir, filepath.Join(dir, "lines.pcap")
 }
 
 // writeDemoFeed writes dir/feed.yaml: day's session on the demo's two
@@ -149,12 +161,7 @@ func TestReplayFeedArbitratesAsLive(t *testing.T) {
 // TestReplayFeedSymbols: the feed's symbols filter the replay's books as
 // they filter the live handler's.
 func TestReplayFeedSymbols(t *testing.T) {
-	day, err := demo.GenerateDay(20_000, 20, 12)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	capPath := filepath.Join(dir, "lines.pcap")
+	day, dir, capPath := dayDir(t, 20_000, 12)
 	writeLaggingCapture(t, capPath, day, -1, time.Millisecond)
 	keep := strings.TrimSpace(day.Symbols[3].String())
 	feed := filepath.Join(dir, "feed.yaml")
@@ -168,6 +175,16 @@ shm: {name: replaytest}
 	if err := os.WriteFile(feed, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	rep := replayFeedJSON(t, feed, capPath)
+	if rep.Arbitrated == nil || rep.Arbitrated.Filtered == 0 || rep.WithOrders != 1 || rep.Arbitrated.Delivered != day.Messages {
+		t.Fatalf("replay --feed with symbols [%s]: %d instruments with orders, report %+v; want one, the rest filtered", keep, rep.WithOrders, rep.Arbitrated)
+	}
+}
+
+// replayFeedJSON runs replay --json --feed feed of capPath and returns its
+// report.
+func replayFeedJSON(t *testing.T, feed, capPath string) replayReport {
+	t.Helper()
 	var report bytes.Buffer
 	if err := replay([]string{"--quiet", "--json", "--settle", "0", "--feed", feed, capPath}, &report, io.Discard); err != nil {
 		t.Fatal(err)
@@ -176,9 +193,7 @@ shm: {name: replaytest}
 	if err := json.Unmarshal(report.Bytes(), &rep); err != nil {
 		t.Fatal(err)
 	}
-	if rep.Arbitrated == nil || rep.Arbitrated.Filtered == 0 || rep.WithOrders != 1 || rep.Arbitrated.Delivered != day.Messages {
-		t.Fatalf("replay --feed with symbols [%s]: %d instruments with orders, report %+v; want one, the rest filtered", keep, rep.WithOrders, rep.Arbitrated)
-	}
+	return rep
 }
 
 // TestReplayFeedRefuses: --feed replays captures only, and sets the books'
@@ -236,5 +251,104 @@ func TestReplayFeedCutShm(t *testing.T) {
 	_ = bookview([]string{"--shm", name, "--once", "--json"}, &got) // the writer is not live: exit status 3
 	if len(want) < 100 || !bytes.Equal(got.Bytes(), want) {
 		t.Fatalf("bookview --once --json differs from replay --books-out --depth 10:\nbookview: %.400s\nreplay:   %.400s", got.Bytes(), want)
+	}
+}
+
+// TestReplayFeedFailedReceives: a capture written as the handler writes
+// it (capture.Put, capture.Failed) where line A lost a packet, line B
+// brings its copy 5 ms late, and the receive calls failed for 29 ms once
+// A's next packet showed the hole (the datagrams queued meanwhile read in
+// one batch after): the live arbiter, advanced by the failures past
+// arbitration.line_timeout (25ms), took the lines as dead and declared the
+// packet missing before B's copy was read. replay --feed advances its
+// arbiter there too (the capture's marker frame): the same gap, and
+// failed_receives 1; without the marker frame, B's copy fills the hole.
+func TestReplayFeedFailedReceives(t *testing.T) {
+	day, dir, capPath := dayDir(t, 20_000, 11)
+	lines := []rx.LineConfig{{Group: demo.GroupA.Addr(), Port: demo.GroupA.Port()}, {Group: demo.GroupB.Addr(), Port: demo.GroupB.Port()}}
+	c, err := capture.Open(capture.Config{Path: capPath, Lines: lines, Log: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lost := len(day.Packets) / 2
+	t0 := time.Date(2026, 12, 6, 14, 30, 0, 0, time.UTC).UnixNano()
+	var pkts []rx.Packet
+	for i, p := range day.Packets {
+		ts := t0 + int64(i)*int64(100*time.Microsecond)
+		if i != lost {
+			pkts = append(pkts, rx.Packet{Line: rx.LineA, Data: p, RxTime: ts})
+		}
+		pkts = append(pkts, rx.Packet{Line: rx.LineB, Data: p, RxTime: ts + int64(5*time.Millisecond)})
+	}
+	slices.SortStableFunc(pkts, func(a, b rx.Packet) int { return cmp.Compare(a.RxTime, b.RxTime) })
+	shown := t0 + int64(lost+1)*int64(100*time.Microsecond) // A's packet after the lost one
+	failFrom, failTo := shown+int64(time.Millisecond), shown+int64(30*time.Millisecond)
+	for i := 0; i < len(pkts); {
+		switch p := pkts[i]; {
+		case p.RxTime <= shown || p.RxTime > failTo: // read one by one, an empty poll before each
+			c.Put(pkts[i:i+1], p.RxTime-1)
+			i++
+		default: // queued while the receive calls failed: read in one batch after
+			c.Failed(failFrom, 0)
+			c.Failed(failTo, 0)
+			n := i + 1
+			for n < len(pkts) && pkts[n].RxTime <= failTo {
+				n++
+			}
+			c.Put(pkts[i:n], 0)
+			i = n
+		}
+	}
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	feed := writeDemoFeed(t, dir, day, "arbitration: {hold: 20ms, line_timeout: 25ms}\n")
+	rep := replayFeedJSON(t, feed, capPath)
+	a := rep.Arbitrated
+	if a == nil || a.Failed != 1 || a.Skipped != 0 || a.Marked != a.Datagrams[0]+a.Datagrams[1] || rep.InputGaps != 1 {
+		t.Fatalf("replay --feed: %d gaps (%d missing), report %+v; want the live arbiter's gap, 1 run of failed receive calls, every datagram marked, no frame skipped",
+			rep.InputGaps, rep.InputMissing, a)
+	}
+	var text bytes.Buffer
+	if err := replay([]string{"--quiet", "--settle", "0", "--feed", feed, capPath}, &text, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(text.String(), "the capture's batch marks, 1 runs of failed receive calls\n") {
+		t.Errorf("replay --feed's text report does not count the run of failed receive calls:\n%s", text.String())
+	}
+}
+
+// TestReplayFeedCaptureLost: a capture whose ring was full (one batch of
+// a day on both lines, several times the ring) says how many datagrams it
+// left out, and replay --feed reports them beside the gaps they make.
+func TestReplayFeedCaptureLost(t *testing.T) {
+	day, dir, capPath := dayDir(t, 60_000, 13)
+	lines := []rx.LineConfig{{Group: demo.GroupA.Addr(), Port: demo.GroupA.Port()}, {Group: demo.GroupB.Addr(), Port: demo.GroupB.Port()}}
+	c, err := capture.Open(capture.Config{Path: capPath, Lines: lines, Log: zerolog.Nop(), Buffer: capture.MinBuffer})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Date(2026, 12, 6, 14, 30, 0, 0, time.UTC).UnixNano()
+	var pkts []rx.Packet
+	for i, p := range day.Packets {
+		ts := t0 + int64(i)*int64(100*time.Microsecond)
+		pkts = append(pkts, rx.Packet{Line: rx.LineA, Data: p, RxTime: ts}, rx.Packet{Line: rx.LineB, Data: p, RxTime: ts + 1000})
+	}
+	c.Put(pkts, t0-1)
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	st := c.Stats()
+	feed := writeDemoFeed(t, dir, day, "")
+	rep := replayFeedJSON(t, feed, capPath)
+	if a := rep.Arbitrated; st.Dropped == 0 || a == nil || a.CaptureLost != st.Dropped || a.Skipped != 0 || rep.InputGaps == 0 {
+		t.Fatalf("capture %+v; replay --feed: %d gaps, report %+v: want capture_lost the %d dropped, gaps, no frame skipped", st, rep.InputGaps, a, st.Dropped)
+	}
+	var text bytes.Buffer
+	if err := replay([]string{"--quiet", "--settle", "0", "--feed", feed, capPath}, &text, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	if want := fmt.Sprintf("the capture left out %d datagrams (its ring full, a failed write)", st.Dropped); !strings.Contains(text.String(), want) {
+		t.Errorf("replay --feed's text report does not say %q:\n%s", want, text.String())
 	}
 }

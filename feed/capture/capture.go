@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -110,9 +111,11 @@ type Capture struct {
 	off     int64  // bytes of the file known written
 	stop    chan struct{}
 	done    chan struct{}
-	closed  atomic.Bool
-	failing bool  // the last flush failed
-	lastErr error // its error, for Close
+	// Close's: the first call closes, the others wait for it.
+	closeOnce sync.Once
+	closeErr  error
+	failing   bool  // the last flush failed
+	lastErr   error // its error, for Close
 	// Rotation (Config.RotateSize, Base); the drainer's, after Open.
 	rotateSize int64
 	base       string
@@ -124,6 +127,11 @@ type Capture struct {
 	// lostDrained is the empty poll (mark.go) of a datagram a failed
 	// write lost, for the next datagram written (0: none).
 	lostDrained int64
+	// The datagrams failed writes lost (and what lost marker frames they
+	// lost held), for a lost marker frame before the next frame written;
+	// lostAt: the first one's receive time.
+	lostRing, lostWrite uint64
+	lostAt              int64
 
 	packets, bytes, writeErrs, writeLost, files, deleted atomic.Uint64
 }
@@ -287,6 +295,15 @@ func (c *Capture) BufferSize() int { return int(c.ring.size) }
 // that a replay ticks the arbiter where the handler did (mark.go).
 func (c *Capture) Put(pkts []rx.Packet, drainedAt int64) { c.ring.put(pkts, drainedAt) }
 
+// Failed notes a receive call that failed with nothing read at now (where
+// the receive thread called Arbiter.Advance); drainedAt is Put's for the
+// next batch so far (the empty poll since the batch before, 0: none). The
+// run of failures since the latest empty poll goes to the file before the
+// next batch, a marker frame (mark.go), so that a replay advances the
+// arbiter where the handler did. The receive thread only, as Put: a few
+// stores, nothing written until the next Put.
+func (c *Capture) Failed(now, drainedAt int64) { c.ring.failed(now, drainedAt) }
+
 // Stats returns the counters; safe from any goroutine.
 func (c *Capture) Stats() Stats {
 	return Stats{Packets: c.packets.Load(), Bytes: c.bytes.Load(), Dropped: c.ring.dropped.Load(),
@@ -297,11 +314,14 @@ func (c *Capture) Stats() Stats {
 // unmaps the ring. Call it once Put is no longer called. It returns the
 // error of the last write when that write failed (the end of the capture
 // is lost: counted in WriteLost, and said here), and that of closing the
-// file.
+// file. A Close called again, or at the same time, returns once the first
+// one did, with its error.
 func (c *Capture) Close() error {
-	if c.closed.Swap(true) {
-		return nil
-	}
+	c.closeOnce.Do(func() { c.closeErr = c.close() })
+	return c.closeErr
+}
+
+func (c *Capture) close() error {
 	close(c.stop)
 	<-c.done
 	var err error
@@ -363,6 +383,13 @@ func (c *Capture) drain() {
 			dropRun, runDropped = false, 0
 		}
 		if stopping {
+			if r.lost != 0 {
+				// Left out since the last batch written, with no batch
+				// after to carry their record: the producer has stopped
+				// (Close), its fields are this goroutine's now.
+				c.noteLost(r.lostFirst, r.lost, 0)
+				c.writeLostFrame()
+			}
 			c.rotateSize = 0 // no new file at the end
 			c.flushLogged()
 			return
@@ -386,8 +413,21 @@ func (c *Capture) drain() {
 	}
 }
 
-// write appends one datagram's frame to the buffer.
+// write appends one datagram's frame to the buffer, or a run of failed
+// receive calls' marker frame.
 func (c *Capture) write(rec *record) {
+	if rec.lost != 0 { // the ring's: before the datagrams after them
+		c.noteLost(rec.rxTime, rec.lost, 0)
+		c.writeLostFrame()
+		return
+	}
+	if c.lostRing|c.lostWrite != 0 {
+		c.writeLostFrame()
+	}
+	if rec.failed {
+		c.writeFailed(rec)
+		return
+	}
 	line := int(rec.line)
 	if line >= len(c.dst) {
 		return // no such line: the receiver does not produce it
@@ -416,6 +456,36 @@ func (c *Capture) write(rec *record) {
 	ci := gopacket.CaptureInfo{Timestamp: time.Unix(0, rec.rxTime), CaptureLength: caplen, Length: len(c.frame)}
 	c.pw.WritePacket(ci, c.frame[:caplen]) // into memory: never fails
 	c.pending++
+}
+
+// writeFailed appends the marker frame of a run of failed receive calls
+// (mark.go) to the buffer: not a datagram (pending, Stats.Packets).
+func (c *Capture) writeFailed(rec *record) {
+	drained := rec.drained
+	if drained == 0 {
+		drained = c.lostDrained
+	}
+	c.lostDrained = 0
+	c.frame = appendFailedFrame(c.frame[:0], rec.failFirst, rec.rxTime, drained)
+	ci := gopacket.CaptureInfo{Timestamp: time.Unix(0, rec.rxTime), CaptureLength: len(c.frame), Length: len(c.frame)}
+	c.pw.WritePacket(ci, c.frame)
+}
+
+// noteLost adds datagrams left out of the file, the first received at at.
+func (c *Capture) noteLost(at int64, ring, write uint64) {
+	if c.lostRing|c.lostWrite == 0 || at < c.lostAt {
+		c.lostAt = at
+	}
+	c.lostRing += ring
+	c.lostWrite += write
+}
+
+// writeLostFrame appends the marker frame of the datagrams left out (mark.go).
+func (c *Capture) writeLostFrame() {
+	c.frame = appendLostFrame(c.frame[:0], c.lostRing, c.lostWrite)
+	ci := gopacket.CaptureInfo{Timestamp: time.Unix(0, c.lostAt), CaptureLength: len(c.frame), Length: len(c.frame)}
+	c.pw.WritePacket(ci, c.frame)
+	c.lostRing, c.lostWrite = 0, 0
 }
 
 // flushLogged flushes the buffer, logging a failure once per run of them,
@@ -529,7 +599,8 @@ func (c *Capture) rotate() {
 // they are. The buffer starts with the file header when the file has none
 // yet (off 0); then records follow, each a 16-byte pcap record header
 // whose bytes 8:12 are the frame's captured length (pcapgo writes them
-// little-endian), then the frame.
+// little-endian), then the frame. Marker frames are whole records but not
+// datagrams: not counted.
 func (c *Capture) wholeRecords(n int) (int, uint64) {
 	p := 0
 	if c.off == 0 {
@@ -544,16 +615,26 @@ func (c *Capture) wholeRecords(n int) (int, uint64) {
 		if end > n {
 			break
 		}
+		if !isMarkerFrame(c.buf.b[p+16 : end]) {
+			recs++
+		}
 		p = end
-		recs++
 	}
 	return p, recs
+}
+
+// isMarkerFrame reports whether a frame the writer made is a marker frame
+// (the datagrams' are IPv4).
+func isMarkerFrame(f []byte) bool {
+	return len(f) >= 14 && binary.BigEndian.Uint16(f[12:14]) == pcap.EtherMarker
 }
 
 // keepLostMark keeps the last empty poll marked on the records a failed
 // write lost (the buffer's from byte whole on) for the next datagram
 // written, as the ring hands on the empty poll of a batch it had no room
 // for: the replay still ticks the arbiter before what follows the loss.
+// It counts the datagrams lost (and those a lost marker frame among them
+// counted) for a marker frame before the next frame written.
 func (c *Capture) keepLostMark(whole int) {
 	p := whole
 	if c.off == 0 {
@@ -562,10 +643,19 @@ func (c *Capture) keepLostMark(whole int) {
 	for p+16+12 <= len(c.buf.b) {
 		r := c.buf.b[p:]
 		ts := int64(binary.LittleEndian.Uint32(r[0:4]))*1e9 + int64(binary.LittleEndian.Uint32(r[4:8]))
+		end := 16 + int(binary.LittleEndian.Uint32(r[8:12]))
 		if d, ok := Mark([6]byte(r[16+6:16+12]), ts); ok && d != 0 {
 			c.lostDrained = d
 		}
-		p += 16 + int(binary.LittleEndian.Uint32(r[8:12]))
+		switch f := r[16:end]; {
+		case !isMarkerFrame(f):
+			c.noteLost(ts, 0, 1)
+		case len(f) >= 14:
+			if ring, write, ok := Lost(f[14:]); ok {
+				c.noteLost(ts, ring, write) // the count it held, lost with it
+			}
+		}
+		p += end
 	}
 }
 

@@ -44,20 +44,34 @@ func datagram(i int) rx.Packet {
 
 func readAll(t *testing.T, path string) []pcap.Frame {
 	t.Helper()
+	out, _ := readAllStats(t, path)
+	return out
+}
+
+// openCapture opens a capture file for reading, closed at the test's end.
+func openCapture(t *testing.T, path string) *pcap.Reader {
+	t.Helper()
 	f, err := os.Open(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
+	t.Cleanup(func() { f.Close() })
 	r, err := pcap.NewReader(f)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return r
+}
+
+// readAllStats is readAll, with the reader's counts.
+func readAllStats(t *testing.T, path string) ([]pcap.Frame, pcap.Stats) {
+	t.Helper()
+	r := openCapture(t, path)
 	var out []pcap.Frame
 	for {
 		fr, err := r.Next()
 		if err == io.EOF {
-			return out
+			return out, r.Stats()
 		}
 		if err != nil {
 			t.Fatalf("frame %d: %v", len(out)+1, err)
@@ -260,16 +274,7 @@ func TestFileNameTaken(t *testing.T) {
 // still returns, with the error of its last flush: what the stop wrote is
 // lost, which its caller (the handler's Stop) must hear.
 func TestWriteErrors(t *testing.T) {
-	c, err := Open(Config{Path: filepath.Join(t.TempDir(), "c.pcap"), Buffer: MinBuffer, Lines: testLines, Log: zerolog.Nop()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	full, err := os.OpenFile("/dev/full", os.O_WRONLY, 0)
-	if err != nil {
-		t.Skipf("no /dev/full: %v", err)
-	}
-	c.f.Close()
-	c.f = full // the drainer has not written since Open's header: no race
+	c := openFull(t)
 	c.Put([]rx.Packet{datagram(1), datagram(2)}, 0)
 	if err := c.Close(); !errors.Is(err, syscall.ENOSPC) {
 		t.Fatalf("Close after its last flush failed: %v, want that write's error (ENOSPC)", err)
@@ -890,4 +895,42 @@ func TestFileTooLargeAtStop(t *testing.T) {
 		t.Fatalf("stats %+v, files %v: want the one file, datagram 1 in it, 2 lost", st, names)
 	}
 	checkFrame(t, readAll(t, names[0])[0], 1)
+}
+
+// TestCloseConcurrent: Closes called at the same time (two stops) all
+// return once the capture is closed, with its error (here the last
+// write's, the disk full), and so does a Close after.
+func TestCloseConcurrent(t *testing.T) {
+	c := openFull(t)
+	c.Put([]rx.Packet{datagram(1), datagram(2)}, 0)
+	errs := make(chan error, 4)
+	for range 4 {
+		go func() { errs <- c.Close() }()
+	}
+	for range 4 {
+		if err := <-errs; !errors.Is(err, syscall.ENOSPC) {
+			t.Errorf("a Close at the same time as others: %v, want the last write's error (ENOSPC)", err)
+		}
+	}
+	if err := c.Close(); !errors.Is(err, syscall.ENOSPC) {
+		t.Errorf("a Close after: %v, want the last write's error (ENOSPC)", err)
+	}
+}
+
+// openFull opens a capture that writes to /dev/full (every write fails,
+// the disk full) after its header.
+func openFull(t *testing.T) *Capture {
+	t.Helper()
+	c, err := Open(Config{Path: filepath.Join(t.TempDir(), "c.pcap"), Buffer: MinBuffer, Lines: testLines, Log: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	full, err := os.OpenFile("/dev/full", os.O_WRONLY, 0)
+	if err != nil {
+		c.Close()
+		t.Skipf("no /dev/full: %v", err)
+	}
+	c.f.Close()
+	c.f = full // the drainer has not written since Open's header: no race
+	return c
 }

@@ -8,7 +8,9 @@
 // batch with one atomic store; an ordinary goroutine drains the ring into
 // the file through a 1 MiB buffer. When the ring is full the datagram is
 // left out of the capture (never out of the feed) and counted
-// (Stats.Dropped); the drainer logs one warning per run of drops. A failed
+// (Stats.Dropped); the drainer logs one warning per run of drops. The
+// datagrams left out (so, or by a failed write) are said in the file, a
+// marker frame before the next frame written (mark.go). A failed
 // write (a full disk) is logged once per run of failures and counted
 // (Stats.WriteErrors, Stats.WriteLost: only what did not reach the file
 // whole); the file is cut back to its last whole record so that it stays
@@ -24,10 +26,14 @@
 // destination a replay tells the lines apart by). The Ethernet source
 // address is a batch mark instead: where the receive thread found every
 // line empty before the datagram (Put's drainedAt), so that a replay ticks
-// its arbiter where the live one ticked (Mark, FileMark).
+// its arbiter where the live one ticked (Mark, FileMark). A run of receive
+// calls that failed between two batches (Failed) is a marker frame before
+// the next, not an IP datagram, so that a replay advances its arbiter
+// there too (mark.go).
 //
 //	c, err := capture.Open(capture.Config{Path: p, Lines: lines, Log: log})
 //	...
+//	c.Failed(now, drainedAt)   // the receive thread, at a failed call
 //	c.Put(pkts[:n], drainedAt) // the receive thread, per batch, before Release
 //	...
 //	err = c.Close() // after the receive thread stopped

@@ -1,5 +1,11 @@
 package capture
 
+import (
+	"encoding/binary"
+
+	"github.com/marketfeed/feedhandler/feed/pcap"
+)
+
 // Batch marks. A replay of a capture arbitrates the lines as the live
 // handler did only if it knows where the handler's receive thread found
 // every line empty (an empty poll, after which the arbiter takes the lines
@@ -20,12 +26,30 @@ package capture
 //     The empty poll of a datagram left out of the file (the ring full, a
 //     failed write) goes with the next datagram written.
 //
+// Nor do the datagrams tell where a receive call failed with nothing read
+// (the arbiter's clock moved on without the lines drained:
+// Arbiter.Advance). A run of such calls between two datagrams is a marker
+// frame of its own before the next datagram (Failed): an Ethernet frame of
+// pcap.EtherMarker, not an IP datagram, from 06:00:00:00:00:00 (or the
+// mark of an empty poll before the run, as a datagram's) to
+// 06:00:00:00:00:00, stamped with the run's last failed call, whose
+// payload is failedTag then the run's first failed call, ns since the
+// Unix epoch, big-endian. Other tools show it as a frame of an unknown
+// EtherType; a replay that does not know it passes over it.
+//
+// Datagrams left out of the file (the ring full, a failed write) are a
+// marker frame too, before the next frame written (Lost): from and to
+// 06:00:00:00:00:00, stamped with the first one's receive time, whose
+// payload is lostTag, then how many the ring had no room for and how many
+// a failed write lost, unsigned 64-bit, big-endian. A replay cannot
+// replay them, but it can say that a gap there may be the capture's.
+//
 // A file rewritten by another tool (mergecap, editcap) has a header of its
 // own: its frames are read as unmarked.
 const (
 	// FileMark is the pcap file header's sigfigs field in a capture
 	// whose frames carry batch marks ("FHB1").
-	FileMark uint32 = 0x46484231
+	FileMark = pcap.MarkedSigfigs
 
 	markFrame   = 0x06 // locally administered, unicast: a marked frame
 	markDrained = 0x08 // an empty poll came before this datagram
@@ -58,4 +82,62 @@ func Mark(mac [6]byte, rxTime int64) (drained int64, marked bool) {
 	u := uint64(mac[1])<<32 | uint64(mac[2])<<24 | uint64(mac[3])<<16 | uint64(mac[4])<<8 | uint64(mac[5])
 	d := int64(u<<24) >> 24 // sign-extend 40 bits
 	return rxTime - d, true
+}
+
+// failedTag begins the payload of a marker frame of failed receive calls.
+var failedTag = [4]byte{'F', 'H', 'R', 'F'}
+
+// appendFailedFrame appends the marker frame of a run of receive calls
+// that failed from first to last (ns), after an empty poll at drained (0:
+// none since the datagram before).
+func appendFailedFrame(b []byte, first, last, drained int64) []byte {
+	mac := markMAC(last, drained)
+	b = append(b, markFrame, 0, 0, 0, 0, 0)
+	b = append(b, mac[:]...)
+	b = append(b, pcap.EtherMarker>>8, pcap.EtherMarker&0xFF)
+	b = append(b, failedTag[:]...)
+	return binary.BigEndian.AppendUint64(b, uint64(first))
+}
+
+// Failed reads a marker frame (pcap.Frame.Marker) of a file whose header
+// carries FileMark, stamped at rxTime, with the given Ethernet source
+// address and payload: ok reports that it is a run of receive calls that
+// failed with nothing read, from first to last (ns since the Unix epoch),
+// after the empty poll drained (0: none since the datagram before), where
+// the live handler called Arbiter.Advance.
+func Failed(mac [6]byte, payload []byte, rxTime int64) (first, last, drained int64, ok bool) {
+	if len(payload) < 12 || [4]byte(payload[:4]) != failedTag {
+		return 0, 0, 0, false
+	}
+	drained, ok = Mark(mac, rxTime)
+	if !ok {
+		return 0, 0, 0, false
+	}
+	return int64(binary.BigEndian.Uint64(payload[4:12])), rxTime, drained, true
+}
+
+// lostTag begins the payload of a marker frame of datagrams left out.
+var lostTag = [4]byte{'F', 'H', 'R', 'L'}
+
+// appendLostFrame appends the marker frame of datagrams left out, the
+// first received at first: ring of them for want of room in the ring,
+// write lost with a failed write.
+func appendLostFrame(b []byte, ring, write uint64) []byte {
+	b = append(b, markFrame, 0, 0, 0, 0, 0, markFrame, 0, 0, 0, 0, 0)
+	b = append(b, pcap.EtherMarker>>8, pcap.EtherMarker&0xFF)
+	b = append(b, lostTag[:]...)
+	b = binary.BigEndian.AppendUint64(b, ring)
+	return binary.BigEndian.AppendUint64(b, write)
+}
+
+// Lost reads a marker frame's payload (pcap.Frame.Marker) of a file whose
+// header carries FileMark: ok reports that it counts datagrams left out of
+// the file before the next frame, ring of them because the capture's ring
+// was full, write lost with a failed write (the frame's time is the first
+// one's receive time).
+func Lost(payload []byte) (ring, write uint64, ok bool) {
+	if len(payload) < 20 || [4]byte(payload[:4]) != lostTag {
+		return 0, 0, false
+	}
+	return binary.BigEndian.Uint64(payload[4:12]), binary.BigEndian.Uint64(payload[12:20]), true
 }

@@ -2,9 +2,13 @@ package capture
 
 import (
 	"bytes"
+	"fmt"
+	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -99,7 +103,7 @@ func TestRingCarriesDroppedMark(t *testing.T) {
 		var rec record
 		for t, head := r.tail.Load(), r.head.Load(); t != head; {
 			var ok bool
-			if t, ok = r.next(t, &rec); ok {
+			if t, ok = r.next(t, &rec); ok && rec.lost == 0 {
 				out = append(out, rec.drained)
 			}
 		}
@@ -134,12 +138,7 @@ func TestRingCarriesDroppedMark(t *testing.T) {
 // of a batch the ring had no room for does: the replay still ticks
 // before what follows the loss.
 func TestWriteLostMarkCarried(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "c.pcap")
-	c, err := Open(Config{Path: path, Buffer: MinBuffer, Lines: testLines, Log: zerolog.Nop()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.f = &halfFull{File: c.f.(*os.File)} // the drainer has written only the header: no race
+	c, path := openHalfFull(t)
 	polled := datagram(2).RxTime - 300
 	c.Put([]rx.Packet{datagram(1)}, datagram(1).RxTime-100)
 	c.Put([]rx.Packet{datagram(2), datagram(3)}, polled) // cut by the write: lost
@@ -153,5 +152,253 @@ func TestWriteLostMarkCarried(t *testing.T) {
 		if got, ok := Mark(fr.SrcMAC, fr.Time); !ok || got != want[k] {
 			t.Errorf("frame %d: empty poll %d (marked %v), want %d", k+1, got, ok, want[k])
 		}
+	}
+}
+
+// TestCaptureFailedRuns: the runs of failed receive calls between batches
+// go to the file as marker frames before the next batch, each with the
+// empty poll before it, the batch's datagram with the one after it (if
+// any); a run before an empty poll followed by another run keeps the
+// later; Stats.Packets counts the datagrams only. A reader that is not
+// asked for marker frames counts them apart, not as skipped frames, and
+// tshark reads them as frames of EtherType 0x88b5.
+func TestCaptureFailedRuns(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "c.pcap")
+	c, err := Open(Config{Path: path, Buffer: MinBuffer, Lines: testLines, Log: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := func(i int) rx.Packet { return datagram(i) }
+	at := func(i int, d int64) int64 { return p(i).RxTime + d }
+	c.Put([]rx.Packet{p(0)}, 0)
+	c.Failed(at(0, 10), 0) // a run, no empty poll
+	c.Failed(at(0, 20), 0)
+	c.Put([]rx.Packet{p(1), p(2)}, 0)
+	c.Failed(at(2, 10), 0) // a run before an empty poll, then another
+	c.Failed(at(2, 20), 0)
+	c.Failed(at(2, 40), at(2, 30))
+	c.Failed(at(2, 50), at(2, 30))
+	c.Put([]rx.Packet{p(3)}, at(2, 30))
+	c.Failed(at(3, 10), 0) // a run, then an empty poll
+	c.Put([]rx.Packet{p(4)}, at(3, 20))
+	c.Put([]rx.Packet{p(5)}, 0)
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if st := c.Stats(); st.Packets != 6 {
+		t.Errorf("stats %+v: want 6 datagrams (marker frames are none)", st)
+	}
+
+	type ev struct {
+		datagram             int // -1: a run of failed calls
+		first, last, drained int64
+	}
+	want := []ev{{0, 0, 0, 0}, {-1, at(0, 10), at(0, 20), 0}, {1, 0, 0, 0}, {2, 0, 0, 0},
+		{-1, at(2, 40), at(2, 50), at(2, 30)}, {3, 0, 0, 0}, {-1, at(3, 10), at(3, 10), 0}, {4, 0, 0, at(3, 20)}, {5, 0, 0, 0}}
+	r := openCapture(t, path)
+	r.ReturnMarkers()
+	var got []ev
+	for {
+		fr, err := r.Next()
+		if err != nil {
+			break
+		}
+		if fr.Marker {
+			first, last, drained, ok := Failed(fr.SrcMAC, fr.Payload, fr.Time)
+			if !ok {
+				t.Fatalf("frame %d: marker % x is no run of failed calls", fr.Index, fr.Payload)
+			}
+			got = append(got, ev{-1, first, last, drained})
+			continue
+		}
+		drained, _ := Mark(fr.SrcMAC, fr.Time)
+		i := slices.IndexFunc([]int{0, 1, 2, 3, 4, 5}, func(i int) bool { return bytes.Equal(fr.Payload, p(i).Data) })
+		got = append(got, ev{i, 0, 0, drained})
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("read %+v\nwant %+v", got, want)
+	}
+
+	frames, st := readAllStats(t, path)
+	if len(frames) != 6 || st.Malformed() != 0 || st.Markers != 3 {
+		t.Errorf("a reader not asked for marker frames: %d datagrams, stats %+v; want 6, 3 markers, none skipped", len(frames), st)
+	}
+	if _, err := exec.LookPath("tshark"); err != nil {
+		t.Log("tshark not installed: not run")
+		return
+	}
+	out, err := exec.Command("tshark", "-r", path, "-T", "fields", "-e", "eth.type", "-e", "udp.dstport").Output()
+	if err != nil {
+		t.Fatalf("tshark: %v: %s", err, out)
+	}
+	if types := strings.Fields(string(out)); len(types) != 15 || strings.Count(string(out), "0x88b5") != 3 || strings.Count(string(out), "0x0800") != 6 {
+		t.Errorf("tshark read %q: want 6 frames of 0x0800 with a UDP port, 3 of 0x88b5", out)
+	}
+}
+
+// TestWriteCutBackMarkers: a write cut part way with marker frames in its
+// buffer counts the datagrams written and lost, not the marker frames:
+// written + lost = the datagrams put.
+func TestWriteCutBackMarkers(t *testing.T) {
+	c, path := openHalfFull(t)
+	for i := 1; i <= 3; i++ {
+		c.Failed(datagram(i).RxTime-20, 0)
+		c.Failed(datagram(i).RxTime-10, 0)
+		c.Put([]rx.Packet{datagram(i)}, 0)
+	}
+	writeFailedThenClose(t, c)
+	frames, st := readAllStats(t, path)
+	if cs := c.Stats(); cs.Packets+cs.WriteLost != 5 || cs.Packets != uint64(len(frames)) || st.Markers == 0 {
+		t.Fatalf("stats %+v, %d datagrams and %d marker frames in the file; want written + lost = the 5 datagrams put, the written in the file", cs, len(frames), st.Markers)
+	}
+}
+
+// TestRingFailedRuns: a run of failed receive calls is a record of its own
+// before the batch, at every offset of the ring (wrapping at its end);
+// with no room it is left out, and the empty poll before it goes with the
+// batch's first datagram written; an empty poll of a batch dropped whole
+// before the run goes with the run. The datagrams left out are a record
+// before both (how many, from when), counted on while it has no room.
+func TestRingFailedRuns(t *testing.T) {
+	const size = 4096
+	r := &ring{buf: make([]byte, size), size: size, mask: size - 1}
+	take := func() []string {
+		var out []string
+		var rec record
+		for t, head := r.tail.Load(), r.head.Load(); t != head; {
+			var ok bool
+			if t, ok = r.next(t, &rec); ok && rec.failed {
+				out = append(out, fmt.Sprintf("failed %d-%d after %d", rec.failFirst, rec.rxTime, rec.drained))
+			} else if ok && rec.lost != 0 {
+				out = append(out, fmt.Sprintf("lost %d from %d", rec.lost, rec.rxTime))
+			} else if ok {
+				out = append(out, fmt.Sprintf("%q after %d", rec.payload, rec.drained))
+			}
+		}
+		r.tail.Store(r.head.Load())
+		return out
+	}
+	for i := int64(1); i < 400; i++ { // 96 bytes a round: every offset of the ring
+		r.failed(i*10+1, i*10)
+		r.failed(i*10+2, i*10)
+		r.put([]rx.Packet{{Data: []byte("abcdefghijklmnopqrstuvwxyz0123456789"), RxTime: i*10 + 3}}, i*10)
+		want := []string{fmt.Sprintf("failed %d-%d after %d", i*10+1, i*10+2, i*10), fmt.Sprintf("%q after 0", "abcdefghijklmnopqrstuvwxyz0123456789")}
+		if got := take(); !slices.Equal(got, want) {
+			t.Fatalf("round %d (head %d): %q, want %q", i, r.pHead, got, want)
+		}
+	}
+	big := rx.Packet{Data: make([]byte, size-recHeader-16), RxTime: 10}
+	r = &ring{buf: make([]byte, size), size: size, mask: size - 1} // big fits only at the start
+	r.put([]rx.Packet{big}, 0)
+	r.put([]rx.Packet{{Data: []byte("x"), RxTime: 11}}, 5) // dropped whole: its empty poll 5 waits
+	r.failed(6, 0)                                         // after the batch dropped
+	r.put([]rx.Packet{{Data: []byte("y")}}, 7)             // no room for the run either
+	take()
+	r.failed(8, 0)
+	r.put([]rx.Packet{{Data: []byte("z")}}, 0)
+	if got, want := take(), []string{"lost 2 from 11", "failed 8-8 after 7", `"z" after 0`}; !slices.Equal(got, want) {
+		t.Errorf("after a run left out: %q, want %q (x and y left out, the empty poll at 7 before the run)", got, want)
+	}
+	r = &ring{buf: make([]byte, size), size: size, mask: size - 1}
+	r.put([]rx.Packet{big}, 0)
+	r.put([]rx.Packet{{Data: []byte("x"), RxTime: 11}}, 9) // dropped whole
+	take()
+	r.failed(10, 0)
+	r.put([]rx.Packet{{Data: []byte("w")}}, 0)
+	if got, want := take(), []string{"lost 1 from 11", "failed 10-10 after 9", `"w" after 0`}; !slices.Equal(got, want) || r.dropped.Load() != 1 {
+		t.Errorf("a run after a batch dropped whole: %q (%d dropped), want %q (1)", got, r.dropped.Load(), want)
+	}
+}
+
+// openHalfFull opens a capture whose first write after its header stops
+// half-way (halfFull), and returns it and its file.
+func openHalfFull(t *testing.T) (*Capture, string) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "c.pcap")
+	c, err := Open(Config{Path: path, Buffer: MinBuffer, Lines: testLines, Log: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.f = &halfFull{File: c.f.(*os.File)} // the drainer has written only the header: no race
+	return c, path
+}
+
+// lostFrames reads a capture's marker frames of datagrams left out: the
+// ring's and the failed writes' counts, and where each frame was (the
+// number of datagrams before it).
+func lostFrames(t *testing.T, path string) (ring, write uint64, at []string) {
+	t.Helper()
+	r := openCapture(t, path)
+	r.ReturnMarkers()
+	n := 0
+	for {
+		fr, err := r.Next()
+		if err == io.EOF {
+			return ring, write, at
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		if !fr.Marker {
+			n++
+			continue
+		}
+		if rg, w, ok := Lost(fr.Payload); ok {
+			ring, write = ring+rg, write+w
+			at = append(at, fmt.Sprintf("%d+%d after %d datagrams, from %d", rg, w, n, fr.Time))
+		}
+	}
+}
+
+// TestCaptureLostMarked: the datagrams a failed write lost are said in the
+// file, a marker frame where they were (from the first one's receive
+// time), and so are those the ring had no room for: every one counted in
+// Stats.Dropped is in a marker frame before the datagrams after it.
+func TestCaptureLostMarked(t *testing.T) {
+	c, path := openHalfFull(t)
+	c.Put([]rx.Packet{datagram(1)}, 0)
+	c.Put([]rx.Packet{datagram(2), datagram(3)}, 0) // cut by the write: lost
+	writeFailedThenClose(t, c)
+	ring, write, at := lostFrames(t, path)
+	if want := []string{fmt.Sprintf("0+2 after 1 datagrams, from %d", datagram(2).RxTime)}; ring != 0 || write != 2 || !slices.Equal(at, want) {
+		t.Errorf("a failed write: lost marker frames %q, want %q", at, want)
+	}
+
+	path = filepath.Join(t.TempDir(), "full.pcap")
+	c, err := Open(Config{Path: path, Buffer: MinBuffer, Lines: testLines, Log: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	batch := make([]rx.Packet, 2000) // 3 MB: several times the ring
+	for i := range batch {
+		batch[i] = datagram(i)
+	}
+	c.Put(batch, 0)
+	for k := 0; c.ring.tail.Load() != c.ring.head.Load(); k++ { // the drainer made room
+		if k > 10000 {
+			t.Fatal("the drainer never took the ring")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	c.Put(batch[:1], 0)
+	c.Put(batch, 0) // dropped in part again, with no batch after
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	st := c.Stats()
+	ring, write, at = lostFrames(t, path)
+	// The first batch's first datagram not in the file: the drops' first.
+	frames := readAll(t, path)
+	j := 0
+	for j < len(frames) && bytes.Equal(frames[j].Payload, batch[j].Data) {
+		j++
+	}
+	var written uint64 // of the first batch: the datagrams before the first marker frame
+	if len(at) > 0 {
+		fmt.Sscanf(at[0][strings.Index(at[0], "after "):], "after %d", &written)
+	}
+	want := []string{fmt.Sprintf("%d+0 after %d datagrams, from %d", uint64(len(batch))-written, written, batch[j].RxTime),
+		fmt.Sprintf("%d+0 after %d datagrams, from ", uint64(len(batch))-(st.Packets-1-written), st.Packets)}
+	if st.Dropped == 0 || ring != st.Dropped || write != 0 || len(at) != 2 || at[0] != want[0] || !strings.HasPrefix(at[1], want[1]) {
+		t.Errorf("stats %+v, lost marker frames %q, want %q: one before the datagram after the first batch's drops, one at the end, counting the %d dropped, each from the first of its datagrams", st, at, want, st.Dropped)
 	}
 }

@@ -20,9 +20,17 @@ import (
 //	24:32 when the receive thread last found every line empty before this
 //	      datagram, ns since the Unix epoch (0: not since the datagram
 //	      before; see Mark)
+//
+// A run of receive calls that failed (Capture.Failed) is a record of its
+// own, a header alone: length failMark, 8:16 its last failed call, 16:24
+// its first, 24:32 the empty poll before it, as a datagram's. So are the
+// datagrams the ring had no room for: length lostMark, 8:16 the receive
+// time of the first, 16:24 how many.
 const (
 	recHeader = 32
 	wrapMark  = ^uint32(0)
+	failMark  = wrapMark - 1
+	lostMark  = wrapMark - 2
 )
 
 // recordSize is the ring space a payload of n bytes takes.
@@ -43,11 +51,21 @@ type ring struct {
 	tail atomic.Uint64 // published by the consumer
 	_    cacheLine
 	// Producer-local: its head and its last read of tail, and the empty
-	// poll not yet written with a datagram (put's drainedAt).
-	pHead, pTail uint64
-	drainedAt    int64
-	dropped      atomic.Uint64 // datagrams that did not fit (written by the producer)
-	_            cacheLine
+	// poll not yet written with a datagram (put's drainedAt); the run of
+	// failed receive calls since the batch before (failed: 0, none), and
+	// the empty poll before it.
+	pHead, pTail        uint64
+	drainedAt           int64
+	failFirst, failLast int64
+	failDrained         int64
+	// The datagrams left out since the last lost record written (how
+	// many, the first's receive time), and whether a run of failures or
+	// they wait for a record (put's one test).
+	lost      uint64
+	lostFirst int64
+	marks     bool
+	dropped   atomic.Uint64 // datagrams that did not fit (written by the producer)
+	_         cacheLine
 }
 
 // put copies pkts into the ring and publishes them; a datagram that does
@@ -57,6 +75,9 @@ type ring struct {
 // receive thread: no allocation, no lock, one atomic store per batch (and
 // a load of tail only when the cached one says the ring is full).
 func (r *ring) put(pkts []rx.Packet, drainedAt int64) {
+	if r.marks {
+		drainedAt = r.putMarks(drainedAt)
+	}
 	head, tail, size := r.pHead, r.pTail, r.size
 	if drainedAt != 0 {
 		r.drainedAt = drainedAt
@@ -73,6 +94,9 @@ func (r *ring) put(pkts []rx.Packet, drainedAt int64) {
 		if head+total-tail > size {
 			tail = r.tail.Load()
 			if head+total-tail > size {
+				if r.lost+dropped == 0 {
+					r.lostFirst = p.RxTime
+				}
 				dropped++
 				continue
 			}
@@ -105,7 +129,96 @@ func (r *ring) put(pkts []rx.Packet, drainedAt int64) {
 	}
 	if dropped != 0 {
 		r.dropped.Add(dropped)
+		r.lost += dropped
+		r.marks = true
 	}
+}
+
+// failed notes a receive call that failed with nothing read at now;
+// drainedAt is the receive loop's: the empty poll since the batch before
+// (0: none). A run of failures goes from the first after the latest empty
+// poll to the last; an empty poll after a run ends it (then the next
+// failure starts another, the one kept: an empty poll ticks the arbiter
+// past whatever the failures before it moved).
+func (r *ring) failed(now, drainedAt int64) {
+	if r.failLast == 0 || drainedAt != r.failDrained {
+		r.failFirst, r.failDrained = now, drainedAt
+	}
+	r.failLast, r.marks = now, true
+}
+
+// putMarks writes, before a batch whose empty poll is drainedAt, the
+// record of the datagrams left out since the last one (the ring full),
+// then the run of failed receive calls since the batch before
+// (putFailed), and returns the batch's empty poll left for its first
+// datagram. A lost record without room waits for the next batch, its
+// count growing.
+//
+//go:noinline
+func (r *ring) putMarks(drainedAt int64) int64 {
+	if r.lost != 0 {
+		if b := r.reserve(); b != nil {
+			binary.LittleEndian.PutUint32(b[0:4], lostMark)
+			binary.LittleEndian.PutUint64(b[8:16], uint64(r.lostFirst))
+			binary.LittleEndian.PutUint64(b[16:24], r.lost)
+			r.lost = 0
+		}
+	}
+	if r.failLast != 0 {
+		drainedAt = r.putFailed(drainedAt)
+	}
+	r.marks = r.lost != 0
+	r.head.Store(r.pHead)
+	return drainedAt
+}
+
+// reserve takes a record's header of room in the ring and returns it (nil:
+// no room), published by putMarks once filled.
+func (r *ring) reserve() []byte {
+	head, size := r.pHead, r.size
+	pos := head & r.mask
+	total := uint64(recHeader)
+	if size-pos < recHeader {
+		total += size - pos
+	}
+	if head+total-r.pTail > size {
+		r.pTail = r.tail.Load()
+		if head+total-r.pTail > size {
+			return nil
+		}
+	}
+	if total != recHeader {
+		binary.LittleEndian.PutUint32(r.buf[pos:], wrapMark)
+		head += size - pos
+		pos = 0
+	}
+	r.pHead = head + recHeader
+	return r.buf[pos : pos+recHeader]
+}
+
+// putFailed writes the run of failed receive calls before a batch whose
+// empty poll is drainedAt, and returns the batch's empty poll left for its
+// first datagram: none when it was the one before the run. Without room
+// the run is left out (the batch will not fit either).
+func (r *ring) putFailed(drainedAt int64) int64 {
+	before := r.failDrained
+	if before == 0 {
+		before = r.drainedAt // of a batch dropped whole before the run
+	}
+	if drainedAt == r.failDrained {
+		drainedAt = 0
+	}
+	if b := r.reserve(); b != nil {
+		binary.LittleEndian.PutUint32(b[0:4], failMark)
+		binary.LittleEndian.PutUint64(b[8:16], uint64(r.failLast))
+		binary.LittleEndian.PutUint64(b[16:24], uint64(r.failFirst))
+		binary.LittleEndian.PutUint64(b[24:32], uint64(before))
+		r.drainedAt = 0
+	} else if drainedAt == 0 {
+		drainedAt = before // the run left out: its empty poll goes on
+	}
+	r.failLast = 0
+	return drainedAt
 }
 
 // record is one datagram read from the ring, valid until the consumer
@@ -118,6 +231,12 @@ type record struct {
 	rxTime  int64
 	drained int64 // the empty poll before it (0: none since the datagram before)
 	payload []byte
+	// failed: a run of failed receive calls, from failFirst to rxTime
+	// (no payload, line or source). lost: datagrams the ring had no room
+	// for, this many, the first received at rxTime.
+	failed    bool
+	failFirst int64
+	lost      uint64
 }
 
 // next reads the record at tail t (t < head) and returns the tail after it.
@@ -128,6 +247,21 @@ func (r *ring) next(t uint64, rec *record) (uint64, bool) {
 	if n == wrapMark {
 		return t + r.size - pos, false
 	}
+	rec.lost = 0
+	if n == lostMark {
+		rec.failed = false
+		rec.rxTime = int64(binary.LittleEndian.Uint64(b[8:16]))
+		rec.lost = binary.LittleEndian.Uint64(b[16:24])
+		return t + recHeader, true
+	}
+	if n == failMark {
+		rec.failed = true
+		rec.rxTime = int64(binary.LittleEndian.Uint64(b[8:16]))
+		rec.failFirst = int64(binary.LittleEndian.Uint64(b[16:24]))
+		rec.drained = int64(binary.LittleEndian.Uint64(b[24:32]))
+		return t + recHeader, true
+	}
+	rec.failed = false
 	rec.line, rec.srcOK = b[4], b[5] == 1
 	rec.srcPort = binary.LittleEndian.Uint16(b[6:8])
 	rec.rxTime = int64(binary.LittleEndian.Uint64(b[8:16]))

@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -79,22 +80,14 @@ func testCaptureFullRing(t *testing.T, mode Mode, shards []int) {
 	dir := t.TempDir()
 	name := shmtest.Name(t, "fh-capture")
 	r := &batchRx{script: script}
-	h, err := Start(Config{
-		Receive:       rx.Config{Lines: testCaptureLines, BatchSize: 4096},
-		Arbiter:       ArbiterConfig{Grace: time.Millisecond, Hold: 5 * time.Millisecond},
-		Book:          book.Config{MaxOrders: 1 << 18, MaxLocates: 1024, MaxLevels: 1 << 16},
-		Mode:          mode,
-		ShardCores:    shards,
-		ShmName:       name,
-		CapturePath:   filepath.Join(dir, "feed.pcap"),
-		CaptureBuffer: capture.MinBuffer,
-		Open:          func(rx.Config) (rx.Receiver, error) { return r, nil },
-		Log:           zerolog.Nop(),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h.Stop()
+	h := startCapturing(t, Config{
+		Receive:    rx.Config{Lines: testCaptureLines, BatchSize: 4096},
+		Arbiter:    ArbiterConfig{Grace: time.Millisecond, Hold: 5 * time.Millisecond},
+		Book:       book.Config{MaxOrders: 1 << 18, MaxLocates: 1024, MaxLevels: 1 << 16},
+		Mode:       mode,
+		ShardCores: shards,
+		ShmName:    name,
+	}, dir, r)
 	waitFor(t, "every message applied", func() bool {
 		st := h.Stats()
 		return st.Arbiter.Delivered == 100_000 && st.Applied() == st.Routed
@@ -111,19 +104,7 @@ func testCaptureFullRing(t *testing.T, mode Mode, shards []int) {
 	if st.Arbiter.Gaps != 0 || st.Arbiter.Delivered != 100_000 {
 		t.Fatalf("the feed lost messages: %d gaps, %d delivered", st.Arbiter.Gaps, st.Arbiter.Delivered)
 	}
-	files, _ := filepath.Glob(filepath.Join(dir, "feed-*.pcap"))
-	if len(files) != 1 {
-		t.Fatalf("capture files %v, want one feed-<time>.pcap", files)
-	}
-	f, err := os.Open(files[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	pr, err := pcap.NewReader(f)
-	if err != nil {
-		t.Fatal(err)
-	}
+	pr, file := openOneCapture(t, dir)
 	var frames uint64
 	for ; ; frames++ {
 		if _, err := pr.Next(); err == io.EOF {
@@ -133,11 +114,121 @@ func testCaptureFullRing(t *testing.T, mode Mode, shards []int) {
 		}
 	}
 	if frames != c.Packets {
-		t.Fatalf("%d frames in %s, the capture counted %d written", frames, files[0], c.Packets)
+		t.Fatalf("%d frames in %s, the capture counted %d written", frames, file, c.Packets)
 	}
+}
+
+// startCapturing starts a handler configured as cfg that receives from r
+// and captures to dir/feed.pcap with the smallest ring; stopped at the
+// test's end.
+func startCapturing(t *testing.T, cfg Config, dir string, r rx.Receiver) *Handler {
+	t.Helper()
+	cfg.CapturePath, cfg.CaptureBuffer = filepath.Join(dir, "feed.pcap"), capture.MinBuffer
+	cfg.Open = func(rx.Config) (rx.Receiver, error) { return r, nil }
+	cfg.Log = zerolog.Nop()
+	h, err := Start(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.Stop() })
+	return h
+}
+
+// openOneCapture opens the one capture file in dir (feed-<time>.pcap) for
+// reading, closed at the test's end.
+func openOneCapture(t *testing.T, dir string) (*pcap.Reader, string) {
+	t.Helper()
+	files, _ := filepath.Glob(filepath.Join(dir, "feed-*.pcap"))
+	if len(files) != 1 {
+		t.Fatalf("capture files %v, want one feed-<time>.pcap", files)
+	}
+	f, err := os.Open(files[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	pr, err := pcap.NewReader(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pr, files[0]
 }
 
 var testCaptureLines = []rx.LineConfig{
 	{Name: "A", Group: netip.MustParseAddr("239.1.1.1"), Port: 26400},
 	{Name: "B", Group: netip.MustParseAddr("239.1.1.2"), Port: 26401},
+}
+
+// failStepsRx returns each of its steps in turn, a datagram or a failed call,
+// then idles like a real backend.
+type failStepsRx struct {
+	batchRx
+	steps []error // nil: the next datagram of the script
+}
+
+func (r *failStepsRx) Receive(pkts []rx.Packet) (int, error) {
+	r.mu.Lock()
+	if !r.closed && len(r.steps) > 0 {
+		err := r.steps[0]
+		r.steps = r.steps[1:]
+		if err != nil {
+			r.mu.Unlock()
+			return 0, err
+		}
+		n := copy(pkts[:1], r.script)
+		r.script = r.script[n:]
+		r.mu.Unlock()
+		return n, nil
+	}
+	r.mu.Unlock()
+	return r.batchRx.Receive(pkts)
+}
+
+// TestCaptureFailedReceives: receive calls that fail between two datagrams
+// (the loop's Arbiter.Advance) are in the capture, one marker frame
+// between the two datagrams, from the first failure to the last, with no
+// empty poll before them: what replay --feed advances its arbiter by.
+func TestCaptureFailedReceives(t *testing.T) {
+	pkts := dayPackets(t, 1000)
+	now := time.Now().UnixNano()
+	r := &failStepsRx{batchRx: batchRx{script: []rx.Packet{{Data: pkts[0], RxTime: now}, {Data: pkts[1], RxTime: now + 1}}},
+		steps: []error{nil, errTransient, errTransient, errTransient, nil}}
+	dir := t.TempDir()
+	h := startCapturing(t, Config{
+		Receive: rx.Config{Lines: testCaptureLines},
+		Book:    book.Config{MaxOrders: 1 << 10, MaxLocates: 64, MaxLevels: 1 << 10},
+		ShmName: shmtest.Name(t, "fh-capfail"),
+	}, dir, r)
+	waitFor(t, "both datagrams read", func() bool {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		return len(r.steps) == 0
+	})
+	if err := h.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	pr, _ := openOneCapture(t, dir)
+	pr.ReturnMarkers()
+	var got []string
+	for {
+		fr, err := pr.Next()
+		if err == io.EOF {
+			break
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		if !fr.Marker {
+			got = append(got, "datagram")
+			continue
+		}
+		first, last, drained, ok := capture.Failed(fr.SrcMAC, fr.Payload, fr.Time)
+		got = append(got, "failed")
+		if !ok || first <= now || last <= first || drained != 0 {
+			t.Errorf("marker frame % x from % x at %d: failed %d to %d after the empty poll %d (%v); want 3 failures, at least a millisecond apart, after the first datagram, no empty poll",
+				fr.Payload, fr.SrcMAC, fr.Time, first, last, drained, ok)
+		}
+	}
+	if want := []string{"datagram", "failed", "datagram"}; !slices.Equal(got, want) {
+		t.Errorf("capture holds %v, want %v", got, want)
+	}
 }

@@ -535,6 +535,7 @@ func (h *Handler) receive(pinErr chan<- error) {
 			drainedAt = now
 		case n == 0:
 			h.arb.Advance(now)
+			h.captureFailed(now, drainedAt)
 		}
 		if h.rec != nil {
 			h.rec.poll(now)
@@ -576,6 +577,17 @@ func (h *Handler) receive(pinErr chan<- error) {
 func (h *Handler) captureBatch(pkts []rx.Packet, drainedAt int64) {
 	if h.capFile != nil {
 		h.capFile.Put(pkts, drainedAt)
+	}
+}
+
+// captureFailed notes in the capture, when capture.path is set, a receive
+// call that failed with nothing read at now, where the arbiter advanced
+// (drainedAt: the empty poll since the batch before, 0: none): the capture
+// writes the run of failures before the next batch, so that a replay
+// advances there too (package capture). A few stores; it inlines.
+func (h *Handler) captureFailed(now, drainedAt int64) {
+	if h.capFile != nil {
+		h.capFile.Failed(now, drainedAt)
 	}
 }
 

@@ -71,10 +71,12 @@ const ReplayPollGap = 10 * time.Microsecond
 // arbitration settings and session, clocked by the datagrams' receive
 // times; the same message checks and symbol filter; and a session change
 // empties the books (reset). What it cannot replay is what was not
-// recorded: re-request answers and snapshots (recovery) are gaps here, and
-// the receive calls that failed (Arbiter.Advance). Where the live handler
-// found its lines empty comes from the capture's batch marks (OfferMarked),
-// or is modelled (Offer, ReplayPollGap) for a capture without them.
+// recorded: re-request answers and snapshots (recovery) are gaps here.
+// Where the live handler found its lines empty comes from the capture's
+// batch marks (OfferMarked), or is modelled (Offer, ReplayPollGap) for a
+// capture without them; where its receive calls failed (Arbiter.Advance)
+// from the capture's marker frames (Failed): a capture without them
+// replays as if none failed.
 type Replayer struct {
 	admission
 	arb   *Arbiter
@@ -138,6 +140,21 @@ func (r *Replayer) OfferMarked(line int, data []byte, rxTime, drainedAt int64) {
 	}
 	r.last = rxTime
 	r.arb.Offer(line, data, rxTime)
+}
+
+// Failed replays a run of receive calls that failed with nothing read,
+// from first to last (ns), after the empty poll drainedAt (0: none since
+// the datagram before), as a capture's marker frame records it
+// (capture.Failed): the Arbiter ticks there, then advances at the run's
+// first and last failure, as the live loop advanced it at each.
+func (r *Replayer) Failed(first, last, drainedAt int64) {
+	if drainedAt != 0 {
+		r.arb.Tick(drainedAt)
+	}
+	r.arb.Advance(first)
+	if last != first {
+		r.arb.Advance(last)
+	}
 }
 
 // Finish ends the replay: the lines are taken as drained long after the

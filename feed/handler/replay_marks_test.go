@@ -24,19 +24,33 @@ import (
 )
 
 // marksScript is one live run of the receive loop, as the Arbiter saw it:
-// batches of datagrams, each after zero or more empty polls.
+// batches of datagrams, each after zero or more empty polls and failed
+// receive calls.
 type marksScript struct {
 	batches [][]rx.Packet
-	polls   [][]int64 // the empty polls before each batch (times, ascending)
+	polls   [][]marksPoll // before each batch (times ascending)
+}
+
+// marksPoll is a receive call that returned nothing: an empty poll (the
+// Arbiter's Tick) or, failed, a call that failed (Advance).
+type marksPoll struct {
+	at     int64
+	failed bool
 }
 
 // newMarksScript builds two lines of one session with loss on each line
 // (some sequence numbers lost on both), B lagging A by a varying skew,
 // duplicates and reordering within a line, read in batches by a receive
 // thread that sometimes polls empty between them and sometimes is busy
-// (a stall: datagrams milliseconds apart in one batch).
-func newMarksScript(seed uint64, sess moldudp64.Session) marksScript {
+// (a stall: datagrams milliseconds apart in one batch). With failures,
+// runs of receive calls that fail (every 0.1 to 1.5 ms, the loop's back
+// off and more) come between some batches, before, among or after their
+// empty polls, sometimes past the next batch's receive times (its
+// datagrams queued while the calls failed); the rest of the script is the
+// one without.
+func newMarksScript(seed uint64, sess moldudp64.Session, failures bool) marksScript {
 	rng := rand.New(rand.NewPCG(seed, 0x6d61726b))
+	frng := rand.New(rand.NewPCG(seed, 0x6661696c))
 	type dg struct {
 		line int
 		at   int64
@@ -83,20 +97,35 @@ func newMarksScript(seed uint64, sess moldudp64.Session) marksScript {
 	slices.SortStableFunc(all, func(a, b dg) int { return int(a.at - b.at) })
 	var s marksScript
 	last := t0 - int64(time.Millisecond)
+	clk := last // the latest call's time: the loop's clock only moves on
 	for i := 0; i < len(all); {
 		// How the receive thread met this batch: polling empty right up to
 		// it, or busy since the batch before (a stall reads a backlog of
 		// milliseconds in one batch), or polled empty a while before.
-		var polls []int64
+		var polls []marksPoll
 		switch rng.IntN(4) {
 		case 0, 1:
 			first := all[i].at
 			for t := last + 1; t < first; t += max((first-last)/3, 1) {
-				polls = append(polls, t)
+				polls = append(polls, marksPoll{at: t})
 			}
-			polls = append(polls, max(first-int64(rng.IntN(500)), last+1))
+			polls = append(polls, marksPoll{at: max(first-int64(rng.IntN(500)), last+1)})
 		case 2:
-			polls = append(polls, last+1+int64(rng.IntN(int(max(all[i].at-last, 1)))))
+			polls = append(polls, marksPoll{at: last + 1 + int64(rng.IntN(int(max(all[i].at-last, 1))))})
+		}
+		if failures && frng.IntN(3) == 0 {
+			t := last + 1 + int64(frng.IntN(int(max(all[i].at-last, 1)+int64(3*time.Millisecond))))
+			for range 1 + frng.IntN(6) {
+				polls = append(polls, marksPoll{at: t, failed: true})
+				t += int64(100*time.Microsecond) + int64(frng.IntN(int(1400*time.Microsecond)))
+			}
+			slices.SortStableFunc(polls, func(a, b marksPoll) int { return int(a.at - b.at) })
+		}
+		if failures {
+			polls = slices.DeleteFunc(polls, func(p marksPoll) bool { return p.at <= clk })
+			if len(polls) > 0 {
+				clk = polls[len(polls)-1].at
+			}
 		}
 		n := 1 + rng.IntN(8)
 		if rng.IntN(10) == 0 {
@@ -110,6 +139,7 @@ func newMarksScript(seed uint64, sess moldudp64.Session) marksScript {
 		}
 		i += n
 		last = batch[n-1].RxTime
+		clk = max(clk, last)
 		s.batches = append(s.batches, batch)
 		s.polls = append(s.polls, polls)
 	}
@@ -143,17 +173,37 @@ func (m *marksRun) result() string {
 // gaps, for every script. Without the marks (Offer: empty polls modelled by
 // ReplayPollGap) it does not, for some (logged).
 func TestReplayMarksArbitrateAsLive(t *testing.T) {
-	sess := moldudp64.NewSession("MARKS00001")
+	cfg := Config{Session: marksSession, Arbiter: ArbiterConfig{Hold: time.Millisecond, Grace: 200 * time.Microsecond}}
+	replayMarksAsLive(t, cfg, false)
+}
+
+// TestReplayFailedReceivesAsLive is TestReplayMarksArbitrateAsLive with
+// receive calls that fail between batches (Advance, and Capture.Failed as
+// the receive loop calls it), some runs longer than LineTimeout: replayed
+// by the file's marks and marker frames (Replayer.Failed), every script
+// delivers and declares missing what the live Arbiter did.
+func TestReplayFailedReceivesAsLive(t *testing.T) {
+	cfg := Config{Session: marksSession, Arbiter: ArbiterConfig{Hold: time.Millisecond, Grace: 200 * time.Microsecond, LineTimeout: 3 * time.Millisecond}}
+	if runs := replayMarksAsLive(t, cfg, true); runs == 0 {
+		t.Fatal("no run of failed receive calls replayed")
+	}
+}
+
+var marksSession = moldudp64.NewSession("MARKS00001")
+
+// replayMarksAsLive runs the scripts of TestReplayMarksArbitrateAsLive
+// (with failed receive calls: failures) live and through a capture file,
+// and returns how many runs of failed receive calls the replays read.
+func replayMarksAsLive(t *testing.T, cfg Config, failures bool) int {
 	lines := []rx.LineConfig{
 		{Group: netip.MustParseAddr("239.1.1.1"), Port: 26400},
 		{Group: netip.MustParseAddr("239.1.1.2"), Port: 26400},
 	}
-	cfg := Config{Session: sess, Arbiter: ArbiterConfig{Hold: time.Millisecond, Grace: 200 * time.Microsecond}}
 	cfg.Receive.Lines = lines
-	modelDiffers := 0
+	modelDiffers, runs := 0, 0
 	const seeds = 40
 	for seed := uint64(1); seed <= seeds; seed++ {
-		s := newMarksScript(seed, sess)
+		s := newMarksScript(seed, cfg.Session, failures)
 
 		live := newMarksRun(cfg)
 		path := filepath.Join(t.TempDir(), fmt.Sprintf("marks-%d.pcap", seed))
@@ -162,10 +212,15 @@ func TestReplayMarksArbitrateAsLive(t *testing.T) {
 			t.Fatal(err)
 		}
 		for i, batch := range s.batches {
-			var drained int64
-			for _, at := range s.polls[i] {
-				live.r.arb.Tick(at)
-				drained = at
+			var drained int64 // as the receive loop keeps it
+			for _, p := range s.polls[i] {
+				if p.failed {
+					live.r.arb.Advance(p.at)
+					c.Failed(p.at, drained)
+					continue
+				}
+				live.r.arb.Tick(p.at)
+				drained = p.at
 			}
 			for _, p := range batch {
 				live.r.arb.Offer(int(p.Line), p.Data, p.RxTime)
@@ -179,10 +234,11 @@ func TestReplayMarksArbitrateAsLive(t *testing.T) {
 		}
 
 		marked, model := newMarksRun(cfg), newMarksRun(cfg)
-		frames := replayMarks(t, path, lines, marked.r, model.r)
+		frames, failed := replayMarks(t, path, lines, marked.r, model.r)
 		if frames == 0 {
 			t.Fatalf("seed %d: the capture holds no datagram", seed)
 		}
+		runs += failed
 		if live.result() != marked.result() || !slices.Equal(live.got, marked.got) {
 			t.Errorf("seed %d: replayed with its marks: %s; live: %s (messages equal: %v)",
 				seed, marked.result(), live.result(), slices.Equal(live.got, marked.got))
@@ -192,12 +248,14 @@ func TestReplayMarksArbitrateAsLive(t *testing.T) {
 			t.Logf("seed %d: modelled (ReplayPollGap): %s; live: %s", seed, model.result(), live.result())
 		}
 	}
-	t.Logf("%d of %d scripts replayed unlike the live run without the marks", modelDiffers, seeds)
+	t.Logf("%d of %d scripts replayed unlike the live run without the marks; %d runs of failed receive calls", modelDiffers, seeds, runs)
+	return runs
 }
 
 // replayMarks reads a capture and offers each datagram to marked with its
-// batch mark and to model without it; it returns how many it offered.
-func replayMarks(t *testing.T, path string, lines []rx.LineConfig, marked, model *Replayer) int {
+// batch mark and to model without it, and each run of failed receive
+// calls to marked; it returns how many datagrams and runs it read.
+func replayMarks(t *testing.T, path string, lines []rx.LineConfig, marked, model *Replayer) (int, int) {
 	t.Helper()
 	f, err := os.Open(path)
 	if err != nil {
@@ -211,7 +269,8 @@ func replayMarks(t *testing.T, path string, lines []rx.LineConfig, marked, model
 	if rd.Sigfigs() != capture.FileMark {
 		t.Fatalf("capture header sigfigs %#x, want FileMark %#x", rd.Sigfigs(), capture.FileMark)
 	}
-	n := 0
+	rd.ReturnMarkers()
+	n, failed := 0, 0
 	for {
 		fr, err := rd.Next()
 		if errors.Is(err, io.EOF) {
@@ -219,6 +278,15 @@ func replayMarks(t *testing.T, path string, lines []rx.LineConfig, marked, model
 		}
 		if err != nil {
 			t.Fatal(err)
+		}
+		if fr.Marker {
+			first, last, drained, ok := capture.Failed(fr.SrcMAC, fr.Payload, fr.Time)
+			if !ok {
+				t.Fatalf("frame %d: a marker frame % x from % x that is no run of failed receive calls", fr.Index, fr.Payload, fr.SrcMAC)
+			}
+			marked.Failed(first, last, drained)
+			failed++
+			continue
 		}
 		line := slices.IndexFunc(lines, func(l rx.LineConfig) bool { return fr.Dst == netip.AddrPortFrom(l.Group, l.Port) })
 		drained, ok := capture.Mark(fr.SrcMAC, fr.Time)
@@ -231,5 +299,5 @@ func replayMarks(t *testing.T, path string, lines []rx.LineConfig, marked, model
 	}
 	marked.Finish()
 	model.Finish()
-	return n
+	return n, failed
 }

@@ -234,13 +234,16 @@ func (r *Reader) Stats() *Stats {
 
 // NextDatagram returns a capture's next UDP datagram as recorded (frames
 // that are not whole IPv4/UDP datagrams skipped and counted in
-// CaptureStats), without Next's filters, session tracking or reorder
-// window: for a caller that arbitrates the lines itself. It is for
-// captures only, and not to be mixed with Next on one Reader.
+// CaptureStats), or its next marker frame (pcap.Frame.Marker: a record of
+// the handler's receive thread, package capture), without Next's filters,
+// session tracking or reorder window: for a caller that arbitrates the
+// lines itself. It is for captures only, and not to be mixed with Next on
+// one Reader.
 func (r *Reader) NextDatagram() (pcap.Frame, error) {
 	if r.cap == nil {
 		return pcap.Frame{}, fmt.Errorf("input: %s is not a capture", r.stats.Format)
 	}
+	r.cap.ReturnMarkers()
 	return r.cap.Next()
 }
 

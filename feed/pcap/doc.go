@@ -20,7 +20,9 @@
 //	st := r.Stats() // frames read, UDP datagrams returned, malformed frames by Reason
 //
 // Frames that are not a whole, unfragmented IPv4/UDP datagram are skipped and
-// counted under a Reason; they never end the iteration.
+// counted under a Reason; they never end the iteration. The marker frames
+// of the handler's captures (EtherMarker, MarkedSigfigs) are counted apart
+// (Stats.Markers), and returned after Reader.ReturnMarkers.
 //
 // Writing: Writer builds Ethernet/IPv4/UDP frames (IPv4 header checksum set,
 // UDP checksum 0, destination MAC derived from the multicast group) and

@@ -45,6 +45,17 @@ const (
 	protoUDP   = 17
 )
 
+// A capture of the handler's (package capture) says in its pcap file
+// header's sigfigs field (0 in the files of other tools) that its frames
+// carry batch marks: MarkedSigfigs ("FHB1"). Besides the datagrams such a
+// file holds marker frames: Ethernet frames of EtherMarker (IEEE 802's
+// Local Experimental EtherType 1), records of the receive thread, not of
+// the network; other tools show them as frames of an unknown EtherType.
+const MarkedSigfigs uint32 = 0x46484231
+
+// EtherMarker is the EtherType of a marker frame (see MarkedSigfigs).
+const EtherMarker = 0x88B5
+
 // UDP is one decoded datagram: its addresses and a view of its payload.
 type UDP struct {
 	Src, Dst netip.AddrPort

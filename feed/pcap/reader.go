@@ -53,12 +53,16 @@ func Detect(magic []byte) Format {
 	return FormatUnknown
 }
 
-// Frame is one UDP datagram read from a capture.
+// Frame is one UDP datagram read from a capture, or a marker frame.
 type Frame struct {
 	Index  uint64  // 1-based number of the frame in the file (counting skipped ones)
 	Time   int64   // capture timestamp, ns since the Unix epoch
 	SrcMAC [6]byte // the Ethernet source address (zero for other link types)
 	UDP            // addresses and payload (a view valid until the next call to Next)
+	// Marker: the frame is a marker frame (EtherMarker, in a file whose
+	// sigfigs is MarkedSigfigs), returned only after ReturnMarkers:
+	// Payload is its Ethernet payload, Src and Dst are zero.
+	Marker bool
 }
 
 // Stats counts what a Reader has seen.
@@ -66,6 +70,7 @@ type Stats struct {
 	Frames    uint64             // frames read from the file
 	Datagrams uint64             // UDP datagrams returned by Next
 	Skipped   [NumReasons]uint64 // frames skipped, by Reason (Skipped[OK] stays 0)
+	Markers   uint64             // marker frames (not datagrams, not skipped either)
 }
 
 // Malformed returns the number of skipped frames.
@@ -86,6 +91,7 @@ type Reader struct {
 	links   []int // pcapng: link type per interface
 	sigfigs uint32
 	stats   Stats
+	markers bool // Next returns marker frames too
 }
 
 // NewReader reads the file header from r and returns a Reader. r is read
@@ -136,6 +142,10 @@ func (r *Reader) Format() Format { return r.format }
 // marks; 0 for pcapng and a gzip-compressed pcap.
 func (r *Reader) Sigfigs() uint32 { return r.sigfigs }
 
+// ReturnMarkers makes Next return the marker frames of a file whose
+// sigfigs is MarkedSigfigs (Frame.Marker) instead of passing over them.
+func (r *Reader) ReturnMarkers() { r.markers = true }
+
 // fileSigfigs reads sigfigs (bytes 12:16) from a pcap file header, in the
 // byte order its magic number gives (0 for a gzip header).
 func fileSigfigs(hdr []byte) uint32 {
@@ -149,7 +159,9 @@ func fileSigfigs(hdr []byte) uint32 {
 }
 
 // Next returns the next frame that is a whole IPv4/UDP datagram, counting
-// and skipping the others. It returns io.EOF at the end of the capture; a
+// and skipping the others; marker frames (EtherMarker, in a file whose
+// sigfigs is MarkedSigfigs) are counted apart (Stats.Markers), and
+// returned after ReturnMarkers. It returns io.EOF at the end of the capture; a
 // capture cut inside a frame yields an error wrapping io.ErrUnexpectedEOF.
 func (r *Reader) Next() (Frame, error) {
 	for {
@@ -173,6 +185,16 @@ func (r *Reader) Next() (Frame, error) {
 		}
 		r.stats.Frames++
 		udp, why := DecodeFrame(data, link)
+		if why == NotIPv4 && r.isMarker(data, link) {
+			r.stats.Markers++
+			if !r.markers {
+				continue
+			}
+			fr := Frame{Index: r.stats.Frames, Time: ci.Timestamp.UnixNano(), Marker: true}
+			copy(fr.SrcMAC[:], data[6:12])
+			fr.Payload = data[14:len(data):len(data)]
+			return fr, nil
+		}
 		if why != OK {
 			r.stats.Skipped[why]++
 			continue
@@ -184,6 +206,12 @@ func (r *Reader) Next() (Frame, error) {
 		}
 		return fr, nil
 	}
+}
+
+// isMarker reports whether a frame that is not IPv4 is a marker frame.
+func (r *Reader) isMarker(data []byte, link int) bool {
+	return link == LinkEthernet && r.sigfigs == MarkedSigfigs && len(data) >= 14 &&
+		binary.BigEndian.Uint16(data[12:]) == EtherMarker
 }
 
 func (r *Reader) ngLink(i int) int {
