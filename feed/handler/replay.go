@@ -57,7 +57,8 @@ func (a *admission) subscribedTo(msg []byte) bool {
 	if loc == 0 {
 		return true
 	}
-	if msg[0] == itch.TypeStockDirectory && len(msg) == itch.Length(itch.TypeStockDirectory) {
+	// A longer one is applied as one (the extra bytes ignored: book.Stats.Long).
+	if msg[0] == itch.TypeStockDirectory && len(msg) >= itch.Length(itch.TypeStockDirectory) {
 		sub := a.filter[itch.StockDirectory(msg).Stock()]
 		if a.subscribed[loc] && !sub {
 			a.withdrawn = loc

@@ -376,3 +376,43 @@ func TestFilterWithdrawAllocatesNothing(t *testing.T) {
 		t.Fatalf("reassigned %d, rebound %d, errors %d; want %d, %d, 0", st.LocateReassigned, s.pub.Rebound, s.pub.Errors, runs+3, runs+2)
 	}
 }
+
+// TestFilterLongStockDirectory: a Stock Directory message longer than its
+// type's length is applied by the books as one (book.Stats.Long: the extra
+// bytes ignored), so the symbol filter reads it as one too. Before the fix
+// the filter took only messages of the exact length: a subscribed symbol
+// announced so was filtered out with all its messages, and a subscribed
+// locate given so to a symbol left out kept being admitted, the new
+// symbol's book published.
+func TestFilterLongStockDirectory(t *testing.T) { forEachMode(t, testFilterLongStockDirectory) }
+
+func testFilterLongStockDirectory(t *testing.T, mode Mode, shards []int) {
+	long := func(m []byte) []byte { return append(m, 0, 0) }
+	script, delivered := filterPackets(t,
+		[][]byte{long(filterDir(5, "AAPL")), filterAdd(5, "AAPL", 1, 1000), filterDir(6, "MSFT"), filterAdd(6, "MSFT", 2, 2000)},
+		[][]byte{long(filterDir(6, "YYYY")), filterAdd(6, "YYYY", 3, 3000)},
+	)
+	h, _, name := startScript(t, mode, shards, script, -1, zerolog.Nop(), []string{"AAPL", "MSFT"})
+	defer h.Stop()
+	const routed = 4 // AAPL's and MSFT's directory and order
+	waitFor(t, "every message delivered and applied", func() bool {
+		st := h.Stats()
+		return st.Arbiter.Delivered == delivered && st.Filtered == delivered-routed && st.Applied() == st.Routed
+	})
+	r, err := shm.Open(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	buf := make([]byte, r.Info().MaxSnapshot)
+	if v, err := r.ReadSymbol("AAPL", buf); err != nil {
+		t.Errorf("AAPL, announced by a long Stock Directory message: %v", err)
+	} else if v.BidLevels() != 1 {
+		t.Errorf("AAPL: %d bid levels; want its order's", v.BidLevels())
+	}
+	for _, sym := range []string{"MSFT", "YYYY"} {
+		if loc, ok := r.Lookup(sym); ok {
+			t.Errorf("%s published at locate %d after a long Stock Directory message gave it to YYYY", sym, loc)
+		}
+	}
+}
