@@ -416,3 +416,47 @@ func testFilterLongStockDirectory(t *testing.T, mode Mode, shards []int) {
 		}
 	}
 }
+
+// TestFilterRebuild: a snapshot rebuild goes through the symbol filter as
+// the live feed does: the subscribed symbol's book is loaded, the others'
+// messages are filtered. A later snapshot that gives the subscribed
+// symbol's locate to a symbol left out (the Stock Directory message that
+// did so was in the gap the snapshot repairs) ends its book: its old slot,
+// kept flagged through the rebuild, is retired, as a rebind to the new
+// symbol would have retired it.
+func TestFilterRebuild(t *testing.T) {
+	h, sh, _ := recoveryHandler(t, nil)
+	h.rec = nil
+	h.admission = newAdmission([]string{"AAPL"})
+	r, err := shm.Open(h.w.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	snapshot := func(next uint64, msgs ...[]byte) {
+		var recs []byte
+		for _, m := range msgs {
+			recs = append(recs, byte(len(m)>>8), byte(len(m)))
+			recs = append(recs, m...)
+		}
+		h.rebuild(recs, next)
+		h.endBatch()
+	}
+	snapshot(5, filterDir(5, "AAPL"), filterAdd(5, "AAPL", 1, 1000), filterDir(6, "YYYY"), filterAdd(6, "YYYY", 2, 2000))
+	buf := make([]byte, r.Info().MaxSnapshot)
+	if v, err := r.ReadSymbol("AAPL", buf); err != nil {
+		t.Fatalf("AAPL after the first snapshot: %v", err)
+	} else if v.BidLevels() != 1 {
+		t.Fatalf("AAPL after the first snapshot: %d bid levels, want 1", v.BidLevels())
+	}
+	if loc, ok := r.Lookup("YYYY"); ok || h.filtered != 2 {
+		t.Fatalf("YYYY published at locate %d (%v), %d filtered; want none, 2", loc, ok, h.filtered)
+	}
+	snapshot(9, filterDir(5, "ZZZZ"), filterAdd(5, "ZZZZ", 3, 3000))
+	if loc, ok := r.Lookup("AAPL"); ok {
+		t.Errorf("AAPL still published at locate %d after a snapshot gave its locate to ZZZZ", loc)
+	}
+	if loc, ok := r.Lookup("ZZZZ"); ok || h.filtered != 4 || sh.pub.Rebound != 1 {
+		t.Errorf("ZZZZ published at locate %d (%v), %d filtered, %d rebound; want none, 4, 1", loc, ok, h.filtered, sh.pub.Rebound)
+	}
+}
