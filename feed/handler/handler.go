@@ -274,6 +274,13 @@ func StartContext(ctx context.Context, cfg Config) (*Handler, error) {
 	if cfg.RTPriority < 0 || cfg.RTPriority > MaxRTPriority {
 		return nil, fmt.Errorf("start handler: real-time priority %d out of range (0..%d)", cfg.RTPriority, MaxRTPriority)
 	}
+	for i, s := range cfg.Symbols {
+		// The filter matches the 8 bytes of the stock field: a symbol
+		// that is not one would never match, or (too long) match another.
+		if err := itch.CheckSymbol(s); err != nil {
+			return nil, fmt.Errorf("start handler: symbols[%d]: %w", i, err)
+		}
+	}
 	unusedCore := -1
 	if mode == ModeRunToCompletion {
 		if len(cfg.ShardCores) == 1 && cfg.ShardCores[0] >= 0 && cfg.ShardCores[0] != cfg.ReceiveCore {

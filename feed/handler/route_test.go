@@ -1,6 +1,7 @@
 package handler
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -8,6 +9,7 @@ import (
 	"github.com/marketfeed/feedhandler/feed/itch"
 	"github.com/marketfeed/feedhandler/feed/moldudp64"
 	"github.com/marketfeed/feedhandler/feed/rx"
+	"github.com/marketfeed/feedhandler/internal/shmtest"
 	"github.com/marketfeed/feedhandler/proto/shm"
 	"github.com/rs/zerolog"
 )
@@ -458,5 +460,37 @@ func TestFilterRebuild(t *testing.T) {
 	}
 	if loc, ok := r.Lookup("ZZZZ"); ok || h.filtered != 4 || sh.pub.Rebound != 1 {
 		t.Errorf("ZZZZ published at locate %d (%v), %d filtered, %d rebound; want none, 4, 1", loc, ok, h.filtered, sh.pub.Rebound)
+	}
+}
+
+// TestStartRefusesBadSymbols: the filter compares the 8 bytes of each
+// Stock Directory message's stock field with the symbols given, space
+// padded. Start refuses a symbol that cannot be one (the feed file's
+// symbols are refused at their line already): before, one over 8
+// characters was cut to its first 8 and subscribed another instrument,
+// and one in lower case or empty subscribed nothing, silently.
+func TestStartRefusesBadSymbols(t *testing.T) {
+	for _, c := range []struct{ sym, want string }{
+		{"ABCDEFGHI", `symbols[1]: "ABCDEFGHI" is not a symbol (1 to 8 characters)`},
+		{"msft", `symbols[1]: "msft" is not a symbol (ITCH symbols are upper case: "MSFT")`},
+		{"", `symbols[1]: "" is not a symbol (1 to 8 characters)`},
+		{"BRK A", `symbols[1]: "BRK A" is not a symbol (printable ASCII without spaces)`},
+	} {
+		h, err := Start(Config{
+			Receive: rx.Config{Lines: []rx.LineConfig{{Name: "A"}}},
+			Book:    smallBooks,
+			ShmName: shmtest.Name(t, "fh-h163-badsym"),
+			Symbols: []string{"AAPL", c.sym},
+			Open:    func(rx.Config) (rx.Receiver, error) { return &scriptRx{}, nil },
+			Log:     zerolog.Nop(),
+		})
+		if err == nil {
+			h.Stop()
+			t.Errorf("symbols [AAPL %q] started", c.sym)
+			continue
+		}
+		if !strings.Contains(err.Error(), c.want) {
+			t.Errorf("symbols [AAPL %q]: %v; want it to say %s", c.sym, err, c.want)
+		}
 	}
 }
