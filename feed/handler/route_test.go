@@ -294,7 +294,7 @@ func testFilterLocateReassigned(t *testing.T, mode Mode, shards []int) {
 // its old symbol's slot is retired as a Rebind to the new symbol would
 // have retired it, so AAPL is not left published from the old session.
 func TestWithdrawnAfterSessionChange(t *testing.T) {
-	_, r, bs, p := reassignLab(t)
+	_, r, bs, p := reassignLab(t, 4)
 	apply := func(seq uint64, m []byte) {
 		loc, changed := bs.Apply(itch.Msg(m))
 		p.Applied(loc, changed, seq, int64(seq))
