@@ -310,6 +310,22 @@ func (bs *Books) Announce(locate uint16, symbol itch.Symbol) bool {
 	return true
 }
 
+// Withdraw ends locate's instrument when a Stock Directory message gave the
+// locate a symbol the books are not to keep: a symbol filter in front of
+// them (the handler's symbols) left the message out. For a known locate it
+// is Announce's re-assignment, counted as LocateReassigned and the book
+// emptied, its trades forgotten, and the locate is unknown again (Book
+// returns nil) until it is announced. It reports whether the locate was
+// known.
+func (bs *Books) Withdraw(locate uint16) bool {
+	if int(locate) >= len(bs.books) || !bs.books[locate].known {
+		return false
+	}
+	bs.stats.LocateReassigned++
+	bs.empty(&bs.books[locate]) // forgets the locate: unknown
+	return true
+}
+
 // empty removes every order of b and forgets its trades and states, as
 // Reset does for all books. Each removal takes the best level's oldest
 // order, so the ladder shrinks from its end. The trades remembered for

@@ -101,6 +101,63 @@ func TestAnnounceOtherSymbol(t *testing.T) {
 	}
 }
 
+// TestWithdraw: a locate withdrawn (its Stock Directory message gave it a
+// symbol a filter leaves out) is a re-assignment, counted, its book
+// emptied as Announce empties it; and unknown after, so nothing of the new
+// instrument is applied to the old one's book, and a locate never known
+// is not counted. Announced again, it starts empty.
+func TestWithdraw(t *testing.T) {
+	bs, err := New(Config{MaxOrders: 64, RefTableSize: 4, MaxLocates: 8, MaxLevels: 64})
+	if err != nil {
+		t.Fatal(err)
+	}
+	apply := func(e itch.Encoder) (uint16, bool) { return bs.Apply(itch.Msg(e.Append(nil))) }
+	h := func(loc uint16) itch.Header { return itch.Header{Locate: loc, Timestamp: 34200_000_000_000} }
+	aapl, ibm := itch.NewSymbol("AAPL"), itch.NewSymbol("IBM")
+	apply(&itch.StockDirectoryFields{Header: h(1), Stock: aapl})
+	apply(&itch.StockDirectoryFields{Header: h(2), Stock: ibm})
+	for ref := uint64(1); ref <= 8; ref++ {
+		apply(&itch.AddOrderFields{Header: h(1), OrderRef: ref, Side: 'B', Shares: 100, Stock: aapl, Price: 1000000 + uint32(ref)*100})
+	}
+	apply(&itch.AddOrderFields{Header: h(2), OrderRef: 9, Side: 'S', Shares: 7, Stock: ibm, Price: 500000})
+	apply(&itch.TradeFields{Header: h(1), Side: 'B', Shares: 50, Stock: aapl, Price: 1000100, MatchNumber: 7})
+
+	if bs.Withdraw(3) || bs.Withdraw(9) || bs.Stats().LocateReassigned != 0 {
+		t.Fatalf("a locate never known withdrawn: reassigned %d", bs.Stats().LocateReassigned)
+	}
+	if !bs.Withdraw(1) {
+		t.Fatal("AAPL's locate not withdrawn")
+	}
+	st := bs.Stats()
+	if bs.Book(1) != nil || st.LocateReassigned != 1 || st.Orders != 1 || bs.Book(2).Orders() != 1 {
+		t.Fatalf("after the withdrawal: book %v, reassigned %d, orders %d (IBM's %d); want none, 1, IBM's 1", bs.Book(1), st.LocateReassigned, st.Orders, bs.Book(2).Orders())
+	}
+	for b := range bs.All() {
+		if b.Locate() == 1 {
+			t.Errorf("withdrawn locate 1 still listed as %s", b.Name())
+		}
+	}
+	if bs.Withdraw(1) || bs.Stats().LocateReassigned != 1 {
+		t.Errorf("withdrawn twice: reassigned %d, want 1", bs.Stats().LocateReassigned)
+	}
+	if _, changed := apply(&itch.AddOrderFields{Header: h(1), OrderRef: 20, Side: 'B', Shares: 5, Stock: aapl, Price: 1000000}); changed {
+		t.Error("an order applied at the withdrawn locate")
+	}
+	apply(&itch.StockDirectoryFields{Header: h(1), Stock: aapl})
+	b := bs.Book(1)
+	if b == nil || b.Orders() != 0 || bs.Stats().LocateReassigned != 1 {
+		t.Fatalf("announced again: %v, want an empty book, reassigned %d", b, bs.Stats().LocateReassigned)
+	}
+	// The old instrument's trade is not the new one's to break.
+	apply(&itch.BrokenTradeFields{Header: h(1), MatchNumber: 7})
+	if _, _, v := b.Last(); v != 0 {
+		t.Errorf("volume %d after breaking the withdrawn instrument's trade", v)
+	}
+	if err := checkInvariants(bs); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // TestZeroShareTrade: a Trade (P) of 0 shares is bad input, counted in
 // ZeroShares as every other zero-share message is (before the fix it was
 // dropped uncounted). A Cross Trade (Q) of 0 shares is not: Nasdaq sends

@@ -89,7 +89,13 @@ func newArbitrated(fc *config.Config, path string, in *input.Reader, rp *replaye
 			rp.pub.BooksReset()
 		}
 	}
-	a.r = handler.NewReplayer(handler.FromConfig(fc, zerolog.Nop()), apply, reset)
+	withdraw := func(loc uint16) {
+		rp.bs.Withdraw(loc)
+		if rp.pub != nil {
+			rp.pub.Withdrawn(loc)
+		}
+	}
+	a.r = handler.NewReplayer(handler.FromConfig(fc, zerolog.Nop()), apply, withdraw, reset)
 	return a, nil
 }
 

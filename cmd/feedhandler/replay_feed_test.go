@@ -17,10 +17,13 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/marketfeed/feedhandler/feed/capture"
+	"github.com/marketfeed/feedhandler/feed/itch"
+	"github.com/marketfeed/feedhandler/feed/moldudp64"
 	"github.com/marketfeed/feedhandler/feed/pcap"
 	"github.com/marketfeed/feedhandler/feed/rx"
 	"github.com/marketfeed/feedhandler/internal/demo"
 	"github.com/marketfeed/feedhandler/internal/shmtest"
+	"github.com/marketfeed/feedhandler/proto/shm"
 )
 
 // writeLaggingCapture writes day's packets as a capture of two lines in
@@ -350,5 +353,63 @@ func TestReplayFeedCaptureLost(t *testing.T) {
 	}
 	if want := fmt.Sprintf("the capture left out %d datagrams (its ring full, a failed write)", st.Dropped); !strings.Contains(text.String(), want) {
 		t.Errorf("replay --feed's text report does not say %q:\n%s", want, text.String())
+	}
+}
+
+// TestReplayFeedSymbolsReassigned: replay --feed ends a subscribed
+// symbol's book when a Stock Directory message gives its locate to a
+// symbol the feed's symbols leave out, as the handler does
+// (handler.TestFilterLocateReassigned): AAPL is neither in --books-out nor
+// found in --shm, the instrument its locate went to neither, and the
+// locate of a symbol left out given to a subscribed one (IBM) is followed
+// from then on.
+func TestReplayFeedSymbolsReassigned(t *testing.T) {
+	dir := t.TempDir()
+	dirMsg := func(loc uint16, sym string) []byte {
+		return (&itch.StockDirectoryFields{Header: itch.Header{Locate: loc}, Stock: itch.NewSymbol(sym), MarketCategory: 'Q',
+			FinancialStatus: 'N', RoundLotSize: 100, RoundLotsOnly: 'N', Authenticity: 'P'}).Append(nil)
+	}
+	add := func(loc uint16, sym string, ref uint64, price uint32) []byte {
+		return (&itch.AddOrderFields{Header: itch.Header{Locate: loc}, OrderRef: ref, Side: 'B', Shares: 100, Stock: itch.NewSymbol(sym), Price: price}).Append(nil)
+	}
+	day := &demo.Day{Session: moldudp64.NewSession("REASSIGN")}
+	b := moldudp64.NewBuilder(day.Session, 1, 0)
+	for _, ms := range [][][]byte{
+		{dirMsg(5, "AAPL"), dirMsg(6, "MSFT"), dirMsg(7, "ZZZZ"), add(5, "AAPL", 1, 1000), add(6, "MSFT", 2, 2000), add(7, "ZZZZ", 3, 3000)},
+		{dirMsg(5, "YYYY"), add(5, "YYYY", 4, 4000), dirMsg(7, "IBM"), add(7, "IBM", 5, 5000)},
+	} {
+		for _, m := range ms {
+			if err := b.Add(m); err != nil {
+				t.Fatal(err)
+			}
+		}
+		day.Packets = append(day.Packets, append([]byte(nil), b.Flush()...))
+	}
+	capPath := filepath.Join(dir, "lines.pcap")
+	writeLaggingCapture(t, capPath, day, -1, time.Millisecond)
+	feed := writeDemoFeed(t, dir, day, "symbols: [AAPL, MSFT, IBM]\n")
+	name := shmtest.Name(t, "fh-h163-reassign")
+	booksOut := filepath.Join(dir, "books.json")
+	if err := replay([]string{"--quiet", "--settle", "0", "--feed", feed, "--shm", name, "--books-out", booksOut, capPath}, io.Discard, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	out, err := os.ReadFile(booksOut)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc map[string]json.RawMessage
+	if err := json.Unmarshal(out, &doc); err != nil {
+		t.Fatal(err)
+	}
+	r, err := shm.Open(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	for sym, want := range map[string]bool{"AAPL": false, "YYYY": false, "ZZZZ": false, "MSFT": true, "IBM": true} {
+		_, inShm := r.Lookup(sym)
+		if _, inOut := doc[sym]; inOut != want || inShm != want {
+			t.Errorf("%s in --books-out %v, in --shm %v; want %v", sym, inOut, inShm, want)
+		}
 	}
 }

@@ -260,6 +260,8 @@ func TestBadConfigs(t *testing.T) {
 			`t.yaml:28: symbols[1]: "msft" is not a symbol (ITCH symbols are upper case: "MSFT")`},
 		{"long symbol", base + "symbols:\n  - AAPL\n  - ABCDEFGHI\n",
 			`t.yaml:30: symbols[1]: "ABCDEFGHI" is not a symbol (1 to 8 characters)`},
+		{"symbol twice", base + "symbols:\n  - AAPL\n  - MSFT\n  - AAPL\n",
+			`t.yaml:31: symbols[2]: "AAPL" is listed twice (first at line 29)`},
 		{"bad metrics address", base + "metrics:\n  listen: localhost\n",
 			`t.yaml:29: metrics.listen: "localhost" is not host:port`},
 		// Before: 'port "0" is not a number in 1..65535' (it is a number).

@@ -15,6 +15,7 @@ import (
 
 	"github.com/marketfeed/feedhandler/book"
 	"github.com/marketfeed/feedhandler/feed/capture"
+	"github.com/marketfeed/feedhandler/feed/itch"
 	"github.com/marketfeed/feedhandler/feed/rx"
 	"github.com/marketfeed/feedhandler/uring"
 )
@@ -436,18 +437,12 @@ func (d *decoder) symbols(f field, c *Config) {
 		if !ok {
 			continue
 		}
-		switch {
-		case s == "" || len(s) > 8:
-			d.errorf(it, "%q is not a symbol (1 to 8 characters)", s)
-		case !printableASCII(s) || strings.ContainsRune(s, ' '):
-			d.errorf(it, "%q is not a symbol (printable ASCII without spaces)", s)
-		case strings.ToUpper(s) != s:
-			d.errorf(it, "%q is not a symbol (ITCH symbols are upper case: %q)", s, strings.ToUpper(s))
+		switch err := itch.CheckSymbol(s); {
+		case err != nil:
+			d.errorf(it, "%v", err)
+		case first[s] > 0: // lines count from 1
+			d.errorf(it, "%q is listed twice (first at line %d)", s, first[s])
 		default:
-			if l, dup := first[s]; dup {
-				d.errorf(it, "%q is listed twice (first at line %d)", s, l)
-				continue
-			}
 			first[s] = it.line()
 			c.Symbols = append(c.Symbols, s)
 		}

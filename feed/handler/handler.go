@@ -274,6 +274,13 @@ func StartContext(ctx context.Context, cfg Config) (*Handler, error) {
 	if cfg.RTPriority < 0 || cfg.RTPriority > MaxRTPriority {
 		return nil, fmt.Errorf("start handler: real-time priority %d out of range (0..%d)", cfg.RTPriority, MaxRTPriority)
 	}
+	for i, s := range cfg.Symbols {
+		// The filter matches the 8 bytes of the stock field: a symbol
+		// that is not one would never match, or (too long) match another.
+		if err := itch.CheckSymbol(s); err != nil {
+			return nil, fmt.Errorf("start handler: symbols[%d]: %w", i, err)
+		}
+	}
 	unusedCore := -1
 	if mode == ModeRunToCompletion {
 		if len(cfg.ShardCores) == 1 && cfg.ShardCores[0] >= 0 && cfg.ShardCores[0] != cfg.ReceiveCore {
@@ -643,6 +650,9 @@ func (h *Handler) routeInline(s *shard, p moldudp64.Packet, skip int, rxTime int
 	for msg, ok := it.Next(); ok; msg, ok = it.Next() {
 		h.nDelivered++
 		if !h.admit(msg) {
+			if h.withdrawn != 0 {
+				h.withdraw(h.takeWithdrawn(), it.Seq())
+			}
 			continue
 		}
 		if stageTiming {
@@ -666,6 +676,9 @@ func (h *Handler) routeInline(s *shard, p moldudp64.Packet, skip int, rxTime int
 // for locate 0), through the symbol filter.
 func (h *Handler) routeMsg(msg []byte, seq uint64, rxTime int64) {
 	if !h.admit(msg) {
+		if h.withdrawn != 0 {
+			h.withdraw(h.takeWithdrawn(), seq)
+		}
 		return
 	}
 	loc := uint16(msg[1])<<8 | uint16(msg[2])
@@ -676,6 +689,22 @@ func (h *Handler) routeMsg(msg []byte, seq uint64, rxTime int64) {
 		return
 	}
 	h.push(h.shards[h.shardOf[loc]], msg, seq, rxTime)
+}
+
+// withdraw has the shard owning locate loc end its book, in order with the
+// messages: the Stock Directory message of sequence number seq gave the
+// locate to a symbol the filter leaves out (admission.withdrawn). Rare.
+func (h *Handler) withdraw(loc uint16, seq uint64) {
+	s := h.shards[h.shardOf[loc]]
+	if s.ring == nil {
+		s.withdraw(loc)
+		s.pending = true
+		return
+	}
+	e := h.reserve(s)
+	e.seq, e.rxTime, e.pickup, e.kind, e.n, e.repaired = seq, 0, h.pickup, markerWithdraw, 3, false
+	e.data[0], e.data[1], e.data[2] = itch.TypeStockDirectory, byte(loc>>8), byte(loc)
+	s.ring.Commit(1)
 }
 
 // glimpseSnapshot is the GLIMPSE snapshot message ('G'): it names the

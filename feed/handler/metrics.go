@@ -68,7 +68,7 @@ var exported = [...]metric{
 	{"shard_inconsistencies_total", "Inconsistent messages per book shard.", kindCounter, "shard"},
 	{"shard_published_total", "Snapshots published per book shard.", kindCounter, "shard"},
 	{"shard_publish_errors_total", "Books not published per book shard: no shm slot (full, or a bad symbol).", kindCounter, "shard"},
-	{"shard_rebound_total", "Locates whose shm slot was retired because a new session bound them to another symbol (moved to a fresh slot, or to none when no slot is left: also a publish error).", kindCounter, "shard"},
+	{"shard_rebound_total", "Locates whose shm slot was retired because a new session bound them to another symbol (moved to a fresh slot, or to none when no slot is left: also a publish error), or to a symbol the symbol filter leaves out (to none).", kindCounter, "shard"},
 	{"shard_stale_binds_total", "Snapshots not published per book shard: the shard lags a session change another shard has seen, and the shm writer refused its old session's binding.", kindCounter, "shard"},
 	{"shard_duplicate_symbols_total", "Snapshots not published per book shard: their symbol is bound to another locate in the same session (bad input; the first binding stays).", kindCounter, "shard"},
 	{"shard_ring_full_total", "Hand-offs that found the shard ring full.", kindCounter, "shard"},

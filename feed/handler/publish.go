@@ -57,6 +57,9 @@ type Publisher struct {
 	// it moves, a locate of the batch was announced again under another
 	// symbol, and its slot is the old symbol's.
 	reassigned uint64
+	// withdrawn: a locate of the batch was withdrawn (Withdrawn): its
+	// slot is its old symbol's.
+	withdrawn bool
 	// dups counts the locates refused as duplicates (refusedDuplicate),
 	// and retirements is the writer's Retirements when they were last
 	// asked again: when it moved, the binding in their way may be gone
@@ -65,7 +68,7 @@ type Publisher struct {
 	retirements uint64
 
 	Published, Errors uint64
-	Rebound           uint64 // locates whose slot was retired because their symbol changed (BooksReset, or a Stock Directory re-assigning the locate): moved to a fresh slot, or to none when the file has no slot left (then also counted in Errors)
+	Rebound           uint64 // locates whose slot was retired because their symbol changed (BooksReset, or a Stock Directory re-assigning the locate): moved to a fresh slot, or to none when the file has no slot left (then also counted in Errors) or the new symbol is filtered out (Withdrawn)
 	// StaleBinds counts snapshots not published because the writer
 	// refused their locate's binding as older than the one it would
 	// replace (shm.ErrStaleBinding): this shard lags a session change
@@ -153,6 +156,21 @@ func (p *Publisher) Applied(loc uint16, changed bool, seq uint64, rxTime int64) 
 			st.listed = true
 			p.listed = append(p.listed, loc)
 		}
+	}
+}
+
+// Withdrawn tells the Publisher that locate loc names no book any more: a
+// Stock Directory message gave it a symbol that the symbol filter leaves
+// out (book.Books.Withdraw ended its book, or it was unknown since a
+// BooksReset). Its binding, the old symbol's, of this epoch or an earlier
+// one, is retired at the next flush (unbindReassigned): no reader of the
+// old symbol reads a book that no longer follows its instrument, as when
+// the locate is given to a subscribed symbol and bound to it.
+func (p *Publisher) Withdrawn(loc uint16) {
+	p.withdrawn = true
+	if st := &p.locs[loc]; !st.dirty {
+		st.dirty = true
+		p.dirty = append(p.dirty, loc)
 	}
 }
 
@@ -246,8 +264,8 @@ func (p *Publisher) flush(chunk int) {
 	if len(p.dirty) == 0 {
 		return
 	}
-	if r := p.books.LocatesReassigned(); r != p.reassigned {
-		p.reassigned = r
+	if r := p.books.LocatesReassigned(); r != p.reassigned || p.withdrawn {
+		p.reassigned, p.withdrawn = r, false
 		p.unbindReassigned()
 	}
 	if p.dups > 0 {
@@ -314,12 +332,15 @@ func (p *Publisher) publish(b *book.Book, loc uint16, st *locState, flags bookfb
 
 // unbindReassigned follows a Stock Directory message that gave a known
 // locate another symbol (book.Books.Announce emptied its book and made the
-// locate dirty): no reader of the old symbol may read the new one's book.
+// locate dirty), or one the symbol filter leaves out (Withdrawn): no
+// reader of the old symbol may read the new one's book, nor one that
+// stopped following it.
 // Rare (a session change met unseen), so it is thorough rather than quick:
 //   - every dirty locate whose binding names another symbol than its book
-//     is unbound first, all of them before any binds again, so that two
-//     locates that swapped symbols in the batch each find their new symbol
-//     free (a Rebind does not retire what it replaces when it is refused);
+//     (any symbol, when it has no book: withdrawn) is unbound first, all of
+//     them before any binds again, so that two locates that swapped
+//     symbols in the batch each find their new symbol free (a Rebind does
+//     not retire what it replaces when it is refused);
 //   - every dirty locate binds again at its publish (Rebind keeps the slot
 //     of an unchanged symbol);
 //   - locates refused as duplicates earlier in the epoch are asked again
@@ -328,13 +349,15 @@ func (p *Publisher) publish(b *book.Book, loc uint16, st *locState, flags bookfb
 func (p *Publisher) unbindReassigned() {
 	for _, loc := range p.dirty {
 		st := &p.locs[loc]
+		var name string // no book: withdrawn, no symbol is the locate's
 		if b := p.books.Book(loc); b != nil {
-			switch retired, err := p.w.Unbind(loc, b.Name(), p.epoch); {
-			case err != nil:
-				p.Errors++
-			case retired:
-				p.Rebound++
-			}
+			name = b.Name()
+		}
+		switch retired, err := p.w.Unbind(loc, name, p.epoch); {
+		case err != nil:
+			p.Errors++
+		case retired:
+			p.Rebound++
 		}
 		if st.refused == refusedDuplicate {
 			p.dups--

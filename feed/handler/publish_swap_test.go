@@ -70,13 +70,7 @@ func TestLocateSwapAcrossShards(t *testing.T) {
 // reassigning flush asked locate 10 again: refused, with an error built (6
 // allocations), and counted in DuplicateSymbols.
 func TestReassignAllocatesNothing(t *testing.T) {
-	w, _ := shmFeed(t, shm.Config{Instruments: 4096, Depth: 2, SingleWriter: true})
-	bs, err := book.New(book.Config{MaxOrders: 64, MaxLocates: 16, MaxLevels: 64})
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := NewPublisher(w, bs, 2)
-	p.BooksReset()
+	_, _, bs, p := reassignLab(t, 4096)
 	h := func(loc uint16) itch.Header { return itch.Header{Locate: loc, Timestamp: 34200_000_000_000} }
 	syms := []itch.Symbol{itch.NewSymbol("GOOG"), itch.NewSymbol("MSFT")}
 	msgs := make([][]byte, 2)

@@ -528,6 +528,21 @@ func TestRebuildCutsSweep(t *testing.T) {
 	}
 }
 
+// reassignLab is a Publisher of small books into a test shm file of
+// slots instruments, depth 2, at epoch 1 as in a running handler, and a
+// reader of the file.
+func reassignLab(t *testing.T, slots int) (*shm.Writer, *shm.Reader, *book.Books, *Publisher) {
+	t.Helper()
+	w, r := shmFeed(t, shm.Config{Instruments: slots, Depth: 2, SingleWriter: true})
+	bs, err := book.New(book.Config{MaxOrders: 64, MaxLocates: 16, MaxLevels: 64})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := NewPublisher(w, bs, 2)
+	p.BooksReset()
+	return w, r, bs, p
+}
+
 // TestLocateReassignedRebinds: a Stock Directory message gives a known
 // locate another symbol in the same session (book.Stats.LocateReassigned).
 // The old symbol's slot is retired, so a reader of AAPL finds nothing
@@ -535,13 +550,7 @@ func TestRebuildCutsSweep(t *testing.T) {
 // book only. Before the fix the publisher kept the locate's slot, bound
 // to AAPL: AAPL's readers read MSFT's book (with AAPL's orders in it).
 func TestLocateReassignedRebinds(t *testing.T) {
-	w, r := shmFeed(t, shm.Config{Instruments: 4, Depth: 2, SingleWriter: true})
-	bs, err := book.New(book.Config{MaxOrders: 64, MaxLocates: 16, MaxLevels: 64})
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := NewPublisher(w, bs, 2)
-	p.BooksReset() // epoch 1, as in a running handler
+	w, r, bs, p := reassignLab(t, 4)
 	h := itch.Header{Locate: 7, Timestamp: 34200_000_000_000}
 	apply := func(seq uint64, e itch.Encoder) {
 		loc, changed := bs.Apply(itch.Msg(e.Append(nil)))
@@ -615,13 +624,7 @@ func TestRegSHOFlags(t *testing.T) {
 func TestLocateSwap(t *testing.T) {
 	for _, batches := range []int{1, 2} {
 		t.Run(fmt.Sprintf("%d batches", batches), func(t *testing.T) {
-			w, r := shmFeed(t, shm.Config{Instruments: 8, Depth: 2, SingleWriter: true})
-			bs, err := book.New(book.Config{MaxOrders: 64, MaxLocates: 16, MaxLevels: 64})
-			if err != nil {
-				t.Fatal(err)
-			}
-			p := NewPublisher(w, bs, 2)
-			p.BooksReset()
+			_, r, bs, p := reassignLab(t, 8)
 			seq := uint64(0)
 			apply := func(e itch.Encoder) {
 				seq++

@@ -13,6 +13,12 @@ import (
 type admission struct {
 	filter     map[itch.Symbol]bool // subscribed symbols (space padded, as on the wire); nil: all
 	subscribed []bool               // by locate, decided by 'R' when filtering
+	// withdrawn is the locate of the last message refused when that
+	// message was a Stock Directory giving a subscribed locate to a symbol
+	// the filter leaves out (0: none): its caller ends the locate's book
+	// (takeWithdrawn), as the books end it when the new symbol is
+	// subscribed (book.Books.Announce).
+	withdrawn uint16
 
 	filtered, badMsgs uint64
 }
@@ -31,7 +37,9 @@ func newAdmission(symbols []string) admission {
 // admit reports whether a delivered message goes to the books: not when it
 // is too short or too long for a message (counted in badMsgs), nor when
 // the symbol filter leaves its locate out (filtered). A Stock Directory
-// message updates the filter's view of its locate.
+// message updates the filter's view of its locate; one that leaves out a
+// locate it admitted is refused with withdrawn set: a caller checks it
+// after a refusal only.
 func (a *admission) admit(msg []byte) bool {
 	if uint(len(msg))-3 > maxMsgLen-3 { // shorter than 3 bytes wraps
 		a.badMsgs++
@@ -49,14 +57,27 @@ func (a *admission) subscribedTo(msg []byte) bool {
 	if loc == 0 {
 		return true
 	}
-	if msg[0] == itch.TypeStockDirectory && len(msg) == itch.Length(itch.TypeStockDirectory) {
-		a.subscribed[loc] = a.filter[itch.StockDirectory(msg).Stock()]
+	// A longer one is applied as one (the extra bytes ignored: book.Stats.Long).
+	if msg[0] == itch.TypeStockDirectory && len(msg) >= itch.Length(itch.TypeStockDirectory) {
+		sub := a.filter[itch.StockDirectory(msg).Stock()]
+		if a.subscribed[loc] && !sub {
+			a.withdrawn = loc
+		}
+		a.subscribed[loc] = sub
 	}
 	if !a.subscribed[loc] {
 		a.filtered++
 		return false
 	}
 	return true
+}
+
+// takeWithdrawn returns the locate withdrawn by the last refused message
+// (0: none) and clears it.
+func (a *admission) takeWithdrawn() uint16 {
+	loc := a.withdrawn
+	a.withdrawn = 0
+	return loc
 }
 
 // ReplayPollGap is how far apart two datagrams' receive times must be for
@@ -79,10 +100,11 @@ const ReplayPollGap = 10 * time.Microsecond
 // replays as if none failed.
 type Replayer struct {
 	admission
-	arb   *Arbiter
-	apply func(msg itch.Msg)
-	last  int64 // receive time of the last datagram offered
-	hold  int64 // the longest the Arbiter waits for anything (Finish)
+	arb      *Arbiter
+	apply    func(msg itch.Msg)
+	withdraw func(locate uint16)
+	last     int64 // receive time of the last datagram offered
+	hold     int64 // the longest the Arbiter waits for anything (Finish)
 
 	Delivered uint64 // messages the Arbiter delivered in order (admitted or not)
 	Resets    uint64 // session changes: the books were emptied
@@ -90,13 +112,16 @@ type Replayer struct {
 
 // NewReplayer returns a Replayer for a feed configured as cfg (its Arbiter,
 // Session, Symbols and the number of its Receive.Lines): apply gets each
-// admitted message in order, reset is called when a session change empties
-// the books.
-func NewReplayer(cfg Config, apply func(msg itch.Msg), reset func()) *Replayer {
+// admitted message in order; withdraw, in order with them, each locate
+// that a Stock Directory message gave to a symbol the filter leaves out
+// after it was admitted (its book ends: book.Books.Withdraw, and
+// Publisher.Withdrawn when publishing); reset is called when a session
+// change empties the books.
+func NewReplayer(cfg Config, apply func(msg itch.Msg), withdraw func(locate uint16), reset func()) *Replayer {
 	ac := cfg.Arbiter
 	ac.Session = cfg.Session
 	ac.Lines = len(cfg.Receive.Lines)
-	r := &Replayer{admission: newAdmission(cfg.Symbols), apply: apply}
+	r := &Replayer{admission: newAdmission(cfg.Symbols), apply: apply, withdraw: withdraw}
 	r.arb = NewArbiter(ac, r.deliver, nil)
 	r.arb.SetSessionFunc(func(old, _ moldudp64.Session) {
 		if old != (moldudp64.Session{}) {
@@ -116,6 +141,8 @@ func (r *Replayer) deliver(p moldudp64.Packet, skip int, _ int64) {
 		r.Delivered++
 		if r.admit(msg) {
 			r.apply(itch.Msg(msg))
+		} else if r.withdrawn != 0 {
+			r.withdraw(r.takeWithdrawn())
 		}
 	}
 }

@@ -156,7 +156,7 @@ func newMarksRun(cfg Config) *marksRun {
 	m := &marksRun{}
 	m.r = NewReplayer(cfg, func(msg itch.Msg) {
 		m.got = append(m.got, binary.BigEndian.Uint64(msg[3:11]))
-	}, func() {})
+	}, func(uint16) {}, func() {})
 	return m
 }
 

@@ -1,6 +1,7 @@
 package handler
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -8,6 +9,8 @@ import (
 	"github.com/marketfeed/feedhandler/feed/itch"
 	"github.com/marketfeed/feedhandler/feed/moldudp64"
 	"github.com/marketfeed/feedhandler/feed/rx"
+	"github.com/marketfeed/feedhandler/internal/shmtest"
+	"github.com/marketfeed/feedhandler/proto/shm"
 	"github.com/rs/zerolog"
 )
 
@@ -174,5 +177,320 @@ func TestRunToCompletionRunsFull(t *testing.T) {
 	}
 	if got, want := s.hist.Count(), base+uint64(maxRuns+p.Messages()); got != want {
 		t.Fatalf("recorded %d messages, want %d", got, want)
+	}
+}
+
+// filterDir is a Stock Directory message announcing sym at locate loc.
+func filterDir(loc uint16, sym string) []byte {
+	d := itch.StockDirectoryFields{Header: itch.Header{Locate: loc}, Stock: itch.NewSymbol(sym), MarketCategory: 'Q',
+		FinancialStatus: 'N', RoundLotSize: 100, RoundLotsOnly: 'N', Authenticity: 'P'}
+	return d.Append(nil)
+}
+
+// filterAdd is a buy order ref of sym at locate loc.
+func filterAdd(loc uint16, sym string, ref uint64, price uint32) []byte {
+	a := itch.AddOrderFields{Header: itch.Header{Locate: loc}, OrderRef: ref, Side: 'B', Shares: 100,
+		Stock: itch.NewSymbol(sym), Price: price}
+	return a.Append(nil)
+}
+
+// filterPackets packs batches of messages into MoldUDP64 packets of one
+// session, one packet a batch, each on both lines.
+func filterPackets(t *testing.T, batches ...[][]byte) (script []rx.Packet, msgs uint64) {
+	t.Helper()
+	b := moldudp64.NewBuilder(moldudp64.NewSession("FILTER"), 1, 0)
+	now := time.Now().UnixNano()
+	for _, ms := range batches {
+		for _, m := range ms {
+			if err := b.Add(m); err != nil {
+				t.Fatal(err)
+			}
+			msgs++
+		}
+		p := append([]byte(nil), b.Flush()...) // Flush's bytes are the builder's
+		script = append(script, rx.Packet{Data: p, Line: rx.LineA, RxTime: now}, rx.Packet{Data: p, Line: rx.LineB, RxTime: now})
+	}
+	return script, msgs
+}
+
+// TestFilterLocateReassigned: with a symbol filter, a Stock Directory
+// message that gives a subscribed symbol's locate (its book published) to
+// an unsubscribed symbol ends the old symbol's book as the unfiltered
+// reassignment does (TestLocateReassignedRebinds): counted as
+// LocateReassigned, its shm slot retired, so that a reader of AAPL finds
+// nothing rather than a book that silently stopped following its
+// instrument; the new symbol's messages stay out. The reverse, a locate of
+// an unsubscribed symbol given to a subscribed one, admits it from then
+// on, with none of the old instrument's orders. Both modes: the filter
+// runs on the receive thread, the books on the shard's.
+func TestFilterLocateReassigned(t *testing.T) { forEachMode(t, testFilterLocateReassigned) }
+
+func testFilterLocateReassigned(t *testing.T, mode Mode, shards []int) {
+	script, delivered := filterPackets(t,
+		[][]byte{
+			filterDir(5, "AAPL"), filterDir(6, "MSFT"), filterDir(7, "ZZZZ"),
+			filterAdd(5, "AAPL", 1, 1000), filterAdd(6, "MSFT", 2, 2000), filterAdd(7, "ZZZZ", 3, 3000),
+		},
+		// Mid-session, locate 5 goes to an unsubscribed symbol and
+		// locate 7 to a subscribed one.
+		[][]byte{
+			filterDir(5, "YYYY"), filterAdd(5, "YYYY", 4, 4000),
+			filterDir(7, "IBM"), filterAdd(7, "IBM", 5, 5000),
+		},
+	)
+	h, _, name := startScript(t, mode, shards, script, -1, zerolog.Nop(), []string{"AAPL", "MSFT", "IBM"})
+	defer h.Stop()
+	// Applied: AAPL's and MSFT's directory and order, IBM's; filtered:
+	// ZZZZ's and YYYY's.
+	const routed, filtered = 6, 4
+	waitFor(t, "every message delivered and applied", func() bool {
+		st := h.Stats()
+		return st.Arbiter.Delivered == delivered && st.Routed == routed && st.Applied() == routed
+	})
+	time.Sleep(60 * time.Millisecond) // one more stats copy
+	st := h.Stats()
+	var reassigned uint64
+	for _, sh := range st.Shards {
+		reassigned += sh.Book.LocateReassigned
+	}
+	if st.Filtered != filtered || reassigned != 1 {
+		t.Errorf("filtered %d, locates reassigned %d; want %d, 1", st.Filtered, reassigned, filtered)
+	}
+	r, err := shm.Open(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	buf := make([]byte, r.Info().MaxSnapshot)
+	if v, err := r.ReadSymbol("AAPL", buf); err == nil {
+		t.Errorf("AAPL still published at locate %d (%d bid levels) after its locate went to YYYY", v.Locate(), v.BidLevels())
+	}
+	for _, sym := range []string{"YYYY", "ZZZZ"} {
+		if loc, ok := r.Lookup(sym); ok {
+			t.Errorf("%s, not subscribed, published at locate %d", sym, loc)
+		}
+	}
+	for _, c := range []struct {
+		sym   string
+		loc   uint16
+		price uint32
+	}{{"MSFT", 6, 2000}, {"IBM", 7, 5000}} {
+		v, err := r.ReadSymbol(c.sym, buf)
+		if err != nil {
+			t.Errorf("%s: %v", c.sym, err)
+			continue
+		}
+		l, ok := v.Bid(0)
+		if v.Locate() != c.loc || v.BidLevels() != 1 || !ok || l.Price != c.price {
+			t.Errorf("%s: locate %d, %d bid levels, best %+v; want %d, 1, %d", c.sym, v.Locate(), v.BidLevels(), l, c.loc, c.price)
+		}
+	}
+}
+
+// TestWithdrawnAfterSessionChange: a session change (BooksReset) keeps the
+// old session's books published, flagged, until their locates are bound
+// again. A locate that the new session gives to a symbol the filter leaves
+// out is never bound again; withdrawn (its book unknown since the reset),
+// its old symbol's slot is retired as a Rebind to the new symbol would
+// have retired it, so AAPL is not left published from the old session.
+func TestWithdrawnAfterSessionChange(t *testing.T) {
+	_, r, bs, p := reassignLab(t, 4)
+	apply := func(seq uint64, m []byte) {
+		loc, changed := bs.Apply(itch.Msg(m))
+		p.Applied(loc, changed, seq, int64(seq))
+	}
+	apply(1, filterDir(5, "AAPL"))
+	apply(2, filterAdd(5, "AAPL", 1, 1000))
+	p.Flush()
+	if _, ok := r.Lookup("AAPL"); !ok {
+		t.Fatal("AAPL not published")
+	}
+	// The session changes: the books are emptied, the old ones stay
+	// published (flagged) until rebound.
+	p.SetStale(true)
+	p.Flush()
+	bs.Reset()
+	p.BooksReset()
+	if bs.Withdraw(5) {
+		t.Fatal("locate 5 known after the reset")
+	}
+	p.Withdrawn(5)
+	p.Flush()
+	if loc, ok := r.Lookup("AAPL"); ok {
+		t.Errorf("AAPL of the old session still published at locate %d after its locate went to a symbol filtered out", loc)
+	}
+	if p.Rebound != 1 || p.Errors != 0 {
+		t.Errorf("rebound %d, errors %d; want 1, 0", p.Rebound, p.Errors)
+	}
+}
+
+// TestFilterWithdrawAllocatesNothing: with a symbol filter, a subscribed
+// locate given to a symbol left out and back, packet after packet, on the
+// run-to-completion path (admit, withdraw, apply, publish: the old
+// symbol unbound, the new binding made) allocates nothing.
+func TestFilterWithdrawAllocatesNothing(t *testing.T) {
+	const runs = 100
+	b := moldudp64.NewBuilder(moldudp64.NewSession("FILTER"), 1, 0)
+	var pkts [][]byte
+	for i := range 2 * (runs + 3) {
+		sym := "AAPL"
+		if i%2 == 1 {
+			sym = "YYYY"
+		}
+		for _, m := range [][]byte{filterDir(5, sym), filterAdd(5, sym, uint64(i+1), 1000)} {
+			if err := b.Add(m); err != nil {
+				t.Fatal(err)
+			}
+		}
+		pkts = append(pkts, append([]byte(nil), b.Flush()...))
+	}
+	h, s := oneShardHandler(t, 0, smallBooks)
+	h.admission = newAdmission([]string{"AAPL"})
+	h.recv = &scriptRx{}
+	withIdleRecovery(t, h)
+	i := 0
+	batch := func() {
+		h.pickup = time.Now().UnixNano()
+		h.arb.Offer(0, pkts[i], h.pickup)
+		h.arb.Offer(1, pkts[i], h.pickup) // the duplicate copy from line B
+		h.endBatch()
+		i++
+	}
+	// The first packet waits for the session to be locked: it is
+	// delivered with the second, AAPL announced and withdrawn in one
+	// batch, never bound.
+	for range 4 {
+		batch()
+	}
+	if h.arb.Stats.Delivered != 8 || s.books.Stats().LocateReassigned != 2 || s.pub.Rebound != 1 {
+		t.Fatalf("the first four packets: %d messages delivered, %d reassigned, %d rebound; want 8, 2, 1",
+			h.arb.Stats.Delivered, s.books.Stats().LocateReassigned, s.pub.Rebound)
+	}
+	allocs := testing.AllocsPerRun(runs, func() {
+		batch()
+		batch()
+	})
+	if allocs != 0 {
+		t.Fatalf("a locate withdrawn and announced again allocates %.1f times", allocs)
+	}
+	// AllocsPerRun calls once more than runs.
+	if st := s.books.Stats(); st.LocateReassigned != runs+3 || s.pub.Rebound != runs+2 || s.pub.Errors != 0 {
+		t.Fatalf("reassigned %d, rebound %d, errors %d; want %d, %d, 0", st.LocateReassigned, s.pub.Rebound, s.pub.Errors, runs+3, runs+2)
+	}
+}
+
+// TestFilterLongStockDirectory: a Stock Directory message longer than its
+// type's length is applied by the books as one (book.Stats.Long: the extra
+// bytes ignored), so the symbol filter reads it as one too. Before the fix
+// the filter took only messages of the exact length: a subscribed symbol
+// announced so was filtered out with all its messages, and a subscribed
+// locate given so to a symbol left out kept being admitted, the new
+// symbol's book published.
+func TestFilterLongStockDirectory(t *testing.T) { forEachMode(t, testFilterLongStockDirectory) }
+
+func testFilterLongStockDirectory(t *testing.T, mode Mode, shards []int) {
+	long := func(m []byte) []byte { return append(m, 0, 0) }
+	script, delivered := filterPackets(t,
+		[][]byte{long(filterDir(5, "AAPL")), filterAdd(5, "AAPL", 1, 1000), filterDir(6, "MSFT"), filterAdd(6, "MSFT", 2, 2000)},
+		[][]byte{long(filterDir(6, "YYYY")), filterAdd(6, "YYYY", 3, 3000)},
+	)
+	h, _, name := startScript(t, mode, shards, script, -1, zerolog.Nop(), []string{"AAPL", "MSFT"})
+	defer h.Stop()
+	const routed = 4 // AAPL's and MSFT's directory and order
+	waitFor(t, "every message delivered and applied", func() bool {
+		st := h.Stats()
+		return st.Arbiter.Delivered == delivered && st.Filtered == delivered-routed && st.Applied() == st.Routed
+	})
+	r, err := shm.Open(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	buf := make([]byte, r.Info().MaxSnapshot)
+	if v, err := r.ReadSymbol("AAPL", buf); err != nil {
+		t.Errorf("AAPL, announced by a long Stock Directory message: %v", err)
+	} else if v.BidLevels() != 1 {
+		t.Errorf("AAPL: %d bid levels; want its order's", v.BidLevels())
+	}
+	for _, sym := range []string{"MSFT", "YYYY"} {
+		if loc, ok := r.Lookup(sym); ok {
+			t.Errorf("%s published at locate %d after a long Stock Directory message gave it to YYYY", sym, loc)
+		}
+	}
+}
+
+// TestFilterRebuild: a snapshot rebuild goes through the symbol filter as
+// the live feed does: the subscribed symbol's book is loaded, the others'
+// messages are filtered. A later snapshot that gives the subscribed
+// symbol's locate to a symbol left out (the Stock Directory message that
+// did so was in the gap the snapshot repairs) ends its book: its old slot,
+// kept flagged through the rebuild, is retired, as a rebind to the new
+// symbol would have retired it.
+func TestFilterRebuild(t *testing.T) {
+	h, sh, _ := recoveryHandler(t, nil)
+	h.rec = nil
+	h.admission = newAdmission([]string{"AAPL"})
+	r, err := shm.Open(h.w.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	snapshot := func(next uint64, msgs ...[]byte) {
+		var recs []byte
+		for _, m := range msgs {
+			recs = append(recs, byte(len(m)>>8), byte(len(m)))
+			recs = append(recs, m...)
+		}
+		h.rebuild(recs, next)
+		h.endBatch()
+	}
+	snapshot(5, filterDir(5, "AAPL"), filterAdd(5, "AAPL", 1, 1000), filterDir(6, "YYYY"), filterAdd(6, "YYYY", 2, 2000))
+	buf := make([]byte, r.Info().MaxSnapshot)
+	if v, err := r.ReadSymbol("AAPL", buf); err != nil {
+		t.Fatalf("AAPL after the first snapshot: %v", err)
+	} else if v.BidLevels() != 1 {
+		t.Fatalf("AAPL after the first snapshot: %d bid levels, want 1", v.BidLevels())
+	}
+	if loc, ok := r.Lookup("YYYY"); ok || h.filtered != 2 {
+		t.Fatalf("YYYY published at locate %d (%v), %d filtered; want none, 2", loc, ok, h.filtered)
+	}
+	snapshot(9, filterDir(5, "ZZZZ"), filterAdd(5, "ZZZZ", 3, 3000))
+	if loc, ok := r.Lookup("AAPL"); ok {
+		t.Errorf("AAPL still published at locate %d after a snapshot gave its locate to ZZZZ", loc)
+	}
+	if loc, ok := r.Lookup("ZZZZ"); ok || h.filtered != 4 || sh.pub.Rebound != 1 {
+		t.Errorf("ZZZZ published at locate %d (%v), %d filtered, %d rebound; want none, 4, 1", loc, ok, h.filtered, sh.pub.Rebound)
+	}
+}
+
+// TestStartRefusesBadSymbols: the filter compares the 8 bytes of each
+// Stock Directory message's stock field with the symbols given, space
+// padded. Start refuses a symbol that cannot be one (the feed file's
+// symbols are refused at their line already): before, one over 8
+// characters was cut to its first 8 and subscribed another instrument,
+// and one in lower case or empty subscribed nothing, silently.
+func TestStartRefusesBadSymbols(t *testing.T) {
+	for _, c := range []struct{ sym, want string }{
+		{"ABCDEFGHI", `symbols[1]: "ABCDEFGHI" is not a symbol (1 to 8 characters)`},
+		{"msft", `symbols[1]: "msft" is not a symbol (ITCH symbols are upper case: "MSFT")`},
+		{"", `symbols[1]: "" is not a symbol (1 to 8 characters)`},
+		{"BRK A", `symbols[1]: "BRK A" is not a symbol (printable ASCII without spaces)`},
+	} {
+		h, err := Start(Config{
+			Receive: rx.Config{Lines: []rx.LineConfig{{Name: "A"}}},
+			Book:    smallBooks,
+			ShmName: shmtest.Name(t, "fh-h163-badsym"),
+			Symbols: []string{"AAPL", c.sym},
+			Open:    func(rx.Config) (rx.Receiver, error) { return &scriptRx{}, nil },
+			Log:     zerolog.Nop(),
+		})
+		if err == nil {
+			h.Stop()
+			t.Errorf("symbols [AAPL %q] started", c.sym)
+			continue
+		}
+		if !strings.Contains(err.Error(), c.want) {
+			t.Errorf("symbols [AAPL %q]: %v; want it to say %s", c.sym, err, c.want)
+		}
 	}
 }

@@ -43,6 +43,9 @@ const (
 	markerRebuilt
 	// markerWhole: no gap is open any more: clear the stale flag.
 	markerWhole
+	// markerWithdraw: the locate in data[1:3] was given to a symbol the
+	// filter leaves out: end its book (shard.withdraw).
+	markerWithdraw
 )
 
 // ShardStats are one shard's counters.
@@ -53,7 +56,7 @@ type ShardStats struct {
 	Book          book.Stats
 	Ring          spsc.Stats
 	PublishErrors uint64
-	Rebound       uint64 // locates whose shm slot was retired (bound to another symbol by a new session): moved to a fresh slot, or to none when no slot is left (also in PublishErrors)
+	Rebound       uint64 // locates whose shm slot was retired (bound to another symbol by a new session): moved to a fresh slot, or to none when no slot is left (also in PublishErrors) or the symbol filter leaves the new symbol out
 	// StaleBinds and DuplicateSymbols: snapshots not published because
 	// the shm writer refused their binding (Publisher.StaleBinds,
 	// Publisher.DuplicateSymbols).
@@ -210,6 +213,10 @@ func (s *shard) run(pinErr chan<- error) {
 		for i := range batch {
 			m := &batch[i]
 			if m.kind != 0 {
+				if m.kind == markerWithdraw {
+					s.withdraw(uint16(m.data[1])<<8 | uint16(m.data[2]))
+					continue
+				}
 				s.marker(m.kind)
 				continue
 			}
@@ -281,6 +288,15 @@ func (s *shard) marker(kind uint8) {
 	case markerWhole:
 		s.pub.SetStale(false)
 	}
+}
+
+// withdraw ends the book of locate loc, which a Stock Directory message
+// gave to a symbol the filter leaves out (admission.withdrawn): emptied
+// and counted (book.Books.Withdraw), its old symbol's slot retired at the
+// next publish (Publisher.Withdrawn).
+func (s *shard) withdraw(loc uint16) {
+	s.books.Withdraw(loc)
+	s.pub.Withdrawn(loc)
 }
 
 // apply applies one message on the receive thread (run to completion); the

@@ -3,6 +3,8 @@ package itch
 import (
 	"bytes"
 	"encoding/binary"
+	"fmt"
+	"strings"
 )
 
 //go:generate go run gen_messages.go
@@ -71,6 +73,22 @@ func NewSymbol(s string) Symbol {
 	y := Symbol{' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '}
 	copy(y[:], s)
 	return y
+}
+
+// CheckSymbol returns why s, a symbol as written in a subscribe list (no
+// padding), cannot name an instrument, or nil: a stock field holds 1 to 8
+// printable ASCII bytes without spaces (NewSymbol would drop the rest and
+// name another instrument), and ITCH symbols are upper case.
+func CheckSymbol(s string) error {
+	switch {
+	case s == "" || len(s) > len(Symbol{}):
+		return fmt.Errorf("%q is not a symbol (1 to 8 characters)", s)
+	case strings.IndexFunc(s, func(r rune) bool { return r <= ' ' || r > '~' }) >= 0:
+		return fmt.Errorf("%q is not a symbol (printable ASCII without spaces)", s)
+	case strings.ToUpper(s) != s:
+		return fmt.Errorf("%q is not a symbol (ITCH symbols are upper case: %q)", s, strings.ToUpper(s))
+	}
+	return nil
 }
 
 // Trim returns the symbol without its trailing spaces. The slice aliases s
