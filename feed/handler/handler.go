@@ -198,7 +198,8 @@ type Handler struct {
 	rxErrQuiet                   uint64 // receive errors not logged since rxErrLogged (logReceiveError)
 
 	stop     atomic.Bool
-	closeErr error // the receiver's Close, set by the receive thread before rxDone
+	alive    atomic.Uint64 // receive thread: passes of its stats point (every 20 ms), for the heartbeat (housekeeping)
+	closeErr error         // the receiver's Close, set by the receive thread before rxDone
 	done     chan struct{}
 	rxDone   chan struct{}
 	wg       sync.WaitGroup // shard threads
@@ -559,8 +560,11 @@ func (h *Handler) receive(pinErr chan<- error) {
 		// next round, a loop later: the hot thread never waits for a
 		// reader the kernel may have descheduled while holding it.
 		last = min(last, now) // the wall clock stepped back: copy 20 ms on, not once it is back
-		if now-last > int64(20*time.Millisecond) && h.copyStats(false) {
-			last = now
+		if now-last > int64(20*time.Millisecond) {
+			h.alive.Add(1) // the thread goes round (housekeeping beats the heartbeat only then)
+			if h.copyStats(false) {
+				last = now
+			}
 		}
 	}
 	if h.rec != nil {
@@ -863,11 +867,42 @@ func (h *Handler) gap(r moldudp64.Range, now int64) {
 	}
 }
 
+// stallLimit is how long a hot thread may go without passing its stats
+// point before housekeeping stops beating the shm heartbeat. A variable
+// for tests.
+var stallLimit = 2 * time.Second
+
 // housekeeping logs gaps, beats the shm heartbeat and logs stats.
+//
+// The heartbeat tells readers the writer is alive, so it is beaten only
+// while every hot thread goes round its loop: a receive or shard thread
+// wedged (a deadlock, an endless loop, a receive call that never returns)
+// would otherwise leave the books frozen under a fresh heartbeat, and the
+// readers, the shm_heartbeat_age_seconds gauge and the alerts on it would
+// all take the writer for alive. Each hot thread counts its passes of the
+// stats point (every 20 ms on the receive thread, at least every 50 ms or
+// so on an idle shard); when one has not moved for stallLimit the beats
+// stop, and the readers find the writer dead StaleAfter later. The limit
+// leaves room for what legitimately holds a thread for a while, a
+// snapshot's rebuild in one go among them.
 func (h *Handler) housekeeping() {
 	hb := time.NewTicker(50 * time.Millisecond)
 	defer hb.Stop()
 	clockFaults := clock.ReadStats().Faults
+	threads := []*atomic.Uint64{&h.alive}
+	names := []string{"receive"}
+	for _, s := range h.shards {
+		if s != h.inline {
+			threads = append(threads, &s.alive)
+			names = append(names, "shard "+strconv.Itoa(s.id))
+		}
+	}
+	seen := make([]uint64, len(threads))
+	moved := make([]time.Time, len(threads))
+	for i := range moved {
+		moved[i] = time.Now()
+	}
+	withheld := false
 	for {
 		select {
 		case <-h.done:
@@ -886,7 +921,28 @@ func (h *Handler) housekeeping() {
 					Msg("session change: the followed session went silent and another is consistent; books rebuilt")
 			}
 		case <-hb.C:
-			h.w.Heartbeat()
+			now := time.Now()
+			stalled := -1
+			for i, c := range threads {
+				if n := c.Load(); n != seen[i] || h.stop.Load() {
+					// Stopping: the threads end one after another.
+					seen[i], moved[i] = n, now
+				} else if now.Sub(moved[i]) > stallLimit && stalled < 0 {
+					stalled = i
+				}
+			}
+			switch {
+			case stalled < 0:
+				if withheld {
+					withheld = false
+					h.log.Warn().Msg("hot threads go round again: shm heartbeat resumed")
+				}
+				h.w.Heartbeat()
+			case !withheld:
+				withheld = true
+				h.log.Error().Str("thread", names[stalled]).Dur("for", now.Sub(moved[stalled])).
+					Msg("hot thread stopped going round its loop: shm heartbeat withheld, so readers will find the writer dead while it lasts")
+			}
 			if f := clock.ReadStats().Faults; f != clockFaults {
 				clockFaults = f
 				logClock(h.log, true)

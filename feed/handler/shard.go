@@ -87,6 +87,7 @@ type shard struct {
 	histRep  latency.Histogram // receive timestamp to publish of repaired messages (waited for recovery)
 
 	applied atomic.Uint64 // messages applied (read by the pipeline to know it drained)
+	alive   atomic.Uint64 // sharded: passes of the shard thread's stats points, for the heartbeat (housekeeping)
 
 	batches    atomic.Uint64 // batches applied and published (its writer only adds)
 	rebuilding bool          // between markerRebuild and markerRebuilt: publish nothing
@@ -201,6 +202,7 @@ func (s *shard) run(pinErr chan<- error) {
 				continue
 			}
 		} else if batch = s.ring.PeekWait(batchMax, 50*time.Millisecond); len(batch) == 0 {
+			s.alive.Add(1)
 			s.copyStats(true)
 			// Drained, not Closed: the wait may have timed out before
 			// the receive thread's last messages and Stop's Close.
@@ -233,8 +235,11 @@ func (s *shard) run(pinErr chan<- error) {
 		s.applied.Add(uint64(msgs))
 		s.batches.Add(1)
 		lastStats = min(lastStats, now) // the wall clock stepped back: copy 50 ms on, not once it is back
-		if now-lastStats > int64(50*time.Millisecond) && s.copyStats(false) {
-			lastStats = now
+		if now-lastStats > int64(50*time.Millisecond) {
+			s.alive.Add(1)
+			if s.copyStats(false) {
+				lastStats = now
+			}
 		}
 	}
 }

@@ -1,0 +1,107 @@
+package handler
+
+import (
+	"bytes"
+	"errors"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/marketfeed/feedhandler/book"
+	"github.com/marketfeed/feedhandler/feed/rx"
+	"github.com/marketfeed/feedhandler/internal/shmtest"
+	"github.com/marketfeed/feedhandler/proto/shm"
+)
+
+// wedgeRx is an idle receiver whose Receive can be made to hang (a
+// receive thread wedged) until released.
+type wedgeRx struct {
+	countRx
+	wedged  atomic.Bool
+	release chan struct{}
+}
+
+func (r *wedgeRx) Receive(p []rx.Packet) (int, error) {
+	if r.wedged.Load() {
+		<-r.release
+	}
+	return r.countRx.Receive(p)
+}
+
+// syncBuf is a log sink the test reads while the handler writes.
+type syncBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuf) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestHeartbeatStopsWithHotThread: a receive thread that stops going round
+// its loop stops the shm heartbeat, so a reader finds the writer dead, and
+// the heartbeat comes back when the thread does. Before, housekeeping beat
+// it whatever the hot threads did: a wedged handler's frozen books looked
+// alive to every reader and to the heartbeat-age alert.
+func TestHeartbeatStopsWithHotThread(t *testing.T) {
+	forEachMode(t, func(t *testing.T, mode Mode, shards []int) {
+		defer func(d time.Duration) { stallLimit = d }(stallLimit)
+		stallLimit = 100 * time.Millisecond
+		r := &wedgeRx{release: make(chan struct{})}
+		var log syncBuf
+		name := shmtest.Name(t, "fhalive")
+		h, err := Start(Config{
+			Receive:     rx.Config{Lines: []rx.LineConfig{{Name: "A"}, {Name: "B"}}},
+			Book:        book.Config{MaxOrders: 1 << 10, MaxLocates: 64, MaxLevels: 1 << 10},
+			Mode:        mode,
+			ShardCores:  shards,
+			ReceiveCore: -1,
+			ShmName:     name,
+			Open:        func(rx.Config) (rx.Receiver, error) { return r, nil },
+			Log:         zerolog.New(&log),
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		released := false
+		defer func() {
+			if !released {
+				close(r.release)
+			}
+			h.Stop()
+		}()
+		rd, err := shm.OpenWith(name, shm.OpenOptions{StaleAfter: 300 * time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rd.Close()
+		alive := func() bool { return rd.Check() == nil }
+		dead := func() bool { return errors.Is(rd.Check(), shm.ErrWriterDead) }
+		waitFor(t, "the writer alive", alive)
+
+		r.wedged.Store(true)
+		waitFor(t, "the writer dead, its receive thread wedged", dead)
+		if !strings.Contains(log.String(), "shm heartbeat withheld") {
+			t.Errorf("no log line says the heartbeat is withheld:\n%s", log.String())
+		}
+		r.wedged.Store(false)
+		close(r.release)
+		released = true
+		waitFor(t, "the writer alive again", alive)
+		if !strings.Contains(log.String(), "shm heartbeat resumed") {
+			t.Errorf("no log line says the heartbeat resumed:\n%s", log.String())
+		}
+	})
+}
