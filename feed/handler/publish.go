@@ -243,18 +243,27 @@ func (p *Publisher) flush(chunk int) {
 			chunk--
 		}
 	}
-	if len(p.dirty) == 0 {
+	if len(p.dirty) == 0 && p.dups == 0 {
 		return
 	}
-	if r := p.books.LocatesReassigned(); r != p.reassigned {
-		p.reassigned = r
-		p.unbindReassigned()
+	if len(p.dirty) > 0 {
+		// A re-assignment made its locate dirty (Announce).
+		if r := p.books.LocatesReassigned(); r != p.reassigned {
+			p.reassigned = r
+			p.unbindReassigned()
+		}
 	}
+	// Also with nothing dirty: the binding in a refused duplicate's way
+	// may have been retired by another shard's publisher, while this
+	// shard got no message since (a swap across shards, then quiet).
 	if p.dups > 0 {
 		if n := p.w.Retirements(); n != p.retirements {
 			p.retirements = n
 			p.askDuplicatesAgain()
 		}
+	}
+	if len(p.dirty) == 0 {
+		return
 	}
 	// What every snapshot of the batch shares is read once per batch, not
 	// per book: one clock read (the batch's publish time), the system
