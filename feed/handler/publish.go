@@ -455,6 +455,10 @@ func (p *Publisher) begin(b *book.Book, loc uint16, st *locState, flags bookfb.F
 // no slot counts in Rebound too.
 func (p *Publisher) bind(b *book.Book, loc uint16, st *locState) bool {
 	if st.refused == 0 {
+		// Read before asking: a refusal is asked again once a binding
+		// is retired after it, and another shard's publisher may
+		// retire the one in its way as soon as the writer answered.
+		seen := p.w.Retirements()
 		// Rebind keeps nothing of the symbol, so Book.Name's string
 		// stays on this goroutine's stack (TestOpeningAllocatesNothing).
 		sl, retired, err := p.w.Rebind(loc, b.Name(), p.epoch)
@@ -464,10 +468,17 @@ func (p *Publisher) bind(b *book.Book, loc uint16, st *locState) bool {
 		case errors.Is(err, shm.ErrStaleBinding):
 			st.refused = refusedStale
 		case errors.Is(err, shm.ErrDuplicateSymbol):
+			if dupRefusedHook != nil {
+				dupRefusedHook()
+			}
 			st.refused = refusedDuplicate
+			// Asked again once a binding is retired after this
+			// refusal; the refusals standing already were checked
+			// at an earlier count, which stays.
+			if p.dups == 0 {
+				p.retirements = seen
+			}
 			p.dups++
-			// Asked again once a binding is retired after this refusal.
-			p.retirements = p.w.Retirements()
 		case errors.Is(err, shm.ErrFull):
 			// No slot left, perhaps after the locate's old binding
 			// was retired: the locate left its old symbol all the
@@ -495,6 +506,11 @@ func (p *Publisher) bind(b *book.Book, loc uint16, st *locState) bool {
 	}
 	return false
 }
+
+// dupRefusedHook, set by tests only, runs when the writer has refused a
+// binding as a duplicate, before the Publisher notes the refusal: where
+// another shard's publisher may retire the binding in its way.
+var dupRefusedHook func()
 
 // bound keeps the slot sl that bind got in st and counts it.
 func (p *Publisher) bound(st *locState, sl shm.Slot, retired bool) bool {
