@@ -261,18 +261,28 @@ func (p *Publisher) flush(chunk int) {
 			chunk--
 		}
 	}
-	if len(p.dirty) == 0 {
+	if len(p.dirty) == 0 && p.dups == 0 {
 		return
 	}
-	if r := p.books.LocatesReassigned(); r != p.reassigned || p.withdrawn {
-		p.reassigned, p.withdrawn = r, false
-		p.unbindReassigned()
+	if len(p.dirty) > 0 {
+		// A re-assignment (Announce) or a withdrawal (Withdrawn) made its
+		// locate dirty.
+		if r := p.books.LocatesReassigned(); r != p.reassigned || p.withdrawn {
+			p.reassigned, p.withdrawn = r, false
+			p.unbindReassigned()
+		}
 	}
+	// Also with nothing dirty: the binding in a refused duplicate's way
+	// may have been retired by another shard's publisher, while this
+	// shard got no message since (a swap across shards, then quiet).
 	if p.dups > 0 {
 		if n := p.w.Retirements(); n != p.retirements {
 			p.retirements = n
 			p.askDuplicatesAgain()
 		}
+	}
+	if len(p.dirty) == 0 {
+		return
 	}
 	// What every snapshot of the batch shares is read once per batch, not
 	// per book: one clock read (the batch's publish time), the system
@@ -469,6 +479,10 @@ func (p *Publisher) begin(b *book.Book, loc uint16, st *locState, flags bookfb.F
 // no slot counts in Rebound too.
 func (p *Publisher) bind(b *book.Book, loc uint16, st *locState) bool {
 	if st.refused == 0 {
+		// Read before asking: a refusal is asked again once a binding
+		// is retired after it, and another shard's publisher may
+		// retire the one in its way as soon as the writer answered.
+		seen := p.w.Retirements()
 		// Rebind keeps nothing of the symbol, so Book.Name's string
 		// stays on this goroutine's stack (TestOpeningAllocatesNothing).
 		sl, retired, err := p.w.Rebind(loc, b.Name(), p.epoch)
@@ -478,10 +492,17 @@ func (p *Publisher) bind(b *book.Book, loc uint16, st *locState) bool {
 		case errors.Is(err, shm.ErrStaleBinding):
 			st.refused = refusedStale
 		case errors.Is(err, shm.ErrDuplicateSymbol):
+			if dupRefusedHook != nil {
+				dupRefusedHook()
+			}
 			st.refused = refusedDuplicate
+			// Asked again once a binding is retired after this
+			// refusal; the refusals standing already were checked
+			// at an earlier count, which stays.
+			if p.dups == 0 {
+				p.retirements = seen
+			}
 			p.dups++
-			// Asked again once a binding is retired after this refusal.
-			p.retirements = p.w.Retirements()
 		case errors.Is(err, shm.ErrFull):
 			// No slot left, perhaps after the locate's old binding
 			// was retired: the locate left its old symbol all the
@@ -509,6 +530,11 @@ func (p *Publisher) bind(b *book.Book, loc uint16, st *locState) bool {
 	}
 	return false
 }
+
+// dupRefusedHook, set by tests only, runs when the writer has refused a
+// binding as a duplicate, before the Publisher notes the refusal: where
+// another shard's publisher may retire the binding in its way.
+var dupRefusedHook func()
 
 // bound keeps the slot sl that bind got in st and counts it.
 func (p *Publisher) bound(st *locState, sl shm.Slot, retired bool) bool {

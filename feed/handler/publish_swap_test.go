@@ -99,3 +99,61 @@ func TestReassignAllocatesNothing(t *testing.T) {
 	}
 	t.Logf("published %d dup %d rebound %d errors %d", p.Published, p.DuplicateSymbols, p.Rebound, p.Errors)
 }
+
+// TestDuplicateRefusalRacesRetirement: the binding in a refused
+// duplicate's way is retired by another shard's publisher just after the
+// writer refused it, before the refused publisher noted the refusal
+// (dupRefusedHook stands there). Locates 2 (shard 0) and 3 (shard 1)
+// swap AAA and BBB: shard 0's BBB is refused, BBB being still at 3, and
+// shard 1 moves 3 to AAA at that moment. Shard 0 must ask again: its next
+// flush binds BBB at 2. Before the fix it read the writer's retirement
+// count after the refusal, that retirement included, so it never did.
+func TestDuplicateRefusalRacesRetirement(t *testing.T) {
+	w, r := shmFeed(t, shm.Config{Instruments: 8, Depth: 2})
+	var bs [2]*book.Books
+	var ps [2]*Publisher
+	for i := range bs {
+		b, err := book.New(book.Config{MaxOrders: 64, MaxLocates: 16, MaxLevels: 64})
+		if err != nil {
+			t.Fatal(err)
+		}
+		bs[i], ps[i] = b, NewPublisher(w, b, 2)
+		ps[i].BooksReset()
+	}
+	seq := uint64(0)
+	dir := func(loc uint16, sym string) {
+		seq++
+		s := loc % 2
+		e := itch.StockDirectoryFields{Header: itch.Header{Locate: loc, Timestamp: 34200_000_000_000}, Stock: itch.NewSymbol(sym)}
+		l, changed := bs[s].Apply(itch.Msg(e.Append(nil)))
+		ps[s].Applied(l, changed, seq, int64(seq))
+	}
+	dir(2, "AAA")
+	dir(3, "BBB")
+	ps[0].Flush()
+	ps[1].Flush()
+	raced := false
+	dupRefusedHook = func() {
+		if raced {
+			return
+		}
+		raced = true
+		dir(3, "AAA")
+		ps[1].Flush() // unbinds 3 (BBB retired), binds AAA there
+	}
+	t.Cleanup(func() { dupRefusedHook = nil })
+	dir(2, "BBB")
+	ps[0].Flush() // BBB refused: still at 3 when asked
+	if !raced {
+		t.Fatal("shard 0's BBB was not refused as a duplicate")
+	}
+	ps[0].Flush() // nothing changed since: asks again, the retirement seen
+	for _, c := range []struct {
+		sym string
+		loc uint16
+	}{{"AAA", 3}, {"BBB", 2}} {
+		if loc, ok := r.Lookup(c.sym); !ok || loc != c.loc {
+			t.Errorf("%s at locate %d (found %v), want %d; duplicate refusals %d/%d", c.sym, loc, ok, c.loc, ps[0].DuplicateSymbols, ps[1].DuplicateSymbols)
+		}
+	}
+}

@@ -203,6 +203,12 @@ func (s *shard) run(pinErr chan<- error) {
 			}
 		} else if batch = s.ring.PeekWait(batchMax, 50*time.Millisecond); len(batch) == 0 {
 			s.alive.Add(1)
+			if !s.rebuilding {
+				// Idle: a duplicate refused here may be free now,
+				// another shard having retired the binding in its
+				// way (Publisher.flush asks again).
+				s.pub.FlushSome()
+			}
 			s.copyStats(true)
 			// Drained, not Closed: the wait may have timed out before
 			// the receive thread's last messages and Stop's Close.

@@ -180,11 +180,11 @@ func (r *Ring[T]) Cap() int { return len(r.buf) }
 // producer or consumer while the other side is idle.
 func (r *Ring[T]) Len() int {
 	h := r.head.Load()
-	t := r.tail.Load()
-	if t < h { // tail loaded after a Release raced past it
-		return 0
-	}
-	return int(t - h)
+	t := r.tail.Load() // loaded after head: at least h, mod 2^64
+	// The indices run free and wrap past 2^64-1: their difference is
+	// the occupancy, not their order. Pushes and releases between the
+	// two loads can make it exceed the capacity.
+	return int(min(t-h, uint64(len(r.buf))))
 }
 
 // --- producer side ---
