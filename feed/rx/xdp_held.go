@@ -52,6 +52,12 @@ func xdpAttachedPrograms(ifindex int) string {
 	return b.String()
 }
 
+// XDPAttachedPrograms describes the XDP programs attached to interface
+// ifindex, as `program 12 "xdp_steer" in native mode`, or "" when there
+// are none or they cannot be read: while one stays, the xdp backend
+// cannot attach its own (ErrXDPInUse). For feedhandler check.
+func XDPAttachedPrograms(ifindex int) string { return xdpAttachedPrograms(ifindex) }
+
 // String describes p as `program 12 "xdp_steer" in native mode` (without
 // the name when the kernel does not give it).
 func (p xdpProgram) String() string {

@@ -499,6 +499,10 @@ func (c *checker) driver() {
 	r := c.cfg.Receive
 	for _, dev := range c.xdpDevices() {
 		ifname := dev.Name
+		if progs := rx.XDPAttachedPrograms(dev.Index); progs != "" {
+			c.add(Warn, "xdp", "%s: %s is attached: the xdp backend cannot attach its steering program while it stays, and the start fails (another feed handler with AF_XDP on %s, this feed's own handler if it runs now, or a program a tool left: ip link set dev %s xdp off removes one no process holds)",
+				ifname, progs, ifname, ifname)
+		}
 		f, err := xdpFeatures(dev.Index)
 		if err != nil {
 			if err != errNoNetdevFamily {

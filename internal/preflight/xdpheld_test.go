@@ -1,0 +1,44 @@
+package preflight
+
+import (
+	"os/exec"
+	"strings"
+	"testing"
+
+	"github.com/marketfeed/feedhandler/internal/netlab"
+)
+
+// TestXDPProgramAttached: an XDP program already on a line's interface
+// (another feed handler with AF_XDP, or one a tool left through netlink)
+// keeps the xdp backend from attaching its own, and the start fails
+// (rx.ErrXDPInUse); check says so before the start does, naming the
+// program. Before, check had nothing to say of it.
+func TestXDPProgramAttached(t *testing.T) {
+	lab := netlab.ForTest(t, netlab.Options{Prefix: "pfxdp"})
+	run := func() []string {
+		t.Helper()
+		var got []string
+		if err := lab.Do(lab.Dst, func() error {
+			got = topic(Run(feedConfig(t, lab.DstIf, "receive: {backend: xdp}\n"), Host{}), "xdp")
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+	if got := run(); got != nil {
+		t.Fatalf("no program attached: %q, want nothing", got)
+	}
+	ip := func(args ...string) {
+		t.Helper()
+		if out, err := exec.Command("ip", append([]string{"-n", lab.Dst, "link", "set", "dev", lab.DstIf}, args...)...).CombinedOutput(); err != nil {
+			t.Fatalf("ip link set %v: %v\n%s", args, err, out)
+		}
+	}
+	ip("xdpgeneric", "obj", "../../bpf/steer_bpfel.o", "sec", "xdp")
+	defer ip("xdpgeneric", "off")
+	got := run()
+	if len(got) != 1 || !strings.Contains(got[0], `"xdp_steer" in generic mode is attached`) || !strings.HasPrefix(got[0], "warn") {
+		t.Errorf("a program attached by ip link: %q, want one warning naming it", got)
+	}
+}
