@@ -105,3 +105,46 @@ func TestHeartbeatStopsWithHotThread(t *testing.T) {
 		}
 	})
 }
+
+// TestStopTwice: a second Stop while the first is under way waits for the
+// first and returns its error. Before, it returned nil at once, with the
+// receive thread still running and the shm writer still open.
+func TestStopTwice(t *testing.T) {
+	r := &wedgeRx{release: make(chan struct{})}
+	r.wedged.Store(true)
+	h, err := Start(Config{
+		Receive:     rx.Config{Lines: []rx.LineConfig{{Name: "A"}, {Name: "B"}}},
+		Book:        book.Config{MaxOrders: 1 << 10, MaxLocates: 64, MaxLevels: 1 << 10},
+		Mode:        ModeRunToCompletion,
+		ReceiveCore: -1,
+		ShmName:     shmtest.Name(t, "fhstop2"),
+		Open:        func(rx.Config) (rx.Receiver, error) { return r, nil },
+		Log:         zerolog.Nop(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, second := make(chan error, 1), make(chan error, 1)
+	go func() { first <- h.Stop() }()
+	waitFor(t, "the first Stop under way", h.stop.Load)
+	go func() { second <- h.Stop() }()
+	select {
+	case err := <-second:
+		select {
+		case <-first:
+		default:
+			t.Errorf("the second Stop returned (%v) while the first waits for the receive thread", err)
+		}
+	case <-time.After(100 * time.Millisecond):
+	}
+	close(r.release)
+	e1 := <-first
+	select {
+	case e2 := <-second:
+		if !errors.Is(e2, e1) && e1 != e2 {
+			t.Errorf("second Stop: %v, first: %v", e2, e1)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the second Stop did not return after the first")
+	}
+}

@@ -202,6 +202,8 @@ type Handler struct {
 	closeErr error         // the receiver's Close, set by the receive thread before rxDone
 	done     chan struct{}
 	rxDone   chan struct{}
+	stopped  chan struct{} // closed when Stop has finished, with stopErr set
+	stopErr  error
 	wg       sync.WaitGroup // shard threads
 	hk       sync.WaitGroup // housekeeping
 
@@ -318,7 +320,7 @@ func StartContext(ctx context.Context, cfg Config) (*Handler, error) {
 	h := &Handler{
 		cfg: cfg, log: cfg.Log, mode: mode,
 		shardOf: make([]uint8, 1<<16), admission: newAdmission(cfg.Symbols),
-		done: make(chan struct{}), rxDone: make(chan struct{}),
+		done: make(chan struct{}), rxDone: make(chan struct{}), stopped: make(chan struct{}),
 		gapLog: make(chan moldudp64.Range, 64), sessionLog: make(chan [2]moldudp64.Session, 4),
 	}
 	if unusedCore >= 0 {
@@ -1114,8 +1116,11 @@ func (h *Handler) ShmPath() string { return h.w.Path() }
 // (shm.Writer.Close).
 func (h *Handler) Stop() error {
 	if h.stop.Swap(true) {
-		return nil
+		// Another call stops it: wait for that one, and give its error.
+		<-h.stopped
+		return h.stopErr
 	}
+	defer close(h.stopped)
 	<-h.rxDone // Receive returns within the poll timeout; the thread closes the receiver
 	errRx := h.closeErr
 	for _, s := range h.shards {
@@ -1131,7 +1136,8 @@ func (h *Handler) Stop() error {
 	if h.capFile != nil {
 		errCap = h.capFile.Close() // after the receive thread: nothing is Put any more
 	}
-	return errors.Join(errRx, errShm, errCap)
+	h.stopErr = errors.Join(errRx, errShm, errCap)
+	return h.stopErr
 }
 
 // pin locks the calling thread to core (no-op for core < 0).
