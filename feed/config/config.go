@@ -173,6 +173,9 @@ const MaxRTPriority = 99
 // completion, the defaults otherwise).
 const ShardBytes = 7 << 20
 
+// MaxShards is the most book shards a handler runs (cores.shards entries).
+const MaxShards = 256
+
 // ShardCount returns the number of book shards (len(Cores.Shards), at least 1).
 func (c *Config) ShardCount() int { return max(len(c.Cores.Shards), 1) }
 

@@ -408,7 +408,10 @@ func (d *decoder) cores(f field, c *Config) {
 		}},
 		{"shards", func(f field) {
 			v, ok := d.intList(f, 0, 65535, true)
-			if ok && len(v) > 0 {
+			if ok && len(v) > MaxShards {
+				// The handler routes a locate to its shard by a byte.
+				d.errorf(f, "%d entries: at most %d shards", len(v), MaxShards)
+			} else if ok && len(v) > 0 {
 				c.Cores.Shards = v
 			}
 		}},

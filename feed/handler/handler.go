@@ -294,8 +294,8 @@ func StartContext(ctx context.Context, cfg Config) (*Handler, error) {
 	if len(cfg.ShardCores) == 0 {
 		cfg.ShardCores = []int{-1}
 	}
-	if len(cfg.ShardCores) > 255 {
-		return nil, errors.New("start handler: more than 255 shards")
+	if len(cfg.ShardCores) > MaxShards {
+		return nil, fmt.Errorf("start handler: %d shards, at most %d", len(cfg.ShardCores), MaxShards)
 	}
 	if cfg.Open == nil {
 		cfg.Open = rx.Open

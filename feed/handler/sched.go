@@ -19,6 +19,11 @@ import (
 // the same as the config file's cores.rt_priority.
 const MaxRTPriority = config.MaxRTPriority
 
+// MaxShards is the most book shards Start runs (Config.ShardCores): a
+// locate's shard is a byte. The config file's cores.shards has the same
+// bound.
+const MaxShards = config.MaxShards
+
 // ThreadSched is how the kernel schedules one hot thread (the receive
 // thread, or a shard thread), read back from the kernel after setup.
 type ThreadSched struct {
