@@ -32,8 +32,8 @@ func (f Format) String() string {
 }
 
 // MaxSnaplen is the longest frame a capture may hold, libpcap's maximum
-// (MAXIMUM_SNAPLEN): a pcap file header's snaplen above it (or 0) is
-// read as it, and a longer frame is an error.
+// (MAXIMUM_SNAPLEN): a pcap file header's or pcapng interface's snaplen
+// above it (or 0) is read as it, and a longer frame is an error.
 const MaxSnaplen = 262144
 
 // ErrNotCapture reports input that starts with neither a pcap nor a pcapng
@@ -126,7 +126,7 @@ func NewReader(r io.Reader) (*Reader, error) {
 		}
 		rd.link = int(rd.pcap.LinkType())
 	case FormatPcapNG:
-		rd.ng, err = pcapgo.NewNgReader(br, pcapgo.NgReaderOptions{WantMixedLinkType: true})
+		rd.ng, err = pcapgo.NewNgReader(&ngGuard{r: br}, pcapgo.NgReaderOptions{WantMixedLinkType: true})
 		if err != nil {
 			return nil, fmt.Errorf("pcap: read pcapng section header: %w", err)
 		}

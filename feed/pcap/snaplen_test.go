@@ -67,3 +67,70 @@ func TestSnaplenBounded(t *testing.T) {
 		}
 	}
 }
+
+// ngBlock returns a little-endian pcapng block of type typ and body.
+func ngBlock(typ uint32, body ...[]byte) []byte {
+	n := 12
+	for _, b := range body {
+		n += len(b)
+	}
+	b := binary.LittleEndian.AppendUint32(nil, typ)
+	b = binary.LittleEndian.AppendUint32(b, uint32(n))
+	for _, p := range body {
+		b = append(b, p...)
+	}
+	return binary.LittleEndian.AppendUint32(b, uint32(n))
+}
+
+func le32(v ...uint32) []byte {
+	var b []byte
+	for _, x := range v {
+		b = binary.LittleEndian.AppendUint32(b, x)
+	}
+	return b
+}
+
+// ngFile returns a pcapng section of one Ethernet interface of snaplen
+// and an Enhanced Packet Block claiming caplen bytes, holding data.
+func ngFile(snaplen, caplen uint32, data []byte) []byte {
+	shb := ngBlock(0x0A0D0D0A, le32(0x1A2B3C4D, 1, 0xFFFFFFFF, 0xFFFFFFFF))
+	idb := ngBlock(1, le32(1, snaplen))
+	pad := make([]byte, (4-len(data)%4)%4)
+	epb := ngBlock(6, le32(0, 0, 0, caplen, caplen), data, pad)
+	return append(append(shb, idb...), epb...)
+}
+
+// TestNgSnaplenBounded is TestSnaplenBounded for pcapng: an interface's
+// snaplen of 2^32-1 made the reader allocate 4 GiB for a frame of a few
+// bytes, a packet block claiming 2^32-16 bytes in 48 as much.
+func TestNgSnaplenBounded(t *testing.T) {
+	frame := pcap.AppendUDPFrame(nil, src, group, 1, []byte("payload"))
+	for _, c := range []struct {
+		name            string
+		snaplen, caplen uint32
+		ok              bool
+	}{
+		{"snaplen 2^32-1", 0xFFFFFFFF, uint32(len(frame)), true},
+		{"snaplen 0", 0, uint32(len(frame)), true},
+		{"caplen 2^32-16", 0, 0xFFFFFFF0, false},
+		{"caplen past its block", 65535, uint32(len(frame)) + 64, false},
+	} {
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		r, err := pcap.NewReader(bytes.NewReader(ngFile(c.snaplen, c.caplen, frame)))
+		if err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		fr, err := r.Next()
+		runtime.ReadMemStats(&after)
+		if got := after.TotalAlloc - before.TotalAlloc; got > 4<<20 {
+			t.Errorf("%s: Next allocated %d MiB (%v)", c.name, got>>20, err)
+		}
+		if c.ok && (err != nil || string(fr.Payload) != "payload") {
+			t.Errorf("%s: %q, %v", c.name, fr.Payload, err)
+		}
+		if !c.ok && (err == nil || err == io.EOF) {
+			t.Errorf("%s: %v, want an error", c.name, err)
+		}
+	}
+}
