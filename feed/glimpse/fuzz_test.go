@@ -74,3 +74,43 @@ func FuzzFetch(f *testing.F) {
 		}
 	})
 }
+
+// FuzzHandle gives handle (one Sequenced Data payload of a snapshot)
+// arbitrary bytes: each payload is an error counted once (empty, short,
+// bad Snapshot message, all ErrProtocol), the end with a sequence number,
+// an unknown type skipped and counted, or a known ITCH message of at least
+// its length to deliver (a longer one counted).
+func FuzzHandle(f *testing.F) {
+	f.Add(AppendSnapshot(nil, 7))
+	f.Add([]byte("G                   0"))
+	f.Add([]byte("B00000000000000000000"))
+	f.Add([]byte{'A', 0, 1})
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, p []byte) {
+		var st Stats
+		next, done, err := handle(&st, p)
+		bad := st.EmptyMessages.Load() + st.ShortMessages.Load() + st.BadSnapshot.Load()
+		switch {
+		case err != nil:
+			if !errors.Is(err, ErrProtocol) || bad != 1 || next != 0 || done {
+				t.Fatalf("%q: %v, counted %d, next %d done %v", p, err, bad, next, done)
+			}
+		case done:
+			if next == 0 || p[0] != TypeSnapshot || bad != 0 {
+				t.Fatalf("%q: done at %d", p, next)
+			}
+		case next == 0:
+			if itch.Known(p[0]) || st.UnknownMessages.Load() != 1 {
+				t.Fatalf("%q skipped", p)
+			}
+		default:
+			long := uint64(0)
+			if len(p) > itch.Length(p[0]) {
+				long = 1
+			}
+			if next != 1 || !itch.Known(p[0]) || len(p) < itch.Length(p[0]) || st.LongMessages.Load() != long || bad != 0 {
+				t.Fatalf("%q delivered (next %d), long counted %d", p, next, st.LongMessages.Load())
+			}
+		}
+	})
+}
