@@ -164,19 +164,7 @@ func TestApplyFileMatchesScanner(t *testing.T) {
 	for _, tail := range [][]byte{nil, {0, 36, 'A', 0}, {0}, {0, 12}, short} {
 		in := append(append([]byte(nil), data...), tail...)
 
-		want, _ := book.New(cfg)
-		var ws itch.Scanner
-		ws.Reset(in)
-		wantN := 0
-		for {
-			for m, ok := ws.Next(); ok; m, ok = ws.Next() {
-				want.Apply(m)
-				wantN++
-			}
-			if !ws.Resume() {
-				break
-			}
-		}
+		want, ws, wantN := scanApply(cfg, in)
 
 		got, _ := book.New(cfg)
 		rp := replayer{bs: got, quiet: true}
@@ -215,6 +203,26 @@ func TestApplyFileMatchesScanner(t *testing.T) {
 		if rp2.n != uint64(wantN) || got2.Stats() != want.Stats() || gs2.Unknown != ws.Unknown || gs2.Short != ws.Short || gs2.Long != ws.Long || gs2.Truncated != ws.Truncated || fmt.Sprint(gotErr2) != fmt.Sprint(ws.Err()) {
 			t.Errorf("tail %v, before a PROT_NONE page: applied %d, want %d; counters %+v, want %+v; error %v, want %v",
 				tail, rp2.n, wantN, gs2.Counters, ws.Counters, gotErr2, ws.Err())
+		}
+	}
+}
+
+// scanApply applies to new books of cfg every message a plain
+// itch.Scanner loop returns from data (going on after each block it
+// skips), as applyFile must; it returns the books, the scanner and the
+// number of messages applied.
+func scanApply(cfg book.Config, data []byte) (*book.Books, *itch.Scanner, int) {
+	bs, _ := book.New(cfg)
+	s := new(itch.Scanner)
+	s.Reset(data)
+	n := 0
+	for {
+		for m, ok := s.Next(); ok; m, ok = s.Next() {
+			bs.Apply(m)
+			n++
+		}
+		if !s.Resume() {
+			return bs, s, n
 		}
 	}
 }

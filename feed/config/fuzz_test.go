@@ -1,15 +1,17 @@
 package config
 
 import (
+	"bytes"
 	"errors"
 	"os"
 	"strings"
 	"testing"
 )
 
-// FuzzParse checks that Parse never panics, that every error names the file
-// and wraps ErrInvalid, and that an accepted config satisfies the documented
-// invariants.
+// FuzzParse checks that Parse never panics, that every error is a *Error
+// naming the file and a line in it (none only for a missing key or
+// section, or an empty file) and wraps ErrInvalid, and that an accepted
+// config satisfies the documented invariants.
 func FuzzParse(f *testing.F) {
 	f.Add([]byte(base))
 	for _, p := range []string{"../../feeds/nasdaq.yaml", "../../feeds/demo.yaml"} {
@@ -26,6 +28,22 @@ func FuzzParse(f *testing.F) {
 			for _, line := range strings.Split(err.Error(), "\n") {
 				if !strings.HasPrefix(line, "f.yaml") {
 					t.Fatalf("error line without file name: %q", line)
+				}
+			}
+			errs := []error{err}
+			if j, ok := err.(interface{ Unwrap() []error }); ok {
+				errs = j.Unwrap()
+			}
+			lines := 1 + bytes.Count(data, []byte("\n"))
+			for _, e := range errs {
+				var ce *Error
+				if !errors.As(e, &ce) {
+					t.Fatalf("error %T %v is not a *config.Error", e, e)
+				}
+				// Only a key or section that is missing, or a file of
+				// nothing, has no line.
+				if ce.Line > lines || ce.Line < 0 || ce.Line == 0 && ce.Field == "" && ce.Msg != "empty feed file" {
+					t.Fatalf("error at line %d of %d: %v", ce.Line, lines, ce)
 				}
 			}
 			return

@@ -22,7 +22,10 @@
 // Frames that are not a whole, unfragmented IPv4/UDP datagram are skipped and
 // counted under a Reason; they never end the iteration. The marker frames
 // of the handler's captures (EtherMarker, MarkedSigfigs) are counted apart
-// (Stats.Markers), and returned after Reader.ReturnMarkers.
+// (Stats.Markers), and returned after Reader.ReturnMarkers. A record longer
+// than MaxSnaplen (libpcap's maximum), or than its pcapng block, is an
+// error; a snaplen of 0 or above MaxSnaplen is read as MaxSnaplen, as
+// libpcap does.
 //
 // Writing: Writer builds Ethernet/IPv4/UDP frames (IPv4 header checksum set,
 // UDP checksum 0, destination MAC derived from the multicast group) and

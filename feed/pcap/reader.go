@@ -31,6 +31,11 @@ func (f Format) String() string {
 	return "unknown"
 }
 
+// MaxSnaplen is the longest frame a capture may hold, libpcap's maximum
+// (MAXIMUM_SNAPLEN): a pcap file header's or pcapng interface's snaplen
+// above it (or 0) is read as it, and a longer frame is an error.
+const MaxSnaplen = 262144
+
 // ErrNotCapture reports input that starts with neither a pcap nor a pcapng
 // magic number.
 var ErrNotCapture = errors.New("not a pcap or pcapng file")
@@ -118,9 +123,16 @@ func NewReader(r io.Reader) (*Reader, error) {
 		if err != nil {
 			return nil, fmt.Errorf("pcap: read pcap file header: %w", err)
 		}
+		// pcapgo sizes its frame buffer by the header's snaplen and
+		// takes a record up to it: 2^32-1 in a damaged or hostile file,
+		// gigabytes for a file of a few bytes. libpcap reads a snaplen of
+		// 0 or above its maximum as the maximum; so does this reader.
+		if s := rd.pcap.Snaplen(); s == 0 || s > MaxSnaplen {
+			rd.pcap.SetSnaplen(MaxSnaplen)
+		}
 		rd.link = int(rd.pcap.LinkType())
 	case FormatPcapNG:
-		rd.ng, err = pcapgo.NewNgReader(br, pcapgo.NgReaderOptions{WantMixedLinkType: true})
+		rd.ng, err = pcapgo.NewNgReader(&ngGuard{r: br}, pcapgo.NgReaderOptions{WantMixedLinkType: true})
 		if err != nil {
 			return nil, fmt.Errorf("pcap: read pcapng section header: %w", err)
 		}

@@ -408,10 +408,12 @@ func (r *Reader) lookup(symbol string) (uint16, bool) {
 }
 
 // scanSymbols builds the symbol map from the directory; n is the count it
-// is for. Under r.mu.
+// is for. The map is sized by the entries read, not by n: a corrupted count
+// may be far above the directory's capacity. Under r.mu.
 func (r *Reader) scanSymbols(n uint32) {
-	r.symbols = make(map[string]uint16, n)
-	for _, in := range r.instruments() {
+	ins := r.instruments()
+	r.symbols = make(map[string]uint16, len(ins))
+	for _, in := range ins {
 		r.symbols[in.Symbol] = in.Locate
 	}
 	r.known = n

@@ -1,0 +1,61 @@
+package pcap_test
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"runtime"
+	"testing"
+
+	"github.com/marketfeed/feedhandler/feed/pcap"
+)
+
+// FuzzReader reads arbitrary files as captures: NewReader fails or the
+// reader returns frames until io.EOF or an error, never panicking, with
+// at most a frame per 12 bytes of file, its counters adding up at every
+// frame (each frame read is a datagram returned or a skip counted), and
+// no more memory than its buffers and a frame of MaxSnaplen whatever the
+// headers claim.
+func FuzzReader(f *testing.F) {
+	frame := pcap.AppendUDPFrame(nil, src, group, 1, []byte("payload"))
+	var w bytes.Buffer
+	pw, _ := pcap.NewWriter(&w)
+	pw.WriteUDP(1, src, group, []byte("one"))
+	pw.WriteUDP(2, src, group, []byte("two"))
+	pw.Flush()
+	f.Add(w.Bytes())
+	f.Add(pcapFile(0, pcapRecord(uint32(len(frame)), frame)))
+	f.Add(pcapFile(0xFFFFFFFF, pcapRecord(0xFFFFFFF0, frame)))
+	f.Add(ngFile(65535, uint32(len(frame)), frame))
+	f.Add(ngFile(0, 0xFFFFFFF0, frame))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		r, err := pcap.NewReader(bytes.NewReader(data))
+		if err != nil {
+			return
+		}
+		frames := 0
+		for {
+			fr, err := r.Next()
+			st := r.Stats()
+			if st.Frames != st.Datagrams+st.Malformed() {
+				t.Fatalf("stats %+v: frames are not datagrams plus skipped", st)
+			}
+			if errors.Is(err, io.EOF) || err != nil {
+				break
+			}
+			frames++
+			if fr.Index != st.Frames || len(fr.Payload) > pcap.MaxSnaplen || uint64(frames) != st.Datagrams {
+				t.Fatalf("frame %d: index %d, %d bytes; stats %+v", frames, fr.Index, len(fr.Payload), st)
+			}
+			if st.Frames > uint64(len(data)/12+1) {
+				t.Fatalf("%d frames from %d bytes", st.Frames, len(data))
+			}
+		}
+		runtime.ReadMemStats(&after)
+		if got := after.TotalAlloc - before.TotalAlloc; got > 16<<20 {
+			t.Fatalf("reading %d bytes allocated %d MiB", len(data), got>>20)
+		}
+	})
+}

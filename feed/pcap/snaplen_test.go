@@ -1,0 +1,136 @@
+package pcap_test
+
+import (
+	"bytes"
+	"encoding/binary"
+	"io"
+	"runtime"
+	"testing"
+
+	"github.com/marketfeed/feedhandler/feed/pcap"
+)
+
+// pcapFile returns a little-endian pcap file header with snaplen and
+// Ethernet link type, followed by records.
+func pcapFile(snaplen uint32, records ...[]byte) []byte {
+	h := make([]byte, 24)
+	binary.LittleEndian.PutUint32(h, 0xA1B2C3D4)
+	binary.LittleEndian.PutUint16(h[4:], 2)
+	binary.LittleEndian.PutUint16(h[6:], 4)
+	binary.LittleEndian.PutUint32(h[16:], snaplen)
+	binary.LittleEndian.PutUint32(h[20:], 1)
+	for _, r := range records {
+		h = append(h, r...)
+	}
+	return h
+}
+
+// pcapRecord returns a record header claiming caplen bytes, and data.
+func pcapRecord(caplen uint32, data []byte) []byte {
+	rec := make([]byte, 16)
+	binary.LittleEndian.PutUint32(rec[8:], caplen)
+	binary.LittleEndian.PutUint32(rec[12:], caplen)
+	return append(rec, data...)
+}
+
+// TestSnaplenBounded: the reader allocates for a frame no more than a
+// frame may hold (pcap.MaxSnaplen, libpcap's maximum), whatever the file
+// header's snaplen and the record's length say: a 104-byte file with
+// snaplen 2^32-1 and a record of 2^32-16 bytes had it allocate 4 GiB
+// (found by FuzzReader). Such a record is an error; the file's frames
+// within the bound, in a file of snaplen 2^32-1 or 0, read as any other
+// (as libpcap reads them).
+func TestSnaplenBounded(t *testing.T) {
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	r, err := pcap.NewReader(bytes.NewReader(pcapFile(0xFFFFFFFF, pcapRecord(0xFFFFFFF0, make([]byte, 64)))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = r.Next()
+	runtime.ReadMemStats(&after)
+	if got := after.TotalAlloc - before.TotalAlloc; got > 4<<20 {
+		t.Fatalf("a 104-byte file: Next allocated %d MiB (%v)", got>>20, err)
+	}
+	if err == nil || err == io.EOF {
+		t.Fatalf("a record of 2^32-16 bytes: %v, want an error", err)
+	}
+	frame := pcap.AppendUDPFrame(nil, src, group, 1, []byte("payload"))
+	for _, snaplen := range []uint32{0xFFFFFFFF, 0} {
+		r, err := pcap.NewReader(bytes.NewReader(pcapFile(snaplen, pcapRecord(uint32(len(frame)), frame))))
+		if err != nil {
+			t.Fatal(err)
+		}
+		fr, err := r.Next()
+		if err != nil || string(fr.Payload) != "payload" {
+			t.Fatalf("snaplen %d: %q, %v", snaplen, fr.Payload, err)
+		}
+	}
+}
+
+// ngBlock returns a little-endian pcapng block of type typ and body.
+func ngBlock(typ uint32, body ...[]byte) []byte {
+	n := 12
+	for _, b := range body {
+		n += len(b)
+	}
+	b := binary.LittleEndian.AppendUint32(nil, typ)
+	b = binary.LittleEndian.AppendUint32(b, uint32(n))
+	for _, p := range body {
+		b = append(b, p...)
+	}
+	return binary.LittleEndian.AppendUint32(b, uint32(n))
+}
+
+func le32(v ...uint32) []byte {
+	var b []byte
+	for _, x := range v {
+		b = binary.LittleEndian.AppendUint32(b, x)
+	}
+	return b
+}
+
+// ngFile returns a pcapng section of one Ethernet interface of snaplen
+// and an Enhanced Packet Block claiming caplen bytes, holding data.
+func ngFile(snaplen, caplen uint32, data []byte) []byte {
+	shb := ngBlock(0x0A0D0D0A, le32(0x1A2B3C4D, 1, 0xFFFFFFFF, 0xFFFFFFFF))
+	idb := ngBlock(1, le32(1, snaplen))
+	pad := make([]byte, (4-len(data)%4)%4)
+	epb := ngBlock(6, le32(0, 0, 0, caplen, caplen), data, pad)
+	return append(append(shb, idb...), epb...)
+}
+
+// TestNgSnaplenBounded is TestSnaplenBounded for pcapng: an interface's
+// snaplen of 2^32-1 made the reader allocate 4 GiB for a frame of a few
+// bytes, a packet block claiming 2^32-16 bytes in 48 as much.
+func TestNgSnaplenBounded(t *testing.T) {
+	frame := pcap.AppendUDPFrame(nil, src, group, 1, []byte("payload"))
+	for _, c := range []struct {
+		name            string
+		snaplen, caplen uint32
+		ok              bool
+	}{
+		{"snaplen 2^32-1", 0xFFFFFFFF, uint32(len(frame)), true},
+		{"snaplen 0", 0, uint32(len(frame)), true},
+		{"caplen 2^32-16", 0, 0xFFFFFFF0, false},
+		{"caplen past its block", 65535, uint32(len(frame)) + 64, false},
+	} {
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		r, err := pcap.NewReader(bytes.NewReader(ngFile(c.snaplen, c.caplen, frame)))
+		if err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		fr, err := r.Next()
+		runtime.ReadMemStats(&after)
+		if got := after.TotalAlloc - before.TotalAlloc; got > 4<<20 {
+			t.Errorf("%s: Next allocated %d MiB (%v)", c.name, got>>20, err)
+		}
+		if c.ok && (err != nil || string(fr.Payload) != "payload") {
+			t.Errorf("%s: %q, %v", c.name, fr.Payload, err)
+		}
+		if !c.ok && (err == nil || err == io.EOF) {
+			t.Errorf("%s: %v, want an error", c.name, err)
+		}
+	}
+}
