@@ -284,6 +284,11 @@ func (d *decoder) str(f field) (string, bool) {
 	case *ast.LiteralNode:
 		return x.Value.Value, true
 	}
+	if n, ok := f.node.(*ast.NullNode); ok && n.GetToken() != nil && n.GetToken().Value != "" {
+		// null, Null, NULL and ~ are YAML's null, not the word.
+		d.errorf(f, "want a string, got YAML's null (%s); quote it, %q, if that is the value", n.GetToken().Value, n.GetToken().Value)
+		return "", false
+	}
 	d.errorf(f, "want a string, got %s", describe(f.node))
 	return "", false
 }
