@@ -68,7 +68,7 @@ func FuzzReplayer(f *testing.F) {
 				t.Fatalf("applied sequence number %d after %d", seq, last)
 			}
 			last = seq
-		}, func() { last = 0 })
+		}, func(uint16) {}, func() { last = 0 })
 		at := time.Date(2026, 12, 6, 14, 30, 0, 0, time.UTC).UnixNano()
 		var high [2]uint64
 		for ; len(data) >= 6; data = data[6:] {
