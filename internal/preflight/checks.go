@@ -812,6 +812,11 @@ func (c *checker) metrics() {
 	}
 	ln.Close()
 	c.add(OK, "metrics", "metrics.listen %s is free", addr)
+	if host, _, err := net.SplitHostPort(addr); err == nil {
+		if ip, perr := netip.ParseAddr(host); host == "" || perr == nil && ip.IsUnspecified() {
+			c.add(Warn, "metrics", "metrics.listen %s binds every address of the host: /metrics, /healthz and /readyz have no authentication, so whoever reaches any of them reads the feed's state; bind the monitoring network's address or 127.0.0.1 (docs/OPERATIONS.md section 5)", addr)
+		}
+	}
 }
 
 // recovery: something can repair a gap lost on both lines, and the

@@ -457,3 +457,28 @@ func TestLinks(t *testing.T) {
 		t.Errorf("no sysfs: %q, want nothing", got)
 	}
 }
+
+// TestMetricsWildcardWarns: a metrics.listen on every address of the
+// host (":PORT", 0.0.0.0, [::]) serves the unauthenticated endpoints to
+// whoever reaches the host: check warns. A named address does not.
+func TestMetricsWildcardWarns(t *testing.T) {
+	for _, tc := range []struct {
+		listen string
+		warn   bool
+	}{
+		{`":39464"`, true},
+		{`"0.0.0.0:39464"`, true},
+		{`"[::]:39464"`, true},
+		{`"127.0.0.1:39464"`, false},
+	} {
+		var warned bool
+		for _, f := range Run(feedConfig(t, "lo", "metrics: {listen: "+tc.listen+"}\n"), Host{Root: t.TempDir()}) {
+			if f.Topic == "metrics" && f.Level == Warn && strings.Contains(f.String(), "binds every address") {
+				warned = true
+			}
+		}
+		if warned != tc.warn {
+			t.Errorf("metrics.listen %s: warned %v, want %v", tc.listen, warned, tc.warn)
+		}
+	}
+}
