@@ -1,10 +1,8 @@
 package handler
 
 import (
-	"bytes"
 	"errors"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -32,24 +30,6 @@ func (r *wedgeRx) Receive(p []rx.Packet) (int, error) {
 	return r.countRx.Receive(p)
 }
 
-// syncBuf is a log sink the test reads while the handler writes.
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // TestHeartbeatStopsWithHotThread: a receive thread that stops going round
 // its loop stops the shm heartbeat, so a reader finds the writer dead, and
 // the heartbeat comes back when the thread does. Before, housekeeping beat
@@ -60,7 +40,7 @@ func TestHeartbeatStopsWithHotThread(t *testing.T) {
 		defer func(d time.Duration) { stallLimit = d }(stallLimit)
 		stallLimit = 100 * time.Millisecond
 		r := &wedgeRx{release: make(chan struct{})}
-		var log syncBuf
+		var log lockedBuffer
 		name := shmtest.Name(t, "fhalive")
 		h, err := Start(Config{
 			Receive:     rx.Config{Lines: []rx.LineConfig{{Name: "A"}, {Name: "B"}}},

@@ -43,11 +43,7 @@ func oneShardHandler(t testing.TB, ring int, cfg book.Config) (*Handler, *shard)
 }
 
 // dirMsg is a Stock Directory message announcing sym at locate 7.
-func dirMsg(sym string) []byte {
-	d := itch.StockDirectoryFields{Header: itch.Header{Locate: 7}, Stock: itch.NewSymbol(sym), MarketCategory: 'Q',
-		FinancialStatus: 'N', RoundLotSize: 100, RoundLotsOnly: 'N', Authenticity: 'P'}
-	return d.Append(nil)
-}
+func dirMsg(sym string) []byte { return filterDir(7, sym) }
 
 // withRecovery gives h an arbiter of ac and a recovery of rc, wired as
 // Start wires them (delivery to h.route, gaps to h.gap, session changes to

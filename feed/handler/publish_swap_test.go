@@ -18,17 +18,7 @@ import (
 func TestLocateSwapAcrossShards(t *testing.T) {
 	for _, first := range []int{0, 1} {
 		t.Run(fmt.Sprintf("shard%d first", first), func(t *testing.T) {
-			w, r := shmFeed(t, shm.Config{Instruments: 8, Depth: 2})
-			var bs [2]*book.Books
-			var ps [2]*Publisher
-			for i := range bs {
-				b, err := book.New(book.Config{MaxOrders: 64, MaxLocates: 16, MaxLevels: 64})
-				if err != nil {
-					t.Fatal(err)
-				}
-				bs[i], ps[i] = b, NewPublisher(w, b, 2)
-				ps[i].BooksReset()
-			}
+			r, bs, ps := twoShardPublishers(t)
 			seq := uint64(0)
 			apply := func(loc uint16, e itch.Encoder) {
 				seq++
@@ -109,17 +99,7 @@ func TestReassignAllocatesNothing(t *testing.T) {
 // flush binds BBB at 2. Before the fix it read the writer's retirement
 // count after the refusal, that retirement included, so it never did.
 func TestDuplicateRefusalRacesRetirement(t *testing.T) {
-	w, r := shmFeed(t, shm.Config{Instruments: 8, Depth: 2})
-	var bs [2]*book.Books
-	var ps [2]*Publisher
-	for i := range bs {
-		b, err := book.New(book.Config{MaxOrders: 64, MaxLocates: 16, MaxLevels: 64})
-		if err != nil {
-			t.Fatal(err)
-		}
-		bs[i], ps[i] = b, NewPublisher(w, b, 2)
-		ps[i].BooksReset()
-	}
+	r, bs, ps := twoShardPublishers(t)
 	seq := uint64(0)
 	dir := func(loc uint16, sym string) {
 		seq++
@@ -156,4 +136,22 @@ func TestDuplicateRefusalRacesRetirement(t *testing.T) {
 			t.Errorf("%s at locate %d (found %v), want %d; duplicate refusals %d/%d", c.sym, loc, ok, c.loc, ps[0].DuplicateSymbols, ps[1].DuplicateSymbols)
 		}
 	}
+}
+
+// twoShardPublishers gives two shards' books and publishers (locate % 2)
+// on one shm file of 8 slots, depth 2, and a reader of it.
+func twoShardPublishers(t *testing.T) (*shm.Reader, [2]*book.Books, [2]*Publisher) {
+	t.Helper()
+	w, r := shmFeed(t, shm.Config{Instruments: 8, Depth: 2})
+	var bs [2]*book.Books
+	var ps [2]*Publisher
+	for i := range bs {
+		b, err := book.New(book.Config{MaxOrders: 64, MaxLocates: 16, MaxLevels: 64})
+		if err != nil {
+			t.Fatal(err)
+		}
+		bs[i], ps[i] = b, NewPublisher(w, b, 2)
+		ps[i].BooksReset()
+	}
+	return r, bs, ps
 }

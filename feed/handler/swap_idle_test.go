@@ -6,7 +6,6 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/marketfeed/feedhandler/feed/itch"
 	"github.com/marketfeed/feedhandler/feed/rx"
 	"github.com/marketfeed/feedhandler/proto/shm"
 )
@@ -22,11 +21,7 @@ import (
 // left BBB found nowhere.
 func TestLocateSwapThenQuiet(t *testing.T) {
 	forEachMode(t, func(t *testing.T, mode Mode, shards []int) {
-		dir := func(loc uint16, sym string) []byte {
-			d := itch.StockDirectoryFields{Header: itch.Header{Locate: loc}, Stock: itch.NewSymbol(sym), MarketCategory: 'Q',
-				FinancialStatus: 'N', RoundLotSize: 100, RoundLotsOnly: 'N', Authenticity: 'P'}
-			return d.Append(nil)
-		}
+		dir := filterDir
 		steps := [][][]byte{
 			// Enough packets to confirm the session (defaultSessionConfirm).
 			{dir(2, "AAA"), dir(3, "BBB"), dir(4, "CCC"), dir(5, "DDD")},
