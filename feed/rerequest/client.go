@@ -10,6 +10,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/marketfeed/feedhandler/feed/moldudp64"
+	"github.com/marketfeed/feedhandler/internal/privilege"
 )
 
 // Defaults of Config's zero values.
@@ -215,7 +216,7 @@ func (c *Client) open4(s netip.AddrPort) (int, uint16, error) {
 		return -1, 0, fmt.Errorf("socket: %w", err)
 	}
 	// Answers to a 2000-message request come in a burst of packets.
-	if got := setRecvBuffer(fd, c.cfg.RecvBuffer); got > 0 && got < c.cfg.RecvBuffer && c.recvShort == 0 {
+	if got, _ := privilege.SetRecvBuffer(fd, c.cfg.RecvBuffer); got > 0 && got < c.cfg.RecvBuffer && c.recvShort == 0 {
 		c.recvShort = got
 	}
 	// Bound now to a port of its own, so the socket reads nothing before

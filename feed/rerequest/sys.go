@@ -55,20 +55,3 @@ func localPort4(fd int) (uint16, error) {
 	}
 	return fromPort(&sa), nil
 }
-
-// setRecvBuffer asks fd's receive buffer of want bytes: SO_RCVBUFFORCE,
-// past net.core.rmem_max, when the process holds cap_net_admin, else
-// SO_RCVBUF, which rmem_max caps. It returns what the kernel granted (half
-// what SO_RCVBUF reads back: the kernel doubles it for its bookkeeping), 0
-// when it cannot tell. It allocates nothing (a socket is opened on the
-// receive thread after a session change or sequence restart).
-func setRecvBuffer(fd, want int) int {
-	if unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, want) != nil {
-		_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, want)
-	}
-	got, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF)
-	if err != nil {
-		return 0
-	}
-	return got / 2
-}

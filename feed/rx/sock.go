@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/marketfeed/feedhandler/internal/privilege"
 )
 
 // lineSocket is the UDP socket of one line: bound to (group, port) so the
@@ -160,16 +162,12 @@ func openBoundSocket(cfg *Config, line Line) (lineSocket, error) {
 	if err := unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_MULTICAST_ALL, 0); err != nil {
 		return fail("IP_MULTICAST_ALL", err)
 	}
-	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, cfg.RecvBuffer); err != nil {
-		// Without CAP_NET_ADMIN, SO_RCVBUF is capped by rmem_max.
-		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, cfg.RecvBuffer); err != nil {
-			return fail("SO_RCVBUF", err)
-		}
-		// The kernel keeps twice what it grants (its bookkeeping).
-		if got, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF); err == nil && got/2 < cfg.RecvBuffer {
-			cfg.Log.Warn().Str("line", line.String()).Int("recv_buffer", cfg.RecvBuffer).Int("granted", got/2).
-				Msg("rx: the line socket's receive buffer is capped by net.core.rmem_max (SO_RCVBUFFORCE needs cap_net_admin): a burst the receive thread does not drain in time is dropped by the kernel (receive_dropped_total); raise net.core.rmem_max or grant cap_net_admin")
-		}
+	// Without CAP_NET_ADMIN, SO_RCVBUF is capped by rmem_max.
+	if got, err := privilege.SetRecvBuffer(fd, cfg.RecvBuffer); err != nil {
+		return fail("SO_RCVBUF", err)
+	} else if got > 0 && got < cfg.RecvBuffer {
+		cfg.Log.Warn().Str("line", line.String()).Int("recv_buffer", cfg.RecvBuffer).Int("granted", got).
+			Msg("rx: the line socket's receive buffer is capped by net.core.rmem_max (SO_RCVBUFFORCE needs cap_net_admin): a burst the receive thread does not drain in time is dropped by the kernel (receive_dropped_total); raise net.core.rmem_max or grant cap_net_admin")
 	}
 	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TIMESTAMPNS, 1); err != nil {
 		return fail("SO_TIMESTAMPNS", err)

@@ -350,3 +350,22 @@ func ExplainRealtime(err error, prio int) error {
 	return fmt.Errorf("%w (this process has cap_sys_nice or RLIMIT_RTPRIO %d, yet the kernel refused: a seccomp filter (systemd RestrictRealtime=yes) or no real-time runtime for its cgroup (cpu.rt_runtime_us))",
 		err, rtprio)
 }
+
+// SetRecvBuffer asks socket fd's receive buffer of want bytes:
+// SO_RCVBUFFORCE, past net.core.rmem_max, when the process holds
+// cap_net_admin, else SO_RCVBUF, which rmem_max caps (its error is
+// returned). granted is what the kernel gave (half what SO_RCVBUF reads
+// back: the kernel doubles it for its bookkeeping), 0 when it cannot tell.
+// It allocates nothing, for a socket opened on a hot thread.
+func SetRecvBuffer(fd, want int) (granted int, err error) {
+	if unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, want) != nil {
+		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, want); err != nil {
+			return 0, err
+		}
+	}
+	got, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF)
+	if err != nil {
+		return 0, nil
+	}
+	return got / 2, nil
+}
