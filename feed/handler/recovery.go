@@ -415,7 +415,7 @@ func (r *recovery) logRecvBuffer() {
 func (r *recovery) logRequestCap() {
 	if got, asked := r.client.RequestMessages(), r.client.MaxRequestMessages(); got < asked {
 		r.h.log.Info().Int("max_request_messages", asked).Int("request_messages", got).Int("answer_packet_truesize", rerequest.AnswerPacketTruesize).
-			Msg("recovery: re-requests ask for fewer messages than max_request_messages: the answer, a packet per message, must fit the re-request sockets' receive buffer (a larger one holds more)")
+			Msg("recovery: re-requests ask for fewer messages than max_request_messages: the answer, a packet per message, must fit the re-request sockets' receive buffer (raise recovery.rerequest.recv_buffer for more)")
 	}
 }
 
