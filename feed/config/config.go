@@ -51,6 +51,21 @@ const (
 	DefaultRequestsPerSecond  = 1000
 	DefaultMaxRerequestGap    = 50_000
 	DefaultSpill              = 32768
+	// recovery.rerequest.server_rest: after every re-request server
+	// failed a range, gaps skip re-request this long
+	// (handler.DefaultServerRest), doubled per such failure in a row up
+	// to server_rest_max (handler.DefaultServerRestMax, >= server_rest).
+	DefaultServerRest    = time.Second
+	DefaultServerRestMax = 30 * time.Second
+	MinServerRest        = 100 * time.Millisecond
+	MaxServerRest        = 10 * time.Minute
+	MaxServerRestMax     = time.Hour
+	// recovery.rerequest.recv_buffer: the receive buffer of each
+	// re-request socket (rerequest.DefaultRecvBuffer), which bounds the
+	// messages a request asks for (rerequest.AnswerMessages).
+	DefaultRerequestRecvBuffer = 4 << 20
+	MinRerequestRecvBuffer     = 64 << 10
+	MaxRerequestRecvBuffer     = 1 << 30
 	// DefaultSnapshotRetry is recovery.snapshot.retry's default, the wait
 	// after a failed or refused snapshot (handler.DefaultSnapshotRetry),
 	// doubled per consecutive one up to recovery.snapshot.retry_max
@@ -244,6 +259,11 @@ type Rerequest struct {
 	MaxRequestMessages int              // most messages asked at once
 	RequestsPerSecond  int              // request rate limit
 	MaxRerequestGap    int              // larger gaps go to the snapshot
+	// ServerRest: gaps skip re-request this long after every server
+	// failed a range, doubled per such failure in a row up to
+	// ServerRestMax (>= ServerRest).
+	ServerRest, ServerRestMax time.Duration
+	RecvBuffer                int // bytes, each re-request socket's receive buffer
 }
 
 // Snapshot configures GLIMPSE snapshot recovery over SoupBinTCP.

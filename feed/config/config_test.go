@@ -300,6 +300,22 @@ func TestBadConfigs(t *testing.T) {
 			`t.yaml:30: recovery.snapshot.retry_max: 1s is shorter than recovery.snapshot.retry (5s): the wait after a failed snapshot starts at retry and is doubled up to retry_max`},
 		{"snapshot retry too short", base + "recovery:\n  snapshot:\n    retry: 100ms\n",
 			`t.yaml:30: recovery.snapshot.retry: 100ms is out of range [1s, 10m0s] (the wait after a failed snapshot, doubled per consecutive failure up to retry_max)`},
+		{"rerequest server_rest too short", base + "recovery:\n  rerequest:\n    server_rest: 10ms\n",
+			`t.yaml:30: recovery.rerequest.server_rest: 10ms is out of range [100ms, 10m0s] (gaps skip re-request this long after every server failed a range, doubled per such failure in a row up to server_rest_max)`},
+		{"rerequest server_rest zero", base + "recovery:\n  rerequest:\n    server_rest: 0s\n",
+			`t.yaml:30: recovery.rerequest.server_rest: "0s" must be positive`},
+		{"rerequest server_rest_max too long", base + "recovery:\n  rerequest:\n    server_rest_max: 2h\n",
+			`t.yaml:30: recovery.rerequest.server_rest_max: 2h0m0s is out of range [100ms, 1h0m0s] (the rest after failures in a row, server_rest doubled, stops growing here)`},
+		{"rerequest server_rest_max below server_rest", base + "recovery:\n  rerequest:\n    server_rest_max: 5s\n    server_rest: 10s\n",
+			`t.yaml:30: recovery.rerequest.server_rest_max: 5s is shorter than recovery.rerequest.server_rest (10s): the rest starts at server_rest and is doubled up to server_rest_max`},
+		{"rerequest server_rest over the default server_rest_max", base + "recovery:\n  rerequest:\n    server_rest: 1m\n",
+			`t.yaml:30: recovery.rerequest.server_rest: 1m0s is longer than recovery.rerequest.server_rest_max (30s, its default): the rest starts at server_rest and is doubled up to server_rest_max; raise server_rest_max too`},
+		{"rerequest recv_buffer too small", base + "recovery:\n  rerequest:\n    recv_buffer: 4KiB\n",
+			`t.yaml:30: recovery.rerequest.recv_buffer: "4KiB" is out of range (65536..1073741824 bytes)`},
+		{"rerequest recv_buffer too large", base + "recovery:\n  rerequest:\n    recv_buffer: 2GiB\n",
+			`t.yaml:30: recovery.rerequest.recv_buffer: "2GiB" is out of range (65536..1073741824 bytes)`},
+		{"rerequest recv_buffer not a size", base + "recovery:\n  rerequest:\n    recv_buffer: lots\n",
+			`t.yaml:30: recovery.rerequest.recv_buffer: "lots" is not a size (bytes, or a number with KiB, MiB, GiB)`},
 		{"snapshot connect_timeout zero", base + "recovery:\n  snapshot:\n    connect_timeout: 0s\n",
 			`t.yaml:30: recovery.snapshot.connect_timeout: "0s" must be positive`},
 		{"snapshot connect_timeout too long", base + "recovery:\n  snapshot:\n    connect_timeout: 2m\n",
@@ -450,6 +466,9 @@ recovery:
     max_request_messages: 500
     requests_per_second: 200
     max_rerequest_gap: 10000
+    server_rest_max: 2m
+    server_rest: 500ms
+    recv_buffer: 16MiB
   snapshot:
     server: 10.0.0.3:26401
     username: user1
@@ -468,7 +487,8 @@ recovery:
 	}
 	want := Recovery{
 		Rerequest: Rerequest{Servers: []netip.AddrPort{netip.MustParseAddrPort("10.0.0.1:26400"), netip.MustParseAddrPort("10.0.0.2:26400")},
-			Timeout: 5 * time.Millisecond, Retries: 2, MaxRequestMessages: 500, RequestsPerSecond: 200, MaxRerequestGap: 10000},
+			Timeout: 5 * time.Millisecond, Retries: 2, MaxRequestMessages: 500, RequestsPerSecond: 200, MaxRerequestGap: 10000,
+			ServerRest: 500 * time.Millisecond, ServerRestMax: 2 * time.Minute, RecvBuffer: 16 << 20},
 		Snapshot: Snapshot{Server: "10.0.0.3:26401", Username: "user1", PasswordEnv: "FEEDHANDLER_TEST_PW", Session: "S1", Password: "s3cret", Retry: 2 * time.Second, RetryMax: 30 * time.Second,
 			ConnectTimeout: 3 * time.Second, IdleTimeout: 20 * time.Second, MaxDuration: 30 * time.Minute},
 		LateJoin: "rerequest", Spill: 65536,
@@ -509,7 +529,7 @@ func TestDefaults(t *testing.T) {
 		SHM: SHM{Name: "min", Mode: 0o640, Slots: 16384},
 		Recovery: Recovery{
 			Rerequest: Rerequest{Timeout: 20 * time.Millisecond, Retries: 3, MaxRequestMessages: 2000,
-				RequestsPerSecond: 1000, MaxRerequestGap: 50000},
+				RequestsPerSecond: 1000, MaxRerequestGap: 50000, ServerRest: time.Second, ServerRestMax: 30 * time.Second, RecvBuffer: 4 << 20},
 			Snapshot: Snapshot{Retry: 5 * time.Second, RetryMax: 2 * time.Minute,
 				ConnectTimeout: 5 * time.Second, IdleTimeout: 15 * time.Second, MaxDuration: 10 * time.Minute},
 			LateJoin: "snapshot", Spill: 32768,

@@ -405,8 +405,10 @@ func TestNasdaqYAMLDurationRanges(t *testing.T) {
 	}
 	const base = "feed:\n  name: t\nlines:\n  a:\n    interface: lo\n    group: 239.1.1.1\n    port: 1\n"
 	companion := map[string]string{
-		"recovery.snapshot.retry":     "retry_max: 1h",
-		"recovery.snapshot.retry_max": "retry: 1s",
+		"recovery.snapshot.retry":            "retry_max: 1h",
+		"recovery.snapshot.retry_max":        "retry: 1s",
+		"recovery.rerequest.server_rest":     "server_rest_max: 1h",
+		"recovery.rerequest.server_rest_max": "server_rest: 100ms",
 	}
 	file := func(key string, v time.Duration) string {
 		var b strings.Builder

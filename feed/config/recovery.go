@@ -17,7 +17,8 @@ import (
 // recovery decodes the recovery section:
 //
 //	recovery:
-//	  rerequest: {servers: [host:port, ...], timeout, retries, max_request_messages, requests_per_second, max_rerequest_gap}
+//	  rerequest: {servers: [host:port, ...], timeout, retries, max_request_messages, requests_per_second, max_rerequest_gap,
+//	              server_rest, server_rest_max, recv_buffer}
 //	  snapshot: {server, username, password_file | password_env, session, retry, retry_max,
 //	             connect_timeout, idle_timeout, max_duration}
 //	  late_join: snapshot | rerequest | off
@@ -51,6 +52,7 @@ func (d *decoder) recovery(f field, c *Config) (spill field) {
 }
 
 func (d *decoder) rerequest(f field, r *Rerequest) {
+	var rest, restMax field // given and in range: checked against each other below
 	d.mapping(f, []entry{
 		{"servers", func(f field) {
 			items, ok := d.list(f)
@@ -109,7 +111,39 @@ func (d *decoder) rerequest(f field, r *Rerequest) {
 				r.MaxRerequestGap = int(v)
 			}
 		}},
+		{"server_rest", func(f field) {
+			if d.durationIn(f, &r.ServerRest, MinServerRest, MaxServerRest, "gaps skip re-request this long after every server failed a range, doubled per such failure in a row up to server_rest_max") {
+				rest = f
+			}
+		}},
+		{"server_rest_max", func(f field) {
+			if d.durationIn(f, &r.ServerRestMax, MinServerRest, MaxServerRestMax, "the rest after failures in a row, server_rest doubled, stops growing here") {
+				restMax = f
+			}
+		}},
+		{"recv_buffer", func(f field) {
+			if v, ok := d.byteSize(f, MinRerequestRecvBuffer, MaxRerequestRecvBuffer); ok {
+				r.RecvBuffer = int(v)
+			}
+		}},
 	})
+	// After the whole section: server_rest may come after server_rest_max.
+	d.doubledUpTo("recovery.rerequest", "server_rest", "server_rest_max", r.ServerRest, r.ServerRestMax, rest, restMax,
+		"the rest starts at server_rest and is doubled up to server_rest_max")
+}
+
+// doubledUpTo refuses a wait doubled up to a cap (section.high) below the
+// wait it starts at (section.low), at the line of the cap when given,
+// else at the wait's (the cap at its default). lowF and highF: the keys'
+// fields when given and in range.
+func (d *decoder) doubledUpTo(section, low, high string, lowV, highV time.Duration, lowF, highF field, why string) {
+	switch {
+	case highV >= lowV:
+	case highF.node != nil:
+		d.errorf(highF, "%v is shorter than %s.%s (%v): %s", highV, section, low, lowV, why)
+	case lowF.node != nil:
+		d.errorf(lowF, "%v is longer than %s.%s (%v, its default): %s; raise %s too", lowV, section, high, highV, why, high)
+	}
 }
 
 func (d *decoder) snapshot(f field, s *Snapshot) {
@@ -184,13 +218,13 @@ func (d *decoder) snapshot(f field, s *Snapshot) {
 			}
 		}},
 		{"connect_timeout", func(f field) {
-			d.snapshotTimeout(f, &s.ConnectTimeout, MinSnapshotConnectTimeout, MaxSnapshotConnectTimeout, "the dial and the login to the snapshot server")
+			d.durationIn(f, &s.ConnectTimeout, MinSnapshotConnectTimeout, MaxSnapshotConnectTimeout, "the dial and the login to the snapshot server")
 		}},
 		{"idle_timeout", func(f field) {
-			d.snapshotTimeout(f, &s.IdleTimeout, MinSnapshotIdleTimeout, MaxSnapshotIdleTimeout, "the snapshot server silent, no data nor heartbeat, this long: a stalled snapshot; it heartbeats every second")
+			d.durationIn(f, &s.IdleTimeout, MinSnapshotIdleTimeout, MaxSnapshotIdleTimeout, "the snapshot server silent, no data nor heartbeat, this long: a stalled snapshot; it heartbeats every second")
 		}},
 		{"max_duration", func(f field) {
-			d.snapshotTimeout(f, &s.MaxDuration, MinSnapshotMaxDuration, MaxSnapshotMaxDuration, "from the Login Accepted to the End of Snapshot; a longer download is a failed snapshot")
+			d.durationIn(f, &s.MaxDuration, MinSnapshotMaxDuration, MaxSnapshotMaxDuration, "from the Login Accepted to the End of Snapshot; a longer download is a failed snapshot")
 		}},
 		{"password", func(f field) {
 			d.errorf(f, "not accepted in the file: use password_file or password_env")
@@ -198,13 +232,8 @@ func (d *decoder) snapshot(f field, s *Snapshot) {
 		}},
 	})
 	// After the whole section: retry may come after retry_max.
-	switch {
-	case s.RetryMax >= s.Retry:
-	case retryMax.node != nil:
-		d.errorf(retryMax, "%v is shorter than recovery.snapshot.retry (%v): the wait after a failed snapshot starts at retry and is doubled up to retry_max", s.RetryMax, s.Retry)
-	case retry.node != nil:
-		d.errorf(retry, "%v is longer than recovery.snapshot.retry_max (%v, its default): the wait after a failed snapshot starts at retry and is doubled up to retry_max; raise retry_max too", s.Retry, s.RetryMax)
-	}
+	d.doubledUpTo("recovery.snapshot", "retry", "retry_max", s.Retry, s.RetryMax, retry, retryMax,
+		"the wait after a failed snapshot starts at retry and is doubled up to retry_max")
 	switch {
 	case pwFile.node != nil && pwEnv.node != nil:
 		d.errorf(pwEnv, "give password_file or password_env, not both")
@@ -249,16 +278,20 @@ func (d *decoder) snapshot(f field, s *Snapshot) {
 	}
 }
 
-// snapshotTimeout decodes one of recovery.snapshot's timeouts into dst,
-// refusing a value outside [lo, hi] at its line (what is the timeout's).
-func (d *decoder) snapshotTimeout(f field, dst *time.Duration, lo, hi time.Duration, what string) {
+// durationIn decodes one of recovery's durations (the snapshot's
+// timeouts, the re-request servers' rest) into dst, refusing a value
+// outside [lo, hi] at its line (what is the duration's). It reports
+// whether dst was set.
+func (d *decoder) durationIn(f field, dst *time.Duration, lo, hi time.Duration, what string) bool {
 	if v, ok := d.duration(f); ok {
 		if v < lo || v > hi {
 			d.errorf(f, "%v is out of range [%v, %v] (%s)", v, lo, hi, what)
-			return
+			return false
 		}
 		*dst = v
+		return true
 	}
+	return false
 }
 
 // closedToOthers reports whether a directory above the real path of the

@@ -42,7 +42,8 @@ func defaults() *Config {
 		Recovery: Recovery{
 			Rerequest: Rerequest{Timeout: DefaultRerequestTimeout, Retries: DefaultRerequestRetries,
 				MaxRequestMessages: DefaultMaxRequestMessages, RequestsPerSecond: DefaultRequestsPerSecond,
-				MaxRerequestGap: DefaultMaxRerequestGap},
+				MaxRerequestGap: DefaultMaxRerequestGap, ServerRest: DefaultServerRest, ServerRestMax: DefaultServerRestMax,
+				RecvBuffer: DefaultRerequestRecvBuffer},
 			Snapshot: Snapshot{
 				Retry: DefaultSnapshotRetry, RetryMax: DefaultSnapshotRetryMax,
 				ConnectTimeout: DefaultSnapshotConnectTimeout, IdleTimeout: DefaultSnapshotIdleTimeout, MaxDuration: DefaultSnapshotMaxDuration,

@@ -45,7 +45,10 @@ func FromConfig(c *config.Config, log zerolog.Logger) Config {
 			Retries:            rr.Retries,
 			MaxRequestMessages: rr.MaxRequestMessages,
 			RequestsPerSecond:  float64(rr.RequestsPerSecond),
+			RecvBuffer:         rr.RecvBuffer,
 		},
+		ServerRest:      rr.ServerRest,
+		ServerRestMax:   rr.ServerRestMax,
 		MaxRerequestGap: uint64(rr.MaxRerequestGap),
 		LateJoin:        c.Recovery.LateJoin,
 	}

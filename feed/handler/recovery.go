@@ -391,6 +391,7 @@ func newRecovery(h *Handler, cfg RecoveryConfig) (*recovery, error) {
 		}
 		r.client = c
 		r.logRecvBuffer()
+		r.logRequestCap()
 	}
 	return r, nil
 }
@@ -403,6 +404,18 @@ func (r *recovery) logRecvBuffer() {
 	if got := r.client.RecvBufferShort(); got > 0 {
 		r.h.log.Warn().Int("recv_buffer", cmp.Or(r.cfg.Rerequest.RecvBuffer, rerequest.DefaultRecvBuffer)).Int("granted", got).
 			Msg("recovery: the re-request sockets' receive buffer is capped by net.core.rmem_max (SO_RCVBUFFORCE needs cap_net_admin): the answer to a large request may overflow it, its packets dropped by the kernel and asked again; grant cap_net_admin or raise net.core.rmem_max")
+	}
+}
+
+// logRequestCap logs, once, requests capped below MaxRequestMessages
+// (rerequest.Client.RequestMessages): the answer to a full request, a
+// packet per message, would overflow the re-request sockets' receive
+// buffer, and what the kernel drops is asked again. A large gap takes
+// more requests in turn.
+func (r *recovery) logRequestCap() {
+	if got, asked := r.client.RequestMessages(), r.client.MaxRequestMessages(); got < asked {
+		r.h.log.Info().Int("max_request_messages", asked).Int("request_messages", got).Int("answer_packet_truesize", rerequest.AnswerPacketTruesize).
+			Msg("recovery: re-requests ask for fewer messages than max_request_messages: the answer, a packet per message, must fit the re-request sockets' receive buffer (raise recovery.rerequest.recv_buffer for more)")
 	}
 }
 

@@ -22,6 +22,27 @@ const (
 	DefaultRecvBuffer         = 4 << 20 // bytes
 )
 
+// AnswerPacketTruesize is what the kernel charges a socket's receive
+// buffer for one answer packet, in bytes: not its payload but the skb's
+// truesize (its data buffer, struct sk_buff and skb_shared_info). Measured
+// on veth (Linux 6.18): 2304 for a packet of the feed's size
+// (moldudp64.MaxPayload, 1400 bytes), 832 for one message of 36 bytes; a
+// NIC receiving into 2 KiB buffers charges about 2.3 KiB a packet too.
+const AnswerPacketTruesize = 2304
+
+// AnswerMessages returns the most messages whose answer a socket granted
+// recvBuffer bytes (SO_RCVBUF as set: the kernel doubles it for its
+// bookkeeping, and drops a datagram whose truesize does not fit what is
+// left) holds whole, when the server answers with a packet per message:
+// MoldUDP64 says nothing of how an answer is packed, and a server that
+// resends the feed's packets sends one or a few messages in each outside
+// bursts. The receive thread may not read the socket while the answer
+// comes (it is busy with the lines), so what does not fit is dropped by
+// the kernel and asked again. At least 1.
+func AnswerMessages(recvBuffer int) int {
+	return max(1, 2*recvBuffer/AnswerPacketTruesize)
+}
+
 // ErrNoServers is returned by New without servers.
 var ErrNoServers = errors.New("new rerequest client: no servers")
 
@@ -30,7 +51,7 @@ type Config struct {
 	Servers            []netip.AddrPort // tried in order, wrapping round, from the one that filled the last range that failed over (see Client.Want)
 	Timeout            time.Duration    // wait for the first answer to a request; doubled on each retry
 	Retries            int              // resends per server before failing over
-	MaxRequestMessages int              // most messages asked at once (at most moldudp64.MaxCount)
+	MaxRequestMessages int              // most messages asked at once (at most moldudp64.MaxCount; and what the receive buffer holds, Client.RequestMessages)
 	RequestsPerSecond  float64          // request rate limit
 	// RecvBuffer is the receive buffer asked for each socket, in bytes
 	// (default DefaultRecvBuffer): SO_RCVBUFFORCE, past
@@ -137,6 +158,10 @@ type Client struct {
 	// lastBad: the last answer dropped as bad (Stats.Bad).
 	lastBad BadAnswer
 
+	// perRequest: the most messages asked at once, Config.MaxRequestMessages
+	// capped by AnswerMessages of the smallest receive buffer granted.
+	perRequest int
+
 	// recvShort: the receive buffer granted to the first socket that got
 	// less than Config.RecvBuffer (0: none), until RecvBufferShort
 	// reports it; recvReported: it did.
@@ -180,7 +205,7 @@ func New(cfg Config, open func(func() error) error) (*Client, error) {
 	if open == nil {
 		open = func(fn func() error) error { return fn() }
 	}
-	c := &Client{cfg: cfg, open: open, buf: make([]byte, 1<<16), req: make([]byte, 0, moldudp64.RequestLen),
+	c := &Client{cfg: cfg, open: open, perRequest: cfg.MaxRequestMessages, buf: make([]byte, 1<<16), req: make([]byte, 0, moldudp64.RequestLen),
 		openErrs: newFailureRuns(cfg.Servers, "rerequest: new socket for %s after a restart: %w"),
 		sendErrs: newFailureRuns(cfg.Servers, "rerequest: send a request to %s: %w")}
 	err := open(func() error {
@@ -215,9 +240,14 @@ func (c *Client) open4(s netip.AddrPort) (int, uint16, error) {
 	if err != nil {
 		return -1, 0, fmt.Errorf("socket: %w", err)
 	}
-	// Answers to a 2000-message request come in a burst of packets.
-	if got, _ := privilege.SetRecvBuffer(fd, c.cfg.RecvBuffer); got > 0 && got < c.cfg.RecvBuffer && c.recvShort == 0 {
+	// Answers come in a burst of packets: a request asks for no more
+	// than the buffer granted holds (AnswerMessages).
+	got, _ := privilege.SetRecvBuffer(fd, c.cfg.RecvBuffer)
+	if got > 0 && got < c.cfg.RecvBuffer && c.recvShort == 0 {
 		c.recvShort = got
+	}
+	if got > 0 {
+		c.perRequest = min(c.perRequest, AnswerMessages(got))
 	}
 	// Bound now to a port of its own, so the socket reads nothing before
 	// its first request and every request leaves from the same port.
@@ -250,8 +280,15 @@ func closeAll(fds []int) error {
 	return errors.Join(errs...)
 }
 
-// MaxRequestMessages returns the most messages asked at once.
+// MaxRequestMessages returns Config.MaxRequestMessages (its default
+// filled in): the size of a gap one request is meant to fill.
 func (c *Client) MaxRequestMessages() int { return c.cfg.MaxRequestMessages }
+
+// RequestMessages returns the most messages asked at once:
+// MaxRequestMessages, capped by AnswerMessages of the smallest receive
+// buffer granted to a socket so far, so that an answer sent a packet per
+// message is not dropped by the kernel before it is read.
+func (c *Client) RequestMessages() int { return c.perRequest }
 
 // Active reports whether a range is being filled.
 func (c *Client) Active() bool { return c.active }
@@ -556,7 +593,7 @@ func (c *Client) send(now int64) bool {
 		c.Stats.RateLimited++
 		return true
 	}
-	n := min(c.want.End()-c.next, uint64(c.cfg.MaxRequestMessages))
+	n := min(c.want.End()-c.next, uint64(c.perRequest))
 	r := moldudp64.Range{First: c.next, Count: n}
 	if c.inflight.First != r.First {
 		c.tries = 0 // a continuation or a new range, not a retry

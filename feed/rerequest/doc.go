@@ -11,9 +11,10 @@
 // caller) and sends, resends or continues requests, and Progress tells it
 // how far the caller's in-order stream has got. It
 //
-//   - never asks for more than MaxRequestMessages at once, and keeps asking
-//     until the range is filled (answers may carry fewer messages than
-//     asked);
+//   - never asks for more than MaxRequestMessages at once, nor more than
+//     the sockets' receive buffer holds when the answer comes a packet per
+//     message (AnswerMessages; RequestMessages), and keeps asking until the
+//     range is filled (answers may carry fewer messages than asked);
 //   - resends after Timeout (doubled on each retry), or once an answer
 //     without the first message asked has gone quiet (it starts later than
 //     asked), Retries times per server, then fails over to the next server

@@ -22,6 +22,7 @@ import (
 	"github.com/marketfeed/feedhandler/bpf"
 	"github.com/marketfeed/feedhandler/feed/config"
 	"github.com/marketfeed/feedhandler/feed/handler"
+	"github.com/marketfeed/feedhandler/feed/rerequest"
 	"github.com/marketfeed/feedhandler/feed/rx"
 	"github.com/marketfeed/feedhandler/internal/clock"
 	"github.com/marketfeed/feedhandler/internal/privilege"
@@ -472,6 +473,7 @@ func (c *checker) backend() {
 	if c.sockets() {
 		c.socketBuffer()
 	}
+	c.rerequestBuffer()
 	c.reversePathFilter()
 	if r.BusyPoll {
 		for _, ifname := range c.interfaces() {
@@ -679,16 +681,48 @@ func (c *checker) memory() {
 // or with cap_net_admin for SO_RCVBUFFORCE (docs/TUNING.md section 7).
 func (c *checker) socketBuffer() {
 	want := int64(c.cfg.Receive.RecvBuffer)
-	rmemMax, ok := c.h.readInt("/proc/sys/net/core/rmem_max")
-	if !ok || want <= rmemMax {
-		return
-	}
-	if c.eff&privilege.NetAdmin != 0 {
-		c.add(OK, "buffers", "receive.recv_buffer %s is above net.core.rmem_max %s; this process holds cap_net_admin (SO_RCVBUFFORCE)", mib(want), mib(rmemMax))
+	rmemMax, capped := c.bufferCapped("receive.recv_buffer", want)
+	if !capped {
 		return
 	}
 	c.add(Warn, "buffers", "receive.recv_buffer %s is above net.core.rmem_max %s and this process lacks cap_net_admin: the io_uring and socket backends get %s (sysctl -w net.core.rmem_max=%d, docs/TUNING.md section 7)",
 		mib(want), mib(rmemMax), mib(rmemMax), want)
+}
+
+// bufferCapped reports whether a socket receive buffer of want bytes (the
+// feed file's key) is capped by net.core.rmem_max, returned: above it
+// without cap_net_admin (SO_RCVBUFFORCE). Above it with cap_net_admin is
+// said to be fine here; below it, nothing is said.
+func (c *checker) bufferCapped(key string, want int64) (rmemMax int64, capped bool) {
+	rmemMax, ok := c.h.readInt("/proc/sys/net/core/rmem_max")
+	if !ok || want <= rmemMax {
+		return rmemMax, false
+	}
+	if c.eff&privilege.NetAdmin != 0 {
+		c.add(OK, "buffers", "%s %s is above net.core.rmem_max %s; this process holds cap_net_admin (SO_RCVBUFFORCE)", key, mib(want), mib(rmemMax))
+		return rmemMax, false
+	}
+	return rmemMax, true
+}
+
+// rerequestBuffer: recovery.rerequest.recv_buffer is granted to the
+// re-request sockets (ordinary UDP sockets on every backend): below
+// net.core.rmem_max, or with cap_net_admin for SO_RCVBUFFORCE. Else the
+// buffer is rmem_max, and a request asks for the fewer messages whose
+// answer, a packet per message, fits it (rerequest.AnswerMessages).
+func (c *checker) rerequestBuffer() {
+	rr := c.cfg.Recovery.Rerequest
+	if len(rr.Servers) == 0 {
+		return
+	}
+	want := int64(rr.RecvBuffer)
+	rmemMax, capped := c.bufferCapped("recovery.rerequest.recv_buffer", want)
+	if !capped {
+		return
+	}
+	got := min(rerequest.AnswerMessages(int(rmemMax)), rr.MaxRequestMessages)
+	c.add(Warn, "buffers", "recovery.rerequest.recv_buffer %s is above net.core.rmem_max %s and this process lacks cap_net_admin: the re-request sockets get %s, so a request asks at most %d messages (max_request_messages %d) and a large gap takes more requests in turn (sysctl -w net.core.rmem_max=%d, or run with cap_net_admin: deploy/feedhandler@.service grants it; docs/RECOVERY.md)",
+		mib(want), mib(rmemMax), mib(rmemMax), got, rr.MaxRequestMessages, want)
 }
 
 // sharedMemory: no live writer owns the feed file, this process may
