@@ -680,15 +680,15 @@ func (h *Handler) routeInline(s *shard, p moldudp64.Packet, skip int, rxTime int
 }
 
 // routeMsg sends one message to the shard owning its locate, through the
-// symbol filter; a System Event (locate 0) to every shard.
+// symbol filter; a System Event to every shard.
 //
 // Only a System Event changes every shard's books (book.Books.Apply: its
-// event goes into every snapshot). Any other message of locate 0 (an MWCB
-// message, which the books keep nothing of, or bad input: a Stock
-// Directory, an order or a type unknown at locate 0, a message too short
-// for its type) goes to the shard of locate 0 alone, so that it is
-// applied and counted (book.Stats) once, as in run to completion, not
-// once per shard.
+// event goes into every snapshot, whatever its locate, which ITCH makes
+// 0). Any other message of locate 0 (an MWCB message, which the books keep
+// nothing of, or bad input: a Stock Directory, an order or a type unknown
+// at locate 0, a message too short for its type) goes to the shard of
+// locate 0 alone, so that it is applied and counted (book.Stats) once, as
+// in run to completion, not once per shard.
 func (h *Handler) routeMsg(msg []byte, seq uint64, rxTime int64) {
 	if !h.admit(msg) {
 		if h.withdrawn != 0 {
@@ -696,13 +696,13 @@ func (h *Handler) routeMsg(msg []byte, seq uint64, rxTime int64) {
 		}
 		return
 	}
-	loc := uint16(msg[1])<<8 | uint16(msg[2])
-	if loc == 0 && msg[0] == itch.TypeSystemEvent && len(msg) >= itch.SystemEventLen {
+	if msg[0] == itch.TypeSystemEvent && len(msg) >= itch.SystemEventLen {
 		for _, s := range h.shards {
 			h.push(s, msg, seq, rxTime)
 		}
 		return
 	}
+	loc := uint16(msg[1])<<8 | uint16(msg[2])
 	h.push(h.shards[h.shardOf[loc]], msg, seq, rxTime)
 }
 
