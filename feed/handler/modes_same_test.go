@@ -270,8 +270,9 @@ const (
 // message woven in every 300 generated ones, each on both lines, with
 // faults: a packet lost on both lines (a gap), one lost on line A only, an
 // old packet again on line A, a packet of another session and garbage on
-// one line; then, after the lines' silence, a second day in another
-// session (a session change), with bad input too.
+// one line, a packet truncated on one line; then, after the lines'
+// silence, a second day in another session (a session change), with bad
+// input too, and its End of Session.
 func adversarialScript(t *testing.T) adversarial {
 	t.Helper()
 	var adv adversarial
@@ -324,6 +325,8 @@ func adversarialScript(t *testing.T) adversarial {
 			continue
 		case 160: // lost on line A: B brings it
 			adv.script = append(adv.script, rx.Packet{Data: p, Line: rx.LineB, RxTime: now})
+		case 250: // truncated on line B: A brings it whole
+			adv.script = append(adv.script, rx.Packet{Data: p[:len(p)-5], Line: rx.LineB, RxTime: now}, rx.Packet{Data: p, Line: rx.LineA, RxTime: now})
 		case 200: // an old packet again, garbage, another session's packet
 			both(p, now)
 			adv.script = append(adv.script,
@@ -338,11 +341,17 @@ func adversarialScript(t *testing.T) adversarial {
 			adv.systemEvents += systemEventsOf(t, p)
 		}
 	}
-	for _, p := range packMessages(t, "ADV2", msgs2) {
+	pkts2 := packMessages(t, "ADV2", msgs2)
+	for _, p := range pkts2 {
 		both(p, now+int64(3*time.Second))
 		adv.delivered += messagesOf(t, p)
 		adv.systemEvents += systemEventsOf(t, p)
 	}
+	last, err := moldudp64.Parse(pkts2[len(pkts2)-1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	both(moldudp64.AppendHeader(nil, last.Session, last.Next(), 0xFFFF), now+int64(3*time.Second)) // End of Session
 	return adv
 }
 
@@ -619,6 +628,9 @@ func checkAdversarialCounted(t *testing.T, ref *modeCounts, filter bool) {
 	}
 	// Under the filter the locate above the books' capacity, never
 	// announced, is filtered out.
+	if !ref.st.Ended {
+		t.Errorf("%s: the session's end not seen: the stream misses a case", ref.name)
+	}
 	if filter && ref.st.Filtered == 0 {
 		t.Errorf("%s: nothing filtered: the stream misses a case", ref.name)
 	} else if !filter && b.LocateCapacity == 0 {
