@@ -116,7 +116,7 @@ type Stats struct {
 	Arbiter       ArbiterStats
 	Receive       rx.Stats
 	Shards        []ShardStats
-	Routed        uint64           // messages pushed to shards (broadcasts counted once per shard)
+	Routed        uint64           // messages pushed to shards (a System Event once per shard)
 	Filtered      uint64           // messages dropped by the symbol filter
 	BadMessages   uint64           // messages that are too long for a slot or shorter than the header
 	NextSeq       uint64           // next expected MoldUDP64 sequence number
@@ -157,8 +157,9 @@ type Stats struct {
 }
 
 // Applied returns the messages applied across shards: every shard applies
-// each market-wide message (locate 0), so with n shards each counts n times
-// (Routed counts them alike).
+// each System Event (the one market-wide message the books keep), so with
+// n shards each counts n times (Routed counts them alike); any other
+// message, of locate 0 too, is applied once.
 func (s *Stats) Applied() uint64 {
 	var n uint64
 	for _, sh := range s.Shards {
@@ -678,8 +679,16 @@ func (h *Handler) routeInline(s *shard, p moldudp64.Packet, skip int, rxTime int
 	}
 }
 
-// routeMsg sends one message to the shard owning its locate (every shard
-// for locate 0), through the symbol filter.
+// routeMsg sends one message to the shard owning its locate, through the
+// symbol filter; a System Event to every shard.
+//
+// Only a System Event changes every shard's books (book.Books.Apply: its
+// event goes into every snapshot, whatever its locate, which ITCH makes
+// 0). Any other message of locate 0 (an MWCB message, which the books keep
+// nothing of, or bad input: a Stock Directory, an order or a type unknown
+// at locate 0, a message too short for its type) goes to the shard of
+// locate 0 alone, so that it is applied and counted (book.Stats) once, as
+// in run to completion, not once per shard.
 func (h *Handler) routeMsg(msg []byte, seq uint64, rxTime int64) {
 	if !h.admit(msg) {
 		if h.withdrawn != 0 {
@@ -687,13 +696,13 @@ func (h *Handler) routeMsg(msg []byte, seq uint64, rxTime int64) {
 		}
 		return
 	}
-	loc := uint16(msg[1])<<8 | uint16(msg[2])
-	if loc == 0 {
+	if msg[0] == itch.TypeSystemEvent && len(msg) >= itch.SystemEventLen {
 		for _, s := range h.shards {
 			h.push(s, msg, seq, rxTime)
 		}
 		return
 	}
+	loc := uint16(msg[1])<<8 | uint16(msg[2])
 	h.push(h.shards[h.shardOf[loc]], msg, seq, rxTime)
 }
 

@@ -162,10 +162,16 @@ func startScript(t *testing.T, mode Mode, shards []int, script []rx.Packet, errA
 // startRx is startScript over the receiver r, publishing to shm file name.
 func startRx(t *testing.T, mode Mode, shards []int, r rx.Receiver, name string, log zerolog.Logger, symbols []string) *Handler {
 	t.Helper()
+	return startRxBooks(t, mode, shards, r, name, log, symbols, dayBooks)
+}
+
+// startRxBooks is startRx with books of capacity books (per shard).
+func startRxBooks(t *testing.T, mode Mode, shards []int, r rx.Receiver, name string, log zerolog.Logger, symbols []string, books book.Config) *Handler {
+	t.Helper()
 	h, err := Start(Config{
 		Receive:    rx.Config{Lines: []rx.LineConfig{{Name: "A"}, {Name: "B"}}},
 		Arbiter:    ArbiterConfig{Grace: time.Millisecond, Hold: 5 * time.Millisecond},
-		Book:       book.Config{MaxOrders: 1 << 18, MaxLocates: 1024, MaxLevels: 1 << 16},
+		Book:       books,
 		Mode:       mode,
 		ShardCores: shards,
 		ShmName:    name,

@@ -1,12 +1,23 @@
 package handler
 
 import (
+	"encoding/json"
+	"errors"
 	"fmt"
+	"maps"
+	"reflect"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/rs/zerolog"
+
 	"github.com/marketfeed/feedhandler/book"
+	"github.com/marketfeed/feedhandler/feed/itch"
+	"github.com/marketfeed/feedhandler/feed/moldudp64"
 	"github.com/marketfeed/feedhandler/feed/rx"
+	"github.com/marketfeed/feedhandler/internal/itchgen"
 	"github.com/marketfeed/feedhandler/internal/shmtest"
 	"github.com/marketfeed/feedhandler/proto/shm"
 )
@@ -114,4 +125,606 @@ func snapshotFields(t *testing.T, name string) map[string]string {
 		t.Fatal("nothing published")
 	}
 	return out
+}
+
+// countingModes are the pipelines TestModesCountSame compares: run to
+// completion (the reference), then sharded with one, two and four shards.
+var countingModes = []struct {
+	mode   Mode
+	shards []int
+}{
+	{ModeRunToCompletion, nil},
+	{ModeSharded, []int{-1}},
+	{ModeSharded, []int{-1, -1}},
+	{ModeSharded, []int{-1, -1, -1, -1}},
+}
+
+// TestModesCountSame runs one adversarial stream (adversarialScript: a
+// generated day with bad input woven in, line faults, a gap, then a
+// session change to a second day) through run to completion and sharded
+// pipelines of 1, 2 and 4 shards, with and without a symbol filter, and
+// compares what each made of it, once stopped: every counter of Stats,
+// every /metrics sample (through the functions both expositions take
+// their values from), the warnings and errors logged and the final stats
+// line, and every live shm snapshot (snapshotFields: sequence number,
+// flags, levels...). Bad input must count the same whatever the split:
+// an operator's alert on an inconsistency counter must not depend on the
+// mode.
+//
+// Per mode by design, and so not compared as equal:
+//   - applied (Stats.Applied, shard_applied_total, the stats line's
+//     applied), Stats.Routed and book.Stats.Messages: every shard applies
+//     each System Event (its event goes into every book's snapshot), so
+//     with n shards each counts n times: checked to be the reference's
+//     plus (n-1) per System Event delivered;
+//   - published snapshots and batches (shard_published_total): a shard
+//     conflates a book's changes per batch, and a receive batch (run to
+//     completion) is not a ring batch (sharded);
+//   - the rings (shard_ring_*): run to completion has none;
+//   - shard_stale_binds_total: a shard lagging another across a session
+//     change, which only sharding has;
+//   - thread scheduling (shard_thread_rt_priority, the threads' log
+//     lines), latencies and times (line_silence_seconds, the heartbeat);
+//   - book.Stats.Overflowed: live orders in overflow slots depend on which
+//     references share a shard's table.
+//
+// The stream keeps out what differs by design beyond that: book
+// capacities are per shard (book.Config), so capacity drops are provoked
+// on one instrument only, apart (TestModesCountCapacitySame); an order
+// reference is known to its shard only, so an order message naming another shard's order under its locate would count as
+// an unknown reference where run to completion counts LocateMismatch
+// (the locates a mismatch names here share a shard for 1..4 shards); a
+// symbol at two locates of one session (DuplicateSymbols) is refused per
+// publish, so it counts with the conflation, and when the two locates are
+// in two shards the one whose shard binds first keeps the symbol, not
+// always the one announced first; a message longer than its type is left
+// to TestFilterLongStockDirectory and its kin.
+func TestModesCountSame(t *testing.T) {
+	for _, filter := range []bool{false, true} {
+		t.Run(fmt.Sprintf("filter=%v", filter), func(t *testing.T) {
+			adv := adversarialScript(t)
+			var symbols []string
+			if filter {
+				symbols = adv.subscribe
+			}
+			var ref *modeCounts
+			for _, m := range countingModes {
+				got := runCounting(t, adv, m.mode, m.shards, symbols, dayBooks)
+				if ref == nil {
+					ref = got
+					if ref.st.Arbiter.Gaps != 1 || ref.st.Arbiter.SessionChanges != 1 {
+						t.Fatalf("%s: gaps %d, session changes %d; want 1 and 1", ref.name, ref.st.Arbiter.Gaps, ref.st.Arbiter.SessionChanges)
+					}
+					checkAdversarialCounted(t, ref, filter)
+					continue
+				}
+				compareCounts(t, ref, got)
+			}
+		})
+	}
+}
+
+// TestModesCountCapacitySame is TestModesCountSame's comparison over
+// books too small for the orders and levels of the one instrument that has
+// any, so that every pipeline's shard (the capacity is per shard) drops
+// the same adds: OrderCapacity, LevelCapacity, and Incomplete published as
+// PossiblyStale.
+func TestModesCountCapacitySame(t *testing.T) {
+	const loc = 12
+	msgs := [][]byte{filterDir(loc, "CAPA")}
+	for i := range 200 {
+		// 200 orders on 40 prices: more than 64 orders, 16 levels.
+		msgs = append(msgs, filterAdd(loc, "CAPA", uint64(1000+i), uint32(100+i%40)))
+	}
+	for i := range 200 {
+		if i%3 == 0 {
+			d := itch.OrderDeleteFields{Header: itch.Header{Locate: loc}, OrderRef: uint64(1000 + i)}
+			msgs = append(msgs, d.Append(nil))
+		}
+	}
+	event := itch.SystemEventFields{EventCode: 'Q'}
+	msgs = append(msgs, event.Append(nil))
+	var adv adversarial
+	now := time.Now().UnixNano()
+	for _, p := range packMessages(t, "CAPA", msgs) {
+		adv.script = append(adv.script, rx.Packet{Data: p, Line: rx.LineA, RxTime: now}, rx.Packet{Data: p, Line: rx.LineB, RxTime: now})
+		adv.delivered += messagesOf(t, p)
+		adv.systemEvents += systemEventsOf(t, p)
+	}
+	small := book.Config{MaxOrders: 64, MaxLocates: 64, MaxLevels: 16}
+	var ref *modeCounts
+	for _, m := range countingModes {
+		got := runCounting(t, adv, m.mode, m.shards, nil, small)
+		if ref == nil {
+			ref = got
+			if b := ref.book; b.OrderCapacity == 0 || b.LevelCapacity == 0 || b.Incomplete == 0 || b.UnknownRefDelete == 0 {
+				t.Fatalf("%s: order capacity %d, level capacity %d, incomplete %d, unknown deletes %d: the stream misses a case",
+					ref.name, b.OrderCapacity, b.LevelCapacity, b.Incomplete, b.UnknownRefDelete)
+			}
+			continue
+		}
+		compareCounts(t, ref, got)
+	}
+}
+
+// adversarial is adversarialScript's stream.
+type adversarial struct {
+	script       []rx.Packet
+	delivered    uint64 // messages the arbiter delivers (the lost packet's are declared missing)
+	systemEvents uint64 // System Events among them
+	// locatedEvents: System Events among them under a locate never
+	// announced, which the symbol filter leaves out.
+	locatedEvents uint64
+	subscribe     []string // a symbol filter: every other instrument of day 1, and the two hand-made ones
+}
+
+// Locates the hand-made messages use: new ones announced mid-day, beyond
+// the generated day's, and in the same shard for 1, 2, 3 and 4 shards
+// (shard 0: where a locate 0 message goes).
+const (
+	advLocA = 60
+	advLocB = 72
+)
+
+// adversarialScript is a generated day (50 instruments) with a hand-made
+// message woven in every 300 generated ones, each on both lines, with
+// faults: a packet lost on both lines (a gap), one lost on line A only, an
+// old packet again on line A, a packet of another session and garbage on
+// one line, a packet truncated on one line; then, after the lines'
+// silence, a second day in another session (a session change), with bad
+// input too, and its End of Session.
+func adversarialScript(t *testing.T) adversarial {
+	t.Helper()
+	var adv adversarial
+	day1, dir := generatedDay(t, 20_000, 3)
+	// The generated locate whose instrument the day reassigns, and a
+	// symbol of the generated day given to nobody else.
+	var reused uint16
+	n := 0
+	for _, loc := range slices.Sorted(maps.Keys(dir)) {
+		if n++; n%2 == 0 {
+			adv.subscribe = append(adv.subscribe, dir[loc])
+			if reused == 0 {
+				reused = loc
+			}
+		}
+	}
+	adv.subscribe = append(adv.subscribe, "NEWA", "NEWB")
+	bad := badInput(reused)
+	var msgs [][]byte
+	for i, m := range day1 {
+		msgs = append(msgs, m)
+		if i >= 1000 && i%300 == 0 && len(bad) > 0 {
+			msgs = append(msgs, bad[0])
+			bad = bad[1:]
+		}
+	}
+	if len(bad) > 0 {
+		t.Fatalf("%d hand-made messages left: the day is too short", len(bad))
+	}
+	day2, _ := generatedDay(t, 5_000, 4)
+	msgs2 := slices.Clone(day2[:1500])
+	msgs2 = append(msgs2, filterDir(0, "ZERO"), []byte{'z', 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}, filterAdd(0, "ZERO", 1<<41, 100))
+	msgs2 = append(msgs2, day2[1500:]...)
+	// A System Event under a locate (ITCH gives it 0): market-wide all
+	// the same, its event in every book's snapshot; a locate never
+	// announced, so that the symbol filter leaves it out. Last, so that
+	// no generated one overwrites it.
+	event := itch.SystemEventFields{Header: itch.Header{Locate: 1000}, EventCode: 'X'}
+	msgs2 = append(msgs2, event.Append(nil))
+	adv.locatedEvents++
+
+	now := time.Now().UnixNano()
+	both := func(p []byte, rxTime int64) {
+		adv.script = append(adv.script, rx.Packet{Data: p, Line: rx.LineA, RxTime: rxTime}, rx.Packet{Data: p, Line: rx.LineB, RxTime: rxTime})
+	}
+	pkts1 := packMessages(t, "ADV1", msgs)
+	for i, p := range pkts1 {
+		switch i {
+		case 150: // lost on both lines: a gap
+			continue
+		case 160: // lost on line A: B brings it
+			adv.script = append(adv.script, rx.Packet{Data: p, Line: rx.LineB, RxTime: now})
+		case 250: // truncated on line B: A brings it whole
+			adv.script = append(adv.script, rx.Packet{Data: p[:len(p)-5], Line: rx.LineB, RxTime: now}, rx.Packet{Data: p, Line: rx.LineA, RxTime: now})
+		case 200: // an old packet again, garbage, another session's packet
+			both(p, now)
+			adv.script = append(adv.script,
+				rx.Packet{Data: pkts1[10], Line: rx.LineA, RxTime: now},
+				rx.Packet{Data: []byte("not moldudp64"), Line: rx.LineB, RxTime: now},
+				rx.Packet{Data: packMessages(t, "OTHER", [][]byte{filterDir(advLocA, "OTHR")})[0], Line: rx.LineA, RxTime: now})
+		default:
+			both(p, now)
+		}
+		if i != 150 {
+			adv.delivered += messagesOf(t, p)
+			adv.systemEvents += systemEventsOf(t, p)
+		}
+	}
+	pkts2 := packMessages(t, "ADV2", msgs2)
+	for _, p := range pkts2 {
+		both(p, now+int64(3*time.Second))
+		adv.delivered += messagesOf(t, p)
+		adv.systemEvents += systemEventsOf(t, p)
+	}
+	last, err := moldudp64.Parse(pkts2[len(pkts2)-1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	both(moldudp64.AppendHeader(nil, last.Session, last.Next(), 0xFFFF), now+int64(3*time.Second)) // End of Session
+	return adv
+}
+
+// generatedDay is itchgen's day of n messages (seed seed) and its
+// directory: locate -> symbol.
+func generatedDay(t *testing.T, n int, seed uint64) ([][]byte, map[uint16]string) {
+	t.Helper()
+	g, err := itchgen.New(itchgen.Config{Messages: n, Symbols: 50, Seed: seed})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var msgs [][]byte
+	dir := map[uint16]string{}
+	err = g.Stream(func(m itch.Msg) error {
+		if m[0] == itch.TypeStockDirectory {
+			dir[m.Locate()] = itch.StockDirectory(m).Stock().String()
+		}
+		msgs = append(msgs, slices.Clone(m))
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return msgs, dir
+}
+
+// badInput is the hand-made input woven into day 1, in order: what each
+// one counts in run to completion is said beside it. reused is a
+// generated locate (subscribed under the filter) given to another symbol.
+func badInput(reused uint16) [][]byte {
+	const r1, r2, r3, unknown = 1 << 40, 1<<40 + 1, 1<<40 + 2, 1<<40 + 99
+	add := func(loc uint16, ref uint64, side byte, shares, price uint32) []byte {
+		a := itch.AddOrderFields{Header: itch.Header{Locate: loc}, OrderRef: ref, Side: side, Shares: shares,
+			Stock: itch.NewSymbol("NEWA"), Price: price}
+		return a.Append(nil)
+	}
+	del := func(loc uint16, ref uint64) []byte {
+		d := itch.OrderDeleteFields{Header: itch.Header{Locate: loc}, OrderRef: ref}
+		return d.Append(nil)
+	}
+	exe := func(loc uint16, ref uint64, shares uint32) []byte {
+		e := itch.OrderExecutedFields{Header: itch.Header{Locate: loc}, OrderRef: ref, ExecutedShares: shares, MatchNumber: 1 << 50}
+		return e.Append(nil)
+	}
+	cancel := itch.OrderCancelFields{Header: itch.Header{Locate: advLocB}, OrderRef: r3, CancelledShares: 500}
+	cancelUnknown := itch.OrderCancelFields{Header: itch.Header{Locate: advLocA}, OrderRef: unknown, CancelledShares: 1}
+	replace := itch.OrderReplaceFields{Header: itch.Header{Locate: advLocA}, OriginalOrderRef: unknown, NewOrderRef: unknown + 1, Shares: 1, Price: 1}
+	trade := func(loc uint16, shares uint32) []byte {
+		p := itch.TradeFields{Header: itch.Header{Locate: loc}, Side: 'B', Shares: shares, Stock: itch.NewSymbol("NEWA"), Price: 1000, MatchNumber: 1<<50 + 1}
+		return p.Append(nil)
+	}
+	broken := itch.BrokenTradeFields{Header: itch.Header{Locate: advLocA}, MatchNumber: 1<<50 + 7}
+	halt := itch.StockTradingActionFields{Header: itch.Header{Locate: 0}, Stock: itch.NewSymbol("NEWA"), TradingState: 'H'}
+	truncated := func(loc uint16) []byte { return add(loc, unknown, 'B', 1, 1)[:20] }
+	unknownType := func(loc uint16, n int) []byte {
+		m := make([]byte, n)
+		m[0], m[1], m[2] = 'z', byte(loc>>8), byte(loc)
+		return m
+	}
+	return [][]byte{
+		filterDir(0, "ZERO"),                // Malformed: a Stock Directory for locate 0
+		filterDir(advLocA, "NEWA"),          // a new instrument
+		filterDir(advLocB, "NEWB"),          // another
+		add(advLocA, r1, 'B', 100, 1000),    // applied
+		add(advLocA, r2, 'S', 200, 1100),    // applied
+		add(advLocB, r3, 'B', 100, 990),     // applied
+		add(advLocA, r1, 'B', 100, 1000),    // DuplicateAdd
+		add(advLocA, r1+50, 'X', 100, 1000), // BadSide
+		add(advLocA, r1+51, 'B', 0, 1000),   // ZeroShares
+		del(advLocB, r1),                    // LocateMismatch
+		del(advLocA, unknown),               // UnknownRefDelete
+		exe(advLocA, unknown, 1),            // UnknownRefExecute
+		cancelUnknown.Append(nil),           // UnknownRefCancel
+		replace.Append(nil),                 // UnknownRefReplace
+		exe(advLocA, r2, 300),               // OverExecution
+		cancel.Append(nil),                  // OverCancel
+		del(0, r1),                          // LocateMismatch: locate 0
+		exe(0, unknown, 1),                  // UnknownRefExecute: locate 0
+		add(0, unknown, 'B', 1, 1),          // UnknownLocate: locate 0
+		trade(0, 100),                       // UnknownLocate: locate 0
+		halt.Append(nil),                    // UnknownLocate: locate 0
+		add(900, unknown, 'B', 1, 1),        // UnknownLocate
+		add(2000, unknown, 'B', 1, 1),       // LocateCapacity
+		unknownType(0, 20),                  // UnknownType: locate 0
+		unknownType(advLocA, 20),            // UnknownType
+		unknownType(0, 5),                   // UnknownType: shorter than a header, locate 0
+		truncated(0),                        // Malformed: locate 0
+		truncated(advLocA),                  // Malformed
+		{itch.TypeAddOrder, 0, 0, 0, 0},     // Malformed: shorter than a header, locate 0
+		{itch.TypeSystemEvent, 0, 0, 0, 0},  // Malformed: a System Event shorter than a header
+		{itch.TypeAddOrder, 0},              // a bad message: no locate (BadMessages)
+		trade(advLocA, 0),                   // ZeroShares
+		broken.Append(nil),                  // BrokenUnmatched
+		filterDir(reused, "REUSE"),          // LocateReassigned; withdrawn under the filter
+	}
+}
+
+// packMessages packs msgs into MoldUDP64 packets of session from sequence
+// number 1.
+func packMessages(t *testing.T, session string, msgs [][]byte) [][]byte {
+	t.Helper()
+	b := moldudp64.NewBuilder(moldudp64.NewSession(session), 1, 0)
+	var pkts [][]byte
+	for _, m := range msgs {
+		err := b.Add(m)
+		if errors.Is(err, moldudp64.ErrFull) {
+			pkts = append(pkts, slices.Clone(b.Flush()))
+			err = b.Add(m)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	return append(pkts, slices.Clone(b.Flush()))
+}
+
+func messagesOf(t *testing.T, pkt []byte) uint64 { return totalMessages(t, [][]byte{pkt}) }
+
+// systemEventsOf counts the System Events of a packet that every shard
+// applies (of its length at least).
+func systemEventsOf(t *testing.T, pkt []byte) uint64 {
+	p, err := moldudp64.Parse(pkt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n uint64
+	it := p.Iter()
+	for m, ok := it.Next(); ok; m, ok = it.Next() {
+		if len(m) >= itch.SystemEventLen && m[0] == itch.TypeSystemEvent {
+			n++
+		}
+	}
+	return n
+}
+
+// modeCounts is what one run made of the stream.
+type modeCounts struct {
+	name         string
+	shards       int
+	systemEvents uint64 // System Events delivered (adversarial.systemEvents)
+	st           Stats
+	book         book.Stats // summed over the shards
+	metrics      map[string]float64
+	logs         []string
+	shm          map[string]string
+}
+
+// runCounting runs the stream through one pipeline until every message
+// is delivered and applied, stops it and gathers what it counted.
+func runCounting(t *testing.T, adv adversarial, mode Mode, shards []int, symbols []string, books book.Config) *modeCounts {
+	t.Helper()
+	out := &modeCounts{name: fmt.Sprintf("%v/%d shards", mode, max(len(shards), 1)), systemEvents: adv.systemEvents}
+	if symbols != nil {
+		out.systemEvents -= adv.locatedEvents
+	}
+	logs := new(lockedBuffer)
+	r := &scriptRx{script: slices.Clone(adv.script), errAt: -1}
+	name := shmtest.Name(t, "fhcount")
+	// startRx's arbiter: the line timeout 1 s (the default), under the 3 s
+	// of silence before day 2.
+	h := startRxBooks(t, mode, shards, r, name, zerolog.New(logs), symbols, books)
+	waitFor(t, out.name+": the stream delivered and applied", func() bool {
+		st := h.Stats()
+		return st.Arbiter.Delivered == adv.delivered && st.Applied() == st.Routed
+	})
+	if err := h.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	h.LogStats(true)
+	out.st = h.Stats()
+	out.shards = len(out.st.Shards)
+	for _, s := range out.st.Shards {
+		addBookStats(&out.book, &s.Book)
+	}
+	out.metrics = metricSamples(h, &out.st)
+	out.logs = badInputLogs(t, logs.String())
+	out.shm = snapshotFields(t, name)
+	return out
+}
+
+// addBookStats adds every counter of s to sum.
+func addBookStats(sum, s *book.Stats) {
+	a, b := reflect.ValueOf(sum).Elem(), reflect.ValueOf(s).Elem()
+	for i := range a.NumField() {
+		a.Field(i).SetUint(a.Field(i).Uint() + b.Field(i).Uint())
+	}
+}
+
+// metricSamples is every /metrics sample of st, as the Exposition and the
+// Collector take them (scalar, lineValue, shardValue), per-shard ones
+// summed over the shards, but those that are times.
+func metricSamples(h *Handler, st *Stats) map[string]float64 {
+	out := map[string]float64{}
+	for _, m := range exported {
+		switch {
+		case m.kind == kindHistogram, m.name == "line_silence_seconds", m.name == "shm_heartbeat_age_seconds":
+		case m.label == "line":
+			for l, lc := range h.cfg.Receive.Lines {
+				out[m.name+"{"+lc.Name+"}"] = float64(lineValue(&st.Arbiter.Lines[l], m.name))
+			}
+		case m.label == "shard":
+			for i := range st.Shards {
+				out[m.name] += float64(shardValue(&st.Shards[i], m.name))
+			}
+		case m.label == "kind":
+			for k, v := range badResponses(st) {
+				out[m.name+"{"+badResponseKinds[k]+"}"] = float64(v)
+			}
+		case m.label == "counter":
+			for i := range st.Receive.Extra.Len() {
+				name, v := st.Receive.Extra.At(i)
+				out[m.name+"{"+name+"}"] = float64(v)
+			}
+		case m.label == "state":
+			out[m.name+"{"+st.Recovery.State+"}"] = 1
+		default:
+			out[m.name] = float64(scalar(st, m.name))
+		}
+	}
+	return out
+}
+
+// badInputLogs is what the handler logged at warn level and above, and
+// its final stats line, each as its JSON less what is per mode by design
+// (times, durations, threads, latencies, the applied count, the rings).
+func badInputLogs(t *testing.T, text string) []string {
+	t.Helper()
+	var out []string
+	for _, line := range strings.Split(strings.TrimSpace(text), "\n") {
+		var ev map[string]any
+		if err := json.Unmarshal([]byte(line), &ev); err != nil {
+			t.Fatalf("log line %q: %v", line, err)
+		}
+		switch {
+		case ev["message"] == "stats":
+		case ev["level"] != "warn" && ev["level"] != "error":
+			continue
+		case ev["message"] == "fewer CPUs than pipeline threads: threads share cores, expect higher latency":
+			continue
+		}
+		for k := range ev {
+			if k == "time" || k == "for" || k == "applied" || strings.HasPrefix(k, "ring_") ||
+				strings.HasPrefix(k, "lat_") || strings.HasPrefix(k, "path_") {
+				delete(ev, k)
+			}
+		}
+		b, _ := json.Marshal(ev)
+		out = append(out, string(b))
+	}
+	slices.Sort(out)
+	return out
+}
+
+// checkAdversarialCounted checks that the reference run counted the bad
+// input the stream holds, so that comparing the modes compares something.
+func checkAdversarialCounted(t *testing.T, ref *modeCounts, filter bool) {
+	t.Helper()
+	b := &ref.book
+	for name, v := range map[string]uint64{
+		"Malformed": b.Malformed, "UnknownType": b.UnknownType, "UnknownLocate": b.UnknownLocate,
+		"LocateReassigned": b.LocateReassigned, "DuplicateAdd": b.DuplicateAdd,
+		"UnknownRefExecute": b.UnknownRefExecute, "UnknownRefCancel": b.UnknownRefCancel,
+		"UnknownRefDelete": b.UnknownRefDelete, "UnknownRefReplace": b.UnknownRefReplace,
+		"OverExecution": b.OverExecution, "BadSide": b.BadSide, "ZeroShares": b.ZeroShares,
+		"LocateMismatch": b.LocateMismatch, "BrokenUnmatched": b.BrokenUnmatched,
+		"OverCancel":  b.OverCancel,
+		"BadMessages": ref.st.BadMessages, "line duplicates": ref.st.Arbiter.Lines[0].Duplicates + ref.st.Arbiter.Lines[0].OutOfOrder,
+		"line malformed": ref.st.Arbiter.Lines[1].Malformed, "line wrong session": ref.st.Arbiter.Lines[0].WrongSession,
+		"rebound": uint64(ref.metrics["shard_rebound_total"]),
+	} {
+		if v == 0 {
+			t.Errorf("%s: %s 0: the stream misses a case", ref.name, name)
+		}
+	}
+	// Under the filter the locate above the books' capacity, never
+	// announced, is filtered out.
+	if !ref.st.Ended {
+		t.Errorf("%s: the session's end not seen: the stream misses a case", ref.name)
+	}
+	if filter && ref.st.Filtered == 0 {
+		t.Errorf("%s: nothing filtered: the stream misses a case", ref.name)
+	} else if !filter && b.LocateCapacity == 0 {
+		t.Errorf("%s: LocateCapacity 0: the stream misses a case", ref.name)
+	}
+}
+
+// compareCounts compares got with the reference run, but what is per
+// mode by design (TestModesCountSame).
+func compareCounts(t *testing.T, ref, got *modeCounts) {
+	t.Helper()
+	extra := uint64(got.shards-1) * ref.systemEvents
+	if g, w := got.st.Routed, ref.st.Routed+extra; g != w {
+		t.Errorf("%s: routed %d, want %d (run to completion's %d, and a System Event once more per shard)", got.name, g, w, ref.st.Routed)
+	}
+	if g, w := got.st.Applied(), ref.st.Applied()+extra; g != w {
+		t.Errorf("%s: applied %d, want %d", got.name, g, w)
+	}
+	if g, w := got.book.Messages, ref.book.Messages+extra; g != w {
+		t.Errorf("%s: book messages %d, want %d", got.name, g, w)
+	}
+	// The books' counters, all but those above and Overflowed.
+	rb, gb := ref.book, got.book
+	rb.Messages, gb.Messages, rb.Overflowed, gb.Overflowed = 0, 0, 0, 0
+	rv, gv := reflect.ValueOf(rb), reflect.ValueOf(gb)
+	for i := range rv.NumField() {
+		if r, g := rv.Field(i).Uint(), gv.Field(i).Uint(); r != g {
+			t.Errorf("%s: book.Stats.%s %d, run to completion %d", got.name, rv.Type().Field(i).Name, g, r)
+		}
+	}
+	// The receive thread's counters.
+	for _, c := range []struct {
+		name string
+		r, g any
+	}{
+		{"Arbiter", ref.st.Arbiter, got.st.Arbiter},
+		{"Filtered", ref.st.Filtered, got.st.Filtered},
+		{"BadMessages", ref.st.BadMessages, got.st.BadMessages},
+		{"NextSeq", ref.st.NextSeq, got.st.NextSeq},
+		{"ReceiveErrors", ref.st.ReceiveErrors, got.st.ReceiveErrors},
+		{"Ended", ref.st.Ended, got.st.Ended},
+		{"Recovery", ref.st.Recovery, got.st.Recovery},
+		{"Shm", ref.st.Shm, got.st.Shm},
+		{"StaleBooks", ref.st.StaleBooks(), got.st.StaleBooks()},
+	} {
+		if !reflect.DeepEqual(c.r, c.g) {
+			t.Errorf("%s: %s\n  %+v\nrun to completion:\n  %+v", got.name, c.name, c.g, c.r)
+		}
+	}
+	// The shards' publishers, summed.
+	var rs, gs [5]uint64
+	for i, st := range []*Stats{&ref.st, &got.st} {
+		sum := []*[5]uint64{&rs, &gs}[i]
+		for _, s := range st.Shards {
+			sum[0] += s.PublishErrors
+			sum[1] += s.Rebound
+			sum[2] += s.DuplicateSymbols
+			sum[3] += uint64(s.Books)
+			sum[4] += s.Book.Orders
+		}
+	}
+	if rs != gs {
+		t.Errorf("%s: publish errors, rebound, duplicate symbols, books, orders %v; run to completion %v", got.name, gs, rs)
+	}
+	// /metrics.
+	for k, r := range ref.metrics {
+		switch k {
+		case "shard_applied_total", "shard_published_total", "shard_ring_full_total", "shard_ring_high_water",
+			"shard_stale_binds_total", "shard_thread_rt_priority":
+			continue
+		}
+		if g, ok := got.metrics[k]; !ok || g != r {
+			t.Errorf("%s: metric %s %v (present %v), run to completion %v", got.name, k, g, ok, r)
+		}
+	}
+	for k := range got.metrics {
+		if _, ok := ref.metrics[k]; !ok {
+			t.Errorf("%s: metric %s only here", got.name, k)
+		}
+	}
+	// The log, in any order: housekeeping logs a gap and a session change
+	// as its select takes them.
+	if !slices.Equal(ref.logs, got.logs) {
+		t.Errorf("%s: logged\n  %s\nrun to completion:\n  %s", got.name, strings.Join(got.logs, "\n  "), strings.Join(ref.logs, "\n  "))
+	}
+	// The shm file.
+	for sym, r := range ref.shm {
+		if g, ok := got.shm[sym]; !ok || g != r {
+			t.Errorf("%s: %s:\n  %s\nrun to completion:\n  %s", got.name, sym, g, r)
+		}
+	}
+	for sym, g := range got.shm {
+		if _, ok := ref.shm[sym]; !ok {
+			t.Errorf("%s: %s live only here: %s", got.name, sym, g)
+		}
+	}
 }
