@@ -240,6 +240,8 @@ func shardValue(sh *ShardStats, name string) uint64 {
 		return sh.Applied
 	case "shard_inconsistencies_total":
 		return sh.Book.Inconsistencies()
+	case "shard_long_messages_total":
+		return sh.Book.Long
 	case "shard_published_total":
 		return sh.Published
 	case "shard_publish_errors_total":

@@ -118,7 +118,7 @@ type Stats struct {
 	Shards        []ShardStats
 	Routed        uint64           // messages pushed to shards (a System Event once per shard)
 	Filtered      uint64           // messages dropped by the symbol filter
-	BadMessages   uint64           // messages that are too long for a slot or shorter than the header
+	BadMessages   uint64           // messages shorter than a type byte and a locate (3 bytes): not applied
 	NextSeq       uint64           // next expected MoldUDP64 sequence number
 	ReceiveErrors uint64           // errors returned by the receiver (logged)
 	Ended         bool             // the session ended and everything before its end was delivered or declared missing
@@ -830,6 +830,8 @@ func (h *Handler) push(s *shard, msg []byte, seq uint64, rxTime int64) {
 		return
 	}
 	e := h.reserve(s)
+	// A message longer than the slot keeps its first maxMsgLen bytes:
+	// still longer than its type's fields (maxMsgLen).
 	e.seq, e.rxTime, e.pickup, e.kind, e.n, e.repaired = seq, rxTime, h.pickup, 0, uint8(copy(e.data[:], msg)), repaired
 	s.ring.Commit(1)
 	h.routed++

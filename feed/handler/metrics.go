@@ -66,6 +66,7 @@ var exported = [...]metric{
 	{"receive_backend_events_total", "The receive backend's own counters by name (xdp_no_socket, xdp_fragmented, truncated, enobufs, xsk_rx_ring_full, ...; docs/OPERATIONS.md): among them the causes of receive_dropped_total besides the sockets' kernel drops.", kindCounter, "counter"},
 	{"shard_applied_total", "Messages applied per book shard.", kindCounter, "shard"},
 	{"shard_inconsistencies_total", "Inconsistent messages per book shard.", kindCounter, "shard"},
+	{"shard_long_messages_total", "Messages longer than their type's ITCH 5.0 length per book shard: applied by the type's fields, the bytes after them ignored (fields a revision of the feed appended, or a corrupted type byte); also in shard_inconsistencies_total.", kindCounter, "shard"},
 	{"shard_published_total", "Snapshots published per book shard.", kindCounter, "shard"},
 	{"shard_publish_errors_total", "Books not published per book shard: no shm slot (full, or a bad symbol).", kindCounter, "shard"},
 	{"shard_rebound_total", "Locates whose shm slot was retired because a new session bound them to another symbol (moved to a fresh slot, or to none when no slot is left: also a publish error), or to a symbol the symbol filter leaves out (to none).", kindCounter, "shard"},

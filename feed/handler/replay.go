@@ -35,13 +35,21 @@ func newAdmission(symbols []string) admission {
 }
 
 // admit reports whether a delivered message goes to the books: not when it
-// is too short or too long for a message (counted in badMsgs), nor when
+// is shorter than its type byte and locate (counted in badMsgs), nor when
 // the symbol filter leaves its locate out (filtered). A Stock Directory
 // message updates the filter's view of its locate; one that leaves out a
 // locate it admitted is refused with withdrawn set: a caller checks it
 // after a refusal only.
+//
+// A message longer than its type's ITCH 5.0 length, however long, is
+// admitted: the books apply it by its type's fields and count it
+// (book.Stats.Long), as the GLIMPSE snapshot delivers it. A shard's slot
+// keeps its first maxMsgLen bytes, which hold the fields of any type and
+// more, so it reaches a shard's books still long and is applied and
+// counted as in run to completion and replay. One shorter than its type
+// (3 bytes or more) is the books' to refuse (book.Stats.Malformed).
 func (a *admission) admit(msg []byte) bool {
-	if uint(len(msg))-3 > maxMsgLen-3 { // shorter than 3 bytes wraps
+	if len(msg) < minMsgLen {
 		a.badMsgs++
 		return false
 	}
@@ -196,6 +204,6 @@ func (r *Replayer) Finish() {
 func (r *Replayer) Stats() ArbiterStats { return r.arb.Stats }
 
 // Filtered and BadMessages count the delivered messages not applied: left
-// out by the symbol filter, or too short or too long for a message.
+// out by the symbol filter, or shorter than a type byte and a locate.
 func (r *Replayer) Filtered() uint64    { return r.filtered }
 func (r *Replayer) BadMessages() uint64 { return r.badMsgs }

@@ -1,6 +1,9 @@
 package handler
 
 import (
+	"errors"
+	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -9,6 +12,7 @@ import (
 	"github.com/marketfeed/feedhandler/feed/itch"
 	"github.com/marketfeed/feedhandler/feed/moldudp64"
 	"github.com/marketfeed/feedhandler/feed/rx"
+	"github.com/marketfeed/feedhandler/internal/itchgen"
 	"github.com/marketfeed/feedhandler/internal/shmtest"
 	"github.com/marketfeed/feedhandler/proto/shm"
 	"github.com/rs/zerolog"
@@ -17,10 +21,11 @@ import (
 // TestHandlerFilterAndBadMessages: with a symbol filter, only the
 // subscribed instruments' messages (and the market-wide ones, locate 0)
 // reach the books, the others are counted as filtered and never published;
-// blocks too short or too long to be an ITCH message are counted as bad
-// and skipped; the published books equal a reference fed the admitted
-// messages only. Both modes: run to completion admits and applies a
-// packet's messages in one pass (routeInline), sharding through routeMsg.
+// a block too short to route is counted as bad and skipped, one longer
+// than a shard's slot applied by its type's fields and counted Long; the
+// published books equal a reference fed the admitted messages only. Both
+// modes: run to completion admits and applies a packet's messages in one
+// pass (routeInline), sharding through routeMsg.
 func TestHandlerFilterAndBadMessages(t *testing.T) { forEachMode(t, testHandlerFilterAndBadMessages) }
 
 func testHandlerFilterAndBadMessages(t *testing.T, mode Mode, shards []int) {
@@ -67,16 +72,22 @@ func testHandlerFilterAndBadMessages(t *testing.T, mode Mode, shards []int) {
 		}
 		script = append(script, rx.Packet{Data: pkts[i], Line: rx.LineA, RxTime: now}, rx.Packet{Data: pkts[i], Line: rx.LineB, RxTime: now})
 	}
-	// A last packet of two blocks that no ITCH message fits: 2 bytes and
-	// maxMsgLen+1 bytes (valid MoldUDP64 blocks).
+	// A last packet of two blocks: 2 bytes, which no message fits (no
+	// locate to route it by: bad), and a System Event of maxMsgLen+1
+	// bytes, longer than a shard's slot: applied by its fields (to every
+	// shard, whose books count it Long).
 	last, _ := moldudp64.Parse(pkts[len(pkts)-1])
 	bad := moldudp64.AppendHeader(nil, last.Session, last.Next(), 2)
 	bad = append(bad, 0, 2, 'S', 0)
 	bad = append(bad, 0, maxMsgLen+1)
-	bad = append(bad, make([]byte, maxMsgLen+1)...)
-	bad[len(bad)-maxMsgLen-1] = itch.TypeAddOrder
+	long := make([]byte, maxMsgLen+1)
+	long[0], long[11] = itch.TypeSystemEvent, 'Q'
+	bad = append(bad, long...)
+	ref.Apply(itch.Msg(long))
+	admitted++
+	marketWide++
 	script = append(script, rx.Packet{Data: bad, Line: rx.LineA, RxTime: now}, rx.Packet{Data: bad, Line: rx.LineB, RxTime: now})
-	delivered := admitted + filtered + 2
+	delivered := admitted + filtered + 1
 
 	h, _, name := startScript(t, mode, shards, script, -1, zerolog.Nop(), symbols)
 	defer h.Stop()
@@ -89,8 +100,13 @@ func testHandlerFilterAndBadMessages(t *testing.T, mode Mode, shards []int) {
 	})
 	time.Sleep(60 * time.Millisecond) // one more stats copy
 	st := h.Stats()
-	if st.Filtered != filtered || st.BadMessages != 2 || st.Routed != routed {
-		t.Fatalf("filtered %d, bad %d, routed %d; want %d, 2, %d", st.Filtered, st.BadMessages, st.Routed, filtered, routed)
+	if st.Filtered != filtered || st.BadMessages != 1 || st.Routed != routed {
+		t.Fatalf("filtered %d, bad %d, routed %d; want %d, 1, %d", st.Filtered, st.BadMessages, st.Routed, filtered, routed)
+	}
+	for i, sh := range st.Shards {
+		if sh.Book.Long != 1 {
+			t.Errorf("shard %d: %d long messages applied, want 1 (the System Event of %d bytes)", i, sh.Book.Long, maxMsgLen+1)
+		}
 	}
 	if filtered == 0 || marketWide == 0 {
 		t.Fatalf("the day has %d filtered and %d market-wide messages: the test misses a case", filtered, marketWide)
@@ -493,6 +509,219 @@ func TestStartRefusesBadSymbols(t *testing.T) {
 		}
 		if !strings.Contains(err.Error(), c.want) {
 			t.Errorf("symbols [AAPL %q]: %v; want it to say %s", c.sym, err, c.want)
+		}
+	}
+}
+
+// longDay is a generated day in which every third message is lengthened
+// by 1 to 45 bytes, as an exchange appending fields would send it (some
+// past a shard's slot, maxMsgLen).
+type longDay struct {
+	pkts   [][]byte
+	blocks []byte      // every message as [u16 length][message], a GLIMPSE snapshot's records
+	ref    *book.Books // the day applied at its types' lengths
+	msgs   uint64
+	long   uint64 // messages lengthened
+	wide   uint64 // of those, System Events: every shard applies them
+	past   uint64 // of those, longer than maxMsgLen
+}
+
+func newLongDay(t *testing.T, n int) *longDay {
+	t.Helper()
+	g, err := itchgen.New(itchgen.Config{Messages: n, Symbols: 50, Seed: 17})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &longDay{ref: newLongBooks(t)}
+	b := moldudp64.NewBuilder(moldudp64.NewSession("LONG"), 1, 0)
+	err = g.Stream(func(m itch.Msg) error {
+		d.ref.Apply(m)
+		msg := []byte(m)
+		if d.msgs%3 == 0 {
+			msg = append(slices.Clone(msg), make([]byte, 1+d.msgs%45)...)
+			for i := len(m); i < len(msg); i++ {
+				msg[i] = 0xA5
+			}
+			d.long++
+			if m[0] == itch.TypeSystemEvent {
+				d.wide++
+			}
+			if len(msg) > maxMsgLen {
+				d.past++
+			}
+		}
+		d.msgs++
+		d.blocks = itch.AppendBlock(d.blocks, msg)
+		if err := b.Add(msg); errors.Is(err, moldudp64.ErrFull) {
+			d.pkts = append(d.pkts, slices.Clone(b.Flush()))
+			return b.Add(msg)
+		} else {
+			return err
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.pkts = append(d.pkts, slices.Clone(b.Flush()))
+	if d.past == 0 || d.wide == 0 || d.long == d.wide {
+		t.Fatalf("%d messages lengthened, %d System Events, %d past a slot: the test misses a case", d.long, d.wide, d.past)
+	}
+	return d
+}
+
+func newLongBooks(t *testing.T) *book.Books {
+	t.Helper()
+	bs, err := book.New(book.Config{MaxOrders: 1 << 18, MaxLocates: 1024, MaxLevels: 1 << 16})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return bs
+}
+
+// sameBooks fails unless got holds want's instruments with the same
+// levels, states and trades.
+func sameBooks(t *testing.T, what string, got, want *book.Books) {
+	t.Helper()
+	n := 0
+	for b := range want.All() {
+		n++
+		g := got.Book(b.Locate())
+		if g == nil || g.Name() != b.Name() {
+			t.Fatalf("%s: locate %d: %v, want %s", what, b.Locate(), g, b.Name())
+		}
+		for _, side := range []book.Side{book.Bid, book.Ask} {
+			if gl, wl := g.AppendDepth(side, nil, 0), b.AppendDepth(side, nil, 0); !slices.Equal(gl, wl) {
+				t.Fatalf("%s: %s side %d: %v, want %v", what, b.Name(), side, gl, wl)
+			}
+		}
+		gp, gs, gv := g.Last()
+		wp, ws, wv := b.Last()
+		gt, gb := g.Trades()
+		wt, wb := b.Trades()
+		if g.TradingState() != b.TradingState() || g.RegSHO() != b.RegSHO() || g.OperationalHalt() != b.OperationalHalt() ||
+			gp != wp || gs != ws || gv != wv || gt != wt || gb != wb {
+			t.Fatalf("%s: %s: state %q/%q/%q last %d x %d volume %d trades %d/%d; want %q/%q/%q %d x %d %d %d/%d", what, b.Name(),
+				g.TradingState(), g.RegSHO(), g.OperationalHalt(), gp, gs, gv, gt, gb,
+				b.TradingState(), b.RegSHO(), b.OperationalHalt(), wp, ws, wv, wt, wb)
+		}
+	}
+	m := 0
+	for range got.All() {
+		m++
+	}
+	if n == 0 || m != n {
+		t.Fatalf("%s: %d instruments, want %d", what, m, n)
+	}
+}
+
+// TestLongMessagesSameBooks: a stream in which messages are longer than
+// their types' ITCH 5.0 lengths, some longer than a shard's slot, gives the
+// reference books (the day at its types' lengths) and counts each long
+// message, on every path: live in run to completion and sharded (the same
+// snapshots), replayed (Replayer), and loaded from a GLIMPSE snapshot in
+// either mode. Before, the admission dropped every message longer than
+// maxMsgLen (counted bad): the books lost orders.
+func TestLongMessagesSameBooks(t *testing.T) {
+	d := newLongDay(t, 20_000)
+	var script []rx.Packet
+	now := time.Now().UnixNano()
+	for _, b := range d.pkts {
+		script = append(script, rx.Packet{Data: b, Line: rx.LineA, RxTime: now}, rx.Packet{Data: b, Line: rx.LineB, RxTime: now})
+	}
+	var snaps []map[string]string
+	for _, m := range modes {
+		t.Run(m.mode.String(), func(t *testing.T) {
+			h, _, name := startScript(t, m.mode, m.shards, script, -1, zerolog.Nop(), nil)
+			defer h.Stop()
+			waitFor(t, "the day delivered and applied", func() bool {
+				st := h.Stats()
+				return st.Arbiter.Delivered == d.msgs && st.Applied() == st.Routed
+			})
+			if err := h.Stop(); err != nil {
+				t.Fatal(err)
+			}
+			st := h.Stats()
+			var long uint64
+			for _, sh := range st.Shards {
+				long += sh.Book.Long
+			}
+			if want := d.long + uint64(len(st.Shards)-1)*d.wide; long != want || st.BadMessages != 0 {
+				t.Errorf("long messages counted %d, bad %d; want %d (%d System Events, once per shard), 0", long, st.BadMessages, want, d.wide)
+			}
+			compareShm(t, name, d.ref, false)
+			snaps = append(snaps, snapshotFields(t, name))
+		})
+	}
+	if len(snaps) == 2 {
+		for sym, a := range snaps[0] {
+			if b := snaps[1][sym]; a != b {
+				t.Errorf("%s:\n  %v: %s\n  %v: %s", sym, modes[0].mode, a, modes[1].mode, b)
+			}
+		}
+		if len(snaps[0]) != len(snaps[1]) {
+			t.Errorf("%d instruments live in %v, %d in %v", len(snaps[0]), modes[0].mode, len(snaps[1]), modes[1].mode)
+		}
+	}
+
+	t.Run("replay", func(t *testing.T) {
+		cfg := Config{Arbiter: ArbiterConfig{Hold: time.Millisecond, Grace: 200 * time.Microsecond}}
+		cfg.Receive.Lines = []rx.LineConfig{
+			{Group: netip.MustParseAddr("239.1.1.1"), Port: 26400},
+			{Group: netip.MustParseAddr("239.1.1.2"), Port: 26400},
+		}
+		bs := newLongBooks(t)
+		r := NewReplayer(cfg, func(msg itch.Msg) { bs.Apply(msg) }, func(uint16) {}, func() {})
+		at := now
+		for _, b := range d.pkts {
+			r.Offer(0, b, at)
+			r.Offer(1, b, at+1)
+			at += 1000
+		}
+		r.Finish()
+		if r.Delivered != d.msgs || r.BadMessages() != 0 || bs.Stats().Long != d.long {
+			t.Errorf("replay: delivered %d, bad %d, long %d; want %d, 0, %d", r.Delivered, r.BadMessages(), bs.Stats().Long, d.msgs, d.long)
+		}
+		sameBooks(t, "replay", bs, d.ref)
+	})
+
+	// The GLIMPSE snapshot path: the day as a snapshot's records, loaded
+	// by rebuild in run to completion (ring 0) and through a shard's ring.
+	for _, ring := range []int{0, 1 << 15} {
+		t.Run("snapshot/"+map[bool]string{true: "run-to-completion", false: "sharded"}[ring == 0], func(t *testing.T) {
+			h, s := oneShardHandler(t, ring, book.Config{MaxOrders: 1 << 18, MaxLocates: 1024, MaxLevels: 1 << 16})
+			h.arb = NewArbiter(ArbiterConfig{}, h.route, h.gap)
+			h.rebuild(d.blocks, d.msgs+1)
+			if ring == 0 {
+				h.endBatch()
+			} else {
+				for batch := s.ring.Peek(1 << 15); len(batch) > 0; batch = s.ring.Peek(1 << 15) {
+					for i := range batch {
+						if m := &batch[i]; m.kind != 0 {
+							s.marker(m.kind)
+						} else {
+							loc, changed := s.books.Apply(itch.Msg(m.data[:m.n]))
+							s.pub.Applied(loc, changed, m.seq, m.rxTime)
+						}
+					}
+					s.ring.Release(len(batch))
+				}
+			}
+			if st := s.books.Stats(); st.Long != d.long || h.badMsgs != 0 {
+				t.Errorf("snapshot: long %d, bad %d; want %d, 0", st.Long, h.badMsgs, d.long)
+			}
+			sameBooks(t, "snapshot", s.books, d.ref)
+		})
+	}
+}
+
+// TestSlotKeepsLongMessagesLong: a shard's slot holds more than any ITCH
+// 5.0 type's fields, so a message cut to maxMsgLen bytes for the hand-off
+// is still longer than its type, applied by its fields and counted Long
+// as in run to completion.
+func TestSlotKeepsLongMessagesLong(t *testing.T) {
+	for ty := range 256 {
+		if n := itch.Length(byte(ty)); n >= maxMsgLen {
+			t.Errorf("ITCH type %q is %d bytes: a slot of %d would not keep a longer one long", byte(ty), n, maxMsgLen)
 		}
 	}
 }

@@ -16,8 +16,18 @@ import (
 )
 
 // maxMsgLen is the longest ITCH 5.0 message (NOII, 50 bytes) rounded up so a
-// slot is 80 bytes.
+// slot is 80 bytes. A longer message (a type's fields and bytes after them)
+// is handed to a shard cut to its first maxMsgLen bytes: longer than any
+// type's fields still, so the shard's books apply it by them and count it
+// Long, as the whole message is applied and counted in run to completion
+// (TestLongMessagesSameBooks).
 const maxMsgLen = 53
+
+// minMsgLen is the shortest delivered message handed to the books: a type
+// byte and a locate, by which it is routed. A shorter one is counted in
+// Stats.BadMessages; one shorter than its type's fields, in the books'
+// Malformed.
+const minMsgLen = 3
 
 // slot is one ITCH message handed from the receive thread to a shard, by
 // value (no pointers).
