@@ -71,19 +71,35 @@ func (bs *Books) Apply(m itch.Msg) (locate uint16, changed bool) {
 		changed = bs.Announce(locate, itch.StockDirectory(m).Stock())
 	case itch.TypeStockTradingAction:
 		if b := bs.book(locate); b != nil {
-			b.state = itch.StockTradingAction(m).TradingState()
+			st := itch.StockTradingAction(m[:itch.StockTradingActionLen]).TradingState()
+			if stateValues[st]&tradingState == 0 {
+				bs.stats.BadState++
+				return locate, false
+			}
+			b.state = st
 			changed = true
 		}
 	case itch.TypeOperationalHalt:
 		if b := bs.book(locate); b != nil {
-			if h := itch.OperationalHalt(m); h.MarketCode() == 'Q' {
-				b.opHalt = h.HaltAction()
+			h := itch.OperationalHalt(m[:itch.OperationalHaltLen])
+			market, action := h.MarketCode(), h.HaltAction()
+			if stateValues[market]&haltMarket == 0 || stateValues[action]&haltAction == 0 {
+				bs.stats.BadState++
+				return locate, false
+			}
+			if market == 'Q' {
+				b.opHalt = action
 				changed = true
 			}
 		}
 	case itch.TypeRegSHO:
 		if b := bs.book(locate); b != nil {
-			b.regSHO = itch.RegSHO(m).Action()
+			a := itch.RegSHO(m[:itch.RegSHOLen]).Action()
+			if stateValues[a]&regSHOAction == 0 {
+				bs.stats.BadState++
+				return locate, false
+			}
+			b.regSHO = a
 			changed = true
 		}
 	case itch.TypeSystemEvent:
@@ -98,6 +114,41 @@ func (bs *Books) Apply(m itch.Msg) (locate uint16, changed bool) {
 	}
 	return locate, changed
 }
+
+// stateValues marks, per byte, the fields of the state messages that ITCH
+// 5.0 defines it for: Stock Trading Action's trading state ('H' halted,
+// 'P' paused, 'Q' quotation only, 'T' trading), Reg SHO's action ('0' no
+// price test, '1' restriction in effect after an intra-day drop, '2'
+// restriction remains in effect), Operational Halt's market code ('Q'
+// Nasdaq, 'B' BX, 'X' PSX) and action ('H' halted, 'T' resumed). A
+// message with any other value is bad input (Stats.BadState): the
+// instrument keeps the state it had, so a halted stock is not published
+// as Unknown (nor a restricted one as unrestricted) on a byte the
+// handler cannot read. Rare messages: a table, not to be fast but to say
+// the values once.
+var stateValues = func() (t [256]uint8) {
+	for _, c := range []byte("HPQT") {
+		t[c] |= tradingState
+	}
+	for _, c := range []byte("012") {
+		t[c] |= regSHOAction
+	}
+	for _, c := range []byte("QBX") {
+		t[c] |= haltMarket
+	}
+	for _, c := range []byte("HT") {
+		t[c] |= haltAction
+	}
+	return t
+}()
+
+// The fields of stateValues.
+const (
+	tradingState = 1 << iota
+	regSHOAction
+	haltMarket
+	haltAction
+)
 
 // sideOf maps a buy/sell indicator to a Side, or to 2 (counted as BadSide
 // by add) for any other byte. It is a table, not a switch: buys and sells

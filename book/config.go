@@ -143,6 +143,11 @@ type Stats struct {
 	OverCancel        uint64 // X of more shares than the order has (order removed)
 	BadSide           uint64 // add with a side other than 'B'/'S'
 	ZeroShares        uint64 // add/replace with 0 shares, execute/cancel of 0 shares, a Trade (P) of 0 shares
+	// BadState counts Stock Trading Action (H), Reg SHO (Y) and
+	// Operational Halt (h) messages whose trading state, action or
+	// market code is none of the values ITCH 5.0 defines: ignored, the
+	// instrument's state kept (a halted stock stays halted).
+	BadState uint64
 
 	OrderCapacity uint64 // add dropped: Config.MaxOrders live orders, or every overflow slot taken
 	Overflowed    uint64 // live orders now in overflow slots (not an inconsistency)
@@ -183,5 +188,5 @@ func (s Stats) Inconsistencies() uint64 {
 	return s.Malformed + s.Long + s.UnknownLocate + s.LocateCapacity + s.LocateMismatch + s.LocateReassigned +
 		s.DuplicateAdd + s.UnknownRefExecute + s.UnknownRefCancel + s.UnknownRefDelete +
 		s.UnknownRefReplace + s.OverExecution + s.OverCancel + s.BadSide + s.ZeroShares +
-		s.OrderCapacity + s.LevelCapacity + s.LadderMismatch + s.DuplicateMatch
+		s.OrderCapacity + s.LevelCapacity + s.LadderMismatch + s.DuplicateMatch + s.BadState
 }

@@ -3,6 +3,7 @@ package book
 import (
 	"fmt"
 	"slices"
+	"strings"
 )
 
 // The reference book: deliberately simple (maps and sorted slices), written
@@ -231,8 +232,13 @@ func (r *refBooks) applyOp(o op) bool {
 		}
 	case 'H', 'h', 'Y':
 		b := r.book(o.locate)
+		// The values ITCH 5.0 defines; any other is counted, the state
+		// kept.
+		valid := map[byte]string{'H': "HPQT", 'Y': "012", 'h': "HT"}[o.kind]
 		switch {
 		case b == nil:
+		case !strings.ContainsRune(valid, rune(o.state)) || o.kind == 'h' && !strings.ContainsRune("QBX", rune(o.market)):
+			r.stats.BadState++
 		case o.kind == 'H':
 			b.state = o.state
 			return true

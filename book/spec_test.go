@@ -306,12 +306,7 @@ func TestSpecInconsistentOrders(t *testing.T) {
 // event code (11); the market-wide types with no book effect ('V', 'W',
 // 'K', 'J', 'L', 'I', 'N', 'O') change nothing.
 func TestSpecStates(t *testing.T) {
-	bs, err := New(Config{MaxOrders: 64, MaxLocates: 16, MaxLevels: 64})
-	if err != nil {
-		t.Fatal(err)
-	}
-	mustApply(t, bs, specR("SPEC"), true)
-	b := bs.Book(specLocate)
+	bs, b := specStateBooks(t)
 	for _, st := range []byte{'H', 'P', 'Q', 'T'} {
 		mustApply(t, bs, specMsg('H', 25, specLocate, 11, func(m []byte) {
 			putSym(m, 11, "SPEC")
@@ -373,4 +368,61 @@ func TestSpecStates(t *testing.T) {
 	if got := b.Timestamp(); got != 2 {
 		t.Errorf("timestamp %d, want the add's 2", got)
 	}
+}
+
+// TestSpecStatesUnknownValue: an 'H', 'Y' or 'h' whose state, action or
+// market code is none of the values ITCH 5.0 defines (H/P/Q/T; 0/1/2;
+// H/T and Q/B/X) is bad input: the instrument keeps its state (a halted
+// stock stays halted, not published as Unknown), nothing changes, and the
+// message is counted in BadState, an inconsistency.
+func TestSpecStatesUnknownValue(t *testing.T) {
+	bs, b := specStateBooks(t)
+	trading := func(st byte, ts uint64) itch.Msg {
+		return specMsg('H', 25, specLocate, ts, func(m []byte) { putSym(m, 11, "SPEC"); m[19] = st })
+	}
+	halt := func(market, action byte, ts uint64) itch.Msg {
+		return specMsg('h', 21, specLocate, ts, func(m []byte) { putSym(m, 11, "SPEC"); m[19], m[20] = market, action })
+	}
+	sho := func(a byte, ts uint64) itch.Msg {
+		return specMsg('Y', 20, specLocate, ts, func(m []byte) { putSym(m, 11, "SPEC"); m[19] = a })
+	}
+	mustApply(t, bs, trading('H', 10), true)
+	mustApply(t, bs, halt('Q', 'H', 11), true)
+	mustApply(t, bs, sho('1', 12), true)
+	bad := []itch.Msg{
+		trading('X', 20), trading(0, 21), trading('t', 22), trading(' ', 23),
+		halt('Q', 'X', 24), halt('Z', 'T', 25), halt('B', 0, 26), halt(' ', 'H', 27),
+		sho('3', 28), sho(' ', 29), sho(0, 30),
+	}
+	for _, m := range bad {
+		mustApply(t, bs, m, false)
+	}
+	if b.TradingState() != 'H' || b.OperationalHalt() != 'H' || b.RegSHO() != '1' || b.Timestamp() != 12 {
+		t.Errorf("after unknown values: trading state %q, operational halt %q, Reg SHO %q, timestamp %d; want 'H', 'H', '1', 12",
+			b.TradingState(), b.OperationalHalt(), b.RegSHO(), b.Timestamp())
+	}
+	if s := bs.Stats(); s.BadState != uint64(len(bad)) || s.Inconsistencies() != uint64(len(bad)) {
+		t.Errorf("bad state %d, inconsistencies %d; want %d", s.BadState, s.Inconsistencies(), len(bad))
+	}
+	// Every value the specification defines still applies.
+	mustApply(t, bs, trading('T', 40), true)
+	mustApply(t, bs, halt('Q', 'T', 41), true)
+	mustApply(t, bs, halt('X', 'H', 42), false) // PSX's halt is not Nasdaq's
+	mustApply(t, bs, sho('0', 43), true)
+	if b.TradingState() != 'T' || b.OperationalHalt() != 'T' || b.RegSHO() != '0' || bs.Stats().BadState != uint64(len(bad)) {
+		t.Errorf("valid values after: %q %q %q, bad state %d", b.TradingState(), b.OperationalHalt(), b.RegSHO(), bs.Stats().BadState)
+	}
+}
+
+// specStateBooks returns small books announcing SPEC at specLocate, and its
+// book.
+func specStateBooks(t *testing.T) (*Books, *Book) {
+	t.Helper()
+	bs, err := New(Config{MaxOrders: 64, MaxLocates: 16, MaxLevels: 64})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustApply(t, bs, specR("SPEC"), true)
+	b := bs.Book(specLocate)
+	return bs, b
 }

@@ -96,7 +96,9 @@ func wireSymbol(locate uint16, variant byte) [8]byte {
 // wireOpsOfBytes turns bytes into ops, 8 bytes each: kind, locate, ref,
 // flags (side, printable; bad sides, a message longer than its type's
 // length or cut short), shares, price, a byte for the new reference,
-// match or state, and a byte for the symbol, market code or timestamp.
+// match or state (0xf8 and up: a state byte ITCH 5.0 does not define), and
+// a byte for the symbol, market code (0xf8 and up: one it does not define)
+// or timestamp.
 func wireOpsOfBytes(data []byte) []op {
 	var ops []op
 	var match uint64 // the last match number given
@@ -162,10 +164,16 @@ func wireOpsOfBytes(data []byte) []op {
 		case 'h':
 			o.state = "HT"[data[6]&1]
 			o.market = "QBX"[data[7]%3]
+			if data[7] >= 0xf8 { // a market code ITCH 5.0 does not define
+				o.market = data[7]
+			}
 		case 'Y':
 			o.state = "012"[data[6]%3]
 		case 'S':
 			o.state = "OSQMEC"[data[6]%6]
+		}
+		if data[6] >= 0xf8 && (o.kind == 'H' || o.kind == 'h' || o.kind == 'Y') {
+			o.state = data[6] // a state or action ITCH 5.0 does not define: BadState
 		}
 		ops = append(ops, o)
 	}
