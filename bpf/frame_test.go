@@ -93,7 +93,11 @@ type frameCase struct {
 	name  string
 	frame []byte
 	class Class // ParseFrame's class
-	line  bool  // the program finds a configured line
+	line  bool  // the program finds a configured line (on the interface)
+	// tagged: the frame has a tag of a VLAN ID other than 0, which the
+	// kernel gives a VLAN device: the interface's line does not take it
+	// (counted in VLANOther). ParseFrame's Datagram.Tagged.
+	tagged bool
 }
 
 // frameCases is the one table of frames that drives both the program (via
@@ -105,33 +109,41 @@ func frameCases() []frameCase {
 	arp := append(make([]byte, 12), 0x08, 0x06)
 	arp = append(arp, make([]byte, 28)...)
 	return []frameCase{
-		{"line", frameSpec{src: src, dst: line, payload: pl}.bytes(), ClassUDP, true},
-		{"line empty payload", frameSpec{src: src, dst: line}.bytes(), ClassUDP, true},
-		{"line ip options", frameSpec{src: src, dst: line, payload: pl, ipOptions: 12}.bytes(), ClassUDP, true},
-		{"line max ip options", frameSpec{src: src, dst: line, payload: pl, ipOptions: 40}.bytes(), ClassUDP, true},
-		{"line vlan", frameSpec{src: src, dst: line, payload: pl, vlans: []uint16{0x8100}}.bytes(), ClassUDP, true},
-		{"line qinq", frameSpec{src: src, dst: line, payload: pl, vlans: []uint16{0x88a8, 0x8100}}.bytes(), ClassUDP, true},
-		{"line vlan options", frameSpec{src: src, dst: line, payload: pl, vlans: []uint16{0x8100}, ipOptions: 8}.bytes(), ClassUDP, true},
-		{"line ethernet padding", frameSpec{src: src, dst: line, payload: []byte{1}, pad: 17}.bytes(), ClassUDP, true},
-		{"three vlan tags", frameSpec{src: src, dst: line, payload: pl, vlans: []uint16{0x8100, 0x8100, 0x8100}}.bytes(), ClassOther, false},
-		{"other port", frameSpec{src: src, dst: netip.AddrPortFrom(testGroup, 26401), payload: pl}.bytes(), ClassUDP, false},
-		{"other group", frameSpec{src: src, dst: netip.AddrPortFrom(netip.MustParseAddr("233.54.12.112"), 26400), payload: pl}.bytes(), ClassUDP, false},
-		{"arp", arp, ClassOther, false},
-		{"ipv6", frameSpec{src: src, dst: line, payload: pl, ethType: 0x86dd}.bytes(), ClassOther, false},
-		{"igmp", frameSpec{src: src, dst: line, payload: pl, proto: 2}.bytes(), ClassOther, false},
-		{"first fragment", frameSpec{src: src, dst: line, payload: pl, fragOff: 0x2000}.bytes(), ClassOther, false},
-		{"later fragment", frameSpec{src: src, dst: line, payload: pl, fragOff: 0x0010}.bytes(), ClassOther, false},
-		{"ethernet only", frameSpec{}.bytes()[:14], ClassMalformed, false},
-		{"truncated vlan", frameSpec{vlans: []uint16{0x8100}}.bytes()[:16], ClassMalformed, false},
-		{"truncated ip header", frameSpec{src: src, dst: line}.bytes()[:14+19], ClassMalformed, false},
-		{"ip version 6 in ipv4", frameSpec{src: src, dst: line, payload: pl, version: 6}.bytes(), ClassMalformed, false},
-		{"ihl too small", frameSpec{src: src, dst: line, payload: pl, ihlDelta: -1}.bytes(), ClassMalformed, false},
-		{"total length beyond frame", frameSpec{src: src, dst: line, payload: pl, totLenDelta: 1}.bytes(), ClassMalformed, false},
-		{"total length below ihl", frameSpec{src: src, dst: line, payload: pl, totLenDelta: -(8 + len(pl) + 1)}.bytes(), ClassMalformed, false},
-		{"truncated udp header", frameSpec{src: src, dst: line}.bytes()[:14+20+7], ClassMalformed, false},
-		{"truncated options", frameSpec{src: src, dst: line, ipOptions: 40}.bytes()[:14+40], ClassMalformed, false},
-		{"udp length beyond ip", frameSpec{src: src, dst: line, payload: pl, udpLenDelta: 1}.bytes(), ClassMalformed, false},
-		{"udp length below header", frameSpec{src: src, dst: line, payload: pl, udpLenDelta: -(len(pl) + 1)}.bytes(), ClassMalformed, false},
-		{"frame cut in payload", frameSpec{src: src, dst: line, payload: pl, truncate: 3}.bytes(), ClassMalformed, false},
+		{"line", frameSpec{src: src, dst: line, payload: pl}.bytes(), ClassUDP, true, false},
+		{"line empty payload", frameSpec{src: src, dst: line}.bytes(), ClassUDP, true, false},
+		{"line ip options", frameSpec{src: src, dst: line, payload: pl, ipOptions: 12}.bytes(), ClassUDP, true, false},
+		{"line max ip options", frameSpec{src: src, dst: line, payload: pl, ipOptions: 40}.bytes(), ClassUDP, true, false},
+		{"line priority tag", frameSpec{src: src, dst: line, payload: pl, vlans: []uint16{0x8100}, vids: []uint16{0}}.bytes(), ClassUDP, true, false},
+		{"line 802.1ad priority tag", frameSpec{src: src, dst: line, payload: pl, vlans: []uint16{0x88a8}, vids: []uint16{0}}.bytes(), ClassUDP, true, false},
+		{"line two priority tags", frameSpec{src: src, dst: line, payload: pl, vlans: []uint16{0x88a8, 0x8100}, vids: []uint16{0, 0}}.bytes(), ClassUDP, true, false},
+		{"line priority tag options", frameSpec{src: src, dst: line, payload: pl, vlans: []uint16{0x8100}, vids: []uint16{0}, ipOptions: 8}.bytes(), ClassUDP, true, false},
+		{"line on vlan 100", frameSpec{src: src, dst: line, payload: pl, vlans: []uint16{0x8100}}.bytes(), ClassUDP, true, true},
+		{"line on 802.1ad 100", frameSpec{src: src, dst: line, payload: pl, vlans: []uint16{0x88a8}}.bytes(), ClassUDP, true, true},
+		{"line qinq", frameSpec{src: src, dst: line, payload: pl, vlans: []uint16{0x88a8, 0x8100}}.bytes(), ClassUDP, true, true},
+		{"line qinq outer priority", frameSpec{src: src, dst: line, payload: pl, vlans: []uint16{0x88a8, 0x8100}, vids: []uint16{0, 100}}.bytes(), ClassUDP, true, true},
+		{"line qinq inner priority", frameSpec{src: src, dst: line, payload: pl, vlans: []uint16{0x88a8, 0x8100}, vids: []uint16{100, 0}}.bytes(), ClassUDP, true, true},
+		{"line vlan options", frameSpec{src: src, dst: line, payload: pl, vlans: []uint16{0x8100}, ipOptions: 8}.bytes(), ClassUDP, true, true},
+		{"line first fragment on vlan 100", frameSpec{src: src, dst: line, payload: pl, vlans: []uint16{0x8100}, fragOff: 0x2000}.bytes(), ClassOther, false, true},
+		{"line ethernet padding", frameSpec{src: src, dst: line, payload: []byte{1}, pad: 17}.bytes(), ClassUDP, true, false},
+		{"three vlan tags", frameSpec{src: src, dst: line, payload: pl, vlans: []uint16{0x8100, 0x8100, 0x8100}}.bytes(), ClassOther, false, false},
+		{"other port", frameSpec{src: src, dst: netip.AddrPortFrom(testGroup, 26401), payload: pl}.bytes(), ClassUDP, false, false},
+		{"other group", frameSpec{src: src, dst: netip.AddrPortFrom(netip.MustParseAddr("233.54.12.112"), 26400), payload: pl}.bytes(), ClassUDP, false, false},
+		{"arp", arp, ClassOther, false, false},
+		{"ipv6", frameSpec{src: src, dst: line, payload: pl, ethType: 0x86dd}.bytes(), ClassOther, false, false},
+		{"igmp", frameSpec{src: src, dst: line, payload: pl, proto: 2}.bytes(), ClassOther, false, false},
+		{"first fragment", frameSpec{src: src, dst: line, payload: pl, fragOff: 0x2000}.bytes(), ClassOther, false, false},
+		{"later fragment", frameSpec{src: src, dst: line, payload: pl, fragOff: 0x0010}.bytes(), ClassOther, false, false},
+		{"ethernet only", frameSpec{}.bytes()[:14], ClassMalformed, false, false},
+		{"truncated vlan", frameSpec{vlans: []uint16{0x8100}}.bytes()[:16], ClassMalformed, false, false},
+		{"truncated ip header", frameSpec{src: src, dst: line}.bytes()[:14+19], ClassMalformed, false, false},
+		{"ip version 6 in ipv4", frameSpec{src: src, dst: line, payload: pl, version: 6}.bytes(), ClassMalformed, false, false},
+		{"ihl too small", frameSpec{src: src, dst: line, payload: pl, ihlDelta: -1}.bytes(), ClassMalformed, false, false},
+		{"total length beyond frame", frameSpec{src: src, dst: line, payload: pl, totLenDelta: 1}.bytes(), ClassMalformed, false, false},
+		{"total length below ihl", frameSpec{src: src, dst: line, payload: pl, totLenDelta: -(8 + len(pl) + 1)}.bytes(), ClassMalformed, false, false},
+		{"truncated udp header", frameSpec{src: src, dst: line}.bytes()[:14+20+7], ClassMalformed, false, false},
+		{"truncated options", frameSpec{src: src, dst: line, ipOptions: 40}.bytes()[:14+40], ClassMalformed, false, false},
+		{"udp length beyond ip", frameSpec{src: src, dst: line, payload: pl, udpLenDelta: 1}.bytes(), ClassMalformed, false, false},
+		{"udp length below header", frameSpec{src: src, dst: line, payload: pl, udpLenDelta: -(len(pl) + 1)}.bytes(), ClassMalformed, false, false},
+		{"frame cut in payload", frameSpec{src: src, dst: line, payload: pl, truncate: 3}.bytes(), ClassMalformed, false, false},
 	}
 }

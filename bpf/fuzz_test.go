@@ -77,10 +77,22 @@ func FuzzParseFrame(f *testing.F) {
 		switch {
 		case class == ClassMalformed:
 			want = Counters{Malformed: 1}
-		case lineFirstFragment(frame, line):
-			want = Counters{Fragmented: 1}
-		case class == ClassUDP && d.Dst == line:
-			want = Counters{NoSocket: 1}
+		case lineFirstFragment(frame, line) || class == ClassUDP && d.Dst == line:
+			// The pair's interface line takes no frame tagged with a
+			// VLAN ID other than 0, its VLAN 100 line a single 802.1Q
+			// tag of 100.
+			vlan, _ := frameVLAN(frame)
+			switch {
+			case vlan != 100 && frameTagged(frame):
+				want = Counters{VLANOther: 1}
+			case class == ClassUDP:
+				want = Counters{NoSocket: 1}
+			default:
+				want = Counters{Fragmented: 1}
+			}
+			if class == ClassUDP && d.Tagged != frameTagged(frame) {
+				t.Fatalf("ParseFrame: Tagged %v, want %v", d.Tagged, frameTagged(frame))
+			}
 		case lineFirstFragment(frame, vlanOnly) || class == ClassUDP && d.Dst == vlanOnly:
 			vlan, tags := frameVLAN(frame)
 			switch {

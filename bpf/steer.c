@@ -11,13 +11,16 @@
 //
 // Handles up to two 802.1Q/802.1ad tags and IPv4 headers with options.
 //
-// A line is either on the interface itself (vlan 0 in its key: any VLAN tag
-// or none, the VLAN ID is not looked at) or on one 802.1Q VLAN of it (a
-// line configured on a VLAN device): only a frame with exactly one tag, an
-// 802.1Q tag of that VLAN ID, matches it, as the kernel's VLAN device would
-// take it. There are two programs, compiled from the same code: xdp_steer
-// has no VLAN code at all (one lookup per frame, the code and register
-// allocation of before VLAN lines existed), xdp_steer_vlan is attached when
+// A line is either on the interface itself (vlan 0 in its key) or on one
+// 802.1Q VLAN of it (a line configured on a VLAN device), and takes the
+// frames the kernel would give that device: a line of the interface a
+// frame without a tag, or with priority tags only (VLAN ID 0), a VLAN line
+// only a frame with exactly one tag, an 802.1Q tag of that VLAN ID. A frame
+// of a line's group and port that no line takes for its tags is counted in
+// vlan_other and passed to the kernel (which gives it to a VLAN device of
+// its VLAN, or drops it). There are two programs, compiled from the same
+// code: xdp_steer has no VLAN line code (one lookup per line frame; the
+// tags' VLAN IDs only go into the key), xdp_steer_vlan is attached when
 // some line is on a VLAN. In it a single-tagged frame is looked up by its VLAN ID first, then
 // as vlan 0. A group and port used only by VLAN lines has a vlan 0 entry
 // too, marked LINE_VLAN_ONLY: a frame of that group and port that matched
@@ -48,12 +51,16 @@
 
 // Key of the lines map: destination group and port, both in network order,
 // and the 802.1Q VLAN ID of the line (host order; 0: the interface itself,
-// any VLAN or none).
+// no tag or priority tags only; KEY_TAGGED in a frame's key only).
 struct line_key {
 	__be32 group;
 	__be16 port;
 	__u16 vlan;
 };
+
+// line_key.vlan of a frame tagged with a VLAN ID other than 0 that is not
+// looked up by its VLAN: no line has it (a VLAN ID is 12 bits).
+#define KEY_TAGGED 0xffff
 
 // line_val.line of the vlan 0 entry of a group and port that only VLAN
 // lines use.
@@ -74,7 +81,7 @@ struct counters {
 	__u64 no_socket;  // a feed line frame on a queue without a socket: given to the kernel
 	__u64 no_meta;    // redirected without timestamp metadata (driver lacks data_meta)
 	__u64 fragmented; // first fragments of a line datagram: given to the kernel, lost to the sockets
-	__u64 vlan_other;    // a VLAN line's group and port on another VLAN (or two tags): given to the kernel
+	__u64 vlan_other;    // a line's group and port on a VLAN no line of it is on (or two tags): given to the kernel
 	__u64 vlan_untagged; // a VLAN line's group and port without a tag: given to the kernel
 };
 
@@ -142,6 +149,8 @@ static __always_inline enum verdict classify(struct xdp_md *ctx, const int vlans
 	if (data + ETH_HLEN > end)
 		return MALFORMED;
 	__be16 proto = *(__be16 *)(data + 12);
+	__be16 vids = 0; // the VLAN IDs of the tags, or'ed: 0 without a tag
+	struct line_key key;
 
 #pragma unroll
 	for (int i = 0; i < 2; i++) {
@@ -149,9 +158,16 @@ static __always_inline enum verdict classify(struct xdp_md *ctx, const int vlans
 			break;
 		if (data + off + VLAN_HLEN > end)
 			return MALFORMED;
+		vids |= *(__be16 *)(data + off) & be16(0x0fff);
 		proto = *(__be16 *)(data + off + 2);
 		off += VLAN_HLEN;
 	}
+	// A line of the interface (vlan 0) takes what the kernel gives the
+	// interface: a frame without a tag, or with priority tags only (VLAN
+	// ID 0). A frame with another VLAN ID is a VLAN device's, or dropped
+	// where there is none: it is looked up as KEY_TAGGED, which no line
+	// has. Stored now, with the key, so that vids need not be kept.
+	key.vlan = vids ? KEY_TAGGED : 0;
 	if (proto != be16(ETH_P_IP))
 		return PASS;
 
@@ -183,7 +199,8 @@ static __always_inline enum verdict classify(struct xdp_md *ctx, const int vlans
 	if (!frag && (udp_len < sizeof(*udp) || udp_len > tot_len - ihl))
 		return MALFORMED;
 
-	struct line_key key = {.group = ip->daddr, .port = udp->dest};
+	key.group = ip->daddr;
+	key.port = udp->dest;
 	struct line_val *val = 0;
 	if (vlans && off == ETH_HLEN + VLAN_HLEN && *(__be16 *)(data + 12) == be16(ETH_P_8021Q)) {
 		// One 802.1Q tag: a line on its VLAN first. The loop above
@@ -191,18 +208,27 @@ static __always_inline enum verdict classify(struct xdp_md *ctx, const int vlans
 		// shown again.
 		if (data + ETH_HLEN + VLAN_HLEN > end)
 			return MALFORMED;
-		key.vlan = be16(*(__be16 *)(data + ETH_HLEN)) & 0x0fff;
-		if (key.vlan)
+		__u16 vid = be16(*(__be16 *)(data + ETH_HLEN)) & 0x0fff;
+		if (vid) {
+			key.vlan = vid;
 			val = bpf_map_lookup_elem(&lines, &key);
-		key.vlan = 0;
+			key.vlan = KEY_TAGGED;
+		}
 	}
-	if (!val)
+	if (!val) {
 		val = bpf_map_lookup_elem(&lines, &key);
-	if (!val)
-		return PASS;
-	// Only VLAN lines make markers.
-	if (vlans && val->line == LINE_VLAN_ONLY)
-		return off == ETH_HLEN ? VLAN_UNTAGGED : VLAN_OTHER;
+		if (!val) {
+			if (key.vlan != KEY_TAGGED)
+				return PASS;
+			// Tagged: another VLAN's frame of a line's group and
+			// port, or none's.
+			key.vlan = 0;
+			return bpf_map_lookup_elem(&lines, &key) ? VLAN_OTHER : PASS;
+		}
+		// Only VLAN lines make markers.
+		if (vlans && val->line == LINE_VLAN_ONLY)
+			return off == ETH_HLEN ? VLAN_UNTAGGED : VLAN_OTHER;
+	}
 	if (val->source && val->source != ip->saddr)
 		return PASS;
 	return frag ? LINE_FRAGMENT : LINE;

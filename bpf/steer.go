@@ -64,9 +64,11 @@ type Counters struct {
 	NoSocket   uint64 // line frames on a queue with no socket in the XSKMAP, given to the kernel
 	NoMeta     uint64 // redirected frames without timestamp metadata (driver lacks data_meta)
 	Fragmented uint64 // first fragments of line datagrams, given to the kernel (no socket is bound there: lost)
-	// VLANOther counts frames to the group and port of a VLAN line
-	// (SetVLANLine) that no line takes: on another VLAN, or with two
-	// tags. They go to the kernel, as they would without XDP.
+	// VLANOther counts frames to the group and port of a line that no
+	// line takes for their VLAN tags: a tag of a VLAN ID other than 0
+	// for a line of the interface (SetLine), another VLAN or two tags
+	// for a VLAN line (SetVLANLine). They go to the kernel, as they
+	// would without XDP: to a VLAN device of their VLAN, or dropped.
 	VLANOther uint64
 	// VLANUntagged counts frames to the group and port of a VLAN line that
 	// no line takes and that carry no tag. A NIC that strips the tag before
@@ -110,8 +112,8 @@ type Program struct {
 type LoadOptions struct {
 	// VLANLines picks the program that can take lines on a VLAN
 	// (SetVLANLine, xdp_steer_vlan). Without it the program (xdp_steer)
-	// has no VLAN code at all, so a feed without VLAN lines pays nothing
-	// for them.
+	// has no VLAN line code, so a feed without VLAN lines pays nothing
+	// for them (a line frame without a tag costs it one compare).
 	VLANLines bool
 	// NoMeta loads the program without its timestamp metadata, as on a
 	// kernel that refuses bpf_xdp_adjust_meta to XDP programs: every
@@ -242,9 +244,11 @@ func (p *Program) Close() error {
 // attachment.
 func (p *Program) XDP() *ebpf.Program { return p.prog }
 
-// SetLine makes frames to group:port (IPv4) redirect as feed line line,
-// whatever their VLAN tags (a line on the interface itself), unless a line
-// on their VLAN takes them (SetVLANLine). When source is valid, only frames
+// SetLine makes frames to group:port (IPv4) redirect as feed line line
+// when they carry no VLAN tag, or priority tags only (VLAN ID 0): the
+// frames the kernel gives the interface itself. A frame of the pair tagged
+// with another VLAN ID goes to the line of its VLAN (SetVLANLine), or to the
+// kernel, counted in Counters.VLANOther. When source is valid, only frames
 // from that IPv4 source match.
 func (p *Program) SetLine(group netip.Addr, port uint16, line uint32, source netip.Addr) error {
 	return p.setLine(0, group, port, line, source)
@@ -458,19 +462,15 @@ func Steers(id uint32, group netip.Addr, port uint16, vlan uint16) (ours, steere
 			continue
 		}
 		defer m.Close()
-		// As the program looks a frame up: its VLAN's line first (a
-		// single 802.1Q tag), then the interface's, which a marker
-		// (LINE_VLAN_ONLY) makes no line.
-		for _, v := range []uint16{vlan, 0} {
-			k := key
-			k.Vlan = v
-			var val steerLineVal
-			if err := m.Lookup(&k, &val); err == nil {
-				return true, val.Line != lineVLANOnly, nil
-			}
-			if v == 0 {
-				break
-			}
+		// As the program looks a frame up: a tagged frame by its
+		// VLAN's line alone (a single 802.1Q tag), an untagged one by
+		// the interface's, which a marker (LINE_VLAN_ONLY) makes no
+		// line.
+		k := key
+		k.Vlan = vlan
+		var val steerLineVal
+		if err := m.Lookup(&k, &val); err == nil {
+			return true, val.Line != lineVLANOnly, nil
 		}
 		return true, false, nil
 	}

@@ -50,7 +50,7 @@ const (
 // xdpLine is one configured line as the parser matches it.
 type xdpLine struct {
 	iface  *xdpIface // the line's device: a frame matches only lines of the device it came in on
-	vlan   uint16    // the line's 802.1Q VLAN (a VLAN device's line); 0: the device's, any VLAN
+	vlan   uint16    // the line's 802.1Q VLAN (a VLAN device's line); 0: the device's (no tag, or VLAN ID 0)
 	dst    netip.AddrPort
 	source netip.Addr // invalid: any
 	line   Line
@@ -1014,14 +1014,16 @@ func (r *xdpRx) realtime(tai int64) int64 {
 
 // match finds the line of a datagram that came in on iface as the
 // steering program does: on a device with VLAN lines a line on the frame's
-// VLAN (dg.VLAN, a single 802.1Q tag) first, else the device's line of the
+// VLAN (dg.VLAN, a single 802.1Q tag) first, else, for a frame without a
+// tag of a VLAN ID other than 0 (dg.Tagged), the device's line of the
 // group and port; the line found alone decides on the source.
 func (r *xdpRx) match(iface *xdpIface, dg bpf.Datagram) (Line, bool) {
-	l := r.lineOf(iface, 0, dg.Dst)
+	var l *xdpLine
 	if iface.vlans && dg.VLAN != 0 {
-		if v := r.lineOf(iface, dg.VLAN, dg.Dst); v != nil {
-			l = v
-		}
+		l = r.lineOf(iface, dg.VLAN, dg.Dst)
+	}
+	if l == nil && !dg.Tagged {
+		l = r.lineOf(iface, 0, dg.Dst)
 	}
 	if l == nil || l.source.IsValid() && l.source != dg.Src.Addr() {
 		return 0, false
@@ -1137,10 +1139,10 @@ func (r *xdpRx) Stats() Stats {
 		// Fragmented line datagrams go to the kernel too (it reassembles
 		// them for a socket that is not there).
 		s.Dropped += c.Fragmented
-		// Not VLANOther and VLANUntagged: a frame of a VLAN line's group
-		// and port on another VLAN, or untagged, is not the line's (the
-		// kernel would not give it to the VLAN device, so the socket
-		// backends never see it either): counting it would count another
+		// Not VLANOther and VLANUntagged: a frame of a line's group and
+		// port on a VLAN not the line's, or a VLAN line's untagged, is not
+		// the line's (the kernel would not give it to the line's device,
+		// so the socket backends never see it either): counting it would count another
 		// stream's traffic as the feed's loss. Untagged frames are the
 		// line's own only when the NIC strips the tag before XDP
 		// (rx-vlan-offload): then the line loses every frame, which its
