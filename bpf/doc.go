@@ -36,7 +36,11 @@
 // delivered. Turn the offload off on such a NIC (ethtool -K eth0 rxvlan off);
 // `feedhandler check` warns about it. Everything else (ARP, IGMP, unicast, other
 // ports, IP fragments) is passed to the kernel, and so is a line frame whose
-// queue has no socket in the XSKMAP. Frames with broken Ethernet, VLAN, IPv4
+// queue has no socket in the XSKMAP. So is a line frame sent to another
+// host's unicast MAC address, which a NIC in promiscuous mode (tcpdump, a
+// bridge) hands up and the kernel drops (Counters.OtherHost): a line frame
+// must be to a multicast or broadcast address, or to the interface's own,
+// which SetMAC tells the program. Frames with broken Ethernet, VLAN, IPv4
 // or UDP headers are counted as malformed and passed to the kernel, which
 // drops them.
 //
@@ -60,6 +64,7 @@
 //	defer p.Close()
 //	p.SetLine(group, port, 0, netip.Addr{})
 //	p.SetVLANLine(100, group, port, 1, netip.Addr{}) // VLANLines only
+//	p.SetMAC(ifi.HardwareAddr) // the interface's own address
 //	p.SetSocket(queue, xskFD)
 //	l, err := p.Attach(ifindex, bpf.ModeNative)
 //	defer l.Close()

@@ -11,6 +11,12 @@
 //
 // Handles up to two 802.1Q/802.1ad tags and IPv4 headers with options.
 //
+// A line frame must be to a multicast or broadcast MAC address, or to the
+// interface's own (own_mac_hi, own_mac_lo, set by the loader), as the
+// kernel requires: one to another unicast address, which a NIC in
+// promiscuous mode (tcpdump, a bridge) hands up, is another host's, counted
+// in other_host and passed to the kernel, which drops it.
+//
 // A line is either on the interface itself (vlan 0 in its key) or on one
 // 802.1Q VLAN of it (a line configured on a VLAN device), and takes the
 // frames the kernel would give that device: a line of the interface a
@@ -51,7 +57,8 @@
 
 // Key of the lines map: destination group and port, both in network order,
 // and the 802.1Q VLAN ID of the line (host order; 0: the interface itself,
-// no tag or priority tags only; KEY_TAGGED in a frame's key only).
+// no tag or priority tags only; KEY_TAGGED and KEY_OTHER_HOST in a frame's
+// key only).
 struct line_key {
 	__be32 group;
 	__be16 port;
@@ -59,8 +66,10 @@ struct line_key {
 };
 
 // line_key.vlan of a frame tagged with a VLAN ID other than 0 that is not
-// looked up by its VLAN: no line has it (a VLAN ID is 12 bits).
+// looked up by its VLAN, and of a frame to another host's MAC address: no
+// line has either (a VLAN ID is 12 bits).
 #define KEY_TAGGED 0xffff
+#define KEY_OTHER_HOST 0xfffe
 
 // line_val.line of the vlan 0 entry of a group and port that only VLAN
 // lines use.
@@ -83,7 +92,13 @@ struct counters {
 	__u64 fragmented; // first fragments of a line datagram: given to the kernel, lost to the sockets
 	__u64 vlan_other;    // a line's group and port on a VLAN no line of it is on (or two tags): given to the kernel
 	__u64 vlan_untagged; // a VLAN line's group and port without a tag: given to the kernel
+	__u64 other_host;    // a line's group and port to another host's MAC address: given to the kernel
 };
+
+// The interface's MAC address (Program.SetMAC), its first four bytes and
+// last two as they lie in the frame.
+volatile __u32 own_mac_hi;
+volatile __u16 own_mac_lo;
 
 
 // Metadata in front of a redirected frame, in native byte order. 32-bit
@@ -137,7 +152,7 @@ struct {
 	__type(value, struct counters);
 } stats SEC(".maps");
 
-enum verdict { PASS, MALFORMED, LINE, LINE_FRAGMENT, VLAN_OTHER, VLAN_UNTAGGED };
+enum verdict { PASS, MALFORMED, LINE, LINE_FRAGMENT, VLAN_OTHER, VLAN_UNTAGGED, OTHER_HOST };
 
 static __always_inline enum verdict classify(struct xdp_md *ctx, const int vlans)
 {
@@ -168,6 +183,13 @@ static __always_inline enum verdict classify(struct xdp_md *ctx, const int vlans
 	// where there is none: it is looked up as KEY_TAGGED, which no line
 	// has. Stored now, with the key, so that vids need not be kept.
 	key.vlan = vids ? KEY_TAGGED : 0;
+	// The kernel takes a frame to a multicast or broadcast address (the
+	// group bit: a line's group MAC address), or to the interface's own
+	// (a switch converting multicast to unicast); one to any other address
+	// is another host's, seen in promiscuous mode (PACKET_OTHERHOST),
+	// which it drops. Looked up as KEY_OTHER_HOST, which no line has.
+	if (!(*(__u8 *)data & 1) && (*(__u32 *)data != own_mac_hi || *(__u16 *)(data + 4) != own_mac_lo))
+		key.vlan = KEY_OTHER_HOST;
 	if (proto != be16(ETH_P_IP))
 		return PASS;
 
@@ -209,7 +231,7 @@ static __always_inline enum verdict classify(struct xdp_md *ctx, const int vlans
 		if (data + ETH_HLEN + VLAN_HLEN > end)
 			return MALFORMED;
 		__u16 vid = be16(*(__be16 *)(data + ETH_HLEN)) & 0x0fff;
-		if (vid) {
+		if (vid && key.vlan == KEY_TAGGED) {
 			key.vlan = vid;
 			val = bpf_map_lookup_elem(&lines, &key);
 			key.vlan = KEY_TAGGED;
@@ -218,12 +240,15 @@ static __always_inline enum verdict classify(struct xdp_md *ctx, const int vlans
 	if (!val) {
 		val = bpf_map_lookup_elem(&lines, &key);
 		if (!val) {
-			if (key.vlan != KEY_TAGGED)
+			// Tagged or another host's: a frame of a line's group
+			// and port the line does not take, or none's.
+			__u16 why = key.vlan;
+			if (!why)
 				return PASS;
-			// Tagged: another VLAN's frame of a line's group and
-			// port, or none's.
 			key.vlan = 0;
-			return bpf_map_lookup_elem(&lines, &key) ? VLAN_OTHER : PASS;
+			if (!bpf_map_lookup_elem(&lines, &key))
+				return PASS;
+			return why == KEY_OTHER_HOST ? OTHER_HOST : VLAN_OTHER;
 		}
 		// Only VLAN lines make markers.
 		if (vlans && val->line == LINE_VLAN_ONLY)
@@ -288,6 +313,9 @@ static __always_inline int steer(struct xdp_md *ctx, const int vlans)
 		return XDP_PASS;
 	case VLAN_UNTAGGED:
 		c->vlan_untagged++;
+		return XDP_PASS;
+	case OTHER_HOST:
+		c->other_host++;
 		return XDP_PASS;
 	default:
 		c->passed++;

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"strings"
 	"sync"
@@ -75,6 +76,12 @@ type Counters struct {
 	// XDP runs (rx-vlan-offload) makes a VLAN line's own frames look like
 	// this: they go to the kernel, lost to the line.
 	VLANUntagged uint64
+	// OtherHost counts frames to the group and port of a line sent to
+	// another host's unicast MAC address: not to a multicast or
+	// broadcast address, nor to the interface's own (SetMAC). A NIC in
+	// promiscuous mode (tcpdump, a bridge) hands them up; the kernel
+	// drops them (PACKET_OTHERHOST), and so they go to it.
+	OtherHost uint64
 }
 
 // Verdicts returned by the program (enum xdp_action).
@@ -391,6 +398,26 @@ func netOrder16(v uint16) uint16 {
 	return binary.NativeEndian.Uint16(b[:])
 }
 
+// SetMAC tells the program the MAC address of the interface it runs on: a
+// line frame to it is taken, as one to a multicast or broadcast address
+// is, and one to any other unicast address is another host's (counted in
+// Counters.OtherHost, passed to the kernel). Until it is set, every line
+// frame to a unicast address is another host's. Set it again when the
+// interface's address changes.
+func (p *Program) SetMAC(mac net.HardwareAddr) error {
+	if len(mac) != 6 {
+		return fmt.Errorf("set xdp interface address %v: not a 6-byte MAC address", mac)
+	}
+	// As they lie in the frame: compared with its bytes as loaded.
+	if err := p.objs.OwnMacHi.Set(binary.NativeEndian.Uint32(mac[:4])); err != nil {
+		return fmt.Errorf("set xdp interface address %v: %w", mac, err)
+	}
+	if err := p.objs.OwnMacLo.Set(binary.NativeEndian.Uint16(mac[4:])); err != nil {
+		return fmt.Errorf("set xdp interface address %v: %w", mac, err)
+	}
+	return nil
+}
+
 // SetSocket puts the AF_XDP socket fd in the XSKMAP for receive queue queue.
 func (p *Program) SetSocket(queue int, fd int) error {
 	if queue < 0 || queue >= MaxQueues {
@@ -509,6 +536,7 @@ func (p *Program) Counters() (Counters, error) {
 		c.Fragmented += v.Fragmented
 		c.VLANOther += v.VlanOther
 		c.VLANUntagged += v.VlanUntagged
+		c.OtherHost += v.OtherHost
 	}
 	return c, nil
 }

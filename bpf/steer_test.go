@@ -37,6 +37,15 @@ func run(t testing.TB, p *Program, frame []byte) uint32 {
 	return ret
 }
 
+// runDelta runs frame through p and returns what that added to its
+// counters.
+func runDelta(t testing.TB, p *Program, frame []byte) Counters {
+	t.Helper()
+	before := counters(t, p)
+	run(t, p, frame)
+	return sub(counters(t, p), before)
+}
+
 func counters(t testing.TB, p *Program) Counters {
 	t.Helper()
 	c, err := p.Counters()
@@ -48,17 +57,21 @@ func counters(t testing.TB, p *Program) Counters {
 
 func sub(a, b Counters) Counters {
 	return Counters{a.Redirected - b.Redirected, a.Passed - b.Passed, a.Malformed - b.Malformed, a.NoSocket - b.NoSocket, a.NoMeta - b.NoMeta, a.Fragmented - b.Fragmented,
-		a.VLANOther - b.VLANOther, a.VLANUntagged - b.VLANUntagged}
+		a.VLANOther - b.VLANOther, a.VLANUntagged - b.VLANUntagged, a.OtherHost - b.OtherHost}
 }
 
 // TestProgramFrames runs every frame of the shared table through the loaded
 // program (BPF_PROG_TEST_RUN) and checks verdict and counters. No socket is
 // in the XSKMAP, so line frames fall back to XDP_PASS and count as NoSocket.
 // A frame of the line tagged with a VLAN ID other than 0 is the kernel's
-// (a VLAN device's, or dropped): passed, VLANOther.
+// (a VLAN device's, or dropped): passed, VLANOther. So is one to another
+// host's unicast MAC address (the interface's is SetMAC's): OtherHost.
 func TestProgramFrames(t *testing.T) {
 	p := loadForTest(t)
 	if err := p.SetLine(testGroup, 26400, 0, netip.Addr{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.SetMAC(testMAC); err != nil {
 		t.Fatal(err)
 	}
 	var total Counters
@@ -74,6 +87,8 @@ func TestProgramFrames(t *testing.T) {
 			switch {
 			case tc.class == ClassMalformed:
 				want.Malformed = 1
+			case tc.otherHost:
+				want.OtherHost = 1
 			case tc.tagged:
 				want.VLANOther = 1
 			case lineFirstFragment(tc.frame, netip.AddrPortFrom(testGroup, 26400)):
@@ -91,6 +106,7 @@ func TestProgramFrames(t *testing.T) {
 			total.Passed += want.Passed
 			total.Fragmented += want.Fragmented
 			total.VLANOther += want.VLANOther
+			total.OtherHost += want.OtherHost
 		})
 	}
 	if got := counters(t, p); got != total {
@@ -197,7 +213,7 @@ func TestCountersAllocs(t *testing.T) {
 	for _, v := range per {
 		want = Counters{want.Redirected + v.Redirected, want.Passed + v.Passed, want.Malformed + v.Malformed,
 			want.NoSocket + v.NoSocket, want.NoMeta + v.NoMeta, want.Fragmented + v.Fragmented,
-			want.VLANOther + v.VlanOther, want.VLANUntagged + v.VlanUntagged}
+			want.VLANOther + v.VlanOther, want.VLANUntagged + v.VlanUntagged, want.OtherHost + v.OtherHost}
 	}
 	if c != want || c.Passed+c.Malformed != 3 {
 		t.Errorf("Counters = %+v, cilium/ebpf Lookup sums to %+v; want 3 frames counted", c, want)
@@ -356,9 +372,7 @@ func TestVLANLineMarker(t *testing.T) {
 	untagged := frameSpec{src: src, dst: dst}.bytes()
 	step := func(name string, want Counters) {
 		t.Helper()
-		before := counters(t, p)
-		run(t, p, untagged)
-		if d := sub(counters(t, p), before); d != want {
+		if d := runDelta(t, p, untagged); d != want {
 			t.Errorf("%s: counter delta %+v, want %+v", name, d, want)
 		}
 	}
@@ -421,6 +435,12 @@ func frameTagged(frame []byte) bool {
 		}
 	}
 	return false
+}
+
+// frameOtherHost reports whether frame is to another host's unicast MAC
+// address: neither multicast nor broadcast (the group bit), nor testMAC.
+func frameOtherHost(frame []byte) bool {
+	return len(frame) >= 6 && frame[0]&1 == 0 && !bytes.Equal(frame[:6], testMAC)
 }
 
 // TestClassifyMissingHelper: the verifier's refusal of a helper the kernel
@@ -490,5 +510,31 @@ func TestSteers(t *testing.T) {
 		if err != nil || !ours || steered != tc.want {
 			t.Errorf("Steers(%v on vlan %d) = %v, %v, %v; want true, %v, nil", tc.dst, tc.vlan, ours, steered, err, tc.want)
 		}
+	}
+}
+
+// TestSetMAC: a line frame to a unicast MAC address is the line's only when
+// the address is the interface's, as SetMAC last set it.
+func TestSetMAC(t *testing.T) {
+	p := loadForTest(t)
+	if err := p.SetLine(testGroup, 26400, 0, netip.Addr{}); err != nil {
+		t.Fatal(err)
+	}
+	frame := frameSpec{src: netip.AddrPortFrom(testSource, 1), dst: netip.AddrPortFrom(testGroup, 26400), dstMAC: testMAC}.bytes()
+	for _, tc := range []struct {
+		set  []byte // SetMAC's address before the frame, nil: none
+		want Counters
+	}{{nil, Counters{OtherHost: 1}}, {testMAC, Counters{NoSocket: 1}}, {otherMAC, Counters{OtherHost: 1}}} {
+		if tc.set != nil {
+			if err := p.SetMAC(tc.set); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if d := runDelta(t, p, frame); d != tc.want {
+			t.Errorf("frame to %x, the interface's address %x: counter delta %+v, want %+v", frame[:6], tc.set, d, tc.want)
+		}
+	}
+	if err := p.SetMAC(testMAC[:5]); err == nil {
+		t.Error("SetMAC took a 5-byte address")
 	}
 }

@@ -272,6 +272,18 @@ func newXDPRx(cfg Config) (_ *xdpRx, err error) {
 		if x.prog, err = bpf.LoadWith(bpf.LoadOptions{VLANLines: x.vlans}); err != nil {
 			return nil, err
 		}
+		// The device's own MAC address: a line frame sent to it (a
+		// switch converting multicast to unicast) is the line's, one
+		// to another unicast address another host's (xdp_other_host).
+		ifi, ierr := net.InterfaceByIndex(x.ifindex)
+		if ierr != nil {
+			return nil, fmt.Errorf("interface %s: %w", name, ierr)
+		}
+		if len(ifi.HardwareAddr) == 6 {
+			if err = x.prog.SetMAC(ifi.HardwareAddr); err != nil {
+				return nil, fmt.Errorf("interface %s: %w", name, err)
+			}
+		}
 		for _, i := range byIface[name] {
 			r.lines[i].iface = x
 			lc := cfg.Lines[i]
@@ -1157,6 +1169,9 @@ func (r *xdpRx) Stats() Stats {
 		s.Extra.Add("xdp_fragmented", c.Fragmented)
 		s.Extra.Add("xdp_vlan_other", c.VLANOther)
 		s.Extra.Add("xdp_vlan_untagged", c.VLANUntagged)
+		// Nor OtherHost: frames sent to another host's MAC address,
+		// which a NIC in promiscuous mode hands up and the kernel drops.
+		s.Extra.Add("xdp_other_host", c.OtherHost)
 	}
 	for _, st := range r.lastSock {
 		// A frame that finds the fill ring empty: in copy mode the kernel

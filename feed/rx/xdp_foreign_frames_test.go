@@ -3,6 +3,7 @@ package rx
 import (
 	"encoding/binary"
 	"errors"
+	"net"
 	"net/netip"
 	"testing"
 
@@ -66,20 +67,27 @@ func TestXDPForeignFramesAsKernel(t *testing.T) {
 	add(false, "qinq 100/0", ad(100), q(0))
 	add(true, "end")
 
-	receiveAsKernel(t, lab, frames, want, func(t *testing.T, backend string, st Stats) {
+	receiveAsKernel(t, lab, frames, want, leftToKernel(len(want), "xdp_vlan_other", foreign))
+}
+
+// leftToKernel is a check for receiveAsKernel: the line's datagrams all
+// matched; AF_XDP redirected the delivered ones and counted the others in
+// counter.
+func leftToKernel(delivered int, counter string, left uint64) func(t *testing.T, backend string, st Stats) {
+	return func(t *testing.T, backend string, st Stats) {
 		if st.Unmatched != 0 {
 			t.Errorf("Unmatched %d, want 0", st.Unmatched)
 		}
 		if backend == BackendSocket {
 			return
 		}
-		if g := st.Extra.Get("xdp_redirected"); g != uint64(len(want)) {
-			t.Errorf("xdp_redirected %d, want %d", g, len(want))
+		if g := st.Extra.Get("xdp_redirected"); g != uint64(delivered) {
+			t.Errorf("xdp_redirected %d, want %d", g, delivered)
 		}
-		if g := st.Extra.Get("xdp_vlan_other"); g != foreign {
-			t.Errorf("xdp_vlan_other %d, want %d: the frames left to the kernel for their VLAN", g, foreign)
+		if g := st.Extra.Get(counter); g != left {
+			t.Errorf("%s %d, want %d: the frames left to the kernel", counter, g, left)
 		}
-	})
+	}
 }
 
 // TestXDPMatchAsProgram: the receive thread's matcher (xdpRx.match) takes
@@ -148,4 +156,61 @@ func TestXDPMatchAsProgram(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestXDPOtherHostAsKernel puts on the wire frames to the line's group and
+// port with every kind of destination MAC address: the group's, another
+// group's, broadcast, the receiver's own, and other hosts' unicast
+// addresses (with a priority tag, with IPv4 options), which a NIC in
+// promiscuous mode (tcpdump, a bridge) hands up and the kernel drops
+// (PACKET_OTHERHOST). The AF_XDP backend, in native and generic mode, must
+// deliver exactly the payloads the socket backend gets, and count each
+// frame to another host in xdp_other_host.
+func TestXDPOtherHostAsKernel(t *testing.T) {
+	lab := xdpNewLab(t, netlab.Options{Prefix: "xh"})
+	src := netip.AddrPortFrom(lab.SrcIP, 40001)
+	dst := netip.AddrPortFrom(xdpTestGroup, xdpTestPort)
+	own := xdpLabMAC(t, lab)
+	other := net.HardwareAddr{0x02, 0x5a, 0, 0, 0, 0x99}
+	var frames [][]byte
+	var want []string
+	var otherHost uint64
+	// add puts a sealed frame with payload p to mac (nil: the group's),
+	// with a priority tag (prio) and options bytes of IPv4 options.
+	add := func(deliver bool, p string, mac net.HardwareAddr, prio bool, options int) {
+		var tpids []uint16
+		ipOff := 14
+		if prio {
+			tpids, ipOff = []uint16{0x8100}, 18
+		}
+		f := xdpFrame(src, dst, tpids, options, []byte(p))
+		if prio {
+			binary.BigEndian.PutUint16(f[14:], 5<<13) // VLAN 0
+		}
+		if options > 0 {
+			f[ipOff+20] = 1 // NOPs, then the end of the list
+		}
+		if mac != nil {
+			copy(f, mac)
+		}
+		xdpSeal(f, ipOff, true)
+		frames = append(frames, f)
+		if deliver {
+			want = append(want, p)
+		} else {
+			otherHost++
+		}
+	}
+	add(true, "group mac", nil, false, 0)
+	add(true, "another group's mac", net.HardwareAddr{0x01, 0x00, 0x5e, 0x01, 0x02, 0x03}, false, 0)
+	add(true, "broadcast", net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}, false, 0)
+	add(true, "own mac", own, false, 0)
+	add(true, "own mac, priority tag", own, true, 0)
+	add(false, "another host", other, false, 0)
+	add(false, "another host, priority tag", other, true, 0)
+	add(false, "another host, ip options", other, false, 8)
+	add(false, "zero mac", make(net.HardwareAddr, 6), false, 0)
+	add(true, "end", nil, false, 0)
+
+	receiveAsKernel(t, lab, frames, want, leftToKernel(len(want), "xdp_other_host", otherHost))
 }

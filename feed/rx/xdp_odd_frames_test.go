@@ -57,16 +57,7 @@ func TestXDPOddFramesAsKernel(t *testing.T) {
 	lab := xdpNewLab(t, netlab.Options{Prefix: "xo"})
 	src := netip.AddrPortFrom(lab.SrcIP, 40001)
 	dst := netip.AddrPortFrom(xdpTestGroup, xdpTestPort)
-	var dstMAC net.HardwareAddr
-	if err := lab.Do(lab.Dst, func() error {
-		ifi, err := net.InterfaceByName(lab.DstIf)
-		if err == nil {
-			dstMAC = ifi.HardwareAddr
-		}
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
+	dstMAC := xdpLabMAC(t, lab)
 	sealed := func(f []byte, ipOff int, udpSum bool) []byte {
 		xdpSeal(f, ipOff, udpSum)
 		return f
@@ -105,6 +96,22 @@ func TestXDPOddFramesAsKernel(t *testing.T) {
 			t.Errorf("xdp_redirected %d, want %d", st.Extra.Get("xdp_redirected"), len(frames))
 		}
 	})
+}
+
+// xdpLabMAC returns the MAC address of lab's receiving interface.
+func xdpLabMAC(t *testing.T, lab *netlab.Lab) net.HardwareAddr {
+	t.Helper()
+	var mac net.HardwareAddr
+	if err := lab.Do(lab.Dst, func() error {
+		ifi, err := net.InterfaceByName(lab.DstIf)
+		if err == nil {
+			mac = ifi.HardwareAddr
+		}
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return mac
 }
 
 // receiveAsKernel puts frames on the wire for line A on lab's receiving
