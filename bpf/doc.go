@@ -10,20 +10,23 @@
 // and IPv4 headers with options.
 //
 // A line set with SetLine is a line of the interface: it takes its group
-// and port whatever the VLAN tags, as before VLAN lines existed. A line set
-// with SetVLANLine is a line of one 802.1Q VLAN of the interface, what a
+// and port from frames without a tag, or with priority tags only (VLAN ID
+// 0), what the kernel gives the interface itself; a frame tagged with
+// another VLAN ID is passed and counted (Counters.VLANOther), for the
+// kernel to give a VLAN device, or drop. A line set with SetVLANLine is a line of one 802.1Q VLAN of the interface, what a
 // VLAN device (eth0.100) would receive: only a frame with exactly one
 // 802.1Q tag of that VLAN ID matches it, and such a frame goes to it rather
 // than to a line of the interface on the same group and port. A group and
 // port that only VLAN lines use gets a marker entry, so that its frames on
 // no line's VLAN are passed and counted (Counters.VLANOther, and
 // Counters.VLANUntagged for frames without a tag). steer.c compiles the
-// program twice: Load gives xdp_steer, which has no VLAN code at all (one
-// map lookup per frame, the instructions of before VLAN lines existed);
-// LoadWith(LoadOptions{VLANLines: true}) gives xdp_steer_vlan, which takes
-// SetVLANLine and costs a second lookup for a single-tagged frame whose VLAN
-// has no line. ParseFrame's Datagram.VLAN is the VLAN ID the program looks
-// up, for the receiver's own matching.
+// program twice: Load gives xdp_steer, which has no VLAN line code (one
+// map lookup per line frame, a second for a tagged frame that no line
+// takes, to count it); LoadWith(LoadOptions{VLANLines: true}) gives
+// xdp_steer_vlan, which takes SetVLANLine and costs another lookup for a
+// single-tagged frame whose VLAN has no line. ParseFrame's Datagram.VLAN and
+// Datagram.Tagged are what the program looks up by, for the receiver's own
+// matching.
 //
 // The program sees the tag only when it is in the frame. A NIC with
 // rx-vlan-offload on may strip it before XDP runs (the VLAN ID is then in
@@ -33,7 +36,11 @@
 // delivered. Turn the offload off on such a NIC (ethtool -K eth0 rxvlan off);
 // `feedhandler check` warns about it. Everything else (ARP, IGMP, unicast, other
 // ports, IP fragments) is passed to the kernel, and so is a line frame whose
-// queue has no socket in the XSKMAP. Frames with broken Ethernet, VLAN, IPv4
+// queue has no socket in the XSKMAP. So is a line frame sent to another
+// host's unicast MAC address, which a NIC in promiscuous mode (tcpdump, a
+// bridge) hands up and the kernel drops (Counters.OtherHost): a line frame
+// must be to a multicast or broadcast address, or to the interface's own,
+// which SetMAC tells the program. Frames with broken Ethernet, VLAN, IPv4
 // or UDP headers are counted as malformed and passed to the kernel, which
 // drops them.
 //
@@ -57,6 +64,7 @@
 //	defer p.Close()
 //	p.SetLine(group, port, 0, netip.Addr{})
 //	p.SetVLANLine(100, group, port, 1, netip.Addr{}) // VLANLines only
+//	p.SetMAC(ifi.HardwareAddr) // the interface's own address
 //	p.SetSocket(queue, xskFD)
 //	l, err := p.Attach(ifindex, bpf.ModeNative)
 //	defer l.Close()

@@ -42,6 +42,11 @@ type Datagram struct {
 	// none, two, or an 802.1ad tag. The program looks up a VLAN line
 	// (Program.SetVLANLine) by it.
 	VLAN uint16
+	// Tagged says the frame has a tag of a VLAN ID other than 0: the
+	// kernel gives it to a VLAN device, never to the interface itself,
+	// so no line of the interface (Program.SetLine) takes it. Priority
+	// tags (VLAN ID 0) it treats as no tag.
+	Tagged bool
 
 	ip  []byte // the IPv4 header, options included
 	udp []byte // the UDP header and payload: the UDP length's bytes
@@ -217,8 +222,9 @@ func ParseFrame(b []byte) (Datagram, Class) {
 		return Datagram{}, ClassMalformed
 	}
 	proto := binary.BigEndian.Uint16(b[12:])
-	outer := proto // the first tag's TPID
-	var tci uint16 // the last tag's TCI
+	outer := proto  // the first tag's TPID
+	var tci uint16  // the last tag's TCI
+	var vids uint16 // the tags' VLAN IDs, or'ed
 	off := ethHLen
 	for range 2 {
 		if proto != 0x8100 && proto != 0x88a8 {
@@ -228,6 +234,7 @@ func ParseFrame(b []byte) (Datagram, Class) {
 			return Datagram{}, ClassMalformed
 		}
 		tci = binary.BigEndian.Uint16(b[off:])
+		vids |= tci & 0x0fff
 		proto = binary.BigEndian.Uint16(b[off+2:])
 		off += vlanHLen
 	}
@@ -270,6 +277,7 @@ func ParseFrame(b []byte) (Datagram, Class) {
 	}
 	return Datagram{
 		VLAN:    vlan,
+		Tagged:  vids != 0,
 		Payload: udp[8:udpLen:udpLen],
 		Src:     netip.AddrPortFrom(src, binary.BigEndian.Uint16(udp[0:])),
 		Dst:     netip.AddrPortFrom(dst, binary.BigEndian.Uint16(udp[2:])),

@@ -11,9 +11,9 @@ import (
 
 // FuzzParseFrame checks that ParseFrame never panics, returns a payload
 // inside the frame, and agrees with the loaded program (BPF_PROG_TEST_RUN)
-// on every frame: malformed or not, line or not, and on which VLAN (a
-// line on the interface and on VLAN 100 share one pair, another pair has
-// only a VLAN 100 line).
+// on every frame: malformed or not, line or not, on which VLAN (a line on
+// the interface and on VLAN 100 share one pair, another pair has only a
+// VLAN 100 line), and to which MAC address.
 func FuzzParseFrame(f *testing.F) {
 	for _, tc := range frameCases() {
 		f.Add(tc.frame)
@@ -28,6 +28,7 @@ func FuzzParseFrame(f *testing.F) {
 			p.SetLine(testGroup, 26400, 0, netip.Addr{}),
 			p.SetVLANLine(100, testGroup, 26400, 1, netip.Addr{}),
 			p.SetVLANLine(100, testGroup, 26401, 2, netip.Addr{}),
+			p.SetMAC(testMAC),
 		} {
 			if err != nil {
 				f.Fatal(err)
@@ -41,6 +42,8 @@ func FuzzParseFrame(f *testing.F) {
 	f.Add(frameSpec{src: netip.AddrPortFrom(testSource, 1), dst: vlanOnly, vlans: []uint16{0x8100}}.bytes())
 	f.Add(frameSpec{src: netip.AddrPortFrom(testSource, 1), dst: vlanOnly, vlans: []uint16{0x8100}, vids: []uint16{200}}.bytes())
 	f.Add(frameSpec{src: netip.AddrPortFrom(testSource, 1), dst: vlanOnly}.bytes())
+	f.Add(frameSpec{src: netip.AddrPortFrom(testSource, 1), dst: vlanOnly, dstMAC: otherMAC}.bytes())
+	f.Add(frameSpec{src: netip.AddrPortFrom(testSource, 1), dst: line, dstMAC: testMAC, vlans: []uint16{0x8100}}.bytes())
 	f.Fuzz(func(t *testing.T, frame []byte) {
 		d, class := ParseFrame(frame)
 		if class == ClassUDP {
@@ -77,10 +80,27 @@ func FuzzParseFrame(f *testing.F) {
 		switch {
 		case class == ClassMalformed:
 			want = Counters{Malformed: 1}
-		case lineFirstFragment(frame, line):
-			want = Counters{Fragmented: 1}
-		case class == ClassUDP && d.Dst == line:
-			want = Counters{NoSocket: 1}
+		case frameOtherHost(frame) && (lineFirstFragment(frame, line) || lineFirstFragment(frame, vlanOnly) ||
+			class == ClassUDP && (d.Dst == line || d.Dst == vlanOnly)):
+			// A pair's frame to another host's MAC address is the
+			// kernel's, whatever its tags.
+			want = Counters{OtherHost: 1}
+		case lineFirstFragment(frame, line) || class == ClassUDP && d.Dst == line:
+			// The pair's interface line takes no frame tagged with a
+			// VLAN ID other than 0, its VLAN 100 line a single 802.1Q
+			// tag of 100.
+			vlan, _ := frameVLAN(frame)
+			switch {
+			case vlan != 100 && frameTagged(frame):
+				want = Counters{VLANOther: 1}
+			case class == ClassUDP:
+				want = Counters{NoSocket: 1}
+			default:
+				want = Counters{Fragmented: 1}
+			}
+			if class == ClassUDP && d.Tagged != frameTagged(frame) {
+				t.Fatalf("ParseFrame: Tagged %v, want %v", d.Tagged, frameTagged(frame))
+			}
 		case lineFirstFragment(frame, vlanOnly) || class == ClassUDP && d.Dst == vlanOnly:
 			vlan, tags := frameVLAN(frame)
 			switch {

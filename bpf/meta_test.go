@@ -89,7 +89,7 @@ func checkMeta(t *testing.T, p *Program, wantMeta bool) {
 		t.Fatal(err)
 	}
 	line := frameSpec{src: netip.AddrPortFrom(testSource, 40000), dst: netip.AddrPortFrom(testGroup, 26400),
-		payload: []byte("payload"), vlans: []uint16{0x8100}}.bytes()
+		payload: []byte("payload"), vlans: []uint16{0x8100}, vids: []uint16{0}}.bytes()
 	other := frameSpec{src: netip.AddrPortFrom(testSource, 40000), dst: netip.AddrPortFrom(testGroup, 26401),
 		payload: []byte("payload")}.bytes()
 

@@ -11,13 +11,22 @@
 //
 // Handles up to two 802.1Q/802.1ad tags and IPv4 headers with options.
 //
-// A line is either on the interface itself (vlan 0 in its key: any VLAN tag
-// or none, the VLAN ID is not looked at) or on one 802.1Q VLAN of it (a
-// line configured on a VLAN device): only a frame with exactly one tag, an
-// 802.1Q tag of that VLAN ID, matches it, as the kernel's VLAN device would
-// take it. There are two programs, compiled from the same code: xdp_steer
-// has no VLAN code at all (one lookup per frame, the code and register
-// allocation of before VLAN lines existed), xdp_steer_vlan is attached when
+// A line frame must be to a multicast or broadcast MAC address, or to the
+// interface's own (own_mac_hi, own_mac_lo, set by the loader), as the
+// kernel requires: one to another unicast address, which a NIC in
+// promiscuous mode (tcpdump, a bridge) hands up, is another host's, counted
+// in other_host and passed to the kernel, which drops it.
+//
+// A line is either on the interface itself (vlan 0 in its key) or on one
+// 802.1Q VLAN of it (a line configured on a VLAN device), and takes the
+// frames the kernel would give that device: a line of the interface a
+// frame without a tag, or with priority tags only (VLAN ID 0), a VLAN line
+// only a frame with exactly one tag, an 802.1Q tag of that VLAN ID. A frame
+// of a line's group and port that no line takes for its tags is counted in
+// vlan_other and passed to the kernel (which gives it to a VLAN device of
+// its VLAN, or drops it). There are two programs, compiled from the same
+// code: xdp_steer has no VLAN line code (one lookup per line frame; the
+// tags' VLAN IDs only go into the key), xdp_steer_vlan is attached when
 // some line is on a VLAN. In it a single-tagged frame is looked up by its VLAN ID first, then
 // as vlan 0. A group and port used only by VLAN lines has a vlan 0 entry
 // too, marked LINE_VLAN_ONLY: a frame of that group and port that matched
@@ -48,12 +57,19 @@
 
 // Key of the lines map: destination group and port, both in network order,
 // and the 802.1Q VLAN ID of the line (host order; 0: the interface itself,
-// any VLAN or none).
+// no tag or priority tags only; KEY_TAGGED and KEY_OTHER_HOST in a frame's
+// key only).
 struct line_key {
 	__be32 group;
 	__be16 port;
 	__u16 vlan;
 };
+
+// line_key.vlan of a frame tagged with a VLAN ID other than 0 that is not
+// looked up by its VLAN, and of a frame to another host's MAC address: no
+// line has either (a VLAN ID is 12 bits).
+#define KEY_TAGGED 0xffff
+#define KEY_OTHER_HOST 0xfffe
 
 // line_val.line of the vlan 0 entry of a group and port that only VLAN
 // lines use.
@@ -74,9 +90,15 @@ struct counters {
 	__u64 no_socket;  // a feed line frame on a queue without a socket: given to the kernel
 	__u64 no_meta;    // redirected without timestamp metadata (driver lacks data_meta)
 	__u64 fragmented; // first fragments of a line datagram: given to the kernel, lost to the sockets
-	__u64 vlan_other;    // a VLAN line's group and port on another VLAN (or two tags): given to the kernel
+	__u64 vlan_other;    // a line's group and port on a VLAN no line of it is on (or two tags): given to the kernel
 	__u64 vlan_untagged; // a VLAN line's group and port without a tag: given to the kernel
+	__u64 other_host;    // a line's group and port to another host's MAC address: given to the kernel
 };
+
+// The interface's MAC address (Program.SetMAC), its first four bytes and
+// last two as they lie in the frame.
+volatile __u32 own_mac_hi;
+volatile __u16 own_mac_lo;
 
 
 // Metadata in front of a redirected frame, in native byte order. 32-bit
@@ -130,7 +152,7 @@ struct {
 	__type(value, struct counters);
 } stats SEC(".maps");
 
-enum verdict { PASS, MALFORMED, LINE, LINE_FRAGMENT, VLAN_OTHER, VLAN_UNTAGGED };
+enum verdict { PASS, MALFORMED, LINE, LINE_FRAGMENT, VLAN_OTHER, VLAN_UNTAGGED, OTHER_HOST };
 
 static __always_inline enum verdict classify(struct xdp_md *ctx, const int vlans)
 {
@@ -142,6 +164,8 @@ static __always_inline enum verdict classify(struct xdp_md *ctx, const int vlans
 	if (data + ETH_HLEN > end)
 		return MALFORMED;
 	__be16 proto = *(__be16 *)(data + 12);
+	__be16 vids = 0; // the VLAN IDs of the tags, or'ed: 0 without a tag
+	struct line_key key;
 
 #pragma unroll
 	for (int i = 0; i < 2; i++) {
@@ -149,9 +173,23 @@ static __always_inline enum verdict classify(struct xdp_md *ctx, const int vlans
 			break;
 		if (data + off + VLAN_HLEN > end)
 			return MALFORMED;
+		vids |= *(__be16 *)(data + off) & be16(0x0fff);
 		proto = *(__be16 *)(data + off + 2);
 		off += VLAN_HLEN;
 	}
+	// A line of the interface (vlan 0) takes what the kernel gives the
+	// interface: a frame without a tag, or with priority tags only (VLAN
+	// ID 0). A frame with another VLAN ID is a VLAN device's, or dropped
+	// where there is none: it is looked up as KEY_TAGGED, which no line
+	// has. Stored now, with the key, so that vids need not be kept.
+	key.vlan = vids ? KEY_TAGGED : 0;
+	// The kernel takes a frame to a multicast or broadcast address (the
+	// group bit: a line's group MAC address), or to the interface's own
+	// (a switch converting multicast to unicast); one to any other address
+	// is another host's, seen in promiscuous mode (PACKET_OTHERHOST),
+	// which it drops. Looked up as KEY_OTHER_HOST, which no line has.
+	if (!(*(__u8 *)data & 1) && (*(__u32 *)data != own_mac_hi || *(__u16 *)(data + 4) != own_mac_lo))
+		key.vlan = KEY_OTHER_HOST;
 	if (proto != be16(ETH_P_IP))
 		return PASS;
 
@@ -183,7 +221,8 @@ static __always_inline enum verdict classify(struct xdp_md *ctx, const int vlans
 	if (!frag && (udp_len < sizeof(*udp) || udp_len > tot_len - ihl))
 		return MALFORMED;
 
-	struct line_key key = {.group = ip->daddr, .port = udp->dest};
+	key.group = ip->daddr;
+	key.port = udp->dest;
 	struct line_val *val = 0;
 	if (vlans && off == ETH_HLEN + VLAN_HLEN && *(__be16 *)(data + 12) == be16(ETH_P_8021Q)) {
 		// One 802.1Q tag: a line on its VLAN first. The loop above
@@ -191,18 +230,30 @@ static __always_inline enum verdict classify(struct xdp_md *ctx, const int vlans
 		// shown again.
 		if (data + ETH_HLEN + VLAN_HLEN > end)
 			return MALFORMED;
-		key.vlan = be16(*(__be16 *)(data + ETH_HLEN)) & 0x0fff;
-		if (key.vlan)
+		__u16 vid = be16(*(__be16 *)(data + ETH_HLEN)) & 0x0fff;
+		if (vid && key.vlan == KEY_TAGGED) {
+			key.vlan = vid;
 			val = bpf_map_lookup_elem(&lines, &key);
-		key.vlan = 0;
+			key.vlan = KEY_TAGGED;
+		}
 	}
-	if (!val)
+	if (!val) {
 		val = bpf_map_lookup_elem(&lines, &key);
-	if (!val)
-		return PASS;
-	// Only VLAN lines make markers.
-	if (vlans && val->line == LINE_VLAN_ONLY)
-		return off == ETH_HLEN ? VLAN_UNTAGGED : VLAN_OTHER;
+		if (!val) {
+			// Tagged or another host's: a frame of a line's group
+			// and port the line does not take, or none's.
+			__u16 why = key.vlan;
+			if (!why)
+				return PASS;
+			key.vlan = 0;
+			if (!bpf_map_lookup_elem(&lines, &key))
+				return PASS;
+			return why == KEY_OTHER_HOST ? OTHER_HOST : VLAN_OTHER;
+		}
+		// Only VLAN lines make markers.
+		if (vlans && val->line == LINE_VLAN_ONLY)
+			return off == ETH_HLEN ? VLAN_UNTAGGED : VLAN_OTHER;
+	}
 	if (val->source && val->source != ip->saddr)
 		return PASS;
 	return frag ? LINE_FRAGMENT : LINE;
@@ -262,6 +313,9 @@ static __always_inline int steer(struct xdp_md *ctx, const int vlans)
 		return XDP_PASS;
 	case VLAN_UNTAGGED:
 		c->vlan_untagged++;
+		return XDP_PASS;
+	case OTHER_HOST:
+		c->other_host++;
 		return XDP_PASS;
 	default:
 		c->passed++;

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"strings"
 	"sync"
@@ -64,15 +65,23 @@ type Counters struct {
 	NoSocket   uint64 // line frames on a queue with no socket in the XSKMAP, given to the kernel
 	NoMeta     uint64 // redirected frames without timestamp metadata (driver lacks data_meta)
 	Fragmented uint64 // first fragments of line datagrams, given to the kernel (no socket is bound there: lost)
-	// VLANOther counts frames to the group and port of a VLAN line
-	// (SetVLANLine) that no line takes: on another VLAN, or with two
-	// tags. They go to the kernel, as they would without XDP.
+	// VLANOther counts frames to the group and port of a line that no
+	// line takes for their VLAN tags: a tag of a VLAN ID other than 0
+	// for a line of the interface (SetLine), another VLAN or two tags
+	// for a VLAN line (SetVLANLine). They go to the kernel, as they
+	// would without XDP: to a VLAN device of their VLAN, or dropped.
 	VLANOther uint64
 	// VLANUntagged counts frames to the group and port of a VLAN line that
 	// no line takes and that carry no tag. A NIC that strips the tag before
 	// XDP runs (rx-vlan-offload) makes a VLAN line's own frames look like
 	// this: they go to the kernel, lost to the line.
 	VLANUntagged uint64
+	// OtherHost counts frames to the group and port of a line sent to
+	// another host's unicast MAC address: not to a multicast or
+	// broadcast address, nor to the interface's own (SetMAC). A NIC in
+	// promiscuous mode (tcpdump, a bridge) hands them up; the kernel
+	// drops them (PACKET_OTHERHOST), and so they go to it.
+	OtherHost uint64
 }
 
 // Verdicts returned by the program (enum xdp_action).
@@ -110,8 +119,8 @@ type Program struct {
 type LoadOptions struct {
 	// VLANLines picks the program that can take lines on a VLAN
 	// (SetVLANLine, xdp_steer_vlan). Without it the program (xdp_steer)
-	// has no VLAN code at all, so a feed without VLAN lines pays nothing
-	// for them.
+	// has no VLAN line code, so a feed without VLAN lines pays nothing
+	// for them (a line frame without a tag costs it one compare).
 	VLANLines bool
 	// NoMeta loads the program without its timestamp metadata, as on a
 	// kernel that refuses bpf_xdp_adjust_meta to XDP programs: every
@@ -242,9 +251,11 @@ func (p *Program) Close() error {
 // attachment.
 func (p *Program) XDP() *ebpf.Program { return p.prog }
 
-// SetLine makes frames to group:port (IPv4) redirect as feed line line,
-// whatever their VLAN tags (a line on the interface itself), unless a line
-// on their VLAN takes them (SetVLANLine). When source is valid, only frames
+// SetLine makes frames to group:port (IPv4) redirect as feed line line
+// when they carry no VLAN tag, or priority tags only (VLAN ID 0): the
+// frames the kernel gives the interface itself. A frame of the pair tagged
+// with another VLAN ID goes to the line of its VLAN (SetVLANLine), or to the
+// kernel, counted in Counters.VLANOther. When source is valid, only frames
 // from that IPv4 source match.
 func (p *Program) SetLine(group netip.Addr, port uint16, line uint32, source netip.Addr) error {
 	return p.setLine(0, group, port, line, source)
@@ -387,6 +398,26 @@ func netOrder16(v uint16) uint16 {
 	return binary.NativeEndian.Uint16(b[:])
 }
 
+// SetMAC tells the program the MAC address of the interface it runs on: a
+// line frame to it is taken, as one to a multicast or broadcast address
+// is, and one to any other unicast address is another host's (counted in
+// Counters.OtherHost, passed to the kernel). Until it is set, every line
+// frame to a unicast address is another host's. Set it again when the
+// interface's address changes.
+func (p *Program) SetMAC(mac net.HardwareAddr) error {
+	if len(mac) != 6 {
+		return fmt.Errorf("set xdp interface address %v: not a 6-byte MAC address", mac)
+	}
+	// As they lie in the frame: compared with its bytes as loaded.
+	if err := p.objs.OwnMacHi.Set(binary.NativeEndian.Uint32(mac[:4])); err != nil {
+		return fmt.Errorf("set xdp interface address %v: %w", mac, err)
+	}
+	if err := p.objs.OwnMacLo.Set(binary.NativeEndian.Uint16(mac[4:])); err != nil {
+		return fmt.Errorf("set xdp interface address %v: %w", mac, err)
+	}
+	return nil
+}
+
 // SetSocket puts the AF_XDP socket fd in the XSKMAP for receive queue queue.
 func (p *Program) SetSocket(queue int, fd int) error {
 	if queue < 0 || queue >= MaxQueues {
@@ -458,19 +489,15 @@ func Steers(id uint32, group netip.Addr, port uint16, vlan uint16) (ours, steere
 			continue
 		}
 		defer m.Close()
-		// As the program looks a frame up: its VLAN's line first (a
-		// single 802.1Q tag), then the interface's, which a marker
-		// (LINE_VLAN_ONLY) makes no line.
-		for _, v := range []uint16{vlan, 0} {
-			k := key
-			k.Vlan = v
-			var val steerLineVal
-			if err := m.Lookup(&k, &val); err == nil {
-				return true, val.Line != lineVLANOnly, nil
-			}
-			if v == 0 {
-				break
-			}
+		// As the program looks a frame up: a tagged frame by its
+		// VLAN's line alone (a single 802.1Q tag), an untagged one by
+		// the interface's, which a marker (LINE_VLAN_ONLY) makes no
+		// line.
+		k := key
+		k.Vlan = vlan
+		var val steerLineVal
+		if err := m.Lookup(&k, &val); err == nil {
+			return true, val.Line != lineVLANOnly, nil
 		}
 		return true, false, nil
 	}
@@ -509,6 +536,7 @@ func (p *Program) Counters() (Counters, error) {
 		c.Fragmented += v.Fragmented
 		c.VLANOther += v.VlanOther
 		c.VLANUntagged += v.VlanUntagged
+		c.OtherHost += v.OtherHost
 	}
 	return c, nil
 }

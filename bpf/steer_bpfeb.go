@@ -23,6 +23,7 @@ type steerCounters struct {
 	Fragmented   uint64
 	VlanOther    uint64
 	VlanUntagged uint64
+	OtherHost    uint64
 }
 
 type steerLineKey struct {
@@ -47,6 +48,8 @@ const (
 	steerMapXsks          = "xsks"
 	steerProgXdpSteer     = "xdp_steer"
 	steerProgXdpSteerVlan = "xdp_steer_vlan"
+	steerVarOwnMacHi      = "own_mac_hi"
+	steerVarOwnMacLo      = "own_mac_lo"
 	steerVarStampMeta     = "stamp_meta"
 )
 
@@ -109,6 +112,8 @@ type steerMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type steerVariableSpecs struct {
+	OwnMacHi  *ebpf.VariableSpec `ebpf:"own_mac_hi"`
+	OwnMacLo  *ebpf.VariableSpec `ebpf:"own_mac_lo"`
 	StampMeta *ebpf.VariableSpec `ebpf:"stamp_meta"`
 }
 
@@ -149,6 +154,8 @@ func (m *steerMaps) Close() error {
 //
 // It can be passed to loadSteerObjects or ebpf.CollectionSpec.LoadAndAssign.
 type steerVariables struct {
+	OwnMacHi  *ebpf.Variable `ebpf:"own_mac_hi"`
+	OwnMacLo  *ebpf.Variable `ebpf:"own_mac_lo"`
 	StampMeta *ebpf.Variable `ebpf:"stamp_meta"`
 }
 

@@ -37,6 +37,15 @@ func run(t testing.TB, p *Program, frame []byte) uint32 {
 	return ret
 }
 
+// runDelta runs frame through p and returns what that added to its
+// counters.
+func runDelta(t testing.TB, p *Program, frame []byte) Counters {
+	t.Helper()
+	before := counters(t, p)
+	run(t, p, frame)
+	return sub(counters(t, p), before)
+}
+
 func counters(t testing.TB, p *Program) Counters {
 	t.Helper()
 	c, err := p.Counters()
@@ -48,15 +57,21 @@ func counters(t testing.TB, p *Program) Counters {
 
 func sub(a, b Counters) Counters {
 	return Counters{a.Redirected - b.Redirected, a.Passed - b.Passed, a.Malformed - b.Malformed, a.NoSocket - b.NoSocket, a.NoMeta - b.NoMeta, a.Fragmented - b.Fragmented,
-		a.VLANOther - b.VLANOther, a.VLANUntagged - b.VLANUntagged}
+		a.VLANOther - b.VLANOther, a.VLANUntagged - b.VLANUntagged, a.OtherHost - b.OtherHost}
 }
 
 // TestProgramFrames runs every frame of the shared table through the loaded
 // program (BPF_PROG_TEST_RUN) and checks verdict and counters. No socket is
 // in the XSKMAP, so line frames fall back to XDP_PASS and count as NoSocket.
+// A frame of the line tagged with a VLAN ID other than 0 is the kernel's
+// (a VLAN device's, or dropped): passed, VLANOther. So is one to another
+// host's unicast MAC address (the interface's is SetMAC's): OtherHost.
 func TestProgramFrames(t *testing.T) {
 	p := loadForTest(t)
 	if err := p.SetLine(testGroup, 26400, 0, netip.Addr{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.SetMAC(testMAC); err != nil {
 		t.Fatal(err)
 	}
 	var total Counters
@@ -72,6 +87,10 @@ func TestProgramFrames(t *testing.T) {
 			switch {
 			case tc.class == ClassMalformed:
 				want.Malformed = 1
+			case tc.otherHost:
+				want.OtherHost = 1
+			case tc.tagged:
+				want.VLANOther = 1
 			case lineFirstFragment(tc.frame, netip.AddrPortFrom(testGroup, 26400)):
 				want.Fragmented = 1
 			case tc.line:
@@ -86,6 +105,8 @@ func TestProgramFrames(t *testing.T) {
 			total.NoSocket += want.NoSocket
 			total.Passed += want.Passed
 			total.Fragmented += want.Fragmented
+			total.VLANOther += want.VLANOther
+			total.OtherHost += want.OtherHost
 		})
 	}
 	if got := counters(t, p); got != total {
@@ -108,6 +129,9 @@ func TestParseFrame(t *testing.T) {
 			}
 			if tc.line != (d.Dst == netip.AddrPortFrom(testGroup, 26400)) {
 				t.Errorf("destination %v, line %v", d.Dst, tc.line)
+			}
+			if d.Tagged != tc.tagged {
+				t.Errorf("Tagged %v, want %v", d.Tagged, tc.tagged)
 			}
 			if len(d.Payload) > 0 && !bytes.Contains(tc.frame, d.Payload) {
 				t.Errorf("payload %q not in frame", d.Payload)
@@ -189,7 +213,7 @@ func TestCountersAllocs(t *testing.T) {
 	for _, v := range per {
 		want = Counters{want.Redirected + v.Redirected, want.Passed + v.Passed, want.Malformed + v.Malformed,
 			want.NoSocket + v.NoSocket, want.NoMeta + v.NoMeta, want.Fragmented + v.Fragmented,
-			want.VLANOther + v.VlanOther, want.VLANUntagged + v.VlanUntagged}
+			want.VLANOther + v.VlanOther, want.VLANUntagged + v.VlanUntagged, want.OtherHost + v.OtherHost}
 	}
 	if c != want || c.Passed+c.Malformed != 3 {
 		t.Errorf("Counters = %+v, cilium/ebpf Lookup sums to %+v; want 3 frames counted", c, want)
@@ -257,7 +281,8 @@ func TestParseFrameVLAN(t *testing.T) {
 // TestProgramVLANLines: lines on VLANs (SetVLANLine) next to a line on
 // the interface. Each frame must end where the kernel's VLAN devices
 // would put it: a single 802.1Q tag of a VLAN line's ID goes to that line,
-// anything else to the interface's line of the pair, and a pair only VLAN
+// a frame without a tag or with a priority tag to the interface's line of
+// the pair, any other tag to the kernel (VLANOther), and a pair only VLAN
 // lines use is passed and counted as VLANOther or VLANUntagged. The
 // verdicts agree with ParseFrame's Datagram.VLAN (the receiver's matcher).
 func TestProgramVLANLines(t *testing.T) {
@@ -290,8 +315,10 @@ func TestProgramVLANLines(t *testing.T) {
 	}{
 		{"shared untagged", shared, nil, nil, line},
 		{"shared vlan 100", shared, []uint16{0x8100}, []uint16{100}, line},
-		{"shared vlan 200", shared, []uint16{0x8100}, []uint16{200}, line},
-		{"shared qinq", shared, []uint16{0x88a8, 0x8100}, []uint16{10, 100}, line},
+		{"shared priority tag", shared, []uint16{0x8100}, []uint16{0}, line},
+		{"shared vlan 200", shared, []uint16{0x8100}, []uint16{200}, Counters{VLANOther: 1}},
+		{"shared 802.1ad 100", shared, []uint16{0x88a8}, []uint16{100}, Counters{VLANOther: 1}},
+		{"shared qinq", shared, []uint16{0x88a8, 0x8100}, []uint16{10, 100}, Counters{VLANOther: 1}},
 		{"only vlan 200", only, []uint16{0x8100}, []uint16{200}, line},
 		{"only vlan 100", only, []uint16{0x8100}, []uint16{100}, Counters{VLANOther: 1}},
 		{"only priority tag", only, []uint16{0x8100}, []uint16{0}, Counters{VLANOther: 1}},
@@ -299,7 +326,8 @@ func TestProgramVLANLines(t *testing.T) {
 		{"only qinq inner 200", only, []uint16{0x88a8, 0x8100}, []uint16{10, 200}, Counters{VLANOther: 1}},
 		{"only untagged", only, nil, nil, Counters{VLANUntagged: 1}},
 		{"filtered vlan 100", filtered, []uint16{0x8100}, []uint16{100}, Counters{Passed: 1}},
-		{"filtered vlan 101", filtered, []uint16{0x8100}, []uint16{101}, line},
+		{"filtered vlan 101", filtered, []uint16{0x8100}, []uint16{101}, Counters{VLANOther: 1}},
+		{"filtered untagged", filtered, nil, nil, line},
 	} {
 		frame := frameSpec{src: src, dst: tc.dst, payload: []byte("x"), vlans: tc.vlans, vids: tc.vids}.bytes()
 		before := counters(t, p)
@@ -325,7 +353,7 @@ func TestProgramVLANLines(t *testing.T) {
 	for _, tc := range []struct {
 		dst  netip.AddrPort
 		want Counters
-	}{{shared, line}, {only, Counters{Passed: 1}}, {filtered, line}} {
+	}{{shared, Counters{VLANOther: 1}}, {only, Counters{Passed: 1}}, {filtered, Counters{VLANOther: 1}}} {
 		frame := frameSpec{src: src, dst: tc.dst, vlans: []uint16{0x8100}, vids: []uint16{100}}.bytes()
 		before := counters(t, p)
 		run(t, p, frame)
@@ -344,9 +372,7 @@ func TestVLANLineMarker(t *testing.T) {
 	untagged := frameSpec{src: src, dst: dst}.bytes()
 	step := func(name string, want Counters) {
 		t.Helper()
-		before := counters(t, p)
-		run(t, p, untagged)
-		if d := sub(counters(t, p), before); d != want {
+		if d := runDelta(t, p, untagged); d != want {
 			t.Errorf("%s: counter delta %+v, want %+v", name, d, want)
 		}
 	}
@@ -396,6 +422,27 @@ func frameVLAN(frame []byte) (vlan uint16, tags int) {
 	return vlan, tags
 }
 
+// frameTagged reports whether one of frame's tags (up to the two the
+// program reads) has a VLAN ID other than 0.
+func frameTagged(frame []byte) bool {
+	for off := 12; off <= 16 && len(frame) >= off+4; off += 4 {
+		tpid := binary.BigEndian.Uint16(frame[off:])
+		if tpid != 0x8100 && tpid != 0x88a8 {
+			break
+		}
+		if binary.BigEndian.Uint16(frame[off+2:])&0x0fff != 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// frameOtherHost reports whether frame is to another host's unicast MAC
+// address: neither multicast nor broadcast (the group bit), nor testMAC.
+func frameOtherHost(frame []byte) bool {
+	return len(frame) >= 6 && frame[0]&1 == 0 && !bytes.Equal(frame[:6], testMAC)
+}
+
 // TestClassifyMissingHelper: the verifier's refusal of a helper the kernel
 // lacks, or lacks for XDP programs, is a missing feature (ErrNotSupported,
 // which the auto chain falls back on), told only by its log: the errno is
@@ -434,8 +481,8 @@ func TestClassifyMissingHelper(t *testing.T) {
 
 // TestSteers: Steers, asked of a loaded program by its ID as of another
 // process's, agrees with the program's own lookup: a line on the
-// interface takes every VLAN, a VLAN line its own, and a pair only VLAN
-// lines use (the marker) takes no untagged frame.
+// interface takes untagged frames, a VLAN line its own VLAN's, and a pair
+// only VLAN lines use (the marker) takes no untagged frame.
 func TestSteers(t *testing.T) {
 	p := loadWithForTest(t, LoadOptions{VLANLines: true})
 	plain := netip.AddrPortFrom(testGroup, 26400)
@@ -456,12 +503,38 @@ func TestSteers(t *testing.T) {
 		vlan uint16
 		want bool
 	}{
-		{plain, 0, true}, {plain, 100, true}, {only, 0, false}, {only, 200, true}, {only, 100, false},
+		{plain, 0, true}, {plain, 100, false}, {only, 0, false}, {only, 200, true}, {only, 100, false},
 		{netip.AddrPortFrom(testGroup, 26402), 0, false},
 	} {
 		ours, steered, err := Steers(uint32(id), tc.dst.Addr(), tc.dst.Port(), tc.vlan)
 		if err != nil || !ours || steered != tc.want {
 			t.Errorf("Steers(%v on vlan %d) = %v, %v, %v; want true, %v, nil", tc.dst, tc.vlan, ours, steered, err, tc.want)
 		}
+	}
+}
+
+// TestSetMAC: a line frame to a unicast MAC address is the line's only when
+// the address is the interface's, as SetMAC last set it.
+func TestSetMAC(t *testing.T) {
+	p := loadForTest(t)
+	if err := p.SetLine(testGroup, 26400, 0, netip.Addr{}); err != nil {
+		t.Fatal(err)
+	}
+	frame := frameSpec{src: netip.AddrPortFrom(testSource, 1), dst: netip.AddrPortFrom(testGroup, 26400), dstMAC: testMAC}.bytes()
+	for _, tc := range []struct {
+		set  []byte // SetMAC's address before the frame, nil: none
+		want Counters
+	}{{nil, Counters{OtherHost: 1}}, {testMAC, Counters{NoSocket: 1}}, {otherMAC, Counters{OtherHost: 1}}} {
+		if tc.set != nil {
+			if err := p.SetMAC(tc.set); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if d := runDelta(t, p, frame); d != tc.want {
+			t.Errorf("frame to %x, the interface's address %x: counter delta %+v, want %+v", frame[:6], tc.set, d, tc.want)
+		}
+	}
+	if err := p.SetMAC(testMAC[:5]); err == nil {
+		t.Error("SetMAC took a 5-byte address")
 	}
 }

@@ -14,7 +14,8 @@ type XDPDevice struct {
 	Index int
 	// VLAN is the 802.1Q VLAN ID the program steers when the line's
 	// interface is a VLAN device (then Name is its lower device); 0 when
-	// the line is on Name itself (any VLAN tag or none).
+	// the line is on Name itself (frames without a tag, or with
+	// priority tags only: VLAN ID 0).
 	VLAN uint16
 }
 

@@ -50,7 +50,7 @@ const (
 // xdpLine is one configured line as the parser matches it.
 type xdpLine struct {
 	iface  *xdpIface // the line's device: a frame matches only lines of the device it came in on
-	vlan   uint16    // the line's 802.1Q VLAN (a VLAN device's line); 0: the device's, any VLAN
+	vlan   uint16    // the line's 802.1Q VLAN (a VLAN device's line); 0: the device's (no tag, or VLAN ID 0)
 	dst    netip.AddrPort
 	source netip.Addr // invalid: any
 	line   Line
@@ -271,6 +271,18 @@ func newXDPRx(cfg Config) (_ *xdpRx, err error) {
 		}
 		if x.prog, err = bpf.LoadWith(bpf.LoadOptions{VLANLines: x.vlans}); err != nil {
 			return nil, err
+		}
+		// The device's own MAC address: a line frame sent to it (a
+		// switch converting multicast to unicast) is the line's, one
+		// to another unicast address another host's (xdp_other_host).
+		ifi, ierr := net.InterfaceByIndex(x.ifindex)
+		if ierr != nil {
+			return nil, fmt.Errorf("interface %s: %w", name, ierr)
+		}
+		if len(ifi.HardwareAddr) == 6 {
+			if err = x.prog.SetMAC(ifi.HardwareAddr); err != nil {
+				return nil, fmt.Errorf("interface %s: %w", name, err)
+			}
 		}
 		for _, i := range byIface[name] {
 			r.lines[i].iface = x
@@ -1014,14 +1026,16 @@ func (r *xdpRx) realtime(tai int64) int64 {
 
 // match finds the line of a datagram that came in on iface as the
 // steering program does: on a device with VLAN lines a line on the frame's
-// VLAN (dg.VLAN, a single 802.1Q tag) first, else the device's line of the
+// VLAN (dg.VLAN, a single 802.1Q tag) first, else, for a frame without a
+// tag of a VLAN ID other than 0 (dg.Tagged), the device's line of the
 // group and port; the line found alone decides on the source.
 func (r *xdpRx) match(iface *xdpIface, dg bpf.Datagram) (Line, bool) {
-	l := r.lineOf(iface, 0, dg.Dst)
+	var l *xdpLine
 	if iface.vlans && dg.VLAN != 0 {
-		if v := r.lineOf(iface, dg.VLAN, dg.Dst); v != nil {
-			l = v
-		}
+		l = r.lineOf(iface, dg.VLAN, dg.Dst)
+	}
+	if l == nil && !dg.Tagged {
+		l = r.lineOf(iface, 0, dg.Dst)
 	}
 	if l == nil || l.source.IsValid() && l.source != dg.Src.Addr() {
 		return 0, false
@@ -1137,10 +1151,10 @@ func (r *xdpRx) Stats() Stats {
 		// Fragmented line datagrams go to the kernel too (it reassembles
 		// them for a socket that is not there).
 		s.Dropped += c.Fragmented
-		// Not VLANOther and VLANUntagged: a frame of a VLAN line's group
-		// and port on another VLAN, or untagged, is not the line's (the
-		// kernel would not give it to the VLAN device, so the socket
-		// backends never see it either): counting it would count another
+		// Not VLANOther and VLANUntagged: a frame of a line's group and
+		// port on a VLAN not the line's, or a VLAN line's untagged, is not
+		// the line's (the kernel would not give it to the line's device,
+		// so the socket backends never see it either): counting it would count another
 		// stream's traffic as the feed's loss. Untagged frames are the
 		// line's own only when the NIC strips the tag before XDP
 		// (rx-vlan-offload): then the line loses every frame, which its
@@ -1155,6 +1169,9 @@ func (r *xdpRx) Stats() Stats {
 		s.Extra.Add("xdp_fragmented", c.Fragmented)
 		s.Extra.Add("xdp_vlan_other", c.VLANOther)
 		s.Extra.Add("xdp_vlan_untagged", c.VLANUntagged)
+		// Nor OtherHost: frames sent to another host's MAC address,
+		// which a NIC in promiscuous mode hands up and the kernel drops.
+		s.Extra.Add("xdp_other_host", c.OtherHost)
 	}
 	for _, st := range r.lastSock {
 		// A frame that finds the fill ring empty: in copy mode the kernel

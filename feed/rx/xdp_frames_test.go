@@ -85,9 +85,10 @@ func (s *xdpRawSender) send(t *testing.T, frame []byte) {
 }
 
 // TestXDPRawFrames puts hand-built frames on the wire: line datagrams with
-// VLAN tags and IPv4 options must arrive; truncated and inconsistent ones
-// must be counted as malformed by the program and never reach (or upset)
-// the receiver.
+// priority tags (VLAN ID 0) and IPv4 options must arrive; tagged with VLAN
+// 100, which the kernel would give a VLAN device, they must not (passed,
+// xdp_vlan_other); truncated and inconsistent ones must be counted as
+// malformed by the program and never reach (or upset) the receiver.
 func TestXDPRawFrames(t *testing.T) {
 	lab := xdpNewLab(t, netlab.Options{})
 	for _, mode := range []string{"native", "generic"} {
@@ -106,27 +107,38 @@ func TestXDPRawFrames(t *testing.T) {
 				binary.BigEndian.PutUint16(b[off:], v)
 				return b
 			}
+			// untag sets the VLAN IDs of the frame's tags to 0.
+			untag := func(b []byte, tags int) []byte {
+				for i := range tags {
+					b = setU16(b, 14+4*i, 0)
+				}
+				return b
+			}
 			frames := []struct {
 				frame     []byte
 				good      bool
 				malformed bool
+				tagged    bool
 			}{
-				{good(0, nil, 0), true, false},
-				{good(1, []uint16{0x8100}, 0), true, false},
-				{good(2, []uint16{0x88a8, 0x8100}, 0), true, false},
-				{good(3, nil, 12), true, false},
-				{good(4, []uint16{0x8100}, 40), true, false},
-				{xdpFrame(src, netip.AddrPortFrom(xdpTestGroup, xdpTestPort+7), nil, 0, []byte("other port")), false, false},
-				{good(90, nil, 0)[:14+19], false, true},                       // truncated IPv4 header
-				{good(91, nil, 0)[:14+20+5], false, true},                     // truncated UDP header
-				{good(92, []uint16{0x8100}, 0)[:16], false, true},             // truncated VLAN tag
-				{cut(good(93, nil, 8), 2), false, true},                       // frame shorter than IPv4 total length
-				{setU16(good(94, nil, 0), 14+20+4, 200), false, true},         // UDP length beyond the packet
-				{setU16(good(95, nil, 0), 14+20+4, 7), false, true},           // UDP length below its header
-				{setU16(good(96, nil, 0), 14, 0x4300|uint16(0)), false, true}, // IHL 3
-				{good(5, nil, 0), true, false},
+				{good(0, nil, 0), true, false, false},
+				{untag(good(1, []uint16{0x8100}, 0), 1), true, false, false},
+				{untag(good(2, []uint16{0x88a8, 0x8100}, 0), 2), true, false, false},
+				{good(3, nil, 12), true, false, false},
+				{untag(good(4, []uint16{0x8100}, 40), 1), true, false, false},
+				{good(80, []uint16{0x8100}, 0), false, false, true},
+				{good(81, []uint16{0x88a8, 0x8100}, 0), false, false, true},
+				{good(82, []uint16{0x8100}, 40), false, false, true},
+				{xdpFrame(src, netip.AddrPortFrom(xdpTestGroup, xdpTestPort+7), nil, 0, []byte("other port")), false, false, false},
+				{good(90, nil, 0)[:14+19], false, true, false},                       // truncated IPv4 header
+				{good(91, nil, 0)[:14+20+5], false, true, false},                     // truncated UDP header
+				{good(92, []uint16{0x8100}, 0)[:16], false, true, false},             // truncated VLAN tag
+				{cut(good(93, nil, 8), 2), false, true, false},                       // frame shorter than IPv4 total length
+				{setU16(good(94, nil, 0), 14+20+4, 200), false, true, false},         // UDP length beyond the packet
+				{setU16(good(95, nil, 0), 14+20+4, 7), false, true, false},           // UDP length below its header
+				{setU16(good(96, nil, 0), 14, 0x4300|uint16(0)), false, true, false}, // IHL 3
+				{good(5, nil, 0), true, false, false},
 			}
-			wantGood, wantBad := 0, uint64(0)
+			wantGood, wantBad, wantTagged := 0, uint64(0), uint64(0)
 			for _, f := range frames {
 				snd.send(t, f.frame)
 				if f.good {
@@ -134,6 +146,9 @@ func TestXDPRawFrames(t *testing.T) {
 				}
 				if f.malformed {
 					wantBad++
+				}
+				if f.tagged {
+					wantTagged++
 				}
 			}
 			got := xdpCollect(t, r, wantGood)
@@ -159,6 +174,9 @@ func TestXDPRawFrames(t *testing.T) {
 			}
 			if st.Extra.Get("xdp_redirected") != uint64(wantGood) {
 				t.Errorf("program redirected %d, want %d", st.Extra.Get("xdp_redirected"), wantGood)
+			}
+			if st.Extra.Get("xdp_vlan_other") != wantTagged {
+				t.Errorf("xdp_vlan_other %d, want %d: the line's frames tagged with VLAN 100", st.Extra.Get("xdp_vlan_other"), wantTagged)
 			}
 			if k, err := r.Receive(make([]Packet, 4)); k != 0 || err != nil {
 				t.Errorf("extra Receive = %d, %v", k, err)

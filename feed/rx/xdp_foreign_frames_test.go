@@ -1,0 +1,216 @@
+package rx
+
+import (
+	"encoding/binary"
+	"errors"
+	"net"
+	"net/netip"
+	"testing"
+
+	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
+
+	"github.com/marketfeed/feedhandler/bpf"
+	"github.com/marketfeed/feedhandler/internal/netlab"
+)
+
+// TestXDPForeignFramesAsKernel puts on the wire frames to the line's group
+// and port that the kernel gives no socket of the line's interface, among
+// ones it does: tagged with VLAN 100 (802.1Q or 802.1ad), double-tagged
+// (QinQ, with a priority tag outside or inside), next to frames with
+// priority tags only (VLAN ID 0, which the kernel treats as untagged). The
+// lab's kernel has no VLAN devices, so it drops every frame with a VLAN ID;
+// with one, the frame would go to the VLAN device, not to the line. The
+// AF_XDP backend, in native and generic mode, must deliver exactly the
+// payloads the socket backend gets, and count each frame it leaves to the
+// kernel in xdp_vlan_other.
+func TestXDPForeignFramesAsKernel(t *testing.T) {
+	lab := xdpNewLab(t, netlab.Options{Prefix: "xf"})
+	src := netip.AddrPortFrom(lab.SrcIP, 40001)
+	dst := netip.AddrPortFrom(xdpTestGroup, xdpTestPort)
+	// tagged is a sealed frame with payload p and tags (TPID, VLAN ID) in
+	// that order, outermost first.
+	tagged := func(p string, tags ...[2]uint16) []byte {
+		tpids := make([]uint16, len(tags))
+		for i, tg := range tags {
+			tpids[i] = tg[0]
+		}
+		f := xdpFrame(src, dst, tpids, 0, []byte(p))
+		for i, tg := range tags {
+			binary.BigEndian.PutUint16(f[14+4*i:], 3<<13|tg[1]) // priority 3
+		}
+		xdpSeal(f, 14+4*len(tags), true)
+		return f
+	}
+	q := func(vid uint16) [2]uint16 { return [2]uint16{0x8100, vid} }
+	ad := func(vid uint16) [2]uint16 { return [2]uint16{0x88a8, vid} }
+	var frames [][]byte
+	var want []string
+	var foreign uint64
+	add := func(deliver bool, p string, tags ...[2]uint16) {
+		frames = append(frames, tagged(p, tags...))
+		if deliver {
+			want = append(want, p)
+		} else {
+			foreign++
+		}
+	}
+	add(true, "untagged")
+	add(true, "priority tag", q(0))
+	add(true, "802.1ad priority tag", ad(0))
+	add(true, "two priority tags", ad(0), q(0))
+	add(false, "vlan 100", q(100))
+	add(false, "vlan 4095", q(4095))
+	add(false, "802.1ad 100", ad(100))
+	add(false, "qinq 10/100", ad(10), q(100))
+	add(false, "qinq 0/100", ad(0), q(100))
+	add(false, "qinq 100/0", ad(100), q(0))
+	add(true, "end")
+
+	receiveAsKernel(t, lab, frames, want, leftToKernel(len(want), "xdp_vlan_other", foreign))
+}
+
+// leftToKernel is a check for receiveAsKernel: the line's datagrams all
+// matched; AF_XDP redirected the delivered ones and counted the others in
+// counter.
+func leftToKernel(delivered int, counter string, left uint64) func(t *testing.T, backend string, st Stats) {
+	return func(t *testing.T, backend string, st Stats) {
+		if st.Unmatched != 0 {
+			t.Errorf("Unmatched %d, want 0", st.Unmatched)
+		}
+		if backend == BackendSocket {
+			return
+		}
+		if g := st.Extra.Get("xdp_redirected"); g != uint64(delivered) {
+			t.Errorf("xdp_redirected %d, want %d", g, delivered)
+		}
+		if g := st.Extra.Get(counter); g != left {
+			t.Errorf("%s %d, want %d: the frames left to the kernel", counter, g, left)
+		}
+	}
+}
+
+// TestXDPMatchAsProgram: the receive thread's matcher (xdpRx.match) takes
+// exactly the frames the steering program steers, for lines of the
+// interface alone and next to a VLAN line: each frame goes through the
+// loaded program (BPF_PROG_TEST_RUN, a socket in the XSKMAP) and through
+// bpf.ParseFrame and match.
+func TestXDPMatchAsProgram(t *testing.T) {
+	dst := netip.AddrPortFrom(xdpTestGroup, xdpTestPort)
+	src := netip.AddrPortFrom(netip.MustParseAddr("10.99.0.1"), 40001)
+	frame := func(tags ...[2]uint16) []byte {
+		tpids := make([]uint16, len(tags))
+		for i, tg := range tags {
+			tpids[i] = tg[0]
+		}
+		f := xdpFrame(src, dst, tpids, 0, []byte("x"))
+		for i, tg := range tags {
+			binary.BigEndian.PutUint16(f[14+4*i:], tg[1])
+		}
+		return f
+	}
+	q := func(vid uint16) [2]uint16 { return [2]uint16{0x8100, vid} }
+	ad := func(vid uint16) [2]uint16 { return [2]uint16{0x88a8, vid} }
+	frames := map[string][]byte{
+		"untagged": frame(), "priority": frame(q(0)), "802.1ad priority": frame(ad(0)),
+		"vlan 100": frame(q(100)), "vlan 200": frame(q(200)), "802.1ad 100": frame(ad(100)),
+		"qinq 10/100": frame(ad(10), q(100)), "qinq 0/0": frame(ad(0), q(0)), "qinq 0/100": frame(ad(0), q(100)),
+	}
+	for _, vlanLine := range []bool{false, true} {
+		p, err := bpf.LoadWith(bpf.LoadOptions{VLANLines: vlanLine})
+		if errors.Is(err, bpf.ErrNotSupported) {
+			netlab.SkipOrFail(t, "loading XDP programs", 5, 11, err)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer p.Close()
+		iface := &xdpIface{vlans: vlanLine}
+		r := &xdpRx{lines: []xdpLine{{iface: iface, dst: dst, line: 0}}}
+		if err := p.SetLine(dst.Addr(), dst.Port(), 0, netip.Addr{}); err != nil {
+			t.Fatal(err)
+		}
+		if vlanLine {
+			r.lines = append(r.lines, xdpLine{iface: iface, vlan: 100, dst: dst, line: 1})
+			if err := p.SetVLANLine(100, dst.Addr(), dst.Port(), 1, netip.Addr{}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		fd, err := unix.Socket(unix.AF_XDP, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer unix.Close(fd)
+		if err := p.SetSocket(0, fd); err != nil {
+			t.Fatal(err)
+		}
+		for name, f := range frames {
+			ret, err := p.XDP().Run(&ebpf.RunOptions{Data: f})
+			if err != nil {
+				t.Fatal(err)
+			}
+			dg, class := bpf.ParseFrame(f)
+			line, ok := r.match(iface, dg)
+			if class != bpf.ClassUDP || ok != (ret == bpf.VerdictRedirect) {
+				t.Errorf("vlan line %v, %s: program verdict %d, match %v (line %v)", vlanLine, name, ret, ok, line)
+			}
+		}
+	}
+}
+
+// TestXDPOtherHostAsKernel puts on the wire frames to the line's group and
+// port with every kind of destination MAC address: the group's, another
+// group's, broadcast, the receiver's own, and other hosts' unicast
+// addresses (with a priority tag, with IPv4 options), which a NIC in
+// promiscuous mode (tcpdump, a bridge) hands up and the kernel drops
+// (PACKET_OTHERHOST). The AF_XDP backend, in native and generic mode, must
+// deliver exactly the payloads the socket backend gets, and count each
+// frame to another host in xdp_other_host.
+func TestXDPOtherHostAsKernel(t *testing.T) {
+	lab := xdpNewLab(t, netlab.Options{Prefix: "xh"})
+	src := netip.AddrPortFrom(lab.SrcIP, 40001)
+	dst := netip.AddrPortFrom(xdpTestGroup, xdpTestPort)
+	own := xdpLabMAC(t, lab)
+	other := net.HardwareAddr{0x02, 0x5a, 0, 0, 0, 0x99}
+	var frames [][]byte
+	var want []string
+	var otherHost uint64
+	// add puts a sealed frame with payload p to mac (nil: the group's),
+	// with a priority tag (prio) and options bytes of IPv4 options.
+	add := func(deliver bool, p string, mac net.HardwareAddr, prio bool, options int) {
+		var tpids []uint16
+		ipOff := 14
+		if prio {
+			tpids, ipOff = []uint16{0x8100}, 18
+		}
+		f := xdpFrame(src, dst, tpids, options, []byte(p))
+		if prio {
+			binary.BigEndian.PutUint16(f[14:], 5<<13) // VLAN 0
+		}
+		if options > 0 {
+			f[ipOff+20] = 1 // NOPs, then the end of the list
+		}
+		if mac != nil {
+			copy(f, mac)
+		}
+		xdpSeal(f, ipOff, true)
+		frames = append(frames, f)
+		if deliver {
+			want = append(want, p)
+		} else {
+			otherHost++
+		}
+	}
+	add(true, "group mac", nil, false, 0)
+	add(true, "another group's mac", net.HardwareAddr{0x01, 0x00, 0x5e, 0x01, 0x02, 0x03}, false, 0)
+	add(true, "broadcast", net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}, false, 0)
+	add(true, "own mac", own, false, 0)
+	add(true, "own mac, priority tag", own, true, 0)
+	add(false, "another host", other, false, 0)
+	add(false, "another host, priority tag", other, true, 0)
+	add(false, "another host, ip options", other, false, 8)
+	add(false, "zero mac", make(net.HardwareAddr, 6), false, 0)
+	add(true, "end", nil, false, 0)
+
+	receiveAsKernel(t, lab, frames, want, leftToKernel(len(want), "xdp_other_host", otherHost))
+}
