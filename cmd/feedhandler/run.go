@@ -168,7 +168,7 @@ func capsError(cfg *config.Config, err error) error {
 		return configError{cfg.FieldError(field, "%v: give the process them (root with them, or the unit's AmbientCapabilities= within its CapabilityBoundingSet=, docs/OPERATIONS.md section 1)", explained)}
 	}
 	if errors.Is(err, rx.ErrNotSupported) {
-		return configError{cfg.FieldError(notSupportedField(cfg, err), "%v: this host's kernel, driver or limits cannot run it as the file asks, which no restart changes (feedhandler check says what the driver reports)", explained)}
+		return configError{cfg.FieldError(notSupportedField(cfg, err), "%v: this host's kernel, driver or limits cannot run it as the file asks, which no restart changes (feedhandler check says what the driver reports and what the limits hold)", explained)}
 	}
 	return explained
 }

@@ -3,7 +3,6 @@ package rx
 import (
 	"errors"
 	"fmt"
-	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -11,7 +10,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/marketfeed/feedhandler/internal/clock"
-	"github.com/marketfeed/feedhandler/internal/privilege"
 	"github.com/marketfeed/feedhandler/uring"
 )
 
@@ -200,26 +198,6 @@ var uringSetup = uring.Setup
 // uringRegisterNAPI is Ring.RegisterNAPI. Tests replace it to play a
 // kernel without IORING_REGISTER_NAPI.
 var uringRegisterNAPI = (*uring.Ring).RegisterNAPI
-
-// uringMemlock explains io_uring's ENOMEM in a process without
-// cap_ipc_lock under a finite RLIMIT_MEMLOCK: the kernel charges a ring's
-// memory (its queues, a provided buffer ring) to that limit, about 200 KiB
-// at the default ring size, 1.5 MiB at 32768 buffers, which an old
-// distribution's default of 64 KiB does not hold. It is then a limit of
-// this host, not an error of the feed: ErrNotSupported, so that auto goes
-// on to the sockets (logged, with the remedy) as it does when AF_XDP lacks
-// its privileges. Other errors come back unchanged.
-func uringMemlock(err error) error {
-	if !errors.Is(err, unix.ENOMEM) || errors.Is(err, ErrNotSupported) || privilege.HasIPCLock() {
-		return err
-	}
-	var lim unix.Rlimit
-	if unix.Getrlimit(unix.RLIMIT_MEMLOCK, &lim) != nil || lim.Cur == unix.RLIM_INFINITY {
-		return err
-	}
-	return fmt.Errorf("%w (io_uring charges its rings to RLIMIT_MEMLOCK, %d KiB here, counted over every process of uid %d, in a process without cap_ipc_lock: raise it (LimitMEMLOCK= in the unit, ulimit -l) or grant cap_ipc_lock): %w",
-		err, lim.Cur>>10, os.Getuid(), ErrNotSupported)
-}
 
 func notSupported(err error) error {
 	if errors.Is(err, uring.ErrNotSupported) {

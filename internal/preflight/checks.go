@@ -630,17 +630,11 @@ func (c *checker) memlock() {
 		return
 	}
 	if lim.Cur != unix.RLIM_INFINITY && int64(lim.Cur) < need {
+		// Registering the UMEM fails with ENOBUFS, a limit of the host
+		// as a missing capability is: xdp does not start (exit 78),
+		// auto falls back to io_uring and logs why (rx.Open).
 		l, what := c.orFallBack()
-		if privilege.Required(rx.BackendXDP, false)&^c.eff == 0 {
-			// With the capabilities the UMEM is registered, and its
-			// ENOBUFS ends the start: auto falls back only when a
-			// feature is missing.
-			l, what = Fail, "the start fails (ENOBUFS registering the UMEM)"
-			if c.cfg.Receive.Backend == rx.BackendAuto {
-				what = "the start fails (ENOBUFS registering the UMEM; backend auto does not fall back on it)"
-			}
-		}
-		c.add(l, "memlock", "the AF_XDP UMEMs pin %s (%d interface(s) x %d queue(s) x receive.ring_size frames of 4 KiB) and this process's RLIMIT_MEMLOCK is %s: %s (LimitMEMLOCK= in the unit, docs/OPERATIONS.md)",
+		c.add(l, "memlock", "the AF_XDP UMEMs pin %s (%d interface(s) x %d queue(s) x receive.ring_size frames of 4 KiB) and this process's RLIMIT_MEMLOCK is %s, without cap_ipc_lock: %s (raise it: LimitMEMLOCK= in the unit, ulimit -l; or grant cap_ipc_lock; docs/OPERATIONS.md)",
 			mib(need), len(c.interfaces()), max(len(c.cfg.Receive.Queues), 1), mib(int64(lim.Cur)), what)
 		return
 	}
