@@ -239,6 +239,17 @@ metrics: {listen: "127.0.0.1:%d"}
 		{name: "memlock-exact", caps: xdpCaps, extra: "receive: {backend: xdp, ring_size: 512}\n", memlock: 2 << 20},
 		{name: "memlock-page-short", caps: xdpCaps, extra: "receive: {backend: xdp, ring_size: 512}\n", memlock: 2<<20 - 4096,
 			fail: "FAIL  memlock   the AF_XDP UMEMs pin 2 MiB", startErr: "RLIMIT_MEMLOCK"},
+		// io_uring charges its rings (rx.UringLockedBytes: 208 KiB at the
+		// default ring) to RLIMIT_MEMLOCK without cap_ipc_lock: check
+		// said nothing of it, and the start exited 78 (uring) or went
+		// on to the sockets (auto).
+		{name: "memlock-64KiB-uring", extra: "receive: {backend: uring}\n", memlock: 64 << 10,
+			fail:     "FAIL  memlock   the io_uring rings pin 208 KiB (4096 buffers, receive.ring_size) and this process's RLIMIT_MEMLOCK is 64 KiB, without cap_ipc_lock: backend uring would not start",
+			startErr: "io_uring charges its rings to RLIMIT_MEMLOCK, 64 KiB here"},
+		{name: "memlock-64KiB-auto", memlock: 64 << 10,
+			warn:     "warn  memlock   the io_uring rings pin 208 KiB (4096 buffers, receive.ring_size) and this process's RLIMIT_MEMLOCK is 64 KiB, without cap_ipc_lock: backend auto, falling back from AF_XDP, would fall back to the sockets (recvmmsg) too",
+			startLog: "io_uring charges its rings to RLIMIT_MEMLOCK, 64 KiB here"},
+		{name: "memlock-uring-exact", extra: "receive: {backend: uring}\n", memlock: 208 << 10},
 		// The veth's driver reports no AF_XDP zero-copy.
 		{name: "zero-copy-on", caps: "root", extra: "receive: {backend: xdp, zero_copy: \"on\"}\n",
 			fail: "FAIL  driver    " + lab.DstIf + ": the driver reports no AF_XDP zero-copy", startErr: "operation not supported"},

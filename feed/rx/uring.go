@@ -103,6 +103,34 @@ func UringBufferBytes(cfg Config) int64 {
 	return int64(UringBuffers(cfg)) * uringBufSize
 }
 
+// uringSQEntries is the backend's submission queue: one request per line
+// and the cancels, re-arms and NAPI registration; 64 is plenty.
+const uringSQEntries = 64
+
+// uringCQEntries is the backend's completion queue for bufs buffers: two
+// completions per buffer, at least 128 (the CQ may not be smaller than the
+// SQ: io_uring_setup EINVAL).
+func uringCQEntries(bufs int) uint32 { return uint32(max(2*bufs, 128)) }
+
+// UringLockedBytes is what the io_uring backend's rings pin for cfg, which
+// the kernel charges to RLIMIT_MEMLOCK (per user, over all its processes)
+// unless the process holds cap_ipc_lock, each region in whole pages: the
+// completion queue (16 bytes an entry, and a page for the ring's header
+// and the SQ's index array), the submission queue entries (64 bytes each),
+// the provided buffer ring (16 bytes a buffer; not the buffers, which this
+// process maps itself), and the two pages of the
+// probe's scratch ring, which the kernel may uncharge only after the
+// backend's ring is charged (it frees a ring from a work queue). About
+// 200 KiB at the default 4096 buffers, 1.5 MiB at 32768.
+func UringLockedBytes(cfg Config) int64 {
+	const page = 4096
+	pages := func(b int64) int64 { return (b + page - 1) / page }
+	bufs := int64(UringBuffers(cfg))
+	cq := pages(int64(uringCQEntries(int(bufs)))*16) + 1
+	sqes := pages(uringSQEntries * 64)
+	return (cq + sqes + pages(bufs*16) + 2) * page
+}
+
 func openUring(cfg Config) (r Receiver, err error) {
 	bufs := UringBuffers(cfg)
 	if bufs&(bufs-1) != 0 || bufs < 2*cfg.BatchSize {
@@ -126,8 +154,7 @@ func openUring(cfg Config) (r Receiver, err error) {
 	if err := probeMultishot(); err != nil {
 		return nil, err
 	}
-	// The CQ may not be smaller than the SQ (io_uring_setup: EINVAL).
-	params := uring.Params{Entries: 64, CQEntries: uint32(max(2*bufs, 128)), Flags: uring.SetupCoopTaskrun}
+	params := uring.Params{Entries: uringSQEntries, CQEntries: uringCQEntries(bufs), Flags: uring.SetupCoopTaskrun}
 	if cfg.LockedThread {
 		params.Flags = uring.SetupSingleIssuer | uring.SetupDeferTaskrun | uring.SetupRDisabled
 		u.mode = ", defer taskrun"

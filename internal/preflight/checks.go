@@ -470,6 +470,7 @@ func (c *checker) backend() {
 		}
 	}
 	if c.sockets() {
+		c.uringMemlock()
 		c.socketBuffer()
 	}
 	c.reversePathFilter()
@@ -645,6 +646,53 @@ func (c *checker) memlock() {
 	}
 	c.add(OK, "memlock", "the AF_XDP UMEMs pin %s, within RLIMIT_MEMLOCK %s (charged per user, over all its processes; no other feedhandler of this uid runs)", mib(need), limit(lim.Cur))
 }
+
+// xdpFallsBack reports whether auto's AF_XDP step would fall back here:
+// the process lacks its capabilities, or cap_ipc_lock and a memlock limit
+// above the UMEMs.
+func (c *checker) xdpFallsBack() bool {
+	if privilege.Required(rx.BackendXDP, false)&^c.eff != 0 {
+		return true
+	}
+	var lim unix.Rlimit
+	return c.eff&privilege.IPCLock == 0 && unix.Getrlimit(unix.RLIMIT_MEMLOCK, &lim) == nil &&
+		lim.Cur != unix.RLIM_INFINITY && int64(lim.Cur) < c.umemBytes()
+}
+
+// uringMemlock: io_uring's rings fit under RLIMIT_MEMLOCK, which the kernel
+// charges them to without cap_ipc_lock (rx.UringLockedBytes): a limit below
+// them stops backend uring (exit 78) and makes auto, when its AF_XDP step
+// falls back too, go on to the sockets. Before, check said nothing of it,
+// and a start it passed exited 78.
+func (c *checker) uringMemlock() {
+	if c.eff&privilege.IPCLock != 0 {
+		return
+	}
+	var lim unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_MEMLOCK, &lim); err != nil || lim.Cur == unix.RLIM_INFINITY {
+		return
+	}
+	rxc := c.cfg.RxConfig(zerolog.Nop())
+	need := rx.UringLockedBytes(rxc)
+	auto := c.cfg.Receive.Backend == rx.BackendAuto
+	if int64(lim.Cur) >= need {
+		if !auto {
+			c.add(OK, "memlock", "the io_uring rings pin %s, within RLIMIT_MEMLOCK %s", kib(need), kib(int64(lim.Cur)))
+		}
+		return
+	}
+	l, what := Fail, "backend uring would not start"
+	if auto {
+		if !c.xdpFallsBack() {
+			return // auto opens AF_XDP
+		}
+		l, what = Warn, "backend auto, falling back from AF_XDP, would fall back to the sockets (recvmmsg) too"
+	}
+	c.add(l, "memlock", "the io_uring rings pin %s (%d buffers, receive.ring_size) and this process's RLIMIT_MEMLOCK is %s, without cap_ipc_lock: %s (raise it: LimitMEMLOCK= in the unit, ulimit -l; or grant cap_ipc_lock; docs/OPERATIONS.md)",
+		kib(need), rx.UringBuffers(rxc), kib(int64(lim.Cur)), what)
+}
+
+func kib(n int64) string { return fmt.Sprintf("%d KiB", n>>10) }
 
 func limit(v uint64) string {
 	if v == unix.RLIM_INFINITY {
