@@ -501,8 +501,18 @@ func (c *checker) driver() {
 	for _, dev := range c.xdpDevices() {
 		ifname := dev.Name
 		if progs := rx.XDPAttachedPrograms(dev.Index); progs != "" {
-			c.add(Warn, "xdp", "%s: %s is attached: the xdp backend cannot attach its steering program while it stays, and the start fails (another feed handler with AF_XDP on %s, this feed's own handler if it runs now, or a program a tool left: ip link set dev %s xdp off removes one no process holds)",
-				ifname, progs, ifname, ifname)
+			// A FAIL, as for a live writer of the shm file: the start
+			// fails (rx.ErrXDPInUse, exit 1), under auto too, which
+			// does not fall back on it. Before, a warning: check
+			// passed a start that failed. Only an auto that falls
+			// back before it attaches (privileges, locked memory)
+			// starts.
+			l, what := Fail, "the start fails"
+			if r.Backend == rx.BackendAuto && c.xdpFallsBack() {
+				l, what = Warn, "backend auto falls back from AF_XDP before attaching here (the caps or memlock line says why)"
+			}
+			c.add(l, "xdp", "%s: %s is attached: the xdp backend cannot attach its steering program while it stays, and %s (another feed handler with AF_XDP on %s, this feed's own handler if it runs now, or a program a tool left: ip link set dev %s xdp off removes one no process holds)",
+				ifname, progs, what, ifname, ifname)
 		}
 		f, err := xdpFeatures(dev.Index)
 		if err != nil {
