@@ -209,6 +209,18 @@ metrics: {listen: "127.0.0.1:%d"}
 			t.Fatalf("the other handler did not start:\n%s", logs)
 		}
 		check(t, as(xdpCaps, 4<<20, "check", "--feed", f), 0, "warn  memlock   the AF_XDP UMEMs pin 2 MiB, within RLIMIT_MEMLOCK 4 MiB, but", "this uid runs other feedhandler processes")
+		// A 4 MiB UMEM fits the 4 MiB limit alone, not beside the other
+		// handler's io_uring rings: the start fails at receive.backend
+		// saying so, exit 1 (a restart starts once the other stops), and
+		// auto does not fall back on it. Before, the bare ENOBUFS.
+		full := feedOn("same-user-full", shmtest.Name(t, "fhcheck"), "receive: {ring_size: 1024}\n")
+		check(t, as(xdpCaps, 4<<20, "check", "--feed", full), 0, "warn  memlock   the AF_XDP UMEMs pin 4 MiB, within RLIMIT_MEMLOCK 4 MiB, but")
+		started, logs = startsThroughSetup(t, as(xdpCaps, 4<<20, "--feed", full))
+		want := full + ": receive.backend: start handler: open receiver (auto): open xdp backend: " // no line: auto is the default
+		if started || !strings.Contains(logs, want) || !strings.Contains(logs, "that fits alone, so locked memory the uid holds elsewhere takes the rest") ||
+			strings.Contains(logs, "no restart changes") {
+			t.Errorf("a UMEM that fits the limit alone, beside another handler of the uid: started %v, want %q saying it fits alone:\n%s", started, want, logs)
+		}
 	})
 	// Verdicts against real starts under the same user, capabilities and
 	// limit: where the check FAILs, the start must fail (or, for
