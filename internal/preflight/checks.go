@@ -22,6 +22,7 @@ import (
 	"github.com/marketfeed/feedhandler/bpf"
 	"github.com/marketfeed/feedhandler/feed/config"
 	"github.com/marketfeed/feedhandler/feed/handler"
+	"github.com/marketfeed/feedhandler/feed/rerequest"
 	"github.com/marketfeed/feedhandler/feed/rx"
 	"github.com/marketfeed/feedhandler/internal/clock"
 	"github.com/marketfeed/feedhandler/internal/privilege"
@@ -473,6 +474,7 @@ func (c *checker) backend() {
 		c.uringMemlock()
 		c.socketBuffer()
 	}
+	c.rerequestBuffer()
 	c.reversePathFilter()
 	if r.BusyPoll {
 		for _, ifname := range c.interfaces() {
@@ -740,6 +742,25 @@ func (c *checker) socketBuffer() {
 		return
 	}
 	c.add(Warn, "buffers", "receive.recv_buffer %s is above net.core.rmem_max %s and this process lacks cap_net_admin: the io_uring and socket backends get %s (sysctl -w net.core.rmem_max=%d, docs/TUNING.md section 7)",
+		mib(want), mib(rmemMax), mib(rmemMax), want)
+}
+
+// rerequestBuffer: the re-request sockets, on every backend, ask for
+// rerequest.DefaultRecvBuffer; above net.core.rmem_max without
+// cap_net_admin (SO_RCVBUFFORCE) they get rmem_max, which the start logs
+// once (recovery: ... capped by net.core.rmem_max). Before, check said
+// nothing of it: receive.recv_buffer within rmem_max, or backend xdp, and
+// the start warned where check passed.
+func (c *checker) rerequestBuffer() {
+	if len(c.cfg.Recovery.Rerequest.Servers) == 0 || c.eff&privilege.NetAdmin != 0 {
+		return
+	}
+	want := int64(rerequest.DefaultRecvBuffer)
+	rmemMax, ok := c.h.readInt("/proc/sys/net/core/rmem_max")
+	if !ok || want <= rmemMax {
+		return
+	}
+	c.add(Warn, "buffers", "the re-request sockets ask for %s of receive buffer, above net.core.rmem_max %s, and this process lacks cap_net_admin: they get %s, and the answer to a large request may overflow it, its packets dropped and asked again (sysctl -w net.core.rmem_max=%d, docs/TUNING.md section 7)",
 		mib(want), mib(rmemMax), mib(rmemMax), want)
 }
 

@@ -13,6 +13,7 @@ import (
 
 	"github.com/marketfeed/feedhandler/feed/config"
 	"github.com/marketfeed/feedhandler/feed/rx"
+	"github.com/marketfeed/feedhandler/internal/privilege"
 )
 
 // The tests below give Run a file tree of their own for /proc and /sys, to
@@ -278,6 +279,33 @@ func TestRecoveryConfigured(t *testing.T) {
 	cfg := feedConfig(t, "eth9", "recovery: {rerequest: {servers: [\"192.0.2.7:26400\"]}}\n")
 	if got := topic(Run(cfg, Host{Root: t.TempDir()}), "recovery"); got != nil {
 		t.Errorf("with a re-request server: %q", got)
+	}
+}
+
+// TestRerequestBuffer: the re-request sockets ask for 4 MiB on every
+// backend; above net.core.rmem_max, in a process without cap_net_admin,
+// the start logs that they are capped, and check says so too. Before, it
+// said nothing when receive.recv_buffer fitted or the backend was xdp.
+func TestRerequestBuffer(t *testing.T) {
+	h := tree(t, map[string]string{"proc/sys/net/core/rmem_max": "212992\n"})
+	const servers = "recovery: {rerequest: {servers: [\"192.0.2.7:26400\"]}}\n"
+	run := func(cfg *config.Config) (got []Finding) {
+		t.Helper()
+		if err := privilege.WithoutOnThread(privilege.NetAdmin, func() { got = Run(cfg, h) }); err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+	for _, receive := range []string{"receive: {backend: xdp}\n", "receive: {backend: uring, recv_buffer: 131072}\n"} {
+		expect(t, run(feedConfig(t, "eth9", receive+servers)), "buffers", Warn, "the re-request sockets ask for 4 MiB of receive buffer, above net.core.rmem_max 0.2 MiB, and this process lacks cap_net_admin")
+	}
+	if got := topic(run(feedConfig(t, "eth9", "receive: {backend: xdp}\n")), "buffers"); got != nil {
+		t.Errorf("no re-request server: %q", got)
+	}
+	if eff, err := privilege.Effective(); err == nil && eff&privilege.NetAdmin != 0 {
+		if got := topic(Run(feedConfig(t, "eth9", "receive: {backend: xdp}\n"+servers), h), "buffers"); got != nil {
+			t.Errorf("with cap_net_admin (SO_RCVBUFFORCE): %q", got)
+		}
 	}
 }
 
