@@ -209,6 +209,18 @@ metrics: {listen: "127.0.0.1:%d"}
 			t.Fatalf("the other handler did not start:\n%s", logs)
 		}
 		check(t, as(xdpCaps, 4<<20, "check", "--feed", f), 0, "warn  memlock   the AF_XDP UMEMs pin 2 MiB, within RLIMIT_MEMLOCK 4 MiB, but", "this uid runs other feedhandler processes")
+		// A 4 MiB UMEM fits the 4 MiB limit alone, not beside the other
+		// handler's io_uring rings: the start fails at receive.backend
+		// saying so, exit 1 (a restart starts once the other stops), and
+		// auto does not fall back on it. Before, the bare ENOBUFS.
+		full := feedOn("same-user-full", shmtest.Name(t, "fhcheck"), "receive: {ring_size: 1024}\n")
+		check(t, as(xdpCaps, 4<<20, "check", "--feed", full), 0, "warn  memlock   the AF_XDP UMEMs pin 4 MiB, within RLIMIT_MEMLOCK 4 MiB, but")
+		started, logs = startsThroughSetup(t, as(xdpCaps, 4<<20, "--feed", full))
+		want := full + ": receive.backend: start handler: open receiver (auto): open xdp backend: " // no line: auto is the default
+		if started || !strings.Contains(logs, want) || !strings.Contains(logs, "that fits alone, so locked memory the uid holds elsewhere takes the rest") ||
+			strings.Contains(logs, "no restart changes") {
+			t.Errorf("a UMEM that fits the limit alone, beside another handler of the uid: started %v, want %q saying it fits alone:\n%s", started, want, logs)
+		}
 	})
 	// Verdicts against real starts under the same user, capabilities and
 	// limit: where the check FAILs, the start must fail (or, for
@@ -223,30 +235,45 @@ metrics: {listen: "127.0.0.1:%d"}
 		memlock           int    // RLIMIT_MEMLOCK; 0 = limit
 		fail              string // the FAIL line's start; "" = no FAIL line
 		startErr          string // in the start's log when it fails; "" = it gets through setup
+		warn, startLog    string // a warn line, and what the start's log then holds
 	}{
-		{"memlock-16MiB-xdp", xdpCaps, "receive: {backend: xdp}\n", "", 0,
-			"FAIL  memlock   the AF_XDP UMEMs pin 16 MiB (1 interface(s) x 1 queue(s) x receive.ring_size frames of 4 KiB) and this process's RLIMIT_MEMLOCK is 4 MiB: the start fails (ENOBUFS registering the UMEM)", "RLIMIT_MEMLOCK"},
-		// auto does not fall back on the UMEM's ENOBUFS.
-		{"memlock-16MiB-auto", xdpCaps, "", "", 0,
-			"FAIL  memlock   the AF_XDP UMEMs pin 16 MiB (1 interface(s) x 1 queue(s) x receive.ring_size frames of 4 KiB) and this process's RLIMIT_MEMLOCK is 4 MiB: the start fails (ENOBUFS registering the UMEM; backend auto does not fall back on it)", "RLIMIT_MEMLOCK"},
-		{"memlock-2MiB", xdpCaps, "receive: {backend: xdp, ring_size: 512}\n", "", 0, "", ""},
+		{name: "memlock-16MiB-xdp", caps: xdpCaps, extra: "receive: {backend: xdp}\n",
+			fail:     "FAIL  memlock   the AF_XDP UMEMs pin 16 MiB (1 interface(s) x 1 queue(s) x receive.ring_size frames of 4 KiB) and this process's RLIMIT_MEMLOCK is 4 MiB, without cap_ipc_lock: backend xdp would not start (raise it: LimitMEMLOCK= in the unit, ulimit -l; or grant cap_ipc_lock",
+			startErr: "receive.backend: start handler: open xdp backend: interface " + lab.DstIf + ": open xsk on ifindex"},
+		// auto falls back to io_uring on the UMEM's ENOBUFS, saying why.
+		// Before, the check said FAIL and the start exited 1.
+		{name: "memlock-16MiB-auto", caps: xdpCaps,
+			warn:     "warn  memlock   the AF_XDP UMEMs pin 16 MiB (1 interface(s) x 1 queue(s) x receive.ring_size frames of 4 KiB) and this process's RLIMIT_MEMLOCK is 4 MiB, without cap_ipc_lock: backend auto would fall back to io_uring (raise it: LimitMEMLOCK= in the unit, ulimit -l; or grant cap_ipc_lock",
+			startLog: "AF_XDP charges its UMEMs (16 MiB) to RLIMIT_MEMLOCK, 4096 KiB here"},
+		{name: "memlock-2MiB", caps: xdpCaps, extra: "receive: {backend: xdp, ring_size: 512}\n"},
 		// What the kernel charges is the UMEM, to the page: a limit of
 		// exactly rx.XDPLockedBytes starts, one page less does not.
-		{"memlock-exact", xdpCaps, "receive: {backend: xdp, ring_size: 512}\n", "", 2 << 20, "", ""},
-		{"memlock-page-short", xdpCaps, "receive: {backend: xdp, ring_size: 512}\n", "", 2<<20 - 4096,
-			"FAIL  memlock   the AF_XDP UMEMs pin 2 MiB", "RLIMIT_MEMLOCK"},
+		{name: "memlock-exact", caps: xdpCaps, extra: "receive: {backend: xdp, ring_size: 512}\n", memlock: 2 << 20},
+		{name: "memlock-page-short", caps: xdpCaps, extra: "receive: {backend: xdp, ring_size: 512}\n", memlock: 2<<20 - 4096,
+			fail: "FAIL  memlock   the AF_XDP UMEMs pin 2 MiB", startErr: "RLIMIT_MEMLOCK"},
+		// io_uring charges its rings (rx.UringLockedBytes: 208 KiB at the
+		// default ring) to RLIMIT_MEMLOCK without cap_ipc_lock: check
+		// said nothing of it, and the start exited 78 (uring) or went
+		// on to the sockets (auto).
+		{name: "memlock-64KiB-uring", extra: "receive: {backend: uring}\n", memlock: 64 << 10,
+			fail:     "FAIL  memlock   the io_uring rings pin 208 KiB (4096 buffers, receive.ring_size) and this process's RLIMIT_MEMLOCK is 64 KiB, without cap_ipc_lock: backend uring would not start",
+			startErr: "io_uring charges its rings to RLIMIT_MEMLOCK, 64 KiB here"},
+		{name: "memlock-64KiB-auto", memlock: 64 << 10,
+			warn:     "warn  memlock   the io_uring rings pin 208 KiB (4096 buffers, receive.ring_size) and this process's RLIMIT_MEMLOCK is 64 KiB, without cap_ipc_lock: backend auto, falling back from AF_XDP, would fall back to the sockets (recvmmsg) too",
+			startLog: "io_uring charges its rings to RLIMIT_MEMLOCK, 64 KiB here"},
+		{name: "memlock-uring-exact", extra: "receive: {backend: uring}\n", memlock: 208 << 10},
 		// The veth's driver reports no AF_XDP zero-copy.
-		{"zero-copy-on", "root", "receive: {backend: xdp, zero_copy: \"on\"}\n", "", 0,
-			"FAIL  driver    " + lab.DstIf + ": the driver reports no AF_XDP zero-copy", "operation not supported"},
+		{name: "zero-copy-on", caps: "root", extra: "receive: {backend: xdp, zero_copy: \"on\"}\n",
+			fail: "FAIL  driver    " + lab.DstIf + ": the driver reports no AF_XDP zero-copy", startErr: "operation not supported"},
 		// SO_PREFER_BUSY_POLL needs cap_net_admin on every backend.
-		{"busy-poll-without-net_admin", "", "receive: {busy_poll: true}\n", "", 0,
-			"FAIL  caps      backend auto needs", "SO_PREFER_BUSY_POLL"},
+		{name: "busy-poll-without-net_admin", extra: "receive: {busy_poll: true}\n",
+			fail: "FAIL  caps      backend auto needs", startErr: "SO_PREFER_BUSY_POLL"},
 		// chown(2) to a group this user is not in.
-		{"shm-group-not-member", "", "receive: {backend: uring}\n", "root", 0,
-			fmt.Sprintf("FAIL  shm       shm.group root (gid 0): this process (uid %d) is not a member", uid), "set group root"},
+		{name: "shm-group-not-member", extra: "receive: {backend: uring}\n", group: "root",
+			fail: fmt.Sprintf("FAIL  shm       shm.group root (gid 0): this process (uid %d) is not a member", uid), startErr: "set group root"},
 		// SCHED_FIFO refused: the start goes on under normal scheduling.
-		{"rt-priority-refused", "", "receive: {backend: uring}\ncores: {receive: 0, rt_priority: 10}\n", "", 0,
-			"FAIL  realtime  cores.rt_priority 10: operation not permitted (priority 10 needs cap_sys_nice", ""},
+		{name: "rt-priority-refused", extra: "receive: {backend: uring}\ncores: {receive: 0, rt_priority: 10}\n",
+			fail: "FAIL  realtime  cores.rt_priority 10: operation not permitted (priority 10 needs cap_sys_nice"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			name := shmtest.Name(t, "fhcheck")
@@ -266,7 +293,7 @@ metrics: {listen: "127.0.0.1:%d"}
 				wantCode = exitNotReady
 			}
 			lim := cmp.Or(c.memlock, limit)
-			out := check(t, as(c.caps, lim, "check", "--feed", f), wantCode, c.fail)
+			out := check(t, as(c.caps, lim, "check", "--feed", f), wantCode, c.fail, c.warn)
 			if c.fail == "" && strings.Contains(out, "FAIL") {
 				t.Errorf("a FAIL line:\n%s", out)
 			}
@@ -274,6 +301,8 @@ metrics: {listen: "127.0.0.1:%d"}
 			switch {
 			case c.startErr == "" && !started:
 				t.Errorf("the check passed, the start did not get through setup:\n%s", logs)
+			case c.startLog != "" && !strings.Contains(logs, c.startLog):
+				t.Errorf("the start's log lacks %q:\n%s", c.startLog, logs)
 			case c.startErr != "" && (started || !strings.Contains(logs, c.startErr)):
 				t.Errorf("the check failed with %q; the start got through setup (%v) or failed without %q:\n%s", c.fail, started, c.startErr, logs)
 			case strings.HasPrefix(c.name, "rt-") && !strings.Contains(logs, "rt_priority_asked"):

@@ -116,7 +116,7 @@ func TestLeastPrivilege(t *testing.T) {
 			wantErr: "lacks " + c.String()})
 	}
 	runs = append(runs, privRun{name: "xdp-16MiB-umem-without-cap_ipc_lock", backend: "xdp", caps: capList(xdpCaps),
-		wantErr: "raise it (LimitMEMLOCK= in the unit) or grant cap_ipc_lock"})
+		wantErr: "AF_XDP charges its UMEMs (16 MiB) to RLIMIT_MEMLOCK"})
 	// io_uring charges its rings to RLIMIT_MEMLOCK without cap_ipc_lock
 	// (about 200 KiB at the default ring): an old distribution's 64 KiB
 	// default does not hold them. Explicitly asked for, the start fails

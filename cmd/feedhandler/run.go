@@ -146,6 +146,10 @@ func shmError(cfg *config.Config, err error) error {
 // is missing): no restart grants a capability. Before, it was exit 1, which
 // the unit restarted until its start limit.
 //
+// So are AF_XDP UMEMs that fit RLIMIT_MEMLOCK alone but not beside the
+// locked memory of the uid's other processes (ENOBUFS without
+// rx.ErrNotSupported), at receive.backend: before, the bare error.
+//
 // An AF_XDP queue or XDP program another process holds (EBUSY, after
 // xsk's retries, or rx.ErrXDPInUse: a program attached in the other mode
 // is refused with EEXIST) is exit 1 as before, at receive.backend, saying
@@ -154,6 +158,12 @@ func capsError(cfg *config.Config, err error) error {
 	backend, busyPoll := cfg.Receive.Backend, cfg.Receive.BusyPoll
 	if (errors.Is(err, syscall.EBUSY) || errors.Is(err, rx.ErrXDPInUse)) && (backend == "auto" || backend == "xdp") {
 		return cfg.FieldError("receive.backend", "%v: another process has an AF_XDP socket on this queue or its own XDP program on this interface (another feedhandler with AF_XDP on it?): stop it, or give one of them receive.backend: uring (one AF_XDP handler per interface; the uring one receives none of the groups and ports the AF_XDP one takes)", err)
+	}
+	if errors.Is(err, syscall.ENOBUFS) && !errors.Is(err, rx.ErrNotSupported) && (backend == "auto" || backend == "xdp") {
+		// UMEMs that fit RLIMIT_MEMLOCK alone, refused for the locked
+		// memory the uid's other processes hold (the error says so):
+		// exit 1, restarted, as an instance still stopping frees it.
+		return cfg.FieldError("receive.backend", "%v", err)
 	}
 	explained := privilege.Explain(err, backend, busyPoll)
 	eff, e2 := privilege.Effective()
@@ -168,7 +178,7 @@ func capsError(cfg *config.Config, err error) error {
 		return configError{cfg.FieldError(field, "%v: give the process them (root with them, or the unit's AmbientCapabilities= within its CapabilityBoundingSet=, docs/OPERATIONS.md section 1)", explained)}
 	}
 	if errors.Is(err, rx.ErrNotSupported) {
-		return configError{cfg.FieldError(notSupportedField(cfg, err), "%v: this host's kernel, driver or limits cannot run it as the file asks, which no restart changes (feedhandler check says what the driver reports)", explained)}
+		return configError{cfg.FieldError(notSupportedField(cfg, err), "%v: this host's kernel, driver or limits cannot run it as the file asks, which no restart changes (feedhandler check says what the driver reports and what the limits hold)", explained)}
 	}
 	return explained
 }

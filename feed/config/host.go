@@ -26,7 +26,8 @@ import (
 // process may run on (and, sharded, not the receive core twice), that the
 // books, with the rest of the process, fit in the memory it can have, that
 // a metrics.listen address with a zone is its interface's (and a
-// link-local one has a zone), that capture.path's directory exists and takes new files, that shm.group names a group of the host and, when this
+// link-local one has a zone) and its port is one this process may bind,
+// that capture.path's directory exists and takes new files, that shm.group names a group of the host and, when this
 // process is root (the only case it is used), that user names an account.
 // Parse cannot check these (a file is written and validated on
 // one machine and run on another); the feed handler calls CheckHost before
@@ -70,6 +71,9 @@ func (c *Config) CheckHost() error {
 	c.checkCores(addAt)
 	c.checkBookMemory(add)
 	if err := c.checkListen(); err != nil {
+		add("metrics.listen", "%v", err)
+	}
+	if err := c.checkListenPort(); err != nil {
 		add("metrics.listen", "%v", err)
 	}
 	// Found missing only later, these stopped the start with exit status
@@ -450,6 +454,36 @@ func (c *Config) checkListen() error {
 	// with IP_FREEBIND and warns (cmd/feedhandler's listenMetrics); check
 	// warns too.
 	return nil
+}
+
+// checkListenPort refuses a metrics.listen port below
+// net.ipv4.ip_unprivileged_port_start (of the caller's network namespace;
+// IPv6 binds follow it too) when this process lacks cap_net_bind_service:
+// the bind would fail with EACCES, and no restart grants a capability.
+// The unit does not grant it, least privilege for a port that needs none:
+// the remedy is a higher port. Found here, check (the unit's
+// ExecStartPre=) and run say it in the same line with the same status;
+// before, check printed a bare FAIL finding (exit 1) where run exited 78.
+// Port 0 (any port) and a sysctl it cannot read are left to the bind.
+func (c *Config) checkListenPort() error {
+	_, p, err := net.SplitHostPort(c.Metrics.Listen) // unset: an error
+	port, perr := net.LookupPort("tcp", p)
+	if err != nil || perr != nil || port == 0 {
+		return nil
+	}
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_unprivileged_port_start")
+	if err != nil {
+		return nil
+	}
+	start, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || port >= start {
+		return nil
+	}
+	if eff, err := privilege.Effective(); err != nil || eff&privilege.NetBindService != 0 {
+		return nil
+	}
+	return fmt.Errorf("port %d is below net.ipv4.ip_unprivileged_port_start (%d) and this process lacks cap_net_bind_service: use a port of %d or above (the unit grants no cap_net_bind_service: least privilege, docs/OPERATIONS.md section 1)",
+		port, start, start)
 }
 
 // linkLocalNoZone is checkListen's error for an IPv6 link-local address

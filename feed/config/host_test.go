@@ -17,6 +17,7 @@ import (
 
 	"github.com/marketfeed/feedhandler/book"
 	"github.com/marketfeed/feedhandler/feed/rx"
+	"github.com/marketfeed/feedhandler/internal/privilege"
 	"github.com/marketfeed/feedhandler/proto/shm"
 )
 
@@ -451,6 +452,47 @@ func TestCheckHostListenLinkLocal(t *testing.T) {
 	want = fmt.Sprintf("h.yaml:15: metrics.listen: %s is link-local, which cannot be bound without its interface", ll)
 	if err := c.CheckHost(); err == nil || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), netip.AddrPortFrom(zoned, 9100).String()) {
 		t.Errorf("metrics.listen %s, link-local without a zone: %v, want %q naming %s", netip.AddrPortFrom(ll, 9100), err, want, netip.AddrPortFrom(zoned, 9100))
+	}
+}
+
+// TestCheckHostListenPrivilegedPort: a metrics.listen port below
+// net.ipv4.ip_unprivileged_port_start is a config error for a process
+// without cap_net_bind_service (here a thread of this one without it), so
+// that check and run both refuse it, file:line: metrics.listen, with the
+// remedy; with the capability it is not.
+func TestCheckHostListenPrivilegedPort(t *testing.T) {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_unprivileged_port_start")
+	if err != nil {
+		t.Skipf("net.ipv4.ip_unprivileged_port_start: %v", err)
+	}
+	start, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || start == 0 {
+		t.Skipf("net.ipv4.ip_unprivileged_port_start %q: every port is unprivileged here", b)
+	}
+	c, err := Parse("h.yaml", []byte(hostEdit(t, "127.0.0.1:9100", fmt.Sprintf("127.0.0.1:%d", start-1))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var without error
+	if err := privilege.WithoutOnThread(privilege.NetBindService, func() { without = c.CheckHost() }); err != nil {
+		t.Fatal(err)
+	}
+	want := fmt.Sprintf("h.yaml:15: metrics.listen: port %d is below net.ipv4.ip_unprivileged_port_start (%d) and this process lacks cap_net_bind_service: use a port of %d or above", start-1, start, start)
+	if without == nil || !strings.Contains(without.Error(), want) {
+		t.Errorf("without cap_net_bind_service: %v, want %q", without, want)
+	}
+	if eff, err := privilege.Effective(); err != nil || eff&privilege.NetBindService == 0 {
+		return // the case with it needs it
+	}
+	if err := c.CheckHost(); err != nil {
+		t.Errorf("with cap_net_bind_service: %v", err)
+	}
+	high, err := Parse("h.yaml", []byte(hostEdit(t, "127.0.0.1:9100", fmt.Sprintf("127.0.0.1:%d", start))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := privilege.WithoutOnThread(privilege.NetBindService, func() { without = high.CheckHost() }); err != nil || without != nil {
+		t.Errorf("port %d without cap_net_bind_service: %v %v", start, err, without)
 	}
 }
 

@@ -252,7 +252,9 @@ type Receiver interface {
 var (
 	// ErrClosed is returned by Receive after Close.
 	ErrClosed = errors.New("receiver closed")
-	// ErrNotSupported is wrapped by backends when the kernel, driver or
-	// privileges lack what they need; the auto chain falls back on it.
+	// ErrNotSupported is wrapped by backends when the kernel, driver,
+	// privileges or limits lack what they need (an AF_XDP UMEM or io_uring
+	// rings above RLIMIT_MEMLOCK without cap_ipc_lock); the auto chain
+	// falls back on it.
 	ErrNotSupported = errors.New("not supported")
 )

@@ -3,7 +3,6 @@ package rx
 import (
 	"errors"
 	"fmt"
-	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -11,7 +10,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/marketfeed/feedhandler/internal/clock"
-	"github.com/marketfeed/feedhandler/internal/privilege"
 	"github.com/marketfeed/feedhandler/uring"
 )
 
@@ -105,6 +103,34 @@ func UringBufferBytes(cfg Config) int64 {
 	return int64(UringBuffers(cfg)) * uringBufSize
 }
 
+// uringSQEntries is the backend's submission queue: one request per line
+// and the cancels, re-arms and NAPI registration; 64 is plenty.
+const uringSQEntries = 64
+
+// uringCQEntries is the backend's completion queue for bufs buffers: two
+// completions per buffer, at least 128 (the CQ may not be smaller than the
+// SQ: io_uring_setup EINVAL).
+func uringCQEntries(bufs int) uint32 { return uint32(max(2*bufs, 128)) }
+
+// UringLockedBytes is what the io_uring backend's rings pin for cfg, which
+// the kernel charges to RLIMIT_MEMLOCK (per user, over all its processes)
+// unless the process holds cap_ipc_lock, each region in whole pages: the
+// completion queue (16 bytes an entry, and a page for the ring's header
+// and the SQ's index array), the submission queue entries (64 bytes each),
+// the provided buffer ring (16 bytes a buffer; not the buffers, which this
+// process maps itself), and the two pages of the
+// probe's scratch ring, which the kernel may uncharge only after the
+// backend's ring is charged (it frees a ring from a work queue). About
+// 200 KiB at the default 4096 buffers, 1.5 MiB at 32768.
+func UringLockedBytes(cfg Config) int64 {
+	const page = 4096
+	pages := func(b int64) int64 { return (b + page - 1) / page }
+	bufs := int64(UringBuffers(cfg))
+	cq := pages(int64(uringCQEntries(int(bufs)))*16) + 1
+	sqes := pages(uringSQEntries * 64)
+	return (cq + sqes + pages(bufs*16) + 2) * page
+}
+
 func openUring(cfg Config) (r Receiver, err error) {
 	bufs := UringBuffers(cfg)
 	if bufs&(bufs-1) != 0 || bufs < 2*cfg.BatchSize {
@@ -128,8 +154,7 @@ func openUring(cfg Config) (r Receiver, err error) {
 	if err := probeMultishot(); err != nil {
 		return nil, err
 	}
-	// The CQ may not be smaller than the SQ (io_uring_setup: EINVAL).
-	params := uring.Params{Entries: 64, CQEntries: uint32(max(2*bufs, 128)), Flags: uring.SetupCoopTaskrun}
+	params := uring.Params{Entries: uringSQEntries, CQEntries: uringCQEntries(bufs), Flags: uring.SetupCoopTaskrun}
 	if cfg.LockedThread {
 		params.Flags = uring.SetupSingleIssuer | uring.SetupDeferTaskrun | uring.SetupRDisabled
 		u.mode = ", defer taskrun"
@@ -200,26 +225,6 @@ var uringSetup = uring.Setup
 // uringRegisterNAPI is Ring.RegisterNAPI. Tests replace it to play a
 // kernel without IORING_REGISTER_NAPI.
 var uringRegisterNAPI = (*uring.Ring).RegisterNAPI
-
-// uringMemlock explains io_uring's ENOMEM in a process without
-// cap_ipc_lock under a finite RLIMIT_MEMLOCK: the kernel charges a ring's
-// memory (its queues, a provided buffer ring) to that limit, about 200 KiB
-// at the default ring size, 1.5 MiB at 32768 buffers, which an old
-// distribution's default of 64 KiB does not hold. It is then a limit of
-// this host, not an error of the feed: ErrNotSupported, so that auto goes
-// on to the sockets (logged, with the remedy) as it does when AF_XDP lacks
-// its privileges. Other errors come back unchanged.
-func uringMemlock(err error) error {
-	if !errors.Is(err, unix.ENOMEM) || errors.Is(err, ErrNotSupported) || privilege.HasIPCLock() {
-		return err
-	}
-	var lim unix.Rlimit
-	if unix.Getrlimit(unix.RLIMIT_MEMLOCK, &lim) != nil || lim.Cur == unix.RLIM_INFINITY {
-		return err
-	}
-	return fmt.Errorf("%w (io_uring charges its rings to RLIMIT_MEMLOCK, %d KiB here, counted over every process of uid %d, in a process without cap_ipc_lock: raise it (LimitMEMLOCK= in the unit, ulimit -l) or grant cap_ipc_lock): %w",
-		err, lim.Cur>>10, os.Getuid(), ErrNotSupported)
-}
 
 func notSupported(err error) error {
 	if errors.Is(err, uring.ErrNotSupported) {

@@ -180,10 +180,12 @@ type xdpRx struct {
 }
 
 // openXDP opens the AF_XDP backend. Errors meaning that XDP or AF_XDP cannot
-// work here (kernel, driver, privileges) wrap ErrNotSupported.
+// work here (kernel, driver, privileges, UMEMs above RLIMIT_MEMLOCK:
+// xdpMemlock) wrap ErrNotSupported.
 func openXDP(cfg Config) (Receiver, error) {
 	r, err := newXDPRx(cfg)
 	if err != nil {
+		err = xdpMemlock(err, cfg)
 		if errors.Is(err, bpf.ErrNotSupported) || errors.Is(err, xsk.ErrNotSupported) {
 			return nil, fmt.Errorf("open xdp backend: %w: %w", ErrNotSupported, err)
 		}

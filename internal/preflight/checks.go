@@ -471,6 +471,7 @@ func (c *checker) backend() {
 		}
 	}
 	if c.sockets() {
+		c.uringMemlock()
 		c.socketBuffer()
 	}
 	c.rerequestBuffer()
@@ -502,8 +503,18 @@ func (c *checker) driver() {
 	for _, dev := range c.xdpDevices() {
 		ifname := dev.Name
 		if progs := rx.XDPAttachedPrograms(dev.Index); progs != "" {
-			c.add(Warn, "xdp", "%s: %s is attached: the xdp backend cannot attach its steering program while it stays, and the start fails (another feed handler with AF_XDP on %s, this feed's own handler if it runs now, or a program a tool left: ip link set dev %s xdp off removes one no process holds)",
-				ifname, progs, ifname, ifname)
+			// A FAIL, as for a live writer of the shm file: the start
+			// fails (rx.ErrXDPInUse, exit 1), under auto too, which
+			// does not fall back on it. Before, a warning: check
+			// passed a start that failed. Only an auto that falls
+			// back before it attaches (privileges, locked memory)
+			// starts.
+			l, what := Fail, "the start fails"
+			if r.Backend == rx.BackendAuto && c.xdpFallsBack() {
+				l, what = Warn, "backend auto falls back from AF_XDP before attaching here (the caps or memlock line says why)"
+			}
+			c.add(l, "xdp", "%s: %s is attached: the xdp backend cannot attach its steering program while it stays, and %s (another feed handler with AF_XDP on %s, this feed's own handler if it runs now, or a program a tool left: ip link set dev %s xdp off removes one no process holds)",
+				ifname, progs, what, ifname, ifname)
 		}
 		f, err := xdpFeatures(dev.Index)
 		if err != nil {
@@ -632,17 +643,11 @@ func (c *checker) memlock() {
 		return
 	}
 	if lim.Cur != unix.RLIM_INFINITY && int64(lim.Cur) < need {
+		// Registering the UMEM fails with ENOBUFS, a limit of the host
+		// as a missing capability is: xdp does not start (exit 78),
+		// auto falls back to io_uring and logs why (rx.Open).
 		l, what := c.orFallBack()
-		if privilege.Required(rx.BackendXDP, false)&^c.eff == 0 {
-			// With the capabilities the UMEM is registered, and its
-			// ENOBUFS ends the start: auto falls back only when a
-			// feature is missing.
-			l, what = Fail, "the start fails (ENOBUFS registering the UMEM)"
-			if c.cfg.Receive.Backend == rx.BackendAuto {
-				what = "the start fails (ENOBUFS registering the UMEM; backend auto does not fall back on it)"
-			}
-		}
-		c.add(l, "memlock", "the AF_XDP UMEMs pin %s (%d interface(s) x %d queue(s) x receive.ring_size frames of 4 KiB) and this process's RLIMIT_MEMLOCK is %s: %s (LimitMEMLOCK= in the unit, docs/OPERATIONS.md)",
+		c.add(l, "memlock", "the AF_XDP UMEMs pin %s (%d interface(s) x %d queue(s) x receive.ring_size frames of 4 KiB) and this process's RLIMIT_MEMLOCK is %s, without cap_ipc_lock: %s (raise it: LimitMEMLOCK= in the unit, ulimit -l; or grant cap_ipc_lock; docs/OPERATIONS.md)",
 			mib(need), len(c.interfaces()), max(len(c.cfg.Receive.Queues), 1), mib(int64(lim.Cur)), what)
 		return
 	}
@@ -653,6 +658,53 @@ func (c *checker) memlock() {
 	}
 	c.add(OK, "memlock", "the AF_XDP UMEMs pin %s, within RLIMIT_MEMLOCK %s (charged per user, over all its processes; no other feedhandler of this uid runs)", mib(need), limit(lim.Cur))
 }
+
+// xdpFallsBack reports whether auto's AF_XDP step would fall back here:
+// the process lacks its capabilities, or cap_ipc_lock and a memlock limit
+// above the UMEMs.
+func (c *checker) xdpFallsBack() bool {
+	if privilege.Required(rx.BackendXDP, false)&^c.eff != 0 {
+		return true
+	}
+	var lim unix.Rlimit
+	return c.eff&privilege.IPCLock == 0 && unix.Getrlimit(unix.RLIMIT_MEMLOCK, &lim) == nil &&
+		lim.Cur != unix.RLIM_INFINITY && int64(lim.Cur) < c.umemBytes()
+}
+
+// uringMemlock: io_uring's rings fit under RLIMIT_MEMLOCK, which the kernel
+// charges them to without cap_ipc_lock (rx.UringLockedBytes): a limit below
+// them stops backend uring (exit 78) and makes auto, when its AF_XDP step
+// falls back too, go on to the sockets. Before, check said nothing of it,
+// and a start it passed exited 78.
+func (c *checker) uringMemlock() {
+	if c.eff&privilege.IPCLock != 0 {
+		return
+	}
+	var lim unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_MEMLOCK, &lim); err != nil || lim.Cur == unix.RLIM_INFINITY {
+		return
+	}
+	rxc := c.cfg.RxConfig(zerolog.Nop())
+	need := rx.UringLockedBytes(rxc)
+	auto := c.cfg.Receive.Backend == rx.BackendAuto
+	if int64(lim.Cur) >= need {
+		if !auto {
+			c.add(OK, "memlock", "the io_uring rings pin %s, within RLIMIT_MEMLOCK %s", kib(need), kib(int64(lim.Cur)))
+		}
+		return
+	}
+	l, what := Fail, "backend uring would not start"
+	if auto {
+		if !c.xdpFallsBack() {
+			return // auto opens AF_XDP
+		}
+		l, what = Warn, "backend auto, falling back from AF_XDP, would fall back to the sockets (recvmmsg) too"
+	}
+	c.add(l, "memlock", "the io_uring rings pin %s (%d buffers, receive.ring_size) and this process's RLIMIT_MEMLOCK is %s, without cap_ipc_lock: %s (raise it: LimitMEMLOCK= in the unit, ulimit -l; or grant cap_ipc_lock; docs/OPERATIONS.md)",
+		kib(need), rx.UringBuffers(rxc), kib(int64(lim.Cur)), what)
+}
+
+func kib(n int64) string { return fmt.Sprintf("%d KiB", n>>10) }
 
 func limit(v uint64) string {
 	if v == unix.RLIM_INFINITY {

@@ -121,23 +121,16 @@ func capget() (eff, perm Caps, err error) {
 	return eff, perm, nil
 }
 
-// Explain adds to err, when it is a permission error (EPERM, EACCES) or
-// AF_XDP's ENOBUFS for locked memory, the capabilities the backend needs
-// and which of them this process lacks. Other errors come back unchanged.
+// Explain adds to err, when it is a permission error (EPERM, EACCES), the
+// capabilities the backend needs and which of them this process lacks.
+// Other errors come back unchanged: AF_XDP's ENOBUFS for locked memory
+// the backend explains itself, on the thread that registered the UMEM.
 func Explain(err error, backend string, busyPoll bool) error {
-	if err == nil {
-		return nil
+	if err == nil || !errors.Is(err, unix.EPERM) && !errors.Is(err, unix.EACCES) {
+		return err
 	}
 	eff, e2 := Effective()
 	if e2 != nil {
-		return err
-	}
-	if errors.Is(err, unix.ENOBUFS) && eff&IPCLock == 0 {
-		var lim unix.Rlimit
-		unix.Getrlimit(unix.RLIMIT_MEMLOCK, &lim)
-		return fmt.Errorf("%w (locked memory above RLIMIT_MEMLOCK %d bytes, counted over every process of uid %d: raise it (LimitMEMLOCK= in the unit) or grant cap_ipc_lock)", err, lim.Cur, os.Getuid())
-	}
-	if !errors.Is(err, unix.EPERM) && !errors.Is(err, unix.EACCES) {
 		return err
 	}
 	need := Required(backend, busyPoll)
@@ -286,22 +279,36 @@ func WithoutOnThread(drop Caps, fn func()) error {
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread() // never unlocked: the thread ends with the goroutine
-		hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
-		var data [2]unix.CapUserData
-		if err := unix.Capget(&hdr, &data[0]); err != nil {
-			errc <- fmt.Errorf("capget: %w", err)
-			return
-		}
-		data[0].Effective &^= uint32(drop)
-		data[1].Effective &^= uint32(drop >> 32)
-		if err := unix.Capset(&hdr, &data[0]); err != nil {
-			errc <- fmt.Errorf("capset without %s: %w", drop, err)
-			return
-		}
-		fn()
-		errc <- nil
+		errc <- WithoutOnLockedThread(drop, fn)
 	}()
 	return <-errc
+}
+
+// WithoutOnLockedThread runs fn on the calling goroutine, which must be
+// locked to its thread (runtime.LockOSThread), with drop taken out of that
+// thread's effective set, then puts the set back as it was: the thread
+// keeps its other state, such as a network namespace a test switched it
+// to (netlab.Do). Should the set not go back, the thread stays locked
+// once more than the caller locked it, so that it ends with its goroutine
+// instead of serving another without the capabilities.
+func WithoutOnLockedThread(drop Caps, fn func()) error {
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data, was [2]unix.CapUserData
+	if err := unix.Capget(&hdr, &data[0]); err != nil {
+		return fmt.Errorf("capget: %w", err)
+	}
+	was = data
+	data[0].Effective &^= uint32(drop)
+	data[1].Effective &^= uint32(drop >> 32)
+	if err := unix.Capset(&hdr, &data[0]); err != nil {
+		return fmt.Errorf("capset without %s: %w", drop, err)
+	}
+	fn()
+	if err := unix.Capset(&hdr, &was[0]); err != nil {
+		runtime.LockOSThread()
+		return fmt.Errorf("capset back with %s: %w", drop, err)
+	}
+	return nil
 }
 
 // MayRealtime reports whether this process may move a thread to

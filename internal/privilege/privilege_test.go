@@ -47,7 +47,8 @@ func TestExplain(t *testing.T) {
 		t.Errorf("%q does not name %s", got, missing)
 	}
 	other := fmt.Errorf("open: %w", unix.EINVAL)
-	if Explain(other, "xdp", false) != other || Explain(nil, "xdp", false) != nil {
+	noBufs := fmt.Errorf("register umem: %w", unix.ENOBUFS) // rx explains it
+	if Explain(other, "xdp", false) != other || Explain(noBufs, "xdp", false) != noBufs || Explain(nil, "xdp", false) != nil {
 		t.Error("Explain changed a non-permission error")
 	}
 }
