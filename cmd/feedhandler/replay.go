@@ -341,6 +341,9 @@ func replay(args []string, stdout, stderr io.Writer) error {
 		}
 		fmt.Fprintf(stdout, "arbitrated    as %s: datagrams A %d, B %d, other %d (%d frames skipped); %d messages delivered, %d filtered out; %d session changes (books emptied); empty polls by %s\n",
 			a.Feed, a.Datagrams[0], a.Datagrams[1], a.Other, a.Skipped, a.Delivered, a.Filtered, a.Resets, polls)
+		if a.CaptureEnd == captureCut {
+			fmt.Fprintln(stdout, "capture cut   the capture does not end as the handler ends one (killed or crashed, the file still written, or full): what the handler received after its last frame is not in it, and the books replayed are those of that frame")
+		}
 	}
 	if rep.CapacityError != "" {
 		fmt.Fprintf(stdout, "capacity      %s\n", rep.CapacityError)

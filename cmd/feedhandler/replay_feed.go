@@ -37,7 +37,22 @@ type arbitratedReport struct {
 	// ring full, a failed write): a gap there may be the capture's, not
 	// the feed's.
 	CaptureLost uint64 `json:"capture_lost"`
+	// CaptureEnd says how the capture's last frame ends it: "stopped"
+	// (the handler stopped) or "next_file" (it went on in the next file,
+	// capture.rotate_size), the end's marker frame; "cut" when a capture
+	// with batch marks has none last (the handler killed or crashed, the
+	// file still written, or full): what the handler received after its
+	// last frame is not in it. "" for a capture without batch marks,
+	// which cannot say.
+	CaptureEnd string `json:"capture_end"`
 }
+
+// Capture ends (arbitratedReport.CaptureEnd).
+const (
+	captureStopped  = "stopped"
+	captureNextFile = "next_file"
+	captureCut      = "cut"
+)
 
 // replayFeed loads the feed file of replay --feed. The feed's book section
 // sets the capacities, so the flags that set them are refused beside it.
@@ -69,6 +84,7 @@ type arbitrated struct {
 	rep arbitratedReport
 	// otherMarkers: marker frames that are no run of failed receives
 	otherMarkers uint64
+	end          string // the last frame's end (CaptureEnd), "" when it is none
 }
 
 func newArbitrated(fc *config.Config, path string, in *input.Reader, rp *replayer) (*arbitrated, error) {
@@ -129,8 +145,14 @@ func (a *arbitrated) run() error {
 		if err != nil {
 			return err
 		}
+		a.end = ""
 		if fr.Marker {
-			if first, last, drained, ok := capture.Failed(fr.SrcMAC, fr.Payload, fr.Time); ok && marked {
+			if reason, ok := capture.End(fr.Payload); ok && marked {
+				a.end = captureStopped
+				if reason == capture.EndNextFile {
+					a.end = captureNextFile
+				}
+			} else if first, last, drained, ok := capture.Failed(fr.SrcMAC, fr.Payload, fr.Time); ok && marked {
 				a.rep.Failed++
 				a.r.Failed(first, last, drained)
 			} else if ring, write, ok := capture.Lost(fr.Payload); ok && marked {
@@ -154,6 +176,10 @@ func (a *arbitrated) run() error {
 		a.r.Offer(i, fr.Payload, fr.Time)
 	}
 	a.r.Finish()
+	a.rep.CaptureEnd = a.end
+	if marked && a.end == "" {
+		a.rep.CaptureEnd = captureCut
+	}
 	return nil
 }
 

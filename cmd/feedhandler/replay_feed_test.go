@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"cmp"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -411,5 +412,54 @@ func TestReplayFeedSymbolsReassigned(t *testing.T) {
 		if _, inOut := doc[sym]; inOut != want || inShm != want {
 			t.Errorf("%s in --books-out %v, in --shm %v; want %v", sym, inOut, inShm, want)
 		}
+	}
+}
+
+// TestReplayFeedCaptureCut: a capture the handler closed ends with the
+// end's marker frame, and replay --feed says "stopped"; the same file cut
+// at a whole record, as a handler killed between two flushes leaves it
+// (nothing else in it can say), is reported "cut", in the text too.
+func TestReplayFeedCaptureCut(t *testing.T) {
+	day, dir, capPath := dayDir(t, 20_000, 17)
+	lines := []rx.LineConfig{{Group: demo.GroupA.Addr(), Port: demo.GroupA.Port()}, {Group: demo.GroupB.Addr(), Port: demo.GroupB.Port()}}
+	c, err := capture.Open(capture.Config{Path: capPath, Lines: lines, Log: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Date(2026, 12, 6, 14, 30, 0, 0, time.UTC).UnixNano()
+	for i, p := range day.Packets {
+		ts := t0 + int64(i)*int64(100*time.Microsecond)
+		c.Put([]rx.Packet{{Line: rx.LineA, Data: p, RxTime: ts}, {Line: rx.LineB, Data: p, RxTime: ts + 1000}}, ts-1)
+	}
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	feed := writeDemoFeed(t, dir, day, "")
+	if rep := replayFeedJSON(t, feed, capPath); rep.Arbitrated == nil || rep.Arbitrated.CaptureEnd != "stopped" {
+		t.Fatalf("replay --feed of a capture closed: report %+v, want capture_end stopped", rep.Arbitrated)
+	}
+	// Cut after the whole records of the first half of the packets.
+	b, err := os.ReadFile(capPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	off, half := 24, uint64(len(day.Packets)/2)
+	for range 2 * half { // two frames a packet
+		off += 16 + int(binary.LittleEndian.Uint32(b[off+8:]))
+	}
+	cut := filepath.Join(dir, "cut.pcap")
+	if err := os.WriteFile(cut, b[:off], 0o644); err != nil {
+		t.Fatal(err)
+	}
+	rep := replayFeedJSON(t, feed, cut)
+	if a := rep.Arbitrated; a == nil || a.CaptureEnd != "cut" || a.Datagrams != [2]uint64{half, half} {
+		t.Fatalf("replay --feed of a capture cut at a whole record: report %+v, want capture_end cut, half the datagrams", a)
+	}
+	var text bytes.Buffer
+	if err := replay([]string{"--quiet", "--settle", "0", "--feed", feed, cut}, &text, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	if want := "the capture does not end as the handler ends one"; !strings.Contains(text.String(), want) {
+		t.Errorf("replay --feed's text report of a cut capture does not say %q:\n%s", want, text.String())
 	}
 }

@@ -391,6 +391,9 @@ func (c *Capture) drain() {
 				c.writeLostFrame()
 			}
 			c.rotateSize = 0 // no new file at the end
+			if !c.tooLarge { // a full file takes no more: it ends cut
+				c.writeEndFrame(EndStopped)
+			}
 			c.flushLogged()
 			return
 		}
@@ -471,6 +474,17 @@ func (c *Capture) writeFailed(rec *record) {
 	c.pw.WritePacket(ci, c.frame)
 }
 
+// writeEndFrame appends the marker frame that ends a file (mark.go),
+// stamped now: not a datagram.
+func (c *Capture) writeEndFrame(reason byte) {
+	if c.lostRing|c.lostWrite != 0 {
+		c.writeLostFrame() // what was left out last, before the end
+	}
+	c.frame = appendEndFrame(c.frame[:0], reason)
+	ci := gopacket.CaptureInfo{Timestamp: time.Now(), CaptureLength: len(c.frame), Length: len(c.frame)}
+	c.pw.WritePacket(ci, c.frame)
+}
+
 // noteLost adds datagrams left out of the file, the first received at at.
 func (c *Capture) noteLost(at int64, ring, write uint64) {
 	if c.lostRing|c.lostWrite == 0 || at < c.lostAt {
@@ -497,7 +511,16 @@ func (c *Capture) flushLogged() {
 	failing := c.failing
 	err := c.flush()
 	if err == nil && c.rotateSize > 0 && c.off >= c.rotateSize {
-		c.rotate()
+		if !c.rotateFail {
+			// The file's end, said in it before it is let go (once: a
+			// rotation that failed goes on in it, and a later end frame
+			// ends it).
+			c.writeEndFrame(EndNextFile)
+			err = c.flush()
+		}
+		if err == nil {
+			c.rotate()
+		}
 	}
 	if err != nil {
 		if !failing {

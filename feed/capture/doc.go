@@ -29,7 +29,9 @@
 // its arbiter where the live one ticked (Mark, FileMark). A run of receive
 // calls that failed between two batches (Failed) is a marker frame before
 // the next, not an IP datagram, so that a replay advances its arbiter
-// there too (mark.go).
+// there too (mark.go). A file the writer closed ends with a marker frame
+// that says so (the stop, or the next file: End); a file without it last
+// was cut short (the process killed).
 //
 //	c, err := capture.Open(capture.Config{Path: p, Lines: lines, Log: log})
 //	...

@@ -141,3 +141,39 @@ func Lost(payload []byte) (ring, write uint64, ok bool) {
 	}
 	return binary.BigEndian.Uint64(payload[4:12]), binary.BigEndian.Uint64(payload[12:20]), true
 }
+
+// endTag begins the payload of the marker frame that ends a file the
+// writer closed: the handler stopped (Close), or the capture went on in
+// the next file (a rotation). A file whose last frame is not one was cut
+// short: the process killed or crashed, the host down, or the file still
+// being written; what the handler received after its last frame is not in
+// it, and nothing else in the file can say so (it ends at a whole record,
+// the last flush's).
+var endTag = [4]byte{'F', 'H', 'R', 'E'}
+
+// End reasons, the byte after endTag.
+const (
+	EndStopped  = 0 // the handler stopped: Close
+	EndNextFile = 1 // the capture went on in the next file (capture.rotate_size)
+)
+
+// appendEndFrame appends the marker frame that ends a file, for reason
+// (EndStopped, EndNextFile).
+func appendEndFrame(b []byte, reason byte) []byte {
+	b = append(b, markFrame, 0, 0, 0, 0, 0, markFrame, 0, 0, 0, 0, 0)
+	b = append(b, pcap.EtherMarker>>8, pcap.EtherMarker&0xFF)
+	b = append(b, endTag[:]...)
+	return append(b, reason)
+}
+
+// End reads a marker frame's payload (pcap.Frame.Marker) of a file whose
+// header carries FileMark: ok reports that it ends the file the writer
+// closed, for reason (EndStopped, EndNextFile). Only a file's last frame
+// counts: a rotation that failed after its end frame was written goes on
+// in the same file.
+func End(payload []byte) (reason byte, ok bool) {
+	if len(payload) < 5 || [4]byte(payload[:4]) != endTag {
+		return 0, false
+	}
+	return payload[4], true
+}

@@ -194,7 +194,7 @@ func TestCaptureFailedRuns(t *testing.T) {
 		first, last, drained int64
 	}
 	want := []ev{{0, 0, 0, 0}, {-1, at(0, 10), at(0, 20), 0}, {1, 0, 0, 0}, {2, 0, 0, 0},
-		{-1, at(2, 40), at(2, 50), at(2, 30)}, {3, 0, 0, 0}, {-1, at(3, 10), at(3, 10), 0}, {4, 0, 0, at(3, 20)}, {5, 0, 0, 0}}
+		{-1, at(2, 40), at(2, 50), at(2, 30)}, {3, 0, 0, 0}, {-1, at(3, 10), at(3, 10), 0}, {4, 0, 0, at(3, 20)}, {5, 0, 0, 0}, {-2, 0, 0, 0}}
 	r := openCapture(t, path)
 	r.ReturnMarkers()
 	var got []ev
@@ -204,6 +204,10 @@ func TestCaptureFailedRuns(t *testing.T) {
 			break
 		}
 		if fr.Marker {
+			if reason, ok := End(fr.Payload); ok && reason == EndStopped {
+				got = append(got, ev{-2, 0, 0, 0})
+				continue
+			}
 			first, last, drained, ok := Failed(fr.SrcMAC, fr.Payload, fr.Time)
 			if !ok {
 				t.Fatalf("frame %d: marker % x is no run of failed calls", fr.Index, fr.Payload)
@@ -220,8 +224,8 @@ func TestCaptureFailedRuns(t *testing.T) {
 	}
 
 	frames, st := readAllStats(t, path)
-	if len(frames) != 6 || st.Malformed() != 0 || st.Markers != 3 {
-		t.Errorf("a reader not asked for marker frames: %d datagrams, stats %+v; want 6, 3 markers, none skipped", len(frames), st)
+	if len(frames) != 6 || st.Malformed() != 0 || st.Markers != 4 {
+		t.Errorf("a reader not asked for marker frames: %d datagrams, stats %+v; want 6, 4 markers (3 runs, the end), none skipped", len(frames), st)
 	}
 	if _, err := exec.LookPath("tshark"); err != nil {
 		t.Log("tshark not installed: not run")
@@ -231,8 +235,8 @@ func TestCaptureFailedRuns(t *testing.T) {
 	if err != nil {
 		t.Fatalf("tshark: %v: %s", err, out)
 	}
-	if types := strings.Fields(string(out)); len(types) != 15 || strings.Count(string(out), "0x88b5") != 3 || strings.Count(string(out), "0x0800") != 6 {
-		t.Errorf("tshark read %q: want 6 frames of 0x0800 with a UDP port, 3 of 0x88b5", out)
+	if types := strings.Fields(string(out)); len(types) != 16 || strings.Count(string(out), "0x88b5") != 4 || strings.Count(string(out), "0x0800") != 6 {
+		t.Errorf("tshark read %q: want 6 frames of 0x0800 with a UDP port, 4 of 0x88b5 (3 runs, the end)", out)
 	}
 }
 
