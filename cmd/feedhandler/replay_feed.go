@@ -12,6 +12,7 @@ import (
 	"github.com/marketfeed/feedhandler/feed/config"
 	"github.com/marketfeed/feedhandler/feed/handler"
 	"github.com/marketfeed/feedhandler/feed/input"
+	"github.com/marketfeed/feedhandler/feed/moldudp64"
 	"github.com/marketfeed/feedhandler/feed/pcap"
 )
 
@@ -45,6 +46,19 @@ type arbitratedReport struct {
 	// last frame is not in it. "" for a capture without batch marks,
 	// which cannot say.
 	CaptureEnd string `json:"capture_end"`
+	// LiveRecovery is what the live handler's recovery brought, recorded
+	// in the capture but not replayed: its books hold it, the replay's
+	// miss it (a gap the handler repaired is one here).
+	LiveRecovery liveRecovery `json:"live_recovery"`
+}
+
+// liveRecovery counts what a capture says the live handler's recovery
+// brought (package capture: Answer, Snapshot).
+type liveRecovery struct {
+	Answers          uint64 `json:"rerequest_answers"`  // re-request answers received
+	AnswerMessages   uint64 `json:"rerequest_messages"` // the messages they held
+	Snapshots        uint64 `json:"snapshots"`          // snapshots loaded (the books rebuilt)
+	SnapshotMessages uint64 `json:"snapshot_messages"`  // the messages they held
 }
 
 // Capture ends (arbitratedReport.CaptureEnd).
@@ -155,10 +169,20 @@ func (a *arbitrated) run() error {
 			} else if first, last, drained, ok := capture.Failed(fr.SrcMAC, fr.Payload, fr.Time); ok && marked {
 				a.rep.Failed++
 				a.r.Failed(first, last, drained)
+			} else if _, msgs, ok := capture.Snapshot(fr.Payload); ok && marked {
+				a.rep.LiveRecovery.Snapshots++
+				a.rep.LiveRecovery.SnapshotMessages += msgs
 			} else if ring, write, ok := capture.Lost(fr.Payload); ok && marked {
 				a.rep.CaptureLost += ring + write
 			} else {
 				a.otherMarkers++ // of a later writer: skipped
+			}
+			continue
+		}
+		if marked && capture.Answer(fr.SrcMAC) {
+			a.rep.LiveRecovery.Answers++
+			if p, err := moldudp64.Parse(fr.Payload); err == nil {
+				a.rep.LiveRecovery.AnswerMessages += uint64(p.Messages())
 			}
 			continue
 		}

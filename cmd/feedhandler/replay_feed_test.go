@@ -421,12 +421,7 @@ func TestReplayFeedSymbolsReassigned(t *testing.T) {
 // (nothing else in it can say), is reported "cut", in the text too.
 func TestReplayFeedCaptureCut(t *testing.T) {
 	day, dir, capPath := dayDir(t, 20_000, 17)
-	lines := []rx.LineConfig{{Group: demo.GroupA.Addr(), Port: demo.GroupA.Port()}, {Group: demo.GroupB.Addr(), Port: demo.GroupB.Port()}}
-	c, err := capture.Open(capture.Config{Path: capPath, Lines: lines, Log: zerolog.Nop()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t0 := time.Date(2026, 12, 6, 14, 30, 0, 0, time.UTC).UnixNano()
+	c, t0 := demoCapture(t, capPath)
 	for i, p := range day.Packets {
 		ts := t0 + int64(i)*int64(100*time.Microsecond)
 		c.Put([]rx.Packet{{Line: rx.LineA, Data: p, RxTime: ts}, {Line: rx.LineB, Data: p, RxTime: ts + 1000}}, ts-1)
@@ -462,4 +457,57 @@ func TestReplayFeedCaptureCut(t *testing.T) {
 	if want := "the capture does not end as the handler ends one"; !strings.Contains(text.String(), want) {
 		t.Errorf("replay --feed's text report of a cut capture does not say %q:\n%s", want, text.String())
 	}
+}
+
+// TestReplayFeedLiveRecovery: a capture whose handler repaired a packet
+// lost on both lines by re-request, and loaded a snapshot, holds the
+// answer and the snapshot's marker frame; replay --feed, which applies
+// neither, misses the packet (a gap) and says what the live handler's
+// recovery brought, in the JSON and the text report.
+func TestReplayFeedLiveRecovery(t *testing.T) {
+	day, dir, capPath := dayDir(t, 20_000, 19)
+	c, t0 := demoCapture(t, capPath)
+	lost := len(day.Packets) / 2
+	p, err := moldudp64.Parse(day.Packets[lost])
+	if err != nil || p.Messages() == 0 {
+		t.Fatalf("packet %d: %v, %d messages: want a packet of messages", lost, err, p.Messages())
+	}
+	for i, b := range day.Packets {
+		ts := t0 + int64(i)*int64(100*time.Microsecond)
+		if i == lost {
+			c.Recovered(b, ts+50_000) // the answer, after the next packet showed the gap
+			continue
+		}
+		c.Put([]rx.Packet{{Line: rx.LineA, Data: b, RxTime: ts}, {Line: rx.LineB, Data: b, RxTime: ts + 1000}}, ts-1)
+	}
+	c.Snapshot(t0+int64(len(day.Packets))*int64(100*time.Microsecond), 5, 4)
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	feed := writeDemoFeed(t, dir, day, "")
+	rep := replayFeedJSON(t, feed, capPath)
+	want := liveRecovery{Answers: 1, AnswerMessages: uint64(p.Messages()), Snapshots: 1, SnapshotMessages: 4}
+	if a := rep.Arbitrated; a == nil || a.LiveRecovery != want || a.Other != 0 || rep.InputMissing != uint64(p.Messages()) {
+		t.Fatalf("replay --feed: %d missing, report %+v; want live_recovery %+v, the answer no line's datagram (other 0), its %d messages missing",
+			rep.InputMissing, a, want, p.Messages())
+	}
+	var text bytes.Buffer
+	if err := replay([]string{"--quiet", "--settle", "0", "--feed", feed, capPath}, &text, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	if want := fmt.Sprintf("the handler received 1 re-request answers (%d messages) and loaded 1 snapshots (4 messages), which replay --feed does not apply", p.Messages()); !strings.Contains(text.String(), want) {
+		t.Errorf("replay --feed's text report does not say %q:\n%s", want, text.String())
+	}
+}
+
+// demoCapture opens a capture of the demo's two lines at capPath, and
+// returns it with the receive time the tests' datagrams start at.
+func demoCapture(t *testing.T, capPath string) (*capture.Capture, int64) {
+	t.Helper()
+	lines := []rx.LineConfig{{Group: demo.GroupA.Addr(), Port: demo.GroupA.Port()}, {Group: demo.GroupB.Addr(), Port: demo.GroupB.Port()}}
+	c, err := capture.Open(capture.Config{Path: capPath, Lines: lines, Log: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c, time.Date(2026, 12, 6, 14, 30, 0, 0, time.UTC).UnixNano()
 }

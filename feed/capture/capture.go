@@ -95,12 +95,13 @@ type Stats struct {
 
 // Capture is an open capture file and its ring.
 type Capture struct {
-	ring ring
-	path string
-	log  zerolog.Logger
-	f    file
-	dst  []netip.AddrPort // by line
-	src  []netip.Addr     // by line: when the datagram's is unknown
+	ring   ring
+	answer [1]rx.Packet // Recovered's, on the receive thread
+	path   string
+	log    zerolog.Logger
+	f      file
+	dst    []netip.AddrPort // by line
+	src    []netip.Addr     // by line: when the datagram's is unknown
 
 	// The drainer's state.
 	pw      *pcapgo.Writer
@@ -304,6 +305,26 @@ func (c *Capture) Put(pkts []rx.Packet, drainedAt int64) { c.ring.put(pkts, drai
 // stores, nothing written until the next Put.
 func (c *Capture) Failed(now, drainedAt int64) { c.ring.failed(now, drainedAt) }
 
+// Recovered copies a re-request answer the receive thread received at
+// rxTime (the MoldUDP64 packet, data) into the ring, to be written to the
+// file apart from the lines' datagrams (mark.go: Answer), so that a replay
+// can tell what recovery repaired live. The receive thread only, as Put;
+// it allocates nothing. An answer the ring has no room for is left out,
+// counted as a datagram's.
+func (c *Capture) Recovered(data []byte, rxTime int64) {
+	c.answer[0] = rx.Packet{Data: data, Line: answerLine, RxTime: rxTime}
+	c.ring.answer(c.answer[:])
+	c.answer[0].Data = nil
+}
+
+// Snapshot notes a snapshot the receive thread loaded at now (the books
+// rebuilt from it), delivery resuming at sequence number next, of
+// messages messages: a marker frame (mark.go: Snapshot), for its messages
+// are not in the file. The receive thread only, as Put.
+func (c *Capture) Snapshot(now int64, next, messages uint64) {
+	c.ring.snapshot(now, next, messages)
+}
+
 // Stats returns the counters; safe from any goroutine.
 func (c *Capture) Stats() Stats {
 	return Stats{Packets: c.packets.Load(), Bytes: c.bytes.Load(), Dropped: c.ring.dropped.Load(),
@@ -431,6 +452,16 @@ func (c *Capture) write(rec *record) {
 		c.writeFailed(rec)
 		return
 	}
+	if rec.snapshot {
+		c.frame = appendSnapshotFrame(c.frame[:0], rec.snapNext, rec.snapMsgs)
+		ci := gopacket.CaptureInfo{Timestamp: time.Unix(0, rec.rxTime), CaptureLength: len(c.frame), Length: len(c.frame)}
+		c.pw.WritePacket(ci, c.frame)
+		return
+	}
+	if rec.line == answerLine {
+		c.writeAnswer(rec)
+		return
+	}
 	line := int(rec.line)
 	if line >= len(c.dst) {
 		return // no such line: the receiver does not produce it
@@ -458,6 +489,21 @@ func (c *Capture) write(rec *record) {
 	caplen := min(len(c.frame), pcap.Snaplen)
 	ci := gopacket.CaptureInfo{Timestamp: time.Unix(0, rec.rxTime), CaptureLength: caplen, Length: len(c.frame)}
 	c.pw.WritePacket(ci, c.frame[:caplen]) // into memory: never fails
+	c.pending++
+}
+
+// writeAnswer appends a re-request answer's frame (mark.go) to the
+// buffer: a datagram, from and to 0.0.0.0 port 0, no line's.
+func (c *Capture) writeAnswer(rec *record) {
+	if len(rec.payload) > 0xFFFF-20-8 {
+		return
+	}
+	c.id++
+	none := netip.AddrPortFrom(netip.IPv4Unspecified(), 0)
+	c.frame = pcap.AppendUDPFrame(c.frame[:0], none, none, c.id, rec.payload)
+	copy(c.frame[6:12], answerMAC[:])
+	ci := gopacket.CaptureInfo{Timestamp: time.Unix(0, rec.rxTime), CaptureLength: len(c.frame), Length: len(c.frame)}
+	c.pw.WritePacket(ci, c.frame)
 	c.pending++
 }
 

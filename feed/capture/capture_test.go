@@ -223,6 +223,10 @@ func TestPutAllocs(t *testing.T) {
 	if a := testing.AllocsPerRun(100, func() { c.Put(pkts, 0) }); a != 0 {
 		t.Fatalf("Put: %v allocations, want 0", a)
 	}
+	answer := datagram(4).Data
+	if a := testing.AllocsPerRun(100, func() { c.Recovered(answer, 1); c.Snapshot(2, 3, 4) }); a != 0 {
+		t.Fatalf("Recovered and Snapshot: %v allocations, want 0", a)
+	}
 	full := make([]rx.Packet, 1500)
 	for i := range full {
 		full[i] = datagram(2 * i) // even: line A, and long enough to fill the ring

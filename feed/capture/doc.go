@@ -29,7 +29,10 @@
 // its arbiter where the live one ticked (Mark, FileMark). A run of receive
 // calls that failed between two batches (Failed) is a marker frame before
 // the next, not an IP datagram, so that a replay advances its arbiter
-// there too (mark.go). A file the writer closed ends with a marker frame
+// there too (mark.go). The re-request answers the receive thread hands
+// over (Recovered) are frames of their own, no line's, and a snapshot
+// loaded (Snapshot) a marker frame, so that a replay, which applies
+// neither, can say what recovery brought live. A file the writer closed ends with a marker frame
 // that says so (the stop, or the next file: End); a file without it last
 // was cut short (the process killed).
 //
@@ -37,6 +40,7 @@
 //	...
 //	c.Failed(now, drainedAt)   // the receive thread, at a failed call
 //	c.Put(pkts[:n], drainedAt) // the receive thread, per batch, before Release
+//	c.Recovered(answer, now)   // the receive thread, per re-request answer
 //	...
 //	err = c.Close() // after the receive thread stopped
 package capture

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -404,5 +405,68 @@ func TestCaptureLostMarked(t *testing.T) {
 		fmt.Sprintf("%d+0 after %d datagrams, from ", uint64(len(batch))-(st.Packets-1-written), st.Packets)}
 	if st.Dropped == 0 || ring != st.Dropped || write != 0 || len(at) != 2 || at[0] != want[0] || !strings.HasPrefix(at[1], want[1]) {
 		t.Errorf("stats %+v, lost marker frames %q, want %q: one before the datagram after the first batch's drops, one at the end, counting the %d dropped, each from the first of its datagrams", st, at, want, st.Dropped)
+	}
+}
+
+// TestCaptureRecovery: the re-request answers and snapshots the receive
+// thread notes go to the file in their order among the lines' datagrams:
+// an answer a datagram from and to 0.0.0.0 port 0 marked as one (Answer),
+// its bytes as received, no line's, the empty poll before the next batch
+// kept for it; a snapshot a marker frame with its sequence number and
+// message count. Neither is read as a line's batch mark.
+func TestCaptureRecovery(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "c.pcap")
+	c, err := Open(Config{Path: path, Lines: testLines, Buffer: MinBuffer, Log: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := func(i int) int64 { return int64(1_000_000_000 + i*1000) }
+	c.Put([]rx.Packet{{Line: rx.LineA, Data: []byte("line a 1"), RxTime: at(1)}}, at(0))
+	c.Recovered([]byte("answer 1"), at(2))
+	c.Snapshot(at(3), 42, 7)
+	c.Put([]rx.Packet{{Line: rx.LineB, Data: []byte("line b 2"), RxTime: at(5)}}, at(4))
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if st := c.Stats(); st.Packets != 3 {
+		t.Errorf("stats %+v: want 3 datagrams (two lines', one answer)", st)
+	}
+	r := openCapture(t, path)
+	r.ReturnMarkers()
+	var got []string
+	none := netip.AddrPortFrom(netip.IPv4Unspecified(), 0)
+	for {
+		fr, err := r.Next()
+		if err != nil {
+			break
+		}
+		drained, marked := Mark(fr.SrcMAC, fr.Time)
+		switch {
+		case fr.Marker:
+			if next, msgs, ok := Snapshot(fr.Payload); ok {
+				got = append(got, fmt.Sprintf("snapshot %d %d at %d", next, msgs, fr.Time))
+			} else if _, ok := End(fr.Payload); ok {
+				got = append(got, "end")
+			} else {
+				got = append(got, fmt.Sprintf("marker % x", fr.Payload))
+			}
+		case Answer(fr.SrcMAC):
+			got = append(got, fmt.Sprintf("answer %q at %d to %v from %v marked %v", fr.Payload, fr.Time, fr.Dst, fr.Src, marked))
+			if fr.Dst != none || fr.Src != none {
+				t.Errorf("an answer from %v to %v, want from and to %v", fr.Src, fr.Dst, none)
+			}
+		default:
+			got = append(got, fmt.Sprintf("%q at %d drained %d", fr.Payload, fr.Time, drained))
+		}
+	}
+	want := []string{
+		fmt.Sprintf("%q at %d drained %d", "line a 1", at(1), at(0)),
+		fmt.Sprintf("answer %q at %d to %v from %v marked false", "answer 1", at(2), none, none),
+		fmt.Sprintf("snapshot 42 7 at %d", at(3)),
+		fmt.Sprintf("%q at %d drained %d", "line b 2", at(5), at(4)),
+		"end",
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("read\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 }

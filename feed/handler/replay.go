@@ -91,8 +91,10 @@ const ReplayPollGap = 10 * time.Microsecond
 // as a running Handler applied them: the same Arbiter, with the feed's
 // arbitration settings and session, clocked by the datagrams' receive
 // times; the same message checks and symbol filter; and a session change
-// empties the books (reset). What it cannot replay is what was not
-// recorded: re-request answers and snapshots (recovery) are gaps here.
+// empties the books (reset). What recovery brought (re-request answers
+// and snapshots, which a capture records: capture.Answer,
+// capture.Snapshot) it does not replay: a gap the handler repaired is a
+// gap here.
 // Where the live handler found its lines empty comes from the capture's
 // batch marks (OfferMarked), or is modelled (Offer, ReplayPollGap) for a
 // capture without them; where its receive calls failed (Arbiter.Advance)
