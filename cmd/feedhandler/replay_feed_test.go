@@ -460,22 +460,37 @@ func TestReplayFeedCaptureCut(t *testing.T) {
 }
 
 // TestReplayFeedLiveRecovery: a capture whose handler repaired a packet
-// lost on both lines by re-request, and loaded a snapshot, holds the
-// answer and the snapshot's marker frame; replay --feed, which applies
-// neither, misses the packet (a gap) and says what the live handler's
-// recovery brought, in the JSON and the text report.
+// lost on both lines by re-request, got only the first of two others
+// answered before it gave up their range, and loaded a snapshot, holds
+// the answers, the give-up and the snapshot's marker frames. replay
+// --feed holds for the answers and applies them, and gives up where the
+// handler did, as the handler did: the one packet never answered is the
+// one gap. It says what the live handler's recovery brought, in the JSON
+// and the text report (the snapshot's messages are not in the capture).
 func TestReplayFeedLiveRecovery(t *testing.T) {
 	day, dir, capPath := dayDir(t, 20_000, 19)
 	c, t0 := demoCapture(t, capPath)
-	lost := len(day.Packets) / 2
-	p, err := moldudp64.Parse(day.Packets[lost])
-	if err != nil || p.Messages() == 0 {
-		t.Fatalf("packet %d: %v, %d messages: want a packet of messages", lost, err, p.Messages())
+	whole, part := len(day.Packets)/3, 2*len(day.Packets)/3
+	msgs := func(i int) uint64 {
+		p, err := moldudp64.Parse(day.Packets[i])
+		if err != nil || p.Messages() == 0 {
+			t.Fatalf("packet %d: %v, %d messages: want a packet of messages", i, err, p.Messages())
+		}
+		return uint64(p.Messages())
 	}
 	for i, b := range day.Packets {
 		ts := t0 + int64(i)*int64(100*time.Microsecond)
-		if i == lost {
-			c.Recovered(b, ts+50_000) // the answer, after the next packet showed the gap
+		// The answers 20 packets (2 ms) after their gap, past the
+		// lines' grace: the arbiter held for them.
+		switch i {
+		case whole + 20:
+			c.Recovered(day.Packets[whole], ts)
+		case part + 20:
+			c.Recovered(day.Packets[part], ts)
+		case part + 30:
+			c.GaveUp(ts) // part+1 never answered: given up
+		}
+		if i == whole || i == part || i == part+1 {
 			continue
 		}
 		c.Put([]rx.Packet{{Line: rx.LineA, Data: b, RxTime: ts}, {Line: rx.LineB, Data: b, RxTime: ts + 1000}}, ts-1)
@@ -486,16 +501,16 @@ func TestReplayFeedLiveRecovery(t *testing.T) {
 	}
 	feed := writeDemoFeed(t, dir, day, "")
 	rep := replayFeedJSON(t, feed, capPath)
-	want := liveRecovery{Answers: 1, AnswerMessages: uint64(p.Messages()), Snapshots: 1, SnapshotMessages: 4}
-	if a := rep.Arbitrated; a == nil || a.LiveRecovery != want || a.Other != 0 || rep.InputMissing != uint64(p.Messages()) {
-		t.Fatalf("replay --feed: %d missing, report %+v; want live_recovery %+v, the answer no line's datagram (other 0), its %d messages missing",
-			rep.InputMissing, a, want, p.Messages())
+	want := liveRecovery{Answers: 2, AnswerMessages: msgs(whole) + msgs(part), GaveUp: 1, Snapshots: 1, SnapshotMessages: 4}
+	if a := rep.Arbitrated; a == nil || a.LiveRecovery != want || a.Other != 0 || rep.InputMissing != msgs(part+1) || a.Delivered != day.Messages-msgs(part+1) {
+		t.Fatalf("replay --feed: %d missing, report %+v; want live_recovery %+v, the answers no line's datagrams (other 0), the %d messages never answered missing, the rest delivered",
+			rep.InputMissing, a, want, msgs(part+1))
 	}
 	var text bytes.Buffer
 	if err := replay([]string{"--quiet", "--settle", "0", "--feed", feed, capPath}, &text, io.Discard); err != nil {
 		t.Fatal(err)
 	}
-	if want := fmt.Sprintf("the handler received 1 re-request answers (%d messages) and loaded 1 snapshots (4 messages), which replay --feed does not apply", p.Messages()); !strings.Contains(text.String(), want) {
+	if want := fmt.Sprintf("the handler received 2 re-request answers (%d messages), replayed where it received them, and gave up 1 re-requests there; it loaded 1 snapshots (4 messages), which a capture does not hold", msgs(whole)+msgs(part)); !strings.Contains(text.String(), want) {
 		t.Errorf("replay --feed's text report does not say %q:\n%s", want, text.String())
 	}
 }

@@ -322,7 +322,15 @@ func (c *Capture) Recovered(data []byte, rxTime int64) {
 // messages messages: a marker frame (mark.go: Snapshot), for its messages
 // are not in the file. The receive thread only, as Put.
 func (c *Capture) Snapshot(now int64, next, messages uint64) {
-	c.ring.snapshot(now, next, messages)
+	c.ring.event(snapMark, now, next, messages)
+}
+
+// GaveUp notes that the receive thread gave up at now the range it was
+// re-requesting (Arbiter.Abandon: declared missing, what was held behind
+// it delivered): a marker frame (mark.go: GaveUp), so that a replay of the
+// answers gives it up there too. The receive thread only, as Put.
+func (c *Capture) GaveUp(now int64) {
+	c.ring.event(giveUpMark, now, 0, 0)
 }
 
 // Stats returns the counters; safe from any goroutine.
@@ -452,8 +460,12 @@ func (c *Capture) write(rec *record) {
 		c.writeFailed(rec)
 		return
 	}
-	if rec.snapshot {
-		c.frame = appendSnapshotFrame(c.frame[:0], rec.snapNext, rec.snapMsgs)
+	if rec.snapshot || rec.gaveUp {
+		tag := snapshotTag
+		if rec.gaveUp {
+			tag = giveUpTag
+		}
+		c.frame = appendCountsFrame(c.frame[:0], tag, rec.snapNext, rec.snapMsgs)
 		ci := gopacket.CaptureInfo{Timestamp: time.Unix(0, rec.rxTime), CaptureLength: len(c.frame), Length: len(c.frame)}
 		c.pw.WritePacket(ci, c.frame)
 		return

@@ -189,8 +189,8 @@ func End(payload []byte) (reason byte, ok bool) {
 }
 
 // What the live handler's recovery brought (docs/RECOVERY.md) is no line
-// datagram, but a replay that does not apply it misses what it repaired:
-// the file says so. A re-request answer (Recovered) is an IPv4/UDP frame
+// datagram, but a replay without it misses what it repaired: the file
+// holds it (a snapshot: where it was loaded). A re-request answer (Recovered) is an IPv4/UDP frame
 // of its own, from and to 0.0.0.0 port 0 (the server's address is not
 // kept; no line's destination, so a replay by lines passes over it),
 // whose Ethernet source address is answerMAC. A snapshot loaded
@@ -208,14 +208,24 @@ func Answer(mac [6]byte) bool { return mac == answerMAC }
 // snapshotTag begins the payload of a marker frame of a snapshot loaded.
 var snapshotTag = [4]byte{'F', 'H', 'R', 'S'}
 
-// appendSnapshotFrame appends the marker frame of a snapshot loaded, with
-// messages messages, delivery resuming at sequence number next.
-func appendSnapshotFrame(b []byte, next, messages uint64) []byte {
-	return appendCountsFrame(b, snapshotTag, next, messages)
-}
-
 // Snapshot reads a marker frame's payload (pcap.Frame.Marker) of a file
 // whose header carries FileMark: ok reports that the live handler loaded
 // a snapshot there (the books rebuilt from it), of messages messages,
 // delivery resuming at sequence number next.
 func Snapshot(payload []byte) (next, messages uint64, ok bool) { return counts(payload, snapshotTag) }
+
+// giveUpTag begins the payload of a marker frame of a re-request given
+// up: the live handler declared the range it was re-requesting missing
+// there (Arbiter.Abandon), with whatever answers came for it before (a
+// server that answered part, then went quiet). From and to
+// 06:00:00:00:00:00, stamped when given up; two counts of 0 follow the
+// tag (room for later use).
+var giveUpTag = [4]byte{'F', 'H', 'R', 'G'}
+
+// GaveUp reads a marker frame's payload (pcap.Frame.Marker) of a file
+// whose header carries FileMark: ok reports that the live handler gave up
+// the range it was re-requesting at the frame's time.
+func GaveUp(payload []byte) bool {
+	_, _, ok := counts(payload, giveUpTag)
+	return ok
+}

@@ -27,7 +27,8 @@ import (
 // datagrams the ring had no room for: length lostMark, 8:16 the receive
 // time of the first, 16:24 how many; and a snapshot loaded
 // (Capture.Snapshot): length snapMark, 8:16 when, 16:24 the sequence
-// number delivery resumed at, 24:32 its messages. A re-request answer
+// number delivery resumed at, 24:32 its messages; a re-request given up
+// (Capture.GaveUp): length giveUpMark, 8:16 when. A re-request answer
 // (Capture.Recovered) is a datagram of line answerLine.
 const (
 	recHeader  = 32
@@ -35,6 +36,7 @@ const (
 	failMark   = wrapMark - 1
 	lostMark   = wrapMark - 2
 	snapMark   = wrapMark - 3
+	giveUpMark = wrapMark - 4
 	answerLine = 0xFE
 )
 
@@ -244,7 +246,7 @@ type record struct {
 	failed             bool
 	failFirst          int64
 	lost               uint64
-	snapshot           bool
+	snapshot, gaveUp   bool
 	snapNext, snapMsgs uint64
 }
 
@@ -256,7 +258,12 @@ func (r *ring) next(t uint64, rec *record) (uint64, bool) {
 	if n == wrapMark {
 		return t + r.size - pos, false
 	}
-	rec.lost, rec.snapshot = 0, false
+	rec.lost, rec.snapshot, rec.gaveUp = 0, false, false
+	if n == giveUpMark {
+		rec.failed, rec.gaveUp = false, true
+		rec.rxTime = int64(binary.LittleEndian.Uint64(b[8:16]))
+		return t + recHeader, true
+	}
 	if n == snapMark {
 		rec.failed, rec.snapshot = false, true
 		rec.rxTime = int64(binary.LittleEndian.Uint64(b[8:16]))
@@ -298,11 +305,12 @@ func (r *ring) answer(p []rx.Packet) {
 	r.drainedAt, r.marks = drainedAt, marks || r.marks
 }
 
-// snapshot writes the record of a snapshot loaded at now, delivery
-// resuming at next, of messages messages; left out without room.
-func (r *ring) snapshot(now int64, next, messages uint64) {
+// event writes a record of its own, a header alone (snapMark at now,
+// delivery resuming at next, of messages messages; giveUpMark at now);
+// left out without room.
+func (r *ring) event(mark uint32, now int64, next, messages uint64) {
 	if b := r.reserve(); b != nil {
-		binary.LittleEndian.PutUint32(b[0:4], snapMark)
+		binary.LittleEndian.PutUint32(b[0:4], mark)
 		binary.LittleEndian.PutUint64(b[8:16], uint64(now))
 		binary.LittleEndian.PutUint64(b[16:24], next)
 		binary.LittleEndian.PutUint64(b[24:32], messages)

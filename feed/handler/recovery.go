@@ -596,6 +596,9 @@ func (r *recovery) poll(now int64) {
 			if !ok {
 				r.rest(now)
 				a.Abandon(now)
+				if r.h.capFile != nil {
+					r.h.capFile.GaveUp(now) // a replay of the answers gives it up here too
+				}
 			}
 		}
 	}
