@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -39,23 +40,30 @@ import (
 // "Capture to disk").
 func TestCaptureReplaysLiveBooks(t *testing.T) {
 	for _, tc := range []struct {
-		name    string
-		reorder float64
+		name      string
+		reorder   float64
+		rerequest bool
 	}{
-		{"loss-dups", 0},
+		{"loss-dups", 0, false},
 		// Reordered lines: a late copy can be decided otherwise than the
 		// handler decided it by the reader's own window, not by replay
 		// --feed, which ticks its arbiter where the handler's receive
 		// thread found the lines empty (the capture's batch marks).
-		{"reordered", 0.02},
+		{"reordered", 0.02, false},
+		// What both lines lost the handler re-requests: the capture
+		// holds the answers where it received them, and replay --feed
+		// holds for them and applies them as the handler did: no gap,
+		// the live books.
+		{"rerequest", 0, true},
 	} {
-		t.Run(tc.name, func(t *testing.T) { captureReplaysLiveBooks(t, tc.reorder) })
+		t.Run(tc.name, func(t *testing.T) { captureReplaysLiveBooks(t, tc.reorder, tc.rerequest) })
 	}
 }
 
 // captureReplaysLiveBooks is TestCaptureReplaysLiveBooks with the lines
-// reordering packets with probability reorder (0: none).
-func captureReplaysLiveBooks(t *testing.T, reorder float64) {
+// reordering packets with probability reorder (0: none), and with a
+// re-request server the handler repairs the gaps from (rerequest).
+func captureReplaysLiveBooks(t *testing.T, reorder float64, rerequest bool) {
 	lab := netlab.ForTest(t, netlab.Options{Prefix: "fhc"})
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "feedhandler")
@@ -71,6 +79,23 @@ func captureReplaysLiveBooks(t *testing.T, reorder float64) {
 	if err := os.Mkdir(capDir, 0o755); err != nil {
 		t.Fatal(err)
 	}
+	recovery := ""
+	if rerequest {
+		hist := new(exchange.History)
+		for _, p := range day.Packets {
+			hist.Record(p)
+		}
+		var rr *exchange.RerequestServer
+		if err := lab.Do(lab.Src, func() (err error) {
+			rr, err = exchange.NewRerequestServer(exchange.RerequestConfig{
+				Listen: netip.AddrPortFrom(lab.SrcIP, demo.RerequestPort), Session: day.Session, Message: hist.Message, Seed: 3})
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		defer rr.Close()
+		recovery = fmt.Sprintf("recovery: {rerequest: {servers: [\"%s\"]}}\n", rr.Addr())
+	}
 	cfg := fmt.Sprintf(`feed: {name: capturetest, session: %q}
 lines:
   a: {interface: %s, group: %s, port: %d}
@@ -82,8 +107,8 @@ metrics: {listen: 127.0.0.1:9477}
 capture:
   path: %s
 log: {format: json}
-`, day.Session.String(), lab.DstIf, demo.GroupA.Addr(), demo.GroupA.Port(), lab.DstIf, demo.GroupB.Addr(), demo.GroupB.Port(),
-		shmName, filepath.Join(capDir, "lines.pcap"))
+%s`, day.Session.String(), lab.DstIf, demo.GroupA.Addr(), demo.GroupA.Port(), lab.DstIf, demo.GroupB.Addr(), demo.GroupB.Port(),
+		shmName, filepath.Join(capDir, "lines.pcap"), recovery)
 	cfgPath := filepath.Join(dir, "feed.yaml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
@@ -161,7 +186,11 @@ log: {format: json}
 		t.Fatalf("live books suspiciously small: %q", live.Bytes())
 	}
 	liveGapMsgs := finalStat(t, stderr.String(), "gap_msgs")
-	if liveGapMsgs == 0 {
+	if rerequest {
+		if liveGapMsgs != 0 {
+			t.Errorf("the live handler declared %d messages missing: want every gap repaired by re-request", liveGapMsgs)
+		}
+	} else if liveGapMsgs == 0 {
 		t.Error("no message lost on both lines: the day tested no gap (the sender's seed or loss changed?)")
 	}
 	replayCapture := func(args ...string) (replayReport, []byte) {
@@ -195,8 +224,11 @@ log: {format: json}
 	if a := rep.Arbitrated; a == nil || a.Marked == 0 || a.Marked != a.Datagrams[0]+a.Datagrams[1] {
 		t.Errorf("replay --feed: %+v; want every datagram of the live capture arbitrated by its batch mark", a)
 	}
+	if a := rep.Arbitrated; rerequest && (a == nil || a.LiveRecovery.Answers == 0 || a.Other != 0) {
+		t.Errorf("replay --feed: %+v; want the capture's re-request answers (none of a line)", a)
+	}
 	rep, replayed = replayCapture()
-	if reorder != 0 {
+	if reorder != 0 || rerequest {
 		t.Logf("without --feed, by the reader's own window: %d messages missing (%d gaps), the live handler declared %d missing; books equal: %v",
 			rep.InputMissing, rep.InputGaps, liveGapMsgs, bytes.Equal(live.Bytes(), replayed))
 	} else {
@@ -225,6 +257,10 @@ log: {format: json}
 	for _, l := range sent.Lines {
 		dups += l.Duplicated
 	}
+	all := st.Lines
+	if rerequest && len(st.Lines) == 3 && st.Lines[2].Dst == netip.AddrPortFrom(netip.IPv4Unspecified(), 0) {
+		st.Lines = st.Lines[:2] // the answers' (the reader takes them as a line)
+	}
 	if len(st.Lines) != 2 || dups == 0 || sent.Lines[0].Dropped == 0 || sent.Lines[1].Dropped == 0 {
 		t.Fatalf("capture of %d lines (%+v); the sender duplicated %d, dropped %d and %d: want both lines, losses on both", len(st.Lines), st.Lines, dups, sent.Lines[0].Dropped, sent.Lines[1].Dropped)
 	}
@@ -244,7 +280,7 @@ log: {format: json}
 			t.Errorf("line %s: %d datagrams to %v in the capture, the handler counted %d packets (stats %+v)", name, got.Datagrams, want, pkts, st.Lines)
 		}
 	}
-	tsharkCheck(t, files[0], st.Lines)
+	tsharkCheck(t, files[0], all)
 	if !strings.Contains(stderr.String(), `"capture closed"`) || !strings.Contains(stderr.String(), `"dropped":0`) {
 		t.Errorf("no capture closed line with nothing dropped:\n%s", stderr.String())
 	}

@@ -341,6 +341,17 @@ func replay(args []string, stdout, stderr io.Writer) error {
 		}
 		fmt.Fprintf(stdout, "arbitrated    as %s: datagrams A %d, B %d, other %d (%d frames skipped); %d messages delivered, %d filtered out; %d session changes (books emptied); empty polls by %s\n",
 			a.Feed, a.Datagrams[0], a.Datagrams[1], a.Other, a.Skipped, a.Delivered, a.Filtered, a.Resets, polls)
+		if lr := a.LiveRecovery; lr.Answers+lr.Snapshots != 0 {
+			snaps := ""
+			if lr.Snapshots != 0 {
+				snaps = fmt.Sprintf("; it loaded %d snapshots (%d messages), which a capture does not hold: the books replayed miss what they repaired, a gap here", lr.Snapshots, lr.SnapshotMessages)
+			}
+			fmt.Fprintf(stdout, "live recovery the handler received %d re-request answers (%d messages), replayed where it received them, and gave up %d re-requests there%s\n",
+				lr.Answers, lr.AnswerMessages, lr.GaveUp, snaps)
+		}
+		if a.CaptureEnd == captureCut {
+			fmt.Fprintln(stdout, "capture cut   the capture does not end as the handler ends one (killed or crashed, the file still written, or full): what the handler received after its last frame is not in it, and the books replayed are those of that frame")
+		}
 	}
 	if rep.CapacityError != "" {
 		fmt.Fprintf(stdout, "capacity      %s\n", rep.CapacityError)

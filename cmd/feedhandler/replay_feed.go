@@ -1,10 +1,12 @@
 package main
 
 import (
+	"cmp"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"slices"
 
 	"github.com/rs/zerolog"
 
@@ -12,6 +14,7 @@ import (
 	"github.com/marketfeed/feedhandler/feed/config"
 	"github.com/marketfeed/feedhandler/feed/handler"
 	"github.com/marketfeed/feedhandler/feed/input"
+	"github.com/marketfeed/feedhandler/feed/moldudp64"
 	"github.com/marketfeed/feedhandler/feed/pcap"
 )
 
@@ -37,7 +40,37 @@ type arbitratedReport struct {
 	// ring full, a failed write): a gap there may be the capture's, not
 	// the feed's.
 	CaptureLost uint64 `json:"capture_lost"`
+	// CaptureEnd says how the capture's last frame ends it: "stopped"
+	// (the handler stopped) or "next_file" (it went on in the next file,
+	// capture.rotate_size), the end's marker frame; "cut" when a capture
+	// with batch marks has none last (the handler killed or crashed, the
+	// file still written, or full): what the handler received after its
+	// last frame is not in it. "" for a capture without batch marks,
+	// which cannot say.
+	CaptureEnd string `json:"capture_end"`
+	// LiveRecovery is what the live handler's recovery brought, as the
+	// capture records it: the re-request answers, replayed where the
+	// handler received them, and the snapshots, whose messages a capture
+	// does not hold (a gap a snapshot repaired is one here).
+	LiveRecovery liveRecovery `json:"live_recovery"`
 }
+
+// liveRecovery counts what a capture says the live handler's recovery
+// brought (package capture: Answer, Snapshot).
+type liveRecovery struct {
+	Answers          uint64 `json:"rerequest_answers"`   // re-request answers received
+	AnswerMessages   uint64 `json:"rerequest_messages"`  // the messages they held
+	GaveUp           uint64 `json:"rerequests_given_up"` // ranges re-requested the handler gave up (declared missing)
+	Snapshots        uint64 `json:"snapshots"`           // snapshots loaded (the books rebuilt)
+	SnapshotMessages uint64 `json:"snapshot_messages"`   // the messages they held
+}
+
+// Capture ends (arbitratedReport.CaptureEnd).
+const (
+	captureStopped  = "stopped"
+	captureNextFile = "next_file"
+	captureCut      = "cut"
+)
 
 // replayFeed loads the feed file of replay --feed. The feed's book section
 // sets the capacities, so the flags that set them are refused beside it.
@@ -69,6 +102,7 @@ type arbitrated struct {
 	rep arbitratedReport
 	// otherMarkers: marker frames that are no run of failed receives
 	otherMarkers uint64
+	end          string // the last frame's end (CaptureEnd), "" when it is none
 }
 
 func newArbitrated(fc *config.Config, path string, in *input.Reader, rp *replayer) (*arbitrated, error) {
@@ -96,7 +130,66 @@ func newArbitrated(fc *config.Config, path string, in *input.Reader, rp *replaye
 		}
 	}
 	a.r = handler.NewReplayer(handler.FromConfig(fc, zerolog.Nop()), apply, withdraw, reset)
+	if in.CaptureSigfigs() == capture.FileMark {
+		// The ranges the capture's re-request answers fill, read ahead:
+		// the replay's arbiter holds for those, as the handler's did.
+		ans, err := readAnswers(path)
+		if err != nil {
+			return nil, err
+		}
+		a.r.SetAnswered(ans.covers)
+	}
 	return a, nil
+}
+
+// answers are the ranges of sequence numbers a capture's re-request
+// answers hold, by session, sorted and merged.
+type answers map[moldudp64.Session][]moldudp64.Range
+
+// readAnswers reads the re-request answers of the capture at path
+// (capture.Answer).
+func readAnswers(path string) (answers, error) {
+	in, err := input.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("replay: --feed: read the capture's re-request answers: %w", err)
+	}
+	defer in.Close()
+	ans := answers{}
+	for {
+		fr, err := in.NextDatagram()
+		if err != nil {
+			break // the end, or where the replay stops with the error
+		}
+		if fr.Marker || !capture.Answer(fr.SrcMAC) {
+			continue
+		}
+		if p, err := moldudp64.Parse(fr.Payload); err == nil && p.Messages() > 0 {
+			ans[p.Session] = append(ans[p.Session], moldudp64.Range{First: p.Seq, Count: uint64(p.Messages())})
+		}
+	}
+	for s, rs := range ans {
+		slices.SortFunc(rs, func(x, y moldudp64.Range) int { return cmp.Compare(x.First, y.First) })
+		merged := rs[:0]
+		for _, rg := range rs {
+			if n := len(merged); n > 0 && rg.First <= merged[n-1].End() {
+				merged[n-1].Count = max(merged[n-1].End(), rg.End()) - merged[n-1].First
+				continue
+			}
+			merged = append(merged, rg)
+		}
+		ans[s] = merged
+	}
+	return ans, nil
+}
+
+// covers reports whether the answers of session s hold rg's first
+// sequence number: the handler re-requested rg (a client passes on only
+// the answers to its requests), and was answered, whole or in part (then
+// the capture says where it gave up the rest: capture.GaveUp).
+func (ans answers) covers(s moldudp64.Session, rg moldudp64.Range) bool {
+	rs := ans[s]
+	i, _ := slices.BinarySearchFunc(rs, rg.First, func(x moldudp64.Range, seq uint64) int { return cmp.Compare(x.End(), seq+1) })
+	return i < len(rs) && rs[i].First <= rg.First
 }
 
 // line returns the feed's line a datagram was received on, as the receive
@@ -129,15 +222,35 @@ func (a *arbitrated) run() error {
 		if err != nil {
 			return err
 		}
+		a.end = ""
 		if fr.Marker {
-			if first, last, drained, ok := capture.Failed(fr.SrcMAC, fr.Payload, fr.Time); ok && marked {
+			if reason, ok := capture.End(fr.Payload); ok && marked {
+				a.end = captureStopped
+				if reason == capture.EndNextFile {
+					a.end = captureNextFile
+				}
+			} else if first, last, drained, ok := capture.Failed(fr.SrcMAC, fr.Payload, fr.Time); ok && marked {
 				a.rep.Failed++
 				a.r.Failed(first, last, drained)
+			} else if capture.GaveUp(fr.Payload) && marked {
+				a.rep.LiveRecovery.GaveUp++
+				a.r.GaveUp(fr.Time)
+			} else if _, msgs, ok := capture.Snapshot(fr.Payload); ok && marked {
+				a.rep.LiveRecovery.Snapshots++
+				a.rep.LiveRecovery.SnapshotMessages += msgs
 			} else if ring, write, ok := capture.Lost(fr.Payload); ok && marked {
 				a.rep.CaptureLost += ring + write
 			} else {
 				a.otherMarkers++ // of a later writer: skipped
 			}
+			continue
+		}
+		if marked && capture.Answer(fr.SrcMAC) {
+			a.rep.LiveRecovery.Answers++
+			if p, err := moldudp64.Parse(fr.Payload); err == nil {
+				a.rep.LiveRecovery.AnswerMessages += uint64(p.Messages())
+			}
+			a.r.Recovered(fr.Payload, fr.Time)
 			continue
 		}
 		i := a.line(&fr)
@@ -154,6 +267,10 @@ func (a *arbitrated) run() error {
 		a.r.Offer(i, fr.Payload, fr.Time)
 	}
 	a.r.Finish()
+	a.rep.CaptureEnd = a.end
+	if marked && a.end == "" {
+		a.rep.CaptureEnd = captureCut
+	}
 	return nil
 }
 

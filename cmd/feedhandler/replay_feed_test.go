@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"cmp"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -412,4 +413,116 @@ func TestReplayFeedSymbolsReassigned(t *testing.T) {
 			t.Errorf("%s in --books-out %v, in --shm %v; want %v", sym, inOut, inShm, want)
 		}
 	}
+}
+
+// TestReplayFeedCaptureCut: a capture the handler closed ends with the
+// end's marker frame, and replay --feed says "stopped"; the same file cut
+// at a whole record, as a handler killed between two flushes leaves it
+// (nothing else in it can say), is reported "cut", in the text too.
+func TestReplayFeedCaptureCut(t *testing.T) {
+	day, dir, capPath := dayDir(t, 20_000, 17)
+	c, t0 := demoCapture(t, capPath)
+	for i, p := range day.Packets {
+		ts := t0 + int64(i)*int64(100*time.Microsecond)
+		c.Put([]rx.Packet{{Line: rx.LineA, Data: p, RxTime: ts}, {Line: rx.LineB, Data: p, RxTime: ts + 1000}}, ts-1)
+	}
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	feed := writeDemoFeed(t, dir, day, "")
+	if rep := replayFeedJSON(t, feed, capPath); rep.Arbitrated == nil || rep.Arbitrated.CaptureEnd != "stopped" {
+		t.Fatalf("replay --feed of a capture closed: report %+v, want capture_end stopped", rep.Arbitrated)
+	}
+	// Cut after the whole records of the first half of the packets.
+	b, err := os.ReadFile(capPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	off, half := 24, uint64(len(day.Packets)/2)
+	for range 2 * half { // two frames a packet
+		off += 16 + int(binary.LittleEndian.Uint32(b[off+8:]))
+	}
+	cut := filepath.Join(dir, "cut.pcap")
+	if err := os.WriteFile(cut, b[:off], 0o644); err != nil {
+		t.Fatal(err)
+	}
+	rep := replayFeedJSON(t, feed, cut)
+	if a := rep.Arbitrated; a == nil || a.CaptureEnd != "cut" || a.Datagrams != [2]uint64{half, half} {
+		t.Fatalf("replay --feed of a capture cut at a whole record: report %+v, want capture_end cut, half the datagrams", a)
+	}
+	var text bytes.Buffer
+	if err := replay([]string{"--quiet", "--settle", "0", "--feed", feed, cut}, &text, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	if want := "the capture does not end as the handler ends one"; !strings.Contains(text.String(), want) {
+		t.Errorf("replay --feed's text report of a cut capture does not say %q:\n%s", want, text.String())
+	}
+}
+
+// TestReplayFeedLiveRecovery: a capture whose handler repaired a packet
+// lost on both lines by re-request, got only the first of two others
+// answered before it gave up their range, and loaded a snapshot, holds
+// the answers, the give-up and the snapshot's marker frames. replay
+// --feed holds for the answers and applies them, and gives up where the
+// handler did, as the handler did: the one packet never answered is the
+// one gap. It says what the live handler's recovery brought, in the JSON
+// and the text report (the snapshot's messages are not in the capture).
+func TestReplayFeedLiveRecovery(t *testing.T) {
+	day, dir, capPath := dayDir(t, 20_000, 19)
+	c, t0 := demoCapture(t, capPath)
+	whole, part := len(day.Packets)/3, 2*len(day.Packets)/3
+	msgs := func(i int) uint64 {
+		p, err := moldudp64.Parse(day.Packets[i])
+		if err != nil || p.Messages() == 0 {
+			t.Fatalf("packet %d: %v, %d messages: want a packet of messages", i, err, p.Messages())
+		}
+		return uint64(p.Messages())
+	}
+	for i, b := range day.Packets {
+		ts := t0 + int64(i)*int64(100*time.Microsecond)
+		// The answers 20 packets (2 ms) after their gap, past the
+		// lines' grace: the arbiter held for them.
+		switch i {
+		case whole + 20:
+			c.Recovered(day.Packets[whole], ts)
+		case part + 20:
+			c.Recovered(day.Packets[part], ts)
+		case part + 30:
+			c.GaveUp(ts) // part+1 never answered: given up
+		}
+		if i == whole || i == part || i == part+1 {
+			continue
+		}
+		c.Put([]rx.Packet{{Line: rx.LineA, Data: b, RxTime: ts}, {Line: rx.LineB, Data: b, RxTime: ts + 1000}}, ts-1)
+	}
+	c.Snapshot(t0+int64(len(day.Packets))*int64(100*time.Microsecond), 5, 4)
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	feed := writeDemoFeed(t, dir, day, "")
+	rep := replayFeedJSON(t, feed, capPath)
+	want := liveRecovery{Answers: 2, AnswerMessages: msgs(whole) + msgs(part), GaveUp: 1, Snapshots: 1, SnapshotMessages: 4}
+	if a := rep.Arbitrated; a == nil || a.LiveRecovery != want || a.Other != 0 || rep.InputMissing != msgs(part+1) || a.Delivered != day.Messages-msgs(part+1) {
+		t.Fatalf("replay --feed: %d missing, report %+v; want live_recovery %+v, the answers no line's datagrams (other 0), the %d messages never answered missing, the rest delivered",
+			rep.InputMissing, a, want, msgs(part+1))
+	}
+	var text bytes.Buffer
+	if err := replay([]string{"--quiet", "--settle", "0", "--feed", feed, capPath}, &text, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	if want := fmt.Sprintf("the handler received 2 re-request answers (%d messages), replayed where it received them, and gave up 1 re-requests there; it loaded 1 snapshots (4 messages), which a capture does not hold", msgs(whole)+msgs(part)); !strings.Contains(text.String(), want) {
+		t.Errorf("replay --feed's text report does not say %q:\n%s", want, text.String())
+	}
+}
+
+// demoCapture opens a capture of the demo's two lines at capPath, and
+// returns it with the receive time the tests' datagrams start at.
+func demoCapture(t *testing.T, capPath string) (*capture.Capture, int64) {
+	t.Helper()
+	lines := []rx.LineConfig{{Group: demo.GroupA.Addr(), Port: demo.GroupA.Port()}, {Group: demo.GroupB.Addr(), Port: demo.GroupB.Port()}}
+	c, err := capture.Open(capture.Config{Path: capPath, Lines: lines, Log: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c, time.Date(2026, 12, 6, 14, 30, 0, 0, time.UTC).UnixNano()
 }

@@ -95,12 +95,13 @@ type Stats struct {
 
 // Capture is an open capture file and its ring.
 type Capture struct {
-	ring ring
-	path string
-	log  zerolog.Logger
-	f    file
-	dst  []netip.AddrPort // by line
-	src  []netip.Addr     // by line: when the datagram's is unknown
+	ring   ring
+	answer [1]rx.Packet // Recovered's, on the receive thread
+	path   string
+	log    zerolog.Logger
+	f      file
+	dst    []netip.AddrPort // by line
+	src    []netip.Addr     // by line: when the datagram's is unknown
 
 	// The drainer's state.
 	pw      *pcapgo.Writer
@@ -304,6 +305,34 @@ func (c *Capture) Put(pkts []rx.Packet, drainedAt int64) { c.ring.put(pkts, drai
 // stores, nothing written until the next Put.
 func (c *Capture) Failed(now, drainedAt int64) { c.ring.failed(now, drainedAt) }
 
+// Recovered copies a re-request answer the receive thread received at
+// rxTime (the MoldUDP64 packet, data) into the ring, to be written to the
+// file apart from the lines' datagrams (mark.go: Answer), so that a replay
+// can tell what recovery repaired live. The receive thread only, as Put;
+// it allocates nothing. An answer the ring has no room for is left out,
+// counted as a datagram's.
+func (c *Capture) Recovered(data []byte, rxTime int64) {
+	c.answer[0] = rx.Packet{Data: data, Line: answerLine, RxTime: rxTime}
+	c.ring.answer(c.answer[:])
+	c.answer[0].Data = nil
+}
+
+// Snapshot notes a snapshot the receive thread loaded at now (the books
+// rebuilt from it), delivery resuming at sequence number next, of
+// messages messages: a marker frame (mark.go: Snapshot), for its messages
+// are not in the file. The receive thread only, as Put.
+func (c *Capture) Snapshot(now int64, next, messages uint64) {
+	c.ring.event(snapMark, now, next, messages)
+}
+
+// GaveUp notes that the receive thread gave up at now the range it was
+// re-requesting (Arbiter.Abandon: declared missing, what was held behind
+// it delivered): a marker frame (mark.go: GaveUp), so that a replay of the
+// answers gives it up there too. The receive thread only, as Put.
+func (c *Capture) GaveUp(now int64) {
+	c.ring.event(giveUpMark, now, 0, 0)
+}
+
 // Stats returns the counters; safe from any goroutine.
 func (c *Capture) Stats() Stats {
 	return Stats{Packets: c.packets.Load(), Bytes: c.bytes.Load(), Dropped: c.ring.dropped.Load(),
@@ -391,6 +420,9 @@ func (c *Capture) drain() {
 				c.writeLostFrame()
 			}
 			c.rotateSize = 0 // no new file at the end
+			if !c.tooLarge { // a full file takes no more: it ends cut
+				c.writeEndFrame(EndStopped)
+			}
 			c.flushLogged()
 			return
 		}
@@ -428,6 +460,20 @@ func (c *Capture) write(rec *record) {
 		c.writeFailed(rec)
 		return
 	}
+	if rec.snapshot || rec.gaveUp {
+		tag := snapshotTag
+		if rec.gaveUp {
+			tag = giveUpTag
+		}
+		c.frame = appendCountsFrame(c.frame[:0], tag, rec.snapNext, rec.snapMsgs)
+		ci := gopacket.CaptureInfo{Timestamp: time.Unix(0, rec.rxTime), CaptureLength: len(c.frame), Length: len(c.frame)}
+		c.pw.WritePacket(ci, c.frame)
+		return
+	}
+	if rec.line == answerLine {
+		c.writeAnswer(rec)
+		return
+	}
 	line := int(rec.line)
 	if line >= len(c.dst) {
 		return // no such line: the receiver does not produce it
@@ -458,6 +504,21 @@ func (c *Capture) write(rec *record) {
 	c.pending++
 }
 
+// writeAnswer appends a re-request answer's frame (mark.go) to the
+// buffer: a datagram, from and to 0.0.0.0 port 0, no line's.
+func (c *Capture) writeAnswer(rec *record) {
+	if len(rec.payload) > 0xFFFF-20-8 {
+		return
+	}
+	c.id++
+	none := netip.AddrPortFrom(netip.IPv4Unspecified(), 0)
+	c.frame = pcap.AppendUDPFrame(c.frame[:0], none, none, c.id, rec.payload)
+	copy(c.frame[6:12], answerMAC[:])
+	ci := gopacket.CaptureInfo{Timestamp: time.Unix(0, rec.rxTime), CaptureLength: len(c.frame), Length: len(c.frame)}
+	c.pw.WritePacket(ci, c.frame)
+	c.pending++
+}
+
 // writeFailed appends the marker frame of a run of failed receive calls
 // (mark.go) to the buffer: not a datagram (pending, Stats.Packets).
 func (c *Capture) writeFailed(rec *record) {
@@ -468,6 +529,17 @@ func (c *Capture) writeFailed(rec *record) {
 	c.lostDrained = 0
 	c.frame = appendFailedFrame(c.frame[:0], rec.failFirst, rec.rxTime, drained)
 	ci := gopacket.CaptureInfo{Timestamp: time.Unix(0, rec.rxTime), CaptureLength: len(c.frame), Length: len(c.frame)}
+	c.pw.WritePacket(ci, c.frame)
+}
+
+// writeEndFrame appends the marker frame that ends a file (mark.go),
+// stamped now: not a datagram.
+func (c *Capture) writeEndFrame(reason byte) {
+	if c.lostRing|c.lostWrite != 0 {
+		c.writeLostFrame() // what was left out last, before the end
+	}
+	c.frame = appendEndFrame(c.frame[:0], reason)
+	ci := gopacket.CaptureInfo{Timestamp: time.Now(), CaptureLength: len(c.frame), Length: len(c.frame)}
 	c.pw.WritePacket(ci, c.frame)
 }
 
@@ -497,7 +569,16 @@ func (c *Capture) flushLogged() {
 	failing := c.failing
 	err := c.flush()
 	if err == nil && c.rotateSize > 0 && c.off >= c.rotateSize {
-		c.rotate()
+		if !c.rotateFail {
+			// The file's end, said in it before it is let go (once: a
+			// rotation that failed goes on in it, and a later end frame
+			// ends it).
+			c.writeEndFrame(EndNextFile)
+			err = c.flush()
+		}
+		if err == nil {
+			c.rotate()
+		}
 	}
 	if err != nil {
 		if !failing {

@@ -49,6 +49,27 @@ func readAll(t *testing.T, path string) []pcap.Frame {
 }
 
 // openCapture opens a capture file for reading, closed at the test's end.
+// fileEnd reads the file's last frame: ok when it is the marker frame
+// that ends a file the writer closed, for reason.
+func fileEnd(t *testing.T, path string) (reason byte, ok bool) {
+	t.Helper()
+	r := openCapture(t, path)
+	r.ReturnMarkers()
+	for {
+		fr, err := r.Next()
+		if err == io.EOF {
+			return reason, ok
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		reason, ok = 0, false
+		if fr.Marker {
+			reason, ok = End(fr.Payload)
+		}
+	}
+}
+
 func openCapture(t *testing.T, path string) *pcap.Reader {
 	t.Helper()
 	f, err := os.Open(path)
@@ -201,6 +222,10 @@ func TestPutAllocs(t *testing.T) {
 	pkts := []rx.Packet{datagram(1), datagram(2), datagram(3)}
 	if a := testing.AllocsPerRun(100, func() { c.Put(pkts, 0) }); a != 0 {
 		t.Fatalf("Put: %v allocations, want 0", a)
+	}
+	answer := datagram(4).Data
+	if a := testing.AllocsPerRun(100, func() { c.Recovered(answer, 1); c.Snapshot(2, 3, 4); c.GaveUp(5) }); a != 0 {
+		t.Fatalf("Recovered, Snapshot and GaveUp: %v allocations, want 0", a)
 	}
 	full := make([]rx.Packet, 1500)
 	for i := range full {
@@ -495,6 +520,15 @@ func TestRotate(t *testing.T) {
 			checkFrame(t, fr, n)
 			n++
 		}
+		// Each file ends with the marker frame that says how: the next
+		// file, or the stop; one without was cut short.
+		want := byte(EndNextFile)
+		if k == len(order)-1 {
+			want = EndStopped
+		}
+		if reason, ok := fileEnd(t, name); !ok || reason != want {
+			t.Fatalf("file %d (%s) of %d ends with an end frame %v, reason %d: want reason %d", k, name, len(order), ok, reason, want)
+		}
 		fi, _ := os.Stat(name)
 		if k < len(order)-1 && fi.Size() < MinRotate {
 			t.Fatalf("file %d (%s) of %d bytes, rotated before RotateSize %d", k, name, fi.Size(), MinRotate)
@@ -608,8 +642,8 @@ func TestLargestDatagrams(t *testing.T) {
 		}
 		got = append(got, len(fr.Payload))
 	}
-	if st := r.Stats(); fmt.Sprint(got) != "[0 65493]" || st.Frames != 4 || st.Skipped[pcap.Truncated] != 2 {
-		t.Fatalf("the reader read %d frames, datagrams of %v bytes, %v skipped truncated; want 4 frames, datagrams of [0 65493], 2 truncated",
+	if st := r.Stats(); fmt.Sprint(got) != "[0 65493]" || st.Frames != 5 || st.Markers != 1 || st.Skipped[pcap.Truncated] != 2 {
+		t.Fatalf("the reader read %d frames, datagrams of %v bytes, %v skipped truncated; want 5 frames (the end's marker frame), datagrams of [0 65493], 2 truncated",
 			st.Frames, got, st.Skipped[pcap.Truncated])
 	}
 	if _, err := exec.LookPath("tshark"); err != nil {
@@ -621,7 +655,7 @@ func TestLargestDatagrams(t *testing.T) {
 	if err != nil {
 		t.Fatalf("tshark -r %s: %v\n%s", path, err, out)
 	}
-	want := "42\t42\t28\t1\t8\n65535\t65535\t65521\t1\t65501\n65536\t65535\t65522\t1\t65502\n65549\t65535\t65535\t1\t65515\n"
+	want := "42\t42\t28\t1\t8\n65535\t65535\t65521\t1\t65501\n65536\t65535\t65522\t1\t65502\n65549\t65535\t65535\t1\t65515\n19\t19\t\t\t\n" // the end's marker frame last
 	if string(out) != want {
 		t.Fatalf("tshark reads (frame.len, cap_len, ip.len, ip checksum status, udp.length)\n%s\nwant\n%s", out, want)
 	}

@@ -29,12 +29,19 @@
 // its arbiter where the live one ticked (Mark, FileMark). A run of receive
 // calls that failed between two batches (Failed) is a marker frame before
 // the next, not an IP datagram, so that a replay advances its arbiter
-// there too (mark.go).
+// there too (mark.go). The re-request answers the receive thread hands
+// over (Recovered) are frames of their own, no line's, and a snapshot
+// loaded (Snapshot) and a re-request given up (GaveUp) marker frames, so
+// that a replay applies the answers where the handler did, and says what
+// it cannot apply (a snapshot's messages). A file the writer closed ends with a marker frame
+// that says so (the stop, or the next file: End); a file without it last
+// was cut short (the process killed).
 //
 //	c, err := capture.Open(capture.Config{Path: p, Lines: lines, Log: log})
 //	...
 //	c.Failed(now, drainedAt)   // the receive thread, at a failed call
 //	c.Put(pkts[:n], drainedAt) // the receive thread, per batch, before Release
+//	c.Recovered(answer, now)   // the receive thread, per re-request answer
 //	...
 //	err = c.Close() // after the receive thread stopped
 package capture

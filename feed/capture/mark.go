@@ -123,11 +123,26 @@ var lostTag = [4]byte{'F', 'H', 'R', 'L'}
 // first received at first: ring of them for want of room in the ring,
 // write lost with a failed write.
 func appendLostFrame(b []byte, ring, write uint64) []byte {
+	return appendCountsFrame(b, lostTag, ring, write)
+}
+
+// appendCountsFrame appends a marker frame from and to
+// 06:00:00:00:00:00 whose payload is tag, then x and y, unsigned 64-bit,
+// big-endian.
+func appendCountsFrame(b []byte, tag [4]byte, x, y uint64) []byte {
 	b = append(b, markFrame, 0, 0, 0, 0, 0, markFrame, 0, 0, 0, 0, 0)
 	b = append(b, pcap.EtherMarker>>8, pcap.EtherMarker&0xFF)
-	b = append(b, lostTag[:]...)
-	b = binary.BigEndian.AppendUint64(b, ring)
-	return binary.BigEndian.AppendUint64(b, write)
+	b = append(b, tag[:]...)
+	b = binary.BigEndian.AppendUint64(b, x)
+	return binary.BigEndian.AppendUint64(b, y)
+}
+
+// counts reads the payload of appendCountsFrame's frame of tag.
+func counts(payload []byte, tag [4]byte) (x, y uint64, ok bool) {
+	if len(payload) < 20 || [4]byte(payload[:4]) != tag {
+		return 0, 0, false
+	}
+	return binary.BigEndian.Uint64(payload[4:12]), binary.BigEndian.Uint64(payload[12:20]), true
 }
 
 // Lost reads a marker frame's payload (pcap.Frame.Marker) of a file whose
@@ -135,9 +150,82 @@ func appendLostFrame(b []byte, ring, write uint64) []byte {
 // the file before the next frame, ring of them because the capture's ring
 // was full, write lost with a failed write (the frame's time is the first
 // one's receive time).
-func Lost(payload []byte) (ring, write uint64, ok bool) {
-	if len(payload) < 20 || [4]byte(payload[:4]) != lostTag {
-		return 0, 0, false
+func Lost(payload []byte) (ring, write uint64, ok bool) { return counts(payload, lostTag) }
+
+// endTag begins the payload of the marker frame that ends a file the
+// writer closed: the handler stopped (Close), or the capture went on in
+// the next file (a rotation). A file whose last frame is not one was cut
+// short: the process killed or crashed, the host down, or the file still
+// being written; what the handler received after its last frame is not in
+// it, and nothing else in the file can say so (it ends at a whole record,
+// the last flush's).
+var endTag = [4]byte{'F', 'H', 'R', 'E'}
+
+// End reasons, the byte after endTag.
+const (
+	EndStopped  = 0 // the handler stopped: Close
+	EndNextFile = 1 // the capture went on in the next file (capture.rotate_size)
+)
+
+// appendEndFrame appends the marker frame that ends a file, for reason
+// (EndStopped, EndNextFile).
+func appendEndFrame(b []byte, reason byte) []byte {
+	b = append(b, markFrame, 0, 0, 0, 0, 0, markFrame, 0, 0, 0, 0, 0)
+	b = append(b, pcap.EtherMarker>>8, pcap.EtherMarker&0xFF)
+	b = append(b, endTag[:]...)
+	return append(b, reason)
+}
+
+// End reads a marker frame's payload (pcap.Frame.Marker) of a file whose
+// header carries FileMark: ok reports that it ends the file the writer
+// closed, for reason (EndStopped, EndNextFile). Only a file's last frame
+// counts: a rotation that failed after its end frame was written goes on
+// in the same file.
+func End(payload []byte) (reason byte, ok bool) {
+	if len(payload) < 5 || [4]byte(payload[:4]) != endTag {
+		return 0, false
 	}
-	return binary.BigEndian.Uint64(payload[4:12]), binary.BigEndian.Uint64(payload[12:20]), true
+	return payload[4], true
+}
+
+// What the live handler's recovery brought (docs/RECOVERY.md) is no line
+// datagram, but a replay without it misses what it repaired: the file
+// holds it (a snapshot: where it was loaded). A re-request answer (Recovered) is an IPv4/UDP frame
+// of its own, from and to 0.0.0.0 port 0 (the server's address is not
+// kept; no line's destination, so a replay by lines passes over it),
+// whose Ethernet source address is answerMAC. A snapshot loaded
+// (Snapshot) is a marker frame from and to 06:00:00:00:00:00, stamped when
+// loaded, whose payload is snapshotTag, then the sequence number delivery
+// resumed at and how many messages the snapshot held, unsigned 64-bit,
+// big-endian: its messages are not in the file.
+var answerMAC = [6]byte{markFrame | 0x10}
+
+// Answer reports whether a datagram of a file whose header carries
+// FileMark, with this Ethernet source address, is a re-request answer the
+// live handler received (not a line's datagram).
+func Answer(mac [6]byte) bool { return mac == answerMAC }
+
+// snapshotTag begins the payload of a marker frame of a snapshot loaded.
+var snapshotTag = [4]byte{'F', 'H', 'R', 'S'}
+
+// Snapshot reads a marker frame's payload (pcap.Frame.Marker) of a file
+// whose header carries FileMark: ok reports that the live handler loaded
+// a snapshot there (the books rebuilt from it), of messages messages,
+// delivery resuming at sequence number next.
+func Snapshot(payload []byte) (next, messages uint64, ok bool) { return counts(payload, snapshotTag) }
+
+// giveUpTag begins the payload of a marker frame of a re-request given
+// up: the live handler declared the range it was re-requesting missing
+// there (Arbiter.Abandon), with whatever answers came for it before (a
+// server that answered part, then went quiet). From and to
+// 06:00:00:00:00:00, stamped when given up; two counts of 0 follow the
+// tag (room for later use).
+var giveUpTag = [4]byte{'F', 'H', 'R', 'G'}
+
+// GaveUp reads a marker frame's payload (pcap.Frame.Marker) of a file
+// whose header carries FileMark: ok reports that the live handler gave up
+// the range it was re-requesting at the frame's time.
+func GaveUp(payload []byte) bool {
+	_, _, ok := counts(payload, giveUpTag)
+	return ok
 }

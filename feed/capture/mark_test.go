@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -194,7 +195,7 @@ func TestCaptureFailedRuns(t *testing.T) {
 		first, last, drained int64
 	}
 	want := []ev{{0, 0, 0, 0}, {-1, at(0, 10), at(0, 20), 0}, {1, 0, 0, 0}, {2, 0, 0, 0},
-		{-1, at(2, 40), at(2, 50), at(2, 30)}, {3, 0, 0, 0}, {-1, at(3, 10), at(3, 10), 0}, {4, 0, 0, at(3, 20)}, {5, 0, 0, 0}}
+		{-1, at(2, 40), at(2, 50), at(2, 30)}, {3, 0, 0, 0}, {-1, at(3, 10), at(3, 10), 0}, {4, 0, 0, at(3, 20)}, {5, 0, 0, 0}, {-2, 0, 0, 0}}
 	r := openCapture(t, path)
 	r.ReturnMarkers()
 	var got []ev
@@ -204,6 +205,10 @@ func TestCaptureFailedRuns(t *testing.T) {
 			break
 		}
 		if fr.Marker {
+			if reason, ok := End(fr.Payload); ok && reason == EndStopped {
+				got = append(got, ev{-2, 0, 0, 0})
+				continue
+			}
 			first, last, drained, ok := Failed(fr.SrcMAC, fr.Payload, fr.Time)
 			if !ok {
 				t.Fatalf("frame %d: marker % x is no run of failed calls", fr.Index, fr.Payload)
@@ -220,8 +225,8 @@ func TestCaptureFailedRuns(t *testing.T) {
 	}
 
 	frames, st := readAllStats(t, path)
-	if len(frames) != 6 || st.Malformed() != 0 || st.Markers != 3 {
-		t.Errorf("a reader not asked for marker frames: %d datagrams, stats %+v; want 6, 3 markers, none skipped", len(frames), st)
+	if len(frames) != 6 || st.Malformed() != 0 || st.Markers != 4 {
+		t.Errorf("a reader not asked for marker frames: %d datagrams, stats %+v; want 6, 4 markers (3 runs, the end), none skipped", len(frames), st)
 	}
 	if _, err := exec.LookPath("tshark"); err != nil {
 		t.Log("tshark not installed: not run")
@@ -231,8 +236,8 @@ func TestCaptureFailedRuns(t *testing.T) {
 	if err != nil {
 		t.Fatalf("tshark: %v: %s", err, out)
 	}
-	if types := strings.Fields(string(out)); len(types) != 15 || strings.Count(string(out), "0x88b5") != 3 || strings.Count(string(out), "0x0800") != 6 {
-		t.Errorf("tshark read %q: want 6 frames of 0x0800 with a UDP port, 3 of 0x88b5", out)
+	if types := strings.Fields(string(out)); len(types) != 16 || strings.Count(string(out), "0x88b5") != 4 || strings.Count(string(out), "0x0800") != 6 {
+		t.Errorf("tshark read %q: want 6 frames of 0x0800 with a UDP port, 4 of 0x88b5 (3 runs, the end)", out)
 	}
 }
 
@@ -400,5 +405,73 @@ func TestCaptureLostMarked(t *testing.T) {
 		fmt.Sprintf("%d+0 after %d datagrams, from ", uint64(len(batch))-(st.Packets-1-written), st.Packets)}
 	if st.Dropped == 0 || ring != st.Dropped || write != 0 || len(at) != 2 || at[0] != want[0] || !strings.HasPrefix(at[1], want[1]) {
 		t.Errorf("stats %+v, lost marker frames %q, want %q: one before the datagram after the first batch's drops, one at the end, counting the %d dropped, each from the first of its datagrams", st, at, want, st.Dropped)
+	}
+}
+
+// TestCaptureRecovery: the re-request answers, snapshots and re-requests
+// given up the receive thread notes go to the file in their order among the lines' datagrams:
+// an answer a datagram from and to 0.0.0.0 port 0 marked as one (Answer),
+// its bytes as received, no line's, the empty poll before the next batch
+// kept for it; a snapshot a marker frame with its sequence number and
+// message count; a re-request given up a marker frame of its time. None
+// is read as a line's batch mark.
+func TestCaptureRecovery(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "c.pcap")
+	c, err := Open(Config{Path: path, Lines: testLines, Buffer: MinBuffer, Log: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := func(i int) int64 { return int64(1_000_000_000 + i*1000) }
+	c.Put([]rx.Packet{{Line: rx.LineA, Data: []byte("line a 1"), RxTime: at(1)}}, at(0))
+	c.Recovered([]byte("answer 1"), at(2))
+	c.Snapshot(at(3), 42, 7)
+	c.GaveUp(at(4))
+	c.Put([]rx.Packet{{Line: rx.LineB, Data: []byte("line b 2"), RxTime: at(5)}}, at(4))
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if st := c.Stats(); st.Packets != 3 {
+		t.Errorf("stats %+v: want 3 datagrams (two lines', one answer)", st)
+	}
+	r := openCapture(t, path)
+	r.ReturnMarkers()
+	var got []string
+	none := netip.AddrPortFrom(netip.IPv4Unspecified(), 0)
+	for {
+		fr, err := r.Next()
+		if err != nil {
+			break
+		}
+		drained, marked := Mark(fr.SrcMAC, fr.Time)
+		switch {
+		case fr.Marker:
+			if GaveUp(fr.Payload) {
+				got = append(got, fmt.Sprintf("gave up at %d", fr.Time))
+			} else if next, msgs, ok := Snapshot(fr.Payload); ok {
+				got = append(got, fmt.Sprintf("snapshot %d %d at %d", next, msgs, fr.Time))
+			} else if _, ok := End(fr.Payload); ok {
+				got = append(got, "end")
+			} else {
+				got = append(got, fmt.Sprintf("marker % x", fr.Payload))
+			}
+		case Answer(fr.SrcMAC):
+			got = append(got, fmt.Sprintf("answer %q at %d to %v from %v marked %v", fr.Payload, fr.Time, fr.Dst, fr.Src, marked))
+			if fr.Dst != none || fr.Src != none {
+				t.Errorf("an answer from %v to %v, want from and to %v", fr.Src, fr.Dst, none)
+			}
+		default:
+			got = append(got, fmt.Sprintf("%q at %d drained %d", fr.Payload, fr.Time, drained))
+		}
+	}
+	want := []string{
+		fmt.Sprintf("%q at %d drained %d", "line a 1", at(1), at(0)),
+		fmt.Sprintf("answer %q at %d to %v from %v marked false", "answer 1", at(2), none, none),
+		fmt.Sprintf("snapshot 42 7 at %d", at(3)),
+		fmt.Sprintf("gave up at %d", at(4)),
+		fmt.Sprintf("%q at %d drained %d", "line b 2", at(5), at(4)),
+		"end",
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("read\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 }

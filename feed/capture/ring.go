@@ -25,12 +25,19 @@ import (
 // own, a header alone: length failMark, 8:16 its last failed call, 16:24
 // its first, 24:32 the empty poll before it, as a datagram's. So are the
 // datagrams the ring had no room for: length lostMark, 8:16 the receive
-// time of the first, 16:24 how many.
+// time of the first, 16:24 how many; and a snapshot loaded
+// (Capture.Snapshot): length snapMark, 8:16 when, 16:24 the sequence
+// number delivery resumed at, 24:32 its messages; a re-request given up
+// (Capture.GaveUp): length giveUpMark, 8:16 when. A re-request answer
+// (Capture.Recovered) is a datagram of line answerLine.
 const (
-	recHeader = 32
-	wrapMark  = ^uint32(0)
-	failMark  = wrapMark - 1
-	lostMark  = wrapMark - 2
+	recHeader  = 32
+	wrapMark   = ^uint32(0)
+	failMark   = wrapMark - 1
+	lostMark   = wrapMark - 2
+	snapMark   = wrapMark - 3
+	giveUpMark = wrapMark - 4
+	answerLine = 0xFE
 )
 
 // recordSize is the ring space a payload of n bytes takes.
@@ -233,10 +240,14 @@ type record struct {
 	payload []byte
 	// failed: a run of failed receive calls, from failFirst to rxTime
 	// (no payload, line or source). lost: datagrams the ring had no room
-	// for, this many, the first received at rxTime.
-	failed    bool
-	failFirst int64
-	lost      uint64
+	// for, this many, the first received at rxTime. snapshot: a snapshot
+	// loaded at rxTime, delivery resuming at snapNext, of snapMsgs
+	// messages.
+	failed             bool
+	failFirst          int64
+	lost               uint64
+	snapshot, gaveUp   bool
+	snapNext, snapMsgs uint64
 }
 
 // next reads the record at tail t (t < head) and returns the tail after it.
@@ -247,7 +258,19 @@ func (r *ring) next(t uint64, rec *record) (uint64, bool) {
 	if n == wrapMark {
 		return t + r.size - pos, false
 	}
-	rec.lost = 0
+	rec.lost, rec.snapshot, rec.gaveUp = 0, false, false
+	if n == giveUpMark {
+		rec.failed, rec.gaveUp = false, true
+		rec.rxTime = int64(binary.LittleEndian.Uint64(b[8:16]))
+		return t + recHeader, true
+	}
+	if n == snapMark {
+		rec.failed, rec.snapshot = false, true
+		rec.rxTime = int64(binary.LittleEndian.Uint64(b[8:16]))
+		rec.snapNext = binary.LittleEndian.Uint64(b[16:24])
+		rec.snapMsgs = binary.LittleEndian.Uint64(b[24:32])
+		return t + recHeader, true
+	}
 	if n == lostMark {
 		rec.failed = false
 		rec.rxTime = int64(binary.LittleEndian.Uint64(b[8:16]))
@@ -269,4 +292,28 @@ func (r *ring) next(t uint64, rec *record) (uint64, bool) {
 	copy(rec.src[:], b[16:20])
 	rec.payload = b[recHeader : recHeader+int(n)]
 	return t + recordSize(int(n)), true
+}
+
+// answer copies a re-request answer received at rxTime into the ring, a
+// datagram of answerLine, apart from the lines' batches: the empty poll
+// and the marks waiting for the next batch stay for it. One that does not
+// fit is left out, counted as a datagram's.
+func (r *ring) answer(p []rx.Packet) {
+	drainedAt, marks := r.drainedAt, r.marks
+	r.drainedAt, r.marks = 0, false
+	r.put(p, 0)
+	r.drainedAt, r.marks = drainedAt, marks || r.marks
+}
+
+// event writes a record of its own, a header alone (snapMark at now,
+// delivery resuming at next, of messages messages; giveUpMark at now);
+// left out without room.
+func (r *ring) event(mark uint32, now int64, next, messages uint64) {
+	if b := r.reserve(); b != nil {
+		binary.LittleEndian.PutUint32(b[0:4], mark)
+		binary.LittleEndian.PutUint64(b[8:16], uint64(now))
+		binary.LittleEndian.PutUint64(b[16:24], next)
+		binary.LittleEndian.PutUint64(b[24:32], messages)
+		r.head.Store(r.pHead)
+	}
 }

@@ -221,6 +221,10 @@ func TestCaptureFailedReceives(t *testing.T) {
 			got = append(got, "datagram")
 			continue
 		}
+		if reason, ok := capture.End(fr.Payload); ok && reason == capture.EndStopped {
+			got = append(got, "end")
+			continue
+		}
 		first, last, drained, ok := capture.Failed(fr.SrcMAC, fr.Payload, fr.Time)
 		got = append(got, "failed")
 		if !ok || first <= now || last <= first || drained != 0 {
@@ -228,7 +232,7 @@ func TestCaptureFailedReceives(t *testing.T) {
 				fr.Payload, fr.SrcMAC, fr.Time, first, last, drained, ok)
 		}
 	}
-	if want := []string{"datagram", "failed", "datagram"}; !slices.Equal(got, want) {
+	if want := []string{"datagram", "failed", "datagram", "end"}; !slices.Equal(got, want) {
 		t.Errorf("capture holds %v, want %v", got, want)
 	}
 }

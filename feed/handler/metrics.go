@@ -113,7 +113,7 @@ var exported = [...]metric{
 	{"session_changes_total", "Times a confirmed session replaced a followed one that was silent or had ended.", kindCounter, ""},
 	{"sequence_regressions_total", "Times every line went back to sequence numbers already delivered, under the same session name, for the line timeout: nothing behind is applied; not ready until new sequence numbers come, unless the restart is followed (sequence_restarts_total).", kindCounter, ""},
 	{"sequence_restarts_total", "Times the lines went back to sequence number 1 under the same session name and the restarted sequence was followed from 1, the books rebuilt as at a session change (arbitration.sequence_restart: rebuild).", kindCounter, ""},
-	{"capture_packets_total", "Line datagrams written to the capture file (capture.path).", kindCounter, ""},
+	{"capture_packets_total", "Line datagrams and re-request answers written to the capture file (capture.path).", kindCounter, ""},
 	{"capture_bytes_total", "Bytes written to the capture file (pcap headers and frames).", kindCounter, ""},
 	{"capture_dropped_total", "Line datagrams left out of the capture because its ring was full (never out of the feed): raise capture.buffer, or the disk is too slow.", kindCounter, ""},
 	{"capture_write_errors_total", "Failed writes to the capture file (a full disk): logged once per run of failures; the capture goes on.", kindCounter, ""},

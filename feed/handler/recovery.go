@@ -609,6 +609,9 @@ func (r *recovery) poll(now int64) {
 			if !ok {
 				r.rest(now)
 				a.Abandon(now)
+				if r.h.capFile != nil {
+					r.h.capFile.GaveUp(now) // a replay of the answers gives it up here too
+				}
 			}
 		}
 	}
@@ -695,7 +698,11 @@ func (r *recovery) logBadAnswers(bad uint64, now int64) {
 func (r *recovery) recovered(p moldudp64.Packet) {
 	r.restFails = 0 // a server answers: the next failure rests ServerRest
 	r.h.pickup = clock.Now()
-	r.h.arb.OfferRecovered(r.raw(p), p, r.h.pickup)
+	raw := r.raw(p)
+	r.h.arb.OfferRecovered(raw, p, r.h.pickup)
+	if r.h.capFile != nil {
+		r.h.capFile.Recovered(raw, r.h.pickup)
+	}
 	r.client.Progress(r.h.arb.Next())
 }
 
@@ -957,6 +964,10 @@ func (r *recovery) loadSnapshot(res snapResult, now int64) {
 		return
 	}
 	r.h.rebuild(res.msgs, res.snap.Next)
+	if r.h.capFile != nil {
+		// Its messages are not in the capture: a replay says so.
+		r.h.capFile.Snapshot(now, res.snap.Next, res.n)
+	}
 	// Gaps before the snapshot's sequence number are repaired by it. None
 	// stays open: delivery resumes at that number (Unfreeze below), so what
 	// a gap held past it is missing in the arbiter again, and re-requested

@@ -99,8 +99,12 @@ const ReplayPollGap = 10 * time.Microsecond
 // as a running Handler applied them: the same Arbiter, with the feed's
 // arbitration settings and session, clocked by the datagrams' receive
 // times; the same message checks and symbol filter; and a session change
-// empties the books (reset). What it cannot replay is what was not
-// recorded: re-request answers and snapshots (recovery) are gaps here.
+// empties the books (reset). The re-request answers a capture records
+// (capture.Answer) it replays where the handler received them
+// (Recovered), for the ranges the capture holds answers for
+// (SetAnswered): the Arbiter holds what follows such a range until they
+// fill it, or the handler gave it up (GaveUp), as it held live. A snapshot (capture.Snapshot) it cannot replay, its messages
+// not recorded: a gap the handler repaired so is a gap here.
 // Where the live handler found its lines empty comes from the capture's
 // batch marks (OfferMarked), or is modelled (Offer, ReplayPollGap) for a
 // capture without them; where its receive calls failed (Arbiter.Advance)
@@ -192,10 +196,39 @@ func (r *Replayer) Failed(first, last, drainedAt int64) {
 	}
 }
 
+// SetAnswered tells the Replayer which missing ranges the handler
+// re-requested and got answers for (answered: the capture holds an answer
+// of the session with the range's first sequence number): the Arbiter
+// holds what follows such a range for them, as the handler held it for its
+// re-request, until they fill it or the handler gave it up (GaveUp), and
+// declares any other missing at once. Call it before the first Offer.
+func (r *Replayer) SetAnswered(answered func(s moldudp64.Session, rg moldudp64.Range) bool) {
+	r.arb.SetMissing(func(rg moldudp64.Range, _ int64) bool { return answered(r.arb.Session(), rg) })
+}
+
+// Recovered replays a re-request answer (a MoldUDP64 packet) the handler
+// received at rxTime, as a capture records it (capture.Answer): offered
+// to the Arbiter as the handler offered it.
+func (r *Replayer) Recovered(data []byte, rxTime int64) {
+	p, err := moldudp64.Parse(data)
+	if err != nil {
+		return
+	}
+	r.last = max(r.last, rxTime)
+	r.arb.OfferRecovered(data, p, rxTime)
+}
+
+// GaveUp replays the handler giving up, at now, the range it was
+// re-requesting (capture.GaveUp): declared missing, what was held behind
+// it delivered, as the Arbiter did live.
+func (r *Replayer) GaveUp(now int64) { r.arb.Abandon(now) }
+
 // Finish ends the replay: the lines are taken as drained long after the
 // last datagram, so whatever the Arbiter still held is delivered or
-// declared missing.
+// declared missing (a range held for answers the capture ends before is
+// given up).
 func (r *Replayer) Finish() {
+	r.arb.Abandon(r.last + r.hold)
 	r.arb.Tick(r.last + r.hold)
 }
 

@@ -280,6 +280,9 @@ func replayMarks(t *testing.T, path string, lines []rx.LineConfig, marked, model
 			t.Fatal(err)
 		}
 		if fr.Marker {
+			if _, end := capture.End(fr.Payload); end {
+				continue // the file's end: the stop
+			}
 			first, last, drained, ok := capture.Failed(fr.SrcMAC, fr.Payload, fr.Time)
 			if !ok {
 				t.Fatalf("frame %d: a marker frame % x from % x that is no run of failed receive calls", fr.Index, fr.Payload, fr.SrcMAC)
