@@ -11,6 +11,7 @@ import (
 
 	"github.com/marketfeed/feedhandler/feed/moldudp64"
 	"github.com/marketfeed/feedhandler/internal/privilege"
+	"github.com/marketfeed/feedhandler/internal/skmem"
 )
 
 // Defaults of Config's zero values.
@@ -94,7 +95,12 @@ type Stats struct {
 	// BeforeRestart ones (a malformed answer's count is not to be
 	// trusted, and a datagram from another address is no answer).
 	DroppedMessages uint64
-	ReadErrors      uint64
+	// KernelDrops: answer datagrams the kernel dropped, a socket's
+	// receive buffer full (SO_MEMINFO, SK_MEMINFO_DROPS, of every socket,
+	// those set aside at Forget too): their messages are asked again.
+	// Read by CountKernelDrops, not by Poll.
+	KernelDrops uint64
+	ReadErrors  uint64
 	moldudp64.ParseErrors
 }
 
@@ -127,6 +133,9 @@ type Client struct {
 	session   moldudp64.Session
 	// ports and stalePorts: the local ports of fds and stale, by server.
 	ports, stalePorts []uint16
+	// fdDrops, staleDrops: by server, the kernel's drop counter of fds
+	// and stale at their last reading (countDrops).
+	fdDrops, staleDrops []uint32
 	// closed: the ports of the sockets closed at a Forget, the newest at
 	// closedN-1 (mod closedMemory), with when (the latest now Poll was
 	// given then). A server's new socket does not take one closed less
@@ -216,6 +225,7 @@ func New(cfg Config, open func(func() error) error) (*Client, error) {
 			}
 			c.fds, c.ports = append(c.fds, fd), append(c.ports, port)
 			c.stale, c.stalePorts = append(c.stale, -1), append(c.stalePorts, 0)
+			c.fdDrops, c.staleDrops = append(c.fdDrops, 0), append(c.staleDrops, 0)
 			c.addrs = append(c.addrs, unix.SockaddrInet4{Addr: s.Addr().As4(), Port: int(s.Port())})
 		}
 		return nil
@@ -263,8 +273,10 @@ func (c *Client) open4(s netip.AddrPort) (int, uint16, error) {
 	return fd, port, nil
 }
 
-// Close closes the sockets.
+// Close closes the sockets, their kernel drops counted first
+// (Stats.KernelDrops).
 func (c *Client) Close() error {
+	c.CountKernelDrops()
 	errs := []error{closeAll(c.fds), closeAll(c.stale)}
 	c.fds, c.addrs, c.stale = nil, nil, nil
 	return errors.Join(errs...)
@@ -357,11 +369,40 @@ func (c *Client) Forget() {
 			continue // not asked since the last Forget: what was set aside then stays
 		}
 		if c.stale[i] >= 0 {
+			c.countDrops(c.stale[i], &c.staleDrops[i])
 			unix.Close(c.stale[i])
 			c.closed[c.closedN%closedMemory] = closedPort{port: c.stalePorts[i], at: c.seen}
 			c.closedN++
 		}
 		c.stale[i], c.stalePorts[i], c.fds[i] = fd, c.ports[i], -1
+		c.staleDrops[i], c.fdDrops[i] = c.fdDrops[i], 0
+	}
+}
+
+// CountKernelDrops adds to Stats.KernelDrops the answer datagrams the
+// kernel dropped on the sockets since the last call: a receive buffer
+// full, the answer's packets refused before Poll read them (they are
+// asked again). A getsockopt per socket: the caller calls it when it
+// copies the counters, not per Poll. It allocates nothing.
+func (c *Client) CountKernelDrops() {
+	for i, fd := range c.fds {
+		c.countDrops(fd, &c.fdDrops[i])
+	}
+	for i, fd := range c.stale {
+		c.countDrops(fd, &c.staleDrops[i])
+	}
+}
+
+// countDrops adds socket fd's drops since last (its counter then) to
+// Stats.KernelDrops. The kernel's counter is 32 bits and wraps: the
+// difference modulo 2^32 keeps counting across a wrap.
+func (c *Client) countDrops(fd int, last *uint32) {
+	if fd < 0 {
+		return
+	}
+	if d, ok := skmem.Drops(fd); ok {
+		c.Stats.KernelDrops += uint64(d - *last)
+		*last = d
 	}
 }
 
