@@ -216,9 +216,11 @@ type Memory struct {
 	StartParts string
 	// Growth is what fills only under load: the socket buffers
 	// (receive.recv_buffer a line, filled when the receive thread falls
-	// behind) and the held packets' arena (recovery.spill packets, never
-	// touched at start, filled by a deep gap or a long recovery);
-	// GrowthParts names each.
+	// behind), the held packets' arena (recovery.spill packets, never
+	// touched at start, filled by a deep gap or a long recovery) and the
+	// re-request sockets' buffers (recovery.rerequest.recv_buffer, twice a
+	// server: a new socket and the old one after a restart, filled by an
+	// answer not read yet); GrowthParts names each.
 	Growth      int64
 	GrowthParts string
 	Have        int64  // the most this process can have (hostMemory)
@@ -293,6 +295,16 @@ func (c *Config) Memory() Memory {
 	held := int64(c.Recovery.Spill) * heldPacketBytes
 	m.Growth = sockets + held
 	m.GrowthParts = fmt.Sprintf("socket buffers %s, held packets %s", mibs(sockets), mibs(held))
+	if n := int64(len(c.Recovery.Rerequest.Servers)); n > 0 {
+		// A socket a server, on every backend, filled by an answer the
+		// receive thread has not read yet; after a session change or a
+		// sequence restart a server is asked from a new socket while its
+		// old one stays open to drop late answers (rerequest.Client.Forget):
+		// two a server.
+		rr := 2 * n * int64(c.Recovery.Rerequest.RecvBuffer)
+		m.Growth += rr
+		m.GrowthParts += fmt.Sprintf(", re-request socket buffers %s (%d server(s), 2 sockets each after a restart, %s each)", mibs(rr), n, mibs(int64(c.Recovery.Rerequest.RecvBuffer)))
+	}
 	return m
 }
 

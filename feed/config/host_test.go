@@ -571,3 +571,32 @@ func TestCheckHostMemoryCommittedAtStart(t *testing.T) {
 		}
 	}
 }
+
+// TestCheckHostRerequestBuffers: the re-request sockets (one a server, on
+// every backend; two after a session change or sequence restart, the old
+// one kept to drop late answers) fill their recovery.rerequest.recv_buffer
+// with an answer the receive thread has not read yet. Memory counts them
+// with what can grow under load: 2 servers x 2 sockets x 8 MiB, 32 MiB,
+// and a limit with room for the rest but not for them warns. Before, they
+// were left out: 80 MiB counted where it can grow by 112.
+func TestCheckHostRerequestBuffers(t *testing.T) {
+	defer func(f func() (int64, string)) { hostMemory = f }(hostMemory)
+	without, err := Parse("h.yaml", []byte(hostFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := Parse("h.yaml", []byte(hostFile+"recovery:\n  rerequest:\n    servers: [10.1.1.1:26400, 10.1.1.2:26400]\n    recv_buffer: 8MiB\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := without.Memory()
+	hostMemory = func() (int64, string) { return before.Books + before.Start + before.Growth, "cgroup test" }
+	m := c.Memory()
+	const want = "re-request socket buffers 32 MiB (2 server(s), 2 sockets each after a restart, 8 MiB each)"
+	if m.Growth-before.Growth != 32<<20 || !strings.Contains(m.GrowthParts, want) {
+		t.Fatalf("growth %d MiB (%s), want 32 MiB more than without re-request (%d MiB), naming %q", m.Growth>>20, m.GrowthParts, before.Growth>>20, want)
+	}
+	if !without.Memory().Fits() || m.Fits() || !strings.Contains(m.Warning(), want) {
+		t.Fatalf("with room for all but the re-request sockets' buffers: fits %v, warning %q; want a warning naming %q", m.Fits(), m.Warning(), want)
+	}
+}
