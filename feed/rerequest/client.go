@@ -87,8 +87,9 @@ type Stats struct {
 	Unasked      uint64 // answers overlapping no recent request, heartbeats, end of session
 	WrongSource  uint64 // datagrams from an IP address other than the server's
 	// BeforeRestart: answers to requests made before Forget (a sequence
-	// restart, or a session change), read after it: the old numbering's
-	// messages, whatever their sequence numbers. Dropped.
+	// restart, or a session change), read after it from the server's
+	// address (another's is WrongSource): the old numbering's messages,
+	// whatever their sequence numbers. Dropped.
 	BeforeRestart uint64
 	// DroppedMessages: the messages of the answers dropped whole, as
 	// their headers count them: Late, WrongSession, Unasked and
@@ -417,9 +418,9 @@ func (c *Client) Poll(now int64, fn func(p moldudp64.Packet)) bool {
 			c.read(i, fd, now, fn)
 		}
 	}
-	for _, fd := range c.stale {
+	for i, fd := range c.stale {
 		if fd >= 0 {
-			c.drop(fd)
+			c.drop(i, fd)
 		}
 	}
 	if !c.active {
@@ -441,17 +442,17 @@ func (c *Client) read(server, fd int, now int64, fn func(p moldudp64.Packet)) {
 			}
 			return
 		}
-		if c.from.Family != unix.AF_INET || c.from.Addr != c.addrs[server].Addr {
-			c.Stats.WrongSource++
-			c.bad(BadWrongSource, c.buf[:n], nil)
+		if c.wrongSource(server, n) {
 			continue
 		}
 		c.accept(c.buf[:n], now, fn)
 	}
 }
 
-// drop reads and counts what came to a socket of before Forget.
-func (c *Client) drop(fd int) {
+// drop reads and counts what came to server's socket of before Forget:
+// from another address than the server's, WrongSource, as on its
+// current socket; from the server, BeforeRestart.
+func (c *Client) drop(server, fd int) {
 	for range 256 {
 		n, err := recvfrom(fd, c.buf, &c.from)
 		if err != nil {
@@ -460,12 +461,26 @@ func (c *Client) drop(fd int) {
 			}
 			return
 		}
+		if c.wrongSource(server, n) {
+			continue
+		}
 		c.Stats.BeforeRestart++
 		if p, err := moldudp64.Parse(c.buf[:n]); err == nil {
 			c.Stats.DroppedMessages += uint64(p.Messages())
 		}
 		c.bad(BadBeforeRestart, c.buf[:n], nil)
 	}
+}
+
+// wrongSource reports whether the last datagram read (c.buf[:n], from
+// c.from) came from another IP address than server's, and counts it so.
+func (c *Client) wrongSource(server, n int) bool {
+	if c.from.Family == unix.AF_INET && c.from.Addr == c.addrs[server].Addr {
+		return false
+	}
+	c.Stats.WrongSource++
+	c.bad(BadWrongSource, c.buf[:n], nil)
+	return true
 }
 
 // accept checks one answer and hands it on.

@@ -5,6 +5,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/marketfeed/feedhandler/feed/moldudp64"
 	"github.com/marketfeed/feedhandler/feed/rerequest"
 	"github.com/marketfeed/feedhandler/internal/netlab"
@@ -22,32 +24,8 @@ import (
 // buffer showed only as requests asked again.
 func TestKernelDropsCounted(t *testing.T) {
 	lab := netlab.ForTest(t, netlab.Options{Prefix: "h178kd"})
-	srv, server := lab.BoundUDPSocket(t, lab.Src)
 	const recvBuffer = 64 << 10
-	c, err := rerequest.New(rerequest.Config{Servers: []netip.AddrPort{server}, Timeout: time.Minute, RecvBuffer: recvBuffer},
-		func(fn func() error) error { return lab.Do(lab.Dst, fn) })
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	if short := c.RecvBufferShort(); short != 0 {
-		t.Fatalf("granted %d bytes of %d: needs SO_RCVBUFFORCE (cap_net_admin)", short, recvBuffer)
-	}
-	// where has the client send a request and returns the port it came
-	// from: the socket the answers go to.
-	seq := uint64(1)
-	where := func() netip.AddrPort {
-		t.Helper()
-		c.Want(session, moldudp64.Range{First: seq, Count: 1}, time.Now().UnixNano())
-		seq++
-		c.Poll(time.Now().UnixNano(), func(moldudp64.Packet) {})
-		buf := make([]byte, 64)
-		n, from := netlab.Recv(t, srv, buf)
-		if _, err := moldudp64.ParseRequest(buf[:n]); err != nil {
-			t.Fatal(err)
-		}
-		return from
-	}
+	c, srv, where := labClient(t, lab, recvBuffer)
 	// A datagram of another session: read by Poll, it is counted
 	// (WrongSession, BeforeRestart on a socket set aside) and dropped.
 	other := moldudp64.NewBuilder(moldudp64.NewSession("OTHER"), 1, 0)
@@ -94,5 +72,73 @@ func TestKernelDropsCounted(t *testing.T) {
 	c.CountKernelDrops()
 	if kernel := udpRcvbufErrors(t, lab); c.Stats.KernelDrops == 0 || c.Stats.KernelDrops != kernel {
 		t.Fatalf("the socket closed at the second Forget: KernelDrops %d, want the namespace's Udp RcvbufErrors %d", c.Stats.KernelDrops, kernel)
+	}
+}
+
+// labClient is a client of one server, srv, bound in lab's Src, its
+// sockets in lab's Dst granted recvBuffer bytes, closed at the test's end.
+// where has the client send a request (of the next message) and returns
+// the address it came from: the socket the answers go to.
+func labClient(t *testing.T, lab *netlab.Lab, recvBuffer int) (c *rerequest.Client, srv int, where func() netip.AddrPort) {
+	t.Helper()
+	srv, server := lab.BoundUDPSocket(t, lab.Src)
+	c, err := rerequest.New(rerequest.Config{Servers: []netip.AddrPort{server}, Timeout: time.Minute, RecvBuffer: recvBuffer},
+		func(fn func() error) error { return lab.Do(lab.Dst, fn) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	if short := c.RecvBufferShort(); short != 0 {
+		t.Fatalf("granted %d bytes of %d: needs SO_RCVBUFFORCE (cap_net_admin)", short, recvBuffer)
+	}
+	seq := uint64(1)
+	where = func() netip.AddrPort {
+		t.Helper()
+		c.Want(session, moldudp64.Range{First: seq, Count: 1}, time.Now().UnixNano())
+		seq++
+		c.Poll(time.Now().UnixNano(), func(moldudp64.Packet) {})
+		buf := make([]byte, 64)
+		n, from := netlab.Recv(t, srv, buf)
+		if _, err := moldudp64.ParseRequest(buf[:n]); err != nil {
+			t.Fatal(err)
+		}
+		return from
+	}
+	return c, srv, where
+}
+
+// TestWrongSourceOnSocketSetAside: after Forget, the socket set aside
+// (only read to drop the old numbering's answers) gets two well-formed
+// answers: one from its server, one from another address. The server's
+// is counted BeforeRestart, the other's WrongSource, as on a server's
+// current socket; neither reaches the caller. Before, every datagram read
+// there was counted BeforeRestart, whoever sent it, so
+// recovery_bad_responses_total{kind="wrong_source"} missed a stranger
+// writing to the re-request sockets after a restart.
+func TestWrongSourceOnSocketSetAside(t *testing.T) {
+	lab := netlab.ForTest(t, netlab.Options{Prefix: "h178ws"})
+	c, srv, where := labClient(t, lab, 256<<10)
+	old := where()
+	c.Forget()
+	where()                               // the server's new socket
+	stranger := lab.UDPSocket(t, lab.Dst) // another address than the server's: the client's own
+	b := moldudp64.NewBuilder(session, 1, 0)
+	b.Add(make([]byte, 12))
+	answer := append([]byte(nil), b.Flush()...)
+	to := &unix.SockaddrInet4{Addr: old.Addr().As4(), Port: int(old.Port())}
+	for _, fd := range []int{stranger, srv} {
+		if err := unix.Sendto(fd, answer, 0, to); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := 0; c.Stats.Bad() < 2; i++ {
+		if i == 5000 {
+			t.Fatalf("the answers not read: %+v", c.Stats)
+		}
+		time.Sleep(time.Millisecond)
+		c.Poll(time.Now().UnixNano(), func(p moldudp64.Packet) { t.Fatalf("handed on: %v", p.Range()) })
+	}
+	if st := c.Stats; st.WrongSource != 1 || st.BeforeRestart != 1 || st.DroppedMessages != 1 {
+		t.Fatalf("wrong source %d (want 1), before restart %d (want 1), dropped messages %d (want the server's 1); %+v", st.WrongSource, st.BeforeRestart, st.DroppedMessages, st)
 	}
 }
