@@ -214,13 +214,14 @@ type Memory struct {
 	// tables; StartParts names each.
 	Start      int64
 	StartParts string
-	// Growth is what fills only under load: the socket buffers
-	// (receive.recv_buffer a line, filled when the receive thread falls
-	// behind), the held packets' arena (recovery.spill packets, never
-	// touched at start, filled by a deep gap or a long recovery) and the
-	// re-request sockets' buffers (recovery.rerequest.recv_buffer, twice a
-	// server: a new socket and the old one after a restart, filled by an
-	// answer not read yet); GrowthParts names each.
+	// Growth is what fills only under load: the socket buffers (twice
+	// receive.recv_buffer a line, socketHeld; filled when the receive
+	// thread falls behind), the held packets' arena (recovery.spill
+	// packets, never touched at start, filled by a deep gap or a long
+	// recovery) and the re-request sockets' buffers (socketHeld of
+	// recovery.rerequest.recv_buffer, two sockets a server: a new one and
+	// the old one after a restart; filled by an answer not read yet);
+	// GrowthParts names each.
 	Growth      int64
 	GrowthParts string
 	Have        int64  // the most this process can have (hostMemory)
@@ -268,7 +269,7 @@ func (c *Config) Memory() Memory {
 	// (receive.ring_size x 2112 bytes) at open; the sockets' buffers are the
 	// kernel's, filled only while the receive thread is behind.
 	rxc := c.RxConfig(zerolog.Nop())
-	sockets := int64(c.Receive.RecvBuffer) * int64(len(c.Lines))
+	sockets := socketHeld(c.Receive.RecvBuffer) * int64(len(c.Lines))
 	var mapped int64
 	switch c.Receive.Backend {
 	case rx.BackendXDP:
@@ -301,12 +302,19 @@ func (c *Config) Memory() Memory {
 		// sequence restart a server is asked from a new socket while its
 		// old one stays open to drop late answers (rerequest.Client.Forget):
 		// two a server.
-		rr := 2 * n * int64(c.Recovery.Rerequest.RecvBuffer)
+		rr := 2 * n * socketHeld(c.Recovery.Rerequest.RecvBuffer)
 		m.Growth += rr
-		m.GrowthParts += fmt.Sprintf(", re-request socket buffers %s (%d server(s), 2 sockets each after a restart, %s each)", mibs(rr), n, mibs(int64(c.Recovery.Rerequest.RecvBuffer)))
+		m.GrowthParts += fmt.Sprintf(", re-request socket buffers %s (%d server(s), 2 sockets each after a restart, %s each)", mibs(rr), n, mibs(socketHeld(c.Recovery.Rerequest.RecvBuffer)))
 	}
 	return m
 }
+
+// socketHeld is what a full socket asked a receive buffer of recvBuffer
+// bytes holds: twice that. SO_RCVBUF (and SO_RCVBUFFORCE) set the
+// kernel's limit to twice the size asked, for its bookkeeping, and the
+// datagrams queued are charged their skb truesize up to it (measured on
+// Linux 6.18: 1 MiB asked, 2,096,640 bytes held once flooded).
+func socketHeld(recvBuffer int) int64 { return 2 * int64(recvBuffer) }
 
 func mibs(n int64) string { return strconv.FormatInt(n>>20, 10) + " MiB" }
 
