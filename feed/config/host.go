@@ -218,10 +218,13 @@ type Memory struct {
 	// tables; StartParts names each.
 	Start      int64
 	StartParts string
-	// Growth is what fills only under load: the socket buffers
-	// (receive.recv_buffer a line, filled when the receive thread falls
-	// behind) and the held packets' arena (recovery.spill packets, never
-	// touched at start, filled by a deep gap or a long recovery);
+	// Growth is what fills only under load: the socket buffers (twice
+	// receive.recv_buffer a line, socketHeld; filled when the receive
+	// thread falls behind), the held packets' arena (recovery.spill
+	// packets, never touched at start, filled by a deep gap or a long
+	// recovery) and the re-request sockets' buffers (socketHeld of
+	// recovery.rerequest.recv_buffer, two sockets a server: a new one and
+	// the old one after a restart; filled by an answer not read yet);
 	// GrowthParts names each.
 	Growth      int64
 	GrowthParts string
@@ -270,7 +273,7 @@ func (c *Config) Memory() Memory {
 	// (receive.ring_size x 2112 bytes) at open; the sockets' buffers are the
 	// kernel's, filled only while the receive thread is behind.
 	rxc := c.RxConfig(zerolog.Nop())
-	sockets := int64(c.Receive.RecvBuffer) * int64(len(c.Lines))
+	sockets := socketHeld(c.Receive.RecvBuffer) * int64(len(c.Lines))
 	var mapped int64
 	switch c.Receive.Backend {
 	case rx.BackendXDP:
@@ -297,8 +300,25 @@ func (c *Config) Memory() Memory {
 	held := int64(c.Recovery.Spill) * heldPacketBytes
 	m.Growth = sockets + held
 	m.GrowthParts = fmt.Sprintf("socket buffers %s, held packets %s", mibs(sockets), mibs(held))
+	if n := int64(len(c.Recovery.Rerequest.Servers)); n > 0 {
+		// A socket a server, on every backend, filled by an answer the
+		// receive thread has not read yet; after a session change or a
+		// sequence restart a server is asked from a new socket while its
+		// old one stays open to drop late answers (rerequest.Client.Forget):
+		// two a server.
+		rr := 2 * n * socketHeld(c.Recovery.Rerequest.RecvBuffer)
+		m.Growth += rr
+		m.GrowthParts += fmt.Sprintf(", re-request socket buffers %s (%d server(s), 2 sockets each after a restart, %s each)", mibs(rr), n, mibs(socketHeld(c.Recovery.Rerequest.RecvBuffer)))
+	}
 	return m
 }
+
+// socketHeld is what a full socket asked a receive buffer of recvBuffer
+// bytes holds: twice that. SO_RCVBUF (and SO_RCVBUFFORCE) set the
+// kernel's limit to twice the size asked, for its bookkeeping, and the
+// datagrams queued are charged their skb truesize up to it (measured on
+// Linux 6.18: 1 MiB asked, 2,096,640 bytes held once flooded).
+func socketHeld(recvBuffer int) int64 { return 2 * int64(recvBuffer) }
 
 func mibs(n int64) string { return strconv.FormatInt(n>>20, 10) + " MiB" }
 

@@ -11,13 +11,16 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
 
 	"github.com/marketfeed/feedhandler/book"
 	"github.com/marketfeed/feedhandler/feed/rx"
+	"github.com/marketfeed/feedhandler/internal/netlab"
 	"github.com/marketfeed/feedhandler/internal/privilege"
+	"github.com/marketfeed/feedhandler/internal/skmem"
 	"github.com/marketfeed/feedhandler/proto/shm"
 )
 
@@ -319,7 +322,7 @@ var (
 	hostFileStart = shm.FileSize(shm.Config{Instruments: DefaultSHMSlots, Depth: DefaultDepth}) + 64<<20
 	hostFileRest  = fmt.Sprintf("shm file %d MiB, receive rings 0 MiB, Go runtime and tables 64 MiB",
 		shm.FileSize(shm.Config{Instruments: DefaultSHMSlots, Depth: DefaultDepth})>>20)
-	hostFileGrowth = " (under load it can grow by 80 MiB more: socket buffers 16 MiB, held packets 64 MiB)"
+	hostFileGrowth = " (under load it can grow by 96 MiB more: socket buffers 32 MiB, held packets 64 MiB)"
 )
 
 // TestCheckHostMemoryBesidesBooks: the books must leave room for the rest
@@ -607,9 +610,67 @@ func TestCheckHostMemoryCommittedAtStart(t *testing.T) {
 			continue
 		}
 		m := c.Memory()
-		const growth = "socket buffers 16 MiB, held packets 64 MiB"
+		const growth = "socket buffers 32 MiB, held packets 64 MiB"
 		if m.Fits() || !strings.Contains(m.Warning(), growth) {
 			t.Errorf("backend %s, 512 MiB: warning %q, want one naming %q", backend, m.Warning(), growth)
 		}
+	}
+}
+
+// TestCheckHostRerequestBuffers: the re-request sockets (one a server, on
+// every backend; two after a session change or sequence restart, the old
+// one kept to drop late answers) fill their recovery.rerequest.recv_buffer
+// with an answer the receive thread has not read yet. Memory counts them
+// with what can grow under load: 2 servers x 2 sockets x 16 MiB (twice
+// the buffer asked, socketHeld), 64 MiB, and a limit with room for the
+// rest but not for them warns. Before, they were left out.
+func TestCheckHostRerequestBuffers(t *testing.T) {
+	defer func(f func() (int64, string)) { hostMemory = f }(hostMemory)
+	without, err := Parse("h.yaml", []byte(hostFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := Parse("h.yaml", []byte(hostFile+"recovery:\n  rerequest:\n    servers: [10.1.1.1:26400, 10.1.1.2:26400]\n    recv_buffer: 8MiB\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := without.Memory()
+	hostMemory = func() (int64, string) { return before.Books + before.Start + before.Growth, "cgroup test" }
+	m := c.Memory()
+	const want = "re-request socket buffers 64 MiB (2 server(s), 2 sockets each after a restart, 16 MiB each)"
+	if m.Growth-before.Growth != 64<<20 || !strings.Contains(m.GrowthParts, want) {
+		t.Fatalf("growth %d MiB (%s), want 64 MiB more than without re-request (%d MiB), naming %q", m.Growth>>20, m.GrowthParts, before.Growth>>20, want)
+	}
+	if !without.Memory().Fits() || m.Fits() || !strings.Contains(m.Warning(), want) {
+		t.Fatalf("with room for all but the re-request sockets' buffers: fits %v, warning %q; want a warning naming %q", m.Fits(), m.Warning(), want)
+	}
+}
+
+// TestSocketHeldMeasured: a UDP socket asked a receive buffer of 1 MiB
+// (SO_RCVBUFFORCE), in a network namespace of its own, flooded with 3000
+// datagrams of 1400 bytes it does not read, holds about twice that
+// (SO_MEMINFO's RMEM_ALLOC: the kernel's limit is twice the size asked).
+// socketHeld, what Memory counts for each line socket and re-request
+// socket, bounds it. Before, Memory counted the size asked: half of what
+// a full socket holds.
+func TestSocketHeldMeasured(t *testing.T) {
+	lab := netlab.ForTest(t, netlab.Options{Prefix: "h178sh"})
+	fd, addr := lab.BoundUDPSocket(t, lab.Dst)
+	const asked = 1 << 20
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, asked); err != nil {
+		t.Fatalf("SO_RCVBUFFORCE (needs cap_net_admin): %v", err)
+	}
+	payload := make([]byte, 1400)
+	if err := <-netlab.SendPaced(lab.UDPSocket(t, lab.Src), addr, 3000, 100*time.Microsecond, func(int) []byte { return payload }); err != nil {
+		t.Fatal(err)
+	}
+	var info skmem.Info
+	if n := skmem.Read(fd, &info); n <= unix.SK_MEMINFO_DROPS {
+		t.Fatalf("SO_MEMINFO: %d fields", n)
+	}
+	held, drops := int64(info[unix.SK_MEMINFO_RMEM_ALLOC]), info[unix.SK_MEMINFO_DROPS]
+	if drops == 0 || held <= asked || held > socketHeld(asked) {
+		t.Fatalf("a socket asked %d bytes, flooded (%d datagrams dropped: want some), holds %d: want above what was asked and at most socketHeld's %d",
+			asked, drops, held, socketHeld(asked))
 	}
 }

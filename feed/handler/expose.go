@@ -362,6 +362,8 @@ func scalar(st *Stats, name string) uint64 {
 		return r.Rerequest.OpenErrors
 	case "recovery_send_errors_total":
 		return r.Rerequest.SendErrors
+	case "recovery_receive_dropped_total":
+		return r.Rerequest.KernelDrops
 	case "recovery_abandoned_total":
 		return st.Arbiter.RecoveriesAbandoned
 	case "recovery_late_responses_total":

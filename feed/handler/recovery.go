@@ -265,6 +265,9 @@ type recovery struct {
 	// Stats.Bad) when they were last logged, at badLoggedAt (0: never).
 	badLogged   uint64
 	badLoggedAt int64
+	// dropsLogged: the kernel's drops on the re-request sockets were
+	// logged (logKernelDrops).
+	dropsLogged bool
 	// badFrom holds the last bad answer's source as text for its log
 	// line: netip.AddrPort.String would put a string on the heap each
 	// time (room for any IPv4 address and port, made at the start).
@@ -417,6 +420,24 @@ func (r *recovery) logRequestCap() {
 		r.h.log.Info().Int("max_request_messages", asked).Int("request_messages", got).Int("answer_packet_truesize", rerequest.AnswerPacketTruesize).
 			Msg("recovery: re-requests ask for fewer messages than max_request_messages: the answer, a packet per message, must fit the re-request sockets' receive buffer (raise recovery.rerequest.recv_buffer for more)")
 	}
+}
+
+// logKernelDrops logs, once, the first answer datagrams the kernel dropped
+// on the re-request sockets (rerequest.Stats.KernelDrops, read when the
+// counters are copied): their receive buffer was full, so what it refused
+// is asked again and the recovery takes longer. A request asks no more
+// than the buffer granted holds at a packet per message (RequestMessages),
+// so drops mean larger packets than AnswerPacketTruesize assumes, answers
+// to several requests at once (retries), or a buffer capped by
+// net.core.rmem_max.
+func (r *recovery) logKernelDrops() {
+	if r.dropsLogged || r.client.Stats.KernelDrops == 0 {
+		return
+	}
+	r.dropsLogged = true
+	r.h.log.Warn().Uint64("dropped", r.client.Stats.KernelDrops).Int("recv_buffer", cmp.Or(r.cfg.Rerequest.RecvBuffer, rerequest.DefaultRecvBuffer)).
+		Int("request_messages", r.client.RequestMessages()).
+		Msg("recovery: the kernel dropped re-request answers, the re-request sockets' receive buffer full: they are asked again (feedhandler_recovery_receive_dropped_total); raise recovery.rerequest.recv_buffer, past net.core.rmem_max with cap_net_admin (SO_RCVBUFFORCE) or else by raising rmem_max")
 }
 
 // enabled reports whether any source is configured.
@@ -1076,6 +1097,8 @@ func (r *recovery) copyStats(st *RecoveryStats) {
 	st.Events = append(keepEv[:0], r.events...)
 	st.Open = uint64(len(r.open))
 	if r.client != nil {
+		r.client.CountKernelDrops()
+		r.logKernelDrops()
 		st.Rerequest = r.client.Stats
 	}
 	r.hist.Snapshot(&st.RecoveryTime)

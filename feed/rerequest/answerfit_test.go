@@ -66,36 +66,6 @@ func TestAnswerFitsRecvBuffer(t *testing.T) {
 	if got, want := c.RequestMessages(), rerequest.AnswerMessages(recvBuffer); got != want || got >= n {
 		t.Errorf("RequestMessages %d, want AnswerMessages(%d) = %d (below %d)", got, recvBuffer, want, n)
 	}
-	drops := func() int {
-		t.Helper()
-		out, err := lab.Exec(lab.Dst, "cat", "/proc/net/snmp")
-		if err != nil {
-			t.Fatal(err)
-		}
-		var names []string
-		for _, l := range strings.Split(string(out), "\n") {
-			f := strings.Fields(l)
-			if len(f) == 0 || f[0] != "Udp:" {
-				continue
-			}
-			if names == nil {
-				names = f
-				continue
-			}
-			for i, name := range names {
-				if name == "RcvbufErrors" && i < len(f) {
-					v, err := strconv.Atoi(f[i])
-					if err != nil {
-						t.Fatal(err)
-					}
-					return v
-				}
-			}
-		}
-		t.Fatalf("no Udp RcvbufErrors in %s's /proc/net/snmp:\n%s", lab.Dst, out)
-		return 0
-	}
-
 	s := &stream{t: t, c: c, next: 1}
 	r := moldudp64.Range{First: 1, Count: n}
 	c.Want(session, r, time.Now().UnixNano())
@@ -116,7 +86,7 @@ func TestAnswerFitsRecvBuffer(t *testing.T) {
 			}
 			time.Sleep(100 * time.Microsecond)
 		}
-		if d := drops(); d != 0 {
+		if d := udpRcvbufErrors(t, lab); d != 0 {
 			t.Fatalf("the kernel dropped %d answer packets (Udp RcvbufErrors) of request %d, asking %d messages (RequestMessages %d, recv buffer %d)",
 				d, c.Stats.Requests, srv.Stats().Messages-answered, c.RequestMessages(), recvBuffer)
 		}
@@ -124,4 +94,37 @@ func TestAnswerFitsRecvBuffer(t *testing.T) {
 	if s.next != r.End() || c.Stats.Timeouts != 0 || c.Stats.Messages != n {
 		t.Fatalf("filled to %d of %v; stats %+v", s.next, r, c.Stats)
 	}
+}
+
+// udpRcvbufErrors returns Udp RcvbufErrors of /proc/net/snmp in the
+// lab's receiving namespace: the datagrams its UDP sockets' full receive
+// buffers dropped.
+func udpRcvbufErrors(t *testing.T, lab *netlab.Lab) uint64 {
+	t.Helper()
+	out, err := lab.Exec(lab.Dst, "cat", "/proc/net/snmp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, l := range strings.Split(string(out), "\n") {
+		f := strings.Fields(l)
+		if len(f) == 0 || f[0] != "Udp:" {
+			continue
+		}
+		if names == nil {
+			names = f
+			continue
+		}
+		for i, name := range names {
+			if name == "RcvbufErrors" && i < len(f) {
+				v, err := strconv.ParseUint(f[i], 10, 64)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return v
+			}
+		}
+	}
+	t.Fatalf("no Udp RcvbufErrors in %s's /proc/net/snmp:\n%s", lab.Dst, out)
+	return 0
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/marketfeed/feedhandler/feed/moldudp64"
 	"github.com/marketfeed/feedhandler/internal/privilege"
+	"github.com/marketfeed/feedhandler/internal/skmem"
 )
 
 // Defaults of Config's zero values.
@@ -86,15 +87,21 @@ type Stats struct {
 	Unasked      uint64 // answers overlapping no recent request, heartbeats, end of session
 	WrongSource  uint64 // datagrams from an IP address other than the server's
 	// BeforeRestart: answers to requests made before Forget (a sequence
-	// restart, or a session change), read after it: the old numbering's
-	// messages, whatever their sequence numbers. Dropped.
+	// restart, or a session change), read after it from the server's
+	// address (another's is WrongSource): the old numbering's messages,
+	// whatever their sequence numbers. Dropped.
 	BeforeRestart uint64
 	// DroppedMessages: the messages of the answers dropped whole, as
 	// their headers count them: Late, WrongSession, Unasked and
 	// BeforeRestart ones (a malformed answer's count is not to be
 	// trusted, and a datagram from another address is no answer).
 	DroppedMessages uint64
-	ReadErrors      uint64
+	// KernelDrops: answer datagrams the kernel dropped, a socket's
+	// receive buffer full (SO_MEMINFO, SK_MEMINFO_DROPS, of every socket,
+	// those set aside at Forget too): their messages are asked again.
+	// Read by CountKernelDrops, not by Poll.
+	KernelDrops uint64
+	ReadErrors  uint64
 	moldudp64.ParseErrors
 }
 
@@ -127,6 +134,9 @@ type Client struct {
 	session   moldudp64.Session
 	// ports and stalePorts: the local ports of fds and stale, by server.
 	ports, stalePorts []uint16
+	// fdDrops, staleDrops: by server, the kernel's drop counter of fds
+	// and stale at their last reading (countDrops).
+	fdDrops, staleDrops []uint32
 	// closed: the ports of the sockets closed at a Forget, the newest at
 	// closedN-1 (mod closedMemory), with when (the latest now Poll was
 	// given then). A server's new socket does not take one closed less
@@ -216,6 +226,7 @@ func New(cfg Config, open func(func() error) error) (*Client, error) {
 			}
 			c.fds, c.ports = append(c.fds, fd), append(c.ports, port)
 			c.stale, c.stalePorts = append(c.stale, -1), append(c.stalePorts, 0)
+			c.fdDrops, c.staleDrops = append(c.fdDrops, 0), append(c.staleDrops, 0)
 			c.addrs = append(c.addrs, unix.SockaddrInet4{Addr: s.Addr().As4(), Port: int(s.Port())})
 		}
 		return nil
@@ -263,8 +274,10 @@ func (c *Client) open4(s netip.AddrPort) (int, uint16, error) {
 	return fd, port, nil
 }
 
-// Close closes the sockets.
+// Close closes the sockets, their kernel drops counted first
+// (Stats.KernelDrops).
 func (c *Client) Close() error {
+	c.CountKernelDrops()
 	errs := []error{closeAll(c.fds), closeAll(c.stale)}
 	c.fds, c.addrs, c.stale = nil, nil, nil
 	return errors.Join(errs...)
@@ -357,11 +370,40 @@ func (c *Client) Forget() {
 			continue // not asked since the last Forget: what was set aside then stays
 		}
 		if c.stale[i] >= 0 {
+			c.countDrops(c.stale[i], &c.staleDrops[i])
 			unix.Close(c.stale[i])
 			c.closed[c.closedN%closedMemory] = closedPort{port: c.stalePorts[i], at: c.seen}
 			c.closedN++
 		}
 		c.stale[i], c.stalePorts[i], c.fds[i] = fd, c.ports[i], -1
+		c.staleDrops[i], c.fdDrops[i] = c.fdDrops[i], 0
+	}
+}
+
+// CountKernelDrops adds to Stats.KernelDrops the answer datagrams the
+// kernel dropped on the sockets since the last call: a receive buffer
+// full, the answer's packets refused before Poll read them (they are
+// asked again). A getsockopt per socket: the caller calls it when it
+// copies the counters, not per Poll. It allocates nothing.
+func (c *Client) CountKernelDrops() {
+	for i, fd := range c.fds {
+		c.countDrops(fd, &c.fdDrops[i])
+	}
+	for i, fd := range c.stale {
+		c.countDrops(fd, &c.staleDrops[i])
+	}
+}
+
+// countDrops adds socket fd's drops since last (its counter then) to
+// Stats.KernelDrops. The kernel's counter is 32 bits and wraps: the
+// difference modulo 2^32 keeps counting across a wrap.
+func (c *Client) countDrops(fd int, last *uint32) {
+	if fd < 0 {
+		return
+	}
+	if d, ok := skmem.Drops(fd); ok {
+		c.Stats.KernelDrops += uint64(d - *last)
+		*last = d
 	}
 }
 
@@ -376,9 +418,9 @@ func (c *Client) Poll(now int64, fn func(p moldudp64.Packet)) bool {
 			c.read(i, fd, now, fn)
 		}
 	}
-	for _, fd := range c.stale {
+	for i, fd := range c.stale {
 		if fd >= 0 {
-			c.drop(fd)
+			c.drop(i, fd)
 		}
 	}
 	if !c.active {
@@ -400,17 +442,17 @@ func (c *Client) read(server, fd int, now int64, fn func(p moldudp64.Packet)) {
 			}
 			return
 		}
-		if c.from.Family != unix.AF_INET || c.from.Addr != c.addrs[server].Addr {
-			c.Stats.WrongSource++
-			c.bad(BadWrongSource, c.buf[:n], nil)
+		if c.wrongSource(server, n) {
 			continue
 		}
 		c.accept(c.buf[:n], now, fn)
 	}
 }
 
-// drop reads and counts what came to a socket of before Forget.
-func (c *Client) drop(fd int) {
+// drop reads and counts what came to server's socket of before Forget:
+// from another address than the server's, WrongSource, as on its
+// current socket; from the server, BeforeRestart.
+func (c *Client) drop(server, fd int) {
 	for range 256 {
 		n, err := recvfrom(fd, c.buf, &c.from)
 		if err != nil {
@@ -419,12 +461,26 @@ func (c *Client) drop(fd int) {
 			}
 			return
 		}
+		if c.wrongSource(server, n) {
+			continue
+		}
 		c.Stats.BeforeRestart++
 		if p, err := moldudp64.Parse(c.buf[:n]); err == nil {
 			c.Stats.DroppedMessages += uint64(p.Messages())
 		}
 		c.bad(BadBeforeRestart, c.buf[:n], nil)
 	}
+}
+
+// wrongSource reports whether the last datagram read (c.buf[:n], from
+// c.from) came from another IP address than server's, and counts it so.
+func (c *Client) wrongSource(server, n int) bool {
+	if c.from.Family == unix.AF_INET && c.from.Addr == c.addrs[server].Addr {
+		return false
+	}
+	c.Stats.WrongSource++
+	c.bad(BadWrongSource, c.buf[:n], nil)
+	return true
 }
 
 // accept checks one answer and hands it on.

@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/marketfeed/feedhandler/internal/privilege"
+	"github.com/marketfeed/feedhandler/internal/skmem"
 )
 
 // lineSocket is the UDP socket of one line: bound to (group, port) so the
@@ -273,7 +274,7 @@ func (g *dropGauge) update(socks []lineSocket) {
 		if i == len(g.last) || socks[i].fd < 0 {
 			return
 		}
-		d, ok := socketMeminfoDrops(socks[i].fd)
+		d, ok := skmem.Drops(socks[i].fd)
 		if !ok {
 			continue
 		}

@@ -8,9 +8,10 @@ import (
 )
 
 // This file is the one place in feed/rx that issues raw syscalls or uses
-// unsafe (the socket backend's recvmmsg and SO_MEMINFO, the AF_XDP
-// backend's wait); AF_XDP's rings go through xsk and bpf, io_uring through
-// uring. TestSyscallChokepoint enforces it.
+// unsafe (the socket backend's recvmmsg, the AF_XDP backend's wait);
+// AF_XDP's rings go through xsk and bpf, io_uring through uring, the
+// sockets' SO_MEMINFO through internal/skmem. TestSyscallChokepoint
+// enforces it.
 
 // recvmmsg is recvmmsg(2); golang.org/x/sys/unix has no wrapper. The
 // headers, names and buffers are Go memory used only during the call.
@@ -83,19 +84,6 @@ func setMsgName(h *unix.Msghdr, sa *unix.RawSockaddrInet4) {
 // sockaddrBytes is the first n bytes of sa, as the kernel wrote them.
 func sockaddrBytes(sa *unix.RawSockaddrInet4, n int) []byte {
 	return unsafe.Slice((*byte)(unsafe.Pointer(sa)), n)
-}
-
-// socketMeminfoDrops returns SK_MEMINFO_DROPS of SO_MEMINFO (datagrams the
-// full socket buffer refused); false when the kernel does not report it.
-func socketMeminfoDrops(fd int) (uint32, bool) {
-	var info [unix.SK_MEMINFO_VARS]uint32
-	size := uint32(unsafe.Sizeof(info))
-	_, _, errno := unix.Syscall6(unix.SYS_GETSOCKOPT, uintptr(fd), unix.SOL_SOCKET, unix.SO_MEMINFO,
-		uintptr(unsafe.Pointer(&info)), uintptr(unsafe.Pointer(&size)), 0)
-	if errno != 0 || size <= 4*unix.SK_MEMINFO_DROPS {
-		return 0, false
-	}
-	return info[unix.SK_MEMINFO_DROPS], true
 }
 
 // ethtoolFlags reads interface name's legacy ethtool flags (SIOCETHTOOL,

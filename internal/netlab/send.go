@@ -50,3 +50,40 @@ func SendPaced(fd int, to netip.AddrPort, n int, pause time.Duration, payload fu
 	}()
 	return errc
 }
+
+// BoundUDPSocket is UDPSocket bound to the address of ns's end of the veth
+// (SrcIP in Src, DstIP in Dst) on a port the kernel picks, returned with
+// that address and port: a unicast server or client of the lab.
+func (l *Lab) BoundUDPSocket(t LabT, ns string) (int, netip.AddrPort) {
+	t.Helper()
+	fd := l.UDPSocket(t, ns)
+	ip := l.DstIP
+	if ns == l.Src {
+		ip = l.SrcIP
+	}
+	if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: ip.As4()}); err != nil {
+		t.Fatalf("bind UDP socket in %s to %v: %v", ns, ip, err)
+	}
+	sa, err := unix.Getsockname(fd)
+	if err != nil {
+		t.Fatalf("getsockname: %v", err)
+	}
+	return fd, netip.AddrPortFrom(ip, uint16(sa.(*unix.SockaddrInet4).Port))
+}
+
+// Recv reads the next datagram of socket fd into buf, waiting for it up to
+// 5 s (a read every millisecond), and returns its length and source; it
+// fails the test when none comes.
+func Recv(t LabT, fd int, buf []byte) (int, netip.AddrPort) {
+	t.Helper()
+	for i := 0; ; i++ {
+		n, from, err := unix.Recvfrom(fd, buf, unix.MSG_DONTWAIT)
+		if sa, ok := from.(*unix.SockaddrInet4); err == nil && ok {
+			return n, netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), uint16(sa.Port))
+		}
+		if i == 5000 {
+			t.Fatalf("no datagram on socket %d in 5s: %v", fd, err)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
