@@ -135,3 +135,28 @@ func ifIndex(fd int, name string) (int, error) {
 	}
 	return int(req.index), nil
 }
+
+// ifHWAddr returns the hardware address of device ifindex in fd's network
+// namespace, asked through any socket fd: the device's name (SIOCGIFNAME),
+// then its address (SIOCGIFHWADDR); ENODEV when there is no such device.
+// ether is false for a device whose addresses are not Ethernet ones
+// (ARPHRD_ETHER: Ethernet, veth, bond, VLAN, macvlan devices are). The
+// request is on the stack: it allocates nothing.
+func ifHWAddr(fd, ifindex int) (mac [6]byte, ether bool, err error) {
+	var req struct {
+		name [unix.IFNAMSIZ]byte
+		// struct ifreq's union: ifr_ifindex (int), then ifr_hwaddr
+		// (struct sockaddr: sa_family, then the address in sa_data).
+		data [24]byte
+	}
+	*(*int32)(unsafe.Pointer(&req.data[0])) = int32(ifindex)
+	if _, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), unix.SIOCGIFNAME, uintptr(unsafe.Pointer(&req))); errno != 0 {
+		return mac, false, errno
+	}
+	req.data = [24]byte{}
+	if _, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), unix.SIOCGIFHWADDR, uintptr(unsafe.Pointer(&req))); errno != 0 {
+		return mac, false, errno
+	}
+	copy(mac[:], req.data[2:])
+	return mac, *(*uint16)(unsafe.Pointer(&req.data[0])) == unix.ARPHRD_ETHER, nil
+}

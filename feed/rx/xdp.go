@@ -67,6 +67,13 @@ type xdpIface struct {
 	link    link.Link
 	mode    bpf.Mode
 	umem    *xsk.UMEM
+	// mac: the device's MAC address as the program has it (SetMAC);
+	// ether: the device has Ethernet addresses (none else is set or
+	// followed). followMACs keeps it the device's; macFailed: setting a
+	// new one failed (logged once).
+	mac       [6]byte
+	ether     bool
+	macFailed bool
 	// fallback: its lines' sockets once the device came back (fallBack);
 	// fallbackFailed: opening them failed (logged once).
 	fallback       *socketRx
@@ -101,7 +108,11 @@ type xdpRx struct {
 	queues []*xdpQueue
 	joins  []int // group-joined UDP sockets, one per (interface, group)
 	wakeFD int   // eventfd that wakes a blocked Receive on Close
-	lines  []xdpLine
+	// ctlFD: a UDP socket opened with the rest, never bound, through
+	// which followMACs asks the devices' addresses in the receiver's
+	// network namespace (Receive may run on a thread in another).
+	ctlFD int
+	lines []xdpLine
 
 	batch    int
 	timeout  time.Duration
@@ -213,6 +224,7 @@ func newXDPRx(cfg Config) (_ *xdpRx, err error) {
 	ring := xdpRing(cfg)
 	r := &xdpRx{
 		wakeFD:  -1,
+		ctlFD:   -1,
 		batch:   cfg.BatchSize,
 		timeout: cfg.PollTimeout,
 		spin:    max(cfg.Spin, 0),
@@ -231,6 +243,10 @@ func newXDPRx(cfg Config) (_ *xdpRx, err error) {
 			r.teardown()
 		}
 	}()
+
+	if r.ctlFD, err = unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.IPPROTO_UDP); err != nil {
+		return nil, fmt.Errorf("socket: %w", err)
+	}
 
 	// Lines, grouped by the device the program attaches to (a VLAN
 	// device's lower device), in configuration order.
@@ -277,12 +293,12 @@ func newXDPRx(cfg Config) (_ *xdpRx, err error) {
 		// The device's own MAC address: a line frame sent to it (a
 		// switch converting multicast to unicast) is the line's, one
 		// to another unicast address another host's (xdp_other_host).
-		ifi, ierr := net.InterfaceByIndex(x.ifindex)
-		if ierr != nil {
-			return nil, fmt.Errorf("interface %s: %w", name, ierr)
+		// Followed while the backend runs (followMACs).
+		if x.mac, x.ether, err = ifHWAddr(r.ctlFD, x.ifindex); err != nil {
+			return nil, fmt.Errorf("interface %s: address: %w", name, err)
 		}
-		if len(ifi.HardwareAddr) == 6 {
-			if err = x.prog.SetMAC(ifi.HardwareAddr); err != nil {
+		if x.ether {
+			if err = x.prog.SetMAC(x.mac[:]); err != nil {
 				return nil, fmt.Errorf("interface %s: %w", name, err)
 			}
 		}
@@ -713,7 +729,47 @@ func (r *xdpRx) checkBoundAt(now time.Time) {
 		r.checkedAt = now
 		r.checkBound()
 		r.followUnbound(now)
+		r.followMACs()
 	}
+}
+
+// followMACs gives each device's program the device's MAC address when it
+// changed since the program was given it (ip link set dev eth0 address,
+// a bond's failover with fail_over_mac, a VM's migration): until then line
+// frames sent to the new address (a unicast line, a switch converting
+// multicast to unicast) would count in xdp_other_host, lost to their line,
+// and the ones to the old address, which the kernel drops now, would be
+// taken. Run with checkBound, at most once a poll timeout: two ioctls a
+// device, allocating nothing unless the address changed. A device whose
+// sockets the kernel unbound is gone (its lines, fallen back, read
+// through sockets); one not found now is asked again next time.
+func (r *xdpRx) followMACs() {
+	for _, x := range r.ifaces {
+		if !x.ether || x.fallback != nil || r.allUnbound(x) {
+			continue
+		}
+		mac, ether, err := ifHWAddr(r.ctlFD, x.ifindex)
+		if err == nil && ether && mac != x.mac {
+			r.changeMAC(x, mac)
+		}
+	}
+}
+
+// changeMAC gives x's program its device's new MAC address mac, and logs
+// it (followMACs).
+func (r *xdpRx) changeMAC(x *xdpIface, mac [6]byte) {
+	if err := x.prog.SetMAC(mac[:]); err != nil {
+		if !x.macFailed {
+			x.macFailed = true
+			r.log.Error().Err(err).Str("interface", x.name).Str("mac", net.HardwareAddr(mac[:]).String()).
+				Msg("rx: xdp: the interface's MAC address changed and the program could not be given the new one: line frames sent to it count in xdp_other_host, not delivered; trying again")
+		}
+		return
+	}
+	r.log.Warn().Str("interface", x.name).Str("old_mac", net.HardwareAddr(x.mac[:]).String()).
+		Str("mac", net.HardwareAddr(mac[:]).String()).
+		Msg("rx: xdp: the interface's MAC address changed: line frames sent to the new one are the lines' now, those to the old one other hosts' (xdp_other_host)")
+	x.mac, x.macFailed = mac, false
 }
 
 // followUnbound falls back to line sockets for a device whose AF_XDP
@@ -1365,6 +1421,10 @@ func (r *xdpRx) teardown() error {
 	if r.wakeFD >= 0 {
 		errs = append(errs, unix.Close(r.wakeFD))
 		r.wakeFD = -1
+	}
+	if r.ctlFD >= 0 {
+		errs = append(errs, unix.Close(r.ctlFD))
+		r.ctlFD = -1
 	}
 	return errors.Join(errs...)
 }

@@ -1,13 +1,19 @@
 package rx
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
+	"slices"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
 
 	"github.com/marketfeed/feedhandler/bpf"
@@ -213,4 +219,88 @@ func TestXDPOtherHostAsKernel(t *testing.T) {
 	add(true, "end", nil, false, 0)
 
 	receiveAsKernel(t, lab, frames, want, leftToKernel(len(want), "xdp_other_host", otherHost))
+}
+
+// TestXDPFollowsMAC changes the receiving interface's MAC address while
+// the AF_XDP backend runs (ip link set dev ... address: an operator, a
+// bond's failover, a VM's migration), then puts on the wire line frames
+// sent to the new unicast address: to a unicast line, and to a multicast
+// line's group (a switch converting multicast to unicast). In native and
+// generic mode they must be delivered to their lines, none counted in
+// xdp_other_host; frames to the old address, which the kernel now drops
+// (PACKET_OTHERHOST), are another host's and counted there. The change is
+// logged once. Until the backend has read the new address (with its
+// periodic checks, once a poll timeout) line frames to it are another
+// host's: a probe to the unicast line, sent again until one arrives
+// (bounded), waits for that.
+func TestXDPFollowsMAC(t *testing.T) {
+	lab := xdpNewLab(t, netlab.Options{Prefix: "m181"})
+	src := netip.AddrPortFrom(lab.SrcIP, 40001)
+	group := netip.AddrPortFrom(xdpTestGroup, xdpTestPort)
+	unicast := netip.AddrPortFrom(lab.DstIP, xdpTestPort+1)
+	frame := func(mac net.HardwareAddr, dst netip.AddrPort, p string) []byte {
+		f := xdpFrame(src, dst, nil, 0, []byte(p))
+		copy(f, mac)
+		xdpSeal(f, 14, true)
+		return f
+	}
+	newMACs := []net.HardwareAddr{{0x02, 0x18, 0x01, 0, 0, 0x01}, {0x02, 0x18, 0x01, 0, 0, 0x02}}
+	for i, mode := range []string{"native", "generic"} {
+		t.Run(mode, func(t *testing.T) {
+			old, mac := xdpLabMAC(t, lab), newMACs[i]
+			var logs bytes.Buffer
+			r := xdpOpen(t, lab, Config{PollTimeout: 20 * time.Millisecond, XDPMode: mode,
+				Log: zerolog.New(zerolog.SyncWriter(&logs)),
+				Lines: []LineConfig{
+					{Name: "A", Interface: lab.DstIf, Group: group.Addr(), Port: group.Port()},
+					{Name: "B", Interface: lab.DstIf, Group: unicast.Addr(), Port: unicast.Port()},
+				}})
+			defer r.Close()
+			raw := xdpNewRawSender(t, lab)
+			if _, err := lab.Exec(lab.Dst, "ip", "link", "set", "dev", lab.DstIf, "address", mac.String()); err != nil {
+				t.Fatal(err)
+			}
+
+			pkts := make([]Packet, 8)
+			for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); {
+				raw.send(t, frame(mac, unicast, "probe"))
+				n, err := r.Receive(pkts)
+				if err != nil {
+					t.Fatal(err)
+				}
+				r.Release(pkts[:n])
+				if n > 0 {
+					break
+				}
+			}
+
+			before := r.Stats().Extra.Get("xdp_other_host")
+			var want []string
+			for j := range 4 {
+				raw.send(t, frame(mac, group, fmt.Sprintf("A %d", j)))
+				raw.send(t, frame(mac, unicast, fmt.Sprintf("B %d", j)))
+				raw.send(t, frame(old, unicast, "to the old address"))
+				want = append(want, fmt.Sprintf("A %d", j), fmt.Sprintf("B %d", j))
+			}
+			raw.send(t, frame(mac, group, "end"))
+			want = append(want, "end")
+			// Without a probe sent again just as the last arrived.
+			got := slices.DeleteFunc(receiveUntilEnd(t, r), func(s string) bool { return s == "probe" })
+			otherHost := r.Stats().Extra.Get("xdp_other_host") - before
+			if fmt.Sprintf("%q", got) != fmt.Sprintf("%q", want) {
+				t.Errorf("after the MAC address changed from %v to %v: received %q,\nwant %q", old, mac, got, want)
+			}
+			if otherHost != 4 {
+				t.Errorf("xdp_other_host counted %d frames, want 4 (those to the old address %v, none to the new %v)", otherHost, old, mac)
+			}
+			if n := strings.Count(logs.String(), "MAC address changed"); n != 1 {
+				t.Errorf("the change was logged %d times, want once; log:\n%s", n, logs.String())
+			}
+			// Receive runs it once a poll timeout: with the address
+			// unchanged it allocates nothing.
+			if a := testing.AllocsPerRun(20, r.(*xdpRx).followMACs); a != 0 {
+				t.Errorf("followMACs allocates %v times with the address unchanged", a)
+			}
+		})
+	}
 }

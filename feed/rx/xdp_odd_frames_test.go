@@ -156,6 +156,13 @@ func receiveRawFrames(t *testing.T, lab *netlab.Lab, backend string, cfg Config,
 	for _, f := range frames {
 		raw.send(t, f)
 	}
+	return r, receiveUntilEnd(t, r)
+}
+
+// receiveUntilEnd returns the payloads r delivers until one reads "end"
+// or 5 s have passed. A receive error closes r and fails t.
+func receiveUntilEnd(t *testing.T, r Receiver) []string {
+	t.Helper()
 	var got []string
 	pkts := make([]Packet, 8)
 	for deadline := time.Now().Add(5 * time.Second); len(got) == 0 || got[len(got)-1] != "end"; {
@@ -172,5 +179,5 @@ func receiveRawFrames(t *testing.T, lab *netlab.Lab, backend string, cfg Config,
 		}
 		r.Release(pkts[:n])
 	}
-	return r, got
+	return got
 }
