@@ -118,6 +118,7 @@ type Books struct {
 	// maxMatch is the highest match number remembered since the last
 	// Reset: a re-assigned locate's book forgets trades up to it.
 	maxMatch  uint64
+	claims    claims // which locate holds each symbol (Book.Duplicate)
 	stats     Stats
 	err       error
 	broken    uint64 // broken trades without a locate
@@ -146,6 +147,7 @@ func New(cfg Config) (*Books, error) {
 		tradeMask: uint64(cfg.TradeMemory - 1),
 		ladders:   ladders{mem: make([]rung, ladderRungs(cfg.MaxLevels))},
 		levels:    make([]priceLevel, cfg.MaxLevels),
+		claims:    newClaims(cfg.MaxLocates + 1),
 	}
 	prepare(bs.orders)
 	prepare(bs.ovf)
@@ -178,6 +180,7 @@ func (bs *Books) Reset() {
 		bs.tradesUsed = false
 	}
 	bs.maxMatch = 0
+	bs.claims.reset()
 	bs.levelUsed, bs.levelFree = 0, none
 	for i := range bs.books[:bs.bookHigh] {
 		bs.forget(uint16(i), 0)
@@ -285,7 +288,10 @@ func (bs *Books) All() iter.Seq[*Book] {
 // maximum is the configuration's limit, counted as LocateCapacity.
 //
 // A locate already known under the same symbol stays as it is (a snapshot
-// and the feed both announce it). Under another symbol it is bad input:
+// and the feed both announce it). A symbol that another locate holds in
+// the session (given it by an earlier Stock Directory message, and not
+// given another since) is bad input too: counted (DuplicateSymbol), and
+// the book is kept but is not the symbol's (Book.Duplicate). Under another symbol it is bad input:
 // a locate names one instrument for the whole session, so the session
 // changed unseen or a snapshot is of another one. It is counted
 // (LocateReassigned) and the book starts empty under the new symbol: the
@@ -307,6 +313,9 @@ func (bs *Books) Announce(locate uint16, symbol itch.Symbol) bool {
 	b.known = true
 	b.symbol = symbol
 	bs.bookHigh = max(bs.bookHigh, int(locate)+1)
+	if bs.claims.give(locate, symbol) {
+		bs.stats.DuplicateSymbol++
+	}
 	return true
 }
 
@@ -323,6 +332,7 @@ func (bs *Books) Withdraw(locate uint16) bool {
 	}
 	bs.stats.LocateReassigned++
 	bs.empty(&bs.books[locate]) // forgets the locate: unknown
+	bs.claims.give(locate, itch.Symbol{})
 	return true
 }
 

@@ -60,7 +60,7 @@ const MaxOrdersLimit = 1<<29 - 1
 
 // Bytes is the memory New allocates (and touches) for c: the order table
 // and its overflow slots, the books, the trade memory, the price levels
-// and their ladders. A feed handler holds one Books per shard.
+// and their ladders, the symbols' claims. A feed handler holds one Books per shard.
 func (c Config) Bytes() (int64, error) {
 	c, err := c.normalize()
 	if err != nil {
@@ -72,7 +72,8 @@ func (c Config) Bytes() (int64, error) {
 		int64(c.MaxLocates+1)*int64(unsafe.Sizeof(Book{})) +
 		int64(c.TradeMemory)*int64(unsafe.Sizeof(tradeRec{})) +
 		int64(ladderRungs(c.MaxLevels))*int64(unsafe.Sizeof(rung{})) +
-		int64(c.MaxLevels)*int64(unsafe.Sizeof(priceLevel{})), nil
+		int64(c.MaxLevels)*int64(unsafe.Sizeof(priceLevel{})) +
+		int64(c.MaxLocates+1)*(8+8) + int64(holderSlots(c.MaxLocates+1))*2, nil // claims
 }
 
 func (c Config) normalize() (Config, error) {
@@ -133,6 +134,11 @@ type Stats struct {
 	// LocateReassigned counts Stock Directory messages (R) for a known
 	// locate under another symbol; its book was emptied (Announce).
 	LocateReassigned uint64
+	// DuplicateSymbol counts Stock Directory messages (R) giving a locate
+	// a symbol that another locate holds in the session (Book.Duplicate):
+	// the first locate keeps it. Not in Inconsistencies: its own counter
+	// and alert (the handler's duplicate symbols), the book applied as any.
+	DuplicateSymbol uint64
 
 	DuplicateAdd      uint64 // A/F/U adding a reference that is live
 	UnknownRefExecute uint64 // E/C of an unknown order reference

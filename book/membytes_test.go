@@ -24,7 +24,8 @@ func TestConfigBytes(t *testing.T) {
 		want := size(cap(bs.orders)+1, unsafe.Sizeof(order{})) + // the spare slot before orders[0]
 			size(cap(bs.ovf), 8) + size(cap(bs.books), unsafe.Sizeof(Book{})) +
 			size(cap(bs.trades), unsafe.Sizeof(tradeRec{})) + size(cap(bs.ladders.mem), unsafe.Sizeof(rung{})) +
-			size(cap(bs.levels), unsafe.Sizeof(priceLevel{}))
+			size(cap(bs.levels), unsafe.Sizeof(priceLevel{})) +
+			size(cap(bs.claims.sym), 8) + size(cap(bs.claims.at), 8) + size(cap(bs.claims.holders), 2)
 		if got != want {
 			t.Errorf("%+v: Bytes %d, New allocated %d", cfg, got, want)
 		}

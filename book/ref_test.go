@@ -68,6 +68,12 @@ type refBooks struct {
 	event, eventTime uint64 // the last System Event ('S') code and timestamp
 	brokenNoLocate   uint64 // Broken Trades with locate 0
 
+	// claims: the symbol each locate was given last and when (the
+	// count of symbols given): a locate is a duplicate when another
+	// locate was given its symbol before it (refDuplicate).
+	claims  map[uint16]refClaim
+	claimed uint64
+
 	// Config.RefTableSize and Overflow's contract: the order with
 	// reference r takes home slot r mod RefTableSize unless an older live
 	// order holds it, and then one of the Overflow slots.
@@ -83,7 +89,7 @@ func newRefBooks(cfg Config) *refBooks {
 		panic(err)
 	}
 	return &refBooks{cfg: cfg, orders: map[uint64]*refOrder{}, books: map[uint16]*refBook{},
-		trades: map[uint64]*refTrade{}, slotOwner: map[uint64]uint64{}, slotMask: uint64(n.TradeMemory - 1),
+		trades: map[uint64]*refTrade{}, slotOwner: map[uint64]uint64{}, slotMask: uint64(n.TradeMemory - 1), claims: map[uint16]refClaim{},
 		homeMask: uint64(n.RefTableSize - 1), homeHolder: map[uint64]uint64{}, overflow: n.Overflow}
 }
 
@@ -286,6 +292,13 @@ func (r *refBooks) applyOp(o op) bool {
 			r.books[o.locate] = b
 		}
 		b.symbol = o.symbol
+		if c := r.claims[o.locate]; c.sym != o.symbol {
+			r.claimed++
+			r.claims[o.locate] = refClaim{sym: o.symbol, at: r.claimed}
+		}
+		if r.duplicate(o.locate) {
+			r.stats.DuplicateSymbol++
+		}
 		return true
 	case 'A':
 		b := r.book(o.locate)
@@ -512,4 +525,26 @@ func compareStats(bs *Books, r *refBooks) error {
 		return fmt.Errorf("stats:\n got %+v\nwant %+v", got, want)
 	}
 	return nil
+}
+
+// refClaim is the symbol a Stock Directory message gave a locate, and
+// when (refBooks.claimed).
+type refClaim struct {
+	sym [8]byte
+	at  uint64
+}
+
+// duplicate reports whether a locate still given locate's symbol was
+// given it earlier: the symbol is that one's (Book.Duplicate).
+func (r *refBooks) duplicate(locate uint16) bool {
+	c, ok := r.claims[locate]
+	if !ok {
+		return false
+	}
+	for l, o := range r.claims {
+		if l != locate && o.sym == c.sym && o.at < c.at {
+			return true
+		}
+	}
+	return false
 }

@@ -413,6 +413,9 @@ func compareWire(bs *Books, r *refBooks, locate uint16) error {
 		if got != wantStates {
 			return fmt.Errorf("locate %d: trading state, Reg SHO, halt, timestamp %v, want %v", locate, got, wantStates)
 		}
+		if b.Duplicate() != r.duplicate(locate) {
+			return fmt.Errorf("locate %d: Duplicate %v, want %v", locate, b.Duplicate(), r.duplicate(locate))
+		}
 	}
 	if e, ts := bs.SystemEvent(); uint64(e) != r.event || ts != r.eventTime {
 		return fmt.Errorf("system event %c at %d, want %c at %d", e, ts, r.event, r.eventTime)

@@ -680,7 +680,8 @@ func (h *Handler) routeInline(s *shard, p moldudp64.Packet, skip int, rxTime int
 }
 
 // routeMsg sends one message to the shard owning its locate, through the
-// symbol filter; a System Event to every shard.
+// symbol filter; a System Event to every shard, and a Stock Directory's
+// claim too (routeDirectory).
 //
 // Only a System Event changes every shard's books (book.Books.Apply: its
 // event goes into every snapshot, whatever its locate, which ITCH makes
@@ -696,14 +697,61 @@ func (h *Handler) routeMsg(msg []byte, seq uint64, rxTime int64) {
 		}
 		return
 	}
-	if msg[0] == itch.TypeSystemEvent && len(msg) >= itch.SystemEventLen {
-		for _, s := range h.shards {
-			h.push(s, msg, seq, rxTime)
-		}
+	// 'R' and 'S' differ in their lowest bit only: one test a message
+	// for both, as for 'S' alone before.
+	if msg[0]|1 == itch.TypeSystemEvent && h.routeMarketWide(msg, seq, rxTime) {
 		return
 	}
 	loc := uint16(msg[1])<<8 | uint16(msg[2])
 	h.push(h.shards[h.shardOf[loc]], msg, seq, rxTime)
+}
+
+// The test in routeMsg takes a Stock Directory for a System Event's kin.
+var _ = [1]struct{}{}[itch.TypeStockDirectory|1-itch.TypeSystemEvent]
+
+// routeMarketWide routes a System Event or a Stock Directory message (msg
+// is of type 'S' or 'R') that every shard must see, and reports whether it
+// did; one too short for its type goes the way of any message. A System
+// Event goes to every shard; a Stock Directory to its locate's shard, and
+// its claim (routeDirectory) to the others.
+func (h *Handler) routeMarketWide(msg []byte, seq uint64, rxTime int64) bool {
+	if msg[0] == itch.TypeSystemEvent {
+		if len(msg) < itch.SystemEventLen {
+			return false
+		}
+		for _, s := range h.shards {
+			h.push(s, msg, seq, rxTime)
+		}
+		return true
+	}
+	if len(msg) < itch.StockDirectoryLen || len(h.shards) == 1 {
+		return false
+	}
+	loc := uint16(msg[1])<<8 | uint16(msg[2])
+	own := h.shards[h.shardOf[loc]]
+	h.push(own, msg, seq, rxTime)
+	h.claimElsewhere(own, loc, itch.StockDirectory(msg).Stock(), seq)
+	return true
+}
+
+// claimElsewhere tells every shard but own, in order with its messages,
+// that locate loc was given symbol sym (the zero Symbol: withdrawn), so
+// that each shard's books know which locate holds each symbol as run to
+// completion's one book.Books does (book.Books.Claim): a locate of theirs
+// given a symbol another shard's locate was given first is a duplicate
+// (book.Book.Duplicate), never published, whichever shard publishes
+// first. A Stock Directory message, not a message per order: rare.
+func (h *Handler) claimElsewhere(own *shard, loc uint16, sym itch.Symbol, seq uint64) {
+	for _, s := range h.shards {
+		if s == own {
+			continue
+		}
+		e := h.reserve(s)
+		e.seq, e.rxTime, e.pickup, e.kind, e.n, e.repaired = seq, 0, h.pickup, markerClaim, 11, false
+		e.data[0], e.data[1], e.data[2] = itch.TypeStockDirectory, byte(loc>>8), byte(loc)
+		copy(e.data[3:11], sym[:])
+		s.ring.Commit(1)
+	}
 }
 
 // withdraw has the shard owning locate loc end its book, in order with the
@@ -720,6 +768,7 @@ func (h *Handler) withdraw(loc uint16, seq uint64) {
 	e.seq, e.rxTime, e.pickup, e.kind, e.n, e.repaired = seq, 0, h.pickup, markerWithdraw, 3, false
 	e.data[0], e.data[1], e.data[2] = itch.TypeStockDirectory, byte(loc>>8), byte(loc)
 	s.ring.Commit(1)
+	h.claimElsewhere(s, loc, itch.Symbol{}, seq)
 }
 
 // glimpseSnapshot is the GLIMPSE snapshot message ('G'): it names the

@@ -162,7 +162,8 @@ var countingModes = []struct {
 //     completion) is not a ring batch (sharded);
 //   - the rings (shard_ring_*): run to completion has none;
 //   - shard_stale_binds_total: a shard lagging another across a session
-//     change, which only sharding has;
+//     change or a Stock Directory that freed a symbol, which only
+//     sharding has;
 //   - thread scheduling (shard_thread_rt_priority, the threads' log
 //     lines), latencies and times (line_silence_seconds, the heartbeat);
 //   - book.Stats.Overflowed: live orders in overflow slots depend on which
@@ -174,11 +175,12 @@ var countingModes = []struct {
 // reference is known to its shard only, so an order message naming another shard's order under its locate would count as
 // an unknown reference where run to completion counts LocateMismatch
 // (the locates a mismatch names here share a shard for 1..4 shards); a
-// symbol at two locates of one session (DuplicateSymbols) is refused per
-// publish, so it counts with the conflation, and when the two locates are
-// in two shards the one whose shard binds first keeps the symbol, not
-// always the one announced first; a message longer than its type is left
-// to TestFilterLongStockDirectory and its kin.
+// message longer than its type is left to TestFilterLongStockDirectory and
+// its kin. A symbol announced at two locates of one session is in it
+// (advDupFirst, advDupLater: two shards for 2 and 4): the locate announced
+// first keeps it and the later one counts once (DuplicateSymbols) in
+// every mode; before, the shard that bound first kept it and each refused
+// publish counted.
 func TestModesCountSame(t *testing.T) {
 	for _, filter := range []bool{false, true} {
 		t.Run(fmt.Sprintf("filter=%v", filter), func(t *testing.T) {
@@ -266,6 +268,13 @@ const (
 	advLocB = 72
 )
 
+// Locates one symbol is announced at, in one session (bad input): the
+// first announced keeps it. In two shards for 2 and 4 shards (locate % n).
+const (
+	advDupFirst = 61
+	advDupLater = 62
+)
+
 // adversarialScript is a generated day (50 instruments) with a hand-made
 // message woven in every 300 generated ones, each on both lines, with
 // faults: a packet lost on both lines (a gap), one lost on line A only, an
@@ -289,7 +298,7 @@ func adversarialScript(t *testing.T) adversarial {
 			}
 		}
 	}
-	adv.subscribe = append(adv.subscribe, "NEWA", "NEWB")
+	adv.subscribe = append(adv.subscribe, "NEWA", "NEWB", "DUPE")
 	bad := badInput(reused)
 	var msgs [][]byte
 	for i, m := range day1 {
@@ -415,6 +424,7 @@ func badInput(reused uint16) [][]byte {
 		filterDir(0, "ZERO"),                // Malformed: a Stock Directory for locate 0
 		filterDir(advLocA, "NEWA"),          // a new instrument
 		filterDir(advLocB, "NEWB"),          // another
+		filterDir(advDupFirst, "DUPE"),      // another
 		add(advLocA, r1, 'B', 100, 1000),    // applied
 		add(advLocA, r2, 'S', 200, 1100),    // applied
 		add(advLocB, r3, 'B', 100, 990),     // applied
@@ -446,6 +456,13 @@ func badInput(reused uint16) [][]byte {
 		trade(advLocA, 0),                   // ZeroShares
 		broken.Append(nil),                  // BrokenUnmatched
 		filterDir(reused, "REUSE"),          // LocateReassigned; withdrawn under the filter
+		// The symbol at a second locate, 300 messages on: the first
+		// keeps it, the second's book is kept but not published; its
+		// changes come in separate packets (and batches).
+		filterDir(advDupLater, "DUPE"),              // DuplicateSymbols
+		filterAdd(advDupLater, "DUPE", r1+200, 500), // applied, not published
+		filterAdd(advDupFirst, "DUPE", r1+201, 600), // applied, published
+		filterAdd(advDupLater, "DUPE", r1+202, 501), // applied, not published
 	}
 }
 
@@ -620,11 +637,15 @@ func checkAdversarialCounted(t *testing.T, ref *modeCounts, filter bool) {
 		"OverCancel":  b.OverCancel,
 		"BadMessages": ref.st.BadMessages, "line duplicates": ref.st.Arbiter.Lines[0].Duplicates + ref.st.Arbiter.Lines[0].OutOfOrder,
 		"line malformed": ref.st.Arbiter.Lines[1].Malformed, "line wrong session": ref.st.Arbiter.Lines[0].WrongSession,
-		"rebound": uint64(ref.metrics["shard_rebound_total"]),
+		"rebound": uint64(ref.metrics["shard_rebound_total"]), "duplicate symbols": uint64(ref.metrics["shard_duplicate_symbols_total"]),
 	} {
 		if v == 0 {
 			t.Errorf("%s: %s 0: the stream misses a case", ref.name, name)
 		}
+	}
+	// The symbol announced at two locates: the first announced keeps it.
+	if got, want := ref.shm["DUPE"], fmt.Sprintf("locate %d ", advDupFirst); !strings.HasPrefix(got, want) {
+		t.Errorf("%s: DUPE published as %q, want at locate %d", ref.name, got, advDupFirst)
 	}
 	// Under the filter the locate above the books' capacity, never
 	// announced, is filtered out.

@@ -60,12 +60,15 @@ type Publisher struct {
 	// withdrawn: a locate of the batch was withdrawn (Withdrawn): its
 	// slot is its old symbol's.
 	withdrawn bool
-	// dups counts the locates refused as duplicates (refusedDuplicate),
-	// and retirements is the writer's Retirements when they were last
-	// asked again: when it moved, the binding in their way may be gone
-	// (retired by any shard's publisher).
+	// dups counts the locates refused as duplicates (refusedDuplicate,
+	// refusedHeld), and retirements and promoted are the writer's
+	// Retirements and the books' SymbolsPromoted when they were last
+	// asked again: when either moved, the binding or the claim in their
+	// way may be gone (retired by any shard's publisher; the holder left
+	// the symbol).
 	dups        int
 	retirements uint64
+	promoted    uint64
 
 	Published, Errors uint64
 	Rebound           uint64 // locates whose slot was retired because their symbol changed (BooksReset, or a Stock Directory re-assigning the locate): moved to a fresh slot, or to none when the file has no slot left (then also counted in Errors) or the new symbol is filtered out (Withdrawn)
@@ -74,12 +77,16 @@ type Publisher struct {
 	// replace (shm.ErrStaleBinding): this shard lags a session change
 	// that another shard has seen, and its book is the old session's.
 	StaleBinds uint64
-	// DuplicateSymbols counts snapshots not published because their
-	// symbol is bound to another locate in the same epoch
-	// (shm.ErrDuplicateSymbol): bad input, one symbol at two locates in
-	// one session; the first binding stays.
-	DuplicateSymbols uint64
-	Books            int // instruments registered with the shm writer
+	// DuplicateBinds counts snapshots not published because the writer
+	// found their symbol bound to another locate in the same epoch
+	// (shm.ErrDuplicateSymbol): another Publisher's binding that its
+	// books have not left yet (a shard lagging a Stock Directory that
+	// freed the symbol). A symbol at two locates in one session (bad
+	// input) is the books' decision, not the writer's: the later locate
+	// (book.Book.Duplicate, counted in book.Stats.DuplicateSymbol) is
+	// never bound, so the writer never sees it.
+	DuplicateBinds uint64
+	Books          int // instruments registered with the shm writer
 }
 
 // locState is what the Publisher keeps per locate, in one 32-byte entry:
@@ -93,7 +100,8 @@ type locState struct {
 	known  bool     // registered once (counted in Books)
 	listed bool     // in Publisher.listed
 	// refused is why the writer refused to bind the locate in this
-	// epoch (refusedStale, refusedDuplicate, refusedFull), or 0. A refusal stands
+	// epoch (refusedStale, refusedDuplicate, refusedFull), or why it was
+	// not asked (refusedHeld), or 0. A refusal stands
 	// until BooksReset (the writer's bindings never go back to an older
 	// epoch), so its snapshots are counted and skipped without asking
 	// the writer again.
@@ -105,6 +113,7 @@ const (
 	refusedStale     = 1 + iota // shm.ErrStaleBinding
 	refusedDuplicate            // shm.ErrDuplicateSymbol
 	refusedFull                 // shm.ErrFull: no slot left until a restart (counted in Errors)
+	refusedHeld                 // book.Book.Duplicate: another locate holds the symbol (not asked)
 )
 
 // NewPublisher returns a Publisher of books into w, depth levels per side.
@@ -276,8 +285,8 @@ func (p *Publisher) flush(chunk int) {
 	// may have been retired by another shard's publisher, while this
 	// shard got no message since (a swap across shards, then quiet).
 	if p.dups > 0 {
-		if n := p.w.Retirements(); n != p.retirements {
-			p.retirements = n
+		if n, m := p.w.Retirements(), p.books.SymbolsPromoted(); n != p.retirements || m != p.promoted {
+			p.retirements, p.promoted = n, m
 			p.askDuplicatesAgain()
 		}
 	}
@@ -369,7 +378,7 @@ func (p *Publisher) unbindReassigned() {
 		case retired:
 			p.Rebound++
 		}
-		if st.refused == refusedDuplicate {
+		if st.refused == refusedDuplicate || st.refused == refusedHeld {
 			p.dups--
 		}
 		st.slot, st.refused = shm.Slot{}, 0
@@ -379,18 +388,20 @@ func (p *Publisher) unbindReassigned() {
 // askDuplicatesAgain clears the refusals of the locates refused as
 // duplicates whose symbol is free now, and republishes them: the writer
 // retired a binding since they were refused (a locate re-assigned, here or
-// on another shard's publisher). A duplicate still standing (its symbol
-// bound elsewhere) keeps its refusal: it is not asked again, so it builds
-// no error and is not counted again. Rare: only while a duplicate refusal
-// stands and bindings are retired.
+// on another shard's publisher), or the books gave a duplicate its symbol
+// (the holder left it). A duplicate still standing (another locate holds
+// its symbol, or the writer has it bound elsewhere) keeps its refusal: it
+// is not asked again, so it builds no error and is not counted again.
+// Rare: only while a duplicate refusal stands and bindings are retired or
+// symbols promoted.
 func (p *Publisher) askDuplicatesAgain() {
 	p.dups = 0
 	for i := range p.locs {
 		st := &p.locs[i]
-		if st.refused != refusedDuplicate {
+		if st.refused != refusedDuplicate && st.refused != refusedHeld {
 			continue
 		}
-		if b := p.books.Book(uint16(i)); b != nil && p.w.SymbolBound(b.Name()) {
+		if b := p.books.Book(uint16(i)); b != nil && (b.Duplicate() || p.w.SymbolBound(b.Name())) {
 			p.dups++
 			continue
 		}
@@ -473,11 +484,22 @@ func (p *Publisher) begin(b *book.Book, loc uint16, st *locState, flags bookfb.F
 // (shm.Writer.Rebind) and keeps the slot in st. It returns false, having
 // counted the snapshot as not published, if the writer refused: a binding
 // of a later epoch (StaleBinds) or the symbol at another locate in this
-// epoch (DuplicateSymbols), no slot left (ErrFull: Errors), all three
+// epoch (DuplicateBinds), no slot left (ErrFull: Errors), all three
 // remembered in st until BooksReset, or anything else (bad symbol, closed:
 // Errors). A Rebind that retired the locate's old binding and then found
 // no slot counts in Rebound too.
+//
+// A book whose symbol another locate holds (book.Book.Duplicate: a Stock
+// Directory message gave it to that locate first, which the books counted)
+// is not bound and the writer is not asked: whichever Publisher binds
+// first, the symbol's slot is the first locate's, in every mode. It is
+// asked again when the books give it the symbol (askDuplicatesAgain).
 func (p *Publisher) bind(b *book.Book, loc uint16, st *locState) bool {
+	if st.refused == 0 && b.Duplicate() {
+		st.refused = refusedHeld
+		p.noteDuplicate(p.w.Retirements())
+		return false
+	}
 	if st.refused == 0 {
 		// Read before asking: a refusal is asked again once a binding
 		// is retired after it, and another shard's publisher may
@@ -496,13 +518,7 @@ func (p *Publisher) bind(b *book.Book, loc uint16, st *locState) bool {
 				dupRefusedHook()
 			}
 			st.refused = refusedDuplicate
-			// Asked again once a binding is retired after this
-			// refusal; the refusals standing already were checked
-			// at an earlier count, which stays.
-			if p.dups == 0 {
-				p.retirements = seen
-			}
-			p.dups++
+			p.noteDuplicate(seen)
 		case errors.Is(err, shm.ErrFull):
 			// No slot left, perhaps after the locate's old binding
 			// was retired: the locate left its old symbol all the
@@ -524,11 +540,25 @@ func (p *Publisher) bind(b *book.Book, loc uint16, st *locState) bool {
 	case refusedStale:
 		p.StaleBinds++
 	case refusedDuplicate:
-		p.DuplicateSymbols++
+		p.DuplicateBinds++
+	case refusedHeld:
+		// Counted once, by the books, at its Stock Directory message.
 	default:
 		p.Errors++
 	}
 	return false
+}
+
+// noteDuplicate counts a locate refused as a duplicate (refusedDuplicate,
+// refusedHeld), the writer's Retirements read as seen before it was
+// asked: it is asked again once a binding is retired after that, or the
+// books promote a symbol. The refusals standing already were checked at
+// earlier counts, which stay.
+func (p *Publisher) noteDuplicate(seen uint64) {
+	if p.dups == 0 {
+		p.retirements, p.promoted = seen, p.books.SymbolsPromoted()
+	}
+	p.dups++
 }
 
 // dupRefusedHook, set by tests only, runs when the writer has refused a

@@ -47,7 +47,7 @@ func TestLocateSwapAcrossShards(t *testing.T) {
 			}{{"AAPL", 8}, {"MSFT", 7}} {
 				loc, ok := r.Lookup(c.sym)
 				if !ok || loc != c.loc {
-					t.Errorf("%s at locate %d (found %v), want %d; dup refusals %d/%d", c.sym, loc, ok, c.loc, ps[0].DuplicateSymbols, ps[1].DuplicateSymbols)
+					t.Errorf("%s at locate %d (found %v), want %d; dup refusals %d/%d", c.sym, loc, ok, c.loc, ps[0].DuplicateBinds, ps[1].DuplicateBinds)
 				}
 			}
 		})
@@ -58,7 +58,8 @@ func TestLocateSwapAcrossShards(t *testing.T) {
 // duplicate refusal stands (AAPL at locates 9 and 10), allocate nothing and
 // do not count the standing duplicate again. Before the fix every
 // reassigning flush asked locate 10 again: refused, with an error built (6
-// allocations), and counted in DuplicateSymbols.
+// allocations), and counted. Now the books find locate 10 a duplicate
+// (book.Book.Duplicate) and the writer is never asked.
 func TestReassignAllocatesNothing(t *testing.T) {
 	_, _, bs, p := reassignLab(t, 4096)
 	h := func(loc uint16) itch.Header { return itch.Header{Locate: loc, Timestamp: 34200_000_000_000} }
@@ -73,7 +74,7 @@ func TestReassignAllocatesNothing(t *testing.T) {
 		p.Applied(loc, ch, 1, 1)
 	}
 	p.Flush()
-	t.Logf("dup before: %d", p.DuplicateSymbols)
+	t.Logf("dup before: %d", bs.Stats().DuplicateSymbol)
 	i := 0
 	a := testing.AllocsPerRun(100, func() {
 		i++
@@ -84,10 +85,10 @@ func TestReassignAllocatesNothing(t *testing.T) {
 	if a != 0 {
 		t.Errorf("%v allocs per reassigning flush", a)
 	}
-	if p.DuplicateSymbols != 1 {
-		t.Errorf("duplicate symbols %d, want the one refusal of locate 10", p.DuplicateSymbols)
+	if d := bs.Stats().DuplicateSymbol; d != 1 || p.DuplicateBinds != 0 {
+		t.Errorf("duplicate symbols %d, want the one of locate 10; writer refusals %d, want none (locate 10 is not asked)", d, p.DuplicateBinds)
 	}
-	t.Logf("published %d dup %d rebound %d errors %d", p.Published, p.DuplicateSymbols, p.Rebound, p.Errors)
+	t.Logf("published %d dup %d rebound %d errors %d", p.Published, bs.Stats().DuplicateSymbol, p.Rebound, p.Errors)
 }
 
 // TestDuplicateRefusalRacesRetirement: the binding in a refused
@@ -133,7 +134,7 @@ func TestDuplicateRefusalRacesRetirement(t *testing.T) {
 		loc uint16
 	}{{"AAA", 3}, {"BBB", 2}} {
 		if loc, ok := r.Lookup(c.sym); !ok || loc != c.loc {
-			t.Errorf("%s at locate %d (found %v), want %d; duplicate refusals %d/%d", c.sym, loc, ok, c.loc, ps[0].DuplicateSymbols, ps[1].DuplicateSymbols)
+			t.Errorf("%s at locate %d (found %v), want %d; duplicate refusals %d/%d", c.sym, loc, ok, c.loc, ps[0].DuplicateBinds, ps[1].DuplicateBinds)
 		}
 	}
 }

@@ -56,6 +56,10 @@ const (
 	// markerWithdraw: the locate in data[1:3] was given to a symbol the
 	// filter leaves out: end its book (shard.withdraw).
 	markerWithdraw
+	// markerClaim: a Stock Directory message gave the locate in
+	// data[1:3], another shard's, the symbol in data[3:11] (zero bytes:
+	// none, withdrawn): book.Books.Claim.
+	markerClaim
 )
 
 // ShardStats are one shard's counters.
@@ -67,10 +71,17 @@ type ShardStats struct {
 	Ring          spsc.Stats
 	PublishErrors uint64
 	Rebound       uint64 // locates whose shm slot was retired (bound to another symbol by a new session): moved to a fresh slot, or to none when no slot is left (also in PublishErrors) or the symbol filter leaves the new symbol out
-	// StaleBinds and DuplicateSymbols: snapshots not published because
-	// the shm writer refused their binding (Publisher.StaleBinds,
-	// Publisher.DuplicateSymbols).
-	StaleBinds       uint64
+	// StaleBinds: snapshots not published because the shm writer refused
+	// their binding, another shard's binding of the symbol standing in
+	// the way (Publisher.StaleBinds: this shard lags a session change;
+	// Publisher.DuplicateBinds: the other lags a Stock Directory that
+	// freed the symbol). Only sharding has them.
+	StaleBinds uint64
+	// DuplicateSymbols: Stock Directory messages that gave one of the
+	// shard's locates a symbol another locate (of any shard) holds in the
+	// session (book.Stats.DuplicateSymbol): the first locate keeps the
+	// symbol, the later one's book is kept but not published. The same
+	// in every mode, summed over the shards.
 	DuplicateSymbols uint64
 	Stale            bool // the shard's books are flagged PossiblyStale (an unrecovered gap)
 	Books            int  // books the shard has published (registered in shm)
@@ -231,8 +242,12 @@ func (s *shard) run(pinErr chan<- error) {
 		for i := range batch {
 			m := &batch[i]
 			if m.kind != 0 {
-				if m.kind == markerWithdraw {
-					s.withdraw(uint16(m.data[1])<<8 | uint16(m.data[2]))
+				switch loc := uint16(m.data[1])<<8 | uint16(m.data[2]); m.kind {
+				case markerWithdraw:
+					s.withdraw(loc)
+					continue
+				case markerClaim:
+					s.books.Claim(loc, itch.Symbol(m.data[3:11]))
 					continue
 				}
 				s.marker(m.kind)
@@ -427,8 +442,9 @@ func (s *shard) copyStats(wait bool) bool {
 	}
 	s.stats.Applied = s.applied.Load()
 	s.stats.Batches, s.stats.Published, s.stats.PublishErrors = s.batches.Load(), s.pub.Published, s.pub.Errors
-	s.stats.Rebound, s.stats.StaleBinds, s.stats.DuplicateSymbols = s.pub.Rebound, s.pub.StaleBinds, s.pub.DuplicateSymbols
+	s.stats.Rebound, s.stats.StaleBinds = s.pub.Rebound, s.pub.StaleBinds+s.pub.DuplicateBinds
 	s.stats.Book = s.books.Stats()
+	s.stats.DuplicateSymbols = s.stats.Book.DuplicateSymbol
 	if s.ring != nil {
 		s.stats.Ring = s.ring.Stats()
 	} else {
