@@ -392,6 +392,10 @@ func scalar(st *Stats, name string) uint64 {
 		return r.SnapshotsDiscarded
 	case "recovery_snapshot_spill_overflows_total":
 		return r.SnapshotSpillOverflows
+	case "recovery_snapshot_long_messages_total":
+		return r.SnapshotLongMessages
+	case "recovery_snapshot_unknown_messages_total":
+		return r.SnapshotUnknownMessages
 	case "recovery_snapshot_consecutive_failures":
 		return r.SnapshotRetryFailures
 	case "recovery_spill_dropped_total":

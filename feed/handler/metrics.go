@@ -110,6 +110,8 @@ var exported = [...]metric{
 	{"recovery_snapshots_wrong_session_total", "Snapshots of a session the lines have left (the server's current session, asked for with a blank session, is one the lines were on): not loaded; also in recovery_snapshot_failures_total.", kindCounter, ""},
 	{"recovery_snapshots_discarded_total", "Snapshots fetched for a session replaced meanwhile, not loaded.", kindCounter, ""},
 	{"recovery_snapshot_spill_overflows_total", "Snapshots loaded with a hole right after them: the spill filled while they downloaded (raise recovery.spill); the hole is a gap, its snapshot waits the retry delay.", kindCounter, ""},
+	{"recovery_snapshot_long_messages_total", "Messages of GLIMPSE snapshots fetched longer than their type's ITCH 5.0 length: applied by the type's fields (also in shard_long_messages_total once the snapshot is loaded).", kindCounter, ""},
+	{"recovery_snapshot_unknown_messages_total", "Messages of GLIMPSE snapshots fetched of a type ITCH 5.0 does not define: skipped.", kindCounter, ""},
 	{"recovery_snapshot_consecutive_failures", "Snapshots failed or refused (or loaded with the spill overflowed, or behind the feed with what they missed declared again) in a row since one was loaded whole, a session change, or the books made whole otherwise: the next waits SnapshotRetry doubled per failure after the first, capped at recovery.snapshot.retry_max.", kindGauge, ""},
 	{"recovery_spill_dropped_total", "Packets not held while books waited for a snapshot (spill full, or larger than a slot); asked for again after.", kindCounter, ""},
 	{"recovery_spill_high_water", "Most packets held at once while arbitrating or recovering.", kindGauge, ""},
