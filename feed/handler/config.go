@@ -57,9 +57,11 @@ func FromConfig(c *config.Config, log zerolog.Logger) Config {
 		hc.Arbiter.Spill = c.Recovery.Spill
 	}
 	if sn := c.Recovery.Snapshot; sn.Server != "" {
+		hc.Recovery.SnapshotStats = new(glimpse.Stats)
 		hc.Recovery.Snapshot = GlimpseSnapshot(glimpse.Config{
 			Addr: sn.Server, Username: sn.Username, Password: sn.Password, Session: sn.Session,
 			ConnectTimeout: sn.ConnectTimeout, IdleTimeout: sn.IdleTimeout, MaxDuration: sn.MaxDuration,
+			Stats: hc.Recovery.SnapshotStats,
 		})
 		hc.Recovery.SnapshotRetry, hc.Recovery.SnapshotRetryMax = sn.Retry, sn.RetryMax
 	}

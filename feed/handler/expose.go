@@ -127,9 +127,15 @@ func (e *Exposition) AppendText(dst []byte) []byte {
 }
 
 func (e *Exposition) appendText(b []byte) []byte {
-	h, st := e.h, &e.st
-	h.StatsInto(st)
-	now, mono := time.Now().UnixNano(), monoNow()
+	e.h.StatsInto(&e.st)
+	return e.appendStats(b, &e.st, time.Now().UnixNano(), monoNow())
+}
+
+// appendStats appends st's metrics at now (Unix ns) and mono (monoNow):
+// appendText's rendering of the Stats it took (TestEveryCounterExported
+// renders Stats of its own).
+func (e *Exposition) appendStats(b []byte, st *Stats, now, mono int64) []byte {
+	h := e.h
 	for i := range exported {
 		m := &exported[i]
 		if m.label == "counter" && st.Receive.Extra.Len() == 0 {
@@ -229,6 +235,8 @@ func lineValue(c *LineStats, name string) uint64 {
 		return c.StaleEndOfSession
 	case "line_before_restart_total":
 		return c.BeforeRestart
+	case "line_suspect_total":
+		return c.Suspect
 	}
 	panic("expose: no value for line metric " + name)
 }
@@ -242,6 +250,8 @@ func shardValue(sh *ShardStats, name string) uint64 {
 		return sh.Book.Inconsistencies()
 	case "shard_long_messages_total":
 		return sh.Book.Long
+	case "shard_unknown_type_messages_total":
+		return sh.Book.UnknownType
 	case "shard_published_total":
 		return sh.Published
 	case "shard_publish_errors_total":
@@ -300,10 +310,14 @@ func scalar(st *Stats, name string) uint64 {
 		return st.Arbiter.Gaps
 	case "gap_messages_total":
 		return st.Arbiter.GapMessages
+	case "gaps_forced_total":
+		return st.Arbiter.ForcedByFull
 	case "delivered_messages_total":
 		return st.Arbiter.Delivered
 	case "filtered_messages_total":
 		return st.Filtered
+	case "bad_messages_total":
+		return st.BadMessages
 	case "receive_dropped_total":
 		return st.Receive.Dropped
 	case "receive_malformed_total":
@@ -368,6 +382,8 @@ func scalar(st *Stats, name string) uint64 {
 		return st.Arbiter.RecoveriesAbandoned
 	case "recovery_late_responses_total":
 		return r.Rerequest.Late + st.Arbiter.RecoveredLate
+	case "recovery_read_errors_total":
+		return r.Rerequest.ReadErrors
 	case "recovery_snapshots_total":
 		return r.Snapshots
 	case "recovery_snapshot_failures_total":
@@ -378,6 +394,10 @@ func scalar(st *Stats, name string) uint64 {
 		return r.SnapshotsDiscarded
 	case "recovery_snapshot_spill_overflows_total":
 		return r.SnapshotSpillOverflows
+	case "recovery_snapshot_long_messages_total":
+		return r.SnapshotLongMessages
+	case "recovery_snapshot_unknown_messages_total":
+		return r.SnapshotUnknownMessages
 	case "recovery_snapshot_consecutive_failures":
 		return r.SnapshotRetryFailures
 	case "recovery_spill_dropped_total":

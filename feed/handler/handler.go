@@ -1131,6 +1131,9 @@ func (h *Handler) statsLightInto(dst *Stats) {
 	dst.Mode = h.mode
 	dst.ReceiveThread = h.rxThread
 	dst.Shm = h.w.SlotUsage()
+	if gs := h.cfg.Recovery.SnapshotStats; gs != nil {
+		dst.Recovery.SnapshotLongMessages, dst.Recovery.SnapshotUnknownMessages = gs.LongMessages.Load(), gs.UnknownMessages.Load()
+	}
 	if h.capFile != nil {
 		dst.Capture = h.capFile.Stats()
 	}

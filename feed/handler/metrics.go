@@ -56,10 +56,13 @@ var exported = [...]metric{
 	{"line_wrong_session_total", "Packets of another session.", kindCounter, "line"},
 	{"line_before_restart_total", "Packets received before a sequence restart was followed but read after it (the line's receive queue was behind): dropped.", kindCounter, "line"},
 	{"line_stale_end_of_session_total", "End of Session packets of the followed session behind what was received already (late copies, replays, forgeries): ignored.", kindCounter, "line"},
+	{"line_suspect_total", "Packets of the followed session dropped for jumping more than 4194304 sequence numbers ahead (bad input: a corrupted or forged packet), unless three in a row agree.", kindCounter, "line"},
 	{"gaps_total", "Sequence ranges missing on every line.", kindCounter, ""},
 	{"gap_messages_total", "Sequence numbers missing on every line.", kindCounter, ""},
+	{"gaps_forced_total", "Times gaps were declared at once, without waiting for the other line, because the hold-back buffer (arbitration.max_pending) was full or a packet larger than its slot, and no recovery could take them (the gaps are in gaps_total).", kindCounter, ""},
 	{"delivered_messages_total", "Messages delivered in sequence order.", kindCounter, ""},
 	{"filtered_messages_total", "Messages dropped by the symbol filter.", kindCounter, ""},
+	{"bad_messages_total", "Messages shorter than a type byte and a stock locate (3 bytes): no locate to route them by, dropped before the books.", kindCounter, ""},
 	{"receive_dropped_total", "Line datagrams lost before the handler read them: kernel drops (socket buffer or AF_XDP ring full), truncated, AF_XDP frames on a queue without a socket or fragmented.", kindCounter, ""},
 	{"receive_malformed_total", "Line datagrams the receive backend received and rejected as malformed (AF_XDP: also failed checksums); not other traffic on the interface (under AF_XDP the backend event counter xdp_malformed counts every malformed frame on it).", kindCounter, ""},
 	{"receive_errors_total", "Errors the receiver returned (each logged, at most one line a second): a receive backend failing.", kindCounter, ""},
@@ -67,6 +70,7 @@ var exported = [...]metric{
 	{"shard_applied_total", "Messages applied per book shard.", kindCounter, "shard"},
 	{"shard_inconsistencies_total", "Inconsistent messages per book shard.", kindCounter, "shard"},
 	{"shard_long_messages_total", "Messages longer than their type's ITCH 5.0 length per book shard: applied by the type's fields, the bytes after them ignored (fields a revision of the feed appended, or a corrupted type byte); also in shard_inconsistencies_total.", kindCounter, "shard"},
+	{"shard_unknown_type_messages_total", "Messages of a type ITCH 5.0 does not define per book shard: skipped by their length (an extension of the feed, or a corrupted type byte); not in shard_inconsistencies_total.", kindCounter, "shard"},
 	{"shard_published_total", "Snapshots published per book shard.", kindCounter, "shard"},
 	{"shard_publish_errors_total", "Books not published per book shard: no shm slot (full, or a bad symbol).", kindCounter, "shard"},
 	{"shard_rebound_total", "Locates whose shm slot was retired because a new session bound them to another symbol (moved to a fresh slot, or to none when no slot is left: also a publish error), or to a symbol the symbol filter leaves out (to none).", kindCounter, "shard"},
@@ -101,11 +105,14 @@ var exported = [...]metric{
 	{"recovery_abandoned_total", "Ranges being re-requested when a snapshot started or the session changed: not failed, the snapshot or the new session's rebuild covers them.", kindCounter, ""},
 	{"recovery_bad_responses_total", "Re-request answers dropped: malformed, another session, never asked, from another IP address than the server's, or to a request made before a sequence restart or session change.", kindCounter, "kind"},
 	{"recovery_late_responses_total", "Re-request answers whose messages had arrived already.", kindCounter, ""},
+	{"recovery_read_errors_total", "Errors reading a re-request socket (none expected): the socket is read again at the next poll.", kindCounter, ""},
 	{"recovery_snapshots_total", "Snapshots loaded.", kindCounter, ""},
 	{"recovery_snapshot_failures_total", "Snapshot fetches that failed.", kindCounter, ""},
 	{"recovery_snapshots_wrong_session_total", "Snapshots of a session the lines have left (the server's current session, asked for with a blank session, is one the lines were on): not loaded; also in recovery_snapshot_failures_total.", kindCounter, ""},
 	{"recovery_snapshots_discarded_total", "Snapshots fetched for a session replaced meanwhile, not loaded.", kindCounter, ""},
 	{"recovery_snapshot_spill_overflows_total", "Snapshots loaded with a hole right after them: the spill filled while they downloaded (raise recovery.spill); the hole is a gap, its snapshot waits the retry delay.", kindCounter, ""},
+	{"recovery_snapshot_long_messages_total", "Messages of GLIMPSE snapshots fetched longer than their type's ITCH 5.0 length: applied by the type's fields (also in shard_long_messages_total once the snapshot is loaded).", kindCounter, ""},
+	{"recovery_snapshot_unknown_messages_total", "Messages of GLIMPSE snapshots fetched of a type ITCH 5.0 does not define: skipped.", kindCounter, ""},
 	{"recovery_snapshot_consecutive_failures", "Snapshots failed or refused (or loaded with the spill overflowed, or behind the feed with what they missed declared again) in a row since one was loaded whole, a session change, or the books made whole otherwise: the next waits SnapshotRetry doubled per failure after the first, capped at recovery.snapshot.retry_max.", kindGauge, ""},
 	{"recovery_spill_dropped_total", "Packets not held while books waited for a snapshot (spill full, or larger than a slot); asked for again after.", kindCounter, ""},
 	{"recovery_spill_high_water", "Most packets held at once while arbitrating or recovering.", kindGauge, ""},
@@ -235,7 +242,7 @@ func (h *Handler) LogStats(final bool) {
 	}
 	ev.Str("backend", st.Backend).
 		Uint64("next_seq", st.NextSeq).
-		Uint64("delivered", st.Arbiter.Delivered).Uint64("applied", st.Applied()).
+		Uint64("delivered", st.Arbiter.Delivered).Uint64("applied", st.Applied()).Uint64("bad_msgs", st.BadMessages).
 		Uint64("gaps", st.Arbiter.Gaps).Uint64("gap_msgs", st.Arbiter.GapMessages).
 		Uint64("inconsistencies", inc).Uint64("ring_full", full).Uint64("ring_hwm", hw).
 		Uint64("rx_dropped", st.Receive.Dropped).

@@ -180,6 +180,13 @@ type RecoveryConfig struct {
 	// Do, if set, runs the creation of the re-request sockets (e.g. inside
 	// a network namespace).
 	Do func(func() error) error
+	// SnapshotStats: the counters Snapshot's GLIMPSE client keeps
+	// (glimpse.Config.Stats of GlimpseSnapshot's config; FromConfig sets
+	// both; nil: none), read at each Stats: a snapshot's messages of types
+	// ITCH 5.0 does not define, which the client skips and the books never
+	// see, and those longer than their type, counted as fetched, loaded or
+	// not (RecoveryStats.SnapshotUnknownMessages, SnapshotLongMessages).
+	SnapshotStats *glimpse.Stats
 }
 
 // RecoveryStats count the repair of gaps.
@@ -219,6 +226,13 @@ type RecoveryStats struct {
 	// SnapshotRetryMax (SnapshotRetryIn).
 	SnapshotRetryFailures uint64
 	SnapshotRetryIn       time.Duration // the wait set after the last of them (0: none)
+	// SnapshotLongMessages and SnapshotUnknownMessages: messages of the
+	// snapshots fetched (loaded or not) longer than their type's ITCH 5.0
+	// length (applied by its fields; the books count them Long once
+	// loaded) and of types ITCH 5.0 does not define (skipped by the
+	// client): RecoveryConfig.SnapshotStats' counts.
+	SnapshotLongMessages    uint64
+	SnapshotUnknownMessages uint64
 }
 
 // RecoveryEvent is one repaired range: how, and how long after it was

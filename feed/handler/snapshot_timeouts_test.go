@@ -12,8 +12,11 @@ import (
 
 	"github.com/marketfeed/feedhandler/feed/config"
 	"github.com/marketfeed/feedhandler/feed/glimpse"
+	"github.com/marketfeed/feedhandler/feed/itch"
 	"github.com/marketfeed/feedhandler/feed/moldudp64"
+	"github.com/marketfeed/feedhandler/feed/rx"
 	"github.com/marketfeed/feedhandler/feed/soupbintcp"
+	"github.com/marketfeed/feedhandler/internal/shmtest"
 )
 
 // TestSnapshotTimeoutsFromConfig: recovery.snapshot.connect_timeout,
@@ -52,14 +55,7 @@ func TestSnapshotTimeoutsFromConfig(t *testing.T) {
 			if tc.serve != nil {
 				go snapshotScript(ln, tc.serve)
 			} // else: the kernel completes the handshake, nothing reads the login
-			text := "feed: {name: t}\nlines:\n  a: {interface: eth0, group: 239.0.0.1, port: 1}\nrecovery:\n  snapshot:\n" +
-				"    server: " + ln.Addr().String() + "\n    username: u\n    password_env: FH_TEST_SNAPSHOT_PASSWORD\n" +
-				"    " + tc.key + ": " + tc.value + "\n"
-			c, err := config.Parse("t.yaml", []byte(text))
-			if err != nil {
-				t.Fatal(err)
-			}
-			snap := FromConfig(c, zerolog.Nop()).Recovery.Snapshot
+			snap := snapshotFromConfig(t, ln, "    "+tc.key+": "+tc.value+"\n").Snapshot
 			// A bound for the test only, far above the values configured.
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			defer cancel()
@@ -69,6 +65,20 @@ func TestSnapshotTimeoutsFromConfig(t *testing.T) {
 			}
 		})
 	}
+}
+
+// snapshotFromConfig is FromConfig's recovery for a feed file whose
+// snapshot server is ln, its password in FH_TEST_SNAPSHOT_PASSWORD, with
+// the snapshot keys more (indented) besides.
+func snapshotFromConfig(t *testing.T, ln net.Listener, more string) RecoveryConfig {
+	t.Helper()
+	text := "feed: {name: t}\nlines:\n  a: {interface: eth0, group: 239.0.0.1, port: 1}\nrecovery:\n  snapshot:\n" +
+		"    server: " + ln.Addr().String() + "\n    username: u\n    password_env: FH_TEST_SNAPSHOT_PASSWORD\n" + more
+	c, err := config.Parse("t.yaml", []byte(text))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return FromConfig(c, zerolog.Nop()).Recovery
 }
 
 // snapshotScript accepts one client on ln, reads its login request,
@@ -93,5 +103,77 @@ func snapshotScript(ln net.Listener, serve func(net.Conn)) {
 		if _, err := c.Read(buf); err != nil {
 			return
 		}
+	}
+}
+
+// TestSnapshotBadInputExported: what the GLIMPSE client of FromConfig's
+// snapshot source counts of a snapshot's bad input, messages longer than
+// their type (delivered) and of types ITCH 5.0 does not define (skipped,
+// never seen by the books), reaches the Stats and /metrics of a handler
+// with that config's recovery. Before, the source's client counted into
+// counters of its own per fetch, which nothing read.
+func TestSnapshotBadInputExported(t *testing.T) {
+	t.Setenv("FH_TEST_SNAPSHOT_PASSWORD", "p")
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	unknown := []byte{'@', 0, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0}
+	if itch.Known(unknown[0]) {
+		t.Fatalf("'%c' is an ITCH 5.0 type", unknown[0])
+	}
+	msgs := [][]byte{
+		append(filterDir(7, "AAA"), "appended"...), // 8 bytes past a Stock Directory's
+		unknown,
+		filterDir(8, "BBB"),
+		append(filterAdd(7, "AAA", 1, 1000), 0, 0), // 2 bytes past an Add Order's
+		glimpse.AppendSnapshot(nil, 5),
+	}
+	go snapshotScript(ln, func(c net.Conn) {
+		var b []byte
+		for _, m := range msgs {
+			b = soupbintcp.AppendPacket(b, soupbintcp.TypeSequencedData, m)
+		}
+		c.Write(b) //nolint:errcheck // the fetch fails if it does not arrive
+	})
+	rc := snapshotFromConfig(t, ln, "")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var got int
+	snap, err := rc.Snapshot(ctx, moldudp64.Session{}, func([]byte) error { got++; return nil })
+	if err != nil || snap.Next != 5 || got != 3 {
+		t.Fatalf("fetch: %+v, %d messages, %v; want next 5, 3 messages", snap, got, err)
+	}
+
+	// A handler with that recovery's counters (and no source: it fetches
+	// nothing itself).
+	h, err := Start(Config{
+		Feed:     "t",
+		Receive:  rx.Config{Lines: []rx.LineConfig{{Name: "A"}}},
+		Arbiter:  ArbiterConfig{Grace: time.Millisecond, Hold: 5 * time.Millisecond},
+		Book:     smallBooks,
+		Mode:     ModeRunToCompletion,
+		ShmName:  shmtest.Name(t, "fhsnapcount"),
+		Recovery: RecoveryConfig{SnapshotStats: rc.SnapshotStats},
+		Open:     func(rx.Config) (rx.Receiver, error) { return &scriptRx{errAt: -1}, nil },
+		Log:      zerolog.Nop(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Stop()
+	if st := h.Stats().Recovery; st.SnapshotLongMessages != 2 || st.SnapshotUnknownMessages != 1 {
+		t.Errorf("Stats: snapshot long messages %d, unknown %d; want 2, 1", st.SnapshotLongMessages, st.SnapshotUnknownMessages)
+	}
+	samples := sampleValues(t, NewExposition(h).AppendText(nil))
+	for name, want := range map[string]float64{"recovery_snapshot_long_messages_total": 2, "recovery_snapshot_unknown_messages_total": 1} {
+		series := "feedhandler_" + name + `{feed="t"}`
+		if v, ok := samples[series]; !ok || v != want {
+			t.Errorf("/metrics: %s %v (exposed: %v); want %v", series, v, ok, want)
+		}
+	}
+	if gs := rc.SnapshotStats; t.Failed() && gs != nil {
+		t.Logf("the fetch's counters: long %d, unknown %d", gs.LongMessages.Load(), gs.UnknownMessages.Load())
 	}
 }
