@@ -57,6 +57,7 @@ var notExported = map[string]string{
 	"Shards.Ring.Len":             "an instant's occupancy: shard_ring_high_water",
 	"Shards.Ring.Pushed":          "a per-mode internal: shard_applied_total counts what the shard took",
 	"Shards.Book.Messages":        "shard_applied_total",
+	"Shards.Book.DuplicateSymbol": "shard_duplicate_symbols_total, through ShardStats.DuplicateSymbols, the copy the shard takes with its stats",
 	"Shards.Book.Orders":          "a gauge of the books' contents, not of their health",
 	"Shards.Book.Levels":          "a gauge of the books' contents, not of their health",
 	"Shards.Book.Overflowed":      "a gauge of the order table's use, not an inconsistency",
