@@ -648,8 +648,8 @@ func TestRunBackendNotSupported(t *testing.T) {
 		{receive: "receive:\n  backend: xdp\n", want: ":9: receive.backend: start handler: open xdp backend: interface lo: ",
 			wrap: []string{"prlimit", "--memlock=4194304", "--", "setpriv", "--bounding-set=-ipc_lock", "--inh-caps=-ipc_lock", "--"}},
 	} {
-		if len(tc.wrap) > 0 && !hasTools(tc.wrap[0], tc.wrap[3]) {
-			t.Logf("%s or %s not installed (Debian package util-linux): %q not run", tc.wrap[0], tc.wrap[3], tc.receive)
+		if len(tc.wrap) > 0 && !utilLinuxWrappers() {
+			t.Logf("prlimit or setpriv not installed (Debian package util-linux): %q not run", tc.receive)
 			continue
 		}
 		path := filepath.Join(t.TempDir(), "feed.yaml")
@@ -696,12 +696,12 @@ func loNetns(t *testing.T, prefix string) string {
 	return ns
 }
 
-// hasTools reports whether every one of tools is on PATH.
-func hasTools(tools ...string) bool {
-	for _, tool := range tools {
-		if _, err := exec.LookPath(tool); err != nil {
-			return false
-		}
-	}
-	return true
+// utilLinuxWrappers reports whether prlimit and setpriv, which
+// TestRunBackendNotSupported runs the command under, are on PATH. The
+// names are literals: TestSetupInstallsLookedUpTools follows them to
+// .ci/setup's list.
+func utilLinuxWrappers() bool {
+	_, err1 := exec.LookPath("prlimit")
+	_, err2 := exec.LookPath("setpriv")
+	return err1 == nil && err2 == nil
 }
