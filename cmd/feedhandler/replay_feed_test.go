@@ -466,7 +466,8 @@ func TestReplayFeedCaptureCut(t *testing.T) {
 // --feed holds for the answers and applies them, and gives up where the
 // handler did, as the handler did: the one packet never answered is the
 // one gap. It says what the live handler's recovery brought, in the JSON
-// and the text report (the snapshot's messages are not in the capture).
+// and the text report (the snapshot's messages are not in the capture: a
+// capture of a handler before they were, an FHRS frame alone).
 func TestReplayFeedLiveRecovery(t *testing.T) {
 	day, dir, capPath := dayDir(t, 20_000, 19)
 	c, t0 := demoCapture(t, capPath)
@@ -510,7 +511,7 @@ func TestReplayFeedLiveRecovery(t *testing.T) {
 	if err := replay([]string{"--quiet", "--settle", "0", "--feed", feed, capPath}, &text, io.Discard); err != nil {
 		t.Fatal(err)
 	}
-	if want := fmt.Sprintf("the handler received 2 re-request answers (%d messages), replayed where it received them, and gave up 1 re-requests there; it loaded 1 snapshots (4 messages), which a capture does not hold", msgs(whole)+msgs(part)); !strings.Contains(text.String(), want) {
+	if want := fmt.Sprintf("the handler received 2 re-request answers (%d messages), replayed where it received them, and gave up 1 re-requests there; it loaded 1 snapshots (4 messages), 1 of which the capture does not hold", msgs(whole)+msgs(part)); !strings.Contains(text.String(), want) {
 		t.Errorf("replay --feed's text report does not say %q:\n%s", want, text.String())
 	}
 }
