@@ -262,7 +262,8 @@ func (a *arbitrated) run() error {
 				a.rep.LiveRecovery.SnapshotMessages += msgs
 				if a.frozen && a.snapN == msgs {
 					a.rep.LiveRecovery.SnapshotsReplayed++
-					a.r.LoadSnapshot(a.snapMsgs, next)
+					a.r.LoadSnapshot(fr.Time, a.snapMsgs, next)
+					a.snapMsgs = nil // the replayer's until it is loaded
 				} else if a.frozen {
 					a.r.Resume(fr.Time) // its messages not all here: a gap, as before
 				}

@@ -123,10 +123,14 @@ type Replayer struct {
 	reset    func()
 	last     int64 // receive time of the last datagram offered
 	hold     int64 // the longest the Arbiter waits for anything (Finish)
-	// A freeze of the handler not yet replayed (Freeze): fzSet, at fzAt,
-	// at a gap (fzGap) or between batches.
-	fzAt         int64
-	fzSet, fzGap bool
+	// The handler's freeze, load or resume at opAt not yet replayed (op;
+	// 0: none): a freeze at a gap declared then (opGap), else between
+	// batches; a load's messages and sequence number.
+	op     uint8
+	opGap  bool
+	opAt   int64
+	opMsgs []byte
+	opNext uint64
 
 	Delivered uint64 // messages the Arbiter delivered in order (admitted or not)
 	Resets    uint64 // session changes: the books were emptied
@@ -172,43 +176,72 @@ func (r *Replayer) deliver(p moldudp64.Packet, skip int, _ int64) {
 // gap is the Arbiter's GapFunc: the handler froze delivery for a snapshot
 // as its arbiter declared a gap (recovery.gap) at the freeze's time.
 func (r *Replayer) gap(_ moldudp64.Range, now int64) {
-	if r.fzSet && r.fzGap && now >= r.fzAt {
-		r.freeze()
+	if r.op == opFreeze && r.opGap && now >= r.opAt {
+		r.run()
 	}
 }
 
-// settle freezes delivery where the handler froze it, not yet replayed:
-// before an event of the capture's marker frames, or, for a freeze between
-// batches (not at a gap), before a datagram. A freeze at a gap waits for
-// the gap (the datagrams of the batch it was declared in, whose order in a
-// batch of both lines is not their receive times').
+// settle replays the handler's freeze, load or resume not yet replayed:
+// before an event of the capture's marker frames, or, for one between
+// batches (not a freeze at a gap), before a datagram. A freeze at a gap
+// waits for the gap (the datagrams of the batch it was declared in, whose
+// order in a batch of both lines is not their receive times').
 func (r *Replayer) settle(datagram bool) {
-	if r.fzSet && (!r.fzGap || !datagram) {
-		r.freeze()
+	if r.op != 0 && (!r.opGap || !datagram) {
+		r.run()
 	}
 }
 
 // tick ticks the Arbiter at an empty poll at t (advance: advances it at a
-// failed receive call at t), frozen before or after as the handler froze
-// (a freeze between batches at t came after the tick; a freeze at a gap
-// declared before t, before it).
+// failed receive call at t), with the handler's freeze, load or resume
+// before or after it as the handler did: one between batches at t came
+// after the tick (the receive loop's recovery poll follows it); a freeze
+// at a gap declared before t, before it.
 func (r *Replayer) tick(t int64, advance bool) {
-	if r.fzSet && t > r.fzAt {
-		r.freeze()
+	if r.op != 0 && t > r.opAt {
+		r.run()
 	}
 	if advance {
 		r.arb.Advance(t)
 	} else {
 		r.arb.Tick(t)
 	}
-	if r.fzSet && !r.fzGap && t >= r.fzAt {
-		r.freeze()
+	if r.op != 0 && !r.opGap && t >= r.opAt {
+		r.run()
 	}
 }
 
-func (r *Replayer) freeze() {
-	r.fzSet = false
-	r.arb.Freeze()
+// The handler's recovery steps a Replayer replays (Replayer.op).
+const (
+	opFreeze = 1 + iota
+	opLoad
+	opResume
+)
+
+// run replays the pending freeze, load or resume.
+func (r *Replayer) run() {
+	op := r.op
+	r.op = 0
+	switch op {
+	case opFreeze:
+		r.arb.Freeze()
+	case opResume:
+		r.arb.Unfreeze(0)
+	case opLoad:
+		r.reset()
+		for msg, rest, ok := snapshotMsg(r.opMsgs); ok; msg, rest, ok = snapshotMsg(rest) {
+			if len(msg) > 0 && msg[0] == glimpseSnapshot {
+				continue
+			}
+			if r.admit(msg) {
+				r.apply(itch.Msg(msg))
+			} else if r.withdrawn != 0 {
+				r.withdraw(r.takeWithdrawn())
+			}
+		}
+		r.opMsgs = nil
+		r.arb.Unfreeze(r.opNext)
+	}
 }
 
 // Freeze replays the handler freezing delivery at now to fetch a snapshot
@@ -216,39 +249,29 @@ func (r *Replayer) freeze() {
 // handler froze as its arbiter declared a gap at now, during the batch
 // (or the tick) the capture holds after the freeze; the Arbiter freezes
 // where it declares that gap. Else it froze between batches, after the
-// tick or failed receive call at now: the Arbiter freezes there.
+// empty poll or failed receive call at now: the Arbiter freezes there.
 func (r *Replayer) Freeze(now int64, atGap bool) {
 	r.settle(false)
-	r.fzSet, r.fzAt, r.fzGap = true, now, atGap
+	r.op, r.opAt, r.opGap = opFreeze, now, atGap
 }
 
 // Resume replays the handler resuming delivery at now without a snapshot
-// loaded (capture.Resumed).
+// loaded (capture.Resumed), between batches as Freeze's.
 func (r *Replayer) Resume(now int64) {
 	r.settle(false)
-	r.arb.Unfreeze(0)
+	r.op, r.opAt, r.opGap = opResume, now, false
 }
 
-// LoadSnapshot replays a snapshot the handler loaded (capture.Snapshot),
-// msgs its messages (capture.SnapshotMessages: each a 2-byte big-endian
-// length and the message): the books are emptied (reset) and rebuilt
-// from them, admitted as the handler admitted them, and delivery resumes
-// at sequence number next, as the handler's did (Handler.rebuild,
-// Arbiter.Unfreeze).
-func (r *Replayer) LoadSnapshot(msgs []byte, next uint64) {
+// LoadSnapshot replays a snapshot the handler loaded at now
+// (capture.Snapshot), msgs its messages (capture.SnapshotMessages: each a
+// 2-byte big-endian length and the message), between batches as Freeze's:
+// the books are emptied (reset) and rebuilt from them, admitted as the
+// handler admitted them, and delivery resumes at sequence number next, as
+// the handler's did (Handler.rebuild, Arbiter.Unfreeze). msgs is read
+// until then: the caller leaves it as it is.
+func (r *Replayer) LoadSnapshot(now int64, msgs []byte, next uint64) {
 	r.settle(false)
-	r.reset()
-	for msg, rest, ok := snapshotMsg(msgs); ok; msg, rest, ok = snapshotMsg(rest) {
-		if len(msg) > 0 && msg[0] == glimpseSnapshot {
-			continue
-		}
-		if r.admit(msg) {
-			r.apply(itch.Msg(msg))
-		} else if r.withdrawn != 0 {
-			r.withdraw(r.takeWithdrawn())
-		}
-	}
-	r.arb.Unfreeze(next)
+	r.op, r.opAt, r.opGap, r.opMsgs, r.opNext = opLoad, now, false, msgs, next
 }
 
 // Offer hands the Replayer one datagram received on line (0: A, 1: B) at
