@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -43,27 +44,47 @@ func TestCaptureReplaysLiveBooks(t *testing.T) {
 		name      string
 		reorder   float64
 		rerequest bool
+		snapshot  snapshotRun
 	}{
-		{"loss-dups", 0, false},
+		{"loss-dups", 0, false, 0},
 		// Reordered lines: a late copy can be decided otherwise than the
 		// handler decided it by the reader's own window, not by replay
 		// --feed, which ticks its arbiter where the handler's receive
 		// thread found the lines empty (the capture's batch marks).
-		{"reordered", 0.02, false},
+		{"reordered", 0.02, false, 0},
 		// What both lines lost the handler re-requests: the capture
 		// holds the answers where it received them, and replay --feed
 		// holds for them and applies them as the handler did: no gap,
 		// the live books.
-		{"rerequest", 0, true},
+		{"rerequest", 0, true, 0},
+		// With a GLIMPSE server and no re-request server the handler
+		// repairs every gap by snapshot: delivery frozen, the books
+		// rebuilt from it, the spilled lines delivered from its number
+		// on. The capture holds where it froze, the snapshot's messages
+		// and where it loaded them: replay --feed rebuilds the books
+		// there, the live books. Mid-day gaps; and a late join (the
+		// handler started while the first third of the day was sent),
+		// whose books come from a snapshot alone.
+		{"snapshot-gap", 0, false, snapshotGap},
+		{"snapshot-late-join", 0, false, snapshotLateJoin},
 	} {
-		t.Run(tc.name, func(t *testing.T) { captureReplaysLiveBooks(t, tc.reorder, tc.rerequest) })
+		t.Run(tc.name, func(t *testing.T) { captureReplaysLiveBooks(t, tc.reorder, tc.rerequest, tc.snapshot) })
 	}
 }
 
+// snapshotRun is how captureReplaysLiveBooks uses a snapshot server.
+type snapshotRun int
+
+const (
+	snapshotGap      snapshotRun = 1 + iota // gaps repaired by snapshot
+	snapshotLateJoin                        // the same, the day's first third not sent: a late join
+)
+
 // captureReplaysLiveBooks is TestCaptureReplaysLiveBooks with the lines
 // reordering packets with probability reorder (0: none), and with a
-// re-request server the handler repairs the gaps from (rerequest).
-func captureReplaysLiveBooks(t *testing.T, reorder float64, rerequest bool) {
+// re-request server the handler repairs the gaps from (rerequest), or a
+// snapshot server (snap).
+func captureReplaysLiveBooks(t *testing.T, reorder float64, rerequest bool, snap snapshotRun) {
 	lab := netlab.ForTest(t, netlab.Options{Prefix: "fhc"})
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "feedhandler")
@@ -80,11 +101,11 @@ func captureReplaysLiveBooks(t *testing.T, reorder float64, rerequest bool) {
 		t.Fatal(err)
 	}
 	recovery := ""
+	hist := new(exchange.History) // the day, for the recovery servers
+	for _, p := range day.Packets {
+		hist.Record(p)
+	}
 	if rerequest {
-		hist := new(exchange.History)
-		for _, p := range day.Packets {
-			hist.Record(p)
-		}
 		var rr *exchange.RerequestServer
 		if err := lab.Do(lab.Src, func() (err error) {
 			rr, err = exchange.NewRerequestServer(exchange.RerequestConfig{
@@ -95,6 +116,28 @@ func captureReplaysLiveBooks(t *testing.T, reorder float64, rerequest bool) {
 		}
 		defer rr.Close()
 		recovery = fmt.Sprintf("recovery: {rerequest: {servers: [\"%s\"]}}\n", rr.Addr())
+	}
+	var sender atomic.Pointer[exchange.Sender]
+	if snap != 0 {
+		var srv *exchange.SnapshotServer
+		if err := lab.Do(lab.Src, func() (err error) {
+			srv, err = exchange.NewSnapshotServer(exchange.SnapshotConfig{
+				Listen: netip.AddrPortFrom(lab.SrcIP, 0).String(), Username: "u", Password: "p", Session: day.Session.String(),
+				Messages: func(seq uint64) ([]byte, bool) { return hist.Message(nil, seq) },
+				Position: func() uint64 {
+					if s := sender.Load(); s != nil {
+						return s.Sent()
+					}
+					return 0
+				}})
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		go srv.Serve()
+		defer srv.Close()
+		t.Setenv("FHC_SNAPSHOT_PW", "p") // the handler's, and replay --feed's config load
+		recovery = fmt.Sprintf("recovery: {snapshot: {server: \"%s\", username: u, password_env: FHC_SNAPSHOT_PW}}\n", srv.Addr())
 	}
 	cfg := fmt.Sprintf(`feed: {name: capturetest, session: %q}
 lines:
@@ -154,7 +197,12 @@ log: {format: json}
 		t.Fatal(err)
 	}
 	defer s.Close()
-	sent, err := s.Send(context.Background(), exchange.Packets(day.Packets))
+	sender.Store(s)
+	pkts := day.Packets
+	if snap == snapshotLateJoin {
+		pkts = pkts[len(pkts)/3:]
+	}
+	sent, err := s.Send(context.Background(), exchange.Packets(pkts))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -227,8 +275,15 @@ log: {format: json}
 	if a := rep.Arbitrated; rerequest && (a == nil || a.LiveRecovery.Answers == 0 || a.Other != 0) {
 		t.Errorf("replay --feed: %+v; want the capture's re-request answers (none of a line)", a)
 	}
+	if a := rep.Arbitrated; snap != 0 && (a == nil || a.LiveRecovery.Snapshots == 0 || a.LiveRecovery.SnapshotsReplayed != a.LiveRecovery.Snapshots) {
+		t.Errorf("replay --feed: %+v; want snapshots loaded live, each replayed from the capture", a)
+	}
+	if snap != 0 {
+		snaps := finalStat(t, stderr.String(), "snapshots")
+		t.Logf("the live handler loaded %d snapshots, declared %d messages missing", snaps, liveGapMsgs)
+	}
 	rep, replayed = replayCapture()
-	if reorder != 0 || rerequest {
+	if reorder != 0 || rerequest || snap != 0 {
 		t.Logf("without --feed, by the reader's own window: %d messages missing (%d gaps), the live handler declared %d missing; books equal: %v",
 			rep.InputMissing, rep.InputGaps, liveGapMsgs, bytes.Equal(live.Bytes(), replayed))
 	} else {
@@ -303,21 +358,25 @@ func finalStat(t *testing.T, log, key string) uint64 {
 }
 
 // tsharkCheck has tshark (Debian package tshark) read the capture: every
-// frame an IPv4/UDP datagram to one of the lines, as many to each as the
-// replay's reader found.
+// frame but the marker frames (EtherType 0x88b5) an IPv4/UDP datagram to
+// one of the lines, as many to each as the replay's reader found.
 func tsharkCheck(t *testing.T, path string, lines []input.LineStats) {
 	t.Helper()
 	if _, err := exec.LookPath("tshark"); err != nil {
 		t.Log("tshark not installed (Debian package tshark): the capture not read by it")
 		return
 	}
-	out, err := exec.Command("tshark", "-r", path, "-T", "fields", "-e", "ip.dst", "-e", "udp.dstport").Output()
+	out, err := exec.Command("tshark", "-r", path, "-T", "fields", "-e", "eth.type", "-e", "ip.dst", "-e", "udp.dstport").Output()
 	if err != nil {
 		t.Fatalf("tshark -r %s: %v\n%s", path, err, out)
 	}
 	got := map[string]uint64{}
 	for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
-		got[strings.ReplaceAll(l, "\t", ":")]++
+		typ, dst, _ := strings.Cut(l, "\t")
+		if typ == "0x88b5" {
+			continue // a marker frame
+		}
+		got[strings.ReplaceAll(dst, "\t", ":")]++
 	}
 	want := map[string]uint64{}
 	for _, l := range lines {

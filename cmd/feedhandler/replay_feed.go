@@ -50,8 +50,10 @@ type arbitratedReport struct {
 	CaptureEnd string `json:"capture_end"`
 	// LiveRecovery is what the live handler's recovery brought, as the
 	// capture records it: the re-request answers, replayed where the
-	// handler received them, and the snapshots, whose messages a capture
-	// does not hold (a gap a snapshot repaired is one here).
+	// handler received them, and the snapshots, rebuilt from the
+	// capture's messages where the handler rebuilt the books (a capture of
+	// an older handler does not hold them: a gap a snapshot repaired is
+	// one there).
 	LiveRecovery liveRecovery `json:"live_recovery"`
 }
 
@@ -63,6 +65,9 @@ type liveRecovery struct {
 	GaveUp           uint64 `json:"rerequests_given_up"` // ranges re-requested the handler gave up (declared missing)
 	Snapshots        uint64 `json:"snapshots"`           // snapshots loaded (the books rebuilt)
 	SnapshotMessages uint64 `json:"snapshot_messages"`   // the messages they held
+	// SnapshotsReplayed: the snapshots loaded whose messages the capture
+	// holds whole, the books rebuilt from them as the handler did.
+	SnapshotsReplayed uint64 `json:"snapshots_replayed"`
 }
 
 // Capture ends (arbitratedReport.CaptureEnd).
@@ -103,6 +108,11 @@ type arbitrated struct {
 	// otherMarkers: marker frames that are no run of failed receives
 	otherMarkers uint64
 	end          string // the last frame's end (CaptureEnd), "" when it is none
+	// The snapshot being loaded (capture.Frozen seen: the capture holds
+	// its messages), its messages so far and how many.
+	frozen   bool
+	snapMsgs []byte
+	snapN    uint64
 }
 
 func newArbitrated(fc *config.Config, path string, in *input.Reader, rp *replayer) (*arbitrated, error) {
@@ -235,9 +245,29 @@ func (a *arbitrated) run() error {
 			} else if capture.GaveUp(fr.Payload) && marked {
 				a.rep.LiveRecovery.GaveUp++
 				a.r.GaveUp(fr.Time)
-			} else if _, msgs, ok := capture.Snapshot(fr.Payload); ok && marked {
+			} else if _, atGap, ok := capture.Frozen(fr.Payload); ok && marked {
+				a.frozen, a.snapMsgs, a.snapN = true, a.snapMsgs[:0], 0
+				a.r.Freeze(fr.Time, atGap)
+			} else if capture.Resumed(fr.Payload) && marked {
+				a.frozen = false
+				a.r.Resume(fr.Time)
+			} else if msgs, ok := capture.SnapshotMessages(fr.Payload); ok && marked {
+				a.snapMsgs = append(a.snapMsgs, msgs...)
+				for len(msgs) >= 2 {
+					msgs = msgs[min(len(msgs), 2+(int(msgs[0])<<8|int(msgs[1]))):]
+					a.snapN++
+				}
+			} else if next, msgs, ok := capture.Snapshot(fr.Payload); ok && marked {
 				a.rep.LiveRecovery.Snapshots++
 				a.rep.LiveRecovery.SnapshotMessages += msgs
+				if a.frozen && a.snapN == msgs {
+					a.rep.LiveRecovery.SnapshotsReplayed++
+					a.r.LoadSnapshot(fr.Time, a.snapMsgs, next)
+					a.snapMsgs = nil // the replayer's until it is loaded
+				} else if a.frozen {
+					a.r.Resume(fr.Time) // its messages not all here: a gap, as before
+				}
+				a.frozen, a.snapMsgs, a.snapN = false, a.snapMsgs[:0], 0
 			} else if ring, write, ok := capture.Lost(fr.Payload); ok && marked {
 				a.rep.CaptureLost += ring + write
 			} else {

@@ -333,6 +333,84 @@ func (c *Capture) GaveUp(now int64) {
 	c.ring.event(giveUpMark, now, 0, 0)
 }
 
+// Freeze notes that the receive thread froze delivery at now to fetch a
+// snapshot (Arbiter.Freeze), its arbiter's next sequence number from;
+// atGap: as the arbiter declared a gap at now (during a batch, written
+// before it), else between batches: a marker frame (mark.go: Frozen), so
+// that a replay spills the lines from there as the handler did. The
+// receive thread only, as Put.
+func (c *Capture) Freeze(now int64, from uint64, atGap bool) {
+	var g uint64
+	if atGap {
+		g = 1
+	}
+	c.ring.event(freezeMark, now, from, g)
+}
+
+// Resumed notes that the receive thread resumed delivery at now without
+// loading a snapshot (Arbiter.Unfreeze(0): it failed, or was refused): a
+// marker frame (mark.go: Resumed). The receive thread only, as Put.
+func (c *Capture) Resumed(now int64) {
+	c.ring.event(resumeMark, now, 0, 0)
+}
+
+// snapWait bounds how long SnapshotMessages waits for the drainer to make
+// room in the ring without any being made: the disk stuck, the rest left
+// out (counted as dropped datagrams, a lost marker frame in the file).
+const snapWait = time.Second
+
+// SnapshotMessages copies the messages of a snapshot the receive thread
+// is loading at now (msgs: each a 2-byte big-endian length and the
+// message, as the handler holds them) into the ring, in records of at most
+// MaxSnapshotChunk bytes of whole messages, each written as a marker
+// frame (mark.go: SnapshotMessages) before the Snapshot frame that
+// follows, so that a replay rebuilds the books from them. A snapshot can
+// be larger than the ring: it waits for the drainer to make room (the
+// receive thread is loading the snapshot anyway, delivery frozen), at
+// most snapWait without progress, then leaves the rest out (counted in
+// Stats.Dropped). A message longer than MaxSnapshotChunk (no ITCH message
+// is) is left out too. The receive thread only, as Put; it allocates
+// nothing.
+func (c *Capture) SnapshotMessages(msgs []byte, now int64) {
+	r := &c.ring
+	for len(msgs) > 0 {
+		n := 0
+		for n+2 <= len(msgs) {
+			m := 2 + (int(msgs[n])<<8 | int(msgs[n+1]))
+			if n+m > len(msgs) {
+				msgs = msgs[:n] // cut: the rest is no whole message
+				break
+			}
+			if n+m > MaxSnapshotChunk {
+				break
+			}
+			n += m
+		}
+		if n == 0 {
+			if len(msgs) < 2 {
+				return
+			}
+			// One message too long for a frame: left out.
+			msgs = msgs[min(len(msgs), 2+(int(msgs[0])<<8|int(msgs[1]))):]
+			continue
+		}
+		var waited time.Duration
+		for !r.room(n) && waited < snapWait {
+			t := r.tail.Load()
+			time.Sleep(pollEvery)
+			if r.tail.Load() == t {
+				waited += pollEvery
+			} else {
+				waited = 0
+			}
+		}
+		c.answer[0] = rx.Packet{Data: msgs[:n], Line: snapLine, RxTime: now}
+		r.answer(c.answer[:])
+		c.answer[0].Data = nil
+		msgs = msgs[n:]
+	}
+}
+
 // Stats returns the counters; safe from any goroutine.
 func (c *Capture) Stats() Stats {
 	return Stats{Packets: c.packets.Load(), Bytes: c.bytes.Load(), Dropped: c.ring.dropped.Load(),
@@ -460,10 +538,15 @@ func (c *Capture) write(rec *record) {
 		c.writeFailed(rec)
 		return
 	}
-	if rec.snapshot || rec.gaveUp {
+	if rec.snapshot || rec.gaveUp || rec.freeze || rec.resume {
 		tag := snapshotTag
-		if rec.gaveUp {
+		switch {
+		case rec.gaveUp:
 			tag = giveUpTag
+		case rec.freeze:
+			tag = freezeTag
+		case rec.resume:
+			tag = resumeTag
 		}
 		c.frame = appendCountsFrame(c.frame[:0], tag, rec.snapNext, rec.snapMsgs)
 		ci := gopacket.CaptureInfo{Timestamp: time.Unix(0, rec.rxTime), CaptureLength: len(c.frame), Length: len(c.frame)}
@@ -472,6 +555,12 @@ func (c *Capture) write(rec *record) {
 	}
 	if rec.line == answerLine {
 		c.writeAnswer(rec)
+		return
+	}
+	if rec.line == snapLine {
+		c.frame = appendSnapMsgsFrame(c.frame[:0], rec.payload)
+		ci := gopacket.CaptureInfo{Timestamp: time.Unix(0, rec.rxTime), CaptureLength: len(c.frame), Length: len(c.frame)}
+		c.pw.WritePacket(ci, c.frame)
 		return
 	}
 	line := int(rec.line)

@@ -31,9 +31,10 @@
 // the next, not an IP datagram, so that a replay advances its arbiter
 // there too (mark.go). The re-request answers the receive thread hands
 // over (Recovered) are frames of their own, no line's, and a snapshot
-// loaded (Snapshot) and a re-request given up (GaveUp) marker frames, so
-// that a replay applies the answers where the handler did, and says what
-// it cannot apply (a snapshot's messages). A file the writer closed ends with a marker frame
+// (Freeze, SnapshotMessages, Snapshot, or Resumed without one) and a
+// re-request given up (GaveUp) marker frames, so that a replay applies
+// the answers and rebuilds the books from the snapshots where the handler
+// did. A file the writer closed ends with a marker frame
 // that says so (the stop, or the next file: End); a file without it last
 // was cut short (the process killed).
 //

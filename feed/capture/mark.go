@@ -190,14 +190,14 @@ func End(payload []byte) (reason byte, ok bool) {
 
 // What the live handler's recovery brought (docs/RECOVERY.md) is no line
 // datagram, but a replay without it misses what it repaired: the file
-// holds it (a snapshot: where it was loaded). A re-request answer (Recovered) is an IPv4/UDP frame
+// holds it. A re-request answer (Recovered) is an IPv4/UDP frame
 // of its own, from and to 0.0.0.0 port 0 (the server's address is not
 // kept; no line's destination, so a replay by lines passes over it),
 // whose Ethernet source address is answerMAC. A snapshot loaded
 // (Snapshot) is a marker frame from and to 06:00:00:00:00:00, stamped when
 // loaded, whose payload is snapshotTag, then the sequence number delivery
 // resumed at and how many messages the snapshot held, unsigned 64-bit,
-// big-endian: its messages are not in the file.
+// big-endian, after the frames of its messages (below: SnapshotMessages).
 var answerMAC = [6]byte{markFrame | 0x10}
 
 // Answer reports whether a datagram of a file whose header carries
@@ -228,4 +228,73 @@ var giveUpTag = [4]byte{'F', 'H', 'R', 'G'}
 func GaveUp(payload []byte) bool {
 	_, _, ok := counts(payload, giveUpTag)
 	return ok
+}
+
+// What a snapshot brought is in the file too, so that a replay rebuilds
+// the books from it as the handler did (Arbiter.Freeze, the books
+// rebuilt, Arbiter.Unfreeze):
+//
+//   - where the handler froze delivery to fetch a snapshot (the live feed
+//     spilled from there on): a marker frame whose payload is freezeTag,
+//     then the arbiter's next sequence number there and 1 when it froze
+//     as its arbiter declared a gap at the frame's time (during the batch
+//     the frame comes before, or the tick before it), 0 when between
+//     batches (after the tick or failed call of that time, if any),
+//     unsigned 64-bit, big-endian (Frozen), stamped with the arbiter's
+//     time there;
+//   - where it loaded one, before its Snapshot frame: the snapshot's
+//     messages, in marker frames of their own whose payload is
+//     snapMsgsTag, then whole messages, each a 2-byte big-endian length
+//     and the ITCH message as the snapshot gave it (a GLIMPSE snapshot
+//     numbers none: delivery resumes at the Snapshot frame's number), at
+//     most MaxSnapshotChunk bytes of them a frame (SnapshotMessages);
+//   - where it resumed delivery without loading one (the snapshot failed,
+//     or was refused): a marker frame of resumeTag and two counts of 0
+//     (Resumed).
+var (
+	freezeTag   = [4]byte{'F', 'H', 'R', 'Z'}
+	resumeTag   = [4]byte{'F', 'H', 'R', 'U'}
+	snapMsgsTag = [4]byte{'F', 'H', 'R', 'M'}
+)
+
+// MaxSnapshotChunk bounds the messages of one snapshot marker frame
+// (SnapshotMessages): its frame is at most 14+4+MaxSnapshotChunk bytes,
+// within the file's snap length (pcap.Snaplen).
+const MaxSnapshotChunk = 60000
+
+// Frozen reads a marker frame's payload (pcap.Frame.Marker) of a file
+// whose header carries FileMark: ok reports that the live handler froze
+// delivery to fetch a snapshot, its arbiter's next sequence number then
+// from; atGap: as its arbiter declared a gap at the frame's time, else
+// between batches.
+func Frozen(payload []byte) (from uint64, atGap, ok bool) {
+	from, g, ok := counts(payload, freezeTag)
+	return from, g == 1, ok
+}
+
+// Resumed reads a marker frame's payload (pcap.Frame.Marker) of a file
+// whose header carries FileMark: ok reports that the live handler resumed
+// delivery there without loading a snapshot (Arbiter.Unfreeze(0)).
+func Resumed(payload []byte) bool {
+	_, _, ok := counts(payload, resumeTag)
+	return ok
+}
+
+// SnapshotMessages reads a marker frame's payload (pcap.Frame.Marker) of
+// a file whose header carries FileMark: ok reports that it holds messages
+// of the snapshot the next Snapshot frame loads, msgs (each a 2-byte
+// big-endian length and the message), in the order the snapshot gave them.
+func SnapshotMessages(payload []byte) (msgs []byte, ok bool) {
+	if len(payload) < 4 || [4]byte(payload[:4]) != snapMsgsTag {
+		return nil, false
+	}
+	return payload[4:], true
+}
+
+// appendSnapMsgsFrame appends a marker frame of snapshot messages.
+func appendSnapMsgsFrame(b, msgs []byte) []byte {
+	b = append(b, markFrame, 0, 0, 0, 0, 0, markFrame, 0, 0, 0, 0, 0)
+	b = append(b, pcap.EtherMarker>>8, pcap.EtherMarker&0xFF)
+	b = append(b, snapMsgsTag[:]...)
+	return append(b, msgs...)
 }

@@ -2,6 +2,7 @@ package capture
 
 import (
 	"bytes"
+	"encoding/binary"
 	"fmt"
 	"io"
 	"net/netip"
@@ -473,5 +474,100 @@ func TestCaptureRecovery(t *testing.T) {
 	}
 	if !slices.Equal(got, want) {
 		t.Errorf("read\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+// TestCaptureSnapshotMessages: a snapshot loaded goes to the file as the
+// freeze before it, its messages in marker frames of whole messages of at
+// most MaxSnapshotChunk bytes, in their order, then its Snapshot frame;
+// a resume without one is a frame of its own. A snapshot four times the
+// ring's size is whole in the file (SnapshotMessages waits for the
+// drainer), and nothing is dropped.
+func TestCaptureSnapshotMessages(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "c.pcap")
+	c, err := Open(Config{Path: path, Lines: testLines, Buffer: MinBuffer, Log: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := func(i int) int64 { return int64(1_000_000_000 + i*1000) }
+	var msgs []byte
+	var n uint64
+	for len(msgs) < 4*MinBuffer {
+		m := fmt.Appendf(nil, "A message %d%s", n, strings.Repeat("x", int(n%40)))
+		msgs = binary.BigEndian.AppendUint16(msgs, uint16(len(m)))
+		msgs = append(msgs, m...)
+		n++
+	}
+	c.Put([]rx.Packet{{Line: rx.LineA, Data: []byte("line a 1"), RxTime: at(1)}}, at(0))
+	c.Freeze(at(2), 17, true)
+	c.Resumed(at(3))
+	c.Freeze(at(4), 18, false)
+	c.SnapshotMessages(msgs, at(5))
+	c.Snapshot(at(5), 99, n)
+	c.Put([]rx.Packet{{Line: rx.LineB, Data: []byte("line b 2"), RxTime: at(6)}}, 0)
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if st := c.Stats(); st.Dropped != 0 || st.Packets != 2 {
+		t.Errorf("stats %+v: want 2 datagrams, none dropped", st)
+	}
+	r := openCapture(t, path)
+	r.ReturnMarkers()
+	var got []string
+	var read []byte
+	chunks := 0
+	for {
+		fr, err := r.Next()
+		if err != nil {
+			break
+		}
+		if !fr.Marker {
+			got = append(got, fmt.Sprintf("%q", fr.Payload))
+			continue
+		}
+		if from, atGap, ok := Frozen(fr.Payload); ok {
+			got = append(got, fmt.Sprintf("frozen at %d from %d at gap %v", fr.Time, from, atGap))
+		} else if Resumed(fr.Payload) {
+			got = append(got, fmt.Sprintf("resumed at %d", fr.Time))
+		} else if m, ok := SnapshotMessages(fr.Payload); ok {
+			if len(m) > MaxSnapshotChunk || fr.Time != at(5) {
+				t.Errorf("a chunk of %d bytes at %d, want at most %d at %d", len(m), fr.Time, MaxSnapshotChunk, at(5))
+			}
+			if chunks == 0 {
+				got = append(got, "messages")
+			}
+			chunks++
+			read = append(read, m...)
+		} else if next, k, ok := Snapshot(fr.Payload); ok {
+			got = append(got, fmt.Sprintf("snapshot %d %d at %d", next, k, fr.Time))
+		} else if _, ok := End(fr.Payload); ok {
+			got = append(got, "end")
+		}
+	}
+	want := []string{`"line a 1"`, fmt.Sprintf("frozen at %d from 17 at gap true", at(2)), fmt.Sprintf("resumed at %d", at(3)),
+		fmt.Sprintf("frozen at %d from 18 at gap false", at(4)), "messages", fmt.Sprintf("snapshot 99 %d at %d", n, at(5)), `"line b 2"`, "end"}
+	if !slices.Equal(got, want) {
+		t.Errorf("read\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	if !bytes.Equal(read, msgs) || chunks < len(msgs)/MaxSnapshotChunk+1 {
+		t.Errorf("the file's snapshot messages: %d bytes in %d frames, want the %d bytes loaded", len(read), chunks, len(msgs))
+	}
+}
+
+// TestSnapshotMessagesAllocs: Freeze, Resumed and SnapshotMessages, on the
+// receive thread, allocate nothing.
+func TestSnapshotMessagesAllocs(t *testing.T) {
+	c, err := Open(Config{Path: filepath.Join(t.TempDir(), "c.pcap"), Buffer: MinBuffer, Lines: testLines, Log: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var msgs []byte
+	for range 5000 {
+		msgs = binary.BigEndian.AppendUint16(msgs, 36)
+		msgs = append(msgs, make([]byte, 36)...)
+	}
+	if a := testing.AllocsPerRun(20, func() { c.Freeze(1, 2, true); c.SnapshotMessages(msgs, 3); c.Resumed(4) }); a != 0 {
+		t.Fatalf("Freeze, SnapshotMessages and Resumed: %v allocations, want 0", a)
 	}
 }

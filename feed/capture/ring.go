@@ -28,8 +28,12 @@ import (
 // time of the first, 16:24 how many; and a snapshot loaded
 // (Capture.Snapshot): length snapMark, 8:16 when, 16:24 the sequence
 // number delivery resumed at, 24:32 its messages; a re-request given up
-// (Capture.GaveUp): length giveUpMark, 8:16 when. A re-request answer
-// (Capture.Recovered) is a datagram of line answerLine.
+// (Capture.GaveUp): length giveUpMark, 8:16 when; delivery frozen for a
+// snapshot (Capture.Freeze): freezeMark, 8:16 when, 16:24 the arbiter's
+// next sequence number; resumed without one (Capture.Resumed):
+// resumeMark, 8:16 when. A re-request answer (Capture.Recovered) is a
+// datagram of line answerLine, a chunk of a snapshot's messages
+// (Capture.SnapshotMessages) one of line snapLine.
 const (
 	recHeader  = 32
 	wrapMark   = ^uint32(0)
@@ -37,7 +41,10 @@ const (
 	lostMark   = wrapMark - 2
 	snapMark   = wrapMark - 3
 	giveUpMark = wrapMark - 4
+	freezeMark = wrapMark - 5
+	resumeMark = wrapMark - 6
 	answerLine = 0xFE
+	snapLine   = 0xFD
 )
 
 // recordSize is the ring space a payload of n bytes takes.
@@ -247,6 +254,7 @@ type record struct {
 	failFirst          int64
 	lost               uint64
 	snapshot, gaveUp   bool
+	freeze, resume     bool
 	snapNext, snapMsgs uint64
 }
 
@@ -258,14 +266,14 @@ func (r *ring) next(t uint64, rec *record) (uint64, bool) {
 	if n == wrapMark {
 		return t + r.size - pos, false
 	}
-	rec.lost, rec.snapshot, rec.gaveUp = 0, false, false
-	if n == giveUpMark {
-		rec.failed, rec.gaveUp = false, true
+	rec.lost, rec.snapshot, rec.gaveUp, rec.freeze, rec.resume = 0, false, false, false, false
+	if n == giveUpMark || n == resumeMark {
+		rec.failed, rec.gaveUp, rec.resume = false, n == giveUpMark, n == resumeMark
 		rec.rxTime = int64(binary.LittleEndian.Uint64(b[8:16]))
 		return t + recHeader, true
 	}
-	if n == snapMark {
-		rec.failed, rec.snapshot = false, true
+	if n == snapMark || n == freezeMark {
+		rec.failed, rec.snapshot, rec.freeze = false, n == snapMark, n == freezeMark
 		rec.rxTime = int64(binary.LittleEndian.Uint64(b[8:16]))
 		rec.snapNext = binary.LittleEndian.Uint64(b[16:24])
 		rec.snapMsgs = binary.LittleEndian.Uint64(b[24:32])
@@ -305,9 +313,21 @@ func (r *ring) answer(p []rx.Packet) {
 	r.drainedAt, r.marks = drainedAt, marks || r.marks
 }
 
+// room reports whether a record of n payload bytes fits in the ring now
+// (as put would place it).
+func (r *ring) room(n int) bool {
+	need := recordSize(n)
+	pos := r.pHead & r.mask
+	if r.size-pos < need {
+		need += r.size - pos
+	}
+	return r.pHead+need-r.tail.Load() <= r.size
+}
+
 // event writes a record of its own, a header alone (snapMark at now,
-// delivery resuming at next, of messages messages; giveUpMark at now);
-// left out without room.
+// delivery resuming at next, of messages messages; giveUpMark,
+// resumeMark at now; freezeMark at now, next the arbiter's); left out
+// without room.
 func (r *ring) event(mark uint32, now int64, next, messages uint64) {
 	if b := r.reserve(); b != nil {
 		binary.LittleEndian.PutUint32(b[0:4], mark)

@@ -542,7 +542,7 @@ func (r *recovery) gap(rg moldudp64.Range, now int64) {
 		// applied a batch of packets to the empty books, every message
 		// counted as an unknown locate or reference.)
 		if !r.fetching && now >= r.snapAt {
-			r.startSnapshot(now)
+			r.startSnapshot(now, true)
 		}
 	}
 }
@@ -705,7 +705,7 @@ func (r *recovery) poll(now int64) {
 		return
 	}
 	if r.wantSnap && now >= r.snapAt && r.cfg.Snapshot != nil {
-		r.startSnapshot(now)
+		r.startSnapshot(now, false)
 	}
 }
 
@@ -748,8 +748,9 @@ func (r *recovery) raw(p moldudp64.Packet) []byte {
 }
 
 // startSnapshot freezes delivery (the live feed is spilled) and fetches a
-// snapshot on a goroutine.
-func (r *recovery) startSnapshot(now int64) {
+// snapshot on a goroutine; atGap: in the arbiter's declaring a gap at now
+// (gap), else between batches (poll).
+func (r *recovery) startSnapshot(now int64, atGap bool) {
 	r.wantSnap = false
 	r.fetching, r.tried = true, true
 	if r.client != nil {
@@ -762,6 +763,10 @@ func (r *recovery) startSnapshot(now int64) {
 	r.snapFrom = r.h.arb.Next()
 	r.snapDropped = r.h.arb.Stats.SpillDropped
 	r.h.arb.Freeze()
+	if r.h.capFile != nil {
+		// Where the live feed is spilled from: a replay freezes there.
+		r.h.capFile.Freeze(now, r.snapFrom, atGap)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	r.cancel = cancel
 	if r.nLeft > 0 {
@@ -872,7 +877,16 @@ func (r *recovery) refuseSnapshot(now int64, next, ahead uint64, why, msg string
 	r.stats.LastSnapshotError = why
 	d := r.retrySnapshot(now)
 	r.h.log.Warn().Uint64("next_seq", next).Uint64("lines_at", ahead).Dur("retry_in", d).Uint64("attempt", r.snapFails).Msg(msg)
+	r.resume(now)
+}
+
+// resume resumes delivery without a snapshot loaded (Arbiter.Unfreeze(0)),
+// said in the capture (a replay resumes there too).
+func (r *recovery) resume(now int64) {
 	r.h.arb.Unfreeze(0)
+	if r.h.capFile != nil {
+		r.h.capFile.Resumed(now)
+	}
 }
 
 // loadSnapshot replaces the books with the snapshot and resumes delivery
@@ -923,13 +937,13 @@ func (r *recovery) loadSnapshot(res snapResult, now int64) {
 				r.h.log.Warn().Err(res.err).Dur("retry_in", d).Uint64("refused", r.refusals).
 					Msg("recovery: snapshot server on a session the lines left; asked again, books stay flagged (logged once a minute)")
 			}
-			a.Unfreeze(0)
+			r.resume(now)
 			return
 		}
 		r.refusals = 0
 		d = r.retrySnapshot(now)
 		r.h.log.Warn().Err(res.err).Dur("retry_in", d).Uint64("attempt", r.snapFails).Msg("recovery: snapshot failed; books stay flagged")
-		a.Unfreeze(0)
+		r.resume(now)
 		return
 	}
 	r.refusals = 0
@@ -945,7 +959,7 @@ func (r *recovery) loadSnapshot(res snapResult, now int64) {
 		r.resetRetry()
 		r.h.log.Info().Uint64("next_seq", res.snap.Next).Uint64("fetched_at", r.snapFrom).
 			Msg("recovery: snapshot behind what the new session delivered from its first message; not loaded, books whole")
-		a.Unfreeze(0)
+		r.resume(now)
 		r.h.markWhole()
 		return
 	}
@@ -1000,7 +1014,9 @@ func (r *recovery) loadSnapshot(res snapResult, now int64) {
 	}
 	r.h.rebuild(res.msgs, res.snap.Next)
 	if r.h.capFile != nil {
-		// Its messages are not in the capture: a replay says so.
+		// Its messages, then where it was loaded: a replay rebuilds the
+		// books from them there.
+		r.h.capFile.SnapshotMessages(res.msgs, now)
 		r.h.capFile.Snapshot(now, res.snap.Next, res.n)
 	}
 	// Gaps before the snapshot's sequence number are repaired by it. None

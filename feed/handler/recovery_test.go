@@ -198,7 +198,7 @@ func TestShutdownMidSnapshot(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.rec = rec
-	rec.startSnapshot(time.Now().UnixNano())
+	rec.startSnapshot(time.Now().UnixNano(), false)
 	for i := 0; srv.Stats().Logins == 0; i++ {
 		if i == 1000 {
 			t.Fatal("the fetch never logged in")

@@ -103,8 +103,13 @@ const ReplayPollGap = 10 * time.Microsecond
 // (capture.Answer) it replays where the handler received them
 // (Recovered), for the ranges the capture holds answers for
 // (SetAnswered): the Arbiter holds what follows such a range until they
-// fill it, or the handler gave it up (GaveUp), as it held live. A snapshot (capture.Snapshot) it cannot replay, its messages
-// not recorded: a gap the handler repaired so is a gap here.
+// fill it, or the handler gave it up (GaveUp), as it held live. A snapshot
+// the capture holds (capture.Frozen, capture.SnapshotMessages) it loads
+// as the handler did: delivery frozen where the handler froze it (Freeze),
+// the books emptied and rebuilt from the snapshot's messages, delivery
+// resumed at its sequence number (LoadSnapshot), or without one
+// (Resume). One it does not hold (a capture of an older handler) is a
+// gap here.
 // Where the live handler found its lines empty comes from the capture's
 // batch marks (OfferMarked), or is modelled (Offer, ReplayPollGap) for a
 // capture without them; where its receive calls failed (Arbiter.Advance)
@@ -115,8 +120,17 @@ type Replayer struct {
 	arb      *Arbiter
 	apply    func(msg itch.Msg)
 	withdraw func(locate uint16)
+	reset    func()
 	last     int64 // receive time of the last datagram offered
 	hold     int64 // the longest the Arbiter waits for anything (Finish)
+	// The handler's freeze, load or resume at opAt not yet replayed (op;
+	// 0: none): a freeze at a gap declared then (opGap), else between
+	// batches; a load's messages and sequence number.
+	op     uint8
+	opGap  bool
+	opAt   int64
+	opMsgs []byte
+	opNext uint64
 
 	Delivered uint64 // messages the Arbiter delivered in order (admitted or not)
 	Resets    uint64 // session changes: the books were emptied
@@ -133,8 +147,8 @@ func NewReplayer(cfg Config, apply func(msg itch.Msg), withdraw func(locate uint
 	ac := cfg.Arbiter
 	ac.Session = cfg.Session
 	ac.Lines = len(cfg.Receive.Lines)
-	r := &Replayer{admission: newAdmission(cfg.Symbols), apply: apply, withdraw: withdraw}
-	r.arb = NewArbiter(ac, r.deliver, nil)
+	r := &Replayer{admission: newAdmission(cfg.Symbols), apply: apply, withdraw: withdraw, reset: reset}
+	r.arb = NewArbiter(ac, r.deliver, r.gap)
 	r.arb.SetSessionFunc(func(old, _ moldudp64.Session) {
 		if old != (moldudp64.Session{}) {
 			r.Resets++
@@ -159,12 +173,114 @@ func (r *Replayer) deliver(p moldudp64.Packet, skip int, _ int64) {
 	}
 }
 
+// gap is the Arbiter's GapFunc: the handler froze delivery for a snapshot
+// as its arbiter declared a gap (recovery.gap) at the freeze's time.
+func (r *Replayer) gap(_ moldudp64.Range, now int64) {
+	if r.op == opFreeze && r.opGap && now >= r.opAt {
+		r.run()
+	}
+}
+
+// settle replays the handler's freeze, load or resume not yet replayed:
+// before an event of the capture's marker frames, or, for one between
+// batches (not a freeze at a gap), before a datagram. A freeze at a gap
+// waits for the gap (the datagrams of the batch it was declared in, whose
+// order in a batch of both lines is not their receive times').
+func (r *Replayer) settle(datagram bool) {
+	if r.op != 0 && (!r.opGap || !datagram) {
+		r.run()
+	}
+}
+
+// tick ticks the Arbiter at an empty poll at t (advance: advances it at a
+// failed receive call at t), with the handler's freeze, load or resume
+// before or after it as the handler did: one between batches at t came
+// after the tick (the receive loop's recovery poll follows it); a freeze
+// at a gap declared before t, before it.
+func (r *Replayer) tick(t int64, advance bool) {
+	if r.op != 0 && t > r.opAt {
+		r.run()
+	}
+	if advance {
+		r.arb.Advance(t)
+	} else {
+		r.arb.Tick(t)
+	}
+	if r.op != 0 && !r.opGap && t >= r.opAt {
+		r.run()
+	}
+}
+
+// The handler's recovery steps a Replayer replays (Replayer.op).
+const (
+	opFreeze = 1 + iota
+	opLoad
+	opResume
+)
+
+// run replays the pending freeze, load or resume.
+func (r *Replayer) run() {
+	op := r.op
+	r.op = 0
+	switch op {
+	case opFreeze:
+		r.arb.Freeze()
+	case opResume:
+		r.arb.Unfreeze(0)
+	case opLoad:
+		r.reset()
+		for msg, rest, ok := snapshotMsg(r.opMsgs); ok; msg, rest, ok = snapshotMsg(rest) {
+			if len(msg) > 0 && msg[0] == glimpseSnapshot {
+				continue
+			}
+			if r.admit(msg) {
+				r.apply(itch.Msg(msg))
+			} else if r.withdrawn != 0 {
+				r.withdraw(r.takeWithdrawn())
+			}
+		}
+		r.opMsgs = nil
+		r.arb.Unfreeze(r.opNext)
+	}
+}
+
+// Freeze replays the handler freezing delivery at now to fetch a snapshot
+// (capture.Frozen): the Arbiter spills the lines from there. atGap: the
+// handler froze as its arbiter declared a gap at now, during the batch
+// (or the tick) the capture holds after the freeze; the Arbiter freezes
+// where it declares that gap. Else it froze between batches, after the
+// empty poll or failed receive call at now: the Arbiter freezes there.
+func (r *Replayer) Freeze(now int64, atGap bool) {
+	r.settle(false)
+	r.op, r.opAt, r.opGap = opFreeze, now, atGap
+}
+
+// Resume replays the handler resuming delivery at now without a snapshot
+// loaded (capture.Resumed), between batches as Freeze's.
+func (r *Replayer) Resume(now int64) {
+	r.settle(false)
+	r.op, r.opAt, r.opGap = opResume, now, false
+}
+
+// LoadSnapshot replays a snapshot the handler loaded at now
+// (capture.Snapshot), msgs its messages (capture.SnapshotMessages: each a
+// 2-byte big-endian length and the message), between batches as Freeze's:
+// the books are emptied (reset) and rebuilt from them, admitted as the
+// handler admitted them, and delivery resumes at sequence number next, as
+// the handler's did (Handler.rebuild, Arbiter.Unfreeze). msgs is read
+// until then: the caller leaves it as it is.
+func (r *Replayer) LoadSnapshot(now int64, msgs []byte, next uint64) {
+	r.settle(false)
+	r.op, r.opAt, r.opGap, r.opMsgs, r.opNext = opLoad, now, false, msgs, next
+}
+
 // Offer hands the Replayer one datagram received on line (0: A, 1: B) at
 // rxTime (ns), in the order the handler read them.
 func (r *Replayer) Offer(line int, data []byte, rxTime int64) {
 	if r.last != 0 && rxTime-r.last >= int64(ReplayPollGap) {
-		r.arb.Tick(rxTime - 1)
+		r.tick(rxTime-1, false)
 	}
+	r.settle(true)
 	r.last = rxTime
 	r.arb.Offer(line, data, rxTime)
 }
@@ -175,8 +291,9 @@ func (r *Replayer) Offer(line int, data []byte, rxTime int64) {
 // The Arbiter ticks there, as it ticked live, and nowhere else.
 func (r *Replayer) OfferMarked(line int, data []byte, rxTime, drainedAt int64) {
 	if drainedAt != 0 {
-		r.arb.Tick(drainedAt)
+		r.tick(drainedAt, false)
 	}
+	r.settle(true)
 	r.last = rxTime
 	r.arb.Offer(line, data, rxTime)
 }
@@ -188,11 +305,11 @@ func (r *Replayer) OfferMarked(line int, data []byte, rxTime, drainedAt int64) {
 // first and last failure, as the live loop advanced it at each.
 func (r *Replayer) Failed(first, last, drainedAt int64) {
 	if drainedAt != 0 {
-		r.arb.Tick(drainedAt)
+		r.tick(drainedAt, false)
 	}
-	r.arb.Advance(first)
+	r.tick(first, true)
 	if last != first {
-		r.arb.Advance(last)
+		r.tick(last, true)
 	}
 }
 
@@ -214,6 +331,7 @@ func (r *Replayer) Recovered(data []byte, rxTime int64) {
 	if err != nil {
 		return
 	}
+	r.settle(true)
 	r.last = max(r.last, rxTime)
 	r.arb.OfferRecovered(data, p, rxTime)
 }
@@ -221,13 +339,17 @@ func (r *Replayer) Recovered(data []byte, rxTime int64) {
 // GaveUp replays the handler giving up, at now, the range it was
 // re-requesting (capture.GaveUp): declared missing, what was held behind
 // it delivered, as the Arbiter did live.
-func (r *Replayer) GaveUp(now int64) { r.arb.Abandon(now) }
+func (r *Replayer) GaveUp(now int64) {
+	r.settle(true)
+	r.arb.Abandon(now)
+}
 
 // Finish ends the replay: the lines are taken as drained long after the
 // last datagram, so whatever the Arbiter still held is delivered or
 // declared missing (a range held for answers the capture ends before is
 // given up).
 func (r *Replayer) Finish() {
+	r.settle(false)
 	r.arb.Abandon(r.last + r.hold)
 	r.arb.Tick(r.last + r.hold)
 }
