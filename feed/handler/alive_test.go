@@ -2,6 +2,7 @@ package handler
 
 import (
 	"errors"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -118,7 +119,13 @@ func TestStopTwice(t *testing.T) {
 	case <-time.After(100 * time.Millisecond):
 	}
 	close(r.release)
-	e1 := <-first
+	var e1 error
+	select {
+	case e1 = <-first:
+	case <-time.After(20 * time.Second):
+		buf := make([]byte, 1<<20)
+		t.Fatalf("the first Stop did not return 20 s after the receive thread was released; goroutines:\n%s", buf[:runtime.Stack(buf, true)])
+	}
 	select {
 	case e2 := <-second:
 		if !errors.Is(e2, e1) && e1 != e2 {

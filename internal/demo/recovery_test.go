@@ -135,6 +135,9 @@ func bookCounters(st book.Stats) []bookCounter {
 		{"LocateReassigned", st.LocateReassigned, false},
 		{"BadSide", st.BadSide, false},
 		{"ZeroShares", st.ZeroShares, false},
+		// A state, action or market code ITCH 5.0 does not define in an
+		// H, Y or h: the generator writes only defined ones.
+		{"BadState", st.BadState, false},
 
 		// The generator never reuses an order reference (they grow
 		// through the day), so a live reference names the very order a
