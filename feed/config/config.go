@@ -264,7 +264,17 @@ type Rerequest struct {
 	// ServerRestMax (>= ServerRest).
 	ServerRest, ServerRestMax time.Duration
 	RecvBuffer                int // bytes, each re-request socket's receive buffer
+	// SourcePort: where answers are taken from, the server's address on
+	// SourcePortAny port (the default) or only on SourcePortServer's, the
+	// port asked (rerequest.Config.ServerPort).
+	SourcePort string
 }
+
+// recovery.rerequest.source_port's values.
+const (
+	SourcePortAny    = "any"
+	SourcePortServer = "server"
+)
 
 // Snapshot configures GLIMPSE snapshot recovery over SoupBinTCP.
 type Snapshot struct {

@@ -469,6 +469,7 @@ recovery:
     server_rest_max: 2m
     server_rest: 500ms
     recv_buffer: 16MiB
+    source_port: server
   snapshot:
     server: 10.0.0.3:26401
     username: user1
@@ -488,7 +489,7 @@ recovery:
 	want := Recovery{
 		Rerequest: Rerequest{Servers: []netip.AddrPort{netip.MustParseAddrPort("10.0.0.1:26400"), netip.MustParseAddrPort("10.0.0.2:26400")},
 			Timeout: 5 * time.Millisecond, Retries: 2, MaxRequestMessages: 500, RequestsPerSecond: 200, MaxRerequestGap: 10000,
-			ServerRest: 500 * time.Millisecond, ServerRestMax: 2 * time.Minute, RecvBuffer: 16 << 20},
+			ServerRest: 500 * time.Millisecond, ServerRestMax: 2 * time.Minute, RecvBuffer: 16 << 20, SourcePort: "server"},
 		Snapshot: Snapshot{Server: "10.0.0.3:26401", Username: "user1", PasswordEnv: "FEEDHANDLER_TEST_PW", Session: "S1", Password: "s3cret", Retry: 2 * time.Second, RetryMax: 30 * time.Second,
 			ConnectTimeout: 3 * time.Second, IdleTimeout: 20 * time.Second, MaxDuration: 30 * time.Minute},
 		LateJoin: "rerequest", Spill: 65536,
@@ -529,7 +530,7 @@ func TestDefaults(t *testing.T) {
 		SHM: SHM{Name: "min", Mode: 0o640, Slots: 16384},
 		Recovery: Recovery{
 			Rerequest: Rerequest{Timeout: 20 * time.Millisecond, Retries: 3, MaxRequestMessages: 2000,
-				RequestsPerSecond: 1000, MaxRerequestGap: 50000, ServerRest: time.Second, ServerRestMax: 30 * time.Second, RecvBuffer: 4 << 20},
+				RequestsPerSecond: 1000, MaxRerequestGap: 50000, ServerRest: time.Second, ServerRestMax: 30 * time.Second, RecvBuffer: 4 << 20, SourcePort: "any"},
 			Snapshot: Snapshot{Retry: 5 * time.Second, RetryMax: 2 * time.Minute,
 				ConnectTimeout: 5 * time.Second, IdleTimeout: 15 * time.Second, MaxDuration: 10 * time.Minute},
 			LateJoin: "snapshot", Spill: 32768,

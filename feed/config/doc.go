@@ -76,6 +76,7 @@
 //	    server_rest: 1s           # all servers failed a range: gaps skip re-request this long, 100ms..10m,
 //	    server_rest_max: 30s      #   doubled per failure in a row up to this, 100ms..1h (>= server_rest)
 //	    recv_buffer: 4MiB         # each re-request socket's receive buffer, 64KiB..1GiB; caps a request's messages
+//	    source_port: any          # answers from the server's address on any port, or only on its own (server)
 //	  snapshot:
 //	    server: 10.1.2.4:26401    # GLIMPSE over SoupBinTCP host:port
 //	    username: FEED01

@@ -44,7 +44,7 @@ func (c *Config) MarshalZerologObject(e *zerolog.Event) {
 	e.Str("shm", c.SHM.Name).Int("shm_slots", c.SHM.Slots).Str("shm_mode", c.SHM.Mode.String()).Str("shm_group", c.SHM.Group).Dict("recovery", zerolog.Dict().Strs("rerequest_servers", servers).
 		Dur("timeout", rr.Timeout).Int("retries", rr.Retries).Int("max_request_messages", rr.MaxRequestMessages).
 		Int("requests_per_second", rr.RequestsPerSecond).Int("max_rerequest_gap", rr.MaxRerequestGap).
-		Dur("server_rest", rr.ServerRest).Dur("server_rest_max", rr.ServerRestMax).Int("rerequest_recv_buffer", rr.RecvBuffer).
+		Dur("server_rest", rr.ServerRest).Dur("server_rest_max", rr.ServerRestMax).Int("rerequest_recv_buffer", rr.RecvBuffer).Str("rerequest_source_port", rr.SourcePort).
 		Str("snapshot_server", sn.Server).Str("snapshot_username", sn.Username).
 		Str("password_file", sn.PasswordFile).Str("password_env", sn.PasswordEnv).Str("snapshot_session", sn.Session).Dur("snapshot_retry", sn.Retry).Dur("snapshot_retry_max", sn.RetryMax).
 		Dur("snapshot_connect_timeout", sn.ConnectTimeout).Dur("snapshot_idle_timeout", sn.IdleTimeout).Dur("snapshot_max_duration", sn.MaxDuration).

@@ -18,7 +18,7 @@ import (
 //
 //	recovery:
 //	  rerequest: {servers: [host:port, ...], timeout, retries, max_request_messages, requests_per_second, max_rerequest_gap,
-//	              server_rest, server_rest_max, recv_buffer}
+//	              server_rest, server_rest_max, recv_buffer, source_port}
 //	  snapshot: {server, username, password_file | password_env, session, retry, retry_max,
 //	             connect_timeout, idle_timeout, max_duration}
 //	  late_join: snapshot | rerequest | off
@@ -124,6 +124,11 @@ func (d *decoder) rerequest(f field, r *Rerequest) {
 		{"recv_buffer", func(f field) {
 			if v, ok := d.byteSize(f, MinRerequestRecvBuffer, MaxRerequestRecvBuffer); ok {
 				r.RecvBuffer = int(v)
+			}
+		}},
+		{"source_port", func(f field) {
+			if v, ok := d.enum(f, SourcePortAny, SourcePortServer); ok {
+				r.SourcePort = v
 			}
 		}},
 	})

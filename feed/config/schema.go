@@ -43,7 +43,7 @@ func defaults() *Config {
 			Rerequest: Rerequest{Timeout: DefaultRerequestTimeout, Retries: DefaultRerequestRetries,
 				MaxRequestMessages: DefaultMaxRequestMessages, RequestsPerSecond: DefaultRequestsPerSecond,
 				MaxRerequestGap: DefaultMaxRerequestGap, ServerRest: DefaultServerRest, ServerRestMax: DefaultServerRestMax,
-				RecvBuffer: DefaultRerequestRecvBuffer},
+				RecvBuffer: DefaultRerequestRecvBuffer, SourcePort: SourcePortAny},
 			Snapshot: Snapshot{
 				Retry: DefaultSnapshotRetry, RetryMax: DefaultSnapshotRetryMax,
 				ConnectTimeout: DefaultSnapshotConnectTimeout, IdleTimeout: DefaultSnapshotIdleTimeout, MaxDuration: DefaultSnapshotMaxDuration,

@@ -46,6 +46,7 @@ func FromConfig(c *config.Config, log zerolog.Logger) Config {
 			MaxRequestMessages: rr.MaxRequestMessages,
 			RequestsPerSecond:  float64(rr.RequestsPerSecond),
 			RecvBuffer:         rr.RecvBuffer,
+			ServerPort:         rr.SourcePort == config.SourcePortServer,
 		},
 		ServerRest:      rr.ServerRest,
 		ServerRestMax:   rr.ServerRestMax,

@@ -103,7 +103,7 @@ var exported = [...]metric{
 	{"recovery_send_errors_total", "Re-requests whose write failed (no route to the server, a firewall refusing it; logged once per run of a server's failures, with the error): timed out as unanswered, then the next server or the range declared.", kindCounter, ""},
 	{"recovery_receive_dropped_total", "Re-request answer datagrams the kernel dropped, the re-request sockets' receive buffer full (SO_MEMINFO; logged once when first seen): their messages are asked again. Raise recovery.rerequest.recv_buffer (cap_net_admin, or net.core.rmem_max).", kindCounter, ""},
 	{"recovery_abandoned_total", "Ranges being re-requested when a snapshot started or the session changed: not failed, the snapshot or the new session's rebuild covers them.", kindCounter, ""},
-	{"recovery_bad_responses_total", "Re-request answers dropped: malformed, another session, never asked, from another IP address than the server's, or to a request made before a sequence restart or session change.", kindCounter, "kind"},
+	{"recovery_bad_responses_total", "Re-request answers dropped: malformed, another session, never asked, from another IP address than the server's (or port, with source_port: server), or to a request made before a sequence restart or session change.", kindCounter, "kind"},
 	{"recovery_late_responses_total", "Re-request answers whose messages had arrived already.", kindCounter, ""},
 	{"recovery_read_errors_total", "Errors reading a re-request socket (none expected): the socket is read again at the next poll.", kindCounter, ""},
 	{"recovery_snapshots_total", "Snapshots loaded.", kindCounter, ""},

@@ -59,6 +59,11 @@ type Config struct {
 	// net.core.rmem_max, when the process holds cap_net_admin; SO_RCVBUF,
 	// capped by rmem_max, otherwise (RecvBufferShort says so).
 	RecvBuffer int
+	// ServerPort: answers are taken only from the server's address and
+	// port, the ones asked; a datagram from its address on another port
+	// is WrongSource. Without it (the default), from its address on any
+	// port: MoldUDP64 fixes where an answer goes, not where it comes from.
+	ServerPort bool
 }
 
 // Stats count what the client did.
@@ -85,7 +90,7 @@ type Stats struct {
 	Malformed    uint64 // answers rejected by moldudp64.Parse
 	WrongSession uint64 // answers of another session
 	Unasked      uint64 // answers overlapping no recent request, heartbeats, end of session
-	WrongSource  uint64 // datagrams from an IP address other than the server's
+	WrongSource  uint64 // datagrams from an IP address other than the server's (or, with Config.ServerPort, another port)
 	// BeforeRestart: answers to requests made before Forget (a sequence
 	// restart, or a session change), read after it from the server's
 	// address (another's is WrongSource): the old numbering's messages,
@@ -191,7 +196,8 @@ type Client struct {
 // The sockets are not connected: a server may answer from another port
 // than the one asked (the MoldUDP64 spec fixes where the answer goes, not
 // where it comes from). A socket takes datagrams from its server's IP
-// address on any port and counts the rest as WrongSource.
+// address on any port (with Config.ServerPort, only from the port asked)
+// and counts the rest as WrongSource.
 func New(cfg Config, open func(func() error) error) (*Client, error) {
 	if len(cfg.Servers) == 0 {
 		return nil, ErrNoServers
@@ -473,9 +479,11 @@ func (c *Client) drop(server, fd int) {
 }
 
 // wrongSource reports whether the last datagram read (c.buf[:n], from
-// c.from) came from another IP address than server's, and counts it so.
+// c.from) came from another IP address than server's (or, with
+// Config.ServerPort, another port), and counts it so.
 func (c *Client) wrongSource(server, n int) bool {
-	if c.from.Family == unix.AF_INET && c.from.Addr == c.addrs[server].Addr {
+	if c.from.Family == unix.AF_INET && c.from.Addr == c.addrs[server].Addr &&
+		(!c.cfg.ServerPort || int(fromPort(&c.from)) == c.addrs[server].Port) {
 		return false
 	}
 	c.Stats.WrongSource++

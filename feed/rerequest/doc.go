@@ -31,8 +31,9 @@
 //
 // Each server has its own socket, not connected: answers are taken from the
 // server's IP address on any port (a server may answer from another port
-// than the one asked), and datagrams from any other address are dropped
-// and counted (WrongSource). After Forget each server is asked from a new
+// than the one asked; with Config.ServerPort only from the port asked),
+// and datagrams from any other source are dropped and counted
+// (WrongSource). After Forget each server is asked from a new
 // socket, on a port of no socket closed in the last 10 minutes, since a
 // late answer of the old numbering may carry the sequence numbers asked
 // after it; one that cannot be opened leaves the

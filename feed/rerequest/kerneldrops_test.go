@@ -142,3 +142,65 @@ func TestWrongSourceOnSocketSetAside(t *testing.T) {
 		t.Fatalf("wrong source %d (want 1), before restart %d (want 1), dropped messages %d (want the server's 1); %+v", st.WrongSource, st.BeforeRestart, st.DroppedMessages, st)
 	}
 }
+
+// TestServerPort: a server in a network namespace of its own is asked for
+// message 1; a socket of the same host (its address) on another port
+// answers first, then the server from the port asked. With
+// Config.ServerPort the first is counted WrongSource and never handed on,
+// the server's is; without (the default), both are answers from the
+// server's address and both are handed on (the second late).
+func TestServerPort(t *testing.T) {
+	lab := netlab.ForTest(t, netlab.Options{Prefix: "h185sp"})
+	b := moldudp64.NewBuilder(session, 1, 0)
+	b.Add(make([]byte, 12))
+	answer := append([]byte(nil), b.Flush()...)
+	for _, strict := range []bool{true, false} {
+		srv, server := lab.BoundUDPSocket(t, lab.Src)
+		sibling, other := lab.BoundUDPSocket(t, lab.Src)
+		if other.Addr() != server.Addr() || other.Port() == server.Port() {
+			t.Fatalf("sibling at %v, server at %v: want the same address, another port", other, server)
+		}
+		c, err := rerequest.New(rerequest.Config{Servers: []netip.AddrPort{server}, Timeout: time.Minute, ServerPort: strict},
+			func(fn func() error) error { return lab.Do(lab.Dst, fn) })
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		var handed []netip.AddrPort // the source of each answer handed on, as LastBad would name it
+		c.Want(session, moldudp64.Range{First: 1, Count: 1}, time.Now().UnixNano())
+		c.Poll(time.Now().UnixNano(), func(moldudp64.Packet) { t.Fatal("an answer before any was sent") })
+		buf := make([]byte, 64)
+		_, from := netlab.Recv(t, srv, buf)
+		to := &unix.SockaddrInet4{Addr: from.Addr().As4(), Port: int(from.Port())}
+		for i, fd := range []int{sibling, srv} {
+			if err := unix.Sendto(fd, answer, 0, to); err != nil {
+				t.Fatal(err)
+			}
+			src := []netip.AddrPort{other, server}[i]
+			read := func() uint64 { return c.Stats.Bad() + c.Stats.Responses + c.Stats.Late }
+			before := read()
+			for j := 0; read() == before; j++ {
+				if j == 5000 {
+					t.Fatalf("server port %v: the answer from %v not read: %+v", strict, src, c.Stats)
+				}
+				time.Sleep(time.Millisecond)
+				c.Poll(time.Now().UnixNano(), func(p moldudp64.Packet) {
+					handed = append(handed, src)
+					c.Progress(p.Next())
+				})
+			}
+		}
+		st := c.Stats
+		if strict {
+			if st.WrongSource != 1 || st.Responses != 1 || len(handed) != 1 || handed[0] != server || c.LastBad().From != other {
+				t.Fatalf("server port: handed on the answers of %v (want only the server's, %v); wrong source %d (want 1, from %v: last bad %+v); %+v",
+					handed, server, st.WrongSource, other, c.LastBad(), st)
+			}
+			continue
+		}
+		if st.WrongSource != 0 || st.Responses != 1 || st.Late != 1 || len(handed) != 1 || handed[0] != other {
+			t.Fatalf("any port: handed on the answers of %v (want the first, %v's; the server's late); wrong source %d (want 0); %+v",
+				handed, other, st.WrongSource, st)
+		}
+	}
+}
