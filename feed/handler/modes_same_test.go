@@ -175,7 +175,8 @@ var countingModes = []struct {
 // reference is known to its shard only, so an order message naming another shard's order under its locate would count as
 // an unknown reference where run to completion counts LocateMismatch
 // (the locates a mismatch names here share a shard for 1..4 shards); a
-// message longer than its type is left to TestFilterLongStockDirectory and
+// message longer than its type, but a System Event (every shard applies
+// it, one counts it Long), is left to TestFilterLongStockDirectory and
 // its kin. A symbol announced at two locates of one session is in it
 // (advDupFirst, advDupLater: two shards for 2 and 4): the locate announced
 // first keeps it and the later one counts once (DuplicateSymbols) in
@@ -413,6 +414,7 @@ func badInput(reused uint16) [][]byte {
 		return p.Append(nil)
 	}
 	broken := itch.BrokenTradeFields{Header: itch.Header{Locate: advLocA}, MatchNumber: 1<<50 + 7}
+	longEvent := append((&itch.SystemEventFields{EventCode: 'Q'}).Append(nil), 0, 0, 0)
 	halt := itch.StockTradingActionFields{Header: itch.Header{Locate: 0}, Stock: itch.NewSymbol("NEWA"), TradingState: 'H'}
 	truncated := func(loc uint16) []byte { return add(loc, unknown, 'B', 1, 1)[:20] }
 	unknownType := func(loc uint16, n int) []byte {
@@ -452,6 +454,7 @@ func badInput(reused uint16) [][]byte {
 		truncated(advLocA),                  // Malformed
 		{itch.TypeAddOrder, 0, 0, 0, 0},     // Malformed: shorter than a header, locate 0
 		{itch.TypeSystemEvent, 0, 0, 0, 0},  // Malformed: a System Event shorter than a header
+		longEvent,                           // Long: a System Event (every shard applies it) longer than its type, counted once
 		{itch.TypeAddOrder, 0},              // a bad message: no locate (BadMessages)
 		trade(advLocA, 0),                   // ZeroShares
 		broken.Append(nil),                  // BrokenUnmatched
@@ -634,7 +637,7 @@ func checkAdversarialCounted(t *testing.T, ref *modeCounts, filter bool) {
 		"UnknownRefDelete": b.UnknownRefDelete, "UnknownRefReplace": b.UnknownRefReplace,
 		"OverExecution": b.OverExecution, "BadSide": b.BadSide, "ZeroShares": b.ZeroShares,
 		"LocateMismatch": b.LocateMismatch, "BrokenUnmatched": b.BrokenUnmatched,
-		"OverCancel":  b.OverCancel,
+		"OverCancel": b.OverCancel, "Long": b.Long,
 		"BadMessages": ref.st.BadMessages, "line duplicates": ref.st.Arbiter.Lines[0].Duplicates + ref.st.Arbiter.Lines[0].OutOfOrder,
 		"line malformed": ref.st.Arbiter.Lines[1].Malformed, "line wrong session": ref.st.Arbiter.Lines[0].WrongSession,
 		"rebound": uint64(ref.metrics["shard_rebound_total"]), "duplicate symbols": uint64(ref.metrics["shard_duplicate_symbols_total"]),
