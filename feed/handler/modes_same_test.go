@@ -300,7 +300,7 @@ func adversarialScript(t *testing.T) adversarial {
 			}
 		}
 	}
-	adv.subscribe = append(adv.subscribe, "NEWA", "NEWB", "DUPE")
+	adv.subscribe = append(adv.subscribe, "NEWA", "NEWB", "DUPE", "LONGR")
 	bad := badInput(reused)
 	var msgs [][]byte
 	for i, m := range day1 {
@@ -416,6 +416,18 @@ func badInput(reused uint16) [][]byte {
 	}
 	broken := itch.BrokenTradeFields{Header: itch.Header{Locate: advLocA}, MatchNumber: 1<<50 + 7}
 	longEvent := append((&itch.SystemEventFields{EventCode: 'Q'}).Append(nil), 0, 0, 0)
+	tradingAction := func(loc uint16, state byte) []byte {
+		a := itch.StockTradingActionFields{Header: itch.Header{Locate: loc}, Stock: itch.NewSymbol("DUPE"), TradingState: state}
+		return a.Append(nil)
+	}
+	opHalt := func(loc uint16, market byte) []byte {
+		h := itch.OperationalHaltFields{Header: itch.Header{Locate: loc}, Stock: itch.NewSymbol("DUPE"), MarketCode: market, HaltAction: 'H'}
+		return h.Append(nil)
+	}
+	regSHO := func(loc uint16, action byte) []byte {
+		y := itch.RegSHOFields{Header: itch.Header{Locate: loc}, Stock: itch.NewSymbol("NEWA"), Action: action}
+		return y.Append(nil)
+	}
 	halt := itch.StockTradingActionFields{Header: itch.Header{Locate: 0}, Stock: itch.NewSymbol("NEWA"), TradingState: 'H'}
 	truncated := func(loc uint16) []byte { return add(loc, unknown, 'B', 1, 1)[:20] }
 	unknownType := func(loc uint16, n int) []byte {
@@ -438,34 +450,45 @@ func badInput(reused uint16) [][]byte {
 		// Another locate's orders again, that locate in another shard
 		// (for 2 and 4 shards), which cannot see them: each
 		// instrument's references are its own.
-		del(advDupFirst, r2),                 // UnknownRefDelete
-		add(advDupFirst, r1, 'S', 300, 1200), // applied: r1 of advLocA stays
-		exe(advDupFirst, r1, 100),            // applied to advDupFirst's r1
-		del(advLocA, unknown),                // UnknownRefDelete
-		exe(advLocA, unknown, 1),             // UnknownRefExecute
-		cancelUnknown.Append(nil),            // UnknownRefCancel
-		replace.Append(nil),                  // UnknownRefReplace
-		exe(advLocA, r2, 300),                // OverExecution
-		cancel.Append(nil),                   // OverCancel
-		del(0, r1),                           // UnknownLocate: locate 0
-		exe(0, unknown, 1),                   // UnknownRefExecute: locate 0
-		add(0, unknown, 'B', 1, 1),           // UnknownLocate: locate 0
-		trade(0, 100),                        // UnknownLocate: locate 0
-		halt.Append(nil),                     // UnknownLocate: locate 0
-		add(900, unknown, 'B', 1, 1),         // UnknownLocate
-		add(2000, unknown, 'B', 1, 1),        // LocateCapacity
-		unknownType(0, 20),                   // UnknownType: locate 0
-		unknownType(advLocA, 20),             // UnknownType
-		unknownType(0, 5),                    // UnknownType: shorter than a header, locate 0
-		truncated(0),                         // Malformed: locate 0
-		truncated(advLocA),                   // Malformed
-		{itch.TypeAddOrder, 0, 0, 0, 0},      // Malformed: shorter than a header, locate 0
-		{itch.TypeSystemEvent, 0, 0, 0, 0},   // Malformed: a System Event shorter than a header
-		longEvent,                            // Long: a System Event (every shard applies it) longer than its type, counted once
-		{itch.TypeAddOrder, 0},               // a bad message: no locate (BadMessages)
-		trade(advLocA, 0),                    // ZeroShares
-		broken.Append(nil),                   // BrokenUnmatched
-		filterDir(reused, "REUSE"),           // LocateReassigned; withdrawn under the filter
+		del(advDupFirst, r2),                    // UnknownRefDelete
+		add(advDupFirst, r1, 'S', 300, 1200),    // applied: r1 of advLocA stays
+		exe(advDupFirst, r1, 100),               // applied to advDupFirst's r1
+		del(advLocA, unknown),                   // UnknownRefDelete
+		exe(advLocA, unknown, 1),                // UnknownRefExecute
+		cancelUnknown.Append(nil),               // UnknownRefCancel
+		replace.Append(nil),                     // UnknownRefReplace
+		exe(advLocA, r2, 300),                   // OverExecution
+		cancel.Append(nil),                      // OverCancel
+		del(0, r1),                              // UnknownLocate: locate 0
+		exe(0, unknown, 1),                      // UnknownRefExecute: locate 0
+		add(0, unknown, 'B', 1, 1),              // UnknownLocate: locate 0
+		trade(0, 100),                           // UnknownLocate: locate 0
+		halt.Append(nil),                        // UnknownLocate: locate 0
+		add(900, unknown, 'B', 1, 1),            // UnknownLocate
+		add(2000, unknown, 'B', 1, 1),           // LocateCapacity
+		unknownType(0, 20),                      // UnknownType: locate 0
+		unknownType(advLocA, 20),                // UnknownType
+		unknownType(0, 5),                       // UnknownType: shorter than a header, locate 0
+		truncated(0),                            // Malformed: locate 0
+		truncated(advLocA),                      // Malformed
+		{itch.TypeAddOrder, 0, 0, 0, 0},         // Malformed: shorter than a header, locate 0
+		{itch.TypeSystemEvent, 0, 0, 0, 0},      // Malformed: a System Event shorter than a header
+		longEvent,                               // Long: a System Event (every shard applies it) longer than its type, counted once
+		{itch.TypeAddOrder, 0},                  // a bad message: no locate (BadMessages)
+		trade(advLocA, 0),                       // ZeroShares
+		tradingAction(advDupFirst, 'X'),         // BadState
+		tradingAction(advDupFirst, 'P'),         // applied: paused
+		opHalt(advLocB, 'Q'),                    // applied: halted
+		opHalt(advDupFirst, 'B'),                // another market's: no change
+		regSHO(advLocA, '1'),                    // applied
+		regSHO(advDupFirst, '9'),                // BadState
+		append(filterDir(63, "LONGR"), 1, 2, 3), // Long: a Stock Directory, its claim sent to every shard
+		filterDir(advLocB, "NEWB")[:20],         // Malformed
+		filterDir(advDupFirst, "DUPE"),          // nothing: the same symbol
+		filterDir(65, "NEWA"),                   // DuplicateSymbols: NEWA is at advLocA
+		filterAdd(65, "NEWA", 1<<40+300, 700),   // applied, not published
+		broken.Append(nil),                      // BrokenUnmatched
+		filterDir(reused, "REUSE"),              // LocateReassigned; withdrawn under the filter
 		// The symbol at a second locate, 300 messages on: the first
 		// keeps it, the second's book is kept but not published; its
 		// changes come in separate packets (and batches).
@@ -644,7 +667,7 @@ func checkAdversarialCounted(t *testing.T, ref *modeCounts, filter bool) {
 		"UnknownRefDelete": b.UnknownRefDelete, "UnknownRefReplace": b.UnknownRefReplace,
 		"OverExecution": b.OverExecution, "BadSide": b.BadSide, "ZeroShares": b.ZeroShares,
 		"BrokenUnmatched": b.BrokenUnmatched,
-		"OverCancel":      b.OverCancel, "Long": b.Long,
+		"OverCancel":      b.OverCancel, "Long": b.Long, "BadState": b.BadState,
 		"BadMessages": ref.st.BadMessages, "line duplicates": ref.st.Arbiter.Lines[0].Duplicates + ref.st.Arbiter.Lines[0].OutOfOrder,
 		"line malformed": ref.st.Arbiter.Lines[1].Malformed, "line wrong session": ref.st.Arbiter.Lines[0].WrongSession,
 		"rebound": uint64(ref.metrics["shard_rebound_total"]), "duplicate symbols": uint64(ref.metrics["shard_duplicate_symbols_total"]),
