@@ -205,20 +205,22 @@ func (b *Book) OperationalHalt() byte { return b.opHalt }
 // message applied to the instrument.
 func (b *Book) Timestamp() uint64 { return b.lastTime }
 
-// Order returns the resting order ref.
-func (bs *Books) Order(ref uint64) (o OrderInfo, locate uint16, ok bool) {
-	oi := bs.lookup(ref)
+// Order returns the resting order ref of locate (references are each
+// instrument's: AddOrder).
+func (bs *Books) Order(locate uint16, ref uint64) (o OrderInfo, ok bool) {
+	oi := bs.lookup(locate, ref)
 	if oi == none {
-		return OrderInfo{}, 0, false
+		return OrderInfo{}, false
 	}
 	r := &bs.orders[oi]
-	return OrderInfo{Ref: r.ref, Side: r.side, Price: r.price, Shares: r.shares}, r.locate, true
+	return OrderInfo{Ref: r.ref, Side: r.side, Price: r.price, Shares: r.shares}, true
 }
 
-// QueueAhead returns how many orders and shares rest ahead of order ref at
-// its price level (its queue position); ok is false for an unknown ref.
-func (bs *Books) QueueAhead(ref uint64) (orders int, shares uint64, ok bool) {
-	oi := bs.lookup(ref)
+// QueueAhead returns how many orders and shares rest ahead of order ref of
+// locate at its price level (its queue position); ok is false for an
+// unknown ref.
+func (bs *Books) QueueAhead(locate uint16, ref uint64) (orders int, shares uint64, ok bool) {
+	oi := bs.lookup(locate, ref)
 	if oi == none {
 		return 0, 0, false
 	}

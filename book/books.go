@@ -398,28 +398,30 @@ func (bs *Books) book(locate uint16) *Book {
 	return b
 }
 
-// lookup returns the index of live order ref, or none.
-func (bs *Books) lookup(ref uint64) int32 {
+// lookup returns the index of live order ref of locate, or none. An
+// order is its instrument's: the same reference under two locates is two
+// orders (Books.AddOrder).
+func (bs *Books) lookup(locate uint16, ref uint64) int32 {
 	h := ref & bs.homeMask
-	if o := &bs.orders[h]; o.ref == ref && o.shares != 0 {
+	if o := &bs.orders[h]; o.ref == ref && o.shares != 0 && o.locate == locate {
 		return int32(h)
 	}
-	return bs.lookupOverflow(ref)
+	return bs.lookupOverflow(locate, ref)
 }
 
-// lookupOverflow is lookup for a ref not in its home slot (find does the
-// home slot check itself and calls only this).
-func (bs *Books) lookupOverflow(ref uint64) int32 {
+// lookupOverflow is lookup for an order not in its home slot (find does
+// the home slot check itself and calls only this).
+func (bs *Books) lookupOverflow(locate uint16, ref uint64) int32 {
 	if bs.stats.Overflowed == 0 {
 		return none
 	}
-	_, oi := bs.ovfProbe(ref)
+	_, oi := bs.ovfProbe(locate, ref)
 	return oi
 }
 
-// ovfProbe looks ref up in the overflow table. It returns the order index,
-// or none and the empty slot where ref would be inserted.
-func (bs *Books) ovfProbe(ref uint64) (slot uint64, idx int32) {
+// ovfProbe looks order ref of locate up in the overflow table. It returns
+// the order index, or none and the empty slot where it would be inserted.
+func (bs *Books) ovfProbe(locate uint16, ref uint64) (slot uint64, idx int32) {
 	mask := bs.ovfMask
 	tab := bs.ovf
 	lo := uint32(ref)
@@ -430,7 +432,7 @@ func (bs *Books) ovfProbe(ref uint64) (slot uint64, idx int32) {
 		}
 		if uint32(s) == lo {
 			idx := int32(s>>32) - 1
-			if bs.orders[idx].ref == ref {
+			if o := &bs.orders[idx]; o.ref == ref && o.locate == locate {
 				return i, idx
 			}
 		}
@@ -463,6 +465,15 @@ func (bs *Books) ovfDelete(i uint64) {
 }
 
 // AddOrder adds a resting order (A, F). It reports whether the book changed.
+//
+// Order references are each instrument's: an add of a reference live
+// under another locate adds a second order, and an execute, cancel,
+// delete or replace finds only its own locate's (an order of another
+// locate is an unknown reference). ITCH 5.0 makes references unique in
+// the day across instruments, so either is bad input; the handler's
+// shards, which each hold some locates' books and never look into
+// another's, see it so, and Books sees it as they do: an instrument's
+// book is made of its own messages alone, whatever shares its Books.
 func (bs *Books) AddOrder(locate uint16, ref uint64, side Side, shares, price uint32) bool {
 	b := bs.book(locate)
 	if b == nil {
@@ -483,14 +494,14 @@ func (bs *Books) add(b *Book, ref uint64, side Side, shares, price uint32) bool 
 	oi := int32(ref & bs.homeMask)
 	o := &bs.orders[oi]
 	homeTaken := o.shares != 0
-	if homeTaken && o.ref == ref {
+	if homeTaken && o.ref == ref && o.locate == b.locate {
 		bs.stats.DuplicateAdd++
 		return false
 	}
 	var slot uint64
 	if bs.stats.Overflowed != 0 || homeTaken {
 		var idx int32
-		if slot, idx = bs.ovfProbe(ref); idx != none {
+		if slot, idx = bs.ovfProbe(b.locate, ref); idx != none {
 			bs.stats.DuplicateAdd++
 			return false
 		}
@@ -694,7 +705,7 @@ func (bs *Books) remove(b *Book, oi int32) {
 	l.shares -= uint64(o.shares)
 	o.shares = 0
 	if uint64(oi) > bs.homeMask {
-		slot, _ := bs.ovfProbe(o.ref)
+		slot, _ := bs.ovfProbe(o.locate, o.ref)
 		bs.ovfDelete(slot)
 		o.next = bs.ovfFree
 		bs.ovfFree = oi
@@ -714,22 +725,18 @@ func (bs *Books) remove(b *Book, oi int32) {
 	}
 }
 
-// find looks up ref for a message on locate, counting unknown refs in
-// *unknown and locate mismatches.
+// find looks up order ref of locate for a message on locate, counting
+// unknown refs (also another locate's: AddOrder) in *unknown.
 func (bs *Books) find(locate uint16, ref uint64, unknown *uint64) (b *Book, oi int32) {
 	b = bs.book(locate)
 	if b == nil {
 		return nil, none
 	}
 	// lookup, by hand: it does not inline
-	if h := ref & bs.homeMask; bs.orders[h].ref == ref && bs.orders[h].shares != 0 {
+	if h := ref & bs.homeMask; bs.orders[h].ref == ref && bs.orders[h].shares != 0 && bs.orders[h].locate == locate {
 		oi = int32(h)
-	} else if oi = bs.lookupOverflow(ref); oi == none {
+	} else if oi = bs.lookupOverflow(locate, ref); oi == none {
 		*unknown++
-		return nil, none
-	}
-	if bs.orders[oi].locate != locate {
-		bs.stats.LocateMismatch++
 		return nil, none
 	}
 	return b, oi

@@ -130,7 +130,6 @@ type Stats struct {
 
 	UnknownLocate  uint64 // message for a locate never announced by 'R'
 	LocateCapacity uint64 // locate above Config.MaxLocates
-	LocateMismatch uint64 // E/C/X/D/U whose locate differs from the order's
 	// LocateReassigned counts Stock Directory messages (R) for a known
 	// locate under another symbol; its book was emptied (Announce).
 	LocateReassigned uint64
@@ -191,7 +190,7 @@ type Stats struct {
 // length, as the protocol's extensions are meant to be, and is counted
 // apart.
 func (s Stats) Inconsistencies() uint64 {
-	return s.Malformed + s.Long + s.UnknownLocate + s.LocateCapacity + s.LocateMismatch + s.LocateReassigned +
+	return s.Malformed + s.Long + s.UnknownLocate + s.LocateCapacity + s.LocateReassigned +
 		s.DuplicateAdd + s.UnknownRefExecute + s.UnknownRefCancel + s.UnknownRefDelete +
 		s.UnknownRefReplace + s.OverExecution + s.OverCancel + s.BadSide + s.ZeroShares +
 		s.OrderCapacity + s.LevelCapacity + s.LadderMismatch + s.DuplicateMatch + s.BadState

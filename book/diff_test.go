@@ -233,8 +233,8 @@ func checkInvariants(bs *Books) error {
 		} else if o.ref&bs.homeMask != uint64(i) {
 			return errorf("order %d: ref %d not at its home slot", i, o.ref)
 		}
-		if got := bs.lookup(o.ref); got != int32(i) {
-			return errorf("order %d: lookup(%d) = %d", i, o.ref, got)
+		if got := bs.lookup(o.locate, o.ref); got != int32(i) {
+			return errorf("order %d: lookup(%d, %d) = %d", i, o.locate, o.ref, got)
 		}
 	}
 	for _, s := range bs.ovf {

@@ -52,11 +52,15 @@
 //     whole order (OverExecution, OverCancel);
 //   - a replace whose new reference is live, or with 0 shares, still removes
 //     the original (DuplicateAdd, ZeroShares);
-//   - an E/C/X/D/U naming an order of another locate is ignored
-//     (LocateMismatch), so an instrument is never touched through another's
-//     messages.
+//   - an add of a reference live under another locate adds an order:
+//     references are each instrument's (Books.AddOrder), so an E/C/X/D/U
+//     naming an order of another locate is of an unknown reference
+//     (UnknownRefExecute, ...), and an instrument is never touched through
+//     another's messages. Its book is made of its own messages alone,
+//     whichever instruments share the Books (the handler's shards).
 //
-// A duplicate add of a live reference keeps the original order.
+// A duplicate add of a reference live under the same locate keeps the
+// original order.
 //
 // # Capacity
 //

@@ -31,7 +31,7 @@ func Example() {
 	b := bs.Book(7)
 	bid, _, ask, _ := b.BBO()
 	fmt.Printf("%s bid %d x %d (%d orders), ask %d x %d\n", b.Symbol(), bid.Price, bid.Shares, bid.Orders, ask.Price, ask.Shares)
-	ahead, shares, _ := bs.QueueAhead(2)
+	ahead, shares, _ := bs.QueueAhead(7, 2)
 	fmt.Printf("order 2 has %d order(s), %d shares ahead of it\n", ahead, shares)
 	price, size, volume := b.Last()
 	fmt.Printf("last %d @ %d, volume %d\n", size, price, volume)

@@ -78,7 +78,7 @@ func TestEmptyLevelDeletes(t *testing.T) {
 			t.Fatalf("bids %+v, want %+v", got, want)
 		}
 	}
-	if ahead, _, ok := bs.QueueAhead(second13); !ok || ahead != 0 {
+	if ahead, _, ok := bs.QueueAhead(1, second13); !ok || ahead != 0 {
 		t.Errorf("order %d: %d ahead, ok %v", second13, ahead, ok)
 	}
 	// A replace that empties its level and opens another one.

@@ -18,6 +18,7 @@ type refOrder struct {
 }
 
 type refBook struct {
+	locate uint16
 	symbol [8]byte
 	sides  [2]map[uint32][]uint64 // price -> refs, oldest first
 
@@ -53,9 +54,15 @@ type refTrade struct {
 	prev    *refTrade
 }
 
+// refKey names an order: its locate and reference.
+type refKey struct {
+	locate uint16
+	ref    uint64
+}
+
 type refBooks struct {
 	cfg    Config
-	orders map[uint64]*refOrder
+	orders map[refKey]*refOrder // an order is its instrument's: keyed by locate and reference
 	books  map[uint16]*refBook
 	levels int
 	stats  Stats
@@ -78,7 +85,7 @@ type refBooks struct {
 	// reference r takes home slot r mod RefTableSize unless an older live
 	// order holds it, and then one of the Overflow slots.
 	homeMask   uint64
-	homeHolder map[uint64]uint64 // home slot -> the live ref in it
+	homeHolder map[uint64]refKey // home slot -> the live order in it
 	overflowed int               // live orders in overflow slots
 	overflow   int               // Config.Overflow
 }
@@ -88,9 +95,9 @@ func newRefBooks(cfg Config) *refBooks {
 	if err != nil {
 		panic(err)
 	}
-	return &refBooks{cfg: cfg, orders: map[uint64]*refOrder{}, books: map[uint16]*refBook{},
+	return &refBooks{cfg: cfg, orders: map[refKey]*refOrder{}, books: map[uint16]*refBook{},
 		trades: map[uint64]*refTrade{}, slotOwner: map[uint64]uint64{}, slotMask: uint64(n.TradeMemory - 1), claims: map[uint16]refClaim{},
-		homeMask: uint64(n.RefTableSize - 1), homeHolder: map[uint64]uint64{}, overflow: n.Overflow}
+		homeMask: uint64(n.RefTableSize - 1), homeHolder: map[uint64]refKey{}, overflow: n.Overflow}
 }
 
 // record remembers t under its match number (match 0 names no trade).
@@ -278,14 +285,14 @@ func (r *refBooks) applyOp(o op) bool {
 			for side := range b.sides {
 				for _, q := range b.sides[side] {
 					for _, ref := range slices.Clone(q) {
-						r.remove(b, r.orders[ref])
+						r.remove(b, r.orders[refKey{o.locate, ref}])
 					}
 				}
 			}
 			b = nil
 		}
 		if b == nil {
-			b = &refBook{sides: [2]map[uint32][]uint64{{}, {}}}
+			b = &refBook{locate: o.locate, sides: [2]map[uint32][]uint64{{}, {}}}
 			if r.books[o.locate] != nil {
 				b.minMatch = r.maxMatch + 1
 			}
@@ -321,7 +328,7 @@ func (r *refBooks) applyOp(o op) bool {
 		if b == nil {
 			return false
 		}
-		ord := r.orders[o.ref]
+		ord := r.orders[refKey{o.locate, o.ref}]
 		if ord == nil {
 			switch o.kind {
 			case 'E', 'C':
@@ -333,10 +340,6 @@ func (r *refBooks) applyOp(o op) bool {
 			case 'U':
 				r.stats.UnknownRefReplace++
 			}
-			return false
-		}
-		if ord.locate != o.locate {
-			r.stats.LocateMismatch++
 			return false
 		}
 		switch o.kind {
@@ -385,7 +388,7 @@ func (r *refBooks) add(b *refBook, locate uint16, ref uint64, side Side, shares,
 		r.stats.ZeroShares++
 		return false
 	}
-	if r.orders[ref] != nil {
+	if r.orders[refKey{locate, ref}] != nil {
 		r.stats.DuplicateAdd++
 		return false
 	}
@@ -403,11 +406,11 @@ func (r *refBooks) add(b *refBook, locate uint16, ref uint64, side Side, shares,
 		r.levels++
 	}
 	b.sides[side][price] = append(q, ref)
-	r.orders[ref] = &refOrder{ref: ref, locate: locate, side: side, price: price, shares: shares}
+	r.orders[refKey{locate, ref}] = &refOrder{ref: ref, locate: locate, side: side, price: price, shares: shares}
 	if homeTaken {
 		r.overflowed++
 	} else {
-		r.homeHolder[ref&r.homeMask] = ref
+		r.homeHolder[ref&r.homeMask] = refKey{locate, ref}
 	}
 	return true
 }
@@ -422,8 +425,8 @@ func (r *refBooks) remove(b *refBook, o *refOrder) {
 	} else {
 		b.sides[o.side][o.price] = q
 	}
-	delete(r.orders, o.ref)
-	if h, ok := r.homeHolder[o.ref&r.homeMask]; ok && h == o.ref {
+	delete(r.orders, refKey{o.locate, o.ref})
+	if h, ok := r.homeHolder[o.ref&r.homeMask]; ok && h == (refKey{o.locate, o.ref}) {
 		delete(r.homeHolder, o.ref&r.homeMask)
 	} else {
 		r.overflowed--
@@ -444,7 +447,7 @@ func (r *refBooks) depth(b *refBook, side Side) []Level {
 	for _, p := range prices {
 		lv := Level{Price: p}
 		for _, ref := range b.sides[side][p] {
-			lv.Shares += uint64(r.orders[ref].shares)
+			lv.Shares += uint64(r.orders[refKey{b.locate, ref}].shares)
 			lv.Orders++
 		}
 		out = append(out, lv)
@@ -483,7 +486,7 @@ func compareBook(bs *Books, r *refBooks, locate uint16) error {
 				return fmt.Errorf("locate %d %v price %d: queue len %d want %d", locate, side, lv.Price, len(q), len(refs))
 			}
 			for i, ref := range refs {
-				o := r.orders[ref]
+				o := r.orders[refKey{locate, ref}]
 				if q[i] != (OrderInfo{Ref: ref, Side: side, Price: o.price, Shares: o.shares}) {
 					return fmt.Errorf("locate %d %v price %d: queue[%d] %+v want %+v", locate, side, lv.Price, i, q[i], *o)
 				}

@@ -94,8 +94,8 @@ func TestResetCost(t *testing.T) {
 	if !kept() {
 		t.Fatal("Reset of two orders cleared the whole order table, trade memory or book array")
 	}
-	if bs.Book(1) != nil || bs.lookup(10) != none || bs.lookup(11) != none || bs.stats.Orders != 0 {
-		t.Fatalf("after Reset: book %v, lookups %d %d, orders %d", bs.Book(1), bs.lookup(10), bs.lookup(11), bs.stats.Orders)
+	if bs.Book(1) != nil || bs.lookup(1, 10) != none || bs.lookup(1, 11) != none || bs.stats.Orders != 0 {
+		t.Fatalf("after Reset: book %v, lookups %d %d, orders %d", bs.Book(1), bs.lookup(1, 10), bs.lookup(1, 11), bs.stats.Orders)
 	}
 	t.Logf("Reset of 2 orders on the default capacity: %v", took)
 	// With a trade remembered the trade memory is cleared; the rest not.
@@ -139,7 +139,7 @@ func TestResetOverflowSlot(t *testing.T) {
 		t.Fatalf("after Reset: %v", err)
 	}
 	bs.Announce(1, [8]byte{'A', ' ', ' ', ' ', ' ', ' ', ' ', ' '})
-	if !bs.AddOrder(1, 5+home, Ask, 10, 1100) || bs.lookup(5+home) != int32(5) || bs.stats.DuplicateAdd != 0 {
-		t.Fatalf("after Reset: add of %d: slot %d, duplicate adds %d", 5+home, bs.lookup(5+home), bs.stats.DuplicateAdd)
+	if !bs.AddOrder(1, 5+home, Ask, 10, 1100) || bs.lookup(1, 5+home) != int32(5) || bs.stats.DuplicateAdd != 0 {
+		t.Fatalf("after Reset: add of %d: slot %d, duplicate adds %d", 5+home, bs.lookup(1, 5+home), bs.stats.DuplicateAdd)
 	}
 }

@@ -157,17 +157,20 @@ func TestQueueAhead(t *testing.T) {
 		buf = e.Append(buf[:0])
 		bs.Apply(itch.Msg(buf))
 	}
-	if n, sh, ok := bs.QueueAhead(2); !ok || n != 1 || sh != 100 {
+	if n, sh, ok := bs.QueueAhead(1, 2); !ok || n != 1 || sh != 100 {
 		t.Errorf("QueueAhead(2) = %d, %d, %v", n, sh, ok)
 	}
-	if n, sh, ok := bs.QueueAhead(1); !ok || n != 0 || sh != 0 {
+	if n, sh, ok := bs.QueueAhead(1, 1); !ok || n != 0 || sh != 0 {
 		t.Errorf("QueueAhead(1) = %d, %d, %v", n, sh, ok)
 	}
-	if _, _, ok := bs.QueueAhead(99); ok {
+	if _, _, ok := bs.QueueAhead(1, 99); ok {
 		t.Error("QueueAhead(99) found an unknown ref")
 	}
-	if o, l, ok := bs.Order(3); !ok || l != 1 || o != (OrderInfo{Ref: 3, Side: Bid, Price: 990000, Shares: 50}) {
-		t.Errorf("Order(3) = %+v %d %v", o, l, ok)
+	if o, ok := bs.Order(1, 3); !ok || o != (OrderInfo{Ref: 3, Side: Bid, Price: 990000, Shares: 50}) {
+		t.Errorf("Order(1, 3) = %+v %v", o, ok)
+	}
+	if _, ok := bs.Order(2, 3); ok {
+		t.Error("Order(2, 3) found locate 1's order")
 	}
 }
 

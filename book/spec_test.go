@@ -204,7 +204,7 @@ func TestSpecOrderMessages(t *testing.T) {
 	mustApply(t, bs, specU(10, 20, 500, 99000), true)
 	checkQueue(t, bs, "U new price", Bid, 100000, OrderInfo{12, Bid, 100000, 50})
 	checkQueue(t, bs, "U new price", Bid, 99000, OrderInfo{20, Bid, 99000, 500})
-	if _, _, ok := bs.Order(10); ok {
+	if _, ok := bs.Order(specLocate, 10); ok {
 		t.Errorf("U: original order 10 still live")
 	}
 	// U at the same price loses priority to orders already there.
@@ -284,7 +284,7 @@ func TestSpecInconsistentOrders(t *testing.T) {
 		}
 		var live []uint64
 		for ref := range uint64(101) {
-			if _, _, ok := bs.Order(ref); ok {
+			if _, ok := bs.Order(specLocate, ref); ok {
 				live = append(live, ref)
 			}
 		}
@@ -295,7 +295,7 @@ func TestSpecInconsistentOrders(t *testing.T) {
 			t.Errorf("%s: book counts %d orders, want %d", c.name, got, len(c.live))
 		}
 	}
-	if o, _, _ := bs.Order(1); o != (OrderInfo{}) {
+	if o, _ := bs.Order(specLocate, 1); o != (OrderInfo{}) {
 		t.Errorf("order 1 after its replace: %+v", o)
 	}
 }

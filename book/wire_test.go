@@ -372,7 +372,7 @@ func refState(r *refBooks, locate uint16) string {
 		for _, lv := range r.depth(b, side) {
 			fmt.Fprintf(&sb, " %v", lv)
 			for _, ref := range b.sides[side][lv.Price] {
-				fmt.Fprintf(&sb, " %+v", *r.orders[ref])
+				fmt.Fprintf(&sb, " %+v", *r.orders[refKey{locate, ref}])
 			}
 		}
 	}
@@ -450,25 +450,27 @@ func compareWireAll(bs *Books, r *refBooks) error {
 	if n != len(r.books) {
 		return fmt.Errorf("%d locates known, want %d", n, len(r.books))
 	}
-	for ref, o := range r.orders {
-		got, loc, ok := bs.Order(ref)
-		if !ok || loc != o.locate || got != (OrderInfo{Ref: ref, Side: o.side, Price: o.price, Shares: o.shares}) {
-			return fmt.Errorf("Order(%d) = %+v locate %d %v, want %+v", ref, got, loc, ok, *o)
+	for k, o := range r.orders {
+		got, ok := bs.Order(k.locate, k.ref)
+		if !ok || got != (OrderInfo{Ref: k.ref, Side: o.side, Price: o.price, Shares: o.shares}) {
+			return fmt.Errorf("Order(%d, %d) = %+v %v, want %+v", k.locate, k.ref, got, ok, *o)
 		}
-		ahead, shares, ok := bs.QueueAhead(ref)
+		ahead, shares, ok := bs.QueueAhead(k.locate, k.ref)
 		q := r.books[o.locate].sides[o.side][o.price]
-		wantAhead, wantShares := slices.Index(q, ref), uint64(0)
+		wantAhead, wantShares := slices.Index(q, k.ref), uint64(0)
 		for _, a := range q[:wantAhead] {
-			wantShares += uint64(r.orders[a].shares)
+			wantShares += uint64(r.orders[refKey{k.locate, a}].shares)
 		}
 		if !ok || ahead != wantAhead || shares != wantShares {
-			return fmt.Errorf("QueueAhead(%d) = %d, %d, %v; want %d, %d", ref, ahead, shares, ok, wantAhead, wantShares)
+			return fmt.Errorf("QueueAhead(%d, %d) = %d, %d, %v; want %d, %d", k.locate, k.ref, ahead, shares, ok, wantAhead, wantShares)
 		}
 	}
-	for b := range 256 {
-		if ref := wireRef(byte(b)); r.orders[ref] == nil {
-			if got, _, ok := bs.Order(ref); ok {
-				return fmt.Errorf("Order(%d) = %+v, want none", ref, got)
+	for l := range r.cfg.MaxLocates + 1 {
+		for b := range 256 {
+			if k := (refKey{uint16(l), wireRef(byte(b))}); r.orders[k] == nil {
+				if got, ok := bs.Order(k.locate, k.ref); ok {
+					return fmt.Errorf("Order(%d, %d) = %+v, want none", k.locate, k.ref, got)
+				}
 			}
 		}
 	}

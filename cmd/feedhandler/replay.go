@@ -399,13 +399,13 @@ func (rp *replayer) run(arb *arbitrated, r *input.Reader, data []byte, scan *itc
 	}
 }
 
-var counterNames = []string{"malformed", "unknown_type", "unknown_locate", "locate_capacity", "locate_mismatch", "locate_reassigned",
+var counterNames = []string{"malformed", "unknown_type", "unknown_locate", "locate_capacity", "locate_reassigned",
 	"duplicate_add", "unknown_ref_execute", "unknown_ref_cancel", "unknown_ref_delete", "unknown_ref_replace",
 	"over_execution", "over_cancel", "bad_side", "zero_shares", "order_capacity", "level_capacity", "ladder_mismatch", "long",
 	"duplicate_match", "bad_state"}
 
 func counters(s book.Stats) map[string]uint64 {
-	v := []uint64{s.Malformed, s.UnknownType, s.UnknownLocate, s.LocateCapacity, s.LocateMismatch, s.LocateReassigned,
+	v := []uint64{s.Malformed, s.UnknownType, s.UnknownLocate, s.LocateCapacity, s.LocateReassigned,
 		s.DuplicateAdd, s.UnknownRefExecute, s.UnknownRefCancel, s.UnknownRefDelete, s.UnknownRefReplace,
 		s.OverExecution, s.OverCancel, s.BadSide, s.ZeroShares, s.OrderCapacity, s.LevelCapacity, s.LadderMismatch, s.Long,
 		s.DuplicateMatch, s.BadState}

@@ -712,22 +712,29 @@ var _ = [1]struct{}{}[itch.TypeStockDirectory|1-itch.TypeSystemEvent]
 // routeMarketWide routes a System Event or a Stock Directory message (msg
 // is of type 'S' or 'R') that every shard must see, and reports whether it
 // did; one too short for its type goes the way of any message. A System
-// Event goes to every shard; a Stock Directory to its locate's shard, and
-// its claim (routeDirectory) to the others.
+// Event goes to every shard: whole to its locate's shard, cut to its
+// type's length to the others, so that one longer than its type is
+// counted Long (book.Stats) once, as in run to completion, not once per
+// shard. A Stock Directory goes to its locate's shard, and its claim
+// (routeDirectory) to the others.
 func (h *Handler) routeMarketWide(msg []byte, seq uint64, rxTime int64) bool {
+	loc := uint16(msg[1])<<8 | uint16(msg[2])
 	if msg[0] == itch.TypeSystemEvent {
 		if len(msg) < itch.SystemEventLen {
 			return false
 		}
-		for _, s := range h.shards {
-			h.push(s, msg, seq, rxTime)
+		for i, s := range h.shards {
+			if i == int(h.shardOf[loc]) {
+				h.push(s, msg, seq, rxTime)
+			} else {
+				h.push(s, msg[:itch.SystemEventLen], seq, rxTime)
+			}
 		}
 		return true
 	}
 	if len(msg) < itch.StockDirectoryLen || len(h.shards) == 1 {
 		return false
 	}
-	loc := uint16(msg[1])<<8 | uint16(msg[2])
 	own := h.shards[h.shardOf[loc]]
 	h.push(own, msg, seq, rxTime)
 	h.claimElsewhere(own, loc, itch.StockDirectory(msg).Stock(), seq)

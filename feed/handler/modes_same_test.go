@@ -171,12 +171,14 @@ var countingModes = []struct {
 //
 // The stream keeps out what differs by design beyond that: book
 // capacities are per shard (book.Config), so capacity drops are provoked
-// on one instrument only, apart (TestModesCountCapacitySame); an order
-// reference is known to its shard only, so an order message naming another shard's order under its locate would count as
-// an unknown reference where run to completion counts LocateMismatch
-// (the locates a mismatch names here share a shard for 1..4 shards); a
-// message longer than its type is left to TestFilterLongStockDirectory and
-// its kin. A symbol announced at two locates of one session is in it
+// on one instrument only, apart (TestModesCountCapacitySame); a
+// message longer than its type, but a System Event (every shard applies
+// it, one counts it Long), is left to TestFilterLongStockDirectory and
+// its kin. Order references that cross locates are in it, in one shard
+// and across shards: an order message naming another locate's order is
+// of an unknown reference, and an add of a reference live under another
+// locate adds an order, in every mode (book.Books.AddOrder: each
+// instrument's references are its own, as a shard sees them). A symbol announced at two locates of one session is in it
 // (advDupFirst, advDupLater: two shards for 2 and 4): the locate announced
 // first keeps it and the later one counts once (DuplicateSymbols) in
 // every mode; before, the shard that bound first kept it and each refused
@@ -298,7 +300,7 @@ func adversarialScript(t *testing.T) adversarial {
 			}
 		}
 	}
-	adv.subscribe = append(adv.subscribe, "NEWA", "NEWB", "DUPE")
+	adv.subscribe = append(adv.subscribe, "NEWA", "NEWB", "DUPE", "LONGR")
 	bad := badInput(reused)
 	var msgs [][]byte
 	for i, m := range day1 {
@@ -413,6 +415,19 @@ func badInput(reused uint16) [][]byte {
 		return p.Append(nil)
 	}
 	broken := itch.BrokenTradeFields{Header: itch.Header{Locate: advLocA}, MatchNumber: 1<<50 + 7}
+	longEvent := append((&itch.SystemEventFields{EventCode: 'Q'}).Append(nil), 0, 0, 0)
+	tradingAction := func(loc uint16, state byte) []byte {
+		a := itch.StockTradingActionFields{Header: itch.Header{Locate: loc}, Stock: itch.NewSymbol("DUPE"), TradingState: state}
+		return a.Append(nil)
+	}
+	opHalt := func(loc uint16, market byte) []byte {
+		h := itch.OperationalHaltFields{Header: itch.Header{Locate: loc}, Stock: itch.NewSymbol("DUPE"), MarketCode: market, HaltAction: 'H'}
+		return h.Append(nil)
+	}
+	regSHO := func(loc uint16, action byte) []byte {
+		y := itch.RegSHOFields{Header: itch.Header{Locate: loc}, Stock: itch.NewSymbol("NEWA"), Action: action}
+		return y.Append(nil)
+	}
 	halt := itch.StockTradingActionFields{Header: itch.Header{Locate: 0}, Stock: itch.NewSymbol("NEWA"), TradingState: 'H'}
 	truncated := func(loc uint16) []byte { return add(loc, unknown, 'B', 1, 1)[:20] }
 	unknownType := func(loc uint16, n int) []byte {
@@ -431,31 +446,49 @@ func badInput(reused uint16) [][]byte {
 		add(advLocA, r1, 'B', 100, 1000),    // DuplicateAdd
 		add(advLocA, r1+50, 'X', 100, 1000), // BadSide
 		add(advLocA, r1+51, 'B', 0, 1000),   // ZeroShares
-		del(advLocB, r1),                    // LocateMismatch
-		del(advLocA, unknown),               // UnknownRefDelete
-		exe(advLocA, unknown, 1),            // UnknownRefExecute
-		cancelUnknown.Append(nil),           // UnknownRefCancel
-		replace.Append(nil),                 // UnknownRefReplace
-		exe(advLocA, r2, 300),               // OverExecution
-		cancel.Append(nil),                  // OverCancel
-		del(0, r1),                          // LocateMismatch: locate 0
-		exe(0, unknown, 1),                  // UnknownRefExecute: locate 0
-		add(0, unknown, 'B', 1, 1),          // UnknownLocate: locate 0
-		trade(0, 100),                       // UnknownLocate: locate 0
-		halt.Append(nil),                    // UnknownLocate: locate 0
-		add(900, unknown, 'B', 1, 1),        // UnknownLocate
-		add(2000, unknown, 'B', 1, 1),       // LocateCapacity
-		unknownType(0, 20),                  // UnknownType: locate 0
-		unknownType(advLocA, 20),            // UnknownType
-		unknownType(0, 5),                   // UnknownType: shorter than a header, locate 0
-		truncated(0),                        // Malformed: locate 0
-		truncated(advLocA),                  // Malformed
-		{itch.TypeAddOrder, 0, 0, 0, 0},     // Malformed: shorter than a header, locate 0
-		{itch.TypeSystemEvent, 0, 0, 0, 0},  // Malformed: a System Event shorter than a header
-		{itch.TypeAddOrder, 0},              // a bad message: no locate (BadMessages)
-		trade(advLocA, 0),                   // ZeroShares
-		broken.Append(nil),                  // BrokenUnmatched
-		filterDir(reused, "REUSE"),          // LocateReassigned; withdrawn under the filter
+		del(advLocB, r1),                    // UnknownRefDelete: another locate's order
+		// Another locate's orders again, that locate in another shard
+		// (for 2 and 4 shards), which cannot see them: each
+		// instrument's references are its own.
+		del(advDupFirst, r2),                    // UnknownRefDelete
+		add(advDupFirst, r1, 'S', 300, 1200),    // applied: r1 of advLocA stays
+		exe(advDupFirst, r1, 100),               // applied to advDupFirst's r1
+		del(advLocA, unknown),                   // UnknownRefDelete
+		exe(advLocA, unknown, 1),                // UnknownRefExecute
+		cancelUnknown.Append(nil),               // UnknownRefCancel
+		replace.Append(nil),                     // UnknownRefReplace
+		exe(advLocA, r2, 300),                   // OverExecution
+		cancel.Append(nil),                      // OverCancel
+		del(0, r1),                              // UnknownLocate: locate 0
+		exe(0, unknown, 1),                      // UnknownRefExecute: locate 0
+		add(0, unknown, 'B', 1, 1),              // UnknownLocate: locate 0
+		trade(0, 100),                           // UnknownLocate: locate 0
+		halt.Append(nil),                        // UnknownLocate: locate 0
+		add(900, unknown, 'B', 1, 1),            // UnknownLocate
+		add(2000, unknown, 'B', 1, 1),           // LocateCapacity
+		unknownType(0, 20),                      // UnknownType: locate 0
+		unknownType(advLocA, 20),                // UnknownType
+		unknownType(0, 5),                       // UnknownType: shorter than a header, locate 0
+		truncated(0),                            // Malformed: locate 0
+		truncated(advLocA),                      // Malformed
+		{itch.TypeAddOrder, 0, 0, 0, 0},         // Malformed: shorter than a header, locate 0
+		{itch.TypeSystemEvent, 0, 0, 0, 0},      // Malformed: a System Event shorter than a header
+		longEvent,                               // Long: a System Event (every shard applies it) longer than its type, counted once
+		{itch.TypeAddOrder, 0},                  // a bad message: no locate (BadMessages)
+		trade(advLocA, 0),                       // ZeroShares
+		tradingAction(advDupFirst, 'X'),         // BadState
+		tradingAction(advDupFirst, 'P'),         // applied: paused
+		opHalt(advLocB, 'Q'),                    // applied: halted
+		opHalt(advDupFirst, 'B'),                // another market's: no change
+		regSHO(advLocA, '1'),                    // applied
+		regSHO(advDupFirst, '9'),                // BadState
+		append(filterDir(63, "LONGR"), 1, 2, 3), // Long: a Stock Directory, its claim sent to every shard
+		filterDir(advLocB, "NEWB")[:20],         // Malformed
+		filterDir(advDupFirst, "DUPE"),          // nothing: the same symbol
+		filterDir(65, "NEWA"),                   // DuplicateSymbols: NEWA is at advLocA
+		filterAdd(65, "NEWA", 1<<40+300, 700),   // applied, not published
+		broken.Append(nil),                      // BrokenUnmatched
+		filterDir(reused, "REUSE"),              // LocateReassigned; withdrawn under the filter
 		// The symbol at a second locate, 300 messages on: the first
 		// keeps it, the second's book is kept but not published; its
 		// changes come in separate packets (and batches).
@@ -633,8 +666,8 @@ func checkAdversarialCounted(t *testing.T, ref *modeCounts, filter bool) {
 		"UnknownRefExecute": b.UnknownRefExecute, "UnknownRefCancel": b.UnknownRefCancel,
 		"UnknownRefDelete": b.UnknownRefDelete, "UnknownRefReplace": b.UnknownRefReplace,
 		"OverExecution": b.OverExecution, "BadSide": b.BadSide, "ZeroShares": b.ZeroShares,
-		"LocateMismatch": b.LocateMismatch, "BrokenUnmatched": b.BrokenUnmatched,
-		"OverCancel":  b.OverCancel,
+		"BrokenUnmatched": b.BrokenUnmatched,
+		"OverCancel":      b.OverCancel, "Long": b.Long, "BadState": b.BadState,
 		"BadMessages": ref.st.BadMessages, "line duplicates": ref.st.Arbiter.Lines[0].Duplicates + ref.st.Arbiter.Lines[0].OutOfOrder,
 		"line malformed": ref.st.Arbiter.Lines[1].Malformed, "line wrong session": ref.st.Arbiter.Lines[0].WrongSession,
 		"rebound": uint64(ref.metrics["shard_rebound_total"]), "duplicate symbols": uint64(ref.metrics["shard_duplicate_symbols_total"]),

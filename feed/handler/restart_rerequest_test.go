@@ -79,8 +79,8 @@ func TestRestartLateOldAnswer(t *testing.T) {
 		time.Sleep(time.Millisecond)
 		poll()
 	}
-	_, _, old := sh.books.Order(110)
-	_, _, restarted := sh.books.Order(210)
+	_, old := sh.books.Order(7, 110) // orderMsg's locate
+	_, restarted := sh.books.Order(7, 210)
 	if old || !restarted || rec.client.Stats.BeforeRestart != 1 {
 		t.Fatalf("the old numbering's answer applied as the restarted one's: order 110 in the books %v, order 210 %v (client %+v)",
 			old, restarted, rec.client.Stats)

@@ -143,11 +143,10 @@ func bookCounters(st book.Stats) []bookCounter {
 		// through the day), so a live reference names the very order a
 		// message means, on its locate: a lost A, F or U leaves a
 		// reference unknown, a lost D, X, E, C or U leaves an order live
-		// too long, but neither makes a reference live twice or live on
-		// another locate. Either count means a message was applied twice
-		// (a repair or a snapshot overlapping what was applied already).
+		// too long, but neither makes a reference live twice. The count
+		// means a message was applied twice (a repair or a snapshot
+		// overlapping what was applied already).
 		{"DuplicateAdd", st.DuplicateAdd, false},
-		{"LocateMismatch", st.LocateMismatch, false},
 
 		// Shares only go down (E, C, X) or come with a new order (A, F,
 		// U): a lost message leaves a live order with as many shares as
