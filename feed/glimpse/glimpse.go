@@ -95,6 +95,32 @@ type Stats struct {
 	UnsequencedPacket atomic.Uint64 // Unsequenced Data packets: ignored
 }
 
+// StatsSnapshot is a plain copy of Stats, field for field
+// (TestStatsSnapshotWhole).
+type StatsSnapshot struct {
+	Soup soupbintcp.StatsSnapshot
+
+	Fetches, Completed, Messages uint64
+
+	Rejected, EndOfSession, Stalled, TooLong, Protocol, Cancelled, Refused, DialFailed uint64
+
+	EmptyMessages, ShortMessages, BadSnapshot, Closed, UnknownMessages, LongMessages, UnsequencedPacket uint64
+}
+
+// Snapshot copies the counters.
+func (s *Stats) Snapshot() StatsSnapshot {
+	return StatsSnapshot{
+		Soup:    s.Soup.Snapshot(),
+		Fetches: s.Fetches.Load(), Completed: s.Completed.Load(), Messages: s.Messages.Load(),
+		Rejected: s.Rejected.Load(), EndOfSession: s.EndOfSession.Load(), Stalled: s.Stalled.Load(),
+		TooLong: s.TooLong.Load(), Protocol: s.Protocol.Load(), Cancelled: s.Cancelled.Load(),
+		Refused: s.Refused.Load(), DialFailed: s.DialFailed.Load(),
+		EmptyMessages: s.EmptyMessages.Load(), ShortMessages: s.ShortMessages.Load(), BadSnapshot: s.BadSnapshot.Load(),
+		Closed: s.Closed.Load(), UnknownMessages: s.UnknownMessages.Load(), LongMessages: s.LongMessages.Load(),
+		UnsequencedPacket: s.UnsequencedPacket.Load(),
+	}
+}
+
 // Fetch dials, logs in, hands each ITCH 5.0 message of the snapshot to fn
 // (msg valid only during the call), returns after the end-of-snapshot
 // message, logging out before it returns. Honours ctx (prompt return on

@@ -182,10 +182,7 @@ type RecoveryConfig struct {
 	Do func(func() error) error
 	// SnapshotStats: the counters Snapshot's GLIMPSE client keeps
 	// (glimpse.Config.Stats of GlimpseSnapshot's config; FromConfig sets
-	// both; nil: none), read at each Stats: a snapshot's messages of types
-	// ITCH 5.0 does not define, which the client skips and the books never
-	// see, and those longer than their type, counted as fetched, loaded or
-	// not (RecoveryStats.SnapshotUnknownMessages, SnapshotLongMessages).
+	// both; nil: none), read at each Stats (RecoveryStats.SnapshotClient).
 	SnapshotStats *glimpse.Stats
 }
 
@@ -226,13 +223,15 @@ type RecoveryStats struct {
 	// SnapshotRetryMax (SnapshotRetryIn).
 	SnapshotRetryFailures uint64
 	SnapshotRetryIn       time.Duration // the wait set after the last of them (0: none)
-	// SnapshotLongMessages and SnapshotUnknownMessages: messages of the
-	// snapshots fetched (loaded or not) longer than their type's ITCH 5.0
-	// length (applied by its fields; the books count them Long once
-	// loaded) and of types ITCH 5.0 does not define (skipped by the
-	// client): RecoveryConfig.SnapshotStats' counts.
-	SnapshotLongMessages    uint64
-	SnapshotUnknownMessages uint64
+	// SnapshotClient: the counters of the snapshot source's GLIMPSE
+	// client (RecoveryConfig.SnapshotStats, read at each Stats; zero
+	// without): fetches and their failures by cause, what they read
+	// (bytes, heartbeats, Debug and Unsequenced Data packets, which a
+	// GLIMPSE server is not expected to send and the client ignores),
+	// messages longer than their type's ITCH 5.0 length (applied by its
+	// fields; the books count them Long once loaded) and of types ITCH
+	// 5.0 does not define (skipped by the client), loaded or not.
+	SnapshotClient glimpse.StatsSnapshot
 }
 
 // RecoveryEvent is one repaired range: how, and how long after it was

@@ -111,7 +111,10 @@ func snapshotScript(ln net.Listener, serve func(net.Conn)) {
 // their type (delivered) and of types ITCH 5.0 does not define (skipped,
 // never seen by the books), reaches the Stats and /metrics of a handler
 // with that config's recovery. Before, the source's client counted into
-// counters of its own per fetch, which nothing read.
+// counters of its own per fetch, which nothing read. So do its fetches,
+// their failures by cause (a second fetch, its login rejected), the bytes
+// and messages read, and the heartbeats, Debug and Unsequenced Data
+// packets among them: before, only the first two reached /metrics.
 func TestSnapshotBadInputExported(t *testing.T) {
 	t.Setenv("FH_TEST_SNAPSHOT_PASSWORD", "p")
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -130,11 +133,16 @@ func TestSnapshotBadInputExported(t *testing.T) {
 		append(filterAdd(7, "AAA", 1, 1000), 0, 0), // 2 bytes past an Add Order's
 		glimpse.AppendSnapshot(nil, 5),
 	}
+	// The bytes the client reads: the Login Accepted, then b.
+	var b []byte
+	b = soupbintcp.AppendPacket(b, soupbintcp.TypeServerHeartbeat, nil)
+	b = soupbintcp.AppendPacket(b, soupbintcp.TypeDebug, []byte("spin starts"))
+	b = soupbintcp.AppendPacket(b, soupbintcp.TypeUnsequencedData, []byte("?"))
+	for _, m := range msgs {
+		b = soupbintcp.AppendPacket(b, soupbintcp.TypeSequencedData, m)
+	}
+	read := len(soupbintcp.AppendLoginAccepted(nil, "", 1)) + len(b)
 	go snapshotScript(ln, func(c net.Conn) {
-		var b []byte
-		for _, m := range msgs {
-			b = soupbintcp.AppendPacket(b, soupbintcp.TypeSequencedData, m)
-		}
 		c.Write(b) //nolint:errcheck // the fetch fails if it does not arrive
 	})
 	rc := snapshotFromConfig(t, ln, "")
@@ -145,6 +153,20 @@ func TestSnapshotBadInputExported(t *testing.T) {
 	if err != nil || snap.Next != 5 || got != 3 {
 		t.Fatalf("fetch: %+v, %d messages, %v; want next 5, 3 messages", snap, got, err)
 	}
+	// A second fetch, its login rejected ('A': not authorized).
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		c.Read(make([]byte, 4096))                                                   //nolint:errcheck // the login request
+		c.Write(soupbintcp.AppendLoginRejected(nil, soupbintcp.RejectNotAuthorized)) //nolint:errcheck
+	}()
+	if _, err := rc.Snapshot(ctx, moldudp64.Session{}, func([]byte) error { return nil }); !errors.Is(err, glimpse.ErrLoginRejected) {
+		t.Fatalf("second fetch: %v; want %v", err, glimpse.ErrLoginRejected)
+	}
+	read += len(soupbintcp.AppendLoginRejected(nil, soupbintcp.RejectNotAuthorized))
 
 	// A handler with that recovery's counters (and no source: it fetches
 	// nothing itself).
@@ -163,17 +185,27 @@ func TestSnapshotBadInputExported(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer h.Stop()
-	if st := h.Stats().Recovery; st.SnapshotLongMessages != 2 || st.SnapshotUnknownMessages != 1 {
-		t.Errorf("Stats: snapshot long messages %d, unknown %d; want 2, 1", st.SnapshotLongMessages, st.SnapshotUnknownMessages)
+	if st := h.Stats().Recovery.SnapshotClient; st.LongMessages != 2 || st.UnknownMessages != 1 {
+		t.Errorf("Stats: snapshot long messages %d, unknown %d; want 2, 1", st.LongMessages, st.UnknownMessages)
 	}
 	samples := sampleValues(t, NewExposition(h).AppendText(nil))
-	for name, want := range map[string]float64{"recovery_snapshot_long_messages_total": 2, "recovery_snapshot_unknown_messages_total": 1} {
-		series := "feedhandler_" + name + `{feed="t"}`
+	for name, want := range map[string]float64{
+		"recovery_snapshot_long_messages_total": 2, "recovery_snapshot_unknown_messages_total": 1,
+		"recovery_snapshot_fetches_total": 2, "recovery_snapshot_bytes_total": float64(read),
+		"recovery_snapshot_fetched_messages_total": 3, "recovery_snapshot_heartbeats_total": 1,
+		"recovery_snapshot_debug_packets_total": 1, "recovery_snapshot_unsequenced_packets_total": 1,
+		`recovery_snapshot_fetch_errors_total{cause="login_rejected",feed="t"}`: 1,
+		`recovery_snapshot_fetch_errors_total{cause="protocol",feed="t"}`:       0,
+	} {
+		series := "feedhandler_" + name
+		if !strings.Contains(name, "{") {
+			series += `{feed="t"}`
+		}
 		if v, ok := samples[series]; !ok || v != want {
 			t.Errorf("/metrics: %s %v (exposed: %v); want %v", series, v, ok, want)
 		}
 	}
 	if gs := rc.SnapshotStats; t.Failed() && gs != nil {
-		t.Logf("the fetch's counters: long %d, unknown %d", gs.LongMessages.Load(), gs.UnknownMessages.Load())
+		t.Logf("the fetches' counters: %+v", gs.Snapshot())
 	}
 }
