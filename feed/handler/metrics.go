@@ -117,7 +117,7 @@ var exported = [...]metric{
 	{"recovery_snapshot_fetched_messages_total", "ITCH messages of GLIMPSE snapshots fetched, loaded or not.", kindCounter, ""},
 	{"recovery_snapshot_heartbeats_total", "Server Heartbeats read from the GLIMPSE server.", kindCounter, ""},
 	{"recovery_snapshot_debug_packets_total", "SoupBinTCP Debug packets read from the GLIMPSE server: ignored.", kindCounter, ""},
-	{"recovery_snapshot_unsequenced_packets_total", "SoupBinTCP Unsequenced Data packets read from the GLIMPSE server during a snapshot, which GLIMPSE does not send: ignored.", kindCounter, ""},
+	{"recovery_snapshot_unsequenced_packets_total", "SoupBinTCP Unsequenced Data packets read from the GLIMPSE server during a snapshot, which GLIMPSE does not send: ignored (the first logged).", kindCounter, ""},
 	{"recovery_snapshot_long_messages_total", "Messages of GLIMPSE snapshots fetched longer than their type's ITCH 5.0 length: applied by the type's fields (also in shard_long_messages_total once the snapshot is loaded).", kindCounter, ""},
 	{"recovery_snapshot_unknown_messages_total", "Messages of GLIMPSE snapshots fetched of a type ITCH 5.0 does not define: skipped.", kindCounter, ""},
 	{"recovery_snapshot_consecutive_failures", "Snapshots failed or refused (or loaded with the spill overflowed, or behind the feed with what they missed declared again) in a row since one was loaded whole, a session change, or the books made whole otherwise: the next waits SnapshotRetry doubled per failure after the first, capped at recovery.snapshot.retry_max.", kindGauge, ""},

@@ -310,6 +310,9 @@ type recovery struct {
 	// logged.
 	refusals      uint64
 	refusalLogged int64
+	// unseqWarned: the GLIMPSE client's Unsequenced Data packets were
+	// logged (warnUnsequenced).
+	unseqWarned bool
 	// lagged: what the last snapshot missed of what the books had been
 	// brought to when it was fetched (the server lagged the feed), found
 	// missing again after its load. A
@@ -888,9 +891,28 @@ func (r *recovery) resume(now int64) {
 	}
 }
 
+// warnUnsequenced logs once a process, after a fetch, that the GLIMPSE
+// server sent Unsequenced Data packets (RecoveryConfig.SnapshotStats):
+// GLIMPSE carries every message as Sequenced Data, so a server sending
+// these is not behaving as GLIMPSE does (another service at the address,
+// a server's change), which the client ignores and counts
+// (recovery_snapshot_unsequenced_packets_total).
+func (r *recovery) warnUnsequenced() {
+	gs := r.cfg.SnapshotStats
+	if gs == nil || r.unseqWarned {
+		return
+	}
+	if n := gs.UnsequencedPacket.Load(); n > 0 {
+		r.unseqWarned = true
+		r.h.log.Warn().Uint64("unsequenced_packets", n).
+			Msg("recovery: the GLIMPSE server sent SoupBinTCP Unsequenced Data packets during a snapshot, which GLIMPSE does not send: ignored, the snapshot goes on; counted in recovery_snapshot_unsequenced_packets_total (logged once)")
+	}
+}
+
 // loadSnapshot replaces the books with the snapshot and resumes delivery
 // from the snapshot's sequence number on.
 func (r *recovery) loadSnapshot(res snapResult, now int64) {
+	r.warnUnsequenced()
 	a := r.h.arb
 	// The buffer is free for the next fetch once the books are rebuilt
 	// from it: nothing below reads it after rebuild, and only a gap
