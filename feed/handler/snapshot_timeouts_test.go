@@ -20,12 +20,12 @@ import (
 )
 
 // TestSnapshotTimeoutsFromConfig: recovery.snapshot.connect_timeout,
-// idle_timeout and max_duration reach the GLIMPSE client that
+// idle_timeout, max_duration and max_size reach the GLIMPSE client that
 // FromConfig's snapshot source runs, each against a server that trips
 // it: one that never answers the login, one silent after it, one that
-// heartbeats and never ends the snapshot. The error names the value
-// configured; without the wiring the client's defaults (5 s, 15 s,
-// 10 min) apply instead.
+// heartbeats and never ends the snapshot, one that streams messages and
+// never ends it. The error names the value configured; without the
+// wiring the client's defaults (5 s, 15 s, 10 min, 2 GiB) apply instead.
 func TestSnapshotTimeoutsFromConfig(t *testing.T) {
 	t.Setenv("FH_TEST_SNAPSHOT_PASSWORD", "p")
 	for _, tc := range []struct {
@@ -45,6 +45,15 @@ func TestSnapshotTimeoutsFromConfig(t *testing.T) {
 				}
 			}
 		}, glimpse.ErrTooLong, "no End of Snapshot 1s after the login"},
+		{"max_size", "1MiB", func(c net.Conn) {
+			// 2 MiB of messages, never ended; the client stops reading
+			// at 1 MiB (the writes block until it goes).
+			var b []byte
+			for len(b) < 2<<20 {
+				b = soupbintcp.AppendPacket(b, soupbintcp.TypeSequencedData, filterAdd(7, "AAA", 1, 1000))
+			}
+			c.Write(b) //nolint:errcheck // the client goes before the end
+		}, glimpse.ErrTooLong, "within 1048576 bytes of messages"},
 	} {
 		t.Run(tc.key, func(t *testing.T) {
 			ln, err := net.Listen("tcp", "127.0.0.1:0")
