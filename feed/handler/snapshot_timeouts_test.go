@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -33,9 +34,10 @@ func TestSnapshotTimeoutsFromConfig(t *testing.T) {
 		serve      func(net.Conn) // after the login request; nil: never accepted
 		want       error
 		says       string
+		cause      string // recovery_snapshot_fetch_errors_total's
 	}{
-		{"connect_timeout", "100ms", nil, nil, "not logged in within 100ms"},
-		{"idle_timeout", "2s", func(c net.Conn) {}, glimpse.ErrStalled, "(2s)"},
+		{"connect_timeout", "100ms", nil, nil, "not logged in within 100ms", "dial"},
+		{"idle_timeout", "2s", func(c net.Conn) {}, glimpse.ErrStalled, "(2s)", "stalled"},
 		{"max_duration", "1s", func(c net.Conn) {
 			hb := soupbintcp.AppendPacket(nil, soupbintcp.TypeServerHeartbeat, nil)
 			for {
@@ -44,7 +46,7 @@ func TestSnapshotTimeoutsFromConfig(t *testing.T) {
 					return
 				}
 			}
-		}, glimpse.ErrTooLong, "no End of Snapshot 1s after the login"},
+		}, glimpse.ErrTooLong, "no End of Snapshot 1s after the login", "too_long"},
 		{"max_size", "1MiB", func(c net.Conn) {
 			// 2 MiB of messages, never ended; the client stops reading
 			// at 1 MiB (the writes block until it goes).
@@ -53,7 +55,7 @@ func TestSnapshotTimeoutsFromConfig(t *testing.T) {
 				b = soupbintcp.AppendPacket(b, soupbintcp.TypeSequencedData, filterAdd(7, "AAA", 1, 1000))
 			}
 			c.Write(b) //nolint:errcheck // the client goes before the end
-		}, glimpse.ErrTooLong, "within 1048576 bytes of messages"},
+		}, glimpse.ErrTooLong, "within 1048576 bytes of messages", "too_long"},
 	} {
 		t.Run(tc.key, func(t *testing.T) {
 			ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -64,13 +66,22 @@ func TestSnapshotTimeoutsFromConfig(t *testing.T) {
 			if tc.serve != nil {
 				go snapshotScript(ln, tc.serve)
 			} // else: the kernel completes the handshake, nothing reads the login
-			snap := snapshotFromConfig(t, ln, "    "+tc.key+": "+tc.value+"\n").Snapshot
+			rc := snapshotFromConfig(t, ln, "    "+tc.key+": "+tc.value+"\n")
+			snap := rc.Snapshot
 			// A bound for the test only, far above the values configured.
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			defer cancel()
 			_, err = snap(ctx, moldudp64.Session{}, func([]byte) error { return nil })
 			if err == nil || (tc.want != nil && !errors.Is(err, tc.want)) || !strings.Contains(err.Error(), tc.says) {
 				t.Fatalf("%s: %s: fetch error %v; want %v saying %q", tc.key, tc.value, err, tc.want, tc.says)
+			}
+			// Counted under the cause recovery_snapshot_fetch_errors_total
+			// gives it (snapshotFetchErrors).
+			var st Stats
+			st.Recovery.SnapshotClient = rc.SnapshotStats.Snapshot()
+			causes := snapshotFetchErrors(&st)
+			if i := slices.Index(snapshotErrorCauses[:], tc.cause); i < 0 || causes[i] != 1 {
+				t.Errorf("%s: fetch errors by cause %v (%v); want 1 %s", tc.key, causes, snapshotErrorCauses, tc.cause)
 			}
 		})
 	}
