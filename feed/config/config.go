@@ -93,6 +93,11 @@ const (
 	DefaultSnapshotMaxDuration = 10 * time.Minute
 	MinSnapshotMaxDuration     = time.Second
 	MaxSnapshotMaxDuration     = 24 * time.Hour
+	// recovery.snapshot.max_size: the snapshot's messages held before its
+	// End of Snapshot (glimpse.DefaultMaxBytes).
+	DefaultSnapshotMaxSize = 2 << 30
+	MinSnapshotMaxSize     = 1 << 20
+	MaxSnapshotMaxSize     = 64 << 30
 )
 
 // Config is a parsed and validated feed file. Parse fills every default, so
@@ -294,6 +299,9 @@ type Snapshot struct {
 	// snapshot is taken as stalled; MaxDuration bounds the download from
 	// the Login Accepted to the End of Snapshot.
 	ConnectTimeout, IdleTimeout, MaxDuration time.Duration
+	// MaxSize bounds the snapshot's messages, in bytes, before its End of
+	// Snapshot: the handler holds them all until the snapshot is loaded.
+	MaxSize int64
 	// Password is the resolved password. It is never logged.
 	Password string `json:"-"`
 }

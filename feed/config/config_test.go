@@ -330,6 +330,8 @@ func TestBadConfigs(t *testing.T) {
 			`t.yaml:30: recovery.snapshot.max_duration: "0s" must be positive`},
 		{"snapshot max_duration too long", base + "recovery:\n  snapshot:\n    max_duration: 25h\n",
 			`t.yaml:30: recovery.snapshot.max_duration: 25h0m0s is out of range [1s, 24h0m0s] (from the Login Accepted to the End of Snapshot; a longer download is a failed snapshot)`},
+		{"snapshot max_size too small", base + "recovery:\n  snapshot:\n    max_size: 64KiB\n",
+			`t.yaml:30: recovery.snapshot.max_size: "64KiB" is out of range (1048576..68719476736 bytes)`},
 		{"snapshot max_duration not a duration", base + "recovery:\n  snapshot:\n    max_duration: 10\n",
 			`t.yaml:30: recovery.snapshot.max_duration: "10" is not a duration (like 500ms, 5s, 1m)`},
 		{"snapshot retry too long", base + "recovery:\n  snapshot:\n    retry: 11m\n    retry_max: 1h\n",
@@ -480,6 +482,7 @@ recovery:
     connect_timeout: 3s
     idle_timeout: 20s
     max_duration: 30m
+    max_size: 512MiB
   late_join: rerequest
   spill: 65536
 `))
@@ -491,7 +494,7 @@ recovery:
 			Timeout: 5 * time.Millisecond, Retries: 2, MaxRequestMessages: 500, RequestsPerSecond: 200, MaxRerequestGap: 10000,
 			ServerRest: 500 * time.Millisecond, ServerRestMax: 2 * time.Minute, RecvBuffer: 16 << 20, SourcePort: "server"},
 		Snapshot: Snapshot{Server: "10.0.0.3:26401", Username: "user1", PasswordEnv: "FEEDHANDLER_TEST_PW", Session: "S1", Password: "s3cret", Retry: 2 * time.Second, RetryMax: 30 * time.Second,
-			ConnectTimeout: 3 * time.Second, IdleTimeout: 20 * time.Second, MaxDuration: 30 * time.Minute},
+			ConnectTimeout: 3 * time.Second, IdleTimeout: 20 * time.Second, MaxDuration: 30 * time.Minute, MaxSize: 512 << 20},
 		LateJoin: "rerequest", Spill: 65536,
 	}
 	if !reflect.DeepEqual(c.Recovery, want) {
@@ -532,7 +535,7 @@ func TestDefaults(t *testing.T) {
 			Rerequest: Rerequest{Timeout: 20 * time.Millisecond, Retries: 3, MaxRequestMessages: 2000,
 				RequestsPerSecond: 1000, MaxRerequestGap: 50000, ServerRest: time.Second, ServerRestMax: 30 * time.Second, RecvBuffer: 4 << 20, SourcePort: "any"},
 			Snapshot: Snapshot{Retry: 5 * time.Second, RetryMax: 2 * time.Minute,
-				ConnectTimeout: 5 * time.Second, IdleTimeout: 15 * time.Second, MaxDuration: 10 * time.Minute},
+				ConnectTimeout: 5 * time.Second, IdleTimeout: 15 * time.Second, MaxDuration: 10 * time.Minute, MaxSize: 2 << 30},
 			LateJoin: "snapshot", Spill: 32768,
 		},
 		Capture:       Capture{Buffer: 64 << 20},

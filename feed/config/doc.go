@@ -87,6 +87,7 @@
 //	    connect_timeout: 5s       # dial and login, 100ms..1m
 //	    idle_timeout: 15s         # server silent this long: stalled, 2s..10m
 //	    max_duration: 10m         # Login Accepted to End of Snapshot, 1s..24h
+//	    max_size: 2GiB            # the snapshot's messages before its end, 1MiB..64GiB
 //	  late_join: snapshot         # snapshot | rerequest | off
 //	  spill: 32768                # packets held while recovering (>= max_pending)
 //	metrics:

@@ -47,7 +47,7 @@ func (c *Config) MarshalZerologObject(e *zerolog.Event) {
 		Dur("server_rest", rr.ServerRest).Dur("server_rest_max", rr.ServerRestMax).Int("rerequest_recv_buffer", rr.RecvBuffer).Str("rerequest_source_port", rr.SourcePort).
 		Str("snapshot_server", sn.Server).Str("snapshot_username", sn.Username).
 		Str("password_file", sn.PasswordFile).Str("password_env", sn.PasswordEnv).Str("snapshot_session", sn.Session).Dur("snapshot_retry", sn.Retry).Dur("snapshot_retry_max", sn.RetryMax).
-		Dur("snapshot_connect_timeout", sn.ConnectTimeout).Dur("snapshot_idle_timeout", sn.IdleTimeout).Dur("snapshot_max_duration", sn.MaxDuration).
+		Dur("snapshot_connect_timeout", sn.ConnectTimeout).Dur("snapshot_idle_timeout", sn.IdleTimeout).Dur("snapshot_max_duration", sn.MaxDuration).Int64("snapshot_max_size", sn.MaxSize).
 		Str("late_join", c.Recovery.LateJoin).Int("spill", c.Recovery.Spill)).Str("metrics", c.Metrics.Listen)
 	e.Dict("capture", zerolog.Dict().Str("path", c.Capture.Path).Int("buffer", c.Capture.Buffer).Int64("rotate_size", c.Capture.RotateSize))
 	e.Dur("stats_interval", c.StatsInterval).Str("log_level", c.Log.Level).Str("log_format", c.Log.Format).Str("user", c.User)

@@ -20,7 +20,7 @@ import (
 //	  rerequest: {servers: [host:port, ...], timeout, retries, max_request_messages, requests_per_second, max_rerequest_gap,
 //	              server_rest, server_rest_max, recv_buffer, source_port}
 //	  snapshot: {server, username, password_file | password_env, session, retry, retry_max,
-//	             connect_timeout, idle_timeout, max_duration}
+//	             connect_timeout, idle_timeout, max_duration, max_size}
 //	  late_join: snapshot | rerequest | off
 //	  spill: 32768
 //
@@ -230,6 +230,11 @@ func (d *decoder) snapshot(f field, s *Snapshot) {
 		}},
 		{"max_duration", func(f field) {
 			d.durationIn(f, &s.MaxDuration, MinSnapshotMaxDuration, MaxSnapshotMaxDuration, "from the Login Accepted to the End of Snapshot; a longer download is a failed snapshot")
+		}},
+		{"max_size", func(f field) {
+			if v, ok := d.byteSize(f, MinSnapshotMaxSize, MaxSnapshotMaxSize); ok {
+				s.MaxSize = v
+			}
 		}},
 		{"password", func(f field) {
 			d.errorf(f, "not accepted in the file: use password_file or password_env")

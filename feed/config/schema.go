@@ -47,6 +47,7 @@ func defaults() *Config {
 			Snapshot: Snapshot{
 				Retry: DefaultSnapshotRetry, RetryMax: DefaultSnapshotRetryMax,
 				ConnectTimeout: DefaultSnapshotConnectTimeout, IdleTimeout: DefaultSnapshotIdleTimeout, MaxDuration: DefaultSnapshotMaxDuration,
+				MaxSize: DefaultSnapshotMaxSize,
 			},
 			LateJoin: LateJoinSnapshot,
 			Spill:    DefaultSpill,

@@ -66,9 +66,11 @@
 // session than a non-blank one asked for), ErrSessionRefused (Config.CheckSession
 // refused the session the Login Accepted names, before any of the
 // snapshot was read), ErrTooLong (no Snapshot message within
-// Config.MaxDuration of the login, default 10 minutes: a server that keeps
-// sending data and never ends the snapshot, as a live SoupBinTCP ITCH port
-// configured in its place does). A cancelled ctx returns ctx.Err()
+// Config.MaxDuration of the login, default 10 minutes, or within
+// Config.MaxBytes of messages, default 2 GiB: a server that keeps sending
+// data and never ends the snapshot, as a live SoupBinTCP ITCH port
+// configured in its place does, replaying the day as fast as the link
+// goes). A cancelled ctx returns ctx.Err()
 // promptly. An error returned by fn ends the fetch and is returned as is.
 //
 // Sequenced messages of a type ITCH 5.0 does not define are skipped and

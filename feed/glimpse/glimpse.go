@@ -26,11 +26,16 @@ var (
 	ErrStalled        = errors.New("glimpse: snapshot stalled")
 	ErrProtocol       = errors.New("glimpse: protocol error")
 	ErrSessionRefused = errors.New("glimpse: session refused at login")
-	ErrTooLong        = errors.New("glimpse: snapshot not ended within its time limit")
+	ErrTooLong        = errors.New("glimpse: snapshot not ended within its limits")
 )
 
 // DefaultMaxDuration is Config.MaxDuration's default.
 const DefaultMaxDuration = 10 * time.Minute
+
+// DefaultMaxBytes is Config.MaxBytes' default: several times a busy day's
+// GLIMPSE 5.0 spin (an Add Order of 36 bytes for each of millions of
+// resting orders, and a few messages per stock).
+const DefaultMaxBytes = 2 << 30
 
 // Config says where and how to fetch a snapshot.
 type Config struct {
@@ -46,6 +51,13 @@ type Config struct {
 	// port configured in place of GLIMPSE) is ErrTooLong, not a fetch
 	// that runs all day, its messages held in memory.
 	MaxDuration time.Duration
+	// MaxBytes bounds the ITCH messages a snapshot delivers to fn, in
+	// bytes, before its End of Snapshot (default DefaultMaxBytes): a
+	// server that streams data and never ends the snapshot (a live ITCH
+	// port replaying the day from sequence 1, as fast as the link goes)
+	// is ErrTooLong once past it, not a caller holding every message
+	// until MaxDuration (gigabytes a minute: an out-of-memory kill).
+	MaxBytes int64
 
 	// Added beyond the fixed contract:
 	HeartbeatInterval time.Duration // client heartbeat interval (default 1 s)
@@ -79,7 +91,7 @@ type Stats struct {
 	Rejected     atomic.Uint64 // login rejected
 	EndOfSession atomic.Uint64 // End of Session before the Snapshot message
 	Stalled      atomic.Uint64 // idle timeout
-	TooLong      atomic.Uint64 // no End of Snapshot within MaxDuration
+	TooLong      atomic.Uint64 // no End of Snapshot within MaxDuration or MaxBytes
 	Protocol     atomic.Uint64 // ErrProtocol of any cause
 	Cancelled    atomic.Uint64 // ctx ended
 	Refused      atomic.Uint64 // session refused at login by Config.CheckSession
@@ -93,6 +105,32 @@ type Stats struct {
 	UnknownMessages   atomic.Uint64 // ITCH types not in 5.0: skipped, not an error
 	LongMessages      atomic.Uint64 // ITCH messages longer than their type's length: delivered, not an error
 	UnsequencedPacket atomic.Uint64 // Unsequenced Data packets: ignored
+}
+
+// StatsSnapshot is a plain copy of Stats, field for field
+// (TestStatsSnapshotWhole).
+type StatsSnapshot struct {
+	Soup soupbintcp.StatsSnapshot
+
+	Fetches, Completed, Messages uint64
+
+	Rejected, EndOfSession, Stalled, TooLong, Protocol, Cancelled, Refused, DialFailed uint64
+
+	EmptyMessages, ShortMessages, BadSnapshot, Closed, UnknownMessages, LongMessages, UnsequencedPacket uint64
+}
+
+// Snapshot copies the counters.
+func (s *Stats) Snapshot() StatsSnapshot {
+	return StatsSnapshot{
+		Soup:    s.Soup.Snapshot(),
+		Fetches: s.Fetches.Load(), Completed: s.Completed.Load(), Messages: s.Messages.Load(),
+		Rejected: s.Rejected.Load(), EndOfSession: s.EndOfSession.Load(), Stalled: s.Stalled.Load(),
+		TooLong: s.TooLong.Load(), Protocol: s.Protocol.Load(), Cancelled: s.Cancelled.Load(),
+		Refused: s.Refused.Load(), DialFailed: s.DialFailed.Load(),
+		EmptyMessages: s.EmptyMessages.Load(), ShortMessages: s.ShortMessages.Load(), BadSnapshot: s.BadSnapshot.Load(),
+		Closed: s.Closed.Load(), UnknownMessages: s.UnknownMessages.Load(), LongMessages: s.LongMessages.Load(),
+		UnsequencedPacket: s.UnsequencedPacket.Load(),
+	}
 }
 
 // Fetch dials, logs in, hands each ITCH 5.0 message of the snapshot to fn
@@ -110,6 +148,9 @@ func Fetch(ctx context.Context, cfg Config, fn func(msg []byte) error) (Result, 
 	}
 	if cfg.MaxDuration <= 0 {
 		cfg.MaxDuration = DefaultMaxDuration
+	}
+	if cfg.MaxBytes <= 0 {
+		cfg.MaxBytes = DefaultMaxBytes
 	}
 	if err := ctx.Err(); err != nil {
 		st.Cancelled.Add(1)
@@ -158,6 +199,7 @@ func Fetch(ctx context.Context, cfg Config, fn func(msg []byte) error) (Result, 
 		return res, fmt.Errorf("%w: login accepted at sequence number %d, not at the snapshot's start (1)", ErrProtocol, s)
 	}
 	lastData := time.Now()
+	var delivered int64 // bytes of the messages handed to fn
 	for {
 		typ, p, err := c.Next()
 		if err != nil {
@@ -196,6 +238,10 @@ func Fetch(ctx context.Context, cfg Config, fn func(msg []byte) error) (Result, 
 		}
 		if res.Messages&1023 == 1023 && ctx.Err() != nil {
 			return res, classify(ctx, st, ctx.Err(), false)
+		}
+		if delivered += int64(len(p)); delivered > cfg.MaxBytes {
+			st.TooLong.Add(1)
+			return res, fmt.Errorf("%w: no End of Snapshot within %d bytes of messages (MaxBytes), %d messages in", ErrTooLong, cfg.MaxBytes, res.Messages)
 		}
 		if err := fn(p); err != nil {
 			return res, err

@@ -291,3 +291,30 @@ func every5ms(sc *soupbintcp.ServerConn, typ byte, payload []byte, n int) {
 		}
 	}
 }
+
+// TestFetchTooManyBytes: a server streaming the day as fast as the link
+// goes and never ending the snapshot (a live ITCH port replaying from
+// sequence 1 in place of GLIMPSE) ends the fetch at MaxBytes of messages,
+// ErrTooLong, counted, fn never handed more: before, every message was
+// handed on until MaxDuration (10 minutes by default), the caller holding
+// all of them (gigabytes a minute at link speed: an out-of-memory kill).
+func TestFetchTooManyBytes(t *testing.T) {
+	add := itch.AddOrderFields{Header: itch.Header{Locate: 1}, OrderRef: 1, Side: 'B', Shares: 1, Price: 1}
+	msg := add.Append(nil)
+	const limit = 64 << 10
+	var burst []byte
+	for range 2 * limit / len(msg) {
+		burst = soupbintcp.AppendPacket(burst, soupbintcp.TypeSequencedData, msg)
+	}
+	addr := scriptedAt(t, 1, burst, true)
+	st := new(Stats)
+	var held int
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute) // the test's bound only
+	defer cancel()
+	res, err := Fetch(ctx, Config{Addr: addr, MaxBytes: limit, Stats: st},
+		func(m []byte) error { held += len(m); return nil })
+	if !errors.Is(err, ErrTooLong) || st.TooLong.Load() != 1 || st.Completed.Load() != 0 || res.NextSeq != 0 || held > limit || held < limit-len(msg) {
+		t.Fatalf("err %v (too long %d, completed %d), result %+v, %d bytes of messages handed on; want ErrTooLong after %d bytes at most", err, st.TooLong.Load(), st.Completed.Load(), res, held, limit)
+	}
+	t.Log(err)
+}

@@ -61,7 +61,7 @@ func FromConfig(c *config.Config, log zerolog.Logger) Config {
 		hc.Recovery.SnapshotStats = new(glimpse.Stats)
 		hc.Recovery.Snapshot = GlimpseSnapshot(glimpse.Config{
 			Addr: sn.Server, Username: sn.Username, Password: sn.Password, Session: sn.Session,
-			ConnectTimeout: sn.ConnectTimeout, IdleTimeout: sn.IdleTimeout, MaxDuration: sn.MaxDuration,
+			ConnectTimeout: sn.ConnectTimeout, IdleTimeout: sn.IdleTimeout, MaxDuration: sn.MaxDuration, MaxBytes: sn.MaxSize,
 			Stats: hc.Recovery.SnapshotStats,
 		})
 		hc.Recovery.SnapshotRetry, hc.Recovery.SnapshotRetryMax = sn.Retry, sn.RetryMax

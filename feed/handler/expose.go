@@ -32,12 +32,13 @@ type Exposition struct {
 	free   [][]byte // rendering buffers no ServeHTTP is writing
 
 	// Label sets, escaped and rendered once: {feed="..."}, then with the
-	// line, shard, kind, state or le label.
+	// line, shard, kind, cause, state or le label.
 	plain  string
 	feed   string // feed="..."
 	lines  []string
 	shards []string
 	kinds  [len(badResponseKinds)]string
+	causes [len(snapshotErrorCauses)]string
 	states [4]string
 	// The receive backend's counters' names and label sets, by position
 	// in rx.Extra; rendered when a name is first seen there.
@@ -62,6 +63,9 @@ func NewExposition(h *Handler) *Exposition {
 	}
 	for i, k := range badResponseKinds {
 		e.kinds[i] = with("kind", k)
+	}
+	for i, c := range snapshotErrorCauses {
+		e.causes[i] = `{cause="` + escapeLabel(c) + `",` + feed + "}" // expfmt's order: by label name
 	}
 	for i, s := range recoveryStates {
 		e.states[i] = with("state", s)
@@ -170,6 +174,10 @@ func (e *Exposition) appendStats(b []byte, st *Stats, now, mono int64) []byte {
 			for k, v := range badResponses(st) {
 				b = sampleUint(b, m.name, "", e.kinds[k], v)
 			}
+		case m.label == "cause":
+			for k, v := range snapshotFetchErrors(st) {
+				b = sampleUint(b, m.name, "", e.causes[k], v)
+			}
 		case m.label == "counter":
 			for i := range st.Receive.Extra.Len() {
 				name, v := st.Receive.Extra.At(i)
@@ -270,6 +278,20 @@ func shardValue(sh *ShardStats, name string) uint64 {
 		return uint64(sh.Thread.Priority)
 	}
 	panic("expose: no value for shard metric " + name)
+}
+
+// snapshotErrorCauses are the values of
+// recovery_snapshot_fetch_errors_total's cause label, in the order
+// snapshotFetchErrors counts them.
+var snapshotErrorCauses = [9]string{"dial", "login_rejected", "session_refused", "end_of_session", "stalled", "too_long", "closed", "protocol", "cancelled"}
+
+// snapshotFetchErrors are the GLIMPSE client's failed fetches by cause:
+// each fetch that fails counts in one (its Protocol counts the closed
+// connections too, which are cause closed, not protocol).
+func snapshotFetchErrors(st *Stats) [9]uint64 {
+	c := &st.Recovery.SnapshotClient
+	protocol := c.Protocol - min(c.Closed, c.Protocol)
+	return [9]uint64{c.DialFailed, c.Rejected, c.Refused, c.EndOfSession, c.Stalled, c.TooLong, c.Closed, protocol, c.Cancelled}
 }
 
 // badResponseKinds are the values of recovery_bad_responses_total's kind
@@ -394,10 +416,22 @@ func scalar(st *Stats, name string) uint64 {
 		return r.SnapshotsDiscarded
 	case "recovery_snapshot_spill_overflows_total":
 		return r.SnapshotSpillOverflows
+	case "recovery_snapshot_fetches_total":
+		return r.SnapshotClient.Fetches
+	case "recovery_snapshot_bytes_total":
+		return r.SnapshotClient.Soup.Bytes
+	case "recovery_snapshot_fetched_messages_total":
+		return r.SnapshotClient.Messages
+	case "recovery_snapshot_heartbeats_total":
+		return r.SnapshotClient.Soup.Heartbeats
+	case "recovery_snapshot_debug_packets_total":
+		return r.SnapshotClient.Soup.Debug
+	case "recovery_snapshot_unsequenced_packets_total":
+		return r.SnapshotClient.UnsequencedPacket
 	case "recovery_snapshot_long_messages_total":
-		return r.SnapshotLongMessages
+		return r.SnapshotClient.LongMessages
 	case "recovery_snapshot_unknown_messages_total":
-		return r.SnapshotUnknownMessages
+		return r.SnapshotClient.UnknownMessages
 	case "recovery_snapshot_consecutive_failures":
 		return r.SnapshotRetryFailures
 	case "recovery_spill_dropped_total":

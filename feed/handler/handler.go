@@ -1147,7 +1147,7 @@ func (h *Handler) statsLightInto(dst *Stats) {
 	dst.ReceiveThread = h.rxThread
 	dst.Shm = h.w.SlotUsage()
 	if gs := h.cfg.Recovery.SnapshotStats; gs != nil {
-		dst.Recovery.SnapshotLongMessages, dst.Recovery.SnapshotUnknownMessages = gs.LongMessages.Load(), gs.UnknownMessages.Load()
+		dst.Recovery.SnapshotClient = gs.Snapshot()
 	}
 	if h.capFile != nil {
 		dst.Capture = h.capFile.Stats()

@@ -111,6 +111,13 @@ var exported = [...]metric{
 	{"recovery_snapshots_wrong_session_total", "Snapshots of a session the lines have left (the server's current session, asked for with a blank session, is one the lines were on): not loaded; also in recovery_snapshot_failures_total.", kindCounter, ""},
 	{"recovery_snapshots_discarded_total", "Snapshots fetched for a session replaced meanwhile, not loaded.", kindCounter, ""},
 	{"recovery_snapshot_spill_overflows_total", "Snapshots loaded with a hole right after them: the spill filled while they downloaded (raise recovery.spill); the hole is a gap, its snapshot waits the retry delay.", kindCounter, ""},
+	{"recovery_snapshot_fetches_total", "GLIMPSE snapshot fetches started (a connection and login to the snapshot server each).", kindCounter, ""},
+	{"recovery_snapshot_fetch_errors_total", "GLIMPSE snapshot fetches failed, by cause: dial (no connection, or no answer to the login, within recovery.snapshot.connect_timeout), login_rejected, session_refused (at the Login Accepted), end_of_session, stalled (nothing but heartbeats for the idle timeout), too_long (no end within recovery.snapshot.max_duration or max_size), closed (the connection lost mid-snapshot), protocol (malformed SoupBinTCP or GLIMPSE data), cancelled (a stop or session change).", kindCounter, "cause"},
+	{"recovery_snapshot_bytes_total", "Bytes read from the GLIMPSE server, SoupBinTCP framing included: a download's progress.", kindCounter, ""},
+	{"recovery_snapshot_fetched_messages_total", "ITCH messages of GLIMPSE snapshots fetched, loaded or not.", kindCounter, ""},
+	{"recovery_snapshot_heartbeats_total", "Server Heartbeats read from the GLIMPSE server.", kindCounter, ""},
+	{"recovery_snapshot_debug_packets_total", "SoupBinTCP Debug packets read from the GLIMPSE server: ignored.", kindCounter, ""},
+	{"recovery_snapshot_unsequenced_packets_total", "SoupBinTCP Unsequenced Data packets read from the GLIMPSE server during a snapshot, which GLIMPSE does not send: ignored (the first logged).", kindCounter, ""},
 	{"recovery_snapshot_long_messages_total", "Messages of GLIMPSE snapshots fetched longer than their type's ITCH 5.0 length: applied by the type's fields (also in shard_long_messages_total once the snapshot is loaded).", kindCounter, ""},
 	{"recovery_snapshot_unknown_messages_total", "Messages of GLIMPSE snapshots fetched of a type ITCH 5.0 does not define: skipped.", kindCounter, ""},
 	{"recovery_snapshot_consecutive_failures", "Snapshots failed or refused (or loaded with the spill overflowed, or behind the feed with what they missed declared again) in a row since one was loaded whole, a session change, or the books made whole otherwise: the next waits SnapshotRetry doubled per failure after the first, capped at recovery.snapshot.retry_max.", kindGauge, ""},
@@ -183,6 +190,10 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		case m.label == "kind":
 			for k, v := range badResponses(&st) {
 				emit(float64(v), badResponseKinds[k])
+			}
+		case m.label == "cause":
+			for k, v := range snapshotFetchErrors(&st) {
+				emit(float64(v), snapshotErrorCauses[k])
 			}
 		case m.label == "counter":
 			for i := range st.Receive.Extra.Len() {

@@ -182,10 +182,7 @@ type RecoveryConfig struct {
 	Do func(func() error) error
 	// SnapshotStats: the counters Snapshot's GLIMPSE client keeps
 	// (glimpse.Config.Stats of GlimpseSnapshot's config; FromConfig sets
-	// both; nil: none), read at each Stats: a snapshot's messages of types
-	// ITCH 5.0 does not define, which the client skips and the books never
-	// see, and those longer than their type, counted as fetched, loaded or
-	// not (RecoveryStats.SnapshotUnknownMessages, SnapshotLongMessages).
+	// both; nil: none), read at each Stats (RecoveryStats.SnapshotClient).
 	SnapshotStats *glimpse.Stats
 }
 
@@ -226,13 +223,15 @@ type RecoveryStats struct {
 	// SnapshotRetryMax (SnapshotRetryIn).
 	SnapshotRetryFailures uint64
 	SnapshotRetryIn       time.Duration // the wait set after the last of them (0: none)
-	// SnapshotLongMessages and SnapshotUnknownMessages: messages of the
-	// snapshots fetched (loaded or not) longer than their type's ITCH 5.0
-	// length (applied by its fields; the books count them Long once
-	// loaded) and of types ITCH 5.0 does not define (skipped by the
-	// client): RecoveryConfig.SnapshotStats' counts.
-	SnapshotLongMessages    uint64
-	SnapshotUnknownMessages uint64
+	// SnapshotClient: the counters of the snapshot source's GLIMPSE
+	// client (RecoveryConfig.SnapshotStats, read at each Stats; zero
+	// without): fetches and their failures by cause, what they read
+	// (bytes, heartbeats, Debug and Unsequenced Data packets, which a
+	// GLIMPSE server is not expected to send and the client ignores),
+	// messages longer than their type's ITCH 5.0 length (applied by its
+	// fields; the books count them Long once loaded) and of types ITCH
+	// 5.0 does not define (skipped by the client), loaded or not.
+	SnapshotClient glimpse.StatsSnapshot
 }
 
 // RecoveryEvent is one repaired range: how, and how long after it was
@@ -311,6 +310,9 @@ type recovery struct {
 	// logged.
 	refusals      uint64
 	refusalLogged int64
+	// unseqWarned: the GLIMPSE client's Unsequenced Data packets were
+	// logged (warnUnsequenced).
+	unseqWarned bool
 	// lagged: what the last snapshot missed of what the books had been
 	// brought to when it was fetched (the server lagged the feed), found
 	// missing again after its load. A
@@ -889,9 +891,28 @@ func (r *recovery) resume(now int64) {
 	}
 }
 
+// warnUnsequenced logs once a process, after a fetch, that the GLIMPSE
+// server sent Unsequenced Data packets (RecoveryConfig.SnapshotStats):
+// GLIMPSE carries every message as Sequenced Data, so a server sending
+// these is not behaving as GLIMPSE does (another service at the address,
+// a server's change), which the client ignores and counts
+// (recovery_snapshot_unsequenced_packets_total).
+func (r *recovery) warnUnsequenced() {
+	gs := r.cfg.SnapshotStats
+	if gs == nil || r.unseqWarned {
+		return
+	}
+	if n := gs.UnsequencedPacket.Load(); n > 0 {
+		r.unseqWarned = true
+		r.h.log.Warn().Uint64("unsequenced_packets", n).
+			Msg("recovery: the GLIMPSE server sent SoupBinTCP Unsequenced Data packets during a snapshot, which GLIMPSE does not send: ignored, the snapshot goes on; counted in recovery_snapshot_unsequenced_packets_total (logged once)")
+	}
+}
+
 // loadSnapshot replaces the books with the snapshot and resumes delivery
 // from the snapshot's sequence number on.
 func (r *recovery) loadSnapshot(res snapResult, now int64) {
+	r.warnUnsequenced()
 	a := r.h.arb
 	// The buffer is free for the next fetch once the books are rebuilt
 	// from it: nothing below reads it after rebuild, and only a gap

@@ -79,6 +79,24 @@ var notExported = map[string]string{
 	"Recovery.Rerequest.ParseErrors.SeqOverflow": "by kind, in recovery_bad_responses_total{kind=\"malformed\"}",
 	"Recovery.Rerequest.ParseErrors.Other":       "by kind, in recovery_bad_responses_total{kind=\"malformed\"}",
 
+	// The GLIMPSE client's (RecoveryStats.SnapshotClient) parts and internals.
+	"Recovery.SnapshotClient.Soup.Packets":        "every packet the GLIMPSE client read: recovery_snapshot_bytes_total is the download's progress; heartbeats, Debug and Unsequenced Data packets have their own",
+	"Recovery.SnapshotClient.Soup.Sequenced":      "Sequenced Data packets: recovery_snapshot_fetched_messages_total counts the ITCH messages they carried",
+	"Recovery.SnapshotClient.Soup.Unsequenced":    "the same packets as SnapshotClient.UnsequencedPacket: recovery_snapshot_unsequenced_packets_total",
+	"Recovery.SnapshotClient.Soup.Sent":           "the client's own writes (login, heartbeats, logout): a server that stops hearing them drops the session, recovery_snapshot_fetch_errors_total{cause=\"closed\"}",
+	"Recovery.SnapshotClient.Soup.SentBytes":      "the client's own writes: see Soup.Sent",
+	"Recovery.SnapshotClient.Soup.SentHeartbeats": "the client's own heartbeats: see Soup.Sent",
+	"Recovery.SnapshotClient.Soup.Empty":          "malformed SoupBinTCP by kind: in recovery_snapshot_fetch_errors_total{cause=\"protocol\"}, the failure's log line names it",
+	"Recovery.SnapshotClient.Soup.Oversized":      "malformed SoupBinTCP by kind: in recovery_snapshot_fetch_errors_total{cause=\"protocol\"}, the failure's log line names it",
+	"Recovery.SnapshotClient.Soup.Truncated":      "a packet cut by the connection's end: in recovery_snapshot_fetch_errors_total{cause=\"closed\"}",
+	"Recovery.SnapshotClient.Soup.UnknownType":    "malformed SoupBinTCP by kind: in recovery_snapshot_fetch_errors_total{cause=\"protocol\"}, the failure's log line names it",
+	"Recovery.SnapshotClient.Soup.BadLength":      "malformed SoupBinTCP by kind: in recovery_snapshot_fetch_errors_total{cause=\"protocol\"}, the failure's log line names it",
+	"Recovery.SnapshotClient.Soup.BadField":       "malformed SoupBinTCP by kind: in recovery_snapshot_fetch_errors_total{cause=\"protocol\"}, the failure's log line names it",
+	"Recovery.SnapshotClient.EmptyMessages":       "bad GLIMPSE data by kind: in recovery_snapshot_fetch_errors_total{cause=\"protocol\"}, the failure's log line names it",
+	"Recovery.SnapshotClient.ShortMessages":       "bad GLIMPSE data by kind: in recovery_snapshot_fetch_errors_total{cause=\"protocol\"}, the failure's log line names it",
+	"Recovery.SnapshotClient.BadSnapshot":         "bad GLIMPSE data by kind: in recovery_snapshot_fetch_errors_total{cause=\"protocol\"}, the failure's log line names it",
+	"Recovery.SnapshotClient.Completed":           "snapshots downloaded whole: recovery_snapshots_total counts those loaded, recovery_snapshot_failures_total and recovery_snapshots_discarded_total the others",
+
 	// The re-request client's own bookkeeping.
 	"Recovery.Rerequest.Failovers":   "moves to the next server: recovery_timeouts_total and recovery_failures_total say why",
 	"Recovery.Rerequest.RateLimited": "requests that waited for recovery.rerequest.requests_per_second: a pace, not a fault",
