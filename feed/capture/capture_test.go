@@ -87,7 +87,16 @@ func openCapture(t *testing.T, path string) *pcap.Reader {
 // readAllStats is readAll, with the reader's counts.
 func readAllStats(t *testing.T, path string) ([]pcap.Frame, pcap.Stats) {
 	t.Helper()
+	return readFrames(t, path, false)
+}
+
+// readFrames is readAllStats, with the marker frames when markers.
+func readFrames(t *testing.T, path string, markers bool) ([]pcap.Frame, pcap.Stats) {
+	t.Helper()
 	r := openCapture(t, path)
+	if markers {
+		r.ReturnMarkers()
+	}
 	var out []pcap.Frame
 	for {
 		fr, err := r.Next()

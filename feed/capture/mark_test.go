@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -481,7 +482,7 @@ func TestCaptureRecovery(t *testing.T) {
 // freeze before it, its messages in marker frames of whole messages of at
 // most MaxSnapshotChunk bytes, in their order, then its Snapshot frame;
 // a resume without one is a frame of its own. A snapshot four times the
-// ring's size is whole in the file (SnapshotMessages waits for the
+// ring's size is whole in the file (SnapshotMessages hands it to the
 // drainer), and nothing is dropped.
 func TestCaptureSnapshotMessages(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "c.pcap")
@@ -570,4 +571,88 @@ func TestSnapshotMessagesAllocs(t *testing.T) {
 	if a := testing.AllocsPerRun(20, func() { c.Freeze(1, 2, true); c.SnapshotMessages(msgs, 3); c.Resumed(4) }); a != 0 {
 		t.Fatalf("Freeze, SnapshotMessages and Resumed: %v allocations, want 0", a)
 	}
+}
+
+// stalled is a capture's file whose writes wait until release is closed
+// (a disk stuck: an NFS server gone, a device failing); entered is closed
+// at the first write, once the drainer waits in it.
+type stalled struct {
+	*os.File
+	entered, release chan struct{}
+	once             sync.Once
+}
+
+func (s *stalled) Write(b []byte) (int, error) {
+	s.once.Do(func() { close(s.entered) })
+	<-s.release
+	return s.File.Write(b)
+}
+
+// stall makes c's writes wait (stalled), and waits for the drainer to
+// be in one: a datagram is Put, flushed after flushEvery of quiet.
+func stall(t *testing.T, c *Capture) *stalled {
+	t.Helper()
+	s := &stalled{File: c.f.(*os.File), entered: make(chan struct{}), release: make(chan struct{})}
+	c.f = s // the drainer has written only the header: no race
+	c.Put([]rx.Packet{{Line: rx.LineA, Data: []byte("line a 1"), RxTime: 1}}, 0)
+	select {
+	case <-s.entered:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the drainer never wrote")
+	}
+	return s
+}
+
+// TestSnapshotMessagesNeverWait: a snapshot four times the ring's size,
+// loaded while the disk is stuck, is handed to the writer whole: the
+// receive thread does not wait for room (it waited up to 1 s without
+// progress, then left the rest out), and once the disk writes again the
+// file holds every message. The buffer is the capture's until written,
+// then given back (SnapshotBuffer), for the next download.
+func TestSnapshotMessagesNeverWait(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "c.pcap")
+	c, err := Open(Config{Path: path, Lines: testLines, Buffer: MinBuffer, Log: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var msgs []byte
+	var n uint64
+	for len(msgs) < 4*MinBuffer {
+		m := fmt.Appendf(nil, "A message %d", n)
+		msgs = binary.BigEndian.AppendUint16(msgs, uint16(len(m)))
+		msgs = append(msgs, m...)
+		n++
+	}
+	s := stall(t, c)
+	c.Freeze(2, 17, true)
+	kept := c.SnapshotMessages(msgs, 3)
+	c.Snapshot(3, 99, n)
+	back := c.SnapshotBuffer() // the disk still stuck: not written
+	close(s.release)
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if st := c.Stats(); !kept || back != nil || st.Dropped != 0 {
+		t.Fatalf("SnapshotMessages kept %v, the buffer given back before it was written: %v; stats %+v: want kept, not given back, none dropped",
+			kept, back != nil, st)
+	}
+	if b := c.SnapshotBuffer(); cap(b) != cap(msgs) || len(b) != 0 {
+		t.Errorf("SnapshotBuffer after the writer wrote it: %d of %d bytes, want the snapshot's buffer (%d), emptied", len(b), cap(b), cap(msgs))
+	}
+	var read []byte
+	for _, fr := range readMarkers(t, path) {
+		if m, ok := SnapshotMessages(fr.Payload); ok && fr.Marker {
+			read = append(read, m...)
+		}
+	}
+	if !bytes.Equal(read, msgs) {
+		t.Errorf("the file's snapshot messages: %d bytes, want the %d loaded", len(read), len(msgs))
+	}
+}
+
+// readMarkers reads every frame of a capture file, marker frames too.
+func readMarkers(t *testing.T, path string) []pcap.Frame {
+	t.Helper()
+	out, _ := readFrames(t, path, true)
+	return out
 }

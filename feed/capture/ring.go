@@ -31,20 +31,24 @@ import (
 // (Capture.GaveUp): length giveUpMark, 8:16 when; delivery frozen for a
 // snapshot (Capture.Freeze): freezeMark, 8:16 when, 16:24 the arbiter's
 // next sequence number; resumed without one (Capture.Resumed):
-// resumeMark, 8:16 when. A re-request answer (Capture.Recovered) is a
-// datagram of line answerLine, a chunk of a snapshot's messages
-// (Capture.SnapshotMessages) one of line snapLine.
+// resumeMark, 8:16 when; a snapshot's messages handed over whole
+// (Capture.SnapshotMessages): snapRefMark, 8:16 when, 16:24 their bytes
+// (the drainer writes them from the buffer handed over). A re-request answer (Capture.Recovered) is a
+// datagram of line answerLine, a chunk of a snapshot's messages copied
+// (Capture.SnapshotMessages, a buffer not handed over) one of line
+// snapLine.
 const (
-	recHeader  = 32
-	wrapMark   = ^uint32(0)
-	failMark   = wrapMark - 1
-	lostMark   = wrapMark - 2
-	snapMark   = wrapMark - 3
-	giveUpMark = wrapMark - 4
-	freezeMark = wrapMark - 5
-	resumeMark = wrapMark - 6
-	answerLine = 0xFE
-	snapLine   = 0xFD
+	recHeader   = 32
+	wrapMark    = ^uint32(0)
+	failMark    = wrapMark - 1
+	lostMark    = wrapMark - 2
+	snapMark    = wrapMark - 3
+	giveUpMark  = wrapMark - 4
+	freezeMark  = wrapMark - 5
+	resumeMark  = wrapMark - 6
+	snapRefMark = wrapMark - 7
+	answerLine  = 0xFE
+	snapLine    = 0xFD
 )
 
 // recordSize is the ring space a payload of n bytes takes.
@@ -255,6 +259,7 @@ type record struct {
 	lost               uint64
 	snapshot, gaveUp   bool
 	freeze, resume     bool
+	snapRef            bool // the snapshot's messages handed over (Capture.snapHeld)
 	snapNext, snapMsgs uint64
 }
 
@@ -266,7 +271,12 @@ func (r *ring) next(t uint64, rec *record) (uint64, bool) {
 	if n == wrapMark {
 		return t + r.size - pos, false
 	}
-	rec.lost, rec.snapshot, rec.gaveUp, rec.freeze, rec.resume = 0, false, false, false, false
+	rec.lost, rec.snapshot, rec.gaveUp, rec.freeze, rec.resume, rec.snapRef = 0, false, false, false, false, false
+	if n == snapRefMark {
+		rec.failed, rec.snapRef = false, true
+		rec.rxTime = int64(binary.LittleEndian.Uint64(b[8:16]))
+		return t + recHeader, true
+	}
 	if n == giveUpMark || n == resumeMark {
 		rec.failed, rec.gaveUp, rec.resume = false, n == giveUpMark, n == resumeMark
 		rec.rxTime = int64(binary.LittleEndian.Uint64(b[8:16]))
@@ -311,17 +321,6 @@ func (r *ring) answer(p []rx.Packet) {
 	r.drainedAt, r.marks = 0, false
 	r.put(p, 0)
 	r.drainedAt, r.marks = drainedAt, marks || r.marks
-}
-
-// room reports whether a record of n payload bytes fits in the ring now
-// (as put would place it).
-func (r *ring) room(n int) bool {
-	need := recordSize(n)
-	pos := r.pHead & r.mask
-	if r.size-pos < need {
-		need += r.size - pos
-	}
-	return r.pHead+need-r.tail.Load() <= r.size
 }
 
 // event writes a record of its own, a header alone (snapMark at now,
