@@ -272,7 +272,7 @@ func Open(cfg Config) (*Capture, error) {
 	for i := 0; i < len(mem); i += 4096 { // MAP_POPULATE is best effort
 		mem[i] = 0
 	}
-	c.ring.buf, c.ring.size, c.ring.mask = mem, uint64(size), uint64(size-1)
+	c.ring.buf, c.ring.size, c.ring.mask, c.ring.keep = mem, uint64(size), uint64(size-1), eventRoom
 	c.files.Store(1)
 	go c.drain()
 	return c, nil
@@ -384,7 +384,7 @@ func (c *Capture) SnapshotMessages(msgs []byte, now int64) (kept bool) {
 	r := &c.ring
 	var b []byte
 	if !c.snapOutSet || c.snapDone.Load() {
-		b = r.reserve()
+		b = r.reserve(r.size) // in the room kept for events
 	}
 	if b == nil {
 		c.copySnapshot(msgs, now)

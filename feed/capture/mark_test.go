@@ -588,11 +588,17 @@ func (s *stalled) Write(b []byte) (int, error) {
 	return s.File.Write(b)
 }
 
-// stall makes c's writes wait (stalled), and waits for the drainer to
-// be in one: a datagram is Put, flushed after flushEvery of quiet.
-func stall(t *testing.T, c *Capture) *stalled {
+// openStalled opens a capture of a 1 MiB ring at path whose writes wait
+// (stalled), and waits for the drainer to be in one: a datagram is Put,
+// flushed after flushEvery of quiet.
+func openStalled(t *testing.T) (c *Capture, s *stalled, path string) {
 	t.Helper()
-	s := &stalled{File: c.f.(*os.File), entered: make(chan struct{}), release: make(chan struct{})}
+	path = filepath.Join(t.TempDir(), "c.pcap")
+	c, err := Open(Config{Path: path, Lines: testLines, Buffer: MinBuffer, Log: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s = &stalled{File: c.f.(*os.File), entered: make(chan struct{}), release: make(chan struct{})}
 	c.f = s // the drainer has written only the header: no race
 	c.Put([]rx.Packet{{Line: rx.LineA, Data: []byte("line a 1"), RxTime: 1}}, 0)
 	select {
@@ -600,7 +606,7 @@ func stall(t *testing.T, c *Capture) *stalled {
 	case <-time.After(30 * time.Second):
 		t.Fatal("the drainer never wrote")
 	}
-	return s
+	return c, s, path
 }
 
 // TestSnapshotMessagesNeverWait: a snapshot four times the ring's size,
@@ -610,11 +616,6 @@ func stall(t *testing.T, c *Capture) *stalled {
 // file holds every message. The buffer is the capture's until written,
 // then given back (SnapshotBuffer), for the next download.
 func TestSnapshotMessagesNeverWait(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "c.pcap")
-	c, err := Open(Config{Path: path, Lines: testLines, Buffer: MinBuffer, Log: zerolog.Nop()})
-	if err != nil {
-		t.Fatal(err)
-	}
 	var msgs []byte
 	var n uint64
 	for len(msgs) < 4*MinBuffer {
@@ -623,7 +624,7 @@ func TestSnapshotMessagesNeverWait(t *testing.T) {
 		msgs = append(msgs, m...)
 		n++
 	}
-	s := stall(t, c)
+	c, s, path := openStalled(t)
 	c.Freeze(2, 17, true)
 	kept := c.SnapshotMessages(msgs, 3)
 	c.Snapshot(3, 99, n)
@@ -655,4 +656,70 @@ func readMarkers(t *testing.T, path string) []pcap.Frame {
 	t.Helper()
 	out, _ := readFrames(t, path, true)
 	return out
+}
+
+// TestEventsWhenRingFull: where the handler froze delivery, loaded a
+// snapshot, resumed without one and gave a re-request up goes to the file
+// though the ring is full of the lines' datagrams (the disk stuck): a
+// replay without them stays frozen, or loads nothing, and rebuilds other
+// books with nothing in the file to say why. They were left out, not
+// even counted. The ring keeps room for them that datagrams cannot take;
+// past it (200 more given up) they are counted as left out, in a lost
+// record the replay reports.
+func TestEventsWhenRingFull(t *testing.T) {
+	c, s, path := openStalled(t)
+	batch := make([]rx.Packet, 64)
+	for i := range batch {
+		batch[i] = datagram(i)
+	}
+	for k := 0; c.Stats().Dropped == 0; k++ {
+		if k > 10000 {
+			t.Fatal("the ring never filled")
+		}
+		c.Put(batch, 0)
+	}
+	c.Put(batch, 0) // a lost record, if it fits
+	c.Freeze(2, 17, true)
+	c.Snapshot(3, 99, 0)
+	c.Resumed(4)
+	c.GaveUp(5)
+	before := c.Stats().Dropped
+	for range 200 {
+		c.GaveUp(6)
+	}
+	left := c.Stats().Dropped - before
+	c.Put(batch[:1], 0) // the lost record
+	close(s.release)
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	var lost, gaveUp uint64
+	for _, fr := range readMarkers(t, path) {
+		ring, _, isLost := Lost(fr.Payload)
+		switch _, _, snap := Snapshot(fr.Payload); {
+		case !fr.Marker:
+		case isLost:
+			lost += ring
+		case GaveUp(fr.Payload) && fr.Time == 6:
+			gaveUp++
+		case snap:
+			got = append(got, "snapshot")
+		case Resumed(fr.Payload):
+			got = append(got, "resumed")
+		case GaveUp(fr.Payload):
+			got = append(got, "gave up")
+		default:
+			if _, _, ok := Frozen(fr.Payload); ok {
+				got = append(got, "frozen")
+			}
+		}
+	}
+	if want := []string{"frozen", "snapshot", "resumed", "gave up"}; !slices.Equal(got, want) {
+		t.Errorf("the file's events %q, want %q", got, want)
+	}
+	if st := c.Stats(); left == 0 || gaveUp+left != 200 || lost != st.Dropped {
+		t.Errorf("200 more given up: %d in the file, %d left out; the file's lost records count %d, Stats.Dropped %d: want some left out, the rest in the file, every one left out counted in both",
+			gaveUp, left, lost, st.Dropped)
+	}
 }
