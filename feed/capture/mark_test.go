@@ -17,6 +17,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/marketfeed/feedhandler/feed/itch"
 	"github.com/marketfeed/feedhandler/feed/pcap"
 	"github.com/marketfeed/feedhandler/feed/rx"
 )
@@ -721,5 +722,56 @@ func TestEventsWhenRingFull(t *testing.T) {
 	if st := c.Stats(); left == 0 || gaveUp+left != 200 || lost != st.Dropped {
 		t.Errorf("200 more given up: %d in the file, %d left out; the file's lost records count %d, Stats.Dropped %d: want some left out, the rest in the file, every one left out counted in both",
 			gaveUp, left, lost, st.Dropped)
+	}
+}
+
+// TestDocSnapshotCaptureBytes measures what a snapshot costs the capture
+// file per order (FHRM frames: a 2-byte length and the message, 34 bytes
+// of pcap record and Ethernet header and tag a frame of up to 60000
+// bytes), for Add Orders without attribution ('A', 36 bytes) and with
+// ('F', 40): the figures docs/TUNING.md gives for sizing the disk.
+func TestDocSnapshotCaptureBytes(t *testing.T) {
+	const orders = 100_000
+	size := func(typ byte) int64 {
+		path := filepath.Join(t.TempDir(), "c.pcap")
+		c, err := Open(Config{Path: path, Lines: testLines, Buffer: MinBuffer, Log: zerolog.Nop()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var msgs []byte
+		for i := range orders {
+			switch {
+			case typ == itch.TypeAddOrder:
+				a := itch.AddOrderFields{OrderRef: uint64(i + 1), Side: 'B', Shares: 100, Stock: itch.NewSymbol("AAPL"), Price: 1_000_000}
+				msgs = a.AppendBlock(msgs)
+			case typ == itch.TypeAddOrderMPID:
+				a := itch.AddOrderMPIDFields{OrderRef: uint64(i + 1), Side: 'B', Shares: 100, Stock: itch.NewSymbol("AAPL"), Price: 1_000_000}
+				msgs = a.AppendBlock(msgs)
+			}
+		}
+		c.Freeze(1, 1, false)
+		c.SnapshotMessages(msgs, 2)
+		c.Snapshot(2, 1, uint64(len(msgs)/2))
+		if err := c.Close(); err != nil {
+			t.Fatal(err)
+		}
+		fi, err := os.Stat(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fi.Size()
+	}
+	empty := size(0)
+	doc, err := os.ReadFile("../../docs/TUNING.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := strings.Join(strings.Fields(string(doc)), " ")
+	for _, typ := range []byte{itch.TypeAddOrder, itch.TypeAddOrderMPID} {
+		per := fmt.Sprintf("%.2f bytes an order ('%c')", float64(size(typ)-empty)/orders, typ)
+		t.Log(per)
+		if !strings.Contains(text, per) {
+			t.Errorf("docs/TUNING.md does not say %q", per)
+		}
 	}
 }
