@@ -871,7 +871,11 @@ func isMarkerFrame(f []byte) bool {
 // written, as the ring hands on the empty poll of a batch it had no room
 // for: the replay still ticks the arbiter before what follows the loss.
 // It counts the datagrams lost (and those a lost marker frame among them
-// counted) for a marker frame before the next frame written.
+// counted) for a marker frame before the next frame written, and the
+// other marker frames lost with them (a run of failed receive calls, a
+// freeze, a snapshot and its messages, a resume, a re-request given up:
+// a replay without them goes astray) in that frame's count too, not in
+// Stats.WriteLost (datagrams).
 func (c *Capture) keepLostMark(whole int) {
 	p := whole
 	if c.off == 0 {
@@ -890,6 +894,8 @@ func (c *Capture) keepLostMark(whole int) {
 		case len(f) >= 14:
 			if ring, write, ok := Lost(f[14:]); ok {
 				c.noteLost(ts, ring, write) // the count it held, lost with it
+			} else if _, ok := End(f[14:]); !ok {
+				c.noteLost(ts, 0, 1)
 			}
 		}
 		p += end

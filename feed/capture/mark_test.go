@@ -775,3 +775,21 @@ func TestDocSnapshotCaptureBytes(t *testing.T) {
 		}
 	}
 }
+
+// TestCaptureLostEventsMarked: a failed write that loses the records a
+// replay freezes and rebuilds by (here the snapshot loaded, FHRS, after
+// the freeze that reached the file) says so in the file, as it says the
+// datagrams it loses: without the FHRS a replay stays frozen, its books
+// not the live ones, and nothing said the capture was not whole. The
+// lost frame counts it with the datagrams a write lost; Stats.WriteLost
+// counts datagrams only (TestWriteCutBackMarkers).
+func TestCaptureLostEventsMarked(t *testing.T) {
+	c, path := openHalfFull(t)
+	c.Freeze(datagram(1).RxTime, 17, false)
+	c.Snapshot(datagram(1).RxTime, 99, 0) // cut by the write: lost
+	writeFailedThenClose(t, c)
+	_, write, _ := lostFrames(t, path)
+	if st := c.Stats(); write != 1 || st.WriteLost != 0 {
+		t.Errorf("the file's lost records count %d lost by a write, Stats.WriteLost %d: want the snapshot's record, 1, and no datagram", write, st.WriteLost)
+	}
+}
