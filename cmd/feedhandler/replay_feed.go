@@ -230,6 +230,13 @@ func (a *arbitrated) run() error {
 			break
 		}
 		if err != nil {
+			if marked && errors.Is(err, io.ErrUnexpectedEOF) {
+				// Cut inside a record (a handler killed during a
+				// write): the capture is cut, replayed up to there as
+				// one cut at a whole record; the error stops the replay.
+				a.r.Finish()
+				a.rep.CaptureEnd = captureCut
+			}
 			return err
 		}
 		a.end = ""

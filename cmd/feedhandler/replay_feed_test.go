@@ -5,6 +5,7 @@ import (
 	"cmp"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/netip"
@@ -456,6 +457,24 @@ func TestReplayFeedCaptureCut(t *testing.T) {
 	}
 	if want := "the capture does not end as the handler ends one"; !strings.Contains(text.String(), want) {
 		t.Errorf("replay --feed's text report of a cut capture does not say %q:\n%s", want, text.String())
+	}
+	// Cut inside the next record, as a handler killed during a write
+	// leaves it (a write cut short by the signal): the replay stops with
+	// the reader's error, and the capture is cut all the same, its
+	// datagrams up to there replayed as at a whole record.
+	for _, in := range []int{5, 16 + 20} { // in the record's header, in its frame
+		if err := os.WriteFile(cut, b[:off+in], 0o644); err != nil {
+			t.Fatal(err)
+		}
+		var report bytes.Buffer
+		err := replay([]string{"--quiet", "--json", "--settle", "0", "--feed", feed, cut}, &report, io.Discard)
+		var rep replayReport
+		if jerr := json.Unmarshal(report.Bytes(), &rep); jerr != nil {
+			t.Fatal(jerr)
+		}
+		if a := rep.Arbitrated; !errors.Is(err, io.ErrUnexpectedEOF) || a == nil || a.CaptureEnd != "cut" || a.Datagrams != [2]uint64{half, half} {
+			t.Fatalf("replay --feed of a capture cut %d bytes into a record: %v, report %+v; want the reader's unexpected EOF, capture_end cut, half the datagrams", in, err, a)
+		}
 	}
 }
 

@@ -133,6 +133,15 @@ type Capture struct {
 	// lostAt: the first one's receive time.
 	lostRing, lostWrite uint64
 	lostAt              int64
+	// The snapshot's messages handed over (SnapshotMessages): set by the
+	// receive thread before it publishes their record, written and let
+	// go by the drainer, which then sets snapDone. snapOut: the receive
+	// thread's, the buffer handed over and not yet given back
+	// (SnapshotBuffer).
+	snapHeld   []byte
+	snapDone   atomic.Bool
+	snapOut    []byte
+	snapOutSet bool
 
 	packets, bytes, writeErrs, writeLost, files, deleted atomic.Uint64
 }
@@ -263,7 +272,7 @@ func Open(cfg Config) (*Capture, error) {
 	for i := 0; i < len(mem); i += 4096 { // MAP_POPULATE is best effort
 		mem[i] = 0
 	}
-	c.ring.buf, c.ring.size, c.ring.mask = mem, uint64(size), uint64(size-1)
+	c.ring.buf, c.ring.size, c.ring.mask, c.ring.keep = mem, uint64(size), uint64(size-1), eventRoom
 	c.files.Store(1)
 	go c.drain()
 	return c, nil
@@ -354,61 +363,115 @@ func (c *Capture) Resumed(now int64) {
 	c.ring.event(resumeMark, now, 0, 0)
 }
 
-// snapWait bounds how long SnapshotMessages waits for the drainer to make
-// room in the ring without any being made: the disk stuck, the rest left
-// out (counted as dropped datagrams, a lost marker frame in the file).
-const snapWait = time.Second
-
-// SnapshotMessages copies the messages of a snapshot the receive thread
+// SnapshotMessages hands the messages of a snapshot the receive thread
 // is loading at now (msgs: each a 2-byte big-endian length and the
-// message, as the handler holds them) into the ring, in records of at most
-// MaxSnapshotChunk bytes of whole messages, each written as a marker
-// frame (mark.go: SnapshotMessages) before the Snapshot frame that
-// follows, so that a replay rebuilds the books from them. A snapshot can
-// be larger than the ring: it waits for the drainer to make room (the
-// receive thread is loading the snapshot anyway, delivery frozen), at
-// most snapWait without progress, then leaves the rest out (counted in
-// Stats.Dropped). A message longer than MaxSnapshotChunk (no ITCH message
-// is) is left out too. The receive thread only, as Put; it allocates
-// nothing.
-func (c *Capture) SnapshotMessages(msgs []byte, now int64) {
+// message, as the handler holds them) to the writer, which writes them in
+// marker frames of at most MaxSnapshotChunk bytes of whole messages
+// (mark.go: SnapshotMessages) before the Snapshot frame that follows, so
+// that a replay rebuilds the books from them. It never waits for the disk
+// nor copies the snapshot: kept reports that the capture holds msgs until
+// the writer wrote them, the caller not to touch it until SnapshotBuffer
+// hands it back. The writer still writing the snapshot before (the disk
+// behind by a whole snapshot), it copies what fits in the ring now and
+// leaves the rest out (counted in Stats.Dropped: the file's FHRM frames
+// then do not hold the snapshot's count, which a replay says); kept is
+// false. A message longer than MaxSnapshotChunk (no ITCH message is) is
+// left out. The receive thread only, as Put; it allocates nothing.
+func (c *Capture) SnapshotMessages(msgs []byte, now int64) (kept bool) {
+	if len(msgs) == 0 {
+		return false
+	}
 	r := &c.ring
+	var b []byte
+	if !c.snapOutSet || c.snapDone.Load() {
+		b = r.reserve(r.size) // in the room kept for events
+	}
+	if b == nil {
+		c.copySnapshot(msgs, now)
+		return false
+	}
+	c.snapHeld, c.snapOut, c.snapOutSet = msgs, msgs, true
+	c.snapDone.Store(false)
+	binary.LittleEndian.PutUint32(b[0:4], snapRefMark)
+	binary.LittleEndian.PutUint64(b[8:16], uint64(now))
+	binary.LittleEndian.PutUint64(b[16:24], uint64(len(msgs)))
+	r.head.Store(r.pHead) // publishes snapHeld with the record
+	return true
+}
+
+// SnapshotBuffer returns the buffer SnapshotMessages kept last, emptied,
+// once the writer has written it (nil until then, or when none was kept):
+// the caller's again, to download the next snapshot into. The receive
+// thread only.
+func (c *Capture) SnapshotBuffer() []byte {
+	if !c.snapOutSet || !c.snapDone.Load() {
+		return nil
+	}
+	b := c.snapOut[:0]
+	c.snapOut, c.snapOutSet = nil, false
+	return b
+}
+
+// copySnapshot copies a snapshot's messages into the ring in chunks of
+// whole messages (records of snapLine), what does not fit left out.
+func (c *Capture) copySnapshot(msgs []byte, now int64) {
 	for len(msgs) > 0 {
-		n := 0
-		for n+2 <= len(msgs) {
-			m := 2 + (int(msgs[n])<<8 | int(msgs[n+1]))
-			if n+m > len(msgs) {
-				msgs = msgs[:n] // cut: the rest is no whole message
-				break
-			}
-			if n+m > MaxSnapshotChunk {
-				break
-			}
-			n += m
+		var chunk []byte
+		chunk, msgs = nextChunk(msgs)
+		if len(chunk) > 0 {
+			c.answer[0] = rx.Packet{Data: chunk, Line: snapLine, RxTime: now}
+			c.ring.answer(c.answer[:])
+			c.answer[0].Data = nil
 		}
-		if n == 0 {
-			if len(msgs) < 2 {
-				return
-			}
-			// One message too long for a frame: left out.
-			msgs = msgs[min(len(msgs), 2+(int(msgs[0])<<8|int(msgs[1]))):]
+	}
+}
+
+// nextChunk returns the first chunk of a snapshot's messages to write, at
+// most MaxSnapshotChunk bytes of whole messages, and the rest: an empty
+// chunk when the first message is longer (left out) or cut short (the
+// rest no whole message, nothing left).
+func nextChunk(msgs []byte) (chunk, rest []byte) {
+	n := 0
+	for n+2 <= len(msgs) {
+		m := 2 + int(binary.BigEndian.Uint16(msgs[n:]))
+		if n+m > len(msgs) {
+			return msgs[:n], nil // cut: the rest is no whole message
+		}
+		if n+m > MaxSnapshotChunk {
+			break
+		}
+		n += m
+	}
+	if n == 0 {
+		if len(msgs) < 2 {
+			return nil, nil
+		}
+		// One message too long for a frame: left out.
+		return nil, msgs[min(len(msgs), 2+int(binary.BigEndian.Uint16(msgs))):]
+	}
+	return msgs[:n], msgs[n:]
+}
+
+// writeSnapshot appends the frames of the snapshot's messages handed over
+// (snapHeld), received at at, flushing the buffer as it fills, then gives
+// the snapshot's buffer back (snapDone).
+func (c *Capture) writeSnapshot(at int64) {
+	msgs := c.snapHeld
+	for len(msgs) > 0 {
+		var chunk []byte
+		chunk, msgs = nextChunk(msgs)
+		if len(chunk) == 0 {
 			continue
 		}
-		var waited time.Duration
-		for !r.room(n) && waited < snapWait {
-			t := r.tail.Load()
-			time.Sleep(pollEvery)
-			if r.tail.Load() == t {
-				waited += pollEvery
-			} else {
-				waited = 0
-			}
+		c.frame = appendSnapMsgsFrame(c.frame[:0], chunk)
+		ci := gopacket.CaptureInfo{Timestamp: time.Unix(0, at), CaptureLength: len(c.frame), Length: len(c.frame)}
+		c.pw.WritePacket(ci, c.frame)
+		if len(c.buf.b) >= bufSize {
+			c.flushLogged()
 		}
-		c.answer[0] = rx.Packet{Data: msgs[:n], Line: snapLine, RxTime: now}
-		r.answer(c.answer[:])
-		c.answer[0].Data = nil
-		msgs = msgs[n:]
 	}
+	c.snapHeld = nil
+	c.snapDone.Store(true)
 }
 
 // Stats returns the counters; safe from any goroutine.
@@ -536,6 +599,10 @@ func (c *Capture) write(rec *record) {
 	}
 	if rec.failed {
 		c.writeFailed(rec)
+		return
+	}
+	if rec.snapRef {
+		c.writeSnapshot(rec.rxTime)
 		return
 	}
 	if rec.snapshot || rec.gaveUp || rec.freeze || rec.resume {
@@ -804,7 +871,11 @@ func isMarkerFrame(f []byte) bool {
 // written, as the ring hands on the empty poll of a batch it had no room
 // for: the replay still ticks the arbiter before what follows the loss.
 // It counts the datagrams lost (and those a lost marker frame among them
-// counted) for a marker frame before the next frame written.
+// counted) for a marker frame before the next frame written, and the
+// other marker frames lost with them (a run of failed receive calls, a
+// freeze, a snapshot and its messages, a resume, a re-request given up:
+// a replay without them goes astray) in that frame's count too, not in
+// Stats.WriteLost (datagrams).
 func (c *Capture) keepLostMark(whole int) {
 	p := whole
 	if c.off == 0 {
@@ -823,6 +894,8 @@ func (c *Capture) keepLostMark(whole int) {
 		case len(f) >= 14:
 			if ring, write, ok := Lost(f[14:]); ok {
 				c.noteLost(ts, ring, write) // the count it held, lost with it
+			} else if _, ok := End(f[14:]); !ok {
+				c.noteLost(ts, 0, 1)
 			}
 		}
 		p += end

@@ -87,7 +87,16 @@ func openCapture(t *testing.T, path string) *pcap.Reader {
 // readAllStats is readAll, with the reader's counts.
 func readAllStats(t *testing.T, path string) ([]pcap.Frame, pcap.Stats) {
 	t.Helper()
+	return readFrames(t, path, false)
+}
+
+// readFrames is readAllStats, with the marker frames when markers.
+func readFrames(t *testing.T, path string, markers bool) ([]pcap.Frame, pcap.Stats) {
+	t.Helper()
 	r := openCapture(t, path)
+	if markers {
+		r.ReturnMarkers()
+	}
 	var out []pcap.Frame
 	for {
 		fr, err := r.Next()
@@ -168,7 +177,7 @@ func TestFullRingDrops(t *testing.T) {
 	kept := 0
 	for i := range big {
 		big[i] = datagram(i)
-		if n := recordSize(len(big[i].Data)); fit+n <= MinBuffer {
+		if n := recordSize(len(big[i].Data)); fit+n <= MinBuffer-eventRoom {
 			fit += n
 			kept++
 		}
@@ -177,7 +186,7 @@ func TestFullRingDrops(t *testing.T) {
 	if d := c.Stats().Dropped; d == 0 || d > uint64(len(big)-kept) {
 		// The ring keeps the datagrams that fit in the order given:
 		// after the first that does not, smaller ones may still fit.
-		t.Fatalf("dropped %d of %d, want 1..%d (those past %d bytes)", d, len(big), len(big)-kept, MinBuffer)
+		t.Fatalf("dropped %d of %d, want 1..%d (those past %d bytes)", d, len(big), len(big)-kept, MinBuffer-eventRoom)
 	}
 	for k := 0; c.ring.tail.Load() != c.ring.pHead; k++ {
 		if k > 10000 {

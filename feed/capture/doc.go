@@ -34,7 +34,11 @@
 // (Freeze, SnapshotMessages, Snapshot, or Resumed without one) and a
 // re-request given up (GaveUp) marker frames, so that a replay applies
 // the answers and rebuilds the books from the snapshots where the handler
-// did. A file the writer closed ends with a marker frame
+// did. Their records have the ring's last 4 KiB to themselves (eventRoom),
+// and a snapshot's messages are not copied: the receive thread hands the
+// snapshot's buffer to the drainer (a record of its own), which writes
+// them from it and gives it back (SnapshotBuffer), so that the receive
+// thread never waits for the disk whatever the snapshot's size. A file the writer closed ends with a marker frame
 // that says so (the stop, or the next file: End); a file without it last
 // was cut short (the process killed).
 //

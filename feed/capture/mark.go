@@ -41,7 +41,8 @@ import (
 // marker frame too, before the next frame written (Lost): from and to
 // 06:00:00:00:00:00, stamped with the first one's receive time, whose
 // payload is lostTag, then how many the ring had no room for and how many
-// a failed write lost, unsigned 64-bit, big-endian. A replay cannot
+// a failed write lost, unsigned 64-bit, big-endian (counted with them:
+// the other marker frames left out, but for a file's end). A replay cannot
 // replay them, but it can say that a gap there may be the capture's.
 //
 // A file rewritten by another tool (mergecap, editcap) has a header of its

@@ -11,11 +11,13 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/rs/zerolog"
 
+	"github.com/marketfeed/feedhandler/feed/itch"
 	"github.com/marketfeed/feedhandler/feed/pcap"
 	"github.com/marketfeed/feedhandler/feed/rx"
 )
@@ -481,7 +483,7 @@ func TestCaptureRecovery(t *testing.T) {
 // freeze before it, its messages in marker frames of whole messages of at
 // most MaxSnapshotChunk bytes, in their order, then its Snapshot frame;
 // a resume without one is a frame of its own. A snapshot four times the
-// ring's size is whole in the file (SnapshotMessages waits for the
+// ring's size is whole in the file (SnapshotMessages hands it to the
 // drainer), and nothing is dropped.
 func TestCaptureSnapshotMessages(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "c.pcap")
@@ -569,5 +571,225 @@ func TestSnapshotMessagesAllocs(t *testing.T) {
 	}
 	if a := testing.AllocsPerRun(20, func() { c.Freeze(1, 2, true); c.SnapshotMessages(msgs, 3); c.Resumed(4) }); a != 0 {
 		t.Fatalf("Freeze, SnapshotMessages and Resumed: %v allocations, want 0", a)
+	}
+}
+
+// stalled is a capture's file whose writes wait until release is closed
+// (a disk stuck: an NFS server gone, a device failing); entered is closed
+// at the first write, once the drainer waits in it.
+type stalled struct {
+	*os.File
+	entered, release chan struct{}
+	once             sync.Once
+}
+
+func (s *stalled) Write(b []byte) (int, error) {
+	s.once.Do(func() { close(s.entered) })
+	<-s.release
+	return s.File.Write(b)
+}
+
+// openStalled opens a capture of a 1 MiB ring at path whose writes wait
+// (stalled), and waits for the drainer to be in one: a datagram is Put,
+// flushed after flushEvery of quiet.
+func openStalled(t *testing.T) (c *Capture, s *stalled, path string) {
+	t.Helper()
+	path = filepath.Join(t.TempDir(), "c.pcap")
+	c, err := Open(Config{Path: path, Lines: testLines, Buffer: MinBuffer, Log: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s = &stalled{File: c.f.(*os.File), entered: make(chan struct{}), release: make(chan struct{})}
+	c.f = s // the drainer has written only the header: no race
+	c.Put([]rx.Packet{{Line: rx.LineA, Data: []byte("line a 1"), RxTime: 1}}, 0)
+	select {
+	case <-s.entered:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the drainer never wrote")
+	}
+	return c, s, path
+}
+
+// TestSnapshotMessagesNeverWait: a snapshot four times the ring's size,
+// loaded while the disk is stuck, is handed to the writer whole: the
+// receive thread does not wait for room (it waited up to 1 s without
+// progress, then left the rest out), and once the disk writes again the
+// file holds every message. The buffer is the capture's until written,
+// then given back (SnapshotBuffer), for the next download.
+func TestSnapshotMessagesNeverWait(t *testing.T) {
+	var msgs []byte
+	var n uint64
+	for len(msgs) < 4*MinBuffer {
+		m := fmt.Appendf(nil, "A message %d", n)
+		msgs = binary.BigEndian.AppendUint16(msgs, uint16(len(m)))
+		msgs = append(msgs, m...)
+		n++
+	}
+	c, s, path := openStalled(t)
+	c.Freeze(2, 17, true)
+	kept := c.SnapshotMessages(msgs, 3)
+	c.Snapshot(3, 99, n)
+	back := c.SnapshotBuffer() // the disk still stuck: not written
+	close(s.release)
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if st := c.Stats(); !kept || back != nil || st.Dropped != 0 {
+		t.Fatalf("SnapshotMessages kept %v, the buffer given back before it was written: %v; stats %+v: want kept, not given back, none dropped",
+			kept, back != nil, st)
+	}
+	if b := c.SnapshotBuffer(); cap(b) != cap(msgs) || len(b) != 0 {
+		t.Errorf("SnapshotBuffer after the writer wrote it: %d of %d bytes, want the snapshot's buffer (%d), emptied", len(b), cap(b), cap(msgs))
+	}
+	var read []byte
+	for _, fr := range readMarkers(t, path) {
+		if m, ok := SnapshotMessages(fr.Payload); ok && fr.Marker {
+			read = append(read, m...)
+		}
+	}
+	if !bytes.Equal(read, msgs) {
+		t.Errorf("the file's snapshot messages: %d bytes, want the %d loaded", len(read), len(msgs))
+	}
+}
+
+// readMarkers reads every frame of a capture file, marker frames too.
+func readMarkers(t *testing.T, path string) []pcap.Frame {
+	t.Helper()
+	out, _ := readFrames(t, path, true)
+	return out
+}
+
+// TestEventsWhenRingFull: where the handler froze delivery, loaded a
+// snapshot, resumed without one and gave a re-request up goes to the file
+// though the ring is full of the lines' datagrams (the disk stuck): a
+// replay without them stays frozen, or loads nothing, and rebuilds other
+// books with nothing in the file to say why. They were left out, not
+// even counted. The ring keeps room for them that datagrams cannot take;
+// past it (200 more given up) they are counted as left out, in a lost
+// record the replay reports.
+func TestEventsWhenRingFull(t *testing.T) {
+	c, s, path := openStalled(t)
+	batch := make([]rx.Packet, 64)
+	for i := range batch {
+		batch[i] = datagram(i)
+	}
+	for k := 0; c.Stats().Dropped == 0; k++ {
+		if k > 10000 {
+			t.Fatal("the ring never filled")
+		}
+		c.Put(batch, 0)
+	}
+	c.Put(batch, 0) // a lost record, if it fits
+	c.Freeze(2, 17, true)
+	c.Snapshot(3, 99, 0)
+	c.Resumed(4)
+	c.GaveUp(5)
+	before := c.Stats().Dropped
+	for range 200 {
+		c.GaveUp(6)
+	}
+	left := c.Stats().Dropped - before
+	c.Put(batch[:1], 0) // the lost record
+	close(s.release)
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	var lost, gaveUp uint64
+	for _, fr := range readMarkers(t, path) {
+		ring, _, isLost := Lost(fr.Payload)
+		switch _, _, snap := Snapshot(fr.Payload); {
+		case !fr.Marker:
+		case isLost:
+			lost += ring
+		case GaveUp(fr.Payload) && fr.Time == 6:
+			gaveUp++
+		case snap:
+			got = append(got, "snapshot")
+		case Resumed(fr.Payload):
+			got = append(got, "resumed")
+		case GaveUp(fr.Payload):
+			got = append(got, "gave up")
+		default:
+			if _, _, ok := Frozen(fr.Payload); ok {
+				got = append(got, "frozen")
+			}
+		}
+	}
+	if want := []string{"frozen", "snapshot", "resumed", "gave up"}; !slices.Equal(got, want) {
+		t.Errorf("the file's events %q, want %q", got, want)
+	}
+	if st := c.Stats(); left == 0 || gaveUp+left != 200 || lost != st.Dropped {
+		t.Errorf("200 more given up: %d in the file, %d left out; the file's lost records count %d, Stats.Dropped %d: want some left out, the rest in the file, every one left out counted in both",
+			gaveUp, left, lost, st.Dropped)
+	}
+}
+
+// TestDocSnapshotCaptureBytes measures what a snapshot costs the capture
+// file per order (FHRM frames: a 2-byte length and the message, 34 bytes
+// of pcap record and Ethernet header and tag a frame of up to 60000
+// bytes), for Add Orders without attribution ('A', 36 bytes) and with
+// ('F', 40): the figures docs/TUNING.md gives for sizing the disk.
+func TestDocSnapshotCaptureBytes(t *testing.T) {
+	const orders = 100_000
+	size := func(typ byte) int64 {
+		path := filepath.Join(t.TempDir(), "c.pcap")
+		c, err := Open(Config{Path: path, Lines: testLines, Buffer: MinBuffer, Log: zerolog.Nop()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var msgs []byte
+		for i := range orders {
+			switch {
+			case typ == itch.TypeAddOrder:
+				a := itch.AddOrderFields{OrderRef: uint64(i + 1), Side: 'B', Shares: 100, Stock: itch.NewSymbol("AAPL"), Price: 1_000_000}
+				msgs = a.AppendBlock(msgs)
+			case typ == itch.TypeAddOrderMPID:
+				a := itch.AddOrderMPIDFields{OrderRef: uint64(i + 1), Side: 'B', Shares: 100, Stock: itch.NewSymbol("AAPL"), Price: 1_000_000}
+				msgs = a.AppendBlock(msgs)
+			}
+		}
+		c.Freeze(1, 1, false)
+		c.SnapshotMessages(msgs, 2)
+		c.Snapshot(2, 1, uint64(len(msgs)/2))
+		if err := c.Close(); err != nil {
+			t.Fatal(err)
+		}
+		fi, err := os.Stat(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fi.Size()
+	}
+	empty := size(0)
+	doc, err := os.ReadFile("../../docs/TUNING.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := strings.Join(strings.Fields(string(doc)), " ")
+	for _, typ := range []byte{itch.TypeAddOrder, itch.TypeAddOrderMPID} {
+		per := fmt.Sprintf("%.2f bytes an order ('%c')", float64(size(typ)-empty)/orders, typ)
+		t.Log(per)
+		if !strings.Contains(text, per) {
+			t.Errorf("docs/TUNING.md does not say %q", per)
+		}
+	}
+}
+
+// TestCaptureLostEventsMarked: a failed write that loses the records a
+// replay freezes and rebuilds by (here the snapshot loaded, FHRS, after
+// the freeze that reached the file) says so in the file, as it says the
+// datagrams it loses: without the FHRS a replay stays frozen, its books
+// not the live ones, and nothing said the capture was not whole. The
+// lost frame counts it with the datagrams a write lost; Stats.WriteLost
+// counts datagrams only (TestWriteCutBackMarkers).
+func TestCaptureLostEventsMarked(t *testing.T) {
+	c, path := openHalfFull(t)
+	c.Freeze(datagram(1).RxTime, 17, false)
+	c.Snapshot(datagram(1).RxTime, 99, 0) // cut by the write: lost
+	writeFailedThenClose(t, c)
+	_, write, _ := lostFrames(t, path)
+	if st := c.Stats(); write != 1 || st.WriteLost != 0 {
+		t.Errorf("the file's lost records count %d lost by a write, Stats.WriteLost %d: want the snapshot's record, 1, and no datagram", write, st.WriteLost)
 	}
 }

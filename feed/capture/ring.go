@@ -31,21 +31,33 @@ import (
 // (Capture.GaveUp): length giveUpMark, 8:16 when; delivery frozen for a
 // snapshot (Capture.Freeze): freezeMark, 8:16 when, 16:24 the arbiter's
 // next sequence number; resumed without one (Capture.Resumed):
-// resumeMark, 8:16 when. A re-request answer (Capture.Recovered) is a
-// datagram of line answerLine, a chunk of a snapshot's messages
-// (Capture.SnapshotMessages) one of line snapLine.
+// resumeMark, 8:16 when; a snapshot's messages handed over whole
+// (Capture.SnapshotMessages): snapRefMark, 8:16 when, 16:24 their bytes
+// (the drainer writes them from the buffer handed over). A re-request answer (Capture.Recovered) is a
+// datagram of line answerLine, a chunk of a snapshot's messages copied
+// (Capture.SnapshotMessages, a buffer not handed over) one of line
+// snapLine.
 const (
-	recHeader  = 32
-	wrapMark   = ^uint32(0)
-	failMark   = wrapMark - 1
-	lostMark   = wrapMark - 2
-	snapMark   = wrapMark - 3
-	giveUpMark = wrapMark - 4
-	freezeMark = wrapMark - 5
-	resumeMark = wrapMark - 6
-	answerLine = 0xFE
-	snapLine   = 0xFD
+	recHeader   = 32
+	wrapMark    = ^uint32(0)
+	failMark    = wrapMark - 1
+	lostMark    = wrapMark - 2
+	snapMark    = wrapMark - 3
+	giveUpMark  = wrapMark - 4
+	freezeMark  = wrapMark - 5
+	resumeMark  = wrapMark - 6
+	snapRefMark = wrapMark - 7
+	answerLine  = 0xFE
+	snapLine    = 0xFD
 )
+
+// eventRoom is the ring space the lines' datagrams (and re-request
+// answers, snapshot chunks copied, lost and failed records) leave free
+// for the records of events (Capture.Freeze, Snapshot, Resumed, GaveUp,
+// a snapshot's messages handed over): 128 of them written while the ring
+// is full of datagrams, where a replay needs them to rebuild the live
+// books (a freeze or a load left out, it stays frozen or loads nothing).
+const eventRoom = 4096
 
 // recordSize is the ring space a payload of n bytes takes.
 func recordSize(n int) uint64 { return uint64(recHeader+n+7) &^ 7 }
@@ -59,6 +71,7 @@ type ring struct {
 	buf  []byte
 	size uint64 // len(buf), a power of two
 	mask uint64
+	keep uint64 // the room kept for events (eventRoom; 0 in tests of the ring alone)
 	_    cacheLine
 	head atomic.Uint64 // published by the producer after each batch
 	_    cacheLine
@@ -93,6 +106,7 @@ func (r *ring) put(pkts []rx.Packet, drainedAt int64) {
 		drainedAt = r.putMarks(drainedAt)
 	}
 	head, tail, size := r.pHead, r.pTail, r.size
+	limit := size - r.keep
 	if drainedAt != 0 {
 		r.drainedAt = drainedAt
 	}
@@ -105,9 +119,9 @@ func (r *ring) put(pkts []rx.Packet, drainedAt int64) {
 		if size-pos < need { // wrap: skip to the start
 			total += size - pos
 		}
-		if head+total-tail > size {
+		if head+total-tail > limit {
 			tail = r.tail.Load()
-			if head+total-tail > size {
+			if head+total-tail > limit {
 				if r.lost+dropped == 0 {
 					r.lostFirst = p.RxTime
 				}
@@ -171,7 +185,7 @@ func (r *ring) failed(now, drainedAt int64) {
 //go:noinline
 func (r *ring) putMarks(drainedAt int64) int64 {
 	if r.lost != 0 {
-		if b := r.reserve(); b != nil {
+		if b := r.reserve(r.size - r.keep); b != nil {
 			binary.LittleEndian.PutUint32(b[0:4], lostMark)
 			binary.LittleEndian.PutUint64(b[8:16], uint64(r.lostFirst))
 			binary.LittleEndian.PutUint64(b[16:24], r.lost)
@@ -186,18 +200,20 @@ func (r *ring) putMarks(drainedAt int64) int64 {
 	return drainedAt
 }
 
-// reserve takes a record's header of room in the ring and returns it (nil:
-// no room), published by putMarks once filled.
-func (r *ring) reserve() []byte {
+// reserve takes a record's header of room in the ring, filling it up to
+// limit bytes (the ring's size for an event's record, keep less for
+// others), and returns it (nil: no room), published by its caller once
+// filled.
+func (r *ring) reserve(limit uint64) []byte {
 	head, size := r.pHead, r.size
 	pos := head & r.mask
 	total := uint64(recHeader)
 	if size-pos < recHeader {
 		total += size - pos
 	}
-	if head+total-r.pTail > size {
+	if head+total-r.pTail > limit {
 		r.pTail = r.tail.Load()
-		if head+total-r.pTail > size {
+		if head+total-r.pTail > limit {
 			return nil
 		}
 	}
@@ -222,7 +238,7 @@ func (r *ring) putFailed(drainedAt int64) int64 {
 	if drainedAt == r.failDrained {
 		drainedAt = 0
 	}
-	if b := r.reserve(); b != nil {
+	if b := r.reserve(r.size - r.keep); b != nil {
 		binary.LittleEndian.PutUint32(b[0:4], failMark)
 		binary.LittleEndian.PutUint64(b[8:16], uint64(r.failLast))
 		binary.LittleEndian.PutUint64(b[16:24], uint64(r.failFirst))
@@ -255,6 +271,7 @@ type record struct {
 	lost               uint64
 	snapshot, gaveUp   bool
 	freeze, resume     bool
+	snapRef            bool // the snapshot's messages handed over (Capture.snapHeld)
 	snapNext, snapMsgs uint64
 }
 
@@ -266,7 +283,12 @@ func (r *ring) next(t uint64, rec *record) (uint64, bool) {
 	if n == wrapMark {
 		return t + r.size - pos, false
 	}
-	rec.lost, rec.snapshot, rec.gaveUp, rec.freeze, rec.resume = 0, false, false, false, false
+	rec.lost, rec.snapshot, rec.gaveUp, rec.freeze, rec.resume, rec.snapRef = 0, false, false, false, false, false
+	if n == snapRefMark {
+		rec.failed, rec.snapRef = false, true
+		rec.rxTime = int64(binary.LittleEndian.Uint64(b[8:16]))
+		return t + recHeader, true
+	}
 	if n == giveUpMark || n == resumeMark {
 		rec.failed, rec.gaveUp, rec.resume = false, n == giveUpMark, n == resumeMark
 		rec.rxTime = int64(binary.LittleEndian.Uint64(b[8:16]))
@@ -313,27 +335,32 @@ func (r *ring) answer(p []rx.Packet) {
 	r.drainedAt, r.marks = drainedAt, marks || r.marks
 }
 
-// room reports whether a record of n payload bytes fits in the ring now
-// (as put would place it).
-func (r *ring) room(n int) bool {
-	need := recordSize(n)
-	pos := r.pHead & r.mask
-	if r.size-pos < need {
-		need += r.size - pos
-	}
-	return r.pHead+need-r.tail.Load() <= r.size
-}
-
 // event writes a record of its own, a header alone (snapMark at now,
 // delivery resuming at next, of messages messages; giveUpMark,
-// resumeMark at now; freezeMark at now, next the arbiter's); left out
-// without room.
+// resumeMark at now; freezeMark at now, next the arbiter's), in the room
+// kept for events (eventRoom). Without room even there it is left out,
+// counted as a datagram the ring had no room for (Stats.Dropped, a lost
+// record before the next batch), so that the file says it is not whole.
 func (r *ring) event(mark uint32, now int64, next, messages uint64) {
-	if b := r.reserve(); b != nil {
-		binary.LittleEndian.PutUint32(b[0:4], mark)
-		binary.LittleEndian.PutUint64(b[8:16], uint64(now))
-		binary.LittleEndian.PutUint64(b[16:24], next)
-		binary.LittleEndian.PutUint64(b[24:32], messages)
-		r.head.Store(r.pHead)
+	b := r.reserve(r.size)
+	if b == nil {
+		r.leftOut(now)
+		return
 	}
+	binary.LittleEndian.PutUint32(b[0:4], mark)
+	binary.LittleEndian.PutUint64(b[8:16], uint64(now))
+	binary.LittleEndian.PutUint64(b[16:24], next)
+	binary.LittleEndian.PutUint64(b[24:32], messages)
+	r.head.Store(r.pHead)
+}
+
+// leftOut counts a record of time at the ring had no room for, for a lost
+// record before the next batch.
+func (r *ring) leftOut(at int64) {
+	if r.lost == 0 {
+		r.lostFirst = at
+	}
+	r.lost++
+	r.marks = true
+	r.dropped.Add(1)
 }

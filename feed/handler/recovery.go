@@ -333,7 +333,10 @@ type recovery struct {
 	// to the next at the size of the largest (the spin of a market): a
 	// new one each time was that much garbage per snapshot. Handed to the
 	// fetch (startSnapshot) and back once its result is taken
-	// (loadSnapshot); one fetch at a time.
+	// (loadSnapshot); one fetch at a time. With a capture, a snapshot
+	// loaded hands it to the capture's writer, and the next fetch takes
+	// it back from there once written (capture.SnapshotBuffer), else a
+	// new one.
 	snapBuf  []byte
 	cancel   context.CancelFunc
 	snapGaps uint64 // open gaps when the fetch began
@@ -779,6 +782,10 @@ func (r *recovery) startSnapshot(now int64, atGap bool) {
 		ctx = context.WithValue(ctx, linesLeftKey{}, left)
 	}
 	fetch, session, gen := r.cfg.Snapshot, r.h.arb.Session(), r.gen
+	if r.snapBuf == nil && r.h.capFile != nil {
+		// The last one's, once the capture has written it.
+		r.snapBuf = r.h.capFile.SnapshotBuffer()
+	}
 	if r.snapBuf == nil {
 		r.snapBuf = make([]byte, 0, 1<<20)
 	}
@@ -1036,8 +1043,12 @@ func (r *recovery) loadSnapshot(res snapResult, now int64) {
 	r.h.rebuild(res.msgs, res.snap.Next)
 	if r.h.capFile != nil {
 		// Its messages, then where it was loaded: a replay rebuilds the
-		// books from them there.
-		r.h.capFile.SnapshotMessages(res.msgs, now)
+		// books from them there. The capture's writer writes them from
+		// the buffer (the receive thread does not wait for the disk):
+		// kept, it is the capture's until SnapshotBuffer gives it back.
+		if r.h.capFile.SnapshotMessages(res.msgs, now) {
+			r.snapBuf = nil
+		}
 		r.h.capFile.Snapshot(now, res.snap.Next, res.n)
 	}
 	// Gaps before the snapshot's sequence number are repaired by it. None
