@@ -246,7 +246,8 @@ func (r *Reader) Heartbeat() time.Time {
 }
 
 // Check reports the writer's state: nil while it is alive, ErrRestarted when
-// a new writer replaced the file (Close, then Open again), ErrFormat when the
+// a new writer replaced the file, or re-initialized it in place (another
+// generation; Close, then Open again), ErrFormat when the
 // mapped file was truncated below the size mapped (the writer never does;
 // reading the mapping would fault), ErrClosed when it closed the feed,
 // ErrWriterDead when its process is gone or its heartbeat is older than
@@ -280,6 +281,14 @@ func (r *Reader) check() error {
 	}
 	if err == nil && st.Size < int64(len(r.m.mem)) {
 		return fmt.Errorf("check shm %s: file truncated to %d bytes, %d mapped: %w", r.path, st.Size, len(r.m.mem), ErrFormat)
+	}
+	// The same file, re-initialized in place (a copy over it, a writer
+	// that opened the name with O_TRUNC rather than renaming its file into
+	// place): the static header never changes in the file Open read, so
+	// another generation is another writer's file, whose layout this
+	// Reader does not have.
+	if g := atomic.LoadUint64(r.m.u64(offGeneration)); g != r.l.generation {
+		return fmt.Errorf("check shm %s: generation %#x, %#x at open: file re-initialized in place: %w", r.path, g, r.l.generation, ErrRestarted)
 	}
 	return r.writerGone()
 }

@@ -463,7 +463,7 @@ class Reader:
 
     def check(self):
         """Raise if the writer is not live: RestartedError (a new writer replaced the
-        file: close and open again), FormatError (the mapped file was truncated
+        file, or re-initialized it in place: close and open again), FormatError (the mapped file was truncated
         below the size mapped: the writer never does), ClosedError,
         WriterDeadError (process gone or heartbeat older than stale_after).
         Returns None while it is alive."""
@@ -491,6 +491,15 @@ class Reader:
         if size is not None and size < len(self._mm):
             raise FormatError("check shm %s: file truncated to %d bytes, %d mapped: not a feed file any more"
                               % (self.path, size, len(self._mm)))
+        # The same file, re-initialized in place (a copy over it, a writer
+        # that opened the name with O_TRUNC rather than renaming its file
+        # into place): the static header never changes in the file open
+        # read, so another generation is another writer's file, whose
+        # layout this Reader does not have.
+        gen = L.U64.unpack_from(self._mv, L.OFF_GENERATION)[0]
+        if gen != self._gen:
+            raise RestartedError("check shm %s: generation %#x, %#x at open: file re-initialized in place: "
+                                 "writer restarted" % (self.path, gen, self._gen))
         self._writer_gone()
 
     def _writer_gone(self):

@@ -445,6 +445,36 @@ class LifecycleTest(unittest.TestCase):
             self.assertNotEqual(r2.info.generation, r.info.generation)
             self.assertEqual(r2.read(1).seq, b.pid)
 
+    def test_reinitialized_in_place(self):
+        """A feed file re-initialized in place (another live writer's file
+        copied over it: the same inode and size, another generation) is no
+        longer the file the reader opened, whose layout it keeps: check() and
+        a follower's wait raise RestartedError (close, open again). Before,
+        the readers looked only at the name's inode, and read the new content
+        through the old file's layout as the old writer's, alive. (Go:
+        TestCheckReinitializedInPlace.)"""
+        name, _, r = self._beating_feed()
+        other, b, _ = self._beating_feed()
+        f = r.follow()
+        r.check()
+        with open(other, "rb") as src:
+            content = src.read()
+        self.assertEqual(len(content), os.path.getsize(name))
+        fd = os.open(name, os.O_WRONLY)  # no O_TRUNC: the mapping stays covered
+        try:
+            os.pwrite(fd, content, 0)
+        finally:
+            os.close(fd)
+        with self.assertRaises(shm.RestartedError):
+            r.check()
+        self.assertEqual(r.state()[0], "restarted")
+        with self.assertRaises(shm.RestartedError):
+            f.wait(timeout=60, check_every=0)
+        with shm.open(name) as r2:
+            r2.check()
+            self.assertEqual(r2.info.writer_pid, b.pid)
+            self.assertNotEqual(r2.info.generation, r.info.generation)
+
     def test_closed(self):
         name = support.feed_name(self)
         w = support.control_writer(self, name, instruments=1, depth=1)

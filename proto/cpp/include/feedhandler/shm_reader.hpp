@@ -650,7 +650,8 @@ class Reader {
   }
 
   // check reports the writer's state: Ok while alive; Restarted when a new
-  // writer replaced the file (close, open again); Format when the mapped
+  // writer replaced the file, or re-initialized it in place (another
+  // generation; close, open again); Format when the mapped
   // file was truncated below the size mapped (the writer never does; reading
   // the mapping would fault with SIGBUS); Closed when it closed the feed;
   // WriterDead when its heartbeat is older than the stale limit, or older
@@ -665,6 +666,12 @@ class Reader {
     // still faults. The name's stat, when it is the mapped file, has its
     // size; otherwise (the name is gone) the descriptor kept open has it.
     if ((named || fstat(fd_, &st) == 0) && uint64_t(st.st_size) < uint64_t(size_)) return Error::Format;
+    // The same file, re-initialized in place (a copy over it, a writer that
+    // opened the name with O_TRUNC rather than renaming its file into
+    // place): the static header never changes in the file open read, so
+    // another generation is another writer's file, whose layout this
+    // Reader does not have.
+    if (load_acquire<uint64_t>(detail::kOffGeneration) != info_.generation) return Error::Restarted;
     return writer_gone();
   }
 
