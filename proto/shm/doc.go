@@ -56,7 +56,7 @@
 // View (the generated accessors over that buffer) without allocating;
 // Follow/Poll/Wait follow the journal; Check reports a closed (ErrClosed),
 // dead (ErrWriterDead: pid gone or stale heartbeat) or restarted
-// (ErrRestarted: a new file replaced the one mapped; Close and Open again)
-// writer. A reader started before the writer gets ErrNotExist (OpenWait
+// (ErrRestarted: a new file replaced the one mapped, or another generation
+// re-initialized it in place; Close and Open again) writer. A reader started before the writer gets ErrNotExist (OpenWait
 // retries). A file of another layout version is ErrLayoutVersion.
 package shm

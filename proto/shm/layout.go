@@ -223,7 +223,9 @@ func (m *mapping) writeHeader(l layout) {
 // process group.
 const maxPid = 1<<22 - 1
 
-// readHeader validates the header of a mapped file of size size.
+// readHeader validates the header at the start of m, of a file of size
+// size: the mapped file's, or its first page read into m before the file
+// is mapped (readHeaderAt).
 func (m *mapping) readHeader(size int64) (layout, error) {
 	var l layout
 	if size < headerSize || len(m.mem) < headerSize {
@@ -261,7 +263,7 @@ func (m *mapping) readHeader(size int64) (layout, error) {
 	}
 	switch {
 	case *m.u32(offHeaderSize) != headerSize,
-		l.fileSize != uint64(size) || l.fileSize > uint64(len(m.mem)),
+		l.fileSize != uint64(size),
 		l.journalLen == 0 || l.journalLen&(l.journalLen-1) != 0,
 		l.slotSize%cacheLine != 0 || l.slotSize < slotHeader+l.maxSnapshot,
 		l.index != headerSize,

@@ -115,6 +115,9 @@ func OpenWith(name string, opt OpenOptions) (*Reader, error) {
 	if st.Size < headerSize {
 		return nil, fmt.Errorf("open shm %s: %d bytes: %w", path, st.Size, ErrFormat)
 	}
+	if err := readHeaderAt(int(f.Fd()), st.Size); err != nil {
+		return nil, fmt.Errorf("open shm %s: %w", path, err)
+	}
 	mem, err := unix.Mmap(int(f.Fd()), 0, int(st.Size), unix.PROT_READ, unix.MAP_SHARED|unix.MAP_POPULATE)
 	if err != nil {
 		return nil, fmt.Errorf("open shm %s: mmap: %w", path, err)
@@ -135,6 +138,28 @@ func OpenWith(name string, opt OpenOptions) (*Reader, error) {
 		r.stale = max(10*time.Duration(r.l.heartbeatEvery), time.Second)
 	}
 	return r, nil
+}
+
+// readHeaderAt reads the header of the file fd of size size and validates
+// it, before Open maps the file: MAP_POPULATE has the kernel fault in every
+// page of the mapping, and tmpfs allocates a page for each hole it faults.
+// A file that is no feed of this layout (another program's sparse shm
+// file under a mistyped name, a feed file truncated to a larger size, a
+// feed of another layout version) would cost its whole size in memory,
+// kept by the file after Open refused it. The mapping's header is
+// validated again (readMapped): the file may change in between.
+func readHeaderAt(fd int, size int64) error {
+	var h [headerSize]byte
+	n, err := unix.Pread(fd, h[:], 0)
+	if err != nil {
+		return fmt.Errorf("read header: %w", err)
+	}
+	if n < headerSize {
+		// Truncated since its fstat.
+		return fmt.Errorf("header of %d bytes: %w", n, ErrFormat)
+	}
+	_, err = (&mapping{mem: h[:]}).readHeader(size)
+	return err
 }
 
 // openMapped is called by Open between the mmap and the first load from
@@ -158,6 +183,9 @@ func (r *Reader) readMapped(size int64) (hb int64, err error) {
 	}(guard())
 	if r.l, err = r.m.readHeader(size); err != nil {
 		return 0, err
+	}
+	if r.l.fileSize > uint64(len(r.m.mem)) {
+		return 0, ErrFormat
 	}
 	return atomic.LoadInt64(r.m.i64(offHeartbeat)), nil
 }
@@ -218,7 +246,8 @@ func (r *Reader) Heartbeat() time.Time {
 }
 
 // Check reports the writer's state: nil while it is alive, ErrRestarted when
-// a new writer replaced the file (Close, then Open again), ErrFormat when the
+// a new writer replaced the file, or re-initialized it in place (another
+// generation; Close, then Open again), ErrFormat when the
 // mapped file was truncated below the size mapped (the writer never does;
 // reading the mapping would fault), ErrClosed when it closed the feed,
 // ErrWriterDead when its process is gone or its heartbeat is older than
@@ -252,6 +281,14 @@ func (r *Reader) check() error {
 	}
 	if err == nil && st.Size < int64(len(r.m.mem)) {
 		return fmt.Errorf("check shm %s: file truncated to %d bytes, %d mapped: %w", r.path, st.Size, len(r.m.mem), ErrFormat)
+	}
+	// The same file, re-initialized in place (a copy over it, a writer
+	// that opened the name with O_TRUNC rather than renaming its file into
+	// place): the static header never changes in the file Open read, so
+	// another generation is another writer's file, whose layout this
+	// Reader does not have.
+	if g := atomic.LoadUint64(r.m.u64(offGeneration)); g != r.l.generation {
+		return fmt.Errorf("check shm %s: generation %#x, %#x at open: file re-initialized in place: %w", r.path, g, r.l.generation, ErrRestarted)
 	}
 	return r.writerGone()
 }

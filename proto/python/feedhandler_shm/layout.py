@@ -32,6 +32,7 @@ STAMP_BUSY = (1 << 64) - 1
 # Header: the static fields, offsets 0..111, read once at open.
 HEADER = struct.Struct("<8sIIQqIIIIIIqQQQQQ4sI")
 OFF_LAYOUT_VERSION = 8
+OFF_GENERATION = 16  # uint64, random, new for every file a writer creates
 # Dynamic header fields, each on its own 128-byte block.
 OFF_HEARTBEAT = 256  # int64 Unix ns
 OFF_STATE = 264  # uint32: 0 open, 1 closed

@@ -318,6 +318,22 @@ class Reader:
             if not statmod.S_ISREG(st.st_mode) or st.st_size < L.HEADER_SIZE:
                 raise FormatError("open shm %s: %d bytes, not a feed file" % (path, st.st_size))
             self._ino, self._dev = st.st_ino, st.st_dev
+            # The header first, read rather than mapped: MAP_POPULATE faults
+            # in every page of the mapping, and tmpfs allocates a page for
+            # each hole it faults. A file that is no feed of this layout
+            # (another program's sparse shm file under a mistyped name, a
+            # feed truncated to a larger size, another layout version)
+            # would cost its whole size in memory, kept by the file after
+            # open refused it. The mapping's header is checked again below:
+            # the file may change in between.
+            try:
+                header = os.pread(fd, L.HEADER_SIZE, 0)
+            except OSError as e:
+                raise _system_error("open shm %s: read header" % path, e) from None
+            if len(header) < L.HEADER_SIZE:
+                raise FormatError("open shm %s: header of %d bytes (truncated since its fstat): not a feed file"
+                                  % (path, len(header)))
+            self._read_header(header, st.st_size)
             try:
                 self._mm = mmap.mmap(fd, st.st_size, flags=mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0),
                                      prot=mmap.PROT_READ)
@@ -345,7 +361,7 @@ class Reader:
             # The file may have been truncated since its fstat sized the
             # mapping: asked again before the header is read.
             self._mapped("open")
-            self._read_header(st.st_size)
+            self._read_header(self._mv, st.st_size)
         except BaseException:
             self.close()
             raise
@@ -361,8 +377,10 @@ class Reader:
         self._known = -1
         self._symbols = {}
 
-    def _read_header(self, size):
-        mv, path = self._mv, self.path
+    def _read_header(self, mv, size):
+        """Validate the header at the start of mv, of a file of size bytes: the
+        mapping, or the file's first page read before it is mapped."""
+        path = self.path
         if bytes(mv[:8]) != L.MAGIC:
             raise FormatError("open shm %s: magic %r: not a feed file" % (path, bytes(mv[:8])))
         v = L.U32.unpack_from(mv, L.OFF_LAYOUT_VERSION)[0]
@@ -445,7 +463,7 @@ class Reader:
 
     def check(self):
         """Raise if the writer is not live: RestartedError (a new writer replaced the
-        file: close and open again), FormatError (the mapped file was truncated
+        file, or re-initialized it in place: close and open again), FormatError (the mapped file was truncated
         below the size mapped: the writer never does), ClosedError,
         WriterDeadError (process gone or heartbeat older than stale_after).
         Returns None while it is alive."""
@@ -473,6 +491,15 @@ class Reader:
         if size is not None and size < len(self._mm):
             raise FormatError("check shm %s: file truncated to %d bytes, %d mapped: not a feed file any more"
                               % (self.path, size, len(self._mm)))
+        # The same file, re-initialized in place (a copy over it, a writer
+        # that opened the name with O_TRUNC rather than renaming its file
+        # into place): the static header never changes in the file open
+        # read, so another generation is another writer's file, whose
+        # layout this Reader does not have.
+        gen = L.U64.unpack_from(self._mv, L.OFF_GENERATION)[0]
+        if gen != self._gen:
+            raise RestartedError("check shm %s: generation %#x, %#x at open: file re-initialized in place: "
+                                 "writer restarted" % (self.path, gen, self._gen))
         self._writer_gone()
 
     def _writer_gone(self):

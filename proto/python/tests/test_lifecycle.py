@@ -311,6 +311,35 @@ class LifecycleTest(unittest.TestCase):
         with open(name, "rb") as f:
             return name, bytearray(f.read())
 
+    def test_refused_before_populate(self):
+        """open checks the header before it maps the file with MAP_POPULATE: a
+        file that is not a feed of this layout (another program's sparse shm
+        file under a mistyped name, a feed truncated to a larger size,
+        another layout version) is refused without a page of its holes
+        allocated. Before, open mapped and populated the whole file first,
+        and tmpfs allocated every page of it, for good: 64 MiB of /dev/shm
+        kept by the file after the refusal. (Go: TestOpenRefusesBeforePopulate.)"""
+        size = 64 << 20
+        _, feed = self._closed_feed_bytes()
+        header = bytes(feed[:layout.HEADER_SIZE])
+        version = bytearray(header)
+        version[layout.OFF_LAYOUT_VERSION] = layout.LAYOUT_VERSION + 1
+        not_feed = b"not a feed file".ljust(layout.HEADER_SIZE, b"\0")
+        for label, first, want in [("not a feed", not_feed, shm.FormatError),
+                                   ("size mismatch", header, shm.FormatError),
+                                   ("layout version", bytes(version), shm.LayoutVersionError)]:
+            with self.subTest(label):
+                name = support.feed_name(self)
+                with open(name, "wb") as f:
+                    f.write(first)
+                    f.truncate(size)
+                before = os.stat(name).st_blocks * 512
+                with self.assertRaises(want):
+                    shm.open(name)
+                after = os.stat(name).st_blocks * 512
+                self.assertEqual(after, before, "open of a %d-byte file allocated %d bytes of it before refusing it"
+                                 % (size, after))
+
     def test_layout_version_mismatch(self):
         name, b = self._closed_feed_bytes()
         b[layout.OFF_LAYOUT_VERSION] = layout.LAYOUT_VERSION + 1
@@ -415,6 +444,36 @@ class LifecycleTest(unittest.TestCase):
             self.assertEqual(r2.info.writer_pid, b.pid)
             self.assertNotEqual(r2.info.generation, r.info.generation)
             self.assertEqual(r2.read(1).seq, b.pid)
+
+    def test_reinitialized_in_place(self):
+        """A feed file re-initialized in place (another live writer's file
+        copied over it: the same inode and size, another generation) is no
+        longer the file the reader opened, whose layout it keeps: check() and
+        a follower's wait raise RestartedError (close, open again). Before,
+        the readers looked only at the name's inode, and read the new content
+        through the old file's layout as the old writer's, alive. (Go:
+        TestCheckReinitializedInPlace.)"""
+        name, _, r = self._beating_feed()
+        other, b, _ = self._beating_feed()
+        f = r.follow()
+        r.check()
+        with open(other, "rb") as src:
+            content = src.read()
+        self.assertEqual(len(content), os.path.getsize(name))
+        fd = os.open(name, os.O_WRONLY)  # no O_TRUNC: the mapping stays covered
+        try:
+            os.pwrite(fd, content, 0)
+        finally:
+            os.close(fd)
+        with self.assertRaises(shm.RestartedError):
+            r.check()
+        self.assertEqual(r.state()[0], "restarted")
+        with self.assertRaises(shm.RestartedError):
+            f.wait(timeout=60, check_every=0)
+        with shm.open(name) as r2:
+            r2.check()
+            self.assertEqual(r2.info.writer_pid, b.pid)
+            self.assertNotEqual(r2.info.generation, r.info.generation)
 
     def test_closed(self):
         name = support.feed_name(self)

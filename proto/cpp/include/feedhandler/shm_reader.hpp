@@ -566,6 +566,24 @@ class Reader {
       ::close(fd);
       return Error::Format;
     }
+    // The header first, read rather than mapped: MAP_POPULATE faults in
+    // every page of the mapping, and tmpfs allocates a page for each hole
+    // it faults. A file that is no feed of this layout (another program's
+    // sparse shm file under a mistyped name, a feed truncated to a larger
+    // size, another layout version) would cost its whole size in memory,
+    // kept by the file after open refused it. The mapping's header is
+    // checked again below: the file may change in between.
+    {
+      unsigned char h[detail::kHeaderSize];
+      ssize_t got = pread(fd, h, sizeof h, 0);
+      Error e = got < 0                    ? from_errno(errno)
+                : got < ssize_t(sizeof h) ? Error::Format  // truncated since its fstat
+                                           : read_header(h, uint64_t(st.st_size));
+      if (e != Error::Ok) {
+        ::close(fd);
+        return e;
+      }
+    }
     void* m = mmap(nullptr, size_t(st.st_size), PROT_READ, MAP_SHARED | MAP_POPULATE, fd, 0);
     int merr = errno;
     if (m == MAP_FAILED) {
@@ -580,7 +598,7 @@ class Reader {
     guard_ = detail::guard_register(mem_, size_);  // install_truncation_guard
     ino_ = st.st_ino;
     dev_ = st.st_dev;
-    Error e = read_header();
+    Error e = read_header(mem_, size_);
     if (e != Error::Ok) {
       close();
       return e;
@@ -632,7 +650,8 @@ class Reader {
   }
 
   // check reports the writer's state: Ok while alive; Restarted when a new
-  // writer replaced the file (close, open again); Format when the mapped
+  // writer replaced the file, or re-initialized it in place (another
+  // generation; close, open again); Format when the mapped
   // file was truncated below the size mapped (the writer never does; reading
   // the mapping would fault with SIGBUS); Closed when it closed the feed;
   // WriterDead when its heartbeat is older than the stale limit, or older
@@ -647,6 +666,12 @@ class Reader {
     // still faults. The name's stat, when it is the mapped file, has its
     // size; otherwise (the name is gone) the descriptor kept open has it.
     if ((named || fstat(fd_, &st) == 0) && uint64_t(st.st_size) < uint64_t(size_)) return Error::Format;
+    // The same file, re-initialized in place (a copy over it, a writer that
+    // opened the name with O_TRUNC rather than renaming its file into
+    // place): the static header never changes in the file open read, so
+    // another generation is another writer's file, whose layout this
+    // Reader does not have.
+    if (load_acquire<uint64_t>(detail::kOffGeneration) != info_.generation) return Error::Restarted;
     return writer_gone();
   }
 
@@ -915,10 +940,11 @@ class Reader {
     return true;
   }
 
-  // read_header validates the static header like the Go reader's readHeader.
-  Error read_header() noexcept {
+  // read_header validates the static header at h, of a file of size bytes,
+  // like the Go reader's readHeader: the mapping's, or the file's first
+  // page read before it is mapped.
+  Error read_header(const uint8_t* h, uint64_t size) noexcept {
     using namespace detail;
-    const uint8_t* h = mem_;
     if (std::memcmp(h + kOffMagic, kMagic, 8) != 0) return Error::Format;
     uint32_t v = le32(h + kOffLayoutVersion);
     if (v != kLayoutVersion) {
@@ -948,7 +974,7 @@ class Reader {
         journal > file_size || slots > file_size) {
       return Error::Format;
     }
-    if (le32(h + kOffHeaderSize) != kHeaderSize || file_size != size_ || journal_len == 0 ||
+    if (le32(h + kOffHeaderSize) != kHeaderSize || file_size != size || journal_len == 0 ||
         (journal_len & (journal_len - 1)) != 0 || slot_size % kCacheLine != 0 ||
         slot_size < kSlotHeader + max_snapshot || index != kHeaderSize || directory < index + kMaxLocates * 4 ||
         journal < directory + capacity * kDirEntrySize || slots < journal + journal_len * kRecordSize ||

@@ -1,0 +1,66 @@
+package shm
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/marketfeed/feedhandler/internal/cppbuild"
+)
+
+// reinitInPlace writes another writer's file over w's, in place: the same
+// file (inode) and size, another generation, as a copy over the file
+// (cp, or a writer that opens the name with O_TRUNC instead of renaming
+// a new file into place) leaves it. The new content's writer is alive.
+func reinitInPlace(t *testing.T, w *Writer) *Writer {
+	t.Helper()
+	w2 := publishedWriter(t, Config{Instruments: 1, Depth: 1})
+	if len(w2.m.mem) != len(w.m.mem) || w2.l.generation == w.l.generation {
+		t.Fatalf("the second file: %d bytes, generation %#x; the first: %d bytes, generation %#x",
+			len(w2.m.mem), w2.l.generation, len(w.m.mem), w.l.generation)
+	}
+	copy(w.m.mem, w2.m.mem)
+	return w2
+}
+
+// TestCheckReinitializedInPlace: a feed file re-initialized in place (its
+// static header, generation included, rewritten; the inode and the size
+// unchanged) is no longer the file the reader opened, whose geometry it
+// keeps: Check and a follower's Wait say ErrRestarted (Close, Open again).
+// Before, the readers looked only at the name's inode, and read the new
+// content through the old file's layout as the old writer's, alive.
+func TestCheckReinitializedInPlace(t *testing.T) {
+	w := publishedWriter(t, Config{Instruments: 1, Depth: 1})
+	r := testReader(t, w.Path())
+	f := r.Follow()
+	if err := r.Check(); err != nil {
+		t.Fatalf("check before: %v", err)
+	}
+	reinitInPlace(t, w)
+	if err := r.Check(); !errors.Is(err, ErrRestarted) {
+		t.Fatalf("check of a file re-initialized in place: %v, want ErrRestarted", err)
+	}
+	if _, err := f.Wait(make([]Update, 4), time.Minute, WaitOptions{Spin: 1}); !errors.Is(err, ErrRestarted) {
+		t.Fatalf("wait on a file re-initialized in place: %v, want ErrRestarted", err)
+	}
+	r2 := testReader(t, w.Path())
+	if err := r2.Check(); err != nil {
+		t.Fatalf("check of the file opened again: %v", err)
+	}
+}
+
+// TestCppCheckReinitializedInPlace is TestCheckReinitializedInPlace for the
+// C++ reader.
+func TestCppCheckReinitializedInPlace(t *testing.T) {
+	bin := cppbuild.Build(t, cppDriver)
+	w := publishedWriter(t, Config{Instruments: 1, Depth: 1})
+	s := startSession(t, bin, w.Path())
+	s.expect("open", "open Ok")
+	s.expect("follow", "follow Ok")
+	s.expect("check", "check Ok")
+	reinitInPlace(t, w)
+	s.expect("check", "check ErrRestarted")
+	s.expect("wait 60000", "wait ErrRestarted n 0")
+	s.expect("open", "open Ok")
+	s.expect("check", "check Ok")
+}
