@@ -21,11 +21,13 @@ import (
 type wedgeRx struct {
 	countRx
 	wedged  atomic.Bool
+	held    atomic.Int64 // calls that were held (counted before they wait)
 	release chan struct{}
 }
 
 func (r *wedgeRx) Receive(p []rx.Packet) (int, error) {
 	if r.wedged.Load() {
+		r.held.Add(1)
 		<-r.release
 	}
 	return r.countRx.Receive(p)
@@ -90,6 +92,13 @@ func TestHeartbeatStopsWithHotThread(t *testing.T) {
 // TestStopTwice: a second Stop while the first is under way waits for the
 // first and returns its error. Before, it returned nil at once, with the
 // receive thread still running and the shm writer still open.
+//
+// The first Stop starts once the receive thread is held in Receive: Start
+// returns before the thread first looks at the stop flag, and a Stop
+// before that ends the thread at once, with nothing to wait for. The test
+// stopped then without looking, and read the first Stop's result twice
+// when both had returned within 100 ms: under load it hung in that second
+// read until the 45 min timeout, every other goroutine gone.
 func TestStopTwice(t *testing.T) {
 	r := &wedgeRx{release: make(chan struct{})}
 	r.wedged.Store(true)
@@ -105,20 +114,26 @@ func TestStopTwice(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	released := false
+	defer func() {
+		if !released {
+			close(r.release)
+			h.Stop()
+		}
+	}()
+	waitFor(t, "the receive thread held in Receive", func() bool { return r.held.Load() > 0 })
 	first, second := make(chan error, 1), make(chan error, 1)
 	go func() { first <- h.Stop() }()
 	waitFor(t, "the first Stop under way", h.stop.Load)
 	go func() { second <- h.Stop() }()
 	select {
 	case err := <-second:
-		select {
-		case <-first:
-		default:
-			t.Errorf("the second Stop returned (%v) while the first waits for the receive thread", err)
-		}
+		t.Errorf("the second Stop returned (%v) while the first waits for the receive thread", err)
+		second <- err // for the check below
 	case <-time.After(100 * time.Millisecond):
 	}
 	close(r.release)
+	released = true
 	var e1 error
 	select {
 	case e1 = <-first:
