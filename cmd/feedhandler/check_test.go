@@ -160,12 +160,30 @@ metrics: {listen: "127.0.0.1:%d"}
 	})
 	t.Run("foreign-file", func(t *testing.T) {
 		// The file the live writer above left, root's, in sticky /dev/shm:
-		// the test's user can neither replace nor remove it.
+		// the test's user can neither replace nor remove it, and no
+		// restart changes that. A config error (config.CheckHost), for
+		// check and run alike: exit 78, file:line: shm.name. Before, check
+		// printed a FAIL line and exited 1 where run exited 78. So is an
+		// shm.group the user is not in (chown(2) to it is refused).
 		f := feed("foreign", "receive: {backend: uring}\n")
-		check(t, as("", 0, "check", "--feed", f), exitNotReady,
-			fmt.Sprintf("FAIL  shm       %s is owned by uid 0 and this process (uid %d) cannot replace it", shm.Path(shmName), uid))
-		if started, logs := startsThroughSetup(t, as("", 0, "--feed", f)); started || !strings.Contains(logs, "the existing file belongs to uid 0") {
-			t.Errorf("the start got through setup (%v), or failed without naming the owner:\n%s", started, logs)
+		g := feedOn("shm-group", shmtest.Name(t, "fhcheck"), "receive: {backend: uring}\n")
+		b, err := os.ReadFile(g)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(g, []byte(strings.Replace(string(b), "}\nmetrics:", ", group: root}\nmetrics:", 1)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		for _, tc := range []struct{ feed, want string }{
+			{f, fmt.Sprintf(":5: shm.name: %s is owned by uid 0 and this process (uid %d) cannot replace it", shm.Path(shmName), uid)},
+			{g, fmt.Sprintf(":5: shm.group: root (gid 0): this process (uid %d) is not a member and lacks cap_chown", uid)},
+		} {
+			for _, args := range [][]string{{"check", "--feed", tc.feed}, {"--feed", tc.feed}} {
+				code, _, errOut := runExit(t, as("", 0, args...))
+				if code != exitConfig || !strings.Contains(errOut, tc.feed+tc.want) {
+					t.Errorf("%v: exit %d, want %d with %q:\n%s", args, code, exitConfig, tc.feed+tc.want, errOut)
+				}
+			}
 		}
 	})
 	t.Run("unknown-user", func(t *testing.T) {
@@ -231,7 +249,6 @@ metrics: {listen: "127.0.0.1:%d"}
 	const limit = 4 << 20
 	for _, c := range []struct {
 		name, caps, extra string
-		group             string // shm.group
 		memlock           int    // RLIMIT_MEMLOCK; 0 = limit
 		fail              string // the FAIL line's start; "" = no FAIL line
 		startErr          string // in the start's log when it fails; "" = it gets through setup
@@ -268,26 +285,12 @@ metrics: {listen: "127.0.0.1:%d"}
 		// SO_PREFER_BUSY_POLL needs cap_net_admin on every backend.
 		{name: "busy-poll-without-net_admin", extra: "receive: {busy_poll: true}\n",
 			fail: "FAIL  caps      backend auto needs", startErr: "SO_PREFER_BUSY_POLL"},
-		// chown(2) to a group this user is not in.
-		{name: "shm-group-not-member", extra: "receive: {backend: uring}\n", group: "root",
-			fail: fmt.Sprintf("FAIL  shm       shm.group root (gid 0): this process (uid %d) is not a member", uid), startErr: "set group root"},
 		// SCHED_FIFO refused: the start goes on under normal scheduling.
 		{name: "rt-priority-refused", extra: "receive: {backend: uring}\ncores: {receive: 0, rt_priority: 10}\n",
 			fail: "FAIL  realtime  cores.rt_priority 10: operation not permitted (priority 10 needs cap_sys_nice"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			name := shmtest.Name(t, "fhcheck")
-			f := feedOn(c.name, name, c.extra)
-			if c.group != "" {
-				b, err := os.ReadFile(f)
-				if err != nil {
-					t.Fatal(err)
-				}
-				b = []byte(strings.Replace(string(b), "shm: {name: "+name+"}", "shm: {name: "+name+", group: "+c.group+"}", 1))
-				if err := os.WriteFile(f, b, 0o644); err != nil {
-					t.Fatal(err)
-				}
-			}
+			f := feedOn(c.name, shmtest.Name(t, "fhcheck"), c.extra)
 			wantCode := 0
 			if c.fail != "" {
 				wantCode = exitNotReady

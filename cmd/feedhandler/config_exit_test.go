@@ -247,17 +247,25 @@ func runWithListenFd00(t *testing.T, script string, want int, command ...string)
 // /dev/shm is one line naming the feed file's shm key and what to do, and
 // exits 1 where a restart may succeed (a live writer under the name,
 // another handler or an instance still stopping; a full /dev/shm) and 78
-// where none does (a read-only /dev/shm, a directory at the name). Before,
-// each was the bare error ('feedhandler run: start handler: create shm
-// ...'), exit 1, and a permission error blamed the backend's capabilities.
-// The /dev/shm cases run in mount namespaces of their own, each on a
-// fresh tmpfs (never a remount of the host's).
+// where none does (a read-only /dev/shm or one this process may not write,
+// a directory or another user's file at the name, an shm.group it may not
+// give the file to). Before, each was the bare error ('feedhandler run:
+// start handler: create shm ...'), exit 1, and a permission error blamed
+// the backend's capabilities. feedhandler check, the unit's ExecStartPre=,
+// exits as run does: before, it printed a FAIL line and exited 1 for the
+// five run refused with 78 (config.CheckHost now refuses them for both,
+// before anything opens). The /dev/shm cases run in mount namespaces of
+// their own, each on a fresh tmpfs (never a remount of the host's); the
+// permission cases as root without the capability that would override
+// the refusal, in a tmpfs another uid owns.
 func TestRunSharedMemoryErrors(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("mounts a tmpfs over /dev/shm in a mount namespace")
 	}
-	if _, err := exec.LookPath("unshare"); err != nil {
-		t.Skip("unshare not installed (Debian package util-linux)")
+	for _, tool := range []string{"unshare", "setpriv"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("%s not installed (Debian package util-linux)", tool)
+		}
 	}
 	live := shmtest.Name(t, "fhshmerr")
 	w, err := shm.Create(shm.Config{Name: live, Instruments: 16, Depth: 1})
@@ -265,9 +273,12 @@ func TestRunSharedMemoryErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer w.Close()
-	feedFor := func(name string) string {
+	feedFor := func(name, group string) string {
 		f := filepath.Join(t.TempDir(), "t.yaml")
 		yaml := "feed: {name: shmerr}\nlines:\n  a: {interface: lo, group: 239.77.46.9, port: 26149}\nreceive: {backend: socket}\nbook: {max_orders: 65536}\nshm:\n  name: " + name + "\n"
+		if group != "" {
+			yaml += "  group: " + group + "\n"
+		}
 		if err := os.WriteFile(f, []byte(yaml), 0o644); err != nil {
 			t.Fatal(err)
 		}
@@ -277,37 +288,69 @@ func TestRunSharedMemoryErrors(t *testing.T) {
 	for _, tc := range []struct {
 		what  string
 		shm   string
+		group string // shm.group
 		mount string // tmpfs options; "": the host's /dev/shm
 		prep  string
+		drop  string // capabilities taken from root, setpriv's list
 		code  int
-		want  string
+		field string // the key the line names
+		want  string // in run's line and check's output
+		check string // in check's output when not want
 	}{
-		{"a live writer under the name", live, "", "", 1, "another handler publishes /dev/shm/" + live + "; stop it, or give this feed another shm.name"},
-		{"a full /dev/shm", name, "size=64k", "", 1, "free space there, raise the tmpfs's size"},
-		{"a read-only /dev/shm", name, "ro,size=1m", "", exitConfig, "/dev/shm is read-only to this process"},
-		{"a directory at the name", name, "size=64m", "mkdir /dev/shm/" + name + " && ", exitConfig, "/dev/shm/" + name + " is a directory, not a feed file"},
+		{what: "a live writer under the name", shm: live, code: 1, field: "shm.name",
+			want:  "another handler publishes /dev/shm/" + live + "; stop it, or give this feed another shm.name",
+			check: "FAIL  shm       /dev/shm/" + live + ": writer pid "},
+		{what: "a full /dev/shm", shm: name, mount: "mode=1777,size=64k", code: 1, field: "shm.name",
+			want:  "free space there, raise the tmpfs's size",
+			check: "FAIL  shm       /dev/shm has 0.1 MiB free and the feed file needs 10.5 MiB"},
+		{what: "a read-only /dev/shm", shm: name, mount: "mode=1777,ro,size=1m", code: exitConfig, field: "shm.name",
+			want: "/dev/shm is read-only to this process"},
+		{what: "a /dev/shm this process may not write", shm: name, mount: "mode=0755,uid=1,size=64m", drop: "-dac_override,-dac_read_search,-fowner",
+			code: exitConfig, field: "shm.name", want: "this process (uid 0) may not create files in /dev/shm (permission denied), which is normally mode 1777"},
+		{what: "a directory at the name", shm: name, mount: "mode=1777,size=64m", prep: "mkdir /dev/shm/" + name + " && ", code: exitConfig, field: "shm.name",
+			want: "/dev/shm/" + name + " is a directory, not a feed file"},
+		{what: "another user's file at the name", shm: name, mount: "mode=1777,uid=1,size=64m", prep: "touch /dev/shm/" + name + " && chown 2 /dev/shm/" + name + " && ",
+			drop: "-fowner", code: exitConfig, field: "shm.name",
+			want: "/dev/shm/" + name + " is owned by uid 2 and this process (uid 0) cannot replace it: /dev/shm is sticky and it lacks cap_fowner"},
+		{what: "an shm.group this process may not give the file to", shm: name, group: "1", mount: "mode=1777,size=64m", drop: "-chown",
+			code: exitConfig, field: "shm.group", want: "1 (gid 1): this process (uid 0) is not a member and lacks cap_chown"},
 	} {
-		feed := feedFor(tc.shm)
-		var cmd *exec.Cmd
-		if tc.mount == "" {
-			cmd = exec.Command(os.Args[0], "run", "--feed", feed)
-		} else {
-			cmd = exec.Command("unshare", "-m", "--propagation", "private", "sh", "-c",
-				"mount -t tmpfs -o mode=1777,"+tc.mount+" tmpfs /dev/shm && "+tc.prep+`exec "$0" "$@"`, os.Args[0], "run", "--feed", feed)
-		}
-		cmd.Env = append(os.Environ(), "FEEDHANDLER_TEST_AS_COMMAND=1")
-		var e bytes.Buffer
-		cmd.Stderr = &e
-		cmd.Run()
-		code := cmd.ProcessState.ExitCode()
-		line := ""
-		for l := range strings.Lines(e.String()) {
-			if !strings.Contains(l, " INF ") && !strings.Contains(l, " WRN ") {
-				line += l
+		feed := feedFor(tc.shm, tc.group)
+		line := map[bool]int{false: 7, true: 8}[tc.field == "shm.group"]
+		for _, command := range []string{"run", "check"} {
+			args := []string{os.Args[0], command, "--feed", feed}
+			if tc.drop != "" {
+				args = append([]string{"setpriv", "--clear-groups", "--bounding-set=" + tc.drop, "--inh-caps=" + tc.drop, "--"}, args...)
 			}
-		}
-		if code != tc.code || !strings.Contains(line, feed+":7: shm.name: ") || !strings.Contains(line, tc.want) {
-			t.Errorf("%s: exit %d, %q; want exit %d and %q naming %s:7: shm.name", tc.what, code, strings.TrimSpace(line), tc.code, tc.want, filepath.Base(feed))
+			var cmd *exec.Cmd
+			if tc.mount == "" {
+				cmd = exec.Command(args[0], args[1:]...)
+			} else {
+				cmd = exec.Command("unshare", append([]string{"-m", "--propagation", "private", "sh", "-c",
+					"mount -t tmpfs -o " + tc.mount + " tmpfs /dev/shm && " + tc.prep + `exec "$0" "$@"`}, args...)...)
+			}
+			cmd.Env = append(os.Environ(), "FEEDHANDLER_TEST_AS_COMMAND=1")
+			var out bytes.Buffer
+			cmd.Stdout, cmd.Stderr = &out, &out
+			cmd.Run()
+			code := cmd.ProcessState.ExitCode()
+			text := ""
+			for l := range strings.Lines(out.String()) {
+				if !strings.Contains(l, " INF ") && !strings.Contains(l, " WRN ") {
+					text += l
+				}
+			}
+			// run's line, and check's when it is a config error (check's
+			// FAIL line otherwise).
+			wants := []string{fmt.Sprintf("%s:%d: %s: ", feed, line, tc.field), tc.want}
+			if command == "check" && tc.check != "" {
+				wants = []string{tc.check}
+			}
+			for _, want := range wants {
+				if code != tc.code || !strings.Contains(text, want) {
+					t.Errorf("%s, %s: exit %d, %q; want exit %d and %q", tc.what, command, code, strings.TrimSpace(text), tc.code, want)
+				}
+			}
 		}
 	}
 }

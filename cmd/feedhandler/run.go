@@ -109,6 +109,8 @@ func runFeed(args []string) error {
 // replace or give to shm.group are config errors, exit 78: no restart fixes
 // them. Before, each was the bare error, exit 1, and the permission errors
 // blamed the receive backend's capabilities (privilege.Explain).
+// config.CheckHost refuses the permanent ones before anything opens, for
+// check too; these are for what changed in between.
 func shmError(cfg *config.Config, err error) error {
 	path := shm.Path(cfg.SHM.Name)
 	dir := filepath.Dir(path)

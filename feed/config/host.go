@@ -27,7 +27,8 @@ import (
 // books, with the rest of the process, fit in the memory it can have, that
 // a metrics.listen address with a zone is its interface's (and a
 // link-local one has a zone) and its port is one this process may bind,
-// that capture.path's directory exists and takes new files, that shm.group names a group of the host and, when this
+// that capture.path's directory exists and takes new files, that shm.group names a group of the host, that the
+// shm file can be created and given to it (checkSharedMemory) and, when this
 // process is root (the only case it is used), that user names an account.
 // Parse cannot check these (a file is written and validated on
 // one machine and run on another); the feed handler calls CheckHost before
@@ -84,6 +85,7 @@ func (c *Config) CheckHost() error {
 			add("shm.group", "%v on this host (groupadd --system %s, docs/OPERATIONS.md)", err, c.SHM.Group)
 		}
 	}
+	c.checkSharedMemory(add)
 	if c.Capture.Path != "" {
 		// Found only when the handler starts, after the shm file and the
 		// recovery are set up: exit status 1, restarted by systemd.
@@ -121,6 +123,50 @@ func checkCaptureDir(path string) error {
 		return fmt.Errorf("directory %s: no file can be created in it: %w", dir, err)
 	}
 	return nil
+}
+
+// checkSharedMemory refuses what stops the shm file's creation whatever
+// the number of restarts: a directory it may not create files in
+// (read-only, the unit's ProtectSystem=strict without
+// ReadWritePaths=/dev/shm; not writable by this process), a directory at
+// the file's name, another user's file there in a sticky directory
+// without cap_fowner (only its owner may replace it), and an shm.group
+// this process may not give the file to (not a member, without
+// cap_chown). The handler refused each when it created the file, exit
+// 78, while feedhandler check printed a FAIL line and exited 1; both now
+// refuse them here, one line each, exit 78. A live writer under the name
+// and a full file system are not here: a restart may find them gone
+// (exit 1, a FAIL line of check).
+func (c *Config) checkSharedMemory(add func(path, format string, args ...any)) {
+	path := shm.Path(c.SHM.Name)
+	dir := filepath.Dir(path)
+	switch err := unix.Faccessat(unix.AT_FDCWD, dir, unix.W_OK|unix.X_OK, unix.AT_EACCESS); {
+	case errors.Is(err, unix.EROFS):
+		add("shm.name", "%s is read-only to this process: the feed file cannot be created in it (under systemd: ReadWritePaths=%s beside ProtectSystem=strict, docs/OPERATIONS.md)", dir, dir)
+		return
+	case errors.Is(err, unix.EACCES) || errors.Is(err, unix.EPERM):
+		add("shm.name", "this process (uid %d) may not create files in %s (%v), which is normally mode 1777: the feed file cannot be created in it", os.Geteuid(), dir, err)
+		return
+	}
+	eff, _ := privilege.Effective()
+	if st, err := os.Lstat(path); err == nil && st.IsDir() {
+		add("shm.name", "%s is a directory, not a feed file: the start cannot rename the new file over it; remove it, or give this feed another shm.name", path)
+	} else if owner, foreign := shm.ForeignInSticky(path); foreign && eff&privilege.Fowner == 0 {
+		add("shm.name", "%s is owned by uid %d and this process (uid %d) cannot replace it: %s is sticky and it lacks cap_fowner, so only the file's owner may replace it (remove the file, or run as its owner)",
+			path, owner, os.Geteuid(), dir)
+	}
+	if c.SHM.Group == "" || eff&privilege.Chown != 0 {
+		return
+	}
+	gid, err := shm.LookupGroup(c.SHM.Group)
+	if err != nil || gid == os.Getegid() {
+		return // refused above when missing
+	}
+	groups, _ := os.Getgroups()
+	if !slices.Contains(groups, gid) {
+		add("shm.group", "%s (gid %d): this process (uid %d) is not a member and lacks cap_chown, so it cannot give the feed file to the group (SupplementaryGroups= in the unit, docs/OPERATIONS.md section 3)",
+			c.SHM.Group, gid, os.Getuid())
+	}
 }
 
 // checkCores refuses a hot thread's core that this process may not run on

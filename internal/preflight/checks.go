@@ -777,9 +777,12 @@ func (c *checker) rerequestBuffer() {
 		mib(want), mib(rmemMax), mib(rmemMax), got, rr.MaxRequestMessages, want)
 }
 
-// sharedMemory: no live writer owns the feed file, this process may
-// create files in /dev/shm, which has room for a new one next to the old,
-// and the group may be given the file.
+// sharedMemory: no live writer owns the feed file, and /dev/shm has room
+// for a new one next to the old. What no restart fixes (a directory this
+// process may not write, a directory or another user's file at the name,
+// an shm.group it may not give the file to) config.CheckHost refuses
+// before, exit 78 as run does; these two a restart may find gone, exit 1
+// for both.
 func (c *checker) sharedMemory() {
 	s := c.cfg.SHM
 	path := shm.Path(s.Name)
@@ -787,31 +790,10 @@ func (c *checker) sharedMemory() {
 	if err := shm.CheckOwner(path); err != nil {
 		c.add(Fail, "shm", "%s: %v: a second handler with this config would not start", path, err)
 	}
-	if st, err := os.Lstat(path); err == nil && st.IsDir() {
-		c.add(Fail, "shm", "%s is a directory, not a feed file: the start cannot rename the new file over it and fails (remove it, or set another shm.name)", path)
-	}
-	c.replace(path)
-	if s.Group != "" {
-		c.group(s.Group)
-	}
 	size := shm.FileSize(shm.Config{Instruments: s.Slots, Depth: c.cfg.Book.Depth})
 	var st unix.Statfs_t
 	if err := unix.Statfs(filepath.Dir(path), &st); err != nil {
 		c.add(Fail, "shm", "%s: %v", filepath.Dir(path), err)
-		return
-	}
-	// Create makes the file under a temporary name in the directory,
-	// then renames it over the feed file: it needs to write the
-	// directory. A read-only mount (the unit's ProtectSystem=strict
-	// without ReadWritePaths=/dev/shm) or a directory this user may not
-	// write was "ok" here and a failed start.
-	if err := unix.Faccessat(unix.AT_FDCWD, filepath.Dir(path), unix.W_OK|unix.X_OK, unix.AT_EACCESS); err != nil {
-		hint := "a read-only mount: the unit's ReadWritePaths=/dev/shm, docs/OPERATIONS.md section 2"
-		if !errors.Is(err, unix.EROFS) {
-			hint = "/dev/shm is normally mode 1777, writable by every user"
-		}
-		c.add(Fail, "shm", "%s: this process (uid %d) cannot create files in it: %v: the start fails (%s)",
-			filepath.Dir(path), os.Geteuid(), err, hint)
 		return
 	}
 	free := int64(st.Bavail) * st.Bsize
@@ -822,38 +804,6 @@ func (c *checker) sharedMemory() {
 	}
 	if len(c.out) == fails {
 		c.add(OK, "shm", "%s: %s (shm.slots %d, book.depth %d); %s free in %s", path, mib(size), s.Slots, c.cfg.Book.Depth, mib(free), filepath.Dir(path))
-	}
-}
-
-// group: shm.group exists and this process may give a file to it: chown(2)
-// to a group needs membership (or cap_chown), and Create sets the group of
-// the new file.
-func (c *checker) group(name string) {
-	gid, err := shm.LookupGroup(name)
-	if err != nil {
-		return // CheckHost refused it (file:line: shm.group)
-	}
-	if c.eff&privilege.Chown != 0 || gid == os.Getegid() {
-		return
-	}
-	groups, _ := os.Getgroups()
-	for _, g := range groups {
-		if g == gid {
-			return
-		}
-	}
-	c.add(Fail, "shm", "shm.group %s (gid %d): this process (uid %d) is not a member and lacks cap_chown, so it cannot give the feed file to the group and the start fails (SupplementaryGroups= in the unit, docs/OPERATIONS.md section 3)",
-		name, gid, os.Getuid())
-}
-
-// replace: an existing feed file at path can be replaced by this process.
-// /dev/shm is sticky (mode 1777): only the file's owner (or cap_fowner)
-// may rename over it or remove it, so a file left by another user, such
-// as a handler once started as root, stops the start.
-func (c *checker) replace(path string) {
-	if owner, ok := shm.ForeignInSticky(path); ok && c.eff&privilege.Fowner == 0 {
-		c.add(Fail, "shm", "%s is owned by uid %d and this process (uid %d) cannot replace it: %s is sticky and the handler lacks cap_fowner (remove the file, or run as its owner)",
-			path, owner, os.Geteuid(), filepath.Dir(path))
 	}
 }
 
