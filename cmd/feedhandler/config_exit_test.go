@@ -15,6 +15,7 @@ import (
 
 	"github.com/marketfeed/feedhandler/feed/config"
 	"github.com/marketfeed/feedhandler/feed/rx"
+	"github.com/marketfeed/feedhandler/internal/privilege"
 	"github.com/marketfeed/feedhandler/internal/shmtest"
 	"github.com/marketfeed/feedhandler/proto/shm"
 )
@@ -747,4 +748,56 @@ func utilLinuxWrappers() bool {
 	_, err1 := exec.LookPath("prlimit")
 	_, err2 := exec.LookPath("setpriv")
 	return err1 == nil && err2 == nil
+}
+
+// TestIOUringRefused: a host that refuses io_uring to the handler
+// (kernel.io_uring_disabled 1 or 2, a container runtime's seccomp profile;
+// here a seccomp filter in the child: the sysctl is global, and setting it
+// would refuse io_uring to every other test of the host meanwhile). Backend
+// uring: run and check refuse the start alike, one line at
+// receive.backend saying why, exit 78. Before, check said nothing and
+// exited 0 where run exited 78. Auto, without AF_XDP's capabilities: the
+// start falls back to the sockets and logs why, check warns so.
+func TestIOUringRefused(t *testing.T) {
+	ns := loNetns(t, "h188uring")
+	if _, err := exec.LookPath("setpriv"); err != nil {
+		t.Skip("setpriv not installed (Debian package util-linux)")
+	}
+	feed := func(backend string) string {
+		path := filepath.Join(t.TempDir(), "feed.yaml")
+		cfg := "feed:\n  name: t\nlines:\n  a:\n    interface: lo\n    group: 239.77.46.9\n    port: 26171\nreceive:\n  backend: " + backend +
+			"\nshm:\n  name: " + shmtest.Name(t, "fhuring") + "\nbook:\n  max_orders: 65536\n"
+		if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	const why = "a seccomp filter (a container runtime's default profile, systemd's SystemCallFilter=) or a security module refuses io_uring_setup to this process"
+	command := func(args ...string) *exec.Cmd {
+		cmd := exec.Command("ip", append([]string{"netns", "exec", ns}, args...)...)
+		cmd.Env = append(os.Environ(), "FEEDHANDLER_TEST_AS_COMMAND=1", "FEEDHANDLER_TEST_DENY_IO_URING=1")
+		return cmd
+	}
+	uring := feed("uring")
+	for _, args := range [][]string{{"--feed", uring}, {"check", "--feed", uring}} {
+		code, _, errOut := runExit(t, command(append([]string{os.Args[0]}, args...)...))
+		if want := uring + ":9: receive.backend: "; code != exitConfig || !strings.Contains(errOut, want) || !strings.Contains(errOut, why) {
+			t.Errorf("backend uring, io_uring refused, %v: exit %d, want %d with %q and %q:\n%s", args, code, exitConfig, want, why, errOut)
+		}
+	}
+	// auto as root without AF_XDP's capabilities: it falls back from
+	// AF_XDP, then from io_uring, to the sockets.
+	noXDP := "-" + strings.ReplaceAll(capList(privilege.Required("xdp", false)), ",", ",-")
+	asNoXDP := func(args ...string) *exec.Cmd {
+		return command(append([]string{"setpriv", "--bounding-set=" + noXDP, "--inh-caps=" + noXDP, "--", os.Args[0]}, args...)...)
+	}
+	auto := feed("auto")
+	code, out, errOut := runExit(t, asNoXDP("check", "--feed", auto))
+	if want := "backend auto, falling back from AF_XDP, would fall back to the sockets (recvmmsg) too"; code != 0 || !strings.Contains(out, "warn  uring     ") || !strings.Contains(out, want) || !strings.Contains(out, why) {
+		t.Errorf("check, backend auto, io_uring refused: exit %d, want 0 and a warn uring line with %q and %q:\n%s%s", code, want, why, out, errOut)
+	}
+	started, logs := startsThroughSetup(t, asNoXDP("--feed", auto))
+	if !started || !strings.Contains(logs, "rx: uring backend unavailable here, falling back to socket") || !strings.Contains(logs, why) {
+		t.Errorf("backend auto, io_uring refused: through setup %v, want the fall back to the sockets logged with %q:\n%s", started, why, logs)
+	}
 }

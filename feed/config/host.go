@@ -28,7 +28,8 @@ import (
 // a metrics.listen address with a zone is its interface's (and a
 // link-local one has a zone) and its port is one this process may bind,
 // that capture.path's directory exists and takes new files, that shm.group names a group of the host, that the
-// shm file can be created and given to it (checkSharedMemory) and, when this
+// shm file can be created and given to it (checkSharedMemory), that backend uring can create its ring
+// (rx.ProbeUring) and, when this
 // process is root (the only case it is used), that user names an account.
 // Parse cannot check these (a file is written and validated on
 // one machine and run on another); the feed handler calls CheckHost before
@@ -86,6 +87,14 @@ func (c *Config) CheckHost() error {
 		}
 	}
 	c.checkSharedMemory(add)
+	if c.Receive.Backend == rx.BackendUring {
+		// What the backend's start would meet first: before, feedhandler
+		// check said nothing of it (a kernel.io_uring_disabled of 1 or 2,
+		// a seccomp filter) and run refused the start, exit 78.
+		if err := rx.ProbeUring(); errors.Is(err, rx.ErrNotSupported) {
+			add("receive.backend", "%v: backend uring cannot run on this host (auto would fall back to the sockets; docs/OPERATIONS.md section 1)", err)
+		}
+	}
 	if c.Capture.Path != "" {
 		// Found only when the handler starts, after the shm file and the
 		// recovery are set up: exit status 1, restarted by systemd.

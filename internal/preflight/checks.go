@@ -471,6 +471,7 @@ func (c *checker) backend() {
 		}
 	}
 	if c.sockets() {
+		c.uringAllowed()
 		c.uringMemlock()
 		c.socketBuffer()
 	}
@@ -546,10 +547,11 @@ func (c *checker) driver() {
 }
 
 // Tests replace these to play VLAN devices, which a kernel without
-// CONFIG_VLAN_8021Q cannot make.
+// CONFIG_VLAN_8021Q cannot make, and an io_uring refused.
 var (
 	resolveXDPDevice = rx.ResolveXDPDevice
 	reversePath      = rx.CheckReversePath
+	probeUring       = rx.ProbeUring
 	vlanOffload      = rx.VLANOffload
 )
 
@@ -669,6 +671,52 @@ func (c *checker) xdpFallsBack() bool {
 	var lim unix.Rlimit
 	return c.eff&privilege.IPCLock == 0 && unix.Getrlimit(unix.RLIMIT_MEMLOCK, &lim) == nil &&
 		lim.Cur != unix.RLIM_INFINITY && int64(lim.Cur) < c.umemBytes()
+}
+
+// uringAllowed: whether this process may create an io_uring, as the
+// backend's start does first (rx.ProbeUring), and whether it may only by
+// cap_sys_admin under kernel.io_uring_disabled 1, which the unit's user
+// does not hold. Backend uring refused is config.CheckHost's (exit 78, as
+// run); under auto it is a fallback to the sockets when AF_XDP falls back
+// too. Before, check said nothing of either.
+func (c *checker) uringAllowed() {
+	b := c.cfg.Receive.Backend
+	if b != rx.BackendAuto && b != rx.BackendUring {
+		return
+	}
+	if err := probeUring(); errors.Is(err, rx.ErrNotSupported) {
+		if b == rx.BackendAuto && c.xdpFallsBack() {
+			c.add(Warn, "uring", "%v: backend auto, falling back from AF_XDP, would fall back to the sockets (recvmmsg) too, slower (docs/OPERATIONS.md section 1)", err)
+		}
+		return
+	}
+	mode, ok := c.h.readInt("/proc/sys/kernel/io_uring_disabled")
+	if !ok || mode != 1 || c.eff&(1<<unix.CAP_SYS_ADMIN) == 0 {
+		return
+	}
+	group, ok := c.h.readInt("/proc/sys/kernel/io_uring_group")
+	if !ok {
+		group = -1
+	}
+	if group >= 0 && inGroup(int(group)) {
+		return
+	}
+	what := "backend uring would not start (exit 78)"
+	if b == rx.BackendAuto {
+		what = "backend auto would fall back to the sockets where AF_XDP falls back"
+	}
+	c.add(Warn, "uring", "kernel.io_uring_disabled is 1 (kernel.io_uring_group %d): this process may use io_uring only because it holds cap_sys_admin; a user without it, as under deploy/feedhandler@.service, may not, and there %s: put that user in the group (SupplementaryGroups= in the unit) or set kernel.io_uring_disabled to 0, and run check as the service runs",
+		group, what)
+}
+
+// inGroup reports whether this process is in group gid: its effective gid
+// or a supplementary group.
+func inGroup(gid int) bool {
+	if gid == os.Getegid() {
+		return true
+	}
+	groups, _ := os.Getgroups()
+	return slices.Contains(groups, gid)
 }
 
 // uringMemlock: io_uring's rings fit under RLIMIT_MEMLOCK, which the kernel

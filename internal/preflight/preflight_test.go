@@ -13,6 +13,7 @@ import (
 
 	"github.com/marketfeed/feedhandler/feed/config"
 	"github.com/marketfeed/feedhandler/feed/rx"
+	"github.com/marketfeed/feedhandler/internal/privilege"
 )
 
 // The tests below give Run a file tree of their own for /proc and /sys, to
@@ -461,6 +462,38 @@ func TestMetricsWildcardWarns(t *testing.T) {
 		}
 		if warned != tc.warn {
 			t.Errorf("metrics.listen %s: warned %v, want %v", tc.listen, warned, tc.warn)
+		}
+	}
+}
+
+// TestUringDisabledOne: under kernel.io_uring_disabled 1 a process with
+// cap_sys_admin (this one, root) may create rings, a user without it (the
+// unit's) only in kernel.io_uring_group: check, run as root before the
+// unit starts, warns of it under uring and auto; not under socket, nor
+// with the setting at 0. Before, it said nothing (the sysctls are read
+// from a tree of the test's: the host's are global).
+func TestUringDisabledOne(t *testing.T) {
+	if eff, _ := privilege.Effective(); eff&(1<<unix.CAP_SYS_ADMIN) == 0 {
+		t.Skip("the warning is for a process that holds cap_sys_admin")
+	}
+	probeUring = func() error { return nil }
+	t.Cleanup(func() { probeUring = rx.ProbeUring })
+	for _, tc := range []struct {
+		backend, disabled string
+		want              string // "": no uring line
+	}{
+		{"uring", "1", "kernel.io_uring_disabled is 1 (kernel.io_uring_group -1): this process may use io_uring only because it holds cap_sys_admin; a user without it, as under deploy/feedhandler@.service, may not, and there backend uring would not start (exit 78)"},
+		{"auto", "1", "there backend auto would fall back to the sockets where AF_XDP falls back"},
+		{"socket", "1", ""},
+		{"uring", "0", ""},
+	} {
+		h := tree(t, map[string]string{"proc/sys/kernel/io_uring_disabled": tc.disabled + "\n", "proc/sys/kernel/io_uring_group": "-1\n"})
+		got := topic(Run(feedConfig(t, "lo", "receive: {backend: "+tc.backend+"}\n"), h), "uring")
+		switch {
+		case tc.want == "" && got != nil:
+			t.Errorf("%s, io_uring_disabled %s: %q, want no uring line", tc.backend, tc.disabled, got)
+		case tc.want != "" && (len(got) != 1 || !strings.Contains(got[0], tc.want) || !strings.HasPrefix(got[0], "warn")):
+			t.Errorf("%s, io_uring_disabled %s: %q, want a warning with %q", tc.backend, tc.disabled, got, tc.want)
 		}
 	}
 }
