@@ -11,7 +11,13 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/link"
+	"golang.org/x/sys/unix"
 
 	"github.com/marketfeed/feedhandler/feed/config"
 	"github.com/marketfeed/feedhandler/feed/rx"
@@ -173,6 +179,94 @@ func TestRunMetricsPortNotAllowed(t *testing.T) {
 	if out, _ := cmd.CombinedOutput(); strings.Contains(string(out), "metrics.listen: port") {
 		t.Errorf("check with cap_net_bind_service refused the port:\n%s", out)
 	}
+}
+
+// TestRunMetricsPortRefusedByPolicy: a metrics.listen port this process
+// may bind by its capabilities (above net.ipv4.ip_unprivileged_port_start)
+// refused all the same by a policy, as SELinux or AppArmor refuse a port
+// with EACCES: here a BPF program on a cgroup's bind hook of the test's
+// own, setting EACCES for that port alone, the children started in the
+// cgroup. run and check refuse it alike, file:line: metrics.listen, saying
+// it is a policy's refusal and what to do, exit 78. Before, run blamed a
+// missing cap_net_bind_service ('a port below
+// net.ipv4.ip_unprivileged_port_start (1024 by default) needs
+// cap_net_bind_service; use a higher one'), and check printed a bare
+// 'FAIL  metrics   metrics.listen ...: bind: permission denied', exit 1.
+func TestRunMetricsPortRefusedByPolicy(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("loads a BPF program on a cgroup of its own")
+	}
+	const port = 9187
+	cg := bindRefusingCgroup(t, port)
+	path := filepath.Join(t.TempDir(), "feed.yaml")
+	cfg := fmt.Sprintf("feed:\n  name: t\nlines:\n  a:\n    interface: lo\n    group: 239.1.1.1\n    port: 26477\nreceive:\n  backend: socket\nmetrics:\n  listen: 127.0.0.1:%d\nshm:\n  name: %s\n", port, shmtest.Name(t, "fhpolicy"))
+	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	want := fmt.Sprintf("%s:11: metrics.listen: listen tcp 127.0.0.1:%d: bind: permission denied: refused by a policy, not for want of a capability (the port needs none here): a security module (SELinux: the port's type, semanage port -l; AppArmor: the profile's network rules; the audit log names the denial) or a BPF program on the cgroup's bind hook; allow this port there", path, port)
+	for _, args := range [][]string{{"--feed", path}, {"check", "--feed", path}} {
+		cmd := exec.Command(os.Args[0], args...)
+		cmd.Env = append(os.Environ(), "FEEDHANDLER_TEST_AS_COMMAND=1")
+		cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: cg}
+		code, _, errOut := runExit(t, cmd)
+		if code != exitConfig || !strings.Contains(errOut, want) {
+			t.Errorf("%v: exit %d, want %d and %q:\n%s", args, code, exitConfig, want, errOut)
+		}
+	}
+}
+
+// bindRefusingCgroup makes a cgroup (v2) of the test's own whose BPF bind
+// program refuses binds of IPv4 port with EACCES (bpf_set_retval, Linux
+// 5.18+) and allows the others, and returns an open descriptor of it for
+// SysProcAttr.CgroupFD; the test's cleanup removes it all.
+func bindRefusingCgroup(t *testing.T, port uint16) int {
+	t.Helper()
+	mounts, err := os.ReadFile("/proc/self/mounts")
+	if err != nil {
+		t.Fatal(err)
+	}
+	root := ""
+	for l := range strings.Lines(string(mounts)) {
+		if f := strings.Fields(l); len(f) > 2 && f[2] == "cgroup2" {
+			root = f[1]
+			break
+		}
+	}
+	if root == "" {
+		t.Skip("no cgroup2 file system mounted")
+	}
+	dir := filepath.Join(root, fmt.Sprintf("fh-bindpolicy-%d", os.Getpid()))
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Skipf("a cgroup of the test's own: %v", err)
+	}
+	t.Cleanup(func() { os.Remove(dir) })
+	nport := int32(port>>8 | port&0xff<<8) // bpf_sock_addr.user_port: network byte order
+	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{Type: ebpf.CGroupSockAddr, AttachType: ebpf.AttachCGroupInet4Bind, License: "GPL",
+		Instructions: asm.Instructions{
+			asm.LoadMem(asm.R2, asm.R1, 24, asm.Word), // user_port
+			asm.JNE.Imm(asm.R2, nport, "allow"),
+			asm.Mov.Imm(asm.R1, -int32(unix.EACCES)),
+			asm.FnSetRetval.Call(),
+			asm.Mov.Imm(asm.R0, 0),
+			asm.Return(),
+			asm.Mov.Imm(asm.R0, 1).WithSymbol("allow"),
+			asm.Return(),
+		}})
+	if err != nil {
+		t.Skipf("a cgroup bind program setting EACCES (bpf_set_retval, Linux 5.18+): %v", err)
+	}
+	t.Cleanup(func() { prog.Close() })
+	l, err := link.AttachCgroup(link.CgroupOptions{Path: dir, Attach: ebpf.AttachCGroupInet4Bind, Program: prog})
+	if err != nil {
+		t.Fatalf("attach the bind program to %s: %v", dir, err)
+	}
+	t.Cleanup(func() { l.Close() })
+	fd, err := unix.Open(dir, unix.O_DIRECTORY|unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Close(fd) })
+	return fd
 }
 
 // TestRunMetricsAddressDADFailed: a metrics.listen address whose duplicate

@@ -270,7 +270,7 @@ func listenMetrics(cfg *config.Config, logger zerolog.Logger) (net.Listener, err
 		return nil, err
 	}
 	fln, ferr := preflight.ListenFreeBind(addr)
-	if errors.Is(ferr, syscall.EADDRINUSE) || errors.Is(ferr, syscall.EACCES) {
+	if errors.Is(ferr, syscall.EADDRINUSE) || errors.Is(ferr, syscall.EACCES) || errors.Is(ferr, syscall.EPERM) {
 		// The port, which the first bind did not get to (the kernel
 		// checks the address first): in use (exit 1, restarted) or
 		// privileged (exit 78), as listenError says.
@@ -290,7 +290,8 @@ func listenMetrics(cfg *config.Config, logger zerolog.Logger) (net.Listener, err
 // listenError is metrics.listen's bind error: a config error (exit 78,
 // not restarted) when no restart can fix it, a port below
 // net.ipv4.ip_unprivileged_port_start without cap_net_bind_service
-// (EACCES) or an address that is not this host's (EADDRNOTAVAIL for an
+// (EACCES), a policy's refusal (EACCES, EPERM: a security module, a
+// cgroup bind program; config.ListenRefused) or an address that is not this host's (EADDRNOTAVAIL for an
 // address the host does not have: a name resolving elsewhere; a literal
 // one is bound with IP_FREEBIND instead, listenMetrics); a port
 // in use is not (an instance still stopping frees it), and exits 1. Nor
@@ -300,8 +301,11 @@ func listenMetrics(cfg *config.Config, logger zerolog.Logger) (net.Listener, err
 // stays unusable until the address is added again, exit 78.
 func listenError(cfg *config.Config, err error) error {
 	switch {
-	case errors.Is(err, syscall.EACCES):
-		return configError{cfg.FieldError("metrics.listen", "%v: a port below net.ipv4.ip_unprivileged_port_start (1024 by default) needs cap_net_bind_service; use a higher one", err)}
+	case errors.Is(err, syscall.EACCES) || errors.Is(err, syscall.EPERM):
+		// A port below net.ipv4.ip_unprivileged_port_start, or a policy
+		// (a security module, a cgroup bind program), which
+		// config.CheckHost has refused before unless it changed since.
+		return configError{cfg.FieldError("metrics.listen", "%v", config.ListenRefused(cfg.Metrics.Listen, err))}
 	case errors.Is(err, syscall.EADDRNOTAVAIL):
 		if listenAddrDADFailed(err) {
 			return configError{cfg.FieldError("metrics.listen", "%v: duplicate address detection failed for it (`ip -6 addr` says dadfailed): another host on its link has this address, which no restart fixes; resolve the conflict and add the address again", err)}

@@ -74,8 +74,9 @@ func (c *Config) CheckHost() error {
 	c.checkBookMemory(add)
 	if err := c.checkListen(); err != nil {
 		add("metrics.listen", "%v", err)
-	}
-	if err := c.checkListenPort(); err != nil {
+	} else if err := c.checkListenPort(); err != nil {
+		add("metrics.listen", "%v", err)
+	} else if err := c.checkListenAllowed(); err != nil {
 		add("metrics.listen", "%v", err)
 	}
 	// Found missing only later, these stopped the start with exit status
@@ -541,24 +542,70 @@ func (c *Config) checkListen() error {
 // before, check printed a bare FAIL finding (exit 1) where run exited 78.
 // Port 0 (any port) and a sysctl it cannot read are left to the bind.
 func (c *Config) checkListenPort() error {
-	_, p, err := net.SplitHostPort(c.Metrics.Listen) // unset: an error
-	port, perr := net.LookupPort("tcp", p)
-	if err != nil || perr != nil || port == 0 {
-		return nil
-	}
-	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_unprivileged_port_start")
-	if err != nil {
-		return nil
-	}
-	start, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil || port >= start {
-		return nil
-	}
-	if eff, err := privilege.Effective(); err != nil || eff&privilege.NetBindService != 0 {
+	port, start, low := lowPort(c.Metrics.Listen)
+	if !low {
 		return nil
 	}
 	return fmt.Errorf("port %d is below net.ipv4.ip_unprivileged_port_start (%d) and this process lacks cap_net_bind_service: use a port of %d or above (the unit grants no cap_net_bind_service: least privilege, docs/OPERATIONS.md section 1)",
 		port, start, start)
+}
+
+// lowPort reports whether listen's port is below
+// net.ipv4.ip_unprivileged_port_start (start) and this process lacks
+// cap_net_bind_service to bind it.
+func lowPort(listen string) (port, start int, low bool) {
+	_, p, err := net.SplitHostPort(listen) // unset: an error
+	port, perr := net.LookupPort("tcp", p)
+	if err != nil || perr != nil || port == 0 {
+		return port, 0, false
+	}
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_unprivileged_port_start")
+	if err != nil {
+		return port, 0, false
+	}
+	start, err = strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || port >= start {
+		return port, start, false
+	}
+	if eff, err := privilege.Effective(); err != nil || eff&privilege.NetBindService != 0 {
+		return port, start, false
+	}
+	return port, start, true
+}
+
+// checkListenAllowed binds metrics.listen for a moment, after
+// checkListenPort has passed its port: a bind refused there (EACCES,
+// EPERM) is a policy's, a security module's or a cgroup bind program's,
+// which no restart changes (ListenRefused). Before, run exited 78 blaming
+// a missing cap_net_bind_service for a port that needs none, and check
+// printed a bare FAIL line, exit 1. A port in use or an address not up
+// yet is left to run and check's findings (restarted; bound with
+// IP_FREEBIND).
+func (c *Config) checkListenAllowed() error {
+	if c.Metrics.Listen == "" {
+		return nil
+	}
+	ln, err := net.Listen("tcp", c.Metrics.Listen)
+	if err == nil {
+		ln.Close()
+		return nil
+	}
+	if errors.Is(err, unix.EACCES) || errors.Is(err, unix.EPERM) {
+		return ListenRefused(c.Metrics.Listen, err)
+	}
+	return nil
+}
+
+// ListenRefused is a bind of listen (metrics.listen) refused with err,
+// EACCES or EPERM, said with its cause and remedy: a port below
+// net.ipv4.ip_unprivileged_port_start without cap_net_bind_service, or
+// else a policy: a security module (SELinux, AppArmor: EACCES) or a BPF
+// program on the cgroup's bind hook (EPERM, or what it sets).
+func ListenRefused(listen string, err error) error {
+	if port, start, low := lowPort(listen); low {
+		return fmt.Errorf("%w: port %d is below net.ipv4.ip_unprivileged_port_start (%d) and this process lacks cap_net_bind_service: use a port of %d or above", err, port, start, start)
+	}
+	return fmt.Errorf("%w: refused by a policy, not for want of a capability (the port needs none here): a security module (SELinux: the port's type, semanage port -l; AppArmor: the profile's network rules; the audit log names the denial) or a BPF program on the cgroup's bind hook; allow this port there, or use one the policy allows (docs/OPERATIONS.md section 1)", err)
 }
 
 // linkLocalNoZone is checkListen's error for an IPv6 link-local address

@@ -878,7 +878,11 @@ func (c *checker) metrics() {
 				// As run binds it: the port may be taken (or
 				// privileged) all the same.
 				fln, ferr := ListenFreeBind(addr)
-				if ferr != nil && (errors.Is(ferr, unix.EADDRINUSE) || errors.Is(ferr, unix.EACCES)) {
+				if errors.Is(ferr, unix.EACCES) || errors.Is(ferr, unix.EPERM) {
+					c.add(Fail, "metrics", "metrics.listen %s: %v", addr, config.ListenRefused(addr, ferr))
+					return
+				}
+				if errors.Is(ferr, unix.EADDRINUSE) {
 					c.add(Fail, "metrics", "metrics.listen %s: %v", addr, ferr)
 					return
 				}
@@ -889,6 +893,10 @@ func (c *checker) metrics() {
 				return
 			}
 		}
+	}
+	if errors.Is(err, unix.EACCES) || errors.Is(err, unix.EPERM) {
+		// config.CheckHost refuses it first, unless it changed since.
+		err = config.ListenRefused(addr, err)
 	}
 	if err != nil {
 		c.add(Fail, "metrics", "metrics.listen %s: %v", addr, err)
