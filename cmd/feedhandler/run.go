@@ -104,8 +104,8 @@ func runFeed(args []string) error {
 // error: what to do, one line. A live writer under the name (another
 // handler, or an instance still stopping) and a full /dev/shm exit 1, which
 // the unit restarts: the one ends, the other may be freed. A /dev/shm this
-// process may not write (read-only, the unit's ProtectSystem=strict without
-// ReadWritePaths=/dev/shm; not writable) and a file there it may not
+// process may not write (read-only: a ReadOnlyPaths= over it without
+// ReadWritePaths=/dev/shm, a container's mount; not writable) and a file there it may not
 // replace or give to shm.group are config errors, exit 78: no restart fixes
 // them. Before, each was the bare error, exit 1, and the permission errors
 // blamed the receive backend's capabilities (privilege.Explain).
@@ -126,7 +126,7 @@ func shmError(cfg *config.Config, err error) error {
 		}
 		return cfg.FieldError("shm.name", "%v: %s has %s free and the file needs %d MiB besides the one it replaces: free space there, raise the tmpfs's size (mount -o remount,size=...), or lower shm.slots or book.depth", err, dir, free, (need+1<<20-1)>>20)
 	case errors.Is(err, syscall.EROFS):
-		return configError{cfg.FieldError("shm.name", "%v: %s is read-only to this process (under systemd: ReadWritePaths=/dev/shm beside ProtectSystem=strict, docs/OPERATIONS.md)", err, dir)}
+		return configError{cfg.FieldError("shm.name", "%v: %s is read-only to this process (under systemd: a ReadOnlyPaths= over it, which ReadWritePaths=/dev/shm undoes; ProtectSystem=strict leaves it writable; in a container: its mount, docs/OPERATIONS.md)", err, dir)}
 	case errors.Is(err, syscall.EACCES):
 		return configError{cfg.FieldError("shm.name", "%v: this process (uid %d) may not create files in %s, which is normally mode 1777", err, os.Geteuid(), dir)}
 	case errors.Is(err, syscall.EPERM):

@@ -137,8 +137,8 @@ func checkCaptureDir(path string) error {
 
 // checkSharedMemory refuses what stops the shm file's creation whatever
 // the number of restarts: a directory it may not create files in
-// (read-only, the unit's ProtectSystem=strict without
-// ReadWritePaths=/dev/shm; not writable by this process), a directory at
+// (read-only: a ReadOnlyPaths= over it that no ReadWritePaths=/dev/shm
+// undoes, a container's read-only mount; not writable by this process), a directory at
 // the file's name, another user's file there in a sticky directory
 // without cap_fowner (only its owner may replace it), and an shm.group
 // this process may not give the file to (not a member, without
@@ -152,7 +152,7 @@ func (c *Config) checkSharedMemory(add func(path, format string, args ...any)) {
 	dir := filepath.Dir(path)
 	switch err := unix.Faccessat(unix.AT_FDCWD, dir, unix.W_OK|unix.X_OK, unix.AT_EACCESS); {
 	case errors.Is(err, unix.EROFS):
-		add("shm.name", "%s is read-only to this process: the feed file cannot be created in it (under systemd: ReadWritePaths=%s beside ProtectSystem=strict, docs/OPERATIONS.md)", dir, dir)
+		add("shm.name", "%s is read-only to this process: the feed file cannot be created in it (under systemd: a ReadOnlyPaths= over it, which ReadWritePaths=%s undoes; ProtectSystem=strict leaves it writable; in a container: its mount, docs/OPERATIONS.md)", dir, dir)
 		return
 	case errors.Is(err, unix.EACCES) || errors.Is(err, unix.EPERM):
 		add("shm.name", "this process (uid %d) may not create files in %s (%v), which is normally mode 1777: the feed file cannot be created in it", os.Geteuid(), dir, err)
