@@ -61,6 +61,18 @@ func (c *checker) add(l Level, topic, format string, args ...any) {
 	c.out = append(c.out, Finding{Level: l, Topic: topic, Msg: fmt.Sprintf(format, args...)})
 }
 
+// refuse adds a FAIL that run refuses as a config error (exit 78: no
+// restart fixes it), Finding.Config.
+func (c *checker) refuse(topic, format string, args ...any) {
+	c.addOrRefuse(Fail, topic, format, args...)
+}
+
+// addOrRefuse adds a finding at l; a FAIL as refuse does.
+func (c *checker) addOrRefuse(l Level, topic, format string, args ...any) {
+	c.add(l, topic, format, args...)
+	c.out[len(c.out)-1].Config = l == Fail
+}
+
 // xdp reports whether the config's backend may be AF_XDP.
 func (c *checker) xdp() bool {
 	b := c.cfg.Receive.Backend
@@ -457,7 +469,7 @@ func (c *checker) backend() {
 			// cap_net_admin; its EPERM is not a fallback.
 			l, what = Fail, "busy polling would be refused (SO_PREFER_BUSY_POLL) and the start fails, on every backend"
 		}
-		c.add(l, "caps", "backend %s needs %s and this process (uid %d) lacks %s: %s (run as root, or under deploy/feedhandler@.service, which grants them: docs/OPERATIONS.md section 1)",
+		c.addOrRefuse(l, "caps", "backend %s needs %s and this process (uid %d) lacks %s: %s (run as root, or under deploy/feedhandler@.service, which grants them: docs/OPERATIONS.md section 1)",
 			r.Backend, need, os.Getuid(), missing, what)
 	} else if need != 0 {
 		c.add(OK, "caps", "backend %s: this process holds %s", r.Backend, need)
@@ -528,13 +540,13 @@ func (c *checker) driver() {
 		zc := f&xdpActXSKZeroCopy != 0
 		switch {
 		case !native && r.XDPMode == "native":
-			c.add(Fail, "driver", "%s: the driver reports no native XDP redirect (xdp-features %#x) and receive.xdp_mode is native: the start fails", ifname, f)
+			c.refuse("driver", "%s: the driver reports no native XDP redirect (xdp-features %#x) and receive.xdp_mode is native: the start fails", ifname, f)
 		case !native && r.XDPMode != "generic":
 			c.add(Warn, "driver", "%s: the driver reports no native XDP redirect (xdp-features %#x): the program attaches in generic (skb) mode, much slower (docs/TUNING.md section 6)", ifname, f)
 		}
 		switch {
 		case !zc && r.ZeroCopy == "on":
-			c.add(Fail, "driver", "%s: the driver reports no AF_XDP zero-copy (xdp-features %#x) and receive.zero_copy is on: the start fails", ifname, f)
+			c.refuse("driver", "%s: the driver reports no AF_XDP zero-copy (xdp-features %#x) and receive.zero_copy is on: the start fails", ifname, f)
 		case !zc && r.ZeroCopy != "off":
 			c.add(Warn, "driver", "%s: the driver reports no AF_XDP zero-copy (xdp-features %#x): the sockets bind in copy mode, one kernel copy a packet (docs/TUNING.md section 6)", ifname, f)
 		}
@@ -570,7 +582,7 @@ func (c *checker) xdpDevices() []rx.XDPDevice {
 		dev, err := resolveXDPDevice(ifname)
 		if errors.Is(err, rx.ErrNotSupported) {
 			l, what := c.orFallBack()
-			c.add(l, "vlan", "%v: %s", err, what)
+			c.addOrRefuse(l, "vlan", "%v: %s", err, what)
 			continue
 		}
 		if err != nil {
@@ -649,7 +661,7 @@ func (c *checker) memlock() {
 		// as a missing capability is: xdp does not start (exit 78),
 		// auto falls back to io_uring and logs why (rx.Open).
 		l, what := c.orFallBack()
-		c.add(l, "memlock", "the AF_XDP UMEMs pin %s (%d interface(s) x %d queue(s) x receive.ring_size frames of 4 KiB) and this process's RLIMIT_MEMLOCK is %s, without cap_ipc_lock: %s (raise it: LimitMEMLOCK= in the unit, ulimit -l; or grant cap_ipc_lock; docs/OPERATIONS.md)",
+		c.addOrRefuse(l, "memlock", "the AF_XDP UMEMs pin %s (%d interface(s) x %d queue(s) x receive.ring_size frames of 4 KiB) and this process's RLIMIT_MEMLOCK is %s, without cap_ipc_lock: %s (raise it: LimitMEMLOCK= in the unit, ulimit -l; or grant cap_ipc_lock; docs/OPERATIONS.md)",
 			mib(need), len(c.interfaces()), max(len(c.cfg.Receive.Queues), 1), mib(int64(lim.Cur)), what)
 		return
 	}
@@ -748,7 +760,7 @@ func (c *checker) uringMemlock() {
 		}
 		l, what = Warn, "backend auto, falling back from AF_XDP, would fall back to the sockets (recvmmsg) too"
 	}
-	c.add(l, "memlock", "the io_uring rings pin %s (%d buffers, receive.ring_size) and this process's RLIMIT_MEMLOCK is %s, without cap_ipc_lock: %s (raise it: LimitMEMLOCK= in the unit, ulimit -l; or grant cap_ipc_lock; docs/OPERATIONS.md)",
+	c.addOrRefuse(l, "memlock", "the io_uring rings pin %s (%d buffers, receive.ring_size) and this process's RLIMIT_MEMLOCK is %s, without cap_ipc_lock: %s (raise it: LimitMEMLOCK= in the unit, ulimit -l; or grant cap_ipc_lock; docs/OPERATIONS.md)",
 		kib(need), rx.UringBuffers(rxc), kib(int64(lim.Cur)), what)
 }
 
@@ -872,14 +884,14 @@ func (c *checker) metrics() {
 				if DADFailed(ip) {
 					// run refuses it (exit 78): IP_FREEBIND
 					// binds it, but it never answers.
-					c.add(Fail, "metrics", "metrics.listen %s: %v: duplicate address detection failed for it (`ip -6 addr` says dadfailed): another host on its link has this address, which no restart fixes; resolve the conflict and add the address again", addr, err)
+					c.refuse("metrics", "metrics.listen %s: %v: duplicate address detection failed for it (`ip -6 addr` says dadfailed): another host on its link has this address, which no restart fixes; resolve the conflict and add the address again", addr, err)
 					return
 				}
 				// As run binds it: the port may be taken (or
 				// privileged) all the same.
 				fln, ferr := ListenFreeBind(addr)
 				if errors.Is(ferr, unix.EACCES) || errors.Is(ferr, unix.EPERM) {
-					c.add(Fail, "metrics", "metrics.listen %s: %v", addr, config.ListenRefused(addr, ferr))
+					c.refuse("metrics", "metrics.listen %s: %v", addr, config.ListenRefused(addr, ferr))
 					return
 				}
 				if errors.Is(ferr, unix.EADDRINUSE) {
@@ -896,7 +908,8 @@ func (c *checker) metrics() {
 	}
 	if errors.Is(err, unix.EACCES) || errors.Is(err, unix.EPERM) {
 		// config.CheckHost refuses it first, unless it changed since.
-		err = config.ListenRefused(addr, err)
+		c.refuse("metrics", "metrics.listen %s: %v", addr, config.ListenRefused(addr, err))
+		return
 	}
 	if err != nil {
 		c.add(Fail, "metrics", "metrics.listen %s: %v", addr, err)
