@@ -119,8 +119,10 @@ func unitSettings(t *testing.T) map[string][]string {
 // TestUnitMatchesMeasurements: the unit grants exactly the measured set of
 // the xdp backend (the most demanding), its CPU affinity covers the cores of
 // the shipped feed file, its memlock limit holds the default UMEM, it
-// restarts on failure but stops a crash loop, has no ExecReload (the handler has no reload), and
-// sets no PrivateDevices= or PrivateIPC= (never run under systemd here).
+// restarts on failure but stops a crash loop, has no ExecReload (the handler has no reload),
+// sets no PrivateDevices= or PrivateIPC= (never run under systemd here), and
+// says RemoveIPC=no (yes, or DynamicUser=yes, would remove the feed file at
+// every stop).
 func TestUnitMatchesMeasurements(t *testing.T) {
 	s := unitSettings(t)
 	one := func(k string) string {
@@ -171,7 +173,7 @@ func TestUnitMatchesMeasurements(t *testing.T) {
 	if umem := rx.XDPLockedBytes(cfg.RxConfig(zerolog.Nop())); int64(n)<<20 < umem+(1<<20) {
 		t.Errorf("LimitMEMLOCK=%s below the UMEMs of feeds/nasdaq.yaml (%d bytes) plus 1 MiB", memlock, umem)
 	}
-	for k, v := range map[string]string{"Restart": "on-failure", "NoNewPrivileges": "yes", "ProtectSystem": "strict",
+	for k, v := range map[string]string{"Restart": "on-failure", "NoNewPrivileges": "yes", "ProtectSystem": "strict", "RemoveIPC": "no",
 		"PrivateTmp": "yes", "ReadWritePaths": "/dev/shm", "User": "feedhandler",
 		"Unit.StartLimitIntervalSec": "10min", "Unit.StartLimitBurst": "5"} {
 		if got := one(k); got != v {
@@ -199,6 +201,11 @@ func TestUnitMatchesMeasurements(t *testing.T) {
 		if _, ok := s[k]; ok {
 			t.Errorf("%s= set: the handler has no reload; PrivateDevices= and PrivateIPC= were never run under systemd (docs/OPERATIONS.md)", k)
 		}
+	}
+	// DynamicUser=yes implies RemoveIPC=yes, which removes the user's
+	// POSIX shared memory, the feed file, at every stop.
+	if v, ok := s["DynamicUser"]; ok && !slices.Equal(v, []string{"no"}) {
+		t.Errorf("DynamicUser=%s: it implies RemoveIPC=yes, which removes the feed file from /dev/shm at every stop, and a new uid a start cannot replace an earlier one's file", v)
 	}
 }
 

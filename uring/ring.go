@@ -62,6 +62,9 @@ func Setup(p Params) (*Ring, error) {
 		kp.CQEntries = p.CQEntries
 	}
 	fd, _, errno := unix.Syscall(unix.SYS_IO_URING_SETUP, uintptr(p.Entries), uintptr(unsafe.Pointer(&kp)), 0)
+	if errno == unix.EPERM {
+		return nil, fmt.Errorf("io_uring_setup: %w", setupRefused(errno))
+	}
 	if errno != 0 {
 		return nil, fmt.Errorf("io_uring_setup: %w", wrapErrno(errno))
 	}

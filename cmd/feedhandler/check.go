@@ -19,22 +19,39 @@ func init() {
 const exitNotReady = 1
 
 // notReady is check's error when a check failed, or with --strict warned;
-// the FAIL and warn lines say why.
-type notReady struct{ fails, strictWarns int }
+// the FAIL and warn lines say why. config counts the FAILs run refuses as
+// config errors (preflight.Finding.Config).
+type notReady struct{ fails, strictWarns, config int }
 
 func (e notReady) Error() string {
-	if e.strictWarns == 0 {
-		return fmt.Sprintf("%d check(s) failed", e.fails)
+	s := fmt.Sprintf("%d check(s) failed", e.fails)
+	if e.config > 0 {
+		s += fmt.Sprintf(" (%d that run refuses as a config error, exit %d: no restart fixes it)", e.config, exitConfig)
 	}
-	return fmt.Sprintf("%d check(s) failed and %d warned (--strict fails warnings too)", e.fails, e.strictWarns)
+	if e.strictWarns > 0 {
+		s += fmt.Sprintf(" and %d warned (--strict fails warnings too)", e.strictWarns)
+	}
+	return s
 }
-func (notReady) ExitCode() int { return exitNotReady }
+
+// ExitCode is run's status for the same start: exitConfig when a FAIL is
+// one run refuses as a config error, else exitNotReady. Before, a FAIL
+// was exitNotReady whatever run would do, so a pre-start check or a
+// script read a refusal no restart fixes (a capability, a limit, a
+// driver's feature) as one a restart may clear.
+func (e notReady) ExitCode() int {
+	if e.config > 0 {
+		return exitConfig
+	}
+	return exitNotReady
+}
 
 // checkFeed loads the feed file as run would, then checks this host
 // against it (internal/preflight) and prints one line per finding. It
 // exits 0 when nothing failed (warnings allowed; --strict fails them too),
 // exitNotReady when a check failed, and exitConfig, as run does, when the
-// file or the host's interfaces and addresses do not fit.
+// file or the host's interfaces and addresses do not fit, or a check
+// failed that run refuses as a config error.
 func checkFeed(args []string) error {
 	fs := flag.NewFlagSet("check", flag.ContinueOnError)
 	fs.Usage = func() {
@@ -61,11 +78,14 @@ func printChecks(w io.Writer, cfg *config.Config, fs []preflight.Finding, strict
 	if !quiet {
 		fmt.Fprintf(w, "%-4s  %-9s %s: feed %s, %d line(s), backend %s, %s\n", preflight.OK, "config", cfg.File, cfg.Feed.Name, len(cfg.Lines), cfg.Receive.Backend, mode)
 	}
-	var fails, warns int
+	var fails, warns, refused int
 	for _, f := range fs {
 		switch f.Level {
 		case preflight.Fail:
 			fails++
+			if f.Config {
+				refused++
+			}
 		case preflight.Warn:
 			warns++
 		}
@@ -78,7 +98,7 @@ func printChecks(w io.Writer, cfg *config.Config, fs []preflight.Finding, strict
 		warns = 0
 	}
 	if fails+warns > 0 {
-		return notReady{fails, warns}
+		return notReady{fails, warns, refused}
 	}
 	return nil
 }

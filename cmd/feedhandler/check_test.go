@@ -160,12 +160,30 @@ metrics: {listen: "127.0.0.1:%d"}
 	})
 	t.Run("foreign-file", func(t *testing.T) {
 		// The file the live writer above left, root's, in sticky /dev/shm:
-		// the test's user can neither replace nor remove it.
+		// the test's user can neither replace nor remove it, and no
+		// restart changes that. A config error (config.CheckHost), for
+		// check and run alike: exit 78, file:line: shm.name. Before, check
+		// printed a FAIL line and exited 1 where run exited 78. So is an
+		// shm.group the user is not in (chown(2) to it is refused).
 		f := feed("foreign", "receive: {backend: uring}\n")
-		check(t, as("", 0, "check", "--feed", f), exitNotReady,
-			fmt.Sprintf("FAIL  shm       %s is owned by uid 0 and this process (uid %d) cannot replace it", shm.Path(shmName), uid))
-		if started, logs := startsThroughSetup(t, as("", 0, "--feed", f)); started || !strings.Contains(logs, "the existing file belongs to uid 0") {
-			t.Errorf("the start got through setup (%v), or failed without naming the owner:\n%s", started, logs)
+		g := feedOn("shm-group", shmtest.Name(t, "fhcheck"), "receive: {backend: uring}\n")
+		b, err := os.ReadFile(g)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(g, []byte(strings.Replace(string(b), "}\nmetrics:", ", group: root}\nmetrics:", 1)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		for _, tc := range []struct{ feed, want string }{
+			{f, fmt.Sprintf(":5: shm.name: %s is owned by uid 0 and this process (uid %d) cannot replace it", shm.Path(shmName), uid)},
+			{g, fmt.Sprintf(":5: shm.group: root (gid 0): this process (uid %d) is not a member and lacks cap_chown", uid)},
+		} {
+			for _, args := range [][]string{{"check", "--feed", tc.feed}, {"--feed", tc.feed}} {
+				code, _, errOut := runExit(t, as("", 0, args...))
+				if code != exitConfig || !strings.Contains(errOut, tc.feed+tc.want) {
+					t.Errorf("%v: exit %d, want %d with %q:\n%s", args, code, exitConfig, tc.feed+tc.want, errOut)
+				}
+			}
 		}
 	})
 	t.Run("unknown-user", func(t *testing.T) {
@@ -183,7 +201,7 @@ metrics: {listen: "127.0.0.1:%d"}
 		fresh := shmtest.Name(t, "fhcheck")
 		// xdp: the backend would not start (TestLeastPrivilege shows the
 		// start failing so); auto: it would fall back.
-		check(t, as("", 0, "check", "--feed", feedOn("xdp", fresh, "receive: {backend: xdp}\n")), exitNotReady,
+		check(t, as("", 0, "check", "--feed", feedOn("xdp", fresh, "receive: {backend: xdp}\n")), exitConfig,
 			fmt.Sprintf("FAIL  caps      backend xdp needs %s and this process (uid %d) lacks %[1]s: backend xdp would not start", xdpNeed, uid))
 		check(t, as("", 0, "check", "--feed", feedOn("auto", fresh, "")), 0,
 			"warn  caps      backend auto needs", "backend auto would fall back to io_uring")
@@ -231,13 +249,13 @@ metrics: {listen: "127.0.0.1:%d"}
 	const limit = 4 << 20
 	for _, c := range []struct {
 		name, caps, extra string
-		group             string // shm.group
 		memlock           int    // RLIMIT_MEMLOCK; 0 = limit
 		fail              string // the FAIL line's start; "" = no FAIL line
+		refused           bool   // a FAIL run refuses as a config error: check exits 78 too
 		startErr          string // in the start's log when it fails; "" = it gets through setup
 		warn, startLog    string // a warn line, and what the start's log then holds
 	}{
-		{name: "memlock-16MiB-xdp", caps: xdpCaps, extra: "receive: {backend: xdp}\n",
+		{name: "memlock-16MiB-xdp", caps: xdpCaps, extra: "receive: {backend: xdp}\n", refused: true,
 			fail:     "FAIL  memlock   the AF_XDP UMEMs pin 16 MiB (1 interface(s) x 1 queue(s) x receive.ring_size frames of 4 KiB) and this process's RLIMIT_MEMLOCK is 4 MiB, without cap_ipc_lock: backend xdp would not start (raise it: LimitMEMLOCK= in the unit, ulimit -l; or grant cap_ipc_lock",
 			startErr: "receive.backend: start handler: open xdp backend: interface " + lab.DstIf + ": open xsk on ifindex"},
 		// auto falls back to io_uring on the UMEM's ENOBUFS, saying why.
@@ -249,13 +267,13 @@ metrics: {listen: "127.0.0.1:%d"}
 		// What the kernel charges is the UMEM, to the page: a limit of
 		// exactly rx.XDPLockedBytes starts, one page less does not.
 		{name: "memlock-exact", caps: xdpCaps, extra: "receive: {backend: xdp, ring_size: 512}\n", memlock: 2 << 20},
-		{name: "memlock-page-short", caps: xdpCaps, extra: "receive: {backend: xdp, ring_size: 512}\n", memlock: 2<<20 - 4096,
+		{name: "memlock-page-short", caps: xdpCaps, extra: "receive: {backend: xdp, ring_size: 512}\n", memlock: 2<<20 - 4096, refused: true,
 			fail: "FAIL  memlock   the AF_XDP UMEMs pin 2 MiB", startErr: "RLIMIT_MEMLOCK"},
 		// io_uring charges its rings (rx.UringLockedBytes: 208 KiB at the
 		// default ring) to RLIMIT_MEMLOCK without cap_ipc_lock: check
 		// said nothing of it, and the start exited 78 (uring) or went
 		// on to the sockets (auto).
-		{name: "memlock-64KiB-uring", extra: "receive: {backend: uring}\n", memlock: 64 << 10,
+		{name: "memlock-64KiB-uring", extra: "receive: {backend: uring}\n", memlock: 64 << 10, refused: true,
 			fail:     "FAIL  memlock   the io_uring rings pin 208 KiB (4096 buffers, receive.ring_size) and this process's RLIMIT_MEMLOCK is 64 KiB, without cap_ipc_lock: backend uring would not start",
 			startErr: "io_uring charges its rings to RLIMIT_MEMLOCK, 64 KiB here"},
 		{name: "memlock-64KiB-auto", memlock: 64 << 10,
@@ -263,34 +281,23 @@ metrics: {listen: "127.0.0.1:%d"}
 			startLog: "io_uring charges its rings to RLIMIT_MEMLOCK, 64 KiB here"},
 		{name: "memlock-uring-exact", extra: "receive: {backend: uring}\n", memlock: 208 << 10},
 		// The veth's driver reports no AF_XDP zero-copy.
-		{name: "zero-copy-on", caps: "root", extra: "receive: {backend: xdp, zero_copy: \"on\"}\n",
+		{name: "zero-copy-on", caps: "root", extra: "receive: {backend: xdp, zero_copy: \"on\"}\n", refused: true,
 			fail: "FAIL  driver    " + lab.DstIf + ": the driver reports no AF_XDP zero-copy", startErr: "operation not supported"},
 		// SO_PREFER_BUSY_POLL needs cap_net_admin on every backend.
-		{name: "busy-poll-without-net_admin", extra: "receive: {busy_poll: true}\n",
+		{name: "busy-poll-without-net_admin", extra: "receive: {busy_poll: true}\n", refused: true,
 			fail: "FAIL  caps      backend auto needs", startErr: "SO_PREFER_BUSY_POLL"},
-		// chown(2) to a group this user is not in.
-		{name: "shm-group-not-member", extra: "receive: {backend: uring}\n", group: "root",
-			fail: fmt.Sprintf("FAIL  shm       shm.group root (gid 0): this process (uid %d) is not a member", uid), startErr: "set group root"},
 		// SCHED_FIFO refused: the start goes on under normal scheduling.
 		{name: "rt-priority-refused", extra: "receive: {backend: uring}\ncores: {receive: 0, rt_priority: 10}\n",
 			fail: "FAIL  realtime  cores.rt_priority 10: operation not permitted (priority 10 needs cap_sys_nice"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			name := shmtest.Name(t, "fhcheck")
-			f := feedOn(c.name, name, c.extra)
-			if c.group != "" {
-				b, err := os.ReadFile(f)
-				if err != nil {
-					t.Fatal(err)
-				}
-				b = []byte(strings.Replace(string(b), "shm: {name: "+name+"}", "shm: {name: "+name+", group: "+c.group+"}", 1))
-				if err := os.WriteFile(f, b, 0o644); err != nil {
-					t.Fatal(err)
-				}
-			}
+			f := feedOn(c.name, shmtest.Name(t, "fhcheck"), c.extra)
 			wantCode := 0
 			if c.fail != "" {
 				wantCode = exitNotReady
+			}
+			if c.refused {
+				wantCode = exitConfig
 			}
 			lim := cmp.Or(c.memlock, limit)
 			out := check(t, as(c.caps, lim, "check", "--feed", f), wantCode, c.fail, c.warn)
@@ -395,7 +402,8 @@ wait:
 func TestCheckExitLineAgreesWithSummary(t *testing.T) {
 	cfg := &config.Config{}
 	warn := preflight.Finding{Level: preflight.Warn, Topic: "cores", Msg: "not set"}
-	fail := preflight.Finding{Level: preflight.Fail, Topic: "memlock", Msg: "too low"}
+	fail := preflight.Finding{Level: preflight.Fail, Topic: "shm", Msg: "live writer"}
+	refused := preflight.Finding{Level: preflight.Fail, Topic: "memlock", Msg: "too low", Config: true}
 	ok := preflight.Finding{Level: preflight.OK, Topic: "shm", Msg: "fine"}
 	for _, tc := range []struct {
 		name     string
@@ -408,15 +416,21 @@ func TestCheckExitLineAgreesWithSummary(t *testing.T) {
 		{"failure", []preflight.Finding{fail, warn, ok}, false, "1 check(s) failed"},
 		{"failure strict", []preflight.Finding{fail, warn, ok}, true, "1 check(s) failed and 1 warned (--strict fails warnings too)"},
 		{"failure strict without warnings", []preflight.Finding{fail, ok}, true, "1 check(s) failed"},
+		// A FAIL run refuses as a config error: exit 78, as run's.
+		{"config failure", []preflight.Finding{fail, refused, warn}, true, "2 check(s) failed (1 that run refuses as a config error, exit 78: no restart fixes it) and 1 warned (--strict fails warnings too)"},
 	} {
 		var out strings.Builder
 		err := printChecks(&out, cfg, tc.findings, tc.strict, false)
 		got := ""
 		if err != nil {
 			got = err.Error()
+			code := exitNotReady
+			if strings.Contains(tc.name, "config") {
+				code = exitConfig
+			}
 			var ec interface{ ExitCode() int }
-			if !errors.As(err, &ec) || ec.ExitCode() != exitNotReady {
-				t.Errorf("%s: %v: not exit %d", tc.name, err, exitNotReady)
+			if !errors.As(err, &ec) || ec.ExitCode() != code {
+				t.Errorf("%s: %v: not exit %d", tc.name, err, code)
 			}
 		}
 		if got != tc.want {

@@ -11,10 +11,17 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/link"
+	"golang.org/x/sys/unix"
 
 	"github.com/marketfeed/feedhandler/feed/config"
 	"github.com/marketfeed/feedhandler/feed/rx"
+	"github.com/marketfeed/feedhandler/internal/privilege"
 	"github.com/marketfeed/feedhandler/internal/shmtest"
 	"github.com/marketfeed/feedhandler/proto/shm"
 )
@@ -174,6 +181,94 @@ func TestRunMetricsPortNotAllowed(t *testing.T) {
 	}
 }
 
+// TestRunMetricsPortRefusedByPolicy: a metrics.listen port this process
+// may bind by its capabilities (above net.ipv4.ip_unprivileged_port_start)
+// refused all the same by a policy, as SELinux or AppArmor refuse a port
+// with EACCES: here a BPF program on a cgroup's bind hook of the test's
+// own, setting EACCES for that port alone, the children started in the
+// cgroup. run and check refuse it alike, file:line: metrics.listen, saying
+// it is a policy's refusal and what to do, exit 78. Before, run blamed a
+// missing cap_net_bind_service ('a port below
+// net.ipv4.ip_unprivileged_port_start (1024 by default) needs
+// cap_net_bind_service; use a higher one'), and check printed a bare
+// 'FAIL  metrics   metrics.listen ...: bind: permission denied', exit 1.
+func TestRunMetricsPortRefusedByPolicy(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("loads a BPF program on a cgroup of its own")
+	}
+	const port = 9187
+	cg := bindRefusingCgroup(t, port)
+	path := filepath.Join(t.TempDir(), "feed.yaml")
+	cfg := fmt.Sprintf("feed:\n  name: t\nlines:\n  a:\n    interface: lo\n    group: 239.1.1.1\n    port: 26477\nreceive:\n  backend: socket\nmetrics:\n  listen: 127.0.0.1:%d\nshm:\n  name: %s\n", port, shmtest.Name(t, "fhpolicy"))
+	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	want := fmt.Sprintf("%s:11: metrics.listen: listen tcp 127.0.0.1:%d: bind: permission denied: refused by a policy, not for want of a capability (the port needs none here): a security module (SELinux: the port's type, semanage port -l; AppArmor: the profile's network rules; the audit log names the denial) or a BPF program on the cgroup's bind hook; allow this port there", path, port)
+	for _, args := range [][]string{{"--feed", path}, {"check", "--feed", path}} {
+		cmd := exec.Command(os.Args[0], args...)
+		cmd.Env = append(os.Environ(), "FEEDHANDLER_TEST_AS_COMMAND=1")
+		cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: cg}
+		code, _, errOut := runExit(t, cmd)
+		if code != exitConfig || !strings.Contains(errOut, want) {
+			t.Errorf("%v: exit %d, want %d and %q:\n%s", args, code, exitConfig, want, errOut)
+		}
+	}
+}
+
+// bindRefusingCgroup makes a cgroup (v2) of the test's own whose BPF bind
+// program refuses binds of IPv4 port with EACCES (bpf_set_retval, Linux
+// 5.18+) and allows the others, and returns an open descriptor of it for
+// SysProcAttr.CgroupFD; the test's cleanup removes it all.
+func bindRefusingCgroup(t *testing.T, port uint16) int {
+	t.Helper()
+	mounts, err := os.ReadFile("/proc/self/mounts")
+	if err != nil {
+		t.Fatal(err)
+	}
+	root := ""
+	for l := range strings.Lines(string(mounts)) {
+		if f := strings.Fields(l); len(f) > 2 && f[2] == "cgroup2" {
+			root = f[1]
+			break
+		}
+	}
+	if root == "" {
+		t.Skip("no cgroup2 file system mounted")
+	}
+	dir := filepath.Join(root, fmt.Sprintf("fh-bindpolicy-%d", os.Getpid()))
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Skipf("a cgroup of the test's own: %v", err)
+	}
+	t.Cleanup(func() { os.Remove(dir) })
+	nport := int32(port>>8 | port&0xff<<8) // bpf_sock_addr.user_port: network byte order
+	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{Type: ebpf.CGroupSockAddr, AttachType: ebpf.AttachCGroupInet4Bind, License: "GPL",
+		Instructions: asm.Instructions{
+			asm.LoadMem(asm.R2, asm.R1, 24, asm.Word), // user_port
+			asm.JNE.Imm(asm.R2, nport, "allow"),
+			asm.Mov.Imm(asm.R1, -int32(unix.EACCES)),
+			asm.FnSetRetval.Call(),
+			asm.Mov.Imm(asm.R0, 0),
+			asm.Return(),
+			asm.Mov.Imm(asm.R0, 1).WithSymbol("allow"),
+			asm.Return(),
+		}})
+	if err != nil {
+		t.Skipf("a cgroup bind program setting EACCES (bpf_set_retval, Linux 5.18+): %v", err)
+	}
+	t.Cleanup(func() { prog.Close() })
+	l, err := link.AttachCgroup(link.CgroupOptions{Path: dir, Attach: ebpf.AttachCGroupInet4Bind, Program: prog})
+	if err != nil {
+		t.Fatalf("attach the bind program to %s: %v", dir, err)
+	}
+	t.Cleanup(func() { l.Close() })
+	fd, err := unix.Open(dir, unix.O_DIRECTORY|unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Close(fd) })
+	return fd
+}
+
 // TestRunMetricsAddressDADFailed: a metrics.listen address whose duplicate
 // address detection failed (another host on the link has it: here a veth
 // peer in a namespace of its own) fails the bind with EADDRNOTAVAIL as a
@@ -210,10 +305,11 @@ exec "$0" "$@"`
 	}
 	// check, run before the start (ExecStartPre), agrees: a FAIL, not the
 	// warning for an address not up yet that run binds with IP_FREEBIND.
-	ee, out = runWithListenFd00(t, script, 1, "check")
+	// Exit 78, as run's: before, 1.
+	ee, out = runWithListenFd00(t, script, exitConfig, "check")
 	want = "FAIL  metrics   metrics.listen [fd00:fe::1]:9100: listen tcp [fd00:fe::1]:9100: bind: cannot assign requested address: duplicate address detection failed for it"
-	if ee.ExitCode() != 1 || !strings.Contains(string(out), want) {
-		t.Errorf("feedhandler check, a dadfailed metrics.listen address: %v, want exit status 1 and %q:\n%s", ee, want, out)
+	if ee.ExitCode() != exitConfig || !strings.Contains(string(out), want) {
+		t.Errorf("feedhandler check, a dadfailed metrics.listen address: %v, want exit status %d and %q:\n%s", ee, exitConfig, want, out)
 	}
 }
 
@@ -247,17 +343,25 @@ func runWithListenFd00(t *testing.T, script string, want int, command ...string)
 // /dev/shm is one line naming the feed file's shm key and what to do, and
 // exits 1 where a restart may succeed (a live writer under the name,
 // another handler or an instance still stopping; a full /dev/shm) and 78
-// where none does (a read-only /dev/shm, a directory at the name). Before,
-// each was the bare error ('feedhandler run: start handler: create shm
-// ...'), exit 1, and a permission error blamed the backend's capabilities.
-// The /dev/shm cases run in mount namespaces of their own, each on a
-// fresh tmpfs (never a remount of the host's).
+// where none does (a read-only /dev/shm or one this process may not write,
+// a directory or another user's file at the name, an shm.group it may not
+// give the file to). Before, each was the bare error ('feedhandler run:
+// start handler: create shm ...'), exit 1, and a permission error blamed
+// the backend's capabilities. feedhandler check, the unit's ExecStartPre=,
+// exits as run does: before, it printed a FAIL line and exited 1 for the
+// five run refused with 78 (config.CheckHost now refuses them for both,
+// before anything opens). The /dev/shm cases run in mount namespaces of
+// their own, each on a fresh tmpfs (never a remount of the host's); the
+// permission cases as root without the capability that would override
+// the refusal, in a tmpfs another uid owns.
 func TestRunSharedMemoryErrors(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("mounts a tmpfs over /dev/shm in a mount namespace")
 	}
-	if _, err := exec.LookPath("unshare"); err != nil {
-		t.Skip("unshare not installed (Debian package util-linux)")
+	for _, tool := range []string{"unshare", "setpriv"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("%s not installed (Debian package util-linux)", tool)
+		}
 	}
 	live := shmtest.Name(t, "fhshmerr")
 	w, err := shm.Create(shm.Config{Name: live, Instruments: 16, Depth: 1})
@@ -265,9 +369,12 @@ func TestRunSharedMemoryErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer w.Close()
-	feedFor := func(name string) string {
+	feedFor := func(name, group string) string {
 		f := filepath.Join(t.TempDir(), "t.yaml")
 		yaml := "feed: {name: shmerr}\nlines:\n  a: {interface: lo, group: 239.77.46.9, port: 26149}\nreceive: {backend: socket}\nbook: {max_orders: 65536}\nshm:\n  name: " + name + "\n"
+		if group != "" {
+			yaml += "  group: " + group + "\n"
+		}
 		if err := os.WriteFile(f, []byte(yaml), 0o644); err != nil {
 			t.Fatal(err)
 		}
@@ -277,37 +384,69 @@ func TestRunSharedMemoryErrors(t *testing.T) {
 	for _, tc := range []struct {
 		what  string
 		shm   string
+		group string // shm.group
 		mount string // tmpfs options; "": the host's /dev/shm
 		prep  string
+		drop  string // capabilities taken from root, setpriv's list
 		code  int
-		want  string
+		field string // the key the line names
+		want  string // in run's line and check's output
+		check string // in check's output when not want
 	}{
-		{"a live writer under the name", live, "", "", 1, "another handler publishes /dev/shm/" + live + "; stop it, or give this feed another shm.name"},
-		{"a full /dev/shm", name, "size=64k", "", 1, "free space there, raise the tmpfs's size"},
-		{"a read-only /dev/shm", name, "ro,size=1m", "", exitConfig, "/dev/shm is read-only to this process"},
-		{"a directory at the name", name, "size=64m", "mkdir /dev/shm/" + name + " && ", exitConfig, "/dev/shm/" + name + " is a directory, not a feed file"},
+		{what: "a live writer under the name", shm: live, code: 1, field: "shm.name",
+			want:  "another handler publishes /dev/shm/" + live + "; stop it, or give this feed another shm.name",
+			check: "FAIL  shm       /dev/shm/" + live + ": writer pid "},
+		{what: "a full /dev/shm", shm: name, mount: "mode=1777,size=64k", code: 1, field: "shm.name",
+			want:  "free space there, raise the tmpfs's size",
+			check: "FAIL  shm       /dev/shm has 0.1 MiB free and the feed file needs 10.5 MiB"},
+		{what: "a read-only /dev/shm", shm: name, mount: "mode=1777,ro,size=1m", code: exitConfig, field: "shm.name",
+			want: "/dev/shm is read-only to this process"},
+		{what: "a /dev/shm this process may not write", shm: name, mount: "mode=0755,uid=1,size=64m", drop: "-dac_override,-dac_read_search,-fowner",
+			code: exitConfig, field: "shm.name", want: "this process (uid 0) may not create files in /dev/shm (permission denied), which is normally mode 1777"},
+		{what: "a directory at the name", shm: name, mount: "mode=1777,size=64m", prep: "mkdir /dev/shm/" + name + " && ", code: exitConfig, field: "shm.name",
+			want: "/dev/shm/" + name + " is a directory, not a feed file"},
+		{what: "another user's file at the name", shm: name, mount: "mode=1777,uid=1,size=64m", prep: "touch /dev/shm/" + name + " && chown 2 /dev/shm/" + name + " && ",
+			drop: "-fowner", code: exitConfig, field: "shm.name",
+			want: "/dev/shm/" + name + " is owned by uid 2 and this process (uid 0) cannot replace it: /dev/shm is sticky and it lacks cap_fowner"},
+		{what: "an shm.group this process may not give the file to", shm: name, group: "1", mount: "mode=1777,size=64m", drop: "-chown",
+			code: exitConfig, field: "shm.group", want: "1 (gid 1): this process (uid 0) is not a member and lacks cap_chown"},
 	} {
-		feed := feedFor(tc.shm)
-		var cmd *exec.Cmd
-		if tc.mount == "" {
-			cmd = exec.Command(os.Args[0], "run", "--feed", feed)
-		} else {
-			cmd = exec.Command("unshare", "-m", "--propagation", "private", "sh", "-c",
-				"mount -t tmpfs -o mode=1777,"+tc.mount+" tmpfs /dev/shm && "+tc.prep+`exec "$0" "$@"`, os.Args[0], "run", "--feed", feed)
-		}
-		cmd.Env = append(os.Environ(), "FEEDHANDLER_TEST_AS_COMMAND=1")
-		var e bytes.Buffer
-		cmd.Stderr = &e
-		cmd.Run()
-		code := cmd.ProcessState.ExitCode()
-		line := ""
-		for l := range strings.Lines(e.String()) {
-			if !strings.Contains(l, " INF ") && !strings.Contains(l, " WRN ") {
-				line += l
+		feed := feedFor(tc.shm, tc.group)
+		line := map[bool]int{false: 7, true: 8}[tc.field == "shm.group"]
+		for _, command := range []string{"run", "check"} {
+			args := []string{os.Args[0], command, "--feed", feed}
+			if tc.drop != "" {
+				args = append([]string{"setpriv", "--clear-groups", "--bounding-set=" + tc.drop, "--inh-caps=" + tc.drop, "--"}, args...)
 			}
-		}
-		if code != tc.code || !strings.Contains(line, feed+":7: shm.name: ") || !strings.Contains(line, tc.want) {
-			t.Errorf("%s: exit %d, %q; want exit %d and %q naming %s:7: shm.name", tc.what, code, strings.TrimSpace(line), tc.code, tc.want, filepath.Base(feed))
+			var cmd *exec.Cmd
+			if tc.mount == "" {
+				cmd = exec.Command(args[0], args[1:]...)
+			} else {
+				cmd = exec.Command("unshare", append([]string{"-m", "--propagation", "private", "sh", "-c",
+					"mount -t tmpfs -o " + tc.mount + " tmpfs /dev/shm && " + tc.prep + `exec "$0" "$@"`}, args...)...)
+			}
+			cmd.Env = append(os.Environ(), "FEEDHANDLER_TEST_AS_COMMAND=1")
+			var out bytes.Buffer
+			cmd.Stdout, cmd.Stderr = &out, &out
+			cmd.Run()
+			code := cmd.ProcessState.ExitCode()
+			text := ""
+			for l := range strings.Lines(out.String()) {
+				if !strings.Contains(l, " INF ") && !strings.Contains(l, " WRN ") {
+					text += l
+				}
+			}
+			// run's line, and check's when it is a config error (check's
+			// FAIL line otherwise).
+			wants := []string{fmt.Sprintf("%s:%d: %s: ", feed, line, tc.field), tc.want}
+			if command == "check" && tc.check != "" {
+				wants = []string{tc.check}
+			}
+			for _, want := range wants {
+				if code != tc.code || !strings.Contains(text, want) {
+					t.Errorf("%s, %s: exit %d, %q; want exit %d and %q", tc.what, command, code, strings.TrimSpace(text), tc.code, want)
+				}
+			}
 		}
 	}
 }
@@ -704,4 +843,56 @@ func utilLinuxWrappers() bool {
 	_, err1 := exec.LookPath("prlimit")
 	_, err2 := exec.LookPath("setpriv")
 	return err1 == nil && err2 == nil
+}
+
+// TestIOUringRefused: a host that refuses io_uring to the handler
+// (kernel.io_uring_disabled 1 or 2, a container runtime's seccomp profile;
+// here a seccomp filter in the child: the sysctl is global, and setting it
+// would refuse io_uring to every other test of the host meanwhile). Backend
+// uring: run and check refuse the start alike, one line at
+// receive.backend saying why, exit 78. Before, check said nothing and
+// exited 0 where run exited 78. Auto, without AF_XDP's capabilities: the
+// start falls back to the sockets and logs why, check warns so.
+func TestIOUringRefused(t *testing.T) {
+	ns := loNetns(t, "h188uring")
+	if _, err := exec.LookPath("setpriv"); err != nil {
+		t.Skip("setpriv not installed (Debian package util-linux)")
+	}
+	feed := func(backend string) string {
+		path := filepath.Join(t.TempDir(), "feed.yaml")
+		cfg := "feed:\n  name: t\nlines:\n  a:\n    interface: lo\n    group: 239.77.46.9\n    port: 26171\nreceive:\n  backend: " + backend +
+			"\nshm:\n  name: " + shmtest.Name(t, "fhuring") + "\nbook:\n  max_orders: 65536\n"
+		if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	const why = "a seccomp filter (a container runtime's default profile, systemd's SystemCallFilter=) or a security module refuses io_uring_setup to this process"
+	command := func(args ...string) *exec.Cmd {
+		cmd := exec.Command("ip", append([]string{"netns", "exec", ns}, args...)...)
+		cmd.Env = append(os.Environ(), "FEEDHANDLER_TEST_AS_COMMAND=1", "FEEDHANDLER_TEST_DENY_IO_URING=1")
+		return cmd
+	}
+	uring := feed("uring")
+	for _, args := range [][]string{{"--feed", uring}, {"check", "--feed", uring}} {
+		code, _, errOut := runExit(t, command(append([]string{os.Args[0]}, args...)...))
+		if want := uring + ":9: receive.backend: "; code != exitConfig || !strings.Contains(errOut, want) || !strings.Contains(errOut, why) {
+			t.Errorf("backend uring, io_uring refused, %v: exit %d, want %d with %q and %q:\n%s", args, code, exitConfig, want, why, errOut)
+		}
+	}
+	// auto as root without AF_XDP's capabilities: it falls back from
+	// AF_XDP, then from io_uring, to the sockets.
+	noXDP := "-" + strings.ReplaceAll(capList(privilege.Required("xdp", false)), ",", ",-")
+	asNoXDP := func(args ...string) *exec.Cmd {
+		return command(append([]string{"setpriv", "--bounding-set=" + noXDP, "--inh-caps=" + noXDP, "--", os.Args[0]}, args...)...)
+	}
+	auto := feed("auto")
+	code, out, errOut := runExit(t, asNoXDP("check", "--feed", auto))
+	if want := "backend auto, falling back from AF_XDP, would fall back to the sockets (recvmmsg) too"; code != 0 || !strings.Contains(out, "warn  uring     ") || !strings.Contains(out, want) || !strings.Contains(out, why) {
+		t.Errorf("check, backend auto, io_uring refused: exit %d, want 0 and a warn uring line with %q and %q:\n%s%s", code, want, why, out, errOut)
+	}
+	started, logs := startsThroughSetup(t, asNoXDP("--feed", auto))
+	if !started || !strings.Contains(logs, "rx: uring backend unavailable here, falling back to socket") || !strings.Contains(logs, why) {
+		t.Errorf("backend auto, io_uring refused: through setup %v, want the fall back to the sockets logged with %q:\n%s", started, why, logs)
+	}
 }

@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/marketfeed/feedhandler/internal/itchgen"
+	"github.com/marketfeed/feedhandler/internal/seccomptest"
 )
 
 // TestMain lets a test run this test binary as the feedhandler command
@@ -24,6 +25,14 @@ func TestMain(m *testing.M) {
 	if os.Getenv("FEEDHANDLER_TEST_AS_COMMAND") == "1" {
 		if hold := os.Getenv("FEEDHANDLER_TEST_HOLD_SETUP"); hold != "" {
 			holdSetup(hold == "step") // TestRunSignalDuringSetup
+		}
+		if os.Getenv("FEEDHANDLER_TEST_DENY_IO_URING") == "1" {
+			// TestIOUringRefused: io_uring_setup refused (EPERM), as a
+			// container's seccomp profile or kernel.io_uring_disabled does.
+			if err := seccomptest.DenyIOUringSetup(true); err != nil {
+				fmt.Fprintln(os.Stderr, err)
+				os.Exit(99)
+			}
 		}
 		main()
 		os.Exit(0)

@@ -104,11 +104,13 @@ func runFeed(args []string) error {
 // error: what to do, one line. A live writer under the name (another
 // handler, or an instance still stopping) and a full /dev/shm exit 1, which
 // the unit restarts: the one ends, the other may be freed. A /dev/shm this
-// process may not write (read-only, the unit's ProtectSystem=strict without
-// ReadWritePaths=/dev/shm; not writable) and a file there it may not
+// process may not write (read-only: a ReadOnlyPaths= over it without
+// ReadWritePaths=/dev/shm, a container's mount; not writable) and a file there it may not
 // replace or give to shm.group are config errors, exit 78: no restart fixes
 // them. Before, each was the bare error, exit 1, and the permission errors
 // blamed the receive backend's capabilities (privilege.Explain).
+// config.CheckHost refuses the permanent ones before anything opens, for
+// check too; these are for what changed in between.
 func shmError(cfg *config.Config, err error) error {
 	path := shm.Path(cfg.SHM.Name)
 	dir := filepath.Dir(path)
@@ -124,7 +126,7 @@ func shmError(cfg *config.Config, err error) error {
 		}
 		return cfg.FieldError("shm.name", "%v: %s has %s free and the file needs %d MiB besides the one it replaces: free space there, raise the tmpfs's size (mount -o remount,size=...), or lower shm.slots or book.depth", err, dir, free, (need+1<<20-1)>>20)
 	case errors.Is(err, syscall.EROFS):
-		return configError{cfg.FieldError("shm.name", "%v: %s is read-only to this process (under systemd: ReadWritePaths=/dev/shm beside ProtectSystem=strict, docs/OPERATIONS.md)", err, dir)}
+		return configError{cfg.FieldError("shm.name", "%v: %s is read-only to this process (under systemd: a ReadOnlyPaths= over it, which ReadWritePaths=/dev/shm undoes; ProtectSystem=strict leaves it writable; in a container: its mount, docs/OPERATIONS.md)", err, dir)}
 	case errors.Is(err, syscall.EACCES):
 		return configError{cfg.FieldError("shm.name", "%v: this process (uid %d) may not create files in %s, which is normally mode 1777", err, os.Geteuid(), dir)}
 	case errors.Is(err, syscall.EPERM):
@@ -268,7 +270,7 @@ func listenMetrics(cfg *config.Config, logger zerolog.Logger) (net.Listener, err
 		return nil, err
 	}
 	fln, ferr := preflight.ListenFreeBind(addr)
-	if errors.Is(ferr, syscall.EADDRINUSE) || errors.Is(ferr, syscall.EACCES) {
+	if errors.Is(ferr, syscall.EADDRINUSE) || errors.Is(ferr, syscall.EACCES) || errors.Is(ferr, syscall.EPERM) {
 		// The port, which the first bind did not get to (the kernel
 		// checks the address first): in use (exit 1, restarted) or
 		// privileged (exit 78), as listenError says.
@@ -288,7 +290,8 @@ func listenMetrics(cfg *config.Config, logger zerolog.Logger) (net.Listener, err
 // listenError is metrics.listen's bind error: a config error (exit 78,
 // not restarted) when no restart can fix it, a port below
 // net.ipv4.ip_unprivileged_port_start without cap_net_bind_service
-// (EACCES) or an address that is not this host's (EADDRNOTAVAIL for an
+// (EACCES), a policy's refusal (EACCES, EPERM: a security module, a
+// cgroup bind program; config.ListenRefused) or an address that is not this host's (EADDRNOTAVAIL for an
 // address the host does not have: a name resolving elsewhere; a literal
 // one is bound with IP_FREEBIND instead, listenMetrics); a port
 // in use is not (an instance still stopping frees it), and exits 1. Nor
@@ -298,8 +301,11 @@ func listenMetrics(cfg *config.Config, logger zerolog.Logger) (net.Listener, err
 // stays unusable until the address is added again, exit 78.
 func listenError(cfg *config.Config, err error) error {
 	switch {
-	case errors.Is(err, syscall.EACCES):
-		return configError{cfg.FieldError("metrics.listen", "%v: a port below net.ipv4.ip_unprivileged_port_start (1024 by default) needs cap_net_bind_service; use a higher one", err)}
+	case errors.Is(err, syscall.EACCES) || errors.Is(err, syscall.EPERM):
+		// A port below net.ipv4.ip_unprivileged_port_start, or a policy
+		// (a security module, a cgroup bind program), which
+		// config.CheckHost has refused before unless it changed since.
+		return configError{cfg.FieldError("metrics.listen", "%v", config.ListenRefused(cfg.Metrics.Listen, err))}
 	case errors.Is(err, syscall.EADDRNOTAVAIL):
 		if listenAddrDADFailed(err) {
 			return configError{cfg.FieldError("metrics.listen", "%v: duplicate address detection failed for it (`ip -6 addr` says dadfailed): another host on its link has this address, which no restart fixes; resolve the conflict and add the address again", err)}

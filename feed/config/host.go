@@ -27,7 +27,9 @@ import (
 // books, with the rest of the process, fit in the memory it can have, that
 // a metrics.listen address with a zone is its interface's (and a
 // link-local one has a zone) and its port is one this process may bind,
-// that capture.path's directory exists and takes new files, that shm.group names a group of the host and, when this
+// that capture.path's directory exists and takes new files, that shm.group names a group of the host, that the
+// shm file can be created and given to it (checkSharedMemory), that backend uring can create its ring
+// (rx.ProbeUring) and, when this
 // process is root (the only case it is used), that user names an account.
 // Parse cannot check these (a file is written and validated on
 // one machine and run on another); the feed handler calls CheckHost before
@@ -72,8 +74,9 @@ func (c *Config) CheckHost() error {
 	c.checkBookMemory(add)
 	if err := c.checkListen(); err != nil {
 		add("metrics.listen", "%v", err)
-	}
-	if err := c.checkListenPort(); err != nil {
+	} else if err := c.checkListenPort(); err != nil {
+		add("metrics.listen", "%v", err)
+	} else if err := c.checkListenAllowed(); err != nil {
 		add("metrics.listen", "%v", err)
 	}
 	// Found missing only later, these stopped the start with exit status
@@ -82,6 +85,15 @@ func (c *Config) CheckHost() error {
 	if c.SHM.Group != "" {
 		if _, err := shm.LookupGroup(c.SHM.Group); err != nil {
 			add("shm.group", "%v on this host (groupadd --system %s, docs/OPERATIONS.md)", err, c.SHM.Group)
+		}
+	}
+	c.checkSharedMemory(add)
+	if c.Receive.Backend == rx.BackendUring {
+		// What the backend's start would meet first: before, feedhandler
+		// check said nothing of it (a kernel.io_uring_disabled of 1 or 2,
+		// a seccomp filter) and run refused the start, exit 78.
+		if err := rx.ProbeUring(); errors.Is(err, rx.ErrNotSupported) {
+			add("receive.backend", "%v: backend uring cannot run on this host (auto would fall back to the sockets; docs/OPERATIONS.md section 1)", err)
 		}
 	}
 	if c.Capture.Path != "" {
@@ -121,6 +133,50 @@ func checkCaptureDir(path string) error {
 		return fmt.Errorf("directory %s: no file can be created in it: %w", dir, err)
 	}
 	return nil
+}
+
+// checkSharedMemory refuses what stops the shm file's creation whatever
+// the number of restarts: a directory it may not create files in
+// (read-only: a ReadOnlyPaths= over it that no ReadWritePaths=/dev/shm
+// undoes, a container's read-only mount; not writable by this process), a directory at
+// the file's name, another user's file there in a sticky directory
+// without cap_fowner (only its owner may replace it), and an shm.group
+// this process may not give the file to (not a member, without
+// cap_chown). The handler refused each when it created the file, exit
+// 78, while feedhandler check printed a FAIL line and exited 1; both now
+// refuse them here, one line each, exit 78. A live writer under the name
+// and a full file system are not here: a restart may find them gone
+// (exit 1, a FAIL line of check).
+func (c *Config) checkSharedMemory(add func(path, format string, args ...any)) {
+	path := shm.Path(c.SHM.Name)
+	dir := filepath.Dir(path)
+	switch err := unix.Faccessat(unix.AT_FDCWD, dir, unix.W_OK|unix.X_OK, unix.AT_EACCESS); {
+	case errors.Is(err, unix.EROFS):
+		add("shm.name", "%s is read-only to this process: the feed file cannot be created in it (under systemd: a ReadOnlyPaths= over it, which ReadWritePaths=%s undoes; ProtectSystem=strict leaves it writable; in a container: its mount, docs/OPERATIONS.md)", dir, dir)
+		return
+	case errors.Is(err, unix.EACCES) || errors.Is(err, unix.EPERM):
+		add("shm.name", "this process (uid %d) may not create files in %s (%v), which is normally mode 1777: the feed file cannot be created in it", os.Geteuid(), dir, err)
+		return
+	}
+	eff, _ := privilege.Effective()
+	if st, err := os.Lstat(path); err == nil && st.IsDir() {
+		add("shm.name", "%s is a directory, not a feed file: the start cannot rename the new file over it; remove it, or give this feed another shm.name", path)
+	} else if owner, foreign := shm.ForeignInSticky(path); foreign && eff&privilege.Fowner == 0 {
+		add("shm.name", "%s is owned by uid %d and this process (uid %d) cannot replace it: %s is sticky and it lacks cap_fowner, so only the file's owner may replace it (remove the file, or run as its owner)",
+			path, owner, os.Geteuid(), dir)
+	}
+	if c.SHM.Group == "" || eff&privilege.Chown != 0 {
+		return
+	}
+	gid, err := shm.LookupGroup(c.SHM.Group)
+	if err != nil || gid == os.Getegid() {
+		return // refused above when missing
+	}
+	groups, _ := os.Getgroups()
+	if !slices.Contains(groups, gid) {
+		add("shm.group", "%s (gid %d): this process (uid %d) is not a member and lacks cap_chown, so it cannot give the feed file to the group (SupplementaryGroups= in the unit, docs/OPERATIONS.md section 3)",
+			c.SHM.Group, gid, os.Getuid())
+	}
 }
 
 // checkCores refuses a hot thread's core that this process may not run on
@@ -486,24 +542,70 @@ func (c *Config) checkListen() error {
 // before, check printed a bare FAIL finding (exit 1) where run exited 78.
 // Port 0 (any port) and a sysctl it cannot read are left to the bind.
 func (c *Config) checkListenPort() error {
-	_, p, err := net.SplitHostPort(c.Metrics.Listen) // unset: an error
-	port, perr := net.LookupPort("tcp", p)
-	if err != nil || perr != nil || port == 0 {
-		return nil
-	}
-	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_unprivileged_port_start")
-	if err != nil {
-		return nil
-	}
-	start, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil || port >= start {
-		return nil
-	}
-	if eff, err := privilege.Effective(); err != nil || eff&privilege.NetBindService != 0 {
+	port, start, low := lowPort(c.Metrics.Listen)
+	if !low {
 		return nil
 	}
 	return fmt.Errorf("port %d is below net.ipv4.ip_unprivileged_port_start (%d) and this process lacks cap_net_bind_service: use a port of %d or above (the unit grants no cap_net_bind_service: least privilege, docs/OPERATIONS.md section 1)",
 		port, start, start)
+}
+
+// lowPort reports whether listen's port is below
+// net.ipv4.ip_unprivileged_port_start (start) and this process lacks
+// cap_net_bind_service to bind it.
+func lowPort(listen string) (port, start int, low bool) {
+	_, p, err := net.SplitHostPort(listen) // unset: an error
+	port, perr := net.LookupPort("tcp", p)
+	if err != nil || perr != nil || port == 0 {
+		return port, 0, false
+	}
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_unprivileged_port_start")
+	if err != nil {
+		return port, 0, false
+	}
+	start, err = strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || port >= start {
+		return port, start, false
+	}
+	if eff, err := privilege.Effective(); err != nil || eff&privilege.NetBindService != 0 {
+		return port, start, false
+	}
+	return port, start, true
+}
+
+// checkListenAllowed binds metrics.listen for a moment, after
+// checkListenPort has passed its port: a bind refused there (EACCES,
+// EPERM) is a policy's, a security module's or a cgroup bind program's,
+// which no restart changes (ListenRefused). Before, run exited 78 blaming
+// a missing cap_net_bind_service for a port that needs none, and check
+// printed a bare FAIL line, exit 1. A port in use or an address not up
+// yet is left to run and check's findings (restarted; bound with
+// IP_FREEBIND).
+func (c *Config) checkListenAllowed() error {
+	if c.Metrics.Listen == "" {
+		return nil
+	}
+	ln, err := net.Listen("tcp", c.Metrics.Listen)
+	if err == nil {
+		ln.Close()
+		return nil
+	}
+	if errors.Is(err, unix.EACCES) || errors.Is(err, unix.EPERM) {
+		return ListenRefused(c.Metrics.Listen, err)
+	}
+	return nil
+}
+
+// ListenRefused is a bind of listen (metrics.listen) refused with err,
+// EACCES or EPERM, said with its cause and remedy: a port below
+// net.ipv4.ip_unprivileged_port_start without cap_net_bind_service, or
+// else a policy: a security module (SELinux, AppArmor: EACCES) or a BPF
+// program on the cgroup's bind hook (EPERM, or what it sets).
+func ListenRefused(listen string, err error) error {
+	if port, start, low := lowPort(listen); low {
+		return fmt.Errorf("%w: port %d is below net.ipv4.ip_unprivileged_port_start (%d) and this process lacks cap_net_bind_service: use a port of %d or above", err, port, start, start)
+	}
+	return fmt.Errorf("%w: refused by a policy, not for want of a capability (the port needs none here): a security module (SELinux: the port's type, semanage port -l; AppArmor: the profile's network rules; the audit log names the denial) or a BPF program on the cgroup's bind hook; allow this port there, or use one the policy allows (docs/OPERATIONS.md section 1)", err)
 }
 
 // linkLocalNoZone is checkListen's error for an IPv6 link-local address

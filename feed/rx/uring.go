@@ -233,6 +233,15 @@ func notSupported(err error) error {
 	return err
 }
 
+// ProbeUring answers whether the io_uring backend can run here, as the
+// first step of its start does (probeMultishot, on a scratch ring and
+// socket, nothing received): nil, or an error wrapping ErrNotSupported
+// saying what the kernel lacks or refuses (io_uring_setup's EPERM: the
+// kernel.io_uring_disabled setting, or a seccomp filter or a security
+// module; uring.RefusedWhy). config.CheckHost and feedhandler check ask
+// it before a start.
+func ProbeUring() error { return probeMultishot() }
+
 // probeMultishot arms a multishot RECVMSG on a scratch ring and socket: a
 // kernel without it (before 6.0) rejects the request at submission with
 // EINVAL. It also finds kernels without io_uring, the probe opcode, EXT_ARG

@@ -61,6 +61,18 @@ func (c *checker) add(l Level, topic, format string, args ...any) {
 	c.out = append(c.out, Finding{Level: l, Topic: topic, Msg: fmt.Sprintf(format, args...)})
 }
 
+// refuse adds a FAIL that run refuses as a config error (exit 78: no
+// restart fixes it), Finding.Config.
+func (c *checker) refuse(topic, format string, args ...any) {
+	c.addOrRefuse(Fail, topic, format, args...)
+}
+
+// addOrRefuse adds a finding at l; a FAIL as refuse does.
+func (c *checker) addOrRefuse(l Level, topic, format string, args ...any) {
+	c.add(l, topic, format, args...)
+	c.out[len(c.out)-1].Config = l == Fail
+}
+
 // xdp reports whether the config's backend may be AF_XDP.
 func (c *checker) xdp() bool {
 	b := c.cfg.Receive.Backend
@@ -457,7 +469,7 @@ func (c *checker) backend() {
 			// cap_net_admin; its EPERM is not a fallback.
 			l, what = Fail, "busy polling would be refused (SO_PREFER_BUSY_POLL) and the start fails, on every backend"
 		}
-		c.add(l, "caps", "backend %s needs %s and this process (uid %d) lacks %s: %s (run as root, or under deploy/feedhandler@.service, which grants them: docs/OPERATIONS.md section 1)",
+		c.addOrRefuse(l, "caps", "backend %s needs %s and this process (uid %d) lacks %s: %s (run as root, or under deploy/feedhandler@.service, which grants them: docs/OPERATIONS.md section 1)",
 			r.Backend, need, os.Getuid(), missing, what)
 	} else if need != 0 {
 		c.add(OK, "caps", "backend %s: this process holds %s", r.Backend, need)
@@ -471,6 +483,7 @@ func (c *checker) backend() {
 		}
 	}
 	if c.sockets() {
+		c.uringAllowed()
 		c.uringMemlock()
 		c.socketBuffer()
 	}
@@ -527,13 +540,13 @@ func (c *checker) driver() {
 		zc := f&xdpActXSKZeroCopy != 0
 		switch {
 		case !native && r.XDPMode == "native":
-			c.add(Fail, "driver", "%s: the driver reports no native XDP redirect (xdp-features %#x) and receive.xdp_mode is native: the start fails", ifname, f)
+			c.refuse("driver", "%s: the driver reports no native XDP redirect (xdp-features %#x) and receive.xdp_mode is native: the start fails", ifname, f)
 		case !native && r.XDPMode != "generic":
 			c.add(Warn, "driver", "%s: the driver reports no native XDP redirect (xdp-features %#x): the program attaches in generic (skb) mode, much slower (docs/TUNING.md section 6)", ifname, f)
 		}
 		switch {
 		case !zc && r.ZeroCopy == "on":
-			c.add(Fail, "driver", "%s: the driver reports no AF_XDP zero-copy (xdp-features %#x) and receive.zero_copy is on: the start fails", ifname, f)
+			c.refuse("driver", "%s: the driver reports no AF_XDP zero-copy (xdp-features %#x) and receive.zero_copy is on: the start fails", ifname, f)
 		case !zc && r.ZeroCopy != "off":
 			c.add(Warn, "driver", "%s: the driver reports no AF_XDP zero-copy (xdp-features %#x): the sockets bind in copy mode, one kernel copy a packet (docs/TUNING.md section 6)", ifname, f)
 		}
@@ -546,10 +559,11 @@ func (c *checker) driver() {
 }
 
 // Tests replace these to play VLAN devices, which a kernel without
-// CONFIG_VLAN_8021Q cannot make.
+// CONFIG_VLAN_8021Q cannot make, and an io_uring refused.
 var (
 	resolveXDPDevice = rx.ResolveXDPDevice
 	reversePath      = rx.CheckReversePath
+	probeUring       = rx.ProbeUring
 	vlanOffload      = rx.VLANOffload
 )
 
@@ -568,7 +582,7 @@ func (c *checker) xdpDevices() []rx.XDPDevice {
 		dev, err := resolveXDPDevice(ifname)
 		if errors.Is(err, rx.ErrNotSupported) {
 			l, what := c.orFallBack()
-			c.add(l, "vlan", "%v: %s", err, what)
+			c.addOrRefuse(l, "vlan", "%v: %s", err, what)
 			continue
 		}
 		if err != nil {
@@ -647,7 +661,7 @@ func (c *checker) memlock() {
 		// as a missing capability is: xdp does not start (exit 78),
 		// auto falls back to io_uring and logs why (rx.Open).
 		l, what := c.orFallBack()
-		c.add(l, "memlock", "the AF_XDP UMEMs pin %s (%d interface(s) x %d queue(s) x receive.ring_size frames of 4 KiB) and this process's RLIMIT_MEMLOCK is %s, without cap_ipc_lock: %s (raise it: LimitMEMLOCK= in the unit, ulimit -l; or grant cap_ipc_lock; docs/OPERATIONS.md)",
+		c.addOrRefuse(l, "memlock", "the AF_XDP UMEMs pin %s (%d interface(s) x %d queue(s) x receive.ring_size frames of 4 KiB) and this process's RLIMIT_MEMLOCK is %s, without cap_ipc_lock: %s (raise it: LimitMEMLOCK= in the unit, ulimit -l; or grant cap_ipc_lock; docs/OPERATIONS.md)",
 			mib(need), len(c.interfaces()), max(len(c.cfg.Receive.Queues), 1), mib(int64(lim.Cur)), what)
 		return
 	}
@@ -669,6 +683,52 @@ func (c *checker) xdpFallsBack() bool {
 	var lim unix.Rlimit
 	return c.eff&privilege.IPCLock == 0 && unix.Getrlimit(unix.RLIMIT_MEMLOCK, &lim) == nil &&
 		lim.Cur != unix.RLIM_INFINITY && int64(lim.Cur) < c.umemBytes()
+}
+
+// uringAllowed: whether this process may create an io_uring, as the
+// backend's start does first (rx.ProbeUring), and whether it may only by
+// cap_sys_admin under kernel.io_uring_disabled 1, which the unit's user
+// does not hold. Backend uring refused is config.CheckHost's (exit 78, as
+// run); under auto it is a fallback to the sockets when AF_XDP falls back
+// too. Before, check said nothing of either.
+func (c *checker) uringAllowed() {
+	b := c.cfg.Receive.Backend
+	if b != rx.BackendAuto && b != rx.BackendUring {
+		return
+	}
+	if err := probeUring(); errors.Is(err, rx.ErrNotSupported) {
+		if b == rx.BackendAuto && c.xdpFallsBack() {
+			c.add(Warn, "uring", "%v: backend auto, falling back from AF_XDP, would fall back to the sockets (recvmmsg) too, slower (docs/OPERATIONS.md section 1)", err)
+		}
+		return
+	}
+	mode, ok := c.h.readInt("/proc/sys/kernel/io_uring_disabled")
+	if !ok || mode != 1 || c.eff&(1<<unix.CAP_SYS_ADMIN) == 0 {
+		return
+	}
+	group, ok := c.h.readInt("/proc/sys/kernel/io_uring_group")
+	if !ok {
+		group = -1
+	}
+	if group >= 0 && inGroup(int(group)) {
+		return
+	}
+	what := "backend uring would not start (exit 78)"
+	if b == rx.BackendAuto {
+		what = "backend auto would fall back to the sockets where AF_XDP falls back"
+	}
+	c.add(Warn, "uring", "kernel.io_uring_disabled is 1 (kernel.io_uring_group %d): this process may use io_uring only because it holds cap_sys_admin; a user without it, as under deploy/feedhandler@.service, may not, and there %s: put that user in the group (SupplementaryGroups= in the unit) or set kernel.io_uring_disabled to 0, and run check as the service runs",
+		group, what)
+}
+
+// inGroup reports whether this process is in group gid: its effective gid
+// or a supplementary group.
+func inGroup(gid int) bool {
+	if gid == os.Getegid() {
+		return true
+	}
+	groups, _ := os.Getgroups()
+	return slices.Contains(groups, gid)
 }
 
 // uringMemlock: io_uring's rings fit under RLIMIT_MEMLOCK, which the kernel
@@ -700,7 +760,7 @@ func (c *checker) uringMemlock() {
 		}
 		l, what = Warn, "backend auto, falling back from AF_XDP, would fall back to the sockets (recvmmsg) too"
 	}
-	c.add(l, "memlock", "the io_uring rings pin %s (%d buffers, receive.ring_size) and this process's RLIMIT_MEMLOCK is %s, without cap_ipc_lock: %s (raise it: LimitMEMLOCK= in the unit, ulimit -l; or grant cap_ipc_lock; docs/OPERATIONS.md)",
+	c.addOrRefuse(l, "memlock", "the io_uring rings pin %s (%d buffers, receive.ring_size) and this process's RLIMIT_MEMLOCK is %s, without cap_ipc_lock: %s (raise it: LimitMEMLOCK= in the unit, ulimit -l; or grant cap_ipc_lock; docs/OPERATIONS.md)",
 		kib(need), rx.UringBuffers(rxc), kib(int64(lim.Cur)), what)
 }
 
@@ -777,9 +837,12 @@ func (c *checker) rerequestBuffer() {
 		mib(want), mib(rmemMax), mib(rmemMax), got, rr.MaxRequestMessages, want)
 }
 
-// sharedMemory: no live writer owns the feed file, this process may
-// create files in /dev/shm, which has room for a new one next to the old,
-// and the group may be given the file.
+// sharedMemory: no live writer owns the feed file, and /dev/shm has room
+// for a new one next to the old. What no restart fixes (a directory this
+// process may not write, a directory or another user's file at the name,
+// an shm.group it may not give the file to) config.CheckHost refuses
+// before, exit 78 as run does; these two a restart may find gone, exit 1
+// for both.
 func (c *checker) sharedMemory() {
 	s := c.cfg.SHM
 	path := shm.Path(s.Name)
@@ -787,31 +850,10 @@ func (c *checker) sharedMemory() {
 	if err := shm.CheckOwner(path); err != nil {
 		c.add(Fail, "shm", "%s: %v: a second handler with this config would not start", path, err)
 	}
-	if st, err := os.Lstat(path); err == nil && st.IsDir() {
-		c.add(Fail, "shm", "%s is a directory, not a feed file: the start cannot rename the new file over it and fails (remove it, or set another shm.name)", path)
-	}
-	c.replace(path)
-	if s.Group != "" {
-		c.group(s.Group)
-	}
 	size := shm.FileSize(shm.Config{Instruments: s.Slots, Depth: c.cfg.Book.Depth})
 	var st unix.Statfs_t
 	if err := unix.Statfs(filepath.Dir(path), &st); err != nil {
 		c.add(Fail, "shm", "%s: %v", filepath.Dir(path), err)
-		return
-	}
-	// Create makes the file under a temporary name in the directory,
-	// then renames it over the feed file: it needs to write the
-	// directory. A read-only mount (the unit's ProtectSystem=strict
-	// without ReadWritePaths=/dev/shm) or a directory this user may not
-	// write was "ok" here and a failed start.
-	if err := unix.Faccessat(unix.AT_FDCWD, filepath.Dir(path), unix.W_OK|unix.X_OK, unix.AT_EACCESS); err != nil {
-		hint := "a read-only mount: the unit's ReadWritePaths=/dev/shm, docs/OPERATIONS.md section 2"
-		if !errors.Is(err, unix.EROFS) {
-			hint = "/dev/shm is normally mode 1777, writable by every user"
-		}
-		c.add(Fail, "shm", "%s: this process (uid %d) cannot create files in it: %v: the start fails (%s)",
-			filepath.Dir(path), os.Geteuid(), err, hint)
 		return
 	}
 	free := int64(st.Bavail) * st.Bsize
@@ -822,38 +864,6 @@ func (c *checker) sharedMemory() {
 	}
 	if len(c.out) == fails {
 		c.add(OK, "shm", "%s: %s (shm.slots %d, book.depth %d); %s free in %s", path, mib(size), s.Slots, c.cfg.Book.Depth, mib(free), filepath.Dir(path))
-	}
-}
-
-// group: shm.group exists and this process may give a file to it: chown(2)
-// to a group needs membership (or cap_chown), and Create sets the group of
-// the new file.
-func (c *checker) group(name string) {
-	gid, err := shm.LookupGroup(name)
-	if err != nil {
-		return // CheckHost refused it (file:line: shm.group)
-	}
-	if c.eff&privilege.Chown != 0 || gid == os.Getegid() {
-		return
-	}
-	groups, _ := os.Getgroups()
-	for _, g := range groups {
-		if g == gid {
-			return
-		}
-	}
-	c.add(Fail, "shm", "shm.group %s (gid %d): this process (uid %d) is not a member and lacks cap_chown, so it cannot give the feed file to the group and the start fails (SupplementaryGroups= in the unit, docs/OPERATIONS.md section 3)",
-		name, gid, os.Getuid())
-}
-
-// replace: an existing feed file at path can be replaced by this process.
-// /dev/shm is sticky (mode 1777): only the file's owner (or cap_fowner)
-// may rename over it or remove it, so a file left by another user, such
-// as a handler once started as root, stops the start.
-func (c *checker) replace(path string) {
-	if owner, ok := shm.ForeignInSticky(path); ok && c.eff&privilege.Fowner == 0 {
-		c.add(Fail, "shm", "%s is owned by uid %d and this process (uid %d) cannot replace it: %s is sticky and the handler lacks cap_fowner (remove the file, or run as its owner)",
-			path, owner, os.Geteuid(), filepath.Dir(path))
 	}
 }
 
@@ -874,13 +884,17 @@ func (c *checker) metrics() {
 				if DADFailed(ip) {
 					// run refuses it (exit 78): IP_FREEBIND
 					// binds it, but it never answers.
-					c.add(Fail, "metrics", "metrics.listen %s: %v: duplicate address detection failed for it (`ip -6 addr` says dadfailed): another host on its link has this address, which no restart fixes; resolve the conflict and add the address again", addr, err)
+					c.refuse("metrics", "metrics.listen %s: %v: duplicate address detection failed for it (`ip -6 addr` says dadfailed): another host on its link has this address, which no restart fixes; resolve the conflict and add the address again", addr, err)
 					return
 				}
 				// As run binds it: the port may be taken (or
 				// privileged) all the same.
 				fln, ferr := ListenFreeBind(addr)
-				if ferr != nil && (errors.Is(ferr, unix.EADDRINUSE) || errors.Is(ferr, unix.EACCES)) {
+				if errors.Is(ferr, unix.EACCES) || errors.Is(ferr, unix.EPERM) {
+					c.refuse("metrics", "metrics.listen %s: %v", addr, config.ListenRefused(addr, ferr))
+					return
+				}
+				if errors.Is(ferr, unix.EADDRINUSE) {
 					c.add(Fail, "metrics", "metrics.listen %s: %v", addr, ferr)
 					return
 				}
@@ -891,6 +905,11 @@ func (c *checker) metrics() {
 				return
 			}
 		}
+	}
+	if errors.Is(err, unix.EACCES) || errors.Is(err, unix.EPERM) {
+		// config.CheckHost refuses it first, unless it changed since.
+		c.refuse("metrics", "metrics.listen %s: %v", addr, config.ListenRefused(addr, err))
+		return
 	}
 	if err != nil {
 		c.add(Fail, "metrics", "metrics.listen %s: %v", addr, err)

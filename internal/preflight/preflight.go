@@ -41,6 +41,13 @@ type Finding struct {
 	Level Level
 	Topic string // "cores", "irq", "memlock", ...
 	Msg   string
+	// Config: a FAIL that run refuses as a config error, exit 78, which
+	// no restart fixes (a capability, a limit, a driver's feature the
+	// file asks for); feedhandler check then exits 78 too. Not set for a
+	// FAIL a restart may clear (exit 1: a live writer, a port in use, a
+	// full /dev/shm, an XDP program attached), nor for one run starts
+	// through without what the file asks (SCHED_FIFO refused).
+	Config bool
 }
 
 func (f Finding) String() string { return fmt.Sprintf("%-4s  %-9s %s", f.Level, f.Topic, f.Msg) }

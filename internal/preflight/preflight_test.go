@@ -13,6 +13,7 @@ import (
 
 	"github.com/marketfeed/feedhandler/feed/config"
 	"github.com/marketfeed/feedhandler/feed/rx"
+	"github.com/marketfeed/feedhandler/internal/privilege"
 )
 
 // The tests below give Run a file tree of their own for /proc and /sys, to
@@ -323,33 +324,21 @@ func TestVLANLines(t *testing.T) {
 	}
 }
 
-// TestSharedMemoryWritable: a /dev/shm this process cannot create files in
-// (here a read-only tmpfs: the unit's ProtectSystem=strict without
-// ReadWritePaths=/dev/shm) is a FAIL, since the start fails creating the
-// feed file there; before, check said ok. A writable one of the same size
-// is ok.
-func TestSharedMemoryWritable(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("the messages name uid 0")
-	}
-	cfg := feedConfig(t, "eth9", "shm: {name: fh-preflight-writable}\n")
-	expect(t, sharedMemoryOn(t, cfg, "size=64m,ro", nil), "shm", Fail, "/dev/shm: this process (uid 0) cannot create files in it: read-only file system: the start fails")
-	expect(t, sharedMemoryOn(t, cfg, "size=64m", nil), "shm", OK, "/dev/shm/fh-preflight-writable: 10.5 MiB")
-}
-
-// TestSharedMemoryDirectory: a directory where the feed file goes is a
-// FAIL: the start's rename over it fails ('file exists', exit 1,
-// restarted). Before, check said ok.
-func TestSharedMemoryDirectory(t *testing.T) {
-	cfg := feedConfig(t, "eth9", "shm: {name: fh-preflight-dir}\n")
-	fs := sharedMemoryOn(t, cfg, "size=64m", func() error { return os.Mkdir("/dev/shm/fh-preflight-dir", 0o755) })
-	expect(t, fs, "shm", Fail, "/dev/shm/fh-preflight-dir is a directory, not a feed file")
+// TestSharedMemoryFree: a /dev/shm without room for the feed file beside
+// the old one is a FAIL (exit 1: run's is 1 too, as a restart may find the
+// room freed); one with room is ok. What no restart fixes (read-only, not
+// writable, a directory or another user's file at the name, shm.group)
+// config.CheckHost refuses before (TestRunSharedMemoryErrors).
+func TestSharedMemoryFree(t *testing.T) {
+	cfg := feedConfig(t, "eth9", "shm: {name: fh-preflight-free}\n")
+	expect(t, sharedMemoryOn(t, cfg, "size=64k"), "shm", Fail, "/dev/shm has 0.1 MiB free and the feed file needs 10.5 MiB")
+	expect(t, sharedMemoryOn(t, cfg, "size=64m"), "shm", OK, "/dev/shm/fh-preflight-free: 10.5 MiB")
 }
 
 // sharedMemoryOn runs the shm check with a tmpfs mounted over /dev/shm
-// with opts, after prepare (when not nil) ran there: in a mount namespace
-// of a thread of its own, which the check runs on.
-func sharedMemoryOn(t *testing.T, cfg *config.Config, opts string, prepare func() error) []Finding {
+// with opts: in a mount namespace of a thread of its own, which the check
+// runs on.
+func sharedMemoryOn(t *testing.T, cfg *config.Config, opts string) []Finding {
 	t.Helper()
 	type result struct {
 		skip string
@@ -372,12 +361,6 @@ func sharedMemoryOn(t *testing.T, cfg *config.Config, opts string, prepare func(
 			return
 		}
 		defer unix.Unmount("/dev/shm", unix.MNT_DETACH)
-		if prepare != nil {
-			if err := prepare(); err != nil {
-				res <- result{err: err}
-				return
-			}
-		}
 		ck := &checker{cfg: cfg}
 		ck.sharedMemory()
 		res <- result{fs: ck.out}
@@ -479,6 +462,38 @@ func TestMetricsWildcardWarns(t *testing.T) {
 		}
 		if warned != tc.warn {
 			t.Errorf("metrics.listen %s: warned %v, want %v", tc.listen, warned, tc.warn)
+		}
+	}
+}
+
+// TestUringDisabledOne: under kernel.io_uring_disabled 1 a process with
+// cap_sys_admin (this one, root) may create rings, a user without it (the
+// unit's) only in kernel.io_uring_group: check, run as root before the
+// unit starts, warns of it under uring and auto; not under socket, nor
+// with the setting at 0. Before, it said nothing (the sysctls are read
+// from a tree of the test's: the host's are global).
+func TestUringDisabledOne(t *testing.T) {
+	if eff, _ := privilege.Effective(); eff&(1<<unix.CAP_SYS_ADMIN) == 0 {
+		t.Skip("the warning is for a process that holds cap_sys_admin")
+	}
+	probeUring = func() error { return nil }
+	t.Cleanup(func() { probeUring = rx.ProbeUring })
+	for _, tc := range []struct {
+		backend, disabled string
+		want              string // "": no uring line
+	}{
+		{"uring", "1", "kernel.io_uring_disabled is 1 (kernel.io_uring_group -1): this process may use io_uring only because it holds cap_sys_admin; a user without it, as under deploy/feedhandler@.service, may not, and there backend uring would not start (exit 78)"},
+		{"auto", "1", "there backend auto would fall back to the sockets where AF_XDP falls back"},
+		{"socket", "1", ""},
+		{"uring", "0", ""},
+	} {
+		h := tree(t, map[string]string{"proc/sys/kernel/io_uring_disabled": tc.disabled + "\n", "proc/sys/kernel/io_uring_group": "-1\n"})
+		got := topic(Run(feedConfig(t, "lo", "receive: {backend: "+tc.backend+"}\n"), h), "uring")
+		switch {
+		case tc.want == "" && got != nil:
+			t.Errorf("%s, io_uring_disabled %s: %q, want no uring line", tc.backend, tc.disabled, got)
+		case tc.want != "" && (len(got) != 1 || !strings.Contains(got[0], tc.want) || !strings.HasPrefix(got[0], "warn")):
+			t.Errorf("%s, io_uring_disabled %s: %q, want a warning with %q", tc.backend, tc.disabled, got, tc.want)
 		}
 	}
 }
