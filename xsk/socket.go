@@ -19,6 +19,8 @@ var ErrNotSupported = errors.New("af_xdp not supported")
 // or its driver removed or re-registered it). Nothing arrives on the
 // socket again, and poll(2) does not say so (no POLLERR): the device, back
 // under the same name or not, needs a new socket and a new XDP program.
+// An ENXIO a zero-copy driver's wakeup gives of a bound socket (a queue
+// it is reconfiguring) is not ErrUnbound.
 var ErrUnbound = errors.New("xsk socket unbound from its device")
 
 // ZeroCopy selects how the socket binds.
@@ -428,28 +430,54 @@ func (s *Socket) Fill(addrs []uint64) int {
 func (s *Socket) NeedWakeup() bool { return s.fill.needWakeup() }
 
 // Wakeup kicks the kernel's receive processing without blocking; with busy
-// polling it runs one busy-poll round.
+// polling it runs one busy-poll round. Its error wraps ErrUnbound only
+// when the kernel unbound the socket: a zero-copy driver that answers
+// ENXIO of a queue it is reconfiguring (the socket still bound) gives an
+// error that does not.
 func (s *Socket) Wakeup() error {
-	if err := wakeup(s.fd); err != nil {
+	if err := wakeSyscall(s.fd); err != nil {
 		return s.wakeError("wake", err)
 	}
 	return nil
 }
 
 // Check asks the kernel whether the socket is still bound to its device:
-// nil while it is, an error wrapping ErrUnbound once it is not. It is the
-// wakeup syscall (a recvfrom that reads nothing; on a zero-copy socket it
-// wakes the driver, as Wakeup does), so a caller that makes wakeups learns
-// the same from them. It never blocks and allocates nothing while bound.
+// nil while it is, an error wrapping ErrUnbound once it is not. On a
+// socket without a tx ring it asks the socket layer alone (boundProbe),
+// never the driver, and wakes nothing; with a tx ring it is the wakeup
+// syscall (a recvfrom that reads nothing), as Wakeup. It never blocks and
+// allocates nothing while bound.
 func (s *Socket) Check() error {
-	if err := wakeup(s.fd); err != nil {
+	if s.tx.mem == nil {
+		if err := boundProbe(s.fd); err != nil {
+			return fmt.Errorf("check xsk queue %d: %w (%w)", s.queue, err, ErrUnbound)
+		}
+		return nil
+	}
+	if err := wakeSyscall(s.fd); err != nil {
 		return s.wakeError("check", err)
 	}
 	return nil
 }
 
+// wakeSyscall is wakeup. Tests replace it to play a zero-copy driver's
+// ndo_xsk_wakeup answering ENXIO of a bound socket (veth has no
+// zero-copy, and in copy mode the kernel never asks the driver).
+var wakeSyscall = wakeup
+
+// wakeError wraps the error of a wakeup made for op. ENXIO wraps
+// ErrUnbound when the socket layer confirms it (boundProbe, on a socket
+// without a tx ring, where it cannot transmit): the driver's
+// ndo_xsk_wakeup answers ENXIO too, of a socket still bound (mlx5 while a
+// channel is reopened without its XSK state, igc without its pool), and
+// taking that for an unbinding would retire a socket that works again
+// once the driver is done. With a tx ring (no caller on the receive
+// path) ENXIO is taken as the kernel's.
 func (s *Socket) wakeError(op string, err error) error {
 	if errors.Is(err, unix.ENXIO) {
+		if s.tx.mem == nil && boundProbe(s.fd) == nil {
+			return fmt.Errorf("%s xsk queue %d: the driver: %w (the socket is still bound: a queue being reconfigured?)", op, s.queue, err)
+		}
 		return fmt.Errorf("%s xsk queue %d: %w (%w)", op, s.queue, err, ErrUnbound)
 	}
 	return fmt.Errorf("%s xsk queue %d: %w", op, s.queue, err)

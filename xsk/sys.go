@@ -74,8 +74,11 @@ func options(fd int) (uint32, error) {
 // takes no lock that sleeps and allocates nothing.
 //
 // ENETDOWN (the device is down: a link flap, the socket stays bound) is
-// not an error; ENXIO (the kernel unbound the socket: its device was
-// unregistered) is returned.
+// not an error; ENXIO is returned: the kernel unbound the socket (its
+// device was unregistered), or, on a zero-copy socket, the driver's
+// ndo_xsk_wakeup said so of a queue it is reconfiguring (mlx5 while a
+// channel is without its XSK state, igc without its pool): boundProbe
+// tells the two apart.
 func wakeup(fd int) error {
 	_, _, e := unix.RawSyscall6(unix.SYS_RECVFROM, uintptr(fd), 0, 0, unix.MSG_DONTWAIT, 0, 0)
 	switch e {
@@ -83,6 +86,23 @@ func wakeup(fd int) error {
 		return nil
 	}
 	return e
+}
+
+// boundProbe asks the kernel whether socket fd, which has no tx ring, is
+// still bound to its device: ENXIO once the kernel unbound it, nil
+// otherwise (ENOBUFS: bound, no tx ring; ENETDOWN: bound, its device
+// down). A sendto with MSG_DONTWAIT on a socket without a tx ring checks
+// the binding and the device's IFF_UP (xsk_check_common since Linux 6.3;
+// the binding before) and returns ENOBUFS before anything else: it never
+// reaches the driver, whose ndo_xsk_wakeup may answer ENXIO of a bound
+// socket, and transmits nothing. A raw syscall, as wakeup: it never
+// blocks and allocates nothing.
+func boundProbe(fd int) error {
+	_, _, e := unix.RawSyscall6(unix.SYS_SENDTO, uintptr(fd), 0, 0, unix.MSG_DONTWAIT, 0, 0)
+	if e == unix.ENXIO {
+		return e
+	}
+	return nil
 }
 
 // kickTx tells the kernel to transmit what is on the tx ring. With

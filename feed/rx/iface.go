@@ -6,6 +6,8 @@ import (
 	"net"
 	"slices"
 	"strings"
+
+	"golang.org/x/sys/unix"
 )
 
 // ErrNoInterface is wrapped by LookupInterface and Open when a line names a
@@ -47,4 +49,20 @@ func LookupInterface(name string) (*net.Interface, error) {
 		return nil, fmt.Errorf("look up interface %q: %w", name, err)
 	}
 	return nil, &NoInterfaceError{Name: name, Have: have}
+}
+
+// linkNotifications opens a non-blocking rtnetlink socket in the calling
+// thread's network namespace, joined to the link notifications
+// (RTMGRP_LINK: RTM_NEWLINK on a change of a device, its address
+// included, RTM_DELLINK on its deletion). Joining needs no capability.
+func linkNotifications() (int, error) {
+	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, unix.NETLINK_ROUTE)
+	if err != nil {
+		return -1, fmt.Errorf("rtnetlink: socket: %w", err)
+	}
+	if err := unix.Bind(fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK, Groups: unix.RTMGRP_LINK}); err != nil {
+		unix.Close(fd)
+		return -1, fmt.Errorf("rtnetlink: join RTMGRP_LINK: %w", err)
+	}
+	return fd, nil
 }

@@ -18,6 +18,7 @@ package rx
 // make (xdp_wakeups).
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
@@ -112,7 +113,15 @@ type xdpRx struct {
 	// which followMACs asks the devices' addresses in the receiver's
 	// network namespace (Receive may run on a thread in another).
 	ctlFD int
-	lines []xdpLine
+	// linkFD: an rtnetlink socket of the receiver's namespace, joined to
+	// the link notifications (RTMGRP_LINK), polled with the rings at
+	// pfds[linkPfd] (-1: none): a change of one of the devices (its
+	// address, its deletion) runs the checks at once, not a poll timeout
+	// later (linkEvents). linkBuf takes its messages.
+	linkFD  int
+	linkPfd int
+	linkBuf []byte
+	lines   []xdpLine
 
 	batch    int
 	timeout  time.Duration
@@ -225,6 +234,8 @@ func newXDPRx(cfg Config) (_ *xdpRx, err error) {
 	r := &xdpRx{
 		wakeFD:  -1,
 		ctlFD:   -1,
+		linkFD:  -1,
+		linkPfd: -1,
 		batch:   cfg.BatchSize,
 		timeout: cfg.PollTimeout,
 		spin:    max(cfg.Spin, 0),
@@ -408,6 +419,15 @@ func newXDPRx(cfg Config) (_ *xdpRx, err error) {
 		r.busyPoll = r.busyPoll || q.sock.BusyPoll()
 	}
 	r.pfds = append(r.pfds, unix.PollFd{Fd: int32(r.wakeFD), Events: unix.POLLIN})
+	if r.linkFD, err = linkNotifications(); err != nil {
+		// The checks still run once a poll timeout.
+		r.linkFD = -1
+		cfg.Log.Warn().Err(err).Msg("rx: xdp: no rtnetlink link notifications: an interface's new MAC address, or its deletion, is seen within a poll timeout, not at once")
+	} else {
+		r.linkPfd = len(r.pfds)
+		r.linkBuf = make([]byte, 16<<10)
+		r.pfds = append(r.pfds, unix.PollFd{Fd: int32(r.linkFD), Events: unix.POLLIN})
+	}
 	r.descs = make([]xsk.Desc, r.batch)
 	r.lastProg = make([]bpf.Counters, len(r.ifaces))
 	r.lastSock = make([]xsk.Statistics, len(r.queues))
@@ -673,6 +693,9 @@ func (r *xdpRx) Receive(pkts []Packet) (int, error) {
 		if r.closed.Load() {
 			return 0, ErrClosed
 		}
+		if n > 0 && r.linkPfd >= 0 && r.pfds[r.linkPfd].Revents&unix.POLLIN != 0 {
+			r.linkEvents()
+		}
 		if n == 0 && err == nil && !keepP {
 			return 0, nil
 		}
@@ -722,6 +745,58 @@ func (r *xdpRx) wake(q *xdpQueue) error {
 	return nil
 }
 
+// linkEvents reads the link notifications waiting on linkFD and, when one
+// is of a device of r (an address changed, the device deleted) or, with a
+// device whose sockets the kernel unbound, of any device (the new one may
+// be back), makes the next checkBoundAt run the checks at once: the
+// interval in which line frames to a device's new MAC address count in
+// xdp_other_host, lost to their lines, is then the time the receive
+// thread takes to wake, not up to a poll timeout. Receive calls it when
+// poll(2) says linkFD is readable (not while busy: a receiver that
+// returns packets without waiting, or busy polls, runs the checks once a
+// poll timeout as before). Reads a bounded number of datagrams; an
+// overrun (ENOBUFS: notifications lost) counts as one of r's.
+func (r *xdpRx) linkEvents() {
+	ours := false
+	for range 64 {
+		n, err := unix.Read(r.linkFD, r.linkBuf)
+		if errors.Is(err, unix.ENOBUFS) {
+			ours = true
+			continue
+		}
+		if err != nil || n <= 0 {
+			break
+		}
+		ours = ours || r.linkOfOurs(r.linkBuf[:n])
+	}
+	if ours {
+		r.checkedAt = time.Time{}
+	}
+}
+
+// linkOfOurs reports whether the rtnetlink datagram b holds a link message
+// (RTM_NEWLINK, RTM_DELLINK) of one of r's devices, or of any device
+// while one of r's has every socket unbound (fallBack waits for it).
+func (r *xdpRx) linkOfOurs(b []byte) bool {
+	for len(b) >= unix.NLMSG_HDRLEN {
+		l := int(binary.NativeEndian.Uint32(b))
+		if l < unix.NLMSG_HDRLEN || l > len(b) {
+			return false
+		}
+		typ := binary.NativeEndian.Uint16(b[4:])
+		if (typ == unix.RTM_NEWLINK || typ == unix.RTM_DELLINK) && l >= unix.NLMSG_HDRLEN+unix.SizeofIfInfomsg {
+			idx := int(int32(binary.NativeEndian.Uint32(b[unix.NLMSG_HDRLEN+4:])))
+			for _, x := range r.ifaces {
+				if x.ifindex == idx || r.allUnbound(x) {
+					return true
+				}
+			}
+		}
+		b = b[min((l+unix.NLMSG_ALIGNTO-1)&^(unix.NLMSG_ALIGNTO-1), len(b)):]
+	}
+	return false
+}
+
 // checkBoundAt runs checkBound and followUnbound if they last ran a poll
 // timeout before now.
 func (r *xdpRx) checkBoundAt(now time.Time) {
@@ -739,7 +814,8 @@ func (r *xdpRx) checkBoundAt(now time.Time) {
 // frames sent to the new address (a unicast line, a switch converting
 // multicast to unicast) would count in xdp_other_host, lost to their line,
 // and the ones to the old address, which the kernel drops now, would be
-// taken. Run with checkBound, at most once a poll timeout: two ioctls a
+// taken. Run with checkBound, at most once a poll timeout, or at once
+// after a link notification of the device (linkEvents): two ioctls a
 // device, allocating nothing unless the address changed. A device whose
 // sockets the kernel unbound is gone (its lines, fallen back, read
 // through sockets); one not found now is asked again next time.
@@ -1425,6 +1501,10 @@ func (r *xdpRx) teardown() error {
 	if r.ctlFD >= 0 {
 		errs = append(errs, unix.Close(r.ctlFD))
 		r.ctlFD = -1
+	}
+	if r.linkFD >= 0 {
+		errs = append(errs, unix.Close(r.linkFD))
+		r.linkFD = -1
 	}
 	return errors.Join(errs...)
 }

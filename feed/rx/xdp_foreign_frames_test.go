@@ -304,3 +304,78 @@ func TestXDPFollowsMAC(t *testing.T) {
 		})
 	}
 }
+
+// TestXDPFollowsMACAtOnce: the interface's new MAC address reaches the
+// program when the kernel announces it (an rtnetlink link notification
+// wakes the receive thread), not with the checks a poll timeout later: a
+// poll timeout of a minute here, so that only the notification can make
+// a frame to the new address arrive. Probes to a unicast line, sent to the
+// new address every 5 ms after the change, must arrive within the test's
+// bound, few of them counted in xdp_other_host (sent before the thread
+// woke). Before, every line frame to the new address counted there for up
+// to a poll timeout (the handler's default: 5 ms; the package's: 100 ms)
+// and was lost to its line: a gap for recovery.
+func TestXDPFollowsMACAtOnce(t *testing.T) {
+	lab := xdpNewLab(t, netlab.Options{Prefix: "m191"})
+	src := netip.AddrPortFrom(lab.SrcIP, 40001)
+	unicast := netip.AddrPortFrom(lab.DstIP, xdpTestPort+1)
+	newMACs := []net.HardwareAddr{{0x02, 0x19, 0x01, 0, 0, 0x01}, {0x02, 0x19, 0x01, 0, 0, 0x02}}
+	for i, mode := range []string{"native", "generic"} {
+		t.Run(mode, func(t *testing.T) {
+			var logs bytes.Buffer
+			r := xdpOpen(t, lab, Config{PollTimeout: time.Minute, XDPMode: mode,
+				Log:   zerolog.New(zerolog.SyncWriter(&logs)),
+				Lines: []LineConfig{{Name: "B", Interface: lab.DstIf, Group: unicast.Addr(), Port: unicast.Port()}}})
+			defer r.Close()
+			// The start's checks are done: the next in a minute.
+			r.(*xdpRx).checkedAt = time.Now()
+			got := make(chan string, 4096)
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				pkts := make([]Packet, 8)
+				for {
+					n, err := r.Receive(pkts)
+					for _, p := range pkts[:n] {
+						select {
+						case got <- string(p.Data):
+						default:
+						}
+					}
+					r.Release(pkts[:n])
+					if err != nil {
+						return
+					}
+				}
+			}()
+			raw := xdpNewRawSender(t, lab)
+			mac := newMACs[i]
+			probe := xdpFrame(src, unicast, nil, 0, []byte("probe"))
+			copy(probe, mac)
+			xdpSeal(probe, 14, true)
+			if _, err := lab.Exec(lab.Dst, "ip", "link", "set", "dev", lab.DstIf, "address", mac.String()); err != nil {
+				t.Fatal(err)
+			}
+			sent, arrived := 0, false
+			for deadline := time.Now().Add(20 * time.Second); !arrived && time.Now().Before(deadline); {
+				raw.send(t, probe)
+				sent++
+				select {
+				case <-got:
+					arrived = true
+				case <-time.After(5 * time.Millisecond):
+				}
+			}
+			other := r.Stats().Extra.Get("xdp_other_host")
+			r.Close()
+			<-done
+			if !arrived {
+				t.Fatalf("none of %d line frames sent to the new address %v in 20 s arrived (poll timeout 1m); %d counted in xdp_other_host", sent, mac, other)
+			}
+			t.Logf("%d probes sent, %d counted in xdp_other_host before the program had the new address", sent, other)
+			if n := strings.Count(logs.String(), "MAC address changed"); n != 1 {
+				t.Errorf("the change was logged %d times, want once; log:\n%s", n, logs.String())
+			}
+		})
+	}
+}

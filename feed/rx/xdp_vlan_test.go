@@ -447,6 +447,19 @@ func TestResolveXDPDevice(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// veth toggles the feature (ethtool -K IF rxvlan off): the check
+	// reads the device's features as they are now.
+	if _, err := lab.Exec(lab.Dst, "ethtool", "-K", lab.DstIf, "rxvlan", "off"); err != nil {
+		t.Fatal(err)
+	}
+	if err := lab.Do(lab.Dst, func() error {
+		if on, err := VLANOffload(lab.DstIf); err != nil || on {
+			t.Errorf("VLANOffload(%s) = %v, %v after ethtool -K %s rxvlan off", lab.DstIf, on, err, lab.DstIf)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // TestParseLink reads an RTM_NEWLINK answer for a VLAN device as the
