@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/marketfeed/feedhandler/feed/moldudp64"
-	"github.com/marketfeed/feedhandler/internal/shmtest"
 	"github.com/marketfeed/feedhandler/proto/bookfb"
 	"github.com/marketfeed/feedhandler/proto/shm"
 	"github.com/rs/zerolog"
@@ -31,9 +30,8 @@ import (
 // trade, the volume and the system event. While a gap is open, once its
 // flag's republish is done, every book must read flagged possibly stale.
 func TestReaderSeesRebuiltBooksThroughLoss(t *testing.T) {
-	for _, depth := range []int{1, 10} {
-		t.Run(fmt.Sprintf("depth=%d", depth), func(t *testing.T) { readerThroughLoss(t, depth) })
-	}
+	t.Run("depth=1", func(t *testing.T) { readerThroughLoss(t, 1) })
+	t.Run("depth=10", func(t *testing.T) { readerThroughLoss(t, 10) })
 }
 
 func readerThroughLoss(t *testing.T, depth int) {
@@ -66,17 +64,7 @@ func readerThroughLoss(t *testing.T, depth int) {
 		}
 		return Snapshot{Next: next}, nil
 	}
-	name := shmtest.Name(t, "fh-loss")
-	w, err := shm.Create(shm.Config{Name: name, Instruments: 2 * maxLoc, Depth: depth})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { w.Close() })
-	r, err := shm.Open(name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { r.Close() })
+	w, r := shmFeed(t, shm.Config{Instruments: 2 * maxLoc, Depth: depth, SingleWriter: true})
 	sh, err := newShard(0, -1, 0, smallBooks, w, depth)
 	if err != nil {
 		t.Fatal(err)
@@ -136,16 +124,6 @@ func readerThroughLoss(t *testing.T, depth int) {
 				t.Fatalf("packet %d: locate %d: %v", i, loc, err)
 			}
 			bids, asks := nv.levels(loc, true), nv.levels(loc, false)
-			var flags bookfb.Flags
-			if in.regSH == '1' || in.regSH == '2' {
-				flags |= bookfb.FlagsShortSaleRestricted
-			}
-			if in.opHalt == 'H' {
-				flags |= bookfb.FlagsOperationalHalt
-			}
-			if len(bids) > 0 && len(asks) > 0 && bids[0].Price >= asks[0].Price {
-				flags |= bookfb.FlagsCrossed
-			}
 			deep += b2i(len(bids) > depth || len(asks) > depth)
 			emptied += b2i(len(bids)+len(asks) == 0 && in.msgs > 1)
 			what := func(f string, got, want any) {
@@ -155,27 +133,8 @@ func readerThroughLoss(t *testing.T, depth int) {
 						i, h.arb.Next(), lost, rec.stats.Snapshots, loc, in.name, f, got, want)
 				}
 			}
-			var gb, ga []shm.Level
-			for j := 0; ; j++ {
-				l, ok := v.Bid(j)
-				if !ok {
-					break
-				}
-				gb = append(gb, l)
-			}
-			for j := 0; ; j++ {
-				l, ok := v.Ask(j)
-				if !ok {
-					break
-				}
-				ga = append(ga, l)
-			}
-			what("symbol", string(v.Symbol()), in.name)
-			what("bids", gb, bids[:min(depth, len(bids))])
-			what("asks", ga, asks[:min(depth, len(asks))])
-			what("bid_levels", v.BidLevels(), len(bids))
-			what("ask_levels", v.AskLevels(), len(asks))
-			what("flags", v.Flags(), flags)
+			whatLevels(what, v, in.name, bids, asks, depth)
+			what("flags", v.Flags(), in.flags(bids, asks))
 			what("trading_state", v.TradingState(), shm.TradingState(in.state))
 			what("last trade", [2]uint64{uint64(v.LastTradePrice()), v.LastTradeShares()}, [2]uint64{uint64(in.lastPrice), in.lastShares})
 			what("volume", v.Volume(), in.volume)
