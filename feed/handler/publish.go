@@ -175,11 +175,21 @@ func (p *Publisher) Applied(loc uint16, changed bool, seq uint64, rxTime int64) 
 // one, is retired at the next flush (unbindReassigned): no reader of the
 // old symbol reads a book that no longer follows its instrument, as when
 // the locate is given to a subscribed symbol and bound to it.
+//
+// The locate is listed too: Applied lists only a locate it makes dirty, so
+// a Stock Directory message giving it a subscribed symbol in the same
+// batch would leave its new book out of every market-wide republish (a
+// listed locate without a book is skipped).
 func (p *Publisher) Withdrawn(loc uint16) {
 	p.withdrawn = true
-	if st := &p.locs[loc]; !st.dirty {
+	st := &p.locs[loc]
+	if !st.dirty {
 		st.dirty = true
 		p.dirty = append(p.dirty, loc)
+	}
+	if !st.listed {
+		st.listed = true
+		p.listed = append(p.listed, loc)
 	}
 }
 

@@ -69,6 +69,53 @@ func (n *naiveBooks) levels(loc uint16, bid bool) []shm.Level {
 	return ls
 }
 
+// flags returns the snapshot flags the naive instrument's state and its
+// levels bids and asks (best first) set, but the stale flag.
+func (in *naiveInstr) flags(bids, asks []shm.Level) bookfb.Flags {
+	var f bookfb.Flags
+	if in.regSH == '1' || in.regSH == '2' {
+		f |= bookfb.FlagsShortSaleRestricted
+	}
+	if in.opHalt == 'H' {
+		f |= bookfb.FlagsOperationalHalt
+	}
+	if len(bids) > 0 && len(asks) > 0 && bids[0].Price >= asks[0].Price {
+		f |= bookfb.FlagsCrossed
+	}
+	return f
+}
+
+// whatLevels has what compare snapshot v's symbol, levels and level
+// counts with those of the naive instrument name, whose levels are bids
+// and asks (best first), at depth.
+func whatLevels(what func(field string, got, want any), v shm.View, name string, bids, asks []shm.Level, depth int) {
+	gb, ga := viewLevels(v)
+	what("symbol", string(v.Symbol()), name)
+	what("bids", gb, bids[:min(depth, len(bids))])
+	what("asks", ga, asks[:min(depth, len(asks))])
+	what("bid_levels", v.BidLevels(), len(bids))
+	what("ask_levels", v.AskLevels(), len(asks))
+}
+
+// viewLevels returns the levels a snapshot holds, best first.
+func viewLevels(v shm.View) (bids, asks []shm.Level) {
+	for j := 0; ; j++ {
+		l, ok := v.Bid(j)
+		if !ok {
+			break
+		}
+		bids = append(bids, l)
+	}
+	for j := 0; ; j++ {
+		l, ok := v.Ask(j)
+		if !ok {
+			break
+		}
+		asks = append(asks, l)
+	}
+	return bids, asks
+}
+
 func (n *naiveBooks) add(ref uint64, o *naiveOrder) {
 	n.orders[ref] = o
 	if n.byLoc[o.loc] == nil {
@@ -337,15 +384,8 @@ func TestPublishMatchesNaiveBook(t *testing.T) {
 				t.Fatalf("batch %d: locate %d at version %d, the journal's last %d", batch, loc, v.Version, journaled[loc])
 			}
 			bids, asks := nv.levels(loc, true), nv.levels(loc, false)
-			var flags bookfb.Flags
-			if in.regSH == '1' || in.regSH == '2' {
-				flags |= bookfb.FlagsShortSaleRestricted
-			}
-			if in.opHalt == 'H' {
-				flags |= bookfb.FlagsOperationalHalt
-			}
-			if len(bids) > 0 && len(asks) > 0 && bids[0].Price >= asks[0].Price {
-				flags |= bookfb.FlagsCrossed
+			flags := in.flags(bids, asks)
+			if flags&bookfb.FlagsCrossed != 0 {
 				if bids[0].Price == asks[0].Price {
 					locked++
 				} else {
@@ -365,26 +405,7 @@ func TestPublishMatchesNaiveBook(t *testing.T) {
 					t.Fatalf("batch %d (message %d), locate %d %s: snapshot %s %v, the naive book's %v", batch, i, loc, in.name, f, got, want)
 				}
 			}
-			var gb, ga []shm.Level
-			for j := 0; ; j++ {
-				l, ok := v.Bid(j)
-				if !ok {
-					break
-				}
-				gb = append(gb, l)
-			}
-			for j := 0; ; j++ {
-				l, ok := v.Ask(j)
-				if !ok {
-					break
-				}
-				ga = append(ga, l)
-			}
-			what("symbol", string(v.Symbol()), in.name)
-			what("bids", gb, bids[:min(depth, len(bids))])
-			what("asks", ga, asks[:min(depth, len(asks))])
-			what("bid_levels", v.BidLevels(), len(bids))
-			what("ask_levels", v.AskLevels(), len(asks))
+			whatLevels(what, v, in.name, bids, asks, depth)
 			if p.Sweeping() {
 				// Not republished yet: the stale flag and the
 				// system event may be the sweep's, not yet its.

@@ -795,3 +795,50 @@ func TestIncompleteBookPublishedStale(t *testing.T) {
 		t.Errorf("StaleBooks %d, want 1", n)
 	}
 }
+
+// TestWithdrawnThenAnnouncedSwept: after a rebuild (BooksReset), a Stock
+// Directory message gives locate 3 a symbol the filter leaves out
+// (Withdrawn), then, in the same batch, one gives it a subscribed symbol
+// and the book an order. The book must be among those a market-wide
+// change republishes: a gap's stale flag, then its clearing, reach it
+// while it stays quiet. Before the fix Withdrawn made the locate dirty
+// without listing it, so the Applied that followed did not list it either
+// (it lists only a locate it makes dirty): no sweep ever republished the
+// book, which showed no stale flag through a gap.
+func TestWithdrawnThenAnnouncedSwept(t *testing.T) {
+	_, r, bs, p := reassignLab(t, 8)
+	apply := func(seq uint64, e itch.Encoder) {
+		loc, changed := bs.Apply(itch.Msg(e.Append(nil)))
+		p.Applied(loc, changed, seq, int64(seq))
+	}
+	h := itch.Header{Locate: 3, Timestamp: 34200_000_000_000}
+	p.Withdrawn(3) // the admission's view of the old session: given to an unsubscribed symbol
+	apply(1, &itch.StockDirectoryFields{Header: h, Stock: itch.NewSymbol("WANT")})
+	apply(2, &itch.AddOrderFields{Header: h, OrderRef: 1, Side: 'B', Shares: 100, Stock: itch.NewSymbol("WANT"), Price: 10_000})
+	p.Flush()
+	buf := make([]byte, r.Info().MaxSnapshot)
+	stale := func() bool {
+		t.Helper()
+		v, err := r.ReadSymbol("WANT", buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if v.BidLevels() != 1 {
+			t.Fatalf("WANT: %d bid levels, want 1", v.BidLevels())
+		}
+		return v.Flags()&bookfb.FlagsPossiblyStale != 0
+	}
+	if stale() {
+		t.Fatal("WANT flagged stale before any gap")
+	}
+	p.SetStale(true)
+	p.Flush()
+	if !stale() {
+		t.Fatal("a gap's stale flag never reached WANT: the sweep does not list it")
+	}
+	p.SetStale(false)
+	p.Flush()
+	if stale() {
+		t.Fatal("WANT still flagged stale after the gap was repaired")
+	}
+}
