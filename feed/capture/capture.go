@@ -125,6 +125,10 @@ type Capture struct {
 	header     []byte // the pcap file header, each new file's first bytes
 	gone       bool   // the file was found deleted (logged, counted)
 	tooLarge   bool   // the file reached its size limit (EFBIG)
+	// snapOpen: the file holds a snapshot's freeze or messages and not
+	// yet its load or resume (holdRotation); holdWarned: a rotation held
+	// for it past its bound was logged.
+	snapOpen, holdWarned bool
 	// lostDrained is the empty poll (mark.go) of a datagram a failed
 	// write lost, for the next datagram written (0: none).
 	lostDrained int64
@@ -602,6 +606,7 @@ func (c *Capture) write(rec *record) {
 		return
 	}
 	if rec.snapRef {
+		c.snapOpen = true
 		c.writeSnapshot(rec.rxTime)
 		return
 	}
@@ -611,9 +616,12 @@ func (c *Capture) write(rec *record) {
 		case rec.gaveUp:
 			tag = giveUpTag
 		case rec.freeze:
-			tag = freezeTag
+			tag, c.snapOpen = freezeTag, true
 		case rec.resume:
 			tag = resumeTag
+		}
+		if rec.snapshot || rec.resume {
+			c.snapOpen = false // the snapshot ends here: a rotation held for it may go
 		}
 		c.frame = appendCountsFrame(c.frame[:0], tag, rec.snapNext, rec.snapMsgs)
 		ci := gopacket.CaptureInfo{Timestamp: time.Unix(0, rec.rxTime), CaptureLength: len(c.frame), Length: len(c.frame)}
@@ -625,6 +633,7 @@ func (c *Capture) write(rec *record) {
 		return
 	}
 	if rec.line == snapLine {
+		c.snapOpen = true
 		c.frame = appendSnapMsgsFrame(c.frame[:0], rec.payload)
 		ci := gopacket.CaptureInfo{Timestamp: time.Unix(0, rec.rxTime), CaptureLength: len(c.frame), Length: len(c.frame)}
 		c.pw.WritePacket(ci, c.frame)
@@ -724,7 +733,7 @@ func (c *Capture) flushLogged() {
 	}
 	failing := c.failing
 	err := c.flush()
-	if err == nil && c.rotateSize > 0 && c.off >= c.rotateSize {
+	if err == nil && c.rotateSize > 0 && c.off >= c.rotateSize && !c.holdRotation() {
 		if !c.rotateFail {
 			// The file's end, said in it before it is let go (once: a
 			// rotation that failed goes on in it, and a later end frame
@@ -756,6 +765,32 @@ func (c *Capture) flushLogged() {
 		c.log.Info().Str("file", c.path).Msg("capture: writing again")
 		c.failing, c.lastErr = false, nil
 	}
+}
+
+// holdRotation reports whether a rotation due waits for the snapshot
+// open in the file (snapOpen): a file that holds where the handler froze
+// delivery holds the snapshot's messages and where it loaded them (or
+// resumed without), so that it replays the snapshot alone, as one file
+// must (replay --feed takes one). The spilled datagrams, the messages
+// and the load then go to it past RotateSize. Bounded: a snapshot
+// discarded after a session change writes neither a load nor a resume,
+// so the hold ends once the file holds twice RotateSize (logged once per
+// file): the next file starts in the middle of the snapshot, which its
+// replay counts as not held. Only a size rotation waits: a file found
+// full (EFBIG), deleted or truncated takes nothing more.
+func (c *Capture) holdRotation() bool {
+	if !c.snapOpen {
+		return false
+	}
+	if c.off < 2*c.rotateSize {
+		return true
+	}
+	if !c.holdWarned {
+		c.holdWarned = true
+		c.log.Warn().Str("file", c.path).Int64("bytes", c.off).
+			Msg("capture: next file opened with a snapshot open (frozen, not yet loaded) at twice rotate_size; neither file replays that snapshot alone")
+	}
+	return false
 }
 
 // checkFile goes on in a new file, as a rotation, when the file reached
@@ -826,6 +861,7 @@ func (c *Capture) rotate() {
 		c.log.Error().Err(cerr).Str("file", old).Msg("capture: closing the previous file failed")
 	}
 	c.f, c.path, c.off, c.gone, c.tooLarge = f, name, int64(hdr), false, false
+	c.snapOpen, c.holdWarned = false, false // the new file holds none of it
 	c.bytes.Add(uint64(hdr))
 	c.files.Add(1)
 	c.log.Info().Str("file", name).Str("previous", old).Int64("previous_bytes", oldSize).Msg("capture: next file")
