@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -126,5 +128,46 @@ func TestRotateHoldBounded(t *testing.T) {
 	}
 	if n := strings.Count(logs.String(), "a snapshot open"); n != 1 {
 		t.Fatalf("the held rotation given up logged %d times, want once:\n%s", n, logs.String())
+	}
+}
+
+// TestFileNamesSortWhenClockStepsBack: with the clock stepped back an
+// hour before every file is made (at each rotation, and at a restart),
+// the files' names still sort in the order they were made, each after the
+// one before it: ls, a glob and mergecap -a take them in that order. They
+// were named by the clock alone, each rotation's sorting first.
+func TestFileNamesSortWhenClockStepsBack(t *testing.T) {
+	start := time.Date(2026, 12, 6, 9, 30, 0, 0, time.UTC)
+	var calls atomic.Int64
+	now = func() time.Time { return start.Add(-time.Duration(calls.Add(1)) * time.Hour) }
+	t.Cleanup(func() { now = time.Now })
+	dir := t.TempDir()
+	base := filepath.Join(dir, "c.pcap")
+	var order []string
+	for run := range 2 { // a restart: the second run's files after the first's
+		var logs bytes.Buffer
+		c, err := Open(Config{Base: base, Buffer: MinBuffer, RotateSize: MinRotate, Lines: testLines, Log: zerolog.New(&logs)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		order = append(order, c.Path())
+		putAll(t, c, 3000) // about 2.4 MB: files of 1 MiB
+		if err := c.Close(); err != nil {
+			t.Fatal(err)
+		}
+		for _, l := range strings.Split(logs.String(), "\n") {
+			if strings.Contains(l, "capture: next file") {
+				i := strings.Index(l, `"file":"`) + len(`"file":"`)
+				order = append(order, l[i:i+strings.Index(l[i:], `"`)])
+			}
+		}
+		if st := c.Stats(); st.Files < 2 {
+			t.Fatalf("run %d: stats %+v, want 2 files or more", run, st)
+		}
+	}
+	names, _ := filepath.Glob(filepath.Join(dir, "c-*.pcap")) // sorted by name
+	if !slices.Equal(names, order) {
+		t.Fatalf("the clock stepped back before each file: the files sorted by name\n%s\nin the order made\n%s\nwant the same",
+			strings.Join(names, "\n"), strings.Join(order, "\n"))
 	}
 }
