@@ -350,7 +350,7 @@ func replay(args []string, stdout, stderr io.Writer) error {
 				snaps += fmt.Sprintf(", %d replayed from the capture (the books rebuilt where it rebuilt them)", lr.SnapshotsReplayed)
 			}
 			if n := lr.Snapshots - lr.SnapshotsReplayed; n != 0 {
-				snaps += fmt.Sprintf(", %d of which the capture does not hold (a capture of an older handler, or their messages left out): the books replayed miss what they repaired, a gap here", n)
+				snaps += fmt.Sprintf(", %d of which the capture does not hold (a capture of an older handler, their messages left out, or a file that starts inside one): the books replayed miss what they repaired, a gap here", n)
 			}
 			fmt.Fprintf(stdout, "live recovery the handler received %d re-request answers (%d messages), replayed where it received them, and gave up %d re-requests there%s\n",
 				lr.Answers, lr.AnswerMessages, lr.GaveUp, snaps)

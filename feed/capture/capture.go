@@ -8,8 +8,6 @@ import (
 	"math/bits"
 	"net/netip"
 	"os"
-	"path/filepath"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -62,7 +60,8 @@ const bufSize = 1 << 20
 type Config struct {
 	// Path is the file to create; it must not exist (see FileName). "":
 	// FileName(Base, now), or of the next microsecond free when a file
-	// has that name (createUnique).
+	// has that name, and never earlier than a name of Base's files
+	// already there (createUnique).
 	Path string
 	// Buffer is the ring's size in bytes, rounded up to a power of two,
 	// MinBuffer..MaxBuffer (0: DefaultBuffer).
@@ -74,7 +73,8 @@ type Config struct {
 	Log   zerolog.Logger
 	// RotateSize: once the file holds at least this many bytes, the
 	// writer closes it and goes on in a new one, named by FileName(Base,
-	// the time of the switch) (MinRotate..MaxRotate; 0: never). Every file
+	// the time of the switch, or the microsecond after the file before's
+	// when the clock stepped back) (MinRotate..MaxRotate; 0: never). Every file
 	// starts with its own pcap header and holds whole datagrams only.
 	RotateSize int64
 	// Base is the name new files are made from (capture.path); "": Path
@@ -120,11 +120,16 @@ type Capture struct {
 	// Rotation (Config.RotateSize, Base); the drainer's, after Open.
 	rotateSize int64
 	base       string
-	first      string // the first file (Path)
-	rotateFail bool   // the last rotation failed: logged, the file goes on
-	header     []byte // the pcap file header, each new file's first bytes
-	gone       bool   // the file was found deleted (logged, counted)
-	tooLarge   bool   // the file reached its size limit (EFBIG)
+	first      string    // the first file (Path)
+	rotateFail bool      // the last rotation failed: logged, the file goes on
+	lastName   time.Time // the latest time in a name of base's (createUnique)
+	header     []byte    // the pcap file header, each new file's first bytes
+	gone       bool      // the file was found deleted (logged, counted)
+	tooLarge   bool      // the file reached its size limit (EFBIG)
+	// snapOpen: the file holds a snapshot's freeze or messages and not
+	// yet its load or resume (holdRotation); holdWarned: a rotation held
+	// for it past its bound was logged.
+	snapOpen, holdWarned bool
 	// lostDrained is the empty poll (mark.go) of a datagram a failed
 	// write lost, for the next datagram written (0: none).
 	lostDrained int64
@@ -161,34 +166,6 @@ type file interface {
 type memBuf struct{ b []byte }
 
 func (m *memBuf) Write(p []byte) (int, error) { m.b = append(m.b, p...); return len(p), nil }
-
-// FileName is the file a capture of base started at t goes to: base with
-// the UTC time to the microsecond inserted before its extension,
-// "/var/lib/feedhandler/nasdaq.pcap" ->
-// ".../nasdaq-20261206T093000.250000Z.pcap", so that a restart never
-// overwrites the capture of the run before, and the names of a base's
-// files, all of one length, sort in time order (ls, a glob).
-func FileName(base string, t time.Time) string {
-	ext := filepath.Ext(base)
-	if ext == "" {
-		ext = ".pcap"
-	}
-	return strings.TrimSuffix(base, filepath.Ext(base)) + "-" + t.UTC().Format("20060102T150405.000000Z") + ext
-}
-
-// createUnique creates FileName(base, t), or when a file of that name
-// exists (made in the same microsecond, or before a clock stepped back)
-// that of the next microsecond that is free (of 100), so that the name
-// still sorts after the taken one; the file is created, empty.
-func createUnique(base string, t time.Time) (*os.File, string, error) {
-	for i := 0; ; i++ {
-		name := FileName(base, t.Add(time.Duration(i)*time.Microsecond))
-		f, err := createFile(name)
-		if err == nil || !errors.Is(err, fs.ErrExist) || i == 99 {
-			return f, name, err
-		}
-	}
-}
 
 // RingBytes is the size of the ring Open maps and touches for a
 // Config.Buffer of buffer bytes (0: DefaultBuffer), rounded up to a power
@@ -234,10 +211,10 @@ func Open(cfg Config) (*Capture, error) {
 	var f *os.File
 	var err error
 	if cfg.Path == "" {
-		f, c.path, err = createUnique(c.base, time.Now())
+		f, c.path, c.lastName, err = createUnique(c.base, now(), latestName(c.base))
 		c.first = c.path
-	} else {
-		f, err = createFile(cfg.Path)
+	} else if f, err = createFile(cfg.Path); err == nil {
+		c.lastName = latestName(c.base) // the next file's name sorts after Path's
 	}
 	if err != nil {
 		return nil, err
@@ -602,6 +579,7 @@ func (c *Capture) write(rec *record) {
 		return
 	}
 	if rec.snapRef {
+		c.snapOpen = true
 		c.writeSnapshot(rec.rxTime)
 		return
 	}
@@ -611,9 +589,12 @@ func (c *Capture) write(rec *record) {
 		case rec.gaveUp:
 			tag = giveUpTag
 		case rec.freeze:
-			tag = freezeTag
+			tag, c.snapOpen = freezeTag, true
 		case rec.resume:
 			tag = resumeTag
+		}
+		if rec.snapshot || rec.resume {
+			c.snapOpen = false // the snapshot ends here: a rotation held for it may go
 		}
 		c.frame = appendCountsFrame(c.frame[:0], tag, rec.snapNext, rec.snapMsgs)
 		ci := gopacket.CaptureInfo{Timestamp: time.Unix(0, rec.rxTime), CaptureLength: len(c.frame), Length: len(c.frame)}
@@ -625,6 +606,7 @@ func (c *Capture) write(rec *record) {
 		return
 	}
 	if rec.line == snapLine {
+		c.snapOpen = true
 		c.frame = appendSnapMsgsFrame(c.frame[:0], rec.payload)
 		ci := gopacket.CaptureInfo{Timestamp: time.Unix(0, rec.rxTime), CaptureLength: len(c.frame), Length: len(c.frame)}
 		c.pw.WritePacket(ci, c.frame)
@@ -724,7 +706,7 @@ func (c *Capture) flushLogged() {
 	}
 	failing := c.failing
 	err := c.flush()
-	if err == nil && c.rotateSize > 0 && c.off >= c.rotateSize {
+	if err == nil && c.rotateSize > 0 && c.off >= c.rotateSize && !c.holdRotation() {
 		if !c.rotateFail {
 			// The file's end, said in it before it is let go (once: a
 			// rotation that failed goes on in it, and a later end frame
@@ -756,6 +738,32 @@ func (c *Capture) flushLogged() {
 		c.log.Info().Str("file", c.path).Msg("capture: writing again")
 		c.failing, c.lastErr = false, nil
 	}
+}
+
+// holdRotation reports whether a rotation due waits for the snapshot
+// open in the file (snapOpen): a file that holds where the handler froze
+// delivery holds the snapshot's messages and where it loaded them (or
+// resumed without), so that it replays the snapshot alone, as one file
+// must (replay --feed takes one). The spilled datagrams, the messages
+// and the load then go to it past RotateSize. Bounded: a snapshot
+// discarded after a session change writes neither a load nor a resume,
+// so the hold ends once the file holds twice RotateSize (logged once per
+// file): the next file starts in the middle of the snapshot, which its
+// replay counts as not held. Only a size rotation waits: a file found
+// full (EFBIG), deleted or truncated takes nothing more.
+func (c *Capture) holdRotation() bool {
+	if !c.snapOpen {
+		return false
+	}
+	if c.off < 2*c.rotateSize {
+		return true
+	}
+	if !c.holdWarned {
+		c.holdWarned = true
+		c.log.Warn().Str("file", c.path).Int64("bytes", c.off).
+			Msg("capture: next file opened with a snapshot open (frozen, not yet loaded) at twice rotate_size; neither file replays that snapshot alone")
+	}
+	return false
 }
 
 // checkFile goes on in a new file, as a rotation, when the file reached
@@ -803,7 +811,7 @@ func (c *Capture) checkFile() {
 // in use (logged once per run of failures; tried again at the next flush):
 // the capture goes on rather than lose datagrams.
 func (c *Capture) rotate() {
-	f, name, err := createUnique(c.base, time.Now())
+	f, name, at, err := createUnique(c.base, now(), c.lastName)
 	var hdr int
 	if err == nil && c.off > 0 {
 		if hdr, err = f.Write(c.header); err != nil {
@@ -820,12 +828,13 @@ func (c *Capture) rotate() {
 		c.rotateFail = true
 		return
 	}
-	c.rotateFail = false
+	c.rotateFail, c.lastName = false, at
 	old, oldSize := c.path, c.off
 	if cerr := c.f.Close(); cerr != nil {
 		c.log.Error().Err(cerr).Str("file", old).Msg("capture: closing the previous file failed")
 	}
 	c.f, c.path, c.off, c.gone, c.tooLarge = f, name, int64(hdr), false, false
+	c.snapOpen, c.holdWarned = false, false // the new file holds none of it
 	c.bytes.Add(uint64(hdr))
 	c.files.Add(1)
 	c.log.Info().Str("file", name).Str("previous", old).Int64("previous_bytes", oldSize).Msg("capture: next file")

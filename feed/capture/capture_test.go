@@ -288,7 +288,7 @@ func TestFileNameTaken(t *testing.T) {
 		}
 		taken = append(taken, name)
 	}
-	f, name, err := createUnique(base, at)
+	f, name, _, err := createUnique(base, at, time.Time{})
 	if err != nil {
 		t.Fatalf("a name taken, and the next two: %v, want the next free one", err)
 	}

@@ -46,7 +46,8 @@ type Config struct {
 	Recovery    RecoveryConfig    // gap repair (zero: none, gaps flag the books)
 	// CapturePath: write every line datagram received to a pcap file
 	// (package capture) named capture.FileName(CapturePath, start time),
-	// or of the next microsecond free when a file has that name; "": no capture. CaptureBuffer is its ring's size (0: the default).
+	// or of the next microsecond free when a file has that name, never before
+	// one of its files already there; "": no capture. CaptureBuffer is its ring's size (0: the default).
 	CapturePath   string
 	CaptureBuffer int
 	// CaptureRotate: once a capture file holds this many bytes, go on in

@@ -1,0 +1,173 @@
+package capture
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+)
+
+// snapshotMsgs returns about size bytes of snapshot messages (each a
+// 2-byte length and the message) and how many.
+func snapshotMsgs(size int) ([]byte, uint64) {
+	var msgs []byte
+	var n uint64
+	for len(msgs) < size {
+		m := fmt.Appendf(nil, "A message %d%s", n, strings.Repeat("x", int(n%40)))
+		msgs = binary.BigEndian.AppendUint16(msgs, uint16(len(m)))
+		msgs = append(msgs, m...)
+		n++
+	}
+	return msgs, n
+}
+
+// fileSnapshots reads the snapshot frames of a capture file in order:
+// "Z" a freeze, "M" a frame of snapshot messages (one letter per run),
+// "S" a snapshot loaded, "U" resumed without one.
+func fileSnapshots(t *testing.T, path string) string {
+	t.Helper()
+	var b strings.Builder
+	for _, fr := range readMarkers(t, path) {
+		if !fr.Marker {
+			continue
+		}
+		switch p := fr.Payload; {
+		case func() bool { _, _, ok := Frozen(p); return ok }():
+			b.WriteByte('Z')
+		case func() bool { _, ok := SnapshotMessages(p); return ok }():
+			if !strings.HasSuffix(b.String(), "M") {
+				b.WriteByte('M')
+			}
+		case func() bool { _, _, ok := Snapshot(p); return ok }():
+			b.WriteByte('S')
+		case Resumed(p):
+			b.WriteByte('U')
+		}
+	}
+	return b.String()
+}
+
+// TestRotateKeepsSnapshotWhole: a rotation due while a snapshot is being
+// taken (delivery frozen, the lines' datagrams spilled, its messages
+// written) waits for its load, so that the file holding the freeze holds
+// the messages and the load too and replays them alone. The next file
+// was opened as soon as the file reached RotateSize: the freeze in one
+// file, the load in the next, neither replays the snapshot alone.
+func TestRotateKeepsSnapshotWhole(t *testing.T) {
+	dir := t.TempDir()
+	base := filepath.Join(dir, "c.pcap")
+	c, err := Open(Config{Base: base, Buffer: MinBuffer, RotateSize: MinRotate, Lines: testLines, Log: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	msgs, n := snapshotMsgs(200 << 10)
+	at := int64(time.Hour) - 1
+	c.Freeze(at, 5, false)
+	putAll(t, c, 2000) // about 1.5 MB spilled while the snapshot is fetched: past RotateSize
+	c.SnapshotMessages(msgs, at+int64(time.Second))
+	c.Snapshot(at+int64(time.Second), 100, n)
+	putAll(t, c, 2000) // after the load: rotated again
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	names, _ := filepath.Glob(filepath.Join(dir, "c-*.pcap"))
+	if len(names) < 2 {
+		t.Fatalf("files %v: want 2 or more (about 3.3 MB in files of 1 MiB)", names)
+	}
+	var all []string
+	for _, name := range names {
+		all = append(all, fileSnapshots(t, name))
+	}
+	if all[0] != "ZMS" {
+		t.Fatalf("the files' snapshot frames %q: want the freeze, the messages and the load all in the first", all)
+	}
+	for k, s := range all[1:] {
+		if s != "" {
+			t.Fatalf("file %d's snapshot frames %q: want none (%q)", k+1, s, all)
+		}
+	}
+}
+
+// TestRotateHoldBounded: a freeze that nothing in the file ends (its
+// snapshot discarded after a session change writes neither a load nor a
+// resume) holds the rotation only until the file is twice RotateSize; the
+// capture then goes on in files of RotateSize.
+func TestRotateHoldBounded(t *testing.T) {
+	dir := t.TempDir()
+	base := filepath.Join(dir, "c.pcap")
+	var logs bytes.Buffer
+	c, err := Open(Config{Base: base, Buffer: MinBuffer, RotateSize: MinRotate, Lines: testLines, Log: zerolog.New(&logs)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Freeze(int64(time.Hour)-1, 5, false)
+	putAll(t, c, 8000) // about 6 MB
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	names, _ := filepath.Glob(filepath.Join(dir, "c-*.pcap"))
+	if len(names) < 3 {
+		t.Fatalf("files %v: want 3 or more (about 6 MB, the first up to 2 MiB, then files of 1 MiB)", names)
+	}
+	for k, name := range names {
+		fi, err := os.Stat(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if max := int64(2*MinRotate + bufSize + 1<<16); fi.Size() > max {
+			t.Fatalf("file %d of %d bytes: want at most %d (twice RotateSize and a buffer)", k, fi.Size(), max)
+		}
+	}
+	if n := strings.Count(logs.String(), "a snapshot open"); n != 1 {
+		t.Fatalf("the held rotation given up logged %d times, want once:\n%s", n, logs.String())
+	}
+}
+
+// TestFileNamesSortWhenClockStepsBack: with the clock stepped back an
+// hour before every file is made (at each rotation, and at a restart),
+// the files' names still sort in the order they were made, each after the
+// one before it: ls, a glob and mergecap -a take them in that order. They
+// were named by the clock alone, each rotation's sorting first.
+func TestFileNamesSortWhenClockStepsBack(t *testing.T) {
+	start := time.Date(2026, 12, 6, 9, 30, 0, 0, time.UTC)
+	var calls atomic.Int64
+	now = func() time.Time { return start.Add(-time.Duration(calls.Add(1)) * time.Hour) }
+	t.Cleanup(func() { now = time.Now })
+	dir := t.TempDir()
+	base := filepath.Join(dir, "c.pcap")
+	var order []string
+	for run := range 2 { // a restart: the second run's files after the first's
+		var logs bytes.Buffer
+		c, err := Open(Config{Base: base, Buffer: MinBuffer, RotateSize: MinRotate, Lines: testLines, Log: zerolog.New(&logs)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		order = append(order, c.Path())
+		putAll(t, c, 3000) // about 2.4 MB: files of 1 MiB
+		if err := c.Close(); err != nil {
+			t.Fatal(err)
+		}
+		for _, l := range strings.Split(logs.String(), "\n") {
+			if strings.Contains(l, "capture: next file") {
+				i := strings.Index(l, `"file":"`) + len(`"file":"`)
+				order = append(order, l[i:i+strings.Index(l[i:], `"`)])
+			}
+		}
+		if st := c.Stats(); st.Files < 2 {
+			t.Fatalf("run %d: stats %+v, want 2 files or more", run, st)
+		}
+	}
+	names, _ := filepath.Glob(filepath.Join(dir, "c-*.pcap")) // sorted by name
+	if !slices.Equal(names, order) {
+		t.Fatalf("the clock stepped back before each file: the files sorted by name\n%s\nin the order made\n%s\nwant the same",
+			strings.Join(names, "\n"), strings.Join(order, "\n"))
+	}
+}
