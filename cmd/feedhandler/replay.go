@@ -191,9 +191,11 @@ func replay(args []string, stdout, stderr io.Writer) error {
 	}
 	var scan *itch.Scanner
 	var data []byte
-	if r.Format() == input.FormatBinaryFile && !r.Stats().Gzip && rp.pub == nil {
+	if r.Format() == input.FormatBinaryFile && !r.Stats().Gzip && rp.pub == nil && regularFile(path) {
 		// A BinaryFILE is mapped and scanned in place: no copy, no reader.
-		// A gzipped one is read through r, which inflates it.
+		// A gzipped one is read through r, which inflates it; so is one
+		// piped in (a FIFO, /dev/stdin), whose size says nothing and
+		// whose first MiB r has taken already.
 		mapped, unmap, err := mapFile(path)
 		if err != nil {
 			return fmt.Errorf("replay: %w", err)
@@ -567,6 +569,9 @@ func mapFile(path string) (data []byte, unmap func(), err error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("map input: %w", err)
 	}
+	if !fi.Mode().IsRegular() {
+		return nil, nil, fmt.Errorf("map input: %s is not a regular file", path)
+	}
 	size := fi.Size()
 	if size == 0 {
 		return nil, func() {}, nil
@@ -589,6 +594,13 @@ func mapFile(path string) (data []byte, unmap func(), err error) {
 		return nil, nil, fmt.Errorf("read input %s: %w", path, err)
 	}
 	return data, func() { _ = unix.Munmap(data) }, nil
+}
+
+// regularFile reports whether path names a regular file (symbolic links
+// followed), one mapFile can read by its size.
+func regularFile(path string) bool {
+	fi, err := os.Stat(path)
+	return err == nil && fi.Mode().IsRegular()
 }
 
 // rusage returns the calling thread's resource usage (zero on error).

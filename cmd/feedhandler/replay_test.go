@@ -443,3 +443,40 @@ func generatedDay(t *testing.T, cfg itchgen.Config, pcap bool) []byte {
 	}
 	return b.Bytes()
 }
+
+// TestReplayFIFO: a day piped in (a FIFO, /dev/stdin, <(zcat day.gz))
+// replays every message. The BinaryFILE path mapped the file by its size,
+// 0 for a pipe, after the reader had taken the first MiB from it: a
+// replay of 0 messages reported as a success.
+func TestReplayFIFO(t *testing.T) {
+	const messages = 5_000
+	day := generatedDay(t, itchgen.Config{Messages: messages, Symbols: 20, Seed: 8}, false)
+	fifo := filepath.Join(t.TempDir(), "day.fifo")
+	if err := unix.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	wrote := make(chan error, 1)
+	go func() {
+		f, err := os.OpenFile(fifo, os.O_WRONLY, 0)
+		if err == nil {
+			_, err = f.Write(day)
+			if cerr := f.Close(); err == nil {
+				err = cerr
+			}
+		}
+		wrote <- err
+	}()
+	var stdout, stderr bytes.Buffer
+	err := replay([]string{"--json", "--quiet", "--settle", "0", fifo}, &stdout, &stderr)
+	werr := <-wrote // the replay has closed its end: a write cut short failed
+	if err != nil {
+		t.Fatalf("replay a FIFO: %v\n%s", err, stderr.String())
+	}
+	var rep replayReport
+	if err := json.Unmarshal(stdout.Bytes(), &rep); err != nil {
+		t.Fatalf("report: %v\n%s", err, stdout.String())
+	}
+	if rep.Messages != messages || rep.Format != "binaryfile" || werr != nil {
+		t.Fatalf("a FIFO of a %d-message BinaryFILE: %d messages, format %s (writer: %v)", messages, rep.Messages, rep.Format, werr)
+	}
+}
