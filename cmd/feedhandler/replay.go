@@ -22,6 +22,7 @@ import (
 	"github.com/marketfeed/feedhandler/feed/handler"
 	"github.com/marketfeed/feedhandler/feed/input"
 	"github.com/marketfeed/feedhandler/feed/itch"
+	"github.com/marketfeed/feedhandler/feed/pcap"
 	"github.com/marketfeed/feedhandler/proto/shm"
 )
 
@@ -77,8 +78,10 @@ type replayReport struct {
 	// A capture's frames that are not whole IPv4/UDP datagrams, and UDP
 	// datagrams that are not MoldUDP64 packets: their messages, if any,
 	// were not applied.
-	InputFramesSkipped uint64 `json:"input_frames_skipped,omitempty"`
-	InputBadPackets    uint64 `json:"input_bad_packets,omitempty"`
+	InputFramesSkipped uint64            `json:"input_frames_skipped,omitempty"`
+	InputSkippedBy     map[string]uint64 `json:"input_frames_skipped_by_reason,omitempty"` // pcap.Reason's names: truncated (a snaplen too short), not IPv4, IPv4 fragment, ...
+	InputBadPackets    uint64            `json:"input_bad_packets,omitempty"`
+	inputSkipped       string            // the same, for the text report
 	// With --feed: the capture's lines arbitrated as the handler did.
 	Arbitrated    *arbitratedReport `json:"arbitrated,omitempty"`
 	CapacityError string            `json:"capacity_error,omitempty"`
@@ -276,6 +279,13 @@ func replay(args []string, stdout, stderr io.Writer) error {
 		rep.InputUnknown, rep.InputShort = ist.Codec.Unknown, ist.Codec.Short
 		rep.InputGaps, rep.InputMissing = ist.Gaps()
 		rep.InputFramesSkipped, rep.InputBadPackets = ist.Frames.Malformed(), ist.Malformed
+		rep.InputSkippedBy, rep.inputSkipped = skippedBy(ist.Frames), ist.Frames.SkippedSummary()
+		if loopErr == nil && ist.Frames.Frames > 0 && ist.Frames.Datagrams == 0 {
+			// Not a datagram in the capture: a snaplen that cut every
+			// frame, a link type not decoded, another protocol. A
+			// report of 0 messages would pass for a quiet feed.
+			loopErr = fmt.Errorf("no IPv4/UDP datagram in the capture's %d frames (skipped: %s)", ist.Frames.Frames, rep.inputSkipped)
+		}
 	}
 	if err := bs.Err(); err != nil {
 		rep.CapacityError = err.Error()
@@ -327,7 +337,7 @@ func replay(args []string, stdout, stderr io.Writer) error {
 	fmt.Fprintf(stdout, "\ninput         %d unknown types, %d short messages, %d gaps (%d missing)",
 		rep.InputUnknown, rep.InputShort, rep.InputGaps, rep.InputMissing)
 	if rep.InputFramesSkipped+rep.InputBadPackets > 0 {
-		fmt.Fprintf(stdout, "; %d frames skipped (not IPv4/UDP), %d datagrams not MoldUDP64", rep.InputFramesSkipped, rep.InputBadPackets)
+		fmt.Fprintf(stdout, "; %d frames skipped (%s), %d datagrams not MoldUDP64", rep.InputFramesSkipped, rep.inputSkipped, rep.InputBadPackets)
 	}
 	fmt.Fprintln(stdout)
 	if a := rep.Arbitrated; a != nil {
@@ -399,6 +409,20 @@ func (rp *replayer) run(arb *arbitrated, r *input.Reader, data []byte, scan *itc
 		}
 		rp.apply(m)
 	}
+}
+
+// skippedBy is a capture's skipped frames by reason (nil when none).
+func skippedBy(st pcap.Stats) map[string]uint64 {
+	var m map[string]uint64
+	for why := pcap.Reason(1); why < pcap.NumReasons; why++ {
+		if n := st.Skipped[why]; n > 0 {
+			if m == nil {
+				m = make(map[string]uint64)
+			}
+			m[why.String()] = n
+		}
+	}
+	return m
 }
 
 var counterNames = []string{"malformed", "unknown_type", "unknown_locate", "locate_capacity", "locate_mismatch", "locate_reassigned",

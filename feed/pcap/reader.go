@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 
 	"github.com/google/gopacket"
 	"github.com/google/gopacket/pcapgo"
@@ -85,6 +86,23 @@ func (s *Stats) Malformed() uint64 {
 		n += c
 	}
 	return n
+}
+
+// SkippedSummary lists the skipped frames by reason, in Reason order:
+// "truncated 3, IPv4 fragment 1" ("" when none).
+func (s *Stats) SkippedSummary() string {
+	var b []byte
+	for why := Reason(1); why < NumReasons; why++ {
+		if n := s.Skipped[why]; n > 0 {
+			if len(b) > 0 {
+				b = append(b, ", "...)
+			}
+			b = append(b, why.String()...)
+			b = append(b, ' ')
+			b = strconv.AppendUint(b, n, 10)
+		}
+	}
+	return string(b)
 }
 
 // Reader iterates the UDP datagrams of a pcap or pcapng capture.
