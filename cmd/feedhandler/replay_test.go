@@ -507,6 +507,11 @@ func TestReplayFIFO(t *testing.T) {
 	}()
 	var stdout, stderr bytes.Buffer
 	err := replay([]string{"--json", "--quiet", "--settle", "0", fifo}, &stdout, &stderr)
+	// A writer still waiting for a reader (a replay that failed before it
+	// opened the FIFO) is let go: open and close the other end.
+	if f, err := os.OpenFile(fifo, os.O_RDONLY|unix.O_NONBLOCK, 0); err == nil {
+		f.Close()
+	}
 	werr := <-wrote // the replay has closed its end: a write cut short failed
 	if err != nil {
 		t.Fatalf("replay a FIFO: %v\n%s", err, stderr.String())
