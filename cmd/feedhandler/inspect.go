@@ -5,14 +5,13 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"net/netip"
 	"os"
-	"strings"
 	"time"
 
 	"github.com/marketfeed/feedhandler/feed/input"
 	"github.com/marketfeed/feedhandler/feed/itch"
-	"github.com/marketfeed/feedhandler/feed/pcap"
 )
 
 func init() {
@@ -42,6 +41,7 @@ type captureReport struct {
 	Frames           uint64            `json:"frames"`
 	Datagrams        uint64            `json:"udp_datagrams"`
 	SkippedFrames    map[string]uint64 `json:"skipped_frames"`
+	skipped          string            // the same in pcap.Reason's order, for the text report
 	Filtered         uint64            `json:"filtered"`
 	Packets          uint64            `json:"packets"`
 	MalformedPackets uint64            `json:"malformed_packets"`
@@ -174,11 +174,8 @@ func report(file string, st *input.Stats) inspectReport {
 	for _, l := range st.Lines {
 		c.Lines = append(c.Lines, lineReport{Dst: l.Dst.String(), Packets: l.Datagrams, First: l.First})
 	}
-	for why := pcap.Reason(1); why < pcap.NumReasons; why++ {
-		if n := st.Frames.Skipped[why]; n > 0 {
-			c.SkippedFrames[why.String()] = n
-		}
-	}
+	maps.Copy(c.SkippedFrames, skippedBy(st.Frames))
+	c.skipped = st.Frames.SkippedSummary()
 	for _, s := range st.Sessions {
 		sr := sessionReport{
 			Session: s.Session.String(), FirstSeq: s.FirstSeq, JoinedLate: s.Joined, NextSeq: s.NextSeq, Messages: s.Messages,
@@ -232,12 +229,8 @@ func printReport(w io.Writer, rep inspectReport) {
 		return
 	}
 	fmt.Fprintf(w, "frames      %d (%d UDP datagrams, %d filtered out)\n", c.Frames, c.Datagrams, c.Filtered)
-	if len(c.SkippedFrames) > 0 {
-		var parts []string
-		for k, v := range c.SkippedFrames {
-			parts = append(parts, fmt.Sprintf("%s %d", k, v))
-		}
-		fmt.Fprintf(w, "skipped     %s\n", strings.Join(parts, ", "))
+	if c.skipped != "" {
+		fmt.Fprintf(w, "skipped     %s\n", c.skipped) // in pcap.Reason's order, not a map's
 	}
 	fmt.Fprintf(w, "packets     %d MoldUDP64 (%d malformed, %d held for reordering)\n", c.Packets, c.MalformedPackets, c.Held)
 	for _, l := range c.Lines {

@@ -22,6 +22,7 @@ import (
 	"github.com/marketfeed/feedhandler/feed/handler"
 	"github.com/marketfeed/feedhandler/feed/input"
 	"github.com/marketfeed/feedhandler/feed/itch"
+	"github.com/marketfeed/feedhandler/feed/pcap"
 	"github.com/marketfeed/feedhandler/proto/shm"
 )
 
@@ -77,8 +78,10 @@ type replayReport struct {
 	// A capture's frames that are not whole IPv4/UDP datagrams, and UDP
 	// datagrams that are not MoldUDP64 packets: their messages, if any,
 	// were not applied.
-	InputFramesSkipped uint64 `json:"input_frames_skipped,omitempty"`
-	InputBadPackets    uint64 `json:"input_bad_packets,omitempty"`
+	InputFramesSkipped uint64            `json:"input_frames_skipped,omitempty"`
+	InputSkippedBy     map[string]uint64 `json:"input_frames_skipped_by_reason,omitempty"` // pcap.Reason's names: truncated (a snaplen too short), not IPv4, IPv4 fragment, ...
+	InputBadPackets    uint64            `json:"input_bad_packets,omitempty"`
+	inputSkipped       string            // the same, for the text report
 	// With --feed: the capture's lines arbitrated as the handler did.
 	Arbitrated    *arbitratedReport `json:"arbitrated,omitempty"`
 	CapacityError string            `json:"capacity_error,omitempty"`
@@ -191,9 +194,11 @@ func replay(args []string, stdout, stderr io.Writer) error {
 	}
 	var scan *itch.Scanner
 	var data []byte
-	if r.Format() == input.FormatBinaryFile && !r.Stats().Gzip && rp.pub == nil {
+	if r.Format() == input.FormatBinaryFile && !r.Stats().Gzip && rp.pub == nil && regularFile(path) {
 		// A BinaryFILE is mapped and scanned in place: no copy, no reader.
-		// A gzipped one is read through r, which inflates it.
+		// A gzipped one is read through r, which inflates it; so is one
+		// piped in (a FIFO, /dev/stdin), whose size says nothing and
+		// whose first MiB r has taken already.
 		mapped, unmap, err := mapFile(path)
 		if err != nil {
 			return fmt.Errorf("replay: %w", err)
@@ -274,6 +279,13 @@ func replay(args []string, stdout, stderr io.Writer) error {
 		rep.InputUnknown, rep.InputShort = ist.Codec.Unknown, ist.Codec.Short
 		rep.InputGaps, rep.InputMissing = ist.Gaps()
 		rep.InputFramesSkipped, rep.InputBadPackets = ist.Frames.Malformed(), ist.Malformed
+		rep.InputSkippedBy, rep.inputSkipped = skippedBy(ist.Frames), ist.Frames.SkippedSummary()
+		if loopErr == nil && ist.Frames.Frames > 0 && ist.Frames.Datagrams == 0 {
+			// Not a datagram in the capture: a snaplen that cut every
+			// frame, a link type not decoded, another protocol. A
+			// report of 0 messages would pass for a quiet feed.
+			loopErr = fmt.Errorf("no IPv4/UDP datagram in the capture's %d frames (skipped: %s)", ist.Frames.Frames, rep.inputSkipped)
+		}
 	}
 	if err := bs.Err(); err != nil {
 		rep.CapacityError = err.Error()
@@ -325,7 +337,7 @@ func replay(args []string, stdout, stderr io.Writer) error {
 	fmt.Fprintf(stdout, "\ninput         %d unknown types, %d short messages, %d gaps (%d missing)",
 		rep.InputUnknown, rep.InputShort, rep.InputGaps, rep.InputMissing)
 	if rep.InputFramesSkipped+rep.InputBadPackets > 0 {
-		fmt.Fprintf(stdout, "; %d frames skipped (not IPv4/UDP), %d datagrams not MoldUDP64", rep.InputFramesSkipped, rep.InputBadPackets)
+		fmt.Fprintf(stdout, "; %d frames skipped (%s), %d datagrams not MoldUDP64", rep.InputFramesSkipped, rep.inputSkipped, rep.InputBadPackets)
 	}
 	fmt.Fprintln(stdout)
 	if a := rep.Arbitrated; a != nil {
@@ -397,6 +409,20 @@ func (rp *replayer) run(arb *arbitrated, r *input.Reader, data []byte, scan *itc
 		}
 		rp.apply(m)
 	}
+}
+
+// skippedBy is a capture's skipped frames by reason (nil when none).
+func skippedBy(st pcap.Stats) map[string]uint64 {
+	var m map[string]uint64
+	for why := pcap.Reason(1); why < pcap.NumReasons; why++ {
+		if n := st.Skipped[why]; n > 0 {
+			if m == nil {
+				m = make(map[string]uint64)
+			}
+			m[why.String()] = n
+		}
+	}
+	return m
 }
 
 var counterNames = []string{"malformed", "unknown_type", "unknown_locate", "locate_capacity", "locate_reassigned",
@@ -567,6 +593,9 @@ func mapFile(path string) (data []byte, unmap func(), err error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("map input: %w", err)
 	}
+	if !fi.Mode().IsRegular() {
+		return nil, nil, fmt.Errorf("map input: %s is not a regular file", path)
+	}
 	size := fi.Size()
 	if size == 0 {
 		return nil, func() {}, nil
@@ -589,6 +618,13 @@ func mapFile(path string) (data []byte, unmap func(), err error) {
 		return nil, nil, fmt.Errorf("read input %s: %w", path, err)
 	}
 	return data, func() { _ = unix.Munmap(data) }, nil
+}
+
+// regularFile reports whether path names a regular file (symbolic links
+// followed), one mapFile can read by its size.
+func regularFile(path string) bool {
+	fi, err := os.Stat(path)
+	return err == nil && fi.Mode().IsRegular()
 }
 
 // rusage returns the calling thread's resource usage (zero on error).

@@ -406,8 +406,47 @@ func TestReplayCaptureSkipsCounted(t *testing.T) {
 	if err := replay([]string{"--quiet", "--settle", "0", in}, &stdout, &stderr); err != nil {
 		t.Fatal(err)
 	}
-	if want := fmt.Sprintf("%d frames skipped (not IPv4/UDP), %d datagrams not MoldUDP64", tcp, bad); !strings.Contains(stdout.String(), want) {
+	if want := fmt.Sprintf("%d frames skipped (not UDP %d), %d datagrams not MoldUDP64", tcp, tcp, bad); !strings.Contains(stdout.String(), want) {
 		t.Fatalf("text report lacks %q:\n%s", want, stdout.String())
+	}
+}
+
+// TestReplayCaptureSnapped: a capture whose every frame its snaplen cut
+// (tcpdump -s 60) holds no datagram: replay says so, an error naming the
+// reason, where it reported a replay of 0 messages as a success and the
+// frames as "not IPv4/UDP". The report counts them by reason.
+func TestReplayCaptureSnapped(t *testing.T) {
+	b := generatedDay(t, itchgen.Config{Messages: 2_000, Symbols: 20, Seed: 7}, true)
+	if !bytes.Equal(b[:4], []byte{0x4d, 0x3c, 0xb2, 0xa1}) {
+		t.Fatalf("pcap magic % x: want little-endian nanosecond pcap", b[:4])
+	}
+	const snaplen = 60
+	snapped := append([]byte(nil), b[:24]...)
+	binary.LittleEndian.PutUint32(snapped[16:], snaplen)
+	frames := 0
+	for off := 24; off < len(b); frames++ {
+		incl := int(binary.LittleEndian.Uint32(b[off+8:]))
+		keep := min(incl, snaplen)
+		rec := append([]byte(nil), b[off:off+16+keep]...)
+		binary.LittleEndian.PutUint32(rec[8:], uint32(keep))
+		snapped = append(snapped, rec...)
+		off += 16 + incl
+	}
+	in := filepath.Join(t.TempDir(), "snapped.pcap")
+	if err := os.WriteFile(in, snapped, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var stdout, stderr bytes.Buffer
+	err := replay([]string{"--json", "--quiet", "--settle", "0", in}, &stdout, &stderr)
+	if want := fmt.Sprintf("no IPv4/UDP datagram in the capture's %d frames (skipped: truncated %d)", frames, frames); err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("a capture of %d frames cut to %d bytes: %v, want an error saying %q", frames, snaplen, err, want)
+	}
+	var rep replayReport
+	if err := json.Unmarshal(stdout.Bytes(), &rep); err != nil {
+		t.Fatalf("report: %v\n%s", err, stdout.String())
+	}
+	if rep.InputFramesSkipped != uint64(frames) || rep.InputSkippedBy["truncated"] != uint64(frames) || rep.Error == "" {
+		t.Fatalf("report: %d frames skipped, by reason %v, error %q; want %d truncated", rep.InputFramesSkipped, rep.InputSkippedBy, rep.Error, frames)
 	}
 }
 
@@ -442,4 +481,46 @@ func generatedDay(t *testing.T, cfg itchgen.Config, pcap bool) []byte {
 		t.Fatal(err)
 	}
 	return b.Bytes()
+}
+
+// TestReplayFIFO: a day piped in (a FIFO, /dev/stdin, <(zcat day.gz))
+// replays every message. The BinaryFILE path mapped the file by its size,
+// 0 for a pipe, after the reader had taken the first MiB from it: a
+// replay of 0 messages reported as a success.
+func TestReplayFIFO(t *testing.T) {
+	const messages = 5_000
+	day := generatedDay(t, itchgen.Config{Messages: messages, Symbols: 20, Seed: 8}, false)
+	fifo := filepath.Join(t.TempDir(), "day.fifo")
+	if err := unix.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	wrote := make(chan error, 1)
+	go func() {
+		f, err := os.OpenFile(fifo, os.O_WRONLY, 0)
+		if err == nil {
+			_, err = f.Write(day)
+			if cerr := f.Close(); err == nil {
+				err = cerr
+			}
+		}
+		wrote <- err
+	}()
+	var stdout, stderr bytes.Buffer
+	err := replay([]string{"--json", "--quiet", "--settle", "0", fifo}, &stdout, &stderr)
+	// A writer still waiting for a reader (a replay that failed before it
+	// opened the FIFO) is let go: open and close the other end.
+	if f, err := os.OpenFile(fifo, os.O_RDONLY|unix.O_NONBLOCK, 0); err == nil {
+		f.Close()
+	}
+	werr := <-wrote // the replay has closed its end: a write cut short failed
+	if err != nil {
+		t.Fatalf("replay a FIFO: %v\n%s", err, stderr.String())
+	}
+	var rep replayReport
+	if err := json.Unmarshal(stdout.Bytes(), &rep); err != nil {
+		t.Fatalf("report: %v\n%s", err, stdout.String())
+	}
+	if rep.Messages != messages || rep.Format != "binaryfile" || werr != nil {
+		t.Fatalf("a FIFO of a %d-message BinaryFILE: %d messages, format %s (writer: %v)", messages, rep.Messages, rep.Format, werr)
+	}
 }

@@ -676,6 +676,43 @@ func TestLoadNotAFeedFile(t *testing.T) {
 	}
 }
 
+// TestParseBounded: the YAML parser takes time quadratic in a mapping's
+// keys (goccy/go-yaml#889) and in nesting depth: within MaxFileSize, a
+// file of 200,000 keys or 100,000 nested brackets held check and the
+// start for minutes (40,000 keys: 18 s). Such a file is refused before it
+// is parsed, at the line past the bound; a file at the bounds parses.
+func TestParseBounded(t *testing.T) {
+	var keys strings.Builder
+	for i := range maxKeys + 1 {
+		fmt.Fprintf(&keys, "k%d: 1\n", i)
+	}
+	for _, c := range []struct{ name, file, want string }{
+		{"keys", keys.String(), fmt.Sprintf("f.yaml:%d: more than %d keys (a feed file has about 80): not a feed file", maxKeys+1, maxKeys)},
+		{"flow", "symbols: " + strings.Repeat("[", 5000) + strings.Repeat("]", 5000) + "\n", fmt.Sprintf("f.yaml:1: nested more than %d deep (a feed file nests 4): not a feed file", maxDepth)},
+		{"block", "symbols:\n" + strings.Repeat("- ", 5000) + "A\n", fmt.Sprintf("f.yaml:2: nested more than %d deep (a feed file nests 4): not a feed file", maxDepth)},
+		{"flow on lines", "symbols:\n" + strings.Repeat("- [\n", 5000), fmt.Sprintf("f.yaml:%d: nested more than %d deep", maxDepth+1, maxDepth)},
+	} {
+		_, err := Parse("f.yaml", []byte(c.file))
+		if err == nil || !strings.HasPrefix(err.Error(), c.want) {
+			msg := fmt.Sprint(err)
+			if len(msg) > 300 {
+				msg = msg[:300] + "..."
+			}
+			t.Errorf("%s: %s, want %q", c.name, msg, c.want)
+		}
+	}
+	// At the bounds: symbols nested as deep as allowed are a wrong type,
+	// not refused; as many keys as allowed are unknown fields.
+	deep := "symbols: " + strings.Repeat("[", maxDepth) + "A" + strings.Repeat("]", maxDepth) + "\n"
+	if _, err := Parse("f.yaml", []byte(deep)); err == nil || strings.Contains(err.Error(), "nested more than") {
+		t.Errorf("nested %d deep: %v", maxDepth, err)
+	}
+	atMost := strings.Join(strings.SplitAfter(keys.String(), "\n")[:maxKeys], "")
+	if _, err := Parse("f.yaml", []byte(atMost)); err == nil || strings.Contains(err.Error(), "keys (a feed file") {
+		t.Errorf("%d keys: refused by their count", maxKeys)
+	}
+}
+
 func TestSuggest(t *testing.T) {
 	for _, tc := range []struct{ in, want string }{
 		{"bakend", "backend"}, {"backedn", "backend"}, {"Backend", "backend"}, {"x", ""},

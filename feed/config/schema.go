@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -61,6 +62,11 @@ func defaults() *Config {
 // decode parses data and walks the document.
 func (d *decoder) decode(data []byte) *Config {
 	c := defaults()
+	tokens := lexer.Tokenize(string(data))
+	if tk, msg := tooComplex(tokens); tk != nil {
+		d.add(tk, "", "%s", msg)
+		return c
+	}
 	file, err := parser.ParseBytes(data, 0, parser.AllowDuplicateMapKey())
 	if err != nil {
 		var se interface {
@@ -90,7 +96,7 @@ func (d *decoder) decode(data []byte) *Config {
 	// document after an empty one ("---" followed by "---"), so a second
 	// document there, or the whole file after a leading empty one, was
 	// read as absent.
-	switch tk, emptyFirst := secondDocument(lexer.Tokenize(string(data))); {
+	switch tk, emptyFirst := secondDocument(tokens); {
 	case tk == nil:
 	case emptyFirst:
 		d.add(tk, "", "an empty YAML document before this one (a second ---); a feed file holds one document")
@@ -210,6 +216,43 @@ func secondDocument(tokens token.Tokens) (tk *token.Token, emptyFirst bool) {
 		}
 	}
 	return nil, false
+}
+
+// The parser takes time quadratic in a mapping's keys (goccy/go-yaml#889:
+// 40,000 keys, 18 s) and in nesting depth (5,000 brackets, 0.7 s), where
+// the lexer is linear: a file beyond these bounds is refused on its
+// tokens. feeds/nasdaq.yaml, every key given, has 79 keys, 4 levels.
+const (
+	maxKeys  = 4096
+	maxDepth = 32
+)
+
+// tooComplex returns the token past maxKeys or maxDepth and why, or nil.
+// Depth is counted as flow collections open ([ {) plus the block
+// indicators (- ?) on the token's line: what nests without indenting.
+func tooComplex(tokens token.Tokens) (*token.Token, string) {
+	keys, flow, line, onLine := 0, 0, 0, 0
+	for _, tk := range tokens {
+		if tk.Position.Line != line {
+			line, onLine = tk.Position.Line, 0
+		}
+		switch tk.Type {
+		case token.MappingValueType:
+			if keys++; keys > maxKeys {
+				return tk, fmt.Sprintf("more than %d keys (a feed file has about 80): not a feed file", maxKeys)
+			}
+		case token.SequenceStartType, token.MappingStartType:
+			flow++
+		case token.SequenceEndType, token.MappingEndType:
+			flow = max(flow-1, 0)
+		case token.SequenceEntryType, token.MappingKeyType:
+			onLine++
+		}
+		if flow+onLine > maxDepth {
+			return tk, fmt.Sprintf("nested more than %d deep (a feed file nests 4): not a feed file", maxDepth)
+		}
+	}
+	return nil, ""
 }
 
 func (d *decoder) feed(f field, c *Config) {

@@ -2,6 +2,7 @@ package input
 
 import (
 	"bufio"
+	"bytes"
 	"compress/gzip"
 	"errors"
 	"fmt"
@@ -187,6 +188,9 @@ func NewReader(rd io.Reader, opt Options) (*Reader, error) {
 		}
 		r.stats.Gzip = true
 	}
+	if what := compressed(magic); what != "" {
+		return nil, fmt.Errorf("detect format: first bytes % x: %s: %w", magic, what, ErrUnknownFormat)
+	}
 	switch pcap.Detect(magic) {
 	case pcap.FormatPcap, pcap.FormatPcapNG:
 		if r.cap, err = pcap.NewReader(br); err != nil {
@@ -206,6 +210,27 @@ func NewReader(rd io.Reader, opt Options) (*Reader, error) {
 		r.stats.Format = FormatBinaryFile
 	}
 	return r, nil
+}
+
+// compressed names the compression of a file that starts with magic, and
+// how to read it, for the compressions other than gzip that day files and
+// captures are kept in ("" for none of them). A bzip2 file ("BZh9") had
+// been taken for a BinaryFILE: a first record of 16986 bytes of type 'h'.
+func compressed(magic []byte) string {
+	tool := ""
+	switch {
+	case bytes.HasPrefix(magic, []byte("BZh")) && len(magic) >= 4 && '1' <= magic[3] && magic[3] <= '9':
+		tool = "bzip2"
+	case bytes.HasPrefix(magic, []byte("\xfd7zX")):
+		tool = "xz"
+	case bytes.HasPrefix(magic, []byte{0x28, 0xb5, 0x2f, 0xfd}):
+		tool = "zstd"
+	case bytes.HasPrefix(magic, []byte("PK\x03\x04")):
+		return "a zip archive: extract it first (unzip FILE)"
+	default:
+		return ""
+	}
+	return fmt.Sprintf("%s-compressed: decompress it first (%s -d FILE), or pipe it in (%s -dc FILE | feedhandler replay /dev/stdin)", tool, tool, tool)
 }
 
 // ErrUnknownFormat reports a file that is neither a capture nor a

@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -520,6 +521,25 @@ func TestUnknownFormat(t *testing.T) {
 	for _, data := range []string{"hello, world\n", "\x00\x05S12345", "\x00\x0cZ0123456789a"} {
 		if _, err := input.NewReader(bytes.NewReader([]byte(data)), input.Options{}); !errors.Is(err, input.ErrUnknownFormat) {
 			t.Errorf("%q: %v, want ErrUnknownFormat", data, err)
+		}
+	}
+}
+
+// TestCompressedNotGzip: a day file compressed otherwise than with gzip
+// (which the reader inflates) is refused, naming the compression and how
+// to read it. A bzip2 file ("BZh9": a record of 16986 bytes of type 'h')
+// was read as a BinaryFILE: one message of garbage, then "truncated
+// block"; xz and zstd were "not a BinaryFILE, pcap or pcapng".
+func TestCompressedNotGzip(t *testing.T) {
+	for _, c := range []struct{ data, want string }{
+		{"BZh91AY&SY\x00\x01", "bzip2-compressed: decompress it first (bzip2 -d FILE), or pipe it in (bzip2 -dc FILE | feedhandler replay /dev/stdin)"},
+		{"\xfd7zXZ\x00\x00\x04", "xz-compressed: decompress it first (xz -d FILE), or pipe it in (xz -dc FILE | feedhandler replay /dev/stdin)"},
+		{"\x28\xb5\x2f\xfd\x24\x00", "zstd-compressed: decompress it first (zstd -d FILE), or pipe it in (zstd -dc FILE | feedhandler replay /dev/stdin)"},
+		{"PK\x03\x04\x14\x00", "a zip archive: extract it first (unzip FILE)"},
+	} {
+		_, err := input.NewReader(bytes.NewReader([]byte(c.data)), input.Options{})
+		if !errors.Is(err, input.ErrUnknownFormat) || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("% x: %v, want ErrUnknownFormat saying %q", c.data[:4], err, c.want)
 		}
 	}
 }

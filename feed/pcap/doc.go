@@ -5,7 +5,9 @@
 // The file formats are handled by gopacket's pcapgo; the frame headers are
 // decoded by hand (Ethernet with up to two 802.1Q/802.1ad tags, IPv4 with
 // options, UDP), without allocating per frame. Besides Ethernet the reader
-// accepts the raw-IPv4 and Linux cooked (SLL) link types.
+// accepts the raw-IPv4 and Linux cooked (SLL, and SLL2 as tcpdump -i any
+// writes since libpcap 1.10) link types, read from the file itself (pcapgo
+// keeps a link type as a byte), per pcapng section.
 //
 // Reading:
 //

@@ -31,10 +31,11 @@ func (r Reason) String() string {
 
 // Link types the reader decodes (the LINKTYPE_ values of pcap and pcapng).
 const (
-	LinkEthernet = 1
-	LinkRaw      = 101 // raw IP, no link header
-	LinkLinuxSLL = 113 // Linux cooked capture v1
-	LinkIPv4     = 228 // raw IPv4
+	LinkEthernet  = 1
+	LinkRaw       = 101 // raw IP, no link header
+	LinkLinuxSLL  = 113 // Linux cooked capture v1
+	LinkIPv4      = 228 // raw IPv4
+	LinkLinuxSLL2 = 276 // Linux cooked capture v2 (tcpdump -i any since libpcap 1.10)
 )
 
 const (
@@ -75,27 +76,37 @@ func DecodeFrame(frame []byte, linkType int) (UDP, Reason) {
 		}
 		etherType = binary.BigEndian.Uint16(frame[12:])
 		b = frame[14:]
-		for tags := 0; etherType == etherVLAN || etherType == etherQinQ || etherType == etherVLAN2; tags++ {
-			if tags == 2 {
-				return UDP{}, NotIPv4
-			}
-			if len(b) < 4 {
-				return UDP{}, Truncated
-			}
-			etherType = binary.BigEndian.Uint16(b[2:])
-			b = b[4:]
-		}
 	case LinkLinuxSLL:
 		if len(frame) < 16 {
 			return UDP{}, Truncated
 		}
 		etherType = binary.BigEndian.Uint16(frame[14:])
 		b = frame[16:]
+	case LinkLinuxSLL2:
+		// Protocol type (2), reserved (2), interface index (4), ARPHRD
+		// type (2), packet type (1), address length (1), address (8).
+		if len(frame) < 20 {
+			return UDP{}, Truncated
+		}
+		etherType = binary.BigEndian.Uint16(frame[0:])
+		b = frame[20:]
 	case LinkRaw, LinkIPv4:
 		etherType = etherIPv4
 		b = frame
 	default:
 		return UDP{}, BadLinkType
+	}
+	// VLAN tags: after an Ethernet header, or a cooked one's protocol type
+	// when the tag was not taken off by the NIC.
+	for tags := 0; etherType == etherVLAN || etherType == etherQinQ || etherType == etherVLAN2; tags++ {
+		if tags == 2 {
+			return UDP{}, NotIPv4
+		}
+		if len(b) < 4 {
+			return UDP{}, Truncated
+		}
+		etherType = binary.BigEndian.Uint16(b[2:])
+		b = b[4:]
 	}
 	if etherType != etherIPv4 {
 		return UDP{}, NotIPv4

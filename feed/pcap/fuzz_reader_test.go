@@ -2,6 +2,7 @@ package pcap_test
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"io"
 	"runtime"
@@ -28,6 +29,10 @@ func FuzzReader(f *testing.F) {
 	f.Add(pcapFile(0xFFFFFFFF, pcapRecord(0xFFFFFFF0, frame)))
 	f.Add(ngFile(65535, uint32(len(frame)), frame))
 	f.Add(ngFile(0, 0xFFFFFFF0, frame))
+	cooked := sll2Frame(frame) // link type 276: a byte to pcapgo
+	sll2 := pcapFile(65535, pcapRecord(uint32(len(cooked)), cooked))
+	binary.LittleEndian.PutUint32(sll2[20:], pcap.LinkLinuxSLL2)
+	f.Add(sll2)
 	f.Fuzz(func(t *testing.T, data []byte) {
 		var before, after runtime.MemStats
 		runtime.ReadMemStats(&before)

@@ -31,6 +31,10 @@ type ngGuard struct {
 	hoff int    // head[hoff:hn] is still to be read
 	hn   int    // bytes of the current block's head
 	left uint64 // bytes of the current block after its head
+	// links are the link types of the current section's interfaces, in
+	// the order of their Interface Description Blocks (pcapgo keeps them
+	// as a byte: 276, Linux cooked v2, as 20).
+	links []int
 }
 
 func (g *ngGuard) order() binary.ByteOrder {
@@ -101,7 +105,10 @@ func (g *ngGuard) nextBlock() error {
 		}
 	}
 	switch typ {
+	case ngSectionHeader:
+		g.links = g.links[:0]
 	case ngInterfaceDescriptor:
+		g.links = append(g.links, int(o.Uint16(h[8:10])))
 		if s := o.Uint32(h[12:16]); s == 0 || s > MaxSnaplen {
 			o.PutUint32(h[12:16], MaxSnaplen)
 		}

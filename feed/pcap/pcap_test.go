@@ -217,6 +217,22 @@ func TestDecodeFrame(t *testing.T) {
 	if u, why := pcap.DecodeFrame(sll, pcap.LinkLinuxSLL); why != pcap.OK || string(u.Payload) != "ok0" {
 		t.Errorf("sll: %v %q", why, u.Payload)
 	}
+	// Linux cooked v2 (tcpdump -i any since libpcap 1.10): the protocol
+	// type first, then 18 bytes; a VLAN tag the NIC left in place follows
+	// a cooked header as it follows an Ethernet one.
+	sll2 := append([]byte{0x08, 0x00}, make([]byte, 18)...)
+	sll2[11] = 2 // packet type: multicast
+	if u, why := pcap.DecodeFrame(append(sll2, frames[0][14:]...), pcap.LinkLinuxSLL2); why != pcap.OK || string(u.Payload) != "ok0" || u.Dst != group {
+		t.Errorf("sll2: %v %q", why, u.Payload)
+	}
+	tagged := append([]byte{0x81, 0x00}, sll2[2:]...)
+	tagged = append(append(tagged, 0x00, 0x64, 0x08, 0x00), frames[0][14:]...)
+	if u, why := pcap.DecodeFrame(tagged, pcap.LinkLinuxSLL2); why != pcap.OK || string(u.Payload) != "ok0" {
+		t.Errorf("sll2 with a VLAN tag: %v %q", why, u.Payload)
+	}
+	if _, why := pcap.DecodeFrame(sll2[:19], pcap.LinkLinuxSLL2); why != pcap.Truncated {
+		t.Errorf("sll2 cut in its header: %v", why)
+	}
 }
 
 // Hand-built frames written into a file: the reader yields the good ones and

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 
 	"github.com/google/gopacket"
 	"github.com/google/gopacket/pcapgo"
@@ -87,13 +88,30 @@ func (s *Stats) Malformed() uint64 {
 	return n
 }
 
+// SkippedSummary lists the skipped frames by reason, in Reason order:
+// "truncated 3, IPv4 fragment 1" ("" when none).
+func (s *Stats) SkippedSummary() string {
+	var b []byte
+	for why := Reason(1); why < NumReasons; why++ {
+		if n := s.Skipped[why]; n > 0 {
+			if len(b) > 0 {
+				b = append(b, ", "...)
+			}
+			b = append(b, why.String()...)
+			b = append(b, ' ')
+			b = strconv.AppendUint(b, n, 10)
+		}
+	}
+	return string(b)
+}
+
 // Reader iterates the UDP datagrams of a pcap or pcapng capture.
 type Reader struct {
 	format  Format
 	pcap    *pcapgo.Reader
 	ng      *pcapgo.NgReader
 	link    int
-	links   []int // pcapng: link type per interface
+	guard   *ngGuard // pcapng: the blocks' heads, with the section's link types
 	sigfigs uint32
 	stats   Stats
 	markers bool // Next returns marker frames too
@@ -116,7 +134,8 @@ func NewReader(r io.Reader) (*Reader, error) {
 	rd := &Reader{format: Detect(magic)}
 	switch rd.format {
 	case FormatPcap:
-		if hdr, _ := br.Peek(24); len(hdr) == 24 {
+		hdr, _ := br.Peek(24)
+		if len(hdr) == 24 {
 			rd.sigfigs = fileSigfigs(hdr)
 		}
 		rd.pcap, err = pcapgo.NewReader(br)
@@ -130,15 +149,17 @@ func NewReader(r io.Reader) (*Reader, error) {
 		if s := rd.pcap.Snaplen(); s == 0 || s > MaxSnaplen {
 			rd.pcap.SetSnaplen(MaxSnaplen)
 		}
+		// pcapgo's link type is a byte (layers.LinkType): Linux cooked
+		// v2, 276, came back as 20. The header's is read here.
 		rd.link = int(rd.pcap.LinkType())
+		if lt, ok := fileLinkType(hdr); ok {
+			rd.link = lt
+		}
 	case FormatPcapNG:
-		rd.ng, err = pcapgo.NewNgReader(&ngGuard{r: br}, pcapgo.NgReaderOptions{WantMixedLinkType: true})
+		rd.guard = &ngGuard{r: br}
+		rd.ng, err = pcapgo.NewNgReader(rd.guard, pcapgo.NgReaderOptions{WantMixedLinkType: true})
 		if err != nil {
 			return nil, fmt.Errorf("pcap: read pcapng section header: %w", err)
-		}
-		for i := range rd.ng.NInterfaces() {
-			intf, _ := rd.ng.Interface(i)
-			rd.links = append(rd.links, int(intf.LinkType))
 		}
 	default:
 		return nil, fmt.Errorf("pcap: read file header: magic % x: %w", magic, ErrNotCapture)
@@ -168,6 +189,22 @@ func fileSigfigs(hdr []byte) uint32 {
 		return binary.BigEndian.Uint32(hdr[12:16])
 	}
 	return 0
+}
+
+// fileLinkType reads the link type from a pcap file header (bytes 20:24,
+// less the FCS bits above it, as libpcap's LT_LINKTYPE), in the byte order
+// its magic number gives; false for a gzip header.
+func fileLinkType(hdr []byte) (int, bool) {
+	if len(hdr) < 24 {
+		return 0, false
+	}
+	switch binary.LittleEndian.Uint32(hdr) {
+	case 0xA1B2C3D4, 0xA1B23C4D:
+		return int(binary.LittleEndian.Uint32(hdr[20:24]) & 0x03FFFFFF), true
+	case 0xD4C3B2A1, 0x4D3CB2A1:
+		return int(binary.BigEndian.Uint32(hdr[20:24]) & 0x03FFFFFF), true
+	}
+	return 0, false
 }
 
 // Next returns the next frame that is a whole IPv4/UDP datagram, counting
@@ -227,17 +264,13 @@ func (r *Reader) isMarker(data []byte, link int) bool {
 }
 
 func (r *Reader) ngLink(i int) int {
-	if i >= len(r.links) {
-		// Interfaces described after the first packet.
-		for j := len(r.links); j < r.ng.NInterfaces(); j++ {
-			intf, _ := r.ng.Interface(j)
-			r.links = append(r.links, int(intf.LinkType))
-		}
-		if i >= len(r.links) {
-			return -1
-		}
+	// The guard has read the head of the block of the packet pcapgo
+	// returned, and of no block after it: its link types are those of the
+	// packet's section.
+	if i < 0 || i >= len(r.guard.links) {
+		return -1
 	}
-	return r.links[i]
+	return r.guard.links[i]
 }
 
 // Stats returns the counters so far.
