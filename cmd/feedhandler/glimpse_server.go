@@ -14,7 +14,7 @@ import (
 )
 
 func init() {
-	register(&command{name: "glimpse-server", summary: "serve GLIMPSE 5.0 snapshots (SoupBinTCP 4.0) of a day file's books at a sequence number", run: runGlimpseServer})
+	register(&command{name: "glimpse-server", summary: "serve GLIMPSE 5.0 snapshots (SoupBinTCP 3.00) of a day file's books at a sequence number", run: runGlimpseServer})
 }
 
 // snapshotFlags are the options of a lab GLIMPSE server, shared by

@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/marketfeed/feedhandler/feed/capture"
+	"github.com/marketfeed/feedhandler/feed/glimpse"
 	"github.com/marketfeed/feedhandler/feed/rx"
 	"github.com/marketfeed/feedhandler/internal/privilege"
 	"github.com/marketfeed/feedhandler/proto/shm"
@@ -300,7 +301,7 @@ func (m Memory) Warning() string {
 	if m.Fits() || m.Books+m.Start > m.Have {
 		return ""
 	}
-	return fmt.Sprintf("books %s and the rest %s fit at start (%s of %s, %s), but under load the process can grow by %s (%s) to %s: past the limit, the held packets of a long recovery are an out-of-memory kill; lower recovery.spill (or receive.recv_buffer, book.max_orders) or raise the limit",
+	return fmt.Sprintf("books %s and the rest %s fit at start (%s of %s, %s), but under load the process can grow by %s (%s) to %s: past the limit, the held packets of a long recovery or a snapshot's download are an out-of-memory kill; lower recovery.spill (or receive.recv_buffer, book.max_orders) or raise the limit",
 		mibs(m.Books), mibs(m.Start), mibs(m.Books+m.Start), mibs(m.Have), m.HaveWhat, mibs(m.Growth), m.GrowthParts, mibs(m.Books+m.Start+m.Growth))
 }
 
@@ -366,7 +367,32 @@ func (c *Config) Memory() Memory {
 		m.Growth += rr
 		m.GrowthParts += fmt.Sprintf(", re-request socket buffers %s (%d server(s), 2 sockets each after a restart, %s each)", mibs(rr), n, mibs(socketHeld(c.Recovery.Rerequest.RecvBuffer)))
 	}
+	if c.Recovery.Snapshot.Server != "" {
+		b, bufs := c.SnapshotBufferBytes(), int64(1)
+		if c.Capture.Path != "" {
+			// The capture's writer holds the last snapshot's buffer
+			// until written; a fetch meanwhile downloads into its own.
+			bufs = 2
+		}
+		m.Growth += bufs * b
+		m.GrowthParts += fmt.Sprintf(", snapshot download buffer %s (%d orders of %d bytes and %d instruments of %d, a quarter more for its growth)",
+			mibs(b), int64(c.BookConfig().MaxOrders)*int64(c.BookShards()), glimpse.BufferOrderBytes, c.BookConfig().MaxLocates, glimpse.BufferLocateBytes)
+		if bufs == 2 {
+			m.GrowthParts += " twice (one the capture is writing, one downloading)"
+		}
+	}
 	return m
+}
+
+// SnapshotBufferBytes is what the download buffer of a GLIMPSE snapshot
+// of full books holds at most (glimpse.BufferBytes of every shard's
+// book.max_orders and book.max_locates). A larger snapshot cannot be
+// loaded whole; a server that never ends its snapshot can grow the buffer
+// up to recovery.snapshot.max_size before the fetch fails, and the
+// handler releases such a buffer once the fetch has ended.
+func (c *Config) SnapshotBufferBytes() int64 {
+	bc := c.BookConfig()
+	return glimpse.BufferBytes(int64(bc.MaxOrders)*int64(c.BookShards()), int64(bc.MaxLocates))
 }
 
 // socketHeld is what a full socket asked a receive buffer of recvBuffer

@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/marketfeed/feedhandler/book"
+	"github.com/marketfeed/feedhandler/feed/glimpse"
 	"github.com/marketfeed/feedhandler/feed/rx"
 	"github.com/marketfeed/feedhandler/internal/netlab"
 	"github.com/marketfeed/feedhandler/internal/privilege"
@@ -672,5 +673,53 @@ func TestSocketHeldMeasured(t *testing.T) {
 	if drops == 0 || held <= asked || held > socketHeld(asked) {
 		t.Fatalf("a socket asked %d bytes, flooded (%d datagrams dropped: want some), holds %d: want above what was asked and at most socketHeld's %d",
 			asked, drops, held, socketHeld(asked))
+	}
+}
+
+// TestCheckHostSnapshotBuffer: with recovery.snapshot.server set, a
+// snapshot's download buffer (up to glimpse.BufferBytes of the books'
+// orders and locates: a snapshot of full books) grows under load, twice
+// with capture.path (the capture's writer holds the last one while the
+// next downloads). Memory left it out: a late join to full books on a
+// host with room for the rest only was an out-of-memory kill without a
+// warning.
+func TestCheckHostSnapshotBuffer(t *testing.T) {
+	defer func(f func() (int64, string)) { hostMemory = f }(hostMemory)
+	t.Setenv("FH_TEST_GLIMPSE_PASSWORD", "secret")
+	const snap = "recovery:\n  snapshot:\n    server: 10.1.1.1:26401\n    username: lab\n    password_env: FH_TEST_GLIMPSE_PASSWORD\n"
+	const capt = "capture:\n  path: /var/lib/feedhandler/feed.pcap\n"
+	for _, tc := range []struct {
+		name, without, with string
+		bufs                int64
+	}{
+		{"snapshot", hostFile, hostFile + snap, 1},
+		{"snapshot and capture", hostFile + capt, hostFile + snap + capt, 2},
+		{"snapshot, 2 shards", hostFile + "cores:\n  receive: 0\n  shards: [0, 1]\n", hostFile + snap + "cores:\n  receive: 0\n  shards: [0, 1]\n", 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			without, err := Parse("h.yaml", []byte(tc.without))
+			if err != nil {
+				t.Fatal(err)
+			}
+			c, err := Parse("h.yaml", []byte(tc.with))
+			if err != nil {
+				t.Fatal(err)
+			}
+			bc := c.BookConfig()
+			buf := glimpse.BufferBytes(int64(bc.MaxOrders)*int64(c.BookShards()), int64(bc.MaxLocates))
+			if c.SnapshotBufferBytes() != buf || buf < int64(bc.MaxOrders)*int64(c.BookShards())*42 {
+				t.Fatalf("SnapshotBufferBytes %d, glimpse.BufferBytes %d; want the same, at least 42 bytes an order of %d x %d", c.SnapshotBufferBytes(), buf, bc.MaxOrders, c.BookShards())
+			}
+			before := without.Memory()
+			hostMemory = func() (int64, string) { return before.Books + before.Start + before.Growth, "cgroup test" }
+			m := c.Memory()
+			want := "snapshot download buffer " + mibs(buf)
+			if m.Growth-before.Growth != tc.bufs*buf || !strings.Contains(m.GrowthParts, want) {
+				t.Fatalf("growth %d MiB (%s), want %d x %d MiB more than without a snapshot server (%d MiB), naming %q", m.Growth>>20, m.GrowthParts, tc.bufs, buf>>20, before.Growth>>20, want)
+			}
+			if !without.Memory().Fits() || m.Fits() || !strings.Contains(m.Warning(), want) {
+				t.Fatalf("with room for all but the snapshot's buffer: fits %v, warning %q; want a warning naming %q", m.Fits(), m.Warning(), want)
+			}
+		})
 	}
 }

@@ -1,4 +1,4 @@
-// Package glimpse fetches a Nasdaq GLIMPSE 5.0 snapshot over SoupBinTCP 4.0
+// Package glimpse fetches a Nasdaq GLIMPSE 5.0 snapshot over SoupBinTCP 3.00
 // (package soupbintcp): the state of the TotalView-ITCH 5.0 books at one
 // point of the day, used to join late or to rebuild books after a loss.
 //

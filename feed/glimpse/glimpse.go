@@ -37,6 +37,32 @@ const DefaultMaxDuration = 10 * time.Minute
 // resting orders, and a few messages per stock).
 const DefaultMaxBytes = 2 << 30
 
+// A snapshot's size as a download buffer holds it, each message after a
+// 2-byte length (the handler's; BufferBytes).
+const (
+	// BufferOrderBytes is an order's: the larger Add Order ('F', with its
+	// MPID: 40 bytes; 'A' is 36) and its length.
+	BufferOrderBytes = 42
+	// BufferLocateBytes is an instrument's: a Stock Directory (39
+	// bytes), a Stock Trading Action (25), a Reg SHO Restriction (20) and
+	// an Operational Halt (21), 113 bytes with their lengths, rounded up.
+	BufferLocateBytes = 128
+)
+
+// BufferBytes bounds the capacity of a buffer that holds the messages of
+// a GLIMPSE snapshot of books of at most orders orders and locates
+// instruments, each after a 2-byte length: the messages, a quarter more
+// (append grows a large slice by a quarter of what it holds, so the last
+// growth leaves at most that unused) and 64 KiB for the System Events,
+// the End of Snapshot and the allocator's rounding; at least 1 MiB, the
+// buffer the handler starts with. A snapshot of more orders than the
+// books hold cannot be loaded whole: this is what a loadable snapshot
+// needs, far below Config.MaxBytes' default.
+func BufferBytes(orders, locates int64) int64 {
+	n := orders*BufferOrderBytes + locates*BufferLocateBytes
+	return max(n+n/4+64<<10, 1<<20)
+}
+
 // Config says where and how to fetch a snapshot.
 type Config struct {
 	Addr           string // host:port

@@ -2,6 +2,7 @@ package handler
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"runtime"
 	"sync/atomic"
@@ -10,6 +11,8 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/marketfeed/feedhandler/book"
+	"github.com/marketfeed/feedhandler/feed/glimpse"
 	"github.com/marketfeed/feedhandler/feed/itch"
 	"github.com/marketfeed/feedhandler/feed/moldudp64"
 )
@@ -118,6 +121,80 @@ func TestSnapshotKeepsItsBuffer(t *testing.T) {
 	}
 	if per := (after.TotalAlloc - before.TotalAlloc) / (snapshots - 2); per > 64<<10 {
 		t.Fatalf("a snapshot allocates %d bytes (%d objects)", per, (after.Mallocs-before.Mallocs)/(snapshots-2))
+	}
+}
+
+// TestSnapshotBufferBounded: the download buffer of a snapshot of full
+// books (every order an 'F', the larger Add Order, every locate a
+// directory) is within glimpse.BufferBytes of the books' capacity, what
+// config.Memory counts for it, and is kept for the next fetch; a runaway
+// fetch (a server that never ends its snapshot, cut at
+// recovery.snapshot.max_size) leaves no buffer past that bound behind.
+// Before, the buffer stayed at the runaway's size for the rest of the
+// process.
+func TestSnapshotBufferBounded(t *testing.T) {
+	books := book.Config{MaxOrders: 1 << 16, MaxLocates: 64, MaxLevels: 1 << 12}
+	var lines atomic.Uint64
+	var runaway atomic.Bool
+	var sent atomic.Int64 // bytes of messages handed on by the last fetch
+	keep := glimpse.BufferBytes(int64(books.MaxOrders), int64(books.MaxLocates))
+	fetch := func(_ context.Context, _ moldudp64.Session, fn func([]byte) error) (Snapshot, error) {
+		var n int64
+		give := func(m []byte) { fn(m); n += int64(len(m)) }
+		for loc := uint16(1); loc <= uint16(books.MaxLocates); loc++ {
+			give(filterDir(loc, fmt.Sprintf("S%d", loc)))
+		}
+		for ref := uint64(1); ; ref++ {
+			if !runaway.Load() && ref > uint64(books.MaxOrders) {
+				break
+			}
+			if runaway.Load() && n > 2*keep {
+				sent.Store(n)
+				return Snapshot{}, fmt.Errorf("%w: runaway", glimpse.ErrTooLong)
+			}
+			a := itch.AddOrderMPIDFields{Header: itch.Header{Locate: uint16(1 + ref%uint64(books.MaxLocates))}, OrderRef: ref, Side: 'B',
+				Shares: 100, Stock: itch.NewSymbol(fmt.Sprintf("S%d", 1+ref%uint64(books.MaxLocates))), Price: uint32(10000 + ref%32), Attribution: itch.MPID{'N', 'S', 'D', 'Q'}}
+			give(a.Append(nil))
+		}
+		sent.Store(n)
+		return Snapshot{Next: lines.Load()}, nil
+	}
+	h, _ := oneShardHandler(t, 0, books)
+	h.cfg.Book, h.cfg.ShardCores = books, []int{-1}
+	rec := withRecovery(t, h, ArbiterConfig{Lines: 1, LineTimeout: time.Second, Grace: time.Microsecond, Hold: time.Millisecond},
+		RecoveryConfig{Snapshot: fetch, SnapshotRetry: time.Millisecond})
+	if rec.snapKeep != keep {
+		t.Fatalf("recovery keeps buffers up to %d bytes, want glimpse.BufferBytes' %d", rec.snapKeep, keep)
+	}
+	ev := itch.SystemEventFields{EventCode: 'Q'}
+	now := time.Now().UnixNano()
+	seq := uint64(1)
+	snapshot := func() {
+		now += int64(time.Second)
+		h.arb.Offer(0, sessionPacket("SNP", seq, ev.Append(nil)), now)
+		seq += 2 // the next is lost
+		h.arb.Offer(0, sessionPacket("SNP", seq, ev.Append(nil)), now)
+		seq++
+		lines.Store(seq)
+		now += int64(time.Second)
+		h.arb.Tick(now)
+		pollFetched(t, h, rec, now)
+	}
+	snapshot() // the session confirmed
+	snapshot()
+	if rec.stats.Snapshots == 0 || rec.snapBuf == nil || int64(cap(rec.snapBuf)) > keep {
+		t.Fatalf("a snapshot of full books (%d bytes of messages), %d loaded: buffer kept of %d bytes; want one of at most glimpse.BufferBytes' %d",
+			sent.Load(), rec.stats.Snapshots, cap(rec.snapBuf), keep)
+	}
+	runaway.Store(true)
+	failures := rec.stats.SnapshotFailures
+	snapshot()
+	if rec.stats.SnapshotFailures != failures+1 {
+		t.Fatalf("the runaway fetch: %d failures, want %d", rec.stats.SnapshotFailures, failures+1)
+	}
+	if int64(cap(rec.snapBuf)) > keep {
+		t.Fatalf("after a runaway fetch of %d bytes of messages the download buffer kept is %d bytes; want none above glimpse.BufferBytes' %d",
+			sent.Load(), cap(rec.snapBuf), keep)
 	}
 }
 

@@ -337,7 +337,15 @@ type recovery struct {
 	// loaded hands it to the capture's writer, and the next fetch takes
 	// it back from there once written (capture.SnapshotBuffer), else a
 	// new one.
-	snapBuf  []byte
+	snapBuf []byte
+	// snapKeep is the largest snapBuf kept for the next fetch: what a
+	// snapshot of the books needs (glimpse.BufferBytes of every shard's
+	// orders and the locates). A fetch that grew its buffer past it (a
+	// server that never ended its snapshot, up to
+	// recovery.snapshot.max_size, or a snapshot of more orders than the
+	// books hold) leaves it to the collector (keepSnapBuf), not held at
+	// that size for the rest of the process.
+	snapKeep int64
 	cancel   context.CancelFunc
 	snapGaps uint64 // open gaps when the fetch began
 	// snapDropped: the arbiter's SpillDropped when the fetch began.
@@ -405,7 +413,8 @@ func newRecovery(h *Handler, cfg RecoveryConfig) (*recovery, error) {
 		cfg.ServerRestMax = DefaultServerRestMax
 	}
 	r := &recovery{h: h, cfg: cfg, snapRes: make(chan snapResult, 1), open: make([]moldudp64.Range, 0, maxOpenRanges),
-		snapWait: cfg.SnapshotRetry, restWait: cfg.ServerRest, badFrom: make([]byte, 0, len("255.255.255.255:65535"))}
+		snapWait: cfg.SnapshotRetry, restWait: cfg.ServerRest, badFrom: make([]byte, 0, len("255.255.255.255:65535")),
+		snapKeep: glimpse.BufferBytes(int64(h.cfg.Book.MaxOrders)*int64(max(len(h.cfg.ShardCores), 1)), int64(h.cfg.Book.MaxLocates))}
 	if len(cfg.Rerequest.Servers) > 0 {
 		c, err := rerequest.New(cfg.Rerequest, cfg.Do)
 		if err != nil {
@@ -784,7 +793,7 @@ func (r *recovery) startSnapshot(now int64, atGap bool) {
 	fetch, session, gen := r.cfg.Snapshot, r.h.arb.Session(), r.gen
 	if r.snapBuf == nil && r.h.capFile != nil {
 		// The last one's, once the capture has written it.
-		r.snapBuf = r.h.capFile.SnapshotBuffer()
+		r.snapBuf = r.keepSnapBuf(r.h.capFile.SnapshotBuffer())
 	}
 	if r.snapBuf == nil {
 		r.snapBuf = make([]byte, 0, 1<<20)
@@ -916,6 +925,17 @@ func (r *recovery) warnUnsequenced() {
 	}
 }
 
+// keepSnapBuf returns buf emptied for the next fetch, or nil (the next
+// fetch makes a new one) when its capacity is above snapKeep.
+func (r *recovery) keepSnapBuf(buf []byte) []byte {
+	if int64(cap(buf)) > r.snapKeep {
+		r.h.log.Info().Int("buffer_bytes", cap(buf)).Int64("keep_bytes", r.snapKeep).
+			Msg("recovery: snapshot download buffer released: larger than a snapshot of the books needs")
+		return nil
+	}
+	return buf[:0]
+}
+
 // loadSnapshot replaces the books with the snapshot and resumes delivery
 // from the snapshot's sequence number on.
 func (r *recovery) loadSnapshot(res snapResult, now int64) {
@@ -926,7 +946,7 @@ func (r *recovery) loadSnapshot(res snapResult, now int64) {
 	// declared by the Unfreeze after it starts the next fetch (or a poll
 	// after this returns). A snapshot held for the lines (r.early) keeps
 	// it: no fetch starts while it is held (fetching).
-	r.snapBuf = res.msgs[:0]
+	r.snapBuf = r.keepSnapBuf(res.msgs)
 	if res.gen != r.gen {
 		// Fetched for a session that has been replaced since: its books
 		// and sequence numbers are not the new session's. The arbiter

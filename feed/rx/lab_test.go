@@ -11,6 +11,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -611,6 +612,68 @@ func TestReleaseAfterClose(t *testing.T) {
 			r.Release(pkts[:n])
 			if got := r.Stats(); got.Packets != before.Packets || got.Extra.Get("bad_releases") != 0 {
 				t.Fatalf("after Close and Release: stats %+v; want the packets of before Close (%v) and no bad releases", got, before.Packets)
+			}
+		})
+	}
+}
+
+// TestCloseTwice: a second Close while the first is under way waits for
+// the first and returns its error, on every backend. The test holds the
+// lock a Receive in progress holds, so the first Close waits for it; a
+// second Close that returns before the test lets go of it returned while
+// the first had not yet torn anything down.
+func TestCloseTwice(t *testing.T) {
+	for _, backend := range backends {
+		t.Run(backend, func(t *testing.T) {
+			lab := netlab.ForTest(t, netlab.Options{})
+			r := openBackend(t, lab, backend, Config{Lines: labLines(lab)[:1], PollTimeout: 20 * time.Millisecond})
+			var mu *sync.Mutex
+			var closed *atomic.Bool
+			switch b := r.(type) {
+			case *socketRx:
+				mu, closed = &b.mu, &b.closed
+			case *uringRx:
+				mu, closed = &b.mu, &b.closed
+			case *xdpRx:
+				mu, closed = &b.mu, &b.closed
+			default:
+				t.Fatalf("backend %s is a %T", backend, r)
+			}
+			mu.Lock() // a Receive in progress
+			held := true
+			defer func() {
+				if held {
+					mu.Unlock()
+				}
+				r.Close()
+			}()
+			first, second := make(chan error, 1), make(chan error, 1)
+			go func() { first <- r.Close() }()
+			for i := 0; !closed.Load(); i++ {
+				if i == 20000 {
+					t.Fatal("the first Close did not start")
+				}
+				time.Sleep(time.Millisecond / 2)
+			}
+			go func() { second <- r.Close() }()
+			select {
+			case err := <-second:
+				t.Fatalf("the second Close returned (%v) while the first waits for the Receive in progress", err)
+			case <-time.After(100 * time.Millisecond):
+			}
+			held = false
+			mu.Unlock()
+			e1 := <-first
+			select {
+			case e2 := <-second:
+				if e2 != e1 {
+					t.Errorf("second Close: %v, first: %v", e2, e1)
+				}
+			case <-time.After(20 * time.Second):
+				t.Fatal("the second Close did not return after the first")
+			}
+			if err := r.Close(); err != e1 {
+				t.Errorf("a Close after both: %v, want the first's %v", err, e1)
 			}
 		})
 	}

@@ -45,6 +45,7 @@ import (
 	"errors"
 	"net/netip"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -244,8 +245,10 @@ type Receiver interface {
 	// after Close: under xdp and uring the memory behind it is unmapped,
 	// and reading it faults (SIGSEGV, which kills the process). Copy what
 	// must outlive the receiver before closing it. Close waits for a
-	// Receive in progress to return; a second Close does nothing. Stats
-	// still works after Close and keeps the last values.
+	// Receive in progress to return. The teardown runs once: a second
+	// Close, during the first or after it, returns when the first has
+	// finished, with its error. Stats still works after Close and keeps
+	// the last values.
 	Close() error
 }
 
@@ -258,3 +261,17 @@ var (
 	// falls back on it.
 	ErrNotSupported = errors.New("not supported")
 )
+
+// closer runs a backend's teardown once. Every Close returns when it has
+// finished, with its error: a second Close during the first waits for it
+// instead of returning while the first still tears down what the caller
+// may then free or reuse (the handler's Stop and capture.Close alike).
+type closer struct {
+	once sync.Once
+	err  error
+}
+
+func (c *closer) do(teardown func() error) error {
+	c.once.Do(func() { c.err = teardown() })
+	return c.err
+}

@@ -22,6 +22,7 @@ const slotSize = 2048
 type socketRx struct {
 	mu     sync.Mutex
 	closed atomic.Bool
+	closer closer
 	socks  []lineSocket
 	batch  int
 	next   int // socket to read first (round robin between lines)
@@ -194,10 +195,10 @@ func (s *socketRx) drain(pkts []Packet) (int, error) {
 // Release is a no-op: the slab is reused by the next Receive.
 func (s *socketRx) Release(pkts []Packet) {}
 
-func (s *socketRx) Close() error {
-	if s.closed.Swap(true) {
-		return nil
-	}
+func (s *socketRx) Close() error { return s.closer.do(s.close) }
+
+func (s *socketRx) close() error {
+	s.closed.Store(true)
 	s.mu.Lock() // wait for a Receive in progress (bounded by PollTimeout)
 	defer s.mu.Unlock()
 	if err := s.drops.closeSockets(s.socks); err != nil {

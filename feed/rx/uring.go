@@ -41,6 +41,7 @@ import (
 type uringRx struct {
 	mu     sync.Mutex
 	closed atomic.Bool
+	closer closer
 
 	ring  *uring.Ring
 	bufs  *uring.BufRing
@@ -568,10 +569,10 @@ func (u *uringRx) Release(pkts []Packet) {
 	u.bufs.Advance()
 }
 
-func (u *uringRx) Close() error {
-	if u.closed.Swap(true) {
-		return nil
-	}
+func (u *uringRx) Close() error { return u.closer.do(u.close) }
+
+func (u *uringRx) close() error {
+	u.closed.Store(true)
 	u.mu.Lock() // wait for a Receive in progress (bounded by PollTimeout)
 	defer u.mu.Unlock()
 	u.cancel()

@@ -104,6 +104,7 @@ type xdpRx struct {
 	mu     sync.Mutex   // serializes Receive, Release and Close
 	life   sync.RWMutex // Stats reads the kernel objects under R; Close tears them down under W
 	closed atomic.Bool
+	closer closer
 
 	ifaces []*xdpIface
 	queues []*xdpQueue
@@ -1441,10 +1442,10 @@ func XDPLockedBytes(cfg Config) int64 {
 
 // Close detaches the programs, closes the sockets and unmaps the UMEMs.
 // A Receive blocked in poll returns ErrClosed.
-func (r *xdpRx) Close() error {
-	if r.closed.Swap(true) {
-		return nil
-	}
+func (r *xdpRx) Close() error { return r.closer.do(r.close) }
+
+func (r *xdpRx) close() error {
+	r.closed.Store(true)
 	if r.wakeFD >= 0 {
 		var one = [8]byte{1}
 		unix.Write(r.wakeFD, one[:])

@@ -1,4 +1,4 @@
-// Package soupbintcp implements Nasdaq SoupBinTCP 4.0: the framing of its
+// Package soupbintcp implements Nasdaq SoupBinTCP 3.00: the framing of its
 // logical packets, the packets themselves, a client and the server side of
 // a connection (for the project's lab servers).
 //
@@ -14,7 +14,7 @@
 // ErrMalformed) counted in Stats; nothing in this package panics on any
 // input.
 //
-// # Packets (byte for byte from the SoupBinTCP 4.0 specification)
+// # Packets (byte for byte from the SoupBinTCP 3.00 specification)
 //
 // Server to client:
 //

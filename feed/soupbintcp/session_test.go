@@ -65,6 +65,13 @@ func TestSessionRightJustified(t *testing.T) {
 	if got := string(blank[3+6+10 : 3+6+10+10]); got != "          " {
 		t.Errorf("blank requested session %q, want all spaces", got)
 	}
+	// A server reads the Requested Session whatever its justification:
+	// SoupBinTCP 3.00 states none for it.
+	for _, field := range []string{"      GEN1", "GEN1      ", "   GEN1   "} {
+		if req, err := soupbintcp.ParseLoginRequest([]byte("lab   secret    " + field + "                   1")); err != nil || req.Session != "GEN1" {
+			t.Errorf("login request with session field %q: %q, %v; want GEN1", field, req.Session, err)
+		}
+	}
 	a := soupbintcp.AppendLoginAccepted(nil, "GEN1", 42)
 	if want := "\x00\x1fA      GEN1" + "                  42"; string(a) != want {
 		t.Errorf("login accepted %q, want %q", a, want)

@@ -18,7 +18,7 @@ import (
 )
 
 // SnapshotConfig shapes a SnapshotServer: the lab's GLIMPSE 5.0 server over
-// SoupBinTCP 4.0.
+// SoupBinTCP 3.00.
 type SnapshotConfig struct {
 	Listen             string                          // host:port, e.g. 127.0.0.1:0 or an address in a lab namespace
 	Username, Password string                          // the one account accepted
