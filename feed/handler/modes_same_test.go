@@ -610,6 +610,10 @@ func metricSamples(h *Handler, st *Stats) map[string]float64 {
 			for k, v := range badResponses(st) {
 				out[m.name+"{"+badResponseKinds[k]+"}"] = float64(v)
 			}
+		case m.label == "cause":
+			for k, v := range snapshotFetchErrors(st) {
+				out[m.name+"{"+snapshotErrorCauses[k]+"}"] = float64(v)
+			}
 		case m.label == "counter":
 			for i := range st.Receive.Extra.Len() {
 				name, v := st.Receive.Extra.At(i)
