@@ -62,6 +62,13 @@ func dirIsRetired(e []byte) bool { return e[dirFlags]&dirRetired != 0 }
 // starts again from 1 (a locate's versions are those of its current slot).
 // Epochs are the writer's own: they are not in the file.
 //
+// A retired slot that holds a snapshot gets a last journal record of its
+// locate, one version past the slot's last (see retire): a follower
+// learns of the retirement without a new publish of the locate. Where the
+// slot is the caller's (the locate's own binding; every slot with
+// Config.SingleWriter) that version is the last snapshot published once
+// more, flagged PossiblyStale, before the retirement.
+//
 // Rebind may run while Close does: it holds w.mu, which Close takes to
 // unmap, so it either completes first or fails with ErrClosed.
 func (w *Writer) Rebind(locate uint16, symbol string, epoch uint64) (sl Slot, retired bool, err error) {
@@ -91,6 +98,10 @@ func (w *Writer) Rebind(locate uint16, symbol string, epoch uint64) (sl Slot, re
 // for the locate that takes it next: when two locates swap symbols, each
 // Rebind would otherwise find its symbol still bound to the other locate
 // in the same epoch (ErrDuplicateSymbol).
+//
+// A retired binding whose slot holds a snapshot is published once more,
+// flagged PossiblyStale, with its journal record, before the retirement
+// (see Rebind): a follower of the journal learns that the book is gone.
 func (w *Writer) Unbind(locate uint16, symbol string, epoch uint64) (bool, error) {
 	sym := trimSymbol(symbol)
 	w.mu.Lock()
@@ -107,7 +118,7 @@ func (w *Writer) Unbind(locate uint16, symbol string, epoch uint64) (bool, error
 	if string(boundSym) == sym || w.epochs[bound] > epoch {
 		return false, nil
 	}
-	w.retire(bound, keyOf(boundSym))
+	w.retire(bound, keyOf(boundSym), true)
 	return true, nil
 }
 

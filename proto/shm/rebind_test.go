@@ -64,9 +64,10 @@ func TestRebind(t *testing.T) {
 	if b, _ := v.Bid(0); string(v.Symbol()) != "MSFT" || b.Price != 7777 || v.Version != 1 {
 		t.Fatalf("MSFT read as %q bid %v version %d", v.Symbol(), b, v.Version)
 	}
-	// The retired slot (0) keeps SNAP's last snapshot.
+	// The retired slot (0) keeps SNAP's last snapshot, published once
+	// more (version 2: the retirement's journal record) flagged stale.
 	e := w.m.dirEntry(&w.l, 0)
-	if !dirIsRetired(e) || string(dirSymbol(e)) != "SNAP" || *w.m.slotSeq(w.l.slotOff(0)) != 2 {
+	if !dirIsRetired(e) || string(dirSymbol(e)) != "SNAP" || *w.m.slotSeq(w.l.slotOff(0)) != 4 {
 		t.Fatalf("retired entry %q retired %v seq %d", dirSymbol(e), dirIsRetired(e), *w.m.slotSeq(w.l.slotOff(0)))
 	}
 	// Slot 2 of 3 for AAPL, then none left for another rebind.

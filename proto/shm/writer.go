@@ -1,6 +1,7 @@
 package shm
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -100,7 +101,10 @@ type Config struct {
 	// atomic claim, and each publish appends its record with plain ordered
 	// stores. False (the default) lets several goroutines publish
 	// different locates concurrently (book shards). Breaking the promise
-	// corrupts the journal; readers are not told.
+	// corrupts the journal; readers are not told. A binding that retires
+	// a published slot (Register, Rebind, Unbind) appends a journal record
+	// too (see "Retired slots" in docs/SHM.md), so with SingleWriter the
+	// publishing goroutine binds, or bindings never overlap a publish.
 	SingleWriter bool
 	// Log receives the writer's rare warnings (slots running out). The
 	// zero Logger logs nothing.
@@ -115,7 +119,10 @@ const DefaultMode os.FileMode = 0o640
 // locate at once (each slot has a single writer), and no publish (Publish,
 // Begin, Commit) runs while Close does (see Close). With
 // Config.SingleWriter, one goroutine publishes, whatever the locates (the
-// journal head is its own counter).
+// journal head is its own counter). A Rebind or Unbind of a locate may
+// publish its retired slot once more (the retirement's journal record), so
+// it counts as a publish of that locate: never while another goroutine
+// publishes the locate.
 type Writer struct {
 	m    mapping
 	l    layout
@@ -527,13 +534,16 @@ func (w *Writer) bind(locate uint16, sym string, rebind bool, epoch uint64) (sl 
 	}
 	// Decided: retire what the new binding replaces.
 	if len(boundSym) != 0 {
-		w.retire(bound, keyOf(boundSym))
+		// The locate's own binding: its slot is the caller's to write.
+		w.retire(bound, keyOf(boundSym), true)
 		retired = true
 	}
 	if moved {
 		// The symbol moved to this locate (a new session): its old
-		// locate's entry names a stale book.
-		w.retire(other, key)
+		// locate's entry names a stale book. That locate's slot is
+		// another publisher's (book shards publish by locate), unless
+		// one goroutine publishes everything.
+		w.retire(other, key, w.single)
 	}
 	slot := w.count.Load()
 	if slot == w.l.capacity {
@@ -578,19 +588,58 @@ func keyOf[S string | []byte](sym S) (k symKey) {
 // unbinds its locate, under w.mu. The flag is stored before the index entry
 // is cleared, and both before any later index or count store, which
 // publish them.
-func (w *Writer) retire(slot uint64, sym symKey) {
+//
+// A slot that holds a snapshot (version v) gets a journal record of its
+// locate at version v+1 first, so that a follower learns that its book is
+// gone (docs/SHM.md, "Retired slots"): the record of v+1 is a final publish
+// of the slot when own says the caller may write it (Config.SingleWriter,
+// or the locate the caller binds or unbinds: no other goroutine publishes
+// it), the last snapshot again flagged PossiblyStale, appended before the
+// retirement, so that a read returns it (or, once the index entry is
+// cleared, ErrUnknownLocate). A slot of another publisher (shared journal,
+// a symbol that moved from its locate) is not written: a publish of it may
+// be under way, and the writer must not be a second writer of the slot.
+// Its record then follows the clearing of the index entry, at one version
+// past the slot's (past the one under way, if any): no read of the locate
+// reaches the slot any more. Nothing of this is on the publish path.
+func (w *Writer) retire(slot uint64, sym symKey, own bool) {
 	e := w.m.dirEntry(&w.l, slot)
-	e[dirFlags] |= dirRetired
 	locate := dirLocate(e)
+	off := w.l.slotOff(slot)
+	seq := w.m.slotSeq(off)
+	s0 := atomic.LoadUint64(seq)
+	final := own && s0 != 0 && s0&1 == 0 // odd: a Begin of its own not committed; 0: nothing to retract
+	if final {
+		w.publishRetired(off, seq, s0, locate)
+	}
+	e[dirFlags] |= dirRetired
 	// A publisher that kept the slot's Slot fails from now on, instead of
 	// writing where no reader looks (a publish already inside the slot
 	// completes).
-	atomic.StoreUint32(w.m.slotLocate(w.l.slotOff(slot)), uint32(locate)|slotRetired)
+	atomic.StoreUint32(w.m.slotLocate(off), uint32(locate)|slotRetired)
 	if idx := w.m.indexEntry(&w.l, locate); atomic.LoadUint32(idx) == uint32(slot+1) {
 		atomic.StoreUint32(idx, 0)
 	}
+	// Loaded again after the stores above (sequentially consistent): a
+	// publish that began before them shows here, odd or done.
+	if s := atomic.LoadUint64(seq); !final && !w.single && s != 0 {
+		w.appendJournal(locate, (s+1)/2+1)
+	}
 	delete(w.live, sym)
 	w.retired.Add(1)
+}
+
+// publishRetired publishes the slot at off (locate's, version s0/2) once
+// more, before retire retires it: the same snapshot, flagged
+// PossiblyStale, at a new publish time, and its journal record (end). The
+// caller is the slot's only writer (retire's own).
+func (w *Writer) publishRetired(off slotOffset, seq *uint64, s0 uint64, locate uint16) {
+	storeBegin64(seq, s0+1)
+	t := w.m.slotData(&w.l, off)[tableAt:]
+	le := binary.LittleEndian // Create refuses big-endian hosts
+	le.PutUint16(t[fFlags:], le.Uint16(t[fFlags:])|uint16(bookfb.FlagsPossiblyStale))
+	le.PutUint64(t[fPublishTime:], uint64(now()))
+	w.end(seq, atomic.LoadUint32(w.m.slotLen(off)), s0, locate)
 }
 
 // warnSlots logs, once per file, that the slots in use (live and retired)
