@@ -413,6 +413,13 @@ func TestBadConfigs(t *testing.T) {
 			`t.yaml:29: not UTF-8 text (byte 0xe9): save the feed file as UTF-8`},
 		// Before: "t.yaml:1: want a mapping, got "%"", a second document,
 		// feed and lines missing.
+		// Before: accepted as the integer 10 (the tag was dropped).
+		{"integer tagged a string", edit(t, "  depth: 10", "  depth: !!str 10"),
+			`t.yaml:21: book.depth: want an integer in 1..64, got "10" (tagged !!str, a string)`},
+		{"port tagged a string", edit(t, "port: 26478", "port: !<tag:yaml.org,2002:str> 26478"),
+			`t.yaml:13: lines.b.port: want an integer in 1..65535, got "26478" (tagged !<tag:yaml.org,2002:str>, a string)`},
+		{"bool tagged a string", edit(t, "  backend: auto", "  backend: auto\n  busy_poll: !!str true"),
+			`t.yaml:16: receive.busy_poll: want true or false, got "true" (tagged !!str, a string)`},
 		{"YAML directive and a bad field", "%YAML 1.2\n---\n" + edit(t, "port: 26478", "port: 0"),
 			`t.yaml:15: lines.b.port: 0 is out of range (1..65535)`},
 	}
@@ -1106,5 +1113,17 @@ func TestPasswordFileOthersCannotReach(t *testing.T) {
 				t.Fatalf("%s:\n got: %v\nwant: %s", c.path, err, c.want)
 			}
 		})
+	}
+}
+
+// TestStrTagString: a value tagged !!str where a string is wanted is that
+// string, digits and all (the integer fields refuse it, TestBadConfigs).
+func TestStrTagString(t *testing.T) {
+	c, err := Parse("t.yaml", []byte(edit(t, "  name: test\n  protocol", "  name: !!str 0x10\n  protocol")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Feed.Name != "0x10" {
+		t.Fatalf("feed.name %q, want 0x10", c.Feed.Name)
 	}
 }
