@@ -1127,3 +1127,39 @@ func TestStrTagString(t *testing.T) {
 		t.Fatalf("feed.name %q, want 0x10", c.Feed.Name)
 	}
 }
+
+// TestErrorsCapped: a file with more problems than maxErrors reports the
+// first maxErrors, in order, then how many more. Before, a list of 50,000
+// duplicate symbols gave 49,999 "listed twice" lines (3.3 MB).
+func TestErrorsCapped(t *testing.T) {
+	const n = 50000
+	var b strings.Builder
+	b.WriteString(base + "symbols:\n")
+	for range n {
+		b.WriteString("  - AAPL\n")
+	}
+	_, err := Parse("t.yaml", []byte(b.String()))
+	if !errors.Is(err, ErrInvalid) {
+		t.Fatalf("error %v, want ErrInvalid", err)
+	}
+	lines := strings.Split(err.Error(), "\n")
+	if len(lines) != maxErrors+1 {
+		t.Fatalf("%d lines (%d bytes) of errors, want %d then how many more", len(lines), len(err.Error()), maxErrors)
+	}
+	if want := `t.yaml:30: symbols[1]: "AAPL" is listed twice (first at line 29)`; lines[0] != want {
+		t.Fatalf("first line %q, want %q", lines[0], want)
+	}
+	if want := fmt.Sprintf("t.yaml: ... and %d more problems", n-1-maxErrors); lines[maxErrors] != want {
+		t.Fatalf("last line %q, want %q", lines[maxErrors], want)
+	}
+	errs := flatten(err)
+	var last *Error
+	if len(errs) != maxErrors+1 || !errors.As(errs[maxErrors], &last) {
+		t.Fatalf("%d errors, the last %T: want %d *Error", len(errs), errs[len(errs)-1], maxErrors+1)
+	}
+	// At the bound, every problem and no count.
+	_, err = Parse("t.yaml", []byte(base+"symbols: [AAPL"+strings.Repeat(", AAPL", maxErrors)+"]\n"))
+	if got := strings.Count(err.Error(), "\n") + 1; got != maxErrors || strings.Contains(err.Error(), "more problems") {
+		t.Fatalf("%d duplicates: %d lines, want %d without a count:\n%s", maxErrors, got, maxErrors, err)
+	}
+}

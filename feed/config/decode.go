@@ -83,17 +83,11 @@ func (f field) absent() bool {
 }
 
 func (d *decoder) err() error {
-	switch len(d.errs) {
-	case 0:
-		return nil
-	case 1:
-		return d.errs[0]
-	}
 	errs := make([]error, len(d.errs))
 	for i, e := range d.errs {
 		errs[i] = e
 	}
-	return errors.Join(errs...)
+	return join(d.file, errs)
 }
 
 func (d *decoder) add(tk *token.Token, path, format string, args ...any) {
