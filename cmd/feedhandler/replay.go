@@ -351,8 +351,12 @@ func replay(args []string, stdout, stderr io.Writer) error {
 		if a.CaptureLost != 0 {
 			polls += fmt.Sprintf("; the capture left out %d datagrams (its ring full, a failed write): a gap there may be the capture's, not the feed's", a.CaptureLost)
 		}
-		fmt.Fprintf(stdout, "arbitrated    as %s: datagrams A %d, B %d, other %d (%d frames skipped); %d messages delivered, %d filtered out; %d session changes (books emptied); empty polls by %s\n",
-			a.Feed, a.Datagrams[0], a.Datagrams[1], a.Other, a.Skipped, a.Delivered, a.Filtered, a.Resets, polls)
+		skipped := ""
+		if a.skipped != "" {
+			skipped = ": " + a.skipped
+		}
+		fmt.Fprintf(stdout, "arbitrated    as %s: datagrams A %d, B %d, other %d (%d frames skipped%s); %d messages delivered, %d filtered out; %d session changes (books emptied); empty polls by %s\n",
+			a.Feed, a.Datagrams[0], a.Datagrams[1], a.Other, a.Skipped, skipped, a.Delivered, a.Filtered, a.Resets, polls)
 		if lr := a.LiveRecovery; lr.Answers+lr.Snapshots != 0 {
 			snaps := ""
 			if lr.Snapshots != 0 {

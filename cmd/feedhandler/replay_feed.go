@@ -18,15 +18,25 @@ import (
 	"github.com/marketfeed/feedhandler/feed/pcap"
 )
 
+// unknownMarker is the skipped_by_reason of marker frames replay --feed
+// does not know.
+const unknownMarker = "unknown marker"
+
 // arbitratedReport is what replay --feed adds to its report.
 type arbitratedReport struct {
 	Feed      string    `json:"feed"`      // the feed file
 	Datagrams [2]uint64 `json:"datagrams"` // offered to the arbiter, by line (A, B)
 	Other     uint64    `json:"other"`     // datagrams to no line of the feed (or from another source than the line's)
 	Skipped   uint64    `json:"skipped"`   // frames that are not whole IPv4/UDP datagrams
-	Resets    uint64    `json:"resets"`    // session changes: the books were emptied, as the handler empties them
-	Filtered  uint64    `json:"filtered"`  // messages the feed's symbols left out
-	Delivered uint64    `json:"delivered"` // messages the arbiter delivered in order
+	// SkippedBy is Skipped by reason: pcap.Reason's names (truncated, not
+	// IPv4, IPv4 fragment, ...) as replay without --feed reports them, and
+	// "unknown marker" for a marker frame this replay does not know (a
+	// later handler's).
+	SkippedBy map[string]uint64 `json:"skipped_by_reason,omitempty"`
+	skipped   string            // SkippedBy for the text report, in the same order
+	Resets    uint64            `json:"resets"`    // session changes: the books were emptied, as the handler empties them
+	Filtered  uint64            `json:"filtered"`  // messages the feed's symbols left out
+	Delivered uint64            `json:"delivered"` // messages the arbiter delivered in order
 	// Marked counts the datagrams whose batch marks (package capture)
 	// said where the live handler found its lines empty; the others
 	// (every datagram of a capture without marks) were modelled
@@ -314,6 +324,17 @@ func (a *arbitrated) run() error {
 func (a *arbitrated) report() *arbitratedReport {
 	cs := a.in.CaptureStats()
 	a.rep.Skipped = cs.Malformed() + a.otherMarkers
+	a.rep.SkippedBy, a.rep.skipped = skippedBy(cs), cs.SkippedSummary()
+	if a.otherMarkers != 0 {
+		if a.rep.SkippedBy == nil {
+			a.rep.SkippedBy = make(map[string]uint64)
+		}
+		a.rep.SkippedBy[unknownMarker] = a.otherMarkers
+		if a.rep.skipped != "" {
+			a.rep.skipped += ", "
+		}
+		a.rep.skipped += fmt.Sprintf("%s %d", unknownMarker, a.otherMarkers)
+	}
 	a.rep.Resets = a.r.Resets
 	a.rep.Filtered = a.r.Filtered()
 	a.rep.Delivered = a.r.Delivered

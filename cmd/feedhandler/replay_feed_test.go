@@ -623,3 +623,40 @@ func TestReplayFeedSnapshotLateJoin(t *testing.T) {
 		t.Errorf("replay --feed's books are not the day's:\ngot:  %.400s\nwant: %.400s", got, want.Bytes())
 	}
 }
+
+// TestReplayFeedSkippedByReason: replay --feed counts a capture's skipped
+// frames by reason, as replay without it does (JSON skipped_by_reason, the
+// text's arbitrated line). Before, a bare count: "(5 frames skipped)".
+func TestReplayFeedSkippedByReason(t *testing.T) {
+	day, dir, capPath := dayDir(t, 5_000, 13)
+	writeLaggingCapture(t, capPath, day, -1, time.Millisecond)
+	b, err := os.ReadFile(capPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(b[:4], []byte{0x4d, 0x3c, 0xb2, 0xa1}) {
+		t.Fatalf("pcap magic % x: want little-endian nanosecond pcap", b[:4])
+	}
+	const tcp = 5
+	off := 24
+	for range tcp {
+		incl := int(binary.LittleEndian.Uint32(b[off+8:]))
+		b[off+16+14+9] = 6 // Ethernet, then the IPv4 header's protocol: TCP
+		off += 16 + incl
+	}
+	if err := os.WriteFile(capPath, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	feed := writeDemoFeed(t, dir, day, "")
+	rep := replayFeedJSON(t, feed, capPath)
+	if a := rep.Arbitrated; a == nil || a.Skipped != tcp || len(a.SkippedBy) != 1 || a.SkippedBy[pcap.NotUDP.String()] != tcp {
+		t.Fatalf("replay --feed: report %+v; want %d frames skipped, by reason {%s: %d}", a, tcp, pcap.NotUDP, tcp)
+	}
+	var stdout bytes.Buffer
+	if err := replay([]string{"--quiet", "--settle", "0", "--feed", feed, capPath}, &stdout, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	if want := fmt.Sprintf("(%d frames skipped: %s %d)", tcp, pcap.NotUDP, tcp); !strings.Contains(stdout.String(), want) {
+		t.Fatalf("text report lacks %q:\n%s", want, stdout.String())
+	}
+}

@@ -413,6 +413,13 @@ func TestBadConfigs(t *testing.T) {
 			`t.yaml:29: not UTF-8 text (byte 0xe9): save the feed file as UTF-8`},
 		// Before: "t.yaml:1: want a mapping, got "%"", a second document,
 		// feed and lines missing.
+		// Before: accepted as the integer 10 (the tag was dropped).
+		{"integer tagged a string", edit(t, "  depth: 10", "  depth: !!str 10"),
+			`t.yaml:21: book.depth: want an integer in 1..64, got "10" (tagged !!str, a string)`},
+		{"port tagged a string", edit(t, "port: 26478", "port: !<tag:yaml.org,2002:str> 26478"),
+			`t.yaml:13: lines.b.port: want an integer in 1..65535, got "26478" (tagged !<tag:yaml.org,2002:str>, a string)`},
+		{"bool tagged a string", edit(t, "  backend: auto", "  backend: auto\n  busy_poll: !!str true"),
+			`t.yaml:16: receive.busy_poll: want true or false, got "true" (tagged !!str, a string)`},
 		{"YAML directive and a bad field", "%YAML 1.2\n---\n" + edit(t, "port: 26478", "port: 0"),
 			`t.yaml:15: lines.b.port: 0 is out of range (1..65535)`},
 	}
@@ -1106,5 +1113,53 @@ func TestPasswordFileOthersCannotReach(t *testing.T) {
 				t.Fatalf("%s:\n got: %v\nwant: %s", c.path, err, c.want)
 			}
 		})
+	}
+}
+
+// TestStrTagString: a value tagged !!str where a string is wanted is that
+// string, digits and all (the integer fields refuse it, TestBadConfigs).
+func TestStrTagString(t *testing.T) {
+	c, err := Parse("t.yaml", []byte(edit(t, "  name: test\n  protocol", "  name: !!str 0x10\n  protocol")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Feed.Name != "0x10" {
+		t.Fatalf("feed.name %q, want 0x10", c.Feed.Name)
+	}
+}
+
+// TestErrorsCapped: a file with more problems than maxErrors reports the
+// first maxErrors, in order, then how many more. Before, a list of 50,000
+// duplicate symbols gave 49,999 "listed twice" lines (3.3 MB).
+func TestErrorsCapped(t *testing.T) {
+	const n = 50000
+	var b strings.Builder
+	b.WriteString(base + "symbols:\n")
+	for range n {
+		b.WriteString("  - AAPL\n")
+	}
+	_, err := Parse("t.yaml", []byte(b.String()))
+	if !errors.Is(err, ErrInvalid) {
+		t.Fatalf("error %v, want ErrInvalid", err)
+	}
+	lines := strings.Split(err.Error(), "\n")
+	if len(lines) != maxErrors+1 {
+		t.Fatalf("%d lines (%d bytes) of errors, want %d then how many more", len(lines), len(err.Error()), maxErrors)
+	}
+	if want := `t.yaml:30: symbols[1]: "AAPL" is listed twice (first at line 29)`; lines[0] != want {
+		t.Fatalf("first line %q, want %q", lines[0], want)
+	}
+	if want := fmt.Sprintf("t.yaml: ... and %d more problems", n-1-maxErrors); lines[maxErrors] != want {
+		t.Fatalf("last line %q, want %q", lines[maxErrors], want)
+	}
+	errs := flatten(err)
+	var last *Error
+	if len(errs) != maxErrors+1 || !errors.As(errs[maxErrors], &last) {
+		t.Fatalf("%d errors, the last %T: want %d *Error", len(errs), errs[len(errs)-1], maxErrors+1)
+	}
+	// At the bound, every problem and no count.
+	_, err = Parse("t.yaml", []byte(base+"symbols: [AAPL"+strings.Repeat(", AAPL", maxErrors)+"]\n"))
+	if got := strings.Count(err.Error(), "\n") + 1; got != maxErrors || strings.Contains(err.Error(), "more problems") {
+		t.Fatalf("%d duplicates: %d lines, want %d without a count:\n%s", maxErrors, got, maxErrors, err)
 	}
 }

@@ -83,17 +83,11 @@ func (f field) absent() bool {
 }
 
 func (d *decoder) err() error {
-	switch len(d.errs) {
-	case 0:
-		return nil
-	case 1:
-		return d.errs[0]
-	}
 	errs := make([]error, len(d.errs))
 	for i, e := range d.errs {
 		errs[i] = e
 	}
-	return errors.Join(errs...)
+	return join(d.file, errs)
 }
 
 func (d *decoder) add(tk *token.Token, path, format string, args ...any) {
@@ -138,12 +132,25 @@ func (d *decoder) resolve(n ast.Node) ast.Node {
 			}
 			n = v
 		case *ast.TagNode:
+			if x.Start != nil && strTag(x.Start.Value) {
+				// The parser keeps 10 in "!!str 10" an IntegerNode
+				// (true a BoolNode...): the tag makes it a string.
+				switch v := d.resolve(x.Value).(type) {
+				case *ast.IntegerNode, *ast.FloatNode, *ast.BoolNode, *ast.InfinityNode, *ast.NanNode:
+					return ast.String(v.GetToken())
+				}
+			}
 			n = x.Value
 		default:
 			return n
 		}
 	}
 	return n
+}
+
+// strTag reports whether tag is YAML's string tag, short or verbatim.
+func strTag(tag string) bool {
+	return tag == "!!str" || tag == "!<tag:yaml.org,2002:str>"
 }
 
 // describe renders a node for "got ..." messages.
@@ -156,6 +163,9 @@ func describe(n ast.Node) string {
 	case *ast.SequenceNode:
 		return "a list"
 	case *ast.StringNode:
+		if p := x.Token.Prev; p != nil && p.Type == token.TagType && strTag(p.Value) {
+			return fmt.Sprintf("%q (tagged %s, a string)", x.Value, p.Value)
+		}
 		return strconv.Quote(x.Value)
 	case *ast.AliasNode:
 		return "an unknown alias"

@@ -4,7 +4,8 @@
 //
 // Load (or Parse) decodes the YAML strictly: every key must be known, every
 // value must have the right type and range, and every problem is reported
-// with the file, line and dotted field path, all at once, for example
+// with the file, line and dotted field path, all at once (the first 100,
+// then "nasdaq.yaml: ... and N more problems"), for example
 //
 //	nasdaq.yaml:14: lines.a.group: "239.1.1.300" is not an IPv4 multicast address
 //	nasdaq.yaml:7: receive.bakend: unknown field (did you mean "backend"?)

@@ -37,6 +37,26 @@ func (e *Error) Error() string {
 // Unwrap returns ErrInvalid.
 func (e *Error) Unwrap() error { return ErrInvalid }
 
+// maxErrors is how many problems an error from Parse, Load or CheckHost
+// names: a list of 50,000 duplicate symbols printed 3.3 MB of "listed
+// twice" lines. The rest are counted in one more *Error.
+const maxErrors = 100
+
+// join returns errs: nil, the one, or the first maxErrors joined (in the
+// order found) with "file: ... and N more problems" after them.
+func join(file string, errs []error) error {
+	switch len(errs) {
+	case 0:
+		return nil
+	case 1:
+		return errs[0]
+	}
+	if more := len(errs) - maxErrors; more > 0 {
+		errs = append(errs[:maxErrors:maxErrors], &Error{File: file, Msg: fmt.Sprintf("... and %d more problems", more)})
+	}
+	return errors.Join(errs...)
+}
+
 // Suggest returns the candidate closest to s when it is close enough to be
 // a likely typo, else "": the decoder's "did you mean", for the names a
 // command takes too.

@@ -42,7 +42,7 @@ func FuzzParse(f *testing.F) {
 				}
 				// Only a key or section that is missing, or a file of
 				// nothing, has no line.
-				if ce.Line > lines || ce.Line < 0 || ce.Line == 0 && ce.Field == "" && ce.Msg != "empty feed file" {
+				if ce.Line > lines || ce.Line < 0 || ce.Line == 0 && ce.Field == "" && ce.Msg != "empty feed file" && !strings.HasPrefix(ce.Msg, "... and ") {
 					t.Fatalf("error at line %d of %d: %v", ce.Line, lines, ce)
 				}
 			}

@@ -109,13 +109,7 @@ func (c *Config) CheckHost() error {
 			add("user", "%v named %q on this host (useradd --system %s, docs/OPERATIONS.md)", err, c.User, c.User)
 		}
 	}
-	switch len(errs) {
-	case 0:
-		return nil
-	case 1:
-		return errs[0]
-	}
-	return errors.Join(errs...)
+	return join(c.File, errs)
 }
 
 // checkCaptureDir checks that the directory capture.path's files go to

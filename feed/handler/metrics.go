@@ -72,7 +72,7 @@ var exported = [...]metric{
 	{"shard_long_messages_total", "Messages longer than their type's ITCH 5.0 length per book shard: applied by the type's fields, the bytes after them ignored (fields a revision of the feed appended, or a corrupted type byte); also in shard_inconsistencies_total.", kindCounter, "shard"},
 	{"shard_unknown_type_messages_total", "Messages of a type ITCH 5.0 does not define per book shard: skipped by their length (an extension of the feed, or a corrupted type byte); not in shard_inconsistencies_total.", kindCounter, "shard"},
 	{"shard_published_total", "Snapshots published per book shard.", kindCounter, "shard"},
-	{"shard_publish_errors_total", "Books not published per book shard: no shm slot (full, or a bad symbol).", kindCounter, "shard"},
+	{"shard_publish_errors_total", "Books not published per book shard: no shm slot (full, or a bad symbol), each counted once until the next rebuild.", kindCounter, "shard"},
 	{"shard_rebound_total", "Locates whose shm slot was retired because a new session bound them to another symbol (moved to a fresh slot, or to none when no slot is left: also a publish error), or to a symbol the symbol filter leaves out (to none).", kindCounter, "shard"},
 	{"shard_stale_binds_total", "Snapshots not published per book shard: the shm writer refused the binding, another shard's standing in the way (this shard lags a session change, or the other lags a Stock Directory that freed the symbol).", kindCounter, "shard"},
 	{"shard_duplicate_symbols_total", "Stock Directory messages per book shard giving one of its locates a symbol another locate holds in the session (bad input; the first announced keeps the symbol, the later locate's book is not published).", kindCounter, "shard"},

@@ -70,8 +70,14 @@ type Publisher struct {
 	retirements uint64
 	promoted    uint64
 
-	Published, Errors uint64
-	Rebound           uint64 // locates whose slot was retired because their symbol changed (BooksReset, or a Stock Directory re-assigning the locate): moved to a fresh slot, or to none when the file has no slot left (then also counted in Errors) or the new symbol is filtered out (Withdrawn)
+	Published uint64
+	// Errors counts the books not published for want of a slot
+	// (shm.ErrFull) or with a symbol the writer refuses, each once until
+	// BooksReset or its locate gets another symbol (its later snapshots
+	// are skipped uncounted), and the snapshots the writer failed
+	// otherwise (closed).
+	Errors  uint64
+	Rebound uint64 // locates whose slot was retired because their symbol changed (BooksReset, or a Stock Directory re-assigning the locate): moved to a fresh slot, or to none when the file has no slot left (then also counted in Errors) or the new symbol is filtered out (Withdrawn)
 	// StaleBinds counts snapshots not published because the writer
 	// refused their locate's binding as older than the one it would
 	// replace (shm.ErrStaleBinding): this shard lags a session change
@@ -100,7 +106,7 @@ type locState struct {
 	known  bool     // registered once (counted in Books)
 	listed bool     // in Publisher.listed
 	// refused is why the writer refused to bind the locate in this
-	// epoch (refusedStale, refusedDuplicate, refusedFull), or why it was
+	// epoch (refusedStale, refusedDuplicate, refusedFull, refusedBad), or why it was
 	// not asked (refusedHeld), or 0. A refusal stands
 	// until BooksReset (the writer's bindings never go back to an older
 	// epoch), so its snapshots are counted and skipped without asking
@@ -112,8 +118,9 @@ type locState struct {
 const (
 	refusedStale     = 1 + iota // shm.ErrStaleBinding
 	refusedDuplicate            // shm.ErrDuplicateSymbol
-	refusedFull                 // shm.ErrFull: no slot left until a restart (counted in Errors)
+	refusedFull                 // shm.ErrFull: no slot left until a restart (counted in Errors once)
 	refusedHeld                 // book.Book.Duplicate: another locate holds the symbol (not asked)
+	refusedBad                  // a symbol the writer takes for none (all spaces) (counted in Errors once)
 )
 
 // NewPublisher returns a Publisher of books into w, depth levels per side.
@@ -494,10 +501,10 @@ func (p *Publisher) begin(b *book.Book, loc uint16, st *locState, flags bookfb.F
 // (shm.Writer.Rebind) and keeps the slot in st. It returns false, having
 // counted the snapshot as not published, if the writer refused: a binding
 // of a later epoch (StaleBinds) or the symbol at another locate in this
-// epoch (DuplicateBinds), no slot left (ErrFull: Errors), all three
-// remembered in st until BooksReset, or anything else (bad symbol, closed:
-// Errors). A Rebind that retired the locate's old binding and then found
-// no slot counts in Rebound too.
+// epoch (DuplicateBinds), no slot left (ErrFull) or a bad symbol (Errors,
+// once), all four remembered in st until BooksReset, or anything else
+// (closed: Errors). A Rebind that retired the locate's old binding and
+// then found no slot counts in Rebound too.
 //
 // A book whose symbol another locate holds (book.Book.Duplicate: a Stock
 // Directory message gave it to that locate first, which the books counted)
@@ -541,7 +548,15 @@ func (p *Publisher) bind(b *book.Book, loc uint16, st *locState) bool {
 				p.Rebound++
 			}
 			st.refused = refusedFull
+			p.Errors++
+			return false
+		case errors.Is(err, shm.ErrClosed):
+			p.Errors++
+			return false
 		default:
+			// A bad symbol (all spaces): refused until the locate
+			// gets another (unbindReassigned) or BooksReset.
+			st.refused = refusedBad
 			p.Errors++
 			return false
 		}
@@ -551,11 +566,11 @@ func (p *Publisher) bind(b *book.Book, loc uint16, st *locState) bool {
 		p.StaleBinds++
 	case refusedDuplicate:
 		p.DuplicateBinds++
-	case refusedHeld:
-		// Counted once, by the books, at its Stock Directory message.
-	default:
-		p.Errors++
 	}
+	// refusedHeld: counted once, by the books, at its Stock Directory
+	// message. refusedFull, refusedBad: counted once, in Errors, when
+	// refused: a count of books, not of the snapshots a busy book or each
+	// sweep (MarkAllDirty) brings.
 	return false
 }
 

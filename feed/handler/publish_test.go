@@ -710,37 +710,30 @@ func TestRebindFullCountsRebound(t *testing.T) {
 		t.Fatalf("slots %+v, rebound %d, errors %d; want AAPL's slot retired, rebound 1 (the retirement), errors 1 (MSFT not published)",
 			u, p.Rebound, p.Errors)
 	}
-	// The next batch asks again (no slot still): one more error, no more
-	// retirement.
+	// The next batch does not ask again (no slot until a restart), nor
+	// count the book again: no more retirement, no more error.
 	apply(5, &itch.AddOrderFields{Header: h, OrderRef: 3, Side: 'S', Shares: 100, Stock: itch.NewSymbol("MSFT"), Price: 2000100})
 	p.Flush()
-	if p.Rebound != 1 || p.Errors != 2 {
-		t.Fatalf("next batch: rebound %d, errors %d; want 1, 2", p.Rebound, p.Errors)
+	if p.Rebound != 1 || p.Errors != 1 {
+		t.Fatalf("next batch: rebound %d, errors %d; want 1, 1", p.Rebound, p.Errors)
 	}
 }
 
 // TestFullFileRefusalRemembered: a locate the writer found no slot for
 // (ErrFull: retired slots are not reused until a restart) gets none for
-// the rest of the epoch, so its later snapshots are counted in Errors
-// without asking the writer again. Before, each one called Rebind, under
-// the writer's lock, which built its error (allocations on the publishing
-// thread of a Publisher that "allocates nothing after NewPublisher").
+// the rest of the epoch, so its later snapshots are skipped without asking
+// the writer again. Before, each one called Rebind, under the writer's
+// lock, which built its error (allocations on the publishing thread of a
+// Publisher that "allocates nothing after NewPublisher").
+//
+// Errors (shard_publish_errors_total, "books not published") counts the
+// book once until the next rebuild: before, it counted each snapshot, at
+// every change of the book and at every sweep (MarkAllDirty), so its
+// value said nothing of how many books lacked a slot.
 func TestFullFileRefusalRemembered(t *testing.T) {
-	w, _ := shmFeed(t, shm.Config{Instruments: 1, Depth: 2, SingleWriter: true})
-	bs, err := book.New(book.Config{MaxOrders: 1 << 10, MaxLocates: 16, MaxLevels: 64})
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := NewPublisher(w, bs, 2)
-	p.BooksReset()
+	_, bs, p, apply := refusalPublisher(t, 1)
 	h := itch.Header{Locate: 7, Timestamp: 34200_000_000_000}
 	h8 := itch.Header{Locate: 8, Timestamp: 34200_000_000_000}
-	var buf []byte
-	apply := func(seq uint64, e itch.Encoder) {
-		buf = e.Append(buf[:0])
-		loc, changed := bs.Apply(itch.Msg(buf))
-		p.Applied(loc, changed, seq, int64(seq))
-	}
 	apply(1, &itch.StockDirectoryFields{Header: h, Stock: itch.NewSymbol("AAPL")})
 	apply(2, &itch.StockDirectoryFields{Header: h8, Stock: itch.NewSymbol("MSFT")})
 	p.Flush() // AAPL takes the one slot; MSFT gets none
@@ -755,8 +748,27 @@ func TestFullFileRefusalRemembered(t *testing.T) {
 		apply(seq, add)
 		p.Flush()
 	})
-	if allocs != 0 || p.Errors != 1+101 {
-		t.Fatalf("a book with no slot: %v allocations a publish, errors %d; want 0, %d (each snapshot counted)", allocs, p.Errors, 1+101)
+	if allocs != 0 || p.Errors != 1 {
+		t.Fatalf("a book with no slot: %v allocations a publish, errors %d after 101 more snapshots; want 0, 1 (the book counted once)", allocs, p.Errors)
+	}
+	for range 3 {
+		p.MarkAllDirty()
+		p.Flush()
+	}
+	if p.Errors != 1 {
+		t.Fatalf("errors %d after 3 sweeps; want 1 (the book counted once)", p.Errors)
+	}
+	// A rebuild forgets the refusal: the writer is asked again (still no
+	// slot) and the book counted again.
+	bs.Reset()
+	p.BooksReset()
+	apply(seq+1, &itch.StockDirectoryFields{Header: h, Stock: itch.NewSymbol("AAPL")})
+	apply(seq+2, &itch.StockDirectoryFields{Header: h8, Stock: itch.NewSymbol("MSFT")})
+	p.Flush()
+	p.MarkAllDirty()
+	p.Flush()
+	if p.Errors != 2 {
+		t.Fatalf("errors %d after a rebuild; want 2 (MSFT refused again, counted once more)", p.Errors)
 	}
 }
 
@@ -840,5 +852,58 @@ func TestWithdrawnThenAnnouncedSwept(t *testing.T) {
 	p.Flush()
 	if stale() {
 		t.Fatal("WANT still flagged stale after the gap was repaired")
+	}
+}
+
+// TestBadSymbolCountedOnce: a locate whose Stock Directory gave it no
+// symbol (all spaces), which the writer refuses, counts in Errors once
+// until its locate gets a symbol, and is not asked again meanwhile.
+// Before, each snapshot called Rebind (its lock, its error built) and
+// counted.
+func TestBadSymbolCountedOnce(t *testing.T) {
+	r, _, p, apply := refusalPublisher(t, 4)
+	h := itch.Header{Locate: 7, Timestamp: 34200_000_000_000}
+	apply(1, &itch.StockDirectoryFields{Header: h, Stock: itch.NewSymbol("")})
+	p.Flush()
+	if p.Errors != 1 {
+		t.Fatalf("errors %d, want 1 (no symbol)", p.Errors)
+	}
+	add := &itch.AddOrderFields{Header: h, Side: 'B', Shares: 100, Price: 1000000}
+	allocs := testing.AllocsPerRun(20, func() {
+		add.OrderRef++
+		apply(1+add.OrderRef, add)
+		p.Flush()
+	})
+	p.MarkAllDirty()
+	p.Flush()
+	if allocs != 0 || p.Errors != 1 {
+		t.Fatalf("a book the writer refuses: %v allocations a publish, errors %d after 21 more snapshots and a sweep; want 0, 1", allocs, p.Errors)
+	}
+	// The locate gets a symbol: published.
+	apply(100, &itch.StockDirectoryFields{Header: h, Stock: itch.NewSymbol("AAPL")})
+	p.Flush()
+	if _, ok := r.Lookup("AAPL"); !ok || p.Errors != 1 {
+		t.Fatalf("AAPL found %v, errors %d; want it published, no more error", ok, p.Errors)
+	}
+}
+
+// refusalPublisher returns a reader of a feed file of the given number of
+// slots, books, their Publisher (in epoch 1, as in a running handler) and
+// a function applying a message to the books and telling the Publisher,
+// which allocates nothing.
+func refusalPublisher(t *testing.T, slots int) (*shm.Reader, *book.Books, *Publisher, func(uint64, itch.Encoder)) {
+	t.Helper()
+	w, r := shmFeed(t, shm.Config{Instruments: slots, Depth: 2, SingleWriter: true})
+	bs, err := book.New(book.Config{MaxOrders: 1 << 10, MaxLocates: 16, MaxLevels: 64})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := NewPublisher(w, bs, 2)
+	p.BooksReset()
+	var buf []byte
+	return r, bs, p, func(seq uint64, e itch.Encoder) {
+		buf = e.Append(buf[:0])
+		loc, changed := bs.Apply(itch.Msg(buf))
+		p.Applied(loc, changed, seq, int64(seq))
 	}
 }

@@ -69,7 +69,7 @@ type ShardStats struct {
 	Batches       uint64
 	Book          book.Stats
 	Ring          spsc.Stats
-	PublishErrors uint64
+	PublishErrors uint64 // books not published (no shm slot, a bad symbol), each once until the next rebuild (Publisher.Errors)
 	Rebound       uint64 // locates whose shm slot was retired (bound to another symbol by a new session): moved to a fresh slot, or to none when no slot is left (also in PublishErrors) or the symbol filter leaves the new symbol out
 	// StaleBinds: snapshots not published because the shm writer refused
 	// their binding, another shard's binding of the symbol standing in

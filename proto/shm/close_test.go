@@ -5,6 +5,8 @@ import (
 	"runtime"
 	"testing"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/marketfeed/feedhandler/internal/shmtest"
 )
 
@@ -151,5 +153,31 @@ func TestHeartbeatHoldsUpNoBinding(t *testing.T) {
 	r := testReader(t, w.Path())
 	if err := r.Check(); !errors.Is(err, ErrClosed) {
 		t.Fatalf("check after close: %v, want ErrClosed", err)
+	}
+}
+
+// TestCloseTwiceFirstResult: a second Close returns the first's error.
+// Before, the first returned the munmap's failure and the second nil, so
+// a caller that closed again (a deferred Close after an explicit one)
+// lost it. The test makes the munmap fail with a slice the runtime did
+// not map (EINVAL), then unmaps the file itself.
+func TestCloseTwiceFirstResult(t *testing.T) {
+	name := shmtest.Name(t, "closetwice")
+	w, err := Create(Config{Name: name, Instruments: 8, Depth: 2, JournalLen: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mem := w.m.mem
+	w.m.mem = make([]byte, len(mem))
+	first := w.Close()
+	if err := unix.Munmap(mem); err != nil {
+		t.Fatal(err)
+	}
+	if !errors.Is(first, unix.EINVAL) {
+		t.Fatalf("first close: %v, want EINVAL", first)
+	}
+	second := w.Close()
+	if second == nil || second.Error() != first.Error() || !errors.Is(second, unix.EINVAL) {
+		t.Fatalf("second close: %v, want the first's %v", second, first)
 	}
 }

@@ -152,6 +152,10 @@ type Writer struct {
 	epochs     []uint64          // by slot: the epoch of its binding (Rebind; Register's is 0) (under mu)
 	warned     bool              // the slots-over-3/4 warning was logged (under mu)
 	warnedFull bool              // the slots-exhausted error was logged (under mu)
+	// closeErrno is the first Close's munmap failure (under mu), for a
+	// second Close to return: an errno in the padding of this word, as
+	// an error field would grow the Writer past 352 bytes (see beat).
+	closeErrno uint16
 	// beating counts the Heartbeat calls between their closed check and
 	// their store: Close, once closed is set, waits for none to be left
 	// before it unmaps (Heartbeat takes no lock). It fills the word of
@@ -735,7 +739,8 @@ func (w *Writer) LastHeartbeat() time.Time {
 
 // Close marks the feed closed (a last heartbeat, then the closed state in
 // the header) and unmaps it. The file stays so that readers can still read
-// the final books; Remove deletes it. A second Close does nothing.
+// the final books; Remove deletes it. A second Close does nothing and
+// returns the first's result (after waiting for it to finish).
 //
 // Close takes w.mu, so Register, Rebind, Unbind and Slot may run
 // concurrently with it: each either completes before the unmap or fails
@@ -755,7 +760,7 @@ func (w *Writer) Close() error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.closed.Load() {
-		return nil
+		return w.closeErr(w.closeErrno)
 	}
 	w.storeHeartbeat(time.Now().UnixNano())
 	atomic.StoreUint32(w.m.u32(offState), stateClosed)
@@ -768,10 +773,23 @@ func (w *Writer) Close() error {
 		time.Sleep(10 * time.Microsecond)
 	}
 	if err := unix.Munmap(w.m.mem); err != nil {
-		return fmt.Errorf("close shm %s: %w", w.path, err)
+		var errno unix.Errno
+		if !errors.As(err, &errno) || errno == 0 || errno > 0xffff {
+			errno = unix.EINVAL // unix.Munmap fails with an errno only
+		}
+		w.closeErrno = uint16(errno)
+		return w.closeErr(w.closeErrno)
 	}
 	w.m.mem = nil
 	return nil
+}
+
+// closeErr is Close's error for a munmap that failed with errno (0: none).
+func (w *Writer) closeErr(errno uint16) error {
+	if errno == 0 {
+		return nil
+	}
+	return fmt.Errorf("close shm %s: %w", w.path, unix.Errno(errno))
 }
 
 // Remove deletes a feed file (readers that have it mapped keep their view).
