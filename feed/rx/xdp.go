@@ -694,7 +694,7 @@ func (r *xdpRx) Receive(pkts []Packet) (int, error) {
 		if r.closed.Load() {
 			return 0, ErrClosed
 		}
-		if n > 0 && r.linkPfd >= 0 && r.pfds[r.linkPfd].Revents&unix.POLLIN != 0 {
+		if n > 0 && r.linkPfd >= 0 && r.pfds[r.linkPfd].Revents&(unix.POLLIN|unix.POLLERR) != 0 {
 			r.linkEvents()
 		}
 		if n == 0 && err == nil && !keepP {
@@ -753,10 +753,13 @@ func (r *xdpRx) wake(q *xdpQueue) error {
 // interval in which line frames to a device's new MAC address count in
 // xdp_other_host, lost to their lines, is then the time the receive
 // thread takes to wake, not up to a poll timeout. Receive calls it when
-// poll(2) says linkFD is readable (not while busy: a receiver that
-// returns packets without waiting, or busy polls, runs the checks once a
-// poll timeout as before). Reads a bounded number of datagrams; an
-// overrun (ENOBUFS: notifications lost) counts as one of r's.
+// poll(2) says linkFD is readable or has an error: rtnetlink's ENOBUFS
+// may be pending with no notification queued (POLLERR alone), which
+// every poll reports at once until a read takes it (not while busy: a
+// receiver that returns packets without waiting, or busy polls, runs the
+// checks once a poll timeout as before). Reads a bounded number of
+// datagrams; an overrun (ENOBUFS: notifications lost) counts as one of
+// r's.
 func (r *xdpRx) linkEvents() {
 	ours := false
 	for range 64 {
