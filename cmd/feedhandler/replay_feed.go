@@ -153,6 +153,12 @@ func newArbitrated(fc *config.Config, path string, in *input.Reader, rp *replaye
 	if in.CaptureSigfigs() == capture.FileMark {
 		// The ranges the capture's re-request answers fill, read ahead:
 		// the replay's arbiter holds for those, as the handler's did.
+		// That reads the capture twice, which a pipe cannot be: a second
+		// open of a FIFO or /dev/stdin took the rest from in (or, the
+		// writer gone, waited for another for ever).
+		if !regularFile(path) {
+			return nil, fmt.Errorf("replay: --feed: %s is not a regular file: a handler's capture is read twice (its re-request answers ahead), which a pipe cannot be; give it as a file (gzipped or not)", path)
+		}
 		ans, err := readAnswers(path)
 		if err != nil {
 			return nil, err

@@ -422,14 +422,7 @@ func TestReplayFeedSymbolsReassigned(t *testing.T) {
 // (nothing else in it can say), is reported "cut", in the text too.
 func TestReplayFeedCaptureCut(t *testing.T) {
 	day, dir, capPath := dayDir(t, 20_000, 17)
-	c, t0 := demoCapture(t, capPath)
-	for i, p := range day.Packets {
-		ts := t0 + int64(i)*int64(100*time.Microsecond)
-		c.Put([]rx.Packet{{Line: rx.LineA, Data: p, RxTime: ts}, {Line: rx.LineB, Data: p, RxTime: ts + 1000}}, ts-1)
-	}
-	if err := c.Close(); err != nil {
-		t.Fatal(err)
-	}
+	captureDay(t, capPath, day)
 	feed := writeDemoFeed(t, dir, day, "")
 	if rep := replayFeedJSON(t, feed, capPath); rep.Arbitrated == nil || rep.Arbitrated.CaptureEnd != "stopped" {
 		t.Fatalf("replay --feed of a capture closed: report %+v, want capture_end stopped", rep.Arbitrated)
@@ -532,6 +525,20 @@ func TestReplayFeedLiveRecovery(t *testing.T) {
 	}
 	if want := fmt.Sprintf("the handler received 2 re-request answers (%d messages), replayed where it received them, and gave up 1 re-requests there; it loaded 1 snapshots (4 messages), 1 of which the capture does not hold", msgs(whole)+msgs(part)); !strings.Contains(text.String(), want) {
 		t.Errorf("replay --feed's text report does not say %q:\n%s", want, text.String())
+	}
+}
+
+// captureDay writes a capture of day's packets at capPath, on both lines,
+// every one 100 us after the one before, B 1 us after A.
+func captureDay(t *testing.T, capPath string, day *demo.Day) {
+	t.Helper()
+	c, t0 := demoCapture(t, capPath)
+	for i, p := range day.Packets {
+		ts := t0 + int64(i)*int64(100*time.Microsecond)
+		c.Put([]rx.Packet{{Line: rx.LineA, Data: p, RxTime: ts}, {Line: rx.LineB, Data: p, RxTime: ts + 1000}}, ts-1)
+	}
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -490,29 +490,10 @@ func generatedDay(t *testing.T, cfg itchgen.Config, pcap bool) []byte {
 func TestReplayFIFO(t *testing.T) {
 	const messages = 5_000
 	day := generatedDay(t, itchgen.Config{Messages: messages, Symbols: 20, Seed: 8}, false)
-	fifo := filepath.Join(t.TempDir(), "day.fifo")
-	if err := unix.Mkfifo(fifo, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	wrote := make(chan error, 1)
-	go func() {
-		f, err := os.OpenFile(fifo, os.O_WRONLY, 0)
-		if err == nil {
-			_, err = f.Write(day)
-			if cerr := f.Close(); err == nil {
-				err = cerr
-			}
-		}
-		wrote <- err
-	}()
+	fifo, wrote := writeFIFO(t, day)
 	var stdout, stderr bytes.Buffer
 	err := replay([]string{"--json", "--quiet", "--settle", "0", fifo}, &stdout, &stderr)
-	// A writer still waiting for a reader (a replay that failed before it
-	// opened the FIFO) is let go: open and close the other end.
-	if f, err := os.OpenFile(fifo, os.O_RDONLY|unix.O_NONBLOCK, 0); err == nil {
-		f.Close()
-	}
-	werr := <-wrote // the replay has closed its end: a write cut short failed
+	werr := wrote()
 	if err != nil {
 		t.Fatalf("replay a FIFO: %v\n%s", err, stderr.String())
 	}
@@ -522,5 +503,35 @@ func TestReplayFIFO(t *testing.T) {
 	}
 	if rep.Messages != messages || rep.Format != "binaryfile" || werr != nil {
 		t.Fatalf("a FIFO of a %d-message BinaryFILE: %d messages, format %s (writer: %v)", messages, rep.Messages, rep.Format, werr)
+	}
+}
+
+// writeFIFO makes a FIFO and writes data to it from a goroutine once a
+// reader opens it. wrote returns the writer's error once the reader is
+// done with the FIFO: a writer still waiting for a reader (one that failed
+// before it opened the FIFO) is let go by opening and closing the other
+// end; a write cut short by the reader's close fails.
+func writeFIFO(t *testing.T, data []byte) (path string, wrote func() error) {
+	t.Helper()
+	path = filepath.Join(t.TempDir(), "in.fifo")
+	if err := unix.Mkfifo(path, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		f, err := os.OpenFile(path, os.O_WRONLY, 0)
+		if err == nil {
+			_, err = f.Write(data)
+			if cerr := f.Close(); err == nil {
+				err = cerr
+			}
+		}
+		done <- err
+	}()
+	return path, func() error {
+		if f, err := os.OpenFile(path, os.O_RDONLY|unix.O_NONBLOCK, 0); err == nil {
+			f.Close()
+		}
+		return <-done
 	}
 }
