@@ -1009,6 +1009,7 @@ func (h *Handler) housekeeping() {
 		moved[i] = time.Now()
 	}
 	withheld := false
+	ticks, nameLost := 0, false
 	for {
 		select {
 		case <-h.done:
@@ -1048,6 +1049,19 @@ func (h *Handler) housekeeping() {
 				withheld = true
 				h.log.Error().Str("thread", names[stalled]).Dur("for", now.Sub(moved[stalled])).
 					Msg("hot thread stopped going round its loop: shm heartbeat withheld, so readers will find the writer dead while it lasts")
+			}
+			// Once a second: is the file still under its name (an
+			// operator's rm leaves the writer publishing into a file
+			// that no reader can open)?
+			if ticks++; ticks%20 == 0 {
+				err := h.w.NameLost()
+				switch {
+				case err != nil && !nameLost:
+					h.log.Error().Err(err).Msg("shm file no longer under its name: strategies that open it now find no books; restart the handler to create it anew")
+				case err == nil && nameLost:
+					h.log.Warn().Str("shm", h.w.Path()).Msg("shm file under its name again")
+				}
+				nameLost = err != nil
 			}
 			if f := clock.ReadStats().Faults; f != clockFaults {
 				clockFaults = f

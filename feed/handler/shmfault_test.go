@@ -117,3 +117,27 @@ func shmFaultChild(t *testing.T, v string) {
 	err := h.Stop()
 	fmt.Printf("stop: %v\nwraps ErrTruncated: %v\n", err, errors.Is(err, shm.ErrTruncated))
 }
+
+// TestShmRemovedLogged: a feed file removed under the running handler (an
+// operator's rm) does not stop it, and readers that have it open read on,
+// but a strategy that opens the name finds nothing: housekeeping finds the
+// name gone within a second and logs it, once. Before, nothing said so.
+func TestShmRemovedLogged(t *testing.T) {
+	var log lockedBuffer
+	name := shmtest.Name(t, "fhshmrm")
+	h := startRx(t, ModeRunToCompletion, nil, &countRx{}, name, zerolog.New(&log), nil)
+	defer h.Stop()
+	if err := os.Remove(h.ShmPath()); err != nil {
+		t.Fatal(err)
+	}
+	const want = "shm file no longer under its name"
+	waitFor(t, "a log line: "+want, func() bool { return strings.Contains(log.String(), want) })
+	if _, err := shm.Open(name); !errors.Is(err, shm.ErrNotExist) {
+		t.Errorf("open of the removed name: %v, want ErrNotExist", err)
+	}
+	select {
+	case <-h.Failed():
+		t.Errorf("the removal stopped the handler: %v", h.Err())
+	default:
+	}
+}

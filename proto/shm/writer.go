@@ -291,6 +291,7 @@ func Create(cfg Config) (*Writer, error) {
 		unix.Munmap(mem)
 		return fail(explainReplace(path, err))
 	}
+	rememberFile(l.generation, f)
 	f.Close()
 	return w, nil
 }
@@ -773,6 +774,7 @@ func (w *Writer) Close() error {
 		w.fault = faultClosed
 	}
 	w.closed.Store(true)
+	forgetFile(w.l.generation)
 	// A Heartbeat that loaded closed before the store above is counted
 	// in beating: it stores its beat into the mapping, so wait for it
 	// (a few stores, unless its goroutine lost the CPU). One that starts

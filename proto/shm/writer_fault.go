@@ -5,9 +5,12 @@ import (
 	"fmt"
 	"os"
 	"runtime/debug"
+	"sync"
 	"sync/atomic"
 	"time"
 	"unsafe"
+
+	"golang.org/x/sys/unix"
 )
 
 // ErrTruncated: the writer's feed file was truncated under its mapping (an
@@ -78,4 +81,60 @@ func (w *Writer) markClosed() (ok bool) {
 	w.storeHeartbeat(time.Now().UnixNano())
 	atomic.StoreUint32(w.m.u32(offState), stateClosed)
 	return true
+}
+
+// files holds the device and inode of each file this process created, by
+// generation, for NameLost: not in the Writer, whose size is kept (see
+// beat).
+var files struct {
+	sync.Mutex
+	id map[uint64][2]uint64
+}
+
+// rememberFile records the device and inode of f, the file of generation
+// gen (Create).
+func rememberFile(gen uint64, f *os.File) {
+	var st unix.Stat_t
+	if unix.Fstat(int(f.Fd()), &st) != nil {
+		return
+	}
+	files.Lock()
+	defer files.Unlock()
+	if files.id == nil {
+		files.id = make(map[uint64][2]uint64)
+	}
+	files.id[gen] = [2]uint64{st.Dev, st.Ino}
+}
+
+// forgetFile drops what rememberFile recorded of generation gen (Close).
+func forgetFile(gen uint64) {
+	files.Lock()
+	delete(files.id, gen)
+	files.Unlock()
+}
+
+// NameLost reports whether the writer's path still names its file: nil
+// while it does (or when it cannot tell: a stat refused), an error when the
+// file was removed (an operator's rm; the writer never removes it while
+// open) or another file took the name. The writer publishes on into its
+// file, which readers that have it open read on, but a reader that opens
+// the name finds nothing, or another file. One stat, for a periodic check
+// (the handler's housekeeping), never on the publish path.
+func (w *Writer) NameLost() error {
+	files.Lock()
+	id, ok := files.id[w.l.generation]
+	files.Unlock()
+	if !ok {
+		return nil
+	}
+	var st unix.Stat_t
+	switch err := unix.Stat(w.path, &st); {
+	case errors.Is(err, unix.ENOENT):
+		return fmt.Errorf("shm file %s removed under the writer: readers that have it open read on, a reader that opens the name finds nothing", w.path)
+	case err != nil:
+		return nil
+	case st.Dev != id[0] || st.Ino != id[1]:
+		return fmt.Errorf("shm file %s replaced under the writer by another file: readers that have the writer's open read on, a reader that opens the name gets the other", w.path)
+	}
+	return nil
 }

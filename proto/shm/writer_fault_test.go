@@ -92,3 +92,28 @@ func TestCloseAfterTruncation(t *testing.T) {
 		t.Errorf("fault after close: %v", err)
 	}
 }
+
+// TestNameLost: NameLost is nil while the writer's path names its file, and
+// says so when the file was removed, or when another file took the name.
+func TestNameLost(t *testing.T) {
+	w := testWriter(t, Config{Instruments: 4, Depth: 2})
+	if err := w.NameLost(); err != nil {
+		t.Fatalf("fresh writer: %v", err)
+	}
+	if err := os.Remove(w.Path()); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.NameLost(); err == nil || !strings.Contains(err.Error(), "removed under the writer") {
+		t.Errorf("removed: %v, want removed under the writer", err)
+	}
+	if err := os.WriteFile(w.Path(), []byte("other"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.NameLost(); err == nil || !strings.Contains(err.Error(), "replaced under the writer") {
+		t.Errorf("replaced: %v, want replaced under the writer", err)
+	}
+	w.Close()
+	if err := w.NameLost(); err != nil {
+		t.Errorf("closed: %v, want nil (nothing to tell)", err)
+	}
+}
