@@ -508,16 +508,42 @@ loop:
 		select {
 		case <-ctx.Done():
 			break loop
+		case <-h.Failed():
+			break loop
 		case <-tick.C:
 			h.LogStats(false)
 		}
 	}
-	logger.Info().Msg("shutting down (signal again to exit at once)")
+	if h.Err() != nil {
+		logger.Error().Err(h.Err()).Msg("shutting down: the books can no longer be published")
+	} else {
+		logger.Info().Msg("shutting down (signal again to exit at once)")
+	}
 	ep.close()
 	err := h.Stop()
 	h.LogStats(true)
+	if errors.Is(err, shm.ErrTruncated) {
+		return shmLostError{err}
+	}
 	return err
 }
+
+// shmLostError is the handler's stop after its shm file was truncated
+// under the writer (an operator's `truncate -s 0`, `: > file`): the books
+// could no longer be published. The process exits exitShmLost, which
+// deploy/feedhandler@.service restarts (Restart=on-failure): the restart
+// creates the file anew, and the readers follow it as after any restart.
+type shmLostError struct{ error }
+
+func (e shmLostError) Unwrap() error { return e.error }
+
+// exitShmLost is shmLostError's exit status: EX_IOERR of sysexits.h. Not 2,
+// the Go runtime's for a crash, which such a fault was before
+// ("unexpected fault address", SIGBUS).
+const exitShmLost = 74
+
+// ExitCode is the process's exit status (main).
+func (shmLostError) ExitCode() int { return exitShmLost }
 
 // ignoreHangup keeps SIGHUP from killing the process, and logs each one.
 // The handler has no reload (docs/OPERATIONS.md), but SIGHUP is the usual

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"runtime/debug"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -206,8 +207,13 @@ type Handler struct {
 	rxDone   chan struct{}
 	stopped  chan struct{} // closed when Stop has finished, with stopErr set
 	stopErr  error
-	wg       sync.WaitGroup // shard threads
-	hk       sync.WaitGroup // housekeeping
+	// failed is closed, with failErr set, when a thread found the shm
+	// file truncated under the writer (shmFault): the books are no longer
+	// published, and the handler's owner stops it (Failed).
+	failed  chan struct{}
+	failErr atomic.Pointer[error]
+	wg      sync.WaitGroup // shard threads
+	hk      sync.WaitGroup // housekeeping
 
 	copiedOwn bool        // receive thread: copyStats copied h's part, the inline shard's is pending
 	rxThread  ThreadSched // set by the receive thread before Start returns
@@ -322,7 +328,7 @@ func StartContext(ctx context.Context, cfg Config) (*Handler, error) {
 	h := &Handler{
 		cfg: cfg, log: cfg.Log, mode: mode,
 		shardOf: make([]uint8, 1<<16), admission: newAdmission(cfg.Symbols),
-		done: make(chan struct{}), rxDone: make(chan struct{}), stopped: make(chan struct{}),
+		done: make(chan struct{}), rxDone: make(chan struct{}), stopped: make(chan struct{}), failed: make(chan struct{}),
 		gapLog: make(chan moldudp64.Range, 64), sessionLog: make(chan [2]moldudp64.Session, 4),
 	}
 	if unusedCore >= 0 {
@@ -371,6 +377,7 @@ func StartContext(ctx context.Context, cfg Config) (*Handler, error) {
 			return nil, fmt.Errorf("start handler: shard %d: %w", i, err)
 		}
 		s.rtPriority = cfg.RTPriority
+		s.fault = h.shmFault
 		h.shards = append(h.shards, s)
 		if err := stopped(nil); err != nil {
 			return nil, err
@@ -466,7 +473,9 @@ func StartContext(ctx context.Context, cfg Config) (*Handler, error) {
 	h.hk.Add(1)
 	go func() {
 		defer h.hk.Done()
-		h.housekeeping()
+		debug.SetPanicOnFault(true) // Heartbeat stores into the mapping (shmFault)
+		for !h.housekeepingGuarded() {
+		}
 	}()
 	return h, nil
 }
@@ -479,6 +488,34 @@ func (h *Handler) receive(pinErr chan<- error) {
 	// rather than going back to the runtime pinned to the core.
 	runtime.LockOSThread()
 	pinErr <- setupThread(h.cfg.ReceiveCore, h.cfg.RTPriority, &h.rxThread)
+	// A store into the shm file truncated under the writer is a panic,
+	// which receiveLoop recovers (shmFault), not a crash of the process.
+	debug.SetPanicOnFault(true)
+	faulted := h.receiveLoop()
+	if h.rec != nil {
+		if err := h.rec.close(); err != nil {
+			h.log.Warn().Err(err).Msg("close recovery")
+		}
+	}
+	if !faulted {
+		h.endBatch()
+		h.finishSweep()
+	}
+	h.copyStats(true)
+	// Close on the thread that used the receiver (io_uring's single issuer).
+	h.closeErr = h.recv.Close()
+}
+
+// receiveLoop is the receive thread's loop, until Stop, or until a store
+// into the shm file faults (true: the file was truncated under the
+// writer; shmFault). The recover is deferred once per thread, not per
+// message.
+func (h *Handler) receiveLoop() (faulted bool) {
+	defer func() {
+		if h.shmFault(recover(), "receive") {
+			faulted = true
+		}
+	}()
 	batch := h.cfg.Receive.BatchSize
 	if batch <= 0 {
 		batch = 64
@@ -571,16 +608,7 @@ func (h *Handler) receive(pinErr chan<- error) {
 			}
 		}
 	}
-	if h.rec != nil {
-		if err := h.rec.close(); err != nil {
-			h.log.Warn().Err(err).Msg("close recovery")
-		}
-	}
-	h.endBatch()
-	h.finishSweep()
-	h.copyStats(true)
-	// Close on the thread that used the receiver (io_uring's single issuer).
-	h.closeErr = h.recv.Close()
+	return false
 }
 
 // captureBatch copies a received batch into the capture's ring when
@@ -981,6 +1009,7 @@ func (h *Handler) housekeeping() {
 		moved[i] = time.Now()
 	}
 	withheld := false
+	ticks, nameLost := 0, false
 	for {
 		select {
 		case <-h.done:
@@ -1021,12 +1050,74 @@ func (h *Handler) housekeeping() {
 				h.log.Error().Str("thread", names[stalled]).Dur("for", now.Sub(moved[stalled])).
 					Msg("hot thread stopped going round its loop: shm heartbeat withheld, so readers will find the writer dead while it lasts")
 			}
+			// Once a second: is the file still under its name (an
+			// operator's rm leaves the writer publishing into a file
+			// that no reader can open)?
+			if ticks++; ticks%20 == 0 {
+				err := h.w.NameLost()
+				switch {
+				case err != nil && !nameLost:
+					h.log.Error().Err(err).Msg("shm file no longer under its name: strategies that open it now find no books; restart the handler to create it anew")
+				case err == nil && nameLost:
+					h.log.Warn().Str("shm", h.w.Path()).Msg("shm file under its name again")
+				}
+				nameLost = err != nil
+			}
 			if f := clock.ReadStats().Faults; f != clockFaults {
 				clockFaults = f
 				logClock(h.log, true)
 			}
 		}
 	}
+}
+
+// housekeepingGuarded runs housekeeping until Stop (true), or until its
+// heartbeat faults on the shm file truncated under the writer (false:
+// shmFault reported it, and the writer, closed by it, beats no more).
+func (h *Handler) housekeepingGuarded() (done bool) {
+	defer func() {
+		if h.shmFault(recover(), "housekeeping") {
+			done = false
+		}
+	}()
+	h.housekeeping()
+	return true
+}
+
+// shmFault handles p, recovered at the top of a thread's loop (receive,
+// shard, housekeeping), whose goroutine set debug.SetPanicOnFault: nil is
+// no panic (false); a fault inside the shm writer's mapping is the feed
+// file truncated under it (an operator's `truncate -s 0`), which the
+// writer turns into an error and a close (shm.Writer.Fault): logged,
+// counted once for the handler (Failed, Err, Stop's error), true, and the
+// thread goes on without publishing. Anything else panics again.
+func (h *Handler) shmFault(p any, thread string) bool {
+	if p == nil {
+		return false
+	}
+	err := h.w.Fault(p)
+	if err == nil {
+		panic(p)
+	}
+	if h.failErr.CompareAndSwap(nil, &err) {
+		close(h.failed)
+	}
+	h.log.Error().Err(err).Str("thread", thread).
+		Msg("shm file truncated under the writer: books no longer published; the handler stops (exit 74), a restart creates the file anew")
+	return true
+}
+
+// Failed is closed when the handler can no longer publish: the shm file
+// was truncated under the writer (Err says so). Its owner then calls Stop,
+// whose error includes Err's.
+func (h *Handler) Failed() <-chan struct{} { return h.failed }
+
+// Err is the error that closed Failed (wrapping shm.ErrTruncated), or nil.
+func (h *Handler) Err() error {
+	if p := h.failErr.Load(); p != nil {
+		return *p
+	}
+	return nil
 }
 
 // logClock says which clock stamps the hot path (internal/clock) and why;
@@ -1215,7 +1306,7 @@ func (h *Handler) Stop() error {
 	if h.capFile != nil {
 		errCap = h.capFile.Close() // after the receive thread: nothing is Put any more
 	}
-	h.stopErr = errors.Join(errRx, errShm, errCap)
+	h.stopErr = errors.Join(h.Err(), errRx, errShm, errCap)
 	return h.stopErr
 }
 

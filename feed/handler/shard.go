@@ -2,6 +2,8 @@ package handler
 
 import (
 	"runtime"
+	"runtime/debug"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -100,8 +102,11 @@ type shard struct {
 	books *book.Books
 	pub   *Publisher
 
-	rtPriority int         // SCHED_FIFO priority of its thread; 0: normal scheduling
-	thread     ThreadSched // set by its thread before Start returns
+	rtPriority int // SCHED_FIFO priority of its thread; 0: normal scheduling
+	// fault handles a panic recovered by its thread's loop (Handler.shmFault;
+	// nil: the panic goes on).
+	fault  func(p any, thread string) bool
+	thread ThreadSched // set by its thread before Start returns
 
 	hist     latency.Histogram // receive timestamp to publish, per live message
 	histPath latency.Histogram // pickup by the receive thread to publish: the handler's own path
@@ -210,6 +215,43 @@ func (s *shard) touch() {
 func (s *shard) run(pinErr chan<- error) {
 	runtime.LockOSThread() // never unlocked: the pinned thread exits with the goroutine
 	pinErr <- setupThread(s.core, s.rtPriority, &s.thread)
+	// A store into the shm file truncated under the writer is a panic,
+	// which loop recovers (shmFault), not a crash of the process.
+	debug.SetPanicOnFault(true)
+	if s.loop() {
+		s.discard()
+	}
+}
+
+// discard releases what the ring holds until it is drained, after a fault
+// on the shm file (loop): the receive thread never waits for room in the
+// ring of a shard that stopped, and Stop finds it drained.
+func (s *shard) discard() {
+	for {
+		if batch := s.ring.PeekWait(256, 50*time.Millisecond); len(batch) != 0 {
+			s.ring.Release(len(batch))
+			continue
+		}
+		s.alive.Add(1)
+		if s.ring.Drained() {
+			return
+		}
+	}
+}
+
+// loop is the shard thread's loop, until its ring is drained after Stop,
+// or until a store into the shm file faults (true: the file was truncated
+// under the writer, reported by shmFault). The recover is deferred once
+// per thread, not per message.
+func (s *shard) loop() (faulted bool) {
+	defer func() {
+		if p := recover(); p != nil {
+			if s.fault == nil {
+				panic(p)
+			}
+			faulted = s.fault(p, "shard "+strconv.Itoa(s.id))
+		}
+	}()
 	const batchMax = 256
 	lastStats := clock.Now()
 	for {
@@ -234,7 +276,7 @@ func (s *shard) run(pinErr chan<- error) {
 			// Drained, not Closed: the wait may have timed out before
 			// the receive thread's last messages and Stop's Close.
 			if s.ring.Drained() {
-				return
+				return false
 			}
 			continue
 		}

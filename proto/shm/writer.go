@@ -143,8 +143,12 @@ type Writer struct {
 	// mapping (Close unmaps it).
 	count atomic.Uint64
 
-	single bool        // Config.SingleWriter
-	closed atomic.Bool // set under mu (Close); loaded without it by the publish path
+	single bool // Config.SingleWriter
+	// fault is faultSeen once Fault found the file truncated under the
+	// mapping (under mu): closed is set, and Close unmaps without
+	// storing, then sets faultClosed. In single's word, beside closed.
+	fault  uint8
+	closed atomic.Bool // set under mu (Close, Fault); loaded without it by the publish path
 	head   uint64      // journal head, single writer only (the writer's own copy)
 
 	// Registration only, after the fields a publish reads.
@@ -287,6 +291,7 @@ func Create(cfg Config) (*Writer, error) {
 		unix.Munmap(mem)
 		return fail(explainReplace(path, err))
 	}
+	rememberFile(l.generation, f)
 	f.Close()
 	return w, nil
 }
@@ -759,12 +764,17 @@ func (w *Writer) LastHeartbeat() time.Time {
 func (w *Writer) Close() error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if w.closed.Load() {
+	if w.closed.Load() && w.fault != faultSeen {
 		return w.closeErr(w.closeErrno)
 	}
-	w.storeHeartbeat(time.Now().UnixNano())
-	atomic.StoreUint32(w.m.u32(offState), stateClosed)
+	if w.fault == 0 && !w.markClosed() {
+		w.fault = faultSeen // truncated under the mapping since the last publish
+	}
+	if w.fault != 0 {
+		w.fault = faultClosed
+	}
 	w.closed.Store(true)
+	forgetFile(w.l.generation)
 	// A Heartbeat that loaded closed before the store above is counted
 	// in beating: it stores its beat into the mapping, so wait for it
 	// (a few stores, unless its goroutine lost the CPU). One that starts
