@@ -1052,8 +1052,15 @@ func (h *Handler) housekeeping() {
 			}
 			// Once a second: is the file still under its name (an
 			// operator's rm leaves the writer publishing into a file
-			// that no reader can open)?
+			// that no reader can open)? Does it still hold the
+			// writer's header (a file cut and grown back to its size,
+			// or another copied over it, gives no fault: the writer
+			// would publish on into pages no reader can use)? A file
+			// cut and not grown back faults here, as the heartbeat.
 			if ticks++; ticks%20 == 0 {
+				if err := h.w.Wiped(); err != nil {
+					h.shmFailed(err, "housekeeping")
+				}
 				err := h.w.NameLost()
 				switch {
 				case err != nil && !nameLost:
@@ -1099,12 +1106,19 @@ func (h *Handler) shmFault(p any, thread string) bool {
 	if err == nil {
 		panic(p)
 	}
+	h.shmFailed(err, thread)
+	return true
+}
+
+// shmFailed reports err, the shm writer's ErrTruncated (from Fault, or
+// from housekeeping's Wiped): logged, and counted once for the handler
+// (Failed, Err, Stop's error).
+func (h *Handler) shmFailed(err error, thread string) {
 	if h.failErr.CompareAndSwap(nil, &err) {
 		close(h.failed)
 	}
 	h.log.Error().Err(err).Str("thread", thread).
 		Msg("shm file truncated under the writer: books no longer published; the handler stops (exit 74), a restart creates the file anew")
-	return true
 }
 
 // Failed is closed when the handler can no longer publish: the shm file

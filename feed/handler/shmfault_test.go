@@ -141,3 +141,40 @@ func TestShmRemovedLogged(t *testing.T) {
 	default:
 	}
 }
+
+// TestShmWipedStops: a feed file cut and grown back to its size under the
+// running handler (`truncate -s 0 f; truncate -s SIZE f`) gives no fault:
+// the writer published on into zero pages, which readers cannot use, and
+// the handler went on as if all were well. Housekeeping now finds the
+// header gone within a second and stops the handler as a fault does
+// (Failed, Stop's error wraps shm.ErrTruncated: exit 74).
+func TestShmWipedStops(t *testing.T) {
+	var log lockedBuffer
+	name := shmtest.Name(t, "fhshmwipe")
+	h := startRx(t, ModeRunToCompletion, nil, &countRx{}, name, zerolog.New(&log), nil)
+	defer h.Stop()
+	fi, err := os.Stat(h.ShmPath())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(h.ShmPath(), 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(h.ShmPath(), fi.Size()); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the handler to fail", func() bool {
+		select {
+		case <-h.Failed():
+			return true
+		default:
+			return false
+		}
+	})
+	if err := h.Stop(); !errors.Is(err, shm.ErrTruncated) {
+		t.Errorf("stop: %v, want ErrTruncated", err)
+	}
+	if want := "shm file truncated under the writer"; !strings.Contains(log.String(), want) {
+		t.Errorf("no log line %q:\n%s", want, log.String())
+	}
+}

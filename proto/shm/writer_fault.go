@@ -138,3 +138,37 @@ func (w *Writer) NameLost() error {
 	}
 	return nil
 }
+
+// Wiped reports whether the writer's file lost the header Create wrote: nil
+// while its magic and generation are the writer's (or once the writer is
+// closed), an error wrapping ErrTruncated when the file was cut and grown
+// back to its size (`truncate -s 0 f; truncate -s SIZE f`) or a copy of
+// another file written over it (cp, which truncates first). The pages are
+// then zero, or another file's, and no store faults: readers fail or
+// misread while the writer publishes on. Wiped then closes the writer as
+// Fault does (Publish and the bindings fail with ErrClosed, Heartbeat does
+// nothing, Close stores nothing). A file cut and not grown back makes the
+// header's load fault: the caller sets debug.SetPanicOnFault and hands the
+// panic to Fault, as for Heartbeat. Two loads of the header, for a
+// periodic check (the handler's housekeeping), never on the publish path,
+// and never while Close runs. A file cut to the header's page or beyond it
+// and grown back keeps the header: Wiped does not see that.
+func (w *Writer) Wiped() error {
+	if w.closed.Load() {
+		return nil
+	}
+	magic := [8]byte(w.m.mem[offMagic : offMagic+8])
+	gen := atomic.LoadUint64(w.m.u64(offGeneration))
+	if magic == Magic && gen == w.l.generation {
+		return nil
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.fault != 0 || w.closed.Load() {
+		return nil
+	}
+	w.fault = faultSeen
+	w.closed.Store(true)
+	return fmt.Errorf("shm file %s cut and grown back, or overwritten, under the writer (header magic %q, generation %#x: the writer's was %#x): %w",
+		w.path, magic[:], gen, w.l.generation, ErrTruncated)
+}

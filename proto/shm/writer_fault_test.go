@@ -117,3 +117,67 @@ func TestNameLost(t *testing.T) {
 		t.Errorf("closed: %v, want nil (nothing to tell)", err)
 	}
 }
+
+// TestWiped: a feed file cut and grown back to its size (`truncate -s 0 f;
+// truncate -s SIZE f`), or another feed file of the same size copied over
+// it, gives no fault: the writer published on into zero pages, or the
+// other file's, and nothing said so. Wiped finds the header not the
+// writer's, says so with ErrTruncated, and closes the writer.
+func TestWiped(t *testing.T) {
+	cfg := Config{Instruments: 4, Depth: 2}
+	for _, tc := range []struct {
+		name string
+		wipe func(t *testing.T, w *Writer)
+	}{
+		{"cut and grown back", func(t *testing.T, w *Writer) {
+			if err := os.Truncate(w.Path(), 0); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Truncate(w.Path(), int64(len(w.m.mem))); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"another file copied over", func(t *testing.T, w *Writer) {
+			other := testWriter(t, cfg)
+			b, err := os.ReadFile(other.Path())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(b) != len(w.m.mem) {
+				t.Fatalf("other file %d bytes, want %d", len(b), len(w.m.mem))
+			}
+			if err := os.WriteFile(w.Path(), b, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := testWriter(t, cfg)
+			if err := w.Register(1, "AAPL"); err != nil {
+				t.Fatal(err)
+			}
+			s := &Snapshot{Locate: 1, Seq: 1}
+			if err := w.Publish(s); err != nil {
+				t.Fatal(err)
+			}
+			if err := w.Wiped(); err != nil {
+				t.Fatalf("fresh file: %v", err)
+			}
+			tc.wipe(t, w)
+			err := w.Wiped()
+			if !errors.Is(err, ErrTruncated) || !strings.Contains(err.Error(), w.Path()) {
+				t.Fatalf("wiped file: %v, want ErrTruncated naming %s", err, w.Path())
+			}
+			if err := w.Publish(s); !errors.Is(err, ErrClosed) {
+				t.Errorf("publish after: %v, want ErrClosed", err)
+			}
+			if err := w.Wiped(); err != nil {
+				t.Errorf("second check: %v, want nil (said once)", err)
+			}
+			w.Heartbeat()
+			if err := w.Close(); err != nil {
+				t.Errorf("close: %v", err)
+			}
+		})
+	}
+}
