@@ -9,6 +9,7 @@ import (
 	"math/bits"
 	"os"
 	"runtime"
+	"runtime/debug"
 	"runtime/pprof"
 	"strconv"
 	"strings"
@@ -232,7 +233,7 @@ func replay(args []string, stdout, stderr io.Writer) error {
 	// a block that overruns the file) stops the loop with an error; the
 	// report of what was applied up to there is still printed, then the
 	// error returned.
-	loopErr := rp.run(arb, r, data, scan)
+	loopErr := rp.runGuarded(arb, r, data, scan)
 	wall := time.Since(rp.start)
 	cpu := cpuTime() - cpu0
 	ru1 := rusage()
@@ -382,6 +383,33 @@ func replay(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stdout, "stopped       %s\n", rep.Error)
 	}
 	return loopErr
+}
+
+// runGuarded is run, with --shm on a goroutine that turns faults into
+// panics (set once) and one recover around the whole loop: the --shm file
+// truncated under the writer (an operator's `truncate -s 0`) made the next
+// publish or heartbeat fault with SIGBUS, and the process died ("unexpected
+// fault address", exit 2). shm.Writer.Fault turns the fault into an error
+// wrapping shm.ErrTruncated and closes the writer (Close then stores
+// nothing); the replay stops there, reports what it applied, and exits 74
+// (shmLostError), as run does. Nothing is added per message.
+func (rp *replayer) runGuarded(arb *arbitrated, r *input.Reader, data []byte, scan *itch.Scanner) (err error) {
+	if rp.w == nil {
+		return rp.run(arb, r, data, scan)
+	}
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		p := recover()
+		if p == nil {
+			return
+		}
+		ferr := rp.w.Fault(p)
+		if ferr == nil {
+			panic(p)
+		}
+		err = shmLostError{ferr}
+	}()
+	return rp.run(arb, r, data, scan)
 }
 
 // run is replay's loop over the input: arbitrated (--feed), a mapped

@@ -4,19 +4,24 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/rs/zerolog"
+	"golang.org/x/sys/unix"
 
 	"github.com/marketfeed/feedhandler/book"
 	"github.com/marketfeed/feedhandler/feed/config"
 	"github.com/marketfeed/feedhandler/feed/handler"
 	"github.com/marketfeed/feedhandler/feed/rx"
+	"github.com/marketfeed/feedhandler/internal/itchgen"
 	"github.com/marketfeed/feedhandler/internal/shmtest"
+	"github.com/marketfeed/feedhandler/proto/shm"
 )
 
 // quietRx is a receiver that never receives anything (the receive loop
@@ -82,4 +87,73 @@ func serveShmLostChild(t *testing.T) {
 		t.Fatalf("serve: %v (context %v); want it to end by itself, exit status %d", err, ctx.Err(), exitShmLost)
 	}
 	fmt.Printf("serve ended by itself, exit status %d: %v\n", ec.ExitCode(), err)
+}
+
+const replayShmTruncEnv = "FH_TEST_REPLAY_SHM_TRUNC" // the child's shm name
+
+// TestReplayShmTruncated: the --shm file truncated under a running replay
+// (`truncate -s 0`) made its next publish fault with SIGBUS, and the
+// process died ("unexpected fault address", "fatal error: fault", exit 2).
+// Now the replay stops with an error wrapping shm.ErrTruncated, exit
+// status 74, as run does. The replay runs in a child process, which the
+// crash killed; its input is a FIFO, truncated between the day's first
+// part and the rest.
+func TestReplayShmTruncated(t *testing.T) {
+	if name := os.Getenv(replayShmTruncEnv); name != "" {
+		replayShmTruncChild(t, name)
+		return
+	}
+	name := shmtest.Name(t, "fhreplay-trunc") // removed here: the child may die
+	cmd := exec.Command(os.Args[0], "-test.run=^TestReplayShmTruncated$", "-test.count=1")
+	cmd.Env = append(os.Environ(), replayShmTruncEnv+"="+name)
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "replay ended, exit status 74, wraps ErrTruncated: true") {
+		t.Fatalf("child: %v; want the replay ended with exit status 74:\n%.2000s", err, out)
+	}
+}
+
+// replayShmTruncChild replays a day from a FIFO with --shm name, truncates
+// the file once the replay created it, feeds the rest, and prints how the
+// replay ended.
+func replayShmTruncChild(t *testing.T, name string) {
+	path, _ := genDayFile(t, itchgen.Config{Messages: 100_000, Symbols: 100, Seed: 5}, false)
+	day, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fifo := filepath.Join(t.TempDir(), "in.fifo")
+	if err := unix.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		f, err := os.OpenFile(fifo, os.O_WRONLY, 0)
+		if err != nil {
+			fmt.Println("open fifo:", err)
+			return
+		}
+		defer f.Close()
+		first := len(day) / 10
+		if _, err := f.Write(day[:first]); err != nil {
+			fmt.Println("write:", err)
+			return
+		}
+		// Bounded: the replay creates the file after it opened the input.
+		for i := 0; i < 2000; i++ {
+			if _, err := os.Stat(shm.Path(name)); err == nil {
+				break
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		if err := os.Truncate(shm.Path(name), 0); err != nil {
+			fmt.Println("truncate:", err)
+			return
+		}
+		f.Write(day[first:]) // fails once the replay stopped reading: the pipe is closed
+	}()
+	err = replay([]string{"--quiet", "--settle", "0", "--shm", name, fifo}, io.Discard, io.Discard)
+	var ec interface{ ExitCode() int }
+	if !errors.As(err, &ec) {
+		t.Fatalf("replay: %v; want an error with an exit status", err)
+	}
+	fmt.Printf("replay ended, exit status %d, wraps ErrTruncated: %v: %v\n", ec.ExitCode(), errors.Is(err, shm.ErrTruncated), err)
 }
