@@ -3,11 +3,12 @@ package uring
 import (
 	"fmt"
 	"os"
-	"slices"
 	"strconv"
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/marketfeed/feedhandler/internal/privilege"
 )
 
 // The sysctls that decide who may create a ring (Linux 6.6+): 0, anyone;
@@ -58,7 +59,7 @@ func RefusedWhy() string {
 		return "kernel.io_uring_disabled is 2: io_uring is off for every process; sysctl -w kernel.io_uring_disabled=0 turns it on, or use receive.backend socket"
 	case ok && mode == 1 && group < 0:
 		return "kernel.io_uring_disabled is 1 and kernel.io_uring_group -1: only processes with cap_sys_admin may use io_uring; set kernel.io_uring_group to a group the handler's user is in (SupplementaryGroups= in the unit) or kernel.io_uring_disabled to 0, or use receive.backend socket"
-	case ok && mode == 1 && inGroup(group):
+	case ok && mode == 1 && privilege.InGroup(group):
 		return fmt.Sprintf("kernel.io_uring_disabled is 1 and this process is in group %d (kernel.io_uring_group), so a seccomp filter (a container runtime's default profile, systemd's SystemCallFilter=) or a security module refuses io_uring_setup to it", group)
 	case ok && mode == 1:
 		return fmt.Sprintf("kernel.io_uring_disabled is 1: only processes with cap_sys_admin or in group %d (kernel.io_uring_group) may use io_uring, and this one is in neither; add the handler's user to group %d (SupplementaryGroups= in the unit), set kernel.io_uring_disabled to 0, or use receive.backend socket", group, group)
@@ -66,15 +67,4 @@ func RefusedWhy() string {
 		return fmt.Sprintf("kernel.io_uring_disabled is %d, so a seccomp filter (a container runtime's default profile, systemd's SystemCallFilter=) or a security module refuses io_uring_setup to this process", mode)
 	}
 	return "a seccomp filter (a container runtime's default profile, systemd's SystemCallFilter=) or a security module refuses io_uring_setup to this process"
-}
-
-// inGroup reports whether this process is in group gid, as the kernel
-// asks for kernel.io_uring_group: its file system gid (the effective one,
-// here) or a supplementary group.
-func inGroup(gid int) bool {
-	if gid == os.Getegid() {
-		return true
-	}
-	groups, _ := os.Getgroups()
-	return slices.Contains(groups, gid)
 }

@@ -164,11 +164,10 @@ func (c *Config) checkSharedMemory(add func(path, format string, args ...any)) {
 		return
 	}
 	gid, err := shm.LookupGroup(c.SHM.Group)
-	if err != nil || gid == os.Getegid() {
+	if err != nil {
 		return // refused above when missing
 	}
-	groups, _ := os.Getgroups()
-	if !slices.Contains(groups, gid) {
+	if !privilege.InGroup(gid) {
 		add("shm.group", "%s (gid %d): this process (uid %d) is not a member and lacks cap_chown, so it cannot give the feed file to the group (SupplementaryGroups= in the unit, docs/OPERATIONS.md section 3)",
 			c.SHM.Group, gid, os.Getuid())
 	}

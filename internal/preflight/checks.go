@@ -710,7 +710,7 @@ func (c *checker) uringAllowed() {
 	if !ok {
 		group = -1
 	}
-	if group >= 0 && inGroup(int(group)) {
+	if group >= 0 && privilege.InGroup(int(group)) {
 		return
 	}
 	what := "backend uring would not start (exit 78)"
@@ -719,16 +719,6 @@ func (c *checker) uringAllowed() {
 	}
 	c.add(Warn, "uring", "kernel.io_uring_disabled is 1 (kernel.io_uring_group %d): this process may use io_uring only because it holds cap_sys_admin; a user without it, as under deploy/feedhandler@.service, may not, and there %s: put that user in the group (SupplementaryGroups= in the unit) or set kernel.io_uring_disabled to 0, and run check as the service runs",
 		group, what)
-}
-
-// inGroup reports whether this process is in group gid: its effective gid
-// or a supplementary group.
-func inGroup(gid int) bool {
-	if gid == os.Getegid() {
-		return true
-	}
-	groups, _ := os.Getgroups()
-	return slices.Contains(groups, gid)
 }
 
 // uringMemlock: io_uring's rings fit under RLIMIT_MEMLOCK, which the kernel

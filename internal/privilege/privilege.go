@@ -7,6 +7,7 @@ import (
 	"os/user"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -375,4 +376,15 @@ func SetRecvBuffer(fd, want int) (granted int, err error) {
 		return 0, nil
 	}
 	return got / 2, nil
+}
+
+// InGroup reports whether this process is in group gid, as the kernel
+// decides it for a group's rights (kernel.io_uring_group, a file's group):
+// its effective gid or a supplementary group.
+func InGroup(gid int) bool {
+	if gid == os.Getegid() {
+		return true
+	}
+	groups, _ := os.Getgroups()
+	return slices.Contains(groups, gid)
 }
