@@ -73,20 +73,31 @@ func (r *Reader) unguardZero(old bool) {
 // panic; ok is false for a panic that is not a fault inside the mapping
 // past the file's end (a truncation's).
 func (r *Reader) faultOffset(p any) (off uintptr, ok bool) {
-	f, isFault := p.(interface{ Addr() uintptr })
-	if !isFault || len(r.m.mem) == 0 {
-		return 0, false
-	}
-	base := uintptr(unsafe.Pointer(unsafe.SliceData(r.m.mem)))
-	a := f.Addr()
-	if a < base || a-base >= uintptr(len(r.m.mem)) {
+	off, ok = r.m.faultOffset(p)
+	if !ok {
 		return 0, false
 	}
 	// A truncation faults only on pages past the file's end: a fault at
 	// an offset the file still covers is something else (a store into
 	// the read-only mapping), a bug, not ErrFormat.
 	var st unix.Stat_t
-	if unix.Fstat(r.fd, &st) == nil && st.Size > int64(a-base) {
+	if unix.Fstat(r.fd, &st) == nil && st.Size > int64(off) {
+		return 0, false
+	}
+	return off, true
+}
+
+// faultOffset is the offset in m of the fault p, recovered from a panic
+// under debug.SetPanicOnFault; ok is false for a panic that is not a
+// fault, or a fault outside m.
+func (m *mapping) faultOffset(p any) (off uintptr, ok bool) {
+	f, isFault := p.(interface{ Addr() uintptr })
+	if !isFault || len(m.mem) == 0 {
+		return 0, false
+	}
+	base := uintptr(unsafe.Pointer(unsafe.SliceData(m.mem)))
+	a := f.Addr()
+	if a < base || a-base >= uintptr(len(m.mem)) {
 		return 0, false
 	}
 	return a - base, true

@@ -8,7 +8,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -40,21 +39,16 @@ const (
 // Nothing of this is on the publish path: the setting is the goroutine's,
 // set once, and the recover is the thread's, at the top of its loop.
 func (w *Writer) Fault(p any) error {
-	f, ok := p.(interface{ Addr() uintptr })
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.fault == faultClosed {
+		return nil
+	}
+	off, ok := w.m.faultOffset(p)
 	if !ok {
 		return nil
 	}
-	w.mu.Lock()
-	defer w.mu.Unlock()
 	mem := w.m.mem
-	if w.fault == faultClosed || len(mem) == 0 {
-		return nil
-	}
-	base := uintptr(unsafe.Pointer(unsafe.SliceData(mem)))
-	a := f.Addr()
-	if a < base || a-base >= uintptr(len(mem)) {
-		return nil
-	}
 	w.fault = faultSeen
 	w.closed.Store(true)
 	size := "the name is gone"
@@ -62,7 +56,7 @@ func (w *Writer) Fault(p any) error {
 		size = fmt.Sprintf("size now %d of %d bytes", fi.Size(), len(mem))
 	}
 	return fmt.Errorf("shm file %s truncated or removed under the writer (%s; fault at offset %d): %w",
-		w.path, size, a-base, ErrTruncated)
+		w.path, size, off, ErrTruncated)
 }
 
 // markClosed stores Close's last heartbeat and the closed state into the
