@@ -825,7 +825,8 @@ func (h *Handler) rebuild(msgs []byte, next uint64) {
 	// is a repair's, recorded apart from the live path's (Repairing).
 	repairing := h.arb.repairing
 	h.arb.repairing = true
-	for msg, rest, ok := snapshotMsg(msgs); ok; msg, rest, ok = snapshotMsg(rest) {
+	it := moldudp64.Packet{Blocks: msgs}.Iter() // the same framing as a packet's blocks
+	for msg, ok := it.Next(); ok; msg, ok = it.Next() {
 		if len(msg) > 0 && msg[0] == glimpseSnapshot {
 			continue
 		}
@@ -835,20 +836,6 @@ func (h *Handler) rebuild(msgs []byte, next uint64) {
 	for _, s := range h.shards {
 		h.pushMarker(s, markerRebuilt, next)
 	}
-}
-
-// snapshotMsg returns the first of a fetched snapshot's messages (msgs:
-// each a 2-byte big-endian length and the message) and those after it; ok
-// is false when no whole message is left.
-func snapshotMsg(msgs []byte) (msg, rest []byte, ok bool) {
-	if len(msgs) < 2 {
-		return nil, nil, false
-	}
-	n := int(msgs[0])<<8 | int(msgs[1])
-	if len(msgs) < 2+n {
-		return nil, nil, false
-	}
-	return msgs[2 : 2+n], msgs[2+n:], true
 }
 
 // sessionChanged is the arbiter's SessionFunc: the first lock is logged; a

@@ -229,7 +229,8 @@ func (r *Replayer) run() {
 		r.arb.Unfreeze(0)
 	case opLoad:
 		r.reset()
-		for msg, rest, ok := snapshotMsg(r.opMsgs); ok; msg, rest, ok = snapshotMsg(rest) {
+		it := moldudp64.Packet{Blocks: r.opMsgs}.Iter()
+		for msg, ok := it.Next(); ok; msg, ok = it.Next() {
 			if len(msg) > 0 && msg[0] == glimpseSnapshot {
 				continue
 			}
