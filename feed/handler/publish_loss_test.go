@@ -55,7 +55,17 @@ func readerThroughLoss(t *testing.T, depth int) {
 	}
 
 	var served atomic.Uint64 // the sequence number after the last packet offered
-	fetch := func(_ context.Context, _ moldudp64.Session, fn func([]byte) error) (Snapshot, error) {
+	// A fetch waits for release: the loop below gives it once it has read
+	// every book flagged during the open gap (or, that state not reached,
+	// after 2000 steps), so that a fetch finishing fast on a loaded machine
+	// cannot skip that check (staleSeen).
+	release := make(chan struct{}, 1)
+	fetch := func(ctx context.Context, _ moldudp64.Session, fn func([]byte) error) (Snapshot, error) {
+		select {
+		case <-release:
+		case <-ctx.Done():
+			return Snapshot{}, ctx.Err()
+		}
 		next := served.Load()
 		for _, m := range msgs[:next-1] {
 			if err := fn(m); err != nil {
@@ -101,6 +111,12 @@ func readerThroughLoss(t *testing.T, depth int) {
 			}
 			time.Sleep(100 * time.Microsecond)
 			step()
+			if k == 2000 {
+				select {
+				case release <- struct{}{}:
+				default:
+				}
+			}
 			if sh.pub.stale && !sh.pub.Sweeping() {
 				// A gap is open and its flag reached every book.
 				for loc, in := range nv.instr {
@@ -112,6 +128,10 @@ func readerThroughLoss(t *testing.T, depth int) {
 						t.Fatalf("packet %d: a gap is open (next %d) and locate %d %s is not flagged possibly stale", i, h.arb.Next(), loc, in.name)
 					}
 					staleSeen++
+				}
+				select {
+				case release <- struct{}{}:
+				default:
 				}
 			}
 		}
