@@ -188,6 +188,28 @@ func (r *Replayer) gap(_ moldudp64.Range, now int64) {
 // order in a batch of both lines is not their receive times').
 func (r *Replayer) settle(datagram bool) {
 	if r.op != 0 && (!r.opGap || !datagram) {
+		r.runAt(false)
+	}
+}
+
+// runAt replays the pending freeze, load or resume before what comes
+// after it. A freeze at a gap no datagram has declared yet was the
+// handler's at an empty poll at the freeze's time (advance: a failed
+// receive call), which the capture does not record (a batch's mark holds
+// only the last empty poll before it): the Arbiter ticks there first,
+// declaring the gap as it did live, and the gap replays the freeze. Run
+// at once, the freeze came before the gap was declared: a snapshot
+// loaded next resumed past the hole with nothing declared missing, the
+// replay's gaps not the handler's.
+func (r *Replayer) runAt(advance bool) {
+	if r.op == opFreeze && r.opGap {
+		if advance {
+			r.arb.Advance(r.opAt)
+		} else {
+			r.arb.Tick(r.opAt)
+		}
+	}
+	if r.op != 0 {
 		r.run()
 	}
 }
@@ -199,7 +221,7 @@ func (r *Replayer) settle(datagram bool) {
 // at a gap declared before t, before it.
 func (r *Replayer) tick(t int64, advance bool) {
 	if r.op != 0 && t > r.opAt {
-		r.run()
+		r.runAt(advance)
 	}
 	if advance {
 		r.arb.Advance(t)
