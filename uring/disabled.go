@@ -42,12 +42,22 @@ func readSysctlInt(path string) (int, bool) {
 	return n, err == nil
 }
 
-// setupRefused is io_uring_setup's EPERM, said with why: the kernel's
-// io_uring_disabled setting, or, with it at 0, a seccomp filter or a
-// security module. Before, 'operation not permitted' alone, which named
-// neither the setting nor its remedy.
+// setupRefused is io_uring_setup's refusal, said with why. EPERM: the
+// kernel's io_uring_disabled setting, or, with it at 0, a seccomp filter
+// or a security module (RefusedWhy). EACCES: a security module, whose
+// io_uring_setup hook (Linux 6.15+) SELinux answers with EACCES. ENOSYS: a
+// kernel without io_uring, or a seccomp filter that answers as one (Nix's
+// build sandbox does). Each is a feature this host lacks, ErrNotSupported,
+// so that auto falls back to the sockets and says why.
 func setupRefused(errno unix.Errno) error {
-	return fmt.Errorf("%w: %w (%s)", ErrNotSupported, errno, RefusedWhy())
+	why := RefusedWhy()
+	switch errno {
+	case unix.EACCES:
+		why = "a security module refuses io_uring_setup to this process (SELinux's io_uring class, checked at io_uring_setup since Linux 6.15, or a BPF LSM program); allow it in the policy, or use receive.backend socket"
+	case unix.ENOSYS:
+		why = "this kernel has no io_uring (built without CONFIG_IO_URING), or a seccomp filter answers ENOSYS as if it had none (a build sandbox, systemd's SystemCallErrorNumber=ENOSYS); use receive.backend socket"
+	}
+	return fmt.Errorf("%w: %w (%s)", ErrNotSupported, errno, why)
 }
 
 // RefusedWhy says why io_uring_setup is refused with EPERM here, from

@@ -25,20 +25,7 @@ func TestSetupRefusedSaysWhy(t *testing.T) {
 	if ok && mode != 0 {
 		t.Skipf("kernel.io_uring_disabled is %d here: the test meets a refusal by a seccomp filter", mode)
 	}
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread() // never unlocked: the thread exits with its filter
-		if err := seccomptest.DenyIOUringSetup(false); err != nil {
-			errc <- err
-			return
-		}
-		r, err := Setup(Params{Entries: 4})
-		if err == nil {
-			r.Close()
-		}
-		errc <- err
-	}()
-	err := <-errc
+	err := setupRefusedWith(unix.EPERM)
 	if err == nil || !errors.Is(err, unix.EPERM) {
 		t.Fatalf("Setup under a filter refusing io_uring_setup: %v, want EPERM", err)
 	}
@@ -87,4 +74,49 @@ func TestRefusedWhy(t *testing.T) {
 			t.Errorf("io_uring_disabled %q, io_uring_group %q: %q, want it to start %q", tc.disabled, tc.group, got, tc.want)
 		}
 	}
+}
+
+// TestSetupRefusedOtherErrno: io_uring_setup refused with EACCES (a
+// security module: SELinux's io_uring class, checked at io_uring_setup
+// since Linux 6.15, or a BPF LSM program) or ENOSYS (a kernel without io_uring, or a
+// seccomp filter answering as if it had none: Nix's build sandbox) is a
+// missing feature as EPERM is, said with why, so that auto falls back to
+// the sockets. Before, EACCES came back as a bare errno ('io_uring_setup:
+// permission denied'), not ErrNotSupported: auto failed the start instead
+// of falling back, and ENOSYS named no cause.
+func TestSetupRefusedOtherErrno(t *testing.T) {
+	for _, tc := range []struct {
+		errno unix.Errno
+		why   string
+	}{
+		{unix.EACCES, "a security module refuses io_uring_setup to this process (SELinux's io_uring class, checked at io_uring_setup since Linux 6.15, or a BPF LSM program)"},
+		{unix.ENOSYS, "this kernel has no io_uring (built without CONFIG_IO_URING), or a seccomp filter answers ENOSYS as if it had none"},
+	} {
+		err := setupRefusedWith(tc.errno)
+		if !errors.Is(err, tc.errno) {
+			t.Fatalf("Setup under a filter refusing io_uring_setup with %v: %v", tc.errno, err)
+		}
+		if !errors.Is(err, ErrNotSupported) || !strings.Contains(err.Error(), tc.why) {
+			t.Errorf("Setup refused with %v: %v; want ErrNotSupported saying %q", tc.errno, err, tc.why)
+		}
+	}
+}
+
+// setupRefusedWith is Setup's error on a thread of its own under a seccomp
+// filter refusing io_uring_setup with errno.
+func setupRefusedWith(errno unix.Errno) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread exits with its filter
+		if err := seccomptest.RefuseIOUringSetup(errno, false); err != nil {
+			errc <- err
+			return
+		}
+		r, err := Setup(Params{Entries: 4})
+		if err == nil {
+			r.Close()
+		}
+		errc <- err
+	}()
+	return <-errc
 }

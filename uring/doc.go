@@ -14,9 +14,9 @@
 //   - RecvmsgOut / ParseRecvmsg: the layout of a buffer filled by a
 //     multishot RECVMSG (struct io_uring_recvmsg_out, name, control, payload).
 //
-// Missing kernel support (ENOSYS, io_uring_disabled (EPERM), an opcode or
-// register operation the kernel does not know) is reported as an error
-// wrapping ErrNotSupported; other errors wrap the errno, so callers compare
+// Missing kernel support (ENOSYS, io_uring_disabled (EPERM), a security
+// module's refusal (EACCES), an opcode or register operation the kernel
+// does not know) is reported as an error wrapping ErrNotSupported; other errors wrap the errno, so callers compare
 // with errors.Is.
 //
 // A Ring is not safe for concurrent use: one goroutine submits and reaps.

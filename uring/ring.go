@@ -62,7 +62,7 @@ func Setup(p Params) (*Ring, error) {
 		kp.CQEntries = p.CQEntries
 	}
 	fd, _, errno := unix.Syscall(unix.SYS_IO_URING_SETUP, uintptr(p.Entries), uintptr(unsafe.Pointer(&kp)), 0)
-	if errno == unix.EPERM {
+	if errno == unix.EPERM || errno == unix.EACCES || errno == unix.ENOSYS {
 		return nil, fmt.Errorf("io_uring_setup: %w", setupRefused(errno))
 	}
 	if errno != 0 {

@@ -16,8 +16,9 @@ import (
 // uringRx is the io_uring backend: one ring, one provided buffer ring, one
 // multishot RECVMSG per line socket (user data = line). A completion names
 // the buffer holding io_uring_recvmsg_out, the source address, the control
-// messages (kernel timestamp, drop counter) and the payload; the packet is a
-// view into it until Release gives the buffer id back to the buffer ring.
+// message (the kernel timestamp; the sockets' drops are read with
+// SO_MEMINFO, dropGauge) and the payload; the packet is a view into it
+// until Release gives the buffer id back to the buffer ring.
 //
 // Setup flags. With Config.LockedThread the ring uses
 // SINGLE_ISSUER|DEFER_TASKRUN|R_DISABLED and the first Receive enables it,

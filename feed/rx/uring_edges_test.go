@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -12,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/marketfeed/feedhandler/internal/netlab"
+	"github.com/marketfeed/feedhandler/internal/seccomptest"
 	"github.com/marketfeed/feedhandler/uring"
 )
 
@@ -226,4 +228,53 @@ func TestAutoRingAboveUringLimit(t *testing.T) {
 	senders := labSenders(t, lab, lines, 10000)
 	sendAfter(t, senders, 50)
 	expectLines(t, r, senders, 50)
+}
+
+// TestAutoUringRefusedFallsBack: io_uring_setup refused, whatever the
+// errno the refusal takes (EPERM: kernel.io_uring_disabled or a container's
+// seccomp profile; EACCES: a security module, SELinux's io_uring class
+// since Linux 6.15; ENOSYS: a kernel without io_uring, or a
+// sandbox's filter answering as one), makes auto fall back to the sockets
+// and log why. Here a seccomp filter on the opening thread refuses it,
+// and AF_XDP falls back first (veth has no zero-copy). Before, EACCES was
+// no ErrNotSupported: "open receiver (auto): open uring backend: probe
+// multishot recvmsg: io_uring_setup: permission denied", nothing opened.
+func TestAutoUringRefusedFallsBack(t *testing.T) {
+	lab := netlab.ForTest(t, netlab.Options{Prefix: "h202"})
+	for _, tc := range []struct {
+		errno unix.Errno
+		why   string
+	}{
+		{unix.EPERM, "a seccomp filter"},
+		{unix.EACCES, "a security module refuses io_uring_setup"},
+		{unix.ENOSYS, "this kernel has no io_uring"},
+	} {
+		var logs bytes.Buffer
+		cfg := Config{Backend: BackendAuto, Lines: labLines(lab), ZeroCopy: "on", Log: zerolog.New(&logs)}
+		var r Receiver
+		err := netlab.Do(lab.Dst, func() error {
+			// Locked twice: netlab.Do's unlock leaves this thread
+			// locked, so it exits with its filter instead of going
+			// back to the pool.
+			runtime.LockOSThread()
+			if err := seccomptest.RefuseIOUringSetup(tc.errno, false); err != nil {
+				return err
+			}
+			var err error
+			r, err = Open(cfg)
+			return err
+		})
+		if err != nil {
+			t.Fatalf("io_uring_setup refused with %v: %v; log:\n%s", tc.errno, err, logs.String())
+		}
+		r.Close()
+		if !strings.HasPrefix(r.Backend(), BackendSocket) {
+			t.Errorf("io_uring_setup refused with %v: auto chose %q, want %s", tc.errno, r.Backend(), BackendSocket)
+		}
+		for _, w := range []string{"uring backend unavailable here, falling back to socket", tc.errno.Error(), tc.why} {
+			if !strings.Contains(logs.String(), w) {
+				t.Errorf("io_uring_setup refused with %v: log lacks %q:\n%s", tc.errno, w, logs.String())
+			}
+		}
+	}
 }

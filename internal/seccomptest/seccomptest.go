@@ -1,8 +1,10 @@
-// Package seccomptest refuses io_uring_setup(2) with EPERM through a
-// seccomp filter, as a container runtime's default profile or systemd's
-// SystemCallFilter= does: tests use it to meet a refused io_uring on a
-// host where it is enabled, without kernel.io_uring_disabled, a global
-// setting that would refuse it to every other process of the host too.
+// Package seccomptest refuses io_uring_setup(2) through a seccomp filter,
+// with EPERM as a container runtime's default profile or systemd's
+// SystemCallFilter= does, or with another errno (EACCES, as a security
+// module does; ENOSYS, as a build sandbox does): tests use it to meet a
+// refused io_uring on a host where it is enabled, without
+// kernel.io_uring_disabled, a global setting that would refuse it to every
+// other process of the host too.
 package seccomptest
 
 import (
@@ -18,11 +20,15 @@ import (
 // of the process (a child process before it runs its command). It sets
 // no_new_privs first, which a filter needs without cap_sys_admin; both
 // last for the thread (process) and whatever it starts.
-func DenyIOUringSetup(all bool) error {
+func DenyIOUringSetup(all bool) error { return RefuseIOUringSetup(unix.EPERM, all) }
+
+// RefuseIOUringSetup is DenyIOUringSetup with io_uring_setup failing with
+// errno.
+func RefuseIOUringSetup(errno unix.Errno, all bool) error {
 	filter := []unix.SockFilter{
 		{Code: unix.BPF_LD | unix.BPF_W | unix.BPF_ABS, K: 0}, // seccomp_data.nr
 		{Code: unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K, Jt: 0, Jf: 1, K: unix.SYS_IO_URING_SETUP},
-		{Code: unix.BPF_RET | unix.BPF_K, K: unix.SECCOMP_RET_ERRNO | uint32(unix.EPERM)},
+		{Code: unix.BPF_RET | unix.BPF_K, K: unix.SECCOMP_RET_ERRNO | uint32(errno)},
 		{Code: unix.BPF_RET | unix.BPF_K, K: unix.SECCOMP_RET_ALLOW},
 	}
 	prog := unix.SockFprog{Len: uint16(len(filter)), Filter: &filter[0]}
