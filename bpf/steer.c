@@ -12,7 +12,7 @@
 // Handles up to two 802.1Q/802.1ad tags and IPv4 headers with options.
 //
 // A line frame must be to a multicast or broadcast MAC address, or to the
-// interface's own (own_mac_hi, own_mac_lo, set by the loader), as the
+// interface's own (own_mac, set by the loader), as the
 // kernel requires: one to another unicast address, which a NIC in
 // promiscuous mode (tcpdump, a bridge) hands up, is another host's, counted
 // in other_host and passed to the kernel, which drops it.
@@ -95,10 +95,11 @@ struct counters {
 	__u64 other_host;    // a line's group and port to another host's MAC address: given to the kernel
 };
 
-// The interface's MAC address (Program.SetMAC), its first four bytes and
-// last two as they lie in the frame.
-volatile __u32 own_mac_hi;
-volatile __u16 own_mac_lo;
+// The interface's MAC address (Program.SetMAC): its first four bytes as
+// they lie in the frame in the low 32 bits, its last two in the 16 above.
+// One aligned 64-bit word, loaded once and stored at once, so that a
+// frame never meets half of the old address and half of the new one.
+volatile __u64 own_mac;
 
 
 // Metadata in front of a redirected frame, in native byte order. 32-bit
@@ -188,8 +189,11 @@ static __always_inline enum verdict classify(struct xdp_md *ctx, const int vlans
 	// (a switch converting multicast to unicast); one to any other address
 	// is another host's, seen in promiscuous mode (PACKET_OTHERHOST),
 	// which it drops. Looked up as KEY_OTHER_HOST, which no line has.
-	if (!(*(__u8 *)data & 1) && (*(__u32 *)data != own_mac_hi || *(__u16 *)(data + 4) != own_mac_lo))
-		key.vlan = KEY_OTHER_HOST;
+	if (!(*(__u8 *)data & 1)) {
+		__u64 mac = own_mac;
+		if (*(__u32 *)data != (__u32)mac || *(__u16 *)(data + 4) != (__u16)(mac >> 32))
+			key.vlan = KEY_OTHER_HOST;
+	}
 	if (proto != be16(ETH_P_IP))
 		return PASS;
 

@@ -48,8 +48,7 @@ const (
 	steerMapXsks          = "xsks"
 	steerProgXdpSteer     = "xdp_steer"
 	steerProgXdpSteerVlan = "xdp_steer_vlan"
-	steerVarOwnMacHi      = "own_mac_hi"
-	steerVarOwnMacLo      = "own_mac_lo"
+	steerVarOwnMac        = "own_mac"
 	steerVarStampMeta     = "stamp_meta"
 )
 
@@ -112,8 +111,7 @@ type steerMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type steerVariableSpecs struct {
-	OwnMacHi  *ebpf.VariableSpec `ebpf:"own_mac_hi"`
-	OwnMacLo  *ebpf.VariableSpec `ebpf:"own_mac_lo"`
+	OwnMac    *ebpf.VariableSpec `ebpf:"own_mac"`
 	StampMeta *ebpf.VariableSpec `ebpf:"stamp_meta"`
 }
 
@@ -154,8 +152,7 @@ func (m *steerMaps) Close() error {
 //
 // It can be passed to loadSteerObjects or ebpf.CollectionSpec.LoadAndAssign.
 type steerVariables struct {
-	OwnMacHi  *ebpf.Variable `ebpf:"own_mac_hi"`
-	OwnMacLo  *ebpf.Variable `ebpf:"own_mac_lo"`
+	OwnMac    *ebpf.Variable `ebpf:"own_mac"`
 	StampMeta *ebpf.Variable `ebpf:"stamp_meta"`
 }
 

@@ -538,3 +538,62 @@ func TestSetMAC(t *testing.T) {
 		t.Error("SetMAC took a 5-byte address")
 	}
 }
+
+// TestSetMACNeverTorn changes the interface's address back and forth
+// (SetMAC) while the program runs on frames to the two addresses that mix
+// one's first four bytes with the other's last two: no state SetMAC sets
+// takes either, so a frame to them taken as the interface's saw half of
+// one address and half of the other (the two halves written apart).
+func TestSetMACNeverTorn(t *testing.T) {
+	p := loadForTest(t)
+	if err := p.SetLine(testGroup, 26400, 0, netip.Addr{}); err != nil {
+		t.Fatal(err)
+	}
+	a := []byte{0x02, 0, 0, 0x0a, 0, 0x0a}
+	b := []byte{0x02, 0, 0, 0x0b, 0, 0x0b}
+	mixed := [][]byte{{0x02, 0, 0, 0x0a, 0, 0x0b}, {0x02, 0, 0, 0x0b, 0, 0x0a}}
+	var frames [][]byte
+	for _, mac := range mixed {
+		frames = append(frames, frameSpec{src: netip.AddrPortFrom(testSource, 1), dst: netip.AddrPortFrom(testGroup, 26400), dstMAC: mac}.bytes())
+	}
+	stop := make(chan struct{})
+	done := make(chan error)
+	changes := 0
+	go func() {
+		for {
+			for _, mac := range [][]byte{a, b} {
+				if err := p.SetMAC(mac); err != nil {
+					done <- err
+					return
+				}
+				changes++
+			}
+			select {
+			case <-stop:
+				done <- nil
+				return
+			default:
+			}
+		}
+	}()
+	before := counters(t, p)
+	runs := 0
+	for range 50 {
+		for _, f := range frames {
+			if _, err := p.XDP().Run(&ebpf.RunOptions{Data: f, Repeat: 5000}); err != nil {
+				close(stop)
+				<-done
+				t.Fatal(err)
+			}
+			runs += 5000
+		}
+	}
+	close(stop)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	d := sub(counters(t, p), before)
+	if d.NoSocket != 0 {
+		t.Errorf("%d of %d frames to an address SetMAC never set (half %x, half %x) were taken as the interface's, over %d changes: %+v", d.NoSocket, runs, a, b, changes, d)
+	}
+}

@@ -132,7 +132,8 @@ type xdpRx struct {
 	next     int  // queue to read first (round robin)
 	// checkedAt: when checkBound last ran (at most once a poll timeout,
 	// when Receive is about to wait, or every busyCheckBatches batches it
-	// returned without waiting: batches).
+	// returned without waiting: batches). batches counts busy-poll passes
+	// too, for linkEventsUnpolled.
 	checkedAt time.Time
 	batches   uint32
 	pfds      []unix.PollFd
@@ -620,6 +621,7 @@ func (r *xdpRx) Receive(pkts []Packet) (int, error) {
 			// another device keeps the receiver busy would go unsaid
 			// until every line is quiet.
 			if r.batches++; r.batches%busyCheckBatches == 0 {
+				r.linkEventsUnpolled()
 				r.checkBoundAt(time.Now())
 			}
 			return got, nil
@@ -643,6 +645,9 @@ func (r *xdpRx) Receive(pkts []Packet) (int, error) {
 				if err := r.wake(q); err != nil {
 					return 0, err
 				}
+			}
+			if r.batches++; r.batches%busyCheckBatches == 0 {
+				r.linkEventsUnpolled()
 			}
 			continue
 		}
@@ -755,9 +760,9 @@ func (r *xdpRx) wake(q *xdpQueue) error {
 // thread takes to wake, not up to a poll timeout. Receive calls it when
 // poll(2) says linkFD is readable or has an error: rtnetlink's ENOBUFS
 // may be pending with no notification queued (POLLERR alone), which
-// every poll reports at once until a read takes it (not while busy: a
-// receiver that returns packets without waiting, or busy polls, runs the
-// checks once a poll timeout as before). Reads a bounded number of
+// every poll reports at once until a read takes it; and, busy (returning
+// packets without waiting, or busy polling), every busyCheckBatches
+// batches or passes (linkEventsUnpolled). Reads a bounded number of
 // datagrams; an overrun (ENOBUFS: notifications lost) counts as one of
 // r's.
 func (r *xdpRx) linkEvents() {
@@ -775,6 +780,19 @@ func (r *xdpRx) linkEvents() {
 	}
 	if ours {
 		r.checkedAt = time.Time{}
+	}
+}
+
+// linkEventsUnpolled reads the link notifications (linkEvents) where
+// Receive does not wait in poll(2), which would say they are there: a
+// receiver that returns batches without waiting, and a busy-polling one,
+// which never waits. Called every busyCheckBatches batches returned and
+// busy-poll passes: one read (EAGAIN, mostly) in that many, so that such
+// a receiver too follows a device's new MAC address (or its deletion)
+// within that many batches or passes, not a poll timeout later.
+func (r *xdpRx) linkEventsUnpolled() {
+	if r.linkFD >= 0 {
+		r.linkEvents()
 	}
 }
 

@@ -314,16 +314,23 @@ func TestXDPFollowsMAC(t *testing.T) {
 // bound, few of them counted in xdp_other_host (sent before the thread
 // woke). Before, every line frame to the new address counted there for up
 // to a poll timeout (the handler's default: 5 ms; the package's: 100 ms)
-// and was lost to its line: a gap for recovery.
+// and was lost to its line: a gap for recovery. A busy-polling receiver
+// never waits in poll(2): it reads the notifications every
+// busyCheckBatches passes (before, it never read them, and took the
+// change with its checks a poll timeout later: "none of N line frames
+// sent to the new address in 20 s arrived").
 func TestXDPFollowsMACAtOnce(t *testing.T) {
 	lab := xdpNewLab(t, netlab.Options{Prefix: "m191"})
 	src := netip.AddrPortFrom(lab.SrcIP, 40001)
 	unicast := netip.AddrPortFrom(lab.DstIP, xdpTestPort+1)
-	newMACs := []net.HardwareAddr{{0x02, 0x19, 0x01, 0, 0, 0x01}, {0x02, 0x19, 0x01, 0, 0, 0x02}}
-	for i, mode := range []string{"native", "generic"} {
-		t.Run(mode, func(t *testing.T) {
+	newMACs := []net.HardwareAddr{{0x02, 0x19, 0x01, 0, 0, 0x01}, {0x02, 0x19, 0x01, 0, 0, 0x02}, {0x02, 0x19, 0x01, 0, 0, 0x03}}
+	for i, tc := range []struct {
+		name, mode string
+		busyPoll   bool
+	}{{"native", "native", false}, {"generic", "generic", false}, {"busy poll", "native", true}} {
+		t.Run(tc.name, func(t *testing.T) {
 			var logs bytes.Buffer
-			r := xdpOpen(t, lab, Config{PollTimeout: time.Minute, XDPMode: mode,
+			r := xdpOpen(t, lab, Config{PollTimeout: time.Minute, XDPMode: tc.mode, BusyPoll: tc.busyPoll,
 				Log:   zerolog.New(zerolog.SyncWriter(&logs)),
 				Lines: []LineConfig{{Name: "B", Interface: lab.DstIf, Group: unicast.Addr(), Port: unicast.Port()}}})
 			defer r.Close()
@@ -378,4 +385,82 @@ func TestXDPFollowsMACAtOnce(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestXDPFollowsMACWhileBusy: a receiver that never waits, each Receive
+// returning the next of a backlog of line frames, takes the interface's
+// new MAC address within busyCheckBatches batches, from the link
+// notification it reads itself (poll(2), which would say it is there, is
+// not called): a frame to the new address sent after 3*busyCheckBatches
+// such batches is the line's. The poll timeout is a minute, so the checks
+// the receiver runs once a poll timeout cannot be what followed it.
+// Before, it took the change only with those checks, or once it waited:
+// "the probe to the new address ... counted in xdp_other_host".
+func TestXDPFollowsMACWhileBusy(t *testing.T) {
+	lab := xdpNewLab(t, netlab.Options{Prefix: "h203"})
+	src := netip.AddrPortFrom(lab.SrcIP, 40001)
+	unicast := netip.AddrPortFrom(lab.DstIP, xdpTestPort+1)
+	group := netip.AddrPortFrom(xdpTestGroup, xdpTestPort)
+	r := xdpOpen(t, lab, Config{PollTimeout: time.Minute, Lines: []LineConfig{
+		{Name: "A", Interface: lab.DstIf, Group: group.Addr(), Port: group.Port()},
+		{Name: "B", Interface: lab.DstIf, Group: unicast.Addr(), Port: unicast.Port()}}})
+	defer r.Close()
+	x := r.(*xdpRx)
+	x.checkedAt = time.Now() // the start's checks are done: the next in a minute
+	raw := xdpNewRawSender(t, lab)
+	// The backlog: line A's frames, none read yet (the rx ring holds them).
+	const backlog = 4 * busyCheckBatches
+	redirected := func() uint64 { return r.Stats().Extra.Get("xdp_redirected") }
+	base := redirected()
+	for i := range backlog {
+		f := xdpFrame(src, group, nil, 0, []byte(fmt.Sprintf("a %d", i)))
+		xdpSeal(f, 14, true)
+		raw.send(t, f)
+	}
+	waitCounter := func(what string, ok func() bool) {
+		t.Helper()
+		for i := 0; !ok(); i++ {
+			if i == 2000 {
+				t.Fatalf("timed out waiting for %s; stats %+v", what, r.Stats())
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	waitCounter("the backlog to be redirected", func() bool { return redirected()-base >= backlog })
+	mac := net.HardwareAddr{0x02, 0x20, 0x03, 0, 0, 0x01}
+	if _, err := lab.Exec(lab.Dst, "ip", "link", "set", "dev", lab.DstIf, "address", mac.String()); err != nil {
+		t.Fatal(err)
+	}
+	pkts := make([]Packet, 1)
+	for i := range 3 * busyCheckBatches {
+		n, err := r.Receive(pkts)
+		if err != nil || n != 1 || string(pkts[0].Data) != fmt.Sprintf("a %d", i) {
+			t.Fatalf("Receive %d of the backlog: %d packets (%q), %v", i, n, pkts[0].Data, err)
+		}
+		r.Release(pkts[:n])
+	}
+	other := r.Stats().Extra.Get("xdp_other_host")
+	probe := xdpFrame(src, unicast, nil, 0, []byte("probe"))
+	copy(probe, mac)
+	xdpSeal(probe, 14, true)
+	before := redirected()
+	raw.send(t, probe)
+	waitCounter("the probe to reach the program", func() bool {
+		return redirected() > before || r.Stats().Extra.Get("xdp_other_host") > other
+	})
+	if n := r.Stats().Extra.Get("xdp_other_host") - other; n != 0 {
+		t.Fatalf("the probe to the new address %v, sent after %d batches returned without waiting, counted in xdp_other_host: the receiver has not followed the change", mac, 3*busyCheckBatches)
+	}
+	for range backlog - 3*busyCheckBatches + 1 {
+		n, err := r.Receive(pkts)
+		if err != nil || n != 1 {
+			t.Fatalf("Receive: %d packets, %v", n, err)
+		}
+		last := string(pkts[0].Data)
+		r.Release(pkts[:n])
+		if last == "probe" {
+			return
+		}
+	}
+	t.Fatal("the probe, redirected, was not received after the backlog")
 }
