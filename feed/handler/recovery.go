@@ -770,6 +770,12 @@ func (r *recovery) startSnapshot(now int64, atGap bool) {
 	if r.client != nil {
 		r.client.Cancel()
 	}
+	// The freeze gives the range being re-requested up (the arbiter's
+	// RecoveriesAbandoned): not filled. Kept as the range recovered, it
+	// was recorded repaired by re-request (an event, a recovery time) at
+	// the next missing range once a failed snapshot resumed delivery, the
+	// same range found missing again.
+	r.cur = moldudp64.Range{}
 	if r.started == 0 {
 		r.started = now
 	}
