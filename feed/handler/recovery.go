@@ -1081,10 +1081,16 @@ func (r *recovery) loadSnapshot(res snapResult, now int64) {
 	// stays open: delivery resumes at that number (Unfreeze below), so what
 	// a gap held past it is missing in the arbiter again, and re-requested
 	// or declared (and opened again) like any other range.
+	// Each repair's time runs from its range's detection, in the events
+	// and in the histogram alike: from the start of the recovery (r.started),
+	// the histogram left out a failed attempt and the wait before this
+	// one (started anew at each fetch), and had one time per snapshot
+	// whatever it repaired.
 	end := r.snapFrom
 	for i, g := range r.open {
 		if g.End() <= res.snap.Next {
 			r.stats.RecoveredBySnapshot++
+			r.hist.Record(now - r.openAt[i])
 			r.event(RecoveryEvent{Range: g, By: "snapshot", Took: time.Duration(now - r.openAt[i]), NextSeq: res.snap.Next})
 		}
 		end = max(end, g.End())
@@ -1139,10 +1145,7 @@ func (r *recovery) loadSnapshot(res snapResult, now int64) {
 	} else {
 		r.resetRetry()
 	}
-	if r.started != 0 {
-		r.hist.Record(now - r.started)
-		r.started = 0
-	}
+	r.started = 0
 	r.pendingWhole = false
 	r.h.markWhole()
 }
