@@ -475,9 +475,11 @@ func (r *recovery) enabled() bool { return r.client != nil || r.cfg.Snapshot != 
 func (r *recovery) missing(rg moldudp64.Range, now int64) bool {
 	r.stats.GapsDetected++
 	r.handed = rg
-	if r.started != 0 && len(r.open) == 0 && r.cur.Count > 0 {
+	if r.started != 0 && r.cur.Count > 0 {
 		// The previous range was filled just now (the arbiter asks for
-		// the next one on the same call).
+		// the next one on the same call): a range given up is not kept
+		// (addOpen, startSnapshot, sessionChanged), and a range declared
+		// before it and still open is another's.
 		r.filled(now)
 	}
 	r.started = now
@@ -666,7 +668,9 @@ func (r *recovery) poll(now int64) {
 	}
 	if r.started != 0 {
 		if _, busy := a.Recovering(); !busy && !r.fetching && (r.client == nil || !r.client.Active()) {
-			if len(r.open) == 0 && r.cur.Count > 0 {
+			if r.cur.Count > 0 {
+				// Filled, whatever else is open (a range declared before
+				// it, waiting for a snapshot or, with none, for ever).
 				r.filled(now)
 			}
 			if len(r.open) == 0 && !r.wantSnap {
