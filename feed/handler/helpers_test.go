@@ -121,10 +121,17 @@ func (s *scriptedServer) answer(t *testing.T, to netip.AddrPort, pkt []byte) {
 // with the arbiter's LineTimeout and the client's Timeout given.
 func scriptedRecovery(t *testing.T, lineTimeout, timeout time.Duration) (*scriptedServer, *Handler, *shard, *recovery) {
 	t.Helper()
+	return scriptedSnapshotRecovery(t, lineTimeout, timeout, nil)
+}
+
+// scriptedSnapshotRecovery is scriptedRecovery with snapshots from snap
+// too (nil: none).
+func scriptedSnapshotRecovery(t *testing.T, lineTimeout, timeout time.Duration, snap SnapshotFunc) (*scriptedServer, *Handler, *shard, *recovery) {
+	t.Helper()
 	srv := newScriptedServer(t)
 	h, sh := oneShardHandler(t, 0, smallBooks)
 	rec := withRecovery(t, h, ArbiterConfig{Lines: 1, LineTimeout: lineTimeout, Grace: time.Microsecond, Hold: time.Millisecond},
-		RecoveryConfig{Rerequest: rerequest.Config{Servers: []netip.AddrPort{srv.addr()}, Timeout: timeout}})
+		RecoveryConfig{Rerequest: rerequest.Config{Servers: []netip.AddrPort{srv.addr()}, Timeout: timeout}, Snapshot: snap})
 	return srv, h, sh, rec
 }
 

@@ -475,9 +475,11 @@ func (r *recovery) enabled() bool { return r.client != nil || r.cfg.Snapshot != 
 func (r *recovery) missing(rg moldudp64.Range, now int64) bool {
 	r.stats.GapsDetected++
 	r.handed = rg
-	if r.started != 0 && len(r.open) == 0 && r.cur.Count > 0 {
+	if r.started != 0 && r.cur.Count > 0 {
 		// The previous range was filled just now (the arbiter asks for
-		// the next one on the same call).
+		// the next one on the same call): a range given up is not kept
+		// (addOpen, startSnapshot, sessionChanged), and a range declared
+		// before it and still open is another's.
 		r.filled(now)
 	}
 	r.started = now
@@ -666,7 +668,9 @@ func (r *recovery) poll(now int64) {
 	}
 	if r.started != 0 {
 		if _, busy := a.Recovering(); !busy && !r.fetching && (r.client == nil || !r.client.Active()) {
-			if len(r.open) == 0 && r.cur.Count > 0 {
+			if r.cur.Count > 0 {
+				// Filled, whatever else is open (a range declared before
+				// it, waiting for a snapshot or, with none, for ever).
 				r.filled(now)
 			}
 			if len(r.open) == 0 && !r.wantSnap {
@@ -770,6 +774,12 @@ func (r *recovery) startSnapshot(now int64, atGap bool) {
 	if r.client != nil {
 		r.client.Cancel()
 	}
+	// The freeze gives the range being re-requested up (the arbiter's
+	// RecoveriesAbandoned): not filled. Kept as the range recovered, it
+	// was recorded repaired by re-request (an event, a recovery time) at
+	// the next missing range once a failed snapshot resumed delivery, the
+	// same range found missing again.
+	r.cur = moldudp64.Range{}
 	if r.started == 0 {
 		r.started = now
 	}
@@ -1075,10 +1085,16 @@ func (r *recovery) loadSnapshot(res snapResult, now int64) {
 	// stays open: delivery resumes at that number (Unfreeze below), so what
 	// a gap held past it is missing in the arbiter again, and re-requested
 	// or declared (and opened again) like any other range.
+	// Each repair's time runs from its range's detection, in the events
+	// and in the histogram alike: from the start of the recovery (r.started),
+	// the histogram left out a failed attempt and the wait before this
+	// one (started anew at each fetch), and had one time per snapshot
+	// whatever it repaired.
 	end := r.snapFrom
 	for i, g := range r.open {
 		if g.End() <= res.snap.Next {
 			r.stats.RecoveredBySnapshot++
+			r.hist.Record(now - r.openAt[i])
 			r.event(RecoveryEvent{Range: g, By: "snapshot", Took: time.Duration(now - r.openAt[i]), NextSeq: res.snap.Next})
 		}
 		end = max(end, g.End())
@@ -1133,10 +1149,7 @@ func (r *recovery) loadSnapshot(res snapResult, now int64) {
 	} else {
 		r.resetRetry()
 	}
-	if r.started != 0 {
-		r.hist.Record(now - r.started)
-		r.started = 0
-	}
+	r.started = 0
 	r.pendingWhole = false
 	r.h.markWhole()
 }
