@@ -847,6 +847,41 @@ func TestByteOrderMark(t *testing.T) {
 	}
 }
 
+// TestLineEndings: a file saved with CR LF (Windows) or CR alone (classic
+// Mac) line ends parses like the LF file, and each problem is named at the
+// same line. Before, a byte that is not UTF-8 in a CR-only file was named
+// at line 1 (its lines were counted by LF alone), where the parser's own
+// problems had the right line.
+func TestLineEndings(t *testing.T) {
+	want, err := Parse("t.yaml", []byte(base))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := map[string]string{
+		"out of range": edit(t, "port: 26478", "port: 0"),
+		"not UTF-8":    edit(t, "  depth: 10", "  depth: 10 # caf\xe9"),
+		"duplicate":    edit(t, "  depth: 10", "  depth: 10\n  depth: 12"),
+		"tab":          edit(t, "  depth: 10", "\tdepth: 10"),
+		"unknown":      edit(t, "  depth: 10", "  deph: 10"),
+	}
+	for _, eol := range []string{"\r\n", "\r"} {
+		got, err := Parse("t.yaml", []byte(strings.ReplaceAll(base, "\n", eol)))
+		if err != nil {
+			t.Fatalf("%q line ends: %v", eol, err)
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("%q line ends:\n got %+v\nwant %+v", eol, got, want)
+		}
+		for name, text := range bad {
+			_, lf := Parse("t.yaml", []byte(text))
+			_, other := Parse("t.yaml", []byte(strings.ReplaceAll(text, "\n", eol)))
+			if lf == nil || other == nil || other.Error() != lf.Error() {
+				t.Errorf("%s, %q line ends: %v; with LF: %v", name, eol, other, lf)
+			}
+		}
+	}
+}
+
 // TestSpillCheckAnyOrder: recovery.spill is checked against
 // arbitration.max_pending as the file sets both, whichever section comes
 // first (a YAML mapping has no order). Before, the check ran while the
