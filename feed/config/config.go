@@ -489,12 +489,18 @@ func notUTF8(name string, data []byte) error {
 // classic Mac line ends has, whose lines the parser numbers so too.
 func lineOf(data []byte, i int) int {
 	n := 1
-	for j, b := range data[:i] {
-		if b == '\n' || b == '\r' && (j+1 >= len(data) || data[j+1] != '\n') {
+	for j := range data[:i] {
+		if lineBreak(data, j) {
 			n++
 		}
 	}
 	return n
+}
+
+// lineBreak reports whether data[j] ends a line: an LF, or a CR not
+// followed by an LF.
+func lineBreak(data []byte, j int) bool {
+	return data[j] == '\n' || data[j] == '\r' && (j+1 >= len(data) || data[j+1] != '\n')
 }
 
 // SymbolKeys returns the subscribe list as 8-byte ITCH stock fields,
