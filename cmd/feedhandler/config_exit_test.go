@@ -750,7 +750,7 @@ exit $rc`
 		status  int
 		want    string
 	}{
-		{nil, 1, "feedhandler run: listen tcp 10.148.0.1:9100: bind: address already in use"},
+		{nil, 1, ":11: metrics.listen: listen tcp 10.148.0.1:9100: bind: address already in use: another process listens on this port"},
 		{[]string{"check"}, 1, "FAIL  metrics   metrics.listen 10.148.0.1:9100: listen tcp 10.148.0.1:9100: bind: address already in use"},
 	} {
 		args := append([]string{"--net", "sh", "-c", script, os.Args[0]}, c.command...)

@@ -294,7 +294,8 @@ func listenMetrics(cfg *config.Config, logger zerolog.Logger) (net.Listener, err
 // cgroup bind program; config.ListenRefused) or an address that is not this host's (EADDRNOTAVAIL for an
 // address the host does not have: a name resolving elsewhere; a literal
 // one is bound with IP_FREEBIND instead, listenMetrics); a port
-// in use is not (an instance still stopping frees it), and exits 1. Nor
+// in use is not (an instance still stopping frees it): exit 1, at the
+// field, saying who may hold it. Nor
 // is EADDRNOTAVAIL for a name resolving to an address the host has but
 // cannot bind yet (tentative): a restart binds it once it is usable. An
 // address whose duplicate address detection failed (another host has it)
@@ -314,6 +315,10 @@ func listenError(cfg *config.Config, err error) error {
 			return fmt.Errorf("%w: an address of this host not usable yet (an IPv6 address still tentative: duplicate address detection, or its link has no carrier); a restart binds it once it is", err)
 		}
 		return configError{cfg.FieldError("metrics.listen", "%v: not an address of this host", err)}
+	case errors.Is(err, syscall.EADDRINUSE):
+		// Exit 1, restarted: an instance still stopping frees it.
+		_, port, _ := net.SplitHostPort(cfg.Metrics.Listen)
+		return cfg.FieldError("metrics.listen", "%v: another process listens on this port (ss -ltnp 'sport = :%s' names it): another feed's handler whose file names the same metrics.listen (give each feed its own port), or this one's instance still stopping, which a restart outlasts", err, port)
 	}
 	return err
 }

@@ -494,7 +494,8 @@ func loFeedFile(t *testing.T, feed, groupPort, shmName, extra string) string {
 
 // TestRunMetricsPortTaken: a metrics.listen port another process holds
 // fails the start before the handler starts anything (no "receiving": no
-// group joined, no shm file, no snapshot login). Before, the port was
+// group joined, no shm file, no snapshot login). The error is at the field
+// and says who may hold the port. Before, the port was
 // bound after setup, which a restart by systemd then repeated each time.
 func TestRunMetricsPortTaken(t *testing.T) {
 	held, err := net.Listen("tcp", "127.0.0.1:0")
@@ -508,6 +509,13 @@ func TestRunMetricsPortTaken(t *testing.T) {
 	var ee *exec.ExitError
 	if !errors.As(err, &ee) || ee.ExitCode() != 1 || !strings.Contains(errOut, "address already in use") {
 		t.Fatalf("exit %v, want status 1 naming the port in use:\n%s", err, errOut)
+	}
+	// At the field, as the other start errors, with who may hold it: a
+	// second feed's file copied from the first keeps its port. Before,
+	// "feedhandler run: listen tcp ...: bind: address already in use".
+	_, port, _ := net.SplitHostPort(held.Addr().String())
+	if want := cfgPath + ":7: metrics.listen: listen tcp " + held.Addr().String() + ": bind: address already in use: another process listens on this port (ss -ltnp 'sport = :" + port + "' names it): another feed's handler"; !strings.Contains(errOut, want) {
+		t.Errorf("want the error at the field, %q:\n%s", want, errOut)
 	}
 	if strings.Contains(errOut, `"receiving"`) {
 		t.Errorf("the handler started before the metrics port was found taken:\n%s", errOut)

@@ -481,7 +481,26 @@ func notUTF8(name string, data []byte) error {
 	if bytes.HasPrefix(data, []byte{0xff, 0xfe}) || bytes.HasPrefix(data, []byte{0xfe, 0xff}) || bytes.IndexByte(data, 0) >= 0 {
 		msg += " (it looks like UTF-16, as some Windows editors save)"
 	}
-	return &Error{File: name, Line: 1 + bytes.Count(data[:i], []byte("\n")), Msg: msg}
+	return &Error{File: name, Line: lineOf(data, i), Msg: msg}
+}
+
+// lineOf returns the 1-based line of data[i], counting line breaks as
+// YAML does (1.2, 5.4): LF, CR LF, and a CR alone, as a file saved with
+// classic Mac line ends has, whose lines the parser numbers so too.
+func lineOf(data []byte, i int) int {
+	n := 1
+	for j := range data[:i] {
+		if lineBreak(data, j) {
+			n++
+		}
+	}
+	return n
+}
+
+// lineBreak reports whether data[j] ends a line: an LF, or a CR not
+// followed by an LF.
+func lineBreak(data []byte, j int) bool {
+	return data[j] == '\n' || data[j] == '\r' && (j+1 >= len(data) || data[j+1] != '\n')
 }
 
 // SymbolKeys returns the subscribe list as 8-byte ITCH stock fields,

@@ -847,6 +847,74 @@ func TestByteOrderMark(t *testing.T) {
 	}
 }
 
+// TestLineEndings: a file saved with CR LF (Windows) or CR alone (classic
+// Mac) line ends parses like the LF file, and each problem is named at the
+// same line. Before, a byte that is not UTF-8 in a CR-only file was named
+// at line 1 (its lines were counted by LF alone), where the parser's own
+// problems had the right line.
+func TestLineEndings(t *testing.T) {
+	want, err := Parse("t.yaml", []byte(base))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := map[string]string{
+		"out of range": edit(t, "port: 26478", "port: 0"),
+		"not UTF-8":    edit(t, "  depth: 10", "  depth: 10 # caf\xe9"),
+		"duplicate":    edit(t, "  depth: 10", "  depth: 10\n  depth: 12"),
+		"tab":          edit(t, "  depth: 10", "\tdepth: 10"),
+		"unknown":      edit(t, "  depth: 10", "  deph: 10"),
+	}
+	for _, eol := range []string{"\r\n", "\r"} {
+		got, err := Parse("t.yaml", []byte(strings.ReplaceAll(base, "\n", eol)))
+		if err != nil {
+			t.Fatalf("%q line ends: %v", eol, err)
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("%q line ends:\n got %+v\nwant %+v", eol, got, want)
+		}
+		for name, text := range bad {
+			_, lf := Parse("t.yaml", []byte(text))
+			_, other := Parse("t.yaml", []byte(strings.ReplaceAll(text, "\n", eol)))
+			if lf == nil || other == nil || other.Error() != lf.Error() {
+				t.Errorf("%s, %q line ends: %v; with LF: %v", name, eol, other, lf)
+			}
+		}
+	}
+}
+
+// TestPastedSpaces: a no-break space (U+00A0) or an invisible character
+// (U+200B), as text pasted from a web page, a wiki or a chat carries, is
+// named with what to do, at its line. Before, the key was printed bare
+// ("t.yaml:9:     port: unknown field (want one of feed, lines, ...)",
+// which reads as an indented known key) and syntax errors said only the
+// parser's words.
+func TestPastedSpaces(t *testing.T) {
+	const hint = "(a no-break space, as pasted text has): YAML indents and separates with ASCII spaces only; retype them"
+	for _, tc := range []struct{ name, yaml, want string }{
+		{"indented with one", edit(t, "    port: 26477", "\u00a0   port: 26477"),
+			`t.yaml:9: YAML syntax: mapping value is not allowed in this context (the line holds U+00A0 ` + hint + ")"},
+		{"indented with one, at the top", base + "\u00a0 user: nobody\n",
+			`t.yaml:28: "\u00a0 user": unknown field: its name holds U+00A0 ` + hint},
+		{"in a line's indent", edit(t, "    port: 26477", "  \u00a0 port: 26477"),
+			`t.yaml:9: lines."\u00a0 port": unknown field: its name holds U+00A0 ` + hint},
+		{"in a key", edit(t, "  depth: 10", "  \u200bdepth: 10"),
+			`t.yaml:21: book."\u200bdepth": unknown field: its name holds U+200B (an invisible character, as pasted text has): YAML indents and separates with ASCII spaces only; retype them`},
+		{"after a colon", edit(t, "    port: 26477", "    port:\u00a026477"),
+			`t.yaml:9: YAML syntax: non-map value is specified (the line holds U+00A0 ` + hint + ")"},
+		{"after a colon, the one key", edit(t, "  depth: 10", "  depth:\u00a010"),
+			`t.yaml:21: book: want a mapping, got "depth:\u00a010" (it holds U+00A0 ` + hint + ")"},
+		{"after a value", edit(t, "port: 26478", "port: 26478\u00a0"),
+			`t.yaml:13: lines.b.port: want an integer in 1..65535, got "26478\u00a0" (it holds U+00A0 ` + hint + ")"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse("t.yaml", []byte(tc.yaml))
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("error\n got: %v\nwant it to hold: %s", err, tc.want)
+			}
+		})
+	}
+}
+
 // TestSpillCheckAnyOrder: recovery.spill is checked against
 // arbitration.max_pending as the file sets both, whichever section comes
 // first (a YAML mapping has no order). Before, the check ran while the

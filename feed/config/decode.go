@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/goccy/go-yaml/ast"
 	"github.com/goccy/go-yaml/token"
@@ -166,6 +168,9 @@ func describe(n ast.Node) string {
 		if p := x.Token.Prev; p != nil && p.Type == token.TagType && strTag(p.Value) {
 			return fmt.Sprintf("%q (tagged %s, a string)", x.Value, p.Value)
 		}
+		if r, ok := oddSpace(x.Value); ok {
+			return fmt.Sprintf("%q (it holds %s)", x.Value, oddSpaceHint(r))
+		}
 		return strconv.Quote(x.Value)
 	case *ast.AliasNode:
 		return "an unknown alias"
@@ -221,6 +226,9 @@ func (d *decoder) mapping(f field, entries []entry) map[string]bool {
 			continue
 		}
 		if e == nil {
+			if d.oddKey(f, at, k) {
+				continue
+			}
 			if s := suggest(k, keys); s != "" {
 				d.errorf(at, "unknown field (did you mean %q?)", s)
 			} else {
@@ -590,4 +598,63 @@ func printableASCII(s string) bool {
 		}
 	}
 	return true
+}
+
+// oddSpace returns the first rune of s that looks like a space, or like
+// nothing, and is not one of YAML's (U+0020, the tab): a no-break space
+// (U+00A0) or another Unicode space, or an invisible format character
+// (U+200B, U+FEFF), as text pasted from a web page, a wiki or a chat
+// carries. YAML reads it as part of a name or value.
+func oddSpace(s string) (rune, bool) {
+	for _, r := range s {
+		if isOddSpace(r) {
+			return r, true
+		}
+	}
+	return 0, false
+}
+
+func isOddSpace(r rune) bool {
+	return r > unicode.MaxASCII && (unicode.IsSpace(r) || unicode.Is(unicode.Cf, r))
+}
+
+// oddKey reports the unknown key k at (in f) when it holds an oddSpace,
+// with k quoted in its path: printed bare, "\u00a0   port" read as an
+// indented known key.
+func (d *decoder) oddKey(f, at field, k string) bool {
+	r, ok := oddSpace(k)
+	if ok {
+		at.path = f.child(strconv.Quote(k))
+		d.errorf(at, "unknown field: its name holds %s", oddSpaceHint(r))
+	}
+	return ok
+}
+
+// oddSpaceHint says what r (oddSpace's) is and what to do.
+func oddSpaceHint(r rune) string {
+	what := "a Unicode space"
+	switch {
+	case r == '\u00a0':
+		what = "a no-break space"
+	case unicode.Is(unicode.Cf, r):
+		what = "an invisible character"
+	}
+	return fmt.Sprintf("%U (%s, as pasted text has): YAML indents and separates with ASCII spaces only; retype them", r, what)
+}
+
+// oddSpaceOnLine returns the first oddSpace rune on line n of data (lines
+// counted as lineOf counts them).
+func oddSpaceOnLine(data []byte, n int) (rune, bool) {
+	line := 1
+	for i := 0; i < len(data) && line <= n; {
+		r, size := utf8.DecodeRune(data[i:])
+		if line == n && isOddSpace(r) {
+			return r, true
+		}
+		if lineBreak(data, i) {
+			line++
+		}
+		i += size
+	}
+	return 0, false
 }

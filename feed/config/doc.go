@@ -11,6 +11,10 @@
 //	nasdaq.yaml:7: receive.bakend: unknown field (did you mean "backend"?)
 //	nasdaq.yaml:3: lines.a.port: missing required field
 //
+// A no-break space (U+00A0) or an invisible character (U+200B) pasted into
+// the file, which YAML reads as part of a name or value, is named in the
+// problem it causes. Line ends may be LF, CR LF or CR.
+//
 // Each problem is an *Error (errors.As) wrapping ErrInvalid (errors.Is);
 // several are joined with errors.Join. Anchors and aliases are allowed;
 // merge keys (<<: *name) are not, nor duplicate keys.

@@ -77,6 +77,10 @@ func (d *decoder) decode(data []byte) *Config {
 			msg := se.GetMessage()
 			if strings.Contains(msg, "'\t'") {
 				msg += " (a tab: YAML indents with spaces only)"
+			} else if tk := se.GetToken(); tk != nil {
+				if r, ok := oddSpaceOnLine(data, tk.Position.Line); ok {
+					msg += " (the line holds " + oddSpaceHint(r) + ")"
+				}
 			}
 			d.add(se.GetToken(), "", "YAML syntax: %s", msg)
 		} else {
@@ -307,7 +311,7 @@ func (d *decoder) lines(f field, c *Config) {
 			at := field{path: f.child(k), key: ktk, alias: f.alias}
 			if _, merge := mv.Key.(*ast.MergeKeyNode); merge {
 				d.errorf(at, mergeKey)
-			} else {
+			} else if !d.oddKey(f, at, k) {
 				d.errorf(at, "unknown field (lines are named a and b)")
 			}
 			continue

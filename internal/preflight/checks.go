@@ -42,6 +42,7 @@ func Run(cfg *config.Config, h Host) []Finding {
 	c.memory()
 	c.backend()
 	c.links()
+	c.groups()
 	c.sharedMemory()
 	c.metrics()
 	c.recovery()
@@ -125,6 +126,22 @@ func (c *checker) links() {
 		}
 		if st, ok := c.h.read("/sys/class/net/" + name + "/operstate"); ok && (st == "down" || st == "lowerlayerdown") {
 			c.add(Warn, "link", "%s is up but its link is not (operstate %s: no carrier; a cable, the switch port, or a veth's peer down): the handler receives nothing on it until it is", name, st)
+		}
+	}
+}
+
+// ssmRange is IPv4's source-specific multicast range (RFC 4607).
+var ssmRange = netip.MustParsePrefix("232.0.0.0/8")
+
+// groups: a line's group in the source-specific multicast range needs the
+// line's source. Without it the handler joins any source (IGMPv3 EXCLUDE
+// {}, or IGMPv2), which routers running PIM-SSM ignore for that range
+// (RFC 4604, 4607): the line receives nothing that crosses a router.
+func (c *checker) groups() {
+	for _, l := range c.cfg.Lines {
+		if ssmRange.Contains(l.Group) && !l.Source.IsValid() {
+			field := "lines." + strings.ToLower(l.Name)
+			c.add(Warn, "group", "%s.group %s is in 232.0.0.0/8, source-specific multicast (RFC 4607), and %s.source is not set: routers forward that range only to joins naming the source, so the line receives nothing from beyond this host's own network; set %s.source to the exchange's sender address", field, l.Group, field, field)
 		}
 	}
 }

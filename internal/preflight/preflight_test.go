@@ -441,6 +441,24 @@ func TestLinks(t *testing.T) {
 	}
 }
 
+// TestSourceSpecificGroup: a line's group in 232.0.0.0/8 without the
+// line's source is a warning (routers running PIM-SSM ignore a join of
+// any source there: the line would receive nothing across a router);
+// with its source, or outside that range, nothing.
+func TestSourceSpecificGroup(t *testing.T) {
+	cfg := feedConfig(t, "lo", "")
+	cfg.Lines[1].Group = netip.MustParseAddr("232.1.1.2")
+	expect(t, Run(cfg, Host{Root: t.TempDir()}), "group", Warn,
+		"lines.b.group 232.1.1.2 is in 232.0.0.0/8, source-specific multicast (RFC 4607), and lines.b.source is not set", "set lines.b.source")
+	cfg.Lines[1].Source = netip.MustParseAddr("198.51.100.10")
+	if got := topic(Run(cfg, Host{Root: t.TempDir()}), "group"); got != nil {
+		t.Errorf("with its source: %q, want nothing", got)
+	}
+	if got := topic(Run(feedConfig(t, "lo", ""), Host{Root: t.TempDir()}), "group"); got != nil {
+		t.Errorf("239.1.1.x groups: %q, want nothing", got)
+	}
+}
+
 // TestMetricsWildcardWarns: a metrics.listen on every address of the
 // host (":PORT", 0.0.0.0, [::]) serves the unauthenticated endpoints to
 // whoever reaches the host: check warns. A named address does not.
