@@ -288,6 +288,26 @@ func TestCppEdgeTruncated(t *testing.T) {
 	}
 }
 
+// TestCppEdgeOpenTruncatedWhileOpening is TestOpenTruncatedWhileOpening
+// for the C++ reader, without install_truncation_guard: a feed file
+// truncated between open's mmap (MAP_POPULATE: milliseconds for a large
+// file) and its first load from the mapping is Format from open. Before,
+// open read the header from the mapping unasked: the driver died of SIGBUS
+// (the Go reader's Open turns the fault into ErrFormat, the Python
+// reader's open fstats first).
+func TestCppEdgeOpenTruncatedWhileOpening(t *testing.T) {
+	bin := cppEdgeBin(t)
+	// No heartbeat goroutine: nothing in this process may touch the
+	// mapping while the file is short.
+	w := testWriter(t, Config{Instruments: 1, Depth: 1})
+	w.Heartbeat()
+	size := int64(len(w.m.mem))
+	defer os.Truncate(w.Path(), size) // before the writer's Close stores its state
+	s := startSession(t, bin, w.Path())
+	s.expect("opencut", "opencut ErrFormat")
+	s.expect("check", "check ErrNotOpen") // the refused open left nothing mapped
+}
+
 // TestCppEdgeLivenessClockSteps: the C++ reader judges the writer by
 // whether its heartbeat changes, timed on its own monotonic clock; the
 // realtime age counts only at open and to place a change within the time

@@ -65,6 +65,12 @@
 #ifndef FEEDHANDLER_SHM_TEST_LOOKED_UP
 #define FEEDHANDLER_SHM_TEST_LOOKED_UP(symbol, locate) ((void)0)
 #endif
+// FEEDHANDLER_SHM_TEST_MAPPED(path) runs in open between its mmap and its
+// first load from the mapping: the tests truncate the file there. Nothing
+// by default.
+#ifndef FEEDHANDLER_SHM_TEST_MAPPED
+#define FEEDHANDLER_SHM_TEST_MAPPED(path) ((void)0)
+#endif
 
 namespace feedhandler {
 namespace shm {
@@ -598,6 +604,22 @@ class Reader {
     guard_ = detail::guard_register(mem_, size_);  // install_truncation_guard
     ino_ = st.st_ino;
     dev_ = st.st_dev;
+    FEEDHANDLER_SHM_TEST_MAPPED(path_);
+    // The file may have been truncated since its fstat sized the mapping
+    // (MAP_POPULATE takes milliseconds for a large file): asked again
+    // before the first load from the mapping, which would fault (SIGBUS)
+    // on a page past the file's new end. A truncation after this fstat
+    // still faults, unless install_truncation_guard was called.
+    struct stat now;
+    if (fstat(fd, &now) != 0) {
+      Error e = from_errno(errno);
+      close();
+      return e;
+    }
+    if (uint64_t(now.st_size) < uint64_t(size_)) {
+      close();
+      return Error::Format;
+    }
     Error e = read_header(mem_, size_);
     if (e != Error::Ok) {
       close();
