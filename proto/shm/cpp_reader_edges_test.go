@@ -411,6 +411,45 @@ func TestCppEdgeTruncationGuard(t *testing.T) {
 	}
 }
 
+// TestCppEdgeTruncationGuardFollower: once install_truncation_guard has
+// replaced a Reader's mapping with zero pages (a read met the truncation),
+// the follower's calls read a head of 0, no journal position: pending is
+// 0 (Go's Pending after a fault), and a poll, also of a follower made
+// after the fault, says Format (Go's Poll, Python's poll). Before, pending
+// was 0 minus the follower's position, 2^64 - 3, and the new follower's
+// polls said Ok with no record, for ever.
+func TestCppEdgeTruncationGuardFollower(t *testing.T) {
+	bin := cppEdgeBin(t)
+	for _, c := range truncations {
+		t.Run(c.name, func(t *testing.T) {
+			// No heartbeat goroutine: nothing in this process may touch
+			// the mapping while the file is short.
+			w := testWriter(t, Config{Instruments: 1, Depth: 1})
+			if err := w.Register(1, "AAPL"); err != nil {
+				t.Fatal(err)
+			}
+			s := newSnapshot(1)
+			fillSnapshot(s, 1, 1, 1)
+			for range 3 {
+				if err := w.Publish(s); err != nil {
+					t.Fatal(err)
+				}
+			}
+			w.Heartbeat()
+			sess := startSession(t, bin, w.Path())
+			sess.expect("guard", "guard Ok")
+			sess.expect("open", "open Ok")
+			sess.expect("follow", "follow Ok pending 0")
+			defer c.cut(t, w.Path(), int64(len(w.m.mem)))()
+			sess.expect("read 1", "read ErrFormat")
+			sess.expect("stats", "stats overruns 0 lost 0 pending 0")
+			sess.expect("follow", "follow Ok pending 0")
+			sess.expect("poll", "poll ErrFormat n 0")
+			sess.expect("stats", "stats overruns 0 lost 0 pending 0")
+		})
+	}
+}
+
 // TestCppEdgeTruncationGuardPassesOtherFaults: the guard handles only
 // faults inside the Readers' mappings; any other SIGBUS still kills the
 // process, by the signal (the disposition before the guard's, here the

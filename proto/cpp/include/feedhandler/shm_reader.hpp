@@ -471,9 +471,9 @@ inline void guard_handler(int sig, siginfo_t* si, void* ctx) noexcept {
 // SIGBUS stays ignored; or the default action). A guarded mapping that
 // faults is replaced by zero pages: from then on
 // check() says Format (it did already: the file is shorter than the
-// mapping), and poll, wait and read say Format where the zeros would
-// otherwise read as an overrun, an unknown locate or no data; close the
-// Reader. Nothing is added to a read or a poll that does not fault. Call
+// mapping), poll, wait and read say Format where the zeros would
+// otherwise read as an overrun, an unknown locate, no data or an empty
+// journal, and pending() is 0; close the Reader. Nothing is added to a read or a poll that does not fault. Call
 // it once, early (before other threads run); a later sigaction(SIGBUS) by
 // the application replaces it. Ok, or System (sigaction failed: errno).
 inline Error install_truncation_guard() noexcept {
@@ -1053,8 +1053,13 @@ class Follower {
   uint64_t lost() const noexcept { return lost_; }
   // overruns is the number of times poll returned Overrun.
   uint64_t overruns() const noexcept { return overruns_; }
-  // pending is the number of records published and not yet polled.
-  uint64_t pending() const noexcept { return head() - (same_file() ? next_ : 0); }
+  // pending is the number of records published and not yet polled (0
+  // once the truncation guard replaced the mapping with zero pages).
+  uint64_t pending() const noexcept {
+    uint64_t h = head();
+    if (h == 0 && r_ != nullptr && r_->faulted()) return 0;  // no position: Go's Pending after a fault
+    return h - (same_file() ? next_ : 0);
+  }
 
   // poll copies up to cap new journal records into dst without blocking
   // and sets n. A record a publisher is still writing ends the batch. When
@@ -1071,7 +1076,10 @@ class Follower {
     }
     const uint64_t jl = r_->info_.journal_len;
     uint64_t h = head();
-    if (h - next_ > jl) return overrun(h);
+    // A head of 0 is the guard's zero pages (a file truncated under the
+    // mapping), or a journal nothing was appended to yet: only then is
+    // the guard asked, so that a follower at position 0 says Format too.
+    if (h - next_ > jl || (h == 0 && r_->faulted())) return overrun(h);
     while (n < cap && next_ < h) {
       const uint8_t* rec = r_->mem_ + r_->journal_ + (next_ & (jl - 1)) * detail::kRecordSize;
       const uint64_t* stamp = reinterpret_cast<const uint64_t*>(rec);
