@@ -450,6 +450,57 @@ func TestCppEdgeTruncationGuardFollower(t *testing.T) {
 	}
 }
 
+// TestCppEdgeReadSymbolCannotLookUp: read_symbol on a Reader that cannot
+// look a symbol up says why, as read does: NotOpen after close (Go's
+// ReadSymbol: fs.ErrClosed; Python's read_symbol: ReaderClosedError), and
+// Format once install_truncation_guard has replaced the mapping of a
+// truncated file with zero pages (Go: ErrFormat; Python: FormatError).
+// Before, it took lookup's false for a symbol not registered:
+// UnknownLocate, which a strategy waiting for its symbol retries for ever.
+func TestCppEdgeReadSymbolCannotLookUp(t *testing.T) {
+	bin := cppEdgeBin(t)
+	published := func(t *testing.T) *Writer {
+		// No heartbeat goroutine: nothing in this process may touch
+		// the mapping while the file is short.
+		w := testWriter(t, Config{Instruments: 1, Depth: 1})
+		if err := w.Register(1, "AAPL"); err != nil {
+			t.Fatal(err)
+		}
+		s := newSnapshot(1)
+		fillSnapshot(s, 1, 1, 1)
+		if err := w.Publish(s); err != nil {
+			t.Fatal(err)
+		}
+		w.Heartbeat()
+		return w
+	}
+	t.Run("closed", func(t *testing.T) {
+		sess := startSession(t, bin, published(t).Path())
+		sess.expect("open", "open Ok")
+		sess.expect("close", "close Ok")
+		sess.expect("read 1", "read ErrNotOpen")
+		sess.expect("readsymbol AAPL", "readsymbol ErrNotOpen")
+	})
+	for _, c := range truncations {
+		t.Run(c.name, func(t *testing.T) {
+			w := published(t)
+			sess := startSession(t, bin, w.Path())
+			sess.expect("guard", "guard Ok")
+			sess.expect("open", "open Ok")
+			defer c.cut(t, w.Path(), int64(len(w.m.mem)))()
+			got := sess.do("readsymbol AAPL")
+			if strings.HasPrefix(got, "lookedup ") {
+				// Cut by its last page, the directory is still there:
+				// the lookup found the locate, the read faults.
+				got = sess.do("")
+			}
+			if got != "readsymbol ErrFormat" {
+				t.Fatalf("C++ readsymbol AAPL on a truncated file: %q, want \"readsymbol ErrFormat\"", got)
+			}
+		})
+	}
+}
+
 // TestCppEdgeTruncationGuardPassesOtherFaults: the guard handles only
 // faults inside the Readers' mappings; any other SIGBUS still kills the
 // process, by the signal (the disposition before the guard's, here the

@@ -471,9 +471,9 @@ inline void guard_handler(int sig, siginfo_t* si, void* ctx) noexcept {
 // SIGBUS stays ignored; or the default action). A guarded mapping that
 // faults is replaced by zero pages: from then on
 // check() says Format (it did already: the file is shorter than the
-// mapping), poll, wait and read say Format where the zeros would
-// otherwise read as an overrun, an unknown locate, no data or an empty
-// journal, and pending() is 0; close the Reader. Nothing is added to a read or a poll that does not fault. Call
+// mapping), poll, wait, read and read_symbol say Format where the zeros
+// would otherwise read as an overrun, an unknown locate or symbol, no data
+// or an empty journal, and pending() is 0; close the Reader. Nothing is added to a read or a poll that does not fault. Call
 // it once, early (before other threads run); a later sigaction(SIGBUS) by
 // the application replaces it. Ok, or System (sigaction failed: errno).
 inline Error install_truncation_guard() noexcept {
@@ -821,9 +821,11 @@ class Reader {
   // looks up again once (as Go's ReadSymbol). A symbol whose locate changed
   // again meanwhile is UnknownLocate.
   Error read_symbol(std::string_view symbol, void* buf, size_t len, View& out) const noexcept {
+    if (mem_ == nullptr) return Error::NotOpen;
     for (bool again = false;; again = true) {
       uint16_t locate;
-      if (!lookup(symbol, locate)) return Error::UnknownLocate;
+      // Not found: the truncation guard's zero pages have no directory.
+      if (!lookup(symbol, locate)) return faulted() ? Error::Format : Error::UnknownLocate;
       FEEDHANDLER_SHM_TEST_LOOKED_UP(symbol, locate);
       Error e = read(locate, buf, len, out);
       bool moved = e == Error::UnknownLocate || e == Error::NoData;
