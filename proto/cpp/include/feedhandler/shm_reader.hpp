@@ -473,9 +473,10 @@ inline void guard_handler(int sig, siginfo_t* si, void* ctx) noexcept {
 // check() says Format (it did already: the file is shorter than the
 // mapping), poll, wait, read and read_symbol say Format where the zeros
 // would otherwise read as an overrun, an unknown locate or symbol, no data
-// or an empty journal, and pending() is 0; close the Reader. Nothing is added to a read or a poll that does not fault. Call
-// it once, early (before other threads run); a later sigaction(SIGBUS) by
-// the application replaces it. Ok, or System (sigaction failed: errno).
+// or an empty journal, and pending() is 0; close the Reader. Nothing is
+// added to a read or a poll that does not fault. Call it once, early
+// (before other threads run); a later sigaction(SIGBUS) by the
+// application replaces it. Ok, or System (sigaction failed: errno).
 inline Error install_truncation_guard() noexcept {
   int want = 0;
   if (!detail::g_guard_state.compare_exchange_strong(want, 1, std::memory_order_acq_rel)) {
@@ -819,7 +820,8 @@ class Reader {
   // locate with another symbol's book, or none: every slot holds one
   // symbol's snapshots, so the snapshot's symbol tells, and read_symbol
   // looks up again once (as Go's ReadSymbol). A symbol whose locate changed
-  // again meanwhile is UnknownLocate.
+  // again meanwhile is UnknownLocate. A closed Reader is NotOpen, a mapping
+  // the truncation guard replaced Format, as for read.
   Error read_symbol(std::string_view symbol, void* buf, size_t len, View& out) const noexcept {
     if (mem_ == nullptr) return Error::NotOpen;
     for (bool again = false;; again = true) {
