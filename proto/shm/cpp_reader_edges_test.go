@@ -288,6 +288,26 @@ func TestCppEdgeTruncated(t *testing.T) {
 	}
 }
 
+// TestCppEdgeOpenTruncatedWhileOpening is TestOpenTruncatedWhileOpening
+// for the C++ reader, without install_truncation_guard: a feed file
+// truncated between open's mmap (MAP_POPULATE: milliseconds for a large
+// file) and its first load from the mapping is Format from open. Before,
+// open read the header from the mapping unasked: the driver died of SIGBUS
+// (the Go reader's Open turns the fault into ErrFormat, the Python
+// reader's open fstats first).
+func TestCppEdgeOpenTruncatedWhileOpening(t *testing.T) {
+	bin := cppEdgeBin(t)
+	// No heartbeat goroutine: nothing in this process may touch the
+	// mapping while the file is short.
+	w := testWriter(t, Config{Instruments: 1, Depth: 1})
+	w.Heartbeat()
+	size := int64(len(w.m.mem))
+	defer os.Truncate(w.Path(), size) // before the writer's Close stores its state
+	s := startSession(t, bin, w.Path())
+	s.expect("opencut", "opencut ErrFormat")
+	s.expect("check", "check ErrNotOpen") // the refused open left nothing mapped
+}
+
 // TestCppEdgeLivenessClockSteps: the C++ reader judges the writer by
 // whether its heartbeat changes, timed on its own monotonic clock; the
 // realtime age counts only at open and to place a change within the time
@@ -355,40 +375,90 @@ func TestCppEdgeLivenessReaderStall(t *testing.T) {
 	s.expect("check", "check ErrWriterDead") // a writer that stopped beating
 }
 
+// cppEdgeGuarded is a feed of AAPL at locate 1, published 3 times, and a
+// session of the driver that installed the truncation guard and opened it.
+// The writer has no heartbeat goroutine: nothing in this process may touch
+// the mapping while a test has the file short.
+func cppEdgeGuarded(t *testing.T, bin string) (*Writer, *session) {
+	t.Helper()
+	w := testWriter(t, Config{Instruments: 1, Depth: 1})
+	if err := w.Register(1, "AAPL"); err != nil {
+		t.Fatal(err)
+	}
+	s := newSnapshot(1)
+	fillSnapshot(s, 1, 1, 1)
+	for range 3 {
+		if err := w.Publish(s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w.Heartbeat()
+	sess := startSession(t, bin, w.Path())
+	sess.expect("guard", "guard Ok")
+	sess.expect("open", "open Ok")
+	return w, sess
+}
+
 // TestCppEdgeTruncationGuard: with install_truncation_guard, a feed file
 // truncated under the reader is Format from a wait whose poll faults
 // before its check comes due, and from read, instead of a crash (SIGBUS;
 // the guard replaces the mapping with zero pages and the reader's error
 // paths say Format). Before, the driver died in the wait's first poll.
+//
+// Once the guard has replaced the mapping (a read met the truncation), the
+// follower's calls read a head of 0, no journal position: pending is 0
+// (Go's Pending after a fault), and a poll, also of a follower made after
+// the fault, says Format (Go's Poll, Python's poll). Before, pending was 0
+// minus the follower's position, 2^64 - 3, and the new follower's polls
+// said Ok with no record, for ever. And read_symbol says Format, as read
+// does (Go's ReadSymbol: ErrFormat); before, it took lookup's false in the
+// zero pages for a symbol not registered: UnknownLocate, which a strategy
+// waiting for its symbol retries for ever.
 func TestCppEdgeTruncationGuard(t *testing.T) {
 	bin := cppEdgeBin(t)
-	for _, c := range truncations {
-		t.Run(c.name, func(t *testing.T) {
-			// No heartbeat goroutine: nothing in this process may touch
-			// the mapping while the file is short.
-			w := testWriter(t, Config{Instruments: 1, Depth: 1})
-			if err := w.Register(1, "AAPL"); err != nil {
-				t.Fatal(err)
-			}
-			s := newSnapshot(1)
-			fillSnapshot(s, 1, 1, 1)
-			for range 3 {
-				if err := w.Publish(s); err != nil {
-					t.Fatal(err)
-				}
-			}
-			w.Heartbeat()
-			sess := startSession(t, bin, w.Path())
-			sess.expect("guard", "guard Ok")
-			sess.expect("open", "open Ok")
-			sess.expect("follow", "follow Ok pending 0")
-			restore := c.cut(t, w.Path(), int64(len(w.m.mem)))
-			defer restore()
-			sess.expect("wait 1", "wait ErrFormat")
-			sess.expect("read 1", "read ErrFormat")
-			sess.expect("check", "check ErrFormat")
-		})
+	scenarios := []struct {
+		name  string
+		after []string // command, reply, ... after the cut
+	}{
+		{"wait, read, check", []string{"wait 1", "wait ErrFormat n 0", "read 1", "read ErrFormat", "check", "check ErrFormat"}},
+		{"follower after the fault", []string{"read 1", "read ErrFormat",
+			"stats", "stats overruns 0 lost 0 pending 0",
+			"follow", "follow Ok pending 0",
+			"poll", "poll ErrFormat n 0",
+			"stats", "stats overruns 0 lost 0 pending 0"}},
+		{"read_symbol", []string{"readsymbol AAPL", "readsymbol ErrFormat"}},
 	}
+	for _, c := range truncations {
+		for _, sc := range scenarios {
+			t.Run(c.name+"/"+sc.name, func(t *testing.T) {
+				w, sess := cppEdgeGuarded(t, bin)
+				sess.expect("follow", "follow Ok pending 0")
+				defer c.cut(t, w.Path(), int64(len(w.m.mem)))()
+				for i := 0; i < len(sc.after); i += 2 {
+					got := sess.do(sc.after[i])
+					if strings.HasPrefix(got, "lookedup ") {
+						// readsymbol of a file cut by its last page:
+						// the directory is still there, the lookup
+						// found the locate; the read faults.
+						got = sess.do("")
+					}
+					if got != sc.after[i+1] {
+						t.Fatalf("C++ %s on a truncated file: %q, want %q", sc.after[i], got, sc.after[i+1])
+					}
+				}
+			})
+		}
+	}
+}
+
+// TestCppEdgeReadSymbolClosed: read_symbol on a closed Reader is NotOpen,
+// as read is (Go's ReadSymbol: fs.ErrClosed; Python's read_symbol:
+// ReaderClosedError). Before, it took lookup's false for a symbol not
+// registered: UnknownLocate.
+func TestCppEdgeReadSymbolClosed(t *testing.T) {
+	_, sess := cppEdgeGuarded(t, cppEdgeBin(t))
+	sess.expect("close", "close Ok")
+	sess.expect("readsymbol AAPL", "readsymbol ErrNotOpen")
 }
 
 // TestCppEdgeTruncationGuardPassesOtherFaults: the guard handles only

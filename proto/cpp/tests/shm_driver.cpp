@@ -11,7 +11,7 @@
 //                               field from (locate, seq); "stats ..." at the end. STALE_NS
 //                               is the stale limit (OpenOptions::stale_after_ns, 0: the
 //                               default); a slot held over a second (Busy) is read again later
-//   shm_driver session NAME     commands on stdin (open, check, read L, readsymbol SYM, follow,
+//   shm_driver session NAME     commands on stdin (open, opencut, check, read L, readsymbol SYM, follow,
 //                               poll, wait MS, waitloop MS FOR_MS CHECK_MS, chdir DIR, path,
 //                               stats, close, stall S, skew S), one result line each
 //   shm_driver bench-read NAME N  consistent reads of locate 1: "read median-ns X min-ns Y"
@@ -34,6 +34,10 @@
 #include <string_view>
 static void looked_up(std::string_view symbol, uint16_t locate);
 #define FEEDHANDLER_SHM_TEST_LOOKED_UP(symbol, locate) looked_up(symbol, locate)
+// The session command opencut truncates the feed file to 0 in open, right
+// after its mmap (mapped).
+static void mapped(const char* path);
+#define FEEDHANDLER_SHM_TEST_MAPPED(path) mapped(path)
 
 #include "feedhandler/shm_reader.hpp"
 
@@ -96,6 +100,18 @@ static void looked_up(std::string_view, uint16_t locate) {
   std::fflush(stdout);
   char line[64];
   if (std::fgets(line, sizeof line, stdin) == nullptr) std::exit(1);
+}
+
+// g_cut_mapped is set by opencut: its open truncates the file to 0 bytes
+// between its mmap and its first load from the mapping.
+static bool g_cut_mapped = false;
+
+static void mapped(const char* path) {
+  if (!g_cut_mapped) return;
+  g_cut_mapped = false;
+  int fd = ::open(path, O_RDWR | O_CLOEXEC);
+  if (fd < 0 || ftruncate(fd, 0) != 0) std::perror("opencut: truncate");
+  if (fd >= 0) ::close(fd);
 }
 
 namespace {
@@ -486,6 +502,11 @@ int cmd_session(const char* name) {
       if (e == Error::LayoutVersion) std::printf(" found %u want %u", r.found_layout_version(), fs::kLayoutVersion);
       if (e == Error::Ok) std::printf(" pid %d generation %" PRIu64, r.info().writer_pid, r.info().generation);
       std::printf("\n");
+    } else if (c == "opencut") {  // opencut: open, the file truncated to 0 right after open's mmap (mapped)
+      g_cut_mapped = true;
+      Error e = r.open(name);
+      g_cut_mapped = false;
+      std::printf("opencut %s\n", fs::error_name(e));
     } else if (c == "check") {
       std::printf("check %s\n", fs::error_name(r.check()));
     } else if (c == "stall") {  // stall S: the next realtime reading comes S seconds on, the writer having beaten

@@ -65,6 +65,12 @@
 #ifndef FEEDHANDLER_SHM_TEST_LOOKED_UP
 #define FEEDHANDLER_SHM_TEST_LOOKED_UP(symbol, locate) ((void)0)
 #endif
+// FEEDHANDLER_SHM_TEST_MAPPED(path) runs in open between its mmap and its
+// first load from the mapping: the tests truncate the file there. Nothing
+// by default.
+#ifndef FEEDHANDLER_SHM_TEST_MAPPED
+#define FEEDHANDLER_SHM_TEST_MAPPED(path) ((void)0)
+#endif
 
 namespace feedhandler {
 namespace shm {
@@ -465,11 +471,12 @@ inline void guard_handler(int sig, siginfo_t* si, void* ctx) noexcept {
 // SIGBUS stays ignored; or the default action). A guarded mapping that
 // faults is replaced by zero pages: from then on
 // check() says Format (it did already: the file is shorter than the
-// mapping), and poll, wait and read say Format where the zeros would
-// otherwise read as an overrun, an unknown locate or no data; close the
-// Reader. Nothing is added to a read or a poll that does not fault. Call
-// it once, early (before other threads run); a later sigaction(SIGBUS) by
-// the application replaces it. Ok, or System (sigaction failed: errno).
+// mapping), poll, wait, read and read_symbol say Format where the zeros
+// would otherwise read as an overrun, an unknown locate or symbol, no data
+// or an empty journal, and pending() is 0; close the Reader. Nothing is
+// added to a read or a poll that does not fault. Call it once, early
+// (before other threads run); a later sigaction(SIGBUS) by the
+// application replaces it. Ok, or System (sigaction failed: errno).
 inline Error install_truncation_guard() noexcept {
   int want = 0;
   if (!detail::g_guard_state.compare_exchange_strong(want, 1, std::memory_order_acq_rel)) {
@@ -598,6 +605,22 @@ class Reader {
     guard_ = detail::guard_register(mem_, size_);  // install_truncation_guard
     ino_ = st.st_ino;
     dev_ = st.st_dev;
+    FEEDHANDLER_SHM_TEST_MAPPED(path_);
+    // The file may have been truncated since its fstat sized the mapping
+    // (MAP_POPULATE takes milliseconds for a large file): asked again
+    // before the first load from the mapping, which would fault (SIGBUS)
+    // on a page past the file's new end. A truncation after this fstat
+    // still faults, unless install_truncation_guard was called.
+    struct stat now;
+    if (fstat(fd, &now) != 0) {
+      Error e = from_errno(errno);
+      close();
+      return e;
+    }
+    if (uint64_t(now.st_size) < uint64_t(size_)) {
+      close();
+      return Error::Format;
+    }
     Error e = read_header(mem_, size_);
     if (e != Error::Ok) {
       close();
@@ -797,11 +820,14 @@ class Reader {
   // locate with another symbol's book, or none: every slot holds one
   // symbol's snapshots, so the snapshot's symbol tells, and read_symbol
   // looks up again once (as Go's ReadSymbol). A symbol whose locate changed
-  // again meanwhile is UnknownLocate.
+  // again meanwhile is UnknownLocate. A closed Reader is NotOpen, a mapping
+  // the truncation guard replaced Format, as for read.
   Error read_symbol(std::string_view symbol, void* buf, size_t len, View& out) const noexcept {
+    if (mem_ == nullptr) return Error::NotOpen;
     for (bool again = false;; again = true) {
       uint16_t locate;
-      if (!lookup(symbol, locate)) return Error::UnknownLocate;
+      // Not found: the truncation guard's zero pages have no directory.
+      if (!lookup(symbol, locate)) return faulted() ? Error::Format : Error::UnknownLocate;
       FEEDHANDLER_SHM_TEST_LOOKED_UP(symbol, locate);
       Error e = read(locate, buf, len, out);
       bool moved = e == Error::UnknownLocate || e == Error::NoData;
@@ -1031,8 +1057,13 @@ class Follower {
   uint64_t lost() const noexcept { return lost_; }
   // overruns is the number of times poll returned Overrun.
   uint64_t overruns() const noexcept { return overruns_; }
-  // pending is the number of records published and not yet polled.
-  uint64_t pending() const noexcept { return head() - (same_file() ? next_ : 0); }
+  // pending is the number of records published and not yet polled (0
+  // once the truncation guard replaced the mapping with zero pages).
+  uint64_t pending() const noexcept {
+    uint64_t h = head();
+    if (h == 0 && r_ != nullptr && r_->faulted()) return 0;  // no position: Go's Pending after a fault
+    return h - (same_file() ? next_ : 0);
+  }
 
   // poll copies up to cap new journal records into dst without blocking
   // and sets n. A record a publisher is still writing ends the batch. When
@@ -1049,7 +1080,10 @@ class Follower {
     }
     const uint64_t jl = r_->info_.journal_len;
     uint64_t h = head();
-    if (h - next_ > jl) return overrun(h);
+    // A head of 0 is the guard's zero pages (a file truncated under the
+    // mapping), or a journal nothing was appended to yet: only then is
+    // the guard asked, so that a follower at position 0 says Format too.
+    if (h - next_ > jl || (h == 0 && r_->faulted())) return overrun(h);
     while (n < cap && next_ < h) {
       const uint8_t* rec = r_->mem_ + r_->journal_ + (next_ & (jl - 1)) * detail::kRecordSize;
       const uint64_t* stamp = reinterpret_cast<const uint64_t*>(rec);
