@@ -148,10 +148,11 @@ type Stats struct {
 	OverCancel        uint64 // X of more shares than the order has (order removed)
 	BadSide           uint64 // add with a side other than 'B'/'S'
 	ZeroShares        uint64 // add/replace with 0 shares, execute/cancel of 0 shares, a Trade (P) of 0 shares
-	// BadState counts Stock Trading Action (H), Reg SHO (Y) and
-	// Operational Halt (h) messages whose trading state, action or
-	// market code is none of the values ITCH 5.0 defines: ignored, the
-	// instrument's state kept (a halted stock stays halted).
+	// BadState counts Stock Trading Action (H), Reg SHO (Y),
+	// Operational Halt (h) and System Event (S) messages whose trading
+	// state, action, market code or event code is none of the values
+	// ITCH 5.0 defines: ignored, the instrument's state (the market's
+	// last event) kept (a halted stock stays halted).
 	BadState uint64
 
 	OrderCapacity uint64 // add dropped: Config.MaxOrders live orders, or every overflow slot taken

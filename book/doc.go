@@ -30,11 +30,12 @@
 //     remembered, leaves the last trade 0@0 if it was the one before.
 //   - 'H' (trading state), 'h' (operational halt, Nasdaq market 'Q' only),
 //     'Y' (Reg SHO) update the instrument's state; 'S' the market-wide system
-//     event (Books.SystemEvent). One whose state, action or market code is
-//     none of the values ITCH 5.0 defines is counted (Stats.BadState, an
-//     inconsistency) and changes nothing: the instrument keeps its last
-//     state, so a byte the handler cannot read never turns a halted stock
-//     into one of unknown state.
+//     event (Books.SystemEvent). One whose state, action, market code or
+//     event code is none of the values ITCH 5.0 defines is counted
+//     (Stats.BadState, an inconsistency) and changes nothing: the
+//     instrument (the market, for 'S') keeps its last state, so a byte the
+//     handler cannot read never turns a halted stock into one of unknown
+//     state, nor publishes an event code no reader knows.
 //   - Other types change nothing.
 //
 // Apply reports the locate whose state changed so a publisher can mark it

@@ -263,6 +263,10 @@ func (r *refBooks) applyOp(o op) bool {
 			return true
 		}
 	case 'S':
+		if !strings.ContainsRune("OSQMEC", rune(o.state)) { // the codes ITCH 5.0 defines; any other is counted, the event kept
+			r.stats.BadState++
+			return false
+		}
 		r.event, r.eventTime = uint64(o.state), o.ts
 		return true
 	case 'R':

@@ -374,7 +374,8 @@ func TestSpecStates(t *testing.T) {
 // market code is none of the values ITCH 5.0 defines (H/P/Q/T; 0/1/2;
 // H/T and Q/B/X) is bad input: the instrument keeps its state (a halted
 // stock stays halted, not published as Unknown), nothing changes, and the
-// message is counted in BadState, an inconsistency.
+// message is counted in BadState, an inconsistency. So is an 'S' whose
+// event code is none of O/S/Q/M/E/C: the market keeps its last event.
 func TestSpecStatesUnknownValue(t *testing.T) {
 	bs, b := specStateBooks(t)
 	trading := func(st byte, ts uint64) itch.Msg {
@@ -386,6 +387,10 @@ func TestSpecStatesUnknownValue(t *testing.T) {
 	sho := func(a byte, ts uint64) itch.Msg {
 		return specMsg('Y', 20, specLocate, ts, func(m []byte) { putSym(m, 11, "SPEC"); m[19] = a })
 	}
+	event := func(e byte, ts uint64) itch.Msg {
+		return specMsg('S', 12, 0, ts, func(m []byte) { m[11] = e })
+	}
+	mustApply(t, bs, event('Q', 9), true)
 	mustApply(t, bs, trading('H', 10), true)
 	mustApply(t, bs, halt('Q', 'H', 11), true)
 	mustApply(t, bs, sho('1', 12), true)
@@ -393,6 +398,7 @@ func TestSpecStatesUnknownValue(t *testing.T) {
 		trading('X', 20), trading(0, 21), trading('t', 22), trading(' ', 23),
 		halt('Q', 'X', 24), halt('Z', 'T', 25), halt('B', 0, 26), halt(' ', 'H', 27),
 		sho('3', 28), sho(' ', 29), sho(0, 30),
+		event('Z', 31), event(0, 32), event('q', 33), event(' ', 34),
 	}
 	for _, m := range bad {
 		mustApply(t, bs, m, false)
@@ -400,6 +406,9 @@ func TestSpecStatesUnknownValue(t *testing.T) {
 	if b.TradingState() != 'H' || b.OperationalHalt() != 'H' || b.RegSHO() != '1' || b.Timestamp() != 12 {
 		t.Errorf("after unknown values: trading state %q, operational halt %q, Reg SHO %q, timestamp %d; want 'H', 'H', '1', 12",
 			b.TradingState(), b.OperationalHalt(), b.RegSHO(), b.Timestamp())
+	}
+	if e, ts := bs.SystemEvent(); e != 'Q' || ts != 9 {
+		t.Errorf("after unknown event codes: system event %q at %d; want 'Q' at 9", e, ts)
 	}
 	if s := bs.Stats(); s.BadState != uint64(len(bad)) || s.Inconsistencies() != uint64(len(bad)) {
 		t.Errorf("bad state %d, inconsistencies %d; want %d", s.BadState, s.Inconsistencies(), len(bad))

@@ -172,8 +172,8 @@ func wireOpsOfBytes(data []byte) []op {
 		case 'S':
 			o.state = "OSQMEC"[data[6]%6]
 		}
-		if data[6] >= 0xf8 && (o.kind == 'H' || o.kind == 'h' || o.kind == 'Y') {
-			o.state = data[6] // a state or action ITCH 5.0 does not define: BadState
+		if data[6] >= 0xf8 && (o.kind == 'H' || o.kind == 'h' || o.kind == 'Y' || o.kind == 'S') {
+			o.state = data[6] // a state, action or event code ITCH 5.0 does not define: BadState
 		}
 		ops = append(ops, o)
 	}
