@@ -56,7 +56,15 @@ func (bs *Books) Apply(m itch.Msg) (locate uint16, changed bool) {
 		changed = bs.Cancel(locate, x.OrderRef(), x.CancelledShares())
 	case itch.TypeOrderExecutedWithPrice:
 		c := itch.OrderExecutedWithPrice(m[:itch.OrderExecutedWithPriceLen])
-		changed = bs.ExecuteWithPrice(locate, c.OrderRef(), c.ExecutedShares(), c.ExecutionPrice(), c.MatchNumber(), c.Printable() == 'Y')
+		p := c.Printable()
+		changed = bs.ExecuteWithPrice(locate, c.OrderRef(), c.ExecutedShares(), c.ExecutionPrice(), c.MatchNumber(), p == 'Y')
+		if changed && stateValues[p]&printable == 0 {
+			// Neither 'Y' nor 'N': the shares left the order all the
+			// same, and the execution, applied as non-printable, is
+			// not in the last trade and volume (Nasdaq: a print in
+			// doubt is left out, not counted twice).
+			bs.stats.BadState++
+		}
 	case itch.TypeTrade:
 		p := itch.Trade(m[:itch.TradeLen])
 		changed = bs.Trade(locate, p.Price(), uint64(p.Shares()), p.MatchNumber())
@@ -128,9 +136,10 @@ func (bs *Books) Apply(m itch.Msg) (locate uint16, changed bool) {
 // Nasdaq, 'B' BX, 'X' PSX) and action ('H' halted, 'T' resumed), System
 // Event's code ('O' start of messages, 'S' start of system hours, 'Q'
 // start of market hours, 'M' end of market hours, 'E' end of system
-// hours, 'C' end of messages). A message with any other value is bad
-// input (Stats.BadState): the instrument (or the market) keeps the state
-// it had, so a halted stock is not published as Unknown (nor a restricted
+// hours, 'C' end of messages), and Order Executed With Price's printable
+// flag ('Y', 'N'). A message with any other value is bad input
+// (Stats.BadState): the instrument (or the market) keeps the state it had
+// (an execution of an undefined flag is applied as non-printable), so a halted stock is not published as Unknown (nor a restricted
 // one as unrestricted, nor an open market as in an event no reader
 // knows) on a byte the handler cannot read. Rare messages: a table, not
 // to be fast but to say the values once.
@@ -150,6 +159,9 @@ var stateValues = func() (t [256]uint8) {
 	for _, c := range []byte("OSQMEC") {
 		t[c] |= systemEvent
 	}
+	for _, c := range []byte("YN") {
+		t[c] |= printable
+	}
 	return t
 }()
 
@@ -160,6 +172,7 @@ const (
 	haltMarket
 	haltAction
 	systemEvent
+	printable
 )
 
 // SystemEventDefined reports whether code is a System Event code ITCH 5.0

@@ -152,7 +152,10 @@ type Stats struct {
 	// Operational Halt (h) and System Event (S) messages whose trading
 	// state, action, market code or event code is none of the values
 	// ITCH 5.0 defines: ignored, the instrument's state (the market's
-	// last event) kept (a halted stock stays halted).
+	// last event) kept (a halted stock stays halted). Also Order Executed
+	// With Price (C) messages applied with a printable flag neither 'Y'
+	// nor 'N': the shares leave the order, the execution is taken as
+	// non-printable (not in the last trade and volume).
 	BadState uint64
 
 	OrderCapacity uint64 // add dropped: Config.MaxOrders live orders, or every overflow slot taken

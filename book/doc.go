@@ -11,8 +11,10 @@
 //     announced are ignored and counted (Stats.UnknownLocate).
 //   - 'A' and 'F' add an order at the tail of its price level.
 //   - 'E' executes at the order's price, 'C' at the message's price (a
-//     non-printable 'C' leaves the last trade and volume alone), 'X' cancels
-//     shares; an order left with no shares is removed.
+//     non-printable 'C' leaves the last trade and volume alone; one whose
+//     printable flag is neither 'Y' nor 'N' is applied as non-printable
+//     and counted, Stats.BadState), 'X' cancels shares; an order left with
+//     no shares is removed. The resting order keeps its price.
 //   - 'D' deletes an order.
 //   - 'U' removes the original order and adds the new reference with the same
 //     side and instrument, at the tail of its level (it loses queue position).

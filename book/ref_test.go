@@ -187,6 +187,9 @@ type op struct {
 	attrib bool
 	state  byte
 	market byte
+	// badPrint: a 'C' whose printable flag is neither 'Y' nor 'N'
+	// (printable false); the byte is in state.
+	badPrint bool
 	// extra bytes after the message's end (Long: applied as its type),
 	// or, negative, bytes missing from it (Malformed: ignored).
 	extra int
@@ -363,6 +366,9 @@ func (r *refBooks) applyOp(o op) bool {
 			case o.kind == 'C' && o.printable:
 				r.trade(b, o.locate, o.price, uint64(o.shares), o.match)
 			case o.kind == 'C':
+				if o.badPrint { // applied as non-printable, counted
+					r.stats.BadState++
+				}
 				// A printed trade of the same match on the instrument (a
 				// cross) stays the one a Broken Trade names.
 				if t := r.trades[o.match]; t == nil || !r.remembered(t) || t.locate != o.locate || !t.printed {
