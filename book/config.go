@@ -139,7 +139,7 @@ type Stats struct {
 	// and alert (the handler's duplicate symbols), the book applied as any.
 	DuplicateSymbol uint64
 
-	DuplicateAdd      uint64 // A/F/U adding a reference that is live
+	DuplicateAdd      uint64 // A/F/U adding a reference that is live (a U's own original's too: applied)
 	UnknownRefExecute uint64 // E/C of an unknown order reference
 	UnknownRefCancel  uint64 // X of an unknown order reference
 	UnknownRefDelete  uint64 // D of an unknown order reference

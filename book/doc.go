@@ -54,7 +54,9 @@
 //   - an execute or cancel of more shares than the order has removes the
 //     whole order (OverExecution, OverCancel);
 //   - a replace whose new reference is live, or with 0 shares, still removes
-//     the original (DuplicateAdd, ZeroShares);
+//     the original (DuplicateAdd, ZeroShares); one whose new reference is
+//     the original's is applied, the order replaced, and counted
+//     (DuplicateAdd);
 //   - an add of a reference live under another locate adds an order:
 //     references are each instrument's (Books.AddOrder), so an E/C/X/D/U
 //     naming an order of another locate is of an unknown reference

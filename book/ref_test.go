@@ -353,6 +353,11 @@ func (r *refBooks) applyOp(o op) bool {
 		case 'D':
 			r.remove(b, ord)
 		case 'U':
+			if o.newRef == o.ref && o.shares != 0 {
+				// The new reference is the original's, which is live:
+				// counted, the order replaced all the same.
+				r.stats.DuplicateAdd++
+			}
 			r.remove(b, ord)
 			r.add(b, o.locate, o.newRef, ord.side, o.shares, o.price)
 		default:

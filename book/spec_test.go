@@ -274,6 +274,9 @@ func TestSpecInconsistentOrders(t *testing.T) {
 		{"U to a live reference", specU(1, 2, 5, 1), true, func(s Stats) uint64 { return s.DuplicateAdd }, []uint64{2, 3, 4}},
 		{"E of more than left", specE(2, 150, 12), true, func(s Stats) uint64 { return s.OverExecution }, []uint64{3, 4}},
 		{"X of more than left", specX(3, 150), true, func(s Stats) uint64 { return s.OverCancel }, []uint64{4}},
+		// A new reference that is the original's (ITCH gives the new
+		// order a new one): replaced all the same, at 50 shares.
+		{"U to its own reference", specU(4, 4, 50, 103000), true, func(s Stats) uint64 { return s.DuplicateAdd }, []uint64{4}},
 		// A printable flag neither 'Y' nor 'N': the shares leave the
 		// order, the print (in doubt) is left out of the last trade.
 		{"C of an undefined printable flag", specC(4, 30, 13, 'y', 102500), true, func(s Stats) uint64 { return s.BadState }, []uint64{4}},
@@ -301,8 +304,8 @@ func TestSpecInconsistentOrders(t *testing.T) {
 	if o, _ := bs.Order(specLocate, 1); o != (OrderInfo{}) {
 		t.Errorf("order 1 after its replace: %+v", o)
 	}
-	if o, _ := bs.Order(specLocate, 4); o.Shares != 70 || o.Price != 102000 {
-		t.Errorf("order 4 after the C of an undefined printable flag: %+v, want 70 shares at 102000", o)
+	if o, _ := bs.Order(specLocate, 4); o.Shares != 20 || o.Price != 103000 {
+		t.Errorf("order 4 after its replace to itself and the C of an undefined printable flag: %+v, want 20 shares at 103000", o)
 	}
 	if p, s, v := bs.Book(specLocate).Last(); p != 101000 || s != 150 || v != 150 {
 		t.Errorf("last trade %d@%d, volume %d after the C of an undefined printable flag; want the E's 150@101000, 150", s, p, v)
