@@ -56,7 +56,15 @@ func (bs *Books) Apply(m itch.Msg) (locate uint16, changed bool) {
 		changed = bs.Cancel(locate, x.OrderRef(), x.CancelledShares())
 	case itch.TypeOrderExecutedWithPrice:
 		c := itch.OrderExecutedWithPrice(m[:itch.OrderExecutedWithPriceLen])
-		changed = bs.ExecuteWithPrice(locate, c.OrderRef(), c.ExecutedShares(), c.ExecutionPrice(), c.MatchNumber(), c.Printable() == 'Y')
+		p := c.Printable()
+		changed = bs.ExecuteWithPrice(locate, c.OrderRef(), c.ExecutedShares(), c.ExecutionPrice(), c.MatchNumber(), p == 'Y')
+		if changed && stateValues[p]&printable == 0 {
+			// Neither 'Y' nor 'N': the shares left the order all the
+			// same, and the execution, applied as non-printable, is
+			// not in the last trade and volume (Nasdaq: a print in
+			// doubt is left out, not counted twice).
+			bs.stats.BadState++
+		}
 	case itch.TypeTrade:
 		p := itch.Trade(m[:itch.TradeLen])
 		changed = bs.Trade(locate, p.Price(), uint64(p.Shares()), p.MatchNumber())
@@ -103,7 +111,12 @@ func (bs *Books) Apply(m itch.Msg) (locate uint16, changed bool) {
 			changed = true
 		}
 	case itch.TypeSystemEvent:
-		bs.event = itch.SystemEvent(m).EventCode()
+		e := itch.SystemEvent(m[:itch.SystemEventLen]).EventCode()
+		if stateValues[e]&systemEvent == 0 {
+			bs.stats.BadState++
+			return 0, false
+		}
+		bs.event = e
 		bs.eventTime = m.Timestamp()
 		return 0, true
 	default:
@@ -120,12 +133,16 @@ func (bs *Books) Apply(m itch.Msg) (locate uint16, changed bool) {
 // 'P' paused, 'Q' quotation only, 'T' trading), Reg SHO's action ('0' no
 // price test, '1' restriction in effect after an intra-day drop, '2'
 // restriction remains in effect), Operational Halt's market code ('Q'
-// Nasdaq, 'B' BX, 'X' PSX) and action ('H' halted, 'T' resumed). A
-// message with any other value is bad input (Stats.BadState): the
-// instrument keeps the state it had, so a halted stock is not published
-// as Unknown (nor a restricted one as unrestricted) on a byte the
-// handler cannot read. Rare messages: a table, not to be fast but to say
-// the values once.
+// Nasdaq, 'B' BX, 'X' PSX) and action ('H' halted, 'T' resumed), System
+// Event's code ('O' start of messages, 'S' start of system hours, 'Q'
+// start of market hours, 'M' end of market hours, 'E' end of system
+// hours, 'C' end of messages), and Order Executed With Price's printable
+// flag ('Y', 'N'). A message with any other value is bad input
+// (Stats.BadState): the instrument (or the market) keeps the state it had
+// (an execution of an undefined flag is applied as non-printable), so a halted stock is not published as Unknown (nor a restricted
+// one as unrestricted, nor an open market as in an event no reader
+// knows) on a byte the handler cannot read. Rare messages: a table, not
+// to be fast but to say the values once.
 var stateValues = func() (t [256]uint8) {
 	for _, c := range []byte("HPQT") {
 		t[c] |= tradingState
@@ -139,6 +156,12 @@ var stateValues = func() (t [256]uint8) {
 	for _, c := range []byte("HT") {
 		t[c] |= haltAction
 	}
+	for _, c := range []byte("OSQMEC") {
+		t[c] |= systemEvent
+	}
+	for _, c := range []byte("YN") {
+		t[c] |= printable
+	}
 	return t
 }()
 
@@ -148,7 +171,16 @@ const (
 	regSHOAction
 	haltMarket
 	haltAction
+	systemEvent
+	printable
 )
+
+// SystemEventDefined reports whether code is a System Event code ITCH 5.0
+// defines ('O', 'S', 'Q', 'M', 'E', 'C'): Apply counts a System Event of
+// any other (Stats.BadState) and keeps the last event. A router that hands
+// System Events to several Books (the handler's shards) gives one of
+// another code to one of them only, so that it is counted once.
+func SystemEventDefined(code byte) bool { return stateValues[code]&systemEvent != 0 }
 
 // sideOf maps a buy/sell indicator to a Side, or to 2 (counted as BadSide
 // by add) for any other byte. It is a table, not a switch: buys and sells

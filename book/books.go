@@ -822,7 +822,10 @@ func (bs *Books) Delete(locate uint16, ref uint64) bool {
 // Replace removes order oldRef and adds newRef with the same side on the
 // same instrument at the tail of its price level (U). If newRef is live or
 // shares is 0 the original is still removed and the new order is dropped
-// (counted).
+// (counted). A newRef equal to oldRef (ITCH gives the new order a new
+// reference: bad input) names the live original: it is counted
+// (DuplicateAdd) and the order replaced all the same, the book's best
+// reading of the message.
 func (bs *Books) Replace(locate uint16, oldRef, newRef uint64, shares, price uint32) bool {
 	b, oi := bs.find(locate, oldRef, &bs.stats.UnknownRefReplace)
 	if b == nil {
@@ -830,6 +833,9 @@ func (bs *Books) Replace(locate uint16, oldRef, newRef uint64, shares, price uin
 	}
 	side := bs.orders[oi].side
 	bs.remove(b, oi)
+	if newRef == oldRef && shares != 0 {
+		bs.stats.DuplicateAdd++
+	}
 	bs.add(b, newRef, side, shares, price)
 	return true
 }

@@ -139,7 +139,7 @@ type Stats struct {
 	// and alert (the handler's duplicate symbols), the book applied as any.
 	DuplicateSymbol uint64
 
-	DuplicateAdd      uint64 // A/F/U adding a reference that is live
+	DuplicateAdd      uint64 // A/F/U adding a reference that is live (a U's own original's too: applied)
 	UnknownRefExecute uint64 // E/C of an unknown order reference
 	UnknownRefCancel  uint64 // X of an unknown order reference
 	UnknownRefDelete  uint64 // D of an unknown order reference
@@ -148,10 +148,14 @@ type Stats struct {
 	OverCancel        uint64 // X of more shares than the order has (order removed)
 	BadSide           uint64 // add with a side other than 'B'/'S'
 	ZeroShares        uint64 // add/replace with 0 shares, execute/cancel of 0 shares, a Trade (P) of 0 shares
-	// BadState counts Stock Trading Action (H), Reg SHO (Y) and
-	// Operational Halt (h) messages whose trading state, action or
-	// market code is none of the values ITCH 5.0 defines: ignored, the
-	// instrument's state kept (a halted stock stays halted).
+	// BadState counts Stock Trading Action (H), Reg SHO (Y),
+	// Operational Halt (h) and System Event (S) messages whose trading
+	// state, action, market code or event code is none of the values
+	// ITCH 5.0 defines: ignored, the instrument's state (the market's
+	// last event) kept (a halted stock stays halted). Also Order Executed
+	// With Price (C) messages applied with a printable flag neither 'Y'
+	// nor 'N': the shares leave the order, the execution is taken as
+	// non-printable (not in the last trade and volume).
 	BadState uint64
 
 	OrderCapacity uint64 // add dropped: Config.MaxOrders live orders, or every overflow slot taken

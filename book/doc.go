@@ -11,8 +11,10 @@
 //     announced are ignored and counted (Stats.UnknownLocate).
 //   - 'A' and 'F' add an order at the tail of its price level.
 //   - 'E' executes at the order's price, 'C' at the message's price (a
-//     non-printable 'C' leaves the last trade and volume alone), 'X' cancels
-//     shares; an order left with no shares is removed.
+//     non-printable 'C' leaves the last trade and volume alone; one whose
+//     printable flag is neither 'Y' nor 'N' is applied as non-printable
+//     and counted, Stats.BadState), 'X' cancels shares; an order left with
+//     no shares is removed. The resting order keeps its price.
 //   - 'D' deletes an order.
 //   - 'U' removes the original order and adds the new reference with the same
 //     side and instrument, at the tail of its level (it loses queue position).
@@ -30,11 +32,12 @@
 //     remembered, leaves the last trade 0@0 if it was the one before.
 //   - 'H' (trading state), 'h' (operational halt, Nasdaq market 'Q' only),
 //     'Y' (Reg SHO) update the instrument's state; 'S' the market-wide system
-//     event (Books.SystemEvent). One whose state, action or market code is
-//     none of the values ITCH 5.0 defines is counted (Stats.BadState, an
-//     inconsistency) and changes nothing: the instrument keeps its last
-//     state, so a byte the handler cannot read never turns a halted stock
-//     into one of unknown state.
+//     event (Books.SystemEvent). One whose state, action, market code or
+//     event code is none of the values ITCH 5.0 defines is counted
+//     (Stats.BadState, an inconsistency) and changes nothing: the
+//     instrument (the market, for 'S') keeps its last state, so a byte the
+//     handler cannot read never turns a halted stock into one of unknown
+//     state, nor publishes an event code no reader knows.
 //   - Other types change nothing.
 //
 // Apply reports the locate whose state changed so a publisher can mark it
@@ -51,7 +54,9 @@
 //   - an execute or cancel of more shares than the order has removes the
 //     whole order (OverExecution, OverCancel);
 //   - a replace whose new reference is live, or with 0 shares, still removes
-//     the original (DuplicateAdd, ZeroShares);
+//     the original (DuplicateAdd, ZeroShares); one whose new reference is
+//     the original's is applied, the order replaced, and counted
+//     (DuplicateAdd);
 //   - an add of a reference live under another locate adds an order:
 //     references are each instrument's (Books.AddOrder), so an E/C/X/D/U
 //     naming an order of another locate is of an unknown reference

@@ -37,6 +37,9 @@ func encodeOp(dst []byte, o op, ts uint64) []byte {
 		if o.printable {
 			p = 'Y'
 		}
+		if o.badPrint {
+			p = o.state
+		}
 		f := itch.OrderExecutedWithPriceFields{Header: h, OrderRef: o.ref, ExecutedShares: o.shares, MatchNumber: o.match, Printable: p, ExecutionPrice: o.price}
 		return f.Append(dst)
 	case 'X':
@@ -72,6 +75,7 @@ func opOf(m itch.Msg) op {
 	case itch.TypeOrderExecutedWithPrice:
 		f := itch.OrderExecutedWithPrice(m).Fields()
 		o.ref, o.shares, o.price, o.printable, o.match = f.OrderRef, f.ExecutedShares, f.ExecutionPrice, f.Printable == 'Y', f.MatchNumber
+		o.state, o.badPrint = f.Printable, f.Printable != 'Y' && f.Printable != 'N'
 	case itch.TypeOrderCancel:
 		f := itch.OrderCancel(m).Fields()
 		o.ref, o.shares = f.OrderRef, f.CancelledShares

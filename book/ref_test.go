@@ -187,6 +187,9 @@ type op struct {
 	attrib bool
 	state  byte
 	market byte
+	// badPrint: a 'C' whose printable flag is neither 'Y' nor 'N'
+	// (printable false); the byte is in state.
+	badPrint bool
 	// extra bytes after the message's end (Long: applied as its type),
 	// or, negative, bytes missing from it (Malformed: ignored).
 	extra int
@@ -263,6 +266,10 @@ func (r *refBooks) applyOp(o op) bool {
 			return true
 		}
 	case 'S':
+		if !strings.ContainsRune("OSQMEC", rune(o.state)) { // the codes ITCH 5.0 defines; any other is counted, the event kept
+			r.stats.BadState++
+			return false
+		}
 		r.event, r.eventTime = uint64(o.state), o.ts
 		return true
 	case 'R':
@@ -346,6 +353,11 @@ func (r *refBooks) applyOp(o op) bool {
 		case 'D':
 			r.remove(b, ord)
 		case 'U':
+			if o.newRef == o.ref && o.shares != 0 {
+				// The new reference is the original's, which is live:
+				// counted, the order replaced all the same.
+				r.stats.DuplicateAdd++
+			}
 			r.remove(b, ord)
 			r.add(b, o.locate, o.newRef, ord.side, o.shares, o.price)
 		default:
@@ -359,6 +371,9 @@ func (r *refBooks) applyOp(o op) bool {
 			case o.kind == 'C' && o.printable:
 				r.trade(b, o.locate, o.price, uint64(o.shares), o.match)
 			case o.kind == 'C':
+				if o.badPrint { // applied as non-printable, counted
+					r.stats.BadState++
+				}
 				// A printed trade of the same match on the instrument (a
 				// cross) stays the one a Broken Trade names.
 				if t := r.trades[o.match]; t == nil || !r.remembered(t) || t.locate != o.locate || !t.printed {

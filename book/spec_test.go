@@ -274,6 +274,12 @@ func TestSpecInconsistentOrders(t *testing.T) {
 		{"U to a live reference", specU(1, 2, 5, 1), true, func(s Stats) uint64 { return s.DuplicateAdd }, []uint64{2, 3, 4}},
 		{"E of more than left", specE(2, 150, 12), true, func(s Stats) uint64 { return s.OverExecution }, []uint64{3, 4}},
 		{"X of more than left", specX(3, 150), true, func(s Stats) uint64 { return s.OverCancel }, []uint64{4}},
+		// A new reference that is the original's (ITCH gives the new
+		// order a new one): replaced all the same, at 50 shares.
+		{"U to its own reference", specU(4, 4, 50, 103000), true, func(s Stats) uint64 { return s.DuplicateAdd }, []uint64{4}},
+		// A printable flag neither 'Y' nor 'N': the shares leave the
+		// order, the print (in doubt) is left out of the last trade.
+		{"C of an undefined printable flag", specC(4, 30, 13, 'y', 102500), true, func(s Stats) uint64 { return s.BadState }, []uint64{4}},
 	} {
 		before := c.counter(bs.Stats())
 		if _, changed := bs.Apply(c.m); changed != c.changed {
@@ -297,6 +303,12 @@ func TestSpecInconsistentOrders(t *testing.T) {
 	}
 	if o, _ := bs.Order(specLocate, 1); o != (OrderInfo{}) {
 		t.Errorf("order 1 after its replace: %+v", o)
+	}
+	if o, _ := bs.Order(specLocate, 4); o.Shares != 20 || o.Price != 103000 {
+		t.Errorf("order 4 after its replace to itself and the C of an undefined printable flag: %+v, want 20 shares at 103000", o)
+	}
+	if p, s, v := bs.Book(specLocate).Last(); p != 101000 || s != 150 || v != 150 {
+		t.Errorf("last trade %d@%d, volume %d after the C of an undefined printable flag; want the E's 150@101000, 150", s, p, v)
 	}
 }
 
@@ -374,7 +386,8 @@ func TestSpecStates(t *testing.T) {
 // market code is none of the values ITCH 5.0 defines (H/P/Q/T; 0/1/2;
 // H/T and Q/B/X) is bad input: the instrument keeps its state (a halted
 // stock stays halted, not published as Unknown), nothing changes, and the
-// message is counted in BadState, an inconsistency.
+// message is counted in BadState, an inconsistency. So is an 'S' whose
+// event code is none of O/S/Q/M/E/C: the market keeps its last event.
 func TestSpecStatesUnknownValue(t *testing.T) {
 	bs, b := specStateBooks(t)
 	trading := func(st byte, ts uint64) itch.Msg {
@@ -386,6 +399,10 @@ func TestSpecStatesUnknownValue(t *testing.T) {
 	sho := func(a byte, ts uint64) itch.Msg {
 		return specMsg('Y', 20, specLocate, ts, func(m []byte) { putSym(m, 11, "SPEC"); m[19] = a })
 	}
+	event := func(e byte, ts uint64) itch.Msg {
+		return specMsg('S', 12, 0, ts, func(m []byte) { m[11] = e })
+	}
+	mustApply(t, bs, event('Q', 9), true)
 	mustApply(t, bs, trading('H', 10), true)
 	mustApply(t, bs, halt('Q', 'H', 11), true)
 	mustApply(t, bs, sho('1', 12), true)
@@ -393,6 +410,7 @@ func TestSpecStatesUnknownValue(t *testing.T) {
 		trading('X', 20), trading(0, 21), trading('t', 22), trading(' ', 23),
 		halt('Q', 'X', 24), halt('Z', 'T', 25), halt('B', 0, 26), halt(' ', 'H', 27),
 		sho('3', 28), sho(' ', 29), sho(0, 30),
+		event('Z', 31), event(0, 32), event('q', 33), event(' ', 34),
 	}
 	for _, m := range bad {
 		mustApply(t, bs, m, false)
@@ -400,6 +418,9 @@ func TestSpecStatesUnknownValue(t *testing.T) {
 	if b.TradingState() != 'H' || b.OperationalHalt() != 'H' || b.RegSHO() != '1' || b.Timestamp() != 12 {
 		t.Errorf("after unknown values: trading state %q, operational halt %q, Reg SHO %q, timestamp %d; want 'H', 'H', '1', 12",
 			b.TradingState(), b.OperationalHalt(), b.RegSHO(), b.Timestamp())
+	}
+	if e, ts := bs.SystemEvent(); e != 'Q' || ts != 9 {
+		t.Errorf("after unknown event codes: system event %q at %d; want 'Q' at 9", e, ts)
 	}
 	if s := bs.Stats(); s.BadState != uint64(len(bad)) || s.Inconsistencies() != uint64(len(bad)) {
 		t.Errorf("bad state %d, inconsistencies %d; want %d", s.BadState, s.Inconsistencies(), len(bad))

@@ -97,8 +97,8 @@ func wireSymbol(locate uint16, variant byte) [8]byte {
 // flags (side, printable; bad sides, a message longer than its type's
 // length or cut short), shares, price, a byte for the new reference,
 // match or state (0xf8 and up: a state byte ITCH 5.0 does not define), and
-// a byte for the symbol, market code (0xf8 and up: one it does not define)
-// or timestamp.
+// a byte for the symbol, market code or C's printable flag (0xf8 and up:
+// one it does not define) or timestamp.
 func wireOpsOfBytes(data []byte) []op {
 	var ops []op
 	var match uint64 // the last match number given
@@ -172,8 +172,11 @@ func wireOpsOfBytes(data []byte) []op {
 		case 'S':
 			o.state = "OSQMEC"[data[6]%6]
 		}
-		if data[6] >= 0xf8 && (o.kind == 'H' || o.kind == 'h' || o.kind == 'Y') {
-			o.state = data[6] // a state or action ITCH 5.0 does not define: BadState
+		if o.kind == 'C' && data[7] >= 0xf8 { // a printable flag ITCH 5.0 does not define: BadState
+			o.printable, o.badPrint, o.state = false, true, data[7]
+		}
+		if data[6] >= 0xf8 && (o.kind == 'H' || o.kind == 'h' || o.kind == 'Y' || o.kind == 'S') {
+			o.state = data[6] // a state, action or event code ITCH 5.0 does not define: BadState
 		}
 		ops = append(ops, o)
 	}
@@ -230,6 +233,9 @@ func wireMsg(o op) itch.Msg {
 			m[31] = 'N'
 			if o.printable {
 				m[31] = 'Y'
+			}
+			if o.badPrint {
+				m[31] = o.state
 			}
 			put4(m, 32, o.price)
 		})

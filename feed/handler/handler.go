@@ -744,12 +744,15 @@ var _ = [1]struct{}{}[itch.TypeStockDirectory|1-itch.TypeSystemEvent]
 // Event goes to every shard: whole to its locate's shard, cut to its
 // type's length to the others, so that one longer than its type is
 // counted Long (book.Stats) once, as in run to completion, not once per
-// shard. A Stock Directory goes to its locate's shard, and its claim
+// shard. One whose event code ITCH 5.0 does not define goes the way of
+// any message too: every shard's books would keep their last event and
+// count it (BadState), so its locate's shard alone counts it, once. A
+// Stock Directory goes to its locate's shard, and its claim
 // (routeDirectory) to the others.
 func (h *Handler) routeMarketWide(msg []byte, seq uint64, rxTime int64) bool {
 	loc := uint16(msg[1])<<8 | uint16(msg[2])
 	if msg[0] == itch.TypeSystemEvent {
-		if len(msg) < itch.SystemEventLen {
+		if len(msg) < itch.SystemEventLen || !book.SystemEventDefined(msg[itch.HeaderLen]) {
 			return false
 		}
 		for i, s := range h.shards {

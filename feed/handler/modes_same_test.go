@@ -321,7 +321,7 @@ func adversarialScript(t *testing.T) adversarial {
 	// the same, its event in every book's snapshot; a locate never
 	// announced, so that the symbol filter leaves it out. Last, so that
 	// no generated one overwrites it.
-	event := itch.SystemEventFields{Header: itch.Header{Locate: 1000}, EventCode: 'X'}
+	event := itch.SystemEventFields{Header: itch.Header{Locate: 1000}, EventCode: 'M'}
 	msgs2 = append(msgs2, event.Append(nil))
 	adv.locatedEvents++
 
@@ -416,6 +416,7 @@ func badInput(reused uint16) [][]byte {
 	}
 	broken := itch.BrokenTradeFields{Header: itch.Header{Locate: advLocA}, MatchNumber: 1<<50 + 7}
 	longEvent := append((&itch.SystemEventFields{EventCode: 'Q'}).Append(nil), 0, 0, 0)
+	badEvent := (&itch.SystemEventFields{EventCode: 'Z'}).Append(nil)
 	tradingAction := func(loc uint16, state byte) []byte {
 		a := itch.StockTradingActionFields{Header: itch.Header{Locate: loc}, Stock: itch.NewSymbol("DUPE"), TradingState: state}
 		return a.Append(nil)
@@ -474,6 +475,7 @@ func badInput(reused uint16) [][]byte {
 		{itch.TypeAddOrder, 0, 0, 0, 0},         // Malformed: shorter than a header, locate 0
 		{itch.TypeSystemEvent, 0, 0, 0, 0},      // Malformed: a System Event shorter than a header
 		longEvent,                               // Long: a System Event (every shard applies it) longer than its type, counted once
+		badEvent,                                // BadState: an event code ITCH 5.0 does not define, counted once
 		{itch.TypeAddOrder, 0},                  // a bad message: no locate (BadMessages)
 		trade(advLocA, 0),                       // ZeroShares
 		tradingAction(advDupFirst, 'X'),         // BadState
@@ -521,7 +523,7 @@ func packMessages(t *testing.T, session string, msgs [][]byte) [][]byte {
 func messagesOf(t *testing.T, pkt []byte) uint64 { return totalMessages(t, [][]byte{pkt}) }
 
 // systemEventsOf counts the System Events of a packet that every shard
-// applies (of its length at least).
+// applies (of its length at least, and of an event code ITCH 5.0 defines).
 func systemEventsOf(t *testing.T, pkt []byte) uint64 {
 	p, err := moldudp64.Parse(pkt)
 	if err != nil {
@@ -530,7 +532,7 @@ func systemEventsOf(t *testing.T, pkt []byte) uint64 {
 	var n uint64
 	it := p.Iter()
 	for m, ok := it.Next(); ok; m, ok = it.Next() {
-		if len(m) >= itch.SystemEventLen && m[0] == itch.TypeSystemEvent {
+		if len(m) >= itch.SystemEventLen && m[0] == itch.TypeSystemEvent && book.SystemEventDefined(m[itch.HeaderLen]) {
 			n++
 		}
 	}
