@@ -443,7 +443,13 @@ func StartContext(ctx context.Context, cfg Config) (*Handler, error) {
 	logClock(h.log, false)
 
 	pinErrs := make(chan error, len(h.shards)+1)
-	threads = 1
+	pinned := func(threads int) {
+		for range threads {
+			if err := <-pinErrs; err != nil {
+				h.log.Warn().Err(err).Msg("thread not pinned")
+			}
+		}
+	}
 	if h.inline == nil {
 		for _, s := range h.shards {
 			h.wg.Add(1)
@@ -452,16 +458,14 @@ func StartContext(ctx context.Context, cfg Config) (*Handler, error) {
 				s.run(pinErrs)
 			}()
 		}
-		threads += len(h.shards)
+		// Before the receive thread starts: a shard sets its ring's
+		// backoff (shard.run) before it reports.
+		pinned(len(h.shards))
 	}
 	t0 := time.Now()
 	h.started, h.startMono = t0.UnixNano(), clock.Mono(t0)
 	go h.receive(pinErrs)
-	for i := 0; i < threads; i++ {
-		if err := <-pinErrs; err != nil {
-			h.log.Warn().Err(err).Msg("thread not pinned")
-		}
-	}
+	pinned(1)
 	h.logThread("receive", h.rxThread)
 	if h.inline != nil {
 		h.inline.thread = h.rxThread // the receive thread applies its messages

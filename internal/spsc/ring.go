@@ -113,6 +113,9 @@ func (r *Ring[T]) SetBackoff(b Backoff) {
 	r.backoff = d
 }
 
+// Backoff returns how the ring waits, as SetBackoff (or New) set it.
+func (r *Ring[T]) Backoff() Backoff { return r.backoff }
+
 // waiting is one wait of ReserveWait or PeekWait: Spins polls, then
 // Yields, then sleeps from MinSleep doubling to MaxSleep, until the
 // deadline (none for a timeout <= 0).
