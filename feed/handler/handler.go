@@ -443,7 +443,13 @@ func StartContext(ctx context.Context, cfg Config) (*Handler, error) {
 	logClock(h.log, false)
 
 	pinErrs := make(chan error, len(h.shards)+1)
-	threads = 1
+	pinned := func(threads int) {
+		for range threads {
+			if err := <-pinErrs; err != nil {
+				h.log.Warn().Err(err).Msg("thread not pinned")
+			}
+		}
+	}
 	if h.inline == nil {
 		for _, s := range h.shards {
 			h.wg.Add(1)
@@ -452,16 +458,14 @@ func StartContext(ctx context.Context, cfg Config) (*Handler, error) {
 				s.run(pinErrs)
 			}()
 		}
-		threads += len(h.shards)
+		// Before the receive thread starts: a shard sets its ring's
+		// backoff (shard.run) before it reports.
+		pinned(len(h.shards))
 	}
 	t0 := time.Now()
 	h.started, h.startMono = t0.UnixNano(), clock.Mono(t0)
 	go h.receive(pinErrs)
-	for i := 0; i < threads; i++ {
-		if err := <-pinErrs; err != nil {
-			h.log.Warn().Err(err).Msg("thread not pinned")
-		}
-	}
+	pinned(1)
 	h.logThread("receive", h.rxThread)
 	if h.inline != nil {
 		h.inline.thread = h.rxThread // the receive thread applies its messages
@@ -1303,6 +1307,7 @@ func (h *Handler) Stop() error {
 		}
 	}
 	h.wg.Wait()
+	h.settleDuplicates()
 	close(h.done)
 	h.hk.Wait() // no heartbeat after the mapping is gone
 	errShm := h.w.Close()
@@ -1312,6 +1317,45 @@ func (h *Handler) Stop() error {
 	}
 	h.stopErr = errors.Join(h.Err(), errRx, errShm, errCap)
 	return h.stopErr
+}
+
+// settleDuplicates runs in Stop, sharded, once every shard thread has
+// ended: a book its shard's publisher left unpublished because another
+// shard's binding of its symbol stood (a duplicate whose holder, in
+// another shard, left the symbol; a binding that shard had yet to retire)
+// is asked again when that binding is retired, at its shard's next flush
+// (Publisher.flush: one after each batch, and one each time the shard
+// idles 50 ms). Stop closes every ring at once, so a shard could drain
+// and end before another retired the binding: no next flush, and the
+// book, which run to completion publishes in the same batch, was missing
+// from the file the handler leaves. Each shard's publisher flushes once
+// more here, on Stop's goroutine (the shard threads have ended), until a
+// round retires no binding; then the shards' counters are copied again
+// (Stats after Stop count what this published).
+// Nothing is asked when no refusal stands (Publisher.flush returns at
+// once), nor after a fault on the shm file (the writer is closed).
+func (h *Handler) settleDuplicates() {
+	if h.inline != nil || h.Err() != nil {
+		return
+	}
+	// A publish stores into the mapping: a file truncated under the
+	// writer is a fault, reported as the shard threads report it.
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() { h.shmFault(recover(), "stop") }()
+	// A round's binds retire nothing but in a chain of refusals across
+	// shards, one link a round: bounded, should a chain never end.
+	for range 2 * len(h.shards) {
+		n := h.w.Retirements()
+		for _, s := range h.shards {
+			s.pub.Flush()
+		}
+		if h.w.Retirements() == n {
+			break
+		}
+	}
+	for _, s := range h.shards {
+		s.copyStats(true)
+	}
 }
 
 // pin locks the calling thread to core (no-op for core < 0).

@@ -277,6 +277,13 @@ const (
 	advDupLater = 62
 )
 
+// Day 2's symbol at two locates: the first leaves it, the second takes it.
+// In two shards for 2 and 4 shards.
+const (
+	advPromoteHolder = 66
+	advPromoted      = 67
+)
+
 // adversarialScript is a generated day (50 instruments) with a hand-made
 // message woven in every 300 generated ones, each on both lines, with
 // faults: a packet lost on both lines (a gap), one lost on line A only, an
@@ -300,7 +307,7 @@ func adversarialScript(t *testing.T) adversarial {
 			}
 		}
 	}
-	adv.subscribe = append(adv.subscribe, "NEWA", "NEWB", "DUPE", "LONGR")
+	adv.subscribe = append(adv.subscribe, "NEWA", "NEWB", "DUPE", "LONGR", "DUPD")
 	bad := badInput(reused)
 	var msgs [][]byte
 	for i, m := range day1 {
@@ -313,10 +320,24 @@ func adversarialScript(t *testing.T) adversarial {
 	if len(bad) > 0 {
 		t.Fatalf("%d hand-made messages left: the day is too short", len(bad))
 	}
-	day2, _ := generatedDay(t, 5_000, 4)
+	day2, dir2 := generatedDay(t, 5_000, 4)
+	for _, loc := range []uint16{advPromoteHolder, advPromoted} {
+		if sym, ok := dir2[loc]; ok {
+			t.Fatalf("day 2 announces locate %d itself (%s)", loc, sym)
+		}
+	}
 	msgs2 := slices.Clone(day2[:1500])
 	msgs2 = append(msgs2, filterDir(0, "ZERO"), []byte{'z', 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}, filterAdd(0, "ZERO", 1<<41, 100))
 	msgs2 = append(msgs2, day2[1500:]...)
+	// DUPD at a locate, then at a second (a duplicate), then the first
+	// given LEFT (withdrawn under the filter): the second takes DUPD, in
+	// its shard's books by the first's claim, and publishes it once the
+	// first's shard retired its binding. Near the session's end, so that
+	// the handler stops soon after (TestStopPromotesDuplicate).
+	msgs2 = append(msgs2,
+		filterDir(advPromoteHolder, "DUPD"), filterAdd(advPromoteHolder, "DUPD", 1<<41+1, 100),
+		filterDir(advPromoted, "DUPD"), filterAdd(advPromoted, "DUPD", 1<<41+2, 200), // DuplicateSymbols
+		filterDir(advPromoteHolder, "LEFT")) // LocateReassigned; withdrawn under the filter
 	// A System Event under a locate (ITCH gives it 0): market-wide all
 	// the same, its event in every book's snapshot; a locate never
 	// announced, so that the symbol filter leaves it out. Last, so that
@@ -685,6 +706,10 @@ func checkAdversarialCounted(t *testing.T, ref *modeCounts, filter bool) {
 	// The symbol announced at two locates: the first announced keeps it.
 	if got, want := ref.shm["DUPE"], fmt.Sprintf("locate %d ", advDupFirst); !strings.HasPrefix(got, want) {
 		t.Errorf("%s: DUPE published as %q, want at locate %d", ref.name, got, advDupFirst)
+	}
+	// Day 2's duplicate takes the symbol its holder left.
+	if got, want := ref.shm["DUPD"], fmt.Sprintf("locate %d ", advPromoted); !strings.HasPrefix(got, want) {
+		t.Errorf("%s: DUPD published as %q, want at locate %d", ref.name, got, advPromoted)
 	}
 	// Under the filter the locate above the books' capacity, never
 	// announced, is filtered out.

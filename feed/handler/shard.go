@@ -186,18 +186,23 @@ func newShard(id, core int, ringSize int, bcfg book.Config, w *shm.Writer, depth
 	if err != nil {
 		return nil, err
 	}
-	// Both ends of the ring are locked to their threads (the receive
-	// thread and the shard's): they yield and sleep in the kernel.
-	backoff := spsc.Backoff{Thread: true}
-	if core >= 0 {
-		// A pinned shard owns its core: poll hard before sleeping, so a
-		// message waits nanoseconds, not a scheduler tick.
-		backoff = spsc.Backoff{Spins: 1 << 16, Yields: 1 << 14, MinSleep: time.Microsecond, MaxSleep: 20 * time.Microsecond, Thread: true}
-	}
-	r.SetBackoff(backoff)
+	r.SetBackoff(shardBackoff(core >= 0))
 	s := &shard{id: id, core: core, ring: r, books: bs, pub: NewPublisher(w, bs, depth)}
 	s.touch()
 	return s, nil
+}
+
+// shardBackoff is how the two ends of a shard's ring wait: both are
+// locked to their threads (the receive thread and the shard's), so they
+// yield and sleep in the kernel. A pinned shard owns its core: it polls
+// hard before sleeping, so that a message waits nanoseconds, not a
+// scheduler tick. An unpinned one shares the CPUs with the receive thread
+// and everything else, and spins briefly.
+func shardBackoff(pinned bool) spsc.Backoff {
+	if pinned {
+		return spsc.Backoff{Spins: 1 << 16, Yields: 1 << 14, MinSleep: time.Microsecond, MaxSleep: 20 * time.Microsecond, Thread: true}
+	}
+	return spsc.Backoff{Thread: true}
 }
 
 // touch touches what the shard's thread writes as it goes, all zero here
@@ -211,10 +216,18 @@ func (s *shard) touch() {
 	mem.Touch(mem.Bytes(s.runs[:cap(s.runs)]))
 }
 
-// run applies and publishes until the ring is closed and drained.
+// run applies and publishes until the ring is closed and drained. It
+// reports its thread's pinning on pinErr before the receive thread starts
+// (Start), having set the ring's backoff for the thread as pinned: a
+// shard whose core cannot be had (a CPU outside the process's affinity,
+// the cgroup's cpuset) runs unpinned, and waits as an unpinned one.
 func (s *shard) run(pinErr chan<- error) {
 	runtime.LockOSThread() // never unlocked: the pinned thread exits with the goroutine
-	pinErr <- setupThread(s.core, s.rtPriority, &s.thread)
+	err := setupThread(s.core, s.rtPriority, &s.thread)
+	if s.core >= 0 && s.thread.Core < 0 {
+		s.ring.SetBackoff(shardBackoff(false))
+	}
+	pinErr <- err
 	// A store into the shm file truncated under the writer is a panic,
 	// which loop recovers (shmFault), not a crash of the process.
 	debug.SetPanicOnFault(true)

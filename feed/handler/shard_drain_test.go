@@ -14,8 +14,7 @@ import (
 // mutex's internal state, which the runtime may change (the Lock frame
 // stays in a traceback when it is inlined).
 func waitingForStatsLock(buf []byte) bool {
-	n := runtime.Stack(buf, true)
-	for _, g := range bytes.Split(buf[:n], []byte("\n\n")) {
+	for _, g := range stacks(buf) {
 		lock := bytes.Index(g, []byte("sync.(*Mutex).Lock("))
 		stats := bytes.Index(g, []byte(".(*shard).copyStats("))
 		if lock >= 0 && stats > lock {
@@ -23,6 +22,24 @@ func waitingForStatsLock(buf []byte) bool {
 		}
 	}
 	return false
+}
+
+// shardThreads counts the goroutines running a shard's thread
+// (shard.run), from a traceback as waitingForStatsLock reads it.
+func shardThreads(buf []byte) (n int) {
+	for _, g := range stacks(buf) {
+		if bytes.Contains(g, []byte(".(*shard).run(")) {
+			n++
+		}
+	}
+	return n
+}
+
+// stacks is every goroutine's traceback (runtime.Stack into buf), one an
+// element.
+func stacks(buf []byte) [][]byte {
+	n := runtime.Stack(buf, true)
+	return bytes.Split(buf[:n], []byte("\n\n"))
 }
 
 // TestShardDrainsAfterIdleWait: a message committed to a shard's ring,

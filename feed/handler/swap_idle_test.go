@@ -76,6 +76,26 @@ func scriptStep(t *testing.T, h *Handler, r *scriptRx, session string, seq *uint
 	})
 }
 
+// stepDuplicate plays, in session DUPE, four instruments (enough packets
+// to confirm the session: defaultSessionConfirm), then DUPE at locate 7
+// with an order, then DUPE at 6 with one (a duplicate), each step applied
+// before the next comes. It returns the next sequence number and a reader
+// of h's shm file name.
+func stepDuplicate(t *testing.T, h *Handler, r *scriptRx, name string) (uint64, *shm.Reader) {
+	t.Helper()
+	dir := filterDir
+	seq := uint64(1)
+	scriptStep(t, h, r, "DUPE", &seq, dir(2, "AAA"), dir(3, "BBB"), dir(4, "CCC"), dir(5, "DDD"))
+	scriptStep(t, h, r, "DUPE", &seq, dir(7, "DUPE"), filterAdd(7, "DUPE", 1, 100))
+	scriptStep(t, h, r, "DUPE", &seq, dir(6, "DUPE"), filterAdd(6, "DUPE", 2, 200))
+	rd, err := shm.Open(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rd.Close() })
+	return seq, rd
+}
+
 // TestDuplicateSymbolPromoted: DUPE is announced at locate 7, then at 6
 // (two shards when sharded), each step applied before the next comes. The
 // first announced keeps it and the second counts once, in both modes,
@@ -87,24 +107,13 @@ func TestDuplicateSymbolPromoted(t *testing.T) {
 	for _, filter := range []bool{false, true} {
 		t.Run(fmt.Sprintf("filter=%v", filter), func(t *testing.T) {
 			forEachMode(t, func(t *testing.T, mode Mode, shards []int) {
-				dir := filterDir
 				var symbols []string
 				if filter {
 					symbols = []string{"AAA", "BBB", "CCC", "DDD", "DUPE"}
 				}
 				h, r, name := startScript(t, mode, shards, nil, -1, zerolog.Nop(), symbols)
 				defer h.Stop()
-				seq := uint64(1)
-				step := func(msgs ...[]byte) { t.Helper(); scriptStep(t, h, r, "DUPE", &seq, msgs...) }
-				// Enough packets to confirm the session (defaultSessionConfirm).
-				step(dir(2, "AAA"), dir(3, "BBB"), dir(4, "CCC"), dir(5, "DDD"))
-				step(dir(7, "DUPE"), filterAdd(7, "DUPE", 1, 100))
-				step(dir(6, "DUPE"), filterAdd(6, "DUPE", 2, 200))
-				rd, err := shm.Open(name)
-				if err != nil {
-					t.Fatal(err)
-				}
-				defer rd.Close()
+				seq, rd := stepDuplicate(t, h, r, name)
 				dups := func() (n uint64) {
 					for _, s := range h.Stats().Shards {
 						n += s.DuplicateSymbols
@@ -119,7 +128,7 @@ func TestDuplicateSymbolPromoted(t *testing.T) {
 				if _, err := rd.Read(6, make([]byte, rd.Info().MaxSnapshot)); !errors.Is(err, shm.ErrUnknownLocate) {
 					t.Fatalf("read of the duplicate locate 6: %v, want ErrUnknownLocate", err)
 				}
-				step(dir(7, "GONE"))
+				scriptStep(t, h, r, "DUPE", &seq, filterDir(7, "GONE"))
 				for i := 0; ; i++ {
 					if loc, _ := rd.Lookup("DUPE"); loc == 6 {
 						break

@@ -8,7 +8,8 @@
 // PeekWait, Drained) at a time; the statistics accessors may be called from
 // anywhere.
 //
-// The producer and consumer indices live on separate cache lines, and each
+// The producer and consumer indices live at least 128 bytes apart (no
+// cache line, nor pair of lines, holds both), and each
 // side keeps a private copy of the other side's index that it refreshes only
 // when that copy says the ring is full (producer) or empty (consumer), so in
 // steady state each side touches the shared line of the other rarely.

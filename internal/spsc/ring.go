@@ -51,24 +51,31 @@ type Stats struct {
 
 // Ring is a bounded single-producer single-consumer FIFO of T. Create it
 // with New. See the package documentation for the threading contract.
+//
+// Each group of fields below is followed by a whole cacheLine of padding,
+// not by what would fill its own line: the allocator aligns a Ring to 8
+// bytes, not to 128, so a group may start anywhere in a line, and only a
+// gap of cacheLine bytes keeps the next group out of every 128-byte block
+// it touches (TestIndicesApart).
 type Ring[T any] struct {
+	// Read by both sides; closed is written once.
 	buf     []T
 	mask    uint64
 	backoff Backoff
 	closed  atomic.Bool
 	_       [cacheLine]byte
 
-	// Producer-owned line.
+	// Producer-owned.
 	tail      atomic.Uint64 // next slot to write; published by Commit
 	headCache uint64        // producer's copy of head
 	full      atomic.Uint64 // written only by the producer
-	_         [cacheLine - 24]byte
+	_         [cacheLine]byte
 
-	// Consumer-owned line.
+	// Consumer-owned.
 	head      atomic.Uint64 // next slot to read; published by Release
 	tailCache uint64        // consumer's copy of tail
 	highWater atomic.Uint64 // written only by the consumer
-	_         [cacheLine - 24]byte
+	_         [cacheLine]byte
 }
 
 // New returns a ring of capacity slots. capacity must be a power of two, at
@@ -105,6 +112,9 @@ func (r *Ring[T]) SetBackoff(b Backoff) {
 	d.Thread = b.Thread
 	r.backoff = d
 }
+
+// Backoff returns how the ring waits, as SetBackoff (or New) set it.
+func (r *Ring[T]) Backoff() Backoff { return r.backoff }
 
 // waiting is one wait of ReserveWait or PeekWait: Spins polls, then
 // Yields, then sleeps from MinSleep doubling to MaxSleep, until the
