@@ -287,10 +287,20 @@ func (r *Reader) check() error {
 	// place): the static header never changes in the file Open read, so
 	// another generation is another writer's file, whose layout this
 	// Reader does not have.
-	if g := atomic.LoadUint64(r.m.u64(offGeneration)); g != r.l.generation {
-		return fmt.Errorf("check shm %s: generation %#x, %#x at open: file re-initialized in place: %w", r.path, g, r.l.generation, ErrRestarted)
+	if err := r.reinitialized("check"); err != nil {
+		return err
 	}
 	return r.writerGone()
+}
+
+// reinitialized is the error of op, wrapping ErrRestarted, when the
+// mapped file's generation is no longer the one Open read (the file was
+// re-initialized in place), nil otherwise.
+func (r *Reader) reinitialized(op string) error {
+	if g := atomic.LoadUint64(r.m.u64(offGeneration)); g != r.l.generation {
+		return fmt.Errorf("%s shm %s: generation %#x, %#x at open: file re-initialized in place: %w", op, r.path, g, r.l.generation, ErrRestarted)
+	}
+	return nil
 }
 
 // closedError is the error of a call on a closed Reader.

@@ -64,3 +64,30 @@ func TestCppCheckReinitializedInPlace(t *testing.T) {
 	s.expect("open", "open Ok")
 	s.expect("check", "check Ok")
 }
+
+// TestPollReinitializedInPlaceRestarted: a feed file re-initialized in
+// place by a writer that has published less than the old one (a restart:
+// its journal head starts again near 0, below the follower's position)
+// is ErrRestarted from Poll and from a follower's Wait, not ErrOverrun: an
+// overrun tells the caller to rescan every slot, which it would do through
+// the old file's layout, over another writer's slots. The follower keeps
+// its position and counts no overrun.
+func TestPollReinitializedInPlaceRestarted(t *testing.T) {
+	w := publishedWriter(t, Config{Instruments: 1, Depth: 1})
+	s := newSnapshot(1)
+	for k := uint64(2); k <= 10; k++ {
+		fillSnapshot(s, 1, k, 1)
+		if err := w.Publish(s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := testReader(t, w.Path())
+	f, g := r.Follow(), r.Follow()
+	reinitInPlace(t, w)
+	if n, err := f.Poll(make([]Update, 4)); !errors.Is(err, ErrRestarted) || n != 0 || f.Overruns() != 0 || f.Lost() != 0 {
+		t.Fatalf("poll of a file re-initialized in place: %d, %v (overruns %d, lost %d); want 0, ErrRestarted (overruns 0, lost 0)", n, err, f.Overruns(), f.Lost())
+	}
+	if n, err := g.Wait(make([]Update, 4), time.Minute, WaitOptions{Spin: 1}); !errors.Is(err, ErrRestarted) || n != 0 || g.Overruns() != 0 {
+		t.Fatalf("wait on a file re-initialized in place: %d, %v (overruns %d); want 0, ErrRestarted (overruns 0)", n, err, g.Overruns())
+	}
+}
