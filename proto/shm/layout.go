@@ -284,7 +284,7 @@ func (m *mapping) readHeader(size int64) (layout, error) {
 		l.slots < l.journal+l.journalLen*recordSize,
 		l.slots%cacheLine != 0 || l.journal%cacheLine != 0,
 		l.slots+l.capacity*l.slotSize > l.fileSize,
-		l.trailer != 0 && (l.trailer != l.fileSize-trailerSize || l.trailer < l.slots+l.capacity*l.slotSize):
+		l.trailer != 0 && (l.trailer != l.fileSize-trailerSize || l.trailer%trailerSize != 0 || l.trailer < l.slots+l.capacity*l.slotSize):
 		return l, ErrFormat
 	}
 	return l, nil
