@@ -3,8 +3,11 @@ package shm
 import (
 	"errors"
 	"os"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/marketfeed/feedhandler/internal/cppbuild"
 )
 
 // cutAndRegrow cuts the file at path to size bytes and grows it back to its
@@ -91,5 +94,21 @@ func TestTrailerUnaligned(t *testing.T) {
 	m.writeHeader(l)
 	if _, err := m.readHeader(int64(l.fileSize)); !errors.Is(err, ErrFormat) {
 		t.Fatalf("trailer at %d (file of %d bytes): %v, want ErrFormat", l.trailer, l.fileSize, err)
+	}
+}
+
+// TestCppReaderCutPastFirstPage is TestReaderCutPastFirstPage for the C++
+// reader: check, wait and open say Format.
+func TestCppReaderCutPastFirstPage(t *testing.T) {
+	bin := cppbuild.Build(t, cppDriver) // first: the writer beats only when told
+	w := publishedWriter(t, Config{Instruments: 4, Depth: 2})
+	s := startSession(t, bin, w.Path())
+	for _, step := range [][2]string{{"open", "Ok"}, {"follow", "Ok"}, {"check", "Ok"}, {"cut", ""},
+		{"check", "ErrFormat"}, {"wait 60000", "ErrFormat n 0"}, {"open", "ErrFormat"}} {
+		if step[0] == "cut" {
+			cutAndRegrow(t, w.Path(), 2*headerSize)
+			continue
+		}
+		s.expect(step[0], strings.Fields(step[0])[0]+" "+step[1])
 	}
 }
