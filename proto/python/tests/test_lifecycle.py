@@ -475,6 +475,24 @@ class LifecycleTest(unittest.TestCase):
             self.assertEqual(r2.info.writer_pid, b.pid)
             self.assertNotEqual(r2.info.generation, r.info.generation)
 
+    def test_cut_past_first_page(self):
+        """A feed file cut past its first page and grown back to its size
+        keeps its header; the trailer (a copy of the generation in the
+        file's last 8 bytes) is zero: check(), a follower's wait and open
+        raise FormatError. (Go: TestReaderCutPastFirstPage.)"""
+        name, _, r = self._beating_feed()
+        f = r.follow()
+        r.check()
+        size = os.path.getsize(name)
+        os.truncate(name, 8192)
+        os.truncate(name, size)
+        with self.assertRaises(shm.FormatError):
+            r.check()
+        with self.assertRaises(shm.FormatError):
+            f.wait(timeout=60, check_every=0)
+        with self.assertRaises(shm.FormatError):
+            shm.open(name).close()
+
     def test_closed(self):
         name = support.feed_name(self)
         w = support.control_writer(self, name, instruments=1, depth=1)
