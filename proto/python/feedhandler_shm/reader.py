@@ -814,6 +814,14 @@ class Follower:
         return (self._r._head() - self._next) & _U64_MASK
 
     def _overrun(self, updates):
+        # A file re-initialized in place by a restarted writer: its head
+        # starts again, below the follower's position. A restart, as check()
+        # says, not an overrun: a rescan would read another writer's slots
+        # through this file's layout. The position stays.
+        gen = L.U64.unpack_from(self._r._mv, L.OFF_GENERATION)[0]
+        if gen != self._r._gen:
+            return RestartedError("poll shm %s: generation %#x, %#x at open: file re-initialized in place: "
+                                  "writer restarted" % (self._r.path, gen, self._r._gen))
         head = self._r._head()
         lost = head - self._next if head > self._next else 0
         self.lost += lost

@@ -1171,6 +1171,11 @@ class Follower {
       next_ = h;
       return Error::Format;
     }
+    // A file re-initialized in place by a restarted writer: its head
+    // starts again, below next_. A restart, as check() says, not an
+    // overrun: a rescan would read another writer's slots through this
+    // file's layout. next_ stays.
+    if (r_->load_acquire<uint64_t>(detail::kOffGeneration) != r_->info_.generation) return Error::Restarted;
     if (h > next_) lost_ += h - next_;
     next_ = h;
     overruns_++;
