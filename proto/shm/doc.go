@@ -9,8 +9,10 @@
 // created by one Writer process and mapped by any number of Reader
 // processes. The file holds a versioned header (magic, LayoutVersion, writer
 // pid, start time, generation, heartbeat, geometry), a locate index, an
-// instrument directory (locate, symbol), a change journal and one slot per
-// instrument. The memory holds no Go pointers.
+// instrument directory (locate, symbol), a change journal, one slot per
+// instrument and, in its last 8 bytes, a copy of the generation (the
+// trailer: a file cut past its first page and grown back keeps its header,
+// not its trailer). The memory holds no Go pointers.
 //
 // # Slots
 //
@@ -57,6 +59,8 @@
 // Follow/Poll/Wait follow the journal; Check reports a closed (ErrClosed),
 // dead (ErrWriterDead: pid gone or stale heartbeat) or restarted
 // (ErrRestarted: a new file replaced the one mapped, or another generation
-// re-initialized it in place; Close and Open again) writer. A reader started before the writer gets ErrNotExist (OpenWait
+// re-initialized it in place; Close and Open again) writer, and ErrFormat
+// for a file truncated under the mapping, or cut and grown back (its
+// trailer zeroed). A reader started before the writer gets ErrNotExist (OpenWait
 // retries). A file of another layout version is ErrLayoutVersion.
 package shm

@@ -67,8 +67,10 @@ func (f *Follower) Pending() uint64 {
 // the writer overwrote records it had not read: Poll returns ErrOverrun with
 // the records it read before the gap, skips to the newest record, and the
 // caller must rescan every instrument (Read or Version) because updates were
-// lost. It allocates nothing. A file truncated under the mapping is
-// ErrFormat (fault.go).
+// lost. A file re-initialized in place by another writer, whose journal
+// head is below the follower's position, is ErrRestarted (as from Check),
+// not an overrun. It allocates nothing. A file truncated under the mapping
+// is ErrFormat (fault.go).
 func (f *Follower) Poll(dst []Update) (n int, err error) {
 	if f.r.m.mem == nil {
 		return 0, f.r.closedError("poll")
@@ -112,7 +114,19 @@ func (f *Follower) poll(dst []Update) (int, error) {
 	return n, nil
 }
 
+// overrun skips the follower to head, counting the records it lost, and
+// returns ErrOverrun.
+//
+// A journal that seems to have run ahead may be another writer's: a file
+// re-initialized in place by a restarted writer has its head start again,
+// below next. Then the follower keeps its position and Poll returns
+// ErrRestarted, as Check would: a rescan would read another writer's slots
+// through the old file's layout. (On the overrun path only: nothing is
+// added per record or per poll.)
 func (f *Follower) overrun(head uint64) error {
+	if err := f.r.reinitialized("poll"); err != nil {
+		return err
+	}
 	if head > f.next {
 		f.lost += head - f.next
 	}

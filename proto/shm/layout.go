@@ -50,6 +50,7 @@ const (
 	pageSize    = 4096
 	headerSize  = pageSize
 	slotHeader  = cacheLine // seq, len, locate; the FlatBuffer follows
+	trailerSize = 8         // the trailer: a copy of the generation, the file's last 8 bytes
 	recordSize  = 16        // journal record: stamp, locate<<48 | version
 	dirEntrySz  = 16        // directory entry: locate, len, symbol
 	versionMask = 1<<48 - 1
@@ -80,6 +81,7 @@ const (
 	offFileSize       = 96 // uint64
 	offFileIdentifier = 104
 	offMaxSnapshot    = 108 // uint32, max FlatBuffer bytes in a slot
+	offTrailer        = 112 // uint64, file offset of the trailer; 0 in files of earlier writers (none)
 
 	offHeartbeat = 256 // int64 Unix ns, written by Writer.Heartbeat
 	offState     = 264 // uint32: stateOpen or stateClosed
@@ -174,6 +176,12 @@ type layout struct {
 	slots          uint64
 	fileSize       uint64
 	maxSnapshot    uint64
+	// trailer is the offset of the file's last 8 bytes, past the last
+	// slot, which hold a copy of the generation (0: a file of an earlier
+	// writer, without one). Any cut of the file below its size zeroes
+	// them, and a cut grown back to the size leaves them zero, where the
+	// header, in the first page, may survive: the trailer tells.
+	trailer uint64
 }
 
 func roundUp(n, to uint64) uint64 { return (n + to - 1) / to * to }
@@ -190,7 +198,8 @@ func plan(capacity, depth, journalLen int, maxSnapshot uint64) layout {
 	l.directory = l.index + MaxLocates*4
 	l.journal = l.directory + roundUp(l.capacity*dirEntrySz, pageSize)
 	l.slots = l.journal + roundUp(l.journalLen*recordSize, pageSize)
-	l.fileSize = roundUp(l.slots+l.capacity*l.slotSize, pageSize)
+	l.fileSize = roundUp(l.slots+l.capacity*l.slotSize+trailerSize, pageSize)
+	l.trailer = l.fileSize - trailerSize
 	return l
 }
 
@@ -215,6 +224,8 @@ func (m *mapping) writeHeader(l layout) {
 	*m.u64(offFileSize) = l.fileSize
 	copy(m.mem[offFileIdentifier:], FileIdentifier[:])
 	*m.u32(offMaxSnapshot) = uint32(l.maxSnapshot)
+	*m.u64(offTrailer) = l.trailer
+	*m.u64(l.trailer) = l.generation
 }
 
 // maxPid is Linux's largest process ID (PID_MAX_LIMIT on 64-bit is 2^22,
@@ -251,6 +262,7 @@ func (m *mapping) readHeader(size int64) (layout, error) {
 	l.slots = *m.u64(offSlots)
 	l.fileSize = *m.u64(offFileSize)
 	l.maxSnapshot = uint64(*m.u32(offMaxSnapshot))
+	l.trailer = *m.u64(offTrailer)
 	switch {
 	case l.capacity == 0 || l.capacity > MaxLocates,
 		l.depth <= 0 || l.depth > maxDepth,
@@ -271,10 +283,25 @@ func (m *mapping) readHeader(size int64) (layout, error) {
 		l.journal < l.directory+l.capacity*dirEntrySz,
 		l.slots < l.journal+l.journalLen*recordSize,
 		l.slots%cacheLine != 0 || l.journal%cacheLine != 0,
-		l.slots+l.capacity*l.slotSize > l.fileSize:
+		l.slots+l.capacity*l.slotSize > l.fileSize,
+		l.trailer != 0 && (l.trailer != l.fileSize-trailerSize || l.trailer%trailerSize != 0 || l.trailer < l.slots+l.capacity*l.slotSize):
 		return l, ErrFormat
 	}
 	return l, nil
+}
+
+// cut reports whether the file's trailer (a copy of the generation in its
+// last 8 bytes) is no longer the generation the header had at open: the
+// file was cut below its size and grown back (the header, in the first
+// page, may survive that), or its end overwritten. A file without a
+// trailer (an earlier writer's) is never cut. The caller knows the file
+// still covers the mapping (or guards the load).
+func (m *mapping) cut(l *layout) (trailer uint64, cut bool) {
+	if l.trailer == 0 {
+		return 0, false
+	}
+	trailer = atomic.LoadUint64(m.u64(l.trailer))
+	return trailer, trailer != l.generation
 }
 
 type versionError struct{ have uint32 }

@@ -187,6 +187,9 @@ func (r *Reader) readMapped(size int64) (hb int64, err error) {
 	if r.l.fileSize > uint64(len(r.m.mem)) {
 		return 0, ErrFormat
 	}
+	if t, cut := r.m.cut(&r.l); cut {
+		return 0, fmt.Errorf("trailer %#x, generation %#x: %w", t, r.l.generation, errCutFile)
+	}
 	return atomic.LoadInt64(r.m.i64(offHeartbeat)), nil
 }
 
@@ -287,10 +290,31 @@ func (r *Reader) check() error {
 	// place): the static header never changes in the file Open read, so
 	// another generation is another writer's file, whose layout this
 	// Reader does not have.
-	if g := atomic.LoadUint64(r.m.u64(offGeneration)); g != r.l.generation {
-		return fmt.Errorf("check shm %s: generation %#x, %#x at open: file re-initialized in place: %w", r.path, g, r.l.generation, ErrRestarted)
+	if err := r.reinitialized("check"); err != nil {
+		return err
+	}
+	// The same file, cut below its size and grown back (truncate -s 8192,
+	// then to its size): the header survives, everything past the cut
+	// reads as zeros, the writer's stores go on into it. One load, of the
+	// trailer.
+	if t, cut := r.m.cut(&r.l); cut {
+		return fmt.Errorf("check shm %s: trailer %#x, generation %#x: %w", r.path, t, r.l.generation, errCutFile)
 	}
 	return r.writerGone()
+}
+
+// errCutFile is the ErrFormat of a file whose trailer says it was cut and
+// grown back, or its end overwritten (mapping.cut).
+var errCutFile = fmt.Errorf("file cut below its size and grown back, or overwritten, under the writer (its end zeroed; the writer may go on into it): %w", ErrFormat)
+
+// reinitialized is the error of op, wrapping ErrRestarted, when the
+// mapped file's generation is no longer the one Open read (the file was
+// re-initialized in place), nil otherwise.
+func (r *Reader) reinitialized(op string) error {
+	if g := atomic.LoadUint64(r.m.u64(offGeneration)); g != r.l.generation {
+		return fmt.Errorf("%s shm %s: generation %#x, %#x at open: file re-initialized in place: %w", op, r.path, g, r.l.generation, ErrRestarted)
+	}
+	return nil
 }
 
 // closedError is the error of a call on a closed Reader.

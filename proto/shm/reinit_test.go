@@ -64,3 +64,53 @@ func TestCppCheckReinitializedInPlace(t *testing.T) {
 	s.expect("open", "open Ok")
 	s.expect("check", "check Ok")
 }
+
+// publishMore publishes locate 1's snapshots from..to into w.
+func publishMore(t *testing.T, w *Writer, from, to uint64) {
+	t.Helper()
+	s := newSnapshot(1)
+	for k := from; k <= to; k++ {
+		fillSnapshot(s, 1, k, 1)
+		if err := w.Publish(s); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestPollReinitializedInPlaceRestarted: a feed file re-initialized in
+// place by a writer that has published less than the old one (a restart:
+// its journal head starts again near 0, below the follower's position)
+// is ErrRestarted from Poll and from a follower's Wait, not ErrOverrun: an
+// overrun tells the caller to rescan every slot, which it would do through
+// the old file's layout, over another writer's slots. The follower keeps
+// its position and counts no overrun.
+func TestPollReinitializedInPlaceRestarted(t *testing.T) {
+	w := publishedWriter(t, Config{Instruments: 1, Depth: 1})
+	publishMore(t, w, 2, 10)
+	r := testReader(t, w.Path())
+	f, g := r.Follow(), r.Follow()
+	reinitInPlace(t, w)
+	if n, err := f.Poll(make([]Update, 4)); !errors.Is(err, ErrRestarted) || n != 0 || f.Overruns() != 0 || f.Lost() != 0 {
+		t.Fatalf("poll of a file re-initialized in place: %d, %v (overruns %d, lost %d); want 0, ErrRestarted (overruns 0, lost 0)", n, err, f.Overruns(), f.Lost())
+	}
+	if n, err := g.Wait(make([]Update, 4), time.Minute, WaitOptions{Spin: 1}); !errors.Is(err, ErrRestarted) || n != 0 || g.Overruns() != 0 {
+		t.Fatalf("wait on a file re-initialized in place: %d, %v (overruns %d); want 0, ErrRestarted (overruns 0)", n, err, g.Overruns())
+	}
+}
+
+// TestCppPollReinitializedInPlaceRestarted is
+// TestPollReinitializedInPlaceRestarted for the C++ reader's poll.
+func TestCppPollReinitializedInPlaceRestarted(t *testing.T) {
+	bin := cppbuild.Build(t, cppDriver)
+	w := publishedWriter(t, Config{Instruments: 1, Depth: 1})
+	publishMore(t, w, 2, 10)
+	sess := startSession(t, bin, w.Path())
+	for _, step := range [][2]string{{"open", "open Ok"}, {"follow", "follow Ok"}, {"reinit", ""},
+		{"poll", "poll ErrRestarted n 0"}, {"check", "check ErrRestarted"}} {
+		if step[0] == "reinit" {
+			reinitInPlace(t, w)
+			continue
+		}
+		sess.expect(step[0], step[1])
+	}
+}

@@ -146,14 +146,16 @@ func (w *Writer) NameLost() error {
 // panic to Fault, as for Heartbeat. Two loads of the header, for a
 // periodic check (the handler's housekeeping), never on the publish path,
 // and never while Close runs. A file cut to the header's page or beyond it
-// and grown back keeps the header: Wiped does not see that.
+// and grown back keeps the header, but not the trailer (a copy of the
+// generation in the file's last 8 bytes), which Wiped loads too.
 func (w *Writer) Wiped() error {
 	if w.closed.Load() {
 		return nil
 	}
 	magic := [8]byte(w.m.mem[offMagic : offMagic+8])
 	gen := atomic.LoadUint64(w.m.u64(offGeneration))
-	if magic == Magic && gen == w.l.generation {
+	trailer, cut := w.m.cut(&w.l)
+	if magic == Magic && gen == w.l.generation && !cut {
 		return nil
 	}
 	w.mu.Lock()
@@ -163,6 +165,6 @@ func (w *Writer) Wiped() error {
 	}
 	w.fault = faultSeen
 	w.closed.Store(true)
-	return fmt.Errorf("shm file %s cut and grown back, or overwritten, under the writer (header magic %q, generation %#x: the writer's was %#x): %w",
-		w.path, magic[:], gen, w.l.generation, ErrTruncated)
+	return fmt.Errorf("shm file %s cut and grown back, or overwritten, under the writer (header magic %q, generation %#x, trailer %#x: the writer's generation was %#x): %w",
+		w.path, magic[:], gen, trailer, w.l.generation, ErrTruncated)
 }

@@ -122,7 +122,8 @@ func TestNameLost(t *testing.T) {
 // truncate -s SIZE f`), or another feed file of the same size copied over
 // it, gives no fault: the writer published on into zero pages, or the
 // other file's, and nothing said so. Wiped finds the header not the
-// writer's, says so with ErrTruncated, and closes the writer.
+// writer's, or, for a cut past the header's page, the trailer not the
+// generation, says so with ErrTruncated, and closes the writer.
 func TestWiped(t *testing.T) {
 	cfg := Config{Instruments: 4, Depth: 2}
 	for _, tc := range []struct {
@@ -136,6 +137,10 @@ func TestWiped(t *testing.T) {
 			if err := os.Truncate(w.Path(), int64(len(w.m.mem))); err != nil {
 				t.Fatal(err)
 			}
+		}},
+		// The header's page kept: only the trailer tells.
+		{"cut past its first page and grown back", func(t *testing.T, w *Writer) {
+			cutAndRegrow(t, w.Path(), 2*headerSize)
 		}},
 		{"another file copied over", func(t *testing.T, w *Writer) {
 			other := testWriter(t, cfg)

@@ -33,6 +33,9 @@ STAMP_BUSY = (1 << 64) - 1
 HEADER = struct.Struct("<8sIIQqIIIIIIqQQQQQ4sI")
 OFF_LAYOUT_VERSION = 8
 OFF_GENERATION = 16  # uint64, random, new for every file a writer creates
+# uint64: offset of the trailer (a copy of the generation in the file's last
+# 8 bytes); 0 in files of earlier writers, without one.
+OFF_TRAILER = 112
 # Dynamic header fields, each on its own 128-byte block.
 OFF_HEARTBEAT = 256  # int64 Unix ns
 OFF_STATE = 264  # uint32: 0 open, 1 closed

@@ -362,6 +362,7 @@ class Reader:
             # mapping: asked again before the header is read.
             self._mapped("open")
             self._read_header(self._mv, st.st_size)
+            self._check_cut("open")
         except BaseException:
             self.close()
             raise
@@ -389,6 +390,7 @@ class Reader:
                                      % (path, v, L.LAYOUT_VERSION), v, L.LAYOUT_VERSION)
         (_, _, hdr, gen, start, pid, slot_size, cap, depth, jl, _schema, hb_every, index, directory,
          journal, slots, file_size, _ident, max_snap) = L.HEADER.unpack_from(mv, 0)
+        trailer = L.U64.unpack_from(mv, L.OFF_TRAILER)[0]
         bad = (
             cap == 0 or cap > L.MAX_LOCATES or depth <= 0 or depth > L.MAX_DEPTH or jl > 1 << 30
             or slot_size > 1 << 20 or max_snap < L.max_snapshot_size(depth)
@@ -401,6 +403,8 @@ class Reader:
             or slots + cap * slot_size > file_size
             or pid <= 0 or pid > L.MAX_PID
             or hb_every <= 0 or hb_every > MAX_HEARTBEAT_INTERVAL_NS
+            or (trailer != 0 and (trailer != file_size - 8 or trailer % 8 != 0
+                                  or trailer < slots + cap * slot_size))
         )
         if bad:
             raise FormatError("open shm %s: inconsistent header: not a feed file" % path)
@@ -409,6 +413,22 @@ class Reader:
         self._jl, self._hb_every = jl, hb_every
         self._index, self._dir, self._journal, self._slots = index, directory, journal, slots
         self._max_snap = max_snap
+        self._trailer = trailer
+
+    def _check_cut(self, op):
+        """Raise FormatError when the file's trailer (a copy of the generation
+        in its last 8 bytes) is no longer the generation: the file was cut
+        below its size and grown back (its header, in the first page, may
+        survive that), or its end overwritten. A file without a trailer (an
+        earlier writer's) is not checked. The caller knows the file covers
+        the mapping."""
+        if self._trailer == 0:
+            return
+        t = L.U64.unpack_from(self._mv, self._trailer)[0]
+        if t != self._gen:
+            raise FormatError("%s shm %s: trailer %#x, generation %#x: file cut below its size and grown back, "
+                              "or overwritten, under the writer: not a feed file any more"
+                              % (op, self.path, t, self._gen))
 
     # -- lifecycle -------------------------------------------------------
 
@@ -500,6 +520,8 @@ class Reader:
         if gen != self._gen:
             raise RestartedError("check shm %s: generation %#x, %#x at open: file re-initialized in place: "
                                  "writer restarted" % (self.path, gen, self._gen))
+        # The same file, cut below its size and grown back: the trailer tells.
+        self._check_cut("check")
         self._writer_gone()
 
     def _writer_gone(self):
@@ -792,6 +814,14 @@ class Follower:
         return (self._r._head() - self._next) & _U64_MASK
 
     def _overrun(self, updates):
+        # A file re-initialized in place by a restarted writer: its head
+        # starts again, below the follower's position. A restart, as check()
+        # says, not an overrun: a rescan would read another writer's slots
+        # through this file's layout. The position stays.
+        gen = L.U64.unpack_from(self._r._mv, L.OFF_GENERATION)[0]
+        if gen != self._r._gen:
+            return RestartedError("poll shm %s: generation %#x, %#x at open: file re-initialized in place: "
+                                  "writer restarted" % (self._r.path, gen, self._r._gen))
         head = self._r._head()
         lost = head - self._next if head > self._next else 0
         self.lost += lost

@@ -286,6 +286,17 @@ class LifecycleTest(unittest.TestCase):
         self.assertEqual(r.read(1).seq, 5)
         return name, w, r
 
+    def _copy_in_place(self, src, dst):
+        """Write feed file src over dst in place: the same inode and size."""
+        with open(src, "rb") as f:
+            content = f.read()
+        self.assertEqual(len(content), os.path.getsize(dst))
+        fd = os.open(dst, os.O_WRONLY)  # no O_TRUNC: the mapping stays covered
+        try:
+            os.pwrite(fd, content, 0)
+        finally:
+            os.close(fd)
+
     def _open_feed_mapped(self, pid):
         """A feed file of writer pid, open, beating every second (stale
         after 10 s), and a writable mapping of it through which the test
@@ -457,14 +468,7 @@ class LifecycleTest(unittest.TestCase):
         other, b, _ = self._beating_feed()
         f = r.follow()
         r.check()
-        with open(other, "rb") as src:
-            content = src.read()
-        self.assertEqual(len(content), os.path.getsize(name))
-        fd = os.open(name, os.O_WRONLY)  # no O_TRUNC: the mapping stays covered
-        try:
-            os.pwrite(fd, content, 0)
-        finally:
-            os.close(fd)
+        self._copy_in_place(other, name)
         with self.assertRaises(shm.RestartedError):
             r.check()
         self.assertEqual(r.state()[0], "restarted")
@@ -474,6 +478,39 @@ class LifecycleTest(unittest.TestCase):
             r2.check()
             self.assertEqual(r2.info.writer_pid, b.pid)
             self.assertNotEqual(r2.info.generation, r.info.generation)
+
+    def test_poll_reinitialized_in_place(self):
+        """A feed file re-initialized in place by a writer that published less
+        than the old one (its journal head below the follower's position)
+        makes poll raise RestartedError, not OverrunError, and count no
+        overrun. (Go: TestPollReinitializedInPlaceRestarted.)"""
+        name, a, r = self._beating_feed()
+        for seq in range(6, 12):
+            a.cmd("publish 1 %d" % seq)
+        f = r.follow()
+        other, _, _ = self._beating_feed()
+        self._copy_in_place(other, name)
+        with self.assertRaises(shm.RestartedError):
+            f.poll()
+        self.assertEqual(f.overruns, 0)
+
+    def test_cut_past_first_page(self):
+        """A feed file cut past its first page and grown back to its size
+        keeps its header; the trailer (a copy of the generation in the
+        file's last 8 bytes) is zero: check(), a follower's wait and open
+        raise FormatError. (Go: TestReaderCutPastFirstPage.)"""
+        name, _, r = self._beating_feed()
+        f = r.follow()
+        r.check()
+        size = os.path.getsize(name)
+        os.truncate(name, 8192)
+        os.truncate(name, size)
+        with self.assertRaises(shm.FormatError):
+            r.check()
+        with self.assertRaises(shm.FormatError):
+            f.wait(timeout=60, check_every=0)
+        with self.assertRaises(shm.FormatError):
+            shm.open(name).close()
 
     def test_closed(self):
         name = support.feed_name(self)

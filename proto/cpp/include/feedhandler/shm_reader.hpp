@@ -265,7 +265,7 @@ constexpr size_t kOffMagic = 0, kOffLayoutVersion = 8, kOffHeaderSize = 12, kOff
                  kOffStartTime = 24, kOffWriterPid = 32, kOffSlotSize = 36, kOffCapacity = 40,
                  kOffDepth = 44, kOffJournalLen = 48, kOffHeartbeatEvery = 56, kOffIndex = 64,
                  kOffDirectory = 72, kOffJournal = 80, kOffSlots = 88, kOffFileSize = 96,
-                 kOffMaxSnapshot = 108, kOffHeartbeat = 256, kOffState = 264, kOffHead = 384,
+                 kOffMaxSnapshot = 108, kOffTrailer = 112, kOffHeartbeat = 256, kOffState = 264, kOffHead = 384,
                  kOffCount = 512;
 
 constexpr unsigned char kMagic[8] = {'F', 'H', 'B', 'O', 'O', 'K', 'S', 0};
@@ -622,6 +622,7 @@ class Reader {
       return Error::Format;
     }
     Error e = read_header(mem_, size_);
+    if (e == Error::Ok && cut()) e = Error::Format;
     if (e != Error::Ok) {
       close();
       return e;
@@ -695,6 +696,9 @@ class Reader {
     // another generation is another writer's file, whose layout this
     // Reader does not have.
     if (load_acquire<uint64_t>(detail::kOffGeneration) != info_.generation) return Error::Restarted;
+    // The same file, cut below its size and grown back (its header kept,
+    // the rest zeros), or its end overwritten: the trailer tells.
+    if (cut()) return Error::Format;
     return writer_gone();
   }
 
@@ -990,6 +994,9 @@ class Reader {
     uint64_t index = le64(h + kOffIndex), directory = le64(h + kOffDirectory), journal = le64(h + kOffJournal),
              slots = le64(h + kOffSlots), file_size = le64(h + kOffFileSize);
     uint64_t max_snapshot = le32(h + kOffMaxSnapshot);
+    // The trailer (a copy of the generation in the file's last 8 bytes;
+    // offset 0: an earlier writer's file, without one).
+    uint64_t trailer = le64(h + kOffTrailer);
     // The writer pid is 1 to Linux's largest (below PID_MAX_LIMIT, 2^22):
     // kill of 0 or a negative pid would signal a process group.
     if (in.writer_pid <= 0 || in.writer_pid >= (int32_t(1) << 22) || capacity == 0 || capacity > kMaxLocates ||
@@ -1004,7 +1011,8 @@ class Reader {
         (journal_len & (journal_len - 1)) != 0 || slot_size % kCacheLine != 0 ||
         slot_size < kSlotHeader + max_snapshot || index != kHeaderSize || directory < index + kMaxLocates * 4 ||
         journal < directory + capacity * kDirEntrySize || slots < journal + journal_len * kRecordSize ||
-        slots % kCacheLine != 0 || journal % kCacheLine != 0 || slots + capacity * slot_size > file_size) {
+        slots % kCacheLine != 0 || journal % kCacheLine != 0 || slots + capacity * slot_size > file_size ||
+        (trailer != 0 && (trailer != file_size - 8 || trailer % 8 != 0 || trailer < slots + capacity * slot_size))) {
       return Error::Format;
     }
     in.slot_size = uint32_t(slot_size);
@@ -1016,14 +1024,23 @@ class Reader {
     directory_ = directory;
     journal_ = journal;
     slots_ = slots;
+    trailer_ = trailer;
     return Error::Ok;
+  }
+
+  // cut reports whether the file's trailer is no longer the generation:
+  // the file was cut below its size and grown back (which the header, in
+  // its first page, may survive), or its end overwritten. A file without a
+  // trailer is never cut. The caller knows the file covers the mapping.
+  bool cut() const noexcept {
+    return trailer_ != 0 && load_acquire<uint64_t>(trailer_) != info_.generation;
   }
 
   const uint8_t* mem_ = nullptr;
   size_t size_ = 0;
   int fd_ = -1;  // the mapped file, open while mapped (check fstats it)
   Info info_;
-  uint64_t index_ = 0, directory_ = 0, journal_ = 0, slots_ = 0;
+  uint64_t index_ = 0, directory_ = 0, journal_ = 0, slots_ = 0, trailer_ = 0;
   ino_t ino_ = 0;
   dev_t dev_ = 0;
   int64_t stale_ns_ = 0;
@@ -1188,6 +1205,11 @@ class Follower {
       next_ = h;
       return Error::Format;
     }
+    // A file re-initialized in place by a restarted writer: its head
+    // starts again, below next_. A restart, as check() says, not an
+    // overrun: a rescan would read another writer's slots through this
+    // file's layout. next_ stays.
+    if (r_->load_acquire<uint64_t>(detail::kOffGeneration) != r_->info_.generation) return Error::Restarted;
     if (h > next_) lost_ += h - next_;
     next_ = h;
     overruns_++;
