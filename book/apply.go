@@ -139,10 +139,11 @@ func (bs *Books) Apply(m itch.Msg) (locate uint16, changed bool) {
 // hours, 'C' end of messages), and Order Executed With Price's printable
 // flag ('Y', 'N'). A message with any other value is bad input
 // (Stats.BadState): the instrument (or the market) keeps the state it had
-// (an execution of an undefined flag is applied as non-printable), so a halted stock is not published as Unknown (nor a restricted
-// one as unrestricted, nor an open market as in an event no reader
-// knows) on a byte the handler cannot read. Rare messages: a table, not
-// to be fast but to say the values once.
+// (an execution of an undefined flag is applied as non-printable), so a
+// halted stock is not published as Unknown (nor a restricted one as
+// unrestricted, nor an open market as in an event no reader knows) on a
+// byte the handler cannot read. Rare messages: a table, not to be fast
+// but to say the values once.
 var stateValues = func() (t [256]uint8) {
 	for _, c := range []byte("HPQT") {
 		t[c] |= tradingState

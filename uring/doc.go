@@ -16,8 +16,8 @@
 //
 // Missing kernel support (ENOSYS, io_uring_disabled (EPERM), a security
 // module's refusal (EACCES), an opcode or register operation the kernel
-// does not know) is reported as an error wrapping ErrNotSupported; other errors wrap the errno, so callers compare
-// with errors.Is.
+// does not know) is reported as an error wrapping ErrNotSupported; other
+// errors wrap the errno, so callers compare with errors.Is.
 //
 // A Ring is not safe for concurrent use: one goroutine submits and reaps.
 //
