@@ -22,7 +22,7 @@ import (
 const (
 	LateJoinSnapshot  = "snapshot"  // a start gap larger than one request (MaxRequestMessages): snapshot, re-request without one
 	LateJoinRerequest = "rerequest" // re-request everything from the session's first message
-	LateJoinOff       = "off"       // declare it a gap (books flagged until a snapshot repairs them)
+	LateJoinOff       = "off"       // declare it a gap: a snapshot fetched at once if configured; without one, instruments announced in it never published
 )
 
 // DefaultMaxRerequestGap is RecoveryConfig.MaxRerequestGap's default.

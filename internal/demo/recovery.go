@@ -44,6 +44,14 @@ type Recovery struct {
 	// MaxRerequestGap and LateJoin of the handler (0, "": defaults).
 	MaxRerequestGap uint64
 	LateJoin        string
+	// SnapshotDown: the handler's first SnapshotDown fetches dial a port
+	// of the snapshot server's address where nothing listens (the server
+	// down: the kernel refuses the connection); the later ones reach it.
+	SnapshotDown int
+	// SnapshotLag: the snapshot server serves the books this many
+	// sequence numbers behind the position the sender reached (a server
+	// lagging the feed).
+	SnapshotLag uint64
 }
 
 // SnapshotPort is the lab snapshot server's TCP port.
@@ -136,7 +144,7 @@ func startRecovery(lab *netlab.Lab, o *Options, hc *handler.Config, progress str
 				Username: snapUser, Password: snapPass,
 				Session:  o.Day.Session.String(),
 				Messages: func(seq uint64) ([]byte, bool) { return hist.Message(nil, seq) },
-				Position: rl.position,
+				Position: func() uint64 { p := rl.position(); return p - min(p, ro.SnapshotLag) },
 			})
 			return err
 		})
@@ -145,10 +153,21 @@ func startRecovery(lab *netlab.Lab, o *Options, hc *handler.Config, progress str
 		}
 		rl.served = make(chan error, 1)
 		go func() { rl.served <- rl.snap.Serve() }()
-		fetch := handler.GlimpseSnapshot(glimpse.Config{
-			Addr: rl.snap.Addr().String(), Username: snapUser, Password: snapPass,
-			ConnectTimeout: 2 * time.Second, IdleTimeout: 2 * time.Second,
-		})
+		fetchAt := func(addr string) handler.SnapshotFunc {
+			return handler.GlimpseSnapshot(glimpse.Config{
+				Addr: addr, Username: snapUser, Password: snapPass,
+				ConnectTimeout: 2 * time.Second, IdleTimeout: 2 * time.Second,
+			})
+		}
+		up := fetchAt(rl.snap.Addr().String())
+		down := fetchAt(netip.AddrPortFrom(lab.SrcIP, SnapshotPort+1).String())
+		var fetches atomic.Int64
+		fetch := func(ctx context.Context, s moldudp64.Session, fn func([]byte) error) (handler.Snapshot, error) {
+			if fetches.Add(1) <= int64(ro.SnapshotDown) {
+				return down(ctx, s, fn)
+			}
+			return up(ctx, s, fn)
+		}
 		// The TCP connection must be made from the handler's side of the
 		// lab: the address exists nowhere else.
 		hc.Recovery.Snapshot = func(ctx context.Context, s moldudp64.Session, fn func([]byte) error) (snap handler.Snapshot, err error) {
