@@ -211,3 +211,120 @@ func TestDocsPathsExist(t *testing.T) {
 		t.Errorf("only %d paths found in the docs: the pattern no longer matches them", checked)
 	}
 }
+
+// sectionFiles are the files whose references to a document's sections
+// TestDocsSectionsExist checks: the docs' files and every Go source file
+// (comments and messages point to "docs/TUNING.md section 6" too).
+func sectionFiles(t *testing.T) []string {
+	t.Helper()
+	files := docFiles(t)
+	err := filepath.WalkDir("../..", func(p string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() && (strings.HasPrefix(d.Name(), ".") && p != "../.." || d.Name() == "testdata") {
+			return filepath.SkipDir
+		}
+		if !d.IsDir() && strings.HasSuffix(p, ".go") && !strings.HasSuffix(p, "_test.go") {
+			files = append(files, p)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return files
+}
+
+var (
+	// `docs/RECOVERY.md, "Retry backoff"`, `[GLIMPSE.md](GLIMPSE.md), "The
+	// first join"`, `TUNING.md "Replay timing"`.
+	docSectionNamed = regexp.MustCompile(`\b([A-Z]+)\.md(?:\]\([^)]*\))?,?(?:\s+(?://|#)?)+(?:section\s+)?"([A-Z][^"%]{2,80})"`)
+	// `docs/TUNING.md section 6`, `TUNING.md sec. 6`, `(docs/TUNING.md, 0)`.
+	docSectionNumber = regexp.MustCompile(`\b([A-Z]+)\.md,?(?:\s+(?://|#)?)+(?:(?:section|sec\.)\s+([0-9]+)\b|([0-9]+)\))`)
+	// A section of the same document or another: `see "Link flaps"`,
+	// `("Wall-clock steps" below)`.
+	docSectionHere = regexp.MustCompile(`(?:\bsee "([A-Z][^"%]{2,80})"|"([A-Z][^"%]{2,80})" (?:below|above)\b)`)
+	// A title's line break, and the comment marker that follows it in a
+	// Go source or a unit file.
+	docTitleBreak = regexp.MustCompile(`\s*\n\s*(?:(?://|#)\s*)?`)
+)
+
+// docSectionStart reports whether text has a section or paragraph that
+// begins with title: a heading ("## 5. Monitoring", "### Which session
+// (handler.GlimpseSnapshot)"), a paragraph's bold title ("**Retired
+// slots.**", "- **Syscalls on the hot path.**") or a paragraph's first
+// words.
+func docSectionStart(text, title string) bool {
+	title = docTitleBreak.ReplaceAllString(title, " ")
+	re := regexp.MustCompile(`(?m)^\s*(?:#+\s+(?:[0-9]+\.\s+)?|[-*]\s+)?(?:\*\*)?` + regexp.QuoteMeta(title))
+	return re.MatchString(text)
+}
+
+// TestDocsSectionsExist: every section a document or a Go source names in
+// another document (`docs/RECOVERY.md, "Retry backoff"`, `docs/TUNING.md
+// section 6`) or in itself (`see "Link flaps"`, `("Wall-clock steps"
+// below)`) is there, as a heading, a paragraph's bold title or its first
+// words. TestDocsPathsExist checks the files; a section renamed, renumbered
+// or folded into another left its references pointing at nothing.
+func TestDocsSectionsExist(t *testing.T) {
+	docs := map[string]string{}
+	for _, f := range append([]string{"../../README.md"}, must(filepath.Glob("../../docs/*.md"))...) {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		docs[strings.TrimSuffix(filepath.Base(f), ".md")] = string(b)
+	}
+	checked := 0
+	for _, file := range sectionFiles(t) {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		text, name := string(b), strings.TrimPrefix(file, "../../")
+		for _, m := range docSectionNamed.FindAllStringSubmatch(text, -1) {
+			doc, ok := docs[m[1]]
+			if !ok {
+				continue // not one of ours: TestDocsPathsExist checks the paths
+			}
+			checked++
+			if !docSectionStart(doc, m[2]) {
+				t.Errorf("%s names the section %q of %s.md, which it does not have", name, docTitleBreak.ReplaceAllString(m[2], " "), m[1])
+			}
+		}
+		for _, m := range docSectionNumber.FindAllStringSubmatch(text, -1) {
+			doc, ok := docs[m[1]]
+			if !ok {
+				continue
+			}
+			n := m[2] + m[3]
+			checked++
+			if !regexp.MustCompile(`(?m)^## ` + n + `\. `).MatchString(doc) {
+				t.Errorf("%s names section %s of %s.md, which it does not have", name, n, m[1])
+			}
+		}
+		for _, m := range docSectionHere.FindAllStringSubmatch(text, -1) {
+			title := docTitleBreak.ReplaceAllString(m[1]+m[2], " ")
+			checked++
+			found := docSectionStart(text, title)
+			for _, doc := range docs {
+				found = found || docSectionStart(doc, title)
+			}
+			if !found {
+				t.Errorf("%s refers to the section %q, which no document has", name, title)
+			}
+		}
+	}
+	t.Logf("%d section references checked", checked)
+	if checked < 50 {
+		t.Errorf("only %d section references found: the patterns no longer match them", checked)
+	}
+}
+
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
+}

@@ -135,7 +135,7 @@ type Stats struct {
 	Capture         capture.Stats // zero without a capture
 	// Shm counts the shm file's instrument slots: retired ones (a locate
 	// bound to another symbol, a symbol moved to another locate) are not
-	// reused until a restart (docs/OPERATIONS.md, "Sizing the shm file").
+	// reused until a restart (docs/OPERATIONS.md, "Slots and sessions").
 	Shm shm.SlotUsage
 
 	// LastPacket is, per configured line, when the handler last saw the

@@ -20,7 +20,9 @@ const (
 // backend keeps one socket per line joined to its group on its interface.
 //
 // A line whose interface does not exist fails at once with ErrNoInterface,
-// whatever the backend: the fallback chain is for missing kernel features.
+// whatever the backend: the fallback chain is for what the host lacks for a
+// backend (a kernel feature, a capability, locked memory), not for a
+// configuration error.
 func Open(cfg Config) (Receiver, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
