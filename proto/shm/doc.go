@@ -57,7 +57,8 @@
 // Read copies a consistent snapshot into a caller-owned buffer and returns a
 // View (the generated accessors over that buffer) without allocating;
 // Follow/Poll/Wait follow the journal; Check reports a closed (ErrClosed),
-// dead (ErrWriterDead: pid gone or stale heartbeat) or restarted
+// dead (ErrWriterDead: its pid gone and two heartbeats missed, or the
+// heartbeat older than the stale limit) or restarted
 // (ErrRestarted: a new file replaced the one mapped, or another generation
 // re-initialized it in place; Close and Open again) writer, and ErrFormat
 // for a file truncated under the mapping, or cut and grown back (its
