@@ -87,9 +87,9 @@ type LineStats struct {
 	Bytes        uint64 // UDP payload bytes of those
 	Messages     uint64 // messages carried
 	Won          uint64 // packets that delivered at least one new message first
-	Duplicates   uint64 // packets whose messages the other line (or an earlier copy) delivered first
-	OutOfOrder   uint64 // packets behind this line's own highest sequence number
-	LineGaps     uint64 // jumps in this line's own sequence numbers (loss on this line)
+	Duplicates   uint64 // packets whose messages the other line (or an earlier copy) delivered first, or that came after they were declared missing (a gap)
+	OutOfOrder   uint64 // packets behind this line's own highest sequence number (reordered on the line, or sent again)
+	LineGaps     uint64 // jumps in this line's own sequence numbers: loss on this line, or reordering (the overtaken packet then counts in OutOfOrder)
 	Malformed    uint64 // packets rejected by moldudp64.Parse
 	WrongSession uint64 // packets of another session
 	Suspect      uint64 // packets dropped for jumping more than MaxJump ahead (see ArbiterConfig)

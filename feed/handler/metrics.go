@@ -49,9 +49,9 @@ func (k metricKind) String() string {
 var exported = [...]metric{
 	{"line_packets_total", "MoldUDP64 packets received per line.", kindCounter, "line"},
 	{"line_bytes_total", "UDP payload bytes received per line.", kindCounter, "line"},
-	{"line_duplicates_total", "Packets whose messages the other line delivered first.", kindCounter, "line"},
-	{"line_out_of_order_total", "Packets behind the line's own highest sequence number.", kindCounter, "line"},
-	{"line_gaps_total", "Jumps in the line's own sequence numbers.", kindCounter, "line"},
+	{"line_duplicates_total", "Packets whose messages were delivered already (by the other line first, or an earlier copy), or declared missing on every line before they came.", kindCounter, "line"},
+	{"line_out_of_order_total", "Packets behind the line's own highest sequence number (reordered on the line, or sent again).", kindCounter, "line"},
+	{"line_gaps_total", "Jumps in the line's own sequence numbers: loss on the line, or reordering (the packet overtaken then counts out of order).", kindCounter, "line"},
 	{"line_malformed_total", "Packets rejected by the MoldUDP64 parser.", kindCounter, "line"},
 	{"line_wrong_session_total", "Packets of another session.", kindCounter, "line"},
 	{"line_before_restart_total", "Packets received before a sequence restart was followed but read after it (the line's receive queue was behind): dropped.", kindCounter, "line"},
