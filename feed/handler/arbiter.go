@@ -43,8 +43,10 @@ type ArbiterConfig struct {
 	// next expected) taken at face value (default 1<<22). A packet further
 	// ahead is suspect (a corrupt or foreign packet would otherwise end
 	// the session: everything before it declared missing): it is dropped
-	// and counted, unless SuspectConfirm packets in a row all jump, which
-	// means the feed really moved on.
+	// and counted, unless SuspectConfirm packets in a row all jump, each
+	// data packet bringing sequence numbers past the one before (copies of
+	// one data packet do not count; heartbeats and End of Session packets
+	// do), which means the feed really moved on.
 	MaxJump        uint64
 	SuspectConfirm int // default 3
 	// SessionConfirm: with no Session configured, a session is followed
@@ -85,9 +87,9 @@ type LineStats struct {
 	Bytes        uint64 // UDP payload bytes of those
 	Messages     uint64 // messages carried
 	Won          uint64 // packets that delivered at least one new message first
-	Duplicates   uint64 // packets whose messages the other line (or an earlier copy) delivered first
-	OutOfOrder   uint64 // packets behind this line's own highest sequence number
-	LineGaps     uint64 // jumps in this line's own sequence numbers (loss on this line)
+	Duplicates   uint64 // packets whose messages the other line (or an earlier copy) delivered first, or that came after they were declared missing (a gap)
+	OutOfOrder   uint64 // packets behind this line's own highest sequence number (reordered on the line, or sent again)
+	LineGaps     uint64 // jumps in this line's own sequence numbers: loss on this line, or reordering (the overtaken packet then counts in OutOfOrder)
 	Malformed    uint64 // packets rejected by moldudp64.Parse
 	WrongSession uint64 // packets of another session
 	Suspect      uint64 // packets dropped for jumping more than MaxJump ahead (see ArbiterConfig)
@@ -504,12 +506,25 @@ func (a *Arbiter) Offer(line int, data []byte, rxTime int64) {
 	}
 	if p.Seq > a.next && p.Seq-a.next > a.cfg.MaxJump {
 		// Only jumps that agree with each other (one sequence that moved
-		// on) confirm; random sequence numbers never do.
+		// on) confirm; random sequence numbers never do. Nor do copies of
+		// one data packet: only one that brings sequence numbers past the
+		// last suspect one's counts towards confirming; a copy (the other
+		// line's, or the same datagram sent again) is dropped, counted,
+		// and leaves the count as it is. Before, one forged data packet
+		// seen three times (on both lines and once more) confirmed its
+		// jump: everything up to it declared a gap (2^40 sequence numbers
+		// for one 2^40 ahead), and the real feed then dropped as behind.
+		// Heartbeats and End of Session packets still confirm by
+		// repetition: an idle feed joined late (a restart after hours)
+		// brings nothing else, the same number once a second per line.
 		if a.suspect > 0 && outsideWindow(p, a.suspectNext) {
 			a.suspect = 0
 		}
-		a.suspectNext = p.Next()
-		if a.suspect++; a.suspect < a.cfg.SuspectConfirm {
+		if a.suspect == 0 || p.Next() > a.suspectNext || p.Messages() == 0 {
+			a.suspectNext = p.Next()
+			a.suspect++
+		}
+		if a.suspect < a.cfg.SuspectConfirm {
 			ls.Suspect++
 			a.rejected(line, rxTime)
 			return

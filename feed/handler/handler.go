@@ -228,6 +228,7 @@ type Handler struct {
 	lastPkt    [MaxLines]int64  // when they last moved, Unix ns
 	lastMono   [MaxLines]int64  // the same, monotonic (monoNow)
 	silence    silenceState     // what noteSilence last logged
+	badLines   badLineState     // what logBadLines last logged
 	started    int64            // when Start returned, Unix ns
 	startMono  int64            // the same, monotonic (monoNow)
 	delivered  atomic.Uint64    // messages the arbiter delivered (routed to shards)
@@ -1185,6 +1186,7 @@ func (h *Handler) copyStats(wait bool) bool {
 			}
 		}
 		h.noteSilence(now)
+		h.logBadLines(now)
 		if h.rec != nil {
 			h.rec.copyStats(&h.recCopy)
 		}

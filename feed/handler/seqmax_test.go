@@ -100,3 +100,62 @@ func TestSnapshotNearMaxLoaded(t *testing.T) {
 		t.Fatal("the snapshot's order is not in the book")
 	}
 }
+
+// TestArbiterSuspectCopiesDoNotConfirm: one data packet claiming a
+// sequence number 2^40 ahead, seen again and again (on both lines and once
+// more), is suspect each time: dropped and counted, no gap declared, the
+// feed delivered whole. Three different packets of a sequence that moved
+// on still confirm the jump, and so do the heartbeats of an idle feed
+// joined late (nothing else comes). Before, the third copy of the data
+// packet confirmed it: the 2^40 sequence numbers before it were declared
+// missing, and the live feed was then dropped as behind.
+func TestArbiterSuspectCopiesDoNotConfirm(t *testing.T) {
+	const far = 1 << 40
+	live := fixedPackets(t, testSession, 1, 60, 3)
+	forged := fixedPackets(t, testSession, far, 1, 3)[0]
+	a, s := newTestArbiter(t, ArbiterConfig{})
+	now := int64(time.Hour)
+	for i, p := range live {
+		now += int64(time.Millisecond)
+		a.Offer(0, p, now)
+		a.Offer(1, p, now)
+		if i == 20 {
+			for range 3 {
+				a.Offer(0, forged, now)
+				a.Offer(1, forged, now)
+			}
+		}
+	}
+	a.Tick(now + int64(time.Minute))
+	suspect := a.Stats.Lines[0].Suspect + a.Stats.Lines[1].Suspect
+	if want := totalMessages(t, live); s.got != want || len(s.gaps) != 0 || a.Next() != want+1 || suspect != 6 {
+		t.Errorf("a data packet at 2^40 six times: delivered %d of %d, gaps %v, next %d, %d suspect (want 6)",
+			s.got, want, s.gaps, a.Next(), suspect)
+	}
+	// A sequence that moved on 2^40 ahead, on both lines: its third packet confirms.
+	a, s = newTestArbiter(t, ArbiterConfig{})
+	now = int64(time.Hour)
+	for _, p := range append(live[:20:20], fixedPackets(t, testSession, far, 10, 3)...) {
+		now += int64(time.Millisecond)
+		a.Offer(0, p, now)
+		a.Offer(1, p, now)
+	}
+	a.Tick(now + int64(time.Minute))
+	if want := uint64(far + 30); a.Next() != want || len(s.gaps) != 1 || s.gaps[0] != (moldudp64.Range{First: 61, Count: far + 6 - 61}) {
+		t.Errorf("a sequence that moved on: next %d (want %d), gaps %v", a.Next(), want, s.gaps)
+	}
+	// An idle feed joined late: its heartbeats, the same number on both
+	// lines once a second, confirm where it is.
+	a, s = newTestArbiter(t, ArbiterConfig{Session: testSession})
+	hb := moldudp64.AppendHeader(nil, testSession, far, 0)
+	now = int64(time.Hour)
+	for range 3 {
+		now += int64(time.Second)
+		a.Offer(0, hb, now)
+		a.Offer(1, hb, now)
+	}
+	a.Tick(now + int64(time.Second))
+	if a.Next() != far || len(s.gaps) != 1 || s.gaps[0] != (moldudp64.Range{First: 1, Count: far - 1}) {
+		t.Errorf("an idle feed joined late at 2^40: next %d (want %d), gaps %v", a.Next(), uint64(far), s.gaps)
+	}
+}

@@ -332,3 +332,96 @@ func TestNothingReceivedLogged(t *testing.T) {
 		}
 	}
 }
+
+// TestBadLineDatagramsLogged: a packet claiming a sequence number 2^40
+// ahead on line A (suspect: dropped, never applied), a datagram whose
+// message count overruns its length on line B (malformed) and a stale End
+// of Session on line A are counted and logged at warn level, one line per
+// line that dropped any, with the totals by kind; more within the minute
+// are counted, not logged again. Before, a suspect packet or a stale End
+// of Session was only counted (feedhandler_line_suspect_total), in no log
+// line at all, the stats line included.
+func TestBadLineDatagramsLogged(t *testing.T) {
+	pkts := dayPacketsSized(t, 2000, 200) // more than 100 packets
+	now := time.Now().UnixNano()
+	r := &scriptRx{errAt: -1}
+	r.play(&now, pkts[:50], time.Microsecond)
+	forged := fixedPackets(t, testSession, 1<<40, 1, 3)[0]
+	copy(forged, pkts[0][:moldudp64.SessionLen]) // the day's session
+	overrun := append([]byte(nil), pkts[1]...)
+	overrun[19]++ // one message more than the datagram holds
+	stale := moldudp64.AppendHeader(nil, moldudp64.Session(pkts[0][:moldudp64.SessionLen]), 2, moldudp64.EndOfSessionCount)
+	now += int64(time.Microsecond)
+	r.script = append(r.script, rx.Packet{Data: forged, Line: rx.LineA, RxTime: now},
+		rx.Packet{Data: overrun, Line: rx.LineB, RxTime: now}, rx.Packet{Data: stale, Line: rx.LineA, RxTime: now})
+	r.play(&now, pkts[50:100], time.Microsecond)
+	var log lockedBuffer
+	h, err := Start(Config{
+		Feed:        "itch",
+		Receive:     rx.Config{Lines: []rx.LineConfig{{Name: "A"}, {Name: "B"}}},
+		Book:        book.Config{MaxOrders: 1 << 14, MaxLocates: 1024, MaxLevels: 1 << 12},
+		ReceiveCore: -1,
+		ShmName:     shmtest.Name(t, "fhbadlines"),
+		Open:        func(rx.Config) (rx.Receiver, error) { return r, nil },
+		Log:         zerolog.New(&log),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Stop()
+	first := totalMessages(t, pkts[:100])
+	waitFor(t, "the first 100 packets delivered", func() bool { return h.Stats().Arbiter.Delivered == first })
+	const msg = "line datagrams dropped as bad"
+	waitFor(t, "the bad datagrams logged", func() bool { return strings.Count(log.String(), msg) == 2 })
+	lines := grepLines(log.String(), msg)
+	for _, want := range []string{
+		`"line":"A","dropped":2,"malformed":0,"suspect":1,"stale_end_of_session":1`,
+		`"line":"B","dropped":1,"malformed":1,"suspect":0,"stale_end_of_session":0`,
+		`"last_suspect_end":1099511627779`,
+	} {
+		if !strings.Contains(lines, want) {
+			t.Errorf("no %s in the log lines:\n%s", want, lines)
+		}
+	}
+	if st := h.Stats().Arbiter; st.Gaps != 0 || st.Lines[0].Suspect != 1 || st.Lines[1].Malformed != 1 || st.Lines[0].StaleEndOfSession != 1 {
+		t.Errorf("gaps %d, suspect %d, malformed %d, stale %d; want 0, 1, 1, 1", st.Gaps, st.Lines[0].Suspect, st.Lines[1].Malformed, st.Lines[0].StaleEndOfSession)
+	}
+	// Within the minute: counted, not logged again.
+	r.mu.Lock()
+	now += int64(time.Microsecond)
+	r.script = append(r.script, rx.Packet{Data: forged, Line: rx.LineB, RxTime: now})
+	r.mu.Unlock()
+	r.play(&now, pkts[100:], time.Microsecond)
+	all := totalMessages(t, pkts)
+	waitFor(t, "everything delivered, the second suspect counted", func() bool {
+		st := h.Stats().Arbiter
+		return st.Delivered == all && st.Lines[1].Suspect == 1
+	})
+	if n := strings.Count(log.String(), msg); n != 2 {
+		t.Errorf("%d log lines of bad datagrams, want 2 (at most one a minute):\n%s", n, grepLines(log.String(), msg))
+	}
+}
+
+// TestBadLineLogAllocatesNothing: a sender flooding a line with forged
+// packets all day has a line logged once a minute on the receive thread
+// (logBadLines); it allocates nothing.
+func TestBadLineLogAllocatesNothing(t *testing.T) {
+	h := &Handler{cfg: Config{Receive: rx.Config{Lines: []rx.LineConfig{{Name: "A"}, {Name: "B"}}}}, log: jsonLog()}
+	h.arb = NewArbiter(ArbiterConfig{Session: testSession}, func(moldudp64.Packet, int, int64) {}, nil)
+	forged := fixedPackets(t, testSession, 1<<40, 1, 3)[0]
+	now := int64(time.Hour)
+	logged := 0
+	flood := func() {
+		now += int64(badLineLogEvery)
+		h.arb.Offer(0, forged, now)
+		h.arbCopy = h.arb.Stats
+		h.logBadLines(now)
+		logged++
+	}
+	if a := testing.AllocsPerRun(20, flood); a != 0 {
+		t.Fatalf("a bad line datagram logged allocates %v times", a)
+	}
+	if h.badLines.logged[0] != h.arb.Stats.Lines[0].Suspect || h.badLines.loggedAt != now {
+		t.Fatalf("logged %d of %d suspect packets, last at %d (want %d)", h.badLines.logged[0], h.arb.Stats.Lines[0].Suspect, h.badLines.loggedAt, now)
+	}
+}
