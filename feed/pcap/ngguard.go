@@ -70,9 +70,13 @@ func (g *ngGuard) nextBlock() error {
 	if _, err := io.ReadFull(g.r, h[:8]); err != nil {
 		return err // io.EOF at a block's boundary: the end of the file
 	}
-	typ := binary.LittleEndian.Uint32(h[0:4]) // the same in either order
+	// A Section Header's type reads the same in either byte order;
+	// every other block's type is in its section's.
+	typ := binary.LittleEndian.Uint32(h[0:4])
 	have := 8
-	if typ == ngSectionHeader {
+	if typ != ngSectionHeader {
+		typ = g.order().Uint32(h[0:4])
+	} else {
 		if _, err := io.ReadFull(g.r, h[8:12]); err != nil {
 			return io.ErrUnexpectedEOF
 		}
