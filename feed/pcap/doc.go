@@ -27,7 +27,9 @@
 // (Stats.Markers), and returned after Reader.ReturnMarkers. A record longer
 // than MaxSnaplen (libpcap's maximum), or than its pcapng block, is an
 // error; a snaplen of 0 or above MaxSnaplen is read as MaxSnaplen, as
-// libpcap does.
+// libpcap does. A pcapng interface whose timestamp resolution is finer
+// than a 64-bit timestamp counts (if_tsresol above 10^-19 or 2^-63 s) is
+// an error, as in libpcap.
 //
 // Writing: Writer builds Ethernet/IPv4/UDP frames (IPv4 header checksum set,
 // UDP checksum 0, destination MAC derived from the multicast group) and

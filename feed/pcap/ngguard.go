@@ -15,6 +15,10 @@ const (
 	ngEnhancedPacket      = 6
 	ngByteOrderMagic      = 0x1A2B3C4D
 	ngHeadLen             = 24 // block type, length and the fields read (caplen ends at 24)
+	// ngMaxInterfaceBlock bounds an Interface Description Block, read
+	// whole for its options (libpcap's largest block, 16 MiB).
+	ngMaxInterfaceBlock = 16 << 20
+	ngOptTsresol        = 9 // if_tsresol
 )
 
 // ngGuard passes a pcapng stream to pcapgo's NgReader, reading each
@@ -23,18 +27,26 @@ const (
 // a few bytes of file. An interface's snaplen of 0 or above MaxSnaplen is
 // passed on as MaxSnaplen (as libpcap reads it), and a packet whose
 // captured length is above MaxSnaplen or its block's length is an error.
+// An Interface Description Block is read whole: a timestamp resolution
+// (if_tsresol) finer than a 64-bit timestamp can count is an error
+// (pcapgo divided by zero).
 // The rest of each block passes through uncopied.
 type ngGuard struct {
 	r    *bufio.Reader
-	big  bool // the current section is big-endian
-	head [ngHeadLen]byte
-	hoff int    // head[hoff:hn] is still to be read
-	hn   int    // bytes of the current block's head
-	left uint64 // bytes of the current block after its head
-	// links are the link types of the current section's interfaces, in
-	// the order of their Interface Description Blocks (pcapgo keeps them
-	// as a byte: 276, Linux cooked v2, as 20).
-	links []int
+	big  bool   // the current section is big-endian
+	blk  []byte // the current block's bytes read ahead: its head, or an Interface Description Block whole
+	hoff int    // blk[hoff:] is still to be passed on
+	left uint64 // bytes of the current block after blk
+	// ifaces are the current section's interfaces, in the order of their
+	// Interface Description Blocks (pcapgo keeps a link type as a byte:
+	// 276, Linux cooked v2, as 20).
+	ifaces []ngIface
+}
+
+// ngIface is what the reader keeps of an interface.
+type ngIface struct {
+	link  int
+	tsres byte // if_tsresol: 10^-n s, or 2^-(n&0x7F) s when n&0x80 (6, µs, when absent)
 }
 
 func (g *ngGuard) order() binary.ByteOrder {
@@ -45,13 +57,13 @@ func (g *ngGuard) order() binary.ByteOrder {
 }
 
 func (g *ngGuard) Read(p []byte) (int, error) {
-	if g.hoff == g.hn && g.left == 0 {
+	if g.hoff == len(g.blk) && g.left == 0 {
 		if err := g.nextBlock(); err != nil {
 			return 0, err
 		}
 	}
-	if g.hoff < g.hn {
-		n := copy(p, g.head[g.hoff:g.hn])
+	if g.hoff < len(g.blk) {
+		n := copy(p, g.blk[g.hoff:])
 		g.hoff += n
 		return n, nil
 	}
@@ -65,8 +77,11 @@ func (g *ngGuard) Read(p []byte) (int, error) {
 
 // nextBlock reads the next block's head, checked and patched.
 func (g *ngGuard) nextBlock() error {
-	h := g.head[:]
-	g.hoff, g.hn = 0, 0
+	if cap(g.blk) < ngHeadLen {
+		g.blk = make([]byte, 0, ngHeadLen)
+	}
+	h := g.blk[:ngHeadLen]
+	g.blk, g.hoff = g.blk[:0], 0
 	if _, err := io.ReadFull(g.r, h[:8]); err != nil {
 		return err // io.EOF at a block's boundary: the end of the file
 	}
@@ -104,15 +119,26 @@ func (g *ngGuard) nextBlock() error {
 			return fmt.Errorf("pcapng: block type %d of %d bytes (at least %d)", typ, total, least)
 		}
 		hn = int(min(total, ngHeadLen))
-		if _, err := io.ReadFull(g.r, h[have:hn]); err != nil {
+		if typ == ngInterfaceDescriptor {
+			if total > ngMaxInterfaceBlock {
+				return fmt.Errorf("pcapng: interface description block of %d bytes (at most %d)", total, ngMaxInterfaceBlock)
+			}
+			hn = int(total)
+		}
+		var err error
+		if h, err = readAppend(g.r, h[:have], hn-have); err != nil {
 			return io.ErrUnexpectedEOF
 		}
 	}
 	switch typ {
 	case ngSectionHeader:
-		g.links = g.links[:0]
+		g.ifaces = g.ifaces[:0]
 	case ngInterfaceDescriptor:
-		g.links = append(g.links, int(o.Uint16(h[8:10])))
+		f, err := ngInterface(h, o, len(g.ifaces))
+		if err != nil {
+			return err
+		}
+		g.ifaces = append(g.ifaces, f)
 		if s := o.Uint32(h[12:16]); s == 0 || s > MaxSnaplen {
 			o.PutUint32(h[12:16], MaxSnaplen)
 		}
@@ -121,7 +147,53 @@ func (g *ngGuard) nextBlock() error {
 			return fmt.Errorf("pcapng: packet block of %d bytes captures %d bytes (at most %d)", total, c, min(MaxSnaplen, total-32))
 		}
 	}
-	g.hn = hn
+	g.blk = h[:hn]
 	g.left = max(total, uint64(hn)) - uint64(hn)
 	return nil
+}
+
+// readAppend reads n bytes from r onto b, growing b as they come (a
+// block's length claims what the file may not hold).
+func readAppend(r io.Reader, b []byte, n int) ([]byte, error) {
+	for n > 0 {
+		k := min(n, 64<<10)
+		if cap(b)-len(b) < k {
+			b = append(b[:cap(b)], make([]byte, k)...)[:len(b)]
+		}
+		if _, err := io.ReadFull(r, b[len(b):len(b)+k]); err != nil {
+			return b, err
+		}
+		b, n = b[:len(b)+k], n-k
+	}
+	return b, nil
+}
+
+// ngInterface reads the link type and the timestamp resolution of the
+// Interface Description Block blk (whole, of byte order o), the section's
+// interface i.
+func ngInterface(blk []byte, o binary.ByteOrder, i int) (ngIface, error) {
+	f := ngIface{link: int(o.Uint16(blk[8:10])), tsres: 6}
+	opts := blk[16 : len(blk)-4]
+	for len(opts) >= 4 {
+		code, n := o.Uint16(opts[0:2]), int(o.Uint16(opts[2:4]))
+		if code == 0 {
+			break
+		}
+		if 4+n > len(opts) {
+			return f, fmt.Errorf("pcapng: interface %d: option %d of %d bytes past its block's end", i, code, n)
+		}
+		v := opts[4 : 4+n]
+		if code == ngOptTsresol && n >= 1 {
+			f.tsres = v[0]
+		}
+		opts = opts[min(len(opts), 4+(n+3)&^3):]
+	}
+	if e := f.tsres & 0x7F; (f.tsres&0x80 != 0 && e > 63) || (f.tsres&0x80 == 0 && e > 19) {
+		base := "10"
+		if f.tsres&0x80 != 0 {
+			base = "2"
+		}
+		return f, fmt.Errorf("pcapng: interface %d: timestamp resolution (if_tsresol %#x) of %s^-%d s is finer than a 64-bit timestamp counts", i, f.tsres, base, e)
+	}
+	return f, nil
 }

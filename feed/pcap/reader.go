@@ -111,7 +111,7 @@ type Reader struct {
 	pcap    *pcapgo.Reader
 	ng      *pcapgo.NgReader
 	link    int
-	guard   *ngGuard // pcapng: the blocks' heads, with the section's link types
+	guard   *ngGuard // pcapng: the blocks' heads, with the section's interfaces
 	sigfigs uint32
 	stats   Stats
 	markers bool // Next returns marker frames too
@@ -267,10 +267,10 @@ func (r *Reader) ngLink(i int) int {
 	// The guard has read the head of the block of the packet pcapgo
 	// returned, and of no block after it: its link types are those of the
 	// packet's section.
-	if i < 0 || i >= len(r.guard.links) {
+	if i < 0 || i >= len(r.guard.ifaces) {
 		return -1
 	}
-	return r.guard.links[i]
+	return r.guard.ifaces[i].link
 }
 
 // Stats returns the counters so far.
