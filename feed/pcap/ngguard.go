@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+	"math/bits"
 )
 
 // pcapng block types whose heads ngGuard reads.
@@ -18,7 +19,8 @@ const (
 	// ngMaxInterfaceBlock bounds an Interface Description Block, read
 	// whole for its options (libpcap's largest block, 16 MiB).
 	ngMaxInterfaceBlock = 16 << 20
-	ngOptTsresol        = 9 // if_tsresol
+	ngOptTsresol        = 9  // if_tsresol
+	ngOptTsoffset       = 14 // if_tsoffset
 )
 
 // ngGuard passes a pcapng stream to pcapgo's NgReader, reading each
@@ -27,9 +29,9 @@ const (
 // a few bytes of file. An interface's snaplen of 0 or above MaxSnaplen is
 // passed on as MaxSnaplen (as libpcap reads it), and a packet whose
 // captured length is above MaxSnaplen or its block's length is an error.
-// An Interface Description Block is read whole: a timestamp resolution
-// (if_tsresol) finer than a 64-bit timestamp can count is an error
-// (pcapgo divided by zero).
+// An Interface Description Block is read whole: its timestamp resolution
+// (if_tsresol) and offset (if_tsoffset) are kept, and a resolution finer
+// than a 64-bit timestamp can count is an error (pcapgo divided by zero).
 // The rest of each block passes through uncopied.
 type ngGuard struct {
 	r    *bufio.Reader
@@ -41,13 +43,50 @@ type ngGuard struct {
 	// Interface Description Blocks (pcapgo keeps a link type as a byte:
 	// 276, Linux cooked v2, as 20).
 	ifaces []ngIface
+	// ts: the current block is a packet block (Enhanced or obsolete)
+	// whose timestamp, in its interface's units, is ts.
+	ts    uint64
+	hasTS bool
 }
 
 // ngIface is what the reader keeps of an interface.
 type ngIface struct {
-	link  int
-	tsres byte // if_tsresol: 10^-n s, or 2^-(n&0x7F) s when n&0x80 (6, µs, when absent)
+	link   int
+	tsres  byte  // if_tsresol: 10^-n s, or 2^-(n&0x7F) s when n&0x80 (6, µs, when absent)
+	offset int64 // if_tsoffset, seconds
 }
+
+// unixNano returns the time of timestamp ts of the interface, in ns since
+// the epoch. pcapgo scales a fraction of a binary resolution by an integer
+// factor (1e9/2^20 as 953, 2^32/1e9 as 4), off by up to 7%.
+func (f *ngIface) unixNano(ts uint64) int64 {
+	var sec, ns uint64
+	if e := uint(f.tsres & 0x7F); f.tsres&0x80 != 0 {
+		sec = ts >> e
+		hi, lo := bits.Mul64(ts&(1<<e-1), 1e9)
+		ns = lo >> e
+		if e > 0 {
+			ns |= hi << (64 - e)
+		}
+	} else {
+		unit := pow10[e]
+		sec = ts / unit
+		if e <= 9 {
+			ns = ts % unit * pow10[9-e]
+		} else {
+			ns = ts % unit / pow10[e-9]
+		}
+	}
+	return (int64(sec)+f.offset)*1e9 + int64(ns)
+}
+
+var pow10 = func() (p [20]uint64) {
+	p[0] = 1
+	for i := 1; i < len(p); i++ {
+		p[i] = p[i-1] * 10
+	}
+	return p
+}()
 
 func (g *ngGuard) order() binary.ByteOrder {
 	if g.big {
@@ -81,7 +120,7 @@ func (g *ngGuard) nextBlock() error {
 		g.blk = make([]byte, 0, ngHeadLen)
 	}
 	h := g.blk[:ngHeadLen]
-	g.blk, g.hoff = g.blk[:0], 0
+	g.blk, g.hoff, g.hasTS = g.blk[:0], 0, false
 	if _, err := io.ReadFull(g.r, h[:8]); err != nil {
 		return err // io.EOF at a block's boundary: the end of the file
 	}
@@ -146,6 +185,7 @@ func (g *ngGuard) nextBlock() error {
 		if c := uint64(o.Uint32(h[20:24])); c > MaxSnaplen || c > total-32 {
 			return fmt.Errorf("pcapng: packet block of %d bytes captures %d bytes (at most %d)", total, c, min(MaxSnaplen, total-32))
 		}
+		g.ts, g.hasTS = uint64(o.Uint32(h[12:16]))<<32|uint64(o.Uint32(h[16:20])), true
 	}
 	g.blk = h[:hn]
 	g.left = max(total, uint64(hn)) - uint64(hn)
@@ -168,7 +208,7 @@ func readAppend(r io.Reader, b []byte, n int) ([]byte, error) {
 	return b, nil
 }
 
-// ngInterface reads the link type and the timestamp resolution of the
+// ngInterface reads the link type and the timestamp options of the
 // Interface Description Block blk (whole, of byte order o), the section's
 // interface i.
 func ngInterface(blk []byte, o binary.ByteOrder, i int) (ngIface, error) {
@@ -183,8 +223,11 @@ func ngInterface(blk []byte, o binary.ByteOrder, i int) (ngIface, error) {
 			return f, fmt.Errorf("pcapng: interface %d: option %d of %d bytes past its block's end", i, code, n)
 		}
 		v := opts[4 : 4+n]
-		if code == ngOptTsresol && n >= 1 {
+		switch {
+		case code == ngOptTsresol && n >= 1:
 			f.tsres = v[0]
+		case code == ngOptTsoffset && n >= 8:
+			f.offset = int64(o.Uint64(v))
 		}
 		opts = opts[min(len(opts), 4+(n+3)&^3):]
 	}

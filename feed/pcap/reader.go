@@ -218,12 +218,14 @@ func (r *Reader) Next() (Frame, error) {
 		var ci gopacket.CaptureInfo
 		var err error
 		link := r.link
+		var at int64
 		if r.pcap != nil {
 			data, ci, err = r.pcap.ZeroCopyReadPacketData()
+			at = ci.Timestamp.UnixNano()
 		} else {
 			data, ci, err = r.ng.ZeroCopyReadPacketData()
 			if err == nil {
-				link = r.ngLink(ci.InterfaceIndex)
+				link, at = r.ngFrame(ci)
 			}
 		}
 		if err != nil {
@@ -239,7 +241,7 @@ func (r *Reader) Next() (Frame, error) {
 			if !r.markers {
 				continue
 			}
-			fr := Frame{Index: r.stats.Frames, Time: ci.Timestamp.UnixNano(), Marker: true}
+			fr := Frame{Index: r.stats.Frames, Time: at, Marker: true}
 			copy(fr.SrcMAC[:], data[6:12])
 			fr.Payload = data[14:len(data):len(data)]
 			return fr, nil
@@ -249,7 +251,7 @@ func (r *Reader) Next() (Frame, error) {
 			continue
 		}
 		r.stats.Datagrams++
-		fr := Frame{Index: r.stats.Frames, Time: ci.Timestamp.UnixNano(), UDP: udp}
+		fr := Frame{Index: r.stats.Frames, Time: at, UDP: udp}
 		if link == LinkEthernet {
 			copy(fr.SrcMAC[:], data[6:12]) // DecodeFrame checked the length
 		}
@@ -263,14 +265,21 @@ func (r *Reader) isMarker(data []byte, link int) bool {
 		binary.BigEndian.Uint16(data[12:]) == EtherMarker
 }
 
-func (r *Reader) ngLink(i int) int {
+// ngFrame returns the link type and the time of the pcapng frame pcapgo
+// returned with ci.
+func (r *Reader) ngFrame(ci gopacket.CaptureInfo) (link int, at int64) {
 	// The guard has read the head of the block of the packet pcapgo
-	// returned, and of no block after it: its link types are those of the
-	// packet's section.
+	// returned, and of no block after it: its interfaces are those of the
+	// packet's section, and its timestamp the packet's.
+	i := ci.InterfaceIndex
 	if i < 0 || i >= len(r.guard.ifaces) {
-		return -1
+		return -1, ci.Timestamp.UnixNano()
 	}
-	return r.guard.ifaces[i].link
+	f := &r.guard.ifaces[i]
+	if !r.guard.hasTS { // a Simple Packet Block: no timestamp
+		return f.link, ci.Timestamp.UnixNano()
+	}
+	return f.link, f.unixNano(r.guard.ts)
 }
 
 // Stats returns the counters so far.
