@@ -21,7 +21,9 @@
 //	}
 //	st := r.Stats() // frames read, UDP datagrams returned, malformed frames by Reason
 //
-// Frames that are not a whole, unfragmented IPv4/UDP datagram are skipped and
+// Frames that are not a whole, unfragmented IPv4/UDP datagram, or whose
+// IPv4 header checksum or UDP checksum (when the sender set one) fails,
+// as the kernel and the handler's AF_XDP path drop them, are skipped and
 // counted under a Reason; they never end the iteration. The marker frames
 // of the handler's captures (EtherMarker, MarkedSigfigs) are counted apart
 // (Stats.Markers), and returned after Reader.ReturnMarkers. A record longer
