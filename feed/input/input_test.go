@@ -605,3 +605,46 @@ func TestBadChecksumTakesOtherLine(t *testing.T) {
 			refs, st.Frames.SkippedSummary(), st.Sessions[0].Tracker.Duplicates)
 	}
 }
+
+// TestEmptyRecordCounted: a BinaryFILE record of length 0 is counted as a
+// short message and passed over, its length prefix framing it, as
+// replay's scan of a mapped file counts it (itch.Scanner). The reader
+// stopped there with dayfile.ErrEmptyRecord: the same day gzipped or
+// piped in (read by this reader) replayed 2 messages and an error where
+// the file mapped replayed every one.
+func TestEmptyRecordCounted(t *testing.T) {
+	rec := func(m []byte) []byte { return append([]byte{byte(len(m) >> 8), byte(len(m))}, m...) }
+	var day []byte
+	for ref := uint64(1); ref <= 3; ref++ {
+		d := itch.OrderDeleteFields{OrderRef: ref}
+		day = append(day, rec(d.Append(nil))...)
+		if ref == 2 {
+			day = append(day, 0, 0)
+		}
+	}
+	var s itch.Scanner
+	s.Reset(day)
+	for _, ok := s.Next(); ok || s.Resume(); _, ok = s.Next() {
+	}
+	var z bytes.Buffer
+	zw := gzip.NewWriter(&z)
+	zw.Write(day)
+	zw.Close()
+	for name, data := range map[string][]byte{"plain": day, "gzipped": z.Bytes()} {
+		r, err := input.NewReader(bytes.NewReader(data), input.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var refs []uint64
+		m, err := r.Next()
+		for ; err == nil; m, err = r.Next() {
+			refs = append(refs, itch.OrderDelete(m).OrderRef())
+		}
+		if err != io.EOF {
+			t.Fatalf("%s: after %v: %v", name, refs, err)
+		}
+		if c := r.Stats().Codec; fmt.Sprint(refs) != "[1 2 3]" || c.Short != 1 || c.Short != s.Short {
+			t.Fatalf("%s: references %v, %d short (the scanner %d); want [1 2 3], 1", name, refs, c.Short, s.Short)
+		}
+	}
+}
