@@ -29,7 +29,8 @@
 // (Stats.Markers), and returned after Reader.ReturnMarkers. A record longer
 // than MaxSnaplen (libpcap's maximum), or than its pcapng block, is an
 // error; a snaplen of 0 or above MaxSnaplen is read as MaxSnaplen, as
-// libpcap does. A pcapng interface whose timestamp resolution is finer
+// libpcap does, and a pcap record longer than its file header's snaplen
+// is read whole, as Wireshark does. A pcapng interface whose timestamp resolution is finer
 // than a 64-bit timestamp counts (if_tsresol above 10^-19 or 2^-63 s) is
 // an error, as in libpcap.
 //

@@ -146,9 +146,11 @@ func NewReader(r io.Reader) (*Reader, error) {
 		// takes a record up to it: 2^32-1 in a damaged or hostile file,
 		// gigabytes for a file of a few bytes. libpcap reads a snaplen of
 		// 0 or above its maximum as the maximum; so does this reader.
-		if s := rd.pcap.Snaplen(); s == 0 || s > MaxSnaplen {
-			rd.pcap.SetSnaplen(MaxSnaplen)
-		}
+		// And pcapgo refuses a record longer than a smaller snaplen,
+		// which some writers put in the header whatever they write
+		// (dpkt's 1500): Wireshark reads such a record whole, tcpdump
+		// cut to the snaplen, this reader whole (up to the maximum).
+		rd.pcap.SetSnaplen(MaxSnaplen)
 		// pcapgo's link type is a byte (layers.LinkType): Linux cooked
 		// v2, 276, came back as 20. The header's is read here.
 		rd.link = int(rd.pcap.LinkType())

@@ -68,6 +68,28 @@ func TestSnaplenBounded(t *testing.T) {
 	}
 }
 
+// TestRecordPastSnaplen: a pcap record longer than the file header's
+// snaplen (a writer that puts a snaplen in the header whatever it writes,
+// dpkt's 1500) is read whole, as Wireshark reads it. pcapgo refused it,
+// and replay stopped at the first frame: 'capture length exceeds snap
+// length: 84 > 60'.
+func TestRecordPastSnaplen(t *testing.T) {
+	frame := pcap.AppendUDPFrame(nil, src, group, 1, []byte("payload of a frame longer than the snaplen"))
+	r, err := pcap.NewReader(bytes.NewReader(pcapFile(60, pcapRecord(uint32(len(frame)), frame), pcapRecord(uint32(len(frame)), frame))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 2 {
+		fr, err := r.Next()
+		if err != nil || string(fr.Payload) != "payload of a frame longer than the snaplen" {
+			t.Fatalf("frame %d of %d bytes, snaplen 60: %q, %v", i+1, len(frame), fr.Payload, err)
+		}
+	}
+	if _, err := r.Next(); err != io.EOF {
+		t.Fatalf("after 2 frames: %v", err)
+	}
+}
+
 // ngBlock returns a little-endian pcapng block of type typ and body.
 func ngBlock(typ uint32, body ...[]byte) []byte {
 	return ngBlockIn(binary.LittleEndian, typ, body...)
