@@ -57,17 +57,22 @@ type Datagram struct {
 // the payload (RFC 768, RFC 1071). The kernel checks both before a socket
 // sees a datagram, or trusts a NIC that checked them; an AF_XDP socket gets
 // the frame as it came, without either. It allocates nothing.
-func (d *Datagram) ChecksumOK() bool {
-	if len(d.ip) < 20 || fold(sum32(d.ip, 0)) != 0xffff {
+func (d *Datagram) ChecksumOK() bool { return ChecksumsOK(d.ip, d.udp) }
+
+// ChecksumsOK is ChecksumOK of the IPv4 header ip (options included) and
+// the UDP header and payload udp (the UDP length's bytes) of a datagram
+// found by other means (a capture's frame of another link type).
+func ChecksumsOK(ip, udp []byte) bool {
+	if len(ip) < 20 || fold(sum32(ip, 0)) != 0xffff {
 		return false
 	}
-	if len(d.udp) < 8 || binary.BigEndian.Uint16(d.udp[6:]) == 0 {
-		return len(d.udp) >= 8 // no UDP checksum: allowed over IPv4
+	if len(udp) < 8 || binary.BigEndian.Uint16(udp[6:]) == 0 {
+		return len(udp) >= 8 // no UDP checksum: allowed over IPv4
 	}
 	// Pseudo-header: source and destination address, protocol, UDP length.
-	acc := uint64(binary.BigEndian.Uint32(d.ip[12:])) + uint64(binary.BigEndian.Uint32(d.ip[16:])) +
-		17 + uint64(len(d.udp))
-	return fold(sum32(d.udp, acc)) == 0xffff
+	acc := uint64(binary.BigEndian.Uint32(ip[12:])) + uint64(binary.BigEndian.Uint32(ip[16:])) +
+		17 + uint64(len(udp))
+	return fold(sum32(udp, acc)) == 0xffff
 }
 
 // SourceOK reports whether the IPv4 source address is one the kernel takes

@@ -80,7 +80,7 @@ type replayReport struct {
 	// datagrams that are not MoldUDP64 packets: their messages, if any,
 	// were not applied.
 	InputFramesSkipped uint64            `json:"input_frames_skipped,omitempty"`
-	InputSkippedBy     map[string]uint64 `json:"input_frames_skipped_by_reason,omitempty"` // pcap.Reason's names: truncated (a snaplen too short), not IPv4, IPv4 fragment, ...
+	InputSkippedBy     map[string]uint64 `json:"input_frames_skipped_by_reason,omitempty"` // pcap.Reason's names: truncated (a snaplen too short), not IPv4, IPv4 fragment, bad checksum, ...
 	InputBadPackets    uint64            `json:"input_bad_packets,omitempty"`
 	inputSkipped       string            // the same, for the text report
 	// With --feed: the capture's lines arbitrated as the handler did.
@@ -285,7 +285,11 @@ func replay(args []string, stdout, stderr io.Writer) error {
 			// Not a datagram in the capture: a snaplen that cut every
 			// frame, a link type not decoded, another protocol. A
 			// report of 0 messages would pass for a quiet feed.
-			loopErr = fmt.Errorf("no IPv4/UDP datagram in the capture's %d frames (skipped: %s)", ist.Frames.Frames, rep.inputSkipped)
+			hint := ""
+			if ist.Frames.Skipped[pcap.BadChecksum] == ist.Frames.Frames {
+				hint = "; a capture taken on the sending host, whose NIC fills the checksums in after it, has them all fail"
+			}
+			loopErr = fmt.Errorf("no IPv4/UDP datagram in the capture's %d frames (skipped: %s%s)", ist.Frames.Frames, rep.inputSkipped, hint)
 		}
 	}
 	if err := bs.Err(); err != nil {

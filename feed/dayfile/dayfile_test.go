@@ -134,12 +134,19 @@ func TestTruncated(t *testing.T) {
 }
 
 func TestEmptyRecord(t *testing.T) {
-	r := dayfile.NewReader(bytes.NewReader([]byte{0, 1, 'S', 0, 0}))
+	r := dayfile.NewReader(bytes.NewReader([]byte{0, 1, 'S', 0, 0, 0, 1, 'E'}))
 	if _, err := r.Next(); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := r.Next(); !errors.Is(err, dayfile.ErrEmptyRecord) || !strings.Contains(err.Error(), "offset 3") {
-		t.Fatalf("got %v, want ErrEmptyRecord at offset 3", err)
+	if _, err := r.Next(); !errors.Is(err, dayfile.ErrEmptyRecord) || !strings.Contains(err.Error(), "record 2 at offset 3") {
+		t.Fatalf("got %v, want ErrEmptyRecord, record 2 at offset 3", err)
+	}
+	// Passed over: the next record follows.
+	if m, err := r.Next(); err != nil || string(m) != "E" || r.Offset() != 5 || r.Count() != 3 {
+		t.Fatalf("after the empty record: %q, %v at offset %d, %d records; want \"E\" at 5, 3", m, err, r.Offset(), r.Count())
+	}
+	if _, err := r.Next(); err != io.EOF {
+		t.Fatalf("at the end: %v", err)
 	}
 }
 

@@ -18,7 +18,8 @@ var (
 	// ErrTruncated reports a file that ends inside a record (in its length
 	// prefix or its message bytes).
 	ErrTruncated = errors.New("truncated record")
-	// ErrEmptyRecord reports a record with length 0, which holds no message.
+	// ErrEmptyRecord reports a record with length 0, which holds no
+	// message; Next passes over it, and the next call reads on.
 	ErrEmptyRecord = errors.New("empty record")
 )
 
@@ -64,7 +65,12 @@ func (r *Reader) Next() ([]byte, error) {
 	}
 	off := r.base + int64(r.start)
 	if n == 0 {
-		return nil, fmt.Errorf("dayfile: read record %d at offset %d: %w", r.n+1, off, ErrEmptyRecord)
+		// Passed over: its length prefix frames it, the next call reads
+		// the record after it.
+		r.start += 2
+		r.last = off
+		r.n++
+		return nil, fmt.Errorf("dayfile: read record %d at offset %d: %w", r.n, off, ErrEmptyRecord)
 	}
 	msg := r.buf[r.start+2 : r.start+2+n : r.start+2+n]
 	r.start += 2 + n
@@ -111,8 +117,8 @@ func (r *Reader) fail(need int) error {
 }
 
 // Offset returns the file offset of the length prefix of the record most
-// recently returned by Next.
+// recently read by Next.
 func (r *Reader) Offset() int64 { return r.last }
 
-// Count returns how many records Next has returned.
+// Count returns how many records Next has read (empty ones included).
 func (r *Reader) Count() uint64 { return r.n }

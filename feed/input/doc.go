@@ -32,6 +32,7 @@
 // the fly.
 //
 // Messages of unknown types and messages shorter than their type's length
-// are counted (Stats.Codec) and skipped. The file is read in one streaming
+// (a BinaryFILE's records of length 0 among them) are counted (Stats.Codec)
+// and skipped. The file is read in one streaming
 // pass with bounded memory.
 package input

@@ -3,6 +3,7 @@ package input_test
 import (
 	"bytes"
 	"compress/gzip"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -430,10 +431,9 @@ func Example() {
 	// Output: pcap 5000 messages, seq 1 to 5000 gaps 0
 }
 
-// FuzzReader: arbitrary files never panic, and a reader always ends with
-// io.EOF or an error.
-func FuzzReader(f *testing.F) {
-	f.Add([]byte{0, 12, 'S', 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 'O'})
+// fuzzCapture is a capture of a MoldUDP64 packet of an Order Delete and
+// a heartbeat, a seed of the fuzz targets.
+func fuzzCapture() []byte {
 	var buf bytes.Buffer
 	w, _ := pcap.NewWriter(&buf)
 	b := moldudp64.NewBuilder(moldudp64.NewSession("FUZZ"), 1, 200)
@@ -442,7 +442,14 @@ func FuzzReader(f *testing.F) {
 	w.WriteUDP(1, src, groupA, b.Flush())
 	w.WriteUDP(2, src, groupA, b.Heartbeat())
 	w.Flush()
-	f.Add(buf.Bytes())
+	return buf.Bytes()
+}
+
+// FuzzReader: arbitrary files never panic, and a reader always ends with
+// io.EOF or an error.
+func FuzzReader(f *testing.F) {
+	f.Add([]byte{0, 12, 'S', 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 'O'})
+	f.Add(fuzzCapture())
 	f.Fuzz(func(t *testing.T, data []byte) {
 		r, err := input.NewReader(bytes.NewReader(data), input.Options{ReorderWindow: 4})
 		if err != nil {
@@ -540,6 +547,104 @@ func TestCompressedNotGzip(t *testing.T) {
 		_, err := input.NewReader(bytes.NewReader([]byte(c.data)), input.Options{})
 		if !errors.Is(err, input.ErrUnknownFormat) || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("% x: %v, want ErrUnknownFormat saying %q", c.data[:4], err, c.want)
+		}
+	}
+}
+
+// TestBadChecksumTakesOtherLine: line A's copy of a packet arrives first
+// with a byte of its payload changed on the way and the UDP checksum the
+// sender set failing (as a capture on the receiving host records it), B's
+// copy after it intact. The kernel drops A's copy before a socket sees it,
+// the AF_XDP path too (receive.verify_checksums): the handler delivers B's
+// bytes, and so does the reader, counting A's copy (pcap.BadChecksum), as
+// it does one of a failing IPv4 header checksum. It took A's copy, the
+// corrupted order reference with it, counted nowhere.
+func TestBadChecksumTakesOtherLine(t *testing.T) {
+	b := moldudp64.NewBuilder(moldudp64.NewSession("SUM0000001"), 1, 0)
+	var pkts [][]byte
+	for seq := uint64(1); seq <= 3; seq++ {
+		f := itch.OrderDeleteFields{Header: itch.Header{Locate: 1, Timestamp: 36000e9 + seq}, OrderRef: seq}
+		b.Add(f.Append(nil))
+		pkts = append(pkts, bytes.Clone(b.Flush()))
+	}
+	// udpSum sets the UDP checksum of an Ethernet/IPv4 frame of no options.
+	udpSum := func(fr []byte) []byte {
+		u := fr[34:]
+		pseudo := append(bytes.Clone(fr[26:34]), 0, 17, byte(len(u)>>8), byte(len(u)))
+		u[6], u[7] = 0, 0
+		sum := ^pcap.IPv4Checksum(append(pseudo, u...)) // one's complement sum
+		binary.BigEndian.PutUint16(u[6:], ^sum)
+		return fr
+	}
+	corrupt := func(fr []byte, at int) []byte { fr[at] ^= 0x40; return fr }
+	path := write(t, "checksums.pcap", func(f io.Writer) error {
+		w, err := pcap.NewWriter(f)
+		if err != nil {
+			return err
+		}
+		for i, p := range pkts {
+			a := udpSum(pcap.AppendUDPFrame(nil, src, groupA, uint16(i), p))
+			switch i {
+			case 1:
+				a = corrupt(a, len(a)-1) // the order reference's last byte
+			case 2:
+				a = corrupt(a, 14+8) // the TTL: the IPv4 header checksum fails
+			}
+			w.WriteFrame(int64(2*i), a)
+			w.WriteFrame(int64(2*i+1), udpSum(pcap.AppendUDPFrame(nil, src, groupB, uint16(i), p)))
+		}
+		return w.Flush()
+	})
+	got, st := readAll(t, path, input.Options{})
+	var refs []uint64
+	for _, m := range got {
+		refs = append(refs, itch.OrderDelete(m).OrderRef())
+	}
+	if fmt.Sprint(refs) != "[1 2 3]" || st.Frames.Skipped[pcap.BadChecksum] != 2 || st.Sessions[0].Tracker.Duplicates != 1 {
+		t.Fatalf("delivered references %v, frames skipped %q, duplicates %d; want [1 2 3], bad checksum 2, 1 (B's copy of 1)",
+			refs, st.Frames.SkippedSummary(), st.Sessions[0].Tracker.Duplicates)
+	}
+}
+
+// TestEmptyRecordCounted: a BinaryFILE record of length 0 is counted as a
+// short message and passed over, its length prefix framing it, as
+// replay's scan of a mapped file counts it (itch.Scanner). The reader
+// stopped there with dayfile.ErrEmptyRecord: the same day gzipped or
+// piped in (read by this reader) replayed 2 messages and an error where
+// the file mapped replayed every one.
+func TestEmptyRecordCounted(t *testing.T) {
+	rec := func(m []byte) []byte { return append([]byte{byte(len(m) >> 8), byte(len(m))}, m...) }
+	var day []byte
+	for ref := uint64(1); ref <= 3; ref++ {
+		d := itch.OrderDeleteFields{OrderRef: ref}
+		day = append(day, rec(d.Append(nil))...)
+		if ref == 2 {
+			day = append(day, 0, 0)
+		}
+	}
+	var s itch.Scanner
+	s.Reset(day)
+	for _, ok := s.Next(); ok || s.Resume(); _, ok = s.Next() {
+	}
+	var z bytes.Buffer
+	zw := gzip.NewWriter(&z)
+	zw.Write(day)
+	zw.Close()
+	for name, data := range map[string][]byte{"plain": day, "gzipped": z.Bytes()} {
+		r, err := input.NewReader(bytes.NewReader(data), input.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var refs []uint64
+		m, err := r.Next()
+		for ; err == nil; m, err = r.Next() {
+			refs = append(refs, itch.OrderDelete(m).OrderRef())
+		}
+		if err != io.EOF {
+			t.Fatalf("%s: after %v: %v", name, refs, err)
+		}
+		if c := r.Stats().Codec; fmt.Sprint(refs) != "[1 2 3]" || c.Short != 1 || c.Short != s.Short {
+			t.Fatalf("%s: references %v, %d short (the scanner %d); want [1 2 3], 1", name, refs, c.Short, s.Short)
 		}
 	}
 }

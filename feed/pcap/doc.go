@@ -21,13 +21,18 @@
 //	}
 //	st := r.Stats() // frames read, UDP datagrams returned, malformed frames by Reason
 //
-// Frames that are not a whole, unfragmented IPv4/UDP datagram are skipped and
+// Frames that are not a whole, unfragmented IPv4/UDP datagram, or whose
+// IPv4 header checksum or UDP checksum (when the sender set one) fails,
+// as the kernel and the handler's AF_XDP path drop them, are skipped and
 // counted under a Reason; they never end the iteration. The marker frames
 // of the handler's captures (EtherMarker, MarkedSigfigs) are counted apart
 // (Stats.Markers), and returned after Reader.ReturnMarkers. A record longer
 // than MaxSnaplen (libpcap's maximum), or than its pcapng block, is an
 // error; a snaplen of 0 or above MaxSnaplen is read as MaxSnaplen, as
-// libpcap does.
+// libpcap does, and a pcap record longer than its file header's snaplen
+// is read whole, as Wireshark does. A pcapng interface whose timestamp resolution is finer
+// than a 64-bit timestamp counts (if_tsresol above 10^-19 or 2^-63 s) is
+// an error, as in libpcap.
 //
 // Writing: Writer builds Ethernet/IPv4/UDP frames (IPv4 header checksum set,
 // UDP checksum 0, destination MAC derived from the multicast group) and

@@ -3,6 +3,8 @@ package pcap
 import (
 	"encoding/binary"
 	"net/netip"
+
+	"github.com/marketfeed/feedhandler/bpf"
 )
 
 // Reason says why a frame was not returned as a UDP datagram.
@@ -17,10 +19,11 @@ const (
 	NotUDP             // another IP protocol
 	Fragment           // an IPv4 fragment (MF set or fragment offset non-zero)
 	BadLinkType        // a link type the reader does not decode
+	BadChecksum        // the IPv4 header checksum or the UDP checksum (when set) fails: the kernel drops such a datagram, the handler's AF_XDP path too
 	NumReasons
 )
 
-var reasonNames = [NumReasons]string{"ok", "truncated", "bad length", "not IPv4", "not UDP", "IPv4 fragment", "unsupported link type"}
+var reasonNames = [NumReasons]string{"ok", "truncated", "bad length", "not IPv4", "not UDP", "IPv4 fragment", "unsupported link type", "bad checksum"}
 
 func (r Reason) String() string {
 	if r < NumReasons {
@@ -65,7 +68,9 @@ type UDP struct {
 
 // DecodeFrame decodes one captured frame of the given link type down to its
 // UDP payload. The payload is a view into frame. The reason is OK when the
-// frame is a whole, unfragmented IPv4/UDP datagram.
+// frame is a whole, unfragmented IPv4/UDP datagram whose checksums hold
+// (the UDP checksum when the sender set one): the kernel drops one that
+// fails before a socket sees it.
 func DecodeFrame(frame []byte, linkType int) (UDP, Reason) {
 	var etherType uint16
 	var b []byte
@@ -152,6 +157,9 @@ func decodeIPv4(b []byte) (UDP, Reason) {
 	ulen := int(binary.BigEndian.Uint16(u[4:]))
 	if ulen < 8 || ulen > len(u) {
 		return UDP{}, BadLength
+	}
+	if !bpf.ChecksumsOK(b[:ihl], u[:ulen]) {
+		return UDP{}, BadChecksum
 	}
 	return UDP{
 		Src:     netip.AddrPortFrom(netip.AddrFrom4(src), binary.BigEndian.Uint16(u[0:])),

@@ -29,6 +29,14 @@ func FuzzReader(f *testing.F) {
 	f.Add(pcapFile(0xFFFFFFFF, pcapRecord(0xFFFFFFF0, frame)))
 	f.Add(ngFile(65535, uint32(len(frame)), frame))
 	f.Add(ngFile(0, 0xFFFFFFF0, frame))
+	// An interface of nanosecond timestamps (if_tsresol 9), then one of
+	// 2^-20 s: pcapgo divided by zero for a resolution of 2^-64 s.
+	ts := ngBlock(0x0A0D0D0A, le32(0x1A2B3C4D, 1, 0xFFFFFFFF, 0xFFFFFFFF))
+	ts = append(ts, ngBlock(1, le32(pcap.LinkEthernet, 65535), ngOption(9, []byte{9}), ngOption(0, nil))...)
+	ts = append(ts, ngBlock(1, le32(pcap.LinkEthernet, 65535), ngOption(9, []byte{0x80 | 20}), ngOption(0, nil))...)
+	f.Add(append(append(ts, ngEPB(0, 1e18, frame)...), ngEPB(1, 1<<40, frame)...))
+	// A big-endian section after a little-endian one.
+	f.Add(append(ngFile(65535, uint32(len(frame)), frame), beSection(pcap.LinkEthernet, 0xFFFFFFFF, uint32(len(frame)), frame)...))
 	cooked := sll2Frame(frame) // link type 276: a byte to pcapgo
 	sll2 := pcapFile(65535, pcapRecord(uint32(len(cooked)), cooked))
 	binary.LittleEndian.PutUint32(sll2[20:], pcap.LinkLinuxSLL2)

@@ -111,7 +111,7 @@ type Reader struct {
 	pcap    *pcapgo.Reader
 	ng      *pcapgo.NgReader
 	link    int
-	guard   *ngGuard // pcapng: the blocks' heads, with the section's link types
+	guard   *ngGuard // pcapng: the blocks' heads, with the section's interfaces
 	sigfigs uint32
 	stats   Stats
 	markers bool // Next returns marker frames too
@@ -146,9 +146,11 @@ func NewReader(r io.Reader) (*Reader, error) {
 		// takes a record up to it: 2^32-1 in a damaged or hostile file,
 		// gigabytes for a file of a few bytes. libpcap reads a snaplen of
 		// 0 or above its maximum as the maximum; so does this reader.
-		if s := rd.pcap.Snaplen(); s == 0 || s > MaxSnaplen {
-			rd.pcap.SetSnaplen(MaxSnaplen)
-		}
+		// And pcapgo refuses a record longer than a smaller snaplen,
+		// which some writers put in the header whatever they write
+		// (dpkt's 1500): Wireshark reads such a record whole, tcpdump
+		// cut to the snaplen, this reader whole (up to the maximum).
+		rd.pcap.SetSnaplen(MaxSnaplen)
 		// pcapgo's link type is a byte (layers.LinkType): Linux cooked
 		// v2, 276, came back as 20. The header's is read here.
 		rd.link = int(rd.pcap.LinkType())
@@ -218,12 +220,14 @@ func (r *Reader) Next() (Frame, error) {
 		var ci gopacket.CaptureInfo
 		var err error
 		link := r.link
+		var at int64
 		if r.pcap != nil {
 			data, ci, err = r.pcap.ZeroCopyReadPacketData()
+			at = ci.Timestamp.UnixNano()
 		} else {
 			data, ci, err = r.ng.ZeroCopyReadPacketData()
 			if err == nil {
-				link = r.ngLink(ci.InterfaceIndex)
+				link, at = r.ngFrame(ci)
 			}
 		}
 		if err != nil {
@@ -239,7 +243,7 @@ func (r *Reader) Next() (Frame, error) {
 			if !r.markers {
 				continue
 			}
-			fr := Frame{Index: r.stats.Frames, Time: ci.Timestamp.UnixNano(), Marker: true}
+			fr := Frame{Index: r.stats.Frames, Time: at, Marker: true}
 			copy(fr.SrcMAC[:], data[6:12])
 			fr.Payload = data[14:len(data):len(data)]
 			return fr, nil
@@ -249,7 +253,7 @@ func (r *Reader) Next() (Frame, error) {
 			continue
 		}
 		r.stats.Datagrams++
-		fr := Frame{Index: r.stats.Frames, Time: ci.Timestamp.UnixNano(), UDP: udp}
+		fr := Frame{Index: r.stats.Frames, Time: at, UDP: udp}
 		if link == LinkEthernet {
 			copy(fr.SrcMAC[:], data[6:12]) // DecodeFrame checked the length
 		}
@@ -263,14 +267,21 @@ func (r *Reader) isMarker(data []byte, link int) bool {
 		binary.BigEndian.Uint16(data[12:]) == EtherMarker
 }
 
-func (r *Reader) ngLink(i int) int {
+// ngFrame returns the link type and the time of the pcapng frame pcapgo
+// returned with ci.
+func (r *Reader) ngFrame(ci gopacket.CaptureInfo) (link int, at int64) {
 	// The guard has read the head of the block of the packet pcapgo
-	// returned, and of no block after it: its link types are those of the
-	// packet's section.
-	if i < 0 || i >= len(r.guard.links) {
-		return -1
+	// returned, and of no block after it: its interfaces are those of the
+	// packet's section, and its timestamp the packet's.
+	i := ci.InterfaceIndex
+	if i < 0 || i >= len(r.guard.ifaces) {
+		return -1, ci.Timestamp.UnixNano()
 	}
-	return r.guard.links[i]
+	f := &r.guard.ifaces[i]
+	if !r.guard.hasTS { // a Simple Packet Block: no timestamp
+		return f.link, ci.Timestamp.UnixNano()
+	}
+	return f.link, f.unixNano(r.guard.ts)
 }
 
 // Stats returns the counters so far.

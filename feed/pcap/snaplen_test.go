@@ -68,24 +68,54 @@ func TestSnaplenBounded(t *testing.T) {
 	}
 }
 
+// TestRecordPastSnaplen: a pcap record longer than the file header's
+// snaplen (a writer that puts a snaplen in the header whatever it writes,
+// dpkt's 1500) is read whole, as Wireshark reads it. pcapgo refused it,
+// and replay stopped at the first frame: 'capture length exceeds snap
+// length: 84 > 60'.
+func TestRecordPastSnaplen(t *testing.T) {
+	frame := pcap.AppendUDPFrame(nil, src, group, 1, []byte("payload of a frame longer than the snaplen"))
+	r, err := pcap.NewReader(bytes.NewReader(pcapFile(60, pcapRecord(uint32(len(frame)), frame), pcapRecord(uint32(len(frame)), frame))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 2 {
+		fr, err := r.Next()
+		if err != nil || string(fr.Payload) != "payload of a frame longer than the snaplen" {
+			t.Fatalf("frame %d of %d bytes, snaplen 60: %q, %v", i+1, len(frame), fr.Payload, err)
+		}
+	}
+	if _, err := r.Next(); err != io.EOF {
+		t.Fatalf("after 2 frames: %v", err)
+	}
+}
+
 // ngBlock returns a little-endian pcapng block of type typ and body.
 func ngBlock(typ uint32, body ...[]byte) []byte {
+	return ngBlockIn(binary.LittleEndian, typ, body...)
+}
+
+// ngBlockIn returns a pcapng block of type typ and body in byte order o.
+func ngBlockIn(o binary.AppendByteOrder, typ uint32, body ...[]byte) []byte {
 	n := 12
 	for _, b := range body {
 		n += len(b)
 	}
-	b := binary.LittleEndian.AppendUint32(nil, typ)
-	b = binary.LittleEndian.AppendUint32(b, uint32(n))
+	b := o.AppendUint32(nil, typ)
+	b = o.AppendUint32(b, uint32(n))
 	for _, p := range body {
 		b = append(b, p...)
 	}
-	return binary.LittleEndian.AppendUint32(b, uint32(n))
+	return o.AppendUint32(b, uint32(n))
 }
 
-func le32(v ...uint32) []byte {
+func le32(v ...uint32) []byte { return u32In(binary.LittleEndian, v...) }
+
+// u32In returns v in byte order o.
+func u32In(o binary.AppendByteOrder, v ...uint32) []byte {
 	var b []byte
 	for _, x := range v {
-		b = binary.LittleEndian.AppendUint32(b, x)
+		b = o.AppendUint32(b, x)
 	}
 	return b
 }
@@ -134,3 +164,70 @@ func TestNgSnaplenBounded(t *testing.T) {
 		}
 	}
 }
+
+// beBlock returns a big-endian pcapng block of type typ and body.
+func beBlock(typ uint32, body ...[]byte) []byte {
+	return ngBlockIn(binary.BigEndian, typ, body...)
+}
+
+func be32(v ...uint32) []byte { return u32In(binary.BigEndian, v...) }
+
+// beSection returns a big-endian pcapng section (as a big-endian machine
+// writes it) of one interface of link type link and snaplen, and a
+// packet block claiming caplen bytes, holding frame.
+func beSection(link uint16, snaplen, caplen uint32, frame []byte) []byte {
+	b := beBlock(0x0A0D0D0A, be32(0x1A2B3C4D, 1<<16, 0xFFFFFFFF, 0xFFFFFFFF))
+	b = append(b, beBlock(1, be32(uint32(link)<<16, snaplen))...)
+	pad := make([]byte, (4-len(frame)%4)%4)
+	return append(b, beBlock(6, be32(0, 0, 5, caplen, uint32(len(frame))), frame, pad)...)
+}
+
+// TestNgBigEndian: a big-endian section, alone or after a little-endian
+// one (files of two machines joined with cat), is read in its byte order,
+// its interfaces its own, its snaplen and captured lengths bounded as a
+// little-endian section's. The reader's guard read every block's type
+// as little-endian, so that it saw no interface nor packet in a
+// big-endian section: every frame was skipped as of an unsupported link
+// type, and a snaplen of 2^32-1 went to pcapgo unbounded.
+func TestNgBigEndian(t *testing.T) {
+	eth := pcap.AppendUDPFrame(nil, src, group, 1, []byte("payload"))
+	ip := eth[14:]
+	for _, c := range []struct {
+		name   string
+		file   []byte
+		frames int
+		ok     bool
+	}{
+		{"big-endian", beSection(pcap.LinkIPv4, 65535, uint32(len(ip)), ip), 1, true},
+		{"little then big-endian", append(ngFile(65535, uint32(len(eth)), eth), beSection(pcap.LinkIPv4, 65535, uint32(len(ip)), ip)...), 2, true},
+		{"big then little-endian", append(beSection(pcap.LinkEthernet, 65535, uint32(len(eth)), eth), ngFile(65535, uint32(len(eth)), eth)...), 2, true},
+		{"big-endian, snaplen 2^32-1", beSection(pcap.LinkEthernet, 0xFFFFFFFF, uint32(len(eth)), eth), 1, true},
+		{"big-endian, caplen past its block", beSection(pcap.LinkEthernet, 65535, uint32(len(eth))+64, eth), 0, false},
+	} {
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		r, err := pcap.NewReader(bytes.NewReader(c.file))
+		if err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		for i := range c.frames {
+			fr, err := r.Next()
+			if err != nil || string(fr.Payload) != "payload" {
+				t.Fatalf("%s: frame %d: %q, %v (skipped: %s)", c.name, i+1, fr.Payload, err, st(r))
+			}
+		}
+		_, err = r.Next()
+		runtime.ReadMemStats(&after)
+		if got := after.TotalAlloc - before.TotalAlloc; got > 4<<20 {
+			t.Errorf("%s: reading allocated %d MiB", c.name, got>>20)
+		}
+		if c.ok && err != io.EOF {
+			t.Errorf("%s: after %d frames: %v, want io.EOF", c.name, c.frames, err)
+		}
+		if !c.ok && (err == nil || err == io.EOF) {
+			t.Errorf("%s: %v, want an error", c.name, err)
+		}
+	}
+}
+
+func st(r *pcap.Reader) string { s := r.Stats(); return s.SkippedSummary() }
