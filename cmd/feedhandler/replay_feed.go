@@ -274,6 +274,10 @@ func (a *arbitrated) run() error {
 			} else if capture.Resumed(fr.Payload) && marked {
 				a.frozen = false
 				a.r.Resume(fr.Time)
+			} else if capture.Discarded(fr.Payload) && marked {
+				// The session change before it unfroze the arbiter, the
+				// replay's as the handler's: nothing to replay.
+				a.frozen, a.snapMsgs, a.snapN = false, a.snapMsgs[:0], 0
 			} else if msgs, ok := capture.SnapshotMessages(fr.Payload); ok && marked {
 				a.snapMsgs = append(a.snapMsgs, msgs...)
 				for len(msgs) >= 2 {

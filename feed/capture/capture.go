@@ -340,6 +340,17 @@ func (c *Capture) Resumed(now int64) {
 	c.ring.event(resumeMark, now, 0, 0)
 }
 
+// Discarded notes that the receive thread discarded at now the snapshot
+// it froze delivery for (Freeze), as the lines changed session while it
+// was fetched: the new session's lock unfroze delivery (Arbiter's), and
+// neither a load nor a resume follows: a marker frame (mark.go:
+// Discarded), so that a rotation held for the snapshot (holdRotation) is
+// no longer, and a replay knows the freeze ended. The receive thread
+// only, as Put.
+func (c *Capture) Discarded(now int64) {
+	c.ring.event(discardMark, now, 0, 0)
+}
+
 // SnapshotMessages hands the messages of a snapshot the receive thread
 // is loading at now (msgs: each a 2-byte big-endian length and the
 // message, as the handler holds them) to the writer, which writes them in
@@ -583,7 +594,7 @@ func (c *Capture) write(rec *record) {
 		c.writeSnapshot(rec.rxTime)
 		return
 	}
-	if rec.snapshot || rec.gaveUp || rec.freeze || rec.resume {
+	if rec.snapshot || rec.gaveUp || rec.freeze || rec.resume || rec.discard {
 		tag := snapshotTag
 		switch {
 		case rec.gaveUp:
@@ -592,8 +603,10 @@ func (c *Capture) write(rec *record) {
 			tag, c.snapOpen = freezeTag, true
 		case rec.resume:
 			tag = resumeTag
+		case rec.discard:
+			tag = discardTag
 		}
-		if rec.snapshot || rec.resume {
+		if rec.snapshot || rec.resume || rec.discard {
 			c.snapOpen = false // the snapshot ends here: a rotation held for it may go
 		}
 		c.frame = appendCountsFrame(c.frame[:0], tag, rec.snapNext, rec.snapMsgs)
@@ -745,11 +758,11 @@ func (c *Capture) flushLogged() {
 // delivery holds the snapshot's messages and where it loaded them (or
 // resumed without), so that it replays the snapshot alone, as one file
 // must (replay --feed takes one). The spilled datagrams, the messages
-// and the load then go to it past RotateSize. Bounded: a snapshot
-// discarded after a session change writes neither a load nor a resume,
-// so the hold ends once the file holds twice RotateSize (logged once per
-// file): the next file starts in the middle of the snapshot, which its
-// replay counts as not held. Only a size rotation waits: a file found
+// and the load then go to it past RotateSize; a snapshot discarded after
+// a session change ends it too (Discarded). Bounded: a fetch longer than
+// the lines' traffic of RotateSize ends the hold once the file holds
+// twice RotateSize (logged once per file): the next file starts in the
+// middle of the snapshot, which its replay counts as not held. Only a size rotation waits: a file found
 // full (EFBIG), deleted or truncated takes nothing more.
 func (c *Capture) holdRotation() bool {
 	if !c.snapOpen {

@@ -31,7 +31,7 @@ func snapshotMsgs(size int) ([]byte, uint64) {
 
 // fileSnapshots reads the snapshot frames of a capture file in order:
 // "Z" a freeze, "M" a frame of snapshot messages (one letter per run),
-// "S" a snapshot loaded, "U" resumed without one.
+// "S" a snapshot loaded, "U" resumed without one, "D" discarded.
 func fileSnapshots(t *testing.T, path string) string {
 	t.Helper()
 	var b strings.Builder
@@ -50,6 +50,8 @@ func fileSnapshots(t *testing.T, path string) string {
 			b.WriteByte('S')
 		case Resumed(p):
 			b.WriteByte('U')
+		case Discarded(p):
+			b.WriteByte('D')
 		}
 	}
 	return b.String()
@@ -128,6 +130,39 @@ func TestRotateHoldBounded(t *testing.T) {
 	}
 	if n := strings.Count(logs.String(), "a snapshot open"); n != 1 {
 		t.Fatalf("the held rotation given up logged %d times, want once:\n%s", n, logs.String())
+	}
+}
+
+// TestRotateHoldEndsAtDiscard: a snapshot discarded at a session change
+// (Discarded: the new session unfroze delivery, and neither a load nor a
+// resume follows) ends the rotation's wait for it, said in the file, and
+// the capture goes on in files of RotateSize. Nothing said it: the
+// rotation waited until the file held twice RotateSize, and logged that
+// neither file replays the snapshot.
+func TestRotateHoldEndsAtDiscard(t *testing.T) {
+	dir := t.TempDir()
+	base := filepath.Join(dir, "c.pcap")
+	var logs bytes.Buffer
+	c, err := Open(Config{Base: base, Buffer: MinBuffer, RotateSize: MinRotate, Lines: testLines, Log: zerolog.New(&logs)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Freeze(int64(time.Hour)-1, 5, false)
+	putAll(t, c, 500)
+	c.Discarded(int64(time.Hour) + 1)
+	putAll(t, c, 1500) // about 1.5 MB in all: past RotateSize, short of twice it
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	names, _ := filepath.Glob(filepath.Join(dir, "c-*.pcap"))
+	if len(names) < 2 {
+		t.Fatalf("files %v: want 2 (about 1.5 MB in files of 1 MiB, the snapshot discarded)", names)
+	}
+	if s := fileSnapshots(t, names[0]); s != "ZD" {
+		t.Fatalf("the first file's snapshot frames %q: want the freeze and the discard", s)
+	}
+	if strings.Contains(logs.String(), "a snapshot open") {
+		t.Fatalf("logged a snapshot open at the rotation:\n%s", logs.String())
 	}
 }
 
