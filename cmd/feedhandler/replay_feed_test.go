@@ -621,14 +621,15 @@ func TestReplayFeedSnapshotLateJoin(t *testing.T) {
 	}
 }
 
-// replayDayBooks replays capPath with --feed (day's feed, written in dir)
+// replayDayBooks replays capPaths (a capture's files) with --feed (day's feed, written in dir)
 // and returns its report, its books (10 levels a side, JSON) and day's.
-func replayDayBooks(t *testing.T, dir string, day *demo.Day, capPath string) (rep replayReport, got, want []byte) {
+func replayDayBooks(t *testing.T, dir string, day *demo.Day, capPaths ...string) (rep replayReport, got, want []byte) {
 	t.Helper()
 	feed := writeDemoFeed(t, dir, day, "")
 	out := filepath.Join(dir, "books.json")
 	var report bytes.Buffer
-	if err := replay([]string{"--quiet", "--json", "--settle", "0", "--feed", feed, "--books-out", out, "--depth", "10", capPath}, &report, io.Discard); err != nil {
+	args := append([]string{"--quiet", "--json", "--settle", "0", "--feed", feed, "--books-out", out, "--depth", "10"}, capPaths...)
+	if err := replay(args, &report, io.Discard); err != nil {
 		t.Fatal(err)
 	}
 	if err := json.Unmarshal(report.Bytes(), &rep); err != nil {
@@ -692,6 +693,8 @@ func TestReplayFeedSkippedByReason(t *testing.T) {
 // delivers the rest: the day's books. The file did not say it started
 // frozen: the replay delivered the spilled datagrams to empty books and
 // passed over the load ("not held"), other books than the live ones.
+// Both files replayed in order (the first ends frozen, the second says
+// the freeze again) are the day's books too.
 func TestReplayFeedFileStartsFrozen(t *testing.T) {
 	day, dir, _ := dayDir(t, 5_000, 23)
 	base := filepath.Join(dir, "lines.pcap")
@@ -739,5 +742,53 @@ func TestReplayFeedFileStartsFrozen(t *testing.T) {
 	}
 	if !bytes.Equal(got, want) {
 		t.Errorf("replay --feed's books are not the day's:\ngot:  %.300s\nwant: %.300s", got, want)
+	}
+	rep, got, _ = replayDayBooks(t, dir, day, names...)
+	if a := rep.Arbitrated; a == nil || a.LiveRecovery.SnapshotsReplayed != 1 || rep.InputMissing != 0 || !bytes.Equal(got, want) {
+		t.Errorf("replay --feed of both files: %d missing, report %+v, books the day's %v; want the snapshot replayed, nothing missing, the day's books", rep.InputMissing, a, bytes.Equal(got, want))
+	}
+}
+
+// TestReplayFeedRotatedFiles: a day captured in files of rotate_size,
+// given to replay --feed in the order written (their names' order), is
+// replayed as one capture: the day's books, nothing missing, the end of
+// the last file's. replay took one INPUT only, and a file after the first
+// alone misses the orders added before it; mergecap -a joins them
+// without their batch marks. A file given after one that does not end
+// in the next file (the handler stopped) is refused.
+func TestReplayFeedRotatedFiles(t *testing.T) {
+	day, dir, _ := dayDir(t, 60_000, 29)
+	base := filepath.Join(dir, "lines.pcap")
+	lines := []rx.LineConfig{{Group: demo.GroupA.Addr(), Port: demo.GroupA.Port()}, {Group: demo.GroupB.Addr(), Port: demo.GroupB.Port()}}
+	c, err := capture.Open(capture.Config{Base: base, Lines: lines, Log: zerolog.Nop(), RotateSize: capture.MinRotate})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Date(2026, 12, 6, 14, 30, 0, 0, time.UTC).UnixNano()
+	for i, p := range day.Packets {
+		ts := t0 + int64(i)*int64(100*time.Microsecond)
+		c.Put([]rx.Packet{{Line: rx.LineA, Data: p, RxTime: ts}, {Line: rx.LineB, Data: p, RxTime: ts + 1000}}, ts-1)
+		if i%200 == 0 {
+			time.Sleep(time.Millisecond) // the writer keeps up: nothing dropped
+		}
+	}
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	names, _ := filepath.Glob(filepath.Join(dir, "lines-*.pcap"))
+	if len(names) < 2 || c.Stats().Dropped != 0 {
+		t.Fatalf("files %v, stats %+v: want 2 or more, nothing dropped", names, c.Stats())
+	}
+	rep, got, want := replayDayBooks(t, dir, day, names...)
+	if a := rep.Arbitrated; a == nil || rep.InputMissing != 0 || a.Delivered != day.Messages || a.CaptureEnd != captureStopped {
+		t.Errorf("replay --feed of %d files: %d missing, report %+v; want the day's %d messages delivered, nothing missing, the capture stopped", len(names), rep.InputMissing, a, day.Messages)
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("replay --feed of the %d files: books not the day's:\ngot:  %.300s\nwant: %.300s", len(names), got, want)
+	}
+	feed := writeDemoFeed(t, dir, day, "")
+	err = replay([]string{"--quiet", "--json", "--settle", "0", "--feed", feed, names[len(names)-1], names[0]}, io.Discard, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "ends stopped, not in the next file") {
+		t.Errorf("replay --feed of the last file then the first: %v, want refused (the last ends stopped)", err)
 	}
 }
