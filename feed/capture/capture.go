@@ -143,6 +143,9 @@ type Capture struct {
 	// freezeBuffered: the freeze's own frame is in the buffer, not yet
 	// written: a new file gets it with the buffer.
 	freezeBuffered bool
+	// loadDue: a snapshot's messages written (writeSnapshot), its load
+	// not yet: the next record (holdRotation).
+	loadDue bool
 	// lostDrained is the empty poll (mark.go) of a datagram a failed
 	// write lost, for the next datagram written (0: none).
 	lostDrained int64
@@ -485,6 +488,7 @@ func (c *Capture) writeSnapshot(at int64) {
 	}
 	c.snapHeld = nil
 	c.snapDone.Store(true)
+	c.loadDue = true // its load is the next record: the rotation waits for it
 }
 
 // Stats returns the counters; safe from any goroutine.
@@ -602,6 +606,8 @@ func (c *Capture) drain() {
 // write appends one datagram's frame to the buffer, or a run of failed
 // receive calls' marker frame.
 func (c *Capture) write(rec *record) {
+	// The record after a snapshot's messages: its load, or it is not to come.
+	c.loadDue = false
 	if rec.lost != 0 { // the ring's: before the datagrams after them
 		c.noteLost(rec.rxTime, rec.lost, 0)
 		c.writeLostFrame()
@@ -794,11 +800,20 @@ func (c *Capture) flushLogged() {
 // (restateFreeze), and holds the rest (the messages written again from
 // the first when it was opened while they were written: writeSnapshot),
 // so that it replays the snapshot alone; it holds its rotation in turn.
+// Between the messages written whole and their load, the next record,
+// it waits past the bound too (loadDue).
 // Only a size rotation waits: a file found full (EFBIG), deleted or
 // truncated takes nothing more, and the next starts frozen the same way.
 func (c *Capture) holdRotation() bool {
 	if !c.snapOpen {
 		return false
+	}
+	if c.loadDue {
+		// The messages written, the load (the receive thread's next
+		// record, published right after them) not yet: past the bound
+		// too, so that they stay in one file. The next record ends it,
+		// whatever it is (the load left out of a full ring: a lost one).
+		return true
 	}
 	if c.off < 2*c.rotateSize {
 		return true

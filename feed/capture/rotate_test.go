@@ -254,3 +254,43 @@ func TestRotateInsideSnapshotMessages(t *testing.T) {
 		t.Fatalf("the second file's snapshot frames %q with %d messages: want the freeze, the snapshot's %d messages and its load", s, got, n)
 	}
 }
+
+// TestRotateBetweenMessagesAndLoad: the rotation's wait given up (the file
+// at twice RotateSize) after a snapshot's messages were written and before
+// its load was (the writer's quiet flush between the two records) waits
+// for the load, the next record: the messages and the load stay in one
+// file, which replays the snapshot. The next file held the load alone
+// after the freeze said again, and no replay loaded the snapshot.
+func TestRotateBetweenMessagesAndLoad(t *testing.T) {
+	c, dir := openRotating(t, nil)
+	msgs, n := snapshotMsgs(700 << 10)
+	at := int64(time.Hour) - 1
+	c.Freeze(at, 5, false)
+	putAll(t, c, 1850) // about 1.5 MB, short of twice RotateSize; with the messages past it
+	for i := 0; c.Stats().Packets != 1850; i++ {
+		if i == 5000 {
+			t.Fatalf("datagrams not written: %+v", c.Stats())
+		}
+		time.Sleep(time.Millisecond)
+	}
+	c.SnapshotMessages(msgs, at+int64(time.Second))
+	for i := 0; c.SnapshotBuffer() == nil; i++ { // the messages written
+		if i == 5000 {
+			t.Fatal("the snapshot's messages not written")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	time.Sleep(2 * flushEvery) // the quiet flush after them
+	c.Snapshot(at+int64(time.Second), 100, n)
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	names, _ := filepath.Glob(filepath.Join(dir, "c-*.pcap"))
+	var all []string
+	for _, name := range names {
+		all = append(all, fileSnapshots(t, name))
+	}
+	if len(all) == 0 || !strings.HasSuffix(all[len(all)-1], "MS") {
+		t.Fatalf("the files' snapshot frames %q: want the messages and the load in one file", all)
+	}
+}
