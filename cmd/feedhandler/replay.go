@@ -117,15 +117,15 @@ func replay(args []string, stdout, stderr io.Writer) error {
 	feedPath := fs.String("feed", "", "arbitrate a capture (capture.path) of the feed this `FILE` configures as its handler did: its lines, arbitration timers, session and symbols, clocked by the capture's timestamps, and its book capacities")
 	shmSlots := fs.Int("shm-slots", config.DefaultSHMSlots, fmt.Sprintf("instrument slots in the --shm file, 1..%d (the feed config's shm.slots; a Nasdaq day lists about 9k instruments)", config.MaxSHMSlots))
 	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "usage: feedhandler replay [--json] [--books-out FILE] [--depth N] [--shm NAME [--shm-depth N] [--shm-slots N]] [--feed FILE] INPUT")
+		fmt.Fprintln(fs.Output(), "usage: feedhandler replay [--json] [--books-out FILE] [--depth N] [--shm NAME [--shm-depth N] [--shm-slots N]] [--feed FILE] INPUT [INPUT...]")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if fs.NArg() != 1 {
+	if fs.NArg() != 1 && (fs.NArg() == 0 || *feedPath == "") {
 		fs.Usage()
-		return errors.New("replay: want exactly one INPUT file")
+		return errors.New("replay: want exactly one INPUT file (several only with --feed: a capture's files in order)")
 	}
 	if *depth < 0 {
 		return fmt.Errorf("replay: --depth %d is negative", *depth)
@@ -191,6 +191,11 @@ func replay(args []string, stdout, stderr io.Writer) error {
 	if fc != nil {
 		if arb, err = newArbitrated(fc, path, r, &rp); err != nil {
 			return err
+		}
+		if arb.more = fs.Args()[1:]; len(arb.more) > 0 {
+			if err := arb.readMoreAnswers(); err != nil {
+				return err
+			}
 		}
 	}
 	var scan *itch.Scanner

@@ -123,13 +123,22 @@ type arbitrated struct {
 	frozen   bool
 	snapMsgs []byte
 	snapN    uint64
+	// more: the capture's files after the first (a rotated capture's, in
+	// the order written), replayed one after another as one capture;
+	// done: what the files before the current one skipped; path: the
+	// current file.
+	more  []string
+	done  pcap.Stats
+	path  string
+	ans   answers
+	first *input.Reader // the first file's, which replay closes
 }
 
 func newArbitrated(fc *config.Config, path string, in *input.Reader, rp *replayer) (*arbitrated, error) {
 	if f := in.Format(); f != input.FormatPcap && f != input.FormatPcapNG {
 		return nil, fmt.Errorf("replay: --feed arbitrates a capture's lines: %s is a %s, not a pcap or pcapng capture", path, f)
 	}
-	a := &arbitrated{in: in, rp: rp, fc: fc, rep: arbitratedReport{Feed: fc.File}}
+	a := &arbitrated{in: in, rp: rp, fc: fc, rep: arbitratedReport{Feed: fc.File}, path: path}
 	apply := rp.apply
 	if rp.pub != nil {
 		apply = rp.applyPublish
@@ -163,9 +172,69 @@ func newArbitrated(fc *config.Config, path string, in *input.Reader, rp *replaye
 		if err != nil {
 			return nil, err
 		}
-		a.r.SetAnswered(ans.covers)
+		a.ans = ans
+		a.r.SetAnswered(func(s moldudp64.Session, rg moldudp64.Range) bool { return a.ans.covers(s, rg) })
 	}
 	return a, nil
+}
+
+// readMoreAnswers adds the re-request answers of the files after the
+// first (more) to those the replay holds for: one capture's, whose
+// answers may come in a file after the gap's.
+func (a *arbitrated) readMoreAnswers() error {
+	if a.ans == nil {
+		return fmt.Errorf("replay: --feed with several files: %s has no batch marks (not a handler's capture file), so it cannot be followed by the next", a.path)
+	}
+	for _, p := range a.more {
+		if !regularFile(p) {
+			return fmt.Errorf("replay: --feed: %s is not a regular file: a handler's capture is read twice (its re-request answers ahead), which a pipe cannot be", p)
+		}
+		ans, err := readAnswers(p)
+		if err != nil {
+			return err
+		}
+		for s, rs := range ans {
+			a.ans[s] = mergeRanges(append(a.ans[s], rs...))
+		}
+	}
+	return nil
+}
+
+// next goes on in the capture's next file (more) once the current one
+// ended: only after a file that ends where the handler went on in the
+// next (capture_end next_file); a file that ends otherwise (the handler
+// stopped, or the file cut) is not followed by the same run's capture.
+func (a *arbitrated) next() (bool, error) {
+	if len(a.more) == 0 {
+		return false, nil
+	}
+	if a.end != captureNextFile {
+		end := a.end
+		if end == "" {
+			end = captureCut
+		}
+		return false, fmt.Errorf("%s ends %s, not in the next file: %s is not its continuation (replay each run's files apart)", a.path, end, a.more[0])
+	}
+	in, err := input.Open(a.more[0])
+	if err != nil {
+		return false, fmt.Errorf("replay: %w", err)
+	}
+	if in.CaptureSigfigs() != capture.FileMark {
+		in.Close()
+		return false, fmt.Errorf("%s has no batch marks: not a handler's capture file, so not the continuation of %s", a.more[0], a.path)
+	}
+	cs := a.in.CaptureStats()
+	a.done.Frames += cs.Frames
+	a.done.Datagrams += cs.Datagrams
+	a.done.Markers += cs.Markers
+	for i := range cs.Skipped {
+		a.done.Skipped[i] += cs.Skipped[i]
+	}
+	if a.in != a.first {
+		a.in.Close()
+	}
+	a.in, a.path, a.more = in, a.more[0], a.more[1:]
+	return true, nil
 }
 
 // answers are the ranges of sequence numbers a capture's re-request
@@ -194,18 +263,23 @@ func readAnswers(path string) (answers, error) {
 		}
 	}
 	for s, rs := range ans {
-		slices.SortFunc(rs, func(x, y moldudp64.Range) int { return cmp.Compare(x.First, y.First) })
-		merged := rs[:0]
-		for _, rg := range rs {
-			if n := len(merged); n > 0 && rg.First <= merged[n-1].End() {
-				merged[n-1].Count = max(merged[n-1].End(), rg.End()) - merged[n-1].First
-				continue
-			}
-			merged = append(merged, rg)
-		}
-		ans[s] = merged
+		ans[s] = mergeRanges(rs)
 	}
 	return ans, nil
+}
+
+// mergeRanges sorts rs and merges those that overlap or touch.
+func mergeRanges(rs []moldudp64.Range) []moldudp64.Range {
+	slices.SortFunc(rs, func(x, y moldudp64.Range) int { return cmp.Compare(x.First, y.First) })
+	merged := rs[:0]
+	for _, rg := range rs {
+		if n := len(merged); n > 0 && rg.First <= merged[n-1].End() {
+			merged[n-1].Count = max(merged[n-1].End(), rg.End()) - merged[n-1].First
+			continue
+		}
+		merged = append(merged, rg)
+	}
+	return merged
 }
 
 // covers reports whether the answers of session s hold rg's first
@@ -240,9 +314,24 @@ func (a *arbitrated) run() error {
 		}()
 	}
 	marked := a.in.CaptureSigfigs() == capture.FileMark
+	a.first = a.in
+	defer func() {
+		if a.in != a.first {
+			a.in.Close()
+		}
+	}()
 	for {
 		fr, err := a.in.NextDatagram()
 		if errors.Is(err, io.EOF) {
+			more, err := a.next()
+			if err != nil {
+				a.r.Finish()
+				a.rep.CaptureEnd = cmp.Or(a.end, captureCut)
+				return err
+			}
+			if more {
+				continue
+			}
 			break
 		}
 		if err != nil {
@@ -274,6 +363,10 @@ func (a *arbitrated) run() error {
 			} else if capture.Resumed(fr.Payload) && marked {
 				a.frozen = false
 				a.r.Resume(fr.Time)
+			} else if capture.Discarded(fr.Payload) && marked {
+				// The session change before it unfroze the arbiter, the
+				// replay's as the handler's: nothing to replay.
+				a.frozen, a.snapMsgs, a.snapN = false, a.snapMsgs[:0], 0
 			} else if msgs, ok := capture.SnapshotMessages(fr.Payload); ok && marked {
 				a.snapMsgs = append(a.snapMsgs, msgs...)
 				for len(msgs) >= 2 {
@@ -329,6 +422,9 @@ func (a *arbitrated) run() error {
 
 func (a *arbitrated) report() *arbitratedReport {
 	cs := a.in.CaptureStats()
+	for i := range cs.Skipped {
+		cs.Skipped[i] += a.done.Skipped[i]
+	}
 	a.rep.Skipped = cs.Malformed() + a.otherMarkers
 	a.rep.SkippedBy, a.rep.skipped = skippedBy(cs), cs.SkippedSummary()
 	if a.otherMarkers != 0 {

@@ -554,6 +554,30 @@ func demoCapture(t *testing.T, capPath string) (*capture.Capture, int64) {
 	return c, time.Date(2026, 12, 6, 14, 30, 0, 0, time.UTC).UnixNano()
 }
 
+// lateJoinSnapshot returns a snapshot of a late join at day's packet k:
+// the messages of its first k+10 packets (each a 2-byte length and the
+// message) and how many, the sequence number delivery resumes at after
+// it, and packet k's.
+func lateJoinSnapshot(t *testing.T, day *demo.Day, k int) (snap []byte, n, next, first uint64) {
+	t.Helper()
+	parse := func(i int) moldudp64.Packet {
+		p, err := moldudp64.Parse(day.Packets[i])
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	for i := range k + 10 {
+		it := parse(i).Iter()
+		for msg, ok := it.Next(); ok; msg, ok = it.Next() {
+			snap = binary.BigEndian.AppendUint16(snap, uint16(len(msg)))
+			snap = append(snap, msg...)
+			n++
+		}
+	}
+	return snap, n, parse(k + 10).Seq, parse(k).Seq
+}
+
 // TestReplayFeedSnapshotLateJoin: a capture of a late join repaired by
 // snapshot, as the handler writes it: the freeze at the start gap (before
 // the batch it was declared in), 20 packets spilled while the snapshot
@@ -570,24 +594,7 @@ func TestReplayFeedSnapshotLateJoin(t *testing.T) {
 	day, dir, capPath := dayDir(t, 20_000, 23)
 	c, t0 := demoCapture(t, capPath)
 	k := len(day.Packets) / 3
-	parse := func(i int) moldudp64.Packet {
-		p, err := moldudp64.Parse(day.Packets[i])
-		if err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
-	var snap []byte
-	var n uint64
-	for i := range k + 10 {
-		it := parse(i).Iter()
-		for msg, ok := it.Next(); ok; msg, ok = it.Next() {
-			snap = binary.BigEndian.AppendUint16(snap, uint16(len(msg)))
-			snap = append(snap, msg...)
-			n++
-		}
-	}
-	next, first := parse(k+10).Seq, parse(k).Seq
+	snap, n, next, first := lateJoinSnapshot(t, day, k)
 	if first <= 1 || next <= first {
 		t.Fatalf("packets %d and %d at sequence numbers %d and %d: want a start gap, and a snapshot past it", k, k+10, first, next)
 	}
@@ -605,30 +612,38 @@ func TestReplayFeedSnapshotLateJoin(t *testing.T) {
 	if err := c.Close(); err != nil {
 		t.Fatal(err)
 	}
+	rep, got, want := replayDayBooks(t, dir, day, capPath)
+	if a := rep.Arbitrated; a == nil || a.LiveRecovery.SnapshotsReplayed != 1 || rep.InputMissing != 0 || a.Delivered != day.Messages-(next-1) {
+		t.Errorf("replay --feed: %d missing, report %+v; want the snapshot replayed, nothing missing, the %d messages after it delivered", rep.InputMissing, a, day.Messages-(next-1))
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("replay --feed's books are not the day's:\ngot:  %.400s\nwant: %.400s", got, want)
+	}
+}
+
+// replayDayBooks replays capPaths (a capture's files) with --feed (day's feed, written in dir)
+// and returns its report, its books (10 levels a side, JSON) and day's.
+func replayDayBooks(t *testing.T, dir string, day *demo.Day, capPaths ...string) (rep replayReport, got, want []byte) {
+	t.Helper()
 	feed := writeDemoFeed(t, dir, day, "")
 	out := filepath.Join(dir, "books.json")
 	var report bytes.Buffer
-	if err := replay([]string{"--quiet", "--json", "--settle", "0", "--feed", feed, "--books-out", out, "--depth", "10", capPath}, &report, io.Discard); err != nil {
+	args := append([]string{"--quiet", "--json", "--settle", "0", "--feed", feed, "--books-out", out, "--depth", "10"}, capPaths...)
+	if err := replay(args, &report, io.Discard); err != nil {
 		t.Fatal(err)
 	}
-	var rep replayReport
 	if err := json.Unmarshal(report.Bytes(), &rep); err != nil {
 		t.Fatal(err)
 	}
-	var want bytes.Buffer
-	if err := day.Books.WriteJSON(&want, 10); err != nil {
+	var w bytes.Buffer
+	if err := day.Books.WriteJSON(&w, 10); err != nil {
 		t.Fatal(err)
 	}
 	got, err := os.ReadFile(out)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if a := rep.Arbitrated; a == nil || a.LiveRecovery.SnapshotsReplayed != 1 || rep.InputMissing != 0 || a.Delivered != day.Messages-(next-1) {
-		t.Errorf("replay --feed: %d missing, report %+v; want the snapshot replayed, nothing missing, the %d messages after it delivered", rep.InputMissing, a, day.Messages-(next-1))
-	}
-	if !bytes.Equal(got, want.Bytes()) {
-		t.Errorf("replay --feed's books are not the day's:\ngot:  %.400s\nwant: %.400s", got, want.Bytes())
-	}
+	return rep, got, w.Bytes()
 }
 
 // TestReplayFeedSkippedByReason: replay --feed counts a capture's skipped
@@ -665,5 +680,115 @@ func TestReplayFeedSkippedByReason(t *testing.T) {
 	}
 	if want := fmt.Sprintf("(%d frames skipped: %s %d)", tcp, pcap.NotUDP, tcp); !strings.Contains(stdout.String(), want) {
 		t.Fatalf("text report lacks %q:\n%s", want, stdout.String())
+	}
+}
+
+// TestReplayFeedFileStartsFrozen: a late join's capture (as in
+// TestReplayFeedSnapshotLateJoin) rotated while the snapshot is fetched,
+// the rotation's wait for it given up at twice rotate_size (a third
+// line's traffic, no line of the feed's, fills the file): the next file
+// starts frozen and holds the spilled datagrams, the snapshot's messages
+// and its load. replay --feed of that file alone freezes at its start as
+// the handler was frozen, rebuilds the books from the snapshot and
+// delivers the rest: the day's books. The file did not say it started
+// frozen: the replay delivered the spilled datagrams to empty books and
+// passed over the load ("not held"), other books than the live ones.
+// Both files replayed in order (the first ends frozen, the second says
+// the freeze again) are the day's books too.
+func TestReplayFeedFileStartsFrozen(t *testing.T) {
+	day, dir, _ := dayDir(t, 5_000, 23)
+	base := filepath.Join(dir, "lines.pcap")
+	lines := []rx.LineConfig{{Group: demo.GroupA.Addr(), Port: demo.GroupA.Port()}, {Group: demo.GroupB.Addr(), Port: demo.GroupB.Port()},
+		{Group: netip.MustParseAddr("239.9.9.9"), Port: 9}} // no line of the feed's
+	c, err := capture.Open(capture.Config{Base: base, Lines: lines, Log: zerolog.Nop(), RotateSize: capture.MinRotate})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Date(2026, 12, 6, 14, 30, 0, 0, time.UTC).UnixNano()
+	k := len(day.Packets) / 3
+	snap, n, next, _ := lateJoinSnapshot(t, day, k)
+	ts := func(i int) int64 { return t0 + int64(i)*int64(100*time.Microsecond) }
+	c.Freeze(ts(k), 1, true)
+	other := make([]rx.Packet, 16)
+	for i := 0; c.Stats().Files < 2; i++ {
+		if i == 20_000 {
+			t.Fatalf("no rotation inside the snapshot: %+v", c.Stats())
+		}
+		for j := range other {
+			other[j] = rx.Packet{Line: 2, Data: bytes.Repeat([]byte{'x'}, 1400), RxTime: ts(k)}
+		}
+		c.Put(other, 0)
+		time.Sleep(time.Millisecond) // the writer takes it: one rotation in this traffic
+	}
+	for i := k; i < len(day.Packets); i++ {
+		c.Put([]rx.Packet{{Line: rx.LineA, Data: day.Packets[i], RxTime: ts(i)}, {Line: rx.LineB, Data: day.Packets[i], RxTime: ts(i) + 1000}}, ts(i)-1)
+		if i == k+20 {
+			c.SnapshotMessages(snap, ts(i)+50_000)
+			c.Snapshot(ts(i)+50_000, next, n)
+		}
+	}
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	names, _ := filepath.Glob(filepath.Join(dir, "lines-*.pcap"))
+	if len(names) != 2 {
+		t.Fatalf("files %v: want 2, the second from inside the snapshot to the end", names)
+	}
+	last := names[len(names)-1]
+	rep, got, want := replayDayBooks(t, dir, day, last)
+	a := rep.Arbitrated
+	if a == nil || a.LiveRecovery.Snapshots != 1 || a.LiveRecovery.SnapshotsReplayed != 1 || rep.InputMissing != 0 {
+		t.Errorf("replay --feed of %s (the last of %d files): %d missing, report %+v; want the snapshot replayed, nothing missing", filepath.Base(last), len(names), rep.InputMissing, a)
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("replay --feed's books are not the day's:\ngot:  %.300s\nwant: %.300s", got, want)
+	}
+	rep, got, _ = replayDayBooks(t, dir, day, names...)
+	if a := rep.Arbitrated; a == nil || a.LiveRecovery.SnapshotsReplayed != 1 || rep.InputMissing != 0 || !bytes.Equal(got, want) {
+		t.Errorf("replay --feed of both files: %d missing, report %+v, books the day's %v; want the snapshot replayed, nothing missing, the day's books", rep.InputMissing, a, bytes.Equal(got, want))
+	}
+}
+
+// TestReplayFeedRotatedFiles: a day captured in files of rotate_size,
+// given to replay --feed in the order written (their names' order), is
+// replayed as one capture: the day's books, nothing missing, the end of
+// the last file's. replay took one INPUT only, and a file after the first
+// alone misses the orders added before it; mergecap -a joins them
+// without their batch marks. A file given after one that does not end
+// in the next file (the handler stopped) is refused.
+func TestReplayFeedRotatedFiles(t *testing.T) {
+	day, dir, _ := dayDir(t, 60_000, 29)
+	base := filepath.Join(dir, "lines.pcap")
+	lines := []rx.LineConfig{{Group: demo.GroupA.Addr(), Port: demo.GroupA.Port()}, {Group: demo.GroupB.Addr(), Port: demo.GroupB.Port()}}
+	c, err := capture.Open(capture.Config{Base: base, Lines: lines, Log: zerolog.Nop(), RotateSize: capture.MinRotate})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Date(2026, 12, 6, 14, 30, 0, 0, time.UTC).UnixNano()
+	for i, p := range day.Packets {
+		ts := t0 + int64(i)*int64(100*time.Microsecond)
+		c.Put([]rx.Packet{{Line: rx.LineA, Data: p, RxTime: ts}, {Line: rx.LineB, Data: p, RxTime: ts + 1000}}, ts-1)
+		if i%200 == 0 {
+			time.Sleep(time.Millisecond) // the writer keeps up: nothing dropped
+		}
+	}
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	names, _ := filepath.Glob(filepath.Join(dir, "lines-*.pcap"))
+	if len(names) < 2 || c.Stats().Dropped != 0 {
+		t.Fatalf("files %v, stats %+v: want 2 or more, nothing dropped", names, c.Stats())
+	}
+	rep, got, want := replayDayBooks(t, dir, day, names...)
+	if a := rep.Arbitrated; a == nil || rep.InputMissing != 0 || a.Delivered != day.Messages || a.CaptureEnd != captureStopped {
+		t.Errorf("replay --feed of %d files: %d missing, report %+v; want the day's %d messages delivered, nothing missing, the capture stopped", len(names), rep.InputMissing, a, day.Messages)
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("replay --feed of the %d files: books not the day's:\ngot:  %.300s\nwant: %.300s", len(names), got, want)
+	}
+	feed := writeDemoFeed(t, dir, day, "")
+	err = replay([]string{"--quiet", "--json", "--settle", "0", "--feed", feed, names[len(names)-1], names[0]}, io.Discard, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "ends stopped, not in the next file") {
+		t.Errorf("replay --feed of the last file then the first: %v, want refused (the last ends stopped)", err)
 	}
 }

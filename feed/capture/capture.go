@@ -130,6 +130,22 @@ type Capture struct {
 	// yet its load or resume (holdRotation); holdWarned: a rotation held
 	// for it past its bound was logged.
 	snapOpen, holdWarned bool
+	// The freeze open (snapOpen): its time, the arbiter's next sequence
+	// number then, and whether it was at a gap with no datagram written
+	// since; said again at the start of a file opened inside the snapshot
+	// (restateFreeze). snapRestarted: the snapshot's messages were
+	// written again from their first in a file opened while they were
+	// written (writeSnapshot), once.
+	freezeAt      int64
+	freezeFrom    uint64
+	freezeGap     bool
+	snapRestarted bool
+	// freezeBuffered: the freeze's own frame is in the buffer, not yet
+	// written: a new file gets it with the buffer.
+	freezeBuffered bool
+	// loadDue: a snapshot's messages written (writeSnapshot), its load
+	// not yet: the next record (holdRotation).
+	loadDue bool
 	// lostDrained is the empty poll (mark.go) of a datagram a failed
 	// write lost, for the next datagram written (0: none).
 	lostDrained int64
@@ -340,6 +356,17 @@ func (c *Capture) Resumed(now int64) {
 	c.ring.event(resumeMark, now, 0, 0)
 }
 
+// Discarded notes that the receive thread discarded at now the snapshot
+// it froze delivery for (Freeze), as the lines changed session while it
+// was fetched: the new session's lock unfroze delivery (Arbiter's), and
+// neither a load nor a resume follows: a marker frame (mark.go:
+// Discarded), so that a rotation held for the snapshot (holdRotation) is
+// no longer, and a replay knows the freeze ended. The receive thread
+// only, as Put.
+func (c *Capture) Discarded(now int64) {
+	c.ring.event(discardMark, now, 0, 0)
+}
+
 // SnapshotMessages hands the messages of a snapshot the receive thread
 // is loading at now (msgs: each a 2-byte big-endian length and the
 // message, as the handler holds them) to the writer, which writes them in
@@ -434,6 +461,7 @@ func nextChunk(msgs []byte) (chunk, rest []byte) {
 // the snapshot's buffer back (snapDone).
 func (c *Capture) writeSnapshot(at int64) {
 	msgs := c.snapHeld
+	c.snapRestarted = false
 	for len(msgs) > 0 {
 		var chunk []byte
 		chunk, msgs = nextChunk(msgs)
@@ -444,11 +472,23 @@ func (c *Capture) writeSnapshot(at int64) {
 		ci := gopacket.CaptureInfo{Timestamp: time.Unix(0, at), CaptureLength: len(c.frame), Length: len(c.frame)}
 		c.pw.WritePacket(ci, c.frame)
 		if len(c.buf.b) >= bufSize {
+			files := c.files.Load()
 			c.flushLogged()
+			if c.files.Load() != files && !c.snapRestarted {
+				// A new file (the hold given up, the file full, deleted
+				// or truncated) holds the rest only: a replay of it
+				// alone counts the snapshot not held. Written again from
+				// the first message, the new file holds it whole after
+				// its freeze (restateFreeze). Once: a snapshot larger
+				// than twice RotateSize would restart for ever.
+				c.snapRestarted = true
+				msgs = c.snapHeld
+			}
 		}
 	}
 	c.snapHeld = nil
 	c.snapDone.Store(true)
+	c.loadDue = true // its load is the next record: the rotation waits for it
 }
 
 // Stats returns the counters; safe from any goroutine.
@@ -566,6 +606,8 @@ func (c *Capture) drain() {
 // write appends one datagram's frame to the buffer, or a run of failed
 // receive calls' marker frame.
 func (c *Capture) write(rec *record) {
+	// The record after a snapshot's messages: its load, or it is not to come.
+	c.loadDue = false
 	if rec.lost != 0 { // the ring's: before the datagrams after them
 		c.noteLost(rec.rxTime, rec.lost, 0)
 		c.writeLostFrame()
@@ -583,17 +625,21 @@ func (c *Capture) write(rec *record) {
 		c.writeSnapshot(rec.rxTime)
 		return
 	}
-	if rec.snapshot || rec.gaveUp || rec.freeze || rec.resume {
+	if rec.snapshot || rec.gaveUp || rec.freeze || rec.resume || rec.discard {
 		tag := snapshotTag
 		switch {
 		case rec.gaveUp:
 			tag = giveUpTag
 		case rec.freeze:
 			tag, c.snapOpen = freezeTag, true
+			c.freezeAt, c.freezeFrom, c.freezeGap = rec.rxTime, rec.snapNext, rec.snapMsgs == 1
+			c.freezeBuffered = true
 		case rec.resume:
 			tag = resumeTag
+		case rec.discard:
+			tag = discardTag
 		}
-		if rec.snapshot || rec.resume {
+		if rec.snapshot || rec.resume || rec.discard {
 			c.snapOpen = false // the snapshot ends here: a rotation held for it may go
 		}
 		c.frame = appendCountsFrame(c.frame[:0], tag, rec.snapNext, rec.snapMsgs)
@@ -616,6 +662,7 @@ func (c *Capture) write(rec *record) {
 	if line >= len(c.dst) {
 		return // no such line: the receiver does not produce it
 	}
+	c.freezeGap = false // a freeze at a gap came before this datagram's batch
 	src := netip.AddrPortFrom(c.src[line], rec.srcPort)
 	if rec.srcOK {
 		src = netip.AddrPortFrom(netip.AddrFrom4(rec.src), rec.srcPort)
@@ -745,15 +792,28 @@ func (c *Capture) flushLogged() {
 // delivery holds the snapshot's messages and where it loaded them (or
 // resumed without), so that it replays the snapshot alone, as one file
 // must (replay --feed takes one). The spilled datagrams, the messages
-// and the load then go to it past RotateSize. Bounded: a snapshot
-// discarded after a session change writes neither a load nor a resume,
-// so the hold ends once the file holds twice RotateSize (logged once per
-// file): the next file starts in the middle of the snapshot, which its
-// replay counts as not held. Only a size rotation waits: a file found
-// full (EFBIG), deleted or truncated takes nothing more.
+// and the load then go to it past RotateSize; a snapshot discarded after
+// a session change ends it too (Discarded). Bounded: a fetch longer than
+// the lines' traffic of RotateSize ends the hold once the file holds
+// twice RotateSize (logged once per file): the next file starts in the
+// middle of the snapshot, the freeze said again at its start
+// (restateFreeze), and holds the rest (the messages written again from
+// the first when it was opened while they were written: writeSnapshot),
+// so that it replays the snapshot alone; it holds its rotation in turn.
+// Between the messages written whole and their load, the next record,
+// it waits past the bound too (loadDue).
+// Only a size rotation waits: a file found full (EFBIG), deleted or
+// truncated takes nothing more, and the next starts frozen the same way.
 func (c *Capture) holdRotation() bool {
 	if !c.snapOpen {
 		return false
+	}
+	if c.loadDue {
+		// The messages written, the load (the receive thread's next
+		// record, published right after them) not yet: past the bound
+		// too, so that they stay in one file. The next record ends it,
+		// whatever it is (the load left out of a full ring: a lost one).
+		return true
 	}
 	if c.off < 2*c.rotateSize {
 		return true
@@ -761,7 +821,7 @@ func (c *Capture) holdRotation() bool {
 	if !c.holdWarned {
 		c.holdWarned = true
 		c.log.Warn().Str("file", c.path).Int64("bytes", c.off).
-			Msg("capture: next file opened with a snapshot open (frozen, not yet loaded) at twice rotate_size; neither file replays that snapshot alone")
+			Msg("capture: next file opened with a snapshot open (frozen, not yet loaded) at twice rotate_size; it starts frozen (the freeze said again), and replays the snapshot if it holds its messages and load")
 	}
 	return false
 }
@@ -834,10 +894,41 @@ func (c *Capture) rotate() {
 		c.log.Error().Err(cerr).Str("file", old).Msg("capture: closing the previous file failed")
 	}
 	c.f, c.path, c.off, c.gone, c.tooLarge = f, name, int64(hdr), false, false
-	c.snapOpen, c.holdWarned = false, false // the new file holds none of it
+	c.holdWarned = false
+	if c.snapOpen && !c.freezeBuffered {
+		c.restateFreeze() // the new file starts frozen
+	}
 	c.bytes.Add(uint64(hdr))
 	c.files.Add(1)
 	c.log.Info().Str("file", name).Str("previous", old).Int64("previous_bytes", oldSize).Msg("capture: next file")
+}
+
+// restateFreeze puts the marker frame of the freeze open (snapOpen) at
+// the start of the new file, before what the buffer holds for it (after
+// its pcap header when the buffer starts with it): the file starts inside
+// a snapshot (the hold given up, or the file before found full, deleted
+// or truncated), and a replay of it alone freezes where it starts, as the
+// handler was frozen, spills its datagrams and rebuilds the books from
+// the snapshot's messages and load that follow. Without it the replay
+// delivered the spilled datagrams and passed over the load. Stamped with
+// the freeze's time; at a gap only when no datagram was written since the
+// freeze (the batch it was declared in is still to come). Off the hot
+// path: once a rotation.
+func (c *Capture) restateFreeze() {
+	p := 0
+	if c.off == 0 {
+		p = fileHeaderLen // the buffer starts with the file's header
+	}
+	rest := append([]byte(nil), c.buf.b[p:]...)
+	c.buf.b = c.buf.b[:p]
+	var g uint64
+	if c.freezeGap {
+		g = 1
+	}
+	c.frame = appendCountsFrame(c.frame[:0], freezeTag, c.freezeFrom, g)
+	ci := gopacket.CaptureInfo{Timestamp: time.Unix(0, c.freezeAt), CaptureLength: len(c.frame), Length: len(c.frame)}
+	c.pw.WritePacket(ci, c.frame)
+	c.buf.b = append(c.buf.b, rest...)
 }
 
 // wholeRecords returns how many of the buffer's first n bytes (those a
@@ -946,6 +1037,7 @@ func (c *Capture) flush() error {
 		keep = fileHeaderLen // the file has no header yet: keep it
 	}
 	c.buf.b, c.pending = c.buf.b[:keep], 0
+	c.freezeBuffered = false
 	if err != nil {
 		return fmt.Errorf("write capture %s at offset %d: %w", c.path, c.off, err)
 	}

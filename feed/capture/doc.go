@@ -31,7 +31,8 @@
 // the next, not an IP datagram, so that a replay advances its arbiter
 // there too (mark.go). The re-request answers the receive thread hands
 // over (Recovered) are frames of their own, no line's, and a snapshot
-// (Freeze, SnapshotMessages, Snapshot, or Resumed without one) and a
+// (Freeze, SnapshotMessages, Snapshot, or Resumed without one, or
+// Discarded at a session change) and a
 // re-request given up (GaveUp) marker frames, so that a replay applies
 // the answers and rebuilds the books from the snapshots where the handler
 // did. Their records have the ring's last 4 KiB to themselves (eventRoom),

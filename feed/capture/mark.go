@@ -251,10 +251,15 @@ func GaveUp(payload []byte) bool {
 //     most MaxSnapshotChunk bytes of them a frame (SnapshotMessages);
 //   - where it resumed delivery without loading one (the snapshot failed,
 //     or was refused): a marker frame of resumeTag and two counts of 0
-//     (Resumed).
+//     (Resumed);
+//   - where it discarded the snapshot it was fetching, the lines having
+//     changed session (the new session's lock unfroze delivery: neither a
+//     load nor a resume follows): a marker frame of discardTag and two
+//     counts of 0 (Discarded).
 var (
 	freezeTag   = [4]byte{'F', 'H', 'R', 'Z'}
 	resumeTag   = [4]byte{'F', 'H', 'R', 'U'}
+	discardTag  = [4]byte{'F', 'H', 'R', 'D'}
 	snapMsgsTag = [4]byte{'F', 'H', 'R', 'M'}
 )
 
@@ -278,6 +283,16 @@ func Frozen(payload []byte) (from uint64, atGap, ok bool) {
 // delivery there without loading a snapshot (Arbiter.Unfreeze(0)).
 func Resumed(payload []byte) bool {
 	_, _, ok := counts(payload, resumeTag)
+	return ok
+}
+
+// Discarded reads a marker frame's payload (pcap.Frame.Marker) of a file
+// whose header carries FileMark: ok reports that the live handler
+// discarded there the snapshot it froze delivery for, the lines having
+// changed session: the arbiter's session change had unfrozen delivery
+// (a replay's does the same), and no load or resume follows.
+func Discarded(payload []byte) bool {
+	_, _, ok := counts(payload, discardTag)
 	return ok
 }
 

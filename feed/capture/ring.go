@@ -33,7 +33,9 @@ import (
 // next sequence number; resumed without one (Capture.Resumed):
 // resumeMark, 8:16 when; a snapshot's messages handed over whole
 // (Capture.SnapshotMessages): snapRefMark, 8:16 when, 16:24 their bytes
-// (the drainer writes them from the buffer handed over). A re-request answer (Capture.Recovered) is a
+// (the drainer writes them from the buffer handed over); the snapshot
+// being fetched discarded at a session change (Capture.Discarded):
+// discardMark, 8:16 when. A re-request answer (Capture.Recovered) is a
 // datagram of line answerLine, a chunk of a snapshot's messages copied
 // (Capture.SnapshotMessages, a buffer not handed over) one of line
 // snapLine.
@@ -47,6 +49,7 @@ const (
 	freezeMark  = wrapMark - 5
 	resumeMark  = wrapMark - 6
 	snapRefMark = wrapMark - 7
+	discardMark = wrapMark - 8
 	answerLine  = 0xFE
 	snapLine    = 0xFD
 )
@@ -271,6 +274,7 @@ type record struct {
 	lost               uint64
 	snapshot, gaveUp   bool
 	freeze, resume     bool
+	discard            bool // the snapshot being fetched discarded (Capture.Discarded)
 	snapRef            bool // the snapshot's messages handed over (Capture.snapHeld)
 	snapNext, snapMsgs uint64
 }
@@ -283,14 +287,14 @@ func (r *ring) next(t uint64, rec *record) (uint64, bool) {
 	if n == wrapMark {
 		return t + r.size - pos, false
 	}
-	rec.lost, rec.snapshot, rec.gaveUp, rec.freeze, rec.resume, rec.snapRef = 0, false, false, false, false, false
+	rec.lost, rec.snapshot, rec.gaveUp, rec.freeze, rec.resume, rec.snapRef, rec.discard = 0, false, false, false, false, false, false
 	if n == snapRefMark {
 		rec.failed, rec.snapRef = false, true
 		rec.rxTime = int64(binary.LittleEndian.Uint64(b[8:16]))
 		return t + recHeader, true
 	}
-	if n == giveUpMark || n == resumeMark {
-		rec.failed, rec.gaveUp, rec.resume = false, n == giveUpMark, n == resumeMark
+	if n == giveUpMark || n == resumeMark || n == discardMark {
+		rec.failed, rec.gaveUp, rec.resume, rec.discard = false, n == giveUpMark, n == resumeMark, n == discardMark
 		rec.rxTime = int64(binary.LittleEndian.Uint64(b[8:16]))
 		return t + recHeader, true
 	}

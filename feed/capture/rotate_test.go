@@ -31,7 +31,7 @@ func snapshotMsgs(size int) ([]byte, uint64) {
 
 // fileSnapshots reads the snapshot frames of a capture file in order:
 // "Z" a freeze, "M" a frame of snapshot messages (one letter per run),
-// "S" a snapshot loaded, "U" resumed without one.
+// "S" a snapshot loaded, "U" resumed without one, "D" discarded.
 func fileSnapshots(t *testing.T, path string) string {
 	t.Helper()
 	var b strings.Builder
@@ -50,9 +50,28 @@ func fileSnapshots(t *testing.T, path string) string {
 			b.WriteByte('S')
 		case Resumed(p):
 			b.WriteByte('U')
+		case Discarded(p):
+			b.WriteByte('D')
 		}
 	}
 	return b.String()
+}
+
+// openRotating opens a capture of files of RotateSize MinRotate in a new
+// directory, logging to log (nil: nowhere), and returns it with the
+// directory.
+func openRotating(t *testing.T, log *bytes.Buffer) (*Capture, string) {
+	t.Helper()
+	dir := t.TempDir()
+	l := zerolog.Nop()
+	if log != nil {
+		l = zerolog.New(log)
+	}
+	c, err := Open(Config{Base: filepath.Join(dir, "c.pcap"), Buffer: MinBuffer, RotateSize: MinRotate, Lines: testLines, Log: l})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c, dir
 }
 
 // TestRotateKeepsSnapshotWhole: a rotation due while a snapshot is being
@@ -62,12 +81,7 @@ func fileSnapshots(t *testing.T, path string) string {
 // was opened as soon as the file reached RotateSize: the freeze in one
 // file, the load in the next, neither replays the snapshot alone.
 func TestRotateKeepsSnapshotWhole(t *testing.T) {
-	dir := t.TempDir()
-	base := filepath.Join(dir, "c.pcap")
-	c, err := Open(Config{Base: base, Buffer: MinBuffer, RotateSize: MinRotate, Lines: testLines, Log: zerolog.Nop()})
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, dir := openRotating(t, nil)
 	msgs, n := snapshotMsgs(200 << 10)
 	at := int64(time.Hour) - 1
 	c.Freeze(at, 5, false)
@@ -96,18 +110,13 @@ func TestRotateKeepsSnapshotWhole(t *testing.T) {
 	}
 }
 
-// TestRotateHoldBounded: a freeze that nothing in the file ends (its
-// snapshot discarded after a session change writes neither a load nor a
-// resume) holds the rotation only until the file is twice RotateSize; the
-// capture then goes on in files of RotateSize.
+// TestRotateHoldBounded: a freeze that nothing in the file ends (a fetch
+// longer than the lines' traffic of twice RotateSize) holds the rotation
+// only until the file is twice RotateSize; the next file starts with the
+// freeze said again, and holds its rotation the same way.
 func TestRotateHoldBounded(t *testing.T) {
-	dir := t.TempDir()
-	base := filepath.Join(dir, "c.pcap")
 	var logs bytes.Buffer
-	c, err := Open(Config{Base: base, Buffer: MinBuffer, RotateSize: MinRotate, Lines: testLines, Log: zerolog.New(&logs)})
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, dir := openRotating(t, &logs)
 	c.Freeze(int64(time.Hour)-1, 5, false)
 	putAll(t, c, 8000) // about 6 MB
 	if err := c.Close(); err != nil {
@@ -115,7 +124,7 @@ func TestRotateHoldBounded(t *testing.T) {
 	}
 	names, _ := filepath.Glob(filepath.Join(dir, "c-*.pcap"))
 	if len(names) < 3 {
-		t.Fatalf("files %v: want 3 or more (about 6 MB, the first up to 2 MiB, then files of 1 MiB)", names)
+		t.Fatalf("files %v: want 3 or more (about 6 MB in files of up to 2 MiB)", names)
 	}
 	for k, name := range names {
 		fi, err := os.Stat(name)
@@ -126,8 +135,41 @@ func TestRotateHoldBounded(t *testing.T) {
 			t.Fatalf("file %d of %d bytes: want at most %d (twice RotateSize and a buffer)", k, fi.Size(), max)
 		}
 	}
-	if n := strings.Count(logs.String(), "a snapshot open"); n != 1 {
-		t.Fatalf("the held rotation given up logged %d times, want once:\n%s", n, logs.String())
+	if n := strings.Count(logs.String(), "a snapshot open"); n != len(names)-1 {
+		t.Fatalf("the held rotation given up logged %d times, want once per file after the first (%d):\n%s", n, len(names)-1, logs.String())
+	}
+	for k, name := range names {
+		if s := fileSnapshots(t, name); s != "Z" {
+			t.Fatalf("file %d's snapshot frames %q: want the freeze (said again in each file)", k, s)
+		}
+	}
+}
+
+// TestRotateHoldEndsAtDiscard: a snapshot discarded at a session change
+// (Discarded: the new session unfroze delivery, and neither a load nor a
+// resume follows) ends the rotation's wait for it, said in the file, and
+// the capture goes on in files of RotateSize. Nothing said it: the
+// rotation waited until the file held twice RotateSize, and logged that
+// neither file replays the snapshot.
+func TestRotateHoldEndsAtDiscard(t *testing.T) {
+	var logs bytes.Buffer
+	c, dir := openRotating(t, &logs)
+	c.Freeze(int64(time.Hour)-1, 5, false)
+	putAll(t, c, 500)
+	c.Discarded(int64(time.Hour) + 1)
+	putAll(t, c, 1500) // about 1.5 MB in all: past RotateSize, short of twice it
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	names, _ := filepath.Glob(filepath.Join(dir, "c-*.pcap"))
+	if len(names) < 2 {
+		t.Fatalf("files %v: want 2 (about 1.5 MB in files of 1 MiB, the snapshot discarded)", names)
+	}
+	if s := fileSnapshots(t, names[0]); s != "ZD" {
+		t.Fatalf("the first file's snapshot frames %q: want the freeze and the discard", s)
+	}
+	if strings.Contains(logs.String(), "a snapshot open") {
+		t.Fatalf("logged a snapshot open at the rotation:\n%s", logs.String())
 	}
 }
 
@@ -169,5 +211,86 @@ func TestFileNamesSortWhenClockStepsBack(t *testing.T) {
 	if !slices.Equal(names, order) {
 		t.Fatalf("the clock stepped back before each file: the files sorted by name\n%s\nin the order made\n%s\nwant the same",
 			strings.Join(names, "\n"), strings.Join(order, "\n"))
+	}
+}
+
+// TestRotateInsideSnapshotMessages: the rotation's wait given up while a
+// snapshot's messages are written (the file at twice RotateSize part way
+// through them): the next file starts frozen (its freeze said again) and
+// holds every message of the snapshot, written again from the first, then
+// its load, so that it replays the snapshot alone. It held the rest only:
+// a replay counted the snapshot not held.
+func TestRotateInsideSnapshotMessages(t *testing.T) {
+	c, dir := openRotating(t, nil)
+	msgs, n := snapshotMsgs(1536 << 10)
+	at := int64(time.Hour) - 1
+	c.Freeze(at, 5, false)
+	putAll(t, c, 1500)                           // about 1.2 MB
+	for i := 0; c.Stats().Packets != 1500; i++ { // all in the file (the quiet ring's flush)
+		if i == 5000 {
+			t.Fatalf("datagrams not written: %+v", c.Stats())
+		}
+		time.Sleep(time.Millisecond)
+	}
+	c.SnapshotMessages(msgs, at+int64(time.Second))
+	c.Snapshot(at+int64(time.Second), 100, n)
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	names, _ := filepath.Glob(filepath.Join(dir, "c-*.pcap"))
+	if len(names) != 2 {
+		t.Fatalf("files %v: want 2, the second opened inside the snapshot's messages", names)
+	}
+	var got uint64
+	for _, fr := range readMarkers(t, names[1]) {
+		if m, ok := SnapshotMessages(fr.Payload); fr.Marker && ok {
+			for len(m) >= 2 {
+				m = m[min(len(m), 2+int(binary.BigEndian.Uint16(m))):]
+				got++
+			}
+		}
+	}
+	if s := fileSnapshots(t, names[1]); s != "ZMS" || got != n {
+		t.Fatalf("the second file's snapshot frames %q with %d messages: want the freeze, the snapshot's %d messages and its load", s, got, n)
+	}
+}
+
+// TestRotateBetweenMessagesAndLoad: the rotation's wait given up (the file
+// at twice RotateSize) after a snapshot's messages were written and before
+// its load was (the writer's quiet flush between the two records) waits
+// for the load, the next record: the messages and the load stay in one
+// file, which replays the snapshot. The next file held the load alone
+// after the freeze said again, and no replay loaded the snapshot.
+func TestRotateBetweenMessagesAndLoad(t *testing.T) {
+	c, dir := openRotating(t, nil)
+	msgs, n := snapshotMsgs(700 << 10)
+	at := int64(time.Hour) - 1
+	c.Freeze(at, 5, false)
+	putAll(t, c, 1850) // about 1.5 MB, short of twice RotateSize; with the messages past it
+	for i := 0; c.Stats().Packets != 1850; i++ {
+		if i == 5000 {
+			t.Fatalf("datagrams not written: %+v", c.Stats())
+		}
+		time.Sleep(time.Millisecond)
+	}
+	c.SnapshotMessages(msgs, at+int64(time.Second))
+	for i := 0; c.SnapshotBuffer() == nil; i++ { // the messages written
+		if i == 5000 {
+			t.Fatal("the snapshot's messages not written")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	time.Sleep(2 * flushEvery) // the quiet flush after them
+	c.Snapshot(at+int64(time.Second), 100, n)
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	names, _ := filepath.Glob(filepath.Join(dir, "c-*.pcap"))
+	var all []string
+	for _, name := range names {
+		all = append(all, fileSnapshots(t, name))
+	}
+	if len(all) == 0 || !strings.HasSuffix(all[len(all)-1], "MS") {
+		t.Fatalf("the files' snapshot frames %q: want the messages and the load in one file", all)
 	}
 }

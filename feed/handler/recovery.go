@@ -607,6 +607,12 @@ func (r *recovery) sessionChanged(old, new moldudp64.Session) {
 	if r.fetching && r.cancel != nil {
 		r.cancel()
 	}
+	if r.fetching && r.h.capFile != nil {
+		// The freeze ends here (the new session's lock unfroze the
+		// arbiter) with neither a load nor a resume: said in the capture,
+		// whose rotation waits for the snapshot's end.
+		r.h.capFile.Discarded(clock.Now())
+	}
 	if r.client != nil {
 		r.client.Forget() // an answer of the old numbering is not the new one's
 	}

@@ -3,10 +3,14 @@ package handler
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/rs/zerolog"
+
+	"github.com/marketfeed/feedhandler/feed/capture"
 	"github.com/marketfeed/feedhandler/feed/glimpse"
 	"github.com/marketfeed/feedhandler/feed/itch"
 	"github.com/marketfeed/feedhandler/feed/moldudp64"
@@ -201,14 +205,12 @@ func TestSnapshotAheadWaitsForLines(t *testing.T) {
 	}
 }
 
-// TestSessionChangeWhileSnapshotWaitsForLines: a late join's snapshot is
-// ahead of the lines and waits for them to reach it; meanwhile the session
-// changes. The waiting snapshot, of the old session, is discarded, not
-// loaded into the new one, and a snapshot of the new session is fetched.
-func TestSessionChangeWhileSnapshotWaitsForLines(t *testing.T) {
-	var fetches int
-	fetch := func(_ context.Context, _ moldudp64.Session, fn func([]byte) error) (Snapshot, error) {
-		if fetches++; fetches == 1 {
+// sessionChangeFetch is the snapshot server of
+// sessionChangeWhileSnapshotWaits: its first snapshot (of session OLD) far
+// ahead of the lines, the next of session NEW, counted in fetches.
+func sessionChangeFetch(fetches *int) SnapshotFunc {
+	return func(_ context.Context, _ moldudp64.Session, fn func([]byte) error) (Snapshot, error) {
+		if *fetches++; *fetches == 1 {
 			fn(dirMsg("SNAP"))
 			fn(addMsg7("SNAP", 1, 1111))
 			return Snapshot{Next: 4100}, nil
@@ -217,7 +219,15 @@ func TestSessionChangeWhileSnapshotWaitsForLines(t *testing.T) {
 		fn(addMsg7("MSFT", 9, 5555))
 		return Snapshot{Next: 5}, nil
 	}
-	h, sh, rec := recoveryHandler(t, fetch)
+}
+
+// sessionChangeWhileSnapshotWaits joins session OLD late, its snapshot
+// (rec's first fetch, ahead of the lines) waiting for them; then the lines
+// change to session NEW (MSFT at locate 7, order 9, sequence numbers 1 to
+// 4), and the new session's snapshot is loaded. It returns the lines'
+// time then.
+func sessionChangeWhileSnapshotWaits(t *testing.T, h *Handler, rec *recovery) int64 {
+	t.Helper()
 	ev := itch.SystemEventFields{EventCode: 'Q'}
 	now := int64(time.Second)
 	joinLate(h, "OLD", now)
@@ -244,6 +254,17 @@ func TestSessionChangeWhileSnapshotWaitsForLines(t *testing.T) {
 		rec.poll(now)
 		h.endBatch()
 	}
+	return now
+}
+
+// TestSessionChangeWhileSnapshotWaitsForLines: a late join's snapshot is
+// ahead of the lines and waits for them to reach it; meanwhile the session
+// changes. The waiting snapshot, of the old session, is discarded, not
+// loaded into the new one, and a snapshot of the new session is fetched.
+func TestSessionChangeWhileSnapshotWaitsForLines(t *testing.T) {
+	var fetches int
+	h, sh, rec := recoveryHandler(t, sessionChangeFetch(&fetches))
+	now := sessionChangeWhileSnapshotWaits(t, h, rec)
 	if rec.stats.SnapshotsDiscarded != 1 || rec.stats.LastSnapshotNext != 5 || fetches != 2 {
 		t.Fatalf("discarded %d, loaded at %d, fetches %d; want 1, 5, 2", rec.stats.SnapshotsDiscarded, rec.stats.LastSnapshotNext, fetches)
 	}
@@ -502,5 +523,50 @@ func TestSnapshotOfEndedDayBehind(t *testing.T) {
 				rec.stats.Snapshots, rec.stats.LastSnapshotNext, b != nil, sh.pub.stale, h.arb.Frozen(), rec.stats.SnapshotFailures, rec.stats.LastSnapshotError)
 		}
 		t.Log(rec.stats.LastSnapshotError)
+	}
+}
+
+// TestSessionChangeWhileSnapshotCaptured: a snapshot fetched when the
+// lines change session is discarded, and the capture says so where the
+// session changed (capture.Discarded) before the new session's freeze and
+// load: its rotation, held from the freeze to the snapshot's end, no
+// longer waits for a load that never comes. The capture said nothing:
+// the first freeze had no end in the file.
+func TestSessionChangeWhileSnapshotCaptured(t *testing.T) {
+	var fetches int
+	h, _, rec := recoveryHandler(t, sessionChangeFetch(&fetches))
+	dir := t.TempDir()
+	c, err := capture.Open(capture.Config{Base: filepath.Join(dir, "feed.pcap"), Lines: testCaptureLines, Log: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.capFile = c
+	sessionChangeWhileSnapshotWaits(t, h, rec)
+	h.capFile = nil
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	pr, _ := openOneCapture(t, dir)
+	pr.ReturnMarkers()
+	var got []byte
+	for {
+		fr, err := pr.Next()
+		if err != nil {
+			break
+		}
+		switch p := fr.Payload; {
+		case !fr.Marker:
+		case capture.Discarded(p):
+			got = append(got, 'D')
+		case capture.Resumed(p):
+			got = append(got, 'U')
+		case func() bool { _, _, ok := capture.Frozen(p); return ok }():
+			got = append(got, 'Z')
+		case func() bool { _, _, ok := capture.Snapshot(p); return ok }():
+			got = append(got, 'S')
+		}
+	}
+	if string(got) != "ZDZS" {
+		t.Fatalf("the capture's snapshot frames %q (discarded %d): want ZDZS, the freeze, its discard at the session change, the new session's freeze and load", got, rec.stats.SnapshotsDiscarded)
 	}
 }
