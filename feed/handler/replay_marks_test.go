@@ -315,25 +315,7 @@ func replayMarks(t *testing.T, path string, lines []rx.LineConfig, marked, model
 // Books/snapshot-gap, 1 run in 6: 'replay --feed misses 136 messages (3
 // gaps), the live handler declared 183 missing').
 func TestReplayFreezeAtGapDeclaredByPoll(t *testing.T) {
-	cfg := Config{Session: marksSession, Arbiter: ArbiterConfig{Hold: time.Millisecond, Grace: 200 * time.Microsecond}}
-	cfg.Receive.Lines = []rx.LineConfig{
-		{Group: netip.MustParseAddr("239.1.1.1"), Port: 26400},
-		{Group: netip.MustParseAddr("239.1.1.2"), Port: 26400},
-	}
-	msg := func(seq uint64) []byte {
-		m := make([]byte, itch.Length(itch.TypeSystemEvent))
-		m[0] = itch.TypeSystemEvent
-		binary.BigEndian.PutUint64(m[3:11], seq)
-		m[11] = 'Q'
-		return m
-	}
-	pkt := func(seq uint64) []byte {
-		b := moldudp64.NewBuilder(cfg.Session, seq, 1400)
-		if err := b.Add(msg(seq)); err != nil {
-			t.Fatal(err)
-		}
-		return slices.Clone(b.Flush())
-	}
+	cfg, msg, pkt := freezeGapFixture(t)
 	t0 := time.Date(2026, 12, 6, 18, 0, 0, 0, time.UTC).UnixNano()
 	ms := int64(time.Millisecond)
 	for _, tc := range []struct {
@@ -364,4 +346,63 @@ func TestReplayFreezeAtGapDeclaredByPoll(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestReplayFreezeAtGapAfterFailedRun: receive calls failed (their stamps
+// the wall clock's), then a batch of datagrams queued before them (their
+// stamps older) declared a hole, and the handler froze there. The capture
+// writes the run of failures before that batch, after the freeze's mark:
+// the replay froze at the run's first failure, past the freeze's time,
+// before the batch declared the hole, and the snapshot loaded next
+// resumed past it with nothing declared (TestReplayRecoveryAsLive: 42 of
+// 200 scripts).
+func TestReplayFreezeAtGapAfterFailedRun(t *testing.T) {
+	cfg, msg, pkt := freezeGapFixture(t)
+	t0 := time.Date(2026, 12, 6, 18, 0, 0, 0, time.UTC).UnixNano()
+	ms := int64(time.Millisecond)
+	r := NewReplayer(cfg, func(itch.Msg) {}, func(uint16) {}, func() {})
+	for line := range 2 {
+		r.OfferMarked(line, pkt(1), t0+int64(line), 0)
+	}
+	for line := range 2 { // 2 lost on both lines
+		r.OfferMarked(line, pkt(3), t0+10+int64(line), 0)
+	}
+	at := t0 + 5*ms // the batch's stamps: 2 declared missing, past Hold
+	r.Freeze(at, true)
+	r.Failed(at+ms, at+ms+int64(100*time.Microsecond), 0) // the calls that failed before the batch
+	for line := range 2 {
+		r.OfferMarked(line, pkt(4), at+int64(line), 0)
+	}
+	snap := append([]byte{0, byte(len(msg(9)))}, msg(9)...)
+	r.LoadSnapshot(at+2*ms, snap, 10)
+	r.Finish()
+	if st := r.Stats(); st.Gaps != 1 || st.GapMessages != 1 {
+		t.Errorf("gaps %d (%d missing), want 1 (1 missing): the hole the handler declared as it froze", st.Gaps, st.GapMessages)
+	}
+}
+
+// freezeGapFixture returns the feed of TestReplayFreezeAtGapDeclaredByPoll
+// (two lines) and makers of its messages and packets: one message a
+// packet, its tracking timestamp its sequence number.
+func freezeGapFixture(t *testing.T) (Config, func(uint64) []byte, func(uint64) []byte) {
+	cfg := Config{Session: marksSession, Arbiter: ArbiterConfig{Hold: time.Millisecond, Grace: 200 * time.Microsecond}}
+	cfg.Receive.Lines = []rx.LineConfig{
+		{Group: netip.MustParseAddr("239.1.1.1"), Port: 26400},
+		{Group: netip.MustParseAddr("239.1.1.2"), Port: 26400},
+	}
+	msg := func(seq uint64) []byte {
+		m := make([]byte, itch.Length(itch.TypeSystemEvent))
+		m[0] = itch.TypeSystemEvent
+		binary.BigEndian.PutUint64(m[3:11], seq)
+		m[11] = 'Q'
+		return m
+	}
+	pkt := func(seq uint64) []byte {
+		b := moldudp64.NewBuilder(cfg.Session, seq, 1400)
+		if err := b.Add(msg(seq)); err != nil {
+			t.Fatal(err)
+		}
+		return slices.Clone(b.Flush())
+	}
+	return cfg, msg, pkt
 }
