@@ -129,6 +129,7 @@ type Replayer struct {
 	op     uint8
 	opGap  bool
 	opAt   int64
+	opFrom uint64 // a freeze's: the Arbiter's next sequence number there
 	opMsgs []byte
 	opNext uint64
 
@@ -174,9 +175,16 @@ func (r *Replayer) deliver(p moldudp64.Packet, skip int, _ int64) {
 }
 
 // gap is the Arbiter's GapFunc: the handler froze delivery for a snapshot
-// as its arbiter declared a gap (recovery.gap) at the freeze's time.
-func (r *Replayer) gap(_ moldudp64.Range, now int64) {
-	if r.op == opFreeze && r.opGap && now >= r.opAt {
+// as its arbiter declared a gap (recovery.gap) at the freeze's time, the
+// gap that ended at its next sequence number then (opFrom). Not at a gap
+// before it declared then too: live, an earlier call (a failed receive
+// call of a run, which the capture holds the first and last of) declared
+// that one, and its handler froze for none (not at a gap declared at the
+// same time either: a freeze is started or not at a time); the replay's
+// Arbiter declares both in one call, and froze at the first, before the
+// messages between them were delivered.
+func (r *Replayer) gap(rg moldudp64.Range, now int64) {
+	if r.op == opFreeze && r.opGap && now >= r.opAt && rg.End() >= r.opFrom {
 		r.run()
 	}
 }
@@ -273,11 +281,13 @@ func (r *Replayer) run() {
 // (capture.Frozen): the Arbiter spills the lines from there. atGap: the
 // handler froze as its arbiter declared a gap at now, during the batch
 // (or the tick) the capture holds after the freeze; the Arbiter freezes
-// where it declares that gap. Else it froze between batches, after the
-// empty poll or failed receive call at now: the Arbiter freezes there.
-func (r *Replayer) Freeze(now int64, atGap bool) {
+// where it declares that gap, the one ending at from (the handler's next
+// sequence number at the freeze: capture.Frozen). Else it froze between
+// batches, after the empty poll or failed receive call at now: the
+// Arbiter freezes there.
+func (r *Replayer) Freeze(now int64, from uint64, atGap bool) {
 	r.settle(false)
-	r.op, r.opAt, r.opGap = opFreeze, now, atGap
+	r.op, r.opAt, r.opGap, r.opFrom = opFreeze, now, atGap, from
 }
 
 // Resume replays the handler resuming delivery at now without a snapshot

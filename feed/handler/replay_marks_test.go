@@ -338,7 +338,7 @@ func TestReplayFreezeAtGapDeclaredByPoll(t *testing.T) {
 				r.OfferMarked(line, pkt(3), t0+10+int64(line), 0)
 			}
 			at := t0 + 5*ms // the empty poll that declared 2 missing, past Hold
-			r.Freeze(at, true)
+			r.Freeze(at, 3, true)
 			tc.after(r, at)
 			r.Finish()
 			if st := r.Stats(); st.Gaps != 1 || st.GapMessages != 1 {
@@ -368,7 +368,7 @@ func TestReplayFreezeAtGapAfterFailedRun(t *testing.T) {
 		r.OfferMarked(line, pkt(3), t0+10+int64(line), 0)
 	}
 	at := t0 + 5*ms // the batch's stamps: 2 declared missing, past Hold
-	r.Freeze(at, true)
+	r.Freeze(at, 3, true)
 	r.Failed(at+ms, at+ms+int64(100*time.Microsecond), 0) // the calls that failed before the batch
 	for line := range 2 {
 		r.OfferMarked(line, pkt(4), at+int64(line), 0)
@@ -405,4 +405,40 @@ func freezeGapFixture(t *testing.T) (Config, func(uint64) []byte, func(uint64) [
 		return slices.Clone(b.Flush())
 	}
 	return cfg, msg, pkt
+}
+
+// TestReplayFreezeAtSecondGapOfFailedRun: a run of failed receive calls
+// declared a hole at one call (line B dead by LineTimeout) and, the
+// message after it delivered, the next hole at a later call (line A
+// dead), where the handler froze for a snapshot; the capture holds the
+// run's first and last call, and the freeze's next sequence number. The
+// replay's Arbiter declares both holes at the last call: it froze at the
+// first, the message between them not delivered, and the snapshot resumed
+// past the second with it not declared (TestReplayRecoveryAsLive).
+func TestReplayFreezeAtSecondGapOfFailedRun(t *testing.T) {
+	cfg, msg, pkt := freezeGapFixture(t)
+	cfg.Arbiter.LineTimeout = 3 * time.Millisecond
+	var got []uint64
+	r := NewReplayer(cfg, func(m itch.Msg) { got = append(got, binary.BigEndian.Uint64(m[3:11])) }, func(uint16) {}, func() {})
+	t0 := time.Date(2026, 12, 6, 18, 0, 0, 0, time.UTC).UnixNano()
+	us := int64(time.Microsecond)
+	for _, p := range []struct {
+		line int
+		seq  uint64
+		at   int64
+	}{{0, 1, t0}, {1, 1, t0 + 1}, {0, 3, t0 + 10}, {1, 3, t0 + 11}, {0, 5, t0 + 500*us}} { // 2 and 4 lost on both lines
+		r.OfferMarked(p.line, pkt(p.seq), p.at, 0)
+	}
+	// Live: calls failed at f, f+2.7ms (2 declared, B dead by the lines'
+	// clock; 3 delivered; A alive) and f+3.2ms (A dead: 4 declared, and
+	// the freeze there, next 5).
+	f := t0 + 1000*us
+	r.Freeze(t0+4200*us, 5, true)
+	r.Failed(f, f+3200*us, 0)
+	snap := append([]byte{0, byte(len(msg(99)))}, msg(99)...)
+	r.LoadSnapshot(f+4000*us, snap, 5)
+	r.Finish()
+	if st := r.Stats(); st.Gaps != 2 || st.GapMessages != 2 || !slices.Equal(got, []uint64{1, 3, 99, 5}) {
+		t.Errorf("gaps %d (%d missing), applied %v; want 2 (2 missing), [1 3 99 5]", st.Gaps, st.GapMessages, got)
+	}
 }
