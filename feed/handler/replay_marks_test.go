@@ -442,3 +442,38 @@ func TestReplayFreezeAtSecondGapOfFailedRun(t *testing.T) {
 		t.Errorf("gaps %d (%d missing), applied %v; want 2 (2 missing), [1 3 99 5]", st.Gaps, st.GapMessages, got)
 	}
 }
+
+// TestReplayResumeBeforeFreezeAtGap: the handler, frozen for a snapshot,
+// ticked at an empty poll (nothing declared, delivery frozen), resumed
+// delivery there without a snapshot, and the next batch declared a hole,
+// where it froze again. The capture holds the resume, then the freeze,
+// then the batch marked with the empty poll: the replay resumed at the
+// freeze's mark, before ticking at the empty poll, which then declared
+// the hole unfrozen and delivered what the handler held for the next
+// snapshot (TestReplayRecoveryAsLive: 35 of 200 scripts without failed
+// receive calls).
+func TestReplayResumeBeforeFreezeAtGap(t *testing.T) {
+	cfg, msg, pkt := freezeGapFixture(t)
+	var got []uint64
+	r := NewReplayer(cfg, func(m itch.Msg) { got = append(got, binary.BigEndian.Uint64(m[3:11])) }, func(uint16) {}, func() {})
+	t0 := time.Date(2026, 12, 6, 18, 0, 0, 0, time.UTC).UnixNano()
+	ms := int64(time.Millisecond)
+	for line := range 2 {
+		r.OfferMarked(line, pkt(1), t0+int64(line), 0)
+	}
+	for line := range 2 { // 2 lost on both lines
+		r.OfferMarked(line, pkt(3), t0+10+int64(line), 0)
+	}
+	r.Freeze(t0+20, 2, false) // between batches
+	poll := t0 + 2*ms         // the empty poll, then the resume
+	r.Resume(poll)
+	r.Freeze(poll+ms/10, 3, true)              // 2 declared by the batch's stamps
+	r.OfferMarked(0, pkt(4), poll+ms/10, poll) // the batch's mark: the empty poll
+	r.OfferMarked(1, pkt(4), poll+ms/10+1, 0)
+	snap := append([]byte{0, byte(len(msg(99)))}, msg(99)...)
+	r.LoadSnapshot(poll+ms, snap, 10)
+	r.Finish()
+	if st := r.Stats(); st.Gaps != 1 || st.GapMessages != 1 || !slices.Equal(got, []uint64{1, 99}) {
+		t.Errorf("gaps %d (%d missing), applied %v; want 1 (1 missing), [1 99]", st.Gaps, st.GapMessages, got)
+	}
+}
