@@ -357,9 +357,9 @@ func (a *arbitrated) run() error {
 			} else if capture.GaveUp(fr.Payload) && marked {
 				a.rep.LiveRecovery.GaveUp++
 				a.r.GaveUp(fr.Time)
-			} else if _, atGap, ok := capture.Frozen(fr.Payload); ok && marked {
+			} else if from, atGap, ok := capture.Frozen(fr.Payload); ok && marked {
 				a.frozen, a.snapMsgs, a.snapN = true, a.snapMsgs[:0], 0
-				a.r.Freeze(fr.Time, atGap)
+				a.r.Freeze(fr.Time, from, atGap)
 			} else if capture.Resumed(fr.Payload) && marked {
 				a.frozen = false
 				a.r.Resume(fr.Time)

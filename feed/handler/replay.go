@@ -126,9 +126,13 @@ type Replayer struct {
 	// The handler's freeze, load or resume at opAt not yet replayed (op;
 	// 0: none): a freeze at a gap declared then (opGap), else between
 	// batches; a load's messages and sequence number.
+	// A freeze at a gap after the resume or load between batches not yet
+	// replayed (op), which it follows (Freeze).
+	then   pendingFreeze
 	op     uint8
 	opGap  bool
 	opAt   int64
+	opFrom uint64 // a freeze's: the Arbiter's next sequence number there
 	opMsgs []byte
 	opNext uint64
 
@@ -174,9 +178,16 @@ func (r *Replayer) deliver(p moldudp64.Packet, skip int, _ int64) {
 }
 
 // gap is the Arbiter's GapFunc: the handler froze delivery for a snapshot
-// as its arbiter declared a gap (recovery.gap) at the freeze's time.
-func (r *Replayer) gap(_ moldudp64.Range, now int64) {
-	if r.op == opFreeze && r.opGap && now >= r.opAt {
+// as its arbiter declared a gap (recovery.gap) at the freeze's time, the
+// gap that ended at its next sequence number then (opFrom). Not at a gap
+// before it declared then too: live, an earlier call (a failed receive
+// call of a run, which the capture holds the first and last of) declared
+// that one, and its handler froze for none (not at a gap declared at the
+// same time either: a freeze is started or not at a time); the replay's
+// Arbiter declares both in one call, and froze at the first, before the
+// messages between them were delivered.
+func (r *Replayer) gap(rg moldudp64.Range, now int64) {
+	if r.op == opFreeze && r.opGap && now >= r.opAt && rg.End() >= r.opFrom {
 		r.run()
 	}
 }
@@ -187,27 +198,22 @@ func (r *Replayer) gap(_ moldudp64.Range, now int64) {
 // waits for the gap (the datagrams of the batch it was declared in, whose
 // order in a batch of both lines is not their receive times').
 func (r *Replayer) settle(datagram bool) {
-	if r.op != 0 && (!r.opGap || !datagram) {
-		r.runAt(false)
+	for r.op != 0 && (!r.opGap || !datagram) {
+		r.runAt()
 	}
 }
 
 // runAt replays the pending freeze, load or resume before what comes
 // after it. A freeze at a gap no datagram has declared yet was the
-// handler's at an empty poll at the freeze's time (advance: a failed
-// receive call), which the capture does not record (a batch's mark holds
-// only the last empty poll before it): the Arbiter ticks there first,
-// declaring the gap as it did live, and the gap replays the freeze. Run
-// at once, the freeze came before the gap was declared: a snapshot
-// loaded next resumed past the hole with nothing declared missing, the
-// replay's gaps not the handler's.
-func (r *Replayer) runAt(advance bool) {
+// handler's at an empty poll at the freeze's time, which the capture does
+// not record (a batch's mark holds only the last empty poll before it):
+// the Arbiter ticks there first, declaring the gap as it did live, and
+// the gap replays the freeze. Run at once, the freeze came before the gap
+// was declared: a snapshot loaded next resumed past the hole with nothing
+// declared missing, the replay's gaps not the handler's.
+func (r *Replayer) runAt() {
 	if r.op == opFreeze && r.opGap {
-		if advance {
-			r.arb.Advance(r.opAt)
-		} else {
-			r.arb.Tick(r.opAt)
-		}
+		r.arb.Tick(r.opAt)
 	}
 	if r.op != 0 {
 		r.run()
@@ -218,10 +224,17 @@ func (r *Replayer) runAt(advance bool) {
 // failed receive call at t), with the handler's freeze, load or resume
 // before or after it as the handler did: one between batches at t came
 // after the tick (the receive loop's recovery poll follows it); a freeze
-// at a gap declared before t, before it.
+// at a gap declared before t, before it. But not before a failed call: a
+// run of failed calls is written before the batch after it, after the
+// events of the run's rounds and of that batch, and the batch's datagrams
+// may be stamped before the run (queued while the calls failed). A freeze
+// at a gap that batch declared comes before the run in the capture, not
+// before it live: the Arbiter advances, and the gap, declared by the run
+// or by the batch, replays the freeze. Run before, the freeze came before
+// the batch declared the gap (TestReplayFreezeAtGapAfterFailedRun).
 func (r *Replayer) tick(t int64, advance bool) {
-	if r.op != 0 && t > r.opAt {
-		r.runAt(advance)
+	if r.op != 0 && t > r.opAt && !(advance && r.op == opFreeze && r.opGap) {
+		r.runAt()
 	}
 	if advance {
 		r.arb.Advance(t)
@@ -240,10 +253,23 @@ const (
 	opResume
 )
 
+// pendingFreeze is a freeze at a gap at a time, at a next sequence number.
+type pendingFreeze struct {
+	set  bool
+	at   int64
+	from uint64
+}
+
 // run replays the pending freeze, load or resume.
 func (r *Replayer) run() {
 	op := r.op
 	r.op = 0
+	defer func() {
+		if r.op == 0 && r.then.set {
+			r.op, r.opAt, r.opGap, r.opFrom = opFreeze, r.then.at, true, r.then.from
+			r.then = pendingFreeze{}
+		}
+	}()
 	switch op {
 	case opFreeze:
 		r.arb.Freeze()
@@ -271,11 +297,24 @@ func (r *Replayer) run() {
 // (capture.Frozen): the Arbiter spills the lines from there. atGap: the
 // handler froze as its arbiter declared a gap at now, during the batch
 // (or the tick) the capture holds after the freeze; the Arbiter freezes
-// where it declares that gap. Else it froze between batches, after the
-// empty poll or failed receive call at now: the Arbiter freezes there.
-func (r *Replayer) Freeze(now int64, atGap bool) {
+// where it declares that gap, the one ending at from (the handler's next
+// sequence number at the freeze: capture.Frozen). Else it froze between
+// batches, after the empty poll or failed receive call at now: the
+// Arbiter freezes there.
+// A freeze at a gap after a resume or load between batches not yet
+// replayed waits with it: that one was the handler's after the empty poll
+// at its time, which the batch the gap is declared in is marked with
+// (OfferMarked) and the Arbiter ticks at first, delivery frozen, as live.
+// Run at once, the resume came before that tick, which declared the gap
+// with delivery resumed, and delivered what the handler held for the next
+// snapshot (TestReplayResumeBeforeFreezeAtGap).
+func (r *Replayer) Freeze(now int64, from uint64, atGap bool) {
+	if atGap && r.op != 0 && r.op != opFreeze && !r.opGap && !r.then.set {
+		r.then = pendingFreeze{set: true, at: now, from: from}
+		return
+	}
 	r.settle(false)
-	r.op, r.opAt, r.opGap = opFreeze, now, atGap
+	r.op, r.opAt, r.opGap, r.opFrom = opFreeze, now, atGap, from
 }
 
 // Resume replays the handler resuming delivery at now without a snapshot
