@@ -125,13 +125,13 @@ type arbitrated struct {
 	snapN    uint64
 	// more: the capture's files after the first (a rotated capture's, in
 	// the order written), replayed one after another as one capture;
-	// done: what the files before the current one skipped; path: the
-	// current file.
-	more  []string
-	done  pcap.Stats
-	path  string
-	ans   answers
-	first *input.Reader // the first file's, which replay closes
+	// skipped: what the files before the current one skipped, by reason
+	// (report adds it to the current file's); path: the current file.
+	more    []string
+	skipped [pcap.NumReasons]uint64
+	path    string
+	ans     answers
+	first   *input.Reader // the first file's, which replay closes
 }
 
 func newArbitrated(fc *config.Config, path string, in *input.Reader, rp *replayer) (*arbitrated, error) {
@@ -224,11 +224,8 @@ func (a *arbitrated) next() (bool, error) {
 		return false, fmt.Errorf("%s has no batch marks: not a handler's capture file, so not the continuation of %s", a.more[0], a.path)
 	}
 	cs := a.in.CaptureStats()
-	a.done.Frames += cs.Frames
-	a.done.Datagrams += cs.Datagrams
-	a.done.Markers += cs.Markers
 	for i := range cs.Skipped {
-		a.done.Skipped[i] += cs.Skipped[i]
+		a.skipped[i] += cs.Skipped[i]
 	}
 	if a.in != a.first {
 		a.in.Close()
@@ -423,7 +420,7 @@ func (a *arbitrated) run() error {
 func (a *arbitrated) report() *arbitratedReport {
 	cs := a.in.CaptureStats()
 	for i := range cs.Skipped {
-		cs.Skipped[i] += a.done.Skipped[i]
+		cs.Skipped[i] += a.skipped[i]
 	}
 	a.rep.Skipped = cs.Malformed() + a.otherMarkers
 	a.rep.SkippedBy, a.rep.skipped = skippedBy(cs), cs.SkippedSummary()
