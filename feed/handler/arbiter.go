@@ -93,6 +93,12 @@ type LineStats struct {
 	Malformed    uint64 // packets rejected by moldudp64.Parse
 	WrongSession uint64 // packets of another session
 	Suspect      uint64 // packets dropped for jumping more than MaxJump ahead (see ArbiterConfig)
+	// Contradicted: packets held ahead of the next expected sequence
+	// number, brought by this line alone, dropped undelivered because the
+	// line itself went on below them for Grace or longer (see
+	// Arbiter.contradicted): a corrupt or forged sequence number within
+	// MaxJump. Counted in Packets and Messages when they arrived.
+	Contradicted uint64
 	// StaleEndOfSession: End of Session packets of the followed session
 	// whose sequence number is behind what was already received (the next
 	// expected, or the highest seen on any line): a late copy, a replay or
@@ -225,6 +231,13 @@ type Arbiter struct {
 	readRx [MaxLines]int64
 	// where the last suspect packet ended
 	suspectNext uint64
+	// belowRx, belowEnd: per line, the stamp and the end (a heartbeat's
+	// or End of Session's sequence number) of its latest packet that
+	// started below the line's own highest: reordered on the line, or a
+	// sign that the highest was a stray (see contradicted). Set only for
+	// such packets, off the in-order path.
+	belowRx  [MaxLines]int64
+	belowEnd [MaxLines]uint64
 	// The latest step of the wall clock back (clockBack): stepFrom, the
 	// latest stamp read before it; stepBy, how far back it went (to
 	// stepFrom-stepBy). stepLast: per line, its latest stamp before the
@@ -564,8 +577,11 @@ func (a *Arbiter) Offer(line int, data []byte, rxTime int64) {
 				ls.LineGaps++
 			}
 			a.high[line] = p.Seq
-		} else if p.Seq < a.high[line] && p.Seq < a.next {
-			a.regressed(line, rxTime, p, p.Seq, p.Seq)
+		} else if p.Seq < a.high[line] {
+			a.belowRx[line], a.belowEnd[line] = rxTime, p.Seq
+			if p.Seq < a.next {
+				a.regressed(line, rxTime, p, p.Seq, p.Seq)
+			}
 		}
 		a.checkGap(rxTime, false)
 		return
@@ -579,6 +595,7 @@ func (a *Arbiter) Offer(line int, data []byte, rxTime int64) {
 	case a.high[line] == 0:
 	case p.Seq < a.high[line]:
 		ls.OutOfOrder++
+		a.belowRx[line], a.belowEnd[line] = rxTime, end
 	case p.Seq > a.high[line]:
 		ls.LineGaps++
 	}
@@ -1065,6 +1082,10 @@ func (a *Arbiter) drain() {
 			a.popHeld()
 			continue
 		}
+		if a.contradicted(e) {
+			a.dropContradicted()
+			continue
+		}
 		p, _ := moldudp64.Parse(a.pend.bytes(e))
 		a.emit(p, e.rxTime, e.recovered)
 		a.pend.popFront()
@@ -1234,6 +1255,13 @@ func (a *Arbiter) checkGap(now int64, idle bool) {
 				return
 			}
 		}
+		if a.pend.n > 0 && a.contradicted(a.pend.front()) {
+			// Not a hole: the only line that brought the packet beyond it
+			// went on below it (a corrupt sequence number); the hole, if
+			// any is left, is waited for again.
+			a.dropContradicted()
+			continue
+		}
 		target := a.maxHigh()
 		if a.pend.n > 0 {
 			target = a.pend.front().seq
@@ -1264,6 +1292,54 @@ func (a *Arbiter) checkGap(now int64, idle bool) {
 			a.gapSince = a.pend.front().rxTime
 		}
 	}
+}
+
+// contradicted reports whether the held packet e is contradicted by the
+// lines that brought it: brought by lines only (not a recovery source),
+// and each of them has since gone on below it (its latest packet starting
+// below its own highest ended at or before e's first sequence number,
+// Grace or more after e, by its own stamps), bringing nothing past e. A
+// line reorders its own packets by less than Grace (ArbiterConfig.Grace):
+// a line still sending numbers below e that long after is not behind e
+// but was never there, and e's sequence number is corrupt or forged
+// (within MaxJump, which catches the rest). Taken at face value, such a
+// packet stood for a hole of everything between: once Hold ran out the
+// hole was declared (999,903 messages for one packet 10^6 ahead) and the
+// live feed behind it dropped as duplicates; nearer, its messages were
+// delivered as those of its numbers. Only held packets are looked at,
+// when one would be delivered or a hole declared before it: nothing on
+// the in-order path.
+func (a *Arbiter) contradicted(e *pendEntry) bool {
+	if e.recovered {
+		return false
+	}
+	by := false
+	for i := 0; i < a.cfg.Lines; i++ {
+		t := e.lineRx[i]
+		if t == 0 {
+			continue
+		}
+		if a.high[i] != e.end || a.belowEnd[i] > e.seq || a.belowRx[i]-t < int64(a.cfg.Grace) {
+			return false
+		}
+		by = true
+	}
+	return by
+}
+
+// dropContradicted drops the first held packet, contradicted by its lines
+// (contradicted): counted per line, each line's highest back to its latest
+// packet, and the wait for a hole at next starts again (gapSeen).
+func (a *Arbiter) dropContradicted() {
+	e := a.pend.front()
+	for i := 0; i < a.cfg.Lines; i++ {
+		if e.lineRx[i] != 0 {
+			a.Stats.Lines[i].Contradicted++
+			a.high[i] = a.belowEnd[i]
+		}
+	}
+	a.pend.popFront()
+	a.gapSince = 0
 }
 
 // crossScan is how many held packets crossed looks at.

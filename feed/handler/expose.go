@@ -245,6 +245,8 @@ func lineValue(c *LineStats, name string) uint64 {
 		return c.BeforeRestart
 	case "line_suspect_total":
 		return c.Suspect
+	case "line_contradicted_total":
+		return c.Contradicted
 	}
 	panic("expose: no value for line metric " + name)
 }

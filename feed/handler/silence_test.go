@@ -375,8 +375,8 @@ func TestBadLineDatagramsLogged(t *testing.T) {
 	waitFor(t, "the bad datagrams logged", func() bool { return strings.Count(log.String(), msg) == 2 })
 	lines := grepLines(log.String(), msg)
 	for _, want := range []string{
-		`"line":"A","dropped":2,"malformed":0,"suspect":1,"stale_end_of_session":1`,
-		`"line":"B","dropped":1,"malformed":1,"suspect":0,"stale_end_of_session":0`,
+		`"line":"A","dropped":2,"malformed":0,"suspect":1,"contradicted":0,"stale_end_of_session":1`,
+		`"line":"B","dropped":1,"malformed":1,"suspect":0,"contradicted":0,"stale_end_of_session":0`,
 		`"last_suspect_end":1099511627779`,
 	} {
 		if !strings.Contains(lines, want) {
