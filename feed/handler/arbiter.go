@@ -1262,6 +1262,9 @@ func (a *Arbiter) checkGap(now int64, idle bool) {
 			a.dropContradicted()
 			continue
 		}
+		if a.pend.n > 0 && a.unconfirmed(a.pend.front(), now) {
+			return // its line's next packet tells (see unconfirmed)
+		}
 		target := a.maxHigh()
 		if a.pend.n > 0 {
 			target = a.pend.front().seq
@@ -1325,6 +1328,45 @@ func (a *Arbiter) contradicted(e *pendEntry) bool {
 		by = true
 	}
 	return by
+}
+
+// unconfirmed reports whether the hole before the held packet e is large
+// (more than MaxJump/64 sequence numbers: 65,536 by default) and stands on
+// e alone: one line brought it, as its latest packet, less than
+// LineTimeout before now, and no other line moved past next. The hole is
+// then not declared until that line's next packet, which either goes on
+// past e (the hole is real: declared at once) or below it (e is
+// contradicted, see contradicted), or LineTimeout. On a busy line that
+// is microseconds; on an idle one (heartbeats about a second apart) a
+// corrupt packet's hole was declared once Hold ran out, before the next
+// heartbeat could contradict it, and the rest of the feed dropped as
+// duplicates. The cost: such a large hole lost on both lines, whose next
+// packet only one line brought before going idle, is declared up to a
+// heartbeat later. Smaller holes are declared by Hold as before: a few
+// packets lost on both lines before a pause are common, and their wait is
+// what recovery starts from.
+func (a *Arbiter) unconfirmed(e *pendEntry, now int64) bool {
+	if e.recovered || e.seq-a.next <= a.cfg.MaxJump/64 {
+		return false
+	}
+	by := -1
+	for i := 0; i < a.cfg.Lines; i++ {
+		t := e.lineRx[i]
+		switch {
+		case t == 0:
+			if a.high[i] > a.next {
+				return false // another line moved past next
+			}
+		case by >= 0:
+			return false // two lines brought it
+		default:
+			if a.high[i] != e.end || a.lastRx[i] != t || now-t >= int64(a.cfg.LineTimeout) {
+				return false
+			}
+			by = i
+		}
+	}
+	return by >= 0
 }
 
 // dropContradicted drops the first held packet, contradicted by its lines

@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"testing"
 	"time"
+
+	"github.com/marketfeed/feedhandler/feed/moldudp64"
 )
 
 // TestArbiterCorruptSeqWithinMaxJump: one packet of line A carries a
@@ -113,5 +115,50 @@ func TestArbiterLineReorderNotContradicted(t *testing.T) {
 	a.Tick(now + int64(time.Second))
 	if s.got != 300 || len(s.gaps) != 0 || a.Stats.Lines[0].Contradicted != 0 {
 		t.Fatalf("delivered %d of 300, gaps %v, contradicted %d", s.got, s.gaps, a.Stats.Lines[0].Contradicted)
+	}
+}
+
+// TestArbiterCorruptSeqIdleLine: the lines are idle (a heartbeat a second
+// each, at the next sequence number) when line A brings one data packet
+// with a corrupt sequence number 10^6 ahead. Its hole is not declared
+// before A's next heartbeat, which contradicts it; the feed that resumes
+// afterwards is delivered. Before, the hole was declared once Hold ran
+// out (999,990 messages) and the resumed feed dropped as duplicates.
+func TestArbiterCorruptSeqIdleLine(t *testing.T) {
+	pkts := fixedPackets(t, testSession, 1, 40, 3)
+	corrupt := append([]byte(nil), pkts[30]...)
+	binary.BigEndian.PutUint64(corrupt[10:18], binary.BigEndian.Uint64(corrupt[10:18])+999_990)
+	a, s := newTestArbiter(t, ArbiterConfig{})
+	now := int64(time.Hour)
+	for _, p := range pkts[:20] {
+		now += int64(time.Millisecond)
+		a.Offer(0, p, now)
+		a.Offer(1, p, now)
+	}
+	hb := func(line int, at int64) {
+		b := moldudp64.NewBuilder(testSession, a.Next(), 0)
+		a.Offer(line, append([]byte(nil), b.Flush()...), at)
+	}
+	now += int64(time.Second) / 2
+	hb(0, now)
+	hb(1, now+int64(time.Millisecond))
+	a.Offer(0, corrupt, now+int64(2*time.Millisecond))
+	for k := int64(1); k <= 30; k++ { // empty polls, 10 ms apart, until a heartbeat
+		a.Tick(now + 2*int64(time.Millisecond) + k*int64(10*time.Millisecond))
+	}
+	now += int64(time.Second) / 2
+	hb(1, now)
+	hb(0, now+int64(time.Millisecond))
+	for _, p := range pkts[20:] {
+		now += int64(time.Millisecond)
+		a.Offer(0, p, now)
+		a.Offer(1, p, now)
+	}
+	a.Tick(now + int64(time.Second))
+	if s.got != 120 || len(s.gaps) != 0 {
+		t.Fatalf("delivered %d of 120, gaps %v", s.got, s.gaps)
+	}
+	if c := a.Stats.Lines[0].Contradicted; c != 1 {
+		t.Errorf("line A contradicted %d, want 1", c)
 	}
 }
