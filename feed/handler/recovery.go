@@ -364,8 +364,9 @@ type recovery struct {
 	// in, and its result is discarded when the session changed meanwhile.
 	gen uint64
 
-	// pendingWhole: the books were emptied (session change) and must be
-	// flagged until the new session is whole.
+	// pendingWhole: the books were emptied (session change), or are built
+	// from the session's start while a late join catches up (catchUp),
+	// and must be flagged until the session is whole up to the lines.
 	pendingWhole bool
 	// tried: a snapshot was fetched since the last session change (its
 	// snapshot is no longer needed once the session is whole otherwise).
@@ -504,11 +505,12 @@ func (r *recovery) missing(rg moldudp64.Range, now int64) bool {
 			if r.cfg.Snapshot != nil {
 				return false
 			}
-		case LateJoinRerequest:
-			r.client.Want(r.h.arb.Session(), rg, now)
-			r.cur = rg
-			return true
 		}
+		// late_join rerequest, or snapshot without a snapshot source.
+		r.catchUp()
+		r.client.Want(r.h.arb.Session(), rg, now)
+		r.cur = rg
+		return true
 	}
 	if r.cfg.Snapshot != nil && rg.Count > r.cfg.MaxRerequestGap {
 		return false
@@ -516,6 +518,21 @@ func (r *recovery) missing(rg moldudp64.Range, now int64) bool {
 	r.client.Want(r.h.arb.Session(), rg, now)
 	r.cur = rg
 	return true
+}
+
+// catchUp flags the books of a late join whose start is re-requested: they
+// are built from the session's first message while the live feed is held
+// in the spill, hours of it on a join late in the day, and a reader must
+// not take them for current. The flag goes in band before the first
+// message (no book is published before it) and is cleared, as after a
+// session change (pendingWhole), once the start is whole and what the
+// spill held delivered: the live edge. A range of it given up is declared
+// (gap) and keeps the books flagged until a snapshot repairs it.
+func (r *recovery) catchUp() {
+	for _, s := range r.h.shards {
+		r.h.pushMarker(s, markerStale, 1)
+	}
+	r.pendingWhole = true
 }
 
 // filled records the re-requested range as repaired.
