@@ -364,8 +364,10 @@ type recovery struct {
 	// in, and its result is discarded when the session changed meanwhile.
 	gen uint64
 
-	// pendingWhole: the books were emptied (session change) and must be
-	// flagged until the new session is whole.
+	// pendingWhole: the books were emptied (session change), or are behind
+	// the lines while a range one request cannot fill is re-requested (a
+	// late join's start, catchUp), and must be flagged until the session
+	// is whole up to the lines.
 	pendingWhole bool
 	// tried: a snapshot was fetched since the last session change (its
 	// snapshot is no longer needed once the session is whole otherwise).
@@ -504,18 +506,47 @@ func (r *recovery) missing(rg moldudp64.Range, now int64) bool {
 			if r.cfg.Snapshot != nil {
 				return false
 			}
-		case LateJoinRerequest:
-			r.client.Want(r.h.arb.Session(), rg, now)
-			r.cur = rg
-			return true
 		}
+		// late_join rerequest, or snapshot without a snapshot source:
+		// re-requested however large (MaxRerequestGap does not apply).
+		r.rerequest(rg, now)
+		return true
 	}
 	if r.cfg.Snapshot != nil && rg.Count > r.cfg.MaxRerequestGap {
 		return false
 	}
+	r.rerequest(rg, now)
+	return true
+}
+
+// rerequest has the client fill rg. A range one request cannot fill is a
+// catch-up, flagged (catchUp); one it fills is only delayed, a round trip,
+// and the books keep their flag.
+func (r *recovery) rerequest(rg moldudp64.Range, now int64) {
+	if rg.Count > uint64(r.client.MaxRequestMessages()) {
+		r.catchUp(rg.First)
+	}
 	r.client.Want(r.h.arb.Session(), rg, now)
 	r.cur = rg
-	return true
+}
+
+// catchUp flags the books while a range one request cannot fill, first
+// on, is re-requested: request after request, the live feed held in the
+// spill, what is published is behind the lines by all the range covers (a
+// late join's start, hours of the morning; what an outage of the lines
+// lost), and a reader must not take it for current. The flag goes in band
+// before the range (the books as they were before it are republished
+// flagged; a late join's, from the session's first message, are never
+// published unflagged) and is cleared, as after a session change
+// (pendingWhole), once nothing is open, the range whole and what the spill
+// held delivered: the live edge. A range of it given up is declared (gap)
+// and keeps the books flagged until a snapshot repairs it. Once per range,
+// not per message.
+func (r *recovery) catchUp(first uint64) {
+	for _, s := range r.h.shards {
+		r.h.pushMarker(s, markerStale, first)
+	}
+	r.pendingWhole = true
 }
 
 // filled records the re-requested range as repaired.
