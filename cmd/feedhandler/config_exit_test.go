@@ -24,6 +24,7 @@ import (
 	"github.com/marketfeed/feedhandler/internal/privilege"
 	"github.com/marketfeed/feedhandler/internal/shmtest"
 	"github.com/marketfeed/feedhandler/proto/shm"
+	"time"
 )
 
 // TestConfigErrorExitStatus: deploy/feedhandler@.service names the exit
@@ -369,6 +370,22 @@ func TestRunSharedMemoryErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer w.Close()
+	// A live writer beats: without, its heartbeat went stale (1 s) while
+	// the first commands ran under load, and check took the file for a
+	// dead writer's ('a live writer under the name, check: exit 0').
+	beating, stopped := make(chan struct{}), make(chan struct{})
+	defer func() { close(beating); <-stopped }()
+	go func() {
+		defer close(stopped)
+		for {
+			select {
+			case <-beating:
+				return
+			case <-time.After(50 * time.Millisecond):
+				w.Heartbeat()
+			}
+		}
+	}()
 	feedFor := func(name, group string) string {
 		f := filepath.Join(t.TempDir(), "t.yaml")
 		yaml := "feed: {name: shmerr}\nlines:\n  a: {interface: lo, group: 239.77.46.9, port: 26149}\nreceive: {backend: socket}\nbook: {max_orders: 65536}\nshm:\n  name: " + name + "\n"
