@@ -389,6 +389,11 @@ func StartContext(ctx context.Context, cfg Config) (*Handler, error) {
 	}
 	if mode == ModeRunToCompletion {
 		h.inline = h.shards[0]
+	} else {
+		c := &rebuildCount{shards: uint64(len(h.shards))}
+		for _, s := range h.shards {
+			s.rebuilt = c
+		}
 	}
 	h.arb = NewArbiter(cfg.Arbiter, h.route, h.gap)
 	h.arb.SetSessionFunc(h.sessionChanged)

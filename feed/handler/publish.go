@@ -430,6 +430,26 @@ func (p *Publisher) askDuplicatesAgain() {
 	}
 }
 
+// Promoted reports whether a locate refused as a duplicate holds its
+// symbol in the books now (the holder left it: not Book.Duplicate) while
+// the writer keeps the symbol bound to another locate: a binding another
+// shard's publisher has yet to retire (shard.settleRebuild). Rare: it
+// looks at the locates only while a refusal stands.
+func (p *Publisher) Promoted() bool {
+	if p.dups == 0 {
+		return false
+	}
+	for i := range p.locs {
+		if r := p.locs[i].refused; r != refusedDuplicate && r != refusedHeld {
+			continue
+		}
+		if b := p.books.Book(uint16(i)); b != nil && !b.Duplicate() {
+			return true
+		}
+	}
+	return false
+}
+
 // bookFlags returns the snapshot flags that book b's own state sets.
 func bookFlags(b *book.Book) bookfb.Flags {
 	var f bookfb.Flags

@@ -117,6 +117,11 @@ type shard struct {
 
 	batches    atomic.Uint64 // batches applied and published (its writer only adds)
 	rebuilding bool          // between markerRebuild and markerRebuilt: publish nothing
+	// rebuilt is shared by the shards of a sharded pipeline (nil in run
+	// to completion), and rebuilds counts the markerRebuild this shard
+	// met: see settleRebuild.
+	rebuilt  *rebuildCount
+	rebuilds uint64
 
 	// Run to completion (ring == nil): the receive thread applies each
 	// message as the arbiter delivers it and ends the batch with endBatch.
@@ -242,6 +247,13 @@ func (s *shard) run(pinErr chan<- error) {
 func (s *shard) discard() {
 	for {
 		if batch := s.ring.PeekWait(256, 50*time.Millisecond); len(batch) != 0 {
+			for i := range batch {
+				if batch[i].kind == markerRebuild && s.rebuilt != nil {
+					// Passed, for a shard waiting in settleRebuild
+					// (again, if the fault came after it passed).
+					s.rebuilt.passed.Add(1)
+				}
+			}
 			s.ring.Release(len(batch))
 			continue
 		}
@@ -370,6 +382,7 @@ func (s *shard) marker(kind uint8) {
 		// ones are complete.
 		s.pub.SetStale(true)
 		s.pub.Flush()
+		s.settleRebuild()
 		s.books.Reset()
 		s.pub.BooksReset()
 		s.rebuilding = true
@@ -379,6 +392,45 @@ func (s *shard) marker(kind uint8) {
 	case markerWhole:
 		s.pub.SetStale(false)
 	}
+}
+
+// rebuildCount counts the markerRebuild the shards of a sharded pipeline
+// passed (settleRebuild).
+type rebuildCount struct {
+	passed atomic.Uint64
+	shards uint64
+}
+
+// settleRebuild runs at a markerRebuild, sharded, once the shard published
+// its books as they are and before it empties them. A book refused because
+// another shard's binding of its symbol stood (a duplicate whose holder, in
+// that shard, left the symbol: the claim promoted it here) is asked again
+// when that shard retires the binding, at its next flush; the rebuild
+// empties the books and forgets the refusal, so a rebuild (a session
+// change) that came first left the book, which run to completion publishes
+// when the holder leaves, out of the file until the new session announces
+// it. The marker is in every shard's ring at the same point of the feed, and
+// each shard's flush before it retires what the feed before it left: a
+// shard with such a refusal waits here until every shard passed that
+// flush, then asks again. Only then: the others do not wait, and nothing is
+// added to a rebuild without one. The wait is for the other shards to reach
+// the marker (their backlog); a shard that stopped on a fault counts its
+// markers as it discards them.
+func (s *shard) settleRebuild() {
+	c := s.rebuilt
+	if c == nil {
+		return
+	}
+	s.rebuilds++
+	c.passed.Add(1)
+	if !s.pub.Promoted() {
+		return
+	}
+	for want := s.rebuilds * c.shards; c.passed.Load() < want; {
+		s.alive.Add(1)
+		time.Sleep(20 * time.Microsecond)
+	}
+	s.pub.Flush()
 }
 
 // withdraw ends the book of locate loc, which a Stock Directory message

@@ -24,6 +24,30 @@ func waitingForStatsLock(buf []byte) bool {
 	return false
 }
 
+// holdIdleShard locks shard s's stats lock and waits until its idle thread
+// waits for it in its stats copy (waitingForStatsLock; buf holds the
+// tracebacks). It returns the unlock, which also runs at the test's end if
+// the test has not called it.
+func holdIdleShard(t *testing.T, s *shard, buf []byte) (release func()) {
+	t.Helper()
+	s.mu.Lock()
+	locked := true
+	release = func() {
+		if locked {
+			locked = false
+			s.mu.Unlock()
+		}
+	}
+	t.Cleanup(release)
+	for i := 0; !waitingForStatsLock(buf); i++ {
+		if i == 10_000 {
+			t.Fatalf("the idle shard %d never waited for its stats lock", s.id)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return release
+}
+
 // shardThreads counts the goroutines running a shard's thread
 // (shard.run), from a traceback as waitingForStatsLock reads it.
 func shardThreads(buf []byte) (n int) {

@@ -31,21 +31,9 @@ func TestStopPromotesDuplicate(t *testing.T) {
 	seq, rd := stepDuplicate(t, h, r, name)
 	waitFor(t, "DUPE published at 7", func() bool { loc, _ := rd.Lookup("DUPE"); return loc == 7 })
 
-	s0, s1 := h.shards[0], h.shards[1]
+	s0 := h.shards[0]
 	buf := make([]byte, 1<<20)
-	s1.mu.Lock()
-	locked := true
-	defer func() {
-		if locked {
-			s1.mu.Unlock()
-		}
-	}()
-	for i := 0; !waitingForStatsLock(buf); i++ {
-		if i == 10_000 {
-			t.Fatal("the idle shard 1 never waited for its stats lock")
-		}
-		time.Sleep(time.Millisecond)
-	}
+	release := holdIdleShard(t, h.shards[1], buf)
 	batches := s0.batches.Load()
 	r.mu.Lock()
 	b := sessionPacket("DUPE", seq, filterDir(7, "GONE"))
@@ -65,8 +53,7 @@ func TestStopPromotesDuplicate(t *testing.T) {
 		}
 		time.Sleep(time.Millisecond)
 	}
-	s1.mu.Unlock()
-	locked = false
+	release()
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}

@@ -96,6 +96,22 @@ func stepDuplicate(t *testing.T, h *Handler, r *scriptRx, name string) (uint64, 
 	return seq, rd
 }
 
+// waitDupeAt6 waits up to 10 s after what for rd to find DUPE at locate
+// 6 (the duplicate stepDuplicate announced, promoted).
+func waitDupeAt6(t *testing.T, rd *shm.Reader, what string) {
+	t.Helper()
+	for i := 0; ; i++ {
+		if loc, _ := rd.Lookup("DUPE"); loc == 6 {
+			return
+		}
+		if i == 2000 {
+			loc, _ := rd.Lookup("DUPE")
+			t.Fatalf("10 s after %s: DUPE at locate %d (0: nowhere), want 6", what, loc)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
 // TestDuplicateSymbolPromoted: DUPE is announced at locate 7, then at 6
 // (two shards when sharded), each step applied before the next comes. The
 // first announced keeps it and the second counts once, in both modes,
@@ -129,16 +145,7 @@ func TestDuplicateSymbolPromoted(t *testing.T) {
 					t.Fatalf("read of the duplicate locate 6: %v, want ErrUnknownLocate", err)
 				}
 				scriptStep(t, h, r, "DUPE", &seq, filterDir(7, "GONE"))
-				for i := 0; ; i++ {
-					if loc, _ := rd.Lookup("DUPE"); loc == 6 {
-						break
-					}
-					if i == 2000 {
-						loc, _ := rd.Lookup("DUPE")
-						t.Fatalf("10 s after 7 left DUPE: DUPE at locate %d (0: nowhere), want 6", loc)
-					}
-					time.Sleep(5 * time.Millisecond)
-				}
+				waitDupeAt6(t, rd, "7 left DUPE")
 				v, err := rd.Read(6, make([]byte, rd.Info().MaxSnapshot))
 				if err != nil || v.BidLevels() != 1 || dups() != 1 {
 					t.Fatalf("DUPE at 6: %v, %d bid levels (want its order), duplicate symbols %d (want 1)", err, v.BidLevels(), dups())

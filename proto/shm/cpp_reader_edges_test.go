@@ -696,3 +696,54 @@ func TestCppEdgeJournalHoleOfStoppedWriter(t *testing.T) {
 		})
 	}
 }
+
+// TestCppEdgeInfoAfterFailedOpen: info() after an open that failed is
+// empty (Info{}), as there is no Go or Python Reader after a failed Open.
+// Before, read_header stored the refused header's first fields (version,
+// generation, start, writer pid, heartbeat interval) before it refused
+// it, and an open refused after a file was open kept that file's Info: a
+// caller logging info() on failure named a writer and a generation that
+// no open file had.
+func TestCppEdgeInfoAfterFailedOpen(t *testing.T) {
+	bin := cppEdgeBin(t)
+	const empty = "info version 0 generation 0 start 0 pid 0 instruments 0 depth 0 journal 0 slot 0 max 0 every 0"
+
+	// A header refused (its heartbeat interval 0) after its generation
+	// and pid were read.
+	bad := corrupt(t, func(b []byte) []byte {
+		binary.LittleEndian.PutUint64(b[offHeartbeatEvery:], 0)
+		return b
+	})
+	s := startSession(t, bin, bad)
+	s.expect("open", "open ErrFormat")
+	if got := s.do("info"); got != empty {
+		t.Errorf("info after a refused header: %q, want %q", got, empty)
+	}
+
+	// A file open, then the name replaced by one of another layout
+	// version, opened again.
+	name := corrupt(t, func(b []byte) []byte { return b })
+	good, err := os.ReadFile(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s = startSession(t, bin, name)
+	s.expect("open", "open Ok")
+	if got := s.do("info"); got == empty {
+		t.Fatalf("info of an open file: %q", got)
+	}
+	other := append([]byte(nil), good...)
+	binary.LittleEndian.PutUint32(other[offLayoutVersion:], LayoutVersion+1)
+	tmp := name + ".other"
+	if err := os.WriteFile(tmp, other, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, name); err != nil {
+		t.Fatal(err)
+	}
+	s.expect("open", "open ErrLayoutVersion")
+	if got := s.do("info"); got != empty {
+		t.Errorf("info after an open refused, another file open before: %q, want %q", got, empty)
+	}
+	s.expect("check", "check ErrNotOpen")
+}

@@ -68,8 +68,10 @@ func (f *Follower) Pending() uint64 {
 // the records it read before the gap, skips to the newest record, and the
 // caller must rescan every instrument (Read or Version) because updates were
 // lost. A file re-initialized in place by another writer, whose journal
-// head is below the follower's position, is ErrRestarted (as from Check),
-// not an overrun. It allocates nothing. A file truncated under the mapping
+// head is below the follower's position (or more than JournalLen past
+// it), is ErrRestarted (as from Check), not an overrun; with the head in
+// between, Poll returns that writer's records, and only Check says
+// ErrRestarted ("Following" in docs/SHM.md). It allocates nothing. A file truncated under the mapping
 // is ErrFormat (fault.go).
 func (f *Follower) Poll(dst []Update) (n int, err error) {
 	if f.r.m.mem == nil {

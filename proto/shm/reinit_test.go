@@ -14,7 +14,15 @@ import (
 // a new file into place) leaves it. The new content's writer is alive.
 func reinitInPlace(t *testing.T, w *Writer) *Writer {
 	t.Helper()
+	return reinitInPlaceAfter(t, w, 1)
+}
+
+// reinitInPlaceAfter is reinitInPlace with a new content whose writer has
+// published locate 1's snapshots 1..published (its journal head).
+func reinitInPlaceAfter(t *testing.T, w *Writer, published uint64) *Writer {
+	t.Helper()
 	w2 := publishedWriter(t, Config{Instruments: 1, Depth: 1})
+	publishMore(t, w2, 2, published)
 	if len(w2.m.mem) != len(w.m.mem) || w2.l.generation == w.l.generation {
 		t.Fatalf("the second file: %d bytes, generation %#x; the first: %d bytes, generation %#x",
 			len(w2.m.mem), w2.l.generation, len(w.m.mem), w.l.generation)
@@ -112,5 +120,43 @@ func TestCppPollReinitializedInPlaceRestarted(t *testing.T) {
 			continue
 		}
 		sess.expect(step[0], step[1])
+	}
+}
+
+// TestPollReinitializedInPlaceWindow pins the window docs/SHM.md
+// ("Following") describes: Poll compares the generation on its overrun
+// path only (nothing per poll), so it says ErrRestarted for a file
+// re-initialized in place while the new writer's journal head is below
+// the follower's position or more than JournalLen past it; in between,
+// Poll returns the new writer's records at the follower's positions as
+// this file's, and only Check says ErrRestarted.
+func TestPollReinitializedInPlaceWindow(t *testing.T) {
+	const next = 10
+	for _, tc := range []struct {
+		published uint64 // the new writer's journal head
+		records   int    // what Poll returns, without an error
+	}{
+		{next - 1, -1},
+		{next, 0},
+		{next + 2, 2},
+		{next + defaultJournalLen, 4},
+		{next + defaultJournalLen + 1, -1},
+	} {
+		w := publishedWriter(t, Config{Instruments: 1, Depth: 1})
+		publishMore(t, w, 2, next)
+		r := testReader(t, w.Path())
+		f := r.Follow()
+		reinitInPlaceAfter(t, w, tc.published)
+		n, err := f.Poll(make([]Update, 4))
+		if tc.records < 0 {
+			if !errors.Is(err, ErrRestarted) || n != 0 {
+				t.Errorf("new head %d, follower at %d: poll %d, %v; want 0, ErrRestarted", tc.published, next, n, err)
+			}
+		} else if err != nil || n != tc.records {
+			t.Errorf("new head %d, follower at %d: poll %d, %v; want %d records, no error (the window)", tc.published, next, n, err, tc.records)
+		}
+		if err := r.Check(); !errors.Is(err, ErrRestarted) {
+			t.Errorf("new head %d: check %v, want ErrRestarted", tc.published, err)
+		}
 	}
 }

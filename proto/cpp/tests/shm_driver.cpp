@@ -502,6 +502,12 @@ int cmd_session(const char* name) {
       if (e == Error::LayoutVersion) std::printf(" found %u want %u", r.found_layout_version(), fs::kLayoutVersion);
       if (e == Error::Ok) std::printf(" pid %d generation %" PRIu64, r.info().writer_pid, r.info().generation);
       std::printf("\n");
+    } else if (c == "info") {  // info: every field of info()
+      const fs::Info& in = r.info();
+      std::printf("info version %u generation %" PRIu64 " start %" PRId64 " pid %d", in.layout_version,
+                  in.generation, in.start_time_ns, in.writer_pid);
+      std::printf(" instruments %u depth %u journal %u slot %u max %u every %" PRId64 "\n", in.instruments,
+                  in.depth, in.journal_len, in.slot_size, in.max_snapshot, in.heartbeat_interval_ns);
     } else if (c == "opencut") {  // opencut: open, the file truncated to 0 right after open's mmap (mapped)
       g_cut_mapped = true;
       Error e = r.open(name);

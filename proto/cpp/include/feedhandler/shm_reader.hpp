@@ -525,8 +525,29 @@ class Reader {
   // the same file after the process changed its working directory. The
   // path is cleaned as Go's filepath.Clean cleans it ("x/../feed" is
   // "feed", "feed/" is "feed"), so a name names the file the Go writer
-  // and readers name by it.
+  // and readers name by it. After an open that failed, info() is empty
+  // (Info{}): nothing of a refused header, nor of a file open before.
   Error open(const char* name, const OpenOptions& opt = OpenOptions()) noexcept {
+    Error e = map_file(name, opt);
+    if (e != Error::Ok) forget_header();
+    return e;
+  }
+
+  // open_wait is open, retried every poll_ns while the feed does not exist,
+  // until timeout_ns passed.
+  Error open_wait(const char* name, int64_t timeout_ns, int64_t poll_ns,
+                  const OpenOptions& opt = OpenOptions()) noexcept {
+    int64_t deadline = detail::add_sat(detail::monotonic_ns(), timeout_ns);
+    for (;;) {
+      Error e = open(name, opt);
+      if (e != Error::NotExist || detail::monotonic_ns() > deadline) return e;
+      detail::sleep_ns(poll_ns > 0 ? poll_ns : 1000000);
+    }
+  }
+
+ private:
+  // map_file is open but for forgetting a refused header.
+  Error map_file(const char* name, const OpenOptions& opt) noexcept {
     close();
     errno_ = 0;
     found_version_ = 0;
@@ -636,17 +657,15 @@ class Reader {
     return Error::Ok;
   }
 
-  // open_wait is open, retried every poll_ns while the feed does not exist,
-  // until timeout_ns passed.
-  Error open_wait(const char* name, int64_t timeout_ns, int64_t poll_ns,
-                  const OpenOptions& opt = OpenOptions()) noexcept {
-    int64_t deadline = detail::add_sat(detail::monotonic_ns(), timeout_ns);
-    for (;;) {
-      Error e = open(name, opt);
-      if (e != Error::NotExist || detail::monotonic_ns() > deadline) return e;
-      detail::sleep_ns(poll_ns > 0 ? poll_ns : 1000000);
-    }
+  // forget_header empties what read_header stored (a refused header's
+  // first fields, or the file open before).
+  void forget_header() noexcept {
+    info_ = Info();
+    index_ = directory_ = journal_ = slots_ = trailer_ = 0;
+    stale_ns_ = 0;
   }
+
+ public:
 
   // close unmaps the file; Views stay valid (they live in caller buffers).
   void close() noexcept {
