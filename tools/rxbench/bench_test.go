@@ -31,7 +31,10 @@ func TestBench(t *testing.T) {
 		}
 		s := res[b][0]
 		if s.sent == 0 || s.received == 0 || s.received > s.sent {
-			t.Fatalf("%s: sent %d, received %d", b, s.sent, s.received)
+			// The whole sample: where the packets went (send errors,
+			// veth drops, the backend's drops), which a flake in CI
+			// under load ('socket: sent 6007, received 0') did not say.
+			t.Fatalf("%s: sent %d, received %d (%+v)", b, s.sent, s.received, s)
 		}
 		if s.threadNs == 0 || s.napiNs == 0 || s.pps() <= 0 {
 			t.Fatalf("%s: thread %d ns, napi %d ns, %v pkt/s: not measured", b, s.threadNs, s.napiNs, s.pps())
