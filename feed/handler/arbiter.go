@@ -1346,7 +1346,7 @@ func (a *Arbiter) contradicted(e *pendEntry) bool {
 // packets lost on both lines before a pause are common, and their wait is
 // what recovery starts from.
 func (a *Arbiter) unconfirmed(e *pendEntry, now int64) bool {
-	if e.recovered || e.seq-a.next <= a.cfg.MaxJump/64 {
+	if e.recovered || e.seq <= a.next || e.seq-a.next <= a.cfg.MaxJump/64 {
 		return false
 	}
 	by := -1
