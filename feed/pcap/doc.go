@@ -23,8 +23,12 @@
 //
 // Frames that are not a whole, unfragmented IPv4/UDP datagram, or whose
 // IPv4 header checksum or UDP checksum (when the sender set one) fails,
-// as the kernel and the handler's AF_XDP path drop them, are skipped and
-// counted under a Reason; they never end the iteration. The marker frames
+// or that come from a martian source or carry IPv4 options the kernel
+// refuses, as the kernel and the handler's AF_XDP path drop them, are skipped and
+// counted under a Reason; they never end the iteration. The datagrams of
+// a handler's capture (MarkedSigfigs) were taken by its receive path, past
+// the source and options checks: those are not made again (its re-request
+// answers are written from 0.0.0.0). The marker frames
 // of the handler's captures (EtherMarker, MarkedSigfigs) are counted apart
 // (Stats.Markers), and returned after Reader.ReturnMarkers. A record longer
 // than MaxSnaplen (libpcap's maximum), or than its pcapng block, is an

@@ -237,7 +237,7 @@ func (r *Reader) Next() (Frame, error) {
 			return Frame{}, fmt.Errorf("pcap: read frame %d: %w", r.stats.Frames+1, err)
 		}
 		r.stats.Frames++
-		udp, why := DecodeFrame(data, link)
+		udp, why := decodeFrame(data, link, r.checks())
 		if why == NotIPv4 && r.isMarker(data, link) {
 			r.stats.Markers++
 			if !r.markers {
@@ -259,6 +259,18 @@ func (r *Reader) Next() (Frame, error) {
 		}
 		return fr, nil
 	}
+}
+
+// checks returns the kernel's checks Next applies to a datagram: all of
+// them (DecodeFrame's) to a frame of the network; not the source's and
+// the options' to a handler's record (a file whose sigfigs is
+// MarkedSigfigs), a datagram its receive path took, past those checks,
+// or a re-request answer, written from 0.0.0.0.
+func (r *Reader) checks() checks {
+	if r.sigfigs == MarkedSigfigs {
+		return checkSums
+	}
+	return checkAll
 }
 
 // isMarker reports whether a frame that is not IPv4 is a marker frame.
