@@ -151,12 +151,12 @@ func replay(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("replay: %w", err)
 	}
-	r, err := input.Open(path)
+	r, err := input.OpenOptions(path, inputOptions(fc))
 	if err != nil {
 		return fmt.Errorf("replay: %w", err)
 	}
 	defer r.Close()
-	// input.Open takes an empty file for a BinaryFILE of no message: a
+	// input.OpenOptions takes an empty file for a BinaryFILE of no message: a
 	// capture that recorded nothing, a download that failed. Replaying it
 	// would report a run of 0 messages as a success.
 	// Asked of the reader, not of the file's size: a FIFO (a day piped

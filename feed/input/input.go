@@ -48,6 +48,10 @@ type Options struct {
 	Group         netip.Addr // captures: only datagrams to this address (invalid: any)
 	ReorderWindow int        // captures: packets held back waiting for missing ones (0: 1024; <0: none)
 	ReorderDelay  int64      // captures: longest hold in capture time, ns (0: 10 ms)
+	// NoChecksums: captures: take datagrams whose IPv4 header or UDP
+	// checksum fails (pcap.Reader.VerifyChecksums(false)), as the AF_XDP
+	// receive path does with receive.verify_checksums false.
+	NoChecksums bool
 }
 
 // LineStats counts the MoldUDP64 packets sent to one destination address and
@@ -196,6 +200,7 @@ func NewReader(rd io.Reader, opt Options) (*Reader, error) {
 		if r.cap, err = pcap.NewReader(br); err != nil {
 			return nil, err
 		}
+		r.cap.VerifyChecksums(!opt.NoChecksums)
 		r.stats.Format = FormatPcap
 		if r.cap.Format() == pcap.FormatPcapNG {
 			r.stats.Format = FormatPcapNG

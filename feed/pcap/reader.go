@@ -115,6 +115,9 @@ type Reader struct {
 	sigfigs uint32
 	stats   Stats
 	markers bool // Next returns marker frames too
+	// noChecksums: Next takes datagrams whose checksums fail
+	// (VerifyChecksums(false))
+	noChecksums bool
 }
 
 // NewReader reads the file header from r and returns a Reader. r is read
@@ -180,6 +183,13 @@ func (r *Reader) Sigfigs() uint32 { return r.sigfigs }
 // ReturnMarkers makes Next return the marker frames of a file whose
 // sigfigs is MarkedSigfigs (Frame.Marker) instead of passing over them.
 func (r *Reader) ReturnMarkers() { r.markers = true }
+
+// VerifyChecksums sets whether Next skips a datagram whose IPv4 header
+// checksum or UDP checksum fails (BadChecksum): on by default, as the
+// kernel and the handler's AF_XDP path drop one; off, Next returns it, as
+// that path does with receive.verify_checksums false (a sender on the
+// host with checksum offload, whose frames carry partial checksums).
+func (r *Reader) VerifyChecksums(on bool) { r.noChecksums = !on }
 
 // fileSigfigs reads sigfigs (bytes 12:16) from a pcap file header, in the
 // byte order its magic number gives (0 for a gzip header).
@@ -262,15 +272,20 @@ func (r *Reader) Next() (Frame, error) {
 }
 
 // checks returns the kernel's checks Next applies to a datagram: all of
-// them (DecodeFrame's) to a frame of the network; not the source's and
+// them (DecodeFrame's) to a frame of the network, the checksums' only
+// when it verifies them (VerifyChecksums); not the source's and
 // the options' to a handler's record (a file whose sigfigs is
 // MarkedSigfigs), a datagram its receive path took, past those checks,
 // or a re-request answer, written from 0.0.0.0.
 func (r *Reader) checks() checks {
+	c := checkAll
 	if r.sigfigs == MarkedSigfigs {
-		return checkSums
+		c = checkSums
 	}
-	return checkAll
+	if r.noChecksums {
+		c &^= checkSums
+	}
+	return c
 }
 
 // isMarker reports whether a frame that is not IPv4 is a marker frame.
