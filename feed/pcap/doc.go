@@ -36,7 +36,10 @@
 // libpcap does, and a pcap record longer than its file header's snaplen
 // is read whole, as Wireshark does. A pcapng interface whose timestamp resolution is finer
 // than a 64-bit timestamp counts (if_tsresol above 10^-19 or 2^-63 s) is
-// an error, as in libpcap.
+// an error, as in libpcap. A pcapng Simple Packet Block has no timestamp:
+// its frame takes the time of the frame before it (the Unix epoch, 0, for
+// a capture's first frame), the time replay --feed's arbitration goes
+// by.
 //
 // Writing: Writer builds Ethernet/IPv4/UDP frames (IPv4 header checksum set,
 // UDP checksum 0, destination MAC derived from the multicast group) and

@@ -118,6 +118,9 @@ type Reader struct {
 	// noChecksums: Next takes datagrams whose checksums fail
 	// (VerifyChecksums(false))
 	noChecksums bool
+	// last: the time of the frame read last, a Simple Packet Block's
+	// (pcapng), which has none
+	last int64
 }
 
 // NewReader reads the file header from r and returns a Reader. r is read
@@ -247,6 +250,7 @@ func (r *Reader) Next() (Frame, error) {
 			return Frame{}, fmt.Errorf("pcap: read frame %d: %w", r.stats.Frames+1, err)
 		}
 		r.stats.Frames++
+		r.last = at
 		udp, why := decodeFrame(data, link, r.checks())
 		if why == NotIPv4 && r.isMarker(data, link) {
 			r.stats.Markers++
@@ -300,15 +304,20 @@ func (r *Reader) ngFrame(ci gopacket.CaptureInfo) (link int, at int64) {
 	// The guard has read the head of the block of the packet pcapgo
 	// returned, and of no block after it: its interfaces are those of the
 	// packet's section, and its timestamp the packet's.
-	i := ci.InterfaceIndex
-	if i < 0 || i >= len(r.guard.ifaces) {
-		return -1, ci.Timestamp.UnixNano()
+	link = -1
+	if i := ci.InterfaceIndex; i >= 0 && i < len(r.guard.ifaces) {
+		link = r.guard.ifaces[i].link
 	}
-	f := &r.guard.ifaces[i]
-	if !r.guard.hasTS { // a Simple Packet Block: no timestamp
-		return f.link, ci.Timestamp.UnixNano()
+	if !r.guard.hasTS {
+		// A Simple Packet Block: no timestamp (pcapgo gives it Go's
+		// zero time, year 1): the frame before it's, or the Unix epoch
+		// (0) for a first frame, so that time does not run back.
+		return link, r.last
 	}
-	return f.link, f.unixNano(r.guard.ts)
+	if link < 0 {
+		return link, ci.Timestamp.UnixNano()
+	}
+	return link, r.guard.ifaces[ci.InterfaceIndex].unixNano(r.guard.ts)
 }
 
 // Stats returns the counters so far.
