@@ -140,6 +140,9 @@ type arbitrated struct {
 	path    string
 	ans     answers
 	first   *input.Reader // the first file's, which replay closes
+	// gzipPadding: the zero bytes after the gzip streams of the files
+	// before the current one (input.Stats.GzipPadding)
+	gzipPadding uint64
 }
 
 func newArbitrated(fc *config.Config, path string, in *input.Reader, rp *replayer) (*arbitrated, error) {
@@ -231,6 +234,7 @@ func (a *arbitrated) next() (bool, error) {
 		in.Close()
 		return false, fmt.Errorf("%s has no batch marks: not a handler's capture file, so not the continuation of %s", a.more[0], a.path)
 	}
+	a.gzipPadding += a.in.Stats().GzipPadding
 	cs := a.in.CaptureStats()
 	for i := range cs.Skipped {
 		a.skipped[i] += cs.Skipped[i]
