@@ -82,8 +82,12 @@ func ChecksumsOK(ip, udp []byte) bool {
 // source" of log_martians; loopback unless route_localnet is set, which
 // no feed interface needs); an AF_XDP socket gets the frame as it came.
 // It allocates nothing.
-func (d *Datagram) SourceOK() bool {
-	a := d.Src.Addr().As4()
+func (d *Datagram) SourceOK() bool { return SourceOK(d.Src.Addr()) }
+
+// SourceOK is Datagram.SourceOK of the IPv4 source address src of a
+// datagram found by other means (a capture's frame of another link type).
+func SourceOK(src netip.Addr) bool {
+	a := src.As4()
 	switch {
 	case a == [4]byte{}, a == [4]byte{255, 255, 255, 255}:
 		return false
@@ -111,6 +115,13 @@ func (d *Datagram) OptionsOK() bool {
 	if len(d.ip) <= 20 {
 		return true
 	}
+	return OptionsOK(d.ip)
+}
+
+// OptionsOK is Datagram.OptionsOK of the IPv4 header ip (options
+// included) of a datagram found by other means (a capture's frame of
+// another link type).
+func OptionsOK(ip []byte) bool {
 	const (
 		optEnd, optNop       = 0, 1
 		optRR, optTS         = 7, 68
@@ -119,7 +130,7 @@ func (d *Datagram) OptionsOK() bool {
 		tsAndAddr, tsPrespec = 1, 3
 	)
 	var rr, ts bool
-	for o := d.ip[20:]; len(o) > 0; {
+	for o := ip[min(len(ip), 20):]; len(o) > 0; {
 		switch o[0] {
 		case optEnd:
 			return true

@@ -25,6 +25,7 @@ type inspectReport struct {
 	File           string            `json:"file"`
 	Format         string            `json:"format"`
 	Gzip           bool              `json:"gzip"`
+	GzipPadding    uint64            `json:"gzip_padding,omitempty"` // zero bytes after the last gzip member, ignored as gzip -d does
 	Messages       uint64            `json:"messages"`
 	ByType         map[string]uint64 `json:"by_type"`
 	FirstTimestamp uint64            `json:"first_timestamp"` // ns since midnight
@@ -153,7 +154,7 @@ func inspect(args []string, out io.Writer) error {
 
 func report(file string, st *input.Stats) inspectReport {
 	rep := inspectReport{
-		File: file, Format: st.Format.String(), Gzip: st.Gzip, Messages: st.Messages, ByType: map[string]uint64{},
+		File: file, Format: st.Format.String(), Gzip: st.Gzip, GzipPadding: st.GzipPadding, Messages: st.Messages, ByType: map[string]uint64{},
 		FirstTimestamp: st.FirstTimestamp, LastTimestamp: st.LastTimestamp,
 		FirstTime: clock(st.FirstTimestamp), LastTime: clock(st.LastTimestamp),
 		Unknown: st.Codec.Unknown, Short: st.Codec.Short,
@@ -209,6 +210,9 @@ func printReport(w io.Writer, rep inspectReport) {
 	format := rep.Format
 	if rep.Gzip {
 		format += ", gzip"
+	}
+	if rep.GzipPadding > 0 {
+		format += fmt.Sprintf(", %d zero bytes after it ignored", rep.GzipPadding)
 	}
 	fmt.Fprintf(w, "file        %s (%s)\n", rep.File, format)
 	fmt.Fprintf(w, "messages    %d\n", rep.Messages)

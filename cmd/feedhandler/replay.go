@@ -82,6 +82,7 @@ type replayReport struct {
 	InputFramesSkipped uint64            `json:"input_frames_skipped,omitempty"`
 	InputSkippedBy     map[string]uint64 `json:"input_frames_skipped_by_reason,omitempty"` // pcap.Reason's names: truncated (a snaplen too short), not IPv4, IPv4 fragment, bad checksum, ...
 	InputBadPackets    uint64            `json:"input_bad_packets,omitempty"`
+	InputGzipPadding   uint64            `json:"input_gzip_padding,omitempty"` // zero bytes after a gzipped input's last member, ignored as gzip -d does
 	inputSkipped       string            // the same, for the text report
 	// With --feed: the capture's lines arbitrated as the handler did.
 	Arbitrated    *arbitratedReport `json:"arbitrated,omitempty"`
@@ -151,12 +152,12 @@ func replay(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("replay: %w", err)
 	}
-	r, err := input.Open(path)
+	r, err := input.OpenOptions(path, inputOptions(fc))
 	if err != nil {
 		return fmt.Errorf("replay: %w", err)
 	}
 	defer r.Close()
-	// input.Open takes an empty file for a BinaryFILE of no message: a
+	// input.OpenOptions takes an empty file for a BinaryFILE of no message: a
 	// capture that recorded nothing, a download that failed. Replaying it
 	// would report a run of 0 messages as a success.
 	// Asked of the reader, not of the file's size: a FIFO (a day piped
@@ -273,8 +274,10 @@ func replay(args []string, stdout, stderr io.Writer) error {
 			rep.WithOrders++
 		}
 	}
+	rep.InputGzipPadding = r.Stats().GzipPadding
 	switch {
 	case arb != nil:
+		rep.InputGzipPadding = arb.gzipPadding + arb.in.Stats().GzipPadding
 		rep.Arbitrated = arb.report()
 		rep.InputShort = arb.r.BadMessages()
 		rep.InputGaps, rep.InputMissing = arb.r.Stats().Gaps, arb.r.Stats().GapMessages
@@ -348,6 +351,9 @@ func replay(args []string, stdout, stderr io.Writer) error {
 		rep.InputUnknown, rep.InputShort, rep.InputGaps, rep.InputMissing)
 	if rep.InputFramesSkipped+rep.InputBadPackets > 0 {
 		fmt.Fprintf(stdout, "; %d frames skipped (%s), %d datagrams not MoldUDP64", rep.InputFramesSkipped, rep.inputSkipped, rep.InputBadPackets)
+	}
+	if rep.InputGzipPadding > 0 {
+		fmt.Fprintf(stdout, "; %d zero bytes after the gzip stream ignored", rep.InputGzipPadding)
 	}
 	fmt.Fprintln(stdout)
 	if a := rep.Arbitrated; a != nil {

@@ -107,6 +107,14 @@ func replayFeed(fs *flag.FlagSet, path string) (*config.Config, error) {
 	return fc, nil
 }
 
+// inputOptions are the options replay reads its input with: with --feed
+// (fc), a capture's datagrams taken as the feed's receive path takes them,
+// whose checksums fail too when receive.verify_checksums is false (the
+// AF_XDP path's setting: such a feed's sender leaves them to offload).
+func inputOptions(fc *config.Config) input.Options {
+	return input.Options{NoChecksums: fc != nil && !fc.Receive.VerifyChecksums}
+}
+
 // arbitrated replays a capture's datagrams through handler.Replayer: the
 // handler's own arbiter and admission, configured by the feed file.
 type arbitrated struct {
@@ -132,6 +140,9 @@ type arbitrated struct {
 	path    string
 	ans     answers
 	first   *input.Reader // the first file's, which replay closes
+	// gzipPadding: the zero bytes after the gzip streams of the files
+	// before the current one (input.Stats.GzipPadding)
+	gzipPadding uint64
 }
 
 func newArbitrated(fc *config.Config, path string, in *input.Reader, rp *replayer) (*arbitrated, error) {
@@ -168,7 +179,7 @@ func newArbitrated(fc *config.Config, path string, in *input.Reader, rp *replaye
 		if !regularFile(path) {
 			return nil, fmt.Errorf("replay: --feed: %s is not a regular file: a handler's capture is read twice (its re-request answers ahead), which a pipe cannot be; give it as a file (gzipped or not)", path)
 		}
-		ans, err := readAnswers(path)
+		ans, err := readAnswers(path, inputOptions(fc))
 		if err != nil {
 			return nil, err
 		}
@@ -189,7 +200,7 @@ func (a *arbitrated) readMoreAnswers() error {
 		if !regularFile(p) {
 			return fmt.Errorf("replay: --feed: %s is not a regular file: a handler's capture is read twice (its re-request answers ahead), which a pipe cannot be", p)
 		}
-		ans, err := readAnswers(p)
+		ans, err := readAnswers(p, inputOptions(a.fc))
 		if err != nil {
 			return err
 		}
@@ -215,7 +226,7 @@ func (a *arbitrated) next() (bool, error) {
 		}
 		return false, fmt.Errorf("%s ends %s, not in the next file: %s is not its continuation (replay each run's files apart)", a.path, end, a.more[0])
 	}
-	in, err := input.Open(a.more[0])
+	in, err := input.OpenOptions(a.more[0], inputOptions(a.fc))
 	if err != nil {
 		return false, fmt.Errorf("replay: %w", err)
 	}
@@ -223,6 +234,7 @@ func (a *arbitrated) next() (bool, error) {
 		in.Close()
 		return false, fmt.Errorf("%s has no batch marks: not a handler's capture file, so not the continuation of %s", a.more[0], a.path)
 	}
+	a.gzipPadding += a.in.Stats().GzipPadding
 	cs := a.in.CaptureStats()
 	for i := range cs.Skipped {
 		a.skipped[i] += cs.Skipped[i]
@@ -239,9 +251,9 @@ func (a *arbitrated) next() (bool, error) {
 type answers map[moldudp64.Session][]moldudp64.Range
 
 // readAnswers reads the re-request answers of the capture at path
-// (capture.Answer).
-func readAnswers(path string) (answers, error) {
-	in, err := input.Open(path)
+// (capture.Answer), with the replay's options.
+func readAnswers(path string, opt input.Options) (answers, error) {
+	in, err := input.OpenOptions(path, opt)
 	if err != nil {
 		return nil, fmt.Errorf("replay: --feed: read the capture's re-request answers: %w", err)
 	}

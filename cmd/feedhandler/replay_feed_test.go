@@ -792,3 +792,41 @@ func TestReplayFeedRotatedFiles(t *testing.T) {
 		t.Errorf("replay --feed of the last file then the first: %v, want refused (the last ends stopped)", err)
 	}
 }
+
+// TestReplayFeedChecksumsAsConfigured: a capture whose first frames fail
+// their IPv4 header checksum (a sender on the host with checksum offload
+// leaves them so) replays as the AF_XDP path receives it: with
+// receive.verify_checksums false every datagram is taken, as live; with
+// it true (the default) those are skipped as bad checksum.
+func TestReplayFeedChecksumsAsConfigured(t *testing.T) {
+	day, dir, capPath := dayDir(t, 5_000, 17)
+	writeLaggingCapture(t, capPath, day, -1, time.Millisecond)
+	b, err := os.ReadFile(capPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const bad = 4 // both lines' copies of the first two packets
+	off := 24
+	for range bad {
+		incl := int(binary.LittleEndian.Uint32(b[off+8:]))
+		b[off+16+14+10] ^= 0xff // Ethernet, then the IPv4 header checksum
+		off += 16 + incl
+	}
+	if err := os.WriteFile(capPath, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		extra   string
+		skipped uint64
+	}{
+		{"receive: {verify_checksums: false}\n", 0},
+		{"", bad},
+	} {
+		feed := writeDemoFeed(t, dir, day, tc.extra)
+		rep := replayFeedJSON(t, feed, capPath)
+		a := rep.Arbitrated
+		if a == nil || a.Skipped != tc.skipped || a.SkippedBy[pcap.BadChecksum.String()] != tc.skipped {
+			t.Errorf("feed %q: report %+v; want %d frames skipped as %s", tc.extra, a, tc.skipped, pcap.BadChecksum)
+		}
+	}
+}

@@ -273,7 +273,8 @@ func TestReplaySettle(t *testing.T) {
 // TestReplayGzipBinaryFile: a gzipped BinaryFILE (as Nasdaq publishes its
 // day files) replays the same messages and books as the plain file; the
 // input detection inflates it, and the mapped fast path must not scan the
-// compressed bytes. A gzip stream cut short is an error naming the cut.
+// compressed bytes. Zero padding after it is ignored and counted
+// (input_gzip_padding). A gzip stream cut short is an error naming the cut.
 func TestReplayGzipBinaryFile(t *testing.T) {
 	dir := t.TempDir()
 	const messages = 20_000
@@ -286,9 +287,11 @@ func TestReplayGzipBinaryFile(t *testing.T) {
 	if err := zw.Close(); err != nil {
 		t.Fatal(err)
 	}
-	files := map[string][]byte{"day.itch": plain, "day.itch.gz": zipped.Bytes(), "cut.itch.gz": zipped.Bytes()[:zipped.Len()/2]}
+	const padding = 4096
+	padded := append(bytes.Clone(zipped.Bytes()), make([]byte, padding)...)
+	files := map[string][]byte{"day.itch": plain, "day.itch.gz": zipped.Bytes(), "padded.itch.gz": padded, "cut.itch.gz": zipped.Bytes()[:zipped.Len()/2]}
 	books := map[string][]byte{}
-	for _, name := range []string{"day.itch", "day.itch.gz"} {
+	for _, name := range []string{"day.itch", "day.itch.gz", "padded.itch.gz"} {
 		in, out := filepath.Join(dir, name), filepath.Join(dir, name+".books.json")
 		if err := os.WriteFile(in, files[name], 0o644); err != nil {
 			t.Fatal(err)
@@ -304,14 +307,17 @@ func TestReplayGzipBinaryFile(t *testing.T) {
 		if rep.Messages != messages || rep.Inconsistent != 0 || rep.InputShort != 0 || rep.InputUnknown != 0 {
 			t.Fatalf("%s: %d messages (want %d), %d inconsistencies, %d short, %d unknown", name, rep.Messages, messages, rep.Inconsistent, rep.InputShort, rep.InputUnknown)
 		}
+		if want := uint64(len(files[name]) - len(padded) + padding); name == "padded.itch.gz" && rep.InputGzipPadding != want {
+			t.Errorf("%s: input_gzip_padding %d, want %d", name, rep.InputGzipPadding, want)
+		}
 		b, err := os.ReadFile(out)
 		if err != nil {
 			t.Fatal(err)
 		}
 		books[name] = b
 	}
-	if !bytes.Equal(books["day.itch"], books["day.itch.gz"]) {
-		t.Error("books from the gzipped BinaryFILE differ from the plain file's")
+	if !bytes.Equal(books["day.itch"], books["day.itch.gz"]) || !bytes.Equal(books["day.itch"], books["padded.itch.gz"]) {
+		t.Error("books from the gzipped BinaryFILE, or of it with zero padding after, differ from the plain file's")
 	}
 	in := filepath.Join(dir, "cut.itch.gz")
 	if err := os.WriteFile(in, files["cut.itch.gz"], 0o644); err != nil {

@@ -29,7 +29,10 @@
 // not counted as a gap. Heartbeats, duplicates, malformed datagrams and frames are counted.
 //
 // Gzip-compressed files (as Nasdaq publishes its day files) are inflated on
-// the fly.
+// the fly, in one member or several; zero bytes after the last member (a
+// device's or tool's padding) are ignored, as gzip -d ignores them, and
+// counted (Stats.GzipPadding); any other byte after a member that does not
+// start another is an error (trailing garbage).
 //
 // Messages of unknown types and messages shorter than their type's length
 // (a BinaryFILE's records of length 0 among them) are counted (Stats.Codec)

@@ -3,7 +3,6 @@ package input
 import (
 	"bufio"
 	"bytes"
-	"compress/gzip"
 	"errors"
 	"fmt"
 	"io"
@@ -48,6 +47,10 @@ type Options struct {
 	Group         netip.Addr // captures: only datagrams to this address (invalid: any)
 	ReorderWindow int        // captures: packets held back waiting for missing ones (0: 1024; <0: none)
 	ReorderDelay  int64      // captures: longest hold in capture time, ns (0: 10 ms)
+	// NoChecksums: captures: take datagrams whose IPv4 header or UDP
+	// checksum fails (pcap.Reader.VerifyChecksums(false)), as the AF_XDP
+	// receive path does with receive.verify_checksums false.
+	NoChecksums bool
 }
 
 // LineStats counts the MoldUDP64 packets sent to one destination address and
@@ -75,6 +78,7 @@ type SessionStats struct {
 type Stats struct {
 	Format         Format
 	Gzip           bool        // the file was gzip-compressed
+	GzipPadding    uint64      // zero bytes after the last gzip member, ignored (as gzip -d does)
 	Messages       uint64      // messages returned by Next
 	ByType         [256]uint64 // of those, by type byte
 	FirstTimestamp uint64      // timestamp of the first message returned
@@ -118,7 +122,8 @@ type held struct {
 // Reader iterates the ITCH messages of a file.
 type Reader struct {
 	opt     Options
-	closers []io.Closer // gzip reader, file
+	closers []io.Closer  // gzip reader, file
+	gz      *gzipMembers // the gzip reader, nil when not gzipped
 	day     *dayfile.Reader
 	cap     *pcap.Reader
 	stats   Stats
@@ -173,11 +178,12 @@ func NewReader(rd io.Reader, opt Options) (*Reader, error) {
 	r := &Reader{opt: opt}
 	if len(magic) >= 2 && magic[0] == 0x1f && magic[1] == 0x8b {
 		// Nasdaq publishes day files gzipped; captures are often kept so.
-		zr, err := gzip.NewReader(br)
+		zr, err := newGzipMembers(br)
 		if err != nil {
 			return nil, fmt.Errorf("detect format: gzip: %w", err)
 		}
 		r.closers = append(r.closers, zr)
+		r.gz = zr
 		br = bufio.NewReaderSize(zr, 1<<20)
 		if magic, err = br.Peek(4); err != nil && len(magic) == 0 {
 			if err == io.EOF {
@@ -196,6 +202,7 @@ func NewReader(rd io.Reader, opt Options) (*Reader, error) {
 		if r.cap, err = pcap.NewReader(br); err != nil {
 			return nil, err
 		}
+		r.cap.VerifyChecksums(!opt.NoChecksums)
 		r.stats.Format = FormatPcap
 		if r.cap.Format() == pcap.FormatPcapNG {
 			r.stats.Format = FormatPcapNG
@@ -249,6 +256,9 @@ func (r *Reader) Empty() bool { return r.empty }
 func (r *Reader) Stats() *Stats {
 	if r.cap != nil {
 		r.stats.Frames = r.cap.Stats()
+	}
+	if r.gz != nil {
+		r.stats.GzipPadding = r.gz.padding
 	}
 	for i := range r.sess {
 		r.stats.Sessions[i].Tracker = r.sess[i].tr.Stats

@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -521,6 +522,55 @@ func TestGzip(t *testing.T) {
 				t.Fatalf("message %d differs", i)
 			}
 		}
+	}
+}
+
+// TestGzipTrailingZeros: zero bytes after the last gzip member (a tape or
+// block device's padding, a file preallocated larger than what was
+// written) are ignored and counted, as gzip -d ignores them ("trailing
+// zero bytes ignored"); any other byte after a member is an error, as
+// before: not a gzip member, trailing garbage. Zeros then garbage too.
+func TestGzipTrailingZeros(t *testing.T) {
+	day := []byte{0, 12, 'S', 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 'O', 0, 12, 'S', 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 'C'}
+	var z bytes.Buffer
+	for _, part := range [][]byte{day[:14], day[14:]} { // two members
+		zw := gzip.NewWriter(&z)
+		zw.Write(part)
+		zw.Close()
+	}
+	for _, tc := range []struct {
+		name    string
+		tail    []byte
+		padding uint64
+		err     string // "": the file reads whole
+	}{
+		{"no padding", nil, 0, ""},
+		{"one zero", []byte{0}, 1, ""},
+		{"512 zeros", make([]byte, 512), 512, ""},
+		{"a block of zeros", make([]byte, 1<<20+3), 1<<20 + 3, ""},
+		{"garbage", []byte("garbage"), 0, "trailing garbage"},
+		{"zeros then garbage", append(make([]byte, 100), 'x'), 0, "trailing garbage"},
+		{"half a gzip header", []byte{0x1f}, 0, "trailing garbage"},
+		{"a gzip header cut", []byte{0x1f, 0x8b, 8, 0}, 0, "unexpected EOF"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r, err := input.NewReader(bytes.NewReader(append(slices.Clip(z.Bytes()), tc.tail...)), input.Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var n int
+			for err = nil; err == nil; n++ {
+				_, err = r.Next()
+			}
+			n-- // the call that ended
+			st := r.Stats()
+			if tc.err == "" && (err != io.EOF || n != 2 || st.GzipPadding != tc.padding) {
+				t.Errorf("%d messages, end %v, gzip padding %d; want 2, EOF, %d", n, err, st.GzipPadding, tc.padding)
+			}
+			if tc.err != "" && (err == io.EOF || !strings.Contains(err.Error(), tc.err)) {
+				t.Errorf("%d messages, end %v; want an error saying %q", n, err, tc.err)
+			}
+		})
 	}
 }
 

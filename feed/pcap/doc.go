@@ -23,8 +23,12 @@
 //
 // Frames that are not a whole, unfragmented IPv4/UDP datagram, or whose
 // IPv4 header checksum or UDP checksum (when the sender set one) fails,
-// as the kernel and the handler's AF_XDP path drop them, are skipped and
-// counted under a Reason; they never end the iteration. The marker frames
+// or that come from a martian source or carry IPv4 options the kernel
+// refuses, as the kernel and the handler's AF_XDP path drop them, are skipped and
+// counted under a Reason; they never end the iteration. The datagrams of
+// a handler's capture (MarkedSigfigs) were taken by its receive path, past
+// the source and options checks: those are not made again (its re-request
+// answers are written from 0.0.0.0). The marker frames
 // of the handler's captures (EtherMarker, MarkedSigfigs) are counted apart
 // (Stats.Markers), and returned after Reader.ReturnMarkers. A record longer
 // than MaxSnaplen (libpcap's maximum), or than its pcapng block, is an
@@ -32,7 +36,10 @@
 // libpcap does, and a pcap record longer than its file header's snaplen
 // is read whole, as Wireshark does. A pcapng interface whose timestamp resolution is finer
 // than a 64-bit timestamp counts (if_tsresol above 10^-19 or 2^-63 s) is
-// an error, as in libpcap.
+// an error, as in libpcap. A pcapng Simple Packet Block has no timestamp:
+// its frame takes the time of the frame before it (the Unix epoch, 0, for
+// a capture's first frame), the time replay --feed's arbitration goes
+// by.
 //
 // Writing: Writer builds Ethernet/IPv4/UDP frames (IPv4 header checksum set,
 // UDP checksum 0, destination MAC derived from the multicast group) and

@@ -20,10 +20,12 @@ const (
 	Fragment           // an IPv4 fragment (MF set or fragment offset non-zero)
 	BadLinkType        // a link type the reader does not decode
 	BadChecksum        // the IPv4 header checksum or the UDP checksum (when set) fails: the kernel drops such a datagram, the handler's AF_XDP path too
+	BadSource          // from 0.0.0.0, multicast, 255.255.255.255 or loopback (bpf.SourceOK): the kernel's input route drops it, the AF_XDP path too
+	BadOptions         // IPv4 options the kernel refuses (bpf.OptionsOK: malformed, a source route, CIPSO): dropped so, the AF_XDP path too
 	NumReasons
 )
 
-var reasonNames = [NumReasons]string{"ok", "truncated", "bad length", "not IPv4", "not UDP", "IPv4 fragment", "unsupported link type", "bad checksum"}
+var reasonNames = [NumReasons]string{"ok", "truncated", "bad length", "not IPv4", "not UDP", "IPv4 fragment", "unsupported link type", "bad checksum", "martian source", "bad IPv4 options"}
 
 func (r Reason) String() string {
 	if r < NumReasons {
@@ -68,10 +70,27 @@ type UDP struct {
 
 // DecodeFrame decodes one captured frame of the given link type down to its
 // UDP payload. The payload is a view into frame. The reason is OK when the
-// frame is a whole, unfragmented IPv4/UDP datagram whose checksums hold
-// (the UDP checksum when the sender set one): the kernel drops one that
-// fails before a socket sees it.
+// frame is a whole, unfragmented IPv4/UDP datagram the kernel delivers to
+// a socket, as the handler's AF_XDP path does: from a source its input
+// route takes (not a martian: BadSource), with IPv4 options it takes
+// (BadOptions), and whose checksums hold (the UDP checksum when the sender
+// set one: BadChecksum). The kernel does not look at the TTL of a
+// datagram for this host: neither does DecodeFrame.
 func DecodeFrame(frame []byte, linkType int) (UDP, Reason) {
+	return decodeFrame(frame, linkType, checkAll)
+}
+
+// checks are the checks of the kernel's that decodeFrame applies.
+type checks uint8
+
+const (
+	checkSource checks = 1 << iota // martian sources and IPv4 options (BadSource, BadOptions)
+	checkSums                      // the checksums (BadChecksum)
+	checkAll    = checkSource | checkSums
+)
+
+// decodeFrame is DecodeFrame with the kernel's checks in c only.
+func decodeFrame(frame []byte, linkType int, c checks) (UDP, Reason) {
 	var etherType uint16
 	var b []byte
 	switch linkType {
@@ -116,10 +135,10 @@ func DecodeFrame(frame []byte, linkType int) (UDP, Reason) {
 	if etherType != etherIPv4 {
 		return UDP{}, NotIPv4
 	}
-	return decodeIPv4(b)
+	return decodeIPv4(b, c)
 }
 
-func decodeIPv4(b []byte) (UDP, Reason) {
+func decodeIPv4(b []byte, c checks) (UDP, Reason) {
 	if len(b) < 20 {
 		if len(b) > 0 && b[0]>>4 != 4 {
 			return UDP{}, NotIPv4
@@ -158,7 +177,13 @@ func decodeIPv4(b []byte) (UDP, Reason) {
 	if ulen < 8 || ulen > len(u) {
 		return UDP{}, BadLength
 	}
-	if !bpf.ChecksumsOK(b[:ihl], u[:ulen]) {
+	if c&checkSource != 0 && !bpf.SourceOK(netip.AddrFrom4(src)) {
+		return UDP{}, BadSource
+	}
+	if c&checkSource != 0 && ihl > 20 && !bpf.OptionsOK(b[:ihl]) {
+		return UDP{}, BadOptions
+	}
+	if c&checkSums != 0 && !bpf.ChecksumsOK(b[:ihl], u[:ulen]) {
 		return UDP{}, BadChecksum
 	}
 	return UDP{

@@ -14,6 +14,7 @@ import (
 	"github.com/google/gopacket/layers"
 	"github.com/google/gopacket/pcapgo"
 
+	"github.com/marketfeed/feedhandler/bpf"
 	"github.com/marketfeed/feedhandler/feed/pcap"
 )
 
@@ -185,7 +186,27 @@ func handFrames() (frames [][]byte, reasons []pcap.Reason) {
 	v6 := ethIPv4UDP(nil, 0, 17, 0, nil)
 	v6[14] = 0x65
 	add(v6, pcap.NotIPv4)
-	add(ethIPv4UDP(nil, 0, 17, 0, []byte("ok6")), pcap.OK)
+	resum := func(f []byte) []byte {
+		ihl := int(f[14]&0x0f) * 4
+		binary.BigEndian.PutUint16(f[14+10:], 0)
+		binary.BigEndian.PutUint16(f[14+10:], pcap.IPv4Checksum(f[14:14+ihl]))
+		return f
+	}
+	for _, a := range [][4]byte{{0, 0, 0, 0}, {127, 0, 0, 1}, {224, 0, 0, 1}, {255, 255, 255, 255}} {
+		martian := ethIPv4UDP(nil, 0, 17, 0, []byte("martian"))
+		copy(martian[14+12:], a[:])
+		add(resum(martian), pcap.BadSource)
+	}
+	lsrr := ethIPv4UDP(nil, 8, 17, 0, []byte("source route"))
+	copy(lsrr[14+20:], []byte{131, 7, 4, 10, 1, 2, 3, 0})
+	add(resum(lsrr), pcap.BadOptions)
+	past := ethIPv4UDP(nil, 4, 17, 0, []byte("option past the header"))
+	copy(past[14+20:], []byte{148, 40, 0, 0})
+	add(resum(past), pcap.BadOptions)
+	ttl0 := ethIPv4UDP(nil, 0, 17, 0, []byte("ok6")) // the kernel takes any TTL for itself
+	ttl0[14+8] = 0
+	add(resum(ttl0), pcap.OK)
+	add(ethIPv4UDP(nil, 0, 17, 0, []byte("ok7")), pcap.OK)
 	return frames, reasons
 }
 
@@ -440,6 +461,16 @@ func FuzzDecodeFrame(f *testing.F) {
 		u, why := pcap.DecodeFrame(frame, pcap.LinkEthernet)
 		if why == pcap.OK && (len(u.Payload) > len(frame)-42 || !u.Src.IsValid()) {
 			t.Fatalf("bad datagram %+v from %d bytes", u, len(frame))
+		}
+		// An untagged frame is taken as the AF_XDP receive path takes it
+		// (which, for line datagrams, takes what the kernel does).
+		if len(frame) < 14 || frame[12] != 0x08 || frame[13] != 0x00 {
+			return
+		}
+		d, class := bpf.ParseFrame(frame)
+		live := class == bpf.ClassUDP && d.SourceOK() && d.OptionsOK() && d.ChecksumOK()
+		if live != (why == pcap.OK) || live && (string(d.Payload) != string(u.Payload) || d.Src != u.Src || d.Dst != u.Dst) {
+			t.Fatalf("replay takes it: %v (%v), live: %v (%v)", why == pcap.OK, why, live, class)
 		}
 	})
 }

@@ -115,6 +115,12 @@ type Reader struct {
 	sigfigs uint32
 	stats   Stats
 	markers bool // Next returns marker frames too
+	// noChecksums: Next takes datagrams whose checksums fail
+	// (VerifyChecksums(false))
+	noChecksums bool
+	// last: the time of the frame read last, a Simple Packet Block's
+	// (pcapng), which has none
+	last int64
 }
 
 // NewReader reads the file header from r and returns a Reader. r is read
@@ -181,6 +187,13 @@ func (r *Reader) Sigfigs() uint32 { return r.sigfigs }
 // sigfigs is MarkedSigfigs (Frame.Marker) instead of passing over them.
 func (r *Reader) ReturnMarkers() { r.markers = true }
 
+// VerifyChecksums sets whether Next skips a datagram whose IPv4 header
+// checksum or UDP checksum fails (BadChecksum): on by default, as the
+// kernel and the handler's AF_XDP path drop one; off, Next returns it, as
+// that path does with receive.verify_checksums false (a sender on the
+// host with checksum offload, whose frames carry partial checksums).
+func (r *Reader) VerifyChecksums(on bool) { r.noChecksums = !on }
+
 // fileSigfigs reads sigfigs (bytes 12:16) from a pcap file header, in the
 // byte order its magic number gives (0 for a gzip header).
 func fileSigfigs(hdr []byte) uint32 {
@@ -237,7 +250,8 @@ func (r *Reader) Next() (Frame, error) {
 			return Frame{}, fmt.Errorf("pcap: read frame %d: %w", r.stats.Frames+1, err)
 		}
 		r.stats.Frames++
-		udp, why := DecodeFrame(data, link)
+		r.last = at
+		udp, why := decodeFrame(data, link, r.checks())
 		if why == NotIPv4 && r.isMarker(data, link) {
 			r.stats.Markers++
 			if !r.markers {
@@ -261,6 +275,23 @@ func (r *Reader) Next() (Frame, error) {
 	}
 }
 
+// checks returns the kernel's checks Next applies to a datagram: all of
+// them (DecodeFrame's) to a frame of the network, the checksums' only
+// when it verifies them (VerifyChecksums); not the source's and
+// the options' to a handler's record (a file whose sigfigs is
+// MarkedSigfigs), a datagram its receive path took, past those checks,
+// or a re-request answer, written from 0.0.0.0.
+func (r *Reader) checks() checks {
+	c := checkAll
+	if r.sigfigs == MarkedSigfigs {
+		c = checkSums
+	}
+	if r.noChecksums {
+		c &^= checkSums
+	}
+	return c
+}
+
 // isMarker reports whether a frame that is not IPv4 is a marker frame.
 func (r *Reader) isMarker(data []byte, link int) bool {
 	return link == LinkEthernet && r.sigfigs == MarkedSigfigs && len(data) >= 14 &&
@@ -273,15 +304,20 @@ func (r *Reader) ngFrame(ci gopacket.CaptureInfo) (link int, at int64) {
 	// The guard has read the head of the block of the packet pcapgo
 	// returned, and of no block after it: its interfaces are those of the
 	// packet's section, and its timestamp the packet's.
-	i := ci.InterfaceIndex
-	if i < 0 || i >= len(r.guard.ifaces) {
-		return -1, ci.Timestamp.UnixNano()
+	link = -1
+	if i := ci.InterfaceIndex; i >= 0 && i < len(r.guard.ifaces) {
+		link = r.guard.ifaces[i].link
 	}
-	f := &r.guard.ifaces[i]
-	if !r.guard.hasTS { // a Simple Packet Block: no timestamp
-		return f.link, ci.Timestamp.UnixNano()
+	if !r.guard.hasTS {
+		// A Simple Packet Block: no timestamp (pcapgo gives it Go's
+		// zero time, year 1): the frame before it's, or the Unix epoch
+		// (0) for a first frame, so that time does not run back.
+		return link, r.last
 	}
-	return f.link, f.unixNano(r.guard.ts)
+	if link < 0 {
+		return link, ci.Timestamp.UnixNano()
+	}
+	return link, r.guard.ifaces[ci.InterfaceIndex].unixNano(r.guard.ts)
 }
 
 // Stats returns the counters so far.

@@ -51,6 +51,13 @@ func TestNgTimestampResolutions(t *testing.T) {
 	b = append(b, ngEPB(3, 1_700_000_001<<32|(1<<32-1), eth)...)
 	want := []int64{1_700_000_000_123_456_000, 1_700_000_000_123_456_789, 1_700_000_000_500_000_000,
 		1_700_000_000_750_000_000, 1_700_000_002_000_000_000, 1_700_000_001_999_999_999}
+	readTimes(t, b, want)
+}
+
+// readTimes reads the capture b and wants its datagrams to read
+// "payload", at the times want, and no more.
+func readTimes(t *testing.T, b []byte, want []int64) {
+	t.Helper()
 	r, err := pcap.NewReader(bytes.NewReader(b))
 	if err != nil {
 		t.Fatal(err)
@@ -58,14 +65,14 @@ func TestNgTimestampResolutions(t *testing.T) {
 	for i, w := range want {
 		fr, err := r.Next()
 		if err != nil {
-			t.Fatalf("frame %d: %v (skipped %v)", i+1, err, r.Stats().Skipped)
+			t.Fatalf("datagram %d: %v (skipped %v)", i+1, err, r.Stats().Skipped)
 		}
 		if fr.Time != w || string(fr.Payload) != "payload" {
-			t.Errorf("frame %d: time %d, payload %q; want %d", i+1, fr.Time, fr.Payload, w)
+			t.Errorf("datagram %d: time %d, payload %q; want %d", i+1, fr.Time, fr.Payload, w)
 		}
 	}
 	if _, err := r.Next(); err != io.EOF {
-		t.Fatalf("after %d frames: %v", len(want), err)
+		t.Fatalf("after %d datagrams: %v", len(want), err)
 	}
 }
 
@@ -95,4 +102,29 @@ func TestNgTimestampResolutionTooFine(t *testing.T) {
 			}
 		}()
 	}
+}
+
+// TestNgSimplePacketBlockTime: a Simple Packet Block carries no timestamp;
+// its frame takes the time of the frame before it (any block's with a
+// timestamp, a skipped frame's too), the Unix epoch (0) when none came
+// before it, so that replay --feed's arbitration, clocked by the frames'
+// times, never sees time run back to year 1 (Go's zero time, which
+// pcapgo gives it) and forward again.
+func TestNgSimplePacketBlockTime(t *testing.T) {
+	eth := pcap.AppendUDPFrame(nil, src, group, 1, []byte("payload"))
+	tcp := pcap.AppendUDPFrame(nil, src, group, 1, []byte("payload"))
+	tcp[14+9] = 6
+	spb := func(frame []byte) []byte {
+		pad := make([]byte, (4-len(frame)%4)%4)
+		return ngBlock(3, le32(uint32(len(frame))), frame, pad)
+	}
+	b := ngBlock(0x0A0D0D0A, le32(0x1A2B3C4D, 1, 0xFFFFFFFF, 0xFFFFFFFF))
+	b = append(b, ngBlock(1, le32(pcap.LinkEthernet, 0), ngOption(9, []byte{9}), ngOption(0, nil))...)
+	b = append(b, spb(eth)...)
+	b = append(b, ngEPB(0, 1_700_000_000_000_000_001, eth)...)
+	b = append(b, spb(eth)...)
+	b = append(b, ngEPB(0, 1_700_000_000_000_000_002, tcp)...) // skipped, not UDP
+	b = append(b, spb(eth)...)
+	b = append(b, spb(eth)...)
+	readTimes(t, b, []int64{0, 1_700_000_000_000_000_001, 1_700_000_000_000_000_001, 1_700_000_000_000_000_002, 1_700_000_000_000_000_002})
 }

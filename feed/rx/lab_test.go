@@ -678,3 +678,19 @@ func TestCloseTwice(t *testing.T) {
 		})
 	}
 }
+
+// setRPFilter sets rp_filter to v in the lab's receiving namespace for
+// the conf entries keys ("all", "default", an interface).
+func setRPFilter(t *testing.T, lab *netlab.Lab, v string, keys ...string) {
+	t.Helper()
+	if err := lab.Do(lab.Dst, func() error {
+		for _, k := range keys {
+			if err := os.WriteFile("/proc/sys/net/ipv4/conf/"+k+"/rp_filter", []byte(v), 0); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+}

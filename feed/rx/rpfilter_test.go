@@ -24,16 +24,7 @@ import (
 // feedhandler check) says the same of line A alone.
 func TestReversePathWarning(t *testing.T) {
 	lab := xdpNewLab(t, netlab.Options{Prefix: "h144"})
-	if err := lab.Do(lab.Dst, func() error {
-		for _, k := range []string{"all", lab.DstIf} {
-			if err := os.WriteFile("/proc/sys/net/ipv4/conf/"+k+"/rp_filter", []byte("1"), 0); err != nil {
-				return err
-			}
-		}
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
+	setRPFilter(t, lab, "1", "all", lab.DstIf)
 	foreign := netip.MustParseAddr("198.51.100.7")
 	groupB := netip.MustParseAddr("233.54.12.112")
 	lines := []LineConfig{

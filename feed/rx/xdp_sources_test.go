@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"fmt"
 	"net/netip"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -24,16 +23,7 @@ import (
 // (and Malformed, as a failed checksum is), with one warning.
 func TestXDPMartianSources(t *testing.T) {
 	lab := xdpNewLab(t, netlab.Options{Prefix: "h144"})
-	if err := lab.Do(lab.Dst, func() error {
-		for _, k := range []string{"all", "default", lab.DstIf} {
-			if err := os.WriteFile("/proc/sys/net/ipv4/conf/"+k+"/rp_filter", []byte("0"), 0); err != nil {
-				return err
-			}
-		}
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
+	setRPFilter(t, lab, "0", "all", "default", lab.DstIf)
 	dst := netip.AddrPortFrom(xdpTestGroup, xdpTestPort)
 	var frames [][]byte
 	for _, s := range []struct{ payload, src string }{
