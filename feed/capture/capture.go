@@ -135,11 +135,18 @@ type Capture struct {
 	// since; said again at the start of a file opened inside the snapshot
 	// (restateFreeze). snapRestarted: the snapshot's messages were
 	// written again from their first in a file opened while they were
-	// written (writeSnapshot), once.
-	freezeAt      int64
-	freezeFrom    uint64
-	freezeGap     bool
-	snapRestarted bool
+	// written (writeSnapshot), once; snapRestart: they are to be
+	// (restateFreeze decided it, writeSnapshot does it). snapWriting:
+	// writeSnapshot is under way (snapHeld is the drainer's).
+	freezeAt                   int64
+	freezeFrom                 uint64
+	freezeGap                  bool
+	snapRestarted, snapRestart bool
+	snapWriting                bool
+	// The messages of the freeze open (snapOpen) in FHRM frames in the
+	// buffer (snapBuffered), from its byte snapBufAt on.
+	snapBuffered uint64
+	snapBufAt    int
 	// freezeBuffered: the freeze's own frame is in the buffer, not yet
 	// written: a new file gets it with the buffer.
 	freezeBuffered bool
@@ -461,34 +468,49 @@ func nextChunk(msgs []byte) (chunk, rest []byte) {
 // the snapshot's buffer back (snapDone).
 func (c *Capture) writeSnapshot(at int64) {
 	msgs := c.snapHeld
-	c.snapRestarted = false
+	c.snapRestarted, c.snapWriting = false, true
 	for len(msgs) > 0 {
 		var chunk []byte
 		chunk, msgs = nextChunk(msgs)
 		if len(chunk) == 0 {
 			continue
 		}
-		c.frame = appendSnapMsgsFrame(c.frame[:0], chunk)
-		ci := gopacket.CaptureInfo{Timestamp: time.Unix(0, at), CaptureLength: len(c.frame), Length: len(c.frame)}
-		c.pw.WritePacket(ci, c.frame)
+		c.appendSnapMsgs(chunk, at)
 		if len(c.buf.b) >= bufSize {
-			files := c.files.Load()
 			c.flushLogged()
-			if c.files.Load() != files && !c.snapRestarted {
+			if c.snapRestart {
 				// A new file (the hold given up, the file full, deleted
-				// or truncated) holds the rest only: a replay of it
+				// or truncated) would hold the rest only: a replay of it
 				// alone counts the snapshot not held. Written again from
 				// the first message, the new file holds it whole after
-				// its freeze (restateFreeze). Once: a snapshot larger
-				// than twice RotateSize would restart for ever.
-				c.snapRestarted = true
+				// its freeze (restateFreeze decided it, and left the
+				// messages buffered out). Once: a snapshot larger than
+				// twice RotateSize would restart for ever.
+				c.snapRestart = false
 				msgs = c.snapHeld
 			}
 		}
 	}
-	c.snapHeld = nil
+	c.snapHeld, c.snapWriting = nil, false
 	c.snapDone.Store(true)
 	c.loadDue = true // its load is the next record: the rotation waits for it
+}
+
+// appendSnapMsgs appends a frame of the snapshot's messages, chunk,
+// received at at, and counts them (snapBuffered).
+func (c *Capture) appendSnapMsgs(chunk []byte, at int64) {
+	if c.snapBuffered == 0 {
+		c.snapBufAt = len(c.buf.b)
+	}
+	c.frame = appendSnapMsgsFrame(c.frame[:0], chunk)
+	ci := gopacket.CaptureInfo{Timestamp: time.Unix(0, at), CaptureLength: len(c.frame), Length: len(c.frame)}
+	c.pw.WritePacket(ci, c.frame)
+	var n uint64
+	for len(chunk) >= 2 {
+		chunk = chunk[min(len(chunk), 2+int(binary.BigEndian.Uint16(chunk))):]
+		n++
+	}
+	c.snapBuffered += n
 }
 
 // Stats returns the counters; safe from any goroutine.
@@ -633,6 +655,7 @@ func (c *Capture) write(rec *record) {
 		case rec.freeze:
 			tag, c.snapOpen = freezeTag, true
 			c.freezeAt, c.freezeFrom, c.freezeGap = rec.rxTime, rec.snapNext, rec.snapMsgs == 1
+			c.snapBuffered = 0
 			c.freezeBuffered = true
 		case rec.resume:
 			tag = resumeTag
@@ -653,9 +676,7 @@ func (c *Capture) write(rec *record) {
 	}
 	if rec.line == snapLine {
 		c.snapOpen = true
-		c.frame = appendSnapMsgsFrame(c.frame[:0], rec.payload)
-		ci := gopacket.CaptureInfo{Timestamp: time.Unix(0, rec.rxTime), CaptureLength: len(c.frame), Length: len(c.frame)}
-		c.pw.WritePacket(ci, c.frame)
+		c.appendSnapMsgs(rec.payload, rec.rxTime)
 		return
 	}
 	line := int(rec.line)
@@ -912,14 +933,23 @@ func (c *Capture) rotate() {
 // the snapshot's messages and load that follow. Without it the replay
 // delivered the spilled datagrams and passed over the load. Stamped with
 // the freeze's time; at a gap only when no datagram was written since the
-// freeze (the batch it was declared in is still to come). Off the hot
-// path: once a rotation.
+// freeze (the batch it was declared in is still to come). The messages
+// being written (writeSnapshot) are to be written again from the first
+// (once a snapshot: snapRestart), those in the buffer then left out of
+// it. Off the hot path: once a rotation.
 func (c *Capture) restateFreeze() {
 	p := 0
 	if c.off == 0 {
 		p = fileHeaderLen // the buffer starts with the file's header
 	}
-	rest := append([]byte(nil), c.buf.b[p:]...)
+	end := len(c.buf.b)
+	if c.snapWriting && !c.snapRestarted {
+		if c.snapBuffered != 0 {
+			end = c.snapBufAt // the last of the buffer: written again
+		}
+		c.snapRestart, c.snapRestarted, c.snapBuffered = true, true, 0
+	}
+	rest := append([]byte(nil), c.buf.b[p:end]...)
 	c.buf.b = c.buf.b[:p]
 	var g uint64
 	if c.freezeGap {
@@ -1037,7 +1067,7 @@ func (c *Capture) flush() error {
 		keep = fileHeaderLen // the file has no header yet: keep it
 	}
 	c.buf.b, c.pending = c.buf.b[:keep], 0
-	c.freezeBuffered = false
+	c.freezeBuffered, c.snapBuffered = false, 0
 	if err != nil {
 		return fmt.Errorf("write capture %s at offset %d: %w", c.path, c.off, err)
 	}

@@ -296,3 +296,59 @@ func TestRotateBetweenMessagesAndLoad(t *testing.T) {
 		t.Fatalf("the files' snapshot frames %q: want the messages and the load in one file", all)
 	}
 }
+
+// snapshotMsgCount counts the snapshot messages of a file's FHRM frames.
+func snapshotMsgCount(t *testing.T, path string) uint64 {
+	t.Helper()
+	var got uint64
+	for _, fr := range readMarkers(t, path) {
+		if m, ok := SnapshotMessages(fr.Payload); fr.Marker && ok {
+			for len(m) >= 2 {
+				m = m[min(len(m), 2+int(binary.BigEndian.Uint16(m))):]
+				got++
+			}
+		}
+	}
+	return got
+}
+
+// TestFileDeletedInsideSnapshotMessages: the file deleted while a
+// snapshot's messages are written (noticed at a flush of them, the
+// buffer full of them going to the next file): the next file starts
+// frozen and holds the snapshot's messages once, from the first, then its
+// load. It held the buffer's
+// messages (from the middle of the snapshot), then all of them again from
+// the first: more than the snapshot's count, and no replay loaded it.
+func TestFileDeletedInsideSnapshotMessages(t *testing.T) {
+	dir := t.TempDir()
+	c, err := Open(Config{Base: filepath.Join(dir, "c.pcap"), Buffer: MinBuffer, Lines: testLines, Log: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := c.Path()
+	msgs, n := snapshotMsgs(3 << 20)
+	at := int64(time.Hour) - 1
+	c.Freeze(at, 5, false)
+	putAll(t, c, 100)
+	for i := 0; c.Stats().Packets != 100; i++ { // in the file (the quiet ring's flush)
+		if i == 5000 {
+			t.Fatalf("datagrams not written: %+v", c.Stats())
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if err := os.Remove(first); err != nil {
+		t.Fatal(err)
+	}
+	c.SnapshotMessages(msgs, at+int64(time.Second))
+	c.Snapshot(at+int64(time.Second), 100, n)
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	names, _ := filepath.Glob(filepath.Join(dir, "c-*.pcap"))
+	if len(names) != 1 || c.Stats().Deleted != 1 {
+		t.Fatalf("files %v, stats %+v: want the one after the deleted one", names, c.Stats())
+	}
+	if s, got := fileSnapshots(t, names[0]), snapshotMsgCount(t, names[0]); s != "ZMS" || got != n {
+		t.Fatalf("the new file's snapshot frames %q with %d messages: want the freeze, the snapshot's %d messages and its load", s, got, n)
+	}
+}
