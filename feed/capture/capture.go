@@ -143,10 +143,13 @@ type Capture struct {
 	freezeGap                  bool
 	snapRestarted, snapRestart bool
 	snapWriting                bool
-	// The messages of the freeze open (snapOpen) in FHRM frames in the
-	// buffer (snapBuffered), from its byte snapBufAt on.
-	snapBuffered uint64
-	snapBufAt    int
+	// The messages of the freeze open (snapOpen) appended to FHRM
+	// frames (snapWritten: since the freeze, or since they were started
+	// again from the first), and of those the buffer's (snapBuffered,
+	// from its byte snapBufAt on): what the files before a new one hold
+	// is their difference, said in its restated freeze.
+	snapWritten, snapBuffered uint64
+	snapBufAt                 int
 	// freezeBuffered: the freeze's own frame is in the buffer, not yet
 	// written: a new file gets it with the buffer.
 	freezeBuffered bool
@@ -485,7 +488,8 @@ func (c *Capture) writeSnapshot(at int64) {
 				// the first message, the new file holds it whole after
 				// its freeze (restateFreeze decided it, and left the
 				// messages buffered out). Once: a snapshot larger than
-				// twice RotateSize would restart for ever.
+				// twice RotateSize would restart for ever; a later file
+				// says how many of its messages the files before hold.
 				c.snapRestart = false
 				msgs = c.snapHeld
 			}
@@ -497,7 +501,7 @@ func (c *Capture) writeSnapshot(at int64) {
 }
 
 // appendSnapMsgs appends a frame of the snapshot's messages, chunk,
-// received at at, and counts them (snapBuffered).
+// received at at, and counts them (snapWritten, snapBuffered).
 func (c *Capture) appendSnapMsgs(chunk []byte, at int64) {
 	if c.snapBuffered == 0 {
 		c.snapBufAt = len(c.buf.b)
@@ -510,6 +514,7 @@ func (c *Capture) appendSnapMsgs(chunk []byte, at int64) {
 		chunk = chunk[min(len(chunk), 2+int(binary.BigEndian.Uint16(chunk))):]
 		n++
 	}
+	c.snapWritten += n
 	c.snapBuffered += n
 }
 
@@ -655,7 +660,7 @@ func (c *Capture) write(rec *record) {
 		case rec.freeze:
 			tag, c.snapOpen = freezeTag, true
 			c.freezeAt, c.freezeFrom, c.freezeGap = rec.rxTime, rec.snapNext, rec.snapMsgs == 1
-			c.snapBuffered = 0
+			c.snapWritten, c.snapBuffered = 0, 0
 			c.freezeBuffered = true
 		case rec.resume:
 			tag = resumeTag
@@ -933,21 +938,26 @@ func (c *Capture) rotate() {
 // the snapshot's messages and load that follow. Without it the replay
 // delivered the spilled datagrams and passed over the load. Stamped with
 // the freeze's time; at a gap only when no datagram was written since the
-// freeze (the batch it was declared in is still to come). The messages
-// being written (writeSnapshot) are to be written again from the first
-// (once a snapshot: snapRestart), those in the buffer then left out of
-// it. Off the hot path: once a rotation.
+// freeze (the batch it was declared in is still to come). It says how
+// many of the snapshot's messages the files before hold, the new file's
+// continuing from there (mark.go: FrozenAgain), so that a replay of the
+// files in order goes on with them: 0 when the messages being written
+// (writeSnapshot) are to be written again from the first (once a
+// snapshot: snapRestart), those in the buffer then left out of it. Off
+// the hot path: once a rotation.
 func (c *Capture) restateFreeze() {
 	p := 0
 	if c.off == 0 {
 		p = fileHeaderLen // the buffer starts with the file's header
 	}
 	end := len(c.buf.b)
+	before := c.snapWritten - c.snapBuffered
 	if c.snapWriting && !c.snapRestarted {
 		if c.snapBuffered != 0 {
 			end = c.snapBufAt // the last of the buffer: written again
 		}
-		c.snapRestart, c.snapRestarted, c.snapBuffered = true, true, 0
+		c.snapRestart, c.snapRestarted = true, true
+		c.snapWritten, c.snapBuffered, before = 0, 0, 0
 	}
 	rest := append([]byte(nil), c.buf.b[p:end]...)
 	c.buf.b = c.buf.b[:p]
@@ -955,7 +965,7 @@ func (c *Capture) restateFreeze() {
 	if c.freezeGap {
 		g = 1
 	}
-	c.frame = appendCountsFrame(c.frame[:0], freezeTag, c.freezeFrom, g)
+	c.frame = appendFreezeAgainFrame(c.frame[:0], c.freezeFrom, g, before)
 	ci := gopacket.CaptureInfo{Timestamp: time.Unix(0, c.freezeAt), CaptureLength: len(c.frame), Length: len(c.frame)}
 	c.pw.WritePacket(ci, c.frame)
 	c.buf.b = append(c.buf.b, rest...)

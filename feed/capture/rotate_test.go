@@ -316,7 +316,7 @@ func snapshotMsgCount(t *testing.T, path string) uint64 {
 // snapshot's messages are written (noticed at a flush of them, the
 // buffer full of them going to the next file): the next file starts
 // frozen and holds the snapshot's messages once, from the first, then its
-// load. It held the buffer's
+// load, and says no message is in a file before it. It held the buffer's
 // messages (from the middle of the snapshot), then all of them again from
 // the first: more than the snapshot's count, and no replay loaded it.
 func TestFileDeletedInsideSnapshotMessages(t *testing.T) {
@@ -348,7 +348,13 @@ func TestFileDeletedInsideSnapshotMessages(t *testing.T) {
 	if len(names) != 1 || c.Stats().Deleted != 1 {
 		t.Fatalf("files %v, stats %+v: want the one after the deleted one", names, c.Stats())
 	}
-	if s, got := fileSnapshots(t, names[0]), snapshotMsgCount(t, names[0]); s != "ZMS" || got != n {
-		t.Fatalf("the new file's snapshot frames %q with %d messages: want the freeze, the snapshot's %d messages and its load", s, got, n)
+	var before []uint64
+	for _, fr := range readMarkers(t, names[0]) {
+		if b, ok := FrozenAgain(fr.Payload); fr.Marker && ok {
+			before = append(before, b)
+		}
+	}
+	if s, got := fileSnapshots(t, names[0]), snapshotMsgCount(t, names[0]); s != "ZMS" || got != n || !slices.Equal(before, []uint64{0}) {
+		t.Fatalf("the new file's snapshot frames %q with %d messages, freeze said again with %v before: want the freeze (0 before), the snapshot's %d messages and its load", s, got, before, n)
 	}
 }
