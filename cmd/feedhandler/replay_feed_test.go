@@ -770,14 +770,11 @@ func rotatingDemoCapture(t *testing.T, dir string) (*capture.Capture, int64) {
 	return c, time.Date(2026, 12, 6, 14, 30, 0, 0, time.UTC).UnixNano()
 }
 
-// TestReplayFeedRotatedFiles: a day captured in files of rotate_size,
-// given to replay --feed in the order written (their names' order), is
-// replayed as one capture: the day's books, nothing missing, the end of
-// the last file's. replay took one INPUT only, and a file after the first
-// alone misses the orders added before it; mergecap -a joins them
-// without their batch marks. A file given after one that does not end
-// in the next file (the handler stopped) is refused.
-func TestReplayFeedRotatedFiles(t *testing.T) {
+// rotatedDay captures a day of 60000 messages on both lines in files of
+// capture.MinRotate, nothing dropped, and returns it, its directory and
+// the files in the order written.
+func rotatedDay(t *testing.T) (*demo.Day, string, []string) {
+	t.Helper()
 	day, dir, _ := dayDir(t, 60_000, 29)
 	c, t0 := rotatingDemoCapture(t, dir)
 	for i, p := range day.Packets {
@@ -794,6 +791,18 @@ func TestReplayFeedRotatedFiles(t *testing.T) {
 	if len(names) < 2 || c.Stats().Dropped != 0 {
 		t.Fatalf("files %v, stats %+v: want 2 or more, nothing dropped", names, c.Stats())
 	}
+	return day, dir, names
+}
+
+// TestReplayFeedRotatedFiles: a day captured in files of rotate_size,
+// given to replay --feed in the order written (their names' order), is
+// replayed as one capture: the day's books, nothing missing, the end of
+// the last file's. replay took one INPUT only, and a file after the first
+// alone misses the orders added before it; mergecap -a joins them
+// without their batch marks. A file given after one that does not end
+// in the next file (the handler stopped) is refused.
+func TestReplayFeedRotatedFiles(t *testing.T) {
+	day, dir, names := rotatedDay(t)
 	rep, got, want := replayDayBooks(t, dir, day, names...)
 	if a := rep.Arbitrated; a == nil || rep.InputMissing != 0 || a.Delivered != day.Messages || a.CaptureEnd != captureStopped {
 		t.Errorf("replay --feed of %d files: %d missing, report %+v; want the day's %d messages delivered, nothing missing, the capture stopped", len(names), rep.InputMissing, a, day.Messages)
@@ -845,5 +854,51 @@ func TestReplayFeedSnapshotAcrossFiles(t *testing.T) {
 	rep, _, _ = replayDayBooks(t, dir, day, names[1:]...)
 	if a := rep.Arbitrated; a == nil || a.LiveRecovery.SnapshotsReplayed != 1 {
 		t.Errorf("replay --feed from the second of %d files: report %+v; want the snapshot replayed", len(names), a)
+	}
+}
+
+// TestReplayFeedNamesEveryFile: replay --feed of a capture's files names
+// them all, in its JSON report (files) and its text one; and a replay
+// stopped in a later file (the last one torn, as a handler killed during
+// a write leaves it) names that file in its error. The report named the
+// first file only, and the error the first file for a tear in the last.
+func TestReplayFeedNamesEveryFile(t *testing.T) {
+	day, dir, names := rotatedDay(t)
+	feed := writeDemoFeed(t, dir, day, "")
+	var report, text bytes.Buffer
+	args := append([]string{"--quiet", "--settle", "0", "--feed", feed}, names...)
+	if err := replay(append([]string{"--json"}, args...), &report, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	var rep replayReport
+	if err := json.Unmarshal(report.Bytes(), &rep); err != nil {
+		t.Fatal(err)
+	}
+	if rep.File != names[0] || !slices.Equal(rep.Files, names) {
+		t.Errorf("replay --feed of %d files: report's file %q, files %q; want the first, and all of them in order", len(names), rep.File, rep.Files)
+	}
+	if err := replay(args, &text, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range names {
+		if !strings.Contains(text.String(), name) {
+			t.Errorf("replay --feed of %d files: the text report does not name %s:\n%s", len(names), name, text.String())
+		}
+	}
+	last := names[len(names)-1]
+	fi, err := os.Stat(last)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(last, fi.Size()-3); err != nil { // torn inside its last record
+		t.Fatal(err)
+	}
+	text.Reset()
+	err = replay(args, &text, io.Discard)
+	if !errors.Is(err, io.ErrUnexpectedEOF) || !strings.Contains(err.Error(), "replay "+last+" ") {
+		t.Errorf("replay --feed with the last of %d files torn: %v; want the reader's unexpected EOF, naming %s", len(names), err, last)
+	}
+	if !strings.Contains(text.String(), "capture cut") {
+		t.Errorf("replay --feed with the last file torn: the text report does not say the capture is cut:\n%s", text.String())
 	}
 }
