@@ -106,6 +106,8 @@ type Capture struct {
 	// The drainer's state.
 	pw      *pcapgo.Writer
 	buf     memBuf
+	endPW   *pcapgo.Writer // a file's end frame, written to it straight (writeEnd)
+	endBuf  memBuf
 	frame   []byte
 	id      uint16
 	pending uint64 // datagrams in buf
@@ -248,6 +250,7 @@ func Open(cfg Config) (*Capture, error) {
 	c.f = f
 	c.buf.b = make([]byte, 0, bufSize+2*(1<<16))
 	c.pw = pcapgo.NewWriterNanos(&c.buf)
+	c.endPW = pcapgo.NewWriterNanos(&c.endBuf)
 	err = c.pw.WriteFileHeader(pcap.Snaplen, layers.LinkTypeEthernet) // into memory
 	if err == nil {
 		// The frames carry batch marks (mark.go): said in sigfigs, which
@@ -754,6 +757,27 @@ func (c *Capture) writeEndFrame(reason byte) {
 	c.pw.WritePacket(ci, c.frame)
 }
 
+// writeEnd writes the marker frame that ends the file, for reason, to it
+// straight, stamped now: the buffer holds what goes to the next file. A
+// failed write is cut back (no half record at the end).
+func (c *Capture) writeEnd(reason byte) error {
+	c.frame = appendEndFrame(c.frame[:0], reason)
+	c.endBuf.b = c.endBuf.b[:0]
+	ci := gopacket.CaptureInfo{Timestamp: time.Now(), CaptureLength: len(c.frame), Length: len(c.frame)}
+	c.endPW.WritePacket(ci, c.frame) // into memory: never fails
+	n, err := c.f.Write(c.endBuf.b)
+	if err != nil {
+		if n > 0 {
+			c.f.Truncate(c.off)
+			c.f.Seek(c.off, 0)
+		}
+		return fmt.Errorf("end capture %s at offset %d: %w", c.path, c.off, err)
+	}
+	c.off += int64(n)
+	c.bytes.Add(uint64(n))
+	return nil
+}
+
 // noteLost adds datagrams left out of the file, the first received at at.
 func (c *Capture) noteLost(at int64, ring, write uint64) {
 	if c.lostRing|c.lostWrite == 0 || at < c.lostAt {
@@ -780,16 +804,7 @@ func (c *Capture) flushLogged() {
 	failing := c.failing
 	err := c.flush()
 	if err == nil && c.rotateSize > 0 && c.off >= c.rotateSize && !c.holdRotation() {
-		if !c.rotateFail {
-			// The file's end, said in it before it is let go (once: a
-			// rotation that failed goes on in it, and a later end frame
-			// ends it).
-			c.writeEndFrame(EndNextFile)
-			err = c.flush()
-		}
-		if err == nil {
-			c.rotate()
-		}
+		c.rotate()
 	}
 	if err != nil {
 		if !failing {
@@ -893,9 +908,12 @@ func (c *Capture) checkFile() {
 // written before the old file is let go (a file without it would be
 // unreadable); the buffer is left for the new file. When the old file has
 // no header yet (off 0) the buffer starts with it, and the new file gets
-// it with the buffer. A new file that cannot be created leaves the old one
-// in use (logged once per run of failures; tried again at the next flush):
-// the capture goes on rather than lose datagrams.
+// it with the buffer. The old file then ends with the marker frame that
+// says the capture goes on in the next (writeEnd), once the next is
+// there: not when it was deleted or cut (gone), nor when it is full. A
+// new file that cannot be created, or an end that cannot be written,
+// leaves the old one in use (logged once per run of failures; tried again
+// at the next flush): the capture goes on rather than lose datagrams.
 func (c *Capture) rotate() {
 	f, name, at, err := createUnique(c.base, now(), c.lastName)
 	var hdr int
@@ -904,6 +922,12 @@ func (c *Capture) rotate() {
 			f.Close()
 			os.Remove(name)
 			err = fmt.Errorf("write the header of %s: %w", name, err)
+		}
+	}
+	if err == nil && c.off > 0 && !c.gone && !c.tooLarge {
+		if err = c.writeEnd(EndNextFile); err != nil {
+			f.Close()
+			os.Remove(name)
 		}
 	}
 	if err != nil {

@@ -180,8 +180,9 @@ func appendEndFrame(b []byte, reason byte) []byte {
 // End reads a marker frame's payload (pcap.Frame.Marker) of a file whose
 // header carries FileMark: ok reports that it ends the file the writer
 // closed, for reason (EndStopped, EndNextFile). Only a file's last frame
-// counts: a rotation that failed after its end frame was written goes on
-// in the same file.
+// counts: an older writer wrote it before a rotation that could fail, and
+// went on in the same file (the writer now ends a file once the next is
+// there).
 func End(payload []byte) (reason byte, ok bool) {
 	if len(payload) < 5 || [4]byte(payload[:4]) != endTag {
 		return 0, false
