@@ -53,6 +53,10 @@ const pollEvery = time.Millisecond
 // bytes until a write of them succeeds.
 const fileHeaderLen = 24
 
+// endRecordLen is the size of the record of a file's end frame (mark.go:
+// End): a pcap record header and the frame.
+const endRecordLen = 16 + 14 + 5
+
 // bufSize is the drainer's write buffer.
 const bufSize = 1 << 20
 
@@ -910,7 +914,7 @@ func (c *Capture) checkFile() {
 // no header yet (off 0) the buffer starts with it, and the new file gets
 // it with the buffer. The old file then ends with the marker frame that
 // says the capture goes on in the next (writeEnd), once the next is
-// there: not when it was deleted or cut (gone), nor when it is full. A
+// there: not when it was deleted or cut (gone). A
 // new file that cannot be created, or an end that cannot be written,
 // leaves the old one in use (logged once per run of failures; tried again
 // at the next flush): the capture goes on rather than lose datagrams.
@@ -924,10 +928,13 @@ func (c *Capture) rotate() {
 			err = fmt.Errorf("write the header of %s: %w", name, err)
 		}
 	}
-	if err == nil && c.off > 0 && !c.gone && !c.tooLarge {
-		if err = c.writeEnd(EndNextFile); err != nil {
+	if err == nil && c.off > 0 && !c.gone {
+		// A full file's, with the room flush left for it; without,
+		// it ends cut, and goes all the same.
+		if eerr := c.writeEnd(EndNextFile); eerr != nil && !c.tooLarge {
 			f.Close()
 			os.Remove(name)
+			err = eerr
 		}
 	}
 	if err != nil {
@@ -1081,7 +1088,15 @@ func (c *Capture) flush() error {
 		c.packets.Add(c.pending)
 	} else {
 		c.writeErrs.Add(1)
-		whole, recs := c.wholeRecords(n)
+		in := n
+		if errors.Is(err, syscall.EFBIG) {
+			// The file as large as it may be, at n: its end frame
+			// (writeEnd, at the rotation) must fit after the records
+			// kept, or it ends cut and replay --feed takes no file
+			// after it.
+			in = max(0, n-endRecordLen)
+		}
+		whole, recs := c.wholeRecords(in)
 		c.keepLostMark(whole)
 		c.off += int64(whole)
 		c.bytes.Add(uint64(whole))

@@ -777,6 +777,14 @@ func TestFileTooLarge(t *testing.T) {
 	if !strings.Contains(log.String(), "capture: next file") {
 		t.Fatalf("no next file logged:\n%s", log.String())
 	}
+	// The full file ends in the next, so that replay --feed takes them
+	// in order: room was left for its end frame.
+	if n := 16 + len(appendEndFrame(nil, EndNextFile)); n != endRecordLen {
+		t.Fatalf("an end frame's record is %d bytes, endRecordLen %d", n, endRecordLen)
+	}
+	if reason, ok := fileEnd(t, first); !ok || reason != EndNextFile {
+		t.Fatalf("the full file ends with an end frame %v, reason %d: want the next file's (%d)", ok, reason, EndNextFile)
+	}
 }
 
 // checkAfterFailedWrite checks a capture whose one run of failed writes
