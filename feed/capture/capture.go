@@ -612,6 +612,9 @@ func (c *Capture) drain() {
 				c.writeLostFrame()
 			}
 			c.rotateSize = 0 // no new file at the end
+			if c.tooLarge && len(c.buf.b) > 0 {
+				c.checkFile() // what is left goes to the next file, which the stop ends
+			}
 			if !c.tooLarge { // a full file takes no more: it ends cut
 				c.writeEndFrame(EndStopped)
 			}

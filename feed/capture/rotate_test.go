@@ -321,10 +321,7 @@ func snapshotMsgCount(t *testing.T, path string) uint64 {
 // the first: more than the snapshot's count, and no replay loaded it.
 func TestFileDeletedInsideSnapshotMessages(t *testing.T) {
 	dir := t.TempDir()
-	c, err := Open(Config{Base: filepath.Join(dir, "c.pcap"), Buffer: MinBuffer, Lines: testLines, Log: zerolog.Nop()})
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := openIn(t, dir)
 	first := c.Path()
 	msgs, n := snapshotMsgs(3 << 20)
 	at := int64(time.Hour) - 1
