@@ -48,6 +48,7 @@ const defaultSettle = 300 * time.Millisecond
 
 type replayReport struct {
 	File          string            `json:"file"`
+	Files         []string          `json:"files,omitempty"` // every INPUT in order, when several (--feed: a capture's files); File is the first
 	Format        string            `json:"format"`
 	Messages      uint64            `json:"messages"`
 	SetupMs       float64           `json:"setup_ms"`   // allocating the books and mapping the input
@@ -303,8 +304,15 @@ func replay(args []string, stdout, stderr io.Writer) error {
 	if err := bs.Err(); err != nil {
 		rep.CapacityError = err.Error()
 	}
+	if fs.NArg() > 1 {
+		rep.Files = fs.Args()
+	}
 	if loopErr != nil {
-		loopErr = fmt.Errorf("replay %s after %d messages: %w", path, rp.n, loopErr)
+		at := path
+		if arb != nil {
+			at = arb.path // the file it stopped in
+		}
+		loopErr = fmt.Errorf("replay %s after %d messages: %w", at, rp.n, loopErr)
 		rep.Error = loopErr.Error()
 	}
 
@@ -330,7 +338,11 @@ func replay(args []string, stdout, stderr io.Writer) error {
 		}
 		return loopErr
 	}
-	fmt.Fprintf(stdout, "file          %s (%s)\n", rep.File, rep.Format)
+	if len(rep.Files) > 1 {
+		fmt.Fprintf(stdout, "files         %s (%s), replayed as one capture\n", strings.Join(rep.Files, ", "), rep.Format)
+	} else {
+		fmt.Fprintf(stdout, "file          %s (%s)\n", rep.File, rep.Format)
+	}
 	fmt.Fprintf(stdout, "messages      %d in %.3f s: %.1f ns/msg, %.2f M msg/s (setup %.1f ms, then %.0f ms settle)\n",
 		rep.Messages, rep.WallMs/1e3, rep.NsPerMsg, rep.MsgsPerSec/1e6, rep.SetupMs, rep.SettleMs)
 	fmt.Fprintf(stdout, "cpu           %.3f s: %.1f ns/msg (user+system, whole process); in the loop %d page faults, %d preemptions (%d other threads moved off its CPU)\n",

@@ -366,6 +366,14 @@ func (a *arbitrated) run() error {
 			} else if capture.GaveUp(fr.Payload) && marked {
 				a.rep.LiveRecovery.GaveUp++
 				a.r.GaveUp(fr.Time)
+			} else if before, ok := capture.FrozenAgain(fr.Payload); ok && marked && a.frozen {
+				// The freeze the replay is in, said again at a file's
+				// start: its messages go on from the files before's
+				// (before of them), or start anew (0: written again
+				// from the first); any other count, some are not here.
+				if before != a.snapN {
+					a.snapMsgs, a.snapN = a.snapMsgs[:0], 0
+				}
 			} else if from, atGap, ok := capture.Frozen(fr.Payload); ok && marked {
 				a.frozen, a.snapMsgs, a.snapN = true, a.snapMsgs[:0], 0
 				a.r.Freeze(fr.Time, from, atGap)

@@ -720,16 +720,7 @@ func TestReplayFeedFileStartsFrozen(t *testing.T) {
 		c.Put(other, 0)
 		time.Sleep(time.Millisecond) // the writer takes it: one rotation in this traffic
 	}
-	for i := k; i < len(day.Packets); i++ {
-		c.Put([]rx.Packet{{Line: rx.LineA, Data: day.Packets[i], RxTime: ts(i)}, {Line: rx.LineB, Data: day.Packets[i], RxTime: ts(i) + 1000}}, ts(i)-1)
-		if i == k+20 {
-			c.SnapshotMessages(snap, ts(i)+50_000)
-			c.Snapshot(ts(i)+50_000, next, n)
-		}
-	}
-	if err := c.Close(); err != nil {
-		t.Fatal(err)
-	}
+	captureLateJoin(t, c, day, k, ts, snap, n, next)
 	names, _ := filepath.Glob(filepath.Join(dir, "lines-*.pcap"))
 	if len(names) != 2 {
 		t.Fatalf("files %v: want 2, the second from inside the snapshot to the end", names)
@@ -749,22 +740,43 @@ func TestReplayFeedFileStartsFrozen(t *testing.T) {
 	}
 }
 
-// TestReplayFeedRotatedFiles: a day captured in files of rotate_size,
-// given to replay --feed in the order written (their names' order), is
-// replayed as one capture: the day's books, nothing missing, the end of
-// the last file's. replay took one INPUT only, and a file after the first
-// alone misses the orders added before it; mergecap -a joins them
-// without their batch marks. A file given after one that does not end
-// in the next file (the handler stopped) is refused.
-func TestReplayFeedRotatedFiles(t *testing.T) {
-	day, dir, _ := dayDir(t, 60_000, 29)
-	base := filepath.Join(dir, "lines.pcap")
+// captureLateJoin puts day's packets from the kth on to c, on both lines
+// (received at ts), the snapshot snap (n messages, delivery resuming at
+// sequence number next) loaded after 20 of them, and closes c.
+func captureLateJoin(t *testing.T, c *capture.Capture, day *demo.Day, k int, ts func(int) int64, snap []byte, n, next uint64) {
+	t.Helper()
+	for i := k; i < len(day.Packets); i++ {
+		c.Put([]rx.Packet{{Line: rx.LineA, Data: day.Packets[i], RxTime: ts(i)}, {Line: rx.LineB, Data: day.Packets[i], RxTime: ts(i) + 1000}}, ts(i)-1)
+		if i == k+20 {
+			c.SnapshotMessages(snap, ts(i)+50_000)
+			c.Snapshot(ts(i)+50_000, next, n)
+		}
+	}
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// rotatingDemoCapture opens a capture of the demo's two lines in files
+// of capture.MinRotate, dir/lines-*.pcap, and returns it with the receive
+// time the tests' datagrams start at.
+func rotatingDemoCapture(t *testing.T, dir string) (*capture.Capture, int64) {
+	t.Helper()
 	lines := []rx.LineConfig{{Group: demo.GroupA.Addr(), Port: demo.GroupA.Port()}, {Group: demo.GroupB.Addr(), Port: demo.GroupB.Port()}}
-	c, err := capture.Open(capture.Config{Base: base, Lines: lines, Log: zerolog.Nop(), RotateSize: capture.MinRotate})
+	c, err := capture.Open(capture.Config{Base: filepath.Join(dir, "lines.pcap"), Lines: lines, Log: zerolog.Nop(), RotateSize: capture.MinRotate})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t0 := time.Date(2026, 12, 6, 14, 30, 0, 0, time.UTC).UnixNano()
+	return c, time.Date(2026, 12, 6, 14, 30, 0, 0, time.UTC).UnixNano()
+}
+
+// rotatedDay captures a day of 60000 messages on both lines in files of
+// capture.MinRotate, nothing dropped, and returns it, its directory and
+// the files in the order written.
+func rotatedDay(t *testing.T) (*demo.Day, string, []string) {
+	t.Helper()
+	day, dir, _ := dayDir(t, 60_000, 29)
+	c, t0 := rotatingDemoCapture(t, dir)
 	for i, p := range day.Packets {
 		ts := t0 + int64(i)*int64(100*time.Microsecond)
 		c.Put([]rx.Packet{{Line: rx.LineA, Data: p, RxTime: ts}, {Line: rx.LineB, Data: p, RxTime: ts + 1000}}, ts-1)
@@ -779,6 +791,18 @@ func TestReplayFeedRotatedFiles(t *testing.T) {
 	if len(names) < 2 || c.Stats().Dropped != 0 {
 		t.Fatalf("files %v, stats %+v: want 2 or more, nothing dropped", names, c.Stats())
 	}
+	return day, dir, names
+}
+
+// TestReplayFeedRotatedFiles: a day captured in files of rotate_size,
+// given to replay --feed in the order written (their names' order), is
+// replayed as one capture: the day's books, nothing missing, the end of
+// the last file's. replay took one INPUT only, and a file after the first
+// alone misses the orders added before it; mergecap -a joins them
+// without their batch marks. A file given after one that does not end
+// in the next file (the handler stopped) is refused.
+func TestReplayFeedRotatedFiles(t *testing.T) {
+	day, dir, names := rotatedDay(t)
 	rep, got, want := replayDayBooks(t, dir, day, names...)
 	if a := rep.Arbitrated; a == nil || rep.InputMissing != 0 || a.Delivered != day.Messages || a.CaptureEnd != captureStopped {
 		t.Errorf("replay --feed of %d files: %d missing, report %+v; want the day's %d messages delivered, nothing missing, the capture stopped", len(names), rep.InputMissing, a, day.Messages)
@@ -787,7 +811,7 @@ func TestReplayFeedRotatedFiles(t *testing.T) {
 		t.Errorf("replay --feed of the %d files: books not the day's:\ngot:  %.300s\nwant: %.300s", len(names), got, want)
 	}
 	feed := writeDemoFeed(t, dir, day, "")
-	err = replay([]string{"--quiet", "--json", "--settle", "0", "--feed", feed, names[len(names)-1], names[0]}, io.Discard, io.Discard)
+	err := replay([]string{"--quiet", "--json", "--settle", "0", "--feed", feed, names[len(names)-1], names[0]}, io.Discard, io.Discard)
 	if err == nil || !strings.Contains(err.Error(), "ends stopped, not in the next file") {
 		t.Errorf("replay --feed of the last file then the first: %v, want refused (the last ends stopped)", err)
 	}
@@ -828,5 +852,91 @@ func TestReplayFeedChecksumsAsConfigured(t *testing.T) {
 		if a == nil || a.Skipped != tc.skipped || a.SkippedBy[pcap.BadChecksum.String()] != tc.skipped {
 			t.Errorf("feed %q: report %+v; want %d frames skipped as %s", tc.extra, a, tc.skipped, pcap.BadChecksum)
 		}
+	}
+}
+
+// TestReplayFeedSnapshotAcrossFiles: a late join's snapshot larger than
+// twice rotate_size spans three files or more: the first holds the freeze
+// and the messages up to twice rotate_size, the second (its freeze said
+// again) the messages again from the first up to twice rotate_size, the
+// later ones the rest, then the load. replay --feed of the files in order
+// rebuilds the books from the snapshot (the day's books, nothing
+// missing); the replay from the second file on loads it too (its
+// messages written again from the first; the datagrams spilled before it
+// are the first file's, missing there). The third file's freeze said
+// again started the snapshot's messages anew: the replay held only the
+// third file's part, and resumed without the snapshot.
+func TestReplayFeedSnapshotAcrossFiles(t *testing.T) {
+	day, dir, _ := dayDir(t, 150_000, 31)
+	c, t0 := rotatingDemoCapture(t, dir)
+	k := len(day.Packets) * 2 / 3
+	snap, n, next, _ := lateJoinSnapshot(t, day, k)
+	if len(snap) < 5*capture.MinRotate/2 {
+		t.Fatalf("a snapshot of %d bytes: want 2.5 MiB or more (files of 1 MiB)", len(snap))
+	}
+	ts := func(i int) int64 { return t0 + int64(i)*int64(100*time.Microsecond) }
+	c.Freeze(ts(k), 1, true)
+	captureLateJoin(t, c, day, k, ts, snap, n, next)
+	names, _ := filepath.Glob(filepath.Join(dir, "lines-*.pcap"))
+	if len(names) < 3 || c.Stats().Dropped != 0 {
+		t.Fatalf("files %v, stats %+v: want 3 or more (a snapshot of %d bytes in files of 1 MiB), nothing dropped", names, c.Stats(), len(snap))
+	}
+	rep, got, want := replayDayBooks(t, dir, day, names...)
+	a := rep.Arbitrated
+	if a == nil || a.LiveRecovery.Snapshots != 1 || a.LiveRecovery.SnapshotsReplayed != 1 || rep.InputMissing != 0 {
+		t.Errorf("replay --feed of the %d files: %d missing, report %+v; want the snapshot replayed, nothing missing", len(names), rep.InputMissing, a)
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("replay --feed of the %d files: books not the day's:\ngot:  %.300s\nwant: %.300s", len(names), got, want)
+	}
+	rep, _, _ = replayDayBooks(t, dir, day, names[1:]...)
+	if a := rep.Arbitrated; a == nil || a.LiveRecovery.SnapshotsReplayed != 1 {
+		t.Errorf("replay --feed from the second of %d files: report %+v; want the snapshot replayed", len(names), a)
+	}
+}
+
+// TestReplayFeedNamesEveryFile: replay --feed of a capture's files names
+// them all, in its JSON report (files) and its text one; and a replay
+// stopped in a later file (the last one torn, as a handler killed during
+// a write leaves it) names that file in its error. The report named the
+// first file only, and the error the first file for a tear in the last.
+func TestReplayFeedNamesEveryFile(t *testing.T) {
+	day, dir, names := rotatedDay(t)
+	feed := writeDemoFeed(t, dir, day, "")
+	var report, text bytes.Buffer
+	args := append([]string{"--quiet", "--settle", "0", "--feed", feed}, names...)
+	if err := replay(append([]string{"--json"}, args...), &report, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	var rep replayReport
+	if err := json.Unmarshal(report.Bytes(), &rep); err != nil {
+		t.Fatal(err)
+	}
+	if rep.File != names[0] || !slices.Equal(rep.Files, names) {
+		t.Errorf("replay --feed of %d files: report's file %q, files %q; want the first, and all of them in order", len(names), rep.File, rep.Files)
+	}
+	if err := replay(args, &text, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range names {
+		if !strings.Contains(text.String(), name) {
+			t.Errorf("replay --feed of %d files: the text report does not name %s:\n%s", len(names), name, text.String())
+		}
+	}
+	last := names[len(names)-1]
+	fi, err := os.Stat(last)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(last, fi.Size()-3); err != nil { // torn inside its last record
+		t.Fatal(err)
+	}
+	text.Reset()
+	err = replay(args, &text, io.Discard)
+	if !errors.Is(err, io.ErrUnexpectedEOF) || !strings.Contains(err.Error(), "replay "+last+" ") {
+		t.Errorf("replay --feed with the last of %d files torn: %v; want the reader's unexpected EOF, naming %s", len(names), err, last)
+	}
+	if !strings.Contains(text.String(), "capture cut") {
+		t.Errorf("replay --feed with the last file torn: the text report does not say the capture is cut:\n%s", text.String())
 	}
 }

@@ -53,6 +53,10 @@ const pollEvery = time.Millisecond
 // bytes until a write of them succeeds.
 const fileHeaderLen = 24
 
+// endRecordLen is the size of the record of a file's end frame (mark.go:
+// End): a pcap record header and the frame.
+const endRecordLen = 16 + 14 + 5
+
 // bufSize is the drainer's write buffer.
 const bufSize = 1 << 20
 
@@ -106,6 +110,8 @@ type Capture struct {
 	// The drainer's state.
 	pw      *pcapgo.Writer
 	buf     memBuf
+	endPW   *pcapgo.Writer // a file's end frame, written to it straight (writeEnd)
+	endBuf  memBuf
 	frame   []byte
 	id      uint16
 	pending uint64 // datagrams in buf
@@ -135,11 +141,21 @@ type Capture struct {
 	// since; said again at the start of a file opened inside the snapshot
 	// (restateFreeze). snapRestarted: the snapshot's messages were
 	// written again from their first in a file opened while they were
-	// written (writeSnapshot), once.
-	freezeAt      int64
-	freezeFrom    uint64
-	freezeGap     bool
-	snapRestarted bool
+	// written (writeSnapshot), once; snapRestart: they are to be
+	// (restateFreeze decided it, writeSnapshot does it). snapWriting:
+	// writeSnapshot is under way (snapHeld is the drainer's).
+	freezeAt                   int64
+	freezeFrom                 uint64
+	freezeGap                  bool
+	snapRestarted, snapRestart bool
+	snapWriting                bool
+	// The messages of the freeze open (snapOpen) appended to FHRM
+	// frames (snapWritten: since the freeze, or since they were started
+	// again from the first), and of those the buffer's (snapBuffered,
+	// from its byte snapBufAt on): what the files before a new one hold
+	// is their difference, said in its restated freeze.
+	snapWritten, snapBuffered uint64
+	snapBufAt                 int
 	// freezeBuffered: the freeze's own frame is in the buffer, not yet
 	// written: a new file gets it with the buffer.
 	freezeBuffered bool
@@ -238,6 +254,7 @@ func Open(cfg Config) (*Capture, error) {
 	c.f = f
 	c.buf.b = make([]byte, 0, bufSize+2*(1<<16))
 	c.pw = pcapgo.NewWriterNanos(&c.buf)
+	c.endPW = pcapgo.NewWriterNanos(&c.endBuf)
 	err = c.pw.WriteFileHeader(pcap.Snaplen, layers.LinkTypeEthernet) // into memory
 	if err == nil {
 		// The frames carry batch marks (mark.go): said in sigfigs, which
@@ -461,34 +478,51 @@ func nextChunk(msgs []byte) (chunk, rest []byte) {
 // the snapshot's buffer back (snapDone).
 func (c *Capture) writeSnapshot(at int64) {
 	msgs := c.snapHeld
-	c.snapRestarted = false
+	c.snapRestarted, c.snapWriting = false, true
 	for len(msgs) > 0 {
 		var chunk []byte
 		chunk, msgs = nextChunk(msgs)
 		if len(chunk) == 0 {
 			continue
 		}
-		c.frame = appendSnapMsgsFrame(c.frame[:0], chunk)
-		ci := gopacket.CaptureInfo{Timestamp: time.Unix(0, at), CaptureLength: len(c.frame), Length: len(c.frame)}
-		c.pw.WritePacket(ci, c.frame)
+		c.appendSnapMsgs(chunk, at)
 		if len(c.buf.b) >= bufSize {
-			files := c.files.Load()
 			c.flushLogged()
-			if c.files.Load() != files && !c.snapRestarted {
+			if c.snapRestart {
 				// A new file (the hold given up, the file full, deleted
-				// or truncated) holds the rest only: a replay of it
+				// or truncated) would hold the rest only: a replay of it
 				// alone counts the snapshot not held. Written again from
 				// the first message, the new file holds it whole after
-				// its freeze (restateFreeze). Once: a snapshot larger
-				// than twice RotateSize would restart for ever.
-				c.snapRestarted = true
+				// its freeze (restateFreeze decided it, and left the
+				// messages buffered out). Once: a snapshot larger than
+				// twice RotateSize would restart for ever; a later file
+				// says how many of its messages the files before hold.
+				c.snapRestart = false
 				msgs = c.snapHeld
 			}
 		}
 	}
-	c.snapHeld = nil
+	c.snapHeld, c.snapWriting = nil, false
 	c.snapDone.Store(true)
 	c.loadDue = true // its load is the next record: the rotation waits for it
+}
+
+// appendSnapMsgs appends a frame of the snapshot's messages, chunk,
+// received at at, and counts them (snapWritten, snapBuffered).
+func (c *Capture) appendSnapMsgs(chunk []byte, at int64) {
+	if c.snapBuffered == 0 {
+		c.snapBufAt = len(c.buf.b)
+	}
+	c.frame = appendSnapMsgsFrame(c.frame[:0], chunk)
+	ci := gopacket.CaptureInfo{Timestamp: time.Unix(0, at), CaptureLength: len(c.frame), Length: len(c.frame)}
+	c.pw.WritePacket(ci, c.frame)
+	var n uint64
+	for len(chunk) >= 2 {
+		chunk = chunk[min(len(chunk), 2+int(binary.BigEndian.Uint16(chunk))):]
+		n++
+	}
+	c.snapWritten += n
+	c.snapBuffered += n
 }
 
 // Stats returns the counters; safe from any goroutine.
@@ -578,6 +612,9 @@ func (c *Capture) drain() {
 				c.writeLostFrame()
 			}
 			c.rotateSize = 0 // no new file at the end
+			if c.tooLarge && len(c.buf.b) > 0 {
+				c.checkFile() // what is left goes to the next file, which the stop ends
+			}
 			if !c.tooLarge { // a full file takes no more: it ends cut
 				c.writeEndFrame(EndStopped)
 			}
@@ -633,6 +670,7 @@ func (c *Capture) write(rec *record) {
 		case rec.freeze:
 			tag, c.snapOpen = freezeTag, true
 			c.freezeAt, c.freezeFrom, c.freezeGap = rec.rxTime, rec.snapNext, rec.snapMsgs == 1
+			c.snapWritten, c.snapBuffered = 0, 0
 			c.freezeBuffered = true
 		case rec.resume:
 			tag = resumeTag
@@ -653,9 +691,7 @@ func (c *Capture) write(rec *record) {
 	}
 	if rec.line == snapLine {
 		c.snapOpen = true
-		c.frame = appendSnapMsgsFrame(c.frame[:0], rec.payload)
-		ci := gopacket.CaptureInfo{Timestamp: time.Unix(0, rec.rxTime), CaptureLength: len(c.frame), Length: len(c.frame)}
-		c.pw.WritePacket(ci, c.frame)
+		c.appendSnapMsgs(rec.payload, rec.rxTime)
 		return
 	}
 	line := int(rec.line)
@@ -728,6 +764,27 @@ func (c *Capture) writeEndFrame(reason byte) {
 	c.pw.WritePacket(ci, c.frame)
 }
 
+// writeEnd writes the marker frame that ends the file, for reason, to it
+// straight, stamped now: the buffer holds what goes to the next file. A
+// failed write is cut back (no half record at the end).
+func (c *Capture) writeEnd(reason byte) error {
+	c.frame = appendEndFrame(c.frame[:0], reason)
+	c.endBuf.b = c.endBuf.b[:0]
+	ci := gopacket.CaptureInfo{Timestamp: time.Now(), CaptureLength: len(c.frame), Length: len(c.frame)}
+	c.endPW.WritePacket(ci, c.frame) // into memory: never fails
+	n, err := c.f.Write(c.endBuf.b)
+	if err != nil {
+		if n > 0 {
+			c.f.Truncate(c.off)
+			c.f.Seek(c.off, 0)
+		}
+		return fmt.Errorf("end capture %s at offset %d: %w", c.path, c.off, err)
+	}
+	c.off += int64(n)
+	c.bytes.Add(uint64(n))
+	return nil
+}
+
 // noteLost adds datagrams left out of the file, the first received at at.
 func (c *Capture) noteLost(at int64, ring, write uint64) {
 	if c.lostRing|c.lostWrite == 0 || at < c.lostAt {
@@ -754,16 +811,7 @@ func (c *Capture) flushLogged() {
 	failing := c.failing
 	err := c.flush()
 	if err == nil && c.rotateSize > 0 && c.off >= c.rotateSize && !c.holdRotation() {
-		if !c.rotateFail {
-			// The file's end, said in it before it is let go (once: a
-			// rotation that failed goes on in it, and a later end frame
-			// ends it).
-			c.writeEndFrame(EndNextFile)
-			err = c.flush()
-		}
-		if err == nil {
-			c.rotate()
-		}
+		c.rotate()
 	}
 	if err != nil {
 		if !failing {
@@ -867,9 +915,12 @@ func (c *Capture) checkFile() {
 // written before the old file is let go (a file without it would be
 // unreadable); the buffer is left for the new file. When the old file has
 // no header yet (off 0) the buffer starts with it, and the new file gets
-// it with the buffer. A new file that cannot be created leaves the old one
-// in use (logged once per run of failures; tried again at the next flush):
-// the capture goes on rather than lose datagrams.
+// it with the buffer. The old file then ends with the marker frame that
+// says the capture goes on in the next (writeEnd), once the next is
+// there: not when it was deleted or cut (gone). A
+// new file that cannot be created, or an end that cannot be written,
+// leaves the old one in use (logged once per run of failures; tried again
+// at the next flush): the capture goes on rather than lose datagrams.
 func (c *Capture) rotate() {
 	f, name, at, err := createUnique(c.base, now(), c.lastName)
 	var hdr int
@@ -878,6 +929,15 @@ func (c *Capture) rotate() {
 			f.Close()
 			os.Remove(name)
 			err = fmt.Errorf("write the header of %s: %w", name, err)
+		}
+	}
+	if err == nil && c.off > 0 && !c.gone {
+		// A full file's, with the room flush left for it; without,
+		// it ends cut, and goes all the same.
+		if eerr := c.writeEnd(EndNextFile); eerr != nil && !c.tooLarge {
+			f.Close()
+			os.Remove(name)
+			err = eerr
 		}
 	}
 	if err != nil {
@@ -912,20 +972,34 @@ func (c *Capture) rotate() {
 // the snapshot's messages and load that follow. Without it the replay
 // delivered the spilled datagrams and passed over the load. Stamped with
 // the freeze's time; at a gap only when no datagram was written since the
-// freeze (the batch it was declared in is still to come). Off the hot
-// path: once a rotation.
+// freeze (the batch it was declared in is still to come). It says how
+// many of the snapshot's messages the files before hold, the new file's
+// continuing from there (mark.go: FrozenAgain), so that a replay of the
+// files in order goes on with them: 0 when the messages being written
+// (writeSnapshot) are to be written again from the first (once a
+// snapshot: snapRestart), those in the buffer then left out of it. Off
+// the hot path: once a rotation.
 func (c *Capture) restateFreeze() {
 	p := 0
 	if c.off == 0 {
 		p = fileHeaderLen // the buffer starts with the file's header
 	}
-	rest := append([]byte(nil), c.buf.b[p:]...)
+	end := len(c.buf.b)
+	before := c.snapWritten - c.snapBuffered
+	if c.snapWriting && !c.snapRestarted {
+		if c.snapBuffered != 0 {
+			end = c.snapBufAt // the last of the buffer: written again
+		}
+		c.snapRestart, c.snapRestarted = true, true
+		c.snapWritten, c.snapBuffered, before = 0, 0, 0
+	}
+	rest := append([]byte(nil), c.buf.b[p:end]...)
 	c.buf.b = c.buf.b[:p]
 	var g uint64
 	if c.freezeGap {
 		g = 1
 	}
-	c.frame = appendCountsFrame(c.frame[:0], freezeTag, c.freezeFrom, g)
+	c.frame = appendFreezeAgainFrame(c.frame[:0], c.freezeFrom, g, before)
 	ci := gopacket.CaptureInfo{Timestamp: time.Unix(0, c.freezeAt), CaptureLength: len(c.frame), Length: len(c.frame)}
 	c.pw.WritePacket(ci, c.frame)
 	c.buf.b = append(c.buf.b, rest...)
@@ -1017,7 +1091,15 @@ func (c *Capture) flush() error {
 		c.packets.Add(c.pending)
 	} else {
 		c.writeErrs.Add(1)
-		whole, recs := c.wholeRecords(n)
+		in := n
+		if errors.Is(err, syscall.EFBIG) {
+			// The file as large as it may be, at n: its end frame
+			// (writeEnd, at the rotation) must fit after the records
+			// kept, or it ends cut and replay --feed takes no file
+			// after it.
+			in = max(0, n-endRecordLen)
+		}
+		whole, recs := c.wholeRecords(in)
 		c.keepLostMark(whole)
 		c.off += int64(whole)
 		c.bytes.Add(uint64(whole))
@@ -1037,7 +1119,7 @@ func (c *Capture) flush() error {
 		keep = fileHeaderLen // the file has no header yet: keep it
 	}
 	c.buf.b, c.pending = c.buf.b[:keep], 0
-	c.freezeBuffered = false
+	c.freezeBuffered, c.snapBuffered = false, 0
 	if err != nil {
 		return fmt.Errorf("write capture %s at offset %d: %w", c.path, c.off, err)
 	}

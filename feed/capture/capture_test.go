@@ -777,6 +777,14 @@ func TestFileTooLarge(t *testing.T) {
 	if !strings.Contains(log.String(), "capture: next file") {
 		t.Fatalf("no next file logged:\n%s", log.String())
 	}
+	// The full file ends in the next, so that replay --feed takes them
+	// in order: room was left for its end frame.
+	if n := 16 + len(appendEndFrame(nil, EndNextFile)); n != endRecordLen {
+		t.Fatalf("an end frame's record is %d bytes, endRecordLen %d", n, endRecordLen)
+	}
+	if reason, ok := fileEnd(t, first); !ok || reason != EndNextFile {
+		t.Fatalf("the full file ends with an end frame %v, reason %d: want the next file's (%d)", ok, reason, EndNextFile)
+	}
 }
 
 // checkAfterFailedWrite checks a capture whose one run of failed writes
@@ -915,19 +923,33 @@ func TestFileTruncated(t *testing.T) {
 	}
 }
 
+// openSmall opens a capture in dir (dir/c-*.pcap) whose first file takes
+// datagram 1 (396 bytes in the file), not 2 (sizeLimit).
+func openSmall(t *testing.T, dir string) *Capture {
+	t.Helper()
+	c := openIn(t, dir)
+	// The drainer has written only the header: no race.
+	c.f = &sizeLimit{File: c.f.(*os.File), limit: 24 + 500}
+	return c
+}
+
+// openIn opens a capture in dir, dir/c-*.pcap, logging nowhere.
+func openIn(t *testing.T, dir string) *Capture {
+	t.Helper()
+	c, err := Open(Config{Base: filepath.Join(dir, "c.pcap"), Buffer: MinBuffer, Lines: testLines, Log: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
 // TestFileTooLargeAtStop: a file that reaches its size limit with the
 // stop's last write loses what did not fit (counted, Close says so), and
 // no new file is made for nothing: a file of a header alone would be left
 // by every such stop.
 func TestFileTooLargeAtStop(t *testing.T) {
 	dir := t.TempDir()
-	c, err := Open(Config{Base: filepath.Join(dir, "c.pcap"), Buffer: MinBuffer, Lines: testLines, Log: zerolog.Nop()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	// The drainer has written only the header: no race. Datagram 1 (396
-	// bytes in the file) fits, 2 does not.
-	c.f = &sizeLimit{File: c.f.(*os.File), limit: 24 + 500}
+	c := openSmall(t, dir)
 	c.Put([]rx.Packet{datagram(1), datagram(2)}, 0)
 	if err := c.Close(); !errors.Is(err, syscall.EFBIG) {
 		t.Fatalf("Close with its last write too large: %v, want EFBIG", err)
@@ -976,4 +998,26 @@ func openFull(t *testing.T) *Capture {
 	c.f.Close()
 	c.f = full // the drainer has not written since Open's header: no race
 	return c
+}
+
+// TestFileTooLargeBeforeStop: a file found full (EFBIG) by a write
+// shortly before the stop, with datagrams put since: the stop writes them
+// to the next file, which it ends as stopped. It made the next file
+// without the end frame (the full file's stop takes none), read as a
+// capture cut by a kill.
+func TestFileTooLargeBeforeStop(t *testing.T) {
+	dir := t.TempDir()
+	c := openSmall(t, dir)
+	c.Put([]rx.Packet{datagram(1), datagram(2)}, 0)
+	writeFailedThenClose(t, c)
+	names, _ := filepath.Glob(filepath.Join(dir, "c-*.pcap"))
+	if len(names) != 2 {
+		t.Fatalf("files %v: want the full one and the next, datagrams 4 and 5 in it", names)
+	}
+	if frames := readAll(t, names[1]); len(frames) != 2 {
+		t.Fatalf("%d datagrams in the next file, want 4 and 5", len(frames))
+	}
+	if reason, ok := fileEnd(t, names[1]); !ok || reason != EndStopped {
+		t.Fatalf("the next file ends with an end frame %v, reason %d: want the stop's (%d)", ok, reason, EndStopped)
+	}
 }

@@ -180,8 +180,9 @@ func appendEndFrame(b []byte, reason byte) []byte {
 // End reads a marker frame's payload (pcap.Frame.Marker) of a file whose
 // header carries FileMark: ok reports that it ends the file the writer
 // closed, for reason (EndStopped, EndNextFile). Only a file's last frame
-// counts: a rotation that failed after its end frame was written goes on
-// in the same file.
+// counts: an older writer wrote it before a rotation that could fail, and
+// went on in the same file (the writer now ends a file once the next is
+// there).
 func End(payload []byte) (reason byte, ok bool) {
 	if len(payload) < 5 || [4]byte(payload[:4]) != endTag {
 		return 0, false
@@ -242,7 +243,8 @@ func GaveUp(payload []byte) bool {
 //     the frame comes before, or the tick before it), 0 when between
 //     batches (after the tick or failed call of that time, if any),
 //     unsigned 64-bit, big-endian (Frozen), stamped with the arbiter's
-//     time there;
+//     time there; said again at the start of a file opened inside the
+//     snapshot, with a third count (FrozenAgain);
 //   - where it loaded one, before its Snapshot frame: the snapshot's
 //     messages, in marker frames of their own whose payload is
 //     snapMsgsTag, then whole messages, each a 2-byte big-endian length
@@ -276,6 +278,30 @@ const MaxSnapshotChunk = 60000
 func Frozen(payload []byte) (from uint64, atGap, ok bool) {
 	from, g, ok := counts(payload, freezeTag)
 	return from, g == 1, ok
+}
+
+// appendFreezeAgainFrame appends the freeze's marker frame said again at
+// the start of a file opened inside the snapshot (Capture.restateFreeze):
+// the Frozen frame's counts, from and gap, then before: how many of the
+// snapshot's messages the files before hold (FrozenAgain).
+func appendFreezeAgainFrame(b []byte, from, gap, before uint64) []byte {
+	b = appendCountsFrame(b, freezeTag, from, gap)
+	return binary.BigEndian.AppendUint64(b, before)
+}
+
+// FrozenAgain reads a Frozen frame's payload: ok reports that it is the
+// freeze said again at the start of a file opened while the snapshot was
+// taken (a rotation, or a file found full, deleted or truncated), before
+// the count of the snapshot's messages (SnapshotMessages) the files
+// before it hold: this file's continue from there (0: from the first, a
+// replay of the files in order starts them anew). A third unsigned 64-bit
+// count after Frozen's, big-endian; an older writer's restated freeze has
+// none (ok false: its messages in a later file started anew or not).
+func FrozenAgain(payload []byte) (before uint64, ok bool) {
+	if _, _, ok := counts(payload, freezeTag); !ok || len(payload) < 28 {
+		return 0, false
+	}
+	return binary.BigEndian.Uint64(payload[20:28]), true
 }
 
 // Resumed reads a marker frame's payload (pcap.Frame.Marker) of a file

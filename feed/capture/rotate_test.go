@@ -296,3 +296,114 @@ func TestRotateBetweenMessagesAndLoad(t *testing.T) {
 		t.Fatalf("the files' snapshot frames %q: want the messages and the load in one file", all)
 	}
 }
+
+// snapshotMsgCount counts the snapshot messages of a file's FHRM frames.
+func snapshotMsgCount(t *testing.T, path string) uint64 {
+	t.Helper()
+	var got uint64
+	for _, fr := range readMarkers(t, path) {
+		if m, ok := SnapshotMessages(fr.Payload); fr.Marker && ok {
+			for len(m) >= 2 {
+				m = m[min(len(m), 2+int(binary.BigEndian.Uint16(m))):]
+				got++
+			}
+		}
+	}
+	return got
+}
+
+// TestFileDeletedInsideSnapshotMessages: the file deleted while a
+// snapshot's messages are written (noticed at a flush of them, the
+// buffer full of them going to the next file): the next file starts
+// frozen and holds the snapshot's messages once, from the first, then its
+// load, and says no message is in a file before it. It held the buffer's
+// messages (from the middle of the snapshot), then all of them again from
+// the first: more than the snapshot's count, and no replay loaded it.
+func TestFileDeletedInsideSnapshotMessages(t *testing.T) {
+	dir := t.TempDir()
+	c := openIn(t, dir)
+	first := c.Path()
+	msgs, n := snapshotMsgs(3 << 20)
+	at := int64(time.Hour) - 1
+	c.Freeze(at, 5, false)
+	putAll(t, c, 100)
+	for i := 0; c.Stats().Packets != 100; i++ { // in the file (the quiet ring's flush)
+		if i == 5000 {
+			t.Fatalf("datagrams not written: %+v", c.Stats())
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if err := os.Remove(first); err != nil {
+		t.Fatal(err)
+	}
+	c.SnapshotMessages(msgs, at+int64(time.Second))
+	c.Snapshot(at+int64(time.Second), 100, n)
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	names, _ := filepath.Glob(filepath.Join(dir, "c-*.pcap"))
+	if len(names) != 1 || c.Stats().Deleted != 1 {
+		t.Fatalf("files %v, stats %+v: want the one after the deleted one", names, c.Stats())
+	}
+	var before []uint64
+	for _, fr := range readMarkers(t, names[0]) {
+		if b, ok := FrozenAgain(fr.Payload); fr.Marker && ok {
+			before = append(before, b)
+		}
+	}
+	if s, got := fileSnapshots(t, names[0]), snapshotMsgCount(t, names[0]); s != "ZMS" || got != n || !slices.Equal(before, []uint64{0}) {
+		t.Fatalf("the new file's snapshot frames %q with %d messages, freeze said again with %v before: want the freeze (0 before), the snapshot's %d messages and its load", s, got, before, n)
+	}
+}
+
+// TestRotateAfterFailedRotation: a rotation that failed (the next file not
+// created: the directory gone) left the end frame it wrote inside the
+// file, which went on; the rotation made once the directory is back ends
+// the file with an end frame again, so that the file ends in the next
+// one and replay --feed takes them in order. It did not: the file's last
+// frame was a datagram, read as a file cut short, and the next file
+// refused as no continuation of it.
+func TestRotateAfterFailedRotation(t *testing.T) {
+	dir := t.TempDir()
+	base := filepath.Join(dir, "sub", "c.pcap")
+	if err := os.Mkdir(filepath.Dir(base), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	var logs syncBuf
+	c, err := Open(Config{Base: base, Buffer: MinBuffer, RotateSize: MinRotate, Lines: testLines, Log: zerolog.New(&logs)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := c.Path()
+	moved := filepath.Join(dir, "moved")
+	if err := os.Rename(filepath.Dir(base), moved); err != nil {
+		t.Fatal(err)
+	}
+	putAll(t, c, 2000) // about 1.5 MB: past RotateSize, the next file not created
+	for i := 0; !strings.Contains(logs.String(), "next file not created"); i++ {
+		if i == 5000 {
+			t.Fatalf("no failed rotation logged:\n%s", logs.String())
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if err := os.Rename(moved, filepath.Dir(base)); err != nil {
+		t.Fatal(err)
+	}
+	putAll(t, c, 500)
+	for i := 0; c.Stats().Files < 2; i++ { // the quiet ring's flush rotates
+		if i == 5000 {
+			t.Fatalf("no rotation once the directory is back: %+v\n%s", c.Stats(), logs.String())
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	names, _ := filepath.Glob(filepath.Join(dir, "sub", "c-*.pcap"))
+	if len(names) < 2 || names[0] != first {
+		t.Fatalf("files %v: want the first and one after it", names)
+	}
+	if reason, ok := fileEnd(t, first); !ok || reason != EndNextFile {
+		t.Fatalf("the first file ends with an end frame %v, reason %d: want the next file's (%d)", ok, reason, EndNextFile)
+	}
+}
