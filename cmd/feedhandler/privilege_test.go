@@ -339,7 +339,15 @@ log:
 		t.Fatal(err)
 	}
 	// Everything delivered; the graceful stop below drains the shards.
-	waitMetric(t, lab, "feedhandler_delivered_messages_total", day.Messages, &stderr)
+	body := waitMetric(t, lab, "feedhandler_delivered_messages_total", day.Messages, &stderr)
+	// The process's standard families, read from /proc/self through files
+	// opened before the privileges were shed: there after the switch of
+	// user and under the sandbox too.
+	for _, m := range []string{"process_resident_memory_bytes", "process_open_fds", "process_cpu_seconds_total", "process_start_time_seconds"} {
+		if v := metricValue(body, m); !(v > 0) {
+			t.Errorf("%s %v after setup, want above 0", m, v)
+		}
+	}
 	stopAndCompare(t, cmd, exited, shmName, ref, stderr.String)
 	if r.shmGroup != "" {
 		checkShmEntitlement(t, bin, shmName, r.shmGroup, ref)

@@ -492,6 +492,7 @@ func serve(ctx context.Context, h *handler.Handler, ep *endpoints, cfg *config.C
 	if ep != nil {
 		reg := prometheus.NewRegistry()
 		reg.MustRegister(handler.NewCollector(h))
+		handler.RegisterStandard(reg, h)
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", metricsHandler(handler.NewExposition(h), promhttp.HandlerFor(reg, promhttp.HandlerOpts{})))
 		mux.HandleFunc("/healthz", healthz(h))

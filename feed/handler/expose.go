@@ -13,9 +13,11 @@ import (
 )
 
 // Exposition renders the pipeline's metrics (the same families as
-// Collector) in the Prometheus text format, version 0.0.4, into a buffer
-// it reuses: a scrape in steady state allocates nothing, so that scrapes
-// never make the garbage collector run. Histograms carry their classic
+// Collector), then the process's and the Go runtime's standard ones
+// (standard: process_cpu_seconds_total, go_goroutines, ...), in the
+// Prometheus text format, version 0.0.4, into a buffer it reuses: a
+// scrape in steady state allocates nothing, so that scrapes never make
+// the garbage collector run. Histograms carry their classic
 // buckets (latency.DefaultBuckets); the native buckets need the protobuf
 // format, which Collector serves through client_golang (allocating).
 //
@@ -45,6 +47,10 @@ type Exposition struct {
 	counters []namedLabels
 	les      []string // per latency.DefaultBuckets bound, then +Inf
 	lesNs    []int64
+	// The standard process and Go runtime families' reading, and
+	// go_gc_duration_seconds's quantile label sets.
+	rt        *runtimeSample
+	quantiles [len(gcQuantiles)]string
 }
 
 // recoveryStates are the values of the recovery_state label, in order.
@@ -75,6 +81,10 @@ func NewExposition(h *Handler) *Exposition {
 		e.lesNs = append(e.lesNs, int64(math.Round(b*1e9)))
 	}
 	e.les = append(e.les, with("le", "+Inf"))
+	e.rt = newRuntimeSample()
+	for i, q := range gcQuantiles {
+		e.quantiles[i] = with("quantile", q)
+	}
 	// One render grows the buffer and the Stats copy's slices to size;
 	// the buffer is the first one ServeHTTP takes.
 	buf := e.AppendText(make([]byte, 0, 32<<10))
@@ -132,7 +142,8 @@ func (e *Exposition) AppendText(dst []byte) []byte {
 
 func (e *Exposition) appendText(b []byte) []byte {
 	e.h.StatsInto(&e.st)
-	return e.appendStats(b, &e.st, time.Now().UnixNano(), monoNow())
+	b = e.appendStats(b, &e.st, time.Now().UnixNano(), monoNow())
+	return e.appendRuntime(b)
 }
 
 // appendStats appends st's metrics at now (Unix ns) and mono (monoNow):
@@ -145,15 +156,7 @@ func (e *Exposition) appendStats(b []byte, st *Stats, now, mono int64) []byte {
 		if m.label == "counter" && st.Receive.Extra.Len() == 0 {
 			continue // a family without samples, as client_golang leaves it out
 		}
-		b = append(b, "# HELP feedhandler_"...)
-		b = append(b, m.name...)
-		b = append(b, ' ')
-		b = append(b, m.help...)
-		b = append(b, "\n# TYPE feedhandler_"...)
-		b = append(b, m.name...)
-		b = append(b, ' ')
-		b = append(b, m.kind.String()...)
-		b = append(b, '\n')
+		b = appendHeader(b, "feedhandler_", m.name, m.help, m.kind)
 		switch {
 		case m.name == "line_silence_seconds":
 			for l, ls := range e.lines {
@@ -202,6 +205,21 @@ func (e *Exposition) appendStats(b []byte, st *Stats, now, mono int64) []byte {
 		}
 	}
 	return b
+}
+
+// appendHeader appends a family's HELP and TYPE lines.
+func appendHeader(b []byte, prefix, name, help string, kind metricKind) []byte {
+	b = append(b, "# HELP "...)
+	b = append(b, prefix...)
+	b = append(b, name...)
+	b = append(b, ' ')
+	b = append(b, help...)
+	b = append(b, "\n# TYPE "...)
+	b = append(b, prefix...)
+	b = append(b, name...)
+	b = append(b, ' ')
+	b = append(b, kind.String()...)
+	return append(b, '\n')
 }
 
 // counterLabels returns the label set of the receive backend's counter i,

@@ -32,6 +32,7 @@ const (
 	kindCounter metricKind = iota
 	kindGauge
 	kindHistogram
+	kindSummary
 )
 
 func (k metricKind) String() string {
@@ -40,6 +41,8 @@ func (k metricKind) String() string {
 		return "counter"
 	case kindGauge:
 		return "gauge"
+	case kindSummary:
+		return "summary"
 	}
 	return "histogram"
 }

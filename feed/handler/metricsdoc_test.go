@@ -12,6 +12,10 @@ import (
 // label in braces when given, or a prefix (feedhandler_recovery_*).
 var metricToken = regexp.MustCompile(`feedhandler_([a-z0-9_]+)(\*|\{([a-z_]+)\})?`)
 
+// standardToken is a standard family named in the docs (process_*,
+// go_*), a summary's with its _sum or _count.
+var standardToken = regexp.MustCompile(`\b(?:process|go)_[a-z0-9_]+`)
+
 // notMetrics are feedhandler_ names that are not metrics: the Python
 // reader's module and the C++ reader's CMake package.
 var notMetrics = map[string]bool{"shm": true, "shm_reader": true}
@@ -39,8 +43,29 @@ func TestMetricsDocumented(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	std := map[string]standardMetric{}
+	for _, m := range standard {
+		std[m.name] = m
+	}
+	stdRows := map[string]bool{}
 	for _, l := range strings.Split(string(ops), "\n") {
 		cells := strings.Split(l, "|")
+		if len(cells) >= 4 && (strings.HasPrefix(strings.TrimSpace(cells[1]), "`process_") || strings.HasPrefix(strings.TrimSpace(cells[1]), "`go_")) {
+			typ := strings.TrimSpace(cells[2])
+			for _, name := range standardToken.FindAllString(cells[1], -1) {
+				m, ok := std[name]
+				switch {
+				case stdRows[name]:
+					t.Errorf("docs/OPERATIONS.md's metrics tables have %s in two rows", name)
+				case !ok:
+					t.Errorf("docs/OPERATIONS.md's metrics tables have %s, which the handler does not export", name)
+				case m.kind.String() != typ:
+					t.Errorf("docs/OPERATIONS.md: %s is a %s, the table says %q", name, m.kind, typ)
+				}
+				stdRows[name] = true
+			}
+			continue
+		}
 		if len(cells) < 4 || !strings.HasPrefix(strings.TrimSpace(cells[1]), "`feedhandler_") {
 			continue
 		}
@@ -65,6 +90,12 @@ func TestMetricsDocumented(t *testing.T) {
 	for _, m := range exported {
 		if _, ok := rows[m.name]; !ok {
 			t.Errorf("feedhandler_%s (%s: %s) has no row in docs/OPERATIONS.md's metrics table", m.name, m.kind, m.help)
+		}
+	}
+
+	for _, m := range standard {
+		if !stdRows[m.name] {
+			t.Errorf("%s (%s: %s) has no row in docs/OPERATIONS.md's metrics tables", m.name, m.kind, m.help)
 		}
 	}
 
@@ -106,6 +137,19 @@ func TestMetricsDocumented(t *testing.T) {
 				t.Errorf("%s: feedhandler_%s is not a metric the handler exports", f, name)
 			case label != "" && label != e.label:
 				t.Errorf("%s: feedhandler_%s{%s}: its label is %q", f, name, label, e.label)
+			}
+		}
+		for _, name := range standardToken.FindAllString(string(text), -1) {
+			_, ok := std[name]
+			for _, m := range standard {
+				ok = ok || strings.HasSuffix(name, "_") && strings.HasPrefix(m.name, name)
+			}
+			for _, suffix := range []string{"_sum", "_count"} {
+				m, found := std[strings.TrimSuffix(name, suffix)]
+				ok = ok || found && strings.HasSuffix(name, suffix) && m.kind == kindSummary
+			}
+			if !ok {
+				t.Errorf("%s: %s is not a metric the handler exports", f, name)
 			}
 		}
 		for _, m := range typedToken.FindAllStringSubmatch(string(text), -1) {
