@@ -235,9 +235,12 @@ type Arbiter struct {
 	// or End of Session's sequence number) of its latest packet that
 	// started below the line's own highest: reordered on the line, or a
 	// sign that the highest was a stray (see contradicted). Set only for
-	// such packets, off the in-order path.
+	// such packets, off the in-order path. belowPkt: the line's packet
+	// count (LineStats.Packets) then: that packet is the line's latest
+	// while it equals the count.
 	belowRx  [MaxLines]int64
 	belowEnd [MaxLines]uint64
+	belowPkt [MaxLines]uint64
 	// The latest step of the wall clock back (clockBack): stepFrom, the
 	// latest stamp read before it; stepBy, how far back it went (to
 	// stepFrom-stepBy). stepLast: per line, its latest stamp before the
@@ -578,7 +581,7 @@ func (a *Arbiter) Offer(line int, data []byte, rxTime int64) {
 			}
 			a.high[line] = p.Seq
 		} else if p.Seq < a.high[line] {
-			a.belowRx[line], a.belowEnd[line] = rxTime, p.Seq
+			a.belowRx[line], a.belowEnd[line], a.belowPkt[line] = rxTime, p.Seq, ls.Packets
 			if p.Seq < a.next {
 				a.regressed(line, rxTime, p, p.Seq, p.Seq)
 			}
@@ -595,7 +598,7 @@ func (a *Arbiter) Offer(line int, data []byte, rxTime int64) {
 	case a.high[line] == 0:
 	case p.Seq < a.high[line]:
 		ls.OutOfOrder++
-		a.belowRx[line], a.belowEnd[line] = rxTime, end
+		a.belowRx[line], a.belowEnd[line], a.belowPkt[line] = rxTime, end, ls.Packets
 	case p.Seq > a.high[line]:
 		ls.LineGaps++
 	}
@@ -1296,8 +1299,8 @@ func (a *Arbiter) checkGap(now int64, idle bool) {
 
 // contradicted reports whether the held packet e is contradicted by the
 // lines that brought it: brought by lines only (not a recovery source),
-// and each of them has since gone on below it (its latest packet starting
-// below its own highest ended at or before e's first sequence number,
+// and each of them has since gone on below it (its latest packet started
+// below its own highest and ended at or before e's first sequence number,
 // Grace or more after e, by its own stamps), bringing nothing past e. A
 // line reorders its own packets by less than Grace (ArbiterConfig.Grace):
 // a line still sending numbers below e that long after is not behind e
@@ -1319,7 +1322,13 @@ func (a *Arbiter) contradicted(e *pendEntry) bool {
 		if t == 0 {
 			continue
 		}
-		if a.high[i] != e.end || a.belowEnd[i] > e.seq || a.belowRx[i]-t < int64(a.cfg.Grace) {
+		// The latest packet, by count: an older one's stamp, taken
+		// before a step of the wall clock back, lies ahead of every
+		// stamp after it, and read as Grace after e it dropped each
+		// held packet that was its line's latest until the clock
+		// caught up (the line's highest then back to that old packet's
+		// end: the next held packets dropped too).
+		if a.high[i] != e.end || a.belowPkt[i] != a.Stats.Lines[i].Packets || a.belowEnd[i] > e.seq || a.belowRx[i]-t < int64(a.cfg.Grace) {
 			return false
 		}
 		by = true

@@ -2,8 +2,11 @@ package handler
 
 import (
 	"encoding/binary"
+	"fmt"
 	"testing"
 	"time"
+
+	"github.com/marketfeed/feedhandler/feed/moldudp64"
 )
 
 // TestArbiterCorruptSeqWithinMaxJump: one packet of line A carries a
@@ -113,5 +116,57 @@ func TestArbiterLineReorderNotContradicted(t *testing.T) {
 	a.Tick(now + int64(time.Second))
 	if s.got != 300 || len(s.gaps) != 0 || a.Stats.Lines[0].Contradicted != 0 {
 		t.Fatalf("delivered %d of 300, gaps %v, contradicted %d", s.got, s.gaps, a.Stats.Lines[0].Contradicted)
+	}
+}
+
+// TestArbiterClockStepNotContradicted: a line reorders two packets
+// (microseconds apart), then the wall clock steps back 100 ms (less than
+// LineTimeout: nothing tells it from a line read behind), and a packet
+// is lost on every line, the one after it brought by line A alone and
+// followed by an empty poll. Exactly the lost packet is declared
+// missing, nothing contradicted. Before, the reordered packet's stamp,
+// from before the step, lay ahead of every stamp after it and read as
+// line A going on below each held packet for Grace or longer: the packet
+// after the hole was dropped, line A's highest taken back to the
+// reordered packet's end, and the next held packets dropped in turn
+// ('delivered 222 of 297, gaps [{151 6} {160 3} {166 3} ...]').
+func TestArbiterClockStepNotContradicted(t *testing.T) {
+	for _, lines := range []int{1, 2} {
+		t.Run(fmt.Sprint(lines, " lines"), func(t *testing.T) {
+			pkts := fixedPackets(t, testSession, 1, 100, 3)
+			a, s := newTestArbiter(t, ArbiterConfig{Lines: lines})
+			now := int64(time.Hour)
+			offer := func(i int, at int64) {
+				a.Offer(0, pkts[i], at)
+				if lines == 2 && i != 50 && i != 51 {
+					a.Offer(1, pkts[i], at) // line B lost 50 and 51
+				}
+			}
+			for i := 0; i < 100; i++ {
+				now += int64(time.Millisecond)
+				switch i {
+				case 5:
+					offer(6, now)
+					offer(5, now+int64(time.Microsecond))
+					i++
+					continue
+				case 10:
+					now -= int64(100 * time.Millisecond) // the step back
+				case 50:
+					continue // lost on every line
+				}
+				offer(i, now)
+				if i == 51 {
+					a.Tick(now + int64(time.Millisecond/2))
+				}
+			}
+			a.Tick(now + int64(time.Second))
+			if s.got != 297 || len(s.gaps) != 1 || s.gaps[0] != (moldudp64.Range{First: 151, Count: 3}) {
+				t.Fatalf("delivered %d of 297, gaps %v; want one gap of 3 at 151", s.got, s.gaps)
+			}
+			if c := a.Stats.Lines[0].Contradicted; c != 0 {
+				t.Errorf("line A contradicted %d, want 0", c)
+			}
+		})
 	}
 }
