@@ -231,14 +231,16 @@ type Arbiter struct {
 	readRx [MaxLines]int64
 	// where the last suspect packet ended
 	suspectNext uint64
-	// belowRx, belowEnd: per line, the stamp and the end (a heartbeat's
-	// or End of Session's sequence number) of its latest packet that
+	// belowRx, belowSeq, belowEnd: per line, the stamp, the first
+	// sequence number and the end (a heartbeat's or End of Session's
+	// sequence number, both) of its latest packet that
 	// started below the line's own highest: reordered on the line, or a
 	// sign that the highest was a stray (see contradicted). Set only for
 	// such packets, off the in-order path. belowPkt: the line's packet
 	// count (LineStats.Packets) then: that packet is the line's latest
 	// while it equals the count.
 	belowRx  [MaxLines]int64
+	belowSeq [MaxLines]uint64
 	belowEnd [MaxLines]uint64
 	belowPkt [MaxLines]uint64
 	// The latest step of the wall clock back (clockBack): stepFrom, the
@@ -581,7 +583,7 @@ func (a *Arbiter) Offer(line int, data []byte, rxTime int64) {
 			}
 			a.high[line] = p.Seq
 		} else if p.Seq < a.high[line] {
-			a.belowRx[line], a.belowEnd[line], a.belowPkt[line] = rxTime, p.Seq, ls.Packets
+			a.belowRx[line], a.belowSeq[line], a.belowEnd[line], a.belowPkt[line] = rxTime, p.Seq, p.Seq, ls.Packets
 			if p.Seq < a.next {
 				a.regressed(line, rxTime, p, p.Seq, p.Seq)
 			}
@@ -598,7 +600,7 @@ func (a *Arbiter) Offer(line int, data []byte, rxTime int64) {
 	case a.high[line] == 0:
 	case p.Seq < a.high[line]:
 		ls.OutOfOrder++
-		a.belowRx[line], a.belowEnd[line], a.belowPkt[line] = rxTime, end, ls.Packets
+		a.belowRx[line], a.belowSeq[line], a.belowEnd[line], a.belowPkt[line] = rxTime, p.Seq, end, ls.Packets
 	case p.Seq > a.high[line]:
 		ls.LineGaps++
 	}
@@ -1300,8 +1302,9 @@ func (a *Arbiter) checkGap(now int64, idle bool) {
 // contradicted reports whether the held packet e is contradicted by the
 // lines that brought it: brought by lines only (not a recovery source),
 // and each of them has since gone on below it (its latest packet started
-// below its own highest and ended at or before e's first sequence number,
-// Grace or more after e, by its own stamps), bringing nothing past e. A
+// below its own highest and below e's first sequence number, a heartbeat
+// at it, Grace or more after e, by its own stamps), bringing nothing past
+// e. A
 // line reorders its own packets by less than Grace (ArbiterConfig.Grace):
 // a line still sending numbers below e that long after is not behind e
 // but was never there, and e's sequence number is corrupt or forged
@@ -1328,7 +1331,12 @@ func (a *Arbiter) contradicted(e *pendEntry) bool {
 		// held packet that was its line's latest until the clock
 		// caught up (the line's highest then back to that old packet's
 		// end: the next held packets dropped too).
-		if a.high[i] != e.end || a.belowPkt[i] != a.Stats.Lines[i].Packets || a.belowEnd[i] > e.seq || a.belowRx[i]-t < int64(a.cfg.Grace) {
+		// Started below e, not only ended at or before it: a packet
+		// moved off a packet boundary (most are) is overtaken by the
+		// line's packet that covers its first number, which ends inside
+		// or past it; taken for the line's own, its messages past that
+		// one's end were delivered as those of their numbers.
+		if a.high[i] != e.end || a.belowPkt[i] != a.Stats.Lines[i].Packets || a.belowSeq[i] >= e.seq && a.belowEnd[i] > e.seq || a.belowRx[i]-t < int64(a.cfg.Grace) {
 			return false
 		}
 		by = true

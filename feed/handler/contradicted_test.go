@@ -18,7 +18,9 @@ import (
 // ahead stood for a hole: once Hold ran out 999,903 messages were declared
 // missing and the live feed behind them dropped as duplicates ('delivered
 // 99 of 3600'); the one 5 packets ahead was delivered as its numbers'
-// messages.
+// messages. Moved off a packet boundary (14 or 16 ahead), it was
+// delivered past the end of the line's packet covering its first number
+// ('message carries seq 32, iterator says 46').
 func TestArbiterCorruptSeqWithinMaxJump(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
@@ -32,6 +34,9 @@ func TestArbiterCorruptSeqWithinMaxJump(t *testing.T) {
 		{"near B first", 15, 2, true},
 		{"far one line", 999_990, 1, false},
 		{"near one line", 15, 1, false},
+		{"off a boundary", 14, 2, false},
+		{"off a boundary B first", 16, 2, true},
+		{"off a boundary one line", 14, 1, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			pkts := fixedPackets(t, testSession, 1, 1200, 3)
