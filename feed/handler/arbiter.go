@@ -1088,7 +1088,7 @@ func (a *Arbiter) drain() {
 			continue
 		}
 		if a.contradicted(e) {
-			a.dropContradicted()
+			a.dropContradicted(0)
 			continue
 		}
 		p, _ := moldudp64.Parse(a.pend.bytes(e))
@@ -1180,6 +1180,17 @@ func (a *Arbiter) checkGap(now int64, idle bool) {
 			a.gapSince = 0
 			return
 		}
+		if n := a.pend.n; n > 1 && a.contradicted(a.pend.at(n-1)) {
+			// The highest held packet, contradicted by the lines that
+			// brought it (the first is looked at below, when its hole
+			// would be declared): they are not where it says. Kept, it
+			// had them pass every hole before it, waited for by Grace
+			// rather than Hold: a hole of the other line that a line
+			// lagging it by more than Grace, with a corrupt packet
+			// ahead, still brought was declared.
+			a.dropContradicted(n - 1)
+			continue
+		}
 		if !stepSeen {
 			now, stepSeen = a.stepNow(now), true
 		}
@@ -1264,7 +1275,7 @@ func (a *Arbiter) checkGap(now int64, idle bool) {
 			// Not a hole: the only line that brought the packet beyond it
 			// went on below it (a corrupt sequence number); the hole, if
 			// any is left, is waited for again.
-			a.dropContradicted()
+			a.dropContradicted(0)
 			continue
 		}
 		target := a.maxHigh()
@@ -1344,16 +1355,21 @@ func (a *Arbiter) contradicted(e *pendEntry) bool {
 	return by
 }
 
-// dropContradicted drops the first held packet, contradicted by its lines
-// (contradicted): counted per line, each line's highest back to its latest
-// packet, and the wait for a hole at next starts again (gapSeen).
-func (a *Arbiter) dropContradicted() {
-	e := a.pend.front()
+// dropContradicted drops the held packet k, the first or the last,
+// contradicted by its lines (contradicted): counted per line, each line's
+// highest back to its latest packet. For the first, the wait for a hole at
+// next starts again (gapSeen).
+func (a *Arbiter) dropContradicted(k int) {
+	e := a.pend.at(k)
 	for i := 0; i < a.cfg.Lines; i++ {
 		if e.lineRx[i] != 0 {
 			a.Stats.Lines[i].Contradicted++
 			a.high[i] = a.belowEnd[i]
 		}
+	}
+	if k != 0 {
+		a.pend.popBack()
+		return
 	}
 	a.pend.popFront()
 	a.gapSince = 0
@@ -1490,6 +1506,11 @@ func (q *pending) add(data []byte, seq, end uint64, rxTime int64, limit int, lin
 	}
 	*q.at(i) = ne
 	return holdOK
+}
+
+func (q *pending) popBack() {
+	q.free = append(q.free, q.at(q.n-1).slot)
+	q.n--
 }
 
 func (q *pending) popFront() {

@@ -175,3 +175,36 @@ func TestArbiterClockStepNotContradicted(t *testing.T) {
 		})
 	}
 }
+
+// TestArbiterCorruptSeqOnLaggingLine: line A lags line B by 10 ms (under
+// Hold) and brings one packet with a corrupt sequence number 999,990
+// ahead; then line B loses a packet, which line A brings 10 ms later.
+// Nothing is declared missing. Before, the corrupt packet, held, had line
+// A past the hole, waited for by Grace only: the hole was declared before
+// line A brought it ('delivered 297 of 300, gaps [{151 3}]').
+func TestArbiterCorruptSeqOnLaggingLine(t *testing.T) {
+	pkts := fixedPackets(t, testSession, 1, 100, 3)
+	corrupt := append([]byte(nil), pkts[10]...)
+	binary.BigEndian.PutUint64(corrupt[10:18], binary.BigEndian.Uint64(corrupt[10:18])+999_990)
+	a, s := newTestArbiter(t, ArbiterConfig{})
+	now := int64(time.Hour)
+	for i := 0; i < len(pkts)+10; i++ {
+		now += int64(time.Millisecond)
+		if i < len(pkts) && i != 50 {
+			a.Offer(1, pkts[i], now) // line B, which lost packet 50
+		}
+		if j := i - 10; j >= 0 {
+			a.Offer(0, pkts[j], now+1) // line A, 10 packets (10 ms) behind
+			if j == 30 {
+				a.Offer(0, corrupt, now+1)
+			}
+		}
+	}
+	a.Tick(now + int64(time.Second))
+	if s.got != 300 || len(s.gaps) != 0 {
+		t.Fatalf("delivered %d of 300, gaps %v", s.got, s.gaps)
+	}
+	if c := a.Stats.Lines[0].Contradicted; c != 1 {
+		t.Errorf("line A contradicted %d, want 1", c)
+	}
+}
