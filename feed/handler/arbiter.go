@@ -1357,22 +1357,33 @@ func (a *Arbiter) contradicted(e *pendEntry) bool {
 
 // dropContradicted drops the held packet k, the first or the last,
 // contradicted by its lines (contradicted): counted per line, each line's
-// highest back to its latest packet. For the first, the wait for a hole at
-// next starts again (gapSeen).
+// highest back to its latest packet or the highest other packet of the
+// line held, whichever ends later (a second corrupt packet, brought
+// within Grace of the first, is then its line's highest and contradicted
+// in turn; before, it was left above the line's highest, never looked at
+// again, and stood for a hole). For the first, the wait for a hole at
+// next starts again (gapSeen). Rare: a scan of what is held is fine.
 func (a *Arbiter) dropContradicted(k int) {
 	e := a.pend.at(k)
-	for i := 0; i < a.cfg.Lines; i++ {
-		if e.lineRx[i] != 0 {
-			a.Stats.Lines[i].Contradicted++
-			a.high[i] = a.belowEnd[i]
-		}
-	}
+	lines := e.lineRx
 	if k != 0 {
 		a.pend.popBack()
-		return
+	} else {
+		a.pend.popFront()
+		a.gapSince = 0
 	}
-	a.pend.popFront()
-	a.gapSince = 0
+	for i := 0; i < a.cfg.Lines; i++ {
+		if lines[i] == 0 {
+			continue
+		}
+		a.Stats.Lines[i].Contradicted++
+		a.high[i] = a.belowEnd[i]
+		for j := 0; j < a.pend.n; j++ {
+			if h := a.pend.at(j); h.lineRx[i] != 0 {
+				a.high[i] = max(a.high[i], h.end)
+			}
+		}
+	}
 }
 
 // crossScan is how many held packets crossed looks at.

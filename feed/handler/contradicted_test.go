@@ -208,3 +208,37 @@ func TestArbiterCorruptSeqOnLaggingLine(t *testing.T) {
 		t.Errorf("line A contradicted %d, want 1", c)
 	}
 }
+
+// TestArbiterTwoCorruptSeqsOneLine: line A brings two packets with
+// corrupt sequence numbers back to back, the second less far ahead than
+// the first, among two lines delivering the session in order. Both are dropped as
+// contradicted and nothing is declared missing. Before, dropping the
+// first took line A's highest back to its latest packet, below the
+// second, which then no longer stood for the line's highest and was
+// never contradicted: its hole was declared.
+func TestArbiterTwoCorruptSeqsOneLine(t *testing.T) {
+	pkts := fixedPackets(t, testSession, 1, 1200, 3)
+	var corrupt [2][]byte
+	for k, ahead := range []uint64{999_990, 500_000} {
+		corrupt[k] = append([]byte(nil), pkts[10+k]...)
+		binary.BigEndian.PutUint64(corrupt[k][10:18], binary.BigEndian.Uint64(corrupt[k][10:18])+ahead)
+	}
+	a, s := newTestArbiter(t, ArbiterConfig{})
+	now := int64(time.Hour)
+	for i, p := range pkts {
+		now += int64(time.Millisecond)
+		a.Offer(0, p, now)
+		a.Offer(1, p, now)
+		if i == 5 {
+			a.Offer(0, corrupt[0], now)
+			a.Offer(0, corrupt[1], now) // within Grace of the first
+		}
+	}
+	a.Tick(now + int64(time.Second))
+	if s.got != 3600 || len(s.gaps) != 0 {
+		t.Fatalf("delivered %d of 3600, gaps %v", s.got, s.gaps)
+	}
+	if c := a.Stats.Lines[0].Contradicted; c != 2 {
+		t.Errorf("line A contradicted %d, want 2", c)
+	}
+}
