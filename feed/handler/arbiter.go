@@ -231,13 +231,18 @@ type Arbiter struct {
 	readRx [MaxLines]int64
 	// where the last suspect packet ended
 	suspectNext uint64
-	// belowRx, belowEnd: per line, the stamp and the end (a heartbeat's
-	// or End of Session's sequence number) of its latest packet that
+	// belowRx, belowSeq, belowEnd: per line, the stamp, the first
+	// sequence number and the end (a heartbeat's or End of Session's
+	// sequence number, both) of its latest packet that
 	// started below the line's own highest: reordered on the line, or a
 	// sign that the highest was a stray (see contradicted). Set only for
-	// such packets, off the in-order path.
+	// such packets, off the in-order path. belowPkt: the line's packet
+	// count (LineStats.Packets) then: that packet is the line's latest
+	// while it equals the count.
 	belowRx  [MaxLines]int64
+	belowSeq [MaxLines]uint64
 	belowEnd [MaxLines]uint64
+	belowPkt [MaxLines]uint64
 	// The latest step of the wall clock back (clockBack): stepFrom, the
 	// latest stamp read before it; stepBy, how far back it went (to
 	// stepFrom-stepBy). stepLast: per line, its latest stamp before the
@@ -578,7 +583,7 @@ func (a *Arbiter) Offer(line int, data []byte, rxTime int64) {
 			}
 			a.high[line] = p.Seq
 		} else if p.Seq < a.high[line] {
-			a.belowRx[line], a.belowEnd[line] = rxTime, p.Seq
+			a.belowRx[line], a.belowSeq[line], a.belowEnd[line], a.belowPkt[line] = rxTime, p.Seq, p.Seq, ls.Packets
 			if p.Seq < a.next {
 				a.regressed(line, rxTime, p, p.Seq, p.Seq)
 			}
@@ -595,7 +600,7 @@ func (a *Arbiter) Offer(line int, data []byte, rxTime int64) {
 	case a.high[line] == 0:
 	case p.Seq < a.high[line]:
 		ls.OutOfOrder++
-		a.belowRx[line], a.belowEnd[line] = rxTime, end
+		a.belowRx[line], a.belowSeq[line], a.belowEnd[line], a.belowPkt[line] = rxTime, p.Seq, end, ls.Packets
 	case p.Seq > a.high[line]:
 		ls.LineGaps++
 	}
@@ -1083,7 +1088,7 @@ func (a *Arbiter) drain() {
 			continue
 		}
 		if a.contradicted(e) {
-			a.dropContradicted()
+			a.dropContradicted(0)
 			continue
 		}
 		p, _ := moldudp64.Parse(a.pend.bytes(e))
@@ -1175,6 +1180,17 @@ func (a *Arbiter) checkGap(now int64, idle bool) {
 			a.gapSince = 0
 			return
 		}
+		if n := a.pend.n; n > 1 && a.contradicted(a.pend.at(n-1)) {
+			// The highest held packet, contradicted by the lines that
+			// brought it (the first is looked at below, when its hole
+			// would be declared): they are not where it says. Kept, it
+			// had them pass every hole before it, waited for by Grace
+			// rather than Hold: a hole of the other line that a line
+			// lagging it by more than Grace, with a corrupt packet
+			// ahead, still brought was declared.
+			a.dropContradicted(n - 1)
+			continue
+		}
 		if !stepSeen {
 			now, stepSeen = a.stepNow(now), true
 		}
@@ -1259,7 +1275,7 @@ func (a *Arbiter) checkGap(now int64, idle bool) {
 			// Not a hole: the only line that brought the packet beyond it
 			// went on below it (a corrupt sequence number); the hole, if
 			// any is left, is waited for again.
-			a.dropContradicted()
+			a.dropContradicted(0)
 			continue
 		}
 		if a.pend.n > 0 && a.unconfirmed(a.pend.front(), now) {
@@ -1299,9 +1315,10 @@ func (a *Arbiter) checkGap(now int64, idle bool) {
 
 // contradicted reports whether the held packet e is contradicted by the
 // lines that brought it: brought by lines only (not a recovery source),
-// and each of them has since gone on below it (its latest packet starting
-// below its own highest ended at or before e's first sequence number,
-// Grace or more after e, by its own stamps), bringing nothing past e. A
+// and each of them has since gone on below it (its latest packet started
+// below its own highest and below e's first sequence number, a heartbeat
+// at it, Grace or more after e, by its own stamps), bringing nothing past
+// e. A
 // line reorders its own packets by less than Grace (ArbiterConfig.Grace):
 // a line still sending numbers below e that long after is not behind e
 // but was never there, and e's sequence number is corrupt or forged
@@ -1322,7 +1339,18 @@ func (a *Arbiter) contradicted(e *pendEntry) bool {
 		if t == 0 {
 			continue
 		}
-		if a.high[i] != e.end || a.belowEnd[i] > e.seq || a.belowRx[i]-t < int64(a.cfg.Grace) {
+		// The latest packet, by count: an older one's stamp, taken
+		// before a step of the wall clock back, lies ahead of every
+		// stamp after it, and read as Grace after e it dropped each
+		// held packet that was its line's latest until the clock
+		// caught up (the line's highest then back to that old packet's
+		// end: the next held packets dropped too).
+		// Started below e, not only ended at or before it: a packet
+		// moved off a packet boundary (most are) is overtaken by the
+		// line's packet that covers its first number, which ends inside
+		// or past it; taken for the line's own, its messages past that
+		// one's end were delivered as those of their numbers.
+		if a.high[i] != e.end || a.belowPkt[i] != a.Stats.Lines[i].Packets || a.belowSeq[i] >= e.seq && a.belowEnd[i] > e.seq || a.belowRx[i]-t < int64(a.cfg.Grace) {
 			return false
 		}
 		by = true
@@ -1369,19 +1397,35 @@ func (a *Arbiter) unconfirmed(e *pendEntry, now int64) bool {
 	return by >= 0
 }
 
-// dropContradicted drops the first held packet, contradicted by its lines
-// (contradicted): counted per line, each line's highest back to its latest
-// packet, and the wait for a hole at next starts again (gapSeen).
-func (a *Arbiter) dropContradicted() {
-	e := a.pend.front()
+// dropContradicted drops the held packet k, the first or the last,
+// contradicted by its lines (contradicted): counted per line, each line's
+// highest back to its latest packet or the highest other packet of the
+// line held, whichever ends later (a second corrupt packet, brought
+// within Grace of the first, is then its line's highest and contradicted
+// in turn; before, it was left above the line's highest, never looked at
+// again, and stood for a hole). For the first, the wait for a hole at
+// next starts again (gapSeen). Rare: a scan of what is held is fine.
+func (a *Arbiter) dropContradicted(k int) {
+	e := a.pend.at(k)
+	lines := e.lineRx
+	if k != 0 {
+		a.pend.popBack()
+	} else {
+		a.pend.popFront()
+		a.gapSince = 0
+	}
 	for i := 0; i < a.cfg.Lines; i++ {
-		if e.lineRx[i] != 0 {
-			a.Stats.Lines[i].Contradicted++
-			a.high[i] = a.belowEnd[i]
+		if lines[i] == 0 {
+			continue
+		}
+		a.Stats.Lines[i].Contradicted++
+		a.high[i] = a.belowEnd[i]
+		for j := 0; j < a.pend.n; j++ {
+			if h := a.pend.at(j); h.lineRx[i] != 0 {
+				a.high[i] = max(a.high[i], h.end)
+			}
 		}
 	}
-	a.pend.popFront()
-	a.gapSince = 0
 }
 
 // crossScan is how many held packets crossed looks at.
@@ -1515,6 +1559,11 @@ func (q *pending) add(data []byte, seq, end uint64, rxTime int64, limit int, lin
 	}
 	*q.at(i) = ne
 	return holdOK
+}
+
+func (q *pending) popBack() {
+	q.free = append(q.free, q.at(q.n-1).slot)
+	q.n--
 }
 
 func (q *pending) popFront() {

@@ -2,6 +2,7 @@ package handler
 
 import (
 	"encoding/binary"
+	"fmt"
 	"testing"
 	"time"
 
@@ -17,7 +18,9 @@ import (
 // ahead stood for a hole: once Hold ran out 999,903 messages were declared
 // missing and the live feed behind them dropped as duplicates ('delivered
 // 99 of 3600'); the one 5 packets ahead was delivered as its numbers'
-// messages.
+// messages. Moved off a packet boundary (14 or 16 ahead), it was
+// delivered past the end of the line's packet covering its first number
+// ('message carries seq 32, iterator says 46').
 func TestArbiterCorruptSeqWithinMaxJump(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
@@ -31,6 +34,9 @@ func TestArbiterCorruptSeqWithinMaxJump(t *testing.T) {
 		{"near B first", 15, 2, true},
 		{"far one line", 999_990, 1, false},
 		{"near one line", 15, 1, false},
+		{"off a boundary", 14, 2, false},
+		{"off a boundary B first", 16, 2, true},
+		{"off a boundary one line", 14, 1, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			pkts := fixedPackets(t, testSession, 1, 1200, 3)
@@ -160,5 +166,124 @@ func TestArbiterCorruptSeqIdleLine(t *testing.T) {
 	}
 	if c := a.Stats.Lines[0].Contradicted; c != 1 {
 		t.Errorf("line A contradicted %d, want 1", c)
+	}
+}
+
+// TestArbiterClockStepNotContradicted: a line reorders two packets
+// (microseconds apart), then the wall clock steps back 100 ms (less than
+// LineTimeout: nothing tells it from a line read behind), and a packet
+// is lost on every line, the one after it brought by line A alone and
+// followed by an empty poll. Exactly the lost packet is declared
+// missing, nothing contradicted. Before, the reordered packet's stamp,
+// from before the step, lay ahead of every stamp after it and read as
+// line A going on below each held packet for Grace or longer: the packet
+// after the hole was dropped, line A's highest taken back to the
+// reordered packet's end, and the next held packets dropped in turn
+// ('delivered 222 of 297, gaps [{151 6} {160 3} {166 3} ...]').
+func TestArbiterClockStepNotContradicted(t *testing.T) {
+	for _, lines := range []int{1, 2} {
+		t.Run(fmt.Sprint(lines, " lines"), func(t *testing.T) {
+			pkts := fixedPackets(t, testSession, 1, 100, 3)
+			a, s := newTestArbiter(t, ArbiterConfig{Lines: lines})
+			now := int64(time.Hour)
+			offer := func(i int, at int64) {
+				a.Offer(0, pkts[i], at)
+				if lines == 2 && i != 50 && i != 51 {
+					a.Offer(1, pkts[i], at) // line B lost 50 and 51
+				}
+			}
+			for i := 0; i < 100; i++ {
+				now += int64(time.Millisecond)
+				switch i {
+				case 5:
+					offer(6, now)
+					offer(5, now+int64(time.Microsecond))
+					i++
+					continue
+				case 10:
+					now -= int64(100 * time.Millisecond) // the step back
+				case 50:
+					continue // lost on every line
+				}
+				offer(i, now)
+				if i == 51 {
+					a.Tick(now + int64(time.Millisecond/2))
+				}
+			}
+			a.Tick(now + int64(time.Second))
+			if s.got != 297 || len(s.gaps) != 1 || s.gaps[0] != (moldudp64.Range{First: 151, Count: 3}) {
+				t.Fatalf("delivered %d of 297, gaps %v; want one gap of 3 at 151", s.got, s.gaps)
+			}
+			if c := a.Stats.Lines[0].Contradicted; c != 0 {
+				t.Errorf("line A contradicted %d, want 0", c)
+			}
+		})
+	}
+}
+
+// TestArbiterCorruptSeqOnLaggingLine: line A lags line B by 10 ms (under
+// Hold) and brings one packet with a corrupt sequence number 999,990
+// ahead; then line B loses a packet, which line A brings 10 ms later.
+// Nothing is declared missing. Before, the corrupt packet, held, had line
+// A past the hole, waited for by Grace only: the hole was declared before
+// line A brought it ('delivered 297 of 300, gaps [{151 3}]').
+func TestArbiterCorruptSeqOnLaggingLine(t *testing.T) {
+	pkts := fixedPackets(t, testSession, 1, 100, 3)
+	corrupt := append([]byte(nil), pkts[10]...)
+	binary.BigEndian.PutUint64(corrupt[10:18], binary.BigEndian.Uint64(corrupt[10:18])+999_990)
+	a, s := newTestArbiter(t, ArbiterConfig{})
+	now := int64(time.Hour)
+	for i := 0; i < len(pkts)+10; i++ {
+		now += int64(time.Millisecond)
+		if i < len(pkts) && i != 50 {
+			a.Offer(1, pkts[i], now) // line B, which lost packet 50
+		}
+		if j := i - 10; j >= 0 {
+			a.Offer(0, pkts[j], now+1) // line A, 10 packets (10 ms) behind
+			if j == 30 {
+				a.Offer(0, corrupt, now+1)
+			}
+		}
+	}
+	a.Tick(now + int64(time.Second))
+	if s.got != 300 || len(s.gaps) != 0 {
+		t.Fatalf("delivered %d of 300, gaps %v", s.got, s.gaps)
+	}
+	if c := a.Stats.Lines[0].Contradicted; c != 1 {
+		t.Errorf("line A contradicted %d, want 1", c)
+	}
+}
+
+// TestArbiterTwoCorruptSeqsOneLine: line A brings two packets with
+// corrupt sequence numbers back to back, the second less far ahead than
+// the first, among two lines delivering the session in order. Both are dropped as
+// contradicted and nothing is declared missing. Before, dropping the
+// first took line A's highest back to its latest packet, below the
+// second, which then no longer stood for the line's highest and was
+// never contradicted: its hole was declared.
+func TestArbiterTwoCorruptSeqsOneLine(t *testing.T) {
+	pkts := fixedPackets(t, testSession, 1, 1200, 3)
+	var corrupt [2][]byte
+	for k, ahead := range []uint64{999_990, 500_000} {
+		corrupt[k] = append([]byte(nil), pkts[10+k]...)
+		binary.BigEndian.PutUint64(corrupt[k][10:18], binary.BigEndian.Uint64(corrupt[k][10:18])+ahead)
+	}
+	a, s := newTestArbiter(t, ArbiterConfig{})
+	now := int64(time.Hour)
+	for i, p := range pkts {
+		now += int64(time.Millisecond)
+		a.Offer(0, p, now)
+		a.Offer(1, p, now)
+		if i == 5 {
+			a.Offer(0, corrupt[0], now)
+			a.Offer(0, corrupt[1], now) // within Grace of the first
+		}
+	}
+	a.Tick(now + int64(time.Second))
+	if s.got != 3600 || len(s.gaps) != 0 {
+		t.Fatalf("delivered %d of 3600, gaps %v", s.got, s.gaps)
+	}
+	if c := a.Stats.Lines[0].Contradicted; c != 2 {
+		t.Errorf("line A contradicted %d, want 2", c)
 	}
 }
