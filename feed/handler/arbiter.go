@@ -1419,7 +1419,14 @@ func (a *Arbiter) dropContradicted(k int) {
 			continue
 		}
 		a.Stats.Lines[i].Contradicted++
-		a.high[i] = a.belowEnd[i]
+		// Not below next: the line's packets behind next are then behind
+		// its highest too, as they were, and a restart's still count as
+		// going back (regressed). Taken back to its latest packet alone,
+		// a line whose publisher restarted at 1 within Hold of the drop
+		// brought its restarted packets in order by its own highest, and
+		// the restart was never followed (its packets dropped as
+		// duplicates for the rest of the day).
+		a.high[i] = max(a.belowEnd[i], a.next)
 		for j := 0; j < a.pend.n; j++ {
 			if h := a.pend.at(j); h.lineRx[i] != 0 {
 				a.high[i] = max(a.high[i], h.end)

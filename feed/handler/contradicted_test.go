@@ -3,6 +3,7 @@ package handler
 import (
 	"encoding/binary"
 	"fmt"
+	"math/rand/v2"
 	"testing"
 	"time"
 
@@ -285,5 +286,43 @@ func TestArbiterTwoCorruptSeqsOneLine(t *testing.T) {
 	}
 	if c := a.Stats.Lines[0].Contradicted; c != 2 {
 		t.Errorf("line A contradicted %d, want 2", c)
+	}
+}
+
+// TestArbiterRestartAfterContradicted: a packet lost on both lines, the
+// one after it brought by line A alone, then the publisher restarts at 1
+// (within Hold), an empty poll after each packet. Line A going on below
+// the held packet contradicts it (dropped); the restart is followed all
+// the same. Before, the drop took line A's highest back to its latest
+// packet, the restarted sequence's: its packets were then in order by
+// the line's own highest, never counted as going back, and the restart
+// was never followed ('regressions 0 restarts 0'), its packets dropped
+// as duplicates (helper-220's probe).
+func TestArbiterRestartAfterContradicted(t *testing.T) {
+	rng := rand.New(rand.NewPCG(77, 78))
+	day := packets(t, testSession, 100, 5, rng)
+	a, s := newTestArbiter(t, ArbiterConfig{LineTimeout: time.Second})
+	a.SetSessionFunc(func(old, new moldudp64.Session) { s.next = 0 })
+	now := int64(time.Hour)
+	for i := 0; i < 60; i++ {
+		now += int64(time.Millisecond)
+		switch i {
+		case 58: // lost on both lines
+		case 59:
+			a.Offer(0, day[i], now) // line A alone
+		default:
+			a.Offer(0, day[i], now)
+			a.Offer(1, day[i], now)
+		}
+	}
+	for _, p := range day[:40] { // back to 1, for 2 s
+		now += int64(50 * time.Millisecond)
+		a.Offer(0, p, now)
+		a.Offer(1, p, now)
+		a.Tick(now + int64(time.Millisecond))
+	}
+	a.Tick(now + int64(time.Millisecond))
+	if a.Stats.Restarts != 1 {
+		t.Fatalf("regressions %d, restarts %d (want 1), gaps %v, contradicted %d, next %d", a.Stats.Regressions, a.Stats.Restarts, s.gaps, a.Stats.Lines[0].Contradicted, a.Next())
 	}
 }
