@@ -191,6 +191,14 @@ type Handler struct {
 	shardOf        []uint8 // by locate
 	w              *shm.Writer
 
+	// flagged mirrors, on the receive thread, what the markers pushed to
+	// every shard left the books: flagged possibly stale (markerStale,
+	// markerRebuild) or not (markerWhole); flagMarks counts the markers
+	// that flag them (pushMarker), so that the silence's flag knows
+	// whether another flagged the books since its own (silenceFlag).
+	flagged   bool
+	flagMarks uint64
+
 	admission // which delivered messages go to the books
 
 	// rx-thread counters, copied under mu every few tens of milliseconds
@@ -932,6 +940,13 @@ func (h *Handler) push(s *shard, msg []byte, seq uint64, rxTime int64) {
 
 // pushMarker puts a control slot (not a message) into a shard's ring.
 func (h *Handler) pushMarker(s *shard, kind uint8, seq uint64) {
+	switch kind {
+	case markerStale, markerRebuild:
+		h.flagged = true
+		h.flagMarks++
+	case markerWhole:
+		h.flagged = false
+	}
 	if s.ring == nil {
 		s.mark(kind)
 		return
@@ -1197,6 +1212,10 @@ func (h *Handler) copyStats(wait bool) bool {
 		}
 		h.mu.Unlock()
 		h.copiedOwn = true
+		if !wait {
+			// Not at the end (wait): the shards may have stopped.
+			h.silenceFlag()
+		}
 	}
 	if h.inline != nil && !h.inline.copyStats(wait) {
 		return false

@@ -85,7 +85,7 @@ var exported = [...]metric{
 	{"shard_thread_rt_priority", "SCHED_FIFO priority of the thread applying the shard (the receive thread in run to completion); 0: normal scheduling.", kindGauge, "shard"},
 	{"receive_thread_rt_priority", "SCHED_FIFO priority of the receive thread; 0: normal scheduling (not asked, or refused: see the log).", kindGauge, ""},
 	{"line_silence_seconds", "Seconds since the line last delivered a packet (since start if never; resolution 20ms).", kindGauge, "line"},
-	{"books_stale", "Books flagged PossiblyStale (missing messages of an unrecovered gap, or of a range larger than one re-request being caught up, a late join's start among them; or an order dropped for want of book capacity).", kindGauge, ""},
+	{"books_stale", "Books flagged PossiblyStale (missing messages of an unrecovered gap, or of a range larger than one re-request being caught up, a late join's start among them; every line silent for 5 s mid-session, until the lines are back with nothing lost; or an order dropped for want of book capacity).", kindGauge, ""},
 	{"gaps_unrecovered", "Gaps whose messages the books still miss.", kindGauge, ""},
 	{"shm_heartbeat_age_seconds", "Age of the heartbeat in the shared-memory header.", kindGauge, ""},
 	{"shm_slots", "Instrument slots in the shared-memory file (its capacity).", kindGauge, ""},

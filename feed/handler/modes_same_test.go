@@ -90,18 +90,8 @@ func TestModesPublishSameSnapshots(t *testing.T) {
 // snapshot's fields but the receive and publish times, levels included.
 func snapshotFields(t *testing.T, name string) map[string]string {
 	t.Helper()
-	r, err := shm.Open(name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
-	buf := make([]byte, r.Info().MaxSnapshot)
 	out := map[string]string{}
-	for _, in := range r.Instruments() {
-		v, err := r.Read(in.Locate, buf)
-		if err != nil {
-			t.Fatalf("read %s: %v", in.Symbol, err)
-		}
+	eachSnapshot(t, name, func(_ int, in shm.Instrument, v shm.View) {
 		s := fmt.Sprintf("locate %d seq %d exchange time %d state %d flags %d levels %d/%d last %d x %d volume %d messages %d system event %d",
 			v.Locate(), v.Seq(), v.ExchangeTime(), v.TradingState(), v.Flags(), v.BidLevels(), v.AskLevels(),
 			v.LastTradePrice(), v.LastTradeShares(), v.Volume(), v.Messages(), v.SystemEvent())
@@ -120,7 +110,7 @@ func snapshotFields(t *testing.T, name string) map[string]string {
 			s += fmt.Sprintf(" ask %+v", l)
 		}
 		out[in.Symbol] = s
-	}
+	})
 	if len(out) == 0 {
 		t.Fatal("nothing published")
 	}

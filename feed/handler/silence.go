@@ -27,6 +27,11 @@ type silenceState struct {
 	allSince int64
 	// never: no packet on any line allSilentAfter after the start, logged.
 	never bool
+	// stale: silenceFlag flagged the books possibly stale, the silence
+	// since allSince (the last packet before it); marks is h.flagMarks
+	// once it did.
+	stale bool
+	marks uint64
 }
 
 // noteSilence logs, once each time, a line that went silent while another
@@ -96,6 +101,40 @@ func (h *Handler) noteSilence(now int64) {
 			Msg("every line silent, no heartbeat either: nothing of the feed reaches this host (links, NICs, the path or the exchange)")
 	} else {
 		h.log.Info().Dur("silent_for", time.Duration(now-s.allSince)).Msg("receiving again after every line was silent")
+	}
+}
+
+// silenceFlag flags every book possibly stale, in band as a declared gap
+// does, while every line has been silent for allSilentAfter mid-session
+// (noteSilence's all: after a packet, before End of Session): a feed sends
+// a heartbeat a second when idle, so the path is lost, and whatever the
+// exchange sent meanwhile is missing from the books. Books already flagged
+// (a gap open, a catch-up, a session change) are left as they are. The
+// flag is cleared once the lines are back and the arbiter has delivered
+// everything they announced with nothing held, nothing being recovered
+// and no marker flagging the books since its own: nothing was lost. When
+// something was (a gap declared, a catch-up re-requested, a session
+// changed, a snapshot loaded), that marker's own clearing takes over and
+// the flag stays until the loss is repaired. It runs in copyStats, on the
+// receive thread, outside the lock (a marker may wait for a shard's ring),
+// never at the end of the run; nothing per message.
+func (h *Handler) silenceFlag() {
+	s, a := &h.silence, h.arb
+	if !s.stale {
+		if s.all && a.started && !h.endedCopy && !a.ended && !h.flagged {
+			h.pushStaleAll()
+			s.stale, s.marks = true, h.flagMarks
+		}
+		return
+	}
+	switch {
+	case h.flagMarks != s.marks:
+		s.stale = false // another flag took over
+	case s.all && !h.endedCopy:
+		// Still silent (noteSilence says nothing after the end).
+	case a.pend.n == 0 && !a.recovering && !a.frozen && a.maxHigh() <= a.next:
+		s.stale = false
+		h.markWhole()
 	}
 }
 
