@@ -94,8 +94,8 @@ type LineStats struct {
 	WrongSession uint64 // packets of another session
 	Suspect      uint64 // packets dropped for jumping more than MaxJump ahead (see ArbiterConfig)
 	// Contradicted: packets held ahead of the next expected sequence
-	// number, brought by this line alone, dropped undelivered because the
-	// line itself went on below them for Grace or longer (see
+	// number that this line brought, dropped undelivered because every
+	// line that brought them went on below them for Grace or longer (see
 	// Arbiter.contradicted): a corrupt or forged sequence number within
 	// MaxJump. Counted in Packets and Messages when they arrived.
 	Contradicted uint64

@@ -60,7 +60,7 @@ var exported = [...]metric{
 	{"line_before_restart_total", "Packets received before a sequence restart was followed but read after it (the line's receive queue was behind): dropped.", kindCounter, "line"},
 	{"line_stale_end_of_session_total", "End of Session packets of the followed session behind what was received already (late copies, replays, forgeries): ignored.", kindCounter, "line"},
 	{"line_suspect_total", "Packets of the followed session dropped for jumping more than 4194304 sequence numbers ahead (bad input: a corrupted or forged packet), unless three in a row agree, each data packet past the one before (copies of one data packet never confirm).", kindCounter, "line"},
-	{"line_contradicted_total", "Packets held ahead of the next expected sequence number, brought by this line alone, dropped because the line itself went on below them for the arbitration grace or longer (a corrupt or forged sequence number within 4194304 of the feed's): never applied.", kindCounter, "line"},
+	{"line_contradicted_total", "Packets held ahead of the next expected sequence number, that this line brought, dropped because every line that brought them went on below them for the arbitration grace or longer (a corrupt or forged sequence number within 4194304 of the feed's): never applied.", kindCounter, "line"},
 	{"gaps_total", "Sequence ranges missing on every line.", kindCounter, ""},
 	{"gap_messages_total", "Sequence numbers missing on every line.", kindCounter, ""},
 	{"gaps_forced_total", "Times gaps were declared at once, without waiting for the other line, because the hold-back buffer (arbitration.max_pending) was full or a packet larger than its slot, and no recovery could take them (the gaps are in gaps_total).", kindCounter, ""},
