@@ -393,7 +393,7 @@ func (a *arbitrated) run() error {
 			if p, err := moldudp64.Parse(fr.Payload); err == nil {
 				a.rep.LiveRecovery.AnswerMessages += uint64(p.Messages())
 			}
-			a.r.Recovered(fr.Payload, fr.Time)
+			a.r.Recovered(fr.Payload, fr.Time, capture.Drained(fr.SrcMAC, fr.Time))
 			continue
 		}
 		i := a.line(&fr)

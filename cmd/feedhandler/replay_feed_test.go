@@ -497,9 +497,9 @@ func TestReplayFeedLiveRecovery(t *testing.T) {
 		// lines' grace: the arbiter held for them.
 		switch i {
 		case whole + 20:
-			c.Recovered(day.Packets[whole], ts)
+			c.Recovered(day.Packets[whole], ts, 0)
 		case part + 20:
-			c.Recovered(day.Packets[part], ts)
+			c.Recovered(day.Packets[part], ts, 0)
 		case part + 30:
 			c.GaveUp(ts) // part+1 never answered: given up
 		}

@@ -310,12 +310,16 @@ func (c *Capture) Failed(now, drainedAt int64) { c.ring.failed(now, drainedAt) }
 // Recovered copies a re-request answer the receive thread received at
 // rxTime (the MoldUDP64 packet, data) into the ring, to be written to the
 // file apart from the lines' datagrams (mark.go: Answer), so that a replay
-// can tell what recovery repaired live. The receive thread only, as Put;
-// it allocates nothing. An answer the ring has no room for is left out,
+// can tell what recovery repaired live. drainedAt is Put's for the next
+// batch so far (the empty poll since the batch before, 0: none): the
+// answer's frame carries it (mark.go: Drained), so that a replay ticks
+// the arbiter there before it offers the answer, as the handler did (the
+// batch's mark comes after). The receive thread only, as Put; it
+// allocates nothing. An answer the ring has no room for is left out,
 // counted as a datagram's.
-func (c *Capture) Recovered(data []byte, rxTime int64) {
+func (c *Capture) Recovered(data []byte, rxTime, drainedAt int64) {
 	c.answer[0] = rx.Packet{Data: data, Line: answerLine, RxTime: rxTime}
-	c.ring.answer(c.answer[:])
+	c.ring.answer(c.answer[:], drainedAt)
 	c.answer[0].Data = nil
 }
 
@@ -424,7 +428,7 @@ func (c *Capture) copySnapshot(msgs []byte, now int64) {
 		chunk, msgs = nextChunk(msgs)
 		if len(chunk) > 0 {
 			c.answer[0] = rx.Packet{Data: chunk, Line: snapLine, RxTime: now}
-			c.ring.answer(c.answer[:])
+			c.ring.answer(c.answer[:], 0)
 			c.answer[0].Data = nil
 		}
 	}
@@ -690,7 +694,8 @@ func (c *Capture) write(rec *record) {
 }
 
 // writeAnswer appends a re-request answer's frame (mark.go) to the
-// buffer: a datagram, from and to 0.0.0.0 port 0, no line's.
+// buffer: a datagram, from and to 0.0.0.0 port 0, no line's, marked with
+// the empty poll before it.
 func (c *Capture) writeAnswer(rec *record) {
 	if len(rec.payload) > 0xFFFF-20-8 {
 		return
@@ -698,7 +703,8 @@ func (c *Capture) writeAnswer(rec *record) {
 	c.id++
 	none := netip.AddrPortFrom(netip.IPv4Unspecified(), 0)
 	c.frame = pcap.AppendUDPFrame(c.frame[:0], none, none, c.id, rec.payload)
-	copy(c.frame[6:12], answerMAC[:])
+	mac := answerMark(rec.rxTime, rec.drained)
+	copy(c.frame[6:12], mac[:])
 	ci := gopacket.CaptureInfo{Timestamp: time.Unix(0, rec.rxTime), CaptureLength: len(c.frame), Length: len(c.frame)}
 	c.pw.WritePacket(ci, c.frame)
 	c.pending++

@@ -80,9 +80,28 @@ func Mark(mac [6]byte, rxTime int64) (drained int64, marked bool) {
 	if mac[0]&markDrained == 0 {
 		return 0, mac == [6]byte{markFrame}
 	}
+	return rxTime - markDelta(mac), true
+}
+
+// markDelta reads the time from the empty poll to the frame a mark with
+// markDrained set holds: a signed 40-bit count of nanoseconds.
+func markDelta(mac [6]byte) int64 {
 	u := uint64(mac[1])<<32 | uint64(mac[2])<<24 | uint64(mac[3])<<16 | uint64(mac[4])<<8 | uint64(mac[5])
-	d := int64(u<<24) >> 24 // sign-extend 40 bits
-	return rxTime - d, true
+	return int64(u<<24) >> 24 // sign-extend 40 bits
+}
+
+// Drained reads the empty poll the Ethernet source address of a
+// re-request answer (Answer) or of a recovery's marker frame (Frozen,
+// GaveUp), stamped at rxTime, records: when the live handler found every
+// line empty in the round it received the answer, froze or gave up in,
+// or since the batch before (0: not since the batch before, or a capture
+// written before these frames carried it). The batch after says the same
+// empty poll again (Mark): the Arbiter ticked there once.
+func Drained(mac [6]byte, rxTime int64) int64 {
+	if mac[0]&markDrained == 0 || mac[0]&^(markDrained|answerBit) != markFrame {
+		return 0
+	}
+	return rxTime - markDelta(mac)
 }
 
 // failedTag begins the payload of a marker frame of failed receive calls.
@@ -194,17 +213,40 @@ func End(payload []byte) (reason byte, ok bool) {
 // holds it. A re-request answer (Recovered) is an IPv4/UDP frame
 // of its own, from and to 0.0.0.0 port 0 (the server's address is not
 // kept; no line's destination, so a replay by lines passes over it),
-// whose Ethernet source address is answerMAC. A snapshot loaded
+// whose Ethernet source address is answerMAC, or, when the handler found
+// every line empty before it in the round it received the answer in (or
+// since the batch before), answerMAC with markDrained set and the time
+// from that empty poll to the answer as a datagram's mark holds it
+// (Drained; a capture written before then marks no answer so: its answers
+// replay as if no empty poll came before them). A snapshot loaded
 // (Snapshot) is a marker frame from and to 06:00:00:00:00:00, stamped when
 // loaded, whose payload is snapshotTag, then the sequence number delivery
 // resumed at and how many messages the snapshot held, unsigned 64-bit,
 // big-endian, after the frames of its messages (below: SnapshotMessages).
-var answerMAC = [6]byte{markFrame | 0x10}
+var answerMAC = [6]byte{markFrame | answerBit}
+
+// answerBit sets a re-request answer's source address apart from a line
+// datagram's mark.
+const answerBit = 0x10
+
+// answerMark returns the source address of a re-request answer received
+// at rxTime after the empty poll drained (0: none).
+func answerMark(rxTime, drained int64) [6]byte {
+	if drained == 0 {
+		return answerMAC
+	}
+	mac := markMAC(rxTime, drained)
+	mac[0] |= answerBit
+	return mac
+}
 
 // Answer reports whether a datagram of a file whose header carries
 // FileMark, with this Ethernet source address, is a re-request answer the
-// live handler received (not a line's datagram).
-func Answer(mac [6]byte) bool { return mac == answerMAC }
+// live handler received (not a line's datagram); Drained reads the empty
+// poll before it.
+func Answer(mac [6]byte) bool {
+	return mac[0]&markMask == answerMAC[0] && (mac[0]&markDrained != 0 || mac == answerMAC)
+}
 
 // snapshotTag begins the payload of a marker frame of a snapshot loaded.
 var snapshotTag = [4]byte{'F', 'H', 'R', 'S'}

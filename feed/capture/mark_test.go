@@ -414,8 +414,8 @@ func TestCaptureLostMarked(t *testing.T) {
 // TestCaptureRecovery: the re-request answers, snapshots and re-requests
 // given up the receive thread notes go to the file in their order among the lines' datagrams:
 // an answer a datagram from and to 0.0.0.0 port 0 marked as one (Answer),
-// its bytes as received, no line's, the empty poll before the next batch
-// kept for it; a snapshot a marker frame with its sequence number and
+// its bytes as received, no line's, with the empty poll before it (Drained),
+// the empty poll before the next batch kept for it; a snapshot a marker frame with its sequence number and
 // message count; a re-request given up a marker frame of its time. None
 // is read as a line's batch mark.
 func TestCaptureRecovery(t *testing.T) {
@@ -426,15 +426,16 @@ func TestCaptureRecovery(t *testing.T) {
 	}
 	at := func(i int) int64 { return int64(1_000_000_000 + i*1000) }
 	c.Put([]rx.Packet{{Line: rx.LineA, Data: []byte("line a 1"), RxTime: at(1)}}, at(0))
-	c.Recovered([]byte("answer 1"), at(2))
+	c.Recovered([]byte("answer 1"), at(2), 0)
+	c.Recovered([]byte("answer 2"), at(2)+500, at(2)+100) // after an empty poll
 	c.Snapshot(at(3), 42, 7)
 	c.GaveUp(at(4))
 	c.Put([]rx.Packet{{Line: rx.LineB, Data: []byte("line b 2"), RxTime: at(5)}}, at(4))
 	if err := c.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if st := c.Stats(); st.Packets != 3 {
-		t.Errorf("stats %+v: want 3 datagrams (two lines', one answer)", st)
+	if st := c.Stats(); st.Packets != 4 {
+		t.Errorf("stats %+v: want 4 datagrams (two lines', two answers)", st)
 	}
 	r := openCapture(t, path)
 	r.ReturnMarkers()
@@ -458,7 +459,7 @@ func TestCaptureRecovery(t *testing.T) {
 				got = append(got, fmt.Sprintf("marker % x", fr.Payload))
 			}
 		case Answer(fr.SrcMAC):
-			got = append(got, fmt.Sprintf("answer %q at %d to %v from %v marked %v", fr.Payload, fr.Time, fr.Dst, fr.Src, marked))
+			got = append(got, fmt.Sprintf("answer %q at %d to %v from %v marked %v drained %d", fr.Payload, fr.Time, fr.Dst, fr.Src, marked, Drained(fr.SrcMAC, fr.Time)))
 			if fr.Dst != none || fr.Src != none {
 				t.Errorf("an answer from %v to %v, want from and to %v", fr.Src, fr.Dst, none)
 			}
@@ -468,7 +469,8 @@ func TestCaptureRecovery(t *testing.T) {
 	}
 	want := []string{
 		fmt.Sprintf("%q at %d drained %d", "line a 1", at(1), at(0)),
-		fmt.Sprintf("answer %q at %d to %v from %v marked false", "answer 1", at(2), none, none),
+		fmt.Sprintf("answer %q at %d to %v from %v marked false drained 0", "answer 1", at(2), none, none),
+		fmt.Sprintf("answer %q at %d to %v from %v marked false drained %d", "answer 2", at(2)+500, none, none, at(2)+100),
 		fmt.Sprintf("snapshot 42 7 at %d", at(3)),
 		fmt.Sprintf("gave up at %d", at(4)),
 		fmt.Sprintf("%q at %d drained %d", "line b 2", at(5), at(4)),

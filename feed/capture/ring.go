@@ -329,13 +329,14 @@ func (r *ring) next(t uint64, rec *record) (uint64, bool) {
 }
 
 // answer copies a re-request answer received at rxTime into the ring, a
-// datagram of answerLine, apart from the lines' batches: the empty poll
-// and the marks waiting for the next batch stay for it. One that does not
-// fit is left out, counted as a datagram's.
-func (r *ring) answer(p []rx.Packet) {
+// datagram of answerLine, apart from the lines' batches, with the empty
+// poll before it (drained, 0: none): the empty poll and the marks waiting
+// for the next batch stay for it. One that does not fit is left out,
+// counted as a datagram's.
+func (r *ring) answer(p []rx.Packet, drained int64) {
 	drainedAt, marks := r.drainedAt, r.marks
 	r.drainedAt, r.marks = 0, false
-	r.put(p, 0)
+	r.put(p, drained)
 	r.drainedAt, r.marks = drainedAt, marks || r.marks
 }
 

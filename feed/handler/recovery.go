@@ -760,7 +760,7 @@ func (r *recovery) recovered(p moldudp64.Packet) {
 	raw := r.raw(p)
 	r.h.arb.OfferRecovered(raw, p, r.h.pickup)
 	if r.h.capFile != nil {
-		r.h.capFile.Recovered(raw, r.h.pickup)
+		r.h.capFile.Recovered(raw, r.h.pickup, r.h.drainedAt) // after the round's empty poll: a replay ticks there first
 	}
 	r.client.Progress(r.h.arb.Next())
 }

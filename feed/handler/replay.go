@@ -135,6 +135,10 @@ type Replayer struct {
 	opFrom uint64 // a freeze's: the Arbiter's next sequence number there
 	opMsgs []byte
 	opNext uint64
+	// polled: the latest empty poll ticked at by a mark (0: none); a
+	// frame after it that says the same poll again (a recovery's frame,
+	// then its batch's datagram) is not ticked at again.
+	polled int64
 
 	Delivered uint64 // messages the Arbiter delivered in order (admitted or not)
 	Resets    uint64 // session changes: the books were emptied
@@ -352,12 +356,20 @@ func (r *Replayer) Offer(line int, data []byte, rxTime int64) {
 // every line empty before reading it (0: not since the datagram before).
 // The Arbiter ticks there, as it ticked live, and nowhere else.
 func (r *Replayer) OfferMarked(line int, data []byte, rxTime, drainedAt int64) {
-	if drainedAt != 0 {
-		r.tick(drainedAt, false)
-	}
+	r.poll(drainedAt)
 	r.settle(true)
 	r.last = rxTime
 	r.arb.Offer(line, data, rxTime)
+}
+
+// poll ticks the Arbiter at the empty poll a capture's mark records
+// (drainedAt; 0: none), once: the frames of a round's recovery (an
+// answer) and the batch after them say the same one.
+func (r *Replayer) poll(drainedAt int64) {
+	if drainedAt != 0 && drainedAt != r.polled {
+		r.polled = drainedAt
+		r.tick(drainedAt, false)
+	}
 }
 
 // Failed replays a run of receive calls that failed with nothing read,
@@ -366,9 +378,7 @@ func (r *Replayer) OfferMarked(line int, data []byte, rxTime, drainedAt int64) {
 // (capture.Failed): the Arbiter ticks there, then advances at the run's
 // first and last failure, as the live loop advanced it at each.
 func (r *Replayer) Failed(first, last, drainedAt int64) {
-	if drainedAt != 0 {
-		r.tick(drainedAt, false)
-	}
+	r.poll(drainedAt)
 	r.tick(first, true)
 	if last != first {
 		r.tick(last, true)
@@ -387,12 +397,18 @@ func (r *Replayer) SetAnswered(answered func(s moldudp64.Session, rg moldudp64.R
 
 // Recovered replays a re-request answer (a MoldUDP64 packet) the handler
 // received at rxTime, as a capture records it (capture.Answer): offered
-// to the Arbiter as the handler offered it.
-func (r *Replayer) Recovered(data []byte, rxTime int64) {
+// to the Arbiter as the handler offered it, after the empty poll of its
+// round (drainedAt, capture.Drained; 0: none since the batch before), at
+// which the Arbiter ticks first. The batch after marks the same poll,
+// and the answer came before it: ticked at there, the answer filled the
+// range before the tick that declared a gap before it live
+// (TestReplayAnswerAfterEmptyPoll).
+func (r *Replayer) Recovered(data []byte, rxTime, drainedAt int64) {
 	p, err := moldudp64.Parse(data)
 	if err != nil {
 		return
 	}
+	r.poll(drainedAt)
 	r.settle(true)
 	r.last = max(r.last, rxTime)
 	r.arb.OfferRecovered(data, p, rxTime)

@@ -517,6 +517,7 @@ type recoveryLive struct {
 	// re-requests (rerequest), freezes between rounds (pollFreeze).
 	rerequest, pollFreeze bool
 	declined              int64 // a gap declared at declined froze nothing: nor does another then
+	drained               int64 // the receive loop's empty poll since the batch before (Handler.drainedAt)
 	stats                 struct{ gapFreezes, pollFreezes, loads, resumes, answers, gaveUp, requests uint64 }
 }
 
@@ -606,7 +607,7 @@ func (l *recoveryLive) poll(now int64) {
 			}
 			l.answered += uint64(n)
 			l.arb.OfferRecovered(raw, p, now)
-			l.c.Recovered(raw, now)
+			l.c.Recovered(raw, now, l.drained)
 			l.last = max(l.last, now)
 			l.stats.answers++
 		case k == 5 && l.answered > 0: // the servers failed the rest: given up
@@ -757,7 +758,7 @@ func runRecoveryLive(t *testing.T, cfg Config, s marksScript, seed uint64, path 
 	l.arb.SetMissing(l.missing)
 	var clk int64 // the loop's clock: each round's time is past the one before
 	for i, batch := range s.batches {
-		var drained int64
+		l.drained = 0
 		for _, p := range s.polls[i] {
 			if p.at <= clk {
 				continue
@@ -765,10 +766,10 @@ func runRecoveryLive(t *testing.T, cfg Config, s marksScript, seed uint64, path 
 			clk = p.at
 			if p.failed {
 				l.arb.Advance(p.at)
-				c.Failed(p.at, drained)
+				c.Failed(p.at, l.drained)
 			} else {
 				l.arb.Tick(p.at)
-				drained = p.at
+				l.drained = p.at
 			}
 			l.poll(p.at)
 		}
@@ -777,7 +778,8 @@ func runRecoveryLive(t *testing.T, cfg Config, s marksScript, seed uint64, path 
 			l.last = p.RxTime
 			clk = max(clk, p.RxTime)
 		}
-		c.Put(batch, drained)
+		c.Put(batch, l.drained)
+		l.drained = 0
 		clk++ // the batch's end, read after its stamps
 		l.poll(clk)
 	}
@@ -849,7 +851,7 @@ func replayRecovery(t *testing.T, path string, lines []rx.LineConfig, r *Replaye
 			continue
 		}
 		if capture.Answer(fr.SrcMAC) {
-			r.Recovered(fr.Payload, fr.Time)
+			r.Recovered(fr.Payload, fr.Time, capture.Drained(fr.SrcMAC, fr.Time))
 			continue
 		}
 		line := slices.IndexFunc(lines, func(l rx.LineConfig) bool { return fr.Dst == netip.AddrPortFrom(l.Group, l.Port) })
