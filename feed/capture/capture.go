@@ -353,6 +353,17 @@ func (c *Capture) Freeze(now int64, from uint64, atGap bool) {
 	c.ring.event(freezeMark, now, from, g)
 }
 
+// Rerequested notes that the receive thread re-requested at now the range
+// of count sequence numbers from first (its arbiter's MissingFunc took
+// it: the arbiter holds what follows it for the answers): a marker frame
+// (mark.go: Rerequest), written before the batch the arbiter asked in (or
+// the frames of the round it asked in), so that a replay holds for the
+// ranges the handler re-requested, and for no other, whether answers
+// came or not. The receive thread only, as Put.
+func (c *Capture) Rerequested(now int64, first, count uint64) {
+	c.ring.event(requestMark, now, first, count)
+}
+
 // Resumed notes that the receive thread resumed delivery at now without
 // loading a snapshot (Arbiter.Unfreeze(0): it failed, or was refused): a
 // marker frame (mark.go: Resumed). The receive thread only, as Put.
@@ -629,9 +640,11 @@ func (c *Capture) write(rec *record) {
 		c.writeSnapshot(rec.rxTime)
 		return
 	}
-	if rec.snapshot || rec.gaveUp || rec.freeze || rec.resume || rec.discard {
+	if rec.snapshot || rec.gaveUp || rec.freeze || rec.resume || rec.discard || rec.request {
 		tag := snapshotTag
 		switch {
+		case rec.request:
+			tag = requestTag
 		case rec.gaveUp:
 			tag = giveUpTag
 		case rec.freeze:

@@ -273,6 +273,23 @@ func GaveUp(payload []byte) bool {
 	return ok
 }
 
+// requestTag begins the payload of a marker frame of a range the live
+// handler re-requested (its arbiter's MissingFunc took it), from and to
+// 06:00:00:00:00:00, stamped with the arbiter's time then, then the
+// range's first sequence number and count, unsigned 64-bit, big-endian.
+// It comes before the frames the arbiter asked in (the batch whose
+// datagram, or the empty poll that batch is marked with, declared the
+// hole; an answer; a failed call's run), so that a replay holds for the
+// ranges the handler re-requested and for no other, answered or not. A
+// capture written before these frames has none: a replay takes the
+// ranges its answers hold as the re-requested ones.
+var requestTag = [4]byte{'F', 'H', 'R', 'Q'}
+
+// Rerequest reads a marker frame's payload (pcap.Frame.Marker) of a file
+// whose header carries FileMark: ok reports that the live handler
+// re-requested there the range of count sequence numbers from first.
+func Rerequest(payload []byte) (first, count uint64, ok bool) { return counts(payload, requestTag) }
+
 // What a snapshot brought is in the file too, so that a replay rebuilds
 // the books from it as the handler did (Arbiter.Freeze, the books
 // rebuilt, Arbiter.Unfreeze):

@@ -411,13 +411,15 @@ func TestCaptureLostMarked(t *testing.T) {
 	}
 }
 
-// TestCaptureRecovery: the re-request answers, snapshots and re-requests
-// given up the receive thread notes go to the file in their order among the lines' datagrams:
-// an answer a datagram from and to 0.0.0.0 port 0 marked as one (Answer),
-// its bytes as received, no line's, with the empty poll before it (Drained),
-// the empty poll before the next batch kept for it; a snapshot a marker frame with its sequence number and
-// message count; a re-request given up a marker frame of its time. None
-// is read as a line's batch mark.
+// TestCaptureRecovery: the re-request answers, ranges re-requested,
+// snapshots and re-requests given up the receive thread notes go to the
+// file in their order among the lines' datagrams: an answer a datagram
+// from and to 0.0.0.0 port 0 marked as one (Answer), its bytes as
+// received, no line's, with the empty poll before it (Drained), the empty
+// poll before the next batch kept for it; a range re-requested a marker
+// frame of its first number and count (Rerequest); a snapshot one with
+// its sequence number and message count; a re-request given up one of
+// its time. None is read as a line's batch mark.
 func TestCaptureRecovery(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "c.pcap")
 	c, err := Open(Config{Path: path, Lines: testLines, Buffer: MinBuffer, Log: zerolog.Nop()})
@@ -428,6 +430,7 @@ func TestCaptureRecovery(t *testing.T) {
 	c.Put([]rx.Packet{{Line: rx.LineA, Data: []byte("line a 1"), RxTime: at(1)}}, at(0))
 	c.Recovered([]byte("answer 1"), at(2), 0)
 	c.Recovered([]byte("answer 2"), at(2)+500, at(2)+100) // after an empty poll
+	c.Rerequested(at(2)+700, 40, 2)
 	c.Snapshot(at(3), 42, 7)
 	c.GaveUp(at(4))
 	c.Put([]rx.Packet{{Line: rx.LineB, Data: []byte("line b 2"), RxTime: at(5)}}, at(4))
@@ -453,6 +456,8 @@ func TestCaptureRecovery(t *testing.T) {
 				got = append(got, fmt.Sprintf("gave up at %d", fr.Time))
 			} else if next, msgs, ok := Snapshot(fr.Payload); ok {
 				got = append(got, fmt.Sprintf("snapshot %d %d at %d", next, msgs, fr.Time))
+			} else if first, count, ok := Rerequest(fr.Payload); ok {
+				got = append(got, fmt.Sprintf("re-requested %d+%d at %d", first, count, fr.Time))
 			} else if _, ok := End(fr.Payload); ok {
 				got = append(got, "end")
 			} else {
@@ -471,6 +476,7 @@ func TestCaptureRecovery(t *testing.T) {
 		fmt.Sprintf("%q at %d drained %d", "line a 1", at(1), at(0)),
 		fmt.Sprintf("answer %q at %d to %v from %v marked false drained 0", "answer 1", at(2), none, none),
 		fmt.Sprintf("answer %q at %d to %v from %v marked false drained %d", "answer 2", at(2)+500, none, none, at(2)+100),
+		fmt.Sprintf("re-requested 40+2 at %d", at(2)+700),
 		fmt.Sprintf("snapshot 42 7 at %d", at(3)),
 		fmt.Sprintf("gave up at %d", at(4)),
 		fmt.Sprintf("%q at %d drained %d", "line b 2", at(5), at(4)),

@@ -35,7 +35,9 @@ import (
 // (Capture.SnapshotMessages): snapRefMark, 8:16 when, 16:24 their bytes
 // (the drainer writes them from the buffer handed over); the snapshot
 // being fetched discarded at a session change (Capture.Discarded):
-// discardMark, 8:16 when. A re-request answer (Capture.Recovered) is a
+// discardMark, 8:16 when; a range re-requested (Capture.Rerequested):
+// requestMark, 8:16 when, 16:24 its first sequence number, 24:32 its
+// count. A re-request answer (Capture.Recovered) is a
 // datagram of line answerLine, a chunk of a snapshot's messages copied
 // (Capture.SnapshotMessages, a buffer not handed over) one of line
 // snapLine.
@@ -50,6 +52,7 @@ const (
 	resumeMark  = wrapMark - 6
 	snapRefMark = wrapMark - 7
 	discardMark = wrapMark - 8
+	requestMark = wrapMark - 9
 	answerLine  = 0xFE
 	snapLine    = 0xFD
 )
@@ -275,6 +278,7 @@ type record struct {
 	snapshot, gaveUp   bool
 	freeze, resume     bool
 	discard            bool // the snapshot being fetched discarded (Capture.Discarded)
+	request            bool // a range re-requested, from snapNext, snapMsgs of it (Capture.Rerequested)
 	snapRef            bool // the snapshot's messages handed over (Capture.snapHeld)
 	snapNext, snapMsgs uint64
 }
@@ -287,7 +291,7 @@ func (r *ring) next(t uint64, rec *record) (uint64, bool) {
 	if n == wrapMark {
 		return t + r.size - pos, false
 	}
-	rec.lost, rec.snapshot, rec.gaveUp, rec.freeze, rec.resume, rec.snapRef, rec.discard = 0, false, false, false, false, false, false
+	rec.lost, rec.snapshot, rec.gaveUp, rec.freeze, rec.resume, rec.snapRef, rec.discard, rec.request = 0, false, false, false, false, false, false, false
 	if n == snapRefMark {
 		rec.failed, rec.snapRef = false, true
 		rec.rxTime = int64(binary.LittleEndian.Uint64(b[8:16]))
@@ -298,8 +302,8 @@ func (r *ring) next(t uint64, rec *record) (uint64, bool) {
 		rec.rxTime = int64(binary.LittleEndian.Uint64(b[8:16]))
 		return t + recHeader, true
 	}
-	if n == snapMark || n == freezeMark {
-		rec.failed, rec.snapshot, rec.freeze = false, n == snapMark, n == freezeMark
+	if n == snapMark || n == freezeMark || n == requestMark {
+		rec.failed, rec.snapshot, rec.freeze, rec.request = false, n == snapMark, n == freezeMark, n == requestMark
 		rec.rxTime = int64(binary.LittleEndian.Uint64(b[8:16]))
 		rec.snapNext = binary.LittleEndian.Uint64(b[16:24])
 		rec.snapMsgs = binary.LittleEndian.Uint64(b[24:32])

@@ -505,17 +505,26 @@ func (r *recovery) missing(rg moldudp64.Range, now int64) bool {
 				return false
 			}
 		case LateJoinRerequest:
-			r.client.Want(r.h.arb.Session(), rg, now)
-			r.cur = rg
+			r.want(rg, now)
 			return true
 		}
 	}
 	if r.cfg.Snapshot != nil && rg.Count > r.cfg.MaxRerequestGap {
 		return false
 	}
+	r.want(rg, now)
+	return true
+}
+
+// want re-requests rg, which the arbiter asked for at now and holds what
+// follows for, and notes it in the capture: a replay holds for it too,
+// whether its answers come or not.
+func (r *recovery) want(rg moldudp64.Range, now int64) {
 	r.client.Want(r.h.arb.Session(), rg, now)
 	r.cur = rg
-	return true
+	if r.h.capFile != nil {
+		r.h.capFile.Rerequested(now, rg.First, rg.Count)
+	}
 }
 
 // filled records the re-requested range as repaired.

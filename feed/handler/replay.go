@@ -101,9 +101,11 @@ const ReplayPollGap = 10 * time.Microsecond
 // times; the same message checks and symbol filter; and a session change
 // empties the books (reset). The re-request answers a capture records
 // (capture.Answer) it replays where the handler received them
-// (Recovered), for the ranges the capture holds answers for
-// (SetAnswered): the Arbiter holds what follows such a range until they
-// fill it, or the handler gave it up (GaveUp), as it held live. A snapshot
+// (Recovered), for the ranges the capture says the handler re-requested
+// (FollowRerequests, Rerequested), or, in a capture from before it says
+// so, those it holds answers for (SetAnswered): the Arbiter holds what
+// follows such a range until they fill it, or the handler gave it up
+// (GaveUp), as it held live. A snapshot
 // the capture holds (capture.Frozen, capture.SnapshotMessages) it loads
 // as the handler did: delivery frozen where the handler froze it (Freeze),
 // the books emptied and rebuilt from the snapshot's messages, delivery
@@ -139,6 +141,9 @@ type Replayer struct {
 	// frame after it that says the same poll again (a recovery's frame,
 	// then its batch's datagram) is not ticked at again.
 	polled int64
+	// requests: the ranges the handler re-requested not yet asked for
+	// (FollowRerequests), oldest first.
+	requests []moldudp64.Range
 
 	Delivered uint64 // messages the Arbiter delivered in order (admitted or not)
 	Resets    uint64 // session changes: the books were emptied
@@ -383,6 +388,45 @@ func (r *Replayer) Failed(first, last, drainedAt int64) {
 	if last != first {
 		r.tick(last, true)
 	}
+}
+
+// FollowRerequests tells the Replayer that the capture records the
+// ranges the handler re-requested (capture.Rerequest), which it replays
+// (Rerequested): the Arbiter holds what follows those, as the handler's
+// held it, and declares any other missing at once. Call it before the
+// first Offer, in place of SetAnswered (a capture without such frames).
+func (r *Replayer) FollowRerequests() {
+	r.arb.SetMissing(r.rerequested)
+}
+
+// Rerequested replays the handler re-requesting rg (capture.Rerequest),
+// written before the frames whose replay asks for it (FollowRerequests):
+// the Arbiter's next ask for a range from rg.First is taken. Live the
+// Arbiter asked for it while it replayed those frames; with the asks
+// before it not taken, a range asked again (its numbers behind a
+// snapshot loaded) is the one re-requested, not one declared at once
+// before, as the answers alone said (SetAnswered). An ask taken drops
+// the requests before it (never asked for in the replay).
+func (r *Replayer) Rerequested(rg moldudp64.Range) {
+	if len(r.requests) == maxRequests {
+		r.requests = append(r.requests[:0], r.requests[1:]...)
+	}
+	r.requests = append(r.requests, rg)
+}
+
+// maxRequests bounds the re-requests a Replayer keeps not yet asked for:
+// live the Arbiter asks for one at a time.
+const maxRequests = 16
+
+// rerequested is the Arbiter's MissingFunc after FollowRerequests.
+func (r *Replayer) rerequested(rg moldudp64.Range, _ int64) bool {
+	for i, q := range r.requests {
+		if q.First == rg.First {
+			r.requests = append(r.requests[:0], r.requests[i+1:]...)
+			return true
+		}
+	}
+	return false
 }
 
 // SetAnswered tells the Replayer which missing ranges the handler

@@ -561,15 +561,15 @@ func (l *recoveryLive) freeze(now int64, atGap bool) {
 
 // missing is the live arbiter's MissingFunc: recovery.missing re-requests
 // a range when no snapshot is fetched (a third of the time here). The
-// client's answers come at later rounds (poll); the first holds the
-// range's first message, so that the capture says it was re-requested
-// (a replay holds only for ranges the capture has answers for).
-func (l *recoveryLive) missing(rg moldudp64.Range, _ int64) bool {
+// client's answers come at later rounds (poll); the capture notes the
+// range re-requested (recovery.want: capture.Rerequested).
+func (l *recoveryLive) missing(rg moldudp64.Range, now int64) bool {
 	if l.quiet || l.frozen || !l.rerequest || l.req.Count > 0 && l.answered == 0 || l.rng.IntN(3) != 0 {
 		return false
 	}
 	l.req, l.answered = rg, 0
 	l.stats.requests++
+	l.c.Rerequested(now, rg.First, rg.Count) // recovery.want
 	return true
 }
 
@@ -801,7 +801,11 @@ func replayRecovery(t *testing.T, path string, lines []rx.LineConfig, r *Replaye
 	t.Helper()
 	frames := captureFrames(t, path)
 	answered := map[uint64]uint64{} // first sequence number: end, of each answer
+	requests := false
 	for _, fr := range frames {
+		if _, _, ok := capture.Rerequest(fr.Payload); ok && fr.Marker {
+			requests = true
+		}
 		if !fr.Marker && capture.Answer(fr.SrcMAC) {
 			p, err := moldudp64.Parse(fr.Payload)
 			if err != nil {
@@ -818,6 +822,9 @@ func replayRecovery(t *testing.T, path string, lines []rx.LineConfig, r *Replaye
 		}
 		return false
 	})
+	if requests {
+		r.FollowRerequests()
+	}
 	var snapMsgs []byte
 	frozen := false
 
@@ -827,6 +834,9 @@ func replayRecovery(t *testing.T, path string, lines []rx.LineConfig, r *Replaye
 			case func() bool { _, ok := capture.End(fr.Payload); return ok }():
 			case capture.GaveUp(fr.Payload):
 				r.GaveUp(fr.Time)
+			case func() bool { _, _, ok := capture.Rerequest(fr.Payload); return ok }():
+				first, count, _ := capture.Rerequest(fr.Payload)
+				r.Rerequested(moldudp64.Range{First: first, Count: count})
 			case capture.Resumed(fr.Payload):
 				frozen = false
 				r.Resume(fr.Time)
