@@ -370,10 +370,10 @@ func (a *arbitrated) run() error {
 				a.r.Rerequested(moldudp64.Range{First: first, Count: count})
 			} else if capture.GaveUp(fr.Payload) && marked {
 				a.rep.LiveRecovery.GaveUp++
-				a.r.GaveUp(fr.Time)
+				a.r.GaveUp(fr.Time, capture.Drained(fr.SrcMAC, fr.Time))
 			} else if from, atGap, ok := capture.Frozen(fr.Payload); ok && marked {
 				a.frozen, a.snapMsgs, a.snapN = true, a.snapMsgs[:0], 0
-				a.r.Freeze(fr.Time, from, atGap)
+				a.r.Freeze(fr.Time, from, atGap, capture.Drained(fr.SrcMAC, fr.Time))
 			} else if capture.Resumed(fr.Payload) && marked {
 				a.frozen = false
 				a.r.Resume(fr.Time)

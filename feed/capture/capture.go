@@ -328,29 +328,33 @@ func (c *Capture) Recovered(data []byte, rxTime, drainedAt int64) {
 // messages messages: a marker frame (mark.go: Snapshot), for its messages
 // are not in the file. The receive thread only, as Put.
 func (c *Capture) Snapshot(now int64, next, messages uint64) {
-	c.ring.event(snapMark, now, next, messages)
+	c.ring.event(snapMark, 0, now, next, messages)
 }
 
 // GaveUp notes that the receive thread gave up at now the range it was
 // re-requesting (Arbiter.Abandon: declared missing, what was held behind
 // it delivered): a marker frame (mark.go: GaveUp), so that a replay of the
-// answers gives it up there too. The receive thread only, as Put.
-func (c *Capture) GaveUp(now int64) {
-	c.ring.event(giveUpMark, now, 0, 0)
+// answers gives it up there too. drainedAt is Recovered's: the frame
+// carries the empty poll before it (mark.go: Drained). The receive thread
+// only, as Put.
+func (c *Capture) GaveUp(now, drainedAt int64) {
+	c.ring.event(giveUpMark, 0, now, 0, uint64(drainedAt))
 }
 
 // Freeze notes that the receive thread froze delivery at now to fetch a
 // snapshot (Arbiter.Freeze), its arbiter's next sequence number from;
 // atGap: as the arbiter declared a gap at now (during a batch, written
 // before it), else between batches: a marker frame (mark.go: Frozen), so
-// that a replay spills the lines from there as the handler did. The
+// that a replay spills the lines from there as the handler did.
+// drainedAt is Recovered's: the frame carries the empty poll before it
+// (mark.go: Drained), which a replay ticks at before it freezes. The
 // receive thread only, as Put.
-func (c *Capture) Freeze(now int64, from uint64, atGap bool) {
-	var g uint64
+func (c *Capture) Freeze(now int64, from uint64, atGap bool, drainedAt int64) {
+	var g byte
 	if atGap {
 		g = 1
 	}
-	c.ring.event(freezeMark, now, from, g)
+	c.ring.event(freezeMark, g, now, from, uint64(drainedAt))
 }
 
 // Rerequested notes that the receive thread re-requested at now the range
@@ -361,14 +365,14 @@ func (c *Capture) Freeze(now int64, from uint64, atGap bool) {
 // ranges the handler re-requested, and for no other, whether answers
 // came or not. The receive thread only, as Put.
 func (c *Capture) Rerequested(now int64, first, count uint64) {
-	c.ring.event(requestMark, now, first, count)
+	c.ring.event(requestMark, 0, now, first, count)
 }
 
 // Resumed notes that the receive thread resumed delivery at now without
 // loading a snapshot (Arbiter.Unfreeze(0): it failed, or was refused): a
 // marker frame (mark.go: Resumed). The receive thread only, as Put.
 func (c *Capture) Resumed(now int64) {
-	c.ring.event(resumeMark, now, 0, 0)
+	c.ring.event(resumeMark, 0, now, 0, 0)
 }
 
 // Discarded notes that the receive thread discarded at now the snapshot
@@ -379,7 +383,7 @@ func (c *Capture) Resumed(now int64) {
 // no longer, and a replay knows the freeze ended. The receive thread
 // only, as Put.
 func (c *Capture) Discarded(now int64) {
-	c.ring.event(discardMark, now, 0, 0)
+	c.ring.event(discardMark, 0, now, 0, 0)
 }
 
 // SnapshotMessages hands the messages of a snapshot the receive thread
@@ -659,7 +663,7 @@ func (c *Capture) write(rec *record) {
 		if rec.snapshot || rec.resume || rec.discard {
 			c.snapOpen = false // the snapshot ends here: a rotation held for it may go
 		}
-		c.frame = appendCountsFrame(c.frame[:0], tag, rec.snapNext, rec.snapMsgs)
+		c.frame = appendCountsFrameFrom(c.frame[:0], markMAC(rec.rxTime, rec.drained), tag, rec.snapNext, rec.snapMsgs)
 		ci := gopacket.CaptureInfo{Timestamp: time.Unix(0, rec.rxTime), CaptureLength: len(c.frame), Length: len(c.frame)}
 		c.pw.WritePacket(ci, c.frame)
 		return

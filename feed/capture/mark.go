@@ -150,7 +150,14 @@ func appendLostFrame(b []byte, ring, write uint64) []byte {
 // 06:00:00:00:00:00 whose payload is tag, then x and y, unsigned 64-bit,
 // big-endian.
 func appendCountsFrame(b []byte, tag [4]byte, x, y uint64) []byte {
-	b = append(b, markFrame, 0, 0, 0, 0, 0, markFrame, 0, 0, 0, 0, 0)
+	return appendCountsFrameFrom(b, [6]byte{markFrame}, tag, x, y)
+}
+
+// appendCountsFrameFrom is appendCountsFrame's frame from src (the mark
+// of the empty poll before it: Drained).
+func appendCountsFrameFrom(b []byte, src [6]byte, tag [4]byte, x, y uint64) []byte {
+	b = append(b, markFrame, 0, 0, 0, 0, 0)
+	b = append(b, src[:]...)
 	b = append(b, pcap.EtherMarker>>8, pcap.EtherMarker&0xFF)
 	b = append(b, tag[:]...)
 	b = binary.BigEndian.AppendUint64(b, x)
@@ -260,9 +267,11 @@ func Snapshot(payload []byte) (next, messages uint64, ok bool) { return counts(p
 // giveUpTag begins the payload of a marker frame of a re-request given
 // up: the live handler declared the range it was re-requesting missing
 // there (Arbiter.Abandon), with whatever answers came for it before (a
-// server that answered part, then went quiet). From and to
-// 06:00:00:00:00:00, stamped when given up; two counts of 0 follow the
-// tag (room for later use).
+// server that answered part, then went quiet). To 06:00:00:00:00:00,
+// from the mark of the empty poll before it, as a datagram's (Drained;
+// 06:00:00:00:00:00 when none since the batch before, or in a capture
+// from before), stamped when given up; two counts of 0 follow the tag
+// (room for later use).
 var giveUpTag = [4]byte{'F', 'H', 'R', 'G'}
 
 // GaveUp reads a marker frame's payload (pcap.Frame.Marker) of a file
@@ -301,7 +310,10 @@ func Rerequest(payload []byte) (first, count uint64, ok bool) { return counts(pa
 //     the frame comes before, or the tick before it), 0 when between
 //     batches (after the tick or failed call of that time, if any),
 //     unsigned 64-bit, big-endian (Frozen), stamped with the arbiter's
-//     time there;
+//     time there, from the mark of the empty poll before it as GaveUp's
+//     frame (Drained: a freeze between rounds after an empty poll that
+//     declared gaps is replayed after that tick, though the batch after
+//     is marked with a later poll);
 //   - where it loaded one, before its Snapshot frame: the snapshot's
 //     messages, in marker frames of their own whose payload is
 //     snapMsgsTag, then whole messages, each a 2-byte big-endian length
@@ -331,7 +343,7 @@ const MaxSnapshotChunk = 60000
 // whose header carries FileMark: ok reports that the live handler froze
 // delivery to fetch a snapshot, its arbiter's next sequence number then
 // from; atGap: as its arbiter declared a gap at the frame's time, else
-// between batches.
+// between batches. Drained reads the empty poll before it.
 func Frozen(payload []byte) (from uint64, atGap, ok bool) {
 	from, g, ok := counts(payload, freezeTag)
 	return from, g == 1, ok

@@ -432,7 +432,7 @@ func TestCaptureRecovery(t *testing.T) {
 	c.Recovered([]byte("answer 2"), at(2)+500, at(2)+100) // after an empty poll
 	c.Rerequested(at(2)+700, 40, 2)
 	c.Snapshot(at(3), 42, 7)
-	c.GaveUp(at(4))
+	c.GaveUp(at(4), at(4)) // after the empty poll of its round, which marks the batch after too
 	c.Put([]rx.Packet{{Line: rx.LineB, Data: []byte("line b 2"), RxTime: at(5)}}, at(4))
 	if err := c.Close(); err != nil {
 		t.Fatal(err)
@@ -453,7 +453,7 @@ func TestCaptureRecovery(t *testing.T) {
 		switch {
 		case fr.Marker:
 			if GaveUp(fr.Payload) {
-				got = append(got, fmt.Sprintf("gave up at %d", fr.Time))
+				got = append(got, fmt.Sprintf("gave up at %d drained %d", fr.Time, Drained(fr.SrcMAC, fr.Time)))
 			} else if next, msgs, ok := Snapshot(fr.Payload); ok {
 				got = append(got, fmt.Sprintf("snapshot %d %d at %d", next, msgs, fr.Time))
 			} else if first, count, ok := Rerequest(fr.Payload); ok {
@@ -478,7 +478,7 @@ func TestCaptureRecovery(t *testing.T) {
 		fmt.Sprintf("answer %q at %d to %v from %v marked false drained %d", "answer 2", at(2)+500, none, none, at(2)+100),
 		fmt.Sprintf("re-requested 40+2 at %d", at(2)+700),
 		fmt.Sprintf("snapshot 42 7 at %d", at(3)),
-		fmt.Sprintf("gave up at %d", at(4)),
+		fmt.Sprintf("gave up at %d drained %d", at(4), at(4)),
 		fmt.Sprintf("%q at %d drained %d", "line b 2", at(5), at(4)),
 		"end",
 	}
@@ -509,9 +509,9 @@ func TestCaptureSnapshotMessages(t *testing.T) {
 		n++
 	}
 	c.Put([]rx.Packet{{Line: rx.LineA, Data: []byte("line a 1"), RxTime: at(1)}}, at(0))
-	c.Freeze(at(2), 17, true)
+	c.Freeze(at(2), 17, true, 0)
 	c.Resumed(at(3))
-	c.Freeze(at(4), 18, false)
+	c.Freeze(at(4), 18, false, at(4)) // between rounds, after the empty poll of its round
 	c.SnapshotMessages(msgs, at(5))
 	c.Snapshot(at(5), 99, n)
 	c.Put([]rx.Packet{{Line: rx.LineB, Data: []byte("line b 2"), RxTime: at(6)}}, 0)
@@ -536,7 +536,7 @@ func TestCaptureSnapshotMessages(t *testing.T) {
 			continue
 		}
 		if from, atGap, ok := Frozen(fr.Payload); ok {
-			got = append(got, fmt.Sprintf("frozen at %d from %d at gap %v", fr.Time, from, atGap))
+			got = append(got, fmt.Sprintf("frozen at %d from %d at gap %v drained %d", fr.Time, from, atGap, Drained(fr.SrcMAC, fr.Time)))
 		} else if Resumed(fr.Payload) {
 			got = append(got, fmt.Sprintf("resumed at %d", fr.Time))
 		} else if m, ok := SnapshotMessages(fr.Payload); ok {
@@ -554,8 +554,8 @@ func TestCaptureSnapshotMessages(t *testing.T) {
 			got = append(got, "end")
 		}
 	}
-	want := []string{`"line a 1"`, fmt.Sprintf("frozen at %d from 17 at gap true", at(2)), fmt.Sprintf("resumed at %d", at(3)),
-		fmt.Sprintf("frozen at %d from 18 at gap false", at(4)), "messages", fmt.Sprintf("snapshot 99 %d at %d", n, at(5)), `"line b 2"`, "end"}
+	want := []string{`"line a 1"`, fmt.Sprintf("frozen at %d from 17 at gap true drained 0", at(2)), fmt.Sprintf("resumed at %d", at(3)),
+		fmt.Sprintf("frozen at %d from 18 at gap false drained %d", at(4), at(4)), "messages", fmt.Sprintf("snapshot 99 %d at %d", n, at(5)), `"line b 2"`, "end"}
 	if !slices.Equal(got, want) {
 		t.Errorf("read\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
@@ -577,7 +577,7 @@ func TestSnapshotMessagesAllocs(t *testing.T) {
 		msgs = binary.BigEndian.AppendUint16(msgs, 36)
 		msgs = append(msgs, make([]byte, 36)...)
 	}
-	if a := testing.AllocsPerRun(20, func() { c.Freeze(1, 2, true); c.SnapshotMessages(msgs, 3); c.Resumed(4) }); a != 0 {
+	if a := testing.AllocsPerRun(20, func() { c.Freeze(1, 2, true, 0); c.SnapshotMessages(msgs, 3); c.Resumed(4) }); a != 0 {
 		t.Fatalf("Freeze, SnapshotMessages and Resumed: %v allocations, want 0", a)
 	}
 }
@@ -634,7 +634,7 @@ func TestSnapshotMessagesNeverWait(t *testing.T) {
 		n++
 	}
 	c, s, path := openStalled(t)
-	c.Freeze(2, 17, true)
+	c.Freeze(2, 17, true, 0)
 	kept := c.SnapshotMessages(msgs, 3)
 	c.Snapshot(3, 99, n)
 	back := c.SnapshotBuffer() // the disk still stuck: not written
@@ -688,13 +688,13 @@ func TestEventsWhenRingFull(t *testing.T) {
 		c.Put(batch, 0)
 	}
 	c.Put(batch, 0) // a lost record, if it fits
-	c.Freeze(2, 17, true)
+	c.Freeze(2, 17, true, 0)
 	c.Snapshot(3, 99, 0)
 	c.Resumed(4)
-	c.GaveUp(5)
+	c.GaveUp(5, 0)
 	before := c.Stats().Dropped
 	for range 200 {
-		c.GaveUp(6)
+		c.GaveUp(6, 0)
 	}
 	left := c.Stats().Dropped - before
 	c.Put(batch[:1], 0) // the lost record
@@ -757,7 +757,7 @@ func TestDocSnapshotCaptureBytes(t *testing.T) {
 				msgs = a.AppendBlock(msgs)
 			}
 		}
-		c.Freeze(1, 1, false)
+		c.Freeze(1, 1, false, 0)
 		c.SnapshotMessages(msgs, 2)
 		c.Snapshot(2, 1, uint64(len(msgs)/2))
 		if err := c.Close(); err != nil {
@@ -793,7 +793,7 @@ func TestDocSnapshotCaptureBytes(t *testing.T) {
 // counts datagrams only (TestWriteCutBackMarkers).
 func TestCaptureLostEventsMarked(t *testing.T) {
 	c, path := openHalfFull(t)
-	c.Freeze(datagram(1).RxTime, 17, false)
+	c.Freeze(datagram(1).RxTime, 17, false, 0)
 	c.Snapshot(datagram(1).RxTime, 99, 0) // cut by the write: lost
 	writeFailedThenClose(t, c)
 	_, write, _ := lostFrames(t, path)

@@ -28,9 +28,10 @@ import (
 // time of the first, 16:24 how many; and a snapshot loaded
 // (Capture.Snapshot): length snapMark, 8:16 when, 16:24 the sequence
 // number delivery resumed at, 24:32 its messages; a re-request given up
-// (Capture.GaveUp): length giveUpMark, 8:16 when; delivery frozen for a
-// snapshot (Capture.Freeze): freezeMark, 8:16 when, 16:24 the arbiter's
-// next sequence number; resumed without one (Capture.Resumed):
+// (Capture.GaveUp): length giveUpMark, 8:16 when, 24:32 the empty poll
+// before it; delivery frozen for a snapshot (Capture.Freeze): freezeMark,
+// 4 1 at a gap, 8:16 when, 16:24 the arbiter's next sequence number,
+// 24:32 the empty poll before it; resumed without one (Capture.Resumed):
 // resumeMark, 8:16 when; a snapshot's messages handed over whole
 // (Capture.SnapshotMessages): snapRefMark, 8:16 when, 16:24 their bytes
 // (the drainer writes them from the buffer handed over); the snapshot
@@ -300,6 +301,10 @@ func (r *ring) next(t uint64, rec *record) (uint64, bool) {
 	if n == giveUpMark || n == resumeMark || n == discardMark {
 		rec.failed, rec.gaveUp, rec.resume, rec.discard = false, n == giveUpMark, n == resumeMark, n == discardMark
 		rec.rxTime = int64(binary.LittleEndian.Uint64(b[8:16]))
+		rec.snapNext, rec.snapMsgs, rec.drained = 0, 0, 0
+		if rec.gaveUp {
+			rec.drained = int64(binary.LittleEndian.Uint64(b[24:32]))
+		}
 		return t + recHeader, true
 	}
 	if n == snapMark || n == freezeMark || n == requestMark {
@@ -307,6 +312,10 @@ func (r *ring) next(t uint64, rec *record) (uint64, bool) {
 		rec.rxTime = int64(binary.LittleEndian.Uint64(b[8:16]))
 		rec.snapNext = binary.LittleEndian.Uint64(b[16:24])
 		rec.snapMsgs = binary.LittleEndian.Uint64(b[24:32])
+		rec.drained = 0
+		if rec.freeze { // its flag: at a gap; then the empty poll before it
+			rec.snapMsgs, rec.drained = uint64(b[4]), int64(rec.snapMsgs)
+		}
 		return t + recHeader, true
 	}
 	if n == lostMark {
@@ -345,18 +354,20 @@ func (r *ring) answer(p []rx.Packet, drained int64) {
 }
 
 // event writes a record of its own, a header alone (snapMark at now,
-// delivery resuming at next, of messages messages; giveUpMark,
-// resumeMark at now; freezeMark at now, next the arbiter's), in the room
-// kept for events (eventRoom). Without room even there it is left out,
+// delivery resuming at next, of messages messages; resumeMark at now;
+// giveUpMark at now, messages the empty poll before it; freezeMark at now,
+// next the arbiter's, flag 1 at a gap, messages the empty poll before it),
+// in the room kept for events (eventRoom). Without room even there it is left out,
 // counted as a datagram the ring had no room for (Stats.Dropped, a lost
 // record before the next batch), so that the file says it is not whole.
-func (r *ring) event(mark uint32, now int64, next, messages uint64) {
+func (r *ring) event(mark uint32, flag byte, now int64, next, messages uint64) {
 	b := r.reserve(r.size)
 	if b == nil {
 		r.leftOut(now)
 		return
 	}
 	binary.LittleEndian.PutUint32(b[0:4], mark)
+	b[4] = flag
 	binary.LittleEndian.PutUint64(b[8:16], uint64(now))
 	binary.LittleEndian.PutUint64(b[16:24], next)
 	binary.LittleEndian.PutUint64(b[24:32], messages)

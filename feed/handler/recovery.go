@@ -676,7 +676,7 @@ func (r *recovery) poll(now int64) {
 				r.rest(now)
 				a.Abandon(now)
 				if r.h.capFile != nil {
-					r.h.capFile.GaveUp(now) // a replay of the answers gives it up here too
+					r.h.capFile.GaveUp(now, r.h.drainedAt) // a replay of the answers gives it up here too, after the round's empty poll
 				}
 			}
 		}
@@ -804,7 +804,9 @@ func (r *recovery) startSnapshot(now int64, atGap bool) {
 	r.h.arb.Freeze()
 	if r.h.capFile != nil {
 		// Where the live feed is spilled from: a replay freezes there.
-		r.h.capFile.Freeze(now, r.snapFrom, atGap)
+		// After the empty poll since the batch before (the round's, when
+		// between rounds): a replay ticks there first.
+		r.h.capFile.Freeze(now, r.snapFrom, atGap, r.h.drainedAt)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	r.cancel = cancel

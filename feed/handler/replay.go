@@ -317,7 +317,13 @@ func (r *Replayer) run() {
 // Run at once, the resume came before that tick, which declared the gap
 // with delivery resumed, and delivered what the handler held for the next
 // snapshot (TestReplayResumeBeforeFreezeAtGap).
-func (r *Replayer) Freeze(now int64, from uint64, atGap bool) {
+// drainedAt is the empty poll before the freeze (capture.Drained; 0: none
+// since the batch before), at which the Arbiter ticks first, once: a
+// freeze between rounds came after its round's empty poll, and the batch
+// after it may be marked with a later one
+// (TestReplayFreezeBetweenRoundsAfterPoll).
+func (r *Replayer) Freeze(now int64, from uint64, atGap bool, drainedAt int64) {
+	r.poll(drainedAt)
 	if atGap && r.op != 0 && r.op != opFreeze && !r.opGap && !r.then.set {
 		r.then = pendingFreeze{set: true, at: now, from: from}
 		return
@@ -460,8 +466,12 @@ func (r *Replayer) Recovered(data []byte, rxTime, drainedAt int64) {
 
 // GaveUp replays the handler giving up, at now, the range it was
 // re-requesting (capture.GaveUp): declared missing, what was held behind
-// it delivered, as the Arbiter did live.
-func (r *Replayer) GaveUp(now int64) {
+// it delivered, as the Arbiter did live, after the empty poll of its
+// round (drainedAt, as Recovered's): ticked at after, the tick, idle,
+// declared holes after it that the handler waited for by the lines'
+// clocks (TestReplayGiveUpAfterEmptyPoll).
+func (r *Replayer) GaveUp(now, drainedAt int64) {
+	r.poll(drainedAt)
 	r.settle(true)
 	r.arb.Abandon(now)
 }

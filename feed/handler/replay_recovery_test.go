@@ -29,7 +29,7 @@ func TestReplayAnswerAfterEmptyPoll(t *testing.T) {
 	r.OfferMarked(1, pkt(6), poll+100*us, poll) // the batch after: its mark, the same poll
 	r.Finish()
 	if st := r.Stats(); st.Gaps != 1 || st.GapMessages != 1 || !slices.Equal(*got, []uint64{1, 3, 4, 5, 6, 7}) {
-		t.Errorf("gaps %d (%d missing), applied %v; want 1 (1 missing), [1 3 4 5 6 7]", st.Gaps, st.GapMessages, got)
+		t.Errorf("gaps %d (%d missing), applied %v; want 1 (1 missing), [1 3 4 5 6 7]", st.Gaps, st.GapMessages, *got)
 	}
 }
 
@@ -49,7 +49,7 @@ func TestReplayRerequestUnanswered(t *testing.T) {
 	r.OfferMarked(1, pkt(2), poll+100*us, poll) // B's late copy, in the batch marked with the poll
 	r.Finish()
 	if st := r.Stats(); st.Gaps != 0 || !slices.Equal(*got, []uint64{1, 2, 3}) {
-		t.Errorf("gaps %d (%d missing), applied %v; want none, [1 2 3]", st.Gaps, st.GapMessages, got)
+		t.Errorf("gaps %d (%d missing), applied %v; want none, [1 2 3]", st.Gaps, st.GapMessages, *got)
 	}
 }
 
@@ -65,7 +65,7 @@ func TestReplayRerequestAfterLoadBehind(t *testing.T) {
 	// 2 declared at the poll at 5 ms; a freeze there, a snapshot loaded
 	// at 1 (behind), 4 on the lines: 2 and 3 missing again, re-requested
 	// at the poll at 8 ms and answered.
-	r.Freeze(t0+5*ms, 4, false)
+	r.Freeze(t0+5*ms, 4, false, 0)
 	r.OfferMarked(0, pkt(4), t0+6*ms, t0+5*ms)
 	r.OfferMarked(1, pkt(4), t0+6*ms+1, 0)
 	snap := append([]byte{0, byte(len(msg(99)))}, msg(99)...)
@@ -75,7 +75,7 @@ func TestReplayRerequestAfterLoadBehind(t *testing.T) {
 	r.Recovered(pkt(3), t0+8*ms+2*us, 0)
 	r.Finish()
 	if st := r.Stats(); st.Gaps != 1 || st.GapMessages != 1 || !slices.Equal(*got, []uint64{1, 3, 99, 2, 3, 4}) {
-		t.Errorf("gaps %d (%d missing), applied %v; want 1 (1 missing), [1 3 99 2 3 4]", st.Gaps, st.GapMessages, got)
+		t.Errorf("gaps %d (%d missing), applied %v; want 1 (1 missing), [1 3 99 2 3 4]", st.Gaps, st.GapMessages, *got)
 	}
 }
 
@@ -96,4 +96,52 @@ func replayBoth(t *testing.T, seqs ...uint64) (r *Replayer, got *[]uint64, pkt, 
 		}
 	}
 	return r, got, pkt, msg
+}
+
+// TestReplayFreezeBetweenRoundsAfterPoll: the handler ticked at an empty
+// poll that declared a hole and delivered what followed it, froze for a
+// snapshot in that round's recovery poll, polled empty again, and the
+// next batch, marked with the last empty poll, came before the snapshot
+// loaded. The replay froze before that batch's tick, the first poll's
+// tick never replayed: the hole not declared, what followed it spilled
+// and dropped by the load. The freeze's frame says the empty poll before
+// it (capture.Drained): the replay ticks there first.
+func TestReplayFreezeBetweenRoundsAfterPoll(t *testing.T) {
+	r, got, pkt, msg := replayBoth(t, 1, 3) // 2 lost on both lines
+	ms := int64(time.Millisecond)
+	poll := replayT0 + 5*ms                      // past Hold: 2 declared, 3 delivered
+	r.Freeze(poll, 4, false, poll)               // in the round's recovery poll
+	r.OfferMarked(0, pkt(4), poll+2*ms, poll+ms) // after another empty poll
+	snap := append([]byte{0, byte(len(msg(99)))}, msg(99)...)
+	r.LoadSnapshot(poll+3*ms, snap, 5)
+	r.Finish()
+	if st := r.Stats(); st.Gaps != 1 || st.GapMessages != 1 || !slices.Equal(*got, []uint64{1, 3, 99}) {
+		t.Errorf("gaps %d (%d missing), applied %v; want 1 (1 missing), [1 3 99]", st.Gaps, st.GapMessages, *got)
+	}
+}
+
+// TestReplayGiveUpAfterEmptyPoll: the handler re-requested a hole, held
+// what followed it, and gave it up in a round after an empty poll (its
+// tick, the range re-requested, declared nothing); the hole after it was
+// waited for by the lines' clocks, and a line brought it late, in the
+// batch marked with that poll. Replayed there, the tick came after the
+// give-up and, idle, declared the hole the line brought. The give-up's
+// frame says the empty poll before it (capture.Drained): the replay
+// ticks there first.
+func TestReplayGiveUpAfterEmptyPoll(t *testing.T) {
+	r, got, pkt, _ := replayBoth(t, 1, 3) // 2 lost on both lines, 4 late on B
+	r.FollowRerequests()
+	us, ms := int64(time.Microsecond), int64(time.Millisecond)
+	first := replayT0 + 2*ms // past Hold: 2 re-requested
+	r.Rerequested(moldudp64.Range{First: 2, Count: 1})
+	for line := range 2 {
+		r.OfferMarked(line, pkt(5), first+10*us, first) // held behind 2 and 4
+	}
+	poll := first + 300*us
+	r.GaveUp(poll, poll)
+	r.OfferMarked(1, pkt(4), poll+100*us, poll)
+	r.Finish()
+	if st := r.Stats(); st.Gaps != 1 || st.GapMessages != 1 || !slices.Equal(*got, []uint64{1, 3, 4, 5}) {
+		t.Errorf("gaps %d (%d missing), applied %v; want 1 (1 missing), [1 3 4 5]", st.Gaps, st.GapMessages, *got)
+	}
 }
