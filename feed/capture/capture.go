@@ -405,6 +405,7 @@ func (c *Capture) SnapshotMessages(msgs []byte, now int64) (kept bool) {
 		return false
 	}
 	r := &c.ring
+	r.flushFailed() // the calls that failed before the load come before it
 	var b []byte
 	if !c.snapOutSet || c.snapDone.Load() {
 		b = r.reserve(r.size) // in the room kept for events

@@ -34,8 +34,14 @@ import (
 // mark of an empty poll before the run, as a datagram's) to
 // 06:00:00:00:00:00, stamped with the run's last failed call, whose
 // payload is failedTag then the run's first failed call, ns since the
-// Unix epoch, big-endian. Other tools show it as a frame of an unknown
-// EtherType; a replay that does not know it passes over it.
+// Unix epoch, big-endian. A recovery step during a run (a freeze at a gap
+// one of its calls declared, a resume or load, an answer, a re-request or
+// its giving up) cuts it: the calls before the step are a frame before
+// the step's, those after it a run of their own, so that a replay
+// advances at the calls before the step first (capture files from before
+// wrote the run whole before the next batch, after the steps). Other
+// tools show it as a frame of an unknown EtherType; a replay that does
+// not know it passes over it.
 //
 // Datagrams left out of the file (the ring full, a failed write) are a
 // marker frame too, before the next frame written (Lost): from and to

@@ -801,3 +801,69 @@ func TestCaptureLostEventsMarked(t *testing.T) {
 		t.Errorf("the file's lost records count %d lost by a write, Stats.WriteLost %d: want the snapshot's record, 1, and no datagram", write, st.WriteLost)
 	}
 }
+
+// TestFailedRunBeforeRecoveryStep: a run of failed receive calls with a
+// recovery step at one of its calls (a freeze at a gap the call declared,
+// noted before the call, a resume after it in the round's poll, an
+// answer, a give-up, a range re-requested) goes to the file in pieces:
+// the calls before each step, then the step, the calls after it a run of
+// their own, each run with the run's empty poll, the batch after without
+// it. Written whole before the next batch, the run came after the steps,
+// and a replay advanced at its calls before them after them.
+func TestFailedRunBeforeRecoveryStep(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "c.pcap")
+	c, err := Open(Config{Path: path, Buffer: MinBuffer, Lines: testLines, Log: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := datagram(0)
+	at := func(d int64) int64 { return p.RxTime + d }
+	poll := at(5)
+	c.Put([]rx.Packet{p}, 0)
+	c.Failed(at(10), poll)
+	c.Failed(at(20), poll)
+	c.Freeze(at(30), 7, true, poll) // declared by the call at 30
+	c.Failed(at(30), poll)
+	c.Resumed(at(30)) // the round's poll
+	c.Failed(at(40), poll)
+	c.Rerequested(at(50), 9, 2) // the call at 50 asked
+	c.Failed(at(50), poll)
+	c.Recovered([]byte("answer"), at(55), poll)
+	c.Failed(at(60), poll)
+	c.GaveUp(at(60), poll)
+	c.Failed(at(70), poll)
+	c.Put([]rx.Packet{datagram(1)}, poll)
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, fr := range readMarkers(t, path) {
+		d := fr.Time - p.RxTime
+		switch first, last, drained, ok := Failed(fr.SrcMAC, fr.Payload, fr.Time); {
+		case ok:
+			got = append(got, fmt.Sprintf("failed %d..%d poll %v", first-p.RxTime, last-p.RxTime, drained == poll))
+		case !fr.Marker && Answer(fr.SrcMAC):
+			got = append(got, fmt.Sprintf("answer %d", d))
+		case !fr.Marker:
+			drained, _ := Mark(fr.SrcMAC, fr.Time)
+			got = append(got, fmt.Sprintf("datagram %d poll %v", d, drained == poll))
+		case Resumed(fr.Payload):
+			got = append(got, fmt.Sprintf("resumed %d", d))
+		case GaveUp(fr.Payload):
+			got = append(got, fmt.Sprintf("gave up %d", d))
+		default:
+			if _, _, ok := Frozen(fr.Payload); ok {
+				got = append(got, fmt.Sprintf("frozen %d", d))
+			} else if _, _, ok := Rerequest(fr.Payload); ok {
+				got = append(got, fmt.Sprintf("re-requested %d", d))
+			}
+		}
+	}
+	d1 := datagram(1).RxTime - p.RxTime
+	want := []string{"datagram 0 poll false", "failed 10..20 poll true", "frozen 30", "failed 30..30 poll true", "resumed 30",
+		"failed 40..40 poll true", "re-requested 50", "failed 50..50 poll true", "answer 55", "failed 60..60 poll true", "gave up 60",
+		"failed 70..70 poll true", fmt.Sprintf("datagram %d poll false", d1)}
+	if !slices.Equal(got, want) {
+		t.Errorf("read\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}

@@ -258,6 +258,32 @@ func (r *ring) putFailed(drainedAt int64) int64 {
 	return drainedAt
 }
 
+// flushFailed writes the run of failed receive calls so far, if any,
+// before a record of the recovery's (an event, an answer): live the
+// arbiter advanced at those calls before the recovery step, which may
+// have come at a call of the run (a freeze at a gap it declared) with
+// more calls after it. Written with the next batch, the run came after
+// the step in the file, and its calls before the step were replayed
+// after it (a freeze at a gap the step's call declared, a resume, and a
+// freeze at the run's last call: the replay's arbiter advanced at the
+// first and last call only, and declared both holes at the last). The
+// calls after it start a run of their own. In the room kept for events,
+// as the step's record; without room even there it is left out, its
+// empty poll kept for the next batch (putFailed). Off the hot path: only
+// during a run of failures.
+func (r *ring) flushFailed() {
+	if r.failLast == 0 {
+		return
+	}
+	keep := r.keep
+	r.keep = 0
+	if d := r.putFailed(0); d != 0 && r.drainedAt == 0 {
+		r.drainedAt = d
+	}
+	r.keep = keep
+	r.head.Store(r.pHead)
+}
+
 // record is one datagram read from the ring, valid until the consumer
 // moves tail past it.
 type record struct {
@@ -347,6 +373,7 @@ func (r *ring) next(t uint64, rec *record) (uint64, bool) {
 // for the next batch stay for it. One that does not fit is left out,
 // counted as a datagram's.
 func (r *ring) answer(p []rx.Packet, drained int64) {
+	r.flushFailed()
 	drainedAt, marks := r.drainedAt, r.marks
 	r.drainedAt, r.marks = 0, false
 	r.put(p, drained)
@@ -361,6 +388,7 @@ func (r *ring) answer(p []rx.Packet, drained int64) {
 // counted as a datagram the ring had no room for (Stats.Dropped, a lost
 // record before the next batch), so that the file says it is not whole.
 func (r *ring) event(mark uint32, flag byte, now int64, next, messages uint64) {
+	r.flushFailed()
 	b := r.reserve(r.size)
 	if b == nil {
 		r.leftOut(now)

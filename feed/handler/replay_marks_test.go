@@ -688,10 +688,8 @@ func (l *recoveryLive) load(now int64) {
 // them. The capture replayed as replay --feed replays it
 // (replayRecovery) delivers what the live Arbiter delivered, the
 // snapshots' messages where it loaded them, and declares the same gaps,
-// for every script.
-//
-// Not yet as live, and so left out: failed receive calls (a run's calls
-// between its first and last are not in the capture).
+// for every script, with runs of failed receive calls (some past
+// LineTimeout) among its empty polls.
 func TestReplayRecoveryAsLive(t *testing.T) {
 	cfg := Config{Session: marksSession, Arbiter: ArbiterConfig{Hold: time.Millisecond, Grace: 200 * time.Microsecond, LineTimeout: 3 * time.Millisecond, MaxPending: 64, Spill: 96}}
 	lines := []rx.LineConfig{
@@ -703,7 +701,7 @@ func TestReplayRecoveryAsLive(t *testing.T) {
 	var gapFreezes, pollFreezes, loads, resumes, requests, answers, gaveUp uint64
 	failed := 0
 	for seed := uint64(1); seed <= seeds; seed++ {
-		s := newMarksScript(seed, cfg.Session, false)
+		s := newMarksScript(seed, cfg.Session, true)
 		path := filepath.Join(t.TempDir(), fmt.Sprintf("recovery-%d.pcap", seed))
 		live := runRecoveryLive(t, cfg, s, seed, path)
 		st := live.stats
