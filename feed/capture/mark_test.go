@@ -453,7 +453,8 @@ func TestCaptureRecovery(t *testing.T) {
 		switch {
 		case fr.Marker:
 			if GaveUp(fr.Payload) {
-				got = append(got, fmt.Sprintf("gave up at %d drained %d", fr.Time, Drained(fr.SrcMAC, fr.Time)))
+				x, y, _ := counts(fr.Payload, giveUpTag) // 0, not the snapshot's before it
+				got = append(got, fmt.Sprintf("gave up at %d drained %d counts %d %d", fr.Time, Drained(fr.SrcMAC, fr.Time), x, y))
 			} else if next, msgs, ok := Snapshot(fr.Payload); ok {
 				got = append(got, fmt.Sprintf("snapshot %d %d at %d", next, msgs, fr.Time))
 			} else if first, count, ok := Rerequest(fr.Payload); ok {
@@ -478,7 +479,7 @@ func TestCaptureRecovery(t *testing.T) {
 		fmt.Sprintf("answer %q at %d to %v from %v marked false drained %d", "answer 2", at(2)+500, none, none, at(2)+100),
 		fmt.Sprintf("re-requested 40+2 at %d", at(2)+700),
 		fmt.Sprintf("snapshot 42 7 at %d", at(3)),
-		fmt.Sprintf("gave up at %d drained %d", at(4), at(4)),
+		fmt.Sprintf("gave up at %d drained %d counts 0 0", at(4), at(4)),
 		fmt.Sprintf("%q at %d drained %d", "line b 2", at(5), at(4)),
 		"end",
 	}
