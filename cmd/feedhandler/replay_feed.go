@@ -179,14 +179,24 @@ func newArbitrated(fc *config.Config, path string, in *input.Reader, rp *replaye
 		if !regularFile(path) {
 			return nil, fmt.Errorf("replay: --feed: %s is not a regular file: a handler's capture is read twice (its re-request answers ahead), which a pipe cannot be; give it as a file (gzipped or not)", path)
 		}
-		ans, err := readAnswers(path, inputOptions(fc))
+		ans, requests, err := readAnswers(path, inputOptions(fc))
 		if err != nil {
 			return nil, err
 		}
 		a.ans = ans
 		a.r.SetAnswered(func(s moldudp64.Session, rg moldudp64.Range) bool { return a.ans.covers(s, rg) })
+		a.followRerequests(requests)
 	}
 	return a, nil
+}
+
+// followRerequests has the replay hold for the ranges the capture says
+// the handler re-requested (capture.Rerequest), rather than for those its
+// answers hold, when it records them (requests: a file of it has one).
+func (a *arbitrated) followRerequests(requests bool) {
+	if requests {
+		a.r.FollowRerequests()
+	}
 }
 
 // readMoreAnswers adds the re-request answers of the files after the
@@ -200,13 +210,14 @@ func (a *arbitrated) readMoreAnswers() error {
 		if !regularFile(p) {
 			return fmt.Errorf("replay: --feed: %s is not a regular file: a handler's capture is read twice (its re-request answers ahead), which a pipe cannot be", p)
 		}
-		ans, err := readAnswers(p, inputOptions(a.fc))
+		ans, requests, err := readAnswers(p, inputOptions(a.fc))
 		if err != nil {
 			return err
 		}
 		for s, rs := range ans {
 			a.ans[s] = mergeRanges(append(a.ans[s], rs...))
 		}
+		a.followRerequests(requests)
 	}
 	return nil
 }
@@ -251,18 +262,22 @@ func (a *arbitrated) next() (bool, error) {
 type answers map[moldudp64.Session][]moldudp64.Range
 
 // readAnswers reads the re-request answers of the capture at path
-// (capture.Answer), with the replay's options.
-func readAnswers(path string, opt input.Options) (answers, error) {
+// (capture.Answer), with the replay's options; requests reports that it
+// records the ranges the handler re-requested (capture.Rerequest).
+func readAnswers(path string, opt input.Options) (ans answers, requests bool, err error) {
 	in, err := input.OpenOptions(path, opt)
 	if err != nil {
-		return nil, fmt.Errorf("replay: --feed: read the capture's re-request answers: %w", err)
+		return nil, false, fmt.Errorf("replay: --feed: read the capture's re-request answers: %w", err)
 	}
 	defer in.Close()
-	ans := answers{}
+	ans = answers{}
 	for {
 		fr, err := in.NextDatagram()
 		if err != nil {
 			break // the end, or where the replay stops with the error
+		}
+		if _, _, ok := capture.Rerequest(fr.Payload); ok && fr.Marker {
+			requests = true
 		}
 		if fr.Marker || !capture.Answer(fr.SrcMAC) {
 			continue
@@ -274,7 +289,7 @@ func readAnswers(path string, opt input.Options) (answers, error) {
 	for s, rs := range ans {
 		ans[s] = mergeRanges(rs)
 	}
-	return ans, nil
+	return ans, requests, nil
 }
 
 // mergeRanges sorts rs and merges those that overlap or touch.
@@ -363,9 +378,11 @@ func (a *arbitrated) run() error {
 			} else if first, last, drained, ok := capture.Failed(fr.SrcMAC, fr.Payload, fr.Time); ok && marked {
 				a.rep.Failed++
 				a.r.Failed(first, last, drained)
+			} else if first, count, ok := capture.Rerequest(fr.Payload); ok && marked {
+				a.r.Rerequested(moldudp64.Range{First: first, Count: count})
 			} else if capture.GaveUp(fr.Payload) && marked {
 				a.rep.LiveRecovery.GaveUp++
-				a.r.GaveUp(fr.Time)
+				a.r.GaveUp(fr.Time, capture.Drained(fr.SrcMAC, fr.Time))
 			} else if before, ok := capture.FrozenAgain(fr.Payload); ok && marked && a.frozen {
 				// The freeze the replay is in, said again at a file's
 				// start: its messages go on from the files before's
@@ -376,7 +393,7 @@ func (a *arbitrated) run() error {
 				}
 			} else if from, atGap, ok := capture.Frozen(fr.Payload); ok && marked {
 				a.frozen, a.snapMsgs, a.snapN = true, a.snapMsgs[:0], 0
-				a.r.Freeze(fr.Time, from, atGap)
+				a.r.Freeze(fr.Time, from, atGap, capture.Drained(fr.SrcMAC, fr.Time))
 			} else if capture.Resumed(fr.Payload) && marked {
 				a.frozen = false
 				a.r.Resume(fr.Time)
@@ -413,7 +430,7 @@ func (a *arbitrated) run() error {
 			if p, err := moldudp64.Parse(fr.Payload); err == nil {
 				a.rep.LiveRecovery.AnswerMessages += uint64(p.Messages())
 			}
-			a.r.Recovered(fr.Payload, fr.Time)
+			a.r.Recovered(fr.Payload, fr.Time, capture.Drained(fr.SrcMAC, fr.Time))
 			continue
 		}
 		i := a.line(&fr)

@@ -497,11 +497,11 @@ func TestReplayFeedLiveRecovery(t *testing.T) {
 		// lines' grace: the arbiter held for them.
 		switch i {
 		case whole + 20:
-			c.Recovered(day.Packets[whole], ts)
+			c.Recovered(day.Packets[whole], ts, 0)
 		case part + 20:
-			c.Recovered(day.Packets[part], ts)
+			c.Recovered(day.Packets[part], ts, 0)
 		case part + 30:
-			c.GaveUp(ts) // part+1 never answered: given up
+			c.GaveUp(ts, 0) // part+1 never answered: given up
 		}
 		if i == whole || i == part || i == part+1 {
 			continue
@@ -601,7 +601,7 @@ func TestReplayFeedSnapshotLateJoin(t *testing.T) {
 	for i := k; i < len(day.Packets); i++ {
 		ts := t0 + int64(i)*int64(100*time.Microsecond)
 		if i == k {
-			c.Freeze(ts, 1, true)
+			c.Freeze(ts, 1, true, 0)
 		}
 		c.Put([]rx.Packet{{Line: rx.LineA, Data: day.Packets[i], RxTime: ts}, {Line: rx.LineB, Data: day.Packets[i], RxTime: ts + 1000}}, ts-1)
 		if i == k+20 {
@@ -708,7 +708,7 @@ func TestReplayFeedFileStartsFrozen(t *testing.T) {
 	k := len(day.Packets) / 3
 	snap, n, next, _ := lateJoinSnapshot(t, day, k)
 	ts := func(i int) int64 { return t0 + int64(i)*int64(100*time.Microsecond) }
-	c.Freeze(ts(k), 1, true)
+	c.Freeze(ts(k), 1, true, 0)
 	other := make([]rx.Packet, 16)
 	for i := 0; c.Stats().Files < 2; i++ {
 		if i == 20_000 {
@@ -875,7 +875,7 @@ func TestReplayFeedSnapshotAcrossFiles(t *testing.T) {
 		t.Fatalf("a snapshot of %d bytes: want 2.5 MiB or more (files of 1 MiB)", len(snap))
 	}
 	ts := func(i int) int64 { return t0 + int64(i)*int64(100*time.Microsecond) }
-	c.Freeze(ts(k), 1, true)
+	c.Freeze(ts(k), 1, true, 0)
 	captureLateJoin(t, c, day, k, ts, snap, n, next)
 	names, _ := filepath.Glob(filepath.Join(dir, "lines-*.pcap"))
 	if len(names) < 3 || c.Stats().Dropped != 0 {

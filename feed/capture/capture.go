@@ -327,12 +327,16 @@ func (c *Capture) Failed(now, drainedAt int64) { c.ring.failed(now, drainedAt) }
 // Recovered copies a re-request answer the receive thread received at
 // rxTime (the MoldUDP64 packet, data) into the ring, to be written to the
 // file apart from the lines' datagrams (mark.go: Answer), so that a replay
-// can tell what recovery repaired live. The receive thread only, as Put;
-// it allocates nothing. An answer the ring has no room for is left out,
+// can tell what recovery repaired live. drainedAt is Put's for the next
+// batch so far (the empty poll since the batch before, 0: none): the
+// answer's frame carries it (mark.go: Drained), so that a replay ticks
+// the arbiter there before it offers the answer, as the handler did (the
+// batch's mark comes after). The receive thread only, as Put; it
+// allocates nothing. An answer the ring has no room for is left out,
 // counted as a datagram's.
-func (c *Capture) Recovered(data []byte, rxTime int64) {
+func (c *Capture) Recovered(data []byte, rxTime, drainedAt int64) {
 	c.answer[0] = rx.Packet{Data: data, Line: answerLine, RxTime: rxTime}
-	c.ring.answer(c.answer[:])
+	c.ring.answer(c.answer[:], drainedAt)
 	c.answer[0].Data = nil
 }
 
@@ -341,36 +345,51 @@ func (c *Capture) Recovered(data []byte, rxTime int64) {
 // messages messages: a marker frame (mark.go: Snapshot), for its messages
 // are not in the file. The receive thread only, as Put.
 func (c *Capture) Snapshot(now int64, next, messages uint64) {
-	c.ring.event(snapMark, now, next, messages)
+	c.ring.event(snapMark, 0, now, next, messages)
 }
 
 // GaveUp notes that the receive thread gave up at now the range it was
 // re-requesting (Arbiter.Abandon: declared missing, what was held behind
 // it delivered): a marker frame (mark.go: GaveUp), so that a replay of the
-// answers gives it up there too. The receive thread only, as Put.
-func (c *Capture) GaveUp(now int64) {
-	c.ring.event(giveUpMark, now, 0, 0)
+// answers gives it up there too. drainedAt is Recovered's: the frame
+// carries the empty poll before it (mark.go: Drained). The receive thread
+// only, as Put.
+func (c *Capture) GaveUp(now, drainedAt int64) {
+	c.ring.event(giveUpMark, 0, now, 0, uint64(drainedAt))
 }
 
 // Freeze notes that the receive thread froze delivery at now to fetch a
 // snapshot (Arbiter.Freeze), its arbiter's next sequence number from;
 // atGap: as the arbiter declared a gap at now (during a batch, written
 // before it), else between batches: a marker frame (mark.go: Frozen), so
-// that a replay spills the lines from there as the handler did. The
+// that a replay spills the lines from there as the handler did.
+// drainedAt is Recovered's: the frame carries the empty poll before it
+// (mark.go: Drained), which a replay ticks at before it freezes. The
 // receive thread only, as Put.
-func (c *Capture) Freeze(now int64, from uint64, atGap bool) {
-	var g uint64
+func (c *Capture) Freeze(now int64, from uint64, atGap bool, drainedAt int64) {
+	var g byte
 	if atGap {
 		g = 1
 	}
-	c.ring.event(freezeMark, now, from, g)
+	c.ring.event(freezeMark, g, now, from, uint64(drainedAt))
+}
+
+// Rerequested notes that the receive thread re-requested at now the range
+// of count sequence numbers from first (its arbiter's MissingFunc took
+// it: the arbiter holds what follows it for the answers): a marker frame
+// (mark.go: Rerequest), written before the batch the arbiter asked in (or
+// the frames of the round it asked in), so that a replay holds for the
+// ranges the handler re-requested, and for no other, whether answers
+// came or not. The receive thread only, as Put.
+func (c *Capture) Rerequested(now int64, first, count uint64) {
+	c.ring.event(requestMark, 0, now, first, count)
 }
 
 // Resumed notes that the receive thread resumed delivery at now without
 // loading a snapshot (Arbiter.Unfreeze(0): it failed, or was refused): a
 // marker frame (mark.go: Resumed). The receive thread only, as Put.
 func (c *Capture) Resumed(now int64) {
-	c.ring.event(resumeMark, now, 0, 0)
+	c.ring.event(resumeMark, 0, now, 0, 0)
 }
 
 // Discarded notes that the receive thread discarded at now the snapshot
@@ -381,7 +400,7 @@ func (c *Capture) Resumed(now int64) {
 // no longer, and a replay knows the freeze ended. The receive thread
 // only, as Put.
 func (c *Capture) Discarded(now int64) {
-	c.ring.event(discardMark, now, 0, 0)
+	c.ring.event(discardMark, 0, now, 0, 0)
 }
 
 // SnapshotMessages hands the messages of a snapshot the receive thread
@@ -403,6 +422,7 @@ func (c *Capture) SnapshotMessages(msgs []byte, now int64) (kept bool) {
 		return false
 	}
 	r := &c.ring
+	r.flushFailed() // the calls that failed before the load come before it
 	var b []byte
 	if !c.snapOutSet || c.snapDone.Load() {
 		b = r.reserve(r.size) // in the room kept for events
@@ -441,7 +461,7 @@ func (c *Capture) copySnapshot(msgs []byte, now int64) {
 		chunk, msgs = nextChunk(msgs)
 		if len(chunk) > 0 {
 			c.answer[0] = rx.Packet{Data: chunk, Line: snapLine, RxTime: now}
-			c.ring.answer(c.answer[:])
+			c.ring.answer(c.answer[:], 0)
 			c.answer[0].Data = nil
 		}
 	}
@@ -662,9 +682,11 @@ func (c *Capture) write(rec *record) {
 		c.writeSnapshot(rec.rxTime)
 		return
 	}
-	if rec.snapshot || rec.gaveUp || rec.freeze || rec.resume || rec.discard {
+	if rec.snapshot || rec.gaveUp || rec.freeze || rec.resume || rec.discard || rec.request {
 		tag := snapshotTag
 		switch {
+		case rec.request:
+			tag = requestTag
 		case rec.gaveUp:
 			tag = giveUpTag
 		case rec.freeze:
@@ -680,7 +702,7 @@ func (c *Capture) write(rec *record) {
 		if rec.snapshot || rec.resume || rec.discard {
 			c.snapOpen = false // the snapshot ends here: a rotation held for it may go
 		}
-		c.frame = appendCountsFrame(c.frame[:0], tag, rec.snapNext, rec.snapMsgs)
+		c.frame = appendCountsFrameFrom(c.frame[:0], markMAC(rec.rxTime, rec.drained), tag, rec.snapNext, rec.snapMsgs)
 		ci := gopacket.CaptureInfo{Timestamp: time.Unix(0, rec.rxTime), CaptureLength: len(c.frame), Length: len(c.frame)}
 		c.pw.WritePacket(ci, c.frame)
 		return
@@ -726,7 +748,8 @@ func (c *Capture) write(rec *record) {
 }
 
 // writeAnswer appends a re-request answer's frame (mark.go) to the
-// buffer: a datagram, from and to 0.0.0.0 port 0, no line's.
+// buffer: a datagram, from and to 0.0.0.0 port 0, no line's, marked with
+// the empty poll before it.
 func (c *Capture) writeAnswer(rec *record) {
 	if len(rec.payload) > 0xFFFF-20-8 {
 		return
@@ -734,7 +757,8 @@ func (c *Capture) writeAnswer(rec *record) {
 	c.id++
 	none := netip.AddrPortFrom(netip.IPv4Unspecified(), 0)
 	c.frame = pcap.AppendUDPFrame(c.frame[:0], none, none, c.id, rec.payload)
-	copy(c.frame[6:12], answerMAC[:])
+	mac := answerMark(rec.rxTime, rec.drained)
+	copy(c.frame[6:12], mac[:])
 	ci := gopacket.CaptureInfo{Timestamp: time.Unix(0, rec.rxTime), CaptureLength: len(c.frame), Length: len(c.frame)}
 	c.pw.WritePacket(ci, c.frame)
 	c.pending++

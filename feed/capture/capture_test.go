@@ -233,7 +233,7 @@ func TestPutAllocs(t *testing.T) {
 		t.Fatalf("Put: %v allocations, want 0", a)
 	}
 	answer := datagram(4).Data
-	if a := testing.AllocsPerRun(100, func() { c.Recovered(answer, 1); c.Snapshot(2, 3, 4); c.GaveUp(5) }); a != 0 {
+	if a := testing.AllocsPerRun(100, func() { c.Recovered(answer, 1, 0); c.Snapshot(2, 3, 4); c.GaveUp(5, 0) }); a != 0 {
 		t.Fatalf("Recovered, Snapshot and GaveUp: %v allocations, want 0", a)
 	}
 	full := make([]rx.Packet, 1500)

@@ -47,7 +47,7 @@
 //	...
 //	c.Failed(now, drainedAt)   // the receive thread, at a failed call
 //	c.Put(pkts[:n], drainedAt) // the receive thread, per batch, before Release
-//	c.Recovered(answer, now)   // the receive thread, per re-request answer
+//	c.Recovered(answer, now, drainedAt) // the receive thread, per re-request answer
 //	...
 //	err = c.Close() // after the receive thread stopped
 package capture

@@ -34,8 +34,14 @@ import (
 // mark of an empty poll before the run, as a datagram's) to
 // 06:00:00:00:00:00, stamped with the run's last failed call, whose
 // payload is failedTag then the run's first failed call, ns since the
-// Unix epoch, big-endian. Other tools show it as a frame of an unknown
-// EtherType; a replay that does not know it passes over it.
+// Unix epoch, big-endian. A recovery step during a run (a freeze at a gap
+// one of its calls declared, a resume or load, an answer, a re-request or
+// its giving up) cuts it: the calls before the step are a frame before
+// the step's, those after it a run of their own, so that a replay
+// advances at the calls before the step first (capture files from before
+// wrote the run whole before the next batch, after the steps). Other
+// tools show it as a frame of an unknown EtherType; a replay that does
+// not know it passes over it.
 //
 // Datagrams left out of the file (the ring full, a failed write) are a
 // marker frame too, before the next frame written (Lost): from and to
@@ -80,9 +86,28 @@ func Mark(mac [6]byte, rxTime int64) (drained int64, marked bool) {
 	if mac[0]&markDrained == 0 {
 		return 0, mac == [6]byte{markFrame}
 	}
+	return rxTime - markDelta(mac), true
+}
+
+// markDelta reads the time from the empty poll to the frame a mark with
+// markDrained set holds: a signed 40-bit count of nanoseconds.
+func markDelta(mac [6]byte) int64 {
 	u := uint64(mac[1])<<32 | uint64(mac[2])<<24 | uint64(mac[3])<<16 | uint64(mac[4])<<8 | uint64(mac[5])
-	d := int64(u<<24) >> 24 // sign-extend 40 bits
-	return rxTime - d, true
+	return int64(u<<24) >> 24 // sign-extend 40 bits
+}
+
+// Drained reads the empty poll the Ethernet source address of a
+// re-request answer (Answer) or of a recovery's marker frame (Frozen,
+// GaveUp), stamped at rxTime, records: when the live handler found every
+// line empty in the round it received the answer, froze or gave up in,
+// or since the batch before (0: not since the batch before, or a capture
+// written before these frames carried it). The batch after says the same
+// empty poll again (Mark): the Arbiter ticked there once.
+func Drained(mac [6]byte, rxTime int64) int64 {
+	if mac[0]&markDrained == 0 || mac[0]&^(markDrained|answerBit) != markFrame {
+		return 0
+	}
+	return rxTime - markDelta(mac)
 }
 
 // failedTag begins the payload of a marker frame of failed receive calls.
@@ -131,7 +156,14 @@ func appendLostFrame(b []byte, ring, write uint64) []byte {
 // 06:00:00:00:00:00 whose payload is tag, then x and y, unsigned 64-bit,
 // big-endian.
 func appendCountsFrame(b []byte, tag [4]byte, x, y uint64) []byte {
-	b = append(b, markFrame, 0, 0, 0, 0, 0, markFrame, 0, 0, 0, 0, 0)
+	return appendCountsFrameFrom(b, [6]byte{markFrame}, tag, x, y)
+}
+
+// appendCountsFrameFrom is appendCountsFrame's frame from src (the mark
+// of the empty poll before it: Drained).
+func appendCountsFrameFrom(b []byte, src [6]byte, tag [4]byte, x, y uint64) []byte {
+	b = append(b, markFrame, 0, 0, 0, 0, 0)
+	b = append(b, src[:]...)
 	b = append(b, pcap.EtherMarker>>8, pcap.EtherMarker&0xFF)
 	b = append(b, tag[:]...)
 	b = binary.BigEndian.AppendUint64(b, x)
@@ -195,17 +227,40 @@ func End(payload []byte) (reason byte, ok bool) {
 // holds it. A re-request answer (Recovered) is an IPv4/UDP frame
 // of its own, from and to 0.0.0.0 port 0 (the server's address is not
 // kept; no line's destination, so a replay by lines passes over it),
-// whose Ethernet source address is answerMAC. A snapshot loaded
+// whose Ethernet source address is answerMAC, or, when the handler found
+// every line empty before it in the round it received the answer in (or
+// since the batch before), answerMAC with markDrained set and the time
+// from that empty poll to the answer as a datagram's mark holds it
+// (Drained; a capture written before then marks no answer so: its answers
+// replay as if no empty poll came before them). A snapshot loaded
 // (Snapshot) is a marker frame from and to 06:00:00:00:00:00, stamped when
 // loaded, whose payload is snapshotTag, then the sequence number delivery
 // resumed at and how many messages the snapshot held, unsigned 64-bit,
 // big-endian, after the frames of its messages (below: SnapshotMessages).
-var answerMAC = [6]byte{markFrame | 0x10}
+var answerMAC = [6]byte{markFrame | answerBit}
+
+// answerBit sets a re-request answer's source address apart from a line
+// datagram's mark.
+const answerBit = 0x10
+
+// answerMark returns the source address of a re-request answer received
+// at rxTime after the empty poll drained (0: none).
+func answerMark(rxTime, drained int64) [6]byte {
+	if drained == 0 {
+		return answerMAC
+	}
+	mac := markMAC(rxTime, drained)
+	mac[0] |= answerBit
+	return mac
+}
 
 // Answer reports whether a datagram of a file whose header carries
 // FileMark, with this Ethernet source address, is a re-request answer the
-// live handler received (not a line's datagram).
-func Answer(mac [6]byte) bool { return mac == answerMAC }
+// live handler received (not a line's datagram); Drained reads the empty
+// poll before it.
+func Answer(mac [6]byte) bool {
+	return mac[0]&markMask == answerMAC[0] && (mac[0]&markDrained != 0 || mac == answerMAC)
+}
 
 // snapshotTag begins the payload of a marker frame of a snapshot loaded.
 var snapshotTag = [4]byte{'F', 'H', 'R', 'S'}
@@ -219,9 +274,11 @@ func Snapshot(payload []byte) (next, messages uint64, ok bool) { return counts(p
 // giveUpTag begins the payload of a marker frame of a re-request given
 // up: the live handler declared the range it was re-requesting missing
 // there (Arbiter.Abandon), with whatever answers came for it before (a
-// server that answered part, then went quiet). From and to
-// 06:00:00:00:00:00, stamped when given up; two counts of 0 follow the
-// tag (room for later use).
+// server that answered part, then went quiet). To 06:00:00:00:00:00,
+// from the mark of the empty poll before it, as a datagram's (Drained;
+// 06:00:00:00:00:00 when none since the batch before, or in a capture
+// from before), stamped when given up; two counts of 0 follow the tag
+// (room for later use).
 var giveUpTag = [4]byte{'F', 'H', 'R', 'G'}
 
 // GaveUp reads a marker frame's payload (pcap.Frame.Marker) of a file
@@ -231,6 +288,23 @@ func GaveUp(payload []byte) bool {
 	_, _, ok := counts(payload, giveUpTag)
 	return ok
 }
+
+// requestTag begins the payload of a marker frame of a range the live
+// handler re-requested (its arbiter's MissingFunc took it), from and to
+// 06:00:00:00:00:00, stamped with the arbiter's time then, then the
+// range's first sequence number and count, unsigned 64-bit, big-endian.
+// It comes before the frames the arbiter asked in (the batch whose
+// datagram, or the empty poll that batch is marked with, declared the
+// hole; an answer; a failed call's run), so that a replay holds for the
+// ranges the handler re-requested and for no other, answered or not. A
+// capture written before these frames has none: a replay takes the
+// ranges its answers hold as the re-requested ones.
+var requestTag = [4]byte{'F', 'H', 'R', 'Q'}
+
+// Rerequest reads a marker frame's payload (pcap.Frame.Marker) of a file
+// whose header carries FileMark: ok reports that the live handler
+// re-requested there the range of count sequence numbers from first.
+func Rerequest(payload []byte) (first, count uint64, ok bool) { return counts(payload, requestTag) }
 
 // What a snapshot brought is in the file too, so that a replay rebuilds
 // the books from it as the handler did (Arbiter.Freeze, the books
@@ -243,8 +317,11 @@ func GaveUp(payload []byte) bool {
 //     the frame comes before, or the tick before it), 0 when between
 //     batches (after the tick or failed call of that time, if any),
 //     unsigned 64-bit, big-endian (Frozen), stamped with the arbiter's
-//     time there; said again at the start of a file opened inside the
-//     snapshot, with a third count (FrozenAgain);
+//     time there, from the mark of the empty poll before it as GaveUp's
+//     frame (Drained: a freeze between rounds after an empty poll that
+//     declared gaps is replayed after that tick, though the batch after
+//     is marked with a later poll); said again at the start of a file
+//     opened inside the snapshot, with a third count (FrozenAgain);
 //   - where it loaded one, before its Snapshot frame: the snapshot's
 //     messages, in marker frames of their own whose payload is
 //     snapMsgsTag, then whole messages, each a 2-byte big-endian length
@@ -274,7 +351,7 @@ const MaxSnapshotChunk = 60000
 // whose header carries FileMark: ok reports that the live handler froze
 // delivery to fetch a snapshot, its arbiter's next sequence number then
 // from; atGap: as its arbiter declared a gap at the frame's time, else
-// between batches.
+// between batches. Drained reads the empty poll before it.
 func Frozen(payload []byte) (from uint64, atGap, ok bool) {
 	from, g, ok := counts(payload, freezeTag)
 	return from, g == 1, ok

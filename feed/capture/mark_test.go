@@ -411,13 +411,15 @@ func TestCaptureLostMarked(t *testing.T) {
 	}
 }
 
-// TestCaptureRecovery: the re-request answers, snapshots and re-requests
-// given up the receive thread notes go to the file in their order among the lines' datagrams:
-// an answer a datagram from and to 0.0.0.0 port 0 marked as one (Answer),
-// its bytes as received, no line's, the empty poll before the next batch
-// kept for it; a snapshot a marker frame with its sequence number and
-// message count; a re-request given up a marker frame of its time. None
-// is read as a line's batch mark.
+// TestCaptureRecovery: the re-request answers, ranges re-requested,
+// snapshots and re-requests given up the receive thread notes go to the
+// file in their order among the lines' datagrams: an answer a datagram
+// from and to 0.0.0.0 port 0 marked as one (Answer), its bytes as
+// received, no line's, with the empty poll before it (Drained), the empty
+// poll before the next batch kept for it; a range re-requested a marker
+// frame of its first number and count (Rerequest); a snapshot one with
+// its sequence number and message count; a re-request given up one of
+// its time. None is read as a line's batch mark.
 func TestCaptureRecovery(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "c.pcap")
 	c, err := Open(Config{Path: path, Lines: testLines, Buffer: MinBuffer, Log: zerolog.Nop()})
@@ -426,15 +428,17 @@ func TestCaptureRecovery(t *testing.T) {
 	}
 	at := func(i int) int64 { return int64(1_000_000_000 + i*1000) }
 	c.Put([]rx.Packet{{Line: rx.LineA, Data: []byte("line a 1"), RxTime: at(1)}}, at(0))
-	c.Recovered([]byte("answer 1"), at(2))
+	c.Recovered([]byte("answer 1"), at(2), 0)
+	c.Recovered([]byte("answer 2"), at(2)+500, at(2)+100) // after an empty poll
+	c.Rerequested(at(2)+700, 40, 2)
 	c.Snapshot(at(3), 42, 7)
-	c.GaveUp(at(4))
+	c.GaveUp(at(4), at(4)) // after the empty poll of its round, which marks the batch after too
 	c.Put([]rx.Packet{{Line: rx.LineB, Data: []byte("line b 2"), RxTime: at(5)}}, at(4))
 	if err := c.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if st := c.Stats(); st.Packets != 3 {
-		t.Errorf("stats %+v: want 3 datagrams (two lines', one answer)", st)
+	if st := c.Stats(); st.Packets != 4 {
+		t.Errorf("stats %+v: want 4 datagrams (two lines', two answers)", st)
 	}
 	r := openCapture(t, path)
 	r.ReturnMarkers()
@@ -449,16 +453,19 @@ func TestCaptureRecovery(t *testing.T) {
 		switch {
 		case fr.Marker:
 			if GaveUp(fr.Payload) {
-				got = append(got, fmt.Sprintf("gave up at %d", fr.Time))
+				x, y, _ := counts(fr.Payload, giveUpTag) // 0, not the snapshot's before it
+				got = append(got, fmt.Sprintf("gave up at %d drained %d counts %d %d", fr.Time, Drained(fr.SrcMAC, fr.Time), x, y))
 			} else if next, msgs, ok := Snapshot(fr.Payload); ok {
 				got = append(got, fmt.Sprintf("snapshot %d %d at %d", next, msgs, fr.Time))
+			} else if first, count, ok := Rerequest(fr.Payload); ok {
+				got = append(got, fmt.Sprintf("re-requested %d+%d at %d", first, count, fr.Time))
 			} else if _, ok := End(fr.Payload); ok {
 				got = append(got, "end")
 			} else {
 				got = append(got, fmt.Sprintf("marker % x", fr.Payload))
 			}
 		case Answer(fr.SrcMAC):
-			got = append(got, fmt.Sprintf("answer %q at %d to %v from %v marked %v", fr.Payload, fr.Time, fr.Dst, fr.Src, marked))
+			got = append(got, fmt.Sprintf("answer %q at %d to %v from %v marked %v drained %d", fr.Payload, fr.Time, fr.Dst, fr.Src, marked, Drained(fr.SrcMAC, fr.Time)))
 			if fr.Dst != none || fr.Src != none {
 				t.Errorf("an answer from %v to %v, want from and to %v", fr.Src, fr.Dst, none)
 			}
@@ -468,9 +475,11 @@ func TestCaptureRecovery(t *testing.T) {
 	}
 	want := []string{
 		fmt.Sprintf("%q at %d drained %d", "line a 1", at(1), at(0)),
-		fmt.Sprintf("answer %q at %d to %v from %v marked false", "answer 1", at(2), none, none),
+		fmt.Sprintf("answer %q at %d to %v from %v marked false drained 0", "answer 1", at(2), none, none),
+		fmt.Sprintf("answer %q at %d to %v from %v marked false drained %d", "answer 2", at(2)+500, none, none, at(2)+100),
+		fmt.Sprintf("re-requested 40+2 at %d", at(2)+700),
 		fmt.Sprintf("snapshot 42 7 at %d", at(3)),
-		fmt.Sprintf("gave up at %d", at(4)),
+		fmt.Sprintf("gave up at %d drained %d counts 0 0", at(4), at(4)),
 		fmt.Sprintf("%q at %d drained %d", "line b 2", at(5), at(4)),
 		"end",
 	}
@@ -501,9 +510,9 @@ func TestCaptureSnapshotMessages(t *testing.T) {
 		n++
 	}
 	c.Put([]rx.Packet{{Line: rx.LineA, Data: []byte("line a 1"), RxTime: at(1)}}, at(0))
-	c.Freeze(at(2), 17, true)
+	c.Freeze(at(2), 17, true, 0)
 	c.Resumed(at(3))
-	c.Freeze(at(4), 18, false)
+	c.Freeze(at(4), 18, false, at(4)) // between rounds, after the empty poll of its round
 	c.SnapshotMessages(msgs, at(5))
 	c.Snapshot(at(5), 99, n)
 	c.Put([]rx.Packet{{Line: rx.LineB, Data: []byte("line b 2"), RxTime: at(6)}}, 0)
@@ -528,7 +537,7 @@ func TestCaptureSnapshotMessages(t *testing.T) {
 			continue
 		}
 		if from, atGap, ok := Frozen(fr.Payload); ok {
-			got = append(got, fmt.Sprintf("frozen at %d from %d at gap %v", fr.Time, from, atGap))
+			got = append(got, fmt.Sprintf("frozen at %d from %d at gap %v drained %d", fr.Time, from, atGap, Drained(fr.SrcMAC, fr.Time)))
 		} else if Resumed(fr.Payload) {
 			got = append(got, fmt.Sprintf("resumed at %d", fr.Time))
 		} else if m, ok := SnapshotMessages(fr.Payload); ok {
@@ -546,8 +555,8 @@ func TestCaptureSnapshotMessages(t *testing.T) {
 			got = append(got, "end")
 		}
 	}
-	want := []string{`"line a 1"`, fmt.Sprintf("frozen at %d from 17 at gap true", at(2)), fmt.Sprintf("resumed at %d", at(3)),
-		fmt.Sprintf("frozen at %d from 18 at gap false", at(4)), "messages", fmt.Sprintf("snapshot 99 %d at %d", n, at(5)), `"line b 2"`, "end"}
+	want := []string{`"line a 1"`, fmt.Sprintf("frozen at %d from 17 at gap true drained 0", at(2)), fmt.Sprintf("resumed at %d", at(3)),
+		fmt.Sprintf("frozen at %d from 18 at gap false drained %d", at(4), at(4)), "messages", fmt.Sprintf("snapshot 99 %d at %d", n, at(5)), `"line b 2"`, "end"}
 	if !slices.Equal(got, want) {
 		t.Errorf("read\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
@@ -569,7 +578,7 @@ func TestSnapshotMessagesAllocs(t *testing.T) {
 		msgs = binary.BigEndian.AppendUint16(msgs, 36)
 		msgs = append(msgs, make([]byte, 36)...)
 	}
-	if a := testing.AllocsPerRun(20, func() { c.Freeze(1, 2, true); c.SnapshotMessages(msgs, 3); c.Resumed(4) }); a != 0 {
+	if a := testing.AllocsPerRun(20, func() { c.Freeze(1, 2, true, 0); c.SnapshotMessages(msgs, 3); c.Resumed(4) }); a != 0 {
 		t.Fatalf("Freeze, SnapshotMessages and Resumed: %v allocations, want 0", a)
 	}
 }
@@ -626,7 +635,7 @@ func TestSnapshotMessagesNeverWait(t *testing.T) {
 		n++
 	}
 	c, s, path := openStalled(t)
-	c.Freeze(2, 17, true)
+	c.Freeze(2, 17, true, 0)
 	kept := c.SnapshotMessages(msgs, 3)
 	c.Snapshot(3, 99, n)
 	back := c.SnapshotBuffer() // the disk still stuck: not written
@@ -680,13 +689,13 @@ func TestEventsWhenRingFull(t *testing.T) {
 		c.Put(batch, 0)
 	}
 	c.Put(batch, 0) // a lost record, if it fits
-	c.Freeze(2, 17, true)
+	c.Freeze(2, 17, true, 0)
 	c.Snapshot(3, 99, 0)
 	c.Resumed(4)
-	c.GaveUp(5)
+	c.GaveUp(5, 0)
 	before := c.Stats().Dropped
 	for range 200 {
-		c.GaveUp(6)
+		c.GaveUp(6, 0)
 	}
 	left := c.Stats().Dropped - before
 	c.Put(batch[:1], 0) // the lost record
@@ -749,7 +758,7 @@ func TestDocSnapshotCaptureBytes(t *testing.T) {
 				msgs = a.AppendBlock(msgs)
 			}
 		}
-		c.Freeze(1, 1, false)
+		c.Freeze(1, 1, false, 0)
 		c.SnapshotMessages(msgs, 2)
 		c.Snapshot(2, 1, uint64(len(msgs)/2))
 		if err := c.Close(); err != nil {
@@ -785,11 +794,77 @@ func TestDocSnapshotCaptureBytes(t *testing.T) {
 // counts datagrams only (TestWriteCutBackMarkers).
 func TestCaptureLostEventsMarked(t *testing.T) {
 	c, path := openHalfFull(t)
-	c.Freeze(datagram(1).RxTime, 17, false)
+	c.Freeze(datagram(1).RxTime, 17, false, 0)
 	c.Snapshot(datagram(1).RxTime, 99, 0) // cut by the write: lost
 	writeFailedThenClose(t, c)
 	_, write, _ := lostFrames(t, path)
 	if st := c.Stats(); write != 1 || st.WriteLost != 0 {
 		t.Errorf("the file's lost records count %d lost by a write, Stats.WriteLost %d: want the snapshot's record, 1, and no datagram", write, st.WriteLost)
+	}
+}
+
+// TestFailedRunBeforeRecoveryStep: a run of failed receive calls with a
+// recovery step at one of its calls (a freeze at a gap the call declared,
+// noted before the call, a resume after it in the round's poll, an
+// answer, a give-up, a range re-requested) goes to the file in pieces:
+// the calls before each step, then the step, the calls after it a run of
+// their own, each run with the run's empty poll, the batch after without
+// it. Written whole before the next batch, the run came after the steps,
+// and a replay advanced at its calls before them after them.
+func TestFailedRunBeforeRecoveryStep(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "c.pcap")
+	c, err := Open(Config{Path: path, Buffer: MinBuffer, Lines: testLines, Log: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := datagram(0)
+	at := func(d int64) int64 { return p.RxTime + d }
+	poll := at(5)
+	c.Put([]rx.Packet{p}, 0)
+	c.Failed(at(10), poll)
+	c.Failed(at(20), poll)
+	c.Freeze(at(30), 7, true, poll) // declared by the call at 30
+	c.Failed(at(30), poll)
+	c.Resumed(at(30)) // the round's poll
+	c.Failed(at(40), poll)
+	c.Rerequested(at(50), 9, 2) // the call at 50 asked
+	c.Failed(at(50), poll)
+	c.Recovered([]byte("answer"), at(55), poll)
+	c.Failed(at(60), poll)
+	c.GaveUp(at(60), poll)
+	c.Failed(at(70), poll)
+	c.Put([]rx.Packet{datagram(1)}, poll)
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, fr := range readMarkers(t, path) {
+		d := fr.Time - p.RxTime
+		switch first, last, drained, ok := Failed(fr.SrcMAC, fr.Payload, fr.Time); {
+		case ok:
+			got = append(got, fmt.Sprintf("failed %d..%d poll %v", first-p.RxTime, last-p.RxTime, drained == poll))
+		case !fr.Marker && Answer(fr.SrcMAC):
+			got = append(got, fmt.Sprintf("answer %d", d))
+		case !fr.Marker:
+			drained, _ := Mark(fr.SrcMAC, fr.Time)
+			got = append(got, fmt.Sprintf("datagram %d poll %v", d, drained == poll))
+		case Resumed(fr.Payload):
+			got = append(got, fmt.Sprintf("resumed %d", d))
+		case GaveUp(fr.Payload):
+			got = append(got, fmt.Sprintf("gave up %d", d))
+		default:
+			if _, _, ok := Frozen(fr.Payload); ok {
+				got = append(got, fmt.Sprintf("frozen %d", d))
+			} else if _, _, ok := Rerequest(fr.Payload); ok {
+				got = append(got, fmt.Sprintf("re-requested %d", d))
+			}
+		}
+	}
+	d1 := datagram(1).RxTime - p.RxTime
+	want := []string{"datagram 0 poll false", "failed 10..20 poll true", "frozen 30", "failed 30..30 poll true", "resumed 30",
+		"failed 40..40 poll true", "re-requested 50", "failed 50..50 poll true", "answer 55", "failed 60..60 poll true", "gave up 60",
+		"failed 70..70 poll true", fmt.Sprintf("datagram %d poll false", d1)}
+	if !slices.Equal(got, want) {
+		t.Errorf("read\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 }

@@ -28,14 +28,17 @@ import (
 // time of the first, 16:24 how many; and a snapshot loaded
 // (Capture.Snapshot): length snapMark, 8:16 when, 16:24 the sequence
 // number delivery resumed at, 24:32 its messages; a re-request given up
-// (Capture.GaveUp): length giveUpMark, 8:16 when; delivery frozen for a
-// snapshot (Capture.Freeze): freezeMark, 8:16 when, 16:24 the arbiter's
-// next sequence number; resumed without one (Capture.Resumed):
+// (Capture.GaveUp): length giveUpMark, 8:16 when, 24:32 the empty poll
+// before it; delivery frozen for a snapshot (Capture.Freeze): freezeMark,
+// 4 1 at a gap, 8:16 when, 16:24 the arbiter's next sequence number,
+// 24:32 the empty poll before it; resumed without one (Capture.Resumed):
 // resumeMark, 8:16 when; a snapshot's messages handed over whole
 // (Capture.SnapshotMessages): snapRefMark, 8:16 when, 16:24 their bytes
 // (the drainer writes them from the buffer handed over); the snapshot
 // being fetched discarded at a session change (Capture.Discarded):
-// discardMark, 8:16 when. A re-request answer (Capture.Recovered) is a
+// discardMark, 8:16 when; a range re-requested (Capture.Rerequested):
+// requestMark, 8:16 when, 16:24 its first sequence number, 24:32 its
+// count. A re-request answer (Capture.Recovered) is a
 // datagram of line answerLine, a chunk of a snapshot's messages copied
 // (Capture.SnapshotMessages, a buffer not handed over) one of line
 // snapLine.
@@ -50,6 +53,7 @@ const (
 	resumeMark  = wrapMark - 6
 	snapRefMark = wrapMark - 7
 	discardMark = wrapMark - 8
+	requestMark = wrapMark - 9
 	answerLine  = 0xFE
 	snapLine    = 0xFD
 )
@@ -254,6 +258,32 @@ func (r *ring) putFailed(drainedAt int64) int64 {
 	return drainedAt
 }
 
+// flushFailed writes the run of failed receive calls so far, if any,
+// before a record of the recovery's (an event, an answer): live the
+// arbiter advanced at those calls before the recovery step, which may
+// have come at a call of the run (a freeze at a gap it declared) with
+// more calls after it. Written with the next batch, the run came after
+// the step in the file, and its calls before the step were replayed
+// after it (a freeze at a gap the step's call declared, a resume, and a
+// freeze at the run's last call: the replay's arbiter advanced at the
+// first and last call only, and declared both holes at the last). The
+// calls after it start a run of their own. In the room kept for events,
+// as the step's record; without room even there it is left out, its
+// empty poll kept for the next batch (putFailed). Off the hot path: only
+// during a run of failures.
+func (r *ring) flushFailed() {
+	if r.failLast == 0 {
+		return
+	}
+	keep := r.keep
+	r.keep = 0
+	if d := r.putFailed(0); d != 0 && r.drainedAt == 0 {
+		r.drainedAt = d
+	}
+	r.keep = keep
+	r.head.Store(r.pHead)
+}
+
 // record is one datagram read from the ring, valid until the consumer
 // moves tail past it.
 type record struct {
@@ -275,6 +305,7 @@ type record struct {
 	snapshot, gaveUp   bool
 	freeze, resume     bool
 	discard            bool // the snapshot being fetched discarded (Capture.Discarded)
+	request            bool // a range re-requested, from snapNext, snapMsgs of it (Capture.Rerequested)
 	snapRef            bool // the snapshot's messages handed over (Capture.snapHeld)
 	snapNext, snapMsgs uint64
 }
@@ -287,7 +318,7 @@ func (r *ring) next(t uint64, rec *record) (uint64, bool) {
 	if n == wrapMark {
 		return t + r.size - pos, false
 	}
-	rec.lost, rec.snapshot, rec.gaveUp, rec.freeze, rec.resume, rec.snapRef, rec.discard = 0, false, false, false, false, false, false
+	rec.lost, rec.snapshot, rec.gaveUp, rec.freeze, rec.resume, rec.snapRef, rec.discard, rec.request = 0, false, false, false, false, false, false, false
 	if n == snapRefMark {
 		rec.failed, rec.snapRef = false, true
 		rec.rxTime = int64(binary.LittleEndian.Uint64(b[8:16]))
@@ -296,13 +327,21 @@ func (r *ring) next(t uint64, rec *record) (uint64, bool) {
 	if n == giveUpMark || n == resumeMark || n == discardMark {
 		rec.failed, rec.gaveUp, rec.resume, rec.discard = false, n == giveUpMark, n == resumeMark, n == discardMark
 		rec.rxTime = int64(binary.LittleEndian.Uint64(b[8:16]))
+		rec.snapNext, rec.snapMsgs, rec.drained = 0, 0, 0
+		if rec.gaveUp {
+			rec.drained = int64(binary.LittleEndian.Uint64(b[24:32]))
+		}
 		return t + recHeader, true
 	}
-	if n == snapMark || n == freezeMark {
-		rec.failed, rec.snapshot, rec.freeze = false, n == snapMark, n == freezeMark
+	if n == snapMark || n == freezeMark || n == requestMark {
+		rec.failed, rec.snapshot, rec.freeze, rec.request = false, n == snapMark, n == freezeMark, n == requestMark
 		rec.rxTime = int64(binary.LittleEndian.Uint64(b[8:16]))
 		rec.snapNext = binary.LittleEndian.Uint64(b[16:24])
 		rec.snapMsgs = binary.LittleEndian.Uint64(b[24:32])
+		rec.drained = 0
+		if rec.freeze { // its flag: at a gap; then the empty poll before it
+			rec.snapMsgs, rec.drained = uint64(b[4]), int64(rec.snapMsgs)
+		}
 		return t + recHeader, true
 	}
 	if n == lostMark {
@@ -329,29 +368,34 @@ func (r *ring) next(t uint64, rec *record) (uint64, bool) {
 }
 
 // answer copies a re-request answer received at rxTime into the ring, a
-// datagram of answerLine, apart from the lines' batches: the empty poll
-// and the marks waiting for the next batch stay for it. One that does not
-// fit is left out, counted as a datagram's.
-func (r *ring) answer(p []rx.Packet) {
+// datagram of answerLine, apart from the lines' batches, with the empty
+// poll before it (drained, 0: none): the empty poll and the marks waiting
+// for the next batch stay for it. One that does not fit is left out,
+// counted as a datagram's.
+func (r *ring) answer(p []rx.Packet, drained int64) {
+	r.flushFailed()
 	drainedAt, marks := r.drainedAt, r.marks
 	r.drainedAt, r.marks = 0, false
-	r.put(p, 0)
+	r.put(p, drained)
 	r.drainedAt, r.marks = drainedAt, marks || r.marks
 }
 
 // event writes a record of its own, a header alone (snapMark at now,
-// delivery resuming at next, of messages messages; giveUpMark,
-// resumeMark at now; freezeMark at now, next the arbiter's), in the room
-// kept for events (eventRoom). Without room even there it is left out,
+// delivery resuming at next, of messages messages; resumeMark at now;
+// giveUpMark at now, messages the empty poll before it; freezeMark at now,
+// next the arbiter's, flag 1 at a gap, messages the empty poll before it),
+// in the room kept for events (eventRoom). Without room even there it is left out,
 // counted as a datagram the ring had no room for (Stats.Dropped, a lost
 // record before the next batch), so that the file says it is not whole.
-func (r *ring) event(mark uint32, now int64, next, messages uint64) {
+func (r *ring) event(mark uint32, flag byte, now int64, next, messages uint64) {
+	r.flushFailed()
 	b := r.reserve(r.size)
 	if b == nil {
 		r.leftOut(now)
 		return
 	}
 	binary.LittleEndian.PutUint32(b[0:4], mark)
+	b[4] = flag
 	binary.LittleEndian.PutUint64(b[8:16], uint64(now))
 	binary.LittleEndian.PutUint64(b[16:24], next)
 	binary.LittleEndian.PutUint64(b[24:32], messages)

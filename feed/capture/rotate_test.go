@@ -84,7 +84,7 @@ func TestRotateKeepsSnapshotWhole(t *testing.T) {
 	c, dir := openRotating(t, nil)
 	msgs, n := snapshotMsgs(200 << 10)
 	at := int64(time.Hour) - 1
-	c.Freeze(at, 5, false)
+	c.Freeze(at, 5, false, 0)
 	putAll(t, c, 2000) // about 1.5 MB spilled while the snapshot is fetched: past RotateSize
 	c.SnapshotMessages(msgs, at+int64(time.Second))
 	c.Snapshot(at+int64(time.Second), 100, n)
@@ -117,7 +117,7 @@ func TestRotateKeepsSnapshotWhole(t *testing.T) {
 func TestRotateHoldBounded(t *testing.T) {
 	var logs bytes.Buffer
 	c, dir := openRotating(t, &logs)
-	c.Freeze(int64(time.Hour)-1, 5, false)
+	c.Freeze(int64(time.Hour)-1, 5, false, 0)
 	putAll(t, c, 8000) // about 6 MB
 	if err := c.Close(); err != nil {
 		t.Fatal(err)
@@ -154,7 +154,7 @@ func TestRotateHoldBounded(t *testing.T) {
 func TestRotateHoldEndsAtDiscard(t *testing.T) {
 	var logs bytes.Buffer
 	c, dir := openRotating(t, &logs)
-	c.Freeze(int64(time.Hour)-1, 5, false)
+	c.Freeze(int64(time.Hour)-1, 5, false, 0)
 	putAll(t, c, 500)
 	c.Discarded(int64(time.Hour) + 1)
 	putAll(t, c, 1500) // about 1.5 MB in all: past RotateSize, short of twice it
@@ -224,7 +224,7 @@ func TestRotateInsideSnapshotMessages(t *testing.T) {
 	c, dir := openRotating(t, nil)
 	msgs, n := snapshotMsgs(1536 << 10)
 	at := int64(time.Hour) - 1
-	c.Freeze(at, 5, false)
+	c.Freeze(at, 5, false, 0)
 	putAll(t, c, 1500)                           // about 1.2 MB
 	for i := 0; c.Stats().Packets != 1500; i++ { // all in the file (the quiet ring's flush)
 		if i == 5000 {
@@ -265,7 +265,7 @@ func TestRotateBetweenMessagesAndLoad(t *testing.T) {
 	c, dir := openRotating(t, nil)
 	msgs, n := snapshotMsgs(700 << 10)
 	at := int64(time.Hour) - 1
-	c.Freeze(at, 5, false)
+	c.Freeze(at, 5, false, 0)
 	putAll(t, c, 1850) // about 1.5 MB, short of twice RotateSize; with the messages past it
 	for i := 0; c.Stats().Packets != 1850; i++ {
 		if i == 5000 {
@@ -325,7 +325,7 @@ func TestFileDeletedInsideSnapshotMessages(t *testing.T) {
 	first := c.Path()
 	msgs, n := snapshotMsgs(3 << 20)
 	at := int64(time.Hour) - 1
-	c.Freeze(at, 5, false)
+	c.Freeze(at, 5, false, 0)
 	putAll(t, c, 100)
 	for i := 0; c.Stats().Packets != 100; i++ { // in the file (the quiet ring's flush)
 		if i == 5000 {

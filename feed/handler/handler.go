@@ -207,6 +207,11 @@ type Handler struct {
 	pickup                       int64 // when the current batch was taken from the receiver
 	rxErrLogged                  time.Time
 	rxErrQuiet                   uint64 // receive errors not logged since rxErrLogged (logReceiveError)
+	// drainedAt: the receive loop's last empty poll since the last batch
+	// (0: none), for the capture: the next batch is marked with it, and
+	// so are the recovery's frames of the rounds before it (an answer),
+	// which a replay reads first.
+	drainedAt int64
 
 	stop     atomic.Bool
 	alive    atomic.Uint64 // receive thread: passes of its stats point (every 20 ms), for the heartbeat (housekeeping)
@@ -540,7 +545,6 @@ func (h *Handler) receiveLoop() (faulted bool) {
 	}
 	pkts := make([]rx.Packet, batch)
 	last := clock.Now()
-	var drainedAt int64 // the last empty poll since the last batch (0: none), for the capture
 	for !h.stop.Load() {
 		n, err := h.recv.Receive(pkts)
 		// Packets returned together with an error are real: use and
@@ -568,8 +572,8 @@ func (h *Handler) receiveLoop() (faulted bool) {
 			// After the batch is published, so the copy is not on its
 			// path to the shm file; before Release, while the datagrams
 			// are still the receiver's buffers as they came.
-			h.captureBatch(pkts[:n], drainedAt)
-			drainedAt = 0
+			h.captureBatch(pkts[:n], h.drainedAt)
+			h.drainedAt = 0
 			h.recv.Release(pkts[:n])
 		}
 		h.delivered.Store(h.nDelivered)
@@ -599,10 +603,10 @@ func (h *Handler) receiveLoop() (faulted bool) {
 		switch {
 		case drained:
 			h.arb.Tick(now)
-			drainedAt = now
+			h.drainedAt = now
 		case n == 0:
 			h.arb.Advance(now)
-			h.captureFailed(now, drainedAt)
+			h.captureFailed(now, h.drainedAt)
 		}
 		if h.rec != nil {
 			h.rec.poll(now)

@@ -519,15 +519,20 @@ func (r *recovery) missing(rg moldudp64.Range, now int64) bool {
 	return true
 }
 
-// rerequest has the client fill rg. A range one request cannot fill is a
-// catch-up, flagged (catchUp); one it fills is only delayed, a round trip,
-// and the books keep their flag.
+// rerequest has the client fill rg, which the arbiter asked for at now
+// and holds what follows for, and notes it in the capture: a replay holds
+// for it too, whether its answers come or not. A range one request cannot
+// fill is a catch-up, flagged (catchUp); one it fills is only delayed, a
+// round trip, and the books keep their flag.
 func (r *recovery) rerequest(rg moldudp64.Range, now int64) {
 	if rg.Count > uint64(r.client.MaxRequestMessages()) {
 		r.catchUp(rg.First)
 	}
 	r.client.Want(r.h.arb.Session(), rg, now)
 	r.cur = rg
+	if r.h.capFile != nil {
+		r.h.capFile.Rerequested(now, rg.First, rg.Count)
+	}
 }
 
 // catchUp flags the books while a range one request cannot fill, first
@@ -698,7 +703,7 @@ func (r *recovery) poll(now int64) {
 				r.rest(now)
 				a.Abandon(now)
 				if r.h.capFile != nil {
-					r.h.capFile.GaveUp(now) // a replay of the answers gives it up here too
+					r.h.capFile.GaveUp(now, r.h.drainedAt) // a replay of the answers gives it up here too, after the round's empty poll
 				}
 			}
 		}
@@ -791,7 +796,7 @@ func (r *recovery) recovered(p moldudp64.Packet) {
 	raw := r.raw(p)
 	r.h.arb.OfferRecovered(raw, p, r.h.pickup)
 	if r.h.capFile != nil {
-		r.h.capFile.Recovered(raw, r.h.pickup)
+		r.h.capFile.Recovered(raw, r.h.pickup, r.h.drainedAt) // after the round's empty poll: a replay ticks there first
 	}
 	r.client.Progress(r.h.arb.Next())
 }
@@ -826,7 +831,9 @@ func (r *recovery) startSnapshot(now int64, atGap bool) {
 	r.h.arb.Freeze()
 	if r.h.capFile != nil {
 		// Where the live feed is spilled from: a replay freezes there.
-		r.h.capFile.Freeze(now, r.snapFrom, atGap)
+		// After the empty poll since the batch before (the round's, when
+		// between rounds): a replay ticks there first.
+		r.h.capFile.Freeze(now, r.snapFrom, atGap, r.h.drainedAt)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	r.cancel = cancel

@@ -101,9 +101,11 @@ const ReplayPollGap = 10 * time.Microsecond
 // times; the same message checks and symbol filter; and a session change
 // empties the books (reset). The re-request answers a capture records
 // (capture.Answer) it replays where the handler received them
-// (Recovered), for the ranges the capture holds answers for
-// (SetAnswered): the Arbiter holds what follows such a range until they
-// fill it, or the handler gave it up (GaveUp), as it held live. A snapshot
+// (Recovered), for the ranges the capture says the handler re-requested
+// (FollowRerequests, Rerequested), or, in a capture from before it says
+// so, those it holds answers for (SetAnswered): the Arbiter holds what
+// follows such a range until they fill it, or the handler gave it up
+// (GaveUp), as it held live. A snapshot
 // the capture holds (capture.Frozen, capture.SnapshotMessages) it loads
 // as the handler did: delivery frozen where the handler froze it (Freeze),
 // the books emptied and rebuilt from the snapshot's messages, delivery
@@ -135,6 +137,13 @@ type Replayer struct {
 	opFrom uint64 // a freeze's: the Arbiter's next sequence number there
 	opMsgs []byte
 	opNext uint64
+	// polled: the latest empty poll ticked at by a mark (0: none); a
+	// frame after it that says the same poll again (a recovery's frame,
+	// then its batch's datagram) is not ticked at again.
+	polled int64
+	// requests: the ranges the handler re-requested not yet asked for
+	// (FollowRerequests), oldest first.
+	requests []moldudp64.Range
 
 	Delivered uint64 // messages the Arbiter delivered in order (admitted or not)
 	Resets    uint64 // session changes: the books were emptied
@@ -308,7 +317,13 @@ func (r *Replayer) run() {
 // Run at once, the resume came before that tick, which declared the gap
 // with delivery resumed, and delivered what the handler held for the next
 // snapshot (TestReplayResumeBeforeFreezeAtGap).
-func (r *Replayer) Freeze(now int64, from uint64, atGap bool) {
+// drainedAt is the empty poll before the freeze (capture.Drained; 0: none
+// since the batch before), at which the Arbiter ticks first, once: a
+// freeze between rounds came after its round's empty poll, and the batch
+// after it may be marked with a later one
+// (TestReplayFreezeBetweenRoundsAfterPoll).
+func (r *Replayer) Freeze(now int64, from uint64, atGap bool, drainedAt int64) {
+	r.poll(drainedAt)
 	if atGap && r.op != 0 && r.op != opFreeze && !r.opGap && !r.then.set {
 		r.then = pendingFreeze{set: true, at: now, from: from}
 		return
@@ -352,12 +367,20 @@ func (r *Replayer) Offer(line int, data []byte, rxTime int64) {
 // every line empty before reading it (0: not since the datagram before).
 // The Arbiter ticks there, as it ticked live, and nowhere else.
 func (r *Replayer) OfferMarked(line int, data []byte, rxTime, drainedAt int64) {
-	if drainedAt != 0 {
-		r.tick(drainedAt, false)
-	}
+	r.poll(drainedAt)
 	r.settle(true)
 	r.last = rxTime
 	r.arb.Offer(line, data, rxTime)
+}
+
+// poll ticks the Arbiter at the empty poll a capture's mark records
+// (drainedAt; 0: none), once: the frames of a round's recovery (an
+// answer) and the batch after them say the same one.
+func (r *Replayer) poll(drainedAt int64) {
+	if drainedAt != 0 && drainedAt != r.polled {
+		r.polled = drainedAt
+		r.tick(drainedAt, false)
+	}
 }
 
 // Failed replays a run of receive calls that failed with nothing read,
@@ -366,13 +389,50 @@ func (r *Replayer) OfferMarked(line int, data []byte, rxTime, drainedAt int64) {
 // (capture.Failed): the Arbiter ticks there, then advances at the run's
 // first and last failure, as the live loop advanced it at each.
 func (r *Replayer) Failed(first, last, drainedAt int64) {
-	if drainedAt != 0 {
-		r.tick(drainedAt, false)
-	}
+	r.poll(drainedAt)
 	r.tick(first, true)
 	if last != first {
 		r.tick(last, true)
 	}
+}
+
+// FollowRerequests tells the Replayer that the capture records the
+// ranges the handler re-requested (capture.Rerequest), which it replays
+// (Rerequested): the Arbiter holds what follows those, as the handler's
+// held it, and declares any other missing at once. Call it before the
+// first Offer, in place of SetAnswered (a capture without such frames).
+func (r *Replayer) FollowRerequests() {
+	r.arb.SetMissing(r.rerequested)
+}
+
+// Rerequested replays the handler re-requesting rg (capture.Rerequest),
+// written before the frames whose replay asks for it (FollowRerequests):
+// the Arbiter's next ask for a range from rg.First is taken. Live the
+// Arbiter asked for it while it replayed those frames; with the asks
+// before it not taken, a range asked again (its numbers behind a
+// snapshot loaded) is the one re-requested, not one declared at once
+// before, as the answers alone said (SetAnswered). An ask taken drops
+// the requests before it (never asked for in the replay).
+func (r *Replayer) Rerequested(rg moldudp64.Range) {
+	if len(r.requests) == maxRequests {
+		r.requests = append(r.requests[:0], r.requests[1:]...)
+	}
+	r.requests = append(r.requests, rg)
+}
+
+// maxRequests bounds the re-requests a Replayer keeps not yet asked for:
+// live the Arbiter asks for one at a time.
+const maxRequests = 16
+
+// rerequested is the Arbiter's MissingFunc after FollowRerequests.
+func (r *Replayer) rerequested(rg moldudp64.Range, _ int64) bool {
+	for i, q := range r.requests {
+		if q.First == rg.First {
+			r.requests = append(r.requests[:0], r.requests[i+1:]...)
+			return true
+		}
+	}
+	return false
 }
 
 // SetAnswered tells the Replayer which missing ranges the handler
@@ -387,12 +447,18 @@ func (r *Replayer) SetAnswered(answered func(s moldudp64.Session, rg moldudp64.R
 
 // Recovered replays a re-request answer (a MoldUDP64 packet) the handler
 // received at rxTime, as a capture records it (capture.Answer): offered
-// to the Arbiter as the handler offered it.
-func (r *Replayer) Recovered(data []byte, rxTime int64) {
+// to the Arbiter as the handler offered it, after the empty poll of its
+// round (drainedAt, capture.Drained; 0: none since the batch before), at
+// which the Arbiter ticks first. The batch after marks the same poll,
+// and the answer came before it: ticked at there, the answer filled the
+// range before the tick that declared a gap before it live
+// (TestReplayAnswerAfterEmptyPoll).
+func (r *Replayer) Recovered(data []byte, rxTime, drainedAt int64) {
 	p, err := moldudp64.Parse(data)
 	if err != nil {
 		return
 	}
+	r.poll(drainedAt)
 	r.settle(true)
 	r.last = max(r.last, rxTime)
 	r.arb.OfferRecovered(data, p, rxTime)
@@ -400,8 +466,12 @@ func (r *Replayer) Recovered(data []byte, rxTime int64) {
 
 // GaveUp replays the handler giving up, at now, the range it was
 // re-requesting (capture.GaveUp): declared missing, what was held behind
-// it delivered, as the Arbiter did live.
-func (r *Replayer) GaveUp(now int64) {
+// it delivered, as the Arbiter did live, after the empty poll of its
+// round (drainedAt, as Recovered's): ticked at after, the tick, idle,
+// declared holes after it that the handler waited for by the lines'
+// clocks (TestReplayGiveUpAfterEmptyPoll).
+func (r *Replayer) GaveUp(now, drainedAt int64) {
+	r.poll(drainedAt)
 	r.settle(true)
 	r.arb.Abandon(now)
 }

@@ -349,7 +349,7 @@ func TestReplayFreezeAtGapDeclaredByPoll(t *testing.T) {
 				r.OfferMarked(line, pkt(3), t0+10+int64(line), 0)
 			}
 			at := t0 + 5*ms // the empty poll that declared 2 missing, past Hold
-			r.Freeze(at, 3, true)
+			r.Freeze(at, 3, true, 0)
 			tc.after(r, at)
 			r.Finish()
 			if st := r.Stats(); st.Gaps != 1 || st.GapMessages != 1 {
@@ -379,7 +379,7 @@ func TestReplayFreezeAtGapAfterFailedRun(t *testing.T) {
 		r.OfferMarked(line, pkt(3), t0+10+int64(line), 0)
 	}
 	at := t0 + 5*ms // the batch's stamps: 2 declared missing, past Hold
-	r.Freeze(at, 3, true)
+	r.Freeze(at, 3, true, 0)
 	r.Failed(at+ms, at+ms+int64(100*time.Microsecond), 0) // the calls that failed before the batch
 	for line := range 2 {
 		r.OfferMarked(line, pkt(4), at+int64(line), 0)
@@ -444,7 +444,7 @@ func TestReplayFreezeAtSecondGapOfFailedRun(t *testing.T) {
 	// clock; 3 delivered; A alive) and f+3.2ms (A dead: 4 declared, and
 	// the freeze there, next 5).
 	f := t0 + 1000*us
-	r.Freeze(t0+4200*us, 5, true)
+	r.Freeze(t0+4200*us, 5, true, 0)
 	r.Failed(f, f+3200*us, 0)
 	snap := append([]byte{0, byte(len(msg(99)))}, msg(99)...)
 	r.LoadSnapshot(f+4000*us, snap, 5)
@@ -475,10 +475,10 @@ func TestReplayResumeBeforeFreezeAtGap(t *testing.T) {
 	for line := range 2 { // 2 lost on both lines
 		r.OfferMarked(line, pkt(3), t0+10+int64(line), 0)
 	}
-	r.Freeze(t0+20, 2, false) // between batches
-	poll := t0 + 2*ms         // the empty poll, then the resume
+	r.Freeze(t0+20, 2, false, 0) // between batches
+	poll := t0 + 2*ms            // the empty poll, then the resume
 	r.Resume(poll)
-	r.Freeze(poll+ms/10, 3, true)              // 2 declared by the batch's stamps
+	r.Freeze(poll+ms/10, 3, true, 0)           // 2 declared by the batch's stamps
 	r.OfferMarked(0, pkt(4), poll+ms/10, poll) // the batch's mark: the empty poll
 	r.OfferMarked(1, pkt(4), poll+ms/10+1, 0)
 	snap := append([]byte{0, byte(len(msg(99)))}, msg(99)...)
@@ -517,6 +517,7 @@ type recoveryLive struct {
 	// re-requests (rerequest), freezes between rounds (pollFreeze).
 	rerequest, pollFreeze bool
 	declined              int64 // a gap declared at declined froze nothing: nor does another then
+	drained               int64 // the receive loop's empty poll since the batch before (Handler.drainedAt)
 	stats                 struct{ gapFreezes, pollFreezes, loads, resumes, answers, gaveUp, requests uint64 }
 }
 
@@ -539,7 +540,7 @@ func (l *recoveryLive) gap(_ moldudp64.Range, now int64) {
 	if l.quiet || l.frozen || now == l.declined {
 		return
 	}
-	if l.req.Count > 0 && l.answered == 0 || l.rng.IntN(2) == 0 {
+	if l.rng.IntN(2) == 0 {
 		// Not now (snapAt ahead): nor at another gap declared at now.
 		l.declined = now
 		return
@@ -554,21 +555,21 @@ func (l *recoveryLive) freeze(now int64, atGap bool) {
 	l.req, l.answered = moldudp64.Range{}, 0
 	from := l.arb.Next()
 	l.arb.Freeze()
-	l.c.Freeze(now, from, atGap)
+	l.c.Freeze(now, from, atGap, l.drained)
 	l.frozen = true
 }
 
 // missing is the live arbiter's MissingFunc: recovery.missing re-requests
 // a range when no snapshot is fetched (a third of the time here). The
-// client's answers come at later rounds (poll); the first holds the
-// range's first message, so that the capture says it was re-requested
-// (a replay holds only for ranges the capture has answers for).
-func (l *recoveryLive) missing(rg moldudp64.Range, _ int64) bool {
-	if l.quiet || l.frozen || !l.rerequest || l.req.Count > 0 && l.answered == 0 || l.rng.IntN(3) != 0 {
+// client's answers come at later rounds (poll); the capture notes the
+// range re-requested (recovery.want: capture.Rerequested).
+func (l *recoveryLive) missing(rg moldudp64.Range, now int64) bool {
+	if l.quiet || l.frozen || !l.rerequest || l.rng.IntN(3) != 0 {
 		return false
 	}
 	l.req, l.answered = rg, 0
 	l.stats.requests++
+	l.c.Rerequested(now, rg.First, rg.Count) // recovery.want
 	return true
 }
 
@@ -597,7 +598,7 @@ func (l *recoveryLive) poll(now int64) {
 	}
 	if l.req.Count > 0 && l.answered < l.req.Count {
 		switch k := l.rng.IntN(6); {
-		case k < 3 || l.answered == 0: // an answer (the first at the round's end)
+		case k < 3: // an answer
 			n := 1 + l.rng.IntN(int(min(l.req.Count-l.answered, 8)))
 			raw := l.answer(l.req.First+l.answered, n)
 			p, err := moldudp64.Parse(raw)
@@ -606,14 +607,14 @@ func (l *recoveryLive) poll(now int64) {
 			}
 			l.answered += uint64(n)
 			l.arb.OfferRecovered(raw, p, now)
-			l.c.Recovered(raw, now)
+			l.c.Recovered(raw, now, l.drained)
 			l.last = max(l.last, now)
 			l.stats.answers++
-		case k == 5 && l.answered > 0: // the servers failed the rest: given up
+		case k == 5: // the servers failed the rest (or all of it): given up
 			l.req = moldudp64.Range{}
 			if _, busy := l.arb.Recovering(); busy {
 				l.arb.Abandon(now)
-				l.c.GaveUp(now)
+				l.c.GaveUp(now, l.drained)
 				l.stats.gaveUp++
 			}
 		}
@@ -633,10 +634,8 @@ func (l *recoveryLive) poll(now int64) {
 		}
 		return
 	}
-	if l.pollFreeze && (l.req.Count == 0 || l.answered > 0) && l.rng.IntN(25) == 0 {
-		// Between rounds (wantSnap, its backoff over), with no re-request
-		// under way whose answers have not come: the capture would hold
-		// nothing of it (see missing).
+	if l.pollFreeze && l.rng.IntN(25) == 0 {
+		// Between rounds (wantSnap, its backoff over).
 		l.freeze(now, false)
 		l.stats.pollFreezes++
 	}
@@ -682,20 +681,15 @@ func (l *recoveryLive) load(now int64) {
 
 // TestReplayRecoveryAsLive is TestReplayMarksArbitrateAsLive with the
 // handler's recovery (recoveryLive): delivery frozen for a snapshot at
-// gaps, a snapshot loaded behind where it froze, there, inside the spill
-// or at the lines' highest, or delivery resumed without one, recorded to
-// a capture as the handler records them. The capture replayed as replay
-// --feed replays it (replayRecovery) delivers what the live Arbiter
-// delivered, the snapshots' messages where it loaded them, and declares
-// the same gaps, for every script.
-//
-// Not yet as live, and so left out: freezes between rounds
-// (recoveryLive.pollFreeze: the capture does not say whether the round
-// was an empty poll, which the Arbiter ticked at first), re-requests
-// (rerequest: a range re-requested and filled by the lines before its
-// answer came is held live and declared at once in the replay), failed
-// receive calls (a run's calls between its first and last are not in the
-// capture).
+// gaps and between rounds, a snapshot loaded behind where it froze,
+// there, inside the spill or at the lines' highest, or delivery resumed
+// without one, ranges re-requested, answered in part, in whole, late or
+// never, and given up, recorded to a capture as the handler records
+// them. The capture replayed as replay --feed replays it
+// (replayRecovery) delivers what the live Arbiter delivered, the
+// snapshots' messages where it loaded them, and declares the same gaps,
+// for every script, with runs of failed receive calls (some past
+// LineTimeout) among its empty polls.
 func TestReplayRecoveryAsLive(t *testing.T) {
 	cfg := Config{Session: marksSession, Arbiter: ArbiterConfig{Hold: time.Millisecond, Grace: 200 * time.Microsecond, LineTimeout: 3 * time.Millisecond, MaxPending: 64, Spill: 96}}
 	lines := []rx.LineConfig{
@@ -704,13 +698,15 @@ func TestReplayRecoveryAsLive(t *testing.T) {
 	}
 	cfg.Receive.Lines = lines
 	const seeds = 200
-	var gapFreezes, loads, resumes uint64
+	var gapFreezes, pollFreezes, loads, resumes, requests, answers, gaveUp uint64
 	failed := 0
 	for seed := uint64(1); seed <= seeds; seed++ {
-		s := newMarksScript(seed, cfg.Session, false)
+		s := newMarksScript(seed, cfg.Session, true)
 		path := filepath.Join(t.TempDir(), fmt.Sprintf("recovery-%d.pcap", seed))
 		live := runRecoveryLive(t, cfg, s, seed, path)
-		gapFreezes, loads, resumes = gapFreezes+live.stats.gapFreezes, loads+live.stats.loads, resumes+live.stats.resumes
+		st := live.stats
+		gapFreezes, pollFreezes, loads, resumes = gapFreezes+st.gapFreezes, pollFreezes+st.pollFreezes, loads+st.loads, resumes+st.resumes
+		requests, answers, gaveUp = requests+st.requests, answers+st.answers, gaveUp+st.gaveUp
 
 		rep := newMarksRun(cfg)
 		replayRecovery(t, path, lines, rep.r)
@@ -728,8 +724,9 @@ func TestReplayRecoveryAsLive(t *testing.T) {
 	if failed > 0 {
 		t.Errorf("%d of %d scripts replayed unlike the live run", failed, seeds)
 	}
-	t.Logf("freezes at gaps %d; loads %d, resumes %d", gapFreezes, loads, resumes)
-	if gapFreezes == 0 || loads == 0 || resumes == 0 {
+	t.Logf("freezes at gaps %d, between rounds %d; loads %d, resumes %d; re-requests %d, answers %d, given up %d",
+		gapFreezes, pollFreezes, loads, resumes, requests, answers, gaveUp)
+	if gapFreezes == 0 || pollFreezes == 0 || loads == 0 || resumes == 0 || requests == 0 || answers == 0 || gaveUp == 0 {
 		t.Error("a recovery step never taken: the differential does not cover it")
 	}
 }
@@ -752,12 +749,12 @@ func runRecoveryLive(t *testing.T, cfg Config, s marksScript, seed uint64, path 
 	ac := cfg.Arbiter
 	ac.Session = cfg.Session
 	ac.Lines = len(cfg.Receive.Lines)
-	l := &recoveryLive{t: t, rng: rand.New(rand.NewPCG(seed, 0x7265636f)), sess: cfg.Session, c: c}
+	l := &recoveryLive{t: t, rng: rand.New(rand.NewPCG(seed, 0x7265636f)), sess: cfg.Session, c: c, rerequest: true, pollFreeze: true}
 	l.arb = NewArbiter(ac, l.deliver, l.gap)
 	l.arb.SetMissing(l.missing)
 	var clk int64 // the loop's clock: each round's time is past the one before
 	for i, batch := range s.batches {
-		var drained int64
+		l.drained = 0
 		for _, p := range s.polls[i] {
 			if p.at <= clk {
 				continue
@@ -765,10 +762,10 @@ func runRecoveryLive(t *testing.T, cfg Config, s marksScript, seed uint64, path 
 			clk = p.at
 			if p.failed {
 				l.arb.Advance(p.at)
-				c.Failed(p.at, drained)
+				c.Failed(p.at, l.drained)
 			} else {
 				l.arb.Tick(p.at)
-				drained = p.at
+				l.drained = p.at
 			}
 			l.poll(p.at)
 		}
@@ -777,7 +774,8 @@ func runRecoveryLive(t *testing.T, cfg Config, s marksScript, seed uint64, path 
 			l.last = p.RxTime
 			clk = max(clk, p.RxTime)
 		}
-		c.Put(batch, drained)
+		c.Put(batch, l.drained)
+		l.drained = 0
 		clk++ // the batch's end, read after its stamps
 		l.poll(clk)
 	}
@@ -799,7 +797,11 @@ func replayRecovery(t *testing.T, path string, lines []rx.LineConfig, r *Replaye
 	t.Helper()
 	frames := captureFrames(t, path)
 	answered := map[uint64]uint64{} // first sequence number: end, of each answer
+	requests := false
 	for _, fr := range frames {
+		if _, _, ok := capture.Rerequest(fr.Payload); ok && fr.Marker {
+			requests = true
+		}
 		if !fr.Marker && capture.Answer(fr.SrcMAC) {
 			p, err := moldudp64.Parse(fr.Payload)
 			if err != nil {
@@ -816,6 +818,9 @@ func replayRecovery(t *testing.T, path string, lines []rx.LineConfig, r *Replaye
 		}
 		return false
 	})
+	if requests {
+		r.FollowRerequests()
+	}
 	var snapMsgs []byte
 	frozen := false
 
@@ -824,7 +829,10 @@ func replayRecovery(t *testing.T, path string, lines []rx.LineConfig, r *Replaye
 			switch {
 			case func() bool { _, ok := capture.End(fr.Payload); return ok }():
 			case capture.GaveUp(fr.Payload):
-				r.GaveUp(fr.Time)
+				r.GaveUp(fr.Time, capture.Drained(fr.SrcMAC, fr.Time))
+			case func() bool { _, _, ok := capture.Rerequest(fr.Payload); return ok }():
+				first, count, _ := capture.Rerequest(fr.Payload)
+				r.Rerequested(moldudp64.Range{First: first, Count: count})
 			case capture.Resumed(fr.Payload):
 				frozen = false
 				r.Resume(fr.Time)
@@ -833,7 +841,7 @@ func replayRecovery(t *testing.T, path string, lines []rx.LineConfig, r *Replaye
 					r.Failed(first, last, drained)
 				} else if from, atGap, ok := capture.Frozen(fr.Payload); ok {
 					frozen, snapMsgs = true, nil
-					r.Freeze(fr.Time, from, atGap)
+					r.Freeze(fr.Time, from, atGap, capture.Drained(fr.SrcMAC, fr.Time))
 				} else if msgs, ok := capture.SnapshotMessages(fr.Payload); ok {
 					snapMsgs = append(snapMsgs, msgs...)
 				} else if next, _, ok := capture.Snapshot(fr.Payload); ok {
@@ -849,7 +857,7 @@ func replayRecovery(t *testing.T, path string, lines []rx.LineConfig, r *Replaye
 			continue
 		}
 		if capture.Answer(fr.SrcMAC) {
-			r.Recovered(fr.Payload, fr.Time)
+			r.Recovered(fr.Payload, fr.Time, capture.Drained(fr.SrcMAC, fr.Time))
 			continue
 		}
 		line := slices.IndexFunc(lines, func(l rx.LineConfig) bool { return fr.Dst == netip.AddrPortFrom(l.Group, l.Port) })
