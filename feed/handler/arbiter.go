@@ -1318,8 +1318,7 @@ func (a *Arbiter) checkGap(now int64, idle bool) {
 // and each of them has since gone on below it (its latest packet started
 // below its own highest and below e's first sequence number, a heartbeat
 // at it, Grace or more after e, by its own stamps), bringing nothing past
-// e. A
-// line reorders its own packets by less than Grace (ArbiterConfig.Grace):
+// e. A line reorders its own packets by less than Grace (ArbiterConfig.Grace):
 // a line still sending numbers below e that long after is not behind e
 // but was never there, and e's sequence number is corrupt or forged
 // (within MaxJump, which catches the rest). Taken at face value, such a
@@ -1327,8 +1326,8 @@ func (a *Arbiter) checkGap(now int64, idle bool) {
 // hole was declared (999,903 messages for one packet 10^6 ahead) and the
 // live feed behind it dropped as duplicates; nearer, its messages were
 // delivered as those of its numbers. Only held packets are looked at,
-// when one would be delivered or a hole declared before it: nothing on
-// the in-order path.
+// when one would be delivered or a hole declared before it, and the
+// highest while two or more are held: nothing on the in-order path.
 func (a *Arbiter) contradicted(e *pendEntry) bool {
 	if e.recovered {
 		return false
