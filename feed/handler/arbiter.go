@@ -518,6 +518,15 @@ func (a *Arbiter) Offer(line int, data []byte, rxTime int64) {
 		// It says the session ended before what was received already:
 		// a late copy, a replay or a forgery. It changes nothing (not
 		// even the line's liveness), or it could end a live session.
+		if p.Seq >= a.next && p.Seq < a.high[line] {
+			// Below its own line's highest, not behind next: the line's
+			// sender is at p.Seq, and a packet of the line held beyond it
+			// may be a stray (see contradicted), which this contradicts
+			// as the line's next packet would. Before, nothing did: the
+			// stray dropped later, the hole before the end, lost on both
+			// lines, was never declared (TestArbiterLinesModel, seed 1348).
+			a.belowRx[line], a.belowSeq[line], a.belowEnd[line], a.belowPkt[line] = rxTime, p.Seq, p.Seq, ls.Packets
+		}
 		ls.StaleEndOfSession++
 		a.rejected(line, rxTime)
 		return

@@ -490,11 +490,6 @@ var corruptKnown = map[uint64]string{
 	64:   "a corrupt packet followed within Grace only is delivered",
 	92:   "a corrupt packet followed within Grace only is delivered",
 	1068: "a corrupt packet followed within Grace only is delivered",
-	// Line B's End of Session (569) arrives while its corrupt packet
-	// (925831) is held: below the highest, rejected as stale; once the
-	// corrupt packet is dropped nothing tells of 568, lost on both lines,
-	// which is never declared ('next 568 (the day ends at 569)').
-	1348: "an End of Session behind a held corrupt packet is rejected as stale",
 }
 
 func testArbiterLinesModel(t *testing.T, seed uint64) bool {
