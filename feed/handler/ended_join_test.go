@@ -5,11 +5,8 @@ import (
 	"testing"
 	"time"
 
-	"net/netip"
-
 	"github.com/marketfeed/feedhandler/feed/glimpse"
 	"github.com/marketfeed/feedhandler/feed/moldudp64"
-	"github.com/marketfeed/feedhandler/feed/rerequest"
 	"github.com/marketfeed/feedhandler/feed/rx"
 	"github.com/rs/zerolog"
 )
@@ -63,49 +60,53 @@ func TestJoinAfterEndIdle(t *testing.T) {
 
 // TestJoinAfterEndFetched: with a source configured to fetch a late
 // join's start (late_join rerequest, or snapshot without a snapshot
-// source), a join after the end asks for the whole session: its final
-// books, what a desk restarting after the close wants. late_join off
-// declares it idle, as with no source (TestJoinAfterEndIdle).
+// source), a join after the end (the line repeating CU's End of Session
+// at 27) re-requests the whole session: its final books, what a desk
+// restarting after the close wants, flagged until whole, then the session
+// ended with nothing open. late_join off is idle, as with no source
+// (TestJoinAfterEndIdle), and the next session is followed whole.
 func TestJoinAfterEndFetched(t *testing.T) {
 	for _, lj := range []string{LateJoinRerequest, LateJoinSnapshot, LateJoinOff} {
 		t.Run(lj, func(t *testing.T) {
-			srv := newScriptedServer(t)
-			h, _ := oneShardHandler(t, 0, smallBooks)
-			rec := withRecovery(t, h, ArbiterConfig{Lines: 1, LineTimeout: time.Hour, Grace: time.Microsecond, Hold: time.Millisecond},
-				RecoveryConfig{LateJoin: lj, Rerequest: rerequest.Config{Servers: []netip.AddrPort{srv.addr()}, Timeout: time.Hour, MaxRequestMessages: 5}})
-			now := time.Now().UnixNano()
+			l := newCatchUpLab(t, lj)
+			h, rec := l.h, l.rec
 			for range 10 {
-				now += int64(100 * time.Millisecond)
-				h.arb.Offer(0, endOfSession(testSession, 27), now)
-				h.arb.Tick(now)
-				rec.poll(now)
+				l.now += int64(100 * time.Millisecond)
+				h.arb.Offer(0, endOfSession(moldudp64.NewSession("CU"), 27), l.now)
+				h.arb.Tick(l.now)
+				rec.poll(l.now)
 				h.endBatch()
 			}
 			rg, busy := h.arb.Recovering()
-			if lj == LateJoinOff {
-				if busy || h.arb.Stats.Gaps != 0 || h.arb.Stats.EndedJoin != 26 || len(rec.open) != 0 {
-					t.Fatalf("recovering %v, gaps %d, open %v, EndedJoin %d: want idle, the 26 messages counted in EndedJoin", busy, h.arb.Stats.Gaps, rec.open, h.arb.Stats.EndedJoin)
+			if lj != LateJoinOff {
+				if !busy || rg.First != 1 || rg.Count != 26 {
+					t.Fatalf("recovering %v %v: want the whole session 1 to 26 re-requested", busy, rg)
 				}
-				// The next session is followed from its first packet, whole.
-				for seq := uint64(1); seq <= 10; seq++ {
-					now += int64(time.Millisecond)
-					h.arb.Offer(0, orderPacket("NEXT", "CU", seq, seq+1), now)
-				}
-				now += int64(time.Second)
-				h.arb.Tick(now)
-				rec.poll(now)
-				h.endBatch()
-				if h.arb.Session() != moldudp64.NewSession("NEXT") || h.arb.Next() != 11 || h.arb.Stats.Delivered != 10 || h.arb.Stats.Gaps != 0 || len(rec.open) != 0 {
-					t.Fatalf("the next session: followed %q, next %d, delivered %d, gaps %d, open %v; want NEXT delivered whole from 1",
-						h.arb.Session(), h.arb.Next(), h.arb.Stats.Delivered, h.arb.Stats.Gaps, rec.open)
+				l.answer(27, true, false)
+				l.orders(25)
+				if !h.arb.Ended() || h.arb.Stats.Gaps != 0 || len(rec.open) != 0 {
+					t.Fatalf("the session re-requested: ended %v, gaps %d, open %v; want ended, nothing open", h.arb.Ended(), h.arb.Stats.Gaps, rec.open)
 				}
 				return
 			}
-			if !busy || rg.First != 1 || rg.Count != 26 {
-				t.Fatalf("recovering %v %v: want the whole session 1 to 26 re-requested", busy, rg)
+			if busy || h.arb.Stats.Gaps != 0 || h.arb.Stats.EndedJoin != 26 || len(rec.open) != 0 {
+				t.Fatalf("recovering %v, gaps %d, open %v, EndedJoin %d: want idle, the 26 messages counted in EndedJoin", busy, h.arb.Stats.Gaps, rec.open, h.arb.Stats.EndedJoin)
 			}
-			if req, _ := srv.request(t); req.Seq != 1 {
-				t.Fatalf("request %+v: want from 1", req)
+			// The next session is followed from its first packet, whole.
+			for seq := uint64(1); seq <= 10; seq++ {
+				l.now += int64(time.Millisecond)
+				h.arb.Offer(0, orderPacket("NEXT", "CU", seq, seq+1), l.now)
+			}
+			l.now += int64(time.Second)
+			h.arb.Tick(l.now)
+			rec.poll(l.now)
+			h.endBatch()
+			if h.arb.Session() != moldudp64.NewSession("NEXT") || h.arb.Next() != 11 || h.arb.Stats.Delivered != 10 || h.arb.Stats.Gaps != 0 || len(rec.open) != 0 {
+				t.Fatalf("the next session: followed %q, next %d, delivered %d, gaps %d, open %v; want NEXT delivered whole from 1",
+					h.arb.Session(), h.arb.Next(), h.arb.Stats.Delivered, h.arb.Stats.Gaps, rec.open)
+			}
+			if l.stale() {
+				t.Fatal("the next session delivered whole from 1: locate 7 published flagged PossiblyStale")
 			}
 		})
 	}
