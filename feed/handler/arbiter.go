@@ -124,6 +124,11 @@ type ArbiterStats struct {
 	HeldMax      uint64 // high-water mark of packets held at once
 	ForcedByFull uint64 // gaps declared early because the hold-back buffer was full
 	EndOfSession uint64 // times the followed session announced its end (see Ended)
+	// EndedJoin: the messages of a session joined after its end (its End of
+	// Session packets the first the lines brought, nothing of it
+	// delivered or held) that nothing was configured to fetch
+	// (idleAfterEnd): not a gap, the handler idle until the next session.
+	EndedJoin uint64
 	// Recovery: ranges handed to the recovery source, filled by it (or by
 	// late copies on the lines), failed (given up, or the spill overflowed:
 	// declared), ended by a snapshot's freeze or a session change
@@ -180,9 +185,14 @@ type Arbiter struct {
 	next    uint64 // next expected sequence number (valid once started)
 	// ended: an End of Session packet at or beyond everything received
 	// announced the session's end, and no new data came after it.
-	ended    bool
-	gapSince int64  // when we first knew of something beyond next (0: nothing)
-	gapNext  uint64 // next when gapSince was taken
+	ended bool
+	// idleAfterEnd: a join after the session's end is idle, not a gap,
+	// when nothing would fetch the session (no snapshot source, and no
+	// re-request of a late join's start): the recovery's, set as it is
+	// wired (recovery.idleAfterEnd).
+	idleAfterEnd bool
+	gapSince     int64  // when we first knew of something beyond next (0: nothing)
+	gapNext      uint64 // next when gapSince was taken
 
 	high    [MaxLines]uint64 // per line: sequence number after its highest packet
 	lastRx  [MaxLines]int64  // per line: rx time of its last packet
@@ -1477,6 +1487,17 @@ func (a *Arbiter) declareGap(target uint64, now int64) {
 		return
 	}
 	r := moldudp64.Range{First: a.next, Count: target - a.next}
+	if a.idleAfterEnd && a.ended && a.Stats.Delivered == 0 && a.pend.n == 0 && target >= a.maxHigh() {
+		// Joined after the end, nothing of the session seen but its End
+		// of Session packets (a restart after the close) and nothing
+		// configured to fetch it: the session is over, no book of it was
+		// ever published, and nothing more comes. Not a gap to page on
+		// all night: idle until the next session (RECOVERY.md, Late join
+		// after the end).
+		a.Stats.EndedJoin += r.Count
+		a.next = target
+		return
+	}
 	a.Stats.Gaps++
 	a.Stats.GapMessages += r.Count
 	a.Stats.LastGap = r

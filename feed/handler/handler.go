@@ -416,6 +416,7 @@ func StartContext(ctx context.Context, cfg Config) (*Handler, error) {
 		shm.Remove(cfg.ShmName)
 		return nil, fmt.Errorf("start handler: %w", err)
 	}
+	h.arb.idleAfterEnd = rec.idleAfterEnd()
 	if rec.enabled() {
 		h.rec = rec
 		h.arb.SetMissing(rec.missing)
@@ -1198,6 +1199,9 @@ func (h *Handler) copyStats(wait bool) bool {
 			}
 			h.log.Error().Str("session", h.arb.Session().String()).Dur("for", h.arb.cfg.LineTimeout).Uint64("next", h.arb.Next()).Str("held", why).
 				Msg("every line went back to sequence numbers already delivered, under the same session name; nothing behind is applied, the books stay as they are until a line brings new sequence numbers")
+		case st.EndedJoin != h.arbCopy.EndedJoin:
+			h.log.Warn().Str("session", h.arb.Session().String()).Uint64("messages", st.EndedJoin).
+				Msg("joined the session after its end (only its End of Session packets on the lines): its messages are not fetched, no snapshot source and late_join off or no re-request server; no books until the next session (docs/RECOVERY.md, Late join after the end)")
 		}
 		h.arbCopy = h.arb.Stats
 		h.cntCopy = [5]uint64{h.routed, h.filtered, h.badMsgs, h.arb.Next(), h.rxErrors}

@@ -60,6 +60,7 @@ func withRecovery(t testing.TB, h *Handler, ac ArbiterConfig, rc RecoveryConfig)
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { rec.close() })
+	h.arb.idleAfterEnd = rec.idleAfterEnd()
 	h.rec = rec
 	h.arb.SetMissing(rec.missing)
 	return rec

@@ -43,6 +43,9 @@ func (s *Stats) Ready() (bool, string) {
 	case notSilent:
 		return false, fmt.Sprintf("every line silent for %v (no packet, not even a heartbeat): the feed's path is down; books possibly behind",
 			time.Duration(s.silence(monoNow())).Round(time.Millisecond))
+	case notEndedJoin:
+		return false, fmt.Sprintf("joined the session after its end: its %d messages not fetched (no snapshot source, and late_join off or no re-request server); no books until the next session",
+			s.Arbiter.EndedJoin)
 	case notBehind:
 		return false, "every line went back to sequence numbers already delivered (a restart under the same session name): nothing new is delivered"
 	case notSnapshot:
@@ -70,6 +73,7 @@ const (
 	notRerequesting
 	notBehind
 	notSilent
+	notEndedJoin
 )
 
 // SilentNotReady is how long every line may be silent before the session's
@@ -113,6 +117,8 @@ func (s *Stats) readiness() readiness {
 		return notReceived
 	case !s.Ended && s.startMono != 0 && s.silence(monoNow()) > int64(SilentNotReady):
 		return notSilent
+	case s.Arbiter.EndedJoin > 0 && s.Arbiter.Delivered == 0:
+		return notEndedJoin
 	case s.Arbiter.Behind:
 		return notBehind
 	case s.Recovery.State == StateSnapshot:

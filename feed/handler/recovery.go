@@ -470,6 +470,15 @@ func (r *recovery) logKernelDrops() {
 		Msg("recovery: the kernel dropped re-request answers, the re-request sockets' receive buffer full: they are asked again (feedhandler_recovery_receive_dropped_total); raise recovery.rerequest.recv_buffer, past net.core.rmem_max with cap_net_admin (SO_RCVBUFFORCE) or else by raising rmem_max")
 }
 
+// idleAfterEnd reports whether a join after the session's end is idle
+// rather than a gap (Arbiter.idleAfterEnd): nothing would fetch the
+// session's messages, no snapshot source and no re-request of a late
+// join's start (no server, or late_join off). With a source the ended
+// session is fetched as any late join's start: its final books.
+func (r *recovery) idleAfterEnd() bool {
+	return r.cfg.Snapshot == nil && (r.client == nil || r.cfg.LateJoin == LateJoinOff)
+}
+
 // enabled reports whether any source is configured.
 func (r *recovery) enabled() bool { return r.client != nil || r.cfg.Snapshot != nil }
 
