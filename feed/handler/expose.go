@@ -352,6 +352,8 @@ func scalar(st *Stats, name string) uint64 {
 		return st.Arbiter.Gaps
 	case "gap_messages_total":
 		return st.Arbiter.GapMessages
+	case "ended_join_messages_total":
+		return st.Arbiter.EndedJoin
 	case "gaps_forced_total":
 		return st.Arbiter.ForcedByFull
 	case "delivered_messages_total":

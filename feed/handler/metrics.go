@@ -63,6 +63,7 @@ var exported = [...]metric{
 	{"line_contradicted_total", "Packets held ahead of the next expected sequence number, that this line brought, dropped because every line that brought them went on below them for the arbitration grace or longer (a corrupt or forged sequence number within 4194304 of the feed's): never applied.", kindCounter, "line"},
 	{"gaps_total", "Sequence ranges missing on every line.", kindCounter, ""},
 	{"gap_messages_total", "Sequence numbers missing on every line.", kindCounter, ""},
+	{"ended_join_messages_total", "Messages of a session joined after its end (its End of Session packets the first the lines brought) that no recovery source was set up to fetch: not declared a gap, no books published for them; the handler idles until the next session.", kindCounter, ""},
 	{"gaps_forced_total", "Times gaps were declared at once, without waiting for the other line, because the hold-back buffer (arbitration.max_pending) was full or a packet larger than its slot, and no recovery could take them (the gaps are in gaps_total).", kindCounter, ""},
 	{"delivered_messages_total", "Messages delivered in sequence order.", kindCounter, ""},
 	{"filtered_messages_total", "Messages dropped by the symbol filter.", kindCounter, ""},
