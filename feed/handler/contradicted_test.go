@@ -10,6 +10,27 @@ import (
 	"github.com/marketfeed/feedhandler/feed/moldudp64"
 )
 
+// movedAhead returns a copy of the MoldUDP64 packet pkt with its sequence
+// number moved ahead by n: another packet's messages under a corrupt
+// number (the sink fails on a message delivered under another number).
+func movedAhead(pkt []byte, n uint64) []byte {
+	c := append([]byte(nil), pkt...)
+	binary.BigEndian.PutUint64(c[10:18], binary.BigEndian.Uint64(c[10:18])+n)
+	return c
+}
+
+// wantAllDelivered fails unless every one of want messages was delivered,
+// no gap declared, and line A counted contradicted packets.
+func wantAllDelivered(t *testing.T, a *Arbiter, s *sink, want, contradicted uint64) {
+	t.Helper()
+	if s.got != want || len(s.gaps) != 0 {
+		t.Fatalf("delivered %d of %d, gaps %v", s.got, want, s.gaps)
+	}
+	if c := a.Stats.Lines[0].Contradicted; c != contradicted {
+		t.Errorf("line A contradicted %d, want %d", c, contradicted)
+	}
+}
+
 // TestArbiterCorruptSeqWithinMaxJump: one packet of line A carries a
 // corrupt sequence number (another packet's messages, its number moved
 // ahead by less than MaxJump), among two lines delivering the session in
@@ -41,9 +62,7 @@ func TestArbiterCorruptSeqWithinMaxJump(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			pkts := fixedPackets(t, testSession, 1, 1200, 3)
-			corrupt := append([]byte(nil), pkts[10]...)
-			seq := binary.BigEndian.Uint64(corrupt[10:18])
-			binary.BigEndian.PutUint64(corrupt[10:18], seq+tc.ahead)
+			corrupt := movedAhead(pkts[10], tc.ahead)
 			a, s := newTestArbiter(t, ArbiterConfig{Lines: tc.lines})
 			now := int64(time.Hour)
 			for i, p := range pkts {
@@ -60,12 +79,7 @@ func TestArbiterCorruptSeqWithinMaxJump(t *testing.T) {
 				}
 			}
 			a.Tick(now + int64(time.Second))
-			if s.got != 3600 || len(s.gaps) != 0 {
-				t.Fatalf("delivered %d of 3600, gaps %v", s.got, s.gaps)
-			}
-			if c := a.Stats.Lines[0].Contradicted; c != 1 {
-				t.Errorf("line A contradicted %d, want 1", c)
-			}
+			wantAllDelivered(t, a, s, 3600, 1)
 			if a.Pending() != 0 || a.maxHigh() != a.Next() {
 				t.Errorf("pending %d, highest %d, next %d", a.Pending(), a.maxHigh(), a.Next())
 			}
@@ -133,8 +147,7 @@ func TestArbiterLineReorderNotContradicted(t *testing.T) {
 // out (999,990 messages) and the resumed feed dropped as duplicates.
 func TestArbiterCorruptSeqIdleLine(t *testing.T) {
 	pkts := fixedPackets(t, testSession, 1, 40, 3)
-	corrupt := append([]byte(nil), pkts[30]...)
-	binary.BigEndian.PutUint64(corrupt[10:18], binary.BigEndian.Uint64(corrupt[10:18])+999_990)
+	corrupt := movedAhead(pkts[30], 999_990)
 	a, s := newTestArbiter(t, ArbiterConfig{})
 	now := int64(time.Hour)
 	for _, p := range pkts[:20] {
@@ -162,12 +175,7 @@ func TestArbiterCorruptSeqIdleLine(t *testing.T) {
 		a.Offer(1, p, now)
 	}
 	a.Tick(now + int64(time.Second))
-	if s.got != 120 || len(s.gaps) != 0 {
-		t.Fatalf("delivered %d of 120, gaps %v", s.got, s.gaps)
-	}
-	if c := a.Stats.Lines[0].Contradicted; c != 1 {
-		t.Errorf("line A contradicted %d, want 1", c)
-	}
+	wantAllDelivered(t, a, s, 120, 1)
 }
 
 // TestArbiterClockStepNotContradicted: a line reorders two packets
@@ -230,8 +238,7 @@ func TestArbiterClockStepNotContradicted(t *testing.T) {
 // line A brought it ('delivered 297 of 300, gaps [{151 3}]').
 func TestArbiterCorruptSeqOnLaggingLine(t *testing.T) {
 	pkts := fixedPackets(t, testSession, 1, 100, 3)
-	corrupt := append([]byte(nil), pkts[10]...)
-	binary.BigEndian.PutUint64(corrupt[10:18], binary.BigEndian.Uint64(corrupt[10:18])+999_990)
+	corrupt := movedAhead(pkts[10], 999_990)
 	a, s := newTestArbiter(t, ArbiterConfig{})
 	now := int64(time.Hour)
 	for i := 0; i < len(pkts)+10; i++ {
@@ -247,12 +254,7 @@ func TestArbiterCorruptSeqOnLaggingLine(t *testing.T) {
 		}
 	}
 	a.Tick(now + int64(time.Second))
-	if s.got != 300 || len(s.gaps) != 0 {
-		t.Fatalf("delivered %d of 300, gaps %v", s.got, s.gaps)
-	}
-	if c := a.Stats.Lines[0].Contradicted; c != 1 {
-		t.Errorf("line A contradicted %d, want 1", c)
-	}
+	wantAllDelivered(t, a, s, 300, 1)
 }
 
 // TestArbiterTwoCorruptSeqsOneLine: line A brings two packets with
@@ -266,8 +268,7 @@ func TestArbiterTwoCorruptSeqsOneLine(t *testing.T) {
 	pkts := fixedPackets(t, testSession, 1, 1200, 3)
 	var corrupt [2][]byte
 	for k, ahead := range []uint64{999_990, 500_000} {
-		corrupt[k] = append([]byte(nil), pkts[10+k]...)
-		binary.BigEndian.PutUint64(corrupt[k][10:18], binary.BigEndian.Uint64(corrupt[k][10:18])+ahead)
+		corrupt[k] = movedAhead(pkts[10+k], ahead)
 	}
 	a, s := newTestArbiter(t, ArbiterConfig{})
 	now := int64(time.Hour)
@@ -281,12 +282,7 @@ func TestArbiterTwoCorruptSeqsOneLine(t *testing.T) {
 		}
 	}
 	a.Tick(now + int64(time.Second))
-	if s.got != 3600 || len(s.gaps) != 0 {
-		t.Fatalf("delivered %d of 3600, gaps %v", s.got, s.gaps)
-	}
-	if c := a.Stats.Lines[0].Contradicted; c != 2 {
-		t.Errorf("line A contradicted %d, want 2", c)
-	}
+	wantAllDelivered(t, a, s, 3600, 2)
 }
 
 // TestArbiterRestartAfterContradicted: a packet lost on both lines, the
