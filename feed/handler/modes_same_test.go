@@ -157,7 +157,21 @@ var countingModes = []struct {
 //   - thread scheduling (shard_thread_rt_priority, the threads' log
 //     lines), latencies and times (line_silence_seconds, the heartbeat);
 //   - book.Stats.Overflowed: live orders in overflow slots depend on which
-//     references share a shard's table.
+//     references share a shard's table;
+//   - the binding of DUPD's holder (advPromoteHolder) in day 2: its Stock
+//     Directory, its add, the duplicate's two messages and the holder's
+//     LEFT are one packet. A receive batch (run to completion) holds whole
+//     packets, so it applies the five together and never binds the
+//     holder; a ring batch (sharded) may end inside the packet (the
+//     receive thread pushes message by message; a shard takes what is
+//     there), and the shard then publishes the holder's book as it was
+//     between its add and its LEFT, a state of the feed, and retires that
+//     binding at LEFT. So a sharded run may have one slot more used and
+//     retired, one more rebound (shm_slots_used, shm_slots_retired,
+//     shard_rebound_total) and, under the filter (LEFT withdrawn, never
+//     bound), one more book: accepted only as that one binding, all of
+//     these moved together (holderSplit); what is live at the end is
+//     compared as equal.
 //
 // The stream keeps out what differs by design beyond that: book
 // capacities are per shard (book.Config), so capacity drops are provoked
@@ -560,13 +574,15 @@ type modeCounts struct {
 	metrics      map[string]float64
 	logs         []string
 	shm          map[string]string
+	mode         Mode
+	filtered     bool // run under the symbol filter
 }
 
 // runCounting runs the stream through one pipeline until every message
 // is delivered and applied, stops it and gathers what it counted.
 func runCounting(t *testing.T, adv adversarial, mode Mode, shards []int, symbols []string, books book.Config) *modeCounts {
 	t.Helper()
-	out := &modeCounts{name: fmt.Sprintf("%v/%d shards", mode, max(len(shards), 1)), systemEvents: adv.systemEvents}
+	out := &modeCounts{name: fmt.Sprintf("%v/%d shards", mode, max(len(shards), 1)), systemEvents: adv.systemEvents, mode: mode, filtered: symbols != nil}
 	if symbols != nil {
 		out.systemEvents -= adv.locatedEvents
 	}
@@ -723,6 +739,33 @@ func checkAdversarialCounted(t *testing.T, ref *modeCounts, filter bool) {
 	}
 }
 
+// holderSplit is 1 when got (sharded) bound DUPD's holder in a ring batch
+// that ended inside the holder's packet and run to completion did not
+// (TestModesCountSame): one slot more used and retired, one rebound more,
+// one book more under the filter, every one of them; otherwise 0, and
+// compareCounts reports any difference.
+func holderSplit(ref, got *modeCounts) int {
+	if got.mode != ModeSharded || ref.st.Shm.Used+1 != got.st.Shm.Used || ref.st.Shm.Retired+1 != got.st.Shm.Retired {
+		return 0
+	}
+	var rr, gr uint64
+	var rb, gb int
+	for _, s := range ref.st.Shards {
+		rr, rb = rr+s.Rebound, rb+s.Books
+	}
+	for _, s := range got.st.Shards {
+		gr, gb = gr+s.Rebound, gb+s.Books
+	}
+	books := 0
+	if got.filtered {
+		books = 1
+	}
+	if gr != rr+1 || gb != rb+books {
+		return 0
+	}
+	return 1
+}
+
 // compareCounts compares got with the reference run, but what is per
 // mode by design (TestModesCountSame).
 func compareCounts(t *testing.T, ref, got *modeCounts) {
@@ -746,6 +789,12 @@ func compareCounts(t *testing.T, ref, got *modeCounts) {
 			t.Errorf("%s: book.Stats.%s %d, run to completion %d", got.name, rv.Type().Field(i).Name, g, r)
 		}
 	}
+	// The holder's binding of a ring batch ended inside its packet, if
+	// any (TestModesCountSame), taken off got's slot counts.
+	split := holderSplit(ref, got)
+	gotShm := got.st.Shm
+	gotShm.Used -= split
+	gotShm.Retired -= split
 	// The receive thread's counters.
 	for _, c := range []struct {
 		name string
@@ -758,7 +807,7 @@ func compareCounts(t *testing.T, ref, got *modeCounts) {
 		{"ReceiveErrors", ref.st.ReceiveErrors, got.st.ReceiveErrors},
 		{"Ended", ref.st.Ended, got.st.Ended},
 		{"Recovery", ref.st.Recovery, got.st.Recovery},
-		{"Shm", ref.st.Shm, got.st.Shm},
+		{"Shm", ref.st.Shm, gotShm},
 		{"StaleBooks", ref.st.StaleBooks(), got.st.StaleBooks()},
 	} {
 		if !reflect.DeepEqual(c.r, c.g) {
@@ -777,6 +826,10 @@ func compareCounts(t *testing.T, ref, got *modeCounts) {
 			sum[4] += s.Book.Orders
 		}
 	}
+	gs[1] -= uint64(split)
+	if got.filtered {
+		gs[3] -= uint64(split)
+	}
 	if rs != gs {
 		t.Errorf("%s: publish errors, rebound, duplicate symbols, books, orders %v; run to completion %v", got.name, gs, rs)
 	}
@@ -787,7 +840,12 @@ func compareCounts(t *testing.T, ref, got *modeCounts) {
 			"shard_stale_binds_total", "shard_thread_rt_priority":
 			continue
 		}
-		if g, ok := got.metrics[k]; !ok || g != r {
+		g, ok := got.metrics[k]
+		switch k {
+		case "shm_slots_used", "shm_slots_retired", "shard_rebound_total":
+			g -= float64(split)
+		}
+		if !ok || g != r {
 			t.Errorf("%s: metric %s %v (present %v), run to completion %v", got.name, k, g, ok, r)
 		}
 	}
