@@ -998,6 +998,26 @@ func (h *Handler) gap(r moldudp64.Range, now int64) {
 // for tests.
 var stallLimit = 2 * time.Second
 
+// logGap logs a gap the receive thread declared (housekeeping).
+func (h *Handler) logGap(r moldudp64.Range) {
+	h.log.Warn().Uint64("first", r.First).Uint64("count", r.Count).Uint64("last", r.End()-1).
+		Msg("gap: sequence range missing on every line; books flagged possibly stale")
+}
+
+// logSession logs a session confirmed or changed (housekeeping): sc is
+// the old session and the new.
+func (h *Handler) logSession(sc [2]moldudp64.Session) {
+	switch sc[0] {
+	case moldudp64.Session{}:
+		h.log.Info().Str("session", sc[1].String()).Msg("session confirmed: following it")
+	case sc[1]:
+		// A restart of its sequence: copyStats logs it (Regressions).
+	default:
+		h.log.Warn().Str("old", sc[0].String()).Str("new", sc[1].String()).
+			Msg("session change: the followed session went silent and another is consistent; books rebuilt")
+	}
+}
+
 // housekeeping logs gaps, beats the shm heartbeat and logs stats.
 //
 // The heartbeat tells readers the writer is alive, so it is beaten only
@@ -1033,20 +1053,23 @@ func (h *Handler) housekeeping() {
 	for {
 		select {
 		case <-h.done:
-			return
-		case r := <-h.gapLog:
-			h.log.Warn().Uint64("first", r.First).Uint64("count", r.Count).Uint64("last", r.End()-1).
-				Msg("gap: sequence range missing on every line; books flagged possibly stale")
-		case sc := <-h.sessionLog:
-			switch sc[0] {
-			case moldudp64.Session{}:
-				h.log.Info().Str("session", sc[1].String()).Msg("session confirmed: following it")
-			case sc[1]:
-				// A restart of its sequence: copyStats logs it (Regressions).
-			default:
-				h.log.Warn().Str("old", sc[0].String()).Str("new", sc[1].String()).
-					Msg("session change: the followed session went silent and another is consistent; books rebuilt")
+			// What the receive thread queued before it ended is logged
+			// too: a gap or a session change just before Stop was lost
+			// from the log when select took done first (helper-224).
+			for {
+				select {
+				case r := <-h.gapLog:
+					h.logGap(r)
+				case sc := <-h.sessionLog:
+					h.logSession(sc)
+				default:
+					return
+				}
 			}
+		case r := <-h.gapLog:
+			h.logGap(r)
+		case sc := <-h.sessionLog:
+			h.logSession(sc)
 		case <-hb.C:
 			now := time.Now()
 			stalled := -1
