@@ -902,9 +902,13 @@ func (h *Handler) newSessionWhole() {
 	}
 }
 
-func (h *Handler) pushStaleAll() {
+func (h *Handler) pushStaleAll() { h.pushStale(h.arb.Next()) }
+
+// pushStale flags every book possibly stale, in band at sequence number
+// seq: a marker in every shard's ring (see gap).
+func (h *Handler) pushStale(seq uint64) {
 	for _, s := range h.shards {
-		h.pushMarker(s, markerStale, h.arb.Next())
+		h.pushMarker(s, markerStale, seq)
 	}
 }
 
@@ -981,9 +985,7 @@ func (h *Handler) reserve(s *shard) *slot {
 // exactly between the messages before and after the gap, and reaches a
 // shard even when no message follows. now is the arbiter's (see GapFunc).
 func (h *Handler) gap(r moldudp64.Range, now int64) {
-	for _, s := range h.shards {
-		h.pushMarker(s, markerStale, r.First)
-	}
+	h.pushStale(r.First)
 	if h.rec != nil {
 		h.rec.gap(r, now)
 	}

@@ -557,9 +557,7 @@ func (r *recovery) rerequest(rg moldudp64.Range, now int64) {
 // and keeps the books flagged until a snapshot repairs it. Once per range,
 // not per message.
 func (r *recovery) catchUp(first uint64) {
-	for _, s := range r.h.shards {
-		r.h.pushMarker(s, markerStale, first)
-	}
+	r.h.pushStale(first)
 	r.pendingWhole = true
 }
 
@@ -665,9 +663,7 @@ func (r *recovery) sessionChanged(old, new moldudp64.Session) {
 	// A re-request of the old session in progress is given up, not filled.
 	r.cur, r.handed, r.started = moldudp64.Range{}, moldudp64.Range{}, 0
 	r.pendingWhole, r.tried = true, false
-	for _, s := range r.h.shards {
-		r.h.pushMarker(s, markerStale, 1)
-	}
+	r.h.pushStale(1)
 	if r.cfg.Snapshot != nil {
 		r.wantSnap = true
 		r.snapAt = 0
