@@ -80,6 +80,12 @@ type liveRecovery struct {
 	SnapshotsReplayed uint64 `json:"snapshots_replayed"`
 }
 
+// fileStart is a capture file's place in its capture (capture.Begin).
+type fileStart struct {
+	run, index uint64
+	previous   string // the file before's name, as the handler named it
+}
+
 // Capture ends (arbitratedReport.CaptureEnd).
 const (
 	captureStopped  = "stopped"
@@ -143,6 +149,12 @@ type arbitrated struct {
 	// gzipPadding: the zero bytes after the gzip streams of the files
 	// before the current one (input.Stats.GzipPadding)
 	gzipPadding uint64
+	// begun: the current file's first frame was read; start: its place
+	// in the capture, which that frame says (nil: it does not, a file of
+	// an older handler's).
+	begun    bool
+	start    *fileStart
+	prevPath string // the file replayed before the current one
 }
 
 func newArbitrated(fc *config.Config, path string, in *input.Reader, rp *replayer) (*arbitrated, error) {
@@ -253,7 +265,45 @@ func (a *arbitrated) next() (bool, error) {
 	if a.in != a.first {
 		a.in.Close()
 	}
-	a.in, a.path, a.more = in, a.more[0], a.more[1:]
+	a.prevPath, a.in, a.path, a.more = a.path, in, a.more[0], a.more[1:]
+	a.begun = false
+	return true, nil
+}
+
+// begin reads the first frame of a file, fr, for its place in the
+// capture (capture.Begin), and reports whether it is that frame (no
+// other). A later file must be the next of the same capture as the one
+// before: a file missing between them, another run's or out of order is
+// an error, where the replay went on across the hole. Files of an older
+// handler say nothing: none is checked (a file after the first that does
+// not say its place, after one that does, is another run's).
+func (a *arbitrated) begin(fr *pcap.Frame) (bool, error) {
+	run, index, previous, ok := capture.Begin(fr.Payload)
+	ok = ok && fr.Marker
+	cur := a.start
+	a.start = nil
+	if ok {
+		a.start = &fileStart{run: run, index: index, previous: previous}
+	}
+	if a.in == a.first {
+		return ok, nil
+	}
+	const apart = "replay each run's files apart"
+	switch {
+	case cur == nil && !ok:
+		return false, nil // an older handler's files: their places unknown
+	case cur == nil:
+		return false, fmt.Errorf("%s says its place in a capture (its file %d) and %s does not (an older handler's): not its continuation (%s)", a.path, index+1, a.prevPath, apart)
+	case !ok:
+		return false, fmt.Errorf("%s does not start with a capture file's begin frame, as %s does: not its continuation (%s)", a.path, a.prevPath, apart)
+	case run != cur.run:
+		return false, fmt.Errorf("%s is another capture's file (its file %d), not the continuation of %s (%s)", a.path, index+1, a.prevPath, apart)
+	case index > cur.index+1:
+		return false, fmt.Errorf("%d file(s) of the capture missing between %s (its file %d) and %s (its file %d, the file before it named %s): give every file of the capture, in the order written; or replay from %s on alone, whose books then lack what the files before it held",
+			index-cur.index-1, a.prevPath, cur.index+1, a.path, index+1, previous, a.path)
+	case index <= cur.index:
+		return false, fmt.Errorf("%s is the capture's file %d and %s its file %d: out of order (give the files in the order written, their names' order)", a.path, index+1, a.prevPath, cur.index+1)
+	}
 	return true, nil
 }
 
@@ -328,6 +378,14 @@ func (a *arbitrated) line(fr *pcap.Frame) int {
 	return -1
 }
 
+// refused ends the replay at a file not taken as the next (next, begin):
+// the capture ends where the file before it ended, err returned.
+func (a *arbitrated) refused(err error) error {
+	a.r.Finish()
+	a.rep.CaptureEnd = cmp.Or(a.end, captureCut)
+	return err
+}
+
 func (a *arbitrated) run() error {
 	if a.rp.pub != nil {
 		// Also when the capture stops early (cut mid-record): what was
@@ -349,9 +407,7 @@ func (a *arbitrated) run() error {
 		if errors.Is(err, io.EOF) {
 			more, err := a.next()
 			if err != nil {
-				a.r.Finish()
-				a.rep.CaptureEnd = cmp.Or(a.end, captureCut)
-				return err
+				return a.refused(err)
 			}
 			if more {
 				continue
@@ -367,6 +423,16 @@ func (a *arbitrated) run() error {
 				a.rep.CaptureEnd = captureCut
 			}
 			return err
+		}
+		if marked && !a.begun {
+			a.begun = true
+			begin, err := a.begin(&fr)
+			if err != nil {
+				return a.refused(err)
+			}
+			if begin {
+				continue
+			}
 		}
 		a.end = ""
 		if fr.Marker {

@@ -433,6 +433,8 @@ func TestReplayFeedCaptureCut(t *testing.T) {
 		t.Fatal(err)
 	}
 	off, half := 24, uint64(len(day.Packets)/2)
+	// The begin frame first.
+	off += 16 + int(binary.LittleEndian.Uint32(b[off+8:]))
 	for range 2 * half { // two frames a packet
 		off += 16 + int(binary.LittleEndian.Uint32(b[off+8:]))
 	}

@@ -1,6 +1,7 @@
 package capture
 
 import (
+	"crypto/rand"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -8,6 +9,7 @@ import (
 	"math/bits"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -48,10 +50,6 @@ const flushEvery = 200 * time.Millisecond
 // The receive thread never wakes it (that would cost the hot path a
 // futex): the ring must hold this long of traffic, which it does by far.
 const pollEvery = time.Millisecond
-
-// fileHeaderLen is the size of the pcap file header, the buffer's first
-// bytes until a write of them succeeds.
-const fileHeaderLen = 24
 
 // endRecordLen is the size of the record of a file's end frame (mark.go:
 // End): a pcap record header and the frame.
@@ -132,6 +130,12 @@ type Capture struct {
 	header     []byte    // the pcap file header, each new file's first bytes
 	gone       bool      // the file was found deleted (logged, counted)
 	tooLarge   bool      // the file reached its size limit (EFBIG)
+	// The capture's run and the file's index in it, said by the begin
+	// frame after each file's header (fileHead); headLen: the header and
+	// begin frame's bytes, the buffer's first while the file has none
+	// (off 0).
+	run, index uint64
+	headLen    int
 	// snapOpen: the file holds a snapshot's freeze or messages and not
 	// yet its load or resume (holdRotation); holdWarned: a rotation held
 	// for it past its bound was logged.
@@ -242,9 +246,10 @@ func Open(cfg Config) (*Capture, error) {
 	}
 	var f *os.File
 	var err error
+	opened := now()
 	if cfg.Path == "" {
-		f, c.path, c.lastName, err = createUnique(c.base, now(), latestName(c.base))
-		c.first = c.path
+		f, c.path, c.lastName, err = createUnique(c.base, opened, latestName(c.base))
+		c.first, opened = c.path, c.lastName
 	} else if f, err = createFile(cfg.Path); err == nil {
 		c.lastName = latestName(c.base) // the next file's name sorts after Path's
 	}
@@ -262,6 +267,14 @@ func Open(cfg Config) (*Capture, error) {
 		binary.LittleEndian.PutUint32(c.buf.b[12:16], FileMark)
 	}
 	c.header = append([]byte(nil), c.buf.b...)
+	// The file's first frame says its place in the capture (mark.go:
+	// Begin): the buffer starts with it and the header (headLen), which a
+	// failed write keeps together for the next (flush).
+	var run [8]byte
+	rand.Read(run[:]) // never fails (crypto/rand)
+	c.run = binary.BigEndian.Uint64(run[:])
+	c.buf.b = append(c.buf.b[:0], c.fileHead(0, "", opened)...)
+	c.headLen = len(c.buf.b)
 	if err == nil {
 		// A disk full at start fails the write as it would later: logged
 		// and counted, the header kept for the first write that succeeds
@@ -949,7 +962,10 @@ func (c *Capture) rotate() {
 	f, name, at, err := createUnique(c.base, now(), c.lastName)
 	var hdr int
 	if err == nil && c.off > 0 {
-		if hdr, err = f.Write(c.header); err != nil {
+		// The next file of the capture, after this one; with off 0 this
+		// one holds nothing, and the buffer, for the next, starts with
+		// this one's header and begin frame: the next takes its place.
+		if hdr, err = f.Write(c.fileHead(c.index+1, filepath.Base(c.path), at)); err != nil {
 			f.Close()
 			os.Remove(name)
 			err = fmt.Errorf("write the header of %s: %w", name, err)
@@ -973,6 +989,9 @@ func (c *Capture) rotate() {
 		return
 	}
 	c.rotateFail, c.lastName = false, at
+	if c.off > 0 {
+		c.index++
+	}
 	old, oldSize := c.path, c.off
 	if cerr := c.f.Close(); cerr != nil {
 		c.log.Error().Err(cerr).Str("file", old).Msg("capture: closing the previous file failed")
@@ -1006,7 +1025,7 @@ func (c *Capture) rotate() {
 func (c *Capture) restateFreeze() {
 	p := 0
 	if c.off == 0 {
-		p = fileHeaderLen // the buffer starts with the file's header
+		p = c.headLen // the buffer starts with the file's header and begin frame
 	}
 	end := len(c.buf.b)
 	before := c.snapWritten - c.snapBuffered
@@ -1029,20 +1048,32 @@ func (c *Capture) restateFreeze() {
 	c.buf.b = append(c.buf.b, rest...)
 }
 
+// fileHead returns the first bytes of the capture's file index, opened at
+// at, the file before it named previous: the pcap header, then the begin
+// frame (mark.go: Begin). The bytes are endBuf's, until writeEnd. Off the
+// hot path: once a file.
+func (c *Capture) fileHead(index uint64, previous string, at time.Time) []byte {
+	c.endBuf.b = append(c.endBuf.b[:0], c.header...)
+	c.frame = appendBeginFrame(c.frame[:0], c.run, index, previous)
+	ci := gopacket.CaptureInfo{Timestamp: at, CaptureLength: len(c.frame), Length: len(c.frame)}
+	c.endPW.WritePacket(ci, c.frame) // into memory: never fails
+	return c.endBuf.b
+}
+
 // wholeRecords returns how many of the buffer's first n bytes (those a
 // failed write put in the file) are whole records, and how many records
-// they are. The buffer starts with the file header when the file has none
-// yet (off 0); then records follow, each a 16-byte pcap record header
+// they are. The buffer starts with the file header and begin frame
+// (headLen) when the file has none yet (off 0); then records follow, each a 16-byte pcap record header
 // whose bytes 8:12 are the frame's captured length (pcapgo writes them
 // little-endian), then the frame. Marker frames are whole records but not
 // datagrams: not counted.
 func (c *Capture) wholeRecords(n int) (int, uint64) {
 	p := 0
 	if c.off == 0 {
-		if n < fileHeaderLen {
-			return 0, 0
+		if n < c.headLen {
+			return 0, 0 // the header and begin frame go together
 		}
-		p = fileHeaderLen
+		p = c.headLen
 	}
 	var recs uint64
 	for p+16 <= n {
@@ -1077,7 +1108,7 @@ func isMarkerFrame(f []byte) bool {
 func (c *Capture) keepLostMark(whole int) {
 	p := whole
 	if c.off == 0 {
-		p = max(p, fileHeaderLen)
+		p = max(p, c.headLen)
 	}
 	for p+16+12 <= len(c.buf.b) {
 		r := c.buf.b[p:]
@@ -1140,7 +1171,7 @@ func (c *Capture) flush() error {
 	}
 	keep := 0
 	if err != nil && c.off == 0 {
-		keep = fileHeaderLen // the file has no header yet: keep it
+		keep = c.headLen // the file has no header yet: keep it, and its begin frame
 	}
 	c.buf.b, c.pending = c.buf.b[:keep], 0
 	c.freezeBuffered, c.snapBuffered = false, 0

@@ -651,8 +651,8 @@ func TestLargestDatagrams(t *testing.T) {
 		}
 		got = append(got, len(fr.Payload))
 	}
-	if st := r.Stats(); fmt.Sprint(got) != "[0 65493]" || st.Frames != 5 || st.Markers != 1 || st.Skipped[pcap.Truncated] != 2 {
-		t.Fatalf("the reader read %d frames, datagrams of %v bytes, %v skipped truncated; want 5 frames (the end's marker frame), datagrams of [0 65493], 2 truncated",
+	if st := r.Stats(); fmt.Sprint(got) != "[0 65493]" || st.Frames != 6 || st.Markers != 2 || st.Skipped[pcap.Truncated] != 2 {
+		t.Fatalf("the reader read %d frames, datagrams of %v bytes, %v skipped truncated; want 6 frames (the begin and end marker frames), datagrams of [0 65493], 2 truncated",
 			st.Frames, got, st.Skipped[pcap.Truncated])
 	}
 	if _, err := exec.LookPath("tshark"); err != nil {
@@ -664,7 +664,7 @@ func TestLargestDatagrams(t *testing.T) {
 	if err != nil {
 		t.Fatalf("tshark -r %s: %v\n%s", path, err, out)
 	}
-	want := "42\t42\t28\t1\t8\n65535\t65535\t65521\t1\t65501\n65536\t65535\t65522\t1\t65502\n65549\t65535\t65535\t1\t65515\n19\t19\t\t\t\n" // the end's marker frame last
+	want := "34\t34\t\t\t\n42\t42\t28\t1\t8\n65535\t65535\t65521\t1\t65501\n65536\t65535\t65522\t1\t65502\n65549\t65535\t65535\t1\t65515\n19\t19\t\t\t\n" // the begin marker frame first, the end's last
 	if string(out) != want {
 		t.Fatalf("tshark reads (frame.len, cap_len, ip.len, ip checksum status, udp.length)\n%s\nwant\n%s", out, want)
 	}

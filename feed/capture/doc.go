@@ -41,7 +41,10 @@
 // them from it and gives it back (SnapshotBuffer), so that the receive
 // thread never waits for the disk whatever the snapshot's size. A file the writer closed ends with a marker frame
 // that says so (the stop, or the next file: End); a file without it last
-// was cut short (the process killed).
+// was cut short (the process killed). Every file starts with a marker
+// frame that says its place in the capture (Begin: the capture's run, the
+// file's index in it, the name of the file before), so that a replay of
+// a capture's files finds one missing, out of order or another run's.
 //
 //	c, err := capture.Open(capture.Config{Path: p, Lines: lines, Log: log})
 //	...

@@ -222,6 +222,44 @@ func End(payload []byte) (reason byte, ok bool) {
 	return payload[4], true
 }
 
+// beginTag begins the payload of the marker frame that starts every file
+// of a capture, its first frame (after the pcap header): the file's place
+// in the capture, so that a replay of a capture's files finds one
+// missing, another run's or out of order, and a replay of a file after
+// the first alone says what it lacks (the files before it). After the
+// tag: the capture's run, a number drawn at Open that every file of it
+// carries, and the file's index in it (0 the first, one more a rotation
+// or a file found full, deleted or truncated), unsigned 64-bit,
+// big-endian; then the name of the file before it (its base name, empty
+// for the first), for the message that says it is missing. From and to
+// 06:00:00:00:00:00, stamped when the file was opened (its name's time).
+// A file of an older writer starts without it: its place cannot be told.
+var beginTag = [4]byte{'F', 'H', 'R', 'B'}
+
+// maxPrevious bounds the name of the file before in a begin frame (a
+// file name's limit on Linux).
+const maxPrevious = 255
+
+// appendBeginFrame appends the marker frame that starts file index of the
+// capture run, the file before named previous (a base name).
+func appendBeginFrame(b []byte, run, index uint64, previous string) []byte {
+	b = appendCountsFrame(b, beginTag, run, index)
+	return append(b, previous[:min(len(previous), maxPrevious)]...)
+}
+
+// Begin reads a marker frame's payload (pcap.Frame.Marker) of a file
+// whose header carries FileMark: ok reports that it starts a file of the
+// capture run (a number all its files carry), its index-th (0: the
+// first), the file before it named previous (its base name as the writer
+// named it; "" for the first). Only a file's first frame counts.
+func Begin(payload []byte) (run, index uint64, previous string, ok bool) {
+	run, index, ok = counts(payload, beginTag)
+	if !ok {
+		return 0, 0, "", false
+	}
+	return run, index, string(payload[20:]), true
+}
+
 // What the live handler's recovery brought (docs/RECOVERY.md) is no line
 // datagram, but a replay without it misses what it repaired: the file
 // holds it. A re-request answer (Recovered) is an IPv4/UDP frame

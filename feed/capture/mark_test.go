@@ -197,7 +197,7 @@ func TestCaptureFailedRuns(t *testing.T) {
 		datagram             int // -1: a run of failed calls
 		first, last, drained int64
 	}
-	want := []ev{{0, 0, 0, 0}, {-1, at(0, 10), at(0, 20), 0}, {1, 0, 0, 0}, {2, 0, 0, 0},
+	want := []ev{{-3, 0, 0, 0}, {0, 0, 0, 0}, {-1, at(0, 10), at(0, 20), 0}, {1, 0, 0, 0}, {2, 0, 0, 0},
 		{-1, at(2, 40), at(2, 50), at(2, 30)}, {3, 0, 0, 0}, {-1, at(3, 10), at(3, 10), 0}, {4, 0, 0, at(3, 20)}, {5, 0, 0, 0}, {-2, 0, 0, 0}}
 	r := openCapture(t, path)
 	r.ReturnMarkers()
@@ -210,6 +210,10 @@ func TestCaptureFailedRuns(t *testing.T) {
 		if fr.Marker {
 			if reason, ok := End(fr.Payload); ok && reason == EndStopped {
 				got = append(got, ev{-2, 0, 0, 0})
+				continue
+			}
+			if _, index, prev, ok := Begin(fr.Payload); ok && index == 0 && prev == "" {
+				got = append(got, ev{-3, 0, 0, 0}) // the file's begin frame, its first
 				continue
 			}
 			first, last, drained, ok := Failed(fr.SrcMAC, fr.Payload, fr.Time)
@@ -228,8 +232,8 @@ func TestCaptureFailedRuns(t *testing.T) {
 	}
 
 	frames, st := readAllStats(t, path)
-	if len(frames) != 6 || st.Malformed() != 0 || st.Markers != 4 {
-		t.Errorf("a reader not asked for marker frames: %d datagrams, stats %+v; want 6, 4 markers (3 runs, the end), none skipped", len(frames), st)
+	if len(frames) != 6 || st.Malformed() != 0 || st.Markers != 5 {
+		t.Errorf("a reader not asked for marker frames: %d datagrams, stats %+v; want 6, 5 markers (the begin, 3 runs, the end), none skipped", len(frames), st)
 	}
 	if _, err := exec.LookPath("tshark"); err != nil {
 		t.Log("tshark not installed: not run")
@@ -239,8 +243,8 @@ func TestCaptureFailedRuns(t *testing.T) {
 	if err != nil {
 		t.Fatalf("tshark: %v: %s", err, out)
 	}
-	if types := strings.Fields(string(out)); len(types) != 16 || strings.Count(string(out), "0x88b5") != 4 || strings.Count(string(out), "0x0800") != 6 {
-		t.Errorf("tshark read %q: want 6 frames of 0x0800 with a UDP port, 4 of 0x88b5 (3 runs, the end)", out)
+	if types := strings.Fields(string(out)); len(types) != 17 || strings.Count(string(out), "0x88b5") != 5 || strings.Count(string(out), "0x0800") != 6 {
+		t.Errorf("tshark read %q: want 6 frames of 0x0800 with a UDP port, 5 of 0x88b5 (the begin, 3 runs, the end)", out)
 	}
 }
 
@@ -461,6 +465,8 @@ func TestCaptureRecovery(t *testing.T) {
 				got = append(got, fmt.Sprintf("re-requested %d+%d at %d", first, count, fr.Time))
 			} else if _, ok := End(fr.Payload); ok {
 				got = append(got, "end")
+			} else if _, index, _, ok := Begin(fr.Payload); ok {
+				got = append(got, fmt.Sprintf("begin %d", index))
 			} else {
 				got = append(got, fmt.Sprintf("marker % x", fr.Payload))
 			}
@@ -474,6 +480,7 @@ func TestCaptureRecovery(t *testing.T) {
 		}
 	}
 	want := []string{
+		"begin 0",
 		fmt.Sprintf("%q at %d drained %d", "line a 1", at(1), at(0)),
 		fmt.Sprintf("answer %q at %d to %v from %v marked false drained 0", "answer 1", at(2), none, none),
 		fmt.Sprintf("answer %q at %d to %v from %v marked false drained %d", "answer 2", at(2)+500, none, none, at(2)+100),

@@ -407,3 +407,58 @@ func TestRotateAfterFailedRotation(t *testing.T) {
 		t.Fatalf("the first file ends with an end frame %v, reason %d: want the next file's (%d)", ok, reason, EndNextFile)
 	}
 }
+
+// TestFilesSayTheirPlace: every file of a capture starts with its begin
+// frame, its first: the capture's run (the same in all its files, another
+// in the next Open's), the file's index in it (0, 1, 2, ... in the order
+// written) and the name of the file before. Nothing in a rotated file
+// said which file came before it: replay --feed of a capture's files with
+// one missing from the middle went on across the hole, and a file
+// replayed alone could not say it was not the first.
+func TestFilesSayTheirPlace(t *testing.T) {
+	c, dir := openRotating(t, nil)
+	putAll(t, c, 6000) // about 4.5 MB in files of 1 MiB
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	c2, err := Open(Config{Base: filepath.Join(dir, "c.pcap"), Buffer: MinBuffer, Lines: testLines, Log: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	putAll(t, c2, 10)
+	if err := c2.Close(); err != nil {
+		t.Fatal(err)
+	}
+	names, _ := filepath.Glob(filepath.Join(dir, "c-*.pcap"))
+	if len(names) < 4 {
+		t.Fatalf("files %v: want 3 or more of the first capture, one of the second", names)
+	}
+	var run0 uint64
+	for k, name := range names {
+		frames := readMarkers(t, name)
+		run, index, prev, ok := Begin(frames[0].Payload)
+		if !frames[0].Marker || !ok {
+			t.Fatalf("%s starts with % x: want its begin frame", filepath.Base(name), frames[0].Payload[:min(20, len(frames[0].Payload))])
+		}
+		last := k == len(names)-1 // the second capture's
+		wantIndex, wantPrev := uint64(k), ""
+		if k > 0 && !last {
+			wantPrev = filepath.Base(names[k-1])
+		}
+		if last {
+			wantIndex = 0
+		}
+		if k == 0 {
+			run0 = run
+		}
+		if index != wantIndex || prev != wantPrev || (run == run0) == last {
+			t.Errorf("%s begins file %d of run %x, after %q; want file %d of run %x (another for the second capture: %v), after %q",
+				filepath.Base(name), index, run, prev, wantIndex, run0, last, wantPrev)
+		}
+		for _, fr := range frames[1:] {
+			if _, _, _, ok := Begin(fr.Payload); ok && fr.Marker {
+				t.Errorf("%s: a begin frame at frame %d: want one, the first", filepath.Base(name), fr.Index)
+			}
+		}
+	}
+}

@@ -225,6 +225,10 @@ func TestCaptureFailedReceives(t *testing.T) {
 			got = append(got, "end")
 			continue
 		}
+		if _, _, _, ok := capture.Begin(fr.Payload); ok {
+			got = append(got, "begin")
+			continue
+		}
 		first, last, drained, ok := capture.Failed(fr.SrcMAC, fr.Payload, fr.Time)
 		got = append(got, "failed")
 		if !ok || first <= now || last <= first || drained != 0 {
@@ -232,7 +236,7 @@ func TestCaptureFailedReceives(t *testing.T) {
 				fr.Payload, fr.SrcMAC, fr.Time, first, last, drained, ok)
 		}
 	}
-	if want := []string{"datagram", "failed", "datagram", "end"}; !slices.Equal(got, want) {
+	if want := []string{"begin", "datagram", "failed", "datagram", "end"}; !slices.Equal(got, want) {
 		t.Errorf("capture holds %v, want %v", got, want)
 	}
 }

@@ -294,6 +294,9 @@ func replayMarks(t *testing.T, path string, lines []rx.LineConfig, marked, model
 			if _, end := capture.End(fr.Payload); end {
 				continue // the file's end: the stop
 			}
+			if _, _, _, begin := capture.Begin(fr.Payload); begin {
+				continue // the file's start: its place in the capture
+			}
 			first, last, drained, ok := capture.Failed(fr.SrcMAC, fr.Payload, fr.Time)
 			if !ok {
 				t.Fatalf("frame %d: a marker frame % x from % x that is no run of failed receive calls", fr.Index, fr.Payload, fr.SrcMAC)
@@ -828,6 +831,7 @@ func replayRecovery(t *testing.T, path string, lines []rx.LineConfig, r *Replaye
 		if fr.Marker {
 			switch {
 			case func() bool { _, ok := capture.End(fr.Payload); return ok }():
+			case func() bool { _, _, _, ok := capture.Begin(fr.Payload); return ok }():
 			case capture.GaveUp(fr.Payload):
 				r.GaveUp(fr.Time, capture.Drained(fr.SrcMAC, fr.Time))
 			case func() bool { _, _, ok := capture.Rerequest(fr.Payload); return ok }():
