@@ -399,6 +399,10 @@ func replay(args []string, stdout, stderr io.Writer) error {
 			fmt.Fprintf(stdout, "live recovery the handler received %d re-request answers (%d messages), replayed where it received them, and gave up %d re-requests there%s\n",
 				lr.Answers, lr.AnswerMessages, lr.GaveUp, snaps)
 		}
+		if a.CaptureStart == captureContinued {
+			fmt.Fprintf(stdout, "capture start %s is the capture's file %d, not its first: the %d files before it (the one just before named %s) were not given, so the books replayed lack what they held (every order added before it, a snapshot or re-requests begun there) and its start is a gap; give the capture's files from its first, in order\n",
+				rep.File, a.FilesBefore+1, a.FilesBefore, a.PreviousFile)
+		}
 		if a.CaptureEnd == captureCut {
 			fmt.Fprintln(stdout, "capture cut   the capture does not end as the handler ends one (killed or crashed, the file still written, or full): what the handler received after its last frame is not in it, and the books replayed are those of that frame")
 		}

@@ -58,6 +58,16 @@ type arbitratedReport struct {
 	// last frame is not in it. "" for a capture without batch marks,
 	// which cannot say.
 	CaptureEnd string `json:"capture_end"`
+	// CaptureStart says where the first file replayed stands in its
+	// capture, as its first frame says (capture.Begin): "first" the
+	// capture's first file; "continued" a later one, whose files before
+	// (FilesBefore of them, the one just before it named PreviousFile)
+	// were not given: the books replayed lack what they held (the orders
+	// they added, a snapshot or re-requests begun in them), its start a
+	// gap. "" for a capture whose files do not say (an older handler's).
+	CaptureStart string `json:"capture_start"`
+	FilesBefore  uint64 `json:"capture_files_before,omitempty"`
+	PreviousFile string `json:"capture_previous_file,omitempty"`
 	// LiveRecovery is what the live handler's recovery brought, as the
 	// capture records it: the re-request answers, replayed where the
 	// handler received them, and the snapshots, rebuilt from the
@@ -79,6 +89,12 @@ type liveRecovery struct {
 	// holds whole, the books rebuilt from them as the handler did.
 	SnapshotsReplayed uint64 `json:"snapshots_replayed"`
 }
+
+// Capture starts (arbitratedReport.CaptureStart).
+const (
+	captureFirst     = "first"
+	captureContinued = "continued"
+)
 
 // fileStart is a capture file's place in its capture (capture.Begin).
 type fileStart struct {
@@ -272,7 +288,9 @@ func (a *arbitrated) next() (bool, error) {
 
 // begin reads the first frame of a file, fr, for its place in the
 // capture (capture.Begin), and reports whether it is that frame (no
-// other). A later file must be the next of the same capture as the one
+// other). The first file's is reported (CaptureStart: a file after the
+// capture's first, replayed without those before it, has books that lack
+// them); a later file must be the next of the same capture as the one
 // before: a file missing between them, another run's or out of order is
 // an error, where the replay went on across the hole. Files of an older
 // handler say nothing: none is checked (a file after the first that does
@@ -286,6 +304,12 @@ func (a *arbitrated) begin(fr *pcap.Frame) (bool, error) {
 		a.start = &fileStart{run: run, index: index, previous: previous}
 	}
 	if a.in == a.first {
+		if ok {
+			a.rep.CaptureStart, a.rep.FilesBefore, a.rep.PreviousFile = captureFirst, index, previous
+			if index > 0 {
+				a.rep.CaptureStart = captureContinued
+			}
+		}
 		return ok, nil
 	}
 	const apart = "replay each run's files apart"

@@ -62,14 +62,40 @@ func TestReplayFeedFileMissing(t *testing.T) {
 		t.Errorf("replay --feed of file 1 then another capture's file 2: %v; want refused, another capture's", err)
 	}
 	rep, _, err := replayFiles(t, feed, names...)
-	if a := rep.Arbitrated; err != nil || a == nil || rep.InputMissing != 0 {
-		t.Errorf("replay --feed of all %d files: %v, report %+v, %d missing; want nothing missing", len(names), err, a, rep.InputMissing)
+	if a := rep.Arbitrated; err != nil || a == nil || a.CaptureStart != captureFirst || a.FilesBefore != 0 || rep.InputMissing != 0 {
+		t.Errorf("replay --feed of all %d files: %v, report %+v, %d missing; want the capture's first file first, nothing missing", len(names), err, a, rep.InputMissing)
+	}
+}
+
+// TestReplayFeedLoneLaterFile: a capture's file after its first,
+// replayed alone, says so (JSON capture_start continued, how many files
+// came before it and the name of the one just before; the text's
+// "capture start" line): its books lack what the files before held, its
+// start a gap. Before, its report was that of a late join's, nothing
+// saying that files of the capture were not given.
+func TestReplayFeedLoneLaterFile(t *testing.T) {
+	day, dir, names := rotatedDay(t)
+	feed := writeDemoFeed(t, dir, day, "")
+	rep, text, err := replayFiles(t, feed, names[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a := rep.Arbitrated; a == nil || a.CaptureStart != captureContinued || a.FilesBefore != 1 || a.PreviousFile != filepath.Base(names[0]) {
+		t.Errorf("replay --feed of the second of %d files alone: report %+v; want capture_start %q, 1 file before, named %s", len(names), a, captureContinued, filepath.Base(names[0]))
+	}
+	if want := "capture start " + names[1] + " is the capture's file 2, not its first"; !strings.Contains(text, want) {
+		t.Errorf("replay --feed of the second file alone: the text report does not say %q:\n%s", want, text)
+	}
+	rep, text, err = replayFiles(t, feed, names[0])
+	if a := rep.Arbitrated; err != nil || a == nil || a.CaptureStart != captureFirst || strings.Contains(text, "capture start") {
+		t.Errorf("replay --feed of the first file alone: %v, report %+v; want capture_start %q, no capture start line:\n%s", err, a, captureFirst, text)
 	}
 }
 
 // TestReplayFeedFilesWithoutBegin: the files of a capture written before
 // begin frames (here the handler's with them cut out) replay as before:
-// nothing to check (a file missing goes unnoticed but for its gap).
+// nothing to check (a file missing goes unnoticed but for its gap), no
+// capture_start.
 func TestReplayFeedFilesWithoutBegin(t *testing.T) {
 	day, dir, names := rotatedDay(t)
 	for _, name := range names {
@@ -77,8 +103,8 @@ func TestReplayFeedFilesWithoutBegin(t *testing.T) {
 	}
 	feed := writeDemoFeed(t, dir, day, "")
 	rep, _, err := replayFiles(t, feed, names...)
-	if a := rep.Arbitrated; err != nil || a == nil || rep.InputMissing != 0 || a.Delivered != day.Messages || a.Skipped != 0 {
-		t.Errorf("replay --feed of %d files without begin frames: %v, report %+v, %d missing; want the day delivered, nothing skipped", len(names), err, a, rep.InputMissing)
+	if a := rep.Arbitrated; err != nil || a == nil || a.CaptureStart != "" || rep.InputMissing != 0 || a.Delivered != day.Messages || a.Skipped != 0 {
+		t.Errorf("replay --feed of %d files without begin frames: %v, report %+v, %d missing; want the day delivered, no capture_start, nothing skipped", len(names), err, a, rep.InputMissing)
 	}
 	rep, _, err = replayFiles(t, feed, names[0], names[2])
 	if a := rep.Arbitrated; err != nil || a == nil || rep.InputGaps != 1 {

@@ -44,7 +44,8 @@
 // was cut short (the process killed). Every file starts with a marker
 // frame that says its place in the capture (Begin: the capture's run, the
 // file's index in it, the name of the file before), so that a replay of
-// a capture's files finds one missing, out of order or another run's.
+// a capture's files finds one missing, out of order or another run's, and
+// a replay of a later file alone says what it lacks.
 //
 //	c, err := capture.Open(capture.Config{Path: p, Lines: lines, Log: log})
 //	...
