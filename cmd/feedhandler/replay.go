@@ -48,7 +48,8 @@ const defaultSettle = 300 * time.Millisecond
 
 type replayReport struct {
 	File          string            `json:"file"`
-	Files         []string          `json:"files,omitempty"` // every INPUT in order, when several (--feed: a capture's files); File is the first
+	Files         []string          `json:"files,omitempty"`          // every INPUT in order, when several (--feed: a capture's files); File is the first
+	FilesReplayed []string          `json:"files_replayed,omitempty"` // those of Files replayed, whole or in part: all, or up to the one it stopped in, or those before one it refused as the next (Error says why)
 	Format        string            `json:"format"`
 	Messages      uint64            `json:"messages"`
 	SetupMs       float64           `json:"setup_ms"`   // allocating the books and mapping the input
@@ -306,6 +307,7 @@ func replay(args []string, stdout, stderr io.Writer) error {
 	}
 	if fs.NArg() > 1 {
 		rep.Files = fs.Args()
+		rep.FilesReplayed = rep.Files[:arb.replayed]
 	}
 	if loopErr != nil {
 		at := path
@@ -339,7 +341,11 @@ func replay(args []string, stdout, stderr io.Writer) error {
 		return loopErr
 	}
 	if len(rep.Files) > 1 {
-		fmt.Fprintf(stdout, "files         %s (%s), replayed as one capture\n", strings.Join(rep.Files, ", "), rep.Format)
+		notReplayed := ""
+		if n := len(rep.FilesReplayed); n < len(rep.Files) {
+			notReplayed = "; not replayed: " + strings.Join(rep.Files[n:], ", ")
+		}
+		fmt.Fprintf(stdout, "files         %s (%s), replayed as one capture%s\n", strings.Join(rep.FilesReplayed, ", "), rep.Format, notReplayed)
 	} else {
 		fmt.Fprintf(stdout, "file          %s (%s)\n", rep.File, rep.Format)
 	}

@@ -171,6 +171,9 @@ type arbitrated struct {
 	begun    bool
 	start    *fileStart
 	prevPath string // the file replayed before the current one
+	// replayed: how many of the files given were replayed, whole or in
+	// part (not one refused as the next, nor those after it)
+	replayed int
 }
 
 func newArbitrated(fc *config.Config, path string, in *input.Reader, rp *replayer) (*arbitrated, error) {
@@ -448,12 +451,15 @@ func (a *arbitrated) run() error {
 			}
 			return err
 		}
-		if marked && !a.begun {
+		if !a.begun {
 			a.begun = true
-			begin, err := a.begin(&fr)
-			if err != nil {
-				return a.refused(err)
+			begin := false
+			if marked {
+				if begin, err = a.begin(&fr); err != nil {
+					return a.refused(err)
+				}
 			}
+			a.replayed++
 			if begin {
 				continue
 			}

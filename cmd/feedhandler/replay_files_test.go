@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -127,5 +128,30 @@ func stripBegin(t *testing.T, path string) {
 	}
 	if err := os.WriteFile(path, append(b[:hdr:hdr], b[end:]...), 0o644); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestReplayFeedFilesReplayed: replay --feed of a capture's files says
+// which it replayed (JSON files_replayed, the text's files line), apart
+// from those given (files): a replay refused at a file (one missing
+// before it) replayed those before it only. The report listed every file
+// given as replayed ("files A, C, D (pcap), replayed as one capture"),
+// the replay having stopped before C.
+func TestReplayFeedFilesReplayed(t *testing.T) {
+	day, dir, names := rotatedDay(t)
+	if len(names) < 4 {
+		t.Fatalf("files %v: want 4 or more", names)
+	}
+	feed := writeDemoFeed(t, dir, day, "")
+	rep, text, err := replayFiles(t, feed, names[0], names[2], names[3])
+	if err == nil || !slices.Equal(rep.Files, []string{names[0], names[2], names[3]}) || !slices.Equal(rep.FilesReplayed, names[:1]) {
+		t.Errorf("replay --feed of files 1, 3 and 4: %v, files %q, replayed %q; want refused at the third, the first alone replayed", err, rep.Files, rep.FilesReplayed)
+	}
+	if want := "files         " + names[0] + " (pcap), replayed as one capture; not replayed: " + names[2] + ", " + names[3] + "\n"; !strings.Contains(text, want) {
+		t.Errorf("replay --feed of files 1, 3 and 4: the text report does not say %q:\n%s", want, text)
+	}
+	rep, _, err = replayFiles(t, feed, names...)
+	if err != nil || !slices.Equal(rep.FilesReplayed, names) {
+		t.Errorf("replay --feed of the %d files: %v, replayed %q; want all of them", len(names), err, rep.FilesReplayed)
 	}
 }
