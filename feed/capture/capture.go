@@ -185,6 +185,11 @@ type Capture struct {
 	snapOutSet bool
 
 	packets, bytes, writeErrs, writeLost, files, deleted atomic.Uint64
+
+	// The file retired last (retire): flushed and closed on a goroutine
+	// of its own; retireErr its failure, read once it is done.
+	retiring  sync.WaitGroup
+	retireErr error
 }
 
 // file is what the drainer writes to: an *os.File (a test's in
@@ -194,6 +199,7 @@ type file interface {
 	Truncate(int64) error
 	Seek(int64, int) (int64, error)
 	Stat() (os.FileInfo, error)
+	Sync() error
 	Close() error
 }
 
@@ -564,11 +570,12 @@ func (c *Capture) Stats() Stats {
 		WriteErrors: c.writeErrs.Load(), WriteLost: c.writeLost.Load(), Files: c.files.Load(), Deleted: c.deleted.Load()}
 }
 
-// Close writes what the ring still holds, flushes and closes the file and
-// unmaps the ring. Call it once Put is no longer called. It returns the
-// error of the last write when that write failed (the end of the capture
-// is lost: counted in WriteLost, and said here), and that of closing the
-// file. A Close called again, or at the same time, returns once the first
+// Close writes what the ring still holds, flushes the file to the disk
+// (fsync, as a rotation flushes the file before: retire) and closes it,
+// and unmaps the ring. Call it once Put is no longer called. It returns
+// the error of the last write when that write failed (the end of the
+// capture is lost: counted in WriteLost, and said here), and that of
+// syncing and closing the file. A Close called again, or at the same time, returns once the first
 // one did, with its error.
 func (c *Capture) Close() error {
 	c.closeOnce.Do(func() { c.closeErr = c.close() })
@@ -581,6 +588,14 @@ func (c *Capture) close() error {
 	var err error
 	if c.failing {
 		err = c.lastErr
+	}
+	c.waitRetired()
+	// The last file flushed to the disk, as a rotation flushes the one
+	// before (retire): closed, the capture is whole on it.
+	if !c.gone {
+		if serr := errors.Join(syncFile(c.f), syncDir(c.path)); serr != nil {
+			err = errors.Join(err, fmt.Errorf("sync capture %s: %w", c.path, serr))
+		}
 	}
 	if cerr := c.f.Close(); cerr != nil {
 		err = errors.Join(err, fmt.Errorf("close capture %s: %w", c.path, cerr))
@@ -993,9 +1008,7 @@ func (c *Capture) rotate() {
 		c.index++
 	}
 	old, oldSize := c.path, c.off
-	if cerr := c.f.Close(); cerr != nil {
-		c.log.Error().Err(cerr).Str("file", old).Msg("capture: closing the previous file failed")
-	}
+	c.retire(c.f, old, !c.gone)
 	c.f, c.path, c.off, c.gone, c.tooLarge = f, name, int64(hdr), false, false
 	c.holdWarned = false
 	if c.snapOpen && !c.freezeBuffered {

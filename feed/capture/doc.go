@@ -17,7 +17,10 @@
 // readable, and capturing goes on; a disk full at Open is the same (the
 // header waits for the first write that succeeds). A file deleted or
 // truncated while written to is noticed at the next write, logged, counted
-// (Stats.Deleted), and the capture goes on in a new file. Close drains the ring, flushes and closes the file, and
+// (Stats.Deleted), and the capture goes on in a new file. A file the
+// capture goes on from is flushed to the disk (fsync) off the drainer,
+// before it is closed (sync.go). Close drains the ring, flushes and
+// closes the file (fsync too), and
 // returns the last write's error when it failed (the capture's end lost).
 //
 // The file is a nanosecond pcap of Ethernet/IPv4/UDP frames: the sockets
