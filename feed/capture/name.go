@@ -40,14 +40,17 @@ func nameParts(base string) (prefix, ext string) {
 	return prefix, ext
 }
 
-// nameTime returns the time FileName put in name, a file of base's; ok
-// false when name is none.
+// nameTime returns the time FileName put in name, a file of base's, or
+// one made of it by a tool that adds an extension of its own (gzip's
+// ".gz": replay reads it so); ok false when name is none.
 func nameTime(base, name string) (t time.Time, ok bool) {
 	prefix, ext := nameParts(base)
-	if len(name) != len(prefix)+len(nameLayout)+len(ext) || !strings.HasPrefix(name, prefix) || !strings.HasSuffix(name, ext) {
+	end := len(prefix) + len(nameLayout)
+	if len(name) < end+len(ext) || !strings.HasPrefix(name, prefix) || !strings.HasPrefix(name[end:], ext) ||
+		len(name) > end+len(ext) && name[end+len(ext)] != '.' {
 		return time.Time{}, false
 	}
-	t, err := time.Parse(nameLayout, name[len(prefix):len(name)-len(ext)])
+	t, err := time.Parse(nameLayout, name[len(prefix):end])
 	return t, err == nil
 }
 
@@ -66,9 +69,9 @@ func latestName(base string) time.Time {
 }
 
 // createUnique creates FileName(base, t), t no earlier than the
-// microsecond after after (the latest name of base's so far, latestName:
-// a clock stepped back, at a rotation or before a restart, still names
-// the file after the ones before it), or when a file of that name exists
+// microsecond after after (the latest name of base's so far, latestName,
+// compressed ones too: a clock stepped back, at a rotation or before a
+// restart, still names the file after the ones before it), or when a file of that name exists
 // (made in the same microsecond) that of the next microsecond that is
 // free (of 100), so that the name still sorts after the taken one; the
 // file is created, empty. It returns the name and its time.

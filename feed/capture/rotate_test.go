@@ -501,3 +501,35 @@ func TestRotationSyncsFiles(t *testing.T) {
 		t.Errorf("synced %q\nwant   %q", synced, want)
 	}
 }
+
+// TestFileNameAfterCompressedFiles: the files of a run before, compressed
+// since (gzip's name.pcap.gz, which replay reads), still come before the
+// next run's first file when the clock stepped back at the restart: its
+// name takes the microsecond after theirs. They were not counted as the
+// base's files: the new file sorted before them.
+func TestFileNameAfterCompressedFiles(t *testing.T) {
+	start := time.Date(2026, 12, 6, 9, 30, 0, 0, time.UTC)
+	now = func() time.Time { return start.Add(-time.Hour) }
+	t.Cleanup(func() { now = time.Now })
+	dir := t.TempDir()
+	base := filepath.Join(dir, "c.pcap")
+	earlier := FileName(base, start) + ".gz"
+	if err := os.WriteFile(earlier, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, other := range []string{FileName(base, start.Add(time.Hour)) + "x", FileName(base, start.Add(time.Hour))[:len(dir)+9] + ".pcap"} {
+		if err := os.WriteFile(other, nil, 0o600); err != nil { // no file of base's
+			t.Fatal(err)
+		}
+	}
+	c, err := Open(Config{Base: base, Buffer: MinBuffer, Lines: testLines, Log: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if want := FileName(base, start.Add(time.Microsecond)); c.Path() != want {
+		t.Errorf("the clock an hour behind %s: the capture is %s; want %s, after it", filepath.Base(earlier), filepath.Base(c.Path()), filepath.Base(want))
+	}
+}
