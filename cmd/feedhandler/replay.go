@@ -406,8 +406,14 @@ func replay(args []string, stdout, stderr io.Writer) error {
 				lr.Answers, lr.AnswerMessages, lr.GaveUp, snaps)
 		}
 		if a.CaptureStart == captureContinued {
-			fmt.Fprintf(stdout, "capture start %s is the capture's file %d, not its first: the %d files before it (the one just before named %s) were not given, so the books replayed lack what they held (every order added before it, a snapshot or re-requests begun there) and its start is a gap; give the capture's files from its first, in order\n",
-				rep.File, a.FilesBefore+1, a.FilesBefore, a.PreviousFile)
+			lack := "the books replayed lack what they held (every order added before it, a snapshot or re-requests begun there) and its start is a gap"
+			if a.LiveRecovery.SnapshotsReplayed+a.Resets != 0 {
+				// Rebuilt whole from a snapshot it holds, or emptied for a
+				// new session: from there on the books are the handler's.
+				lack = "until the books were rebuilt from a snapshot it holds or emptied at a session change (above) they lacked what those files held (every order added before it), and its start is a gap"
+			}
+			fmt.Fprintf(stdout, "capture start %s is the capture's file %d, not its first: the %d files before it (the one just before named %s) were not given: %s; give the capture's files from its first, in order\n",
+				rep.File, a.FilesBefore+1, a.FilesBefore, a.PreviousFile, lack)
 		}
 		if a.CaptureEnd == captureCut {
 			fmt.Fprintln(stdout, "capture cut   the capture does not end as the handler ends one (killed or crashed, the file still written, or full): what the handler received after its last frame is not in it, and the books replayed are those of that frame")

@@ -736,6 +736,15 @@ func TestReplayFeedFileStartsFrozen(t *testing.T) {
 	if !bytes.Equal(got, want) {
 		t.Errorf("replay --feed's books are not the day's:\ngot:  %.300s\nwant: %.300s", got, want)
 	}
+	// The capture's second file, alone: said, and that its books were
+	// rebuilt from the snapshot it holds, not that they lack the first's.
+	if a == nil || a.CaptureStart != captureContinued {
+		t.Errorf("replay --feed of %s alone: report %+v; want capture_start %q", filepath.Base(last), a, captureContinued)
+	}
+	_, text, err := replayFiles(t, writeDemoFeed(t, dir, day, ""), last)
+	if want := "were not given: until the books were rebuilt from a snapshot it holds"; err != nil || !strings.Contains(text, want) {
+		t.Errorf("replay --feed of %s alone: %v; the text report does not say %q:\n%s", filepath.Base(last), err, want, text)
+	}
 	rep, got, _ = replayDayBooks(t, dir, day, names...)
 	if a := rep.Arbitrated; a == nil || a.LiveRecovery.SnapshotsReplayed != 1 || rep.InputMissing != 0 || !bytes.Equal(got, want) {
 		t.Errorf("replay --feed of both files: %d missing, report %+v, books the day's %v; want the snapshot replayed, nothing missing, the day's books", rep.InputMissing, a, bytes.Equal(got, want))
