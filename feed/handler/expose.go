@@ -142,6 +142,7 @@ func (e *Exposition) AppendText(dst []byte) []byte {
 
 func (e *Exposition) appendText(b []byte) []byte {
 	e.h.StatsInto(&e.st)
+	e.rt.read() // the standard families, and whether /proc/self was read
 	b = e.appendStats(b, &e.st, time.Now().UnixNano(), monoNow())
 	return e.appendRuntime(b)
 }
@@ -198,6 +199,12 @@ func (e *Exposition) appendStats(b []byte, st *Stats, now, mono int64) []byte {
 			if hb := h.w.LastHeartbeat(); !hb.IsZero() {
 				b = sampleFloat(b, m.name, "", e.plain, float64(now-hb.UnixNano())/1e9)
 			}
+		case m.name == "process_metrics_readable":
+			var v uint64
+			if e.rt.procOK {
+				v = 1
+			}
+			b = sampleUint(b, m.name, "", e.plain, v)
 		case m.kind == kindHistogram:
 			b = e.histogram(b, m.name, histogramOf(st, m.name))
 		default:

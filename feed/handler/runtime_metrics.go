@@ -132,12 +132,11 @@ func (s *runtimeSample) rmUint(i int) uint64 {
 	return s.rm[i].Value.Uint64()
 }
 
-// appendRuntime appends the standard families, read now, in the text
-// format: with the feed label, as every family of the handler has it.
-// Under e.mu.
+// appendRuntime appends the standard families, as appendText read them,
+// in the text format: with the feed label, as every family of the handler
+// has it. Under e.mu.
 func (e *Exposition) appendRuntime(b []byte) []byte {
 	s := e.rt
-	s.read()
 	for i := range standard {
 		m := &standard[i]
 		if m.name[0] == 'p' && !s.procOK {
@@ -184,10 +183,19 @@ func stdSample(b []byte, name, suffix, labels string, v float64) []byte {
 // collectors, with h's label feed: the protobuf format's standard
 // families, which the Exposition's text format renders itself (the
 // families of standard; the collectors have more).
+//
+// It logs what of the process's figures cannot be read: /proc/self (no
+// process_ family then, feedhandler_process_metrics_readable 0), or
+// /proc/stat (a /proc of the processes only, ProcSubset=pid: the boot
+// time is taken from the clocks, every family kept).
 func RegisterStandard(reg prometheus.Registerer, h *Handler) {
 	// Opened now, before the process gives up privileges (the
 	// Exposition's reader of /proc/self).
-	procstat.Self()
+	if r, err := procstat.Self(); err != nil {
+		h.log.Warn().Err(err).Msg("process metrics not exported: /proc/self cannot be read (a /proc without this process, or hardened against it); process_* families absent, feedhandler_process_metrics_readable 0")
+	} else if why := r.BootTimeFromClocks(); why != nil {
+		h.log.Info().Err(why).Msg("process start time from the clocks: /proc/stat cannot be read (a /proc of the processes only, ProcSubset=pid); every process_* family exported")
+	}
 	prometheus.WrapRegistererWith(prometheus.Labels{"feed": h.cfg.Feed}, reg).MustRegister(
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		collectors.NewGoCollector(),
