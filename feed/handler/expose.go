@@ -10,6 +10,7 @@ import (
 
 	"github.com/marketfeed/feedhandler/feed/rerequest"
 	"github.com/marketfeed/feedhandler/internal/latency"
+	"github.com/marketfeed/feedhandler/internal/procstat"
 )
 
 // Exposition renders the pipeline's metrics (the same families as
@@ -42,6 +43,7 @@ type Exposition struct {
 	kinds  [len(badResponseKinds)]string
 	causes [len(snapshotErrorCauses)]string
 	states [4]string
+	files  [len(cgroupFiles)]string
 	// The receive backend's counters' names and label sets, by position
 	// in rx.Extra; rendered when a name is first seen there.
 	counters []namedLabels
@@ -75,6 +77,9 @@ func NewExposition(h *Handler) *Exposition {
 	}
 	for i, s := range recoveryStates {
 		e.states[i] = with("state", s)
+	}
+	for i, f := range cgroupFiles {
+		e.files[i] = with("file", f)
 	}
 	for _, b := range latency.DefaultBuckets {
 		e.les = append(e.les, with("le", leText(b)))
@@ -154,7 +159,7 @@ func (e *Exposition) appendStats(b []byte, st *Stats, now, mono int64) []byte {
 	h := e.h
 	for i := range exported {
 		m := &exported[i]
-		if m.label == "counter" && st.Receive.Extra.Len() == 0 {
+		if m.label == "counter" && st.Receive.Extra.Len() == 0 || m.label == "file" && !e.rt.hasLimit() {
 			continue // a family without samples, as client_golang leaves it out
 		}
 		b = appendHeader(b, "feedhandler_", m.name, m.help, m.kind)
@@ -198,6 +203,12 @@ func (e *Exposition) appendStats(b []byte, st *Stats, now, mono int64) []byte {
 		case m.name == "shm_heartbeat_age_seconds":
 			if hb := h.w.LastHeartbeat(); !hb.IsZero() {
 				b = sampleFloat(b, m.name, "", e.plain, float64(now-hb.UnixNano())/1e9)
+			}
+		case m.label == "file":
+			for i, v := range e.rt.limits {
+				if v != procstat.NoLimit {
+					b = sampleUint(b, m.name, "", e.files[i], v)
+				}
 			}
 		case m.name == "process_metrics_readable":
 			var v uint64
