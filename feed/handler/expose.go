@@ -409,6 +409,11 @@ func scalar(st *Stats, name string) uint64 {
 			return 1
 		}
 		return 0
+	case "session_end_announced":
+		if st.EndAnnounced {
+			return 1
+		}
+		return 0
 	case "ready":
 		if st.readiness() == readyOK {
 			return 1

@@ -94,6 +94,7 @@ var exported = [...]metric{
 	{"shm_slots_used", "Instrument slots in use, live and retired; registrations fail when it reaches shm_slots.", kindGauge, ""},
 	{"shm_slots_retired", "Instrument slots retired (a locate bound to another symbol, a symbol moved to another locate): not reused until a restart.", kindGauge, ""},
 	{"session_ended", "1 once the followed session announced its end (End of Session) and everything before it was delivered: the lines go quiet then.", kindGauge, ""},
+	{"session_end_announced", "1 once the followed session announced its end (End of Session), whether or not everything before it was delivered: with session_ended 0, the handler is still fetching what came before the end (a join after the end re-requesting the session).", kindGauge, ""},
 	{"ready", "1 when /readyz answers ready (receiving, books complete), else 0.", kindGauge, ""},
 	{"cgroup_memory_limit_bytes", "The memory limits of the process's cgroup (v2), the smallest of its cgroup's and its ancestors': memory.max (past it the OOM killer kills) and memory.high (past it the kernel throttles and reclaims), each when set; absent on cgroup v1 (the log says why at start).", kindGauge, "file"},
 	{"process_metrics_readable", "1 when the process_ families are exported (/proc/self read at this scrape), 0 when they cannot be read (the log says why at start).", kindGauge, ""},
