@@ -7,6 +7,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+
 	"github.com/marketfeed/feedhandler/internal/procstat"
 )
 
@@ -115,4 +118,25 @@ func exportedHelp(name string) string {
 		}
 	}
 	return ""
+}
+
+// TestRegisterStandardLogsLimits: the start says what of the process's
+// figures the metrics have: the cgroup's memory limits, or why they are
+// not exported (this project's machines: the memory controller on cgroup
+// v1), and nothing about /proc/self when it reads.
+func TestRegisterStandardLogsLimits(t *testing.T) {
+	logs := new(lockedBuffer)
+	h, _, _, _ := startScriptedLog(t, ModeRunToCompletion, nil, 1_000, nil, -1, zerolog.New(logs))
+	defer h.Stop()
+	RegisterStandard(prometheus.NewRegistry(), h)
+	want := "cgroup memory limits"
+	if _, err := procstat.SelfCgroupMemory(); err != nil {
+		want = "cgroup memory limit not exported"
+	}
+	if !strings.Contains(logs.String(), want) {
+		t.Errorf("the start's log lacks %q:\n%s", want, logs)
+	}
+	if _, err := procstat.Self(); err == nil && strings.Contains(logs.String(), "process metrics not exported") {
+		t.Errorf("/proc/self read, yet logged unreadable:\n%s", logs)
+	}
 }
