@@ -446,6 +446,13 @@ func (a *Arbiter) Session() moldudp64.Session { return a.session }
 // announces it again).
 func (a *Arbiter) Ended() bool { return a.ended && a.pend.n == 0 && a.maxHigh() <= a.next }
 
+// EndAnnounced reports whether the followed session announced its end (an
+// End of Session packet not withdrawn since by new data on a line), whether
+// or not everything before it was delivered: Ended is that too. Announced
+// and not Ended, the handler is still fetching what came before the end
+// (a join after the end re-requesting the whole session).
+func (a *Arbiter) EndAnnounced() bool { return a.ended }
+
 // Pending returns the number of packets held back.
 func (a *Arbiter) Pending() int { return a.pend.n }
 

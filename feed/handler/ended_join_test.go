@@ -142,3 +142,59 @@ func TestJoinAfterEndSnapshot(t *testing.T) {
 			rec.stats.Snapshots, rec.stats.SnapshotFailures, rec.stats.LastSnapshotError, b, sh.pub.stale, h.arb.Next(), h.arb.Ended(), st.Open)
 	}
 }
+
+// TestEndAnnouncedMetric: session_end_announced is 1 from the End of
+// Session on, session_ended only once everything before it was delivered
+// or declared. The two after-the-close cases of docs/OPERATIONS.md
+// ("Restarts after the close") read them: a join after the end
+// re-requesting the whole session is announced and not ended while it
+// catches up, its books flagged (FeedhandlerStaleBooks leaves it alone
+// while the re-request delivers); a late join mid-session with nothing to
+// fetch its start (no recovery source) ends with its start gap
+// unrecovered, session_ended 1 (FeedhandlerUnrecoveredGap and
+// FeedhandlerStaleBooks stop paging at the end, FeedhandlerEndedIncomplete
+// warns).
+func TestEndAnnouncedMetric(t *testing.T) {
+	t.Run("join after the end, re-requested", func(t *testing.T) {
+		l := newCatchUpLab(t, LateJoinRerequest)
+		h := l.h
+		for range 10 {
+			l.now += int64(100 * time.Millisecond)
+			h.arb.Offer(0, endOfSession(moldudp64.NewSession("CU"), 27), l.now)
+			h.arb.Tick(l.now)
+			l.rec.poll(l.now)
+			h.endBatch()
+		}
+		if !h.arb.EndAnnounced() || h.arb.Ended() {
+			t.Fatalf("catching up the ended session: announced %v, ended %v; want announced, not ended", h.arb.EndAnnounced(), h.arb.Ended())
+		}
+		l.answer(27, true, false)
+		l.orders(25)
+		if !h.arb.EndAnnounced() || !h.arb.Ended() {
+			t.Fatalf("caught up: announced %v, ended %v; want both", h.arb.EndAnnounced(), h.arb.Ended())
+		}
+	})
+	forEachMode(t, func(t *testing.T, mode Mode, shards []int) {
+		pkts := dayPackets(t, 2000)
+		p, err := moldudp64.Parse(pkts[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		end := endOfSession(p.Session, nextAfter(t, pkts))
+		// Joined half way, no recovery source: the start is declared.
+		h, _, _, _ := startScriptedDay(t, mode, shards, pkts[len(pkts)/2:], [][]byte{end, end}, -1, zerolog.Nop())
+		defer h.Stop()
+		waitFor(t, "the session ended", func() bool { return h.Stats().Ended })
+		st := h.Stats()
+		if !st.EndAnnounced || st.UnrecoveredGaps() == 0 {
+			t.Fatalf("a late join mid-session ended: announced %v, gaps_unrecovered %d; want announced, the start gap unrecovered",
+				st.EndAnnounced, st.UnrecoveredGaps())
+		}
+		text := string(NewExposition(h).AppendText(nil))
+		for _, want := range []string{"feedhandler_session_ended{feed=\"\"} 1\n", "feedhandler_session_end_announced{feed=\"\"} 1\n"} {
+			if !strings.Contains(text, want) {
+				t.Errorf("exposition lacks %q", want)
+			}
+		}
+	})
+}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/marketfeed/feedhandler/feed/rerequest"
 	"github.com/marketfeed/feedhandler/internal/latency"
+	"github.com/marketfeed/feedhandler/internal/procstat"
 )
 
 // Exposition renders the pipeline's metrics (the same families as
@@ -42,6 +43,7 @@ type Exposition struct {
 	kinds  [len(badResponseKinds)]string
 	causes [len(snapshotErrorCauses)]string
 	states [4]string
+	files  [len(cgroupFiles)]string
 	// The receive backend's counters' names and label sets, by position
 	// in rx.Extra; rendered when a name is first seen there.
 	counters []namedLabels
@@ -75,6 +77,9 @@ func NewExposition(h *Handler) *Exposition {
 	}
 	for i, s := range recoveryStates {
 		e.states[i] = with("state", s)
+	}
+	for i, f := range cgroupFiles {
+		e.files[i] = with("file", f)
 	}
 	for _, b := range latency.DefaultBuckets {
 		e.les = append(e.les, with("le", leText(b)))
@@ -142,6 +147,7 @@ func (e *Exposition) AppendText(dst []byte) []byte {
 
 func (e *Exposition) appendText(b []byte) []byte {
 	e.h.StatsInto(&e.st)
+	e.rt.read() // the standard families, and whether /proc/self was read
 	b = e.appendStats(b, &e.st, time.Now().UnixNano(), monoNow())
 	return e.appendRuntime(b)
 }
@@ -153,7 +159,7 @@ func (e *Exposition) appendStats(b []byte, st *Stats, now, mono int64) []byte {
 	h := e.h
 	for i := range exported {
 		m := &exported[i]
-		if m.label == "counter" && st.Receive.Extra.Len() == 0 {
+		if m.label == "counter" && st.Receive.Extra.Len() == 0 || m.label == "file" && !e.rt.hasLimit() {
 			continue // a family without samples, as client_golang leaves it out
 		}
 		b = appendHeader(b, "feedhandler_", m.name, m.help, m.kind)
@@ -198,6 +204,18 @@ func (e *Exposition) appendStats(b []byte, st *Stats, now, mono int64) []byte {
 			if hb := h.w.LastHeartbeat(); !hb.IsZero() {
 				b = sampleFloat(b, m.name, "", e.plain, float64(now-hb.UnixNano())/1e9)
 			}
+		case m.label == "file":
+			for i, v := range e.rt.limits {
+				if v != procstat.NoLimit {
+					b = sampleUint(b, m.name, "", e.files[i], v)
+				}
+			}
+		case m.name == "process_metrics_readable":
+			var v uint64
+			if e.rt.procOK {
+				v = 1
+			}
+			b = sampleUint(b, m.name, "", e.plain, v)
 		case m.kind == kindHistogram:
 			b = e.histogram(b, m.name, histogramOf(st, m.name))
 		default:
@@ -388,6 +406,11 @@ func scalar(st *Stats, name string) uint64 {
 		return st.Capture.Deleted
 	case "session_ended":
 		if st.Ended {
+			return 1
+		}
+		return 0
+	case "session_end_announced":
+		if st.EndAnnounced {
 			return 1
 		}
 		return 0

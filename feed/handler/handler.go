@@ -124,6 +124,7 @@ type Stats struct {
 	NextSeq       uint64           // next expected MoldUDP64 sequence number
 	ReceiveErrors uint64           // errors returned by the receiver (logged)
 	Ended         bool             // the session ended and everything before its end was delivered or declared missing
+	EndAnnounced  bool             // the session announced its end (Arbiter.EndAnnounced), whether or not everything before it was delivered
 	ReceiveThread ThreadSched      // how the receive thread is scheduled (in run to completion, the one hot thread)
 	Latency       latency.Snapshot // receive timestamp to shm publish, per live message
 	PathLatency   latency.Snapshot // receive thread pickup to shm publish: the handler's own path (live messages)
@@ -236,6 +237,7 @@ type Handler struct {
 	rxCopy     rx.Stats
 	cntCopy    [5]uint64
 	endedCopy  bool
+	announced  bool // Arbiter.EndAnnounced, copied with endedCopy
 	recCopy    RecoveryStats
 	seenPkts   [MaxLines]uint64 // line packet counts at the last copy
 	lastPkt    [MaxLines]int64  // when they last moved, Unix ns
@@ -1231,6 +1233,7 @@ func (h *Handler) copyStats(wait bool) bool {
 		h.arbCopy = h.arb.Stats
 		h.cntCopy = [5]uint64{h.routed, h.filtered, h.badMsgs, h.arb.Next(), h.rxErrors}
 		h.endedCopy = h.arb.Ended()
+		h.announced = h.arb.EndAnnounced()
 		t := time.Now()
 		now := clock.Mono(t)
 		for i := range h.seenPkts {
@@ -1291,7 +1294,7 @@ func (h *Handler) statsLightInto(dst *Stats) {
 	h.mu.Lock()
 	dst.Arbiter, dst.Receive = h.arbCopy, h.rxCopy
 	dst.Routed, dst.Filtered, dst.BadMessages, dst.NextSeq, dst.ReceiveErrors = h.cntCopy[0], h.cntCopy[1], h.cntCopy[2], h.cntCopy[3], h.cntCopy[4]
-	dst.Ended, dst.LastPacket, dst.Started = h.endedCopy, h.lastPkt, h.started
+	dst.Ended, dst.EndAnnounced, dst.LastPacket, dst.Started = h.endedCopy, h.announced, h.lastPkt, h.started
 	dst.lastMono, dst.startMono = h.lastMono, h.startMono
 	dst.LineSilent, dst.AllSilent = h.silence.line, h.silence.all
 	dst.Recovery = h.recCopy

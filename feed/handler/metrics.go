@@ -7,6 +7,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/marketfeed/feedhandler/internal/latency"
+	"github.com/marketfeed/feedhandler/internal/procstat"
 )
 
 // Collector exports the pipeline's counters to Prometheus. Each scrape
@@ -93,7 +94,10 @@ var exported = [...]metric{
 	{"shm_slots_used", "Instrument slots in use, live and retired; registrations fail when it reaches shm_slots.", kindGauge, ""},
 	{"shm_slots_retired", "Instrument slots retired (a locate bound to another symbol, a symbol moved to another locate): not reused until a restart.", kindGauge, ""},
 	{"session_ended", "1 once the followed session announced its end (End of Session) and everything before it was delivered: the lines go quiet then.", kindGauge, ""},
+	{"session_end_announced", "1 once the followed session announced its end (End of Session), whether or not everything before it was delivered: with session_ended 0, the handler is still fetching what came before the end (a join after the end re-requesting the session).", kindGauge, ""},
 	{"ready", "1 when /readyz answers ready (receiving, books complete), else 0.", kindGauge, ""},
+	{"cgroup_memory_limit_bytes", "The memory limits of the process's cgroup (v2), the smallest of its cgroup's and its ancestors': memory.max (past it the OOM killer kills) and memory.high (past it the kernel throttles and reclaims), each when set; absent on cgroup v1 (the log says why at start).", kindGauge, "file"},
+	{"process_metrics_readable", "1 when the process_ families are exported (/proc/self read at this scrape), 0 when they cannot be read (the log says why at start).", kindGauge, ""},
 	{"recovery_gaps_detected_total", "Sequence ranges missing on every line, handed to recovery or declared.", kindCounter, ""},
 	{"recovery_rerequest_recovered_total", "Missing ranges filled while re-requesting (by answers or late copies).", kindCounter, ""},
 	{"recovery_snapshot_recovered_total", "Declared gaps repaired by a snapshot.", kindCounter, ""},
@@ -217,6 +221,20 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 			if hb := c.h.w.LastHeartbeat(); !hb.IsZero() {
 				emit(float64(now-hb.UnixNano()) / 1e9)
 			}
+		case m.label == "file":
+			c, _ := procstat.SelfCgroupMemory()
+			for i, v := range cgroupLimits(c) {
+				if v != procstat.NoLimit {
+					emit(float64(v), cgroupFiles[i])
+				}
+			}
+		case m.name == "process_metrics_readable":
+			v := 0.0
+			var p procstat.Process
+			if r, err := procstat.Self(); err == nil && r.Read(&p) == nil {
+				v = 1
+			}
+			emit(v)
 		case m.kind == kindHistogram:
 			ch <- latency.HistogramMetric(d, histogramOf(&st, m.name), nil, time.Unix(0, st.Started))
 		default:

@@ -98,11 +98,42 @@ type runtimeSample struct {
 	gc      debug.GCStats
 	threads int
 	gor     int
+	// The cgroup's memory limits (nil: not cgroup v2's, none exported),
+	// NoLimit where none is set.
+	cgroup *procstat.CgroupMemory
+	limits [len(cgroupFiles)]uint64
+}
+
+// cgroupFiles are the label values of cgroup_memory_limit_bytes, in the
+// order of cgroupLimits.
+var cgroupFiles = [...]string{"memory.max", "memory.high"}
+
+// cgroupLimits reads c's limits, in the order of cgroupFiles: NoLimit
+// where none is set, or c is nil or cannot be read.
+func cgroupLimits(c *procstat.CgroupMemory) [len(cgroupFiles)]uint64 {
+	if c != nil {
+		if l, err := c.Read(); err == nil {
+			return [...]uint64{l.Max, l.High}
+		}
+	}
+	return [...]uint64{procstat.NoLimit, procstat.NoLimit}
+}
+
+// hasLimit says whether a limit is set (cgroup_memory_limit_bytes has a
+// sample).
+func (s *runtimeSample) hasLimit() bool {
+	for _, v := range s.limits {
+		if v != procstat.NoLimit {
+			return true
+		}
+	}
+	return false
 }
 
 func newRuntimeSample() *runtimeSample {
 	s := &runtimeSample{}
 	s.proc, _ = procstat.Self()
+	s.cgroup, _ = procstat.SelfCgroupMemory()
 	for i, n := range runtimeNames {
 		s.rm[i].Name = n
 	}
@@ -118,6 +149,7 @@ func newRuntimeSample() *runtimeSample {
 // read takes the figures now.
 func (s *runtimeSample) read() {
 	s.procOK = s.proc != nil && s.proc.Read(&s.p) == nil
+	s.limits = cgroupLimits(s.cgroup)
 	metrics.Read(s.rm[:])
 	debug.ReadGCStats(&s.gc)
 	s.threads, _ = runtime.ThreadCreateProfile(nil)
@@ -132,12 +164,11 @@ func (s *runtimeSample) rmUint(i int) uint64 {
 	return s.rm[i].Value.Uint64()
 }
 
-// appendRuntime appends the standard families, read now, in the text
-// format: with the feed label, as every family of the handler has it.
-// Under e.mu.
+// appendRuntime appends the standard families, as appendText read them,
+// in the text format: with the feed label, as every family of the handler
+// has it. Under e.mu.
 func (e *Exposition) appendRuntime(b []byte) []byte {
 	s := e.rt
-	s.read()
 	for i := range standard {
 		m := &standard[i]
 		if m.name[0] == 'p' && !s.procOK {
@@ -184,10 +215,33 @@ func stdSample(b []byte, name, suffix, labels string, v float64) []byte {
 // collectors, with h's label feed: the protobuf format's standard
 // families, which the Exposition's text format renders itself (the
 // families of standard; the collectors have more).
+//
+// It logs the cgroup's memory limits, or why they are not exported, and
+// what of the process's figures cannot be read: /proc/self (no
+// process_ family then, feedhandler_process_metrics_readable 0), or
+// /proc/stat (a /proc of the processes only, ProcSubset=pid: the boot
+// time is taken from the clocks, every family kept).
 func RegisterStandard(reg prometheus.Registerer, h *Handler) {
 	// Opened now, before the process gives up privileges (the
 	// Exposition's reader of /proc/self).
-	procstat.Self()
+	if r, err := procstat.Self(); err != nil {
+		h.log.Warn().Err(err).Msg("process metrics not exported: /proc/self cannot be read (a /proc without this process, or hardened against it); process_* families absent, feedhandler_process_metrics_readable 0")
+	} else if why := r.BootTimeFromClocks(); why != nil {
+		h.log.Info().Err(why).Msg("process start time from the clocks: /proc/stat cannot be read (a /proc of the processes only, ProcSubset=pid); every process_* family exported")
+	}
+	if c, err := procstat.SelfCgroupMemory(); err != nil {
+		h.log.Info().Err(err).Msg("cgroup memory limit not exported (feedhandler_cgroup_memory_limit_bytes absent): FeedhandlerNearMemoryLimit cannot fire")
+	} else {
+		ev := h.log.Info().Str("cgroup", c.Dir())
+		for i, v := range cgroupLimits(c) {
+			if v == procstat.NoLimit {
+				ev = ev.Str(cgroupFiles[i], "max")
+			} else {
+				ev = ev.Uint64(cgroupFiles[i], v)
+			}
+		}
+		ev.Msg("cgroup memory limits (feedhandler_cgroup_memory_limit_bytes; max: none)")
+	}
 	prometheus.WrapRegistererWith(prometheus.Labels{"feed": h.cfg.Feed}, reg).MustRegister(
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		collectors.NewGoCollector(),

@@ -39,7 +39,8 @@ type Reader struct {
 	mu       sync.Mutex
 	stat     *os.File
 	fdDir    *os.File
-	btime    float64 // boot time, Unix seconds (/proc/stat)
+	btime    float64 // boot time, Unix seconds (/proc/stat, or the clocks)
+	btimeErr error   // why /proc/stat was not read (nil: it was)
 	pageSize uint64
 	buf      [1024]byte
 	dents    [4096]byte
@@ -61,14 +62,26 @@ func Self() (*Reader, error) {
 }
 
 // Open opens a Reader of the calling process. Close releases it.
+//
+// The boot time, which process_start_time_seconds counts from, is
+// /proc/stat's btime; where /proc/stat cannot be read (a /proc mounted
+// with subset=pid, systemd's ProcSubset=pid, shows the processes only)
+// it is the wall clock less CLOCK_BOOTTIME, the sum the kernel gives
+// btime from, and BootTimeFromClocks says why. Only /proc/self's files
+// are required.
 func Open() (*Reader, error) {
-	b, err := os.ReadFile("/proc/stat")
-	if err != nil {
-		return nil, fmt.Errorf("procstat: %w", err)
-	}
 	r := &Reader{pageSize: uint64(os.Getpagesize())}
-	if r.btime, err = bootTime(b); err != nil {
-		return nil, err
+	b, err := os.ReadFile("/proc/stat")
+	if err == nil {
+		r.btime, err = bootTime(b)
+	} else {
+		err = fmt.Errorf("procstat: %w", err)
+	}
+	if err != nil {
+		r.btimeErr = err
+		if r.btime, err = clockBootTime(); err != nil {
+			return nil, err
+		}
 	}
 	if r.stat, err = os.Open("/proc/self/stat"); err != nil {
 		return nil, fmt.Errorf("procstat: %w", err)
@@ -89,6 +102,26 @@ func Open() (*Reader, error) {
 func (r *Reader) Close() error {
 	r.stat.Close()
 	return r.fdDir.Close()
+}
+
+// BootTimeFromClocks is why /proc/stat could not be read, the boot time
+// then taken from the clocks (clockBootTime); nil when it was read.
+func (r *Reader) BootTimeFromClocks() error { return r.btimeErr }
+
+// clockBootTime is the boot time as /proc/stat's btime gives it, from the
+// clocks: the wall clock less the time since boot (CLOCK_BOOTTIME), whole
+// seconds (the kernel's btime is getboottime64's seconds, the same
+// difference).
+func clockBootTime() (float64, error) {
+	var real, boot unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_REALTIME, &real); err != nil {
+		return 0, fmt.Errorf("procstat: clock_gettime CLOCK_REALTIME: %w", err)
+	}
+	if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &boot); err != nil {
+		return 0, fmt.Errorf("procstat: clock_gettime CLOCK_BOOTTIME: %w", err)
+	}
+	ns := real.Nano() - boot.Nano()
+	return float64(ns / 1e9), nil
 }
 
 func bootTime(procStat []byte) (float64, error) {

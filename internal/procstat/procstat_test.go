@@ -1,7 +1,13 @@
 package procstat
 
 import (
+	"errors"
+	"io/fs"
+	"math"
 	"os"
+	"os/exec"
+	"strconv"
+	"strings"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -87,5 +93,70 @@ func TestReadFollowsTheProcess(t *testing.T) {
 	}
 	if after.StartTime != before.StartTime || after.StartTime <= 0 || after.CPUSeconds < before.CPUSeconds {
 		t.Errorf("start %v then %v, cpu %v then %v", before.StartTime, after.StartTime, before.CPUSeconds, after.CPUSeconds)
+	}
+}
+
+// TestOpenUnderProcSubsetPid: under a /proc mounted with subset=pid
+// (systemd's ProcSubset=pid), which has /proc/self but not /proc/stat, the
+// Reader opens and reads, its boot time from the clocks
+// (BootTimeFromClocks says why) and within a second of /proc/stat's btime.
+// Before, Open failed on /proc/stat and the handler exported no process_
+// family, silently. The child runs in a mount namespace of its own, /proc
+// mounted anew there.
+func TestOpenUnderProcSubsetPid(t *testing.T) {
+	if os.Getenv("PROCSTAT_SUBSET_CHILD") != "" {
+		procSubsetChild(t)
+		return
+	}
+	unshare, err := exec.LookPath("unshare")
+	if err != nil {
+		t.Skip("unshare not installed (Debian package util-linux)")
+	}
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		t.Fatal(err)
+	}
+	btime, err := bootTime(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(unshare, "-m", "--propagation", "private", "sh", "-c",
+		`mount -t proc -o subset=pid proc /proc && exec "$0" -test.run '^TestOpenUnderProcSubsetPid$' -test.v`, exe)
+	cmd.Env = append(os.Environ(), "PROCSTAT_SUBSET_CHILD=1", "PROCSTAT_BTIME="+strconv.FormatFloat(btime, 'f', 0, 64))
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("child: %v\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "--- PASS: TestOpenUnderProcSubsetPid") {
+		t.Fatalf("child did not pass:\n%s", out)
+	}
+}
+
+func procSubsetChild(t *testing.T) {
+	if _, err := os.Stat("/proc/stat"); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("/proc/stat under subset=pid: %v, want it missing", err)
+	}
+	r, err := Open()
+	if err != nil {
+		t.Fatalf("open under ProcSubset=pid: %v", err)
+	}
+	defer r.Close()
+	if why := r.BootTimeFromClocks(); why == nil || !strings.Contains(why.Error(), "/proc/stat") {
+		t.Errorf("BootTimeFromClocks %v, want /proc/stat's error", why)
+	}
+	want, _ := strconv.ParseFloat(os.Getenv("PROCSTAT_BTIME"), 64)
+	if math.Abs(r.btime-want) > 1 {
+		t.Errorf("boot time from the clocks %v, /proc/stat's btime %v", r.btime, want)
+	}
+	var p Process
+	if err := r.Read(&p); err != nil {
+		t.Fatal(err)
+	}
+	if p.ResidentBytes == 0 || p.OpenFDs == 0 || p.StartTime < want {
+		t.Errorf("read under ProcSubset=pid: %+v", p)
 	}
 }

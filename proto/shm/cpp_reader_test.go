@@ -236,8 +236,11 @@ func TestCppLifecycle(t *testing.T) {
 		if err := w.Close(); err != nil {
 			t.Fatal(err)
 		}
-		// The record published before the close comes first, then the close.
-		s.expect("wait 10000", "wait Ok n 1 1:2")
+		// The record published before the close comes first, then the
+		// close: from poll too, as Go's Poll (TestPollSaysClosed; before,
+		// poll said Ok with n 0 for ever).
+		s.expect("poll", "poll Ok n 1 1:2")
+		s.expect("poll", "poll ErrClosed n 0")
 		s.expect("wait 10000", "wait ErrClosed n 0")
 		s.expect("check", "check ErrClosed")
 		s.expect("read 1", "read Ok seq 9 version 2")

@@ -56,7 +56,8 @@
 // Open maps a feed read-only; Instruments and Lookup list the directory;
 // Read copies a consistent snapshot into a caller-owned buffer and returns a
 // View (the generated accessors over that buffer) without allocating;
-// Follow/Poll/Wait follow the journal; Check reports a closed (ErrClosed),
+// Follow/Poll/Wait follow the journal (a poll that finds nothing new once
+// the writer closed the feed says so, as Check); Check reports a closed (ErrClosed),
 // dead (ErrWriterDead: its pid gone and two heartbeats missed, or the
 // heartbeat older than the stale limit) or restarted
 // (ErrRestarted: a new file replaced the one mapped, or another generation

@@ -71,7 +71,11 @@ func (f *Follower) Pending() uint64 {
 // head is below the follower's position (or more than JournalLen past
 // it), is ErrRestarted (as from Check), not an overrun; with the head in
 // between, Poll returns that writer's records, and only Check says
-// ErrRestarted ("Following" in docs/SHM.md). It allocates nothing. A file truncated under the mapping
+// ErrRestarted ("Following" in docs/SHM.md). Once the writer closed the
+// feed, a poll that finds no new record returns ErrClosed (Check's error:
+// ErrRestarted first when a new writer replaced the file): the records
+// published before the close are delivered first. It allocates nothing
+// (the closed feed aside). A file truncated under the mapping
 // is ErrFormat (fault.go).
 func (f *Follower) Poll(dst []Update) (n int, err error) {
 	if f.r.m.mem == nil {
@@ -113,7 +117,24 @@ func (f *Follower) poll(dst []Update) (int, error) {
 		n++
 		f.next++
 	}
+	if n == 0 && len(dst) > 0 && atomic.LoadUint32(m.u32(offState)) == stateClosed {
+		return 0, f.closed()
+	}
 	return n, nil
+}
+
+// closed is what a poll that found nothing new returns once the writer
+// closed the feed (Close's state, one load on the poll's empty path, none
+// per record): Check's error, ErrClosed, or ErrRestarted when a new
+// writer replaced the file since; an overrun, when the poll stopped at a
+// record the closed writer claimed and never wrote (the records behind it
+// are never delivered: rescan), as Wait does.
+func (f *Follower) closed() error {
+	err := f.r.check()
+	if !errors.Is(err, ErrRestarted) && f.r.m.head() > f.next {
+		return f.overrun(f.r.m.head())
+	}
+	return err
 }
 
 // overrun skips the follower to head, counting the records it lost, and

@@ -835,7 +835,11 @@ class Follower:
 
         Raises OverrunError when the follower fell more than a journal length
         behind; the error carries the records read before the gap, and the
-        follower continues from the head (rescan every instrument).
+        follower continues from the head (rescan every instrument). Once the
+        writer closed the feed, a poll that finds no new record raises
+        ClosedError (RestartedError first when a new writer replaced the
+        file), after the records published before the close, as Go's and
+        C++'s polls do; with max_records 0 it returns [].
         """
         r = self._r
         mv = r._mapped("poll")
@@ -868,7 +872,21 @@ class Follower:
             out.append(new(Update, (d >> 48, d & L.VERSION_MASK)))
             nxt += 1
         self._next = nxt
+        if not out and max_records > 0 and L.U32.unpack_from(mv, L.OFF_STATE)[0] == L.STATE_CLOSED:
+            self._closed()
         return out
+
+    def _closed(self):
+        """What poll raises once the writer closed the feed and nothing new
+        came: check()'s error, ClosedError (RestartedError first when a new
+        writer replaced the file), or OverrunError for the records behind one
+        the closed writer claimed and never wrote (rescan), as wait does."""
+        try:
+            self._r.check()
+        except (WriterDeadError, ClosedError):
+            if self._r._head() > self._next:
+                raise self._overrun([]) from None
+            raise
 
     def wait(self, timeout=1.0, max_records=256, spin=1000, sleep=50e-6, check_every=0.1):
         """poll that blocks until a record arrives or timeout seconds pass (then []).

@@ -519,13 +519,20 @@ class LifecycleTest(unittest.TestCase):
         w.cmd("publish 1 9")
         r = shm.open(name)
         self.addCleanup(r.close)
-        f = r.follow()
+        f, g = r.follow(), r.follow()
         w.cmd("publish 1 10")
         w.cmd("close")
         with self.assertRaises(shm.ClosedError):
             r.check()
         self.assertEqual(r.state()[0], "closed")
-        # Records published before the close are delivered before the error.
+        # Records published before the close are delivered before the error,
+        # by poll too (as Go's and C++'s: before, poll returned [] for ever);
+        # a poll with no room returns [].
+        self.assertEqual(g.poll(), [shm.Update(1, 2)])
+        self.assertEqual(g.poll(max_records=0), [])
+        for _ in range(2):
+            with self.assertRaises(shm.ClosedError):
+                g.poll()
         self.assertEqual(f.wait(timeout=60, check_every=0), [shm.Update(1, 2)])
         with self.assertRaises(shm.ClosedError):
             f.wait(timeout=60, check_every=0)
@@ -533,6 +540,11 @@ class LifecycleTest(unittest.TestCase):
         w.finish()
         with shm.open(name) as r2:
             self.assertEqual(r2.read(1).seq, 10)
+        # A new writer under the name: the old file's follower's poll says
+        # restarted, as check() orders them.
+        support.control_writer(self, name, instruments=1, depth=1)
+        with self.assertRaises(shm.RestartedError):
+            g.poll()
 
     def test_relative_path_resolved_at_open(self):
         """A relative path is resolved once, at open. Before, check() looked

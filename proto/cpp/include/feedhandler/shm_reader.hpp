@@ -1107,6 +1107,11 @@ class Follower {
   // overwrote records it had not read: poll returns Overrun (n holds the
   // records read before the gap), skips to the newest record, and the caller
   // must rescan every instrument (read or version).
+  // Once the writer closed the feed, a poll that finds no new record
+  // returns check()'s error, Closed (Restarted first when a new writer
+  // replaced the file), after the records published before the close; a
+  // record the closed writer claimed and never wrote is an Overrun (rescan),
+  // as wait says. A capacity of 0 returns Ok.
   Error poll(Update* dst, size_t cap, size_t& n) noexcept {
     n = 0;
     if (r_ == nullptr || r_->mem_ == nullptr) return Error::NotOpen;
@@ -1140,6 +1145,9 @@ class Follower {
       n++;
       next_++;
     }
+    // The writer closed the feed: a poll that found nothing new says so
+    // (one load, on the empty path only).
+    if (n == 0 && cap > 0 && r_->load_acquire<uint32_t>(detail::kOffState) == detail::kStateClosed) return closed();
     return Error::Ok;
   }
 
@@ -1216,6 +1224,14 @@ class Follower {
   bool same_file() const noexcept { return r_ == nullptr || r_->mem_ == nullptr || r_->info_.generation == gen_; }
   uint64_t head() const noexcept {
     return r_ && r_->mem_ ? r_->load_acquire<uint64_t>(detail::kOffHead) : next_;
+  }
+  // closed is what poll returns once the writer closed the feed and
+  // nothing new came: check()'s error, or an overrun for the records
+  // behind one the closed writer claimed and never wrote.
+  Error closed() noexcept {
+    Error c = r_->check();
+    if (c != Error::Restarted && head() > next_) return overrun(head());
+    return c;
   }
   Error overrun(uint64_t h) noexcept {
     // The truncation guard replaced the mapping with zero pages: the head
