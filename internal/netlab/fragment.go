@@ -6,7 +6,8 @@ import "encoding/binary"
 // fragment after the first would carry only the copied ones) starts at
 // ipOff, into frames of IPv4 fragments of it, as a sender over a smaller
 // MTU does: fragment i carries sizes[i] bytes of the IPv4 payload
-// (multiples of 8 but the last), the last one the rest; each keeps the
+// (multiples of 8), the last size again for the fragments past the
+// list's, the last fragment the rest; each keeps the
 // link header and the datagram's identification, its total length,
 // fragment offset, More Fragments flag and header checksum set.
 func Fragments(frame []byte, ipOff int, sizes ...int) [][]byte {
@@ -14,8 +15,8 @@ func Fragments(frame []byte, ipOff int, sizes ...int) [][]byte {
 	var out [][]byte
 	for i, off := 0, 0; off < len(body); i++ {
 		n := len(body) - off
-		if i < len(sizes) && sizes[i] < n {
-			n = sizes[i]
+		if len(sizes) > 0 && sizes[min(i, len(sizes)-1)] < n {
+			n = sizes[min(i, len(sizes)-1)]
 		}
 		f := append(append([]byte(nil), frame[:ipOff+20]...), body[off:off+n]...)
 		ip := f[ipOff:]
