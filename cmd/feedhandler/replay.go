@@ -392,6 +392,9 @@ func replay(args []string, stdout, stderr io.Writer) error {
 		if a.skipped != "" {
 			skipped = ": " + a.skipped
 		}
+		if a.Reassembled != 0 {
+			skipped += fmt.Sprintf("; %d datagrams reassembled from %d IPv4 fragments", a.Reassembled, a.Fragments)
+		}
 		fmt.Fprintf(stdout, "arbitrated    as %s: datagrams A %d, B %d, other %d (%d frames skipped%s); %d messages delivered, %d filtered out; %d session changes (books emptied); empty polls by %s\n",
 			a.Feed, a.Datagrams[0], a.Datagrams[1], a.Other, a.Skipped, skipped, a.Delivered, a.Filtered, a.Resets, polls)
 		if lr := a.LiveRecovery; lr.Answers+lr.Snapshots != 0 {

@@ -83,4 +83,16 @@ func TestReplayCaptureFragmented(t *testing.T) {
 	if !strings.Contains(text.String(), "datagrams reassembled from") {
 		t.Errorf("text report says nothing of the reassembly:\n%s", text.String())
 	}
+	// inspect counts them too.
+	var insp bytes.Buffer
+	if err := inspect([]string{"--json", filepath.Join(dir, "fragmented.pcap")}, &insp); err != nil {
+		t.Fatal(err)
+	}
+	var ir inspectReport
+	if err := json.Unmarshal(insp.Bytes(), &ir); err != nil {
+		t.Fatalf("inspect report: %v\n%s", err, insp.String())
+	}
+	if ir.Capture == nil || ir.Capture.Reassembled != uint64(reassembled) || ir.Capture.Fragments != uint64(fragments) {
+		t.Errorf("inspect: %+v; want %d datagrams reassembled from %d fragments", ir.Capture, reassembled, fragments)
+	}
 }
