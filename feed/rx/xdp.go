@@ -210,13 +210,15 @@ type xdpRx struct {
 	// drainKernel); kernelList: all made, fixed at open, for Stats;
 	// kernelCovers, by device (as ifaces), fixed at open: every line of
 	// it has one, so what the program passes of its lines is not lost.
-	// kernelDue: read them first in the next pass (busy: every
-	// busyCheckBatches batches or busy-poll passes).
+	// kernelDue: read them first in the next pass (poll(2) said one
+	// is readable; busy: every busyCheckBatches batches or busy-poll
+	// passes). kernelPfds: their entries in pfds.
 	kernel          []*socketRx
 	kernelList      []*socketRx
 	kernelCovers    []bool
 	kernelNext      int
 	kernelDue       bool
+	kernelPfds      []int
 	kernelDelivered atomic.Uint64 // datagrams read from them ("xdp_kernel_delivered")
 }
 
@@ -661,12 +663,6 @@ func (r *xdpRx) Receive(pkts []Packet) (int, error) {
 			deadline = now.Add(r.timeout)
 			spinUntil = now.Add(r.spin)
 		} else if !now.Before(deadline) {
-			if len(r.kernel) > 0 {
-				// (0, nil) says nothing came for the whole timeout: not
-				// on the kernel sockets either (poll(2) may have woken
-				// for them at the deadline).
-				return r.drainKernel(pkts[:max])
-			}
 			return 0, nil
 		}
 		r.checkBoundAt(now)
@@ -706,13 +702,6 @@ func (r *xdpRx) Receive(pkts []Packet) (int, error) {
 			}
 			continue
 		}
-		if len(r.kernel) > 0 {
-			// About to wait: what the kernel delivered first (poll(2)
-			// wakes for it too, and the pass after reads it here).
-			if got, err := r.drainKernel(pkts[:max]); got > 0 || err != nil {
-				return got, err
-			}
-		}
 		if !resumed {
 			if err := r.wakeNeeding(); err != nil {
 				return 0, err
@@ -745,6 +734,9 @@ func (r *xdpRx) Receive(pkts []Packet) (int, error) {
 		}
 		if n > 0 && r.linkPfd >= 0 && r.pfds[r.linkPfd].Revents&(unix.POLLIN|unix.POLLERR) != 0 {
 			r.linkEvents()
+		}
+		if n > 0 && r.kernelReady() {
+			r.kernelDue = true // read first in the next pass
 		}
 		if n == 0 && err == nil && !keepP {
 			return 0, nil

@@ -22,9 +22,11 @@ import (
 // and a line with a source has its socket joined to that source alone
 // (MCAST_JOIN_SOURCE_GROUP), as the program passes the frames of the
 // line's group and port from other sources. Receive reads them off the
-// rings' path: when it is about to wait in poll(2), which also wakes for
-// them, and, busy, once every busyCheckBatches batches or busy-poll
-// passes (kernelDue). Their datagrams carry the kernel's receive time
+// rings' path, in the pass after poll(2) said one is readable (they are
+// in its set: a datagram that came while the rings kept Receive busy
+// ends its next wait at once) and, busy, once every busyCheckBatches
+// batches or busy-poll passes (kernelDue): no syscall more while they
+// are empty. Their datagrams carry the kernel's receive time
 // (SO_TIMESTAMPNS: a reassembled datagram's is its last fragment's) and
 // come in their own batches, so a datagram the kernel delivered may come
 // after ring frames that arrived after it (the arbiter orders a line by
@@ -64,6 +66,7 @@ func (r *xdpRx) joinSpares(cfg Config) {
 		r.kernelList = append(r.kernelList, x.kernel)
 		for _, s := range socks {
 			x.kernelPfds = append(x.kernelPfds, len(r.pfds))
+			r.kernelPfds = append(r.kernelPfds, len(r.pfds))
 			r.pfds = append(r.pfds, unix.PollFd{Fd: int32(s.fd), Events: unix.POLLIN})
 		}
 	}
@@ -111,6 +114,17 @@ func (r *xdpRx) drainKernel(pkts []Packet) (int, error) {
 		r.kernelDelivered.Add(uint64(n))
 	}
 	return n, err
+}
+
+// kernelReady reports whether the last poll(2) found one of the kernel
+// sockets readable (or in error, which a read reports).
+func (r *xdpRx) kernelReady() bool {
+	for _, i := range r.kernelPfds {
+		if r.pfds[i].Fd >= 0 && r.pfds[i].Revents != 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // retireKernel stops reading x's kernel sockets, whose fds fallBack takes
