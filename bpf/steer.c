@@ -208,9 +208,9 @@ static __always_inline enum verdict classify(struct xdp_md *ctx, const int vlans
 		return MALFORMED;
 	if (ip->protocol != IPPROTO_UDP)
 		return PASS;
-	// Fragments go to the kernel, which reassembles them, but no socket
-	// is bound to a line there: a first fragment that names a line is
-	// counted as a lost line datagram. Later fragments carry no UDP header.
+	// Fragments go to the kernel, which reassembles them for the line's
+	// socket (feed/rx reads it): a first fragment that names a line is
+	// counted. Later fragments carry no UDP header.
 	int frag = 0;
 	if (ip->frag_off & be16(IP_MF_OFFSET)) {
 		if (ip->frag_off & be16(IP_OFFSET))

@@ -64,7 +64,7 @@ type Counters struct {
 	Malformed  uint64 // frames with bad Ethernet/VLAN/IPv4/UDP headers, given to the kernel
 	NoSocket   uint64 // line frames on a queue with no socket in the XSKMAP, given to the kernel
 	NoMeta     uint64 // redirected frames without timestamp metadata (driver lacks data_meta)
-	Fragmented uint64 // first fragments of line datagrams, given to the kernel (no socket is bound there: lost)
+	Fragmented uint64 // first fragments of line datagrams, given to the kernel, which reassembles them for a socket bound to the line
 	// VLANOther counts frames to the group and port of a line that no
 	// line takes for their VLAN tags: a tag of a VLAN ID other than 0
 	// for a line of the interface (SetLine), another VLAN or two tags

@@ -41,6 +41,8 @@ type inspectReport struct {
 type captureReport struct {
 	Frames           uint64            `json:"frames"`
 	Datagrams        uint64            `json:"udp_datagrams"`
+	Reassembled      uint64            `json:"udp_datagrams_reassembled,omitempty"` // of Datagrams, reassembled from IPv4 fragments (pcap.Stats.Reassembled)
+	Fragments        uint64            `json:"fragments_reassembled,omitempty"`     // the frames those took
 	SkippedFrames    map[string]uint64 `json:"skipped_frames"`
 	skipped          string            // the same in pcap.Reason's order, for the text report
 	Filtered         uint64            `json:"filtered"`
@@ -169,6 +171,7 @@ func report(file string, st *input.Stats) inspectReport {
 	}
 	c := &captureReport{
 		Frames: st.Frames.Frames, Datagrams: st.Frames.Datagrams, SkippedFrames: map[string]uint64{},
+		Reassembled: st.Frames.Reassembled, Fragments: st.Frames.Fragments,
 		Filtered: st.Filtered, Packets: st.Datagrams, MalformedPackets: st.Malformed, Held: st.Held,
 	}
 	c.Lines = []lineReport{}
@@ -232,7 +235,11 @@ func printReport(w io.Writer, rep inspectReport) {
 	if c == nil {
 		return
 	}
-	fmt.Fprintf(w, "frames      %d (%d UDP datagrams, %d filtered out)\n", c.Frames, c.Datagrams, c.Filtered)
+	reassembled := ""
+	if c.Reassembled > 0 {
+		reassembled = fmt.Sprintf(", %d of them reassembled from %d IPv4 fragments", c.Reassembled, c.Fragments)
+	}
+	fmt.Fprintf(w, "frames      %d (%d UDP datagrams%s, %d filtered out)\n", c.Frames, c.Datagrams, reassembled, c.Filtered)
 	if c.skipped != "" {
 		fmt.Fprintf(w, "skipped     %s\n", c.skipped) // in pcap.Reason's order, not a map's
 	}

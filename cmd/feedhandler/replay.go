@@ -82,10 +82,15 @@ type replayReport struct {
 	// datagrams that are not MoldUDP64 packets: their messages, if any,
 	// were not applied.
 	InputFramesSkipped uint64            `json:"input_frames_skipped,omitempty"`
-	InputSkippedBy     map[string]uint64 `json:"input_frames_skipped_by_reason,omitempty"` // pcap.Reason's names: truncated (a snaplen too short), not IPv4, IPv4 fragment, bad checksum, ...
-	InputBadPackets    uint64            `json:"input_bad_packets,omitempty"`
-	InputGzipPadding   uint64            `json:"input_gzip_padding,omitempty"` // zero bytes after a gzipped input's last member, ignored as gzip -d does
-	inputSkipped       string            // the same, for the text report
+	InputSkippedBy     map[string]uint64 `json:"input_frames_skipped_by_reason,omitempty"` // pcap.Reason's names: truncated (a snaplen too short), not IPv4, IPv4 fragment incomplete, IPv4 fragment overlap, IPv4 fragment over limit, bad checksum, ...
+	// IPv4 fragments reassembled as the kernel does for the socket
+	// backends (pcap.Stats.Reassembled, Fragments): the datagrams, and
+	// the frames they took.
+	InputReassembled uint64 `json:"input_datagrams_reassembled,omitempty"`
+	InputFragments   uint64 `json:"input_fragments_reassembled,omitempty"`
+	InputBadPackets  uint64 `json:"input_bad_packets,omitempty"`
+	InputGzipPadding uint64 `json:"input_gzip_padding,omitempty"` // zero bytes after a gzipped input's last member, ignored as gzip -d does
+	inputSkipped     string // the same, for the text report
 	// With --feed: the capture's lines arbitrated as the handler did.
 	Arbitrated    *arbitratedReport `json:"arbitrated,omitempty"`
 	CapacityError string            `json:"capacity_error,omitempty"`
@@ -291,6 +296,7 @@ func replay(args []string, stdout, stderr io.Writer) error {
 		rep.InputGaps, rep.InputMissing = ist.Gaps()
 		rep.InputFramesSkipped, rep.InputBadPackets = ist.Frames.Malformed(), ist.Malformed
 		rep.InputSkippedBy, rep.inputSkipped = skippedBy(ist.Frames), ist.Frames.SkippedSummary()
+		rep.InputReassembled, rep.InputFragments = ist.Frames.Reassembled, ist.Frames.Fragments
 		if loopErr == nil && ist.Frames.Frames > 0 && ist.Frames.Datagrams == 0 {
 			// Not a datagram in the capture: a snaplen that cut every
 			// frame, a link type not decoded, another protocol. A
@@ -370,6 +376,9 @@ func replay(args []string, stdout, stderr io.Writer) error {
 	if rep.InputFramesSkipped+rep.InputBadPackets > 0 {
 		fmt.Fprintf(stdout, "; %d frames skipped (%s), %d datagrams not MoldUDP64", rep.InputFramesSkipped, rep.inputSkipped, rep.InputBadPackets)
 	}
+	if rep.InputReassembled > 0 {
+		fmt.Fprintf(stdout, "; %d datagrams reassembled from %d IPv4 fragments", rep.InputReassembled, rep.InputFragments)
+	}
 	if rep.InputGzipPadding > 0 {
 		fmt.Fprintf(stdout, "; %d zero bytes after the gzip stream ignored", rep.InputGzipPadding)
 	}
@@ -388,6 +397,9 @@ func replay(args []string, stdout, stderr io.Writer) error {
 		skipped := ""
 		if a.skipped != "" {
 			skipped = ": " + a.skipped
+		}
+		if a.Reassembled != 0 {
+			skipped += fmt.Sprintf("; %d datagrams reassembled from %d IPv4 fragments", a.Reassembled, a.Fragments)
 		}
 		fmt.Fprintf(stdout, "arbitrated    as %s: datagrams A %d, B %d, other %d (%d frames skipped%s); %d messages delivered, %d filtered out; %d session changes (books emptied); empty polls by %s\n",
 			a.Feed, a.Datagrams[0], a.Datagrams[1], a.Other, a.Skipped, skipped, a.Delivered, a.Filtered, a.Resets, polls)

@@ -75,6 +75,10 @@ type arbitratedReport struct {
 	// an older handler does not hold them: a gap a snapshot repaired is
 	// one there).
 	LiveRecovery liveRecovery `json:"live_recovery"`
+	// Reassembled counts the datagrams reassembled from IPv4 fragments
+	// (pcap.Stats.Reassembled), Fragments the frames they took.
+	Reassembled uint64 `json:"reassembled,omitempty"`
+	Fragments   uint64 `json:"fragments_reassembled,omitempty"`
 }
 
 // liveRecovery counts what a capture says the live handler's recovery
@@ -162,6 +166,12 @@ type arbitrated struct {
 	path    string
 	ans     answers
 	first   *input.Reader // the first file's, which replay closes
+
+	// reassembled, fragments: the datagrams reassembled from IPv4
+	// fragments, and their frames, of the files before the current one
+	// (pcap.Stats)
+	reassembled, fragments uint64
+
 	// gzipPadding: the zero bytes after the gzip streams of the files
 	// before the current one (input.Stats.GzipPadding)
 	gzipPadding uint64
@@ -281,6 +291,8 @@ func (a *arbitrated) next() (bool, error) {
 	for i := range cs.Skipped {
 		a.skipped[i] += cs.Skipped[i]
 	}
+	a.reassembled += cs.Reassembled
+	a.fragments += cs.Fragments
 	if a.in != a.first {
 		a.in.Close()
 	}
@@ -556,6 +568,7 @@ func (a *arbitrated) report() *arbitratedReport {
 		cs.Skipped[i] += a.skipped[i]
 	}
 	a.rep.Skipped = cs.Malformed() + a.otherMarkers
+	a.rep.Reassembled, a.rep.Fragments = a.reassembled+cs.Reassembled, a.fragments+cs.Fragments
 	a.rep.SkippedBy, a.rep.skipped = skippedBy(cs), cs.SkippedSummary()
 	if a.otherMarkers != 0 {
 		if a.rep.SkippedBy == nil {

@@ -21,7 +21,17 @@
 //	}
 //	st := r.Stats() // frames read, UDP datagrams returned, malformed frames by Reason
 //
-// Frames that are not a whole, unfragmented IPv4/UDP datagram, or whose
+// IPv4 fragments are reassembled as the kernel reassembles them for a
+// socket (reassembly.go): in any order; a partial overlap drops the
+// datagram, a duplicate the fragment; a datagram not complete
+// ReassemblyTimeout after its first fragment, or at the end of the
+// capture, is dropped, and fragments beyond ReassemblyMemory held are.
+// The datagram comes with its last fragment's time and index
+// (Stats.Reassembled, Fragments), the frames of one dropped are counted
+// under Fragment, FragmentOverlap or FragmentLimit. DecodeFrame, which
+// sees one frame, calls every fragment a Fragment.
+//
+// Frames that are not a whole IPv4/UDP datagram or a fragment of one, or whose
 // IPv4 header checksum or UDP checksum (when the sender set one) fails,
 // or that come from a martian source or carry IPv4 options the kernel
 // refuses, as the kernel and the handler's AF_XDP path drop them, are skipped and

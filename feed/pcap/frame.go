@@ -12,20 +12,22 @@ type Reason uint8
 
 // Reasons a frame is skipped.
 const (
-	OK          Reason = iota
-	Truncated          // a header (Ethernet, VLAN, IPv4, UDP) or the datagram is cut short
-	BadLength          // inconsistent IPv4 header/total length or UDP length
-	NotIPv4            // another EtherType (ARP, IPv6, ...) or IP version
-	NotUDP             // another IP protocol
-	Fragment           // an IPv4 fragment (MF set or fragment offset non-zero)
-	BadLinkType        // a link type the reader does not decode
-	BadChecksum        // the IPv4 header checksum or the UDP checksum (when set) fails: the kernel drops such a datagram, the handler's AF_XDP path too
-	BadSource          // from 0.0.0.0, multicast, 255.255.255.255 or loopback (bpf.SourceOK): the kernel's input route drops it, the AF_XDP path too
-	BadOptions         // IPv4 options the kernel refuses (bpf.OptionsOK: malformed, a source route, CIPSO): dropped so, the AF_XDP path too
+	OK              Reason = iota
+	Truncated              // a header (Ethernet, VLAN, IPv4, UDP) or the datagram is cut short
+	BadLength              // inconsistent IPv4 header/total length or UDP length
+	NotIPv4                // another EtherType (ARP, IPv6, ...) or IP version
+	NotUDP                 // another IP protocol
+	Fragment               // an IPv4 fragment (MF set or fragment offset non-zero) of a datagram not reassembled: DecodeFrame's for every fragment; a Reader's for those of a datagram incomplete at the end of the capture or ReassemblyTimeout after its first fragment
+	BadLinkType            // a link type the reader does not decode
+	BadChecksum            // the IPv4 header checksum or the UDP checksum (when set) fails: the kernel drops such a datagram, the handler's AF_XDP path too
+	BadSource              // from 0.0.0.0, multicast, 255.255.255.255 or loopback (bpf.SourceOK): the kernel's input route drops it, the AF_XDP path too
+	BadOptions             // IPv4 options the kernel refuses (bpf.OptionsOK: malformed, a source route, CIPSO): dropped so, the AF_XDP path too
+	FragmentOverlap        // an IPv4 fragment overlapping another of its datagram, or contradicting its length: the kernel drops the datagram (a duplicate fragment alone)
+	FragmentLimit          // an IPv4 fragment that came while the reassembly held ReassemblyMemory bytes or its most datagrams: the kernel drops it so
 	NumReasons
 )
 
-var reasonNames = [NumReasons]string{"ok", "truncated", "bad length", "not IPv4", "not UDP", "IPv4 fragment", "unsupported link type", "bad checksum", "martian source", "bad IPv4 options"}
+var reasonNames = [NumReasons]string{"ok", "truncated", "bad length", "not IPv4", "not UDP", "IPv4 fragment incomplete", "unsupported link type", "bad checksum", "martian source", "bad IPv4 options", "IPv4 fragment overlap", "IPv4 fragment over limit"}
 
 func (r Reason) String() string {
 	if r < NumReasons {
@@ -91,18 +93,28 @@ const (
 
 // decodeFrame is DecodeFrame with the kernel's checks in c only.
 func decodeFrame(frame []byte, linkType int, c checks) (UDP, Reason) {
+	b, why := linkPayload(frame, linkType)
+	if why != OK {
+		return UDP{}, why
+	}
+	return decodeIPv4(b, c)
+}
+
+// linkPayload returns the IPv4 packet a frame of the link type carries
+// (past its link header and up to two VLAN tags), or why there is none.
+func linkPayload(frame []byte, linkType int) ([]byte, Reason) {
 	var etherType uint16
 	var b []byte
 	switch linkType {
 	case LinkEthernet:
 		if len(frame) < 14 {
-			return UDP{}, Truncated
+			return nil, Truncated
 		}
 		etherType = binary.BigEndian.Uint16(frame[12:])
 		b = frame[14:]
 	case LinkLinuxSLL:
 		if len(frame) < 16 {
-			return UDP{}, Truncated
+			return nil, Truncated
 		}
 		etherType = binary.BigEndian.Uint16(frame[14:])
 		b = frame[16:]
@@ -110,7 +122,7 @@ func decodeFrame(frame []byte, linkType int, c checks) (UDP, Reason) {
 		// Protocol type (2), reserved (2), interface index (4), ARPHRD
 		// type (2), packet type (1), address length (1), address (8).
 		if len(frame) < 20 {
-			return UDP{}, Truncated
+			return nil, Truncated
 		}
 		etherType = binary.BigEndian.Uint16(frame[0:])
 		b = frame[20:]
@@ -118,24 +130,24 @@ func decodeFrame(frame []byte, linkType int, c checks) (UDP, Reason) {
 		etherType = etherIPv4
 		b = frame
 	default:
-		return UDP{}, BadLinkType
+		return nil, BadLinkType
 	}
 	// VLAN tags: after an Ethernet header, or a cooked one's protocol type
 	// when the tag was not taken off by the NIC.
 	for tags := 0; etherType == etherVLAN || etherType == etherQinQ || etherType == etherVLAN2; tags++ {
 		if tags == 2 {
-			return UDP{}, NotIPv4
+			return nil, NotIPv4
 		}
 		if len(b) < 4 {
-			return UDP{}, Truncated
+			return nil, Truncated
 		}
 		etherType = binary.BigEndian.Uint16(b[2:])
 		b = b[4:]
 	}
 	if etherType != etherIPv4 {
-		return UDP{}, NotIPv4
+		return nil, NotIPv4
 	}
-	return decodeIPv4(b, c)
+	return b, OK
 }
 
 func decodeIPv4(b []byte, c checks) (UDP, Reason) {

@@ -77,6 +77,12 @@ type Stats struct {
 	Datagrams uint64             // UDP datagrams returned by Next
 	Skipped   [NumReasons]uint64 // frames skipped, by Reason (Skipped[OK] stays 0)
 	Markers   uint64             // marker frames (not datagrams, not skipped either)
+	// Reassembled counts the datagrams (in Datagrams) reassembled from
+	// IPv4 fragments, Fragments the frames they took: Frames is
+	// Datagrams - Reassembled + Fragments + the skipped + Markers, once
+	// Next returned io.EOF (fragments held until then count as
+	// skipped, Fragment).
+	Reassembled, Fragments uint64
 }
 
 // Malformed returns the number of skipped frames.
@@ -121,6 +127,8 @@ type Reader struct {
 	// last: the time of the frame read last, a Simple Packet Block's
 	// (pcapng), which has none
 	last int64
+	// frags: the IPv4 fragments held for their datagrams
+	frags reassembly
 }
 
 // NewReader reads the file header from r and returns a Reader. r is read
@@ -245,13 +253,27 @@ func (r *Reader) Next() (Frame, error) {
 		}
 		if err != nil {
 			if err == io.EOF {
+				r.stats.Skipped[Fragment] += r.frags.flush()
 				return Frame{}, io.EOF
 			}
 			return Frame{}, fmt.Errorf("pcap: read frame %d: %w", r.stats.Frames+1, err)
 		}
 		r.stats.Frames++
 		r.last = at
-		udp, why := decodeFrame(data, link, r.checks())
+		if len(r.frags.queues) > 0 {
+			r.stats.Skipped[Fragment] += r.frags.expire(at)
+		}
+		ip, why := linkPayload(data, link)
+		var udp UDP
+		if why == OK {
+			udp, why = decodeIPv4(ip, r.checks())
+		}
+		if why == Fragment {
+			if fr, ok := r.reassemble(ip, data, link, at); ok {
+				return fr, nil
+			}
+			continue
+		}
 		if why == NotIPv4 && r.isMarker(data, link) {
 			r.stats.Markers++
 			if !r.markers {
@@ -273,6 +295,40 @@ func (r *Reader) Next() (Frame, error) {
 		}
 		return fr, nil
 	}
+}
+
+// reassemble takes fragment ip of frame data (link type link, read at
+// at) to its datagram, as the kernel does for the socket backends, and
+// returns the datagram when the fragment completed it; a fragment the
+// kernel would drop (fragmentOK) or that drops its datagram is counted.
+func (r *Reader) reassemble(ip, data []byte, link int, at int64) (Frame, bool) {
+	c := r.checks()
+	if why := fragmentOK(ip, c); why != OK {
+		r.stats.Skipped[why]++
+		return Frame{}, false
+	}
+	var mac [6]byte
+	if link == LinkEthernet {
+		copy(mac[:], data[6:12]) // linkPayload checked the length
+	}
+	res := r.frags.add(ip, at, mac)
+	if res.why != OK {
+		r.stats.Skipped[res.why] += res.frames
+		return Frame{}, false
+	}
+	if !res.done {
+		return Frame{}, false
+	}
+	udp, why := decodeIPv4(res.pkt, c)
+	if why != OK {
+		// Its frames are skipped as a whole datagram is.
+		r.stats.Skipped[why] += res.frames
+		return Frame{}, false
+	}
+	r.stats.Datagrams++
+	r.stats.Reassembled++
+	r.stats.Fragments += res.frames
+	return Frame{Index: r.stats.Frames, Time: at, SrcMAC: res.srcMAC, UDP: udp}, true
 }
 
 // checks returns the kernel's checks Next applies to a datagram: all of

@@ -162,7 +162,7 @@ type Stats struct {
 	Bytes     [2]uint64 // payload bytes per line
 	Malformed uint64    // line datagrams the backend received and dropped as bad (truncated headers, wrong lengths, AF_XDP: failed checksums); not other traffic (AF_XDP: the program's per-interface count is Extra "xdp_malformed")
 	Unmatched uint64    // frames that matched no configured line
-	Dropped   uint64    // line datagrams lost before Receive: kernel drops (ring full, socket overflow, XDP rx_dropped), truncated (too big for a slot), XDP no_socket and fragmented. Not AF_XDP zero-copy's NIC drops for an empty fill ring (see xdpRx.Stats)
+	Dropped   uint64    // line datagrams lost before Receive: kernel drops (ring full, socket overflow, XDP rx_dropped), truncated (too big for a slot), XDP no_socket and fragmented where a line has no kernel socket (xdp_kernel.go). Not AF_XDP zero-copy's NIC drops for an empty fill ring (see xdpRx.Stats)
 	Extra     Extra     // the backend's own counters, by name
 }
 

@@ -79,6 +79,12 @@ type xdpIface struct {
 	// fallbackFailed: opening them failed (logged once).
 	fallback       *socketRx
 	fallbackFailed bool
+	// kernel: its lines' spare sockets, joined to their groups, through
+	// which the kernel delivers what the program passes it of the lines
+	// (xdp_kernel.go); nil once fallBack took them, or without any.
+	// kernelPfds: their entries in xdpRx.pfds.
+	kernel     *socketRx
+	kernelPfds []int
 	// warnedNoSocket: the first line frames on a queue without a socket
 	// were logged (under xdpRx.statsMu).
 	warnedNoSocket bool
@@ -199,6 +205,21 @@ type xdpRx struct {
 	// (drainWithFallbacks takes turns).
 	fallbackFirst bool
 	fallbackNext  int // drainFallbacks' first fallback is fallbacks[fallbackNext%len]
+
+	// kernel: the devices' kernel sockets read now (joinSpares,
+	// drainKernel); kernelList: all made, fixed at open, for Stats;
+	// kernelCovers, by device (as ifaces), fixed at open: every line of
+	// it has one, so what the program passes of its lines is not lost.
+	// kernelDue: read them first in the next pass (poll(2) said one
+	// is readable; busy: every busyCheckBatches batches or busy-poll
+	// passes). kernelPfds: their entries in pfds.
+	kernel          []*socketRx
+	kernelList      []*socketRx
+	kernelCovers    []bool
+	kernelNext      int
+	kernelDue       bool
+	kernelPfds      []int
+	kernelDelivered atomic.Uint64 // datagrams read from them ("xdp_kernel_delivered")
 }
 
 // openXDP opens the AF_XDP backend. Errors meaning that XDP or AF_XDP cannot
@@ -430,6 +451,7 @@ func newXDPRx(cfg Config) (_ *xdpRx, err error) {
 		r.linkBuf = make([]byte, 16<<10)
 		r.pfds = append(r.pfds, unix.PollFd{Fd: int32(r.linkFD), Events: unix.POLLIN})
 	}
+	r.joinSpares(cfg)
 	r.descs = make([]xsk.Desc, r.batch)
 	r.lastProg = make([]bpf.Counters, len(r.ifaces))
 	r.lastSock = make([]xsk.Statistics, len(r.queues))
@@ -607,12 +629,21 @@ func (r *xdpRx) Receive(pkts []Packet) (int, error) {
 	spinWoken, resumed := false, false
 	for {
 		var got int
-		if len(r.fallbacks) == 0 {
-			got = r.drain(pkts[:max])
-		} else {
+		if r.kernelDue {
+			r.kernelDue = false
 			var err error
-			if got, err = r.drainWithFallbacks(pkts[:max]); err != nil {
+			if got, err = r.drainKernel(pkts[:max]); err != nil {
 				return got, err
+			}
+		}
+		if got < max {
+			if len(r.fallbacks) == 0 {
+				got += r.drain(pkts[got:max])
+			} else {
+				k, err := r.drainWithFallbacks(pkts[got:max])
+				if got += k; err != nil {
+					return got, err
+				}
 			}
 		}
 		if got > 0 {
@@ -623,6 +654,7 @@ func (r *xdpRx) Receive(pkts []Packet) (int, error) {
 			if r.batches++; r.batches%busyCheckBatches == 0 {
 				r.linkEventsUnpolled()
 				r.checkBoundAt(time.Now())
+				r.kernelDue = len(r.kernel) > 0
 			}
 			return got, nil
 		}
@@ -648,6 +680,7 @@ func (r *xdpRx) Receive(pkts []Packet) (int, error) {
 			}
 			if r.batches++; r.batches%busyCheckBatches == 0 {
 				r.linkEventsUnpolled()
+				r.kernelDue = len(r.kernel) > 0
 			}
 			continue
 		}
@@ -701,6 +734,9 @@ func (r *xdpRx) Receive(pkts []Packet) (int, error) {
 		}
 		if n > 0 && r.linkPfd >= 0 && r.pfds[r.linkPfd].Revents&(unix.POLLIN|unix.POLLERR) != 0 {
 			r.linkEvents()
+		}
+		if n > 0 && r.kernelReady() {
+			r.kernelDue = true // read first in the next pass
 		}
 		if n == 0 && err == nil && !keepP {
 			return 0, nil
@@ -943,6 +979,7 @@ func (r *xdpRx) fallBack(x *xdpIface) {
 			return
 		}
 	}
+	r.retireKernel(x) // its sockets are the fallback's now
 	for _, s := range socks {
 		r.spares[s.line].fd = -1 // the fallback's now
 	}
@@ -983,22 +1020,28 @@ func (r *xdpRx) drainWithFallbacks(pkts []Packet) (int, error) {
 
 // drainFallbacks reads the fallback sockets (fallBack) into pkts, as the
 // socket backend does; the first error comes with what they brought.
+// Starting with a different fallback each call: with two devices fallen
+// back (a driver reload of a two-port NIC gives both lines'), the first
+// made, filling every batch, would starve the other.
 func (r *xdpRx) drainFallbacks(pkts []Packet) (int, error) {
+	r.fallbackNext++
+	return drainInTurn(r.fallbacks, r.fallbackNext, pkts, "xdp fallback")
+}
+
+// drainInTurn reads the socket receivers rs into pkts, starting with
+// rs[first%len(rs)]; the first error, wrapped as what's, comes with what
+// they brought.
+func drainInTurn(rs []*socketRx, first int, pkts []Packet, what string) (int, error) {
 	n := 0
 	var firstErr error
-	// Starting with a different fallback each call: with two devices
-	// fallen back (a driver reload of a two-port NIC gives both lines'),
-	// the first made, filling every batch, would starve the other.
-	r.fallbackNext++
-	for i := range r.fallbacks {
+	for i := range rs {
 		if n == len(pkts) {
 			break
 		}
-		f := r.fallbacks[(r.fallbackNext+i)%len(r.fallbacks)]
-		k, err := f.drain(pkts[n:])
+		k, err := rs[(first+i)%len(rs)].drain(pkts[n:])
 		n += k
 		if err != nil && firstErr == nil {
-			firstErr = fmt.Errorf("xdp fallback: %w", err)
+			firstErr = fmt.Errorf("%s: %w", what, err)
 		}
 	}
 	return n, firstErr
@@ -1295,18 +1338,20 @@ func (r *xdpRx) Stats() Stats {
 	r.readKernelCounters()
 	r.statsMu.Lock()
 	defer r.statsMu.Unlock()
-	for _, c := range r.lastProg {
+	for i, c := range r.lastProg {
 		// The program's malformed frames are every malformed frame on the
 		// interface, the feed's or not, passed to the kernel (which drops
 		// them, as it does under the socket backends): xdp_malformed
 		// only. Malformed is the feed's own datagrams, as on every
 		// backend: the frames the sockets delivered that Receive rejected.
-		// Line frames on a queue without a socket go to the kernel, where
-		// nothing is bound to the line: lost to the receiver.
-		s.Dropped += c.NoSocket
-		// Fragmented line datagrams go to the kernel too (it reassembles
-		// them for a socket that is not there).
-		s.Dropped += c.Fragmented
+		// Line frames on a queue without a socket go to the kernel, and
+		// fragmented line datagrams too (it reassembles them): delivered
+		// through the device's kernel sockets (xdp_kernel.go), whose
+		// drops are counted below; lost to a device with a line
+		// without one.
+		if !r.kernelCovers[i] {
+			s.Dropped += c.NoSocket + c.Fragmented
+		}
 		// Not VLANOther and VLANUntagged: a frame of a line's group and
 		// port on a VLAN not the line's, or a VLAN line's untagged, is not
 		// the line's (the kernel would not give it to the line's device,
@@ -1353,11 +1398,17 @@ func (r *xdpRx) Stats() Stats {
 	s.Extra.Add("xsk_unbound", r.unbound.Load())
 	s.Extra.Add("bad_releases", r.badReleases.Load())
 	s.Extra.Add("xdp_socket_fallbacks", r.fellBack.Load())
-	// The fallback sockets' own counters, under the socket backend's
-	// names (0 without a fallback, so that the set of names stays fixed).
+	s.Extra.Add("xdp_kernel_delivered", r.kernelDelivered.Load())
+	// The fallback and kernel sockets' own counters, under the socket
+	// backend's names (0 without any, so that the set of names stays
+	// fixed).
 	var filtered, truncated, gone, rejoins uint64
+	lists := [2][]*socketRx{r.kernelList}
 	if l := r.fallbackList.Load(); l != nil {
-		for _, f := range *l {
+		lists[1] = *l
+	}
+	for _, list := range lists {
+		for _, f := range list {
 			fs := f.Stats()
 			for i := range s.Packets {
 				s.Packets[i] += fs.Packets[i]
@@ -1405,8 +1456,12 @@ func (r *xdpRx) refreshKernelCounters() {
 		r.lastProg[i] = c
 		if c.NoSocket > 0 && !x.warnedNoSocket {
 			x.warnedNoSocket = true
+			fate := "where no socket is bound to the line, so they are lost (counted in receive_dropped_total, xdp_no_socket; logged once)"
+			if r.kernelCovers[i] {
+				fate = "which delivers them to the lines' sockets, read between the rings' batches: later than the rings' frames, and dropped when a socket's buffer fills (xdp_no_socket, xdp_kernel_delivered, receive_dropped_total; logged once)"
+			}
 			r.log.Warn().Str("interface", x.name).Uint64("xdp_no_socket", c.NoSocket).Ints("queues", r.boundQueues(x)).
-				Msgf("rx: xdp: line frames arrive on rx queues of %s without an AF_XDP socket: the program gives them to the kernel, where no socket is bound to the line, so they are lost (counted in receive_dropped_total, xdp_no_socket; logged once). The NIC spreads the feed over queues other than receive.queues (RSS, or channels added while running): bind those queues too, or steer the feed's groups to the bound ones (ethtool -N, docs/TUNING.md section 5)", x.name)
+				Msgf("rx: xdp: line frames arrive on rx queues of %s without an AF_XDP socket: the program gives them to the kernel, %s. The NIC spreads the feed over queues other than receive.queues (RSS, or channels added while running): bind those queues too, or steer the feed's groups to the bound ones (ethtool -N, docs/TUNING.md section 5)", x.name, fate)
 		}
 	}
 	for i, q := range r.queues {
@@ -1514,6 +1569,9 @@ func (r *xdpRx) teardown() error {
 		errs = append(errs, f.Close())
 	}
 	r.fallbacks = nil
+	for _, k := range r.kernelList {
+		k.drops.detach(k.socks) // the spares' fds, closed next
+	}
 	errs = append(errs, closeLineSockets(r.spares))
 	r.spares = nil
 	if r.wakeFD >= 0 {

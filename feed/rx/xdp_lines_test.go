@@ -2,6 +2,7 @@ package rx
 
 import (
 	"bytes"
+	"encoding/binary"
 	"fmt"
 	"net"
 	"net/netip"
@@ -72,13 +73,13 @@ func TestXDPSameGroupOnTwoInterfaces(t *testing.T) {
 	}
 }
 
-// TestXDPNoSocketCountedAsDropped: line frames arriving on an rx queue
-// without an AF_XDP socket are passed to the kernel, where no socket is
-// bound to the line (the join sockets are unbound): they are lost to the
-// receiver, so Stats.Dropped (receive_dropped_total, the drop alert) must
-// count them, not only Extra's xdp_no_socket.
-func TestXDPNoSocketCountedAsDropped(t *testing.T) {
-	lab := xdpNewLab(t, netlab.Options{RxQueues: 2})
+// TestXDPNoSocketDelivered: line frames arriving on an rx queue without
+// an AF_XDP socket are passed to the kernel, which delivers them to the
+// line's kernel socket (xdp_kernel.go): before, no socket was bound to
+// the line there and they were lost (counted in Stats.Dropped). Every one
+// must now be delivered, counted in xdp_kernel_delivered, none dropped.
+func TestXDPNoSocketDelivered(t *testing.T) {
+	lab := xdpNewLab(t, netlab.Options{Prefix: "h225ns", RxQueues: 2})
 	r := xdpOpen(t, lab, Config{PollTimeout: 20 * time.Millisecond, Queues: []int{0}})
 	defer r.Close()
 	snd := xdpNewRawSender(t, lab)
@@ -88,38 +89,27 @@ func TestXDPNoSocketCountedAsDropped(t *testing.T) {
 	for i := range 64 {
 		snd.send(t, xdpFrame(netip.AddrPortFrom(lab.SrcIP, uint16(40000+i)), line, nil, 0, []byte("x")))
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		k, err := r.Receive(make([]Packet, 64))
-		if err != nil {
-			t.Fatal(err)
-		}
-		st := r.Stats()
-		got := st.Extra.Get("xdp_redirected") + st.Extra.Get("xdp_no_socket")
-		if got == 64 && k == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("program saw %d of 64 frames; stats %+v", got, st)
-		}
-	}
+	got := xdpCollect(t, r, 64)
+	drainUntilIdle(t, r)
 	st := r.Stats()
 	ns := st.Extra.Get("xdp_no_socket")
 	if ns == 0 {
 		t.Skipf("every flow hashed to queue 0; stats %+v", st)
 	}
-	if st.Dropped < ns {
-		t.Fatalf("%d line frames lost on a queue without a socket, Stats.Dropped = %d", ns, st.Dropped)
+	if len(got) != 64 || st.Packets[LineA] != 64 || st.Extra.Get("xdp_kernel_delivered") != ns || st.Dropped != 0 {
+		t.Fatalf("%d line frames on a queue without a socket: delivered %d of 64 (Packets %d), xdp_kernel_delivered %d, Stats.Dropped %d; want all, %d, 0",
+			ns, len(got), st.Packets[LineA], st.Extra.Get("xdp_kernel_delivered"), st.Dropped, ns)
 	}
 }
 
 // TestXDPFragmentedLineDatagram: a line datagram larger than the MTU
 // arrives as IPv4 fragments. The program passes fragments to the kernel,
-// which reassembles them but has no socket bound to the line (the join
-// sockets are unbound): the datagram is lost to the receiver. It must at
-// least be counted in Stats.Dropped (the socket backends receive it).
+// which reassembles them and delivers the datagram to the line's kernel
+// socket (xdp_kernel.go): the receiver must deliver it, as the socket
+// backends do (before, no socket was bound to the line there: it was
+// lost, counted in Stats.Dropped), with the kernel's receive time.
 func TestXDPFragmentedLineDatagram(t *testing.T) {
-	lab := xdpNewLab(t, netlab.Options{})
+	lab := xdpNewLab(t, netlab.Options{Prefix: "h225fr"})
 	r := xdpOpen(t, lab, Config{PollTimeout: 20 * time.Millisecond})
 	defer r.Close()
 	snd := xdpNewSender(t, lab, lab.Src, netip.AddrPortFrom(xdpTestGroup, xdpTestPort))
@@ -127,6 +117,7 @@ func TestXDPFragmentedLineDatagram(t *testing.T) {
 	for i := range big {
 		big[i] = byte(i)
 	}
+	before := time.Now().UnixNano()
 	errc := snd.sendPaced(2, func(i int) []byte {
 		if i == 0 {
 			return big
@@ -136,13 +127,20 @@ func TestXDPFragmentedLineDatagram(t *testing.T) {
 	if err := <-errc; err != nil {
 		t.Fatal(err)
 	}
-	got := xdpCollect(t, r, 1)
-	if len(got[0].Data) == len(big) {
-		return // delivered
+	got := xdpCollect(t, r, 2)
+	var whole *Packet
+	for i := range got {
+		if bytes.Equal(got[i].Data, big) {
+			whole = &got[i]
+		}
 	}
-	time.Sleep(50 * time.Millisecond)
-	if st := r.Stats(); st.Dropped == 0 {
-		t.Fatalf("received %q; the %d-byte fragmented datagram was neither delivered nor counted in Stats.Dropped; stats %+v", got[0].Data, len(big), st)
+	st := r.Stats()
+	if whole == nil || whole.Line != LineA || st.Extra.Get("xdp_fragmented") != 1 || st.Extra.Get("xdp_kernel_delivered") != 1 || st.Dropped != 0 {
+		t.Fatalf("the %d-byte fragmented datagram delivered: %v; xdp_fragmented %d, xdp_kernel_delivered %d, Stats.Dropped %d; want it delivered on line A, 1, 1, 0",
+			len(big), whole != nil, st.Extra.Get("xdp_fragmented"), st.Extra.Get("xdp_kernel_delivered"), st.Dropped)
+	}
+	if whole.RxTime < before || whole.RxTime > time.Now().UnixNano() {
+		t.Errorf("the reassembled datagram's receive time %d is not the kernel's, between %d and now", whole.RxTime, before)
 	}
 }
 
@@ -210,5 +208,95 @@ func TestXDPNoSocketLogged(t *testing.T) {
 	}
 	if n := strings.Count(logs.String(), "without an AF_XDP socket"); n != 1 || !strings.Contains(logs.String(), lab.DstIf) {
 		t.Errorf("frames on a queue without a socket logged %d times, want once naming %s:\n%s", n, lab.DstIf, logs.String())
+	}
+}
+
+// TestXDPFragmentedSourceLine: a line with a source has its kernel socket
+// joined to that source alone (MCAST_JOIN_SOURCE_GROUP): the program
+// passes the frames of the line's group and port from other sources to
+// the kernel, which must not deliver them to the socket (a plain join
+// would, to be counted in source_filtered, and their flood dropped by a
+// full buffer into receive_dropped_total). A fragmented datagram from the
+// line's source is delivered, one from another source is not.
+func TestXDPFragmentedSourceLine(t *testing.T) {
+	lab := xdpNewLab(t, netlab.Options{Prefix: "h225sl"})
+	setRPFilter(t, lab, "0", "all", "default", lab.DstIf)
+	cfg := Config{PollTimeout: 20 * time.Millisecond,
+		Lines: []LineConfig{{Name: "A", Interface: lab.DstIf, Group: xdpTestGroup, Port: xdpTestPort, Source: lab.SrcIP}}}
+	cfg.XDPMode = "native"
+	r := xdpOpen(t, lab, cfg)
+	defer r.Close()
+	dst := netip.AddrPortFrom(xdpTestGroup, xdpTestPort)
+	fragmented := func(from netip.Addr, name string, id uint16) [][]byte {
+		p := []byte(name)
+		for len(p) < 100 {
+			p = append(p, '.')
+		}
+		f := xdpFrame(netip.AddrPortFrom(from, 40001), dst, nil, 0, p)
+		binary.BigEndian.PutUint16(f[14+4:], id)
+		xdpSeal(f, 14, true)
+		return netlab.Fragments(f, 14, 56)
+	}
+	other := netip.MustParseAddr("10.77.0.9")
+	frames := append(fragmented(other, "from another source", 0x7701), fragmented(lab.SrcIP, "from the source", 0x7702)...)
+	end := xdpFrame(netip.AddrPortFrom(lab.SrcIP, 40001), dst, nil, 0, []byte("end"))
+	xdpSeal(end, 14, true)
+	raw := xdpNewRawSender(t, lab)
+	for _, f := range append(frames, end) {
+		raw.send(t, f)
+	}
+	got := receiveUntilEnd(t, r)
+	drainEach(t, r, func(p *Packet) { got = append(got, string(p.Data)) })
+	st := r.Stats()
+	if len(got) != 2 || !strings.HasPrefix(got[1], "from the source") || st.Extra.Get("xdp_kernel_delivered") != 1 || st.Extra.Get("source_filtered") != 0 {
+		t.Fatalf("received %q; xdp_kernel_delivered %d, source_filtered %d; want end and the source's fragmented datagram, 1, 0",
+			got, st.Extra.Get("xdp_kernel_delivered"), st.Extra.Get("source_filtered"))
+	}
+}
+
+// TestXDPKernelSocketsWhileBusy: a receiver whose rings never run empty
+// (a backlog, read one packet a batch) still reads the kernel sockets,
+// every busyCheckBatches batches: a fragmented line datagram queued
+// before 200 ring frames comes within the first busyCheckBatches+1
+// packets, not after the whole backlog.
+func TestXDPKernelSocketsWhileBusy(t *testing.T) {
+	lab := xdpNewLab(t, netlab.Options{Prefix: "h225bz"})
+	r := xdpOpen(t, lab, Config{PollTimeout: 20 * time.Millisecond, BatchSize: 1})
+	defer r.Close()
+	dst := netip.AddrPortFrom(xdpTestGroup, xdpTestPort)
+	src := netip.AddrPortFrom(lab.SrcIP, 40001)
+	big := xdpFrame(src, dst, nil, 0, append([]byte("fragmented "), make([]byte, 100)...))
+	xdpSeal(big, 14, true)
+	frames := netlab.Fragments(big, 14, 56)
+	const backlog = 200
+	for i := range backlog {
+		f := xdpFrame(src, dst, nil, 0, fmt.Appendf(nil, "ring %d", i))
+		xdpSeal(f, 14, true)
+		frames = append(frames, f)
+	}
+	raw := xdpNewRawSender(t, lab)
+	for _, f := range frames {
+		raw.send(t, f)
+	}
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		st := r.Stats()
+		if st.Extra.Get("xdp_redirected") == backlog && st.Extra.Get("xdp_fragmented") == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the program saw %d of %d ring frames, %d of 1 fragmented", st.Extra.Get("xdp_redirected"), backlog, st.Extra.Get("xdp_fragmented"))
+		}
+		time.Sleep(time.Millisecond)
+	}
+	at := -1
+	n := 0
+	drainEach(t, r, func(p *Packet) {
+		if bytes.HasPrefix(p.Data, []byte("fragmented ")) {
+			at = n
+		}
+		n++
+	})
+	if n != backlog+1 || at < 0 || at > busyCheckBatches {
+		t.Fatalf("received %d of %d packets, the fragmented datagram at %d; want it within the first %d", n, backlog+1, at, busyCheckBatches+1)
 	}
 }
