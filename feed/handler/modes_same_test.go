@@ -621,12 +621,14 @@ func addBookStats(sum, s *book.Stats) {
 
 // metricSamples is every /metrics sample of st, as the Exposition and the
 // Collector take them (scalar, lineValue, shardValue), per-shard ones
-// summed over the shards, but those that are times.
+// summed over the shards, but those that are times and the process's own
+// (its cgroup's limits, whether /proc/self is readable).
 func metricSamples(h *Handler, st *Stats) map[string]float64 {
 	out := map[string]float64{}
 	for _, m := range exported {
 		switch {
-		case m.kind == kindHistogram, m.name == "line_silence_seconds", m.name == "shm_heartbeat_age_seconds":
+		case m.kind == kindHistogram, m.name == "line_silence_seconds", m.name == "shm_heartbeat_age_seconds",
+			m.label == "file", m.name == "process_metrics_readable": // the process's, not the mode's
 		case m.label == "line":
 			for l, lc := range h.cfg.Receive.Lines {
 				out[m.name+"{"+lc.Name+"}"] = float64(lineValue(&st.Arbiter.Lines[l], m.name))
