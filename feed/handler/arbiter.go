@@ -1,6 +1,7 @@
 package handler
 
 import (
+	"bytes"
 	"math"
 	"time"
 
@@ -268,6 +269,9 @@ type Arbiter struct {
 	repairing  bool // delivering what a recovery sent or what waited in the spill for it
 	recovering bool
 	recoverEnd uint64 // end of the range being recovered
+	// waiting: drain left a packet held at next (undecided) since the
+	// latest packet in order (see decide).
+	waiting bool
 
 	pend  pending
 	Stats ArbiterStats
@@ -637,6 +641,9 @@ func (a *Arbiter) Offer(line int, data []byte, rxTime int64) {
 	case p.Seq <= a.next && !a.frozen:
 		ls.Won++
 		a.ended = false // new data: the session did not end
+		if a.waiting {
+			a.decide(line, data, p)
+		}
 		a.emit(p, rxTime, false)
 		a.drain()
 		a.checkGap(rxTime, false)
@@ -672,6 +679,10 @@ func (a *Arbiter) Offer(line int, data []byte, rxTime int64) {
 					break // see checkGap
 				}
 				a.drain()
+				if a.pend.n > 0 && a.pend.front().seq <= a.next {
+					// Left held by drain (undecided): no room to wait.
+					a.dropContradicted(0)
+				}
 			}
 			if a.frozen {
 				if a.hold(data, p, rxTime, line) == holdFull { // now with the spill's room
@@ -1107,6 +1118,10 @@ func (a *Arbiter) drain() {
 			continue
 		}
 		if a.contradicted(e) {
+			if a.undecided(e) {
+				a.waiting = true
+				return // its line's next packet tells (see undecided)
+			}
 			a.dropContradicted(0)
 			continue
 		}
@@ -1194,6 +1209,23 @@ func (a *Arbiter) checkGap(now int64, idle bool) {
 			if a.pend.n > 0 {
 				a.gapSince = a.pend.front().rxTime
 			}
+		}
+		if a.pend.n > 0 && a.pend.front().seq <= a.next {
+			// Left held by drain (undecided): decided once it no longer
+			// is, or dropped as contradicted once Hold ran out since its
+			// line went on below it.
+			e := a.pend.front()
+			if a.contradicted(e) && a.undecided(e) {
+				for i := 0; i < a.cfg.Lines; i++ {
+					if e.lineRx[i] != 0 && now-a.belowRx[i] < int64(a.cfg.Hold) {
+						return
+					}
+				}
+				a.dropContradicted(0)
+			} else {
+				a.drain()
+			}
+			continue
 		}
 		if a.pend.n == 0 && a.maxHigh() <= a.next {
 			a.gapSince = 0
@@ -1346,7 +1378,8 @@ func (a *Arbiter) checkGap(now int64, idle bool) {
 // live feed behind it dropped as duplicates; nearer, its messages were
 // delivered as those of its numbers. Only held packets are looked at,
 // when one would be delivered or a hole declared before it, and the
-// highest while two or more are held: nothing on the in-order path.
+// highest while two or more are held: nothing on the in-order path but
+// one flag (waiting: see undecided and decide).
 func (a *Arbiter) contradicted(e *pendEntry) bool {
 	if e.recovered {
 		return false
@@ -1374,6 +1407,44 @@ func (a *Arbiter) contradicted(e *pendEntry) bool {
 		by = true
 	}
 	return by
+}
+
+// undecided reports whether the held packet e, contradicted
+// (contradicted) and next in order (at next), is contradicted only by
+// lines whose latest packet ends exactly at e's first number: the packet
+// that filled the hole before e. A line that reorders two of its packets
+// by Grace or more by its stamps (stamped on read, the pair split across
+// two reads) looks so; so does a corrupt packet whose numbers the line has
+// just reached. The line's next packet tells: its own packet at e's
+// numbers (delivered in order, e then dropped: contradicted) or one past
+// e (e is then its line's packet, delivered). Before, e was dropped as
+// contradicted at once: a reordered packet the other line lost was
+// declared a gap. drain leaves it held; checkGap decides it, or drops it
+// once Hold ran out (an idle line).
+func (a *Arbiter) undecided(e *pendEntry) bool {
+	if e.seq != a.next {
+		return false
+	}
+	for i := 0; i < a.cfg.Lines; i++ {
+		if e.lineRx[i] != 0 && a.belowEnd[i] != e.seq {
+			return false
+		}
+	}
+	return true
+}
+
+// decide is told of a packet in order, brought by line, while drain left
+// one held (undecided): another packet of a line that brought the held
+// one, at its numbers, contradicts it (dropped, counted); a copy of it, or
+// any other packet, leaves it to drain.
+func (a *Arbiter) decide(line int, data []byte, p moldudp64.Packet) {
+	a.waiting = false
+	if a.pend.n == 0 {
+		return
+	}
+	if e := a.pend.front(); e.seq == p.Seq && e.seq == a.next && !e.recovered && e.lineRx[line] != 0 && !bytes.Equal(a.pend.bytes(e), data) {
+		a.dropContradicted(0)
+	}
 }
 
 // unconfirmed reports whether the hole before the held packet e is large

@@ -1,9 +1,11 @@
 package handler
 
 import (
+	"cmp"
 	"encoding/binary"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"testing"
 	"time"
 
@@ -320,5 +322,75 @@ func TestArbiterRestartAfterContradicted(t *testing.T) {
 	a.Tick(now + int64(time.Millisecond))
 	if a.Stats.Restarts != 1 {
 		t.Fatalf("regressions %d, restarts %d (want 1), gaps %v, contradicted %d, next %d", a.Stats.Regressions, a.Stats.Restarts, s.gaps, a.Stats.Lines[0].Contradicted, a.Next())
+	}
+}
+
+// TestArbiterLineReorderBeyondGrace: line A brings packet 11 300 µs
+// (more than Grace) before packet 10, by its stamps (stamped on read, the
+// pair split across two reads), and line B, 1 ms behind, lost packet 11.
+// Everything is delivered, no gap, nothing counted as contradicted: once
+// A's packet 10 fills the hole, A's latest packet ends exactly at the
+// held one's first number, and A's next packet (beyond it) tells a
+// reorder from a corrupt number.
+func TestArbiterLineReorderBeyondGrace(t *testing.T) {
+	pkts := fixedPackets(t, testSession, 1, 40, 3)
+	a, s := newTestArbiter(t, ArbiterConfig{Lines: 2})
+	type arr struct {
+		line int
+		pkt  int
+		at   int64
+	}
+	var q []arr
+	start := int64(time.Hour)
+	for i := range pkts {
+		at := start + int64(i)*int64(time.Millisecond)
+		switch i {
+		case 10:
+			q = append(q, arr{0, i, at + int64(300*time.Microsecond)})
+		case 11:
+			q = append(q, arr{0, i, at - int64(time.Millisecond)})
+		default:
+			q = append(q, arr{0, i, at})
+		}
+		if i != 11 {
+			q = append(q, arr{1, i, at + int64(time.Millisecond)})
+		}
+	}
+	slices.SortStableFunc(q, func(x, y arr) int { return cmp.Compare(x.at, y.at) })
+	var now int64
+	for _, r := range q {
+		now = r.at
+		a.Offer(r.line, pkts[r.pkt], now)
+	}
+	a.Tick(now + int64(time.Second))
+	c := a.Stats.Lines[0].Contradicted + a.Stats.Lines[1].Contradicted
+	if s.got != 120 || len(s.gaps) != 0 || c != 0 {
+		t.Fatalf("delivered %d of 120, gaps %v, contradicted %d", s.got, s.gaps, c)
+	}
+}
+
+// TestArbiterLineReorderBeyondGraceIdle: as TestArbiterLineReorderBeyondGrace,
+// one line, which goes idle after the reordered pair: the packet left
+// held waits for the line's next packet for Hold at most (then dropped
+// as contradicted, as before), not for ever.
+func TestArbiterLineReorderBeyondGraceIdle(t *testing.T) {
+	pkts := fixedPackets(t, testSession, 1, 12, 3)
+	hold := 10 * time.Millisecond
+	a, s := newTestArbiter(t, ArbiterConfig{Lines: 1, Hold: hold})
+	now := int64(time.Hour)
+	for i := range 10 {
+		now += int64(time.Millisecond)
+		a.Offer(0, pkts[i], now)
+	}
+	a.Offer(0, pkts[11], now+int64(time.Millisecond))
+	now += int64(time.Millisecond + 300*time.Microsecond)
+	a.Offer(0, pkts[10], now)
+	a.Tick(now + int64(hold) - 1)
+	if a.Pending() != 1 || s.got != 33 {
+		t.Fatalf("before Hold: pending %d, delivered %d; want 1 held, 33 delivered", a.Pending(), s.got)
+	}
+	a.Tick(now + int64(hold))
+	if a.Pending() != 0 || a.Stats.Lines[0].Contradicted != 1 {
+		t.Fatalf("after Hold: pending %d, contradicted %d; want 0, 1", a.Pending(), a.Stats.Lines[0].Contradicted)
 	}
 }
