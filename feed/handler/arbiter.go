@@ -1216,10 +1216,8 @@ func (a *Arbiter) checkGap(now int64, idle bool) {
 			// line went on below it.
 			e := a.pend.front()
 			if a.contradicted(e) && a.undecided(e) {
-				for i := 0; i < a.cfg.Lines; i++ {
-					if e.lineRx[i] != 0 && now-a.belowRx[i] < int64(a.cfg.Hold) {
-						return
-					}
+				if a.deciding(e, now, idle) {
+					return
 				}
 				a.dropContradicted(0)
 			} else {
@@ -1431,6 +1429,31 @@ func (a *Arbiter) undecided(e *pendEntry) bool {
 		}
 	}
 	return true
+}
+
+// deciding reports whether a line that brought the held packet e, left
+// undecided, may still bring its next packet, which decides e: for Hold
+// after its latest packet (the one that ends at e) by the line's own
+// clock (its stamps, a rejected datagram's, an empty poll's now), as
+// checkGap waits for a line not past a hole, unless the line is dead
+// (LineTimeout). Not by now, when another line's packet is offered: a
+// loop reading that line's queue ahead of this one's brings stamps Hold
+// or more past it while this line's next packet is still queued
+// (TestArbiterUndecidedOtherLineReadAhead).
+func (a *Arbiter) deciding(e *pendEntry, now int64, idle bool) bool {
+	for i := 0; i < a.cfg.Lines; i++ {
+		if e.lineRx[i] == 0 || now-a.lastRx[i] >= int64(a.cfg.LineTimeout) {
+			continue
+		}
+		clock := max(a.lastRx[i], a.readRx[i])
+		if idle {
+			clock = max(clock, now)
+		}
+		if clock-a.lastRx[i] < int64(a.cfg.Hold) {
+			return true
+		}
+	}
+	return false
 }
 
 // decide is told of a packet in order, brought by line, while drain left

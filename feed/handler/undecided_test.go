@@ -1,0 +1,114 @@
+package handler
+
+import (
+	"testing"
+	"time"
+
+	"github.com/marketfeed/feedhandler/feed/moldudp64"
+)
+
+// undecidedDay plays packets 0 to 9 of pkts (fixedPackets of 3 messages,
+// from 1) on every line, 1 ms apart from an hour, then line A's packet 11
+// (at 10 ms) ahead of its packet 10 (300 µs, more than Grace, later): a
+// line that reordered two of its packets by Grace or more, or one whose
+// packet 11 is corrupt. Packet 11 is left held at next (34), undecided
+// (see Arbiter.undecided), until line A's next packet. It returns the
+// stamp of line A's packet 10.
+func undecidedDay(t *testing.T, cfg ArbiterConfig, pkts [][]byte) (*Arbiter, *sink, int64) {
+	t.Helper()
+	a, s := newTestArbiter(t, cfg)
+	at := int64(time.Hour)
+	for i := range 10 {
+		for l := range a.cfg.Lines {
+			a.Offer(l, pkts[i], at+int64(i)*int64(time.Millisecond))
+		}
+	}
+	at += 10 * int64(time.Millisecond)
+	a.Offer(0, pkts[11], at)
+	at += int64(300 * time.Microsecond)
+	a.Offer(0, pkts[10], at)
+	if a.Pending() != 1 || a.Next() != 34 || !a.waiting {
+		t.Fatalf("setup: pending %d, next %d, waiting %v; want packet 11 held undecided at 34", a.Pending(), a.Next(), a.waiting)
+	}
+	return a, s, at
+}
+
+// heartbeatAt returns a heartbeat of testSession at seq.
+func heartbeatAt(seq uint64) []byte {
+	return append([]byte(nil), moldudp64.NewBuilder(testSession, seq, 0).Heartbeat()...)
+}
+
+// endOfSessionAt returns an End of Session packet of testSession at seq.
+func endOfSessionAt(seq uint64) []byte {
+	return append([]byte(nil), moldudp64.NewBuilder(testSession, seq, 0).EndOfSession()...)
+}
+
+// TestArbiterUndecidedDecided: what decides a packet left held undecided,
+// and how: line A's next packet past it (a reorder: delivered), the other
+// line's copy of it, line A's heartbeat or End of Session past it, an
+// empty poll Hold after line A's latest packet (dropped), a freeze and a
+// resume in between.
+func TestArbiterUndecidedDecided(t *testing.T) {
+	pkts := fixedPackets(t, testSession, 1, 20, 3)
+	ms := int64(time.Millisecond)
+	for _, tc := range []struct {
+		name  string
+		lines int
+		then  func(a *Arbiter, at int64)
+		got   uint64 // messages delivered
+		c     uint64 // line A's contradicted
+		ended bool
+	}{
+		{"line's next packet", 1, func(a *Arbiter, at int64) { a.Offer(0, pkts[12], at+ms) }, 39, 0, false},
+		{"other line's copy", 2, func(a *Arbiter, at int64) { a.Offer(1, pkts[10], at+ms); a.Offer(1, pkts[11], at+ms) }, 36, 0, false},
+		{"line's heartbeat past it", 1, func(a *Arbiter, at int64) { a.Offer(0, heartbeatAt(37), at+ms) }, 36, 0, false},
+		{"line's End of Session past it", 1, func(a *Arbiter, at int64) { a.Offer(0, endOfSessionAt(37), at+ms) }, 36, 0, true},
+		{"empty poll before Hold", 1, func(a *Arbiter, at int64) { a.Tick(at + int64(defaultHold) - 1) }, 33, 0, false},
+		{"empty poll after Hold", 1, func(a *Arbiter, at int64) { a.Tick(at + int64(defaultHold)) }, 33, 1, false},
+		{"frozen, the line's next packet", 1, func(a *Arbiter, at int64) {
+			a.Freeze()
+			a.Offer(0, pkts[12], at+ms)
+			a.Unfreeze(0)
+		}, 39, 0, false},
+		{"End of Session at it, after Hold, again", 1, func(a *Arbiter, at int64) {
+			a.Offer(0, endOfSessionAt(34), at+ms) // stale: below the line's highest
+			a.Tick(at + ms + int64(defaultHold))
+			a.Offer(0, endOfSessionAt(34), at+2*ms+int64(defaultHold))
+		}, 33, 1, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a, s, at := undecidedDay(t, ArbiterConfig{Lines: tc.lines}, pkts)
+			tc.then(a, at)
+			want := 1
+			if tc.got != 33 || tc.c != 0 {
+				want = 0
+			}
+			if s.got != tc.got || len(s.gaps) != 0 || a.Stats.Lines[0].Contradicted != tc.c || a.Pending() != want || a.Ended() != tc.ended {
+				t.Fatalf("delivered %d (want %d), gaps %v, contradicted %d (want %d), pending %d (want %d), ended %v", s.got, tc.got, s.gaps, a.Stats.Lines[0].Contradicted, tc.c, a.Pending(), want, a.Ended())
+			}
+		})
+	}
+}
+
+// TestArbiterUndecidedOtherLineReadAhead: line B lost packet 11, and the
+// receive loop reads B's queue (packets 10 to 39, 1 ms apart) before line
+// A's next packets, stamped as B's. Line A reordered packets 10 and 11:
+// everything is delivered, no gap, nothing contradicted. Line A's packet
+// 12 decides the packet left held, whatever the stamps of B's queue say.
+func TestArbiterUndecidedOtherLineReadAhead(t *testing.T) {
+	pkts := fixedPackets(t, testSession, 1, 40, 3)
+	a, s, _ := undecidedDay(t, ArbiterConfig{Lines: 2}, pkts)
+	start, ms := int64(time.Hour), int64(time.Millisecond)
+	for i := 10; i < len(pkts); i++ {
+		if i != 11 {
+			a.Offer(1, pkts[i], start+int64(i)*ms)
+		}
+	}
+	for i := 12; i < len(pkts); i++ {
+		a.Offer(0, pkts[i], start+int64(i)*ms)
+	}
+	a.Tick(start + int64(len(pkts))*ms + int64(time.Second))
+	if c := a.Stats.Lines[0].Contradicted; s.got != 120 || len(s.gaps) != 0 || c != 0 {
+		t.Fatalf("delivered %d of 120, gaps %v, contradicted %d", s.got, s.gaps, c)
+	}
+}
