@@ -1439,10 +1439,20 @@ func (a *Arbiter) undecided(e *pendEntry) bool {
 // (LineTimeout). Not by now, when another line's packet is offered: a
 // loop reading that line's queue ahead of this one's brings stamps Hold
 // or more past it while this line's next packet is still queued
-// (TestArbiterUndecidedOtherLineReadAhead).
+// (TestArbiterUndecidedOtherLineReadAhead). A now before the line's
+// latest packet, by an empty poll's clock (read after every stamp) or by
+// LineTimeout or more, is a step of the wall clock back: the wait starts
+// again from now (clockBack), or it lasted as long as the step, with
+// everything held behind e meanwhile (TestArbiterUndecidedClockStepBack).
 func (a *Arbiter) deciding(e *pendEntry, now int64, idle bool) bool {
 	for i := 0; i < a.cfg.Lines; i++ {
-		if e.lineRx[i] == 0 || now-a.lastRx[i] >= int64(a.cfg.LineTimeout) {
+		if e.lineRx[i] == 0 {
+			continue
+		}
+		if idle && now < a.lastRx[i] || a.steppedBack(a.lastRx[i], now) {
+			a.clockBack(now)
+		}
+		if now-a.lastRx[i] >= int64(a.cfg.LineTimeout) {
 			continue
 		}
 		clock := max(a.lastRx[i], a.readRx[i])

@@ -112,3 +112,24 @@ func TestArbiterUndecidedOtherLineReadAhead(t *testing.T) {
 		t.Fatalf("delivered %d of 120, gaps %v, contradicted %d", s.got, s.gaps, c)
 	}
 }
+
+// TestArbiterUndecidedClockStepBack: line A reordered packets 10 and 11
+// and goes down; the wall clock steps back an hour; line B, which lost
+// packet 11, brings packets 12 to 39, 1 ms apart, an empty poll after
+// each. The packet left held waits for line A for Hold from the step, not
+// for as long as the step: dropped (a gap, line A gone), and line B's
+// packets delivered as they come.
+func TestArbiterUndecidedClockStepBack(t *testing.T) {
+	pkts := fixedPackets(t, testSession, 1, 40, 3)
+	a, s, at := undecidedDay(t, ArbiterConfig{Lines: 2}, pkts)
+	now := at - int64(time.Hour)
+	a.Tick(now)
+	for i := 12; i < len(pkts); i++ {
+		now += int64(time.Millisecond)
+		a.Offer(1, pkts[i], now)
+		a.Tick(now)
+	}
+	if s.got != 117 || len(s.gaps) != 1 || s.gaps[0] != (moldudp64.Range{First: 34, Count: 3}) || a.Pending() != 0 {
+		t.Fatalf("delivered %d of 117, gaps %v (want [{34 3}]), pending %d", s.got, s.gaps, a.Pending())
+	}
+}
