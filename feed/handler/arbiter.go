@@ -346,6 +346,9 @@ func (a *Arbiter) OfferRecovered(data []byte, p moldudp64.Packet, rxTime int64) 
 		return
 	case p.Seq <= a.next && !a.frozen:
 		a.repairing = true
+		if a.waiting {
+			a.decide(p)
+		}
 		a.emit(p, rxTime, true)
 		a.drain()
 		a.repairing = false
@@ -642,7 +645,7 @@ func (a *Arbiter) Offer(line int, data []byte, rxTime int64) {
 		ls.Won++
 		a.ended = false // new data: the session did not end
 		if a.waiting {
-			a.decide(line, data, p)
+			a.decide(p)
 		}
 		a.emit(p, rxTime, false)
 		a.drain()
@@ -1466,17 +1469,37 @@ func (a *Arbiter) deciding(e *pendEntry, now int64, idle bool) bool {
 	return false
 }
 
-// decide is told of a packet in order, brought by line, while drain left
-// one held (undecided): another packet of a line that brought the held
-// one, at its numbers, contradicts it (dropped, counted); a copy of it, or
-// any other packet, leaves it to drain.
-func (a *Arbiter) decide(line int, data []byte, p moldudp64.Packet) {
+// decide is told of a packet in order, p, from a line or a recovery
+// source, while drain left one held (undecided): another packet at its
+// first number, its line's own or another source's, bringing other
+// messages from there, contradicts it (dropped, counted); a copy of it (the same
+// messages as far as both go: an answer may cut its packets elsewhere),
+// or any other packet, leaves it to drain. Another source's counts too:
+// delivered, it covered the held packet, which was then dropped uncounted
+// as a copy where it was counted as contradicted before packets were left
+// held undecided (TestArbiterUndecidedOtherLineAtItsNumbers).
+func (a *Arbiter) decide(p moldudp64.Packet) {
 	a.waiting = false
 	if a.pend.n == 0 {
 		return
 	}
-	if e := a.pend.front(); e.seq == p.Seq && e.seq == a.next && !e.recovered && e.lineRx[line] != 0 && !bytes.Equal(a.pend.bytes(e), data) {
-		a.dropContradicted(0)
+	e := a.pend.front()
+	if e.seq != a.next || e.recovered {
+		return
+	}
+	q, _ := moldudp64.Parse(a.pend.bytes(e))
+	held, in := q.Iter(), p.Iter()
+	in.Skip(int(e.seq - p.Seq)) // in order: p.Seq <= next < p.Next()
+	for {
+		m, ok := held.Next()
+		n, ok2 := in.Next()
+		if !ok || !ok2 {
+			return
+		}
+		if !bytes.Equal(m, n) {
+			a.dropContradicted(0)
+			return
+		}
 	}
 }
 

@@ -1,6 +1,7 @@
 package handler
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
@@ -70,6 +71,14 @@ func TestArbiterUndecidedDecided(t *testing.T) {
 			a.Offer(0, pkts[12], at+ms)
 			a.Unfreeze(0)
 		}, 39, 0, false},
+		{"a recovery answer at it, cut elsewhere", 1, func(a *Arbiter, at int64) {
+			ans := fixedPackets(t, testSession, 34, 1, 6)[0] // packets 11 and 12's messages
+			p, err := moldudp64.Parse(ans)
+			if err != nil {
+				t.Fatal(err)
+			}
+			a.OfferRecovered(ans, p, at+ms)
+		}, 39, 0, false},
 		{"End of Session at it, after Hold, again", 1, func(a *Arbiter, at int64) {
 			a.Offer(0, endOfSessionAt(34), at+ms) // stale: below the line's highest
 			a.Tick(at + ms + int64(defaultHold))
@@ -132,4 +141,84 @@ func TestArbiterUndecidedClockStepBack(t *testing.T) {
 	if s.got != 117 || len(s.gaps) != 1 || s.gaps[0] != (moldudp64.Range{First: 34, Count: 3}) || a.Pending() != 0 {
 		t.Fatalf("delivered %d of 117, gaps %v (want [{34 3}]), pending %d", s.got, s.gaps, a.Pending())
 	}
+}
+
+// TestArbiterUndecidedOtherLineAtItsNumbers: line A brings a corrupt
+// packet (packet 5's messages under packet 11's number) ahead of its
+// packet 10, by more than Grace; line B, which lost packet 10, brings
+// packet 11 before line A does. The corrupt packet is dropped and counted
+// as contradicted, as it was before packets were left held undecided; it
+// was dropped uncounted, as a copy of B's.
+func TestArbiterUndecidedOtherLineAtItsNumbers(t *testing.T) {
+	pkts := fixedPackets(t, testSession, 1, 40, 3)
+	corrupt := movedAhead(pkts[5], 18)
+	a, s := newTestArbiter(t, ArbiterConfig{Lines: 2})
+	start, ms := int64(time.Hour), int64(time.Millisecond)
+	for i, p := range pkts {
+		at := start + int64(i)*ms
+		switch i {
+		case 10:
+			a.Offer(0, corrupt, at-ms/2)
+			a.Offer(0, p, at+ms/2)
+		case 11:
+			a.Offer(1, p, at)
+			a.Offer(0, p, at+ms/2)
+		default:
+			a.Offer(1, p, at)
+			a.Offer(0, p, at+ms/2)
+		}
+	}
+	a.Tick(start + int64(len(pkts))*ms + int64(time.Second))
+	wantAllDelivered(t, a, s, 120, 1)
+}
+
+// TestArbiterUndecidedRecoveredAtItsNumbers: as
+// TestArbiterUndecidedOtherLineAtItsNumbers, the corrupt packet left held
+// undecided inside a range being re-requested (packets 10 to 12, lost on
+// both lines, line A's packet 10 arriving late), whose answer brings
+// packet 11: the corrupt packet is dropped and counted as contradicted.
+// Cut elsewhere (one answer of packets 10 to 12's messages): the same.
+func TestArbiterUndecidedRecoveredAtItsNumbers(t *testing.T) {
+	for _, cut := range []bool{false, true} {
+		t.Run(fmt.Sprint("cut ", cut), func(t *testing.T) { testArbiterUndecidedRecovered(t, cut) })
+	}
+}
+
+func testArbiterUndecidedRecovered(t *testing.T, cut bool) {
+	pkts := fixedPackets(t, testSession, 1, 40, 3)
+	a, s := newTestArbiter(t, ArbiterConfig{Lines: 2})
+	a.SetMissing(func(moldudp64.Range, int64) bool { return true })
+	start, ms := int64(time.Hour), int64(time.Millisecond)
+	for i := range 10 {
+		a.Offer(0, pkts[i], start+int64(i)*ms)
+		a.Offer(1, pkts[i], start+int64(i)*ms)
+	}
+	a.Offer(1, pkts[13], start+13*ms)
+	a.Tick(start + 13*ms + int64(defaultHold))
+	if r, ok := a.Recovering(); !ok || r != (moldudp64.Range{First: 31, Count: 9}) {
+		t.Fatalf("recovering %v %v; want [31, 40)", r, ok)
+	}
+	now := start + 14*ms + int64(defaultHold)
+	a.Offer(0, movedAhead(pkts[5], 18), now)
+	a.Offer(0, pkts[10], now+ms)
+	if !a.waiting {
+		t.Fatal("the corrupt packet is not left held undecided")
+	}
+	answers := [][]byte{pkts[11], pkts[12]}
+	if cut {
+		answers = fixedPackets(t, testSession, 31, 1, 9) // packets 10 to 12's messages
+	}
+	for _, ans := range answers {
+		p, err := moldudp64.Parse(ans)
+		if err != nil {
+			t.Fatal(err)
+		}
+		a.OfferRecovered(ans, p, now+2*ms)
+	}
+	for i := 11; i < len(pkts); i++ {
+		a.Offer(0, pkts[i], now+int64(i-8)*ms)
+		a.Offer(1, pkts[i], now+int64(i-8)*ms)
+	}
+	a.Tick(now + int64(time.Second))
+	wantAllDelivered(t, a, s, 120, 1)
 }
