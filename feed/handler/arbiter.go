@@ -1427,7 +1427,11 @@ func (a *Arbiter) undecided(e *pendEntry) bool {
 		return false
 	}
 	for i := 0; i < a.cfg.Lines; i++ {
-		if e.lineRx[i] != 0 && a.belowEnd[i] != e.seq {
+		// A heartbeat or End of Session at e's number (a stale one too)
+		// decides: the line's next packet is e's number, and e, brought
+		// Grace or more before, is not its own (a line does not reorder a
+		// packet behind the pause a heartbeat follows).
+		if e.lineRx[i] != 0 && (a.belowEnd[i] != e.seq || a.belowSeq[i] == e.seq) {
 			return false
 		}
 	}

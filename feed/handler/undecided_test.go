@@ -79,10 +79,9 @@ func TestArbiterUndecidedDecided(t *testing.T) {
 			}
 			a.OfferRecovered(ans, p, at+ms)
 		}, 39, 0, false},
-		{"End of Session at it, after Hold, again", 1, func(a *Arbiter, at int64) {
+		{"End of Session at it, again", 1, func(a *Arbiter, at int64) {
 			a.Offer(0, endOfSessionAt(34), at+ms) // stale: below the line's highest
-			a.Tick(at + ms + int64(defaultHold))
-			a.Offer(0, endOfSessionAt(34), at+2*ms+int64(defaultHold))
+			a.Offer(0, endOfSessionAt(34), at+2*ms)
 		}, 33, 1, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -221,4 +220,23 @@ func testArbiterUndecidedRecovered(t *testing.T, cut bool) {
 	}
 	a.Tick(now + int64(time.Second))
 	wantAllDelivered(t, a, s, 120, 1)
+}
+
+// TestArbiterUndecidedHeartbeatAtIt: line A brings a heartbeat at the
+// first number of the packet left held undecided: the next packet it
+// sends is that number, and the held one, brought more than Grace before
+// it, is not its own: dropped as contradicted at once, not an empty poll
+// Hold after the heartbeat. So does an End of Session at it (stale: below
+// the line's highest).
+func TestArbiterUndecidedHeartbeatAtIt(t *testing.T) {
+	pkts := fixedPackets(t, testSession, 1, 20, 3)
+	for name, pkt := range map[string][]byte{"heartbeat": heartbeatAt(34), "End of Session": endOfSessionAt(34)} {
+		t.Run(name, func(t *testing.T) {
+			a, s, at := undecidedDay(t, ArbiterConfig{Lines: 1}, pkts)
+			a.Offer(0, pkt, at+int64(time.Millisecond))
+			if c := a.Stats.Lines[0].Contradicted; a.Pending() != 0 || c != 1 || s.got != 33 {
+				t.Fatalf("pending %d, contradicted %d, delivered %d; want 0, 1, 33", a.Pending(), c, s.got)
+			}
+		})
+	}
 }
