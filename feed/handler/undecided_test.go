@@ -240,3 +240,87 @@ func TestArbiterUndecidedHeartbeatAtIt(t *testing.T) {
 		})
 	}
 }
+
+// TestArbiterUndecidedSessionChange: no session configured; while line
+// A's packet is left held undecided, line B brings three packets of the
+// next session within Hold, and a fourth once the followed session is
+// silent (LineTimeout): the next session replaces it with the packet
+// still held. It is forgotten with the old session (never delivered,
+// nothing counted as contradicted), and the next session is delivered
+// whole from 1, nothing left held.
+func TestArbiterUndecidedSessionChange(t *testing.T) {
+	pkts := fixedPackets(t, testSession, 1, 20, 3)
+	next := moldudp64.NewSession("NEXT")
+	day := fixedPackets(t, next, 1, 20, 3)
+	a, s, at := undecidedDay(t, ArbiterConfig{Lines: 2, LineTimeout: time.Second}, pkts)
+	a.SetSessionFunc(func(_, _ moldudp64.Session) { s.next = 0 })
+	ms := int64(time.Millisecond)
+	for i := range 3 {
+		a.Offer(1, day[i], at+int64(i+1)*ms)
+	}
+	if a.Pending() != 1 || a.Session() != testSession {
+		t.Fatalf("before the change: pending %d, session %q", a.Pending(), a.Session())
+	}
+	now := at + int64(time.Second) + ms
+	for i := 3; i < len(day); i++ {
+		now += ms
+		a.Offer(1, day[i], now)
+		a.Offer(0, day[i], now)
+	}
+	a.Tick(now + int64(time.Second))
+	if a.Session() != next || a.Stats.SessionChanges != 1 || s.got != 33+60 || a.Pending() != 0 || a.Stats.Lines[0].Contradicted != 0 {
+		t.Fatalf("session %q, changes %d, delivered %d (want 93), pending %d, contradicted %d", a.Session(), a.Stats.SessionChanges, s.got, a.Pending(), a.Stats.Lines[0].Contradicted)
+	}
+}
+
+// TestArbiterUndecidedArenaFull: line A reordered packets 10 and 11 and
+// goes quiet; line B, which lost packet 11, brings packets 12 to 19 into
+// a hold-back arena of 4. With no room to wait for line A, the packet left
+// held is dropped (contradicted), its numbers declared, and line B's
+// packets delivered as they come, nothing left held.
+func TestArbiterUndecidedArenaFull(t *testing.T) {
+	pkts := fixedPackets(t, testSession, 1, 20, 3)
+	a, s, at := undecidedDay(t, ArbiterConfig{Lines: 2, MaxPending: 4}, pkts)
+	for i := 12; i < len(pkts); i++ {
+		a.Offer(1, pkts[i], at+int64(i-11)*int64(time.Millisecond))
+	}
+	if s.got != 57 || len(s.gaps) != 1 || s.gaps[0] != (moldudp64.Range{First: 34, Count: 3}) || a.Pending() > 4 || a.Stats.ForcedByFull == 0 || a.Stats.Lines[0].Contradicted != 1 {
+		t.Fatalf("delivered %d of 57, gaps %v, pending %d, forced %d, contradicted %d", s.got, s.gaps, a.Pending(), a.Stats.ForcedByFull, a.Stats.Lines[0].Contradicted)
+	}
+}
+
+// TestArbiterUndecidedAbandon: line A's packet 11, brought ahead of its
+// packet 10, is left held undecided inside a range being re-requested
+// (packets 10 to 12, line B lost them) when the re-request is given up:
+// nothing is declared at it, and line A's packet 12 then decides it (a
+// reorder): everything delivered, no gap.
+func TestArbiterUndecidedAbandon(t *testing.T) {
+	pkts := fixedPackets(t, testSession, 1, 40, 3)
+	a, s := newTestArbiter(t, ArbiterConfig{Lines: 2})
+	a.SetMissing(func(moldudp64.Range, int64) bool { return true })
+	start, ms := int64(time.Hour), int64(time.Millisecond)
+	for i := range 10 {
+		a.Offer(0, pkts[i], start+int64(i)*ms)
+		a.Offer(1, pkts[i], start+int64(i)*ms)
+	}
+	a.Offer(1, pkts[13], start+13*ms)
+	a.Tick(start + 13*ms + int64(defaultHold))
+	now := start + 14*ms + int64(defaultHold)
+	a.Offer(0, pkts[11], now)
+	a.Offer(0, pkts[10], now+ms)
+	if _, ok := a.Recovering(); !ok || !a.waiting {
+		t.Fatalf("setup: recovering %v, waiting %v", ok, a.waiting)
+	}
+	a.Abandon(now + 2*ms)
+	if len(s.gaps) != 0 || a.Stats.RecoveriesFailed != 1 {
+		t.Fatalf("after Abandon: gaps %v, failed %d", s.gaps, a.Stats.RecoveriesFailed)
+	}
+	for i := 12; i < len(pkts); i++ {
+		a.Offer(0, pkts[i], now+int64(i-9)*ms)
+		if i != 12 {
+			a.Offer(1, pkts[i], now+int64(i-9)*ms)
+		}
+	}
+	a.Tick(now + int64(time.Second))
+	wantAllDelivered(t, a, s, 120, 0)
+}
