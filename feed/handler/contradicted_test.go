@@ -394,3 +394,51 @@ func TestArbiterLineReorderBeyondGraceIdle(t *testing.T) {
 		t.Fatalf("after Hold: pending %d, contradicted %d; want 0, 1", a.Pending(), a.Stats.Lines[0].Contradicted)
 	}
 }
+
+// TestArbiterCorruptThenQuiet: line A brings a corrupt packet (packet 5's
+// messages 999,990 numbers ahead), then its next packet, the day's last,
+// 100 µs (within Grace) later, then nothing; an empty poll a second
+// later. The corrupt packet is dropped as contradicted (its line went on
+// below it and then brought nothing for Hold), nothing declared. Before,
+// it stood for a hole, declared once Hold ran out, and was delivered as
+// its numbers' messages ('message carries seq 16, iterator says 1000006';
+// TestArbiterLinesModel seeds 64, 92, 1068). A reorder on line A within
+// Grace (packet 30 ahead of 29, after a packet lost on both lines), the
+// line then quiet alike, is delivered, the hole declared, as before.
+func TestArbiterCorruptThenQuiet(t *testing.T) {
+	pkts := fixedPackets(t, testSession, 1, 31, 3)
+	for _, reorder := range []bool{false, true} {
+		t.Run(fmt.Sprint("reorder ", reorder), func(t *testing.T) {
+			a, s := newTestArbiter(t, ArbiterConfig{Lines: 2})
+			now := int64(time.Hour)
+			for i, p := range pkts {
+				now = int64(time.Hour) + int64(i)*int64(time.Millisecond)
+				switch {
+				case !reorder && i == 29:
+					a.Offer(0, p, now)
+					a.Offer(1, p, now)
+					a.Offer(0, movedAhead(pkts[5], 999_990), now+int64(900*time.Microsecond))
+				case reorder && i == 28: // lost on both lines
+				case reorder && i == 29: // line A alone, overtaken by 30
+					a.Offer(0, pkts[30], now)
+					a.Offer(0, p, now+int64(100*time.Microsecond))
+				case reorder && i == 30:
+				default:
+					a.Offer(0, p, now)
+					a.Offer(1, p, now)
+				}
+			}
+			a.Tick(now + int64(time.Second))
+			if reorder {
+				if s.got != 90 || len(s.gaps) != 1 || s.gaps[0] != (moldudp64.Range{First: 85, Count: 3}) || a.Stats.Lines[0].Contradicted != 0 {
+					t.Fatalf("delivered %d of 90, gaps %v (want [{85 3}]), contradicted %d", s.got, s.gaps, a.Stats.Lines[0].Contradicted)
+				}
+				return
+			}
+			wantAllDelivered(t, a, s, 93, 1)
+			if a.Pending() != 0 || a.Next() != 94 {
+				t.Errorf("pending %d, next %d; want 0, 94", a.Pending(), a.Next())
+			}
+		})
+	}
+}
