@@ -34,6 +34,27 @@ func undecidedDay(t *testing.T, cfg ArbiterConfig, pkts [][]byte) (*Arbiter, *si
 	return a, s, at
 }
 
+// recoveringDay plays packets 0 to 9 of pkts (fixedPackets of 3
+// messages, from 1) on both lines 1 ms apart from an hour, then line B's
+// packet 13 and an empty poll Hold later: packets 10 to 12 are handed to
+// a recovery source, which takes them. It returns a time after that.
+func recoveringDay(t *testing.T, pkts [][]byte) (*Arbiter, *sink, int64) {
+	t.Helper()
+	a, s := newTestArbiter(t, ArbiterConfig{Lines: 2})
+	a.SetMissing(func(moldudp64.Range, int64) bool { return true })
+	start, ms := int64(time.Hour), int64(time.Millisecond)
+	for i := range 10 {
+		a.Offer(0, pkts[i], start+int64(i)*ms)
+		a.Offer(1, pkts[i], start+int64(i)*ms)
+	}
+	a.Offer(1, pkts[13], start+13*ms)
+	a.Tick(start + 13*ms + int64(defaultHold))
+	if r, ok := a.Recovering(); !ok || r != (moldudp64.Range{First: 31, Count: 9}) {
+		t.Fatalf("setup: recovering %v %v; want [31, 40)", r, ok)
+	}
+	return a, s, start + 14*ms + int64(defaultHold)
+}
+
 // heartbeatAt returns a heartbeat of testSession at seq.
 func heartbeatAt(seq uint64) []byte {
 	return append([]byte(nil), moldudp64.NewBuilder(testSession, seq, 0).Heartbeat()...)
@@ -185,19 +206,8 @@ func TestArbiterUndecidedRecoveredAtItsNumbers(t *testing.T) {
 
 func testArbiterUndecidedRecovered(t *testing.T, cut bool) {
 	pkts := fixedPackets(t, testSession, 1, 40, 3)
-	a, s := newTestArbiter(t, ArbiterConfig{Lines: 2})
-	a.SetMissing(func(moldudp64.Range, int64) bool { return true })
-	start, ms := int64(time.Hour), int64(time.Millisecond)
-	for i := range 10 {
-		a.Offer(0, pkts[i], start+int64(i)*ms)
-		a.Offer(1, pkts[i], start+int64(i)*ms)
-	}
-	a.Offer(1, pkts[13], start+13*ms)
-	a.Tick(start + 13*ms + int64(defaultHold))
-	if r, ok := a.Recovering(); !ok || r != (moldudp64.Range{First: 31, Count: 9}) {
-		t.Fatalf("recovering %v %v; want [31, 40)", r, ok)
-	}
-	now := start + 14*ms + int64(defaultHold)
+	a, s, now := recoveringDay(t, pkts)
+	ms := int64(time.Millisecond)
 	a.Offer(0, movedAhead(pkts[5], 18), now)
 	a.Offer(0, pkts[10], now+ms)
 	if !a.waiting {
@@ -296,16 +306,8 @@ func TestArbiterUndecidedArenaFull(t *testing.T) {
 // reorder): everything delivered, no gap.
 func TestArbiterUndecidedAbandon(t *testing.T) {
 	pkts := fixedPackets(t, testSession, 1, 40, 3)
-	a, s := newTestArbiter(t, ArbiterConfig{Lines: 2})
-	a.SetMissing(func(moldudp64.Range, int64) bool { return true })
-	start, ms := int64(time.Hour), int64(time.Millisecond)
-	for i := range 10 {
-		a.Offer(0, pkts[i], start+int64(i)*ms)
-		a.Offer(1, pkts[i], start+int64(i)*ms)
-	}
-	a.Offer(1, pkts[13], start+13*ms)
-	a.Tick(start + 13*ms + int64(defaultHold))
-	now := start + 14*ms + int64(defaultHold)
+	a, s, now := recoveringDay(t, pkts)
+	ms := int64(time.Millisecond)
 	a.Offer(0, pkts[11], now)
 	a.Offer(0, pkts[10], now+ms)
 	if _, ok := a.Recovering(); !ok || !a.waiting {
