@@ -1471,8 +1471,9 @@ func (a *Arbiter) undecided(e *pendEntry) bool {
 }
 
 // deciding reports whether a line that brought the held packet e, left
-// undecided, may still bring its next packet, which decides e: for Hold
-// after its latest packet (the one that ends at e) by the line's own
+// undecided or gone below it within Grace only (see wentBelow), may still
+// bring its next packet, which decides e: for Hold after its latest
+// packet (below e, ending at it when undecided) by the line's own
 // clock (its stamps, a rejected datagram's, an empty poll's now), as
 // checkGap waits for a line not past a hole, unless the line is dead
 // (LineTimeout). Not by now, when another line's packet is offered: a
@@ -1511,9 +1512,9 @@ func (a *Arbiter) quiet(line int, now int64, idle bool) bool {
 // decide is told of a packet in order, p, from a line or a recovery
 // source, while drain left one held (undecided): another packet at its
 // first number, its line's own or another source's, bringing other
-// messages from there, contradicts it (dropped, counted); a copy of it (the same
-// messages as far as both go: an answer may cut its packets elsewhere),
-// or any other packet, leaves it to drain. Another source's counts too:
+// messages from there, contradicts it (dropped, counted); a copy of it
+// (the same messages as far as both go: an answer may cut its packets
+// elsewhere), or any other packet, leaves it to drain. Another source's counts too:
 // delivered, it covered the held packet, which was then dropped uncounted
 // as a copy where it was counted as contradicted before packets were left
 // held undecided (TestArbiterUndecidedOtherLineAtItsNumbers).
