@@ -1,9 +1,11 @@
 package handler
 
 import (
+	"cmp"
 	"encoding/binary"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"testing"
 	"time"
 
@@ -320,5 +322,123 @@ func TestArbiterRestartAfterContradicted(t *testing.T) {
 	a.Tick(now + int64(time.Millisecond))
 	if a.Stats.Restarts != 1 {
 		t.Fatalf("regressions %d, restarts %d (want 1), gaps %v, contradicted %d, next %d", a.Stats.Regressions, a.Stats.Restarts, s.gaps, a.Stats.Lines[0].Contradicted, a.Next())
+	}
+}
+
+// TestArbiterLineReorderBeyondGrace: line A brings packet 11 300 µs
+// (more than Grace) before packet 10, by its stamps (stamped on read, the
+// pair split across two reads), and line B, 1 ms behind, lost packet 11.
+// Everything is delivered, no gap, nothing counted as contradicted: once
+// A's packet 10 fills the hole, A's latest packet ends exactly at the
+// held one's first number, and A's next packet (beyond it) tells a
+// reorder from a corrupt number.
+func TestArbiterLineReorderBeyondGrace(t *testing.T) {
+	pkts := fixedPackets(t, testSession, 1, 40, 3)
+	a, s := newTestArbiter(t, ArbiterConfig{Lines: 2})
+	type arr struct {
+		line int
+		pkt  int
+		at   int64
+	}
+	var q []arr
+	start := int64(time.Hour)
+	for i := range pkts {
+		at := start + int64(i)*int64(time.Millisecond)
+		switch i {
+		case 10:
+			q = append(q, arr{0, i, at + int64(300*time.Microsecond)})
+		case 11:
+			q = append(q, arr{0, i, at - int64(time.Millisecond)})
+		default:
+			q = append(q, arr{0, i, at})
+		}
+		if i != 11 {
+			q = append(q, arr{1, i, at + int64(time.Millisecond)})
+		}
+	}
+	slices.SortStableFunc(q, func(x, y arr) int { return cmp.Compare(x.at, y.at) })
+	var now int64
+	for _, r := range q {
+		now = r.at
+		a.Offer(r.line, pkts[r.pkt], now)
+	}
+	a.Tick(now + int64(time.Second))
+	c := a.Stats.Lines[0].Contradicted + a.Stats.Lines[1].Contradicted
+	if s.got != 120 || len(s.gaps) != 0 || c != 0 {
+		t.Fatalf("delivered %d of 120, gaps %v, contradicted %d", s.got, s.gaps, c)
+	}
+}
+
+// TestArbiterLineReorderBeyondGraceIdle: as TestArbiterLineReorderBeyondGrace,
+// one line, which goes idle after the reordered pair: the packet left
+// held waits for the line's next packet for Hold at most (then dropped
+// as contradicted, as before), not for ever.
+func TestArbiterLineReorderBeyondGraceIdle(t *testing.T) {
+	pkts := fixedPackets(t, testSession, 1, 12, 3)
+	hold := 10 * time.Millisecond
+	a, s := newTestArbiter(t, ArbiterConfig{Lines: 1, Hold: hold})
+	now := int64(time.Hour)
+	for i := range 10 {
+		now += int64(time.Millisecond)
+		a.Offer(0, pkts[i], now)
+	}
+	a.Offer(0, pkts[11], now+int64(time.Millisecond))
+	now += int64(time.Millisecond + 300*time.Microsecond)
+	a.Offer(0, pkts[10], now)
+	a.Tick(now + int64(hold) - 1)
+	if a.Pending() != 1 || s.got != 33 {
+		t.Fatalf("before Hold: pending %d, delivered %d; want 1 held, 33 delivered", a.Pending(), s.got)
+	}
+	a.Tick(now + int64(hold))
+	if a.Pending() != 0 || a.Stats.Lines[0].Contradicted != 1 {
+		t.Fatalf("after Hold: pending %d, contradicted %d; want 0, 1", a.Pending(), a.Stats.Lines[0].Contradicted)
+	}
+}
+
+// TestArbiterCorruptThenQuiet: line A brings a corrupt packet (packet 5's
+// messages 999,990 numbers ahead), then its next packet, the day's last,
+// 100 µs (within Grace) later, then nothing; an empty poll a second
+// later. The corrupt packet is dropped as contradicted (its line went on
+// below it and then brought nothing for Hold), nothing declared. Before,
+// it stood for a hole, declared once Hold ran out, and was delivered as
+// its numbers' messages ('message carries seq 16, iterator says 1000006';
+// TestArbiterLinesModel seeds 64, 92, 1068). A reorder on line A within
+// Grace (packet 30 ahead of 29, after a packet lost on both lines), the
+// line then quiet alike, is delivered, the hole declared, as before.
+func TestArbiterCorruptThenQuiet(t *testing.T) {
+	pkts := fixedPackets(t, testSession, 1, 31, 3)
+	for _, reorder := range []bool{false, true} {
+		t.Run(fmt.Sprint("reorder ", reorder), func(t *testing.T) {
+			a, s := newTestArbiter(t, ArbiterConfig{Lines: 2})
+			now := int64(time.Hour)
+			for i, p := range pkts {
+				now = int64(time.Hour) + int64(i)*int64(time.Millisecond)
+				switch {
+				case !reorder && i == 29:
+					a.Offer(0, p, now)
+					a.Offer(1, p, now)
+					a.Offer(0, movedAhead(pkts[5], 999_990), now+int64(900*time.Microsecond))
+				case reorder && i == 28: // lost on both lines
+				case reorder && i == 29: // line A alone, overtaken by 30
+					a.Offer(0, pkts[30], now)
+					a.Offer(0, p, now+int64(100*time.Microsecond))
+				case reorder && i == 30:
+				default:
+					a.Offer(0, p, now)
+					a.Offer(1, p, now)
+				}
+			}
+			a.Tick(now + int64(time.Second))
+			if reorder {
+				if s.got != 90 || len(s.gaps) != 1 || s.gaps[0] != (moldudp64.Range{First: 85, Count: 3}) || a.Stats.Lines[0].Contradicted != 0 {
+					t.Fatalf("delivered %d of 90, gaps %v (want [{85 3}]), contradicted %d", s.got, s.gaps, a.Stats.Lines[0].Contradicted)
+				}
+				return
+			}
+			wantAllDelivered(t, a, s, 93, 1)
+			if a.Pending() != 0 || a.Next() != 94 {
+				t.Errorf("pending %d, next %d; want 0, 94", a.Pending(), a.Next())
+			}
+		})
 	}
 }
