@@ -110,7 +110,7 @@ func testRunLinkFlap(t *testing.T, bin string, day *demo.Day, ref []byte, backen
 		t.Errorf("no XDP program on line A's interface after the flap:\n%s", link)
 	}
 	groups, _ := lab.Exec(lab.Dst, "ip", "maddr", "show", "dev", lab.DstIf)
-	if !strings.Contains(string(groups), "inet  "+demo.GroupA.Addr().String()+"\n") {
+	if !demo.Joined(string(groups), demo.GroupA.Addr().String()) {
 		t.Errorf("line A's group %s not joined on its interface after the flap:\n%s", demo.GroupA.Addr(), groups)
 	}
 
@@ -209,7 +209,7 @@ func testRunInterfaceRecreated(t *testing.T, bin string, day *demo.Day, ref []by
 		t.Errorf("line A received nothing on the new device (%v packets before and after)", a)
 	}
 	groups, _ := lab.Exec(lab.Dst, "ip", "maddr", "show", "dev", lab.DstIf)
-	if !strings.Contains(string(groups), "inet  "+demo.GroupA.Addr().String()+"\n") {
+	if !demo.Joined(string(groups), demo.GroupA.Addr().String()) {
 		t.Errorf("line A's group %s not joined on the new device:\n%s", demo.GroupA.Addr(), groups)
 	}
 	if link, _ := lab.Exec(lab.Dst, "ip", "link", "show", "dev", lab.DstIf); xdp && strings.Contains(string(link), "xdp") {

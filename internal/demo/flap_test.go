@@ -65,7 +65,7 @@ func testLinkFlapOneLine(t *testing.T, mode handler.Mode) {
 			if backend.rx == "xdp" && !strings.Contains(flap.Link, "xdp") {
 				t.Errorf("no XDP program on the interface after the flap:\n%s", flap.Link)
 			}
-			if !strings.Contains(flap.Groups, "inet  "+GroupA.Addr().String()+"\n") {
+			if !Joined(flap.Groups, GroupA.Addr().String()) {
 				t.Errorf("line A's group %s not joined on the interface after the flap:\n%s", GroupA.Addr(), flap.Groups)
 			}
 			if res.Stats.ReceiveErrors != 0 {

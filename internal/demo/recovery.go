@@ -333,6 +333,20 @@ type Flap struct {
 	Link, Groups   string
 }
 
+// Joined reports whether groups, what `ip maddr show` says of an
+// interface, lists the IPv4 group addr as joined, by one socket or more
+// ("inet  239.77.1.1", or "... users 2": under AF_XDP a line's spare
+// socket joins its group too).
+func Joined(groups, addr string) bool {
+	for l := range strings.Lines(groups) {
+		f := strings.Fields(l)
+		if len(f) >= 2 && f[0] == "inet" && f[1] == addr {
+			return true
+		}
+	}
+	return false
+}
+
 // waitOperUp waits until dev of namespace ns is operationally up (`ip
 // link` says state UP), or fails once stop is closed or a minute passed.
 func waitOperUp(lab *netlab.Lab, ns, dev string, stop <-chan struct{}) error {

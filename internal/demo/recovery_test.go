@@ -291,7 +291,7 @@ func testLinkFlap(t *testing.T, mode handler.Mode) {
 				t.Errorf("no XDP program on the interface after the flap:\n%s", flap.Link)
 			}
 			for _, g := range []string{GroupA.Addr().String(), GroupB.Addr().String()} {
-				if !strings.Contains(flap.Groups, "inet  "+g+"\n") {
+				if !Joined(flap.Groups, g) {
 					t.Errorf("group %s not joined on the interface after the flap:\n%s", g, flap.Groups)
 				}
 			}
