@@ -82,7 +82,7 @@ type replayReport struct {
 	// datagrams that are not MoldUDP64 packets: their messages, if any,
 	// were not applied.
 	InputFramesSkipped uint64            `json:"input_frames_skipped,omitempty"`
-	InputSkippedBy     map[string]uint64 `json:"input_frames_skipped_by_reason,omitempty"` // pcap.Reason's names: truncated (a snaplen too short), not IPv4, IPv4 fragment incomplete, IPv4 fragment overlap, IPv4 fragment over limit, bad checksum, ...
+	InputSkippedBy     map[string]uint64 `json:"input_frames_skipped_by_reason,omitempty"` // pcap.Reason's names: truncated (a snaplen too short), not IPv4, IPv4 fragment incomplete, IPv4 fragment overlap, IPv4 fragment over limit, IPv4 fragment too far, bad checksum, ...
 	// IPv4 fragments reassembled as the kernel does for the socket
 	// backends (pcap.Stats.Reassembled, Fragments): the datagrams, and
 	// the frames they took.

@@ -25,10 +25,12 @@
 // socket (reassembly.go): in any order; a partial overlap drops the
 // datagram, a duplicate the fragment; a datagram not complete
 // ReassemblyTimeout after its first fragment, or at the end of the
-// capture, is dropped, and fragments beyond ReassemblyMemory held are.
+// capture, is dropped, and fragments beyond ReassemblyMemory held are;
+// so are a datagram's fragments held when its source sent
+// ReassemblyMaxDist or more other fragments since its last (net.ipv4.ipfrag_max_dist).
 // The datagram comes with its last fragment's time and index
 // (Stats.Reassembled, Fragments), the frames of one dropped are counted
-// under Fragment, FragmentOverlap or FragmentLimit. DecodeFrame, which
+// under Fragment, FragmentOverlap, FragmentLimit or FragmentTooFar. DecodeFrame, which
 // sees one frame, calls every fragment a Fragment.
 //
 // Frames that are not a whole IPv4/UDP datagram or a fragment of one, or whose

@@ -24,10 +24,11 @@ const (
 	BadOptions             // IPv4 options the kernel refuses (bpf.OptionsOK: malformed, a source route, CIPSO): dropped so, the AF_XDP path too
 	FragmentOverlap        // an IPv4 fragment overlapping another of its datagram, or contradicting its length: the kernel drops the datagram (a duplicate fragment alone)
 	FragmentLimit          // an IPv4 fragment that came while the reassembly held ReassemblyMemory bytes or its most datagrams: the kernel drops it so
+	FragmentTooFar         // the IPv4 fragments held of a datagram whose source sent ReassemblyMaxDist or more other fragments between two of its own: the kernel drops them (net.ipv4.ipfrag_max_dist)
 	NumReasons
 )
 
-var reasonNames = [NumReasons]string{"ok", "truncated", "bad length", "not IPv4", "not UDP", "IPv4 fragment incomplete", "unsupported link type", "bad checksum", "martian source", "bad IPv4 options", "IPv4 fragment overlap", "IPv4 fragment over limit"}
+var reasonNames = [NumReasons]string{"ok", "truncated", "bad length", "not IPv4", "not UDP", "IPv4 fragment incomplete", "unsupported link type", "bad checksum", "martian source", "bad IPv4 options", "IPv4 fragment overlap", "IPv4 fragment over limit", "IPv4 fragment too far"}
 
 func (r Reason) String() string {
 	if r < NumReasons {

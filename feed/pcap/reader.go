@@ -312,6 +312,8 @@ func (r *Reader) reassemble(ip, data []byte, link int, at int64) (Frame, bool) {
 		copy(mac[:], data[6:12]) // linkPayload checked the length
 	}
 	res := r.frags.add(ip, at, mac)
+	r.stats.Skipped[FragmentTooFar] += r.frags.tooFar
+	r.frags.tooFar = 0
 	if res.why != OK {
 		r.stats.Skipped[res.why] += res.frames
 		return Frame{}, false

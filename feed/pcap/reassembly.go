@@ -12,10 +12,13 @@ import (
 // datagram whose fragments are not all in within ReassemblyTimeout of its
 // first (net.ipv4.ipfrag_time) is dropped, as are fragments while those
 // held take more than ReassemblyMemory bytes (net.ipv4.ipfrag_high_thresh)
-// or reassemblyQueues datagrams are open.
+// or reassemblyQueues datagrams are open; a datagram whose source sent
+// ReassemblyMaxDist or more other fragments between two of its own is
+// begun again from the fragment that came (net.ipv4.ipfrag_max_dist).
 const (
 	ReassemblyTimeout = 30 * time.Second
 	ReassemblyMemory  = 4 << 20
+	ReassemblyMaxDist = 64
 	reassemblyQueues  = 1024
 	maxDatagram       = 65535 // an IPv4 datagram's largest total length
 )
@@ -36,6 +39,7 @@ type fragRun struct{ start, end int }
 type fragQueue struct {
 	key     fragKey
 	first   int64  // the time of its first fragment
+	rid     uint32 // its source's fragment count at its last fragment (fragPeer.rid)
 	frames  uint64 // the frames held for it
 	meat    int    // payload bytes held
 	length  int    // the payload's length as known so far (the last fragment's end once lastIn)
@@ -54,15 +58,27 @@ type fragQueue struct {
 // received (a duplicate) is dropped alone; a last fragment whose end
 // contradicts what came drops the datagram, and so does a payload over
 // 65535 bytes; a More Fragments payload's end is cut to a multiple of 8.
-// The kernel also drops the fragments of a source that sent more than
-// net.ipv4.ipfrag_max_dist (64) others between two of one datagram's:
-// not done here. The memory it holds is bounded (ReassemblyMemory,
-// reassemblyQueues); buffers are kept for the next datagrams.
+// A fragment that comes after ReassemblyMaxDist or more fragments of its
+// source since its datagram's last drops what the datagram held
+// (FragmentTooFar) and begins it again, as the kernel's ip_frag_too_far
+// and ip_frag_reinit do: the kernel counts a source's fragments of every
+// protocol and destination, this the UDP fragments of the capture. The
+// memory it holds is bounded (ReassemblyMemory, reassemblyQueues);
+// buffers are kept for the next datagrams.
 type reassembly struct {
 	queues []*fragQueue
 	free   []*fragQueue
-	held   int // payload bytes held over all queues
+	peers  map[[4]byte]fragPeer // the sources of the datagrams held
+	tooFar uint64               // frames dropped as too far (FragmentTooFar), for the Reader to count
+	held   int                  // payload bytes held over all queues
 	out    []byte
+}
+
+// fragPeer counts the fragments of a source (the kernel's inet_peer
+// rid) while it has datagrams held (refs).
+type fragPeer struct {
+	rid  uint32
+	refs int
 }
 
 // fragResult is what a fragment did: completed its datagram (done, the
@@ -107,6 +123,12 @@ func (ra *reassembly) drop(i int) {
 	q := ra.queues[i]
 	ra.held -= q.meat
 	ra.queues = append(ra.queues[:i], ra.queues[i+1:]...)
+	if p := ra.peers[q.key.src]; p.refs > 1 {
+		p.refs--
+		ra.peers[q.key.src] = p
+	} else {
+		delete(ra.peers, q.key.src)
+	}
 	*q = fragQueue{runs: q.runs[:0], data: q.data[:0], hdr: q.hdr[:0]}
 	ra.free = append(ra.free, q)
 }
@@ -144,8 +166,21 @@ func (ra *reassembly) add(b []byte, at int64, srcMAC [6]byte) fragResult {
 		q.key, q.first = key, at
 		ra.queues = append(ra.queues, q)
 		qi = len(ra.queues) - 1
+		if ra.peers == nil {
+			ra.peers = make(map[[4]byte]fragPeer)
+		}
+		p := ra.peers[key.src]
+		p.refs++
+		ra.peers[key.src] = p
 	}
 	q := ra.queues[qi]
+	if ra.tooFarFrom(q) {
+		// ip_frag_reinit: the fragments held dropped, the datagram begun
+		// again (its timer too) with this one.
+		ra.tooFar += q.frames
+		ra.held -= q.meat
+		*q = fragQueue{key: q.key, first: at, rid: q.rid, runs: q.runs[:0], data: q.data[:0], hdr: q.hdr[:0]}
+	}
 	// The kernel's checks of the fragment's place (ip_frag_queue): an
 	// inconsistency drops the datagram.
 	bad := func() fragResult {
@@ -201,6 +236,19 @@ func (ra *reassembly) add(b []byte, at int64, srcMAC [6]byte) fragResult {
 	res := fragResult{done: true, pkt: ra.out, srcMAC: q.srcMAC, frames: q.frames}
 	ra.drop(qi)
 	return res
+}
+
+// tooFarFrom counts a fragment of q's source and reports whether
+// ReassemblyMaxDist or more others came since q's last (the kernel's
+// ip_frag_too_far: this one's count less the last's over max_dist; a
+// datagram without a fragment held is not).
+func (ra *reassembly) tooFarFrom(q *fragQueue) bool {
+	p := ra.peers[q.key.src]
+	p.rid++
+	ra.peers[q.key.src] = p
+	start := q.rid
+	q.rid = p.rid
+	return q.frames > 0 && p.rid-start > ReassemblyMaxDist
 }
 
 // Results of fragQueue.insert.

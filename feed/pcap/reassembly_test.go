@@ -113,3 +113,43 @@ func TestReaderFragmentLimit(t *testing.T) {
 		t.Errorf("skipped %s; want IPv4 fragment over limit %d, IPv4 fragment incomplete %d", st.SkippedSummary(), n-held, held)
 	}
 }
+
+// TestReaderFragmentTooFar: a datagram whose source sent
+// ReassemblyMaxDist or more fragments between two of its own loses what it held
+// (IPv4 fragment too far) and is begun again from the later one, as the
+// kernel does (net.ipv4.ipfrag_max_dist); another source's fragments do
+// not count. TestReplayDecodesAsLive (feed/rx) checks the kernel.
+func TestReaderFragmentTooFar(t *testing.T) {
+	src := netip.MustParseAddrPort("10.1.2.3:40000")
+	other := netip.MustParseAddrPort("10.1.2.4:40000")
+	dst := netip.MustParseAddrPort("239.255.130.7:26477")
+	// n fragments of a datagram of 600 bytes.
+	pieces := func(from netip.AddrPort, id uint16, n int) [][]byte {
+		sizes := make([]int, n)
+		for i := range sizes {
+			sizes[i] = 8
+		}
+		sizes[n-1] = 1480
+		return fragments(pcap.AppendUDPFrame(nil, from, dst, id, make([]byte, 600)), sizes...)
+	}
+	var frames [][]byte
+	for i, between := range []int{pcap.ReassemblyMaxDist - 1, pcap.ReassemblyMaxDist} {
+		pair := fragments(pcap.AppendUDPFrame(nil, src, dst, uint16(10*i+1), make([]byte, 100)), 56)
+		frames = append(frames, pair[0])
+		frames = append(frames, pieces(other, uint16(10*i+2), 2*between)...) // not src's
+		frames = append(frames, pieces(src, uint16(10*i+3), between)...)
+		frames = append(frames, pair[1])
+	}
+	dgs, st, err := pcaptest.ReadAsCapture(frames, func(int) int64 { return 1 })
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The first pair and the four datagrams between the pairs; the
+	// second pair's first fragment too far, its second incomplete.
+	if len(dgs) != 5 || st.Skipped[pcap.FragmentTooFar] != 1 || st.Skipped[pcap.Fragment] != 1 {
+		t.Errorf("%d datagrams, skipped %s; want 5, IPv4 fragment too far 1, IPv4 fragment incomplete 1", len(dgs), st.SkippedSummary())
+	}
+	if n := st.Datagrams - st.Reassembled + st.Fragments + st.Malformed() + st.Markers; n != st.Frames {
+		t.Errorf("frames %d, accounted for %d", st.Frames, n)
+	}
+}

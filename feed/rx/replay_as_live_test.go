@@ -20,7 +20,9 @@ import (
 // when it forwards; and IPv4 fragments: in order, reversed, a datagram
 // over the MTU, a duplicate fragment, which it reassembles, overlapping
 // ones, a missing one, a reassembled datagram whose UDP checksum fails
-// and fragments from a martian source, which it drops) and receives them
+// and fragments from a martian source, which it drops, and a datagram
+// whose source sent 64 fragments between two of its own, whose first it
+// drops: net.ipv4.ipfrag_max_dist) and receives them
 // with every backend; a replay of a capture of them (pcap.Reader, what
 // feedhandler replay reads a capture with) must take exactly the
 // payloads each backend delivered, so that a capture replays to the live
@@ -130,6 +132,21 @@ func asLiveFrames(src, dst netip.AddrPort, id uint16) [][]byte {
 	badSum[1][len(badSum[1])-1] ^= 0x20
 	frames = append(frames, badSum...)
 	frames = append(frames, frags(datagram("frag from 127.0.0.1", 100, netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), 40001)), 56)...)
+	// A datagram whose two fragments have 63 others of their source
+	// between them is reassembled; with 64 between, the kernel drops the
+	// first (net.ipv4.ipfrag_max_dist) and holds the second alone.
+	for _, between := range []int{63, 64} {
+		name := fmt.Sprintf("frag %d between", between)
+		pair := frags(datagram(name, 100, src), 56)
+		eights := make([]int, between)
+		for i := range eights[:between-1] {
+			eights[i] = 8
+		}
+		eights[between-1] = 1480
+		frames = append(frames, pair[0])
+		frames = append(frames, frags(datagram(name+" them", 600, src), eights...)...)
+		frames = append(frames, pair[1])
+	}
 
 	opts, _ := ipOptionFrames(src, dst) // the last reads "end"
 	return append(frames, opts...)

@@ -31,6 +31,19 @@ import (
 // come in their own batches, so a datagram the kernel delivered may come
 // after ring frames that arrived after it (the arbiter orders a line by
 // sequence number). Counted in Stats().Extra "xdp_kernel_delivered".
+//
+// A line whose group is a unicast address has no spare socket, so its
+// fragmented datagrams and its frames on a queue without an AF_XDP socket
+// stay lost (Stats.Dropped; the kernel, finding no socket on the port,
+// answers them with ICMP port unreachable). Such a line exists only in
+// this backend's Config (the MAC-following tests' probes): the feed's
+// configuration refuses a group that is not multicast ("not an IPv4
+// multicast address") and so do the socket and io_uring backends
+// (openBoundSocket), so no backend delivers what this one would match. A
+// socket bound to the address and port would receive exactly those (the
+// program redirects the line's other frames), but fallBack joins the
+// spares to their groups, which a unicast socket cannot: left undone
+// while the handler has no unicast line.
 
 // joinSpares joins every multicast line's spare socket to the line's
 // group on its interface and makes each device's joined spares its

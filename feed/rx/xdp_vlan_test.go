@@ -40,9 +40,12 @@ type xdpVLANLab struct {
 	played     bool   // stand-ins: the kernel has no VLAN devices
 }
 
-func xdpNewVLANLab(t *testing.T) *xdpVLANLab {
+func xdpNewVLANLab(t *testing.T) *xdpVLANLab { t.Helper(); return xdpNewVLANLabNamed(t, "xv") }
+
+// xdpNewVLANLabNamed is xdpNewVLANLab in a lab of prefix.
+func xdpNewVLANLabNamed(t *testing.T, prefix string) *xdpVLANLab {
 	t.Helper()
-	lab := xdpNewLab(t, netlab.Options{Prefix: "xv"})
+	lab := xdpNewLab(t, netlab.Options{Prefix: prefix})
 	id := fmt.Sprintf("%d%d", os.Getpid()%100000, time.Now().UnixNano()%1000)
 	l := &xdpVLANLab{Lab: lab, v100: "xa" + id, v200: "xb" + id}
 	out, err := exec.Command("ip", "-n", lab.Dst, "link", "add", "link", lab.DstIf, "name", l.v100, "type", "vlan", "id", "100").CombinedOutput()
@@ -497,5 +500,59 @@ func TestParseLink(t *testing.T) {
 	}
 	for n := range len(msg) {
 		parseLink(msg[:n]) // a cut answer is an error or less, never a panic
+	}
+}
+
+// TestXDPVLANFragments: a VLAN line's fragmented datagrams take the
+// kernel path as a line on the device itself does: the program passes
+// the tagged fragments, the kernel reassembles the datagram on the VLAN
+// device and delivers it to the line's spare socket, joined there
+// (xdp_kernel_delivered); those of the line's group and port on another
+// VLAN or untagged are not the line's and stay the kernel's.
+func TestXDPVLANFragments(t *testing.T) {
+	lab := xdpNewVLANLabNamed(t, "h231v")
+	if lab.played {
+		t.Skip("kernel has no 802.1Q VLAN devices: no VLAN device to reassemble on")
+	}
+	snd := xdpNewRawSender(t, lab.Lab)
+	dst := netip.AddrPortFrom(xdpTestGroup, xdpTestPort)
+	id := uint16(0x2310)
+	fragmented := func(src netip.AddrPort, vid uint16, name string) {
+		p := []byte(name)
+		for len(p) < 1800 {
+			p = append(p, byte('a'+len(p)%26))
+		}
+		f := xdpFrame(src, dst, nil, 0, p)
+		binary.BigEndian.PutUint16(f[14+4:], id)
+		id++
+		xdpSeal(f, 14, true)
+		for _, piece := range netlab.Fragments(f, 14, 1480) {
+			if vid != 0 {
+				piece = xdpTag(piece, vid)
+			}
+			snd.send(t, piece)
+		}
+	}
+	for _, mode := range []string{"native", "generic"} {
+		t.Run(mode, func(t *testing.T) {
+			r := xdpOpen(t, lab.Lab, Config{PollTimeout: 20 * time.Millisecond, XDPMode: mode, Lines: []LineConfig{
+				{Name: "A", Interface: lab.v100, Group: xdpTestGroup, Port: xdpTestPort},
+			}})
+			defer r.Close()
+			fragmented(netip.MustParseAddrPort("10.97.200.1:40001"), 200, "vlan 200 ")
+			fragmented(netip.AddrPortFrom(lab.SrcIP, 40001), 0, "untagged ")
+			fragmented(netip.MustParseAddrPort("10.97.100.1:40001"), 100, "vlan 100 ")
+			snd.send(t, xdpVLANFrame(netip.MustParseAddrPort("10.97.100.1:40001"), 100, "end"))
+			got := receiveUntilEnd(t, r)
+			drainEach(t, r, func(p *Packet) { got = append(got, string(p.Data)) })
+			if !slices.Contains(got, "end") || len(got) != 2 || !slices.ContainsFunc(got, func(p string) bool { return strings.HasPrefix(p, "vlan 100 ") && len(p) == 1800 }) {
+				t.Errorf("%s: received %v; want VLAN 100's fragmented datagram, whole, and the end", mode, brief(got))
+			}
+			st := r.Stats()
+			if st.Extra.Get("xdp_fragmented") != 1 || st.Extra.Get("xdp_kernel_delivered") != 1 || st.Dropped != 0 {
+				t.Errorf("%s: xdp_fragmented %d, xdp_kernel_delivered %d, Stats.Dropped %d; want 1, 1, 0",
+					mode, st.Extra.Get("xdp_fragmented"), st.Extra.Get("xdp_kernel_delivered"), st.Dropped)
+			}
+		})
 	}
 }
