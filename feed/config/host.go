@@ -18,6 +18,7 @@ import (
 	"github.com/marketfeed/feedhandler/feed/glimpse"
 	"github.com/marketfeed/feedhandler/feed/rx"
 	"github.com/marketfeed/feedhandler/internal/privilege"
+	"github.com/marketfeed/feedhandler/internal/procstat"
 	"github.com/marketfeed/feedhandler/proto/shm"
 )
 
@@ -399,8 +400,8 @@ func mibs(n int64) string { return strconv.FormatInt(n>>20, 10) + " MiB" }
 
 // hostMemory is the most memory this process can have and what sets it:
 // the smallest of /proc/meminfo's MemTotal, RLIMIT_AS and the memory limit
-// of its cgroup and their ancestors (v2 memory.max, v1
-// memory.limit_in_bytes); 0 when none can be read. A variable for tests.
+// of its cgroup and their ancestors (cgroupMemory); 0 when none can be
+// read. A variable for tests.
 var hostMemory = func() (int64, string) {
 	var have int64
 	var what string
@@ -422,31 +423,46 @@ var hostMemory = func() (int64, string) {
 	if unix.Getrlimit(unix.RLIMIT_AS, &rl) == nil && rl.Cur != unix.RLIM_INFINITY && rl.Cur < 1<<62 {
 		take(int64(rl.Cur), "RLIMIT_AS")
 	}
-	if b, err := os.ReadFile("/proc/self/cgroup"); err == nil {
-		for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
-			f := strings.SplitN(line, ":", 3)
-			if len(f) != 3 {
-				continue
-			}
-			var dir, file string
-			switch {
-			case f[0] == "0" && f[1] == "":
-				dir, file = "/sys/fs/cgroup", "memory.max"
-			case slices.Contains(strings.Split(f[1], ","), "memory"):
-				dir, file = "/sys/fs/cgroup/memory", "memory.limit_in_bytes"
-			default:
-				continue
-			}
-			for p := f[2]; ; p = filepath.Dir(p) {
-				if v, err := os.ReadFile(filepath.Join(dir, p, file)); err == nil {
-					// "max" (v2) and v1's near 2^63 mean no limit.
-					if n, err := strconv.ParseInt(strings.TrimSpace(string(v)), 10, 64); err == nil && n < 1<<62 {
-						take(n, "cgroup "+filepath.Join(dir, p, file))
-					}
+	take(cgroupMemory("/proc/self/cgroup", "/proc/self/mountinfo", "/sys/fs/cgroup/memory"))
+	return have, what
+}
+
+// cgroupMemory is the smallest memory limit of the cgroup that
+// cgroupFile (a process's /proc/PID/cgroup) names and of its ancestors,
+// and what sets it ("cgroup FILE"); 0 when none is set or none can be
+// read. On cgroup v2 it is memory.max, read by procstat as the
+// feedhandler_cgroup_memory_limit_bytes metric reads it (the cgroup2 mount
+// found in mountinfo, a container's subtree); where the memory controller
+// is a v1 hierarchy (mounted at v1Mount), memory.limit_in_bytes.
+func cgroupMemory(cgroupFile, mountinfo, v1Mount string) (int64, string) {
+	if c, err := procstat.OpenCgroupMemoryFrom(cgroupFile, mountinfo); err == nil {
+		defer c.Close()
+		if n, file, err := c.Max(); err == nil && n < 1<<62 {
+			return int64(n), "cgroup " + file
+		}
+		return 0, ""
+	}
+	b, err := os.ReadFile(cgroupFile)
+	if err != nil {
+		return 0, ""
+	}
+	var have int64
+	var what string
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		f := strings.SplitN(line, ":", 3)
+		if len(f) != 3 || f[0] == "0" || !slices.Contains(strings.Split(f[1], ","), "memory") {
+			continue
+		}
+		for p := f[2]; ; p = filepath.Dir(p) {
+			file := filepath.Join(v1Mount, p, "memory.limit_in_bytes")
+			if v, err := os.ReadFile(file); err == nil {
+				// v1's near 2^63 means no limit.
+				if n, err := strconv.ParseInt(strings.TrimSpace(string(v)), 10, 64); err == nil && n > 0 && n < 1<<62 && (have == 0 || n < have) {
+					have, what = n, "cgroup "+file
 				}
-				if p == "/" || p == "." || p == "" {
-					break
-				}
+			}
+			if p == "/" || p == "." || p == "" {
+				break
 			}
 		}
 	}

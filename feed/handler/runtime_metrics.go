@@ -224,10 +224,12 @@ func stdSample(b []byte, name, suffix, labels string, v float64) []byte {
 func RegisterStandard(reg prometheus.Registerer, h *Handler) {
 	// Opened now, before the process gives up privileges (the
 	// Exposition's reader of /proc/self).
+	proc := processCollector{Collector: collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})}
 	if r, err := procstat.Self(); err != nil {
 		h.log.Warn().Err(err).Msg("process metrics not exported: /proc/self cannot be read (a /proc without this process, or hardened against it); process_* families absent, feedhandler_process_metrics_readable 0")
 	} else if why := r.BootTimeFromClocks(); why != nil {
 		h.log.Info().Err(why).Msg("process start time from the clocks: /proc/stat cannot be read (a /proc of the processes only, ProcSubset=pid); every process_* family exported")
+		proc.start, proc.proc = prometheus.NewDesc(startTimeName, standardHelp(startTimeName), nil, nil), r
 	}
 	if c, err := procstat.SelfCgroupMemory(); err != nil {
 		h.log.Info().Err(err).Msg("cgroup memory limit not exported (feedhandler_cgroup_memory_limit_bytes absent): FeedhandlerNearMemoryLimit cannot fire")
@@ -243,7 +245,40 @@ func RegisterStandard(reg prometheus.Registerer, h *Handler) {
 		ev.Msg("cgroup memory limits (feedhandler_cgroup_memory_limit_bytes; max: none)")
 	}
 	prometheus.WrapRegistererWith(prometheus.Labels{"feed": h.cfg.Feed}, reg).MustRegister(
-		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		proc,
 		collectors.NewGoCollector(),
 	)
+}
+
+const startTimeName = "process_start_time_seconds"
+
+// standardHelp is the help of standard's family name.
+func standardHelp(name string) string {
+	for _, m := range standard {
+		if m.name == name {
+			return m.help
+		}
+	}
+	return ""
+}
+
+// processCollector is client_golang's process collector, with the
+// process's start time from procstat where the library has none: it
+// counts the start from /proc/stat's btime, which a /proc of the
+// processes only (ProcSubset=pid) does not have, and leaves
+// process_start_time_seconds out, which the text format has (procstat
+// takes the boot time from the clocks). Describe is the library's, which
+// describes the family already.
+type processCollector struct {
+	prometheus.Collector
+	proc  *procstat.Reader // nil: the library reads the start time
+	start *prometheus.Desc
+}
+
+func (c processCollector) Collect(ch chan<- prometheus.Metric) {
+	c.Collector.Collect(ch)
+	var p procstat.Process
+	if c.proc != nil && c.proc.Read(&p) == nil {
+		ch <- prometheus.MustNewConstMetric(c.start, prometheus.GaugeValue, p.StartTime)
+	}
 }

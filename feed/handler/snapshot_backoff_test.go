@@ -32,6 +32,21 @@ func waitFetch(t *testing.T, h *Handler, rec *recovery, now int64) {
 	}
 }
 
+// pollStarted polls rec at now after the arbiter's tick, as the receive
+// loop does, and says whether a fetch was started by the tick (a gap
+// declared, a session change) or by the poll. The tick's fetch runs on
+// its own goroutine and may be back before the poll (the test's goroutine
+// descheduled under load, a refusal at login being quick), which then
+// consumes it: fetching is read before the poll as well as after. The
+// caller waits for every fetch started (waitFetch), so none is in flight
+// before the tick.
+func pollStarted(h *Handler, rec *recovery, now int64) bool {
+	fetched := rec.fetching
+	rec.poll(now)
+	h.endBatch()
+	return fetched || rec.fetching
+}
+
 // pollFetches polls rec a second at a time from now for span, as the
 // receive loop does, each fetch started waited for (waitFetch), and
 // returns the time reached, starts with each fetch's start appended, and
@@ -108,8 +123,7 @@ func TestSnapshotRetryBacksOff(t *testing.T) {
 	if h.arb.Session() != moldudp64.NewSession("NEW2") {
 		t.Fatalf("session %q after the change, want NEW2", h.arb.Session())
 	}
-	rec.poll(now)
-	if !rec.fetching {
+	if !pollStarted(h, rec, now) {
 		t.Fatalf("no snapshot fetched at once after the session change (consecutive failures %d)", rec.snapFails)
 	}
 	changed := now
@@ -241,9 +255,8 @@ func TestSnapshotRefusedAtLoginNoBackoff(t *testing.T) {
 	}
 	var logs bytes.Buffer
 	h.log = zerolog.New(&logs)
-	rec.poll(now)
 	var starts []int64
-	if rec.fetching {
+	if pollStarted(h, rec, now) {
 		starts = append(starts, now)
 	}
 	waitFetch(t, h, rec, now)
@@ -321,9 +334,7 @@ func TestSnapshotLaggingBacksOff(t *testing.T) {
 	for stop := now + int64(10*time.Minute); now < stop; {
 		now += int64(time.Second)
 		h.arb.Tick(now)
-		rec.poll(now)
-		h.endBatch()
-		if rec.fetching {
+		if pollStarted(h, rec, now) {
 			starts = append(starts, now)
 			waitFetch(t, h, rec, now)
 		}
@@ -384,10 +395,7 @@ func TestSnapshotBehindMovingLines(t *testing.T) {
 		// A fetch the gap Tick declared started (the late join's, or
 		// what a lagging load missed declared again) may be back, and
 		// loaded, by the poll: it is counted all the same.
-		fetched := rec.fetching
-		rec.poll(now)
-		h.endBatch()
-		if fetched || rec.fetching {
+		if pollStarted(h, rec, now) {
 			starts = append(starts, now)
 			waitFetch(t, h, rec, now)
 		}

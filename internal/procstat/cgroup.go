@@ -187,28 +187,44 @@ func (c *CgroupMemory) Read() (MemoryLimits, error) {
 	defer c.mu.Unlock()
 	l := MemoryLimits{Max: NoLimit, High: NoLimit}
 	var err error
-	if l.Max, err = c.least(c.max); err != nil {
+	if l.Max, _, err = c.least(c.max); err != nil {
 		return l, err
 	}
-	l.High, err = c.least(c.high)
+	l.High, _, err = c.least(c.high)
 	return l, err
 }
 
-// least is the smallest limit of files. Under c.mu.
-func (c *CgroupMemory) least(files []*os.File) (uint64, error) {
-	least := NoLimit
-	for _, f := range files {
+// Max returns the smallest memory.max now and the file that sets it (""
+// when none is set: NoLimit), the one of the process's cgroup or of the
+// nearest ancestor at a tie.
+func (c *CgroupMemory) Max() (uint64, string, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	v, i, err := c.least(c.max)
+	if err != nil || i < 0 {
+		return v, "", err
+	}
+	return v, c.max[i].Name(), nil
+}
+
+// least is the smallest limit of files and the index of the first file
+// that has it (-1: none set). Under c.mu.
+func (c *CgroupMemory) least(files []*os.File) (uint64, int, error) {
+	least, at := NoLimit, -1
+	for i, f := range files {
 		n, err := unix.Pread(int(f.Fd()), c.buf[:], 0)
 		if err != nil {
-			return NoLimit, fmt.Errorf("procstat: read %s: %w", f.Name(), err)
+			return NoLimit, -1, fmt.Errorf("procstat: read %s: %w", f.Name(), err)
 		}
 		v, ok := parseLimit(c.buf[:n])
 		if !ok {
-			return NoLimit, fmt.Errorf("procstat: %s: %q is no limit", f.Name(), c.buf[:n])
+			return NoLimit, -1, fmt.Errorf("procstat: %s: %q is no limit", f.Name(), c.buf[:n])
 		}
-		least = min(least, v)
+		if v < least {
+			least, at = v, i
+		}
 	}
-	return least, nil
+	return least, at, nil
 }
 
 // parseLimit parses a memory.max or memory.high file: "max" or bytes.

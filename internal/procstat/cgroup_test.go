@@ -63,11 +63,17 @@ func TestCgroupMemoryLimits(t *testing.T) {
 	if err != nil || l != (MemoryLimits{Max: 512 << 20, High: 1 << 30}) {
 		t.Errorf("limits %+v (%v), want memory.max 512 MiB (the unit's), memory.high 1 GiB (system.slice's)", l, err)
 	}
+	if v, file, err := c.Max(); err != nil || v != 512<<20 || file != filepath.Join(mount, unit, "memory.max") {
+		t.Errorf("Max %d %q (%v), want 512 MiB, the unit's memory.max", v, file, err)
+	}
 	// systemctl set-property: the unit's limits changed while it runs.
 	os.WriteFile(filepath.Join(mount, unit, "memory.max"), []byte("max\n"), 0o644)
 	os.WriteFile(filepath.Join(mount, unit, "memory.high"), []byte("268435456\n"), 0o644)
 	if l, err := c.Read(); err != nil || l != (MemoryLimits{Max: NoLimit, High: 256 << 20}) {
 		t.Errorf("limits %+v (%v) after set-property, want no memory.max, memory.high 256 MiB", l, err)
+	}
+	if v, file, err := c.Max(); err != nil || v != NoLimit || file != "" {
+		t.Errorf("Max %d %q (%v) after set-property, want none set", v, file, err)
 	}
 	if n := testing.AllocsPerRun(50, func() { c.Read() }); n != 0 {
 		t.Errorf("Read allocates %.1f times", n)

@@ -5,12 +5,13 @@ import (
 	"io/fs"
 	"math"
 	"os"
-	"os/exec"
 	"strconv"
 	"strings"
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/marketfeed/feedhandler/internal/proctest"
 )
 
 // TestReadAllocatesNothing: a reading of the process's figures in steady
@@ -104,13 +105,9 @@ func TestReadFollowsTheProcess(t *testing.T) {
 // family, silently. The child runs in a mount namespace of its own, /proc
 // mounted anew there.
 func TestOpenUnderProcSubsetPid(t *testing.T) {
-	if os.Getenv("PROCSTAT_SUBSET_CHILD") != "" {
+	if proctest.InSubsetPid() {
 		procSubsetChild(t)
 		return
-	}
-	unshare, err := exec.LookPath("unshare")
-	if err != nil {
-		t.Skip("unshare not installed (Debian package util-linux)")
 	}
 	b, err := os.ReadFile("/proc/stat")
 	if err != nil {
@@ -120,20 +117,7 @@ func TestOpenUnderProcSubsetPid(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(unshare, "-m", "--propagation", "private", "sh", "-c",
-		`mount -t proc -o subset=pid proc /proc && exec "$0" -test.run '^TestOpenUnderProcSubsetPid$' -test.v`, exe)
-	cmd.Env = append(os.Environ(), "PROCSTAT_SUBSET_CHILD=1", "PROCSTAT_BTIME="+strconv.FormatFloat(btime, 'f', 0, 64))
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("child: %v\n%s", err, out)
-	}
-	if !strings.Contains(string(out), "--- PASS: TestOpenUnderProcSubsetPid") {
-		t.Fatalf("child did not pass:\n%s", out)
-	}
+	proctest.RunInSubsetPid(t, "TestOpenUnderProcSubsetPid", "PROCSTAT_BTIME="+strconv.FormatFloat(btime, 'f', 0, 64))
 }
 
 func procSubsetChild(t *testing.T) {
