@@ -606,6 +606,9 @@ func (a *Arbiter) Offer(line int, data []byte, rxTime int64) {
 			}
 			a.ended = true
 		}
+		if p.Seq > a.high[line] && a.belowPkt[line] == ls.Packets-1 {
+			a.jumpedPast(line)
+		}
 		// Its sequence number is the next one the line would send.
 		if p.Seq > a.next && a.high[line] <= a.next {
 			a.pastRx[line] = rxTime
@@ -636,6 +639,11 @@ func (a *Arbiter) Offer(line int, data []byte, rxTime int64) {
 		a.belowRx[line], a.belowSeq[line], a.belowEnd[line], a.belowPkt[line] = rxTime, p.Seq, end, ls.Packets
 	case p.Seq > a.high[line]:
 		ls.LineGaps++
+		if a.belowPkt[line] == ls.Packets-1 {
+			// Its latest packet went below its highest: see jumpedPast.
+			a.jumpedPast(line)
+			high = a.high[line]
+		}
 	}
 	if end > a.high[line] {
 		a.high[line] = end
@@ -1421,6 +1429,12 @@ func (a *Arbiter) contradicted(e *pendEntry) bool {
 // earlier packet, the line then silent for Hold, is dropped: its numbers
 // are a gap once the line goes on.
 func (a *Arbiter) wentBelow(e *pendEntry, after int64) bool {
+	return a.wentBelowBefore(e, after, -1)
+}
+
+// wentBelowBefore is wentBelow with the packet being offered on line
+// jumping (-1: none) not counted yet: its latest is the one before.
+func (a *Arbiter) wentBelowBefore(e *pendEntry, after int64, jumping int) bool {
 	if e.recovered {
 		return false
 	}
@@ -1429,6 +1443,10 @@ func (a *Arbiter) wentBelow(e *pendEntry, after int64) bool {
 		t := e.lineRx[i]
 		if t == 0 {
 			continue
+		}
+		latest := a.Stats.Lines[i].Packets
+		if i == jumping {
+			latest--
 		}
 		// The latest packet, by count: an older one's stamp, taken
 		// before a step of the wall clock back, lies ahead of every
@@ -1441,12 +1459,42 @@ func (a *Arbiter) wentBelow(e *pendEntry, after int64) bool {
 		// line's packet that covers its first number, which ends inside
 		// or past it; taken for the line's own, its messages past that
 		// one's end were delivered as those of their numbers.
-		if a.high[i] != e.end || a.belowPkt[i] != a.Stats.Lines[i].Packets || a.belowSeq[i] >= e.seq && a.belowEnd[i] > e.seq || a.belowRx[i]-t < after {
+		if a.high[i] != e.end || a.belowPkt[i] != latest || a.belowSeq[i] >= e.seq && a.belowEnd[i] > e.seq || a.belowRx[i]-t < after {
 			return false
 		}
 		by = true
 	}
 	return by
+}
+
+// jumpedPast is told that line, whose latest packet went below its own
+// highest, brings one past that highest (not counted as its latest yet):
+// the held packet of the line that ended at its highest, contradicted by
+// then (its latest packet started below it Grace or more after it, by its
+// stamps), is dropped now, as checkGap would have: once past it, the line
+// no longer has it for its highest, and it was taken for genuine. A line
+// that read its packets ahead of the other's (whose copies, duplicates,
+// move nothing) brought a corrupt packet, went on below it, then a second
+// one once the first's hole was due: the first's hole was declared and the
+// packet delivered as its numbers' messages (TestArbiterLinesModel seed
+// 5822: TestArbiterCorruptSeqsApartOneLine). Not one whose line's latest
+// packet ended at its first number (see undecided): a line past it then
+// reordered the two, and it is its own. Rare: a line's jump after going
+// below its highest; a scan of what is held is fine.
+func (a *Arbiter) jumpedPast(line int) {
+	if a.high[line] <= a.next {
+		return
+	}
+	for k := a.pend.n - 1; k >= 0; k-- {
+		e := a.pend.at(k)
+		if e.lineRx[line] == 0 || e.end != a.high[line] {
+			continue
+		}
+		if (a.belowEnd[line] != e.seq || a.belowSeq[line] == e.seq) && a.wentBelowBefore(e, int64(a.cfg.Grace), line) {
+			a.dropContradicted(k)
+		}
+		return
+	}
 }
 
 // undecided reports whether the held packet e, contradicted
@@ -1589,7 +1637,8 @@ func (a *Arbiter) unconfirmed(e *pendEntry, now int64) bool {
 	return by >= 0
 }
 
-// dropContradicted drops the held packet k, the first or the last,
+// dropContradicted drops the held packet k (the first, the last, or the
+// line's highest one past which it jumped: jumpedPast),
 // contradicted by its lines (contradicted): counted per line, each line's
 // highest back to its latest packet or the highest other packet of the
 // line held, whichever ends later (a second corrupt packet, brought
@@ -1601,7 +1650,7 @@ func (a *Arbiter) dropContradicted(k int) {
 	e := a.pend.at(k)
 	lines := e.lineRx
 	if k != 0 {
-		a.pend.popBack()
+		a.pend.remove(k)
 	} else {
 		a.pend.popFront()
 		a.gapSince = 0
@@ -1771,8 +1820,12 @@ func (q *pending) add(data []byte, seq, end uint64, rxTime int64, limit int, lin
 	return holdOK
 }
 
-func (q *pending) popBack() {
-	q.free = append(q.free, q.at(q.n-1).slot)
+// remove drops held packet k, moving those after it down.
+func (q *pending) remove(k int) {
+	q.free = append(q.free, q.at(k).slot)
+	for i := k; i < q.n-1; i++ {
+		*q.at(i) = *q.at(i + 1)
+	}
 	q.n--
 }
 
