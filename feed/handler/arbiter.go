@@ -1250,14 +1250,17 @@ func (a *Arbiter) checkGap(now int64, idle bool) {
 			a.gapSince = 0
 			return
 		}
-		if n := a.pend.n; n > 1 && a.contradicted(a.pend.at(n-1)) {
+		if n := a.pend.n; a.highestStray(now, idle) {
 			// The highest held packet, contradicted by the lines that
 			// brought it (the first is looked at below, when its hole
 			// would be declared): they are not where it says. Kept, it
 			// had them pass every hole before it, waited for by Grace
 			// rather than Hold: a hole of the other line that a line
 			// lagging it by more than Grace, with a corrupt packet
-			// ahead, still brought was declared.
+			// ahead, still brought was declared. Forsaken too (within
+			// Grace, then Hold of silence): kept, it was the line's
+			// highest, not the first, whose hole was then declared and the
+			// packet delivered (TestArbiterCorruptSeqsOneStampThenQuiet).
 			a.dropContradicted(n - 1)
 			continue
 		}
@@ -1412,10 +1415,10 @@ func (a *Arbiter) strayEnd(now int64, idle bool) bool {
 	if a.pend.front().seq != a.recoverEnd {
 		return false
 	}
-	for n := a.pend.n; n > 1 && a.forsaken(a.pend.at(n-1), now, idle); n = a.pend.n {
+	for a.highestStray(now, idle) {
 		// The highest held packet first, as in checkGap: a second
 		// corrupt packet of the line has it pass the first.
-		a.dropContradicted(n - 1)
+		a.dropContradicted(a.pend.n - 1)
 	}
 	if !a.forsaken(a.pend.front(), now, idle) {
 		return false
@@ -1560,9 +1563,24 @@ func (a *Arbiter) jumpedPast(line int) {
 // declared a gap. drain leaves it held; checkGap decides it, or drops it
 // once Hold ran out (an idle line).
 func (a *Arbiter) undecided(e *pendEntry) bool {
-	if e.seq != a.next {
+	return e.seq == a.next && a.endsAt(e)
+}
+
+// highestStray reports whether the highest held packet, with another
+// held below it, is contradicted, or forsaken and not put ahead by a
+// reorder (its lines' latest packets ending at its first number: see
+// undecided), as checkGap and strayEnd drop it.
+func (a *Arbiter) highestStray(now int64, idle bool) bool {
+	if a.pend.n < 2 {
 		return false
 	}
+	e := a.pend.at(a.pend.n - 1)
+	return a.contradicted(e) || !a.endsAt(e) && a.forsaken(e, now, idle)
+}
+
+// endsAt reports whether the latest packet of each line that brought the
+// held packet e ends exactly at e's first number (see undecided).
+func (a *Arbiter) endsAt(e *pendEntry) bool {
 	for i := 0; i < a.cfg.Lines; i++ {
 		// A heartbeat or End of Session at e's number (a stale one too)
 		// decides: the line's next packet is e's number, and e, brought

@@ -476,3 +476,34 @@ func TestArbiterCorruptSeqsApartOneLine(t *testing.T) {
 	a.Tick(at(60) + int64(time.Second))
 	wantAllDelivered(t, a, s, 180, 2)
 }
+
+// TestArbiterCorruptSeqsOneStampThenQuiet: line A brings two packets with
+// corrupt sequence numbers, each followed by a packet below it, all with
+// one stamp (a batch stamped when read), then nothing; line B brings the
+// rest of the day, and an empty poll comes Hold after line A's batch.
+// Both are dropped (forsaken: their line went on below them within
+// Grace, then nothing for Hold), nothing is declared. Before, only the
+// first held was looked at when its hole was due, and with the second
+// above it, it was not its line's highest: the hole was declared and the
+// packet delivered as its numbers' messages.
+func TestArbiterCorruptSeqsOneStampThenQuiet(t *testing.T) {
+	pkts := fixedPackets(t, testSession, 1, 40, 3)
+	a, s := newTestArbiter(t, ArbiterConfig{Lines: 2})
+	ms := int64(time.Millisecond)
+	at := func(i int) int64 { return int64(time.Hour) + int64(i)*ms }
+	for i := range 10 {
+		a.Offer(0, pkts[i], at(i))
+		a.Offer(1, pkts[i], at(i))
+	}
+	for _, p := range [][]byte{pkts[10], movedAhead(pkts[12], 20_000), pkts[11], movedAhead(pkts[14], 40_000), pkts[12]} {
+		a.Offer(0, p, at(10))
+	}
+	for i := 10; i < len(pkts); i++ {
+		a.Offer(1, pkts[i], at(i)+ms)
+		if i == 35 {
+			a.Tick(at(i) + ms)
+		}
+	}
+	a.Tick(at(40) + int64(time.Second))
+	wantAllDelivered(t, a, s, 120, 2)
+}
