@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"os"
 	"slices"
 	"testing"
 	"time"
@@ -472,9 +473,19 @@ func linesDayOf(t *testing.T, rng *rand.Rand, s moldudp64.Session, tag byte, n i
 // by a loop that keeps up or falls behind, with and without a recovery
 // source. Without one, only what both lines lost may be declared missing;
 // with one, nothing, and every message is delivered once, in order.
+//
+// FH_LINES_SEEDS=from-to plays seeds from to to-1 instead of 0 to 1499
+// (the default, CI's), and goes on past a failing day: a wider sweep.
 func TestArbiterLinesModel(t *testing.T) {
-	for seed := range uint64(1500) {
-		if !testArbiterLinesModel(t, seed) {
+	from, to, sweep := uint64(0), uint64(1500), false
+	if v := os.Getenv("FH_LINES_SEEDS"); v != "" {
+		if _, err := fmt.Sscanf(v, "%d-%d", &from, &to); err != nil || from >= to {
+			t.Fatalf("FH_LINES_SEEDS=%q: want from-to, from below to", v)
+		}
+		sweep = true
+	}
+	for seed := from; seed < to; seed++ {
+		if !testArbiterLinesModel(t, seed) && !sweep {
 			return
 		}
 	}

@@ -713,6 +713,15 @@ func (r *recovery) poll(now int64) {
 			}
 		}
 	}
+	if _, busy := a.Recovering(); !busy && r.client != nil && r.client.Active() && r.cur.Count > 0 {
+		// The arbiter ended the range neither filled to its end nor
+		// declared (given up, r.cur is cleared): it was asked up to a
+		// packet since contradicted, and the lines filled what was left
+		// (Arbiter.strayEnd). The rest lies past the feed's numbers: asked
+		// on, it was given up, the servers rested
+		// (TestRerequestEndsWithStrayEnd).
+		r.client.Cancel()
+	}
 	if r.started != 0 {
 		if _, busy := a.Recovering(); !busy && !r.fetching && (r.client == nil || !r.client.Active()) {
 			if r.cur.Count > 0 {

@@ -118,3 +118,49 @@ func TestServerRestBacksOff(t *testing.T) {
 		t.Fatalf("after a session change: rest until %d, last rest %v, failures in a row %d; want 0, %v, 0", rec.restUntil, rec.restWait, rec.restFails, rest)
 	}
 }
+
+// TestRerequestEndsWithStrayEnd: line A's packet with a corrupt sequence
+// number (20,000 ahead) is its latest when the hole before it is due: the
+// hole is handed to re-request, whose server does not answer. The line
+// then goes on below it, filling the hole: the arbiter drops the packet
+// (contradicted) and ends the range (Arbiter.strayEnd), and re-request
+// stops asking: nothing given up, no server rested, nothing declared.
+// Without, the client went on asking the range past the feed's numbers
+// until it gave it up ('failures 1'), resting the servers.
+func TestRerequestEndsWithStrayEnd(t *testing.T) {
+	srv := newScriptedServer(t)
+	h, _, rec := loggedRecovery(t, RecoveryConfig{Rerequest: rerequest.Config{Servers: []netip.AddrPort{srv.addr()}, Timeout: time.Millisecond, Retries: 1}})
+	session := moldudp64.NewSession("STRAY")
+	pkt := func(seq uint64) []byte {
+		b := moldudp64.NewBuilder(session, seq, 0)
+		b.Add(orderMsg("STRAY", seq, seq))
+		return append([]byte(nil), b.Flush()...)
+	}
+	now := time.Now().UnixNano()
+	step := func(data []byte) {
+		now += int64(time.Millisecond)
+		if data != nil {
+			h.arb.Offer(0, data, now)
+		}
+		h.arb.Tick(now)
+		rec.poll(now)
+	}
+	for seq := uint64(1); seq <= 5; seq++ {
+		step(pkt(seq))
+	}
+	step(pkt(20_006)) // a corrupt copy of packet 6
+	step(nil)
+	if r, ok := h.arb.Recovering(); !ok || r != (moldudp64.Range{First: 6, Count: 20_000}) || !rec.client.Active() {
+		t.Fatalf("setup: recovering %v %v, client active %v; want [6, 20006) asked", r, ok, rec.client.Active())
+	}
+	for seq := uint64(6); seq <= 20; seq++ {
+		step(pkt(seq))
+	}
+	for range 100 {
+		step(nil)
+	}
+	st := rec.client.Stats
+	if _, ok := h.arb.Recovering(); ok || rec.client.Active() || st.Failures != 0 || h.arb.Stats.Gaps != 0 || h.arb.Pending() != 0 {
+		t.Fatalf("recovering %v, client active %v, failures %d, gaps %d, pending %d; want the range ended, nothing given up, declared or held", ok, rec.client.Active(), st.Failures, h.arb.Stats.Gaps, h.arb.Pending())
+	}
+}

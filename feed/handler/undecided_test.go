@@ -40,19 +40,27 @@ func undecidedDay(t *testing.T, cfg ArbiterConfig, pkts [][]byte) (*Arbiter, *si
 // a recovery source, which takes them. It returns a time after that.
 func recoveringDay(t *testing.T, pkts [][]byte) (*Arbiter, *sink, int64) {
 	t.Helper()
-	a, s := newTestArbiter(t, ArbiterConfig{Lines: 2})
-	a.SetMissing(func(moldudp64.Range, int64) bool { return true })
+	a, s := recoveredDayStart(t, pkts)
 	start, ms := int64(time.Hour), int64(time.Millisecond)
-	for i := range 10 {
-		a.Offer(0, pkts[i], start+int64(i)*ms)
-		a.Offer(1, pkts[i], start+int64(i)*ms)
-	}
 	a.Offer(1, pkts[13], start+13*ms)
 	a.Tick(start + 13*ms + int64(defaultHold))
 	if r, ok := a.Recovering(); !ok || r != (moldudp64.Range{First: 31, Count: 9}) {
 		t.Fatalf("setup: recovering %v %v; want [31, 40)", r, ok)
 	}
 	return a, s, start + 14*ms + int64(defaultHold)
+}
+
+// recoveredDayStart plays packets 0 to 9 of pkts on both lines 1 ms apart
+// from an hour to an Arbiter whose recovery source takes every hole.
+func recoveredDayStart(t *testing.T, pkts [][]byte) (*Arbiter, *sink) {
+	t.Helper()
+	a, s := newTestArbiter(t, ArbiterConfig{Lines: 2})
+	a.SetMissing(func(moldudp64.Range, int64) bool { return true })
+	for i := range 10 {
+		a.Offer(0, pkts[i], int64(time.Hour)+int64(i)*int64(time.Millisecond))
+		a.Offer(1, pkts[i], int64(time.Hour)+int64(i)*int64(time.Millisecond))
+	}
+	return a, s
 }
 
 // heartbeatAt returns a heartbeat of testSession at seq.
@@ -325,4 +333,36 @@ func TestArbiterUndecidedAbandon(t *testing.T) {
 	}
 	a.Tick(now + int64(time.Second))
 	wantAllDelivered(t, a, s, 120, 0)
+}
+
+// TestArbiterRecoveringUpToStray: line A brings a packet with a corrupt
+// sequence number (20,000 ahead) as its latest, and the hole before it is
+// handed to a recovery source once Hold ran out; both lines then go on
+// below it, in order, to the day's end. The packet is dropped as
+// contradicted and the recovery ends, filled by the lines: nothing held,
+// nothing asked, nothing declared. Before, the recovery went on up to the
+// packet for ever (TestArbiterLinesModel seeds 2649, 7991, 8123: 'pending
+// 1, next 898 (the day ends at 898)'); a re-request server given up on it
+// had the hole up to it declared, the feed below it dropped as duplicates.
+func TestArbiterRecoveringUpToStray(t *testing.T) {
+	pkts := fixedPackets(t, testSession, 1, 40, 3)
+	a, s := recoveredDayStart(t, pkts)
+	start, ms := int64(time.Hour), int64(time.Millisecond)
+	stray := movedAhead(pkts[12], 20_000)
+	a.Offer(0, stray, start+10*ms)
+	a.Tick(start + 10*ms + int64(defaultHold))
+	if r, ok := a.Recovering(); !ok || r != (moldudp64.Range{First: 31, Count: 20_006}) {
+		t.Fatalf("setup: recovering %v %v; want [31, 20037)", r, ok)
+	}
+	now := start + 11*ms + int64(defaultHold)
+	for i := 10; i < len(pkts); i++ {
+		a.Offer(0, pkts[i], now+int64(i)*ms)
+		a.Offer(1, pkts[i], now+int64(i)*ms)
+	}
+	a.Tick(now + int64(time.Hour))
+	r, ok := a.Recovering()
+	if ok || a.Pending() != 0 || a.Stats.RecoveriesFilled != 1 {
+		t.Fatalf("at the day's end: recovering %v %v, pending %d, next %d, filled %d; want none, 0, 121, 1", r, ok, a.Pending(), a.Next(), a.Stats.RecoveriesFilled)
+	}
+	wantAllDelivered(t, a, s, 120, 1)
 }
