@@ -520,13 +520,15 @@ func sampleUint(b []byte, name, suffix, labels string, v uint64) []byte {
 }
 
 func sampleFloat(b []byte, name, suffix, labels string, v float64) []byte {
-	b = sampleName(b, name, suffix, labels)
-	b = strconv.AppendFloat(b, v, 'g', -1, 64)
-	return append(b, '\n')
+	return stdSample(append(b, "feedhandler_"...), name, suffix, labels, v)
 }
 
 func sampleName(b []byte, name, suffix, labels string) []byte {
-	b = append(b, "feedhandler_"...)
+	return seriesName(append(b, "feedhandler_"...), name, suffix, labels)
+}
+
+// seriesName appends <name><suffix><labels> and the space before the value.
+func seriesName(b []byte, name, suffix, labels string) []byte {
 	b = append(b, name...)
 	b = append(b, suffix...)
 	b = append(b, labels...)

@@ -1,7 +1,6 @@
 package handler
 
 import (
-	"math"
 	"runtime"
 	"runtime/debug"
 	"runtime/metrics"
@@ -180,10 +179,7 @@ func (e *Exposition) appendRuntime(b []byte) []byte {
 				b = stdSample(b, m.name, "", ls, s.gc.PauseQuantiles[q].Seconds())
 			}
 			b = stdSample(b, m.name, "_sum", e.plain, s.gc.PauseTotal.Seconds())
-			b = append(b, m.name...)
-			b = append(b, "_count"...)
-			b = append(b, e.plain...)
-			b = append(b, ' ')
+			b = seriesName(b, m.name, "_count", e.plain)
 			b = strconv.AppendInt(b, s.gc.NumGC, 10)
 			b = append(b, '\n')
 			continue
@@ -193,21 +189,11 @@ func (e *Exposition) appendRuntime(b []byte) []byte {
 	return b
 }
 
-// stdSample appends the sample line <name><suffix><labels> v, v as
-// expfmt writes a float.
+// stdSample appends the sample line <name><suffix><labels> v (expfmt's
+// float: strconv writes +Inf, -Inf and NaN as it does).
 func stdSample(b []byte, name, suffix, labels string, v float64) []byte {
-	b = append(b, name...)
-	b = append(b, suffix...)
-	b = append(b, labels...)
-	b = append(b, ' ')
-	switch {
-	case math.IsInf(v, 1):
-		b = append(b, "+Inf"...)
-	case math.IsInf(v, -1):
-		b = append(b, "-Inf"...)
-	default:
-		b = strconv.AppendFloat(b, v, 'g', -1, 64)
-	}
+	b = seriesName(b, name, suffix, labels)
+	b = strconv.AppendFloat(b, v, 'g', -1, 64)
 	return append(b, '\n')
 }
 
