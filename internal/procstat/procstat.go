@@ -46,20 +46,11 @@ type Reader struct {
 	dents    [4096]byte
 }
 
-var self struct {
-	once sync.Once
-	r    *Reader
-	err  error
-}
-
 // Self returns the process's Reader, opened at the first call and kept
 // open for the life of the process (one per process: it is the process's
 // own). Open it before the process gives up privileges, so that a switch
 // of user cannot deny it the files.
-func Self() (*Reader, error) {
-	self.once.Do(func() { self.r, self.err = Open() })
-	return self.r, self.err
-}
+var Self = sync.OnceValues(Open)
 
 // Open opens a Reader of the calling process. Close releases it.
 //
