@@ -121,7 +121,7 @@ func (h *Handler) noteSilence(now int64) {
 func (h *Handler) silenceFlag() {
 	s, a := &h.silence, h.arb
 	if !s.stale {
-		if s.all && a.started && !h.endedCopy && !a.ended && !h.flagged {
+		if s.all && a.started && !a.ended && !h.flagged { // a.ended covers endedCopy (Ended, just copied)
 			h.pushStaleAll()
 			s.stale, s.marks = true, h.flagMarks
 		}
