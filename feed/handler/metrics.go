@@ -222,8 +222,8 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 				emit(float64(now-hb.UnixNano()) / 1e9)
 			}
 		case m.label == "file":
-			c, _ := procstat.SelfCgroupMemory()
-			for i, v := range cgroupLimits(c) {
+			cg, _ := procstat.SelfCgroupMemory()
+			for i, v := range cgroupLimits(cg) {
 				if v != procstat.NoLimit {
 					emit(float64(v), cgroupFiles[i])
 				}
