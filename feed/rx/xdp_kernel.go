@@ -122,11 +122,7 @@ func groupSourceReq(ifindex int, group, source netip.Addr) string {
 // they brought.
 func (r *xdpRx) drainKernel(pkts []Packet) (int, error) {
 	r.kernelNext++
-	n, err := drainInTurn(r.kernel, r.kernelNext, pkts, "xdp kernel socket")
-	if n > 0 {
-		r.kernelDelivered.Add(uint64(n))
-	}
-	return n, err
+	return drainInTurn(r.kernel, r.kernelNext, pkts, "xdp kernel socket")
 }
 
 // kernelReady reports whether the last poll(2) found one of the kernel
