@@ -82,7 +82,7 @@ type xdpIface struct {
 	// kernel: its lines' spare sockets, joined to their groups, through
 	// which the kernel delivers what the program passes it of the lines
 	// (xdp_kernel.go); nil once fallBack took them, or without any.
-	// kernelPfds: their entries in xdpRx.pfds.
+	// kernelPfds: their entries in xdpRx.pfds (nil with kernel).
 	kernel     *socketRx
 	kernelPfds []int
 	// warnedNoSocket: the first line frames on a queue without a socket
@@ -212,13 +212,12 @@ type xdpRx struct {
 	// it has one, so what the program passes of its lines is not lost.
 	// kernelDue: read them first in the next pass (poll(2) said one
 	// is readable; busy: every busyCheckBatches batches or busy-poll
-	// passes). kernelPfds: their entries in pfds.
+	// passes).
 	kernel       []*socketRx
 	kernelList   []*socketRx
 	kernelCovers []bool
 	kernelNext   int
 	kernelDue    bool
-	kernelPfds   []int
 }
 
 // openXDP opens the AF_XDP backend. Errors meaning that XDP or AF_XDP cannot
