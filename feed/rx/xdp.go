@@ -82,7 +82,7 @@ type xdpIface struct {
 	// kernel: its lines' spare sockets, joined to their groups, through
 	// which the kernel delivers what the program passes it of the lines
 	// (xdp_kernel.go); nil once fallBack took them, or without any.
-	// kernelPfds: their entries in xdpRx.pfds.
+	// kernelPfds: their entries in xdpRx.pfds (nil with kernel).
 	kernel     *socketRx
 	kernelPfds []int
 	// warnedNoSocket: the first line frames on a queue without a socket
@@ -212,14 +212,12 @@ type xdpRx struct {
 	// it has one, so what the program passes of its lines is not lost.
 	// kernelDue: read them first in the next pass (poll(2) said one
 	// is readable; busy: every busyCheckBatches batches or busy-poll
-	// passes). kernelPfds: their entries in pfds.
-	kernel          []*socketRx
-	kernelList      []*socketRx
-	kernelCovers    []bool
-	kernelNext      int
-	kernelDue       bool
-	kernelPfds      []int
-	kernelDelivered atomic.Uint64 // datagrams read from them ("xdp_kernel_delivered")
+	// passes).
+	kernel       []*socketRx
+	kernelList   []*socketRx
+	kernelCovers []bool
+	kernelNext   int
+	kernelDue    bool
 }
 
 // openXDP opens the AF_XDP backend. Errors meaning that XDP or AF_XDP cannot
@@ -1397,22 +1395,23 @@ func (r *xdpRx) Stats() Stats {
 	s.Extra.Add("xdp_stats_read_errors", r.statsErrors.Load())
 	s.Extra.Add("xsk_unbound", r.unbound.Load())
 	s.Extra.Add("bad_releases", r.badReleases.Load())
-	s.Extra.Add("xdp_socket_fallbacks", r.fellBack.Load())
-	s.Extra.Add("xdp_kernel_delivered", r.kernelDelivered.Load())
 	// The fallback and kernel sockets' own counters, under the socket
 	// backend's names (0 without any, so that the set of names stays
-	// fixed).
-	var filtered, truncated, gone, rejoins uint64
+	// fixed); the kernel sockets' datagrams are xdp_kernel_delivered.
+	var delivered, filtered, truncated, gone, rejoins uint64
 	lists := [2][]*socketRx{r.kernelList}
 	if l := r.fallbackList.Load(); l != nil {
 		lists[1] = *l
 	}
-	for _, list := range lists {
+	for k, list := range lists {
 		for _, f := range list {
 			fs := f.Stats()
 			for i := range s.Packets {
 				s.Packets[i] += fs.Packets[i]
 				s.Bytes[i] += fs.Bytes[i]
+				if k == 0 {
+					delivered += fs.Packets[i]
+				}
 			}
 			s.Dropped += fs.Dropped
 			s.Malformed += fs.Malformed
@@ -1423,6 +1422,8 @@ func (r *xdpRx) Stats() Stats {
 			rejoins += fs.Extra.Get("line_rejoins")
 		}
 	}
+	s.Extra.Add("xdp_socket_fallbacks", r.fellBack.Load())
+	s.Extra.Add("xdp_kernel_delivered", delivered)
 	s.Extra.Add("source_filtered", filtered)
 	s.Extra.Add("truncated", truncated)
 	s.Extra.Add("line_interfaces_gone", gone)

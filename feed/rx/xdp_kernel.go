@@ -79,7 +79,6 @@ func (r *xdpRx) joinSpares(cfg Config) {
 		r.kernelList = append(r.kernelList, x.kernel)
 		for _, s := range socks {
 			x.kernelPfds = append(x.kernelPfds, len(r.pfds))
-			r.kernelPfds = append(r.kernelPfds, len(r.pfds))
 			r.pfds = append(r.pfds, unix.PollFd{Fd: int32(s.fd), Events: unix.POLLIN})
 		}
 	}
@@ -122,19 +121,17 @@ func groupSourceReq(ifindex int, group, source netip.Addr) string {
 // they brought.
 func (r *xdpRx) drainKernel(pkts []Packet) (int, error) {
 	r.kernelNext++
-	n, err := drainInTurn(r.kernel, r.kernelNext, pkts, "xdp kernel socket")
-	if n > 0 {
-		r.kernelDelivered.Add(uint64(n))
-	}
-	return n, err
+	return drainInTurn(r.kernel, r.kernelNext, pkts, "xdp kernel socket")
 }
 
 // kernelReady reports whether the last poll(2) found one of the kernel
 // sockets readable (or in error, which a read reports).
 func (r *xdpRx) kernelReady() bool {
-	for _, i := range r.kernelPfds {
-		if r.pfds[i].Fd >= 0 && r.pfds[i].Revents != 0 {
-			return true
+	for _, x := range r.ifaces {
+		for _, i := range x.kernelPfds {
+			if r.pfds[i].Revents != 0 {
+				return true
+			}
 		}
 	}
 	return false
@@ -150,6 +147,7 @@ func (r *xdpRx) retireKernel(x *xdpIface) {
 	for _, i := range x.kernelPfds {
 		r.pfds[i].Fd = -1
 	}
+	x.kernelPfds = nil
 	for i, k := range r.kernel {
 		if k == x.kernel {
 			r.kernel = append(r.kernel[:i], r.kernel[i+1:]...)
