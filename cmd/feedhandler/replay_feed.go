@@ -101,10 +101,7 @@ const (
 )
 
 // fileStart is a capture file's place in its capture (capture.Begin).
-type fileStart struct {
-	run, index uint64
-	previous   string // the file before's name, as the handler named it
-}
+type fileStart struct{ run, index uint64 }
 
 // Capture ends (arbitratedReport.CaptureEnd).
 const (
@@ -316,7 +313,7 @@ func (a *arbitrated) begin(fr *pcap.Frame) (bool, error) {
 	cur := a.start
 	a.start = nil
 	if ok {
-		a.start = &fileStart{run: run, index: index, previous: previous}
+		a.start = &fileStart{run: run, index: index}
 	}
 	if a.in == a.first {
 		if ok {
