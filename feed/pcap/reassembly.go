@@ -2,10 +2,7 @@ package pcap
 
 import (
 	"encoding/binary"
-	"net/netip"
 	"time"
-
-	"github.com/marketfeed/feedhandler/bpf"
 )
 
 // Limits of the reader's IPv4 reassembly, the kernel's defaults: a
@@ -307,11 +304,8 @@ func fragmentOK(b []byte, c checks) Reason {
 	if b[9] != protoUDP {
 		return NotUDP
 	}
-	if c&checkSource != 0 && !bpf.SourceOK(netip.AddrFrom4([4]byte(b[12:16]))) {
-		return BadSource
-	}
-	if c&checkSource != 0 && ihl > 20 && !bpf.OptionsOK(b[:ihl]) {
-		return BadOptions
+	if why := sourceOK(b[:ihl], c); why != OK {
+		return why
 	}
 	if c&checkSums != 0 && IPv4Checksum(b[:ihl]) != 0 {
 		return BadChecksum
