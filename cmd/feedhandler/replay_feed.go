@@ -101,10 +101,7 @@ const (
 )
 
 // fileStart is a capture file's place in its capture (capture.Begin).
-type fileStart struct {
-	run, index uint64
-	previous   string // the file before's name, as the handler named it
-}
+type fileStart struct{ run, index uint64 }
 
 // Capture ends (arbitratedReport.CaptureEnd).
 const (
@@ -159,18 +156,13 @@ type arbitrated struct {
 	snapN    uint64
 	// more: the capture's files after the first (a rotated capture's, in
 	// the order written), replayed one after another as one capture;
-	// skipped: what the files before the current one skipped, by reason
-	// (report adds it to the current file's); path: the current file.
-	more    []string
-	skipped [pcap.NumReasons]uint64
-	path    string
-	ans     answers
-	first   *input.Reader // the first file's, which replay closes
-
-	// reassembled, fragments: the datagrams reassembled from IPv4
-	// fragments, and their frames, of the files before the current one
-	// (pcap.Stats)
-	reassembled, fragments uint64
+	// before: what the files before the current one read (pcap.Stats:
+	// report adds it to the current file's); path: the current file.
+	more   []string
+	before pcap.Stats
+	path   string
+	ans    answers
+	first  *input.Reader // the first file's, which replay closes
 
 	// gzipPadding: the zero bytes after the gzip streams of the files
 	// before the current one (input.Stats.GzipPadding)
@@ -287,12 +279,7 @@ func (a *arbitrated) next() (bool, error) {
 		return false, fmt.Errorf("%s has no batch marks: not a handler's capture file, so not the continuation of %s", a.more[0], a.path)
 	}
 	a.gzipPadding += a.in.Stats().GzipPadding
-	cs := a.in.CaptureStats()
-	for i := range cs.Skipped {
-		a.skipped[i] += cs.Skipped[i]
-	}
-	a.reassembled += cs.Reassembled
-	a.fragments += cs.Fragments
+	addStats(&a.before, a.in.CaptureStats())
 	if a.in != a.first {
 		a.in.Close()
 	}
@@ -316,7 +303,7 @@ func (a *arbitrated) begin(fr *pcap.Frame) (bool, error) {
 	cur := a.start
 	a.start = nil
 	if ok {
-		a.start = &fileStart{run: run, index: index, previous: previous}
+		a.start = &fileStart{run: run, index: index}
 	}
 	if a.in == a.first {
 		if ok {
@@ -562,13 +549,23 @@ func (a *arbitrated) run() error {
 	return nil
 }
 
+// addStats adds to s what another file of the capture read, o.
+func addStats(s *pcap.Stats, o pcap.Stats) {
+	s.Frames += o.Frames
+	s.Datagrams += o.Datagrams
+	for i := range o.Skipped {
+		s.Skipped[i] += o.Skipped[i]
+	}
+	s.Markers += o.Markers
+	s.Reassembled += o.Reassembled
+	s.Fragments += o.Fragments
+}
+
 func (a *arbitrated) report() *arbitratedReport {
 	cs := a.in.CaptureStats()
-	for i := range cs.Skipped {
-		cs.Skipped[i] += a.skipped[i]
-	}
+	addStats(&cs, a.before)
 	a.rep.Skipped = cs.Malformed() + a.otherMarkers
-	a.rep.Reassembled, a.rep.Fragments = a.reassembled+cs.Reassembled, a.fragments+cs.Fragments
+	a.rep.Reassembled, a.rep.Fragments = cs.Reassembled, cs.Fragments
 	a.rep.SkippedBy, a.rep.skipped = skippedBy(cs), cs.SkippedSummary()
 	if a.otherMarkers != 0 {
 		if a.rep.SkippedBy == nil {

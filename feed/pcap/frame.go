@@ -190,11 +190,8 @@ func decodeIPv4(b []byte, c checks) (UDP, Reason) {
 	if ulen < 8 || ulen > len(u) {
 		return UDP{}, BadLength
 	}
-	if c&checkSource != 0 && !bpf.SourceOK(netip.AddrFrom4(src)) {
-		return UDP{}, BadSource
-	}
-	if c&checkSource != 0 && ihl > 20 && !bpf.OptionsOK(b[:ihl]) {
-		return UDP{}, BadOptions
+	if why := sourceOK(b[:ihl], c); why != OK {
+		return UDP{}, why
 	}
 	if c&checkSums != 0 && !bpf.ChecksumsOK(b[:ihl], u[:ulen]) {
 		return UDP{}, BadChecksum
@@ -267,4 +264,19 @@ func AppendUDPFrame(b []byte, src, dst netip.AddrPort, id uint16, payload []byte
 	b = append(b, byte(src.Port()>>8), byte(src.Port()), byte(dst.Port()>>8), byte(dst.Port()),
 		byte(ulen>>8), byte(ulen), 0, 0)
 	return append(b, payload...)
+}
+
+// sourceOK applies to IPv4 header h the kernel's checks of its source and
+// options, when c has them (checkSource): BadSource, BadOptions or OK.
+func sourceOK(h []byte, c checks) Reason {
+	if c&checkSource == 0 {
+		return OK
+	}
+	if !bpf.SourceOK(netip.AddrFrom4([4]byte(h[12:16]))) {
+		return BadSource
+	}
+	if len(h) > 20 && !bpf.OptionsOK(h) {
+		return BadOptions
+	}
+	return OK
 }

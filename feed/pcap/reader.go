@@ -303,6 +303,7 @@ func (r *Reader) Next() (Frame, error) {
 // kernel would drop (fragmentOK) or that drops its datagram is counted.
 func (r *Reader) reassemble(ip, data []byte, link int, at int64) (Frame, bool) {
 	c := r.checks()
+	ip = ip[:binary.BigEndian.Uint16(ip[2:])] // no Ethernet padding (decodeIPv4 checked the total length), as the kernel trims it
 	if why := fragmentOK(ip, c); why != OK {
 		r.stats.Skipped[why]++
 		return Frame{}, false

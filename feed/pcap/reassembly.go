@@ -2,10 +2,7 @@ package pcap
 
 import (
 	"encoding/binary"
-	"net/netip"
 	"time"
-
-	"github.com/marketfeed/feedhandler/bpf"
 )
 
 // Limits of the reader's IPv4 reassembly, the kernel's defaults: a
@@ -37,18 +34,17 @@ type fragRun struct{ start, end int }
 
 // fragQueue is one datagram being reassembled.
 type fragQueue struct {
-	key     fragKey
-	first   int64  // the time of its first fragment
-	rid     uint32 // its source's fragment count at its last fragment (fragPeer.rid)
-	frames  uint64 // the frames held for it
-	meat    int    // payload bytes held
-	length  int    // the payload's length as known so far (the last fragment's end once lastIn)
-	lastIn  bool   // the fragment without MF was received
-	firstIn bool   // the fragment at offset 0 was received
-	hdr     []byte // the IPv4 header of the fragment at offset 0
-	srcMAC  [6]byte
-	runs    []fragRun
-	data    []byte // the payload, by offset
+	key    fragKey
+	first  int64  // the time of its first fragment
+	rid    uint32 // its source's fragment count at its last fragment (fragPeer.rid)
+	frames uint64 // the frames held for it
+	meat   int    // payload bytes held
+	length int    // the payload's length as known so far (the last fragment's end once lastIn)
+	lastIn bool   // the fragment without MF was received
+	hdr    []byte // the IPv4 header of the fragment at offset 0 (empty until it was received)
+	srcMAC [6]byte
+	runs   []fragRun
+	data   []byte // the payload, by offset
 }
 
 // reassembly reassembles the IPv4 fragments a Reader reads as the kernel
@@ -219,11 +215,10 @@ func (ra *reassembly) add(b []byte, at int64, srcMAC [6]byte) fragResult {
 	ra.held += end - offset
 	q.frames++
 	if offset == 0 {
-		q.firstIn = true
 		q.hdr = append(q.hdr[:0], b[:ihl]...)
 		q.srcMAC = srcMAC
 	}
-	if !q.firstIn || !q.lastIn || q.meat != q.length {
+	if len(q.hdr) == 0 || !q.lastIn || q.meat != q.length {
 		return fragResult{why: OK}
 	}
 	// Whole: the first fragment's header over the payload, as the
@@ -309,11 +304,8 @@ func fragmentOK(b []byte, c checks) Reason {
 	if b[9] != protoUDP {
 		return NotUDP
 	}
-	if c&checkSource != 0 && !bpf.SourceOK(netip.AddrFrom4([4]byte(b[12:16]))) {
-		return BadSource
-	}
-	if c&checkSource != 0 && ihl > 20 && !bpf.OptionsOK(b[:ihl]) {
-		return BadOptions
+	if why := sourceOK(b[:ihl], c); why != OK {
+		return why
 	}
 	if c&checkSums != 0 && IPv4Checksum(b[:ihl]) != 0 {
 		return BadChecksum

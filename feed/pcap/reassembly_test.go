@@ -153,3 +153,25 @@ func TestReaderFragmentTooFar(t *testing.T) {
 		t.Errorf("frames %d, accounted for %d", st.Frames, n)
 	}
 }
+
+// TestReaderReassemblesPadded: a fragment in a frame padded to Ethernet's
+// minimum (60 bytes) is taken to its IPv4 total length, as the kernel
+// trims it, not with the padding as its payload (which overlapped the
+// next fragment and dropped the datagram).
+func TestReaderReassemblesPadded(t *testing.T) {
+	src := netip.MustParseAddrPort("10.1.2.3:40000")
+	dst := netip.MustParseAddrPort("239.255.130.7:26477")
+	p := make([]byte, 100)
+	for i := range p {
+		p[i] = byte(i)
+	}
+	fs := fragments(pcap.AppendUDPFrame(nil, src, dst, 1, p), 48, 8, 56) // 48, 8, 52
+	fs[1] = append(fs[1], make([]byte, 60-len(fs[1]))...)                // 42 bytes padded to 60
+	dgs, st, err := pcaptest.ReadAsCapture(fs, func(int) int64 { return 1 })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(dgs) != 1 || !bytes.Equal(dgs[0].Payload, p) || st.Reassembled != 1 || st.Fragments != 3 {
+		t.Fatalf("%d datagrams, %d reassembled from %d fragments, skipped %s; want the datagram reassembled from 3", len(dgs), st.Reassembled, st.Fragments, st.SkippedSummary())
+	}
+}
