@@ -497,6 +497,7 @@ func TestPythonLifecycle(t *testing.T)     { runPython(t, "test_lifecycle") }
 func TestPythonJournal(t *testing.T)       { runPython(t, "test_journal") }
 func TestPythonExample(t *testing.T)       { runPython(t, "test_example") }
 func TestPythonDecode(t *testing.T)        { runPython(t, "test_decode") }
+func TestPythonPollDead(t *testing.T)      { runPython(t, "test_poll_dead") }
 
 // BenchmarkPython runs the Python reader's benchmarks (tests/bench.py)
 // against this binary as the writer and reports their medians: a

@@ -128,6 +128,17 @@ func (s *session) expect(cmd, want string) string {
 	return got
 }
 
+// holdSession starts a hold writer process (holdProcess) under a new name
+// and a session of the C++ driver bin that opens it.
+func holdSession(t *testing.T, bin string) (name string, a *child, s *session) {
+	t.Helper()
+	name = testName(t)
+	a = startHold(t, name)
+	s = startSession(t, bin, name)
+	s.expect("open", fmt.Sprintf("open Ok pid %d", a.cmd.Process.Pid))
+	return name, a, s
+}
+
 // TestCppLifecycle: each condition the Go reader reports with its own
 // sentinel, the C++ reader reports with its own code: missing feed, a file
 // that is not a feed, another layout version, no permission, a killed
@@ -196,11 +207,7 @@ func TestCppLifecycle(t *testing.T) {
 	})
 
 	t.Run("killed and restarted", func(t *testing.T) {
-		name := testName(t)
-		a := startChild(t, "hold", name)
-		a.waitLine(t, "ready")
-		s := startSession(t, bin, name)
-		s.expect("open", fmt.Sprintf("open Ok pid %d", a.cmd.Process.Pid))
+		name, a, s := holdSession(t, bin)
 		s.expect("check", "check Ok")
 		s.expect("follow", "follow Ok")
 		s.expect("wait 1", "wait Ok n 0")
@@ -212,8 +219,7 @@ func TestCppLifecycle(t *testing.T) {
 		// The dead writer's last book stays readable.
 		s.expect("read 1", fmt.Sprintf("read Ok seq %d ", a.cmd.Process.Pid))
 
-		b := startChild(t, "hold", name)
-		b.waitLine(t, "ready")
+		b := startHold(t, name)
 		s.expect("check", "check ErrRestarted")
 		s.expect("wait 10000", "wait ErrRestarted n 0")
 		s.expect("open", fmt.Sprintf("open Ok pid %d", b.cmd.Process.Pid))

@@ -57,7 +57,9 @@
 // Read copies a consistent snapshot into a caller-owned buffer and returns a
 // View (the generated accessors over that buffer) without allocating;
 // Follow/Poll/Wait follow the journal (a poll that finds nothing new once
-// the writer closed the feed says so, as Check); Check reports a closed (ErrClosed),
+// the writer closed the feed says so, as Check, and so does one that looks
+// at a dead writer's heartbeat, about once a heartbeat interval: see
+// Follower.Poll); Check reports a closed (ErrClosed),
 // dead (ErrWriterDead: its pid gone and two heartbeats missed, or the
 // heartbeat older than the stale limit) or restarted
 // (ErrRestarted: a new file replaced the one mapped, or another generation

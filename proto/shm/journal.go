@@ -25,7 +25,18 @@ type Follower struct {
 	// check is due). It outlives each call, so that a loop of Waits
 	// shorter than CheckEvery still checks every CheckEvery.
 	checked time.Time
+	// The poll's look at the writer's liveness (look): untilLook counts
+	// down the empty polls to the next look, lookEvery is how many it
+	// counted from, lookedAt the monotonic ns of the last look (0: none).
+	untilLook, lookEvery, lookedAt int64
 }
+
+// maxLookEvery bounds the empty polls between two of a poll's looks at the
+// writer's liveness (docs/SHM.md, "A dead writer, in the poll"): a follower
+// polling fast looks every maxLookEvery empty polls, one polling slower
+// about once a heartbeat interval, and one that slows down all at once at
+// most maxLookEvery of its new polls after its last look.
+const maxLookEvery = 1024
 
 // Follow returns a follower positioned at the journal's head: it reports
 // publications from now on. To start from a complete picture, call Follow
@@ -74,8 +85,15 @@ func (f *Follower) Pending() uint64 {
 // ErrRestarted ("Following" in docs/SHM.md). Once the writer closed the
 // feed, a poll that finds no new record returns ErrClosed (Check's error:
 // ErrRestarted first when a new writer replaced the file): the records
-// published before the close are delivered first. It allocates nothing
-// (the closed feed aside). A file truncated under the mapping
+// published before the close are delivered first. A writer that died
+// (killed, the OOM killer) stores nothing: a poll that finds nothing new
+// looks at its heartbeat every few empty polls (about once a heartbeat
+// interval, at most every maxLookEvery) and, once the writer is dead as
+// Check says it (its pid gone and two heartbeats missed, or the heartbeat
+// older than StaleAfter), returns Check's error, ErrWriterDead
+// (ErrRestarted first when a new writer replaced the file), and so on
+// every empty poll until the writer beats again. It allocates nothing
+// (the closed or dead writer aside). A file truncated under the mapping
 // is ErrFormat (fault.go).
 func (f *Follower) Poll(dst []Update) (n int, err error) {
 	if f.r.m.mem == nil {
@@ -117,21 +135,64 @@ func (f *Follower) poll(dst []Update) (int, error) {
 		n++
 		f.next++
 	}
-	if n == 0 && len(dst) > 0 && atomic.LoadUint32(m.u32(offState)) == stateClosed {
-		return 0, f.closed()
+	if n == 0 && len(dst) > 0 {
+		if atomic.LoadUint32(m.u32(offState)) == stateClosed {
+			return 0, f.stopped()
+		}
+		// A dead writer stores nothing: a countdown in the follower's
+		// own memory, no load of the mapping, brings the look.
+		if f.untilLook--; f.untilLook <= 0 {
+			return 0, f.look()
+		}
 	}
 	return n, nil
 }
 
-// closed is what a poll that found nothing new returns once the writer
+// look is a poll's look at the writer's liveness, on its empty path every
+// lookEvery polls: Check's liveness test (the clocks, the heartbeat, and
+// kill(pid, 0) once two heartbeats are missed), and once that says dead,
+// what stopped says. It sets the next look lookEvery empty polls on, as
+// many as the follower made in a heartbeat interval at the rate since the
+// previous look (1 to maxLookEvery), so that a follower that polls slowly
+// still looks about once an interval and a fast one rarely reads a clock;
+// once the writer is dead, at the next empty poll, which says so again
+// (or nothing, once it beats again: a stopped process resumed).
+func (f *Follower) look() error {
+	now := monoNanos()
+	if f.lookedAt != 0 {
+		f.lookEvery = nextLookEvery(f.lookEvery, now-f.lookedAt, f.r.l.heartbeatEvery)
+	}
+	f.lookedAt = now
+	if err := f.r.writerGone(); err == nil {
+		f.untilLook = f.lookEvery
+		return nil
+	}
+	f.lookEvery, f.untilLook = 1, 1
+	return f.stopped()
+}
+
+// nextLookEvery is how many empty polls a follower makes in interval ns
+// at the rate of its last every empty polls, which took elapsed ns:
+// between 1 and maxLookEvery.
+func nextLookEvery(every, elapsed, interval int64) int64 {
+	if elapsed <= 0 {
+		return maxLookEvery
+	}
+	// every <= maxLookEvery and interval <= MaxHeartbeatInterval: no
+	// overflow.
+	return min(max(max(every, 1)*interval/elapsed, 1), maxLookEvery)
+}
+
+// stopped is what a poll that found nothing new returns once the writer
 // closed the feed (Close's state, one load on the poll's empty path, none
-// per record): Check's error, ErrClosed, or ErrRestarted when a new
-// writer replaced the file since; an overrun, when the poll stopped at a
-// record the closed writer claimed and never wrote (the records behind it
-// are never delivered: rescan), as Wait does.
-func (f *Follower) closed() error {
+// per record) or its look found it dead: Check's error, ErrClosed or
+// ErrWriterDead, or ErrRestarted when a new writer replaced the file
+// since (nil when the writer beat again meanwhile); an overrun, when the
+// poll stopped at a record the closed or dead writer claimed and never
+// wrote (the records behind it are never delivered: rescan), as Wait does.
+func (f *Follower) stopped() error {
 	err := f.r.check()
-	if !errors.Is(err, ErrRestarted) && f.r.m.head() > f.next {
+	if (errors.Is(err, ErrClosed) || errors.Is(err, ErrWriterDead)) && f.r.m.head() > f.next {
 		return f.overrun(f.r.m.head())
 	}
 	return err

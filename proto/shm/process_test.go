@@ -148,6 +148,15 @@ func holdProcess(name string) error {
 	return nil
 }
 
+// startHold starts a hold writer process (holdProcess) under name and
+// waits until it published.
+func startHold(t testing.TB, name string) *child {
+	t.Helper()
+	c := startChild(t, "hold", name)
+	c.waitLine(t, "ready")
+	return c
+}
+
 // readerProcess reads random instruments and follows the journal until the
 // writer closes the feed, verifying every snapshot; a slow reader lets the
 // journal overrun it every other poll.
@@ -384,8 +393,7 @@ func testCrossProcess(t *testing.T, journalMode string) {
 // that writer lives fails with ErrInUse.
 func TestWriterDeathAndRestart(t *testing.T) {
 	name := testName(t)
-	a := startChild(t, "hold", name)
-	a.waitLine(t, "ready")
+	a := startHold(t, name)
 	r := testReader(t, name)
 	if err := r.Check(); err != nil {
 		t.Fatalf("live writer: %v", err)
@@ -402,8 +410,7 @@ func TestWriterDeathAndRestart(t *testing.T) {
 		t.Fatalf("read dead writer's snapshot: %v seq %d", err, v.Seq())
 	}
 
-	b := startChild(t, "hold", name)
-	b.waitLine(t, "ready")
+	b := startHold(t, name)
 	if err := r.Check(); !errors.Is(err, ErrRestarted) {
 		t.Fatalf("restarted writer: %v, want ErrRestarted", err)
 	}

@@ -252,8 +252,7 @@ func publishedWriter(t *testing.T, cfg Config) *Writer {
 // Create refuse it (ErrInUse) for two intervals.
 func TestCreateOverKilledWriter(t *testing.T) {
 	name := testName(t)
-	a := startChild(t, "hold", name)
-	a.waitLine(t, "ready")
+	a := startHold(t, name)
 	a.cmd.Process.Kill()
 	a.cmd.Wait()
 	w, err := Create(Config{Name: name, Instruments: 1, Depth: 1})

@@ -12,8 +12,8 @@
 //                               is the stale limit (OpenOptions::stale_after_ns, 0: the
 //                               default); a slot held over a second (Busy) is read again later
 //   shm_driver session NAME     commands on stdin (open, opencut, check, read L, readsymbol SYM, follow,
-//                               poll, wait MS, waitloop MS FOR_MS CHECK_MS, chdir DIR, path,
-//                               stats, close, stall S, skew S), one result line each
+//                               poll, pollupto N, pollfor MS, wait MS, waitloop MS FOR_MS CHECK_MS,
+//                               chdir DIR, path, stats, close, stall S, skew S), one result line each
 //   shm_driver bench-read NAME N  consistent reads of locate 1: "read median-ns X min-ns Y"
 //   shm_driver latency NAME     publish-to-read latency per journal update until closed
 //   shm_driver noalloc NAME     every reader call, counting operator new: "allocs N"
@@ -51,12 +51,15 @@ using fs::Error;
 // first adds it to the offset and stores a heartbeat of that moment into
 // the feed file g_stall_path: a reader that lost its CPU that long, inside
 // a look at the heartbeat, while the writer beat on.
-static std::atomic<int64_t> g_clock_off{0}, g_stall_ns{0};
+// g_realtime_reads counts the readings of CLOCK_REALTIME: the reader reads
+// it only to look at the heartbeat (pollfor counts a poll's looks so).
+static std::atomic<int64_t> g_clock_off{0}, g_stall_ns{0}, g_realtime_reads{0};
 static std::string g_stall_path;
 
 extern "C" int clock_gettime(clockid_t c, struct timespec* ts) noexcept {
   if (syscall(SYS_clock_gettime, c, ts) != 0) return -1;
   if (c != CLOCK_REALTIME && c != CLOCK_MONOTONIC) return 0;
+  if (c == CLOCK_REALTIME) g_realtime_reads++;
   int64_t stall = c == CLOCK_REALTIME ? g_stall_ns.exchange(0) : 0;
   int64_t off = g_clock_off.fetch_add(stall) + stall;
   int64_t ns = int64_t(ts->tv_sec) * 1000000000 + ts->tv_nsec + off;
@@ -563,6 +566,32 @@ int cmd_session(const char* name) {
       std::printf("%s %s n %zu", cmd, fs::error_name(e), n);
       for (size_t i = 0; i < n; i++) std::printf(" %u:%" PRIu64, unsigned(ups[i].locate), ups[i].version);
       std::printf("\n");
+    } else if (c == "pollupto") {
+      // pollupto N: poll up to N times while each poll returns nothing and
+      // no error, as a strategy's loop of polls does.
+      size_t n = 0;
+      long polls = 0;
+      Error e;
+      do {
+        polls++;
+        e = f.poll(ups, 1024, n);
+      } while (e == Error::Ok && n == 0 && polls < arg);
+      std::printf("pollupto %s n %zu polls %ld\n", fs::error_name(e), n, polls);
+    } else if (c == "pollfor") {
+      // pollfor MS: poll for MS ms, or until a poll returns records or an
+      // error: 1024 polls as fast as it can, then 1024 with 100 us sleeps
+      // between them, and so on; "looks" counts the polls' looks at the
+      // heartbeat (its readings of the realtime clock).
+      int64_t deadline = fs::detail::monotonic_ns() + arg * 1000000;
+      int64_t reads0 = g_realtime_reads;
+      size_t n = 0;
+      Error e;
+      for (long i = 0;; i++) {
+        e = f.poll(ups, 1024, n);
+        if (e != Error::Ok || n > 0 || fs::detail::monotonic_ns() >= deadline) break;
+        if (i % 2048 >= 1024) fs::detail::sleep_ns(100000);
+      }
+      std::printf("pollfor %s n %zu looks %" PRId64 "\n", fs::error_name(e), n, int64_t(g_realtime_reads) - reads0);
     } else if (c == "waitcap") {
       // waitcap CAP MS: wait(MS) into a buffer of CAP records (CAP 0: none).
       long ms = 0;

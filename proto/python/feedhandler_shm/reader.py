@@ -47,6 +47,11 @@ BUSY_TIMEOUT = 1.0
 _real_ns = time.time_ns
 _mono_ns = time.monotonic_ns
 
+# The most empty polls between two of a poll's looks at the writer's liveness
+# (docs/SHM.md, "A dead writer, in the poll"; Go maxLookEvery, C++
+# kMaxLookEvery).
+MAX_LOOK_EVERY = 1024
+
 # Journal positions are uint64: their differences wrap as in Go and C++.
 _U64_MASK = (1 << 64) - 1
 
@@ -806,6 +811,12 @@ class Follower:
         # (the next wait checks at once). Kept across waits, so that a loop
         # of waits shorter than check_every still checks every check_every.
         self._last_check = None
+        # The poll's look at the writer's liveness (_look): the empty polls
+        # to the next look, how many that countdown started from, and the
+        # monotonic ns of the last look (None: none).
+        self._until_look = 0
+        self._look_every = 1
+        self._looked_at = None
 
     def pending(self):
         """Records published and not yet polled (uint64 arithmetic, as Go and
@@ -839,7 +850,14 @@ class Follower:
         writer closed the feed, a poll that finds no new record raises
         ClosedError (RestartedError first when a new writer replaced the
         file), after the records published before the close, as Go's and
-        C++'s polls do; with max_records 0 it returns [].
+        C++'s polls do; with max_records 0 it returns []. A writer that died
+        (killed, the OOM killer) stores nothing: a poll that finds nothing new
+        looks at its heartbeat every few empty polls (about once a heartbeat
+        interval, at most every MAX_LOOK_EVERY) and, once the writer is dead as
+        check() says it (its pid gone and two heartbeats missed, or the
+        heartbeat older than stale_after), raises check()'s error,
+        WriterDeadError (RestartedError first when a new writer replaced the
+        file), and so on at every empty poll until the writer beats again.
         """
         r = self._r
         mv = r._mapped("poll")
@@ -872,15 +890,48 @@ class Follower:
             out.append(new(Update, (d >> 48, d & L.VERSION_MASK)))
             nxt += 1
         self._next = nxt
-        if not out and max_records > 0 and L.U32.unpack_from(mv, L.OFF_STATE)[0] == L.STATE_CLOSED:
-            self._closed()
+        if not out and max_records > 0:
+            if L.U32.unpack_from(mv, L.OFF_STATE)[0] == L.STATE_CLOSED:
+                self._stopped()
+            # A dead writer stores nothing: a countdown in the follower,
+            # no load of the mapping, brings the look.
+            self._until_look -= 1
+            if self._until_look <= 0:
+                self._look()
         return out
 
-    def _closed(self):
-        """What poll raises once the writer closed the feed and nothing new
-        came: check()'s error, ClosedError (RestartedError first when a new
-        writer replaced the file), or OverrunError for the records behind one
-        the closed writer claimed and never wrote (rescan), as wait does."""
+    def _look(self):
+        """A poll's look at the writer's liveness, on its empty path every
+        _look_every polls: check()'s liveness test (the clocks, the heartbeat,
+        and kill(pid, 0) once two heartbeats are missed), and once that says
+        dead, what _stopped raises. The next look comes _look_every empty
+        polls on, as many as the follower made in a heartbeat interval at the
+        rate since the previous look (1 to MAX_LOOK_EVERY): a follower that
+        polls slowly still looks about once an interval, a fast one rarely
+        reads a clock. Once the writer is dead, at the next empty poll, which
+        raises again (or nothing, once it beats again). As Go's and C++'s."""
+        r = self._r
+        now = _mono_ns()
+        if self._looked_at is not None:
+            elapsed = now - self._looked_at
+            every = self._look_every * r._hb_every // elapsed if elapsed > 0 else MAX_LOOK_EVERY
+            self._look_every = min(max(every, 1), MAX_LOOK_EVERY)
+        self._looked_at = now
+        try:
+            r._writer_gone()
+        except (WriterDeadError, ClosedError):
+            self._look_every = self._until_look = 1
+            self._stopped()
+        else:
+            self._until_look = self._look_every
+
+    def _stopped(self):
+        """What poll raises once the writer closed the feed, or its look found
+        it dead, and nothing new came: check()'s error, ClosedError or
+        WriterDeadError (RestartedError first when a new writer replaced the
+        file; nothing when the writer beat again meanwhile), or OverrunError
+        for the records behind one the closed or dead writer claimed and never
+        wrote (rescan), as wait does."""
         try:
             self._r.check()
         except (WriterDeadError, ClosedError):

@@ -166,6 +166,38 @@ def control_writer(test, name, **env):
     return w
 
 
+def pid_writer(test, name):
+    """A control writer with S1 at locate 1, its pid published as the seq,
+    beating every 20 ms."""
+    w = control_writer(test, name, instruments=1, depth=1)
+    w.cmd("register 1 S1")
+    w.cmd("publish 1 %d" % w.pid)
+    w.cmd("beat")
+    return w
+
+
+def dead_under_pid_namespace(test, w, code, name):
+    """Run the Python code (argv[1] is the feed name) as a reader in its own
+    pid namespace (a container sharing /dev/shm), which cannot see the
+    writer w's pid; kill w once the reader printed its first line, which
+    must be "live", then send the reader a line. The rest of the reader's
+    output, which must start with "dead "; it must exit 0. Skips without
+    root or unshare(1)."""
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        test.skipTest("needs root and unshare(1) to put a reader in its own pid namespace")
+    p = subprocess.Popen(["unshare", "--pid", "--fork", sys.executable, "-c", code, name],
+                         env=dict(os.environ, PYTHONPATH=PYDIR), stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    test.addCleanup(lambda: p.poll() is None and p.kill())
+    first = p.stdout.readline().strip()
+    w.kill()
+    out, err = p.communicate("go\n", timeout=60)
+    test.assertEqual(p.returncode, 0, err)
+    test.assertEqual(first, "live", err)
+    test.assertTrue(out.startswith("dead "), out)
+    return out
+
+
 def symbol_of(locate):
     return "S%d" % locate
 

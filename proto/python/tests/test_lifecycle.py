@@ -420,10 +420,7 @@ class LifecycleTest(unittest.TestCase):
 
     def test_writer_killed_then_restarted(self):
         name = support.feed_name(self)
-        a = support.control_writer(self, name, instruments=1, depth=1)
-        a.cmd("register 1 S1")
-        a.cmd("publish 1 %d" % a.pid)
-        a.cmd("beat")
+        a = support.pid_writer(self, name)
         r = shm.open(name)
         self.addCleanup(r.close)
         r.check()
@@ -943,8 +940,6 @@ class LifecycleTest(unittest.TestCase):
     def test_pid_namespace_live_writer(self):
         """A reader in its own pid namespace (a container sharing /dev/shm)
         sees a live, beating writer as live, and a killed one as dead."""
-        if os.geteuid() != 0 or shutil.which("unshare") is None:
-            self.skipTest("needs root and unshare(1) to put a reader in its own pid namespace")
         name = support.feed_name(self)
         w = support.control_writer(self, name, instruments=1, depth=1)
         w.cmd("beat")
@@ -956,16 +951,7 @@ class LifecycleTest(unittest.TestCase):
                 "while r.state()[0] == 'live' and time.monotonic() < deadline:\n"
                 "    time.sleep(0.01)\n"
                 "print(*r.state())\n")
-        p = subprocess.Popen(["unshare", "--pid", "--fork", sys.executable, "-c", code, name],
-                             env=dict(os.environ, PYTHONPATH=support.PYDIR), stdin=subprocess.PIPE,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        self.addCleanup(lambda: p.poll() is None and p.kill())
-        first = p.stdout.readline().strip()
-        w.kill()
-        out, err = p.communicate("go\n", timeout=60)
-        self.assertEqual(p.returncode, 0, err)
-        self.assertEqual(first, "live", err)
-        self.assertTrue(out.startswith("dead "), out)
+        out = support.dead_under_pid_namespace(self, w, code, name)
         self.assertIn("pid %d gone" % w.pid, out)
 
     def test_slot_length_beyond_max_snapshot(self):

@@ -255,6 +255,9 @@ constexpr uint8_t kDirRetired = 1;
 constexpr uint64_t kVersionMask = (uint64_t(1) << 48) - 1;
 constexpr uint64_t kStampBusy = ~uint64_t(0);
 constexpr uint32_t kStateClosed = 1;
+// The most empty polls between two of a poll's looks at the writer's
+// liveness (docs/SHM.md, "A dead writer, in the poll"; Go maxLookEvery).
+constexpr int64_t kMaxLookEvery = 1024;
 // The largest heartbeat interval a header may promise (the Go writer's
 // MaxHeartbeatInterval, an hour): a file that says more, or 0 or less, is
 // not a feed file, and 10 intervals (the default stale limit) cannot
@@ -1111,7 +1114,14 @@ class Follower {
   // returns check()'s error, Closed (Restarted first when a new writer
   // replaced the file), after the records published before the close; a
   // record the closed writer claimed and never wrote is an Overrun (rescan),
-  // as wait says. A capacity of 0 returns Ok.
+  // as wait says. A writer that died (killed, the OOM killer) stores
+  // nothing: a poll that finds nothing new looks at its heartbeat every
+  // few empty polls (about once a heartbeat interval, at most every
+  // kMaxLookEvery) and, once the writer is dead as check() says it (its
+  // pid gone and two heartbeats missed, or the heartbeat older than the
+  // stale limit), returns check()'s error, WriterDead (Restarted first when
+  // a new writer replaced the file), and so on every empty poll until the
+  // writer beats again. A capacity of 0 returns Ok.
   Error poll(Update* dst, size_t cap, size_t& n) noexcept {
     n = 0;
     if (r_ == nullptr || r_->mem_ == nullptr) return Error::NotOpen;
@@ -1145,9 +1155,14 @@ class Follower {
       n++;
       next_++;
     }
-    // The writer closed the feed: a poll that found nothing new says so
-    // (one load, on the empty path only).
-    if (n == 0 && cap > 0 && r_->load_acquire<uint32_t>(detail::kOffState) == detail::kStateClosed) return closed();
+    if (n == 0 && cap > 0) {
+      // The writer closed the feed: a poll that found nothing new says so
+      // (one load, on the empty path only).
+      if (r_->load_acquire<uint32_t>(detail::kOffState) == detail::kStateClosed) return stopped();
+      // A dead writer stores nothing: a countdown in the follower's own
+      // memory, no load of the mapping, brings the look.
+      if (--until_look_ <= 0) return look();
+    }
     return Error::Ok;
   }
 
@@ -1225,12 +1240,38 @@ class Follower {
   uint64_t head() const noexcept {
     return r_ && r_->mem_ ? r_->load_acquire<uint64_t>(detail::kOffHead) : next_;
   }
-  // closed is what poll returns once the writer closed the feed and
-  // nothing new came: check()'s error, or an overrun for the records
-  // behind one the closed writer claimed and never wrote.
-  Error closed() noexcept {
+  // look is a poll's look at the writer's liveness, on its empty path
+  // every look_every_ polls: check()'s liveness test (the clocks, the
+  // heartbeat, and kill(pid, 0) once two heartbeats are missed), and once
+  // that says dead, what stopped says. The next look comes look_every_
+  // empty polls on, as many as the follower made in a heartbeat interval
+  // at the rate since the previous look (1 to kMaxLookEvery): a follower
+  // that polls slowly still looks about once an interval, a fast one
+  // rarely reads a clock. Once the writer is dead, at the next empty poll,
+  // which says so again (or nothing, once it beats again). As Go's.
+  Error look() noexcept {
+    int64_t now = detail::monotonic_ns();
+    if (looked_at_ != 0) {
+      int64_t elapsed = now - looked_at_, every = look_every_ > 0 ? look_every_ : 1;
+      // every <= kMaxLookEvery, the interval at most an hour: no overflow.
+      every = elapsed > 0 ? every * r_->info_.heartbeat_interval_ns / elapsed : detail::kMaxLookEvery;
+      look_every_ = every < 1 ? 1 : every > detail::kMaxLookEvery ? detail::kMaxLookEvery : every;
+    }
+    looked_at_ = now;
+    if (r_->writer_gone() == Error::Ok) {
+      until_look_ = look_every_;
+      return Error::Ok;
+    }
+    look_every_ = until_look_ = 1;
+    return stopped();
+  }
+  // stopped is what poll returns once the writer closed the feed, or its
+  // look found it dead, and nothing new came: check()'s error (Ok when the
+  // writer beat again meanwhile), or an overrun for the records behind one
+  // the closed or dead writer claimed and never wrote.
+  Error stopped() noexcept {
     Error c = r_->check();
-    if (c != Error::Restarted && head() > next_) return overrun(head());
+    if ((c == Error::Closed || c == Error::WriterDead) && head() > next_) return overrun(head());
     return c;
   }
   Error overrun(uint64_t h) noexcept {
@@ -1263,6 +1304,10 @@ class Follower {
   // started with each call would never reach check_every in a loop of
   // shorter waits, and such a loop would never see the writer close or die.
   int64_t last_check_ = 0;
+  // The poll's look at the writer's liveness (look): until_look_ counts
+  // down the empty polls to the next look, look_every_ is how many it
+  // counted from, looked_at_ the monotonic ns of the last look (0: none).
+  int64_t until_look_ = 0, look_every_ = 0, looked_at_ = 0;
 };
 
 inline Follower Reader::follow() const noexcept { return Follower(this); }

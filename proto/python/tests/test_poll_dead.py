@@ -1,0 +1,127 @@
+"""A dead writer, in the poll (docs/SHM.md): a writer process killed with
+SIGKILL stores nothing, and a follower that only polls (no check(), no wait)
+learns it within the bound: once the heartbeat is two intervals old on the
+reader's clock (its pid gone), at most MAX_LOOK_EVERY empty polls later. The
+reader's monotonic clock is stepped past the limit, so that the bound is
+counted in polls, not timed. (Go: TestPollSaysDead; C++:
+TestCppPollSaysDead.) Before, poll returned [] for ever: the dead writer's
+last books looked like a quiet market."""
+
+import time
+import unittest
+
+import feedhandler_shm as shm
+from feedhandler_shm import reader as reader_mod
+
+from . import support
+
+# The control writer's heartbeat interval is 100 ms: its pid gone, two
+# intervals make it dead. A second is stepped.
+STEP_NS = 10**9
+
+
+def poll_until(f, polls):
+    """Poll f polls times, each returning nothing (an exception
+    propagates)."""
+    for _ in range(polls):
+        if f.poll():
+            raise AssertionError("poll returned records")
+
+
+class PollDeadTest(unittest.TestCase):
+    def _following(self):
+        """A beating control writer with S1 at locate 1, a reader and a
+        follower of it that polled a while: (name, writer, reader,
+        follower)."""
+        name = support.feed_name(self)
+        a = support.pid_writer(self, name)
+        r = shm.open(name)
+        self.addCleanup(r.close)
+        f = r.follow()
+        poll_until(f, 2 * reader_mod.MAX_LOOK_EVERY)
+        return name, a, r, f
+
+    def _killed(self):
+        """_following, the writer then killed with SIGKILL."""
+        name, a, r, f = self._following()
+        a.kill()
+        return name, a, r, f
+
+    def _step_clock(self):
+        mono = reader_mod._mono_ns
+        self.addCleanup(setattr, reader_mod, "_mono_ns", mono)
+        reader_mod._mono_ns = lambda: mono() + STEP_NS
+        return mono
+
+    def test_poll_says_dead(self):
+        name, a, r, f = self._killed()
+        self._step_clock()
+        with self.assertRaises(shm.WriterDeadError) as cm:
+            poll_until(f, reader_mod.MAX_LOOK_EVERY + 1)
+        self.assertIn("pid %d gone" % a.pid, str(cm.exception))
+        for _ in range(3):  # every empty poll from then on
+            with self.assertRaises(shm.WriterDeadError):
+                f.poll()
+        with self.assertRaises(shm.WriterDeadError):
+            r.check()
+        self.assertEqual(r.read(1).seq, a.pid)  # the last book stays readable
+        support.control_writer(self, name, instruments=1, depth=1)
+        with self.assertRaises(shm.RestartedError):
+            f.poll()
+
+    def test_poll_killed_and_restarted(self):
+        """Killed and restarted before the poll looked: the restart is what
+        the poll says, as check() orders them."""
+        name, _, _, f = self._killed()
+        b = support.control_writer(self, name, instruments=1, depth=1)
+        b.cmd("beat")
+        mono = self._step_clock()
+        with self.assertRaises(shm.RestartedError):
+            poll_until(f, reader_mod.MAX_LOOK_EVERY + 1)
+        reader_mod._mono_ns = mono
+        with shm.open(name) as r2:
+            self.assertEqual(r2.info.writer_pid, b.pid)
+            poll_until(r2.follow(), 2 * reader_mod.MAX_LOOK_EVERY)
+
+    def test_poll_quiet_writer_live(self):
+        """A writer that publishes nothing more and beats (every 20 ms) is live to
+        a follower that polls for longer than the default stale limit (1 s),
+        fast and slow; the follower looked at it more than once."""
+        _, _, _, f = self._following()
+        looks, at = 0, f._looked_at
+        start = time.monotonic()
+        i = 0
+        while time.monotonic() - start < 1.5:
+            self.assertEqual(f.poll(), [])
+            if f._looked_at != at:
+                looks, at = looks + 1, f._looked_at
+            if i % 2048 >= 1024:
+                time.sleep(100e-6)
+            i += 1
+        self.assertGreaterEqual(looks, 2, "looks at the writer in 1.5 s of polls")
+
+    def test_poll_pid_namespace(self):
+        """A follower in its own pid namespace (a container sharing /dev/shm),
+        which cannot see the writer's pid, polls a live, beating writer as
+        live, and a killed one as dead: the heartbeat tells, not the pid."""
+        name = support.feed_name(self)
+        w = support.pid_writer(self, name)
+        code = ("import sys, time, feedhandler_shm as shm\n"
+                "f = shm.open(sys.argv[1]).follow()\n"
+                "def polls(seconds):\n"
+                "    end = time.monotonic() + seconds\n"
+                "    while time.monotonic() < end:\n"
+                "        f.poll()\n"
+                "        time.sleep(0.001)\n"
+                "polls(1.5)\n"
+                "print('live', flush=True)\n"
+                "sys.stdin.readline()\n"
+                "try:\n"
+                "    polls(30)\n"
+                "except shm.WriterDeadError as e:\n"
+                "    print('dead', e)\n")
+        support.dead_under_pid_namespace(self, w, code, name)
+
+
+if __name__ == "__main__":
+    unittest.main()
