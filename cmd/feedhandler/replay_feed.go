@@ -474,7 +474,16 @@ func (a *arbitrated) run() error {
 				a.rep.Failed++
 				a.r.Failed(first, last, drained)
 			} else if first, count, ok := capture.Rerequest(fr.Payload); ok && marked {
-				a.r.Rerequested(moldudp64.Range{First: first, Count: count})
+				rg := moldudp64.Range{First: first, Count: count}
+				if _, session, again := capture.RerequestAgain(fr.Payload); !again {
+					a.r.Rerequested(rg)
+				} else if a.in == a.first {
+					// The replay starts in a range re-requested in the
+					// file before, not given: held for as the handler
+					// held, its answers here fill it. After the file
+					// before, the replay has it already.
+					a.r.StartAt(session, rg)
+				}
 			} else if capture.GaveUp(fr.Payload) && marked {
 				a.rep.LiveRecovery.GaveUp++
 				a.r.GaveUp(fr.Time, capture.Drained(fr.SrcMAC, fr.Time))

@@ -273,6 +273,11 @@ type Arbiter struct {
 	// latest packet in order (see decide).
 	waiting bool
 
+	// startSession, startNext: a replay's start inside the session
+	// (StartAt), for the next session followed if it is that one.
+	startSession moldudp64.Session
+	startNext    uint64
+
 	pend  pending
 	Stats ArbiterStats
 }
@@ -430,6 +435,24 @@ func (a *Arbiter) Abandon(now int64) {
 	a.checkGap(now, false)
 }
 
+// StartAt has the Arbiter follow session s, once it starts following it,
+// from sequence number next rather than 1: what came before is declared
+// missing at once, one gap (a replay of a capture file that starts
+// inside a range the handler re-requested: the files before held what
+// came before it, capture.RerequestAgain). Call it before the first Offer.
+func (a *Arbiter) StartAt(s moldudp64.Session, next uint64) {
+	a.startSession, a.startNext = s, next
+}
+
+// startAt moves a session just followed from 1 to StartAt's number, when
+// it is StartAt's session; once.
+func (a *Arbiter) startAt(now int64) {
+	if a.startNext > 1 && a.session == a.startSession {
+		a.declareGap(a.startNext, now)
+	}
+	a.startNext = 0
+}
+
 // Next returns the next expected sequence number (0 before the first packet).
 func (a *Arbiter) Next() uint64 {
 	if !a.started {
@@ -482,6 +505,7 @@ func (a *Arbiter) Offer(line int, data []byte, rxTime int64) {
 			}
 			a.session, a.started, a.next, a.startRx = p.Session, true, 1, rxTime
 			a.Stats.SessionChosen = true
+			a.startAt(rxTime)
 		} else {
 			// No configured session: a session is followed once it is
 			// confirmed (see session.go).
