@@ -475,14 +475,19 @@ func (a *arbitrated) run() error {
 				a.r.Failed(first, last, drained)
 			} else if first, count, ok := capture.Rerequest(fr.Payload); ok && marked {
 				rg := moldudp64.Range{First: first, Count: count}
-				if _, session, again := capture.RerequestAgain(fr.Payload); !again {
-					a.r.Rerequested(rg)
-				} else if a.in == a.first {
-					// The replay starts in a range re-requested in the
-					// file before, not given: held for as the handler
-					// held, its answers here fill it. After the file
-					// before, the replay has it already.
-					a.r.StartAt(session, rg)
+				_, session, again := capture.RerequestAgain(fr.Payload)
+				switch {
+				case a.in != a.first || a.rep.CaptureStart != captureContinued:
+					if !again { // said again: the replay has it from the file before
+						a.r.Rerequested(rg)
+					}
+				default:
+					// A later file replayed without those before it,
+					// inside a range re-requested in the file before
+					// (said again), or re-requested here before anything
+					// was delivered: held for as the handler held, its
+					// answers here fill it.
+					a.r.StartAt(session, rg, fr.Time)
 				}
 			} else if capture.GaveUp(fr.Payload) && marked {
 				a.rep.LiveRecovery.GaveUp++

@@ -163,17 +163,26 @@ func TestReplayFeedFilesReplayed(t *testing.T) {
 // TestReplayFeedRerequestAcrossFiles: packet j of a day is lost on both
 // lines; the handler held packet j+1, re-requested j (its FHRQ frame),
 // and the capture rotated before the answer came: the re-request at the
-// end of the first file, its answer in the second. The capture's files
-// in order replay to the day's books, nothing missing (the live
-// handler's). The second file alone starts inside the re-request, which
-// it says again after its begin frame: its replay holds for the range
-// and applies the answer as the handler did; its books are those of the
-// day's messages from packet j on, less packet j+1's (held by the
-// handler before the file), and its gaps the file's start and j+1. Before,
-// the second file alone had no word of the re-request: the range was part
-// of its start gap, the answer late, packet j's messages missing from its
-// books.
+// end of the first file, its answer in the second (or, after, the
+// rotation came between the packet held and the re-request, which is in
+// the second file, before or after its first packet). The capture's files in order replay to the day's
+// books, nothing missing (the live handler's). The second file alone
+// starts inside the re-request, which it says again after its begin frame
+// (or holds): its replay holds for the range and applies the answer as
+// the handler did; its books are those of the day's messages from packet
+// j on, less packet j+1's (held by the handler before the file), and its
+// gaps the file's start and j+1. Before, the second file alone had the
+// range in its start gap, the answer late, packet j's messages missing
+// from its books.
 func TestReplayFeedRerequestAcrossFiles(t *testing.T) {
+	// Where the handler re-requested: before the rotation, right after
+	// it, or after the next packet (held too, in the second file).
+	for _, at := range []string{"before", "after", "after-next-packet"} {
+		t.Run("rerequest_"+at+"_rotation", func(t *testing.T) { replayRerequestAcrossFiles(t, at) })
+	}
+}
+
+func replayRerequestAcrossFiles(t *testing.T, at string) {
 	day, dir, _ := dayDir(t, 8_000, 31)
 	c, t0 := rotatingDemoCapture(t, dir, true)
 	ts := func(i int) int64 { return t0 + int64(i)*int64(100*time.Microsecond) }
@@ -196,6 +205,9 @@ func TestReplayFeedRerequestAcrossFiles(t *testing.T) {
 			c.Recovered(day.Packets[j], ts(i)-500, ts(i)-1) // answered 2 ms after
 		}
 		put(i)
+		if i == j+2 && at == "after-next-packet" {
+			c.Rerequested(ts(i)+500, parse(j).Seq, uint64(parse(j).Messages()))
+		}
 		if i%200 == 0 {
 			time.Sleep(time.Millisecond) // the writer keeps up: nothing dropped
 		}
@@ -205,7 +217,9 @@ func TestReplayFeedRerequestAcrossFiles(t *testing.T) {
 		// Packet j+1 held, the range before it re-requested; then the
 		// file rotates (traffic of no line of the feed's) before the
 		// answer.
-		c.Rerequested(ts(i)+500, parse(j).Seq, uint64(parse(j).Messages()))
+		if at == "before" {
+			c.Rerequested(ts(i)+500, parse(j).Seq, uint64(parse(j).Messages()))
+		}
 		other := make([]rx.Packet, 16)
 		for n := 0; c.Stats().Files < 2; n++ {
 			if n == 20_000 {
@@ -216,6 +230,9 @@ func TestReplayFeedRerequestAcrossFiles(t *testing.T) {
 			}
 			c.Put(other, 0)
 			time.Sleep(time.Millisecond)
+		}
+		if at == "after" {
+			c.Rerequested(ts(i)+500, parse(j).Seq, uint64(parse(j).Messages()))
 		}
 	}
 	if err := c.Close(); err != nil {

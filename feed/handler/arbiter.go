@@ -439,9 +439,28 @@ func (a *Arbiter) Abandon(now int64) {
 // from sequence number next rather than 1: what came before is declared
 // missing at once, one gap (a replay of a capture file that starts
 // inside a range the handler re-requested: the files before held what
-// came before it, capture.RerequestAgain). Call it before the first Offer.
-func (a *Arbiter) StartAt(s moldudp64.Session, next uint64) {
-	a.startSession, a.startNext = s, next
+// came before it, capture.RerequestAgain). Following s already, with
+// nothing delivered nor declared yet (the packets held, the start's hole
+// not yet due), it declares that hole now, up to next or the first packet
+// held below it (those delivered): a file whose hole before a range
+// re-requested in it came in the file before. ok reports that it starts
+// there; not when the Arbiter went on already, or follows another session.
+func (a *Arbiter) StartAt(s moldudp64.Session, next uint64, now int64) (ok bool) {
+	if !a.started {
+		a.startSession, a.startNext = s, next
+		return true
+	}
+	if a.session != s || a.next != 1 || a.Stats.Delivered != 0 || a.Stats.Gaps != 0 || a.recovering || a.frozen {
+		return false
+	}
+	a.declareGap(a.pend.minSeq(next), now)
+	a.drain()
+	a.gapSince = 0
+	if a.pend.n > 0 {
+		a.gapSince = a.pend.front().rxTime
+	}
+	a.checkGap(now, false)
+	return true
 }
 
 // startAt moves a session just followed from 1 to StartAt's number, when

@@ -430,16 +430,22 @@ func (r *Replayer) Rerequested(rg moldudp64.Range) {
 // rg, from its first number not filled there), alone: the Arbiter starts
 // at rg.First, what came before declared missing at once (the file's
 // start, one gap), and holds for rg as the handler held, so that the
-// answers this file holds fill it (FollowRerequests). What the handler
-// held behind the range was received before the file: once the answers
-// filled rg, the rest the Arbiter would wait for (up to the file's first
-// datagrams) is declared missing, not waited for. Call it before the
-// first Offer. Before, the range was part of the start gap, its answers
-// late, their messages missing from the books.
-func (r *Replayer) StartAt(s moldudp64.Session, rg moldudp64.Range) {
-	r.arb.StartAt(s, rg.First)
+// answers this file holds fill it (FollowRerequests). So does a range
+// re-requested in the file (capture.Rerequest; s zero: the session
+// followed) before anything was delivered: its hole came in the file
+// before. What the handler held behind the range was received before
+// the file: once the answers filled rg, the rest the Arbiter would wait
+// for (up to the file's first datagrams) is declared missing, not waited
+// for. Before, the range was part of the start gap, its answers late,
+// their messages missing from the books. now: the frame's time.
+func (r *Replayer) StartAt(s moldudp64.Session, rg moldudp64.Range, now int64) {
+	if s == (moldudp64.Session{}) {
+		s = r.arb.Session()
+	}
 	r.Rerequested(rg)
-	r.startEnd = rg.End()
+	if s != (moldudp64.Session{}) && r.arb.StartAt(s, rg.First, now) {
+		r.startEnd = rg.End()
+	}
 }
 
 // startFilled gives up, at now, the rest of a range the Arbiter recovers
