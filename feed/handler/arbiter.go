@@ -274,9 +274,11 @@ type Arbiter struct {
 	waiting bool
 
 	// startSession, startNext: a replay's start inside the session
-	// (StartAt), for the next session followed if it is that one.
+	// (StartAt), for the next session followed if it is that one;
+	// startTook: it started there.
 	startSession moldudp64.Session
 	startNext    uint64
+	startTook    bool
 
 	pend  pending
 	Stats ArbiterStats
@@ -443,17 +445,20 @@ func (a *Arbiter) Abandon(now int64) {
 // nothing delivered nor declared yet (the packets held, the start's hole
 // not yet due), it declares that hole now, up to next or the first packet
 // held below it (those delivered): a file whose hole before a range
-// re-requested in it came in the file before. ok reports that it starts
-// there; not when the Arbiter went on already, or follows another session.
+// re-requested in it came in the file before. s zero: the session
+// followed, or the first one followed. ok reports that it starts there,
+// or will once it follows s; not when the Arbiter went on already, or
+// follows another session.
 func (a *Arbiter) StartAt(s moldudp64.Session, next uint64, now int64) (ok bool) {
 	if !a.started {
 		a.startSession, a.startNext = s, next
 		return true
 	}
-	if a.session != s || a.next != 1 || a.Stats.Delivered != 0 || a.Stats.Gaps != 0 || a.recovering || a.frozen {
+	if a.session != s && s != (moldudp64.Session{}) || a.next != 1 || a.Stats.Delivered != 0 || a.Stats.Gaps != 0 || a.recovering || a.frozen {
 		return false
 	}
 	a.declareGap(a.pend.minSeq(next), now)
+	a.startTook = true
 	a.drain()
 	a.gapSince = 0
 	if a.pend.n > 0 {
@@ -466,8 +471,9 @@ func (a *Arbiter) StartAt(s moldudp64.Session, next uint64, now int64) (ok bool)
 // startAt moves a session just followed from 1 to StartAt's number, when
 // it is StartAt's session; once.
 func (a *Arbiter) startAt(now int64) {
-	if a.startNext > 1 && a.session == a.startSession {
+	if a.startNext > 1 && (a.session == a.startSession || a.startSession == moldudp64.Session{}) {
 		a.declareGap(a.startNext, now)
+		a.startTook = true
 	}
 	a.startNext = 0
 }

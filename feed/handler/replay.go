@@ -167,6 +167,7 @@ func NewReplayer(cfg Config, apply func(msg itch.Msg), withdraw func(locate uint
 	r.arb = NewArbiter(ac, r.deliver, r.gap)
 	r.arb.SetSessionFunc(func(old, _ moldudp64.Session) {
 		if old != (moldudp64.Session{}) {
+			r.startEnd = 0 // a range of the session StartAt started in: no longer
 			r.Resets++
 			reset()
 		}
@@ -432,18 +433,15 @@ func (r *Replayer) Rerequested(rg moldudp64.Range) {
 // start, one gap), and holds for rg as the handler held, so that the
 // answers this file holds fill it (FollowRerequests). So does a range
 // re-requested in the file (capture.Rerequest; s zero: the session
-// followed) before anything was delivered: its hole came in the file
+// followed, or the first followed) before anything was delivered: its hole came in the file
 // before. What the handler held behind the range was received before
 // the file: once the answers filled rg, the rest the Arbiter would wait
 // for (up to the file's first datagrams) is declared missing, not waited
 // for. Before, the range was part of the start gap, its answers late,
 // their messages missing from the books. now: the frame's time.
 func (r *Replayer) StartAt(s moldudp64.Session, rg moldudp64.Range, now int64) {
-	if s == (moldudp64.Session{}) {
-		s = r.arb.Session()
-	}
 	r.Rerequested(rg)
-	if s != (moldudp64.Session{}) && r.arb.StartAt(s, rg.First, now) {
+	if r.arb.StartAt(s, rg.First, now) {
 		r.startEnd = rg.End()
 	}
 }
@@ -452,8 +450,8 @@ func (r *Replayer) StartAt(s moldudp64.Session, rg moldudp64.Range, now int64) {
 // past the end of the one the replay started in (StartAt), once that one
 // is filled: the file does not hold it.
 func (r *Replayer) startFilled(now int64) {
-	if r.startEnd == 0 || r.arb.Next() < r.startEnd {
-		return
+	if r.startEnd == 0 || !r.arb.startTook || r.arb.Next() < r.startEnd {
+		return // none, or the Arbiter started elsewhere (another session)
 	}
 	end := r.startEnd
 	r.startEnd = 0
