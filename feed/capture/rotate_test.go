@@ -573,13 +573,10 @@ func TestRotateRestatesOpenRerequest(t *testing.T) {
 	c.Freeze(at+8, 300, false, 0)
 	c.Resumed(at + 9)
 	putAll(t, c, 2000) // a rotation: abandoned for the snapshot
-	if err := c.Close(); err != nil {
-		t.Fatal(err)
+	if err := c.Close(); err != nil || c.Stats().Files < 5 {
+		t.Fatalf("close: %v, stats %+v: want 5 files or more", err, c.Stats())
 	}
 	names, _ := filepath.Glob(filepath.Join(dir, "c-*.pcap"))
-	if len(names) < 5 {
-		t.Fatalf("files %v: want 5 or more", names)
-	}
 	for k, name := range names {
 		frames := readMarkers(t, name)
 		var again []string
