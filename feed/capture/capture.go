@@ -167,7 +167,8 @@ type Capture struct {
 	// req: the range re-requested last (a Rerequested record) while it
 	// is open, as far as the frames appended say: not yet filled to its
 	// end by the answers or the lines' datagrams of its session (the
-	// session of the line datagram before it, lastSession), nor given
+	// session its answers say, else that of the line datagram before
+	// it, lastSession), nor given
 	// up, nor abandoned for a snapshot; reqFiled: req as the file's
 	// bytes written hold it (at the last flush). A file opened with one
 	// open starts with it said again (restateRerequest).
@@ -765,7 +766,7 @@ func (c *Capture) write(rec *record) {
 	if len(rec.payload) >= moldudp64.HeaderLen {
 		c.lastSession = moldudp64.Session(rec.payload[:moldudp64.SessionLen])
 	}
-	c.req.fill(rec.payload)
+	c.req.fill(rec.payload, false)
 	src := netip.AddrPortFrom(c.src[line], rec.srcPort)
 	if rec.srcOK {
 		src = netip.AddrPortFrom(netip.AddrFrom4(rec.src), rec.srcPort)
@@ -799,7 +800,7 @@ func (c *Capture) writeAnswer(rec *record) {
 	if len(rec.payload) > 0xFFFF-20-8 {
 		return
 	}
-	c.req.fill(rec.payload)
+	c.req.fill(rec.payload, true)
 	c.id++
 	none := netip.AddrPortFrom(netip.IPv4Unspecified(), 0)
 	c.frame = pcap.AppendUDPFrame(c.frame[:0], none, none, c.id, rec.payload)
@@ -1095,16 +1096,26 @@ type openRequest struct {
 
 // fill takes a datagram the file holds, a line's or an answer's (a
 // MoldUDP64 packet): one of the range's session that brings its first
-// number not yet filled moves it on past its messages; the range filled
+// number not yet filled moves it on past its messages (an answer that
+// does says the session); the range filled
 // to its end is no longer open. Numbers filled out of order are not
 // counted (the range stays open, and is said again at the start of a
 // file: a replay of that file alone holds for it as the handler held).
-func (q *openRequest) fill(data []byte) {
+func (q *openRequest) fill(data []byte, answer bool) {
 	if !q.open {
 		return
 	}
 	p, err := moldudp64.Parse(data)
-	if err != nil || p.Session != q.session || p.Messages() == 0 {
+	if err != nil || p.Messages() == 0 {
+		return
+	}
+	if answer && p.Seq <= q.lo && p.Next() > q.lo {
+		// An answer to the range: its session is the one re-requested
+		// (the line datagram before the request may have been a
+		// stray's).
+		q.session = p.Session
+	}
+	if p.Session != q.session {
 		return
 	}
 	if p.Seq <= q.lo && p.Next() > q.lo {

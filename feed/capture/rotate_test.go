@@ -550,22 +550,25 @@ func moldPacket(s moldudp64.Session, seq uint64, n int) []byte {
 // TestRotateRestatesOpenRerequest: a file opened while a range
 // re-requested in the file before is not yet filled starts, after its
 // begin frame, with the range said again (RerequestAgain): from the first
-// number the answers there did not fill, of the session of the lines'
-// datagrams; a file opened after the range was filled (by an answer or a
-// line's copy), given up or abandoned for a snapshot does not. Nothing
+// number the answers there did not fill, of the session they say (not a
+// stray's datagram before the request); a file opened after the range
+// was filled (by an answer or a line's copy), given up or abandoned for a
+// snapshot does not. Nothing
 // said so: a replay of the later file alone took the range for part of
 // its start gap, and its answers as late.
 func TestRotateRestatesOpenRerequest(t *testing.T) {
 	s := moldudp64.NewSession("SESS000001")
 	c, dir := openRotating(t, nil)
 	at := int64(time.Hour)
+	other := moldudp64.NewSession("OTHER00001")
 	c.Put([]rx.Packet{{Line: 0, Data: moldPacket(s, 110, 2), RxTime: at}}, 0)
+	c.Put([]rx.Packet{{Line: 1, Data: moldPacket(other, 5, 1), RxTime: at}}, 0) // a stray, the line datagram before the request
 	c.Rerequested(at+1, 100, 10)
-	c.Recovered(moldPacket(s, 100, 4), at+2, 0)
-	c.Recovered(moldPacket(moldudp64.NewSession("OTHER00001"), 104, 6), at+3, 0)  // another session's: fills nothing
-	putAll(t, c, 2000)                                                            // a rotation: the range open
-	c.Put([]rx.Packet{{Line: 1, Data: moldPacket(s, 104, 6), RxTime: at + 4}}, 0) // a line's late copy fills the rest
-	putAll(t, c, 2000)                                                            // a rotation: nothing open
+	c.Recovered(moldPacket(s, 100, 4), at+2, 0)                                       // says the session
+	c.Put([]rx.Packet{{Line: 0, Data: moldPacket(other, 104, 6), RxTime: at + 3}}, 0) // another session's: fills nothing
+	putAll(t, c, 2000)                                                                // a rotation: the range open
+	c.Put([]rx.Packet{{Line: 1, Data: moldPacket(s, 104, 6), RxTime: at + 4}}, 0)     // a line's late copy fills the rest
+	putAll(t, c, 2000)                                                                // a rotation: nothing open
 	c.Rerequested(at+5, 200, 5)
 	c.GaveUp(at+6, 0)
 	putAll(t, c, 2000) // a rotation: given up
