@@ -433,12 +433,13 @@ func (r *Replayer) Rerequested(rg moldudp64.Range) {
 // start, one gap), and holds for rg as the handler held, so that the
 // answers this file holds fill it (FollowRerequests). So does a range
 // re-requested in the file (capture.Rerequest; s zero: the session
-// followed, or the first followed) before anything was delivered: its hole came in the file
-// before. What the handler held behind the range was received before
-// the file: once the answers filled rg, the rest the Arbiter would wait
-// for (up to the file's first datagrams) is declared missing, not waited
-// for. Before, the range was part of the start gap, its answers late,
-// their messages missing from the books. now: the frame's time.
+// followed, or the first followed) before anything was delivered: its
+// hole came in the file before. What the handler held behind the range
+// was received before the file: once the answers filled rg, the rest the
+// Arbiter would wait for (up to the file's first datagrams) is declared
+// missing, not waited for. Before, the range was part of the start gap,
+// its answers late, their messages missing from the books. now: the
+// frame's time.
 func (r *Replayer) StartAt(s moldudp64.Session, rg moldudp64.Range, now int64) {
 	r.Rerequested(rg)
 	if r.arb.StartAt(s, rg.First, now) {
