@@ -418,7 +418,7 @@ func replay(args []string, stdout, stderr io.Writer) error {
 				lr.Answers, lr.AnswerMessages, lr.GaveUp, snaps)
 		}
 		if a.CaptureStart == captureContinued {
-			lack := "the books replayed lack what they held (every order added before it, a snapshot or re-requests begun there) and its start is a gap"
+			lack := "the books replayed lack what they held (every order added before it, a snapshot begun there, what the handler held there behind a range it re-requested) and its start is a gap"
 			if a.LiveRecovery.SnapshotsReplayed+a.Resets != 0 {
 				// Rebuilt whole from a snapshot it holds, or emptied for a
 				// new session: from there on the books are the handler's.

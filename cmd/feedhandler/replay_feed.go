@@ -474,7 +474,21 @@ func (a *arbitrated) run() error {
 				a.rep.Failed++
 				a.r.Failed(first, last, drained)
 			} else if first, count, ok := capture.Rerequest(fr.Payload); ok && marked {
-				a.r.Rerequested(moldudp64.Range{First: first, Count: count})
+				rg := moldudp64.Range{First: first, Count: count}
+				_, session, again := capture.RerequestAgain(fr.Payload)
+				switch {
+				case a.in != a.first || a.rep.CaptureStart != captureContinued:
+					if !again { // said again: the replay has it from the file before
+						a.r.Rerequested(rg)
+					}
+				default:
+					// A later file replayed without those before it,
+					// inside a range re-requested in the file before
+					// (said again), or re-requested here before anything
+					// was delivered: held for as the handler held, its
+					// answers here fill it.
+					a.r.StartAt(session, rg, fr.Time)
+				}
 			} else if capture.GaveUp(fr.Payload) && marked {
 				a.rep.LiveRecovery.GaveUp++
 				a.r.GaveUp(fr.Time, capture.Drained(fr.SrcMAC, fr.Time))

@@ -699,14 +699,7 @@ func TestReplayFeedSkippedByReason(t *testing.T) {
 // the freeze again) are the day's books too.
 func TestReplayFeedFileStartsFrozen(t *testing.T) {
 	day, dir, _ := dayDir(t, 5_000, 23)
-	base := filepath.Join(dir, "lines.pcap")
-	lines := []rx.LineConfig{{Group: demo.GroupA.Addr(), Port: demo.GroupA.Port()}, {Group: demo.GroupB.Addr(), Port: demo.GroupB.Port()},
-		{Group: netip.MustParseAddr("239.9.9.9"), Port: 9}} // no line of the feed's
-	c, err := capture.Open(capture.Config{Base: base, Lines: lines, Log: zerolog.Nop(), RotateSize: capture.MinRotate})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t0 := time.Date(2026, 12, 6, 14, 30, 0, 0, time.UTC).UnixNano()
+	c, t0 := rotatingDemoCapture(t, dir, true)
 	k := len(day.Packets) / 3
 	snap, n, next, _ := lateJoinSnapshot(t, day, k)
 	ts := func(i int) int64 { return t0 + int64(i)*int64(100*time.Microsecond) }
@@ -770,10 +763,14 @@ func captureLateJoin(t *testing.T, c *capture.Capture, day *demo.Day, k int, ts 
 
 // rotatingDemoCapture opens a capture of the demo's two lines in files
 // of capture.MinRotate, dir/lines-*.pcap, and returns it with the receive
-// time the tests' datagrams start at.
-func rotatingDemoCapture(t *testing.T, dir string) (*capture.Capture, int64) {
+// time the tests' datagrams start at. other: a third line, of no line of
+// the feed's (line 2: traffic that makes files rotate).
+func rotatingDemoCapture(t *testing.T, dir string, other bool) (*capture.Capture, int64) {
 	t.Helper()
 	lines := []rx.LineConfig{{Group: demo.GroupA.Addr(), Port: demo.GroupA.Port()}, {Group: demo.GroupB.Addr(), Port: demo.GroupB.Port()}}
+	if other {
+		lines = append(lines, rx.LineConfig{Group: netip.MustParseAddr("239.9.9.9"), Port: 9})
+	}
 	c, err := capture.Open(capture.Config{Base: filepath.Join(dir, "lines.pcap"), Lines: lines, Log: zerolog.Nop(), RotateSize: capture.MinRotate})
 	if err != nil {
 		t.Fatal(err)
@@ -787,7 +784,7 @@ func rotatingDemoCapture(t *testing.T, dir string) (*capture.Capture, int64) {
 func rotatedDay(t *testing.T) (*demo.Day, string, []string) {
 	t.Helper()
 	day, dir, _ := dayDir(t, 60_000, 29)
-	c, t0 := rotatingDemoCapture(t, dir)
+	c, t0 := rotatingDemoCapture(t, dir, false)
 	for i, p := range day.Packets {
 		ts := t0 + int64(i)*int64(100*time.Microsecond)
 		c.Put([]rx.Packet{{Line: rx.LineA, Data: p, RxTime: ts}, {Line: rx.LineB, Data: p, RxTime: ts + 1000}}, ts-1)
@@ -879,7 +876,7 @@ func TestReplayFeedChecksumsAsConfigured(t *testing.T) {
 // third file's part, and resumed without the snapshot.
 func TestReplayFeedSnapshotAcrossFiles(t *testing.T) {
 	day, dir, _ := dayDir(t, 150_000, 31)
-	c, t0 := rotatingDemoCapture(t, dir)
+	c, t0 := rotatingDemoCapture(t, dir, false)
 	k := len(day.Packets) * 2 / 3
 	snap, n, next, _ := lateJoinSnapshot(t, day, k)
 	if len(snap) < 5*capture.MinRotate/2 {

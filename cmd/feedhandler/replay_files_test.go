@@ -10,6 +10,10 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/marketfeed/feedhandler/feed/moldudp64"
+	"github.com/marketfeed/feedhandler/feed/rx"
 )
 
 // replayFiles replays capPaths with --feed feed, JSON and text, and
@@ -153,5 +157,132 @@ func TestReplayFeedFilesReplayed(t *testing.T) {
 	rep, _, err = replayFiles(t, feed, names...)
 	if err != nil || !slices.Equal(rep.FilesReplayed, names) {
 		t.Errorf("replay --feed of the %d files: %v, replayed %q; want all of them", len(names), err, rep.FilesReplayed)
+	}
+}
+
+// TestReplayFeedRerequestAcrossFiles: packet j of a day is lost on both
+// lines; the handler held packet j+1, re-requested j (its FHRQ frame),
+// and the capture rotated before the answer came: the re-request at the
+// end of the first file, its answer in the second (or, after, the
+// rotation came between the packet held and the re-request, which is in
+// the second file, before or after its first packet). The capture's files in order replay to the day's
+// books, nothing missing (the live handler's). The second file alone
+// starts inside the re-request, which it says again after its begin frame
+// (or holds): its replay holds for the range and applies the answer as
+// the handler did; its books are those of the day's messages from packet
+// j on, less packet j+1's (held by the handler before the file), and its
+// gaps the file's start and j+1. Before, the second file alone had the
+// range in its start gap, the answer late, packet j's messages missing
+// from its books.
+func TestReplayFeedRerequestAcrossFiles(t *testing.T) {
+	// Where the handler re-requested: before the rotation, right after
+	// it, or after the next packet (held too, in the second file).
+	for _, at := range []string{"before", "after", "after-next-packet"} {
+		t.Run("rerequest_"+at+"_rotation", func(t *testing.T) { replayRerequestAcrossFiles(t, at) })
+	}
+}
+
+func replayRerequestAcrossFiles(t *testing.T, at string) {
+	day, dir, _ := dayDir(t, 8_000, 31)
+	c, t0 := rotatingDemoCapture(t, dir, true)
+	ts := func(i int) int64 { return t0 + int64(i)*int64(100*time.Microsecond) }
+	parse := func(i int) moldudp64.Packet {
+		p, err := moldudp64.Parse(day.Packets[i])
+		if err != nil || p.Messages() == 0 {
+			t.Fatalf("packet %d: %v, %d messages: want a packet of messages", i, err, p.Messages())
+		}
+		return p
+	}
+	j := len(day.Packets) / 2
+	put := func(i int) {
+		c.Put([]rx.Packet{{Line: rx.LineA, Data: day.Packets[i], RxTime: ts(i)}, {Line: rx.LineB, Data: day.Packets[i], RxTime: ts(i) + 1000}}, ts(i)-1)
+	}
+	for i := range day.Packets {
+		switch {
+		case i == j:
+			continue // lost on both lines
+		case i == j+20:
+			c.Recovered(day.Packets[j], ts(i)-500, ts(i)-1) // answered 2 ms after
+		}
+		put(i)
+		if i == j+2 && at == "after-next-packet" {
+			c.Rerequested(ts(i)+500, parse(j).Seq, uint64(parse(j).Messages()))
+		}
+		if i%200 == 0 {
+			time.Sleep(time.Millisecond) // the writer keeps up: nothing dropped
+		}
+		if i != j+1 {
+			continue
+		}
+		// Packet j+1 held, the range before it re-requested; then the
+		// file rotates (traffic of no line of the feed's) before the
+		// answer.
+		if at == "before" {
+			c.Rerequested(ts(i)+500, parse(j).Seq, uint64(parse(j).Messages()))
+		}
+		other := make([]rx.Packet, 16)
+		for n := 0; c.Stats().Files < 2; n++ {
+			if n == 20_000 {
+				t.Fatalf("no rotation: %+v", c.Stats())
+			}
+			for k := range other {
+				other[k] = rx.Packet{Line: 2, Data: bytes.Repeat([]byte{'x'}, 1400), RxTime: ts(i) + 600}
+			}
+			c.Put(other, 0)
+			time.Sleep(time.Millisecond)
+		}
+		if at == "after" {
+			c.Rerequested(ts(i)+500, parse(j).Seq, uint64(parse(j).Messages()))
+		}
+	}
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	names, _ := filepath.Glob(filepath.Join(dir, "lines-*.pcap"))
+	if len(names) != 2 || c.Stats().Dropped != 0 {
+		t.Fatalf("files %v, stats %+v: want 2, the second from between the re-request and its answer, nothing dropped", names, c.Stats())
+	}
+
+	rep, got, want := replayDayBooks(t, dir, day, names...)
+	if a := rep.Arbitrated; a == nil || a.LiveRecovery.Answers != 1 || rep.InputGaps != 0 || rep.InputMissing != 0 || a.Delivered != day.Messages || !bytes.Equal(got, want) {
+		t.Errorf("replay --feed of both files: %d gaps, %d missing, report %+v, the day's books %v; want the answer replayed, nothing missing, the day's books", rep.InputGaps, rep.InputMissing, a, bytes.Equal(got, want))
+	}
+
+	// The second file alone, against a capture of what the handler
+	// delivered from its start: packet j (the answer) and those after
+	// j+1.
+	rep, got, _ = replayDayBooks(t, dir, day, names[1])
+	refDir := t.TempDir()
+	refPath := filepath.Join(refDir, "ref.pcap")
+	ref, _ := demoCapture(t, refPath)
+	for i := j; i < len(day.Packets); i++ {
+		if i != j+1 {
+			ref.Put([]rx.Packet{{Line: rx.LineA, Data: day.Packets[i], RxTime: ts(i)}, {Line: rx.LineB, Data: day.Packets[i], RxTime: ts(i) + 1000}}, ts(i)-1)
+		}
+	}
+	if err := ref.Close(); err != nil {
+		t.Fatal(err)
+	}
+	refRep, wantAlone, _ := replayDayBooks(t, refDir, day, refPath)
+	missing := parse(j).Seq - 1 + uint64(parse(j+1).Messages())
+	if a := rep.Arbitrated; a == nil || a.CaptureStart != captureContinued || a.LiveRecovery.Answers != 1 || rep.InputGaps != 2 || rep.InputMissing != missing || a.Delivered != day.Messages-missing {
+		t.Errorf("replay --feed of the second file alone: %d gaps, %d missing, report %+v; want its start and packet j+1 missing (2 gaps, %d messages), the answer applied (%d delivered)", rep.InputGaps, rep.InputMissing, a, missing, day.Messages-missing)
+	}
+	if refRep.InputMissing != missing || !bytes.Equal(got, wantAlone) {
+		t.Errorf("replay --feed of the second file alone: books not those of the day's messages from packet %d on less packet %d's (reference: %d missing):\ngot:  %.300s\nwant: %.300s", j, j+1, refRep.InputMissing, got, wantAlone)
+	}
+	// The same with the session chosen by confirmation (no feed.session).
+	autoDir := t.TempDir()
+	feed := writeDemoFeed(t, autoDir, day, "")
+	b, err := os.ReadFile(feed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(feed, bytes.Replace(b, []byte(", session: \""+day.Session.String()+"\""), nil, 1), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	rep, _, err = replayFiles(t, feed, names[1])
+	if a := rep.Arbitrated; err != nil || a == nil || rep.InputGaps != 2 || rep.InputMissing != missing || a.Delivered != day.Messages-missing {
+		t.Errorf("replay --feed of the second file alone, no feed.session: %v, %d gaps, %d missing, report %+v; want 2 gaps, %d missing, %d delivered", err, rep.InputGaps, rep.InputMissing, a, missing, day.Messages-missing)
 	}
 }

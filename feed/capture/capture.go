@@ -21,6 +21,7 @@ import (
 	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
 
+	"github.com/marketfeed/feedhandler/feed/moldudp64"
 	"github.com/marketfeed/feedhandler/feed/pcap"
 	"github.com/marketfeed/feedhandler/feed/rx"
 )
@@ -163,6 +164,16 @@ type Capture struct {
 	// freezeBuffered: the freeze's own frame is in the buffer, not yet
 	// written: a new file gets it with the buffer.
 	freezeBuffered bool
+	// req: the range re-requested last (a Rerequested record) while it
+	// is open, as far as the frames appended say: not yet filled to its
+	// end by the answers or the lines' datagrams of its session (the
+	// session its answers say, else that of the line datagram before
+	// it, lastSession), nor given
+	// up, nor abandoned for a snapshot; reqFiled: req as the file's
+	// bytes written hold it (at the last flush). A file opened with one
+	// open starts with it said again (restateRerequest).
+	req, reqFiled openRequest
+	lastSession   moldudp64.Session
 	// loadDue: a snapshot's messages written (writeSnapshot), its load
 	// not yet: the next record (holdRotation).
 	loadDue bool
@@ -715,10 +726,13 @@ func (c *Capture) write(rec *record) {
 		switch {
 		case rec.request:
 			tag = requestTag
+			c.req = openRequest{open: true, first: rec.snapNext, lo: rec.snapNext, end: rec.snapNext + rec.snapMsgs, session: c.lastSession, at: rec.rxTime}
 		case rec.gaveUp:
 			tag = giveUpTag
+			c.req.open = false
 		case rec.freeze:
 			tag, c.snapOpen = freezeTag, true
+			c.req.open = false // a snapshot abandons the re-request (Arbiter.Freeze)
 			c.freezeAt, c.freezeFrom, c.freezeGap = rec.rxTime, rec.snapNext, rec.snapMsgs == 1
 			c.snapWritten, c.snapBuffered = 0, 0
 			c.freezeBuffered = true
@@ -749,6 +763,10 @@ func (c *Capture) write(rec *record) {
 		return // no such line: the receiver does not produce it
 	}
 	c.freezeGap = false // a freeze at a gap came before this datagram's batch
+	if len(rec.payload) >= moldudp64.HeaderLen {
+		c.lastSession = moldudp64.Session(rec.payload[:moldudp64.SessionLen])
+	}
+	c.req.fill(rec.payload, false)
 	src := netip.AddrPortFrom(c.src[line], rec.srcPort)
 	if rec.srcOK {
 		src = netip.AddrPortFrom(netip.AddrFrom4(rec.src), rec.srcPort)
@@ -782,6 +800,7 @@ func (c *Capture) writeAnswer(rec *record) {
 	if len(rec.payload) > 0xFFFF-20-8 {
 		return
 	}
+	c.req.fill(rec.payload, true)
 	c.id++
 	none := netip.AddrPortFrom(netip.IPv4Unspecified(), 0)
 	c.frame = pcap.AppendUDPFrame(c.frame[:0], none, none, c.id, rec.payload)
@@ -1014,6 +1033,9 @@ func (c *Capture) rotate() {
 	if c.snapOpen && !c.freezeBuffered {
 		c.restateFreeze() // the new file starts frozen
 	}
+	if c.reqFiled.open {
+		c.restateRerequest() // the new file starts inside a re-request
+	}
 	c.bytes.Add(uint64(hdr))
 	c.files.Add(1)
 	c.log.Info().Str("file", name).Str("previous", old).Int64("previous_bytes", oldSize).Msg("capture: next file")
@@ -1057,6 +1079,72 @@ func (c *Capture) restateFreeze() {
 	}
 	c.frame = appendFreezeAgainFrame(c.frame[:0], c.freezeFrom, g, before)
 	ci := gopacket.CaptureInfo{Timestamp: time.Unix(0, c.freezeAt), CaptureLength: len(c.frame), Length: len(c.frame)}
+	c.pw.WritePacket(ci, c.frame)
+	c.buf.b = append(c.buf.b, rest...)
+}
+
+// openRequest is a range re-requested (Capture.Rerequested) from first
+// to end, of session, stamped at; open while the answers and the lines'
+// datagrams of its session have not filled it to its end (lo: the first
+// sequence number not yet filled), nor was it given up or abandoned.
+type openRequest struct {
+	open           bool
+	first, lo, end uint64
+	session        moldudp64.Session
+	at             int64
+}
+
+// fill takes a datagram the file holds, a line's or an answer's (a
+// MoldUDP64 packet): one of the range's session that brings its first
+// number not yet filled moves it on past its messages (an answer that
+// does says the session); the range filled
+// to its end is no longer open. Numbers filled out of order are not
+// counted (the range stays open, and is said again at the start of a
+// file: a replay of that file alone holds for it as the handler held).
+func (q *openRequest) fill(data []byte, answer bool) {
+	if !q.open {
+		return
+	}
+	p, err := moldudp64.Parse(data)
+	if err != nil || p.Messages() == 0 {
+		return
+	}
+	if answer && p.Seq <= q.lo && p.Next() > q.lo {
+		// An answer to the range: its session is the one re-requested
+		// (the line datagram before the request may have been a
+		// stray's).
+		q.session = p.Session
+	}
+	if p.Session != q.session {
+		return
+	}
+	if p.Seq <= q.lo && p.Next() > q.lo {
+		q.lo = p.Next()
+	}
+	q.open = q.lo < q.end
+}
+
+// restateRerequest puts the marker frame of the range re-requested and
+// still open when the file before ended (reqFiled) at the start of the
+// new file, after its begin frame and before what the buffer holds for
+// it: the range re-requested at the end of the file before, its answers
+// (or the rest of them) in this one. A replay of this file alone starts
+// its arbiter at the range's first number not yet filled, of its
+// session, holding for the answers as the handler held, so that the
+// answers here fill it (mark.go: RerequestAgain); without it, the range
+// was part of the file's start gap, its answers late, their messages
+// missing from the books. A replay of the files in order has it from the
+// file before, and passes over it. Off the hot path: once a rotation.
+func (c *Capture) restateRerequest() {
+	p := 0
+	if c.off == 0 {
+		p = c.headLen // the buffer starts with the file's header and begin frame
+	}
+	rest := append([]byte(nil), c.buf.b[p:]...)
+	c.buf.b = c.buf.b[:p]
+	q := &c.reqFiled
+	c.frame = appendRerequestAgainFrame(c.frame[:0], q.lo, q.end-q.lo, q.first, q.session)
+	ci := gopacket.CaptureInfo{Timestamp: time.Unix(0, q.at), CaptureLength: len(c.frame), Length: len(c.frame)}
 	c.pw.WritePacket(ci, c.frame)
 	c.buf.b = append(c.buf.b, rest...)
 }
@@ -1188,6 +1276,7 @@ func (c *Capture) flush() error {
 	}
 	c.buf.b, c.pending = c.buf.b[:keep], 0
 	c.freezeBuffered, c.snapBuffered = false, 0
+	c.reqFiled = c.req
 	if err != nil {
 		return fmt.Errorf("write capture %s at offset %d: %w", c.path, c.off, err)
 	}

@@ -3,6 +3,7 @@ package capture
 import (
 	"encoding/binary"
 
+	"github.com/marketfeed/feedhandler/feed/moldudp64"
 	"github.com/marketfeed/feedhandler/feed/pcap"
 )
 
@@ -343,6 +344,34 @@ var requestTag = [4]byte{'F', 'H', 'R', 'Q'}
 // whose header carries FileMark: ok reports that the live handler
 // re-requested there the range of count sequence numbers from first.
 func Rerequest(payload []byte) (first, count uint64, ok bool) { return counts(payload, requestTag) }
+
+// appendRerequestAgainFrame appends the frame of a range re-requested
+// said again at the start of a file opened while it was open
+// (Capture.restateRerequest): Rerequest's counts, the range's first
+// number not yet filled by what the files before hold (lo) and how many
+// from there to its end, then the first number re-requested, unsigned
+// 64-bit, big-endian, and its session (10 bytes) (RerequestAgain).
+func appendRerequestAgainFrame(b []byte, lo, count, first uint64, session moldudp64.Session) []byte {
+	b = appendCountsFrame(b, requestTag, lo, count)
+	b = binary.BigEndian.AppendUint64(b, first)
+	return append(b, session[:]...)
+}
+
+// RerequestAgain reads a Rerequest frame's payload: ok reports that it is
+// a range re-requested said again at the start of a file opened while
+// the handler's arbiter held for it (a rotation, or a file found full,
+// deleted or truncated): the first number the files before did not fill
+// (lo, the arbiter's next there: Rerequest's first) and how many to the
+// range's end (Rerequest's count), first the number re-requested, of
+// session. A replay of the files in order has the range from the
+// file before; one of this file alone starts there. A Rerequest frame
+// that is not one says ok false.
+func RerequestAgain(payload []byte) (first uint64, session moldudp64.Session, ok bool) {
+	if _, _, ok := counts(payload, requestTag); !ok || len(payload) < 28+moldudp64.SessionLen {
+		return 0, session, false
+	}
+	return binary.BigEndian.Uint64(payload[20:28]), moldudp64.Session(payload[28 : 28+moldudp64.SessionLen]), true
+}
 
 // What a snapshot brought is in the file too, so that a replay rebuilds
 // the books from it as the handler did (Arbiter.Freeze, the books

@@ -14,6 +14,9 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+
+	"github.com/marketfeed/feedhandler/feed/moldudp64"
+	"github.com/marketfeed/feedhandler/feed/rx"
 )
 
 // snapshotMsgs returns about size bytes of snapshot messages (each a
@@ -531,5 +534,67 @@ func TestFileNameAfterCompressedFiles(t *testing.T) {
 	}
 	if want := FileName(base, start.Add(time.Microsecond)); c.Path() != want {
 		t.Errorf("the clock an hour behind %s: the capture is %s; want %s, after it", filepath.Base(earlier), filepath.Base(c.Path()), filepath.Base(want))
+	}
+}
+
+// moldPacket returns a MoldUDP64 packet of session s from seq with n
+// messages of 3 bytes.
+func moldPacket(s moldudp64.Session, seq uint64, n int) []byte {
+	b := moldudp64.AppendHeader(nil, s, seq, uint16(n))
+	for range n {
+		b = append(b, 0, 3, 'S', 0, 0)
+	}
+	return b
+}
+
+// TestRotateRestatesOpenRerequest: a file opened while a range
+// re-requested in the file before is not yet filled starts, after its
+// begin frame, with the range said again (RerequestAgain): from the first
+// number the answers there did not fill, of the session they say (not a
+// stray's datagram before the request); a file opened after the range
+// was filled (by an answer or a line's copy), given up or abandoned for a
+// snapshot does not. Nothing
+// said so: a replay of the later file alone took the range for part of
+// its start gap, and its answers as late.
+func TestRotateRestatesOpenRerequest(t *testing.T) {
+	s := moldudp64.NewSession("SESS000001")
+	c, dir := openRotating(t, nil)
+	at := int64(time.Hour)
+	other := moldudp64.NewSession("OTHER00001")
+	c.Put([]rx.Packet{{Line: 0, Data: moldPacket(s, 110, 2), RxTime: at}}, 0)
+	c.Put([]rx.Packet{{Line: 1, Data: moldPacket(other, 5, 1), RxTime: at}}, 0) // a stray, the line datagram before the request
+	c.Rerequested(at+1, 100, 10)
+	c.Recovered(moldPacket(s, 100, 4), at+2, 0)                                       // says the session
+	c.Put([]rx.Packet{{Line: 0, Data: moldPacket(other, 104, 6), RxTime: at + 3}}, 0) // another session's: fills nothing
+	putAll(t, c, 2000)                                                                // a rotation: the range open
+	c.Put([]rx.Packet{{Line: 1, Data: moldPacket(s, 104, 6), RxTime: at + 4}}, 0)     // a line's late copy fills the rest
+	putAll(t, c, 2000)                                                                // a rotation: nothing open
+	c.Rerequested(at+5, 200, 5)
+	c.GaveUp(at+6, 0)
+	putAll(t, c, 2000) // a rotation: given up
+	c.Rerequested(at+7, 300, 5)
+	c.Freeze(at+8, 300, false, 0)
+	c.Resumed(at + 9)
+	putAll(t, c, 2000) // a rotation: abandoned for the snapshot
+	if err := c.Close(); err != nil || c.Stats().Files < 5 {
+		t.Fatalf("close: %v, stats %+v: want 5 files or more", err, c.Stats())
+	}
+	names, _ := filepath.Glob(filepath.Join(dir, "c-*.pcap"))
+	for k, name := range names {
+		frames := readMarkers(t, name)
+		var again []string
+		for _, fr := range frames {
+			if first, session, ok := RerequestAgain(fr.Payload); ok && fr.Marker {
+				lo, count, _ := Rerequest(fr.Payload)
+				again = append(again, fmt.Sprintf("frame %d: %d+%d of %d, %s", fr.Index, lo, count, first, session))
+			}
+		}
+		want := []string(nil)
+		if k == 1 {
+			want = []string{fmt.Sprintf("frame %d: 104+6 of 100, SESS000001", frames[1].Index)}
+		}
+		if !slices.Equal(again, want) {
+			t.Errorf("%s (file %d): ranges said again %q; want %q", filepath.Base(name), k+1, again, want)
+		}
 	}
 }

@@ -273,6 +273,13 @@ type Arbiter struct {
 	// latest packet in order (see decide).
 	waiting bool
 
+	// startSession, startNext: a replay's start inside the session
+	// (StartAt), for the next session followed if it is that one;
+	// startTook: it started there.
+	startSession moldudp64.Session
+	startNext    uint64
+	startTook    bool
+
 	pend  pending
 	Stats ArbiterStats
 }
@@ -430,6 +437,47 @@ func (a *Arbiter) Abandon(now int64) {
 	a.checkGap(now, false)
 }
 
+// StartAt has the Arbiter follow session s, once it starts following it,
+// from sequence number next rather than 1: what came before is declared
+// missing at once, one gap (a replay of a capture file that starts
+// inside a range the handler re-requested: the files before held what
+// came before it, capture.RerequestAgain). Following s already, with
+// nothing delivered nor declared yet (the packets held, the start's hole
+// not yet due), it declares that hole now, up to next or the first packet
+// held below it (those delivered): a file whose hole before a range
+// re-requested in it came in the file before. s zero: the session
+// followed, or the first one followed. ok reports that it starts there,
+// or will once it follows s; not when the Arbiter went on already, or
+// follows another session.
+func (a *Arbiter) StartAt(s moldudp64.Session, next uint64, now int64) (ok bool) {
+	if !a.started {
+		a.startSession, a.startNext = s, next
+		return true
+	}
+	if a.session != s && s != (moldudp64.Session{}) || a.next != 1 || a.Stats.Delivered != 0 || a.Stats.Gaps != 0 || a.recovering || a.frozen {
+		return false
+	}
+	a.declareGap(a.pend.minSeq(next), now)
+	a.startTook = true
+	a.drain()
+	a.gapSince = 0
+	if a.pend.n > 0 {
+		a.gapSince = a.pend.front().rxTime
+	}
+	a.checkGap(now, false)
+	return true
+}
+
+// startAt moves a session just followed from 1 to StartAt's number, when
+// it is StartAt's session; once.
+func (a *Arbiter) startAt(now int64) {
+	if a.startNext > 1 && (a.session == a.startSession || a.startSession == moldudp64.Session{}) {
+		a.declareGap(a.startNext, now)
+		a.startTook = true
+	}
+	a.startNext = 0
+}
+
 // Next returns the next expected sequence number (0 before the first packet).
 func (a *Arbiter) Next() uint64 {
 	if !a.started {
@@ -482,6 +530,7 @@ func (a *Arbiter) Offer(line int, data []byte, rxTime int64) {
 			}
 			a.session, a.started, a.next, a.startRx = p.Session, true, 1, rxTime
 			a.Stats.SessionChosen = true
+			a.startAt(rxTime)
 		} else {
 			// No configured session: a session is followed once it is
 			// confirmed (see session.go).

@@ -144,6 +144,9 @@ type Replayer struct {
 	// requests: the ranges the handler re-requested not yet asked for
 	// (FollowRerequests), oldest first.
 	requests []moldudp64.Range
+	// startEnd: the end of the range re-requested a replay started in
+	// (StartAt) while the Arbiter has not delivered up to it (0: none).
+	startEnd uint64
 
 	Delivered uint64 // messages the Arbiter delivered in order (admitted or not)
 	Resets    uint64 // session changes: the books were emptied
@@ -164,6 +167,7 @@ func NewReplayer(cfg Config, apply func(msg itch.Msg), withdraw func(locate uint
 	r.arb = NewArbiter(ac, r.deliver, r.gap)
 	r.arb.SetSessionFunc(func(old, _ moldudp64.Session) {
 		if old != (moldudp64.Session{}) {
+			r.startEnd = 0 // a range of the session StartAt started in: no longer
 			r.Resets++
 			reset()
 		}
@@ -360,6 +364,7 @@ func (r *Replayer) Offer(line int, data []byte, rxTime int64) {
 	r.settle(true)
 	r.last = rxTime
 	r.arb.Offer(line, data, rxTime)
+	r.startFilled(rxTime)
 }
 
 // OfferMarked is Offer for a datagram of a capture that carries batch
@@ -371,6 +376,7 @@ func (r *Replayer) OfferMarked(line int, data []byte, rxTime, drainedAt int64) {
 	r.settle(true)
 	r.last = rxTime
 	r.arb.Offer(line, data, rxTime)
+	r.startFilled(rxTime)
 }
 
 // poll ticks the Arbiter at the empty poll a capture's mark records
@@ -420,6 +426,41 @@ func (r *Replayer) Rerequested(rg moldudp64.Range) {
 	r.requests = append(r.requests, rg)
 }
 
+// StartAt replays a capture file that starts inside a range of session
+// s the handler re-requested in the file before (capture.RerequestAgain:
+// rg, from its first number not filled there), alone: the Arbiter starts
+// at rg.First, what came before declared missing at once (the file's
+// start, one gap), and holds for rg as the handler held, so that the
+// answers this file holds fill it (FollowRerequests). So does a range
+// re-requested in the file (capture.Rerequest; s zero: the session
+// followed, or the first followed) before anything was delivered: its
+// hole came in the file before. What the handler held behind the range
+// was received before the file: once the answers filled rg, the rest the
+// Arbiter would wait for (up to the file's first datagrams) is declared
+// missing, not waited for. Before, the range was part of the start gap,
+// its answers late, their messages missing from the books. now: the
+// frame's time.
+func (r *Replayer) StartAt(s moldudp64.Session, rg moldudp64.Range, now int64) {
+	r.Rerequested(rg)
+	if r.arb.StartAt(s, rg.First, now) {
+		r.startEnd = rg.End()
+	}
+}
+
+// startFilled gives up, at now, the rest of a range the Arbiter recovers
+// past the end of the one the replay started in (StartAt), once that one
+// is filled: the file does not hold it.
+func (r *Replayer) startFilled(now int64) {
+	if r.startEnd == 0 || !r.arb.startTook || r.arb.Next() < r.startEnd {
+		return // none, or the Arbiter started elsewhere (another session)
+	}
+	end := r.startEnd
+	r.startEnd = 0
+	if rg, ok := r.arb.Recovering(); ok && rg.First >= end {
+		r.arb.Abandon(now)
+	}
+}
+
 // maxRequests bounds the re-requests a Replayer keeps not yet asked for:
 // live the Arbiter asks for one at a time.
 const maxRequests = 16
@@ -462,6 +503,7 @@ func (r *Replayer) Recovered(data []byte, rxTime, drainedAt int64) {
 	r.settle(true)
 	r.last = max(r.last, rxTime)
 	r.arb.OfferRecovered(data, p, rxTime)
+	r.startFilled(rxTime)
 }
 
 // GaveUp replays the handler giving up, at now, the range it was

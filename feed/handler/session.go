@@ -186,6 +186,7 @@ func (a *Arbiter) lock(idx int, rxTime int64) {
 	a.started = true
 	a.next = 1
 	a.Stats.SessionChosen = true
+	a.startAt(rxTime)
 	stash := c.stash
 	a.sess.forget()
 	if a.onSession != nil {
