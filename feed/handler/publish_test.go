@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"runtime/debug"
 	"testing"
+	"time"
 	"unsafe"
 
 	"github.com/marketfeed/feedhandler/book"
@@ -273,7 +274,11 @@ func shmFeed(t *testing.T, cfg shm.Config) (*shm.Writer, *shm.Reader) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { w.Close() })
-	r, err := shm.Open(cfg.Name)
+	// The writer never beats (the handler's heartbeat is not running): a
+	// poll that finds nothing looks at the writer (Follower.Poll), and a
+	// test that outlives the default stale limit (a second, under load)
+	// would read it as dead.
+	r, err := shm.OpenWith(cfg.Name, shm.OpenOptions{StaleAfter: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}
