@@ -263,6 +263,7 @@ type Arbiter struct {
 	stepLast         [MaxLines]int64
 
 	onMissing  MissingFunc
+	onNarrow   NarrowFunc
 	onSession  SessionFunc
 	sess       sessions
 	frozen     bool // delivery stopped: everything is held (snapshot recovery)
@@ -322,6 +323,17 @@ func NewArbiter(cfg ArbiterConfig, deliver Deliver, onGap GapFunc) *Arbiter {
 // SetMissing installs the recovery source's MissingFunc (nil: none, every
 // gap is declared).
 func (a *Arbiter) SetMissing(fn MissingFunc) { a.onMissing = fn }
+
+// NarrowFunc is told that the range being recovered now ends at end,
+// before the end it was handed with (MissingFunc) or last told: it was
+// asked up to a held packet that its lines have contradicted since (see
+// strayEnd), and what lay between end and there was never missing. The
+// range is filled once next reaches end, possibly at once (end is next
+// already): nothing past end is to be asked for any more.
+type NarrowFunc func(end uint64)
+
+// SetNarrowed installs the recovery source's NarrowFunc (nil: none).
+func (a *Arbiter) SetNarrowed(fn NarrowFunc) { a.onNarrow = fn }
 
 // Recovering returns the range a recovery source is filling, if any.
 func (a *Arbiter) Recovering() (moldudp64.Range, bool) {
@@ -1428,7 +1440,12 @@ func (a *Arbiter) strayEnd(now int64, idle bool) bool {
 	if a.pend.n > 0 {
 		end = min(end, a.pend.front().seq)
 	}
-	a.recoverEnd = max(a.next, min(a.recoverEnd, end))
+	if end = max(a.next, min(a.recoverEnd, end)); end < a.recoverEnd {
+		a.recoverEnd = end
+		if a.onNarrow != nil {
+			a.onNarrow(end)
+		}
+	}
 	return true
 }
 
