@@ -242,6 +242,10 @@ func printDemo(w io.Writer, day *demo.Day, res *demo.Result, gcRun uint64, o dem
 		if e.Range.First > 1 || e.By != "snapshot" {
 			what = "gap"
 		}
+		if e.Asked.Count > 0 && e.Asked != e.Range {
+			// Narrowed: asked up to a packet its line contradicted since.
+			how += fmt.Sprintf(" (asked %d..%d)", e.Asked.First, e.Asked.End()-1)
+		}
 		fmt.Fprintf(w, "    %-9s %d..%d (%d messages) repaired by %s in %s\n", what, e.Range.First, e.Range.End()-1, e.Range.Count, how, dur(int64(e.Took)))
 	}
 	fmt.Fprintf(w, "  re-requests          %d sent, %d retries, %d timeouts, %d bad and %d late answers, %d messages recovered\n",

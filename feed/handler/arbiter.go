@@ -263,6 +263,7 @@ type Arbiter struct {
 	stepLast         [MaxLines]int64
 
 	onMissing  MissingFunc
+	onNarrow   NarrowFunc
 	onSession  SessionFunc
 	sess       sessions
 	frozen     bool // delivery stopped: everything is held (snapshot recovery)
@@ -329,6 +330,17 @@ func NewArbiter(cfg ArbiterConfig, deliver Deliver, onGap GapFunc) *Arbiter {
 // SetMissing installs the recovery source's MissingFunc (nil: none, every
 // gap is declared).
 func (a *Arbiter) SetMissing(fn MissingFunc) { a.onMissing = fn }
+
+// NarrowFunc is told that the range being recovered now ends at end,
+// before the end it was handed with (MissingFunc) or last told: it was
+// asked up to a held packet that its lines have contradicted since (see
+// strayEnd), and what lay between end and there was never missing. The
+// range is filled once next reaches end, possibly at once (end is next
+// already): nothing past end is to be asked for any more.
+type NarrowFunc func(end uint64)
+
+// SetNarrowed installs the recovery source's NarrowFunc (nil: none).
+func (a *Arbiter) SetNarrowed(fn NarrowFunc) { a.onNarrow = fn }
 
 // Recovering returns the range a recovery source is filling, if any.
 func (a *Arbiter) Recovering() (moldudp64.Range, bool) {
@@ -1184,11 +1196,13 @@ func (a *Arbiter) drain() {
 			a.popHeld()
 			continue
 		}
-		if a.contradicted(e) {
-			if a.undecided(e) {
-				a.waiting = true
-				return // its line's next packet tells (see undecided)
-			}
+		if a.unsure(e) {
+			a.waiting = true
+			return // its line's next packet tells (see undecided)
+		}
+		if a.wentBelowBefore(e, int64(a.cfg.Grace), -1, true) {
+			// Contradicted, or so but for a packet of its lines held
+			// above it (see unsure).
 			a.dropContradicted(0)
 			continue
 		}
@@ -1285,7 +1299,7 @@ func (a *Arbiter) checkGap(now int64, idle bool) {
 			// is, or dropped as contradicted once Hold ran out since its
 			// line went on below it.
 			e := a.pend.front()
-			if a.contradicted(e) && a.undecided(e) {
+			if a.unsure(e) {
 				if a.deciding(e, now, idle) {
 					return
 				}
@@ -1379,7 +1393,7 @@ func (a *Arbiter) checkGap(now int64, idle bool) {
 			// Read past its last packet of the session: what it brought
 			// of the session before then was read (rejected).
 			clock = max(clock, a.afterStep(i, a.readRx[i]))
-			if a.high[i] > a.next {
+			if a.high[i] > a.next && !a.backAtNext(i) {
 				// Moved past the hole: done Grace after it did (by its
 				// own clock: a line read behind the other moves past
 				// later, and reorders by its own stamps), or once Hold
@@ -1393,10 +1407,12 @@ func (a *Arbiter) checkGap(now int64, idle bool) {
 				return
 			}
 		}
-		if e := a.pend.front(); a.pend.n > 0 && a.wentBelow(e, math.MinInt64) {
-			if !a.contradicted(e) && a.deciding(e, now, idle) {
-				// Its lines went on below it, but within Grace: their
-				// next packets tell (see forsaken).
+		if e := a.pend.front(); a.pend.n > 0 && a.wentBelowBefore(e, math.MinInt64, -1, true) {
+			// Its lines went on below it (its line's highest, or below a
+			// packet of it held above, kept by catchingUp).
+			if (!a.wentBelowBefore(e, int64(a.cfg.Grace), -1, true) || a.catchingUp(e)) && a.deciding(e, now, idle) {
+				// But within Grace (see forsaken), or in order towards it
+				// (see catchingUp): their next packets tell.
 				return
 			}
 			// Not a hole: the only line that brought the packet beyond it
@@ -1469,7 +1485,7 @@ func (a *Arbiter) strayEnd(now int64, idle bool) bool {
 		// corrupt packet of the line has it pass the first.
 		a.dropContradicted(a.pend.n - 1)
 	}
-	if !a.forsaken(a.pend.front(), now, idle) {
+	if e := a.pend.front(); !a.forsaken(e, now, idle) || a.catchingUp(e) && a.deciding(e, now, idle) {
 		return false
 	}
 	a.dropContradicted(0)
@@ -1477,7 +1493,12 @@ func (a *Arbiter) strayEnd(now int64, idle bool) bool {
 	if a.pend.n > 0 {
 		end = min(end, a.pend.front().seq)
 	}
-	a.recoverEnd = max(a.next, min(a.recoverEnd, end))
+	if end = max(a.next, min(a.recoverEnd, end)); end < a.recoverEnd {
+		a.recoverEnd = end
+		if a.onNarrow != nil {
+			a.onNarrow(end)
+		}
+	}
 	return true
 }
 
@@ -1531,21 +1552,15 @@ func (a *Arbiter) contradicted(e *pendEntry) bool {
 // earlier packet, the line then silent for Hold, is dropped: its numbers
 // are a gap once the line goes on.
 func (a *Arbiter) wentBelow(e *pendEntry, after int64) bool {
-	return a.wentBelowBefore(e, after, -1)
+	return a.wentBelowBefore(e, after, -1, false)
 }
 
 // wentBelowBefore is wentBelow with the packet being offered on line
-// jumping (-1: none) not counted yet: its latest is the one before.
-func (a *Arbiter) wentBelowBefore(e *pendEntry, after int64, jumping int) bool {
-	if e.recovered {
-		return false
-	}
-	by := false
-	for i := 0; i < a.cfg.Lines; i++ {
-		t := e.lineRx[i]
-		if t == 0 {
-			continue
-		}
+// jumping (-1: none) not counted yet: its latest is the one before. With
+// above, a line whose highest is past e (a packet of it held above e,
+// see unsure) counts too.
+func (a *Arbiter) wentBelowBefore(e *pendEntry, after int64, jumping int, above bool) bool {
+	return a.byLines(e, func(i int, t int64) bool {
 		latest := a.Stats.Lines[i].Packets
 		if i == jumping {
 			latest--
@@ -1561,10 +1576,25 @@ func (a *Arbiter) wentBelowBefore(e *pendEntry, after int64, jumping int) bool {
 		// line's packet that covers its first number, which ends inside
 		// or past it; taken for the line's own, its messages past that
 		// one's end were delivered as those of their numbers.
-		if a.high[i] != e.end || a.belowPkt[i] != latest || a.belowSeq[i] >= e.seq && a.belowEnd[i] > e.seq || a.belowRx[i]-t < after {
-			return false
+		return (a.high[i] == e.end || above && a.high[i] > e.end) && a.belowPkt[i] == latest &&
+			(a.belowSeq[i] < e.seq || a.belowEnd[i] <= e.seq) && a.belowRx[i]-t >= after
+	})
+}
+
+// byLines reports whether the held packet e was brought by lines only (not
+// a recovery source), and each line i that brought it, at t, is ok.
+func (a *Arbiter) byLines(e *pendEntry, ok func(i int, t int64) bool) bool {
+	if e.recovered {
+		return false
+	}
+	by := false
+	for i := 0; i < a.cfg.Lines; i++ {
+		if t := e.lineRx[i]; t != 0 {
+			if !ok(i, t) {
+				return false
+			}
+			by = true
 		}
-		by = true
 	}
 	return by
 }
@@ -1592,11 +1622,30 @@ func (a *Arbiter) jumpedPast(line int) {
 		if e.lineRx[line] == 0 || e.end != a.high[line] {
 			continue
 		}
-		if (a.belowEnd[line] != e.seq || a.belowSeq[line] == e.seq) && a.wentBelowBefore(e, int64(a.cfg.Grace), line) {
+		if (a.belowEnd[line] != e.seq || a.belowSeq[line] == e.seq) && a.wentBelowBefore(e, int64(a.cfg.Grace), line, false) && !a.chainedTo(k, line) {
 			a.dropContradicted(k)
 		}
 		return
 	}
+}
+
+// chainedTo reports whether the held packet k and every one held below it
+// were brought by line, each starting where the one before ends, from the
+// first held at next, left held for the line's next packet (unsure): the
+// line reordered them (see catchingUp) and has just reached them, and
+// the one it brings past them says they are its own, as a packet past
+// an undecided one does. Not one with a hole below it: a corrupt packet
+// ahead of the line, which a second one jumps past.
+func (a *Arbiter) chainedTo(k, line int) bool {
+	if !a.waiting || a.pend.front().seq != a.next {
+		return false
+	}
+	for j := 0; j <= k; j++ {
+		if e := a.pend.at(j); e.lineRx[line] == 0 || j > 0 && e.seq != a.pend.at(j-1).end {
+			return false
+		}
+	}
+	return true
 }
 
 // undecided reports whether the held packet e, contradicted
@@ -1615,6 +1664,19 @@ func (a *Arbiter) undecided(e *pendEntry) bool {
 	return e.seq == a.next && a.endsAt(e)
 }
 
+// unsure reports whether the held packet e, at next, is left held for its
+// lines' next packet (undecided): each line that brought it went on
+// below it Grace or more after it, as contradicted says, its latest packet
+// ending exactly at e's first number, whether e is its highest packet or
+// one of its packets is held above e. The second is a reorder of more
+// than one packet (see catchingUp): delivered as it was before, below
+// the line's highest, it was the line's when two corrupt packets of
+// it were held and the line reached the first: one is decided, then the
+// other, each by the line's next packet.
+func (a *Arbiter) unsure(e *pendEntry) bool {
+	return a.undecided(e) && a.wentBelowBefore(e, int64(a.cfg.Grace), -1, true)
+}
+
 // highestStray reports whether the highest held packet, with another
 // held below it, is contradicted, or forsaken and not put ahead by a
 // reorder (its lines' latest packets ending at its first number: see
@@ -1624,7 +1686,48 @@ func (a *Arbiter) highestStray(now int64, idle bool) bool {
 		return false
 	}
 	e := a.pend.at(a.pend.n - 1)
+	if a.catchingUp(e) && a.deciding(e, now, idle) {
+		return false
+	}
 	return a.contradicted(e) || !a.endsAt(e) && a.forsaken(e, now, idle)
+}
+
+// backAtNext reports whether line's latest packet went below its own
+// highest and ends at next: the line went back, and goes on in order
+// from there (see catchingUp), so its highest is not where it is. It is
+// waited for in the hole at next as a line that did not move past it
+// (Hold, not Grace): kept, a packet held ahead of it, whose numbers the
+// line may be catching up to, had the hole before it declared by the
+// other lines' clocks (TestArbiterLinesModel seeds 6704 and 8826: the hole
+// up to another line's corrupt packet declared, the packet delivered as
+// its numbers' messages).
+func (a *Arbiter) backAtNext(line int) bool {
+	return a.belowPkt[line] == a.Stats.Lines[line].Packets && a.belowEnd[line] == a.next
+}
+
+// catchingUp reports whether the held packet e, beyond next, may be one
+// of several packets its lines brought ahead of those before them, by
+// Grace or more (a reorder of more than one packet; undecided is the one
+// packet's): each line that brought it (lines only) went on below it, its
+// latest packet ending at next (in order, towards e), less than Hold
+// after e by its stamps. Such a packet is not dropped as contradicted
+// yet (highestStray, checkGap's hole before it, strayEnd) while its lines
+// may still bring their next packet (deciding): when they reach its
+// numbers, it is undecided there (unsure), and the packet after tells
+// (its own copy at its numbers: dropped; one past it: delivered). Lines
+// that bring nothing for Hold, or a packet leaving a hole below it, or
+// that go on Hold past it, have it dropped as before. Before, it was
+// dropped at once: the line's 10 and 11 coming after its 12 and 13, 13
+// was a gap where the other line lost them
+// (TestArbiterLineReorderTwoBeyondGrace). The cost: a corrupt packet
+// whose line goes on in order below it is held up to Hold, not Grace
+// (delivered nothing meanwhile; the hole before it is not declared). Looked
+// at only where a held packet would be dropped as contradicted: nothing
+// on the in-order path.
+func (a *Arbiter) catchingUp(e *pendEntry) bool {
+	return e.seq > a.next && a.byLines(e, func(i int, t int64) bool {
+		return a.backAtNext(i) && a.belowRx[i]-t < int64(a.cfg.Hold)
+	})
 }
 
 // endsAt reports whether the latest packet of each line that brought the

@@ -507,3 +507,90 @@ func TestArbiterCorruptSeqsOneStampThenQuiet(t *testing.T) {
 	a.Tick(at(40) + int64(time.Second))
 	wantAllDelivered(t, a, s, 120, 2)
 }
+
+// TestArbiterLineReorderTwoBeyondGrace: as TestArbiterLineReorderBeyondGrace,
+// with two packets overtaken: line A brings packets 12 and 13 ahead of
+// 10 and 11, by 300 µs (more than Grace), and line B lost all four. Every
+// message is delivered, nothing contradicted; nothing declared, or only
+// packet 14 when both lines lost it too (line A then jumps past 13 from
+// 11: it is the line's own, as a packet past an undecided one says).
+// Before, 13 was dropped as contradicted when 10 came ('gaps [{40 3}]').
+func TestArbiterLineReorderTwoBeyondGrace(t *testing.T) {
+	pkts := fixedPackets(t, testSession, 1, 40, 3)
+	for _, tc := range []struct {
+		lines  int
+		lost14 bool
+	}{{2, false}, {2, true}, {1, false}, {1, true}} {
+		lost14 := tc.lost14
+		t.Run(fmt.Sprintf("%d lines, 14 lost %v", tc.lines, lost14), func(t *testing.T) {
+			a, s := newTestArbiter(t, ArbiterConfig{Lines: tc.lines})
+			start, ms, late := int64(time.Hour), int64(time.Millisecond), int64(300*time.Microsecond)
+			for i, p := range pkts {
+				at := start + int64(i)*ms
+				switch {
+				case i == 10 || i == 11 || i == 13: // line A's come with 12, line B lost them
+				case i == 12:
+					a.Offer(0, p, at)
+					a.Offer(0, pkts[13], at)
+					a.Offer(0, pkts[10], at+late)
+					a.Offer(0, pkts[11], at+late)
+				case i == 14 && lost14:
+				default:
+					a.Offer(0, p, at)
+					if tc.lines == 2 {
+						a.Offer(1, p, at+ms/2)
+					}
+				}
+			}
+			a.Tick(start + int64(len(pkts))*ms + int64(time.Second))
+			if !lost14 {
+				wantAllDelivered(t, a, s, 120, 0)
+				return
+			}
+			if c := a.Stats.Lines[0].Contradicted; s.got != 117 || len(s.gaps) != 1 || s.gaps[0] != (moldudp64.Range{First: 43, Count: 3}) || c != 0 {
+				t.Fatalf("delivered %d of 117, gaps %v (want [{43 3}]), contradicted %d", s.got, s.gaps, c)
+			}
+		})
+	}
+}
+
+// TestArbiterCorruptPairAheadOfReorder: line A brings two corrupt packets
+// back to back (packets 5 and 6's messages under 12 and 13's numbers),
+// then 10 and 11 by more than Grace after them, then the rest of the day
+// (after a late copy of its packet 9 and an empty poll, or not); line B
+// lost 10 to 13. They
+// look like packets 12 and 13 of TestArbiterLineReorderTwoBeyondGrace
+// until line A brings its own 12 and 13: each is then contradicted in
+// turn, never delivered as those numbers' messages, and nothing is
+// declared. (Kept held while the line caught up, the first was no longer
+// the line's highest: delivered unchecked, it would carry packet 5's
+// messages as 12's.)
+func TestArbiterCorruptPairAheadOfReorder(t *testing.T) {
+	pkts := fixedPackets(t, testSession, 1, 40, 3)
+	for _, copy9 := range []bool{false, true} {
+		t.Run(fmt.Sprint("late copy of 9 ", copy9), func(t *testing.T) {
+			a, s := newTestArbiter(t, ArbiterConfig{Lines: 2})
+			start, ms, late := int64(time.Hour), int64(time.Millisecond), int64(300*time.Microsecond)
+			for i, p := range pkts {
+				at := start + int64(i)*ms
+				switch i {
+				case 10:
+					a.Offer(0, movedAhead(pkts[5], 21), at-ms)
+					a.Offer(0, movedAhead(pkts[6], 21), at-ms)
+					a.Offer(0, p, at-ms+late)
+				case 11, 12, 13:
+					if i == 12 && copy9 {
+						a.Offer(0, pkts[9], at-ms/2)
+						a.Tick(at - ms/2) // an empty poll after it
+					}
+					a.Offer(0, p, at)
+				default:
+					a.Offer(0, p, at)
+					a.Offer(1, p, at+ms/2)
+				}
+			}
+			a.Tick(start + int64(len(pkts))*ms + int64(time.Second))
+			wantAllDelivered(t, a, s, 120, 2)
+		})
+	}
+}

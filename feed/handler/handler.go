@@ -422,6 +422,7 @@ func StartContext(ctx context.Context, cfg Config) (*Handler, error) {
 	if rec.enabled() {
 		h.rec = rec
 		h.arb.SetMissing(rec.missing)
+		h.arb.SetNarrowed(rec.narrowed)
 		h.rawBuf = make([]byte, 0, 2048)
 	}
 

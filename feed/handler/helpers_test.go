@@ -63,6 +63,7 @@ func withRecovery(t testing.TB, h *Handler, ac ArbiterConfig, rc RecoveryConfig)
 	h.arb.idleAfterEnd = rec.idleAfterEnd()
 	h.rec = rec
 	h.arb.SetMissing(rec.missing)
+	h.arb.SetNarrowed(rec.narrowed)
 	return rec
 }
 

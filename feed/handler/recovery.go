@@ -238,6 +238,11 @@ type RecoveryStats struct {
 // detected the books were whole again.
 type RecoveryEvent struct {
 	Range moldudp64.Range
+	// Asked: the range handed to re-request (By "re-request"). Range is
+	// the part of it recovered: all of it, or less when the arbiter
+	// narrowed it (Arbiter.SetNarrowed: it was asked up to a held packet
+	// its lines contradicted since, the rest never missing).
+	Asked moldudp64.Range
 	By    string // "re-request" or "snapshot"
 	Took  time.Duration
 	// NextSeq is the snapshot's sequence number (By "snapshot").
@@ -289,7 +294,8 @@ type recovery struct {
 
 	open    []moldudp64.Range // declared gaps not repaired
 	openAt  []int64           // when each was detected
-	cur     moldudp64.Range   // the range being re-requested
+	cur     moldudp64.Range   // the range being re-requested, as handed (missing)
+	upTo    uint64            // where the arbiter narrowed cur to (narrowed; 0: not): asked and reported (recovering)
 	handed  moldudp64.Range   // the last range missing handed (counted in GapsDetected there)
 	events  []RecoveryEvent
 	stats   RecoveryStats
@@ -538,7 +544,7 @@ func (r *recovery) rerequest(rg moldudp64.Range, now int64) {
 		r.catchUp(rg.First)
 	}
 	r.client.Want(r.h.arb.Session(), rg, now)
-	r.cur = rg
+	r.cur, r.upTo = rg, 0
 	if r.h.capFile != nil {
 		r.h.capFile.Rerequested(now, rg.First, rg.Count)
 	}
@@ -561,10 +567,34 @@ func (r *recovery) catchUp(first uint64) {
 	r.pendingWhole = true
 }
 
+// narrowed is the arbiter's NarrowFunc: the range being re-requested ends
+// at end, before the end it was handed with (it was asked up to a held
+// packet its lines contradicted since, Arbiter.strayEnd). The client asks
+// nothing past end from now on (before, up to the old end until the
+// arbiter was done: requests and messages an exchange counts, and may
+// throttle, for numbers never missing), and the repair reports what was
+// recovered, beside what was asked (TestRerequestAsksNarrowedRange).
+func (r *recovery) narrowed(end uint64) {
+	if r.cur.Count == 0 || end >= r.recovering().End() {
+		return
+	}
+	r.upTo = max(end, r.cur.First)
+	r.client.Narrow(r.upTo)
+}
+
+// recovering returns the range being re-requested: cur, up to where the
+// arbiter narrowed it (narrowed).
+func (r *recovery) recovering() moldudp64.Range {
+	if r.upTo == 0 || r.upTo >= r.cur.End() {
+		return r.cur
+	}
+	return moldudp64.Range{First: r.cur.First, Count: r.upTo - r.cur.First}
+}
+
 // filled records the re-requested range as repaired.
 func (r *recovery) filled(now int64) {
 	r.hist.Record(now - r.started)
-	r.event(RecoveryEvent{Range: r.cur, By: "re-request", Took: time.Duration(now - r.started)})
+	r.event(RecoveryEvent{Range: r.recovering(), Asked: r.cur, By: "re-request", Took: time.Duration(now - r.started)})
 	r.cur = moldudp64.Range{}
 }
 
@@ -712,15 +742,6 @@ func (r *recovery) poll(now int64) {
 				}
 			}
 		}
-	}
-	if _, busy := a.Recovering(); !busy && r.client != nil && r.client.Active() && r.cur.Count > 0 {
-		// The arbiter ended the range neither filled to its end nor
-		// declared (given up, r.cur is cleared): it was asked up to a
-		// packet since contradicted, and the lines filled what was left
-		// (Arbiter.strayEnd). The rest lies past the feed's numbers: asked
-		// on, it was given up, the servers rested
-		// (TestRerequestEndsWithStrayEnd).
-		r.client.Cancel()
 	}
 	if r.started != 0 {
 		if _, busy := a.Recovering(); !busy && !r.fetching && (r.client == nil || !r.client.Active()) {
@@ -931,7 +952,8 @@ func (r *recovery) rest(now int64) {
 	r.restFails++
 	d := doubled(r.cfg.ServerRest, r.cfg.ServerRestMax, r.restFails)
 	r.restWait, r.restUntil = d, now+int64(d)
-	r.h.log.Warn().Uint64("first", r.cur.First).Uint64("count", r.cur.Count).Dur("rest", d).Dur("rest_max", max(r.cfg.ServerRestMax, r.cfg.ServerRest)).
+	rg := r.recovering()
+	r.h.log.Warn().Uint64("first", rg.First).Uint64("count", rg.Count).Dur("rest", d).Dur("rest_max", max(r.cfg.ServerRestMax, r.cfg.ServerRest)).
 		Uint64("failures_in_a_row", r.restFails).
 		Msg("recovery: every re-request server failed the range; it is declared, and gaps are declared without a re-request for the rest, doubled per failure in a row up to rest_max, back to its first length once a server answers")
 }

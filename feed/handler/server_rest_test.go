@@ -128,39 +128,114 @@ func TestServerRestBacksOff(t *testing.T) {
 // Without, the client went on asking the range past the feed's numbers
 // until it gave it up ('failures 1'), resting the servers.
 func TestRerequestEndsWithStrayEnd(t *testing.T) {
-	srv := newScriptedServer(t)
-	h, _, rec := loggedRecovery(t, RecoveryConfig{Rerequest: rerequest.Config{Servers: []netip.AddrPort{srv.addr()}, Timeout: time.Millisecond, Retries: 1}})
-	session := moldudp64.NewSession("STRAY")
-	pkt := func(seq uint64) []byte {
-		b := moldudp64.NewBuilder(session, seq, 0)
-		b.Add(orderMsg("STRAY", seq, seq))
-		return append([]byte(nil), b.Flush()...)
-	}
-	now := time.Now().UnixNano()
-	step := func(data []byte) {
-		now += int64(time.Millisecond)
-		if data != nil {
-			h.arb.Offer(0, data, now)
-		}
-		h.arb.Tick(now)
-		rec.poll(now)
-	}
-	for seq := uint64(1); seq <= 5; seq++ {
-		step(pkt(seq))
-	}
-	step(pkt(20_006)) // a corrupt copy of packet 6
-	step(nil)
-	if r, ok := h.arb.Recovering(); !ok || r != (moldudp64.Range{First: 6, Count: 20_000}) || !rec.client.Active() {
-		t.Fatalf("setup: recovering %v %v, client active %v; want [6, 20006) asked", r, ok, rec.client.Active())
-	}
+	d := strayAsked(t, time.Millisecond, 1)
+	h, rec := d.h, d.rec
 	for seq := uint64(6); seq <= 20; seq++ {
-		step(pkt(seq))
+		d.step(d.pkt(seq, 1))
 	}
 	for range 100 {
-		step(nil)
+		d.step(nil)
 	}
 	st := rec.client.Stats
 	if _, ok := h.arb.Recovering(); ok || rec.client.Active() || st.Failures != 0 || h.arb.Stats.Gaps != 0 || h.arb.Pending() != 0 {
 		t.Fatalf("recovering %v, client active %v, failures %d, gaps %d, pending %d; want the range ended, nothing given up, declared or held", ok, rec.client.Active(), st.Failures, h.arb.Stats.Gaps, h.arb.Pending())
+	}
+}
+
+// strayDay is a one-line day of session STRAY whose packet 6 came with a
+// corrupt sequence number, 20,006, as the line's latest when the hole
+// before it was due: [6, 20006) is re-requested (strayAsked).
+type strayDay struct {
+	srv  *scriptedServer
+	h    *Handler
+	rec  *recovery
+	now  int64
+	b    *moldudp64.Builder // the feed's own packets, for a heartbeat
+	step func(data []byte)  // the clock 1 ms on, data offered (if any), an empty poll, the recovery polled
+}
+
+// pkt is the day's packet of count messages from seq on.
+func (d *strayDay) pkt(seq, count uint64) []byte {
+	b := moldudp64.NewBuilder(d.b.Session(), seq, 0)
+	for s := seq; s < seq+count; s++ {
+		b.Add(orderMsg("STRAY", s, s))
+	}
+	return append([]byte(nil), b.Flush()...)
+}
+
+// strayAsked plays a strayDay up to its re-request of [6, 20006), asked of
+// a scripted server that does not answer, with the client's timeout and
+// retries given.
+func strayAsked(t *testing.T, timeout time.Duration, retries int) *strayDay {
+	t.Helper()
+	d := &strayDay{srv: newScriptedServer(t), now: time.Now().UnixNano(), b: moldudp64.NewBuilder(moldudp64.NewSession("STRAY"), 1, 0)}
+	d.h, _, d.rec = loggedRecovery(t, RecoveryConfig{Rerequest: rerequest.Config{Servers: []netip.AddrPort{d.srv.addr()}, Timeout: timeout, Retries: retries}})
+	d.step = func(data []byte) {
+		d.now += int64(time.Millisecond)
+		if data != nil {
+			d.h.arb.Offer(0, data, d.now)
+		}
+		d.h.arb.Tick(d.now)
+		d.rec.poll(d.now)
+	}
+	for seq := uint64(1); seq <= 5; seq++ {
+		d.step(d.pkt(seq, 1))
+	}
+	d.step(d.pkt(20_006, 1)) // a corrupt copy of packet 6
+	d.step(nil)
+	if r, ok := d.h.arb.Recovering(); !ok || r != (moldudp64.Range{First: 6, Count: 20_000}) || !d.rec.client.Active() {
+		t.Fatalf("setup: recovering %v %v, client active %v; want [6, 20006) asked", r, ok, d.rec.client.Active())
+	}
+	return d
+}
+
+// TestRerequestAsksNarrowedRange: line A's packet with a corrupt sequence
+// number (20,000 ahead) is its latest when the hole before it is due, and
+// the hole, [6, 20006), is asked of a server that does not answer at
+// first. The line then sends a heartbeat at 9 (the feed went idle after
+// packet 8; 6 to 8 lost): the packet is contradicted, dropped, and the
+// range narrowed to [6, 9) (Arbiter.strayEnd). From then on the client
+// asks only that: its retry asks for 3 messages, not 2,000 again (each
+// request and message counted, and maybe throttled, by the exchange), and
+// the repair is reported as [6, 9), the range asked first beside it.
+// Without, the retry asked the old range ('retry asked {6 2000}') and
+// the event reported [6, 20006).
+func TestRerequestAsksNarrowedRange(t *testing.T) {
+	d := strayAsked(t, 5*time.Millisecond, 3)
+	h, rec, srv := d.h, d.rec, d.srv
+	first, _ := srv.request(t)
+	if first.Seq != 6 || int(first.Count) != rec.client.RequestMessages() {
+		t.Fatalf("setup: asked %+v, want 6 and %d messages", first, rec.client.RequestMessages())
+	}
+	for range 8 {
+		d.b.Add(orderMsg("STRAY", 0, 0))
+	}
+	d.b.Flush()
+	d.step(append([]byte(nil), d.b.Heartbeat()...)) // at 9
+	if r, ok := h.arb.Recovering(); !ok || r != (moldudp64.Range{First: 6, Count: 3}) {
+		t.Fatalf("after the heartbeat at 9: recovering %v %v; want [6, 9)", r, ok)
+	}
+	requests := rec.client.Stats.Requests
+	for i := 0; rec.client.Stats.Requests == requests; i++ {
+		if i == 1000 {
+			t.Fatalf("no retry in 1 s: %+v", rec.client.Stats)
+		}
+		d.step(nil)
+	}
+	retry, from := srv.request(t)
+	if retry.Seq != 6 || retry.Count != 3 {
+		t.Fatalf("retry asked {%d %d}, want {6 3}: the range narrowed to [6, 9)", retry.Seq, retry.Count)
+	}
+	srv.answer(t, from, d.pkt(6, 3))
+	d.step(nil)
+	d.step(nil)
+	st := rec.client.Stats
+	if _, ok := h.arb.Recovering(); ok || rec.client.Active() || st.Failures != 0 || h.arb.Stats.Gaps != 0 || h.arb.Pending() != 0 || h.arb.Next() != 9 {
+		t.Fatalf("after the answer: recovering %v, client active %v, failures %d, gaps %d, pending %d, next %d; want [6, 9) filled, nothing declared or held",
+			ok, rec.client.Active(), st.Failures, h.arb.Stats.Gaps, h.arb.Pending(), h.arb.Next())
+	}
+	want := RecoveryEvent{Range: moldudp64.Range{First: 6, Count: 3}, Asked: moldudp64.Range{First: 6, Count: 20_000}, By: "re-request"}
+	if len(rec.events) != 1 || rec.events[0].Range != want.Range || rec.events[0].Asked != want.Asked || rec.events[0].By != want.By {
+		t.Fatalf("events %+v, want one: %+v", rec.events, want)
 	}
 }

@@ -350,6 +350,22 @@ func (c *Client) Progress(next uint64) bool {
 	return !c.active
 }
 
+// Narrow ends the wanted range at end, when that is before its end: the
+// caller no longer needs what lies past end (its source of the range ended
+// it there). From now on nothing past end is asked: a request in flight
+// that asks more is not sent again, its retries, a continuation and the
+// next server ask up to end only; an answer to it is still taken. The
+// range is filled once Progress reaches end (at once if it has).
+func (c *Client) Narrow(end uint64) {
+	if !c.active || end >= c.want.End() {
+		return
+	}
+	c.want.Count = max(end, c.want.First) - c.want.First
+	if c.next >= c.want.End() {
+		c.filled()
+	}
+}
+
 // Cancel stops filling the wanted range.
 func (c *Client) Cancel() {
 	c.active = false

@@ -407,3 +407,60 @@ func TestClockStepBack(t *testing.T) {
 		t.Fatalf("a timeout after the clock stepped back an hour: stats %+v, want the request timed out and sent again", st)
 	}
 }
+
+// TestNarrow: a range [6, 20006) asked, its first request (the most
+// messages one asks) unanswered; the caller then narrows it to [6, 9)
+// (its source of the range ended it there). The retry asks for 3
+// messages, and the answer to them fills the range; narrowed to where
+// the caller is, a range is filled at once. Without Narrow the retry
+// asked the old range again, and the range stayed wanted past the answer.
+func TestNarrow(t *testing.T) {
+	srv, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	const timeout = 10 * time.Millisecond
+	c, err := rerequest.New(rerequest.Config{Servers: []netip.AddrPort{srv.LocalAddr().(*net.UDPAddr).AddrPort()}, Timeout: timeout}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	read := func() moldudp64.Request {
+		t.Helper()
+		buf := make([]byte, 64)
+		srv.SetReadDeadline(time.Now().Add(2 * time.Second)) // sent already: only a broken test waits
+		n, err := srv.Read(buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req, err := moldudp64.ParseRequest(buf[:n])
+		if err != nil {
+			t.Fatal(err)
+		}
+		return req
+	}
+	now := time.Now().UnixNano()
+	c.Want(session, moldudp64.Range{First: 6, Count: 20_000}, now)
+	c.Poll(now, func(moldudp64.Packet) {})
+	if req := read(); req.Seq != 6 || int(req.Count) != c.RequestMessages() {
+		t.Fatalf("first request %+v, want 6 and %d messages", req, c.RequestMessages())
+	}
+	c.Narrow(9)
+	c.Narrow(20_006) // past its end: nothing changes
+	c.Poll(now+int64(timeout), func(moldudp64.Packet) {})
+	if req := read(); req.Seq != 6 || req.Count != 3 {
+		t.Fatalf("the retry after Narrow(9) asked {%d %d}, want {6 3}", req.Seq, req.Count)
+	}
+	if c.Progress(9); c.Active() {
+		t.Fatal("[6, 9) delivered: still active")
+	}
+	c.Want(session, moldudp64.Range{First: 20, Count: 100}, now)
+	c.Progress(30)
+	if c.Narrow(25); c.Active() {
+		t.Fatal("narrowed to 25 with 30 delivered: still active")
+	}
+	if st := c.Stats; st.Requests != 2 || st.Retries != 1 {
+		t.Fatalf("stats %+v, want 2 requests, 1 of them a retry", st)
+	}
+}
