@@ -12,8 +12,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/marketfeed/feedhandler/feed/capture"
 	"github.com/marketfeed/feedhandler/feed/moldudp64"
 	"github.com/marketfeed/feedhandler/feed/rx"
+	"github.com/marketfeed/feedhandler/internal/demo"
 )
 
 // replayFiles replays capPaths with --feed feed, JSON and text, and
@@ -163,10 +165,13 @@ func TestReplayFeedFilesReplayed(t *testing.T) {
 // TestReplayFeedRerequestAcrossFiles: packet j of a day is lost on both
 // lines; the handler held packet j+1, re-requested j (its FHRQ frame),
 // and the capture rotated before the answer came: the re-request at the
-// end of the first file, its answer in the second (or, after, the
-// rotation came between the packet held and the re-request, which is in
-// the second file, before or after its first packet). The capture's files in order replay to the day's
-// books, nothing missing (the live handler's). The second file alone
+// end of the first file, its answer in the second (the rotation's wait
+// for the range given up at twice rotate_size, a third line's traffic
+// filling the file: TestReplayFeedLoneFileAfterRerequest has it kept;
+// or, after, the rotation came between the packet held and the
+// re-request, which is in the second file, before or after its first
+// packet). The capture's files in order replay to the day's books,
+// nothing missing (the live handler's). The second file alone
 // starts inside the re-request, which it says again after its begin frame
 // (or holds): its replay holds for the range and applies the answer as
 // the handler did; its books are those of the day's messages from packet
@@ -215,8 +220,8 @@ func replayRerequestAcrossFiles(t *testing.T, at string) {
 			continue
 		}
 		// Packet j+1 held, the range before it re-requested; then the
-		// file rotates (traffic of no line of the feed's) before the
-		// answer.
+		// file rotates (traffic of no line of the feed's, to twice
+		// rotate_size when the range is open) before the answer.
 		if at == "before" {
 			c.Rerequested(ts(i)+500, parse(j).Seq, uint64(parse(j).Messages()))
 		}
@@ -235,35 +240,13 @@ func replayRerequestAcrossFiles(t *testing.T, at string) {
 			c.Rerequested(ts(i)+500, parse(j).Seq, uint64(parse(j).Messages()))
 		}
 	}
-	if err := c.Close(); err != nil {
-		t.Fatal(err)
-	}
-	names, _ := filepath.Glob(filepath.Join(dir, "lines-*.pcap"))
-	if len(names) != 2 || c.Stats().Dropped != 0 {
-		t.Fatalf("files %v, stats %+v: want 2, the second from between the re-request and its answer, nothing dropped", names, c.Stats())
-	}
-
-	rep, got, want := replayDayBooks(t, dir, day, names...)
-	if a := rep.Arbitrated; a == nil || a.LiveRecovery.Answers != 1 || rep.InputGaps != 0 || rep.InputMissing != 0 || a.Delivered != day.Messages || !bytes.Equal(got, want) {
-		t.Errorf("replay --feed of both files: %d gaps, %d missing, report %+v, the day's books %v; want the answer replayed, nothing missing, the day's books", rep.InputGaps, rep.InputMissing, a, bytes.Equal(got, want))
-	}
+	names := replayBothFilesWhole(t, c, dir, day, "the second from between the re-request and its answer")
 
 	// The second file alone, against a capture of what the handler
 	// delivered from its start: packet j (the answer) and those after
 	// j+1.
-	rep, got, _ = replayDayBooks(t, dir, day, names[1])
-	refDir := t.TempDir()
-	refPath := filepath.Join(refDir, "ref.pcap")
-	ref, _ := demoCapture(t, refPath)
-	for i := j; i < len(day.Packets); i++ {
-		if i != j+1 {
-			ref.Put([]rx.Packet{{Line: rx.LineA, Data: day.Packets[i], RxTime: ts(i)}, {Line: rx.LineB, Data: day.Packets[i], RxTime: ts(i) + 1000}}, ts(i)-1)
-		}
-	}
-	if err := ref.Close(); err != nil {
-		t.Fatal(err)
-	}
-	refRep, wantAlone, _ := replayDayBooks(t, refDir, day, refPath)
+	rep, got, _ := replayDayBooks(t, dir, day, names[1])
+	refRep, wantAlone := referenceBooks(t, day, ts, j, j+1)
 	missing := parse(j).Seq - 1 + uint64(parse(j+1).Messages())
 	if a := rep.Arbitrated; a == nil || a.CaptureStart != captureContinued || a.LiveRecovery.Answers != 1 || rep.InputGaps != 2 || rep.InputMissing != missing || a.Delivered != day.Messages-missing {
 		t.Errorf("replay --feed of the second file alone: %d gaps, %d missing, report %+v; want its start and packet j+1 missing (2 gaps, %d messages), the answer applied (%d delivered)", rep.InputGaps, rep.InputMissing, a, missing, day.Messages-missing)
@@ -285,4 +268,124 @@ func replayRerequestAcrossFiles(t *testing.T, at string) {
 	if a := rep.Arbitrated; err != nil || a == nil || rep.InputGaps != 2 || rep.InputMissing != missing || a.Delivered != day.Messages-missing {
 		t.Errorf("replay --feed of the second file alone, no feed.session: %v, %d gaps, %d missing, report %+v; want 2 gaps, %d missing, %d delivered", err, rep.InputGaps, rep.InputMissing, a, missing, day.Messages-missing)
 	}
+}
+
+// TestReplayFeedLoneFileAfterRerequest: packet j of a day is lost on both
+// lines just before the capture's file reaches rotate_size; the handler
+// re-requested it (its FHRQ frame) and held the packets after it until
+// the answer came, the file past rotate_size by then. The rotation waits
+// for the range to be filled, so that the range's frame, the packets held
+// behind it and the answer are in the first file, and the second file,
+// replayed alone, starts where the handler held nothing: one gap (its
+// start), its books those of the day's packets from its first on (a
+// capture of them alone), as the handler's. The files in order replay to
+// the day's books. The second file was opened as soon as the first
+// reached rotate_size: it started inside the range (said again), and the
+// packets the handler held behind it, in the first file, were a gap of
+// its replay alone.
+func TestReplayFeedLoneFileAfterRerequest(t *testing.T) {
+	day, dir, _ := dayDir(t, 25_000, 37)
+	c, t0 := rotatingDemoCapture(t, dir, false)
+	ts := func(i int) int64 { return t0 + int64(i)*int64(100*time.Microsecond) }
+	put := func(i int) {
+		c.Put([]rx.Packet{{Line: rx.LineA, Data: day.Packets[i], RxTime: ts(i)}, {Line: rx.LineB, Data: day.Packets[i], RxTime: ts(i) + 1000}}, ts(i)-1)
+		if i%200 == 0 {
+			time.Sleep(time.Millisecond) // the writer keeps up: nothing dropped
+		}
+	}
+	var written, put2 int64 // the file's bytes, as far as the frames put go; the datagrams put
+	wait := func() {        // until the writer wrote what was put (its quiet flush)
+		t.Helper()
+		for n := 0; c.Stats().Packets != uint64(put2); n++ {
+			if n == 5000 {
+				t.Fatalf("datagrams not written: %+v, want %d", c.Stats(), put2)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	i := 0
+	for ; written < capture.MinRotate-200<<10; i++ { // short of rotate_size
+		put(i)
+		written += 2 * int64(16+14+20+8+len(day.Packets[i]))
+		put2 += 2
+	}
+	j := i // lost on both lines
+	p, err := moldudp64.Parse(day.Packets[j])
+	if err != nil || j+200 > len(day.Packets) {
+		t.Fatalf("packet %d of %d: %v: want one with 200 after it", j, len(day.Packets), err)
+	}
+	for i = j + 1; written < capture.MinRotate+200<<10; i++ { // held behind the range: past rotate_size
+		put(i)
+		if i == j+1 {
+			c.Rerequested(ts(i)+500, p.Seq, uint64(p.Messages()))
+		}
+		written += 2 * int64(16+14+20+8+len(day.Packets[i]))
+		put2 += 2
+	}
+	wait()                                          // a flush past rotate_size, the range open
+	c.Recovered(day.Packets[j], ts(i)-500, ts(i)-1) // the answer
+	put2++
+	wait() // a flush after the answer: the next file starts at packet i
+	first := i
+	for ; i < len(day.Packets); i++ {
+		put(i)
+	}
+	names := replayBothFilesWhole(t, c, dir, day, "the second from after the answer")
+
+	// The second file alone, against a capture of the day's packets from
+	// its first on.
+	rep, got, _ := replayDayBooks(t, dir, day, names[1])
+	refRep, wantAlone := referenceBooks(t, day, ts, first, -1)
+	fp, err := moldudp64.Parse(day.Packets[first])
+	if err != nil {
+		t.Fatal(err)
+	}
+	missing := fp.Seq - 1
+	if a := rep.Arbitrated; a == nil || a.CaptureStart != captureContinued || rep.InputGaps != 1 || rep.InputMissing != missing || a.Delivered != day.Messages-missing {
+		t.Errorf("replay --feed of the second file alone: %d gaps, %d missing, report %+v; want its start alone missing (1 gap, %d messages), %d delivered", rep.InputGaps, rep.InputMissing, a, missing, day.Messages-missing)
+	}
+	if refRep.InputMissing != missing || !bytes.Equal(got, wantAlone) {
+		t.Errorf("replay --feed of the second file alone: books not those of the day's packets from %d on (reference: %d missing):\ngot:  %.300s\nwant: %.300s", first, refRep.InputMissing, got, wantAlone)
+	}
+}
+
+// replayBothFilesWhole closes c, a capture of day (a packet re-requested
+// and answered) in dir/lines-*.pcap, checks that it wrote 2 files
+// (second: where the second starts) and nothing dropped, and replays them
+// in order with --feed: the answer replayed, nothing missing, the day's
+// books. It returns the files.
+func replayBothFilesWhole(t *testing.T, c *capture.Capture, dir string, day *demo.Day, second string) []string {
+	t.Helper()
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	names, _ := filepath.Glob(filepath.Join(dir, "lines-*.pcap"))
+	if len(names) != 2 || c.Stats().Dropped != 0 {
+		t.Fatalf("files %v, stats %+v: want 2, %s, nothing dropped", names, c.Stats(), second)
+	}
+	rep, got, want := replayDayBooks(t, dir, day, names...)
+	if a := rep.Arbitrated; a == nil || a.LiveRecovery.Answers != 1 || rep.InputGaps != 0 || rep.InputMissing != 0 || a.Delivered != day.Messages || !bytes.Equal(got, want) {
+		t.Errorf("replay --feed of both files: %d gaps, %d missing, report %+v, the day's books %v; want the answer replayed, nothing missing, the day's books", rep.InputGaps, rep.InputMissing, a, bytes.Equal(got, want))
+	}
+	return names
+}
+
+// referenceBooks captures day's packets from the from-th on but skip (-1:
+// none) on both lines, received at ts, in a file of its own, and returns
+// its replay's report and books: what the handler delivered from there.
+func referenceBooks(t *testing.T, day *demo.Day, ts func(int) int64, from, skip int) (replayReport, []byte) {
+	t.Helper()
+	refDir := t.TempDir()
+	refPath := filepath.Join(refDir, "ref.pcap")
+	ref, _ := demoCapture(t, refPath)
+	for i := from; i < len(day.Packets); i++ {
+		if i != skip {
+			ref.Put([]rx.Packet{{Line: rx.LineA, Data: day.Packets[i], RxTime: ts(i)}, {Line: rx.LineB, Data: day.Packets[i], RxTime: ts(i) + 1000}}, ts(i)-1)
+		}
+	}
+	if err := ref.Close(); err != nil {
+		t.Fatal(err)
+	}
+	rep, books, _ := replayDayBooks(t, refDir, day, refPath)
+	return rep, books
 }

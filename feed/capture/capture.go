@@ -77,8 +77,10 @@ type Config struct {
 	// RotateSize: once the file holds at least this many bytes, the
 	// writer closes it and goes on in a new one, named by FileName(Base,
 	// the time of the switch, or the microsecond after the file before's
-	// when the clock stepped back) (MinRotate..MaxRotate; 0: never). Every file
-	// starts with its own pcap header and holds whole datagrams only.
+	// when the clock stepped back) (MinRotate..MaxRotate; 0: never),
+	// once no snapshot nor re-request is open, or at twice RotateSize
+	// (holdRotation). Every file starts with its own pcap header and
+	// holds whole datagrams only.
 	RotateSize int64
 	// Base is the name new files are made from (capture.path); "": Path
 	// (one of the two must be given).
@@ -139,7 +141,8 @@ type Capture struct {
 	headLen    int
 	// snapOpen: the file holds a snapshot's freeze or messages and not
 	// yet its load or resume (holdRotation); holdWarned: a rotation held
-	// for it past its bound was logged.
+	// for it, or for a re-request open (reqFiled), past its bound was
+	// logged.
 	snapOpen, holdWarned bool
 	// The freeze open (snapOpen): its time, the arbiter's next sequence
 	// number then, and whether it was at a gap with no datagram written
@@ -170,8 +173,9 @@ type Capture struct {
 	// session its answers say, else that of the line datagram before
 	// it, lastSession), nor given
 	// up, nor abandoned for a snapshot; reqFiled: req as the file's
-	// bytes written hold it (at the last flush). A file opened with one
-	// open starts with it said again (restateRerequest).
+	// bytes written hold it (at the last flush): a rotation waits for it
+	// (holdRotation), and a file opened with one open starts with it said
+	// again (restateRerequest).
 	req, reqFiled openRequest
 	lastSession   moldudp64.Session
 	// loadDue: a snapshot's messages written (writeSnapshot), its load
@@ -907,7 +911,10 @@ func (c *Capture) flushLogged() {
 }
 
 // holdRotation reports whether a rotation due waits for the snapshot
-// open in the file (snapOpen): a file that holds where the handler froze
+// open in the file (snapOpen), or for the range re-requested and still
+// open as the file holds it (reqFiled).
+//
+// A snapshot: a file that holds where the handler froze
 // delivery holds the snapshot's messages and where it loaded them (or
 // resumed without), so that it replays the snapshot alone, as one file
 // must (replay --feed takes one). The spilled datagrams, the messages
@@ -921,10 +928,26 @@ func (c *Capture) flushLogged() {
 // so that it replays the snapshot alone; it holds its rotation in turn.
 // Between the messages written whole and their load, the next record,
 // it waits past the bound too (loadDue).
+//
+// A re-request: the handler holds the lines' datagrams behind the range
+// until its answers (or the lines' copies) fill it, or it gives it up
+// (GaveUp) or abandons it for a snapshot (Freeze). The file that holds the
+// range's frame then holds the datagrams held behind it and the answers
+// too, so that the next file starts where the handler held nothing, and a
+// replay of it alone delivers from its start as the handler did. Bounded
+// the same way, at twice RotateSize (a range never answered nor given
+// up, or one the handler let go at a session change, which no frame
+// says): the next file starts with the range said again
+// (restateRerequest), and a replay of it alone lacks what the handler
+// held behind the range in the file before; it holds its rotation in
+// turn.
+//
 // Only a size rotation waits: a file found full (EFBIG), deleted or
-// truncated takes nothing more, and the next starts frozen the same way.
+// truncated takes nothing more, and the next starts frozen, or inside the
+// range, the same way. Once per flush that finds the file past
+// RotateSize: nothing per datagram.
 func (c *Capture) holdRotation() bool {
-	if !c.snapOpen {
+	if !c.snapOpen && !c.reqFiled.open {
 		return false
 	}
 	if c.loadDue {
@@ -939,8 +962,13 @@ func (c *Capture) holdRotation() bool {
 	}
 	if !c.holdWarned {
 		c.holdWarned = true
-		c.log.Warn().Str("file", c.path).Int64("bytes", c.off).
-			Msg("capture: next file opened with a snapshot open (frozen, not yet loaded) at twice rotate_size; it starts frozen (the freeze said again), and replays the snapshot if it holds its messages and load")
+		if c.snapOpen {
+			c.log.Warn().Str("file", c.path).Int64("bytes", c.off).
+				Msg("capture: next file opened with a snapshot open (frozen, not yet loaded) at twice rotate_size; it starts frozen (the freeze said again), and replays the snapshot if it holds its messages and load")
+		} else {
+			c.log.Warn().Str("file", c.path).Int64("bytes", c.off).Uint64("first", c.reqFiled.lo).Uint64("end", c.reqFiled.end).
+				Msg("capture: next file opened with a re-request open (not yet filled nor given up) at twice rotate_size; it starts with the range said again, and replayed alone lacks what the handler held behind it")
+		}
 	}
 	return false
 }
@@ -1127,9 +1155,11 @@ func (q *openRequest) fill(data []byte, answer bool) {
 // restateRerequest puts the marker frame of the range re-requested and
 // still open when the file before ended (reqFiled) at the start of the
 // new file, after its begin frame and before what the buffer holds for
-// it: the range re-requested at the end of the file before, its answers
-// (or the rest of them) in this one. A replay of this file alone starts
-// its arbiter at the range's first number not yet filled, of its
+// it: the range re-requested in the file before, its answers (or the
+// rest of them) in this one (the rotation's wait for them given up at
+// its bound, holdRotation, or the file before found full, deleted or
+// truncated). A replay of this file alone starts its arbiter at the
+// range's first number not yet filled, of its
 // session, holding for the answers as the handler held, so that the
 // answers here fill it (mark.go: RerequestAgain); without it, the range
 // was part of the file's start gap, its answers late, their messages

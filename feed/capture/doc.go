@@ -48,8 +48,10 @@
 // frame that says its place in the capture (Begin: the capture's run, the
 // file's index in it, the name of the file before), so that a replay of
 // a capture's files finds one missing, out of order or another run's, and
-// a replay of a later file alone says what it lacks; a file opened while
-// a range re-requested in the file before was not yet filled says it
+// a replay of a later file alone says what it lacks. A rotation waits
+// while a snapshot is taken or a range re-requested is open, up to twice
+// RotateSize, so that one file holds it whole; a file opened while a
+// range re-requested in the file before was not yet filled says it
 // again after that frame (RerequestAgain), so that a replay of it alone
 // holds for the answers it holds, as the handler held.
 //

@@ -122,26 +122,7 @@ func TestRotateHoldBounded(t *testing.T) {
 	var logs bytes.Buffer
 	c, dir := openRotating(t, &logs)
 	c.Freeze(int64(time.Hour)-1, 5, false, 0)
-	putAll(t, c, 8000) // about 6 MB
-	if err := c.Close(); err != nil {
-		t.Fatal(err)
-	}
-	names, _ := filepath.Glob(filepath.Join(dir, "c-*.pcap"))
-	if len(names) < 3 {
-		t.Fatalf("files %v: want 3 or more (about 6 MB in files of up to 2 MiB)", names)
-	}
-	for k, name := range names {
-		fi, err := os.Stat(name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if max := int64(2*MinRotate + bufSize + 1<<16); fi.Size() > max {
-			t.Fatalf("file %d of %d bytes: want at most %d (twice RotateSize and a buffer)", k, fi.Size(), max)
-		}
-	}
-	if n := strings.Count(logs.String(), "a snapshot open"); n != len(names)-1 {
-		t.Fatalf("the held rotation given up logged %d times, want once per file after the first (%d):\n%s", n, len(names)-1, logs.String())
-	}
+	names := heldFiles(t, c, dir, &logs, "a snapshot open")
 	for k, name := range names {
 		if s := fileSnapshots(t, name); s != "Z" {
 			t.Fatalf("file %d's snapshot frames %q: want the freeze (said again in each file)", k, s)
@@ -548,8 +529,10 @@ func moldPacket(s moldudp64.Session, seq uint64, n int) []byte {
 }
 
 // TestRotateRestatesOpenRerequest: a file opened while a range
-// re-requested in the file before is not yet filled starts, after its
-// begin frame, with the range said again (RerequestAgain): from the first
+// re-requested in the file before is not yet filled (the rotation's wait
+// for it given up at twice RotateSize: TestRotateHoldForRerequestBounded)
+// starts, after its begin frame, with the range said again
+// (RerequestAgain): from the first
 // number the answers there did not fill, of the session they say (not a
 // stray's datagram before the request); a file opened after the range
 // was filled (by an answer or a line's copy), given up or abandoned for a
@@ -566,7 +549,7 @@ func TestRotateRestatesOpenRerequest(t *testing.T) {
 	c.Rerequested(at+1, 100, 10)
 	c.Recovered(moldPacket(s, 100, 4), at+2, 0)                                       // says the session
 	c.Put([]rx.Packet{{Line: 0, Data: moldPacket(other, 104, 6), RxTime: at + 3}}, 0) // another session's: fills nothing
-	putAll(t, c, 2000)                                                                // a rotation: the range open
+	putAll(t, c, 4500)                                                                // about 3.6 MB: the rotation's wait for the range given up
 	c.Put([]rx.Packet{{Line: 1, Data: moldPacket(s, 104, 6), RxTime: at + 4}}, 0)     // a line's late copy fills the rest
 	putAll(t, c, 2000)                                                                // a rotation: nothing open
 	c.Rerequested(at+5, 200, 5)
@@ -597,4 +580,135 @@ func TestRotateRestatesOpenRerequest(t *testing.T) {
 			t.Errorf("%s (file %d): ranges said again %q; want %q", filepath.Base(name), k+1, again, want)
 		}
 	}
+}
+
+// rerequestFrames reads a capture file's FHRQ frames, "again lo+count of
+// first" for a range said again (RerequestAgain), "first+count" for one
+// re-requested, and the first numbers of its answers ("answer seq").
+func rerequestFrames(t *testing.T, path string) []string {
+	t.Helper()
+	var out []string
+	for _, fr := range readMarkers(t, path) {
+		if !fr.Marker {
+			if Answer(fr.SrcMAC) {
+				if p, err := moldudp64.Parse(fr.Payload); err == nil {
+					out = append(out, fmt.Sprintf("answer %d", p.Seq))
+				}
+			}
+			continue
+		}
+		lo, count, ok := Rerequest(fr.Payload)
+		if !ok {
+			continue
+		}
+		if first, _, again := RerequestAgain(fr.Payload); again {
+			out = append(out, fmt.Sprintf("again %d+%d of %d", lo, count, first))
+		} else {
+			out = append(out, fmt.Sprintf("%d+%d", lo, count))
+		}
+	}
+	return out
+}
+
+// waitWritten waits until the capture wrote n datagrams to its files (the
+// quiet ring's flush).
+func waitWritten(t *testing.T, c *Capture, n uint64) {
+	t.Helper()
+	for i := 0; c.Stats().Packets != n; i++ {
+		if i == 5000 {
+			t.Fatalf("datagrams not written: %+v, want %d", c.Stats(), n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// TestRotateKeepsRerequestWhole: a rotation due while a range
+// re-requested is open (the handler holding the lines' datagrams behind
+// it) waits until the answer fills it, so that the file holding the
+// range's frame holds the datagrams held behind it and the answer too,
+// and the next file starts with nothing open (no range said again). The
+// next file was opened as soon as the file reached RotateSize: it
+// started inside the range (said again) with the answer, and the
+// datagrams held behind the range in the file before, so that a replay
+// of it alone had them as a gap.
+func TestRotateKeepsRerequestWhole(t *testing.T) {
+	var logs bytes.Buffer
+	s := moldudp64.NewSession("SESS000001")
+	c, dir := openRotating(t, &logs)
+	at := int64(time.Hour)
+	c.Put([]rx.Packet{{Line: 0, Data: moldPacket(s, 90, 10), RxTime: at}}, 0)
+	c.Rerequested(at+1, 100, 10)
+	c.Put([]rx.Packet{{Line: 0, Data: moldPacket(s, 110, 2), RxTime: at + 2}}, 0) // held behind the range
+	putAll(t, c, 2000)                                                            // about 1.6 MB: past RotateSize
+	waitWritten(t, c, 2002)                                                       // a flush past RotateSize, the range open
+	c.Recovered(moldPacket(s, 100, 10), at+3, 0)                                  // fills it
+	putAll(t, c, 2000)                                                            // a rotation
+	if err := c.Close(); err != nil || c.Stats().Files < 2 {
+		t.Fatalf("close: %v, stats %+v: want 2 files or more", err, c.Stats())
+	}
+	names, _ := filepath.Glob(filepath.Join(dir, "c-*.pcap"))
+	var all [][]string
+	for _, name := range names {
+		all = append(all, rerequestFrames(t, name))
+	}
+	if !slices.Equal(all[0], []string{"100+10", "answer 100"}) || slices.ContainsFunc(all[1:], func(f []string) bool { return len(f) != 0 }) {
+		t.Fatalf("the files' re-requests and answers %q: want the range and its answer in the first, none after", all)
+	}
+	if strings.Contains(logs.String(), "a re-request open") {
+		t.Fatalf("logged a re-request open at the rotation:\n%s", logs.String())
+	}
+}
+
+// TestRotateHoldForRerequestBounded: a range re-requested that nothing in
+// the file fills or gives up (never answered; or let go by the handler at
+// a session change, which no frame says) holds the rotation only until
+// the file is twice RotateSize (logged once a file); the next file starts
+// with the range said again, and holds its rotation the same way.
+func TestRotateHoldForRerequestBounded(t *testing.T) {
+	var logs bytes.Buffer
+	s := moldudp64.NewSession("SESS000001")
+	c, dir := openRotating(t, &logs)
+	c.Put([]rx.Packet{{Line: 0, Data: moldPacket(s, 90, 10), RxTime: int64(time.Hour)}}, 0)
+	c.Rerequested(int64(time.Hour)+1, 100, 10)
+	names := heldFiles(t, c, dir, &logs, "a re-request open")
+	for k, name := range names {
+		want := []string{"again 100+10 of 100"}
+		if k == 0 {
+			want = []string{"100+10"}
+		}
+		if got := rerequestFrames(t, name); !slices.Equal(got, want) {
+			t.Fatalf("file %d's re-requests %q: want %q", k, got, want)
+		}
+	}
+}
+
+// heldFiles puts about 6 MB of datagrams to c (of openRotating, in dir,
+// logging to logs), whose rotation is held by what nothing in them ends,
+// closes it and returns its files, having checked that they are 3 or
+// more, each at most twice RotateSize and a buffer, and that the hold
+// given up was logged (said: what it waited for) once per file after the
+// first.
+func heldFiles(t *testing.T, c *Capture, dir string, logs *bytes.Buffer, said string) []string {
+	t.Helper()
+	putAll(t, c, 8000)
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	names, _ := filepath.Glob(filepath.Join(dir, "c-*.pcap"))
+	if len(names) < 3 {
+		t.Fatalf("files %v: want 3 or more (about 6 MB in files of up to 2 MiB)", names)
+	}
+	for k, name := range names {
+		fi, err := os.Stat(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if max := int64(2*MinRotate + bufSize + 1<<16); fi.Size() > max {
+			t.Fatalf("file %d of %d bytes: want at most %d (twice RotateSize and a buffer)", k, fi.Size(), max)
+		}
+	}
+	if n := strings.Count(logs.String(), said); n != len(names)-1 {
+		t.Fatalf("the held rotation given up logged %d times, want once per file after the first (%d):\n%s", n, len(names)-1, logs.String())
+	}
+	return names
 }
