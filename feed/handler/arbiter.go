@@ -438,14 +438,20 @@ func (a *Arbiter) Abandon(now int64) {
 		// TestArbiterAbandonAfterFreeze).
 		return
 	}
+	a.goOn(now)
+}
+
+// goOn delivers, at now, what is held past a hole just declared (Abandon,
+// StartAt) and waits for the next hole from the first packet still held.
+// By the lines' own clocks, not idle: the hole's declaring says nothing
+// of the lines' queues, and a line read behind may still hold the next
+// hole's copy (an empty poll's Tick then releases it).
+func (a *Arbiter) goOn(now int64) {
 	a.drain()
 	a.gapSince = 0
 	if a.pend.n > 0 {
 		a.gapSince = a.pend.front().rxTime
 	}
-	// By the lines' own clocks, not idle: the recovery's failure says
-	// nothing of the lines' queues, and a line read behind may still
-	// hold the next hole's copy (an empty poll's Tick then releases it).
 	a.checkGap(now, false)
 }
 
@@ -471,12 +477,7 @@ func (a *Arbiter) StartAt(s moldudp64.Session, next uint64, now int64) (ok bool)
 	}
 	a.declareGap(a.pend.minSeq(next), now)
 	a.startTook = true
-	a.drain()
-	a.gapSince = 0
-	if a.pend.n > 0 {
-		a.gapSince = a.pend.front().rxTime
-	}
-	a.checkGap(now, false)
+	a.goOn(now)
 	return true
 }
 
