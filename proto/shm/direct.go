@@ -144,3 +144,19 @@ func (t *Table) set(s *Snapshot) {
 	t.State = s.State
 	t.SystemEvent = s.SystemEvent
 }
+
+// prefetchSlotBytes is how much of a slot PrefetchSlot loads: its header
+// and the first bytes of its snapshot, the table and the first levels.
+const prefetchSlotBytes = 4 * cacheLine
+
+// PrefetchSlot starts loading the first lines of slot sl, which a publish
+// of it will write (BeginDirect, Commit), so that a publisher that knows
+// which books it will publish can have their slots in cache by then. It
+// is a hint: it changes nothing, and a zero or foreign Slot is ignored.
+func (w *Writer) PrefetchSlot(sl Slot) {
+	slot := sl.index()
+	if slot >= w.l.capacity {
+		return
+	}
+	prefetchLines(unsafe.Add(unsafe.Pointer(unsafe.SliceData(w.m.mem)), w.l.slotOff(slot).off), int(min(w.l.slotSize, prefetchSlotBytes)))
+}
