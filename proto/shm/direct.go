@@ -152,10 +152,11 @@ const prefetchSlotBytes = 4 * cacheLine
 // PrefetchSlot starts loading the first lines of slot sl, which a publish
 // of it will write (BeginDirect, Commit), so that a publisher that knows
 // which books it will publish can have their slots in cache by then. It
-// is a hint: it changes nothing, and a zero or foreign Slot is ignored.
+// is a hint: it changes nothing. A zero Slot (not bound yet) and a closed
+// writer are ignored, as BeginDirect declines them.
 func (w *Writer) PrefetchSlot(sl Slot) {
 	slot := sl.index()
-	if slot >= w.l.capacity {
+	if slot >= w.l.capacity || w.closed.Load() {
 		return
 	}
 	prefetchLines(unsafe.Add(unsafe.Pointer(unsafe.SliceData(w.m.mem)), w.l.slotOff(slot).off), int(min(w.l.slotSize, prefetchSlotBytes)))

@@ -11,5 +11,5 @@ loop:
 	PREFETCHT0 (AX)
 	ADDQ $64, AX
 	CMPQ AX, CX
-	JLT loop
+	JCS loop // unsigned below
 	RET
