@@ -1137,7 +1137,8 @@ func (q *openRequest) fill(data []byte, answer bool) {
 	if err != nil || p.Messages() == 0 {
 		return
 	}
-	if answer && p.Seq <= q.lo && p.Next() > q.lo {
+	brings := p.Range().Contains(q.lo) // the first number not yet filled
+	if answer && brings {
 		// An answer to the range: its session is the one re-requested
 		// (the line datagram before the request may have been a
 		// stray's).
@@ -1146,7 +1147,7 @@ func (q *openRequest) fill(data []byte, answer bool) {
 	if p.Session != q.session {
 		return
 	}
-	if p.Seq <= q.lo && p.Next() > q.lo {
+	if brings {
 		q.lo = p.Next()
 	}
 	q.open = q.lo < q.end
