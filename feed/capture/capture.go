@@ -1086,10 +1086,6 @@ func (c *Capture) rotate() {
 // snapshot: snapRestart), those in the buffer then left out of it. Off
 // the hot path: once a rotation.
 func (c *Capture) restateFreeze() {
-	p := 0
-	if c.off == 0 {
-		p = c.headLen // the buffer starts with the file's header and begin frame
-	}
 	end := len(c.buf.b)
 	before := c.snapWritten - c.snapBuffered
 	if c.snapWriting && !c.snapRestarted {
@@ -1099,14 +1095,26 @@ func (c *Capture) restateFreeze() {
 		c.snapRestart, c.snapRestarted = true, true
 		c.snapWritten, c.snapBuffered, before = 0, 0, 0
 	}
-	rest := append([]byte(nil), c.buf.b[p:end]...)
-	c.buf.b = c.buf.b[:p]
 	var g uint64
 	if c.freezeGap {
 		g = 1
 	}
 	c.frame = appendFreezeAgainFrame(c.frame[:0], c.freezeFrom, g, before)
-	ci := gopacket.CaptureInfo{Timestamp: time.Unix(0, c.freezeAt), CaptureLength: len(c.frame), Length: len(c.frame)}
+	c.restate(c.freezeAt, end)
+}
+
+// restate puts the marker frame in c.frame, stamped at, at the start of
+// the new file (rotate): after its header and begin frame when the
+// buffer starts with them (off 0), before the buffer's records up to
+// end; those after end are left out (restateFreeze: written again).
+func (c *Capture) restate(at int64, end int) {
+	p := 0
+	if c.off == 0 {
+		p = c.headLen // the buffer starts with the file's header and begin frame
+	}
+	rest := append([]byte(nil), c.buf.b[p:end]...)
+	c.buf.b = c.buf.b[:p]
+	ci := gopacket.CaptureInfo{Timestamp: time.Unix(0, at), CaptureLength: len(c.frame), Length: len(c.frame)}
 	c.pw.WritePacket(ci, c.frame)
 	c.buf.b = append(c.buf.b, rest...)
 }
@@ -1137,7 +1145,8 @@ func (q *openRequest) fill(data []byte, answer bool) {
 	if err != nil || p.Messages() == 0 {
 		return
 	}
-	if answer && p.Seq <= q.lo && p.Next() > q.lo {
+	brings := p.Range().Contains(q.lo) // the first number not yet filled
+	if answer && brings {
 		// An answer to the range: its session is the one re-requested
 		// (the line datagram before the request may have been a
 		// stray's).
@@ -1146,7 +1155,7 @@ func (q *openRequest) fill(data []byte, answer bool) {
 	if p.Session != q.session {
 		return
 	}
-	if p.Seq <= q.lo && p.Next() > q.lo {
+	if brings {
 		q.lo = p.Next()
 	}
 	q.open = q.lo < q.end
@@ -1166,17 +1175,9 @@ func (q *openRequest) fill(data []byte, answer bool) {
 // missing from the books. A replay of the files in order has it from the
 // file before, and passes over it. Off the hot path: once a rotation.
 func (c *Capture) restateRerequest() {
-	p := 0
-	if c.off == 0 {
-		p = c.headLen // the buffer starts with the file's header and begin frame
-	}
-	rest := append([]byte(nil), c.buf.b[p:]...)
-	c.buf.b = c.buf.b[:p]
 	q := &c.reqFiled
 	c.frame = appendRerequestAgainFrame(c.frame[:0], q.lo, q.end-q.lo, q.first, q.session)
-	ci := gopacket.CaptureInfo{Timestamp: time.Unix(0, q.at), CaptureLength: len(c.frame), Length: len(c.frame)}
-	c.pw.WritePacket(ci, c.frame)
-	c.buf.b = append(c.buf.b, rest...)
+	c.restate(q.at, len(c.buf.b))
 }
 
 // fileHead returns the first bytes of the capture's file index, opened at
