@@ -1197,13 +1197,13 @@ func (a *Arbiter) drain() {
 			a.popHeld()
 			continue
 		}
-		if a.unsure(e) {
-			a.waiting = true
-			return // its line's next packet tells (see undecided)
-		}
 		if a.wentBelowBefore(e, int64(a.cfg.Grace), -1, true) {
 			// Contradicted, or so but for a packet of its lines held
 			// above it (see unsure).
+			if a.undecided(e) {
+				a.waiting = true
+				return // its line's next packet tells (see unsure)
+			}
 			a.dropContradicted(0)
 			continue
 		}
