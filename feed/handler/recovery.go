@@ -591,10 +591,17 @@ func (r *recovery) recovering() moldudp64.Range {
 	return moldudp64.Range{First: r.cur.First, Count: r.upTo - r.cur.First}
 }
 
-// filled records the re-requested range as repaired.
+// filled records the re-requested range as repaired, and logs it (an
+// operator reads each repair in the log, as each gap declared).
 func (r *recovery) filled(now int64) {
 	r.hist.Record(now - r.started)
-	r.event(RecoveryEvent{Range: r.recovering(), Asked: r.cur, By: "re-request", Took: time.Duration(now - r.started)})
+	e := RecoveryEvent{Range: r.recovering(), Asked: r.cur, By: "re-request", Took: time.Duration(now - r.started)}
+	r.event(e)
+	ev := r.h.log.Info().Uint64("first", e.Range.First).Uint64("count", e.Range.Count).Dur("took", e.Took)
+	if e.Asked != e.Range {
+		ev = ev.Uint64("asked_count", e.Asked.Count)
+	}
+	ev.Msg("recovery: range repaired by re-request")
 	r.cur = moldudp64.Range{}
 }
 

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -148,6 +149,7 @@ func TestRerequestEndsWithStrayEnd(t *testing.T) {
 type strayDay struct {
 	srv  *scriptedServer
 	h    *Handler
+	logs *bytes.Buffer
 	rec  *recovery
 	now  int64
 	b    *moldudp64.Builder // the feed's own packets, for a heartbeat
@@ -169,7 +171,7 @@ func (d *strayDay) pkt(seq, count uint64) []byte {
 func strayAsked(t *testing.T, timeout time.Duration, retries int) *strayDay {
 	t.Helper()
 	d := &strayDay{srv: newScriptedServer(t), now: time.Now().UnixNano(), b: moldudp64.NewBuilder(moldudp64.NewSession("STRAY"), 1, 0)}
-	d.h, _, d.rec = loggedRecovery(t, RecoveryConfig{Rerequest: rerequest.Config{Servers: []netip.AddrPort{d.srv.addr()}, Timeout: timeout, Retries: retries}})
+	d.h, d.logs, d.rec = loggedRecovery(t, RecoveryConfig{Rerequest: rerequest.Config{Servers: []netip.AddrPort{d.srv.addr()}, Timeout: timeout, Retries: retries}})
 	d.step = func(data []byte) {
 		d.now += int64(time.Millisecond)
 		if data != nil {
@@ -237,5 +239,10 @@ func TestRerequestAsksNarrowedRange(t *testing.T) {
 	want := RecoveryEvent{Range: moldudp64.Range{First: 6, Count: 3}, Asked: moldudp64.Range{First: 6, Count: 20_000}, By: "re-request"}
 	if len(rec.events) != 1 || rec.events[0].Range != want.Range || rec.events[0].Asked != want.Asked || rec.events[0].By != want.By {
 		t.Fatalf("events %+v, want one: %+v", rec.events, want)
+	}
+	// Each repair is logged (Recovery.Events' promise), with what was
+	// asked when it was more.
+	if line := `"first":6,"count":3,`; !strings.Contains(d.logs.String(), line) || !strings.Contains(d.logs.String(), `"asked_count":20000,`) || !strings.Contains(d.logs.String(), "range repaired by re-request") {
+		t.Fatalf("log %q: want the repair of [6, 9), asked 20000", d.logs.String())
 	}
 }
