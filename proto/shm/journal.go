@@ -137,7 +137,7 @@ func (f *Follower) poll(dst []Update) (int, error) {
 	}
 	if n == 0 && len(dst) > 0 {
 		if atomic.LoadUint32(m.u32(offState)) == stateClosed {
-			return 0, f.stopped()
+			return 0, f.stopped(f.r.writerGone())
 		}
 		// A dead writer stores nothing: a countdown in the follower's
 		// own memory, no load of the mapping, brings the look.
@@ -150,10 +150,11 @@ func (f *Follower) poll(dst []Update) (int, error) {
 
 // look is a poll's look at the writer's liveness, on its empty path every
 // lookEvery polls: Check's liveness test (the clocks, the heartbeat, and
-// kill(pid, 0) once two heartbeats are missed), and once that says dead,
-// what stopped says. It sets the next look lookEvery empty polls on, as
-// many as the follower made in a heartbeat interval at the rate since the
-// previous look (1 to maxLookEvery), so that a follower that polls slowly
+// kill(pid, 0) once two heartbeats are missed), run once, and once that
+// says dead, what stopped says of it. It sets the next look lookEvery
+// empty polls on, as many as the follower made in a heartbeat interval at
+// the rate since the previous look (1 to maxLookEvery), so that a
+// follower that polls slowly
 // still looks about once an interval and a fast one rarely reads a clock;
 // once the writer is dead, at the next empty poll, which says so again
 // (or nothing, once it beats again: a stopped process resumed).
@@ -163,12 +164,13 @@ func (f *Follower) look() error {
 		f.lookEvery = nextLookEvery(f.lookEvery, now-f.lookedAt, f.r.l.heartbeatEvery)
 	}
 	f.lookedAt = now
-	if err := f.r.writerGone(); err == nil {
+	gone := f.r.writerGone()
+	if gone == nil {
 		f.untilLook = f.lookEvery
 		return nil
 	}
 	f.lookEvery, f.untilLook = 1, 1
-	return f.stopped()
+	return f.stopped(gone)
 }
 
 // nextLookEvery is how many empty polls a follower makes in interval ns
@@ -185,13 +187,18 @@ func nextLookEvery(every, elapsed, interval int64) int64 {
 
 // stopped is what a poll that found nothing new returns once the writer
 // closed the feed (Close's state, one load on the poll's empty path, none
-// per record) or its look found it dead: Check's error, ErrClosed or
-// ErrWriterDead, or ErrRestarted when a new writer replaced the file
-// since (nil when the writer beat again meanwhile); an overrun, when the
-// poll stopped at a record the closed or dead writer claimed and never
-// wrote (the records behind it are never delivered: rescan), as Wait does.
-func (f *Follower) stopped() error {
-	err := f.r.check()
+// per record) or its look found it dead: gone, writerGone's error
+// (ErrClosed or ErrWriterDead), after Check's tests of the file
+// (checkFile: ErrRestarted when a new writer replaced the file since), so
+// that the poll says what Check says without running the liveness test a
+// second time; an overrun, when the poll stopped at a record the closed or
+// dead writer claimed and never wrote (the records behind it are never
+// delivered: rescan), as Wait does.
+func (f *Follower) stopped(gone error) error {
+	err := f.r.checkFile()
+	if err == nil {
+		err = gone
+	}
 	if (errors.Is(err, ErrClosed) || errors.Is(err, ErrWriterDead)) && f.r.m.head() > f.next {
 		return f.overrun(f.r.m.head())
 	}

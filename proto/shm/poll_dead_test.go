@@ -246,3 +246,53 @@ func TestPollHoleOfDeadWriter(t *testing.T) {
 		t.Fatalf("the next poll: %d, %v; want ErrWriterDead", n, err)
 	}
 }
+
+// TestPollDeadLooksOnce: once the writer is dead, every empty poll looks
+// at it, and runs the liveness test (the clocks, the heartbeat, kill(pid,
+// 0)) once: the look's answer, with Check's tests of the file before it
+// (ErrRestarted and ErrFormat first), not a second liveness test for
+// Check's order. Counted in readings of the realtime clock, which only the
+// liveness test reads.
+func TestPollDeadLooksOnce(t *testing.T) {
+	w := testWriter(t, Config{Instruments: 1, Depth: 1, HeartbeatInterval: time.Second})
+	r := testReader(t, w.Path())
+	f := r.Follow()
+	dst := make([]Update, 4)
+	if n, err := pollUntil(f, dst, 2*maxLookEvery); err != nil {
+		t.Fatalf("poll of a live writer: %v after %d polls", err, n)
+	}
+	stepClock(t, &monoNanos)(time.Hour) // the stale limit: the writer's pid is this process
+	if n, err := pollUntil(f, dst, maxLookEvery+1); !errors.Is(err, ErrWriterDead) {
+		t.Fatalf("poll of a stale writer: %v after %d polls; want ErrWriterDead", err, n)
+	}
+	var reads int
+	orig := realNanos
+	realNanos = func() int64 { reads++; return orig() }
+	t.Cleanup(func() { realNanos = orig })
+	const polls = 10
+	for range polls {
+		if n, err := f.Poll(dst); n != 0 || !errors.Is(err, ErrWriterDead) {
+			t.Fatalf("the next poll: %d, %v; want ErrWriterDead", n, err)
+		}
+	}
+	if reads != polls {
+		t.Fatalf("%d polls of a dead writer ran the liveness test %d times; want once a poll", polls, reads)
+	}
+}
+
+// TestCppPollDeadLooksOnce is TestPollDeadLooksOnce for the C++ reader's
+// poll: once its writer is dead, one liveness test (one reading of the
+// realtime clock) per empty poll.
+func TestCppPollDeadLooksOnce(t *testing.T) {
+	bin := cppbuild.Build(t, cppDriver)
+	_, a, s := holdSession(t, bin)
+	s.expect("follow", "follow Ok")
+	s.expect(fmt.Sprintf("pollupto %d", 2*maxLookEvery), fmt.Sprintf("pollupto Ok n 0 polls %d", 2*maxLookEvery))
+	a.cmd.Process.Kill() // SIGKILL
+	a.cmd.Wait()
+	s.expect("skew 1", "skew Ok") // past two intervals (100 ms each)
+	s.expect(fmt.Sprintf("pollupto %d", maxLookEvery+1), "pollupto ErrWriterDead n 0")
+	if got := s.expect("pollmany 10", "pollmany ErrWriterDead n 0 looks "); got != "pollmany ErrWriterDead n 0 looks 10" {
+		t.Fatalf("C++ pollmany 10 of a dead writer: %q; want one liveness test a poll (looks 10)", got)
+	}
+}

@@ -270,6 +270,17 @@ func (r *Reader) check() error {
 	if r.m.mem == nil {
 		return r.closedError("check")
 	}
+	if err := r.checkFile(); err != nil {
+		return err
+	}
+	return r.writerGone()
+}
+
+// checkFile is check without the writer's state (writerGone): whether the
+// mapped file is still the one Open read, at its size. Check runs it
+// first: a file replaced, truncated, re-initialized or cut is said before
+// its writer's state.
+func (r *Reader) checkFile() error {
 	var st unix.Stat_t
 	err := unix.Stat(r.path, &st)
 	if err == nil && (st.Ino != r.ino || st.Dev != r.dev) {
@@ -300,7 +311,7 @@ func (r *Reader) check() error {
 	if t, cut := r.m.cut(&r.l); cut {
 		return fmt.Errorf("check shm %s: trailer %#x, generation %#x: %w", r.path, t, r.l.generation, errCutFile)
 	}
-	return r.writerGone()
+	return nil
 }
 
 // errCutFile is the ErrFormat of a file whose trailer says it was cut and

@@ -12,7 +12,7 @@
 //                               is the stale limit (OpenOptions::stale_after_ns, 0: the
 //                               default); a slot held over a second (Busy) is read again later
 //   shm_driver session NAME     commands on stdin (open, opencut, check, read L, readsymbol SYM, follow,
-//                               poll, pollupto N, pollfor MS, wait MS, waitloop MS FOR_MS CHECK_MS,
+//                               poll, pollupto N, pollmany N, pollfor MS, wait MS, waitloop MS FOR_MS CHECK_MS,
 //                               chdir DIR, path, stats, close, stall S, skew S), one result line each
 //   shm_driver bench-read NAME N  consistent reads of locate 1: "read median-ns X min-ns Y"
 //   shm_driver latency NAME     publish-to-read latency per journal update until closed
@@ -577,6 +577,15 @@ int cmd_session(const char* name) {
         e = f.poll(ups, 1024, n);
       } while (e == Error::Ok && n == 0 && polls < arg);
       std::printf("pollupto %s n %zu polls %ld\n", fs::error_name(e), n, polls);
+    } else if (c == "pollmany") {
+      // pollmany N: poll N times, whatever each returns; "looks" counts
+      // the liveness tests the polls ran (their readings of the realtime
+      // clock), the error and n are the last poll's.
+      int64_t reads0 = g_realtime_reads;
+      size_t n = 0;
+      Error e = Error::Ok;
+      for (long i = 0; i < arg; i++) e = f.poll(ups, 1024, n);
+      std::printf("pollmany %s n %zu looks %" PRId64 "\n", fs::error_name(e), n, int64_t(g_realtime_reads) - reads0);
     } else if (c == "pollfor") {
       // pollfor MS: poll for MS ms, or until a poll returns records or an
       // error: 1024 polls as fast as it can, then 1024 with 100 us sleeps

@@ -494,6 +494,14 @@ class Reader:
         Returns None while it is alive."""
         if self._mv is None:
             raise self._closed_error("check")
+        self._check_file()
+        self._writer_gone()
+
+    def _check_file(self):
+        """check without the writer's state (_writer_gone): raise unless the
+        mapped file is still the one open read, at its size. check runs it
+        first: a file replaced, truncated, re-initialized or cut is said
+        before its writer's state."""
         size = None
         try:
             st = os.stat(self.path)
@@ -527,7 +535,6 @@ class Reader:
                                  "writer restarted" % (self.path, gen, self._gen))
         # The same file, cut below its size and grown back: the trailer tells.
         self._check_cut("check")
-        self._writer_gone()
 
     def _writer_gone(self):
         """check without the file's replacement: raise ClosedError or
@@ -539,8 +546,14 @@ class Reader:
         namespace (a container sharing /dev/shm) has a pid this process
         cannot see, and keeps beating. Otherwise a heartbeat older than
         stale_after is."""
+        gone = self._writer_gone_error()
+        if gone is not None:
+            raise gone
+
+    def _writer_gone_error(self):
+        """_writer_gone's error, returned (None: the writer is live)."""
         if L.U32.unpack_from(self._mv, L.OFF_STATE)[0] == L.STATE_CLOSED:
-            raise ClosedError("check shm %s: writer closed the feed" % self.path)
+            return ClosedError("check shm %s: writer closed the feed" % self.path)
         pid_gone = False
         try:
             os.kill(self._pid, 0)
@@ -550,9 +563,10 @@ class Reader:
             pass  # alive, another user's process
         age = self._heartbeat_age()
         if pid_gone and age > 2 * self._hb_every:
-            raise WriterDeadError("check shm %s: pid %d gone: writer is dead" % (self.path, self._pid))
+            return WriterDeadError("check shm %s: pid %d gone: writer is dead" % (self.path, self._pid))
         if age > self._stale_ns:
-            raise WriterDeadError("check shm %s: heartbeat %.3fs old: writer is dead" % (self.path, age / 1e9))
+            return WriterDeadError("check shm %s: heartbeat %.3fs old: writer is dead" % (self.path, age / 1e9))
+        return None
 
     # Liveness (docs/SHM.md, "Writer liveness"): the writer is judged by
     # whether its heartbeat changes, timed on the monotonic clock. The
@@ -892,7 +906,7 @@ class Follower:
         self._next = nxt
         if not out and max_records > 0:
             if L.U32.unpack_from(mv, L.OFF_STATE)[0] == L.STATE_CLOSED:
-                self._stopped()
+                self._stopped(r._writer_gone_error())
             # A dead writer stores nothing: a countdown in the follower,
             # no load of the mapping, brings the look.
             self._until_look -= 1
@@ -903,8 +917,8 @@ class Follower:
     def _look(self):
         """A poll's look at the writer's liveness, on its empty path every
         _look_every polls: check()'s liveness test (the clocks, the heartbeat,
-        and kill(pid, 0) once two heartbeats are missed), and once that says
-        dead, what _stopped raises. The next look comes _look_every empty
+        and kill(pid, 0) once two heartbeats are missed), run once, and once
+        that says dead, what _stopped raises of it. The next look comes _look_every empty
         polls on, as many as the follower made in a heartbeat interval at the
         rate since the previous look (1 to MAX_LOOK_EVERY): a follower that
         polls slowly still looks about once an interval, a fast one rarely
@@ -917,27 +931,28 @@ class Follower:
             every = self._look_every * r._hb_every // elapsed if elapsed > 0 else MAX_LOOK_EVERY
             self._look_every = min(max(every, 1), MAX_LOOK_EVERY)
         self._looked_at = now
-        try:
-            r._writer_gone()
-        except (WriterDeadError, ClosedError):
-            self._look_every = self._until_look = 1
-            self._stopped()
-        else:
+        gone = r._writer_gone_error()
+        if gone is None:
             self._until_look = self._look_every
+            return
+        self._look_every = self._until_look = 1
+        self._stopped(gone)
 
-    def _stopped(self):
+    def _stopped(self, gone):
         """What poll raises once the writer closed the feed, or its look found
-        it dead, and nothing new came: check()'s error, ClosedError or
-        WriterDeadError (RestartedError first when a new writer replaced the
-        file; nothing when the writer beat again meanwhile), or OverrunError
-        for the records behind one the closed or dead writer claimed and never
-        wrote (rescan), as wait does."""
-        try:
-            self._r.check()
-        except (WriterDeadError, ClosedError):
-            if self._r._head() > self._next:
-                raise self._overrun([]) from None
-            raise
+        it dead, and nothing new came: gone, _writer_gone's error (ClosedError
+        or WriterDeadError), after check()'s tests of the file (_check_file:
+        RestartedError first when a new writer replaced the file), so that
+        the poll raises what check() raises without running the liveness
+        test a second time; or OverrunError for the records behind one the
+        closed or dead writer claimed and never wrote (rescan), as wait
+        does."""
+        self._r._check_file()
+        if gone is None:
+            return
+        if self._r._head() > self._next:
+            raise self._overrun([]) from None
+        raise gone
 
     def wait(self, timeout=1.0, max_records=256, spin=1000, sleep=50e-6, check_every=0.1):
         """poll that blocks until a record arrives or timeout seconds pass (then []).

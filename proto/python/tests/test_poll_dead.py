@@ -69,6 +69,32 @@ class PollDeadTest(unittest.TestCase):
         with self.assertRaises(shm.RestartedError):
             f.poll()
 
+    def test_poll_dead_looks_once(self):
+        """Once the writer is dead, every empty poll runs the liveness test
+        (the clocks, the heartbeat, kill(pid, 0)) once: the look's answer,
+        after check()'s tests of the file, not a second liveness test for
+        check()'s order. Counted in readings of the realtime clock, which
+        only the liveness test reads. (Go: TestPollDeadLooksOnce; C++:
+        TestCppPollDeadLooksOnce.)"""
+        _, _, _, f = self._killed()
+        self._step_clock()
+        with self.assertRaises(shm.WriterDeadError):
+            poll_until(f, reader_mod.MAX_LOOK_EVERY + 1)
+        real = reader_mod._real_ns
+        self.addCleanup(setattr, reader_mod, "_real_ns", real)
+        reads = []
+
+        def counted():
+            reads.append(1)
+            return real()
+
+        reader_mod._real_ns = counted
+        polls = 10
+        for _ in range(polls):
+            with self.assertRaises(shm.WriterDeadError):
+                f.poll()
+        self.assertEqual(len(reads), polls, "liveness tests in %d polls of a dead writer" % polls)
+
     def test_poll_killed_and_restarted(self):
         """Killed and restarted before the poll looked: the restart is what
         the poll says, as check() orders them."""

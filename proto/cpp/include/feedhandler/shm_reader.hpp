@@ -705,23 +705,8 @@ class Reader {
   // as the Go reader.
   Error check() const noexcept {
     if (mem_ == nullptr) return Error::NotOpen;
-    struct stat st;
-    bool named = stat(path_, &st) == 0;
-    if (named && (st.st_ino != ino_ || st.st_dev != dev_)) return Error::Restarted;
-    // Before anything reads the mapping. A read racing the truncation
-    // still faults. The name's stat, when it is the mapped file, has its
-    // size; otherwise (the name is gone) the descriptor kept open has it.
-    if ((named || fstat(fd_, &st) == 0) && uint64_t(st.st_size) < uint64_t(size_)) return Error::Format;
-    // The same file, re-initialized in place (a copy over it, a writer that
-    // opened the name with O_TRUNC rather than renaming its file into
-    // place): the static header never changes in the file open read, so
-    // another generation is another writer's file, whose layout this
-    // Reader does not have.
-    if (load_acquire<uint64_t>(detail::kOffGeneration) != info_.generation) return Error::Restarted;
-    // The same file, cut below its size and grown back (its header kept,
-    // the rest zeros), or its end overwritten: the trailer tells.
-    if (cut()) return Error::Format;
-    return writer_gone();
+    Error e = check_file();
+    return e != Error::Ok ? e : writer_gone();
   }
 
   // instrument_count is the number of registered instruments.
@@ -874,6 +859,30 @@ class Reader {
   inline Follower follow() const noexcept;
 
  private:
+  // check_file is check without the writer's state (writer_gone): whether
+  // the mapped file is still the one open read, at its size. check runs it
+  // first: a file replaced, truncated, re-initialized or cut is said before
+  // its writer's state.
+  Error check_file() const noexcept {
+    struct stat st;
+    bool named = stat(path_, &st) == 0;
+    if (named && (st.st_ino != ino_ || st.st_dev != dev_)) return Error::Restarted;
+    // Before anything reads the mapping. A read racing the truncation
+    // still faults. The name's stat, when it is the mapped file, has its
+    // size; otherwise (the name is gone) the descriptor kept open has it.
+    if ((named || fstat(fd_, &st) == 0) && uint64_t(st.st_size) < uint64_t(size_)) return Error::Format;
+    // The same file, re-initialized in place (a copy over it, a writer that
+    // opened the name with O_TRUNC rather than renaming its file into
+    // place): the static header never changes in the file open read, so
+    // another generation is another writer's file, whose layout this
+    // Reader does not have.
+    if (load_acquire<uint64_t>(detail::kOffGeneration) != info_.generation) return Error::Restarted;
+    // The same file, cut below its size and grown back (its header kept,
+    // the rest zeros), or its end overwritten: the trailer tells.
+    if (cut()) return Error::Format;
+    return Error::Ok;
+  }
+
   // writer_gone is check without the file's replacement: whether the
   // writer of the mapped file closed it (Closed) or died (WriterDead), even
   // when a new writer has replaced the file since.
@@ -1158,7 +1167,7 @@ class Follower {
     if (n == 0 && cap > 0) {
       // The writer closed the feed: a poll that found nothing new says so
       // (one load, on the empty path only).
-      if (r_->load_acquire<uint32_t>(detail::kOffState) == detail::kStateClosed) return stopped();
+      if (r_->load_acquire<uint32_t>(detail::kOffState) == detail::kStateClosed) return stopped(r_->writer_gone());
       // A dead writer stores nothing: a countdown in the follower's own
       // memory, no load of the mapping, brings the look.
       if (--until_look_ <= 0) return look();
@@ -1242,8 +1251,8 @@ class Follower {
   }
   // look is a poll's look at the writer's liveness, on its empty path
   // every look_every_ polls: check()'s liveness test (the clocks, the
-  // heartbeat, and kill(pid, 0) once two heartbeats are missed), and once
-  // that says dead, what stopped says. The next look comes look_every_
+  // heartbeat, and kill(pid, 0) once two heartbeats are missed), run once,
+  // and once that says dead, what stopped says of it. The next look comes look_every_
   // empty polls on, as many as the follower made in a heartbeat interval
   // at the rate since the previous look (1 to kMaxLookEvery): a follower
   // that polls slowly still looks about once an interval, a fast one
@@ -1258,19 +1267,24 @@ class Follower {
       look_every_ = every < 1 ? 1 : every > detail::kMaxLookEvery ? detail::kMaxLookEvery : every;
     }
     looked_at_ = now;
-    if (r_->writer_gone() == Error::Ok) {
+    Error gone = r_->writer_gone();
+    if (gone == Error::Ok) {
       until_look_ = look_every_;
       return Error::Ok;
     }
     look_every_ = until_look_ = 1;
-    return stopped();
+    return stopped(gone);
   }
   // stopped is what poll returns once the writer closed the feed, or its
-  // look found it dead, and nothing new came: check()'s error (Ok when the
-  // writer beat again meanwhile), or an overrun for the records behind one
-  // the closed or dead writer claimed and never wrote.
-  Error stopped() noexcept {
-    Error c = r_->check();
+  // look found it dead, and nothing new came: gone, writer_gone's error
+  // (Closed or WriterDead), after check()'s tests of the file (check_file:
+  // Restarted when a new writer replaced the file since), so that the poll
+  // says what check() says without running the liveness test a second
+  // time; or an overrun for the records behind one the closed or dead
+  // writer claimed and never wrote.
+  Error stopped(Error gone) noexcept {
+    Error c = r_->check_file();
+    if (c == Error::Ok) c = gone;
     if ((c == Error::Closed || c == Error::WriterDead) && head() > next_) return overrun(head());
     return c;
   }
