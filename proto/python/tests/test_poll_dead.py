@@ -95,6 +95,32 @@ class PollDeadTest(unittest.TestCase):
                 f.poll()
         self.assertEqual(len(reads), polls, "liveness tests in %d polls of a dead writer" % polls)
 
+    def test_no_kill_within_two_intervals(self):
+        """kill(pid, 0) is asked only once two heartbeats are missed, as in
+        Go and C++: a writer whose heartbeat is younger (an interval of an
+        hour, the reader's clocks not stepped) is live to check() and to a
+        poll's looks without a system call about its pid."""
+        name = support.feed_name(self)
+        w = support.control_writer(self, name, instruments=1, depth=1, heartbeat_ms=3600 * 1000)
+        r = shm.open(name)
+        self.addCleanup(r.close)
+        f = r.follow()
+        kills = []
+        kill = reader_mod.os.kill
+
+        def counted(pid, sig):
+            kills.append(pid)
+            return kill(pid, sig)
+
+        reader_mod.os.kill = counted
+        self.addCleanup(setattr, reader_mod.os, "kill", kill)
+        at = f._looked_at
+        poll_until(f, 3 * reader_mod.MAX_LOOK_EVERY)
+        r.check()
+        reader_mod.os.kill = kill
+        self.assertNotEqual(f._looked_at, at, "the polls looked at the writer")
+        self.assertEqual(kills, [], "kill(pid, 0) for writer %d, its heartbeat younger than two intervals" % w.pid)
+
     def test_poll_killed_and_restarted(self):
         """Killed and restarted before the poll looked: the restart is what
         the poll says, as check() orders them."""
