@@ -191,18 +191,26 @@ func nextLookEvery(every, elapsed, interval int64) int64 {
 // (ErrClosed or ErrWriterDead), after Check's tests of the file
 // (checkFile: ErrRestarted when a new writer replaced the file since), so
 // that the poll says what Check says without running the liveness test a
-// second time; an overrun, when the poll stopped at a record the closed or
-// dead writer claimed and never wrote (the records behind it are never
-// delivered: rescan), as Wait does.
+// second time; an overrun instead at a hole (atHole).
 func (f *Follower) stopped(gone error) error {
 	err := f.r.checkFile()
 	if err == nil {
 		err = gone
 	}
-	if (errors.Is(err, ErrClosed) || errors.Is(err, ErrWriterDead)) && f.r.m.head() > f.next {
+	if f.atHole(err) {
 		return f.overrun(f.r.m.head())
 	}
 	return err
+}
+
+// atHole reports whether a follower that found nothing new, told err by
+// Check, stopped at a record the writer claimed and, closed or dead, will
+// never write (a shared-mode publisher stopped between its claim and its
+// stores): the records behind it are never delivered, so the follower
+// returns an overrun for them (lost: the caller rescans) before err. A
+// poll's (stopped) and a wait's check alike.
+func (f *Follower) atHole(err error) bool {
+	return (errors.Is(err, ErrClosed) || errors.Is(err, ErrWriterDead)) && f.r.m.head() > f.next
 }
 
 // overrun skips the follower to head, counting the records it lost, and
@@ -300,14 +308,9 @@ func (f *Follower) wait(dst []Update, timeout time.Duration, opt WaitOptions) (i
 				if n, perr := f.poll(dst); n > 0 || perr != nil {
 					return n, perr
 				}
-				if !errors.Is(err, ErrRestarted) && f.r.m.head() > f.next {
-					// The poll stopped at a record the writer
-					// claimed and, dead or closed, will never
-					// write (a shared-mode publisher stopped
-					// between its claim and its stores): the
-					// records behind it are never delivered.
-					// Lost, so the caller rescans; the next
-					// wait checks at once and says why.
+				if f.atHole(err) {
+					// The next wait checks at once and says
+					// why.
 					f.checked = time.Time{}
 					return 0, f.overrun(f.r.m.head())
 				}

@@ -943,15 +943,22 @@ class Follower:
         or WriterDeadError), after check()'s tests of the file (_check_file:
         RestartedError first when a new writer replaced the file), so that
         the poll raises what check() raises without running the liveness
-        test a second time; or OverrunError for the records behind one the
-        closed or dead writer claimed and never wrote (rescan), as wait
-        does."""
+        test a second time; OverrunError instead at a hole (_at_hole)."""
         self._r._check_file()
         if gone is None:
             return
-        if self._r._head() > self._next:
-            raise self._overrun([]) from None
+        if self._at_hole(gone):
+            raise self._overrun([])
         raise gone
+
+    def _at_hole(self, e):
+        """Whether a follower that found nothing new, told e by check(),
+        stopped at a record the writer claimed and, closed or dead, will never
+        write (a shared-mode publisher stopped between its claim and its
+        stores): the records behind it are never delivered, so the follower
+        raises OverrunError for them (lost: the caller rescans) before e. A
+        poll's (_stopped) and a wait's check alike."""
+        return isinstance(e, (ClosedError, WriterDeadError)) and self._r._head() > self._next
 
     def wait(self, timeout=1.0, max_records=256, spin=1000, sleep=50e-6, check_every=0.1):
         """poll that blocks until a record arrives or timeout seconds pass (then []).
@@ -1004,14 +1011,8 @@ class Follower:
                     out = self.poll(max_records)
                     if out:
                         return out
-                    if not isinstance(e, RestartedError) and self._r._head() > self._next:
-                        # The poll stopped at a record the writer claimed
-                        # and, dead or closed, will never write (a
-                        # shared-mode publisher stopped between its claim
-                        # and its stores): the records behind it are never
-                        # delivered. Lost, so the caller rescans; the next
-                        # wait checks at once and says why.
-                        self._last_check = None
+                    if self._at_hole(e):
+                        self._last_check = None  # the next wait checks at once and says why
                         raise self._overrun([]) from None
                     raise
             if t - start >= timeout:

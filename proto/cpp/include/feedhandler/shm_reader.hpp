@@ -1212,13 +1212,8 @@ class Follower {
         if (c != Error::Ok) {
           e = poll(dst, cap, n);
           if (n > 0 || e != Error::Ok) return e;
-          if (c != Error::Restarted && head() > next_) {
-            // The poll stopped at a record the writer claimed and, dead
-            // or closed, will never write (a shared-mode publisher
-            // stopped between its claim and its stores): the records
-            // behind it are never delivered. Lost, so the caller
-            // rescans; the next wait checks at once and says why.
-            last_check_ = 0;
+          if (at_hole(c)) {
+            last_check_ = 0;  // the next wait checks at once and says why
             return overrun(head());
           }
           return c;
@@ -1280,13 +1275,20 @@ class Follower {
   // (Closed or WriterDead), after check()'s tests of the file (check_file:
   // Restarted when a new writer replaced the file since), so that the poll
   // says what check() says without running the liveness test a second
-  // time; or an overrun for the records behind one the closed or dead
-  // writer claimed and never wrote.
+  // time; an overrun instead at a hole (at_hole).
   Error stopped(Error gone) noexcept {
     Error c = r_->check_file();
     if (c == Error::Ok) c = gone;
-    if ((c == Error::Closed || c == Error::WriterDead) && head() > next_) return overrun(head());
-    return c;
+    return at_hole(c) ? overrun(head()) : c;
+  }
+  // at_hole: a follower that found nothing new, told c by check(), stopped
+  // at a record the writer claimed and, closed or dead, will never write
+  // (a shared-mode publisher stopped between its claim and its stores):
+  // the records behind it are never delivered, so the follower returns an
+  // overrun for them (lost: the caller rescans) before c. A poll's
+  // (stopped) and a wait's check alike.
+  bool at_hole(Error c) const noexcept {
+    return (c == Error::Closed || c == Error::WriterDead) && head() > next_;
   }
   Error overrun(uint64_t h) noexcept {
     // The truncation guard replaced the mapping with zero pages: the head
