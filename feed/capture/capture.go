@@ -171,8 +171,8 @@ type Capture struct {
 	// is open, as far as the frames appended say: not yet filled to its
 	// end by the answers or the lines' datagrams of its session (the
 	// session its answers say, else that of the line datagram before
-	// it, lastSession), nor given
-	// up, nor abandoned for a snapshot; reqFiled: req as the file's
+	// it, lastSession), nor given up, nor abandoned for a snapshot, nor
+	// dropped at a session change (Discarded); reqFiled: req as the file's
 	// bytes written hold it (at the last flush): a rotation waits for it
 	// (holdRotation), and a file opened with one open starts with it said
 	// again (restateRerequest).
@@ -426,13 +426,16 @@ func (c *Capture) Resumed(now int64) {
 	c.ring.event(resumeMark, 0, now, 0, 0)
 }
 
-// Discarded notes that the receive thread discarded at now the snapshot
-// it froze delivery for (Freeze), as the lines changed session while it
-// was fetched: the new session's lock unfroze delivery (Arbiter's), and
-// neither a load nor a resume follows: a marker frame (mark.go:
-// Discarded), so that a rotation held for the snapshot (holdRotation) is
-// no longer, and a replay knows the freeze ended. The receive thread
-// only, as Put.
+// Discarded notes that the receive thread dropped at now, as the lines
+// changed session (or restarted their sequence), the recovery it had in
+// progress: the snapshot it froze delivery for (Freeze), the new
+// session's lock unfreezing delivery (Arbiter's), neither a load nor a
+// resume to follow; or the range it was re-requesting (Rerequested),
+// neither filled nor given up, the arbiter having forgotten it with the
+// session (no gap declared): a marker frame (mark.go: Discarded), so that
+// a rotation held for the snapshot or the range (holdRotation) is no
+// longer, no later file says the range again, and a replay knows the
+// freeze ended. The receive thread only, as Put.
 func (c *Capture) Discarded(now int64) {
 	c.ring.event(discardMark, 0, now, 0, 0)
 }
@@ -744,6 +747,7 @@ func (c *Capture) write(rec *record) {
 			tag = resumeTag
 		case rec.discard:
 			tag = discardTag
+			c.req.open = false // a session change dropped the range too (Arbiter.dropSession)
 		}
 		if rec.snapshot || rec.resume || rec.discard {
 			c.snapOpen = false // the snapshot ends here: a rotation held for it may go
@@ -931,13 +935,13 @@ func (c *Capture) flushLogged() {
 //
 // A re-request: the handler holds the lines' datagrams behind the range
 // until its answers (or the lines' copies) fill it, or it gives it up
-// (GaveUp) or abandons it for a snapshot (Freeze). The file that holds the
+// (GaveUp), abandons it for a snapshot (Freeze) or drops it at a session
+// change (Discarded). The file that holds the
 // range's frame then holds the datagrams held behind it and the answers
 // too, so that the next file starts where the handler held nothing, and a
 // replay of it alone delivers from its start as the handler did. Bounded
 // the same way, at twice RotateSize (a range never answered nor given
-// up, or one the handler let go at a session change, which no frame
-// says): the next file starts with the range said again
+// up): the next file starts with the range said again
 // (restateRerequest), and a replay of it alone lacks what the handler
 // held behind the range in the file before; it holds its rotation in
 // turn.

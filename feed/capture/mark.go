@@ -400,8 +400,9 @@ func RerequestAgain(payload []byte) (first uint64, session moldudp64.Session, ok
 //     (Resumed);
 //   - where it discarded the snapshot it was fetching, the lines having
 //     changed session (the new session's lock unfroze delivery: neither a
-//     load nor a resume follows): a marker frame of discardTag and two
-//     counts of 0 (Discarded).
+//     load nor a resume follows), or the range it was re-requesting
+//     (Rerequest): a marker frame of discardTag and two counts of 0
+//     (Discarded).
 var (
 	freezeTag   = [4]byte{'F', 'H', 'R', 'Z'}
 	resumeTag   = [4]byte{'F', 'H', 'R', 'U'}
@@ -458,9 +459,12 @@ func Resumed(payload []byte) bool {
 
 // Discarded reads a marker frame's payload (pcap.Frame.Marker) of a file
 // whose header carries FileMark: ok reports that the live handler
-// discarded there the snapshot it froze delivery for, the lines having
-// changed session: the arbiter's session change had unfrozen delivery
-// (a replay's does the same), and no load or resume follows.
+// dropped there, the lines having changed session (or restarted their
+// sequence), the recovery it had in progress: the snapshot it froze
+// delivery for (the arbiter's session change had unfrozen delivery, a
+// replay's does the same, and no load or resume follows), or the range
+// it was re-requesting (the arbiter forgot it with the session, a
+// replay's does the same: no give-up, no gap declared for it).
 func Discarded(payload []byte) bool {
 	_, _, ok := counts(payload, discardTag)
 	return ok

@@ -142,20 +142,30 @@ func TestRotateHoldEndsAtDiscard(t *testing.T) {
 	c.Freeze(int64(time.Hour)-1, 5, false, 0)
 	putAll(t, c, 500)
 	c.Discarded(int64(time.Hour) + 1)
+	names := heldNoLonger(t, c, dir, &logs, "a snapshot open")
+	if s := fileSnapshots(t, names[0]); s != "ZD" {
+		t.Fatalf("the first file's snapshot frames %q: want the freeze and the discard", s)
+	}
+}
+
+// heldNoLonger puts about 1.5 MB more of datagrams to c (of openRotating,
+// in dir, logging to logs), a rotation's hold having ended, closes it
+// and returns its files, having checked that they are 2 or more and that
+// no hold given up was logged (said: what it waited for).
+func heldNoLonger(t *testing.T, c *Capture, dir string, logs *bytes.Buffer, said string) []string {
+	t.Helper()
 	putAll(t, c, 1500) // about 1.5 MB in all: past RotateSize, short of twice it
 	if err := c.Close(); err != nil {
 		t.Fatal(err)
 	}
 	names, _ := filepath.Glob(filepath.Join(dir, "c-*.pcap"))
 	if len(names) < 2 {
-		t.Fatalf("files %v: want 2 (about 1.5 MB in files of 1 MiB, the snapshot discarded)", names)
+		t.Fatalf("files %v: want 2 (about 1.5 MB in files of 1 MiB, nothing held)", names)
 	}
-	if s := fileSnapshots(t, names[0]); s != "ZD" {
-		t.Fatalf("the first file's snapshot frames %q: want the freeze and the discard", s)
+	if strings.Contains(logs.String(), said) {
+		t.Fatalf("logged %s at the rotation:\n%s", said, logs.String())
 	}
-	if strings.Contains(logs.String(), "a snapshot open") {
-		t.Fatalf("logged a snapshot open at the rotation:\n%s", logs.String())
-	}
+	return names
 }
 
 // TestFileNamesSortWhenClockStepsBack: with the clock stepped back an
@@ -660,19 +670,48 @@ func TestRotateKeepsRerequestWhole(t *testing.T) {
 }
 
 // TestRotateHoldForRerequestBounded: a range re-requested that nothing in
-// the file fills or gives up (never answered; or let go by the handler at
-// a session change, which no frame says) holds the rotation only until
-// the file is twice RotateSize (logged once a file); the next file starts
-// with the range said again, and holds its rotation the same way.
+// the file fills, gives up or drops (never answered) holds the rotation
+// only until the file is twice RotateSize (logged once a file); the next
+// file starts with the range said again, and holds its rotation the same
+// way.
 func TestRotateHoldForRerequestBounded(t *testing.T) {
 	var logs bytes.Buffer
-	s := moldudp64.NewSession("SESS000001")
-	c, dir := openRotating(t, &logs)
-	c.Put([]rx.Packet{{Line: 0, Data: moldPacket(s, 90, 10), RxTime: int64(time.Hour)}}, 0)
-	c.Rerequested(int64(time.Hour)+1, 100, 10)
+	c, dir := openRerequested(t, &logs)
 	names := heldFiles(t, c, dir, &logs, "a re-request open")
+	checkRerequests(t, names, "again 100+10 of 100")
+}
+
+// TestRotateHoldEndsAtSessionChange: a range re-requested that the
+// handler dropped at a session change (Discarded: the arbiter forgot it
+// with the old session, neither filled nor given up) ends the rotation's
+// wait for it, and the next file does not say it again. Nothing said it:
+// the rotation waited until the file held twice RotateSize, and every
+// file after began with a range of the old session said again.
+func TestRotateHoldEndsAtSessionChange(t *testing.T) {
+	var logs bytes.Buffer
+	c, dir := openRerequested(t, &logs)
+	putAll(t, c, 500)
+	c.Discarded(int64(time.Hour) + 2)
+	checkRerequests(t, heldNoLonger(t, c, dir, &logs, "a re-request open"))
+}
+
+// openRerequested opens a capture as openRotating does, and puts a
+// packet of 90+10 and the re-request of 100+10.
+func openRerequested(t *testing.T, logs *bytes.Buffer) (*Capture, string) {
+	t.Helper()
+	c, dir := openRotating(t, logs)
+	c.Put([]rx.Packet{{Line: 0, Data: moldPacket(moldudp64.NewSession("SESS000001"), 90, 10), RxTime: int64(time.Hour)}}, 0)
+	c.Rerequested(int64(time.Hour)+1, 100, 10)
+	return c, dir
+}
+
+// checkRerequests checks that the first of a capture's files (of
+// openRerequested) has the re-request of 100+10, and the others later
+// (rerequestFrames) each.
+func checkRerequests(t *testing.T, names []string, later ...string) {
+	t.Helper()
 	for k, name := range names {
-		want := []string{"again 100+10 of 100"}
+		want := later
 		if k == 0 {
 			want = []string{"100+10"}
 		}
