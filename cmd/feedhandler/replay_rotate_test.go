@@ -202,3 +202,59 @@ func loneSecond(t *testing.T, feed string, names []string, day *demo.Day) {
 		t.Errorf("replay --feed of the second file alone: %d gaps, %d missing, report %+v; want its start alone missing (1 gap, %d messages), %d delivered", rep.InputGaps, rep.InputMissing, a, first-1, end-first)
 	}
 }
+
+// TestReplayFeedRerequestAnsweredOutOfOrder: packets j and j+1 of a day
+// are lost on both lines; the handler re-requested both (one FHRQ frame)
+// and the answers came out of order, j+1's first (held by the arbiter),
+// then j's, which filled the range. The rotated capture's files replay in
+// order as the one-file capture of the same run (the live books and
+// gaps: the day's, nothing missing), and the file after the first alone
+// to the day's messages from its first datagram on, one gap (its start).
+// Before, the capture counted j+1's answer as nothing (it did not bring
+// the range's first number not yet filled): the range stayed open, the
+// rotation held to twice rotate_size, and the second file began with
+// j+1's numbers said again, which its replay alone held for and never
+// got.
+func TestReplayFeedRerequestAnsweredOutOfOrder(t *testing.T) {
+	day, dir, _ := dayDir(t, 60_000, 43)
+	j := len(day.Packets) / 10
+	p0, err0 := moldudp64.Parse(day.Packets[j])
+	p1, err1 := moldudp64.Parse(day.Packets[j+1])
+	if err := errors.Join(err0, err1); err != nil || p0.Messages() == 0 || p1.Messages() == 0 {
+		t.Fatalf("packets %d and %d: %v: want packets of messages", j, j+1, err)
+	}
+	live, names := liveAndRotated(t, func(c *capture.Capture, t0 int64) {
+		ts := func(i int) int64 { return t0 + int64(i)*int64(100*time.Microsecond) }
+		for i, p := range day.Packets {
+			switch i {
+			case j, j + 1:
+				continue // lost on both lines
+			case j + 5:
+				c.Recovered(day.Packets[j+1], ts(i)-500, ts(i)-1) // held: the range's first numbers not yet here
+			case j + 6:
+				c.Recovered(day.Packets[j], ts(i)-500, ts(i)-1) // fills the range
+			}
+			putBoth(c, i, p, ts(i))
+			if i == j+2 {
+				c.Rerequested(ts(i)+500, p0.Seq, p1.Next()-p0.Seq)
+			}
+		}
+	})
+	if got := restated(t, names); slices.ContainsFunc(got, func(r []uint64) bool { return len(r) != 0 }) {
+		t.Errorf("the files' ranges said again %v: want none (the range filled before the first file's end)", got)
+	}
+	feed := writeDemoFeed(t, dir, day, "")
+	liveRep, liveBooks := replayBooks(t, "--feed", feed, live)
+	var want bytes.Buffer
+	if err := day.Books.WriteJSON(&want, 10); err != nil {
+		t.Fatal(err)
+	}
+	if a := liveRep.Arbitrated; a == nil || liveRep.InputGaps != 0 || a.LiveRecovery.Answers != 2 || !bytes.Equal(liveBooks, want.Bytes()) {
+		t.Fatalf("replay --feed of the one-file capture: %d gaps, report %+v, the day's books %v; want both answers applied, no gap, the day's books", liveRep.InputGaps, a, bytes.Equal(liveBooks, want.Bytes()))
+	}
+	rep, books := replayBooks(t, append([]string{"--feed", feed}, names...)...)
+	if d := sameReplay(rep, liveRep, books, liveBooks); d != "" {
+		t.Errorf("replay --feed of the %d files in order: %s (the one-file capture's)", len(names), d)
+	}
+	loneSecond(t, feed, names, day)
+}

@@ -1127,20 +1127,33 @@ func (c *Capture) restate(at int64, end int) {
 // to end, of session, stamped at; open while the answers and the lines'
 // datagrams of its session have not filled it to its end (lo: the first
 // sequence number not yet filled), nor was it given up or abandoned.
+// ahead: the numbers past lo that they brought before lo reached them
+// (answers out of order, a line's copy of the range's end), which the
+// arbiter holds and delivers once the numbers before them come; sorted,
+// merged, nAhead of them.
 type openRequest struct {
 	open           bool
 	first, lo, end uint64
 	session        moldudp64.Session
 	at             int64
+	ahead          [maxAhead]moldudp64.Range
+	nAhead         int
 }
 
+// maxAhead bounds openRequest.ahead: the runs of numbers a range's
+// answers and copies bring out of order, apart. Past it, a run is not
+// counted: the range stays open to the rotation's bound (holdRotation),
+// said again at the next file's start.
+const maxAhead = 8
+
 // fill takes a datagram the file holds, a line's or an answer's (a
-// MoldUDP64 packet): one of the range's session that brings its first
-// number not yet filled moves it on past its messages (an answer that
-// does says the session); the range filled
-// to its end is no longer open. Numbers filled out of order are not
-// counted (the range stays open, and is said again at the start of a
-// file: a replay of that file alone holds for it as the handler held).
+// MoldUDP64 packet), of the range's session, that brings numbers of it
+// not yet filled: the range is filled, as the arbiter fills it, up to
+// the first number none of them brought, whatever the order they came in
+// (an answer says the session: the line datagram before the request may
+// have been a stray's, and what was counted under it is not the
+// range's); filled to its end, it is no longer open. Only while a range
+// is open: nothing for a line datagram otherwise.
 func (q *openRequest) fill(data []byte, answer bool) {
 	if !q.open {
 		return
@@ -1149,20 +1162,51 @@ func (q *openRequest) fill(data []byte, answer bool) {
 	if err != nil || p.Messages() == 0 {
 		return
 	}
-	brings := p.Range().Contains(q.lo) // the first number not yet filled
-	if answer && brings {
-		// An answer to the range: its session is the one re-requested
-		// (the line datagram before the request may have been a
-		// stray's).
-		q.session = p.Session
+	rg := p.Range()
+	if !rg.Overlaps(moldudp64.Range{First: q.lo, Count: q.end - q.lo}) {
+		return
+	}
+	if answer && p.Session != q.session {
+		q.session, q.nAhead = p.Session, 0
 	}
 	if p.Session != q.session {
 		return
 	}
-	if brings {
-		q.lo = p.Next()
+	if rg.First > q.lo {
+		q.addAhead(rg)
+		return
 	}
+	q.lo = rg.End()
+	n := 0
+	for n < q.nAhead && q.ahead[n].First <= q.lo {
+		q.lo = max(q.lo, q.ahead[n].End())
+		n++
+	}
+	q.nAhead = copy(q.ahead[:], q.ahead[n:q.nAhead])
 	q.open = q.lo < q.end
+}
+
+// addAhead adds rg, past lo, to the numbers brought ahead, merged with
+// those it overlaps or touches; left out when maxAhead runs apart are
+// there.
+func (q *openRequest) addAhead(rg moldudp64.Range) {
+	i := 0
+	for i < q.nAhead && q.ahead[i].End() < rg.First {
+		i++
+	}
+	j := i
+	for j < q.nAhead && q.ahead[j].First <= rg.End() {
+		rg.Count = max(rg.End(), q.ahead[j].End()) - min(rg.First, q.ahead[j].First)
+		rg.First = min(rg.First, q.ahead[j].First)
+		j++
+	}
+	if i == j && q.nAhead == maxAhead {
+		return
+	}
+	// ahead[i:j] merged into rg: the rest moves up to i+1.
+	n := copy(q.ahead[i+1:], q.ahead[j:q.nAhead])
+	q.ahead[i] = rg
+	q.nAhead = i + 1 + n
 }
 
 // restateRerequest puts the marker frame of the range re-requested and

@@ -678,7 +678,7 @@ func TestRotateHoldForRerequestBounded(t *testing.T) {
 	var logs bytes.Buffer
 	c, dir := openRerequested(t, &logs)
 	names := heldFiles(t, c, dir, &logs, "a re-request open")
-	checkRerequests(t, names, "again 100+10 of 100")
+	checkRerequests(t, names, []string{"100+10"}, "again 100+10 of 100")
 }
 
 // TestRotateHoldEndsAtSessionChange: a range re-requested that the
@@ -692,7 +692,26 @@ func TestRotateHoldEndsAtSessionChange(t *testing.T) {
 	c, dir := openRerequested(t, &logs)
 	putAll(t, c, 500)
 	c.Discarded(int64(time.Hour) + 2)
-	checkRerequests(t, heldNoLonger(t, c, dir, &logs, "a re-request open"))
+	checkRerequests(t, heldNoLonger(t, c, dir, &logs, "a re-request open"), []string{"100+10"})
+}
+
+// TestRotateRerequestFilledOutOfOrder: a range re-requested whose
+// answers, and a line's copy, come out of order (the arbiter holds those
+// ahead of its next, and delivers them once the range's first numbers
+// come: filled) ends the rotation's wait for it once filled, as the
+// arbiter took it, and the next file does not say it again. The capture
+// counted only what brought the range's first number not yet filled:
+// the range stayed open to twice RotateSize, and the files after began
+// with it said again, from 107.
+func TestRotateRerequestFilledOutOfOrder(t *testing.T) {
+	var logs bytes.Buffer
+	c, dir := openRerequested(t, &logs)
+	s := moldudp64.NewSession("SESS000001")
+	c.Recovered(moldPacket(s, 104, 3), int64(time.Hour)+2, 0)
+	c.Put([]rx.Packet{{Line: 1, Data: moldPacket(s, 107, 3), RxTime: int64(time.Hour) + 3}}, 0) // the line's copy
+	c.Recovered(moldPacket(s, 100, 4), int64(time.Hour)+4, 0)                                   // fills it
+	putAll(t, c, 500)
+	checkRerequests(t, heldNoLonger(t, c, dir, &logs, "a re-request open"), []string{"100+10", "answer 104", "answer 100"})
 }
 
 // openRerequested opens a capture as openRotating does, and puts a
@@ -705,15 +724,15 @@ func openRerequested(t *testing.T, logs *bytes.Buffer) (*Capture, string) {
 	return c, dir
 }
 
-// checkRerequests checks that the first of a capture's files (of
-// openRerequested) has the re-request of 100+10, and the others later
-// (rerequestFrames) each.
-func checkRerequests(t *testing.T, names []string, later ...string) {
+// checkRerequests checks that the first of a capture's files has the
+// re-requests and answers first (rerequestFrames), and the others later
+// each.
+func checkRerequests(t *testing.T, names []string, first []string, later ...string) {
 	t.Helper()
 	for k, name := range names {
 		want := later
 		if k == 0 {
-			want = []string{"100+10"}
+			want = first
 		}
 		if got := rerequestFrames(t, name); !slices.Equal(got, want) {
 			t.Fatalf("file %d's re-requests %q: want %q", k, got, want)
