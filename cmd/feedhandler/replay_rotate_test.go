@@ -89,6 +89,14 @@ func restated(t *testing.T, names []string) [][]uint64 {
 // the capture file name.
 func firstSeq(t *testing.T, name string) uint64 {
 	t.Helper()
+	seq, _ := firstLine(t, name)
+	return seq
+}
+
+// firstLine returns the sequence number and receive time of the first
+// line A datagram of the capture file name.
+func firstLine(t *testing.T, name string) (uint64, int64) {
+	t.Helper()
 	in, err := input.OpenOptions(name, input.Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -103,7 +111,7 @@ func firstSeq(t *testing.T, name string) uint64 {
 			continue
 		}
 		if p, err := moldudp64.Parse(fr.Payload); err == nil && p.Messages() > 0 {
-			return p.Seq
+			return p.Seq, fr.Time
 		}
 	}
 }
@@ -257,4 +265,73 @@ func TestReplayFeedRerequestAnsweredOutOfOrder(t *testing.T) {
 		t.Errorf("replay --feed of the %d files in order: %s (the one-file capture's)", len(names), d)
 	}
 	loneSecond(t, feed, names, day)
+}
+
+// TestReplayFeedHeldRestartAcrossFiles: with arbitration.sequence_restart
+// hold, the lines went back to sequence number 1 (the day sent again from
+// its start) after its first 60%: the handler held at the next number it
+// had not delivered (N), dropping what came behind it, until the lines
+// brought N again. The rotated capture's files replay in order as the
+// one-file capture of the same run (the live books and gaps: the day's),
+// and a file that starts during the hold, alone, starts there too (its
+// HeldBehind frame): one gap, before N, and the messages from N up to the
+// next file's. Before, that file alone followed the numbers the lines
+// went back to from its start and applied what the handler dropped.
+func TestReplayFeedHeldRestartAcrossFiles(t *testing.T) {
+	day, dir, _ := dayDir(t, 60_000, 47)
+	k := len(day.Packets) * 6 / 10
+	pk, err := moldudp64.Parse(day.Packets[k])
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := pk.Seq // the handler's next when the lines went back
+	const lineTimeout = 100 * time.Millisecond
+	var heldAt int64
+	live, names := liveAndRotated(t, func(c *capture.Capture, t0 int64) {
+		ts := func(i int) int64 { return t0 + int64(i)*int64(100*time.Microsecond) }
+		for i := range k {
+			putBoth(c, i, day.Packets[i], ts(i))
+		}
+		r0 := ts(k) + int64(2*time.Millisecond)
+		for i, p := range day.Packets { // again from the start, 2 ms apart
+			at := r0 + int64(i)*int64(2*time.Millisecond)
+			if i == int(lineTimeout/(2*time.Millisecond))+1 {
+				c.Behind(at-2, n) // every line behind for line_timeout: held
+				heldAt = at
+			}
+			putBoth(c, i, p, at)
+		}
+	})
+	feed := writeDemoFeed(t, dir, day, "arbitration: {sequence_restart: hold, line_timeout: 100ms}\n")
+	liveRep, liveBooks := replayBooks(t, "--feed", feed, live)
+	var want bytes.Buffer
+	if err := day.Books.WriteJSON(&want, 10); err != nil {
+		t.Fatal(err)
+	}
+	if a := liveRep.Arbitrated; a == nil || liveRep.InputGaps != 0 || a.Delivered != day.Messages || !bytes.Equal(liveBooks, want.Bytes()) {
+		t.Fatalf("replay --feed of the one-file capture: %d gaps, report %+v, the day's books %v; want the restart held, no gap, the day's books", liveRep.InputGaps, a, bytes.Equal(liveBooks, want.Bytes()))
+	}
+	rep, books := replayBooks(t, append([]string{"--feed", feed}, names...)...)
+	if d := sameReplay(rep, liveRep, books, liveBooks); d != "" {
+		t.Errorf("replay --feed of the %d files in order: %s (the one-file capture's)", len(names), d)
+	}
+	held := 0
+	for f := 1; f < len(names); f++ {
+		seq, at := firstLine(t, names[f])
+		if at <= heldAt || seq >= n {
+			continue // not held at its start
+		}
+		held++
+		end := day.Messages + 1
+		if f+1 < len(names) {
+			end = max(n, firstSeq(t, names[f+1]))
+		}
+		rep, _ := replayBooks(t, "--feed", feed, names[f])
+		if a := rep.Arbitrated; a == nil || a.CaptureStart != captureContinued || rep.InputGaps != 1 || rep.InputMissing != n-1 || a.Delivered != end-n {
+			t.Errorf("replay --feed of file %d alone (its first datagram %d, the handler held at %d): %d gaps, %d missing, report %+v; want held at %d as the handler (1 gap, %d missing), %d delivered", f+1, seq, n, rep.InputGaps, rep.InputMissing, a, n, n-1, end-n)
+		}
+	}
+	if held == 0 {
+		t.Fatalf("no file of %d starts during the hold", len(names))
+	}
 }

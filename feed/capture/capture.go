@@ -178,6 +178,12 @@ type Capture struct {
 	// again (restateRerequest).
 	req, reqFiled openRequest
 	lastSession   moldudp64.Session
+	// held: the handler's arbiter holding at its next sequence number
+	// behind lines that went back (Behind), until a line datagram of its
+	// session brings numbers past it; heldFiled: held as the file's bytes
+	// written hold it: a file opened with it open starts with it said
+	// again (restateHeld).
+	held, heldFiled heldBehind
 	// loadDue: a snapshot's messages written (writeSnapshot), its load
 	// not yet: the next record (holdRotation).
 	loadDue bool
@@ -417,6 +423,18 @@ func (c *Capture) Freeze(now int64, from uint64, atGap bool, drainedAt int64) {
 // came or not. The receive thread only, as Put.
 func (c *Capture) Rerequested(now int64, first, count uint64) {
 	c.ring.event(requestMark, 0, now, first, count)
+}
+
+// Behind notes that the receive thread's arbiter holds at now, at its
+// next sequence number next, behind lines that went back to numbers it
+// delivered (a sequence restart held, arbitration.sequence_restart:
+// hold, or lines replaying the session's middle: nothing behind next is
+// applied until they bring it); next 0: a session change or restart
+// ended it. Nothing is written for it; a file opened while it holds says
+// it again at its start (restateHeld), so that a replay of that file
+// alone holds at next too. The receive thread only, as Put; once a hold.
+func (c *Capture) Behind(now int64, next uint64) {
+	c.ring.event(behindMark, 0, now, next, 0)
 }
 
 // Resumed notes that the receive thread resumed delivery at now without
@@ -728,6 +746,10 @@ func (c *Capture) write(rec *record) {
 		c.writeSnapshot(rec.rxTime)
 		return
 	}
+	if rec.behind {
+		c.held = heldBehind{open: rec.snapNext != 0, next: rec.snapNext, session: c.lastSession, at: rec.rxTime}
+		return
+	}
 	if rec.snapshot || rec.gaveUp || rec.freeze || rec.resume || rec.discard || rec.request {
 		tag := snapshotTag
 		switch {
@@ -774,7 +796,9 @@ func (c *Capture) write(rec *record) {
 	if len(rec.payload) >= moldudp64.HeaderLen {
 		c.lastSession = moldudp64.Session(rec.payload[:moldudp64.SessionLen])
 	}
-	c.req.fill(rec.payload, false)
+	if c.req.open || c.held.open {
+		c.follow(rec.payload)
+	}
 	src := netip.AddrPortFrom(c.src[line], rec.srcPort)
 	if rec.srcOK {
 		src = netip.AddrPortFrom(netip.AddrFrom4(rec.src), rec.srcPort)
@@ -1068,6 +1092,9 @@ func (c *Capture) rotate() {
 	if c.reqFiled.open {
 		c.restateRerequest() // the new file starts inside a re-request
 	}
+	if c.heldFiled.open {
+		c.restateHeld() // the new file starts held behind the lines, first
+	}
 	c.bytes.Add(uint64(hdr))
 	c.files.Add(1)
 	c.log.Info().Str("file", name).Str("previous", old).Int64("previous_bytes", oldSize).Msg("capture: next file")
@@ -1228,6 +1255,43 @@ func (c *Capture) restateRerequest() {
 	c.restate(q.at, len(c.buf.b))
 }
 
+// follow takes a line datagram while a range re-requested is open
+// (openRequest.fill) or the arbiter holds behind the lines: a datagram
+// of the hold's session that brings numbers past its next ends it (the
+// arbiter delivers them, or holds them for a gap at next).
+func (c *Capture) follow(data []byte) {
+	c.req.fill(data, false)
+	if !c.held.open {
+		return
+	}
+	if p, err := moldudp64.Parse(data); err == nil && p.Messages() > 0 && p.Session == c.held.session && p.Next() > c.held.next {
+		c.held.open = false
+	}
+}
+
+// heldBehind is the arbiter holding at next behind lines of session
+// that went back (Capture.Behind), from at; open until they bring
+// numbers past next.
+type heldBehind struct {
+	open    bool
+	next    uint64
+	session moldudp64.Session
+	at      int64
+}
+
+// restateHeld puts the marker frame of the hold behind the lines open
+// when the file before ended (heldFiled) at the start of the new file,
+// first after its begin frame (mark.go: HeldBehind): a replay of the file
+// alone starts its arbiter at the hold's next, of its session, and drops
+// what the lines bring behind it as the handler did; without it, it
+// followed the numbers the lines went back to from the file's start and
+// applied what the handler dropped. Off the hot path: once a rotation.
+func (c *Capture) restateHeld() {
+	h := &c.heldFiled
+	c.frame = appendBehindFrame(c.frame[:0], h.next, h.session)
+	c.restate(h.at, len(c.buf.b))
+}
+
 // fileHead returns the first bytes of the capture's file index, opened at
 // at, the file before it named previous: the pcap header, then the begin
 // frame (mark.go: Begin). The bytes are endBuf's, until writeEnd. Off the
@@ -1355,7 +1419,7 @@ func (c *Capture) flush() error {
 	}
 	c.buf.b, c.pending = c.buf.b[:keep], 0
 	c.freezeBuffered, c.snapBuffered = false, 0
-	c.reqFiled = c.req
+	c.reqFiled, c.heldFiled = c.req, c.held
 	if err != nil {
 		return fmt.Errorf("write capture %s at offset %d: %w", c.path, c.off, err)
 	}

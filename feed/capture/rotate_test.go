@@ -569,27 +569,64 @@ func TestRotateRestatesOpenRerequest(t *testing.T) {
 	c.Freeze(at+8, 300, false, 0)
 	c.Resumed(at + 9)
 	putAll(t, c, 2000) // a rotation: abandoned for the snapshot
-	if err := c.Close(); err != nil || c.Stats().Files < 5 {
-		t.Fatalf("close: %v, stats %+v: want 5 files or more", err, c.Stats())
+	checkSaidAgain(t, c, dir, 5, func(payload []byte) (string, bool) {
+		first, session, ok := RerequestAgain(payload)
+		lo, count, _ := Rerequest(payload)
+		return fmt.Sprintf("%d+%d of %d, %s", lo, count, first, session), ok
+	}, "104+6 of 100, SESS000001")
+}
+
+// checkSaidAgain closes c, a capture in dir, and checks that it wrote
+// files or more, of which only the second starts with what said reads
+// of a marker frame's payload (ok: a frame it reads), as second, right
+// after its begin frame.
+func checkSaidAgain(t *testing.T, c *Capture, dir string, files uint64, said func(payload []byte) (string, bool), second string) {
+	t.Helper()
+	if err := c.Close(); err != nil || c.Stats().Files < files {
+		t.Fatalf("close: %v, stats %+v: want %d files or more", err, c.Stats(), files)
 	}
 	names, _ := filepath.Glob(filepath.Join(dir, "c-*.pcap"))
 	for k, name := range names {
 		frames := readMarkers(t, name)
-		var again []string
+		var got []string
 		for _, fr := range frames {
-			if first, session, ok := RerequestAgain(fr.Payload); ok && fr.Marker {
-				lo, count, _ := Rerequest(fr.Payload)
-				again = append(again, fmt.Sprintf("frame %d: %d+%d of %d, %s", fr.Index, lo, count, first, session))
+			if s, ok := said(fr.Payload); ok && fr.Marker {
+				got = append(got, fmt.Sprintf("frame %d: %s", fr.Index, s))
 			}
 		}
 		want := []string(nil)
 		if k == 1 {
-			want = []string{fmt.Sprintf("frame %d: 104+6 of 100, SESS000001", frames[1].Index)}
+			want = []string{fmt.Sprintf("frame %d: %s", frames[1].Index, second)}
 		}
-		if !slices.Equal(again, want) {
-			t.Errorf("%s (file %d): ranges said again %q; want %q", filepath.Base(name), k+1, again, want)
+		if !slices.Equal(got, want) {
+			t.Errorf("%s (file %d): said again %q; want %q", filepath.Base(name), k+1, got, want)
 		}
 	}
+}
+
+// TestRotateRestatesHeldRestart: a file opened while the handler's
+// arbiter held behind lines that went back (Behind: a sequence restart
+// held) starts, after its begin frame, with the hold said again
+// (HeldBehind: its next sequence number, and the session of the line
+// datagram before the hold); one opened after a line of the session
+// brought numbers past it does not. Nothing said it: a replay of the
+// later file alone followed the restarted numbers from its start
+// (TestReplayFeedHeldRestartAcrossFiles).
+func TestRotateRestatesHeldRestart(t *testing.T) {
+	s := moldudp64.NewSession("SESS000001")
+	c, dir := openRotating(t, nil)
+	at := int64(time.Hour)
+	c.Put([]rx.Packet{{Line: 0, Data: moldPacket(s, 500, 10), RxTime: at}}, 0)
+	c.Put([]rx.Packet{{Line: 1, Data: moldPacket(s, 1, 10), RxTime: at + 1}}, 0) // back to 1
+	c.Behind(at+2, 510)
+	c.Put([]rx.Packet{{Line: 0, Data: moldPacket(s, 11, 10), RxTime: at + 3}}, 0)  // behind still
+	putAll(t, c, 2000)                                                             // a rotation: held
+	c.Put([]rx.Packet{{Line: 0, Data: moldPacket(s, 505, 10), RxTime: at + 4}}, 0) // past 510: no longer
+	putAll(t, c, 2000)                                                             // a rotation
+	checkSaidAgain(t, c, dir, 3, func(payload []byte) (string, bool) {
+		next, session, ok := HeldBehind(payload)
+		return fmt.Sprintf("%d of %s", next, session), ok
+	}, "510 of SESS000001")
 }
 
 // rerequestFrames reads a capture file's FHRQ frames, "again lo+count of
