@@ -242,20 +242,7 @@ log: {format: json}
 		t.Error("no message lost on both lines: the day tested no gap (the sender's seed or loss changed?)")
 	}
 	replayCapture := func(args ...string) (replayReport, []byte) {
-		booksOut := filepath.Join(dir, "replayed.json")
-		var report bytes.Buffer
-		if err := replay(append([]string{"--quiet", "--json", "--settle", "0", "--books-out", booksOut, "--depth", "10"}, append(args, files[0])...), &report, io.Discard); err != nil {
-			t.Fatal(err)
-		}
-		var rep replayReport
-		if err := json.Unmarshal(report.Bytes(), &rep); err != nil {
-			t.Fatal(err)
-		}
-		replayed, err := os.ReadFile(booksOut)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return rep, replayed
+		return replayBooks(t, append(args, files[0])...)
 	}
 	// Arbitrated as the handler did (--feed, by the capture's batch
 	// marks), and with the reader's own reorder window: the same

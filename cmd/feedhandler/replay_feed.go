@@ -527,6 +527,14 @@ func (a *arbitrated) run() error {
 					a.r.Resume(fr.Time) // its messages not all here: a gap, as before
 				}
 				a.frozen, a.snapMsgs, a.snapN = false, a.snapMsgs[:0], 0
+			} else if next, session, ok := capture.HeldBehind(fr.Payload); ok && marked {
+				if a.in == a.first && a.rep.CaptureStart == captureContinued {
+					// A later file replayed without those before it,
+					// where the handler held behind lines that went
+					// back: held there too (the files in order hold
+					// there themselves).
+					a.r.StartBehind(session, next, fr.Time)
+				}
 			} else if ring, write, ok := capture.Lost(fr.Payload); ok && marked {
 				a.rep.CaptureLost += ring + write
 			} else {

@@ -124,21 +124,7 @@ func TestReplayFeedArbitratesAsLive(t *testing.T) {
 
 	run := func(args ...string) (replayReport, []byte) {
 		t.Helper()
-		out := filepath.Join(dir, "books.json")
-		var report bytes.Buffer
-		args = append([]string{"--quiet", "--json", "--settle", "0", "--books-out", out, "--depth", "10"}, args...)
-		if err := replay(append(args, capPath), &report, io.Discard); err != nil {
-			t.Fatalf("replay %v: %v", args, err)
-		}
-		var rep replayReport
-		if err := json.Unmarshal(report.Bytes(), &rep); err != nil {
-			t.Fatal(err)
-		}
-		books, err := os.ReadFile(out)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return rep, books
+		return replayBooks(t, append(args, capPath)...)
 	}
 
 	rep, books := run("--feed", feed)
@@ -628,24 +614,48 @@ func TestReplayFeedSnapshotLateJoin(t *testing.T) {
 func replayDayBooks(t *testing.T, dir string, day *demo.Day, capPaths ...string) (rep replayReport, got, want []byte) {
 	t.Helper()
 	feed := writeDemoFeed(t, dir, day, "")
-	out := filepath.Join(dir, "books.json")
-	var report bytes.Buffer
-	args := append([]string{"--quiet", "--json", "--settle", "0", "--feed", feed, "--books-out", out, "--depth", "10"}, capPaths...)
-	if err := replay(args, &report, io.Discard); err != nil {
-		t.Fatal(err)
-	}
-	if err := json.Unmarshal(report.Bytes(), &rep); err != nil {
-		t.Fatal(err)
-	}
+	rep, got = replayBooks(t, append([]string{"--feed", feed}, capPaths...)...)
 	var w bytes.Buffer
 	if err := day.Books.WriteJSON(&w, 10); err != nil {
+		t.Fatal(err)
+	}
+	return rep, got, w.Bytes()
+}
+
+// replayBooks replays with args (after --quiet --json --settle 0) and
+// returns its report and books (10 levels a side, JSON).
+func replayBooks(t *testing.T, args ...string) (replayReport, []byte) {
+	t.Helper()
+	out := filepath.Join(t.TempDir(), "books.json")
+	var js bytes.Buffer
+	args = append([]string{"--quiet", "--json", "--settle", "0", "--books-out", out, "--depth", "10"}, args...)
+	if err := replay(args, &js, io.Discard); err != nil {
+		t.Fatalf("replay %v: %v", args, err)
+	}
+	var rep replayReport
+	if err := json.Unmarshal(js.Bytes(), &rep); err != nil {
 		t.Fatal(err)
 	}
 	got, err := os.ReadFile(out)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return rep, got, w.Bytes()
+	return rep, got
+}
+
+// noSessionFeed writes dir/feed.yaml: day's feed without feed.session
+// (the session chosen by confirmation, so that the lines may change it).
+func noSessionFeed(t *testing.T, dir string, day *demo.Day) string {
+	t.Helper()
+	feed := writeDemoFeed(t, dir, day, "")
+	b, err := os.ReadFile(feed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(feed, bytes.Replace(b, []byte(", session: \""+day.Session.String()+"\""), nil, 1), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return feed
 }
 
 // TestReplayFeedSkippedByReason: replay --feed counts a capture's skipped

@@ -255,16 +255,8 @@ func replayRerequestAcrossFiles(t *testing.T, at string) {
 		t.Errorf("replay --feed of the second file alone: books not those of the day's messages from packet %d on less packet %d's (reference: %d missing):\ngot:  %.300s\nwant: %.300s", j, j+1, refRep.InputMissing, got, wantAlone)
 	}
 	// The same with the session chosen by confirmation (no feed.session).
-	autoDir := t.TempDir()
-	feed := writeDemoFeed(t, autoDir, day, "")
-	b, err := os.ReadFile(feed)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(feed, bytes.Replace(b, []byte(", session: \""+day.Session.String()+"\""), nil, 1), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	rep, _, err = replayFiles(t, feed, names[1])
+	feed := noSessionFeed(t, t.TempDir(), day)
+	rep, _, err := replayFiles(t, feed, names[1])
 	if a := rep.Arbitrated; err != nil || a == nil || rep.InputGaps != 2 || rep.InputMissing != missing || a.Delivered != day.Messages-missing {
 		t.Errorf("replay --feed of the second file alone, no feed.session: %v, %d gaps, %d missing, report %+v; want 2 gaps, %d missing, %d delivered", err, rep.InputGaps, rep.InputMissing, a, missing, day.Messages-missing)
 	}

@@ -171,13 +171,19 @@ type Capture struct {
 	// is open, as far as the frames appended say: not yet filled to its
 	// end by the answers or the lines' datagrams of its session (the
 	// session its answers say, else that of the line datagram before
-	// it, lastSession), nor given
-	// up, nor abandoned for a snapshot; reqFiled: req as the file's
+	// it, lastSession), nor given up, nor abandoned for a snapshot, nor
+	// dropped at a session change (Discarded); reqFiled: req as the file's
 	// bytes written hold it (at the last flush): a rotation waits for it
 	// (holdRotation), and a file opened with one open starts with it said
 	// again (restateRerequest).
 	req, reqFiled openRequest
 	lastSession   moldudp64.Session
+	// held: the handler's arbiter holding at its next sequence number
+	// behind lines that went back (Behind), until a line datagram of its
+	// session brings numbers past it; heldFiled: held as the file's bytes
+	// written hold it: a file opened with it open starts with it said
+	// again (restateHeld).
+	held, heldFiled heldBehind
 	// loadDue: a snapshot's messages written (writeSnapshot), its load
 	// not yet: the next record (holdRotation).
 	loadDue bool
@@ -419,6 +425,18 @@ func (c *Capture) Rerequested(now int64, first, count uint64) {
 	c.ring.event(requestMark, 0, now, first, count)
 }
 
+// Behind notes that the receive thread's arbiter holds at now, at its
+// next sequence number next, behind lines that went back to numbers it
+// delivered (a sequence restart held, arbitration.sequence_restart:
+// hold, or lines replaying the session's middle: nothing behind next is
+// applied until they bring it); next 0: a session change or restart
+// ended it. Nothing is written for it; a file opened while it holds says
+// it again at its start (restateHeld), so that a replay of that file
+// alone holds at next too. The receive thread only, as Put; once a hold.
+func (c *Capture) Behind(now int64, next uint64) {
+	c.ring.event(behindMark, 0, now, next, 0)
+}
+
 // Resumed notes that the receive thread resumed delivery at now without
 // loading a snapshot (Arbiter.Unfreeze(0): it failed, or was refused): a
 // marker frame (mark.go: Resumed). The receive thread only, as Put.
@@ -426,13 +444,16 @@ func (c *Capture) Resumed(now int64) {
 	c.ring.event(resumeMark, 0, now, 0, 0)
 }
 
-// Discarded notes that the receive thread discarded at now the snapshot
-// it froze delivery for (Freeze), as the lines changed session while it
-// was fetched: the new session's lock unfroze delivery (Arbiter's), and
-// neither a load nor a resume follows: a marker frame (mark.go:
-// Discarded), so that a rotation held for the snapshot (holdRotation) is
-// no longer, and a replay knows the freeze ended. The receive thread
-// only, as Put.
+// Discarded notes that the receive thread dropped at now, as the lines
+// changed session (or restarted their sequence), the recovery it had in
+// progress: the snapshot it froze delivery for (Freeze), the new
+// session's lock unfreezing delivery (Arbiter's), neither a load nor a
+// resume to follow; or the range it was re-requesting (Rerequested),
+// neither filled nor given up, the arbiter having forgotten it with the
+// session (no gap declared): a marker frame (mark.go: Discarded), so that
+// a rotation held for the snapshot or the range (holdRotation) is no
+// longer, no later file says the range again, and a replay knows the
+// freeze ended. The receive thread only, as Put.
 func (c *Capture) Discarded(now int64) {
 	c.ring.event(discardMark, 0, now, 0, 0)
 }
@@ -725,6 +746,10 @@ func (c *Capture) write(rec *record) {
 		c.writeSnapshot(rec.rxTime)
 		return
 	}
+	if rec.behind {
+		c.held = heldBehind{open: rec.snapNext != 0, next: rec.snapNext, session: c.lastSession, at: rec.rxTime}
+		return
+	}
 	if rec.snapshot || rec.gaveUp || rec.freeze || rec.resume || rec.discard || rec.request {
 		tag := snapshotTag
 		switch {
@@ -744,6 +769,7 @@ func (c *Capture) write(rec *record) {
 			tag = resumeTag
 		case rec.discard:
 			tag = discardTag
+			c.req.open = false // a session change dropped the range too (Arbiter.dropSession)
 		}
 		if rec.snapshot || rec.resume || rec.discard {
 			c.snapOpen = false // the snapshot ends here: a rotation held for it may go
@@ -770,7 +796,9 @@ func (c *Capture) write(rec *record) {
 	if len(rec.payload) >= moldudp64.HeaderLen {
 		c.lastSession = moldudp64.Session(rec.payload[:moldudp64.SessionLen])
 	}
-	c.req.fill(rec.payload, false)
+	if c.req.open || c.held.open {
+		c.follow(rec.payload)
+	}
 	src := netip.AddrPortFrom(c.src[line], rec.srcPort)
 	if rec.srcOK {
 		src = netip.AddrPortFrom(netip.AddrFrom4(rec.src), rec.srcPort)
@@ -931,13 +959,13 @@ func (c *Capture) flushLogged() {
 //
 // A re-request: the handler holds the lines' datagrams behind the range
 // until its answers (or the lines' copies) fill it, or it gives it up
-// (GaveUp) or abandons it for a snapshot (Freeze). The file that holds the
+// (GaveUp), abandons it for a snapshot (Freeze) or drops it at a session
+// change (Discarded). The file that holds the
 // range's frame then holds the datagrams held behind it and the answers
 // too, so that the next file starts where the handler held nothing, and a
 // replay of it alone delivers from its start as the handler did. Bounded
 // the same way, at twice RotateSize (a range never answered nor given
-// up, or one the handler let go at a session change, which no frame
-// says): the next file starts with the range said again
+// up): the next file starts with the range said again
 // (restateRerequest), and a replay of it alone lacks what the handler
 // held behind the range in the file before; it holds its rotation in
 // turn.
@@ -1064,6 +1092,9 @@ func (c *Capture) rotate() {
 	if c.reqFiled.open {
 		c.restateRerequest() // the new file starts inside a re-request
 	}
+	if c.heldFiled.open {
+		c.restateHeld() // the new file starts held behind the lines, first
+	}
 	c.bytes.Add(uint64(hdr))
 	c.files.Add(1)
 	c.log.Info().Str("file", name).Str("previous", old).Int64("previous_bytes", oldSize).Msg("capture: next file")
@@ -1123,20 +1154,33 @@ func (c *Capture) restate(at int64, end int) {
 // to end, of session, stamped at; open while the answers and the lines'
 // datagrams of its session have not filled it to its end (lo: the first
 // sequence number not yet filled), nor was it given up or abandoned.
+// ahead: the numbers past lo that they brought before lo reached them
+// (answers out of order, a line's copy of the range's end), which the
+// arbiter holds and delivers once the numbers before them come; sorted,
+// merged, nAhead of them.
 type openRequest struct {
 	open           bool
 	first, lo, end uint64
 	session        moldudp64.Session
 	at             int64
+	ahead          [maxAhead]moldudp64.Range
+	nAhead         int
 }
 
+// maxAhead bounds openRequest.ahead: the runs of numbers a range's
+// answers and copies bring out of order, apart. Past it, a run is not
+// counted: the range stays open to the rotation's bound (holdRotation),
+// said again at the next file's start.
+const maxAhead = 8
+
 // fill takes a datagram the file holds, a line's or an answer's (a
-// MoldUDP64 packet): one of the range's session that brings its first
-// number not yet filled moves it on past its messages (an answer that
-// does says the session); the range filled
-// to its end is no longer open. Numbers filled out of order are not
-// counted (the range stays open, and is said again at the start of a
-// file: a replay of that file alone holds for it as the handler held).
+// MoldUDP64 packet), of the range's session, that brings numbers of it
+// not yet filled: the range is filled, as the arbiter fills it, up to
+// the first number none of them brought, whatever the order they came in
+// (an answer says the session: the line datagram before the request may
+// have been a stray's, and what was counted under it is not the
+// range's); filled to its end, it is no longer open. Only while a range
+// is open: nothing for a line datagram otherwise.
 func (q *openRequest) fill(data []byte, answer bool) {
 	if !q.open {
 		return
@@ -1145,20 +1189,51 @@ func (q *openRequest) fill(data []byte, answer bool) {
 	if err != nil || p.Messages() == 0 {
 		return
 	}
-	brings := p.Range().Contains(q.lo) // the first number not yet filled
-	if answer && brings {
-		// An answer to the range: its session is the one re-requested
-		// (the line datagram before the request may have been a
-		// stray's).
-		q.session = p.Session
+	rg := p.Range()
+	if !rg.Overlaps(moldudp64.Range{First: q.lo, Count: q.end - q.lo}) {
+		return
+	}
+	if answer && p.Session != q.session {
+		q.session, q.nAhead = p.Session, 0
 	}
 	if p.Session != q.session {
 		return
 	}
-	if brings {
-		q.lo = p.Next()
+	if rg.First > q.lo {
+		q.addAhead(rg)
+		return
 	}
+	q.lo = rg.End()
+	n := 0
+	for n < q.nAhead && q.ahead[n].First <= q.lo {
+		q.lo = max(q.lo, q.ahead[n].End())
+		n++
+	}
+	q.nAhead = copy(q.ahead[:], q.ahead[n:q.nAhead])
 	q.open = q.lo < q.end
+}
+
+// addAhead adds rg, past lo, to the numbers brought ahead, merged with
+// those it overlaps or touches; left out when maxAhead runs apart are
+// there.
+func (q *openRequest) addAhead(rg moldudp64.Range) {
+	i := 0
+	for i < q.nAhead && q.ahead[i].End() < rg.First {
+		i++
+	}
+	j := i
+	for j < q.nAhead && q.ahead[j].First <= rg.End() {
+		rg.Count = max(rg.End(), q.ahead[j].End()) - min(rg.First, q.ahead[j].First)
+		rg.First = min(rg.First, q.ahead[j].First)
+		j++
+	}
+	if i == j && q.nAhead == maxAhead {
+		return
+	}
+	// ahead[i:j] merged into rg: the rest moves up to i+1.
+	n := copy(q.ahead[i+1:], q.ahead[j:q.nAhead])
+	q.ahead[i] = rg
+	q.nAhead = i + 1 + n
 }
 
 // restateRerequest puts the marker frame of the range re-requested and
@@ -1178,6 +1253,43 @@ func (c *Capture) restateRerequest() {
 	q := &c.reqFiled
 	c.frame = appendRerequestAgainFrame(c.frame[:0], q.lo, q.end-q.lo, q.first, q.session)
 	c.restate(q.at, len(c.buf.b))
+}
+
+// follow takes a line datagram while a range re-requested is open
+// (openRequest.fill) or the arbiter holds behind the lines: a datagram
+// of the hold's session that brings numbers past its next ends it (the
+// arbiter delivers them, or holds them for a gap at next).
+func (c *Capture) follow(data []byte) {
+	c.req.fill(data, false)
+	if !c.held.open {
+		return
+	}
+	if p, err := moldudp64.Parse(data); err == nil && p.Messages() > 0 && p.Session == c.held.session && p.Next() > c.held.next {
+		c.held.open = false
+	}
+}
+
+// heldBehind is the arbiter holding at next behind lines of session
+// that went back (Capture.Behind), from at; open until they bring
+// numbers past next.
+type heldBehind struct {
+	open    bool
+	next    uint64
+	session moldudp64.Session
+	at      int64
+}
+
+// restateHeld puts the marker frame of the hold behind the lines open
+// when the file before ended (heldFiled) at the start of the new file,
+// first after its begin frame (mark.go: HeldBehind): a replay of the file
+// alone starts its arbiter at the hold's next, of its session, and drops
+// what the lines bring behind it as the handler did; without it, it
+// followed the numbers the lines went back to from the file's start and
+// applied what the handler dropped. Off the hot path: once a rotation.
+func (c *Capture) restateHeld() {
+	h := &c.heldFiled
+	c.frame = appendBehindFrame(c.frame[:0], h.next, h.session)
+	c.restate(h.at, len(c.buf.b))
 }
 
 // fileHead returns the first bytes of the capture's file index, opened at
@@ -1307,7 +1419,7 @@ func (c *Capture) flush() error {
 	}
 	c.buf.b, c.pending = c.buf.b[:keep], 0
 	c.freezeBuffered, c.snapBuffered = false, 0
-	c.reqFiled = c.req
+	c.reqFiled, c.heldFiled = c.req, c.held
 	if err != nil {
 		return fmt.Errorf("write capture %s at offset %d: %w", c.path, c.off, err)
 	}

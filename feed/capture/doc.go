@@ -53,7 +53,10 @@
 // RotateSize, so that one file holds it whole; a file opened while a
 // range re-requested in the file before was not yet filled says it
 // again after that frame (RerequestAgain), so that a replay of it alone
-// holds for the answers it holds, as the handler held.
+// holds for the answers it holds, as the handler held; one opened while
+// the handler's arbiter held behind lines that went back (Behind: a
+// sequence restart held) says where (HeldBehind), so that a replay of it
+// alone holds there too.
 //
 //	c, err := capture.Open(capture.Config{Path: p, Lines: lines, Log: log})
 //	...

@@ -400,8 +400,9 @@ func RerequestAgain(payload []byte) (first uint64, session moldudp64.Session, ok
 //     (Resumed);
 //   - where it discarded the snapshot it was fetching, the lines having
 //     changed session (the new session's lock unfroze delivery: neither a
-//     load nor a resume follows): a marker frame of discardTag and two
-//     counts of 0 (Discarded).
+//     load nor a resume follows), or the range it was re-requesting
+//     (Rerequest): a marker frame of discardTag and two counts of 0
+//     (Discarded).
 var (
 	freezeTag   = [4]byte{'F', 'H', 'R', 'Z'}
 	resumeTag   = [4]byte{'F', 'H', 'R', 'U'}
@@ -458,9 +459,12 @@ func Resumed(payload []byte) bool {
 
 // Discarded reads a marker frame's payload (pcap.Frame.Marker) of a file
 // whose header carries FileMark: ok reports that the live handler
-// discarded there the snapshot it froze delivery for, the lines having
-// changed session: the arbiter's session change had unfrozen delivery
-// (a replay's does the same), and no load or resume follows.
+// dropped there, the lines having changed session (or restarted their
+// sequence), the recovery it had in progress: the snapshot it froze
+// delivery for (the arbiter's session change had unfrozen delivery, a
+// replay's does the same, and no load or resume follows), or the range
+// it was re-requesting (the arbiter forgot it with the session, a
+// replay's does the same: no give-up, no gap declared for it).
 func Discarded(payload []byte) bool {
 	_, _, ok := counts(payload, discardTag)
 	return ok
@@ -483,4 +487,37 @@ func appendSnapMsgsFrame(b, msgs []byte) []byte {
 	b = append(b, pcap.EtherMarker>>8, pcap.EtherMarker&0xFF)
 	b = append(b, snapMsgsTag[:]...)
 	return append(b, msgs...)
+}
+
+// behindTag begins the payload of the marker frame that says, at the
+// start of a file opened while the live handler's arbiter held behind
+// lines that went back to numbers it delivered (a sequence restart held,
+// arbitration.sequence_restart: hold; lines replaying the session's
+// middle), where it held: its next sequence number and 0, unsigned
+// 64-bit, big-endian, then the session (10 bytes); from and to
+// 06:00:00:00:00:00, stamped when the hold began (HeldBehind). Only said
+// again at a file's start: a replay of the files in order holds there
+// itself.
+var behindTag = [4]byte{'F', 'H', 'R', 'H'}
+
+// appendBehindFrame appends the marker frame of a hold behind the lines
+// at next, of session (Capture.restateHeld).
+func appendBehindFrame(b []byte, next uint64, session moldudp64.Session) []byte {
+	b = appendCountsFrame(b, behindTag, next, 0)
+	return append(b, session[:]...)
+}
+
+// HeldBehind reads a marker frame's payload (pcap.Frame.Marker) of a
+// file whose header carries FileMark: ok reports that the file starts
+// where the live handler's arbiter held at sequence number next of
+// session, behind lines that went back to numbers it delivered, in a
+// file before: a replay of this file alone starts there (what the lines
+// bring behind next dropped, as the handler dropped it); one of the files
+// in order has it from the file before, and passes over it.
+func HeldBehind(payload []byte) (next uint64, session moldudp64.Session, ok bool) {
+	next, _, ok = counts(payload, behindTag)
+	if !ok || len(payload) < 20+moldudp64.SessionLen {
+		return 0, session, false
+	}
+	return next, moldudp64.Session(payload[20 : 20+moldudp64.SessionLen]), true
 }

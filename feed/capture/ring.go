@@ -38,7 +38,9 @@ import (
 // being fetched discarded at a session change (Capture.Discarded):
 // discardMark, 8:16 when; a range re-requested (Capture.Rerequested):
 // requestMark, 8:16 when, 16:24 its first sequence number, 24:32 its
-// count. A re-request answer (Capture.Recovered) is a
+// count; the arbiter holding behind lines that went back
+// (Capture.Behind): behindMark, 8:16 when, 16:24 its next sequence
+// number (0: no longer). A re-request answer (Capture.Recovered) is a
 // datagram of line answerLine, a chunk of a snapshot's messages copied
 // (Capture.SnapshotMessages, a buffer not handed over) one of line
 // snapLine.
@@ -54,6 +56,7 @@ const (
 	snapRefMark = wrapMark - 7
 	discardMark = wrapMark - 8
 	requestMark = wrapMark - 9
+	behindMark  = wrapMark - 10
 	answerLine  = 0xFE
 	snapLine    = 0xFD
 )
@@ -306,6 +309,7 @@ type record struct {
 	freeze, resume     bool
 	discard            bool // the snapshot being fetched discarded (Capture.Discarded)
 	request            bool // a range re-requested, from snapNext, snapMsgs of it (Capture.Rerequested)
+	behind             bool // the arbiter holding at snapNext behind the lines (Capture.Behind)
 	snapRef            bool // the snapshot's messages handed over (Capture.snapHeld)
 	snapNext, snapMsgs uint64
 }
@@ -319,6 +323,7 @@ func (r *ring) next(t uint64, rec *record) (uint64, bool) {
 		return t + r.size - pos, false
 	}
 	rec.lost, rec.snapshot, rec.gaveUp, rec.freeze, rec.resume, rec.snapRef, rec.discard, rec.request = 0, false, false, false, false, false, false, false
+	rec.behind = false
 	if n == snapRefMark {
 		rec.failed, rec.snapRef = false, true
 		rec.rxTime = int64(binary.LittleEndian.Uint64(b[8:16]))
@@ -333,8 +338,8 @@ func (r *ring) next(t uint64, rec *record) (uint64, bool) {
 		}
 		return t + recHeader, true
 	}
-	if n == snapMark || n == freezeMark || n == requestMark {
-		rec.failed, rec.snapshot, rec.freeze, rec.request = false, n == snapMark, n == freezeMark, n == requestMark
+	if n == snapMark || n == freezeMark || n == requestMark || n == behindMark {
+		rec.failed, rec.snapshot, rec.freeze, rec.request, rec.behind = false, n == snapMark, n == freezeMark, n == requestMark, n == behindMark
 		rec.rxTime = int64(binary.LittleEndian.Uint64(b[8:16]))
 		rec.snapNext = binary.LittleEndian.Uint64(b[16:24])
 		rec.snapMsgs = binary.LittleEndian.Uint64(b[24:32])

@@ -142,20 +142,30 @@ func TestRotateHoldEndsAtDiscard(t *testing.T) {
 	c.Freeze(int64(time.Hour)-1, 5, false, 0)
 	putAll(t, c, 500)
 	c.Discarded(int64(time.Hour) + 1)
+	names := heldNoLonger(t, c, dir, &logs, "a snapshot open")
+	if s := fileSnapshots(t, names[0]); s != "ZD" {
+		t.Fatalf("the first file's snapshot frames %q: want the freeze and the discard", s)
+	}
+}
+
+// heldNoLonger puts about 1.5 MB more of datagrams to c (of openRotating,
+// in dir, logging to logs), a rotation's hold having ended, closes it
+// and returns its files, having checked that they are 2 or more and that
+// no hold given up was logged (said: what it waited for).
+func heldNoLonger(t *testing.T, c *Capture, dir string, logs *bytes.Buffer, said string) []string {
+	t.Helper()
 	putAll(t, c, 1500) // about 1.5 MB in all: past RotateSize, short of twice it
 	if err := c.Close(); err != nil {
 		t.Fatal(err)
 	}
 	names, _ := filepath.Glob(filepath.Join(dir, "c-*.pcap"))
 	if len(names) < 2 {
-		t.Fatalf("files %v: want 2 (about 1.5 MB in files of 1 MiB, the snapshot discarded)", names)
+		t.Fatalf("files %v: want 2 (about 1.5 MB in files of 1 MiB, nothing held)", names)
 	}
-	if s := fileSnapshots(t, names[0]); s != "ZD" {
-		t.Fatalf("the first file's snapshot frames %q: want the freeze and the discard", s)
+	if strings.Contains(logs.String(), said) {
+		t.Fatalf("logged %s at the rotation:\n%s", said, logs.String())
 	}
-	if strings.Contains(logs.String(), "a snapshot open") {
-		t.Fatalf("logged a snapshot open at the rotation:\n%s", logs.String())
-	}
+	return names
 }
 
 // TestFileNamesSortWhenClockStepsBack: with the clock stepped back an
@@ -559,27 +569,64 @@ func TestRotateRestatesOpenRerequest(t *testing.T) {
 	c.Freeze(at+8, 300, false, 0)
 	c.Resumed(at + 9)
 	putAll(t, c, 2000) // a rotation: abandoned for the snapshot
-	if err := c.Close(); err != nil || c.Stats().Files < 5 {
-		t.Fatalf("close: %v, stats %+v: want 5 files or more", err, c.Stats())
+	checkSaidAgain(t, c, dir, 5, func(payload []byte) (string, bool) {
+		first, session, ok := RerequestAgain(payload)
+		lo, count, _ := Rerequest(payload)
+		return fmt.Sprintf("%d+%d of %d, %s", lo, count, first, session), ok
+	}, "104+6 of 100, SESS000001")
+}
+
+// checkSaidAgain closes c, a capture in dir, and checks that it wrote
+// files or more, of which only the second starts with what said reads
+// of a marker frame's payload (ok: a frame it reads), as second, right
+// after its begin frame.
+func checkSaidAgain(t *testing.T, c *Capture, dir string, files uint64, said func(payload []byte) (string, bool), second string) {
+	t.Helper()
+	if err := c.Close(); err != nil || c.Stats().Files < files {
+		t.Fatalf("close: %v, stats %+v: want %d files or more", err, c.Stats(), files)
 	}
 	names, _ := filepath.Glob(filepath.Join(dir, "c-*.pcap"))
 	for k, name := range names {
 		frames := readMarkers(t, name)
-		var again []string
+		var got []string
 		for _, fr := range frames {
-			if first, session, ok := RerequestAgain(fr.Payload); ok && fr.Marker {
-				lo, count, _ := Rerequest(fr.Payload)
-				again = append(again, fmt.Sprintf("frame %d: %d+%d of %d, %s", fr.Index, lo, count, first, session))
+			if s, ok := said(fr.Payload); ok && fr.Marker {
+				got = append(got, fmt.Sprintf("frame %d: %s", fr.Index, s))
 			}
 		}
 		want := []string(nil)
 		if k == 1 {
-			want = []string{fmt.Sprintf("frame %d: 104+6 of 100, SESS000001", frames[1].Index)}
+			want = []string{fmt.Sprintf("frame %d: %s", frames[1].Index, second)}
 		}
-		if !slices.Equal(again, want) {
-			t.Errorf("%s (file %d): ranges said again %q; want %q", filepath.Base(name), k+1, again, want)
+		if !slices.Equal(got, want) {
+			t.Errorf("%s (file %d): said again %q; want %q", filepath.Base(name), k+1, got, want)
 		}
 	}
+}
+
+// TestRotateRestatesHeldRestart: a file opened while the handler's
+// arbiter held behind lines that went back (Behind: a sequence restart
+// held) starts, after its begin frame, with the hold said again
+// (HeldBehind: its next sequence number, and the session of the line
+// datagram before the hold); one opened after a line of the session
+// brought numbers past it does not. Nothing said it: a replay of the
+// later file alone followed the restarted numbers from its start
+// (TestReplayFeedHeldRestartAcrossFiles).
+func TestRotateRestatesHeldRestart(t *testing.T) {
+	s := moldudp64.NewSession("SESS000001")
+	c, dir := openRotating(t, nil)
+	at := int64(time.Hour)
+	c.Put([]rx.Packet{{Line: 0, Data: moldPacket(s, 500, 10), RxTime: at}}, 0)
+	c.Put([]rx.Packet{{Line: 1, Data: moldPacket(s, 1, 10), RxTime: at + 1}}, 0) // back to 1
+	c.Behind(at+2, 510)
+	c.Put([]rx.Packet{{Line: 0, Data: moldPacket(s, 11, 10), RxTime: at + 3}}, 0)  // behind still
+	putAll(t, c, 2000)                                                             // a rotation: held
+	c.Put([]rx.Packet{{Line: 0, Data: moldPacket(s, 505, 10), RxTime: at + 4}}, 0) // past 510: no longer
+	putAll(t, c, 2000)                                                             // a rotation
+	checkSaidAgain(t, c, dir, 3, func(payload []byte) (string, bool) {
+		next, session, ok := HeldBehind(payload)
+		return fmt.Sprintf("%d of %s", next, session), ok
+	}, "510 of SESS000001")
 }
 
 // rerequestFrames reads a capture file's FHRQ frames, "again lo+count of
@@ -660,21 +707,69 @@ func TestRotateKeepsRerequestWhole(t *testing.T) {
 }
 
 // TestRotateHoldForRerequestBounded: a range re-requested that nothing in
-// the file fills or gives up (never answered; or let go by the handler at
-// a session change, which no frame says) holds the rotation only until
-// the file is twice RotateSize (logged once a file); the next file starts
-// with the range said again, and holds its rotation the same way.
+// the file fills, gives up or drops (never answered) holds the rotation
+// only until the file is twice RotateSize (logged once a file); the next
+// file starts with the range said again, and holds its rotation the same
+// way.
 func TestRotateHoldForRerequestBounded(t *testing.T) {
 	var logs bytes.Buffer
-	s := moldudp64.NewSession("SESS000001")
-	c, dir := openRotating(t, &logs)
-	c.Put([]rx.Packet{{Line: 0, Data: moldPacket(s, 90, 10), RxTime: int64(time.Hour)}}, 0)
-	c.Rerequested(int64(time.Hour)+1, 100, 10)
+	c, dir := openRerequested(t, &logs)
 	names := heldFiles(t, c, dir, &logs, "a re-request open")
+	checkRerequests(t, names, []string{"100+10"}, "again 100+10 of 100")
+}
+
+// TestRotateHoldEndsAtSessionChange: a range re-requested that the
+// handler dropped at a session change (Discarded: the arbiter forgot it
+// with the old session, neither filled nor given up) ends the rotation's
+// wait for it, and the next file does not say it again. Nothing said it:
+// the rotation waited until the file held twice RotateSize, and every
+// file after began with a range of the old session said again.
+func TestRotateHoldEndsAtSessionChange(t *testing.T) {
+	var logs bytes.Buffer
+	c, dir := openRerequested(t, &logs)
+	putAll(t, c, 500)
+	c.Discarded(int64(time.Hour) + 2)
+	checkRerequests(t, heldNoLonger(t, c, dir, &logs, "a re-request open"), []string{"100+10"})
+}
+
+// TestRotateRerequestFilledOutOfOrder: a range re-requested whose
+// answers, and a line's copy, come out of order (the arbiter holds those
+// ahead of its next, and delivers them once the range's first numbers
+// come: filled) ends the rotation's wait for it once filled, as the
+// arbiter took it, and the next file does not say it again. The capture
+// counted only what brought the range's first number not yet filled:
+// the range stayed open to twice RotateSize, and the files after began
+// with it said again, from 107.
+func TestRotateRerequestFilledOutOfOrder(t *testing.T) {
+	var logs bytes.Buffer
+	c, dir := openRerequested(t, &logs)
+	s := moldudp64.NewSession("SESS000001")
+	c.Recovered(moldPacket(s, 104, 3), int64(time.Hour)+2, 0)
+	c.Put([]rx.Packet{{Line: 1, Data: moldPacket(s, 107, 3), RxTime: int64(time.Hour) + 3}}, 0) // the line's copy
+	c.Recovered(moldPacket(s, 100, 4), int64(time.Hour)+4, 0)                                   // fills it
+	putAll(t, c, 500)
+	checkRerequests(t, heldNoLonger(t, c, dir, &logs, "a re-request open"), []string{"100+10", "answer 104", "answer 100"})
+}
+
+// openRerequested opens a capture as openRotating does, and puts a
+// packet of 90+10 and the re-request of 100+10.
+func openRerequested(t *testing.T, logs *bytes.Buffer) (*Capture, string) {
+	t.Helper()
+	c, dir := openRotating(t, logs)
+	c.Put([]rx.Packet{{Line: 0, Data: moldPacket(moldudp64.NewSession("SESS000001"), 90, 10), RxTime: int64(time.Hour)}}, 0)
+	c.Rerequested(int64(time.Hour)+1, 100, 10)
+	return c, dir
+}
+
+// checkRerequests checks that the first of a capture's files has the
+// re-requests and answers first (rerequestFrames), and the others later
+// each.
+func checkRerequests(t *testing.T, names []string, first []string, later ...string) {
+	t.Helper()
 	for k, name := range names {
-		want := []string{"again 100+10 of 100"}
+		want := later
 		if k == 0 {
-			want = []string{"100+10"}
+			want = first
 		}
 		if got := rerequestFrames(t, name); !slices.Equal(got, want) {
 			t.Fatalf("file %d's re-requests %q: want %q", k, got, want)

@@ -265,6 +265,7 @@ type Arbiter struct {
 	onMissing  MissingFunc
 	onNarrow   NarrowFunc
 	onSession  SessionFunc
+	onBehind   BehindFunc
 	sess       sessions
 	frozen     bool // delivery stopped: everything is held (snapshot recovery)
 	repairing  bool // delivering what a recovery sent or what waited in the spill for it
@@ -831,14 +832,27 @@ func (a *Arbiter) regressed(line int, rxTime int64, p moldudp64.Packet, seq, end
 	if rxTime-a.regressFrom < int64(a.cfg.LineTimeout) {
 		return
 	}
-	if !a.Stats.Behind {
+	held := !a.Stats.Behind
+	if held {
 		a.Stats.Regressions++
 		a.Stats.Behind = true
 	}
 	if !a.cfg.HoldRestart && a.backToStart() {
 		a.restart(line, rxTime, end)
+	} else if held && a.onBehind != nil {
+		a.onBehind(a.next, rxTime)
 	}
 }
+
+// BehindFunc is told, at now, that the Arbiter holds at next behind lines
+// that went back to sequence numbers it delivered (Behind set, no
+// restart followed: HoldRestart, or not back to 1), until they bring
+// next; and, with next 0, that a session change or restart forgot it.
+type BehindFunc func(next uint64, now int64)
+
+// SetBehindFunc installs the BehindFunc (nil: none): the capture's, which
+// says the hold again at the start of a file opened during it.
+func (a *Arbiter) SetBehindFunc(fn BehindFunc) { a.onBehind = fn }
 
 // earlyMessages is how many of a numbering's first messages the Arbiter
 // keeps a fingerprint of (noteEarly). A line whose sequence numbers went

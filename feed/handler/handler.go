@@ -438,6 +438,7 @@ func StartContext(ctx context.Context, cfg Config) (*Handler, error) {
 			return nil, fmt.Errorf("start handler: %w", err)
 		}
 		h.capFile = c
+		h.arb.SetBehindFunc(func(next uint64, now int64) { c.Behind(now, next) })
 		h.log.Info().Str("file", c.Path()).Int("buffer", c.BufferSize()).Msg("capturing every line datagram")
 	}
 	undoCapture := func() {

@@ -687,10 +687,13 @@ func (r *recovery) sessionChanged(old, new moldudp64.Session) {
 	if r.fetching && r.cancel != nil {
 		r.cancel()
 	}
-	if r.fetching && r.h.capFile != nil {
+	if (r.fetching || r.cur.Count > 0) && r.h.capFile != nil {
 		// The freeze ends here (the new session's lock unfroze the
-		// arbiter) with neither a load nor a resume: said in the capture,
-		// whose rotation waits for the snapshot's end.
+		// arbiter) with neither a load nor a resume, or the range being
+		// re-requested is dropped (the arbiter forgot it: neither filled
+		// nor given up): said in the capture, whose rotation waits for
+		// the snapshot's end or the range's, and whose next file would
+		// say the range again.
 		r.h.capFile.Discarded(clock.Now())
 	}
 	if r.client != nil {

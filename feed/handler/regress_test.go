@@ -3,6 +3,7 @@ package handler
 import (
 	"math/rand/v2"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -28,6 +29,8 @@ func TestArbiterSequenceRestart(t *testing.T) {
 	rng := rand.New(rand.NewPCG(71, 72))
 	day := packets(t, testSession, 100, 5, rng)
 	a, s := newTestArbiter(t, ArbiterConfig{LineTimeout: time.Second, HoldRestart: true})
+	var held []uint64 // told the BehindFunc (the capture's: restateHeld)
+	a.SetBehindFunc(func(next uint64, _ int64) { held = append(held, next) })
 	now := int64(time.Hour)
 	offer := func(pkts [][]byte, step time.Duration) { offerBoth(a, &now, pkts, step) }
 	offer(day[:60], time.Millisecond)
@@ -38,8 +41,8 @@ func TestArbiterSequenceRestart(t *testing.T) {
 	// The restart: 1 to 40 again, over 2 s.
 	offer(day[:40], 50*time.Millisecond)
 	a.refreshBehind()
-	if s.got != delivered || a.Stats.Regressions != 1 || !a.Stats.Behind {
-		t.Fatalf("after the restart: delivered %d (want %d), regressions %d, behind %v", s.got, delivered, a.Stats.Regressions, a.Stats.Behind)
+	if s.got != delivered || a.Stats.Regressions != 1 || !a.Stats.Behind || !slices.Equal(held, []uint64{a.Next()}) {
+		t.Fatalf("after the restart: delivered %d (want %d), regressions %d, behind %v, held told %v (want [%d])", s.got, delivered, a.Stats.Regressions, a.Stats.Behind, held, a.Next())
 	}
 	// A quiet spell: heartbeats with the restarted sequence number keep it
 	// behind, and do not count it again.
@@ -59,8 +62,8 @@ func TestArbiterSequenceRestart(t *testing.T) {
 	// The replay goes on past what was delivered: the rest is new.
 	offer(day[40:], time.Millisecond)
 	a.refreshBehind()
-	if want := totalMessages(t, day); s.got != want || a.Stats.Behind || a.Stats.Regressions != 1 || len(s.gaps) != 0 {
-		t.Fatalf("caught up: delivered %d of %d, behind %v, regressions %d, gaps %v", s.got, want, a.Stats.Behind, a.Stats.Regressions, s.gaps)
+	if want := totalMessages(t, day); s.got != want || a.Stats.Behind || a.Stats.Regressions != 1 || len(s.gaps) != 0 || len(held) != 1 {
+		t.Fatalf("caught up: delivered %d of %d, behind %v, regressions %d, gaps %v, held told %v", s.got, want, a.Stats.Behind, a.Stats.Regressions, s.gaps, held)
 	}
 }
 
@@ -205,6 +208,8 @@ func TestArbiterSequenceRestartRebuild(t *testing.T) {
 	rng := rand.New(rand.NewPCG(77, 78))
 	day := packets(t, testSession, 100, 5, rng)
 	a, s := newTestArbiter(t, ArbiterConfig{LineTimeout: time.Second})
+	var held []uint64
+	a.SetBehindFunc(func(next uint64, _ int64) { held = append(held, next) })
 	var changes [][2]moldudp64.Session
 	a.SetSessionFunc(func(old, new moldudp64.Session) {
 		changes = append(changes, [2]moldudp64.Session{old, new})
@@ -216,8 +221,8 @@ func TestArbiterSequenceRestartRebuild(t *testing.T) {
 	before := s.got
 	offer(day[:40], 50*time.Millisecond) // back to 1, for 2 s
 	a.Tick(now + int64(time.Millisecond))
-	if a.Stats.Regressions != 1 || a.Stats.Behind || len(changes) != 2 || changes[1] != [2]moldudp64.Session{testSession, testSession} {
-		t.Fatalf("after the restart: regressions %d, behind %v, session changes %v", a.Stats.Regressions, a.Stats.Behind, changes)
+	if a.Stats.Regressions != 1 || a.Stats.Behind || len(changes) != 2 || changes[1] != [2]moldudp64.Session{testSession, testSession} || !slices.Equal(held, []uint64{0}) {
+		t.Fatalf("after the restart: regressions %d, behind %v, session changes %v, held told %v (want [0]: followed from 1, not held)", a.Stats.Regressions, a.Stats.Behind, changes, held)
 	}
 	if len(s.gaps) != 1 || s.gaps[0].First != 1 {
 		t.Fatalf("gaps %v, want one from 1", s.gaps)

@@ -447,6 +447,17 @@ func (r *Replayer) StartAt(s moldudp64.Session, rg moldudp64.Range, now int64) {
 	}
 }
 
+// StartBehind replays a capture file that starts where the handler's
+// arbiter held at next of session s behind lines that went back to
+// numbers it delivered (capture.HeldBehind), alone: the Arbiter starts at
+// next (Arbiter.StartAt), what came before declared missing at once (the
+// file's start, one gap), and drops what the lines bring behind next, as
+// the handler did. Before, the replay followed the numbers the lines went
+// back to from the file's start, and applied what the handler dropped.
+func (r *Replayer) StartBehind(s moldudp64.Session, next uint64, now int64) {
+	r.arb.StartAt(s, next, now)
+}
+
 // startFilled gives up, at now, the rest of a range the Arbiter recovers
 // past the end of the one the replay started in (StartAt), once that one
 // is filled: the file does not hold it.

@@ -257,6 +257,9 @@ func (a *Arbiter) dropSession() {
 	a.lastRx, a.pastRx = [MaxLines]int64{}, [MaxLines]int64{}
 	a.belowRx, a.belowSeq, a.belowEnd, a.belowPkt = [MaxLines]int64{}, [MaxLines]uint64{}, [MaxLines]uint64{}, [MaxLines]uint64{}
 	a.ended, a.frozen, a.recovering, a.gapSince, a.suspect = false, false, false, 0, 0
+	if a.Stats.Behind && a.onBehind != nil {
+		a.onBehind(0, a.startRx)
+	}
 	a.behindPkt, a.regressFrom, a.Stats.Behind = [MaxLines]uint64{}, 0, false
 	a.restartRx = 0
 	a.earlyLen, a.behindNew = 0, [MaxLines]bool{}

@@ -546,27 +546,8 @@ func TestSessionChangeWhileSnapshotCaptured(t *testing.T) {
 	if err := c.Close(); err != nil {
 		t.Fatal(err)
 	}
-	pr, _ := openOneCapture(t, dir)
-	pr.ReturnMarkers()
-	var got []byte
-	for {
-		fr, err := pr.Next()
-		if err != nil {
-			break
-		}
-		switch p := fr.Payload; {
-		case !fr.Marker:
-		case capture.Discarded(p):
-			got = append(got, 'D')
-		case capture.Resumed(p):
-			got = append(got, 'U')
-		case func() bool { _, _, ok := capture.Frozen(p); return ok }():
-			got = append(got, 'Z')
-		case func() bool { _, _, ok := capture.Snapshot(p); return ok }():
-			got = append(got, 'S')
-		}
-	}
-	if string(got) != "ZDZS" {
+	got := recoveryFrames(t, dir)
+	if got != "ZDZS" {
 		t.Fatalf("the capture's snapshot frames %q (discarded %d): want ZDZS, the freeze, its discard at the session change, the new session's freeze and load", got, rec.stats.SnapshotsDiscarded)
 	}
 }

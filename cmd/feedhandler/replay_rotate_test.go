@@ -1,0 +1,337 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/marketfeed/feedhandler/feed/capture"
+	"github.com/marketfeed/feedhandler/feed/input"
+	"github.com/marketfeed/feedhandler/feed/moldudp64"
+	"github.com/marketfeed/feedhandler/feed/rx"
+	"github.com/marketfeed/feedhandler/internal/demo"
+)
+
+// liveAndRotated runs script twice, into a capture of one file (what the
+// handler received, which replays to its books and gaps:
+// TestCaptureReplaysLiveBooks) and into one of files of
+// capture.MinRotate, and returns the first's path and the second's files
+// in the order written, having checked that they are 2 or more and that
+// neither capture dropped anything.
+func liveAndRotated(t *testing.T, script func(c *capture.Capture, t0 int64)) (string, []string) {
+	t.Helper()
+	liveDir, dir := t.TempDir(), t.TempDir()
+	live := filepath.Join(liveDir, "live.pcap")
+	lc, t0 := demoCapture(t, live)
+	script(lc, t0)
+	rc, _ := rotatingDemoCapture(t, dir, false)
+	script(rc, t0)
+	for _, c := range []*capture.Capture{lc, rc} {
+		if err := c.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if c.Stats().Dropped != 0 {
+			t.Fatalf("stats %+v: want nothing dropped", c.Stats())
+		}
+	}
+	names, _ := filepath.Glob(filepath.Join(dir, "lines-*.pcap"))
+	if len(names) < 2 {
+		t.Fatalf("files %v: want 2 or more", names)
+	}
+	return live, names
+}
+
+// putBoth puts data on both lines, received at ts on A and 1 µs later on
+// B, after an empty poll just before ts; every 200th, a pause lets the
+// writer keep up (nothing dropped).
+func putBoth(c *capture.Capture, i int, data []byte, ts int64) {
+	c.Put([]rx.Packet{{Line: rx.LineA, Data: data, RxTime: ts}, {Line: rx.LineB, Data: data, RxTime: ts + 1000}}, ts-1)
+	if i%200 == 0 {
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// restated returns, for each of a capture's files, the ranges it says
+// again at its start (capture.RerequestAgain), as "first+count".
+func restated(t *testing.T, names []string) [][]uint64 {
+	t.Helper()
+	var out [][]uint64
+	for _, name := range names {
+		in, err := input.OpenOptions(name, input.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var again []uint64
+		for {
+			fr, err := in.NextDatagram()
+			if errors.Is(err, io.EOF) {
+				break
+			} else if err != nil {
+				t.Fatalf("%s: %v", name, err)
+			}
+			if _, _, ok := capture.RerequestAgain(fr.Payload); ok && fr.Marker {
+				lo, count, _ := capture.Rerequest(fr.Payload)
+				again = append(again, lo, count)
+			}
+		}
+		in.Close()
+		out = append(out, again)
+	}
+	return out
+}
+
+// firstSeq returns the sequence number of the first line datagram of
+// the capture file name.
+func firstSeq(t *testing.T, name string) uint64 {
+	t.Helper()
+	seq, _ := firstLine(t, name)
+	return seq
+}
+
+// firstLine returns the sequence number and receive time of the first
+// line A datagram of the capture file name.
+func firstLine(t *testing.T, name string) (uint64, int64) {
+	t.Helper()
+	in, err := input.OpenOptions(name, input.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close()
+	for {
+		fr, err := in.NextDatagram()
+		if err != nil {
+			t.Fatalf("%s: no line datagram: %v", name, err)
+		}
+		if fr.Marker || capture.Answer(fr.SrcMAC) || fr.Dst != demo.GroupA {
+			continue
+		}
+		if p, err := moldudp64.Parse(fr.Payload); err == nil && p.Messages() > 0 {
+			return p.Seq, fr.Time
+		}
+	}
+}
+
+// sameReplay reports how two replays' books and gaps differ ("" when
+// they do not).
+func sameReplay(got, want replayReport, gotBooks, wantBooks []byte) string {
+	a, b := got.Arbitrated, want.Arbitrated
+	switch {
+	case a == nil || b == nil:
+		return "no arbitrated report"
+	case got.InputGaps != want.InputGaps || got.InputMissing != want.InputMissing || a.Delivered != b.Delivered || a.Resets != b.Resets:
+		return fmt.Sprintf("%d gaps, %d missing, %d delivered, %d resets; want %d, %d, %d, %d",
+			got.InputGaps, got.InputMissing, a.Delivered, a.Resets, want.InputGaps, want.InputMissing, b.Delivered, b.Resets)
+	case !bytes.Equal(gotBooks, wantBooks):
+		return "other books"
+	}
+	return ""
+}
+
+// TestReplayFeedSessionChangeWithRerequestOpen: the lines' session OLD
+// lost a packet on both lines, which the handler re-requested (never
+// answered); OLD fell silent and the lines changed session, the handler
+// dropping the range with OLD (its capture's Discarded frame). The
+// rotated capture's files replay in order as the one-file capture of the
+// same run (the live books and gaps: the new session's day), and the
+// file after the first alone to the new session's messages from its
+// first datagram on, one gap (its start). No file says OLD's range
+// again: before, the capture kept the range open, its rotation held to
+// twice rotate_size, and every file after the first started with a range
+// of the old session said again.
+func TestReplayFeedSessionChangeWithRerequestOpen(t *testing.T) {
+	day, dir, _ := dayDir(t, 60_000, 41)
+	oldSession := moldudp64.NewSession("OLDSESS001")
+	var old [][]byte
+	for _, p := range day.Packets[:40] {
+		q := append([]byte(nil), p...)
+		copy(q, oldSession[:])
+		old = append(old, q)
+	}
+	lost, err := moldudp64.Parse(old[20])
+	if err != nil {
+		t.Fatal(err)
+	}
+	live, names := liveAndRotated(t, func(c *capture.Capture, t0 int64) {
+		ts := func(i int) int64 { return t0 + int64(i)*int64(100*time.Microsecond) }
+		for i := range old {
+			if i == 20 {
+				continue // lost on both lines
+			}
+			putBoth(c, i, old[i], ts(i))
+			if i == 21 {
+				c.Rerequested(ts(i)+500, lost.Seq, uint64(lost.Messages()))
+			}
+		}
+		t1 := ts(len(old)) + int64(2*time.Second) // OLD silent past line_timeout
+		for i, p := range day.Packets {
+			at := t1 + int64(i)*int64(100*time.Microsecond)
+			if i == 3 {
+				c.Discarded(at - 2) // the new session confirmed by its 4th packet: the range dropped
+			}
+			putBoth(c, i, p, at)
+		}
+	})
+	if got := restated(t, names); slices.ContainsFunc(got, func(r []uint64) bool { return len(r) != 0 }) {
+		t.Errorf("the files' ranges said again %v: want none (OLD's range dropped at the session change)", got)
+	}
+	feed := noSessionFeed(t, dir, day)
+	liveRep, liveBooks := replayBooks(t, "--feed", feed, live)
+	var want bytes.Buffer
+	if err := day.Books.WriteJSON(&want, 10); err != nil {
+		t.Fatal(err)
+	}
+	if a := liveRep.Arbitrated; a == nil || a.Resets != 1 || !bytes.Equal(liveBooks, want.Bytes()) {
+		t.Fatalf("replay --feed of the one-file capture: report %+v, the day's books %v; want a session change, the new session's day", a, bytes.Equal(liveBooks, want.Bytes()))
+	}
+	rep, books := replayBooks(t, append([]string{"--feed", feed}, names...)...)
+	if d := sameReplay(rep, liveRep, books, liveBooks); d != "" {
+		t.Errorf("replay --feed of the %d files in order: %s (the one-file capture's)", len(names), d)
+	}
+	loneSecond(t, feed, names, day)
+}
+
+// loneSecond replays the second of a capture's files of day alone, with
+// --feed feed, and checks that it delivered the day's messages from its
+// first line datagram up to the next file's, one gap (its start), as the
+// handler delivered them (nothing held there).
+func loneSecond(t *testing.T, feed string, names []string, day *demo.Day) {
+	t.Helper()
+	rep, _ := replayBooks(t, "--feed", feed, names[1])
+	first, end := firstSeq(t, names[1]), day.Messages+1
+	if len(names) > 2 {
+		end = firstSeq(t, names[2])
+	}
+	if a := rep.Arbitrated; a == nil || a.CaptureStart != captureContinued || rep.InputGaps != 1 || rep.InputMissing != first-1 || a.Delivered != end-first {
+		t.Errorf("replay --feed of the second file alone: %d gaps, %d missing, report %+v; want its start alone missing (1 gap, %d messages), %d delivered", rep.InputGaps, rep.InputMissing, a, first-1, end-first)
+	}
+}
+
+// TestReplayFeedRerequestAnsweredOutOfOrder: packets j and j+1 of a day
+// are lost on both lines; the handler re-requested both (one FHRQ frame)
+// and the answers came out of order, j+1's first (held by the arbiter),
+// then j's, which filled the range. The rotated capture's files replay in
+// order as the one-file capture of the same run (the live books and
+// gaps: the day's, nothing missing), and the file after the first alone
+// to the day's messages from its first datagram on, one gap (its start).
+// Before, the capture counted j+1's answer as nothing (it did not bring
+// the range's first number not yet filled): the range stayed open, the
+// rotation held to twice rotate_size, and the second file began with
+// j+1's numbers said again, which its replay alone held for and never
+// got.
+func TestReplayFeedRerequestAnsweredOutOfOrder(t *testing.T) {
+	day, dir, _ := dayDir(t, 60_000, 43)
+	j := len(day.Packets) / 10
+	p0, err0 := moldudp64.Parse(day.Packets[j])
+	p1, err1 := moldudp64.Parse(day.Packets[j+1])
+	if err := errors.Join(err0, err1); err != nil || p0.Messages() == 0 || p1.Messages() == 0 {
+		t.Fatalf("packets %d and %d: %v: want packets of messages", j, j+1, err)
+	}
+	live, names := liveAndRotated(t, func(c *capture.Capture, t0 int64) {
+		ts := func(i int) int64 { return t0 + int64(i)*int64(100*time.Microsecond) }
+		for i, p := range day.Packets {
+			switch i {
+			case j, j + 1:
+				continue // lost on both lines
+			case j + 5:
+				c.Recovered(day.Packets[j+1], ts(i)-500, ts(i)-1) // held: the range's first numbers not yet here
+			case j + 6:
+				c.Recovered(day.Packets[j], ts(i)-500, ts(i)-1) // fills the range
+			}
+			putBoth(c, i, p, ts(i))
+			if i == j+2 {
+				c.Rerequested(ts(i)+500, p0.Seq, p1.Next()-p0.Seq)
+			}
+		}
+	})
+	if got := restated(t, names); slices.ContainsFunc(got, func(r []uint64) bool { return len(r) != 0 }) {
+		t.Errorf("the files' ranges said again %v: want none (the range filled before the first file's end)", got)
+	}
+	feed := writeDemoFeed(t, dir, day, "")
+	liveRep, liveBooks := replayBooks(t, "--feed", feed, live)
+	var want bytes.Buffer
+	if err := day.Books.WriteJSON(&want, 10); err != nil {
+		t.Fatal(err)
+	}
+	if a := liveRep.Arbitrated; a == nil || liveRep.InputGaps != 0 || a.LiveRecovery.Answers != 2 || !bytes.Equal(liveBooks, want.Bytes()) {
+		t.Fatalf("replay --feed of the one-file capture: %d gaps, report %+v, the day's books %v; want both answers applied, no gap, the day's books", liveRep.InputGaps, a, bytes.Equal(liveBooks, want.Bytes()))
+	}
+	rep, books := replayBooks(t, append([]string{"--feed", feed}, names...)...)
+	if d := sameReplay(rep, liveRep, books, liveBooks); d != "" {
+		t.Errorf("replay --feed of the %d files in order: %s (the one-file capture's)", len(names), d)
+	}
+	loneSecond(t, feed, names, day)
+}
+
+// TestReplayFeedHeldRestartAcrossFiles: with arbitration.sequence_restart
+// hold, the lines went back to sequence number 1 (the day sent again from
+// its start) after its first 60%: the handler held at the next number it
+// had not delivered (N), dropping what came behind it, until the lines
+// brought N again. The rotated capture's files replay in order as the
+// one-file capture of the same run (the live books and gaps: the day's),
+// and a file that starts during the hold, alone, starts there too (its
+// HeldBehind frame): one gap, before N, and the messages from N up to the
+// next file's. Before, that file alone followed the numbers the lines
+// went back to from its start and applied what the handler dropped.
+func TestReplayFeedHeldRestartAcrossFiles(t *testing.T) {
+	day, dir, _ := dayDir(t, 60_000, 47)
+	k := len(day.Packets) * 6 / 10
+	pk, err := moldudp64.Parse(day.Packets[k])
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := pk.Seq // the handler's next when the lines went back
+	const lineTimeout = 100 * time.Millisecond
+	var heldAt int64
+	live, names := liveAndRotated(t, func(c *capture.Capture, t0 int64) {
+		ts := func(i int) int64 { return t0 + int64(i)*int64(100*time.Microsecond) }
+		for i := range k {
+			putBoth(c, i, day.Packets[i], ts(i))
+		}
+		r0 := ts(k) + int64(2*time.Millisecond)
+		for i, p := range day.Packets { // again from the start, 2 ms apart
+			at := r0 + int64(i)*int64(2*time.Millisecond)
+			if i == int(lineTimeout/(2*time.Millisecond))+1 {
+				c.Behind(at-2, n) // every line behind for line_timeout: held
+				heldAt = at
+			}
+			putBoth(c, i, p, at)
+		}
+	})
+	feed := writeDemoFeed(t, dir, day, "arbitration: {sequence_restart: hold, line_timeout: 100ms}\n")
+	liveRep, liveBooks := replayBooks(t, "--feed", feed, live)
+	var want bytes.Buffer
+	if err := day.Books.WriteJSON(&want, 10); err != nil {
+		t.Fatal(err)
+	}
+	if a := liveRep.Arbitrated; a == nil || liveRep.InputGaps != 0 || a.Delivered != day.Messages || !bytes.Equal(liveBooks, want.Bytes()) {
+		t.Fatalf("replay --feed of the one-file capture: %d gaps, report %+v, the day's books %v; want the restart held, no gap, the day's books", liveRep.InputGaps, a, bytes.Equal(liveBooks, want.Bytes()))
+	}
+	rep, books := replayBooks(t, append([]string{"--feed", feed}, names...)...)
+	if d := sameReplay(rep, liveRep, books, liveBooks); d != "" {
+		t.Errorf("replay --feed of the %d files in order: %s (the one-file capture's)", len(names), d)
+	}
+	held := 0
+	for f := 1; f < len(names); f++ {
+		seq, at := firstLine(t, names[f])
+		if at <= heldAt || seq >= n {
+			continue // not held at its start
+		}
+		held++
+		end := day.Messages + 1
+		if f+1 < len(names) {
+			end = max(n, firstSeq(t, names[f+1]))
+		}
+		rep, _ := replayBooks(t, "--feed", feed, names[f])
+		if a := rep.Arbitrated; a == nil || a.CaptureStart != captureContinued || rep.InputGaps != 1 || rep.InputMissing != n-1 || a.Delivered != end-n {
+			t.Errorf("replay --feed of file %d alone (its first datagram %d, the handler held at %d): %d gaps, %d missing, report %+v; want held at %d as the handler (1 gap, %d missing), %d delivered", f+1, seq, n, rep.InputGaps, rep.InputMissing, a, n, n-1, end-n)
+		}
+	}
+	if held == 0 {
+		t.Fatalf("no file of %d starts during the hold", len(names))
+	}
+}

@@ -1,0 +1,92 @@
+package handler
+
+import (
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/marketfeed/feedhandler/feed/capture"
+	"github.com/marketfeed/feedhandler/feed/moldudp64"
+)
+
+// TestSessionChangeWhileRerequestCaptured: a range being re-requested
+// (its FHRQ frame written) when the lines change session is dropped with
+// the old session (the arbiter's RecoveriesAbandoned: neither filled nor
+// given up, no gap declared), and the capture says so where the session
+// changed (capture.Discarded), so that its rotation, held for the range,
+// is no longer, and no later file says the range again. The capture said
+// nothing: the range stayed open in it, the rotation held to twice
+// rotate_size and every file after restated a range of the old session.
+func TestSessionChangeWhileRerequestCaptured(t *testing.T) {
+	_, h, _, rec := scriptedRecovery(t, 10*time.Millisecond, time.Hour) // never answered, never given up
+	dir := t.TempDir()
+	c, err := capture.Open(capture.Config{Base: filepath.Join(dir, "feed.pcap"), Lines: testCaptureLines, Log: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.capFile = c
+	now := int64(time.Second)
+	for _, seq := range []uint64{1, 2, 3, 4, 6} { // 5 lost
+		now += int64(time.Millisecond)
+		h.arb.Offer(0, sessionPacket("OLD", seq, orderMsg("OLD", seq, seq)), now)
+	}
+	for i := 0; ; i++ {
+		if _, busy := h.arb.Recovering(); busy {
+			break
+		}
+		if i == 100 {
+			t.Fatalf("5 not re-requested: %+v", rec.stats)
+		}
+		now += int64(time.Millisecond)
+		h.arb.Tick(now)
+		rec.poll(now)
+	}
+	now += int64(time.Second) // OLD silent past LineTimeout
+	for seq := uint64(1); seq <= 4; seq++ {
+		h.arb.Offer(0, sessionPacket("NEW", seq, orderMsg("NEW", seq, seq)), now)
+	}
+	h.capFile = nil
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if h.arb.Session() != moldudp64.NewSession("NEW") || h.arb.Stats.RecoveriesAbandoned != 1 {
+		t.Fatalf("following %q, %d recoveries abandoned: want NEW, the re-request of OLD abandoned", h.arb.Session(), h.arb.Stats.RecoveriesAbandoned)
+	}
+	if got := recoveryFrames(t, dir); got != "QD" {
+		t.Fatalf("the capture's recovery frames %q: want QD, the range re-requested, then dropped at the session change", got)
+	}
+}
+
+// recoveryFrames reads the one capture file in dir (openOneCapture) and
+// returns its recovery's marker frames, a letter each: Q re-requested, G
+// given up, Z frozen, D discarded (capture.Discarded), U resumed, S
+// snapshot loaded.
+func recoveryFrames(t *testing.T, dir string) string {
+	t.Helper()
+	pr, _ := openOneCapture(t, dir)
+	pr.ReturnMarkers()
+	var got []byte
+	for {
+		fr, err := pr.Next()
+		if err != nil {
+			return string(got)
+		}
+		p := fr.Payload
+		if !fr.Marker {
+			continue
+		}
+		_, _, q := capture.Rerequest(p)
+		_, _, z := capture.Frozen(p)
+		_, _, s := capture.Snapshot(p)
+		for _, f := range []struct {
+			ok     bool
+			letter byte
+		}{{q, 'Q'}, {capture.GaveUp(p), 'G'}, {z, 'Z'}, {capture.Discarded(p), 'D'}, {capture.Resumed(p), 'U'}, {s, 'S'}} {
+			if f.ok {
+				got = append(got, f.letter)
+			}
+		}
+	}
+}
