@@ -1462,8 +1462,13 @@ func (a *Arbiter) checkGap(now int64, idle bool) {
 // up to (its end) once its lines contradict it, as checkGap would were the
 // range not handed to a recovery source (contradicted, or forsaken:
 // within Grace, then nothing for Hold), and narrows the range to what is
-// left of it: up to the next packet held or the highest number a line
-// brought, not below next. It reports whether it did. A corrupt packet
+// left of it: up to the first packet held (below it, the lines' packets
+// inside the range, or past it) or the highest number a line brought, not
+// below next. It reports whether it did. Also with packets held below it:
+// a line that goes on below the corrupt packet brings them, inside the
+// range, before the range is filled; before, the range was narrowed only
+// while the packet was the first held, and the client asked the full
+// request from next until answered (TestRerequestNarrowsBelowHeldPackets). A corrupt packet
 // whose line brought nothing after it before its hole was due had the
 // hole asked of the source; its line going on below it since did not end
 // the recovery, which the source can never fill past the feed's numbers:
@@ -1475,21 +1480,19 @@ func (a *Arbiter) checkGap(now int64, idle bool) {
 // few comparisons per packet then (the lines that brought the held
 // packet went past it, genuine traffic, at the first).
 func (a *Arbiter) strayEnd(now int64, idle bool) bool {
-	if a.pend.n == 0 {
+	k := a.pend.find(a.recoverEnd)
+	if k < 0 {
 		return false
 	}
-	if a.pend.front().seq != a.recoverEnd {
-		return false
-	}
-	for a.highestStray(now, idle) {
+	for k < a.pend.n-1 && a.highestStray(now, idle) {
 		// The highest held packet first, as in checkGap: a second
 		// corrupt packet of the line has it pass the first.
 		a.dropContradicted(a.pend.n - 1)
 	}
-	if e := a.pend.front(); !a.forsaken(e, now, idle) || a.catchingUp(e) && a.deciding(e, now, idle) {
+	if e := a.pend.at(k); !a.forsaken(e, now, idle) || a.catchingUp(e) && a.deciding(e, now, idle) {
 		return false
 	}
-	a.dropContradicted(0)
+	a.dropContradicted(k)
 	end := a.maxHigh()
 	if a.pend.n > 0 {
 		end = min(end, a.pend.front().seq)
@@ -2048,6 +2051,24 @@ func (q *pending) remove(k int) {
 		*q.at(i) = *q.at(i + 1)
 	}
 	q.n--
+}
+
+// find returns the index of the held packet starting at seq, or -1: a
+// binary search, the ring being sorted by seq.
+func (q *pending) find(seq uint64) int {
+	lo, hi := 0, q.n
+	for lo < hi {
+		m := int(uint(lo+hi) >> 1)
+		if q.at(m).seq < seq {
+			lo = m + 1
+		} else {
+			hi = m
+		}
+	}
+	if lo < q.n && q.at(lo).seq == seq {
+		return lo
+	}
+	return -1
 }
 
 func (q *pending) popFront() {
