@@ -594,3 +594,55 @@ func TestArbiterCorruptPairAheadOfReorder(t *testing.T) {
 		})
 	}
 }
+
+// TestArbiterLineReorderTwoOtherLineCopy: line A brings 12 and 13 before 10
+// and 11, by more than Grace (as in TestArbiterLineReorderTwoBeyondGrace);
+// line B lost 10 and 11 and brings a copy of 12, before A's 10 and 11 (held
+// with A's) or after them (in order, while A's 12 waits for A's next
+// packet), and lost 13, or brings it after. Either way 12 is delivered by
+// B's copy before line A reached 13, its latest packet ending at 12:
+// 13 is one of A's reordered packets, left held as 12 was (undecided),
+// and delivered when A's next packet goes past it. Without, it was
+// dropped as contradicted at once (A's latest ending below it): a gap
+// where B lost it, counted contradicted where B brought it.
+func TestArbiterLineReorderTwoOtherLineCopy(t *testing.T) {
+	pkts := fixedPackets(t, testSession, 1, 40, 3)
+	for _, tc := range []struct {
+		copyAt int64 // B's copy of 12, after A's 12 and 13 (A's 10 and 11 come 300 µs after them)
+		lost13 bool  // on B
+	}{{100, true}, {100, false}, {500, true}, {500, false}} {
+		t.Run(fmt.Sprintf("copy of 12 at %d µs, 13 lost on B %v", tc.copyAt, tc.lost13), func(t *testing.T) {
+			a, s := newTestArbiter(t, ArbiterConfig{Lines: 2})
+			start, ms, us := int64(time.Hour), int64(time.Millisecond), int64(time.Microsecond)
+			for i, p := range pkts {
+				at := start + int64(i)*ms
+				switch i {
+				case 10, 11: // A's come with 12, B lost them
+				case 12:
+					a.Offer(0, p, at)
+					a.Offer(0, pkts[13], at)
+					if tc.copyAt < 300 {
+						a.Offer(1, p, at+tc.copyAt*us)
+					}
+					a.Offer(0, pkts[10], at+300*us)
+					a.Offer(0, pkts[11], at+300*us)
+					if tc.copyAt >= 300 {
+						a.Offer(1, p, at+tc.copyAt*us)
+					}
+				case 13:
+					if !tc.lost13 {
+						a.Offer(1, p, at+ms/2)
+					}
+				default:
+					a.Offer(0, p, at)
+					a.Offer(1, p, at+ms/2)
+				}
+			}
+			a.Tick(start + int64(len(pkts))*ms + int64(time.Second))
+			if c := a.Stats.Lines[0].Contradicted; c != 0 || len(s.gaps) != 0 {
+				t.Fatalf("gaps %v, contradicted %d; want none: 13 is line A's", s.gaps, c)
+			}
+			wantAllDelivered(t, a, s, 120, 0)
+		})
+	}
+}
