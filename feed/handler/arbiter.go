@@ -1208,6 +1208,10 @@ func (a *Arbiter) drain() {
 			a.dropContradicted(0)
 			continue
 		}
+		if a.pausedAt(e) {
+			a.waiting = true
+			return // the next packet at its numbers, or its line's, tells (see paused)
+		}
 		a.reached(e)
 		p, _ := moldudp64.Parse(a.pend.bytes(e))
 		a.emit(p, e.rxTime, e.recovered)
@@ -1324,8 +1328,8 @@ func (a *Arbiter) checkGap(now int64, idle bool) {
 			// is, or dropped as contradicted once Hold ran out since its
 			// line went on below it.
 			e := a.pend.front()
-			if a.unsure(e) {
-				if a.deciding(e, now, idle) {
+			if a.unsure(e) || a.pausedAt(e) {
+				if a.deciding(e, now, idle) || a.pausedAt(e) && a.paused(e, now, idle) {
 					return
 				}
 				a.dropContradicted(0)
@@ -1435,9 +1439,16 @@ func (a *Arbiter) checkGap(now int64, idle bool) {
 		if e := a.pend.front(); a.pend.n > 0 && a.wentBelowBefore(e, math.MinInt64, -1, true) {
 			// Its lines went on below it (its line's highest, or below a
 			// packet of it held above, kept by catchingUp).
-			if (!a.wentBelowBefore(e, int64(a.cfg.Grace), -1, true) || a.catchingUp(e)) && a.deciding(e, now, idle) {
+			within := !a.wentBelowBefore(e, int64(a.cfg.Grace), -1, true)
+			if (within || a.catchingUp(e)) && a.deciding(e, now, idle) {
 				// But within Grace (see forsaken), or in order towards it
 				// (see catchingUp): their next packets tell.
+				return
+			}
+			if within && a.paused(e, now, idle) {
+				// Within Grace, silent since while the feed pauses: as
+				// well (see paused).
+				e.paused = true
 				return
 			}
 			// Not a hole: the only line that brought the packet beyond it
@@ -1796,6 +1807,58 @@ func (a *Arbiter) deciding(e *pendEntry, now int64, idle bool) bool {
 	return false
 }
 
+// paused reports whether a line that brought the held packet e, at the
+// hole, gone on below it within Grace only and then silent for Hold
+// (deciding no more), is still waited for: it is live (LineTimeout), and
+// no other live line has gone on past next, or one did less than Hold
+// ago by the line's own clock. The feed paused: the line's next packet
+// comes when it goes on, which another line shows within the lines' skew,
+// and tells, as deciding says. Dropped at Hold (forsaken), the packet was
+// lost to the hole that the lines then showed, declared or re-requested
+// with it, although held (TestArbiterAheadWithinGraceThenPause: a packet
+// brought ahead of its line's latest within Grace, with a hole between
+// them lost on both lines, before a pause). Dropping it told nothing
+// sooner: its line's highest then went back to next, and no hole was
+// known until a line went on. Only where the packet at a hole would be
+// dropped: nothing on the in-order path.
+func (a *Arbiter) paused(e *pendEntry, now int64, idle bool) bool {
+	resumed := int64(math.MaxInt64) // when another live line went on past next
+	for i := 0; i < a.cfg.Lines; i++ {
+		if e.lineRx[i] == 0 && a.high[i] > a.next && !a.backAtNext(i) && now-a.lastRx[i] < int64(a.cfg.LineTimeout) {
+			resumed = min(resumed, a.pastRx[i])
+		}
+	}
+	for i := 0; i < a.cfg.Lines; i++ {
+		if e.lineRx[i] == 0 || now-a.lastRx[i] >= int64(a.cfg.LineTimeout) {
+			continue
+		}
+		if resumed == math.MaxInt64 {
+			return true
+		}
+		clock := max(a.lastRx[i], a.readRx[i])
+		if idle {
+			clock = max(clock, now)
+		}
+		if clock-max(a.lastRx[i], resumed) < int64(a.cfg.Hold) {
+			return true
+		}
+	}
+	return false
+}
+
+// pausedAt reports whether the held packet e, kept past Hold of its
+// lines' silence (paused), is still so when the lines reach its numbers:
+// its lines below it, within Grace. It is then left held as an undecided
+// one is: the next packet at its numbers (another line's, or a recovery
+// answer) decides it (decide), or its line's next packet; or it is
+// dropped once no line waits so (paused). Delivered, a corrupt packet
+// whose line paused below it was applied as its numbers' messages when the
+// other line, resuming first, reached them; before packets were kept past
+// Hold it had been dropped (TestArbiterAheadWithinGraceThenPause).
+func (a *Arbiter) pausedAt(e *pendEntry) bool {
+	return e.paused && a.wentBelowBefore(e, math.MinInt64, -1, true) && !a.wentBelowBefore(e, int64(a.cfg.Grace), -1, true)
+}
+
 // quiet reports whether line brought nothing for Hold after its latest
 // packet by its own clock, or is dead (see deciding).
 func (a *Arbiter) quiet(line int, now int64, idle bool) bool {
@@ -1994,6 +2057,9 @@ type pendEntry struct {
 	slot      int32
 	size      int32
 	recovered bool // sent by a recovery source (OfferRecovered), not a line
+	// paused: kept past Hold of its lines' silence, gone on below it
+	// within Grace, while the feed paused (see paused and pausedAt).
+	paused bool
 	// lineRx: per line, the stamp of its first copy (0: none yet).
 	lineRx [MaxLines]int64
 }
