@@ -594,3 +594,120 @@ func TestArbiterCorruptPairAheadOfReorder(t *testing.T) {
 		})
 	}
 }
+
+// TestArbiterLineReorderTwoOtherLineCopy: line A brings 12 and 13 before 10
+// and 11, by more than Grace (as in TestArbiterLineReorderTwoBeyondGrace);
+// line B lost 10 and 11 and brings a copy of 12, before A's 10 and 11 (held
+// with A's) or after them (in order, while A's 12 waits for A's next
+// packet), and lost 13, or brings it after. Either way 12 is delivered by
+// B's copy before line A reached 13, its latest packet ending at 12:
+// 13 is one of A's reordered packets, left held as 12 was (undecided),
+// and delivered when A's next packet goes past it. Without, it was
+// dropped as contradicted at once (A's latest ending below it): a gap
+// where B lost it, counted contradicted where B brought it.
+func TestArbiterLineReorderTwoOtherLineCopy(t *testing.T) {
+	pkts := fixedPackets(t, testSession, 1, 40, 3)
+	for _, tc := range []struct {
+		copyAt int64 // B's copy of 12, after A's 12 and 13 (A's 10 and 11 come 300 µs after them)
+		lost13 bool  // on B
+	}{{100, true}, {100, false}, {500, true}, {500, false}} {
+		t.Run(fmt.Sprintf("copy of 12 at %d µs, 13 lost on B %v", tc.copyAt, tc.lost13), func(t *testing.T) {
+			a, s := newTestArbiter(t, ArbiterConfig{Lines: 2})
+			start, ms, us := int64(time.Hour), int64(time.Millisecond), int64(time.Microsecond)
+			for i, p := range pkts {
+				at := start + int64(i)*ms
+				switch i {
+				case 10, 11: // A's come with 12, B lost them
+				case 12:
+					a.Offer(0, p, at)
+					a.Offer(0, pkts[13], at)
+					if tc.copyAt < 300 {
+						a.Offer(1, p, at+tc.copyAt*us)
+					}
+					a.Offer(0, pkts[10], at+300*us)
+					a.Offer(0, pkts[11], at+300*us)
+					if tc.copyAt >= 300 {
+						a.Offer(1, p, at+tc.copyAt*us)
+					}
+				case 13:
+					if !tc.lost13 {
+						a.Offer(1, p, at+ms/2)
+					}
+				default:
+					a.Offer(0, p, at)
+					a.Offer(1, p, at+ms/2)
+				}
+			}
+			a.Tick(start + int64(len(pkts))*ms + int64(time.Second))
+			if c := a.Stats.Lines[0].Contradicted; c != 0 || len(s.gaps) != 0 {
+				t.Fatalf("gaps %v, contradicted %d; want none: 13 is line A's", s.gaps, c)
+			}
+			wantAllDelivered(t, a, s, 120, 0)
+		})
+	}
+}
+
+// TestArbiterAheadWithinGraceThenPause: line A brings packet 13 and then
+// 10, 100 µs later (within Grace: 10 overtaken by 13), line B brings 10;
+// 11 and 12 are lost on both lines, and the feed pauses for 100 ms (five
+// times Hold, empty polls every millisecond) before both lines go on with
+// 14, A first or B first (an empty poll between). 13 is line A's: the
+// desk loses 11 and 12 only. Without, 13 was dropped as contradicted once
+// line A had brought nothing for Hold (forsaken), and the hole declared
+// when the lines went on took 13 with it ('gaps [{34 9}]'): a packet
+// lost, or re-requested, that the handler had held. Kept past Hold, a
+// corrupt look-alike (packet 5's messages under 13's numbers, A's 11 and
+// 12 sent after the pause, B first with its own, 2.5 ms ahead of A) is
+// not delivered when B reaches its numbers: B's 13 decides it, as it
+// does an undecided one.
+func TestArbiterAheadWithinGraceThenPause(t *testing.T) {
+	pkts := fixedPackets(t, testSession, 1, 30, 3)
+	for _, tc := range []struct{ bFirst, corrupt bool }{{false, false}, {true, false}, {true, true}} {
+		t.Run(fmt.Sprintf("B first %v, corrupt %v", tc.bFirst, tc.corrupt), func(t *testing.T) {
+			a, s := newTestArbiter(t, ArbiterConfig{Lines: 2})
+			start, ms, us := int64(time.Hour), int64(time.Millisecond), int64(time.Microsecond)
+			at := func(i int) int64 { return start + int64(i)*ms }
+			for i := 0; i < 10; i++ {
+				a.Offer(0, pkts[i], at(i))
+				a.Offer(1, pkts[i], at(i)+ms/2)
+			}
+			ahead := pkts[13]
+			if tc.corrupt {
+				ahead = movedAhead(pkts[5], 24)
+			}
+			a.Offer(0, ahead, at(10))
+			a.Offer(0, pkts[10], at(10)+100*us)
+			a.Offer(1, pkts[10], at(10)+ms/2)
+			resume := at(10) + 100*ms
+			for now := at(11); now < resume; now += ms {
+				a.Tick(now)
+			}
+			from, lag := 14, 300*us // the lines go on, the second that far behind
+			if tc.corrupt {
+				from, lag = 11, 2500*us // B's 11 and 12 before A's 11
+			}
+			first, second := 0, 1
+			if tc.bFirst {
+				first, second = 1, 0
+			}
+			for i := from; i < len(pkts)+3; i++ { // the second line's i-3 after the first's i
+				rx := resume + int64(i-from)*ms
+				if i < len(pkts) {
+					a.Offer(first, pkts[i], rx)
+					a.Tick(rx + 100*us)
+				}
+				if j := i - 3; j >= from && j < len(pkts) {
+					a.Offer(second, pkts[j], resume+int64(j-from)*ms+lag)
+				}
+			}
+			a.Tick(resume + int64(time.Second))
+			if tc.corrupt {
+				wantAllDelivered(t, a, s, 90, 1)
+				return
+			}
+			if c := a.Stats.Lines[0].Contradicted; s.got != 84 || len(s.gaps) != 1 || s.gaps[0] != (moldudp64.Range{First: 34, Count: 6}) || c != 0 {
+				t.Fatalf("delivered %d of 84, gaps %v (want [{34 6}]: 11 and 12), contradicted %d", s.got, s.gaps, c)
+			}
+		})
+	}
+}

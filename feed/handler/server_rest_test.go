@@ -191,6 +191,26 @@ func strayAsked(t *testing.T, timeout time.Duration, retries int) *strayDay {
 	return d
 }
 
+// answerRetry waits for the client's next request, which must ask [6, 9)
+// (the range narrowed), and answers it.
+func (d *strayDay) answerRetry(t *testing.T) {
+	t.Helper()
+	requests := d.rec.client.Stats.Requests
+	for i := 0; d.rec.client.Stats.Requests == requests; i++ {
+		if i == 1000 {
+			t.Fatalf("no retry in 1 s: %+v", d.rec.client.Stats)
+		}
+		d.step(nil)
+	}
+	retry, from := d.srv.request(t)
+	if retry.Seq != 6 || retry.Count != 3 {
+		t.Fatalf("retry asked {%d %d}, want {6 3}: the range narrowed to [6, 9)", retry.Seq, retry.Count)
+	}
+	d.srv.answer(t, from, d.pkt(6, 3))
+	d.step(nil)
+	d.step(nil)
+}
+
 // TestRerequestAsksNarrowedRange: line A's packet with a corrupt sequence
 // number (20,000 ahead) is its latest when the hole before it is due, and
 // the hole, [6, 20006), is asked of a server that does not answer at
@@ -217,20 +237,7 @@ func TestRerequestAsksNarrowedRange(t *testing.T) {
 	if r, ok := h.arb.Recovering(); !ok || r != (moldudp64.Range{First: 6, Count: 3}) {
 		t.Fatalf("after the heartbeat at 9: recovering %v %v; want [6, 9)", r, ok)
 	}
-	requests := rec.client.Stats.Requests
-	for i := 0; rec.client.Stats.Requests == requests; i++ {
-		if i == 1000 {
-			t.Fatalf("no retry in 1 s: %+v", rec.client.Stats)
-		}
-		d.step(nil)
-	}
-	retry, from := srv.request(t)
-	if retry.Seq != 6 || retry.Count != 3 {
-		t.Fatalf("retry asked {%d %d}, want {6 3}: the range narrowed to [6, 9)", retry.Seq, retry.Count)
-	}
-	srv.answer(t, from, d.pkt(6, 3))
-	d.step(nil)
-	d.step(nil)
+	d.answerRetry(t)
 	st := rec.client.Stats
 	if _, ok := h.arb.Recovering(); ok || rec.client.Active() || st.Failures != 0 || h.arb.Stats.Gaps != 0 || h.arb.Pending() != 0 || h.arb.Next() != 9 {
 		t.Fatalf("after the answer: recovering %v, client active %v, failures %d, gaps %d, pending %d, next %d; want [6, 9) filled, nothing declared or held",
@@ -244,5 +251,35 @@ func TestRerequestAsksNarrowedRange(t *testing.T) {
 	// asked when it was more.
 	if line := `"first":6,"count":3,`; !strings.Contains(d.logs.String(), line) || !strings.Contains(d.logs.String(), `"asked_count":20000,`) || !strings.Contains(d.logs.String(), "range repaired by re-request") {
 		t.Fatalf("log %q: want the repair of [6, 9), asked 20000", d.logs.String())
+	}
+}
+
+// TestRerequestNarrowsBelowHeldPackets: as TestRerequestAsksNarrowedRange,
+// but the line goes on below the corrupt packet with packets 9 and 10 (6
+// to 8 lost), held inside the range asked, below the packet: it is
+// contradicted, dropped, and the range narrowed to [6, 9), the first
+// packet held. The retry asks for 3 messages, the answer fills them and 9
+// and 10 are delivered after. Without, the range was narrowed only while
+// the corrupt packet was the first held: the client went on asking the
+// full request from 6 until answered ('retry asked {6 2000}').
+func TestRerequestNarrowsBelowHeldPackets(t *testing.T) {
+	d := strayAsked(t, 5*time.Millisecond, 3)
+	h, rec, srv := d.h, d.rec, d.srv
+	if first, _ := srv.request(t); first.Seq != 6 || int(first.Count) != rec.client.RequestMessages() {
+		t.Fatalf("setup: asked %+v, want 6 and %d messages", first, rec.client.RequestMessages())
+	}
+	d.step(d.pkt(9, 1))
+	d.step(d.pkt(10, 1))
+	if r, ok := h.arb.Recovering(); !ok || r != (moldudp64.Range{First: 6, Count: 3}) || h.arb.Pending() != 2 {
+		t.Fatalf("after 9 and 10: recovering %v %v, pending %d; want [6, 9), 9 and 10 held", r, ok, h.arb.Pending())
+	}
+	d.answerRetry(t)
+	st := rec.client.Stats
+	if _, ok := h.arb.Recovering(); ok || rec.client.Active() || st.Failures != 0 || h.arb.Stats.Gaps != 0 || h.arb.Pending() != 0 || h.arb.Next() != 11 {
+		t.Fatalf("after the answer: recovering %v, client active %v, failures %d, gaps %d, pending %d, next %d; want [6, 9) filled, 9 and 10 delivered, nothing declared or held",
+			ok, rec.client.Active(), st.Failures, h.arb.Stats.Gaps, h.arb.Pending(), h.arb.Next())
+	}
+	if c := h.arb.Stats.Lines[0].Contradicted; c != 1 {
+		t.Fatalf("%d packets contradicted, want the corrupt one", c)
 	}
 }
