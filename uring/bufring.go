@@ -35,6 +35,8 @@ type BufRing struct {
 	tail    uint16  // published tail
 	added   uint16  // buffers added since the last Advance
 
+	registered bool // false after a Reclaim that failed
+
 	data []byte
 }
 
@@ -77,6 +79,7 @@ func (r *Ring) RegisterBufRing(group uint16, entries uint32, bufSize int) (*BufR
 		}
 		return nil, fmt.Errorf("io_uring register buffer ring group %d: %w", group, err)
 	}
+	b.registered = true
 	for i := range entries {
 		b.Add(uint16(i))
 	}
@@ -121,6 +124,41 @@ func (b *BufRing) Advance() {
 	atomic.StoreUint32(b.tailW, uint32(b.slots[0].Bid)|uint32(b.tail)<<16)
 }
 
+// Reclaim takes every buffer back from the kernel and gives it again all
+// buffers but those out says the caller holds: it unregisters the group
+// and registers it anew, the ring refilled from its first slot. Buffers
+// the kernel took for completions that were lost (Ring.Wait's EBADR) come
+// back this way. No request may be selecting from the group meanwhile:
+// finish or cancel them first. On an error the group is left unregistered;
+// Reclaim may be called again.
+func (b *BufRing) Reclaim(out func(id uint16) bool) error {
+	if b.data == nil || b.ring.fd < 0 {
+		return ErrClosed
+	}
+	if b.registered {
+		reg := bufReg{Bgid: b.group}
+		if err := b.ring.register(unregisterPbufRing, unsafe.Pointer(&reg), 1); err != nil {
+			return fmt.Errorf("io_uring reclaim buffer ring group %d: unregister: %w", b.group, err)
+		}
+		b.registered = false
+	}
+	// The kernel starts a registered ring at head 0: so does the tail.
+	b.tail, b.added = 0, 0
+	atomic.StoreUint32(b.tailW, 0)
+	reg := bufReg{RingAddr: uint64(uintptr(unsafe.Pointer(&b.ringMem[0]))), RingEntries: b.entries, Bgid: b.group}
+	if err := b.ring.register(registerPbufRing, unsafe.Pointer(&reg), 1); err != nil {
+		return fmt.Errorf("io_uring reclaim buffer ring group %d: register: %w", b.group, err)
+	}
+	b.registered = true
+	for i := range b.entries {
+		if !out(uint16(i)) {
+			b.Add(uint16(i))
+		}
+	}
+	b.Advance()
+	return nil
+}
+
 // Close unregisters the buffer group and unmaps its memory. Requests that
 // select from it must be finished or cancelled first.
 func (b *BufRing) Close() error {
@@ -128,7 +166,7 @@ func (b *BufRing) Close() error {
 		return nil
 	}
 	var errs []error
-	if b.ring.fd >= 0 {
+	if b.ring.fd >= 0 && b.registered {
 		reg := bufReg{Bgid: b.group}
 		if err := b.ring.register(unregisterPbufRing, unsafe.Pointer(&reg), 1); err != nil {
 			errs = append(errs, fmt.Errorf("io_uring unregister buffer ring group %d: %w", b.group, err))

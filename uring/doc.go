@@ -10,7 +10,8 @@
 //   - BufRing: a provided buffer ring (IORING_REGISTER_PBUF_RING). The ring
 //     and its buffers live in anonymous mmapped memory, never on the Go heap,
 //     so the kernel holds no Go pointers. Add queues buffer ids, Advance
-//     publishes them to the kernel.
+//     publishes them to the kernel; Reclaim takes all of them back (after
+//     Wait's EBADR: completions, and the buffers they named, lost).
 //   - RecvmsgOut / ParseRecvmsg: the layout of a buffer filled by a
 //     multishot RECVMSG (struct io_uring_recvmsg_out, name, control, payload).
 //

@@ -75,6 +75,19 @@ func (s *SQE) PrepCancelFd(fd int, userData uint64) {
 	s.UserData = userData
 }
 
+// PrepCancelUserData prepares a cancel of the request submitted with user
+// data target. Its completion says whether one was found: 0 (cancelled:
+// the request posts its own last completion, -ECANCELED, before or after
+// this one), -ENOENT (none running: it had ended, its last completion
+// posted, or dropped, before the cancel ran) or -EALREADY (running, it
+// ends by itself).
+func (s *SQE) PrepCancelUserData(target, userData uint64) {
+	s.Opcode = OpAsyncCancel
+	s.Fd = -1
+	s.Addr = target
+	s.UserData = userData
+}
+
 // Msghdrs is a set of message headers in mmapped memory, for requests whose
 // msghdr the kernel reads.
 type Msghdrs struct {

@@ -223,6 +223,13 @@ func (r *Ring) Submit() (int, error) {
 // Wait submits the prepared SQEs and blocks until at least minComplete
 // completions are ready or timeout passes (timeout <= 0: no limit). A timeout
 // or an interrupting signal is not an error: the caller peeks the CQ.
+//
+// An error wrapping unix.EBADR says the kernel dropped one completion or
+// more (IORING_FEAT_NODROP notwithstanding: the CQ ring was full and no
+// memory could be had for its overflow list). The kernel says so once, in
+// a wait that found the CQ empty, and forgets it; which completions were
+// lost it does not say, so the caller must assume any request may have
+// ended unseen and any buffer it took be gone with them.
 func (r *Ring) Wait(minComplete uint32, timeout time.Duration) (int, error) {
 	if r.fd < 0 {
 		return 0, ErrClosed

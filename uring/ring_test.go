@@ -552,3 +552,77 @@ func TestSubmitFlushesCQOverflow(t *testing.T) {
 		})
 	}
 }
+
+// TestBufRingReclaim: buffers the kernel took for completions the caller
+// never saw (Wait's EBADR) are out of the ring for good; Reclaim, with no
+// request running, gives every buffer back but the ones the caller says
+// it holds. The multishot request is ended by PrepCancelUserData, which
+// answers 0 when it found the request and -ENOENT when none runs.
+func TestBufRingReclaim(t *testing.T) {
+	r := setupRing(t, Params{Entries: 8})
+	br, hdrs := setupRecvmsg(t, r, 9, 4, 256)
+	msg := &hdrs.Hdrs[0]
+	fd, send := udpPair(t)
+	arm := func() {
+		r.GetSQE().PrepRecvmsgMultishot(fd, msg, 0, br.Group(), 42)
+		if _, err := r.Submit(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	arm()
+	for i := range 2 {
+		if _, err := send.Write(fmt.Appendf(nil, "lost %d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cqes := make([]CQE, 16)
+	waitCQEs(t, r, 2)
+	var lost []uint16 // the completions "dropped": their buffers are gone
+	for _, c := range cqes[:r.CQEs(cqes)] {
+		lost = append(lost, c.BufID())
+	}
+	if len(lost) != 2 {
+		t.Fatalf("%d completions, want 2", len(lost))
+	}
+	cancel := func(want int32) {
+		t.Helper()
+		r.GetSQE().PrepCancelUserData(42, 43)
+		n := uint32(1)
+		if want == 0 {
+			n = 2 // and the request's last
+		}
+		waitCQEs(t, r, n)
+		for _, c := range cqes[:r.CQEs(cqes)] {
+			switch {
+			case c.UserData == 43 && c.Res == want:
+			case c.UserData == 42 && !c.More() && c.Res == -int32(unix.ECANCELED) && want == 0:
+			default:
+				t.Fatalf("cqe %+v after a cancel by user data: want the cancel's (res %d) and the request's end", c, want)
+			}
+		}
+	}
+	cancel(0)
+	cancel(-int32(unix.ENOENT))
+	// The caller holds lost[0]: three buffers come back.
+	if err := br.Reclaim(func(id uint16) bool { return id == lost[0] }); err != nil {
+		t.Fatal(err)
+	}
+	arm()
+	for i := range 4 {
+		if _, err := send.Write(fmt.Appendf(nil, "after %d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitCQEs(t, r, 4)
+	ids := map[uint16]bool{}
+	n := r.CQEs(cqes)
+	for i, c := range cqes[:n] {
+		if i < 3 && (!c.More() || c.Flags&CQEFBuffer == 0 || c.BufID() == lost[0] || ids[c.BufID()]) {
+			t.Fatalf("cqe %d %+v: want a buffer not held nor given twice, with F_MORE (ids so far %v, held %d)", i, c, ids, lost[0])
+		}
+		ids[c.BufID()] = true
+	}
+	if n != 4 || cqes[3].Res != -int32(unix.ENOBUFS) || cqes[3].More() {
+		t.Fatalf("%d completions %+v: want three datagrams in the three free buffers, then ENOBUFS", n, cqes[:n])
+	}
+}

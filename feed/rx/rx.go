@@ -24,7 +24,9 @@
 //     and one multishot RECVMSG per line socket (package uring). Buffers go
 //     back to the kernel on Release; a request that ends (ENOBUFS when the
 //     caller holds every buffer, cancellation) is re-armed by the next
-//     Receive. Set Config.LockedThread when Receive runs on a locked OS
+//     Receive. Completions the kernel dropped (the wait's EBADR) have every
+//     line's request cancelled, the buffers taken back and the lines
+//     re-armed (uringRx.dropped). Set Config.LockedThread when Receive runs on a locked OS
 //     thread: the ring then uses SINGLE_ISSUER|DEFER_TASKRUN.
 //   - "xdp": AF_XDP (xdp.go, packages xsk and bpf).
 //

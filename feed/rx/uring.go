@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
 
 	"github.com/marketfeed/feedhandler/internal/clock"
@@ -54,6 +55,14 @@ type uringRx struct {
 	locked     bool
 	armTid     []int
 	cancelling []bool
+	// After completions were lost (the wait's EBADR, see dropped): the
+	// lines whose reset cancel is on its way, the reset's number (in its
+	// cancels' user data), how many lines have a request yet to end, and
+	// whether the buffers are to be reclaimed once none has.
+	resetCancel []bool
+	resetGen    uint64
+	resetting   int
+	reclaim     bool
 
 	batch   int
 	timeout time.Duration
@@ -69,6 +78,9 @@ type uringRx struct {
 	rearms, enobufs atomic.Uint64
 	rehomes         atomic.Uint64
 	badReleases     atomic.Uint64
+	cqDropped       atomic.Uint64
+	droppedLoggedAt time.Time
+	log             zerolog.Logger
 	lastErr         error
 	watch           lineWatch
 }
@@ -77,6 +89,8 @@ const (
 	uringBufGroup    = 1
 	uringCancelTag   = 1 << 32
 	uringProbeTag    = 1 << 33
+	uringResetTag    = 1 << 34 // + reset<<uringResetShift + line: a reset's cancel (dropped)
+	uringResetShift  = 20
 	defaultUringBufs = 4096
 )
 
@@ -146,7 +160,7 @@ func openUring(cfg Config) (r Receiver, err error) {
 		return nil, fmt.Errorf("open uring backend: ring size %d: a provided buffer ring holds at most %d buffers: %w", bufs, uring.MaxBufRingEntries, ErrNotSupported)
 	}
 	u := &uringRx{batch: cfg.BatchSize, timeout: cfg.PollTimeout, cqes: make([]uring.CQE, cfg.BatchSize), lent: make([]bool, bufs),
-		watch: lineWatch{log: cfg.Log, every: cfg.PollTimeout}}
+		watch: lineWatch{log: cfg.Log, every: cfg.PollTimeout}, log: cfg.Log}
 	defer func() {
 		if err != nil {
 			u.teardown()
@@ -209,6 +223,7 @@ func openUring(cfg Config) (r Receiver, err error) {
 	u.armed = make([]bool, len(u.socks))
 	u.armTid = make([]int, len(u.socks))
 	u.cancelling = make([]bool, len(u.socks))
+	u.resetCancel = make([]bool, len(u.socks))
 	u.locked = cfg.LockedThread
 	for i := range u.hdrs.Hdrs {
 		u.hdrs.Hdrs[i].Namelen = nameLen
@@ -313,7 +328,12 @@ func probeMultishot() (err error) {
 }
 
 // arm submits a multishot RECVMSG for every line that has none running.
+// While a reset (dropped) waits for the lines' requests to end it arms
+// none; once they have, it reclaims the buffers first.
 func (u *uringRx) arm(tid int) error {
+	if u.resetting > 0 || u.reclaim && !u.reclaimBuffers() {
+		return nil
+	}
 	n := 0
 	for i := range u.socks {
 		if u.armed[i] {
@@ -355,6 +375,7 @@ func (u *uringRx) Stats() Stats {
 	s.Extra.Add("enobufs", u.enobufs.Load())
 	s.Extra.Add("rehomes", u.rehomes.Load())
 	s.Extra.Add("bad_releases", u.badReleases.Load())
+	s.Extra.Add("cq_dropped", u.cqDropped.Load())
 	u.watch.addStats(&s)
 	return s
 }
@@ -411,8 +432,13 @@ func (u *uringRx) Receive(pkts []Packet) (int, error) {
 				return 0, err
 			}
 		}
-		if _, err := u.ring.Wait(1, wait); err != nil {
-			return 0, fmt.Errorf("receive: %w", err)
+		if _, err := uringWait(u.ring, 1, wait); err != nil {
+			if !errors.Is(err, unix.EBADR) {
+				return 0, fmt.Errorf("receive: %w", err)
+			}
+			if err := u.dropped(err); err != nil {
+				return 0, err
+			}
 		}
 		if n := u.reap(pkts); n > 0 || u.lastErr != nil {
 			return u.result(n)
@@ -457,6 +483,101 @@ func (u *uringRx) rehome(tid int) error {
 	return nil
 }
 
+// uringWait is Ring.Wait. Tests replace it to play a kernel that drops
+// completions (EBADR).
+var uringWait = (*uring.Ring).Wait
+
+// droppedLogEvery is how often lost completions are logged at most.
+const droppedLogEvery = time.Minute
+
+// dropped answers the wait's EBADR: the kernel lost completions (its CQ
+// ring full and no memory for its overflow list) and does not say which.
+// A line's lost completion may have been its request's last, the line then
+// silent for good; one that named a buffer took the buffer with it. So
+// every line's request is cancelled by its user data, and each line is
+// re-armed only once its request is known to have ended: its last
+// completion seen, or the cancel answered that none was running (ENOENT).
+// Never two requests on one socket, which would split its datagrams.
+// When no request runs, the buffers the caller does not hold are taken
+// back from the kernel (BufRing.Reclaim), those of the lost completions
+// with them; arm does that, then re-arms every line. A lost completion
+// that carried a datagram is a datagram lost: the gap detector sees it.
+func (u *uringRx) dropped(err error) error {
+	u.cqDropped.Add(1)
+	if now := time.Now(); u.droppedLoggedAt.IsZero() || now.Sub(u.droppedLoggedAt) >= droppedLogEvery {
+		u.droppedLoggedAt = now
+		u.log.Warn().Err(err).Uint64("times", u.cqDropped.Load()).
+			Msg("rx: io_uring dropped completions (its completion ring full and the kernel out of memory for more): every line's receive is cancelled and re-armed, and the buffers taken back; a datagram whose completion was lost is a gap")
+	}
+	// Lost completions may include a cancel of an earlier reset: the
+	// lines it waits for are asked again, and answers to its cancels are
+	// ignored from now (resetCancelled).
+	u.resetGen++
+	for i := range u.socks {
+		if !u.armed[i] && !u.resetCancel[i] {
+			continue
+		}
+		sqe := u.ring.GetSQE()
+		if sqe == nil {
+			// The SQ holds 64 entries, more than lines and their
+			// cancels: submit what is queued and take the next.
+			if _, err := u.ring.Submit(); err != nil {
+				return fmt.Errorf("receive: cancel requests after dropped completions: %w", err)
+			}
+			if sqe = u.ring.GetSQE(); sqe == nil {
+				return fmt.Errorf("receive: cancel requests after dropped completions: submission queue full")
+			}
+		}
+		sqe.PrepCancelUserData(uint64(i), uringResetTag+u.resetGen<<uringResetShift+uint64(i))
+		u.resetCancel[i] = true
+	}
+	u.reclaim = true
+	u.resetEnded()
+	if _, err := u.ring.Submit(); err != nil {
+		return fmt.Errorf("receive: cancel requests after dropped completions: %w", err)
+	}
+	return nil
+}
+
+// resetCancelled takes the completion of a reset's cancel (dropped).
+func (u *uringRx) resetCancelled(c *uring.CQE) {
+	tag := c.UserData - uringResetTag
+	line := tag & (1<<uringResetShift - 1)
+	if tag>>uringResetShift != u.resetGen || line >= uint64(len(u.socks)) {
+		return // an earlier reset's
+	}
+	u.resetCancel[line] = false
+	if c.Res == -int32(unix.ENOENT) {
+		// No request of the line's ran: it had ended before the cancel,
+		// its last completion seen or lost.
+		u.armed[line] = false
+	}
+	u.resetEnded()
+}
+
+// resetEnded counts the lines whose request a reset still waits for.
+func (u *uringRx) resetEnded() {
+	u.resetting = 0
+	for i := range u.socks {
+		if u.armed[i] || u.resetCancel[i] {
+			u.resetting++
+		}
+	}
+}
+
+// reclaimBuffers takes the buffers back once no request runs (dropped).
+// It fails only as io_uring_register does (ENOMEM, which a kernel that
+// dropped completions may be short of): the error is returned by Receive
+// and the next Receive tries again, the lines unarmed meanwhile.
+func (u *uringRx) reclaimBuffers() bool {
+	if err := u.bufs.Reclaim(func(id uint16) bool { return u.lent[id] }); err != nil {
+		u.lastErr = fmt.Errorf("receive: after dropped completions: %w", err)
+		return false
+	}
+	u.reclaim = false
+	return true
+}
+
 func (u *uringRx) result(n int) (int, error) {
 	err := u.lastErr
 	u.lastErr = nil
@@ -476,6 +597,9 @@ func (u *uringRx) reap(pkts []Packet) int {
 		for i := range k {
 			c := &u.cqes[i]
 			if c.UserData >= uringCancelTag {
+				if c.UserData >= uringResetTag {
+					u.resetCancelled(c)
+				}
 				continue
 			}
 			line := int(c.UserData)
@@ -486,6 +610,9 @@ func (u *uringRx) reap(pkts []Packet) int {
 			if !c.More() {
 				u.armed[line] = false
 				u.rearms.Add(1)
+				if u.resetting > 0 {
+					u.resetEnded()
+				}
 				switch {
 				case c.Res == -int32(unix.ENOBUFS):
 					u.enobufs.Add(1)
