@@ -180,9 +180,9 @@ type Capture struct {
 	lastSession   moldudp64.Session
 	// held: the handler's arbiter holding at its next sequence number
 	// behind lines that went back (Behind), until a line datagram of its
-	// session brings numbers past it; heldFiled: held as the file's bytes
-	// written hold it: a file opened with it open starts with it said
-	// again (restateHeld).
+	// session brings numbers past it (next 0: none); heldFiled: held as
+	// the file's bytes written hold it: a file opened with it open starts
+	// with it said again (restateHeld).
 	held, heldFiled heldBehind
 	// loadDue: a snapshot's messages written (writeSnapshot), its load
 	// not yet: the next record (holdRotation).
@@ -747,7 +747,7 @@ func (c *Capture) write(rec *record) {
 		return
 	}
 	if rec.behind {
-		c.held = heldBehind{open: rec.snapNext != 0, next: rec.snapNext, session: c.lastSession, at: rec.rxTime}
+		c.held = heldBehind{next: rec.snapNext, session: c.lastSession, at: rec.rxTime}
 		return
 	}
 	if rec.snapshot || rec.gaveUp || rec.freeze || rec.resume || rec.discard || rec.request {
@@ -796,7 +796,7 @@ func (c *Capture) write(rec *record) {
 	if len(rec.payload) >= moldudp64.HeaderLen {
 		c.lastSession = moldudp64.Session(rec.payload[:moldudp64.SessionLen])
 	}
-	if c.req.open || c.held.open {
+	if c.req.open || c.held.next != 0 {
 		c.follow(rec.payload)
 	}
 	src := netip.AddrPortFrom(c.src[line], rec.srcPort)
@@ -1092,7 +1092,7 @@ func (c *Capture) rotate() {
 	if c.reqFiled.open {
 		c.restateRerequest() // the new file starts inside a re-request
 	}
-	if c.heldFiled.open {
+	if c.heldFiled.next != 0 {
 		c.restateHeld() // the new file starts held behind the lines, first
 	}
 	c.bytes.Add(uint64(hdr))
@@ -1261,19 +1261,18 @@ func (c *Capture) restateRerequest() {
 // arbiter delivers them, or holds them for a gap at next).
 func (c *Capture) follow(data []byte) {
 	c.req.fill(data, false)
-	if !c.held.open {
+	if c.held.next == 0 {
 		return
 	}
 	if p, err := moldudp64.Parse(data); err == nil && p.Messages() > 0 && p.Session == c.held.session && p.Next() > c.held.next {
-		c.held.open = false
+		c.held.next = 0
 	}
 }
 
 // heldBehind is the arbiter holding at next behind lines of session
 // that went back (Capture.Behind), from at; open until they bring
-// numbers past next.
+// numbers past next (next 0: not open; a sequence number is 1 or more).
 type heldBehind struct {
-	open    bool
 	next    uint64
 	session moldudp64.Session
 	at      int64
