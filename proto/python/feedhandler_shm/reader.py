@@ -495,7 +495,9 @@ class Reader:
         if self._mv is None:
             raise self._closed_error("check")
         self._check_file()
-        self._writer_gone()
+        gone = self._writer_gone()
+        if gone is not None:
+            raise gone
 
     def _check_file(self):
         """check without the writer's state (_writer_gone): raise unless the
@@ -537,9 +539,10 @@ class Reader:
         self._check_cut("check")
 
     def _writer_gone(self):
-        """check without the file's replacement: raise ClosedError or
-        WriterDeadError if the writer of the mapped file closed it or died,
-        even when a new writer has replaced the file since.
+        """check without the file's replacement: ClosedError or
+        WriterDeadError, returned (not raised), if the writer of the mapped
+        file closed it or died, even when a new writer has replaced the file
+        since; None while it is live.
 
         The writer's pid not existing here is death only with a heartbeat
         older than two heartbeat intervals: a live writer in another pid
@@ -547,12 +550,6 @@ class Reader:
         cannot see, and keeps beating. So kill(pid, 0) is asked only then,
         as Go and C++ ask it: a look at a writer that beats makes no system
         call. Otherwise a heartbeat older than stale_after is."""
-        gone = self._writer_gone_error()
-        if gone is not None:
-            raise gone
-
-    def _writer_gone_error(self):
-        """_writer_gone's error, returned (None: the writer is live)."""
         if L.U32.unpack_from(self._mv, L.OFF_STATE)[0] == L.STATE_CLOSED:
             return ClosedError("check shm %s: writer closed the feed" % self.path)
         age = self._heartbeat_age()
@@ -742,10 +739,8 @@ class Reader:
             # not the file's name: a new writer may have replaced the file
             # since the old one died inside a publish.
             self._mapped("read")
-            try:
-                self._writer_gone()
-            except (ClosedError, WriterDeadError) as e:
-                gone = e
+            gone = self._writer_gone()
+            if gone is not None:
                 continue
             if not start:
                 start = time.monotonic()
@@ -905,7 +900,7 @@ class Follower:
         self._next = nxt
         if not out and max_records > 0:
             if L.U32.unpack_from(mv, L.OFF_STATE)[0] == L.STATE_CLOSED:
-                self._stopped(r._writer_gone_error())
+                self._stopped(r._writer_gone())
             # A dead writer stores nothing: a countdown in the follower,
             # no load of the mapping, brings the look.
             self._until_look -= 1
@@ -930,7 +925,7 @@ class Follower:
             every = self._look_every * r._hb_every // elapsed if elapsed > 0 else MAX_LOOK_EVERY
             self._look_every = min(max(every, 1), MAX_LOOK_EVERY)
         self._looked_at = now
-        gone = r._writer_gone_error()
+        gone = r._writer_gone()
         if gone is None:
             self._until_look = self._look_every
             return
