@@ -57,11 +57,10 @@ type uringRx struct {
 	cancelling []bool
 	// After completions were lost (the wait's EBADR, see dropped): the
 	// lines whose reset cancel is on its way, the reset's number (in its
-	// cancels' user data), how many lines have a request yet to end, and
-	// whether the buffers are to be reclaimed once none has.
+	// cancels' user data), and whether the buffers are to be reclaimed
+	// once no line has a request running nor a cancel unanswered.
 	resetCancel []bool
 	resetGen    uint64
-	resetting   int
 	reclaim     bool
 
 	batch   int
@@ -331,7 +330,7 @@ func probeMultishot() (err error) {
 // While a reset (dropped) waits for the lines' requests to end it arms
 // none; once they have, it reclaims the buffers first.
 func (u *uringRx) arm(tid int) error {
-	if u.resetting > 0 || u.reclaim && !u.reclaimBuffers() {
+	if u.reclaim && !u.reclaimBuffers() {
 		return nil
 	}
 	n := 0
@@ -532,7 +531,6 @@ func (u *uringRx) dropped(err error) error {
 		u.resetCancel[i] = true
 	}
 	u.reclaim = true
-	u.resetEnded()
 	if _, err := u.ring.Submit(); err != nil {
 		return fmt.Errorf("receive: cancel requests after dropped completions: %w", err)
 	}
@@ -552,24 +550,20 @@ func (u *uringRx) resetCancelled(c *uring.CQE) {
 		// its last completion seen or lost.
 		u.armed[line] = false
 	}
-	u.resetEnded()
 }
 
-// resetEnded counts the lines whose request a reset still waits for.
-func (u *uringRx) resetEnded() {
-	u.resetting = 0
+// reclaimBuffers takes the buffers back once no request runs (dropped):
+// false while a line's request may still run (armed, or its reset cancel
+// unanswered). Otherwise it fails only as io_uring_register does (ENOMEM,
+// which a kernel that dropped completions may be short of): the error is
+// returned by Receive and the next Receive tries again, the lines unarmed
+// meanwhile.
+func (u *uringRx) reclaimBuffers() bool {
 	for i := range u.socks {
 		if u.armed[i] || u.resetCancel[i] {
-			u.resetting++
+			return false
 		}
 	}
-}
-
-// reclaimBuffers takes the buffers back once no request runs (dropped).
-// It fails only as io_uring_register does (ENOMEM, which a kernel that
-// dropped completions may be short of): the error is returned by Receive
-// and the next Receive tries again, the lines unarmed meanwhile.
-func (u *uringRx) reclaimBuffers() bool {
 	if err := u.bufs.Reclaim(func(id uint16) bool { return u.lent[id] }); err != nil {
 		u.lastErr = fmt.Errorf("receive: after dropped completions: %w", err)
 		return false
@@ -610,9 +604,6 @@ func (u *uringRx) reap(pkts []Packet) int {
 			if !c.More() {
 				u.armed[line] = false
 				u.rearms.Add(1)
-				if u.resetting > 0 {
-					u.resetEnded()
-				}
 				switch {
 				case c.Res == -int32(unix.ENOBUFS):
 					u.enobufs.Add(1)
