@@ -3,6 +3,7 @@ package handler
 import (
 	"bytes"
 	"math"
+	"sort"
 	"time"
 
 	"github.com/marketfeed/feedhandler/feed/moldudp64"
@@ -2157,20 +2158,18 @@ func (q *pending) remove(k int) {
 	q.n--
 }
 
-// find returns the index of the held packet starting at seq, or -1: a
-// binary search, the ring being sorted by seq.
+// find returns the index of the held packet starting at seq, or -1. The
+// ring is sorted by seq: the first held is looked at alone when it starts
+// at or past seq (strayEnd's usual case, called for each packet while a
+// range is recovered: the packet the range was asked up to, or none held
+// below it), else a binary search.
 func (q *pending) find(seq uint64) int {
-	lo, hi := 0, q.n
-	for lo < hi {
-		m := int(uint(lo+hi) >> 1)
-		if q.at(m).seq < seq {
-			lo = m + 1
-		} else {
-			hi = m
-		}
+	k := 0
+	if q.n > 0 && q.front().seq < seq {
+		k = sort.Search(q.n, func(i int) bool { return q.at(i).seq >= seq })
 	}
-	if lo < q.n && q.at(lo).seq == seq {
-		return lo
+	if k < q.n && q.at(k).seq == seq {
+		return k
 	}
 	return -1
 }
