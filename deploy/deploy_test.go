@@ -209,6 +209,37 @@ func TestUnitMatchesMeasurements(t *testing.T) {
 	}
 }
 
+// TestDocUnitCapabilitiesRow: docs/OPERATIONS.md's row for the unit's
+// capability lines says, for each backend that needs none of its own,
+// what receive.busy_poll adds (privilege.Required). Before, the row said
+// "empty both for uring or socket", which, with feeds/nasdaq.yaml's
+// busy_poll: true, is a start that fails on SO_PREFER_BUSY_POLL; the
+// unit's own comment said so.
+func TestDocUnitCapabilitiesRow(t *testing.T) {
+	doc, err := os.ReadFile("../docs/OPERATIONS.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var row string
+	for line := range strings.SplitSeq(string(doc), "\n") {
+		if strings.HasPrefix(line, "| `AmbientCapabilities=`") {
+			row = line
+		}
+	}
+	if row == "" {
+		t.Fatal("docs/OPERATIONS.md: no row for AmbientCapabilities=")
+	}
+	for _, b := range []string{"uring", "socket"} {
+		if privilege.Required(b, false) != 0 {
+			t.Fatalf("backend %s needs %v: the row's premise changed", b, privilege.Required(b, false))
+		}
+		busy := strings.ToUpper(strings.ReplaceAll(privilege.Required(b, true).String(), ",", " "))
+		if !strings.Contains(row, "`"+b+"`") || !strings.Contains(row, "receive.busy_poll") || !strings.Contains(row, "`"+busy+"`") {
+			t.Errorf("docs/OPERATIONS.md's row for the capabilities:\n%s\nwant it to say that %s needs %s with receive.busy_poll", row, b, busy)
+		}
+	}
+}
+
 // TestAlertRules checks and unit-tests the alerting rules with promtool.
 func TestAlertRules(t *testing.T) {
 	pt := tool(t, "promtool", "prometheus")

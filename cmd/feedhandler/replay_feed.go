@@ -123,7 +123,7 @@ func replayFeed(fs *flag.FlagSet, path string) (*config.Config, error) {
 	if clash != nil {
 		return nil, clash
 	}
-	fc, err := config.Load(path)
+	fc, err := config.LoadOffline(path) // replay logs in nowhere: no snapshot password
 	if err != nil {
 		return nil, fmt.Errorf("replay: --feed: %w", err)
 	}

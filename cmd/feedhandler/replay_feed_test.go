@@ -172,6 +172,30 @@ shm: {name: replaytest}
 	}
 }
 
+// TestReplayFeedNeedsNoPassword: replay --feed takes the feed's lines,
+// arbitration and books and logs in nowhere, so the snapshot server's
+// password (password_env unset here, a password_file missing) is neither
+// read nor required: a capture replays on a desk's box without the
+// production secret. Before, 'replay: --feed: ...: recovery.snapshot.
+// password_env: environment variable ... is not set' (feeds/nasdaq.yaml
+// without FEEDHANDLER_GLIMPSE_PASSWORD). Its key is still checked.
+func TestReplayFeedNeedsNoPassword(t *testing.T) {
+	day, dir, capPath := dayDir(t, 10_000, 13)
+	writeLaggingCapture(t, capPath, day, -1, time.Millisecond)
+	for _, pw := range []string{"password_env: FEEDHANDLER_TEST_UNSET_PW_H249", "password_file: " + filepath.Join(dir, "missing.pw")} {
+		feed := writeDemoFeed(t, dir, day, "recovery:\n  snapshot: {server: 10.1.2.3:26401, username: u, "+pw+"}\n")
+		rep := replayFeedJSON(t, feed, capPath)
+		if rep.Arbitrated == nil || rep.Arbitrated.Delivered != day.Messages {
+			t.Errorf("replay --feed with %s: %+v; want every message delivered (%d)", pw, rep.Arbitrated, day.Messages)
+		}
+	}
+	feed := writeDemoFeed(t, dir, day, "recovery:\n  snapshot: {server: 10.1.2.3:26401, username: u, password_file: rel.pw}\n")
+	err := replay([]string{"--quiet", "--settle", "0", "--feed", feed, capPath}, io.Discard, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "recovery.snapshot.password_file") {
+		t.Errorf("replay --feed with a relative password_file: %v; want refused at recovery.snapshot.password_file", err)
+	}
+}
+
 // replayFeedJSON runs replay --json --feed feed of capPath and returns its
 // report.
 func replayFeedJSON(t *testing.T, feed, capPath string) replayReport {

@@ -360,6 +360,21 @@ const MaxFileSize = 1 << 20
 // Load reads and parses the feed file at path. Errors name path, line and
 // field.
 func Load(path string) (*Config, error) {
+	return load(path, false)
+}
+
+// LoadOffline reads the feed file at path as Load does, but for the
+// snapshot server's password (recovery.snapshot.password_file,
+// password_env), which it neither reads nor requires: for commands that
+// take a feed's settings and never log in (replay --feed, demo --feed),
+// which then run where the password is not kept. The password's key is
+// still checked as written (one of the two, an absolute password_file, a
+// variable's name); Snapshot.Password is left empty.
+func LoadOffline(path string) (*Config, error) {
+	return load(path, true)
+}
+
+func load(path string, offline bool) (*Config, error) {
 	f, err := openRegular(path)
 	var nr notRegular
 	if errors.As(err, &nr) && !nr.mode.IsDir() {
@@ -376,7 +391,7 @@ func Load(path string) (*Config, error) {
 	if len(data) > MaxFileSize {
 		return nil, fmt.Errorf("load feed config: %s is larger than %d bytes (%d MiB): not a feed file", path, MaxFileSize, MaxFileSize>>20)
 	}
-	return Parse(path, data)
+	return parse(path, data, offline)
 }
 
 // openRegular opens path (symbolic links followed) for reading when it is
@@ -444,11 +459,15 @@ func (e notRegular) Error() string {
 // Parse parses and validates a feed file; name is used in error messages
 // and as Config.File.
 func Parse(name string, data []byte) (*Config, error) {
+	return parse(name, data, false)
+}
+
+func parse(name string, data []byte, offline bool) (*Config, error) {
 	// A UTF-8 byte order mark, as some editors write one, may begin a YAML
 	// stream (YAML 1.2, 5.2); the parser would read it as part of the
 	// first key.
 	data = bytes.TrimPrefix(data, []byte("\ufeff"))
-	d := decoder{file: name}
+	d := decoder{file: name, offline: offline}
 	if err := notUTF8(name, data); err != nil {
 		return nil, err
 	}

@@ -915,6 +915,37 @@ func TestPastedSpaces(t *testing.T) {
 	}
 }
 
+// TestSyntaxHints: the YAML syntax errors a hand-edited feed file meets
+// most (a key without its colon or the space after it, a line indented
+// out of line with its section) say which key and what to do. Before,
+// only the parser's words: "t.yaml:13: YAML syntax: value is not allowed
+// in this context" for a port indented 3 spaces instead of 4, and at the
+// line before the mis-indented one when it goes deeper.
+func TestSyntaxHints(t *testing.T) {
+	const nest = ": YAML nests by indentation, so line a key up with the others of its section)"
+	for _, tc := range []struct{ name, yaml, want string }{
+		{"no colon", edit(t, "    port: 26477", "    port 26477"),
+			`t.yaml:9: YAML syntax: non-map value is specified ("port 26477": a key needs a colon and a space, "port: 26477")`},
+		{"no space after the colon", edit(t, "    port: 26477", "    port:26477"),
+			`t.yaml:9: YAML syntax: non-map value is specified ("port:26477": a key's colon needs a space after it, "port: 26477")`},
+		{"indented less", edit(t, "    port: 26478", "   port: 26478"),
+			`t.yaml:13: YAML syntax: value is not allowed in this context (line 13, "port: 26478", is indented 3 space(s), where the keys above it are at 0, 2 or 4` + nest},
+		{"a section indented", edit(t, "  b:", " b:"),
+			`t.yaml:10: YAML syntax: value is not allowed in this context (line 10, "b:", is indented 1 space(s), where the keys above it are at 0, 2 or 4` + nest},
+		{"indented more", edit(t, "    group: 239.1.1.1", "     group: 239.1.1.1"),
+			`t.yaml:7: YAML syntax: mapping value is not allowed in this context (line 8, "group: 239.1.1.1", is indented 5 space(s), where the keys above it are at 0, 2 or 4` + nest},
+		{"in a list's section, with comments", base + "recovery:\n  rerequest:   # re-request\n    servers:\n      - 10.1.2.3:26400\n      - 10.1.2.4:26400\n\n    # the first answer\n   timeout: 20ms\n",
+			`t.yaml:35: YAML syntax: value is not allowed in this context (line 35, "timeout: 20ms", is indented 3 space(s), where the keys above it are at 0, 2, 4, 6 or 8` + nest},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse("t.yaml", []byte(tc.yaml))
+			if err == nil || err.Error() != tc.want {
+				t.Errorf("error\n got: %v\nwant: %s", err, tc.want)
+			}
+		})
+	}
+}
+
 // TestSpillCheckAnyOrder: recovery.spill is checked against
 // arbitration.max_pending as the file sets both, whichever section comes
 // first (a YAML mapping has no order). Before, the check ran while the

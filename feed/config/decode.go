@@ -25,6 +25,7 @@ type decoder struct {
 	anchors map[string]ast.Node
 	nulls   map[string]*token.Token // path -> key of fields given without a value
 	fieldAt map[string]int          // path -> line of each field given, for CheckHost
+	offline bool                    // LoadOffline: the snapshot password is not read
 }
 
 // field is one value in the document: its dotted path, the token of its key

@@ -251,6 +251,9 @@ func (d *decoder) snapshot(f field, s *Snapshot) {
 		if s.PasswordFile != "" && !filepath.IsAbs(s.PasswordFile) {
 			return // said at the field
 		}
+		if d.offline {
+			return
+		}
 		pw, err := readPassword(s.PasswordFile)
 		if err != nil {
 			d.errorf(pwFile, "%v", err)
@@ -264,6 +267,9 @@ func (d *decoder) snapshot(f field, s *Snapshot) {
 	case pwEnv.node != nil:
 		if s.PasswordEnv == "" {
 			d.errorf(pwEnv, "empty: give the name of the environment variable holding the password")
+			return
+		}
+		if d.offline {
 			return
 		}
 		v, ok := os.LookupEnv(s.PasswordEnv)

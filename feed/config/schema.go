@@ -80,6 +80,8 @@ func (d *decoder) decode(data []byte) *Config {
 			} else if tk := se.GetToken(); tk != nil {
 				if r, ok := oddSpaceOnLine(data, tk.Position.Line); ok {
 					msg += " (the line holds " + oddSpaceHint(r) + ")"
+				} else if hint := syntaxHint(data, tk.Position.Line, msg); hint != "" {
+					msg += " (" + hint + ")"
 				}
 			}
 			d.add(se.GetToken(), "", "YAML syntax: %s", msg)

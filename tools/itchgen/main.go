@@ -9,6 +9,7 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"net/netip"
@@ -49,6 +50,9 @@ func run(args []string, log zerolog.Logger) error {
 	fs.Float64Var(&cfg.Dup, "dup", 0, "probability of duplicating a packet (per line)")
 	fs.Float64Var(&cfg.Reorder, "reorder", 0, "probability of delaying a packet by 200µs so that later ones overtake it (per line)")
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil // -h: the usage is printed, no failure
+		}
 		return err
 	}
 	if *out == "" && *pcapOut == "" {

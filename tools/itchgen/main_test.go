@@ -49,3 +49,13 @@ func TestRun(t *testing.T) {
 		t.Error("bad group accepted")
 	}
 }
+
+// TestRunHelp: -h prints the usage and succeeds (exit 0), as the
+// feedhandler commands' -h does. Before, run returned flag.ErrHelp: an
+// "ERR itchgen failed error=\"flag: help requested\"" line and exit 1 after
+// the usage, to a newcomer reading README's `go run ./tools/itchgen`.
+func TestRunHelp(t *testing.T) {
+	if err := run([]string{"-h"}, zerolog.Nop()); err != nil {
+		t.Fatalf("run -h: %v; want nil (usage printed, exit 0)", err)
+	}
+}
