@@ -309,7 +309,7 @@ func (v *viewer) render(clearScreen bool) error {
 	if v.symbol != "" {
 		v.renderSymbol(&b)
 	} else {
-		fmt.Fprintf(&b, "%-8s %6s %2s %10s %12s %12s %-10s %12s %12s %8s\n",
+		fmt.Fprintf(&b, "%-8s %6s %2s %10s %12s %12s %10s %12s %12s %8s\n",
 			"SYMBOL", "LOCATE", "ST", "BID SIZE", "BID", "ASK", "ASK SIZE", "LAST", "VOLUME", "UPDATES")
 		for i, l := range v.lines {
 			if v.rows > 0 && i >= v.rows {
@@ -326,7 +326,7 @@ func (v *viewer) render(clearScreen bool) error {
 			if l.flags&bookfb.FlagsPossiblyStale != 0 {
 				st += "!"
 			}
-			fmt.Fprintf(&b, "%-8s %6d %2s %10s %12s %12s %-10s %12s %12d %8d\n",
+			fmt.Fprintf(&b, "%-8s %6d %2s %10s %12s %12s %10s %12s %12d %8d\n",
 				l.symbol, l.locate, st, bidSz, bid, ask, askSz, price(l.last), l.volume, l.activity)
 		}
 	}

@@ -310,3 +310,38 @@ func TestBookviewLiveTruncated(t *testing.T) {
 		t.Fatalf("live view still running 60s after the feed file's truncation: %v", <-done)
 	}
 }
+
+// TestBookviewTextColumns: each numeric column's values end where its
+// title ends (right-aligned, as the titles are), ASK SIZE too, whose
+// sizes were printed left-aligned under its title's start.
+func TestBookviewTextColumns(t *testing.T) {
+	name := testFeed(t)
+	var out bytes.Buffer
+	if err := bookview([]string{"--shm", name, "--once"}, &out); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(out.String(), "\n")
+	var head, aapl string
+	for _, l := range lines {
+		switch {
+		case strings.HasPrefix(l, "SYMBOL"):
+			head = l
+		case strings.HasPrefix(l, "AAPL"):
+			aapl = l
+		}
+	}
+	if head == "" || aapl == "" {
+		t.Fatalf("no titles or no AAPL row:\n%s", out.String())
+	}
+	from := 0 // the titles in order, each found after the one before
+	for _, c := range []struct{ title, value string }{
+		{"BID SIZE", "300"}, {"BID", "150.0000"}, {"ASK", "150.0100"}, {"ASK SIZE", "200"},
+	} {
+		i := strings.Index(head[from:], " "+c.title+" ")
+		end := from + i + 1 + len(c.title)
+		from = end
+		if i < 0 || end > len(aapl) || !strings.HasSuffix(aapl[:end], " "+c.value) {
+			t.Errorf("column %s: its value %s does not end where its title ends:\n%s\n%s", c.title, c.value, head, aapl)
+		}
+	}
+}
