@@ -271,7 +271,9 @@ func printDemo(w io.Writer, day *demo.Day, res *demo.Result, gcRun uint64, o dem
 		fmt.Fprintf(w, "  repaired messages    p50 %s  p99 %s  max %s  (%d messages that waited for re-request or snapshot: rx -> shm, kept out of the lines above)\n",
 			dur(r.Quantile(0.5)), dur(r.Quantile(0.99)), dur(r.Max), r.Count)
 	}
-	fmt.Fprintf(w, "  shm file             %s: %d slots (%d used), mode %04o, gid %d\n",
+	// The demo removes its shm file at exit (demo.Run): a reader started
+	// after it finds none, so the line says where one that stays comes from.
+	fmt.Fprintf(w, "  shm file             %s: %d slots (%d used), mode %04o, gid %d; removed at exit (`feedhandler replay --shm NAME` keeps one for bookview)\n",
 		shm.Path(o.ShmName), st.Shm.Capacity, st.Shm.Used, uint32(res.ShmPerm), res.ShmGid)
 	fmt.Fprintf(w, "  the lab              %s\n", labLine(st, o))
 	if secs := res.RxSwitchSecs; secs > 0 {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"net/netip"
 	"os"
@@ -80,10 +81,16 @@ func TestDemoOneCPU(t *testing.T) {
 	if strings.Contains(e.String(), "SCHED_FIFO refused") {
 		problems = append(problems, "logged SCHED_FIFO refused")
 	}
-	for _, want := range []string{"receive thread       normal scheduling, unpinned", "the receive thread sleeps in poll(2) between packets", "MATCH"} {
+	for _, want := range []string{"receive thread       normal scheduling, unpinned", "the receive thread sleeps in poll(2) between packets", "MATCH",
+		"/dev/shm/" + name + ": ", "removed at exit (`feedhandler replay --shm NAME` keeps one for bookview)"} {
 		if !strings.Contains(o.String(), want) {
 			problems = append(problems, fmt.Sprintf("summary lacks %q", want))
 		}
+	}
+	// The summary's word: the file is gone (a reader started now gets
+	// "feed does not exist").
+	if _, err := os.Stat(shm.Path(name)); !errors.Is(err, os.ErrNotExist) {
+		problems = append(problems, fmt.Sprintf("%s after the demo: %v, want it removed", shm.Path(name), err))
 	}
 	if len(problems) > 0 {
 		t.Errorf("taskset -c 0 feedhandler demo: %s\nstderr:\n%s\nstdout:\n%s", strings.Join(problems, "; "), e.String(), o.String())
