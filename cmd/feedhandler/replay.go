@@ -338,6 +338,9 @@ func replay(args []string, stdout, stderr io.Writer) error {
 		}
 	}
 
+	if a := rep.Arbitrated; a != nil && a.Unmatched != nil && !*asJSON {
+		fmt.Fprintf(stderr, "replay: --feed %s: %s\n", a.Feed, a.Unmatched.Why)
+	}
 	if *asJSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")

@@ -27,7 +27,10 @@ type arbitratedReport struct {
 	Feed      string    `json:"feed"`      // the feed file
 	Datagrams [2]uint64 `json:"datagrams"` // offered to the arbiter, by line (A, B)
 	Other     uint64    `json:"other"`     // datagrams to no line of the feed (or from another source than the line's)
-	Skipped   uint64    `json:"skipped"`   // frames that are not whole IPv4/UDP datagrams
+	// Unmatched says what the other datagrams were, against the feed's
+	// lines, when a line got none or most went to no line.
+	Unmatched *unmatchedReport `json:"unmatched,omitempty"`
+	Skipped   uint64           `json:"skipped"` // frames that are not whole IPv4/UDP datagrams
 	// SkippedBy is Skipped by reason: pcap.Reason's names (truncated, not
 	// IPv4, IPv4 fragment, ...) as replay without --feed reports them, and
 	// "unknown marker" for a marker frame this replay does not know (a
@@ -146,6 +149,8 @@ type arbitrated struct {
 	r   *handler.Replayer
 	fc  *config.Config
 	rep arbitratedReport
+	// others: the datagrams to no line, by destination and source
+	others otherDatagrams
 	// otherMarkers: marker frames that are no run of failed receives
 	otherMarkers uint64
 	end          string // the last frame's end (CaptureEnd), "" when it is none
@@ -553,6 +558,7 @@ func (a *arbitrated) run() error {
 		i := a.line(&fr)
 		if i < 0 || i >= len(a.rep.Datagrams) {
 			a.rep.Other++
+			a.others.add(&fr)
 			continue
 		}
 		a.rep.Datagrams[i]++
@@ -602,5 +608,6 @@ func (a *arbitrated) report() *arbitratedReport {
 	a.rep.Resets = a.r.Resets
 	a.rep.Filtered = a.r.Filtered()
 	a.rep.Delivered = a.r.Delivered
+	a.rep.Unmatched = a.unmatched()
 	return &a.rep
 }
