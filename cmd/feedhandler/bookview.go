@@ -36,7 +36,7 @@ func bookview(args []string, out io.Writer) error {
 	wait := fs.Duration("wait", 0, "wait this long for the feed to appear")
 	fs.SetOutput(os.Stderr)
 	fs.Usage = func() {
-		fmt.Fprintln(os.Stderr, "usage: feedhandler bookview --shm NAME [--symbol SYM] [--once] [--json [--state]]")
+		fmt.Fprintln(os.Stderr, "usage: feedhandler bookview --shm NAME [--wait D] [--symbol SYM] [--rows N] [--interval D] [--once [--json [--state]]]")
 		fs.PrintDefaults()
 		fmt.Fprintln(os.Stderr, "\nWith --once, the exit status is 3 when the writer closed, 4 when it is dead,\n5 when it restarted (the state is on stderr), after printing its last books; 1 on errors.")
 	}

@@ -173,10 +173,55 @@ func TestDocsCommandFlags(t *testing.T) {
 			}
 		}
 	}
+	// README's synopses ("Running it") show each command with every flag
+	// it has, unless the line says [flags] (some shown, as its -h usage line says; -h lists them):
+	// replay's lacked --quiet, --settle, --max-orders, --max-levels,
+	// --overflow and --cpuprofile, bookview's --state, --wait, --rows and
+	// --interval, and nothing failed.
+	synopses := 0
+	for _, line := range readmeSynopses(t) {
+		if strings.Contains(line, "[flags]") {
+			continue
+		}
+		for cmd, shown := range docCommandFlags(line) {
+			synopses++
+			for _, f := range flagsOf(cmd) {
+				if f != "-h" && f != "-help" && !slices.Contains(shown, f) {
+					t.Errorf("README.md's synopsis of feedhandler %s lacks its flag -%s (or say [flags]): %s", cmd, f, line)
+				}
+			}
+		}
+	}
+	if synopses < 5 {
+		t.Errorf("only %d of README.md's synopses checked: the pattern no longer matches them", synopses)
+	}
 	t.Logf("%d flags checked", checked)
 	if checked < 30 {
 		t.Errorf("only %d flags found in the docs' commands: the patterns no longer match them", checked)
 	}
+}
+
+// readmeSynopses returns the lines of README.md's "Running it" code block
+// that show a feedhandler command.
+func readmeSynopses(t *testing.T) []string {
+	t.Helper()
+	b, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, _ := strings.Cut(string(b), "## Running it\n")
+	_, block, _ := strings.Cut(section, "```sh\n")
+	block, _, ok := strings.Cut(block, "```")
+	if !ok {
+		t.Fatal("README.md's \"Running it\" has no sh code block")
+	}
+	var lines []string
+	for _, l := range strings.Split(block, "\n") {
+		if strings.HasPrefix(l, "feedhandler ") {
+			lines = append(lines, l)
+		}
+	}
+	return lines
 }
 
 // TestDocsPathsExist: every repository path README.md, docs/*.md,

@@ -125,7 +125,7 @@ func replay(args []string, stdout, stderr io.Writer) error {
 	feedPath := fs.String("feed", "", "arbitrate a capture (capture.path) of the feed this `FILE` configures as its handler did: its lines, arbitration timers, session and symbols, clocked by the capture's timestamps, and its book capacities")
 	shmSlots := fs.Int("shm-slots", config.DefaultSHMSlots, fmt.Sprintf("instrument slots in the --shm file, 1..%d (the feed config's shm.slots; a Nasdaq day lists about 9k instruments)", config.MaxSHMSlots))
 	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "usage: feedhandler replay [--json] [--books-out FILE] [--depth N] [--shm NAME [--shm-depth N] [--shm-slots N]] [--feed FILE] INPUT [INPUT...]")
+		fmt.Fprintln(fs.Output(), "usage: feedhandler replay [--json] [--quiet] [--books-out FILE] [--depth N] [--shm NAME [--shm-depth N] [--shm-slots N]] [--feed FILE] [--max-orders N] [--max-levels N] [--overflow N] [--settle D] [--cpuprofile FILE] INPUT [INPUT...]")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
