@@ -47,11 +47,13 @@ func (e notReady) ExitCode() int {
 }
 
 // checkFeed loads the feed file as run would, then checks this host
-// against it (internal/preflight) and prints one line per finding. It
-// exits 0 when nothing failed (warnings allowed; --strict fails them too),
-// exitNotReady when a check failed, and exitConfig, as run does, when the
-// file or the host's interfaces and addresses do not fit, or a check
-// failed that run refuses as a config error.
+// against it (internal/preflight) and prints one line per finding, the
+// config errors run would stop at among them (config.CheckHost's, and the
+// snapshot password's, config.LoadCheck). It exits 0 when nothing failed
+// (warnings allowed; --strict fails them too), exitNotReady when a check
+// failed, and exitConfig, as run does, when the file cannot be read (its
+// errors on stderr, nothing checked), or a check failed that run refuses
+// as a config error.
 func checkFeed(args []string) error {
 	fs := flag.NewFlagSet("check", flag.ContinueOnError)
 	fs.Usage = func() {
@@ -61,11 +63,20 @@ func checkFeed(args []string) error {
 	feed := fs.String("feed", "", "feed config `FILE.yaml`")
 	strict := fs.Bool("strict", false, "exit 1 on warnings too")
 	quiet := fs.Bool("q", false, "print warnings and failures only")
-	cfg, err := loadFeed(fs, args, feed)
-	if err != nil {
+	if err := parseFeedFlags(fs, args, feed); err != nil {
 		return err
 	}
-	return printChecks(os.Stdout, cfg, preflight.Run(cfg, preflight.Host{}), *strict, *quiet)
+	// Every problem in one run: what stops the file from being read at
+	// all (YAML syntax, an unknown key, a wrong type or value) stops here,
+	// all of them at once, as run says them; what run refuses and the
+	// rest can still be checked past (the snapshot password's variable
+	// not set, an interface or a core this host lacks) is a FAIL line each,
+	// "file:line: field: what", with the host's findings.
+	cfg, err := config.LoadCheck(*feed)
+	if err != nil {
+		return configError{err}
+	}
+	return printChecks(os.Stdout, cfg, preflight.RunRefused(cfg, preflight.Host{}, cfg.CheckHost()), *strict, *quiet)
 }
 
 // printChecks prints the findings after a summary of the config, and returns

@@ -162,7 +162,8 @@ metrics: {listen: "127.0.0.1:%d"}
 		// The file the live writer above left, root's, in sticky /dev/shm:
 		// the test's user can neither replace nor remove it, and no
 		// restart changes that. A config error (config.CheckHost), for
-		// check and run alike: exit 78, file:line: shm.name. Before, check
+		// check and run alike: exit 78, file:line: shm.name (check's on
+		// a FAIL line, with the host's findings). Before, check
 		// printed a FAIL line and exited 1 where run exited 78. So is an
 		// shm.group the user is not in (chown(2) to it is refused).
 		f := feed("foreign", "receive: {backend: uring}\n")
@@ -179,8 +180,8 @@ metrics: {listen: "127.0.0.1:%d"}
 			{g, fmt.Sprintf(":5: shm.group: root (gid 0): this process (uid %d) is not a member and lacks cap_chown", uid)},
 		} {
 			for _, args := range [][]string{{"check", "--feed", tc.feed}, {"--feed", tc.feed}} {
-				code, _, errOut := runExit(t, as("", 0, args...))
-				if code != exitConfig || !strings.Contains(errOut, tc.feed+tc.want) {
+				code, out, errOut := runExit(t, as("", 0, args...))
+				if errOut = out + errOut; code != exitConfig || !strings.Contains(errOut, tc.feed+tc.want) {
 					t.Errorf("%v: exit %d, want %d with %q:\n%s", args, code, exitConfig, tc.feed+tc.want, errOut)
 				}
 			}
@@ -191,7 +192,8 @@ metrics: {listen: "127.0.0.1:%d"}
 		// starting anything: exit 78, file:line: field.
 		f := feed("user", "user: fh-no-such-user\n")
 		for _, args := range [][]string{{"check", "--feed", f}, {"--feed", f}} {
-			code, _, errOut := runExit(t, as("root", 0, args...))
+			code, out, errOut := runExit(t, as("root", 0, args...))
+			errOut = out + errOut // check's FAIL line on stdout, run's error on stderr
 			if want := ": user: no such user named \"fh-no-such-user\""; code != exitConfig || !strings.Contains(errOut, f+":") || !strings.Contains(errOut, want) {
 				t.Errorf("%v: exit %d, want %d with %q:\n%s", args, code, exitConfig, want, errOut)
 			}
@@ -436,5 +438,96 @@ func TestCheckExitLineAgreesWithSummary(t *testing.T) {
 		if got != tc.want {
 			t.Errorf("%s: check's error %q, want %q; its summary:\n%s", tc.name, got, tc.want, out.String())
 		}
+	}
+}
+
+// TestCheckReportsEveryProblem: check reports every problem it can find in
+// one run, as a FAIL line each (file:line: field), where it stopped at the
+// first: on a copy of feeds/nasdaq.yaml with the snapshot password's
+// variable unset it printed the password's line alone, and with it set, the
+// interfaces, the core, the group and the user. run still stops at the
+// first, exit 78; a file that cannot be read (an unknown key) still stops
+// check before any finding, with all its errors at once.
+func TestCheckReportsEveryProblem(t *testing.T) {
+	b, err := os.ReadFile("../../feeds/nasdaq.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// What this host lacks, whatever host it is.
+	yaml := string(b)
+	for _, r := range [][2]string{
+		{"interface: ens1f0 ", "interface: fhck-none-a"},
+		{"interface: ens1f1\n", "interface: fhck-none-b\n"},
+		{"  receive: 2 ", "  receive: 65535 "},
+		{"group: marketdata ", "group: fh-no-such-group-ck "},
+		{"user: feedhandler ", "user: fh-no-such-user-ck "},
+	} {
+		if !strings.Contains(yaml, r[0]) {
+			t.Fatalf("feeds/nasdaq.yaml has no %q", r[0])
+		}
+		yaml = strings.Replace(yaml, r[0], r[1], 1)
+	}
+	dir := t.TempDir()
+	f := filepath.Join(dir, "nasdaq.yaml")
+	if err := os.WriteFile(f, []byte(yaml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := func(args ...string) *exec.Cmd {
+		c := exec.Command(os.Args[0], args...)
+		c.Env = []string{"FEEDHANDLER_TEST_AS_COMMAND=1"}
+		for _, e := range os.Environ() {
+			if !strings.HasPrefix(e, "FEEDHANDLER_GLIMPSE_PASSWORD=") {
+				c.Env = append(c.Env, e)
+			}
+		}
+		return c
+	}
+	password := f + ":161: recovery.snapshot.password_env: environment variable FEEDHANDLER_GLIMPSE_PASSWORD is not set"
+	want := []string{
+		f + `:23: lines.a.interface: no interface "fhck-none-a" on this host`,
+		f + `:33: lines.b.interface: no interface "fhck-none-b" on this host`,
+		f + ":76: cores.receive: CPU 65535 is not one this process may run on",
+		f + `:109: shm.group: look up group "fh-no-such-group-ck": no such group`,
+		password,
+	}
+	if os.Geteuid() == 0 { // checked only where the switch happens
+		want = append(want, f+`:224: user: no such user named "fh-no-such-user-ck"`)
+	}
+	code, out, errOut := runExit(t, cmd("check", "--feed", f))
+	if code != exitConfig {
+		t.Errorf("check: exit %d, want %d\nstdout:\n%s\nstderr:\n%s", code, exitConfig, out, errOut)
+	}
+	for i, w := range want {
+		if !strings.Contains(out, "FAIL  config    "+w) {
+			t.Errorf("check: stdout lacks %q:\n%s\nstderr:\n%s", "FAIL  config    "+w, out, errOut)
+		} else if i > 0 && strings.Index(out, w) < strings.Index(out, want[i-1]) {
+			t.Errorf("check: %q before %q, not in the file's order:\n%s", w, want[i-1], out)
+		}
+	}
+	// The host's findings follow (the clock's is always said), and none
+	// says again what a config line said.
+	if !strings.Contains(out, "  clock     ") || strings.Contains(out, "CPU 65535 is not isolated") {
+		t.Errorf("check: the host's findings, once each:\n%s", out)
+	}
+	if sum := fmt.Sprintf("(%d that run refuses as a config error", len(want)); !strings.Contains(errOut, sum) {
+		t.Errorf("check: stderr lacks %q:\n%s", sum, errOut)
+	}
+
+	// run stops at the first, as before: the password's, alone.
+	code, _, errOut = runExit(t, cmd("--feed", f))
+	if code != exitConfig || strings.TrimSpace(errOut) != password {
+		t.Errorf("run: exit %d, stderr:\n%s\nwant %d and only %q", code, errOut, exitConfig, password)
+	}
+
+	// A file that cannot be read stops check, every error at once, and
+	// no finding.
+	bad := filepath.Join(dir, "bad.yaml")
+	if err := os.WriteFile(bad, []byte(strings.Replace(yaml, "  protocol: ", "  protocl: ", 1)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errOut = runExit(t, cmd("check", "--feed", bad))
+	if code != exitConfig || out != "" || !strings.Contains(errOut, bad+":17: feed.protocl: unknown field") ||
+		!strings.Contains(errOut, strings.Replace(password, f, bad, 1)) {
+		t.Errorf("check of a file with an unknown key: exit %d, stdout:\n%s\nstderr:\n%s\nwant %d, nothing on stdout, the key's and the password's errors", code, out, errOut, exitConfig)
 	}
 }

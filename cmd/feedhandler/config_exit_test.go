@@ -209,8 +209,9 @@ func TestRunMetricsPortRefusedByPolicy(t *testing.T) {
 		cmd := exec.Command(os.Args[0], args...)
 		cmd.Env = append(os.Environ(), "FEEDHANDLER_TEST_AS_COMMAND=1")
 		cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: cg}
-		code, _, errOut := runExit(t, cmd)
-		if code != exitConfig || !strings.Contains(errOut, want) {
+		// check's FAIL line on stdout, run's error on stderr.
+		code, out, errOut := runExit(t, cmd)
+		if errOut = out + errOut; code != exitConfig || !strings.Contains(errOut, want) {
 			t.Errorf("%v: exit %d, want %d and %q:\n%s", args, code, exitConfig, want, errOut)
 		}
 	}
@@ -892,7 +893,8 @@ func TestIOUringRefused(t *testing.T) {
 	}
 	uring := feed("uring")
 	for _, args := range [][]string{{"--feed", uring}, {"check", "--feed", uring}} {
-		code, _, errOut := runExit(t, command(append([]string{os.Args[0]}, args...)...))
+		code, out, errOut := runExit(t, command(append([]string{os.Args[0]}, args...)...))
+		errOut = out + errOut // check's FAIL line on stdout, run's error on stderr
 		if want := uring + ":9: receive.backend: "; code != exitConfig || !strings.Contains(errOut, want) || !strings.Contains(errOut, why) {
 			t.Errorf("backend uring, io_uring refused, %v: exit %d, want %d with %q and %q:\n%s", args, code, exitConfig, want, why, errOut)
 		}

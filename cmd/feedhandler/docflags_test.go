@@ -61,6 +61,9 @@ func docCommandFlags(text string) map[string][]string {
 	for _, m := range docFeedhandler.FindAllStringSubmatch(text, -1) {
 		args := strings.Fields(m[1])
 		switch {
+		case slices.Contains(versionFlags, docFlag.FindString(args[0])):
+			// feedhandler's own, in place of a command.
+			add("feedhandler", args[:1])
 		case strings.HasPrefix(args[0], "-"):
 			add("run", args)
 		case commands[args[0]] != nil:
@@ -80,7 +83,7 @@ func docCommandFlags(text string) map[string][]string {
 func TestDocCommandFlagsFound(t *testing.T) {
 	got := docCommandFlags("Run `feedhandler replay [--json] [--books-out F] --shm NAME day.itch` or\n" +
 		"```sh\nbin/feedhandler --feed f.yaml   # x\nfeedhandler demo --pin=false --rate 1 | tee x\ngo run ./tools/itchgen -n 10 -o d.itch [-pcap d.pcap]\n```\n" +
-		"the feedhandler process; `feedhandler bookview --shm NAME --once [--json [--state]]`\n" +
+		"the feedhandler process; `feedhandler bookview --shm NAME --once [--json [--state]]`, `feedhandler --version`\n" +
 		"PYTHONPATH=proto/python python3 -m feedhandler_shm --shm NAME [--depth N]   # x\npython3 proto/python/examples/snapshot_books.py --shm NAME --csv F\n")
 	want := map[string][]string{
 		"replay":   {"-json", "-books-out", "-shm"},
@@ -88,6 +91,8 @@ func TestDocCommandFlagsFound(t *testing.T) {
 		"demo":     {"-pin", "-rate"},
 		"itchgen":  {"-n", "-o", "-pcap"},
 		"bookview": {"-shm", "-once", "-json", "-state"},
+		// feedhandler's own flag, not run's.
+		"feedhandler": {"-version"},
 		// feedhandler_shm: not a feedhandler subcommand (the word
 		// follows "python3 -m").
 		"feedhandler_shm": {"-shm", "-depth"},
@@ -117,7 +122,11 @@ func TestDocsCommandFlags(t *testing.T) {
 			return f
 		}
 		var flags []string
-		if src, ok := pythonCommands[cmd]; ok {
+		if cmd == "feedhandler" {
+			for _, f := range versionFlags { // TestVersion runs each
+				flags = append(flags, "-"+strings.TrimLeft(f, "-"))
+			}
+		} else if src, ok := pythonCommands[cmd]; ok {
 			b, err := os.ReadFile("../../" + src)
 			if err != nil {
 				t.Fatal(err)

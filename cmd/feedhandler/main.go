@@ -9,6 +9,7 @@
 //	feedhandler send -a GROUP:PORT FILE   lab exchange: send a file as MoldUDP64 multicast
 //	feedhandler glimpse-server --listen ADDR FILE  lab GLIMPSE server: a file's books
 //	feedhandler demo                      end-to-end demo in a namespace lab (make demo)
+//	feedhandler version                   the module version and VCS revision (also: --version)
 //
 // Each subcommand lives in its own file and registers itself in init.
 package main
@@ -20,6 +21,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 
@@ -47,11 +49,16 @@ var log = clilog.Console(os.Stderr).Level(zerolog.InfoLevel)
 
 func usage() { writeUsage(os.Stderr) }
 
+// versionFlags are the flags feedhandler takes in place of a command, as
+// the version command: feedhandler --version.
+var versionFlags = []string{"-version", "--version"}
+
 // writeUsage writes the usage and the commands, their summaries in one
 // column after the longest name.
 func writeUsage(w io.Writer) {
 	fmt.Fprintln(w, "usage: feedhandler --feed FILE.yaml | feedhandler COMMAND [flags] [args]")
 	fmt.Fprintln(w, "       feedhandler help COMMAND (or COMMAND -h) prints a command's flags")
+	fmt.Fprintln(w, "       feedhandler --version prints the version and VCS revision")
 	fmt.Fprintln(w, "\ncommands:")
 	names := make([]string, 0, len(commands))
 	width := 0
@@ -76,15 +83,16 @@ func main() {
 		os.Exit(exitConfig)
 	}
 	name := args[0]
-	if strings.HasPrefix(name, "-") {
-		switch name {
-		case "-h", "-help", "--help":
-			usage()
-			return
-		}
+	switch {
+	case name == "-h" || name == "-help" || name == "--help":
+		usage()
+		return
+	case slices.Contains(versionFlags, name):
+		name, args = "version", args[1:]
+	case strings.HasPrefix(name, "-"):
 		// The literal form users type: feedhandler --feed nasdaq.yaml.
 		name = "run"
-	} else {
+	default:
 		args = args[1:]
 	}
 	if name == "help" {

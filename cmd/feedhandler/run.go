@@ -446,18 +446,8 @@ func (e *endpoints) close() {
 // malformed file, or interfaces, queues, addresses, a group or an account that this host does
 // not have (reported before any backend is tried).
 func loadFeed(fs *flag.FlagSet, args []string, feed *string) (*config.Config, error) {
-	if err := fs.Parse(args); err != nil {
-		return nil, configError{err}
-	}
-	// Nothing follows the flags: "feedhandler --feed f.yaml check" or a
-	// second file is a mistake, not something to run without.
-	if fs.NArg() > 0 {
-		fs.Usage()
-		return nil, configError{fmt.Errorf("unexpected argument %q: %s takes its flags only", fs.Arg(0), fs.Name())}
-	}
-	if *feed == "" {
-		fs.Usage()
-		return nil, configError{errors.New("--feed is required")}
+	if err := parseFeedFlags(fs, args, feed); err != nil {
+		return nil, err
 	}
 	cfg, err := config.Load(*feed)
 	if err != nil {
@@ -467,6 +457,25 @@ func loadFeed(fs *flag.FlagSet, args []string, feed *string) (*config.Config, er
 		return nil, configError{err}
 	}
 	return cfg, nil
+}
+
+// parseFeedFlags parses run's or check's flags: --feed given, nothing after
+// the flags.
+func parseFeedFlags(fs *flag.FlagSet, args []string, feed *string) error {
+	if err := fs.Parse(args); err != nil {
+		return configError{err}
+	}
+	// Nothing follows the flags: "feedhandler --feed f.yaml check" or a
+	// second file is a mistake, not something to run without.
+	if fs.NArg() > 0 {
+		fs.Usage()
+		return configError{fmt.Errorf("unexpected argument %q: %s takes its flags only", fs.Arg(0), fs.Name())}
+	}
+	if *feed == "" {
+		fs.Usage()
+		return configError{errors.New("--feed is required")}
+	}
+	return nil
 }
 
 // configError is a usage or feed-file error: the process exits

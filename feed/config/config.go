@@ -120,6 +120,9 @@ type Config struct {
 	Log           Log
 
 	fieldAt map[string]int // dotted field path -> line in File, for CheckHost's errors
+	// hostErrs are LoadCheck's problems of this host's environment (the
+	// snapshot password's source), which CheckHost returns with its own.
+	hostErrs []*Error
 }
 
 // Feed names the feed and its protocol.
@@ -360,7 +363,7 @@ const MaxFileSize = 1 << 20
 // Load reads and parses the feed file at path. Errors name path, line and
 // field.
 func Load(path string) (*Config, error) {
-	return load(path, false)
+	return load(path, loadRun)
 }
 
 // LoadOffline reads the feed file at path as Load does, but for the
@@ -371,10 +374,32 @@ func Load(path string) (*Config, error) {
 // still checked as written (one of the two, an absolute password_file, a
 // variable's name); Snapshot.Password is left empty.
 func LoadOffline(path string) (*Config, error) {
-	return load(path, true)
+	return load(path, loadOffline)
 }
 
-func load(path string, offline bool) (*Config, error) {
+// LoadCheck reads the feed file at path as Load does, for feedhandler
+// check, which reports every problem it can find in one run. The problems
+// Load finds in this host's environment rather than in the file (the
+// snapshot password's variable not set or empty, its file missing,
+// unreadable or open to every user) do not stop it: when they are the
+// only ones, it returns the config, and CheckHost returns them with the
+// host's. Any other problem (YAML syntax, an unknown key, a wrong type or
+// value) returns no config and every problem found, as Load does. Load
+// still refuses at the first: run starts on nothing less.
+func LoadCheck(path string) (*Config, error) {
+	return load(path, loadCheck)
+}
+
+// loadMode is what load does with the snapshot server's password.
+type loadMode int
+
+const (
+	loadRun     loadMode = iota // read it; a problem with it is an error (Load)
+	loadOffline                 // neither read nor required (LoadOffline)
+	loadCheck                   // read it; a problem with it is CheckHost's (LoadCheck)
+)
+
+func load(path string, mode loadMode) (*Config, error) {
 	f, err := openRegular(path)
 	var nr notRegular
 	if errors.As(err, &nr) && !nr.mode.IsDir() {
@@ -391,7 +416,7 @@ func load(path string, offline bool) (*Config, error) {
 	if len(data) > MaxFileSize {
 		return nil, fmt.Errorf("load feed config: %s is larger than %d bytes (%d MiB): not a feed file", path, MaxFileSize, MaxFileSize>>20)
 	}
-	return parse(path, data, offline)
+	return parse(path, data, mode)
 }
 
 // openRegular opens path (symbolic links followed) for reading when it is
@@ -459,19 +484,23 @@ func (e notRegular) Error() string {
 // Parse parses and validates a feed file; name is used in error messages
 // and as Config.File.
 func Parse(name string, data []byte) (*Config, error) {
-	return parse(name, data, false)
+	return parse(name, data, loadRun)
 }
 
-func parse(name string, data []byte, offline bool) (*Config, error) {
+func parse(name string, data []byte, mode loadMode) (*Config, error) {
 	// A UTF-8 byte order mark, as some editors write one, may begin a YAML
 	// stream (YAML 1.2, 5.2); the parser would read it as part of the
 	// first key.
 	data = bytes.TrimPrefix(data, []byte("\ufeff"))
-	d := decoder{file: name, offline: offline}
+	d := decoder{file: name, offline: mode == loadOffline}
 	if err := notUTF8(name, data); err != nil {
 		return nil, err
 	}
 	c := d.decode(data)
+	if mode == loadCheck && len(d.errs) == len(d.hostErrs) {
+		// Only the host's problems: CheckHost says them (LoadCheck).
+		c.hostErrs, d.errs = d.hostErrs, nil
+	}
 	if err := d.err(); err != nil {
 		return nil, err
 	}

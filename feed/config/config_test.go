@@ -1262,3 +1262,39 @@ func TestErrorsCapped(t *testing.T) {
 		t.Fatalf("%d duplicates: %d lines, want %d without a count:\n%s", maxErrors, got, maxErrors, err)
 	}
 }
+
+// TestLoadCheckLeavesHostErrorsToCheckHost: LoadCheck (feedhandler check)
+// returns the config when the file's only problems are the snapshot
+// password's source on this host, and CheckHost returns them with its own,
+// so that check goes on to the rest; Load (run) still refuses them, and
+// LoadCheck any file with another problem, all of them at once.
+func TestLoadCheckLeavesHostErrorsToCheckHost(t *testing.T) {
+	base := "feed: {name: t}\nlines:\n  a: {interface: fhck-none-cfg, group: 239.0.0.1, port: 1}\nrecovery:\n  snapshot:\n    server: 10.1.2.3:26401\n    username: u\n"
+	missing := filepath.Join(t.TempDir(), "missing.pw")
+	for _, c := range []struct{ name, src, want string }{
+		{"env unset", "    password_env: FEEDHANDLER_TEST_UNSET_PW_H252\n",
+			"t.yaml:8: recovery.snapshot.password_env: environment variable FEEDHANDLER_TEST_UNSET_PW_H252 is not set"},
+		{"file missing", "    password_file: " + missing + "\n",
+			"t.yaml:8: recovery.snapshot.password_file: read password: open " + missing + ": no such file or directory"},
+	} {
+		yaml := []byte(base + c.src)
+		if _, err := parse("t.yaml", yaml, loadRun); err == nil || err.Error() != c.want {
+			t.Errorf("%s: Load: %v, want %s", c.name, err, c.want)
+		}
+		cfg, err := parse("t.yaml", yaml, loadCheck)
+		if err != nil {
+			t.Fatalf("%s: LoadCheck: %v, want the config (its password's problem left to CheckHost)", c.name, err)
+		}
+		got := cfg.CheckHost()
+		iface := `t.yaml:3: lines.a.interface: no interface "fhck-none-cfg" on this host`
+		if got == nil || !strings.Contains(got.Error(), c.want) || !strings.Contains(got.Error(), iface) || !errors.Is(got, ErrInvalid) {
+			t.Errorf("%s: CheckHost: %v\nwant %q and %q", c.name, got, iface, c.want)
+		}
+		// With a problem of the file too: every one, no config.
+		bad := append([]byte("nmae: x\n"), yaml...)
+		want := "t.yaml:1: nmae: unknown field"
+		if cfg, err := parse("t.yaml", bad, loadCheck); cfg != nil || err == nil || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), strings.Replace(c.want, ":8:", ":9:", 1)) {
+			t.Errorf("%s: LoadCheck of a file with an unknown key: %v, want no config and %q with %q", c.name, err, want, c.want)
+		}
+	}
+}

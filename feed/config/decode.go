@@ -26,6 +26,10 @@ type decoder struct {
 	nulls   map[string]*token.Token // path -> key of fields given without a value
 	fieldAt map[string]int          // path -> line of each field given, for CheckHost
 	offline bool                    // LoadOffline: the snapshot password is not read
+	// hostErrs are the errors of errs that are this host's environment's,
+	// not the file's (hostErrorf): LoadCheck leaves them to CheckHost
+	// when there are no others.
+	hostErrs []*Error
 }
 
 // field is one value in the document: its dotted path, the token of its key
@@ -111,6 +115,14 @@ func (d *decoder) errorf(f field, format string, args ...any) {
 		tk = f.alias
 	}
 	d.add(tk, f.path, format, args...)
+}
+
+// hostErrorf is errorf for a problem of this host's environment rather
+// than of the file (the snapshot password's variable not set, its file
+// unreadable): an error for Load, CheckHost's for LoadCheck.
+func (d *decoder) hostErrorf(f field, format string, args ...any) {
+	d.errorf(f, format, args...)
+	d.hostErrs = append(d.hostErrs, d.errs[len(d.errs)-1])
 }
 
 // resolve unwraps anchors (remembering them), aliases and tags.

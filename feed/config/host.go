@@ -39,8 +39,10 @@ import (
 //
 //	feeds/nasdaq.yaml:23: lines.a.interface: no interface "ens1f0" on this host (have: lo, eth0)
 //
-// and never a reason for the receive backends to fall back. The errors are
-// *Error values (wrapping ErrInvalid), joined when there are several.
+// and never a reason for the receive backends to fall back. After them
+// come the problems LoadCheck left to it (the snapshot password's
+// variable not set, its file unreadable). The errors are *Error values
+// (wrapping ErrInvalid), joined when there are several.
 func (c *Config) CheckHost() error {
 	var errs []error
 	// addAt names field at the line of key (a list element at its key's).
@@ -109,6 +111,10 @@ func (c *Config) CheckHost() error {
 		if _, err := privilege.LookupUser(c.User); err != nil {
 			add("user", "%v named %q on this host (useradd --system %s, docs/OPERATIONS.md)", err, c.User, c.User)
 		}
+	}
+	// LoadCheck's: the snapshot password's source (Load refuses them).
+	for _, e := range c.hostErrs {
+		errs = append(errs, e)
 	}
 	return join(c.File, errs)
 }

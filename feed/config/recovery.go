@@ -256,11 +256,11 @@ func (d *decoder) snapshot(f field, s *Snapshot) {
 		}
 		pw, err := readPassword(s.PasswordFile)
 		if err != nil {
-			d.errorf(pwFile, "%v", err)
+			d.hostErrorf(pwFile, "%v", err)
 			return
 		}
 		if tooLong(pw) {
-			d.errorf(pwFile, "%s holds a password of %d characters: SoupBinTCP's login has room for %d", s.PasswordFile, len(pw), soupbintcp.PasswordLen)
+			d.hostErrorf(pwFile, "%s holds a password of %d characters: SoupBinTCP's login has room for %d", s.PasswordFile, len(pw), soupbintcp.PasswordLen)
 			return
 		}
 		s.Password = pw
@@ -274,15 +274,15 @@ func (d *decoder) snapshot(f field, s *Snapshot) {
 		}
 		v, ok := os.LookupEnv(s.PasswordEnv)
 		if !ok {
-			d.errorf(pwEnv, "environment variable %s is not set", s.PasswordEnv)
+			d.hostErrorf(pwEnv, "environment variable %s is not set", s.PasswordEnv)
 			return
 		}
 		if blank(v) {
-			d.errorf(pwEnv, "environment variable %s is set but empty: the snapshot server would refuse the login (set it, e.g. in the unit's EnvironmentFile=)", s.PasswordEnv)
+			d.hostErrorf(pwEnv, "environment variable %s is set but empty: the snapshot server would refuse the login (set it, e.g. in the unit's EnvironmentFile=)", s.PasswordEnv)
 			return
 		}
 		if tooLong(v) {
-			d.errorf(pwEnv, "environment variable %s holds a password of %d characters: SoupBinTCP's login has room for %d", s.PasswordEnv, len(v), soupbintcp.PasswordLen)
+			d.hostErrorf(pwEnv, "environment variable %s holds a password of %d characters: SoupBinTCP's login has room for %d", s.PasswordEnv, len(v), soupbintcp.PasswordLen)
 			return
 		}
 		s.Password = v

@@ -2,9 +2,11 @@ package preflight
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"net/netip"
 	"os"
@@ -31,8 +33,33 @@ import (
 
 // Run checks the host against cfg, which config.Load has read and
 // CheckHost has checked, and returns the findings in a fixed order.
-func Run(cfg *config.Config, h Host) []Finding {
-	c := &checker{cfg: cfg, h: h}
+func Run(cfg *config.Config, h Host) []Finding { return RunRefused(cfg, h, nil) }
+
+// RunRefused is Run for a config that CheckHost (or config.LoadCheck)
+// refused with refused, which is what feedhandler check does to report
+// every problem in one run: each of refused's problems is a FAIL line
+// first (topic "config", Finding.Config: run refuses it, exit 78), "file:line:
+// field: what" as run prints it, and the checks then run, but for those
+// of a field already refused, so that no problem is said twice (a
+// metrics.listen port, a hot thread's core, the shm file).
+func RunRefused(cfg *config.Config, h Host, refused error) []Finding {
+	c := &checker{cfg: cfg, h: h, refused: map[string]bool{}}
+	errs := unjoin(refused)
+	// In the file's order (CheckHost's is its checks', then LoadCheck's);
+	// the closing "... and N more problems", with no line, stays last.
+	line := func(err error) int {
+		if e := (*config.Error)(nil); errors.As(err, &e) && e.Line > 0 {
+			return e.Line
+		}
+		return math.MaxInt
+	}
+	slices.SortStableFunc(errs, func(a, b error) int { return cmp.Compare(line(a), line(b)) })
+	for _, err := range errs {
+		c.refuse("config", "%v", err)
+		if e := (*config.Error)(nil); errors.As(err, &e) {
+			c.refused[e.Field] = true
+		}
+	}
 	c.eff, _ = privilege.Effective()
 	c.cores()
 	c.numa()
@@ -56,6 +83,20 @@ type checker struct {
 	h   Host
 	eff privilege.Caps
 	out []Finding
+	// refused: the fields RunRefused's errors name, whose checks say
+	// nothing more.
+	refused map[string]bool
+}
+
+// unjoin returns the errors err joins (errors.Join), or err alone.
+func unjoin(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	if err == nil {
+		return nil
+	}
+	return []error{err}
 }
 
 func (c *checker) add(l Level, topic, format string, args ...any) {
@@ -184,6 +225,9 @@ func (c *checker) cores() {
 	nohz, okNohz := c.h.cpuList("/sys/devices/system/cpu/nohz_full")
 	seen := map[int]bool{}
 	for _, t := range c.threads() {
+		if c.refused[t.field] {
+			continue // refused: not a CPU it may run on, or taken twice
+		}
 		if t.cpu == config.Unpinned {
 			c.add(Warn, "cores", "%s is not set: the hot thread runs wherever the scheduler puts it, next to other tasks (docs/TUNING.md section 1)", t.field)
 			continue
@@ -234,7 +278,7 @@ func (h Host) cpuNode(cpu int) int {
 // numa: the receive core sits on the NUMA node of each line's NIC.
 func (c *checker) numa() {
 	cpu := c.cfg.Cores.Receive
-	if cpu == config.Unpinned {
+	if cpu == config.Unpinned || c.refused["cores.receive"] {
 		return
 	}
 	cpuNode := c.h.cpuNode(cpu)
@@ -333,7 +377,7 @@ func (c *checker) nicIRQs(ifname string, all []irq) (irqs []irq, device bool) {
 // section 2).
 func (c *checker) irqs() {
 	cpu := c.cfg.Cores.Receive
-	if cpu == config.Unpinned {
+	if cpu == config.Unpinned || c.refused["cores.receive"] {
 		return
 	}
 	all := c.h.interrupts()
@@ -851,6 +895,9 @@ func (c *checker) rerequestBuffer() {
 // before, exit 78 as run does; these two a restart may find gone, exit 1
 // for both.
 func (c *checker) sharedMemory() {
+	if c.refused["shm.name"] {
+		return
+	}
 	s := c.cfg.SHM
 	path := shm.Path(s.Name)
 	fails := len(c.out)
@@ -877,7 +924,7 @@ func (c *checker) sharedMemory() {
 // metrics: metrics.listen can be bound now.
 func (c *checker) metrics() {
 	addr := c.cfg.Metrics.Listen
-	if addr == "" {
+	if addr == "" || c.refused["metrics.listen"] {
 		return
 	}
 	ln, err := net.Listen("tcp", addr)
