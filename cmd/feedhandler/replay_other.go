@@ -84,9 +84,6 @@ type unmatchedLine struct {
 	RefusedSource string `json:"refused_source,omitempty"`
 }
 
-// lineNames are the report's names of the feed's lines, by index.
-var lineNames = [...]string{"A", "B"}
-
 // unmatched returns the report's unmatched, or nil when every line of
 // the feed got datagrams and fewer than half went to none.
 func (a *arbitrated) unmatched() *unmatchedReport {
@@ -105,9 +102,9 @@ func (a *arbitrated) unmatched() *unmatchedReport {
 	src, sn := top(a.others, all, func(f otherFlow) netip.Addr { return f.src })
 	u := &unmatchedReport{Destination: dst.String(), DestinationCount: dn, Source: src.String(), SourceCount: sn}
 	var said []string
-	for i, l := range lines {
+	for _, l := range lines {
 		group := netip.AddrPortFrom(l.Group, l.Port)
-		ul := unmatchedLine{Line: lineNames[i], Group: group.String()}
+		ul := unmatchedLine{Line: l.Name, Group: group.String()}
 		from := "any source"
 		if l.Source.IsValid() {
 			ul.Source, from = l.Source.String(), fmt.Sprintf("from %s (lines.%s.source)", l.Source, strings.ToLower(l.Name))
