@@ -369,7 +369,7 @@ func Load(path string) (*Config, error) {
 // LoadOffline reads the feed file at path as Load does, but for the
 // snapshot server's password (recovery.snapshot.password_file,
 // password_env), which it neither reads nor requires: for commands that
-// take a feed's settings and never log in (replay --feed, demo --feed),
+// take a feed's settings and never log in (replay --feed),
 // which then run where the password is not kept. The password's key is
 // still checked as written (one of the two, an absolute password_file, a
 // variable's name); Snapshot.Password is left empty.
