@@ -118,7 +118,9 @@ func runDemo(args []string) error {
 		return fmt.Errorf("demo: --mode %q: want run-to-completion or sharded", *mode)
 	}
 	if *feed != "" {
-		cfg, err := config.Load(*feed)
+		// The demo's recovery servers take its own credentials
+		// (internal/demo): the feed's snapshot password is not used.
+		cfg, err := config.LoadOffline(*feed)
 		if err != nil {
 			return err
 		}
