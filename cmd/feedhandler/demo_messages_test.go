@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"os"
 	"strings"
 	"testing"
 
@@ -31,5 +32,25 @@ func TestDemoSummaryMessages(t *testing.T) {
 	printDemo(&out, &demo.Day{Messages: 1_000_000}, res, 0, demo.Options{}, "")
 	if want := "838781 applied (those, the snapshots' 2749 messages and a System Event once per book thread)\n"; !strings.Contains(out.String(), want) {
 		t.Errorf("sharded demo summary lacks %q:\n%s", want, out.String())
+	}
+}
+
+// TestDocStatsAppliedSnapshot: OPERATIONS.md's stats line said applied and
+// delivered were equal in run to completion for the same input, though a
+// snapshot's messages are applied and not delivered (the demo's summary:
+// '169195 delivered in order ..., 170898 applied (those and the snapshots'
+// 1703 messages)', run to completion; TestSnapshotMessagesNotLiveLatency
+// in feed/handler checks it).
+func TestDocStatsAppliedSnapshot(t *testing.T) {
+	doc, err := os.ReadFile("../../docs/OPERATIONS.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	flat := strings.Join(strings.Fields(string(doc)), " ")
+	if want := "the messages a snapshot loads (the books' state at its sequence number, in place of the messages before it) are applied, not delivered (`TestSnapshotMessagesNotLiveLatency`)"; !strings.Contains(flat, want) {
+		t.Errorf("docs/OPERATIONS.md's stats line does not say %q", want)
+	}
+	if bad := "they are equal for the same input)"; strings.Contains(flat, bad) {
+		t.Errorf("docs/OPERATIONS.md's stats line says %q, snapshots aside", bad)
 	}
 }
