@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"os"
 	"strings"
 	"testing"
 
@@ -42,11 +41,7 @@ func TestDemoSummaryMessages(t *testing.T) {
 // 1703 messages)', run to completion; TestSnapshotMessagesNotLiveLatency
 // in feed/handler checks it).
 func TestDocStatsAppliedSnapshot(t *testing.T) {
-	doc, err := os.ReadFile("../../docs/OPERATIONS.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	flat := strings.Join(strings.Fields(string(doc)), " ")
+	flat := operationsText(t)
 	if want := "the messages a snapshot loads (the books' state at its sequence number, in place of the messages before it) are applied, not delivered (`TestSnapshotMessagesNotLiveLatency`)"; !strings.Contains(flat, want) {
 		t.Errorf("docs/OPERATIONS.md's stats line does not say %q", want)
 	}
