@@ -86,8 +86,17 @@ func printChecks(w io.Writer, cfg *config.Config, fs []preflight.Finding, strict
 	if len(cfg.Cores.Shards) >= 2 {
 		mode = fmt.Sprintf("sharded over %d book threads", len(cfg.Cores.Shards))
 	}
+	// The file read: "ok" when nothing in it is refused, "read" when
+	// FAIL config lines follow (an ok above them read as a contradiction),
+	// not counted among the ok then.
+	level, readOK := preflight.OK.String(), 1
+	for _, f := range fs {
+		if f.Level == preflight.Fail && f.Topic == "config" {
+			level, readOK = "read", 0
+		}
+	}
 	if !quiet {
-		fmt.Fprintf(w, "%-4s  %-9s %s: feed %s, %d line(s), backend %s, %s\n", preflight.OK, "config", cfg.File, cfg.Feed.Name, len(cfg.Lines), cfg.Receive.Backend, mode)
+		fmt.Fprintf(w, "%-4s  %-9s %s: feed %s, %d line(s), backend %s, %s\n", level, "config", cfg.File, cfg.Feed.Name, len(cfg.Lines), cfg.Receive.Backend, mode)
 	}
 	var fails, warns, refused int
 	for _, f := range fs {
@@ -104,7 +113,7 @@ func printChecks(w io.Writer, cfg *config.Config, fs []preflight.Finding, strict
 			fmt.Fprintln(w, f)
 		}
 	}
-	fmt.Fprintf(w, "%d failed, %d warning(s), %d ok\n", fails, warns, len(fs)+1-fails-warns)
+	fmt.Fprintf(w, "%d failed, %d warning(s), %d ok\n", fails, warns, len(fs)+readOK-fails-warns)
 	if !strict {
 		warns = 0
 	}

@@ -504,6 +504,11 @@ func TestCheckReportsEveryProblem(t *testing.T) {
 			t.Errorf("check: %q before %q, not in the file's order:\n%s", w, want[i-1], out)
 		}
 	}
+	// The file's line above them says it was read, not "ok" (it said
+	// "ok    config" above the FAIL config lines).
+	if read := "read  config    " + f + ": feed nasdaq-totalview"; !strings.HasPrefix(out, read) || strings.Contains(out, "ok    config") {
+		t.Errorf("check: stdout does not start with %q, or says \"ok    config\":\n%s", read, out)
+	}
 	// The host's findings follow (the clock's is always said), and none
 	// says again what a config line said.
 	if !strings.Contains(out, "  clock     ") || strings.Contains(out, "CPU 65535 is not isolated") {

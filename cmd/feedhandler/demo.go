@@ -118,7 +118,9 @@ func runDemo(args []string) error {
 		return fmt.Errorf("demo: --mode %q: want run-to-completion or sharded", *mode)
 	}
 	if *feed != "" {
-		cfg, err := config.Load(*feed)
+		// The demo's recovery servers take its own credentials
+		// (internal/demo): the feed's snapshot password is not used.
+		cfg, err := config.LoadOffline(*feed)
 		if err != nil {
 			return err
 		}
@@ -193,6 +195,31 @@ func demoFromFeed(cfg *config.Config, o *demo.Options) {
 	}
 }
 
+// demoMessages is the summary's messages line: sent, delivered in order
+// (the arbiter's: from the lines and re-requests, none a snapshot stood
+// in for) and applied to the books (those and the snapshots' messages; a
+// System Event once per book thread), with what sets the three apart.
+func demoMessages(sent uint64, st *handler.Stats) string {
+	delivered, applied := st.Arbiter.Delivered, st.Applied()
+	rs := st.Recovery
+	line := fmt.Sprintf("%d sent, %d delivered in order (from the lines and re-requests", sent, delivered)
+	if rs.Snapshots > 0 && delivered < sent {
+		line += fmt.Sprintf("; snapshots stood in for the other %d", sent-delivered)
+	}
+	line += fmt.Sprintf("), %d applied", applied)
+	var with []string
+	if rs.SnapshotMessages > 0 {
+		with = append(with, fmt.Sprintf("the snapshots' %d messages", rs.SnapshotMessages))
+	}
+	if len(st.Shards) > 1 && applied != delivered+rs.SnapshotMessages {
+		with = append(with, "a System Event once per book thread")
+	}
+	if n := len(with); n > 0 {
+		line += " (" + strings.Join(append([]string{"those"}, with[:n-1]...), ", ") + " and " + with[n-1] + ")"
+	}
+	return line
+}
+
 func printDemo(w io.Writer, day *demo.Day, res *demo.Result, gcRun uint64, o demo.Options, rtNote string) {
 	st := res.Stats
 	fmt.Fprintf(w, "\ntop of the most active books, read back from shared memory (%s):\n", res.Backend)
@@ -222,7 +249,7 @@ func printDemo(w io.Writer, day *demo.Day, res *demo.Result, gcRun uint64, o dem
 	}
 	fmt.Fprintf(w, "\nsummary\n")
 	fmt.Fprintf(w, "  backend              %s, %s\n", res.Backend, st.Mode)
-	fmt.Fprintf(w, "  messages             %d sent, %d delivered in order, %d applied\n", day.Messages, st.Arbiter.Delivered, st.Applied())
+	fmt.Fprintf(w, "  messages             %s\n", demoMessages(uint64(day.Messages), &st))
 	perPkt := float64(day.Messages) / float64(max(1, len(day.Packets)))
 	reached := float64(res.Sender.Input) / max(res.Sender.Elapsed.Seconds(), 1e-9)
 	fmt.Fprintf(w, "  sender               %d packets (%.1f messages each) at %.0f packets/s per line asked, %.0f reached (%.0f messages/s); A and B copies in one sendmmsg; deadline pacing: %d writes of 2 to %d packets after a late wakeup, %d schedule slips\n",

@@ -49,6 +49,26 @@ func TestDemoFromFeed(t *testing.T) {
 	}
 }
 
+// TestDemoFeedNeedsNoPassword: demo --feed loaded the file as run does and
+// refused one naming a snapshot password not set here, though the demo's
+// lab GLIMPSE server and its handler use the demo's own credentials. The
+// run stops at --messages 0, after the file is loaded.
+func TestDemoFeedNeedsNoPassword(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("the demo needs root (namespaces, XDP)")
+	}
+	feed := filepath.Join(t.TempDir(), "demo.yaml")
+	yaml := "feed: {name: nopw}\nlines:\n  a: {interface: fhdemo254, group: 239.77.1.1, port: 26477}\n" +
+		"recovery:\n  snapshot: {server: 10.1.2.3:26401, username: u, password_env: FEEDHANDLER_TEST_UNSET_PW_H254}\n"
+	if err := os.WriteFile(feed, []byte(yaml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, errOut, err := runCommand(t, "demo", "--feed", feed, "--messages", "0")
+	if err == nil || !strings.Contains(errOut, "message count 0 must be positive") {
+		t.Errorf("demo --feed (password variable unset) --messages 0: %v\n%s\nwant it to load the file and stop at the message count", err, errOut)
+	}
+}
+
 // TestDemoOneCPU: on one CPU (taskset -c 0, or a cgroup's cpuset of one)
 // the demo does not pin, so it asks for no SCHED_FIFO and does not spin
 // unless told: before, its default --rt-priority 10 was refused with a

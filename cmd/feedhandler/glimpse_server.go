@@ -24,8 +24,14 @@ type snapshotFlags struct {
 	linger                              *time.Duration
 }
 
-// passwordEnv names the environment variable that may hold the password.
-const passwordEnv = "FEEDHANDLER_SNAPSHOT_PASSWORD"
+// passwordEnv names the environment variable that may hold the password:
+// the one feeds/nasdaq.yaml's recovery.snapshot.password_env names, so the
+// lab server and a handler on the shipped feed file share one variable.
+// oldPasswordEnv, the name it had before, is read when passwordEnv is unset.
+const (
+	passwordEnv    = "FEEDHANDLER_GLIMPSE_PASSWORD"
+	oldPasswordEnv = "FEEDHANDLER_SNAPSHOT_PASSWORD"
+)
 
 // addSnapshotFlags registers the server's flags on fs. beside is true for
 // send's server, which stops when the send ends (after --snapshot-linger)
@@ -35,7 +41,7 @@ func addSnapshotFlags(fs *flag.FlagSet, listenFlag string, beside bool) *snapsho
 	f := &snapshotFlags{
 		listen:       fs.String(listenFlag, "", "serve GLIMPSE 5.0 snapshots over SoupBinTCP on this host:port"),
 		user:         fs.String("snapshot-user", "lab", "SoupBinTCP username the snapshot server accepts (up to 6 characters)"),
-		passwordFile: fs.String("snapshot-password-file", "", "file holding the snapshot server's password (default: $"+passwordEnv+", else empty)"),
+		passwordFile: fs.String("snapshot-password-file", "", "file holding the snapshot server's password (default: $"+passwordEnv+", else $"+oldPasswordEnv+", else empty)"),
 		linger:       new(time.Duration),
 	}
 	if beside {
@@ -55,7 +61,10 @@ func (f *snapshotFlags) password() (string, error) {
 		}
 		return strings.TrimRight(string(b), "\r\n"), nil
 	}
-	return os.Getenv(passwordEnv), nil
+	if pw := os.Getenv(passwordEnv); pw != "" {
+		return pw, nil
+	}
+	return os.Getenv(oldPasswordEnv), nil
 }
 
 // start loads the day and serves snapshots at position(); stop closes the

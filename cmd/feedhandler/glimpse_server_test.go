@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/marketfeed/feedhandler/feed/config"
 	"github.com/marketfeed/feedhandler/feed/glimpse"
 	"github.com/marketfeed/feedhandler/internal/itchgen"
 )
@@ -89,5 +90,37 @@ func TestGlimpseServerUsage(t *testing.T) {
 		if !strings.Contains(errOut, want) {
 			t.Errorf("send -h lacks %q:\n%s", want, errOut)
 		}
+	}
+}
+
+// TestGlimpsePasswordEnv: the lab server's password variable is the one the
+// shipped feed file's recovery.snapshot.password_env names (it was
+// FEEDHANDLER_SNAPSHOT_PASSWORD, so a lab server and a handler on
+// feeds/nasdaq.yaml needed the password under two names); the old name is
+// still read when the new one is unset, and -h names both.
+func TestGlimpsePasswordEnv(t *testing.T) {
+	cfg, err := config.LoadOffline("../../feeds/nasdaq.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := cfg.Recovery.Snapshot.PasswordEnv; got != passwordEnv {
+		t.Errorf("feeds/nasdaq.yaml's recovery.snapshot.password_env is %s; glimpse-server reads $%s", got, passwordEnv)
+	}
+	empty := ""
+	f := &snapshotFlags{passwordFile: &empty}
+	for _, tc := range []struct{ glimpse, old, want string }{
+		{"new", "old", "new"},
+		{"", "old", "old"},
+		{"new", "", "new"},
+	} {
+		t.Setenv("FEEDHANDLER_GLIMPSE_PASSWORD", tc.glimpse)
+		t.Setenv("FEEDHANDLER_SNAPSHOT_PASSWORD", tc.old)
+		if got, err := f.password(); err != nil || got != tc.want {
+			t.Errorf("FEEDHANDLER_GLIMPSE_PASSWORD=%q FEEDHANDLER_SNAPSHOT_PASSWORD=%q: password %q, %v; want %q", tc.glimpse, tc.old, got, err, tc.want)
+		}
+	}
+	_, errOut, _ := runCommand(t, "glimpse-server", "-h")
+	if !strings.Contains(errOut, "$FEEDHANDLER_GLIMPSE_PASSWORD, else $FEEDHANDLER_SNAPSHOT_PASSWORD") {
+		t.Errorf("glimpse-server -h does not name $FEEDHANDLER_GLIMPSE_PASSWORD and the old name:\n%s", errOut)
 	}
 }

@@ -189,6 +189,11 @@ func TestSnapshotMessagesNotLiveLatency(t *testing.T) {
 			if got := sh.books.Book(7).Orders(); got != 199 {
 				t.Fatalf("%d orders after the snapshot, want 199", got)
 			}
+			// Applied, not delivered (the stats line's applied and
+			// delivered, docs/OPERATIONS.md).
+			if d, a := h.arb.Stats.Delivered, sh.applied.Load(); d != 0 || a != 200 {
+				t.Fatalf("after the snapshot: %d delivered, %d applied; want 0 and its 200", d, a)
+			}
 			if n := sh.hist.Count(); n != 0 {
 				t.Fatalf("%d snapshot messages recorded as live latencies (path %d), want 0", n, sh.histPath.Count())
 			}

@@ -5,6 +5,7 @@ package clilog
 
 import (
 	"os"
+	"time"
 
 	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
@@ -15,8 +16,19 @@ import (
 // format then prints as .000.
 const TimeFieldFormat = "2006-01-02T15:04:05.000000Z07:00"
 
-// Importing the package sets zerolog's time format for the process.
-func init() { zerolog.TimeFieldFormat = TimeFieldFormat }
+// DurationFieldUnit is the unit of a duration field's number (Event.Dur:
+// took, retry_in, silent_for, ...): milliseconds, with a fraction
+// (took=26.479822 is 26.48 ms), as docs/OPERATIONS.md says. zerolog's
+// default, set here so that no change of its default changes the logs.
+const DurationFieldUnit = time.Millisecond
+
+// Importing the package sets zerolog's time format and duration unit for
+// the process.
+func init() {
+	zerolog.TimeFieldFormat = TimeFieldFormat
+	zerolog.DurationFieldUnit = DurationFieldUnit
+	zerolog.DurationFieldInteger = false
+}
 
 // Console logs human-readable lines to f, timed to the millisecond,
 // coloured only when f is a terminal.
