@@ -154,8 +154,8 @@ func (f *Follower) poll(dst []Update) (int, error) {
 // says dead, what stopped says of it. It sets the next look lookEvery
 // empty polls on, as many as the follower made in a heartbeat interval at
 // the rate since the previous look (1 to maxLookEvery), so that a
-// follower that polls slowly
-// still looks about once an interval and a fast one rarely reads a clock;
+// follower that polls slowly still looks about once an interval and a
+// fast one rarely reads a clock;
 // once the writer is dead, at the next empty poll, which says so again
 // (or nothing, once it beats again: a stopped process resumed).
 func (f *Follower) look() error {
