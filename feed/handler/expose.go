@@ -453,6 +453,8 @@ func scalar(st *Stats, name string) uint64 {
 		return r.Rerequest.ReadErrors
 	case "recovery_snapshots_total":
 		return r.Snapshots
+	case "recovery_snapshot_loaded_messages_total":
+		return r.SnapshotMessages
 	case "recovery_snapshot_failures_total":
 		return r.SnapshotFailures
 	case "recovery_snapshots_wrong_session_total":

@@ -116,6 +116,7 @@ var exported = [...]metric{
 	{"recovery_late_responses_total", "Re-request answers whose messages had arrived already.", kindCounter, ""},
 	{"recovery_read_errors_total", "Errors reading a re-request socket (none expected): the socket is read again at the next poll.", kindCounter, ""},
 	{"recovery_snapshots_total", "Snapshots loaded.", kindCounter, ""},
+	{"recovery_snapshot_loaded_messages_total", "Messages of the GLIMPSE snapshots loaded, handed to the books: applied (shard_applied_total), not delivered (delivered_messages_total).", kindCounter, ""},
 	{"recovery_snapshot_failures_total", "Snapshot fetches that failed.", kindCounter, ""},
 	{"recovery_snapshots_wrong_session_total", "Snapshots of a session the lines have left (the server's current session, asked for with a blank session, is one the lines were on): not loaded; also in recovery_snapshot_failures_total.", kindCounter, ""},
 	{"recovery_snapshots_discarded_total", "Snapshots fetched for a session replaced meanwhile, not loaded.", kindCounter, ""},
@@ -288,7 +289,7 @@ func (h *Handler) LogStats(final bool) {
 		Uint64("requests", st.Recovery.Rerequest.Requests).Uint64("retries", st.Recovery.Rerequest.Retries).
 		Uint64("timeouts", st.Recovery.Rerequest.Timeouts).Uint64("bad_responses", st.Recovery.Rerequest.Bad()).
 		Uint64("late_responses", st.Recovery.Rerequest.Late+st.Arbiter.RecoveredLate).
-		Uint64("snapshots", st.Recovery.Snapshots).Uint64("spill_hwm", st.Arbiter.HeldMax).
+		Uint64("snapshots", st.Recovery.Snapshots).Uint64("snapshot_msgs", st.Recovery.SnapshotMessages).Uint64("spill_hwm", st.Arbiter.HeldMax).
 		Int64("recovery_p50_ns", st.Recovery.RecoveryTime.Quantile(0.5)).Int64("recovery_p99_ns", st.Recovery.RecoveryTime.Quantile(0.99)).
 		Int64("lat_p50_ns", st.Latency.Quantile(0.5)).Int64("lat_p99_ns", st.Latency.Quantile(0.99)).
 		Int64("lat_p999_ns", st.Latency.Quantile(0.999)).Int64("lat_max_ns", st.Latency.Max).

@@ -196,7 +196,7 @@ type RecoveryStats struct {
 	Snapshots            uint64 // snapshots loaded
 	SnapshotFailures     uint64
 	SnapshotsDiscarded   uint64 // fetched for a session replaced meanwhile, not loaded
-	SnapshotMessages     uint64 // messages loaded from snapshots
+	SnapshotMessages     uint64 // messages of the snapshots loaded: applied, not delivered (snapshot_msgs)
 	LastSnapshotNext     uint64
 	LastSnapshotError    string
 	Rerequest            rerequest.Stats

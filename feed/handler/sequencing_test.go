@@ -1,10 +1,12 @@
 package handler
 
 import (
+	"bytes"
 	"context"
 	"math/rand/v2"
 	"net"
 	"net/netip"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -15,6 +17,7 @@ import (
 	"github.com/marketfeed/feedhandler/feed/moldudp64"
 	"github.com/marketfeed/feedhandler/feed/rerequest"
 	"github.com/marketfeed/feedhandler/internal/exchange"
+	"github.com/rs/zerolog"
 )
 
 // silentServer is a re-request server that reads requests (a real UDP
@@ -156,6 +159,9 @@ func TestSessionChangeMidRerequestIsNoRepair(t *testing.T) {
 // histograms (Stats.Latency and PathLatency: "receive timestamp to shm
 // publish, per live message"), where they would stand for live messages
 // that waited the whole snapshot load.
+// Applied, not delivered, they are counted as the snapshot's messages
+// (Stats.Recovery.SnapshotMessages, the stats line's snapshot_msgs,
+// feedhandler_recovery_snapshot_loaded_messages_total): 200.
 func TestSnapshotMessagesNotLiveLatency(t *testing.T) {
 	for _, m := range modes {
 		t.Run(m.mode.String(), func(t *testing.T) {
@@ -176,6 +182,8 @@ func TestSnapshotMessagesNotLiveLatency(t *testing.T) {
 				return Snapshot{Next: 901}, nil
 			}
 			h, sh, wait := modeHandler(t, m.mode, 1<<10, smallBooks)
+			sink := &lastLine{}
+			h.log, h.recv = zerolog.New(sink), &scriptRx{}
 			rec := withRecovery(t, h, ArbiterConfig{Session: moldudp64.NewSession("LATE"), Lines: 1, Grace: time.Microsecond, Hold: time.Millisecond},
 				RecoveryConfig{Snapshot: fetch})
 			ev := itch.SystemEventFields{EventCode: 'Q'}
@@ -193,6 +201,19 @@ func TestSnapshotMessagesNotLiveLatency(t *testing.T) {
 			// delivered, docs/OPERATIONS.md).
 			if d, a := h.arb.Stats.Delivered, sh.applied.Load(); d != 0 || a != 200 {
 				t.Fatalf("after the snapshot: %d delivered, %d applied; want 0 and its 200", d, a)
+			}
+			// What tells them apart, counted once at the load: in
+			// Stats, the stats line (snapshot_msgs) and /metrics.
+			h.copyStats(true)
+			if n := h.Stats().Recovery.SnapshotMessages; n != 200 {
+				t.Errorf("Stats.Recovery.SnapshotMessages %d, want the snapshot's 200", n)
+			}
+			h.LogStats(false)
+			if line, _ := sink.last(); !strings.Contains(line, `"snapshot_msgs":200,`) {
+				t.Errorf("the stats line lacks \"snapshot_msgs\":200: %s", line)
+			}
+			if buf := NewExposition(h).AppendText(nil); !bytes.Contains(buf, []byte("\nfeedhandler_recovery_snapshot_loaded_messages_total{feed=\"\"} 200\n")) {
+				t.Errorf("/metrics lacks feedhandler_recovery_snapshot_loaded_messages_total 200:\n%s", buf)
 			}
 			if n := sh.hist.Count(); n != 0 {
 				t.Fatalf("%d snapshot messages recorded as live latencies (path %d), want 0", n, sh.histPath.Count())

@@ -47,7 +47,6 @@ var notExported = map[string]string{
 	"Arbiter.RecoveriesFailed":    "recovery_failures_total, and the gaps declared (gaps_total)",
 	"Arbiter.SpillOverflows":      "a spill full while re-requesting: the range declared and counted in gaps_forced_total",
 	"Recovery.SpillMax":           "recovery_spill_high_water (Arbiter.HeldMax, the same count)",
-	"Recovery.SnapshotMessages":   "what the snapshots loaded carried: the snapshot loaded log line's messages",
 	"Receive.Packets":             "the backend's per-line count: line_packets_total counts them as the arbiter took them",
 	"Receive.Bytes":               "the backend's per-line count: line_bytes_total",
 	"Receive.Unmatched":           "frames of no line (other traffic): receive_backend_events_total has the backend's own kinds",
