@@ -340,3 +340,42 @@ func TestWaitEmptyDst(t *testing.T) {
 		t.Errorf("Wait(nil) after the journal lapped the follower: %d, %v; want 0, ErrOverrun", n, err)
 	}
 }
+
+// TestZeroViewLevels: the View a failed Read returns (a symbol not
+// registered, nothing published yet) answers Bid and Ask with ok false, as
+// C++'s View::bid and View::ask do on an empty View. They panicked (index
+// out of range in the flatbuffers runtime), so a strategy that took the
+// quick start's `bid, _ := v.Bid(0)` after a Read of an unknown symbol
+// crashed.
+func TestZeroViewLevels(t *testing.T) {
+	w := testWriter(t, Config{Instruments: 4, Depth: 2, JournalLen: 16})
+	if err := w.Register(1, "S1"); err != nil {
+		t.Fatal(err)
+	}
+	r := testReader(t, w.Path())
+	buf := make([]byte, r.Info().MaxSnapshot)
+	for _, c := range []struct {
+		locate uint16
+		want   error
+	}{{7, ErrUnknownLocate}, {1, ErrNoData}} {
+		v, err := r.Read(c.locate, buf)
+		if !errors.Is(err, c.want) {
+			t.Fatalf("Read(%d) = %v, want %v", c.locate, err, c.want)
+		}
+		for i := range 2 {
+			func() {
+				defer func() {
+					if p := recover(); p != nil {
+						t.Errorf("after Read(%d): %v: View.Bid or View.Ask(%d) panicked: %v", c.locate, err, i, p)
+					}
+				}()
+				if l, ok := v.Bid(i); ok || l != (Level{}) {
+					t.Errorf("after Read(%d): %v: View.Bid(%d) = %v, %v; want the zero Level, false", c.locate, err, i, l, ok)
+				}
+				if l, ok := v.Ask(i); ok || l != (Level{}) {
+					t.Errorf("after Read(%d): %v: View.Ask(%d) = %v, %v; want the zero Level, false", c.locate, err, i, l, ok)
+				}
+			}()
+		}
+	}
+}
