@@ -1036,9 +1036,17 @@ class LifecycleTest(unittest.TestCase):
         with shm.open(name) as r:
             with self.assertRaises(shm.NoDataError):
                 r.read(1)
-            for bad in (2, 70000, -1):
+            # None: lookup's answer for a symbol not registered, passed on
+            # as SHM.md's example does (loc = r.lookup(...); r.read(loc)),
+            # is an unknown locate, as Go's Read of Lookup's 0: it was a
+            # TypeError from inside the reader ('<=' not supported between
+            # instances of 'int' and 'NoneType').
+            for bad in (2, 70000, -1, None):
                 with self.assertRaises(shm.UnknownLocateError):
                     r.read(bad)
+                with self.assertRaises(shm.UnknownLocateError):
+                    r.read_bytes(bad)
+                self.assertEqual(r.version(bad), 0)
             with self.assertRaises(shm.UnknownLocateError):
                 r.read_symbol("BBB")
             self.assertIsNone(r.lookup("BBB"))
