@@ -557,7 +557,8 @@ class Reader:
             try:
                 os.kill(self._pid, 0)
             except ProcessLookupError:
-                return WriterDeadError("check shm %s: pid %d gone: writer is dead" % (self.path, self._pid))
+                return WriterDeadError("check shm %s: pid %d gone, heartbeat %.3fs old: writer is dead"
+                                       % (self.path, self._pid, age / 1e9))
             except PermissionError:
                 pass  # alive, another user's process
         if age > self._stale_ns:
