@@ -379,3 +379,53 @@ func TestZeroViewLevels(t *testing.T) {
 		}
 	}
 }
+
+// TestDocLateRegistration: a reader that opens a file its writer just
+// created (OpenWait returns as soon as it appears) finds no instrument; each
+// appears as the writer registers it, and its first publish is a journal
+// record of a locate the reader has not looked up. docs/SHM.md says so and
+// what to do: its examples looked a symbol up once ("directory scan: do it
+// once"), and a strategy written from them, started before the handler,
+// followed 112376 records of a demo and read none of its symbols' books.
+func TestDocLateRegistration(t *testing.T) {
+	w := testWriter(t, Config{Instruments: 4, Depth: 2, JournalLen: 16})
+	r := testReader(t, w.Path())
+	if _, ok := r.Lookup("S1"); ok {
+		t.Fatal("Lookup found S1 before the writer registered it")
+	}
+	buf := make([]byte, r.Info().MaxSnapshot)
+	if _, err := r.ReadSymbol("S1", buf); !errors.Is(err, ErrUnknownLocate) {
+		t.Fatalf("ReadSymbol before the registration: %v, want ErrUnknownLocate", err)
+	}
+	f := r.Follow()
+	if err := w.Register(1, "S1"); err != nil {
+		t.Fatal(err)
+	}
+	s := Snapshot{Locate: 1, Seq: 3}
+	if err := w.Publish(&s); err != nil {
+		t.Fatal(err)
+	}
+	ups := make([]Update, 4)
+	if n, err := f.Poll(ups); err != nil || n != 1 || ups[0] != (Update{Locate: 1, Version: 1}) {
+		t.Fatalf("Poll after the first publish = %v, %v; want the record {1 1}", ups[:n], err)
+	}
+	if loc, ok := r.Lookup("S1"); !ok || loc != 1 {
+		t.Fatalf("Lookup after the registration = %d, %v; want 1, true", loc, ok)
+	}
+	doc, err := os.ReadFile("../../docs/SHM.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := strings.Join(strings.Fields(string(doc)), " ")
+	for _, want := range []string{
+		"| symbol not registered yet: a writer just started (`OpenWait` returns as soon as its file appears, with no instrument)",
+		"look it up again: a looked-up-once locate table misses every book registered after it; a new instrument's first publish is a journal record of a locate you have not seen",
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("docs/SHM.md's \"Writer liveness, restarts, versions\" does not say %q", want)
+		}
+	}
+	if strings.Contains(text, "directory scan: do it once") {
+		t.Error("docs/SHM.md's example says \"directory scan: do it once\": a symbol registered after that is never found")
+	}
+}
