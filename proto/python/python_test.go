@@ -535,3 +535,26 @@ func BenchmarkPython(b *testing.B) {
 	}
 	b.ReportMetric(0, "ns/op")
 }
+
+// TestDocPythonInfoAttribute: the Python Reader's info is an attribute
+// (a property, as path), where Go's Info and C++'s info are calls, and
+// docs/SHM.md's table of the Python names says so. It listed info among
+// the methods (lookup, version, heartbeat_ns, check), and r.info() as
+// written from it raised "TypeError: 'Info' object is not callable".
+func TestDocPythonInfoAttribute(t *testing.T) {
+	py := python(t)
+	out, err := exec.Command(py, "-c", "import feedhandler_shm as s; print(type(s.Reader.info).__name__)").CombinedOutput()
+	if err != nil || strings.TrimSpace(string(out)) != "property" {
+		t.Fatalf("feedhandler_shm.Reader.info: %v %s; want a property (the doc below says an attribute)", err, out)
+	}
+	doc, err := os.ReadFile("../../docs/SHM.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := strings.Join(strings.Fields(string(doc)), " ")
+	for _, want := range []string{"`info` (an attribute, as `path`: `r.info.max_snapshot`", "Python `info.generation`"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("docs/SHM.md does not say %q", want)
+		}
+	}
+}
