@@ -16,21 +16,7 @@ import (
 // command runs is there.
 func TestReadmeCppExampleBuilds(t *testing.T) {
 	cppbuild.Require(t)
-	readme, err := os.ReadFile("../../README.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, section, ok := strings.Cut(string(readme), "### C++ reader example")
-	if !ok {
-		t.Fatal("README.md has no \"### C++ reader example\" section")
-	}
-	_, block, ok := strings.Cut(section, "```sh\n")
-	if ok {
-		block, _, ok = strings.Cut(block, "```")
-	}
-	if !ok {
-		t.Fatal("README.md's C++ reader example has no sh block")
-	}
+	block := docBlock(t, "README.md", "### C++ reader example", "sh")
 	var build []string
 	var run string
 	for _, l := range strings.Split(block, "\n") {
@@ -84,19 +70,9 @@ func TestReadmeCppExampleBuilds(t *testing.T) {
 // type const struct Snapshot'; SIGSEGV in a build without optimization).
 func TestDocShmCppQuickStart(t *testing.T) {
 	cppbuild.Require(t)
-	doc, err := os.ReadFile("../../docs/SHM.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, section, ok := strings.Cut(string(doc), "\n### Using it\n")
-	if ok {
-		_, section, ok = strings.Cut(section, "```cpp\n")
-	}
-	if ok {
-		section, _, ok = strings.Cut(section, "```")
-	}
-	if !ok || !strings.Contains(section, `"itch"`) {
-		t.Fatalf("docs/SHM.md's \"Using it\" has no cpp block opening \"itch\":\n%s", section)
+	section := docBlock(t, "docs/SHM.md", "\n### Using it\n", "cpp")
+	if !strings.Contains(section, `"itch"`) {
+		t.Fatalf("docs/SHM.md's \"Using it\" cpp block opens no \"itch\":\n%s", section)
 	}
 	var head, body strings.Builder
 	for _, l := range strings.SplitAfter(section, "\n") {
@@ -142,4 +118,25 @@ func TestDocShmCppQuickStart(t *testing.T) {
 			t.Errorf("docs/SHM.md's C++ example on a feed %s AAPL: %v, output %q; want %s", name, err, out, want)
 		}
 	}
+}
+
+// docBlock returns the first code block fenced as lang after heading in the
+// repository's file doc.
+func docBlock(t *testing.T, doc, heading, lang string) string {
+	t.Helper()
+	text, err := os.ReadFile(filepath.Join("../..", doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, ok := strings.Cut(string(text), heading)
+	if ok {
+		_, section, ok = strings.Cut(section, "```"+lang+"\n")
+	}
+	if ok {
+		section, _, ok = strings.Cut(section, "```")
+	}
+	if !ok {
+		t.Fatalf("%s has no %s block after %q", doc, lang, strings.TrimSpace(heading))
+	}
+	return section
 }
