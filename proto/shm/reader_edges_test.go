@@ -429,3 +429,38 @@ func TestDocLateRegistration(t *testing.T) {
 		t.Error("docs/SHM.md's example says \"directory scan: do it once\": a symbol registered after that is never found")
 	}
 }
+
+// TestOpenFormatSaysWhy: Open of a file that is no feed says what it found,
+// as the Python reader does ("magic b'NOTAFEED': not a feed file",
+// "inconsistent header: not a feed file"): it said "open shm
+// /dev/shm/NAME: shm: not a feed file" alone, to an operator who mistyped a
+// feed's name onto another program's file or met a damaged one.
+func TestOpenFormatSaysWhy(t *testing.T) {
+	w := testWriter(t, Config{Instruments: 4, Depth: 2, JournalLen: 16})
+	feed, err := os.ReadFile(w.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	junk := make([]byte, headerSize)
+	copy(junk, "NOTAFEED")
+	bad := append([]byte(nil), feed...)
+	binary.LittleEndian.PutUint32(bad[offCapacity:], 0)
+	for _, c := range []struct {
+		name string
+		data []byte
+		want string
+	}{
+		{"junk", junk, `: magic "NOTAFEED": shm: not a feed file`},
+		{"capacity 0", bad, ": inconsistent header: shm: not a feed file"},
+	} {
+		path := testName(t)
+		if err := os.WriteFile(path, c.data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		_, err := Open(path)
+		os.Remove(path)
+		if !errors.Is(err, ErrFormat) || !strings.HasSuffix(fmt.Sprint(err), c.want) {
+			t.Errorf("Open of a %s file: %v; want ErrFormat ending %q", c.name, err, c.want)
+		}
+	}
+}
