@@ -558,3 +558,28 @@ func TestDocPythonInfoAttribute(t *testing.T) {
 		}
 	}
 }
+
+// TestDocPythonPossiblyStale: docs/SHM.md's Python example shows how a
+// strategy tells a book flagged PossiblyStale (Book.flag_names), as the Go
+// and C++ examples do (bookfb.FlagsPossiblyStale, microprice's
+// bookfb::Flags_PossiblyStale). It showed b.flags nowhere, and the flags'
+// names (flag_names, FLAG_NAMES) were in no document.
+func TestDocPythonPossiblyStale(t *testing.T) {
+	py := python(t)
+	code := "import types, feedhandler_shm as s\n" +
+		"b = types.SimpleNamespace(flags=1 | 4 | 64)\n" + // PossiblyStale, Crossed and a bit unknown
+		"print(s.Book.flag_names(b))\n"
+	out, err := exec.Command(py, "-c", code).CombinedOutput()
+	if err != nil || strings.TrimSpace(string(out)) != "['PossiblyStale', 'Crossed']" {
+		t.Fatalf("Book.flag_names() of flags 1|4|64: %v %s; want ['PossiblyStale', 'Crossed']", err, out)
+	}
+	doc, err := os.ReadFile("../../docs/SHM.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, block, _ := strings.Cut(string(doc), "```python\n")
+	block, _, _ = strings.Cut(block, "```")
+	if want := `"PossiblyStale" in b.flag_names()`; !strings.Contains(block, want) {
+		t.Errorf("docs/SHM.md's Python example does not show %s", want)
+	}
+}
