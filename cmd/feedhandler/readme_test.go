@@ -4,8 +4,11 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/marketfeed/feedhandler/internal/itchgen"
 )
 
 // TestReadmeListsCommands: README.md's "Running it" shows every command
@@ -175,4 +178,36 @@ func TestUsageColumns(t *testing.T) {
 	if n != len(commands) {
 		t.Errorf("usage lists %d commands of %d:\n%s", n, len(commands), b.String())
 	}
+}
+
+// TestReadmeMicropriceSymbol: README's C++ reader example runs microprice
+// on a symbol of the day its itchgen command writes. It named AAPL, which no
+// generated day has: on `replay --shm itch day.itch` microprice waited for
+// it, then said 'AAPL not registered in /dev/shm/itch: shm: writer closed
+// the feed'.
+func TestReadmeMicropriceSymbol(t *testing.T) {
+	data, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	run := regexp.MustCompile(`(?m)^bin/microprice itch (\S+)`).FindStringSubmatch(string(data))
+	gen := regexp.MustCompile(`(?m)^go run \./tools/itchgen -n (\d+) -o day\.itch`).FindStringSubmatch(string(data))
+	if run == nil || gen == nil {
+		t.Fatalf("README.md has no 'bin/microprice itch SYMBOL' line (%q) or no 'go run ./tools/itchgen -n N -o day.itch' line (%q)", run, gen)
+	}
+	n, err := strconv.Atoi(gen[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := itchgen.New(itchgen.Config{Messages: n, Symbols: 500, Seed: 1}) // the command's defaults
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range g.Symbols() {
+		if s.String() == run[1] {
+			return
+		}
+	}
+	t.Errorf("README.md runs 'bin/microprice itch %s' on the day 'go run ./tools/itchgen -n %d -o day.itch' writes, which has no %s (its first symbols: %v)",
+		run[1], n, run[1], g.Symbols()[:3])
 }

@@ -535,3 +535,51 @@ func BenchmarkPython(b *testing.B) {
 	}
 	b.ReportMetric(0, "ns/op")
 }
+
+// TestDocPythonInfoAttribute: the Python Reader's info is an attribute
+// (a property, as path), where Go's Info and C++'s info are calls, and
+// docs/SHM.md's table of the Python names says so. It listed info among
+// the methods (lookup, version, heartbeat_ns, check), and r.info() as
+// written from it raised "TypeError: 'Info' object is not callable".
+func TestDocPythonInfoAttribute(t *testing.T) {
+	py := python(t)
+	out, err := exec.Command(py, "-c", "import feedhandler_shm as s; print(type(s.Reader.info).__name__)").CombinedOutput()
+	if err != nil || strings.TrimSpace(string(out)) != "property" {
+		t.Fatalf("feedhandler_shm.Reader.info: %v %s; want a property (the doc below says an attribute)", err, out)
+	}
+	doc, err := os.ReadFile("../../docs/SHM.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := strings.Join(strings.Fields(string(doc)), " ")
+	for _, want := range []string{"`info` (an attribute, as `path`: `r.info.max_snapshot`", "Python `info.generation`"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("docs/SHM.md does not say %q", want)
+		}
+	}
+}
+
+// TestDocPythonPossiblyStale: docs/SHM.md's Python example shows how a
+// strategy tells a book flagged PossiblyStale (Book.flag_names), as the Go
+// and C++ examples do (bookfb.FlagsPossiblyStale, microprice's
+// bookfb::Flags_PossiblyStale). It showed b.flags nowhere, and the flags'
+// names (flag_names, FLAG_NAMES) were in no document.
+func TestDocPythonPossiblyStale(t *testing.T) {
+	py := python(t)
+	code := "import types, feedhandler_shm as s\n" +
+		"b = types.SimpleNamespace(flags=1 | 4 | 64)\n" + // PossiblyStale, Crossed and a bit unknown
+		"print(s.Book.flag_names(b))\n"
+	out, err := exec.Command(py, "-c", code).CombinedOutput()
+	if err != nil || strings.TrimSpace(string(out)) != "['PossiblyStale', 'Crossed']" {
+		t.Fatalf("Book.flag_names() of flags 1|4|64: %v %s; want ['PossiblyStale', 'Crossed']", err, out)
+	}
+	doc, err := os.ReadFile("../../docs/SHM.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, block, _ := strings.Cut(string(doc), "```python\n")
+	block, _, _ = strings.Cut(block, "```")
+	if want := `"PossiblyStale" in b.flag_names()`; !strings.Contains(block, want) {
+		t.Errorf("docs/SHM.md's Python example does not show %s", want)
+	}
+}

@@ -240,10 +240,10 @@ const maxPid = 1<<22 - 1
 func (m *mapping) readHeader(size int64) (layout, error) {
 	var l layout
 	if size < headerSize || len(m.mem) < headerSize {
-		return l, ErrFormat
+		return l, fmt.Errorf("%d bytes: %w", min(size, int64(len(m.mem))), ErrFormat)
 	}
-	if [8]byte(m.mem[offMagic:offMagic+8]) != Magic {
-		return l, ErrFormat
+	if magic := [8]byte(m.mem[offMagic : offMagic+8]); magic != Magic {
+		return l, fmt.Errorf("magic %q: %w", magic[:], ErrFormat)
 	}
 	if v := *m.u32(offLayoutVersion); v != LayoutVersion {
 		return l, &versionError{have: v}
@@ -271,7 +271,7 @@ func (m *mapping) readHeader(size int64) (layout, error) {
 		l.journalLen > 1<<30,
 		l.slotSize > 1<<20 || l.maxSnapshot < maxSnapshotSize(l.depth),
 		l.index > l.fileSize || l.directory > l.fileSize || l.journal > l.fileSize || l.slots > l.fileSize:
-		return l, ErrFormat
+		return l, errHeader
 	}
 	switch {
 	case *m.u32(offHeaderSize) != headerSize,
@@ -285,10 +285,14 @@ func (m *mapping) readHeader(size int64) (layout, error) {
 		l.slots%cacheLine != 0 || l.journal%cacheLine != 0,
 		l.slots+l.capacity*l.slotSize > l.fileSize,
 		l.trailer != 0 && (l.trailer != l.fileSize-trailerSize || l.trailer%trailerSize != 0 || l.trailer < l.slots+l.capacity*l.slotSize):
-		return l, ErrFormat
+		return l, errHeader
 	}
 	return l, nil
 }
+
+// errHeader is a header with the magic and layout version of a feed file
+// whose fields do not describe one (the Python reader's message).
+var errHeader = fmt.Errorf("inconsistent header: %w", ErrFormat)
 
 // cut reports whether the file's trailer (a copy of the generation in its
 // last 8 bytes) is no longer the generation the header had at open: the

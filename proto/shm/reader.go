@@ -547,19 +547,22 @@ type View struct {
 	Version uint64
 }
 
-// Bid returns bid level i (0 is best); ok is false past the last level.
+// Bid returns bid level i (0 is best); ok is false past the last level,
+// and on the zero View a failed Read returns (as C++'s View::bid), whose
+// generated accessors (Seq, BidsLength, ...) would panic.
 func (v *View) Bid(i int) (Level, bool) {
 	var l bookfb.Level
-	if i < 0 || i >= v.BidsLength() || !v.Bids(&l, i) {
+	if i < 0 || len(v.Bytes()) == 0 || i >= v.BidsLength() || !v.Bids(&l, i) {
 		return Level{}, false
 	}
 	return Level{Price: l.Price(), Shares: l.Shares(), Orders: l.Orders()}, true
 }
 
-// Ask returns ask level i (0 is best); ok is false past the last level.
+// Ask returns ask level i (0 is best); ok is false past the last level,
+// and on the zero View, as Bid.
 func (v *View) Ask(i int) (Level, bool) {
 	var l bookfb.Level
-	if i < 0 || i >= v.AsksLength() || !v.Asks(&l, i) {
+	if i < 0 || len(v.Bytes()) == 0 || i >= v.AsksLength() || !v.Asks(&l, i) {
 		return Level{}, false
 	}
 	return Level{Price: l.Price(), Shares: l.Shares(), Orders: l.Orders()}, true

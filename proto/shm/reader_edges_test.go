@@ -340,3 +340,127 @@ func TestWaitEmptyDst(t *testing.T) {
 		t.Errorf("Wait(nil) after the journal lapped the follower: %d, %v; want 0, ErrOverrun", n, err)
 	}
 }
+
+// TestZeroViewLevels: the View a failed Read returns (a symbol not
+// registered, nothing published yet) answers Bid and Ask with ok false, as
+// C++'s View::bid and View::ask do on an empty View. They panicked (index
+// out of range in the flatbuffers runtime), so a strategy that took the
+// quick start's `bid, _ := v.Bid(0)` after a Read of an unknown symbol
+// crashed.
+func TestZeroViewLevels(t *testing.T) {
+	w := testWriter(t, Config{Instruments: 4, Depth: 2, JournalLen: 16})
+	if err := w.Register(1, "S1"); err != nil {
+		t.Fatal(err)
+	}
+	r := testReader(t, w.Path())
+	buf := make([]byte, r.Info().MaxSnapshot)
+	for _, c := range []struct {
+		locate uint16
+		want   error
+	}{{7, ErrUnknownLocate}, {1, ErrNoData}} {
+		v, err := r.Read(c.locate, buf)
+		if !errors.Is(err, c.want) {
+			t.Fatalf("Read(%d) = %v, want %v", c.locate, err, c.want)
+		}
+		for i := range 2 {
+			func() {
+				defer func() {
+					if p := recover(); p != nil {
+						t.Errorf("after Read(%d): %v: View.Bid or View.Ask(%d) panicked: %v", c.locate, err, i, p)
+					}
+				}()
+				if l, ok := v.Bid(i); ok || l != (Level{}) {
+					t.Errorf("after Read(%d): %v: View.Bid(%d) = %v, %v; want the zero Level, false", c.locate, err, i, l, ok)
+				}
+				if l, ok := v.Ask(i); ok || l != (Level{}) {
+					t.Errorf("after Read(%d): %v: View.Ask(%d) = %v, %v; want the zero Level, false", c.locate, err, i, l, ok)
+				}
+			}()
+		}
+	}
+}
+
+// TestDocLateRegistration: a reader that opens a file its writer just
+// created (OpenWait returns as soon as it appears) finds no instrument; each
+// appears as the writer registers it, and its first publish is a journal
+// record of a locate the reader has not looked up. docs/SHM.md says so and
+// what to do: its examples looked a symbol up once ("directory scan: do it
+// once"), and a strategy written from them, started before the handler,
+// followed 112376 records of a demo and read none of its symbols' books.
+func TestDocLateRegistration(t *testing.T) {
+	w := testWriter(t, Config{Instruments: 4, Depth: 2, JournalLen: 16})
+	r := testReader(t, w.Path())
+	if _, ok := r.Lookup("S1"); ok {
+		t.Fatal("Lookup found S1 before the writer registered it")
+	}
+	buf := make([]byte, r.Info().MaxSnapshot)
+	if _, err := r.ReadSymbol("S1", buf); !errors.Is(err, ErrUnknownLocate) {
+		t.Fatalf("ReadSymbol before the registration: %v, want ErrUnknownLocate", err)
+	}
+	f := r.Follow()
+	if err := w.Register(1, "S1"); err != nil {
+		t.Fatal(err)
+	}
+	s := Snapshot{Locate: 1, Seq: 3}
+	if err := w.Publish(&s); err != nil {
+		t.Fatal(err)
+	}
+	ups := make([]Update, 4)
+	if n, err := f.Poll(ups); err != nil || n != 1 || ups[0] != (Update{Locate: 1, Version: 1}) {
+		t.Fatalf("Poll after the first publish = %v, %v; want the record {1 1}", ups[:n], err)
+	}
+	if loc, ok := r.Lookup("S1"); !ok || loc != 1 {
+		t.Fatalf("Lookup after the registration = %d, %v; want 1, true", loc, ok)
+	}
+	doc, err := os.ReadFile("../../docs/SHM.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := strings.Join(strings.Fields(string(doc)), " ")
+	for _, want := range []string{
+		"| symbol not registered yet: a writer just started (`OpenWait` returns as soon as its file appears, with no instrument)",
+		"look it up again: a looked-up-once locate table misses every book registered after it; a new instrument's first publish is a journal record of a locate you have not seen",
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("docs/SHM.md's \"Writer liveness, restarts, versions\" does not say %q", want)
+		}
+	}
+	if strings.Contains(text, "directory scan: do it once") {
+		t.Error("docs/SHM.md's example says \"directory scan: do it once\": a symbol registered after that is never found")
+	}
+}
+
+// TestOpenFormatSaysWhy: Open of a file that is no feed says what it found,
+// as the Python reader does ("magic b'NOTAFEED': not a feed file",
+// "inconsistent header: not a feed file"): it said "open shm
+// /dev/shm/NAME: shm: not a feed file" alone, to an operator who mistyped a
+// feed's name onto another program's file or met a damaged one.
+func TestOpenFormatSaysWhy(t *testing.T) {
+	w := testWriter(t, Config{Instruments: 4, Depth: 2, JournalLen: 16})
+	feed, err := os.ReadFile(w.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	junk := make([]byte, headerSize)
+	copy(junk, "NOTAFEED")
+	bad := append([]byte(nil), feed...)
+	binary.LittleEndian.PutUint32(bad[offCapacity:], 0)
+	for _, c := range []struct {
+		name string
+		data []byte
+		want string
+	}{
+		{"junk", junk, `: magic "NOTAFEED": shm: not a feed file`},
+		{"capacity 0", bad, ": inconsistent header: shm: not a feed file"},
+	} {
+		path := testName(t)
+		if err := os.WriteFile(path, c.data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		_, err := Open(path)
+		os.Remove(path)
+		if !errors.Is(err, ErrFormat) || !strings.HasSuffix(fmt.Sprint(err), c.want) {
+			t.Errorf("Open of a %s file: %v; want ErrFormat ending %q", c.name, err, c.want)
+		}
+	}
+}

@@ -557,7 +557,8 @@ class Reader:
             try:
                 os.kill(self._pid, 0)
             except ProcessLookupError:
-                return WriterDeadError("check shm %s: pid %d gone: writer is dead" % (self.path, self._pid))
+                return WriterDeadError("check shm %s: pid %d gone, heartbeat %.3fs old: writer is dead"
+                                       % (self.path, self._pid, age / 1e9))
             except PermissionError:
                 pass  # alive, another user's process
         if age > self._stale_ns:
@@ -672,7 +673,9 @@ class Reader:
         return sorted(i.locate for i in self.instruments())
 
     def _slot_of(self, locate):
-        if not 0 <= locate < L.MAX_LOCATES:
+        # None is lookup's answer for a symbol not registered: an unknown
+        # locate, as Go's Lookup's 0 and false read.
+        if locate is None or not 0 <= locate < L.MAX_LOCATES:
             return -1
         v = L.U32.unpack_from(self._mv, self._index + 4 * locate)[0]
         if v == 0 or v > self._cap:
@@ -703,6 +706,8 @@ class Reader:
         mv, mm = self._mapped("read"), self._mm
         slot = self._slot_of(locate)
         if slot < 0:
+            if locate is None:
+                raise UnknownLocateError("read shm locate None (lookup's answer for a symbol not registered): unknown locate")
             raise UnknownLocateError("read shm locate %s: unknown locate" % (locate,))
         base = self._slots + slot * self._slot_size
         data_at = base + L.SLOT_HEADER

@@ -432,7 +432,8 @@ class LifecycleTest(unittest.TestCase):
         wait_state(self, r, "dead")
         with self.assertRaises(shm.WriterDeadError) as cm:
             r.check()
-        self.assertIn("pid %d gone" % a.pid, str(cm.exception))
+        # The cause, as Go's Check gives it: the pid and the heartbeat's age.
+        self.assertRegex(str(cm.exception), r"^check shm .*: pid %d gone, heartbeat \d+\.\d{3}s old: writer is dead$" % a.pid)
         with self.assertRaises(shm.WriterDeadError):
             f.wait(timeout=60, check_every=0)
         # The dead writer's last book stays readable.
@@ -1036,9 +1037,17 @@ class LifecycleTest(unittest.TestCase):
         with shm.open(name) as r:
             with self.assertRaises(shm.NoDataError):
                 r.read(1)
-            for bad in (2, 70000, -1):
+            # None: lookup's answer for a symbol not registered, passed on
+            # as SHM.md's example does (loc = r.lookup(...); r.read(loc)),
+            # is an unknown locate, as Go's Read of Lookup's 0: it was a
+            # TypeError from inside the reader ('<=' not supported between
+            # instances of 'int' and 'NoneType').
+            for bad in (2, 70000, -1, None):
                 with self.assertRaises(shm.UnknownLocateError):
                     r.read(bad)
+                with self.assertRaises(shm.UnknownLocateError):
+                    r.read_bytes(bad)
+                self.assertEqual(r.version(bad), 0)
             with self.assertRaises(shm.UnknownLocateError):
                 r.read_symbol("BBB")
             self.assertIsNone(r.lookup("BBB"))
