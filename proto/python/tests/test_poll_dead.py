@@ -42,16 +42,30 @@ class PollDeadTest(unittest.TestCase):
         return name, a, r, f
 
     def _killed(self):
-        """_following, the writer then killed with SIGKILL."""
+        """_following, the writer then killed with SIGKILL, after it beat
+        (every 20 ms) since the follower's last look, as a loaded machine
+        makes it at random."""
         name, a, r, f = self._following()
+        time.sleep(0.05)
         a.kill()
         return name, a, r, f
 
     def _step_clock(self):
-        mono = reader_mod._mono_ns
-        self.addCleanup(setattr, reader_mod, "_mono_ns", mono)
+        """Steps both of the reader's clocks STEP_NS on, as that much time
+        passing would; returns a function that steps them back. Stepping
+        the monotonic clock alone, a beat the writer stored after the
+        follower's last look and before its kill (the machine loaded: the
+        interval between them longer) was seen by the next look with its
+        realtime age, a few milliseconds, and the writer was live to it."""
+        real, mono = reader_mod._real_ns, reader_mod._mono_ns
+
+        def back():
+            reader_mod._real_ns, reader_mod._mono_ns = real, mono
+
+        self.addCleanup(back)
+        reader_mod._real_ns = lambda: real() + STEP_NS
         reader_mod._mono_ns = lambda: mono() + STEP_NS
-        return mono
+        return back
 
     def test_poll_says_dead(self):
         name, a, r, f = self._killed()
@@ -127,10 +141,10 @@ class PollDeadTest(unittest.TestCase):
         name, _, _, f = self._killed()
         b = support.control_writer(self, name, instruments=1, depth=1)
         b.cmd("beat")
-        mono = self._step_clock()
+        back = self._step_clock()
         with self.assertRaises(shm.RestartedError):
             poll_until(f, reader_mod.MAX_LOOK_EVERY + 1)
-        reader_mod._mono_ns = mono
+        back()
         with shm.open(name) as r2:
             self.assertEqual(r2.info.writer_pid, b.pid)
             poll_until(r2.follow(), 2 * reader_mod.MAX_LOOK_EVERY)
