@@ -115,6 +115,13 @@ func TestLeastPrivilege(t *testing.T) {
 		runs = append(runs, privRun{name: "xdp-without-" + c.String(), backend: "xdp", caps: capList(xdpCaps &^ c), ring: 1024,
 			wantErr: "lacks " + c.String()})
 	}
+	// auto without one of them: AF_XDP falls back to io_uring, and the
+	// fallback's log line names the capability (before, the bare EPERM or
+	// EACCES: 'load program: operation not permitted').
+	for _, c := range []privilege.Caps{privilege.NetAdmin, privilege.NetRaw, privilege.BPF, privilege.Perfmon} {
+		runs = append(runs, privRun{name: "auto-without-" + c.String(), backend: "auto", caps: capList(xdpCaps &^ c), wantBackend: "uring",
+			wantLog: `this process lacks ` + c.String() + `)","backend":"xdp","fallback":"uring"`})
+	}
 	runs = append(runs, privRun{name: "xdp-16MiB-umem-without-cap_ipc_lock", backend: "xdp", caps: capList(xdpCaps),
 		wantErr: "AF_XDP charges its UMEMs (16 MiB) to RLIMIT_MEMLOCK"})
 	// io_uring charges its rings to RLIMIT_MEMLOCK without cap_ipc_lock
