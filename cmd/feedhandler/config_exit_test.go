@@ -399,6 +399,14 @@ func TestRunSharedMemoryErrors(t *testing.T) {
 		return f
 	}
 	const name = "fhshmerr-own" // only ever in the cases' own tmpfs
+	// What docs/SHM.md ("Entitlements") quotes of a group the handler may
+	// not give the file to. Before, it quoted the writer's own error ('set
+	// group G (gid N; a writer that is not root must be a member)'), which
+	// the start no longer reaches: the config's check refuses it first.
+	const shmGroupRefused = "is not a member and lacks cap_chown, so it cannot give the feed file to the group"
+	if doc, err := os.ReadFile("../../docs/SHM.md"); err != nil || !strings.Contains(strings.Join(strings.Fields(string(doc)), " "), shmGroupRefused) {
+		t.Errorf("docs/SHM.md does not quote the start's error for an shm.group the handler may not give the file to, %q (%v)", shmGroupRefused, err)
+	}
 	for _, tc := range []struct {
 		what  string
 		shm   string
@@ -427,7 +435,7 @@ func TestRunSharedMemoryErrors(t *testing.T) {
 			drop: "-fowner", code: exitConfig, field: "shm.name",
 			want: "/dev/shm/" + name + " is owned by uid 2 and this process (uid 0) cannot replace it: /dev/shm is sticky and it lacks cap_fowner"},
 		{what: "an shm.group this process may not give the file to", shm: name, group: "1", mount: "mode=1777,size=64m", drop: "-chown",
-			code: exitConfig, field: "shm.group", want: "1 (gid 1): this process (uid 0) is not a member and lacks cap_chown"},
+			code: exitConfig, field: "shm.group", want: "1 (gid 1): this process (uid 0) " + shmGroupRefused},
 	} {
 		feed := feedFor(tc.shm, tc.group)
 		line := map[bool]int{false: 7, true: 8}[tc.field == "shm.group"]
