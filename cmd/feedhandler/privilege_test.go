@@ -442,6 +442,21 @@ func checkDocCapsSample(t *testing.T, exit error, line string) {
 	}
 }
 
+// TestDocRecvBufferCapability: what lets receive.recv_buffer pass
+// net.core.rmem_max is cap_net_admin (TestLeastPrivilege: the socket
+// backends' buffer is capped exactly when the process lacks it), which the
+// unit grants to its user; docs/TUNING.md section 7 said "as root".
+func TestDocRecvBufferCapability(t *testing.T) {
+	doc, err := os.ReadFile("../../docs/TUNING.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := strings.Join(strings.Fields(string(doc)), " ")
+	if want := "`receive.recv_buffer` is asked with `SO_RCVBUFFORCE`, which needs `cap_net_admin`, not root"; !strings.Contains(text, want) {
+		t.Errorf("docs/TUNING.md does not say %q", want)
+	}
+}
+
 func lastLine(s string) string {
 	s = strings.TrimRight(s, "\n")
 	return s[strings.LastIndexByte(s, '\n')+1:]
