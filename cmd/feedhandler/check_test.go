@@ -482,7 +482,7 @@ func TestCheckReportsEveryProblem(t *testing.T) {
 		}
 		return c
 	}
-	password := f + ":161: recovery.snapshot.password_env: environment variable FEEDHANDLER_GLIMPSE_PASSWORD is not set"
+	password := f + ":161: recovery.snapshot.password_env: environment variable FEEDHANDLER_GLIMPSE_PASSWORD is not set (set it, e.g. in the unit's EnvironmentFile=, /etc/feedhandler/FEED.env, root-only: docs/OPERATIONS.md section 2)"
 	want := []string{
 		f + `:23: lines.a.interface: no interface "fhck-none-a" on this host`,
 		f + `:33: lines.b.interface: no interface "fhck-none-b" on this host`,

@@ -399,6 +399,14 @@ func TestRunSharedMemoryErrors(t *testing.T) {
 		return f
 	}
 	const name = "fhshmerr-own" // only ever in the cases' own tmpfs
+	// What docs/SHM.md ("Entitlements") quotes of a group the handler may
+	// not give the file to. Before, it quoted the writer's own error ('set
+	// group G (gid N; a writer that is not root must be a member)'), which
+	// the start no longer reaches: the config's check refuses it first.
+	const shmGroupRefused = "is not a member and lacks cap_chown, so it cannot give the feed file to the group"
+	if doc, err := os.ReadFile("../../docs/SHM.md"); err != nil || !strings.Contains(strings.Join(strings.Fields(string(doc)), " "), shmGroupRefused) {
+		t.Errorf("docs/SHM.md does not quote the start's error for an shm.group the handler may not give the file to, %q (%v)", shmGroupRefused, err)
+	}
 	for _, tc := range []struct {
 		what  string
 		shm   string
@@ -427,7 +435,7 @@ func TestRunSharedMemoryErrors(t *testing.T) {
 			drop: "-fowner", code: exitConfig, field: "shm.name",
 			want: "/dev/shm/" + name + " is owned by uid 2 and this process (uid 0) cannot replace it: /dev/shm is sticky and it lacks cap_fowner"},
 		{what: "an shm.group this process may not give the file to", shm: name, group: "1", mount: "mode=1777,size=64m", drop: "-chown",
-			code: exitConfig, field: "shm.group", want: "1 (gid 1): this process (uid 0) is not a member and lacks cap_chown"},
+			code: exitConfig, field: "shm.group", want: "1 (gid 1): this process (uid 0) " + shmGroupRefused},
 	} {
 		feed := feedFor(tc.shm, tc.group)
 		line := map[bool]int{false: 7, true: 8}[tc.field == "shm.group"]
@@ -940,6 +948,54 @@ func TestConfigErrorsCapped(t *testing.T) {
 		want := fmt.Sprintf("%s: ... and %d more problems", f, n-1-100)
 		if len(lines) != 101 || lines[100] != want {
 			t.Fatalf("%v: %d lines (%d bytes) on stderr, want 100 then %q; the last: %q", args, len(lines), len(errOut), want, lines[len(lines)-1])
+		}
+	}
+}
+
+// TestRunFeedFileUnreadable: a feed file the process may not read, or one
+// under a directory it may not enter, fails run and check with exit 78 and
+// says what refused it (the file or the directory, its mode and owner, the
+// process's ids) and what the unit's install does. Before: 'load feed
+// config: open FILE: permission denied' alone. Root here, without
+// cap_dac_override and cap_dac_read_search, the files another uid's.
+func TestRunFeedFileUnreadable(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("runs the command as root without cap_dac_override")
+	}
+	if _, err := exec.LookPath("setpriv"); err != nil {
+		t.Skip("setpriv not installed (Debian package util-linux)")
+	}
+	base := t.TempDir()
+	yaml := []byte("feed: {name: unreadable}\nlines:\n  a: {interface: lo, group: 239.77.46.10, port: 26150}\n")
+	file := filepath.Join(base, "own.yaml")
+	dir := filepath.Join(base, "closed")
+	inDir := filepath.Join(dir, "feed.yaml")
+	if err := os.WriteFile(file, yaml, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(inDir, yaml, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{file, dir} {
+		if err := os.Chown(p, 2, 2); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const drop = "-dac_override,-dac_read_search"
+	for _, tc := range []struct{ feed, want string }{
+		{file, "may not read " + file + " (mode 0600, owner uid 2, group gid 2): give the handler's user read access"},
+		{inDir, "may not enter " + dir + " (mode 0700, owner uid 2, group gid 2): give the handler's user read access"},
+	} {
+		for _, command := range []string{"run", "check"} {
+			cmd := exec.Command("setpriv", "--clear-groups", "--bounding-set="+drop, "--inh-caps="+drop, "--", os.Args[0], command, "--feed", tc.feed)
+			cmd.Env = append(os.Environ(), "FEEDHANDLER_TEST_AS_COMMAND=1")
+			out, _ := cmd.CombinedOutput()
+			if code := cmd.ProcessState.ExitCode(); code != exitConfig || !strings.Contains(string(out), tc.want) {
+				t.Errorf("%s --feed %s: exit %d, %q; want exit %d and %q", command, tc.feed, code, strings.TrimSpace(string(out)), exitConfig, tc.want)
+			}
 		}
 	}
 }

@@ -257,8 +257,7 @@ type linkRun struct {
 	cmd        *exec.Cmd
 	exited     chan error
 	log        *syncLog
-	// The exchange: a sender per line, each on its line's link (one
-	// sender's lines share a socket, and so an interface).
+	// The exchange: a sender per line, each on its line's link.
 	senderA, senderB *exchange.Sender
 	next             uint64 // the sequence number after the last packet sent
 }

@@ -69,6 +69,9 @@ type privRun struct {
 	wantBackend, wantLog string
 	// wantErr: the start must fail and stderr must contain it.
 	wantErr string
+	// docSample: the failure is the one docs/OPERATIONS.md shows (section
+	// 1, "e.g. without bpf"): exit 78 and its last line as the doc has it.
+	docSample bool
 }
 
 // TestLeastPrivilege runs the real binary (built with CGO_ENABLED=0, as
@@ -113,7 +116,14 @@ func TestLeastPrivilege(t *testing.T) {
 	}
 	for _, c := range []privilege.Caps{privilege.NetAdmin, privilege.NetRaw, privilege.BPF, privilege.Perfmon} {
 		runs = append(runs, privRun{name: "xdp-without-" + c.String(), backend: "xdp", caps: capList(xdpCaps &^ c), ring: 1024,
-			wantErr: "lacks " + c.String()})
+			wantErr: "lacks " + c.String(), docSample: c == privilege.BPF})
+	}
+	// auto without one of them: AF_XDP falls back to io_uring, and the
+	// fallback's log line names the capability (before, the bare EPERM or
+	// EACCES: 'load program: operation not permitted').
+	for _, c := range []privilege.Caps{privilege.NetAdmin, privilege.NetRaw, privilege.BPF, privilege.Perfmon} {
+		runs = append(runs, privRun{name: "auto-without-" + c.String(), backend: "auto", caps: capList(xdpCaps &^ c), wantBackend: "uring",
+			wantLog: `this process lacks ` + c.String() + `)","backend":"xdp","fallback":"uring"`})
 	}
 	runs = append(runs, privRun{name: "xdp-16MiB-umem-without-cap_ipc_lock", backend: "xdp", caps: capList(xdpCaps),
 		wantErr: "AF_XDP charges its UMEMs (16 MiB) to RLIMIT_MEMLOCK"})
@@ -294,6 +304,9 @@ log:
 				t.Fatalf("exit %v, want a failure naming %q:\n%s", err, r.wantErr, stderr.String())
 			}
 			t.Logf("fails as expected: %s", lastLine(stderr.String()))
+			if r.docSample {
+				checkDocCapsSample(t, err, lastLine(stderr.String()))
+			}
 		case <-ready:
 			t.Fatalf("started without %q:\n%s", r.wantErr, stderr.String())
 		case <-time.After(60 * time.Second):
@@ -383,6 +396,64 @@ func checkShmEntitlement(t *testing.T, bin, shmName, group string, ref []byte) {
 	code, out, errOut := view(1, gid)
 	if code != exitWriterClosed || out != string(ref) || !strings.Contains(errOut, "writer closed") {
 		t.Errorf("reader in the group: exit %d, stderr %q, books equal %v", code, errOut, out == string(ref))
+	}
+}
+
+// checkDocCapsSample: the start without cap_bpf exits 78 with the error
+// docs/OPERATIONS.md shows in section 1 ("e.g. without bpf"), its parts
+// between the sample's "..." in order, the file and line aside. Before,
+// the doc showed 'feedhandler run: start handler: open xdp backend: ...
+// map stats: map create: operation not permitted', an error the handler
+// no longer gave.
+func checkDocCapsSample(t *testing.T, exit error, line string) {
+	t.Helper()
+	doc, err := os.ReadFile("../../docs/OPERATIONS.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sample []string
+	in := false
+	for _, l := range strings.Split(string(doc), "\n") {
+		switch {
+		case strings.Contains(l, "e.g. without bpf"):
+			in = true
+		case in && strings.HasPrefix(l, "#   "):
+			sample = append(sample, strings.TrimSpace(strings.TrimPrefix(l, "#")))
+		case in:
+			in = false
+		}
+	}
+	text := regexp.MustCompile(`^\S+\.yaml:\d+: `).ReplaceAllString(strings.Join(sample, " "), "")
+	if text == "" {
+		t.Fatal("docs/OPERATIONS.md no longer shows the error of a start without cap_bpf")
+	}
+	if ee, ok := exit.(*exec.ExitError); !ok || ee.ExitCode() != 78 {
+		t.Errorf("start without cap_bpf: %v, docs/OPERATIONS.md says exit 78", exit)
+	}
+	rest := line
+	for _, part := range strings.Split(text, "...") {
+		part = strings.TrimSpace(part)
+		i := strings.Index(rest, part)
+		if i < 0 {
+			t.Errorf("docs/OPERATIONS.md's sample error of a start without cap_bpf has %q, which the error lacks (or not in that order):\n%s", part, line)
+			return
+		}
+		rest = rest[i+len(part):]
+	}
+}
+
+// TestDocRecvBufferCapability: what lets receive.recv_buffer pass
+// net.core.rmem_max is cap_net_admin (TestLeastPrivilege: the socket
+// backends' buffer is capped exactly when the process lacks it), which the
+// unit grants to its user; docs/TUNING.md section 7 said "as root".
+func TestDocRecvBufferCapability(t *testing.T) {
+	doc, err := os.ReadFile("../../docs/TUNING.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := strings.Join(strings.Fields(string(doc)), " ")
+	if want := "`receive.recv_buffer` is asked with `SO_RCVBUFFORCE`, which needs `cap_net_admin`, not root"; !strings.Contains(text, want) {
+		t.Errorf("docs/TUNING.md does not say %q", want)
 	}
 }
 

@@ -355,7 +355,7 @@ func TestBadConfigs(t *testing.T) {
 		{"password in the file", base + "recovery:\n  snapshot:\n    server: 10.1.2.3:26401\n    username: u\n    password: secret\n",
 			`t.yaml:32: recovery.snapshot.password: not accepted in the file: use password_file or password_env`},
 		{"password env unset", base + "recovery:\n  snapshot:\n    server: 10.1.2.3:26401\n    username: u\n    password_env: FEEDHANDLER_TEST_UNSET_PW\n",
-			`t.yaml:32: recovery.snapshot.password_env: environment variable FEEDHANDLER_TEST_UNSET_PW is not set`},
+			`t.yaml:32: recovery.snapshot.password_env: environment variable FEEDHANDLER_TEST_UNSET_PW is not set (set it, e.g. in the unit's EnvironmentFile=, /etc/feedhandler/FEED.env, root-only: docs/OPERATIONS.md section 2)`},
 		{"section not a mapping", edit(t, "book:\n  depth: 10\n", "book: 10\n"),
 			`t.yaml:20: book: want a mapping, got "10"`},
 		{"yaml syntax", edit(t, "shards: [1]", "shards: [1"),
@@ -1273,7 +1273,7 @@ func TestLoadCheckLeavesHostErrorsToCheckHost(t *testing.T) {
 	missing := filepath.Join(t.TempDir(), "missing.pw")
 	for _, c := range []struct{ name, src, want string }{
 		{"env unset", "    password_env: FEEDHANDLER_TEST_UNSET_PW_H252\n",
-			"t.yaml:8: recovery.snapshot.password_env: environment variable FEEDHANDLER_TEST_UNSET_PW_H252 is not set"},
+			"t.yaml:8: recovery.snapshot.password_env: environment variable FEEDHANDLER_TEST_UNSET_PW_H252 is not set (set it, e.g. in the unit's EnvironmentFile=, /etc/feedhandler/FEED.env, root-only: docs/OPERATIONS.md section 2)"},
 		{"file missing", "    password_file: " + missing + "\n",
 			"t.yaml:8: recovery.snapshot.password_file: read password: open " + missing + ": no such file or directory"},
 	} {

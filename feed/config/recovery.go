@@ -274,7 +274,7 @@ func (d *decoder) snapshot(f field, s *Snapshot) {
 		}
 		v, ok := os.LookupEnv(s.PasswordEnv)
 		if !ok {
-			d.hostErrorf(pwEnv, "environment variable %s is not set", s.PasswordEnv)
+			d.hostErrorf(pwEnv, "environment variable %s is not set (set it, e.g. in the unit's EnvironmentFile=, /etc/feedhandler/FEED.env, root-only: docs/OPERATIONS.md section 2)", s.PasswordEnv)
 			return
 		}
 		if blank(v) {

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/marketfeed/feedhandler/internal/privilege"
 )
 
 // Defaults applied by Open to zero Config fields.
@@ -51,7 +53,8 @@ func Open(cfg Config) (Receiver, error) {
 
 // openAuto is the fallback chain. AF_XDP and io_uring fall back only when
 // the kernel, driver or privileges lack the feature (errors wrapping
-// ErrNotSupported; the reason is logged); any other error, such as a queue
+// ErrNotSupported; the reason is logged, with the capabilities the step
+// needs and this process lacks when it was refused them); any other error, such as a queue
 // the interface does not have, is returned at once. The socket backend is
 // the last resort and its error is returned.
 func openAuto(cfg Config) (Receiver, error) {
@@ -74,7 +77,11 @@ func openAuto(cfg Config) (Receiver, error) {
 			return nil, fmt.Errorf("open receiver (auto): %w", err)
 		}
 		errs = append(errs, err)
-		cfg.Log.Warn().Err(err).Str("backend", s.name).Str("fallback", s.next).
+		// A permission error says which capabilities the step needs and
+		// which this process lacks, as the start's error does under an
+		// explicit backend: before, the log gave the bare EPERM or EACCES
+		// ('load program: operation not permitted'), naming none.
+		cfg.Log.Warn().Err(privilege.Explain(err, s.name, false)).Str("backend", s.name).Str("fallback", s.next).
 			Msgf("rx: %s backend unavailable here, falling back to %s", s.name, s.next)
 	}
 	r, err := openSocket(cfg)

@@ -185,7 +185,12 @@ func NewSender(cfg Config) (*Sender, error) {
 		perWrite = cfg.Burst
 		s.arena = make([]byte, max(cfg.Burst*moldudp64.MaxPayload, maxDatagram))
 	}
-	s.batch = newBatch(s.lines[0].fd, cfg.Lines, perWrite)
+	fds, err := s.lineSockets()
+	if err != nil {
+		s.Close()
+		return nil, fmt.Errorf("new sender: %w", err)
+	}
+	s.batch = newBatch(fds, cfg.Lines, perWrite)
 	for i := range s.lines {
 		s.lines[i].q = s.batch
 	}
@@ -230,6 +235,29 @@ func openSocket(cfg *Config, l Line, ifindex int) (int, error) {
 		return fail("connect", err)
 	}
 	return fd, nil
+}
+
+// lineSockets returns, by line, the socket its datagrams are written on:
+// line 0's when the line's socket has line 0's source address, else its
+// own (see batch). Before, every line went through line 0's socket, so a
+// line routed out of another interface left through line 0's, from line
+// 0's address.
+func (s *Sender) lineSockets() ([]int, error) {
+	fds := make([]int, len(s.lines))
+	var first netip.Addr
+	for i := range s.lines {
+		a, err := s.LocalAddr(i)
+		if err != nil {
+			return nil, err
+		}
+		fds[i] = s.lines[i].fd
+		if i == 0 {
+			first = a.Addr()
+		} else if a.Addr() == first {
+			fds[i] = s.lines[0].fd
+		}
+	}
+	return fds, nil
 }
 
 // LocalAddr returns the source address of line i's datagrams.

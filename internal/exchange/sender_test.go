@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/marketfeed/feedhandler/internal/netlab"
 )
 
 // loopbackSink is a UDP socket on 127.0.0.1 with a large buffer, standing in
@@ -436,6 +438,77 @@ func TestNewSenderRejectsNaN(t *testing.T) {
 		if s, err := NewSender(cfg); err == nil {
 			s.Close()
 			t.Errorf("%+v accepted", cfg)
+		}
+	}
+}
+
+// TestLinesOnTheirRoutes: two lines whose groups are routed out of two
+// interfaces, as a desk's A and B NICs are (feeds/nasdaq.yaml), with no
+// Config.Interface: each line's datagrams leave by its own route, from its
+// interface's address, and arrive on the receiver's interface of that
+// line. Before, every line went through line A's socket, so line B left by
+// line A's interface from line A's address, and its receiver got nothing.
+func TestLinesOnTheirRoutes(t *testing.T) {
+	lab := netlab.ForTest(t, netlab.Options{Prefix: "h258r"})
+	srcB, dstB, err := lab.AddPair("10.98.0.1/24", "10.98.0.2/24")
+	if err != nil {
+		t.Fatal(err)
+	}
+	groupA, groupB := netip.MustParseAddr("239.77.0.1"), netip.MustParseAddr("239.98.0.1")
+	if _, err := lab.Exec(lab.Src, "ip", "route", "add", groupB.String()+"/32", "dev", srcB); err != nil {
+		t.Fatal(err)
+	}
+	// The receivers: a socket per line, joined on that line's interface,
+	// each on a port of its own (a multicast socket bound to a port gets
+	// every group joined on the host).
+	const portA, portB = 26478, 26479
+	conns := make([]*net.UDPConn, 2)
+	for i, l := range []struct {
+		ifName string
+		group  netip.Addr
+		port   int
+	}{{lab.DstIf, groupA, portA}, {dstB, groupB, portB}} {
+		if err := lab.Do(lab.Dst, func() error {
+			ifi, err := net.InterfaceByName(l.ifName)
+			if err != nil {
+				return err
+			}
+			conns[i], err = net.ListenMulticastUDP("udp4", ifi, &net.UDPAddr{IP: l.group.AsSlice(), Port: l.port})
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { conns[i].Close() })
+	}
+	const n = 200
+	if err := lab.Do(lab.Src, func() error {
+		s, err := NewSender(Config{Lines: []Line{{Group: groupA, Port: portA}, {Group: groupB, Port: portB}}, Rate: 20000})
+		if err != nil {
+			return err
+		}
+		defer s.Close()
+		st, err := s.Send(context.Background(), Packets(numbered(n)))
+		if err == nil && (st.Lines[0].Sent != n || st.Lines[1].Sent != n) {
+			err = fmt.Errorf("sent %d on line A, %d on line B, want %d each", st.Lines[0].Sent, st.Lines[1].Sent, n)
+		}
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range []string{"10.99.0.1", "10.98.0.1"} {
+		got, from := 0, map[string]int{}
+		buf := make([]byte, 2048)
+		for got < n {
+			conns[i].SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+			_, a, err := conns[i].ReadFromUDPAddrPort(buf)
+			if err != nil {
+				break
+			}
+			got++
+			from[a.Addr().String()]++
+		}
+		if got != n || from[want] != n {
+			t.Errorf("line %c: %d of %d datagrams received on its interface, by source %v, want all from %s", 'A'+i, got, n, from, want)
 		}
 	}
 }

@@ -14,6 +14,14 @@ import (
 // destination: the copy of line B leaves microseconds after line A's,
 // never a scheduler time slice later because the sender was preempted
 // between two writes.
+//
+// That holds for the lines whose sockets have line 0's source address.
+// A line routed out of another interface (its group's route, with no
+// Config.Interface) has another, and goes through its own socket, one
+// sendmmsg for each run of its datagrams: sent on line 0's socket, its
+// datagrams would take line 0's source address, and with it line 0's
+// interface (the kernel routes a multicast datagram with a source address
+// and no IP_MULTICAST_IF out of the interface that has the address).
 
 // datagram is one copy queued for the current input packet.
 type datagram struct {
@@ -24,14 +32,14 @@ type datagram struct {
 // batch holds the datagrams of one input packet and the sendmmsg
 // arguments, sized once in NewSender.
 type batch struct {
-	fd   int
+	fd   []int // by line: the socket its datagrams are written on
 	out  []datagram
 	dst  []unix.RawSockaddrInet4 // by line
 	msgs []unix.Mmsghdr
 	iovs []unix.Iovec
 }
 
-func newBatch(fd int, lines []Line, perWrite int) *batch {
+func newBatch(fd []int, lines []Line, perWrite int) *batch {
 	// Per line and input packet at most: a duplicated packet (2) and a
 	// held one released (1).
 	n := 3 * len(lines) * perWrite
@@ -55,7 +63,12 @@ func (b *batch) add(line int, p []byte) { b.out = append(b.out, datagram{line, p
 func (b *batch) write(lines []lineState) {
 	out := b.out
 	for len(out) > 0 {
-		n := min(len(out), len(b.msgs))
+		// The run of datagrams written on one socket.
+		fd := b.fd[out[0].line]
+		n := 1
+		for n < min(len(out), len(b.msgs)) && b.fd[out[n].line] == fd {
+			n++
+		}
 		for i := range n {
 			d := out[i]
 			iov := &b.iovs[i]
@@ -70,7 +83,7 @@ func (b *batch) write(lines []lineState) {
 			h.Iov = iov
 			h.SetIovlen(1)
 		}
-		r, _, errno := unix.Syscall6(unix.SYS_SENDMMSG, uintptr(b.fd), uintptr(unsafe.Pointer(&b.msgs[0])), uintptr(n), 0, 0, 0)
+		r, _, errno := unix.Syscall6(unix.SYS_SENDMMSG, uintptr(fd), uintptr(unsafe.Pointer(&b.msgs[0])), uintptr(n), 0, 0, 0)
 		if errno != 0 {
 			if errors.Is(errno, unix.EINTR) {
 				continue
