@@ -276,7 +276,11 @@ func TestReplayFeedRerequestAnsweredOutOfOrder(t *testing.T) {
 // and a file that starts during the hold, alone, starts there too (its
 // HeldBehind frame): one gap, before N, and the messages from N up to the
 // next file's. Before, that file alone followed the numbers the lines
-// went back to from its start and applied what the handler dropped.
+// went back to from its start and applied what the handler dropped. A
+// stray sender's datagram (another session) just before the hold is not
+// the hold's session: before, the FHRH frame named it (the session of
+// the line datagram before the hold), and the file alone, its replay's
+// arbiter never following that session, did not hold either.
 func TestReplayFeedHeldRestartAcrossFiles(t *testing.T) {
 	day, dir, _ := dayDir(t, 60_000, 47)
 	k := len(day.Packets) * 6 / 10
@@ -284,6 +288,8 @@ func TestReplayFeedHeldRestartAcrossFiles(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	stray := append([]byte(nil), day.Packets[k]...)
+	copy(stray, "STRAY00001")
 	n := pk.Seq // the handler's next when the lines went back
 	const lineTimeout = 100 * time.Millisecond
 	var heldAt int64
@@ -296,7 +302,10 @@ func TestReplayFeedHeldRestartAcrossFiles(t *testing.T) {
 		for i, p := range day.Packets { // again from the start, 2 ms apart
 			at := r0 + int64(i)*int64(2*time.Millisecond)
 			if i == int(lineTimeout/(2*time.Millisecond))+1 {
-				c.Behind(at-2, n) // every line behind for line_timeout: held
+				// A stray sender's datagram, another session's, just
+				// before: the hold is of the session the arbiter follows.
+				c.Put([]rx.Packet{{Line: rx.LineA, Data: stray, RxTime: at - 3}}, 0)
+				c.Behind(at-2, n, day.Session) // every line behind for line_timeout: held
 				heldAt = at
 			}
 			putBoth(c, i, p, at)

@@ -426,15 +426,17 @@ func (c *Capture) Rerequested(now int64, first, count uint64) {
 }
 
 // Behind notes that the receive thread's arbiter holds at now, at its
-// next sequence number next, behind lines that went back to numbers it
+// next sequence number next of session (the session it follows, its own
+// state: not that of the line datagram before, which may be a stray
+// sender's), behind lines that went back to numbers it
 // delivered (a sequence restart held, arbitration.sequence_restart:
 // hold, or lines replaying the session's middle: nothing behind next is
 // applied until they bring it); next 0: a session change or restart
 // ended it. Nothing is written for it; a file opened while it holds says
 // it again at its start (restateHeld), so that a replay of that file
 // alone holds at next too. The receive thread only, as Put; once a hold.
-func (c *Capture) Behind(now int64, next uint64) {
-	c.ring.event(behindMark, 0, now, next, 0)
+func (c *Capture) Behind(now int64, next uint64, session moldudp64.Session) {
+	c.ring.behind(now, next, session)
 }
 
 // Resumed notes that the receive thread resumed delivery at now without
@@ -747,7 +749,7 @@ func (c *Capture) write(rec *record) {
 		return
 	}
 	if rec.behind {
-		c.held = heldBehind{next: rec.snapNext, session: c.lastSession, at: rec.rxTime}
+		c.held = heldBehind{next: rec.snapNext, session: rec.session, at: rec.rxTime}
 		return
 	}
 	if rec.snapshot || rec.gaveUp || rec.freeze || rec.resume || rec.discard || rec.request {

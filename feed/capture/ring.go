@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"sync/atomic"
 
+	"github.com/marketfeed/feedhandler/feed/moldudp64"
 	"github.com/marketfeed/feedhandler/feed/rx"
 )
 
@@ -40,7 +41,7 @@ import (
 // requestMark, 8:16 when, 16:24 its first sequence number, 24:32 its
 // count; the arbiter holding behind lines that went back
 // (Capture.Behind): behindMark, 8:16 when, 16:24 its next sequence
-// number (0: no longer). A re-request answer (Capture.Recovered) is a
+// number (0: no longer), 24:32 and 4:6 its session's 10 bytes. A re-request answer (Capture.Recovered) is a
 // datagram of line answerLine, a chunk of a snapshot's messages copied
 // (Capture.SnapshotMessages, a buffer not handed over) one of line
 // snapLine.
@@ -312,6 +313,7 @@ type record struct {
 	behind             bool // the arbiter holding at snapNext behind the lines (Capture.Behind)
 	snapRef            bool // the snapshot's messages handed over (Capture.snapHeld)
 	snapNext, snapMsgs uint64
+	session            moldudp64.Session // behind's: the arbiter's session
 }
 
 // next reads the record at tail t (t < head) and returns the tail after it.
@@ -346,6 +348,11 @@ func (r *ring) next(t uint64, rec *record) (uint64, bool) {
 		rec.drained = 0
 		if rec.freeze { // its flag: at a gap; then the empty poll before it
 			rec.snapMsgs, rec.drained = uint64(b[4]), int64(rec.snapMsgs)
+		}
+		if rec.behind { // the session, in place of a count
+			copy(rec.session[:8], b[24:32])
+			copy(rec.session[8:], b[4:6])
+			rec.snapMsgs = 0
 		}
 		return t + recHeader, true
 	}
@@ -404,6 +411,24 @@ func (r *ring) event(mark uint32, flag byte, now int64, next, messages uint64) {
 	binary.LittleEndian.PutUint64(b[8:16], uint64(now))
 	binary.LittleEndian.PutUint64(b[16:24], next)
 	binary.LittleEndian.PutUint64(b[24:32], messages)
+	r.head.Store(r.pHead)
+}
+
+// behind writes the event of the arbiter holding at next of session s
+// (behindMark at now, the session's first 8 bytes in place of event's
+// messages and its last 2 in the header's bytes 4:6), as event.
+func (r *ring) behind(now int64, next uint64, s moldudp64.Session) {
+	r.flushFailed()
+	b := r.reserve(r.size)
+	if b == nil {
+		r.leftOut(now)
+		return
+	}
+	binary.LittleEndian.PutUint32(b[0:4], behindMark)
+	copy(b[4:6], s[8:])
+	binary.LittleEndian.PutUint64(b[8:16], uint64(now))
+	binary.LittleEndian.PutUint64(b[16:24], next)
+	copy(b[24:32], s[:8])
 	r.head.Store(r.pHead)
 }
 
