@@ -344,3 +344,156 @@ func TestReplayFeedHeldRestartAcrossFiles(t *testing.T) {
 		t.Fatalf("no file of %d starts during the hold", len(names))
 	}
 }
+
+// answersAndRequests returns, for each of a capture's files, how many
+// re-request answers it holds and how many ranges re-requested there
+// (FHRQ frames not said again).
+func answersAndRequests(t *testing.T, names []string) (answers, requests []int) {
+	t.Helper()
+	for _, name := range names {
+		in, err := input.OpenOptions(name, input.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var a, q int
+		for {
+			fr, err := in.NextDatagram()
+			if errors.Is(err, io.EOF) {
+				break
+			} else if err != nil {
+				t.Fatalf("%s: %v", name, err)
+			}
+			if _, _, ok := capture.Rerequest(fr.Payload); ok && fr.Marker {
+				if _, _, again := capture.RerequestAgain(fr.Payload); !again {
+					q++
+				}
+			} else if !fr.Marker && capture.Answer(fr.SrcMAC) {
+				a++
+			}
+		}
+		in.Close()
+		answers, requests = append(answers, a), append(requests, q)
+	}
+	return answers, requests
+}
+
+// waitFlushed waits (bounded) until capture c has written n more bytes
+// than before, having let it flush what it buffered first.
+func waitFlushed(t *testing.T, c *capture.Capture, put func()) {
+	t.Helper()
+	time.Sleep(300 * time.Millisecond) // what is buffered flushed (capture flushes every 200 ms)
+	before := c.Stats().Bytes
+	put()
+	for range 500 {
+		if c.Stats().Bytes > before {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("capture stats %+v: nothing written in 5 s", c.Stats())
+}
+
+// TestReplayFeedRerequestAnswerDropped: with arbitration.max_pending 500
+// (the spill, no recovery.spill of its own), packets j and j+1 of a day
+// are lost on both lines, re-requested (one FHRQ frame), and the lines
+// bring the 500 packets after them, which fill the spill. The answer for
+// j+1 comes first: the arbiter has no room to hold it and drops it
+// (RecoveredDropped); j's fills the range up to j+1, still missing, and
+// the handler holds the 500 until j+1's answer asked again comes. The
+// capture's view is the arbiter's: the file holding the range's FHRQ
+// frame holds the three answers (the rotation, due, waits for the
+// range's end), its replay alone has no gap (as live, nothing missing up
+// to its end), the files in order replay as the one-file capture of the
+// same run, and the second alone from its first datagram on. Before,
+// the capture counted the dropped answer filled: the range closed at
+// j's answer, the file rotated there while the handler held behind it,
+// and the first file alone had j+1 missing, the answer asked again in
+// the next file.
+func TestReplayFeedRerequestAnswerDropped(t *testing.T) {
+	day, dir, _ := dayDir(t, 60_000, 53)
+	const j, spill = 20, 500
+	p0, err0 := moldudp64.Parse(day.Packets[j])
+	p1, err1 := moldudp64.Parse(day.Packets[j+1])
+	if err := errors.Join(err0, err1); err != nil || p0.Messages() == 0 || p1.Messages() == 0 || len(day.Packets) < j+2+spill+400 {
+		t.Fatalf("packets %d and %d of %d: %v: want packets of messages", j, j+1, len(day.Packets), err)
+	}
+	live, names := liveAndRotated(t, func(c *capture.Capture, t0 int64) {
+		ts := func(i int) int64 { return t0 + int64(i)*int64(100*time.Microsecond) }
+		for i := range j + 2 + spill {
+			if i == j || i == j+1 {
+				continue // lost on both lines
+			}
+			putBoth(c, i, day.Packets[i], ts(i))
+			if i == j+2 {
+				c.Rerequested(ts(i)+500, p0.Seq, p1.Next()-p0.Seq)
+			}
+		}
+		at := ts(j + 2 + spill)
+		waitFlushed(t, c, func() {
+			c.RecoveredDropped(day.Packets[j+1], at, at-1) // the spill full: dropped, still missing
+			c.Recovered(day.Packets[j], at+100, 0)         // fills up to j+1
+		})
+		c.Recovered(day.Packets[j+1], at+int64(time.Millisecond), at+int64(time.Millisecond)-1) // asked again: fills the range
+		for i := j + 2 + spill; i < len(day.Packets); i++ {
+			putBoth(c, i, day.Packets[i], ts(i)+int64(2*time.Millisecond))
+		}
+	})
+	answers, requests := answersAndRequests(t, names)
+	if requests[0] != 1 || answers[0] != 3 {
+		t.Errorf("files' answers %v and ranges re-requested %v: want the first file to hold the range and its 3 answers", answers, requests)
+	}
+	feed := writeDemoFeed(t, dir, day, "arbitration: {max_pending: 500}\n")
+	liveRep, liveBooks := replayBooks(t, "--feed", feed, live)
+	var want bytes.Buffer
+	if err := day.Books.WriteJSON(&want, 10); err != nil {
+		t.Fatal(err)
+	}
+	if a := liveRep.Arbitrated; a == nil || liveRep.InputGaps != 0 || a.LiveRecovery.Answers != 3 || !bytes.Equal(liveBooks, want.Bytes()) {
+		t.Fatalf("replay --feed of the one-file capture: %d gaps, report %+v, the day's books %v; want the answers applied, no gap, the day's books", liveRep.InputGaps, a, bytes.Equal(liveBooks, want.Bytes()))
+	}
+	rep, books := replayBooks(t, append([]string{"--feed", feed}, names...)...)
+	if d := sameReplay(rep, liveRep, books, liveBooks); d != "" {
+		t.Errorf("replay --feed of the %d files in order: %s (the one-file capture's)", len(names), d)
+	}
+	rep, _ = replayBooks(t, "--feed", feed, names[0])
+	_, end0 := lineSpan(t, names[0])
+	if a := rep.Arbitrated; a == nil || rep.InputGaps != 0 || a.Delivered != end0-1 {
+		t.Errorf("replay --feed of the first file alone: %d gaps, %d missing, report %+v; want no gap, %d delivered (as live, up to its end)", rep.InputGaps, rep.InputMissing, a, end0-1)
+	}
+	// The second file alone, from its first line datagram on (either
+	// line's: a rotation may come between a batch's two copies) to its
+	// last.
+	rep, _ = replayBooks(t, "--feed", feed, names[1])
+	first, end := lineSpan(t, names[1])
+	if a := rep.Arbitrated; a == nil || a.CaptureStart != captureContinued || rep.InputGaps != 1 || rep.InputMissing != first-1 || a.Delivered != end-first {
+		t.Errorf("replay --feed of the second file alone: %d gaps, %d missing, report %+v; want its start alone missing (1 gap, %d messages), %d delivered", rep.InputGaps, rep.InputMissing, a, first-1, end-first)
+	}
+}
+
+// lineSpan returns the first sequence number of the capture file name's
+// line datagrams (either line's) and the one after the last they bring.
+func lineSpan(t *testing.T, name string) (first, end uint64) {
+	t.Helper()
+	in, err := input.OpenOptions(name, input.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close()
+	for {
+		fr, err := in.NextDatagram()
+		if errors.Is(err, io.EOF) {
+			return first, end
+		} else if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if fr.Marker || capture.Answer(fr.SrcMAC) || fr.Dst != demo.GroupA && fr.Dst != demo.GroupB {
+			continue
+		}
+		if p, err := moldudp64.Parse(fr.Payload); err == nil && p.Messages() > 0 {
+			if first == 0 {
+				first = p.Seq
+			}
+			end = max(end, p.Next())
+		}
+	}
+}

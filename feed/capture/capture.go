@@ -380,6 +380,20 @@ func (c *Capture) Recovered(data []byte, rxTime, drainedAt int64) {
 	c.answer[0].Data = nil
 }
 
+// RecoveredDropped is Recovered for an answer the receive thread's
+// arbiter had no room to hold (its spill full: Arbiter.OfferRecovered's
+// dropped): written as Recovered writes it (a replay's arbiter, in the
+// same state, drops it too), but the range re-requested is not filled by
+// it: its numbers are still missing live, asked again, and the rotation
+// still waits for them (holdRotation). Before, they were counted filled:
+// the range was taken as filled at the answer before them, and the file
+// rotated while the handler still held behind it.
+func (c *Capture) RecoveredDropped(data []byte, rxTime, drainedAt int64) {
+	c.answer[0] = rx.Packet{Data: data, Line: droppedLine, RxTime: rxTime}
+	c.ring.answer(c.answer[:], drainedAt)
+	c.answer[0].Data = nil
+}
+
 // Snapshot notes a snapshot the receive thread loaded at now (the books
 // rebuilt from it), delivery resuming at sequence number next, of
 // messages messages: a marker frame (mark.go: Snapshot), for its messages
@@ -781,7 +795,7 @@ func (c *Capture) write(rec *record) {
 		c.pw.WritePacket(ci, c.frame)
 		return
 	}
-	if rec.line == answerLine {
+	if rec.line == answerLine || rec.line == droppedLine {
 		c.writeAnswer(rec)
 		return
 	}
@@ -829,12 +843,15 @@ func (c *Capture) write(rec *record) {
 
 // writeAnswer appends a re-request answer's frame (mark.go) to the
 // buffer: a datagram, from and to 0.0.0.0 port 0, no line's, marked with
-// the empty poll before it.
+// the empty poll before it. One the arbiter dropped (droppedLine) fills
+// nothing of the range open.
 func (c *Capture) writeAnswer(rec *record) {
 	if len(rec.payload) > 0xFFFF-20-8 {
 		return
 	}
-	c.req.fill(rec.payload, true)
+	if rec.line == answerLine { // not one the arbiter dropped (RecoveredDropped)
+		c.req.fill(rec.payload, true)
+	}
 	c.id++
 	none := netip.AddrPortFrom(netip.IPv4Unspecified(), 0)
 	c.frame = pcap.AppendUDPFrame(c.frame[:0], none, none, c.id, rec.payload)

@@ -41,10 +41,11 @@ import (
 // requestMark, 8:16 when, 16:24 its first sequence number, 24:32 its
 // count; the arbiter holding behind lines that went back
 // (Capture.Behind): behindMark, 8:16 when, 16:24 its next sequence
-// number (0: no longer), 24:32 and 4:6 its session's 10 bytes. A re-request answer (Capture.Recovered) is a
-// datagram of line answerLine, a chunk of a snapshot's messages copied
-// (Capture.SnapshotMessages, a buffer not handed over) one of line
-// snapLine.
+// number (0: no longer), 24:32 and 4:6 its session's 10 bytes. A
+// re-request answer (Capture.Recovered) is a datagram of line answerLine
+// (droppedLine: one the arbiter dropped, Capture.RecoveredDropped), a
+// chunk of a snapshot's messages copied (Capture.SnapshotMessages, a
+// buffer not handed over) one of line snapLine.
 const (
 	recHeader   = 32
 	wrapMark    = ^uint32(0)
@@ -60,6 +61,7 @@ const (
 	behindMark  = wrapMark - 10
 	answerLine  = 0xFE
 	snapLine    = 0xFD
+	droppedLine = 0xFC // an answer the arbiter had no room for (Capture.RecoveredDropped)
 )
 
 // eventRoom is the ring space the lines' datagrams (and re-request

@@ -839,9 +839,13 @@ func (r *recovery) recovered(p moldudp64.Packet) {
 	r.restFails = 0 // a server answers: the next failure rests ServerRest
 	r.h.pickup = clock.Now()
 	raw := r.raw(p)
-	r.h.arb.OfferRecovered(raw, p, r.h.pickup)
-	if r.h.capFile != nil {
-		r.h.capFile.Recovered(raw, r.h.pickup, r.h.drainedAt) // after the round's empty poll: a replay ticks there first
+	dropped := r.h.arb.OfferRecovered(raw, p, r.h.pickup)
+	if c := r.h.capFile; c != nil && !dropped {
+		c.Recovered(raw, r.h.pickup, r.h.drainedAt) // after the round's empty poll: a replay ticks there first
+	} else if c != nil {
+		// Not held (the spill full): its numbers are still missing, asked
+		// again; the capture's range stays open as the arbiter's does.
+		c.RecoveredDropped(raw, r.h.pickup, r.h.drainedAt)
 	}
 	r.client.Progress(r.h.arb.Next())
 }
