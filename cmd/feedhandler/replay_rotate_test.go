@@ -460,10 +460,15 @@ func TestReplayFeedRerequestAnswerDropped(t *testing.T) {
 	if a := rep.Arbitrated; a == nil || rep.InputGaps != 0 || a.Delivered != end0-1 {
 		t.Errorf("replay --feed of the first file alone: %d gaps, %d missing, report %+v; want no gap, %d delivered (as live, up to its end)", rep.InputGaps, rep.InputMissing, a, end0-1)
 	}
-	// The second file alone, from its first line datagram on (either
-	// line's: a rotation may come between a batch's two copies) to its
-	// last.
-	rep, _ = replayBooks(t, "--feed", feed, names[1])
+	loneSecondSpan(t, feed, names)
+}
+
+// loneSecondSpan is loneSecond by the second file's line datagrams of
+// either line, from its first to its last (a rotation may come between
+// a batch's two copies).
+func loneSecondSpan(t *testing.T, feed string, names []string) {
+	t.Helper()
+	rep, _ := replayBooks(t, "--feed", feed, names[1])
 	first, end := lineSpan(t, names[1])
 	if a := rep.Arbitrated; a == nil || a.CaptureStart != captureContinued || rep.InputGaps != 1 || rep.InputMissing != first-1 || a.Delivered != end-first {
 		t.Errorf("replay --feed of the second file alone: %d gaps, %d missing, report %+v; want its start alone missing (1 gap, %d messages), %d delivered", rep.InputGaps, rep.InputMissing, a, first-1, end-first)
@@ -496,4 +501,54 @@ func lineSpan(t *testing.T, name string) (first, end uint64) {
 			end = max(end, p.Next())
 		}
 	}
+}
+
+// TestReplayFeedRerequestSpillOverflow: with arbitration.max_pending 500
+// (the spill), packets j and j+1 of a day are lost on both lines and
+// re-requested (one FHRQ frame), never answered; the lines bring 501
+// packets after them, the last with the spill full: the handler's
+// arbiter gives the range up itself (declared missing, what it held
+// delivered), neither its answers nor the client's giving up ending it
+// (Capture.Declared). The capture's range ends there too: no file says it
+// again, the files in order replay as the one-file capture of the same
+// run (the range a gap, as live) and the second alone from its first
+// datagram on. Before, the capture kept the range open: the rotation
+// held to twice rotate_size and the next file began with the range said
+// again, which its replay alone held for and never got (2 gaps for 1).
+func TestReplayFeedRerequestSpillOverflow(t *testing.T) {
+	day, dir, _ := dayDir(t, 60_000, 59)
+	const j, spill = 20, 500
+	p0, err0 := moldudp64.Parse(day.Packets[j])
+	p1, err1 := moldudp64.Parse(day.Packets[j+1])
+	if err := errors.Join(err0, err1); err != nil || p0.Messages() == 0 || p1.Messages() == 0 {
+		t.Fatalf("packets %d and %d: %v: want packets of messages", j, j+1, err)
+	}
+	live, names := liveAndRotated(t, func(c *capture.Capture, t0 int64) {
+		ts := func(i int) int64 { return t0 + int64(i)*int64(100*time.Microsecond) }
+		for i, p := range day.Packets {
+			switch i {
+			case j, j + 1:
+				continue // lost on both lines
+			case j + 2 + spill:
+				c.Declared(ts(i) - 1) // the spill full: the arbiter gives the range up
+			}
+			putBoth(c, i, p, ts(i))
+			if i == j+2 {
+				c.Rerequested(ts(i)+500, p0.Seq, p1.Next()-p0.Seq)
+			}
+		}
+	})
+	if got := restated(t, names); slices.ContainsFunc(got, func(r []uint64) bool { return len(r) != 0 }) {
+		t.Errorf("the files' ranges said again %v: want none (the range declared missing in the first file)", got)
+	}
+	feed := writeDemoFeed(t, dir, day, "arbitration: {max_pending: 500}\n")
+	liveRep, liveBooks := replayBooks(t, "--feed", feed, live)
+	if a := liveRep.Arbitrated; a == nil || liveRep.InputGaps != 1 || liveRep.InputMissing != p1.Next()-p0.Seq || a.Delivered != day.Messages-liveRep.InputMissing {
+		t.Fatalf("replay --feed of the one-file capture: %d gaps, %d missing, report %+v; want the range alone missing (%d messages)", liveRep.InputGaps, liveRep.InputMissing, a, p1.Next()-p0.Seq)
+	}
+	rep, books := replayBooks(t, append([]string{"--feed", feed}, names...)...)
+	if d := sameReplay(rep, liveRep, books, liveBooks); d != "" {
+		t.Errorf("replay --feed of the %d files in order: %s (the one-file capture's)", len(names), d)
+	}
+	loneSecondSpan(t, feed, names)
 }

@@ -172,7 +172,8 @@ type Capture struct {
 	// end by the answers or the lines' datagrams of its session (the
 	// session its answers say, else that of the line datagram before
 	// it, lastSession), nor given up, nor abandoned for a snapshot, nor
-	// dropped at a session change (Discarded); reqFiled: req as the file's
+	// dropped at a session change (Discarded), nor declared missing by
+	// the arbiter itself (Declared); reqFiled: req as the file's
 	// bytes written hold it (at the last flush): a rotation waits for it
 	// (holdRotation), and a file opened with one open starts with it said
 	// again (restateRerequest).
@@ -451,6 +452,22 @@ func (c *Capture) Rerequested(now int64, first, count uint64) {
 // alone holds at next too. The receive thread only, as Put; once a hold.
 func (c *Capture) Behind(now int64, next uint64, session moldudp64.Session) {
 	c.ring.behind(now, next, session)
+}
+
+// Declared notes that the receive thread's arbiter declared missing at
+// now the range re-requested (Rerequested) itself, neither filled nor
+// given up by the re-request client: its spill full while it held the
+// lines behind the range (Arbiter.Offer gives the recovery up rather
+// than lose what arrives, ArbiterStats.SpillOverflows), the range a gap
+// and what was held delivered. Nothing is written for it (a replay's
+// arbiter, in the same state, gives it up there too); the range is no
+// longer open, so that a rotation held for it (holdRotation) goes on and
+// no later file says it again. Before, the range stayed open: the
+// rotation held to twice RotateSize and the next file said it again,
+// which a replay of that file alone held for. The receive thread only,
+// as Put.
+func (c *Capture) Declared(now int64) {
+	c.ring.event(declareMark, 0, now, 0, 0)
 }
 
 // Resumed notes that the receive thread resumed delivery at now without
@@ -766,6 +783,10 @@ func (c *Capture) write(rec *record) {
 		c.held = heldBehind{next: rec.snapNext, session: rec.session, at: rec.rxTime}
 		return
 	}
+	if rec.declare {
+		c.req.open = false // the arbiter gave the range up itself: no frame
+		return
+	}
 	if rec.snapshot || rec.gaveUp || rec.freeze || rec.resume || rec.discard || rec.request {
 		tag := snapshotTag
 		switch {
@@ -978,8 +999,9 @@ func (c *Capture) flushLogged() {
 //
 // A re-request: the handler holds the lines' datagrams behind the range
 // until its answers (or the lines' copies) fill it, or it gives it up
-// (GaveUp), abandons it for a snapshot (Freeze) or drops it at a session
-// change (Discarded). The file that holds the
+// (GaveUp), abandons it for a snapshot (Freeze), drops it at a session
+// change (Discarded) or its arbiter declares it missing, its spill full
+// (Declared). The file that holds the
 // range's frame then holds the datagrams held behind it and the answers
 // too, so that the next file starts where the handler held nothing, and a
 // replay of it alone delivers from its start as the handler did. Bounded

@@ -41,7 +41,9 @@ import (
 // requestMark, 8:16 when, 16:24 its first sequence number, 24:32 its
 // count; the arbiter holding behind lines that went back
 // (Capture.Behind): behindMark, 8:16 when, 16:24 its next sequence
-// number (0: no longer), 24:32 and 4:6 its session's 10 bytes. A
+// number (0: no longer), 24:32 and 4:6 its session's 10 bytes; the
+// range re-requested declared missing by the arbiter itself
+// (Capture.Declared): declareMark, 8:16 when. A
 // re-request answer (Capture.Recovered) is a datagram of line answerLine
 // (droppedLine: one the arbiter dropped, Capture.RecoveredDropped), a
 // chunk of a snapshot's messages copied (Capture.SnapshotMessages, a
@@ -59,6 +61,7 @@ const (
 	discardMark = wrapMark - 8
 	requestMark = wrapMark - 9
 	behindMark  = wrapMark - 10
+	declareMark = wrapMark - 11
 	answerLine  = 0xFE
 	snapLine    = 0xFD
 	droppedLine = 0xFC // an answer the arbiter had no room for (Capture.RecoveredDropped)
@@ -313,6 +316,7 @@ type record struct {
 	discard            bool // the snapshot being fetched discarded (Capture.Discarded)
 	request            bool // a range re-requested, from snapNext, snapMsgs of it (Capture.Rerequested)
 	behind             bool // the arbiter holding at snapNext behind the lines (Capture.Behind)
+	declare            bool // the range re-requested declared missing by the arbiter (Capture.Declared)
 	snapRef            bool // the snapshot's messages handed over (Capture.snapHeld)
 	snapNext, snapMsgs uint64
 	session            moldudp64.Session // behind's: the arbiter's session
@@ -327,14 +331,14 @@ func (r *ring) next(t uint64, rec *record) (uint64, bool) {
 		return t + r.size - pos, false
 	}
 	rec.lost, rec.snapshot, rec.gaveUp, rec.freeze, rec.resume, rec.snapRef, rec.discard, rec.request = 0, false, false, false, false, false, false, false
-	rec.behind = false
+	rec.behind, rec.declare = false, false
 	if n == snapRefMark {
 		rec.failed, rec.snapRef = false, true
 		rec.rxTime = int64(binary.LittleEndian.Uint64(b[8:16]))
 		return t + recHeader, true
 	}
-	if n == giveUpMark || n == resumeMark || n == discardMark {
-		rec.failed, rec.gaveUp, rec.resume, rec.discard = false, n == giveUpMark, n == resumeMark, n == discardMark
+	if n == giveUpMark || n == resumeMark || n == discardMark || n == declareMark {
+		rec.failed, rec.gaveUp, rec.resume, rec.discard, rec.declare = false, n == giveUpMark, n == resumeMark, n == discardMark, n == declareMark
 		rec.rxTime = int64(binary.LittleEndian.Uint64(b[8:16]))
 		rec.snapNext, rec.snapMsgs, rec.drained = 0, 0, 0
 		if rec.gaveUp {

@@ -649,6 +649,12 @@ func (r *recovery) gap(rg moldudp64.Range, now int64) {
 func (r *recovery) addOpen(rg moldudp64.Range, now int64) {
 	if r.cur.Count > 0 && rg.First >= r.cur.First && rg.First < r.cur.End() {
 		r.cur = moldudp64.Range{} // given up: now an open gap
+		if r.h.capFile != nil {
+			// Declared by the arbiter: given up by the client (a GaveUp
+			// frame follows), or by the arbiter itself, its spill full
+			// (none does): the capture's range ends here either way.
+			r.h.capFile.Declared(now)
+		}
 	}
 	at := r.started
 	if at == 0 {
