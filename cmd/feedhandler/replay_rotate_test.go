@@ -552,3 +552,160 @@ func TestReplayFeedRerequestSpillOverflow(t *testing.T) {
 	}
 	loneSecondSpan(t, feed, names)
 }
+
+// startsWith returns, for each of a capture's files, which of the hold
+// behind the lines (H: capture.HeldBehind) and the range re-requested
+// (Q: capture.RerequestAgain) it says again at its start.
+func startsWith(t *testing.T, names []string) []string {
+	t.Helper()
+	var out []string
+	for _, name := range names {
+		in, err := input.OpenOptions(name, input.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var said []byte
+		for {
+			fr, err := in.NextDatagram()
+			if errors.Is(err, io.EOF) {
+				break
+			} else if err != nil {
+				t.Fatalf("%s: %v", name, err)
+			}
+			if !fr.Marker {
+				continue
+			}
+			if _, _, ok := capture.HeldBehind(fr.Payload); ok {
+				said = append(said, 'H')
+			} else if _, _, ok := capture.RerequestAgain(fr.Payload); ok {
+				said = append(said, 'Q')
+			}
+		}
+		in.Close()
+		out = append(out, string(said))
+	}
+	return out
+}
+
+// TestReplayFeedHeldAndRerequestAcrossFiles: with
+// arbitration.sequence_restart hold, packets j and j+1 of a day are lost
+// on both lines and re-requested (one FHRQ frame), the lines bring 48
+// packets more (held behind the range), then go back to sequence number
+// 1 (the day sent again): the handler holds behind them at j, the range
+// open. j's answer comes a while later (the range open from j+1 on, the
+// hold still at j: no line brought numbers past it), j+1's only when the
+// lines are back near j. The rotation, held for the range, goes on at
+// twice rotate_size: the files opened meanwhile start with both said
+// again (the hold's FHRH, then the range's FHRQ), at j, or, after j's
+// answer, the hold at j and the range at j+1. Each, alone, replays as
+// the handler ran: its start a gap up to where the handler's arbiter was
+// then (one), and what it delivered in the file's time, up to the file's
+// last datagram; the files in order as the one-file capture of the same
+// run (the day's books, no gap).
+func TestReplayFeedHeldAndRerequestAcrossFiles(t *testing.T) {
+	day, dir, _ := dayDir(t, 120_000, 61)
+	const j, k, partialAt, answerAt = 1550, 1600, 600, 1400
+	if len(day.Packets) < k+100 {
+		t.Fatalf("%d packets: want more than %d", len(day.Packets), k+100)
+	}
+	p0, err0 := moldudp64.Parse(day.Packets[j])
+	p1, err1 := moldudp64.Parse(day.Packets[j+1])
+	pk, err2 := moldudp64.Parse(day.Packets[k])
+	if err := errors.Join(err0, err1, err2); err != nil || p0.Messages() == 0 || p1.Messages() == 0 {
+		t.Fatalf("packets %d and %d: %v: want packets of messages", j, j+1, err)
+	}
+	const lineTimeout = 100 * time.Millisecond
+	var partial, answered int64
+	live, names := liveAndRotated(t, func(c *capture.Capture, t0 int64) {
+		ts := func(i int) int64 { return t0 + int64(i)*int64(100*time.Microsecond) }
+		for i := range k {
+			if i == j || i == j+1 {
+				continue // lost on both lines
+			}
+			putBoth(c, i, day.Packets[i], ts(i))
+			if i == j+2 {
+				c.Rerequested(ts(i)+500, p0.Seq, p1.Next()-p0.Seq)
+			}
+		}
+		r0 := ts(k) + int64(2*time.Millisecond)
+		for i, p := range day.Packets { // again from the start, 2 ms apart
+			at := r0 + int64(i)*int64(2*time.Millisecond)
+			switch i {
+			case int(lineTimeout/(2*time.Millisecond)) + 1:
+				c.Behind(at-2, p0.Seq, day.Session) // every line behind for line_timeout: held at j
+			case partialAt:
+				partial = at - 500
+				c.Recovered(day.Packets[j], partial, 0) // j delivered, the range open at j+1
+			case answerAt:
+				answered = at - 500
+				c.Recovered(day.Packets[j+1], answered, 0) // the range filled: j+1 to k delivered
+			}
+			putBoth(c, i, p, at)
+		}
+	})
+	feed := writeDemoFeed(t, dir, day, "arbitration: {sequence_restart: hold, line_timeout: 100ms}\n")
+	liveRep, liveBooks := replayBooks(t, "--feed", feed, live)
+	var want bytes.Buffer
+	if err := day.Books.WriteJSON(&want, 10); err != nil {
+		t.Fatal(err)
+	}
+	if a := liveRep.Arbitrated; a == nil || liveRep.InputGaps != 0 || a.Delivered != day.Messages || !bytes.Equal(liveBooks, want.Bytes()) {
+		t.Fatalf("replay --feed of the one-file capture: %d gaps, report %+v, the day's books %v; want the range filled, the restart held, no gap, the day's books", liveRep.InputGaps, liveRep.Arbitrated, bytes.Equal(liveBooks, want.Bytes()))
+	}
+	rep, books := replayBooks(t, append([]string{"--feed", feed}, names...)...)
+	if d := sameReplay(rep, liveRep, books, liveBooks); d != "" {
+		t.Errorf("replay --feed of the %d files in order: %s (the one-file capture's)", len(names), d)
+	}
+	// nextAt is the handler's next sequence number at t, up to a file's
+	// line datagrams' end (lastEnd) once the range was filled.
+	nextAt := func(t, lastEnd int64) uint64 {
+		switch {
+		case t < partial:
+			return p0.Seq
+		case t < answered:
+			return p1.Seq
+		}
+		return max(uint64(lastEnd), pk.Seq)
+	}
+	said := startsWith(t, names)
+	var kinds []uint64
+	for f := 1; f < len(names); f++ {
+		if said[f] != "HQ" && said[f] != "QH" { // the order is the writer's (HQ): a replay takes both
+			continue
+		}
+		_, lastEnd := lineSpan(t, names[f])
+		_, firstAt := firstLine(t, names[f])
+		start, end := nextAt(firstAt, 0), nextAt(lastAt(t, names[f]), int64(lastEnd))
+		kinds = append(kinds, start)
+		rep, _ := replayBooks(t, "--feed", feed, names[f])
+		if a := rep.Arbitrated; a == nil || a.CaptureStart != captureContinued || rep.InputGaps != 1 || rep.InputMissing != start-1 || a.Delivered != end-start {
+			t.Errorf("replay --feed of file %d alone (starts %q): %d gaps, %d missing, report %+v; want it to start at %d as the handler (1 gap, %d missing), %d delivered", f+1, said[f], rep.InputGaps, rep.InputMissing, a, start, start-1, end-start)
+		}
+	}
+	if !slices.Contains(kinds, p0.Seq) || !slices.Contains(kinds, p1.Seq) {
+		t.Fatalf("files' starts %q, those saying both at %v: want one at j (%d), one at j+1 (%d)", said, kinds, p0.Seq, p1.Seq)
+	}
+}
+
+// lastAt returns the receive time of the last frame of the capture file
+// name that is not a marker.
+func lastAt(t *testing.T, name string) int64 {
+	t.Helper()
+	in, err := input.OpenOptions(name, input.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close()
+	var last int64
+	for {
+		fr, err := in.NextDatagram()
+		if errors.Is(err, io.EOF) {
+			return last
+		} else if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if !fr.Marker {
+			last = fr.Time
+		}
+	}
+}
