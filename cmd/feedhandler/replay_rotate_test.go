@@ -13,6 +13,7 @@ import (
 	"github.com/marketfeed/feedhandler/feed/capture"
 	"github.com/marketfeed/feedhandler/feed/input"
 	"github.com/marketfeed/feedhandler/feed/moldudp64"
+	"github.com/marketfeed/feedhandler/feed/pcap"
 	"github.com/marketfeed/feedhandler/feed/rx"
 	"github.com/marketfeed/feedhandler/internal/demo"
 )
@@ -62,27 +63,39 @@ func restated(t *testing.T, names []string) [][]uint64 {
 	t.Helper()
 	var out [][]uint64
 	for _, name := range names {
-		in, err := input.OpenOptions(name, input.Options{})
-		if err != nil {
-			t.Fatal(err)
-		}
 		var again []uint64
-		for {
-			fr, err := in.NextDatagram()
-			if errors.Is(err, io.EOF) {
-				break
-			} else if err != nil {
-				t.Fatalf("%s: %v", name, err)
-			}
+		eachFrame(t, name, func(fr *pcap.Frame) bool {
 			if _, _, ok := capture.RerequestAgain(fr.Payload); ok && fr.Marker {
 				lo, count, _ := capture.Rerequest(fr.Payload)
 				again = append(again, lo, count)
 			}
-		}
-		in.Close()
+			return true
+		})
 		out = append(out, again)
 	}
 	return out
+}
+
+// eachFrame hands fn the frames of the capture file name in order, until
+// it returns false or the file ends.
+func eachFrame(t *testing.T, name string, fn func(fr *pcap.Frame) bool) {
+	t.Helper()
+	in, err := input.OpenOptions(name, input.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close()
+	for {
+		fr, err := in.NextDatagram()
+		if errors.Is(err, io.EOF) {
+			return
+		} else if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if !fn(&fr) {
+			return
+		}
+	}
 }
 
 // firstSeq returns the sequence number of the first line datagram of
@@ -95,25 +108,71 @@ func firstSeq(t *testing.T, name string) uint64 {
 
 // firstLine returns the sequence number and receive time of the first
 // line A datagram of the capture file name.
-func firstLine(t *testing.T, name string) (uint64, int64) {
+func firstLine(t *testing.T, name string) (seq uint64, at int64) {
 	t.Helper()
-	in, err := input.OpenOptions(name, input.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer in.Close()
-	for {
-		fr, err := in.NextDatagram()
-		if err != nil {
-			t.Fatalf("%s: no line datagram: %v", name, err)
-		}
+	eachFrame(t, name, func(fr *pcap.Frame) bool {
 		if fr.Marker || capture.Answer(fr.SrcMAC) || fr.Dst != demo.GroupA {
-			continue
+			return true
 		}
 		if p, err := moldudp64.Parse(fr.Payload); err == nil && p.Messages() > 0 {
-			return p.Seq, fr.Time
+			seq, at = p.Seq, fr.Time
+			return false
 		}
+		return true
+	})
+	if seq == 0 {
+		t.Fatalf("%s: no line datagram", name)
 	}
+	return seq, at
+}
+
+// lostPair returns packets j and j+1 of day, which a test loses on both
+// lines, having checked that they bring messages.
+func lostPair(t *testing.T, day *demo.Day, j int) (p0, p1 moldudp64.Packet) {
+	t.Helper()
+	p0, err0 := moldudp64.Parse(day.Packets[j])
+	p1, err1 := moldudp64.Parse(day.Packets[j+1])
+	if err := errors.Join(err0, err1); err != nil || p0.Messages() == 0 || p1.Messages() == 0 {
+		t.Fatalf("packets %d and %d: %v: want packets of messages", j, j+1, err)
+	}
+	return p0, p1
+}
+
+// noneSaidAgain checks that no file of a capture says a range
+// re-requested again at its start (why: where it ended).
+func noneSaidAgain(t *testing.T, names []string, why string) {
+	t.Helper()
+	if got := restated(t, names); slices.ContainsFunc(got, func(r []uint64) bool { return len(r) != 0 }) {
+		t.Errorf("the files' ranges said again %v: want none (%s)", got, why)
+	}
+}
+
+// putRerequested is putBoth of day's packet i, data, at ts, with the
+// range of packets j and j+1 (p0, p1), lost on both lines, re-requested
+// after packet j+2.
+func putRerequested(c *capture.Capture, i int, data []byte, ts int64, j int, p0, p1 moldudp64.Packet) {
+	putBoth(c, i, data, ts)
+	if i == j+2 {
+		c.Rerequested(ts+500, p0.Seq, p1.Next()-p0.Seq)
+	}
+}
+
+// liveInOrder replays with --feed feed the one-file capture live and
+// the rotated capture's files names in order, checks that they replay
+// alike (sameReplay), and returns the one-file capture's report and
+// whether its books are day's.
+func liveInOrder(t *testing.T, feed, live string, names []string, day *demo.Day) (replayReport, bool) {
+	t.Helper()
+	liveRep, liveBooks := replayBooks(t, "--feed", feed, live)
+	var want bytes.Buffer
+	if err := day.Books.WriteJSON(&want, 10); err != nil {
+		t.Fatal(err)
+	}
+	rep, books := replayBooks(t, append([]string{"--feed", feed}, names...)...)
+	if d := sameReplay(rep, liveRep, books, liveBooks); d != "" {
+		t.Errorf("replay --feed of the %d files in order: %s (the one-file capture's)", len(names), d)
+	}
+	return liveRep, bytes.Equal(liveBooks, want.Bytes())
 }
 
 // sameReplay reports how two replays' books and gaps differ ("" when
@@ -176,21 +235,11 @@ func TestReplayFeedSessionChangeWithRerequestOpen(t *testing.T) {
 			putBoth(c, i, p, at)
 		}
 	})
-	if got := restated(t, names); slices.ContainsFunc(got, func(r []uint64) bool { return len(r) != 0 }) {
-		t.Errorf("the files' ranges said again %v: want none (OLD's range dropped at the session change)", got)
-	}
+	noneSaidAgain(t, names, "OLD's range dropped at the session change")
 	feed := noSessionFeed(t, dir, day)
-	liveRep, liveBooks := replayBooks(t, "--feed", feed, live)
-	var want bytes.Buffer
-	if err := day.Books.WriteJSON(&want, 10); err != nil {
-		t.Fatal(err)
-	}
-	if a := liveRep.Arbitrated; a == nil || a.Resets != 1 || !bytes.Equal(liveBooks, want.Bytes()) {
-		t.Fatalf("replay --feed of the one-file capture: report %+v, the day's books %v; want a session change, the new session's day", a, bytes.Equal(liveBooks, want.Bytes()))
-	}
-	rep, books := replayBooks(t, append([]string{"--feed", feed}, names...)...)
-	if d := sameReplay(rep, liveRep, books, liveBooks); d != "" {
-		t.Errorf("replay --feed of the %d files in order: %s (the one-file capture's)", len(names), d)
+	liveRep, dayBooks := liveInOrder(t, feed, live, names, day)
+	if a := liveRep.Arbitrated; a == nil || a.Resets != 1 || !dayBooks {
+		t.Fatalf("replay --feed of the one-file capture: report %+v, the day's books %v; want a session change, the new session's day", a, dayBooks)
 	}
 	loneSecond(t, feed, names, day)
 }
@@ -226,11 +275,7 @@ func loneSecond(t *testing.T, feed string, names []string, day *demo.Day) {
 func TestReplayFeedRerequestAnsweredOutOfOrder(t *testing.T) {
 	day, dir, _ := dayDir(t, 60_000, 43)
 	j := len(day.Packets) / 10
-	p0, err0 := moldudp64.Parse(day.Packets[j])
-	p1, err1 := moldudp64.Parse(day.Packets[j+1])
-	if err := errors.Join(err0, err1); err != nil || p0.Messages() == 0 || p1.Messages() == 0 {
-		t.Fatalf("packets %d and %d: %v: want packets of messages", j, j+1, err)
-	}
+	p0, p1 := lostPair(t, day, j)
 	live, names := liveAndRotated(t, func(c *capture.Capture, t0 int64) {
 		ts := func(i int) int64 { return t0 + int64(i)*int64(100*time.Microsecond) }
 		for i, p := range day.Packets {
@@ -242,27 +287,14 @@ func TestReplayFeedRerequestAnsweredOutOfOrder(t *testing.T) {
 			case j + 6:
 				c.Recovered(day.Packets[j], ts(i)-500, ts(i)-1) // fills the range
 			}
-			putBoth(c, i, p, ts(i))
-			if i == j+2 {
-				c.Rerequested(ts(i)+500, p0.Seq, p1.Next()-p0.Seq)
-			}
+			putRerequested(c, i, p, ts(i), j, p0, p1)
 		}
 	})
-	if got := restated(t, names); slices.ContainsFunc(got, func(r []uint64) bool { return len(r) != 0 }) {
-		t.Errorf("the files' ranges said again %v: want none (the range filled before the first file's end)", got)
-	}
+	noneSaidAgain(t, names, "the range filled before the first file's end")
 	feed := writeDemoFeed(t, dir, day, "")
-	liveRep, liveBooks := replayBooks(t, "--feed", feed, live)
-	var want bytes.Buffer
-	if err := day.Books.WriteJSON(&want, 10); err != nil {
-		t.Fatal(err)
-	}
-	if a := liveRep.Arbitrated; a == nil || liveRep.InputGaps != 0 || a.LiveRecovery.Answers != 2 || !bytes.Equal(liveBooks, want.Bytes()) {
-		t.Fatalf("replay --feed of the one-file capture: %d gaps, report %+v, the day's books %v; want both answers applied, no gap, the day's books", liveRep.InputGaps, a, bytes.Equal(liveBooks, want.Bytes()))
-	}
-	rep, books := replayBooks(t, append([]string{"--feed", feed}, names...)...)
-	if d := sameReplay(rep, liveRep, books, liveBooks); d != "" {
-		t.Errorf("replay --feed of the %d files in order: %s (the one-file capture's)", len(names), d)
+	liveRep, dayBooks := liveInOrder(t, feed, live, names, day)
+	if a := liveRep.Arbitrated; a == nil || liveRep.InputGaps != 0 || a.LiveRecovery.Answers != 2 || !dayBooks {
+		t.Fatalf("replay --feed of the one-file capture: %d gaps, report %+v, the day's books %v; want both answers applied, no gap, the day's books", liveRep.InputGaps, a, dayBooks)
 	}
 	loneSecond(t, feed, names, day)
 }
@@ -312,17 +344,9 @@ func TestReplayFeedHeldRestartAcrossFiles(t *testing.T) {
 		}
 	})
 	feed := writeDemoFeed(t, dir, day, "arbitration: {sequence_restart: hold, line_timeout: 100ms}\n")
-	liveRep, liveBooks := replayBooks(t, "--feed", feed, live)
-	var want bytes.Buffer
-	if err := day.Books.WriteJSON(&want, 10); err != nil {
-		t.Fatal(err)
-	}
-	if a := liveRep.Arbitrated; a == nil || liveRep.InputGaps != 0 || a.Delivered != day.Messages || !bytes.Equal(liveBooks, want.Bytes()) {
-		t.Fatalf("replay --feed of the one-file capture: %d gaps, report %+v, the day's books %v; want the restart held, no gap, the day's books", liveRep.InputGaps, a, bytes.Equal(liveBooks, want.Bytes()))
-	}
-	rep, books := replayBooks(t, append([]string{"--feed", feed}, names...)...)
-	if d := sameReplay(rep, liveRep, books, liveBooks); d != "" {
-		t.Errorf("replay --feed of the %d files in order: %s (the one-file capture's)", len(names), d)
+	liveRep, dayBooks := liveInOrder(t, feed, live, names, day)
+	if a := liveRep.Arbitrated; a == nil || liveRep.InputGaps != 0 || a.Delivered != day.Messages || !dayBooks {
+		t.Fatalf("replay --feed of the one-file capture: %d gaps, report %+v, the day's books %v; want the restart held, no gap, the day's books", liveRep.InputGaps, a, dayBooks)
 	}
 	held := 0
 	for f := 1; f < len(names); f++ {
@@ -351,18 +375,8 @@ func TestReplayFeedHeldRestartAcrossFiles(t *testing.T) {
 func answersAndRequests(t *testing.T, names []string) (answers, requests []int) {
 	t.Helper()
 	for _, name := range names {
-		in, err := input.OpenOptions(name, input.Options{})
-		if err != nil {
-			t.Fatal(err)
-		}
 		var a, q int
-		for {
-			fr, err := in.NextDatagram()
-			if errors.Is(err, io.EOF) {
-				break
-			} else if err != nil {
-				t.Fatalf("%s: %v", name, err)
-			}
+		eachFrame(t, name, func(fr *pcap.Frame) bool {
 			if _, _, ok := capture.Rerequest(fr.Payload); ok && fr.Marker {
 				if _, _, again := capture.RerequestAgain(fr.Payload); !again {
 					q++
@@ -370,8 +384,8 @@ func answersAndRequests(t *testing.T, names []string) (answers, requests []int) 
 			} else if !fr.Marker && capture.Answer(fr.SrcMAC) {
 				a++
 			}
-		}
-		in.Close()
+			return true
+		})
 		answers, requests = append(answers, a), append(requests, q)
 	}
 	return answers, requests
@@ -412,21 +426,14 @@ func waitFlushed(t *testing.T, c *capture.Capture, put func()) {
 func TestReplayFeedRerequestAnswerDropped(t *testing.T) {
 	day, dir, _ := dayDir(t, 60_000, 53)
 	const j, spill = 20, 500
-	p0, err0 := moldudp64.Parse(day.Packets[j])
-	p1, err1 := moldudp64.Parse(day.Packets[j+1])
-	if err := errors.Join(err0, err1); err != nil || p0.Messages() == 0 || p1.Messages() == 0 || len(day.Packets) < j+2+spill+400 {
-		t.Fatalf("packets %d and %d of %d: %v: want packets of messages", j, j+1, len(day.Packets), err)
-	}
+	p0, p1 := lostPair(t, day, j)
 	live, names := liveAndRotated(t, func(c *capture.Capture, t0 int64) {
 		ts := func(i int) int64 { return t0 + int64(i)*int64(100*time.Microsecond) }
 		for i := range j + 2 + spill {
 			if i == j || i == j+1 {
 				continue // lost on both lines
 			}
-			putBoth(c, i, day.Packets[i], ts(i))
-			if i == j+2 {
-				c.Rerequested(ts(i)+500, p0.Seq, p1.Next()-p0.Seq)
-			}
+			putRerequested(c, i, day.Packets[i], ts(i), j, p0, p1)
 		}
 		at := ts(j + 2 + spill)
 		waitFlushed(t, c, func() {
@@ -443,19 +450,11 @@ func TestReplayFeedRerequestAnswerDropped(t *testing.T) {
 		t.Errorf("files' answers %v and ranges re-requested %v: want the first file to hold the range and its 3 answers", answers, requests)
 	}
 	feed := writeDemoFeed(t, dir, day, "arbitration: {max_pending: 500}\n")
-	liveRep, liveBooks := replayBooks(t, "--feed", feed, live)
-	var want bytes.Buffer
-	if err := day.Books.WriteJSON(&want, 10); err != nil {
-		t.Fatal(err)
+	liveRep, dayBooks := liveInOrder(t, feed, live, names, day)
+	if a := liveRep.Arbitrated; a == nil || liveRep.InputGaps != 0 || a.LiveRecovery.Answers != 3 || !dayBooks {
+		t.Fatalf("replay --feed of the one-file capture: %d gaps, report %+v, the day's books %v; want the answers applied, no gap, the day's books", liveRep.InputGaps, a, dayBooks)
 	}
-	if a := liveRep.Arbitrated; a == nil || liveRep.InputGaps != 0 || a.LiveRecovery.Answers != 3 || !bytes.Equal(liveBooks, want.Bytes()) {
-		t.Fatalf("replay --feed of the one-file capture: %d gaps, report %+v, the day's books %v; want the answers applied, no gap, the day's books", liveRep.InputGaps, a, bytes.Equal(liveBooks, want.Bytes()))
-	}
-	rep, books := replayBooks(t, append([]string{"--feed", feed}, names...)...)
-	if d := sameReplay(rep, liveRep, books, liveBooks); d != "" {
-		t.Errorf("replay --feed of the %d files in order: %s (the one-file capture's)", len(names), d)
-	}
-	rep, _ = replayBooks(t, "--feed", feed, names[0])
+	rep, _ := replayBooks(t, "--feed", feed, names[0])
 	_, end0 := lineSpan(t, names[0])
 	if a := rep.Arbitrated; a == nil || rep.InputGaps != 0 || a.Delivered != end0-1 {
 		t.Errorf("replay --feed of the first file alone: %d gaps, %d missing, report %+v; want no gap, %d delivered (as live, up to its end)", rep.InputGaps, rep.InputMissing, a, end0-1)
@@ -479,20 +478,9 @@ func loneSecondSpan(t *testing.T, feed string, names []string) {
 // line datagrams (either line's) and the one after the last they bring.
 func lineSpan(t *testing.T, name string) (first, end uint64) {
 	t.Helper()
-	in, err := input.OpenOptions(name, input.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer in.Close()
-	for {
-		fr, err := in.NextDatagram()
-		if errors.Is(err, io.EOF) {
-			return first, end
-		} else if err != nil {
-			t.Fatalf("%s: %v", name, err)
-		}
+	eachFrame(t, name, func(fr *pcap.Frame) bool {
 		if fr.Marker || capture.Answer(fr.SrcMAC) || fr.Dst != demo.GroupA && fr.Dst != demo.GroupB {
-			continue
+			return true
 		}
 		if p, err := moldudp64.Parse(fr.Payload); err == nil && p.Messages() > 0 {
 			if first == 0 {
@@ -500,7 +488,9 @@ func lineSpan(t *testing.T, name string) (first, end uint64) {
 			}
 			end = max(end, p.Next())
 		}
-	}
+		return true
+	})
+	return first, end
 }
 
 // TestReplayFeedRerequestSpillOverflow: with arbitration.max_pending 500
@@ -518,37 +508,23 @@ func lineSpan(t *testing.T, name string) (first, end uint64) {
 func TestReplayFeedRerequestSpillOverflow(t *testing.T) {
 	day, dir, _ := dayDir(t, 60_000, 59)
 	const j, spill = 20, 500
-	p0, err0 := moldudp64.Parse(day.Packets[j])
-	p1, err1 := moldudp64.Parse(day.Packets[j+1])
-	if err := errors.Join(err0, err1); err != nil || p0.Messages() == 0 || p1.Messages() == 0 {
-		t.Fatalf("packets %d and %d: %v: want packets of messages", j, j+1, err)
-	}
+	p0, p1 := lostPair(t, day, j)
 	live, names := liveAndRotated(t, func(c *capture.Capture, t0 int64) {
-		ts := func(i int) int64 { return t0 + int64(i)*int64(100*time.Microsecond) }
 		for i, p := range day.Packets {
-			switch i {
-			case j, j + 1:
+			at := t0 + int64(i)*int64(100*time.Microsecond)
+			if i == j+2+spill {
+				c.Declared(at - 1) // the spill full: the arbiter gives the range up
+			} else if i == j || i == j+1 {
 				continue // lost on both lines
-			case j + 2 + spill:
-				c.Declared(ts(i) - 1) // the spill full: the arbiter gives the range up
 			}
-			putBoth(c, i, p, ts(i))
-			if i == j+2 {
-				c.Rerequested(ts(i)+500, p0.Seq, p1.Next()-p0.Seq)
-			}
+			putRerequested(c, i, p, at, j, p0, p1)
 		}
 	})
-	if got := restated(t, names); slices.ContainsFunc(got, func(r []uint64) bool { return len(r) != 0 }) {
-		t.Errorf("the files' ranges said again %v: want none (the range declared missing in the first file)", got)
-	}
+	noneSaidAgain(t, names, "the range declared missing in the first file")
 	feed := writeDemoFeed(t, dir, day, "arbitration: {max_pending: 500}\n")
-	liveRep, liveBooks := replayBooks(t, "--feed", feed, live)
+	liveRep, _ := liveInOrder(t, feed, live, names, day)
 	if a := liveRep.Arbitrated; a == nil || liveRep.InputGaps != 1 || liveRep.InputMissing != p1.Next()-p0.Seq || a.Delivered != day.Messages-liveRep.InputMissing {
 		t.Fatalf("replay --feed of the one-file capture: %d gaps, %d missing, report %+v; want the range alone missing (%d messages)", liveRep.InputGaps, liveRep.InputMissing, a, p1.Next()-p0.Seq)
-	}
-	rep, books := replayBooks(t, append([]string{"--feed", feed}, names...)...)
-	if d := sameReplay(rep, liveRep, books, liveBooks); d != "" {
-		t.Errorf("replay --feed of the %d files in order: %s (the one-file capture's)", len(names), d)
 	}
 	loneSecondSpan(t, feed, names)
 }
@@ -560,28 +536,18 @@ func startsWith(t *testing.T, names []string) []string {
 	t.Helper()
 	var out []string
 	for _, name := range names {
-		in, err := input.OpenOptions(name, input.Options{})
-		if err != nil {
-			t.Fatal(err)
-		}
 		var said []byte
-		for {
-			fr, err := in.NextDatagram()
-			if errors.Is(err, io.EOF) {
-				break
-			} else if err != nil {
-				t.Fatalf("%s: %v", name, err)
-			}
+		eachFrame(t, name, func(fr *pcap.Frame) bool {
 			if !fr.Marker {
-				continue
+				return true
 			}
 			if _, _, ok := capture.HeldBehind(fr.Payload); ok {
 				said = append(said, 'H')
 			} else if _, _, ok := capture.RerequestAgain(fr.Payload); ok {
 				said = append(said, 'Q')
 			}
-		}
-		in.Close()
+			return true
+		})
 		out = append(out, string(said))
 	}
 	return out
@@ -608,11 +574,10 @@ func TestReplayFeedHeldAndRerequestAcrossFiles(t *testing.T) {
 	if len(day.Packets) < k+100 {
 		t.Fatalf("%d packets: want more than %d", len(day.Packets), k+100)
 	}
-	p0, err0 := moldudp64.Parse(day.Packets[j])
-	p1, err1 := moldudp64.Parse(day.Packets[j+1])
-	pk, err2 := moldudp64.Parse(day.Packets[k])
-	if err := errors.Join(err0, err1, err2); err != nil || p0.Messages() == 0 || p1.Messages() == 0 {
-		t.Fatalf("packets %d and %d: %v: want packets of messages", j, j+1, err)
+	p0, p1 := lostPair(t, day, j)
+	pk, err := moldudp64.Parse(day.Packets[k])
+	if err != nil {
+		t.Fatal(err)
 	}
 	const lineTimeout = 100 * time.Millisecond
 	var partial, answered int64
@@ -622,10 +587,7 @@ func TestReplayFeedHeldAndRerequestAcrossFiles(t *testing.T) {
 			if i == j || i == j+1 {
 				continue // lost on both lines
 			}
-			putBoth(c, i, day.Packets[i], ts(i))
-			if i == j+2 {
-				c.Rerequested(ts(i)+500, p0.Seq, p1.Next()-p0.Seq)
-			}
+			putRerequested(c, i, day.Packets[i], ts(i), j, p0, p1)
 		}
 		r0 := ts(k) + int64(2*time.Millisecond)
 		for i, p := range day.Packets { // again from the start, 2 ms apart
@@ -644,17 +606,9 @@ func TestReplayFeedHeldAndRerequestAcrossFiles(t *testing.T) {
 		}
 	})
 	feed := writeDemoFeed(t, dir, day, "arbitration: {sequence_restart: hold, line_timeout: 100ms}\n")
-	liveRep, liveBooks := replayBooks(t, "--feed", feed, live)
-	var want bytes.Buffer
-	if err := day.Books.WriteJSON(&want, 10); err != nil {
-		t.Fatal(err)
-	}
-	if a := liveRep.Arbitrated; a == nil || liveRep.InputGaps != 0 || a.Delivered != day.Messages || !bytes.Equal(liveBooks, want.Bytes()) {
-		t.Fatalf("replay --feed of the one-file capture: %d gaps, report %+v, the day's books %v; want the range filled, the restart held, no gap, the day's books", liveRep.InputGaps, liveRep.Arbitrated, bytes.Equal(liveBooks, want.Bytes()))
-	}
-	rep, books := replayBooks(t, append([]string{"--feed", feed}, names...)...)
-	if d := sameReplay(rep, liveRep, books, liveBooks); d != "" {
-		t.Errorf("replay --feed of the %d files in order: %s (the one-file capture's)", len(names), d)
+	liveRep, dayBooks := liveInOrder(t, feed, live, names, day)
+	if a := liveRep.Arbitrated; a == nil || liveRep.InputGaps != 0 || a.Delivered != day.Messages || !dayBooks {
+		t.Fatalf("replay --feed of the one-file capture: %d gaps, report %+v, the day's books %v; want the range filled, the restart held, no gap, the day's books", liveRep.InputGaps, liveRep.Arbitrated, dayBooks)
 	}
 	// nextAt is the handler's next sequence number at t, up to a file's
 	// line datagrams' end (lastEnd) once the range was filled.
@@ -691,21 +645,12 @@ func TestReplayFeedHeldAndRerequestAcrossFiles(t *testing.T) {
 // name that is not a marker.
 func lastAt(t *testing.T, name string) int64 {
 	t.Helper()
-	in, err := input.OpenOptions(name, input.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer in.Close()
 	var last int64
-	for {
-		fr, err := in.NextDatagram()
-		if errors.Is(err, io.EOF) {
-			return last
-		} else if err != nil {
-			t.Fatalf("%s: %v", name, err)
-		}
+	eachFrame(t, name, func(fr *pcap.Frame) bool {
 		if !fr.Marker {
 			last = fr.Time
 		}
-	}
+		return true
+	})
+	return last
 }

@@ -406,33 +406,41 @@ func (r *ring) answer(p []rx.Packet, drained int64) {
 // counted as a datagram the ring had no room for (Stats.Dropped, a lost
 // record before the next batch), so that the file says it is not whole.
 func (r *ring) event(mark uint32, flag byte, now int64, next, messages uint64) {
+	b := r.eventRecord(mark, now)
+	if b == nil {
+		return
+	}
+	b[4] = flag
+	binary.LittleEndian.PutUint64(b[16:24], next)
+	binary.LittleEndian.PutUint64(b[24:32], messages)
+	r.head.Store(r.pHead)
+}
+
+// eventRecord reserves the record of an event of mark at now, in the
+// room kept for events, after the run of failed receive calls so far,
+// and returns it for its caller to fill and publish; nil when it was
+// left out, counted (leftOut).
+func (r *ring) eventRecord(mark uint32, now int64) []byte {
 	r.flushFailed()
 	b := r.reserve(r.size)
 	if b == nil {
 		r.leftOut(now)
-		return
+		return nil
 	}
 	binary.LittleEndian.PutUint32(b[0:4], mark)
-	b[4] = flag
 	binary.LittleEndian.PutUint64(b[8:16], uint64(now))
-	binary.LittleEndian.PutUint64(b[16:24], next)
-	binary.LittleEndian.PutUint64(b[24:32], messages)
-	r.head.Store(r.pHead)
+	return b
 }
 
 // behind writes the event of the arbiter holding at next of session s
 // (behindMark at now, the session's first 8 bytes in place of event's
 // messages and its last 2 in the header's bytes 4:6), as event.
 func (r *ring) behind(now int64, next uint64, s moldudp64.Session) {
-	r.flushFailed()
-	b := r.reserve(r.size)
+	b := r.eventRecord(behindMark, now)
 	if b == nil {
-		r.leftOut(now)
 		return
 	}
-	binary.LittleEndian.PutUint32(b[0:4], behindMark)
 	copy(b[4:6], s[8:])
-	binary.LittleEndian.PutUint64(b[8:16], uint64(now))
 	binary.LittleEndian.PutUint64(b[16:24], next)
 	copy(b[24:32], s[:8])
 	r.head.Store(r.pHead)

@@ -30,22 +30,7 @@ func TestSessionChangeWhileRerequestCaptured(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.capFile = c
-	now := int64(time.Second)
-	for _, seq := range []uint64{1, 2, 3, 4, 6} { // 5 lost
-		now += int64(time.Millisecond)
-		h.arb.Offer(0, sessionPacket("OLD", seq, orderMsg("OLD", seq, seq)), now)
-	}
-	for i := 0; ; i++ {
-		if _, busy := h.arb.Recovering(); busy {
-			break
-		}
-		if i == 100 {
-			t.Fatalf("5 not re-requested: %+v", rec.stats)
-		}
-		now += int64(time.Millisecond)
-		h.arb.Tick(now)
-		rec.poll(now)
-	}
+	now := rerequestFifth(t, h, rec, "OLD")
 	now += int64(time.Second) // OLD silent past LineTimeout
 	for seq := uint64(1); seq <= 4; seq++ {
 		h.arb.Offer(0, sessionPacket("NEW", seq, orderMsg("NEW", seq, seq)), now)
@@ -114,22 +99,7 @@ func TestSpillOverflowEndsCapturedRerequest(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.capFile = c
-	now := int64(time.Second)
-	for _, seq := range []uint64{1, 2, 3, 4, 6} { // 5 lost
-		now += int64(time.Millisecond)
-		h.arb.Offer(0, sessionPacket("S", seq, orderMsg("S", seq, seq)), now)
-	}
-	for i := 0; ; i++ {
-		if _, busy := h.arb.Recovering(); busy {
-			break
-		}
-		if i == 100 {
-			t.Fatalf("5 not re-requested: %+v", rec.stats)
-		}
-		now += int64(time.Millisecond)
-		h.arb.Tick(now)
-		rec.poll(now)
-	}
+	now := rerequestFifth(t, h, rec, "S")
 	for seq := uint64(7); seq <= 6+16; seq++ { // 6 and these: one more than the spill holds
 		now += int64(time.Microsecond)
 		h.arb.Offer(0, sessionPacket("S", seq, orderMsg("S", seq, seq)), now)
@@ -150,5 +120,28 @@ func TestSpillOverflowEndsCapturedRerequest(t *testing.T) {
 	}
 	if st := c.Stats(); st.Files != 2 || st.Dropped != 0 {
 		t.Fatalf("capture stats %+v: want 2 files (the rotation at 1 MiB not held: the range ended at the overflow), nothing dropped", st)
+	}
+}
+
+// rerequestFifth offers packets 1 to 4 and 6 of session s, one message
+// each, and ticks until the handler re-requests 5; it returns the time
+// then.
+func rerequestFifth(t *testing.T, h *Handler, rec *recovery, s string) int64 {
+	t.Helper()
+	now := int64(time.Second)
+	for _, seq := range []uint64{1, 2, 3, 4, 6} { // 5 lost
+		now += int64(time.Millisecond)
+		h.arb.Offer(0, sessionPacket(s, seq, orderMsg(s, seq, seq)), now)
+	}
+	for i := 0; ; i++ {
+		if _, busy := h.arb.Recovering(); busy {
+			return now
+		}
+		if i == 100 {
+			t.Fatalf("5 not re-requested: %+v", rec.stats)
+		}
+		now += int64(time.Millisecond)
+		h.arb.Tick(now)
+		rec.poll(now)
 	}
 }
