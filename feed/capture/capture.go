@@ -172,7 +172,8 @@ type Capture struct {
 	// end by the answers or the lines' datagrams of its session (the
 	// session its answers say, else that of the line datagram before
 	// it, lastSession), nor given up, nor abandoned for a snapshot, nor
-	// dropped at a session change (Discarded); reqFiled: req as the file's
+	// dropped at a session change (Discarded), nor declared missing by
+	// the arbiter itself (Declared); reqFiled: req as the file's
 	// bytes written hold it (at the last flush): a rotation waits for it
 	// (holdRotation), and a file opened with one open starts with it said
 	// again (restateRerequest).
@@ -380,6 +381,20 @@ func (c *Capture) Recovered(data []byte, rxTime, drainedAt int64) {
 	c.answer[0].Data = nil
 }
 
+// RecoveredDropped is Recovered for an answer the receive thread's
+// arbiter had no room to hold (its spill full: Arbiter.OfferRecovered's
+// dropped): written as Recovered writes it (a replay's arbiter, in the
+// same state, drops it too), but the range re-requested is not filled by
+// it: its numbers are still missing live, asked again, and the rotation
+// still waits for them (holdRotation). Before, they were counted filled:
+// the range was taken as filled at the answer before them, and the file
+// rotated while the handler still held behind it.
+func (c *Capture) RecoveredDropped(data []byte, rxTime, drainedAt int64) {
+	c.answer[0] = rx.Packet{Data: data, Line: droppedLine, RxTime: rxTime}
+	c.ring.answer(c.answer[:], drainedAt)
+	c.answer[0].Data = nil
+}
+
 // Snapshot notes a snapshot the receive thread loaded at now (the books
 // rebuilt from it), delivery resuming at sequence number next, of
 // messages messages: a marker frame (mark.go: Snapshot), for its messages
@@ -426,15 +441,33 @@ func (c *Capture) Rerequested(now int64, first, count uint64) {
 }
 
 // Behind notes that the receive thread's arbiter holds at now, at its
-// next sequence number next, behind lines that went back to numbers it
+// next sequence number next of session (the session it follows, its own
+// state: not that of the line datagram before, which may be a stray
+// sender's), behind lines that went back to numbers it
 // delivered (a sequence restart held, arbitration.sequence_restart:
 // hold, or lines replaying the session's middle: nothing behind next is
 // applied until they bring it); next 0: a session change or restart
 // ended it. Nothing is written for it; a file opened while it holds says
 // it again at its start (restateHeld), so that a replay of that file
 // alone holds at next too. The receive thread only, as Put; once a hold.
-func (c *Capture) Behind(now int64, next uint64) {
-	c.ring.event(behindMark, 0, now, next, 0)
+func (c *Capture) Behind(now int64, next uint64, session moldudp64.Session) {
+	c.ring.behind(now, next, session)
+}
+
+// Declared notes that the receive thread's arbiter declared missing at
+// now the range re-requested (Rerequested) itself, neither filled nor
+// given up by the re-request client: its spill full while it held the
+// lines behind the range (Arbiter.Offer gives the recovery up rather
+// than lose what arrives, ArbiterStats.SpillOverflows), the range a gap
+// and what was held delivered. Nothing is written for it (a replay's
+// arbiter, in the same state, gives it up there too); the range is no
+// longer open, so that a rotation held for it (holdRotation) goes on and
+// no later file says it again. Before, the range stayed open: the
+// rotation held to twice RotateSize and the next file said it again,
+// which a replay of that file alone held for. The receive thread only,
+// as Put.
+func (c *Capture) Declared(now int64) {
+	c.ring.event(declareMark, 0, now, 0, 0)
 }
 
 // Resumed notes that the receive thread resumed delivery at now without
@@ -747,7 +780,11 @@ func (c *Capture) write(rec *record) {
 		return
 	}
 	if rec.behind {
-		c.held = heldBehind{next: rec.snapNext, session: c.lastSession, at: rec.rxTime}
+		c.held = heldBehind{next: rec.snapNext, session: rec.session, at: rec.rxTime}
+		return
+	}
+	if rec.declare {
+		c.req.open = false // the arbiter gave the range up itself: no frame
 		return
 	}
 	if rec.snapshot || rec.gaveUp || rec.freeze || rec.resume || rec.discard || rec.request {
@@ -779,7 +816,7 @@ func (c *Capture) write(rec *record) {
 		c.pw.WritePacket(ci, c.frame)
 		return
 	}
-	if rec.line == answerLine {
+	if rec.line == answerLine || rec.line == droppedLine {
 		c.writeAnswer(rec)
 		return
 	}
@@ -827,12 +864,15 @@ func (c *Capture) write(rec *record) {
 
 // writeAnswer appends a re-request answer's frame (mark.go) to the
 // buffer: a datagram, from and to 0.0.0.0 port 0, no line's, marked with
-// the empty poll before it.
+// the empty poll before it. One the arbiter dropped (droppedLine) fills
+// nothing of the range open.
 func (c *Capture) writeAnswer(rec *record) {
 	if len(rec.payload) > 0xFFFF-20-8 {
 		return
 	}
-	c.req.fill(rec.payload, true)
+	if rec.line == answerLine { // not one the arbiter dropped (RecoveredDropped)
+		c.req.fill(rec.payload, true)
+	}
 	c.id++
 	none := netip.AddrPortFrom(netip.IPv4Unspecified(), 0)
 	c.frame = pcap.AppendUDPFrame(c.frame[:0], none, none, c.id, rec.payload)
@@ -959,8 +999,9 @@ func (c *Capture) flushLogged() {
 //
 // A re-request: the handler holds the lines' datagrams behind the range
 // until its answers (or the lines' copies) fill it, or it gives it up
-// (GaveUp), abandons it for a snapshot (Freeze) or drops it at a session
-// change (Discarded). The file that holds the
+// (GaveUp), abandons it for a snapshot (Freeze), drops it at a session
+// change (Discarded) or its arbiter declares it missing, its spill full
+// (Declared). The file that holds the
 // range's frame then holds the datagrams held behind it and the answers
 // too, so that the next file starts where the handler held nothing, and a
 // replay of it alone delivers from its start as the handler did. Bounded

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"sync/atomic"
 
+	"github.com/marketfeed/feedhandler/feed/moldudp64"
 	"github.com/marketfeed/feedhandler/feed/rx"
 )
 
@@ -40,10 +41,13 @@ import (
 // requestMark, 8:16 when, 16:24 its first sequence number, 24:32 its
 // count; the arbiter holding behind lines that went back
 // (Capture.Behind): behindMark, 8:16 when, 16:24 its next sequence
-// number (0: no longer). A re-request answer (Capture.Recovered) is a
-// datagram of line answerLine, a chunk of a snapshot's messages copied
-// (Capture.SnapshotMessages, a buffer not handed over) one of line
-// snapLine.
+// number (0: no longer), 24:32 and 4:6 its session's 10 bytes; the
+// range re-requested declared missing by the arbiter itself
+// (Capture.Declared): declareMark, 8:16 when. A
+// re-request answer (Capture.Recovered) is a datagram of line answerLine
+// (droppedLine: one the arbiter dropped, Capture.RecoveredDropped), a
+// chunk of a snapshot's messages copied (Capture.SnapshotMessages, a
+// buffer not handed over) one of line snapLine.
 const (
 	recHeader   = 32
 	wrapMark    = ^uint32(0)
@@ -57,8 +61,10 @@ const (
 	discardMark = wrapMark - 8
 	requestMark = wrapMark - 9
 	behindMark  = wrapMark - 10
+	declareMark = wrapMark - 11
 	answerLine  = 0xFE
 	snapLine    = 0xFD
+	droppedLine = 0xFC // an answer the arbiter had no room for (Capture.RecoveredDropped)
 )
 
 // eventRoom is the ring space the lines' datagrams (and re-request
@@ -310,8 +316,10 @@ type record struct {
 	discard            bool // the snapshot being fetched discarded (Capture.Discarded)
 	request            bool // a range re-requested, from snapNext, snapMsgs of it (Capture.Rerequested)
 	behind             bool // the arbiter holding at snapNext behind the lines (Capture.Behind)
+	declare            bool // the range re-requested declared missing by the arbiter (Capture.Declared)
 	snapRef            bool // the snapshot's messages handed over (Capture.snapHeld)
 	snapNext, snapMsgs uint64
+	session            moldudp64.Session // behind's: the arbiter's session
 }
 
 // next reads the record at tail t (t < head) and returns the tail after it.
@@ -323,14 +331,14 @@ func (r *ring) next(t uint64, rec *record) (uint64, bool) {
 		return t + r.size - pos, false
 	}
 	rec.lost, rec.snapshot, rec.gaveUp, rec.freeze, rec.resume, rec.snapRef, rec.discard, rec.request = 0, false, false, false, false, false, false, false
-	rec.behind = false
+	rec.behind, rec.declare = false, false
 	if n == snapRefMark {
 		rec.failed, rec.snapRef = false, true
 		rec.rxTime = int64(binary.LittleEndian.Uint64(b[8:16]))
 		return t + recHeader, true
 	}
-	if n == giveUpMark || n == resumeMark || n == discardMark {
-		rec.failed, rec.gaveUp, rec.resume, rec.discard = false, n == giveUpMark, n == resumeMark, n == discardMark
+	if n == giveUpMark || n == resumeMark || n == discardMark || n == declareMark {
+		rec.failed, rec.gaveUp, rec.resume, rec.discard, rec.declare = false, n == giveUpMark, n == resumeMark, n == discardMark, n == declareMark
 		rec.rxTime = int64(binary.LittleEndian.Uint64(b[8:16]))
 		rec.snapNext, rec.snapMsgs, rec.drained = 0, 0, 0
 		if rec.gaveUp {
@@ -346,6 +354,11 @@ func (r *ring) next(t uint64, rec *record) (uint64, bool) {
 		rec.drained = 0
 		if rec.freeze { // its flag: at a gap; then the empty poll before it
 			rec.snapMsgs, rec.drained = uint64(b[4]), int64(rec.snapMsgs)
+		}
+		if rec.behind { // the session, in place of a count
+			copy(rec.session[:8], b[24:32])
+			copy(rec.session[8:], b[4:6])
+			rec.snapMsgs = 0
 		}
 		return t + recHeader, true
 	}
@@ -393,17 +406,43 @@ func (r *ring) answer(p []rx.Packet, drained int64) {
 // counted as a datagram the ring had no room for (Stats.Dropped, a lost
 // record before the next batch), so that the file says it is not whole.
 func (r *ring) event(mark uint32, flag byte, now int64, next, messages uint64) {
+	b := r.eventRecord(mark, now)
+	if b == nil {
+		return
+	}
+	b[4] = flag
+	binary.LittleEndian.PutUint64(b[16:24], next)
+	binary.LittleEndian.PutUint64(b[24:32], messages)
+	r.head.Store(r.pHead)
+}
+
+// eventRecord reserves the record of an event of mark at now, in the
+// room kept for events, after the run of failed receive calls so far,
+// and returns it for its caller to fill and publish; nil when it was
+// left out, counted (leftOut).
+func (r *ring) eventRecord(mark uint32, now int64) []byte {
 	r.flushFailed()
 	b := r.reserve(r.size)
 	if b == nil {
 		r.leftOut(now)
-		return
+		return nil
 	}
 	binary.LittleEndian.PutUint32(b[0:4], mark)
-	b[4] = flag
 	binary.LittleEndian.PutUint64(b[8:16], uint64(now))
+	return b
+}
+
+// behind writes the event of the arbiter holding at next of session s
+// (behindMark at now, the session's first 8 bytes in place of event's
+// messages and its last 2 in the header's bytes 4:6), as event.
+func (r *ring) behind(now int64, next uint64, s moldudp64.Session) {
+	b := r.eventRecord(behindMark, now)
+	if b == nil {
+		return
+	}
+	copy(b[4:6], s[8:])
 	binary.LittleEndian.PutUint64(b[16:24], next)
-	binary.LittleEndian.PutUint64(b[24:32], messages)
+	copy(b[24:32], s[:8])
 	r.head.Store(r.pHead)
 }
 

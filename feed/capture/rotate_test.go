@@ -607,8 +607,9 @@ func checkSaidAgain(t *testing.T, c *Capture, dir string, files uint64, said fun
 // TestRotateRestatesHeldRestart: a file opened while the handler's
 // arbiter held behind lines that went back (Behind: a sequence restart
 // held) starts, after its begin frame, with the hold said again
-// (HeldBehind: its next sequence number, and the session of the line
-// datagram before the hold); one opened after a line of the session
+// (HeldBehind: its next sequence number, and the session the arbiter
+// follows, not that of a stray sender's datagram just before the hold);
+// one opened after a line of the session
 // brought numbers past it does not. Nothing said it: a replay of the
 // later file alone followed the restarted numbers from its start
 // (TestReplayFeedHeldRestartAcrossFiles).
@@ -618,7 +619,8 @@ func TestRotateRestatesHeldRestart(t *testing.T) {
 	at := int64(time.Hour)
 	c.Put([]rx.Packet{{Line: 0, Data: moldPacket(s, 500, 10), RxTime: at}}, 0)
 	c.Put([]rx.Packet{{Line: 1, Data: moldPacket(s, 1, 10), RxTime: at + 1}}, 0) // back to 1
-	c.Behind(at+2, 510)
+	c.Put([]rx.Packet{{Line: 1, Data: moldPacket(moldudp64.NewSession("STRAY00001"), 7, 1), RxTime: at + 1}}, 0)
+	c.Behind(at+2, 510, s)
 	c.Put([]rx.Packet{{Line: 0, Data: moldPacket(s, 11, 10), RxTime: at + 3}}, 0)  // behind still
 	putAll(t, c, 2000)                                                             // a rotation: held
 	c.Put([]rx.Packet{{Line: 0, Data: moldPacket(s, 505, 10), RxTime: at + 4}}, 0) // past 510: no longer

@@ -355,16 +355,20 @@ func (a *Arbiter) Recovering() (moldudp64.Range, bool) {
 // OfferRecovered hands the Arbiter a packet of the session from a recovery
 // source; the caller parsed it and checked its session. Messages already
 // delivered are dropped (counted as RecoveredLate when nothing is new).
-func (a *Arbiter) OfferRecovered(data []byte, p moldudp64.Packet, rxTime int64) {
+// dropped reports that it brought numbers ahead of next the Arbiter had
+// no room to hold (the spill full, or the packet larger than a slot):
+// they are still missing, asked again by the recovery source; the
+// capture must not count them filled (capture.Capture.RecoveredDropped).
+func (a *Arbiter) OfferRecovered(data []byte, p moldudp64.Packet, rxTime int64) (dropped bool) {
 	if !a.started || p.Session != a.session || p.Messages() == 0 {
 		a.Stats.RecoveredUnused += uint64(p.Messages())
-		return
+		return false
 	}
 	switch end := p.Next(); {
 	case end <= a.next:
 		a.Stats.RecoveredLate++
 		a.Stats.RecoveredUnused += uint64(p.Messages())
-		return
+		return false
 	case p.Seq <= a.next && !a.frozen:
 		a.repairing = true
 		if a.waiting {
@@ -376,13 +380,15 @@ func (a *Arbiter) OfferRecovered(data []byte, p moldudp64.Packet, rxTime int64) 
 	default:
 		// Ahead of next, or frozen (a late answer while a snapshot is
 		// fetched: held with the lines' packets until Unfreeze).
-		if a.hold(data, p, rxTime, fromRecovery) != holdOK {
+		if r := a.hold(data, p, rxTime, fromRecovery); r != holdOK {
 			// Full (asked again later) or held already (a line's copy,
 			// or this answer's).
 			a.Stats.RecoveredUnused += uint64(p.Messages())
+			dropped = r == holdFull
 		}
 	}
 	a.checkGap(rxTime, false)
+	return dropped
 }
 
 // Freeze stops delivery while a snapshot is fetched: every new packet is

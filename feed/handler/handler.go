@@ -438,7 +438,9 @@ func StartContext(ctx context.Context, cfg Config) (*Handler, error) {
 			return nil, fmt.Errorf("start handler: %w", err)
 		}
 		h.capFile = c
-		h.arb.SetBehindFunc(func(next uint64, now int64) { c.Behind(now, next) })
+		// The session the arbiter follows, its own: the line datagram
+		// before the hold may be a stray sender's.
+		h.arb.SetBehindFunc(func(next uint64, now int64) { c.Behind(now, next, h.arb.Session()) })
 		h.log.Info().Str("file", c.Path()).Int("buffer", c.BufferSize()).Msg("capturing every line datagram")
 	}
 	undoCapture := func() {

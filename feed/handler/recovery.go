@@ -649,6 +649,12 @@ func (r *recovery) gap(rg moldudp64.Range, now int64) {
 func (r *recovery) addOpen(rg moldudp64.Range, now int64) {
 	if r.cur.Count > 0 && rg.First >= r.cur.First && rg.First < r.cur.End() {
 		r.cur = moldudp64.Range{} // given up: now an open gap
+		if r.h.capFile != nil {
+			// Declared by the arbiter: given up by the client (a GaveUp
+			// frame follows), or by the arbiter itself, its spill full
+			// (none does): the capture's range ends here either way.
+			r.h.capFile.Declared(now)
+		}
 	}
 	at := r.started
 	if at == 0 {
@@ -839,9 +845,13 @@ func (r *recovery) recovered(p moldudp64.Packet) {
 	r.restFails = 0 // a server answers: the next failure rests ServerRest
 	r.h.pickup = clock.Now()
 	raw := r.raw(p)
-	r.h.arb.OfferRecovered(raw, p, r.h.pickup)
-	if r.h.capFile != nil {
-		r.h.capFile.Recovered(raw, r.h.pickup, r.h.drainedAt) // after the round's empty poll: a replay ticks there first
+	dropped := r.h.arb.OfferRecovered(raw, p, r.h.pickup)
+	if c := r.h.capFile; c != nil && !dropped {
+		c.Recovered(raw, r.h.pickup, r.h.drainedAt) // after the round's empty poll: a replay ticks there first
+	} else if c != nil {
+		// Not held (the spill full): its numbers are still missing, asked
+		// again; the capture's range stays open as the arbiter's does.
+		c.RecoveredDropped(raw, r.h.pickup, r.h.drainedAt)
 	}
 	r.client.Progress(r.h.arb.Next())
 }
