@@ -50,7 +50,8 @@ type Recovery struct {
 	SnapshotDown int
 	// SnapshotLag: the snapshot server serves the books this many
 	// sequence numbers behind the position the sender reached (a server
-	// lagging the feed).
+	// lagging the feed), until the sender has sent the day's last
+	// message.
 	SnapshotLag uint64
 }
 
@@ -93,6 +94,18 @@ func (l *recoveryLab) position() uint64 {
 		pos = l.ends[i]
 	}
 	return pos
+}
+
+// lagging returns position less lag, as a snapshot server lagging the
+// feed serves; once the exchange has sent the day's last message the
+// server has caught up: a constant lag would leave a gap in the day's last
+// lag messages beyond every snapshot, for ever.
+func (l *recoveryLab) lagging(lag uint64) uint64 {
+	p := l.position()
+	if n := len(l.ends); n > 0 && p >= l.ends[n-1] {
+		return p
+	}
+	return p - min(p, lag)
 }
 
 // startRecovery starts the servers o.Recovery asks for and fills in the
@@ -144,7 +157,7 @@ func startRecovery(lab *netlab.Lab, o *Options, hc *handler.Config, progress str
 				Username: snapUser, Password: snapPass,
 				Session:  o.Day.Session.String(),
 				Messages: func(seq uint64) ([]byte, bool) { return hist.Message(nil, seq) },
-				Position: func() uint64 { p := rl.position(); return p - min(p, ro.SnapshotLag) },
+				Position: func() uint64 { return rl.lagging(ro.SnapshotLag) },
 			})
 			return err
 		})
