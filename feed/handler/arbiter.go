@@ -200,6 +200,11 @@ type Arbiter struct {
 	lastRx  [MaxLines]int64  // per line: rx time of its last packet
 	startRx int64            // rx time of the session's first packet
 	suspect int              // consecutive packets that jumped more than MaxJump
+	// staleEnd: the highest End of Session at or past next taken for
+	// stale only for a packet held beyond it, and the lines that brought
+	// it (see endBehindStray); 0: none.
+	staleEnd      uint64
+	staleEndLines uint8
 	// pastRx: per line, the rx time of the packet that took it past the
 	// next expected sequence number (a heartbeat, or a packet held
 	// beyond it) from at or behind it: its wait by Grace starts there.
@@ -614,6 +619,16 @@ func (a *Arbiter) Offer(line int, data []byte, rxTime int64) {
 			// stray dropped later, the hole before the end, lost on both
 			// lines, was never declared (TestArbiterLinesModel, seed 1348).
 			a.belowRx[line], a.belowSeq[line], a.belowEnd[line], a.belowPkt[line] = rxTime, p.Seq, p.Seq, ls.Packets
+		}
+		if p.Seq >= a.next {
+			// Beyond what was delivered, below a packet held: kept,
+			// should that packet be dropped as a stray (endBehindStray).
+			if p.Seq > a.staleEnd {
+				a.staleEnd, a.staleEndLines = p.Seq, 0
+			}
+			if p.Seq == a.staleEnd {
+				a.staleEndLines |= 1 << line
+			}
 		}
 		ls.StaleEndOfSession++
 		a.rejected(line, rxTime)
@@ -2000,6 +2015,34 @@ func (a *Arbiter) dropContradicted(k int) {
 			}
 		}
 	}
+	a.endBehindStray()
+}
+
+// endBehindStray announces the end of session an End of Session packet
+// told while a packet held beyond it made it stale (Offer), once the
+// packets dropped as contradicted were all that stood beyond it: it is at
+// or past everything received now, as it must be to announce the end.
+// Before, it stayed ignored: a corrupt sequence number on one line, held
+// ahead and dropped as contradicted only after the End of Session packets
+// came (Hold after its line went on below it), had the session never end
+// (the soak, corrupt packets 300,000 ahead: 'ended false', every End of
+// Session counted stale). A session that went on past it (data beyond it)
+// leaves it behind next: nothing is announced.
+func (a *Arbiter) endBehindStray() {
+	if a.staleEnd == 0 || a.staleEnd < a.next || a.staleEnd < a.maxHigh() {
+		return
+	}
+	if !a.ended {
+		a.Stats.EndOfSession++
+		a.sess.recount()
+	}
+	a.ended = true
+	for i := 0; i < a.cfg.Lines; i++ {
+		if a.staleEndLines&(1<<i) != 0 {
+			a.high[i] = max(a.high[i], a.staleEnd)
+		}
+	}
+	a.staleEnd, a.staleEndLines = 0, 0
 }
 
 // crossScan is how many held packets crossed looks at.
