@@ -376,7 +376,7 @@ func (a *Arbiter) OfferRecovered(data []byte, p moldudp64.Packet, rxTime int64) 
 			a.decide(p)
 		}
 		a.emit(p, rxTime, true)
-		a.drain()
+		a.drainAfter(&p)
 		a.repairing = false
 	default:
 		// Ahead of next, or frozen (a late answer while a snapshot is
@@ -742,7 +742,7 @@ func (a *Arbiter) Offer(line int, data []byte, rxTime int64) {
 			a.decide(p)
 		}
 		a.emit(p, rxTime, false)
-		a.drain()
+		a.drainAfter(&p)
 		a.checkGap(rxTime, false)
 	default:
 		if high <= a.next {
@@ -1217,7 +1217,37 @@ func (a *Arbiter) emit(p moldudp64.Packet, rxTime int64, recovered bool) {
 }
 
 // drain delivers held-back packets that have become in order.
-func (a *Arbiter) drain() {
+func (a *Arbiter) drain() { a.drainAfter(nil) }
+
+// sameMessages reports whether the held packet e carries the messages it
+// shares with p (from e's first number to p's end) as p does.
+func (a *Arbiter) sameMessages(p *moldudp64.Packet, e *pendEntry) bool {
+	q, err := moldudp64.Parse(a.pend.bytes(e))
+	if err != nil {
+		return false
+	}
+	pi, qi := p.Iter(), q.Iter()
+	pi.Skip(int(e.seq - p.Seq))
+	for m, ok := pi.Next(); ok; m, ok = pi.Next() {
+		n, ok := qi.Next()
+		if !ok || !bytes.Equal(m, n) {
+			return false
+		}
+	}
+	return true
+}
+
+// drainAfter is drain after the packet p, a line's or a recovery
+// source's, was delivered in order (nil: none). A packet held from the
+// lines that starts strictly inside p and goes on past it (a line packing
+// the messages its own way) must carry the messages they share as p does:
+// one that does not is corrupt, its number moved (the source that
+// delivered goes on with the numbers past it), and is dropped as
+// contradicted. Before, its messages past p were delivered as those
+// numbers' (a copy of line A's packet of 5 and 6 numbered 6, 5 ms before
+// line B's 5 and 6: 'message carries seq 6, iterator says 7'). Compared
+// only for a packet held across next: nothing on the in-order path.
+func (a *Arbiter) drainAfter(p *moldudp64.Packet) {
 	for a.pend.n > 0 {
 		e := a.pend.front()
 		if e.seq > a.next {
@@ -1226,6 +1256,10 @@ func (a *Arbiter) drain() {
 		if e.end <= a.next {
 			a.reached(e)
 			a.popHeld()
+			continue
+		}
+		if p != nil && p.Seq < e.seq && e.seq < p.Next() && !e.recovered && !a.sameMessages(p, e) {
+			a.dropContradicted(0)
 			continue
 		}
 		if a.wentBelowBefore(e, int64(a.cfg.Grace), -1, true) {
