@@ -33,6 +33,10 @@ type Recovery struct {
 	AnswerLoss   float64       // probability to lose each answer packet
 	AnswerDelay  time.Duration // delay before each answer
 	Refuse       bool          // the server reads requests and never answers
+	// AnswerShuffle sends an answer's packets in random order, of at
+	// most AnswerMaxPacket bytes (0: as a line's).
+	AnswerShuffle   bool
+	AnswerMaxPacket int
 	// Timeout and Retries of the handler's client (0: defaults).
 	Timeout time.Duration
 	Retries int
@@ -135,6 +139,8 @@ func startRecovery(lab *netlab.Lab, o *Options, hc *handler.Config, progress str
 				Loss:        ro.AnswerLoss,
 				Delay:       ro.AnswerDelay,
 				Refuse:      ro.Refuse,
+				Shuffle:     ro.AnswerShuffle,
+				MaxPacket:   ro.AnswerMaxPacket,
 				Seed:        11,
 			})
 			return err
