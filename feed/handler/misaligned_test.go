@@ -21,16 +21,7 @@ import (
 func TestArbiterCorruptSeqInsidePacket(t *testing.T) {
 	const seq = 6 // inside the packet of 5 and 6
 	for _, replace := range []bool{false, true} {
-		var pkts [][]byte
-		for first := uint64(1); first <= 20; first += 2 {
-			b := moldudp64.NewBuilder(testSession, first, 0)
-			for k := range uint64(2) {
-				m := make([]byte, 12)
-				binary.BigEndian.PutUint64(m[4:], first+k)
-				b.Add(m)
-			}
-			pkts = append(pkts, slices.Clone(b.Flush()))
-		}
+		pkts := pairPackets()
 		a, s := newTestArbiter(t, ArbiterConfig{Session: testSession})
 		now := int64(1)
 		step := func() int64 { now += int64(5 * time.Millisecond); return now }
@@ -61,16 +52,7 @@ func TestArbiterCorruptSeqInsidePacket(t *testing.T) {
 // numbered 6 held: the re-request answer for the hole, 5 and 6, delivers
 // them, and the corrupt copy's 6 is not delivered as 7.
 func TestArbiterCorruptSeqInsideAnswer(t *testing.T) {
-	var pkts [][]byte
-	for first := uint64(1); first <= 20; first += 2 {
-		b := moldudp64.NewBuilder(testSession, first, 0)
-		for k := range uint64(2) {
-			m := make([]byte, 12)
-			binary.BigEndian.PutUint64(m[4:], first+k)
-			b.Add(m)
-		}
-		pkts = append(pkts, slices.Clone(b.Flush()))
-	}
+	pkts := pairPackets()
 	a, s := newTestArbiter(t, ArbiterConfig{Session: testSession, Grace: time.Microsecond, Hold: time.Millisecond})
 	a.SetMissing(func(moldudp64.Range, int64) bool { return true })
 	now := int64(1)
@@ -99,4 +81,20 @@ func TestArbiterCorruptSeqInsideAnswer(t *testing.T) {
 	if s.got != 20 || len(s.gaps) != 0 || a.Stats.Lines[0].Contradicted != 1 {
 		t.Errorf("delivered %d of 20, gaps %v, contradicted %d", s.got, s.gaps, a.Stats.Lines[0].Contradicted)
 	}
+}
+
+// pairPackets returns messages 1 to 20, two a packet, each message's
+// bytes 4-11 its sequence number (as the sink checks).
+func pairPackets() [][]byte {
+	var pkts [][]byte
+	for first := uint64(1); first <= 20; first += 2 {
+		b := moldudp64.NewBuilder(testSession, first, 0)
+		for k := range uint64(2) {
+			m := make([]byte, 12)
+			binary.BigEndian.PutUint64(m[4:], first+k)
+			b.Add(m)
+		}
+		pkts = append(pkts, slices.Clone(b.Flush()))
+	}
+	return pkts
 }
