@@ -9,10 +9,10 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -275,24 +275,11 @@ func soakDropRanges(d *Day, from int, drop map[int]bool) []moldudp64.Range {
 	return append(dropRanges(d, first), dropRanges(d, second)...)
 }
 
-// syncBuffer is a log destination for the handler's threads.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-// loggedGaps returns the gaps the handler logged, in order.
-func (s *syncBuffer) loggedGaps() []moldudp64.Range {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+// loggedGaps returns the gaps the handler logged to its JSON log log, in
+// order.
+func loggedGaps(log []byte) []moldudp64.Range {
 	var gaps []moldudp64.Range
-	sc := bufio.NewScanner(bytes.NewReader(s.b.Bytes()))
+	sc := bufio.NewScanner(bytes.NewReader(log))
 	sc.Buffer(nil, 1<<20)
 	for sc.Scan() {
 		var l struct {
@@ -367,7 +354,9 @@ func soakSeeds(t *testing.T) (first, last uint64) {
 // late join). The published books must equal the replay of the day (of
 // what was not lost on both lines, without recovery), and the gaps
 // declared be exactly the ranges lost on both lines and not repaired.
-// FH_SOAK_SEEDS=FIRST-LAST picks the seeds (default 0-1).
+// FH_SOAK_SEEDS=FIRST-LAST picks the seeds (default 0-1); FH_SOAK_PARAMS
+// replays one run's parameters as its -v output prints them (to reduce a
+// failing one), FH_SOAK_LOG=FILE keeps its handler log.
 func TestSoak(t *testing.T) {
 	if testing.Short() {
 		t.Skip("soak: -short")
@@ -395,7 +384,16 @@ func soakRun(t *testing.T, p soakParams) {
 	d, from, drop, extra, extraA := soakDay(t, &p)
 	js, _ := json.Marshal(p)
 	t.Logf("soak %s (packets %d)\nFH_SOAK_PARAMS='%s'", p, len(d.Packets), js)
-	logs := new(syncBuffer)
+	// The handler's threads log to a file (its writes are whole lines).
+	logPath := os.Getenv("FH_SOAK_LOG")
+	if logPath == "" {
+		logPath = filepath.Join(t.TempDir(), "log.json")
+	}
+	logs, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logs.Close()
 	o := Options{
 		Day: d, Backend: p.Backend, Mode: p.Mode, Rate: p.Rate,
 		LossA: p.LossA, DupA: p.DupA, ReorderA: p.ReorderA,
@@ -447,12 +445,8 @@ func soakRun(t *testing.T, p soakParams) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	res, err := Run(ctx, o)
-	gaps := logs.loggedGaps()
-	if path := os.Getenv("FH_SOAK_LOG"); path != "" {
-		logs.mu.Lock()
-		os.WriteFile(path, logs.b.Bytes(), 0o600)
-		logs.mu.Unlock()
-	}
+	logged, _ := os.ReadFile(logPath)
+	gaps := loggedGaps(logged)
 	if err != nil {
 		var rr, lines any
 		if res != nil {
