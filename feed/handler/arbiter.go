@@ -200,6 +200,11 @@ type Arbiter struct {
 	lastRx  [MaxLines]int64  // per line: rx time of its last packet
 	startRx int64            // rx time of the session's first packet
 	suspect int              // consecutive packets that jumped more than MaxJump
+	// staleEnd: the highest End of Session at or past next taken for
+	// stale only for a packet held beyond it, and the lines that brought
+	// it (see endBehindStray); 0: none.
+	staleEnd      uint64
+	staleEndLines uint8
 	// pastRx: per line, the rx time of the packet that took it past the
 	// next expected sequence number (a heartbeat, or a packet held
 	// beyond it) from at or behind it: its wait by Grace starts there.
@@ -375,7 +380,7 @@ func (a *Arbiter) OfferRecovered(data []byte, p moldudp64.Packet, rxTime int64) 
 			a.decide(p)
 		}
 		a.emit(p, rxTime, true)
-		a.drain()
+		a.drainAfter(&p)
 		a.repairing = false
 	default:
 		// Ahead of next, or frozen (a late answer while a snapshot is
@@ -621,6 +626,16 @@ func (a *Arbiter) Offer(line int, data []byte, rxTime int64) {
 			// lines, was never declared (TestArbiterLinesModel, seed 1348).
 			a.belowRx[line], a.belowSeq[line], a.belowEnd[line], a.belowPkt[line] = rxTime, p.Seq, p.Seq, ls.Packets
 		}
+		if p.Seq >= a.next {
+			// Beyond what was delivered, below a packet held: kept,
+			// should that packet be dropped as a stray (endBehindStray).
+			if p.Seq > a.staleEnd {
+				a.staleEnd, a.staleEndLines = p.Seq, 0
+			}
+			if p.Seq == a.staleEnd {
+				a.staleEndLines |= 1 << line
+			}
+		}
 		ls.StaleEndOfSession++
 		a.rejected(line, rxTime)
 		return
@@ -733,7 +748,7 @@ func (a *Arbiter) Offer(line int, data []byte, rxTime int64) {
 			a.decide(p)
 		}
 		a.emit(p, rxTime, false)
-		a.drain()
+		a.drainAfter(&p)
 		a.checkGap(rxTime, false)
 	default:
 		if high <= a.next {
@@ -1208,7 +1223,37 @@ func (a *Arbiter) emit(p moldudp64.Packet, rxTime int64, recovered bool) {
 }
 
 // drain delivers held-back packets that have become in order.
-func (a *Arbiter) drain() {
+func (a *Arbiter) drain() { a.drainAfter(nil) }
+
+// sameMessages reports whether the held packet e carries the messages it
+// shares with p (from e's first number to p's end) as p does.
+func (a *Arbiter) sameMessages(p *moldudp64.Packet, e *pendEntry) bool {
+	q, err := moldudp64.Parse(a.pend.bytes(e))
+	if err != nil {
+		return false
+	}
+	pi, qi := p.Iter(), q.Iter()
+	pi.Skip(int(e.seq - p.Seq))
+	for m, ok := pi.Next(); ok; m, ok = pi.Next() {
+		n, ok := qi.Next()
+		if !ok || !bytes.Equal(m, n) {
+			return false
+		}
+	}
+	return true
+}
+
+// drainAfter is drain after the packet p, a line's or a recovery
+// source's, was delivered in order (nil: none). A packet held from the
+// lines that starts strictly inside p and goes on past it (a line packing
+// the messages its own way) must carry the messages they share as p does:
+// one that does not is corrupt, its number moved (the source that
+// delivered goes on with the numbers past it), and is dropped as
+// contradicted. Before, its messages past p were delivered as those
+// numbers' (a copy of line A's packet of 5 and 6 numbered 6, 5 ms before
+// line B's 5 and 6: 'message carries seq 6, iterator says 7'). Compared
+// only for a packet held across next: nothing on the in-order path.
+func (a *Arbiter) drainAfter(p *moldudp64.Packet) {
 	for a.pend.n > 0 {
 		e := a.pend.front()
 		if e.seq > a.next {
@@ -1217,6 +1262,10 @@ func (a *Arbiter) drain() {
 		if e.end <= a.next {
 			a.reached(e)
 			a.popHeld()
+			continue
+		}
+		if p != nil && p.Seq < e.seq && e.seq < p.Next() && !e.recovered && !a.sameMessages(p, e) {
+			a.dropContradicted(0)
 			continue
 		}
 		if a.wentBelowBefore(e, int64(a.cfg.Grace), -1, true) {
@@ -2006,6 +2055,34 @@ func (a *Arbiter) dropContradicted(k int) {
 			}
 		}
 	}
+	a.endBehindStray()
+}
+
+// endBehindStray announces the end of session an End of Session packet
+// told while a packet held beyond it made it stale (Offer), once the
+// packets dropped as contradicted were all that stood beyond it: it is at
+// or past everything received now, as it must be to announce the end.
+// Before, it stayed ignored: a corrupt sequence number on one line, held
+// ahead and dropped as contradicted only after the End of Session packets
+// came (Hold after its line went on below it), had the session never end
+// (the soak, corrupt packets 300,000 ahead: 'ended false', every End of
+// Session counted stale). A session that went on past it (data beyond it)
+// leaves it behind next: nothing is announced.
+func (a *Arbiter) endBehindStray() {
+	if a.staleEnd == 0 || a.staleEnd < a.next || a.staleEnd < a.maxHigh() {
+		return
+	}
+	if !a.ended {
+		a.Stats.EndOfSession++
+		a.sess.recount()
+	}
+	a.ended = true
+	for i := 0; i < a.cfg.Lines; i++ {
+		if a.staleEndLines&(1<<i) != 0 {
+			a.high[i] = max(a.high[i], a.staleEnd)
+		}
+	}
+	a.staleEnd, a.staleEndLines = 0, 0
 }
 
 // crossScan is how many held packets crossed looks at.

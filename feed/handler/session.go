@@ -254,6 +254,7 @@ func (a *Arbiter) dropSession() {
 		a.popHeld()
 	}
 	a.high = [MaxLines]uint64{}
+	a.staleEnd, a.staleEndLines = 0, 0
 	a.lastRx, a.pastRx = [MaxLines]int64{}, [MaxLines]int64{}
 	a.belowRx, a.belowSeq, a.belowEnd, a.belowPkt = [MaxLines]int64{}, [MaxLines]uint64{}, [MaxLines]uint64{}, [MaxLines]uint64{}
 	a.ended, a.frozen, a.recovering, a.gapSince, a.suspect = false, false, false, 0, 0

@@ -33,6 +33,10 @@ type Recovery struct {
 	AnswerLoss   float64       // probability to lose each answer packet
 	AnswerDelay  time.Duration // delay before each answer
 	Refuse       bool          // the server reads requests and never answers
+	// AnswerShuffle sends an answer's packets in random order, of at
+	// most AnswerMaxPacket bytes (0: as a line's).
+	AnswerShuffle   bool
+	AnswerMaxPacket int
 	// Timeout and Retries of the handler's client (0: defaults).
 	Timeout time.Duration
 	Retries int
@@ -50,7 +54,8 @@ type Recovery struct {
 	SnapshotDown int
 	// SnapshotLag: the snapshot server serves the books this many
 	// sequence numbers behind the position the sender reached (a server
-	// lagging the feed).
+	// lagging the feed), until the sender has sent the day's last
+	// message.
 	SnapshotLag uint64
 }
 
@@ -95,6 +100,18 @@ func (l *recoveryLab) position() uint64 {
 	return pos
 }
 
+// lagging returns position less lag, as a snapshot server lagging the
+// feed serves; once the exchange has sent the day's last message the
+// server has caught up: a constant lag would leave a gap in the day's last
+// lag messages beyond every snapshot, for ever.
+func (l *recoveryLab) lagging(lag uint64) uint64 {
+	p := l.position()
+	if n := len(l.ends); n > 0 && p >= l.ends[n-1] {
+		return p
+	}
+	return p - min(p, lag)
+}
+
 // startRecovery starts the servers o.Recovery asks for and fills in the
 // handler's recovery config.
 func startRecovery(lab *netlab.Lab, o *Options, hc *handler.Config, progress string) (*recoveryLab, error) {
@@ -122,6 +139,8 @@ func startRecovery(lab *netlab.Lab, o *Options, hc *handler.Config, progress str
 				Loss:        ro.AnswerLoss,
 				Delay:       ro.AnswerDelay,
 				Refuse:      ro.Refuse,
+				Shuffle:     ro.AnswerShuffle,
+				MaxPacket:   ro.AnswerMaxPacket,
 				Seed:        11,
 			})
 			return err
@@ -144,7 +163,7 @@ func startRecovery(lab *netlab.Lab, o *Options, hc *handler.Config, progress str
 				Username: snapUser, Password: snapPass,
 				Session:  o.Day.Session.String(),
 				Messages: func(seq uint64) ([]byte, bool) { return hist.Message(nil, seq) },
-				Position: func() uint64 { p := rl.position(); return p - min(p, ro.SnapshotLag) },
+				Position: func() uint64 { return rl.lagging(ro.SnapshotLag) },
 			})
 			return err
 		})

@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"io"
 	"iter"
+	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -42,6 +44,10 @@ type senderJob struct {
 	// GateAt, if above 0, is the index of the packet the sender waits for
 	// Gate before, instead of the last (a link flap: Flap.run).
 	GateAt int
+	// OnlyA are datagrams sent on line A alone (Config.Lines[0]), right
+	// before the input packet of their index, from a socket of their own:
+	// a corrupt copy one line brings.
+	OnlyA map[int][][]byte
 }
 
 // gate holds a sender back before packet At (0: the last) until the file
@@ -76,6 +82,22 @@ func gated(pkts [][]byte, g gate, waited *time.Duration) iter.Seq[[]byte] {
 				}
 				*waited = time.Since(t0)
 			}
+			if !yield(p) {
+				return
+			}
+		}
+	}
+}
+
+// onlyA yields src, writing extra[i] to c before its packet i.
+func onlyA(src iter.Seq[[]byte], extra map[int][][]byte, c *net.UDPConn) iter.Seq[[]byte] {
+	return func(yield func([]byte) bool) {
+		i := 0
+		for p := range src {
+			for _, e := range extra[i] {
+				c.Write(e)
+			}
+			i++
 			if !yield(p) {
 				return
 			}
@@ -135,6 +157,15 @@ func runSender(spec string) (exchange.Stats, error) {
 	if job.Gate != "" {
 		src = gated(pkts, gate{job.Gate, job.GateAt}, &waited)
 	}
+	if len(job.OnlyA) > 0 {
+		a := job.Config.Lines[0]
+		c, err := net.DialUDP("udp4", nil, net.UDPAddrFromAddrPort(netip.AddrPortFrom(a.Group, a.Port)))
+		if err != nil {
+			return exchange.Stats{}, err
+		}
+		defer c.Close()
+		src = onlyA(src, job.OnlyA, c)
+	}
 	if job.Progress == "" {
 		st, err := s.Send(context.Background(), src)
 		st.Elapsed -= waited
@@ -183,12 +214,13 @@ func readProgress(path string) uint64 {
 // send runs the sender process in the lab's source namespace and waits
 // for it. A cancelled ctx kills it.
 func send(ctx context.Context, lab *netlab.Lab, dir string, pkts [][]byte, cfg exchange.Config, progress string) (exchange.Stats, error) {
-	return sendGated(ctx, lab, dir, pkts, cfg, progress, gate{})
+	return sendGated(ctx, lab, dir, pkts, cfg, progress, gate{}, nil)
 }
 
 // sendGated is send whose sender waits for the file g.Path before packet
-// g.At (senderJob.Gate, GateAt; a zero g: no wait).
-func sendGated(ctx context.Context, lab *netlab.Lab, dir string, pkts [][]byte, cfg exchange.Config, progress string, g gate) (exchange.Stats, error) {
+// g.At (senderJob.Gate, GateAt; a zero g: no wait) and sends onlyA
+// (senderJob.OnlyA).
+func sendGated(ctx context.Context, lab *netlab.Lab, dir string, pkts [][]byte, cfg exchange.Config, progress string, g gate, onlyA map[int][][]byte) (exchange.Stats, error) {
 	path := filepath.Join(dir, "packets")
 	f, err := os.Create(path)
 	if err != nil {
@@ -208,7 +240,7 @@ func sendGated(ctx context.Context, lab *netlab.Lab, dir string, pkts [][]byte, 
 	if err := f.Close(); err != nil {
 		return exchange.Stats{}, err
 	}
-	spec, err := json.Marshal(senderJob{Packets: path, Config: cfg, Progress: progress, Gate: g.Path, GateAt: g.At})
+	spec, err := json.Marshal(senderJob{Packets: path, Config: cfg, Progress: progress, Gate: g.Path, GateAt: g.At, OnlyA: onlyA})
 	if err != nil {
 		return exchange.Stats{}, err
 	}

@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -96,6 +97,7 @@ type RerequestConfig struct {
 	Loss        float64       // probability to drop each answer packet
 	Delay       time.Duration // wait before answering
 	Refuse      bool          // read requests but never answer
+	Shuffle     bool          // send an answer's packets in random order
 	Seed        uint64
 }
 
@@ -191,6 +193,14 @@ func (s *RerequestServer) serve() {
 		count := min(int(req.Count), s.cfg.MaxMessages)
 		b := moldudp64.NewBuilder(s.cfg.Session, req.Seq, s.cfg.MaxPacket)
 		sent := 0
+		var shuffled [][]byte
+		write := func(p []byte) {
+			if _, err := s.conn.WriteToUDPAddrPort(p, from); err != nil {
+				s.sendErrs.Add(1)
+				return
+			}
+			s.answered.Add(1)
+		}
 		send := func(p []byte) {
 			if p == nil {
 				return
@@ -199,11 +209,11 @@ func (s *RerequestServer) serve() {
 				s.lost.Add(1)
 				return
 			}
-			if _, err := s.conn.WriteToUDPAddrPort(p, from); err != nil {
-				s.sendErrs.Add(1)
+			if s.cfg.Shuffle {
+				shuffled = append(shuffled, slices.Clone(p))
 				return
 			}
-			s.answered.Add(1)
+			write(p)
 		}
 		for seq := req.Seq; seq < answerEnd(req.Seq, count); seq++ {
 			var ok bool
@@ -234,6 +244,10 @@ func (s *RerequestServer) serve() {
 			sent++
 		}
 		send(b.Flush())
+		rng.Shuffle(len(shuffled), func(i, j int) { shuffled[i], shuffled[j] = shuffled[j], shuffled[i] })
+		for _, p := range shuffled {
+			write(p)
+		}
 		if sent == 0 {
 			s.refused.Add(1)
 		}

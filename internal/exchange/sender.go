@@ -26,6 +26,10 @@ type Line struct {
 	Loss    float64 // drop the packet on this line
 	Dup     float64 // send the packet twice in a row
 	Reorder float64 // hold the packet back and send it after the next one
+	// Lag delays the line by this many datagrams: each of its copies goes
+	// out once Lag more were queued behind it (the rest at the end), so
+	// that the line trails the others (a line B on a longer path).
+	Lag int
 }
 
 // Config shapes a Sender. Zero values pick the defaults shown.
@@ -135,7 +139,8 @@ type lineState struct {
 	q    *batch
 	fd   int
 	rng  *rand.Rand
-	held []byte // packet held back by Reorder
+	held []byte   // packet held back by Reorder
+	lag  [][]byte // copies delayed by Lag, oldest first
 	st   LineStats
 }
 
@@ -390,10 +395,26 @@ func (l *lineState) flush() {
 		l.write(l.held)
 		l.held = nil
 	}
+	for _, p := range l.lag {
+		l.q.add(l.idx, p)
+	}
+	l.lag = nil
 }
 
-// write queues p for this line in the input packet's batch (see batch).
-func (l *lineState) write(p []byte) { l.q.add(l.idx, p) }
+// write queues p for this line in the input packet's batch (see batch),
+// or, with Lag, a copy of it behind the line's delayed ones, releasing the
+// oldest once more than Lag wait.
+func (l *lineState) write(p []byte) {
+	if l.Lag <= 0 {
+		l.q.add(l.idx, p)
+		return
+	}
+	l.lag = append(l.lag, append([]byte(nil), p...))
+	for len(l.lag) > l.Lag {
+		l.q.add(l.idx, l.lag[0])
+		l.lag = l.lag[1:]
+	}
+}
 
 // spinBelow is the wait under which the bucket polls the clock instead of
 // sleeping: Go timers wake tens of microseconds late, which at 100k
