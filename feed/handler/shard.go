@@ -86,7 +86,11 @@ type ShardStats struct {
 	// in every mode, summed over the shards.
 	DuplicateSymbols uint64
 	Stale            bool // the shard's books are flagged PossiblyStale (an unrecovered gap)
-	Books            int  // books the shard has published (registered in shm)
+	// Sweeping: a market-wide republish is under way (a change of the
+	// flag above, a System Event), a chunk a batch: some books in the shm
+	// file do not show it yet.
+	Sweeping bool
+	Books    int // books the shard has published (registered in shm)
 	// Thread is how the thread applying the shard's messages is
 	// scheduled: its own thread when sharded, the receive thread in run
 	// to completion.
@@ -557,7 +561,7 @@ func (s *shard) copyStats(wait bool) bool {
 	} else {
 		s.stats.Ring = spsc.Stats{}
 	}
-	s.stats.Stale, s.stats.Books = s.pub.stale, s.pub.Books
+	s.stats.Stale, s.stats.Sweeping, s.stats.Books = s.pub.stale, s.pub.Sweeping(), s.pub.Books
 	s.mu.Unlock()
 	return true
 }
