@@ -106,6 +106,10 @@ func TestLeastPrivilege(t *testing.T) {
 		{name: "uring", backend: "uring", caps: "", pinned: true, sandbox: true},
 		{name: "socket", backend: "socket", caps: "", shmGroup: "nogroup"},
 		{name: "root-to-nobody", backend: "xdp", root: true, user: "nobody"},
+		// Not started as root, user: cannot switch: the start says so at
+		// user:'s line, as a warning, and runs on as nobody (before: nothing).
+		{name: "nobody-user-root-not-switched", backend: "socket", caps: "", user: "root",
+			wantLog: `: user: \"root\" (uid 0) not switched to: the handler switches user only when started as root, and this one runs as uid 65534 (nobody)`},
 		// cores.rt_priority: cap_sys_nice gives SCHED_FIFO; without it (and
 		// with RLIMIT_RTPRIO 0) the handler runs under normal scheduling
 		// and says why. The unit's way, LimitRTPRIO= without a capability,
