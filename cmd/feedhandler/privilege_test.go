@@ -106,6 +106,10 @@ func TestLeastPrivilege(t *testing.T) {
 		{name: "uring", backend: "uring", caps: "", pinned: true, sandbox: true},
 		{name: "socket", backend: "socket", caps: "", shmGroup: "nogroup"},
 		{name: "root-to-nobody", backend: "xdp", root: true, user: "nobody"},
+		// Not started as root, user: cannot switch: the start says so at
+		// user:'s line, as a warning, and runs on as nobody (before: nothing).
+		{name: "nobody-user-root-not-switched", backend: "socket", caps: "", user: "root",
+			wantLog: `: user: \"root\" (uid 0) not switched to: the handler switches user only when started as root, and this one runs as uid 65534 (nobody)`},
 		// cores.rt_priority: cap_sys_nice gives SCHED_FIFO; without it (and
 		// with RLIMIT_RTPRIO 0) the handler runs under normal scheduling
 		// and says why. The unit's way, LimitRTPRIO= without a capability,
@@ -362,8 +366,40 @@ log:
 		}
 	}
 	stopAndCompare(t, cmd, exited, shmName, ref, stderr.String)
+	if r.root && r.user != "" {
+		checkRootShmRefused(t, lab, bin, cfgPath, shmName)
+	}
 	if r.shmGroup != "" {
 		checkShmEntitlement(t, bin, shmName, r.shmGroup, ref)
+	}
+}
+
+// checkRootShmRefused: a start as root with user: left its shm file
+// root's; a start as the unit's user (nobody, with the xdp capabilities the
+// unit grants) exits 78 saying what docs/OPERATIONS.md's section 2
+// ("Switching from a root start to the unit") quotes, the remedy with it.
+func checkRootShmRefused(t *testing.T, lab *netlab.Lab, bin, cfgPath, shmName string) {
+	t.Helper()
+	var st unix.Stat_t
+	if err := unix.Stat("/dev/shm/"+shmName, &st); err != nil || st.Uid != 0 {
+		t.Fatalf("shm file after the root start: uid %d, %v; want root's", st.Uid, err)
+	}
+	set := "-all,+" + strings.ReplaceAll(capList(privilege.Required("xdp", false)|privilege.IPCLock), ",", ",+")
+	code, _, errOut := runExit(t, exec.Command("ip", "netns", "exec", lab.Dst, "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+		"--no-new-privs", "--inh-caps="+set, "--ambient-caps="+set, "--bounding-set="+set, "--", bin, "--feed", cfgPath))
+	const remedy = "is owned by uid 0 and this process (uid 65534) cannot replace it: /dev/shm is sticky and it lacks cap_fowner, so only the file's owner may replace it (remove the file, or run as its owner)"
+	if code != exitConfig || !strings.Contains(errOut, "shm.name: /dev/shm/"+shmName+" "+remedy) {
+		t.Errorf("start as nobody over the root start's shm file: exit %d, want %d and %q:\n%s", code, exitConfig, remedy, errOut)
+	}
+	ops, err := os.ReadFile("../../docs/OPERATIONS.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sec := string(ops)[strings.Index(string(ops), "## 2. systemd"):strings.Index(string(ops), "## 3. Shared memory")]
+	sec = strings.Join(strings.Fields(sec), " ")
+	doc := strings.ReplaceAll(remedy, "uid 65534", "uid 998")
+	if !strings.Contains(sec, "**Switching from a root start to the unit.**") || !strings.Contains(sec, doc) || !strings.Contains(sec, "rm /dev/shm/") {
+		t.Errorf("docs/OPERATIONS.md section 2 does not say that a root start's shm file stops the unit's start, with %q and the rm", doc)
 	}
 }
 

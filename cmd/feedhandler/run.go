@@ -511,6 +511,9 @@ func serve(ctx context.Context, h *handler.Handler, ep *endpoints, cfg *config.C
 	}
 	// Sockets, XDP program, maps, shm file and listener are set up:
 	// nothing needs a privilege any more.
+	if err := cfg.UserNotSwitched(); err != nil {
+		logger.Warn().Err(err).Msg("user: not switched to")
+	}
 	if err := shedPrivileges(cfg.User, logger); err != nil {
 		ep.close()
 		h.Stop()

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"os/user"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -117,6 +118,33 @@ func (c *Config) CheckHost() error {
 		errs = append(errs, e)
 	}
 	return join(c.File, errs)
+}
+
+// UserNotSwitched says, when this process is not root and user: names an
+// account other than the one it runs as, that the handler will not switch
+// to it: it switches only when started as root, and runs on as this
+// process's user, not the one the file says. The error is an *Error at
+// user:'s line ("feeds/nasdaq.yaml:224: user: ..."); nil when user: is
+// unset, this process is root, or it runs as that account already (a unit
+// with User= as the file says). run logs it as a warning at start, check
+// as a warning finding.
+func (c *Config) UserNotSwitched() error {
+	euid := os.Geteuid()
+	if c.User == "" || euid == 0 {
+		return nil
+	}
+	self := strconv.Itoa(euid)
+	if u, err := user.LookupId(self); err == nil {
+		self += " (" + u.Username + ")"
+	}
+	u, err := privilege.LookupUser(c.User)
+	if err != nil {
+		return c.FieldError("user", "%q: %v on this host, and not switched to anyway: the handler switches user only when started as root, and runs as uid %s (start it as root, or as that user with User= in the unit; docs/OPERATIONS.md section 1)", c.User, err, self)
+	}
+	if u.Uid == strconv.Itoa(euid) {
+		return nil
+	}
+	return c.FieldError("user", "%q (uid %s) not switched to: the handler switches user only when started as root, and this one runs as uid %s, so it stays that user, not the file's (start it as root, or as %s with User= in the unit; docs/OPERATIONS.md section 1)", c.User, u.Uid, self, c.User)
 }
 
 // checkCaptureDir checks that the directory capture.path's files go to

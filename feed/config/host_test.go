@@ -19,6 +19,7 @@ import (
 	"github.com/marketfeed/feedhandler/book"
 	"github.com/marketfeed/feedhandler/feed/glimpse"
 	"github.com/marketfeed/feedhandler/feed/rx"
+	"github.com/marketfeed/feedhandler/internal/credtest"
 	"github.com/marketfeed/feedhandler/internal/netlab"
 	"github.com/marketfeed/feedhandler/internal/privilege"
 	"github.com/marketfeed/feedhandler/internal/skmem"
@@ -719,6 +720,38 @@ func TestCheckHostSnapshotBuffer(t *testing.T) {
 			}
 			if !without.Memory().Fits() || m.Fits() || !strings.Contains(m.Warning(), want) {
 				t.Fatalf("with room for all but the snapshot's buffer: fits %v, warning %q; want a warning naming %q", m.Fits(), m.Warning(), want)
+			}
+		})
+	}
+}
+
+// TestUserNotSwitched: not started as root, the handler cannot switch to
+// the account user: names, and said nothing of it: it ran as another user
+// than the file says. UserNotSwitched, which run logs at start and check
+// warns of, says so at user:'s line, unless the process runs as that
+// account already (a unit's User= as the file says) or is root.
+func TestUserNotSwitched(t *testing.T) {
+	for _, tc := range []struct{ user, want string }{
+		{"root", `h.yaml:16: user: "root" (uid 0) not switched to: the handler switches user only when started as root, and this one runs as uid 65534 (nobody), so it stays that user`},
+		{"0", `h.yaml:16: user: "0" (uid 0) not switched to`},
+		{"fh-no-such-user-h262", `h.yaml:16: user: "fh-no-such-user-h262": no such user on this host, and not switched to anyway`},
+		{"nobody", ""},
+		{"65534", ""},
+	} {
+		c, err := Parse("h.yaml", []byte(hostFile+"user: "+tc.user+"\n"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.UserNotSwitched(); err != nil {
+			t.Errorf("user: %s, as root: %v, want nil (root switches)", tc.user, err)
+		}
+		credtest.AsUser(t, 65534, 65534, func() {
+			err := c.UserNotSwitched()
+			switch {
+			case tc.want == "" && err != nil:
+				t.Errorf("user: %s, as nobody: %v, want nil (it runs as that user)", tc.user, err)
+			case tc.want != "" && (err == nil || !strings.HasPrefix(err.Error(), tc.want)):
+				t.Errorf("user: %s, as nobody: %v, want %q...", tc.user, err, tc.want)
 			}
 		})
 	}

@@ -47,8 +47,11 @@ type Exposition struct {
 	// The receive backend's counters' names and label sets, by position
 	// in rx.Extra; rendered when a name is first seen there.
 	counters []namedLabels
-	les      []string // per latency.DefaultBuckets bound, then +Inf
-	lesNs    []int64
+	// receive_backend_info's label set, for the backend named (Stats's
+	// Backend): rendered again only when that name changes.
+	backend namedLabels
+	les     []string // per latency.DefaultBuckets bound, then +Inf
+	lesNs   []int64
 	// The standard process and Go runtime families' reading, and
 	// go_gc_duration_seconds's quantile label sets.
 	rt        *runtimeSample
@@ -192,6 +195,8 @@ func (e *Exposition) appendStats(b []byte, st *Stats, now, mono int64) []byte {
 				name, v := st.Receive.Extra.At(i)
 				b = sampleUint(b, m.name, "", e.counterLabels(i, name), v)
 			}
+		case m.name == "receive_backend_info":
+			b = sampleUint(b, m.name, "", e.backendLabels(st.Backend), 1)
 		case m.label == "state":
 			for k, s := range recoveryStates {
 				var v uint64
@@ -253,6 +258,16 @@ func (e *Exposition) counterLabels(i int, name string) string {
 		e.counters = append(e.counters, c)
 	}
 	return c.labels
+}
+
+// backendLabels returns receive_backend_info's label set for the receive
+// backend called name, rendered once per name.
+func (e *Exposition) backendLabels(name string) string {
+	if e.backend.labels == "" || e.backend.name != name {
+		backend, mode := backendLabels(name)
+		e.backend = namedLabels{name, `{backend="` + escapeLabel(backend) + `",` + e.feed + `,mode="` + escapeLabel(mode) + `"}`} // expfmt's order: by label name
+	}
+	return e.backend.labels
 }
 
 // namedLabels is a label value and its rendered label set.

@@ -2,6 +2,7 @@ package handler
 
 import (
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -20,7 +21,8 @@ type Collector struct {
 }
 
 // metric is one exported metric family: its name after "feedhandler_",
-// help, type, and the one label (besides feed) it has, if any.
+// help, type, and the label (besides feed) it has, if any: two, comma
+// separated, for receive_backend_info.
 type metric struct {
 	name, help string
 	kind       metricKind
@@ -85,6 +87,7 @@ var exported = [...]metric{
 	{"shard_ring_full_total", "Hand-offs that found the shard ring full.", kindCounter, "shard"},
 	{"shard_ring_high_water", "Largest shard ring occupancy seen.", kindGauge, "shard"},
 	{"shard_thread_rt_priority", "SCHED_FIFO priority of the thread applying the shard (the receive thread in run to completion); 0: normal scheduling.", kindGauge, "shard"},
+	{"receive_backend_info", "1, labelled with the receive backend in use (backend: xdp, uring or socket) and how it runs (mode: AF_XDP's per interface attach mode, native or generic, and copy or zero-copy; io_uring's multishot recvmsg; recvmmsg), as the log's receiving line and the stats line's backend say: a start that fell back (AF_XDP to io_uring to recvmmsg) shows another backend.", kindGauge, "backend,mode"},
 	{"receive_thread_rt_priority", "SCHED_FIFO priority of the receive thread; 0: normal scheduling (not asked, or refused: see the log).", kindGauge, ""},
 	{"line_silence_seconds", "Seconds since the line last delivered a packet (since start if never; resolution 20ms).", kindGauge, "line"},
 	{"books_stale", "Books flagged PossiblyStale (missing messages of an unrecovered gap, or of a range larger than one re-request being caught up, a late join's start among them; every line silent for 5 s mid-session, until the lines are back with nothing lost; or an order dropped for want of book capacity).", kindGauge, ""},
@@ -156,7 +159,7 @@ func NewCollector(h *Handler) *Collector {
 	for _, m := range exported {
 		var labels []string
 		if m.label != "" {
-			labels = []string{m.label}
+			labels = strings.Split(m.label, ",")
 		}
 		c.descs[m.name] = prometheus.NewDesc("feedhandler_"+m.name, m.help, labels, feed)
 	}
@@ -210,6 +213,9 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 				name, v := st.Receive.Extra.At(i)
 				emit(float64(v), name)
 			}
+		case m.name == "receive_backend_info":
+			backend, mode := backendLabels(st.Backend)
+			emit(1, backend, mode)
 		case m.label == "state":
 			for _, s := range recoveryStates {
 				v := 0.0
@@ -242,6 +248,14 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 			emit(float64(scalar(&st, m.name)))
 		}
 	}
+}
+
+// backendLabels splits a receive backend's name (rx.Receiver's Backend:
+// "xdp (ens1f0 native, copy)", "socket (recvmmsg)") into the labels of
+// receive_backend_info: the backend and, in parentheses after it, its mode.
+func backendLabels(name string) (backend, mode string) {
+	backend, mode, _ = strings.Cut(name, " (")
+	return backend, strings.TrimSuffix(mode, ")")
 }
 
 // LogStats writes one stats line. In steady state it allocates nothing

@@ -10,7 +10,7 @@ import (
 
 // metricToken is a metric named in the docs: feedhandler_NAME, with its
 // label in braces when given, or a prefix (feedhandler_recovery_*).
-var metricToken = regexp.MustCompile(`feedhandler_([a-z0-9_]+)(\*|\{([a-z_]+)\})?`)
+var metricToken = regexp.MustCompile(`feedhandler_([a-z0-9_]+)(\*|\{([a-z_,]+)\})?`)
 
 // standardToken is a standard family named in the docs (process_*,
 // go_*), a summary's with its _sum or _count.

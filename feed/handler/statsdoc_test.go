@@ -86,3 +86,54 @@ func TestStatsLineDocumented(t *testing.T) {
 		}
 	}
 }
+
+// TestDocLogLevels: the stats line is an info line, so log.level warn (or
+// error) hides it, and the privileges-after-setup line with it: a desk
+// that set warn to quiet the log lost both without a word in the docs.
+// docs/OPERATIONS.md says what each level shows, where the stats line is.
+func TestDocLogLevels(t *testing.T) {
+	sink := &lastLine{}
+	h, _, _, _ := startScriptedLog(t, ModeRunToCompletion, nil, 1000, nil, -1, zerolog.New(sink).Level(zerolog.WarnLevel))
+	defer h.Stop()
+	waitFor(t, "the script delivered", func() bool { return h.Stats().Arbiter.Delivered == 1000 })
+	_, before := sink.last()
+	h.LogStats(true)
+	if line, n := sink.last(); n != before {
+		t.Errorf("log.level warn: the stats line was logged: %s", line)
+	}
+
+	ops, err := os.ReadFile("../../docs/OPERATIONS.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, stats, _ := strings.Cut(string(ops), "**The stats line.**")
+	stats, _, _ = strings.Cut(stats, "\n\n")
+	_, levels, ok := strings.Cut(string(ops), "**Log levels.**")
+	if !ok || !strings.Contains(strings.Join(strings.Fields(stats), " "), "(so not under `log.level: warn` or `error`") {
+		t.Fatal("docs/OPERATIONS.md's stats line paragraph does not say that log.level warn hides it, or there is no \"**Log levels.**\" paragraph")
+	}
+	levels, _, _ = strings.Cut(levels, "\n\n\n")
+	rows := map[string]string{}
+	for _, l := range strings.Split(levels, "\n") {
+		if cells := strings.Split(l, " | "); len(cells) == 2 && strings.HasPrefix(l, "| `") {
+			for _, m := range regexp.MustCompile("`([a-z]+)`").FindAllStringSubmatch(cells[0], -1) {
+				rows[m[1]] = cells[1]
+			}
+		}
+	}
+	for _, level := range []string{"trace", "debug", "info", "warn", "error"} {
+		if rows[level] == "" {
+			t.Errorf("docs/OPERATIONS.md's log levels table has no row for %s", level)
+		}
+	}
+	for _, hidden := range []string{"No stats line", "no `privileges after setup`"} {
+		if !strings.Contains(rows["warn"], hidden) {
+			t.Errorf("docs/OPERATIONS.md's log levels table: warn's row does not say %q", hidden)
+		}
+	}
+	for _, shown := range []string{"the stats line", "`privileges after setup`"} {
+		if !strings.Contains(rows["info"], shown) {
+			t.Errorf("docs/OPERATIONS.md's log levels table: info's row does not say %q", shown)
+		}
+	}
+}

@@ -1016,13 +1016,15 @@ func (c *checker) clock() {
 }
 
 // account: a root start names a user to switch to. A user that does not
-// exist CheckHost refuses when this process is root (file:line: user);
-// otherwise it is only a warning, since the switch happens only as root.
+// exist CheckHost refuses when this process is root (file:line: user).
+// Not root, the handler does not switch: a user: naming another account
+// than this process's (or none of this host) is a warning at its line, as
+// run logs it at start (config.UserNotSwitched).
 func (c *checker) account() {
 	switch {
 	case c.cfg.User != "" && os.Geteuid() != 0:
-		if _, err := privilege.LookupUser(c.cfg.User); err != nil {
-			c.add(Warn, "user", "user %s: %v (used only when the handler starts as root)", c.cfg.User, err)
+		if err := c.cfg.UserNotSwitched(); err != nil {
+			c.add(Warn, "user", "%v", err)
 		}
 	case c.cfg.User == "" && os.Geteuid() == 0:
 		c.add(Warn, "user", "user: is unset: started as root, the handler stays root after setup (docs/OPERATIONS.md section 1)")

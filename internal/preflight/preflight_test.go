@@ -13,6 +13,7 @@ import (
 
 	"github.com/marketfeed/feedhandler/feed/config"
 	"github.com/marketfeed/feedhandler/feed/rx"
+	"github.com/marketfeed/feedhandler/internal/credtest"
 	"github.com/marketfeed/feedhandler/internal/privilege"
 )
 
@@ -512,6 +513,29 @@ func TestUringDisabledOne(t *testing.T) {
 			t.Errorf("%s, io_uring_disabled %s: %q, want no uring line", tc.backend, tc.disabled, got)
 		case tc.want != "" && (len(got) != 1 || !strings.Contains(got[0], tc.want) || !strings.HasPrefix(got[0], "warn")):
 			t.Errorf("%s, io_uring_disabled %s: %q, want a warning with %q", tc.backend, tc.disabled, got, tc.want)
+		}
+	}
+}
+
+// TestAccountNotRoot: check run as another user than root, the unit's or
+// an operator's, warns at user:'s line that the handler will not switch to
+// the account the file names (before, it said nothing of an account that
+// exists, and the handler ran on as another user than the file says), and
+// not when it runs as that account.
+func TestAccountNotRoot(t *testing.T) {
+	for _, tc := range []struct{ user, want string }{
+		{"root", `warn  user      test.yaml:5: user: "root" (uid 0) not switched to: the handler switches user only when started as root, and this one runs as uid 65534 (nobody)`},
+		{"fh-no-such-user-h262", `warn  user      test.yaml:5: user: "fh-no-such-user-h262": no such user on this host, and not switched to anyway`},
+		{"nobody", ""},
+	} {
+		c := &checker{cfg: feedConfig(t, "lo", "user: "+tc.user+"\n")}
+		credtest.AsUser(t, 65534, 65534, c.account)
+		got := topic(c.out, "user")
+		switch {
+		case tc.want == "" && len(got) != 0:
+			t.Errorf("user: %s, as nobody: %q, want no finding (it runs as that user)", tc.user, got)
+		case tc.want != "" && (len(got) != 1 || !strings.HasPrefix(got[0], tc.want)):
+			t.Errorf("user: %s, as nobody: %q, want one finding %q...", tc.user, got, tc.want)
 		}
 	}
 }

@@ -4,45 +4,14 @@ import (
 	"errors"
 	"io/fs"
 	"os"
-	"runtime"
 	"strings"
 	"syscall"
 	"testing"
 
 	"golang.org/x/sys/unix"
-)
 
-// asUser runs fn on an OS thread whose credentials alone are switched to
-// uid and gid without supplementary groups (Linux credentials are per
-// thread; the raw syscalls bypass Go's all-threads setuid). The thread is
-// never unlocked, so the runtime discards it afterwards.
-func asUser(t *testing.T, uid, gid int, fn func()) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("switching a thread to another user needs root (CAP_SETUID, CAP_SETGID)")
-	}
-	done := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread() // never unlocked: the thread exits with the goroutine
-		if _, _, e := unix.RawSyscall(unix.SYS_SETGROUPS, 0, 0, 0); e != 0 {
-			done <- e
-			return
-		}
-		if _, _, e := unix.RawSyscall(unix.SYS_SETRESGID, uintptr(gid), uintptr(gid), uintptr(gid)); e != 0 {
-			done <- e
-			return
-		}
-		if _, _, e := unix.RawSyscall(unix.SYS_SETRESUID, uintptr(uid), uintptr(uid), uintptr(uid)); e != 0 {
-			done <- e
-			return
-		}
-		fn()
-		done <- nil
-	}()
-	if err := <-done; err != nil {
-		t.Fatalf("switch thread to %d:%d: %v", uid, gid, err)
-	}
-}
+	"github.com/marketfeed/feedhandler/internal/credtest"
+)
 
 func statOf(t *testing.T, path string) (os.FileMode, int) {
 	t.Helper()
@@ -66,7 +35,7 @@ func TestPermissions(t *testing.T) {
 	if mode, gid := statOf(t, w.Path()); mode != 0o640 || gid != os.Getegid() {
 		t.Fatalf("default file: mode %04o gid %d, want 0640 gid %d", mode, gid, os.Getegid())
 	}
-	asUser(t, nobody, nogroup, func() {
+	credtest.AsUser(t, nobody, nogroup, func() {
 		r, err := Open(w.Path())
 		if err == nil {
 			r.Close()
@@ -95,7 +64,7 @@ func TestPermissions(t *testing.T) {
 	if mode, gid := statOf(t, w2.Path()); mode != 0o660 || gid != nogroup {
 		t.Fatalf("file of group nogroup: mode %04o gid %d, want 0660 gid %d", mode, gid, nogroup)
 	}
-	asUser(t, nobody, nogroup, func() {
+	credtest.AsUser(t, nobody, nogroup, func() {
 		r, err := Open(w2.Path())
 		if err != nil {
 			t.Errorf("nobody in group nogroup: %v", err)
@@ -110,7 +79,7 @@ func TestPermissions(t *testing.T) {
 
 	// Owner only: the message names the user.
 	w3 := testWriter(t, Config{Instruments: 4, Depth: 2, Group: "nogroup", Mode: 0o600})
-	asUser(t, nobody, nogroup, func() {
+	credtest.AsUser(t, nobody, nogroup, func() {
 		_, err := Open(w3.Path())
 		if err == nil || !strings.Contains(err.Error(), "permission denied: you need to run as user root") {
 			t.Errorf("0600 file: error %v, want it to name user root", err)
