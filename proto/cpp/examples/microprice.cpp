@@ -78,10 +78,11 @@ int main(int argc, char** argv) {
   }
 
   fs::Reader r;
+  char why[512];  // error_text's: the error with its cause (a dead writer's pid, ...)
   for (;;) {  // (re)attach
     fs::Error e = r.open_wait(feed, 60'000'000'000, 10'000'000);
     if (e != fs::Error::Ok) {
-      std::fprintf(stderr, "microprice: open %s: %s\n", feed, fs::error_message(e));
+      std::fprintf(stderr, "microprice: open: %s\n", r.error_text(e, why, sizeof why));
       return 1;
     }
     if (r.info().max_snapshot > sizeof g_buf) {
@@ -99,9 +100,12 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "microprice: writer restarted, attaching again\n");
       continue;
     }
+    if (!found && g_stop) {
+      std::fprintf(stderr, "microprice: %s not registered in %s: stopped\n", symbol, r.path());
+      return 1;
+    }
     if (!found) {
-      std::fprintf(stderr, "microprice: %s not registered in %s: %s\n", symbol, r.path(),
-                   g_stop ? "stopped" : fs::error_message(e));
+      std::fprintf(stderr, "microprice: %s not registered: %s\n", symbol, r.error_text(e, why, sizeof why));
       return 1;
     }
     fs::Follower f = r.follow();
@@ -143,19 +147,19 @@ int main(int argc, char** argv) {
           seen = v.version();
           print_book(v);
         } else if (re != fs::Error::UnknownLocate && re != fs::Error::NoData) {
-          std::fprintf(stderr, "microprice: read %s: %s\n", symbol, fs::error_message(re));
+          std::fprintf(stderr, "microprice: read %s: %s\n", symbol, r.error_text(re, why, sizeof why));
           return 1;
         }
       }
       if (e == fs::Error::Restarted) break;  // a new writer: attach again
       if (e == fs::Error::Closed || e == fs::Error::WriterDead) {
-        std::fprintf(stderr, "microprice: %s: %s\n", r.path(), fs::error_message(e));
+        std::fprintf(stderr, "microprice: %s\n", r.error_text(e, why, sizeof why));
         return 0;
       }
       // Anything else (Format: the file was truncated under the mapping)
       // will not go away: waiting again would report it forever, or fault.
       if (e != fs::Error::Ok && e != fs::Error::Overrun) {
-        std::fprintf(stderr, "microprice: %s: %s\n", r.path(), fs::error_message(e));
+        std::fprintf(stderr, "microprice: %s\n", r.error_text(e, why, sizeof why));
         return 1;
       }
     }
