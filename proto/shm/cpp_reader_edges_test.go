@@ -751,7 +751,8 @@ func TestCppEdgeInfoAfterFailedOpen(t *testing.T) {
 
 // TestCppErrorText: the C++ reader's error_text says an error's cause as
 // the Go and Python readers do: the gone pid and the heartbeat's age of a
-// dead writer, the layout versions of a refused file. Before, C++ said
+// dead writer, the layout versions of a refused file, how long open_wait
+// waited for a feed that never came and what to check. Before, C++ said
 // only error_message's 'shm: writer is dead'.
 func TestCppErrorText(t *testing.T) {
 	bin := cppEdgeBin(t)
@@ -782,4 +783,6 @@ func TestCppErrorText(t *testing.T) {
 	missing := Path(testName(t))
 	s = startSession(t, bin, missing)
 	s.expect("opentext", fmt.Sprintf("opentext ErrNotExist %s: shm: feed does not exist", missing))
+	s.expect("openwait 3", fmt.Sprintf("openwait ErrNotExist %s: waited 3ms: shm: feed does not exist (%s)", missing, notExistHint))
+	s.expect("opentext", fmt.Sprintf("opentext ErrNotExist %s: shm: feed does not exist", missing)) // open alone did not wait
 }

@@ -551,12 +551,13 @@ class Reader {
   }
 
   // open_wait is open, retried every poll_ns while the feed does not exist,
-  // until timeout_ns passed.
+  // until timeout_ns passed. error_text then says how long it waited.
   Error open_wait(const char* name, int64_t timeout_ns, int64_t poll_ns,
                   const OpenOptions& opt = OpenOptions()) noexcept {
     int64_t deadline = detail::add_sat(detail::monotonic_ns(), timeout_ns);
     for (;;) {
       Error e = open(name, opt);
+      if (e == Error::NotExist && detail::monotonic_ns() > deadline) waited_ns_ = timeout_ns;
       if (e != Error::NotExist || detail::monotonic_ns() > deadline) return e;
       detail::sleep_ns(poll_ns > 0 ? poll_ns : 1000000);
     }
@@ -568,6 +569,7 @@ class Reader {
     close();
     errno_ = 0;
     found_version_ = 0;
+    waited_ns_ = -1;
     if (name == nullptr) return Error::NotExist;
     size_t n = std::strlen(name);
     bool bare = std::memchr(name, '/', n) == nullptr;
@@ -709,6 +711,7 @@ class Reader {
   // bytes, cut to fit, NUL-terminated) and returns buf:
   //   "/dev/shm/itch: pid 26530 gone, heartbeat 203ms old: shm: writer is dead"
   //   "/dev/shm/itch: layout version 2, this library reads 1: shm: layout version mismatch"
+  //   "/dev/shm/itch: waited 60s: shm: feed does not exist (is the writer ...)" after open_wait gave up
   // The causes are kept where the error is made (an open that failed, a
   // look that found the writer dead); nothing on the read or poll path
   // that succeeds. No allocation. A WriterDead from another thread's call
@@ -736,6 +739,15 @@ class Reader {
         put(std::snprintf(at(), room(), "layout version %u, this library reads %u: %s", unsigned(found_version_),
                           unsigned(kLayoutVersion), msg));
         break;
+      case Error::NotExist:
+        if (waited_ns_ >= 0) {
+          put(std::snprintf(at(), room(), "waited "));
+          put(detail::put_duration(at(), room(), waited_ns_));
+          put(std::snprintf(at(), room(), ": %s (%s)", msg, kNotExistHint));
+        } else {
+          put(std::snprintf(at(), room(), "%s", msg));
+        }
+        break;
       case Error::System:
       case Error::PermissionDenied:
         if (errno_ != 0) {
@@ -749,6 +761,11 @@ class Reader {
     }
     return buf;
   }
+
+  // kNotExistHint is what an open_wait that timed out asks to check (the
+  // Go and Python readers' words).
+  static constexpr const char* kNotExistHint =
+      "is the writer, feedhandler run, running? its feed config's shm.name must name this file";
 
   // heartbeat_ns is the writer's last heartbeat, Unix ns (0 when not open).
   int64_t heartbeat_ns() const noexcept {
@@ -1154,6 +1171,7 @@ class Reader {
   int guard_ = -1;
   bool faulted() const noexcept { return detail::guard_faulted(guard_); }
   uint32_t found_version_ = 0;
+  int64_t waited_ns_ = -1;  // open_wait's wait when it gave up on NotExist (-1: open did not wait)
   mutable int32_t dead_pid_ = 0;      // the last WriterDead's gone pid (0: stale heartbeat)
   mutable int64_t dead_age_ns_ = 0;   // and its heartbeat's age
   char path_[4096] = {};
