@@ -583,3 +583,23 @@ func TestDocPythonPossiblyStale(t *testing.T) {
 		t.Errorf("docs/SHM.md's Python example does not show %s", want)
 	}
 }
+
+// TestDocPythonLost: docs/SHM.md tells an OverrunError's lost (the records
+// that one overrun lost) from Follower.lost (the running total over every
+// overrun), both named lost. It said neither, and a strategy summing
+// e.lost into its own count next to f.lost counted each overrun twice.
+func TestDocPythonLost(t *testing.T) {
+	doc, err := os.ReadFile("../../docs/SHM.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, block, _ := strings.Cut(string(doc), "```python\n")
+	block, _, _ = strings.Cut(block, "```")
+	if want := "e.lost: this overrun's lost records; f.lost: the running total"; !strings.Contains(block, want) {
+		t.Errorf("docs/SHM.md's Python example does not say %q", want)
+	}
+	text := strings.Join(strings.Fields(string(doc)), " ")
+	if want := "`lost` (the records lost over every overrun, a running total: an `OverrunError`'s `.lost` is that one overrun's)"; !strings.Contains(text, want) {
+		t.Errorf("docs/SHM.md's table of the Python names does not say %q", want)
+	}
+}
