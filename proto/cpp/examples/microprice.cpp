@@ -21,9 +21,11 @@
 // them daily): when the locate reads another symbol or none, look the
 // symbol up again. A restarted writer means open the feed again; a closed
 // or dead one ends the program (status 0), any other error too (status 1).
+#include <chrono>
 #include <cinttypes>
 #include <csignal>
 #include <cstdio>
+#include <thread>
 
 #include "feedhandler/shm_reader.hpp"
 
@@ -40,7 +42,11 @@ alignas(64) unsigned char g_buf[1 << 16];
 // stale" when the handler flagged the book PossiblyStale (a gap it did not
 // recover, or an order it had no room for: levels may miss shares).
 void print_book(const fs::View& v) {
-  int64_t latency = fs::detail::realtime_ns() - v->publish_time();
+  // publish_time is CLOCK_REALTIME, Unix ns: system_clock's epoch on Linux.
+  int64_t now = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                    std::chrono::system_clock::now().time_since_epoch())
+                    .count();
+  int64_t latency = now - v->publish_time();
   const char* stale = (v->flags() & bookfb::Flags_PossiblyStale) != 0 ? "  possibly stale" : "";
   fs::Level bid, ask;
   bool has_bid = v.bid(0, bid), has_ask = v.ask(0, ask);
@@ -94,7 +100,7 @@ int main(int argc, char** argv) {
     uint16_t locate = 0;
     bool found;
     while (!(found = r.lookup(symbol, locate)) && !g_stop && (e = r.check()) == fs::Error::Ok) {
-      fs::detail::sleep_ns(10'000'000);
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
     }
     if (!found && e == fs::Error::Restarted) {
       std::fprintf(stderr, "microprice: writer restarted, attaching again\n");
