@@ -291,7 +291,8 @@ func TestCheckGenerateFindsNewFiles(t *testing.T) {
 // top of the repository, leave in the tree is ignored by its .gitignore,
 // so git status stays clean: `cmake -S proto/cpp -B build/cpp` makes
 // build/ (it did not: an untracked build/ after installing the C++ reader),
-// `pip install proto/python` proto/python/build/ and the egg-info.
+// `pip install proto/python` proto/python/build/ and the egg-info, the
+// offline install .venv/.
 func TestGitignoreDocBuilds(t *testing.T) {
 	ignore, err := os.ReadFile("../../.gitignore")
 	if err != nil {
@@ -311,7 +312,7 @@ func TestGitignoreDocBuilds(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, f := range []string{"build/cpp/CMakeCache.txt", "proto/python/build/lib/feedhandler_shm/reader.py",
-		"proto/python/feedhandler_shm.egg-info/PKG-INFO"} {
+		"proto/python/feedhandler_shm.egg-info/PKG-INFO", ".venv/bin/python"} {
 		if err := git("check-ignore", "-q", "--no-index", f); err != nil {
 			t.Errorf(".gitignore does not ignore %s (git check-ignore: %v)", f, err)
 		}
