@@ -287,6 +287,38 @@ func TestCheckGenerateFindsNewFiles(t *testing.T) {
 	}
 }
 
+// TestGitignoreDocBuilds: what docs/SHM.md's build commands, run from the
+// top of the repository, leave in the tree is ignored by its .gitignore,
+// so git status stays clean: `cmake -S proto/cpp -B build/cpp` makes
+// build/ (it did not: an untracked build/ after installing the C++ reader),
+// `pip install proto/python` proto/python/build/ and the egg-info, the
+// offline install .venv/.
+func TestGitignoreDocBuilds(t *testing.T) {
+	ignore, err := os.ReadFile("../../.gitignore")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, ".gitignore"), ignore, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	git := func(args ...string) error {
+		cmd := exec.Command("git", args...)
+		cmd.Dir = dir
+		cmd.Env = append(os.Environ(), "GIT_CONFIG_GLOBAL=/dev/null")
+		return cmd.Run()
+	}
+	if err := git("init", "-q"); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"build/cpp/CMakeCache.txt", "proto/python/build/lib/feedhandler_shm/reader.py",
+		"proto/python/feedhandler_shm.egg-info/PKG-INFO", ".venv/bin/python"} {
+		if err := git("check-ignore", "-q", "--no-index", f); err != nil {
+			t.Errorf(".gitignore does not ignore %s (git check-ignore: %v)", f, err)
+		}
+	}
+}
+
 // TestSetupFindsSbinTools runs .ci/setup demo as a user whose PATH has no
 // sbin directory, as Debian gives users: ethtool, installed in /sbin only,
 // must count as present, not as missing with 'apt-get install ethtool' to

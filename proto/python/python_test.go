@@ -583,3 +583,65 @@ func TestDocPythonPossiblyStale(t *testing.T) {
 		t.Errorf("docs/SHM.md's Python example does not show %s", want)
 	}
 }
+
+// TestDocPythonLost: docs/SHM.md tells an OverrunError's lost (the records
+// that one overrun lost) from Follower.lost (the running total over every
+// overrun), both named lost. It said neither, and a strategy summing
+// e.lost into its own count next to f.lost counted each overrun twice.
+func TestDocPythonLost(t *testing.T) {
+	doc, err := os.ReadFile("../../docs/SHM.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, block, _ := strings.Cut(string(doc), "```python\n")
+	block, _, _ = strings.Cut(block, "```")
+	if want := "e.lost: this overrun's lost records; f.lost: the running total"; !strings.Contains(block, want) {
+		t.Errorf("docs/SHM.md's Python example does not say %q", want)
+	}
+	text := strings.Join(strings.Fields(string(doc)), " ")
+	if want := "`lost` (the records lost over every overrun, a running total: an `OverrunError`'s `.lost` is that one overrun's)"; !strings.Contains(text, want) {
+		t.Errorf("docs/SHM.md's table of the Python names does not say %q", want)
+	}
+}
+
+// TestDocPythonOfflineInstall runs docs/SHM.md's offline install of the
+// Python reader (a venv over the system's site-packages, pip with no build
+// isolation and no index) on a copy of proto/python, and imports the
+// package from the venv. The page had only 'pip install proto/python',
+// which fetches setuptools and flatbuffers from the index.
+func TestDocPythonOfflineInstall(t *testing.T) {
+	py := python(t)
+	doc, err := os.ReadFile("../../docs/SHM.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var venv, pip string
+	for _, l := range strings.Split(string(doc), "\n") {
+		if strings.Contains(l, "python3 -m venv --system-site-packages ") {
+			venv = l
+		}
+		if strings.Contains(l, "pip install --no-build-isolation --no-index proto/python") {
+			pip = l
+		}
+	}
+	if venv == "" || pip == "" {
+		t.Fatalf("docs/SHM.md shows no offline install: venv command %q, pip command %q", venv, pip)
+	}
+	dir := t.TempDir()
+	if err := os.Mkdir(filepath.Join(dir, "proto"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("cp", "-r", ".", filepath.Join(dir, "proto", "python")).CombinedOutput(); err != nil {
+		t.Fatalf("copy proto/python: %v\n%s", err, out)
+	}
+	_ = os.RemoveAll(filepath.Join(dir, "proto", "python", "build"))
+	for _, l := range []string{strings.Replace(venv, "/usr/bin/python3", py, 1), pip,
+		".venv/bin/python -c 'import feedhandler_shm, bookfb'"} {
+		cmd := exec.Command("sh", "-c", l)
+		cmd.Dir = dir
+		cmd.Env = append(os.Environ(), "PIP_FIND_LINKS=", "PIP_CONFIG_FILE=/dev/null", "PYTHONPATH=")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("%s: %v\n%s", l, err, out)
+		}
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -746,4 +747,42 @@ func TestCppEdgeInfoAfterFailedOpen(t *testing.T) {
 		t.Errorf("info after an open refused, another file open before: %q, want %q", got, empty)
 	}
 	s.expect("check", "check ErrNotOpen")
+}
+
+// TestCppErrorText: the C++ reader's error_text says an error's cause as
+// the Go and Python readers do: the gone pid and the heartbeat's age of a
+// dead writer, the layout versions of a refused file, how long open_wait
+// waited for a feed that never came and what to check. Before, C++ said
+// only error_message's 'shm: writer is dead'.
+func TestCppErrorText(t *testing.T) {
+	bin := cppEdgeBin(t)
+	// Interval 2s: two intervals 4s, the stale limit 20s.
+	w := publishedWriter(t, Config{Instruments: 1, Depth: 1, HeartbeatInterval: 2 * time.Second})
+	pid := deadPid(t)
+	*w.m.u32(offWriterPid) = uint32(pid)
+	s := startSession(t, bin, w.Path())
+	cppEdgeSetHeartbeat(w, 5*time.Second) // 2.5 intervals, pid gone
+	s.expect("open", "open Ok")
+	gone := regexp.MustCompile(`^checktext ErrWriterDead (\S+): pid (\d+) gone, heartbeat 5(\.\d+)?s old: shm: writer is dead$`)
+	if got := s.do("checktext"); !gone.MatchString(got) || !strings.Contains(got, fmt.Sprintf(" %s: pid %d ", w.Path(), pid)) {
+		t.Errorf("C++ error_text of a dead writer's check: %q, want %v", got, gone)
+	}
+	*w.m.u32(offWriterPid) = uint32(os.Getpid())
+	cppEdgeSetHeartbeat(w, 25*time.Second) // past the stale limit, pid alive
+	s.expect("open", "open Ok")
+	stale := regexp.MustCompile(`^checktext ErrWriterDead \S+: heartbeat 25(\.\d+)?s old: shm: writer is dead$`)
+	if got := s.do("checktext"); !stale.MatchString(got) {
+		t.Errorf("C++ error_text of a stale writer's check: %q, want %v", got, stale)
+	}
+
+	name := corrupt(t, func(b []byte) []byte { b[offLayoutVersion] = LayoutVersion + 1; return b })
+	want := fmt.Sprintf("opentext ErrLayoutVersion %s: layout version %d, this library reads %d: shm: layout version mismatch",
+		name, LayoutVersion+1, LayoutVersion)
+	startSession(t, bin, name).expect("opentext", want)
+
+	missing := Path(testName(t))
+	s = startSession(t, bin, missing)
+	s.expect("opentext", fmt.Sprintf("opentext ErrNotExist %s: shm: feed does not exist", missing))
+	s.expect("openwait 3", fmt.Sprintf("openwait ErrNotExist %s: waited 3ms: shm: feed does not exist (%s)", missing, notExistHint))
+	s.expect("opentext", fmt.Sprintf("opentext ErrNotExist %s: shm: feed does not exist", missing)) // open alone did not wait
 }

@@ -74,17 +74,9 @@ func OpenWith(name string, opt OpenOptions) (*Reader, error) {
 	if bigEndian {
 		return nil, errBigEndian("open", path)
 	}
-	if !filepath.IsAbs(path) {
-		// The kernel's working directory (getcwd), as the C++ and
-		// Python readers take it, not filepath.Abs's os.Getwd: that
-		// returns $PWD, the shell's logical directory, and entered
-		// through a symbolic link "../feed" would name another file
-		// than the one the kernel (and the writer) resolve it to.
-		wd, err := unix.Getwd()
-		if err != nil {
-			return nil, fmt.Errorf("open shm %s: %w", path, err)
-		}
-		path = filepath.Join(wd, path)
+	path, err := absPath(path)
+	if err != nil {
+		return nil, err
 	}
 	// Not blocking: a FIFO of that name would block a plain open until a
 	// writer came; it is refused below with the other files that are not
@@ -193,12 +185,34 @@ func (r *Reader) readMapped(size int64) (hb int64, err error) {
 	return atomic.LoadInt64(r.m.i64(offHeartbeat)), nil
 }
 
+// absPath resolves a relative path against the kernel's working directory
+// (getcwd), as the C++ and Python readers take it, not filepath.Abs's
+// os.Getwd: that returns $PWD, the shell's logical directory, and entered
+// through a symbolic link "../feed" would name another file than the one
+// the kernel (and the writer) resolve it to.
+func absPath(path string) (string, error) {
+	if filepath.IsAbs(path) {
+		return path, nil
+	}
+	wd, err := unix.Getwd()
+	if err != nil {
+		return "", fmt.Errorf("open shm %s: %w", path, err)
+	}
+	return filepath.Join(wd, path), nil
+}
+
+// notExistHint is what an OpenWait that gave up asks to check, in the C++
+// and Python readers' words too.
+const notExistHint = "is the writer, feedhandler run, running? its feed config's shm.name must name this file"
+
 // sleep is time.Sleep (a variable so that a test can see OpenWait's waits).
 var sleep = time.Sleep
 
 // OpenWait opens name, retrying every poll interval (0 or less: 1ms, as the
 // C++ and Python readers read it) while it does not exist yet, until
-// timeout.
+// timeout. Then its ErrNotExist says how long it waited and what to
+// check: "open shm /dev/shm/NAME: waited 1m0s: shm: feed does not exist
+// (is the writer, feedhandler run, running? ...)".
 func OpenWait(name string, timeout, poll time.Duration) (*Reader, error) {
 	if poll <= 0 {
 		poll = time.Millisecond
@@ -206,8 +220,15 @@ func OpenWait(name string, timeout, poll time.Duration) (*Reader, error) {
 	deadline := time.Now().Add(timeout)
 	for {
 		r, err := Open(name)
-		if err == nil || !errors.Is(err, ErrNotExist) || time.Now().After(deadline) {
+		if err == nil || !errors.Is(err, ErrNotExist) {
 			return r, err
+		}
+		if time.Now().After(deadline) {
+			path, perr := absPath(Path(name))
+			if perr != nil {
+				return nil, err
+			}
+			return nil, fmt.Errorf("open shm %s: waited %v: %w (%s)", path, timeout, ErrNotExist, notExistHint)
 		}
 		sleep(poll)
 	}

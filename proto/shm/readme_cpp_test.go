@@ -140,3 +140,26 @@ func docBlock(t *testing.T, doc, heading, lang string) string {
 	}
 	return section
 }
+
+// TestCppExamplesUseTheAPI: the C++ examples (proto/cpp/examples) call the
+// reader's documented API and the standard library alone, nothing of the
+// header's feedhandler::shm::detail namespace, which docs/SHM.md's API table
+// does not list and may change: a strategy copies the example. microprice
+// took its clock and its sleep from fs::detail::realtime_ns and sleep_ns.
+func TestCppExamplesUseTheAPI(t *testing.T) {
+	files, err := filepath.Glob("../cpp/examples/*.cpp")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no C++ examples: %v", err)
+	}
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, l := range strings.Split(string(b), "\n") {
+			if strings.Contains(l, "detail::") {
+				t.Errorf("%s:%d: %s: the header's detail namespace is not its API (docs/SHM.md)", f, i+1, strings.TrimSpace(l))
+			}
+		}
+	}
+}

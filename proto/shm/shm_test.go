@@ -167,8 +167,12 @@ func TestMissingFile(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatalf("open wait: %v", err)
 	}
-	if _, err := OpenWait(testName(t), time.Millisecond, time.Millisecond); !errors.Is(err, ErrNotExist) {
-		t.Fatalf("open wait on a feed never created: %v, want ErrNotExist", err)
+	// One that never comes: how long it waited, and what to check.
+	never := testName(t)
+	_, err = OpenWait(never, 3*time.Millisecond, time.Millisecond)
+	want := "open shm " + Path(never) + ": waited 3ms: shm: feed does not exist (" + notExistHint + ")"
+	if !errors.Is(err, ErrNotExist) || err.Error() != want {
+		t.Fatalf("open wait on a feed never created: %v, want ErrNotExist %q", err, want)
 	}
 }
 

@@ -21,9 +21,11 @@
 // them daily): when the locate reads another symbol or none, look the
 // symbol up again. A restarted writer means open the feed again; a closed
 // or dead one ends the program (status 0), any other error too (status 1).
+#include <chrono>
 #include <cinttypes>
 #include <csignal>
 #include <cstdio>
+#include <thread>
 
 #include "feedhandler/shm_reader.hpp"
 
@@ -40,7 +42,11 @@ alignas(64) unsigned char g_buf[1 << 16];
 // stale" when the handler flagged the book PossiblyStale (a gap it did not
 // recover, or an order it had no room for: levels may miss shares).
 void print_book(const fs::View& v) {
-  int64_t latency = fs::detail::realtime_ns() - v->publish_time();
+  // publish_time is CLOCK_REALTIME, Unix ns: system_clock's epoch on Linux.
+  int64_t now = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                    std::chrono::system_clock::now().time_since_epoch())
+                    .count();
+  int64_t latency = now - v->publish_time();
   const char* stale = (v->flags() & bookfb::Flags_PossiblyStale) != 0 ? "  possibly stale" : "";
   fs::Level bid, ask;
   bool has_bid = v.bid(0, bid), has_ask = v.ask(0, ask);
@@ -78,10 +84,11 @@ int main(int argc, char** argv) {
   }
 
   fs::Reader r;
+  char why[512];  // error_text's: the error with its cause (a dead writer's pid, ...)
   for (;;) {  // (re)attach
     fs::Error e = r.open_wait(feed, 60'000'000'000, 10'000'000);
     if (e != fs::Error::Ok) {
-      std::fprintf(stderr, "microprice: open %s: %s\n", feed, fs::error_message(e));
+      std::fprintf(stderr, "microprice: open: %s\n", r.error_text(e, why, sizeof why));
       return 1;
     }
     if (r.info().max_snapshot > sizeof g_buf) {
@@ -93,15 +100,18 @@ int main(int argc, char** argv) {
     uint16_t locate = 0;
     bool found;
     while (!(found = r.lookup(symbol, locate)) && !g_stop && (e = r.check()) == fs::Error::Ok) {
-      fs::detail::sleep_ns(10'000'000);
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
     }
     if (!found && e == fs::Error::Restarted) {
       std::fprintf(stderr, "microprice: writer restarted, attaching again\n");
       continue;
     }
+    if (!found && g_stop) {
+      std::fprintf(stderr, "microprice: %s not registered in %s: stopped\n", symbol, r.path());
+      return 1;
+    }
     if (!found) {
-      std::fprintf(stderr, "microprice: %s not registered in %s: %s\n", symbol, r.path(),
-                   g_stop ? "stopped" : fs::error_message(e));
+      std::fprintf(stderr, "microprice: %s not registered: %s\n", symbol, r.error_text(e, why, sizeof why));
       return 1;
     }
     fs::Follower f = r.follow();
@@ -143,19 +153,19 @@ int main(int argc, char** argv) {
           seen = v.version();
           print_book(v);
         } else if (re != fs::Error::UnknownLocate && re != fs::Error::NoData) {
-          std::fprintf(stderr, "microprice: read %s: %s\n", symbol, fs::error_message(re));
+          std::fprintf(stderr, "microprice: read %s: %s\n", symbol, r.error_text(re, why, sizeof why));
           return 1;
         }
       }
       if (e == fs::Error::Restarted) break;  // a new writer: attach again
       if (e == fs::Error::Closed || e == fs::Error::WriterDead) {
-        std::fprintf(stderr, "microprice: %s: %s\n", r.path(), fs::error_message(e));
+        std::fprintf(stderr, "microprice: %s\n", r.error_text(e, why, sizeof why));
         return 0;
       }
       // Anything else (Format: the file was truncated under the mapping)
       // will not go away: waiting again would report it forever, or fault.
       if (e != fs::Error::Ok && e != fs::Error::Overrun) {
-        std::fprintf(stderr, "microprice: %s: %s\n", r.path(), fs::error_message(e));
+        std::fprintf(stderr, "microprice: %s\n", r.error_text(e, why, sizeof why));
         return 1;
       }
     }

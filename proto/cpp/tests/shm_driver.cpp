@@ -518,6 +518,14 @@ int cmd_session(const char* name) {
       std::printf("opencut %s\n", fs::error_name(e));
     } else if (c == "check") {
       std::printf("check %s\n", fs::error_name(r.check()));
+    } else if (c == "checktext" || c == "opentext" || c == "openwait") {
+      // checktext, opentext: check or open, and error_text of its error;
+      // openwait MS: open_wait for MS milliseconds, and its error_text.
+      Error e = c == "checktext" ? r.check()
+                : c == "opentext" ? r.open(name)
+                                  : r.open_wait(name, int64_t(arg) * 1000000, 1000000);
+      char text[512];
+      std::printf("%s %s %s\n", cmd, fs::error_name(e), r.error_text(e, text, sizeof text));
     } else if (c == "stall") {  // stall S: the next realtime reading comes S seconds on, the writer having beaten
       g_stall_path = r.path();
       g_stall_ns = int64_t(arg) * 1000000000;

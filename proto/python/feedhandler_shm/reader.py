@@ -1040,9 +1040,28 @@ def open(name, stale_after=None):  # noqa: A001 - mirrors shm.Open
     return Reader(path_of(name), stale_after)
 
 
+# What an open_wait that gave up asks to check, in the Go and C++ readers'
+# words too.
+NOT_EXIST_HINT = "is the writer, feedhandler run, running? its feed config's shm.name must name this file"
+
+
+def _duration(seconds):
+    """seconds as Go prints a duration rounded to the millisecond below a
+    minute: "3ms", "1.5s", "2s" (the C++ reader's put_duration)."""
+    ms = int(round(seconds * 1000))
+    if ms == 0:
+        return "0s"
+    if abs(ms) < 1000:
+        return "%dms" % ms
+    return ("%.3f" % (ms / 1000)).rstrip("0").rstrip(".") + "s"
+
+
 def open_wait(name, timeout, poll=0.05, stale_after=None):
     """open, retrying every poll seconds (0 or less: 1 ms, as Go and C++ read
-    it) while the feed does not exist, until timeout."""
+    it) while the feed does not exist, until timeout. Then its NotExistError
+    says how long it waited and what to check: "open shm /dev/shm/NAME:
+    waited 60s: feed does not exist (is the writer, feedhandler run,
+    running? ...)"."""
     if poll <= 0:
         poll = 0.001
     deadline = time.monotonic() + timeout
@@ -1051,5 +1070,7 @@ def open_wait(name, timeout, poll=0.05, stale_after=None):
             return open(name, stale_after)
         except NotExistError:
             if time.monotonic() >= deadline:
-                raise
+                path = os.path.abspath(path_of(name))  # as Reader resolved it a moment ago
+                raise NotExistError("open shm %s: waited %s: feed does not exist (%s)"
+                                    % (path, _duration(timeout), NOT_EXIST_HINT)) from None
         time.sleep(poll)

@@ -155,8 +155,12 @@ class LifecycleTest(unittest.TestCase):
         name = support.feed_name(self)
         with self.assertRaises(shm.NotExistError):
             shm.open(name)
-        with self.assertRaises(shm.NotExistError):
+        with self.assertRaises(shm.NotExistError) as cm:
             shm.open_wait(name, timeout=0.01, poll=0.001)
+        # How long it waited, and what to check (as Go's OpenWait says it).
+        self.assertEqual(str(cm.exception), "open shm %s: waited 10ms: feed does not exist (is the writer, "
+                         "feedhandler run, running? its feed config's shm.name must name this file)"
+                         % shm.path_of(name))
         # A reader that attaches before the writer exists waits for it.
         w = support.Writer(self, "control", name)
         with shm.open_wait(name, timeout=30, poll=0.001) as r:

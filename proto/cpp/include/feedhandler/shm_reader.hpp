@@ -46,6 +46,7 @@
 #include <cerrno>
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <string_view>
 
@@ -366,6 +367,19 @@ inline int64_t add_sat(int64_t a, int64_t b) noexcept {
   if (__builtin_add_overflow(a, b, &d)) return b < 0 ? INT64_MIN : INT64_MAX;
   return d;
 }
+// put_duration writes ns at p (n bytes) as Go prints a duration rounded to
+// the millisecond below a minute ("203ms", "1.5s", "2s"; "0s"), in seconds
+// above it; returns what snprintf does.
+inline int put_duration(char* p, size_t n, int64_t ns) noexcept {
+  long long ms = (long long)(ns / 1000000 + (ns % 1000000 >= 500000 ? 1 : 0));
+  if (ms == 0) return std::snprintf(p, n, "0s");
+  if (ms < 1000 && ms > -1000) return std::snprintf(p, n, "%lldms", ms);
+  long long frac = (ms < 0 ? -ms : ms) % 1000;
+  if (frac == 0) return std::snprintf(p, n, "%llds", ms / 1000);
+  int digits = frac % 100 == 0 ? 1 : frac % 10 == 0 ? 2 : 3;
+  long long shown = digits == 1 ? frac / 100 : digits == 2 ? frac / 10 : frac;
+  return std::snprintf(p, n, "%s%lld.%0*llds", ms < 0 ? "-" : "", (ms < 0 ? -ms : ms) / 1000, digits, shown);
+}
 inline void sleep_ns(int64_t ns) noexcept {
   struct timespec ts = {time_t(ns / 1000000000), long(ns % 1000000000)};
   while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
@@ -537,12 +551,13 @@ class Reader {
   }
 
   // open_wait is open, retried every poll_ns while the feed does not exist,
-  // until timeout_ns passed.
+  // until timeout_ns passed. error_text then says how long it waited.
   Error open_wait(const char* name, int64_t timeout_ns, int64_t poll_ns,
                   const OpenOptions& opt = OpenOptions()) noexcept {
     int64_t deadline = detail::add_sat(detail::monotonic_ns(), timeout_ns);
     for (;;) {
       Error e = open(name, opt);
+      if (e == Error::NotExist && detail::monotonic_ns() > deadline) waited_ns_ = timeout_ns;
       if (e != Error::NotExist || detail::monotonic_ns() > deadline) return e;
       detail::sleep_ns(poll_ns > 0 ? poll_ns : 1000000);
     }
@@ -554,6 +569,7 @@ class Reader {
     close();
     errno_ = 0;
     found_version_ = 0;
+    waited_ns_ = -1;
     if (name == nullptr) return Error::NotExist;
     size_t n = std::strlen(name);
     bool bare = std::memchr(name, '/', n) == nullptr;
@@ -689,6 +705,67 @@ class Reader {
   // found_layout_version is the version of the file the last open refused
   // with LayoutVersion.
   uint32_t found_layout_version() const noexcept { return found_version_; }
+
+  // error_text writes e, the error a call of this reader returned last,
+  // with its cause as the Go and Python readers say it, into buf (len
+  // bytes, cut to fit, NUL-terminated) and returns buf:
+  //   "/dev/shm/itch: pid 26530 gone, heartbeat 203ms old: shm: writer is dead"
+  //   "/dev/shm/itch: layout version 2, this library reads 1: shm: layout version mismatch"
+  //   "/dev/shm/itch: waited 60s: shm: feed does not exist (is the writer ...)" after open_wait gave up
+  // The causes are kept where the error is made (an open that failed, a
+  // look that found the writer dead); nothing on the read or poll path
+  // that succeeds. No allocation. A WriterDead from another thread's call
+  // of the same reader may show that call's cause.
+  const char* error_text(Error e, char* buf, size_t len) const noexcept {
+    if (buf == nullptr || len == 0) return buf;
+    const char* msg = error_message(e);
+    int n = 0;
+    auto put = [&](int k) { n = k < 0 ? n : (size_t(n) + size_t(k) < len ? n + k : int(len) - 1); };
+    auto at = [&]() { return buf + n; };
+    auto room = [&]() { return len - size_t(n); };
+    buf[0] = 0;
+    if (path_[0] != 0) put(std::snprintf(at(), room(), "%s: ", path_));
+    switch (e) {
+      case Error::WriterDead: {
+        int32_t pid = __atomic_load_n(&dead_pid_, __ATOMIC_RELAXED);
+        int64_t age = __atomic_load_n(&dead_age_ns_, __ATOMIC_RELAXED);
+        if (pid != 0) put(std::snprintf(at(), room(), "pid %d gone, ", int(pid)));
+        put(std::snprintf(at(), room(), "heartbeat "));
+        put(detail::put_duration(at(), room(), age));
+        put(std::snprintf(at(), room(), " old: %s", msg));
+        break;
+      }
+      case Error::LayoutVersion:
+        put(std::snprintf(at(), room(), "layout version %u, this library reads %u: %s", unsigned(found_version_),
+                          unsigned(kLayoutVersion), msg));
+        break;
+      case Error::NotExist:
+        if (waited_ns_ >= 0) {
+          put(std::snprintf(at(), room(), "waited "));
+          put(detail::put_duration(at(), room(), waited_ns_));
+          put(std::snprintf(at(), room(), ": %s (%s)", msg, kNotExistHint));
+        } else {
+          put(std::snprintf(at(), room(), "%s", msg));
+        }
+        break;
+      case Error::System:
+      case Error::PermissionDenied:
+        if (errno_ != 0) {
+          put(std::snprintf(at(), room(), "%s: %s", std::strerror(errno_), msg));
+          break;
+        }
+        put(std::snprintf(at(), room(), "%s", msg));
+        break;
+      default:
+        put(std::snprintf(at(), room(), "%s", msg));
+    }
+    return buf;
+  }
+
+  // kNotExistHint is what an open_wait that timed out asks to check (the
+  // Go and Python readers' words).
+  static constexpr const char* kNotExistHint =
+      "is the writer, feedhandler run, running? its feed config's shm.name must name this file";
 
   // heartbeat_ns is the writer's last heartbeat, Unix ns (0 when not open).
   int64_t heartbeat_ns() const noexcept {
@@ -894,10 +971,17 @@ class Reader {
     // pid. Gone and two heartbeats missed is dead, sooner than the stale
     // limit. (The interval is at most an hour: 2 intervals cannot overflow.)
     if (age > 2 * info_.heartbeat_interval_ns && kill(pid_t(info_.writer_pid), 0) != 0 && errno == ESRCH) {
-      return Error::WriterDead;
+      return dead(info_.writer_pid, age);
     }
-    if (age > stale_ns_) return Error::WriterDead;
+    if (age > stale_ns_) return dead(0, age);
     return Error::Ok;
+  }
+  // dead keeps the cause of a WriterDead for error_text (pid: the writer's,
+  // gone; 0 when its heartbeat is merely stale): on the error path alone.
+  Error dead(int32_t pid, int64_t age) const noexcept {
+    __atomic_store_n(&dead_pid_, pid, __ATOMIC_RELAXED);
+    __atomic_store_n(&dead_age_ns_, age, __ATOMIC_RELAXED);
+    return Error::WriterDead;
   }
 
   // Liveness (docs/SHM.md, "Writer liveness"): the writer is judged by
@@ -1087,6 +1171,9 @@ class Reader {
   int guard_ = -1;
   bool faulted() const noexcept { return detail::guard_faulted(guard_); }
   uint32_t found_version_ = 0;
+  int64_t waited_ns_ = -1;  // open_wait's wait when it gave up on NotExist (-1: open did not wait)
+  mutable int32_t dead_pid_ = 0;      // the last WriterDead's gone pid (0: stale heartbeat)
+  mutable int64_t dead_age_ns_ = 0;   // and its heartbeat's age
   char path_[4096] = {};
 };
 
