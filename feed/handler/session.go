@@ -180,6 +180,7 @@ func (a *Arbiter) lock(idx int, rxTime int64) {
 	old := a.session
 	if a.started {
 		a.Stats.SessionChanges++
+		a.dropStrays()
 		a.dropSession()
 	}
 	a.session = c.session
@@ -234,6 +235,28 @@ func (a *Arbiter) lock(idx int, rxTime int64) {
 		}
 	}
 	a.checkGap(rxTime, false)
+}
+
+// dropStrays drops, at a session change, the held packets of the old
+// session that their lines contradict (each went on below it Grace or
+// more after it: a corrupt sequence number, see contradicted), as checkGap
+// would have once the hole before them came due: neither they nor the
+// range up to them were the session's, and dropSession counts what the
+// lines lost. Before, a change on the old session's silence (LineTimeout
+// before Hold ran out) while a line's corrupt copy was held 300,000
+// ahead counted the range up to it as a gap of the old session: 299,934
+// messages no line lost (TestSessionChangeAfterHeldStray). The End of
+// Session kept behind such a packet (staleEnd) goes with the session:
+// nothing is announced. Not at a restart: the lines went back below
+// everything held, which is the old numbering's, not contradicted. A scan
+// of what is held, once per change.
+func (a *Arbiter) dropStrays() {
+	a.staleEnd, a.staleEndLines = 0, 0
+	for k := a.pend.n - 1; k >= 0; k-- {
+		if k < a.pend.n && a.contradicted(a.pend.at(k)) {
+			a.dropContradicted(k)
+		}
+	}
 }
 
 // dropSession forgets everything of the followed session, at a session
