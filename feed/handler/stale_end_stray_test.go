@@ -23,18 +23,7 @@ func TestArbiterEndBehindContradictedStray(t *testing.T) {
 		rng := rand.New(rand.NewPCG(5, 6))
 		pkts := packets(t, testSession, 40, 3, rng)
 		a, s := newTestArbiter(t, ArbiterConfig{Session: testSession, Hold: time.Second})
-		now := int64(1)
-		for i := range pkts {
-			now += int64(50 * time.Microsecond)
-			if i == 5 {
-				bad := slices.Clone(pkts[i])
-				binary.BigEndian.PutUint64(bad[10:], binary.BigEndian.Uint64(bad[10:])+ahead)
-				a.Offer(0, bad, now)
-				now += int64(50 * time.Microsecond)
-			}
-			a.Offer(0, pkts[i], now)
-			a.Offer(1, pkts[i], now)
-		}
+		now := offerWithStray(a, pkts, ahead, false)
 		last, _ := moldudp64.Parse(pkts[len(pkts)-1])
 		eos := moldudp64.AppendHeader(nil, testSession, last.Next(), moldudp64.EndOfSessionCount)
 		now += int64(time.Millisecond)
@@ -82,18 +71,7 @@ func TestSessionChangeAfterHeldStray(t *testing.T) {
 			got, gaps, lost, reported = s.got, a.Stats.Gaps, a.Stats.GapMessages, slices.Clone(s.gaps)
 			s.next = 0 // the new session's numbers start again
 		})
-		now := int64(1)
-		for i := range pkts {
-			now += int64(50 * time.Microsecond)
-			if i == 5 {
-				bad := slices.Clone(pkts[i])
-				binary.BigEndian.PutUint64(bad[10:], binary.BigEndian.Uint64(bad[10:])+ahead)
-				a.Offer(0, bad, now)
-			}
-			a.Offer(0, pkts[i], now)
-			a.Offer(1, pkts[i], now)
-			a.Tick(now)
-		}
+		now := offerWithStray(a, pkts, ahead, true)
 		last, _ := moldudp64.Parse(pkts[len(pkts)-1])
 		eos := moldudp64.AppendHeader(nil, testSession, last.Next(), moldudp64.EndOfSessionCount)
 		for range 3 {
@@ -114,4 +92,26 @@ func TestSessionChangeAfterHeldStray(t *testing.T) {
 				ahead, changes, a.Session(), held, got, want, reported, gaps, lost)
 		}
 	}
+}
+
+// offerWithStray offers pkts on both lines, 50 µs apart, and 50 µs before
+// the sixth line A's copy of it with its sequence number ahead (corrupt),
+// with an empty poll after each when tick; it returns the last stamp.
+func offerWithStray(a *Arbiter, pkts [][]byte, ahead uint64, tick bool) int64 {
+	now := int64(1)
+	for i := range pkts {
+		now += int64(50 * time.Microsecond)
+		if i == 5 {
+			bad := slices.Clone(pkts[i])
+			binary.BigEndian.PutUint64(bad[10:], binary.BigEndian.Uint64(bad[10:])+ahead)
+			a.Offer(0, bad, now)
+			now += int64(50 * time.Microsecond)
+		}
+		a.Offer(0, pkts[i], now)
+		a.Offer(1, pkts[i], now)
+		if tick {
+			a.Tick(now)
+		}
+	}
+	return now
 }
