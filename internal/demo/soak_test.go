@@ -333,16 +333,6 @@ func covered(g moldudp64.Range, rs []moldudp64.Range) bool {
 	return true
 }
 
-// within reports whether g lies in one of rs.
-func within(g moldudp64.Range, rs []moldudp64.Range) bool {
-	for _, r := range rs {
-		if g.First >= r.First && g.End() <= r.End() {
-			return true
-		}
-	}
-	return false
-}
-
 // booksWithout replays the day without the messages of the dropped
 // packets: the books a handler that could repair nothing must hold.
 // Only the packets from from on are replayed (a "session" run's second
