@@ -107,7 +107,7 @@ type Options struct {
 	LossB    float64
 	DupB     float64
 	ReorderB float64
-	// LagB delays line B by this many datagrams (exchange.Line.Lag).
+	// LagB delays line B by this many input packets (exchange.Line.Lag).
 	LagB int
 	// Extra are datagrams that are not the day's, sent on both lines
 	// (with their faults) right before the day's packet of their index:

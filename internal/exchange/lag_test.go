@@ -2,8 +2,10 @@ package exchange
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
 	"math"
+	"math/rand/v2"
 	"net"
 	"net/netip"
 	"slices"
@@ -61,6 +63,46 @@ func TestLineLag(t *testing.T) {
 	}
 	if st.Lines[1].Sent != 10 {
 		t.Errorf("line B sent %d, want 10", st.Lines[1].Sent)
+	}
+}
+
+// TestLineLagKeepsBursts: a line with Lag 1 that reorders every other
+// packet (each held one released after the next) sends, per input packet,
+// the copies one input packet earlier put on it, together: the packet and
+// the one it went behind in one batch (one sendmmsg), as without Lag, not
+// an input packet apart. Before, Lag counted datagrams: each went out with
+// the next input packet's, the pair split across two batches, 100 µs apart
+// at 10,000 packets a second (the soak's line B, reordering by more than
+// the arbiter's grace: a gap of a packet line A lost, declared before line
+// B brought it).
+func TestLineLagKeepsBursts(t *testing.T) {
+	for _, dup := range []float64{0, 1} {
+		l := lineState{Line: Line{Lag: 1, Reorder: 1, Dup: dup}, q: &batch{}, rng: rand.New(rand.NewPCG(1, 2))}
+		var got [][]uint32
+		take := func() {
+			var b []uint32
+			for _, d := range l.q.out {
+				b = append(b, binary.BigEndian.Uint32(d.p))
+			}
+			got, l.q.out = append(got, b), l.q.out[:0]
+		}
+		for _, p := range numbered(6) {
+			l.offer(p)
+			take()
+		}
+		l.flush()
+		take()
+		// Every other packet held and released after the next: 1 0, 3 2,
+		// 5 4 (with Dup, the held packet's duplicate goes out at once: 0,
+		// then 1 1 0, 2, 3 3 2, ...), each input packet's copies one input
+		// packet later (the last at the end).
+		want := [][]uint32{nil, nil, nil, {1, 0}, nil, {3, 2}, {5, 4}}
+		if dup == 1 {
+			want = [][]uint32{nil, {0}, {1, 1, 0}, {2}, {3, 3, 2}, {4}, {5, 5, 4}}
+		}
+		if !slices.EqualFunc(got, want, slices.Equal) {
+			t.Errorf("dup %v: batches %v, want %v", dup, got, want)
+		}
 	}
 }
 

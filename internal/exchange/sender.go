@@ -26,9 +26,16 @@ type Line struct {
 	Loss    float64 // drop the packet on this line
 	Dup     float64 // send the packet twice in a row
 	Reorder float64 // hold the packet back and send it after the next one
-	// Lag delays the line by this many datagrams: each of its copies goes
-	// out once Lag more were queued behind it (the rest at the end), so
-	// that the line trails the others (a line B on a longer path).
+	// Lag delays the line by this many of its input packets: the copies
+	// one input packet put on the line (the packet, its duplicate, a
+	// packet held back by Reorder released after it) go out together once
+	// Lag more input packets put copies behind them (the rest at the end),
+	// so that the line trails the others (a line B on a longer path) as
+	// it would send without Lag: a duplicate right after its packet, a
+	// reordered packet right after the one it went behind. (Delayed by
+	// datagrams, they went out an input packet apart each, 100 µs at 10,000
+	// packets a second: a line reordering its packets by more than the
+	// arbiter's grace.)
 	Lag int
 }
 
@@ -141,7 +148,13 @@ type lineState struct {
 	rng  *rand.Rand
 	held []byte   // packet held back by Reorder
 	lag  [][]byte // copies delayed by Lag, oldest first
-	st   LineStats
+	// lagIn: per copy in lag, the input packet that put it there
+	// (inputs counts the offers); lagInputs: how many input packets
+	// have copies in lag.
+	lagIn     []uint64
+	inputs    uint64
+	lagInputs int
+	st        LineStats
 }
 
 // NewSender opens one UDP socket per line, connected to its destination;
@@ -364,6 +377,7 @@ func (s *Sender) finish(st Stats, start time.Time, err error) (Stats, error) {
 }
 
 func (l *lineState) offer(p []byte) {
+	l.inputs++
 	if l.Loss > 0 && l.rng.Float64() < l.Loss {
 		l.st.Dropped++
 		return
@@ -398,21 +412,30 @@ func (l *lineState) flush() {
 	for _, p := range l.lag {
 		l.q.add(l.idx, p)
 	}
-	l.lag = nil
+	l.lag, l.lagIn, l.lagInputs = nil, nil, 0
 }
 
 // write queues p for this line in the input packet's batch (see batch),
 // or, with Lag, a copy of it behind the line's delayed ones, releasing the
-// oldest once more than Lag wait.
+// oldest input packet's copies, together, once more than Lag input packets
+// have copies waiting.
 func (l *lineState) write(p []byte) {
 	if l.Lag <= 0 {
 		l.q.add(l.idx, p)
 		return
 	}
+	if n := len(l.lagIn); n == 0 || l.lagIn[n-1] != l.inputs {
+		l.lagInputs++
+	}
 	l.lag = append(l.lag, append([]byte(nil), p...))
-	for len(l.lag) > l.Lag {
-		l.q.add(l.idx, l.lag[0])
-		l.lag = l.lag[1:]
+	l.lagIn = append(l.lagIn, l.inputs)
+	for l.lagInputs > l.Lag {
+		first := l.lagIn[0]
+		for len(l.lag) > 0 && l.lagIn[0] == first {
+			l.q.add(l.idx, l.lag[0])
+			l.lag, l.lagIn = l.lag[1:], l.lagIn[1:]
+		}
+		l.lagInputs--
 	}
 }
 
