@@ -628,7 +628,8 @@ func metricSamples(h *Handler, st *Stats) map[string]float64 {
 	for _, m := range exported {
 		switch {
 		case m.kind == kindHistogram, m.name == "line_silence_seconds", m.name == "shm_heartbeat_age_seconds",
-			m.label == "file", m.name == "process_metrics_readable": // the process's, not the mode's
+			m.label == "file", m.name == "process_metrics_readable", // the process's, not the mode's
+			m.name == "receive_backend_info": // the receiver's, a label set (TestReceiveBackendInfo)
 		case m.label == "line":
 			for l, lc := range h.cfg.Receive.Lines {
 				out[m.name+"{"+lc.Name+"}"] = float64(lineValue(&st.Arbiter.Lines[l], m.name))
