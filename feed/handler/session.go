@@ -263,13 +263,18 @@ func (a *Arbiter) lock(idx int, rxTime int64) {
 // ahead counted the range up to it as a gap of the old session: 299,934
 // messages no line lost (TestSessionChangeAfterHeldStray). The End of
 // Session kept behind such a packet (staleEnd) goes with the session:
-// nothing is announced. Not at a restart: the lines went back below
-// everything held, which is the old numbering's, not contradicted. A scan
-// of what is held, once per change.
+// nothing is announced. A packet left undecided (its line's next packet
+// would tell: see unsure) is not known contradicted: it is forgotten with
+// the session, as before (TestArbiterUndecidedSessionChange). Not at a
+// restart: the lines went back below everything held, which is the old
+// numbering's, not contradicted. A scan of what is held, once per change.
 func (a *Arbiter) dropStrays() {
 	a.staleEnd, a.staleEndLines = 0, 0
 	for k := a.pend.n - 1; k >= 0; k-- {
-		if k < a.pend.n && a.contradicted(a.pend.at(k)) {
+		if k >= a.pend.n {
+			continue // dropped with a later one
+		}
+		if e := a.pend.at(k); a.contradicted(e) && !a.undecided(e) {
 			a.dropContradicted(k)
 		}
 	}
