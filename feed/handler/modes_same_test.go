@@ -680,8 +680,13 @@ func badInputLogs(t *testing.T, text string) []string {
 			continue
 		}
 		for k := range ev {
+			// The shm slots (the stats line's shm_slots_used and
+			// shm_slots_retired) are compared in the metrics, less the
+			// one binding a sharded run may add by design (holderSplit):
+			// in the log they differed by it (CI: 108 and 52 against 107
+			// and 51).
 			if k == "time" || k == "for" || k == "applied" || strings.HasPrefix(k, "ring_") ||
-				strings.HasPrefix(k, "lat_") || strings.HasPrefix(k, "path_") {
+				strings.HasPrefix(k, "lat_") || strings.HasPrefix(k, "path_") || strings.HasPrefix(k, "shm_slots_") {
 				delete(ev, k)
 			}
 		}
