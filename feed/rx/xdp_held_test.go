@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -14,6 +13,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/marketfeed/feedhandler/internal/netlab"
+	"github.com/marketfeed/feedhandler/internal/xdptest"
 )
 
 // TestXDPInterfaceHeld: a second xdp backend on an interface whose rx
@@ -60,15 +60,9 @@ func TestXDPInterfaceHeld(t *testing.T) {
 	// A program attached through netlink, as ip link or a loader that is
 	// no longer running leaves it: no process holds it.
 	for _, tc := range []struct{ ip, mode string }{{"xdpdrv", "native"}, {"xdpgeneric", "generic"}} {
-		ip := func(args ...string) {
-			t.Helper()
-			if out, err := exec.Command("ip", append([]string{"-n", lab.Dst, "link", "set", "dev", lab.DstIf}, args...)...).CombinedOutput(); err != nil {
-				t.Fatalf("ip link set %v: %v\n%s", args, err, out)
-			}
-		}
-		ip(tc.ip, "obj", "../../bpf/steer_bpfel.o", "sec", "xdp")
+		off := xdptest.AttachWithIP(t, lab.Dst, lab.DstIf, tc.ip)
 		check("a program attached by ip link ("+tc.ip+")", second("auto", 0), "in "+tc.mode+" mode")
-		ip(tc.ip, "off")
+		off()
 		if err := second("auto", 0); err != nil {
 			t.Errorf("after ip link set %s off: %v", tc.ip, err)
 		}

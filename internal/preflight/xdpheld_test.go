@@ -1,11 +1,11 @@
 package preflight
 
 import (
-	"os/exec"
 	"strings"
 	"testing"
 
 	"github.com/marketfeed/feedhandler/internal/netlab"
+	"github.com/marketfeed/feedhandler/internal/xdptest"
 )
 
 // TestXDPProgramAttached: an XDP program already on a line's interface
@@ -31,14 +31,7 @@ func TestXDPProgramAttached(t *testing.T) {
 	if got := run("receive: {backend: xdp}\n"); got != nil {
 		t.Fatalf("no program attached: %q, want nothing", got)
 	}
-	ip := func(args ...string) {
-		t.Helper()
-		if out, err := exec.Command("ip", append([]string{"-n", lab.Dst, "link", "set", "dev", lab.DstIf}, args...)...).CombinedOutput(); err != nil {
-			t.Fatalf("ip link set %v: %v\n%s", args, err, out)
-		}
-	}
-	ip("xdpgeneric", "obj", "../../bpf/steer_bpfel.o", "sec", "xdp")
-	defer ip("xdpgeneric", "off")
+	defer xdptest.AttachWithIP(t, lab.Dst, lab.DstIf, "xdpgeneric")()
 	for _, receive := range []string{"receive: {backend: xdp}\n", ""} {
 		got := run(receive)
 		if len(got) != 1 || !strings.Contains(got[0], `"xdp_steer" in generic mode is attached`) || !strings.HasPrefix(got[0], "FAIL") {
