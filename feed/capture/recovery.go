@@ -20,9 +20,7 @@ import (
 // allocates nothing. An answer the ring has no room for is left out,
 // counted as a datagram's.
 func (c *Capture) Recovered(data []byte, rxTime, drainedAt int64) {
-	c.answer[0] = rx.Packet{Data: data, Line: answerLine, RxTime: rxTime}
-	c.ring.answer(c.answer[:], drainedAt)
-	c.answer[0].Data = nil
+	c.putApart(data, answerLine, rxTime, drainedAt)
 }
 
 // RecoveredDropped is Recovered for an answer the receive thread's
@@ -34,7 +32,16 @@ func (c *Capture) Recovered(data []byte, rxTime, drainedAt int64) {
 // the range was taken as filled at the answer before them, and the file
 // rotated while the handler still held behind it.
 func (c *Capture) RecoveredDropped(data []byte, rxTime, drainedAt int64) {
-	c.answer[0] = rx.Packet{Data: data, Line: droppedLine, RxTime: rxTime}
+	c.putApart(data, droppedLine, rxTime, drainedAt)
+}
+
+// putApart copies data, received at rxTime, into the ring as a datagram of
+// line (answerLine, droppedLine, or snapLine: a chunk of a snapshot's
+// messages), apart from the lines' batches, with the empty poll before it
+// (drainedAt, 0: none): ring.answer. The receive thread only; it allocates
+// nothing.
+func (c *Capture) putApart(data []byte, line rx.Line, rxTime, drainedAt int64) {
+	c.answer[0] = rx.Packet{Data: data, Line: line, RxTime: rxTime}
 	c.ring.answer(c.answer[:], drainedAt)
 	c.answer[0].Data = nil
 }

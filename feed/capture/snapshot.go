@@ -5,8 +5,6 @@ import (
 	"time"
 
 	"github.com/google/gopacket"
-
-	"github.com/marketfeed/feedhandler/feed/rx"
 )
 
 // This file holds a snapshot's messages: handed over by the receive thread
@@ -70,9 +68,7 @@ func (c *Capture) copySnapshot(msgs []byte, now int64) {
 		var chunk []byte
 		chunk, msgs = nextChunk(msgs)
 		if len(chunk) > 0 {
-			c.answer[0] = rx.Packet{Data: chunk, Line: snapLine, RxTime: now}
-			c.ring.answer(c.answer[:], 0)
-			c.answer[0].Data = nil
+			c.putApart(chunk, snapLine, now, 0)
 		}
 	}
 }
