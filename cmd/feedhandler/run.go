@@ -328,30 +328,28 @@ func listenError(cfg *config.Config, err error) error {
 // (preflight.DADFailed): another host has it, and it stays unusable until
 // it is added again, so it is not "not usable yet".
 func listenAddrDADFailed(err error) bool {
+	ip, ok := listenAddr(err)
+	return ok && preflight.DADFailed(ip)
+}
+
+// listenAddr returns the address a failed listen tried (err a TCP
+// listen's *net.OpError); false when err does not say.
+func listenAddr(err error) (netip.Addr, bool) {
 	var op *net.OpError
 	if !errors.As(err, &op) {
-		return false
+		return netip.Addr{}, false
 	}
 	a, ok := op.Addr.(*net.TCPAddr)
 	if !ok {
-		return false
+		return netip.Addr{}, false
 	}
-	ip, ok := netip.AddrFromSlice(a.IP)
-	return ok && preflight.DADFailed(ip)
+	return netip.AddrFromSlice(a.IP)
 }
 
 // hostHasListenAddr reports whether the address a failed listen tried is
 // one of the host's interface addresses (tentative ones included).
 func hostHasListenAddr(err error) bool {
-	var op *net.OpError
-	if !errors.As(err, &op) {
-		return false
-	}
-	a, ok := op.Addr.(*net.TCPAddr)
-	if !ok {
-		return false
-	}
-	ip, ok := netip.AddrFromSlice(a.IP)
+	ip, ok := listenAddr(err)
 	if !ok {
 		return false
 	}

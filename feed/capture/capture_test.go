@@ -814,35 +814,7 @@ func checkAfterFailedWrite(t *testing.T, path string, st Stats, log string, next
 // the run went to the deleted file, lost at the stop.
 func TestFileDeleted(t *testing.T) {
 	dir := t.TempDir()
-	base := filepath.Join(dir, "c.pcap")
-	var log syncBuf
-	c, err := Open(Config{Base: base, Buffer: MinBuffer, Lines: testLines, Log: zerolog.New(&log)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	first := c.Path()
-	var batch []rx.Packet
-	for i := range 10 {
-		batch = append(batch, datagram(i))
-	}
-	c.Put(batch, 0)
-	for k := 0; c.Stats().Packets < 10; k++ { // flushed after flushEvery of quiet
-		if k > 10000 {
-			t.Fatal("the drainer never flushed")
-		}
-		time.Sleep(time.Millisecond)
-	}
-	if err := os.Remove(first); err != nil {
-		t.Fatal(err)
-	}
-	batch = batch[:0]
-	for i := 10; i < 20; i++ {
-		batch = append(batch, datagram(i))
-	}
-	c.Put(batch, 0)
-	if err := c.Close(); err != nil {
-		t.Fatal(err)
-	}
+	c, _, log := putAroundGone(t, dir, os.Remove)
 	st := c.Stats()
 	names, _ := filepath.Glob(filepath.Join(dir, "c-*.pcap"))
 	if len(names) != 1 || st.Files != 2 || st.Deleted != 1 {
@@ -876,35 +848,7 @@ func TestFileDeleted(t *testing.T) {
 // file; the cut one is left as it was made (empty).
 func TestFileTruncated(t *testing.T) {
 	dir := t.TempDir()
-	base := filepath.Join(dir, "c.pcap")
-	var log syncBuf
-	c, err := Open(Config{Base: base, Buffer: MinBuffer, Lines: testLines, Log: zerolog.New(&log)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	first := c.Path()
-	var batch []rx.Packet
-	for i := range 10 {
-		batch = append(batch, datagram(i))
-	}
-	c.Put(batch, 0)
-	for k := 0; c.Stats().Packets < 10; k++ { // flushed after flushEvery of quiet
-		if k > 10000 {
-			t.Fatal("the drainer never flushed")
-		}
-		time.Sleep(time.Millisecond)
-	}
-	if err := os.Truncate(first, 0); err != nil {
-		t.Fatal(err)
-	}
-	batch = batch[:0]
-	for i := 10; i < 20; i++ {
-		batch = append(batch, datagram(i))
-	}
-	c.Put(batch, 0)
-	if err := c.Close(); err != nil {
-		t.Fatal(err)
-	}
+	c, first, log := putAroundGone(t, dir, func(path string) error { return os.Truncate(path, 0) })
 	st := c.Stats()
 	names, _ := filepath.Glob(filepath.Join(dir, "c-*.pcap"))
 	fi, _ := os.Stat(first)
@@ -921,6 +865,44 @@ func TestFileTruncated(t *testing.T) {
 	if n := strings.Count(log.String(), "capture: file truncated"); n != 1 {
 		t.Fatalf("%d file-truncated lines, want 1:\n%s", n, log.String())
 	}
+}
+
+// putAroundGone opens a capture in dir (dir/c-*.pcap), puts datagrams 0
+// to 9 and waits until they are written, does gone to its file (deletes
+// or cuts it), puts datagrams 10 to 19 and closes the capture; it returns
+// the capture, its first file and its log.
+func putAroundGone(t *testing.T, dir string, gone func(path string) error) (*Capture, string, *syncBuf) {
+	t.Helper()
+	base := filepath.Join(dir, "c.pcap")
+	log := new(syncBuf)
+	c, err := Open(Config{Base: base, Buffer: MinBuffer, Lines: testLines, Log: zerolog.New(log)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := c.Path()
+	var batch []rx.Packet
+	for i := range 10 {
+		batch = append(batch, datagram(i))
+	}
+	c.Put(batch, 0)
+	for k := 0; c.Stats().Packets < 10; k++ { // flushed after flushEvery of quiet
+		if k > 10000 {
+			t.Fatal("the drainer never flushed")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if err := gone(first); err != nil {
+		t.Fatal(err)
+	}
+	batch = batch[:0]
+	for i := 10; i < 20; i++ {
+		batch = append(batch, datagram(i))
+	}
+	c.Put(batch, 0)
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return c, first, log
 }
 
 // openSmall opens a capture in dir (dir/c-*.pcap) whose first file takes
