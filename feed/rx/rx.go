@@ -169,7 +169,7 @@ type Stats struct {
 }
 
 // MaxExtra is how many counters Extra holds.
-const MaxExtra = 32
+const MaxExtra = 40
 
 // Extra is a backend's own counters by name ("xdp_redirected", "rearms").
 // It is a fixed-size value rather than a map so that Stats allocates nothing
