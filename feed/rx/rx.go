@@ -41,6 +41,10 @@
 // datagrams from that address; others are counted in
 // Stats.Extra.Get("source_filtered"). Receive, Release and Stats of every
 // backend allocate nothing.
+//
+// Every backend is also a Waker: the caller may give it other file
+// descriptors (the handler's re-request sockets while a request is out)
+// whose readability ends Receive's wait too, with (0, nil).
 package rx
 
 import (
