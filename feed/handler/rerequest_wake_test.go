@@ -125,6 +125,10 @@ func testRerequestAnswerWakes(t *testing.T, backend string, mode Mode, shards []
 	if w := recv.Stats().Extra.Get("wait_woken"); w == woken {
 		t.Fatalf("no receive wait ended by the answer (wait_woken %d)", w)
 	}
+	// The figure docs/RECOVERY.md quotes: detection to fill (the
+	// detection follows a receive wait's timeout, the request at once).
+	waitFor(t, "the repair recorded", func() bool { return len(h.Stats().Recovery.Events) > 0 })
+	t.Logf("%s %v: range repaired in %v", backend, mode, h.Stats().Recovery.Events[0].Took)
 }
 
 // wakeRx is a receiver that records the wake set it is given (rx.Waker).
