@@ -510,20 +510,31 @@ func (u *uringRx) cancelWake(n int) error {
 		if !u.wakeArmed[i] {
 			continue
 		}
-		sqe := u.ring.GetSQE()
-		if sqe == nil {
-			if _, err := u.ring.Submit(); err != nil {
-				return fmt.Errorf("cancel wake polls: %w", err)
-			}
-			if sqe = u.ring.GetSQE(); sqe == nil {
-				return fmt.Errorf("cancel wake polls: submission queue full")
-			}
+		sqe, err := u.getSQE()
+		if err != nil {
+			return fmt.Errorf("cancel wake polls: %w", err)
 		}
 		sqe.PrepCancelUserData(u.wakeTag(i), uringCancelTag)
 	}
 	u.wakeArmed, u.wakeFailed = [MaxWakeFds]bool{}, [MaxWakeFds]bool{}
 	u.wakeGen = (u.wakeGen + 1) % uringWakeGens
 	return nil
+}
+
+// getSQE returns a free submission entry. The SQ holds 64 entries, more
+// than lines, wake polls and their cancels: when it is full, what is
+// queued is submitted and the next taken.
+func (u *uringRx) getSQE() (*uring.SQE, error) {
+	if sqe := u.ring.GetSQE(); sqe != nil {
+		return sqe, nil
+	}
+	if _, err := u.ring.Submit(); err != nil {
+		return nil, err
+	}
+	if sqe := u.ring.GetSQE(); sqe != nil {
+		return sqe, nil
+	}
+	return nil, errors.New("submission queue full")
 }
 
 func (u *uringRx) wakeTag(i int) uint64 {
@@ -537,9 +548,9 @@ func (u *uringRx) armWake() error {
 		if u.wakeArmed[i] || u.wakeFailed[i] {
 			continue
 		}
-		sqe := u.ring.GetSQE()
-		if sqe == nil {
-			return fmt.Errorf("receive: arm wake poll: submission queue full")
+		sqe, err := u.getSQE()
+		if err != nil {
+			return fmt.Errorf("receive: arm wake poll: %w", err)
 		}
 		sqe.PrepPollAdd(int(u.wake.fds[i]), unix.POLLIN, u.wakeTag(i))
 		u.wakeArmed[i] = true
@@ -630,16 +641,9 @@ func (u *uringRx) dropped(err error) error {
 		if !u.armed[i] && !u.resetCancel[i] {
 			continue
 		}
-		sqe := u.ring.GetSQE()
-		if sqe == nil {
-			// The SQ holds 64 entries, more than lines and their
-			// cancels: submit what is queued and take the next.
-			if _, err := u.ring.Submit(); err != nil {
-				return fmt.Errorf("receive: cancel requests after dropped completions: %w", err)
-			}
-			if sqe = u.ring.GetSQE(); sqe == nil {
-				return fmt.Errorf("receive: cancel requests after dropped completions: submission queue full")
-			}
+		sqe, err := u.getSQE()
+		if err != nil {
+			return fmt.Errorf("receive: cancel requests after dropped completions: %w", err)
 		}
 		sqe.PrepCancelUserData(uint64(i), uringResetTag+u.resetGen<<uringResetShift+uint64(i))
 		u.resetCancel[i] = true
