@@ -38,6 +38,7 @@ const (
 // Opcodes used by this module (the kernel knows many more; Probe reports them).
 const (
 	OpNop         uint8 = 0
+	OpPollAdd     uint8 = 6
 	OpRecvmsg     uint8 = 10
 	OpTimeout     uint8 = 11
 	OpAsyncCancel uint8 = 14

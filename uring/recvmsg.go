@@ -67,6 +67,17 @@ func (s *SQE) PrepRecvmsgMultishot(fd int, msg *unix.Msghdr, flags uint32, group
 	s.UserData = userData
 }
 
+// PrepPollAdd prepares a one-shot poll of fd for events (unix.POLLIN, ...):
+// it completes once fd has one of them (at once if it has already), with
+// the events it has as Res. A poll ends with its completion; cancel one
+// still running with PrepCancelUserData.
+func (s *SQE) PrepPollAdd(fd int, events uint32, userData uint64) {
+	s.Opcode = OpPollAdd
+	s.Fd = int32(fd)
+	s.OpFlags = events // poll32_events, little endian
+	s.UserData = userData
+}
+
 // PrepCancelFd prepares a cancel of every request on fd.
 func (s *SQE) PrepCancelFd(fd int, userData uint64) {
 	s.Opcode = OpAsyncCancel

@@ -14,6 +14,7 @@ import (
 	"github.com/marketfeed/feedhandler/feed/itch"
 	"github.com/marketfeed/feedhandler/feed/moldudp64"
 	"github.com/marketfeed/feedhandler/feed/rerequest"
+	"github.com/marketfeed/feedhandler/feed/rx"
 	"github.com/marketfeed/feedhandler/internal/clock"
 	"github.com/marketfeed/feedhandler/internal/latency"
 )
@@ -384,6 +385,12 @@ type recovery struct {
 	// (linesLeftKey).
 	left  [sessionsKept]moldudp64.Session
 	nLeft int
+
+	// wakeBuf takes the re-request sockets to wake the receive wait on
+	// (syncWake), one per server; waking is the set the receiver has.
+	wakeBuf []int
+	waking  [rx.MaxWakeFds]int
+	nWaking int
 }
 
 type snapResult struct {
@@ -429,6 +436,7 @@ func newRecovery(h *Handler, cfg RecoveryConfig) (*recovery, error) {
 			return nil, err
 		}
 		r.client = c
+		r.wakeBuf = make([]int, 0, len(cfg.Rerequest.Servers))
 		r.logRecvBuffer()
 		r.logRequestCap()
 	}
@@ -759,6 +767,9 @@ func (r *recovery) poll(now int64) {
 			}
 		}
 	}
+	if r.client != nil {
+		r.syncWake()
+	}
 	if r.started != 0 {
 		if _, busy := a.Recovering(); !busy && !r.fetching && (r.client == nil || !r.client.Active()) {
 			if r.cur.Count > 0 {
@@ -818,6 +829,36 @@ func (r *recovery) poll(now int64) {
 	if r.wantSnap && now >= r.snapAt && r.cfg.Snapshot != nil {
 		r.startSnapshot(now, false)
 	}
+}
+
+// syncWake gives the receiver the re-request sockets to wait on with the
+// lines while a range is being filled (rx.Waker), and none once it is, so
+// that on quiet lines an answer is read and applied when it comes rather
+// than when the receive wait times out (a quarter of arbitration.hold).
+// The sockets change with the client's (a new one after a session change
+// or sequence restart, opened at the next request); the receiver is told
+// only of a change. With no range being filled it compares two lengths.
+// It allocates nothing. A receiver without Waker (a replay) is left as is.
+func (r *recovery) syncWake() {
+	fds := r.client.WakeFds(r.wakeBuf[:0])
+	fds = fds[:min(len(fds), rx.MaxWakeFds)]
+	if len(fds) == r.nWaking {
+		same := true
+		for i, fd := range fds {
+			same = same && r.waking[i] == fd
+		}
+		if same {
+			return
+		}
+	}
+	w, ok := r.h.recv.(rx.Waker)
+	if !ok {
+		return
+	}
+	if err := w.WakeOn(fds); err != nil {
+		r.h.log.Error().Err(err).Msg("recovery: the receive wait does not wake for re-request answers; they are read when the lines bring a packet or the wait times out")
+	}
+	r.nWaking = copy(r.waking[:], fds)
 }
 
 // badAnswersLogEvery is how often re-request answers dropped as bad are

@@ -312,6 +312,29 @@ func (c *Client) RequestMessages() int { return c.perRequest }
 // Active reports whether a range is being filled.
 func (c *Client) Active() bool { return c.active }
 
+// WakeFds appends to dst, while a range is being filled (Active), the
+// sockets its answers come to, the one of the server asked now first,
+// and returns dst; nothing otherwise. The receive loop waits on them with
+// the lines (rx.Waker), so that an answer is read when it comes, not when
+// the lines next bring a packet or the wait times out. A socket's fd may
+// change (a new socket after Forget, opened at the next request to its
+// server), so the caller asks again after each Poll. A server whose socket
+// is not open (-1) is left out. It allocates nothing when dst has room.
+func (c *Client) WakeFds(dst []int) []int {
+	if !c.active || c.server >= len(c.fds) {
+		return dst
+	}
+	if fd := c.fds[c.server]; fd >= 0 {
+		dst = append(dst, fd)
+	}
+	for i, fd := range c.fds {
+		if i != c.server && fd >= 0 {
+			dst = append(dst, fd)
+		}
+	}
+	return dst
+}
+
 // Want starts filling r of session s (replacing what was wanted before);
 // the caller has everything before r.First. It is asked of the servers in
 // order, wrapping round, from the one that was asked when the last range

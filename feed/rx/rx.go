@@ -41,6 +41,10 @@
 // datagrams from that address; others are counted in
 // Stats.Extra.Get("source_filtered"). Receive, Release and Stats of every
 // backend allocate nothing.
+//
+// Every backend is also a Waker: the caller may give it other file
+// descriptors (the handler's re-request sockets while a request is out)
+// whose readability ends Receive's wait too, with (0, nil).
 package rx
 
 import (
@@ -169,7 +173,7 @@ type Stats struct {
 }
 
 // MaxExtra is how many counters Extra holds.
-const MaxExtra = 32
+const MaxExtra = 40
 
 // Extra is a backend's own counters by name ("xdp_redirected", "rearms").
 // It is a fixed-size value rather than a map so that Stats allocates nothing

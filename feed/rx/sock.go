@@ -226,6 +226,9 @@ type counters struct {
 	unmatched      atomic.Uint64
 	sourceFiltered atomic.Uint64
 	truncated      atomic.Uint64
+	// waitTimeouts, waitWoken: Receive's waits that ended with nothing,
+	// by their poll timeout or by a wake file descriptor (Waker).
+	waitTimeouts, waitWoken atomic.Uint64
 }
 
 // batchCounts accumulates one Receive call.
@@ -308,6 +311,8 @@ func (c *counters) stats() Stats {
 	s.Unmatched = c.unmatched.Load()
 	s.Extra.Add("source_filtered", c.sourceFiltered.Load())
 	s.Extra.Add("truncated", c.truncated.Load())
+	s.Extra.Add("wait_timeouts", c.waitTimeouts.Load())
+	s.Extra.Add("wait_woken", c.waitWoken.Load())
 	return s
 }
 

@@ -27,7 +27,8 @@ type socketRx struct {
 	batch  int
 	next   int // socket to read first (round robin between lines)
 
-	pfds    []unix.PollFd
+	pfds    []unix.PollFd // the lines', then wake's (Waker)
+	wake    wakeSet
 	timeout unix.Timespec
 	ts      unix.Timespec // ppoll writes the time left back into it
 	msgs    []unix.Mmsghdr
@@ -56,7 +57,7 @@ func newSocketRx(cfg Config, socks []lineSocket) *socketRx {
 	s := &socketRx{
 		socks:   socks,
 		batch:   cfg.BatchSize,
-		pfds:    make([]unix.PollFd, len(socks)),
+		pfds:    make([]unix.PollFd, len(socks), len(socks)+MaxWakeFds),
 		timeout: unix.NsecToTimespec(int64(cfg.PollTimeout)),
 		msgs:    make([]unix.Mmsghdr, cfg.BatchSize),
 		iovs:    make([]unix.Iovec, cfg.BatchSize),
@@ -90,8 +91,22 @@ func (s *socketRx) Stats() Stats {
 	return st
 }
 
+// WakeOn sets the file descriptors that also end Receive's wait (Waker):
+// polled with the line sockets.
+func (s *socketRx) WakeOn(fds []int) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	changed, err := s.wake.set(fds)
+	if changed {
+		s.pfds = s.pfds[:len(s.socks)+s.wake.n]
+		s.wake.pollFds(s.pfds[len(s.socks):])
+	}
+	return err
+}
+
 // Receive reads what is queued on the line sockets; when nothing is, it
-// polls them for at most the configured timeout and reads again.
+// polls them (and the wake file descriptors, Waker) for at most the
+// configured timeout and reads again.
 func (s *socketRx) Receive(pkts []Packet) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -121,14 +136,20 @@ func (s *socketRx) Receive(pkts []Packet) (int, error) {
 				continue
 			}
 			if errors.Is(err, unix.EINTR) {
+				s.waitTimeouts.Add(1)
 				return 0, nil
 			}
 			return 0, fmt.Errorf("receive: poll: %w", err)
 		}
 		if ready == 0 {
+			s.waitTimeouts.Add(1)
 			return 0, nil
 		}
-		return s.drain(pkts)
+		n, err := s.drain(pkts)
+		if n == 0 && err == nil && wakeReady(s.pfds[len(s.socks):]) {
+			s.waitWoken.Add(1)
+		}
+		return n, err
 	}
 }
 

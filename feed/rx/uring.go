@@ -63,6 +63,21 @@ type uringRx struct {
 	resetGen    uint64
 	reclaim     bool
 
+	// wake: the file descriptors that also end a wait (Waker), each
+	// polled by a one-shot POLL_ADD in the ring, armed when Receive is
+	// about to wait (submitted by the wait's own io_uring_enter) and
+	// again after its completion; wakeArmed, by entry: its poll runs.
+	// wakeGen is in the polls' user data (uringWakeTag): a change of the
+	// set cancels the running ones and moves it on, so that their late
+	// completions are told apart. wakeFailed: a poll that completed with
+	// an error, not armed again until the set changes. woke: a poll of
+	// the set completed since the wait began.
+	wake       wakeSet
+	wakeArmed  [MaxWakeFds]bool
+	wakeFailed [MaxWakeFds]bool
+	wakeGen    uint64
+	woke       bool
+
 	batch   int
 	timeout time.Duration
 	mode    string
@@ -85,11 +100,17 @@ type uringRx struct {
 }
 
 const (
-	uringBufGroup    = 1
-	uringCancelTag   = 1 << 32
-	uringProbeTag    = 1 << 33
-	uringResetTag    = 1 << 34 // + reset<<uringResetShift + line: a reset's cancel (dropped)
-	uringResetShift  = 20
+	uringBufGroup   = 1
+	uringCancelTag  = 1 << 32
+	uringProbeTag   = 1 << 33
+	uringResetTag   = 1 << 34 // + reset<<uringResetShift + line: a reset's cancel (dropped)
+	uringResetShift = 20
+	// uringWakeTag + (gen mod 2^20)<<uringWakeShift + entry: a wake
+	// file descriptor's poll (Waker). Below uringCancelTag and above any
+	// line, so reap meets it in its branch for user data that is no line.
+	uringWakeTag     = 1 << 31
+	uringWakeShift   = 4
+	uringWakeGens    = 1 << 20
 	defaultUringBufs = 4096
 )
 
@@ -421,6 +442,7 @@ func (u *uringRx) Receive(pkts []Packet) (int, error) {
 	now := time.Now()
 	u.watch.check(now, u.socks)
 	deadline := now.Add(u.timeout)
+	u.woke = false // a poll that completed with a batch: the caller has had its round since
 	for wait := u.timeout; ; {
 		// A request the last reap saw end (ENOBUFS as its first
 		// completion, the batch before having stopped just short of it)
@@ -430,6 +452,9 @@ func (u *uringRx) Receive(pkts []Packet) (int, error) {
 			if err := u.arm(tid); err != nil {
 				return 0, err
 			}
+		}
+		if err := u.armWake(); err != nil {
+			return 0, err
 		}
 		if _, err := uringWait(u.ring, 1, wait); err != nil {
 			if !errors.Is(err, unix.EBADR) {
@@ -445,10 +470,110 @@ func (u *uringRx) Receive(pkts []Packet) (int, error) {
 		if u.closed.Load() {
 			return 0, ErrClosed
 		}
+		if u.woke {
+			u.waitWoken.Add(1)
+			return 0, nil
+		}
 		if wait = time.Until(deadline); wait <= 0 {
+			u.waitTimeouts.Add(1)
 			return 0, nil
 		}
 	}
+}
+
+// WakeOn sets the file descriptors that also end Receive's wait (Waker).
+// The polls of the old set still running are cancelled; the new set's are
+// armed when Receive next waits. Both go to the kernel with the next
+// io_uring_enter that Receive makes anyway.
+func (u *uringRx) WakeOn(fds []int) error {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.closed.Load() {
+		return ErrClosed
+	}
+	old := u.wake
+	changed, err := u.wake.set(fds)
+	if !changed {
+		return err
+	}
+	if err := u.cancelWake(old.n); err != nil {
+		return err
+	}
+	return nil
+}
+
+// cancelWake cancels the wake polls of the first n entries that run, and
+// moves wakeGen on: their completions, and those of any poll of the
+// entries still to come, are ignored.
+func (u *uringRx) cancelWake(n int) error {
+	for i := range n {
+		if !u.wakeArmed[i] {
+			continue
+		}
+		sqe, err := u.getSQE()
+		if err != nil {
+			return fmt.Errorf("cancel wake polls: %w", err)
+		}
+		sqe.PrepCancelUserData(u.wakeTag(i), uringCancelTag)
+	}
+	u.wakeArmed, u.wakeFailed = [MaxWakeFds]bool{}, [MaxWakeFds]bool{}
+	u.wakeGen = (u.wakeGen + 1) % uringWakeGens
+	return nil
+}
+
+// getSQE returns a free submission entry. The SQ holds 64 entries, more
+// than lines, wake polls and their cancels: when it is full, what is
+// queued is submitted and the next taken.
+func (u *uringRx) getSQE() (*uring.SQE, error) {
+	if sqe := u.ring.GetSQE(); sqe != nil {
+		return sqe, nil
+	}
+	if _, err := u.ring.Submit(); err != nil {
+		return nil, err
+	}
+	if sqe := u.ring.GetSQE(); sqe != nil {
+		return sqe, nil
+	}
+	return nil, errors.New("submission queue full")
+}
+
+func (u *uringRx) wakeTag(i int) uint64 {
+	return uringWakeTag + u.wakeGen<<uringWakeShift + uint64(i)
+}
+
+// armWake prepares a poll for each wake entry that has none running; the
+// wait that follows submits them.
+func (u *uringRx) armWake() error {
+	for i := range u.wake.n {
+		if u.wakeArmed[i] || u.wakeFailed[i] {
+			continue
+		}
+		sqe, err := u.getSQE()
+		if err != nil {
+			return fmt.Errorf("receive: arm wake poll: %w", err)
+		}
+		sqe.PrepPollAdd(int(u.wake.fds[i]), unix.POLLIN, u.wakeTag(i))
+		u.wakeArmed[i] = true
+	}
+	return nil
+}
+
+// wakeDone takes a wake poll's completion: of the set in use, it ends
+// the wait (woke) and is armed again at the next; one that failed is
+// not, until the set changes (an fd the caller closed under the set
+// would otherwise end every wait at once). Another set's is ignored.
+func (u *uringRx) wakeDone(c *uring.CQE) {
+	tag := c.UserData - uringWakeTag
+	i := int(tag & (1<<uringWakeShift - 1))
+	if tag>>uringWakeShift != u.wakeGen || i >= u.wake.n {
+		return
+	}
+	u.wakeArmed[i] = false
+	if c.Res < 0 || c.Res&(unix.POLLNVAL) != 0 {
+		u.wakeFailed[i] = true
+		return
+	}
+	u.woke = true
 }
 
 // rehome moves the line requests to the calling thread. The kernel finishes
@@ -516,21 +641,19 @@ func (u *uringRx) dropped(err error) error {
 		if !u.armed[i] && !u.resetCancel[i] {
 			continue
 		}
-		sqe := u.ring.GetSQE()
-		if sqe == nil {
-			// The SQ holds 64 entries, more than lines and their
-			// cancels: submit what is queued and take the next.
-			if _, err := u.ring.Submit(); err != nil {
-				return fmt.Errorf("receive: cancel requests after dropped completions: %w", err)
-			}
-			if sqe = u.ring.GetSQE(); sqe == nil {
-				return fmt.Errorf("receive: cancel requests after dropped completions: submission queue full")
-			}
+		sqe, err := u.getSQE()
+		if err != nil {
+			return fmt.Errorf("receive: cancel requests after dropped completions: %w", err)
 		}
 		sqe.PrepCancelUserData(uint64(i), uringResetTag+u.resetGen<<uringResetShift+uint64(i))
 		u.resetCancel[i] = true
 	}
 	u.reclaim = true
+	// A wake poll's completion may be among those lost: its entry would
+	// stay armed, never polled again. Each is cancelled and armed anew.
+	if err := u.cancelWake(u.wake.n); err != nil {
+		return fmt.Errorf("receive: after dropped completions: %w", err)
+	}
 	if _, err := u.ring.Submit(); err != nil {
 		return fmt.Errorf("receive: cancel requests after dropped completions: %w", err)
 	}
@@ -598,6 +721,9 @@ func (u *uringRx) reap(pkts []Packet) int {
 			}
 			line := int(c.UserData)
 			if line >= len(u.socks) {
+				if c.UserData >= uringWakeTag {
+					u.wakeDone(c)
+				}
 				continue
 			}
 			ls := &u.socks[line]

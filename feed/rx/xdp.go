@@ -24,6 +24,7 @@ import (
 	"net"
 	"net/netip"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -142,9 +143,13 @@ type xdpRx struct {
 	// too, for linkEventsUnpolled.
 	checkedAt time.Time
 	batches   uint32
-	pfds      []unix.PollFd
-	descs     []xsk.Desc
-	backend   string
+	// pfds: what Receive polls, the wake file descriptors (Waker) last,
+	// from pfds[wakeAt] (wakeOn; addPfd keeps them there).
+	pfds    []unix.PollFd
+	wakeAt  int
+	wakeOn  wakeSet
+	descs   []xsk.Desc
+	backend string
 
 	// CLOCK_TAI - CLOCK_REALTIME (ns), and the TAI time it was read at.
 	taiOffset, taiAt int64
@@ -190,6 +195,9 @@ type xdpRx struct {
 	statsErrors atomic.Uint64 // kernel counter reads that failed
 	badReleases atomic.Uint64 // Release of a packet whose frame the caller does not hold (Extra "bad_releases")
 	unbound     atomic.Uint64 // sockets the kernel unbound from their device (unbind)
+	// waitTimeouts, waitWoken: Receive calls that ended with nothing, by
+	// the poll timeout or by a wake file descriptor (Waker).
+	waitTimeouts, waitWoken atomic.Uint64
 
 	// spares, by line: a socket bound to each multicast line's group and
 	// port but joined to nothing (the kernel delivers it nothing), opened
@@ -436,18 +444,17 @@ func newXDPRx(cfg Config) (_ *xdpRx, err error) {
 		return nil, fmt.Errorf("eventfd: %w", err)
 	}
 	for _, q := range r.queues {
-		r.pfds = append(r.pfds, unix.PollFd{Fd: int32(q.sock.FD()), Events: unix.POLLIN})
+		r.addPfd(q.sock.FD())
 		r.busyPoll = r.busyPoll || q.sock.BusyPoll()
 	}
-	r.pfds = append(r.pfds, unix.PollFd{Fd: int32(r.wakeFD), Events: unix.POLLIN})
+	r.addPfd(r.wakeFD)
 	if r.linkFD, err = linkNotifications(); err != nil {
 		// The checks still run once a poll timeout.
 		r.linkFD = -1
 		cfg.Log.Warn().Err(err).Msg("rx: xdp: no rtnetlink link notifications: an interface's new MAC address, or its deletion, is seen within a poll timeout, not at once")
 	} else {
-		r.linkPfd = len(r.pfds)
 		r.linkBuf = make([]byte, 16<<10)
-		r.pfds = append(r.pfds, unix.PollFd{Fd: int32(r.linkFD), Events: unix.POLLIN})
+		r.linkPfd = r.addPfd(r.linkFD)
 	}
 	r.joinSpares(cfg)
 	r.descs = make([]xsk.Desc, r.batch)
@@ -624,7 +631,7 @@ func (r *xdpRx) Receive(pkts []Packet) (int, error) {
 		return 0, nil
 	}
 	var deadline, spinUntil time.Time
-	spinWoken, resumed := false, false
+	spinWoken, resumed, woke := false, false, false
 	for {
 		var got int
 		if r.kernelDue {
@@ -656,11 +663,18 @@ func (r *xdpRx) Receive(pkts []Packet) (int, error) {
 			}
 			return got, nil
 		}
+		if woke {
+			// A wake file descriptor is ready and the lines, read again
+			// since, had nothing.
+			r.waitWoken.Add(1)
+			return 0, nil
+		}
 		now := time.Now()
 		if deadline.IsZero() {
 			deadline = now.Add(r.timeout)
 			spinUntil = now.Add(r.spin)
 		} else if !now.Before(deadline) {
+			r.waitTimeouts.Add(1)
 			return 0, nil
 		}
 		r.checkBoundAt(now)
@@ -679,6 +693,14 @@ func (r *xdpRx) Receive(pkts []Packet) (int, error) {
 			if r.batches++; r.batches%busyCheckBatches == 0 {
 				r.linkEventsUnpolled()
 				r.kernelDue = len(r.kernel) > 0
+			}
+			if r.wakeOn.n > 0 {
+				// Only while a wake set is given (the handler: a
+				// re-request out), and only on a pass that found
+				// nothing.
+				if n, _ := unix.Poll(r.pfds[r.wakeAt:], 0); n > 0 {
+					woke = true
+				}
 			}
 			continue
 		}
@@ -736,13 +758,41 @@ func (r *xdpRx) Receive(pkts []Packet) (int, error) {
 		if n > 0 && r.kernelReady() {
 			r.kernelDue = true // read first in the next pass
 		}
+		if n > 0 && wakeReady(r.pfds[r.wakeAt:]) {
+			woke = true // the lines are read once more first
+		}
 		if n == 0 && err == nil && !keepP {
+			r.waitTimeouts.Add(1)
 			return 0, nil
 		}
 		// A slice that ended or a signal continues the same wait: the
 		// driver was woken for it already.
 		resumed = keepP && n == 0
 	}
+}
+
+// addPfd adds fd to the file descriptors Receive polls, before the wake
+// entries, and returns its index in pfds.
+func (r *xdpRx) addPfd(fd int) int {
+	i := r.wakeAt
+	r.pfds = slices.Insert(r.pfds, i, unix.PollFd{Fd: int32(fd), Events: unix.POLLIN})
+	r.wakeAt++
+	return i
+}
+
+// WakeOn sets the file descriptors that also end Receive's wait (Waker):
+// polled with the sockets. Busy polling, which never sleeps, polls them
+// (without waiting) once a pass while there are any; spinning (Config.Spin)
+// sees them when it stops, at most Spin later.
+func (r *xdpRx) WakeOn(fds []int) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	changed, err := r.wakeOn.set(fds)
+	if changed {
+		r.pfds = slices.Grow(r.pfds[:r.wakeAt], r.wakeOn.n)[:r.wakeAt+r.wakeOn.n]
+		r.wakeOn.pollFds(r.pfds[r.wakeAt:])
+	}
+	return err
 }
 
 // xdpResolve finds the device and VLAN of a line's interface. Tests replace
@@ -987,7 +1037,7 @@ func (r *xdpRx) fallBack(x *xdpIface) {
 	list := append([]*socketRx(nil), r.fallbacks...)
 	r.fallbackList.Store(&list)
 	for i := range socks {
-		r.pfds = append(r.pfds, unix.PollFd{Fd: int32(socks[i].fd), Events: unix.POLLIN})
+		r.addPfd(socks[i].fd)
 	}
 	r.fellBack.Add(1)
 	r.log.Warn().Str("interface", x.name).Strs("lines", lines).
@@ -1333,6 +1383,8 @@ func (r *xdpRx) Stats() Stats {
 	s.Extra.Add("xdp_user_ts", r.userTS.Load())
 	s.Extra.Add("xdp_wakeups", r.wakeups.Load())
 	s.Extra.Add("xsk_fill_deferred", r.fillDeferred.Load())
+	s.Extra.Add("wait_timeouts", r.waitTimeouts.Load())
+	s.Extra.Add("wait_woken", r.waitWoken.Load())
 	r.readKernelCounters()
 	r.statsMu.Lock()
 	defer r.statsMu.Unlock()

@@ -78,8 +78,7 @@ func (r *xdpRx) joinSpares(cfg Config) {
 		r.kernel = append(r.kernel, x.kernel)
 		r.kernelList = append(r.kernelList, x.kernel)
 		for _, s := range socks {
-			x.kernelPfds = append(x.kernelPfds, len(r.pfds))
-			r.pfds = append(r.pfds, unix.PollFd{Fd: int32(s.fd), Events: unix.POLLIN})
+			x.kernelPfds = append(x.kernelPfds, r.addPfd(s.fd))
 		}
 	}
 }

@@ -1,0 +1,185 @@
+package handler
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+	"golang.org/x/sys/unix"
+
+	"github.com/marketfeed/feedhandler/feed/moldudp64"
+	"github.com/marketfeed/feedhandler/feed/rerequest"
+	"github.com/marketfeed/feedhandler/feed/rx"
+	"github.com/marketfeed/feedhandler/internal/exchange"
+	"github.com/marketfeed/feedhandler/internal/netlab"
+	"github.com/marketfeed/feedhandler/internal/shmtest"
+)
+
+// TestRerequestAnswerWakesQuietLines: a real handler on each backend (in
+// a lab namespace, both modes), lines quiet after a gap, arbitration.hold
+// 2 s (the receive wait times out after 500 ms). Message 3 is lost on
+// both lines, 4 and 5 follow, then nothing; the re-request server (a
+// socket in the lab) answers the request with packet 3. Between the
+// request reaching the server and the range being delivered no receive
+// wait ends by its timeout (the receiver's wait_timeouts): the answer
+// ends the wait it comes in (wait_woken), is applied and published.
+// Before (the re-request sockets not waited on) the wait the answer came
+// in ran to its timeout: it printed "receive waits ended by timeout
+// between the request and the fill: 1, want 0" on every backend and mode.
+func TestRerequestAnswerWakesQuietLines(t *testing.T) {
+	for _, backend := range []string{rx.BackendSocket, rx.BackendUring, rx.BackendXDP} {
+		for _, m := range modes {
+			t.Run(backend+"/"+m.mode.String(), func(t *testing.T) { testRerequestAnswerWakes(t, backend, m.mode, m.shards) })
+		}
+	}
+}
+
+func testRerequestAnswerWakes(t *testing.T, backend string, mode Mode, shards []int) {
+	lab := netlab.ForTest(t, netlab.Options{})
+	const sess = "WAKE"
+	var pkts [][]byte
+	for seq := uint64(1); seq <= 5; seq++ {
+		pkts = append(pkts, sessionPacket(sess, seq, orderMsg(sess, 100+seq, seq)))
+	}
+	srv, server := lab.BoundUDPSocket(t, lab.Src)
+	groups := []netip.AddrPort{netip.MustParseAddrPort("239.7.1.1:26500"), netip.MustParseAddrPort("239.7.1.2:26501")}
+	var senders []*exchange.Sender
+	if err := lab.Do(lab.Src, func() error {
+		for _, g := range groups {
+			s, err := exchange.NewSender(exchange.Config{Interface: lab.SrcIf, Lines: []exchange.Line{{Group: g.Addr(), Port: g.Port()}}, Rate: 1000})
+			if err != nil {
+				return err
+			}
+			senders = append(senders, s)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range senders {
+		t.Cleanup(func() { s.Close() })
+	}
+	var recv rx.Receiver
+	h, err := Start(Config{
+		Receive: rx.Config{Backend: backend, Lines: []rx.LineConfig{
+			{Name: "A", Interface: lab.DstIf, Group: groups[0].Addr(), Port: groups[0].Port()},
+			{Name: "B", Interface: lab.DstIf, Group: groups[1].Addr(), Port: groups[1].Port()}}},
+		Arbiter: ArbiterConfig{Grace: time.Millisecond, Hold: 2 * time.Second},
+		Recovery: RecoveryConfig{Rerequest: rerequest.Config{Servers: []netip.AddrPort{server}, Timeout: time.Minute},
+			Do: func(fn func() error) error { return lab.Do(lab.Dst, fn) }},
+		Book:       smallBooks,
+		Mode:       mode,
+		ShardCores: shards,
+		ShmName:    shmtest.Name(t, "fhwake"),
+		Open: func(c rx.Config) (rx.Receiver, error) {
+			err := lab.Do(lab.Dst, func() error {
+				var err error
+				recv, err = rx.Open(c)
+				return err
+			})
+			return recv, err
+		},
+		Log: zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.InfoLevel),
+	})
+	if backend == rx.BackendXDP && errors.Is(err, rx.ErrNotSupported) {
+		netlab.SkipOrFail(t, "AF_XDP backend", 5, 11, err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.Stop() })
+	// 1, 2, then 4 and 5: 3 lost on both lines.
+	sent := slices.Concat(pkts[:2], pkts[3:])
+	for _, s := range senders {
+		if _, err := s.Send(context.Background(), slices.Values(sent)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	req := make([]byte, 64)
+	n, client := netlab.Recv(t, srv, req)
+	r, err := moldudp64.ParseRequest(req[:n])
+	if err != nil || r.Seq != 3 {
+		t.Fatalf("request %+v, %v: want one for 3", r, err)
+	}
+	timeouts := func() uint64 { return recv.Stats().Extra.Get("wait_timeouts") }
+	before, woken := timeouts(), recv.Stats().Extra.Get("wait_woken")
+	if err := unix.Sendto(srv, pkts[2], 0, &unix.SockaddrInet4{Addr: client.Addr().As4(), Port: int(client.Port())}); err != nil {
+		t.Fatal(err)
+	}
+	// The fill is seen well within the next wait's 500 ms (a read every
+	// 100 µs), so its timeout is not counted.
+	for i := 0; h.delivered.Load() < 5; i++ {
+		if i == 200_000 {
+			t.Fatalf("delivered %d of 5 messages", h.delivered.Load())
+		}
+		time.Sleep(100 * time.Microsecond)
+	}
+	after := timeouts()
+	if after != before {
+		t.Fatalf("receive waits ended by timeout between the request and the fill: %d, want 0 (woken %d)", after-before, recv.Stats().Extra.Get("wait_woken")-woken)
+	}
+	if w := recv.Stats().Extra.Get("wait_woken"); w == woken {
+		t.Fatalf("no receive wait ended by the answer (wait_woken %d)", w)
+	}
+	// The figure docs/RECOVERY.md quotes: detection to fill (the
+	// detection follows a receive wait's timeout, the request at once).
+	waitFor(t, "the repair recorded", func() bool { return len(h.Stats().Recovery.Events) > 0 })
+	t.Logf("%s %v: range repaired in %v", backend, mode, h.Stats().Recovery.Events[0].Took)
+}
+
+// wakeRx is a receiver that records the wake set it is given (rx.Waker).
+type wakeRx struct {
+	scriptRx
+	calls int
+	set   []int
+}
+
+func (w *wakeRx) WakeOn(fds []int) error {
+	w.calls++
+	w.set = append(w.set[:0], fds...)
+	return nil
+}
+
+// TestRerequestWakeSet: the receiver is given the client's socket when a
+// range is re-requested and nothing once it is filled, told only of a
+// change (not at every round), and the rounds in between allocate
+// nothing (recovery.syncWake on the receive thread).
+func TestRerequestWakeSet(t *testing.T) {
+	srv, h, _, rec := scriptedRecovery(t, time.Hour, time.Minute)
+	w := &wakeRx{set: make([]int, 0, rx.MaxWakeFds)}
+	h.recv = w
+	rs := &restartScript{h: h, rec: rec, now: time.Now().UnixNano()}
+	rs.offer(1, 1, 5, time.Millisecond)
+	rs.poll()
+	if w.calls != 0 {
+		t.Fatalf("in sync: receiver told %d times (%v), want never", w.calls, w.set)
+	}
+	rs.offer(1, 7, 10, time.Millisecond) // 6 lost
+	rs.poll()
+	_, from := srv.request(t)
+	want := rec.client.WakeFds(nil)
+	if w.calls != 1 || len(want) != 1 || !slices.Equal(w.set, want) {
+		t.Fatalf("re-requesting: receiver told %d times, set %v; want once, the client's socket %v", w.calls, w.set, want)
+	}
+	if a := testing.AllocsPerRun(50, func() { rs.rec.poll(rs.now) }); a != 0 {
+		t.Fatalf("recovery poll while re-requesting: %v allocations, want 0", a)
+	}
+	if w.calls != 1 {
+		t.Fatalf("receiver told %d times with the set unchanged, want once", w.calls)
+	}
+	srv.answer(t, from, rs.msg(1, 6))
+	for i := 0; h.arb.Next() != 11; i++ {
+		if i == 2000 {
+			t.Fatalf("6 not filled: next %d", h.arb.Next())
+		}
+		time.Sleep(time.Millisecond)
+		rs.poll()
+	}
+	if w.calls != 2 || len(w.set) != 0 {
+		t.Fatalf("filled: receiver told %d times, set %v; want twice, empty", w.calls, w.set)
+	}
+}
