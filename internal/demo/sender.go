@@ -1,7 +1,6 @@
 package demo
 
 import (
-	"bufio"
 	"context"
 	"encoding/binary"
 	"encoding/json"
@@ -131,22 +130,9 @@ func runSender(spec string) (exchange.Stats, error) {
 	if err := json.Unmarshal([]byte(spec), &job); err != nil {
 		return exchange.Stats{}, err
 	}
-	f, err := os.Open(job.Packets)
+	pkts, err := readPackets(job.Packets)
 	if err != nil {
 		return exchange.Stats{}, err
-	}
-	defer f.Close()
-	var pkts [][]byte
-	r := dayfile.NewReader(f)
-	for {
-		p, err := r.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			return exchange.Stats{}, err
-		}
-		pkts = append(pkts, append([]byte(nil), p...))
 	}
 	s, err := exchange.NewSender(job.Config)
 	if err != nil {
@@ -222,22 +208,7 @@ func send(ctx context.Context, lab *netlab.Lab, dir string, pkts [][]byte, cfg e
 // (senderJob.OnlyA).
 func sendGated(ctx context.Context, lab *netlab.Lab, dir string, pkts [][]byte, cfg exchange.Config, progress string, g gate, onlyA map[int][][]byte) (exchange.Stats, error) {
 	path := filepath.Join(dir, "packets")
-	f, err := os.Create(path)
-	if err != nil {
-		return exchange.Stats{}, err
-	}
-	w := dayfile.NewWriter(bufio.NewWriter(f))
-	for _, p := range pkts {
-		if err := w.WriteMessage(p); err != nil {
-			f.Close()
-			return exchange.Stats{}, err
-		}
-	}
-	if err := w.Flush(); err != nil {
-		f.Close()
-		return exchange.Stats{}, err
-	}
-	if err := f.Close(); err != nil {
+	if err := writePackets(path, pkts); err != nil {
 		return exchange.Stats{}, err
 	}
 	spec, err := json.Marshal(senderJob{Packets: path, Config: cfg, Progress: progress, Gate: g.Path, GateAt: g.At, OnlyA: onlyA})
@@ -263,7 +234,57 @@ func sendGated(ctx context.Context, lab *netlab.Lab, dir string, pkts [][]byte, 
 	if len(st.Lines) == 0 {
 		return st, errors.New("demo sender: no line statistics")
 	}
+	if st.Input != uint64(len(pkts)) {
+		// A day cut short never ends its session: the run would wait
+		// for the end until its timeout, the handler blamed.
+		return st, fmt.Errorf("demo sender: sent %d of the %d packets given", st.Input, len(pkts))
+	}
 	return st, nil
+}
+
+// writePackets writes pkts to the file path, one BinaryFILE record each,
+// for the sender process (readPackets).
+func writePackets(path string, pkts [][]byte) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	// dayfile.Writer buffers itself; its Flush writes to f, and would
+	// not flush a bufio.Writer between them (it held the day's last
+	// records, up to 4 KiB, and they were never written).
+	w := dayfile.NewWriter(f)
+	for _, p := range pkts {
+		if err := w.WriteMessage(p); err != nil {
+			f.Close()
+			return err
+		}
+	}
+	if err := w.Flush(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// readPackets reads the packets writePackets wrote to the file path.
+func readPackets(path string) ([][]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var pkts [][]byte
+	r := dayfile.NewReader(f)
+	for {
+		p, err := r.Next()
+		if err == io.EOF {
+			return pkts, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		pkts = append(pkts, append([]byte(nil), p...))
+	}
 }
 
 // outputLocked is cmd.Output on a thread locked to it until the command

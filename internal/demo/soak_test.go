@@ -482,11 +482,11 @@ func soakRun(t *testing.T, p soakParams) {
 	logged, _ := os.ReadFile(logPath)
 	gaps := loggedGaps(logged)
 	if err != nil {
-		var rr, lines any
+		var rr, lines, sent, recv any
 		if res != nil {
-			rr, lines = res.Stats.Recovery.Rerequest, res.Stats.Arbiter.Lines[:2]
+			rr, lines, sent, recv = res.Stats.Recovery.Rerequest, res.Stats.Arbiter.Lines[:2], res.Sender, res.Stats.Receive
 		}
-		t.Fatalf("%s: run: %v; logged gaps %v; re-request %+v; lines %+v", p, err, gaps, rr, lines)
+		t.Fatalf("%s: run: %v; logged gaps %v; re-request %+v; lines %+v; sent %+v; received %+v", p, err, gaps, rr, lines, sent, recv)
 	}
 	st := res.Stats
 	t.Logf("lines A %+v B %+v; delivered %d, gaps %d (%d messages) %v; receive drops %d; recovery %s",
