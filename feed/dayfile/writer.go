@@ -70,7 +70,9 @@ func (w *Writer) WriteBlocks(blocks []byte, count int) error {
 	return nil
 }
 
-// Flush writes the buffered records to the underlying writer.
+// Flush writes the buffered records to the underlying writer. It does not
+// flush that writer: a bufio.Writer beneath keeps what it holds until its
+// own Flush (the Writer buffers already; write to the file itself).
 func (w *Writer) Flush() error {
 	if w.err != nil {
 		return w.err
