@@ -111,7 +111,7 @@ func TestSnapshotRetryBacksOff(t *testing.T) {
 			len(starts), st.Snapshots, st.SnapshotFailures, st.SnapshotRetryFailures, sh.pub.stale, h.arb.Frozen())
 	}
 
-	if g := scalar(&Stats{Recovery: st}, "recovery_snapshot_consecutive_failures"); g != uint64(len(starts)) || st.SnapshotRetryIn != retryMax {
+	if g := scalar(t, &Stats{Recovery: st}, "recovery_snapshot_consecutive_failures"); g != uint64(len(starts)) || st.SnapshotRetryIn != retryMax {
 		t.Fatalf("feedhandler_recovery_snapshot_consecutive_failures %d, retry in %v; want %d, %v", g, st.SnapshotRetryIn, len(starts), retryMax)
 	}
 
