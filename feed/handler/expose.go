@@ -35,15 +35,14 @@ type Exposition struct {
 	free   [][]byte // rendering buffers no ServeHTTP is writing
 
 	// Label sets, escaped and rendered once: {feed="..."}, then with the
-	// line, shard, kind, cause, state or le label.
-	plain  string
-	feed   string // feed="..."
-	lines  []string
-	shards []string
-	kinds  [len(badResponseKinds)]string
-	causes [len(snapshotErrorCauses)]string
-	states [4]string
-	files  [len(cgroupFiles)]string
+	// line, shard, file or le label, and those of each family with a
+	// sample per label value (byLabel), by its row in exported.
+	plain    string
+	feed     string // feed="..."
+	lines    []string
+	shards   []string
+	files    [len(cgroupFiles)]string
+	byValues [len(exported)][]string
 	// The receive backend's counters' names and label sets, by position
 	// in rx.Extra; rendered when a name is first seen there.
 	counters []namedLabels
@@ -65,21 +64,18 @@ var recoveryStates = [4]string{StateOff, StateInSync, StateRerequesting, StateSn
 func NewExposition(h *Handler) *Exposition {
 	feed := `feed="` + escapeLabel(h.cfg.Feed) + `"`
 	e := &Exposition{h: h, plain: "{" + feed + "}", feed: feed}
-	with := func(k, v string) string { return "{" + feed + "," + k + `="` + escapeLabel(v) + `"}` }
+	with := func(k, v string) string { return labelSet(feed, k, v) }
 	for i := 0; i < len(h.cfg.Receive.Lines) && i < MaxLines; i++ {
 		e.lines = append(e.lines, with("line", h.cfg.Receive.Lines[i].Name))
 	}
 	for i := range h.shards {
 		e.shards = append(e.shards, with("shard", strconv.Itoa(i)))
 	}
-	for i, k := range badResponseKinds {
-		e.kinds[i] = with("kind", k)
-	}
-	for i, c := range snapshotErrorCauses {
-		e.causes[i] = `{cause="` + escapeLabel(c) + `",` + feed + "}" // expfmt's order: by label name
-	}
-	for i, s := range recoveryStates {
-		e.states[i] = with("state", s)
+	for i := range exported {
+		m := &exported[i]
+		for _, v := range m.values {
+			e.byValues[i] = append(e.byValues[i], with(m.label, v))
+		}
 	}
 	for i, f := range cgroupFiles {
 		e.files[i] = with("file", f)
@@ -108,6 +104,16 @@ func NewExposition(h *Handler) *Exposition {
 // (TestExpositionMatchesCollector compares the text). OpenMetrics writes
 // le="1.0"; this exposition does not speak OpenMetrics.
 func leText(bound float64) string { return strconv.FormatFloat(bound, 'g', -1, 64) }
+
+// labelSet renders the label set of feed (feed="...") and the label k="v",
+// in expfmt's order: by label name.
+func labelSet(feed, k, v string) string {
+	kv := k + `="` + escapeLabel(v) + `"`
+	if k < "feed" {
+		return "{" + kv + "," + feed + "}"
+	}
+	return "{" + feed + "," + kv + "}"
+}
 
 // escapeLabel escapes a label value for the text format.
 func escapeLabel(v string) string {
@@ -162,69 +168,52 @@ func (e *Exposition) appendStats(b []byte, st *Stats, now, mono int64) []byte {
 	h := e.h
 	for i := range exported {
 		m := &exported[i]
-		if m.label == "counter" && st.Receive.Extra.Len() == 0 || m.label == "file" && !e.rt.hasLimit() {
+		if m.own == ownBackendEvents && st.Receive.Extra.Len() == 0 || m.own == ownCgroupLimits && !e.rt.hasLimit() {
 			continue // a family without samples, as client_golang leaves it out
 		}
 		b = appendHeader(b, "feedhandler_", m.name, m.help, m.kind)
 		switch {
-		case m.name == "line_silence_seconds":
+		case m.stats != nil:
+			b = sampleUint(b, m.name, "", e.plain, m.stats(st))
+		case m.line != nil:
+			for l, ls := range e.lines {
+				b = sampleUint(b, m.name, "", ls, m.line(&st.Arbiter.Lines[l]))
+			}
+		case m.shard != nil:
+			for s := range min(len(st.Shards), len(e.shards)) {
+				b = sampleUint(b, m.name, "", e.shards[s], m.shard(&st.Shards[s]))
+			}
+		case m.each != nil:
+			for k, ls := range e.byValues[i] {
+				b = sampleUint(b, m.name, "", ls, m.each(st, k))
+			}
+		case m.hist != nil:
+			b = e.histogram(b, m.name, m.hist(st))
+		case m.own == ownLineSilence:
 			for l, ls := range e.lines {
 				b = sampleFloat(b, m.name, "", ls, float64(st.lineSilence(l, mono))/1e9)
 			}
-		case m.label == "line":
-			for l, ls := range e.lines {
-				b = sampleUint(b, m.name, "", ls, lineValue(&st.Arbiter.Lines[l], m.name))
-			}
-		case m.label == "shard":
-			for s := range st.Shards {
-				if s >= len(e.shards) {
-					break
-				}
-				b = sampleUint(b, m.name, "", e.shards[s], shardValue(&st.Shards[s], m.name))
-			}
-		case m.label == "kind":
-			for k, v := range badResponses(st) {
-				b = sampleUint(b, m.name, "", e.kinds[k], v)
-			}
-		case m.label == "cause":
-			for k, v := range snapshotFetchErrors(st) {
-				b = sampleUint(b, m.name, "", e.causes[k], v)
-			}
-		case m.label == "counter":
+		case m.own == ownBackendEvents:
 			for i := range st.Receive.Extra.Len() {
 				name, v := st.Receive.Extra.At(i)
 				b = sampleUint(b, m.name, "", e.counterLabels(i, name), v)
 			}
-		case m.name == "receive_backend_info":
+		case m.own == ownBackendInfo:
 			b = sampleUint(b, m.name, "", e.backendLabels(st.Backend), 1)
-		case m.label == "state":
-			for k, s := range recoveryStates {
-				var v uint64
-				if s == st.Recovery.State {
-					v = 1
-				}
-				b = sampleUint(b, m.name, "", e.states[k], v)
-			}
-		case m.name == "shm_heartbeat_age_seconds":
+		case m.own == ownHeartbeatAge:
 			if hb := h.w.LastHeartbeat(); !hb.IsZero() {
 				b = sampleFloat(b, m.name, "", e.plain, float64(now-hb.UnixNano())/1e9)
 			}
-		case m.label == "file":
+		case m.own == ownCgroupLimits:
 			for i, v := range e.rt.limits {
 				if v != procstat.NoLimit {
 					b = sampleUint(b, m.name, "", e.files[i], v)
 				}
 			}
-		case m.name == "process_metrics_readable":
-			var v uint64
-			if e.rt.procOK {
-				v = 1
-			}
-			b = sampleUint(b, m.name, "", e.plain, v)
-		case m.kind == kindHistogram:
-			b = e.histogram(b, m.name, histogramOf(st, m.name))
+		case m.own == ownProcReadable:
+			b = sampleUint(b, m.name, "", e.plain, oneIf(e.rt.procOK))
 		default:
-			b = sampleUint(b, m.name, "", e.plain, scalar(st, m.name))
+			panic("expose: no samples for " + m.name) // TestMetricsHaveOneSource
 		}
 	}
 	return b
@@ -251,7 +240,7 @@ func (e *Exposition) counterLabels(i int, name string) string {
 	if i < len(e.counters) && e.counters[i].name == name {
 		return e.counters[i].labels
 	}
-	c := namedLabels{name, `{counter="` + escapeLabel(name) + `",` + e.feed + "}"} // expfmt's order: by label name
+	c := namedLabels{name, labelSet(e.feed, "counter", name)}
 	if i < len(e.counters) {
 		e.counters[i] = c
 	} else {
@@ -272,66 +261,6 @@ func (e *Exposition) backendLabels(name string) string {
 
 // namedLabels is a label value and its rendered label set.
 type namedLabels struct{ name, labels string }
-
-// lineValue is the value of a per-line counter.
-func lineValue(c *LineStats, name string) uint64 {
-	switch name {
-	case "line_packets_total":
-		return c.Packets
-	case "line_bytes_total":
-		return c.Bytes
-	case "line_duplicates_total":
-		return c.Duplicates
-	case "line_out_of_order_total":
-		return c.OutOfOrder
-	case "line_gaps_total":
-		return c.LineGaps
-	case "line_malformed_total":
-		return c.Malformed
-	case "line_wrong_session_total":
-		return c.WrongSession
-	case "line_stale_end_of_session_total":
-		return c.StaleEndOfSession
-	case "line_before_restart_total":
-		return c.BeforeRestart
-	case "line_suspect_total":
-		return c.Suspect
-	case "line_contradicted_total":
-		return c.Contradicted
-	}
-	panic("expose: no value for line metric " + name)
-}
-
-// shardValue is the value of a per-shard metric.
-func shardValue(sh *ShardStats, name string) uint64 {
-	switch name {
-	case "shard_applied_total":
-		return sh.Applied
-	case "shard_inconsistencies_total":
-		return sh.Book.Inconsistencies()
-	case "shard_long_messages_total":
-		return sh.Book.Long
-	case "shard_unknown_type_messages_total":
-		return sh.Book.UnknownType
-	case "shard_published_total":
-		return sh.Published
-	case "shard_publish_errors_total":
-		return sh.PublishErrors
-	case "shard_rebound_total":
-		return sh.Rebound
-	case "shard_stale_binds_total":
-		return sh.StaleBinds
-	case "shard_duplicate_symbols_total":
-		return sh.DuplicateSymbols
-	case "shard_ring_full_total":
-		return sh.Ring.Full
-	case "shard_ring_high_water":
-		return sh.Ring.HighWater
-	case "shard_thread_rt_priority":
-		return uint64(sh.Thread.Priority)
-	}
-	panic("expose: no value for shard metric " + name)
-}
 
 // snapshotErrorCauses are the values of
 // recovery_snapshot_fetch_errors_total's cause label, in the order
@@ -364,158 +293,11 @@ func (st *Stats) unusedMessages() uint64 {
 	return st.Arbiter.RecoveredUnused + st.Recovery.Rerequest.DroppedMessages
 }
 
-// histogramOf is a histogram metric's snapshot.
-func histogramOf(st *Stats, name string) *latency.Snapshot {
-	switch name {
-	case "latency_seconds":
-		return &st.Latency
-	case "path_latency_seconds":
-		return &st.PathLatency
-	case "recovery_time_seconds":
-		return &st.Recovery.RecoveryTime
-	}
-	panic("expose: no histogram " + name)
-}
-
-// scalar is the value of a metric without a label besides feed.
-func scalar(st *Stats, name string) uint64 {
-	r := &st.Recovery
-	switch name {
-	case "gaps_total":
-		return st.Arbiter.Gaps
-	case "gap_messages_total":
-		return st.Arbiter.GapMessages
-	case "ended_join_messages_total":
-		return st.Arbiter.EndedJoin
-	case "gaps_forced_total":
-		return st.Arbiter.ForcedByFull
-	case "delivered_messages_total":
-		return st.Arbiter.Delivered
-	case "filtered_messages_total":
-		return st.Filtered
-	case "bad_messages_total":
-		return st.BadMessages
-	case "receive_dropped_total":
-		return st.Receive.Dropped
-	case "receive_malformed_total":
-		return st.Receive.Malformed
-	case "receive_errors_total":
-		return st.ReceiveErrors
-	case "books_stale":
-		return uint64(st.StaleBooks())
-	case "gaps_unrecovered":
-		return st.UnrecoveredGaps()
-	case "capture_packets_total":
-		return st.Capture.Packets
-	case "capture_bytes_total":
-		return st.Capture.Bytes
-	case "capture_dropped_total":
-		return st.Capture.Dropped
-	case "capture_write_errors_total":
-		return st.Capture.WriteErrors
-	case "capture_write_lost_total":
-		return st.Capture.WriteLost
-	case "capture_files_total":
-		return st.Capture.Files
-	case "capture_files_deleted_total":
-		return st.Capture.Deleted
-	case "session_ended":
-		if st.Ended {
-			return 1
-		}
-		return 0
-	case "session_end_announced":
-		if st.EndAnnounced {
-			return 1
-		}
-		return 0
-	case "ready":
-		if st.readiness() == readyOK {
-			return 1
-		}
-		return 0
-	case "recovery_gaps_detected_total":
-		return r.GapsDetected
-	case "recovery_rerequest_recovered_total":
-		return r.RecoveredByRerequest
-	case "recovery_snapshot_recovered_total":
-		return r.RecoveredBySnapshot
-	case "recovery_open_gaps":
-		return r.Open
-	case "recovery_messages_total":
-		return st.Arbiter.RecoveredMessages
-	case "recovery_unused_messages_total":
-		return st.unusedMessages()
-	case "recovery_requests_total":
-		return r.Rerequest.Requests
-	case "recovery_retries_total":
-		return r.Rerequest.Retries
-	case "recovery_timeouts_total":
-		return r.Rerequest.Timeouts
-	case "recovery_failures_total":
-		return r.Rerequest.Failures
-	case "recovery_open_errors_total":
-		return r.Rerequest.OpenErrors
-	case "recovery_send_errors_total":
-		return r.Rerequest.SendErrors
-	case "recovery_receive_dropped_total":
-		return r.Rerequest.KernelDrops
-	case "recovery_abandoned_total":
-		return st.Arbiter.RecoveriesAbandoned
-	case "recovery_late_responses_total":
-		return r.Rerequest.Late + st.Arbiter.RecoveredLate
-	case "recovery_read_errors_total":
-		return r.Rerequest.ReadErrors
-	case "recovery_snapshots_total":
-		return r.Snapshots
-	case "recovery_snapshot_loaded_messages_total":
-		return r.SnapshotMessages
-	case "recovery_snapshot_failures_total":
-		return r.SnapshotFailures
-	case "recovery_snapshots_wrong_session_total":
-		return r.SnapshotsWrongSession
-	case "recovery_snapshots_discarded_total":
-		return r.SnapshotsDiscarded
-	case "recovery_snapshot_spill_overflows_total":
-		return r.SnapshotSpillOverflows
-	case "recovery_snapshot_fetches_total":
-		return r.SnapshotClient.Fetches
-	case "recovery_snapshot_bytes_total":
-		return r.SnapshotClient.Soup.Bytes
-	case "recovery_snapshot_fetched_messages_total":
-		return r.SnapshotClient.Messages
-	case "recovery_snapshot_heartbeats_total":
-		return r.SnapshotClient.Soup.Heartbeats
-	case "recovery_snapshot_debug_packets_total":
-		return r.SnapshotClient.Soup.Debug
-	case "recovery_snapshot_unsequenced_packets_total":
-		return r.SnapshotClient.UnsequencedPacket
-	case "recovery_snapshot_long_messages_total":
-		return r.SnapshotClient.LongMessages
-	case "recovery_snapshot_unknown_messages_total":
-		return r.SnapshotClient.UnknownMessages
-	case "recovery_snapshot_consecutive_failures":
-		return r.SnapshotRetryFailures
-	case "recovery_spill_dropped_total":
-		return st.Arbiter.SpillDropped + st.Arbiter.FrozenTooLarge
-	case "recovery_spill_high_water":
-		return st.Arbiter.HeldMax
-	case "session_changes_total":
-		return st.Arbiter.SessionChanges
-	case "sequence_regressions_total":
-		return st.Arbiter.Regressions
-	case "sequence_restarts_total":
-		return st.Arbiter.Restarts
-	case "receive_thread_rt_priority":
-		return uint64(st.ReceiveThread.Priority)
-	case "shm_slots":
-		return uint64(st.Shm.Capacity)
-	case "shm_slots_used":
-		return uint64(st.Shm.Used)
-	case "shm_slots_retired":
-		return uint64(st.Shm.Retired)
-	}
-	panic("expose: no value for metric " + name) // a new entry in exported without a case here
+// lateResponses counts the re-request answers whose messages had arrived
+// already: those the client found the handler had, and those the arbiter
+// took in and found delivered.
+func (st *Stats) lateResponses() uint64 {
+	return st.Recovery.Rerequest.Late + st.Arbiter.RecoveredLate
 }
 
 // histogram appends a histogram's classic buckets, sum and count, counted

@@ -344,7 +344,7 @@ func freeBuffers(e *Exposition) int {
 func TestSessionEndedGauge(t *testing.T) {
 	for _, ended := range []bool{false, true} {
 		st := Stats{Ended: ended}
-		if got, want := scalar(&st, "session_ended"), map[bool]uint64{false: 0, true: 1}[ended]; got != want {
+		if got, want := scalar(t, &st, "session_ended"), map[bool]uint64{false: 0, true: 1}[ended]; got != want {
 			t.Errorf("ended %v: session_ended %d, want %d", ended, got, want)
 		}
 	}

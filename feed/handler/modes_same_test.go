@@ -619,42 +619,35 @@ func addBookStats(sum, s *book.Stats) {
 	}
 }
 
-// metricSamples is every /metrics sample of st, as the Exposition and the
-// Collector take them (scalar, lineValue, shardValue), per-shard ones
-// summed over the shards, but those that are times and the process's own
-// (its cgroup's limits, whether /proc/self is readable).
+// metricSamples is every /metrics sample of st, each from its row of
+// exported as the Exposition and the Collector take it, per-shard ones
+// summed over the shards, but the histograms (times) and the families of
+// a case of their own (ownFamily) other than the receive backend's
+// counters: times, the process's own (its cgroup's limits, whether
+// /proc/self is readable), the receiver's label set (TestReceiveBackendInfo).
 func metricSamples(h *Handler, st *Stats) map[string]float64 {
 	out := map[string]float64{}
 	for _, m := range exported {
 		switch {
-		case m.kind == kindHistogram, m.name == "line_silence_seconds", m.name == "shm_heartbeat_age_seconds",
-			m.label == "file", m.name == "process_metrics_readable", // the process's, not the mode's
-			m.name == "receive_backend_info": // the receiver's, a label set (TestReceiveBackendInfo)
-		case m.label == "line":
+		case m.stats != nil:
+			out[m.name] = float64(m.stats(st))
+		case m.line != nil:
 			for l, lc := range h.cfg.Receive.Lines {
-				out[m.name+"{"+lc.Name+"}"] = float64(lineValue(&st.Arbiter.Lines[l], m.name))
+				out[m.name+"{"+lc.Name+"}"] = float64(m.line(&st.Arbiter.Lines[l]))
 			}
-		case m.label == "shard":
+		case m.shard != nil:
 			for i := range st.Shards {
-				out[m.name] += float64(shardValue(&st.Shards[i], m.name))
+				out[m.name] += float64(m.shard(&st.Shards[i]))
 			}
-		case m.label == "kind":
-			for k, v := range badResponses(st) {
-				out[m.name+"{"+badResponseKinds[k]+"}"] = float64(v)
+		case m.each != nil:
+			for k, v := range m.values {
+				out[m.name+"{"+v+"}"] = float64(m.each(st, k))
 			}
-		case m.label == "cause":
-			for k, v := range snapshotFetchErrors(st) {
-				out[m.name+"{"+snapshotErrorCauses[k]+"}"] = float64(v)
-			}
-		case m.label == "counter":
+		case m.own == ownBackendEvents:
 			for i := range st.Receive.Extra.Len() {
 				name, v := st.Receive.Extra.At(i)
 				out[m.name+"{"+name+"}"] = float64(v)
 			}
-		case m.label == "state":
-			out[m.name+"{"+st.Recovery.State+"}"] = 1
-		default:
-			out[m.name] = float64(scalar(st, m.name))
 		}
 	}
 	return out

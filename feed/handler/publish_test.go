@@ -30,12 +30,7 @@ func TestLocStateSize(t *testing.T) {
 // the slot's version does; before the fix it carried the old book's count
 // (3 + 2 = 5 below).
 func TestBooksResetRestartsMessages(t *testing.T) {
-	w, r := shmFeed(t, shm.Config{Instruments: 4, Depth: 2, SingleWriter: true})
-	bs, err := book.New(book.Config{MaxOrders: 64, MaxLocates: 16, MaxLevels: 64})
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := NewPublisher(w, bs, 2)
+	_, r, bs, p := publisherLab(t, 4, tinyBooks)
 	buf := make([]byte, r.Info().MaxSnapshot)
 	session := func(sym string, msgs int, seq0 uint64) {
 		t.Helper()
@@ -179,13 +174,7 @@ func TestShardLagNoPingPong(t *testing.T) {
 // slot is burned. Before the epochs the two locates took the symbol from
 // each other at every publish, two slots a round.
 func TestDuplicateSymbolInSession(t *testing.T) {
-	w, r := shmFeed(t, shm.Config{Instruments: 8, Depth: 2, SingleWriter: true})
-	bs, err := book.New(book.Config{MaxOrders: 64, MaxLocates: 16, MaxLevels: 64})
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := NewPublisher(w, bs, 2)
-	p.BooksReset() // a rebuild: epoch 1, as in a running handler
+	w, r, bs, p := reassignLab(t, 8) // epoch 1, as in a running handler
 	bs.Announce(9, itch.NewSymbol("AAPL"))
 	bs.Announce(5, itch.NewSymbol("AAPL")) // the same symbol again: bad input
 	const rounds = 5
@@ -458,12 +447,7 @@ func sweepRead(t *testing.T, r *shm.Reader, loc uint16, buf []byte) shm.View {
 // with one order and published once, and a reader of its file.
 func sweepLab(t *testing.T, n int) (*Publisher, *book.Books, *shm.Reader) {
 	t.Helper()
-	w, r := shmFeed(t, shm.Config{Instruments: n + 1, Depth: 2, SingleWriter: true})
-	bs, err := book.New(book.Config{MaxOrders: 1 << 12, MaxLocates: n, MaxLevels: 1 << 10})
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := NewPublisher(w, bs, 2)
+	_, r, bs, p := publisherLab(t, n+1, book.Config{MaxOrders: 1 << 12, MaxLocates: n, MaxLevels: 1 << 10})
 	p.SweepChunk = 64
 	for loc := uint16(1); loc <= uint16(n); loc++ {
 		bs.Announce(loc, itch.NewSymbol(fmt.Sprintf("S%d", loc)))
@@ -534,17 +518,28 @@ func TestRebuildCutsSweep(t *testing.T) {
 	}
 }
 
+// publisherLab is a test shm file of slots instruments, depth 2, its
+// writer and a reader, books of cfg and their Publisher (epoch 0: before
+// the first BooksReset).
+func publisherLab(t *testing.T, slots int, cfg book.Config) (*shm.Writer, *shm.Reader, *book.Books, *Publisher) {
+	t.Helper()
+	w, r := shmFeed(t, shm.Config{Instruments: slots, Depth: 2, SingleWriter: true})
+	bs, err := book.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return w, r, bs, NewPublisher(w, bs, 2)
+}
+
+// tinyBooks are books of 64 orders and levels, 16 locates.
+var tinyBooks = book.Config{MaxOrders: 64, MaxLocates: 16, MaxLevels: 64}
+
 // reassignLab is a Publisher of small books into a test shm file of
 // slots instruments, depth 2, at epoch 1 as in a running handler, and a
 // reader of the file.
 func reassignLab(t *testing.T, slots int) (*shm.Writer, *shm.Reader, *book.Books, *Publisher) {
 	t.Helper()
-	w, r := shmFeed(t, shm.Config{Instruments: slots, Depth: 2, SingleWriter: true})
-	bs, err := book.New(book.Config{MaxOrders: 64, MaxLocates: 16, MaxLevels: 64})
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := NewPublisher(w, bs, 2)
+	w, r, bs, p := publisherLab(t, slots, tinyBooks)
 	p.BooksReset()
 	return w, r, bs, p
 }
@@ -682,13 +677,7 @@ func TestLocateSwap(t *testing.T) {
 // published counts in Errors. Before the fix the failed Rebind's retirement
 // was dropped: Rebound stayed 0 while the slot counts showed one retired.
 func TestRebindFullCountsRebound(t *testing.T) {
-	w, r := shmFeed(t, shm.Config{Instruments: 1, Depth: 2, SingleWriter: true})
-	bs, err := book.New(book.Config{MaxOrders: 64, MaxLocates: 16, MaxLevels: 64})
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := NewPublisher(w, bs, 2)
-	p.BooksReset() // epoch 1, as in a running handler
+	w, r, bs, p := reassignLab(t, 1) // epoch 1, as in a running handler
 	h := itch.Header{Locate: 7, Timestamp: 34200_000_000_000}
 	apply := func(seq uint64, e itch.Encoder) {
 		loc, changed := bs.Apply(itch.Msg(e.Append(nil)))
@@ -784,12 +773,7 @@ func TestFullFileRefusalRemembered(t *testing.T) {
 // the book's next snapshot went out unflagged, wrong for as long as the
 // order lived.
 func TestIncompleteBookPublishedStale(t *testing.T) {
-	w, r := shmFeed(t, shm.Config{Instruments: 4, Depth: 2, SingleWriter: true})
-	bs, err := book.New(book.Config{MaxOrders: 2, MaxLocates: 3, MaxLevels: 64})
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := NewPublisher(w, bs, 2)
+	_, r, bs, p := publisherLab(t, 4, book.Config{MaxOrders: 2, MaxLocates: 3, MaxLevels: 64})
 	for loc := uint16(1); loc <= 2; loc++ {
 		bs.Announce(loc, itch.NewSymbol(fmt.Sprintf("S%d", loc)))
 		p.Applied(loc, bs.AddOrder(loc, uint64(loc), book.Bid, 100, 1000), uint64(loc), 1)
@@ -898,12 +882,7 @@ func TestBadSymbolCountedOnce(t *testing.T) {
 // which allocates nothing.
 func refusalPublisher(t *testing.T, slots int) (*shm.Reader, *book.Books, *Publisher, func(uint64, itch.Encoder)) {
 	t.Helper()
-	w, r := shmFeed(t, shm.Config{Instruments: slots, Depth: 2, SingleWriter: true})
-	bs, err := book.New(book.Config{MaxOrders: 1 << 10, MaxLocates: 16, MaxLevels: 64})
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := NewPublisher(w, bs, 2)
+	_, r, bs, p := publisherLab(t, slots, book.Config{MaxOrders: 1 << 10, MaxLocates: 16, MaxLevels: 64})
 	p.BooksReset()
 	var buf []byte
 	return r, bs, p, func(seq uint64, e itch.Encoder) {

@@ -24,10 +24,11 @@ func TestRebuildKeepsCounters(t *testing.T) {
 		h.arb.Offer(0, sessionPacket("KEEP", uint64(1+i), m), now)
 	}
 	h.endBatch()
+	inconsistencies := metricNamed(t, "shard_inconsistencies_total").shard
 	metric := func() uint64 {
 		sh.copyStats(true)
 		st := sh.statsCopy()
-		return shardValue(&st, "shard_inconsistencies_total")
+		return inconsistencies(&st)
 	}
 	if n := metric(); n != 1 {
 		t.Fatalf("inconsistencies %d before the rebuild, want 1", n)

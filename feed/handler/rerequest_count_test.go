@@ -63,10 +63,10 @@ func TestRerequestMessagesCounted(t *testing.T) {
 	var st Stats
 	st.Arbiter = h.arb.Stats
 	rec.copyStats(&st.Recovery)
-	if got := scalar(&st, "recovery_messages_total"); got != 4 {
+	if got := scalar(t, &st, "recovery_messages_total"); got != 4 {
 		t.Fatalf("recovered_msgs %d, want the 4 delivered from the answers (received %d)", got, st.Recovery.Rerequest.Messages)
 	}
-	if got := scalar(&st, "recovery_unused_messages_total"); got != 4 || st.Recovery.Rerequest.Messages != 8 {
+	if got := scalar(t, &st, "recovery_unused_messages_total"); got != 4 || st.Recovery.Rerequest.Messages != 8 {
 		t.Fatalf("unused %d, want 4 (12 and 13 twice); received %d, want 8", got, st.Recovery.Rerequest.Messages)
 	}
 }
@@ -106,8 +106,8 @@ func TestRerequestDroppedAnswersCounted(t *testing.T) {
 	var st Stats
 	st.Arbiter = h.arb.Stats
 	rec.copyStats(&st.Recovery)
-	if got := scalar(&st, "recovery_unused_messages_total"); got != 9 || scalar(&st, "recovery_messages_total") != 4 {
-		t.Fatalf("unused %d, want 9 (4 late, 3 of another session, 2 unasked); recovered %d, want 4", got, scalar(&st, "recovery_messages_total"))
+	if got := scalar(t, &st, "recovery_unused_messages_total"); got != 9 || scalar(t, &st, "recovery_messages_total") != 4 {
+		t.Fatalf("unused %d, want 9 (4 late, 3 of another session, 2 unasked); recovered %d, want 4", got, scalar(t, &st, "recovery_messages_total"))
 	}
 }
 

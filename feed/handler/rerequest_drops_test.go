@@ -39,7 +39,7 @@ func TestRerequestKernelDropsExported(t *testing.T) {
 		}
 		rec.copyStats(&all.Recovery)
 		rec.copyStats(&all.Recovery)
-		got := scalar(&all, "recovery_receive_dropped_total")
+		got := scalar(t, &all, "recovery_receive_dropped_total")
 		if got == 0 || got != rec.client.Stats.KernelDrops {
 			t.Fatalf("round %d: recovery_receive_dropped_total %d, want the client's kernel drops %d, above 0 (600 x 1400 bytes against 64 KiB)",
 				round, got, rec.client.Stats.KernelDrops)

@@ -53,10 +53,10 @@ func TestRerequestAnswerAfterGiveUp(t *testing.T) {
 	st.Arbiter = h.arb.Stats
 	rec.copyStats(&st.Recovery)
 	if h.arb.Next() != 17 || sh.books.Book(7).Orders() != orders || st.Recovery.Open != 1 || cs.Responses != 0 ||
-		scalar(&st, "recovery_late_responses_total") != 1 || scalar(&st, "recovery_unused_messages_total") != 4 || scalar(&st, "recovery_messages_total") != 0 {
+		scalar(t, &st, "recovery_late_responses_total") != 1 || scalar(t, &st, "recovery_unused_messages_total") != 4 || scalar(t, &st, "recovery_messages_total") != 0 {
 		t.Fatalf("after the late answer: next %d (want 17), orders %d (want %d), open gaps %d (want 1); late %d (want 1), unused %d (want 4), recovered %d (want 0); client %+v",
-			h.arb.Next(), sh.books.Book(7).Orders(), orders, st.Recovery.Open, scalar(&st, "recovery_late_responses_total"),
-			scalar(&st, "recovery_unused_messages_total"), scalar(&st, "recovery_messages_total"), *cs)
+			h.arb.Next(), sh.books.Book(7).Orders(), orders, st.Recovery.Open, scalar(t, &st, "recovery_late_responses_total"),
+			scalar(t, &st, "recovery_unused_messages_total"), scalar(t, &st, "recovery_messages_total"), *cs)
 	}
 
 	// The next gap, 20 and 21; a stranger answers it first.

@@ -59,7 +59,7 @@ func TestRerequestOpenErrorLogged(t *testing.T) {
 	var all Stats
 	all.Arbiter = h.arb.Stats
 	rec.copyStats(&all.Recovery)
-	if got := scalar(&all, "recovery_open_errors_total"); got != 9 {
+	if got := scalar(t, &all, "recovery_open_errors_total"); got != 9 {
 		t.Fatalf("recovery_open_errors_total %d, want 9", got)
 	}
 }
@@ -122,7 +122,7 @@ func TestRerequestSendErrorLogged(t *testing.T) {
 	rec.copyStats(&all.Recovery)
 	// One write a gap: EACCES is not retried (rerequest's
 	// TestFailoverAtOnceOnSendError).
-	if got := scalar(&all, "recovery_send_errors_total"); got != 2 || all.Recovery.Rerequest.Requests != 0 {
+	if got := scalar(t, &all, "recovery_send_errors_total"); got != 2 || all.Recovery.Rerequest.Requests != 0 {
 		t.Fatalf("recovery_send_errors_total %d (want 2), requests %d (want 0)", got, all.Recovery.Rerequest.Requests)
 	}
 }

@@ -111,7 +111,7 @@ func TestSnapshotRetryBacksOff(t *testing.T) {
 			len(starts), st.Snapshots, st.SnapshotFailures, st.SnapshotRetryFailures, sh.pub.stale, h.arb.Frozen())
 	}
 
-	if g := scalar(&Stats{Recovery: st}, "recovery_snapshot_consecutive_failures"); g != uint64(len(starts)) || st.SnapshotRetryIn != retryMax {
+	if g := scalar(t, &Stats{Recovery: st}, "recovery_snapshot_consecutive_failures"); g != uint64(len(starts)) || st.SnapshotRetryIn != retryMax {
 		t.Fatalf("feedhandler_recovery_snapshot_consecutive_failures %d, retry in %v; want %d, %v", g, st.SnapshotRetryIn, len(starts), retryMax)
 	}
 
@@ -339,22 +339,7 @@ func TestSnapshotLaggingBacksOff(t *testing.T) {
 			waitFetch(t, h, rec, now)
 		}
 	}
-	var gaps []time.Duration
-	for i := 1; i < len(starts); i++ {
-		gaps = append(gaps, time.Duration(starts[i]-starts[i-1]))
-	}
-	want := tenMinutesOfBackoff
-	var st RecoveryStats
-	rec.copyStats(&st)
-	if len(gaps) != len(want) {
-		t.Fatalf("a snapshot always behind the lines, ten minutes: %d downloads (server: %d, loaded %d), waits between them %v; want %d, waits %v (a lagging load whose miss is declared again is a failed attempt)",
-			len(starts), srv.Stats().Snapshots, st.Snapshots, gaps, len(want)+1, want)
-	}
-	sameWaits(t, "downloads", gaps, want)
-	if st.Snapshots != uint64(len(starts)) || st.SnapshotRetryFailures != uint64(len(starts)) || !sh.pub.stale {
-		t.Fatalf("after %d lagging downloads: loaded %d, consecutive failures %d, stale %v; want every one loaded and counted, books flagged",
-			len(starts), st.Snapshots, st.SnapshotRetryFailures, sh.pub.stale)
-	}
+	behindBackedOff(t, "a snapshot always behind the lines", starts, srv, sh, rec)
 }
 
 // TestSnapshotBehindMovingLines: the process's first join, late, of NEW
@@ -400,6 +385,16 @@ func TestSnapshotBehindMovingLines(t *testing.T) {
 			waitFetch(t, h, rec, now)
 		}
 	}
+	behindBackedOff(t, "a snapshot always 2s behind moving lines", starts, srv, sh, rec)
+}
+
+// behindBackedOff fails the test unless the snapshots of srv, each loaded
+// behind the feed (what says how), fetched at starts over ten minutes,
+// waited tenMinutesOfBackoff between them, as failed attempts do (what
+// each missed was declared again), and were each loaded and counted a
+// consecutive failure, the books flagged after the last.
+func behindBackedOff(t *testing.T, what string, starts []int64, srv *exchange.SnapshotServer, sh *shard, rec *recovery) {
+	t.Helper()
 	var gaps []time.Duration
 	for i := 1; i < len(starts); i++ {
 		gaps = append(gaps, time.Duration(starts[i]-starts[i-1]))
@@ -408,16 +403,13 @@ func TestSnapshotBehindMovingLines(t *testing.T) {
 	var st RecoveryStats
 	rec.copyStats(&st)
 	if len(gaps) != len(want) {
-		if len(gaps) > 12 {
-			gaps = gaps[:12]
-		}
-		t.Fatalf("a snapshot always 2s behind moving lines, ten minutes: %d downloads (server: %d, loaded %d), waits between them %v...; want %d, waits %v (every load behind the feed whose miss is declared again is a failed attempt)",
-			len(starts), srv.Stats().Snapshots, st.Snapshots, gaps, len(want)+1, want)
+		t.Fatalf("%s, ten minutes: %d downloads (server: %d, loaded %d), the first waits between them %v; want %d, waits %v (every load behind the feed whose miss is declared again is a failed attempt)",
+			what, len(starts), srv.Stats().Snapshots, st.Snapshots, gaps[:min(len(gaps), 12)], len(want)+1, want)
 	}
 	sameWaits(t, "downloads", gaps, want)
 	if st.Snapshots != uint64(len(starts)) || st.SnapshotRetryFailures != uint64(len(starts)) || !sh.pub.stale {
-		t.Fatalf("after %d downloads behind the feed: loaded %d, consecutive failures %d, stale %v; want every one loaded and counted, books flagged",
-			len(starts), st.Snapshots, st.SnapshotRetryFailures, sh.pub.stale)
+		t.Fatalf("%s: after %d downloads: loaded %d, consecutive failures %d, stale %v; want every one loaded and counted, books flagged",
+			what, len(starts), st.Snapshots, st.SnapshotRetryFailures, sh.pub.stale)
 	}
 }
 

@@ -204,7 +204,7 @@ func TestEveryCounterExported(t *testing.T) {
 			restore()
 			switch why := notExported[path]; {
 			case !ok && why == "":
-				t.Errorf("Stats.%s (%s) is in no /metrics sample: export it (metrics.go, expose.go, docs/OPERATIONS.md) or say in notExported why not", path, v.Type())
+				t.Errorf("Stats.%s (%s) is in no /metrics sample: export it (a row of exported in metrics.go, docs/OPERATIONS.md) or say in notExported why not", path, v.Type())
 			case ok && why != "":
 				t.Errorf("Stats.%s is exported: take it out of notExported (%q)", path, why)
 			}
