@@ -493,7 +493,7 @@ func TestReplayResumeBeforeFreezeAtGap(t *testing.T) {
 }
 
 // recoveryLive drives an Arbiter as the receive loop and its recovery do
-// (recovery.go), and records the same to a capture as they do: a freeze
+// (recovery*.go), and records the same to a capture as they do: a freeze
 // for a snapshot where the arbiter declares a gap (recovery.gap,
 // startSnapshot at the gap) or between rounds (poll), a snapshot loaded
 // (Handler.rebuild, then capture.SnapshotMessages and Snapshot, then
@@ -739,7 +739,7 @@ func recoveryResult(st ArbiterStats) string {
 }
 
 // runRecoveryLive runs script s through a live Arbiter with recoveryLive,
-// capturing to path, as the receive loop does (handler.go receiveLoop):
+// capturing to path, as the receive loop does (receive.go receiveLoop):
 // per empty poll Tick, per failed call Advance and capture.Failed, per
 // batch Offer each datagram then capture.Put; recovery.poll after every
 // round.

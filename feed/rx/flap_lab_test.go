@@ -290,20 +290,37 @@ func TestLinkChangesWhileBound(t *testing.T) {
 	}
 }
 
-// TestInterfaceRecreated deletes line A's interface (logged once,
-// line_interfaces_gone) and creates it again under the same name (a new device, a new ifindex: a driver reload, a
+// TestInterfaceRecreated deletes line A's interface and creates it again
+// under the same name (a new device, a new ifindex: a driver reload, a
 // re-created virtual interface) while line B, on another interface, keeps
 // sending. The kernel dropped line A's group membership with the old
 // device and the socket says nothing: the socket and io_uring backends
-// must join the group on the new device by themselves (logged once,
-// line_rejoins) and receive line A again, without a receive error. (The
-// xdp backend's socket is unbound by the deletion: TestXDPInterfaceDeleted.)
+// must report the device gone (logged once, line_interfaces_gone), join
+// the group on the new device by themselves (logged once, line_rejoins)
+// and receive line A again, without a receive error. The xdp backend's
+// AF_XDP socket is unbound by the deletion (xsk_unbound,
+// TestXDPInterfaceDeleted); the new device has no XDP program, and the
+// handler could not attach one (it drops the capabilities after setup):
+// it must fall back to a socket for line A (logged once,
+// xdp_socket_fallbacks) and receive it again, without a receive error,
+// line B still through AF_XDP (xdpRecreated). Before, line A stayed
+// silent until a restart on every backend.
 func TestInterfaceRecreated(t *testing.T) {
-	for _, backend := range []string{BackendSocket, BackendUring} {
-		t.Run(backend, func(t *testing.T) {
+	for _, c := range []struct {
+		backend string
+		gone    string   // the counter that says line A's device went
+		logged  []string // each logged once
+		counter string   // 1 once line A is received on the new device
+		more    func(t *testing.T, r Receiver, fr *flapReader, redirected uint64)
+	}{
+		{BackendSocket, "line_interfaces_gone", []string{"the line's interface is gone", "joined the group on it again"}, "line_rejoins", nil},
+		{BackendUring, "line_interfaces_gone", []string{"the line's interface is gone", "joined the group on it again"}, "line_rejoins", nil},
+		{BackendXDP, "xsk_unbound", []string{"receiving its lines through sockets"}, "xdp_socket_fallbacks", xdpRecreated},
+	} {
+		t.Run(c.backend, func(t *testing.T) {
 			l := newFlapLab(t)
 			var logs bytes.Buffer // read once the reader stopped
-			r := openBackend(t, l.Lab, backend, Config{Lines: l.lines, PollTimeout: 20 * time.Millisecond,
+			r := openBackend(t, l.Lab, c.backend, Config{Lines: l.lines, PollTimeout: 20 * time.Millisecond,
 				Log: zerolog.New(zerolog.SyncWriter(&logs))})
 			defer r.Close()
 			l.stream(t, 2000)
@@ -313,26 +330,61 @@ func TestInterfaceRecreated(t *testing.T) {
 			if err := l.DeletePair(); err != nil {
 				t.Fatal(err)
 			}
-			waitUntil(t, "line A's interface reported gone", func() bool { return r.Stats().Extra.Get("line_interfaces_gone") == 1 })
+			waitUntil(t, "line A's device reported gone ("+c.gone+")", func() bool { return r.Stats().Extra.Get(c.gone) == 1 })
 			if err := l.Recreate(); err != nil {
 				t.Fatal(err)
 			}
+			l.tag = 1
 			l.sendLine(t, 0, l.SrcIf, 2000) // the first sender's interface went with the old device
-			a0 := fr.packets[0].Load()
-			waitUntil(t, "line A's packets on the new device", func() bool { return fr.packets[0].Load() > a0+200 })
+			b0, redirected := fr.packets[1].Load(), r.Stats().Extra.Get("xdp_redirected")
+			waitUntil(t, "line A's packets on the new device", func() bool { return fr.tagged[0].Load() > 200 })
+			waitUntil(t, "line B's packets", func() bool { return fr.packets[1].Load() > b0+200 })
 			fr.close()
 			if errs := fr.errors(); len(errs) > 0 {
 				t.Errorf("Receive returned %d+ errors, first %v", len(errs), errs[0])
 			}
-			for _, msg := range []string{"the line's interface is gone", "joined the group on it again"} {
+			for _, msg := range c.logged {
 				if n := strings.Count(logs.String(), msg); n != 1 {
 					t.Errorf("%q logged %d times, want once:\n%s", msg, n, logs.String())
 				}
 			}
-			if got := r.Stats().Extra.Get("line_rejoins"); got != 1 {
-				t.Errorf("line_rejoins %d, want 1", got)
+			if got := r.Stats().Extra.Get(c.counter); got != 1 {
+				t.Errorf("%s %d, want 1", c.counter, got)
+			}
+			if c.more != nil {
+				c.more(t, r, fr, redirected)
 			}
 		})
+	}
+}
+
+// xdpRecreated is TestInterfaceRecreated's further checks of the xdp
+// backend once line A fell back to a socket: line B is still received
+// through AF_XDP (xdp_redirected grew from redirected, taken when line A's
+// new sender started), and the fallback socket's counters are the
+// backend's.
+func xdpRecreated(t *testing.T, r Receiver, fr *flapReader, redirected uint64) {
+	st := r.Stats()
+	if got := st.Extra.Get("xdp_redirected"); got < redirected+200 {
+		t.Errorf("xdp_redirected went from %d to %d: line B is not received through AF_XDP any more", redirected, got)
+	}
+	if st.Packets[0] != fr.packets[0].Load() || st.Packets[1] != fr.packets[1].Load() {
+		t.Errorf("Stats().Packets %v, the reader received %d and %d", st.Packets, fr.packets[0].Load(), fr.packets[1].Load())
+	}
+	// The fallback socket's own counters are the backend's: its line
+	// watch's and its source filter's (as counted by the socket backend).
+	// Before, the xdp backend's Stats left them out.
+	x := r.(*xdpRx)
+	f := (*x.fallbackList.Load())[0]
+	f.watch.gone.Add(1)
+	f.watch.rejoins.Add(2)
+	f.sourceFiltered.Add(3)
+	f.truncated.Add(4)
+	st = r.Stats()
+	for name, want := range map[string]uint64{"line_interfaces_gone": 1, "line_rejoins": 2, "source_filtered": 3, "truncated": 4} {
+		if got := st.Extra.Get(name); got != want {
+			t.Errorf("Extra %q %d, want the fallback socket's %d", name, got, want)
+		}
 	}
 }
 
@@ -419,70 +471,6 @@ func TestInterfaceRecreatedBusy(t *testing.T) {
 	}
 }
 
-// TestXDPInterfaceRecreated deletes line A's interface under the xdp
-// backend and creates it again under the same name while line B, on
-// another interface, keeps sending. The new device has no XDP program,
-// and the handler could not attach one (it drops the capabilities after
-// setup): the backend must fall back to a socket for line A (logged once,
-// xdp_socket_fallbacks) and receive it again, without a receive error,
-// line B still through AF_XDP. Before, line A stayed silent until a
-// restart.
-func TestXDPInterfaceRecreated(t *testing.T) {
-	l := newFlapLab(t)
-	var logs bytes.Buffer // read once the reader stopped
-	r := openBackend(t, l.Lab, BackendXDP, Config{Lines: l.lines, PollTimeout: 20 * time.Millisecond,
-		Log: zerolog.New(zerolog.SyncWriter(&logs))})
-	defer r.Close()
-	l.stream(t, 2000)
-	fr := readAll(t, r)
-	waitUntil(t, "packets on both lines", func() bool { return fr.packets[0].Load() > 0 && fr.packets[1].Load() > 0 })
-
-	if err := l.DeletePair(); err != nil {
-		t.Fatal(err)
-	}
-	waitUntil(t, "the unbound socket reported (xsk_unbound)", func() bool { return r.Stats().Extra.Get("xsk_unbound") == 1 })
-	if err := l.Recreate(); err != nil {
-		t.Fatal(err)
-	}
-	l.tag = 1
-	l.sendLine(t, 0, l.SrcIf, 2000) // the first sender's interface went with the old device
-	b0, redirected := fr.packets[1].Load(), r.Stats().Extra.Get("xdp_redirected")
-	waitUntil(t, "line A's packets on the new device", func() bool { return fr.tagged[0].Load() > 200 })
-	waitUntil(t, "line B's packets", func() bool { return fr.packets[1].Load() > b0+200 })
-	fr.close()
-	if errs := fr.errors(); len(errs) > 0 {
-		t.Errorf("Receive returned %d+ errors, first %v", len(errs), errs[0])
-	}
-	if n := strings.Count(logs.String(), "receiving its lines through sockets"); n != 1 {
-		t.Errorf("the fallback logged %d times, want once:\n%s", n, logs.String())
-	}
-	st := r.Stats()
-	if got := st.Extra.Get("xdp_socket_fallbacks"); got != 1 {
-		t.Errorf("xdp_socket_fallbacks %d, want 1", got)
-	}
-	if got := st.Extra.Get("xdp_redirected"); got < redirected+200 {
-		t.Errorf("xdp_redirected went from %d to %d: line B is not received through AF_XDP any more", redirected, got)
-	}
-	if st.Packets[0] != fr.packets[0].Load() || st.Packets[1] != fr.packets[1].Load() {
-		t.Errorf("Stats().Packets %v, the reader received %d and %d", st.Packets, fr.packets[0].Load(), fr.packets[1].Load())
-	}
-	// The fallback socket's own counters are the backend's: its line
-	// watch's and its source filter's (as counted by the socket backend).
-	// Before, the xdp backend's Stats left them out.
-	x := r.(*xdpRx)
-	f := (*x.fallbackList.Load())[0]
-	f.watch.gone.Add(1)
-	f.watch.rejoins.Add(2)
-	f.sourceFiltered.Add(3)
-	f.truncated.Add(4)
-	st = r.Stats()
-	for name, want := range map[string]uint64{"line_interfaces_gone": 1, "line_rejoins": 2, "source_filtered": 3, "truncated": 4} {
-		if got := st.Extra.Get(name); got != want {
-			t.Errorf("Extra %q %d, want the fallback socket's %d", name, got, want)
-		}
-	}
-}
-
 // TestXDPPortTaken opens the xdp backend while another socket of the host
 // holds line A's port (bound to any address, without SO_REUSEADDR, as a
 // tool listening on the port would). AF_XDP takes the line's frames
@@ -515,7 +503,7 @@ func TestXDPPortTaken(t *testing.T) {
 }
 
 // TestXDPFallbackBusy: once line A fell back to a socket (its device
-// deleted and created again, TestXDPInterfaceRecreated), line B on AF_XDP
+// deleted and created again, TestInterfaceRecreated/xdp), line B on AF_XDP
 // sends faster than the reader takes packets (one per Receive, 2 ms'
 // pause after each: under 500/s; B's sender makes about 800/s on a
 // loaded 2-core lab, 3000/s on an idle one). Line A's datagrams must

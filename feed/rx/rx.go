@@ -28,7 +28,7 @@
 //     line's request cancelled, the buffers taken back and the lines
 //     re-armed (uringRx.dropped). Set Config.LockedThread when Receive runs on a locked OS
 //     thread: the ring then uses SINGLE_ISSUER|DEFER_TASKRUN.
-//   - "xdp": AF_XDP (xdp.go, packages xsk and bpf).
+//   - "xdp": AF_XDP (xdp*.go, packages xsk and bpf).
 //
 // In every mode each line has a socket joined to its group
 // (IP_ADD_MEMBERSHIP with the line interface's index), so the host answers

@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/marketfeed/feedhandler/internal/exchange"
 	"github.com/marketfeed/feedhandler/internal/netlab"
 )
 
@@ -193,15 +194,7 @@ func TestUringBusyPoll(t *testing.T) {
 	for _, locked := range []bool{false, true} {
 		t.Run(fmt.Sprintf("locked=%v", locked), func(t *testing.T) {
 			lab := netlab.ForTest(t, netlab.Options{})
-			lines := labLines(lab)
-			senders := labSenders(t, lab, lines, 10000)
-			cfg := Config{Backend: BackendUring, Lines: lines, BusyPoll: true, BusyPollUsec: 50, PollTimeout: 20 * time.Millisecond, LockedThread: locked}
-			err := onLockedThread(lab.Dst, func() error {
-				u, err := openBusyPollUring(t, cfg)
-				if err != nil {
-					return err
-				}
-				defer u.Close()
+			onBusyPollUring(t, lab, locked, func(u *uringRx, senders []*exchange.Sender) error {
 				r := Receiver(u)
 				info, err := os.ReadFile(fmt.Sprintf("/proc/self/fdinfo/%d", u.ring.Fd()))
 				if err != nil {
@@ -226,9 +219,6 @@ func TestUringBusyPoll(t *testing.T) {
 				}
 				return <-sendc
 			})
-			if err != nil {
-				t.Fatal(err)
-			}
 		})
 	}
 }
@@ -268,15 +258,7 @@ func testBusyPollPolls(t *testing.T, poller string, locked bool) {
 	if out, err := lab.Exec(lab.Dst, "sh", "-c", "echo 100 > "+sys+"/napi_defer_hard_irqs && echo 1000000 > "+sys+"/gro_flush_timeout"); err != nil {
 		t.Fatalf("defer the veth's interrupts: %v: %s", err, out)
 	}
-	lines := labLines(lab)
-	senders := labSenders(t, lab, lines, 10000)
-	cfg := Config{Backend: BackendUring, Lines: lines, BusyPoll: true, BusyPollUsec: 50, PollTimeout: 20 * time.Millisecond, LockedThread: locked}
-	err := onLockedThread(lab.Dst, func() error {
-		u, err := openBusyPollUring(t, cfg)
-		if err != nil {
-			return err
-		}
-		defer u.Close()
+	onBusyPollUring(t, lab, locked, func(u *uringRx, senders []*exchange.Sender) error {
 		r := Receiver(u)
 		switch poller {
 		case "ring":
@@ -325,9 +307,6 @@ func testBusyPollPolls(t *testing.T, poller string, locked bool) {
 		}
 		return nil
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
 }
 
 // busyPollRxPackets is the calling thread's network namespace's
@@ -350,6 +329,28 @@ func busyPollRxPackets() (uint64, error) {
 		}
 	}
 	return 0, errors.New("/proc/net/netstat has no BusyPollRxPackets")
+}
+
+// onBusyPollUring opens the io_uring backend on lab's lines, busy polling
+// 50 µs (Config.LockedThread: locked), on a locked thread in the receiving
+// namespace, and runs fn with it and the lines' senders (10000 datagrams a
+// second each, not started); an error of either fails the test.
+func onBusyPollUring(t *testing.T, lab *netlab.Lab, locked bool, fn func(u *uringRx, senders []*exchange.Sender) error) {
+	t.Helper()
+	lines := labLines(lab)
+	senders := labSenders(t, lab, lines, 10000)
+	cfg := Config{Backend: BackendUring, Lines: lines, BusyPoll: true, BusyPollUsec: 50, PollTimeout: 20 * time.Millisecond, LockedThread: locked}
+	err := onLockedThread(lab.Dst, func() error {
+		u, err := openBusyPollUring(t, cfg)
+		if err != nil {
+			return err
+		}
+		defer u.Close()
+		return fn(u, senders)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 }
 
 // openBusyPollUring opens the io_uring backend with cfg (BusyPoll set) and
