@@ -24,13 +24,8 @@ func TestArbiterEndBehindContradictedStray(t *testing.T) {
 		pkts := packets(t, testSession, 40, 3, rng)
 		a, s := newTestArbiter(t, ArbiterConfig{Session: testSession, Hold: time.Second})
 		now := offerWithStray(a, pkts, ahead, false)
-		last, _ := moldudp64.Parse(pkts[len(pkts)-1])
-		eos := moldudp64.AppendHeader(nil, testSession, last.Next(), moldudp64.EndOfSessionCount)
 		now += int64(time.Millisecond)
-		for range 3 {
-			a.Offer(0, eos, now)
-			a.Offer(1, eos, now)
-		}
+		offerEnd(a, endOfSession(testSession, nextAfter(t, pkts)), now)
 		for range 30 {
 			now += int64(100 * time.Millisecond)
 			a.Tick(now)
@@ -95,6 +90,15 @@ func TestSessionChangeAfterHeldStray(t *testing.T) {
 	}
 }
 
+// offerEnd offers the End of Session packet eos three times on both
+// lines at now.
+func offerEnd(a *Arbiter, eos []byte, now int64) {
+	for range 3 {
+		a.Offer(0, eos, now)
+		a.Offer(1, eos, now)
+	}
+}
+
 // offerWithStray offers pkts on both lines, 50 µs apart, and 50 µs before
 // the sixth line A's copy of it with its sequence number ahead (corrupt),
 // with an empty poll after each when tick; it returns the last stamp.
@@ -152,12 +156,7 @@ func TestSessionChangeBehindHeldStray(t *testing.T) {
 				s.next = 0 // the new session's numbers start again
 			})
 			now := offerWithStray(a, pkts, ahead, true)
-			last, _ := moldudp64.Parse(pkts[len(pkts)-1])
-			eos := moldudp64.AppendHeader(nil, testSession, last.Next(), moldudp64.EndOfSessionCount)
-			for range 3 {
-				a.Offer(0, eos, now)
-				a.Offer(1, eos, now)
-			}
+			offerEnd(a, endOfSession(testSession, nextAfter(t, pkts)), now)
 			for i, p := range pkts2 {
 				now += int64(10 * time.Millisecond)
 				i2 = i
@@ -165,12 +164,7 @@ func TestSessionChangeBehindHeldStray(t *testing.T) {
 				a.Offer(1, p, now)
 				a.Tick(now)
 			}
-			last2, _ := moldudp64.Parse(pkts2[len(pkts2)-1])
-			eos2 := moldudp64.AppendHeader(nil, other, last2.Next(), moldudp64.EndOfSessionCount)
-			for range 3 {
-				a.Offer(0, eos2, now)
-				a.Offer(1, eos2, now)
-			}
+			offerEnd(a, endOfSession(other, nextAfter(t, pkts2)), now)
 			for range 30 {
 				now += int64(100 * time.Millisecond)
 				a.Tick(now)
@@ -195,7 +189,7 @@ func TestSessionChangeBehindHeldStray(t *testing.T) {
 }
 
 // TestStrayConfirmedBeforeStaleEndDoesNotWin: a stray sender's run on
-// line A confirmed shortly before the followed session's end, while line
+// line A confirmed just before the followed session's end, while line
 // A's corrupt copy of a packet, 300,000 ahead, is held; both lines then
 // bring the End of Session (stale, below the held packet) and the real
 // next session, the stray going on on line A. Only packets after the end
@@ -205,41 +199,25 @@ func TestSessionChangeBehindHeldStray(t *testing.T) {
 // took the feed over.
 func TestStrayConfirmedBeforeStaleEndDoesNotWin(t *testing.T) {
 	rng := rand.New(rand.NewPCG(5, 6))
-	old := moldudp64.NewSession("OLD")
-	oldPkts := packets(t, old, 40, 3, rng)
-	stray := packets(t, strayName, 100, 3, rng)
-	newPkts := packets(t, testSession, 50, 3, rng)
 	a, s := newTestArbiter(t, ArbiterConfig{Hold: time.Second})
 	a.SetSessionFunc(func(o, n moldudp64.Session) { s.next = 0 })
-	now := int64(1)
-	for i, p := range oldPkts {
-		now += int64(50 * time.Microsecond)
-		if i == 5 {
-			bad := slices.Clone(p)
-			binary.BigEndian.PutUint64(bad[10:], binary.BigEndian.Uint64(bad[10:])+300_000)
-			a.Offer(0, bad, now)
-		}
-		a.Offer(0, p, now)
-		a.Offer(1, p, now)
-		if i >= 30 && i < 30+defaultSessionConfirm {
-			a.Offer(0, stray[i-30], now) // the stray's run, just before the end
-		}
+	oldPkts := packets(t, testSession, 40, 3, rng)
+	now := offerWithStray(a, oldPkts, 300_000, false)
+	stray := packets(t, strayName, 100, 3, rng)
+	for _, p := range stray[:defaultSessionConfirm] {
+		a.Offer(0, p, now) // the stray's run, just before the end
 	}
-	eos := endOfSession(old, a.Next())
-	for range 3 {
-		a.Offer(0, eos, now)
-		a.Offer(1, eos, now)
-	}
-	si := defaultSessionConfirm
-	for _, p := range newPkts {
+	next := moldudp64.NewSession("NEXT")
+	newPkts := packets(t, next, 50, 3, rng)
+	offerEnd(a, endOfSession(testSession, a.Next()), now)
+	for i, p := range newPkts {
 		now += int64(10 * time.Millisecond)
-		a.Offer(0, stray[si], now) // the stray keeps sending
-		si++
+		a.Offer(0, stray[defaultSessionConfirm+i], now) // the stray keeps sending
 		a.Offer(0, p, now)
 		a.Offer(1, p, now)
 		a.Tick(now)
 	}
-	if a.Session() != testSession || a.Stats.SessionChanges != 1 {
+	if a.Session() != next || a.Stats.SessionChanges != 1 {
 		t.Fatalf("following %q after the real next session sent %d packets on both lines (session changes %d, held %d)", a.Session(), len(newPkts), a.Stats.SessionChanges, a.Pending())
 	}
 }
