@@ -581,7 +581,7 @@ func (a *Arbiter) Offer(line int, data []byte, rxTime int64) {
 			// first, so the old session's tail is never silently dropped
 			// (see session.go).
 			idx, ok, stashed := a.candidate(line, data, p, rxTime)
-			if ok && (!a.started || a.Ended() || a.silent(rxTime)) {
+			if ok && (!a.started || a.Ended() || a.silent(rxTime) || a.endsBehindStrays(idx)) {
 				a.lock(idx, rxTime)
 				if !stashed {
 					// Confirmed earlier, waiting for the old session: the
@@ -631,6 +631,9 @@ func (a *Arbiter) Offer(line int, data []byte, rxTime int64) {
 			// should that packet be dropped as a stray (endBehindStray).
 			if p.Seq > a.staleEnd {
 				a.staleEnd, a.staleEndLines = p.Seq, 0
+				// Only packets after it confirm the next session, as
+				// after an end announced (see endsBehindStrays).
+				a.sess.recount()
 			}
 			if p.Seq == a.staleEnd {
 				a.staleEndLines |= 1 << line

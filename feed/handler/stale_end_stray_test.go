@@ -24,13 +24,8 @@ func TestArbiterEndBehindContradictedStray(t *testing.T) {
 		pkts := packets(t, testSession, 40, 3, rng)
 		a, s := newTestArbiter(t, ArbiterConfig{Session: testSession, Hold: time.Second})
 		now := offerWithStray(a, pkts, ahead, false)
-		last, _ := moldudp64.Parse(pkts[len(pkts)-1])
-		eos := moldudp64.AppendHeader(nil, testSession, last.Next(), moldudp64.EndOfSessionCount)
 		now += int64(time.Millisecond)
-		for range 3 {
-			a.Offer(0, eos, now)
-			a.Offer(1, eos, now)
-		}
+		offerEnd(a, endOfSession(testSession, nextAfter(t, pkts)), now)
 		for range 30 {
 			now += int64(100 * time.Millisecond)
 			a.Tick(now)
@@ -46,12 +41,14 @@ func TestArbiterEndBehindContradictedStray(t *testing.T) {
 // TestSessionChangeAfterHeldStray: with no configured session, line A
 // brings a copy of a data packet whose sequence number is corrupt (300,000
 // or 2,000,000 ahead, within MaxJump), both lines then the rest of the day
-// and its End of Session packets, and another session follows, its packets
-// 10 ms apart. The old session falls silent for LineTimeout (300 ms)
-// before Hold (1 s) has the held packet dropped as contradicted, so the
-// change comes while it is held. The old session was delivered whole: no
-// gap is counted for it at the change. Before, the range up to the
-// corrupt packet was ('1 gaps (299934 messages) counted').
+// and line B its End of Session packets (line A lost its copies: else the
+// new session is followed at once, TestSessionChangeBehindHeldStray), and
+// another session follows, its packets 10 ms apart. The old session falls
+// silent for LineTimeout (300 ms) before Hold (1 s) has the held packet
+// dropped as contradicted, so the change comes while it is held. The old
+// session was delivered whole: no gap is counted for it at the change.
+// Before, the range up to the corrupt packet was ('1 gaps (299934
+// messages) counted').
 func TestSessionChangeAfterHeldStray(t *testing.T) {
 	for _, ahead := range []uint64{300_000, 2_000_000} {
 		rng := rand.New(rand.NewPCG(5, 6))
@@ -75,7 +72,6 @@ func TestSessionChangeAfterHeldStray(t *testing.T) {
 		last, _ := moldudp64.Parse(pkts[len(pkts)-1])
 		eos := moldudp64.AppendHeader(nil, testSession, last.Next(), moldudp64.EndOfSessionCount)
 		for range 3 {
-			a.Offer(0, eos, now)
 			a.Offer(1, eos, now)
 		}
 		for _, p := range pkts2 {
@@ -91,6 +87,15 @@ func TestSessionChangeAfterHeldStray(t *testing.T) {
 			t.Errorf("%d ahead: %d session changes, following %q, %d packets held before it; at the change: delivered %d of %d, gaps reported %v, %d gaps (%d messages) counted; want one change with the corrupt packet held, the old session delivered whole, no gap",
 				ahead, changes, a.Session(), held, got, want, reported, gaps, lost)
 		}
+	}
+}
+
+// offerEnd offers the End of Session packet eos three times on both
+// lines at now.
+func offerEnd(a *Arbiter, eos []byte, now int64) {
+	for range 3 {
+		a.Offer(0, eos, now)
+		a.Offer(1, eos, now)
 	}
 }
 
@@ -114,4 +119,105 @@ func offerWithStray(a *Arbiter, pkts [][]byte, ahead uint64, tick bool) int64 {
 		}
 	}
 	return now
+}
+
+// TestSessionChangeBehindHeldStray: with no configured session (the
+// soak's "session" runs), line A brings a copy of a data packet whose
+// sequence number is corrupt (300,000 or 2,000,000 ahead, within
+// MaxJump), both lines the rest of the day and its End of Session packets
+// (stale: below the corrupt packet, held), and then the next session, 10
+// ms a packet: 40 packets and its End of Session (over in 0.4 s, before
+// Hold, 1 s, and LineTimeout, 1 s), or 200 (2 s). Line A went below the
+// held packet and then on to another session: the held packet is not the
+// old session's future, and the new session is followed once confirmed
+// (SessionConfirm of its packets after the end), both sessions delivered
+// whole, no gap. Before, the change waited for Hold or the old session's
+// silence: the short session was never followed ('0 session changes',
+// its 73 messages WrongSession, neither delivered nor declared: the soak's
+// seeds 11096, 11151, 11300, 12070), the long one after 990 ms with all
+// but its stash declared a gap both lines had brought ('gaps [{4 188}]').
+func TestSessionChangeBehindHeldStray(t *testing.T) {
+	for _, n2 := range []int{40, 200} {
+		for _, ahead := range []uint64{300_000, 2_000_000} {
+			rng := rand.New(rand.NewPCG(5, 6))
+			pkts := packets(t, testSession, 40, 3, rng)
+			other := moldudp64.NewSession("OTHER")
+			pkts2 := packets(t, other, n2, 3, rng)
+			a, s := newTestArbiter(t, ArbiterConfig{Hold: time.Second})
+			changes, changedAt := 0, -1
+			var got1 uint64
+			i2 := -1 // the packet of the second session being offered
+			a.SetSessionFunc(func(o, n moldudp64.Session) {
+				if o == (moldudp64.Session{}) {
+					return // the first session followed
+				}
+				changes++
+				got1, changedAt = s.got, i2
+				s.next = 0 // the new session's numbers start again
+			})
+			now := offerWithStray(a, pkts, ahead, true)
+			offerEnd(a, endOfSession(testSession, nextAfter(t, pkts)), now)
+			for i, p := range pkts2 {
+				now += int64(10 * time.Millisecond)
+				i2 = i
+				a.Offer(0, p, now)
+				a.Offer(1, p, now)
+				a.Tick(now)
+			}
+			offerEnd(a, endOfSession(other, nextAfter(t, pkts2)), now)
+			for range 30 {
+				now += int64(100 * time.Millisecond)
+				a.Tick(now)
+			}
+			if changes == 0 {
+				got1 = s.got
+			}
+			want1, want2 := totalMessages(t, pkts), totalMessages(t, pkts2)
+			st := a.Stats
+			if changes != 1 || a.Session() != other || got1 != want1 || s.got-got1 != want2 || len(s.gaps) != 0 || st.Gaps != 0 || !a.Ended() || st.Lines[0].Contradicted != 1 {
+				t.Errorf("%d packets, %d ahead: %d session changes (at the second session's packet %d), following %q; the first session delivered %d of %d, the second %d of %d; gaps reported %v, %d counted (%d messages); ended %v, contradicted %d; want one change, both sessions whole, no gap",
+					n2, ahead, changes, changedAt, a.Session(), got1, want1, s.got-got1, want2, s.gaps, st.Gaps, st.GapMessages, a.Ended(), st.Lines[0].Contradicted)
+				continue
+			}
+			// Each line's copy counts: SessionConfirm copies, half as many
+			// packets, each 10 ms.
+			if changedAt >= defaultSessionConfirm/2 {
+				t.Errorf("%d packets, %d ahead: followed the second session at its packet %d, want at its %d-th (SessionConfirm copies on two lines)", n2, ahead, changedAt, defaultSessionConfirm/2)
+			}
+		}
+	}
+}
+
+// TestStrayConfirmedBeforeStaleEndDoesNotWin: a stray sender's run on
+// line A confirmed just before the followed session's end, while line
+// A's corrupt copy of a packet, 300,000 ahead, is held; both lines then
+// bring the End of Session (stale, below the held packet) and the real
+// next session, the stray going on on line A. Only packets after the end
+// count, as after an end announced (TestStrayConfirmedBeforeEndDoesNotWin):
+// the real next session is followed. Without the candidates recounted as
+// the stale End of Session is kept, the stray's first packet after it
+// took the feed over.
+func TestStrayConfirmedBeforeStaleEndDoesNotWin(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	a, s := newTestArbiter(t, ArbiterConfig{Hold: time.Second})
+	a.SetSessionFunc(func(o, n moldudp64.Session) { s.next = 0 })
+	oldPkts := packets(t, testSession, 40, 3, rng)
+	now := offerWithStray(a, oldPkts, 300_000, false)
+	stray := packets(t, strayName, 100, 3, rng)
+	for _, p := range stray[:defaultSessionConfirm] {
+		a.Offer(0, p, now) // the stray's run, just before the end
+	}
+	next := moldudp64.NewSession("NEXT")
+	newPkts := packets(t, next, 50, 3, rng)
+	offerEnd(a, endOfSession(testSession, a.Next()), now)
+	for i, p := range newPkts {
+		now += int64(10 * time.Millisecond)
+		a.Offer(0, stray[defaultSessionConfirm+i], now) // the stray keeps sending
+		a.Offer(0, p, now)
+		a.Offer(1, p, now)
+		a.Tick(now)
+	}
+	if a.Session() != next || a.Stats.SessionChanges != 1 {
+		t.Fatalf("following %q after the real next session sent %d packets on both lines (session changes %d, held %d)", a.Session(), len(newPkts), a.Stats.SessionChanges, a.Pending())
+	}
 }
