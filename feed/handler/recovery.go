@@ -294,6 +294,16 @@ type recovery struct {
 	wakeBuf []int
 	waking  [rx.MaxWakeFds]int
 	nWaking int
+	// timer: a timerfd (CLOCK_MONOTONIC) in the wake set while a range is
+	// being filled, armed for the client's next deadline (NextDue), so
+	// that a timeout, a settle or a rate-limited request is acted on when
+	// due on quiet lines, not at the receive wait's timeout; -1 until a
+	// Waker receiver needs it (none in a replay). timerAt: when it is
+	// armed to fire (Poll's clock), 0 disarmed; timerDur: for how long it
+	// was armed then (a wall clock stepped back is caught by it).
+	timer    int
+	timerAt  int64
+	timerDur int64
 }
 
 type snapResult struct {
@@ -339,7 +349,8 @@ func newRecovery(h *Handler, cfg RecoveryConfig) (*recovery, error) {
 			return nil, err
 		}
 		r.client = c
-		r.wakeBuf = make([]int, 0, len(cfg.Rerequest.Servers))
+		r.wakeBuf = make([]int, 0, len(cfg.Rerequest.Servers)+1)
+		r.timer = -1
 		r.logRecvBuffer()
 		r.logRequestCap()
 	}
@@ -513,7 +524,7 @@ func (r *recovery) poll(now int64) {
 		}
 	}
 	if r.client != nil {
-		r.syncWake()
+		r.syncWake(now)
 	}
 	if r.started != 0 {
 		if _, busy := a.Recovering(); !busy && !r.fetching && (r.client == nil || !r.client.Active()) {
@@ -586,6 +597,7 @@ func (r *recovery) close() error {
 	}
 	r.fetching, r.early = false, nil
 	if r.client != nil {
+		r.closeTimer()
 		return r.client.Close()
 	}
 	return nil

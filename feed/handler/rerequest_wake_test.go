@@ -3,7 +3,9 @@ package handler
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/netip"
+	"os"
 	"slices"
 	"testing"
 	"time"
@@ -21,28 +23,36 @@ import (
 
 // TestRerequestAnswerWakesQuietLines: a real handler on each backend (in
 // a lab namespace, both modes), lines quiet after a gap, arbitration.hold
-// 2 s (the receive wait times out after 500 ms). Message 3 is lost on
-// both lines, 4 and 5 follow, then nothing; the re-request server (a
-// socket in the lab) answers the request with packet 3. Between the
-// request reaching the server and the range being delivered no receive
-// wait ends by its timeout (the receiver's wait_timeouts): the answer
-// ends the wait it comes in (wait_woken), is applied and published.
-// Before (the re-request sockets not waited on) the wait the answer came
-// in ran to its timeout: it printed "receive waits ended by timeout
-// between the request and the fill: 1, want 0" on every backend and mode.
+// 2 s (the receive wait times out after 500 ms). Messages 3 to 2+lost are
+// lost on both lines, two more follow, then nothing; the re-request
+// server (a socket in the lab) answers each request with the first
+// message asked alone, as a server capping its answers does. Between the
+// first request reaching the server and the range being delivered no
+// receive wait ends by its timeout (the receiver's wait_timeouts): each
+// answer ends the wait it comes in (wait_woken), and the client's settle
+// after a partial answer ends the wait through the wake timer, so the
+// rest is asked for when due. Before the re-request sockets were waited
+// on, the wait the answer came in ran to its timeout ("receive waits
+// ended by timeout between the request and the fill: 1, want 0" on every
+// backend and mode, lost 1); before the timer, the settle was seen at the
+// next wait's timeout, 500 ms a part (lost 3: 'receive waits ended by
+// timeout between the request and the fill: 2, want 0').
 func TestRerequestAnswerWakesQuietLines(t *testing.T) {
 	for _, backend := range []string{rx.BackendSocket, rx.BackendUring, rx.BackendXDP} {
 		for _, m := range modes {
-			t.Run(backend+"/"+m.mode.String(), func(t *testing.T) { testRerequestAnswerWakes(t, backend, m.mode, m.shards) })
+			for _, lost := range []int{1, 3} {
+				t.Run(fmt.Sprintf("%s/%s/lost=%d", backend, m.mode, lost), func(t *testing.T) { testRerequestAnswerWakes(t, backend, m.mode, m.shards, lost) })
+			}
 		}
 	}
 }
 
-func testRerequestAnswerWakes(t *testing.T, backend string, mode Mode, shards []int) {
+func testRerequestAnswerWakes(t *testing.T, backend string, mode Mode, shards []int, lost int) {
 	lab := netlab.ForTest(t, netlab.Options{})
 	const sess = "WAKE"
+	total := uint64(4 + lost)
 	var pkts [][]byte
-	for seq := uint64(1); seq <= 5; seq++ {
+	for seq := uint64(1); seq <= total; seq++ {
 		pkts = append(pkts, sessionPacket(sess, seq, orderMsg(sess, 100+seq, seq)))
 	}
 	srv, server := lab.BoundUDPSocket(t, lab.Src)
@@ -69,7 +79,9 @@ func testRerequestAnswerWakes(t *testing.T, backend string, mode Mode, shards []
 			{Name: "A", Interface: lab.DstIf, Group: groups[0].Addr(), Port: groups[0].Port()},
 			{Name: "B", Interface: lab.DstIf, Group: groups[1].Addr(), Port: groups[1].Port()}}},
 		Arbiter: ArbiterConfig{Grace: time.Millisecond, Hold: 2 * time.Second},
-		Recovery: RecoveryConfig{Rerequest: rerequest.Config{Servers: []netip.AddrPort{server}, Timeout: time.Minute},
+		// A 20 ms timeout: a partial answer settles for 2 ms, then the
+		// rest is asked for (a retry after a lost request is as good).
+		Recovery: RecoveryConfig{Rerequest: rerequest.Config{Servers: []netip.AddrPort{server}, Timeout: 20 * time.Millisecond, Retries: 100},
 			Do: func(fn func() error) error { return lab.Do(lab.Dst, fn) }},
 		Book:       smallBooks,
 		Mode:       mode,
@@ -92,8 +104,8 @@ func testRerequestAnswerWakes(t *testing.T, backend string, mode Mode, shards []
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { h.Stop() })
-	// 1, 2, then 4 and 5: 3 lost on both lines.
-	sent := slices.Concat(pkts[:2], pkts[3:])
+	// 1, 2, then 3+lost on: 3 to 2+lost lost on both lines.
+	sent := slices.Concat(pkts[:2], pkts[2+lost:])
 	for _, s := range senders {
 		if _, err := s.Send(context.Background(), slices.Values(sent)); err != nil {
 			t.Fatal(err)
@@ -101,22 +113,26 @@ func testRerequestAnswerWakes(t *testing.T, backend string, mode Mode, shards []
 	}
 	req := make([]byte, 64)
 	n, client := netlab.Recv(t, srv, req)
-	r, err := moldudp64.ParseRequest(req[:n])
-	if err != nil || r.Seq != 3 {
-		t.Fatalf("request %+v, %v: want one for 3", r, err)
-	}
 	timeouts := func() uint64 { return recv.Stats().Extra.Get("wait_timeouts") }
 	before, woken := timeouts(), recv.Stats().Extra.Get("wait_woken")
-	if err := unix.Sendto(srv, pkts[2], 0, &unix.SockaddrInet4{Addr: client.Addr().As4(), Port: int(client.Port())}); err != nil {
-		t.Fatal(err)
-	}
-	// The fill is seen well within the next wait's 500 ms (a read every
-	// 100 µs), so its timeout is not counted.
-	for i := 0; h.delivered.Load() < 5; i++ {
+	// Each request answered with its first message alone; the fill is
+	// seen well within a wait's 500 ms (a look every 100 µs), so the
+	// timeout of the wait after it is not counted.
+	for i := 0; h.delivered.Load() < total; i++ {
+		if n > 0 {
+			r, err := moldudp64.ParseRequest(req[:n])
+			if err != nil || r.Seq < 3 || r.Seq >= 3+uint64(lost) {
+				t.Fatalf("request %+v, %v: want one for 3 to %d", r, err, 2+lost)
+			}
+			if err := unix.Sendto(srv, pkts[r.Seq-1], 0, &unix.SockaddrInet4{Addr: client.Addr().As4(), Port: int(client.Port())}); err != nil {
+				t.Fatal(err)
+			}
+		}
 		if i == 200_000 {
-			t.Fatalf("delivered %d of 5 messages", h.delivered.Load())
+			t.Fatalf("delivered %d of %d messages", h.delivered.Load(), total)
 		}
 		time.Sleep(100 * time.Microsecond)
+		n, _, _ = unix.Recvfrom(srv, req, unix.MSG_DONTWAIT)
 	}
 	after := timeouts()
 	if after != before {
@@ -128,7 +144,7 @@ func testRerequestAnswerWakes(t *testing.T, backend string, mode Mode, shards []
 	// The figure docs/RECOVERY.md quotes: detection to fill (the
 	// detection follows a receive wait's timeout, the request at once).
 	waitFor(t, "the repair recorded", func() bool { return len(h.Stats().Recovery.Events) > 0 })
-	t.Logf("%s %v: range repaired in %v", backend, mode, h.Stats().Recovery.Events[0].Took)
+	t.Logf("%s %v, %d lost: range repaired in %v", backend, mode, lost, h.Stats().Recovery.Events[0].Took)
 }
 
 // wakeRx is a receiver that records the wake set it is given (rx.Waker).
@@ -144,8 +160,8 @@ func (w *wakeRx) WakeOn(fds []int) error {
 	return nil
 }
 
-// TestRerequestWakeSet: the receiver is given the client's socket when a
-// range is re-requested and nothing once it is filled, told only of a
+// TestRerequestWakeSet: the receiver is given the client's socket and
+// the wake timer (a timerfd) when a range is re-requested and nothing once it is filled, told only of a
 // change (not at every round), and the rounds in between allocate
 // nothing (recovery.syncWake on the receive thread).
 func TestRerequestWakeSet(t *testing.T) {
@@ -161,12 +177,19 @@ func TestRerequestWakeSet(t *testing.T) {
 	rs.offer(1, 7, 10, time.Millisecond) // 6 lost
 	rs.poll()
 	_, from := srv.request(t)
-	want := rec.client.WakeFds(nil)
-	if w.calls != 1 || len(want) != 1 || !slices.Equal(w.set, want) {
-		t.Fatalf("re-requesting: receiver told %d times, set %v; want once, the client's socket %v", w.calls, w.set, want)
+	want := append(rec.client.WakeFds(nil), rec.timer)
+	if w.calls != 1 || len(want) != 2 || !slices.Equal(w.set, want) {
+		t.Fatalf("re-requesting: receiver told %d times, set %v; want once, the client's socket and the wake timer %v", w.calls, w.set, want)
+	}
+	if l, _ := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", rec.timer)); l != "anon_inode:[timerfd]" {
+		t.Fatalf("the wake set's last fd is %q, want a timerfd", l)
 	}
 	if a := testing.AllocsPerRun(50, func() { rs.rec.poll(rs.now) }); a != 0 {
 		t.Fatalf("recovery poll while re-requesting: %v allocations, want 0", a)
+	}
+	// The timer armed again (timerfd_settime), as after it fired.
+	if a := testing.AllocsPerRun(50, func() { rec.timerAt = 0; rec.armTimer(rs.now, true) }); a != 0 || rec.timerAt <= rs.now {
+		t.Fatalf("wake timer armed again: %v allocations (want 0), armed for %d (want after %d)", a, rec.timerAt, rs.now)
 	}
 	if w.calls != 1 {
 		t.Fatalf("receiver told %d times with the set unchanged, want once", w.calls)

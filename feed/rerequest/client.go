@@ -335,6 +335,29 @@ func (c *Client) WakeFds(dst []int) []int {
 	return dst
 }
 
+// NextDue returns when Poll next has something to do that no answer
+// brings, on the clock of Poll's now: a request's timeout, the end of a
+// partly answered request's settle, the rate limit's next token; 0 when
+// no range is being filled. A caller that waits for the answers (WakeFds)
+// wakes then too, so that a timer is acted on when it is due, not when
+// the wait next ends for another reason. It allocates nothing.
+func (c *Client) NextDue() int64 {
+	switch {
+	case !c.active:
+		return 0
+	case c.sentAt == 0:
+		// A request is due, held back by the rate limit: the next token
+		// (a microsecond later, so that the sum of its fractions is 1).
+		if c.tokens >= 1 || c.refillAt == 0 {
+			return c.seen
+		}
+		return c.refillAt + int64((1-c.tokens)/c.cfg.RequestsPerSecond*1e9) + int64(time.Microsecond)
+	case c.lastAns != 0:
+		return c.lastAns + int64(c.settle())
+	}
+	return c.sentAt + int64(c.cfg.Timeout)<<min(c.tries-1, 6)
+}
+
 // Want starts filling r of session s (replacing what was wanted before);
 // the caller has everything before r.First. It is asked of the servers in
 // order, wrapping round, from the one that was asked when the last range

@@ -464,3 +464,64 @@ func TestNarrow(t *testing.T) {
 		t.Fatalf("stats %+v, want 2 requests, 1 of them a retry", st)
 	}
 }
+
+// TestNextDue: NextDue tells when Poll next has something to do that no
+// answer brings (the caller's wait wakes then: a request's timeout,
+// doubled at each retry, and a request the rate limit holds back until
+// its token), and Poll at that time does it (a retry sent); nothing when
+// no range is being filled.
+func TestNextDue(t *testing.T) {
+	h := history(t, 10)
+	dead := newServer(t, exchange.RerequestConfig{Message: h.Message, Refuse: true})
+	const timeout = 10 * time.Millisecond
+	c, err := rerequest.New(rerequest.Config{Servers: []netip.AddrPort{dead.Addr()}, Timeout: timeout,
+		Retries: 3, RequestsPerSecond: 10}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if d := c.NextDue(); d != 0 {
+		t.Fatalf("nothing wanted: due %d, want 0", d)
+	}
+	now := int64(time.Second)
+	c.Want(session, moldudp64.Range{First: 1, Count: 5}, now)
+	poll := func() { c.Poll(now, func(moldudp64.Packet) {}) }
+	poll()
+	if st := c.Stats; st.Requests != 1 {
+		t.Fatalf("%d requests, want 1", st.Requests)
+	}
+	if d := c.NextDue(); d != now+int64(timeout) {
+		t.Fatalf("a request out: due %v after it, want its timeout %v", time.Duration(d-now), timeout)
+	}
+	// Polled just before the timeout: nothing happens.
+	now += int64(timeout) - 1
+	poll()
+	if st := c.Stats; st.Requests != 1 || st.Timeouts != 0 {
+		t.Fatalf("before the timeout: %+v", st)
+	}
+	// At it, the request times out; the retry is held back by the rate
+	// limit (10 a second, a burst of 1): due at the next token, 100 ms
+	// after the first request.
+	now++
+	poll()
+	if st := c.Stats; st.Timeouts != 1 || st.Requests != 1 || st.RateLimited != 1 {
+		t.Fatalf("at the timeout: %+v; want a timeout, the retry rate limited", st)
+	}
+	first := int64(time.Second)
+	if d := c.NextDue(); d != first+int64(100*time.Millisecond+time.Microsecond) {
+		t.Fatalf("retry rate limited: due %v after the first request, want 100.001ms", time.Duration(d-first))
+	}
+	now = c.NextDue()
+	poll()
+	if st := c.Stats; st.Requests != 2 {
+		t.Fatalf("at the token: %d requests, want 2 (%+v)", st.Requests, st)
+	}
+	// The retry's timeout is doubled.
+	if d := c.NextDue(); d != now+2*int64(timeout) {
+		t.Fatalf("a retry out: due %v after it, want %v", time.Duration(d-now), 2*timeout)
+	}
+	c.Forget()
+	if d := c.NextDue(); d != 0 {
+		t.Fatalf("forgotten: due %d, want 0", d)
+	}
+}
