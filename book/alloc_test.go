@@ -79,11 +79,8 @@ func TestApplyAllocs(t *testing.T) {
 }
 
 func TestBookLayout(t *testing.T) {
-	if s := unsafe.Sizeof(Book{}); s != 192 {
-		t.Errorf("Book is %d bytes, want 192 (three cache lines)", s)
-	}
-	if o := unsafe.Offsetof(Book{}.inl); o != 128 {
-		t.Errorf("Book.inl at offset %d, want 128 (the third cache line, which the lookahead prefetches)", o)
+	if s := unsafe.Sizeof(Book{}); s != 128 {
+		t.Errorf("Book is %d bytes, want 128 (two cache lines)", s)
 	}
 	if s := unsafe.Sizeof(order{}); s != 32 {
 		t.Errorf("order is %d bytes, want 32", s)

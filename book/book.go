@@ -10,8 +10,7 @@ import (
 // follows the same single-writer rule.
 //
 // The fields every order message touches come first so they share one
-// cache line; the struct is 192 bytes (three lines) so books never straddle
-// lines, the third holding each side's first ladder array (inl).
+// cache line; the struct is 128 bytes so books never straddle lines.
 type Book struct {
 	sides    [2][]rung
 	locate   uint16
@@ -26,7 +25,7 @@ type Book struct {
 	opHalt byte // operational halt action from 'h': 'H' or 'T'; 0 before any
 	// incomplete: an add was dropped for want of capacity since the book
 	// was last emptied (Incomplete). In the padding before lastPrice: the
-	// struct stays three cache lines (prefetch_amd64.go).
+	// struct stays two cache lines (prefetch_amd64.go).
 	incomplete bool
 	lastPrice  uint32
 	lastSize   uint64
@@ -38,14 +37,6 @@ type Book struct {
 	// recorded before the locate was re-assigned (Books.Announce); a
 	// Broken Trade of one is unmatched. 0 until then.
 	minMatch uint64
-	// inl holds each side's first ladder array (sides points into it
-	// until the side outgrows minLadder levels), on the book's third
-	// cache line: most instruments rest on a few levels a side, and an
-	// order message then finds its ladder next to its book, which the
-	// lookahead prefetches (PrefetchBlocks), rather than in an array of
-	// the ladder block a dependent miss away. A Book is never copied:
-	// its sides would point into the original.
-	inl [2][minLadder]rung
 }
 
 // Incomplete reports that an order of the book was dropped for want of

@@ -355,18 +355,13 @@ func (bs *Books) empty(b *Book) {
 // forget makes the book of locate new but for its storage (its ladders'
 // capacity): unknown, with no orders, trades or states, forgetting match
 // numbers under minMatch (0: none). Its orders must be gone from the order
-// table already. A side with no array yet (New) gets the book's own (inl).
+// table already.
 func (bs *Books) forget(locate uint16, minMatch uint64) {
 	b := &bs.books[locate]
 	if b.incomplete {
 		bs.stats.Incomplete--
 	}
 	*b = Book{bs: bs, locate: locate, sides: [2][]rung{b.sides[0][:0], b.sides[1][:0]}, minMatch: minMatch}
-	for side := range b.sides {
-		if cap(b.sides[side]) == 0 { // New: the book's own first arrays
-			b.sides[side] = b.inl[side][:0]
-		}
-	}
 }
 
 func (bs *Books) capacity(counter *uint64, sentinel error, what uint64) {

@@ -10,8 +10,7 @@ import (
 // Prefetch starts loading the order slot that Apply(m) will read for a
 // message naming an order (the home slot of the reference at offset 11,
 // the resting order of an E, C, X, D or U, the new order of an A or F), and
-// the head of the book of the message's locate and its first ladder arrays
-// (the book's first and third cache lines). It
+// the head of the book of the message's locate. It
 // is a hint to the CPU: it changes nothing, never faults, and costs a few
 // nanoseconds. A message too short to hold a reference is ignored; for
 // one of another type the 8 bytes at offset 11 name a slot that is loaded
@@ -31,7 +30,7 @@ func (bs *Books) Prefetch(m itch.Msg) {
 	// The book's address is not checked against len(bs.books): a prefetch
 	// never faults, and Apply checks the locate.
 	book := uintptr(unsafe.Pointer(unsafe.SliceData(bs.books))) + uintptr(m.Locate())*unsafe.Sizeof(Book{})
-	prefetch3(uintptr(unsafe.Pointer(&bs.orders[binary.BigEndian.Uint64(m[itch.HeaderLen:])&bs.homeMask])), book, book+unsafe.Offsetof(Book{}.inl))
+	prefetch2(uintptr(unsafe.Pointer(&bs.orders[binary.BigEndian.Uint64(m[itch.HeaderLen:])&bs.homeMask])), book)
 }
 
 // PrefetchAhead is how many messages ahead of Apply a caller with a

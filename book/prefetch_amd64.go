@@ -8,10 +8,10 @@ import "unsafe"
 //go:noescape
 func prefetch(addr uintptr)
 
-// prefetch3 is prefetch of a, b and c, in one call.
+// prefetch2 is prefetch of a and b, in one call.
 //
 //go:noescape
-func prefetch3(a, b, c uintptr)
+func prefetch2(a, b uintptr)
 
 // prefetchBlocks is prefetchBlocksGo in assembly (prefetch_amd64.s): the
 // walk and every prefetch in one call, so that the caller's registers are
@@ -24,11 +24,8 @@ func (bs *Books) prefetchBlocks(blocks []byte, max int) int {
 //go:noescape
 func prefetchBlocksAsm(orders unsafe.Pointer, mask uint64, books unsafe.Pointer, p unsafe.Pointer, n int, max int) int
 
-// The assembly scales a slot index by 32 and a locate by 192, and
-// prefetches a book's first and third lines.
+// The assembly scales a slot index by 32 and a locate by 128.
 var _ [32 - unsafe.Sizeof(order{})]struct{}
 var _ [unsafe.Sizeof(order{}) - 32]struct{}
-var _ [192 - unsafe.Sizeof(Book{})]struct{}
-var _ [unsafe.Sizeof(Book{}) - 192]struct{}
-var _ [128 - unsafe.Offsetof(Book{}.inl)]struct{}
-var _ [unsafe.Offsetof(Book{}.inl) - 128]struct{}
+var _ [128 - unsafe.Sizeof(Book{})]struct{}
+var _ [unsafe.Sizeof(Book{}) - 128]struct{}

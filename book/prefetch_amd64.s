@@ -6,14 +6,12 @@ TEXT ·prefetch(SB), NOSPLIT|NOFRAME, $0-8
 	PREFETCHT0 (AX)
 	RET
 
-// func prefetch3(a, b, c uintptr)
-TEXT ·prefetch3(SB), NOSPLIT|NOFRAME, $0-24
+// func prefetch2(a, b uintptr)
+TEXT ·prefetch2(SB), NOSPLIT|NOFRAME, $0-16
 	MOVQ a+0(FP), AX
 	MOVQ b+8(FP), BX
-	MOVQ c+16(FP), CX
 	PREFETCHT0 (AX)
 	PREFETCHT0 (BX)
-	PREFETCHT0 (CX)
 	RET
 
 // func prefetchBlocksAsm(orders unsafe.Pointer, mask uint64, books unsafe.Pointer, p unsafe.Pointer, n int, max int) int
@@ -21,8 +19,8 @@ TEXT ·prefetch3(SB), NOSPLIT|NOFRAME, $0-24
 // Books.prefetchBlocksGo, in one call: for each of at most max length-prefixed
 // blocks of p[:n] that fit, when the message is at least 19 bytes,
 // PREFETCHT0 &orders[bigEndian64(msg[11:19])&mask] and
-// the first and third lines of &books[bigEndian16(msg[1:3])] (a prefetch
-// never faults: the locate is not checked). Returns the bytes walked.
+// &books[bigEndian16(msg[1:3])] (a prefetch never faults: the locate is not
+// checked). Returns the bytes walked.
 TEXT ·prefetchBlocksAsm(SB), NOSPLIT|NOFRAME, $0-56
 	MOVQ orders+0(FP), R8
 	MOVQ mask+8(FP), R9
@@ -52,10 +50,8 @@ loop:
 	PREFETCHT0 0(R8)(R11*1)
 	MOVWQZX 1(SI)(BX*1), R13
 	ROLW $8, R13 // locate, big endian
-	LEAQ 0(R13)(R13*2), R13
-	SHLQ $6, R13 // * sizeof(Book): 3 * 64
+	SHLQ $7, R13 // * sizeof(Book)
 	PREFETCHT0 0(R12)(R13*1)
-	PREFETCHT0 128(R12)(R13*1) // its first ladder arrays (Book.inl)
 next:
 	DECQ DX
 	JNZ loop
