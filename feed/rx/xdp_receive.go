@@ -173,6 +173,16 @@ func (r *xdpRx) Receive(pkts []Packet) (int, error) {
 	}
 }
 
+// warnOnce logs msg, naming the line and the source, the first time a
+// line datagram is dropped for the reason *warned stands for (each is
+// counted, not logged again).
+func (r *xdpRx) warnOnce(warned *bool, line Line, src netip.AddrPort, msg string) {
+	if !*warned {
+		*warned = true
+		r.log.Warn().Str("line", line.String()).Stringer("source", src).Msg(msg)
+	}
+}
+
 // addPfd adds fd to the file descriptors Receive polls, before the wake
 // entries, and returns its index in pfds.
 func (r *xdpRx) addPfd(fd int) int {
@@ -320,31 +330,19 @@ func (r *xdpRx) drain(pkts []Packet) int {
 				continue
 			}
 			if !dg.SourceOK() {
-				if !r.warnedSource {
-					r.warnedSource = true
-					r.log.Warn().Str("line", line.String()).Stringer("source", dg.Src).
-						Msg("AF_XDP: a line datagram from a source the kernel drops (0.0.0.0, multicast, 255.255.255.255 or loopback) was dropped, as under the socket backends (counted in xdp_bad_source; logged once)")
-				}
+				r.warnOnce(&r.warnedSource, line, dg.Src, "AF_XDP: a line datagram from a source the kernel drops (0.0.0.0, multicast, 255.255.255.255 or loopback) was dropped, as under the socket backends (counted in xdp_bad_source; logged once)")
 				badSource++
 				q.pending = append(q.pending, d.Addr)
 				continue
 			}
 			if !dg.OptionsOK() {
-				if !r.warnedOptions {
-					r.warnedOptions = true
-					r.log.Warn().Str("line", line.String()).Stringer("source", dg.Src).
-						Msg("AF_XDP: a line datagram with IPv4 options the kernel refuses (malformed, a source route, CIPSO) was dropped, as under the socket backends (counted in xdp_bad_ip_options; logged once)")
-				}
+				r.warnOnce(&r.warnedOptions, line, dg.Src, "AF_XDP: a line datagram with IPv4 options the kernel refuses (malformed, a source route, CIPSO) was dropped, as under the socket backends (counted in xdp_bad_ip_options; logged once)")
 				badOptions++
 				q.pending = append(q.pending, d.Addr)
 				continue
 			}
 			if r.verify && !dg.ChecksumOK() {
-				if !r.warnedChecksum {
-					r.warnedChecksum = true
-					r.log.Warn().Str("line", line.String()).Stringer("source", dg.Src).
-						Msg("AF_XDP: a line datagram failed its IPv4 or UDP checksum and was dropped (counted in xdp_bad_checksum; logged once). If every one fails, the sender is on this host with checksum offload (a veth sends partial checksums): receive.verify_checksums: false, docs/TUNING.md section 6")
-				}
+				r.warnOnce(&r.warnedChecksum, line, dg.Src, "AF_XDP: a line datagram failed its IPv4 or UDP checksum and was dropped (counted in xdp_bad_checksum; logged once). If every one fails, the sender is on this host with checksum offload (a veth sends partial checksums): receive.verify_checksums: false, docs/TUNING.md section 6")
 				badChecksum++
 				q.pending = append(q.pending, d.Addr)
 				continue
