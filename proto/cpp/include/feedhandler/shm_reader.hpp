@@ -557,8 +557,13 @@ class Reader {
     int64_t deadline = detail::add_sat(detail::monotonic_ns(), timeout_ns);
     for (;;) {
       Error e = open(name, opt);
-      if (e == Error::NotExist && detail::monotonic_ns() > deadline) waited_ns_ = timeout_ns;
-      if (e != Error::NotExist || detail::monotonic_ns() > deadline) return e;
+      if (e != Error::NotExist) return e;
+      // One reading decides both: two could straddle the deadline and
+      // return without the wait that error_text names.
+      if (detail::monotonic_ns() > deadline) {
+        waited_ns_ = timeout_ns;
+        return e;
+      }
       detail::sleep_ns(poll_ns > 0 ? poll_ns : 1000000);
     }
   }
