@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -41,10 +40,6 @@ func unreadable(path string, err error) error {
 	}
 	st := fi.Sys().(*syscall.Stat_t)
 	groups, _ := unix.Getgroups()
-	gs := make([]string, len(groups))
-	for i, g := range groups {
-		gs[i] = fmt.Sprint(g)
-	}
-	return fmt.Errorf("%w: this process (uid %d, gid %d, groups [%s]) may not %s %s (mode %04o, owner uid %d, group gid %d): give the handler's user read access to the file and search access to the directories above it (the unit's install makes /etc/feedhandler 0750 and the feed file 0640, both of group feedhandler: deploy/feedhandler@.service)",
-		err, os.Geteuid(), os.Getegid(), strings.Join(gs, " "), verb, what, fi.Mode().Perm(), st.Uid, st.Gid)
+	return fmt.Errorf("%w: this process (uid %d, gid %d, groups %v) may not %s %s (mode %04o, owner uid %d, group gid %d): give the handler's user read access to the file and search access to the directories above it (the unit's install makes /etc/feedhandler 0750 and the feed file 0640, both of group feedhandler: deploy/feedhandler@.service)",
+		err, os.Geteuid(), os.Getegid(), groups, verb, what, fi.Mode().Perm(), st.Uid, st.Gid)
 }
