@@ -276,9 +276,8 @@ func (a *Arbiter) lock(idx int, rxTime int64) {
 func (a *Arbiter) dropStrays() {
 	a.staleEnd, a.staleEndLines = 0, 0
 	for k := a.pend.n - 1; k >= 0; k-- {
-		if k >= a.pend.n {
-			continue // dropped with a later one
-		}
+		// dropContradicted removes k alone (staleEnd, cleared above,
+		// announces nothing): k-1 is still below pend.n.
 		if e := a.pend.at(k); a.contradicted(e) && !a.undecided(e) {
 			a.dropContradicted(k)
 		}
