@@ -323,7 +323,7 @@ exec "$0" "$@"`
 func runWithListenFd00(t *testing.T, script string, want int, command ...string) (*exec.ExitError, []byte) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "feed.yaml")
-	cfg := "feed:\n  name: t\nlines:\n  a:\n    interface: lo\n    group: 239.1.1.1\n    port: 26477\nreceive:\n  backend: socket\nmetrics:\n  listen: \"[fd00:fe::1]:9100\"\n"
+	cfg := "feed:\n  name: t\nlines:\n  a:\n    interface: lo\n    group: 239.1.1.1\n    port: 26477\nreceive:\n  backend: socket\nmetrics:\n  listen: \"[fd00:fe::1]:9100\"\nshm:\n  name: " + shmtest.Name(t, "fhdad") + "\n"
 	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -679,8 +679,6 @@ func TestRunMetricsAddressNotUpYet(t *testing.T) {
 			t.Skipf("%s not installed", tool)
 		}
 	}
-	const name = "fhfreebind"
-	t.Cleanup(func() { os.Remove("/dev/shm/" + name) })
 	for _, tc := range []struct {
 		name, listen, setup, up, url, answer string
 	}{
@@ -698,7 +696,7 @@ func TestRunMetricsAddressNotUpYet(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
 			path := filepath.Join(dir, "feed.yaml")
-			cfg := "feed:\n  name: " + name + "\nlines:\n  a:\n    interface: lo\n    group: 239.1.1.1\n    port: 26477\nreceive:\n  backend: socket\nmetrics:\n  listen: \"" + tc.listen + "\"\n"
+			cfg := "feed:\n  name: t\nlines:\n  a:\n    interface: lo\n    group: 239.1.1.1\n    port: 26477\nreceive:\n  backend: socket\nmetrics:\n  listen: \"" + tc.listen + "\"\nshm:\n  name: " + shmtest.Name(t, "fhfreebind") + "\n"
 			if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
 				t.Fatal(err)
 			}
@@ -751,11 +749,9 @@ func TestRunMetricsAddressNotUpYetPortInUse(t *testing.T) {
 			t.Skipf("%s not installed", tool)
 		}
 	}
-	const name = "fhh148inuse"
-	t.Cleanup(func() { os.Remove("/dev/shm/" + name) })
 	dir := t.TempDir()
 	path := filepath.Join(dir, "feed.yaml")
-	cfg := "feed:\n  name: " + name + "\nlines:\n  a:\n    interface: lo\n    group: 239.1.1.1\n    port: 26477\nreceive:\n  backend: socket\nmetrics:\n  listen: \"10.148.0.1:9100\"\n"
+	cfg := "feed:\n  name: t\nlines:\n  a:\n    interface: lo\n    group: 239.1.1.1\n    port: 26477\nreceive:\n  backend: socket\nmetrics:\n  listen: \"10.148.0.1:9100\"\nshm:\n  name: " + shmtest.Name(t, "fhinuse") + "\n"
 	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}

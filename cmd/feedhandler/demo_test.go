@@ -13,6 +13,7 @@ import (
 
 	"github.com/marketfeed/feedhandler/feed/config"
 	"github.com/marketfeed/feedhandler/internal/demo"
+	"github.com/marketfeed/feedhandler/internal/shmtest"
 	"github.com/marketfeed/feedhandler/proto/shm"
 )
 
@@ -82,8 +83,7 @@ func TestDemoOneCPU(t *testing.T) {
 		t.Skip("taskset not installed (Debian package util-linux)")
 	}
 	dir := t.TempDir()
-	name := fmt.Sprintf("fhdemo1cpu%d", os.Getpid())
-	t.Cleanup(func() { shm.Remove(name) })
+	name := shmtest.Name(t, "fhdemo1cpu")
 	feed := filepath.Join(dir, "demo.yaml")
 	yaml := "feed: {name: onecpu}\nlines:\n  a: {interface: fhdemo1, group: 239.77.1.1, port: 26477}\n  b: {interface: fhdemo1, group: 239.77.1.2, port: 26478}\n" +
 		"shm: {name: " + name + "}\nlog: {level: info, format: console}\n"
@@ -139,8 +139,7 @@ func TestDemoNoRealtimeRuntime(t *testing.T) {
 	if b, err := os.ReadFile(cg + "/cpu.rt_runtime_us"); err != nil || strings.TrimSpace(string(b)) != "0" {
 		t.Skipf("a new cgroup's cpu.rt_runtime_us is %q (%v), not 0", b, err)
 	}
-	name := fmt.Sprintf("fhdemort%d", os.Getpid())
-	t.Cleanup(func() { shm.Remove(name) })
+	name := shmtest.Name(t, "fhdemort")
 	feed := filepath.Join(t.TempDir(), "demo.yaml")
 	yaml := "feed: {name: nort}\nlines:\n  a: {interface: fhdemo1, group: 239.77.1.1, port: 26477}\n  b: {interface: fhdemo1, group: 239.77.1.2, port: 26478}\n" +
 		"shm: {name: " + name + "}\nlog: {level: info, format: console}\n"

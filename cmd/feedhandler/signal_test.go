@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/marketfeed/feedhandler/feed/handler"
+	"github.com/marketfeed/feedhandler/internal/shmtest"
 	"github.com/marketfeed/feedhandler/proto/shm"
 )
 
@@ -44,11 +45,10 @@ func holdSetup(step bool) {
 // the snapshot server logged into, and an operator who signalled again
 // meanwhile got the exit at once, which leaves the shm file behind.
 func TestRunSignalDuringSetup(t *testing.T) {
-	const name = "fhsig"
-	t.Cleanup(func() { os.Remove(shm.Path(name)) })
+	name := shmtest.Name(t, "fhsig")
 	path := filepath.Join(t.TempDir(), "feed.yaml")
-	cfg := "feed:\n  name: " + name + "\nlines:\n  a:\n    interface: lo\n    group: 239.1.1.1\n    port: 26477\n" +
-		"receive:\n  backend: socket\nlog:\n  format: json\n"
+	cfg := "feed:\n  name: t\nlines:\n  a:\n    interface: lo\n    group: 239.1.1.1\n    port: 26477\n" +
+		"receive:\n  backend: socket\nshm:\n  name: " + name + "\nlog:\n  format: json\n"
 	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
