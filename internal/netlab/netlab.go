@@ -77,13 +77,12 @@ func New(o Options) (*Lab, error) {
 		return nil, fmt.Errorf("netlab: need root (CAP_NET_ADMIN) for namespaces: %w", ErrNotSupported)
 	}
 	sweep()
-	id := fmt.Sprintf("%d%d", os.Getpid()%100000, counter.Add(1))
-	l := &Lab{
-		Src:   o.Prefix + "s" + id,
-		Dst:   o.Prefix + "d" + id,
-		SrcIf: trim15(o.Prefix + "a" + id),
-		DstIf: trim15(o.Prefix + "b" + id),
-	}
+	n := counter.Add(1)
+	// The interfaces live in the namespaces: their names, cut to 15
+	// bytes, need be unique in this lab only.
+	id := fmt.Sprintf("%d%d", os.Getpid()%100000, n)
+	l := &Lab{SrcIf: trim15(o.Prefix + "a" + id), DstIf: trim15(o.Prefix + "b" + id)}
+	l.Src, l.Dst = namespaceNames(o.Prefix, os.Getpid(), n)
 	srcPfx, err := netip.ParsePrefix(o.SrcAddr)
 	if err != nil {
 		return nil, fmt.Errorf("netlab: source address %q: %w", o.SrcAddr, err)
@@ -399,6 +398,15 @@ func ip(args ...string) error {
 		return fmt.Errorf("netlab: ip %s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
 	}
 	return nil
+}
+
+// namespaceNames are the names of lab n of process pid's namespaces.
+// They are the host's, shared with every other process: the whole pid
+// and the counter stand apart in them. Run together (pid%100000, then n),
+// pid 1234's lab 56 and pid 12345's lab 6 had the same names, and the
+// second process's 'ip netns add' failed.
+func namespaceNames(prefix string, pid int, n uint32) (src, dst string) {
+	return fmt.Sprintf("%ss%d-%d", prefix, pid, n), fmt.Sprintf("%sd%d-%d", prefix, pid, n)
 }
 
 func trim15(s string) string {

@@ -82,3 +82,23 @@ func TestSweepRemovesOrphans(t *testing.T) {
 		t.Fatalf("live namespace %s was swept: %v", lab.Dst, err)
 	}
 }
+
+// TestNamespaceNamesApart: two processes' labs never share a namespace
+// name, however their pids and counters run together. Before, pid 1234's
+// lab 56 and pid 12345's lab 6 were both fhs123456 (pid%100000, then the
+// counter), and pids 100000 apart had the same names throughout.
+func TestNamespaceNamesApart(t *testing.T) {
+	for _, c := range []struct {
+		pidA, pidB int
+		nA, nB     uint32
+	}{
+		{1234, 12345, 56, 6},
+		{4321, 104321, 1, 1},
+	} {
+		srcA, dstA := namespaceNames("fh", c.pidA, c.nA)
+		srcB, dstB := namespaceNames("fh", c.pidB, c.nB)
+		if srcA == srcB || dstA == dstB || srcA == dstA {
+			t.Errorf("pid %d lab %d: %s, %s; pid %d lab %d: %s, %s: want four names", c.pidA, c.nA, srcA, dstA, c.pidB, c.nB, srcB, dstB)
+		}
+	}
+}
