@@ -139,7 +139,7 @@ func TestBookviewLive(t *testing.T) {
 		time.Sleep(2 * time.Millisecond)
 	}
 	close(stop)
-	if err := <-done; err != nil {
+	if err := await(t, "the live view's return after its stop", done); err != nil {
 		t.Fatal(err)
 	}
 	v.r.Close()

@@ -156,7 +156,7 @@ log: {format: json}
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command("ip", "netns", "exec", lab.Dst, bin, "--feed", cfgPath)
+	cmd := boundedCommand(t, "ip", "netns", "exec", lab.Dst, bin, "--feed", cfgPath)
 	var stderr bytes.Buffer
 	pr, pw := io.Pipe()
 	cmd.Stderr = io.MultiWriter(&stderr, pw)
@@ -353,7 +353,7 @@ func tsharkCheck(t *testing.T, path string, lines []input.LineStats) {
 		t.Log("tshark not installed (Debian package tshark): the capture not read by it")
 		return
 	}
-	out, err := exec.Command("tshark", "-r", path, "-T", "fields", "-e", "eth.type", "-e", "ip.dst", "-e", "udp.dstport").Output()
+	out, err := boundedCommand(t, "tshark", "-r", path, "-T", "fields", "-e", "eth.type", "-e", "ip.dst", "-e", "udp.dstport").Output()
 	if err != nil {
 		t.Fatalf("tshark -r %s: %v\n%s", path, err, out)
 	}

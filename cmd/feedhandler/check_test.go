@@ -84,7 +84,7 @@ metrics: {listen: "127.0.0.1:%d"}
 			a = append(a, "setpriv", fmt.Sprintf("--reuid=%d", uid), fmt.Sprintf("--regid=%d", uid), "--clear-groups", "--no-new-privs",
 				"--inh-caps="+set, "--ambient-caps="+set, "--bounding-set="+set, "--")
 		}
-		return exec.Command("ip", append(a, append([]string{bin}, args...)...)...)
+		return boundedCommand(t, "ip", append(a, append([]string{bin}, args...)...)...)
 	}
 	check := func(t *testing.T, cmd *exec.Cmd, wantCode int, want ...string) string {
 		t.Helper()
@@ -473,7 +473,7 @@ func TestCheckReportsEveryProblem(t *testing.T) {
 		t.Fatal(err)
 	}
 	cmd := func(args ...string) *exec.Cmd {
-		c := exec.Command(os.Args[0], args...)
+		c := boundedCommand(t, os.Args[0], args...)
 		c.Env = []string{"FEEDHANDLER_TEST_AS_COMMAND=1"}
 		for _, e := range os.Environ() {
 			if !strings.HasPrefix(e, "FEEDHANDLER_GLIMPSE_PASSWORD=") {

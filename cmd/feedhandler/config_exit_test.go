@@ -80,7 +80,7 @@ func TestConfigErrorExitStatus(t *testing.T) {
 	}
 
 	// A panic, in a child process (this test binary, panicking above).
-	cmd := exec.Command(os.Args[0], "-test.run=^TestConfigErrorExitStatus$")
+	cmd := boundedCommand(t, os.Args[0], "-test.run=^TestConfigErrorExitStatus$")
 	cmd.Env = append(os.Environ(), "FEEDHANDLER_TEST_PANIC=1")
 	var ee *exec.ExitError
 	if out, err := cmd.CombinedOutput(); !errors.As(err, &ee) || !strings.Contains(string(out), "panic: a crash") {
@@ -165,7 +165,7 @@ func TestRunMetricsPortNotAllowed(t *testing.T) {
 	}
 	want := fmt.Sprintf("%s:11: metrics.listen: port %d is below net.ipv4.ip_unprivileged_port_start (%d) and this process lacks cap_net_bind_service: use a port of %d or above (the unit grants no cap_net_bind_service: least privilege, docs/OPERATIONS.md section 1)", path, start-1, start, start)
 	for _, args := range [][]string{{"--feed", path}, {"check", "--feed", path}} {
-		cmd := exec.Command("setpriv", append([]string{"--bounding-set=-net_bind_service", "--inh-caps=-net_bind_service", "--", os.Args[0]}, args...)...)
+		cmd := boundedCommand(t, "setpriv", append([]string{"--bounding-set=-net_bind_service", "--inh-caps=-net_bind_service", "--", os.Args[0]}, args...)...)
 		cmd.Env = append(os.Environ(), "FEEDHANDLER_TEST_AS_COMMAND=1")
 		out, err := cmd.CombinedOutput()
 		var ee *exec.ExitError
@@ -175,7 +175,7 @@ func TestRunMetricsPortNotAllowed(t *testing.T) {
 	}
 	// With the capability, both go on past it (check: ok, not a config
 	// error).
-	cmd := exec.Command(os.Args[0], "check", "--feed", path)
+	cmd := boundedCommand(t, os.Args[0], "check", "--feed", path)
 	cmd.Env = append(os.Environ(), "FEEDHANDLER_TEST_AS_COMMAND=1")
 	if out, _ := cmd.CombinedOutput(); strings.Contains(string(out), "metrics.listen: port") {
 		t.Errorf("check with cap_net_bind_service refused the port:\n%s", out)
@@ -206,7 +206,7 @@ func TestRunMetricsPortRefusedByPolicy(t *testing.T) {
 	}
 	want := fmt.Sprintf("%s:11: metrics.listen: listen tcp 127.0.0.1:%d: bind: permission denied: refused by a policy, not for want of a capability (the port needs none here): a security module (SELinux: the port's type, semanage port -l; AppArmor: the profile's network rules; the audit log names the denial) or a BPF program on the cgroup's bind hook; allow this port there", path, port)
 	for _, args := range [][]string{{"--feed", path}, {"check", "--feed", path}} {
-		cmd := exec.Command(os.Args[0], args...)
+		cmd := boundedCommand(t, os.Args[0], args...)
 		cmd.Env = append(os.Environ(), "FEEDHANDLER_TEST_AS_COMMAND=1")
 		cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: cg}
 		// check's FAIL line on stdout, run's error on stderr.
@@ -328,7 +328,7 @@ func runWithListenFd00(t *testing.T, script string, want int, command ...string)
 		t.Fatal(err)
 	}
 	args := append([]string{"--net", "sh", "-c", script, os.Args[0]}, command...)
-	cmd := exec.Command("unshare", append(args, "--feed", path)...)
+	cmd := boundedCommand(t, "unshare", append(args, "--feed", path)...)
 	cmd.Env = append(os.Environ(), "FEEDHANDLER_TEST_AS_COMMAND=1")
 	out, err := cmd.CombinedOutput()
 	var ee *exec.ExitError
@@ -446,9 +446,9 @@ func TestRunSharedMemoryErrors(t *testing.T) {
 			}
 			var cmd *exec.Cmd
 			if tc.mount == "" {
-				cmd = exec.Command(args[0], args[1:]...)
+				cmd = boundedCommand(t, args[0], args[1:]...)
 			} else {
-				cmd = exec.Command("unshare", append([]string{"-m", "--propagation", "private", "sh", "-c",
+				cmd = boundedCommand(t, "unshare", append([]string{"-m", "--propagation", "private", "sh", "-c",
 					"mount -t tmpfs -o " + tc.mount + " tmpfs /dev/shm && " + tc.prep + `exec "$0" "$@"`}, args...)...)
 			}
 			cmd.Env = append(os.Environ(), "FEEDHANDLER_TEST_AS_COMMAND=1")
@@ -507,7 +507,7 @@ func TestRunMissingCapability(t *testing.T) {
 		if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		cmd := exec.Command("setpriv", "--bounding-set=-"+tc.drop, "--inh-caps=-"+tc.drop, "--", os.Args[0], "--feed", path)
+		cmd := boundedCommand(t, "setpriv", "--bounding-set=-"+tc.drop, "--inh-caps=-"+tc.drop, "--", os.Args[0], "--feed", path)
 		cmd.Env = append(os.Environ(), "FEEDHANDLER_TEST_AS_COMMAND=1")
 		var e bytes.Buffer
 		cmd.Stderr = &e
@@ -538,7 +538,7 @@ func TestRunInterfaceTakenByAnotherHandler(t *testing.T) {
 		}
 		return path
 	}
-	first := exec.Command("ip", "netns", "exec", ns, os.Args[0], "--feed", feed(26150))
+	first := boundedCommand(t, "ip", "netns", "exec", ns, os.Args[0], "--feed", feed(26150))
 	first.Env = append(os.Environ(), "FEEDHANDLER_TEST_AS_COMMAND=1")
 	pr, pw, err := os.Pipe()
 	if err != nil {
@@ -565,7 +565,7 @@ func TestRunInterfaceTakenByAnotherHandler(t *testing.T) {
 	}
 	go io.Copy(io.Discard, pr)
 	second := feed(26151)
-	cmd := exec.Command("ip", "netns", "exec", ns, os.Args[0], "--feed", second)
+	cmd := boundedCommand(t, "ip", "netns", "exec", ns, os.Args[0], "--feed", second)
 	cmd.Env = append(os.Environ(), "FEEDHANDLER_TEST_AS_COMMAND=1")
 	var e bytes.Buffer
 	cmd.Stderr = &e
@@ -713,7 +713,7 @@ done
 ` + tc.up + ` || exit 99
 if [ -n "` + tc.url + `" ]; then curl -s --max-time 5 "` + tc.url + `" >` + dir + `/answer; fi
 kill -INT $pid; wait $pid; echo "handler exit $?"`
-			cmd := exec.Command("unshare", "--net", "sh", "-c", script, os.Args[0], "--feed", path)
+			cmd := boundedCommand(t, "unshare", "--net", "sh", "-c", script, os.Args[0], "--feed", path)
 			cmd.Env = append(os.Environ(), "FEEDHANDLER_TEST_AS_COMMAND=1")
 			out, err := cmd.CombinedOutput()
 			log, _ := os.ReadFile(logf)
@@ -776,7 +776,7 @@ exit $rc`
 		{[]string{"check"}, 1, "FAIL  metrics   metrics.listen 10.148.0.1:9100: listen tcp 10.148.0.1:9100: bind: address already in use"},
 	} {
 		args := append([]string{"--net", "sh", "-c", script, os.Args[0]}, c.command...)
-		cmd := exec.Command("unshare", append(args, "--feed", path)...)
+		cmd := boundedCommand(t, "unshare", append(args, "--feed", path)...)
 		cmd.Env = append(os.Environ(), "FEEDHANDLER_TEST_AS_COMMAND=1")
 		out, err := cmd.CombinedOutput()
 		var ee *exec.ExitError
@@ -820,7 +820,7 @@ func TestRunBackendNotSupported(t *testing.T) {
 			t.Fatal(err)
 		}
 		args := append(append([]string{"netns", "exec", ns}, tc.wrap...), os.Args[0], "--feed", path)
-		cmd := exec.Command("ip", args...)
+		cmd := boundedCommand(t, "ip", args...)
 		cmd.Env = append(os.Environ(), "FEEDHANDLER_TEST_AS_COMMAND=1")
 		var e bytes.Buffer
 		cmd.Stderr = &e
@@ -891,7 +891,7 @@ func TestIOUringRefused(t *testing.T) {
 	}
 	const why = "a seccomp filter (a container runtime's default profile, systemd's SystemCallFilter=) or a security module refuses io_uring_setup to this process"
 	command := func(args ...string) *exec.Cmd {
-		cmd := exec.Command("ip", append([]string{"netns", "exec", ns}, args...)...)
+		cmd := boundedCommand(t, "ip", append([]string{"netns", "exec", ns}, args...)...)
 		cmd.Env = append(os.Environ(), "FEEDHANDLER_TEST_AS_COMMAND=1", "FEEDHANDLER_TEST_DENY_IO_URING=1")
 		return cmd
 	}
@@ -986,7 +986,7 @@ func TestRunFeedFileUnreadable(t *testing.T) {
 		{inDir, "may not enter " + dir + " (mode 0700, owner uid 2, group gid 2): give the handler's user read access"},
 	} {
 		for _, command := range []string{"run", "check"} {
-			cmd := exec.Command("setpriv", "--clear-groups", "--bounding-set="+drop, "--inh-caps="+drop, "--", os.Args[0], command, "--feed", tc.feed)
+			cmd := boundedCommand(t, "setpriv", "--clear-groups", "--bounding-set="+drop, "--inh-caps="+drop, "--", os.Args[0], command, "--feed", tc.feed)
 			cmd.Env = append(os.Environ(), "FEEDHANDLER_TEST_AS_COMMAND=1")
 			out, _ := cmd.CombinedOutput()
 			if code := cmd.ProcessState.ExitCode(); code != exitConfig || !strings.Contains(string(out), tc.want) {

@@ -6,11 +6,11 @@ import (
 	"errors"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/marketfeed/feedhandler/internal/cppbuild"
 	"github.com/marketfeed/feedhandler/internal/itchgen"
@@ -40,7 +40,7 @@ func TestCppReaderMatchesBookview(t *testing.T) {
 	}
 	name := shmtest.Name(t, "fh-cppreader")
 
-	follower := exec.Command(bin, "follow", name)
+	follower := boundedCommand(t, bin, "follow", name)
 	follower.Stderr = os.Stderr
 	out, err := follower.StdoutPipe()
 	if err != nil {
@@ -59,10 +59,7 @@ func TestCppReaderMatchesBookview(t *testing.T) {
 	go func() {
 		replayed <- replay([]string{"--quiet", "--shm", name, fifo}, io.Discard, io.Discard)
 	}()
-	f, err := os.OpenFile(fifo, os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
+	f := openFIFOWriter(t, fifo, replayed)
 	defer f.Close() // on failure: replay reads EOF and returns
 	first := min(len(data), 64<<10)
 	if _, err := f.Write(data[:first]); err != nil {
@@ -76,7 +73,7 @@ func TestCppReaderMatchesBookview(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.Close()
-	if err := <-replayed; err != nil {
+	if err := await(t, "replay's return at the fifo's end", replayed); err != nil {
 		t.Fatal(err)
 	}
 	rest, err := io.ReadAll(lines)
@@ -107,11 +104,53 @@ func TestCppReaderMatchesBookview(t *testing.T) {
 	if !bytes.Equal(followed, want.Bytes()) {
 		t.Fatalf("C++ follower's books differ from bookview --once --json:\nC++:      %.400s\nbookview: %.400s", followed, want.Bytes())
 	}
-	dump, err := exec.Command(bin, "json", name).Output()
+	dump, err := boundedCommand(t, bin, "json", name).Output()
 	if err != nil {
 		t.Fatalf("shm_driver json: %v\n%s", err, dump)
 	}
 	if !bytes.Equal(dump, want.Bytes()) {
 		t.Fatalf("shm_driver json differs from bookview --once --json:\nC++:      %.400s\nbookview: %.400s", dump, want.Bytes())
 	}
+}
+
+// openFIFOWriter opens the fifo for writing once its reader, replay
+// (whose return replayed brings), opens it. A replay that returns
+// without opening it (an error first) fails the test with its error,
+// where the open waited for ever.
+func openFIFOWriter(t *testing.T, fifo string, replayed <-chan error) *os.File {
+	t.Helper()
+	type opened struct {
+		f   *os.File
+		err error
+	}
+	open := make(chan opened, 1)
+	go func() {
+		f, err := os.OpenFile(fifo, os.O_WRONLY, 0)
+		open <- opened{f, err}
+	}()
+	// release ends the open when the test gives up on it: a reader that
+	// opens the fifo and is at once gone.
+	release := func() {
+		if r, err := os.OpenFile(fifo, os.O_RDONLY|syscall.O_NONBLOCK, 0); err == nil {
+			r.Close()
+		}
+		if o := <-open; o.f != nil {
+			o.f.Close()
+		}
+	}
+	bound := waitBound(t)
+	select {
+	case o := <-open:
+		if o.err != nil {
+			t.Fatal(o.err)
+		}
+		return o.f
+	case err := <-replayed:
+		release()
+		t.Fatalf("replay returned before it opened its fifo: %v", err)
+	case <-time.After(bound):
+		release()
+		t.Fatalf("replay did not open its fifo %s within %v", fifo, bound)
+	}
+	return nil
 }

@@ -90,7 +90,7 @@ func TestDemoOneCPU(t *testing.T) {
 	if err := os.WriteFile(feed, []byte(yaml), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command("taskset", "-c", "0", os.Args[0], "demo", "--feed", feed, "--messages", "20000", "--symbols", "50")
+	cmd := boundedCommand(t, "taskset", "-c", "0", os.Args[0], "demo", "--feed", feed, "--messages", "20000", "--symbols", "50")
 	cmd.Env = append(os.Environ(), "FEEDHANDLER_TEST_AS_COMMAND=1")
 	var o, e bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &o, &e
@@ -146,7 +146,7 @@ func TestDemoNoRealtimeRuntime(t *testing.T) {
 	if err := os.WriteFile(feed, []byte(yaml), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command("sh", "-c", `echo $$ > "$0"/cgroup.procs && exec "$@"`, cg, os.Args[0], "demo", "--feed", feed, "--messages", "20000", "--symbols", "50")
+	cmd := boundedCommand(t, "sh", "-c", `echo $$ > "$0"/cgroup.procs && exec "$@"`, cg, os.Args[0], "demo", "--feed", feed, "--messages", "20000", "--symbols", "50")
 	cmd.Env = append(os.Environ(), "FEEDHANDLER_TEST_AS_COMMAND=1")
 	var o, e bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &o, &e

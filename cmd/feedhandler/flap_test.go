@@ -322,7 +322,7 @@ user: nobody
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	r.cmd = exec.Command("ip", "netns", "exec", lab.Dst, bin, "--feed", cfgPath)
+	r.cmd = boundedCommand(t, "ip", "netns", "exec", lab.Dst, bin, "--feed", cfgPath)
 	r.cmd.Stderr = r.log
 	if err := r.cmd.Start(); err != nil {
 		t.Fatal(err)

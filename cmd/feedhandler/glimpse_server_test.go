@@ -62,7 +62,7 @@ func TestSendSnapshotListen(t *testing.T) {
 		last = res.NextSeq
 		t.Logf("fetch %d: %+v", i, res)
 	}
-	if err := <-done; err != nil {
+	if err := await(t, "send's return after its snapshot linger", done); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -108,7 +108,7 @@ func TestIsolateLoop(t *testing.T) {
 // it user-set), so the check runs in a child process, from TestMain before
 // m.Run (isolateGOMAXPROCSChild).
 func TestIsolateLoopKeepsGOMAXPROCS(t *testing.T) {
-	cmd := exec.Command(os.Args[0])
+	cmd := boundedCommand(t, os.Args[0])
 	// GOMAXPROCS set in the environment, or GODEBUG=updatemaxprocs=0, stops
 	// the runtime from recomputing it: the child would pass without a check.
 	for _, kv := range os.Environ() {

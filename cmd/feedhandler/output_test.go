@@ -47,7 +47,7 @@ func TestMain(m *testing.M) {
 // stdout and stderr.
 func runCommand(t *testing.T, args ...string) (stdout, stderr string, err error) {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], args...)
+	cmd := boundedCommand(t, os.Args[0], args...)
 	cmd.Env = append(os.Environ(), "FEEDHANDLER_TEST_AS_COMMAND=1")
 	var o, e bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &o, &e

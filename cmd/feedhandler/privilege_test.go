@@ -275,7 +275,7 @@ log:
 			"--inh-caps="+set, "--ambient-caps="+set, "--bounding-set="+set, "--")
 	}
 	args = append(args, bin, "--feed", cfgPath)
-	cmd := exec.Command("ip", args...)
+	cmd := boundedCommand(t, "ip", args...)
 	var stderr bytes.Buffer
 	pr, pw := io.Pipe()
 	cmd.Stderr = io.MultiWriter(&stderr, pw)
@@ -385,7 +385,7 @@ func checkRootShmRefused(t *testing.T, lab *netlab.Lab, bin, cfgPath, shmName st
 		t.Fatalf("shm file after the root start: uid %d, %v; want root's", st.Uid, err)
 	}
 	set := "-all,+" + strings.ReplaceAll(capList(privilege.Required("xdp", false)|privilege.IPCLock), ",", ",+")
-	code, _, errOut := runExit(t, exec.Command("ip", "netns", "exec", lab.Dst, "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+	code, _, errOut := runExit(t, boundedCommand(t, "ip", "netns", "exec", lab.Dst, "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
 		"--no-new-privs", "--inh-caps="+set, "--ambient-caps="+set, "--bounding-set="+set, "--", bin, "--feed", cfgPath))
 	const remedy = "is owned by uid 0 and this process (uid 65534) cannot replace it: /dev/shm is sticky and it lacks cap_fowner, so only the file's owner may replace it (remove the file, or run as its owner)"
 	if code != exitConfig || !strings.Contains(errOut, "shm.name: /dev/shm/"+shmName+" "+remedy) {
@@ -420,7 +420,7 @@ func checkShmEntitlement(t *testing.T, bin, shmName, group string, ref []byte) {
 		t.Fatalf("%s: mode %04o uid %d gid %d, want 0640, the handler's uid 65534, gid %d", fi.Name(), fi.Mode().Perm(), st.Uid, st.Gid, gid)
 	}
 	view := func(uid, gid int) (int, string, string) {
-		return runExit(t, exec.Command("setpriv", fmt.Sprintf("--reuid=%d", uid), fmt.Sprintf("--regid=%d", gid), "--clear-groups",
+		return runExit(t, boundedCommand(t, "setpriv", fmt.Sprintf("--reuid=%d", uid), fmt.Sprintf("--regid=%d", gid), "--clear-groups",
 			bin, "bookview", "--shm", shmName, "--once", "--json"))
 	}
 	// uid 1 (daemon) with its own group 1: outside the group.

@@ -538,6 +538,6 @@ func writeFIFO(t *testing.T, data []byte) (path string, wrote func() error) {
 		if f, err := os.OpenFile(path, os.O_RDONLY|unix.O_NONBLOCK, 0); err == nil {
 			f.Close()
 		}
-		return <-done
+		return await(t, "the fifo writer's end ("+path+")", done)
 	}
 }

@@ -86,7 +86,7 @@ log:
 		t.Fatal(err)
 	}
 
-	cmd := exec.Command("ip", "netns", "exec", lab.Dst, bin, "--feed", cfgPath)
+	cmd := boundedCommand(t, "ip", "netns", "exec", lab.Dst, bin, "--feed", cfgPath)
 	var stderr bytes.Buffer
 	pr, pw := io.Pipe()
 	cmd.Stderr = io.MultiWriter(&stderr, pw)
@@ -342,7 +342,7 @@ func promtoolCheckMetrics(t *testing.T, body string) {
 		t.Log("promtool not installed (Debian package prometheus): /metrics not linted")
 		return
 	}
-	cmd := exec.Command("promtool", "check", "metrics")
+	cmd := boundedCommand(t, "promtool", "check", "metrics")
 	cmd.Stdin = strings.NewReader(body)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Errorf("promtool check metrics: %v\n%s", err, out)
@@ -373,7 +373,7 @@ log: {format: json}
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command("ip", "netns", "exec", lab.Dst, os.Args[0], "--feed", cfgPath)
+	cmd := boundedCommand(t, "ip", "netns", "exec", lab.Dst, os.Args[0], "--feed", cfgPath)
 	cmd.Env = append(os.Environ(), "FEEDHANDLER_TEST_AS_COMMAND=1")
 	var log syncLog
 	cmd.Stderr = &log
@@ -448,7 +448,7 @@ func TestRunClosedLogKeepsRunning(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(os.Args[0], "--feed", cfgPath)
+	cmd := boundedCommand(t, os.Args[0], "--feed", cfgPath)
 	cmd.Env = append(os.Environ(), "FEEDHANDLER_TEST_AS_COMMAND=1")
 	cmd.Stderr = pw
 	if err := cmd.Start(); err != nil {

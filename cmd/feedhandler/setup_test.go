@@ -242,7 +242,7 @@ func TestCheckGenerateFindsNewFiles(t *testing.T) {
 	}
 	dir := t.TempDir()
 	run := func(name string, args ...string) ([]byte, error) {
-		cmd := exec.Command(name, args...)
+		cmd := boundedCommand(t, name, args...)
 		cmd.Dir = dir
 		cmd.Env = append(os.Environ(), "GIT_AUTHOR_NAME=t", "GIT_AUTHOR_EMAIL=t@t", "GIT_COMMITTER_NAME=t", "GIT_COMMITTER_EMAIL=t@t", "GIT_CONFIG_GLOBAL=/dev/null")
 		return cmd.CombinedOutput()
@@ -392,7 +392,7 @@ func setupAsNobody(t *testing.T, target string, commands map[string]string) ([]b
 			t.Fatal(err)
 		}
 	}
-	cmd := exec.Command(setpriv, "--reuid=nobody", "--regid=nogroup", "--clear-groups", filepath.Join(dir, "setup"), target)
+	cmd := boundedCommand(t, setpriv, "--reuid=nobody", "--regid=nogroup", "--clear-groups", filepath.Join(dir, "setup"), target)
 	cmd.Env = []string{"PATH=" + bin + ":/usr/local/bin:/usr/bin:/bin:" + filepath.Dir(goBinary(t)), "HOME=/"}
 	return cmd.CombinedOutput()
 }

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -47,7 +46,7 @@ func TestServeShmTruncated(t *testing.T) {
 		serveShmLostChild(t)
 		return
 	}
-	cmd := exec.Command(os.Args[0], "-test.run=^TestServeShmTruncated$", "-test.count=1")
+	cmd := boundedCommand(t, os.Args[0], "-test.run=^TestServeShmTruncated$", "-test.count=1")
 	cmd.Env = append(os.Environ(), serveShmLostEnv+"=1")
 	out, err := cmd.CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "serve ended by itself, exit status 74") {
@@ -104,7 +103,7 @@ func TestReplayShmTruncated(t *testing.T) {
 		return
 	}
 	name := shmtest.Name(t, "fhreplay-trunc") // removed here: the child may die
-	cmd := exec.Command(os.Args[0], "-test.run=^TestReplayShmTruncated$", "-test.count=1")
+	cmd := boundedCommand(t, os.Args[0], "-test.run=^TestReplayShmTruncated$", "-test.count=1")
 	cmd.Env = append(os.Environ(), replayShmTruncEnv+"="+name)
 	out, err := cmd.CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "replay ended, exit status 74, wraps ErrTruncated: true") {

@@ -62,7 +62,7 @@ func TestRunSignalDuringSetup(t *testing.T) {
 		{"between steps", "step", 1, "stopped during setup", 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			cmd := exec.Command(os.Args[0], "--feed", path)
+			cmd := boundedCommand(t, os.Args[0], "--feed", path)
 			cmd.Env = append(os.Environ(), "FEEDHANDLER_TEST_AS_COMMAND=1", "FEEDHANDLER_TEST_HOLD_SETUP="+tc.hold)
 			pr, err := cmd.StderrPipe()
 			if err != nil {

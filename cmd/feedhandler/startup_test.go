@@ -90,7 +90,7 @@ func TestRunAnswersWhileStarting(t *testing.T) {
 		}
 	}
 	close(release)
-	if err := <-done; !errors.Is(err, setupFailed) {
+	if err := await(t, "run's return after its setup failed", done); !errors.Is(err, setupFailed) {
 		t.Errorf("run returned %v, want the setup's error", err)
 	}
 	if c, err := net.Dial("tcp", addr); err == nil {

@@ -56,7 +56,7 @@ func TestBookviewKilledWriter(t *testing.T) {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
 	name := shmtest.Path(t, "fh-bookview-killed")
-	child := exec.Command(os.Args[0], "-test.run=^TestHelperShmWriter$", "-test.count=1")
+	child := boundedCommand(t, os.Args[0], "-test.run=^TestHelperShmWriter$", "-test.count=1")
 	child.Env = append(os.Environ(), writerRoleEnv+"="+name)
 	stdout, err := child.StdoutPipe()
 	if err != nil {
@@ -78,7 +78,7 @@ func TestBookviewKilledWriter(t *testing.T) {
 
 	run := func(args ...string) (code int, out, errOut string) {
 		t.Helper()
-		return runExit(t, exec.Command(bin, append([]string{"bookview", "--shm", name, "--once"}, args...)...))
+		return runExit(t, boundedCommand(t, bin, append([]string{"bookview", "--shm", name, "--once"}, args...)...))
 	}
 	wantBooks := "{\n\"AAPL\": {\"bids\": [[1000000, 100, 1]], \"asks\": []}\n}\n"
 	if code, out, errOut := run("--json"); code != 0 || out != wantBooks {
