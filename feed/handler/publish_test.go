@@ -553,10 +553,7 @@ func reassignLab(t *testing.T, slots int) (*shm.Writer, *shm.Reader, *book.Books
 func TestLocateReassignedRebinds(t *testing.T) {
 	w, r, bs, p := reassignLab(t, 4)
 	h := itch.Header{Locate: 7, Timestamp: 34200_000_000_000}
-	apply := func(seq uint64, e itch.Encoder) {
-		loc, changed := bs.Apply(itch.Msg(e.Append(nil)))
-		p.Applied(loc, changed, seq, int64(seq))
-	}
+	apply := applier(bs, p)
 	apply(1, &itch.StockDirectoryFields{Header: h, Stock: itch.NewSymbol("AAPL")})
 	apply(2, &itch.AddOrderFields{Header: h, OrderRef: 1, Side: 'B', Shares: 100, Stock: itch.NewSymbol("AAPL"), Price: 1000000})
 	p.Flush()
@@ -679,10 +676,7 @@ func TestLocateSwap(t *testing.T) {
 func TestRebindFullCountsRebound(t *testing.T) {
 	w, r, bs, p := reassignLab(t, 1) // epoch 1, as in a running handler
 	h := itch.Header{Locate: 7, Timestamp: 34200_000_000_000}
-	apply := func(seq uint64, e itch.Encoder) {
-		loc, changed := bs.Apply(itch.Msg(e.Append(nil)))
-		p.Applied(loc, changed, seq, int64(seq))
-	}
+	apply := applier(bs, p)
 	apply(1, &itch.StockDirectoryFields{Header: h, Stock: itch.NewSymbol("AAPL")})
 	apply(2, &itch.AddOrderFields{Header: h, OrderRef: 1, Side: 'B', Shares: 100, Stock: itch.NewSymbol("AAPL"), Price: 1000000})
 	p.Flush()
@@ -808,10 +802,7 @@ func TestIncompleteBookPublishedStale(t *testing.T) {
 // book, which showed no stale flag through a gap.
 func TestWithdrawnThenAnnouncedSwept(t *testing.T) {
 	_, r, bs, p := reassignLab(t, 8)
-	apply := func(seq uint64, e itch.Encoder) {
-		loc, changed := bs.Apply(itch.Msg(e.Append(nil)))
-		p.Applied(loc, changed, seq, int64(seq))
-	}
+	apply := applier(bs, p)
 	h := itch.Header{Locate: 3, Timestamp: 34200_000_000_000}
 	p.Withdrawn(3) // the admission's view of the old session: given to an unsubscribed symbol
 	apply(1, &itch.StockDirectoryFields{Header: h, Stock: itch.NewSymbol("WANT")})
@@ -884,8 +875,14 @@ func refusalPublisher(t *testing.T, slots int) (*shm.Reader, *book.Books, *Publi
 	t.Helper()
 	_, r, bs, p := publisherLab(t, slots, book.Config{MaxOrders: 1 << 10, MaxLocates: 16, MaxLevels: 64})
 	p.BooksReset()
+	return r, bs, p, applier(bs, p)
+}
+
+// applier returns a function applying message e, numbered seq, to bs and
+// telling p, which allocates nothing (it encodes into one buffer).
+func applier(bs *book.Books, p *Publisher) func(seq uint64, e itch.Encoder) {
 	var buf []byte
-	return r, bs, p, func(seq uint64, e itch.Encoder) {
+	return func(seq uint64, e itch.Encoder) {
 		buf = e.Append(buf[:0])
 		loc, changed := bs.Apply(itch.Msg(buf))
 		p.Applied(loc, changed, seq, int64(seq))

@@ -83,9 +83,7 @@ func pollFetches(t *testing.T, h *Handler, rec *recovery, now int64, span time.D
 func TestSnapshotRetryBacksOff(t *testing.T) {
 	srv, _ := labSnapshot(t, "PREV", "127.0.0.1:0", 3000, true)
 	h, sh, rec := recoveryHandler(t, GlimpseSnapshot(glimpse.Config{Addr: srv.Addr().String(), Username: "u", Password: "p", IdleTimeout: 5 * time.Second}))
-	const retry, retryMax = 5 * time.Second, 2 * time.Minute
-	rec.cfg.SnapshotRetry, rec.cfg.SnapshotRetryMax = retry, retryMax
-	rec.snapWait = retry
+	backoffFrom5s(rec)
 
 	now := int64(time.Second)
 	var starts []int64 // the recovery's now at each fetch's start
@@ -111,8 +109,8 @@ func TestSnapshotRetryBacksOff(t *testing.T) {
 			len(starts), st.Snapshots, st.SnapshotFailures, st.SnapshotRetryFailures, sh.pub.stale, h.arb.Frozen())
 	}
 
-	if g := scalar(t, &Stats{Recovery: st}, "recovery_snapshot_consecutive_failures"); g != uint64(len(starts)) || st.SnapshotRetryIn != retryMax {
-		t.Fatalf("feedhandler_recovery_snapshot_consecutive_failures %d, retry in %v; want %d, %v", g, st.SnapshotRetryIn, len(starts), retryMax)
+	if g := scalar(t, &Stats{Recovery: st}, "recovery_snapshot_consecutive_failures"); g != uint64(len(starts)) || st.SnapshotRetryIn != backoffRetryMax {
+		t.Fatalf("feedhandler_recovery_snapshot_consecutive_failures %d, retry in %v; want %d, %v", g, st.SnapshotRetryIn, len(starts), backoffRetryMax)
 	}
 
 	// NEW goes quiet; NEW2 confirms. Its snapshot is fetched at once, and
@@ -136,8 +134,8 @@ func TestSnapshotRetryBacksOff(t *testing.T) {
 		rec.poll(now)
 		h.endBatch()
 	}
-	if d := time.Duration(now - changed); d != retry {
-		t.Fatalf("after a session change, the refused snapshot asked for again %v later, want %v (SnapshotRetry: the backoff restarts)", d, retry)
+	if d := time.Duration(now - changed); d != backoffRetry {
+		t.Fatalf("after a session change, the refused snapshot asked for again %v later, want %v (SnapshotRetry: the backoff restarts)", d, backoffRetry)
 	}
 	waitFetch(t, h, rec, now)
 }
@@ -157,9 +155,7 @@ func TestSnapshotRetryResetByLoad(t *testing.T) {
 		return Snapshot{Next: 4012}, nil // where the lines are: whole
 	}
 	h, sh, rec := recoveryHandler(t, fetch)
-	const retry = 5 * time.Second
-	rec.cfg.SnapshotRetry, rec.cfg.SnapshotRetryMax = retry, 2*time.Minute
-	rec.snapWait = retry
+	backoffFrom5s(rec)
 	now := int64(time.Second)
 	ev := itch.SystemEventFields{EventCode: 'Q'}
 	for seq := uint64(4000); seq < 4012; seq++ { // the snapshot at 4012 is where the lines are: loaded at once
@@ -193,8 +189,8 @@ func TestSnapshotRetryResetByLoad(t *testing.T) {
 	if fetches != 5 {
 		t.Fatalf("%d fetches, want the new gap's snapshot fetched (5)", fetches)
 	}
-	if d := time.Duration(rec.snapAt - now); d != retry {
-		t.Fatalf("after a load, a failed snapshot is asked for again in %v, want %v", d, retry)
+	if d := time.Duration(rec.snapAt - now); d != backoffRetry {
+		t.Fatalf("after a load, a failed snapshot is asked for again in %v, want %v", d, backoffRetry)
 	}
 }
 
@@ -237,9 +233,7 @@ func TestSnapshotRefusedAtLoginNoBackoff(t *testing.T) {
 	addr := old.Addr().String()
 	st := new(glimpse.Stats)
 	h, sh, rec := recoveryHandler(t, GlimpseSnapshot(glimpse.Config{Addr: addr, Username: "u", Password: "p", IdleTimeout: 5 * time.Second, Stats: st}))
-	const retry, retryMax = 5 * time.Second, 2 * time.Minute
-	rec.cfg.SnapshotRetry, rec.cfg.SnapshotRetryMax = retry, retryMax
-	rec.snapWait = retry
+	backoffFrom5s(rec)
 
 	// The lines on OLD, then on NEW (a session change): NEW's snapshot
 	// is asked for at once, and refused at login (the server is on OLD).
@@ -271,8 +265,8 @@ func TestSnapshotRefusedAtLoginNoBackoff(t *testing.T) {
 		t.Fatalf("%d logins refused in two minutes logged %d warnings, want 1 to 3 (the first, then once a minute):\n%s", len(starts), n, logs.String())
 	}
 	for _, g := range gaps {
-		if g != retry {
-			t.Fatalf("two minutes of a GLIMPSE server on the session the lines left: %d logins refused, waits between them %v; want every one %v (a refusal at login downloads nothing: no backoff)", len(starts), gaps, retry)
+		if g != backoffRetry {
+			t.Fatalf("two minutes of a GLIMPSE server on the session the lines left: %d logins refused, waits between them %v; want every one %v (a refusal at login downloads nothing: no backoff)", len(starts), gaps, backoffRetry)
 		}
 	}
 	if rec.snapFails != 0 || !sh.pub.stale {
@@ -295,8 +289,8 @@ func TestSnapshotRefusedAtLoginNoBackoff(t *testing.T) {
 			pollUntilLoaded(t, h, rec, 2, now)
 		}
 	}
-	if d := time.Duration(now - rolled); d > retry {
-		t.Fatalf("the server rolled over to the lines' session; its snapshot loaded %v later, want at most %v", d, retry)
+	if d := time.Duration(now - rolled); d > backoffRetry {
+		t.Fatalf("the server rolled over to the lines' session; its snapshot loaded %v later, want at most %v", d, backoffRetry)
 	}
 }
 
@@ -313,9 +307,7 @@ func TestSnapshotRefusedAtLoginNoBackoff(t *testing.T) {
 func TestSnapshotLaggingBacksOff(t *testing.T) {
 	srv, _ := labSnapshot(t, "NEW", "127.0.0.1:0", 3990, false)
 	h, sh, rec := recoveryHandler(t, GlimpseSnapshot(glimpse.Config{Addr: srv.Addr().String(), Username: "u", Password: "p", IdleTimeout: 5 * time.Second}))
-	const retry, retryMax = 5 * time.Second, 2 * time.Minute
-	rec.cfg.SnapshotRetry, rec.cfg.SnapshotRetryMax = retry, retryMax
-	rec.snapWait = retry
+	backoffFrom5s(rec)
 
 	// The recovery's own clock, as in the other backoff tests: the
 	// arbiter's now (its Tick, the packets' receive times) and poll's.
@@ -364,9 +356,7 @@ func TestSnapshotBehindMovingLines(t *testing.T) {
 	go func() { served <- srv.Serve() }()
 	t.Cleanup(func() { srv.Close(); <-served })
 	h, sh, rec := recoveryHandler(t, GlimpseSnapshot(glimpse.Config{Addr: srv.Addr().String(), Username: "u", Password: "p", IdleTimeout: 5 * time.Second}))
-	const retry, retryMax = 5 * time.Second, 2 * time.Minute
-	rec.cfg.SnapshotRetry, rec.cfg.SnapshotRetryMax = retry, retryMax
-	rec.snapWait = retry
+	backoffFrom5s(rec)
 
 	ev := itch.SystemEventFields{EventCode: 'Q'}
 	now, seq := int64(time.Second), uint64(4000)
@@ -428,20 +418,10 @@ func TestSessionWholeSnapshotDown(t *testing.T) {
 		return Snapshot{}, errors.New("connection refused")
 	}
 	h, sh, rec := recoveryHandler(t, fetch)
-	const retry, retryMax = 5 * time.Second, 2 * time.Minute
-	rec.cfg.SnapshotRetry, rec.cfg.SnapshotRetryMax = retry, retryMax
-	rec.snapWait = retry
+	backoffFrom5s(rec)
 	ev := itch.SystemEventFields{EventCode: 'Q'}
 	now := int64(time.Second)
-	round := func(session string, seq uint64) {
-		h.arb.Offer(0, sessionPacket(session, seq, ev.Append(nil)), now)
-		h.arb.Tick(now)
-		rec.poll(now)
-		h.endBatch()
-		if rec.fetching {
-			waitFetch(t, h, rec, now)
-		}
-	}
+	round := func(session string, seq uint64) { sessionRound(t, h, rec, session, seq, ev, now) }
 	for seq := uint64(1); seq < 6; seq++ {
 		round("OLD", seq)
 		now += int64(100 * time.Millisecond)
@@ -478,9 +458,7 @@ func TestSnapshotRefusedByOwnCheckBacksOff(t *testing.T) {
 	own := func(session string) error { return errors.New("not a session this strategy trades") }
 	h, sh, rec := recoveryHandler(t, GlimpseSnapshot(glimpse.Config{Addr: srv.Addr().String(), Username: "u", Password: "p",
 		IdleTimeout: 5 * time.Second, Stats: st, CheckSession: own}))
-	const retry, retryMax = 5 * time.Second, 2 * time.Minute
-	rec.cfg.SnapshotRetry, rec.cfg.SnapshotRetryMax = retry, retryMax
-	rec.snapWait = retry
+	backoffFrom5s(rec)
 
 	now := int64(time.Second)
 	joinLate(h, "NEW", now)
@@ -525,19 +503,11 @@ func TestSessionWholeSnapshotBehind(t *testing.T) {
 		return Snapshot{Next: lines.Load() - 1}, nil
 	}
 	h, sh, rec := recoveryHandler(t, fetch)
-	const retry, retryMax = 5 * time.Second, 2 * time.Minute
-	rec.cfg.SnapshotRetry, rec.cfg.SnapshotRetryMax = retry, retryMax
-	rec.snapWait = retry
+	backoffFrom5s(rec)
 	now := int64(time.Second)
 	round := func(session string, seq uint64) {
 		lines.Store(seq)
-		h.arb.Offer(0, sessionPacket(session, seq, ev.Append(nil)), now)
-		h.arb.Tick(now)
-		rec.poll(now)
-		h.endBatch()
-		if rec.fetching {
-			waitFetch(t, h, rec, now)
-		}
+		sessionRound(t, h, rec, session, seq, ev, now)
 	}
 	for seq := uint64(1); seq < 6; seq++ {
 		round("OLD", seq)
@@ -571,21 +541,12 @@ func TestSnapshotRefusalRunEndsWhenWhole(t *testing.T) {
 		return Snapshot{}, errors.Join(ErrSnapshotSession, errors.New("the server's current session is OLD"))
 	}
 	h, sh, rec := recoveryHandler(t, fetch)
-	rec.cfg.SnapshotRetry, rec.cfg.SnapshotRetryMax = 5*time.Second, 2*time.Minute
-	rec.snapWait = rec.cfg.SnapshotRetry
+	backoffFrom5s(rec)
 	var logs bytes.Buffer
 	h.log = zerolog.New(&logs)
 	ev := itch.SystemEventFields{EventCode: 'Q'}
 	now := int64(time.Second)
-	round := func(session string, seq uint64) {
-		h.arb.Offer(0, sessionPacket(session, seq, ev.Append(nil)), now)
-		h.arb.Tick(now)
-		rec.poll(now)
-		h.endBatch()
-		if rec.fetching {
-			waitFetch(t, h, rec, now)
-		}
-	}
+	round := func(session string, seq uint64) { sessionRound(t, h, rec, session, seq, ev, now) }
 	for seq := uint64(1); seq < 6; seq++ {
 		round("OLD", seq)
 		now += int64(100 * time.Millisecond)
@@ -610,6 +571,32 @@ func TestSnapshotRefusalRunEndsWhenWhole(t *testing.T) {
 	if n := strings.Count(logs.String(), refused); fetches.Load() != 2 || n != 2 {
 		t.Fatalf("a later gap's snapshot refused at login (%v after the gap, within a minute of the change's refusal; the books made whole between): %d fetches, %d refusals logged; want 2, 2 (a new run, its first logged):\n%s",
 			time.Duration(now-first), fetches.Load(), n, logs.String())
+	}
+}
+
+// backoffRetry and backoffRetryMax are the snapshot retry and its cap
+// the backoff tests drive (tenMinutesOfBackoff).
+const backoffRetry, backoffRetryMax = 5 * time.Second, 2 * time.Minute
+
+// backoffFrom5s sets rec's snapshot retry to backoffRetry, doubled per
+// consecutive failure up to backoffRetryMax, the next wait backoffRetry.
+func backoffFrom5s(rec *recovery) {
+	rec.cfg.SnapshotRetry, rec.cfg.SnapshotRetryMax = backoffRetry, backoffRetryMax
+	rec.snapWait = backoffRetry
+}
+
+// sessionRound is one step of the session-change tests at now: line A
+// brings session's packet seq (the event ev), the arbiter ticks, the
+// recovery polls, the batch ends, and a snapshot fetch started is waited
+// for.
+func sessionRound(t *testing.T, h *Handler, rec *recovery, session string, seq uint64, ev itch.SystemEventFields, now int64) {
+	t.Helper()
+	h.arb.Offer(0, sessionPacket(session, seq, ev.Append(nil)), now)
+	h.arb.Tick(now)
+	rec.poll(now)
+	h.endBatch()
+	if rec.fetching {
+		waitFetch(t, h, rec, now)
 	}
 }
 

@@ -400,14 +400,7 @@ func TestSnapshotOfAnotherSessionBehind(t *testing.T) {
 			now := int64(time.Second)
 			joinLate(h, "NEW", now)
 			h.arb.Tick(now + int64(time.Millisecond)) // the start gap is declared: a snapshot is fetched
-			for i := 0; rec.fetching; i++ {
-				if i == 5000 {
-					t.Fatalf("the fetch never returned: %+v", rec.stats)
-				}
-				time.Sleep(time.Millisecond)
-				rec.poll(now)
-				h.endBatch()
-			}
+			waitFetch(t, h, rec, now)
 			b := sh.books.Book(7)
 			if server != "OLD" { // the lines' session, or a server naming its sessions apart
 				if rec.stats.Snapshots != 1 || b == nil || b.Orders() != 1 || sh.pub.stale {
