@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"os"
 	"runtime/debug"
@@ -103,6 +104,18 @@ func TestBookviewMissing(t *testing.T) {
 	if !errors.Is(err, shm.ErrNotExist) {
 		t.Fatalf("missing feed: %v", err)
 	}
+}
+
+// openViewer opens the feed file name and returns its reader, closed at
+// the test's end, and a viewer of it writing to out, ten rows a side.
+func openViewer(t *testing.T, name string, out io.Writer) (*shm.Reader, *viewer) {
+	t.Helper()
+	r, err := shm.Open(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	return r, &viewer{r: r, out: out, rows: 10, buf: make([]byte, r.Info().MaxSnapshot)}
 }
 
 // TestBookviewLive runs the refreshing view while a writer publishes, then
@@ -258,13 +271,8 @@ func TestBookviewMatchesReplay(t *testing.T) {
 // SetPanicOnFault, a panic the view's goroutine recovers and reports).
 func TestBookviewLiveTruncated(t *testing.T) {
 	name := testFeed(t)
-	r, err := shm.Open(name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
 	out := &syncBuffer{}
-	v := &viewer{r: r, out: out, rows: 10, buf: make([]byte, r.Info().MaxSnapshot)}
+	r, v := openViewer(t, name, out)
 	stop := make(chan os.Signal)
 	done := make(chan error, 1)
 	go func() {

@@ -48,13 +48,7 @@ func noFault(f func() error) (err error) {
 func TestBookviewTruncated(t *testing.T) {
 	t.Run("live", func(t *testing.T) {
 		name := testFeed(t)
-		r, err := shm.Open(name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer r.Close()
-		out := &syncBuffer{}
-		v := &viewer{r: r, out: out, rows: 10, buf: make([]byte, r.Info().MaxSnapshot)}
+		r, v := openViewer(t, name, &syncBuffer{})
 		stop := make(chan os.Signal)
 		done := make(chan error, 1)
 		// Truncated before the view starts: a truncation while it reads
@@ -62,6 +56,7 @@ func TestBookviewTruncated(t *testing.T) {
 		// next check).
 		truncateSlots(t, r)
 		go func() { done <- noFault(func() error { return v.live(name, 20*time.Millisecond, stop) }) }()
+		var err error
 		select {
 		case err = <-done:
 		case <-time.After(30 * time.Second):
@@ -74,15 +69,9 @@ func TestBookviewTruncated(t *testing.T) {
 		}
 	})
 	t.Run("once", func(t *testing.T) {
-		name := testFeed(t)
-		r, err := shm.Open(name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer r.Close()
-		truncateSlots(t, r)
 		var out bytes.Buffer
-		v := &viewer{r: r, out: &out, rows: 10, buf: make([]byte, r.Info().MaxSnapshot)}
+		r, v := openViewer(t, testFeed(t), &out)
+		truncateSlots(t, r)
 		for _, mode := range []struct{ json, state bool }{{false, false}, {true, false}, {true, true}} {
 			err := noFault(func() error { return v.once(checkWriter(r), mode.json, mode.state) })
 			var ec interface{ ExitCode() int }
