@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -14,7 +13,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -87,10 +85,7 @@ const (
 func captureReplaysLiveBooks(t *testing.T, reorder float64, rerequest bool, snap snapshotRun) {
 	lab := netlab.ForTest(t, netlab.Options{Prefix: "fhc"})
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "feedhandler")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := buildFeedhandler(t, dir)
 	day, err := demo.GenerateDay(60_000, 50, 7)
 	if err != nil {
 		t.Fatal(err)
@@ -157,28 +152,8 @@ log: {format: json}
 		t.Fatal(err)
 	}
 	cmd := boundedCommand(t, "ip", "netns", "exec", lab.Dst, bin, "--feed", cfgPath)
-	var stderr bytes.Buffer
-	pr, pw := io.Pipe()
-	cmd.Stderr = io.MultiWriter(&stderr, pw)
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait(); pw.Close() }()
+	stderr, exited, ready, finished := startLogged(t, cmd, func(l string) bool { return strings.Contains(l, "health on /healthz") })
 	defer cmd.Process.Kill()
-	ready, finished := make(chan struct{}), make(chan struct{})
-	go func() {
-		defer close(finished)
-		sc := bufio.NewScanner(pr)
-		sc.Buffer(nil, 1<<20)
-		seen := false
-		for sc.Scan() {
-			if !seen && strings.Contains(sc.Text(), "health on /healthz") {
-				seen = true
-				close(ready)
-			}
-		}
-	}()
 	select {
 	case <-ready:
 	case err := <-exited:
@@ -208,18 +183,8 @@ log: {format: json}
 	}
 	// The day ends with End of Session: wait until everything before it
 	// was delivered or declared missing.
-	waitMetric(t, lab, "feedhandler_session_ended", 1, &stderr)
-	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case err := <-exited:
-		if err != nil {
-			t.Fatalf("exit after SIGINT: %v\n%s", err, stderr.String())
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatalf("no exit 20s after SIGINT:\n%s", stderr.String())
-	}
+	waitMetric(t, lab, "feedhandler_session_ended", 1, stderr)
+	interruptExits(t, cmd, exited, stderr.String)
 	<-finished
 	var live bytes.Buffer
 	var se *writerStateError

@@ -1,13 +1,11 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"cmp"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -190,18 +188,7 @@ func checkNoCaps(t *testing.T, pid int, when string) {
 // published in shmName with ref; log gives its output for the failures.
 func stopAndCompare(t *testing.T, cmd *exec.Cmd, exited chan error, shmName string, ref []byte, log func() string) {
 	t.Helper()
-	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case err := <-exited:
-		exited <- err
-		if err != nil {
-			t.Fatalf("exit after SIGINT: %v\n%s", err, log())
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatalf("no exit 30s after SIGINT:\n%s", log())
-	}
+	interruptExits(t, cmd, exited, log)
 	var got bytes.Buffer
 	if err := bookview([]string{"--shm", shmName, "--once", "--json"}, &got); err != nil && !errors.Is(err, shm.ErrClosed) {
 		t.Fatal(err)
@@ -276,28 +263,10 @@ log:
 	}
 	args = append(args, bin, "--feed", cfgPath)
 	cmd := boundedCommand(t, "ip", args...)
-	var stderr bytes.Buffer
-	pr, pw := io.Pipe()
-	cmd.Stderr = io.MultiWriter(&stderr, pw)
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait(); pw.Close() }()
+	stderr, exited, ready, _ := startLogged(t, cmd, func(l string) bool { return strings.Contains(l, "privileges after setup") })
 	defer func() {
 		cmd.Process.Kill()
 		<-exited
-	}()
-	ready := make(chan struct{})
-	go func() {
-		sc := bufio.NewScanner(pr)
-		seen := false
-		for sc.Scan() {
-			if !seen && strings.Contains(sc.Text(), "privileges after setup") {
-				seen = true
-				close(ready)
-			}
-		}
 	}()
 
 	if r.wantErr != "" {
@@ -356,7 +325,7 @@ log:
 		t.Fatal(err)
 	}
 	// Everything delivered; the graceful stop below drains the shards.
-	body := waitMetric(t, lab, "feedhandler_delivered_messages_total", day.Messages, &stderr)
+	body := waitMetric(t, lab, "feedhandler_delivered_messages_total", day.Messages, stderr)
 	// The process's standard families, read from /proc/self through files
 	// opened before the privileges were shed: there after the switch of
 	// user and under the sandbox too.

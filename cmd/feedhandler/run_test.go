@@ -51,10 +51,7 @@ func testRunFeedProcess(t *testing.T, mode, cores string) {
 	lab := netlab.ForTest(t, netlab.Options{Prefix: "fhr"})
 
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "feedhandler")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := buildFeedhandler(t, dir)
 	day, err := demo.GenerateDay(50_000, 50, 3)
 	if err != nil {
 		t.Fatal(err)
@@ -87,30 +84,15 @@ log:
 	}
 
 	cmd := boundedCommand(t, "ip", "netns", "exec", lab.Dst, bin, "--feed", cfgPath)
-	var stderr bytes.Buffer
-	pr, pw := io.Pipe()
-	cmd.Stderr = io.MultiWriter(&stderr, pw)
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait(); pw.Close() }()
-	defer cmd.Process.Kill()
 	// Wait for the HTTP listener (after "receiving").
-	ready := make(chan struct{})
-	go func() {
-		sc := bufio.NewScanner(pr)
-		seen, modeSeen := false, false
-		for sc.Scan() {
-			if strings.Contains(sc.Text(), `"receiving"`) && strings.Contains(sc.Text(), `"mode":"`+mode+`"`) {
-				modeSeen = true
-			}
-			if !seen && modeSeen && strings.Contains(sc.Text(), "health on /healthz") {
-				seen = true
-				close(ready)
-			}
+	modeSeen := false
+	stderr, exited, ready, _ := startLogged(t, cmd, func(l string) bool {
+		if strings.Contains(l, `"receiving"`) && strings.Contains(l, `"mode":"`+mode+`"`) {
+			modeSeen = true
 		}
-	}()
+		return modeSeen && strings.Contains(l, "health on /healthz")
+	})
+	defer cmd.Process.Kill()
 	select {
 	case <-ready:
 	case err := <-exited:
@@ -141,7 +123,7 @@ log:
 	if _, err := s.Send(context.Background(), exchange.Packets(day.Packets[:half])); err != nil {
 		t.Fatal(err)
 	}
-	body := waitMetric(t, lab, "feedhandler_delivered_messages_total", halfMsgs, &stderr)
+	body := waitMetric(t, lab, "feedhandler_delivered_messages_total", halfMsgs, stderr)
 	for _, m := range []string{`feedhandler_line_packets_total{feed="runtest",line="A"}`, `feedhandler_line_duplicates_total{feed="runtest",line="B"}`,
 		`feedhandler_shard_applied_total{feed="runtest",shard="0"}`, `feedhandler_latency_seconds_bucket{feed="runtest",le="0.001"}`,
 		`feedhandler_path_latency_seconds_count{feed="runtest"}`, `feedhandler_line_silence_seconds{feed="runtest",line="B"}`,
@@ -179,7 +161,7 @@ log:
 	if _, err := s.Send(context.Background(), exchange.Packets(rest)); err != nil {
 		t.Fatal(err)
 	}
-	body = waitMetric(t, lab, "feedhandler_delivered_messages_total", day.Messages-missing, &stderr)
+	body = waitMetric(t, lab, "feedhandler_delivered_messages_total", day.Messages-missing, stderr)
 	if v := metricValue(body, "feedhandler_gaps_total"); v != 1 {
 		t.Errorf("gaps_total %v, want 1", v)
 	}
@@ -193,7 +175,7 @@ log:
 	}
 	// The stale flag reaches the books through the shard rings: wait for
 	// the gauge, then require every published book to be counted.
-	body = waitMetric(t, lab, "feedhandler_gaps_unrecovered", 1, &stderr)
+	body = waitMetric(t, lab, "feedhandler_gaps_unrecovered", 1, stderr)
 	for deadline := time.Now().Add(30 * time.Second); !(metricValue(body, "feedhandler_books_stale") > 0); {
 		if time.Now().After(deadline) {
 			t.Fatalf("no book flagged stale 30s after the gap:\n%s", body)
@@ -206,17 +188,7 @@ log:
 	}
 	promtoolCheckMetrics(t, body)
 
-	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case err := <-exited:
-		if err != nil {
-			t.Fatalf("exit after SIGINT: %v\n%s", err, stderr.String())
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatalf("no exit 20s after SIGINT:\n%s", stderr.String())
-	}
+	interruptExits(t, cmd, exited, stderr.String)
 	// Started as root without user: in the config: allowed, with a warning.
 	if !strings.Contains(stderr.String(), "running as root: set user: in the feed file") {
 		t.Errorf("no warning about running as root:\n%s", stderr.String())
@@ -271,6 +243,67 @@ func runExit(t *testing.T, cmd *exec.Cmd) (code int, out, errOut string) {
 		t.Fatal(err)
 	}
 	return 0, o.String(), e.String()
+}
+
+// buildFeedhandler builds the command into dir and returns its path.
+func buildFeedhandler(t *testing.T, dir string) string {
+	t.Helper()
+	bin := filepath.Join(dir, "feedhandler")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// interruptExits sends the handler cmd SIGINT and fails the test unless
+// it exits with status 0 (exited brings what Wait returned; it is put
+// back for a later reader) within 30 s, a bound on a broken stop; log
+// gives what the test prints with the failure.
+func interruptExits(t *testing.T, cmd *exec.Cmd, exited chan error, log func() string) {
+	t.Helper()
+	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-exited:
+		exited <- err
+		if err != nil {
+			t.Fatalf("exit after SIGINT: %v\n%s", err, log())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("no exit 30s after SIGINT:\n%s", log())
+	}
+}
+
+// startLogged starts cmd, its stderr kept in the returned buffer and read
+// a line at a time: ready closes at the first line isReady takes (isReady
+// sees every line until then, in order), exited brings what Wait
+// returned, and scanned closes once the last line was read, after the
+// exit.
+func startLogged(t *testing.T, cmd *exec.Cmd, isReady func(line string) bool) (stderr *bytes.Buffer, exited chan error, ready, scanned <-chan struct{}) {
+	t.Helper()
+	stderr = new(bytes.Buffer)
+	pr, pw := io.Pipe()
+	cmd.Stderr = io.MultiWriter(stderr, pw)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited = make(chan error, 1)
+	go func() { exited <- cmd.Wait(); pw.Close() }()
+	readyc, scannedc := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(scannedc)
+		sc := bufio.NewScanner(pr)
+		sc.Buffer(nil, 1<<20)
+		seen := false
+		for sc.Scan() {
+			if !seen && isReady(sc.Text()) {
+				seen = true
+				close(readyc)
+			}
+		}
+	}()
+	return stderr, exited, readyc, scannedc
 }
 
 func scrape(t *testing.T, lab *netlab.Lab) string {

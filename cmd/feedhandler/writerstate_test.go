@@ -7,8 +7,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -51,10 +49,7 @@ func TestHelperShmWriter(t *testing.T) {
 // once the writer was killed with SIGKILL, still printing the last books;
 // with --state the JSON carries the state and the exit status is 0.
 func TestBookviewKilledWriter(t *testing.T) {
-	bin := filepath.Join(t.TempDir(), "feedhandler")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := buildFeedhandler(t, t.TempDir())
 	name := shmtest.Path(t, "fh-bookview-killed")
 	child := boundedCommand(t, os.Args[0], "-test.run=^TestHelperShmWriter$", "-test.count=1")
 	child.Env = append(os.Environ(), writerRoleEnv+"="+name)
