@@ -205,9 +205,11 @@ func (c *Client) sendAhead(now int64) {
 		a.inflight = r
 		a.tries++
 		a.sentAt, a.lastAns = now, 0
+		sent := c.Stats.Requests
 		if c.ask(a.server, r) {
 			a.spent = true // no route, a firewall: left to its turn
 		}
+		c.Stats.Ahead += c.Stats.Requests - sent
 	}
 }
 

@@ -172,8 +172,9 @@ func TestAheadRetriesThenWaits(t *testing.T) {
 	if got := srv.requests(); len(got) != 0 || c.NextDue() != 0 {
 		t.Fatalf("after its retries: requests %v, next due %d: want none (it waits for its turn)", got, c.NextDue())
 	}
-	if c.Stats.Timeouts != 3 || c.Stats.Retries != 2 || c.Stats.Failures != 0 {
-		t.Fatalf("timeouts %d, retries %d, failures %d: want 3, 2, 0", c.Stats.Timeouts, c.Stats.Retries, c.Stats.Failures)
+	if c.Stats.Timeouts != 3 || c.Stats.Retries != 2 || c.Stats.Failures != 0 || c.Stats.Requests != 4 || c.Stats.Ahead != 3 {
+		t.Fatalf("timeouts %d, retries %d, failures %d, requests %d (ahead %d): want 3, 2, 0, 4 (3)",
+			c.Stats.Timeouts, c.Stats.Retries, c.Stats.Failures, c.Stats.Requests, c.Stats.Ahead)
 	}
 	// Its turn: asked again now, the servers in turn as for any range.
 	c.Want(session, rg(20, 2), now)

@@ -69,6 +69,7 @@ type Config struct {
 // Stats count what the client did.
 type Stats struct {
 	Requests  uint64 // request packets sent (first asks, continuations and retries); not those that failed (SendErrors, OpenErrors)
+	Ahead     uint64 // of Requests, those for ranges past the one being filled (Client.Ahead)
 	Retries   uint64 // requests resent after a timeout
 	Timeouts  uint64 // requests that got no answer in time (or none holding the first message asked)
 	Failovers uint64 // moves to the next server
