@@ -18,25 +18,12 @@ import (
 // recorded too: every sequence number handed to the books, in order.
 func recordingRecovery(t *testing.T, h *Handler, ac ArbiterConfig, rc RecoveryConfig, seqs *[]uint64) *recovery {
 	t.Helper()
-	h.gapLog = make(chan moldudp64.Range, 8)
-	h.sessionLog = make(chan [2]moldudp64.Session, 8)
-	h.arb = NewArbiter(ac, func(p moldudp64.Packet, skip int, rxTime int64) {
+	return withRecoveryTo(t, h, ac, rc, func(p moldudp64.Packet, skip int, rxTime int64) {
 		for seq := p.Seq + uint64(skip); seq < p.Next(); seq++ {
 			*seqs = append(*seqs, seq)
 		}
 		h.route(p, skip, rxTime)
-	}, h.gap)
-	h.arb.SetSessionFunc(h.sessionChanged)
-	rec, err := newRecovery(h, rc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { rec.close() })
-	h.arb.idleAfterEnd = rec.idleAfterEnd()
-	h.rec = rec
-	h.arb.SetMissing(rec.missing)
-	h.arb.SetNarrowed(rec.narrowed)
-	return rec
+	})
 }
 
 // pendingRequests reads, without waiting, the requests the server's
