@@ -154,8 +154,11 @@ func (c *Client) room() uint64 {
 }
 
 // sendAhead sends, resends or continues the requests of the ranges ahead
-// that are due, in order, as send does the wanted range's.
+// that are due, in order, as send does the wanted range's. One that
+// waits for room or a token holds back those after it, whose timeouts
+// are still seen to: a request timed out no longer takes room.
 func (c *Client) sendAhead(now int64) {
+	held := false // a range before waits for room or a token
 	for i := range c.nAhead {
 		a := &c.ahead[i]
 		if a.spent || a.next >= a.want.End() && a.sentAt == 0 {
@@ -190,13 +193,18 @@ func (c *Client) sendAhead(now int64) {
 				c.Stats.Retries++
 			}
 		}
+		if held {
+			continue
+		}
 		n := min(a.want.End()-a.next, c.room())
 		if n == 0 {
-			return // the answers in flight first: a later range waits as well
+			held = true // the answers in flight first: a later range waits as well
+			continue
 		}
 		if !c.take(now) {
 			c.Stats.RateLimited++
-			return
+			held = true
+			continue
 		}
 		r := moldudp64.Range{First: a.next, Count: n}
 		if a.inflight.First != r.First {

@@ -262,3 +262,34 @@ func TestAheadAllocatesNothing(t *testing.T) {
 		t.Fatalf("%v allocations per round, want 0", allocs)
 	}
 }
+
+// TestAheadTimeoutFreesRoom: a range found ahead later than another,
+// before it in order, waits for room while the other's request, its
+// answer lost, takes it; once that request times out it takes room no
+// longer, and the first is asked, then the other again with what room
+// is left. Before, the one waiting for room stopped the round before the
+// other's timeout was seen: room never came, the first was never asked
+// ('requests at the timeout: [10+2], want [10+2 100+4 200+4]').
+func TestAheadTimeoutFreesRoom(t *testing.T) {
+	srv := newQuietServer(t)
+	const timeout = 10 * time.Millisecond
+	c := newQuietClient(t, srv, rerequest.Config{MaxRequestMessages: 10, Timeout: timeout})
+	now := time.Now().UnixNano()
+	c.Want(session, rg(10, 2), now)
+	c.Ahead([]moldudp64.Range{rg(200, 8)})
+	c.Poll(now, func(moldudp64.Packet) {})
+	if got, want := srv.requests(), []string{"10+2", "200+8"}; !slices.Equal(got, want) {
+		t.Fatalf("requests %v, want %v", got, want)
+	}
+	c.Ahead([]moldudp64.Range{rg(100, 4), rg(200, 8)})
+	c.Poll(now, func(moldudp64.Packet) {})
+	if got := srv.requests(); len(got) != 0 {
+		t.Fatalf("requests with no room: %v, want none", got)
+	}
+	now += int64(timeout)
+	c.Poll(now, func(moldudp64.Packet) {})
+	c.Poll(now, func(moldudp64.Packet) {})
+	if got, want := srv.requests(), []string{"10+2", "100+4", "200+4"}; !slices.Equal(got, want) {
+		t.Fatalf("requests at the timeout: %v, want %v", got, want)
+	}
+}
