@@ -445,7 +445,7 @@ const (
 // p/(1-p) resends on average (p below 1/2; the soak draws at most 0.3).
 // Measured: seed 13051 (maxans 1, ansloss 0.3, lines losing 20% each,
 // 148,950 messages in 3,364 packets: 130 ranges, 6,266 messages, a
-// request each) took 122 s, estimated 130 s (asked ahead: 32 s); seed 13092 (the same with
+// request each) took 122 s, estimated 130 s (asked ahead: 28 to 32 s); seed 13092 (the same with
 // answers 8 ms late, 218 ranges of 1,202 messages) 36 s, estimated 44 s
 // (the estimate errs long: twice it is the margin).
 func rerequestEstimate(p soakParams, packets int) time.Duration {
