@@ -1,6 +1,10 @@
 package handler
 
-import "github.com/marketfeed/feedhandler/feed/moldudp64"
+import (
+	"sort"
+
+	"github.com/marketfeed/feedhandler/feed/moldudp64"
+)
 
 // This file holds the Arbiter's side of the recovery: the recovery source's
 // hooks (SetMissing, SetNarrowed), the range being filled (Recovering) and
@@ -195,4 +199,71 @@ func (a *Arbiter) handOver(line int, data []byte, p moldudp64.Packet, rxTime int
 	a.recovering, a.recoverEnd = true, target
 	a.Stats.Recoveries++
 	return a.hold(data, p, rxTime, line) == holdOK
+}
+
+// aheadScan bounds the held packets holesAhead looks at, from the first
+// past the range being recovered: a spill of thousands of packets
+// between two holes is not walked at every round.
+const aheadScan = 256
+
+// holesAhead appends to dst, while a range is being recovered, the holes
+// among the packets held past it that are missing on every live line, in
+// order, at most cap(dst)-len(dst) of them, each of at most maxCount
+// messages (a larger one is a catch-up, or stands on a packet a line
+// contradicts later: left to its turn). A hole is missing on every live
+// line when each line that brought a packet past it did so Grace or more
+// before its latest and went on past that packet (a corrupt sequence
+// number is one a line does not go on from), and every line that brought
+// none is silent for LineTimeout: as checkGap takes a hole for missing at
+// next, by each line's own clock, less the waits by Hold for a live line
+// that did not move past (such a hole waits for its turn). Answers held
+// (a recovery source's) are not a line's: the hole before one is judged
+// by the lines' packets past it. It allocates nothing.
+func (a *Arbiter) holesAhead(dst []moldudp64.Range, maxCount uint64, now int64) []moldudp64.Range {
+	if !a.recovering || a.frozen || a.pend.n == 0 {
+		return dst
+	}
+	k := sort.Search(a.pend.n, func(i int) bool { return a.pend.at(i).seq >= a.recoverEnd })
+	cur := a.recoverEnd // the first number not held past the range
+	if k > 0 {
+		cur = max(cur, a.pend.at(k-1).end)
+	}
+	for end := min(a.pend.n, k+aheadScan); k < end && len(dst) < cap(dst); k++ {
+		e := a.pend.at(k)
+		if e.seq > cur && e.seq-cur <= maxCount && a.missingAhead(k, end, now) {
+			dst = append(dst, moldudp64.Range{First: cur, Count: e.seq - cur})
+		}
+		cur = max(cur, e.end)
+	}
+	return dst
+}
+
+// missingAhead reports whether the hole before held packet k is missing on
+// every live line (holesAhead), looking at the held packets up to end.
+// A line silent for LineTimeout is not waited for (every line silent: the
+// feed's end, or a path lost), but a packet it brought past the hole is
+// judged as a live line's: it went on past it.
+func (a *Arbiter) missingAhead(k, end int, now int64) bool {
+	past := 0
+	for i := 0; i < a.cfg.Lines; i++ {
+		if a.lastRx[i] == 0 {
+			continue // never heard from
+		}
+		j := k
+		for j < end && a.pend.at(j).lineRx[i] == 0 {
+			j++
+		}
+		if j == end {
+			if now-a.lastRx[i] >= int64(a.cfg.LineTimeout) {
+				continue // dead, nothing of it past the hole: not waited for
+			}
+			return false // no packet of it past the hole (held, among those looked at)
+		}
+		e := a.pend.at(j)
+		if a.lastRx[i]-e.lineRx[i] < int64(a.cfg.Grace) || a.high[i] <= e.end {
+			return false
+		}
+		past++
+	}
+	return past > 0
 }

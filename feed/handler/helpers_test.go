@@ -51,9 +51,15 @@ func dirMsg(sym string) []byte { return filterDir(7, sym) }
 // at cleanup.
 func withRecovery(t testing.TB, h *Handler, ac ArbiterConfig, rc RecoveryConfig) *recovery {
 	t.Helper()
+	return withRecoveryTo(t, h, ac, rc, h.route)
+}
+
+// withRecoveryTo is withRecovery delivering to deliver.
+func withRecoveryTo(t testing.TB, h *Handler, ac ArbiterConfig, rc RecoveryConfig, deliver Deliver) *recovery {
+	t.Helper()
 	h.gapLog = make(chan moldudp64.Range, 8)
 	h.sessionLog = make(chan [2]moldudp64.Session, 8)
-	h.arb = NewArbiter(ac, h.route, h.gap)
+	h.arb = NewArbiter(ac, deliver, h.gap)
 	h.arb.SetSessionFunc(h.sessionChanged)
 	rec, err := newRecovery(h, rc)
 	if err != nil {

@@ -179,6 +179,7 @@ var exported = [...]metric{
 	counter("recovery_messages_total", "Messages delivered from re-request answers (into the range re-requested, or past it when an answer brought them first).", func(st *Stats) uint64 { return st.Arbiter.RecoveredMessages }),
 	counter("recovery_unused_messages_total", "Messages of re-request answers received but not delivered: delivered already (by a line or an earlier answer), held already, no room to hold them, dropped with what was held, or in an answer dropped whole (late, another session, never asked, to a request made before a restart; not a malformed one).", func(st *Stats) uint64 { return st.unusedMessages() }),
 	counter("recovery_requests_total", "Re-request packets sent (not those whose write failed or whose socket could not be opened).", func(st *Stats) uint64 { return st.Recovery.Rerequest.Requests }),
+	counter("recovery_ahead_requests_total", "Of recovery_requests_total, the re-requests for holes past the range being filled, asked without waiting for it (docs/RECOVERY.md, ranges asked ahead).", func(st *Stats) uint64 { return st.Recovery.Rerequest.Ahead }),
 	counter("recovery_retries_total", "Re-requests resent after a timeout.", func(st *Stats) uint64 { return st.Recovery.Rerequest.Retries }),
 	counter("recovery_timeouts_total", "Re-requests that got no answer in time.", func(st *Stats) uint64 { return st.Recovery.Rerequest.Timeouts }),
 	counter("recovery_failures_total", "Ranges given up after every re-request server was tried.", func(st *Stats) uint64 { return st.Recovery.Rerequest.Failures }),

@@ -304,6 +304,16 @@ type recovery struct {
 	timer    int
 	timerAt  int64
 	timerDur int64
+
+	// ahead: the holes past the range being filled asked ahead
+	// (askAhead), not yet reached by delivery, handed to missing nor
+	// declared; aheadBuf takes those found at a look, at aheadAt;
+	// aheadFilled counts those delivery passed (RecoveredByRerequest).
+	ahead       [maxAheadGaps]aheadGap
+	nAhead      int
+	aheadBuf    [rerequest.MaxAhead]moldudp64.Range
+	aheadAt     int64
+	aheadFilled uint64
 }
 
 type snapResult struct {
@@ -377,6 +387,9 @@ func (r *recovery) gap(rg moldudp64.Range, now int64) {
 		// Declared without being handed to missing (the hold-back arena
 		// was full, a packet too large while frozen): detected all the same.
 		r.stats.GapsDetected++
+	}
+	if r.nAhead > 0 {
+		r.takeAhead(rg) // declared: not filled ahead
 	}
 	r.addOpen(rg, now)
 	if r.cfg.Snapshot != nil {
@@ -472,6 +485,7 @@ func (r *recovery) sessionChanged(old, new moldudp64.Session) {
 	r.restUntil, r.restFails, r.restWait = 0, 0, r.cfg.ServerRest
 	// A re-request of the old session in progress is given up, not filled.
 	r.cur, r.handed, r.started = moldudp64.Range{}, moldudp64.Range{}, 0
+	r.dropAhead()
 	r.pendingWhole, r.tried = true, false
 	r.h.pushStale(1)
 	if r.cfg.Snapshot != nil {
@@ -498,9 +512,12 @@ func (r *recovery) poll(now int64) {
 	r.lastRec = min(r.lastRec, now)
 	r.badLoggedAt = min(r.badLoggedAt, now)
 	if r.client != nil {
-		if r.client.Active() || now-r.lastRec > int64(10*time.Millisecond) {
+		if r.client.Active() || r.client.Aheads() > 0 || now-r.lastRec > int64(10*time.Millisecond) {
 			r.lastRec = now
 			r.client.Progress(a.Next())
+			if r.client.Active() {
+				r.askAhead(now)
+			}
 			ok := r.client.Poll(now, r.recovered)
 			if err := r.client.OpenError(); err != nil {
 				r.h.log.Error().Err(err).Uint64("open_errors", r.client.Stats.OpenErrors).
@@ -542,7 +559,10 @@ func (r *recovery) poll(now int64) {
 			r.cur = moldudp64.Range{}
 		}
 	}
-	r.stats.RecoveredByRerequest = a.Stats.RecoveriesFilled
+	if r.nAhead > 0 {
+		r.reachedAhead(now) // logged after the range before them
+	}
+	r.stats.RecoveredByRerequest = a.Stats.RecoveriesFilled + r.aheadFilled
 	if r.pendingWhole && !r.fetching && (!r.wantSnap || r.tried) && len(r.open) == 0 && a.Next() > 1 {
 		if _, busy := a.Recovering(); !busy {
 			// Delivered from the new session's first message with nothing

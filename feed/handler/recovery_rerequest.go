@@ -72,6 +72,13 @@ func (r *recovery) missing(rg moldudp64.Range, now int64) bool {
 		r.filled(now)
 	}
 	r.started = now
+	if r.nAhead > 0 {
+		if at := r.takeAhead(rg); at != 0 {
+			// Asked ahead, part of it still missing at its turn: its
+			// recovery began when it was found.
+			r.started = at
+		}
+	}
 	r.cur = moldudp64.Range{}
 	if r.fetching {
 		return false // the snapshot will cover it (or leave it open)

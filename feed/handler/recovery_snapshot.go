@@ -25,6 +25,7 @@ func (r *recovery) startSnapshot(now int64, atGap bool) {
 	if r.client != nil {
 		r.client.Cancel()
 	}
+	r.dropAhead() // delivery goes on from the snapshot's number
 	// The freeze gives the range being re-requested up (the arbiter's
 	// RecoveriesAbandoned): not filled. Kept as the range recovered, it
 	// was recorded repaired by re-request (an event, a recovery time) at

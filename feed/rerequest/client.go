@@ -69,6 +69,7 @@ type Config struct {
 // Stats count what the client did.
 type Stats struct {
 	Requests  uint64 // request packets sent (first asks, continuations and retries); not those that failed (SendErrors, OpenErrors)
+	Ahead     uint64 // of Requests, those for ranges past the one being filled (Client.Ahead)
 	Retries   uint64 // requests resent after a timeout
 	Timeouts  uint64 // requests that got no answer in time (or none holding the first message asked)
 	Failovers uint64 // moves to the next server
@@ -165,6 +166,11 @@ type Client struct {
 
 	asked  [askedMemory]moldudp64.Range
 	askedN int
+
+	// ahead: the ranges past the wanted one asked meanwhile (Ahead), the
+	// first nAhead in use, in order.
+	ahead  [MaxAhead]aheadRange
+	nAhead int
 
 	// openErrs, sendErrs: by server, the first error of the current run
 	// of failures to open its new socket, or to send it a request.
@@ -312,16 +318,16 @@ func (c *Client) RequestMessages() int { return c.perRequest }
 // Active reports whether a range is being filled.
 func (c *Client) Active() bool { return c.active }
 
-// WakeFds appends to dst, while a range is being filled (Active), the
-// sockets its answers come to, the one of the server asked now first,
-// and returns dst; nothing otherwise. The receive loop waits on them with
+// WakeFds appends to dst, while a range is being filled (Active) or
+// ranges ahead are asked (Ahead), the sockets their answers come to, the
+// one of the server asked now first, and returns dst; nothing otherwise. The receive loop waits on them with
 // the lines (rx.Waker), so that an answer is read when it comes, not when
 // the lines next bring a packet or the wait times out. A socket's fd may
 // change (a new socket after Forget, opened at the next request to its
 // server), so the caller asks again after each Poll. A server whose socket
 // is not open (-1) is left out. It allocates nothing when dst has room.
 func (c *Client) WakeFds(dst []int) []int {
-	if !c.active || c.server >= len(c.fds) {
+	if !c.active && c.nAhead == 0 || c.server >= len(c.fds) {
 		return dst
 	}
 	if fd := c.fds[c.server]; fd >= 0 {
@@ -337,25 +343,43 @@ func (c *Client) WakeFds(dst []int) []int {
 
 // NextDue returns when Poll next has something to do that no answer
 // brings, on the clock of Poll's now: a request's timeout, the end of a
-// partly answered request's settle, the rate limit's next token; 0 when
-// no range is being filled. A caller that waits for the answers (WakeFds)
-// wakes then too, so that a timer is acted on when it is due, not when
-// the wait next ends for another reason. It allocates nothing.
+// partly answered request's settle, the rate limit's next token, of the
+// wanted range and those asked ahead (Ahead); 0 when there are none. A
+// caller that waits for the answers (WakeFds) wakes then too, so that a
+// timer is acted on when it is due, not when the wait next ends for
+// another reason. It allocates nothing.
 func (c *Client) NextDue() int64 {
+	due := c.nextDueAhead()
+	if t := c.nextDueWanted(); t != 0 && (due == 0 || t < due) {
+		due = t
+	}
+	return due
+}
+
+// nextDueWanted is NextDue for the wanted range alone.
+func (c *Client) nextDueWanted() int64 {
 	switch {
 	case !c.active:
 		return 0
 	case c.sentAt == 0:
-		// A request is due, held back by the rate limit: the next token
-		// (a microsecond later, so that the sum of its fractions is 1).
-		if c.tokens >= 1 || c.refillAt == 0 {
-			return c.seen
+		if c.room() == 0 {
+			return 0 // waits for room (Ahead): an answer or a timeout ahead makes it
 		}
-		return c.refillAt + int64((1-c.tokens)/c.cfg.RequestsPerSecond*1e9) + int64(time.Microsecond)
+		return c.tokenDue()
 	case c.lastAns != 0:
 		return c.lastAns + int64(c.settle())
 	}
 	return c.sentAt + int64(c.cfg.Timeout)<<min(c.tries-1, 6)
+}
+
+// tokenDue returns when a request held back by the rate limit may go:
+// now (the latest now Poll was given) with a token, else the next token
+// (a microsecond later, so that the sum of its fractions is 1).
+func (c *Client) tokenDue() int64 {
+	if c.tokens >= 1 || c.refillAt == 0 {
+		return c.seen
+	}
+	return c.refillAt + int64((1-c.tokens)/c.cfg.RequestsPerSecond*1e9) + int64(time.Microsecond)
 }
 
 // Want starts filling r of session s (replacing what was wanted before);
@@ -363,14 +387,20 @@ func (c *Client) NextDue() int64 {
 // order, wrapping round, from the one that was asked when the last range
 // that failed over was filled: a server down is not waited for at every
 // range (each of its timeouts, while what follows the range is held),
-// only when the one after it fails in turn.
+// only when the one after it fails in turn. A range asked ahead (Ahead)
+// that r starts goes on with its request in flight, its server and
+// tries, rather than being asked again at once.
 func (c *Client) Want(s moldudp64.Session, r moldudp64.Range, now int64) {
+	if s != c.session {
+		c.nAhead = 0 // another session's numbers
+	}
 	c.session = s
 	c.want = r
 	c.next = r.First
 	c.active = r.Count > 0
 	c.server, c.failed, c.tries, c.sentAt, c.lastAns = c.first, 0, 0, 0, 0
 	c.inflight = moldudp64.Range{}
+	c.adopt(r)
 }
 
 // filled ends the wanted range, filled; if it failed over, the server it
@@ -388,6 +418,9 @@ func (c *Client) filled() {
 func (c *Client) Progress(next uint64) bool {
 	if next > c.next {
 		c.next = next
+	}
+	if c.nAhead > 0 {
+		c.progressAhead(c.next)
 	}
 	if c.active && c.next >= c.want.End() {
 		c.filled()
@@ -412,10 +445,11 @@ func (c *Client) Narrow(end uint64) {
 	}
 }
 
-// Cancel stops filling the wanted range.
+// Cancel stops filling the wanted range, and asking those ahead.
 func (c *Client) Cancel() {
 	c.active = false
 	c.sentAt = 0
+	c.nAhead = 0
 }
 
 // Forget is Cancel for a session whose numbering starts again (a restart
@@ -491,14 +525,18 @@ func (c *Client) Poll(now int64, fn func(p moldudp64.Packet)) bool {
 			c.drop(i, fd)
 		}
 	}
-	if !c.active {
-		return true
-	}
-	if c.next >= c.want.End() {
+	ok := true
+	switch {
+	case !c.active:
+	case c.next >= c.want.End():
 		c.filled()
-		return true
+	default:
+		ok = c.send(now)
 	}
-	return c.send(now)
+	if c.nAhead > 0 {
+		c.sendAhead(now)
+	}
+	return ok
 }
 
 func (c *Client) read(server, fd int, now int64, fn func(p moldudp64.Packet)) {
@@ -575,13 +613,16 @@ func (c *Client) accept(b []byte, now int64, fn func(p moldudp64.Packet)) {
 		c.bad(BadUnasked, b, nil)
 		return
 	}
-	if !c.active || r.End() <= c.next {
+	if !c.active && c.nAhead == 0 || r.End() <= c.next {
 		c.Stats.Late++
 		c.Stats.DroppedMessages += r.Count
 		return
 	}
 	if r.Overlaps(c.inflight) {
 		c.lastAns = now
+	}
+	if c.nAhead > 0 {
+		c.answeredAhead(r, now)
 	}
 	c.Stats.Responses++
 	c.Stats.Messages += r.Count
@@ -665,6 +706,7 @@ func (c *Client) observe(now int64) {
 		if c.refillAt != 0 {
 			c.refillAt += d
 		}
+		c.observeAhead(d)
 	}
 	c.seen = now
 }
@@ -706,6 +748,7 @@ func (c *Client) send(now int64) bool {
 				if c.failed++; c.failed >= len(c.fds) {
 					c.Stats.Failures++
 					c.active = false
+					c.nAhead = 0 // the servers rest: the caller declares what follows
 					return false
 				}
 				c.server = (c.server + 1) % len(c.fds)
@@ -715,41 +758,55 @@ func (c *Client) send(now int64) bool {
 			}
 		}
 	}
+	// The messages asked ahead and not answered yet leave room for
+	// the rest (Ahead): answers arriving together fit the receive buffer.
+	n := min(c.want.End()-c.next, c.room())
+	if n == 0 {
+		return true // an answer or a timeout ahead makes room
+	}
 	if !c.take(now) {
 		c.Stats.RateLimited++
 		return true
 	}
-	n := min(c.want.End()-c.next, uint64(c.perRequest))
 	r := moldudp64.Range{First: c.next, Count: n}
 	if c.inflight.First != r.First {
 		c.tries = 0 // a continuation or a new range, not a retry
 	}
 	c.inflight = r
-	c.asked[c.askedN%askedMemory] = r
-	c.askedN++
-	c.req = moldudp64.Request{Session: c.session, Seq: r.First, Count: uint16(n)}.Append(c.req[:0])
 	c.tries++
 	c.sentAt, c.lastAns = now, 0
-	if c.fds[c.server] < 0 && !c.reopen(c.server) {
-		return true // counted and reported (OpenError); the timeout moves on
+	if c.ask(c.server, r) {
+		// No route to the server, a firewall refusing it: no resend
+		// gets through now, and waiting out its timeouts (Timeout x
+		// (2^(Retries+1)-1)) would only hold delivery back. Its tries
+		// are taken as spent and the request as timed out: the next
+		// call fails over, as after the last timeout.
+		c.tries = c.cfg.Retries + 1
+		c.sentAt = now - int64(c.cfg.Timeout)<<min(c.tries-1, 6)
 	}
-	if err := unix.Sendto(c.fds[c.server], c.req, 0, &c.addrs[c.server]); err != nil {
-		c.Stats.SendErrors++ // counted and reported (SendError)
-		c.sendErrs.fail(c.server, err)
-		if !transientSendError(err) {
-			// No route to the server, a firewall refusing it: no resend
-			// gets through now, and waiting out its timeouts (Timeout x
-			// (2^(Retries+1)-1)) would only hold delivery back. Its tries
-			// are taken as spent and the request as timed out: the next
-			// call fails over, as after the last timeout.
-			c.tries = c.cfg.Retries + 1
-			c.sentAt = now - int64(c.cfg.Timeout)<<min(c.tries-1, 6)
-		}
-		return true // a transient one: the timeout moves on
-	}
-	c.sendErrs.end(c.server)
-	c.Stats.Requests++
 	return true
+}
+
+// ask sends server a request for r, noted among the recent requests
+// (wasAsked). It reports whether the write failed for a reason that
+// stays (no route to the server, a firewall: transientSendError). A
+// failure, lasting or not (it times out as unanswered), is counted and
+// reported (OpenError, SendError).
+func (c *Client) ask(server int, r moldudp64.Range) (lasting bool) {
+	c.asked[c.askedN%askedMemory] = r
+	c.askedN++
+	c.req = moldudp64.Request{Session: c.session, Seq: r.First, Count: uint16(r.Count)}.Append(c.req[:0])
+	if c.fds[server] < 0 && !c.reopen(server) {
+		return false // counted and reported (OpenError); the timeout moves on
+	}
+	if err := unix.Sendto(c.fds[server], c.req, 0, &c.addrs[server]); err != nil {
+		c.Stats.SendErrors++ // counted and reported (SendError)
+		c.sendErrs.fail(server, err)
+		return !transientSendError(err)
+	}
+	c.sendErrs.end(server)
+	c.Stats.Requests++
+	return false
 }
 
 // transientSendError reports whether a failed request write may succeed

@@ -21,6 +21,12 @@
 //     in order (wrapping round), and reports failure once every server was
 //     tried; a range starts with the server that filled the last range
 //     that failed over, so a server down is not waited for at every range;
+//   - asks, while the wanted range is filled, for up to MaxAhead ranges
+//     past it that the caller names (Ahead: the holes it holds packets
+//     past), each with its own request in flight, timeout and retries,
+//     the messages asked and not answered at most RequestMessages in
+//     all; their answers are handed on for the caller to hold, and Want
+//     goes on with the request in flight of a range asked ahead;
 //   - sends at most RequestsPerSecond requests (a token bucket);
 //   - drops and counts answers of another session, for ranges it never
 //     asked, malformed packets (moldudp64.Parse: a count claiming more

@@ -1,0 +1,265 @@
+package rerequest
+
+import "github.com/marketfeed/feedhandler/feed/moldudp64"
+
+// MaxAhead is how many ranges past the wanted one the client asks for at
+// once at most (Ahead).
+const MaxAhead = 4
+
+// aheadRange is a range past the wanted one, asked while the wanted one
+// is filled (Ahead): its own request in flight, timeout and retries.
+type aheadRange struct {
+	want     moldudp64.Range // what the caller still lacks of it: [next, want.End())
+	next     uint64
+	inflight moldudp64.Range
+	sentAt   int64 // when inflight was sent (0: nothing in flight)
+	lastAns  int64 // when an answer to inflight last arrived (0: none yet)
+	tries    int
+	server   int
+	// spent: its server did not answer Retries resends (or could not be
+	// written to): it is not asked again until it is the wanted range
+	// (Want), where the servers are failed over in turn.
+	spent bool
+}
+
+// Ahead tells the client the ranges past the wanted one that the caller
+// lacks too, in order, each as far as it still lacks it (what answers
+// brought is held by the caller, not delivered: only it knows what is
+// left). While the wanted range is filled the client asks for the first
+// MaxAhead of them as well, without waiting for the wanted one: when
+// packets are lost at several places, a round trip per range in turn was
+// the repair's cost. Each has its own request in flight, resent after
+// Timeout (doubled per retry) up to Retries times, of the server the
+// wanted range is asked of; a range whose server did not answer waits for
+// its turn (Want), which fails over as before. The messages asked and not
+// yet answered, the wanted range's included, are at most RequestMessages
+// (so that answers arriving together fit the sockets' receive buffer),
+// and every request takes a token of the rate limit, the wanted range's
+// first. Their answers are handed on as any (Poll), for the caller to
+// hold until delivery reaches them. A range listed before and not now is
+// no longer asked (an answer to it still in flight is taken); Want
+// takes over the request in flight of the one it starts, rather than ask
+// it again. Cancel, Forget and a wanted range given up drop them. It
+// allocates nothing.
+func (c *Client) Ahead(rs []moldudp64.Range) {
+	var keep [MaxAhead]aheadRange
+	n := 0
+	used := 0 // bitmask of c.ahead matched
+	for _, r := range rs {
+		if n == MaxAhead {
+			break
+		}
+		if r.Count == 0 || r.End() <= c.next || c.active && r.First < c.want.End() {
+			continue
+		}
+		a := aheadRange{want: r, next: r.First, server: c.aheadServer()}
+		for i := range c.nAhead {
+			if used&(1<<i) == 0 && c.ahead[i].want.Overlaps(r) {
+				used |= 1 << i
+				a = c.ahead[i]
+				a.want, a.next = r, r.First
+				break
+			}
+		}
+		keep[n] = a
+		n++
+	}
+	c.ahead, c.nAhead = keep, n
+}
+
+// Aheads returns how many ranges past the wanted one are asked (Ahead).
+func (c *Client) Aheads() int { return c.nAhead }
+
+// aheadServer is the server a range ahead is asked of: the one the
+// wanted range is asked of now, else the one a range starts with.
+func (c *Client) aheadServer() int {
+	if c.active {
+		return c.server
+	}
+	return c.first
+}
+
+// adopt hands Want the request in flight for r of a range ahead, if any:
+// the wanted range goes on with it (its server, tries and timeout) rather
+// than ask it again at once. Ranges ahead before r are dropped.
+func (c *Client) adopt(r moldudp64.Range) {
+	k := 0
+	for i := range c.nAhead {
+		a := &c.ahead[i]
+		switch {
+		case a.want.End() <= r.First:
+			continue // behind: the caller has it, or gave it up
+		case a.want.Overlaps(r) && a.sentAt != 0 && !a.spent:
+			c.server, c.tries, c.inflight, c.sentAt, c.lastAns = a.server, a.tries, a.inflight, a.sentAt, a.lastAns
+			continue
+		case a.want.Overlaps(r):
+			continue
+		}
+		c.ahead[k] = *a
+		k++
+	}
+	c.nAhead = k
+}
+
+// progressAhead moves the ranges ahead on: next is what the caller has
+// everything before; ranges it passed are dropped.
+func (c *Client) progressAhead(next uint64) {
+	k := 0
+	for i := range c.nAhead {
+		a := c.ahead[i]
+		if a.want.End() <= next {
+			continue
+		}
+		a.next = max(a.next, next)
+		c.ahead[k] = a
+		k++
+	}
+	c.nAhead = k
+}
+
+// answeredAhead notes an answer r, taken at now, to the ranges ahead it
+// answers: the quiet moment after it counts from now, and one that
+// continues what the range lacks moves it on.
+func (c *Client) answeredAhead(r moldudp64.Range, now int64) {
+	for i := range c.nAhead {
+		a := &c.ahead[i]
+		if r.Overlaps(a.inflight) {
+			a.lastAns = now
+		}
+		if r.First <= a.next && r.End() > a.next {
+			a.next = r.End()
+		}
+	}
+}
+
+// inFlight returns the messages asked and not answered yet: of the
+// wanted range's request, and of those of the ranges ahead.
+func (c *Client) inFlight() uint64 {
+	n := uint64(0)
+	if c.active && c.sentAt != 0 {
+		n += c.inflight.End() - min(max(c.next, c.inflight.First), c.inflight.End())
+	}
+	for i := range c.nAhead {
+		if a := &c.ahead[i]; a.sentAt != 0 {
+			n += a.inflight.End() - min(max(a.next, a.inflight.First), a.inflight.End())
+		}
+	}
+	return n
+}
+
+// room returns how many messages a request may ask now besides those in
+// flight (RequestMessages in all).
+func (c *Client) room() uint64 {
+	return uint64(c.perRequest) - min(uint64(c.perRequest), c.inFlight())
+}
+
+// sendAhead sends, resends or continues the requests of the ranges ahead
+// that are due, in order, as send does the wanted range's. One that
+// waits for room or a token holds back those after it, whose timeouts
+// are still seen to: a request timed out no longer takes room.
+func (c *Client) sendAhead(now int64) {
+	held := false // a range before waits for room or a token
+	for i := range c.nAhead {
+		a := &c.ahead[i]
+		if a.spent || a.next >= a.want.End() && a.sentAt == 0 {
+			continue
+		}
+		if a.sentAt != 0 {
+			switch {
+			case a.next >= a.inflight.End():
+				a.sentAt = 0
+				if a.next >= a.want.End() {
+					continue // answered: the caller holds it
+				}
+			case a.lastAns != 0 && a.next > a.inflight.First:
+				if now-a.lastAns < int64(c.settle()) {
+					continue
+				}
+				a.sentAt = 0
+			default:
+				if a.lastAns != 0 {
+					if now-a.lastAns < int64(c.settle()) {
+						continue
+					}
+				} else if now-a.sentAt < int64(c.cfg.Timeout)<<min(a.tries-1, 6) {
+					continue
+				}
+				c.Stats.Timeouts++
+				a.sentAt = 0
+				if a.tries > c.cfg.Retries {
+					a.spent = true // its turn (Want) fails over
+					continue
+				}
+				c.Stats.Retries++
+			}
+		}
+		if held {
+			continue
+		}
+		n := min(a.want.End()-a.next, c.room())
+		if n == 0 {
+			held = true // the answers in flight first: a later range waits as well
+			continue
+		}
+		if !c.take(now) {
+			c.Stats.RateLimited++
+			held = true
+			continue
+		}
+		r := moldudp64.Range{First: a.next, Count: n}
+		if a.inflight.First != r.First {
+			a.tries = 0
+		}
+		a.inflight = r
+		a.tries++
+		a.sentAt, a.lastAns = now, 0
+		sent := c.Stats.Requests
+		if c.ask(a.server, r) {
+			a.spent = true // no route, a firewall: left to its turn
+		}
+		c.Stats.Ahead += c.Stats.Requests - sent
+	}
+}
+
+// nextDueAhead returns the earliest of the ranges ahead's deadlines
+// (NextDue), or 0: a timeout, the quiet moment after an answer, a request
+// due now (room and a token: when the rate limit gives the next). One
+// waiting for room is due when an answer or a timeout makes it, not
+// before.
+func (c *Client) nextDueAhead() int64 {
+	due := int64(0)
+	room := c.room()
+	for i := range c.nAhead {
+		a := &c.ahead[i]
+		t := int64(0)
+		switch {
+		case a.spent:
+		case a.sentAt == 0:
+			if a.next < a.want.End() && room > 0 {
+				t = c.tokenDue()
+			}
+		case a.lastAns != 0:
+			t = a.lastAns + int64(c.settle())
+		default:
+			t = a.sentAt + int64(c.cfg.Timeout)<<min(a.tries-1, 6)
+		}
+		if t != 0 && (due == 0 || t < due) {
+			due = t
+		}
+	}
+	return due
+}
+
+// observeAhead moves the ranges ahead's stamps back by d (a step back of
+// the wall clock: observe).
+func (c *Client) observeAhead(d int64) {
+	for i := range c.nAhead {
+		a := &c.ahead[i]
+		if a.sentAt != 0 {
+			a.sentAt += d
+		}
+		if a.lastAns != 0 {
+			a.lastAns += d
+		}
+	}
+}
