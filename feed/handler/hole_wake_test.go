@@ -57,22 +57,7 @@ func testHoleWakes(t *testing.T, backend string, mode Mode, shards []int, rerequ
 		pkts = append(pkts, sessionPacket(sess, seq, orderMsg(sess, 100+seq, seq)))
 	}
 	groups := []netip.AddrPort{netip.MustParseAddrPort("239.7.2.1:26510"), netip.MustParseAddrPort("239.7.2.2:26511")}
-	var senders []*exchange.Sender
-	if err := lab.Do(lab.Src, func() error {
-		for _, g := range groups {
-			s, err := exchange.NewSender(exchange.Config{Interface: lab.SrcIf, Lines: []exchange.Line{{Group: g.Addr(), Port: g.Port()}}, Rate: 1000})
-			if err != nil {
-				return err
-			}
-			senders = append(senders, s)
-		}
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
-	for _, s := range senders {
-		t.Cleanup(func() { s.Close() })
-	}
+	senders := labSenders(t, lab, groups)
 	send := func(from, to int) { // pkts[from:to] on both lines
 		t.Helper()
 		for _, s := range senders {
@@ -95,34 +80,7 @@ func testHoleWakes(t *testing.T, backend string, mode Mode, shards []int, rerequ
 		rc = RecoveryConfig{Rerequest: rerequest.Config{Servers: []netip.AddrPort{server}, Timeout: time.Second},
 			Do: func(fn func() error) error { return lab.Do(lab.Dst, fn) }}
 	}
-	var recv rx.Receiver
-	h, err := Start(Config{
-		Receive: rx.Config{Backend: backend, Lines: []rx.LineConfig{
-			{Name: "A", Interface: lab.DstIf, Group: groups[0].Addr(), Port: groups[0].Port()},
-			{Name: "B", Interface: lab.DstIf, Group: groups[1].Addr(), Port: groups[1].Port()}}},
-		Arbiter:    ArbiterConfig{Grace: time.Millisecond, Hold: 2 * time.Second},
-		Recovery:   rc,
-		Book:       smallBooks,
-		Mode:       mode,
-		ShardCores: shards,
-		ShmName:    shmtest.Name(t, "fhholewake"),
-		Open: func(c rx.Config) (rx.Receiver, error) {
-			err := lab.Do(lab.Dst, func() error {
-				var err error
-				recv, err = rx.Open(c)
-				return err
-			})
-			return recv, err
-		},
-		Log: zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.InfoLevel),
-	})
-	if backend == rx.BackendXDP && errors.Is(err, rx.ErrNotSupported) {
-		netlab.SkipOrFail(t, "AF_XDP backend", 5, 11, err)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { h.Stop() })
+	h, recv := startOnLab(t, lab, backend, mode, shards, groups, rc, "fhholewake")
 	send(0, 5)
 	waitFor(t, "messages 1 to 5 delivered", func() bool { return h.delivered.Load() == 5 })
 	timeouts := func() uint64 { return recv.Stats().Extra.Get("wait_timeouts") }
@@ -189,4 +147,65 @@ func testHoleWakes(t *testing.T, backend string, mode Mode, shards []int, rerequ
 		what = "re-requested"
 	}
 	t.Logf("%s %v: the hole %s %v after the packet past it was sent (grace 1 ms, the wait's timeout 500 ms)", backend, mode, what, took)
+}
+
+// labSenders opens, in lab's source namespace, a sender to each of groups
+// (1000 packets/s), closed at the test's end.
+func labSenders(t *testing.T, lab *netlab.Lab, groups []netip.AddrPort) []*exchange.Sender {
+	t.Helper()
+	var senders []*exchange.Sender
+	if err := lab.Do(lab.Src, func() error {
+		for _, g := range groups {
+			s, err := exchange.NewSender(exchange.Config{Interface: lab.SrcIf, Lines: []exchange.Line{{Group: g.Addr(), Port: g.Port()}}, Rate: 1000})
+			if err != nil {
+				return err
+			}
+			senders = append(senders, s)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range senders {
+		t.Cleanup(func() { s.Close() })
+	}
+	return senders
+}
+
+// startOnLab starts a handler with lines A and B on groups (lab's
+// destination interface), backend and mode, recovery rc, grace 1 ms and
+// hold 2 s (the receive wait times out after 500 ms); it returns it
+// (stopped at the test's end) with its receiver. A kernel without AF_XDP
+// skips (netlab.SkipOrFail).
+func startOnLab(t *testing.T, lab *netlab.Lab, backend string, mode Mode, shards []int, groups []netip.AddrPort, rc RecoveryConfig, shm string) (*Handler, rx.Receiver) {
+	t.Helper()
+	var recv rx.Receiver
+	h, err := Start(Config{
+		Receive: rx.Config{Backend: backend, Lines: []rx.LineConfig{
+			{Name: "A", Interface: lab.DstIf, Group: groups[0].Addr(), Port: groups[0].Port()},
+			{Name: "B", Interface: lab.DstIf, Group: groups[1].Addr(), Port: groups[1].Port()}}},
+		Arbiter:    ArbiterConfig{Grace: time.Millisecond, Hold: 2 * time.Second},
+		Recovery:   rc,
+		Book:       smallBooks,
+		Mode:       mode,
+		ShardCores: shards,
+		ShmName:    shmtest.Name(t, shm),
+		Open: func(c rx.Config) (rx.Receiver, error) {
+			err := lab.Do(lab.Dst, func() error {
+				var err error
+				recv, err = rx.Open(c)
+				return err
+			})
+			return recv, err
+		},
+		Log: zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.InfoLevel),
+	})
+	if backend == rx.BackendXDP && errors.Is(err, rx.ErrNotSupported) {
+		netlab.SkipOrFail(t, "AF_XDP backend", 5, 11, err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.Stop() })
+	return h, recv
 }

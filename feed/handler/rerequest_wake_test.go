@@ -2,7 +2,6 @@ package handler
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/netip"
 	"os"
@@ -10,15 +9,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
 
 	"github.com/marketfeed/feedhandler/feed/moldudp64"
 	"github.com/marketfeed/feedhandler/feed/rerequest"
 	"github.com/marketfeed/feedhandler/feed/rx"
-	"github.com/marketfeed/feedhandler/internal/exchange"
 	"github.com/marketfeed/feedhandler/internal/netlab"
-	"github.com/marketfeed/feedhandler/internal/shmtest"
 )
 
 // TestRerequestAnswerWakesQuietLines: a real handler on each backend (in
@@ -57,53 +53,11 @@ func testRerequestAnswerWakes(t *testing.T, backend string, mode Mode, shards []
 	}
 	srv, server := lab.BoundUDPSocket(t, lab.Src)
 	groups := []netip.AddrPort{netip.MustParseAddrPort("239.7.1.1:26500"), netip.MustParseAddrPort("239.7.1.2:26501")}
-	var senders []*exchange.Sender
-	if err := lab.Do(lab.Src, func() error {
-		for _, g := range groups {
-			s, err := exchange.NewSender(exchange.Config{Interface: lab.SrcIf, Lines: []exchange.Line{{Group: g.Addr(), Port: g.Port()}}, Rate: 1000})
-			if err != nil {
-				return err
-			}
-			senders = append(senders, s)
-		}
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
-	for _, s := range senders {
-		t.Cleanup(func() { s.Close() })
-	}
-	var recv rx.Receiver
-	h, err := Start(Config{
-		Receive: rx.Config{Backend: backend, Lines: []rx.LineConfig{
-			{Name: "A", Interface: lab.DstIf, Group: groups[0].Addr(), Port: groups[0].Port()},
-			{Name: "B", Interface: lab.DstIf, Group: groups[1].Addr(), Port: groups[1].Port()}}},
-		Arbiter: ArbiterConfig{Grace: time.Millisecond, Hold: 2 * time.Second},
-		// A 20 ms timeout: a partial answer settles for 2 ms, then the
-		// rest is asked for (a retry after a lost request is as good).
-		Recovery: RecoveryConfig{Rerequest: rerequest.Config{Servers: []netip.AddrPort{server}, Timeout: 20 * time.Millisecond, Retries: 100},
-			Do: func(fn func() error) error { return lab.Do(lab.Dst, fn) }},
-		Book:       smallBooks,
-		Mode:       mode,
-		ShardCores: shards,
-		ShmName:    shmtest.Name(t, "fhwake"),
-		Open: func(c rx.Config) (rx.Receiver, error) {
-			err := lab.Do(lab.Dst, func() error {
-				var err error
-				recv, err = rx.Open(c)
-				return err
-			})
-			return recv, err
-		},
-		Log: zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.InfoLevel),
-	})
-	if backend == rx.BackendXDP && errors.Is(err, rx.ErrNotSupported) {
-		netlab.SkipOrFail(t, "AF_XDP backend", 5, 11, err)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { h.Stop() })
+	senders := labSenders(t, lab, groups)
+	// A 20 ms timeout: a partial answer settles for 2 ms, then the rest
+	// is asked for (a retry after a lost request is as good).
+	h, recv := startOnLab(t, lab, backend, mode, shards, groups, RecoveryConfig{Rerequest: rerequest.Config{Servers: []netip.AddrPort{server}, Timeout: 20 * time.Millisecond, Retries: 100},
+		Do: func(fn func() error) error { return lab.Do(lab.Dst, fn) }}, "fhwake")
 	// 1, 2, then 3+lost on: 3 to 2+lost lost on both lines.
 	sent := slices.Concat(pkts[:2], pkts[2+lost:])
 	for _, s := range senders {
