@@ -1,10 +1,13 @@
 package handler
 
+import "math"
+
 // This file holds the Arbiter's clock: the empty polls (Tick) and failed
 // receives (Advance) that move it when no packet does, the datagrams read
 // that are not the session's (rejected), how far the lines were read
 // (linesClock), and the steps of the wall clock back (steppedBack,
-// clockBack, afterStep, stepNow).
+// clockBack, afterStep, stepNow), and when an empty poll next may find
+// something due (NextDue).
 
 // Tick tells the Arbiter that every line was drained (a receive poll found
 // nothing) at wall-clock time now, so held-back packets are released once
@@ -170,4 +173,88 @@ func (a *Arbiter) Advance(now int64) {
 	// idle line's next packet: up to twice LineTimeout
 	// (TestArbiterFailingLineIdleOther).
 	a.checkGap(min(now, a.linesClock(now)+now-a.failSince), false)
+}
+
+// NextDue returns when an empty poll (Tick) next may find something held
+// or missing due: a hole's Grace after it was seen or after a line moved
+// past it, its Hold, a line's Hold of silence (a held packet its lines
+// went on below, deciding or paused) or its LineTimeout (dead: no longer
+// waited for), the session's first packet's LineTimeout (a line never
+// heard from); 0 when nothing is held or missing, delivery is frozen, or
+// a recovery source fills the hole with no held packet that may be a
+// stray (strayEnd). The receive loop wakes its wait then (a timer), so
+// that on quiet lines a hole is declared or handed to the recovery when
+// due, not when the wait next times out (a quarter of Hold) or a packet
+// comes.
+//
+// It is every deadline checkGap compares an empty poll's now with, taken
+// from the stamps that start them: the earliest after the latest empty
+// poll when nothing was offered or changed since (polled), any otherwise.
+// One at or before now says the next wait should end at once: a packet's
+// check goes by the lines' stamps (a line's wait by its own, a line never
+// heard from not at all), and a change since the empty poll (a hole
+// filled, the next one behind it) may have a deadline passed then count
+// now. A time it returns may find nothing due yet (a line still waited
+// for by another deadline), never one past what was due, but for waits
+// counted across a step of the wall clock back (afterStep), whose stamps
+// it takes as they are: those are acted on at the wait's timeout, as
+// before. Each empty poll passes the deadlines up to its now: a run of
+// them woken by it passes them all, a few a line, then the wait is the
+// receiver's again. O(lines) with no packet scanned, and only a branch
+// while nothing is held or missing; it allocates nothing.
+func (a *Arbiter) NextDue(now int64) int64 {
+	if !a.started || a.frozen || a.pend.n == 0 && a.maxHigh() <= a.next {
+		return 0
+	}
+	if a.recovering && !a.wentBelowAny() {
+		// The recovery source fills the hole (its timers are its own);
+		// only a held packet its lines went on below (strayEnd) is due
+		// by the lines' clocks meanwhile.
+		return 0
+	}
+	grace, hold, timeout := int64(a.cfg.Grace), int64(a.cfg.Hold), int64(a.cfg.LineTimeout)
+	due, from := int64(math.MaxInt64), int64(math.MinInt64)
+	if a.polled {
+		from = min(a.drainedAt, now)
+	}
+	at := func(t int64) {
+		if t > from && t < due {
+			due = t
+		}
+	}
+	// The hole's wait, from when it was seen: where checkGap has not
+	// taken it yet (a hole reached since, or its first packet dropped),
+	// from where it will (gapSeen).
+	since := a.gapSince
+	if since == 0 || a.gapNext != a.next {
+		since = a.gapSeen(now)
+	}
+	at(since + grace)
+	at(since + hold)
+	at(a.startRx + timeout)
+	for i := 0; i < a.cfg.Lines; i++ {
+		if a.lastRx[i] != 0 {
+			at(a.lastRx[i] + hold)
+			at(a.lastRx[i] + timeout)
+		}
+		if a.pastRx[i] != 0 {
+			at(a.pastRx[i] + grace)
+			at(a.pastRx[i] + hold)
+		}
+	}
+	if due == math.MaxInt64 {
+		return 0
+	}
+	return due
+}
+
+// wentBelowAny reports whether some line's latest packet went below its
+// own highest (see wentBelow): only then may a held packet be a stray.
+func (a *Arbiter) wentBelowAny() bool {
+	for i := 0; i < a.cfg.Lines; i++ {
+		if a.belowPkt[i] == a.Stats.Lines[i].Packets && a.belowPkt[i] != 0 {
+			return true
+		}
+	}
+	return false
 }

@@ -172,6 +172,7 @@ type Handler struct {
 	recv    rx.Receiver
 	arb     *Arbiter
 	rec     *recovery        // nil: no recovery source configured
+	wake    waker            // what ends the receive wait besides the lines (syncWake)
 	capFile *capture.Capture // nil: no capture (capture.path)
 	// newSession: with no recovery source, a session change flagged the
 	// books; they are whole again once the new session is delivered from

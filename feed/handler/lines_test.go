@@ -215,6 +215,7 @@ func (r linesRun) play(t *testing.T, rng *rand.Rand, cfg ArbiterConfig) {
 	now := start
 	var head [2]int
 	var readTo [2]arrival // per line, the latest read
+	var due dueCheck
 	first := 0
 	for rounds := 0; ; rounds++ {
 		if rounds > 1_000_000 {
@@ -279,9 +280,10 @@ func (r linesRun) play(t *testing.T, rng *rand.Rand, cfg ArbiterConfig) {
 			if rng.Float64() < r.advance {
 				a.Advance(now)
 			} else {
-				a.Tick(now)
+				due.tick(t, a, now)
 			}
 		}
+		due.round(a, now)
 	}
 	// A hole may be declared in parts: as far as a line moved past, after
 	// Grace, then the rest after Hold.

@@ -32,6 +32,7 @@ func (h *Handler) receive(pinErr chan<- error) {
 			h.log.Warn().Err(err).Msg("close recovery")
 		}
 	}
+	h.closeWake()
 	if !faulted {
 		h.endBatch()
 		h.finishSweep()
@@ -122,12 +123,20 @@ func (h *Handler) receiveLoop() (faulted bool) {
 		}
 		if h.rec != nil {
 			h.rec.poll(now)
+		}
+		if h.nDelivered != h.delivered.Load() {
+			// What Tick, Advance or the recovery delivered: counted now,
+			// not at the next round (on quiet lines, the next packet or
+			// the wait's timeout).
 			h.delivered.Store(h.nDelivered)
 		}
 		if h.newSession {
 			h.newSessionWhole()
 		}
 		h.endBatch() // what Tick released or recovery delivered
+		// After everything that moves the arbiter and the recovery this
+		// round: their next deadlines end the next wait (wake timer).
+		h.syncWake(now)
 		if drained && now-h.pickup >= int64(sweepQuiet) {
 			h.finishSweep()
 		}

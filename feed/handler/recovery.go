@@ -8,7 +8,6 @@ import (
 	"github.com/marketfeed/feedhandler/feed/glimpse"
 	"github.com/marketfeed/feedhandler/feed/moldudp64"
 	"github.com/marketfeed/feedhandler/feed/rerequest"
-	"github.com/marketfeed/feedhandler/feed/rx"
 	"github.com/marketfeed/feedhandler/internal/clock"
 	"github.com/marketfeed/feedhandler/internal/latency"
 )
@@ -290,20 +289,8 @@ type recovery struct {
 	nLeft int
 
 	// wakeBuf takes the re-request sockets to wake the receive wait on
-	// (syncWake), one per server; waking is the set the receiver has.
+	// (wakeOn, Handler.syncWake), one per server.
 	wakeBuf []int
-	waking  [rx.MaxWakeFds]int
-	nWaking int
-	// timer: a timerfd (CLOCK_MONOTONIC) in the wake set while a range is
-	// being filled, armed for the client's next deadline (NextDue), so
-	// that a timeout, a settle or a rate-limited request is acted on when
-	// due on quiet lines, not at the receive wait's timeout; -1 until a
-	// Waker receiver needs it (none in a replay). timerAt: when it is
-	// armed to fire (Poll's clock), 0 disarmed; timerDur: for how long it
-	// was armed then (a wall clock stepped back is caught by it).
-	timer    int
-	timerAt  int64
-	timerDur int64
 
 	// ahead: the holes past the range being filled asked ahead
 	// (askAhead), not yet reached by delivery, handed to missing nor
@@ -359,8 +346,7 @@ func newRecovery(h *Handler, cfg RecoveryConfig) (*recovery, error) {
 			return nil, err
 		}
 		r.client = c
-		r.wakeBuf = make([]int, 0, len(cfg.Rerequest.Servers)+1)
-		r.timer = -1
+		r.wakeBuf = make([]int, 0, len(cfg.Rerequest.Servers))
 		r.logRecvBuffer()
 		r.logRequestCap()
 	}
@@ -540,9 +526,6 @@ func (r *recovery) poll(now int64) {
 			}
 		}
 	}
-	if r.client != nil {
-		r.syncWake(now)
-	}
 	if r.started != 0 {
 		if _, busy := a.Recovering(); !busy && !r.fetching && (r.client == nil || !r.client.Active()) {
 			if r.cur.Count > 0 {
@@ -617,7 +600,6 @@ func (r *recovery) close() error {
 	}
 	r.fetching, r.early = false, nil
 	if r.client != nil {
-		r.closeTimer()
 		return r.client.Close()
 	}
 	return nil

@@ -4,18 +4,15 @@ import (
 	"cmp"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/marketfeed/feedhandler/feed/moldudp64"
 	"github.com/marketfeed/feedhandler/feed/rerequest"
-	"github.com/marketfeed/feedhandler/feed/rx"
 	"github.com/marketfeed/feedhandler/internal/clock"
 )
 
 // This file holds the recovery's re-request side: a missing range handed to
 // the client (missing, rerequest, catchUp, narrowed), its answers handed to
 // the arbiter (recovered), a range filled, the rest after every server
-// failed, the receive wait woken by the answers (syncWake), and the logs of
+// failed, the receive wait woken by the answers (wakeOn), and the logs of
 // the re-request sockets' buffer, request cap, kernel drops and bad
 // answers.
 
@@ -184,110 +181,20 @@ func (r *recovery) filled(now int64) {
 	r.cur = moldudp64.Range{}
 }
 
-// syncWake gives the receiver the re-request sockets to wait on with the
-// lines while a range is being filled (rx.Waker), and none once it is, so
-// that on quiet lines an answer is read and applied when it comes rather
-// than when the receive wait times out (a quarter of arbitration.hold).
-// With them goes a timer armed for the client's next deadline
-// (armTimer), so that a request's timeout, the settle after a partial
-// answer and a rate-limited request are acted on when due too. The
-// sockets change with the client's (a new one after a session change or
-// sequence restart, opened at the next request); the receiver is told
-// only of a change. With no range being filled it compares two lengths.
-// It allocates nothing. A receiver without Waker (a replay) is left as is.
-func (r *recovery) syncWake(now int64) {
+// wakeOn returns the re-request sockets to wake the receive wait on while
+// a range is being filled, none once it is (Handler.syncWake), and the
+// client's next deadline then (rerequest.Client.NextDue; 0: none), which
+// the wake timer is armed for when the arbiter has none sooner.
+func (r *recovery) wakeOn() ([]int, int64) {
+	if r.client == nil {
+		return nil, 0
+	}
 	fds := r.client.WakeFds(r.wakeBuf[:0])
-	fds = fds[:min(len(fds), rx.MaxWakeFds-1)]
-	if len(fds) > 0 || r.timerAt != 0 {
-		if r.armTimer(now, len(fds) > 0) {
-			fds = append(fds, r.timer)
-		}
+	if len(fds) == 0 {
+		return fds, 0
 	}
-	if len(fds) == r.nWaking {
-		same := true
-		for i, fd := range fds {
-			same = same && r.waking[i] == fd
-		}
-		if same {
-			return
-		}
-	}
-	w, ok := r.h.recv.(rx.Waker)
-	if !ok {
-		return
-	}
-	if err := w.WakeOn(fds); err != nil {
-		r.h.log.Error().Err(err).Msg("recovery: the receive wait does not wake for re-request answers; they are read when the lines bring a packet or the wait times out")
-	}
-	r.nWaking = copy(r.waking[:], fds)
+	return fds, r.client.NextDue()
 }
-
-// armTimer keeps the wake timer armed for the client's next deadline
-// while want (a range being filled), disarmed otherwise, and reports
-// whether it is in use. A timer that fired is read (so that it no longer
-// ends every wait) and armed again; one armed for earlier than the
-// deadline is left to fire early, once (the round finds nothing due and
-// arms it again), so that it costs a syscall when it fires or the
-// deadline comes closer, not at every answer. Created at the first need
-// on a receiver that can wake (rx.Waker); if it cannot be, the timers are
-// seen at the receive wait's timeout, as before, logged once.
-func (r *recovery) armTimer(now int64, want bool) bool {
-	if r.timer < 0 {
-		if _, ok := r.h.recv.(rx.Waker); !ok || !want || r.timerDur < 0 {
-			return false
-		}
-		fd, err := unix.TimerfdCreate(unix.CLOCK_MONOTONIC, unix.TFD_NONBLOCK|unix.TFD_CLOEXEC)
-		if err != nil {
-			r.timerDur = -1 // not tried again
-			r.h.log.Error().Err(err).Msg("recovery: no timerfd: a re-request's timeout or settle on quiet lines is acted on at the receive wait's timeout (a quarter of arbitration.hold), not when due")
-			return false
-		}
-		r.timer = fd
-	}
-	// A wall clock stepped back since the timer was armed: now is before
-	// the time it was set from, and it would seem not to have fired.
-	r.timerAt = min(r.timerAt, now+r.timerDur)
-	if r.timerAt != 0 && now >= r.timerAt-int64(timerSlack) {
-		var b [8]byte
-		if _, err := unix.Read(r.timer, b[:]); err != unix.EAGAIN {
-			r.timerAt = 0 // fired (or broken: armed again, or the wait's timeout stands in)
-		}
-	}
-	due := int64(0)
-	if want {
-		due = r.client.NextDue()
-	}
-	switch {
-	case due == 0:
-		if r.timerAt != 0 {
-			unix.TimerfdSettime(r.timer, 0, &unix.ItimerSpec{}, nil)
-			r.timerAt = 0
-		}
-		return false
-	case r.timerAt != 0 && r.timerAt <= due:
-		return true
-	}
-	d := max(due-now, int64(timerSlack))
-	spec := unix.ItimerSpec{Value: unix.NsecToTimespec(d)}
-	if err := unix.TimerfdSettime(r.timer, 0, &spec, nil); err != nil {
-		return false
-	}
-	r.timerAt, r.timerDur = now+d, d
-	return true
-}
-
-// closeTimer closes the wake timer, if one was made.
-func (r *recovery) closeTimer() {
-	if r.timer >= 0 {
-		unix.Close(r.timer)
-		r.timer = -1
-	}
-}
-
-// timerSlack: the wake timer is taken to have fired this close to its
-// time (the receive thread's clock and CLOCK_MONOTONIC drift apart by a
-// few parts per million), and is never armed for less.
-const timerSlack = 50 * time.Microsecond
 
 // badAnswersLogEvery is how often re-request answers dropped as bad are
 // logged at most: a server answering every request with another session

@@ -2,7 +2,6 @@ package handler
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/netip"
 	"os"
@@ -10,15 +9,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
 
 	"github.com/marketfeed/feedhandler/feed/moldudp64"
 	"github.com/marketfeed/feedhandler/feed/rerequest"
 	"github.com/marketfeed/feedhandler/feed/rx"
-	"github.com/marketfeed/feedhandler/internal/exchange"
 	"github.com/marketfeed/feedhandler/internal/netlab"
-	"github.com/marketfeed/feedhandler/internal/shmtest"
 )
 
 // TestRerequestAnswerWakesQuietLines: a real handler on each backend (in
@@ -57,53 +53,11 @@ func testRerequestAnswerWakes(t *testing.T, backend string, mode Mode, shards []
 	}
 	srv, server := lab.BoundUDPSocket(t, lab.Src)
 	groups := []netip.AddrPort{netip.MustParseAddrPort("239.7.1.1:26500"), netip.MustParseAddrPort("239.7.1.2:26501")}
-	var senders []*exchange.Sender
-	if err := lab.Do(lab.Src, func() error {
-		for _, g := range groups {
-			s, err := exchange.NewSender(exchange.Config{Interface: lab.SrcIf, Lines: []exchange.Line{{Group: g.Addr(), Port: g.Port()}}, Rate: 1000})
-			if err != nil {
-				return err
-			}
-			senders = append(senders, s)
-		}
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
-	for _, s := range senders {
-		t.Cleanup(func() { s.Close() })
-	}
-	var recv rx.Receiver
-	h, err := Start(Config{
-		Receive: rx.Config{Backend: backend, Lines: []rx.LineConfig{
-			{Name: "A", Interface: lab.DstIf, Group: groups[0].Addr(), Port: groups[0].Port()},
-			{Name: "B", Interface: lab.DstIf, Group: groups[1].Addr(), Port: groups[1].Port()}}},
-		Arbiter: ArbiterConfig{Grace: time.Millisecond, Hold: 2 * time.Second},
-		// A 20 ms timeout: a partial answer settles for 2 ms, then the
-		// rest is asked for (a retry after a lost request is as good).
-		Recovery: RecoveryConfig{Rerequest: rerequest.Config{Servers: []netip.AddrPort{server}, Timeout: 20 * time.Millisecond, Retries: 100},
-			Do: func(fn func() error) error { return lab.Do(lab.Dst, fn) }},
-		Book:       smallBooks,
-		Mode:       mode,
-		ShardCores: shards,
-		ShmName:    shmtest.Name(t, "fhwake"),
-		Open: func(c rx.Config) (rx.Receiver, error) {
-			err := lab.Do(lab.Dst, func() error {
-				var err error
-				recv, err = rx.Open(c)
-				return err
-			})
-			return recv, err
-		},
-		Log: zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.InfoLevel),
-	})
-	if backend == rx.BackendXDP && errors.Is(err, rx.ErrNotSupported) {
-		netlab.SkipOrFail(t, "AF_XDP backend", 5, 11, err)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { h.Stop() })
+	senders := labSenders(t, lab, groups)
+	// A 20 ms timeout: a partial answer settles for 2 ms, then the rest
+	// is asked for (a retry after a lost request is as good).
+	h, recv := startOnLab(t, lab, backend, mode, shards, groups, RecoveryConfig{Rerequest: rerequest.Config{Servers: []netip.AddrPort{server}, Timeout: 20 * time.Millisecond, Retries: 100},
+		Do: func(fn func() error) error { return lab.Do(lab.Dst, fn) }}, "fhwake")
 	// 1, 2, then 3+lost on: 3 to 2+lost lost on both lines.
 	sent := slices.Concat(pkts[:2], pkts[2+lost:])
 	for _, s := range senders {
@@ -113,6 +67,19 @@ func testRerequestAnswerWakes(t *testing.T, backend string, mode Mode, shards []
 	}
 	req := make([]byte, 64)
 	n, client := netlab.Recv(t, srv, req)
+	// Every packet read first: the hole is re-requested Grace after a
+	// line moved past it (the wake timer), and the packets after it may
+	// come later; the answer must come in a wait, not be read in the
+	// round of a packet.
+	for i := 0; ; i++ {
+		if st := recv.Stats(); st.Packets[0]+st.Packets[1] == 2*uint64(len(sent)) {
+			break
+		}
+		if i == 50_000 {
+			t.Fatalf("the lines' %d packets not read in 5 s", 2*len(sent))
+		}
+		time.Sleep(100 * time.Microsecond)
+	}
 	timeouts := func() uint64 { return recv.Stats().Extra.Get("wait_timeouts") }
 	before, woken := timeouts(), recv.Stats().Extra.Get("wait_woken")
 	// Each request answered with its first message alone; the fill is
@@ -142,7 +109,7 @@ func testRerequestAnswerWakes(t *testing.T, backend string, mode Mode, shards []
 		t.Fatalf("no receive wait ended by the answer (wait_woken %d)", w)
 	}
 	// The figure docs/RECOVERY.md quotes: detection to fill (the
-	// detection follows a receive wait's timeout, the request at once).
+	// request at once).
 	waitFor(t, "the repair recorded", func() bool { return len(h.Stats().Recovery.Events) > 0 })
 	t.Logf("%s %v, %d lost: range repaired in %v", backend, mode, lost, h.Stats().Recovery.Events[0].Took)
 }
@@ -163,11 +130,12 @@ func (w *wakeRx) WakeOn(fds []int) error {
 // TestRerequestWakeSet: the receiver is given the client's socket and
 // the wake timer (a timerfd) when a range is re-requested and nothing once it is filled, told only of a
 // change (not at every round), and the rounds in between allocate
-// nothing (recovery.syncWake on the receive thread).
+// nothing (Handler.syncWake on the receive thread).
 func TestRerequestWakeSet(t *testing.T) {
 	srv, h, _, rec := scriptedRecovery(t, time.Hour, time.Minute)
 	w := &wakeRx{set: make([]int, 0, rx.MaxWakeFds)}
 	h.recv = w
+	t.Cleanup(h.closeWake)
 	rs := &restartScript{h: h, rec: rec, now: time.Now().UnixNano()}
 	rs.offer(1, 1, 5, time.Millisecond)
 	rs.poll()
@@ -177,19 +145,19 @@ func TestRerequestWakeSet(t *testing.T) {
 	rs.offer(1, 7, 10, time.Millisecond) // 6 lost
 	rs.poll()
 	_, from := srv.request(t)
-	want := append(rec.client.WakeFds(nil), rec.timer)
+	want := append(rec.client.WakeFds(nil), h.wake.timer)
 	if w.calls != 1 || len(want) != 2 || !slices.Equal(w.set, want) {
 		t.Fatalf("re-requesting: receiver told %d times, set %v; want once, the client's socket and the wake timer %v", w.calls, w.set, want)
 	}
-	if l, _ := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", rec.timer)); l != "anon_inode:[timerfd]" {
+	if l, _ := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", h.wake.timer)); l != "anon_inode:[timerfd]" {
 		t.Fatalf("the wake set's last fd is %q, want a timerfd", l)
 	}
-	if a := testing.AllocsPerRun(50, func() { rs.rec.poll(rs.now) }); a != 0 {
-		t.Fatalf("recovery poll while re-requesting: %v allocations, want 0", a)
+	if a := testing.AllocsPerRun(50, func() { rs.rec.poll(rs.now); h.syncWake(rs.now) }); a != 0 {
+		t.Fatalf("recovery poll and wake set while re-requesting: %v allocations, want 0", a)
 	}
 	// The timer armed again (timerfd_settime), as after it fired.
-	if a := testing.AllocsPerRun(50, func() { rec.timerAt = 0; rec.armTimer(rs.now, true) }); a != 0 || rec.timerAt <= rs.now {
-		t.Fatalf("wake timer armed again: %v allocations (want 0), armed for %d (want after %d)", a, rec.timerAt, rs.now)
+	if a := testing.AllocsPerRun(50, func() { h.wake.timerAt = 0; h.armWake(rs.now, rec.client.NextDue(), false) }); a != 0 || h.wake.timerAt <= rs.now {
+		t.Fatalf("wake timer armed again: %v allocations (want 0), armed for %d (want after %d)", a, h.wake.timerAt, rs.now)
 	}
 	if w.calls != 1 {
 		t.Fatalf("receiver told %d times with the set unchanged, want once", w.calls)

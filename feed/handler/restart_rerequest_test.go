@@ -36,6 +36,7 @@ func (rs *restartScript) poll() {
 	rs.h.arb.Tick(rs.now)
 	rs.rec.poll(rs.now)
 	rs.h.endBatch()
+	rs.h.syncWake(rs.now)
 }
 
 // TestRestartLateOldAnswer: order 10 of the old numbering is lost on the

@@ -38,7 +38,9 @@ import (
 // session's tail is never dropped unreported; the new session's packets
 // seen meanwhile beyond the stash are a gap of the new session, recovered
 // like any other. Only packets after the end count: announcing it drops
-// every candidate's count (not its stash: a new session that started
+// every candidate's count (an End of Session kept stale behind a held
+// packet, as it is kept, not again when it announces the end: see
+// endBehindStray) (not its stash: a new session that started
 // before the end loses nothing), so a run confirmed earlier by a stray
 // sender that has since gone quiet must confirm again, against the real
 // next session; a stray that keeps sending can still confirm first (only
@@ -348,7 +350,7 @@ func (a *Arbiter) dropSession() {
 	a.staleEnd, a.staleEndLines = 0, 0
 	a.lastRx, a.pastRx = [MaxLines]int64{}, [MaxLines]int64{}
 	a.belowRx, a.belowSeq, a.belowEnd, a.belowPkt = [MaxLines]int64{}, [MaxLines]uint64{}, [MaxLines]uint64{}, [MaxLines]uint64{}
-	a.ended, a.frozen, a.recovering, a.gapSince, a.suspect = false, false, false, 0, 0
+	a.ended, a.frozen, a.recovering, a.gapSince, a.suspect, a.polled = false, false, false, 0, 0, false
 	if a.Stats.Behind && a.onBehind != nil {
 		a.onBehind(0, a.startRx)
 	}

@@ -209,6 +209,7 @@ func (r sessionsRun) play(t *testing.T, rng *rand.Rand, cfg ArbiterConfig) {
 	a.SetSessionFunc(s.session)
 	now := start - int64(time.Millisecond) // before the stray's first
 	var head [2]int
+	var due dueCheck
 	first := 0
 	for rounds := 0; ; rounds++ {
 		if rounds > 10_000_000 {
@@ -237,9 +238,10 @@ func (r sessionsRun) play(t *testing.T, rng *rand.Rand, cfg ArbiterConfig) {
 			if rng.Float64() < r.advance {
 				a.Advance(now)
 			} else {
-				a.Tick(now)
+				due.tick(t, a, now)
 			}
 		}
+		due.round(a, now)
 	}
 	// What the second session's packets seen before it was followed
 	// carried (on either line: "packets seen meanwhile beyond the stash
