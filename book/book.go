@@ -167,8 +167,7 @@ func (b *Book) Queue(side Side, price uint32, dst []OrderInfo) []OrderInfo {
 		return dst
 	}
 	orders := b.bs.orders
-	l := &b.bs.levels[lad[i].lvl]
-	for oi, k := l.head, l.orders; k > 0 && len(dst) < cap(dst); oi, k = orders[oi].next, k-1 {
+	for oi := b.bs.levels[lad[i].lvl].head; oi != none && len(dst) < cap(dst); oi = orders[oi].next {
 		o := &orders[oi]
 		dst = append(dst, OrderInfo{Ref: o.ref, Side: o.side, Price: o.price, Shares: o.shares})
 	}
@@ -229,9 +228,7 @@ func (bs *Books) QueueAhead(locate uint16, ref uint64) (orders int, shares uint6
 	if oi == none {
 		return 0, 0, false
 	}
-	head := bs.levels[bs.orders[oi].level].head // the head's prev is stale (remove)
-	for p := oi; p != head; {
-		p = bs.orders[p].prev
+	for p := bs.orders[oi].prev; p != none; p = bs.orders[p].prev {
 		orders++
 		shares += uint64(bs.orders[p].shares)
 	}

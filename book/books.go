@@ -51,7 +51,7 @@ type order struct {
 	ref    uint64
 	price  uint32
 	shares uint32
-	prev   int32 // FIFO neighbours in the level; not kept at the ends (the head's prev, the tail's next: see remove)
+	prev   int32 // FIFO neighbours in the level, none at the ends
 	next   int32 // also the free list link of overflow slots
 	locate uint16
 	side   Side
@@ -72,9 +72,7 @@ type rung struct {
 // priceLevel is one live price level; 32 bytes, two per cache line. It
 // stays where it is while it lives, so an order reaches its level in one
 // load, whatever levels are added or removed around it. Its orders form an
-// intrusive FIFO head..tail of orders orders: a walk stops at an end by the
-// count (or by head or tail), not by a none link, because an end's outward
-// link is stale (remove).
+// intrusive FIFO head..tail.
 type priceLevel struct {
 	shares uint64
 	orders uint32
@@ -230,7 +228,7 @@ func (bs *Books) freeLive() bool {
 	for i := range bs.books[:bs.bookHigh] {
 		for _, lad := range bs.books[i].sides {
 			for _, r := range lad.rungs() {
-				for oi, k := bs.levels[r.lvl].head, bs.levels[r.lvl].orders; k > 0; oi, k = bs.orders[oi].next, k-1 {
+				for oi := bs.levels[r.lvl].head; oi != none; oi = bs.orders[oi].next {
 					if left == 0 {
 						return false
 					}
@@ -549,7 +547,8 @@ func (bs *Books) add(b *Book, ref uint64, side Side, shares, price uint32) bool 
 	o.ref = ref
 	o.price = price
 	o.shares = shares
-	o.prev = l.tail // none for a level's first; a tail's next is not read
+	o.prev = l.tail
+	o.next = none
 	o.locate = b.locate
 	o.side = side
 	o.level = li
@@ -692,21 +691,6 @@ func slot(orders []order, i int32) *order {
 	return (*order)(unsafe.Add(unsafe.Pointer(unsafe.SliceData(orders)), int(i)*int(unsafe.Sizeof(order{}))))
 }
 
-// unlinkEnds returns the links remove writes to take order oi, with
-// neighbours prev and next, out of the FIFO head..tail: the slots p and n
-// whose next and prev it sets, none (the spare slot) for a link not kept,
-// and the level's new ends.
-func unlinkEnds(oi, prev, next, head, tail int32) (p, n, h, t int32) {
-	p, n, h, t = prev, next, head, tail
-	if oi == head {
-		h, p, n = next, none, none
-	}
-	if oi == tail {
-		t, p, n = prev, none, none
-	}
-	return p, n, h, t
-}
-
 // remove unlinks live order oi of book b and frees its slot.
 func (bs *Books) remove(b *Book, oi int32) {
 	orders := bs.orders
@@ -714,20 +698,20 @@ func (bs *Books) remove(b *Book, oi int32) {
 	li := o.level
 	l := &bs.levels[li]
 	prev, next := o.prev, o.next
-	// Unlink without a branch on whether the order is first or last in its
-	// level (a coin toss to a branch predictor): unlinkEnds chooses by
-	// conditional moves, and a link through none goes to the spare slot.
-	p, n, head, tail := unlinkEnds(oi, prev, next, l.head, l.tail)
-	slot(orders, p).next = next
-	slot(orders, n).prev = prev
+	// Unlink without a branch on whether the order is first or last in
+	// its level (a coin toss to a branch predictor): a link through none
+	// is written to the spare slot before orders[0] (slot), and the
+	// level's ends are chosen by conditional moves.
+	slot(orders, prev).next = next
+	slot(orders, next).prev = prev
+	head, tail := l.head, l.tail
+	if prev == none {
+		head = next
+	}
+	if next == none {
+		tail = prev
+	}
 	l.head, l.tail = head, tail
-	// An order taken off an end of its level writes no neighbour: the
-	// head's prev and the tail's next are not kept (walks stop by the
-	// level's count or ends), so only an order in the middle links its
-	// two neighbours, and the slot of the one that becomes an end, often
-	// long cold, is left alone. (The calls of this function are on the
-	// lines where default.pgo, made on the code before, finds them: it
-	// inlines them here.)
 	l.orders--
 	l.shares -= uint64(o.shares)
 	o.shares = 0

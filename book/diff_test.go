@@ -279,16 +279,10 @@ func checkInvariants(bs *Books) error {
 				}
 				var sh uint64
 				var cnt uint32
-				// The walk follows next from head to tail (the tail's next
-				// and the head's prev are stale: remove), at most as many
-				// orders as are live.
 				prev := int32(none)
-				for oi := l.head; prev != l.tail && uint64(cnt) <= bs.stats.Orders; oi = bs.orders[oi].next {
-					if oi < 0 || int(oi) >= len(bs.orders) {
-						return errorf("locate %d %v: link to %d out of the table", b.locate, side, oi)
-					}
+				for oi := l.head; oi != none; oi = bs.orders[oi].next {
 					o := &bs.orders[oi]
-					if (prev != none && o.prev != prev) || o.side != side || o.locate != b.locate || o.price != price || o.shares == 0 || o.level != r.lvl {
+					if o.prev != prev || o.side != side || o.locate != b.locate || o.price != price || o.shares == 0 || o.level != r.lvl {
 						return errorf("locate %d %v: order %d links/fields wrong", b.locate, side, oi)
 					}
 					sh += uint64(o.shares)

@@ -239,7 +239,7 @@ func TestUnlinkSpareSlot(t *testing.T) {
 	if got := queue(10); len(got) != 1 || got[0] != table {
 		t.Fatalf("queue at 10 = %v, want [%d]", got, table)
 	}
-	if o := bs.orders[0]; o.ref != table || o.shares != 100 || bs.levels[o.level].head != 0 || bs.levels[o.level].tail != 0 {
+	if o := bs.orders[0]; o.ref != table || o.prev != none || o.next != none {
 		t.Fatalf("order in slot 0 = %+v, want ref %d alone in its level", o, table)
 	}
 	add(table+4, 10)
