@@ -12,7 +12,12 @@ import (
 // The fields every order message touches come first so they share one
 // cache line; the struct is 128 bytes so books never straddle lines.
 type Book struct {
-	sides    [2][]rung
+	sides [2]ladder
+	// top is each side's best rung, a copy of the last rung of its
+	// ladder while the side has levels: an add at the best price, and a
+	// removal that empties the side's only level, find it on this line
+	// and leave the ladder's line alone.
+	top      [2]rung
 	locate   uint16
 	known    bool
 	state    byte // trading state from 'H': 'H','P','Q','T'; 0 before any
@@ -67,22 +72,20 @@ func (b *Book) BBO() (bid Level, bidOK bool, ask Level, askOK bool) {
 
 // Best returns the best level of side in O(1).
 func (b *Book) Best(side Side) (Level, bool) {
-	lad := b.sides[side&1]
-	if len(lad) == 0 {
+	if b.sides[side&1].n == 0 {
 		return Level{}, false
 	}
-	return b.level(side, lad[len(lad)-1]), true
+	return b.level(side, b.top[side&1]), true
 }
 
 // Crossed reports whether both sides have levels and the best bid is at or
 // above the best ask. It compares the ladders' keys, so it reads no level.
 func (b *Book) Crossed() bool {
-	bids, asks := b.sides[Bid], b.sides[Ask]
-	return len(bids) > 0 && len(asks) > 0 && bids[len(bids)-1].key >= ^asks[len(asks)-1].key
+	return b.sides[Bid].n > 0 && b.sides[Ask].n > 0 && b.top[Bid].key >= ^b.top[Ask].key
 }
 
 // Levels returns the number of price levels on side.
-func (b *Book) Levels(side Side) int { return len(b.sides[side&1]) }
+func (b *Book) Levels(side Side) int { return int(b.sides[side&1].n) }
 
 // Orders returns the number of resting orders in the book.
 func (b *Book) Orders() int { return int(b.orders) }
@@ -91,7 +94,7 @@ func (b *Book) Orders() int { return int(b.orders) }
 // lowest ask), and returns them. The capacity of dst is the depth limit:
 // Depth never grows dst, so it never allocates.
 func (b *Book) Depth(side Side, dst []Level) []Level {
-	lad := b.sides[side&1]
+	lad := b.sides[side&1].rungs()
 	dst = dst[:min(len(lad), cap(dst))]
 	topLevels(b.bs.levels, lad, dst, sideFlip(side))
 	return dst
@@ -105,8 +108,8 @@ func (b *Book) Depth(side Side, dst []Level) []Level {
 // which Depth's inlined loop reloads for every level.
 func (b *Book) Top(bids, asks []Level) {
 	levels := b.bs.levels
-	topLevels(levels, b.sides[Bid], bids, sideFlip(Bid))
-	topLevels(levels, b.sides[Ask], asks, sideFlip(Ask))
+	topLevels(levels, b.sides[Bid].rungs(), bids, sideFlip(Bid))
+	topLevels(levels, b.sides[Ask].rungs(), asks, sideFlip(Ask))
 }
 
 // sideFlip is what a side's ladder keys are xored with to give prices
@@ -134,7 +137,7 @@ func topLevels(levels []priceLevel, lad []rung, dst []Level, flip uint32) {
 
 // AppendDepth appends up to n best levels of side (all when n <= 0) to dst.
 func (b *Book) AppendDepth(side Side, dst []Level, n int) []Level {
-	lad := b.sides[side&1]
+	lad := b.sides[side&1].rungs()
 	if n <= 0 || n > len(lad) {
 		n = len(lad)
 	}
@@ -158,12 +161,13 @@ type OrderInfo struct {
 func (b *Book) Queue(side Side, price uint32, dst []OrderInfo) []OrderInfo {
 	dst = dst[:0]
 	side &= 1
-	i, found := search(b.sides[side], sideKey(side, price))
+	lad := b.sides[side].rungs()
+	i, found := search(lad, sideKey(side, price))
 	if !found {
 		return dst
 	}
 	orders := b.bs.orders
-	for oi := b.bs.levels[b.sides[side][i].lvl].head; oi != none && len(dst) < cap(dst); oi = orders[oi].next {
+	for oi := b.bs.levels[lad[i].lvl].head; oi != none && len(dst) < cap(dst); oi = orders[oi].next {
 		o := &orders[oi]
 		dst = append(dst, OrderInfo{Ref: o.ref, Side: o.side, Price: o.price, Shares: o.shares})
 	}

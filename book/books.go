@@ -227,7 +227,7 @@ func (bs *Books) freeLive() bool {
 	left := bs.stats.Orders
 	for i := range bs.books[:bs.bookHigh] {
 		for _, lad := range bs.books[i].sides {
-			for _, r := range lad {
+			for _, r := range lad.rungs() {
 				for oi := bs.levels[r.lvl].head; oi != none; oi = bs.orders[oi].next {
 					if left == 0 {
 						return false
@@ -345,8 +345,8 @@ func (bs *Books) Withdraw(locate uint16) bool {
 // trade memory.
 func (bs *Books) empty(b *Book) {
 	for side := range b.sides {
-		for lad := b.sides[side]; len(lad) > 0; lad = b.sides[side] {
-			bs.remove(b, bs.levels[lad[len(lad)-1].lvl].head)
+		for b.sides[side].n > 0 {
+			bs.remove(b, bs.levels[b.top[side].lvl].head)
 		}
 	}
 	bs.forget(b.locate, bs.maxMatch+1)
@@ -361,7 +361,9 @@ func (bs *Books) forget(locate uint16, minMatch uint64) {
 	if b.incomplete {
 		bs.stats.Incomplete--
 	}
-	*b = Book{bs: bs, locate: locate, sides: [2][]rung{b.sides[0][:0], b.sides[1][:0]}, minMatch: minMatch}
+	l0, l1 := b.sides[0], b.sides[1]
+	l0.n, l1.n = 0, 0
+	*b = Book{bs: bs, locate: locate, sides: [2]ladder{l0, l1}, minMatch: minMatch}
 }
 
 func (bs *Books) capacity(counter *uint64, sentinel error, what uint64) {
@@ -510,27 +512,28 @@ func (bs *Books) add(b *Book, ref uint64, side Side, shares, price uint32) bool 
 		bs.capacity(&bs.stats.OrderCapacity, ErrOrderCapacity, ref)
 		return bs.dropped(b)
 	}
-	lad := b.sides[side]
 	key := sideKey(side, price)
-	var i int
-	var found bool
-	if n := len(lad); n > 0 && lad[n-1].key <= key {
-		// the best level or a new best: most adds, no search call
-		i, found = n-1, lad[n-1].key == key
+	// The best price is on the book's first line (Book.top): an add there,
+	// the most common, reads neither the ladder nor its rungs, and a new
+	// best (or a side's first level) goes at the ladder's end without a
+	// search. Only an add below the best searches the ladder. (The lines of
+	// the calls below are where default.pgo, made on the code before,
+	// finds them: it inlines search and insertRung here.)
+	li := b.top[side].lvl
+	if top, n := b.top[side], b.sides[side].n; n == 0 || top.key != key {
+		i, found := int(n), false
+		if n > 0 && top.key > key {
+			i, found = search(b.sides[side].rungs(), key)
+		}
 		if !found {
-			i = n
+			if bs.stats.Levels >= bs.maxLevels {
+				bs.capacity(&bs.stats.LevelCapacity, ErrLevelCapacity, ref)
+				return bs.dropped(b)
+			}
+			b.insertRung(bs, side, i, key)
 		}
-	} else {
-		i, found = search(lad, key)
+		li = b.sides[side].at(uint32(i)).lvl
 	}
-	if !found {
-		if bs.stats.Levels >= bs.maxLevels {
-			bs.capacity(&bs.stats.LevelCapacity, ErrLevelCapacity, ref)
-			return bs.dropped(b)
-		}
-		lad = b.insertRung(bs, side, i, key)
-	}
-	li := lad[i].lvl
 	if homeTaken {
 		oi = bs.ovfFree
 		o = &bs.orders[oi]
@@ -539,9 +542,8 @@ func (bs *Books) add(b *Book, ref uint64, side Side, shares, price uint32) bool 
 		bs.stats.Overflowed++
 	}
 	l := &bs.levels[li]
-	// Field by field, not a composite literal: the literal was built on the
-	// stack with narrow stores and copied with 16-byte loads, which cannot
-	// be forwarded from them (a stall on every add in the profile).
+	// Field by field, not a composite literal: the literal was built on the stack with narrow
+	// stores and copied by 16-byte loads they cannot forward to (a stall on every add).
 	o.ref = ref
 	o.price = price
 	o.shares = shares
@@ -602,12 +604,12 @@ func search(lad []rung, key uint32) (int, bool) {
 }
 
 // insertRung inserts a new empty level with key at index i of side's
-// ladder of b and returns the ladder. The caller has checked
+// ladder of b. The caller has checked
 // Config.MaxLevels, so a level is free. It takes bs rather than read b.bs:
 // that is on the book's second cache line, which a book's order messages
 // otherwise leave alone (a miss on every new level with thousands of
 // books).
-func (b *Book) insertRung(bs *Books, side Side, i int, key uint32) []rung {
+func (b *Book) insertRung(bs *Books, side Side, i int, key uint32) {
 	li := bs.levelFree
 	if li != none {
 		bs.levelFree = bs.levels[li].head
@@ -617,7 +619,7 @@ func (b *Book) insertRung(bs *Books, side Side, i int, key uint32) []rung {
 	}
 	l := &bs.levels[li]
 	l.shares, l.orders, l.key, l.head, l.tail = 0, 0, key, none, none
-	lad := b.sides[side]
+	lad := b.sides[side].rungs()
 	n := len(lad)
 	if n == cap(lad) {
 		lad = bs.ladders.grow(lad)
@@ -627,9 +629,18 @@ func (b *Book) insertRung(bs *Books, side Side, i int, key uint32) []rung {
 		lad[j] = lad[j-1]
 	}
 	lad[i] = rung{key: key, lvl: li}
-	b.sides[side] = lad
+	b.setLadder(side, lad)
 	bs.stats.Levels++
-	return lad
+}
+
+// popBest takes the best rung off side's ladder of b, which holds n > 0
+// rungs. The ladder is read only when levels are left, for the next best.
+func (b *Book) popBest(side Side, n uint32) {
+	n--
+	b.sides[side].n = n
+	if n > 0 {
+		b.top[side] = b.sides[side].at(n - 1)
+	}
 }
 
 // removeRung takes the empty level li with key out of side's ladder and
@@ -639,7 +650,7 @@ func (b *Book) insertRung(bs *Books, side Side, i int, key uint32) []rung {
 // (Stats.LadderMismatch), the rung that refers to li, if any, is taken out,
 // and li is freed all the same, so that the level pool does not leak.
 func (b *Book) removeRung(bs *Books, side Side, key uint32, li int32) {
-	lad := b.sides[side]
+	lad := b.sides[side].rungs()
 	i, found := search(lad, key)
 	if !found || lad[i].lvl != li {
 		bs.stats.LadderMismatch++
@@ -649,7 +660,7 @@ func (b *Book) removeRung(bs *Books, side Side, key uint32, li int32) {
 		for j := i + 1; j < len(lad); j++ { // usually none or a few rungs: cheaper than a copy call
 			lad[j-1] = lad[j]
 		}
-		b.sides[side] = lad[:len(lad)-1]
+		b.setLadder(side, lad[:len(lad)-1])
 	}
 	bs.freeLevel(li)
 }
@@ -715,9 +726,9 @@ func (bs *Books) remove(b *Book, oi int32) {
 	bs.stats.Orders--
 	if l.orders == 0 {
 		side := o.side & 1
-		if lad := b.sides[side]; len(lad) > 0 && lad[len(lad)-1] == (rung{key: l.key, lvl: li}) {
+		if n := b.sides[side].n; n > 0 && b.top[side] == (rung{key: l.key, lvl: li}) {
 			// the best level, the one that empties most often: no call
-			b.sides[side] = lad[:len(lad)-1]
+			b.popBest(side, n)
 			bs.freeLevel(li)
 		} else {
 			b.removeRung(bs, side, l.key, li)

@@ -259,7 +259,10 @@ func checkInvariants(bs *Books) error {
 	for b := range bs.All() {
 		n := 0
 		for side := Bid; side <= Ask; side++ {
-			lad := b.sides[side]
+			lad := b.sides[side].rungs()
+			if len(lad) > 0 && b.top[side] != lad[len(lad)-1] {
+				return errorf("locate %d %v: best rung %+v, ladder's last %+v", b.locate, side, b.top[side], lad[len(lad)-1])
+			}
 			for k := range lad {
 				r := &lad[k]
 				if k > 0 && lad[k-1].key >= r.key {

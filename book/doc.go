@@ -115,7 +115,10 @@
 // a ladder: one array of rungs (price key and level index, 8 bytes) sorted
 // by price with the best last, so the best bid and offer are O(1), depth N
 // reads N rungs, and an add finds its level by walking a few rungs from the
-// top before bisecting. A removal that empties a level (on 1 M-message
+// top before bisecting. Each side's best rung is also on the book's first
+// cache line (the line every order message reads), so an add at the best
+// price, and the removal of a side's last level, leave the ladder's line
+// alone. A removal that empties a level (on 1 M-message
 // generated days about one in five removals with 50 symbols, half with 500,
 // four in five with 5,000) takes the top rung off, with no search and no
 // call, when it is the level's (the best level: a third of those with 50

@@ -5,6 +5,33 @@ import (
 	"unsafe"
 )
 
+// ladder is a side's ladder: rungs p[:n] of an array of c, sorted by key,
+// the best last. It is a slice in 16 bytes rather than 24, so that both
+// sides' ladders and their best rungs (Book.top) fit on the book's first
+// cache line.
+type ladder struct {
+	p *rung
+	n uint32 // at most Config.MaxLevels, under 1<<31
+	c uint32 // at most twice that
+}
+
+// rungs returns the ladder as a slice.
+func (l ladder) rungs() []rung { return unsafe.Slice(l.p, l.c)[:l.n] }
+
+// at returns rung i, for i < n, without a bounds check.
+func (l ladder) at(i uint32) rung {
+	return *(*rung)(unsafe.Add(unsafe.Pointer(l.p), uintptr(i)*unsafe.Sizeof(rung{})))
+}
+
+// setLadder makes lad side's ladder of b, and its last rung, if any, the
+// side's best (Book.top).
+func (b *Book) setLadder(side Side, lad []rung) {
+	b.sides[side] = ladder{p: unsafe.SliceData(lad), n: uint32(len(lad)), c: uint32(cap(lad))}
+	if len(lad) > 0 {
+		b.top[side] = lad[len(lad)-1]
+	}
+}
+
 // ladders hands out the rung arrays of the books' ladders from one block
 // that New allocates and touches, so that a ladder growing on the apply
 // path neither allocates nor takes a page fault (a fault costs microseconds

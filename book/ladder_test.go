@@ -27,8 +27,8 @@ func TestLadderGrowthAllocs(t *testing.T) {
 	if n != 0 {
 		t.Errorf("%v allocs per ladder grown to %d levels", n, levels)
 	}
-	if b := bs.Book(1); b.Levels(Bid) != levels || cap(b.sides[Bid]) != levels {
-		t.Errorf("ladder of %d levels, capacity %d", b.Levels(Bid), cap(b.sides[Bid]))
+	if b := bs.Book(1); b.Levels(Bid) != levels || cap(b.sides[Bid].rungs()) != levels {
+		t.Errorf("ladder of %d levels, capacity %d", b.Levels(Bid), cap(b.sides[Bid].rungs()))
 	}
 	if err := checkInvariants(bs); err != nil {
 		t.Fatal(err)
@@ -69,10 +69,10 @@ func TestLadderBlock(t *testing.T) {
 	}
 	// 16+32+64+128 more fit, 256 does not: the ask ladder ends on the heap
 	grow(1, Ask, 12*minLadder)
-	if b := bs.Book(1); b.Levels(Ask) != 12*minLadder || inBlock(l, b.sides[Ask]) {
-		t.Errorf("ask ladder of %d levels, in the block %v", b.Levels(Ask), inBlock(l, b.sides[Ask]))
+	if b := bs.Book(1); b.Levels(Ask) != 12*minLadder || inBlock(l, b.sides[Ask].rungs()) {
+		t.Errorf("ask ladder of %d levels, in the block %v", b.Levels(Ask), inBlock(l, b.sides[Ask].rungs()))
 	}
-	if !inBlock(l, bs.Book(1).sides[Bid]) || !inBlock(l, bs.Book(2).sides[Ask]) {
+	if !inBlock(l, bs.Book(1).sides[Bid].rungs()) || !inBlock(l, bs.Book(2).sides[Ask].rungs()) {
 		t.Error("the first ladders left the block")
 	}
 }

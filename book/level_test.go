@@ -161,9 +161,9 @@ func TestLadderMismatchFreesLevel(t *testing.T) {
 	}{
 		// The level's key no longer matches its rung's: the rung (the
 		// only one referring to the level) must still go.
-		{"level key", func(bs *Books, b *Book) { bs.levels[b.sides[Bid][0].lvl].key++ }},
+		{"level key", func(bs *Books, b *Book) { bs.levels[b.sides[Bid].at(0).lvl].key++ }},
 		// The rung is gone from the ladder: only the level is left to free.
-		{"rung gone", func(bs *Books, b *Book) { b.sides[Bid] = b.sides[Bid][:0] }},
+		{"rung gone", func(bs *Books, b *Book) { b.setLadder(Bid, b.sides[Bid].rungs()[:0]) }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			bs, err := New(Config{MaxOrders: 64, MaxLocates: 4, MaxLevels: 2})
