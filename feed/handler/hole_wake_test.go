@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"testing"
 	"time"
 
@@ -58,20 +59,7 @@ func testHoleWakes(t *testing.T, backend string, mode Mode, shards []int, rerequ
 	}
 	groups := []netip.AddrPort{netip.MustParseAddrPort("239.7.2.1:26510"), netip.MustParseAddrPort("239.7.2.2:26511")}
 	senders := labSenders(t, lab, groups)
-	send := func(from, to int) { // pkts[from:to] on both lines
-		t.Helper()
-		for _, s := range senders {
-			if _, err := s.Send(context.Background(), func(yield func([]byte) bool) {
-				for _, p := range pkts[from:to] {
-					if !yield(p) {
-						return
-					}
-				}
-			}); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
+	send := func(from, to int) { t.Helper(); sendOnLines(t, senders, pkts[from:to]) }
 	var rc RecoveryConfig
 	srv := -1
 	if rerequested {
@@ -172,6 +160,16 @@ func labSenders(t *testing.T, lab *netlab.Lab, groups []netip.AddrPort) []*excha
 	return senders
 }
 
+// sendOnLines sends pkts with each of senders (on each line).
+func sendOnLines(t *testing.T, senders []*exchange.Sender, pkts [][]byte) {
+	t.Helper()
+	for _, s := range senders {
+		if _, err := s.Send(context.Background(), slices.Values(pkts)); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 // startOnLab starts a handler with lines A and B on groups (lab's
 // destination interface), backend and mode, recovery rc, grace 1 ms and
 // hold 2 s (the receive wait times out after 500 ms); it returns it
@@ -179,12 +177,18 @@ func labSenders(t *testing.T, lab *netlab.Lab, groups []netip.AddrPort) []*excha
 // skips (netlab.SkipOrFail).
 func startOnLab(t *testing.T, lab *netlab.Lab, backend string, mode Mode, shards []int, groups []netip.AddrPort, rc RecoveryConfig, shm string) (*Handler, rx.Receiver) {
 	t.Helper()
+	return startOnLabArb(t, lab, backend, mode, shards, groups, rc, shm, ArbiterConfig{Grace: time.Millisecond, Hold: 2 * time.Second})
+}
+
+// startOnLabArb is startOnLab with the arbitration config arb.
+func startOnLabArb(t *testing.T, lab *netlab.Lab, backend string, mode Mode, shards []int, groups []netip.AddrPort, rc RecoveryConfig, shm string, arb ArbiterConfig) (*Handler, rx.Receiver) {
+	t.Helper()
 	var recv rx.Receiver
 	h, err := Start(Config{
 		Receive: rx.Config{Backend: backend, Lines: []rx.LineConfig{
 			{Name: "A", Interface: lab.DstIf, Group: groups[0].Addr(), Port: groups[0].Port()},
 			{Name: "B", Interface: lab.DstIf, Group: groups[1].Addr(), Port: groups[1].Port()}}},
-		Arbiter:    ArbiterConfig{Grace: time.Millisecond, Hold: 2 * time.Second},
+		Arbiter:    arb,
 		Recovery:   rc,
 		Book:       smallBooks,
 		Mode:       mode,

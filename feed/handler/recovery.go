@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/marketfeed/feedhandler/feed/glimpse"
 	"github.com/marketfeed/feedhandler/feed/moldudp64"
 	"github.com/marketfeed/feedhandler/feed/rerequest"
@@ -170,7 +172,8 @@ const maxOpenRanges = 64
 // recovery is the recovery state machine. It lives with the arbiter on the
 // receive thread: the arbiter asks it for missing ranges (missing), the
 // receive loop polls it without blocking (poll), and only the snapshot
-// fetch runs on a goroutine of its own, handing its result over a channel.
+// fetch runs on a goroutine of its own, handing its result over a channel
+// and waking the receive wait (snapDone).
 type recovery struct {
 	h      *Handler
 	cfg    RecoveryConfig
@@ -238,6 +241,19 @@ type recovery struct {
 	lagAt      int64
 	fetching   bool
 	snapRes    chan snapResult
+	// snapDone: an eventfd the fetch's goroutine writes once its result
+	// is on snapRes, in the receive wait's wake set while it fetches
+	// (wakeOn), so that on quiet lines the result is taken when it comes,
+	// not at the wait's timeout; read when the result is taken. -1: none
+	// (made at the first fetch on a receiver that can wake; snapDoneFailed:
+	// it could not be, logged once).
+	snapDone       int
+	snapDoneFailed bool
+	// again: poll took a fetch's result after its looks at the recovery's
+	// end and at books whole (a snapshot refused resumes delivery, which
+	// may make them whole): the next poll looks, at once (nextDue), not
+	// at the wait's timeout on quiet lines.
+	again bool
 	// snapBuf is the buffer snapshots are downloaded into, kept from one
 	// to the next at the size of the largest (the spin of a market): a
 	// new one each time was that much garbage per snapshot. Handed to the
@@ -337,7 +353,7 @@ func newRecovery(h *Handler, cfg RecoveryConfig) (*recovery, error) {
 	if cfg.ServerRestMax <= 0 {
 		cfg.ServerRestMax = DefaultServerRestMax
 	}
-	r := &recovery{h: h, cfg: cfg, snapRes: make(chan snapResult, 1), open: make([]moldudp64.Range, 0, maxOpenRanges),
+	r := &recovery{h: h, cfg: cfg, snapRes: make(chan snapResult, 1), snapDone: -1, open: make([]moldudp64.Range, 0, maxOpenRanges),
 		snapWait: cfg.SnapshotRetry, restWait: cfg.ServerRest, badFrom: make([]byte, 0, len("255.255.255.255:65535")),
 		snapKeep: glimpse.BufferBytes(int64(h.cfg.Book.MaxOrders)*int64(max(len(h.cfg.ShardCores), 1)), int64(h.cfg.Book.MaxLocates))}
 	if len(cfg.Rerequest.Servers) > 0 {
@@ -346,10 +362,11 @@ func newRecovery(h *Handler, cfg RecoveryConfig) (*recovery, error) {
 			return nil, err
 		}
 		r.client = c
-		r.wakeBuf = make([]int, 0, len(cfg.Rerequest.Servers))
 		r.logRecvBuffer()
 		r.logRequestCap()
 	}
+	// The snapshot's eventfd and each server's socket (wakeOn).
+	r.wakeBuf = make([]int, 0, 1+len(cfg.Rerequest.Servers))
 	return r, nil
 }
 
@@ -488,6 +505,7 @@ func (r *recovery) sessionChanged(old, new moldudp64.Session) {
 // every batch and idle poll. With no recovery in progress it does nothing.
 func (r *recovery) poll(now int64) {
 	a := r.h.arb
+	r.again = false
 	// Each deadline was set at most its wait from the time then: one
 	// further away means the wall clock stepped back since. It is waited
 	// from now rather than for as long as the step.
@@ -574,13 +592,16 @@ func (r *recovery) poll(now int64) {
 			if e.gen != r.gen || max(a.Next(), a.maxHigh()) >= e.snap.Next || a.linesClock(now)-r.earlyAt >= int64(a.cfg.LineTimeout) {
 				r.early, r.fetching = nil, false
 				r.loadSnapshot(*e, now)
+				r.again = true
 			}
 			return
 		}
 		select {
 		case res := <-r.snapRes:
 			r.fetching = false
+			r.tookSnapshot()
 			r.loadSnapshot(res, now)
+			r.again = true
 		default:
 		}
 		return
@@ -599,6 +620,10 @@ func (r *recovery) close() error {
 		<-r.snapRes
 	}
 	r.fetching, r.early = false, nil
+	if r.snapDone >= 0 {
+		unix.Close(r.snapDone) // the fetch's goroutine wrote it before its result, taken above
+		r.snapDone = -1
+	}
 	if r.client != nil {
 		return r.client.Close()
 	}

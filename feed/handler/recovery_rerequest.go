@@ -12,7 +12,7 @@ import (
 // This file holds the recovery's re-request side: a missing range handed to
 // the client (missing, rerequest, catchUp, narrowed), its answers handed to
 // the arbiter (recovered), a range filled, the rest after every server
-// failed, the receive wait woken by the answers (wakeOn), and the logs of
+// failed, and the logs of
 // the re-request sockets' buffer, request cap, kernel drops and bad
 // answers.
 
@@ -179,21 +179,6 @@ func (r *recovery) filled(now int64) {
 	}
 	ev.Msg("recovery: range repaired by re-request")
 	r.cur = moldudp64.Range{}
-}
-
-// wakeOn returns the re-request sockets to wake the receive wait on while
-// a range is being filled, none once it is (Handler.syncWake), and the
-// client's next deadline then (rerequest.Client.NextDue; 0: none), which
-// the wake timer is armed for when the arbiter has none sooner.
-func (r *recovery) wakeOn() ([]int, int64) {
-	if r.client == nil {
-		return nil, 0
-	}
-	fds := r.client.WakeFds(r.wakeBuf[:0])
-	if len(fds) == 0 {
-		return fds, 0
-	}
-	return fds, r.client.NextDue()
 }
 
 // badAnswersLogEvery is how often re-request answers dropped as bad are

@@ -54,7 +54,8 @@ func (r *recovery) startSnapshot(now int64, atGap bool) {
 		}
 		ctx = context.WithValue(ctx, linesLeftKey{}, left)
 	}
-	fetch, session, gen := r.cfg.Snapshot, r.h.arb.Session(), r.gen
+	r.makeSnapDone()
+	fetch, session, gen, done := r.cfg.Snapshot, r.h.arb.Session(), r.gen, r.snapDone
 	if r.snapBuf == nil && r.h.capFile != nil {
 		// The last one's, once the capture has written it.
 		r.snapBuf = r.keepSnapBuf(r.h.capFile.SnapshotBuffer())
@@ -85,6 +86,7 @@ func (r *recovery) startSnapshot(now int64, atGap bool) {
 			res.err = errors.New("snapshot names sequence number 0")
 		}
 		res.took = time.Since(t0)
+		snapDoneSignal(done)
 		r.snapRes <- res
 	}()
 }

@@ -1,7 +1,6 @@
 package handler
 
 import (
-	"context"
 	"fmt"
 	"net/netip"
 	"os"
@@ -60,11 +59,7 @@ func testRerequestAnswerWakes(t *testing.T, backend string, mode Mode, shards []
 		Do: func(fn func() error) error { return lab.Do(lab.Dst, fn) }}, "fhwake")
 	// 1, 2, then 3+lost on: 3 to 2+lost lost on both lines.
 	sent := slices.Concat(pkts[:2], pkts[2+lost:])
-	for _, s := range senders {
-		if _, err := s.Send(context.Background(), slices.Values(sent)); err != nil {
-			t.Fatal(err)
-		}
-	}
+	sendOnLines(t, senders, sent)
 	req := make([]byte, 64)
 	n, client := netlab.Recv(t, srv, req)
 	// Every packet read first: the hole is re-requested Grace after a

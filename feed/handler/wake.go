@@ -52,7 +52,7 @@ func (h *Handler) syncWake(now int64) {
 	var fds []int
 	var due int64
 	if h.rec != nil {
-		fds, due = h.rec.wakeOn()
+		fds, due = h.rec.wakeOn(now)
 	}
 	n := copy(w.next[:rx.MaxWakeFds-1], fds)
 	d := h.arb.NextDue(now)
