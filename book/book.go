@@ -79,7 +79,8 @@ func (b *Book) Best(side Side) (Level, bool) {
 }
 
 // Crossed reports whether both sides have levels and the best bid is at or
-// above the best ask. It compares the ladders' keys, so it reads no level.
+// above the best ask. It compares the sides' best keys (Book.top), so it
+// reads neither a ladder nor a level.
 func (b *Book) Crossed() bool {
 	return b.sides[Bid].n > 0 && b.sides[Ask].n > 0 && b.top[Bid].key >= ^b.top[Ask].key
 }

@@ -604,11 +604,10 @@ func search(lad []rung, key uint32) (int, bool) {
 }
 
 // insertRung inserts a new empty level with key at index i of side's
-// ladder of b. The caller has checked
-// Config.MaxLevels, so a level is free. It takes bs rather than read b.bs:
-// that is on the book's second cache line, which a book's order messages
-// otherwise leave alone (a miss on every new level with thousands of
-// books).
+// ladder of b. The caller has checked Config.MaxLevels, so a level is
+// free. It takes bs rather than read b.bs: that is on the book's second
+// cache line, which a book's order messages otherwise leave alone (a miss
+// on every new level with thousands of books).
 func (b *Book) insertRung(bs *Books, side Side, i int, key uint32) {
 	li := bs.levelFree
 	if li != none {

@@ -259,6 +259,10 @@ func checkInvariants(bs *Books) error {
 	for b := range bs.All() {
 		n := 0
 		for side := Bid; side <= Ask; side++ {
+			if l := b.sides[side]; l.n > l.c || (l.c > 0) != (l.p != nil) {
+				// ladder.at reads rungs below n without a bounds check.
+				return errorf("locate %d %v: ladder of %d rungs in an array of %d at %p", b.locate, side, l.n, l.c, l.p)
+			}
 			lad := b.sides[side].rungs()
 			if len(lad) > 0 && b.top[side] != lad[len(lad)-1] {
 				return errorf("locate %d %v: best rung %+v, ladder's last %+v", b.locate, side, b.top[side], lad[len(lad)-1])

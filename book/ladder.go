@@ -12,7 +12,7 @@ import (
 type ladder struct {
 	p *rung
 	n uint32 // at most Config.MaxLevels, under 1<<31
-	c uint32 // at most twice that
+	c uint32 // the array's length: at most twice n's bound, or the first array's
 }
 
 // rungs returns the ladder as a slice.
