@@ -128,7 +128,7 @@ func TestBookviewLive(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	out := &syncBuffer{}
+	out := &syncLog{}
 	v := &viewer{r: r, out: out, rows: 10, buf: make([]byte, r.Info().MaxSnapshot)}
 	stop := make(chan os.Signal)
 	done := make(chan error, 1)
@@ -159,24 +159,6 @@ func TestBookviewLive(t *testing.T) {
 	if !shown() {
 		t.Fatalf("live view did not show the restarted feed:\n%s", out.String())
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for one writer and one reader.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // TestBookviewMatchesReplay publishes books built by the book package into
@@ -271,7 +253,7 @@ func TestBookviewMatchesReplay(t *testing.T) {
 // SetPanicOnFault, a panic the view's goroutine recovers and reports).
 func TestBookviewLiveTruncated(t *testing.T) {
 	name := testFeed(t)
-	out := &syncBuffer{}
+	out := &syncLog{}
 	r, v := openViewer(t, name, out)
 	stop := make(chan os.Signal)
 	done := make(chan error, 1)

@@ -48,7 +48,7 @@ func noFault(f func() error) (err error) {
 func TestBookviewTruncated(t *testing.T) {
 	t.Run("live", func(t *testing.T) {
 		name := testFeed(t)
-		r, v := openViewer(t, name, &syncBuffer{})
+		r, v := openViewer(t, name, &syncLog{})
 		stop := make(chan os.Signal)
 		done := make(chan error, 1)
 		// Truncated before the view starts: a truncation while it reads

@@ -14,7 +14,6 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/marketfeed/feedhandler/feed/input"
 	"github.com/marketfeed/feedhandler/internal/demo"
@@ -154,13 +153,7 @@ log: {format: json}
 	cmd := boundedCommand(t, "ip", "netns", "exec", lab.Dst, bin, "--feed", cfgPath)
 	stderr, exited, ready, finished := startLogged(t, cmd, func(l string) bool { return strings.Contains(l, "health on /healthz") })
 	defer cmd.Process.Kill()
-	select {
-	case <-ready:
-	case err := <-exited:
-		t.Fatalf("feedhandler exited early: %v\n%s", err, stderr.String())
-	case <-time.After(20 * time.Second):
-		t.Fatalf("feedhandler not capturing after 20s:\n%s", stderr.String())
-	}
+	awaitReady(t, ready, exited, stderr.String, "capturing")
 	var s *exchange.Sender
 	if err := lab.Do(lab.Src, func() (err error) {
 		s, err = exchange.NewSender(exchange.Config{Interface: lab.SrcIf, Rate: 20000, Seed: 5, Lines: []exchange.Line{

@@ -60,7 +60,8 @@ metrics: {listen: "127.0.0.1:%d"}
 		}
 		return p
 	}
-	// as runs bin with args in the lab's namespace: as root when caps is
+	// as runs bin with args in the lab's namespace (bounded by t, the
+	// subtest that waits for it): as root when caps is
 	// "root", else as the test's own user (uid and gid uid) holding caps
 	// ("" = none), under an RLIMIT_MEMLOCK of memlock bytes when it is not
 	// 0. Not nobody: locked memory is charged per user, over all its
@@ -71,7 +72,7 @@ metrics: {listen: "127.0.0.1:%d"}
 	// memlock-same-user wanted ok), and its UMEM counts against the
 	// memlock starts' limit.
 	uid := ownUID(t)
-	as := func(caps string, memlock int, args ...string) *exec.Cmd {
+	as := func(t *testing.T, caps string, memlock int, args ...string) *exec.Cmd {
 		a := []string{"netns", "exec", lab.Dst}
 		if memlock != 0 {
 			a = append(a, "prlimit", fmt.Sprintf("--memlock=%d", memlock), "--")
@@ -105,7 +106,7 @@ metrics: {listen: "127.0.0.1:%d"}
 	t.Run("root", func(t *testing.T) {
 		f := feed("root", "")
 		// Warnings (unpinned, no recovery, root without user:) but no failure.
-		out := check(t, as("root", 0, "check", "--feed", f), 0,
+		out := check(t, as(t, "root", 0, "check", "--feed", f), 0,
 			"ok    config    "+f, "ok    caps      backend auto: this process holds", "ok    memlock   ", "ok    metrics   metrics.listen 127.0.0.1:9481 is free",
 			"warn  cores     cores.receive is not set", "warn  recovery  ", "warn  user      user: is unset")
 		if strings.Contains(out, "FAIL") {
@@ -124,18 +125,18 @@ metrics: {listen: "127.0.0.1:%d"}
 		if !strings.Contains(out, "warn  driver    "+lab.DstIf+": the driver reports no AF_XDP zero-copy") || strings.Contains(out, "no native XDP") {
 			t.Errorf("driver lines: want no zero-copy and native XDP:\n%s", out)
 		}
-		started, logs := startsThroughSetup(t, as("root", 0, "--feed", f))
+		started, logs := startsThroughSetup(t, as(t, "root", 0, "--feed", f))
 		if !started || !strings.Contains(logs, "driver refused zero-copy") || strings.Contains(logs, "native mode refused") {
 			t.Errorf("the start (through setup: %v) did not bind as the check said (native XDP, zero-copy refused):\n%s", started, logs)
 		}
-		check(t, as("root", 0, "check", "--strict", "--feed", f), exitNotReady)
-		if out := check(t, as("root", 0, "check", "-q", "--feed", f), 0); strings.Contains(out, "ok  ") {
+		check(t, as(t, "root", 0, "check", "--strict", "--feed", f), exitNotReady)
+		if out := check(t, as(t, "root", 0, "check", "-q", "--feed", f), 0); strings.Contains(out, "ok  ") {
 			t.Errorf("-q printed ok lines:\n%s", out)
 		}
 	})
 	t.Run("config-error", func(t *testing.T) {
 		f := feed("bad", "receive: {backend: dpdk}\n")
-		code, _, errOut := runExit(t, as("root", 0, "check", "--feed", f))
+		code, _, errOut := runExit(t, as(t, "root", 0, "check", "--feed", f))
 		if code != exitConfig || !strings.Contains(errOut, "receive.backend") {
 			t.Errorf("exit %d, stderr %q: want %d naming receive.backend", code, errOut, exitConfig)
 		}
@@ -154,7 +155,7 @@ metrics: {listen: "127.0.0.1:%d"}
 			t.Fatal(err)
 		}
 		defer ln.Close()
-		check(t, as("root", 0, "check", "--feed", feed("taken", "")), exitNotReady,
+		check(t, as(t, "root", 0, "check", "--feed", feed("taken", "")), exitNotReady,
 			fmt.Sprintf("FAIL  shm       %s: writer pid %d: shm: feed in use by a live writer", shm.Path(shmName), os.Getpid()),
 			"FAIL  metrics   metrics.listen 127.0.0.1:9481: ", "address already in use")
 	})
@@ -180,7 +181,7 @@ metrics: {listen: "127.0.0.1:%d"}
 			{g, fmt.Sprintf(":5: shm.group: root (gid 0): this process (uid %d) is not a member and lacks cap_chown", uid)},
 		} {
 			for _, args := range [][]string{{"check", "--feed", tc.feed}, {"--feed", tc.feed}} {
-				code, out, errOut := runExit(t, as("", 0, args...))
+				code, out, errOut := runExit(t, as(t, "", 0, args...))
 				if errOut = out + errOut; code != exitConfig || !strings.Contains(errOut, tc.feed+tc.want) {
 					t.Errorf("%v: exit %d, want %d with %q:\n%s", args, code, exitConfig, tc.feed+tc.want, errOut)
 				}
@@ -192,7 +193,7 @@ metrics: {listen: "127.0.0.1:%d"}
 		// starting anything: exit 78, file:line: field.
 		f := feed("user", "user: fh-no-such-user\n")
 		for _, args := range [][]string{{"check", "--feed", f}, {"--feed", f}} {
-			code, out, errOut := runExit(t, as("root", 0, args...))
+			code, out, errOut := runExit(t, as(t, "root", 0, args...))
 			errOut = out + errOut // check's FAIL line on stdout, run's error on stderr
 			if want := ": user: no such user named \"fh-no-such-user\""; code != exitConfig || !strings.Contains(errOut, f+":") || !strings.Contains(errOut, want) {
 				t.Errorf("%v: exit %d, want %d with %q:\n%s", args, code, exitConfig, want, errOut)
@@ -203,17 +204,17 @@ metrics: {listen: "127.0.0.1:%d"}
 		fresh := shmtest.Name(t, "fhcheck")
 		// xdp: the backend would not start (TestLeastPrivilege shows the
 		// start failing so); auto: it would fall back.
-		check(t, as("", 0, "check", "--feed", feedOn("xdp", fresh, "receive: {backend: xdp}\n")), exitConfig,
+		check(t, as(t, "", 0, "check", "--feed", feedOn("xdp", fresh, "receive: {backend: xdp}\n")), exitConfig,
 			fmt.Sprintf("FAIL  caps      backend xdp needs %s and this process (uid %d) lacks %[1]s: backend xdp would not start", xdpNeed, uid))
-		check(t, as("", 0, "check", "--feed", feedOn("auto", fresh, "")), 0,
+		check(t, as(t, "", 0, "check", "--feed", feedOn("auto", fresh, "")), 0,
 			"warn  caps      backend auto needs", "backend auto would fall back to io_uring")
-		check(t, as("", 0, "check", "--feed", feedOn("uring", fresh, "receive: {backend: uring}\n")), 0)
+		check(t, as(t, "", 0, "check", "--feed", feedOn("uring", fresh, "receive: {backend: uring}\n")), 0)
 	})
 	t.Run("memlock-same-user", func(t *testing.T) {
 		// Locked memory is charged per user: with another handler of the
 		// same uid running, a UMEM that fits the limit alone is not ok.
 		f := feedOn("same-user-xdp", shmtest.Name(t, "fhcheck"), "receive: {backend: xdp, ring_size: 512}\n")
-		check(t, as(xdpCaps, 4<<20, "check", "--feed", f), 0, "ok    memlock   the AF_XDP UMEMs pin 2 MiB, within RLIMIT_MEMLOCK 4 MiB")
+		check(t, as(t, xdpCaps, 4<<20, "check", "--feed", f), 0, "ok    memlock   the AF_XDP UMEMs pin 2 MiB, within RLIMIT_MEMLOCK 4 MiB")
 		other := feedOn("same-user-other", shmtest.Name(t, "fhcheck"), "receive: {backend: uring}\n")
 		b, err := os.ReadFile(other)
 		if err != nil {
@@ -223,19 +224,19 @@ metrics: {listen: "127.0.0.1:%d"}
 		if err := os.WriteFile(other, []byte(strings.Replace(string(b), fmt.Sprint(port), fmt.Sprint(port+1), 1)), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		started, logs, stop := startHandler(t, as("", 0, "--feed", other))
+		started, logs, stop := startHandler(t, as(t, "", 0, "--feed", other))
 		defer stop()
 		if !started {
 			t.Fatalf("the other handler did not start:\n%s", logs)
 		}
-		check(t, as(xdpCaps, 4<<20, "check", "--feed", f), 0, "warn  memlock   the AF_XDP UMEMs pin 2 MiB, within RLIMIT_MEMLOCK 4 MiB, but", "this uid runs other feedhandler processes")
+		check(t, as(t, xdpCaps, 4<<20, "check", "--feed", f), 0, "warn  memlock   the AF_XDP UMEMs pin 2 MiB, within RLIMIT_MEMLOCK 4 MiB, but", "this uid runs other feedhandler processes")
 		// A 4 MiB UMEM fits the 4 MiB limit alone, not beside the other
 		// handler's io_uring rings: the start fails at receive.backend
 		// saying so, exit 1 (a restart starts once the other stops), and
 		// auto does not fall back on it. Before, the bare ENOBUFS.
 		full := feedOn("same-user-full", shmtest.Name(t, "fhcheck"), "receive: {ring_size: 1024}\n")
-		check(t, as(xdpCaps, 4<<20, "check", "--feed", full), 0, "warn  memlock   the AF_XDP UMEMs pin 4 MiB, within RLIMIT_MEMLOCK 4 MiB, but")
-		started, logs = startsThroughSetup(t, as(xdpCaps, 4<<20, "--feed", full))
+		check(t, as(t, xdpCaps, 4<<20, "check", "--feed", full), 0, "warn  memlock   the AF_XDP UMEMs pin 4 MiB, within RLIMIT_MEMLOCK 4 MiB, but")
+		started, logs = startsThroughSetup(t, as(t, xdpCaps, 4<<20, "--feed", full))
 		want := full + ": receive.backend: start handler: open receiver (auto): open xdp backend: " // no line: auto is the default
 		if started || !strings.Contains(logs, want) || !strings.Contains(logs, "that fits alone, so locked memory the uid holds elsewhere takes the rest") ||
 			strings.Contains(logs, "no restart changes") {
@@ -302,11 +303,11 @@ metrics: {listen: "127.0.0.1:%d"}
 				wantCode = exitConfig
 			}
 			lim := cmp.Or(c.memlock, limit)
-			out := check(t, as(c.caps, lim, "check", "--feed", f), wantCode, c.fail, c.warn)
+			out := check(t, as(t, c.caps, lim, "check", "--feed", f), wantCode, c.fail, c.warn)
 			if c.fail == "" && strings.Contains(out, "FAIL") {
 				t.Errorf("a FAIL line:\n%s", out)
 			}
-			started, logs := startsThroughSetup(t, as(c.caps, lim, "--feed", f))
+			started, logs := startsThroughSetup(t, as(t, c.caps, lim, "--feed", f))
 			switch {
 			case c.startErr == "" && !started:
 				t.Errorf("the check passed, the start did not get through setup:\n%s", logs)

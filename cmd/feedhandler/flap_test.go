@@ -548,8 +548,9 @@ func backendEvent(body, counter string) float64 {
 	return sampleValue(body, "feedhandler_receive_backend_events_total", `counter="`+counter+`"`)
 }
 
-// syncLog is the handler's stderr, written by exec's copying goroutine
-// and read by the test.
+// syncLog is a bytes.Buffer for one writer and one reader at once: a
+// child's stderr written by exec's copying goroutine, or a viewer's
+// output, read by the test.
 type syncLog struct {
 	mu sync.Mutex
 	b  bytes.Buffer

@@ -40,7 +40,11 @@ func TestMain(m *testing.M) {
 	if os.Getenv("FEEDHANDLER_TEST_ISOLATE_GOMAXPROCS") == "1" {
 		os.Exit(isolateGOMAXPROCSChild()) // before m.Run sets GOMAXPROCS (see there)
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	if built.dir != "" {
+		os.RemoveAll(built.dir)
+	}
+	os.Exit(code)
 }
 
 // runCommand runs "feedhandler args..." in a child process and returns its

@@ -27,9 +27,9 @@ import (
 	"github.com/marketfeed/feedhandler/proto/shm"
 )
 
-// buildForNobody builds the binary (CGO_ENABLED=0, as make build does)
-// into a new directory that user nobody can read and run from, removed
-// when the test ends, and returns the directory and the binary's path.
+// buildForNobody puts the package's binary (builtBinary) into a new
+// directory that user nobody can read and run from, removed when the test
+// ends, and returns the directory and the binary's path.
 func buildForNobody(t *testing.T, prefix string) (dir, bin string) {
 	t.Helper()
 	dir, err := os.MkdirTemp("", prefix)
@@ -40,13 +40,7 @@ func buildForNobody(t *testing.T, prefix string) (dir, bin string) {
 	if err := os.Chmod(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	bin = filepath.Join(dir, "feedhandler")
-	build := exec.Command("go", "build", "-o", bin, ".")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	return dir, bin
+	return dir, buildFeedhandler(t, dir)
 }
 
 // privRun is one start of the handler under reduced privileges.
@@ -287,14 +281,7 @@ log:
 		}
 		return
 	}
-	select {
-	case <-ready:
-	case err := <-exited:
-		exited <- err
-		t.Fatalf("feedhandler exited early: %v\n%s", err, stderr.String())
-	case <-time.After(60 * time.Second):
-		t.Fatalf("feedhandler not set up after 60s:\n%s", stderr.String())
-	}
+	awaitReady(t, ready, exited, stderr.String, "set up")
 	if !strings.Contains(stderr.String(), `"capabilities_kept":"none"`) || !strings.Contains(stderr.String(), `"uid":65534`) {
 		t.Errorf("after setup the handler must run as uid 65534 with no capability:\n%s", stderr.String())
 	}

@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -93,13 +94,7 @@ log:
 		return modeSeen && strings.Contains(l, "health on /healthz")
 	})
 	defer cmd.Process.Kill()
-	select {
-	case <-ready:
-	case err := <-exited:
-		t.Fatalf("feedhandler exited early: %v\n%s", err, stderr.String())
-	case <-time.After(20 * time.Second):
-		t.Fatalf("feedhandler not receiving in mode %s after 20s:\n%s", mode, stderr.String())
-	}
+	awaitReady(t, ready, exited, stderr.String, "receiving in mode "+mode)
 
 	// Alive at once; not ready before the first packet.
 	if code, body := httpGet(lab, "/healthz"); code != 200 || body != "alive\n" {
@@ -245,44 +240,101 @@ func runExit(t *testing.T, cmd *exec.Cmd) (code int, out, errOut string) {
 	return 0, o.String(), e.String()
 }
 
-// buildFeedhandler builds the command into dir and returns its path.
+// buildFeedhandler puts the command (built once: built) into dir and
+// returns its path.
 func buildFeedhandler(t *testing.T, dir string) string {
 	t.Helper()
+	built.once.Do(func() {
+		built.dir, built.err = os.MkdirTemp("", "fhbuild")
+		if built.err != nil {
+			return
+		}
+		b := exec.Command("go", "build", "-o", filepath.Join(built.dir, "feedhandler"), ".")
+		b.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := b.CombinedOutput(); err != nil {
+			built.err = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if built.err != nil {
+		t.Fatal(built.err)
+	}
 	bin := filepath.Join(dir, "feedhandler")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
+	src := filepath.Join(built.dir, "feedhandler")
+	if err := os.Link(src, bin); err != nil {
+		// Another file system: a copy.
+		b, err := os.ReadFile(src)
+		if err == nil {
+			err = os.WriteFile(bin, b, 0o755)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
 	}
 	return bin
 }
 
+// built is the binary the package's tests run, built once (CGO_ENABLED=0,
+// as make build does) into a directory of its own that TestMain removes;
+// buildFeedhandler links it into each test's directory.
+var built struct {
+	once sync.Once
+	dir  string
+	err  error
+}
+
 // interruptExits sends the handler cmd SIGINT and fails the test unless
 // it exits with status 0 (exited brings what Wait returned; it is put
-// back for a later reader) within 30 s, a bound on a broken stop; log
+// back for a later reader) within waitBound, a bound on a broken stop; log
 // gives what the test prints with the failure.
 func interruptExits(t *testing.T, cmd *exec.Cmd, exited chan error, log func() string) {
 	t.Helper()
 	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
 		t.Fatal(err)
 	}
+	exitsZero(t, exited, "SIGINT", log)
+}
+
+// exitsZero fails t unless the child exits 0 within waitBound of a
+// signal (named by sig), and puts the exit back for a later reader.
+func exitsZero(t *testing.T, exited chan error, sig string, log func() string) {
+	t.Helper()
+	bound := waitBound(t)
 	select {
 	case err := <-exited:
 		exited <- err
 		if err != nil {
-			t.Fatalf("exit after SIGINT: %v\n%s", err, log())
+			t.Fatalf("exit after %s: %v, want 0 (a graceful stop)\n%s", sig, err, log())
 		}
-	case <-time.After(30 * time.Second):
-		t.Fatalf("no exit 30s after SIGINT:\n%s", log())
+	case <-time.After(bound):
+		t.Fatalf("no exit %v after %s:\n%s", bound, sig, log())
 	}
 }
 
-// startLogged starts cmd, its stderr kept in the returned buffer and read
+// awaitReady waits for ready (startLogged), failing t if the child exits
+// first (the exit put back) or is not ready within waitBound; what says
+// what ready means.
+func awaitReady(t *testing.T, ready <-chan struct{}, exited chan error, log func() string, what string) {
+	t.Helper()
+	bound := waitBound(t)
+	select {
+	case <-ready:
+	case err := <-exited:
+		exited <- err
+		t.Fatalf("feedhandler exited early: %v\n%s", err, log())
+	case <-time.After(bound):
+		t.Fatalf("feedhandler not %s after %v:\n%s", what, bound, log())
+	}
+}
+
+// startLogged starts cmd, its stderr kept in the returned log (written by
+// exec's copying goroutine while the test reads it) and read
 // a line at a time: ready closes at the first line isReady takes (isReady
 // sees every line until then, in order), exited brings what Wait
 // returned, and scanned closes once the last line was read, after the
 // exit.
-func startLogged(t *testing.T, cmd *exec.Cmd, isReady func(line string) bool) (stderr *bytes.Buffer, exited chan error, ready, scanned <-chan struct{}) {
+func startLogged(t *testing.T, cmd *exec.Cmd, isReady func(line string) bool) (stderr *syncLog, exited chan error, ready, scanned <-chan struct{}) {
 	t.Helper()
-	stderr = new(bytes.Buffer)
+	stderr = new(syncLog)
 	pr, pw := io.Pipe()
 	cmd.Stderr = io.MultiWriter(stderr, pw)
 	if err := cmd.Start(); err != nil {
@@ -336,7 +388,7 @@ func httpGet(lab *netlab.Lab, path string) (int, string) {
 
 // waitMetric scrapes until the (only) sample of name equals want and
 // returns that scrape.
-func waitMetric(t *testing.T, lab *netlab.Lab, name string, want uint64, log *bytes.Buffer) string {
+func waitMetric(t *testing.T, lab *netlab.Lab, name string, want uint64, log fmt.Stringer) string {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	body := scrape(t, lab)
@@ -450,16 +502,9 @@ log: {format: json}
 
 // wantGracefulStop waits for the exit after a SIGTERM: status 0 and the
 // shm file shmName marked closed. log is the process's log so far.
-func wantGracefulStop(t *testing.T, exited <-chan error, shmName string, log func() string) {
+func wantGracefulStop(t *testing.T, exited chan error, shmName string, log func() string) {
 	t.Helper()
-	select {
-	case err := <-exited:
-		if err != nil {
-			t.Fatalf("exit after SIGTERM: %v, want 0 (a graceful stop)\n%s", err, log())
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatalf("no exit 30s after SIGTERM:\n%s", log())
-	}
+	exitsZero(t, exited, "SIGTERM", log)
 	var out bytes.Buffer
 	if err := bookview([]string{"--shm", shmName, "--once", "--json"}, &out); !errors.Is(err, shm.ErrClosed) {
 		t.Fatalf("bookview after the stop: %v, want the writer closed", err)
