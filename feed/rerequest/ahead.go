@@ -18,7 +18,8 @@ type aheadRange struct {
 	server   int
 	// spent: its server did not answer Retries resends (or could not be
 	// written to): it is not asked again until it is the wanted range
-	// (Want), where the servers are failed over in turn.
+	// (Want), where the servers are failed over in turn. Nothing is in
+	// flight then (sentAt 0): it takes no room.
 	spent bool
 }
 
@@ -215,7 +216,10 @@ func (c *Client) sendAhead(now int64) {
 		a.sentAt, a.lastAns = now, 0
 		sent := c.Stats.Requests
 		if c.ask(a.server, r) {
-			a.spent = true // no route, a firewall: left to its turn
+			// No route, a firewall: nothing went, so nothing is in
+			// flight (it takes no room); left to its turn, which fails
+			// over.
+			a.sentAt, a.spent = 0, true
 		}
 		c.Stats.Ahead += c.Stats.Requests - sent
 	}
