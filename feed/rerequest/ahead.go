@@ -82,7 +82,10 @@ func (c *Client) aheadServer() int {
 
 // adopt hands Want the request in flight for r of a range ahead, if any:
 // the wanted range goes on with it (its server, tries and timeout) rather
-// than ask it again at once. Ranges ahead before r are dropped.
+// than ask it again at once. Only a request that asks r's first message
+// is taken: one asked past it (the range ahead moved on by answers the
+// caller did not keep) would only wait out its timeout for a message
+// nobody asked. Ranges ahead before r, or overlapping it, are dropped.
 func (c *Client) adopt(r moldudp64.Range) {
 	k := 0
 	for i := range c.nAhead {
@@ -90,7 +93,7 @@ func (c *Client) adopt(r moldudp64.Range) {
 		switch {
 		case a.want.End() <= r.First:
 			continue // behind: the caller has it, or gave it up
-		case a.want.Overlaps(r) && a.sentAt != 0 && !a.spent:
+		case a.want.Overlaps(r) && a.sentAt != 0 && !a.spent && a.inflight.Contains(r.First):
 			c.server, c.tries, c.inflight, c.sentAt, c.lastAns = a.server, a.tries, a.inflight, a.sentAt, a.lastAns
 			continue
 		case a.want.Overlaps(r):

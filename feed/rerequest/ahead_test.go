@@ -331,3 +331,41 @@ func TestAheadSendErrorFreesRoom(t *testing.T) {
 			got, want, c.NextDue(), c.Stats.Requests, c.Stats.SendErrors)
 	}
 }
+
+// TestAheadNotAdoptedPastItsStart: a range ahead answered in part, the
+// answer not kept by the caller (its hold full), is asked on from past
+// that answer; at its turn (Want) that request does not hold the range's
+// first message, so the wanted range is asked at once rather than
+// waiting out the request's timeout for a message nobody asked. Before,
+// Want took the request over (it overlapped): no request at the turn,
+// the first one after a timeout.
+func TestAheadNotAdoptedPastItsStart(t *testing.T) {
+	srv := newQuietServer(t)
+	const timeout = time.Hour
+	c := newQuietClient(t, srv, rerequest.Config{Timeout: timeout})
+	now := time.Now().UnixNano()
+	c.Want(session, rg(10, 2), now)
+	c.Ahead([]moldudp64.Range{rg(20, 10)})
+	c.Poll(now, func(moldudp64.Packet) {})
+	if got, want := srv.requests(), []string{"10+2", "20+10"}; !slices.Equal(got, want) {
+		t.Fatalf("requests %v, want %v", got, want)
+	}
+	srv.answer(20, 25) // in part; the caller does not keep it
+	pollUntil(t, c, now, 1, func(moldudp64.Packet) {})
+	now += int64(timeout / 5) // past the settle (Timeout/10): the rest is asked
+	c.Poll(now, func(moldudp64.Packet) {})
+	if got, want := srv.requests(), []string{"25+5"}; !slices.Equal(got, want) {
+		t.Fatalf("requests after the partial answer %v, want %v", got, want)
+	}
+	srv.answer(10, 12)
+	pollUntil(t, c, now, 2, func(p moldudp64.Packet) {
+		if p.Seq == 10 {
+			c.Progress(12)
+		}
+	})
+	c.Want(session, rg(20, 10), now)
+	c.Poll(now, func(moldudp64.Packet) {})
+	if got, want := srv.requests(), []string{"20+10"}; !slices.Equal(got, want) {
+		t.Fatalf("requests at its turn: %v, want %v (next due %v from now)", got, want, time.Duration(c.NextDue()-now))
+	}
+}
