@@ -320,12 +320,14 @@ func (c *Client) Active() bool { return c.active }
 
 // WakeFds appends to dst, while a range is being filled (Active) or
 // ranges ahead are asked (Ahead), the sockets their answers come to, the
-// one of the server asked now first, and returns dst; nothing otherwise. The receive loop waits on them with
-// the lines (rx.Waker), so that an answer is read when it comes, not when
-// the lines next bring a packet or the wait times out. A socket's fd may
-// change (a new socket after Forget, opened at the next request to its
-// server), so the caller asks again after each Poll. A server whose socket
-// is not open (-1) is left out. It allocates nothing when dst has room.
+// one of the server asked now first, and returns dst; nothing otherwise.
+// The receive loop waits on them with the lines (rx.Waker), so that an
+// answer is read when it comes, not when the lines next bring a packet or
+// the wait times out. A socket's fd may change (a new socket after
+// Forget, opened at the next request to its server), so the caller asks
+// again after each Poll. A server whose socket is not open (-1) is left
+// out: after Forget there may be none while a request is due (NextDue
+// says when). It allocates nothing when dst has room.
 func (c *Client) WakeFds(dst []int) []int {
 	if !c.active && c.nAhead == 0 || c.server >= len(c.fds) {
 		return dst
