@@ -154,15 +154,13 @@ type Client struct {
 	want   moldudp64.Range // what must be filled: [next, want.End())
 	next   uint64          // the caller's next expected sequence number
 
-	server int // the server asked
+	// flight: the wanted range's request in flight, of the server asked
+	// now.
+	flight
 	// first: the server a range is asked of first, the one asked when the
 	// last range that failed over was filled (0 until then); failed: the
 	// servers given up on for the current range.
 	first, failed int
-	tries         int // sends of the current request to the current server
-	inflight      moldudp64.Range
-	sentAt        int64 // when inflight was sent (0: nothing in flight)
-	lastAns       int64 // when an answer to inflight last arrived (0: none yet)
 
 	asked  [askedMemory]moldudp64.Range
 	askedN int
@@ -368,10 +366,8 @@ func (c *Client) nextDueWanted() int64 {
 			return 0 // waits for room (Ahead): an answer or a timeout ahead makes it
 		}
 		return c.tokenDue()
-	case c.lastAns != 0:
-		return c.lastAns + int64(c.settle())
 	}
-	return c.sentAt + int64(c.cfg.Timeout)<<min(c.tries-1, 6)
+	return c.due(c.settle(), c.cfg.Timeout)
 }
 
 // tokenDue returns when a request held back by the rate limit may go:
@@ -400,8 +396,7 @@ func (c *Client) Want(s moldudp64.Session, r moldudp64.Range, now int64) {
 	c.want = r
 	c.next = r.First
 	c.active = r.Count > 0
-	c.server, c.failed, c.tries, c.sentAt, c.lastAns = c.first, 0, 0, 0, 0
-	c.inflight = moldudp64.Range{}
+	c.flight, c.failed = flight{server: c.first}, 0
 	c.adopt(r)
 }
 
@@ -620,9 +615,7 @@ func (c *Client) accept(b []byte, now int64, fn func(p moldudp64.Packet)) {
 		c.Stats.DroppedMessages += r.Count
 		return
 	}
-	if r.Overlaps(c.inflight) {
-		c.lastAns = now
-	}
+	c.heard(r, now)
 	if c.nAhead > 0 {
 		c.answeredAhead(r, now)
 	}
@@ -699,16 +692,13 @@ func (c *Client) observe(now int64) {
 		for i := range min(c.closedN, closedMemory) {
 			c.closed[i].at += d
 		}
-		if c.sentAt != 0 {
-			c.sentAt += d
-		}
-		if c.lastAns != 0 {
-			c.lastAns += d
+		c.flight.shift(d)
+		for i := range c.nAhead {
+			c.ahead[i].shift(d)
 		}
 		if c.refillAt != 0 {
 			c.refillAt += d
 		}
-		c.observeAhead(d)
 	}
 	c.seen = now
 }
@@ -716,35 +706,16 @@ func (c *Client) observe(now int64) {
 // send sends the request that is due, if any.
 func (c *Client) send(now int64) bool {
 	if c.sentAt != 0 {
-		switch {
-		case c.next >= c.inflight.End():
-			c.sentAt = 0 // answered in full: ask for what is left
-		case c.lastAns != 0 && c.next > c.inflight.First:
-			// Answered in part: the server capped its answer or a packet
-			// of it was lost. Once it has gone quiet, ask for the rest.
-			if now-c.lastAns < int64(c.settle()) {
-				return true
-			}
-			c.sentAt = 0
-		default:
-			// Unanswered, or answered without the first message asked (a
-			// server that no longer has it, or the answer's first packet
-			// was lost): a retry, and after Retries the next server. Were
-			// such an answer a partial one, a server lacking the start
-			// would be asked from there for ever, never failed over.
-			if c.lastAns != 0 {
-				if now-c.lastAns < int64(c.settle()) {
-					return true
-				}
-			} else if now-c.sentAt < int64(c.cfg.Timeout)<<min(c.tries-1, 6) {
-				return true
-			}
+		switch c.check(c.next, now, c.settle(), c.cfg.Timeout) {
+		case awaited:
+			return true
+		case timedOut:
+			// A retry, and after Retries the next server. Not in flight
+			// any more (check): a resend held back by the rate limit
+			// waits for a token, and is not timed out again meanwhile
+			// (with the next server's tries at 0, that shifted by -1: a
+			// panic).
 			c.Stats.Timeouts++
-			// Not in flight any more: a resend held back by the rate
-			// limit waits for a token, and is not timed out again
-			// meanwhile (with the next server's tries at 0, that shifted
-			// by -1: a panic).
-			c.sentAt = 0
 			if c.tries > c.cfg.Retries {
 				c.tries = 0
 				if c.failed++; c.failed >= len(c.fds) {
@@ -771,12 +742,7 @@ func (c *Client) send(now int64) bool {
 		return true
 	}
 	r := moldudp64.Range{First: c.next, Count: n}
-	if c.inflight.First != r.First {
-		c.tries = 0 // a continuation or a new range, not a retry
-	}
-	c.inflight = r
-	c.tries++
-	c.sentAt, c.lastAns = now, 0
+	c.start(r, now)
 	if c.ask(c.server, r) {
 		// No route to the server, a firewall refusing it: no resend
 		// gets through now, and waiting out its timeouts (Timeout x
@@ -784,7 +750,7 @@ func (c *Client) send(now int64) bool {
 		// are taken as spent and the request as timed out: the next
 		// call fails over, as after the last timeout.
 		c.tries = c.cfg.Retries + 1
-		c.sentAt = now - int64(c.cfg.Timeout)<<min(c.tries-1, 6)
+		c.sentAt = now - c.timeout(c.cfg.Timeout)
 	}
 	return true
 }
