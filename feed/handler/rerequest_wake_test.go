@@ -158,13 +158,7 @@ func TestRerequestWakeSet(t *testing.T) {
 		t.Fatalf("receiver told %d times with the set unchanged, want once", w.calls)
 	}
 	srv.answer(t, from, rs.msg(1, 6))
-	for i := 0; h.arb.Next() != 11; i++ {
-		if i == 2000 {
-			t.Fatalf("6 not filled: next %d", h.arb.Next())
-		}
-		time.Sleep(time.Millisecond)
-		rs.poll()
-	}
+	rs.pollUntilNext(t, 11)
 	if w.calls != 2 || len(w.set) != 0 {
 		t.Fatalf("filled: receiver told %d times, set %v; want twice, empty", w.calls, w.set)
 	}
@@ -188,13 +182,7 @@ func TestRerequestWakeWithoutSockets(t *testing.T) {
 	rs.poll()
 	_, from := srv.request(t) // the token taken
 	srv.answer(t, from, rs.msg(1, 6))
-	for i := 0; h.arb.Next() != 11; i++ {
-		if i == 2000 {
-			t.Fatalf("6 not filled: next %d", h.arb.Next())
-		}
-		time.Sleep(time.Millisecond)
-		rs.poll()
-	}
+	rs.pollUntilNext(t, 11)
 	rec.client.Forget()
 	rs.offer(1, 12, 15, time.Millisecond) // 11 lost
 	rs.poll()
