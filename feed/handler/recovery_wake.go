@@ -16,12 +16,13 @@ import (
 
 // wakeOn returns the file descriptors to wake the receive wait on: the
 // snapshot fetch's eventfd while a fetch runs (snapDone), the re-request
-// sockets while a range is being filled (none once it is); and the
-// earliest of the recovery's next deadline (nextDue) and, with the
-// sockets, the client's (rerequest.Client.NextDue); 0: none. The wake
-// timer is armed for it when the arbiter has none sooner. The eventfd
-// comes first: the set's room (rx.MaxWakeFds) is for it before the
-// sockets. It allocates nothing.
+// sockets while a range is being filled or ranges ahead are asked (none
+// once they are over, and none open after a Forget until a request is
+// sent); and the earliest of the recovery's next deadline (nextDue) and
+// the client's (rerequest.Client.NextDue, 0 while nothing is asked), with
+// sockets or not; 0: none. The wake timer is armed for it when the
+// arbiter has none sooner. The eventfd comes first: the set's room
+// (rx.MaxWakeFds) is for it before the sockets. It allocates nothing.
 func (r *recovery) wakeOn(now int64) ([]int, int64) {
 	fds := r.wakeBuf[:0]
 	if r.fetching && r.early == nil && r.snapDone >= 0 {
@@ -31,11 +32,13 @@ func (r *recovery) wakeOn(now int64) ([]int, int64) {
 	if r.client == nil {
 		return fds, due
 	}
-	n := len(fds)
-	if fds = r.client.WakeFds(fds); len(fds) > n {
-		if d := r.client.NextDue(); d != 0 && (due == 0 || d < due) {
-			due = d
-		}
+	// The client's deadline with or without sockets: after a Forget none
+	// is open until the next request is sent, and one the rate limit
+	// holds back, or a request whose socket could not be reopened (its
+	// timeout), is due all the same.
+	fds = r.client.WakeFds(fds)
+	if d := r.client.NextDue(); d != 0 && (due == 0 || d < due) {
+		due = d
 	}
 	return fds, due
 }

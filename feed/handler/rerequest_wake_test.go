@@ -158,14 +158,40 @@ func TestRerequestWakeSet(t *testing.T) {
 		t.Fatalf("receiver told %d times with the set unchanged, want once", w.calls)
 	}
 	srv.answer(t, from, rs.msg(1, 6))
-	for i := 0; h.arb.Next() != 11; i++ {
-		if i == 2000 {
-			t.Fatalf("6 not filled: next %d", h.arb.Next())
-		}
-		time.Sleep(time.Millisecond)
-		rs.poll()
-	}
+	rs.pollUntilNext(t, 11)
 	if w.calls != 2 || len(w.set) != 0 {
 		t.Fatalf("filled: receiver told %d times, set %v; want twice, empty", w.calls, w.set)
+	}
+}
+
+// TestRerequestWakeWithoutSockets: after a restart of the sequence (the
+// client's Forget) no re-request socket is open until the next request
+// is sent; a gap's first request held back by the rate limit (1 a
+// second) has none to wake on, and the wake is its token's time
+// (rerequest.Client.NextDue) all the same. Before, the client's deadline
+// was taken only with its sockets: the request waited for the receive
+// wait's timeout on quiet lines.
+func TestRerequestWakeWithoutSockets(t *testing.T) {
+	srv := newScriptedServer(t)
+	h, _ := oneShardHandler(t, 0, smallBooks)
+	rec := withRecovery(t, h, ArbiterConfig{Lines: 1, LineTimeout: time.Hour, Grace: time.Microsecond, Hold: time.Millisecond},
+		RecoveryConfig{Rerequest: rerequest.Config{Servers: []netip.AddrPort{srv.addr()}, Timeout: time.Hour, RequestsPerSecond: 1}})
+	rs := &restartScript{h: h, rec: rec, now: time.Now().UnixNano()}
+	rs.offer(1, 1, 5, time.Millisecond)
+	rs.offer(1, 7, 10, time.Millisecond) // 6 lost
+	rs.poll()
+	_, from := srv.request(t) // the token taken
+	srv.answer(t, from, rs.msg(1, 6))
+	rs.pollUntilNext(t, 11)
+	rec.client.Forget()
+	rs.offer(1, 12, 15, time.Millisecond) // 11 lost
+	rs.poll()
+	if !rec.client.Active() || rec.client.Stats.RateLimited == 0 {
+		t.Fatalf("11 not held back by the rate limit: active %v, stats %+v", rec.client.Active(), rec.client.Stats)
+	}
+	fds, due := rec.wakeOn(rs.now)
+	if want := rec.client.NextDue(); len(fds) != 0 || due != want || due <= rs.now {
+		t.Fatalf("a rate-limited request with no socket open: wake on %v, due %d (0: none), want no fds and the next token's time, %v from now",
+			fds, due, time.Duration(want-rs.now))
 	}
 }

@@ -39,6 +39,19 @@ func (rs *restartScript) poll() {
 	rs.h.syncWake(rs.now)
 }
 
+// pollUntilNext polls, a millisecond apart (bounded: answers on
+// loopback), until the arbiter's next expected number is next.
+func (rs *restartScript) pollUntilNext(t *testing.T, next uint64) {
+	t.Helper()
+	for i := 0; rs.h.arb.Next() != next; i++ {
+		if i == 2000 {
+			t.Fatalf("not filled up to %d: next %d, client %+v", next, rs.h.arb.Next(), rs.rec.client.Stats)
+		}
+		time.Sleep(time.Millisecond)
+		rs.poll()
+	}
+}
+
 // TestRestartLateOldAnswer: order 10 of the old numbering is lost on the
 // line and re-requested; the server is slow. The sequence restarts under
 // the same session name (confirmed after LineTimeout), the restarted

@@ -9,16 +9,13 @@ const MaxAhead = 4
 // aheadRange is a range past the wanted one, asked while the wanted one
 // is filled (Ahead): its own request in flight, timeout and retries.
 type aheadRange struct {
-	want     moldudp64.Range // what the caller still lacks of it: [next, want.End())
-	next     uint64
-	inflight moldudp64.Range
-	sentAt   int64 // when inflight was sent (0: nothing in flight)
-	lastAns  int64 // when an answer to inflight last arrived (0: none yet)
-	tries    int
-	server   int
+	want moldudp64.Range // what the caller still lacks of it: [next, want.End())
+	next uint64
+	flight
 	// spent: its server did not answer Retries resends (or could not be
 	// written to): it is not asked again until it is the wanted range
-	// (Want), where the servers are failed over in turn.
+	// (Want), where the servers are failed over in turn. Nothing is in
+	// flight then (sentAt 0): it takes no room.
 	spent bool
 }
 
@@ -52,7 +49,7 @@ func (c *Client) Ahead(rs []moldudp64.Range) {
 		if r.Count == 0 || r.End() <= c.next || c.active && r.First < c.want.End() {
 			continue
 		}
-		a := aheadRange{want: r, next: r.First, server: c.aheadServer()}
+		a := aheadRange{want: r, next: r.First, flight: flight{server: c.aheadServer()}}
 		for i := range c.nAhead {
 			if used&(1<<i) == 0 && c.ahead[i].want.Overlaps(r) {
 				used |= 1 << i
@@ -81,7 +78,10 @@ func (c *Client) aheadServer() int {
 
 // adopt hands Want the request in flight for r of a range ahead, if any:
 // the wanted range goes on with it (its server, tries and timeout) rather
-// than ask it again at once. Ranges ahead before r are dropped.
+// than ask it again at once. Only a request that asks r's first message
+// is taken: one asked past it (the range ahead moved on by answers the
+// caller did not keep) would only wait out its timeout for a message
+// nobody asked. Ranges ahead before r, or overlapping it, are dropped.
 func (c *Client) adopt(r moldudp64.Range) {
 	k := 0
 	for i := range c.nAhead {
@@ -89,8 +89,8 @@ func (c *Client) adopt(r moldudp64.Range) {
 		switch {
 		case a.want.End() <= r.First:
 			continue // behind: the caller has it, or gave it up
-		case a.want.Overlaps(r) && a.sentAt != 0 && !a.spent:
-			c.server, c.tries, c.inflight, c.sentAt, c.lastAns = a.server, a.tries, a.inflight, a.sentAt, a.lastAns
+		case a.want.Overlaps(r) && a.sentAt != 0 && !a.spent && a.inflight.Contains(r.First):
+			c.flight = a.flight
 			continue
 		case a.want.Overlaps(r):
 			continue
@@ -123,9 +123,7 @@ func (c *Client) progressAhead(next uint64) {
 func (c *Client) answeredAhead(r moldudp64.Range, now int64) {
 	for i := range c.nAhead {
 		a := &c.ahead[i]
-		if r.Overlaps(a.inflight) {
-			a.lastAns = now
-		}
+		a.heard(r, now)
 		if r.First <= a.next && r.End() > a.next {
 			a.next = r.End()
 		}
@@ -136,13 +134,11 @@ func (c *Client) answeredAhead(r moldudp64.Range, now int64) {
 // wanted range's request, and of those of the ranges ahead.
 func (c *Client) inFlight() uint64 {
 	n := uint64(0)
-	if c.active && c.sentAt != 0 {
-		n += c.inflight.End() - min(max(c.next, c.inflight.First), c.inflight.End())
+	if c.active {
+		n += c.outstanding(c.next)
 	}
 	for i := range c.nAhead {
-		if a := &c.ahead[i]; a.sentAt != 0 {
-			n += a.inflight.End() - min(max(a.next, a.inflight.First), a.inflight.End())
-		}
+		n += c.ahead[i].outstanding(c.ahead[i].next)
 	}
 	return n
 }
@@ -165,27 +161,15 @@ func (c *Client) sendAhead(now int64) {
 			continue
 		}
 		if a.sentAt != 0 {
-			switch {
-			case a.next >= a.inflight.End():
-				a.sentAt = 0
+			switch a.check(a.next, now, c.settle(), c.cfg.Timeout) {
+			case awaited:
+				continue
+			case answered:
 				if a.next >= a.want.End() {
 					continue // answered: the caller holds it
 				}
-			case a.lastAns != 0 && a.next > a.inflight.First:
-				if now-a.lastAns < int64(c.settle()) {
-					continue
-				}
-				a.sentAt = 0
-			default:
-				if a.lastAns != 0 {
-					if now-a.lastAns < int64(c.settle()) {
-						continue
-					}
-				} else if now-a.sentAt < int64(c.cfg.Timeout)<<min(a.tries-1, 6) {
-					continue
-				}
+			case timedOut:
 				c.Stats.Timeouts++
-				a.sentAt = 0
 				if a.tries > c.cfg.Retries {
 					a.spent = true // its turn (Want) fails over
 					continue
@@ -207,15 +191,13 @@ func (c *Client) sendAhead(now int64) {
 			continue
 		}
 		r := moldudp64.Range{First: a.next, Count: n}
-		if a.inflight.First != r.First {
-			a.tries = 0
-		}
-		a.inflight = r
-		a.tries++
-		a.sentAt, a.lastAns = now, 0
+		a.start(r, now)
 		sent := c.Stats.Requests
 		if c.ask(a.server, r) {
-			a.spent = true // no route, a firewall: left to its turn
+			// No route, a firewall: nothing went, so nothing is in
+			// flight (it takes no room); left to its turn, which fails
+			// over.
+			a.sentAt, a.spent = 0, true
 		}
 		c.Stats.Ahead += c.Stats.Requests - sent
 	}
@@ -238,28 +220,12 @@ func (c *Client) nextDueAhead() int64 {
 			if a.next < a.want.End() && room > 0 {
 				t = c.tokenDue()
 			}
-		case a.lastAns != 0:
-			t = a.lastAns + int64(c.settle())
 		default:
-			t = a.sentAt + int64(c.cfg.Timeout)<<min(a.tries-1, 6)
+			t = a.due(c.settle(), c.cfg.Timeout)
 		}
 		if t != 0 && (due == 0 || t < due) {
 			due = t
 		}
 	}
 	return due
-}
-
-// observeAhead moves the ranges ahead's stamps back by d (a step back of
-// the wall clock: observe).
-func (c *Client) observeAhead(d int64) {
-	for i := range c.nAhead {
-		a := &c.ahead[i]
-		if a.sentAt != 0 {
-			a.sentAt += d
-		}
-		if a.lastAns != 0 {
-			a.lastAns += d
-		}
-	}
 }

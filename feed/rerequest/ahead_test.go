@@ -293,3 +293,79 @@ func TestAheadTimeoutFreesRoom(t *testing.T) {
 		t.Fatalf("requests at the timeout: %v, want %v", got, want)
 	}
 }
+
+// TestAheadSendErrorFreesRoom: a range ahead asked of a server that
+// cannot be written to (a broadcast address without SO_BROADCAST:
+// EACCES, as a firewall's EPERM or no route would be) is left to its
+// turn with nothing in flight: it takes no room, and the next wanted
+// range is asked, of that server (failing again) then of the next one.
+// Before, the failed request kept its room for ever: the wanted range was
+// never asked, and NextDue said nothing was due (no timeout, no
+// failover).
+func TestAheadSendErrorFreesRoom(t *testing.T) {
+	srv := newQuietServer(t)
+	c, err := rerequest.New(rerequest.Config{Servers: []netip.AddrPort{netip.MustParseAddrPort("255.255.255.255:9"), srv.addr()},
+		MaxRequestMessages: 100, Timeout: time.Hour}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	now := time.Now().UnixNano()
+	c.Want(session, rg(1, 1), now)
+	c.Progress(2)
+	c.Ahead([]moldudp64.Range{rg(100, 100)})
+	c.Poll(now, func(moldudp64.Packet) {}) // its send fails
+	if c.Stats.SendErrors != 1 {
+		t.Fatalf("send errors %d, want 1 (the range ahead's)", c.Stats.SendErrors)
+	}
+	c.Want(session, rg(10, 2), now)
+	var got []string
+	for i := 0; i < 50 && len(got) == 0; i++ {
+		time.Sleep(time.Millisecond)
+		now += int64(10 * time.Millisecond)
+		c.Poll(now, func(moldudp64.Packet) {})
+		got = srv.requests()
+	}
+	if want := []string{"10+2"}; !slices.Equal(got, want) {
+		t.Fatalf("requests at the reachable server %v, want %v (next due %d, requests %d, send errors %d)",
+			got, want, c.NextDue(), c.Stats.Requests, c.Stats.SendErrors)
+	}
+}
+
+// TestAheadNotAdoptedPastItsStart: a range ahead answered in part, the
+// answer not kept by the caller (its hold full), is asked on from past
+// that answer; at its turn (Want) that request does not hold the range's
+// first message, so the wanted range is asked at once rather than
+// waiting out the request's timeout for a message nobody asked. Before,
+// Want took the request over (it overlapped): no request at the turn,
+// the first one after a timeout.
+func TestAheadNotAdoptedPastItsStart(t *testing.T) {
+	srv := newQuietServer(t)
+	const timeout = time.Hour
+	c := newQuietClient(t, srv, rerequest.Config{Timeout: timeout})
+	now := time.Now().UnixNano()
+	c.Want(session, rg(10, 2), now)
+	c.Ahead([]moldudp64.Range{rg(20, 10)})
+	c.Poll(now, func(moldudp64.Packet) {})
+	if got, want := srv.requests(), []string{"10+2", "20+10"}; !slices.Equal(got, want) {
+		t.Fatalf("requests %v, want %v", got, want)
+	}
+	srv.answer(20, 25) // in part; the caller does not keep it
+	pollUntil(t, c, now, 1, func(moldudp64.Packet) {})
+	now += int64(timeout / 5) // past the settle (Timeout/10): the rest is asked
+	c.Poll(now, func(moldudp64.Packet) {})
+	if got, want := srv.requests(), []string{"25+5"}; !slices.Equal(got, want) {
+		t.Fatalf("requests after the partial answer %v, want %v", got, want)
+	}
+	srv.answer(10, 12)
+	pollUntil(t, c, now, 2, func(p moldudp64.Packet) {
+		if p.Seq == 10 {
+			c.Progress(12)
+		}
+	})
+	c.Want(session, rg(20, 10), now)
+	c.Poll(now, func(moldudp64.Packet) {})
+	if got, want := srv.requests(), []string{"20+10"}; !slices.Equal(got, want) {
+		t.Fatalf("requests at its turn: %v, want %v (next due %v from now)", got, want, time.Duration(c.NextDue()-now))
+	}
+}

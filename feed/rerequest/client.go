@@ -154,15 +154,13 @@ type Client struct {
 	want   moldudp64.Range // what must be filled: [next, want.End())
 	next   uint64          // the caller's next expected sequence number
 
-	server int // the server asked
+	// flight: the wanted range's request in flight, of the server asked
+	// now.
+	flight
 	// first: the server a range is asked of first, the one asked when the
 	// last range that failed over was filled (0 until then); failed: the
 	// servers given up on for the current range.
 	first, failed int
-	tries         int // sends of the current request to the current server
-	inflight      moldudp64.Range
-	sentAt        int64 // when inflight was sent (0: nothing in flight)
-	lastAns       int64 // when an answer to inflight last arrived (0: none yet)
 
 	asked  [askedMemory]moldudp64.Range
 	askedN int
@@ -320,12 +318,14 @@ func (c *Client) Active() bool { return c.active }
 
 // WakeFds appends to dst, while a range is being filled (Active) or
 // ranges ahead are asked (Ahead), the sockets their answers come to, the
-// one of the server asked now first, and returns dst; nothing otherwise. The receive loop waits on them with
-// the lines (rx.Waker), so that an answer is read when it comes, not when
-// the lines next bring a packet or the wait times out. A socket's fd may
-// change (a new socket after Forget, opened at the next request to its
-// server), so the caller asks again after each Poll. A server whose socket
-// is not open (-1) is left out. It allocates nothing when dst has room.
+// one of the server asked now first, and returns dst; nothing otherwise.
+// The receive loop waits on them with the lines (rx.Waker), so that an
+// answer is read when it comes, not when the lines next bring a packet or
+// the wait times out. A socket's fd may change (a new socket after
+// Forget, opened at the next request to its server), so the caller asks
+// again after each Poll. A server whose socket is not open (-1) is left
+// out: after Forget there may be none while a request is due (NextDue
+// says when). It allocates nothing when dst has room.
 func (c *Client) WakeFds(dst []int) []int {
 	if !c.active && c.nAhead == 0 || c.server >= len(c.fds) {
 		return dst
@@ -366,10 +366,8 @@ func (c *Client) nextDueWanted() int64 {
 			return 0 // waits for room (Ahead): an answer or a timeout ahead makes it
 		}
 		return c.tokenDue()
-	case c.lastAns != 0:
-		return c.lastAns + int64(c.settle())
 	}
-	return c.sentAt + int64(c.cfg.Timeout)<<min(c.tries-1, 6)
+	return c.due(c.settle(), c.cfg.Timeout)
 }
 
 // tokenDue returns when a request held back by the rate limit may go:
@@ -398,8 +396,7 @@ func (c *Client) Want(s moldudp64.Session, r moldudp64.Range, now int64) {
 	c.want = r
 	c.next = r.First
 	c.active = r.Count > 0
-	c.server, c.failed, c.tries, c.sentAt, c.lastAns = c.first, 0, 0, 0, 0
-	c.inflight = moldudp64.Range{}
+	c.flight, c.failed = flight{server: c.first}, 0
 	c.adopt(r)
 }
 
@@ -618,9 +615,7 @@ func (c *Client) accept(b []byte, now int64, fn func(p moldudp64.Packet)) {
 		c.Stats.DroppedMessages += r.Count
 		return
 	}
-	if r.Overlaps(c.inflight) {
-		c.lastAns = now
-	}
+	c.heard(r, now)
 	if c.nAhead > 0 {
 		c.answeredAhead(r, now)
 	}
@@ -697,16 +692,13 @@ func (c *Client) observe(now int64) {
 		for i := range min(c.closedN, closedMemory) {
 			c.closed[i].at += d
 		}
-		if c.sentAt != 0 {
-			c.sentAt += d
-		}
-		if c.lastAns != 0 {
-			c.lastAns += d
+		c.flight.shift(d)
+		for i := range c.nAhead {
+			c.ahead[i].shift(d)
 		}
 		if c.refillAt != 0 {
 			c.refillAt += d
 		}
-		c.observeAhead(d)
 	}
 	c.seen = now
 }
@@ -714,35 +706,16 @@ func (c *Client) observe(now int64) {
 // send sends the request that is due, if any.
 func (c *Client) send(now int64) bool {
 	if c.sentAt != 0 {
-		switch {
-		case c.next >= c.inflight.End():
-			c.sentAt = 0 // answered in full: ask for what is left
-		case c.lastAns != 0 && c.next > c.inflight.First:
-			// Answered in part: the server capped its answer or a packet
-			// of it was lost. Once it has gone quiet, ask for the rest.
-			if now-c.lastAns < int64(c.settle()) {
-				return true
-			}
-			c.sentAt = 0
-		default:
-			// Unanswered, or answered without the first message asked (a
-			// server that no longer has it, or the answer's first packet
-			// was lost): a retry, and after Retries the next server. Were
-			// such an answer a partial one, a server lacking the start
-			// would be asked from there for ever, never failed over.
-			if c.lastAns != 0 {
-				if now-c.lastAns < int64(c.settle()) {
-					return true
-				}
-			} else if now-c.sentAt < int64(c.cfg.Timeout)<<min(c.tries-1, 6) {
-				return true
-			}
+		switch c.check(c.next, now, c.settle(), c.cfg.Timeout) {
+		case awaited:
+			return true
+		case timedOut:
+			// A retry, and after Retries the next server. Not in flight
+			// any more (check): a resend held back by the rate limit
+			// waits for a token, and is not timed out again meanwhile
+			// (with the next server's tries at 0, that shifted by -1: a
+			// panic).
 			c.Stats.Timeouts++
-			// Not in flight any more: a resend held back by the rate
-			// limit waits for a token, and is not timed out again
-			// meanwhile (with the next server's tries at 0, that shifted
-			// by -1: a panic).
-			c.sentAt = 0
 			if c.tries > c.cfg.Retries {
 				c.tries = 0
 				if c.failed++; c.failed >= len(c.fds) {
@@ -769,12 +742,7 @@ func (c *Client) send(now int64) bool {
 		return true
 	}
 	r := moldudp64.Range{First: c.next, Count: n}
-	if c.inflight.First != r.First {
-		c.tries = 0 // a continuation or a new range, not a retry
-	}
-	c.inflight = r
-	c.tries++
-	c.sentAt, c.lastAns = now, 0
+	c.start(r, now)
 	if c.ask(c.server, r) {
 		// No route to the server, a firewall refusing it: no resend
 		// gets through now, and waiting out its timeouts (Timeout x
@@ -782,7 +750,7 @@ func (c *Client) send(now int64) bool {
 		// are taken as spent and the request as timed out: the next
 		// call fails over, as after the last timeout.
 		c.tries = c.cfg.Retries + 1
-		c.sentAt = now - int64(c.cfg.Timeout)<<min(c.tries-1, 6)
+		c.sentAt = now - c.timeout(c.cfg.Timeout)
 	}
 	return true
 }
@@ -821,90 +789,6 @@ func transientSendError(err error) bool {
 	return false
 }
 
-// portTries is how many sockets reopen opens at most to find a port that
-// is not in quarantine (portQuarantine).
-const portTries = 16
-
-// portQuarantine is how long the port of a socket closed at a Forget is
-// not taken by a server's new socket: longer than any answer to a request
-// made from it can be on its way (the socket was set aside at the Forget
-// before, so its requests are older still). A port closed longer ago is
-// taken again: kept for the client's life, every port of the ephemeral
-// range was eventually refused, and re-request failed for good.
-const portQuarantine = 10 * time.Minute
-
-// closedMemory bounds the ports remembered closed (Client.closed): more
-// sockets closed within portQuarantine (restarts every second or so with
-// a few servers) forget the oldest.
-const closedMemory = 1024
-
-type closedPort struct {
-	port uint16
-	at   int64
-}
-
-// quarantined reports whether port is one of a socket closed less than
-// portQuarantine ago.
-func (c *Client) quarantined(port uint16) bool {
-	for i := range min(c.closedN, closedMemory) {
-		if e := c.closed[i]; e.port == port && c.seen-e.at < int64(portQuarantine) {
-			return true
-		}
-	}
-	return false
-}
-
-// reopen opens server's new socket after Forget, bound to a port that is
-// not one of a socket closed less than portQuarantine before: a socket
-// closed at a Forget (the one set aside at the Forget before) has a port
-// the kernel may give again, and a late answer to a request made from it,
-// two restarts back or more, would come to the new socket as an answer of
-// the new numbering (the session name is the same, its sequence numbers
-// may be the ones asked). The sockets given such a port stay open until
-// one with another port is found, so that the kernel picks another. A
-// failure (no socket, or no such port in portTries) is counted
-// (OpenErrors) and kept for OpenError, the first of the server's run.
-func (c *Client) reopen(server int) bool {
-	c.reopening = server
-	err := c.open(c.openNew)
-	if err != nil {
-		if c.fds[server] >= 0 {
-			unix.Close(c.fds[server]) // opened, but open's wrapper failed
-			c.fds[server] = -1
-		}
-		c.Stats.OpenErrors++
-		c.openErrs.fail(server, err)
-		return false
-	}
-	c.openErrs.end(server)
-	return true
-}
-
-// openNewSocket is reopen's work, for server c.reopening.
-func (c *Client) openNewSocket() error {
-	server := c.reopening
-	var used [portTries]int
-	n := 0
-	defer func() {
-		for _, fd := range used[:n] {
-			unix.Close(fd)
-		}
-	}()
-	for n < portTries {
-		fd, port, err := c.open4(c.cfg.Servers[server])
-		if err != nil {
-			return err
-		}
-		if !c.quarantined(port) {
-			c.fds[server], c.ports[server] = fd, port
-			return nil
-		}
-		used[n] = fd
-		n++
-	}
-	return fmt.Errorf("no local port but those of sockets closed less than %v ago in %d sockets", portQuarantine, portTries)
-}
-
 // RecvBufferShort returns, once in the client's life, the receive buffer
 // granted to a socket that got less than Config.RecvBuffer: the process
 // lacks cap_net_admin (SO_RCVBUFFORCE) and net.core.rmem_max is lower,
@@ -937,78 +821,6 @@ func (c *Client) OpenError() error { return c.openErrs.next() }
 // it. The write's errors are the host's (no route to the server, a
 // firewall's refusal, ...): without them an operator saw timeouts only.
 func (c *Client) SendError() error { return c.sendErrs.next() }
-
-// failureRuns keeps, by server, the first error of its current run of
-// failures of one kind, until the caller takes it (next). Nothing is
-// built before then: a failure on every request allocates nothing.
-type failureRuns struct {
-	format     string // fmt.Errorf's, given the server's address and the error
-	servers    []netip.AddrPort
-	err        []error // nil: no run (the last attempt succeeded)
-	unreported []bool
-	// built: by server, the errors next built for a run that failed with
-	// an errno, kept by errno: a server whose route flaps fails with the
-	// same errno each run, and its report is built once, not once per run
-	// (next runs on the receive thread, which allocates nothing in steady
-	// state). At most builtKept a server.
-	built [][]builtErr
-}
-
-// builtErr is an error next built for a run that failed with errno.
-type builtErr struct {
-	errno unix.Errno
-	err   error
-}
-
-// builtKept bounds failureRuns.built per server.
-const builtKept = 4
-
-func newFailureRuns(servers []netip.AddrPort, format string) failureRuns {
-	built := make([][]builtErr, len(servers))
-	for i := range built {
-		built[i] = make([]builtErr, 0, builtKept)
-	}
-	return failureRuns{format: format, servers: servers, err: make([]error, len(servers)), unreported: make([]bool, len(servers)), built: built}
-}
-
-// fail notes a failure of server; the first of a run keeps its error.
-func (f *failureRuns) fail(server int, err error) {
-	if f.err[server] == nil {
-		f.err[server], f.unreported[server] = err, true
-	}
-}
-
-// end ends server's run: its next failure is reported again.
-func (f *failureRuns) end(server int) { f.err[server], f.unreported[server] = nil, false }
-
-// next returns the first error of a run not reported yet, or nil.
-func (f *failureRuns) next() error {
-	for i, isNew := range f.unreported {
-		if isNew {
-			f.unreported[i] = false
-			return f.build(i)
-		}
-	}
-	return nil
-}
-
-// build returns the error reported for server's run: the one built for a
-// run before with the same errno, else a new one (kept when an errno).
-func (f *failureRuns) build(server int) error {
-	errno, isErrno := f.err[server].(unix.Errno)
-	if isErrno {
-		for _, b := range f.built[server] {
-			if b.errno == errno {
-				return b.err
-			}
-		}
-	}
-	err := fmt.Errorf(f.format, f.servers[server], f.err[server])
-	if isErrno && len(f.built[server]) < builtKept {
-		f.built[server] = append(f.built[server], builtErr{errno: errno, err: err})
-	}
-	return err
-}
 
 // settle is how long a partly answered request waits for more of its
 // answer before the rest is asked for.

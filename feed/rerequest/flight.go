@@ -1,0 +1,111 @@
+package rerequest
+
+import (
+	"time"
+
+	"github.com/marketfeed/feedhandler/feed/moldudp64"
+)
+
+// flight is a range's request in flight: the wanted range's (Client) and
+// each range ahead's (aheadRange), which the wanted range takes over at
+// its turn (adopt).
+type flight struct {
+	server   int // the server asked
+	tries    int // sends of the current request to server
+	inflight moldudp64.Range
+	sentAt   int64 // when inflight was sent (0: nothing in flight)
+	lastAns  int64 // when an answer to inflight last arrived (0: none yet)
+}
+
+// Outcomes of a request in flight (flight.check).
+const (
+	awaited  = iota // nothing to do yet
+	answered        // in full, or in part and quiet since: ask for what is left
+	timedOut        // a retry, or the next server
+)
+
+// check returns what became of the request in flight (sentAt set) at now,
+// for a range that has everything before next, and ends it (sentAt 0)
+// unless it is still awaited. Answered in part, the server capped its
+// answer or a packet of it was lost: once it has gone quiet for settle,
+// the rest is asked for. Unanswered for its timeout (base, doubled per
+// retry), or answered without the first message asked (a server that no
+// longer has it, or the answer's first packet was lost) and quiet for
+// settle, it timed out: were such an answer a partial one, a server
+// lacking the start would be asked from there for ever, never failed
+// over.
+func (f *flight) check(next uint64, now int64, settle, base time.Duration) int {
+	switch {
+	case next >= f.inflight.End():
+	case f.lastAns != 0 && next > f.inflight.First:
+		if now-f.lastAns < int64(settle) {
+			return awaited
+		}
+	case f.lastAns != 0:
+		if now-f.lastAns < int64(settle) {
+			return awaited
+		}
+		f.sentAt = 0
+		return timedOut
+	case now-f.sentAt < f.timeout(base):
+		return awaited
+	default:
+		f.sentAt = 0
+		return timedOut
+	}
+	f.sentAt = 0
+	return answered
+}
+
+// timeout returns the request's timeout: base, doubled per retry.
+func (f *flight) timeout(base time.Duration) int64 { return int64(base) << min(f.tries-1, 6) }
+
+// due returns when the request in flight (sentAt set) is next looked at
+// (check): the end of the quiet moment after its last answer, else its
+// timeout.
+func (f *flight) due(settle, base time.Duration) int64 {
+	if f.lastAns != 0 {
+		return f.lastAns + int64(settle)
+	}
+	return f.sentAt + f.timeout(base)
+}
+
+// start notes the request for r sent at now: a retry of the one before
+// when it asks from the same message, else its first try (a continuation
+// or a new range).
+func (f *flight) start(r moldudp64.Range, now int64) {
+	if f.inflight.First != r.First {
+		f.tries = 0
+	}
+	f.inflight = r
+	f.tries++
+	f.sentAt, f.lastAns = now, 0
+}
+
+// heard notes an answer r taken at now: if it answers the request, the
+// quiet moment after it counts from now.
+func (f *flight) heard(r moldudp64.Range, now int64) {
+	if r.Overlaps(f.inflight) {
+		f.lastAns = now
+	}
+}
+
+// outstanding returns the messages the request in flight asked and the
+// range, which has everything before next, still lacks (0: none in
+// flight).
+func (f *flight) outstanding(next uint64) uint64 {
+	if f.sentAt == 0 {
+		return 0
+	}
+	return f.inflight.End() - min(max(next, f.inflight.First), f.inflight.End())
+}
+
+// shift moves the stamps by d (a step back of the wall clock: observe).
+func (f *flight) shift(d int64) {
+	if f.sentAt != 0 {
+		f.sentAt += d
+	}
+	if f.lastAns != 0 {
+		f.lastAns += d
+	}
+}
