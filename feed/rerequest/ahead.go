@@ -33,7 +33,10 @@ type aheadRange struct {
 // (so that answers arriving together fit the sockets' receive buffer),
 // and every request takes a token of the rate limit, the wanted range's
 // first. Their answers are handed on as any (Poll), for the caller to
-// hold until delivery reaches them. A range listed before and not now is
+// hold until delivery reaches them. A range listed again from before
+// where its request in flight asks (the answers that moved it on not
+// kept) is asked again from its start, as room and the rate limit allow,
+// not after that request's timeout. A range listed before and not now is
 // no longer asked (an answer to it still in flight is taken); Want
 // takes over the request in flight of the one it starts, rather than ask
 // it again. Cancel, Forget and a wanted range given up drop them. It
@@ -55,6 +58,13 @@ func (c *Client) Ahead(rs []moldudp64.Range) {
 				used |= 1 << i
 				a = c.ahead[i]
 				a.want, a.next = r, r.First
+				if a.sentAt != 0 && !a.inflight.Contains(a.next) {
+					// Asked past its start (answers the caller did not
+					// keep moved it on): that request would only wait
+					// out its timeout for the start, so it is dropped
+					// and the range asked from its start (sendAhead).
+					a.sentAt, a.lastAns = 0, 0
+				}
 				break
 			}
 		}

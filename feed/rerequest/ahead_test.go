@@ -369,3 +369,34 @@ func TestAheadNotAdoptedPastItsStart(t *testing.T) {
 		t.Fatalf("requests at its turn: %v, want %v (next due %v from now)", got, want, time.Duration(c.NextDue()-now))
 	}
 }
+
+// TestAheadListedAgainPastItsRequest: a range ahead asked in part (the
+// room: RequestMessages 10, the wanted range's 2 in flight) and answered,
+// the answer not kept by the caller (its hold full), is asked on at once
+// from past that answer; the caller lists it again from its start (the
+// handler does every aheadEvery), and the request in flight, which does
+// not ask that start, is dropped: the range is asked again from its start
+// at once rather than waiting out that request's timeout for a message
+// nobody asked.
+func TestAheadListedAgainPastItsRequest(t *testing.T) {
+	srv := newQuietServer(t)
+	const timeout = time.Hour
+	c := newQuietClient(t, srv, rerequest.Config{MaxRequestMessages: 10, Timeout: timeout})
+	now := time.Now().UnixNano()
+	c.Want(session, rg(10, 2), now)
+	c.Ahead([]moldudp64.Range{rg(20, 10)})
+	c.Poll(now, func(moldudp64.Packet) {})
+	if got, want := srv.requests(), []string{"10+2", "20+8"}; !slices.Equal(got, want) {
+		t.Fatalf("requests %v, want %v", got, want)
+	}
+	srv.answer(20, 28) // the caller does not keep it
+	pollUntil(t, c, now, 1, func(moldudp64.Packet) {})
+	if got, want := srv.requests(), []string{"28+2"}; !slices.Equal(got, want) {
+		t.Fatalf("requests after the answer %v, want %v", got, want)
+	}
+	c.Ahead([]moldudp64.Range{rg(20, 10)}) // still lacked whole
+	c.Poll(now, func(moldudp64.Packet) {})
+	if got, want := srv.requests(), []string{"20+8"}; !slices.Equal(got, want) {
+		t.Fatalf("requests once listed again: %v, want %v (next due %v from now)", got, want, time.Duration(c.NextDue()-now))
+	}
+}
