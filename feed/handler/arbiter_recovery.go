@@ -99,7 +99,7 @@ func (a *Arbiter) Unfreeze(next uint64) {
 	a.repairing = true
 	a.drain()
 	a.repairing = false
-	a.gapSince, a.polled = 0, false
+	a.gapSince, a.checkedNow = 0, 0
 	if a.pend.n > 0 {
 		a.gapSince = a.pend.front().rxTime
 	}
