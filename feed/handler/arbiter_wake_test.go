@@ -7,6 +7,16 @@ import (
 	"github.com/marketfeed/feedhandler/feed/moldudp64"
 )
 
+// The arbitration of the NextDue tests, and their packets: session DUE,
+// one add order each.
+const (
+	dueGrace   = time.Millisecond
+	dueHold    = 300 * time.Millisecond
+	dueTimeout = time.Second
+)
+
+func duePkt(seq uint64) []byte { return sessionPacket("DUE", seq, orderMsg("DUE", 100+seq, seq)) }
+
 // TestArbiterNextDue: on lines that go quiet after a hole, empty polls
 // made only when NextDue says (as the receive loop's wake timer does,
 // with no wait timing out) declare the hole at the time it is due, found
@@ -18,12 +28,8 @@ import (
 // hole. A few wakes each, and NextDue allocates nothing; 0 with nothing
 // held or missing.
 func TestArbiterNextDue(t *testing.T) {
-	const (
-		grace   = time.Millisecond
-		hold    = 300 * time.Millisecond
-		timeout = time.Second
-	)
-	pkt := func(seq uint64) []byte { return sessionPacket("DUE", seq, orderMsg("DUE", 100+seq, seq)) }
+	const grace, hold, timeout = dueGrace, dueHold, dueTimeout
+	pkt := duePkt
 	type offer struct {
 		line int
 		seq  uint64
@@ -198,12 +204,8 @@ func (c *dueCheck) round(a *Arbiter, now int64, read int) {
 // the other line live, then dead, then two Grace apart with the other
 // line live.
 func TestArbiterNextDueAfterPackets(t *testing.T) {
-	const (
-		grace   = time.Millisecond
-		hold    = 300 * time.Millisecond
-		timeout = time.Second
-	)
-	pkt := func(seq uint64) []byte { return sessionPacket("DUE", seq, orderMsg("DUE", 100+seq, seq)) }
+	const grace, hold, timeout = dueGrace, dueHold, dueTimeout
+	pkt := duePkt
 	hb := append([]byte(nil), moldudp64.NewBuilder(moldudp64.NewSession("DUE"), 2, 0).Heartbeat()...)
 	for _, tc := range []struct {
 		name  string
