@@ -238,12 +238,16 @@ type Arbiter struct {
 	// read, since the last packet or empty poll (0: not failing).
 	failSince int64
 	// drainedAt: the wall-clock time of the latest empty poll (Tick).
-	// polled: the holes and held packets were last looked at by it
-	// (checkGap, idle), nothing offered or changed since: every deadline
-	// up to drainedAt was passed then (see NextDue). Set only where
-	// something is held or missing, not on the in-order path.
 	drainedAt int64
-	polled    bool
+	// checked: per line, the clock the latest look at the holes and
+	// held packets (checkGap past the in-order exit) compared its waits
+	// with, every deadline up to it passed then (math.MaxInt64: dead by
+	// it, waited for no more); checkedNow: that look's now, which a
+	// line's LineTimeout was compared with; 0: none since something was
+	// offered or changed without one (see passed, NextDue). Set only
+	// where something is held or missing, not on the in-order path.
+	checked    [MaxLines]int64
+	checkedNow int64
 	// readRx: per line, the rx time of its latest datagram that is not a
 	// packet of the followed session (see rejected), since its latest
 	// packet of the session (0: none since); dropped with the session
@@ -458,7 +462,7 @@ func (a *Arbiter) Offer(line int, data []byte, rxTime int64) {
 			// stray dropped later, the hole before the end, lost on both
 			// lines, was never declared (TestArbiterLinesModel, seed 1348).
 			a.belowRx[line], a.belowSeq[line], a.belowEnd[line], a.belowPkt[line] = rxTime, p.Seq, p.Seq, ls.Packets
-			a.polled = false // a held packet may be contradicted now (NextDue)
+			a.checkedNow = 0 // a held packet may be contradicted now (NextDue)
 		}
 		if p.Seq >= a.next {
 			// Beyond what was delivered, below a packet held: kept,
@@ -542,7 +546,7 @@ func (a *Arbiter) Offer(line int, data []byte, rxTime int64) {
 			a.high[line] = p.Seq
 		} else if p.Seq < a.high[line] {
 			a.belowRx[line], a.belowSeq[line], a.belowEnd[line], a.belowPkt[line] = rxTime, p.Seq, p.Seq, ls.Packets
-			a.polled = false // a held packet may be contradicted now (NextDue)
+			a.checkedNow = 0 // a held packet may be contradicted now (NextDue)
 			if p.Seq < a.next {
 				a.regressed(line, rxTime, p, p.Seq, p.Seq)
 			}
@@ -560,7 +564,7 @@ func (a *Arbiter) Offer(line int, data []byte, rxTime int64) {
 	case p.Seq < a.high[line]:
 		ls.OutOfOrder++
 		a.belowRx[line], a.belowSeq[line], a.belowEnd[line], a.belowPkt[line] = rxTime, p.Seq, end, ls.Packets
-		a.polled = false // a held packet may be contradicted now, and no check follows a duplicate (NextDue)
+		a.checkedNow = 0 // a held packet may be contradicted now, and no check follows a duplicate (NextDue)
 	case p.Seq > a.high[line]:
 		ls.LineGaps++
 		if a.belowPkt[line] == ls.Packets-1 {

@@ -188,20 +188,33 @@ func (a *Arbiter) Advance(now int64) {
 // comes.
 //
 // It is every deadline checkGap compares an empty poll's now with, taken
-// from the stamps that start them: the earliest after the latest empty
-// poll when nothing was offered or changed since (polled), any otherwise.
-// One at or before now says the next wait should end at once: a packet's
-// check goes by the lines' stamps (a line's wait by its own, a line never
-// heard from not at all), and a change since the empty poll (a hole
-// filled, the next one behind it) may have a deadline passed then count
-// now. A time it returns may find nothing due yet (a line still waited
-// for by another deadline), never one past what was due, but for waits
-// counted across a step of the wall clock back (afterStep), whose stamps
-// it takes as they are: those are acted on at the wait's timeout, as
-// before. Each empty poll passes the deadlines up to its now: a run of
-// them woken by it passes them all, a few a line, then the wait is the
-// receiver's again. O(lines) with no packet scanned, and only a branch
-// while nothing is held or missing; it allocates nothing.
+// from the stamps that start them, that lies past the clock the latest
+// check compared it with (checked, see passed) when nothing was offered
+// or changed since; any otherwise. A check passes every deadline up to
+// the clock it compares it with, and an empty poll's (now, for every
+// line) is later: a deadline at or before it leaves what the check found
+// as it was, and only a later one may change it. A packet's check
+// compares a line's waits (the hole's Grace for a line past it, its Hold,
+// the line's Hold of silence) with the line's own clock (its latest
+// stamp), a line's LineTimeout and the session's start with the check's
+// now, and a Hold that runs from another line (paused) with the earliest
+// clock of a line waited for. One at or before now says the next wait
+// should end at once: a line read behind or silent was compared with an
+// earlier clock, and a change since the check (a hole filled, the next
+// one behind it) may have a deadline passed then count now. Before, a
+// packet's check passed nothing: every packet round that left something
+// held or missing was followed by a wake at once for deadlines long
+// past (the session's start plus LineTimeout, a dead line's, the hole's
+// Grace by a line behind), an empty round and three timerfd calls
+// (TestArbiterNextDueAfterPackets). A time it returns may find nothing
+// due yet (a line still waited for by another deadline), never one past
+// what was due, but for waits counted across a step of the wall clock
+// back (afterStep), whose stamps it takes as they are: those are acted
+// on at the wait's timeout, as before. Each empty poll passes the
+// deadlines up to its now: a run of them woken by it passes them all, a
+// few a line, then the wait is the receiver's again. O(lines) with no
+// packet scanned, and only a branch while nothing is held or missing; it
+// allocates nothing.
 func (a *Arbiter) NextDue(now int64) int64 {
 	if !a.started || a.frozen || a.pend.n == 0 && a.maxHigh() <= a.next {
 		return 0
@@ -213,11 +226,19 @@ func (a *Arbiter) NextDue(now int64) int64 {
 		return 0
 	}
 	grace, hold, timeout := int64(a.cfg.Grace), int64(a.cfg.Hold), int64(a.cfg.LineTimeout)
-	due, from := int64(math.MaxInt64), int64(math.MinInt64)
-	if a.polled {
-		from = min(a.drainedAt, now)
+	// from: past what a clock passed, at most now (a clock stepped back).
+	from := func(c int64) int64 {
+		if a.checkedNow == 0 {
+			return math.MinInt64 // no check since a change: any
+		}
+		return min(c, now)
 	}
-	at := func(t int64) {
+	byNow, byLines := from(a.checkedNow), from(a.checkedNow)
+	for i := 0; i < a.cfg.Lines; i++ {
+		byLines = min(byLines, from(a.checked[i]))
+	}
+	due := int64(math.MaxInt64)
+	at := func(t, from int64) {
 		if t > from && t < due {
 			due = t
 		}
@@ -229,23 +250,69 @@ func (a *Arbiter) NextDue(now int64) int64 {
 	if since == 0 || a.gapNext != a.next {
 		since = a.gapSeen(now)
 	}
-	at(since + grace)
-	at(since + hold)
-	at(a.startRx + timeout)
+	// A hole is acted on only once every live line is done with it: while
+	// one that did not move past it waits for it (live, its Hold not
+	// passed by its clock), a line's Grace for it is no deadline; the
+	// hole's Hold and that line's LineTimeout are, and end the wait.
+	waited := false
 	for i := 0; i < a.cfg.Lines; i++ {
-		if a.lastRx[i] != 0 {
-			at(a.lastRx[i] + hold)
-			at(a.lastRx[i] + timeout)
+		last := a.lastRx[i]
+		if (a.high[i] <= a.next || a.backAtNext(i)) && since+hold > from(a.checked[i]) &&
+			(last != 0 && now-last < timeout || last == 0 && now-a.startRx < timeout) {
+			waited = true
 		}
-		if a.pastRx[i] != 0 {
-			at(a.pastRx[i] + grace)
-			at(a.pastRx[i] + hold)
+	}
+	for i := 0; i < a.cfg.Lines; i++ {
+		byLine := from(a.checked[i])
+		at(since+hold, byLine)
+		if a.lastRx[i] == 0 {
+			at(a.startRx+timeout, byNow) // never heard from: dead then
+		} else {
+			at(a.lastRx[i]+hold, byLine)
+			at(a.lastRx[i]+timeout, byNow)
+		}
+		if a.high[i] > a.next {
+			// Past the hole: Grace after it was seen or the line moved
+			// past it; another line's Hold after it did (paused).
+			if !waited {
+				at(since+grace, byLine)
+				if a.pastRx[i] != 0 {
+					at(a.pastRx[i]+grace, byLine)
+				}
+			}
+			if a.pastRx[i] != 0 {
+				at(a.pastRx[i]+hold, byLines)
+			}
 		}
 	}
 	if due == math.MaxInt64 {
 		return 0
 	}
 	return due
+}
+
+// passed records, for NextDue, the clocks that checkGap at now (an empty
+// poll's with idle) compared the deadlines of the holes and held packets
+// with: each line's (see checked), now. An empty poll's clock is now for
+// every line; a packet's check's is each line's latest stamp of the
+// session or of a datagram rejected since (a line never heard from: that,
+// or 0, nothing passed, while the session is younger than LineTimeout),
+// as checkGap and deciding take it. A line dead by now is waited for by
+// no later check either, until it brings a packet. Only past the
+// in-order exit (something held or missing), O(lines).
+func (a *Arbiter) passed(now int64, idle bool) {
+	a.checkedNow = now
+	timeout := int64(a.cfg.LineTimeout)
+	for i := 0; i < a.cfg.Lines; i++ {
+		switch last := a.lastRx[i]; {
+		case last == 0 && now-a.startRx >= timeout, last != 0 && now-last >= timeout:
+			a.checked[i] = math.MaxInt64 // dead
+		case idle:
+			a.checked[i] = now
+		default:
+			a.checked[i] = max(last, a.readRx[i])
+		}
+	}
 }
 
 // wentBelowAny reports whether some line's latest packet went below its

@@ -55,7 +55,7 @@ func (a *Arbiter) checkGap(now int64, idle bool) {
 	stepSeen := false // now was checked against a step back (stepNow)
 	for {
 		if a.recovering {
-			a.polled = idle
+			a.passed(now, idle)
 			if a.next < a.recoverEnd && a.strayEnd(now, idle) {
 				continue // narrowed (strayEnd): filled, or filled as far as it goes
 			}
@@ -73,7 +73,7 @@ func (a *Arbiter) checkGap(now int64, idle bool) {
 			// Left held by drain (undecided): decided once it no longer
 			// is, or dropped as contradicted once Hold ran out since its
 			// line went on below it.
-			a.polled = idle
+			a.passed(now, idle)
 			e := a.pend.front()
 			if a.unsure(e) || a.pausedAt(e) {
 				if a.deciding(e, now, idle) || a.pausedAt(e) && a.paused(e, now, idle) {
@@ -89,7 +89,7 @@ func (a *Arbiter) checkGap(now int64, idle bool) {
 			a.gapSince = 0
 			return
 		}
-		a.polled = idle // past the in-order path: something held or missing
+		a.passed(now, idle) // past the in-order path: something held or missing
 		if n := a.pend.n; a.highestStray(now, idle) {
 			// The highest held packet, contradicted by the lines that
 			// brought it (the first is looked at below, when its hole

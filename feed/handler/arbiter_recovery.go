@@ -99,7 +99,7 @@ func (a *Arbiter) Unfreeze(next uint64) {
 	a.repairing = true
 	a.drain()
 	a.repairing = false
-	a.gapSince, a.polled = 0, false
+	a.gapSince, a.checkedNow = 0, 0
 	if a.pend.n > 0 {
 		a.gapSince = a.pend.front().rxTime
 	}
@@ -228,10 +228,18 @@ func (a *Arbiter) holesAhead(dst []moldudp64.Range, maxCount uint64, now int64) 
 	if k > 0 {
 		cur = max(cur, a.pend.at(k-1).end)
 	}
-	for end := min(a.pend.n, k+aheadScan); k < end && len(dst) < cap(dst); k++ {
+	end := min(a.pend.n, k+aheadScan)
+	var from [MaxLines]int // per line, no packet of it held in [k, from[i]) (see missingAhead)
+	for ; k < end && len(dst) < cap(dst); k++ {
 		e := a.pend.at(k)
-		if e.seq > cur && e.seq-cur <= maxCount && a.missingAhead(k, end, now) {
-			dst = append(dst, moldudp64.Range{First: cur, Count: e.seq - cur})
+		if e.seq > cur && e.seq-cur <= maxCount {
+			missing, more := a.missingAhead(k, end, now, &from)
+			if missing {
+				dst = append(dst, moldudp64.Range{First: cur, Count: e.seq - cur})
+			}
+			if !more {
+				break
+			}
 		}
 		cur = max(cur, e.end)
 	}
@@ -242,28 +250,34 @@ func (a *Arbiter) holesAhead(dst []moldudp64.Range, maxCount uint64, now int64) 
 // every live line (holesAhead), looking at the held packets up to end.
 // A line silent for LineTimeout is not waited for (every line silent: the
 // feed's end, or a path lost), but a packet it brought past the hole is
-// judged as a live line's: it went on past it.
-func (a *Arbiter) missingAhead(k, end int, now int64) bool {
+// judged as a live line's: it went on past it. more is false when a live
+// line brought no packet in [k, end): nor past any later hole, so none is
+// missing. from[i] is where line i's search starts (no packet of it held
+// in [k, from[i])), moved on to its packet found: holesAhead's k only
+// grows, so each line's held packets are walked once, not once a hole
+// (up to aheadScan holes of aheadScan packets each, every round).
+func (a *Arbiter) missingAhead(k, end int, now int64, from *[MaxLines]int) (missing, more bool) {
 	past := 0
 	for i := 0; i < a.cfg.Lines; i++ {
 		if a.lastRx[i] == 0 {
 			continue // never heard from
 		}
-		j := k
+		j := max(k, from[i])
 		for j < end && a.pend.at(j).lineRx[i] == 0 {
 			j++
 		}
+		from[i] = j
 		if j == end {
 			if now-a.lastRx[i] >= int64(a.cfg.LineTimeout) {
 				continue // dead, nothing of it past the hole: not waited for
 			}
-			return false // no packet of it past the hole (held, among those looked at)
+			return false, false // no packet of it past the hole (held, among those looked at)
 		}
 		e := a.pend.at(j)
 		if a.lastRx[i]-e.lineRx[i] < int64(a.cfg.Grace) || a.high[i] <= e.end {
-			return false
+			return false, true
 		}
 		past++
 	}
-	return past > 0
+	return past > 0, true
 }

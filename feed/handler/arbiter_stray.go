@@ -443,7 +443,7 @@ func (a *Arbiter) decide(p moldudp64.Packet) {
 func (a *Arbiter) dropContradicted(k int) {
 	e := a.pend.at(k)
 	lines := e.lineRx
-	a.polled = false // jumpedPast's drop is followed by no check (NextDue)
+	a.checkedNow = 0 // jumpedPast's drop is followed by no check (NextDue)
 	if k != 0 {
 		a.pend.remove(k)
 	} else {

@@ -7,6 +7,16 @@ import (
 	"github.com/marketfeed/feedhandler/feed/moldudp64"
 )
 
+// The arbitration of the NextDue tests, and their packets: session DUE,
+// one add order each.
+const (
+	dueGrace   = time.Millisecond
+	dueHold    = 300 * time.Millisecond
+	dueTimeout = time.Second
+)
+
+func duePkt(seq uint64) []byte { return sessionPacket("DUE", seq, orderMsg("DUE", 100+seq, seq)) }
+
 // TestArbiterNextDue: on lines that go quiet after a hole, empty polls
 // made only when NextDue says (as the receive loop's wake timer does,
 // with no wait timing out) declare the hole at the time it is due, found
@@ -18,12 +28,8 @@ import (
 // hole. A few wakes each, and NextDue allocates nothing; 0 with nothing
 // held or missing.
 func TestArbiterNextDue(t *testing.T) {
-	const (
-		grace   = time.Millisecond
-		hold    = 300 * time.Millisecond
-		timeout = time.Second
-	)
-	pkt := func(seq uint64) []byte { return sessionPacket("DUE", seq, orderMsg("DUE", 100+seq, seq)) }
+	const grace, hold, timeout = dueGrace, dueHold, dueTimeout
+	pkt := duePkt
 	type offer struct {
 		line int
 		seq  uint64
@@ -127,7 +133,19 @@ func TestArbiterNextDue(t *testing.T) {
 // source, drops a held packet) comes at or after the time NextDue gave
 // after the round before, when the wake timer would have ended the wait;
 // one before it would mean a wait woken late.
-type dueCheck struct{ due int64 }
+//
+// It also counts the rounds that read packets and left something held or
+// missing (held), those after which NextDue said the next wait should end
+// at once (overdue), and of those the ones whose next round, an empty
+// poll, found nothing due (idle): a wake and an empty round for nothing.
+type dueCheck struct {
+	due                  int64
+	overdueRound         bool // the round before read packets and NextDue was at or before its end
+	held, overdue, empty int
+}
+
+// dueTotals sums the models' dueChecks (logged by TestArbiterLinesModel).
+var dueTotals dueCheck
 
 // dueState is what an empty poll that acts changes.
 type dueState struct {
@@ -148,10 +166,96 @@ func (c *dueCheck) tick(t *testing.T, a *Arbiter, now int64) {
 	t.Helper()
 	before := dueStateOf(a)
 	a.Tick(now)
-	if after := dueStateOf(a); after != before && (c.due == 0 || c.due > now) {
+	after := dueStateOf(a)
+	if after != before && (c.due == 0 || c.due > now) {
 		t.Fatalf("an empty poll at %d acted (%+v, then %+v); NextDue after the round before: %d (0: nothing due)", now, before, after, c.due)
+	}
+	if c.overdueRound && after == before {
+		c.empty++
+		dueTotals.empty++
 	}
 }
 
-// round is told that a round of the loop ended at now.
-func (c *dueCheck) round(a *Arbiter, now int64) { c.due = a.NextDue(now) }
+// round is told that a round of the loop ended at now, having read
+// packets (read > 0) or not.
+func (c *dueCheck) round(a *Arbiter, now int64, read int) {
+	c.due = a.NextDue(now)
+	c.overdueRound = read > 0 && c.due != 0 && c.due <= now
+	if read > 0 && c.due != 0 {
+		c.held++
+		dueTotals.held++
+	}
+	if c.overdueRound {
+		c.overdue++
+		dueTotals.overdue++
+	}
+}
+
+// TestArbiterNextDueAfterPackets: after a round of packets that leaves a
+// hole held whose deadlines all lie ahead, NextDue is ahead too: the wake
+// timer is armed for then and the next wait is the receiver's, not ended
+// at once for deadlines the round's own check passed (the session's start
+// plus LineTimeout, long past; a dead line's silence; the hole's Grace,
+// passed by the clock of the line past it). And while the other line,
+// live, has not moved past the hole, no earlier than Hold after its
+// latest packet: the hole is waited for by its Hold, and the first
+// line's Grace is no deadline (a wake then found nothing due). The first
+// line's 7, 8 and 9 past the hole (6 lost on it) a microsecond apart with
+// the other line live, then dead, then two Grace apart with the other
+// line live.
+func TestArbiterNextDueAfterPackets(t *testing.T) {
+	const grace, hold, timeout = dueGrace, dueHold, dueTimeout
+	pkt := duePkt
+	hb := append([]byte(nil), moldudp64.NewBuilder(moldudp64.NewSession("DUE"), 2, 0).Heartbeat()...)
+	for _, tc := range []struct {
+		name  string
+		lines []int         // the lines that bring 1 to 5 up to the hole
+		step  time.Duration // between the first line's 7, 8 and 9
+	}{
+		{"both lines live", []int{0, 1}, time.Microsecond},
+		{"the other line dead", []int{0}, time.Microsecond},
+		{"the other line behind by more than Grace", []int{0, 1}, 2 * grace},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a := NewArbiter(ArbiterConfig{Grace: grace, Hold: hold, LineTimeout: timeout},
+				func(moldudp64.Packet, int, int64) {}, func(moldudp64.Range, int64) {})
+			now := int64(1e18)
+			a.Offer(1, pkt(1), now) // the session starts (both lines heard)
+			a.Offer(0, pkt(1), now)
+			// Ten seconds of the day on the lines, every 100 ms.
+			for k := range 100 {
+				now += int64(100 * time.Millisecond)
+				for _, l := range tc.lines {
+					now += 1000
+					a.Offer(l, hb, now)
+				}
+				if k == 99 {
+					for seq := uint64(2); seq <= 5; seq++ {
+						for _, l := range tc.lines {
+							now += 1000
+							a.Offer(l, pkt(seq), now)
+						}
+					}
+				}
+			}
+			if d := a.NextDue(now); d != 0 {
+				t.Fatalf("in order: NextDue %d, want 0", d)
+			}
+			lastB := now                            // the other line's latest packet (live)
+			for seq := uint64(7); seq <= 9; seq++ { // 6 lost on the first line, held behind it
+				now += int64(tc.step)
+				a.Offer(0, pkt(seq), now)
+				d := a.NextDue(now)
+				if d <= now {
+					t.Fatalf("after %d held behind 6: NextDue %v before now, want ahead", seq, time.Duration(d-now))
+				}
+				if len(tc.lines) == 2 && d < lastB+int64(hold) {
+					t.Fatalf("after %d held behind 6: NextDue in %v, want no earlier than Hold (%v) after the other line's latest packet, %v before now", seq, time.Duration(d-now), hold, time.Duration(now-lastB))
+				}
+			}
+			if a.Pending() != 3 {
+				t.Fatalf("held %d, want 3", a.Pending())
+			}
+		})
+	}
+}

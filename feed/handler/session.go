@@ -350,7 +350,7 @@ func (a *Arbiter) dropSession() {
 	a.staleEnd, a.staleEndLines = 0, 0
 	a.lastRx, a.pastRx = [MaxLines]int64{}, [MaxLines]int64{}
 	a.belowRx, a.belowSeq, a.belowEnd, a.belowPkt = [MaxLines]int64{}, [MaxLines]uint64{}, [MaxLines]uint64{}, [MaxLines]uint64{}
-	a.ended, a.frozen, a.recovering, a.gapSince, a.suspect, a.polled = false, false, false, 0, 0, false
+	a.ended, a.frozen, a.recovering, a.gapSince, a.suspect, a.checkedNow = false, false, false, 0, 0, 0
 	if a.Stats.Behind && a.onBehind != nil {
 		a.onBehind(0, a.startRx)
 	}

@@ -241,7 +241,7 @@ func (r sessionsRun) play(t *testing.T, rng *rand.Rand, cfg ArbiterConfig) {
 				due.tick(t, a, now)
 			}
 		}
-		due.round(a, now)
+		due.round(a, now, read)
 	}
 	// What the second session's packets seen before it was followed
 	// carried (on either line: "packets seen meanwhile beyond the stash
