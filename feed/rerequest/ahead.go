@@ -26,7 +26,7 @@ type aheadRange struct {
 // MaxAhead of them as well, without waiting for the wanted one: when
 // packets are lost at several places, a round trip per range in turn was
 // the repair's cost. Each has its own request in flight, resent after
-// Timeout (doubled per retry) up to Retries times, of the server the
+// the request timeout (rto: Timeout at least; doubled per retry) up to Retries times, of the server the
 // wanted range is asked of; a range whose server did not answer waits for
 // its turn (Want), which fails over as before. The messages asked and not
 // yet answered, the wanted range's included, are at most RequestMessages
@@ -133,7 +133,7 @@ func (c *Client) progressAhead(next uint64) {
 func (c *Client) answeredAhead(r moldudp64.Range, now int64) {
 	for i := range c.nAhead {
 		a := &c.ahead[i]
-		a.heard(r, now)
+		c.sample(a.heard(r, now))
 		if r.First <= a.next && r.End() > a.next {
 			a.next = r.End()
 		}
@@ -171,7 +171,7 @@ func (c *Client) sendAhead(now int64) {
 			continue
 		}
 		if a.sentAt != 0 {
-			switch a.check(a.next, now, c.settle(), c.cfg.Timeout) {
+			switch a.check(a.next, now, c.settle(), c.rto()) {
 			case awaited:
 				continue
 			case answered:
@@ -179,7 +179,7 @@ func (c *Client) sendAhead(now int64) {
 					continue // answered: the caller holds it
 				}
 			case timedOut:
-				c.Stats.Timeouts++
+				c.timedOut()
 				if a.tries > c.cfg.Retries {
 					a.spent = true // its turn (Want) fails over
 					continue
@@ -201,7 +201,7 @@ func (c *Client) sendAhead(now int64) {
 			continue
 		}
 		r := moldudp64.Range{First: a.next, Count: n}
-		a.start(r, now)
+		a.start(r, now, c.backoff)
 		sent := c.Stats.Requests
 		if c.ask(a.server, r) {
 			// No route, a firewall: nothing went, so nothing is in
@@ -231,7 +231,7 @@ func (c *Client) nextDueAhead() int64 {
 				t = c.tokenDue()
 			}
 		default:
-			t = a.due(c.settle(), c.cfg.Timeout)
+			t = a.due(c.settle(), c.rto())
 		}
 		if t != 0 && (due == 0 || t < due) {
 			due = t

@@ -50,7 +50,7 @@ var ErrNoServers = errors.New("new rerequest client: no servers")
 // Config shapes a Client. Zero values pick the defaults.
 type Config struct {
 	Servers            []netip.AddrPort // tried in order, wrapping round, from the one that filled the last range that failed over (see Client.Want)
-	Timeout            time.Duration    // wait for the first answer to a request; doubled on each retry
+	Timeout            time.Duration    // wait for the first answer to a request, at least (the server's measured answer time: rto); doubled on each retry
 	Retries            int              // resends per server before failing over
 	MaxRequestMessages int              // most messages asked at once (at most moldudp64.MaxCount; and what the receive buffer holds, Client.RequestMessages)
 	RequestsPerSecond  float64          // request rate limit
@@ -68,12 +68,22 @@ type Config struct {
 
 // Stats count what the client did.
 type Stats struct {
-	Requests  uint64 // request packets sent (first asks, continuations and retries); not those that failed (SendErrors, OpenErrors)
-	Ahead     uint64 // of Requests, those for ranges past the one being filled (Client.Ahead)
-	Retries   uint64 // requests resent after a timeout
-	Timeouts  uint64 // requests that got no answer in time (or none holding the first message asked)
-	Failovers uint64 // moves to the next server
-	Failures  uint64 // ranges given up on after every server was tried
+	Requests uint64 // request packets sent (first asks, continuations and retries); not those that failed (SendErrors, OpenErrors)
+	Ahead    uint64 // of Requests, those for ranges past the one being filled (Client.Ahead)
+	Retries  uint64 // requests resent after a timeout
+	Timeouts uint64 // requests that got no answer in time (or none holding the first message asked)
+	// AnswerTimes: answers to a first try whose answer time was taken
+	// into the request timeout (the first answer to a request not
+	// resent); RTO: a first try's timeout now, before its doubling per
+	// retry (0 until an answer is measured or a request times out:
+	// Config.Timeout; then the answer time, smoothed, and four times its
+	// variation, at least Config.Timeout, doubled after a timeout until
+	// an answer is measured again). docs/RECOVERY.md, "Ranges asked
+	// ahead".
+	AnswerTimes uint64
+	RTO         time.Duration
+	Failovers   uint64 // moves to the next server
+	Failures    uint64 // ranges given up on after every server was tried
 	// SendErrors: request writes that failed (no route to the server, a
 	// firewall refusing it, ...); the timeout moves on, as for a request
 	// not answered. The error is reported once per run of failures of a
@@ -186,6 +196,14 @@ type Client struct {
 	// reports it; recvReported: it did.
 	recvShort    int
 	recvReported bool
+
+	// srtt, rttvar: the smoothed answer time of first tries and its
+	// variation, in ns (0: none measured yet), which make the request
+	// timeout (rto).
+	srtt, rttvar int64
+	// backoff: the doublings of a first try's timeout kept after a
+	// timeout until an answer is measured (timedOut, at most maxBackoff).
+	backoff int
 
 	tokens   float64
 	refillAt int64
@@ -367,7 +385,7 @@ func (c *Client) nextDueWanted() int64 {
 		}
 		return c.tokenDue()
 	}
-	return c.due(c.settle(), c.cfg.Timeout)
+	return c.due(c.settle(), c.rto())
 }
 
 // tokenDue returns when a request held back by the rate limit may go:
@@ -615,7 +633,7 @@ func (c *Client) accept(b []byte, now int64, fn func(p moldudp64.Packet)) {
 		c.Stats.DroppedMessages += r.Count
 		return
 	}
-	c.heard(r, now)
+	c.sample(c.heard(r, now))
 	if c.nAhead > 0 {
 		c.answeredAhead(r, now)
 	}
@@ -706,7 +724,7 @@ func (c *Client) observe(now int64) {
 // send sends the request that is due, if any.
 func (c *Client) send(now int64) bool {
 	if c.sentAt != 0 {
-		switch c.check(c.next, now, c.settle(), c.cfg.Timeout) {
+		switch c.check(c.next, now, c.settle(), c.rto()) {
 		case awaited:
 			return true
 		case timedOut:
@@ -715,7 +733,7 @@ func (c *Client) send(now int64) bool {
 			// waits for a token, and is not timed out again meanwhile
 			// (with the next server's tries at 0, that shifted by -1: a
 			// panic).
-			c.Stats.Timeouts++
+			c.timedOut()
 			if c.tries > c.cfg.Retries {
 				c.tries = 0
 				if c.failed++; c.failed >= len(c.fds) {
@@ -742,7 +760,7 @@ func (c *Client) send(now int64) bool {
 		return true
 	}
 	r := moldudp64.Range{First: c.next, Count: n}
-	c.start(r, now)
+	c.start(r, now, c.backoff)
 	if c.ask(c.server, r) {
 		// No route to the server, a firewall refusing it: no resend
 		// gets through now, and waiting out its timeouts (Timeout x
@@ -750,7 +768,7 @@ func (c *Client) send(now int64) bool {
 		// are taken as spent and the request as timed out: the next
 		// call fails over, as after the last timeout.
 		c.tries = c.cfg.Retries + 1
-		c.sentAt = now - c.timeout(c.cfg.Timeout)
+		c.sentAt = now - c.timeout(c.rto())
 	}
 	return true
 }

@@ -15,6 +15,7 @@ type flight struct {
 	inflight moldudp64.Range
 	sentAt   int64 // when inflight was sent (0: nothing in flight)
 	lastAns  int64 // when an answer to inflight last arrived (0: none yet)
+	backoff  int   // the doublings of its timeout the client kept when it was sent (Client.timedOut)
 }
 
 // Outcomes of a request in flight (flight.check).
@@ -28,12 +29,12 @@ const (
 // for a range that has everything before next, and ends it (sentAt 0)
 // unless it is still awaited. Answered in part, the server capped its
 // answer or a packet of it was lost: once it has gone quiet for settle,
-// the rest is asked for. Unanswered for its timeout (base, doubled per
-// retry), or answered without the first message asked (a server that no
-// longer has it, or the answer's first packet was lost) and quiet for
-// settle, it timed out: were such an answer a partial one, a server
-// lacking the start would be asked from there for ever, never failed
-// over.
+// the rest is asked for. Unanswered for its timeout (base, Client.rto,
+// doubled per retry), or answered without the first message asked (a
+// server that no longer has it, or the answer's first packet was lost)
+// and quiet for settle, it timed out: were such an answer a partial
+// one, a server lacking the start would be asked from there for ever,
+// never failed over.
 func (f *flight) check(next uint64, now int64, settle, base time.Duration) int {
 	switch {
 	case next >= f.inflight.End():
@@ -57,8 +58,12 @@ func (f *flight) check(next uint64, now int64, settle, base time.Duration) int {
 	return answered
 }
 
-// timeout returns the request's timeout: base, doubled per retry.
-func (f *flight) timeout(base time.Duration) int64 { return int64(base) << min(f.tries-1, 6) }
+// timeout returns the request's timeout: base, doubled per retry, and
+// at least backoff times (the doublings the client kept when it was
+// sent: Client.timedOut), the two not compounded.
+func (f *flight) timeout(base time.Duration) int64 {
+	return int64(base) << min(max(f.tries-1, f.backoff), 6)
+}
 
 // due returns when the request in flight (sentAt set) is next looked at
 // (check): the end of the quiet moment after its last answer, else its
@@ -70,24 +75,33 @@ func (f *flight) due(settle, base time.Duration) int64 {
 	return f.sentAt + f.timeout(base)
 }
 
-// start notes the request for r sent at now: a retry of the one before
-// when it asks from the same message, else its first try (a continuation
-// or a new range).
-func (f *flight) start(r moldudp64.Range, now int64) {
+// start notes the request for r sent at now, its timeout doubled backoff
+// times (Client.timedOut): a retry of the one before when it asks from
+// the same message, else its first try (a continuation or a new range).
+func (f *flight) start(r moldudp64.Range, now int64, backoff int) {
 	if f.inflight.First != r.First {
 		f.tries = 0
 	}
 	f.inflight = r
 	f.tries++
-	f.sentAt, f.lastAns = now, 0
+	f.sentAt, f.lastAns, f.backoff = now, 0, backoff
 }
 
 // heard notes an answer r taken at now: if it answers the request, the
-// quiet moment after it counts from now.
-func (f *flight) heard(r moldudp64.Range, now int64) {
-	if r.Overlaps(f.inflight) {
-		f.lastAns = now
+// quiet moment after it counts from now. It returns the request's answer
+// time, now less when it was sent, when r is the first answer to a first
+// try in flight (0 otherwise): an answer to a resent request may be the
+// earlier send's, so its time says nothing (Karn's rule; Client.rto).
+func (f *flight) heard(r moldudp64.Range, now int64) int64 {
+	if !r.Overlaps(f.inflight) {
+		return 0
 	}
+	rtt := int64(0)
+	if f.sentAt != 0 && f.lastAns == 0 && f.tries == 1 {
+		rtt = max(1, now-f.sentAt)
+	}
+	f.lastAns = now
+	return rtt
 }
 
 // outstanding returns the messages the request in flight asked and the

@@ -566,8 +566,10 @@ func soakRun(t *testing.T, p soakParams) {
 		t.Fatalf("%s: run: %v; logged gaps %v; re-request %+v; lines %+v; sent %+v; received %+v", p, err, gaps, rr, lines, sent, recv)
 	}
 	st := res.Stats
-	t.Logf("lines A %+v B %+v; delivered %d, gaps %d (%d messages) %v; receive drops %d; recovery %s",
-		st.Arbiter.Lines[0], st.Arbiter.Lines[1], st.Arbiter.Delivered, st.Arbiter.Gaps, st.Arbiter.GapMessages, gaps, st.Receive.Dropped, st.Recovery)
+	rq := st.Recovery.Rerequest
+	t.Logf("lines A %+v B %+v; delivered %d, gaps %d (%d messages) %v; receive drops %d; recovery %s; re-requests %d (ahead %d), timeouts %d, retries %d, answer times %d, timeout %v",
+		st.Arbiter.Lines[0], st.Arbiter.Lines[1], st.Arbiter.Delivered, st.Arbiter.Gaps, st.Arbiter.GapMessages, gaps, st.Receive.Dropped, st.Recovery,
+		rq.Requests, rq.Ahead, rq.Timeouts, rq.Retries, rq.AnswerTimes, rq.RTO)
 	fail := func(format string, args ...any) {
 		t.Helper()
 		t.Errorf("%s: %s", p, fmt.Sprintf(format, args...))
