@@ -212,6 +212,8 @@ func (e *Exposition) appendStats(b []byte, st *Stats, now, mono int64) []byte {
 			}
 		case m.own == ownProcReadable:
 			b = sampleUint(b, m.name, "", e.plain, oneIf(e.rt.procOK))
+		case m.own == ownRerequestTimeout:
+			b = sampleFloat(b, m.name, "", e.plain, st.Recovery.Rerequest.RTO.Seconds())
 		default:
 			panic("expose: no samples for " + m.name) // TestMetricsHaveOneSource
 		}

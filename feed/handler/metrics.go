@@ -48,13 +48,14 @@ type metric struct {
 type ownFamily uint8
 
 const (
-	notOwn           ownFamily = iota
-	ownLineSilence             // per line, from the monotonic clock
-	ownBackendEvents           // the receive backend's counters (rx.Extra), by name
-	ownBackendInfo             // 1, labelled with the backend and its mode
-	ownHeartbeatAge            // the shm header's heartbeat's age, from the clock
-	ownCgroupLimits            // the cgroup's memory limits that are set, by file
-	ownProcReadable            // whether /proc/self was read
+	notOwn              ownFamily = iota
+	ownLineSilence                // per line, from the monotonic clock
+	ownBackendEvents              // the receive backend's counters (rx.Extra), by name
+	ownBackendInfo                // 1, labelled with the backend and its mode
+	ownHeartbeatAge               // the shm header's heartbeat's age, from the clock
+	ownCgroupLimits               // the cgroup's memory limits that are set, by file
+	ownProcReadable               // whether /proc/self was read
+	ownRerequestTimeout           // the re-request client's timeout now, in seconds
 )
 
 func counter(name, help string, v func(*Stats) uint64) metric {
@@ -180,6 +181,8 @@ var exported = [...]metric{
 	counter("recovery_unused_messages_total", "Messages of re-request answers received but not delivered: delivered already (by a line or an earlier answer), held already, no room to hold them, dropped with what was held, or in an answer dropped whole (late, another session, never asked, to a request made before a restart; not a malformed one).", func(st *Stats) uint64 { return st.unusedMessages() }),
 	counter("recovery_requests_total", "Re-request packets sent (not those whose write failed or whose socket could not be opened).", func(st *Stats) uint64 { return st.Recovery.Rerequest.Requests }),
 	counter("recovery_ahead_requests_total", "Of recovery_requests_total, the re-requests for holes past the range being filled, asked without waiting for it (docs/RECOVERY.md, ranges asked ahead).", func(st *Stats) uint64 { return st.Recovery.Rerequest.Ahead }),
+	counter("recovery_answer_times_total", "Re-request answers whose time since their request was measured for the request timeout (answers to a first send only: one to a resend may be the first send's, late).", func(st *Stats) uint64 { return st.Recovery.Rerequest.AnswerTimes }),
+	own("recovery_request_timeout_seconds", "The re-request timeout of a first send now: the answer times measured, smoothed, plus four times their variation, never below recovery.rerequest.timeout nor above 64 times it, doubled after a timeout until an answer is measured again (docs/RECOVERY.md, request timeout); 0 before the first request.", kindGauge, "", ownRerequestTimeout),
 	counter("recovery_retries_total", "Re-requests resent after a timeout.", func(st *Stats) uint64 { return st.Recovery.Rerequest.Retries }),
 	counter("recovery_timeouts_total", "Re-requests that got no answer in time.", func(st *Stats) uint64 { return st.Recovery.Rerequest.Timeouts }),
 	counter("recovery_failures_total", "Ranges given up after every re-request server was tried.", func(st *Stats) uint64 { return st.Recovery.Rerequest.Failures }),
@@ -299,6 +302,8 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 					emit(float64(v), cgroupFiles[i])
 				}
 			}
+		case m.own == ownRerequestTimeout:
+			emit(st.Recovery.Rerequest.RTO.Seconds())
 		case m.own == ownProcReadable:
 			var p procstat.Process
 			r, err := procstat.Self()

@@ -1,11 +1,13 @@
 package handler
 
 import (
+	"math"
 	"reflect"
 	"sort"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/marketfeed/feedhandler/feed/rx"
 	"github.com/marketfeed/feedhandler/internal/latency"
@@ -126,14 +128,15 @@ func TestEveryCounterExported(t *testing.T) {
 	}
 	base := render()
 	const delta = 1_000_003
-	raised := func(path string) bool {
+	raisedBy := func(by float64) bool {
 		for series, v := range render() {
-			if v-base[series] == delta {
+			if d := v - base[series]; d == by || by < 1 && math.Abs(d-by) < 1e-12 {
 				return true
 			}
 		}
 		return false
 	}
+	raised := func(string) bool { return raisedBy(delta) }
 
 	seen := map[string]bool{}
 	var walk func(v reflect.Value, path string)
@@ -200,7 +203,11 @@ func TestEveryCounterExported(t *testing.T) {
 				v.SetInt(old + delta)
 				restore = func() { v.SetInt(old) }
 			}
-			ok := raised(path)
+			by := float64(delta)
+			if v.Type() == reflect.TypeFor[time.Duration]() {
+				by /= 1e9 // exported in seconds
+			}
+			ok := raisedBy(by)
 			restore()
 			switch why := notExported[path]; {
 			case !ok && why == "":
