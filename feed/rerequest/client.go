@@ -75,8 +75,8 @@ type Stats struct {
 	// AnswerTimes: answers to a first try whose answer time was taken
 	// into the request timeout (the first answer to a request not
 	// resent); RTO: a first try's timeout now, before its doubling per
-	// retry (0 until an answer is measured or a request times out:
-	// Config.Timeout; then the answer time, smoothed, and four times its
+	// retry (Config.Timeout until an answer is measured; then the
+	// answer time, smoothed, and four times its
 	// variation, at least Config.Timeout, doubled after a timeout until
 	// an answer is measured again). docs/RECOVERY.md, "Ranges asked
 	// ahead".
@@ -246,6 +246,7 @@ func New(cfg Config, open func(func() error) error) (*Client, error) {
 	c := &Client{cfg: cfg, open: open, perRequest: cfg.MaxRequestMessages, buf: make([]byte, 1<<16), req: make([]byte, 0, moldudp64.RequestLen),
 		openErrs: newFailureRuns(cfg.Servers, "rerequest: new socket for %s after a restart: %w"),
 		sendErrs: newFailureRuns(cfg.Servers, "rerequest: send a request to %s: %w")}
+	c.Stats.RTO = c.rto() // Config.Timeout until an answer is measured
 	err := open(func() error {
 		for _, s := range cfg.Servers {
 			fd, port, err := c.open4(s)

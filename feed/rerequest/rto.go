@@ -21,12 +21,12 @@ func (c *Client) rto() time.Duration {
 }
 
 // timedOut counts a request timed out, and doubles the timeout of the
-// requests sent after it (those in flight keep theirs) until an answer is measured again (sample;
-// Karn's algorithm, as TCP's): the answers that take longer than the
-// timeout are never measured (an answer to a resend may be the first
-// send's), so the measured time alone stays under a server's answer
-// time that grew past the timeout. It is not compounded with a retry's
-// own doubling (flight.timeout).
+// requests sent after it (those in flight keep theirs) until an answer is
+// measured again (sample; Karn's algorithm, as TCP's): the answers that
+// take longer than the timeout are never measured (an answer to a resend
+// may be the first send's), so the measured time alone stays under a
+// server's answer time that grew past the timeout. It is not compounded
+// with a retry's own doubling (flight.timeout).
 func (c *Client) timedOut() {
 	c.Stats.Timeouts++
 	c.backoff = min(c.backoff+1, maxBackoff)

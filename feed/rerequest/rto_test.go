@@ -27,7 +27,7 @@ func TestRTOServerQueue(t *testing.T) {
 	if got, want := srv.requests(), []string{"10+5", "100+5", "200+5", "300+5", "400+5"}; !slices.Equal(got, want) {
 		t.Fatalf("requests %v, want %v", got, want)
 	}
-	if c.Stats.RTO != 0 || c.Stats.AnswerTimes != 0 {
+	if c.Stats.RTO != 20*time.Millisecond || c.Stats.AnswerTimes != 0 {
 		t.Fatalf("before any answer: %+v", c.Stats)
 	}
 	var resent []string
