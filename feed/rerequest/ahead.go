@@ -127,13 +127,13 @@ func (c *Client) progressAhead(next uint64) {
 	c.nAhead = k
 }
 
-// answeredAhead notes an answer r, taken at now, to the ranges ahead it
-// answers: the quiet moment after it counts from now, and one that
-// continues what the range lacks moves it on.
-func (c *Client) answeredAhead(r moldudp64.Range, now int64) {
+// answeredAhead notes an answer r from server, taken at now, to the
+// ranges ahead it answers: the quiet moment after it counts from now, and
+// one that continues what the range lacks moves it on.
+func (c *Client) answeredAhead(server int, r moldudp64.Range, now int64) {
 	for i := range c.nAhead {
 		a := &c.ahead[i]
-		c.sample(a.heard(r, now))
+		c.sample(a.heard(server, r, now))
 		if r.First <= a.next && r.End() > a.next {
 			a.next = r.End()
 		}

@@ -79,9 +79,14 @@ func (s *quietServer) answer(first, end uint64) {
 
 func rg(first, count uint64) moldudp64.Range { return moldudp64.Range{First: first, Count: count} }
 
-func newQuietClient(t *testing.T, srv *quietServer, cfg rerequest.Config) *rerequest.Client {
+// newQuietClient returns a client of srv (then more, in order: its
+// backups).
+func newQuietClient(t *testing.T, srv *quietServer, cfg rerequest.Config, more ...*quietServer) *rerequest.Client {
 	t.Helper()
 	cfg.Servers = []netip.AddrPort{srv.addr()}
+	for _, s := range more {
+		cfg.Servers = append(cfg.Servers, s.addr())
+	}
 	c, err := rerequest.New(cfg, nil)
 	if err != nil {
 		t.Fatal(err)

@@ -567,7 +567,7 @@ func (c *Client) read(server, fd int, now int64, fn func(p moldudp64.Packet)) {
 		if c.wrongSource(server, n) {
 			continue
 		}
-		c.accept(c.buf[:n], now, fn)
+		c.accept(server, c.buf[:n], now, fn)
 	}
 }
 
@@ -607,8 +607,8 @@ func (c *Client) wrongSource(server, n int) bool {
 	return true
 }
 
-// accept checks one answer and hands it on.
-func (c *Client) accept(b []byte, now int64, fn func(p moldudp64.Packet)) {
+// accept checks one answer, from server, and hands it on.
+func (c *Client) accept(server int, b []byte, now int64, fn func(p moldudp64.Packet)) {
 	p, err := moldudp64.Parse(b)
 	if err != nil {
 		c.Stats.Malformed++
@@ -634,9 +634,9 @@ func (c *Client) accept(b []byte, now int64, fn func(p moldudp64.Packet)) {
 		c.Stats.DroppedMessages += r.Count
 		return
 	}
-	c.sample(c.heard(r, now))
+	c.sample(c.heard(server, r, now))
 	if c.nAhead > 0 {
-		c.answeredAhead(r, now)
+		c.answeredAhead(server, r, now)
 	}
 	c.Stats.Responses++
 	c.Stats.Messages += r.Count

@@ -87,17 +87,20 @@ func (f *flight) start(r moldudp64.Range, now int64, backoff int) {
 	f.sentAt, f.lastAns, f.backoff = now, 0, backoff
 }
 
-// heard notes an answer r taken at now: if it answers the request, the
-// quiet moment after it counts from now. It returns the request's answer
-// time, now less when it was sent, when r is the first answer to a first
-// try in flight (0 otherwise): an answer to a resent request may be the
-// earlier send's, so its time says nothing (Karn's rule; Client.rto).
-func (f *flight) heard(r moldudp64.Range, now int64) int64 {
+// heard notes an answer r from server taken at now: if it answers the
+// request, the quiet moment after it counts from now. It returns the
+// request's answer time, now less when it was sent, when r is the first
+// answer to a first try in flight and comes from the server it was sent
+// to (0 otherwise): an answer to a resent request may be the earlier
+// send's, so its time says nothing (Karn's rule; Client.rto); nor does
+// one from another server, the one failed over from answering late (the
+// tries start again at a failover).
+func (f *flight) heard(server int, r moldudp64.Range, now int64) int64 {
 	if !r.Overlaps(f.inflight) {
 		return 0
 	}
 	rtt := int64(0)
-	if f.sentAt != 0 && f.lastAns == 0 && f.tries == 1 {
+	if f.sentAt != 0 && f.lastAns == 0 && f.tries == 1 && server == f.server {
 		rtt = max(1, now-f.sentAt)
 	}
 	f.lastAns = now

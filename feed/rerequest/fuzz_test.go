@@ -27,7 +27,7 @@ func FuzzAccept(f *testing.F) {
 		c.asked[0], c.askedN = asked, 1
 		c.next = 15
 		calls := 0
-		c.accept(data, 2, func(p moldudp64.Packet) {
+		c.accept(0, data, 2, func(p moldudp64.Packet) {
 			calls++
 			if p.Session != s || p.Seq < asked.First || p.Next() > asked.End() || p.Next() <= 15 || p.Messages() == 0 {
 				t.Fatalf("handed on: session %q seq %d count %d", p.Session, p.Seq, p.Count)

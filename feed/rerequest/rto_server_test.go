@@ -1,0 +1,48 @@
+package rerequest_test
+
+import (
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/marketfeed/feedhandler/feed/moldudp64"
+	"github.com/marketfeed/feedhandler/feed/rerequest"
+)
+
+// TestRTOFailoverLateAnswerNotMeasured: the first server times a range
+// out twice (Retries 1), the client fails over to the second and asks it
+// (its first send there), then the first server's answer comes, late.
+// It fills the range but is no answer to the second server's request:
+// its time (1 ms after that send) says nothing of either server and is
+// not measured; the second server's answer to the rest, asked after, is.
+func TestRTOFailoverLateAnswerNotMeasured(t *testing.T) {
+	a, b := newQuietServer(t), newQuietServer(t)
+	c := newQuietClient(t, a, rerequest.Config{Timeout: 20 * time.Millisecond, Retries: 1}, b)
+	ms := int64(time.Millisecond)
+	progress := func(p moldudp64.Packet) { c.Progress(p.Next()) }
+	t0 := time.Now().UnixNano()
+	c.Want(session, rg(10, 5), t0)
+	c.Poll(t0, progress)
+	c.Poll(t0+20*ms, progress) // timed out: resent to a, its timeout doubled
+	c.Poll(t0+60*ms, progress) // timed out again: b asked
+	if got, want := a.requests(), []string{"10+5", "10+5"}; !slices.Equal(got, want) {
+		t.Fatalf("requests to the first server %v, want %v", got, want)
+	}
+	if got, want := b.requests(), []string{"10+5"}; !slices.Equal(got, want) {
+		t.Fatalf("requests to the second server %v, want %v (%+v)", got, want, c.Stats)
+	}
+	a.answer(10, 12) // the first server's, late
+	pollUntil(t, c, t0+61*ms, 1, progress)
+	if c.Stats.AnswerTimes != 0 {
+		t.Fatalf("the first server's late answer was measured as the second's answer time: %d measured, timeout %v (%+v)", c.Stats.AnswerTimes, c.Stats.RTO, c.Stats)
+	}
+	c.Poll(t0+64*ms, progress) // quiet past the settle: the rest asked of b
+	if got, want := b.requests(), []string{"12+3"}; !slices.Equal(got, want) {
+		t.Fatalf("requests to the second server %v, want %v (%+v)", got, want, c.Stats)
+	}
+	b.answer(12, 15) // the second server's, to a first send
+	pollUntil(t, c, t0+65*ms, 2, progress)
+	if c.Stats.AnswerTimes != 1 || c.Active() {
+		t.Fatalf("after the second server's answer: %d measured, active %v; want 1, filled (%+v)", c.Stats.AnswerTimes, c.Active(), c.Stats)
+	}
+}
