@@ -179,7 +179,7 @@ func (c *Client) sendAhead(now int64) {
 					continue // answered: the caller holds it
 				}
 			case timedOut:
-				c.timedOut()
+				c.timedOut(&a.flight)
 				if a.tries > c.cfg.Retries {
 					a.spent = true // its turn (Want) fails over
 					continue
@@ -202,14 +202,17 @@ func (c *Client) sendAhead(now int64) {
 		}
 		r := moldudp64.Range{First: a.next, Count: n}
 		a.start(r, now, c.backoff)
-		sent := c.Stats.Requests
-		if c.ask(a.server, r) {
+		sent, lasting := c.ask(a.server, r)
+		a.unsent = !sent
+		if lasting {
 			// No route, a firewall: nothing went, so nothing is in
 			// flight (it takes no room); left to its turn, which fails
 			// over.
 			a.sentAt, a.spent = 0, true
 		}
-		c.Stats.Ahead += c.Stats.Requests - sent
+		if sent {
+			c.Stats.Ahead++
+		}
 	}
 }
 

@@ -86,7 +86,8 @@ type Stats struct {
 	Failures    uint64 // ranges given up on after every server was tried
 	// SendErrors: request writes that failed (no route to the server, a
 	// firewall refusing it, ...); the timeout moves on, as for a request
-	// not answered. The error is reported once per run of failures of a
+	// not answered, but doubles no later request's timeout (it says
+	// nothing of the server's answer time). The error is reported once per run of failures of a
 	// server (SendError).
 	SendErrors uint64
 	// OpenErrors: requests not sent because the server's new socket (after
@@ -734,7 +735,7 @@ func (c *Client) send(now int64) bool {
 			// waits for a token, and is not timed out again meanwhile
 			// (with the next server's tries at 0, that shifted by -1: a
 			// panic).
-			c.timedOut()
+			c.timedOut(&c.flight)
 			if c.tries > c.cfg.Retries {
 				c.tries = 0
 				if c.failed++; c.failed >= len(c.fds) {
@@ -762,12 +763,15 @@ func (c *Client) send(now int64) bool {
 	}
 	r := moldudp64.Range{First: c.next, Count: n}
 	c.start(r, now, c.backoff)
-	if c.ask(c.server, r) {
+	sent, lasting := c.ask(c.server, r)
+	c.unsent = !sent
+	if lasting {
 		// No route to the server, a firewall refusing it: no resend
 		// gets through now, and waiting out its timeouts (Timeout x
 		// (2^(Retries+1)-1)) would only hold delivery back. Its tries
-		// are taken as spent and the request as timed out: the next
-		// call fails over, as after the last timeout.
+		// are taken as spent and the request as timed out (unsent: its
+		// timeout doubles none after it): the next call fails over, as
+		// after the last timeout.
 		c.tries = c.cfg.Retries + 1
 		c.sentAt = now - c.timeout(c.rto())
 	}
@@ -775,25 +779,26 @@ func (c *Client) send(now int64) bool {
 }
 
 // ask sends server a request for r, noted among the recent requests
-// (wasAsked). It reports whether the write failed for a reason that
-// stays (no route to the server, a firewall: transientSendError). A
-// failure, lasting or not (it times out as unanswered), is counted and
-// reported (OpenError, SendError).
-func (c *Client) ask(server int, r moldudp64.Range) (lasting bool) {
+// (wasAsked). It reports whether the request was sent and whether its
+// write failed for a reason that stays (no route to the server, a
+// firewall: transientSendError). A failure, lasting or not (it times out
+// as unanswered, its timeout doubling none after it: timedOut), is
+// counted and reported (OpenError, SendError).
+func (c *Client) ask(server int, r moldudp64.Range) (sent, lasting bool) {
 	c.asked[c.askedN%askedMemory] = r
 	c.askedN++
 	c.req = moldudp64.Request{Session: c.session, Seq: r.First, Count: uint16(r.Count)}.Append(c.req[:0])
 	if c.fds[server] < 0 && !c.reopen(server) {
-		return false // counted and reported (OpenError); the timeout moves on
+		return false, false // counted and reported (OpenError); the timeout moves on
 	}
 	if err := unix.Sendto(c.fds[server], c.req, 0, &c.addrs[server]); err != nil {
 		c.Stats.SendErrors++ // counted and reported (SendError)
 		c.sendErrs.fail(server, err)
-		return !transientSendError(err)
+		return false, !transientSendError(err)
 	}
 	c.sendErrs.end(server)
 	c.Stats.Requests++
-	return false
+	return true, false
 }
 
 // transientSendError reports whether a failed request write may succeed

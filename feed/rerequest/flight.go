@@ -16,6 +16,9 @@ type flight struct {
 	sentAt   int64 // when inflight was sent (0: nothing in flight)
 	lastAns  int64 // when an answer to inflight last arrived (0: none yet)
 	backoff  int   // the doublings of its timeout the client kept when it was sent (Client.timedOut)
+	// unsent: its write failed (SendError, OpenError): nothing left, so
+	// its timeout says nothing of the server (Client.timedOut).
+	unsent bool
 }
 
 // Outcomes of a request in flight (flight.check).
@@ -84,7 +87,7 @@ func (f *flight) start(r moldudp64.Range, now int64, backoff int) {
 	}
 	f.inflight = r
 	f.tries++
-	f.sentAt, f.lastAns, f.backoff = now, 0, backoff
+	f.sentAt, f.lastAns, f.backoff, f.unsent = now, 0, backoff, false
 }
 
 // heard notes an answer r from server taken at now: if it answers the
@@ -100,7 +103,7 @@ func (f *flight) heard(server int, r moldudp64.Range, now int64) int64 {
 		return 0
 	}
 	rtt := int64(0)
-	if f.sentAt != 0 && f.lastAns == 0 && f.tries == 1 && server == f.server {
+	if f.sentAt != 0 && f.lastAns == 0 && f.tries == 1 && server == f.server && !f.unsent {
 		rtt = max(1, now-f.sentAt)
 	}
 	f.lastAns = now

@@ -20,15 +20,20 @@ func (c *Client) rto() time.Duration {
 	return min(t, c.cfg.Timeout<<6)
 }
 
-// timedOut counts a request timed out, and doubles the timeout of the
+// timedOut counts f's request timed out, and doubles the timeout of the
 // requests sent after it (those in flight keep theirs) until an answer is
 // measured again (sample; Karn's algorithm, as TCP's): the answers that
 // take longer than the timeout are never measured (an answer to a resend
 // may be the first send's), so the measured time alone stays under a
 // server's answer time that grew past the timeout. It is not compounded
-// with a retry's own doubling (flight.timeout).
-func (c *Client) timedOut() {
+// with a retry's own doubling (flight.timeout). A request whose write
+// failed (unsent) doubles nothing: it never reached the server, whose
+// answer time it says nothing of.
+func (c *Client) timedOut(f *flight) {
 	c.Stats.Timeouts++
+	if f.unsent {
+		return
+	}
 	c.backoff = min(c.backoff+1, maxBackoff)
 	c.Stats.RTO = c.rto() << c.backoff
 }

@@ -1,6 +1,8 @@
 package rerequest_test
 
 import (
+	"errors"
+	"net/netip"
 	"slices"
 	"testing"
 	"time"
@@ -44,5 +46,61 @@ func TestRTOFailoverLateAnswerNotMeasured(t *testing.T) {
 	pollUntil(t, c, t0+65*ms, 2, progress)
 	if c.Stats.AnswerTimes != 1 || c.Active() {
 		t.Fatalf("after the second server's answer: %d measured, active %v; want 1, filled (%+v)", c.Stats.AnswerTimes, c.Active(), c.Stats)
+	}
+}
+
+// TestRTOFailedWriteNotDoubled: a request whose write failed never left,
+// so its timeout says nothing of the server: it moves on (a retry, or
+// the next server) without doubling the timeout of the requests after it,
+// as a range asked ahead whose write fails does. First a new socket that
+// could not be opened (after Forget): the resend, once it opens, is
+// awaited twice Timeout as a retry, and the timeout of a first try stays
+// Timeout. Then a first server that cannot be written to (a broadcast
+// address: EACCES): the second is asked at once, and its first try
+// resent after Timeout, not twice it. Before, each failed write doubled
+// the timeout as a server's silence does.
+func TestRTOFailedWriteNotDoubled(t *testing.T) {
+	srv := newQuietServer(t)
+	fail := false
+	c, err := rerequest.New(rerequest.Config{Servers: []netip.AddrPort{srv.addr()}, Timeout: 20 * time.Millisecond},
+		func(fn func() error) error {
+			if fail {
+				return errors.New("namespace gone")
+			}
+			return fn()
+		})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ms := int64(time.Millisecond)
+	progress := func(p moldudp64.Packet) { c.Progress(p.Next()) }
+	c.Forget()
+	fail = true
+	t0 := time.Now().UnixNano()
+	c.Want(session, rg(10, 5), t0)
+	c.Poll(t0, progress)
+	fail = false
+	c.Poll(t0+20*ms, progress) // its timeout: resent, the socket opened now
+	if got, want := srv.requests(), []string{"10+5"}; !slices.Equal(got, want) || c.Stats.OpenErrors != 1 {
+		t.Fatalf("requests %v, want %v after an open error (%+v)", got, want, c.Stats)
+	}
+	if c.Stats.RTO != 20*time.Millisecond {
+		t.Fatalf("after a request whose socket could not be opened: timeout %v, want the configured 20ms (%+v)", c.Stats.RTO, c.Stats)
+	}
+
+	b := newQuietServer(t)
+	c2, err := rerequest.New(rerequest.Config{Servers: []netip.AddrPort{netip.MustParseAddrPort("255.255.255.255:9"), b.addr()},
+		Timeout: 20 * time.Millisecond}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	c2.Want(session, rg(10, 5), t0)
+	c2.Poll(t0, progress) // the write fails
+	c2.Poll(t0, progress) // the second server asked
+	c2.Poll(t0+20*ms, progress)
+	if got, want := b.requests(), []string{"10+5", "10+5"}; !slices.Equal(got, want) || c2.Stats.SendErrors != 1 {
+		t.Fatalf("requests to the second server %v Timeout after its first try, want %v (timeout %v; %+v)", got, want, c2.Stats.RTO, c2.Stats)
 	}
 }
