@@ -133,7 +133,7 @@ func (c *Client) progressAhead(next uint64) {
 func (c *Client) answeredAhead(server int, r moldudp64.Range, now int64) {
 	for i := range c.nAhead {
 		a := &c.ahead[i]
-		c.sample(a.heard(server, r, now))
+		c.sample(server, a.heard(server, r, now))
 		if r.First <= a.next && r.End() > a.next {
 			a.next = r.End()
 		}
@@ -171,7 +171,7 @@ func (c *Client) sendAhead(now int64) {
 			continue
 		}
 		if a.sentAt != 0 {
-			switch a.check(a.next, now, c.settle(), c.rto()) {
+			switch a.check(a.next, now, c.settle(), c.rto(a.server)) {
 			case awaited:
 				continue
 			case answered:
@@ -201,7 +201,7 @@ func (c *Client) sendAhead(now int64) {
 			continue
 		}
 		r := moldudp64.Range{First: a.next, Count: n}
-		a.start(r, now, c.backoff)
+		a.start(r, now, c.est[a.server].backoff)
 		sent, lasting := c.ask(a.server, r)
 		a.unsent = !sent
 		if lasting {
@@ -234,7 +234,7 @@ func (c *Client) nextDueAhead() int64 {
 				t = c.tokenDue()
 			}
 		default:
-			t = a.due(c.settle(), c.rto())
+			t = a.due(c.settle(), c.rto(a.server))
 		}
 		if t != 0 && (due == 0 || t < due) {
 			due = t

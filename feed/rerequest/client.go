@@ -74,12 +74,13 @@ type Stats struct {
 	Timeouts uint64 // requests that got no answer in time (or none holding the first message asked)
 	// AnswerTimes: answers to a first try whose answer time was taken
 	// into the request timeout (the first answer to a request not
-	// resent); RTO: a first try's timeout now, before its doubling per
-	// retry (Config.Timeout until an answer is measured; then the
-	// answer time, smoothed, and four times its
-	// variation, at least Config.Timeout, doubled after a timeout until
-	// an answer is measured again). docs/RECOVERY.md, "Ranges asked
-	// ahead".
+	// resent, from the server asked); RTO: a first try's timeout now,
+	// before its doubling per retry, of the server asked now (or that a
+	// range starts with): each server's is its own (estimate;
+	// Config.Timeout until an answer of it is measured; then its answer
+	// time, smoothed, and four times its variation, at least
+	// Config.Timeout, doubled after its timeout until an answer is
+	// measured again). docs/RECOVERY.md, "Request timeout".
 	AnswerTimes uint64
 	RTO         time.Duration
 	Failovers   uint64 // moves to the next server
@@ -198,13 +199,9 @@ type Client struct {
 	recvShort    int
 	recvReported bool
 
-	// srtt, rttvar: the smoothed answer time of first tries and its
-	// variation, in ns (0: none measured yet), which make the request
-	// timeout (rto).
-	srtt, rttvar int64
-	// backoff: the doublings of a first try's timeout kept after a
-	// timeout until an answer is measured (timedOut, at most maxBackoff).
-	backoff int
+	// est: by server, its answer time and kept doublings, which make the
+	// timeout of the requests asked of it (rto).
+	est []estimate
 
 	tokens   float64
 	refillAt int64
@@ -246,8 +243,9 @@ func New(cfg Config, open func(func() error) error) (*Client, error) {
 	}
 	c := &Client{cfg: cfg, open: open, perRequest: cfg.MaxRequestMessages, buf: make([]byte, 1<<16), req: make([]byte, 0, moldudp64.RequestLen),
 		openErrs: newFailureRuns(cfg.Servers, "rerequest: new socket for %s after a restart: %w"),
-		sendErrs: newFailureRuns(cfg.Servers, "rerequest: send a request to %s: %w")}
-	c.Stats.RTO = c.rto() // Config.Timeout until an answer is measured
+		sendErrs: newFailureRuns(cfg.Servers, "rerequest: send a request to %s: %w"),
+		est:      make([]estimate, len(cfg.Servers))}
+	c.noteRTO() // Config.Timeout until an answer is measured
 	err := open(func() error {
 		for _, s := range cfg.Servers {
 			fd, port, err := c.open4(s)
@@ -387,7 +385,7 @@ func (c *Client) nextDueWanted() int64 {
 		}
 		return c.tokenDue()
 	}
-	return c.due(c.settle(), c.rto())
+	return c.due(c.settle(), c.rto(c.server))
 }
 
 // tokenDue returns when a request held back by the rate limit may go:
@@ -418,6 +416,7 @@ func (c *Client) Want(s moldudp64.Session, r moldudp64.Range, now int64) {
 	c.active = r.Count > 0
 	c.flight, c.failed = flight{server: c.first}, 0
 	c.adopt(r)
+	c.noteRTO()
 }
 
 // filled ends the wanted range, filled; if it failed over, the server it
@@ -428,6 +427,7 @@ func (c *Client) filled() {
 	if c.failed > 0 {
 		c.first = c.server
 	}
+	c.noteRTO()
 }
 
 // Progress tells the client that the caller has every message before next.
@@ -467,6 +467,7 @@ func (c *Client) Cancel() {
 	c.active = false
 	c.sentAt = 0
 	c.nAhead = 0
+	c.noteRTO()
 }
 
 // Forget is Cancel for a session whose numbering starts again (a restart
@@ -635,7 +636,7 @@ func (c *Client) accept(server int, b []byte, now int64, fn func(p moldudp64.Pac
 		c.Stats.DroppedMessages += r.Count
 		return
 	}
-	c.sample(c.heard(server, r, now))
+	c.sample(server, c.heard(server, r, now))
 	if c.nAhead > 0 {
 		c.answeredAhead(server, r, now)
 	}
@@ -726,7 +727,7 @@ func (c *Client) observe(now int64) {
 // send sends the request that is due, if any.
 func (c *Client) send(now int64) bool {
 	if c.sentAt != 0 {
-		switch c.check(c.next, now, c.settle(), c.rto()) {
+		switch c.check(c.next, now, c.settle(), c.rto(c.server)) {
 		case awaited:
 			return true
 		case timedOut:
@@ -742,10 +743,12 @@ func (c *Client) send(now int64) bool {
 					c.Stats.Failures++
 					c.active = false
 					c.nAhead = 0 // the servers rest: the caller declares what follows
+					c.noteRTO()
 					return false
 				}
 				c.server = (c.server + 1) % len(c.fds)
 				c.Stats.Failovers++
+				c.noteRTO()
 			} else {
 				c.Stats.Retries++
 			}
@@ -762,7 +765,7 @@ func (c *Client) send(now int64) bool {
 		return true
 	}
 	r := moldudp64.Range{First: c.next, Count: n}
-	c.start(r, now, c.backoff)
+	c.start(r, now, c.est[c.server].backoff)
 	sent, lasting := c.ask(c.server, r)
 	c.unsent = !sent
 	if lasting {
@@ -773,7 +776,7 @@ func (c *Client) send(now int64) bool {
 		// timeout doubles none after it): the next call fails over, as
 		// after the last timeout.
 		c.tries = c.cfg.Retries + 1
-		c.sentAt = now - c.timeout(c.rto())
+		c.sentAt = now - c.timeout(c.rto(c.server))
 	}
 	return true
 }

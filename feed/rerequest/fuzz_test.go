@@ -20,7 +20,7 @@ func FuzzAccept(f *testing.F) {
 	f.Add(moldudp64.AppendHeader(nil, moldudp64.NewSession("OTHER"), 10, 1))
 	f.Add([]byte{1, 2, 3})
 	f.Fuzz(func(t *testing.T, data []byte) {
-		c := &Client{cfg: Config{MaxRequestMessages: 100}}
+		c := &Client{cfg: Config{MaxRequestMessages: 100}, est: make([]estimate, 1)}
 		asked := moldudp64.Range{First: 10, Count: 50}
 		c.Want(s, asked, 1)
 		c.inflight = asked

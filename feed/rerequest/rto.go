@@ -2,26 +2,60 @@ package rerequest
 
 import "time"
 
-// rto returns a request's timeout before its retries double it: the
-// server's measured answer time, smoothed, and four times its variation
-// (as TCP's retransmission timeout, RFC 6298), at least Config.Timeout
-// and at most Config.Timeout<<6; Config.Timeout until an answer is
-// measured. A server that answers its requests one at a time keeps those
-// asked together (the ranges asked ahead, Ahead) waiting behind each
-// other: with a timeout under that wait each was taken as lost and asked
-// again, and the resends queued behind the rest, a storm of retries (the
-// lab soak's seed 16096, 8 ms an answer: 3,093 timeouts of 7,206
-// requests with the measured time alone, its first range 3.5 s).
-func (c *Client) rto() time.Duration {
+// estimate is a server's answer time as the client measured it (sample)
+// and the doublings its timeouts kept (timedOut), which make the timeout
+// of the requests asked of it (rto). Each server has its own: an
+// exchange's primary and backup re-request servers are other hosts,
+// often at other sites (a backup across the country answers in
+// milliseconds where the primary takes microseconds), and a server that
+// queues its requests (answering one at a time) is slow by its own
+// queue, so one server's answer time says nothing of another's. With one
+// estimate for all, a slow primary lengthened a fast backup's first tries
+// after a failover (its timeout doubled by the primary's timeouts on
+// top), and the backup's answers, once measured, shortened the
+// primary's when the ranges went back to it (TestRTOPerServer). It is
+// kept across Forget and a session change: it measures the server and
+// the path to it, not the numbering, and each answer measured moves it
+// on. A failover starts the next server's tries with its own estimate,
+// Config.Timeout until an answer of it is measured.
+type estimate struct {
+	// srtt, rttvar: the smoothed answer time of first tries and its
+	// variation, in ns (0: none measured yet).
+	srtt, rttvar int64
+	// backoff: the doublings of a first try's timeout kept after a
+	// timeout until an answer is measured (timedOut, at most maxBackoff).
+	backoff int
+}
+
+// rto returns the timeout of a request to server before its retries
+// double it: the server's measured answer time, smoothed, and four
+// times its variation (as TCP's retransmission timeout, RFC 6298), at
+// least Config.Timeout and at most Config.Timeout<<6; Config.Timeout
+// until an answer of it is measured. A server that answers its requests
+// one at a time keeps those asked together (the ranges asked ahead,
+// Ahead) waiting behind each other: with a timeout under that wait each
+// was taken as lost and asked again, and the resends queued behind the
+// rest, a storm of retries (the lab soak's seed 16096, 8 ms an answer:
+// 3,093 timeouts of 7,206 requests with the measured time alone, its
+// first range 3.5 s).
+func (c *Client) rto(server int) time.Duration {
 	t := c.cfg.Timeout
-	if c.srtt != 0 {
-		t = max(t, time.Duration(c.srtt+4*c.rttvar))
+	if e := &c.est[server]; e.srtt != 0 {
+		t = max(t, time.Duration(e.srtt+4*e.rttvar))
 	}
 	return min(t, c.cfg.Timeout<<6)
 }
 
+// noteRTO sets Stats.RTO to the timeout of a first try to the server
+// asked now (the wanted range's; the one the next range starts with
+// when none is wanted: aheadServer), its kept doubling included.
+func (c *Client) noteRTO() {
+	s := c.aheadServer()
+	c.Stats.RTO = c.rto(s) << c.est[s].backoff
+}
+
 // timedOut counts f's request timed out, and doubles the timeout of the
-// requests sent after it (those in flight keep theirs) until an answer is
+// requests sent after it to its server (those in flight keep theirs) until an answer is
 // measured again (sample; Karn's algorithm, as TCP's): the answers that
 // take longer than the timeout are never measured (an answer to a resend
 // may be the first send's), so the measured time alone stays under a
@@ -34,8 +68,9 @@ func (c *Client) timedOut(f *flight) {
 	if f.unsent {
 		return
 	}
-	c.backoff = min(c.backoff+1, maxBackoff)
-	c.Stats.RTO = c.rto() << c.backoff
+	e := &c.est[f.server]
+	e.backoff = min(e.backoff+1, maxBackoff)
+	c.noteRTO()
 }
 
 // maxBackoff is the most doublings timeouts keep (timedOut) for the first
@@ -46,25 +81,26 @@ func (c *Client) timedOut(f *flight) {
 // 38 s; 1: 35 s).
 const maxBackoff = 1
 
-// sample takes rtt, the answer time of a first try (flight.heard; 0:
-// none), into the smoothed answer time and its variation (gains 1/8 and
-// 1/4, RFC 6298), ends the doubling kept by timeouts (timedOut), and
-// notes the timeout they make (Stats.RTO).
-func (c *Client) sample(rtt int64) {
+// sample takes rtt, the answer time of a first try to server
+// (flight.heard; 0: none), into its smoothed answer time and variation
+// (gains 1/8 and 1/4, RFC 6298), ends the doubling its timeouts kept
+// (timedOut), and notes the timeout of the server asked now (Stats.RTO).
+func (c *Client) sample(server int, rtt int64) {
 	if rtt <= 0 {
 		return
 	}
-	if c.srtt == 0 {
-		c.srtt, c.rttvar = rtt, rtt/2
+	e := &c.est[server]
+	if e.srtt == 0 {
+		e.srtt, e.rttvar = rtt, rtt/2
 	} else {
-		d := c.srtt - rtt
+		d := e.srtt - rtt
 		if d < 0 {
 			d = -d
 		}
-		c.rttvar += (d - c.rttvar) / 4
-		c.srtt += (rtt - c.srtt) / 8
+		e.rttvar += (d - e.rttvar) / 4
+		e.srtt += (rtt - e.srtt) / 8
 	}
-	c.backoff = 0
+	e.backoff = 0
 	c.Stats.AnswerTimes++
-	c.Stats.RTO = c.rto()
+	c.noteRTO()
 }

@@ -104,3 +104,60 @@ func TestRTOFailedWriteNotDoubled(t *testing.T) {
 		t.Fatalf("requests to the second server %v Timeout after its first try, want %v (timeout %v; %+v)", got, want, c2.Stats.RTO, c2.Stats)
 	}
 }
+
+// TestRTOPerServer: each server's request timeout is its own answer
+// time's. The first server answers in 19 ms (its timeout 57 ms: 19 plus
+// four times 9.5), then goes silent: the range fails over to the second,
+// which nothing was measured of. Its first try is resent after Timeout
+// (20 ms), not after the first server's timeout doubled by its timeouts
+// (114 ms), and the gauge (Stats.RTO) says the second server's. Once the
+// second server answered (in 2 ms) and filled the range, the next range
+// is asked of it, still at Timeout; Forget keeps each server's.
+func TestRTOPerServer(t *testing.T) {
+	a, b := newQuietServer(t), newQuietServer(t)
+	c := newQuietClient(t, a, rerequest.Config{Timeout: 20 * time.Millisecond, Retries: 1}, b)
+	ms := int64(time.Millisecond)
+	progress := func(p moldudp64.Packet) { c.Progress(p.Next()) }
+	t0 := time.Now().UnixNano()
+	c.Want(session, rg(10, 5), t0)
+	c.Poll(t0, progress)
+	a.requests()
+	a.answer(10, 15)
+	pollUntil(t, c, t0+19*ms, 1, progress)
+	if c.Stats.AnswerTimes != 1 || c.Stats.RTO != 57*time.Millisecond || c.Active() {
+		t.Fatalf("after the first server's answer in 19ms: %d measured, timeout %v, active %v; want 1, 57ms, filled", c.Stats.AnswerTimes, c.Stats.RTO, c.Active())
+	}
+	t1 := t0 + 100*ms
+	c.Want(session, rg(20, 5), t1)
+	c.Poll(t1, progress)
+	c.Poll(t1+57*ms, progress)       // the first server's timeout: resent, doubled
+	c.Poll(t1+(57+114)*ms, progress) // again: the second server asked
+	if got, want := a.requests(), []string{"20+5", "20+5"}; !slices.Equal(got, want) {
+		t.Fatalf("requests to the first server %v, want %v (%+v)", got, want, c.Stats)
+	}
+	if got, want := b.requests(), []string{"20+5"}; !slices.Equal(got, want) {
+		t.Fatalf("requests to the second server %v, want %v (%+v)", got, want, c.Stats)
+	}
+	if c.Stats.RTO != 20*time.Millisecond {
+		t.Errorf("after the failover: timeout %v, want the second server's, the configured 20ms", c.Stats.RTO)
+	}
+	t2 := t1 + (57+114+20)*ms
+	c.Poll(t2, progress)
+	if got, want := b.requests(), []string{"20+5"}; !slices.Equal(got, want) {
+		t.Fatalf("requests to the second server %v Timeout (20ms) after its first try, want %v resent (timeout %v; %+v)", got, want, c.Stats.RTO, c.Stats)
+	}
+	b.answer(20, 25) // to a resend: not measured
+	pollUntil(t, c, t2+ms, 2, progress)
+	c.Forget()
+	t3 := t2 + 10*ms
+	c.Want(session, rg(1, 5), t3) // a new numbering: the second server first (it filled the last range)
+	c.Poll(t3, progress)
+	if got, want := b.requests(), []string{"1+5"}; !slices.Equal(got, want) || c.Active() == false {
+		t.Fatalf("after Forget: requests to the second server %v, want %v (%+v)", got, want, c.Stats)
+	}
+	b.answer(1, 6)
+	pollUntil(t, c, t3+2*ms, 3, progress)
+	if c.Stats.AnswerTimes != 2 || c.Stats.RTO != 20*time.Millisecond || c.Active() {
+		t.Fatalf("the second server's answer in 2ms: %d measured, timeout %v, active %v; want 2, 20ms, filled", c.Stats.AnswerTimes, c.Stats.RTO, c.Active())
+	}
+}
