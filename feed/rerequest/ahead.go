@@ -179,12 +179,14 @@ func (c *Client) sendAhead(now int64) {
 					continue // answered: the caller holds it
 				}
 			case timedOut:
-				c.timedOut(&a.flight)
+				counted := c.timedOut(&a.flight)
 				if a.tries > c.cfg.Retries {
 					a.spent = true // its turn (Want) fails over
 					continue
 				}
-				c.Stats.Retries++
+				if counted {
+					c.Stats.Retries++
+				}
 			}
 		}
 		if held {

@@ -736,7 +736,7 @@ func (c *Client) send(now int64) bool {
 			// waits for a token, and is not timed out again meanwhile
 			// (with the next server's tries at 0, that shifted by -1: a
 			// panic).
-			c.timedOut(&c.flight)
+			counted := c.timedOut(&c.flight)
 			if c.tries > c.cfg.Retries {
 				c.tries = 0
 				if c.failed++; c.failed >= len(c.fds) {
@@ -749,7 +749,7 @@ func (c *Client) send(now int64) bool {
 				c.server = (c.server + 1) % len(c.fds)
 				c.Stats.Failovers++
 				c.noteRTO()
-			} else {
+			} else if counted {
 				c.Stats.Retries++
 			}
 		}

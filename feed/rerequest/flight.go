@@ -19,6 +19,10 @@ type flight struct {
 	// unsent: its write failed (SendError, OpenError): nothing left, so
 	// its timeout says nothing of the server (Client.timedOut).
 	unsent bool
+	// heldFirst: an answer to it held the first message asked: the
+	// server answered, though the caller may have kept none of it
+	// (check, Client.timedOut).
+	heldFirst bool
 }
 
 // Outcomes of a request in flight (flight.check).
@@ -37,7 +41,9 @@ const (
 // server that no longer has it, or the answer's first packet was lost)
 // and quiet for settle, it timed out: were such an answer a partial
 // one, a server lacking the start would be asked from there for ever,
-// never failed over.
+// never failed over. Answered with it but lacking it still (the caller
+// kept none of the answer: heldFirst), it is asked again as a retry is,
+// but is no timeout (Client.timedOut).
 func (f *flight) check(next uint64, now int64, settle, base time.Duration) int {
 	switch {
 	case next >= f.inflight.End():
@@ -87,7 +93,7 @@ func (f *flight) start(r moldudp64.Range, now int64, backoff int) {
 	}
 	f.inflight = r
 	f.tries++
-	f.sentAt, f.lastAns, f.backoff, f.unsent = now, 0, backoff, false
+	f.sentAt, f.lastAns, f.backoff, f.unsent, f.heldFirst = now, 0, backoff, false, false
 }
 
 // heard notes an answer r from server taken at now: if it answers the
@@ -107,6 +113,9 @@ func (f *flight) heard(server int, r moldudp64.Range, now int64) int64 {
 		rtt = max(1, now-f.sentAt)
 	}
 	f.lastAns = now
+	if r.Contains(f.inflight.First) {
+		f.heldFirst = true
+	}
 	return rtt
 }
 

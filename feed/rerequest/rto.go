@@ -62,15 +62,22 @@ func (c *Client) noteRTO() {
 // server's answer time that grew past the timeout. It is not compounded
 // with a retry's own doubling (flight.timeout). A request whose write
 // failed (unsent) doubles nothing: it never reached the server, whose
-// answer time it says nothing of.
-func (c *Client) timedOut(f *flight) {
+// answer time it says nothing of. One the server answered from its
+// first message, asked again because the caller kept none of the answer
+// (its hold full: heldFirst), is no timeout: it is neither counted nor
+// doubles anything, and timedOut reports false (it is no retry either).
+func (c *Client) timedOut(f *flight) bool {
+	if f.heldFirst {
+		return false
+	}
 	c.Stats.Timeouts++
 	if f.unsent {
-		return
+		return true
 	}
 	e := &c.est[f.server]
 	e.backoff = min(e.backoff+1, maxBackoff)
 	c.noteRTO()
+	return true
 }
 
 // maxBackoff is the most doublings timeouts keep (timedOut) for the first

@@ -161,3 +161,34 @@ func TestRTOPerServer(t *testing.T) {
 		t.Fatalf("the second server's answer in 2ms: %d measured, timeout %v, active %v; want 2, 20ms, filled", c.Stats.AnswerTimes, c.Stats.RTO, c.Active())
 	}
 }
+
+// TestAheadAnswerNotKeptNoTimeout: a range asked ahead is answered in
+// time, in part, but the caller keeps none of it (its hold full) and
+// lists it again from its start before the answer's quiet moment
+// (settle) ends. It is asked again then, as a range the caller still
+// lacks, not as a request the server did not answer: no timeout nor
+// retry is counted, nor the timeout doubled for the requests after it.
+// (Answered whole, the request ends at once and the range is asked again
+// when listed: that counted nothing before either.)
+func TestAheadAnswerNotKeptNoTimeout(t *testing.T) {
+	srv := newQuietServer(t)
+	c := newQuietClient(t, srv, rerequest.Config{Timeout: 20 * time.Millisecond})
+	ms := int64(time.Millisecond)
+	t0 := time.Now().UnixNano()
+	c.Want(session, rg(10, 5), t0)
+	c.Ahead([]moldudp64.Range{rg(100, 5)})
+	c.Poll(t0, func(moldudp64.Packet) {})
+	if got, want := srv.requests(), []string{"10+5", "100+5"}; !slices.Equal(got, want) {
+		t.Fatalf("requests %v, want %v", got, want)
+	}
+	srv.answer(100, 103)
+	pollUntil(t, c, t0+ms, 1, func(moldudp64.Packet) {}) // not kept
+	c.Ahead([]moldudp64.Range{rg(100, 5)})               // still lacked whole
+	c.Poll(t0+5*ms, func(moldudp64.Packet) {})           // past the settle (2ms)
+	if got, want := srv.requests(), []string{"100+5"}; !slices.Equal(got, want) {
+		t.Fatalf("requests %v after the answer not kept, want %v asked again (%+v)", got, want, c.Stats)
+	}
+	if st := c.Stats; st.Timeouts != 0 || st.Retries != 0 || st.RTO != 20*time.Millisecond {
+		t.Fatalf("an answer not kept asked again: %d timeouts, %d retries, timeout %v; want none, none, the configured 20ms (%+v)", st.Timeouts, st.Retries, st.RTO, st)
+	}
+}
