@@ -166,16 +166,19 @@ func TestRerequestWakeSet(t *testing.T) {
 
 // TestRerequestWakeWithoutSockets: after a restart of the sequence (the
 // client's Forget) no re-request socket is open until the next request
-// is sent; a gap's first request held back by the rate limit (1 a
-// second) has none to wake on, and the wake is its token's time
-// (rerequest.Client.NextDue) all the same. Before, the client's deadline
-// was taken only with its sockets: the request waited for the receive
-// wait's timeout on quiet lines.
+// is sent; a gap's first request held back by the rate limit has none to
+// wake on, and the wake is its token's time (rerequest.Client.NextDue)
+// all the same. Before, the client's deadline was taken only with its
+// sockets: the request waited for the receive wait's timeout on quiet
+// lines. The rate limit's one token refills in 11.6 days of the script's
+// clock (RequestsPerSecond 1e-6), which moves a millisecond a poll: the
+// polls while the first answer comes on loopback, however many, never
+// refill it (at 1 a second, a thousand would have sent 11's request).
 func TestRerequestWakeWithoutSockets(t *testing.T) {
 	srv := newScriptedServer(t)
 	h, _ := oneShardHandler(t, 0, smallBooks)
 	rec := withRecovery(t, h, ArbiterConfig{Lines: 1, LineTimeout: time.Hour, Grace: time.Microsecond, Hold: time.Millisecond},
-		RecoveryConfig{Rerequest: rerequest.Config{Servers: []netip.AddrPort{srv.addr()}, Timeout: time.Hour, RequestsPerSecond: 1}})
+		RecoveryConfig{Rerequest: rerequest.Config{Servers: []netip.AddrPort{srv.addr()}, Timeout: time.Hour, RequestsPerSecond: 1e-6}})
 	rs := &restartScript{h: h, rec: rec, now: time.Now().UnixNano()}
 	rs.offer(1, 1, 5, time.Millisecond)
 	rs.offer(1, 7, 10, time.Millisecond) // 6 lost
