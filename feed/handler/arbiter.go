@@ -237,7 +237,9 @@ type Arbiter struct {
 	// failSince: when Advance first saw the receiver fail with nothing
 	// read, since the last packet or empty poll (0: not failing).
 	failSince int64
-	// drainedAt: the wall-clock time of the latest empty poll (Tick).
+	// drainedAt: the wall-clock time of the latest empty poll (Tick),
+	// when every line was drained: how far the lines were read at least
+	// (linesClock).
 	drainedAt int64
 	// checked: per line, the clock the latest look at the holes and
 	// held packets (checkGap past the in-order exit) compared its waits

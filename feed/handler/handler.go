@@ -203,10 +203,13 @@ type Handler struct {
 	pickup                       int64 // when the current batch was taken from the receiver
 	rxErrLogged                  time.Time
 	rxErrQuiet                   uint64 // receive errors not logged since rxErrLogged (logReceiveError)
-	// drainedAt: the receive loop's last empty poll since the last batch
-	// (0: none), for the capture: the next batch is marked with it, and
-	// so are the recovery's frames of the rounds before it (an answer),
-	// which a replay reads first.
+	// drainedAt: the receive loop's latest empty poll since its last
+	// batch (0: none since; reset once that batch is captured), for the
+	// capture, which marks with it what the receive thread records until
+	// the next batch: that batch (Put), a failed receive call (Failed),
+	// a re-request answer, held or not (Recovered, RecoveredDropped), a
+	// freeze for a snapshot (Freeze) and a re-request given up (GaveUp).
+	// A replay ticks at it before them, as the live arbiter did.
 	drainedAt int64
 
 	stop     atomic.Bool
