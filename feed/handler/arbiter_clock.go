@@ -201,16 +201,15 @@ func (a *Arbiter) Advance(now int64) {
 // clock of a line waited for. One at or before now says the next wait
 // should end at once: a line read behind or silent was compared with an
 // earlier clock, and a change since the check (a hole filled, the next
-// one behind it) may have a deadline passed then count now. Before, a
-// packet's check passed nothing: every packet round that left something
-// held or missing was followed by a wake at once for deadlines long
-// past (the session's start plus LineTimeout, a dead line's, the hole's
-// Grace by a line behind), an empty round and three timerfd calls
-// (TestArbiterNextDueAfterPackets). A time it returns may find nothing
+// one behind it) may have a deadline passed then count now. So a
+// round of packets that leaves something held or missing wakes no wait
+// for the deadlines its check passed (the session's start plus
+// LineTimeout, a dead line's, the hole's Grace by a line behind:
+// TestArbiterNextDueAfterPackets). A time it returns may find nothing
 // due yet (a line still waited for by another deadline), never one past
 // what was due, but for waits counted across a step of the wall clock
 // back (afterStep), whose stamps it takes as they are: those are acted
-// on at the wait's timeout, as before. Each empty poll passes the
+// on at the wait's timeout. Each empty poll passes the
 // deadlines up to its now: a run of them woken by it passes them all, a
 // few a line, then the wait is the receiver's again. O(lines) with no
 // packet scanned, and only a branch while nothing is held or missing; it
@@ -256,9 +255,7 @@ func (a *Arbiter) NextDue(now int64) int64 {
 	// hole's Hold and that line's LineTimeout are, and end the wait.
 	waited := false
 	for i := 0; i < a.cfg.Lines; i++ {
-		last := a.lastRx[i]
-		if (a.high[i] <= a.next || a.backAtNext(i)) && since+hold > from(a.checked[i]) &&
-			(last != 0 && now-last < timeout || last == 0 && now-a.startRx < timeout) {
+		if (a.high[i] <= a.next || a.backAtNext(i)) && since+hold > from(a.checked[i]) && a.live(i, now) {
 			waited = true
 		}
 	}
@@ -302,17 +299,27 @@ func (a *Arbiter) NextDue(now int64) int64 {
 // in-order exit (something held or missing), O(lines).
 func (a *Arbiter) passed(now int64, idle bool) {
 	a.checkedNow = now
-	timeout := int64(a.cfg.LineTimeout)
 	for i := 0; i < a.cfg.Lines; i++ {
-		switch last := a.lastRx[i]; {
-		case last == 0 && now-a.startRx >= timeout, last != 0 && now-last >= timeout:
+		switch {
+		case !a.live(i, now):
 			a.checked[i] = math.MaxInt64 // dead
 		case idle:
 			a.checked[i] = now
 		default:
-			a.checked[i] = max(last, a.readRx[i])
+			a.checked[i] = max(a.lastRx[i], a.readRx[i])
 		}
 	}
+}
+
+// live reports whether line i is still waited for at now (NextDue,
+// passed): its latest packet of the session less than LineTimeout
+// before, or, never heard from, the session's first packet so (its
+// packets may still be queued).
+func (a *Arbiter) live(i int, now int64) bool {
+	if last := a.lastRx[i]; last != 0 {
+		return now-last < int64(a.cfg.LineTimeout)
+	}
+	return now-a.startRx < int64(a.cfg.LineTimeout)
 }
 
 // wentBelowAny reports whether some line's latest packet went below its
