@@ -31,6 +31,17 @@ func giveUp(t *testing.T, c *rerequest.Client, now *int64, each func()) {
 	}
 }
 
+// failingOpen is a client's open (rerequest.New) that fails while
+// *fail is set: a new socket after Forget cannot be opened.
+func failingOpen(fail *bool) func(func() error) error {
+	return func(fn func() error) error {
+		if *fail {
+			return errors.New("namespace gone")
+		}
+		return fn()
+	}
+}
+
 // TestRequestsCountsSent: Stats.Requests (the metric
 // feedhandler_recovery_requests_total, "Re-request packets sent") counts
 // the requests on the wire, not those whose write failed (SendErrors) or
@@ -54,13 +65,7 @@ func TestRequestsCountsSent(t *testing.T) {
 	h := history(t, 10)
 	dead := newServer(t, exchange.RerequestConfig{Message: h.Message, Refuse: true})
 	fail := false
-	c2, err := rerequest.New(rerequest.Config{Servers: []netip.AddrPort{dead.Addr()}, Timeout: time.Millisecond, Retries: 2},
-		func(fn func() error) error {
-			if fail {
-				return errors.New("namespace gone")
-			}
-			return fn()
-		})
+	c2, err := rerequest.New(rerequest.Config{Servers: []netip.AddrPort{dead.Addr()}, Timeout: time.Millisecond, Retries: 2}, failingOpen(&fail))
 	if err != nil {
 		t.Fatal(err)
 	}

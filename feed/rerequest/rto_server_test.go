@@ -1,7 +1,6 @@
 package rerequest_test
 
 import (
-	"errors"
 	"net/netip"
 	"slices"
 	"testing"
@@ -11,6 +10,18 @@ import (
 	"github.com/marketfeed/feedhandler/feed/rerequest"
 )
 
+// askOfTwo returns a client of two quiet servers (Timeout 20 ms, Retries
+// 1), a progress callback, and t0, when it asked the first for 10+5.
+func askOfTwo(t *testing.T) (a, b *quietServer, c *rerequest.Client, progress func(moldudp64.Packet), t0 int64) {
+	a, b = newQuietServer(t), newQuietServer(t)
+	c = newQuietClient(t, a, rerequest.Config{Timeout: 20 * time.Millisecond, Retries: 1}, b)
+	progress = func(p moldudp64.Packet) { c.Progress(p.Next()) }
+	t0 = time.Now().UnixNano()
+	c.Want(session, rg(10, 5), t0)
+	c.Poll(t0, progress)
+	return a, b, c, progress, t0
+}
+
 // TestRTOFailoverLateAnswerNotMeasured: the first server times a range
 // out twice (Retries 1), the client fails over to the second and asks it
 // (its first send there), then the first server's answer comes, late.
@@ -18,13 +29,8 @@ import (
 // its time (1 ms after that send) says nothing of either server and is
 // not measured; the second server's answer to the rest, asked after, is.
 func TestRTOFailoverLateAnswerNotMeasured(t *testing.T) {
-	a, b := newQuietServer(t), newQuietServer(t)
-	c := newQuietClient(t, a, rerequest.Config{Timeout: 20 * time.Millisecond, Retries: 1}, b)
+	a, b, c, progress, t0 := askOfTwo(t)
 	ms := int64(time.Millisecond)
-	progress := func(p moldudp64.Packet) { c.Progress(p.Next()) }
-	t0 := time.Now().UnixNano()
-	c.Want(session, rg(10, 5), t0)
-	c.Poll(t0, progress)
 	c.Poll(t0+20*ms, progress) // timed out: resent to a, its timeout doubled
 	c.Poll(t0+60*ms, progress) // timed out again: b asked
 	if got, want := a.requests(), []string{"10+5", "10+5"}; !slices.Equal(got, want) {
@@ -62,13 +68,7 @@ func TestRTOFailoverLateAnswerNotMeasured(t *testing.T) {
 func TestRTOFailedWriteNotDoubled(t *testing.T) {
 	srv := newQuietServer(t)
 	fail := false
-	c, err := rerequest.New(rerequest.Config{Servers: []netip.AddrPort{srv.addr()}, Timeout: 20 * time.Millisecond},
-		func(fn func() error) error {
-			if fail {
-				return errors.New("namespace gone")
-			}
-			return fn()
-		})
+	c, err := rerequest.New(rerequest.Config{Servers: []netip.AddrPort{srv.addr()}, Timeout: 20 * time.Millisecond}, failingOpen(&fail))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -114,13 +114,8 @@ func TestRTOFailedWriteNotDoubled(t *testing.T) {
 // second server answered (in 2 ms) and filled the range, the next range
 // is asked of it, still at Timeout; Forget keeps each server's.
 func TestRTOPerServer(t *testing.T) {
-	a, b := newQuietServer(t), newQuietServer(t)
-	c := newQuietClient(t, a, rerequest.Config{Timeout: 20 * time.Millisecond, Retries: 1}, b)
+	a, b, c, progress, t0 := askOfTwo(t)
 	ms := int64(time.Millisecond)
-	progress := func(p moldudp64.Packet) { c.Progress(p.Next()) }
-	t0 := time.Now().UnixNano()
-	c.Want(session, rg(10, 5), t0)
-	c.Poll(t0, progress)
 	a.requests()
 	a.answer(10, 15)
 	pollUntil(t, c, t0+19*ms, 1, progress)
