@@ -11,7 +11,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 
 	"github.com/cilium/ebpf"
@@ -208,7 +207,7 @@ func TestRunMetricsPortRefusedByPolicy(t *testing.T) {
 	for _, args := range [][]string{{"--feed", path}, {"check", "--feed", path}} {
 		cmd := boundedCommand(t, os.Args[0], args...)
 		cmd.Env = append(os.Environ(), "FEEDHANDLER_TEST_AS_COMMAND=1")
-		cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: cg}
+		cmd.SysProcAttr.UseCgroupFD, cmd.SysProcAttr.CgroupFD = true, cg
 		// check's FAIL line on stdout, run's error on stderr.
 		code, out, errOut := runExit(t, cmd)
 		if errOut = out + errOut; code != exitConfig || !strings.Contains(errOut, want) {
@@ -444,7 +443,7 @@ func TestRunSharedMemoryErrors(t *testing.T) {
 			if tc.drop != "" {
 				args = append([]string{"setpriv", "--clear-groups", "--bounding-set=" + tc.drop, "--inh-caps=" + tc.drop, "--"}, args...)
 			}
-			var cmd *exec.Cmd
+			var cmd *child
 			if tc.mount == "" {
 				cmd = boundedCommand(t, args[0], args[1:]...)
 			} else {
@@ -890,7 +889,7 @@ func TestIOUringRefused(t *testing.T) {
 		return path
 	}
 	const why = "a seccomp filter (a container runtime's default profile, systemd's SystemCallFilter=) or a security module refuses io_uring_setup to this process"
-	command := func(args ...string) *exec.Cmd {
+	command := func(args ...string) *child {
 		cmd := boundedCommand(t, "ip", append([]string{"netns", "exec", ns}, args...)...)
 		cmd.Env = append(os.Environ(), "FEEDHANDLER_TEST_AS_COMMAND=1", "FEEDHANDLER_TEST_DENY_IO_URING=1")
 		return cmd
@@ -906,7 +905,7 @@ func TestIOUringRefused(t *testing.T) {
 	// auto as root without AF_XDP's capabilities: it falls back from
 	// AF_XDP, then from io_uring, to the sockets.
 	noXDP := "-" + strings.ReplaceAll(capList(privilege.Required("xdp", false)), ",", ",-")
-	asNoXDP := func(args ...string) *exec.Cmd {
+	asNoXDP := func(args ...string) *child {
 		return command(append([]string{"setpriv", "--bounding-set=" + noXDP, "--inh-caps=" + noXDP, "--", os.Args[0]}, args...)...)
 	}
 	auto := feed("auto")
