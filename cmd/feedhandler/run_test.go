@@ -542,7 +542,7 @@ func TestRunClosedLogKeepsRunning(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := boundedCommand(t, os.Args[0], "--feed", cfgPath)
+	cmd := inNetns(t, loNetns(t, "fhpipe"), os.Args[0], "--feed", cfgPath)
 	cmd.Env = append(os.Environ(), "FEEDHANDLER_TEST_AS_COMMAND=1")
 	cmd.Stderr = pw
 	if err := cmd.Start(); err != nil {
@@ -573,7 +573,8 @@ func TestRunClosedLogKeepsRunning(t *testing.T) {
 
 // loFeedFile writes a feed file of one line on lo (group:port), the socket
 // backend, shm.name shmName, a JSON log and extra (YAML lines), and
-// returns its path.
+// returns its path. The handler runs it in a network namespace of the
+// test's (loNetns), never on the host's lo.
 func loFeedFile(t *testing.T, feed, groupPort, shmName, extra string) string {
 	t.Helper()
 	group, port, _ := strings.Cut(groupPort, ":")
@@ -592,14 +593,12 @@ func loFeedFile(t *testing.T, feed, groupPort, shmName, extra string) string {
 // and says who may hold the port. Before, the port was
 // bound after setup, which a restart by systemd then repeated each time.
 func TestRunMetricsPortTaken(t *testing.T) {
-	held, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	ns := loNetns(t, "fhporttaken")
+	held := listenIn(t, ns)
 	defer held.Close()
 	shmName := shmtest.Name(t, "fhport")
 	cfgPath := loFeedFile(t, "porttest", "239.77.4.1:26477", shmName, fmt.Sprintf("metrics: {listen: %q}\n", held.Addr().String()))
-	_, errOut, err := runCommand(t, "--feed", cfgPath)
+	_, errOut, err := runCommandIn(t, ns, "--feed", cfgPath)
 	var ee *exec.ExitError
 	if !errors.As(err, &ee) || ee.ExitCode() != 1 || !strings.Contains(errOut, "address already in use") {
 		t.Fatalf("exit %v, want status 1 naming the port in use:\n%s", err, errOut)
