@@ -849,11 +849,12 @@ func TestRunBackendNotSupported(t *testing.T) {
 
 // loNetns adds a network namespace named prefix and the test's pid, with
 // its lo up, deleted when the test ends, and returns its name; it skips
-// the test unless root (AF_XDP needs it) and ip are there.
+// the test unless root (a network namespace needs it, as AF_XDP does) and
+// ip are there.
 func loNetns(t *testing.T, prefix string) string {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		t.Skip("AF_XDP needs root")
+		t.Skip("a network namespace of the test's own needs root")
 	}
 	if _, err := exec.LookPath("ip"); err != nil {
 		t.Skip("ip not installed (Debian package iproute2)")
