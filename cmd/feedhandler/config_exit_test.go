@@ -891,6 +891,20 @@ func listenIn(t *testing.T, ns string) net.Listener {
 	return ln
 }
 
+// listenUDPIn opens a UDP socket on a free port of 127.0.0.1 in network
+// namespace ns.
+func listenUDPIn(t *testing.T, ns string) *net.UDPConn {
+	t.Helper()
+	var c *net.UDPConn
+	if err := netlab.Do(ns, func() (err error) {
+		c, err = net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
 // utilLinuxWrappers reports whether prlimit and setpriv, which
 // TestRunBackendNotSupported runs the command under, are on PATH. The
 // names are literals: TestSetupInstallsLookedUpTools follows them to
