@@ -335,7 +335,7 @@ func runWithListenFd00(t *testing.T, script string, want int, command ...string)
 	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	args := append([]string{"--net", "sh", "-c", script, os.Args[0]}, command...)
+	args := append(append(killedWithScript("--net"), "sh", "-c", script, os.Args[0]), command...)
 	cmd := boundedCommand(t, "unshare", append(args, "--feed", path)...)
 	cmd.Env = append(os.Environ(), "FEEDHANDLER_TEST_AS_COMMAND=1")
 	out, err := cmd.CombinedOutput()
@@ -725,7 +725,7 @@ done
 ` + tc.up + ` || exit 99
 if [ -n "` + tc.url + `" ]; then curl -s --max-time 5 "` + tc.url + `" >` + dir + `/answer; fi
 kill -INT $pid; wait $pid; echo "handler exit $?"`
-			cmd := boundedCommand(t, "unshare", "--net", "sh", "-c", script, os.Args[0], "--feed", path)
+			cmd := boundedCommand(t, "unshare", append(killedWithScript("--net"), "sh", "-c", script, os.Args[0], "--feed", path)...)
 			cmd.Env = append(os.Environ(), "FEEDHANDLER_TEST_AS_COMMAND=1")
 			out, err := cmd.CombinedOutput()
 			log, _ := os.ReadFile(logf)
@@ -787,7 +787,7 @@ exit $rc`
 		{nil, 1, ":11: metrics.listen: listen tcp 10.148.0.1:9100: bind: address already in use: another process listens on this port"},
 		{[]string{"check"}, 1, "FAIL  metrics   metrics.listen 10.148.0.1:9100: listen tcp 10.148.0.1:9100: bind: address already in use"},
 	} {
-		args := append([]string{"--net", "sh", "-c", script, os.Args[0]}, c.command...)
+		args := append(append(killedWithScript("--net"), "sh", "-c", script, os.Args[0]), c.command...)
 		cmd := boundedCommand(t, "unshare", append(args, "--feed", path)...)
 		cmd.Env = append(os.Environ(), "FEEDHANDLER_TEST_AS_COMMAND=1")
 		out, err := cmd.CombinedOutput()
@@ -845,6 +845,18 @@ func TestRunBackendNotSupported(t *testing.T) {
 			t.Errorf("%q under a 4 MiB RLIMIT_MEMLOCK without cap_ipc_lock: no %q:\n%s", tc.receive, want, e.String())
 		}
 	}
+}
+
+// killedWithScript is unshare's flags for a script (sh, after them) that
+// leaves processes in the background (the handler it stops itself, a
+// port's holder, a namespace's): with flags, a PID namespace of its own
+// whose init is the script, which unshare forks and kills when it dies
+// (--kill-child), unshare being killed with the test binary
+// (boundedCommand): the kernel then kills every process of the namespace.
+// Before, a test binary killed mid-script left them running. /proc is the
+// namespace's (the script's pids are).
+func killedWithScript(flags ...string) []string {
+	return append(flags, "--pid", "--fork", "--kill-child", "--mount-proc")
 }
 
 // loNetns adds a network namespace named prefix and the test's pid, with
