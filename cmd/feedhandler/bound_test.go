@@ -1,11 +1,16 @@
 package main
 
 import (
+	"bufio"
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -40,14 +45,23 @@ func waitBound(t *testing.T) time.Duration {
 // this call is killed with its descendants (a script's background
 // handler), and the test fails naming the command line; Wait returns at
 // most 10 s later though something else holds its pipes. A child still
-// running when the test's cleanup starts is killed too.
-func boundedCommand(t *testing.T, name string, args ...string) *exec.Cmd {
+// running when the test's cleanup starts is killed too. One the test
+// binary leaves behind, killed by go test's -timeout (SIGQUIT, then the
+// exit) or by a signal, gets SIGKILL from the kernel (Pdeathsig): before,
+// a handler started by a test killed so ran on, its sockets bound and its
+// groups joined, until someone found it. The kernel sends Pdeathsig when
+// the thread that forked the child ends, not the process: child's Start
+// forks on forker's thread, which never ends (a goroutine that ends with
+// its thread locked ends the thread: netlab.Do's after a failed switch
+// back).
+func boundedCommand(t *testing.T, name string, args ...string) *child {
 	t.Helper()
 	bound := waitBound(t)
 	ctx, cancel := context.WithTimeout(context.Background(), bound)
 	var mu sync.Mutex
 	ended := false // the test's cleanup began: t.Errorf may no longer be called after it
 	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	cmd.Cancel = func() error {
 		mu.Lock()
 		defer mu.Unlock()
@@ -64,7 +78,67 @@ func boundedCommand(t *testing.T, name string, args ...string) *exec.Cmd {
 		mu.Unlock()
 		cancel()
 	})
-	return cmd
+	return &child{cmd}
+}
+
+// child is a command boundedCommand made: its Start (and Run, Output,
+// CombinedOutput, which start it) forks on forker's thread, so that its
+// Pdeathsig comes when the test binary ends and never before.
+type child struct{ *exec.Cmd }
+
+// forker is a goroutine locked to its thread for the test binary's life,
+// which starts every child.
+var forker struct {
+	once sync.Once
+	do   chan func()
+}
+
+// Start starts c on forker's thread.
+func (c *child) Start() error {
+	forker.once.Do(func() {
+		forker.do = make(chan func())
+		go func() {
+			runtime.LockOSThread() // never unlocked: the thread ends with the process
+			for f := range forker.do {
+				f()
+			}
+		}()
+	})
+	errc := make(chan error, 1)
+	forker.do <- func() { errc <- c.Cmd.Start() }
+	return <-errc
+}
+
+// Run is exec.Cmd's Run with child's Start.
+func (c *child) Run() error {
+	if err := c.Start(); err != nil {
+		return err
+	}
+	return c.Wait()
+}
+
+// Output is exec.Cmd's Output with child's Start; an exit error carries
+// stderr when the caller did not take it.
+func (c *child) Output() ([]byte, error) {
+	var out, errOut bytes.Buffer
+	c.Stdout = &out
+	captured := c.Stderr == nil
+	if captured {
+		c.Stderr = &errOut
+	}
+	err := c.Run()
+	if ee := (*exec.ExitError)(nil); captured && errors.As(err, &ee) {
+		ee.Stderr = errOut.Bytes()
+	}
+	return out.Bytes(), err
+}
+
+// CombinedOutput is exec.Cmd's CombinedOutput with child's Start.
+func (c *child) CombinedOutput() ([]byte, error) {
+	var b bytes.Buffer
+	c.Stdout, c.Stderr = &b, &b
+	err := c.Run()
+	return b.Bytes(), err
 }
 
 // await returns what ch brings; if it brings nothing within waitBound,
@@ -99,4 +173,107 @@ func killTree(pid int) {
 	for _, p := range pids {
 		syscall.Kill(p, syscall.SIGKILL)
 	}
+}
+
+// TestChildDiesWithTestBinary: a child of boundedCommand dies with the
+// test binary that started it (killed here with SIGKILL, as go test's
+// -timeout ends one), and not before, though the goroutine that started it
+// ended with its thread locked, which ends the thread. In a child test
+// binary, which starts sleep and prints its pid. Without Pdeathsig the
+// sleep outlived its test binary; forked on the starting goroutine's own
+// thread, it died with that thread.
+func TestChildDiesWithTestBinary(t *testing.T) {
+	if os.Getenv("FEEDHANDLER_TEST_ORPHAN") == "1" {
+		sleep := boundedCommand(t, "sleep", "3600")
+		tid := 0
+		for tid == 0 {
+			started := make(chan error, 1)
+			go func() {
+				runtime.LockOSThread() // never unlocked: this thread ends with the goroutine
+				if syscall.Gettid() == os.Getpid() {
+					// The main thread, which the runtime keeps (wedged)
+					// rather than end: another goroutine, on another
+					// thread, next.
+					started <- nil
+					return
+				}
+				tid = syscall.Gettid()
+				started <- sleep.Start()
+			}()
+			if err := <-started; err != nil {
+				t.Fatal(err)
+			}
+		}
+		// Until the thread is gone: the kernel has sent the Pdeathsig
+		// of a child it forked by then.
+		for {
+			if _, err := os.Stat(fmt.Sprintf("/proc/self/task/%d", tid)); os.IsNotExist(err) {
+				break
+			}
+			time.Sleep(time.Millisecond)
+		}
+		fmt.Printf("sleep pid %d\n", sleep.Process.Pid)
+		select {} // until killed
+	}
+	parent := boundedCommand(t, os.Args[0], "-test.run=^TestChildDiesWithTestBinary$", "-test.count=1")
+	parent.Env = append(os.Environ(), "FEEDHANDLER_TEST_ORPHAN=1")
+	out, err := parent.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := parent.Start(); err != nil {
+		t.Fatal(err)
+	}
+	lines := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(out)
+		sc.Scan()
+		lines <- sc.Text()
+		io.Copy(io.Discard, out)
+	}()
+	var pid int
+	if _, err := fmt.Sscanf(await(t, "the child test binary's sleep pid", lines), "sleep pid %d", &pid); err != nil {
+		parent.Process.Kill()
+		t.Fatalf("the child test binary printed no sleep pid: %v (%s)", err, parent.Wait())
+	}
+	defer syscall.Kill(pid, syscall.SIGKILL)
+	if !sleeping(pid) {
+		t.Errorf("sleep (pid %d) was killed when the thread that started it ended, its test binary still running", pid)
+	}
+	parent.Process.Kill()
+	parent.Wait()
+	bound := waitBound(t)
+	for deadline := time.Now().Add(bound); sleeping(pid); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("sleep (pid %d) still runs %v after the test binary that started it was killed", pid, bound)
+		}
+	}
+}
+
+// sleeping reports whether pid is a sleep command that runs and has no
+// SIGKILL pending.
+func sleeping(pid int) bool {
+	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	if err != nil || !bytes.HasPrefix(cmdline, []byte("sleep\x00")) {
+		return false
+	}
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return false
+	}
+	for l := range strings.Lines(string(status)) {
+		k, v, _ := strings.Cut(strings.TrimSpace(l), ":")
+		v = strings.TrimSpace(v)
+		switch k {
+		case "State":
+			if strings.HasPrefix(v, "Z") || strings.HasPrefix(v, "X") {
+				return false
+			}
+		case "SigPnd", "ShdPnd":
+			if m, err := strconv.ParseUint(v, 16, 64); err == nil && m&(1<<(syscall.SIGKILL-1)) != 0 {
+				return false
+			}
+		}
+	}
+	return true
 }

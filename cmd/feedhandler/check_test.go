@@ -72,7 +72,7 @@ metrics: {listen: "127.0.0.1:%d"}
 	// memlock-same-user wanted ok), and its UMEM counts against the
 	// memlock starts' limit.
 	uid := ownUID(t)
-	as := func(t *testing.T, caps string, memlock int, args ...string) *exec.Cmd {
+	as := func(t *testing.T, caps string, memlock int, args ...string) *child {
 		a := []string{"netns", "exec", lab.Dst}
 		if memlock != 0 {
 			a = append(a, "prlimit", fmt.Sprintf("--memlock=%d", memlock), "--")
@@ -87,7 +87,7 @@ metrics: {listen: "127.0.0.1:%d"}
 		}
 		return boundedCommand(t, "ip", append(a, append([]string{bin}, args...)...)...)
 	}
-	check := func(t *testing.T, cmd *exec.Cmd, wantCode int, want ...string) string {
+	check := func(t *testing.T, cmd *child, wantCode int, want ...string) string {
 		t.Helper()
 		code, out, errOut := runExit(t, cmd)
 		if code != wantCode {
@@ -344,7 +344,7 @@ func ownUID(t *testing.T) int {
 // startsThroughSetup starts the handler and reports whether it logged
 // "privileges after setup" (everything opened, privileges shed) before it
 // exited or 20 s passed; it then stops it.
-func startsThroughSetup(t *testing.T, cmd *exec.Cmd) (bool, string) {
+func startsThroughSetup(t *testing.T, cmd *child) (bool, string) {
 	t.Helper()
 	started, logs, stop := startHandler(t, cmd)
 	stop()
@@ -353,7 +353,7 @@ func startsThroughSetup(t *testing.T, cmd *exec.Cmd) (bool, string) {
 
 // startHandler is startsThroughSetup without the stop: the caller calls
 // stop.
-func startHandler(t *testing.T, cmd *exec.Cmd) (started bool, logs string, stop func()) {
+func startHandler(t *testing.T, cmd *child) (started bool, logs string, stop func()) {
 	t.Helper()
 	pr, err := cmd.StderrPipe()
 	if err != nil {
@@ -473,7 +473,7 @@ func TestCheckReportsEveryProblem(t *testing.T) {
 	if err := os.WriteFile(f, []byte(yaml), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cmd := func(args ...string) *exec.Cmd {
+	cmd := func(args ...string) *child {
 		c := boundedCommand(t, os.Args[0], args...)
 		c.Env = []string{"FEEDHANDLER_TEST_AS_COMMAND=1"}
 		for _, e := range os.Environ() {

@@ -5,13 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 
 	"github.com/cilium/ebpf"
@@ -21,6 +21,7 @@ import (
 
 	"github.com/marketfeed/feedhandler/feed/config"
 	"github.com/marketfeed/feedhandler/feed/rx"
+	"github.com/marketfeed/feedhandler/internal/netlab"
 	"github.com/marketfeed/feedhandler/internal/privilege"
 	"github.com/marketfeed/feedhandler/internal/shmtest"
 	"github.com/marketfeed/feedhandler/proto/shm"
@@ -150,8 +151,14 @@ func TestRunMetricsPortNotAllowed(t *testing.T) {
 	if _, err := exec.LookPath("setpriv"); err != nil {
 		t.Skip("setpriv not installed (Debian package util-linux)")
 	}
-	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_unprivileged_port_start")
-	if err != nil {
+	// In a network namespace of the test's own: check binds the port
+	// and opens the line's socket. The sysctl is the namespace's.
+	ns := loNetns(t, "fhport")
+	var b []byte
+	if err := netlab.Do(ns, func() (err error) {
+		b, err = os.ReadFile("/proc/sys/net/ipv4/ip_unprivileged_port_start")
+		return err
+	}); err != nil {
 		t.Fatal(err)
 	}
 	start, err := strconv.Atoi(strings.TrimSpace(string(b)))
@@ -165,7 +172,7 @@ func TestRunMetricsPortNotAllowed(t *testing.T) {
 	}
 	want := fmt.Sprintf("%s:11: metrics.listen: port %d is below net.ipv4.ip_unprivileged_port_start (%d) and this process lacks cap_net_bind_service: use a port of %d or above (the unit grants no cap_net_bind_service: least privilege, docs/OPERATIONS.md section 1)", path, start-1, start, start)
 	for _, args := range [][]string{{"--feed", path}, {"check", "--feed", path}} {
-		cmd := boundedCommand(t, "setpriv", append([]string{"--bounding-set=-net_bind_service", "--inh-caps=-net_bind_service", "--", os.Args[0]}, args...)...)
+		cmd := inNetns(t, ns, "setpriv", append([]string{"--bounding-set=-net_bind_service", "--inh-caps=-net_bind_service", "--", os.Args[0]}, args...)...)
 		cmd.Env = append(os.Environ(), "FEEDHANDLER_TEST_AS_COMMAND=1")
 		out, err := cmd.CombinedOutput()
 		var ee *exec.ExitError
@@ -175,7 +182,7 @@ func TestRunMetricsPortNotAllowed(t *testing.T) {
 	}
 	// With the capability, both go on past it (check: ok, not a config
 	// error).
-	cmd := boundedCommand(t, os.Args[0], "check", "--feed", path)
+	cmd := inNetns(t, ns, os.Args[0], "check", "--feed", path)
 	cmd.Env = append(os.Environ(), "FEEDHANDLER_TEST_AS_COMMAND=1")
 	if out, _ := cmd.CombinedOutput(); strings.Contains(string(out), "metrics.listen: port") {
 		t.Errorf("check with cap_net_bind_service refused the port:\n%s", out)
@@ -199,6 +206,7 @@ func TestRunMetricsPortRefusedByPolicy(t *testing.T) {
 	}
 	const port = 9187
 	cg := bindRefusingCgroup(t, port)
+	ns := loNetns(t, "fhpolicy") // the handler's sockets there, not the host's
 	path := filepath.Join(t.TempDir(), "feed.yaml")
 	cfg := fmt.Sprintf("feed:\n  name: t\nlines:\n  a:\n    interface: lo\n    group: 239.1.1.1\n    port: 26477\nreceive:\n  backend: socket\nmetrics:\n  listen: 127.0.0.1:%d\nshm:\n  name: %s\n", port, shmtest.Name(t, "fhpolicy"))
 	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
@@ -206,9 +214,9 @@ func TestRunMetricsPortRefusedByPolicy(t *testing.T) {
 	}
 	want := fmt.Sprintf("%s:11: metrics.listen: listen tcp 127.0.0.1:%d: bind: permission denied: refused by a policy, not for want of a capability (the port needs none here): a security module (SELinux: the port's type, semanage port -l; AppArmor: the profile's network rules; the audit log names the denial) or a BPF program on the cgroup's bind hook; allow this port there", path, port)
 	for _, args := range [][]string{{"--feed", path}, {"check", "--feed", path}} {
-		cmd := boundedCommand(t, os.Args[0], args...)
+		cmd := inNetns(t, ns, os.Args[0], args...)
 		cmd.Env = append(os.Environ(), "FEEDHANDLER_TEST_AS_COMMAND=1")
-		cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: cg}
+		cmd.SysProcAttr.UseCgroupFD, cmd.SysProcAttr.CgroupFD = true, cg
 		// check's FAIL line on stdout, run's error on stderr.
 		code, out, errOut := runExit(t, cmd)
 		if errOut = out + errOut; code != exitConfig || !strings.Contains(errOut, want) {
@@ -327,7 +335,7 @@ func runWithListenFd00(t *testing.T, script string, want int, command ...string)
 	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	args := append([]string{"--net", "sh", "-c", script, os.Args[0]}, command...)
+	args := append(append(killedWithScript("--net"), "sh", "-c", script, os.Args[0]), command...)
 	cmd := boundedCommand(t, "unshare", append(args, "--feed", path)...)
 	cmd.Env = append(os.Environ(), "FEEDHANDLER_TEST_AS_COMMAND=1")
 	out, err := cmd.CombinedOutput()
@@ -365,6 +373,9 @@ func TestRunSharedMemoryErrors(t *testing.T) {
 			t.Skipf("%s not installed (Debian package util-linux)", tool)
 		}
 	}
+	// The starts that get past the config's check open the line's
+	// socket: in a network namespace of the test's own.
+	ns := loNetns(t, "fhshmerr")
 	live := shmtest.Name(t, "fhshmerr")
 	w, err := shm.Create(shm.Config{Name: live, Instruments: 16, Depth: 1})
 	if err != nil {
@@ -444,11 +455,11 @@ func TestRunSharedMemoryErrors(t *testing.T) {
 			if tc.drop != "" {
 				args = append([]string{"setpriv", "--clear-groups", "--bounding-set=" + tc.drop, "--inh-caps=" + tc.drop, "--"}, args...)
 			}
-			var cmd *exec.Cmd
+			var cmd *child
 			if tc.mount == "" {
-				cmd = boundedCommand(t, args[0], args[1:]...)
+				cmd = inNetns(t, ns, args[0], args[1:]...)
 			} else {
-				cmd = boundedCommand(t, "unshare", append([]string{"-m", "--propagation", "private", "sh", "-c",
+				cmd = inNetns(t, ns, "unshare", append([]string{"-m", "--propagation", "private", "sh", "-c",
 					"mount -t tmpfs -o " + tc.mount + " tmpfs /dev/shm && " + tc.prep + `exec "$0" "$@"`}, args...)...)
 			}
 			cmd.Env = append(os.Environ(), "FEEDHANDLER_TEST_AS_COMMAND=1")
@@ -490,6 +501,7 @@ func TestRunMissingCapability(t *testing.T) {
 	if _, err := exec.LookPath("setpriv"); err != nil {
 		t.Skip("setpriv not installed (Debian package util-linux)")
 	}
+	ns := loNetns(t, "fhcaps") // the sockets opened before a refusal
 	for _, tc := range []struct {
 		receive, drop, want string
 	}{
@@ -507,7 +519,7 @@ func TestRunMissingCapability(t *testing.T) {
 		if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		cmd := boundedCommand(t, "setpriv", "--bounding-set=-"+tc.drop, "--inh-caps=-"+tc.drop, "--", os.Args[0], "--feed", path)
+		cmd := inNetns(t, ns, "setpriv", "--bounding-set=-"+tc.drop, "--inh-caps=-"+tc.drop, "--", os.Args[0], "--feed", path)
 		cmd.Env = append(os.Environ(), "FEEDHANDLER_TEST_AS_COMMAND=1")
 		var e bytes.Buffer
 		cmd.Stderr = &e
@@ -713,7 +725,7 @@ done
 ` + tc.up + ` || exit 99
 if [ -n "` + tc.url + `" ]; then curl -s --max-time 5 "` + tc.url + `" >` + dir + `/answer; fi
 kill -INT $pid; wait $pid; echo "handler exit $?"`
-			cmd := boundedCommand(t, "unshare", "--net", "sh", "-c", script, os.Args[0], "--feed", path)
+			cmd := boundedCommand(t, "unshare", append(killedWithScript("--net"), "sh", "-c", script, os.Args[0], "--feed", path)...)
 			cmd.Env = append(os.Environ(), "FEEDHANDLER_TEST_AS_COMMAND=1")
 			out, err := cmd.CombinedOutput()
 			log, _ := os.ReadFile(logf)
@@ -775,7 +787,7 @@ exit $rc`
 		{nil, 1, ":11: metrics.listen: listen tcp 10.148.0.1:9100: bind: address already in use: another process listens on this port"},
 		{[]string{"check"}, 1, "FAIL  metrics   metrics.listen 10.148.0.1:9100: listen tcp 10.148.0.1:9100: bind: address already in use"},
 	} {
-		args := append([]string{"--net", "sh", "-c", script, os.Args[0]}, c.command...)
+		args := append(append(killedWithScript("--net"), "sh", "-c", script, os.Args[0]), c.command...)
 		cmd := boundedCommand(t, "unshare", append(args, "--feed", path)...)
 		cmd.Env = append(os.Environ(), "FEEDHANDLER_TEST_AS_COMMAND=1")
 		out, err := cmd.CombinedOutput()
@@ -835,13 +847,26 @@ func TestRunBackendNotSupported(t *testing.T) {
 	}
 }
 
+// killedWithScript is unshare's flags for a script (sh, after them) that
+// leaves processes in the background (the handler it stops itself, a
+// port's holder, a namespace's): with flags, a PID namespace of its own
+// whose init is the script, which unshare forks and kills when it dies
+// (--kill-child), unshare being killed with the test binary
+// (boundedCommand): the kernel then kills every process of the namespace.
+// Before, a test binary killed mid-script left them running. /proc is the
+// namespace's (the script's pids are).
+func killedWithScript(flags ...string) []string {
+	return append(flags, "--pid", "--fork", "--kill-child", "--mount-proc")
+}
+
 // loNetns adds a network namespace named prefix and the test's pid, with
 // its lo up, deleted when the test ends, and returns its name; it skips
-// the test unless root (AF_XDP needs it) and ip are there.
+// the test unless root (a network namespace needs it, as AF_XDP does) and
+// ip are there.
 func loNetns(t *testing.T, prefix string) string {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		t.Skip("AF_XDP needs root")
+		t.Skip("a network namespace of the test's own needs root")
 	}
 	if _, err := exec.LookPath("ip"); err != nil {
 		t.Skip("ip not installed (Debian package iproute2)")
@@ -855,6 +880,41 @@ func loNetns(t *testing.T, prefix string) string {
 		t.Fatalf("ip -n %s link set lo up: %v\n%s", ns, err, out)
 	}
 	return ns
+}
+
+// inNetns is boundedCommand for name with args run in network namespace
+// ns (ip netns exec).
+func inNetns(t *testing.T, ns, name string, args ...string) *child {
+	t.Helper()
+	return boundedCommand(t, "ip", append([]string{"netns", "exec", ns, name}, args...)...)
+}
+
+// listenIn listens on a free TCP port of 127.0.0.1 in network namespace
+// ns.
+func listenIn(t *testing.T, ns string) net.Listener {
+	t.Helper()
+	var ln net.Listener
+	if err := netlab.Do(ns, func() (err error) {
+		ln, err = net.Listen("tcp", "127.0.0.1:0")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return ln
+}
+
+// listenUDPIn opens a UDP socket on a free port of 127.0.0.1 in network
+// namespace ns.
+func listenUDPIn(t *testing.T, ns string) *net.UDPConn {
+	t.Helper()
+	var c *net.UDPConn
+	if err := netlab.Do(ns, func() (err error) {
+		c, err = net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return c
 }
 
 // utilLinuxWrappers reports whether prlimit and setpriv, which
@@ -890,7 +950,7 @@ func TestIOUringRefused(t *testing.T) {
 		return path
 	}
 	const why = "a seccomp filter (a container runtime's default profile, systemd's SystemCallFilter=) or a security module refuses io_uring_setup to this process"
-	command := func(args ...string) *exec.Cmd {
+	command := func(args ...string) *child {
 		cmd := boundedCommand(t, "ip", append([]string{"netns", "exec", ns}, args...)...)
 		cmd.Env = append(os.Environ(), "FEEDHANDLER_TEST_AS_COMMAND=1", "FEEDHANDLER_TEST_DENY_IO_URING=1")
 		return cmd
@@ -906,7 +966,7 @@ func TestIOUringRefused(t *testing.T) {
 	// auto as root without AF_XDP's capabilities: it falls back from
 	// AF_XDP, then from io_uring, to the sockets.
 	noXDP := "-" + strings.ReplaceAll(capList(privilege.Required("xdp", false)), ",", ",-")
-	asNoXDP := func(args ...string) *exec.Cmd {
+	asNoXDP := func(args ...string) *child {
 		return command(append([]string{"setpriv", "--bounding-set=" + noXDP, "--inh-caps=" + noXDP, "--", os.Args[0]}, args...)...)
 	}
 	auto := feed("auto")

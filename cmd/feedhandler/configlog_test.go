@@ -2,7 +2,6 @@ package main
 
 import (
 	"encoding/json"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -17,10 +16,10 @@ import (
 func TestRunLogsEffectiveConfig(t *testing.T) {
 	const secret = "Zq7pW3xK9r" // 10 characters, SoupBinTCP's most
 	t.Setenv("FH_TEST_GLIMPSE_PW", secret)
-	taken, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	// The port taken and the handler in a network namespace of the
+	// test's own.
+	ns := loNetns(t, "fhcfglog")
+	taken := listenIn(t, ns)
 	defer taken.Close()
 	path := filepath.Join(t.TempDir(), "feed.yaml")
 	capPath := filepath.Join(t.TempDir(), "lines.pcap")
@@ -31,7 +30,7 @@ func TestRunLogsEffectiveConfig(t *testing.T) {
 	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	_, errOut, err := runCommand(t, "--feed", path)
+	_, errOut, err := runCommandIn(t, ns, "--feed", path)
 	if err == nil {
 		t.Fatalf("run started with metrics.listen's port taken\n%s", errOut)
 	}

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -254,7 +253,7 @@ type linkRun struct {
 	day        *demo.Day
 	backend    string
 	shmName    string
-	cmd        *exec.Cmd
+	cmd        *child
 	exited     chan error
 	log        *syncLog
 	// The exchange: a sender per line, each on its line's link.

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"io"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,6 +12,7 @@ import (
 	"github.com/marketfeed/feedhandler/feed/config"
 	"github.com/marketfeed/feedhandler/feed/glimpse"
 	"github.com/marketfeed/feedhandler/internal/itchgen"
+	"github.com/marketfeed/feedhandler/internal/netlab"
 )
 
 // TestSendSnapshotListen: `send --snapshot-listen` serves snapshots at the
@@ -31,28 +31,32 @@ func TestSendSnapshotListen(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.Close()
-	udp, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
+	// The sender, its snapshot server and the client in a network
+	// namespace of the test's own: send on a thread switched into it (its
+	// sockets are opened before it sends), the fetches dialled there.
+	ns := loNetns(t, "fhsendsnap")
+	udp := listenUDPIn(t, ns)
 	defer udp.Close()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	ln := listenIn(t, ns)
 	addr := ln.Addr().String()
 	ln.Close()
 	pwFile := filepath.Join(t.TempDir(), "pw")
 	os.WriteFile(pwFile, []byte("s3cret\n"), 0o600) //nolint:errcheck
 	done := make(chan error, 1)
 	go func() {
-		done <- sendFile([]string{"-a", udp.LocalAddr().String(), "--rate", "400", "--session", "TESTSESS01",
-			"--snapshot-listen", addr, "--snapshot-user", "lab", "--snapshot-password-file", pwFile, "--snapshot-linger", "200ms", path}, io.Discard)
+		done <- netlab.Do(ns, func() error {
+			return sendFile([]string{"-a", udp.LocalAddr().String(), "--rate", "400", "--session", "TESTSESS01",
+				"--snapshot-listen", addr, "--snapshot-user", "lab", "--snapshot-password-file", pwFile, "--snapshot-linger", "200ms", path}, io.Discard)
+		})
 	}()
 	var last uint64
 	for i := range 3 {
 		time.Sleep(300 * time.Millisecond)
-		res, err := glimpse.Fetch(context.Background(), glimpse.Config{Addr: addr, Username: "lab", Password: "s3cret", IdleTimeout: 5 * time.Second}, func([]byte) error { return nil })
+		var res glimpse.Result
+		err := netlab.Do(ns, func() (err error) {
+			res, err = glimpse.Fetch(context.Background(), glimpse.Config{Addr: addr, Username: "lab", Password: "s3cret", IdleTimeout: 5 * time.Second}, func([]byte) error { return nil })
+			return err
+		})
 		if err != nil {
 			t.Fatalf("fetch %d: %v", i, err)
 		}

@@ -9,6 +9,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/marketfeed/feedhandler/internal/netlab"
 )
 
 // TestMetricsServerTimeouts: metrics.listen's server ends what a client
@@ -26,10 +28,10 @@ func TestMetricsServerTimeouts(t *testing.T) {
 	metricsTimeouts = httpTimeouts{header: 200 * time.Millisecond, read: 200 * time.Millisecond,
 		write: 200 * time.Millisecond, idle: 200 * time.Millisecond}
 
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	// The server and its clients in a network namespace of the test's
+	// own.
+	ns := loNetns(t, "fhhttpto")
+	ln := listenIn(t, ns)
 	e := serveEndpoints(ln, "timeouts")
 	defer e.close()
 	// /big: an answer larger than both sockets' buffers, for the reader
@@ -56,8 +58,11 @@ func TestMetricsServerTimeouts(t *testing.T) {
 		return !(errors.As(err, &ne) && ne.Timeout())
 	}
 	dial := func() net.Conn {
-		c, err := net.Dial("tcp", ln.Addr().String())
-		if err != nil {
+		var c net.Conn
+		if err := netlab.Do(ns, func() (err error) {
+			c, err = net.Dial("tcp", ln.Addr().String())
+			return err
+		}); err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { c.Close() })

@@ -59,6 +59,17 @@ func runCommand(t *testing.T, args ...string) (stdout, stderr string, err error)
 	return o.String(), e.String(), err
 }
 
+// runCommandIn is runCommand in network namespace ns.
+func runCommandIn(t *testing.T, ns string, args ...string) (stdout, stderr string, err error) {
+	t.Helper()
+	cmd := inNetns(t, ns, os.Args[0], args...)
+	cmd.Env = append(os.Environ(), "FEEDHANDLER_TEST_AS_COMMAND=1")
+	var o, e bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &o, &e
+	err = cmd.Run()
+	return o.String(), e.String(), err
+}
+
 // decodeOne checks that s is exactly one JSON object and nothing else.
 func decodeOne(t *testing.T, what, s string, v any) {
 	t.Helper()

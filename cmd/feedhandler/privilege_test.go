@@ -180,7 +180,7 @@ func checkNoCaps(t *testing.T, pid int, when string) {
 // stopAndCompare interrupts the handler cmd (exited receives its Wait and
 // is refilled), which must exit 0 within 30 s, and compares the books it
 // published in shmName with ref; log gives its output for the failures.
-func stopAndCompare(t *testing.T, cmd *exec.Cmd, exited chan error, shmName string, ref []byte, log func() string) {
+func stopAndCompare(t *testing.T, cmd *child, exited chan error, shmName string, ref []byte, log func() string) {
 	t.Helper()
 	interruptExits(t, cmd, exited, log)
 	var got bytes.Buffer

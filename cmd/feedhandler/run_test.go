@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -225,7 +226,7 @@ func labSender(t *testing.T, lab *netlab.Lab, lossA float64) *exchange.Sender {
 
 // runExit runs cmd and returns its exit status, stdout and stderr; it
 // fails the test if cmd did not run.
-func runExit(t *testing.T, cmd *exec.Cmd) (code int, out, errOut string) {
+func runExit(t *testing.T, cmd *child) (code int, out, errOut string) {
 	t.Helper()
 	var o, e bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &o, &e
@@ -249,9 +250,24 @@ func buildFeedhandler(t *testing.T, dir string) string {
 		if built.err != nil {
 			return
 		}
-		b := exec.Command("go", "build", "-o", filepath.Join(built.dir, "feedhandler"), ".")
+		// Bounded: a build that hangs (a locked module cache, a stuck
+		// toolchain) fails the tests that need the binary, naming it,
+		// rather than the whole package at go test's -timeout.
+		bound := waitBound(t)
+		ctx, cancel := context.WithTimeout(context.Background(), bound)
+		defer cancel()
+		b := exec.CommandContext(ctx, "go", "build", "-o", filepath.Join(built.dir, "feedhandler"), ".")
 		b.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := b.CombinedOutput(); err != nil {
+		b.Cancel = func() error { killTree(b.Process.Pid); return nil } // go build's compile and link too
+		b.WaitDelay = 10 * time.Second
+		// Killed with the test binary too, on a thread held until it
+		// exits (Pdeathsig follows the forking thread: boundedCommand).
+		b.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		if out, err := b.CombinedOutput(); ctx.Err() == context.DeadlineExceeded {
+			built.err = fmt.Errorf("go build of cmd/feedhandler: not done %v after it started, killed (every test that runs the binary fails with this)\n%s", bound.Round(time.Second), out)
+		} else if err != nil {
 			built.err = fmt.Errorf("go build: %v\n%s", err, out)
 		}
 	})
@@ -286,7 +302,7 @@ var built struct {
 // it exits with status 0 (exited brings what Wait returned; it is put
 // back for a later reader) within waitBound, a bound on a broken stop; log
 // gives what the test prints with the failure.
-func interruptExits(t *testing.T, cmd *exec.Cmd, exited chan error, log func() string) {
+func interruptExits(t *testing.T, cmd *child, exited chan error, log func() string) {
 	t.Helper()
 	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
 		t.Fatal(err)
@@ -332,7 +348,7 @@ func awaitReady(t *testing.T, ready <-chan struct{}, exited chan error, log func
 // sees every line until then, in order), exited brings what Wait
 // returned, and scanned closes once the last line was read, after the
 // exit.
-func startLogged(t *testing.T, cmd *exec.Cmd, isReady func(line string) bool) (stderr *syncLog, exited chan error, ready, scanned <-chan struct{}) {
+func startLogged(t *testing.T, cmd *child, isReady func(line string) bool) (stderr *syncLog, exited chan error, ready, scanned <-chan struct{}) {
 	t.Helper()
 	stderr = new(syncLog)
 	pr, pw := io.Pipe()
@@ -526,7 +542,7 @@ func TestRunClosedLogKeepsRunning(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := boundedCommand(t, os.Args[0], "--feed", cfgPath)
+	cmd := inNetns(t, loNetns(t, "fhpipe"), os.Args[0], "--feed", cfgPath)
 	cmd.Env = append(os.Environ(), "FEEDHANDLER_TEST_AS_COMMAND=1")
 	cmd.Stderr = pw
 	if err := cmd.Start(); err != nil {
@@ -557,7 +573,8 @@ func TestRunClosedLogKeepsRunning(t *testing.T) {
 
 // loFeedFile writes a feed file of one line on lo (group:port), the socket
 // backend, shm.name shmName, a JSON log and extra (YAML lines), and
-// returns its path.
+// returns its path. The handler runs it in a network namespace of the
+// test's (loNetns), never on the host's lo.
 func loFeedFile(t *testing.T, feed, groupPort, shmName, extra string) string {
 	t.Helper()
 	group, port, _ := strings.Cut(groupPort, ":")
@@ -576,14 +593,12 @@ func loFeedFile(t *testing.T, feed, groupPort, shmName, extra string) string {
 // and says who may hold the port. Before, the port was
 // bound after setup, which a restart by systemd then repeated each time.
 func TestRunMetricsPortTaken(t *testing.T) {
-	held, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	ns := loNetns(t, "fhporttaken")
+	held := listenIn(t, ns)
 	defer held.Close()
 	shmName := shmtest.Name(t, "fhport")
 	cfgPath := loFeedFile(t, "porttest", "239.77.4.1:26477", shmName, fmt.Sprintf("metrics: {listen: %q}\n", held.Addr().String()))
-	_, errOut, err := runCommand(t, "--feed", cfgPath)
+	_, errOut, err := runCommandIn(t, ns, "--feed", cfgPath)
 	var ee *exec.ExitError
 	if !errors.As(err, &ee) || ee.ExitCode() != 1 || !strings.Contains(errOut, "address already in use") {
 		t.Fatalf("exit %v, want status 1 naming the port in use:\n%s", err, errOut)

@@ -15,6 +15,7 @@ import (
 	"github.com/marketfeed/feedhandler/feed/itch"
 	"github.com/marketfeed/feedhandler/feed/moldudp64"
 	"github.com/marketfeed/feedhandler/feed/rerequest"
+	"github.com/marketfeed/feedhandler/internal/netlab"
 )
 
 // TestSend sends a small BinaryFILE to a local socket (unicast stands in
@@ -37,14 +38,16 @@ func TestSend(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.Close()
-	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
+	// The sender and its receiver in a network namespace of the test's
+	// own: send on a thread switched into it.
+	ns := loNetns(t, "fhsend")
+	c := listenUDPIn(t, ns)
 	defer c.Close()
 	dst := c.LocalAddr().String()
 	var out bytes.Buffer
-	if err := sendFile([]string{"-a", dst, "-rate", "5000", "-max-packet", "100", "-eos", "-session", "S1", path}, &out); err != nil {
+	if err := netlab.Do(ns, func() error {
+		return sendFile([]string{"-a", dst, "-rate", "5000", "-max-packet", "100", "-eos", "-session", "S1", path}, &out)
+	}); err != nil {
 		t.Fatal(err)
 	}
 	if !strings.Contains(out.String(), fmt.Sprintf("(%d messages)", n)) {
@@ -96,23 +99,24 @@ func TestSendRerequest(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.Close()
-	sink, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
+	// The sender, its server and the client in a network namespace of
+	// the test's own: send on a thread switched into it (its sockets
+	// are opened before it sends), the client's sockets opened there.
+	ns := loNetns(t, "fhsendrr")
+	inNs := func(fn func() error) error { return netlab.Do(ns, fn) }
+	sink := listenUDPIn(t, ns)
 	defer sink.Close()
 	// A free port for the server.
-	probe, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
+	probe := listenUDPIn(t, ns)
 	rrAddr := probe.LocalAddr().(*net.UDPAddr).AddrPort()
 	probe.Close()
 	var out bytes.Buffer
 	done := make(chan error, 1)
 	go func() {
-		done <- sendFile([]string{"-a", sink.LocalAddr().String(), "-rate", "2000", "-max-packet", "200", "-session", "RR1",
-			"-rerequest-listen", rrAddr.String(), "-rerequest-max", "25", "-rerequest-linger", "3s", path}, &out)
+		done <- inNs(func() error {
+			return sendFile([]string{"-a", sink.LocalAddr().String(), "-rate", "2000", "-max-packet", "200", "-session", "RR1",
+				"-rerequest-listen", rrAddr.String(), "-rerequest-max", "25", "-rerequest-linger", "3s", path}, &out)
+		})
 	}()
 	// Wait for the last packet to be sent.
 	buf := make([]byte, 2048)
@@ -125,7 +129,7 @@ func TestSendRerequest(t *testing.T) {
 		p, _ := moldudp64.Parse(buf[:k])
 		next = p.Next()
 	}
-	c, err := rerequest.New(rerequest.Config{Servers: []netip.AddrPort{rrAddr}, Timeout: 20 * time.Millisecond}, nil)
+	c, err := rerequest.New(rerequest.Config{Servers: []netip.AddrPort{rrAddr}, Timeout: 20 * time.Millisecond}, inNs)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -45,6 +45,7 @@ func holdSetup(step bool) {
 // the snapshot server logged into, and an operator who signalled again
 // meanwhile got the exit at once, which leaves the shm file behind.
 func TestRunSignalDuringSetup(t *testing.T) {
+	ns := loNetns(t, "fhsig") // a setup that goes on opens the line's socket there
 	name := shmtest.Name(t, "fhsig")
 	path := filepath.Join(t.TempDir(), "feed.yaml")
 	cfg := "feed:\n  name: t\nlines:\n  a:\n    interface: lo\n    group: 239.1.1.1\n    port: 26477\n" +
@@ -62,7 +63,7 @@ func TestRunSignalDuringSetup(t *testing.T) {
 		{"between steps", "step", 1, "stopped during setup", 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			cmd := boundedCommand(t, os.Args[0], "--feed", path)
+			cmd := inNetns(t, ns, os.Args[0], "--feed", path)
 			cmd.Env = append(os.Environ(), "FEEDHANDLER_TEST_AS_COMMAND=1", "FEEDHANDLER_TEST_HOLD_SETUP="+tc.hold)
 			pr, err := cmd.StderrPipe()
 			if err != nil {

@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/marketfeed/feedhandler/feed/handler"
+	"github.com/marketfeed/feedhandler/internal/netlab"
 )
 
 // TestRunAnswersWhileStarting: metrics.listen answers from the moment it is
@@ -27,10 +28,18 @@ import (
 // up 0). The setup then fails: run returns its error and the port is
 // closed.
 func TestRunAnswersWhileStarting(t *testing.T) {
-	free, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	// In a network namespace of the test's own: run (in this process)
+	// on a thread switched into it, so its sockets are the namespace's,
+	// and the test's connections dialled there.
+	ns := loNetns(t, "fhstart")
+	dial := func(ctx context.Context, network, addr string) (c net.Conn, err error) {
+		err = netlab.Do(ns, func() (err error) {
+			c, err = new(net.Dialer).DialContext(ctx, network, addr)
+			return err
+		})
+		return c, err
 	}
+	free := listenIn(t, ns)
 	addr := free.Addr().String()
 	free.Close()
 	path := filepath.Join(t.TempDir(), "feed.yaml")
@@ -48,7 +57,16 @@ func TestRunAnswersWhileStarting(t *testing.T) {
 		return nil, setupFailed
 	}
 	done := make(chan error, 1)
-	go func() { done <- runFeed([]string{"--feed", path}) }()
+	go func() {
+		var err error
+		if nerr := netlab.Do(ns, func() error {
+			err = runFeed([]string{"--feed", path})
+			return nil
+		}); nerr != nil {
+			err = nerr
+		}
+		done <- err
+	}()
 	select {
 	case <-entered:
 	case err := <-done:
@@ -56,7 +74,7 @@ func TestRunAnswersWhileStarting(t *testing.T) {
 	}
 	// A bound on a broken endpoint, not a timing threshold: answered, a
 	// request takes microseconds.
-	client := &http.Client{Timeout: 20 * time.Second}
+	client := &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{DialContext: dial}}
 	get := func(p string) (int, string) {
 		resp, err := client.Get("http://" + addr + p)
 		if err != nil {
@@ -93,7 +111,7 @@ func TestRunAnswersWhileStarting(t *testing.T) {
 	if err := await(t, "run's return after its setup failed", done); !errors.Is(err, setupFailed) {
 		t.Errorf("run returned %v, want the setup's error", err)
 	}
-	if c, err := net.Dial("tcp", addr); err == nil {
+	if c, err := dial(context.Background(), "tcp", addr); err == nil {
 		c.Close()
 		t.Errorf("metrics.listen %s still accepts after the failed start", addr)
 	}

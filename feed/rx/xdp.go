@@ -148,25 +148,20 @@ type xdpRx struct {
 	metaLen          int  // bytes of metadata read before a frame: bpf.MetaLen (tests: 0, none)
 	verify           bool // check line datagrams' checksums (Config.NoChecksums unset)
 	log              zerolog.Logger
-	// warnedChecksum: the first failed checksum was logged (the receive
-	// goroutine's only).
-	warnedChecksum bool
-	// warnedSource: the first datagram from a source the kernel drops
-	// was logged (the receive goroutine's only).
-	warnedSource bool
-	// warnedOptions: the first datagram with IPv4 options the kernel
-	// refuses was logged (the receive goroutine's only).
-	warnedOptions bool
+	// warned: the first line datagram dropped for each reason was
+	// logged (the receive goroutine's only).
+	warned [lineDrops]bool
 
-	packets, bytes [2]atomic.Uint64
-	malformed      atomic.Uint64
-	unmatched      atomic.Uint64
-	badChecksum    atomic.Uint64 // line datagrams whose IPv4 or UDP checksum failed (bpf.Datagram.ChecksumOK)
-	badSource      atomic.Uint64 // line datagrams from a source the kernel drops (bpf.Datagram.SourceOK)
-	badOptions     atomic.Uint64 // line datagrams with IPv4 options the kernel refuses (bpf.Datagram.OptionsOK)
-	kernelTS       atomic.Uint64 // packets stamped with the program's kernel time
-	userTS         atomic.Uint64 // packets stamped in user space (no metadata)
-	wakeups        atomic.Uint64 // wakeup syscalls (need_wakeup, busy poll)
+	// The counters of every backend: packets and bytes by line,
+	// malformed, unmatched, Receive's waits (waitTimeouts, waitWoken:
+	// ended with nothing, by the poll timeout or by a wake file
+	// descriptor). sourceFiltered and truncated stay 0: Stats adds the
+	// fallback and kernel sockets' there.
+	counters
+	bad      [lineDrops]atomic.Uint64 // line datagrams dropped, by reason (lineDrop)
+	kernelTS atomic.Uint64            // packets stamped with the program's kernel time
+	userTS   atomic.Uint64            // packets stamped in user space (no metadata)
+	wakeups  atomic.Uint64            // wakeup syscalls (need_wakeup, busy poll)
 	// fillDeferred counts frames a fill ring did not take at once (kept
 	// for the next flush). Never expected: a socket's fill ring has room
 	// for all its frames.
@@ -187,9 +182,6 @@ type xdpRx struct {
 	statsErrors atomic.Uint64 // kernel counter reads that failed
 	badReleases atomic.Uint64 // Release of a packet whose frame the caller does not hold (Extra "bad_releases")
 	unbound     atomic.Uint64 // sockets the kernel unbound from their device (unbind)
-	// waitTimeouts, waitWoken: Receive calls that ended with nothing, by
-	// the poll timeout or by a wake file descriptor (Waker).
-	waitTimeouts, waitWoken atomic.Uint64
 
 	// spares, by line: a socket bound to each multicast line's group and
 	// port but joined to nothing (the kernel delivers it nothing), opened

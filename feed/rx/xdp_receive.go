@@ -173,13 +173,37 @@ func (r *xdpRx) Receive(pkts []Packet) (int, error) {
 	}
 }
 
-// warnOnce logs msg, naming the line and the source, the first time a
-// line datagram is dropped for the reason *warned stands for (each is
-// counted, not logged again).
-func (r *xdpRx) warnOnce(warned *bool, line Line, src netip.AddrPort, msg string) {
-	if !*warned {
-		*warned = true
-		r.log.Warn().Str("line", line.String()).Stringer("source", src).Msg(msg)
+// lineDrop is why Receive dropped a line datagram that the kernel would
+// drop too (the socket backends never get it); Stats counts each in
+// Malformed and in its Extra counter, lineDropExtra.
+type lineDrop int
+
+const (
+	dropChecksum lineDrop = iota // its IPv4 or UDP checksum failed (bpf.Datagram.ChecksumOK)
+	dropSource                   // from a source the kernel drops (bpf.Datagram.SourceOK)
+	dropOptions                  // with IPv4 options the kernel refuses (bpf.Datagram.OptionsOK)
+	lineDrops
+)
+
+// lineDropExtra names each lineDrop's counter in Stats.Extra.
+var lineDropExtra = [lineDrops]string{"xdp_bad_checksum", "xdp_bad_source", "xdp_bad_ip_options"}
+
+// lineDropWarning is what the first drop for each reason logs.
+var lineDropWarning = [lineDrops]string{
+	dropChecksum: "AF_XDP: a line datagram failed its IPv4 or UDP checksum and was dropped (counted in xdp_bad_checksum; logged once). If every one fails, the sender is on this host with checksum offload (a veth sends partial checksums): receive.verify_checksums: false, docs/TUNING.md section 6",
+	dropSource:   "AF_XDP: a line datagram from a source the kernel drops (0.0.0.0, multicast, 255.255.255.255 or loopback) was dropped, as under the socket backends (counted in xdp_bad_source; logged once)",
+	dropOptions:  "AF_XDP: a line datagram with IPv4 options the kernel refuses (malformed, a source route, CIPSO) was dropped, as under the socket backends (counted in xdp_bad_ip_options; logged once)",
+}
+
+// dropLine drops a datagram of line from src for why: its frame (addr)
+// goes back to q's fill ring, and the first drop for why is logged,
+// naming the line and the source; drain counts it. Called on the drop
+// path only: the datagrams taken pay nothing for it.
+func (r *xdpRx) dropLine(q *xdpQueue, addr uint64, why lineDrop, line Line, src netip.AddrPort) {
+	q.pending = append(q.pending, addr)
+	if !r.warned[why] {
+		r.warned[why] = true
+		r.log.Warn().Str("line", line.String()).Stringer("source", src).Msg(lineDropWarning[why])
 	}
 }
 
@@ -300,7 +324,8 @@ func (r *xdpRx) drain(pkts []Packet) int {
 	n := 0
 	var userTime int64
 	var packets, bytes [2]uint64
-	var malformed, unmatched, badChecksum, badSource, badOptions, kernelTS, userTS uint64
+	var malformed, unmatched, kernelTS, userTS uint64
+	var bad [lineDrops]uint64
 	nq := len(r.queues)
 	for i := 0; i < nq && n < len(pkts); i++ {
 		qi := (r.next + i) % nq
@@ -330,21 +355,18 @@ func (r *xdpRx) drain(pkts []Packet) int {
 				continue
 			}
 			if !dg.SourceOK() {
-				r.warnOnce(&r.warnedSource, line, dg.Src, "AF_XDP: a line datagram from a source the kernel drops (0.0.0.0, multicast, 255.255.255.255 or loopback) was dropped, as under the socket backends (counted in xdp_bad_source; logged once)")
-				badSource++
-				q.pending = append(q.pending, d.Addr)
+				r.dropLine(q, d.Addr, dropSource, line, dg.Src)
+				bad[dropSource]++
 				continue
 			}
 			if !dg.OptionsOK() {
-				r.warnOnce(&r.warnedOptions, line, dg.Src, "AF_XDP: a line datagram with IPv4 options the kernel refuses (malformed, a source route, CIPSO) was dropped, as under the socket backends (counted in xdp_bad_ip_options; logged once)")
-				badOptions++
-				q.pending = append(q.pending, d.Addr)
+				r.dropLine(q, d.Addr, dropOptions, line, dg.Src)
+				bad[dropOptions]++
 				continue
 			}
 			if r.verify && !dg.ChecksumOK() {
-				r.warnOnce(&r.warnedChecksum, line, dg.Src, "AF_XDP: a line datagram failed its IPv4 or UDP checksum and was dropped (counted in xdp_bad_checksum; logged once). If every one fails, the sender is on this host with checksum offload (a veth sends partial checksums): receive.verify_checksums: false, docs/TUNING.md section 6")
-				badChecksum++
-				q.pending = append(q.pending, d.Addr)
+				r.dropLine(q, d.Addr, dropChecksum, line, dg.Src)
+				bad[dropChecksum]++
 				continue
 			}
 			var rxTime int64
@@ -383,14 +405,10 @@ func (r *xdpRx) drain(pkts []Packet) int {
 	if unmatched != 0 {
 		r.unmatched.Add(unmatched)
 	}
-	if badChecksum != 0 {
-		r.badChecksum.Add(badChecksum)
-	}
-	if badSource != 0 {
-		r.badSource.Add(badSource)
-	}
-	if badOptions != 0 {
-		r.badOptions.Add(badOptions)
+	for why, k := range bad {
+		if k != 0 {
+			r.bad[why].Add(k)
+		}
 	}
 	if kernelTS != 0 {
 		r.kernelTS.Add(kernelTS)

@@ -7,33 +7,21 @@ package rx
 // the sockets' kernel statistics. It allocates nothing (the handler calls it
 // every 20 ms for the life of the process).
 func (r *xdpRx) Stats() Stats {
-	var s Stats
-	for i := range s.Packets {
-		s.Packets[i] = r.packets[i].Load()
-		s.Bytes[i] = r.bytes[i].Load()
-	}
-	s.Malformed = r.malformed.Load()
-	s.Unmatched = r.unmatched.Load()
+	s := r.counters.stats()
 	s.Extra.Add("parse_malformed", s.Malformed)
-	bad := r.badChecksum.Load()
-	s.Extra.Add("xdp_bad_checksum", bad)
-	s.Malformed += bad
-	// Datagrams from a source the kernel drops before any socket sees it
-	// (the socket backends never get them), dropped here: counted as a
-	// failed checksum is.
-	martian := r.badSource.Load()
-	s.Extra.Add("xdp_bad_source", martian)
-	s.Malformed += martian
-	// And those with IPv4 options the kernel refuses.
-	opts := r.badOptions.Load()
-	s.Extra.Add("xdp_bad_ip_options", opts)
-	s.Malformed += opts
+	// The line datagrams dropped as the kernel would drop them before
+	// any socket sees them (a failed checksum, a source it drops, IPv4
+	// options it refuses: the socket backends never get them) are
+	// malformed too.
+	for why := range r.bad {
+		v := r.bad[why].Load()
+		s.Extra.Add(lineDropExtra[why], v)
+		s.Malformed += v
+	}
 	s.Extra.Add("xdp_kernel_ts", r.kernelTS.Load())
 	s.Extra.Add("xdp_user_ts", r.userTS.Load())
 	s.Extra.Add("xdp_wakeups", r.wakeups.Load())
 	s.Extra.Add("xsk_fill_deferred", r.fillDeferred.Load())
-	s.Extra.Add("wait_timeouts", r.waitTimeouts.Load())
-	s.Extra.Add("wait_woken", r.waitWoken.Load())
 	r.readKernelCounters()
 	r.statsMu.Lock()
 	defer r.statsMu.Unlock()
