@@ -292,37 +292,46 @@ func (l *Lab) Do(ns string, fn func() error) error {
 }
 
 // Do runs fn on an OS thread switched into the named network namespace.
+// The thread goes back to the runtime's pool when Do fails before the
+// switch (opening either namespace, or the setns itself, which changes
+// nothing when it fails) and when it switched back; only a thread whose
+// switch back failed, left in ns, ends with the goroutine.
 func Do(ns string, fn func() error) error {
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
-		// If switching back fails the thread stays locked and dies with
-		// this goroutine instead of returning to the pool in the wrong namespace.
-		orig, err := os.Open("/proc/thread-self/ns/net")
-		if err != nil {
-			errc <- fmt.Errorf("netlab: open current netns: %w", err)
-			return
+		stuck, err := switched(ns, fn)
+		if !stuck {
+			runtime.UnlockOSThread()
 		}
-		defer orig.Close()
-		target, err := os.Open("/run/netns/" + ns)
-		if err != nil {
-			errc <- fmt.Errorf("netlab: open netns %s: %w", ns, err)
-			return
-		}
-		defer target.Close()
-		if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
-			errc <- fmt.Errorf("netlab: setns %s: %w", ns, err)
-			return
-		}
-		ferr := fn()
-		if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err != nil {
-			errc <- fmt.Errorf("netlab: setns back from %s: %w", ns, err)
-			return
-		}
-		runtime.UnlockOSThread()
-		errc <- ferr
+		errc <- err
 	}()
 	return <-errc
+}
+
+// switched runs fn on the calling thread, locked to it, switched into ns,
+// and switches it back. stuck is true when the switch back failed: the
+// thread may be left in ns. Any other error leaves the thread's namespace
+// as it was.
+func switched(ns string, fn func() error) (stuck bool, err error) {
+	orig, err := os.Open("/proc/thread-self/ns/net")
+	if err != nil {
+		return false, fmt.Errorf("netlab: open current netns: %w", err)
+	}
+	defer orig.Close()
+	target, err := os.Open("/run/netns/" + ns)
+	if err != nil {
+		return false, fmt.Errorf("netlab: open netns %s: %w", ns, err)
+	}
+	defer target.Close()
+	if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
+		return false, fmt.Errorf("netlab: setns %s: %w", ns, err)
+	}
+	ferr := fn()
+	if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err != nil {
+		return true, fmt.Errorf("netlab: setns back from %s: %w", ns, err)
+	}
+	return false, ferr
 }
 
 // Exec runs a command inside namespace ns and returns its combined output.

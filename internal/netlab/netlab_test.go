@@ -2,8 +2,10 @@ package netlab
 
 import (
 	"errors"
+	"fmt"
 	"net"
 	"os"
+	"strings"
 	"testing"
 	"time"
 )
@@ -101,4 +103,49 @@ func TestNamespaceNamesApart(t *testing.T) {
 			t.Errorf("pid %d lab %d: %s, %s; pid %d lab %d: %s, %s: want four names", c.pidA, c.nA, srcA, dstA, c.pidB, c.nB, srcB, dstB)
 		}
 	}
+}
+
+// TestDoEarlyErrorKeepsThread: Do's early errors (here the namespace does
+// not exist: opening /run/netns/NAME fails) leave its thread as it was, in
+// this process's namespace, so the thread goes back to the runtime's pool;
+// only a thread that may be left in the wrong namespace (the switch back
+// failed) ends with its goroutine. A thread that ended is gone from
+// /proc/self/task (the runtime never ends an idle one).
+func TestDoEarlyErrorKeepsThread(t *testing.T) {
+	const calls = 50
+	missing := fmt.Sprintf("fhnone%d", os.Getpid())
+	if err := Do(missing, func() error { return nil }); err == nil {
+		t.Fatalf("Do in %s, which does not exist: no error", missing)
+	}
+	before := threads(t)
+	for range calls {
+		if err := Do(missing, func() error { t.Error("fn ran"); return nil }); !errors.Is(err, os.ErrNotExist) {
+			t.Fatalf("Do in %s: %v, want it not found", missing, err)
+		}
+	}
+	after := threads(t)
+	var gone []string
+	for tid := range before {
+		if !after[tid] {
+			gone = append(gone, tid)
+		}
+	}
+	if len(gone) > 0 {
+		t.Fatalf("%d failed Do calls ended %d of the %d threads there were before (%s): their threads were thrown away, not put back",
+			calls, len(gone), len(before), strings.Join(gone, ", "))
+	}
+}
+
+// threads returns the ids of this process's threads.
+func threads(t *testing.T) map[string]bool {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/task")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tids := map[string]bool{}
+	for _, e := range ents {
+		tids[e.Name()] = true
+	}
+	return tids
 }
