@@ -859,27 +859,13 @@ func killedWithScript(flags ...string) []string {
 	return append(flags, "--pid", "--fork", "--kill-child", "--mount-proc")
 }
 
-// loNetns adds a network namespace named prefix and the test's pid, with
-// its lo up, deleted when the test ends, and returns its name; it skips
-// the test unless root (a network namespace needs it, as AF_XDP does) and
-// ip are there.
+// loNetns adds a network namespace with its lo up for the test
+// (netlab.Namespace: named after prefix and the test's pid, deleted when
+// the test ends) and returns its name; it skips the test unless root (a
+// network namespace needs it, as AF_XDP does) and ip are there.
 func loNetns(t *testing.T, prefix string) string {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("a network namespace of the test's own needs root")
-	}
-	if _, err := exec.LookPath("ip"); err != nil {
-		t.Skip("ip not installed (Debian package iproute2)")
-	}
-	ns := fmt.Sprintf("%s%d", prefix, os.Getpid())
-	if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
-		t.Fatalf("ip netns add %s: %v\n%s", ns, err, out)
-	}
-	t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
-	if out, err := exec.Command("ip", "-n", ns, "link", "set", "lo", "up").CombinedOutput(); err != nil {
-		t.Fatalf("ip -n %s link set lo up: %v\n%s", ns, err, out)
-	}
-	return ns
+	return netlab.Namespace(t, prefix)
 }
 
 // inNetns is boundedCommand for name with args run in network namespace

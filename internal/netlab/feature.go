@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -72,4 +74,37 @@ func ForTest(t LabT, o Options) *Lab {
 		}
 	})
 	return lab
+}
+
+// Namespace adds a network namespace for one test, with only lo, up, and
+// returns its name (prefix, this process's pid and a counter); it is
+// deleted at the test's cleanup, or by the next New should this process be
+// killed first. Sockets a test opens there (through Do) stay off the
+// host's interfaces and ports. It skips the test when this machine cannot
+// create network namespaces (not root, or no iproute2) and fails it on any
+// other error.
+func Namespace(t LabT, prefix string) string {
+	t.Helper()
+	if _, err := exec.LookPath("ip"); err != nil {
+		t.Skipf("a network namespace of the test's own: iproute2 'ip' not found: %v", err)
+	}
+	if os.Geteuid() != 0 {
+		t.Skipf("a network namespace of the test's own needs root (CAP_SYS_ADMIN)")
+	}
+	sweep()
+	ns := fmt.Sprintf("%s%d-%d", prefix, os.Getpid(), counter.Add(1))
+	if err := ip("netns", "add", ns); err != nil {
+		t.Fatalf("%v", err)
+	}
+	own(ns)
+	t.Cleanup(func() {
+		if err := ip("netns", "del", ns); err != nil {
+			t.Errorf("%v", err)
+		}
+		os.Remove(filepath.Join(ownerDir, ns))
+	})
+	if err := ip("-n", ns, "link", "set", "lo", "up"); err != nil {
+		t.Fatalf("%v", err)
+	}
+	return ns
 }
