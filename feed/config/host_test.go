@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
 	"runtime"
 	"strconv"
 	"strings"
@@ -52,25 +53,58 @@ func hostEdit(t *testing.T, old, new string) string {
 	return strings.Replace(hostFile, old, new, 1)
 }
 
-func haveInterfaces(t *testing.T) string {
-	t.Helper()
+// haveInterfaces names the interfaces of the calling thread's network
+// namespace, as CheckHost's errors list them.
+func haveInterfaces() (string, error) {
 	all, err := net.Interfaces()
 	if err != nil {
-		t.Fatal(err)
+		return "", err
 	}
 	var names []string
 	for _, i := range all {
 		names = append(names, i.Name)
 	}
-	return strings.Join(names, ", ")
+	return strings.Join(names, ", "), nil
+}
+
+// doIn runs fn on a thread switched into network namespace ns
+// (netlab.Do), failing the test when the switch fails. fn must not call
+// t.Fatal (it runs on another goroutine): it reports through its
+// closure's variables.
+func doIn(t *testing.T, ns string, fn func()) {
+	t.Helper()
+	if err := netlab.Do(ns, func() error { fn(); return nil }); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// checkHostIn is c.CheckHost run in network namespace ns (a test's own,
+// netlab.Namespace): its moment's bind of metrics.listen
+// (checkListenAllowed), its interface lookups and the sysctl it reads are
+// the namespace's, never the host's.
+func checkHostIn(t *testing.T, ns string, c *Config) (err error) {
+	t.Helper()
+	doIn(t, ns, func() { err = c.CheckHost() })
+	return err
 }
 
 // What a config names on the host is checked against the host, one line
-// per problem naming file, line and field (issue 12).
+// per problem naming file, line and field (issue 12). The host here is a
+// network namespace of the test's own, lo its only interface: CheckHost
+// binds metrics.listen there.
 func TestCheckHost(t *testing.T) {
-	have := haveInterfaces(t)
-	if _, err := net.InterfaceByName("lo"); err != nil {
-		t.Fatalf("this host has no lo: %v", err)
+	ns := netlab.Namespace(t, "fhcfghost")
+	var have string
+	var haveErr, loErr error
+	doIn(t, ns, func() {
+		have, haveErr = haveInterfaces()
+		_, loErr = net.InterfaceByName("lo")
+	})
+	if haveErr != nil {
+		t.Fatal(haveErr)
+	}
+	if loErr != nil {
+		t.Fatalf("namespace %s has no lo: %v", ns, loErr)
 	}
 	queues, ok := rxQueues("lo")
 	if !ok {
@@ -128,7 +162,7 @@ func TestCheckHost(t *testing.T) {
 			if err != nil {
 				t.Fatalf("Parse: %v", err)
 			}
-			err = c.CheckHost()
+			err = checkHostIn(t, ns, c)
 			if len(tc.want) == 0 {
 				if err != nil {
 					t.Fatalf("CheckHost: %v", err)
@@ -189,13 +223,15 @@ func TestCheckHostCores(t *testing.T) {
 		}
 	}
 	first, beyond := cpus[0], cpus[len(cpus)-1]+1
+	ns := netlab.Namespace(t, "fhcfgcores")
+	checkHost := func(c *Config) error { return checkHostIn(t, ns, c) }
 	check := func(t *testing.T, cores string, want ...string) {
 		t.Helper()
 		c, err := Parse("h.yaml", []byte(hostFile+cores))
 		if err != nil {
 			t.Fatalf("Parse: %v", err)
 		}
-		err = c.CheckHost()
+		err = checkHost(c)
 		if len(want) == 0 {
 			if err != nil {
 				t.Errorf("%q: CheckHost: %v", cores, err)
@@ -229,15 +265,28 @@ func TestCheckHostCores(t *testing.T) {
 	second := cpus[1]
 	check(t, fmt.Sprintf("cores:\n  receive: %d\n  shards: [%d, %d]\n", second, first, second),
 		fmt.Sprintf("h.yaml:18: cores.shards[1]: CPU %d is also cores.receive", second))
-	// Online but outside the affinity (CPUAffinity=): this thread only.
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	var one unix.CPUSet
-	one.Set(first)
-	if err := unix.SchedSetaffinity(0, &one); err != nil {
-		t.Fatal(err)
+	// Online but outside the affinity (CPUAffinity=): the checking
+	// thread's only, the one switched into the namespace. Should its
+	// affinity not go back, it stays locked once more than Do locked it,
+	// and ends with Do's goroutine rather than run others on one CPU.
+	checkHost = func(c *Config) (err error) {
+		var one unix.CPUSet
+		one.Set(first)
+		var affErr error
+		doIn(t, ns, func() {
+			if affErr = unix.SchedSetaffinity(0, &one); affErr != nil {
+				return
+			}
+			err = c.CheckHost()
+			if unix.SchedSetaffinity(0, &all) != nil {
+				runtime.LockOSThread()
+			}
+		})
+		if affErr != nil {
+			t.Fatal(affErr)
+		}
+		return err
 	}
-	defer unix.SchedSetaffinity(0, &all)
 	check(t, fmt.Sprintf("cores:\n  receive: %d\n", second),
 		fmt.Sprintf("h.yaml:17: cores.receive: CPU %d is not one this process may run on (CPUs %d:", second, first))
 }
@@ -246,13 +295,14 @@ func TestCheckHostCores(t *testing.T) {
 // naming book.max_orders, the bytes asked and the bytes available, not an
 // out-of-memory kill at every start; realistic sizes pass.
 func TestCheckHostBookMemory(t *testing.T) {
+	ns := netlab.Namespace(t, "fhcfgbooks")
 	check := func(file string) error {
 		t.Helper()
 		c, err := Parse("h.yaml", []byte(file))
 		if err != nil {
 			t.Fatalf("Parse: %v", err)
 		}
-		return c.CheckHost()
+		return checkHostIn(t, ns, c)
 	}
 	have, what := hostMemory()
 	if have <= 0 {
@@ -335,6 +385,7 @@ var (
 // kill once the shm file or the rings are touched.
 func TestCheckHostMemoryBesidesBooks(t *testing.T) {
 	defer func(f func() (int64, string)) { hostMemory = f }(hostMemory)
+	ns := netlab.Namespace(t, "fhcfgbesides")
 	c, err := Parse("h.yaml", []byte(hostFile))
 	if err != nil {
 		t.Fatal(err)
@@ -353,7 +404,7 @@ func TestCheckHostMemoryBesidesBooks(t *testing.T) {
 		{"exactly", books + hostFileStart, true},
 	} {
 		hostMemory = func() (int64, string) { return tc.have, "cgroup test" }
-		err := c.CheckHost()
+		err := checkHostIn(t, ns, c)
 		want := ""
 		if !tc.ok {
 			want = fmt.Sprintf("h.yaml: book.max_orders: %d orders (max_locates %d, 1 shard(s)) need %d bytes (%d MiB) of book tables; with what the rest of the process holds from its start (%s) that is %d bytes (%d MiB), and this process can have %d bytes (%d MiB, cgroup test): lower book.max_orders"+hostFileGrowth,
@@ -388,11 +439,11 @@ func TestCheckHostMemoryBesidesBooks(t *testing.T) {
 		rings := tc.rings(c)
 		need := books + hostFileStart + rings
 		hostMemory = func() (int64, string) { return need - 1, "cgroup test" }
-		if err := c.CheckHost(); err == nil || !strings.Contains(err.Error(), fmt.Sprintf("receive rings %d MiB", rings>>20)) {
+		if err := checkHostIn(t, ns, c); err == nil || !strings.Contains(err.Error(), fmt.Sprintf("receive rings %d MiB", rings>>20)) {
 			t.Errorf("backend %s, one byte short: %v, want receive rings %d MiB", tc.name, err, rings>>20)
 		}
 		hostMemory = func() (int64, string) { return need, "cgroup test" }
-		if err := c.CheckHost(); err != nil {
+		if err := checkHostIn(t, ns, c); err != nil {
 			t.Errorf("backend %s, room for receive rings of %d MiB: %v", tc.name, rings>>20, err)
 		}
 	}
@@ -403,60 +454,73 @@ func TestCheckHostMemoryBesidesBooks(t *testing.T) {
 // CheckHost compared it, zone and all, with the host's addresses, which
 // carry none, and refused it ("no address fe80::1%eth0 on this host (have:
 // ..., fe80::1)"), a config error at every start. The zone's interface
-// must have the address.
+// must have the address. The link is the test's own, in a network
+// namespace of its own: a veth pair there, fe80::1 on one end, so that
+// neither the host's interfaces nor its addresses are needed or touched.
 func TestCheckHostListenLinkLocal(t *testing.T) {
-	ifs, err := net.Interfaces()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var ifname string
-	var ll netip.Addr
-	for _, ifi := range ifs {
-		addrs, _ := ifi.Addrs()
-		for _, a := range addrs {
-			if p, err := netip.ParsePrefix(a.String()); err == nil && p.Addr().Is6() && p.Addr().IsLinkLocalUnicast() {
-				ifname, ll = ifi.Name, p.Addr()
-			}
+	ns := netlab.Namespace(t, "fhcfgll")
+	const ifname, peer = "fhll0", "fhll1"
+	ll := netip.MustParseAddr("fe80::1")
+	for _, args := range [][]string{
+		{"link", "add", ifname, "type", "veth", "peer", "name", peer},
+		// Only the address given here: none of the kernel's making.
+		{"link", "set", ifname, "addrgenmode", "none"},
+		{"link", "set", peer, "addrgenmode", "none"},
+		// Without duplicate address detection: a tentative address
+		// cannot be bound.
+		{"addr", "add", ll.String() + "/64", "dev", ifname, "nodad"},
+		{"link", "set", ifname, "up"},
+		{"link", "set", peer, "up"},
+	} {
+		if out, err := exec.Command("ip", append([]string{"-n", ns}, args...)...).CombinedOutput(); err != nil {
+			t.Fatalf("ip -n %s %s: %v\n%s", ns, strings.Join(args, " "), err, out)
 		}
 	}
-	if ifname == "" {
-		t.Skip("no interface with an IPv6 link-local address")
-	}
 	zoned := ll.WithZone(ifname)
-	ln, err := net.Listen("tcp", netip.AddrPortFrom(zoned, 0).String())
-	if err != nil {
-		t.Skipf("%s cannot be bound here: %v", zoned, err)
+	parse := func(listen netip.AddrPort) *Config {
+		t.Helper()
+		c, err := Parse("h.yaml", []byte(hostEdit(t, "127.0.0.1:9100", `"`+listen.String()+`"`)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
 	}
-	ln.Close()
-	c, err := Parse("h.yaml", []byte(hostEdit(t, "127.0.0.1:9100", `"`+netip.AddrPortFrom(zoned, 9100).String()+`"`)))
-	if err != nil {
-		t.Fatal(err)
+	onLink, onLo, noZoneCfg := parse(netip.AddrPortFrom(zoned, 9100)), parse(netip.AddrPortFrom(ll.WithZone("lo"), 9100)), parse(netip.AddrPortFrom(ll, 9100))
+	var bindErr, noZoneErr error
+	var fine, notLo, noZone error
+	doIn(t, ns, func() {
+		ln, err := net.Listen("tcp", netip.AddrPortFrom(zoned, 0).String())
+		if bindErr = err; err != nil {
+			return
+		}
+		ln.Close()
+		fine, notLo = onLink.CheckHost(), onLo.CheckHost()
+		// Without its zone a link-local address cannot be bound
+		// (EINVAL, which a start exits 1 on, restarted, never fixed):
+		// a config error naming the zoned address to give.
+		if ln, err := net.Listen("tcp", netip.AddrPortFrom(ll, 0).String()); err == nil {
+			ln.Close()
+			noZoneErr = fmt.Errorf("%s without a zone bound", ll)
+			return
+		}
+		noZone = noZoneCfg.CheckHost()
+	})
+	if bindErr != nil {
+		t.Fatalf("%s, set up on the test's own link, cannot be bound: %v", zoned, bindErr)
 	}
-	if err := c.CheckHost(); err != nil {
-		t.Errorf("metrics.listen %s, an address of %s: %v", zoned, ifname, err)
+	if noZoneErr != nil {
+		t.Fatal(noZoneErr)
 	}
-	c, err = Parse("h.yaml", []byte(hostEdit(t, "127.0.0.1:9100", `"`+netip.AddrPortFrom(ll.WithZone("lo"), 9100).String()+`"`)))
-	if err != nil {
-		t.Fatal(err)
+	if fine != nil {
+		t.Errorf("metrics.listen %s, an address of %s: %v", zoned, ifname, fine)
 	}
 	want := fmt.Sprintf("h.yaml:15: metrics.listen: no address %s on lo (have: ", ll)
-	if err := c.CheckHost(); err == nil || !strings.Contains(err.Error(), want) {
-		t.Errorf("metrics.listen %s, not an address of lo: %v, want %q", ll.WithZone("lo"), err, want)
-	}
-	// Without its zone the host's own link-local address cannot be bound
-	// (EINVAL, which a start exits 1 on, restarted, never fixed): a
-	// config error naming the zoned address to give.
-	if ln, err := net.Listen("tcp", netip.AddrPortFrom(ll, 0).String()); err == nil {
-		ln.Close()
-		t.Fatalf("%s without a zone bound", ll)
-	}
-	c, err = Parse("h.yaml", []byte(hostEdit(t, "127.0.0.1:9100", `"`+netip.AddrPortFrom(ll, 9100).String()+`"`)))
-	if err != nil {
-		t.Fatal(err)
+	if notLo == nil || !strings.Contains(notLo.Error(), want) {
+		t.Errorf("metrics.listen %s, not an address of lo: %v, want %q", ll.WithZone("lo"), notLo, want)
 	}
 	want = fmt.Sprintf("h.yaml:15: metrics.listen: %s is link-local, which cannot be bound without its interface", ll)
-	if err := c.CheckHost(); err == nil || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), netip.AddrPortFrom(zoned, 9100).String()) {
-		t.Errorf("metrics.listen %s, link-local without a zone: %v, want %q naming %s", netip.AddrPortFrom(ll, 9100), err, want, netip.AddrPortFrom(zoned, 9100))
+	if noZone == nil || !strings.Contains(noZone.Error(), want) || !strings.Contains(noZone.Error(), netip.AddrPortFrom(zoned, 9100).String()) {
+		t.Errorf("metrics.listen %s, link-local without a zone: %v, want %q naming %s", netip.AddrPortFrom(ll, 9100), noZone, want, netip.AddrPortFrom(zoned, 9100))
 	}
 }
 
@@ -464,9 +528,17 @@ func TestCheckHostListenLinkLocal(t *testing.T) {
 // net.ipv4.ip_unprivileged_port_start is a config error for a process
 // without cap_net_bind_service (here a thread of this one without it), so
 // that check and run both refuse it, file:line: metrics.listen, with the
-// remedy; with the capability it is not.
+// remedy; with the capability it is not. The check runs in a network
+// namespace of the test's own, the sysctl its (1024 in a new one): the
+// thread is switched into it first, then its cap_net_bind_service dropped
+// (privilege.WithoutOnLockedThread) and put back before it switches back.
+// The reverse, Do inside privilege.WithoutOnThread, checks on Do's own
+// goroutine and thread, which kept the capability.
 func TestCheckHostListenPrivilegedPort(t *testing.T) {
-	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_unprivileged_port_start")
+	ns := netlab.Namespace(t, "fhcfgport")
+	var b []byte
+	var err error
+	doIn(t, ns, func() { b, err = os.ReadFile("/proc/sys/net/ipv4/ip_unprivileged_port_start") })
 	if err != nil {
 		t.Skipf("net.ipv4.ip_unprivileged_port_start: %v", err)
 	}
@@ -474,12 +546,20 @@ func TestCheckHostListenPrivilegedPort(t *testing.T) {
 	if err != nil || start == 0 {
 		t.Skipf("net.ipv4.ip_unprivileged_port_start %q: every port is unprivileged here", b)
 	}
+	// checkWithout is c.CheckHost on a thread in ns without
+	// cap_net_bind_service.
+	checkWithout := func(c *Config) (without, dropErr error) {
+		doIn(t, ns, func() {
+			dropErr = privilege.WithoutOnLockedThread(privilege.NetBindService, func() { without = c.CheckHost() })
+		})
+		return without, dropErr
+	}
 	c, err := Parse("h.yaml", []byte(hostEdit(t, "127.0.0.1:9100", fmt.Sprintf("127.0.0.1:%d", start-1))))
 	if err != nil {
 		t.Fatal(err)
 	}
-	var without error
-	if err := privilege.WithoutOnThread(privilege.NetBindService, func() { without = c.CheckHost() }); err != nil {
+	without, err := checkWithout(c)
+	if err != nil {
 		t.Fatal(err)
 	}
 	want := fmt.Sprintf("h.yaml:15: metrics.listen: port %d is below net.ipv4.ip_unprivileged_port_start (%d) and this process lacks cap_net_bind_service: use a port of %d or above", start-1, start, start)
@@ -489,14 +569,14 @@ func TestCheckHostListenPrivilegedPort(t *testing.T) {
 	if eff, err := privilege.Effective(); err != nil || eff&privilege.NetBindService == 0 {
 		return // the case with it needs it
 	}
-	if err := c.CheckHost(); err != nil {
+	if err := checkHostIn(t, ns, c); err != nil {
 		t.Errorf("with cap_net_bind_service: %v", err)
 	}
 	high, err := Parse("h.yaml", []byte(hostEdit(t, "127.0.0.1:9100", fmt.Sprintf("127.0.0.1:%d", start))))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := privilege.WithoutOnThread(privilege.NetBindService, func() { without = high.CheckHost() }); err != nil || without != nil {
+	if without, err := checkWithout(high); err != nil || without != nil {
 		t.Errorf("port %d without cap_net_bind_service: %v %v", start, err, without)
 	}
 }
@@ -602,12 +682,13 @@ func TestCheckHostCaptureRing(t *testing.T) {
 func TestCheckHostMemoryCommittedAtStart(t *testing.T) {
 	defer func(f func() (int64, string)) { hostMemory = f }(hostMemory)
 	hostMemory = func() (int64, string) { return 512 << 20, "cgroup test" }
+	ns := netlab.Namespace(t, "fhcfgstart")
 	for _, backend := range []string{"socket", "uring", "auto"} {
 		c, err := Parse("h.yaml", []byte(hostEdit(t, "backend: socket", "backend: "+backend)))
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := c.CheckHost(); err != nil {
+		if err := checkHostIn(t, ns, c); err != nil {
 			t.Errorf("backend %s, the defaults in a 512 MiB cgroup: %v, want them started", backend, err)
 			continue
 		}
