@@ -689,7 +689,8 @@ func rungOf(lad []rung, li int32) (int, bool) {
 // slot returns &orders[i] without a bounds check, for i from none (-1)
 // to len(orders)-1: Books.orders is allocated with a spare slot before
 // its first, which takes the writes through none. i is a FIFO link of a
-// live order: none or a live slot.
+// live order (none or a live slot), a live order's index (find's), or a
+// home slot (a reference masked by homeMask, which is below len(orders)).
 func slot(orders []order, i int32) *order {
 	return (*order)(unsafe.Add(unsafe.Pointer(unsafe.SliceData(orders)), int(i)*int(unsafe.Sizeof(order{}))))
 }
@@ -697,7 +698,7 @@ func slot(orders []order, i int32) *order {
 // remove unlinks live order oi of book b and frees its slot.
 func (bs *Books) remove(b *Book, oi int32) {
 	orders := bs.orders
-	o := &orders[oi]
+	o := slot(orders, oi) // a live order's index, from find
 	li := o.level
 	l := &bs.levels[li]
 	prev, next := o.prev, o.next
@@ -746,9 +747,9 @@ func (bs *Books) find(locate uint16, ref uint64, unknown *uint64) (b *Book, oi i
 	if b == nil {
 		return nil, none
 	}
-	// lookup, by hand: it does not inline
-	if h := ref & bs.homeMask; bs.orders[h].ref == ref && bs.orders[h].shares != 0 && bs.orders[h].locate == locate {
-		oi = int32(h)
+	// lookup, by hand: it does not inline (the home slot unchecked: homeMask < len(orders))
+	if h := slot(bs.orders, int32(ref&bs.homeMask)); h.ref == ref && h.shares != 0 && h.locate == locate {
+		oi = int32(ref & bs.homeMask)
 	} else if oi = bs.lookupOverflow(locate, ref); oi == none {
 		*unknown++
 		return nil, none
@@ -759,7 +760,7 @@ func (bs *Books) find(locate uint16, ref uint64, unknown *uint64) (b *Book, oi i
 // reduce takes shares off order oi, removing it when nothing is left or when
 // shares exceeds what it has (counted in *over).
 func (bs *Books) reduce(b *Book, oi int32, shares uint32, over *uint64) {
-	o := &bs.orders[oi]
+	o := slot(bs.orders, oi) // from find
 	switch {
 	case shares < o.shares:
 		o.shares -= shares
@@ -783,7 +784,7 @@ func (bs *Books) Execute(locate uint16, ref uint64, shares uint32, match uint64)
 		bs.stats.ZeroShares++
 		return false
 	}
-	bs.trade(b, bs.orders[oi].price, uint64(shares), match)
+	bs.trade(b, slot(bs.orders, oi).price, uint64(shares), match)
 	bs.reduce(b, oi, shares, &bs.stats.OverExecution)
 	return true
 }
@@ -845,7 +846,7 @@ func (bs *Books) Replace(locate uint16, oldRef, newRef uint64, shares, price uin
 	if b == nil {
 		return false
 	}
-	side := bs.orders[oi].side
+	side := slot(bs.orders, oi).side
 	bs.remove(b, oi)
 	if newRef == oldRef && shares != 0 {
 		bs.stats.DuplicateAdd++
