@@ -578,27 +578,10 @@ func (bs *Books) add(b *Book, ref uint64, side Side, shares, price uint32) bool 
 const addPrefetch = 32
 
 // search finds key in a ladder: its index and true, or the index where it
-// would be inserted and false. Most activity is near the top (the end): it
-// compares the top four rungs (as many as there are) with key without a
-// branch on their keys, whose outcome no predictor learns (a walk down
-// stopped at a different rung each time), and only below them walks down a
-// few rungs more before bisecting.
+// would be inserted and false. Most activity is near the top (the end), so
+// it walks down a few rungs before bisecting.
 func search(l ladder, key uint32) (int, bool) {
-	n := l.n
-	if n == 0 {
-		return 0, false
-	}
-	t := n - 1 // rungs t-1, t-2, t-3 below the first are read at 0, and not counted, when missing
-	c := b2u(l.at(t).key > key) +
-		b2u(l.at(t-min(t, 1)).key > key)&b2u(t >= 1) +
-		b2u(l.at(t-min(t, 2)).key > key)&b2u(t >= 2) +
-		b2u(l.at(t-min(t, 3)).key > key)&b2u(t >= 3)
-	if c < min(n, 4) { // key at or above rung n-1-c, below the rungs above it
-		i := n - c
-		f := l.at(i-1).key == key
-		return int(i - b2u(f)), f
-	}
-	i := n - c // every rung read is above key
+	i := l.n
 	for steps := 0; i > 0; steps++ {
 		k := l.at(i - 1).key
 		if k < key {
@@ -622,15 +605,6 @@ func search(l ladder, key uint32) (int, bool) {
 		i--
 	}
 	return 0, false
-}
-
-// b2u is 1 for true, 0 for false, without a branch.
-func b2u(b bool) uint32 {
-	var u uint32
-	if b {
-		u = 1
-	}
-	return u
 }
 
 // insertRung inserts a new empty level with key at index i of side's
