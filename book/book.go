@@ -163,7 +163,7 @@ func (b *Book) Queue(side Side, price uint32, dst []OrderInfo) []OrderInfo {
 	dst = dst[:0]
 	side &= 1
 	lad := b.sides[side].rungs()
-	i, found := search(lad, sideKey(side, price))
+	i, found := search(b.sides[side], sideKey(side, price))
 	if !found {
 		return dst
 	}

@@ -494,23 +494,23 @@ func (bs *Books) add(b *Book, ref uint64, side Side, shares, price uint32) bool 
 		return false
 	}
 	oi := int32(ref & bs.homeMask)
-	o := &bs.orders[oi]
-	homeTaken := o.shares != 0
-	if homeTaken && o.ref == ref && o.locate == b.locate {
-		bs.stats.DuplicateAdd++
-		return false
-	}
-	var slot uint64
-	if bs.stats.Overflowed != 0 || homeTaken {
-		var idx int32
-		if slot, idx = bs.ovfProbe(b.locate, ref); idx != none {
+	o := slot(bs.orders, oi) // homeMask < len(bs.orders)
+	homeTaken, ovfSlot := o.shares != 0, uint64(0)
+	if homeTaken || bs.stats.Overflowed != 0 || bs.stats.Orders >= bs.maxOrders { // seldom: one test a case
+		if homeTaken && o.ref == ref && o.locate == b.locate {
 			bs.stats.DuplicateAdd++
 			return false
 		}
-	}
-	if bs.stats.Orders >= bs.maxOrders || (homeTaken && bs.ovfFree == none) {
-		bs.capacity(&bs.stats.OrderCapacity, ErrOrderCapacity, ref)
-		return bs.dropped(b)
+		if idx := int32(none); homeTaken || bs.stats.Overflowed != 0 {
+			if ovfSlot, idx = bs.ovfProbe(b.locate, ref); idx != none {
+				bs.stats.DuplicateAdd++
+				return false
+			}
+		}
+		if bs.stats.Orders >= bs.maxOrders || (homeTaken && bs.ovfFree == none) {
+			bs.capacity(&bs.stats.OrderCapacity, ErrOrderCapacity, ref)
+			return bs.dropped(b)
+		}
 	}
 	key := sideKey(side, price)
 	// The best price is on the book's first line (Book.top): an add there,
@@ -523,7 +523,7 @@ func (bs *Books) add(b *Book, ref uint64, side Side, shares, price uint32) bool 
 	if top, n := b.top[side], b.sides[side].n; n == 0 || top.key != key {
 		i, found := int(n), false
 		if n > 0 && top.key > key {
-			i, found = search(b.sides[side].rungs(), key)
+			i, found = search(b.sides[side], key)
 		}
 		if !found {
 			if bs.stats.Levels >= bs.maxLevels {
@@ -538,33 +538,37 @@ func (bs *Books) add(b *Book, ref uint64, side Side, shares, price uint32) bool 
 		oi = bs.ovfFree
 		o = &bs.orders[oi]
 		bs.ovfFree = o.next
-		bs.ovf[slot] = uint64(oi+1)<<32 | uint64(uint32(ref))
+		bs.ovf[ovfSlot] = uint64(oi+1)<<32 | uint64(uint32(ref))
 		bs.stats.Overflowed++
 	}
 	l := &bs.levels[li]
 	// Field by field, not a composite literal: the literal was built on the stack with narrow
 	// stores and copied by 16-byte loads they cannot forward to (a stall on every add).
+	tail, head := l.tail, l.head
 	o.ref = ref
 	o.price = price
 	o.shares = shares
-	o.prev = l.tail
+	o.prev = tail
 	o.next = none
 	o.locate = b.locate
 	o.side = side
 	o.level = li
-	if l.tail != none {
-		bs.orders[l.tail].next = oi
-	} else {
-		l.head = oi
+	// As remove unlinks: without a branch on whether the level was empty
+	// (a new level, half the adds on a day of 5,000 instruments), the link
+	// through none written to the spare slot before orders[0] (slot).
+	slot(bs.orders, tail).next = oi
+	if tail == none {
+		head = oi
 	}
-	l.tail = oi
+	l.head, l.tail = head, oi
 	l.orders++
 	l.shares += uint64(shares)
 	b.orders++
 	bs.stats.Orders++
 	// References grow through the day: start loading the home slot of a
-	// reference a few adds ahead, so that add finds it in cache.
-	prefetch(uintptr(unsafe.Pointer(&bs.orders[(ref+addPrefetch)&bs.homeMask])))
+	// reference a few adds ahead, so that add finds it in cache (a hint:
+	// the address is not checked, homeMask keeps it in the table).
+	prefetch(uintptr(unsafe.Pointer(unsafe.SliceData(bs.orders))) + uintptr((ref+addPrefetch)&bs.homeMask)*unsafe.Sizeof(order{}))
 	return true
 }
 
@@ -576,27 +580,27 @@ const addPrefetch = 32
 // search finds key in a ladder: its index and true, or the index where it
 // would be inserted and false. Most activity is near the top (the end), so
 // it walks down a few rungs before bisecting.
-func search(lad []rung, key uint32) (int, bool) {
-	i := len(lad)
+func search(l ladder, key uint32) (int, bool) {
+	i := l.n
 	for steps := 0; i > 0; steps++ {
-		k := lad[i-1].key
+		k := l.at(i - 1).key
 		if k < key {
-			return i, false
+			return int(i), false
 		}
 		if k == key {
-			return i - 1, true
+			return int(i - 1), true
 		}
 		if steps == 8 {
-			lo, hi := 0, i-1
+			lo, hi := uint32(0), i-1
 			for lo < hi {
-				m := int(uint(lo+hi) >> 1)
-				if lad[m].key < key {
+				m := (lo + hi) >> 1
+				if l.at(m).key < key {
 					lo = m + 1
 				} else {
 					hi = m
 				}
 			}
-			return lo, lad[lo].key == key
+			return int(lo), l.at(lo).key == key
 		}
 		i--
 	}
@@ -650,7 +654,7 @@ func (b *Book) popBest(side Side, n uint32) {
 // and li is freed all the same, so that the level pool does not leak.
 func (b *Book) removeRung(bs *Books, side Side, key uint32, li int32) {
 	lad := b.sides[side].rungs()
-	i, found := search(lad, key)
+	i, found := search(b.sides[side], key)
 	if !found || lad[i].lvl != li {
 		bs.stats.LadderMismatch++
 		i, found = rungOf(lad, li)
@@ -685,7 +689,8 @@ func rungOf(lad []rung, li int32) (int, bool) {
 // slot returns &orders[i] without a bounds check, for i from none (-1)
 // to len(orders)-1: Books.orders is allocated with a spare slot before
 // its first, which takes the writes through none. i is a FIFO link of a
-// live order: none or a live slot.
+// live order (none or a live slot), a live order's index (find's), or a
+// home slot (a reference masked by homeMask, which is below len(orders)).
 func slot(orders []order, i int32) *order {
 	return (*order)(unsafe.Add(unsafe.Pointer(unsafe.SliceData(orders)), int(i)*int(unsafe.Sizeof(order{}))))
 }
@@ -693,7 +698,7 @@ func slot(orders []order, i int32) *order {
 // remove unlinks live order oi of book b and frees its slot.
 func (bs *Books) remove(b *Book, oi int32) {
 	orders := bs.orders
-	o := &orders[oi]
+	o := slot(orders, oi) // a live order's index, from find
 	li := o.level
 	l := &bs.levels[li]
 	prev, next := o.prev, o.next
@@ -742,9 +747,9 @@ func (bs *Books) find(locate uint16, ref uint64, unknown *uint64) (b *Book, oi i
 	if b == nil {
 		return nil, none
 	}
-	// lookup, by hand: it does not inline
-	if h := ref & bs.homeMask; bs.orders[h].ref == ref && bs.orders[h].shares != 0 && bs.orders[h].locate == locate {
-		oi = int32(h)
+	// lookup, by hand: it does not inline (the home slot unchecked: homeMask < len(orders))
+	if h := slot(bs.orders, int32(ref&bs.homeMask)); h.ref == ref && h.shares != 0 && h.locate == locate {
+		oi = int32(ref & bs.homeMask)
 	} else if oi = bs.lookupOverflow(locate, ref); oi == none {
 		*unknown++
 		return nil, none
@@ -755,7 +760,7 @@ func (bs *Books) find(locate uint16, ref uint64, unknown *uint64) (b *Book, oi i
 // reduce takes shares off order oi, removing it when nothing is left or when
 // shares exceeds what it has (counted in *over).
 func (bs *Books) reduce(b *Book, oi int32, shares uint32, over *uint64) {
-	o := &bs.orders[oi]
+	o := slot(bs.orders, oi) // from find
 	switch {
 	case shares < o.shares:
 		o.shares -= shares
@@ -779,7 +784,7 @@ func (bs *Books) Execute(locate uint16, ref uint64, shares uint32, match uint64)
 		bs.stats.ZeroShares++
 		return false
 	}
-	bs.trade(b, bs.orders[oi].price, uint64(shares), match)
+	bs.trade(b, slot(bs.orders, oi).price, uint64(shares), match)
 	bs.reduce(b, oi, shares, &bs.stats.OverExecution)
 	return true
 }
@@ -841,7 +846,7 @@ func (bs *Books) Replace(locate uint16, oldRef, newRef uint64, shares, price uin
 	if b == nil {
 		return false
 	}
-	side := bs.orders[oi].side
+	side := slot(bs.orders, oi).side
 	bs.remove(b, oi)
 	if newRef == oldRef && shares != 0 {
 		bs.stats.DuplicateAdd++

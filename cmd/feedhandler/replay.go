@@ -574,25 +574,30 @@ func (rp *replayer) applyFile(data []byte, scan *itch.Scanner) error {
 		pf, count := off+bs.PrefetchBlocks(data[off:], book.PrefetchAhead), rp.n // the count stays in a register in the loop
 		for off+itch.BlockHeaderLen < end {
 			n := int(*(*byte)(unsafe.Add(p, off)))<<8 | int(*(*byte)(unsafe.Add(p, off+1)))
-			start := off + itch.BlockHeaderLen // < end
-			if n == 0 || n > end-start || n != itch.Length(*(*byte)(unsafe.Add(p, start))) {
+			start := off + itch.BlockHeaderLen // < end; m is read only once n fits
+			m := itch.Msg(unsafe.Slice((*byte)(unsafe.Add(p, start)), n))
+			if n < itch.HeaderLen || n > end-start || n != itch.Length(m[0]) {
 				break
 			}
-			m := itch.Msg(unsafe.Slice((*byte)(unsafe.Add(p, start)), n))
 			off = start + n
-			// rp.apply, by hand: it does not inline here
+			// rp.apply, by hand: it does not inline here. Apply comes
+			// straight after the framing, with no call or store in
+			// between, so that the inlined Apply shares the framing's
+			// loads of the type and its length and drops its own length
+			// test. (The Apply call keeps its line in the function:
+			// default.pgo finds it there.) Then, every prefetchGroup
+			// messages, the next prefetchGroup blocks at the second
+			// cursor (see below).
 			count++
-			// Every prefetchGroup messages, the next prefetchGroup
-			// blocks at the second cursor: one call for the group,
-			// since a call costs the loop its registers. A short
-			// return (a block past end) leaves pf <= end.
-			if count%prefetchGroup == 0 {
-				pf += bs.PrefetchBlocks(unsafe.Slice((*byte)(unsafe.Add(p, pf)), end-pf), prefetchGroup)
-			}
 			if count%latencySampleEvery != 0 {
 				bs.Apply(m)
 			} else {
 				rp.sample(m, count)
+			}
+			// One call for the group, since a call costs the loop its
+			// registers. A short return (a block past end) leaves pf <= end.
+			if count%prefetchGroup == 0 {
+				pf += bs.PrefetchBlocks(unsafe.Slice((*byte)(unsafe.Add(p, pf)), end-pf), prefetchGroup)
 			}
 		}
 		rp.n = count
