@@ -117,8 +117,9 @@ func skipCount(s Stats) uint64 {
 
 // FuzzApplyRaw applies arbitrary messages, of every type and length, to
 // books of small capacities: Apply never panics, counts every message once
-// in Messages and in at most one skip counter, and the books keep their
-// invariants.
+// in Messages and in at most one skip counter (the notes of a message
+// applied all the same, Long, LocateReassigned and a C's BadState, apart),
+// and the books keep their invariants.
 func FuzzApplyRaw(f *testing.F) {
 	f.Add([]byte("\x01\x00R....\x0a\x00\x01\x00A\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x03\x00\x00\x00\x00"))
 	f.Add([]byte("\x0b\x05\x0a\x06\x0f\x07\x10\x00\x13\x00\xff\x00\xe8\x47"))
@@ -138,7 +139,15 @@ func FuzzApplyRaw(f *testing.F) {
 			if after.Messages != before.Messages+1 {
 				t.Fatalf("message %d %q: Messages %d -> %d", i, m, before.Messages, after.Messages)
 			}
-			if d := skipCount(after) - skipCount(before); d > 1 {
+			d := skipCount(after) - skipCount(before)
+			if len(m) > 0 && m[0] == itch.TypeOrderExecutedWithPrice {
+				// A C with a printable flag neither 'Y' nor 'N' is
+				// applied, as non-printable, and counted in BadState:
+				// a note, as Long is, beside any skip counter of its
+				// execution (an over-execution, say).
+				d -= after.BadState - before.BadState
+			}
+			if d > 1 {
 				t.Fatalf("message %d %x: counted in %d skip counters\nbefore %+v\nafter  %+v", i, m, d, before, after)
 			}
 			if err := checkInvariants(bs); err != nil {
