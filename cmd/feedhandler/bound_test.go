@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -17,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/marketfeed/feedhandler/internal/deathsig"
 )
 
 // Bounds on the package's waits for a child process or a goroutine that
@@ -51,7 +52,7 @@ func waitBound(t *testing.T) time.Duration {
 // a handler started by a test killed so ran on, its sockets bound and its
 // groups joined, until someone found it. The kernel sends Pdeathsig when
 // the thread that forked the child ends, not the process: child's Start
-// forks on forker's thread, which never ends (a goroutine that ends with
+// forks on deathsig's thread, which never ends (a goroutine that ends with
 // its thread locked ends the thread: netlab.Do's after a failed switch
 // back).
 func boundedCommand(t *testing.T, name string, args ...string) *child {
@@ -61,7 +62,7 @@ func boundedCommand(t *testing.T, name string, args ...string) *child {
 	var mu sync.Mutex
 	ended := false // the test's cleanup began: t.Errorf may no longer be called after it
 	cmd := exec.CommandContext(ctx, name, args...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = &syscall.SysProcAttr{} // deathsig.Start sets Pdeathsig
 	cmd.Cancel = func() error {
 		mu.Lock()
 		defer mu.Unlock()
@@ -82,32 +83,16 @@ func boundedCommand(t *testing.T, name string, args ...string) *child {
 }
 
 // child is a command boundedCommand made: its Start (and Run, Output,
-// CombinedOutput, which start it) forks on forker's thread, so that its
-// Pdeathsig comes when the test binary ends and never before.
+// CombinedOutput, which start it) is deathsig's, which forks it on a
+// thread that lives as long as the test binary, so that its Pdeathsig
+// comes when the test binary ends and never before. That thread is in the
+// host's network namespace: a child for a namespace of the test's runs
+// under ip netns exec (inNetns), and Start fails on a thread switched into
+// one (netlab.Do) rather than start it on the host.
 type child struct{ *exec.Cmd }
 
-// forker is a goroutine locked to its thread for the test binary's life,
-// which starts every child.
-var forker struct {
-	once sync.Once
-	do   chan func()
-}
-
-// Start starts c on forker's thread.
-func (c *child) Start() error {
-	forker.once.Do(func() {
-		forker.do = make(chan func())
-		go func() {
-			runtime.LockOSThread() // never unlocked: the thread ends with the process
-			for f := range forker.do {
-				f()
-			}
-		}()
-	})
-	errc := make(chan error, 1)
-	forker.do <- func() { errc <- c.Cmd.Start() }
-	return <-errc
-}
+// Start starts c (deathsig.Start).
+func (c *child) Start() error { return deathsig.Start(c.Cmd) }
 
 // Run is exec.Cmd's Run with child's Start.
 func (c *child) Run() error {
@@ -117,29 +102,12 @@ func (c *child) Run() error {
 	return c.Wait()
 }
 
-// Output is exec.Cmd's Output with child's Start; an exit error carries
-// stderr when the caller did not take it.
-func (c *child) Output() ([]byte, error) {
-	var out, errOut bytes.Buffer
-	c.Stdout = &out
-	captured := c.Stderr == nil
-	if captured {
-		c.Stderr = &errOut
-	}
-	err := c.Run()
-	if ee := (*exec.ExitError)(nil); captured && errors.As(err, &ee) {
-		ee.Stderr = errOut.Bytes()
-	}
-	return out.Bytes(), err
-}
+// Output is exec.Cmd's Output with deathsig's Start (deathsig.Output); an
+// exit error carries stderr when the caller did not take it.
+func (c *child) Output() ([]byte, error) { return deathsig.Output(c.Cmd) }
 
-// CombinedOutput is exec.Cmd's CombinedOutput with child's Start.
-func (c *child) CombinedOutput() ([]byte, error) {
-	var b bytes.Buffer
-	c.Stdout, c.Stderr = &b, &b
-	err := c.Run()
-	return b.Bytes(), err
-}
+// CombinedOutput is exec.Cmd's CombinedOutput with deathsig's Start.
+func (c *child) CombinedOutput() ([]byte, error) { return deathsig.CombinedOutput(c.Cmd) }
 
 // await returns what ch brings; if it brings nothing within waitBound,
 // the test fails naming what it waited for.
