@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -17,6 +16,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/marketfeed/feedhandler/internal/deathsig"
+	"golang.org/x/sys/unix"
 )
 
 // Bounds on the package's waits for a child process or a goroutine that
@@ -51,9 +53,11 @@ func waitBound(t *testing.T) time.Duration {
 // a handler started by a test killed so ran on, its sockets bound and its
 // groups joined, until someone found it. The kernel sends Pdeathsig when
 // the thread that forked the child ends, not the process: child's Start
-// forks on forker's thread, which never ends (a goroutine that ends with
+// forks on deathsig's thread, which never ends (a goroutine that ends with
 // its thread locked ends the thread: netlab.Do's after a failed switch
-// back).
+// back). The kernel clears it when the child changes its uid: setpriv's
+// flags for it are setprivUser's (which keep it), and a child that
+// switches user itself is marked (switchesUser) for a warden.
 func boundedCommand(t *testing.T, name string, args ...string) *child {
 	t.Helper()
 	bound := waitBound(t)
@@ -61,7 +65,7 @@ func boundedCommand(t *testing.T, name string, args ...string) *child {
 	var mu sync.Mutex
 	ended := false // the test's cleanup began: t.Errorf may no longer be called after it
 	cmd := exec.CommandContext(ctx, name, args...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = &syscall.SysProcAttr{} // deathsig.Start sets Pdeathsig
 	cmd.Cancel = func() error {
 		mu.Lock()
 		defer mu.Unlock()
@@ -78,35 +82,34 @@ func boundedCommand(t *testing.T, name string, args ...string) *child {
 		mu.Unlock()
 		cancel()
 	})
-	return &child{cmd}
+	return &child{Cmd: cmd, t: t}
 }
 
 // child is a command boundedCommand made: its Start (and Run, Output,
-// CombinedOutput, which start it) forks on forker's thread, so that its
-// Pdeathsig comes when the test binary ends and never before.
-type child struct{ *exec.Cmd }
-
-// forker is a goroutine locked to its thread for the test binary's life,
-// which starts every child.
-var forker struct {
-	once sync.Once
-	do   chan func()
+// CombinedOutput, which start it) is deathsig's, which forks it on a
+// thread that lives as long as the test binary, so that its Pdeathsig
+// comes when the test binary ends and never before. That thread is in the
+// host's network namespace: a child for a namespace of the test's runs
+// under ip netns exec (inNetns), and Start fails on a thread switched into
+// one (netlab.Do) rather than start it on the host. A child that switches
+// user itself (switchesUser) loses its Pdeathsig: Start gives it a warden.
+type child struct {
+	*exec.Cmd
+	t *testing.T
+	// switchesUser: the command changes its uid itself (the handler
+	// started as root with user:), which clears its Pdeathsig.
+	switchesUser bool
 }
 
-// Start starts c on forker's thread.
+// Start starts c (deathsig.Start) and, when c switches user, its warden.
 func (c *child) Start() error {
-	forker.once.Do(func() {
-		forker.do = make(chan func())
-		go func() {
-			runtime.LockOSThread() // never unlocked: the thread ends with the process
-			for f := range forker.do {
-				f()
-			}
-		}()
-	})
-	errc := make(chan error, 1)
-	forker.do <- func() { errc <- c.Cmd.Start() }
-	return <-errc
+	if err := deathsig.Start(c.Cmd); err != nil {
+		return err
+	}
+	if c.switchesUser {
+		return startWarden(c.t, c.Process.Pid)
+	}
+	return nil
 }
 
 // Run is exec.Cmd's Run with child's Start.
@@ -117,29 +120,123 @@ func (c *child) Run() error {
 	return c.Wait()
 }
 
-// Output is exec.Cmd's Output with child's Start; an exit error carries
-// stderr when the caller did not take it.
+// Output is exec.Cmd's Output with deathsig's Start (deathsig.Output); an
+// exit error carries stderr when the caller did not take it. Not for a
+// child that switches user, which Start gives a warden: the test fails.
 func (c *child) Output() ([]byte, error) {
-	var out, errOut bytes.Buffer
-	c.Stdout = &out
-	captured := c.Stderr == nil
-	if captured {
-		c.Stderr = &errOut
-	}
-	err := c.Run()
-	if ee := (*exec.ExitError)(nil); captured && errors.As(err, &ee) {
-		ee.Stderr = errOut.Bytes()
-	}
-	return out.Bytes(), err
+	c.noWarden("Output")
+	return deathsig.Output(c.Cmd)
 }
 
-// CombinedOutput is exec.Cmd's CombinedOutput with child's Start.
+// CombinedOutput is exec.Cmd's CombinedOutput with deathsig's Start; not
+// for a child that switches user.
 func (c *child) CombinedOutput() ([]byte, error) {
-	var b bytes.Buffer
-	c.Stdout, c.Stderr = &b, &b
-	err := c.Run()
-	return b.Bytes(), err
+	c.noWarden("CombinedOutput")
+	return deathsig.CombinedOutput(c.Cmd)
 }
+
+func (c *child) noWarden(what string) {
+	if c.switchesUser {
+		c.t.Fatalf("%s: %s of a child that switches user: start it with Start, which gives it a warden", c, what)
+	}
+}
+
+// wardenEnv names, in a test binary started as a warden, the pid it
+// guards.
+const wardenEnv = "FEEDHANDLER_TEST_WARDEN"
+
+// startWarden starts a warden for process pid, a child that switches user
+// itself (the kernel then clears its Pdeathsig): this test binary again
+// (TestMain runs warden), which holds a pidfd of pid and SIGKILLs it when
+// its standard input, a pipe whose other end only this process holds,
+// reads end of file: when this process ends, however it ends. Not under
+// killedWithScript's PID namespace, whose init keeps Pdeathsig: the
+// handler there records the namespace's pid in its shm file, reads the
+// host's /proc under another pid than its own (without --mount-proc), and
+// the test would signal and read unshare rather than it. The warden is
+// told to end at the test's cleanup (and ends by itself when pid does).
+func startWarden(t *testing.T, pid int) error {
+	w := exec.Command(os.Args[0])
+	w.Env = append(os.Environ(), fmt.Sprintf("%s=%d", wardenEnv, pid))
+	w.Stderr = os.Stderr
+	tie, err := w.StdinPipe()
+	if err != nil {
+		return err
+	}
+	armed, err := w.StdoutPipe()
+	if err != nil {
+		return err
+	}
+	// Its own Pdeathsig would race its read of the end of file: none,
+	// and started from any thread (the pipe, not the thread, ties it).
+	if err := w.Start(); err != nil {
+		return fmt.Errorf("warden of pid %d: %w", pid, err)
+	}
+	// Armed once it holds the pidfd: a line, or an error and its end.
+	line, _ := bufio.NewReader(armed).ReadString('\n')
+	if line != "armed\n" {
+		tie.Close()
+		return fmt.Errorf("warden of pid %d: %q, %v", pid, line, w.Wait())
+	}
+	t.Cleanup(func() {
+		tie.Close()
+		w.Wait()
+	})
+	return nil
+}
+
+// warden is a test binary started by startWarden: it opens a pidfd of the
+// process its environment names, says "armed", and waits until its
+// standard input ends (the test binary that started it ended, or told it
+// to), then SIGKILLs the process, or until the process ends. Its exit
+// status: 0, or 2 when it could not arm.
+func warden() int {
+	pid, err := strconv.Atoi(os.Getenv(wardenEnv))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "warden:", err)
+		return 2
+	}
+	pidfd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "warden: pidfd_open %d: %v\n", pid, err)
+		return 2
+	}
+	fmt.Println("armed")
+	fds := []unix.PollFd{{Fd: 0, Events: unix.POLLIN}, {Fd: int32(pidfd), Events: unix.POLLIN}}
+	for {
+		if _, err := unix.Poll(fds, -1); err != nil && err != unix.EINTR {
+			break
+		}
+		if fds[1].Revents != 0 {
+			return 0 // it ended
+		}
+		if fds[0].Revents != 0 {
+			break
+		}
+	}
+	unix.PidfdSendSignal(pidfd, unix.SIGKILL, nil, 0)
+	return 0
+}
+
+// setprivUser is setpriv's flags that run its command as user and group
+// (names or numbers) without supplementary groups, its Pdeathsig kept
+// (--pdeathsig keep): the kernel clears it when the uid changes, and a
+// child so run outlived a killed test binary. A setpriv older than
+// util-linux 2.33 lacks the flag: there it is left out, and such a child
+// outlives a killed test binary as it did before.
+func setprivUser(user, group string) []string {
+	f := []string{"--reuid=" + user, "--regid=" + group, "--clear-groups"}
+	if setprivKeepsDeathsig() {
+		f = append(f, "--pdeathsig", "keep")
+	}
+	return f
+}
+
+// setprivKeepsDeathsig reports whether setpriv has --pdeathsig.
+var setprivKeepsDeathsig = sync.OnceValue(func() bool {
+	out, _ := exec.Command("setpriv", "--help").Output()
+	return bytes.Contains(out, []byte("--pdeathsig"))
+})
 
 // await returns what ch brings; if it brings nothing within waitBound,
 // the test fails naming what it waited for.
@@ -181,38 +278,15 @@ func killTree(pid int) {
 // ended with its thread locked, which ends the thread. In a child test
 // binary, which starts sleep and prints its pid. Without Pdeathsig the
 // sleep outlived its test binary; forked on the starting goroutine's own
-// thread, it died with that thread.
+// thread, it died with that thread. As root with setpriv, two more sleeps
+// run as nobody, whose uid change clears Pdeathsig: one through
+// setprivUser (which keeps it), one that changes it without keeping it,
+// as the handler started with user: does, marked switchesUser (a warden
+// kills it). Without --pdeathsig keep, and without the warden, each
+// outlived its test binary.
 func TestChildDiesWithTestBinary(t *testing.T) {
 	if os.Getenv("FEEDHANDLER_TEST_ORPHAN") == "1" {
-		sleep := boundedCommand(t, "sleep", "3600")
-		tid := 0
-		for tid == 0 {
-			started := make(chan error, 1)
-			go func() {
-				runtime.LockOSThread() // never unlocked: this thread ends with the goroutine
-				if syscall.Gettid() == os.Getpid() {
-					// The main thread, which the runtime keeps (wedged)
-					// rather than end: another goroutine, on another
-					// thread, next.
-					started <- nil
-					return
-				}
-				tid = syscall.Gettid()
-				started <- sleep.Start()
-			}()
-			if err := <-started; err != nil {
-				t.Fatal(err)
-			}
-		}
-		// Until the thread is gone: the kernel has sent the Pdeathsig
-		// of a child it forked by then.
-		for {
-			if _, err := os.Stat(fmt.Sprintf("/proc/self/task/%d", tid)); os.IsNotExist(err) {
-				break
-			}
-			time.Sleep(time.Millisecond)
-		}
-		fmt.Printf("sleep pid %d\n", sleep.Process.Pid)
+		orphanSleeps(t)
 		select {} // until killed
 	}
 	parent := boundedCommand(t, os.Args[0], "-test.run=^TestChildDiesWithTestBinary$", "-test.count=1")
@@ -231,23 +305,94 @@ func TestChildDiesWithTestBinary(t *testing.T) {
 		lines <- sc.Text()
 		io.Copy(io.Discard, out)
 	}()
-	var pid int
-	if _, err := fmt.Sscanf(await(t, "the child test binary's sleep pid", lines), "sleep pid %d", &pid); err != nil {
+	line := await(t, "the child test binary's sleep pids", lines)
+	kinds, ok := strings.CutPrefix(line, "sleep pids ")
+	if !ok {
 		parent.Process.Kill()
-		t.Fatalf("the child test binary printed no sleep pid: %v (%s)", err, parent.Wait())
+		t.Fatalf("the child test binary printed no sleep pids: %q (%v)", line, parent.Wait())
 	}
-	defer syscall.Kill(pid, syscall.SIGKILL)
-	if !sleeping(pid) {
+	pids := map[string]int{}
+	for _, f := range strings.Fields(kinds) {
+		kind, pid, _ := strings.Cut(f, "=")
+		n, err := strconv.Atoi(pid)
+		if err != nil {
+			t.Fatalf("the child test binary printed %q", line)
+		}
+		pids[kind] = n
+		defer syscall.Kill(n, syscall.SIGKILL)
+	}
+	if pid := pids["plain"]; !sleeping(pid) {
 		t.Errorf("sleep (pid %d) was killed when the thread that started it ended, its test binary still running", pid)
+	}
+	if len(pids) < 3 {
+		t.Logf("only %s: the sleeps as nobody need root and setpriv", line)
 	}
 	parent.Process.Kill()
 	parent.Wait()
 	bound := waitBound(t)
-	for deadline := time.Now().Add(bound); sleeping(pid); time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("sleep (pid %d) still runs %v after the test binary that started it was killed", pid, bound)
+	deadline := time.Now().Add(bound)
+	for _, kind := range []string{"plain", "setpriv", "switches-user"} {
+		pid, ok := pids[kind]
+		for ok && sleeping(pid) {
+			if time.Now().After(deadline) {
+				t.Errorf("sleep (%s, pid %d) still runs %v after the test binary that started it was killed", kind, pid, bound)
+				break
+			}
+			time.Sleep(10 * time.Millisecond)
 		}
 	}
+}
+
+// orphanSleeps is TestChildDiesWithTestBinary's child test binary: it
+// starts its sleeps and prints their pids ("sleep pids plain=N ...") once
+// each is sleep (setpriv has executed it).
+func orphanSleeps(t *testing.T) {
+	sleep := boundedCommand(t, "sleep", "3600")
+	tid := 0
+	for tid == 0 {
+		started := make(chan error, 1)
+		go func() {
+			runtime.LockOSThread() // never unlocked: this thread ends with the goroutine
+			if syscall.Gettid() == os.Getpid() {
+				// The main thread, which the runtime keeps (wedged)
+				// rather than end: another goroutine, on another
+				// thread, next.
+				started <- nil
+				return
+			}
+			tid = syscall.Gettid()
+			started <- sleep.Start()
+		}()
+		if err := <-started; err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Until the thread is gone: the kernel has sent the Pdeathsig of a
+	// child it forked by then.
+	for {
+		if _, err := os.Stat(fmt.Sprintf("/proc/self/task/%d", tid)); os.IsNotExist(err) {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	line := fmt.Sprintf("sleep pids plain=%d", sleep.Process.Pid)
+	if _, err := exec.LookPath("setpriv"); err == nil && os.Geteuid() == 0 {
+		kept := boundedCommand(t, "setpriv", append(setprivUser("65534", "65534"), "sleep", "3600")...)
+		switching := boundedCommand(t, "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "sleep", "3600")
+		switching.switchesUser = true
+		for _, c := range []*child{kept, switching} {
+			if err := c.Start(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for _, c := range []*child{kept, switching} {
+			for !sleeping(c.Process.Pid) {
+				time.Sleep(time.Millisecond)
+			}
+		}
+		line += fmt.Sprintf(" setpriv=%d switches-user=%d", kept.Process.Pid, switching.Process.Pid)
+	}
+	fmt.Println(line)
 }
 
 // sleeping reports whether pid is a sleep command that runs and has no

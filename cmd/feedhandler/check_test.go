@@ -82,7 +82,7 @@ metrics: {listen: "127.0.0.1:%d"}
 			if caps != "" {
 				set = "-all,+" + strings.ReplaceAll(caps, ",", ",+")
 			}
-			a = append(a, "setpriv", fmt.Sprintf("--reuid=%d", uid), fmt.Sprintf("--regid=%d", uid), "--clear-groups", "--no-new-privs",
+			a = append(append(append(a, "setpriv"), setprivUser(strconv.Itoa(uid), strconv.Itoa(uid))...), "--no-new-privs",
 				"--inh-caps="+set, "--ambient-caps="+set, "--bounding-set="+set, "--")
 		}
 		return boundedCommand(t, "ip", append(a, append([]string{bin}, args...)...)...)

@@ -252,11 +252,12 @@ log:
 			set = "-all,+" + strings.ReplaceAll(r.caps, ",", ",+")
 		}
 		// --no-new-privs: the unit's NoNewPrivileges=yes.
-		args = append(args, "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--no-new-privs",
+		args = append(append(append(args, "setpriv"), setprivUser("65534", "65534")...), "--no-new-privs",
 			"--inh-caps="+set, "--ambient-caps="+set, "--bounding-set="+set, "--")
 	}
 	args = append(args, bin, "--feed", cfgPath)
 	cmd := boundedCommand(t, "ip", args...)
+	cmd.switchesUser = r.root && r.user != ""
 	stderr, exited, ready, _ := startLogged(t, cmd, func(l string) bool { return strings.Contains(l, "privileges after setup") })
 	defer func() {
 		cmd.Process.Kill()
@@ -341,8 +342,9 @@ func checkRootShmRefused(t *testing.T, lab *netlab.Lab, bin, cfgPath, shmName st
 		t.Fatalf("shm file after the root start: uid %d, %v; want root's", st.Uid, err)
 	}
 	set := "-all,+" + strings.ReplaceAll(capList(privilege.Required("xdp", false)|privilege.IPCLock), ",", ",+")
-	code, _, errOut := runExit(t, boundedCommand(t, "ip", "netns", "exec", lab.Dst, "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-		"--no-new-privs", "--inh-caps="+set, "--ambient-caps="+set, "--bounding-set="+set, "--", bin, "--feed", cfgPath))
+	args := append([]string{"netns", "exec", lab.Dst, "setpriv"}, setprivUser("65534", "65534")...)
+	code, _, errOut := runExit(t, boundedCommand(t, "ip", append(args,
+		"--no-new-privs", "--inh-caps="+set, "--ambient-caps="+set, "--bounding-set="+set, "--", bin, "--feed", cfgPath)...))
 	const remedy = "is owned by uid 0 and this process (uid 65534) cannot replace it: /dev/shm is sticky and it lacks cap_fowner, so only the file's owner may replace it (remove the file, or run as its owner)"
 	if code != exitConfig || !strings.Contains(errOut, "shm.name: /dev/shm/"+shmName+" "+remedy) {
 		t.Errorf("start as nobody over the root start's shm file: exit %d, want %d and %q:\n%s", code, exitConfig, remedy, errOut)
@@ -376,8 +378,8 @@ func checkShmEntitlement(t *testing.T, bin, shmName, group string, ref []byte) {
 		t.Fatalf("%s: mode %04o uid %d gid %d, want 0640, the handler's uid 65534, gid %d", fi.Name(), fi.Mode().Perm(), st.Uid, st.Gid, gid)
 	}
 	view := func(uid, gid int) (int, string, string) {
-		return runExit(t, boundedCommand(t, "setpriv", fmt.Sprintf("--reuid=%d", uid), fmt.Sprintf("--regid=%d", gid), "--clear-groups",
-			bin, "bookview", "--shm", shmName, "--once", "--json"))
+		return runExit(t, boundedCommand(t, "setpriv", append(setprivUser(strconv.Itoa(uid), strconv.Itoa(gid)),
+			bin, "bookview", "--shm", shmName, "--once", "--json")...))
 	}
 	// uid 1 (daemon) with its own group 1: outside the group.
 	code, _, errOut := view(1, 1)

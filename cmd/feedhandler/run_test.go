@@ -13,7 +13,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -22,6 +21,7 @@ import (
 	"time"
 
 	"github.com/marketfeed/feedhandler/feed/moldudp64"
+	"github.com/marketfeed/feedhandler/internal/deathsig"
 	"github.com/marketfeed/feedhandler/internal/demo"
 	"github.com/marketfeed/feedhandler/internal/exchange"
 	"github.com/marketfeed/feedhandler/internal/netlab"
@@ -260,12 +260,9 @@ func buildFeedhandler(t *testing.T, dir string) string {
 		b.Env = append(os.Environ(), "CGO_ENABLED=0")
 		b.Cancel = func() error { killTree(b.Process.Pid); return nil } // go build's compile and link too
 		b.WaitDelay = 10 * time.Second
-		// Killed with the test binary too, on a thread held until it
-		// exits (Pdeathsig follows the forking thread: boundedCommand).
-		b.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-		runtime.LockOSThread()
-		defer runtime.UnlockOSThread()
-		if out, err := b.CombinedOutput(); ctx.Err() == context.DeadlineExceeded {
+		// Killed with the test binary too (deathsig: Pdeathsig, forked
+		// on a thread that never ends).
+		if out, err := deathsig.CombinedOutput(b); ctx.Err() == context.DeadlineExceeded {
 			built.err = fmt.Errorf("go build of cmd/feedhandler: not done %v after it started, killed (every test that runs the binary fails with this)\n%s", bound.Round(time.Second), out)
 		} else if err != nil {
 			built.err = fmt.Errorf("go build: %v\n%s", err, out)

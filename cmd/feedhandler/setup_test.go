@@ -392,7 +392,7 @@ func setupAsNobody(t *testing.T, target string, commands map[string]string) ([]b
 			t.Fatal(err)
 		}
 	}
-	cmd := boundedCommand(t, setpriv, "--reuid=nobody", "--regid=nogroup", "--clear-groups", filepath.Join(dir, "setup"), target)
+	cmd := boundedCommand(t, setpriv, append(setprivUser("nobody", "nogroup"), filepath.Join(dir, "setup"), target)...)
 	cmd.Env = []string{"PATH=" + bin + ":/usr/local/bin:/usr/bin:/bin:" + filepath.Dir(goBinary(t)), "HOME=/"}
 	return cmd.CombinedOutput()
 }

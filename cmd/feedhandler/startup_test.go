@@ -94,18 +94,7 @@ func TestRunAnswersWhileStarting(t *testing.T) {
 	if code, body := get("/metrics"); code != 200 {
 		t.Errorf("/metrics during the setup: %d %q, want 200", code, body)
 	} else {
-		parser := expfmt.NewTextParser(model.LegacyValidation)
-		fams, err := parser.TextToMetricFamilies(strings.NewReader(body))
-		if err != nil {
-			t.Errorf("/metrics during the setup is not the text format: %v\n%s", err, body)
-		}
-		for name, want := range map[string]float64{"feedhandler_starting": 1, "feedhandler_ready": 0} {
-			f := fams[name]
-			if f == nil || len(f.Metric) != 1 || f.Metric[0].GetGauge().GetValue() != want ||
-				len(f.Metric[0].Label) != 1 || f.Metric[0].Label[0].GetValue() != "fh-start" {
-				t.Errorf("/metrics during the setup: %s %v, want one gauge %v with feed=%q\n%s", name, f, want, "fh-start", body)
-			}
-		}
+		wantStarting(t, body, "fh-start")
 	}
 	close(release)
 	if err := await(t, "run's return after its setup failed", done); !errors.Is(err, setupFailed) {
@@ -114,5 +103,24 @@ func TestRunAnswersWhileStarting(t *testing.T) {
 	if c, err := dial(context.Background(), "tcp", addr); err == nil {
 		c.Close()
 		t.Errorf("metrics.listen %s still accepts after the failed start", addr)
+	}
+}
+
+// wantStarting fails t unless body, /metrics while the handler of feed
+// sets up, is the text format with feedhandler_starting 1 and
+// feedhandler_ready 0, one gauge each labelled with the feed.
+func wantStarting(t *testing.T, body, feed string) {
+	t.Helper()
+	parser := expfmt.NewTextParser(model.LegacyValidation)
+	fams, err := parser.TextToMetricFamilies(strings.NewReader(body))
+	if err != nil {
+		t.Errorf("/metrics during the setup is not the text format: %v\n%s", err, body)
+	}
+	for name, want := range map[string]float64{"feedhandler_starting": 1, "feedhandler_ready": 0} {
+		f := fams[name]
+		if f == nil || len(f.Metric) != 1 || f.Metric[0].GetGauge().GetValue() != want ||
+			len(f.Metric[0].Label) != 1 || f.Metric[0].Label[0].GetValue() != feed {
+			t.Errorf("/metrics during the setup: %s %v, want one gauge %v with feed=%q\n%s", name, f, want, feed, body)
+		}
 	}
 }

@@ -88,8 +88,8 @@ type Stats struct {
 	// SendErrors: request writes that failed (no route to the server, a
 	// firewall refusing it, ...); the timeout moves on, as for a request
 	// not answered, but doubles no later request's timeout (it says
-	// nothing of the server's answer time). The error is reported once per run of failures of a
-	// server (SendError).
+	// nothing of the server's answer time). The error is reported once
+	// per run of failures of a server (SendError).
 	SendErrors uint64
 	// OpenErrors: requests not sent because the server's new socket (after
 	// Forget) could not be opened; the timeout moves on, as for a send

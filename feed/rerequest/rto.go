@@ -55,17 +55,17 @@ func (c *Client) noteRTO() {
 }
 
 // timedOut counts f's request timed out, and doubles the timeout of the
-// requests sent after it to its server (those in flight keep theirs) until an answer is
-// measured again (sample; Karn's algorithm, as TCP's): the answers that
-// take longer than the timeout are never measured (an answer to a resend
-// may be the first send's), so the measured time alone stays under a
-// server's answer time that grew past the timeout. It is not compounded
-// with a retry's own doubling (flight.timeout). A request whose write
-// failed (unsent) doubles nothing: it never reached the server, whose
-// answer time it says nothing of. One the server answered from its
-// first message, asked again because the caller kept none of the answer
-// (its hold full: heldFirst), is no timeout: it is neither counted nor
-// doubles anything, and timedOut reports false (it is no retry either).
+// requests sent after it to its server (those in flight keep theirs) until
+// an answer is measured again (sample; Karn's algorithm, as TCP's): the
+// answers that take longer than the timeout are never measured (an answer
+// to a resend may be the first send's), so the measured time alone stays
+// under a server's answer time that grew past the timeout. It is not
+// compounded with a retry's own doubling (flight.timeout). A request whose
+// write failed (unsent) doubles nothing: it never reached the server, whose
+// answer time it says nothing of. One the server answered from its first
+// message, asked again because the caller kept none of the answer (its hold
+// full: heldFirst), is no timeout: it is neither counted nor doubles
+// anything, and timedOut reports false (it is no retry either).
 func (c *Client) timedOut(f *flight) bool {
 	if f.heldFirst {
 		return false

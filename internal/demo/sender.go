@@ -13,11 +13,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
-	"syscall"
 	"time"
 
 	"github.com/marketfeed/feedhandler/feed/dayfile"
+	"github.com/marketfeed/feedhandler/internal/deathsig"
 	"github.com/marketfeed/feedhandler/internal/exchange"
 	"github.com/marketfeed/feedhandler/internal/netlab"
 )
@@ -222,8 +221,9 @@ func sendGated(ctx context.Context, lab *netlab.Lab, dir string, pkts [][]byte, 
 	cmd := exec.CommandContext(ctx, "ip", "netns", "exec", lab.Src, self)
 	cmd.Env = append(os.Environ(), senderEnv+"="+string(spec))
 	cmd.Stderr = os.Stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	out, err := outputLocked(cmd)
+	// Killed with this process however it ends (the handler's receive
+	// thread, which ends locked when a run stops it, never forks it).
+	out, err := deathsig.Output(cmd)
 	if err != nil {
 		return exchange.Stats{}, fmt.Errorf("demo sender: %w", err)
 	}
@@ -285,16 +285,4 @@ func readPackets(path string) ([][]byte, error) {
 		}
 		pkts = append(pkts, append([]byte(nil), p...))
 	}
-}
-
-// outputLocked is cmd.Output on a thread locked to it until the command
-// exits. Pdeathsig is sent when the thread that forked the child ends, not
-// the process: unlocked, the goroutine could move on after the fork, and
-// the forking thread be taken by a goroutine that locks its thread and
-// ends locked (the handler's receive thread, when a run stops it), which
-// ends the thread and kills the sender in mid-run.
-func outputLocked(cmd *exec.Cmd) ([]byte, error) {
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	return cmd.Output()
 }

@@ -1,0 +1,79 @@
+package deathsig
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+	"syscall"
+	"testing"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// printEnv, set, makes the test binary print its parent-death signal and
+// whether it leads its process group, and exit.
+const printEnv = "DEATHSIG_TEST_PRINT"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(printEnv) == "1" {
+		var sig int32
+		err := unix.Prctl(unix.PR_GET_PDEATHSIG, uintptr(unsafe.Pointer(&sig)), 0, 0, 0)
+		pgid, _ := unix.Getpgid(0)
+		fmt.Printf("pdeathsig %d %v leader %v\n", sig, err, pgid == os.Getpid())
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// TestStartSetsDeathsig: the child's parent-death signal is SIGKILL, and
+// the rest of the caller's SysProcAttr (here Setpgid) is kept.
+func TestStartSetsDeathsig(t *testing.T) {
+	cmd := exec.Command(os.Args[0])
+	cmd.Env = append(os.Environ(), printEnv+"=1")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	out, err := Output(cmd)
+	if err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	if want := fmt.Sprintf("pdeathsig %d <nil> leader true\n", syscall.SIGKILL); string(out) != want {
+		t.Errorf("child says %q, want %q", out, want)
+	}
+}
+
+// TestStartRefusesAnotherNetns: Start on a thread switched into another
+// network namespace fails and starts nothing, rather than start the child
+// in the process's namespace (the forking thread's).
+func TestStartRefusesAnotherNetns(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("a network namespace of the test's own needs root (CAP_SYS_ADMIN)")
+	}
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread in its own namespace ends with the goroutine
+		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+			errc <- fmt.Errorf("unshare: %w", err)
+			return
+		}
+		cmd := exec.Command("true")
+		err := Start(cmd)
+		if err == nil {
+			cmd.Wait()
+			err = errors.New("started")
+		} else if cmd.Process != nil {
+			err = fmt.Errorf("%v, yet started pid %d", err, cmd.Process.Pid)
+		}
+		errc <- err
+	}()
+	err := <-errc
+	if err == nil || !strings.Contains(err.Error(), "run it under ip netns exec") {
+		t.Errorf("Start on a thread in another network namespace: %v, want a refusal", err)
+	}
+	// And from an ordinary thread it starts.
+	if err := Run(exec.Command("true")); err != nil {
+		t.Errorf("Start after: %v", err)
+	}
+}
