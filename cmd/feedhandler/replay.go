@@ -574,12 +574,12 @@ func (rp *replayer) applyFile(data []byte, scan *itch.Scanner) error {
 		pf, count := off+bs.PrefetchBlocks(data[off:], book.PrefetchAhead), rp.n // the count stays in a register in the loop
 		for off+itch.BlockHeaderLen < end {
 			n := int(*(*byte)(unsafe.Add(p, off)))<<8 | int(*(*byte)(unsafe.Add(p, off+1)))
-			start := off + itch.BlockHeaderLen // < end; m is read only once n fits
-			m := itch.Msg(unsafe.Slice((*byte)(unsafe.Add(p, start)), n))
-			if n < itch.HeaderLen || n > end-start || n != itch.Length(m[0]) {
+			start := off + itch.BlockHeaderLen
+			m := itch.Msg(unsafe.Slice((*byte)(unsafe.Add(p, start)), end-start)) // start < end; no further (checkptr, -race, refuses a slice past the data)
+			if n < itch.HeaderLen || n > len(m) || n != itch.Length(m[0]) {
 				break
 			}
-			off = start + n
+			off, m = start+n, m[:n] // m[:n]: no bounds check, n fits
 			// rp.apply, by hand: it does not inline here. Apply comes
 			// straight after the framing, with no call or store in
 			// between, so that the inlined Apply shares the framing's

@@ -541,3 +541,28 @@ func writeFIFO(t *testing.T, data []byte) (path string, wrote func() error) {
 		return await(t, "the fifo writer's end ("+path+")", done)
 	}
 }
+
+// TestApplyFileCutBlockOnHeap gives applyFile a file whose one block says 36
+// bytes where 14 follow, in a heap buffer of its size class (16 bytes), 100
+// times: it stops at the block as the scanner does. Under -race (checkptr)
+// the loop made the message's slice before it checked that the block fits:
+// 'fatal error: checkptr: unsafe.Slice result straddles multiple
+// allocations' (the replay's files are mapped, and guardedCopy's memory too,
+// where checkptr does not look).
+func TestApplyFileCutBlockOnHeap(t *testing.T) {
+	for range 100 {
+		in := make([]byte, 16)
+		copy(in, []byte{0, 36, 'A'})
+		bs, err := book.New(book.Config{MaxOrders: 1 << 10, MaxLocates: 8, MaxLevels: 1 << 10})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, ws, wantN := scanApply(book.Config{MaxOrders: 1 << 10, MaxLocates: 8, MaxLevels: 1 << 10}, in)
+		var s itch.Scanner
+		rp := replayer{bs: bs, quiet: true}
+		err = rp.applyFile(in, &s)
+		if rp.n != uint64(wantN) || fmt.Sprint(err) != fmt.Sprint(ws.Err()) || err == nil {
+			t.Fatalf("applied %d, error %v, want %d and %v", rp.n, err, wantN, ws.Err())
+		}
+	}
+}
