@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/marketfeed/feedhandler/internal/deathsig"
 )
 
 // fdinfo returns the kernel's /proc description of the ring's fd.
@@ -103,12 +105,14 @@ func registerNAPIAsNobody(t *testing.T) {
 	if err := copyFile(self, bin); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", "--no-new-privs",
+	// As nobody, the child keeps its parent-death signal only with
+	// SetprivUser's --pdeathsig keep: it dies with a killed test binary.
+	cmd := exec.Command(setpriv, append(deathsig.SetprivUser("65534", "65534"), "--no-new-privs",
 		"--inh-caps=-all", "--ambient-caps=-all", "--bounding-set=-all", "--",
-		bin, "-test.run=^TestRegisterNAPI$", "-test.count=1", "-test.v")
+		bin, "-test.run=^TestRegisterNAPI$", "-test.count=1", "-test.v")...)
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), napiAsNobody+"=1")
-	out, err := cmd.CombinedOutput()
+	out, err := deathsig.CombinedOutput(cmd)
 	if err != nil {
 		t.Fatalf("TestRegisterNAPI as nobody without capabilities: %v\n%s", err, out)
 	}

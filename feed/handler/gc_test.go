@@ -19,6 +19,7 @@ import (
 	"github.com/marketfeed/feedhandler/book"
 	"github.com/marketfeed/feedhandler/feed/moldudp64"
 	"github.com/marketfeed/feedhandler/feed/rx"
+	"github.com/marketfeed/feedhandler/internal/deathsig"
 	"github.com/marketfeed/feedhandler/internal/shmtest"
 )
 
@@ -67,7 +68,7 @@ func TestPacedRunStartsNoGC(t *testing.T) {
 	}
 	cmd := exec.Command(os.Args[0], "-test.run=^TestPacedRunStartsNoGC$", "-test.v", "-test.count=1")
 	cmd.Env = append(os.Environ(), gcChildEnv+"=1", "GODEBUG=gctrace=1")
-	out, err := cmd.CombinedOutput()
+	out, err := deathsig.CombinedOutput(cmd) // a 60 s child: it dies with a killed test binary
 	if err != nil {
 		t.Fatalf("child: %v\n%s", err, out)
 	}

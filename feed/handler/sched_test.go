@@ -16,6 +16,7 @@ import (
 
 	"github.com/marketfeed/feedhandler/book"
 	"github.com/marketfeed/feedhandler/feed/rx"
+	"github.com/marketfeed/feedhandler/internal/deathsig"
 	"github.com/marketfeed/feedhandler/internal/privilege"
 	"github.com/marketfeed/feedhandler/internal/shmtest"
 )
@@ -214,7 +215,7 @@ func TestRTPriorityFallback(t *testing.T) {
 			args := append(wrap, os.Args[0], "-test.run=^TestRTPriorityChild$", "-test.v", "-test.count=1")
 			cmd := exec.Command(args[0], args[1:]...)
 			cmd.Env = append(os.Environ(), "FH_RT_CHILD_RLIMIT="+rl)
-			out, err := cmd.CombinedOutput()
+			out, err := deathsig.CombinedOutput(cmd)
 			if strings.Contains(string(out), "--- SKIP: TestRTPriorityChild") && err == nil {
 				t.Skipf("child skipped:\n%s", out)
 			}

@@ -14,6 +14,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/marketfeed/feedhandler/feed/rx"
+	"github.com/marketfeed/feedhandler/internal/deathsig"
 	"github.com/marketfeed/feedhandler/internal/shmtest"
 	"github.com/marketfeed/feedhandler/proto/shm"
 )
@@ -60,7 +61,7 @@ func TestShmTruncatedUnderWriter(t *testing.T) {
 			t.Run(fmt.Sprintf("%v/cut-%d", m.mode, cut), func(t *testing.T) {
 				cmd := exec.Command(os.Args[0], "-test.run=^TestShmTruncatedUnderWriter$", "-test.count=1", "-test.v")
 				cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%d %d", shmFaultEnv, int(m.mode), cut))
-				out, err := cmd.CombinedOutput()
+				out, err := deathsig.CombinedOutput(cmd)
 				text := string(out)
 				if err != nil || !strings.Contains(text, "stop: shm file ") || !strings.Contains(text, "truncated or removed under the writer") ||
 					!strings.Contains(text, "wraps ErrTruncated: true") {

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/marketfeed/feedhandler/internal/deathsig"
 	"github.com/marketfeed/feedhandler/internal/netlab"
 	"github.com/marketfeed/feedhandler/internal/tshark"
 )
@@ -72,7 +73,7 @@ func captureIGMP(t *testing.T, lab *netlab.Lab) (*exec.Cmd, *bytes.Buffer) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := capture.Start(); err != nil {
+	if err := deathsig.Start(capture); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {

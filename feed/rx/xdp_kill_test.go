@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/marketfeed/feedhandler/internal/deathsig"
 	"github.com/marketfeed/feedhandler/internal/netlab"
 )
 
@@ -40,7 +41,7 @@ func TestXDPRestartAfterKill(t *testing.T) {
 				t.Fatal(err)
 			}
 			child.Stderr = os.Stderr
-			if err := child.Start(); err != nil {
+			if err := deathsig.Start(child); err != nil {
 				t.Fatal(err)
 			}
 			defer child.Wait()

@@ -18,6 +18,7 @@ import (
 	"github.com/marketfeed/feedhandler/feed/moldudp64"
 	"github.com/marketfeed/feedhandler/feed/rerequest"
 	"github.com/marketfeed/feedhandler/feed/soupbintcp"
+	"github.com/marketfeed/feedhandler/internal/deathsig"
 	"github.com/marketfeed/feedhandler/internal/netlab"
 	"github.com/marketfeed/feedhandler/internal/tshark"
 )
@@ -62,7 +63,7 @@ func TestWireTshark(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := capture.Start(); err != nil {
+	if err := deathsig.Start(capture); err != nil {
 		t.Fatal(err)
 	}
 	captureDone := false

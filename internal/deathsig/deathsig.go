@@ -22,8 +22,10 @@
 //
 // The kernel clears the signal when the child changes its user (setuid,
 // setresuid; setpriv --reuid) or executes a set-user-ID binary: setpriv
-// keeps it with --pdeathsig keep; a child that switches user by itself
-// loses it, and needs another tie to this process.
+// keeps it with --pdeathsig keep (SetprivUser's flags); a child that
+// switches user by itself loses it, and needs another tie to this process.
+// Exec.Cmd's SysProcAttr.Credential keeps it: the child sets the signal
+// after it changes its user.
 package deathsig
 
 import (
@@ -109,3 +111,23 @@ func CombinedOutput(cmd *exec.Cmd) ([]byte, error) {
 	err := Run(cmd)
 	return b.Bytes(), err
 }
+
+// SetprivUser is setpriv's flags that run its command as user and group
+// (names or numbers) without supplementary groups, its parent-death signal
+// kept (--pdeathsig keep): the kernel clears the signal when the uid
+// changes, and a child so run outlives a killed parent. A setpriv older
+// than util-linux 2.33 lacks the flag: there it is left out, and such a
+// child outlives a killed parent as it did before.
+func SetprivUser(user, group string) []string {
+	f := []string{"--reuid=" + user, "--regid=" + group, "--clear-groups"}
+	if setprivKeeps() {
+		f = append(f, "--pdeathsig", "keep")
+	}
+	return f
+}
+
+// setprivKeeps reports whether setpriv has --pdeathsig.
+var setprivKeeps = sync.OnceValue(func() bool {
+	out, _ := exec.Command("setpriv", "--help").Output()
+	return bytes.Contains(out, []byte("--pdeathsig"))
+})

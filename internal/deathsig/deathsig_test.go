@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"syscall"
@@ -76,4 +77,54 @@ func TestStartRefusesAnotherNetns(t *testing.T) {
 	if err := Run(exec.Command("true")); err != nil {
 		t.Errorf("Start after: %v", err)
 	}
+}
+
+// TestUserChangeKeepsDeathsig: a child that runs as another user keeps its
+// parent-death signal when setpriv switches it (SetprivUser's flags) and
+// when exec.Cmd's Credential does. setpriv --reuid without --pdeathsig keep
+// clears it (the kernel does on a uid change), and that child outlived a
+// killed parent.
+func TestUserChangeKeepsDeathsig(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("switching to user nobody needs root")
+	}
+	// The go test build directory is root's alone: copy the binary where
+	// nobody can run it.
+	dir := t.TempDir()
+	for _, d := range []string{filepath.Dir(dir), dir} { // TempDir's and its parent's are 0700
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	self, err := os.ReadFile(os.Args[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(dir, "deathsig.test")
+	if err := os.WriteFile(bin, self, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	want := fmt.Sprintf("pdeathsig %d <nil> leader false\n", syscall.SIGKILL)
+	run := func(name string, cmd *exec.Cmd) {
+		t.Helper()
+		cmd.Env = append(os.Environ(), printEnv+"=1")
+		out, err := Output(cmd)
+		if err != nil {
+			t.Fatalf("%s: %v: %s", name, err, out)
+		}
+		if string(out) != want {
+			t.Errorf("%s: child says %q, want %q", name, out, want)
+		}
+	}
+	cred := exec.Command(bin)
+	cred.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	run("Credential", cred)
+	if _, err := exec.LookPath("setpriv"); err != nil {
+		t.Skipf("no setpriv (util-linux): %v", err)
+	}
+	if !setprivKeeps() {
+		t.Skip("setpriv has no --pdeathsig (util-linux before 2.33)")
+	}
+	run("setpriv "+strings.Join(SetprivUser("65534", "65534"), " "),
+		exec.Command("setpriv", append(SetprivUser("65534", "65534"), bin)...))
 }

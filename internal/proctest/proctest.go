@@ -10,6 +10,8 @@ import (
 	"os/exec"
 	"strings"
 	"testing"
+
+	"github.com/marketfeed/feedhandler/internal/deathsig"
 )
 
 // childEnv is set in the child's environment.
@@ -22,7 +24,8 @@ func InSubsetPid() bool { return os.Getenv(childEnv) != "" }
 // -test.run '^name$') in a child under a /proc mounted with subset=pid,
 // env added to its environment, and fails t unless the child's test
 // passed. The test tells the child by InSubsetPid. It skips only where
-// unshare is not installed.
+// unshare is not installed. The child dies with a killed test binary
+// (deathsig: unshare, sh and the test binary it execs keep the signal).
 func RunInSubsetPid(t testing.TB, name string, env ...string) {
 	t.Helper()
 	unshare, err := exec.LookPath("unshare")
@@ -36,7 +39,7 @@ func RunInSubsetPid(t testing.TB, name string, env ...string) {
 	cmd := exec.Command(unshare, "-m", "--propagation", "private", "sh", "-c",
 		`mount -t proc -o subset=pid proc /proc && exec "$0" -test.run "^$1\$" -test.v -test.count=1`, exe, name)
 	cmd.Env = append(append(os.Environ(), childEnv+"=1"), env...)
-	out, err := cmd.CombinedOutput()
+	out, err := deathsig.CombinedOutput(cmd)
 	if err != nil {
 		t.Fatalf("child: %v\n%s", err, out)
 	}

@@ -26,6 +26,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/marketfeed/feedhandler/internal/deathsig"
 	"github.com/marketfeed/feedhandler/internal/itchgen"
 	"github.com/marketfeed/feedhandler/internal/shmtest"
 	"github.com/marketfeed/feedhandler/proto/bookfb"
@@ -471,7 +472,7 @@ func runPython(t *testing.T, module string) string {
 		"FH_SHM_TESTWRITER="+exe, "FH_SHM_FEEDHANDLER="+fh, "FH_SHM_DAY="+day)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
-	err = cmd.Run()
+	err = deathsig.Run(cmd)
 	t.Logf("%s %s:\n%s", py, module, out.String())
 	if err != nil {
 		t.Fatalf("python tests.%s: %v", module, err)
@@ -515,7 +516,7 @@ func BenchmarkPython(b *testing.B) {
 	for b.Loop() {
 		cmd := exec.Command(py, "-m", "tests.bench")
 		cmd.Env = append(os.Environ(), "PYTHONPATH=.", "PYTHONDONTWRITEBYTECODE=1", "FH_SHM_REQUIRE=1", "FH_SHM_TESTWRITER="+exe)
-		if out, err = cmd.CombinedOutput(); err != nil {
+		if out, err = deathsig.CombinedOutput(cmd); err != nil {
 			b.Fatalf("%s -m tests.bench: %v\n%s", py, err, out)
 		}
 	}

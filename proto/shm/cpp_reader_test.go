@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/marketfeed/feedhandler/internal/cppbuild"
+	"github.com/marketfeed/feedhandler/internal/deathsig"
 	"github.com/marketfeed/feedhandler/proto/bookfb"
 )
 
@@ -397,7 +398,7 @@ func BenchmarkCppRead(b *testing.B) {
 	fillSnapshot(s, 1, 40, depth)
 	s.Bids, s.Asks = s.Bids[:depth], s.Asks[:depth]
 	w.Publish(s)
-	out, err := exec.Command(bin, "bench-read", w.Path(), strconv.Itoa(b.N)).CombinedOutput()
+	out, err := deathsig.CombinedOutput(exec.Command(bin, "bench-read", w.Path(), strconv.Itoa(b.N)))
 	if err != nil {
 		b.Fatalf("bench-read: %v\n%s", err, out)
 	}

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/marketfeed/feedhandler/internal/deathsig"
 )
 
 // Roles of the test binary re-executed as a separate process.
@@ -290,7 +292,8 @@ func startChild(t testing.TB, role, name string, env ...string) *child {
 }
 
 // startCmd starts cmd, a Go or C++ helper process, with its stdin and
-// stdout piped to the test; at cleanup it closes stdin and kills the
+// stdout piped to the test and SIGKILL as its parent-death signal
+// (deathsig.Start: it dies with a killed test binary); at cleanup it closes stdin and kills the
 // process if it has not been waited for. Its messages name the last entry
 // of cmd.Env.
 func startCmd(t testing.TB, cmd *exec.Cmd) *child {
@@ -304,7 +307,7 @@ func startCmd(t testing.TB, cmd *exec.Cmd) *child {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := cmd.Start(); err != nil {
+	if err := deathsig.Start(cmd); err != nil {
 		t.Fatal(err)
 	}
 	c := &child{cmd: cmd, out: bufio.NewScanner(stdout), stdin: stdin}

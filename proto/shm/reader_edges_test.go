@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/marketfeed/feedhandler/internal/deathsig"
 )
 
 // heartbeats has w beat every 50 ms until the test ends, as the handler's
@@ -114,7 +116,7 @@ func TestWriterInOtherPidNamespace(t *testing.T) {
 	cmd := exec.Command(os.Args[0], "-test.run=^TestPidNamespaceReader$", "-test.count=1")
 	cmd.Env = append(os.Environ(), "FH_PIDNS_READ="+w.Path())
 	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWPID}
-	out, err := cmd.CombinedOutput()
+	out, err := deathsig.CombinedOutput(cmd)
 	if err != nil || !strings.Contains(string(out), "pid-namespace check: <nil>") {
 		t.Fatalf("reader in another pid namespace, live writer: %v\n%s", err, out)
 	}
@@ -122,7 +124,7 @@ func TestWriterInOtherPidNamespace(t *testing.T) {
 	cmd = exec.Command(os.Args[0], "-test.run=^TestPidNamespaceReader$", "-test.count=1")
 	cmd.Env = append(os.Environ(), "FH_PIDNS_CREATE="+w.Path())
 	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWPID}
-	out, err = cmd.CombinedOutput()
+	out, err = deathsig.CombinedOutput(cmd)
 	if err != nil || !strings.Contains(string(out), "pid-namespace create: in use") {
 		t.Fatalf("writer in another pid namespace over a live writer's file: %v\n%s", err, out)
 	}
@@ -153,7 +155,7 @@ func TestWriterSamePidOtherNamespace(t *testing.T) {
 	cmd = exec.Command(os.Args[0], "-test.run=^TestPidNamespaceReader$", "-test.count=1")
 	cmd.Env = append(os.Environ(), "FH_PIDNS_CREATE="+name)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWPID}
-	out, err := cmd.CombinedOutput()
+	out, err := deathsig.CombinedOutput(cmd)
 	if err != nil || !strings.Contains(string(out), "pid-namespace create: in use") {
 		t.Fatalf("a writer, pid 1 of another namespace, over a live pid 1's file: %v\n%s", err, out)
 	}
@@ -280,7 +282,7 @@ func TestCreateOverWriterClosingDuringWatch(t *testing.T) {
 	start := time.Now()
 	done := make(chan struct{})
 	var out []byte
-	go func() { out, _ = cmd.CombinedOutput(); close(done) }()
+	go func() { out, _ = deathsig.CombinedOutput(cmd); close(done) }()
 	time.Sleep(700 * time.Millisecond)
 	w.Close()
 	<-done
