@@ -56,7 +56,7 @@ func waitBound(t *testing.T) time.Duration {
 // forks on deathsig's thread, which never ends (a goroutine that ends with
 // its thread locked ends the thread: netlab.Do's after a failed switch
 // back). The kernel clears it when the child changes its uid: setpriv's
-// flags for it are setprivUser's (which keep it), and a child that
+// flags for it are deathsig.SetprivUser's (which keep it), and a child that
 // switches user itself is marked (switchesUser) for a warden.
 func boundedCommand(t *testing.T, name string, args ...string) *child {
 	t.Helper()
@@ -218,26 +218,6 @@ func warden() int {
 	return 0
 }
 
-// setprivUser is setpriv's flags that run its command as user and group
-// (names or numbers) without supplementary groups, its Pdeathsig kept
-// (--pdeathsig keep): the kernel clears it when the uid changes, and a
-// child so run outlived a killed test binary. A setpriv older than
-// util-linux 2.33 lacks the flag: there it is left out, and such a child
-// outlives a killed test binary as it did before.
-func setprivUser(user, group string) []string {
-	f := []string{"--reuid=" + user, "--regid=" + group, "--clear-groups"}
-	if setprivKeepsDeathsig() {
-		f = append(f, "--pdeathsig", "keep")
-	}
-	return f
-}
-
-// setprivKeepsDeathsig reports whether setpriv has --pdeathsig.
-var setprivKeepsDeathsig = sync.OnceValue(func() bool {
-	out, _ := exec.Command("setpriv", "--help").Output()
-	return bytes.Contains(out, []byte("--pdeathsig"))
-})
-
 // await returns what ch brings; if it brings nothing within waitBound,
 // the test fails naming what it waited for.
 func await[T any](t *testing.T, what string, ch <-chan T) T {
@@ -280,7 +260,7 @@ func killTree(pid int) {
 // sleep outlived its test binary; forked on the starting goroutine's own
 // thread, it died with that thread. As root with setpriv, two more sleeps
 // run as nobody, whose uid change clears Pdeathsig: one through
-// setprivUser (which keeps it), one that changes it without keeping it,
+// deathsig.SetprivUser (which keeps it), one that changes it without keeping it,
 // as the handler started with user: does, marked switchesUser (a warden
 // kills it). Without --pdeathsig keep, and without the warden, each
 // outlived its test binary.
@@ -377,7 +357,7 @@ func orphanSleeps(t *testing.T) {
 	}
 	line := fmt.Sprintf("sleep pids plain=%d", sleep.Process.Pid)
 	if _, err := exec.LookPath("setpriv"); err == nil && os.Geteuid() == 0 {
-		kept := boundedCommand(t, "setpriv", append(setprivUser("65534", "65534"), "sleep", "3600")...)
+		kept := boundedCommand(t, "setpriv", append(deathsig.SetprivUser("65534", "65534"), "sleep", "3600")...)
 		switching := boundedCommand(t, "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "sleep", "3600")
 		switching.switchesUser = true
 		for _, c := range []*child{kept, switching} {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/marketfeed/feedhandler/bpf"
 	"github.com/marketfeed/feedhandler/feed/config"
+	"github.com/marketfeed/feedhandler/internal/deathsig"
 	"github.com/marketfeed/feedhandler/internal/netlab"
 	"github.com/marketfeed/feedhandler/internal/preflight"
 	"github.com/marketfeed/feedhandler/internal/privilege"
@@ -82,7 +83,7 @@ metrics: {listen: "127.0.0.1:%d"}
 			if caps != "" {
 				set = "-all,+" + strings.ReplaceAll(caps, ",", ",+")
 			}
-			a = append(append(append(a, "setpriv"), setprivUser(strconv.Itoa(uid), strconv.Itoa(uid))...), "--no-new-privs",
+			a = append(append(append(a, "setpriv"), deathsig.SetprivUser(strconv.Itoa(uid), strconv.Itoa(uid))...), "--no-new-privs",
 				"--inh-caps="+set, "--ambient-caps="+set, "--bounding-set="+set, "--")
 		}
 		return boundedCommand(t, "ip", append(a, append([]string{bin}, args...)...)...)

@@ -19,6 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/marketfeed/feedhandler/feed/config"
+	"github.com/marketfeed/feedhandler/internal/deathsig"
 	"github.com/marketfeed/feedhandler/internal/demo"
 	"github.com/marketfeed/feedhandler/internal/exchange"
 	"github.com/marketfeed/feedhandler/internal/netlab"
@@ -252,7 +253,7 @@ log:
 			set = "-all,+" + strings.ReplaceAll(r.caps, ",", ",+")
 		}
 		// --no-new-privs: the unit's NoNewPrivileges=yes.
-		args = append(append(append(args, "setpriv"), setprivUser("65534", "65534")...), "--no-new-privs",
+		args = append(append(append(args, "setpriv"), deathsig.SetprivUser("65534", "65534")...), "--no-new-privs",
 			"--inh-caps="+set, "--ambient-caps="+set, "--bounding-set="+set, "--")
 	}
 	args = append(args, bin, "--feed", cfgPath)
@@ -342,7 +343,7 @@ func checkRootShmRefused(t *testing.T, lab *netlab.Lab, bin, cfgPath, shmName st
 		t.Fatalf("shm file after the root start: uid %d, %v; want root's", st.Uid, err)
 	}
 	set := "-all,+" + strings.ReplaceAll(capList(privilege.Required("xdp", false)|privilege.IPCLock), ",", ",+")
-	args := append([]string{"netns", "exec", lab.Dst, "setpriv"}, setprivUser("65534", "65534")...)
+	args := append([]string{"netns", "exec", lab.Dst, "setpriv"}, deathsig.SetprivUser("65534", "65534")...)
 	code, _, errOut := runExit(t, boundedCommand(t, "ip", append(args,
 		"--no-new-privs", "--inh-caps="+set, "--ambient-caps="+set, "--bounding-set="+set, "--", bin, "--feed", cfgPath)...))
 	const remedy = "is owned by uid 0 and this process (uid 65534) cannot replace it: /dev/shm is sticky and it lacks cap_fowner, so only the file's owner may replace it (remove the file, or run as its owner)"
@@ -378,7 +379,7 @@ func checkShmEntitlement(t *testing.T, bin, shmName, group string, ref []byte) {
 		t.Fatalf("%s: mode %04o uid %d gid %d, want 0640, the handler's uid 65534, gid %d", fi.Name(), fi.Mode().Perm(), st.Uid, st.Gid, gid)
 	}
 	view := func(uid, gid int) (int, string, string) {
-		return runExit(t, boundedCommand(t, "setpriv", append(setprivUser(strconv.Itoa(uid), strconv.Itoa(gid)),
+		return runExit(t, boundedCommand(t, "setpriv", append(deathsig.SetprivUser(strconv.Itoa(uid), strconv.Itoa(gid)),
 			bin, "bookview", "--shm", shmName, "--once", "--json")...))
 	}
 	// uid 1 (daemon) with its own group 1: outside the group.

@@ -15,6 +15,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/marketfeed/feedhandler/internal/deathsig"
 )
 
 // setupList is .ci/setup's list of checks, between PACKAGES=' and '.
@@ -392,7 +394,7 @@ func setupAsNobody(t *testing.T, target string, commands map[string]string) ([]b
 			t.Fatal(err)
 		}
 	}
-	cmd := boundedCommand(t, setpriv, append(setprivUser("nobody", "nogroup"), filepath.Join(dir, "setup"), target)...)
+	cmd := boundedCommand(t, setpriv, append(deathsig.SetprivUser("nobody", "nogroup"), filepath.Join(dir, "setup"), target)...)
 	cmd.Env = []string{"PATH=" + bin + ":/usr/local/bin:/usr/bin:/bin:" + filepath.Dir(goBinary(t)), "HOME=/"}
 	return cmd.CombinedOutput()
 }
