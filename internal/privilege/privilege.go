@@ -192,7 +192,11 @@ func LookupUser(account string) (*user.User, error) {
 
 // SwitchUser makes every thread run as account (a name or a uid), with its
 // primary group and supplementary groups. Coming from root, the kernel
-// clears every capability of every thread (capabilities(7)).
+// clears every capability of every thread (capabilities(7)). It also
+// clears their parent-death signal: SwitchUser sets again the one the
+// process's parent gave it (PR_SET_PDEATHSIG, a supervisor's or a test's),
+// on a thread kept for it, and sends it at once when the parent died during
+// the switch.
 func SwitchUser(account string) (uid, gid int, err error) {
 	u, err := LookupUser(account)
 	if err != nil {
@@ -217,7 +221,84 @@ func SwitchUser(account string) (uid, gid int, err error) {
 	if err := syscall.Setresuid(uid, uid, uid); err != nil {
 		return 0, 0, fmt.Errorf("switch to user %s: setresuid %d: %w", account, uid, err)
 	}
+	if err := keepDeathsig(); err != nil {
+		return 0, 0, fmt.Errorf("switch to user %s: %w", account, err)
+	}
 	return uid, gid, nil
+}
+
+// parentDeath is the parent-death signal a parent (a supervisor, a test)
+// gave this process, and that parent's pid, as the main thread saw them
+// when the package was initialized.
+var parentDeath struct {
+	sig  int
+	ppid int
+}
+
+func init() {
+	// Package initialization runs on the main goroutine locked to the main
+	// thread (runtime.main), the thread exec started: the one that holds
+	// the signal the parent asked for (PR_SET_PDEATHSIG before exec). A
+	// thread the process creates starts with none, so after init no
+	// goroutine could read it reliably.
+	var sig int32
+	if unix.Prctl(unix.PR_GET_PDEATHSIG, uintptr(unsafe.Pointer(&sig)), 0, 0, 0) == nil {
+		parentDeath.sig = int(sig)
+	}
+	parentDeath.ppid = unix.Getppid()
+}
+
+// deathsigKeeper is a goroutine locked to its thread for the process's
+// life, which runs the functions sent to it on that thread.
+var deathsigKeeper struct {
+	once sync.Once
+	do   chan func()
+}
+
+// onKeeper runs f on deathsigKeeper's thread, starting it the first time.
+func onKeeper(f func()) {
+	deathsigKeeper.once.Do(func() {
+		deathsigKeeper.do = make(chan func())
+		go func() {
+			runtime.LockOSThread() // never unlocked: the thread holds the signal for the process's life
+			for f := range deathsigKeeper.do {
+				f()
+			}
+		}()
+	})
+	done := make(chan struct{})
+	deathsigKeeper.do <- func() { f(); close(done) }
+	<-done
+}
+
+// keepDeathsig gives the process back the parent-death signal its parent
+// set, which the kernel cleared on every thread at the uid change
+// (commit_creds), or sends it now when the parent died in between.
+//
+// The signal belongs to a thread, not the process: the kernel sends it
+// (to the whole thread group) when the parent dies while any thread that
+// has it set exists (kernel/exit.c forget_original_parent), so it is set
+// on deathsigKeeper's thread, locked for the process's life. Not the main
+// thread: after init no goroutine can run there except through
+// AllThreadsSyscall, which cgo refuses. It costs that one sleeping thread,
+// and only when a parent set the signal.
+func keepDeathsig() error {
+	if parentDeath.sig == 0 {
+		return nil
+	}
+	var err error
+	onKeeper(func() { err = unix.Prctl(unix.PR_SET_PDEATHSIG, uintptr(parentDeath.sig), 0, 0, 0) })
+	if err != nil {
+		return fmt.Errorf("keep parent-death signal %d: %w", parentDeath.sig, err)
+	}
+	// The parent may have died between the switch and now, its signal
+	// lost: send it as the kernel would have (to the whole process).
+	if unix.Getppid() != parentDeath.ppid {
+		if err := unix.Kill(unix.Getpid(), syscall.Signal(parentDeath.sig)); err != nil {
+			return fmt.Errorf("parent %d died during the switch: send parent-death signal %d: %w", parentDeath.ppid, parentDeath.sig, err)
+		}
+	}
+	return nil
 }
 
 // Drop sets the effective, permitted and inheritable capabilities of every
