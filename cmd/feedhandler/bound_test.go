@@ -18,7 +18,7 @@ import (
 	"time"
 
 	"github.com/marketfeed/feedhandler/internal/deathsig"
-	"golang.org/x/sys/unix"
+	"github.com/marketfeed/feedhandler/internal/privilege"
 )
 
 // Bounds on the package's waits for a child process or a goroutine that
@@ -56,8 +56,9 @@ func waitBound(t *testing.T) time.Duration {
 // forks on deathsig's thread, which never ends (a goroutine that ends with
 // its thread locked ends the thread: netlab.Do's after a failed switch
 // back). The kernel clears it when the child changes its uid: setpriv's
-// flags for it are deathsig.SetprivUser's (which keep it), and a child that
-// switches user itself is marked (switchesUser) for a warden.
+// flags for it are deathsig.SetprivUser's (which keep it), and the handler
+// started as root with user: sets it again after its own switch
+// (privilege.SwitchUser).
 func boundedCommand(t *testing.T, name string, args ...string) *child {
 	t.Helper()
 	bound := waitBound(t)
@@ -91,25 +92,15 @@ func boundedCommand(t *testing.T, name string, args ...string) *child {
 // comes when the test binary ends and never before. That thread is in the
 // host's network namespace: a child for a namespace of the test's runs
 // under ip netns exec (inNetns), and Start fails on a thread switched into
-// one (netlab.Do) rather than start it on the host. A child that switches
-// user itself (switchesUser) loses its Pdeathsig: Start gives it a warden.
+// one (netlab.Do) rather than start it on the host.
 type child struct {
 	*exec.Cmd
 	t *testing.T
-	// switchesUser: the command changes its uid itself (the handler
-	// started as root with user:), which clears its Pdeathsig.
-	switchesUser bool
 }
 
-// Start starts c (deathsig.Start) and, when c switches user, its warden.
+// Start is exec.Cmd's Start with deathsig's (deathsig.Start).
 func (c *child) Start() error {
-	if err := deathsig.Start(c.Cmd); err != nil {
-		return err
-	}
-	if c.switchesUser {
-		return startWarden(c.t, c.Process.Pid)
-	}
-	return nil
+	return deathsig.Start(c.Cmd)
 }
 
 // Run is exec.Cmd's Run with child's Start.
@@ -121,101 +112,14 @@ func (c *child) Run() error {
 }
 
 // Output is exec.Cmd's Output with deathsig's Start (deathsig.Output); an
-// exit error carries stderr when the caller did not take it. Not for a
-// child that switches user, which Start gives a warden: the test fails.
+// exit error carries stderr when the caller did not take it.
 func (c *child) Output() ([]byte, error) {
-	c.noWarden("Output")
 	return deathsig.Output(c.Cmd)
 }
 
-// CombinedOutput is exec.Cmd's CombinedOutput with deathsig's Start; not
-// for a child that switches user.
+// CombinedOutput is exec.Cmd's CombinedOutput with deathsig's Start.
 func (c *child) CombinedOutput() ([]byte, error) {
-	c.noWarden("CombinedOutput")
 	return deathsig.CombinedOutput(c.Cmd)
-}
-
-func (c *child) noWarden(what string) {
-	if c.switchesUser {
-		c.t.Fatalf("%s: %s of a child that switches user: start it with Start, which gives it a warden", c, what)
-	}
-}
-
-// wardenEnv names, in a test binary started as a warden, the pid it
-// guards.
-const wardenEnv = "FEEDHANDLER_TEST_WARDEN"
-
-// startWarden starts a warden for process pid, a child that switches user
-// itself (the kernel then clears its Pdeathsig): this test binary again
-// (TestMain runs warden), which holds a pidfd of pid and SIGKILLs it when
-// its standard input, a pipe whose other end only this process holds,
-// reads end of file: when this process ends, however it ends. Not under
-// killedWithScript's PID namespace, whose init keeps Pdeathsig: the
-// handler there records the namespace's pid in its shm file, reads the
-// host's /proc under another pid than its own (without --mount-proc), and
-// the test would signal and read unshare rather than it. The warden is
-// told to end at the test's cleanup (and ends by itself when pid does).
-func startWarden(t *testing.T, pid int) error {
-	w := exec.Command(os.Args[0])
-	w.Env = append(os.Environ(), fmt.Sprintf("%s=%d", wardenEnv, pid))
-	w.Stderr = os.Stderr
-	tie, err := w.StdinPipe()
-	if err != nil {
-		return err
-	}
-	armed, err := w.StdoutPipe()
-	if err != nil {
-		return err
-	}
-	// Its own Pdeathsig would race its read of the end of file: none,
-	// and started from any thread (the pipe, not the thread, ties it).
-	if err := w.Start(); err != nil {
-		return fmt.Errorf("warden of pid %d: %w", pid, err)
-	}
-	// Armed once it holds the pidfd: a line, or an error and its end.
-	line, _ := bufio.NewReader(armed).ReadString('\n')
-	if line != "armed\n" {
-		tie.Close()
-		return fmt.Errorf("warden of pid %d: %q, %v", pid, line, w.Wait())
-	}
-	t.Cleanup(func() {
-		tie.Close()
-		w.Wait()
-	})
-	return nil
-}
-
-// warden is a test binary started by startWarden: it opens a pidfd of the
-// process its environment names, says "armed", and waits until its
-// standard input ends (the test binary that started it ended, or told it
-// to), then SIGKILLs the process, or until the process ends. Its exit
-// status: 0, or 2 when it could not arm.
-func warden() int {
-	pid, err := strconv.Atoi(os.Getenv(wardenEnv))
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "warden:", err)
-		return 2
-	}
-	pidfd, err := unix.PidfdOpen(pid, 0)
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "warden: pidfd_open %d: %v\n", pid, err)
-		return 2
-	}
-	fmt.Println("armed")
-	fds := []unix.PollFd{{Fd: 0, Events: unix.POLLIN}, {Fd: int32(pidfd), Events: unix.POLLIN}}
-	for {
-		if _, err := unix.Poll(fds, -1); err != nil && err != unix.EINTR {
-			break
-		}
-		if fds[1].Revents != 0 {
-			return 0 // it ended
-		}
-		if fds[0].Revents != 0 {
-			break
-		}
-	}
-	unix.PidfdSendSignal(pidfd, unix.SIGKILL, nil, 0)
-	return 0
 }
 
 // await returns what ch brings; if it brings nothing within waitBound,
@@ -258,16 +162,24 @@ func killTree(pid int) {
 // ended with its thread locked, which ends the thread. In a child test
 // binary, which starts sleep and prints its pid. Without Pdeathsig the
 // sleep outlived its test binary; forked on the starting goroutine's own
-// thread, it died with that thread. As root with setpriv, two more sleeps
-// run as nobody, whose uid change clears Pdeathsig: one through
-// deathsig.SetprivUser (which keeps it), one that changes it without keeping it,
-// as the handler started with user: does, marked switchesUser (a warden
-// kills it). Without --pdeathsig keep, and without the warden, each
-// outlived its test binary.
+// thread, it died with that thread. As root, two more children run as
+// nobody, whose uid change clears Pdeathsig: a sleep through setpriv with
+// deathsig.SetprivUser's flags (which keep it), and this test binary again,
+// switching to nobody itself with privilege.SwitchUser as the handler
+// started as root with user: does (which sets it again). Without
+// --pdeathsig keep, and without SwitchUser's keepDeathsig, each outlived
+// its test binary.
 func TestChildDiesWithTestBinary(t *testing.T) {
-	if os.Getenv("FEEDHANDLER_TEST_ORPHAN") == "1" {
+	switch os.Getenv("FEEDHANDLER_TEST_ORPHAN") {
+	case "1":
 		orphanSleeps(t)
 		select {} // until killed
+	case "switch-user":
+		if _, _, err := privilege.SwitchUser("nobody"); err != nil {
+			t.Fatal(err)
+		}
+		fmt.Println("switched")
+		time.Sleep(time.Hour) // until killed
 	}
 	parent := boundedCommand(t, os.Args[0], "-test.run=^TestChildDiesWithTestBinary$", "-test.count=1")
 	parent.Env = append(os.Environ(), "FEEDHANDLER_TEST_ORPHAN=1")
@@ -301,11 +213,11 @@ func TestChildDiesWithTestBinary(t *testing.T) {
 		pids[kind] = n
 		defer syscall.Kill(n, syscall.SIGKILL)
 	}
-	if pid := pids["plain"]; !sleeping(pid) {
+	if pid := pids["plain"]; !running(pid, "sleep") {
 		t.Errorf("sleep (pid %d) was killed when the thread that started it ended, its test binary still running", pid)
 	}
 	if len(pids) < 3 {
-		t.Logf("only %s: the sleeps as nobody need root and setpriv", line)
+		t.Logf("only %s: the children as nobody need root and setpriv", line)
 	}
 	parent.Process.Kill()
 	parent.Wait()
@@ -313,9 +225,13 @@ func TestChildDiesWithTestBinary(t *testing.T) {
 	deadline := time.Now().Add(bound)
 	for _, kind := range []string{"plain", "setpriv", "switches-user"} {
 		pid, ok := pids[kind]
-		for ok && sleeping(pid) {
+		arg0 := "sleep"
+		if kind == "switches-user" {
+			arg0 = os.Args[0]
+		}
+		for ok && running(pid, arg0) {
 			if time.Now().After(deadline) {
-				t.Errorf("sleep (%s, pid %d) still runs %v after the test binary that started it was killed", kind, pid, bound)
+				t.Errorf("%s (%s, pid %d) still runs %v after the test binary that started it was killed", filepath.Base(arg0), kind, pid, bound)
 				break
 			}
 			time.Sleep(10 * time.Millisecond)
@@ -324,8 +240,9 @@ func TestChildDiesWithTestBinary(t *testing.T) {
 }
 
 // orphanSleeps is TestChildDiesWithTestBinary's child test binary: it
-// starts its sleeps and prints their pids ("sleep pids plain=N ...") once
-// each is sleep (setpriv has executed it).
+// starts its children and prints their pids ("sleep pids plain=N ...")
+// once each sleeps (setpriv has executed sleep, the test binary has
+// switched user).
 func orphanSleeps(t *testing.T) {
 	sleep := boundedCommand(t, "sleep", "3600")
 	tid := 0
@@ -358,28 +275,34 @@ func orphanSleeps(t *testing.T) {
 	line := fmt.Sprintf("sleep pids plain=%d", sleep.Process.Pid)
 	if _, err := exec.LookPath("setpriv"); err == nil && os.Geteuid() == 0 {
 		kept := boundedCommand(t, "setpriv", append(deathsig.SetprivUser("65534", "65534"), "sleep", "3600")...)
-		switching := boundedCommand(t, "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "sleep", "3600")
-		switching.switchesUser = true
-		for _, c := range []*child{kept, switching} {
-			if err := c.Start(); err != nil {
-				t.Fatal(err)
-			}
+		if err := kept.Start(); err != nil {
+			t.Fatal(err)
 		}
-		for _, c := range []*child{kept, switching} {
-			for !sleeping(c.Process.Pid) {
-				time.Sleep(time.Millisecond)
-			}
+		switching := boundedCommand(t, os.Args[0], "-test.run=^TestChildDiesWithTestBinary$", "-test.count=1")
+		switching.Env = append(os.Environ(), "FEEDHANDLER_TEST_ORPHAN=switch-user")
+		out, err := switching.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := switching.Start(); err != nil {
+			t.Fatal(err)
+		}
+		if l, _ := bufio.NewReader(out).ReadString('\n'); l != "switched\n" {
+			t.Fatalf("the test binary switching user said %q", l)
+		}
+		for !running(kept.Process.Pid, "sleep") {
+			time.Sleep(time.Millisecond)
 		}
 		line += fmt.Sprintf(" setpriv=%d switches-user=%d", kept.Process.Pid, switching.Process.Pid)
 	}
 	fmt.Println(line)
 }
 
-// sleeping reports whether pid is a sleep command that runs and has no
-// SIGKILL pending.
-func sleeping(pid int) bool {
+// running reports whether pid runs arg0 (its first argument: not a pid
+// reused) and has no SIGKILL pending.
+func running(pid int, arg0 string) bool {
 	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-	if err != nil || !bytes.HasPrefix(cmdline, []byte("sleep\x00")) {
+	if err != nil || !bytes.HasPrefix(cmdline, []byte(arg0+"\x00")) {
 		return false
 	}
 	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))

@@ -322,7 +322,6 @@ user: nobody
 		t.Fatal(err)
 	}
 	r.cmd = boundedCommand(t, "ip", "netns", "exec", lab.Dst, bin, "--feed", cfgPath)
-	r.cmd.switchesUser = true // user: nobody
 	r.cmd.Stderr = r.log
 	if err := r.cmd.Start(); err != nil {
 		t.Fatal(err)

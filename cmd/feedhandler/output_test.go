@@ -37,9 +37,6 @@ func TestMain(m *testing.M) {
 		main()
 		os.Exit(0)
 	}
-	if os.Getenv(wardenEnv) != "" {
-		os.Exit(warden()) // startWarden
-	}
 	if os.Getenv("FEEDHANDLER_TEST_ISOLATE_GOMAXPROCS") == "1" {
 		os.Exit(isolateGOMAXPROCSChild()) // before m.Run sets GOMAXPROCS (see there)
 	}

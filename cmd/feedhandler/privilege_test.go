@@ -258,7 +258,6 @@ log:
 	}
 	args = append(args, bin, "--feed", cfgPath)
 	cmd := boundedCommand(t, "ip", args...)
-	cmd.switchesUser = r.root && r.user != ""
 	stderr, exited, ready, _ := startLogged(t, cmd, func(l string) bool { return strings.Contains(l, "privileges after setup") })
 	defer func() {
 		cmd.Process.Kill()

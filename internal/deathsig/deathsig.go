@@ -23,7 +23,8 @@
 // The kernel clears the signal when the child changes its user (setuid,
 // setresuid; setpriv --reuid) or executes a set-user-ID binary: setpriv
 // keeps it with --pdeathsig keep (SetprivUser's flags); a child that
-// switches user by itself loses it, and needs another tie to this process.
+// switches user by itself loses it unless it sets it again, as the feed
+// handler does (privilege.SwitchUser).
 // Exec.Cmd's SysProcAttr.Credential keeps it: the child sets the signal
 // after it changes its user.
 package deathsig
