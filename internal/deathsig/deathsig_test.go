@@ -128,3 +128,26 @@ func TestUserChangeKeepsDeathsig(t *testing.T) {
 	run("setpriv "+strings.Join(SetprivUser("65534", "65534"), " "),
 		exec.Command("setpriv", append(SetprivUser("65534", "65534"), bin)...))
 }
+
+// TestOutputRefusesSetStdout: Output and CombinedOutput refuse, as
+// exec.Cmd's do, a command whose output the caller set, starting nothing,
+// rather than replace the caller's writer.
+func TestOutputRefusesSetStdout(t *testing.T) {
+	for name, f := range map[string]func(*exec.Cmd) ([]byte, error){"Output": Output, "CombinedOutput": CombinedOutput} {
+		var mine strings.Builder
+		cmd := exec.Command("echo", "lost")
+		cmd.Stdout = &mine
+		_, err := f(cmd)
+		if err == nil || cmd.Process != nil {
+			t.Errorf("%s with Stdout set: %v, started %v, want a refusal", name, err, cmd.Process != nil)
+		}
+		if mine.Len() != 0 {
+			t.Errorf("%s with Stdout set: the caller's writer got %q", name, mine.String())
+		}
+	}
+	cmd := exec.Command("true")
+	cmd.Stderr = os.Stderr
+	if _, err := CombinedOutput(cmd); err == nil || cmd.Process != nil {
+		t.Errorf("CombinedOutput with Stderr set: %v, want a refusal", err)
+	}
+}
