@@ -181,15 +181,7 @@ func TestChildDiesWithTestBinary(t *testing.T) {
 		fmt.Println("switched")
 		time.Sleep(time.Hour) // until killed
 	}
-	parent := boundedCommand(t, os.Args[0], "-test.run=^TestChildDiesWithTestBinary$", "-test.count=1")
-	parent.Env = append(os.Environ(), "FEEDHANDLER_TEST_ORPHAN=1")
-	out, err := parent.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := parent.Start(); err != nil {
-		t.Fatal(err)
-	}
+	parent, out := startOrphanTestBinary(t, "1")
 	lines := make(chan string, 1)
 	go func() {
 		sc := bufio.NewScanner(out)
@@ -239,6 +231,21 @@ func TestChildDiesWithTestBinary(t *testing.T) {
 	}
 }
 
+// startOrphanTestBinary starts this test binary again to run
+// TestChildDiesWithTestBinary's part named mode, its stdout piped.
+func startOrphanTestBinary(t *testing.T, mode string) (*child, io.Reader) {
+	c := boundedCommand(t, os.Args[0], "-test.run=^TestChildDiesWithTestBinary$", "-test.count=1")
+	c.Env = append(os.Environ(), "FEEDHANDLER_TEST_ORPHAN="+mode)
+	out, err := c.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	return c, out
+}
+
 // orphanSleeps is TestChildDiesWithTestBinary's child test binary: it
 // starts its children and prints their pids ("sleep pids plain=N ...")
 // once each sleeps (setpriv has executed sleep, the test binary has
@@ -278,15 +285,7 @@ func orphanSleeps(t *testing.T) {
 		if err := kept.Start(); err != nil {
 			t.Fatal(err)
 		}
-		switching := boundedCommand(t, os.Args[0], "-test.run=^TestChildDiesWithTestBinary$", "-test.count=1")
-		switching.Env = append(os.Environ(), "FEEDHANDLER_TEST_ORPHAN=switch-user")
-		out, err := switching.StdoutPipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := switching.Start(); err != nil {
-			t.Fatal(err)
-		}
+		switching, out := startOrphanTestBinary(t, "switch-user")
 		if l, _ := bufio.NewReader(out).ReadString('\n'); l != "switched\n" {
 			t.Fatalf("the test binary switching user said %q", l)
 		}
