@@ -8,8 +8,9 @@
 // has several threads from its start. Switching user goes through
 // syscall.Setresuid and friends, which Go applies to every thread (with or
 // without cgo); the kernel then clears every thread's parent-death signal,
-// which SwitchUser sets again on a thread kept for it. Dropping capabilities without switching user needs
-// syscall.AllThreadsSyscall, which Go refuses when cgo is linked (ENOTSUP):
-// build the command with CGO_ENABLED=0 (make build does), or Drop reports
-// ErrNotSupported and the capabilities stay.
+// which SwitchUser sets again on a thread kept for it. Dropping
+// capabilities without switching user needs syscall.AllThreadsSyscall,
+// which Go refuses when cgo is linked (ENOTSUP): build the command with
+// CGO_ENABLED=0 (make build does), or Drop reports ErrNotSupported and the
+// capabilities stay.
 package privilege
