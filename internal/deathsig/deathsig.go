@@ -11,7 +11,8 @@ import (
 )
 
 // forker is a goroutine locked to its thread for the process's life, which
-// starts every child; netns is its thread's network namespace.
+// starts every child and runs OnThread's functions; netns is its thread's
+// network namespace.
 var forker struct {
 	once  sync.Once
 	do    chan func()
@@ -19,11 +20,20 @@ var forker struct {
 	err   error
 }
 
-// Start starts cmd as cmd.Start does, with SIGKILL as its parent-death
-// signal (the rest of cmd.SysProcAttr kept), forked on forker's thread. It
-// fails, starting nothing, when the calling goroutine's thread is in
-// another network namespace than the process's.
-func Start(cmd *exec.Cmd) error {
+// OnThread runs f on a thread that lives as long as the process (the one
+// Start forks on, started the first time), and returns when f has: for
+// what the kernel ties to a thread and should last, a child's parent-death
+// signal (Start) or the process's own (privilege.SwitchUser's).
+func OnThread(f func()) {
+	startForker()
+	done := make(chan struct{})
+	forker.do <- func() { f(); close(done) }
+	<-done
+}
+
+// startForker starts forker the first time, once its thread's network
+// namespace is known.
+func startForker() {
 	forker.once.Do(func() {
 		forker.do = make(chan func())
 		ready := make(chan struct{})
@@ -37,6 +47,14 @@ func Start(cmd *exec.Cmd) error {
 		}()
 		<-ready
 	})
+}
+
+// Start starts cmd as cmd.Start does, with SIGKILL as its parent-death
+// signal (the rest of cmd.SysProcAttr kept), forked on forker's thread. It
+// fails, starting nothing, when the calling goroutine's thread is in
+// another network namespace than the process's.
+func Start(cmd *exec.Cmd) error {
+	startForker()
 	if forker.err == nil {
 		var here syscall.Stat_t
 		if err := syscall.Stat("/proc/thread-self/ns/net", &here); err == nil && (here.Dev != forker.netns.Dev || here.Ino != forker.netns.Ino) {
@@ -47,9 +65,9 @@ func Start(cmd *exec.Cmd) error {
 		cmd.SysProcAttr = &syscall.SysProcAttr{}
 	}
 	cmd.SysProcAttr.Pdeathsig = syscall.SIGKILL
-	errc := make(chan error, 1)
-	forker.do <- func() { errc <- cmd.Start() }
-	return <-errc
+	var err error
+	OnThread(func() { err = cmd.Start() })
+	return err
 }
 
 // Run is cmd.Run with Start.

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -59,21 +58,14 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// heldDeathsig is the parent-death signal of deathsigKeeper's thread, or
-// of a thread of the caller's when there is none.
+// heldDeathsig is the parent-death signal of deathsig.OnThread's thread,
+// where keepDeathsig sets it.
 func heldDeathsig() (sig int, err error) {
-	read := func() {
+	deathsig.OnThread(func() {
 		var s int32
 		err = unix.Prctl(unix.PR_GET_PDEATHSIG, uintptr(unsafe.Pointer(&s)), 0, 0, 0)
 		sig = int(s)
-	}
-	if deathsigKeeper.do != nil {
-		onKeeper(read)
-		return sig, err
-	}
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	read()
+	})
 	return sig, err
 }
 

@@ -15,6 +15,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/marketfeed/feedhandler/internal/deathsig"
 )
 
 // Caps is a set of Linux capabilities, bit n for capability n.
@@ -248,29 +250,6 @@ func init() {
 	parentDeath.ppid = unix.Getppid()
 }
 
-// deathsigKeeper is a goroutine locked to its thread for the process's
-// life, which runs the functions sent to it on that thread.
-var deathsigKeeper struct {
-	once sync.Once
-	do   chan func()
-}
-
-// onKeeper runs f on deathsigKeeper's thread, starting it the first time.
-func onKeeper(f func()) {
-	deathsigKeeper.once.Do(func() {
-		deathsigKeeper.do = make(chan func())
-		go func() {
-			runtime.LockOSThread() // never unlocked: the thread holds the signal for the process's life
-			for f := range deathsigKeeper.do {
-				f()
-			}
-		}()
-	})
-	done := make(chan struct{})
-	deathsigKeeper.do <- func() { f(); close(done) }
-	<-done
-}
-
 // keepDeathsig gives the process back the parent-death signal its parent
 // set, which the kernel cleared on every thread at the uid change
 // (commit_creds), or sends it now when the parent died in between.
@@ -278,7 +257,7 @@ func onKeeper(f func()) {
 // The signal belongs to a thread, not the process: the kernel sends it
 // (to the whole thread group) when the parent dies while any thread that
 // has it set exists (kernel/exit.c forget_original_parent), so it is set
-// on deathsigKeeper's thread, locked for the process's life. Not the main
+// on deathsig.OnThread's thread, locked for the process's life. Not the main
 // thread: after init no goroutine can run there except through
 // AllThreadsSyscall, which cgo refuses. It costs that one sleeping thread,
 // and only when a parent set the signal.
@@ -287,7 +266,7 @@ func keepDeathsig() error {
 		return nil
 	}
 	var err error
-	onKeeper(func() { err = unix.Prctl(unix.PR_SET_PDEATHSIG, uintptr(parentDeath.sig), 0, 0, 0) })
+	deathsig.OnThread(func() { err = unix.Prctl(unix.PR_SET_PDEATHSIG, uintptr(parentDeath.sig), 0, 0, 0) })
 	if err != nil {
 		return fmt.Errorf("keep parent-death signal %d: %w", parentDeath.sig, err)
 	}
