@@ -174,6 +174,9 @@ func (c *Client) sendAhead(now int64) {
 			switch a.check(a.next, now, c.settle(), c.rto(a.server)) {
 			case awaited:
 				continue
+			case rewrite:
+				c.askAhead(a, now) // needs no room (it holds its own) nor a token (the failed write took it)
+				continue
 			case answered:
 				if a.next >= a.want.End() {
 					continue // answered: the caller holds it
@@ -202,19 +205,21 @@ func (c *Client) sendAhead(now int64) {
 			held = true
 			continue
 		}
-		r := moldudp64.Range{First: a.next, Count: n}
-		a.start(r, now, c.est[a.server].backoff)
-		sent, lasting := c.ask(a.server, r)
-		a.unsent = !sent
-		if lasting {
-			// No route, a firewall: nothing went, so nothing is in
-			// flight (it takes no room); left to its turn, which fails
-			// over.
-			a.sentAt, a.spent = 0, true
-		}
-		if sent {
-			c.Stats.Ahead++
-		}
+		a.start(moldudp64.Range{First: a.next, Count: n}, now, c.est[a.server].backoff)
+		c.askAhead(a, now)
+	}
+}
+
+// askAhead writes a's request (ask).
+func (c *Client) askAhead(a *aheadRange, now int64) {
+	sent, lasting := c.ask(&a.flight, now)
+	if lasting {
+		// No route, a firewall: nothing went, so nothing is in flight
+		// (it takes no room); left to its turn, which fails over.
+		a.sentAt, a.spent = 0, true
+	}
+	if sent {
+		c.Stats.Ahead++
 	}
 }
 

@@ -85,11 +85,14 @@ type Stats struct {
 	RTO         time.Duration
 	Failovers   uint64 // moves to the next server
 	Failures    uint64 // ranges given up on after every server was tried
-	// SendErrors: request writes that failed (no route to the server, a
-	// firewall refusing it, ...); the timeout moves on, as for a request
-	// not answered, but doubles no later request's timeout (it says
-	// nothing of the server's answer time). The error is reported once
-	// per run of failures of a server (SendError).
+	// SendErrors: request writes that failed: for a reason that stays (no
+	// route to the server, a firewall refusing it), the server's tries
+	// are spent at once; for one that may pass (a send buffer full:
+	// EAGAIN), the write is tried again soon, each failure counted here
+	// (rewriteDelay), until the request's timeout, which moves on as for
+	// a request not answered but doubles no later request's timeout (it
+	// says nothing of the server's answer time). The error is reported
+	// once per run of failures of a server (SendError).
 	SendErrors uint64
 	// OpenErrors: requests not sent because the server's new socket (after
 	// Forget) could not be opened; the timeout moves on, as for a send
@@ -730,6 +733,11 @@ func (c *Client) send(now int64) bool {
 		switch c.check(c.next, now, c.settle(), c.rto(c.server)) {
 		case awaited:
 			return true
+		case rewrite:
+			if _, lasting := c.ask(&c.flight, now); lasting {
+				c.failedLasting(now)
+			}
+			return true
 		case timedOut:
 			// A retry, and after Retries the next server. Not in flight
 			// any more (check): a resend held back by the rate limit
@@ -764,44 +772,57 @@ func (c *Client) send(now int64) bool {
 		c.Stats.RateLimited++
 		return true
 	}
-	r := moldudp64.Range{First: c.next, Count: n}
-	c.start(r, now, c.est[c.server].backoff)
-	sent, lasting := c.ask(c.server, r)
-	c.unsent = !sent
-	if lasting {
-		// No route to the server, a firewall refusing it: no resend
-		// gets through now, and waiting out its timeouts (Timeout x
-		// (2^(Retries+1)-1)) would only hold delivery back. Its tries
-		// are taken as spent and the request as timed out (unsent: its
-		// timeout doubles none after it): the next call fails over, as
-		// after the last timeout.
-		c.tries = c.cfg.Retries + 1
-		c.sentAt = now - c.timeout(c.rto(c.server))
+	c.start(moldudp64.Range{First: c.next, Count: n}, now, c.est[c.server].backoff)
+	if _, lasting := c.ask(&c.flight, now); lasting {
+		c.failedLasting(now)
 	}
 	return true
 }
 
-// ask sends server a request for r, noted among the recent requests
-// (wasAsked). It reports whether the request was sent and whether its
-// write failed for a reason that stays (no route to the server, a
-// firewall: transientSendError). A failure, lasting or not (it times out
-// as unanswered, its timeout doubling none after it: timedOut), is
-// counted and reported (OpenError, SendError).
-func (c *Client) ask(server int, r moldudp64.Range) (sent, lasting bool) {
-	c.asked[c.askedN%askedMemory] = r
-	c.askedN++
+// ask writes f's request (f.inflight, to f.server), noted among the
+// recent requests (wasAsked), and notes how that went (flight.wrote). It
+// reports whether the request was sent, and whether its write failed for
+// a reason that stays. A failure is counted and
+// reported (OpenError, SendError). A write that failed for a reason that
+// may pass (transientSendError: a send buffer full) is written again
+// soon (check's rewrite), as the same try, until its timeout; one that
+// failed to open the server's socket times out as unanswered, its
+// timeout doubling none after it (timedOut). One that failed for a reason
+// that stays (no route to the server, a firewall) is lasting: no write
+// gets through now, and waiting out its timeouts (Timeout x
+// (2^(Retries+1)-1)) would only hold delivery back, so the caller takes
+// its tries as spent (failedLasting; a range ahead is left to its turn).
+func (c *Client) ask(f *flight, now int64) (sent, lasting bool) {
+	r := f.inflight
+	if f.writeFails == 0 || !c.wasAsked(r) {
+		c.asked[c.askedN%askedMemory] = r
+		c.askedN++
+	}
 	c.req = moldudp64.Request{Session: c.session, Seq: r.First, Count: uint16(r.Count)}.Append(c.req[:0])
+	server := f.server
 	if c.fds[server] < 0 && !c.reopen(server) {
-		return false, false // counted and reported (OpenError); the timeout moves on
+		f.wrote(false, false, now) // counted and reported (OpenError); the timeout moves on
+		return false, false
 	}
 	if err := unix.Sendto(c.fds[server], c.req, 0, &c.addrs[server]); err != nil {
 		c.Stats.SendErrors++ // counted and reported (SendError)
 		c.sendErrs.fail(server, err)
-		return false, !transientSendError(err)
+		transient := transientSendError(err)
+		f.wrote(false, transient, now)
+		return false, !transient
 	}
 	c.sendErrs.end(server)
 	c.Stats.Requests++
+	f.wrote(true, false, now)
 	return true, false
+}
+
+// failedLasting takes the wanted range's tries as spent and its request
+// as timed out after a write that failed for a reason that stays (ask):
+// the next check fails over, as after the last timeout.
+func (c *Client) failedLasting(now int64) {
+	c.tries = c.cfg.Retries + 1
+	c.sentAt = now - c.timeout(c.rto(c.server))
 }
 
 // transientSendError reports whether a failed request write may succeed

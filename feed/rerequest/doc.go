@@ -45,8 +45,12 @@
 // after it; one that cannot be opened leaves the
 // request unsent (it times out as unanswered), counted (OpenErrors) and
 // reported once per run of failures (OpenError, for the caller to log).
-// A request whose write fails (no route to the server, a firewall) times
-// out as unanswered, counted (SendErrors) and reported once per run of a
-// server's failures (SendError, for the caller to log).
+// A request whose write fails for a reason that stays (no route to the
+// server, a firewall) spends its server's tries at once (the next Poll
+// fails over); one whose write may pass soon (the send buffer full:
+// EAGAIN) is written again at the next Poll, then at doubling intervals up
+// to 10 ms, until its timeout (NextDue says when). Each failure is
+// counted (SendErrors) and reported once per run of a server's failures
+// (SendError, for the caller to log).
 // Poll allocates nothing.
 package rerequest

@@ -19,6 +19,13 @@ type flight struct {
 	// unsent: its write failed (SendError, OpenError): nothing left, so
 	// its timeout says nothing of the server (Client.timedOut).
 	unsent bool
+	// rewriteAt: its write failed for a reason that may pass (a send
+	// buffer full: transientSendError), and is tried again at the first
+	// check from then (rewrite), until its timeout; 0: none. writeFails:
+	// the failed writes of this try in a row, which space them
+	// (rewriteDelay).
+	rewriteAt  int64
+	writeFails int
 	// heldFirst: an answer to it held the first message asked: the
 	// server answered, though the caller may have kept none of it
 	// (check, Client.timedOut).
@@ -30,7 +37,24 @@ const (
 	awaited  = iota // nothing to do yet
 	answered        // in full, or in part and quiet since: ask for what is left
 	timedOut        // a retry, or the next server
+	rewrite         // its write failed and may pass now: written again, the same try
 )
+
+// rewriteDelay is how long after the n-th failed write of a try in a row
+// (a send buffer full) it is tried again: at once (the next check) after
+// the first, then 100 µs, doubled per failure, at most maxRewriteDelay. A
+// buffer full drains as the link sends (microseconds to a few
+// milliseconds); a write failing all along is tried a few hundred times a
+// request timeout at the default 20 ms, never per Poll.
+func rewriteDelay(n int) int64 {
+	if n <= 1 {
+		return 0
+	}
+	return min(int64(100*time.Microsecond)<<min(n-2, 20), int64(maxRewriteDelay))
+}
+
+// maxRewriteDelay bounds rewriteDelay.
+const maxRewriteDelay = 10 * time.Millisecond
 
 // check returns what became of the request in flight (sentAt set) at now,
 // for a range that has everything before next, and ends it (sentAt 0)
@@ -43,7 +67,9 @@ const (
 // one, a server lacking the start would be asked from there for ever,
 // never failed over. Answered with it but lacking it still (the caller
 // kept none of the answer: heldFirst), it is asked again as a retry is,
-// but is no timeout (Client.timedOut).
+// but is no timeout (Client.timedOut). Its write failed for a reason that
+// may pass (rewriteAt set), it is written again when that is due, as the
+// same try (rewrite), until its timeout.
 func (f *flight) check(next uint64, now int64, settle, base time.Duration) int {
 	switch {
 	case next >= f.inflight.End():
@@ -58,6 +84,9 @@ func (f *flight) check(next uint64, now int64, settle, base time.Duration) int {
 		f.sentAt = 0
 		return timedOut
 	case now-f.sentAt < f.timeout(base):
+		if f.rewriteAt != 0 && now >= f.rewriteAt {
+			return rewrite
+		}
 		return awaited
 	default:
 		f.sentAt = 0
@@ -76,12 +105,16 @@ func (f *flight) timeout(base time.Duration) int64 {
 
 // due returns when the request in flight (sentAt set) is next looked at
 // (check): the end of the quiet moment after its last answer, else its
-// timeout.
+// next write after a failed one (rewriteAt), else its timeout.
 func (f *flight) due(settle, base time.Duration) int64 {
 	if f.lastAns != 0 {
 		return f.lastAns + int64(settle)
 	}
-	return f.sentAt + f.timeout(base)
+	t := f.sentAt + f.timeout(base)
+	if f.rewriteAt != 0 {
+		t = min(t, f.rewriteAt)
+	}
+	return t
 }
 
 // start notes the request for r sent at now, its timeout doubled backoff
@@ -94,6 +127,27 @@ func (f *flight) start(r moldudp64.Range, now int64, backoff int) {
 	f.inflight = r
 	f.tries++
 	f.sentAt, f.lastAns, f.backoff, f.unsent, f.heldFirst = now, 0, backoff, false, false
+	f.rewriteAt, f.writeFails = 0, 0
+}
+
+// wrote notes the outcome of a write of the request at now: sent (a
+// failed write's rewrite that passed counts its timeout from now), or
+// failed for a reason that may pass (transient: written again after
+// rewriteDelay), or not.
+func (f *flight) wrote(sent, transient bool, now int64) {
+	switch {
+	case sent:
+		if f.unsent {
+			f.sentAt = now
+		}
+		f.unsent, f.rewriteAt, f.writeFails = false, 0, 0
+	case transient:
+		f.unsent = true
+		f.writeFails++
+		f.rewriteAt = now + rewriteDelay(f.writeFails)
+	default:
+		f.unsent, f.rewriteAt = true, 0
+	}
 }
 
 // heard notes an answer r from server taken at now: if it answers the
@@ -136,5 +190,8 @@ func (f *flight) shift(d int64) {
 	}
 	if f.lastAns != 0 {
 		f.lastAns += d
+	}
+	if f.rewriteAt != 0 {
+		f.rewriteAt += d
 	}
 }
