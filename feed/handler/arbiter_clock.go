@@ -206,7 +206,8 @@ func (a *Arbiter) Advance(now int64) {
 // for the deadlines its check passed (the session's start plus
 // LineTimeout, a dead line's, the hole's Grace by a line behind:
 // TestArbiterNextDueAfterPackets). A time it returns may find nothing
-// due yet (a line still waited for by another deadline), never one past
+// due yet (a line still waited for by another deadline: at most one such
+// wake a hole, TestArbiterNextDueIdleWakes), never one past
 // what was due, but for waits counted across a step of the wall clock
 // back (afterStep), whose stamps it takes as they are: those are acted
 // on at the wait's timeout. Each empty poll passes the
