@@ -184,8 +184,11 @@ type Arbiter struct {
 	started bool
 	next    uint64 // next expected sequence number (valid once started)
 	// ended: an End of Session packet at or beyond everything received
-	// announced the session's end, and no new data came after it.
-	ended bool
+	// announced the session's end, at endSeq (its sequence number, the
+	// next the session would have sent), and no data came after it
+	// (past endSeq: see withdraw).
+	ended  bool
+	endSeq uint64
 	// idleAfterEnd: a join after the session's end is idle, not a gap,
 	// when nothing would fetch the session (no snapshot source, and no
 	// re-request of a late join's start): the recovery's, set as it is
@@ -359,15 +362,38 @@ func (a *Arbiter) Session() moldudp64.Session { return a.session }
 // Session packet whose sequence number is at or beyond everything received
 // (the next expected and the highest seen on any line); an older one is
 // stale (LineStats.StaleEndOfSession) and ignored. A later packet of the
-// session on a line that brings messages not delivered or held yet
-// withdraws the announcement: the session went on (a fill of a gap before
-// the end, from the other line, looks the same and withdraws it too; the
-// other line's copy of the End of Session packet, or the next repetition,
-// announces it again).
+// session on a line that brings messages past the end, not delivered or
+// held yet, withdraws the announcement: the session went on. One that
+// fills a gap before the end (the other line's copy of a packet the
+// announcing line lost) does not: the End of Session said where the
+// session ended, and what the lines bring below it is the session's tail.
+// (Before, it withdrew it too, and when the other line had lost its End
+// of Session packets nothing announced it again until the session's next
+// repetition of its end, about a second later: a next session that
+// confirmed meanwhile waited for the old one's silence, LineTimeout, and
+// what it brought meanwhile was a gap: TestEndNotWithdrawnByFillBeforeIt.)
 func (a *Arbiter) Ended() bool { return a.ended && a.pend.n == 0 && a.maxHigh() <= a.next }
 
+// announceEnd notes the session's end announced at seq (an End of
+// Session packet's sequence number).
+func (a *Arbiter) announceEnd(seq uint64) {
+	if !a.ended || seq > a.endSeq {
+		a.endSeq = seq
+	}
+	a.ended = true
+}
+
+// withdraw withdraws the end announced when a packet of the session
+// ending at end (its next sequence number) brings messages past it: the
+// session went on. A packet below it fills a gap before the end (Ended).
+func (a *Arbiter) withdraw(end uint64) {
+	if end > a.endSeq {
+		a.ended = false
+	}
+}
+
 // EndAnnounced reports whether the followed session announced its end (an
-// End of Session packet not withdrawn since by new data on a line), whether
+// End of Session packet not withdrawn since by data past it on a line), whether
 // or not everything before it was delivered: Ended is that too. Announced
 // and not Ended, the handler is still fetching what came before the end
 // (a join after the end re-requesting the whole session).
@@ -532,7 +558,7 @@ func (a *Arbiter) Offer(line int, data []byte, rxTime int64) {
 				// stay: a new session may have started before the end.
 				a.sess.recount()
 			}
-			a.ended = true
+			a.announceEnd(p.Seq)
 		}
 		if p.Seq > a.high[line] && a.belowPkt[line] == ls.Packets-1 {
 			a.jumpedPast(line)
@@ -588,7 +614,7 @@ func (a *Arbiter) Offer(line int, data []byte, rxTime int64) {
 		}
 	case p.Seq <= a.next && !a.frozen:
 		ls.Won++
-		a.ended = false // new data: the session did not end
+		a.withdraw(end) // new data: the session did not end, if past it
 		if a.waiting {
 			a.decide(p)
 		}
@@ -604,10 +630,10 @@ func (a *Arbiter) Offer(line int, data []byte, rxTime int64) {
 			ls.Duplicates++ // the other line's copy is held already
 		case holdOK:
 			ls.Won++ // first to bring these sequence numbers (held back)
-			a.ended = false
+			a.withdraw(end)
 		case holdFull:
 			ls.Won++
-			a.ended = false
+			a.withdraw(end)
 			if a.handOver(line, data, p, rxTime) {
 				break // held in the spill while the recovery source fills the range
 			}
