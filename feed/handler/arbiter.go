@@ -393,10 +393,10 @@ func (a *Arbiter) withdraw(end uint64) {
 }
 
 // EndAnnounced reports whether the followed session announced its end (an
-// End of Session packet not withdrawn since by data past it on a line), whether
-// or not everything before it was delivered: Ended is that too. Announced
-// and not Ended, the handler is still fetching what came before the end
-// (a join after the end re-requesting the whole session).
+// End of Session packet not withdrawn since by data past it on a line),
+// whether or not everything before it was delivered: Ended is that too.
+// Announced and not Ended, the handler is still fetching what came before
+// the end (a join after the end re-requesting the whole session).
 func (a *Arbiter) EndAnnounced() bool { return a.ended }
 
 // Pending returns the number of packets held back.
@@ -426,15 +426,25 @@ func (a *Arbiter) Offer(line int, data []byte, rxTime int64) {
 			// No configured session: a session is followed once it is
 			// confirmed (see session.go).
 			if a.started {
-				ls.WrongSession++
 				if p.EndOfSession() {
+					if idx := a.confirmedCandidate(p.Session, rxTime); idx >= 0 && (a.Ended() || a.silent(rxTime)) {
+						// A session that confirmed by its data while the
+						// followed one was neither ended nor silent, and
+						// has ended since (shorter than LineTimeout):
+						// followed now, its end with it.
+						a.lock(idx, rxTime)
+						a.Offer(line, data, rxTime)
+						return
+					}
 					// Another session's end (the one this one replaced
 					// repeats it "for a while"): an ended session is
 					// never a candidate to switch to, even when the
 					// followed one goes silent.
+					ls.WrongSession++
 					a.rejected(line, rxTime)
 					return
 				}
+				ls.WrongSession++
 			} else {
 				a.Stats.Unconfirmed++
 			}

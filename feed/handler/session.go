@@ -365,6 +365,31 @@ func (a *Arbiter) dropSession() {
 	a.readRx = [MaxLines]int64{}
 }
 
+// confirmedCandidate returns the candidate of session s that confirmed
+// (SessionConfirm of its packets in a row) and has not been silent for
+// candidateSilence LineTimeouts since, or -1. Its End of Session, once
+// the followed session Ended or fell silent, has it followed (Offer):
+// a session that starts after one that stopped with no End of Session
+// (a publisher's failover) confirms by its data while the old one is not
+// yet silent for LineTimeout, and when it is shorter than that (its data
+// over, its End of Session repeated "for a while"), nothing of it but its
+// End of Session comes after the old one's silence. Before, another
+// session's End of Session never made a change, and such a session was
+// never followed: its data counted WrongSession, neither delivered nor
+// declared (TestShortSessionAfterUnendedOne). Its End of Session alone
+// never counts towards confirming: the session a change replaced goes on
+// repeating its end and is not followed back (its candidate count was
+// dropped at the change, and only its data could confirm it again).
+func (a *Arbiter) confirmedCandidate(s moldudp64.Session, now int64) int {
+	for i := range a.sess.cands {
+		c := &a.sess.cands[i]
+		if c.session == s && c.n >= a.cfg.SessionConfirm && now-c.lastRx <= candidateSilence*int64(a.cfg.LineTimeout) {
+			return i
+		}
+	}
+	return -1
+}
+
 // silent reports whether the locked session sent nothing on any line for
 // LineTimeout before now.
 func (a *Arbiter) silent(now int64) bool {
