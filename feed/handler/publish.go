@@ -25,9 +25,9 @@ type Publisher struct {
 	books *book.Books
 	depth int
 
-	dirty []uint16   // locates changed since the last Flush
-	locs  []locState // by locate
-	stale bool       // books may be missing messages (an unrecovered gap)
+	dirty []uint16           // locates changed since the last Flush
+	locs  *[1 << 16]locState // by locate: a uint16 indexes it without a bounds check
+	stale bool               // books may be missing messages (an unrecovered gap)
 
 	// listed is every locate whose book has changed since the last
 	// BooksReset, in the order first changed: the books a market-wide
@@ -50,7 +50,7 @@ type Publisher struct {
 	SweepChunk int
 
 	snap shm.Snapshot
-	tx   shm.Pending // the publish in progress: the slot's level vectors
+	tx   shm.Pending // a publish through Begin (publishBegin): the slot's level vectors
 
 	// epoch counts BooksReset calls: the epoch of this Publisher's
 	// bindings (shm.Writer.Rebind). Every shard sees the same rebuilds in
@@ -131,7 +131,7 @@ func NewPublisher(w *shm.Writer, books *book.Books, depth int) *Publisher {
 	const n = 1 << 16
 	p := &Publisher{
 		w: w, books: books, depth: depth,
-		locs:         make([]locState, n),
+		locs:         new([n]locState),
 		dirty:        make([]uint16, 0, n), // every locate: a market-wide republish never grows it
 		listed:       make([]uint16, 0, n),
 		SweepChunk:   DefaultSweepChunk,
@@ -139,7 +139,7 @@ func NewPublisher(w *shm.Writer, books *book.Books, depth int) *Publisher {
 	}
 	// 2 MiB written at each locate's first message, and the lists:
 	// touched now, not page by page on the hot thread (mem.Touch).
-	mem.Touch(mem.Bytes(p.locs))
+	mem.Touch(mem.Bytes(p.locs[:]))
 	mem.Touch(mem.Bytes(p.dirty[:n]))
 	mem.Touch(mem.Bytes(p.listed[:n]))
 	return p
@@ -353,8 +353,11 @@ func (p *Publisher) flush(chunk int) {
 //
 // The book's fields go straight into the slot's table (shm.BeginDirect)
 // and its top levels straight into the slot's level vectors (Book.Top):
-// nothing is copied twice. tx is a local, not a Publisher field, so that
-// its pointers are stack stores without write barriers.
+// nothing is copied twice. The publish in progress is BeginDirect's three
+// results, locals the compiler keeps in registers or spills whole: no
+// pointer of it is stored through another (a write-barrier check), and no
+// struct of it is copied (16-byte moves of 8-byte stores, which the CPU
+// cannot forward: shm.Writer.BeginDirect).
 func (p *Publisher) publish(b *book.Book, loc uint16, st *locState, flags bookfb.Flags) {
 	if st.slot == (shm.Slot{}) && !p.bind(b, loc, st) {
 		return
@@ -362,23 +365,32 @@ func (p *Publisher) publish(b *book.Book, loc uint16, st *locState, flags bookfb
 	flags |= bookFlags(b)
 	nBids, nAsks := b.Levels(book.Bid), b.Levels(book.Ask)
 	nb, na := min(nBids, p.depth), min(nAsks, p.depth)
-	var direct shm.Pending
-	tx := &direct
-	if t, ok := p.w.BeginDirect(st.slot, loc, nb, na, p.snap.PublishTime, tx); ok {
-		t.Seq = st.seq
-		t.ExchangeTime = b.Timestamp()
-		t.ReceiveTime = st.rx
-		t.LastTradePrice, t.LastTradeShares, t.Volume = b.Last()
-		t.Messages = st.msgs
-		t.BidLevels, t.AskLevels = uint32(nBids), uint32(nAsks)
-		t.Flags = flags
-		t.State = shm.TradingState(b.TradingState())
-		t.SystemEvent = p.snap.SystemEvent
-	} else {
-		tx = &p.tx // Begin's level buffer, on a big-endian machine, is kept in it
-		if !p.begin(b, loc, st, flags, nb, na, tx) {
-			return
-		}
+	t, bids, asks, ok := p.w.BeginDirect(st.slot, loc, nb, na, p.snap.PublishTime)
+	if !ok {
+		p.publishBegin(b, loc, st, flags, nb, na)
+		return
+	}
+	t.Seq = st.seq
+	t.ExchangeTime = b.Timestamp()
+	t.ReceiveTime = st.rx
+	t.LastTradePrice, t.LastTradeShares, t.Volume = b.Last()
+	t.Messages = st.msgs
+	t.BidLevels, t.AskLevels = uint32(nBids), uint32(nAsks)
+	t.Flags = flags
+	t.State = shm.TradingState(b.TradingState())
+	t.SystemEvent = p.snap.SystemEvent
+	b.Top(bookLevels(bids), bookLevels(asks))
+	p.w.CommitDirect(t, asks)
+	p.Published++
+}
+
+// publishBegin is publish's general path, when shm.Writer.BeginDirect
+// declined: Begin, with the levels written into the Publisher's Pending
+// (Begin's level buffer, on a big-endian machine, is kept in it).
+func (p *Publisher) publishBegin(b *book.Book, loc uint16, st *locState, flags bookfb.Flags, nb, na int) {
+	tx := &p.tx
+	if !p.begin(b, loc, st, flags, nb, na, tx) {
+		return
 	}
 	b.Top(bookLevels(tx.Bids), bookLevels(tx.Asks))
 	p.w.Commit(tx)
@@ -469,12 +481,15 @@ func (p *Publisher) Promoted() bool {
 	return false
 }
 
-// bookFlags returns the snapshot flags that book b's own state sets.
+// bookFlags returns the snapshot flags that book b's own state sets. It
+// is inlined into publish (go build -gcflags=-m says so).
 func bookFlags(b *book.Book) bookfb.Flags {
 	var f bookfb.Flags
 	// Reg SHO '1': the restriction takes effect (an intra-day drop);
-	// '2': it remains in effect (from the day before); '0': none.
-	if r := b.RegSHO(); r == '1' || r == '2' {
+	// '2': it remains in effect (from the day before); '0': none. One
+	// unsigned compare for the two ('1' and '2' are 0 and 1 above '1';
+	// below it wraps), which keeps bookFlags within the inliner's budget.
+	if r := b.RegSHO(); r-'1' <= '2'-'1' {
 		f |= bookfb.FlagsShortSaleRestricted
 	}
 	if b.OperationalHalt() == 'H' {
@@ -650,7 +665,10 @@ func (p *Publisher) bound(st *locState, sl shm.Slot, retired bool) bool {
 var _ = shm.Level(book.Level{})
 
 // bookLevels returns the shm levels ls as book levels, sharing their
-// memory: Book.Depth writes them in place (in the slot).
+// memory: Book.Top writes them in place (in the slot). The slice header is
+// read as the other type's (the element types are identical, above): no
+// length or pointer to check, as unsafe.Slice does (about 16 instructions
+// a publish).
 func bookLevels(ls []shm.Level) []book.Level {
-	return unsafe.Slice((*book.Level)(unsafe.Pointer(unsafe.SliceData(ls))), len(ls))
+	return *(*[]book.Level)(unsafe.Pointer(&ls))
 }

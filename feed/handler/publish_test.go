@@ -308,7 +308,7 @@ func TestPublisherMemoryResident(t *testing.T) {
 		for _, c := range []struct {
 			name string
 			b    []byte
-		}{{"locs", mem.Bytes(s.pub.locs)}, {"dirty", mem.Bytes(s.pub.dirty[:cap(s.pub.dirty)])}} {
+		}{{"locs", mem.Bytes(s.pub.locs[:])}, {"dirty", mem.Bytes(s.pub.dirty[:cap(s.pub.dirty)])}} {
 			in, n, err := mem.Resident(c.b)
 			if err != nil {
 				t.Fatal(err)
@@ -593,8 +593,10 @@ func TestLocateReassignedRebinds(t *testing.T) {
 
 // TestRegSHOFlags: Reg SHO actions '1' (restriction in effect, an intra-day
 // drop) and '2' (restriction remains in effect, from the day before) both
-// flag the snapshot ShortSaleRestricted; '0' (no price test) clears it.
-// Before the fix '2' published a restricted stock as unrestricted.
+// flag the snapshot ShortSaleRestricted; '0' (no price test) clears it, and
+// a book before any action (0, far below '1' in bookFlags' one unsigned
+// compare) is not flagged. Before the fix '2' published a restricted stock
+// as unrestricted.
 func TestRegSHOFlags(t *testing.T) {
 	bs, err := book.New(book.Config{MaxOrders: 64, MaxLocates: 8, MaxLevels: 64})
 	if err != nil {
@@ -602,6 +604,9 @@ func TestRegSHOFlags(t *testing.T) {
 	}
 	h := itch.Header{Locate: 1, Timestamp: 34200_000_000_000}
 	bs.Apply(itch.Msg((&itch.StockDirectoryFields{Header: h, Stock: itch.NewSymbol("AAPL")}).Append(nil)))
+	if bookFlags(bs.Book(1))&bookfb.FlagsShortSaleRestricted != 0 {
+		t.Error("no Reg SHO action yet: ShortSaleRestricted, want none")
+	}
 	for _, c := range []struct {
 		action     byte
 		restricted bool

@@ -191,7 +191,7 @@ func TestBeginErrors(t *testing.T) {
 }
 
 // TestBeginAllocs: Begin and Commit allocate nothing (after a Pending's
-// first use on the copying path), nor do BeginDirect and Commit.
+// first use on the copying path), nor do BeginDirect and CommitDirect.
 func TestBeginAllocs(t *testing.T) {
 	bothLevelPaths(t, func(t *testing.T) {
 		const depth = 10
@@ -230,7 +230,7 @@ func TestBeginAllocs(t *testing.T) {
 			}
 		}
 		if a := testing.AllocsPerRun(1000, direct); a != 0 {
-			t.Errorf("BeginDirect+Commit: %v allocs, want 0", a)
+			t.Errorf("BeginDirect+CommitDirect: %v allocs, want 0", a)
 		}
 	})
 }

@@ -78,10 +78,20 @@ var (
 // Rebind; the zero Slot is refused) with nb bid and na ask levels and the
 // publish time publish (not 0), as Begin does, but leaves the snapshot's
 // fields to the caller: it writes the publish time, the level vectors'
-// offsets and counts, and returns the slot's table, whose every exported
-// field the caller then writes, as it writes p.Bids and p.Asks, before
-// Commit(p). A field left unwritten keeps the slot's previous snapshot's
-// value. p may be a local variable: BeginDirect keeps no reference to it.
+// offsets and counts, and returns the slot's table t, whose every exported
+// field the caller then writes (a field left unwritten keeps the slot's
+// previous snapshot's value), and the slot's level vectors bids and asks,
+// best first, whose every level the caller writes, before
+// CommitDirect(t, asks); nothing after. Between the two the slot is being
+// written (readers retry).
+//
+// The publish in progress is these three results and nothing else, each
+// small enough for the compiler to keep in registers: a struct holding
+// them (seven words) lives in memory, and Go copies a returned struct into
+// it with 16-byte moves of the 8-byte stores just made, which the CPU
+// cannot forward (BenchmarkApplyPublish: about 10% more time a publish,
+// for fewer instructions). What CommitDirect needs besides (the seqlock
+// word and its count, the length, the locate) it reads from the slot.
 //
 // It reports false, having written nothing, for anything but that common
 // case: a big-endian machine (the table is not a Go struct there), a slot
@@ -89,44 +99,66 @@ var (
 // levels than the depth, a publish time of 0, a closed writer, or a
 // publish of the slot already in progress. The caller then uses Begin,
 // which does the same publish from a Snapshot or says why it cannot.
-func (w *Writer) BeginDirect(sl Slot, locate uint16, nb, na int, publish int64, p *Pending) (*Table, bool) {
+func (w *Writer) BeginDirect(sl Slot, locate uint16, nb, na int, publish int64) (t *Table, bids, asks []Level, ok bool) {
 	slot := sl.index()
 	depth := uint(w.l.depth)
 	if !levelsInPlace || slot >= w.l.capacity || uint(nb) > depth || uint(na) > depth || publish == 0 || w.closed.Load() {
-		return nil, false
+		return nil, nil, nil, false
 	}
 	// The slot lies inside the mapping (slot < capacity; the layout was
 	// checked at Create): no slice bounds to check on the way in.
 	s := unsafe.Add(unsafe.Pointer(unsafe.SliceData(w.m.mem)), w.l.slotOff(slot).off)
 	if atomic.LoadUint32((*uint32)(unsafe.Add(s, slotLocateAt))) != uint32(locate) {
-		return nil, false // another locate's, or retired
+		return nil, nil, nil, false // another locate's, or retired
 	}
 	seq := (*uint64)(unsafe.Add(s, slotSeqAt))
 	s0 := atomic.LoadUint64(seq)
 	if s0&1 != 0 {
-		return nil, false // Begin panics: a second publisher
+		return nil, nil, nil, false // Begin panics: a second publisher
 	}
 	storeBegin64(seq, s0+1)
 	data := unsafe.Add(s, slotHeader)
-	t := (*Table)(unsafe.Add(data, tableAt))
+	t = (*Table)(unsafe.Add(data, tableAt))
 	t.publishTime = publish
 	// The vectors, as writeTable lays them out (vectorsAt).
 	bidI, askI := vectorsAt(sl.symLen(), nb)
-	bids, asks := uintptr(bidI), uintptr(askI)
-	t.bids = uint32(bids - (tableAt + fBids))
-	t.asks = uint32(asks - (tableAt + fAsks))
-	*(*uint32)(unsafe.Add(data, bids)) = uint32(nb)
-	*(*uint32)(unsafe.Add(data, asks-4)) = 0 // the padding
-	*(*uint32)(unsafe.Add(data, asks)) = uint32(na)
-	p.seq, p.s0, p.locate, p.n = seq, s0, locate, uint32(asks+4+uintptr(na)*levelSize)
+	bidAt, askAt := uintptr(bidI), uintptr(askI)
+	t.bids = uint32(bidAt - (tableAt + fBids))
+	t.asks = uint32(askAt - (tableAt + fAsks))
+	*(*uint32)(unsafe.Add(data, bidAt)) = uint32(nb)
+	*(*uint32)(unsafe.Add(data, askAt-4)) = 0 // the padding
+	*(*uint32)(unsafe.Add(data, askAt)) = uint32(na)
 	// Sliced from an array pointer, the pre-unsafe.Slice idiom for
 	// memory outside Go's heap (here the mapping): only the first nb and
 	// na levels are sliced, inside the slot (nb, na <= depth, checked
 	// above). unsafe.Slice's length checks cost about 18 instructions a
 	// publish more (callgrind, BenchmarkApplyPublish: 556 against 574).
-	p.Bids = (*[maxDepth]Level)(unsafe.Add(data, bids+4))[:nb:nb]
-	p.Asks = (*[maxDepth]Level)(unsafe.Add(data, asks+4))[:na:na]
-	return t, true
+	bids = (*[maxDepth]Level)(unsafe.Add(data, bidAt+4))[:nb:nb]
+	asks = (*[maxDepth]Level)(unsafe.Add(data, askAt+4))[:na:na]
+	return t, bids, asks, true
+}
+
+// CommitDirect ends the publish that BeginDirect started, given the table
+// t and the ask vector asks it returned, as Commit ends Begin's: the
+// snapshot becomes readable, and (locate, version) goes to the change
+// journal.
+func (w *Writer) CommitDirect(t *Table, asks []Level) {
+	seq, n, s0, locate := directEnd(t, asks)
+	w.end(seq, n, s0, locate)
+}
+
+// directEnd returns what ending BeginDirect's publish of table t with ask
+// vector asks needs, from the slot that t is in: the slot's seqlock word
+// and its count before BeginDirect made it odd (this goroutine's store,
+// read back), the FlatBuffer's length (the ask vector's end, as
+// BeginDirect laid it out) and the slot's locate (BeginDirect checked it is
+// the publish's).
+func directEnd(t *Table, asks []Level) (seq *uint64, n uint32, s0 uint64, locate uint16) {
+	data := unsafe.Add(unsafe.Pointer(t), -tableAt)
+	s := unsafe.Add(data, -slotHeader)
+	seq = (*uint64)(unsafe.Add(s, slotSeqAt))
+	n = uint32(uintptr(unsafe.Pointer(unsafe.SliceData(asks)))-uintptr(data)) + uint32(len(asks))*levelSize
+	return seq, n, *seq - 1, uint16(*(*uint32)(unsafe.Add(s, slotLocateAt)))
 }
 
 // set stores every field of s that the table holds (all but the locate,

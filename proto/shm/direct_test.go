@@ -9,23 +9,22 @@ import (
 )
 
 // directPublish publishes s into locate's slot sl of w through BeginDirect,
-// its fields stored into the table it hands out, and Commit; false if
-// BeginDirect declined.
+// its fields stored into the table it hands out, and CommitDirect; false
+// if BeginDirect declined.
 func directPublish(w *Writer, sl Slot, s *Snapshot) bool {
-	var p Pending
-	t, ok := w.BeginDirect(sl, s.Locate, len(s.Bids), len(s.Asks), s.PublishTime, &p)
+	t, bids, asks, ok := w.BeginDirect(sl, s.Locate, len(s.Bids), len(s.Asks), s.PublishTime)
 	if !ok {
 		return false
 	}
 	t.set(s)
-	copy(p.Bids, s.Bids)
-	copy(p.Asks, s.Asks)
-	w.Commit(&p)
+	copy(bids, s.Bids)
+	copy(asks, s.Asks)
+	w.CommitDirect(t, asks)
 	return true
 }
 
 // TestBeginDirectMatchesPublish: a publish through BeginDirect (fields
-// stored into the slot's table, levels into its vectors) and Commit leaves
+// stored into the slot's table, levels into its vectors) and CommitDirect leaves
 // the same slot bytes, version and journal record as Publish of the same
 // snapshot, with and without Config.SingleWriter, over random snapshots at
 // random depths and symbol lengths, with garbage of longer earlier
@@ -54,7 +53,7 @@ func TestBeginDirectMatchesPublish(t *testing.T) {
 			seq, data := slotBytes(w, s.Locate)
 			seqD, dataD := slotBytes(wd, s.Locate)
 			if seq != seqD || !bytes.Equal(data, dataD) {
-				t.Fatalf("round %d, publish %d, locate %d: BeginDirect/Commit wrote seq %d\n%x\nPublish seq %d\n%x", round, i, s.Locate, seqD, dataD, seq, data)
+				t.Fatalf("round %d, publish %d, locate %d: BeginDirect/CommitDirect wrote seq %d\n%x\nPublish seq %d\n%x", round, i, s.Locate, seqD, dataD, seq, data)
 			}
 			h, hd := w.m.head(), wd.m.head()
 			stamp, rec := w.m.record(&w.l, h-1)
@@ -127,8 +126,7 @@ func TestBeginDirectDeclines(t *testing.T) {
 			// into the slot given, not locate 1's, is caught as well.
 			before := allSlots(w)
 			head := w.m.head()
-			var p Pending
-			if tb, ok := w.BeginDirect(c.sl, c.locate, c.nb, c.na, c.publish, &p); ok || tb != nil {
+			if tb, _, _, ok := w.BeginDirect(c.sl, c.locate, c.nb, c.na, c.publish); ok || tb != nil {
 				t.Fatalf("BeginDirect accepted it (table %p)", tb)
 			}
 			if after := allSlots(w); !bytes.Equal(before, after) || w.m.head() != head {
@@ -137,8 +135,7 @@ func TestBeginDirectDeclines(t *testing.T) {
 		})
 	}
 	w.Close()
-	var p Pending
-	if _, ok := w.BeginDirect(sl1, 1, 1, 1, 7, &p); ok {
+	if _, _, _, ok := w.BeginDirect(sl1, 1, 1, 1, 7); ok {
 		t.Error("BeginDirect after Close accepted")
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"runtime"
 	"sync/atomic"
+	"unsafe"
 )
 
 // This file holds the publish path: Publish, Begin and Commit, a slot found
@@ -110,8 +111,10 @@ func (w *Writer) Begin(sl Slot, s *Snapshot, nb, na int, p *Pending) error {
 	// The common case (a little-endian machine, a Slot of this writer
 	// for s.Locate, a publish time given) is BeginDirect's, with s's
 	// fields; anything else goes the general way, which reports it.
-	if t, ok := w.BeginDirect(sl, s.Locate, nb, na, s.PublishTime, p); ok {
+	if t, bids, asks, ok := w.BeginDirect(sl, s.Locate, nb, na, s.PublishTime); ok {
 		t.set(s)
+		p.Bids, p.Asks = bids, asks
+		p.seq, p.n, p.s0, p.locate = directEnd(t, asks)
 		return nil
 	}
 	data, seq, s0, symLen, publish, err := w.begin(sl, s, nb, na)
@@ -208,7 +211,11 @@ func (w *Writer) end(seq *uint64, n uint32, s0 uint64, locate uint16) {
 	v := s0 + 2
 	if w.single {
 		pos := w.head
-		commitSingle(seq, n, v, w.m.u64(w.l.recordOff(pos)), uint64(locate)<<48|(v/2)&versionMask, pos+1, w.m.u64(offHead))
+		// The journal and the head lie inside the mapping (the layout was
+		// checked at Create; recordOff wraps pos into the journal): no
+		// slice bounds to check.
+		mem := unsafe.Pointer(unsafe.SliceData(w.m.mem))
+		commitSingle(seq, n, v, (*uint64)(unsafe.Add(mem, w.l.recordOff(pos))), uint64(locate)<<48|(v/2)&versionMask, pos+1, (*uint64)(unsafe.Add(mem, offHead)))
 		w.head = pos + 1
 		return
 	}
