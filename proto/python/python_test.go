@@ -28,6 +28,7 @@ import (
 
 	"github.com/marketfeed/feedhandler/internal/deathsig"
 	"github.com/marketfeed/feedhandler/internal/itchgen"
+	"github.com/marketfeed/feedhandler/internal/leftover"
 	"github.com/marketfeed/feedhandler/internal/shmtest"
 	"github.com/marketfeed/feedhandler/proto/bookfb"
 	"github.com/marketfeed/feedhandler/proto/shm"
@@ -405,7 +406,7 @@ var (
 func tools(t testing.TB) (feedhandler, day string) {
 	t.Helper()
 	buildOnce.Do(func() {
-		buildDir, buildErr = os.MkdirTemp("", "fh-pytest-")
+		buildDir, buildErr = leftover.MkdirTemp("fh-pytest")
 		if buildErr != nil {
 			return
 		}
