@@ -446,6 +446,7 @@ func TestMain(m *testing.M) {
 	// feed_name) and remove them at cleanup; a killed run cannot, and
 	// leaves them to this.
 	shmtest.RemoveStale("fh-pytest")
+	leftover.SweepOnce(os.TempDir(), "fh-pytest") // and its build directory
 	code := m.Run()
 	if buildDir != "" {
 		os.RemoveAll(buildDir)
