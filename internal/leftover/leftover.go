@@ -107,6 +107,9 @@ func PidOf(name, prefix string) (int, bool) {
 // temporary files), whose owner PID is Gone, and returns how many it
 // removed.
 func RemoveStale(dir, prefix string) int {
+	if !hostPids() {
+		return 0
+	}
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		return 0
@@ -126,6 +129,15 @@ func RemoveStale(dir, prefix string) int {
 		}
 	}
 	return removed
+}
+
+// hostPids reports whether this process sees pids as /proc does (the
+// owners' pids in names are those of the pid namespace /proc shows): a
+// test's child in a pid namespace of its own has other pids, where every
+// owner would look gone, and removes nothing.
+func hostPids() bool {
+	self, err := os.Readlink("/proc/self")
+	return err == nil && self == strconv.Itoa(os.Getpid())
 }
 
 var swept sync.Map // dir + "\x00" + prefix -> struct{}: RemoveStale ran in this process

@@ -167,3 +167,39 @@ func TestKilledOwnerSwept(t *testing.T) {
 		t.Errorf("child: exit 0 after SIGKILL")
 	}
 }
+
+const sweepEnv = "LEFTOVER_TEST_SWEEP"
+
+// TestSweepChild is the child of TestSweepInPidNamespace: it sweeps the
+// prefix and prints how many it removed.
+func TestSweepChild(t *testing.T) {
+	if os.Getenv(sweepEnv) != "1" {
+		t.Skip("the child of TestSweepInPidNamespace")
+	}
+	fmt.Printf("removed %d\n", leftover.RemoveStale(os.TempDir(), prefix))
+}
+
+// TestSweepInPidNamespace: a test's child in a pid namespace of its own
+// (the shm tests' readers and holders run so) does not see this process's
+// pid, and would take every owner for gone; it removes nothing.
+func TestSweepInPidNamespace(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("a pid namespace (unshare --pid) needs root")
+	}
+	if _, err := exec.LookPath("unshare"); err != nil {
+		t.Skipf("unshare (util-linux) not found: %v", err)
+	}
+	live := leftover.TempDir(t, prefix)
+	cmd := exec.Command("unshare", "--pid", "--fork", os.Args[0], "-test.run=^TestSweepChild$", "-test.v")
+	cmd.Env = append(os.Environ(), sweepEnv+"=1")
+	out, err := deathsig.CombinedOutput(cmd)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "removed 0\n") {
+		t.Errorf("the child in a pid namespace of its own says:\n%s\nwant removed 0", out)
+	}
+	if _, err := os.Stat(live); err != nil {
+		t.Errorf("%s, this live process's, after the child's sweep: %v", live, err)
+	}
+}
