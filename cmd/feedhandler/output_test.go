@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/marketfeed/feedhandler/internal/itchgen"
+	"github.com/marketfeed/feedhandler/internal/leftover"
 	"github.com/marketfeed/feedhandler/internal/seccomptest"
 )
 
@@ -39,6 +40,11 @@ func TestMain(m *testing.M) {
 	}
 	if os.Getenv("FEEDHANDLER_TEST_ISOLATE_GOMAXPROCS") == "1" {
 		os.Exit(isolateGOMAXPROCSChild()) // before m.Run sets GOMAXPROCS (see there)
+	}
+	// A killed run's directories (leftover.MkdirTemp's, named with its
+	// pid), whichever tests this run selects.
+	for _, prefix := range []string{"fhbuild", "fhpriv", "fhlink", "fhcheck", "fh-setup"} {
+		leftover.SweepOnce(os.TempDir(), prefix)
 	}
 	code := m.Run()
 	if built.dir != "" {

@@ -22,6 +22,7 @@ import (
 	"github.com/marketfeed/feedhandler/internal/deathsig"
 	"github.com/marketfeed/feedhandler/internal/demo"
 	"github.com/marketfeed/feedhandler/internal/exchange"
+	"github.com/marketfeed/feedhandler/internal/leftover"
 	"github.com/marketfeed/feedhandler/internal/netlab"
 	"github.com/marketfeed/feedhandler/internal/privilege"
 	"github.com/marketfeed/feedhandler/internal/shmtest"
@@ -33,11 +34,7 @@ import (
 // ends, and returns the directory and the binary's path.
 func buildForNobody(t *testing.T, prefix string) (dir, bin string) {
 	t.Helper()
-	dir, err := os.MkdirTemp("", prefix)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
+	dir = leftover.TempDir(t, prefix) // a killed run's: removed by the next
 	if err := os.Chmod(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}

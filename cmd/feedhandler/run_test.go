@@ -24,6 +24,7 @@ import (
 	"github.com/marketfeed/feedhandler/internal/deathsig"
 	"github.com/marketfeed/feedhandler/internal/demo"
 	"github.com/marketfeed/feedhandler/internal/exchange"
+	"github.com/marketfeed/feedhandler/internal/leftover"
 	"github.com/marketfeed/feedhandler/internal/netlab"
 	"github.com/marketfeed/feedhandler/internal/shmtest"
 	"github.com/marketfeed/feedhandler/proto/shm"
@@ -246,7 +247,7 @@ func runExit(t *testing.T, cmd *child) (code int, out, errOut string) {
 func buildFeedhandler(t *testing.T, dir string) string {
 	t.Helper()
 	built.once.Do(func() {
-		built.dir, built.err = os.MkdirTemp("", "fhbuild")
+		built.dir, built.err = leftover.MkdirTemp("fhbuild")
 		if built.err != nil {
 			return
 		}

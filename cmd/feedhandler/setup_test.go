@@ -17,6 +17,7 @@ import (
 	"testing"
 
 	"github.com/marketfeed/feedhandler/internal/deathsig"
+	"github.com/marketfeed/feedhandler/internal/leftover"
 )
 
 // setupList is .ci/setup's list of checks, between PACKAGES=' and '.
@@ -369,11 +370,7 @@ func setupAsNobody(t *testing.T, target string, commands map[string]string) ([]b
 			t.Skipf("%s (%s) is not installed: make %s's setup would install it", check, c[0], target)
 		}
 	}
-	dir, err := os.MkdirTemp("", "fh-setup-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
+	dir := leftover.TempDir(t, "fh-setup")
 	script, err := os.ReadFile("../../.ci/setup")
 	if err != nil {
 		t.Fatal(err)

@@ -117,7 +117,10 @@ type flapReader struct {
 func readAll(t *testing.T, r Receiver) *flapReader { return readEvery(t, r, 64, 0) }
 
 // readEvery is readAll receiving at most batch packets per Receive and
-// pausing for pause after each call (0: none).
+// pausing for pause after each call (0: none). The reader reads the
+// packets' Data, which Close unmaps: the receiver must be closed after
+// the reader stops, by a t.Cleanup registered before readEvery (cleanups
+// run last first), not by a defer, which runs before every cleanup.
 func readEvery(t *testing.T, r Receiver, batch int, pause time.Duration) *flapReader {
 	fr := &flapReader{done: make(chan struct{})}
 	go func() {
@@ -196,7 +199,7 @@ func TestXDPInterfaceDeleted(t *testing.T) {
 			var logs bytes.Buffer // read once the reader stopped
 			r := openBackend(t, l.Lab, BackendXDP, Config{Lines: l.lines, PollTimeout: 20 * time.Millisecond,
 				BusyPoll: busy, Log: zerolog.New(zerolog.SyncWriter(&logs))})
-			defer r.Close()
+			t.Cleanup(func() { r.Close() }) // after the reader stops (readEvery's cleanup, registered later, runs first)
 			l.stream(t, 2000)
 			fr := readAll(t, r)
 			waitUntil(t, "packets on both lines", func() bool { return fr.packets[0].Load() > 0 && fr.packets[1].Load() > 0 })
@@ -240,7 +243,7 @@ func TestLinkChangesWhileBound(t *testing.T) {
 				cfg.Queues = []int{0, 1}
 			}
 			r := openBackend(t, l.Lab, be.backend, cfg)
-			defer r.Close()
+			t.Cleanup(func() { r.Close() }) // after the reader stops (readEvery's cleanup, registered later, runs first)
 			l.stream(t, 2000)
 			fr := readAll(t, r)
 			flowing := func(what string) {
@@ -322,7 +325,7 @@ func TestInterfaceRecreated(t *testing.T) {
 			var logs bytes.Buffer // read once the reader stopped
 			r := openBackend(t, l.Lab, c.backend, Config{Lines: l.lines, PollTimeout: 20 * time.Millisecond,
 				Log: zerolog.New(zerolog.SyncWriter(&logs))})
-			defer r.Close()
+			t.Cleanup(func() { r.Close() }) // after the reader stops (readEvery's cleanup, registered later, runs first)
 			l.stream(t, 2000)
 			fr := readAll(t, r)
 			waitUntil(t, "packets on both lines", func() bool { return fr.packets[0].Load() > 0 && fr.packets[1].Load() > 0 })
@@ -414,7 +417,7 @@ func TestInterfaceRecreatedBusy(t *testing.T) {
 				cfg.RingSize = 128
 			}
 			r := openBackend(t, l.Lab, backend, cfg)
-			defer r.Close()
+			t.Cleanup(func() { r.Close() }) // after the reader stops (readEvery's cleanup, registered later, runs first)
 			l.sendLine(t, 0, l.SrcIf, 500)
 			const rateB, countB = 3000, 30000
 			doneB := l.sendCount(t, 1, l.srcB, rateB, countB)
@@ -489,7 +492,7 @@ func TestXDPPortTaken(t *testing.T) {
 	var logs bytes.Buffer // read once the reader stopped
 	r := openBackend(t, l.Lab, BackendXDP, Config{Lines: l.lines, PollTimeout: 20 * time.Millisecond,
 		Log: zerolog.New(zerolog.SyncWriter(&logs))})
-	defer r.Close()
+	t.Cleanup(func() { r.Close() }) // after the reader stops (readEvery's cleanup, registered later, runs first)
 	l.stream(t, 2000)
 	fr := readAll(t, r)
 	waitUntil(t, "packets on both lines", func() bool { return fr.packets[0].Load() > 200 && fr.packets[1].Load() > 200 })
@@ -515,7 +518,7 @@ func TestXDPPortTaken(t *testing.T) {
 func TestXDPFallbackBusy(t *testing.T) {
 	l := newFlapLab(t)
 	r := openBackend(t, l.Lab, BackendXDP, Config{Lines: l.lines, PollTimeout: 20 * time.Millisecond})
-	defer r.Close()
+	t.Cleanup(func() { r.Close() }) // after the reader stops (readEvery's cleanup, registered later, runs first)
 	fr := readAll(t, r)
 	if err := l.DeletePair(); err != nil {
 		t.Fatal(err)
@@ -568,7 +571,7 @@ func labIP(t *testing.T, args ...string) {
 func TestXDPFallbacksFair(t *testing.T) {
 	l := newFlapLab(t)
 	r := openBackend(t, l.Lab, BackendXDP, Config{Lines: l.lines, PollTimeout: 20 * time.Millisecond})
-	defer r.Close()
+	t.Cleanup(func() { r.Close() }) // after the reader stops (readEvery's cleanup, registered later, runs first)
 	fr := readAll(t, r)
 	if err := l.DeletePair(); err != nil {
 		t.Fatal(err)

@@ -43,7 +43,11 @@ type ServerConn struct {
 	goneOnce  sync.Once
 	done      chan struct{}
 	closeOnce sync.Once
-	wg        sync.WaitGroup
+	// startMu orders Accept's wg.Add before Close's wg.Wait, or Accept
+	// after Close's close(done), when it starts nothing: a WaitGroup's
+	// Add from zero must happen before its Wait.
+	startMu sync.Mutex
+	wg      sync.WaitGroup
 }
 
 // NewServerConn wraps an accepted connection.
@@ -133,7 +137,15 @@ func (s *ServerConn) Accept(session string, seq uint64) error {
 	if err != nil {
 		return fmt.Errorf("send login accepted: %w", err)
 	}
+	s.startMu.Lock()
+	select {
+	case <-s.done: // closed meanwhile: Close waits for nothing of ours
+		s.startMu.Unlock()
+		return fmt.Errorf("send login accepted: %w", ErrClosed)
+	default:
+	}
 	s.wg.Add(2)
+	s.startMu.Unlock()
 	go s.heartbeats()
 	go s.readClient()
 	return nil
@@ -247,7 +259,9 @@ func (s *ServerConn) EndSession() error {
 func (s *ServerConn) Close() error {
 	var err error
 	s.closeOnce.Do(func() {
+		s.startMu.Lock()
 		close(s.done)
+		s.startMu.Unlock()
 		err = s.conn.Close()
 		s.setGone(ErrClosed)
 		s.wg.Wait()

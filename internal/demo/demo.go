@@ -32,6 +32,7 @@ import (
 	"github.com/marketfeed/feedhandler/feed/rx"
 	"github.com/marketfeed/feedhandler/internal/exchange"
 	"github.com/marketfeed/feedhandler/internal/itchgen"
+	"github.com/marketfeed/feedhandler/internal/leftover"
 	"github.com/marketfeed/feedhandler/internal/netlab"
 	"github.com/marketfeed/feedhandler/proto/bookfb"
 	"github.com/marketfeed/feedhandler/proto/shm"
@@ -304,7 +305,7 @@ func Run(ctx context.Context, o Options) (_ *Result, err error) {
 			return r, err
 		},
 	}
-	dir, err := os.MkdirTemp("", "fhdemo")
+	dir, err := leftover.MkdirTemp("fhdemo") // a killed demo's: removed by the next
 	if err != nil {
 		return nil, err
 	}

@@ -342,6 +342,13 @@ type Flap struct {
 	AtSeq uint64
 	Down  time.Duration
 	LineA bool
+	// MinMessages, above 0, keeps the link down past Down until the
+	// sender has sent this many sequence numbers since it went down: how
+	// many it sends in Down depends on the CPU it gets (a loaded machine
+	// gave the 300 ms flap 39,000 to 48,000 at 10,000 packets a second,
+	// and in one CI run fewer than 2,000), and a test that needs a gap
+	// of some size says so here.
+	MinMessages uint64
 	// DownSeq and UpSeq are what the sender had sent when the link went
 	// down and when it was operationally up again; Lines the handler's
 	// line counters then, and Link and Groups what `ip link show` and `ip
@@ -417,6 +424,16 @@ func (f *Flap) run(lab *netlab.Lab, progress string, stop <-chan struct{}, stats
 	}
 	f.DownSeq = readProgress(progress)
 	time.Sleep(f.Down)
+	for deadline := time.Now().Add(time.Minute); readProgress(progress) < f.DownSeq+f.MinMessages; {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("demo: flap: the sender sent %d sequence numbers in the minute after the link went down, want %d", readProgress(progress)-f.DownSeq, f.MinMessages)
+		}
+		select {
+		case <-stop:
+			return fmt.Errorf("demo: flap: the run ended %d sequence numbers after the link went down, before %d", readProgress(progress)-f.DownSeq, f.MinMessages)
+		case <-time.After(time.Millisecond):
+		}
+	}
 	if err := lab.SetLink(lab.Dst, lab.DstIf, true); err != nil {
 		return fmt.Errorf("demo: flap: %w", err)
 	}

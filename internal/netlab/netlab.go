@@ -25,6 +25,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/marketfeed/feedhandler/internal/leftover"
 )
 
 // Options shape the lab. Zero values pick the defaults shown.
@@ -377,7 +379,7 @@ func own(ns string) {
 	}
 }
 
-// sweep deletes lab namespaces whose owner process is gone.
+// sweep deletes lab namespaces whose owner process is gone (leftover.Gone).
 func sweep() {
 	ents, err := os.ReadDir(ownerDir)
 	if err != nil {
@@ -392,7 +394,9 @@ func sweep() {
 		if err != nil || pid <= 0 {
 			continue
 		}
-		if err := unix.Kill(pid, 0); errors.Is(err, unix.ESRCH) {
+		// Gone: no such process, a zombie, or one started after the
+		// record was written (a reused pid).
+		if info, err := e.Info(); err == nil && leftover.Gone(pid, info.ModTime()) {
 			if _, err := os.Stat("/run/netns/" + e.Name()); err == nil {
 				ip("netns", "del", e.Name())
 			}

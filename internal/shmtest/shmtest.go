@@ -6,25 +6,21 @@
 // (pass, t.Fatal, a panic). A test binary that is killed (SIGKILL, or go
 // test's -timeout, whose panic runs no cleanup) cannot remove anything;
 // its files carry its pid, and the next Name of the same prefix removes
-// them once that pid is gone.
+// them once that pid is gone (internal/leftover).
 //
-// It imports nothing of the project, so that proto/shm's own tests can use
-// it.
+// It imports nothing of the project but internal/leftover, so that
+// proto/shm's own tests can use it.
 package shmtest
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 
-	"golang.org/x/sys/unix"
+	"github.com/marketfeed/feedhandler/internal/leftover"
 )
 
 // Dir is where the files live (shm.Dir).
@@ -34,10 +30,7 @@ const Dir = "/dev/shm"
 // 255 bytes).
 const maxTestName = 96
 
-var (
-	counter atomic.Uint64
-	swept   sync.Map // prefix -> struct{}: RemoveStale ran in this process
-)
+var counter atomic.Uint64
 
 // Name returns a feed name under Dir unique in this process,
 // prefix-PID-N-TEST (TEST is t.Name(), '/' as '-'), and registers a
@@ -46,9 +39,7 @@ var (
 // pid is gone (RemoveStale).
 func Name(t testing.TB, prefix string) string {
 	t.Helper()
-	if _, done := swept.LoadOrStore(prefix, struct{}{}); !done {
-		RemoveStale(prefix)
-	}
+	leftover.SweepOnce(Dir, prefix)
 	test := strings.ReplaceAll(t.Name(), "/", "-")
 	if len(test) > maxTestName {
 		test = test[:maxTestName]
@@ -76,36 +67,8 @@ func Remove(name string) {
 
 // RemoveStale removes the files under Dir named prefix-PID or prefix-PID-…
 // (and their writers' temporary files, .prefix-PID-…) whose process PID is
-// gone, and returns how many it removed. A file of a live process, or one
-// whose pid this process may not signal, stays.
-func RemoveStale(prefix string) int {
-	entries, err := os.ReadDir(Dir)
-	if err != nil {
-		return 0
-	}
-	removed := 0
-	for _, e := range entries {
-		if pid, ok := pidOf(strings.TrimPrefix(e.Name(), "."), prefix); ok && gone(pid) {
-			if os.Remove(filepath.Join(Dir, e.Name())) == nil {
-				removed++
-			}
-		}
-	}
-	return removed
-}
-
-// pidOf returns PID of a name prefix-PID or prefix-PID-…
-func pidOf(name, prefix string) (int, bool) {
-	rest, ok := strings.CutPrefix(name, prefix+"-")
-	if !ok {
-		return 0, false
-	}
-	digits, _, _ := strings.Cut(rest, "-")
-	if digits == "" || strings.TrimLeft(digits, "0123456789") != "" {
-		return 0, false
-	}
-	pid, err := strconv.Atoi(digits)
-	return pid, err == nil && pid > 0
-}
-
-func gone(pid int) bool { return errors.Is(unix.Kill(pid, 0), syscall.ESRCH) }
+// gone (leftover.Gone: no such process, a zombie, or a process started
+// after the file's last change, which reused the pid), and returns how
+// many it removed. A file of a live process, or one whose pid this process
+// may not signal, stays.
+func RemoveStale(prefix string) int { return leftover.RemoveStale(Dir, prefix) }

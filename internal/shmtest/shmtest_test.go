@@ -9,28 +9,6 @@ import (
 	"testing"
 )
 
-func TestPidOf(t *testing.T) {
-	for _, c := range []struct {
-		name, prefix string
-		pid          int
-		ok           bool
-	}{
-		{"fh-shm-test-26517-3", "fh-shm-test", 26517, true},
-		{"fhhandler-24754-TestScrape-run-to-completion", "fhhandler", 24754, true},
-		{"fhbenchap-23314", "fhbenchap", 23314, true},
-		{"fh-shm-test-26517-3.tmp.26517.x1", "fh-shm-test", 26517, true}, // a writer's temporary file, its dot trimmed
-		{"fhhandlertest-24754-T", "fhhandler", 0, false},                 // another prefix
-		{"fh-shm-test-x-3", "fh-shm-test", 0, false},
-		{"fh-shm-test--3", "fh-shm-test", 0, false},
-		{"fh-shm-test-0-3", "fh-shm-test", 0, false},
-		{"fhdemo", "fhdemo", 0, false},
-	} {
-		if pid, ok := pidOf(c.name, c.prefix); pid != c.pid || ok != c.ok {
-			t.Errorf("pidOf(%q, %q) = %d, %v; want %d, %v", c.name, c.prefix, pid, ok, c.pid, c.ok)
-		}
-	}
-}
-
 // TestNameRemoved: Name's cleanup removes the file and its writer's
 // temporary files (t.Cleanup runs however the test ends).
 func TestNameRemoved(t *testing.T) {

@@ -28,6 +28,7 @@ import (
 
 	"github.com/marketfeed/feedhandler/internal/deathsig"
 	"github.com/marketfeed/feedhandler/internal/itchgen"
+	"github.com/marketfeed/feedhandler/internal/leftover"
 	"github.com/marketfeed/feedhandler/internal/shmtest"
 	"github.com/marketfeed/feedhandler/proto/bookfb"
 	"github.com/marketfeed/feedhandler/proto/shm"
@@ -405,7 +406,7 @@ var (
 func tools(t testing.TB) (feedhandler, day string) {
 	t.Helper()
 	buildOnce.Do(func() {
-		buildDir, buildErr = os.MkdirTemp("", "fh-pytest-")
+		buildDir, buildErr = leftover.MkdirTemp("fh-pytest")
 		if buildErr != nil {
 			return
 		}
@@ -445,6 +446,7 @@ func TestMain(m *testing.M) {
 	// feed_name) and remove them at cleanup; a killed run cannot, and
 	// leaves them to this.
 	shmtest.RemoveStale("fh-pytest")
+	leftover.SweepOnce(os.TempDir(), "fh-pytest") // and its build directory
 	code := m.Run()
 	if buildDir != "" {
 		os.RemoveAll(buildDir)

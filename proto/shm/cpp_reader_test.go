@@ -41,6 +41,13 @@ func startCpp(t testing.TB, bin string, args ...string) *child {
 // reader must see journal overruns and recover from them. It runs with the
 // optimized build and under AddressSanitizer+UBSan and ThreadSanitizer.
 func TestCppTornReads(t *testing.T) {
+	if raceEnabled {
+		// Seen under go test -race: 59,345 publishes in the writer's 2 s,
+		// under the journal's 65,536, and the test's 'slow reader saw no
+		// journal overrun'. The race detector sees nothing of the file
+		// the processes share; the plain run (make test's first) checks it.
+		t.Skip("the race-built writer publishes too slowly to lap the slow reader's journal, which this test needs")
+	}
 	cppbuild.Require(t)
 	for _, build := range []struct {
 		name  string
