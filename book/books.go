@@ -622,17 +622,19 @@ func (b *Book) insertRung(bs *Books, side Side, i int, key uint32) {
 	}
 	l := &bs.levels[li]
 	l.shares, l.orders, l.key, l.head, l.tail = 0, 0, key, none, none
-	lad := b.sides[side].rungs()
-	n := len(lad)
-	if n == cap(lad) {
-		lad = bs.ladders.grow(lad)
+	lad := b.sides[side]
+	if lad.n == lad.c { // full (or none yet): the array's address changes
+		b.setLadder(side, bs.ladders.grow(lad.rungs()))
+		lad = b.sides[side]
 	}
-	lad = lad[:n+1]
-	for j := n; j > i; j-- { // usually none or a few rungs: cheaper than a copy call
-		lad[j] = lad[j-1]
+	// n < lad.c and i <= n: rungs i..n-1 move up one, unchecked
+	n := lad.n
+	for j := n; j > uint32(i); j-- { // usually none or a few rungs: cheaper than a copy call
+		lad.set(j, lad.at(j-1))
 	}
-	lad[i] = rung{key: key, lvl: li}
-	b.setLadder(side, lad)
+	lad.set(uint32(i), rung{key: key, lvl: li})
+	b.sides[side].n = n + 1 // not setLadder: the same array, no pointer written
+	b.top[side] = lad.at(n)
 	bs.stats.Levels++
 }
 
@@ -653,17 +655,21 @@ func (b *Book) popBest(side Side, n uint32) {
 // (Stats.LadderMismatch), the rung that refers to li, if any, is taken out,
 // and li is freed all the same, so that the level pool does not leak.
 func (b *Book) removeRung(bs *Books, side Side, key uint32, li int32) {
-	lad := b.sides[side].rungs()
-	i, found := search(b.sides[side], key)
-	if !found || lad[i].lvl != li {
+	lad := b.sides[side]
+	i, found := search(lad, key)
+	if !found || lad.at(uint32(i)).lvl != li { // found: i < n
 		bs.stats.LadderMismatch++
-		i, found = rungOf(lad, li)
+		i, found = rungOf(lad.rungs(), li)
 	}
-	if found {
-		for j := i + 1; j < len(lad); j++ { // usually none or a few rungs: cheaper than a copy call
-			lad[j-1] = lad[j]
+	if found { // rungs i+1..n-1 move down one, unchecked; the array stays
+		n := lad.n - 1
+		for j := uint32(i); j < n; j++ { // usually none or a few rungs: cheaper than a copy call
+			lad.set(j, lad.at(j+1))
 		}
-		b.setLadder(side, lad[:len(lad)-1])
+		b.sides[side].n = n
+		if n > 0 {
+			b.top[side] = lad.at(n - 1)
+		}
 	}
 	bs.freeLevel(li)
 }
