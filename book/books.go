@@ -541,7 +541,7 @@ func (bs *Books) add(b *Book, ref uint64, side Side, shares, price uint32) bool 
 		bs.ovf[ovfSlot] = uint64(oi+1)<<32 | uint64(uint32(ref))
 		bs.stats.Overflowed++
 	}
-	l := &bs.levels[li]
+	l := level(bs.levels, li) // the top rung's or the ladder's
 	// Field by field, not a composite literal: the literal was built on the stack with narrow
 	// stores and copied by 16-byte loads they cannot forward to (a stall on every add).
 	tail, head := l.tail, l.head
@@ -615,12 +615,12 @@ func search(l ladder, key uint32) (int, bool) {
 func (b *Book) insertRung(bs *Books, side Side, i int, key uint32) {
 	li := bs.levelFree
 	if li != none {
-		bs.levelFree = bs.levels[li].head
+		bs.levelFree = level(bs.levels, li).head
 	} else {
 		li = bs.levelUsed
 		bs.levelUsed++
 	}
-	l := &bs.levels[li]
+	l := level(bs.levels, li)
 	l.shares, l.orders, l.key, l.head, l.tail = 0, 0, key, none, none
 	lad := b.sides[side]
 	if lad.n == lad.c { // full (or none yet): the array's address changes
@@ -676,7 +676,7 @@ func (b *Book) removeRung(bs *Books, side Side, key uint32, li int32) {
 
 // freeLevel puts level li on the free list.
 func (bs *Books) freeLevel(li int32) {
-	bs.levels[li].head = bs.levelFree
+	level(bs.levels, li).head = bs.levelFree
 	bs.levelFree = li
 	bs.stats.Levels--
 }
@@ -701,12 +701,20 @@ func slot(orders []order, i int32) *order {
 	return (*order)(unsafe.Add(unsafe.Pointer(unsafe.SliceData(orders)), int(i)*int(unsafe.Sizeof(order{}))))
 }
 
+// level returns &levels[li] without a bounds check, for li a level in use
+// (a rung's, a live order's) or one insertRung takes: the head of the free
+// list, or levelUsed, below maxLevels (the pool's length) while fewer than
+// maxLevels levels live (add's LevelCapacity test).
+func level(levels []priceLevel, li int32) *priceLevel {
+	return (*priceLevel)(unsafe.Add(unsafe.Pointer(unsafe.SliceData(levels)), int(li)*int(unsafe.Sizeof(priceLevel{}))))
+}
+
 // remove unlinks live order oi of book b and frees its slot.
 func (bs *Books) remove(b *Book, oi int32) {
 	orders := bs.orders
 	o := slot(orders, oi) // a live order's index, from find
 	li := o.level
-	l := &bs.levels[li]
+	l := level(bs.levels, li)
 	prev, next := o.prev, o.next
 	// Unlink without a branch on whether the order is first or last in
 	// its level (a coin toss to a branch predictor): a link through none
@@ -770,7 +778,7 @@ func (bs *Books) reduce(b *Book, oi int32, shares uint32, over *uint64) {
 	switch {
 	case shares < o.shares:
 		o.shares -= shares
-		bs.levels[o.level].shares -= uint64(shares)
+		level(bs.levels, o.level).shares -= uint64(shares)
 	case shares == o.shares:
 		bs.remove(b, oi)
 	default:
