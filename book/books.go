@@ -511,15 +511,15 @@ func (bs *Books) add(b *Book, ref uint64, side Side, shares, price uint32) bool 
 			bs.capacity(&bs.stats.OrderCapacity, ErrOrderCapacity, ref)
 			return bs.dropped(b)
 		}
+		if homeTaken { // an overflow slot, given back if no level can be had
+			oi, o = bs.ovfClaim(ovfSlot, ref)
+		}
 	}
-	key := sideKey(side, price)
-	// The best price is on the book's first line (Book.top): an add there,
-	// the most common, reads neither the ladder nor its rungs, and a new
-	// best (or a side's first level) goes at the ladder's end without a
-	// search. Only an add below the best searches the ladder. (The lines of
-	// the calls below are where default.pgo, made on the code before,
-	// finds them: it inlines search and insertRung here.)
-	li := b.top[side].lvl
+	// The order's own fields now (field by field: see below), so that fewer values stay live.
+	o.ref, o.price, o.shares, o.locate, o.side = ref, price, shares, b.locate, side
+	// An add at the best price (Book.top) reads no rung; a new best goes at the ladder's end
+	// unsearched. (default.pgo finds search and insertRung by these lines: it inlines them.)
+	key, li := sideKey(side, price), b.top[side].lvl
 	if top, n := b.top[side], b.sides[side].n; n == 0 || top.key != key {
 		i, found := int(n), false
 		if n > 0 && top.key > key {
@@ -527,31 +527,19 @@ func (bs *Books) add(b *Book, ref uint64, side Side, shares, price uint32) bool 
 		}
 		if !found {
 			if bs.stats.Levels >= bs.maxLevels {
-				bs.capacity(&bs.stats.LevelCapacity, ErrLevelCapacity, ref)
-				return bs.dropped(b)
+				// the order written above is dropped, its slot freed
+				return bs.levelDropped(b, oi, ovfSlot, homeTaken)
 			}
 			b.insertRung(bs, side, i, key)
 		}
 		li = b.sides[side].at(uint32(i)).lvl
 	}
-	if homeTaken {
-		oi = bs.ovfFree
-		o = &bs.orders[oi]
-		bs.ovfFree = o.next
-		bs.ovf[ovfSlot] = uint64(oi+1)<<32 | uint64(uint32(ref))
-		bs.stats.Overflowed++
-	}
 	l := level(bs.levels, li) // the top rung's or the ladder's
 	// Field by field, not a composite literal: the literal was built on the stack with narrow
 	// stores and copied by 16-byte loads they cannot forward to (a stall on every add).
 	tail, head := l.tail, l.head
-	o.ref = ref
-	o.price = price
-	o.shares = shares
 	o.prev = tail
 	o.next = none
-	o.locate = b.locate
-	o.side = side
 	o.level = li
 	// As remove unlinks: without a branch on whether the level was empty
 	// (a new level, half the adds on a day of 5,000 instruments), the link
@@ -568,8 +556,38 @@ func (bs *Books) add(b *Book, ref uint64, side Side, shares, price uint32) bool 
 	// References grow through the day: start loading the home slot of a
 	// reference a few adds ahead, so that add finds it in cache (a hint:
 	// the address is not checked, homeMask keeps it in the table).
-	prefetch(uintptr(unsafe.Pointer(unsafe.SliceData(bs.orders))) + uintptr((ref+addPrefetch)&bs.homeMask)*unsafe.Sizeof(order{}))
+	prefetch(uintptr(unsafe.Pointer(unsafe.SliceData(bs.orders))) + uintptr((o.ref+addPrefetch)&bs.homeMask)*unsafe.Sizeof(order{}))
 	return true
+}
+
+// ovfClaim takes a free overflow slot for ref, whose home slot is taken,
+// and enters it in the overflow table at ovfSlot (ovfProbe's).
+func (bs *Books) ovfClaim(ovfSlot, ref uint64) (int32, *order) {
+	oi := bs.ovfFree
+	o := &bs.orders[oi]
+	bs.ovfFree = o.next
+	bs.ovf[ovfSlot] = uint64(oi+1)<<32 | uint64(uint32(ref))
+	bs.stats.Overflowed++
+	return oi, o
+}
+
+// levelDropped drops the add of order oi, written but not linked, for
+// want of a level (LevelCapacity): the slot is free again, and an overflow
+// slot (homeTaken) goes back to the table and the free list as it came
+// (ovfClaim's undone: the same table, deletion shifting back what the
+// entry's insertion did not move).
+//
+//go:noinline
+func (bs *Books) levelDropped(b *Book, oi int32, ovfSlot uint64, homeTaken bool) bool {
+	o := slot(bs.orders, oi)
+	o.shares = 0
+	if homeTaken {
+		bs.ovfDelete(ovfSlot)
+		bs.ovfFree = oi // o.next is still the free list's next
+		bs.stats.Overflowed--
+	}
+	bs.capacity(&bs.stats.LevelCapacity, ErrLevelCapacity, o.ref)
+	return bs.dropped(b)
 }
 
 // addPrefetch is how many references ahead add prefetches a home slot:
