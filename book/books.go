@@ -511,15 +511,15 @@ func (bs *Books) add(b *Book, ref uint64, side Side, shares, price uint32) bool 
 			bs.capacity(&bs.stats.OrderCapacity, ErrOrderCapacity, ref)
 			return bs.dropped(b)
 		}
+		if homeTaken { // an overflow slot, given back if no level can be had
+			oi, o = bs.ovfClaim(ovfSlot, ref)
+		}
 	}
-	key := sideKey(side, price)
-	// The best price is on the book's first line (Book.top): an add there,
-	// the most common, reads neither the ladder nor its rungs, and a new
-	// best (or a side's first level) goes at the ladder's end without a
-	// search. Only an add below the best searches the ladder. (The lines of
-	// the calls below are where default.pgo, made on the code before,
-	// finds them: it inlines search and insertRung here.)
-	li := b.top[side].lvl
+	// The order's own fields now (field by field: see below), so that fewer values stay live.
+	o.ref, o.price, o.shares, o.locate, o.side = ref, price, shares, b.locate, side
+	// An add at the best price (Book.top) reads no rung; a new best goes at the ladder's end
+	// unsearched. (default.pgo finds search and insertRung by these lines: it inlines them.)
+	key, li := sideKey(side, price), b.top[side].lvl
 	if top, n := b.top[side], b.sides[side].n; n == 0 || top.key != key {
 		i, found := int(n), false
 		if n > 0 && top.key > key {
@@ -527,31 +527,19 @@ func (bs *Books) add(b *Book, ref uint64, side Side, shares, price uint32) bool 
 		}
 		if !found {
 			if bs.stats.Levels >= bs.maxLevels {
-				bs.capacity(&bs.stats.LevelCapacity, ErrLevelCapacity, ref)
-				return bs.dropped(b)
+				// the order written above is dropped, its slot freed
+				return bs.levelDropped(b, oi, ovfSlot, homeTaken)
 			}
 			b.insertRung(bs, side, i, key)
 		}
 		li = b.sides[side].at(uint32(i)).lvl
 	}
-	if homeTaken {
-		oi = bs.ovfFree
-		o = &bs.orders[oi]
-		bs.ovfFree = o.next
-		bs.ovf[ovfSlot] = uint64(oi+1)<<32 | uint64(uint32(ref))
-		bs.stats.Overflowed++
-	}
-	l := &bs.levels[li]
+	l := level(bs.levels, li) // the top rung's or the ladder's
 	// Field by field, not a composite literal: the literal was built on the stack with narrow
 	// stores and copied by 16-byte loads they cannot forward to (a stall on every add).
 	tail, head := l.tail, l.head
-	o.ref = ref
-	o.price = price
-	o.shares = shares
 	o.prev = tail
 	o.next = none
-	o.locate = b.locate
-	o.side = side
 	o.level = li
 	// As remove unlinks: without a branch on whether the level was empty
 	// (a new level, half the adds on a day of 5,000 instruments), the link
@@ -568,8 +556,38 @@ func (bs *Books) add(b *Book, ref uint64, side Side, shares, price uint32) bool 
 	// References grow through the day: start loading the home slot of a
 	// reference a few adds ahead, so that add finds it in cache (a hint:
 	// the address is not checked, homeMask keeps it in the table).
-	prefetch(uintptr(unsafe.Pointer(unsafe.SliceData(bs.orders))) + uintptr((ref+addPrefetch)&bs.homeMask)*unsafe.Sizeof(order{}))
+	prefetch(uintptr(unsafe.Pointer(unsafe.SliceData(bs.orders))) + uintptr((o.ref+addPrefetch)&bs.homeMask)*unsafe.Sizeof(order{}))
 	return true
+}
+
+// ovfClaim takes a free overflow slot for ref, whose home slot is taken,
+// and enters it in the overflow table at ovfSlot (ovfProbe's).
+func (bs *Books) ovfClaim(ovfSlot, ref uint64) (int32, *order) {
+	oi := bs.ovfFree
+	o := &bs.orders[oi]
+	bs.ovfFree = o.next
+	bs.ovf[ovfSlot] = uint64(oi+1)<<32 | uint64(uint32(ref))
+	bs.stats.Overflowed++
+	return oi, o
+}
+
+// levelDropped drops the add of order oi, written but not linked, for
+// want of a level (LevelCapacity): the slot is free again, and an overflow
+// slot (homeTaken) goes back to the table and the free list as it came
+// (ovfClaim's undone: the same table, deletion shifting back what the
+// entry's insertion did not move).
+//
+//go:noinline
+func (bs *Books) levelDropped(b *Book, oi int32, ovfSlot uint64, homeTaken bool) bool {
+	o := slot(bs.orders, oi)
+	o.shares = 0
+	if homeTaken {
+		bs.ovfDelete(ovfSlot)
+		bs.ovfFree = oi // o.next is still the free list's next
+		bs.stats.Overflowed--
+	}
+	bs.capacity(&bs.stats.LevelCapacity, ErrLevelCapacity, o.ref)
+	return bs.dropped(b)
 }
 
 // addPrefetch is how many references ahead add prefetches a home slot:
@@ -615,24 +633,26 @@ func search(l ladder, key uint32) (int, bool) {
 func (b *Book) insertRung(bs *Books, side Side, i int, key uint32) {
 	li := bs.levelFree
 	if li != none {
-		bs.levelFree = bs.levels[li].head
+		bs.levelFree = level(bs.levels, li).head
 	} else {
 		li = bs.levelUsed
 		bs.levelUsed++
 	}
-	l := &bs.levels[li]
+	l := level(bs.levels, li)
 	l.shares, l.orders, l.key, l.head, l.tail = 0, 0, key, none, none
-	lad := b.sides[side].rungs()
-	n := len(lad)
-	if n == cap(lad) {
-		lad = bs.ladders.grow(lad)
+	lad := b.sides[side]
+	if lad.n == lad.c { // full (or none yet): the array's address changes
+		b.setLadder(side, bs.ladders.grow(lad.rungs()))
+		lad = b.sides[side]
 	}
-	lad = lad[:n+1]
-	for j := n; j > i; j-- { // usually none or a few rungs: cheaper than a copy call
-		lad[j] = lad[j-1]
+	// n < lad.c and i <= n: rungs i..n-1 move up one, unchecked
+	n := lad.n
+	for j := n; j > uint32(i); j-- { // usually none or a few rungs: cheaper than a copy call
+		lad.set(j, lad.at(j-1))
 	}
-	lad[i] = rung{key: key, lvl: li}
-	b.setLadder(side, lad)
+	lad.set(uint32(i), rung{key: key, lvl: li})
+	b.sides[side].n = n + 1 // not setLadder: the same array, no pointer written
+	b.top[side] = lad.at(n)
 	bs.stats.Levels++
 }
 
@@ -653,24 +673,28 @@ func (b *Book) popBest(side Side, n uint32) {
 // (Stats.LadderMismatch), the rung that refers to li, if any, is taken out,
 // and li is freed all the same, so that the level pool does not leak.
 func (b *Book) removeRung(bs *Books, side Side, key uint32, li int32) {
-	lad := b.sides[side].rungs()
-	i, found := search(b.sides[side], key)
-	if !found || lad[i].lvl != li {
+	lad := b.sides[side]
+	i, found := search(lad, key)
+	if !found || lad.at(uint32(i)).lvl != li { // found: i < n
 		bs.stats.LadderMismatch++
-		i, found = rungOf(lad, li)
+		i, found = rungOf(lad.rungs(), li)
 	}
-	if found {
-		for j := i + 1; j < len(lad); j++ { // usually none or a few rungs: cheaper than a copy call
-			lad[j-1] = lad[j]
+	if found { // rungs i+1..n-1 move down one, unchecked; the array stays
+		n := lad.n - 1
+		for j := uint32(i); j < n; j++ { // usually none or a few rungs: cheaper than a copy call
+			lad.set(j, lad.at(j+1))
 		}
-		b.setLadder(side, lad[:len(lad)-1])
+		b.sides[side].n = n
+		if n > 0 {
+			b.top[side] = lad.at(n - 1)
+		}
 	}
 	bs.freeLevel(li)
 }
 
 // freeLevel puts level li on the free list.
 func (bs *Books) freeLevel(li int32) {
-	bs.levels[li].head = bs.levelFree
+	level(bs.levels, li).head = bs.levelFree
 	bs.levelFree = li
 	bs.stats.Levels--
 }
@@ -695,12 +719,20 @@ func slot(orders []order, i int32) *order {
 	return (*order)(unsafe.Add(unsafe.Pointer(unsafe.SliceData(orders)), int(i)*int(unsafe.Sizeof(order{}))))
 }
 
+// level returns &levels[li] without a bounds check, for li a level in use
+// (a rung's, a live order's) or one insertRung takes: the head of the free
+// list, or levelUsed, below maxLevels (the pool's length) while fewer than
+// maxLevels levels live (add's LevelCapacity test).
+func level(levels []priceLevel, li int32) *priceLevel {
+	return (*priceLevel)(unsafe.Add(unsafe.Pointer(unsafe.SliceData(levels)), int(li)*int(unsafe.Sizeof(priceLevel{}))))
+}
+
 // remove unlinks live order oi of book b and frees its slot.
 func (bs *Books) remove(b *Book, oi int32) {
 	orders := bs.orders
 	o := slot(orders, oi) // a live order's index, from find
 	li := o.level
-	l := &bs.levels[li]
+	l := level(bs.levels, li)
 	prev, next := o.prev, o.next
 	// Unlink without a branch on whether the order is first or last in
 	// its level (a coin toss to a branch predictor): a link through none
@@ -764,7 +796,7 @@ func (bs *Books) reduce(b *Book, oi int32, shares uint32, over *uint64) {
 	switch {
 	case shares < o.shares:
 		o.shares -= shares
-		bs.levels[o.level].shares -= uint64(shares)
+		level(bs.levels, o.level).shares -= uint64(shares)
 	case shares == o.shares:
 		bs.remove(b, oi)
 	default:

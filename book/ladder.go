@@ -23,6 +23,11 @@ func (l ladder) at(i uint32) rung {
 	return *(*rung)(unsafe.Add(unsafe.Pointer(l.p), uintptr(i)*unsafe.Sizeof(rung{})))
 }
 
+// set writes rung i, for i < c, without a bounds check.
+func (l ladder) set(i uint32, r rung) {
+	*(*rung)(unsafe.Add(unsafe.Pointer(l.p), uintptr(i)*unsafe.Sizeof(rung{}))) = r
+}
+
 // setLadder makes lad side's ladder of b, and its last rung, if any, the
 // side's best (Book.top).
 func (b *Book) setLadder(side Side, lad []rung) {

@@ -150,6 +150,54 @@ func TestLevelCapacity(t *testing.T) {
 	}
 }
 
+// TestLevelCapacityOverflowSlot: an add whose home slot is taken, dropped
+// for want of a level, gives its overflow slot back (add claims it, and
+// writes the order, before it looks for the level): the overflow table and
+// its free list are as they were, the dropped order is unknown, and the
+// one overflow slot takes the next such add that fits.
+func TestLevelCapacityOverflowSlot(t *testing.T) {
+	bs, err := New(Config{MaxOrders: 8, MaxLocates: 4, MaxLevels: 2, RefTableSize: 4, Overflow: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bs.Announce(1, itch.NewSymbol("AAPL"))
+	// Two levels, every home slot held (refs 1..4 fill the 4 home slots).
+	for ref := uint64(1); ref <= 4; ref++ {
+		if !bs.AddOrder(1, ref, Bid, 1, 100+uint32(ref%2)) {
+			t.Fatalf("add %d: %v", ref, bs.Err())
+		}
+	}
+	// Ref 5's home (5 mod 4 = 1) is ref 1's: an overflow add, at a third price.
+	bs.AddOrder(1, 5, Ask, 1, 200)
+	if s := bs.Stats(); s.LevelCapacity != 1 || s.Overflowed != 0 || s.Orders != 4 {
+		t.Errorf("after the dropped add: LevelCapacity %d Overflowed %d Orders %d, want 1 0 4", s.LevelCapacity, s.Overflowed, s.Orders)
+	}
+	if bs.Delete(1, 5) {
+		t.Error("the dropped order 5 was found and deleted")
+	}
+	// The overflow slot is free again: ref 9 (home 1, taken) rests at a live level.
+	if !bs.AddOrder(1, 9, Bid, 1, 101) || bs.Stats().Overflowed != 1 || bs.Stats().OrderCapacity != 0 {
+		t.Errorf("an overflow add after the drop: stats %+v, err %v", bs.Stats(), bs.Err())
+	}
+	if !bs.Delete(1, 9) || !bs.Delete(1, 1) {
+		t.Error("orders 9 and 1 not deleted")
+	}
+	// The same from a free home slot: ref 8's (0) once ref 4 is gone (both
+	// levels still live: refs 2 and 3). The slot is free again after the
+	// drop, so ref 12 (home 0) goes home.
+	bs.Delete(1, 4)
+	bs.AddOrder(1, 8, Ask, 1, 300)
+	if bs.Delete(1, 8) {
+		t.Error("the dropped order 8 was found and deleted")
+	}
+	if !bs.AddOrder(1, 12, Bid, 1, 100) || bs.Stats().Overflowed != 0 || bs.Stats().LevelCapacity != 2 {
+		t.Errorf("an add to the freed home slot: stats %+v, err %v", bs.Stats(), bs.Err())
+	}
+	if err := checkInvariants(bs); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // TestLadderMismatchFreesLevel: when an emptied level's price is missing
 // from its ladder (a broken invariant, forced here), removeRung counts it
 // and frees the level anyway, so Stats.Levels drops and the pool does not
