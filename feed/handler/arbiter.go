@@ -184,8 +184,10 @@ type Arbiter struct {
 	started bool
 	next    uint64 // next expected sequence number (valid once started)
 	// ended: an End of Session packet at or beyond everything received
-	// announced the session's end, and no new data came after it.
-	ended bool
+	// announced the session's end, at endSeq, and no data past it came
+	// after it (a fill of a hole before it is no such data).
+	ended  bool
+	endSeq uint64
 	// idleAfterEnd: a join after the session's end is idle, not a gap,
 	// when nothing would fetch the session (no snapshot source, and no
 	// re-request of a late join's start): the recovery's, set as it is
@@ -359,12 +361,24 @@ func (a *Arbiter) Session() moldudp64.Session { return a.session }
 // Session packet whose sequence number is at or beyond everything received
 // (the next expected and the highest seen on any line); an older one is
 // stale (LineStats.StaleEndOfSession) and ignored. A later packet of the
-// session on a line that brings messages not delivered or held yet
-// withdraws the announcement: the session went on (a fill of a gap before
-// the end, from the other line, looks the same and withdraws it too; the
-// other line's copy of the End of Session packet, or the next repetition,
-// announces it again).
+// session on a line that brings messages not delivered or held yet, past
+// the end, withdraws the announcement: the session went on (a repetition
+// of the End of Session packet announces it again); one that fills a gap
+// before the end (from the other line) leaves it announced.
 func (a *Arbiter) Ended() bool { return a.ended && a.pend.n == 0 && a.maxHigh() <= a.next }
+
+// wentOn withdraws the announced end when a packet bringing new messages
+// (delivered or held) ends past it: the session went on. One that ends at
+// or before it fills a hole before the end, which is what Ended waits for
+// (the lagging line's copy of what the leading one lost, with the End of
+// Session lost on the lagging line: withdrawn, the end waited for a
+// repetition that a lab's three End of Session packets never sent, the
+// soak's seed 20054: 'ended false').
+func (a *Arbiter) wentOn(end uint64) {
+	if a.ended && end > a.endSeq {
+		a.ended = false
+	}
+}
 
 // EndAnnounced reports whether the followed session announced its end (an
 // End of Session packet not withdrawn since by new data on a line), whether
@@ -532,7 +546,7 @@ func (a *Arbiter) Offer(line int, data []byte, rxTime int64) {
 				// stay: a new session may have started before the end.
 				a.sess.recount()
 			}
-			a.ended = true
+			a.ended, a.endSeq = true, p.Seq
 		}
 		if p.Seq > a.high[line] && a.belowPkt[line] == ls.Packets-1 {
 			a.jumpedPast(line)
@@ -588,7 +602,7 @@ func (a *Arbiter) Offer(line int, data []byte, rxTime int64) {
 		}
 	case p.Seq <= a.next && !a.frozen:
 		ls.Won++
-		a.ended = false // new data: the session did not end
+		a.wentOn(end)
 		if a.waiting {
 			a.decide(p)
 		}
@@ -604,10 +618,10 @@ func (a *Arbiter) Offer(line int, data []byte, rxTime int64) {
 			ls.Duplicates++ // the other line's copy is held already
 		case holdOK:
 			ls.Won++ // first to bring these sequence numbers (held back)
-			a.ended = false
+			a.wentOn(end)
 		case holdFull:
 			ls.Won++
-			a.ended = false
+			a.wentOn(end)
 			if a.handOver(line, data, p, rxTime) {
 				break // held in the spill while the recovery source fills the range
 			}

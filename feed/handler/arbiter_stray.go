@@ -494,7 +494,7 @@ func (a *Arbiter) endBehindStray() {
 	if !a.ended {
 		a.Stats.EndOfSession++
 	}
-	a.ended = true
+	a.ended, a.endSeq = true, a.staleEnd
 	for i := 0; i < a.cfg.Lines; i++ {
 		if a.staleEndLines&(1<<i) != 0 {
 			a.high[i] = max(a.high[i], a.staleEnd)

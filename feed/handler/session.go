@@ -31,8 +31,8 @@ import (
 // below a packet held ahead is kept, and announces the end once that
 // packet is dropped as contradicted: at once when its lines went on to a
 // confirmed session, see endsBehindStrays). New data
-// of the locked session withdraws the announcement (a repeated End of
-// Session announces it again). Ended rather than just announced: while a
+// of the locked session past the end withdraws the announcement (a
+// repeated End of Session announces it again); a fill before it does not. Ended rather than just announced: while a
 // gap before the end is being recovered (or packets are held back for it),
 // the change waits until the range is filled or declared, so the old
 // session's tail is never dropped unreported; the new session's packets
