@@ -196,6 +196,10 @@ type Arbiter struct {
 	idleAfterEnd bool
 	gapSince     int64  // when we first knew of something beyond next (0: nothing)
 	gapNext      uint64 // next when gapSince was taken
+	// gapTo: how far the lines had shown the hole when its wait began
+	// (maxHigh at gapSince): what lies beyond it was seen later, and
+	// waits from then (see checkGap).
+	gapTo uint64
 
 	high    [MaxLines]uint64 // per line: sequence number after its highest packet
 	lastRx  [MaxLines]int64  // per line: rx time of its last packet

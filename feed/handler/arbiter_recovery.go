@@ -101,7 +101,7 @@ func (a *Arbiter) Unfreeze(next uint64) {
 	a.repairing = false
 	a.gapSince, a.checkedNow = 0, 0
 	if a.pend.n > 0 {
-		a.gapSince = a.pend.front().rxTime
+		a.waitSince(a.pend.front().rxTime)
 	}
 }
 
@@ -142,7 +142,7 @@ func (a *Arbiter) goOn(now int64) {
 	a.drain()
 	a.gapSince = 0
 	if a.pend.n > 0 {
-		a.gapSince = a.pend.front().rxTime
+		a.waitSince(a.pend.front().rxTime)
 	}
 	a.checkGap(now, false)
 }

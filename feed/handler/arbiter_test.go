@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"math/rand/v2"
+	"slices"
 	"testing"
 	"time"
 
@@ -275,6 +276,44 @@ func TestArbiterHeartbeatRevealsGap(t *testing.T) {
 	a.Offer(0, eos, 3)
 	if !a.Ended() || a.Stats.Lines[0].Heartbeats != 1 {
 		t.Fatalf("ended %v, stats %+v", a.Ended(), a.Stats.Lines[0])
+	}
+}
+
+// TestArbiterHeartbeatThenLaterHole: line B, leading, brings a heartbeat
+// at 7 (5 and 6, lost on both lines, missing), loses 7 to 11, and brings
+// 12 8 ms later; line A, 12 ms behind (under Hold, 14 ms), loses 5 and 6
+// and brings 7 to 11. An empty poll 14 ms after the heartbeat declares 5
+// and 6, whose wait began then, but not 7 to 11, which line B showed only
+// with 12: line A brings them. Before, the hole was declared up to 12 at
+// once ('gaps [{5 7}]'; TestArbiterSessionsModel, seed 6538).
+func TestArbiterHeartbeatThenLaterHole(t *testing.T) {
+	const ms = int64(time.Millisecond)
+	a, s := newTestArbiter(t, ArbiterConfig{Session: testSession, Hold: 14 * time.Millisecond, Grace: 200 * time.Microsecond, LineTimeout: time.Second})
+	pkt := func(seq, count uint64) []byte {
+		b := moldudp64.NewBuilder(testSession, seq, 0)
+		msg := make([]byte, 12)
+		for q := seq; q < seq+count; q++ {
+			binary.BigEndian.PutUint64(msg[4:], q)
+			b.Add(msg)
+		}
+		return append([]byte(nil), b.Flush()...)
+	}
+	now := 100 * ms
+	us := int64(time.Microsecond)
+	// Read in order, line B then line A (all of B's stamped before A's).
+	a.Offer(1, pkt(1, 4), now)
+	a.Offer(1, moldudp64.AppendHeader(nil, testSession, 7, 0), now+ms) // 5 and 6 lost on both
+	a.Offer(1, pkt(12, 2), now+9*ms)                                   // 7 to 11 lost on B
+	a.Offer(0, pkt(1, 4), now+12*ms)
+	a.Tick(now + 15*ms + 100*us)
+	if want := []moldudp64.Range{{First: 5, Count: 2}}; !slices.Equal(s.gaps, want) {
+		t.Fatalf("gaps %v at the heartbeat's Hold, want %v", s.gaps, want)
+	}
+	a.Offer(0, pkt(7, 3), now+15*ms+500*us)
+	a.Offer(0, pkt(10, 2), now+16*ms+200*us)
+	a.Tick(now + 40*ms)
+	if want := []moldudp64.Range{{First: 5, Count: 2}}; !slices.Equal(s.gaps, want) || s.got != 4+5+2 {
+		t.Fatalf("gaps %v, delivered %d; want gaps %v, 11 delivered", s.gaps, s.got, want)
 	}
 }
 

@@ -479,13 +479,7 @@ func linesDayOf(t *testing.T, rng *rand.Rand, s moldudp64.Session, tag byte, n i
 // FH_LINES_SEEDS=from-to plays seeds from to to-1 instead of 0 to 1499
 // (the default, CI's), and goes on past a failing day: a wider sweep.
 func TestArbiterLinesModel(t *testing.T) {
-	from, to, sweep := uint64(0), uint64(1500), false
-	if v := os.Getenv("FH_LINES_SEEDS"); v != "" {
-		if _, err := fmt.Sscanf(v, "%d-%d", &from, &to); err != nil || from >= to {
-			t.Fatalf("FH_LINES_SEEDS=%q: want from-to, from below to", v)
-		}
-		sweep = true
-	}
+	from, to, sweep := modelSeeds(t, "FH_LINES_SEEDS", 1500)
 	dueTotals = dueCheck{}
 	for seed := from; seed < to; seed++ {
 		if !testArbiterLinesModel(t, seed) && !sweep {
@@ -625,12 +619,31 @@ type diffArrival struct {
 // packet's span and the jitter stay under Hold, so nothing a line brought
 // may be declared missing; every bad datagram is counted in its line's
 // statistics (Malformed with its parse error, WrongSession).
+//
+// FH_DIFF_SEEDS=from-to plays seeds from to to-1 instead of 0 to 499 (the
+// default, CI's), and goes on past a failing day.
 func TestArbiterDifferential(t *testing.T) {
-	for seed := range uint64(500) {
-		if !t.Run(fmt.Sprint("seed", seed), func(t *testing.T) { testArbiterDifferential(t, seed) }) {
+	from, to, sweep := modelSeeds(t, "FH_DIFF_SEEDS", 500)
+	for seed := from; seed < to; seed++ {
+		if !t.Run(fmt.Sprint("seed", seed), func(t *testing.T) { testArbiterDifferential(t, seed) }) && !sweep {
 			return
 		}
 	}
+}
+
+// modelSeeds reads the seed range a randomized model test plays from the
+// environment variable env ("from-to": seeds from to to-1), and says a
+// sweep (go on past a failing day) when it is set; unset, seeds 0 to
+// defaultTo-1.
+func modelSeeds(t *testing.T, env string, defaultTo uint64) (from, to uint64, sweep bool) {
+	v := os.Getenv(env)
+	if v == "" {
+		return 0, defaultTo, false
+	}
+	if _, err := fmt.Sscanf(v, "%d-%d", &from, &to); err != nil || from >= to {
+		t.Fatalf("%s=%q: want from-to, from below to", env, v)
+	}
+	return from, to, true
 }
 
 func testArbiterDifferential(t *testing.T, seed uint64) {

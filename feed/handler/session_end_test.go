@@ -573,3 +573,39 @@ func liveKept(t *testing.T, a *Arbiter, s *sink, live [][]byte, strays int, stal
 		t.Fatalf("wrong session %d, want %d; stale ends %d, want %d", wrongSession(a), strays, staleEnds(a), stale)
 	}
 }
+
+// TestEndKeptThroughLaggingFill: line A loses the day's last three
+// packets and then brings the End of Session, line B, lagging, brings
+// those three (the second first: held, then the first and the third) and
+// loses every End of Session copy; nothing more comes. The fills are
+// before the end: the session has Ended once the last is delivered, with
+// nothing declared. Before, each withdrew the end, and with no repetition
+// it never Ended (the soak's seed 20054: 'ended false', everything
+// delivered).
+func TestEndKeptThroughLaggingFill(t *testing.T) {
+	rng := rand.New(rand.NewPCG(95, 96))
+	live := packets(t, testSession, 40, 5, rng)
+	a, s := newTestArbiter(t, ArbiterConfig{Session: testSession, LineTimeout: time.Second})
+	now := int64(1)
+	n := len(live)
+	for _, p := range live[:n-3] {
+		now += int64(time.Millisecond)
+		a.Offer(0, p, now)
+		a.Offer(1, p, now)
+	}
+	now += int64(time.Millisecond)
+	a.Offer(0, endOfSession(testSession, nextAfter(t, live)), now)
+	if !a.EndAnnounced() || a.Ended() {
+		t.Fatalf("after line A's End of Session: announced %v, ended %v; want announced, not ended", a.EndAnnounced(), a.Ended())
+	}
+	for _, i := range []int{n - 2, n - 3, n - 1} {
+		now += int64(time.Microsecond)
+		a.Offer(1, live[i], now)
+		if !a.EndAnnounced() {
+			t.Fatalf("line B's fill, packet %d of %d, withdrew the end", i, n)
+		}
+	}
+	if want := totalMessages(t, live); !a.Ended() || s.got != want || len(s.gaps) != 0 {
+		t.Fatalf("ended %v, delivered %d of %d, gaps %v; want ended, all delivered", a.Ended(), s.got, want, s.gaps)
+	}
+}
