@@ -13,6 +13,7 @@ import (
 	"github.com/marketfeed/feedhandler/feed/moldudp64"
 	"github.com/marketfeed/feedhandler/feed/rx"
 	"github.com/marketfeed/feedhandler/internal/itchgen"
+	"github.com/marketfeed/feedhandler/internal/latency"
 	"github.com/marketfeed/feedhandler/internal/shmtest"
 	"github.com/marketfeed/feedhandler/proto/shm"
 	"github.com/rs/zerolog"
@@ -724,6 +725,61 @@ func TestSlotKeepsLongMessagesLong(t *testing.T) {
 	for ty := range 256 {
 		if n := itch.Length(byte(ty)); n >= maxMsgLen {
 			t.Errorf("ITCH type %q is %d bytes: a slot of %d would not keep a longer one long", byte(ty), n, maxMsgLen)
+		}
+	}
+}
+
+// TestRecordPathOncePerPickup: a batch's latencies, recorded with one
+// path record per pickup (recordPath) rather than one per run, fill the
+// three histograms as one Record per message would: a run of each packet
+// (its own receive time), a repaired run between them (not in the path's),
+// a marker, and a second pickup. It fails if a run's path is lost (the
+// last pickup's left unrecorded: 'path: count 8 sum 80000 min 10000 max
+// 10000, want count 11 sum 95000 min 5000 max 10000') or given another
+// pickup's value (one record at the last: 'count 11 sum 55000 min 5000
+// max 5000').
+func TestRecordPathOncePerPickup(t *testing.T) {
+	const now = 1_000_000
+	runs := []struct {
+		rxTime, pickup int64
+		n              int
+		repaired       bool
+		kind           uint8
+	}{
+		{900_000, 990_000, 3, false, 0},
+		{910_000, 990_000, 2, false, 0},
+		{920_000, 990_000, 1, true, 0},
+		{930_000, 990_000, 3, false, 0},
+		{0, 0, 1, false, markerStale},
+		{940_000, 995_000, 3, false, 0},
+	}
+	var s shard
+	var batch []slot
+	var hist, path, rep latency.Histogram
+	for _, r := range runs {
+		for range r.n {
+			batch = append(batch, slot{rxTime: r.rxTime, pickup: r.pickup, repaired: r.repaired, kind: r.kind})
+			switch {
+			case r.kind != 0:
+			case r.repaired:
+				rep.Record(now - r.rxTime)
+			default:
+				hist.Record(now - r.rxTime)
+				path.Record(now - r.pickup)
+			}
+		}
+	}
+	s.record(batch, now)
+	for _, c := range []struct {
+		name      string
+		got, want *latency.Histogram
+	}{{"live", &s.hist, &hist}, {"path", &s.histPath, &path}, {"repaired", &s.histRep, &rep}} {
+		var got, want latency.Snapshot
+		c.got.Snapshot(&got)
+		c.want.Snapshot(&want)
+		if got != want {
+			t.Errorf("%s: count %d sum %d min %d max %d, want count %d sum %d min %d max %d (or other buckets)",
+				c.name, got.Count, got.Sum, got.Min, got.Max, want.Count, want.Sum, want.Min, want.Max)
 		}
 	}
 }

@@ -349,6 +349,7 @@ func (s *shard) loop() (faulted bool) {
 // record adds the batch's messages to the latency histograms, one Record
 // per run of messages that share their timestamps (a packet's messages).
 func (s *shard) record(batch []slot, now int64) {
+	var path pathRun
 	for i := 0; i < len(batch); {
 		if batch[i].kind != 0 {
 			i++
@@ -359,20 +360,44 @@ func (s *shard) record(batch []slot, now int64) {
 		for j < len(batch) && batch[j].kind == 0 && batch[j].rxTime == rxTime && batch[j].pickup == pickup && batch[j].repaired == rep {
 			j++
 		}
-		s.recordRun(now, rxTime, pickup, j-i, rep)
+		s.recordRun(now, rxTime, pickup, j-i, rep, &path)
 		i = j
 	}
+	s.recordPath(&path, now)
+}
+
+// pathRun is the live messages of a batch's runs that were picked up
+// together (one receive batch: each packet a run, with its own receive
+// time, and one pickup): their path latency (now - pickup) is one value,
+// recorded once for all of them (recordPath) rather than once a run.
+// The histogram is the same: RecordN(v, a) then RecordN(v, b) counts
+// and sums as RecordN(v, a+b).
+type pathRun struct {
+	pickup int64
+	n      int
 }
 
 // recordRun records n messages that share their timestamps: live ones in
 // the latency histograms, repaired ones (they waited for a recovery) apart.
-func (s *shard) recordRun(now, rxTime, pickup int64, n int, repaired bool) {
+// Their path latency is added to path, recorded when a run of another
+// pickup follows, and at the batch's end by recordPath.
+func (s *shard) recordRun(now, rxTime, pickup int64, n int, repaired bool, path *pathRun) {
 	if repaired {
 		s.histRep.RecordN(now-rxTime, n)
 		return
 	}
 	s.hist.RecordN(now-rxTime, n)
-	s.histPath.RecordN(now-pickup, n)
+	if path.n > 0 && path.pickup != pickup {
+		s.recordPath(path, now)
+	}
+	path.pickup = pickup
+	path.n += n
+}
+
+// recordPath records path's messages in the path latency and empties it.
+func (s *shard) recordPath(path *pathRun, now int64) {
+	s.histPath.RecordN(now-path.pickup, path.n) // nothing when n is 0
+	path.n = 0
 }
 
 // marker acts on a control slot. Markers are not messages: they are not
@@ -529,9 +554,11 @@ func (s *shard) endBatch() int64 {
 		}
 		st.offered, st.applyNs = 0, 0
 	}
+	var path pathRun
 	for _, r := range s.runs {
-		s.recordRun(now, r.rxTime, r.pickup, r.n, r.repaired)
+		s.recordRun(now, r.rxTime, r.pickup, r.n, r.repaired, &path)
 	}
+	s.recordPath(&path, now)
 	s.runs = s.runs[:0]
 	s.applied.Add(s.nMsgs)
 	s.nMsgs = 0

@@ -76,34 +76,37 @@ type Packet struct {
 //
 // Parse does not look inside messages (package itch validates those).
 func Parse(b []byte) (Packet, error) {
+	// Every copy of every datagram comes here, the other line's too:
+	// the header is read into registers and the Packet written once, at
+	// the end, straight into the caller's result; off and end unsigned
+	// and a prefix's second byte read first leave the walk one bounds
+	// check a block (off+1 < end puts b[off+1] in bounds; off cannot
+	// wrap: at most 65,534 blocks of 65,537 bytes).
 	if len(b) < HeaderLen {
 		return Packet{}, ErrShortHeader
 	}
-	var p Packet
-	p.Session = Session(b[:SessionLen])
-	p.Seq = binary.BigEndian.Uint64(b[10:])
-	p.Count = binary.BigEndian.Uint16(b[18:])
-	if p.Seq == 0 {
+	seq := binary.BigEndian.Uint64(b[10:])
+	count := binary.BigEndian.Uint16(b[18:])
+	if seq == 0 {
 		return Packet{}, ErrSeqZero
 	}
-	body := b[HeaderLen:]
-	if p.Count == 0 || p.Count == EndOfSessionCount {
-		if len(body) != 0 {
+	off, end := uint(HeaderLen), uint(len(b))
+	if count == 0 || count == EndOfSessionCount {
+		if off != end {
 			return Packet{}, ErrTrailing
 		}
-		return p, nil
+		return Packet{Session: Session(b[:SessionLen]), Seq: seq, Count: count}, nil
 	}
-	if p.Seq > math.MaxUint64-uint64(p.Count) {
+	if seq > math.MaxUint64-uint64(count) {
 		return Packet{}, ErrSeqOverflow
 	}
 	// Walk the length prefixes. A block that overruns leaves off past the
 	// end, which the next prefix check or the final check catches.
-	off, end := 0, len(body)
-	for range p.Count {
-		if off+2 > end {
+	for range count {
+		if off+1 >= end {
 			return Packet{}, ErrOverrun
 		}
-		off += 2 + (int(body[off])<<8 | int(body[off+1]))
+		off += 2 + (uint(b[off+1]) | uint(b[off])<<8)
 	}
 	if off > end {
 		return Packet{}, ErrOverrun
@@ -111,8 +114,7 @@ func Parse(b []byte) (Packet, error) {
 	if off != end {
 		return Packet{}, ErrTrailing
 	}
-	p.Blocks = body[:off:off]
-	return p, nil
+	return Packet{Session: Session(b[:SessionLen]), Seq: seq, Count: count, Blocks: b[HeaderLen:end:end]}, nil
 }
 
 // Heartbeat reports whether p is a heartbeat (count 0).

@@ -190,3 +190,65 @@ func TestParseIterZeroAlloc(t *testing.T) {
 		t.Error("bad packet not rejected")
 	}
 }
+
+// refParse is Parse written plainly, as it was before its walk was
+// tuned: TestParseEveryCut holds Parse to it.
+func refParse(b []byte) (moldudp64.Packet, error) {
+	if len(b) < moldudp64.HeaderLen {
+		return moldudp64.Packet{}, moldudp64.ErrShortHeader
+	}
+	p := moldudp64.Packet{Session: moldudp64.Session(b[:10])}
+	p.Seq = uint64(b[10])<<56 | uint64(b[11])<<48 | uint64(b[12])<<40 | uint64(b[13])<<32 |
+		uint64(b[14])<<24 | uint64(b[15])<<16 | uint64(b[16])<<8 | uint64(b[17])
+	p.Count = uint16(b[18])<<8 | uint16(b[19])
+	body := b[moldudp64.HeaderLen:]
+	switch {
+	case p.Seq == 0:
+		return moldudp64.Packet{}, moldudp64.ErrSeqZero
+	case p.Count == 0 || p.Count == moldudp64.EndOfSessionCount:
+		if len(body) != 0 {
+			return moldudp64.Packet{}, moldudp64.ErrTrailing
+		}
+		return p, nil
+	case p.Seq > math.MaxUint64-uint64(p.Count):
+		return moldudp64.Packet{}, moldudp64.ErrSeqOverflow
+	}
+	off := 0
+	for range p.Count {
+		if off+2 > len(body) {
+			return moldudp64.Packet{}, moldudp64.ErrOverrun
+		}
+		off += 2 + int(body[off])<<8 + int(body[off+1])
+	}
+	if off > len(body) {
+		return moldudp64.Packet{}, moldudp64.ErrOverrun
+	}
+	if off != len(body) {
+		return moldudp64.Packet{}, moldudp64.ErrTrailing
+	}
+	p.Blocks = body
+	return p, nil
+}
+
+// TestParseEveryCut: Parse accepts and rejects as refParse, with the same
+// error and the same packet, every cut and extension of a packet whose
+// blocks are 0, 1, 5 and 300 bytes long (a length prefix with both bytes
+// set), under every count from 0 to 6 and the End of Session count.
+func TestParseEveryCut(t *testing.T) {
+	m300 := bytes.Repeat([]byte{'A'}, 300)
+	good := packet(sess, 7, 4, nil, []byte("x"), []byte("hello"), m300)
+	for _, count := range []uint16{0, 1, 2, 3, 4, 5, 6, moldudp64.EndOfSessionCount} {
+		for n := 0; n <= len(good)+3; n++ {
+			b := append(bytes.Clone(good), 0, 0, 1)[:n]
+			if n >= moldudp64.HeaderLen {
+				b[18], b[19] = byte(count>>8), byte(count)
+			}
+			p, err := moldudp64.Parse(b)
+			rp, rerr := refParse(b)
+			if err != rerr || p.Session != rp.Session || p.Seq != rp.Seq || p.Count != rp.Count ||
+				!bytes.Equal(p.Blocks, rp.Blocks) || len(p.Blocks) != cap(p.Blocks) {
+				t.Fatalf("count %d, %d bytes: Parse %+v %v, want %+v %v", count, n, p, err, rp, rerr)
+			}
+		}
+	}
+}
