@@ -44,8 +44,11 @@ const (
 // (a send buffer full) it is tried again: at once (the next check) after
 // the first, then 100 µs, doubled per failure, at most maxRewriteDelay. A
 // buffer full drains as the link sends (microseconds to a few
-// milliseconds); a write failing all along is tried a few hundred times a
-// request timeout at the default 20 ms, never per Poll.
+// milliseconds). A write failing all along is written 9 times in a
+// try's timeout at the default 20 ms (at 0, 0, 0.1, 0.3, 0.7, 1.5, 3.1,
+// 6.3 and 12.7 ms, then every 10 ms): 11 in the first retry's 40 ms, 15
+// in 80 ms, 23 in 160 ms, about 58 a server over the default 3 retries,
+// never per Poll.
 func rewriteDelay(n int) int64 {
 	if n <= 1 {
 		return 0

@@ -4,13 +4,14 @@
 //
 // A process removes what it made at its cleanup; one that is killed
 // (SIGKILL, a signal's default action, or go test's -timeout, whose panic
-// runs no cleanup) cannot. Its names carry its pid (NAME-PID-…), and the
-// next process that makes a name of the same prefix removes them once
-// that pid is gone: no process has it, it is a zombie, or the process that
-// has it now started after the thing was last modified (the pid was
-// reused: the owner made it after it started, so a process started later
-// cannot be the owner). Anything whose owner still runs stays, whoever it
-// is (another test binary, a handler it started, a user's demo).
+// runs no cleanup) cannot. Its names carry it (NAME-PID-sSTART-…: its pid
+// and its start time in clock ticks after boot, Owner), and the next
+// process that makes a name of the same prefix removes them once that
+// process is gone: no process has the pid, it is a zombie, or the process
+// that has it now started at another tick (the pid was reused). No wall
+// clock is read, so a clock step (NTP, a VM resumed) changes nothing.
+// Anything whose owner still runs stays, whoever it is (another test
+// binary, a handler it started, a user's demo).
 //
 // It imports nothing of the project, so that every package's tests can
 // use it.
@@ -25,89 +26,133 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"time"
 
 	"golang.org/x/sys/unix"
 )
 
-// clockTick is the unit of /proc/PID/stat's start time (USER_HZ, 100 on
-// every Linux architecture).
-const clockTick = 10 * time.Millisecond
+// Owner is a process as names and records carry it: its pid and the
+// time it started, in clock ticks after boot (/proc/PID/stat's field 22),
+// which tells it from a later process given the same pid. Start 0: not
+// known (a name of the format before the start was recorded), the pid
+// alone is checked.
+type Owner struct {
+	Pid   int
+	Start uint64
+}
 
-// reuseMargin is how much later than the thing's modification time a
-// process must have started to count as another process with the same
-// pid: the two clocks compared (the wall clock of the file's time, the
-// boot clock of the start time) are read apart and the start time is in
-// ticks.
-const reuseMargin = time.Second
+// String returns PID-sSTART (PID when Start is not known), the form
+// names carry and ParseOwner reads.
+func (o Owner) String() string {
+	if o.Start == 0 {
+		return strconv.Itoa(o.Pid)
+	}
+	return fmt.Sprintf("%d-s%d", o.Pid, o.Start)
+}
 
-// Gone reports whether process pid, the owner of something last modified
-// at modified, is gone: no process has the pid, the one that has it is a
-// zombie (it runs no code and removes nothing), or it started after
-// modified (the pid was reused). A pid this process may not signal but
-// that exists counts as alive.
-func Gone(pid int, modified time.Time) bool {
-	if pid <= 0 {
+// Self returns this process's Owner (its Start 0 if /proc cannot say).
+var Self = sync.OnceValue(func() Owner {
+	o, err := Process(os.Getpid())
+	if err != nil {
+		return Owner{Pid: os.Getpid()}
+	}
+	return o
+})
+
+// Process returns the Owner that is process pid now.
+func Process(pid int) (Owner, error) {
+	_, start, err := processStart(pid)
+	if err != nil {
+		return Owner{}, err
+	}
+	return Owner{Pid: pid, Start: start}, nil
+}
+
+// ParseOwner reads the Owner at the start of s (PID or PID-sSTART, then
+// the end of s or '-' and the rest), and returns it with what follows.
+func ParseOwner(s string) (Owner, string, bool) {
+	digits, rest, _ := strings.Cut(s, "-")
+	pid, ok := number(digits)
+	if !ok || pid == 0 || pid > 1<<31 {
+		return Owner{}, "", false
+	}
+	o := Owner{Pid: int(pid)}
+	if field, after, _ := strings.Cut(rest, "-"); strings.HasPrefix(field, "s") {
+		if start, ok := number(field[1:]); ok && start > 0 {
+			o.Start, rest = start, after
+		}
+	}
+	return o, rest, true
+}
+
+// number parses decimal digits only (no sign, no space).
+func number(s string) (uint64, bool) {
+	if s == "" || strings.TrimLeft(s, "0123456789") != "" {
+		return 0, false
+	}
+	n, err := strconv.ParseUint(s, 10, 64)
+	return n, err == nil
+}
+
+// Gone reports whether process o is gone: no process has its pid, the
+// one that has it is a zombie (it runs no code and removes nothing), or
+// it started at another tick than o's (the pid was reused). A pid this
+// process may not signal but that exists counts as alive.
+func Gone(o Owner) bool {
+	if o.Pid <= 0 {
 		return false
 	}
-	if err := unix.Kill(pid, 0); errors.Is(err, unix.ESRCH) {
+	if err := unix.Kill(o.Pid, 0); errors.Is(err, unix.ESRCH) {
 		return true
 	}
-	state, started, err := processStart(pid)
+	state, start, err := processStart(o.Pid)
 	if err != nil {
 		return errors.Is(err, os.ErrNotExist) // gone between the two looks
 	}
-	return state == 'Z' || started.After(modified.Add(reuseMargin))
+	return state == 'Z' || (o.Start != 0 && start != o.Start)
 }
 
-// processStart reads pid's state and the wall-clock time it started.
-func processStart(pid int) (state byte, started time.Time, err error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+// processStart reads pid's state and start time (clock ticks after boot)
+// from /proc/PID/stat.
+func processStart(pid int) (state byte, start uint64, err error) {
+	path := fmt.Sprintf("/proc/%d/stat", pid)
+	b, err := os.ReadFile(path)
 	if err != nil {
-		return 0, time.Time{}, err
+		return 0, 0, fmt.Errorf("read process start: %w", err)
 	}
 	// pid (comm) state ...: comm may hold spaces and parentheses, so the
 	// fields are counted from the last ')'.
 	i := bytes.LastIndexByte(b, ')')
 	if i < 0 {
-		return 0, time.Time{}, fmt.Errorf("/proc/%d/stat: no ')'", pid)
+		return 0, 0, fmt.Errorf("read process start: %s: no ')'", path)
 	}
 	f := strings.Fields(string(b[i+1:]))
 	if len(f) < 20 { // state is field 3, starttime field 22
-		return 0, time.Time{}, fmt.Errorf("/proc/%d/stat: %d fields after comm", pid, len(f))
+		return 0, 0, fmt.Errorf("read process start: %s: %d fields after comm", path, len(f))
 	}
-	ticks, err := strconv.ParseInt(f[19], 10, 64)
+	start, err = strconv.ParseUint(f[19], 10, 64)
 	if err != nil {
-		return 0, time.Time{}, fmt.Errorf("/proc/%d/stat: start time %q: %w", pid, f[19], err)
+		return 0, 0, fmt.Errorf("read process start: %s: start time %q: %w", path, f[19], err)
 	}
-	var boot unix.Timespec
-	if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &boot); err != nil {
-		return 0, time.Time{}, fmt.Errorf("clock_gettime(CLOCK_BOOTTIME): %w", err)
-	}
-	sinceStart := time.Duration(boot.Nano()) - time.Duration(ticks)*clockTick
-	return f[0][0], time.Now().Add(-sinceStart), nil
+	return f[0][0], start, nil
 }
 
-// PidOf returns PID of a name prefix-PID or prefix-PID-…
-func PidOf(name, prefix string) (int, bool) {
+// OwnerOf returns the Owner of a name prefix-OWNER or prefix-OWNER-…
+// (OWNER as ParseOwner reads it).
+func OwnerOf(name, prefix string) (Owner, bool) {
 	rest, ok := strings.CutPrefix(name, prefix+"-")
 	if !ok {
-		return 0, false
+		return Owner{}, false
 	}
-	digits, _, _ := strings.Cut(rest, "-")
-	if digits == "" || strings.TrimLeft(digits, "0123456789") != "" {
-		return 0, false
-	}
-	pid, err := strconv.Atoi(digits)
-	return pid, err == nil && pid > 0
+	o, _, ok := ParseOwner(rest)
+	return o, ok
 }
 
-// RemoveStale removes the entries of dir named prefix-PID or prefix-PID-…
-// (with what they hold), and those named .prefix-PID-… (a writer's
-// temporary files), whose owner PID is Gone, and returns how many it
-// removed.
+// RemoveStale removes the entries of dir named prefix-OWNER or
+// prefix-OWNER-… (with what they hold), and those named .prefix-OWNER-…
+// (a writer's temporary files), whose OWNER is Gone, and returns how many
+// it removed.
 func RemoveStale(dir, prefix string) int {
-	if !hostPids() {
+	if !HostPids() {
 		return 0
 	}
 	entries, err := os.ReadDir(dir)
@@ -116,12 +161,8 @@ func RemoveStale(dir, prefix string) int {
 	}
 	removed := 0
 	for _, e := range entries {
-		pid, ok := PidOf(strings.TrimPrefix(e.Name(), "."), prefix)
-		if !ok {
-			continue
-		}
-		info, err := e.Info()
-		if err != nil || !Gone(pid, info.ModTime()) {
+		o, ok := OwnerOf(strings.TrimPrefix(e.Name(), "."), prefix)
+		if !ok || !Gone(o) {
 			continue
 		}
 		if os.RemoveAll(filepath.Join(dir, e.Name())) == nil {
@@ -131,11 +172,11 @@ func RemoveStale(dir, prefix string) int {
 	return removed
 }
 
-// hostPids reports whether this process sees pids as /proc does (the
+// HostPids reports whether this process sees pids as /proc does (the
 // owners' pids in names are those of the pid namespace /proc shows): a
 // test's child in a pid namespace of its own has other pids, where every
-// owner would look gone, and removes nothing.
-func hostPids() bool {
+// owner would look gone, and must remove nothing.
+func HostPids() bool {
 	self, err := os.Readlink("/proc/self")
 	return err == nil && self == strconv.Itoa(os.Getpid())
 }
@@ -151,12 +192,12 @@ func SweepOnce(dir, prefix string) {
 }
 
 // MkdirTemp makes a new directory under os.TempDir() named
-// prefix-PID-RANDOM, for the caller to remove, after removing the
+// prefix-OWNER-RANDOM (OWNER: Self), for the caller to remove, after removing the
 // directories of the prefix whose owner is gone (the first time in this
 // process).
 func MkdirTemp(prefix string) (string, error) {
 	SweepOnce(os.TempDir(), prefix)
-	return os.MkdirTemp("", fmt.Sprintf("%s-%d-", prefix, os.Getpid()))
+	return os.MkdirTemp("", prefix+"-"+Self().String()+"-")
 }
 
 // TB is the part of testing.TB that TempDir uses (the package does not

@@ -21,27 +21,54 @@ const (
 	prefix   = "fh-leftover-test"
 )
 
-func TestPidOf(t *testing.T) {
+func TestOwnerOf(t *testing.T) {
 	for _, c := range []struct {
 		name, prefix string
-		pid          int
+		owner        leftover.Owner
 		ok           bool
 	}{
-		{"fh-shm-test-26517-3", "fh-shm-test", 26517, true},
-		{"fhhandler-24754-TestScrape-run-to-completion", "fhhandler", 24754, true},
-		{"fhbenchap-23314", "fhbenchap", 23314, true},
-		{"fh-shm-test-26517-3.tmp.26517.x1", "fh-shm-test", 26517, true}, // a writer's temporary file, its dot trimmed
-		{"fhpriv-4242-1838402", "fhpriv", 4242, true},                    // MkdirTemp's
-		{"fhhandlertest-24754-T", "fhhandler", 0, false},                 // another prefix
-		{"fh-shm-test-x-3", "fh-shm-test", 0, false},
-		{"fh-shm-test--3", "fh-shm-test", 0, false},
-		{"fh-shm-test-0-3", "fh-shm-test", 0, false},
-		{"fhdemo", "fhdemo", 0, false},
-		{"fhpriv1690478327", "fhpriv", 0, false}, // os.MkdirTemp's, no owner
+		{"fh-shm-test-26517-s4242-3", "fh-shm-test", leftover.Owner{Pid: 26517, Start: 4242}, true},
+		{"fh-shm-test-26517-s4242-3.tmp.26517.x1", "fh-shm-test", leftover.Owner{Pid: 26517, Start: 4242}, true}, // a writer's temporary file, its dot trimmed
+		{"fhpriv-4242-s17-1838402", "fhpriv", leftover.Owner{Pid: 4242, Start: 17}, true},                        // MkdirTemp's
+		{"fhbenchap-23314-s99", "fhbenchap", leftover.Owner{Pid: 23314, Start: 99}, true},
+		// Names without the start (the format before it): the pid alone.
+		{"fh-shm-test-26517-3", "fh-shm-test", leftover.Owner{Pid: 26517}, true},
+		{"fhhandler-24754-TestScrape-run-to-completion", "fhhandler", leftover.Owner{Pid: 24754}, true},
+		{"fhbenchap-23314", "fhbenchap", leftover.Owner{Pid: 23314}, true},
+		{"fh-shm-test-26517-3.tmp.26517.x1", "fh-shm-test", leftover.Owner{Pid: 26517}, true},
+		{"fhpriv-4242-1838402", "fhpriv", leftover.Owner{Pid: 4242}, true},
+		{"fhpriv-4242-s-1", "fhpriv", leftover.Owner{Pid: 4242}, true},   // no digits after s: not a start
+		{"fhpriv-4242-s0-1", "fhpriv", leftover.Owner{Pid: 4242}, true},  // no process starts at tick 0
+		{"fhpriv-4242-sx1-1", "fhpriv", leftover.Owner{Pid: 4242}, true}, // not digits
+		{"fhhandlertest-24754-T", "fhhandler", leftover.Owner{}, false},  // another prefix
+		{"fh-shm-test-x-3", "fh-shm-test", leftover.Owner{}, false},
+		{"fh-shm-test--3", "fh-shm-test", leftover.Owner{}, false},
+		{"fh-shm-test-0-3", "fh-shm-test", leftover.Owner{}, false},
+		{"fh-shm-test-s12-3", "fh-shm-test", leftover.Owner{}, false},
+		{"fhdemo", "fhdemo", leftover.Owner{}, false},
+		{"fhpriv1690478327", "fhpriv", leftover.Owner{}, false}, // os.MkdirTemp's, no owner
 	} {
-		if pid, ok := leftover.PidOf(c.name, c.prefix); pid != c.pid || ok != c.ok {
-			t.Errorf("PidOf(%q, %q) = %d, %v; want %d, %v", c.name, c.prefix, pid, ok, c.pid, c.ok)
+		if o, ok := leftover.OwnerOf(c.name, c.prefix); o != c.owner || ok != c.ok {
+			t.Errorf("OwnerOf(%q, %q) = %+v, %v; want %+v, %v", c.name, c.prefix, o, ok, c.owner, c.ok)
 		}
+	}
+}
+
+// TestOwnerRoundTrip: what Self writes, ParseOwner and OwnerOf read back,
+// and this process is not Gone.
+func TestOwnerRoundTrip(t *testing.T) {
+	self := leftover.Self()
+	if self.Pid != os.Getpid() || self.Start == 0 {
+		t.Fatalf("Self() = %+v, want pid %d and its start", self, os.Getpid())
+	}
+	if o, rest, ok := leftover.ParseOwner(self.String()); o != self || rest != "" || !ok {
+		t.Errorf("ParseOwner(%q) = %+v, %q, %v; want %+v", self, o, rest, ok, self)
+	}
+	if o, ok := leftover.OwnerOf(prefix+"-"+self.String()+"-x", prefix); o != self || !ok {
+		t.Errorf("OwnerOf = %+v, %v; want %+v", o, ok, self)
+	}
+	if leftover.Gone(self) {
+		t.Errorf("Gone(Self()) = true")
 	}
 }
 
@@ -71,8 +98,7 @@ func TestKilledOwnerChild(t *testing.T) {
 // directory under the temporary directory, a feed file under /dev/shm and
 // its writer's temporary file) is removed by the next sweep of its prefix,
 // even before the dead process is reaped (a zombie); what a live process
-// made stays, and what carries the pid of a live process that started after
-// it was last modified (a reused pid) goes.
+// made stays.
 func TestKilledOwnerSwept(t *testing.T) {
 	// This process's own, live: they stay. (Made first: the first
 	// MkdirTemp and Name of the prefix in a process sweep it.)
@@ -81,6 +107,30 @@ func TestKilledOwnerSwept(t *testing.T) {
 	if err := os.WriteFile(liveShm, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
+	child, made := killedChild(t)
+	leftover.RemoveStale(os.TempDir(), prefix)
+	shmtest.RemoveStale(prefix)
+	for _, p := range made {
+		if _, err := os.Stat(p); !os.IsNotExist(err) {
+			t.Errorf("%s after the sweep: %v, want it removed (its owner is gone)", p, err)
+		}
+	}
+	for _, p := range []string{live, liveShm} {
+		if _, err := os.Stat(p); err != nil {
+			t.Errorf("%s after the sweep: %v, want it kept (its owner runs)", p, err)
+		}
+	}
+	if err := child.Wait(); err == nil {
+		t.Errorf("child: exit 0 after SIGKILL")
+	}
+}
+
+// killedChild starts TestKilledOwnerChild, reads the paths it made,
+// kills it with SIGKILL and returns once it is a zombie (not reaped: the
+// caller Waits), with the paths, which it checks exist and removes at the
+// test's cleanup.
+func killedChild(t *testing.T) (*exec.Cmd, []string) {
+	t.Helper()
 	child := exec.Command(os.Args[0], "-test.run=^TestKilledOwnerChild$", "-test.v")
 	child.Env = append(os.Environ(), childEnv+"=1")
 	out, err := child.StdoutPipe()
@@ -109,7 +159,6 @@ func TestKilledOwnerSwept(t *testing.T) {
 		}
 	})
 	child.Process.Signal(syscall.SIGKILL)
-	// Sweep while the child is a zombie, then again once it is reaped.
 	zombie := false
 	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
 		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", child.Process.Pid))
@@ -124,47 +173,60 @@ func TestKilledOwnerSwept(t *testing.T) {
 	if !zombie {
 		t.Fatalf("child %d not a zombie 30 s after SIGKILL", child.Process.Pid)
 	}
-
-	// A live process's pid on something last modified before it started:
-	// the pid was reused, the owner is gone. The same pid on something
-	// modified now stays.
-	sleep := exec.Command("sleep", "60")
-	if err := deathsig.Start(sleep); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { sleep.Process.Kill(); sleep.Wait() }()
-	reused := filepath.Join(os.TempDir(), fmt.Sprintf("%s-%d-reused", prefix, sleep.Process.Pid))
-	current := filepath.Join(os.TempDir(), fmt.Sprintf("%s-%d-current", prefix, sleep.Process.Pid))
-	for _, p := range []string{reused, current} {
-		if err := os.Mkdir(p, 0o700); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { os.RemoveAll(p) })
-	}
-	hourAgo := time.Now().Add(-time.Hour)
-	if err := os.Chtimes(reused, hourAgo, hourAgo); err != nil {
-		t.Fatal(err)
-	}
-
 	for _, p := range made {
 		if _, err := os.Stat(p); err != nil {
 			t.Fatalf("before the sweep: %v", err)
 		}
 	}
-	leftover.RemoveStale(os.TempDir(), prefix)
-	shmtest.RemoveStale(prefix)
-	for _, p := range append(made, reused) {
-		if _, err := os.Stat(p); !os.IsNotExist(err) {
-			t.Errorf("%s after the sweep: %v, want it removed (its owner is gone)", p, err)
+	return child, made
+}
+
+// TestReusedPidSwept: a name carrying the pid of a live process but
+// another start tick (the pid was reused since its owner died) goes; one
+// carrying the live process's pid and start stays whatever its
+// modification time (an hour before or after now: the wall clock stepped,
+// which before made a live owner look gone, the start reckoned as now less
+// the time since boot); one of the pid alone (the old format) stays too.
+func TestReusedPidSwept(t *testing.T) {
+	sleep := exec.Command("sleep", "60")
+	if err := deathsig.Start(sleep); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { sleep.Process.Kill(); sleep.Wait() }()
+	owner, err := leftover.Process(sleep.Process.Pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reused := owner
+	reused.Start-- // the pid's earlier holder
+	dir := func(o leftover.Owner, tail string) string {
+		p := filepath.Join(os.TempDir(), fmt.Sprintf("%s-%s-%s", prefix, o, tail))
+		if err := os.Mkdir(p, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { os.RemoveAll(p) })
+		return p
+	}
+	gone := dir(reused, "reused")
+	kept := []string{dir(owner, "past"), dir(owner, "future"), dir(owner, "now"), dir(leftover.Owner{Pid: owner.Pid}, "oldformat")}
+	for i, shift := range []time.Duration{-time.Hour, time.Hour} {
+		mt := time.Now().Add(shift)
+		if err := os.Chtimes(kept[i], mt, mt); err != nil {
+			t.Fatal(err)
 		}
 	}
-	for _, p := range []string{live, liveShm, current} {
+	hourAgo := time.Now().Add(-time.Hour)
+	if err := os.Chtimes(kept[3], hourAgo, hourAgo); err != nil {
+		t.Fatal(err)
+	}
+	leftover.RemoveStale(os.TempDir(), prefix)
+	if _, err := os.Stat(gone); !os.IsNotExist(err) {
+		t.Errorf("%s after the sweep: %v, want it removed (pid %d started at tick %d now)", gone, err, owner.Pid, owner.Start)
+	}
+	for _, p := range kept {
 		if _, err := os.Stat(p); err != nil {
 			t.Errorf("%s after the sweep: %v, want it kept (its owner runs)", p, err)
 		}
-	}
-	if err := child.Wait(); err == nil {
-		t.Errorf("child: exit 0 after SIGKILL")
 	}
 }
 

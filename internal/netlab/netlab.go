@@ -375,12 +375,20 @@ const ownerDir = "/run/fhnetlab"
 
 func own(ns string) {
 	if os.MkdirAll(ownerDir, 0o755) == nil {
-		os.WriteFile(filepath.Join(ownerDir, ns), []byte(strconv.Itoa(os.Getpid())), 0o644)
+		os.WriteFile(filepath.Join(ownerDir, ns), []byte(leftover.Self().String()), 0o644)
 	}
 }
 
-// sweep deletes lab namespaces whose owner process is gone (leftover.Gone).
+// sweep deletes lab namespaces whose owner process is gone (leftover.Gone:
+// no process has its pid, a zombie, or one started at another tick than
+// the record's, a reused pid; a record of the pid alone, written before
+// the start was recorded, is checked by the pid). A process in a pid
+// namespace of its own (leftover.HostPids false) sees other pids, where
+// every owner would look gone, and deletes nothing.
 func sweep() {
+	if !leftover.HostPids() {
+		return
+	}
 	ents, err := os.ReadDir(ownerDir)
 	if err != nil {
 		return
@@ -390,13 +398,11 @@ func sweep() {
 		if err != nil {
 			continue
 		}
-		pid, err := strconv.Atoi(string(b))
-		if err != nil || pid <= 0 {
+		o, rest, ok := leftover.ParseOwner(strings.TrimSpace(string(b)))
+		if !ok || rest != "" {
 			continue
 		}
-		// Gone: no such process, a zombie, or one started after the
-		// record was written (a reused pid).
-		if info, err := e.Info(); err == nil && leftover.Gone(pid, info.ModTime()) {
+		if leftover.Gone(o) {
 			if _, err := os.Stat("/run/netns/" + e.Name()); err == nil {
 				ip("netns", "del", e.Name())
 			}

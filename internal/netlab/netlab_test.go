@@ -5,9 +5,13 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/marketfeed/feedhandler/internal/deathsig"
 )
 
 func TestLabUnicastRoundTrip(t *testing.T) {
@@ -148,4 +152,44 @@ func threads(t *testing.T) map[string]bool {
 		tids[e.Name()] = true
 	}
 	return tids
+}
+
+const sweepEnv = "NETLAB_TEST_SWEEP"
+
+// TestSweepChild is the child of TestSweepInPidNamespace: it sweeps.
+func TestSweepChild(t *testing.T) {
+	if os.Getenv(sweepEnv) != "1" {
+		t.Skip("the child of TestSweepInPidNamespace")
+	}
+	sweep()
+}
+
+// TestSweepInPidNamespace: a process in a pid namespace of its own (a
+// test's child run so) does not see the owners' pids, would take every
+// lab for gone and delete every live lab's namespaces; its sweep deletes
+// nothing.
+func TestSweepInPidNamespace(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("a pid namespace (unshare --pid) needs root")
+	}
+	if _, err := exec.LookPath("unshare"); err != nil {
+		t.Skipf("unshare (util-linux) not found: %v", err)
+	}
+	// A record of this live process's for a namespace that is not made:
+	// sweep removes the record when it takes the owner for gone.
+	ns := fmt.Sprintf("fhsweeppidns%d", os.Getpid())
+	own(ns)
+	record := filepath.Join(ownerDir, ns)
+	t.Cleanup(func() { os.Remove(record) })
+	if _, err := os.Stat(record); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("unshare", "--pid", "--fork", os.Args[0], "-test.run=^TestSweepChild$", "-test.v")
+	cmd.Env = append(os.Environ(), sweepEnv+"=1")
+	if out, err := deathsig.CombinedOutput(cmd); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	if _, err := os.Stat(record); err != nil {
+		t.Errorf("%s, this live process's, after the sweep of a child in a pid namespace of its own: %v", record, err)
+	}
 }

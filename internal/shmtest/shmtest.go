@@ -5,8 +5,9 @@
 // the file exists, so the file goes on every path the test can end by
 // (pass, t.Fatal, a panic). A test binary that is killed (SIGKILL, or go
 // test's -timeout, whose panic runs no cleanup) cannot remove anything;
-// its files carry its pid, and the next Name of the same prefix removes
-// them once that pid is gone (internal/leftover).
+// its files carry its pid and start tick (leftover.Owner), and the next
+// Name of the same prefix removes them once that process is gone
+// (internal/leftover).
 //
 // It imports nothing of the project but internal/leftover, so that
 // proto/shm's own tests can use it.
@@ -33,10 +34,11 @@ const maxTestName = 96
 var counter atomic.Uint64
 
 // Name returns a feed name under Dir unique in this process,
-// prefix-PID-N-TEST (TEST is t.Name(), '/' as '-'), and registers a
+// prefix-OWNER-N-TEST (OWNER is leftover.Self, TEST is t.Name(), '/' as
+// '-'), and registers a
 // t.Cleanup that removes the file and its writer's temporary files. The
 // first Name of a prefix in a process removes that prefix's files whose
-// pid is gone (RemoveStale).
+// owner is gone (RemoveStale).
 func Name(t testing.TB, prefix string) string {
 	t.Helper()
 	leftover.SweepOnce(Dir, prefix)
@@ -44,7 +46,7 @@ func Name(t testing.TB, prefix string) string {
 	if len(test) > maxTestName {
 		test = test[:maxTestName]
 	}
-	name := fmt.Sprintf("%s-%d-%d-%s", prefix, os.Getpid(), counter.Add(1), test)
+	name := fmt.Sprintf("%s-%s-%d-%s", prefix, leftover.Self(), counter.Add(1), test)
 	t.Cleanup(func() { Remove(name) })
 	return name
 }
@@ -65,10 +67,10 @@ func Remove(name string) {
 	}
 }
 
-// RemoveStale removes the files under Dir named prefix-PID or prefix-PID-…
-// (and their writers' temporary files, .prefix-PID-…) whose process PID is
-// gone (leftover.Gone: no such process, a zombie, or a process started
-// after the file's last change, which reused the pid), and returns how
-// many it removed. A file of a live process, or one whose pid this process
-// may not signal, stays.
+// RemoveStale removes the files under Dir named prefix-OWNER or
+// prefix-OWNER-… (and their writers' temporary files, .prefix-OWNER-…)
+// whose owner is gone (leftover.Gone: no process has its pid, a zombie,
+// or a process that started at another tick, which reused the pid), and
+// returns how many it removed. A file of a live process, or one whose pid
+// this process may not signal, stays.
 func RemoveStale(prefix string) int { return leftover.RemoveStale(Dir, prefix) }

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/marketfeed/feedhandler/internal/leftover"
 )
 
 // TestNameRemoved: Name's cleanup removes the file and its writer's
@@ -15,7 +17,7 @@ func TestNameRemoved(t *testing.T) {
 	var paths []string
 	t.Run("creates", func(t *testing.T) {
 		name := Name(t, "fh-shmtest-test")
-		if !strings.HasPrefix(name, fmt.Sprintf("fh-shmtest-test-%d-", os.Getpid())) || !strings.HasSuffix(name, "-TestNameRemoved-creates") {
+		if !strings.HasPrefix(name, fmt.Sprintf("fh-shmtest-test-%s-", leftover.Self())) || !strings.HasSuffix(name, "-TestNameRemoved-creates") {
 			t.Errorf("Name: %q", name)
 		}
 		paths = []string{filepath.Join(Dir, name), filepath.Join(Dir, "."+name+".tmp.1.x")}
