@@ -79,6 +79,21 @@ func forever() iter.Seq[[]byte] {
 
 var loopback = netip.MustParseAddr("127.0.0.1")
 
+// sendAll sends pkts with a Sender of cfg and returns its statistics.
+func sendAll(t *testing.T, cfg Config, pkts [][]byte) Stats {
+	t.Helper()
+	s, err := NewSender(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	st, err := s.Send(context.Background(), Packets(pkts))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
 func TestInjection(t *testing.T) {
 	const n = 2000
 	cases := []struct {
@@ -96,15 +111,7 @@ func TestInjection(t *testing.T) {
 			c, port := loopbackSink(t)
 			l := tc.line
 			l.Group, l.Port = loopback, port
-			s, err := NewSender(Config{Lines: []Line{l}, Seed: 7})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer s.Close()
-			st, err := s.Send(context.Background(), Packets(numbered(n)))
-			if err != nil {
-				t.Fatal(err)
-			}
+			st := sendAll(t, Config{Lines: []Line{l}, Seed: 7}, numbered(n))
 			ls := st.Lines[0]
 			if st.Input != n || ls.Errors != 0 {
 				t.Fatalf("stats %+v", st)
@@ -527,16 +534,8 @@ func TestLateAfterRecords(t *testing.T) {
 		t.Run(fmt.Sprintf("%v/deadline=%v", tc.late, tc.deadline), func(t *testing.T) {
 			ca, pa := loopbackSink(t)
 			cb, pb := loopbackSink(t)
-			s, err := NewSender(Config{Lines: []Line{{Group: loopback, Port: pa, Loss: 0.2}, {Group: loopback, Port: pb, Dup: 0.2, Reorder: 0.2}},
-				Seed: 3, LateAfter: tc.late, Deadline: tc.deadline, Burst: 8})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer s.Close()
-			st, err := s.Send(context.Background(), Packets(numbered(n)))
-			if err != nil {
-				t.Fatal(err)
-			}
+			st := sendAll(t, Config{Lines: []Line{{Group: loopback, Port: pa, Loss: 0.2}, {Group: loopback, Port: pb, Dup: 0.2, Reorder: 0.2}},
+				Seed: 3, LateAfter: tc.late, Deadline: tc.deadline, Burst: 8}, numbered(n))
 			a, b := drain(t, ca, int(st.Lines[0].Sent)+1), drain(t, cb, int(st.Lines[1].Sent)+1)
 			var lost, late []uint64
 			seen := make([]bool, n)
