@@ -605,6 +605,14 @@ func (a *Arbiter) Offer(line int, data []byte, rxTime int64) {
 	case a.high[line] == 0:
 	case p.Seq < a.high[line]:
 		ls.OutOfOrder++
+		if a.heldOwnCopy(line, data, p.Seq, end) {
+			// The line sends again what it brought (a stale copy): it
+			// says nothing of where the line is, and taken for its
+			// latest packet it had every held packet above it, brought
+			// Grace or more before, dropped as contradicted (the soak's
+			// seed 20120: 610 a line while a range was re-requested).
+			break
+		}
 		a.belowRx[line], a.belowSeq[line], a.belowEnd[line], a.belowPkt[line] = rxTime, p.Seq, end, ls.Packets
 		a.checkedNow = 0 // a held packet may be contradicted now, and no check follows a duplicate (NextDue)
 	case p.Seq > a.high[line]:
@@ -683,6 +691,18 @@ func (a *Arbiter) Offer(line int, data []byte, rxTime int64) {
 		}
 		a.checkGap(rxTime, false)
 	}
+}
+
+// heldOwnCopy reports whether the data packet data, of [seq, end), below
+// line's highest, is a copy of a packet held that line brought already:
+// the same numbers and bytes.
+func (a *Arbiter) heldOwnCopy(line int, data []byte, seq, end uint64) bool {
+	k := a.pend.find(seq)
+	if k < 0 {
+		return false
+	}
+	e := a.pend.at(k)
+	return e.end == end && e.lineRx[line] != 0 && bytes.Equal(a.pend.bytes(e), data)
 }
 
 // emit delivers the part of p at or after next; recovered: p came from a

@@ -352,6 +352,12 @@ func covered(g moldudp64.Range, rs []moldudp64.Range) bool {
 // Only the packets from from on are replayed (a "session" run's second
 // session).
 func booksWithout(t *testing.T, d *Day, from int, drop map[int]bool) *book.Books {
+	return booksWithoutSeqs(t, d, from, drop, nil)
+}
+
+// booksWithoutSeqs is booksWithout without the messages of the sequence
+// numbers in skip either.
+func booksWithoutSeqs(t *testing.T, d *Day, from int, drop map[int]bool, skip map[uint64]bool) *book.Books {
 	bs, err := book.New(smallBooks())
 	if err != nil {
 		t.Fatal(err)
@@ -365,11 +371,61 @@ func booksWithout(t *testing.T, d *Day, from int, drop map[int]bool) *book.Books
 			t.Fatal(err)
 		}
 		it := p.Iter()
+		q := p.Seq
 		for m, ok := it.Next(); ok; m, ok = it.Next() {
-			bs.Apply(m)
+			if !skip[q] {
+				bs.Apply(m)
+			}
+			q++
 		}
 	}
 	return bs
+}
+
+// soakGrace is the arbiter's Grace in the soak (its default, set so that
+// the sender's LateAfter is it by construction).
+const soakGrace = 200 * time.Microsecond
+
+// lateReorders returns the day packets (indices) one line lost and the
+// other reordered in a write of soakGrace or longer (res.Sender's lines'
+// Lost and Late, exchange.Config.LateAfter): its sender preempted in
+// that write, the reordered copy may have reached the handler Grace or
+// more after the packet that overtook it, when the handler, its lines
+// gone past the hole and empty since for Grace, rightly declares it
+// (seed 20162, 1 run in 6 on a loaded machine: 'gaps logged [{82536 6}],
+// want []', the capture showing line B's 82542 at +0 µs, empty polls at
+// +116 and +232 µs, its 82536, written in the same sendmmsg, at +456 µs).
+// Such a packet may be declared, not must: a gap of it is checked
+// against these, and the books against the replay of what was delivered.
+func lateReorders(res *Result) map[int]bool {
+	late := map[int]bool{}
+	ls := res.Sender.Lines
+	if len(ls) != 2 {
+		return late
+	}
+	for a := range 2 {
+		lost := map[uint64]bool{}
+		for _, k := range ls[a].Lost {
+			lost[k] = true
+		}
+		for _, k := range ls[1-a].Late {
+			if lost[k] && int(k) < len(res.SentDay) && res.SentDay[k] >= 0 {
+				late[res.SentDay[k]] = true
+			}
+		}
+	}
+	return late
+}
+
+// seqSet returns the sequence numbers of rs.
+func seqSet(rs []moldudp64.Range) map[uint64]bool {
+	set := map[uint64]bool{}
+	for _, r := range rs {
+		for q := r.First; q < r.End(); q++ {
+			set[q] = true
+		}
+	}
+	return set
 }
 
 // soakSeeds reads FH_SOAK_SEEDS ("N" or "FIRST-LAST"); default 0-1.
@@ -519,7 +575,7 @@ func soakRun(t *testing.T, p soakParams) {
 		Day: d, Backend: p.Backend, Mode: p.Mode, Rate: p.Rate,
 		LossA: p.LossA, DupA: p.DupA, ReorderA: p.ReorderA,
 		LossB: p.LossB, DupB: p.DupB, ReorderB: p.ReorderB, LagB: p.LagB,
-		Drop: drop, Extra: extra, ExtraA: extraA, SendSeed: int64(p.Seed) + 7,
+		Drop: drop, Extra: extra, ExtraA: extraA, SendSeed: int64(p.Seed) + 7, LateAfter: soakGrace,
 		Hold: time.Second, RingSize: 16384, Timeout: deadline,
 		Log:     zerolog.New(logs).With().Timestamp().Logger().Level(zerolog.InfoLevel),
 		ShmName: shmtest.Name(t, "fhsoak"),
@@ -541,6 +597,22 @@ func soakRun(t *testing.T, p soakParams) {
 		ref := *d
 		ref.Books = booksWithout(t, d, from, drop)
 		o.Day = &ref
+		if from == 0 {
+			// Less what the handler declared of packets a line lost
+			// and the other brought Grace or more late (lateReorders):
+			// the replay of what was delivered.
+			o.Reference = func(res *Result) *book.Books {
+				logged, _ := os.ReadFile(logPath)
+				late := seqSet(dropRanges(d, lateReorders(res)))
+				skip := map[uint64]bool{}
+				for q := range seqSet(loggedGaps(logged)) {
+					if late[q] {
+						skip[q] = true
+					}
+				}
+				return booksWithoutSeqs(t, d, from, drop, skip)
+			}
+		}
 		if p.Recovery == "session" {
 			o.Configure = func(hc *handler.Config) { hc.Session = moldudp64.Session{} }
 		}
@@ -560,6 +632,7 @@ func soakRun(t *testing.T, p soakParams) {
 	capturePath := os.Getenv("FH_SOAK_CAPTURE")
 	o.Configure = func(hc *handler.Config) {
 		hc.Receive.PollTimeout = soakPollTimeout
+		hc.Arbiter.Grace = soakGrace
 		hc.CapturePath = capturePath
 		if configure != nil {
 			configure(hc)
@@ -631,18 +704,58 @@ func soakRun(t *testing.T, p soakParams) {
 	// No recovery: exactly the drops are gaps, and the books are the
 	// replay of the rest.
 	want := soakDropRanges(d, from, drop)
-	if !slices.Equal(gaps, want) {
-		fail("gaps logged %v, want the ranges lost on both lines %v", gaps, want)
+	var late []moldudp64.Range
+	if from == 0 {
+		late = dropRanges(d, lateReorders(res))
 	}
-	var lost uint64
+	wantGaps, lost := len(want), uint64(0)
 	for _, r := range want {
 		lost += r.Count
 	}
-	if st.Arbiter.Gaps != uint64(len(want)) || st.Arbiter.GapMessages != lost {
-		fail("%d gaps (%d messages) counted, want %d (%d)", st.Arbiter.Gaps, st.Arbiter.GapMessages, len(want), lost)
+	if len(late) == 0 {
+		if !slices.Equal(gaps, want) {
+			fail("gaps logged %v, want the ranges lost on both lines %v", gaps, want)
+		}
+	} else {
+		// Each number declared is lost on both lines or of a packet a
+		// line lost and the other reordered late (lateReorders), each
+		// lost on both lines declared, none twice.
+		declared, wantSet, lateSet := seqSet(gaps), seqSet(want), seqSet(late)
+		var n uint64
+		for _, g := range gaps {
+			n += g.Count
+		}
+		var excused []uint64
+		for q := range declared {
+			if !wantSet[q] {
+				if !lateSet[q] {
+					fail("gaps logged %v, want the ranges lost on both lines %v (and those of packets a line lost and the other reordered in a write of Grace or more, if declared, %v): %d is neither", gaps, want, late, q)
+					break
+				}
+				excused = append(excused, q)
+			}
+		}
+		for q := range wantSet {
+			if !declared[q] {
+				fail("gaps logged %v, want the ranges lost on both lines %v: %d not declared", gaps, want, q)
+				break
+			}
+		}
+		if n != uint64(len(declared)) {
+			fail("gaps logged %v: %d numbers, %d of them distinct", gaps, n, len(declared))
+		}
+		if len(excused) > 0 {
+			slices.Sort(excused)
+			t.Logf("declared %d numbers (%d..%d) of packets a line lost and the other reordered in a write of %v or more (the lab's sender preempted mid-write: lateReorders); %d such packets in all: %v",
+				len(excused), excused[0], excused[len(excused)-1], soakGrace, len(late), late)
+		}
+		wantGaps, lost = len(gaps), uint64(len(declared))
+	}
+	if st.Arbiter.Gaps != uint64(wantGaps) || st.Arbiter.GapMessages != lost {
+		fail("%d gaps (%d messages) counted, want %d (%d)", st.Arbiter.Gaps, st.Arbiter.GapMessages, wantGaps, lost)
 	}
 	if st.Arbiter.Delivered != d.Messages-lost {
-		fail("delivered %d messages, want %d: the day's %d less %d lost on both lines", st.Arbiter.Delivered, d.Messages-lost, d.Messages, lost)
+		fail("delivered %d messages, want %d: the day's %d less %d lost on both lines (or reordered late, and declared)", st.Arbiter.Delivered, d.Messages-lost, d.Messages, lost)
 	}
 	for i, m := range res.Mismatches {
 		if i == 10 {

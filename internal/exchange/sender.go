@@ -49,6 +49,12 @@ type Config struct {
 	Burst    int           // token bucket depth in packets (default: Rate/2000, within [1, 32])
 	Count    int           // stop after this many input packets; 0 = until the input ends
 	Duration time.Duration // stop after this long; 0 = no limit
+	// LateAfter, if above 0, has each line record the input packets it
+	// lost and those it reordered in a write that took this long or
+	// longer (LineStats.Lost, Late): a lab whose receiver waits so long
+	// for a reordered packet (the arbiter's Grace) can tell which of them
+	// may have come later than that, its sender preempted mid-write.
+	LateAfter time.Duration
 
 	// Deadline paces by absolute deadlines instead of the token bucket:
 	// input packet i is due at start + i/Rate. The sending goroutine locks
@@ -82,6 +88,13 @@ type LineStats struct {
 	Duplicated uint64 // input packets sent twice
 	Reordered  uint64 // input packets sent after their successor (a packet held at the end goes out last, in order, and is not counted)
 	Errors     uint64 // writes that failed (e.g. ENOBUFS); the packet is lost
+	// With Config.LateAfter: the input packets (0-based index) Loss
+	// dropped, and those Reorder held back (its only copy) whose release
+	// after their successor went out in a write that took LateAfter or
+	// longer: a receiver may have had the successor that much before them.
+	// With Lag they are not timed (they go out in a later write, with
+	// their successor).
+	Lost, Late []uint64 `json:",omitempty"`
 }
 
 // Stats summarise a Send.
@@ -146,8 +159,11 @@ type lineState struct {
 	q    *batch
 	fd   int
 	rng  *rand.Rand
-	held []byte   // packet held back by Reorder
-	lag  [][]byte // copies delayed by Lag, oldest first
+	held []byte // packet held back by Reorder
+	// heldIn is held's input index + 1 when it is its only copy and
+	// Config.LateAfter is set (its write is timed: addHeld), else 0.
+	heldIn uint64
+	lag    [][]byte // copies delayed by Lag, oldest first
 	// lagIn: per copy in lag, the input packet that put it there
 	// (inputs counts the offers); lagInputs: how many input packets
 	// have copies in lag.
@@ -209,6 +225,7 @@ func NewSender(cfg Config) (*Sender, error) {
 		return nil, fmt.Errorf("new sender: %w", err)
 	}
 	s.batch = newBatch(fds, cfg.Lines, perWrite)
+	s.batch.lateAfter = cfg.LateAfter
 	for i := range s.lines {
 		s.lines[i].q = s.batch
 	}
@@ -380,6 +397,9 @@ func (l *lineState) offer(p []byte) {
 	l.inputs++
 	if l.Loss > 0 && l.rng.Float64() < l.Loss {
 		l.st.Dropped++
+		if l.q.lateAfter > 0 {
+			l.st.Lost = append(l.st.Lost, l.inputs-1)
+		}
 		return
 	}
 	copies := 1
@@ -389,8 +409,11 @@ func (l *lineState) offer(p []byte) {
 	}
 	if l.held == nil && l.Reorder > 0 && l.rng.Float64() < l.Reorder {
 		l.held = append(make([]byte, 0, len(p)), p...)
+		l.heldIn = 0
 		if copies == 2 {
 			l.write(p) // the duplicate goes out now, the held copy later
+		} else if l.q.lateAfter > 0 && l.Lag <= 0 {
+			l.heldIn = l.inputs // index + 1
 		}
 		return
 	}
@@ -399,15 +422,19 @@ func (l *lineState) offer(p []byte) {
 	}
 	if l.held != nil {
 		l.st.Reordered++ // counted once it really went out after its successor
-		l.write(l.held)
-		l.held = nil
+		if l.heldIn != 0 {
+			l.q.addHeld(l.idx, l.held, l.heldIn-1)
+		} else {
+			l.write(l.held)
+		}
+		l.held, l.heldIn = nil, 0
 	}
 }
 
 func (l *lineState) flush() {
 	if l.held != nil {
 		l.write(l.held)
-		l.held = nil
+		l.held, l.heldIn = nil, 0
 	}
 	for _, p := range l.lag {
 		l.q.add(l.idx, p)

@@ -2,6 +2,7 @@ package exchange
 
 import (
 	"errors"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -27,6 +28,7 @@ import (
 type datagram struct {
 	line int
 	p    []byte
+	held uint64 // a packet Reorder held back, released after its successor: its input index + 1 (Config.LateAfter); 0 otherwise
 }
 
 // batch holds the datagrams of one input packet and the sendmmsg
@@ -37,6 +39,9 @@ type batch struct {
 	dst  []unix.RawSockaddrInet4 // by line
 	msgs []unix.Mmsghdr
 	iovs []unix.Iovec
+	// lateAfter: Config.LateAfter (0: the held packets' writes are not
+	// timed).
+	lateAfter time.Duration
 }
 
 func newBatch(fd []int, lines []Line, perWrite int) *batch {
@@ -55,13 +60,23 @@ func newBatch(fd []int, lines []Line, perWrite int) *batch {
 	return b
 }
 
-func (b *batch) add(line int, p []byte) { b.out = append(b.out, datagram{line, p}) }
+func (b *batch) add(line int, p []byte) { b.out = append(b.out, datagram{line: line, p: p}) }
+
+// addHeld queues p, the packet of input index in that line held back by
+// Reorder, released after its successor (Config.LateAfter).
+func (b *batch) addHeld(line int, p []byte, in uint64) {
+	b.out = append(b.out, datagram{line: line, p: p, held: in + 1})
+}
 
 // write sends the queued datagrams and counts them on their lines; a
 // datagram the kernel refuses (ENOBUFS, ECONNREFUSED) is lost and counted
 // as an error, as one write(2) per datagram would.
 func (b *batch) write(lines []lineState) {
 	out := b.out
+	var start time.Time
+	if b.lateAfter > 0 {
+		start = time.Now()
+	}
 	for len(out) > 0 {
 		// The run of datagrams written on one socket.
 		fd := b.fd[out[0].line]
@@ -97,6 +112,18 @@ func (b *batch) write(lines []lineState) {
 			lines[d.line].st.Bytes += uint64(len(d.p))
 		}
 		out = out[r:]
+	}
+	if b.lateAfter > 0 && time.Since(start) >= b.lateAfter {
+		// A held packet goes out in the batch of its successor, both in
+		// one sendmmsg (or calls back to back), whose messages the kernel
+		// sends one by one and may preempt the sender between
+		// (cond_resched): a batch this slow may have had the held packet
+		// reach the receiver LateAfter or more after its successor.
+		for _, d := range b.out {
+			if d.held != 0 {
+				lines[d.line].st.Late = append(lines[d.line].st.Late, d.held-1)
+			}
+		}
 	}
 	clear(b.out) // no references to the caller's packets
 	b.out = b.out[:0]
