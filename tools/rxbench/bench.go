@@ -32,6 +32,16 @@ type sample struct {
 	rxSeconds float64 // first to last packet
 	threadNs  uint64  // CPU of the receiving thread
 	napiNs    uint64  // CPU of the NAPI kthread(s)
+
+	// Diagnostics, for a run that went wrong (not in the table): the
+	// sender veth's tx_dropped and the receiver's rx_dropped apart
+	// (vethDrops is their sum), the receiver's loop, the backend's
+	// description and own counters, and both ends' ethtool -S
+	// (the veth's per-queue XDP counters) as the run ended.
+	srcTxDropped, dstRxDropped uint64
+	calls, empty               uint64 // Receive calls, those that returned nothing
+	backendStats               string // rx.Stats, non-zero counters
+	ethtool                    string
 }
 
 func (s sample) pps() float64 {
@@ -151,22 +161,44 @@ func napiNs(pids []int) (uint64, error) {
 	return sum, nil
 }
 
-func vethDrops(lab *netlab.Lab) (uint64, error) {
-	var sum uint64
-	for _, c := range []struct{ ns, ifname, stat string }{
+// vethDrops reads the sender veth's tx_dropped and the receiver veth's
+// rx_dropped.
+func vethDrops(lab *netlab.Lab) (tx, rx uint64, err error) {
+	var v [2]uint64
+	for i, c := range []struct{ ns, ifname, stat string }{
 		{lab.Src, lab.SrcIf, "tx_dropped"}, {lab.Dst, lab.DstIf, "rx_dropped"},
 	} {
 		out, err := lab.Exec(c.ns, "cat", "/sys/class/net/"+c.ifname+"/statistics/"+c.stat)
 		if err != nil {
-			return 0, err
+			return 0, 0, err
 		}
-		v, err := strconv.ParseUint(strings.TrimSpace(string(out)), 10, 64)
-		if err != nil {
-			return 0, err
+		if v[i], err = strconv.ParseUint(strings.TrimSpace(string(out)), 10, 64); err != nil {
+			return 0, 0, err
 		}
-		sum += v
 	}
-	return sum, nil
+	return v[0], v[1], nil
+}
+
+// ethtoolStats is both veth ends' non-zero ethtool -S counters, one
+// line, for a failure message.
+func ethtoolStats(lab *netlab.Lab) string {
+	var b strings.Builder
+	for _, c := range []struct{ ns, ifname string }{{lab.Src, lab.SrcIf}, {lab.Dst, lab.DstIf}} {
+		fmt.Fprintf(&b, "%s:", c.ifname)
+		out, err := lab.Exec(c.ns, "ethtool", "-S", c.ifname)
+		if err != nil {
+			fmt.Fprintf(&b, " %v;", err)
+			continue
+		}
+		for _, l := range strings.Split(string(out), "\n") {
+			k, v, ok := strings.Cut(strings.TrimSpace(l), ": ")
+			if ok && v != "0" {
+				fmt.Fprintf(&b, " %s=%s", k, v)
+			}
+		}
+		b.WriteString(";")
+	}
+	return b.String()
 }
 
 type rxResult struct {
@@ -185,14 +217,24 @@ func measure(o options, lab *netlab.Lab, napi []int, backend string) (sample, er
 		LockedThread: o.locked,
 		Log:          o.log,
 	}
-	ready := make(chan error, 1)
+	opened := make(chan error, 1)
+	ready := make(chan struct{})
 	done := make(chan rxResult, 1)
-	var senderDone atomic.Bool
-	go receiver(o, lab, cfg, ready, done, &senderDone)
-	if err := <-ready; err != nil {
+	var senderDone, stop atomic.Bool
+	go receiver(o, lab, cfg, opened, ready, done, &senderDone, &stop)
+	if err := <-opened; err != nil {
 		return sample{}, err
 	}
-	veth0, err := vethDrops(lab)
+	if err := probe(lab, ready); err != nil {
+		stop.Store(true)
+		if r := <-done; r.err != nil {
+			err = fmt.Errorf("%w (receiver: %w)", err, r.err)
+		} else {
+			err = fmt.Errorf("%w (receiver: %s)", err, r.s.backendStats)
+		}
+		return sample{}, err
+	}
+	tx0, rx0, err := vethDrops(lab)
 	if err != nil {
 		return sample{}, err
 	}
@@ -213,24 +255,29 @@ func measure(o options, lab *netlab.Lab, napi []int, backend string) (sample, er
 	if err != nil {
 		return sample{}, err
 	}
-	veth1, err := vethDrops(lab)
+	tx1, rx1, err := vethDrops(lab)
 	if err != nil {
 		return sample{}, err
 	}
 	s := r.s
 	s.sent, s.sendErrs = st.Lines[0].Sent, st.Lines[0].Errors
 	s.napiNs = napi1 - napi0
-	s.vethDrops = veth1 - veth0
+	s.srcTxDropped, s.dstRxDropped = tx1-tx0, rx1-rx0
+	s.vethDrops = s.srcTxDropped + s.dstRxDropped
+	s.ethtool = ethtoolStats(lab)
 	return s, nil
 }
 
 // receiver runs on its own OS thread, moved into the receiving namespace
 // and pinned next to the NAPI kthread, so that the io_uring requests and
 // the receive work belong to this thread. The thread is discarded at the
-// end (it stays locked).
-func receiver(o options, lab *netlab.Lab, cfg rx.Config, ready chan<- error, done chan<- rxResult, senderDone *atomic.Bool) {
+// end (it stays locked). It reports on opened once the backend is open,
+// closes ready once a probe (probe) came through it, and then counts the
+// sender's datagrams until the run is drained (drainQuiet). stop ends it
+// before a probe came.
+func receiver(o options, lab *netlab.Lab, cfg rx.Config, opened chan<- error, ready chan<- struct{}, done chan<- rxResult, senderDone, stop *atomic.Bool) {
 	runtime.LockOSThread()
-	fail := func(err error) { ready <- err }
+	fail := func(err error) { opened <- err }
 	if err := enterNS(lab.Dst); err != nil {
 		fail(fmt.Errorf("enter %s: %w", lab.Dst, err))
 		return
@@ -245,52 +292,185 @@ func receiver(o options, lab *netlab.Lab, cfg rx.Config, ready chan<- error, don
 		return
 	}
 	defer r.Close()
+	opened <- nil
+	s, err := receive(o, r, senderDone, stop, ready)
+	done <- rxResult{s, err}
+}
+
+// receive is the open receiver's part of a run: the probe, then the
+// count of the sender's datagrams and the CPU time that took.
+func receive(o options, r rx.Receiver, senderDone, stop *atomic.Bool, ready chan<- struct{}) (sample, error) {
+	s := sample{backend: r.Backend()}
+	pkts := make([]rx.Packet, o.batch)
+	if err := awaitProbe(r, pkts, stop); err != nil {
+		return s, err
+	}
+	if stop.Load() {
+		s.backendStats = statsString(r.Stats())
+		return s, nil
+	}
 	self := fmt.Sprintf("/proc/self/task/%d/schedstat", unix.Gettid())
 	cpu0, err := cpuNs(self)
 	if err != nil {
-		fail(err)
-		return
+		return s, err
 	}
-	ready <- nil
-	var s sample
-	s.backend = r.Backend()
-	pkts := make([]rx.Packet, o.batch)
-	var first, last time.Time
-	var calls, empty uint64
-	for {
-		calls++
-		n, err := r.Receive(pkts)
-		if err != nil {
-			done <- rxResult{err: err}
-			return
-		}
-		if n > 0 {
-			now := time.Now()
-			if first.IsZero() {
-				first = now
-			}
-			last = now
-			s.received += uint64(n)
-			r.Release(pkts[:n])
-			continue
-		}
-		empty++
-		// Idle: stop once the sender finished and the queues are drained.
-		if senderDone.Load() && (last.IsZero() || time.Since(last) > 300*time.Millisecond) {
-			break
-		}
+	close(ready)
+	first, last, err := count(r, pkts, senderDone, &s)
+	if err != nil {
+		return s, err
 	}
 	cpu1, err := cpuNs(self)
 	if err != nil {
-		done <- rxResult{err: err}
-		return
+		return s, err
 	}
 	s.threadNs = cpu1 - cpu0
 	s.rxSeconds = last.Sub(first).Seconds()
 	st := r.Stats()
 	s.rxDrops = st.Dropped
-	o.log.Debug().Interface("stats", st).Uint64("receive_calls", calls).Uint64("empty", empty).Msg("receiver stats")
-	done <- rxResult{s: s}
+	s.backendStats = statsString(st)
+	o.log.Debug().Interface("stats", st).Uint64("receive_calls", s.calls).Uint64("empty", s.empty).Msg("receiver stats")
+	return s, nil
+}
+
+// source is what the receiving loop needs of an rx.Receiver.
+type source interface {
+	Receive([]rx.Packet) (int, error)
+	Release([]rx.Packet)
+}
+
+// isProbe tells a probe datagram (sequence number 0) from the sender's
+// (numbered from 1).
+func isProbe(p []byte) bool {
+	return len(p) >= 8 && binary.BigEndian.Uint64(p) == 0
+}
+
+// awaitProbe receives until a probe arrives, or stop is set.
+func awaitProbe(r source, pkts []rx.Packet, stop *atomic.Bool) error {
+	for !stop.Load() {
+		n, err := r.Receive(pkts)
+		if err != nil {
+			return err
+		}
+		probed := false
+		for _, p := range pkts[:n] {
+			probed = probed || isProbe(p.Data)
+		}
+		r.Release(pkts[:n])
+		if probed {
+			return nil
+		}
+	}
+	return nil
+}
+
+// drainQuiet and drainEmpty end a run: once the sender is done, the
+// receiver stops after drainQuiet without a datagram, counted from the
+// later of its last datagram and the moment it saw the sender done, and
+// after drainEmpty Receive calls in a row that returned nothing.
+//
+// Both, because a receiver thread kept off its CPU through the whole send
+// (under load in CI: 'xdp: sent 4551, received 0', 4299 dropped by the
+// veth, its ring's 256 never read) sees the sender done on its first look,
+// in a Receive that returns at once (its poll deadline passed while it
+// waited for the CPU), with the NAPI kthread that would fill its ring
+// waiting for the same CPU: it stopped there, before any datagram. A
+// second Receive sleeps in poll, which lets the kthread run.
+const (
+	drainQuiet = 300 * time.Millisecond
+	drainEmpty = 3
+)
+
+// count receives the sender's datagrams into s (received, calls, empty)
+// until the run is drained: see drainQuiet. Probes are not counted.
+func count(r source, pkts []rx.Packet, senderDone *atomic.Bool, s *sample) (first, last time.Time, err error) {
+	var doneSeen time.Time
+	emptyRun := 0
+	for {
+		s.calls++
+		n, err := r.Receive(pkts)
+		if err != nil {
+			return first, last, err
+		}
+		if n > 0 {
+			now := time.Now()
+			for _, p := range pkts[:n] {
+				if isProbe(p.Data) {
+					continue
+				}
+				if first.IsZero() {
+					first = now
+				}
+				last = now
+				s.received++
+			}
+			r.Release(pkts[:n])
+			emptyRun = 0
+			continue
+		}
+		s.empty++
+		emptyRun++
+		if !senderDone.Load() {
+			continue
+		}
+		if doneSeen.IsZero() {
+			doneSeen = time.Now()
+		}
+		// Idle: stop once the sender finished and the queues are drained.
+		if emptyRun >= drainEmpty && time.Since(later(last, doneSeen)) > drainQuiet {
+			return first, last, nil
+		}
+	}
+}
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
+
+// probeTimeout bounds the wait for the first probe.
+const probeTimeout = 10 * time.Second
+
+// probe sends probe datagrams (a payload of 8 zero bytes: sequence number
+// 0) from the sending namespace to the lab's group, one every 10 ms, until
+// ready is closed: the receiver has one through its backend, so the
+// whole receive path (XDP program, socket, NAPI) delivers before the
+// measured run starts. It fails after probeTimeout without one.
+func probe(lab *netlab.Lab, ready <-chan struct{}) error {
+	fd := -1
+	err := lab.Do(lab.Src, func() error {
+		var err error
+		if fd, err = unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0); err != nil {
+			return err
+		}
+		return unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_MULTICAST_TTL, 1)
+	})
+	if fd >= 0 {
+		defer unix.Close(fd)
+	}
+	if err != nil {
+		return fmt.Errorf("probe socket in %s: %w", lab.Src, err)
+	}
+	to := &unix.SockaddrInet4{Addr: group.As4(), Port: int(port)}
+	payload := make([]byte, 8)
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	var sent, errs int
+	var lastErr error
+	for deadline := time.Now().Add(probeTimeout); time.Now().Before(deadline); {
+		if err := unix.Sendto(fd, payload, 0, to); err != nil {
+			errs, lastErr = errs+1, err
+		} else {
+			sent++
+		}
+		select {
+		case <-ready:
+			return nil
+		case <-tick.C:
+		}
+	}
+	return fmt.Errorf("no probe received in %v: %d sent, %d failed (last: %v)", probeTimeout, sent, errs, lastErr)
 }
 
 // send runs the sender on a thread in the sending namespace pinned to
@@ -347,4 +527,16 @@ func numbered(size int) iter.Seq[[]byte] {
 			}
 		}
 	}
+}
+
+// statsString is a backend's non-zero counters, for a failure message.
+func statsString(st rx.Stats) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "packets=%v dropped=%d malformed=%d unmatched=%d", st.Packets, st.Dropped, st.Malformed, st.Unmatched)
+	for i := range st.Extra.Len() {
+		if k, v := st.Extra.At(i); v != 0 {
+			fmt.Fprintf(&b, " %s=%d", k, v)
+		}
+	}
+	return b.String()
 }
