@@ -572,12 +572,12 @@ func demoCapture(t *testing.T, capPath string) (*capture.Capture, int64) {
 // it, and packet k's.
 func lateJoinSnapshot(t *testing.T, day *demo.Day, k int) (snap []byte, n, next, first uint64) {
 	t.Helper()
-	parse := func(i int) moldudp64.Packet {
+	parse := func(i int) *moldudp64.Packet {
 		p, err := moldudp64.Parse(day.Packets[i])
 		if err != nil {
 			t.Fatal(err)
 		}
-		return p
+		return &p
 	}
 	for i := range k + 10 {
 		it := parse(i).Iter()

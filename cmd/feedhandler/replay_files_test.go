@@ -191,12 +191,12 @@ func replayRerequestAcrossFiles(t *testing.T, at string) {
 	day, dir, _ := dayDir(t, 8_000, 31)
 	c, t0 := rotatingDemoCapture(t, dir, true)
 	ts := func(i int) int64 { return t0 + int64(i)*int64(100*time.Microsecond) }
-	parse := func(i int) moldudp64.Packet {
+	parse := func(i int) *moldudp64.Packet {
 		p, err := moldudp64.Parse(day.Packets[i])
 		if err != nil || p.Messages() == 0 {
 			t.Fatalf("packet %d: %v, %d messages: want a packet of messages", i, err, p.Messages())
 		}
-		return p
+		return &p
 	}
 	j := len(day.Packets) / 2
 	put := func(i int) {

@@ -409,8 +409,8 @@ func (a *Arbiter) Pending() int { return a.pend.n }
 // Offer hands the Arbiter one datagram received on line at rxTime (ns).
 func (a *Arbiter) Offer(line int, data []byte, rxTime int64) {
 	ls := &a.Stats.Lines[line]
-	p, err := moldudp64.Parse(data)
-	if err != nil {
+	var p moldudp64.Packet // parsed in place: a returned Packet is copied twice (ParseInto)
+	if err := moldudp64.ParseInto(&p, data); err != nil {
 		ls.Malformed++
 		ls.ParseErrors.Count(err)
 		a.rejected(line, rxTime)

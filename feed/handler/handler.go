@@ -244,7 +244,7 @@ type Handler struct {
 	badLines   badLineState     // what logBadLines last logged
 	started    int64            // when Start returned, Unix ns
 	startMono  int64            // the same, monotonic (monoNow)
-	delivered  atomic.Uint64    // messages the arbiter delivered (routed to shards)
+	delivered  atomic.Uint64    // messages the arbiter delivered (routed to shards); written by the receive thread alone (single.Store)
 	gapLog     chan moldudp64.Range
 	sessionLog chan [2]moldudp64.Session
 

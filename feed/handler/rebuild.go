@@ -27,7 +27,7 @@ func (h *Handler) rebuild(msgs []byte, next uint64) {
 	// is a repair's, recorded apart from the live path's (Repairing).
 	repairing := h.arb.repairing
 	h.arb.repairing = true
-	it := moldudp64.Packet{Blocks: msgs}.Iter() // the same framing as a packet's blocks
+	it := (&moldudp64.Packet{Blocks: msgs}).Iter() // the same framing as a packet's blocks
 	for msg, ok := it.Next(); ok; msg, ok = it.Next() {
 		if len(msg) > 0 && msg[0] == glimpseSnapshot {
 			continue

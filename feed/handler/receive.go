@@ -8,6 +8,7 @@ import (
 
 	"github.com/marketfeed/feedhandler/feed/rx"
 	"github.com/marketfeed/feedhandler/internal/clock"
+	"github.com/marketfeed/feedhandler/internal/single"
 )
 
 // This file holds the receive thread: its loop (Receive, offer to the
@@ -89,7 +90,7 @@ func (h *Handler) receiveLoop() (faulted bool) {
 			h.drainedAt = 0
 			h.recv.Release(pkts[:n])
 		}
-		h.delivered.Store(h.nDelivered)
+		single.Store(&h.delivered, h.nDelivered)
 		if err != nil {
 			if errors.Is(err, rx.ErrClosed) {
 				break
@@ -128,7 +129,7 @@ func (h *Handler) receiveLoop() (faulted bool) {
 			// What Tick, Advance or the recovery delivered: counted now,
 			// not at the next round (on quiet lines, the next packet or
 			// the wait's timeout).
-			h.delivered.Store(h.nDelivered)
+			single.Store(&h.delivered, h.nDelivered)
 		}
 		if h.newSession {
 			h.newSessionWhole()

@@ -290,7 +290,7 @@ func (r *Replayer) run() {
 		r.arb.Unfreeze(0)
 	case opLoad:
 		r.reset()
-		it := moldudp64.Packet{Blocks: r.opMsgs}.Iter()
+		it := (&moldudp64.Packet{Blocks: r.opMsgs}).Iter()
 		for msg, ok := it.Next(); ok; msg, ok = it.Next() {
 			if len(msg) > 0 && msg[0] == glimpseSnapshot {
 				continue

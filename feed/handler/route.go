@@ -15,7 +15,7 @@ import (
 // shard that owns its locate.
 func (h *Handler) route(p moldudp64.Packet, skip int, rxTime int64) {
 	if h.inline != nil {
-		h.routeInline(h.inline, p, skip, rxTime)
+		h.routeInline(h.inline, &p, skip, rxTime)
 		return
 	}
 	it := p.Iter()
@@ -31,7 +31,7 @@ func (h *Handler) route(p moldudp64.Packet, skip int, rxTime int64) {
 // and shard.apply do per message that is the same for every message of
 // a packet (the latency run, the repair flag, the counters) done once for
 // the packet.
-func (h *Handler) routeInline(s *shard, p moldudp64.Packet, skip int, rxTime int64) {
+func (h *Handler) routeInline(s *shard, p *moldudp64.Packet, skip int, rxTime int64) {
 	// Start loading the order slots that the packet's deletes,
 	// executes, cancels and replaces will read, and their books, all at
 	// once, so that their misses overlap instead of following one

@@ -13,6 +13,7 @@ import (
 	"github.com/marketfeed/feedhandler/internal/clock"
 	"github.com/marketfeed/feedhandler/internal/latency"
 	"github.com/marketfeed/feedhandler/internal/mem"
+	"github.com/marketfeed/feedhandler/internal/single"
 	"github.com/marketfeed/feedhandler/internal/spsc"
 	"github.com/marketfeed/feedhandler/proto/shm"
 )
@@ -116,6 +117,10 @@ type shard struct {
 	histPath latency.Histogram // pickup by the receive thread to publish: the handler's own path
 	histRep  latency.Histogram // receive timestamp to publish of repaired messages (waited for recovery)
 
+	// applied and batches have one writer, the shard's thread (in run to
+	// completion the receive thread): it adds with single.Add, no locked
+	// add a batch; a reader that sees applied move sees what the batch
+	// published (single's release).
 	applied atomic.Uint64 // messages applied (read by the pipeline to know it drained)
 	alive   atomic.Uint64 // sharded: passes of the shard thread's stats points, for the heartbeat (housekeeping)
 
@@ -334,8 +339,8 @@ func (s *shard) loop() (faulted bool) {
 		now := clock.Now()
 		s.record(batch, now)
 		s.ring.Release(len(batch))
-		s.applied.Add(uint64(msgs))
-		s.batches.Add(1)
+		single.Add(&s.applied, uint64(msgs))
+		single.Add(&s.batches, 1)
 		lastStats = min(lastStats, now) // the wall clock stepped back: copy 50 ms on, not once it is back
 		if now-lastStats > int64(50*time.Millisecond) {
 			s.alive.Add(1)
@@ -560,9 +565,9 @@ func (s *shard) endBatch() int64 {
 	}
 	s.recordPath(&path, now)
 	s.runs = s.runs[:0]
-	s.applied.Add(s.nMsgs)
+	single.Add(&s.applied, s.nMsgs)
 	s.nMsgs = 0
-	s.batches.Add(1)
+	single.Add(&s.batches, 1)
 	return now
 }
 

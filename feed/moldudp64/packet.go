@@ -76,56 +76,69 @@ type Packet struct {
 //
 // Parse does not look inside messages (package itch validates those).
 func Parse(b []byte) (Packet, error) {
+	var p Packet
+	err := ParseInto(&p, b)
+	return p, err
+}
+
+// ParseInto is Parse into the caller's *p, written only when b is valid
+// (on an error *p is left as it was): a hot caller parsing into a local of
+// its own saves the copies of a returned Packet (its Session array keeps it
+// in memory: a result is copied out, then into the caller's variable).
+func ParseInto(p *Packet, b []byte) error {
 	// Every copy of every datagram comes here, the other line's too:
 	// the header is read into registers and the Packet written once, at
-	// the end, straight into the caller's result; off and end unsigned
+	// the end, straight into *p; off and end unsigned
 	// and a prefix's second byte read first leave the walk one bounds
 	// check a block (off+1 < end puts b[off+1] in bounds; off cannot
 	// wrap: at most 65,534 blocks of 65,537 bytes).
 	if len(b) < HeaderLen {
-		return Packet{}, ErrShortHeader
+		return ErrShortHeader
 	}
 	seq := binary.BigEndian.Uint64(b[10:])
 	count := binary.BigEndian.Uint16(b[18:])
 	if seq == 0 {
-		return Packet{}, ErrSeqZero
+		return ErrSeqZero
 	}
 	off, end := uint(HeaderLen), uint(len(b))
 	if count == 0 || count == EndOfSessionCount {
 		if off != end {
-			return Packet{}, ErrTrailing
+			return ErrTrailing
 		}
-		return Packet{Session: Session(b[:SessionLen]), Seq: seq, Count: count}, nil
+		p.Session, p.Seq, p.Count, p.Blocks = Session(b[:SessionLen]), seq, count, nil
+		return nil
 	}
 	if seq > math.MaxUint64-uint64(count) {
-		return Packet{}, ErrSeqOverflow
+		return ErrSeqOverflow
 	}
 	// Walk the length prefixes. A block that overruns leaves off past the
 	// end, which the next prefix check or the final check catches.
 	for range count {
 		if off+1 >= end {
-			return Packet{}, ErrOverrun
+			return ErrOverrun
 		}
 		off += 2 + (uint(b[off+1]) | uint(b[off])<<8)
 	}
 	if off > end {
-		return Packet{}, ErrOverrun
+		return ErrOverrun
 	}
 	if off != end {
-		return Packet{}, ErrTrailing
+		return ErrTrailing
 	}
-	return Packet{Session: Session(b[:SessionLen]), Seq: seq, Count: count, Blocks: b[HeaderLen:end:end]}, nil
+	// Field by field: a composite literal is built on the stack and copied.
+	p.Session, p.Seq, p.Count, p.Blocks = Session(b[:SessionLen]), seq, count, b[HeaderLen:end:end]
+	return nil
 }
 
 // Heartbeat reports whether p is a heartbeat (count 0).
-func (p Packet) Heartbeat() bool { return p.Count == 0 }
+func (p *Packet) Heartbeat() bool { return p.Count == 0 }
 
 // EndOfSession reports whether p announces the end of the session.
-func (p Packet) EndOfSession() bool { return p.Count == EndOfSessionCount }
+func (p *Packet) EndOfSession() bool { return p.Count == EndOfSessionCount }
 
 // Messages returns the number of messages p carries (0 for heartbeats and
 // end of session).
-func (p Packet) Messages() int {
+func (p *Packet) Messages() int {
 	if p.Count == EndOfSessionCount {
 		return 0
 	}
@@ -133,14 +146,14 @@ func (p Packet) Messages() int {
 }
 
 // Next returns the sequence number expected after p: Seq+Messages().
-func (p Packet) Next() uint64 { return p.Seq + uint64(p.Messages()) }
+func (p *Packet) Next() uint64 { return p.Seq + uint64(p.Messages()) }
 
 // Range returns the sequence numbers of p's messages (Count 0 for heartbeats
 // and end of session).
-func (p Packet) Range() Range { return Range{First: p.Seq, Count: uint64(p.Messages())} }
+func (p *Packet) Range() Range { return Range{First: p.Seq, Count: uint64(p.Messages())} }
 
 // Iter returns an iterator over p's messages.
-func (p Packet) Iter() Iter { return Iter{blocks: p.Blocks, seq: p.Seq} }
+func (p *Packet) Iter() Iter { return Iter{blocks: p.Blocks, seq: p.Seq} }
 
 // Iter walks the messages of a parsed packet in place without allocating:
 //
@@ -194,7 +207,7 @@ func AppendHeader(dst []byte, s Session, seq uint64, count uint16) []byte {
 }
 
 // Append appends p (header and Blocks) to dst.
-func (p Packet) Append(dst []byte) []byte {
+func (p *Packet) Append(dst []byte) []byte {
 	return append(AppendHeader(dst, p.Session, p.Seq, p.Count), p.Blocks...)
 }
 

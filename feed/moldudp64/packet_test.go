@@ -249,6 +249,22 @@ func TestParseEveryCut(t *testing.T) {
 				!bytes.Equal(p.Blocks, rp.Blocks) || len(p.Blocks) != cap(p.Blocks) {
 				t.Fatalf("count %d, %d bytes: Parse %+v %v, want %+v %v", count, n, p, err, rp, rerr)
 			}
+			// ParseInto, into a packet that holds another: written
+			// whole when b is valid (a heartbeat's Blocks emptied), left
+			// as it was when not.
+			q := stale
+			err = moldudp64.ParseInto(&q, b)
+			want := rp
+			if rerr != nil {
+				want = stale
+			}
+			if err != rerr || q.Session != want.Session || q.Seq != want.Seq || q.Count != want.Count ||
+				!bytes.Equal(q.Blocks, want.Blocks) || len(q.Blocks) != cap(q.Blocks) {
+				t.Fatalf("count %d, %d bytes: ParseInto %+v %v, want %+v %v", count, n, q, err, want, rerr)
+			}
 		}
 	}
 }
+
+// stale is a packet a ParseInto writes over (TestParseEveryCut).
+var stale = moldudp64.Packet{Session: moldudp64.NewSession("STALE"), Seq: 99, Count: 1, Blocks: []byte{0, 1, 'z'}[:3:3]}

@@ -14,8 +14,10 @@
 // Count, Max), because every counter is an atomic word; a snapshot taken
 // during recording is a consistent-enough view (each bucket exact, the set
 // of buckets possibly a few records apart). Record costs one bucket index
-// computation and two uncontended atomic adds, allocates nothing, and takes
-// no lock.
+// computation and two adds, allocates nothing, and takes no lock: the
+// writer alone changes the counters, so its adds are plain ones, stores a
+// reader's atomic load sees whole (package single; atomic adds under the
+// race detector). Two writers of one Histogram lose counts.
 //
 // A Snapshot is a plain copy that a reader owns: Merge combines shards,
 // Since turns two cumulative snapshots into the values of the interval

@@ -4,6 +4,8 @@ import (
 	"math"
 	"math/bits"
 	"sync/atomic"
+
+	"github.com/marketfeed/feedhandler/internal/single"
 )
 
 const (
@@ -46,7 +48,9 @@ func BucketBounds(i int) (lo, hi int64) {
 }
 
 // Histogram is a log-linear latency histogram in nanoseconds. Its zero
-// value is ready to use. It must not be copied after first use.
+// value is ready to use. It must not be copied after first use. It has one
+// writer, which adds to its counters without atomic read-modify-writes
+// (package single); any goroutine may read it.
 type Histogram struct {
 	counts [NumBuckets]atomic.Uint64
 	sum    atomic.Uint64 // sum of recorded values (clamped at 0), ns
@@ -61,8 +65,8 @@ func (h *Histogram) Record(ns int64) {
 	} else if ns == math.MaxInt64 {
 		ns-- // keep min's +1 encoding from overflowing
 	}
-	h.counts[BucketIndex(ns)].Add(1)
-	h.sum.Add(uint64(ns))
+	single.Add(&h.counts[BucketIndex(ns)], 1)
+	single.Add(&h.sum, uint64(ns))
 	if ns > h.max.Load() {
 		h.max.Store(ns)
 	}
@@ -83,8 +87,8 @@ func (h *Histogram) RecordN(ns int64, n int) {
 	} else if ns == math.MaxInt64 {
 		ns--
 	}
-	h.counts[BucketIndex(ns)].Add(uint64(n))
-	h.sum.Add(uint64(ns) * uint64(n))
+	single.Add(&h.counts[BucketIndex(ns)], uint64(n))
+	single.Add(&h.sum, uint64(ns)*uint64(n))
 	if ns > h.max.Load() {
 		h.max.Store(ns)
 	}
@@ -98,10 +102,10 @@ func (h *Histogram) RecordN(ns int64, n int) {
 func (h *Histogram) Merge(o *Histogram) {
 	for i := range h.counts {
 		if c := o.counts[i].Load(); c != 0 {
-			h.counts[i].Add(c)
+			single.Add(&h.counts[i], c)
 		}
 	}
-	h.sum.Add(o.sum.Load())
+	single.Add(&h.sum, o.sum.Load())
 	if m := o.max.Load(); m > h.max.Load() {
 		h.max.Store(m)
 	}
