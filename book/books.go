@@ -754,6 +754,13 @@ func slot(orders []order, i int32) *order {
 	return (*order)(unsafe.Add(unsafe.Pointer(unsafe.SliceData(orders)), int(i)*int(unsafe.Sizeof(order{}))))
 }
 
+// bookAt returns &books[locate] without a bounds check, for a locate that
+// Books.book or Announce has found below len(books): Apply's every case
+// that reports a change has (see Apply's lastTime).
+func bookAt(books []Book, locate uint16) *Book {
+	return (*Book)(unsafe.Add(unsafe.Pointer(unsafe.SliceData(books)), int(locate)*int(unsafe.Sizeof(Book{}))))
+}
+
 // level returns &levels[li] without a bounds check, for li a level in use
 // (a rung's, a live order's) or one insertRung takes: the head of the free
 // list, or levelUsed, below maxLevels (the pool's length) while fewer than
