@@ -122,8 +122,8 @@ func (bs *Books) Apply(m itch.Msg) (locate uint16, changed bool) {
 	default:
 		return locate, false
 	}
-	if changed {
-		bs.books[locate].lastTime = m.Timestamp()
+	if changed { // a case changes only a book it found (bs.book, Announce): bookAt's locate
+		bookAt(bs.books, locate).lastTime = m.Timestamp()
 	}
 	return locate, changed
 }

@@ -495,25 +495,25 @@ func (bs *Books) add(b *Book, ref uint64, side Side, shares, price uint32) bool 
 	}
 	oi := int32(ref & bs.homeMask)
 	o := slot(bs.orders, oi) // homeMask < len(bs.orders)
-	homeTaken, ovfSlot := o.shares != 0, uint64(0)
-	if homeTaken || bs.stats.Overflowed != 0 || bs.stats.Orders >= bs.maxOrders { // seldom: one test a case
-		if homeTaken && o.ref == ref && o.locate == b.locate {
-			bs.stats.DuplicateAdd++
-			return false
+	if o.shares != 0 || bs.stats.Overflowed != 0 || bs.stats.Orders >= bs.maxOrders {
+		// Seldom (one test for the cases): out of line, with every
+		// value the rest of add needs handed back (bs and b returned,
+		// the order's fields read from its slot, which addRare wrote),
+		// so that none stays live across the call. When the checks and
+		// their calls were here, the values live across those calls
+		// (the arguments, the slot and its index, whether it was taken,
+		// the overflow table's slot) were stored to the frame on entry
+		// to every add: a spill goes where it dominates every reload,
+		// and insertRung's grow, the other call add makes, reloads
+		// them too. Now only the grow reloads, and the spills go with
+		// it. (This comment is as long as it is so that the lines below
+		// keep their places in add: default.pgo names the search and
+		// insertRung calls by their lines within the function.)
+		var done, changed bool
+		if bs, b, oi, o, done, changed = bs.addRare(b, oi, o, ref, side, shares, price); done {
+			return changed
 		}
-		if idx := int32(none); homeTaken || bs.stats.Overflowed != 0 {
-			if ovfSlot, idx = bs.ovfProbe(b.locate, ref); idx != none {
-				bs.stats.DuplicateAdd++
-				return false
-			}
-		}
-		if bs.stats.Orders >= bs.maxOrders || (homeTaken && bs.ovfFree == none) {
-			bs.capacity(&bs.stats.OrderCapacity, ErrOrderCapacity, ref)
-			return bs.dropped(b)
-		}
-		if homeTaken { // an overflow slot, given back if no level can be had
-			oi, o = bs.ovfClaim(ovfSlot, ref)
-		}
+		ref, price, shares, side = o.ref, o.price, o.shares, o.side
 	}
 	// The order's own fields now (field by field: see below), so that fewer values stay live.
 	o.ref, o.price, o.shares, o.locate, o.side = ref, price, shares, b.locate, side
@@ -528,7 +528,7 @@ func (bs *Books) add(b *Book, ref uint64, side Side, shares, price uint32) bool 
 		if !found {
 			if bs.stats.Levels >= bs.maxLevels {
 				// the order written above is dropped, its slot freed
-				return bs.levelDropped(b, oi, ovfSlot, homeTaken)
+				return bs.levelDropped(b, oi)
 			}
 			b.insertRung(bs, side, i, key)
 		}
@@ -571,21 +571,56 @@ func (bs *Books) ovfClaim(ovfSlot, ref uint64) (int32, *order) {
 	return oi, o
 }
 
-// levelDropped drops the add of order oi, written but not linked, for
-// want of a level (LevelCapacity): the slot is free again, and an overflow
-// slot (homeTaken) goes back to the table and the free list as it came
-// (ovfClaim's undone: the same table, deletion shifting back what the
-// entry's insertion did not move).
+// addRare is add's seldom case: a home slot taken (a duplicate, or an
+// order for the overflow table), orders already in the overflow table (a
+// duplicate must be looked for there), or the order table full. It counts
+// and drops the add (done, and whether that changed the book as
+// published), or returns the slot the order goes to with the order's own
+// fields written (an overflow slot is claimed: levelDropped gives it back
+// if no level can be had). bs and b come back unchanged, so that add
+// holds no value across the call.
 //
 //go:noinline
-func (bs *Books) levelDropped(b *Book, oi int32, ovfSlot uint64, homeTaken bool) bool {
+func (bs *Books) addRare(b *Book, oi int32, o *order, ref uint64, side Side, shares, price uint32) (*Books, *Book, int32, *order, bool, bool) {
+	homeTaken, ovfSlot := o.shares != 0, uint64(0)
+	if homeTaken && o.ref == ref && o.locate == b.locate {
+		bs.stats.DuplicateAdd++
+		return bs, b, oi, o, true, false
+	}
+	if idx := int32(none); homeTaken || bs.stats.Overflowed != 0 {
+		if ovfSlot, idx = bs.ovfProbe(b.locate, ref); idx != none {
+			bs.stats.DuplicateAdd++
+			return bs, b, oi, o, true, false
+		}
+	}
+	if bs.stats.Orders >= bs.maxOrders || (homeTaken && bs.ovfFree == none) {
+		bs.capacity(&bs.stats.OrderCapacity, ErrOrderCapacity, ref)
+		return bs, b, oi, o, true, bs.dropped(b)
+	}
+	if homeTaken { // an overflow slot, given back if no level can be had
+		oi, o = bs.ovfClaim(ovfSlot, ref)
+	}
+	o.ref, o.price, o.shares, o.locate, o.side = ref, price, shares, b.locate, side
+	return bs, b, oi, o, false, false
+}
+
+// levelDropped drops the add of order oi, written but not linked, for
+// want of a level (LevelCapacity): the slot is free again, and an overflow
+// slot (an index above homeMask) goes back to the table and the free list
+// as it came (ovfClaim's undone: the same table, found again by the order's
+// reference and locate, deletion shifting back what the entry's insertion
+// did not move).
+//
+//go:noinline
+func (bs *Books) levelDropped(b *Book, oi int32) bool {
 	o := slot(bs.orders, oi)
-	o.shares = 0
-	if homeTaken {
+	if uint64(oi) > bs.homeMask {
+		ovfSlot, _ := bs.ovfProbe(o.locate, o.ref)
 		bs.ovfDelete(ovfSlot)
 		bs.ovfFree = oi // o.next is still the free list's next
 		bs.stats.Overflowed--
 	}
+	o.shares = 0
 	bs.capacity(&bs.stats.LevelCapacity, ErrLevelCapacity, o.ref)
 	return bs.dropped(b)
 }
@@ -717,6 +752,13 @@ func rungOf(lad []rung, li int32) (int, bool) {
 // home slot (a reference masked by homeMask, which is below len(orders)).
 func slot(orders []order, i int32) *order {
 	return (*order)(unsafe.Add(unsafe.Pointer(unsafe.SliceData(orders)), int(i)*int(unsafe.Sizeof(order{}))))
+}
+
+// bookAt returns &books[locate] without a bounds check, for a locate that
+// Books.book or Announce has found below len(books): Apply's every case
+// that reports a change has (see Apply's lastTime).
+func bookAt(books []Book, locate uint16) *Book {
+	return (*Book)(unsafe.Add(unsafe.Pointer(unsafe.SliceData(books)), int(locate)*int(unsafe.Sizeof(Book{}))))
 }
 
 // level returns &levels[li] without a bounds check, for li a level in use

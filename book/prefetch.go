@@ -41,19 +41,26 @@ const PrefetchAhead = 16
 // length-prefixed message blocks (a 2-byte big-endian length, then the
 // message: the framing of a MoldUDP64 packet's payload and of a Nasdaq
 // BinaryFILE), at most max of them. It stops before a block that does not
-// fit in blocks and returns the length of the blocks it went over, so that
-// a caller walking ahead of Apply knows where to go on from.
+// fit in blocks, or that starts fewer than blockRefEnd bytes from the end of
+// blocks (so short a block holds no reference: one test, not two, tells that
+// a block's header and reference can be read), and returns the length of the
+// blocks it went over, so that a caller walking ahead of Apply knows where to
+// go on from.
 //
 // One call for many messages is cheaper than a Prefetch each: Go keeps no
 // register across a call, so every call makes the caller's loop save and
 // reload what it holds in registers.
 func (bs *Books) PrefetchBlocks(blocks []byte, max int) int { return bs.prefetchBlocks(blocks, max) }
 
+// blockRefEnd is how many bytes of a block, from its header, reach the end
+// of the reference at offset 11 of its message.
+const blockRefEnd = itch.BlockHeaderLen + itch.HeaderLen + 8
+
 // prefetchBlocksGo is PrefetchBlocks in Go: the definition, and the code
 // where there is no assembly.
 func (bs *Books) prefetchBlocksGo(blocks []byte, max int) int {
 	off := 0
-	for ; max > 0 && off+itch.BlockHeaderLen <= len(blocks); max-- {
+	for ; max > 0 && off+blockRefEnd <= len(blocks); max-- {
 		n := int(blocks[off])<<8 | int(blocks[off+1])
 		end := off + itch.BlockHeaderLen + n
 		if end > len(blocks) {

@@ -24,6 +24,10 @@ func (bs *Books) prefetchBlocks(blocks []byte, max int) int {
 //go:noescape
 func prefetchBlocksAsm(orders unsafe.Pointer, mask uint64, books unsafe.Pointer, p unsafe.Pointer, n int, max int) int
 
+// The assembly walks from offsets up to blockRefEnd bytes before the end.
+var _ [21 - blockRefEnd]struct{}
+var _ [blockRefEnd - 21]struct{}
+
 // The assembly scales a slot index by 32 and a locate by 128.
 var _ [32 - unsafe.Sizeof(order{})]struct{}
 var _ [unsafe.Sizeof(order{}) - 32]struct{}
