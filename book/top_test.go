@@ -86,25 +86,37 @@ func TestTopMatchesDepth(t *testing.T) {
 	}
 }
 
-// TestTopLevelsWholeAllocation: topLevels on a ladder and a vector that
-// are each a whole allocation of their own (the best rung the last element,
-// the worst read the first, the last level written the vector's last), so
-// a walk that stepped a pointer before the ladder or past the vector fails
-// under checkptr (go test -race, -gcflags=all=-d=checkptr).
-func TestTopLevelsWholeAllocation(t *testing.T) {
-	levels := []priceLevel{{shares: 10, orders: 1}, {shares: 20, orders: 2}, {shares: 30, orders: 3}}
+// TestTopWholeAllocation: Top on ladders and vectors that are each a
+// whole allocation of their own (the best rung the last element, the worst
+// read the first, the last level written the vector's last), so a walk that
+// stepped a pointer before a ladder or past a vector fails under checkptr
+// (go test -race, -gcflags=all=-d=checkptr). A level's price is its key
+// (insertRung keeps it its rung's), its orders and shares its own.
+func TestTopWholeAllocation(t *testing.T) {
+	levels := make([]priceLevel, 6)
+	for i := range levels {
+		levels[i] = priceLevel{shares: uint64(10 * (i + 1)), orders: uint32(i + 1), key: uint32(100 + i)}
+	}
 	for n := range 4 {
-		lad := make([]rung, n)
-		for i := range lad {
-			lad[i] = rung{key: uint32(100 + i), lvl: int32(i)}
+		var b Book
+		b.bs = &Books{levels: levels}
+		for side := range Side(2) {
+			lad := make([]rung, n)
+			for i := range lad {
+				li := int32(i + 3*int(side))
+				lad[i] = rung{key: levels[li].key, lvl: li}
+			}
+			b.setLadder(side, lad)
 		}
-		for _, flip := range []uint32{0, ^uint32(0)} {
-			dst := make([]Level, n)
-			topLevels(levels, lad, dst, flip)
-			for k := range dst {
-				want := Level{Price: uint32(100+n-1-k) ^ flip, Orders: uint32(n - k), Shares: uint64(10 * (n - k))}
-				if dst[k] != want {
-					t.Fatalf("%d rungs, flip %#x: level %d is %+v, want %+v", n, flip, k, dst[k], want)
+		bids, asks := make([]Level, n), make([]Level, n)
+		b.Top(bids, asks)
+		for side, got := range [][]Level{bids, asks} {
+			flip := sideFlip(Side(side))
+			for k := range got {
+				li := n - 1 - k + 3*side
+				want := Level{Price: uint32(100+li) ^ flip, Orders: uint32(li + 1), Shares: uint64(10 * (li + 1))}
+				if got[k] != want {
+					t.Fatalf("%d rungs, side %d: level %d is %+v, want %+v", n, side, k, got[k], want)
 				}
 			}
 		}

@@ -495,10 +495,16 @@ func testAllocs(t *testing.T, single bool) {
 	}
 }
 
+// TestTradingState: the four ITCH states and every other byte (Unknown).
 func TestTradingState(t *testing.T) {
-	for c, want := range map[byte]string{'H': "Halted", 'P': "Paused", 'Q': "QuotationOnly", 'T': "Trading", 'X': "Unknown", 0: "Unknown"} {
-		if got := TradingState(c).String(); got != want {
-			t.Errorf("TradingState(%q) = %s, want %s", c, got, want)
+	states := map[byte]string{'H': "Halted", 'P': "Paused", 'Q': "QuotationOnly", 'T': "Trading"}
+	for c := range 256 {
+		want, ok := states[byte(c)]
+		if !ok {
+			want = "Unknown"
+		}
+		if got := TradingState(byte(c)).String(); got != want {
+			t.Errorf("TradingState(%q) = %s, want %s", byte(c), got, want)
 		}
 	}
 }

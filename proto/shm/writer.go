@@ -50,19 +50,16 @@ type Snapshot struct {
 }
 
 // TradingState converts the ITCH Stock Trading Action state ('H', 'P', 'Q',
-// 'T') into the schema's enum; anything else is TradingStateUnknown.
-func TradingState(itch byte) bookfb.TradingState {
-	switch itch {
-	case 'H':
-		return bookfb.TradingStateHalted
-	case 'P':
-		return bookfb.TradingStatePaused
-	case 'Q':
-		return bookfb.TradingStateQuotationOnly
-	case 'T':
-		return bookfb.TradingStateTrading
-	}
-	return bookfb.TradingStateUnknown
+// 'T') into the schema's enum; anything else is TradingStateUnknown. It is
+// a look-up (every publish converts its book's state): a byte indexes the
+// table without a bounds check.
+func TradingState(itch byte) bookfb.TradingState { return tradingStates[itch] }
+
+var tradingStates = [256]bookfb.TradingState{
+	'H': bookfb.TradingStateHalted,
+	'P': bookfb.TradingStatePaused,
+	'Q': bookfb.TradingStateQuotationOnly,
+	'T': bookfb.TradingStateTrading,
 }
 
 // Config describes a feed file to create.
