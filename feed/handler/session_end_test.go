@@ -584,16 +584,8 @@ func liveKept(t *testing.T, a *Arbiter, s *sink, live [][]byte, strays int, stal
 // it never Ended (the soak's seed 20054: 'ended false', everything
 // delivered).
 func TestEndKeptThroughLaggingFill(t *testing.T) {
-	rng := rand.New(rand.NewPCG(95, 96))
-	live := packets(t, testSession, 40, 5, rng)
-	a, s := newTestArbiter(t, ArbiterConfig{Session: testSession, LineTimeout: time.Second})
-	now := int64(1)
+	a, s, live, now := endDay(t, 3)
 	n := len(live)
-	for _, p := range live[:n-3] {
-		now += int64(time.Millisecond)
-		a.Offer(0, p, now)
-		a.Offer(1, p, now)
-	}
 	now += int64(time.Millisecond)
 	a.Offer(0, endOfSession(testSession, nextAfter(t, live)), now)
 	if !a.EndAnnounced() || a.Ended() {
@@ -658,16 +650,8 @@ func TestForgedEndAheadWithdrawnByItsLine(t *testing.T) {
 		})
 	}
 	t.Run("legitimate", func(t *testing.T) {
-		rng := rand.New(rand.NewPCG(95, 96))
-		live := packets(t, testSession, 40, 5, rng)
-		a, s := newTestArbiter(t, ArbiterConfig{Session: testSession, LineTimeout: time.Second})
-		now := int64(1)
+		a, s, live, now := endDay(t, 1)
 		n := len(live)
-		for _, p := range live[:n-1] {
-			now += ms
-			a.Offer(0, p, now)
-			a.Offer(1, p, now)
-		}
 		now += ms
 		end := endOfSession(testSession, nextAfter(t, live))
 		a.Offer(0, end, now)
@@ -679,4 +663,21 @@ func TestForgedEndAheadWithdrawnByItsLine(t *testing.T) {
 			t.Fatalf("ended %v (announced %v), delivered %d of %d, gaps %v; want ended, all delivered", a.Ended(), a.EndAnnounced(), s.got, want, s.gaps)
 		}
 	})
+}
+
+// endDay plays a day of 40 packets of testSession to a new Arbiter on both
+// lines, 1 ms apart, but for its last left: the Arbiter, its sink, the
+// day and the last packet's stamp.
+func endDay(t *testing.T, left int) (*Arbiter, *sink, [][]byte, int64) {
+	t.Helper()
+	rng := rand.New(rand.NewPCG(95, 96))
+	live := packets(t, testSession, 40, 5, rng)
+	a, s := newTestArbiter(t, ArbiterConfig{Session: testSession, LineTimeout: time.Second})
+	now := int64(1)
+	for _, p := range live[:len(live)-left] {
+		now += int64(time.Millisecond)
+		a.Offer(0, p, now)
+		a.Offer(1, p, now)
+	}
+	return a, s, live, now
 }
