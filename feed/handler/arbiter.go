@@ -189,6 +189,14 @@ type Arbiter struct {
 	// (past endSeq: see withdraw).
 	ended  bool
 	endSeq uint64
+	// endLines: the lines whose End of Session announced the end at
+	// endSeq; per line, its stamp (endRx) and the line's highest before
+	// it (endFrom). Such a line that brings the session's packets from
+	// there on, below endSeq, Grace or more later went on below the end
+	// it announced: the end was not its sender's (wentBelowEnd).
+	endLines uint8
+	endRx    [MaxLines]int64
+	endFrom  [MaxLines]uint64
 	// idleAfterEnd: a join after the session's end is idle, not a gap,
 	// when nothing would fetch the session (no snapshot source, and no
 	// re-request of a late join's start): the recovery's, set as it is
@@ -379,12 +387,33 @@ func (a *Arbiter) Session() moldudp64.Session { return a.session }
 func (a *Arbiter) Ended() bool { return a.ended && a.pend.n == 0 && a.maxHigh() <= a.next }
 
 // announceEnd notes the session's end announced at seq (an End of
-// Session packet's sequence number).
-func (a *Arbiter) announceEnd(seq uint64) {
+// Session packet's sequence number) by line's packet stamped rx (line -1:
+// by no line's packet, see endBehindStray).
+func (a *Arbiter) announceEnd(seq uint64, line int, rx int64) {
 	if !a.ended || seq > a.endSeq {
-		a.endSeq = seq
+		a.endSeq, a.endLines = seq, 0
+	}
+	if line >= 0 && seq == a.endSeq && a.endLines&(1<<line) == 0 {
+		a.endLines |= 1 << line
+		a.endRx[line], a.endFrom[line] = rx, a.high[line]
 	}
 	a.ended = true
+}
+
+// wentBelowEnd withdraws the end announced when line, one that announced
+// it, brings a packet of the session at seq, from where the line was when
+// it announced it and below the end, Grace or more after its End of
+// Session: the line's sender went on below the end, which was not its
+// (a forged or corrupt End of Session ahead). Kept, such an end let a
+// stray session confirmed since take over a live feed the moment delivery
+// reached it (Ended, with the end at a packet's boundary), its later
+// messages then wrong_session (TestForgedEndAheadWithdrawnByItsLine). A
+// line's reorder within Grace, and a stale copy of a packet from before
+// its end, leave it. Called only for a packet below its line's highest.
+func (a *Arbiter) wentBelowEnd(line int, seq uint64, rx int64) {
+	if a.ended && a.endLines&(1<<line) != 0 && seq >= a.endFrom[line] && seq < a.endSeq && rx-a.endRx[line] >= int64(a.cfg.Grace) {
+		a.ended, a.endLines = false, 0
+	}
 }
 
 // withdraw withdraws the end announced when a packet of the session
@@ -572,7 +601,7 @@ func (a *Arbiter) Offer(line int, data []byte, rxTime int64) {
 				// stay: a new session may have started before the end.
 				a.sess.recount()
 			}
-			a.announceEnd(p.Seq)
+			a.announceEnd(p.Seq, line, rxTime)
 		}
 		if p.Seq > a.high[line] && a.belowPkt[line] == ls.Packets-1 {
 			a.jumpedPast(line)
@@ -587,6 +616,7 @@ func (a *Arbiter) Offer(line int, data []byte, rxTime int64) {
 			}
 			a.high[line] = p.Seq
 		} else if p.Seq < a.high[line] {
+			a.wentBelowEnd(line, p.Seq, rxTime) // a heartbeat: an End of Session this low was stale
 			a.belowRx[line], a.belowSeq[line], a.belowEnd[line], a.belowPkt[line] = rxTime, p.Seq, p.Seq, ls.Packets
 			a.checkedNow = 0 // a held packet may be contradicted now (NextDue)
 			if p.Seq < a.next {
@@ -605,6 +635,7 @@ func (a *Arbiter) Offer(line int, data []byte, rxTime int64) {
 	case a.high[line] == 0:
 	case p.Seq < a.high[line]:
 		ls.OutOfOrder++
+		a.wentBelowEnd(line, p.Seq, rxTime)
 		if a.heldOwnCopy(line, data, p.Seq, end) {
 			// The line sends again what it brought (a stale copy): it
 			// says nothing of where the line is, and taken for its

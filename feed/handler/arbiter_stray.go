@@ -494,7 +494,7 @@ func (a *Arbiter) endBehindStray() {
 	if !a.ended {
 		a.Stats.EndOfSession++
 	}
-	a.announceEnd(a.staleEnd)
+	a.announceEnd(a.staleEnd, -1, 0)
 	for i := 0; i < a.cfg.Lines; i++ {
 		if a.staleEndLines&(1<<i) != 0 {
 			a.high[i] = max(a.high[i], a.staleEnd)

@@ -1,6 +1,7 @@
 package handler
 
 import (
+	"fmt"
 	"math/rand/v2"
 	"testing"
 	"time"
@@ -583,16 +584,8 @@ func liveKept(t *testing.T, a *Arbiter, s *sink, live [][]byte, strays int, stal
 // it never Ended (the soak's seed 20054: 'ended false', everything
 // delivered).
 func TestEndKeptThroughLaggingFill(t *testing.T) {
-	rng := rand.New(rand.NewPCG(95, 96))
-	live := packets(t, testSession, 40, 5, rng)
-	a, s := newTestArbiter(t, ArbiterConfig{Session: testSession, LineTimeout: time.Second})
-	now := int64(1)
+	a, s, live, now := endDay(t, 3)
 	n := len(live)
-	for _, p := range live[:n-3] {
-		now += int64(time.Millisecond)
-		a.Offer(0, p, now)
-		a.Offer(1, p, now)
-	}
 	now += int64(time.Millisecond)
 	a.Offer(0, endOfSession(testSession, nextAfter(t, live)), now)
 	if !a.EndAnnounced() || a.Ended() {
@@ -608,4 +601,83 @@ func TestEndKeptThroughLaggingFill(t *testing.T) {
 	if want := totalMessages(t, live); !a.Ended() || s.got != want || len(s.gaps) != 0 {
 		t.Fatalf("ended %v, delivered %d of %d, gaps %v; want ended, all delivered", a.Ended(), s.got, want, s.gaps)
 	}
+}
+
+// TestForgedEndAheadWithdrawnByItsLine: an End of Session ahead of
+// everything received, within MaxJump (forged, or a corrupt sequence
+// number), on line A at a packet's boundary 10 packets on, and a stray
+// sender on line A from then on (a packet after each of the feed's,
+// confirming after the end). The feed goes on on both lines, line A
+// leading or lagging line B by two packets; line A's packets below the
+// end, Grace or more after it, withdraw it: the feed is followed all day,
+// every message delivered, nothing declared. A legitimate end stays
+// announced through line A's own last packet reordered within Grace and
+// a stale copy of an old packet after it, and ends the session.
+func TestForgedEndAheadWithdrawnByItsLine(t *testing.T) {
+	ms := int64(time.Millisecond)
+	for _, lagA := range []int{0, 2} {
+		t.Run(fmt.Sprint("forged/lagA", lagA), func(t *testing.T) {
+			rng := rand.New(rand.NewPCG(91, 92))
+			live := packets(t, testSession, 100, 5, rng)
+			stray := packets(t, strayName, 100, 5, rng)
+			a, s := newTestArbiter(t, ArbiterConfig{LineTimeout: time.Second})
+			a.SetSessionFunc(func(o, n moldudp64.Session) {
+				if o != (moldudp64.Session{}) {
+					t.Fatalf("session changed from %q to %q, delivered %d of the feed's %d messages", o, n, s.got, totalMessages(t, live))
+				}
+			})
+			forged := nextAfter(t, live[:61])
+			now, si := int64(1), 0
+			for i := range len(live) + lagA {
+				now += ms
+				if i < len(live) {
+					a.Offer(1, live[i], now)
+				}
+				if j := i - lagA; j >= 0 {
+					a.Offer(0, live[j], now)
+				}
+				if i == 50 {
+					a.Offer(0, endOfSession(testSession, forged), now)
+				}
+				if i >= 50 {
+					a.Offer(0, stray[si], now)
+					si++
+				}
+			}
+			if want := totalMessages(t, live); s.got != want || len(s.gaps) != 0 || a.EndAnnounced() {
+				t.Fatalf("delivered %d of %d, gaps %v, end announced %v; want all delivered, no gap, not announced", s.got, want, s.gaps, a.EndAnnounced())
+			}
+		})
+	}
+	t.Run("legitimate", func(t *testing.T) {
+		a, s, live, now := endDay(t, 1)
+		n := len(live)
+		now += ms
+		end := endOfSession(testSession, nextAfter(t, live))
+		a.Offer(0, end, now)
+		a.Offer(0, live[n-1], now+int64(50*time.Microsecond)) // its last packet, reordered within Grace
+		a.Offer(1, live[n-1], now+ms)                         // line B lost the End of Session
+		a.Offer(0, live[n-5], now+2*ms)                       // a stale copy
+		a.Offer(1, live[n-5], now+2*ms)
+		if want := totalMessages(t, live); !a.Ended() || s.got != want || len(s.gaps) != 0 {
+			t.Fatalf("ended %v (announced %v), delivered %d of %d, gaps %v; want ended, all delivered", a.Ended(), a.EndAnnounced(), s.got, want, s.gaps)
+		}
+	})
+}
+
+// endDay plays a day of 40 packets of testSession to a new Arbiter on both
+// lines, 1 ms apart, but for its last left: the Arbiter, its sink, the
+// day and the last packet's stamp.
+func endDay(t *testing.T, left int) (*Arbiter, *sink, [][]byte, int64) {
+	t.Helper()
+	rng := rand.New(rand.NewPCG(95, 96))
+	live := packets(t, testSession, 40, 5, rng)
+	a, s := newTestArbiter(t, ArbiterConfig{Session: testSession, LineTimeout: time.Second})
+	now := int64(1)
+	for _, p := range live[:len(live)-left] {
+		now += int64(time.Millisecond)
+		a.Offer(0, p, now)
+		a.Offer(1, p, now)
+	}
+	return a, s, live, now
 }

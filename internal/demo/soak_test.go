@@ -503,8 +503,15 @@ const (
 // handler asks up to rerequest.MaxAhead ranges past the one it fills as
 // well, which the estimate leaves out: it errs long). A capped answer
 // is followed by a request for the rest once the server has been quiet a
-// moment (the client's settle, 2 ms), which on the quiet lines of a sent
-// day the handler sees at the end of its receive wait (soakPollTimeout);
+// moment (the client's settle, 2 ms), which the handler's wake timer acts
+// on when due; the estimate still allows the receive wait
+// (soakPollTimeout) for it, which errs long at rest and covers a loaded
+// machine (seed 20120, answers of one message: about 2.1 ms a message,
+// the settle and the round trip, through most of a range in a capture at
+// load 12, 2.4 to 3.7 ms a message per range in that run, 3.8 to 8.5 in
+// one at load 22; estimated 6 ms a request, for 704 messages where 456
+// were lost on both lines: 4.2 s against 1.9 and 4.0 s in those runs,
+// from their repairs logged);
 // each answer comes AnswerDelay after its request (the lab's server
 // sleeps so per request, one at a time), a millisecond more allowed for
 // the round. A request whose answer is lost
@@ -680,11 +687,23 @@ func soakRun(t *testing.T, p soakParams) {
 			// join, what came before the handler): each gap declared
 			// lies within them, or within what a snapshot loaded behind
 			// the feed missed, declared again by design (a snapshot
-			// server lagging the feed: RECOVERY.md).
+			// server lagging the feed: RECOVERY.md), or is of packets a
+			// line lost and the other reordered in a write of Grace or
+			// more (lateReorders: with every re-request server failed,
+			// such a hole is declared as in a run without recovery; the
+			// seed 20158, line B's copy 2.4 ms behind its successor).
 			lost := append(dropRanges(d, drop), laggedRanges(logged)...)
+			var late []moldudp64.Range
+			if from == 0 {
+				late = dropRanges(d, lateReorders(res))
+			}
 			for _, g := range gaps {
-				if !(p.Recovery == "latejoin" && g.First == 1) && !covered(g, lost) {
-					fail("gap %v declared: not lost on both lines nor missed by a lagging snapshot (the drops and those are %v)", g, lost)
+				switch {
+				case p.Recovery == "latejoin" && g.First == 1 || covered(g, lost):
+				case covered(g, append(lost, late...)):
+					t.Logf("gap %v declared of packets a line lost and the other reordered in a write of %v or more (the lab's sender preempted mid-write: lateReorders); %d such packets in all", g, soakGrace, len(late))
+				default:
+					fail("gap %v declared: not lost on both lines, missed by a lagging snapshot nor reordered late (the drops and those are %v, late %v)", g, lost, late)
 				}
 			}
 		}

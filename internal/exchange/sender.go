@@ -92,8 +92,7 @@ type LineStats struct {
 	// dropped, and those Reorder held back (its only copy) whose release
 	// after their successor went out in a write that took LateAfter or
 	// longer: a receiver may have had the successor that much before them.
-	// With Lag they are not timed (they go out in a later write, with
-	// their successor).
+	// With Lag, the write that releases them with their successor.
 	Lost, Late []uint64 `json:",omitempty"`
 }
 
@@ -166,8 +165,10 @@ type lineState struct {
 	lag    [][]byte // copies delayed by Lag, oldest first
 	// lagIn: per copy in lag, the input packet that put it there
 	// (inputs counts the offers); lagInputs: how many input packets
-	// have copies in lag.
+	// have copies in lag. lagHeld: per copy, heldIn of a held packet
+	// released behind its successor, else 0.
 	lagIn     []uint64
+	lagHeld   []uint64
 	inputs    uint64
 	lagInputs int
 	st        LineStats
@@ -412,7 +413,7 @@ func (l *lineState) offer(p []byte) {
 		l.heldIn = 0
 		if copies == 2 {
 			l.write(p) // the duplicate goes out now, the held copy later
-		} else if l.q.lateAfter > 0 && l.Lag <= 0 {
+		} else if l.q.lateAfter > 0 {
 			l.heldIn = l.inputs // index + 1
 		}
 		return
@@ -422,11 +423,7 @@ func (l *lineState) offer(p []byte) {
 	}
 	if l.held != nil {
 		l.st.Reordered++ // counted once it really went out after its successor
-		if l.heldIn != 0 {
-			l.q.addHeld(l.idx, l.held, l.heldIn-1)
-		} else {
-			l.write(l.held)
-		}
+		l.writeHeld(l.held, l.heldIn)
 		l.held, l.heldIn = nil, 0
 	}
 }
@@ -436,19 +433,27 @@ func (l *lineState) flush() {
 		l.write(l.held)
 		l.held, l.heldIn = nil, 0
 	}
-	for _, p := range l.lag {
-		l.q.add(l.idx, p)
+	for i, p := range l.lag {
+		l.q.addHeld(l.idx, p, l.lagHeld[i])
 	}
-	l.lag, l.lagIn, l.lagInputs = nil, nil, 0
+	l.lag, l.lagIn, l.lagHeld, l.lagInputs = nil, nil, nil, 0
 }
 
 // write queues p for this line in the input packet's batch (see batch),
 // or, with Lag, a copy of it behind the line's delayed ones, releasing the
 // oldest input packet's copies, together, once more than Lag input packets
 // have copies waiting.
-func (l *lineState) write(p []byte) {
+func (l *lineState) write(p []byte) { l.writeHeld(p, 0) }
+
+// writeHeld is write of p, a packet Reorder held back released after its
+// successor when held is its input index + 1 (its write timed, with Lag
+// too: the write that releases it with its successor), else 0. Before,
+// with Lag it went untimed, and the soak's seed 20158 (line B lagging a
+// packet) had a copy 2.4 ms behind its successor, the sender preempted
+// in that write, declared by the handler unexcused.
+func (l *lineState) writeHeld(p []byte, held uint64) {
 	if l.Lag <= 0 {
-		l.q.add(l.idx, p)
+		l.q.addHeld(l.idx, p, held)
 		return
 	}
 	if n := len(l.lagIn); n == 0 || l.lagIn[n-1] != l.inputs {
@@ -456,11 +461,12 @@ func (l *lineState) write(p []byte) {
 	}
 	l.lag = append(l.lag, append([]byte(nil), p...))
 	l.lagIn = append(l.lagIn, l.inputs)
+	l.lagHeld = append(l.lagHeld, held)
 	for l.lagInputs > l.Lag {
 		first := l.lagIn[0]
 		for len(l.lag) > 0 && l.lagIn[0] == first {
-			l.q.add(l.idx, l.lag[0])
-			l.lag, l.lagIn = l.lag[1:], l.lagIn[1:]
+			l.q.addHeld(l.idx, l.lag[0], l.lagHeld[0])
+			l.lag, l.lagIn, l.lagHeld = l.lag[1:], l.lagIn[1:], l.lagHeld[1:]
 		}
 		l.lagInputs--
 	}

@@ -530,11 +530,13 @@ func TestLateAfterRecords(t *testing.T) {
 	for _, tc := range []struct {
 		late     time.Duration
 		deadline bool
-	}{{time.Nanosecond, false}, {time.Nanosecond, true}, {time.Hour, false}, {0, true}} {
-		t.Run(fmt.Sprintf("%v/deadline=%v", tc.late, tc.deadline), func(t *testing.T) {
+		lag      int // line B's
+	}{{time.Nanosecond, false, 0}, {time.Nanosecond, true, 0}, {time.Hour, false, 0}, {0, true, 0},
+		{time.Nanosecond, false, 1}, {time.Nanosecond, true, 3}, {time.Hour, false, 1}} {
+		t.Run(fmt.Sprintf("%v/deadline=%v/lag=%d", tc.late, tc.deadline, tc.lag), func(t *testing.T) {
 			ca, pa := loopbackSink(t)
 			cb, pb := loopbackSink(t)
-			st := sendAll(t, Config{Lines: []Line{{Group: loopback, Port: pa, Loss: 0.2}, {Group: loopback, Port: pb, Dup: 0.2, Reorder: 0.2}},
+			st := sendAll(t, Config{Lines: []Line{{Group: loopback, Port: pa, Loss: 0.2}, {Group: loopback, Port: pb, Dup: 0.2, Reorder: 0.2, Lag: tc.lag}},
 				Seed: 3, LateAfter: tc.late, Deadline: tc.deadline, Burst: 8}, numbered(n))
 			a, b := drain(t, ca, int(st.Lines[0].Sent)+1), drain(t, cb, int(st.Lines[1].Sent)+1)
 			var lost, late []uint64

@@ -60,12 +60,11 @@ func newBatch(fd []int, lines []Line, perWrite int) *batch {
 	return b
 }
 
-func (b *batch) add(line int, p []byte) { b.out = append(b.out, datagram{line: line, p: p}) }
-
-// addHeld queues p, the packet of input index in that line held back by
-// Reorder, released after its successor (Config.LateAfter).
-func (b *batch) addHeld(line int, p []byte, in uint64) {
-	b.out = append(b.out, datagram{line: line, p: p, held: in + 1})
+// addHeld queues p; held is, for a packet of that line Reorder held back
+// released after its successor, its input index + 1 (Config.LateAfter),
+// else 0.
+func (b *batch) addHeld(line int, p []byte, held uint64) {
+	b.out = append(b.out, datagram{line: line, p: p, held: held})
 }
 
 // write sends the queued datagrams and counts them on their lines; a
