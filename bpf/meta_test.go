@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/marketfeed/feedhandler/internal/netlab"
+	"github.com/marketfeed/feedhandler/internal/race"
 
 	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
@@ -154,10 +155,10 @@ func TestParseMeta(t *testing.T) {
 	if _, ok := ParseMeta(b[:]); ok {
 		t.Error("ParseMeta accepted cleared metadata")
 	}
-	if a := testing.AllocsPerRun(100, func() {
+	if a, exact := race.AllocsPerRun(t, 100, func() {
 		ParseMeta(b[:])
 		ClearMeta(b[:])
-	}); a != 0 {
+	}); exact && a != 0 {
 		t.Errorf("ParseMeta+ClearMeta allocate %v times", a)
 	}
 }
@@ -171,11 +172,11 @@ func TestTAIOffset(t *testing.T) {
 		t.Errorf("TAI offset %v: want whole seconds in [0, 100s]", time.Duration(off))
 	}
 	t.Logf("CLOCK_TAI - CLOCK_REALTIME = %v", time.Duration(off))
-	if a := testing.AllocsPerRun(100, func() {
+	if a, exact := race.AllocsPerRun(t, 100, func() {
 		if _, err := TAIOffset(); err != nil {
 			panic(err)
 		}
-	}); a != 0 {
+	}); exact && a != 0 {
 		t.Errorf("TAIOffset allocates %v times", a)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"github.com/marketfeed/feedhandler/internal/netlab"
+	"github.com/marketfeed/feedhandler/internal/race"
 	"net"
 	"os"
 	"runtime"
@@ -301,7 +302,7 @@ func TestParseRecvmsg(t *testing.T) {
 func TestNopAllocs(t *testing.T) {
 	r := setupRing(t, Params{Entries: 4})
 	cqes := make([]CQE, 4)
-	allocs := testing.AllocsPerRun(100, func() {
+	allocs, exact := race.AllocsPerRun(t, 100, func() {
 		r.GetSQE().PrepNop(1)
 		if _, err := r.Wait(1, time.Second); err != nil {
 			t.Fatal(err)
@@ -310,7 +311,7 @@ func TestNopAllocs(t *testing.T) {
 			t.Fatal("no completion")
 		}
 	})
-	if allocs != 0 {
+	if exact && allocs != 0 {
 		t.Fatalf("NOP submit+wait+reap allocates %v times, want 0", allocs)
 	}
 }

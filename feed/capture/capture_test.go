@@ -22,6 +22,7 @@ import (
 
 	"github.com/marketfeed/feedhandler/feed/pcap"
 	"github.com/marketfeed/feedhandler/feed/rx"
+	"github.com/marketfeed/feedhandler/internal/race"
 )
 
 var testLines = []rx.LineConfig{
@@ -229,18 +230,18 @@ func TestPutAllocs(t *testing.T) {
 	}
 	defer c.Close()
 	pkts := []rx.Packet{datagram(1), datagram(2), datagram(3)}
-	if a := testing.AllocsPerRun(100, func() { c.Put(pkts, 0) }); a != 0 {
+	if a, exact := race.AllocsPerRun(t, 100, func() { c.Put(pkts, 0) }); exact && a != 0 {
 		t.Fatalf("Put: %v allocations, want 0", a)
 	}
 	answer := datagram(4).Data
-	if a := testing.AllocsPerRun(100, func() { c.Recovered(answer, 1, 0); c.Snapshot(2, 3, 4); c.GaveUp(5, 0) }); a != 0 {
+	if a, exact := race.AllocsPerRun(t, 100, func() { c.Recovered(answer, 1, 0); c.Snapshot(2, 3, 4); c.GaveUp(5, 0) }); exact && a != 0 {
 		t.Fatalf("Recovered, Snapshot and GaveUp: %v allocations, want 0", a)
 	}
 	full := make([]rx.Packet, 1500)
 	for i := range full {
 		full[i] = datagram(2 * i) // even: line A, and long enough to fill the ring
 	}
-	if a := testing.AllocsPerRun(10, func() { c.Put(full, 0) }); a != 0 {
+	if a, exact := race.AllocsPerRun(t, 10, func() { c.Put(full, 0) }); exact && a != 0 {
 		t.Fatalf("Put with the ring full: %v allocations, want 0", a)
 	}
 	if c.Stats().Dropped == 0 {

@@ -20,6 +20,7 @@ import (
 	"github.com/marketfeed/feedhandler/feed/itch"
 	"github.com/marketfeed/feedhandler/feed/pcap"
 	"github.com/marketfeed/feedhandler/feed/rx"
+	"github.com/marketfeed/feedhandler/internal/race"
 )
 
 // TestMarkRoundTrip: every empty poll a mark carries reads back as given,
@@ -585,7 +586,7 @@ func TestSnapshotMessagesAllocs(t *testing.T) {
 		msgs = binary.BigEndian.AppendUint16(msgs, 36)
 		msgs = append(msgs, make([]byte, 36)...)
 	}
-	if a := testing.AllocsPerRun(20, func() { c.Freeze(1, 2, true, 0); c.SnapshotMessages(msgs, 3); c.Resumed(4) }); a != 0 {
+	if a, exact := race.AllocsPerRun(t, 20, func() { c.Freeze(1, 2, true, 0); c.SnapshotMessages(msgs, 3); c.Resumed(4) }); exact && a != 0 {
 		t.Fatalf("Freeze, SnapshotMessages and Resumed: %v allocations, want 0", a)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/marketfeed/feedhandler/feed/moldudp64"
+	"github.com/marketfeed/feedhandler/internal/race"
 )
 
 var testSession = moldudp64.NewSession("TEST000001")
@@ -367,7 +368,7 @@ func TestArbiterOfferAllocatesNothing(t *testing.T) {
 		delivered += uint64(p.Messages() - skip)
 	}, nil)
 	i := 0
-	allocs := testing.AllocsPerRun(500, func() {
+	allocs, exact := race.AllocsPerRun(t, 500, func() {
 		// Out of order on A, in order on B: exercises hold-back and drain.
 		if i+1 < len(pkts) {
 			a.Offer(0, pkts[i+1], int64(i+1))
@@ -375,7 +376,7 @@ func TestArbiterOfferAllocatesNothing(t *testing.T) {
 		a.Offer(1, pkts[i], int64(i+1))
 		i++
 	})
-	if allocs != 0 {
+	if exact && allocs != 0 {
 		t.Fatalf("Offer allocates %.1f times per call", allocs)
 	}
 	if delivered == 0 {

@@ -15,6 +15,7 @@ import (
 	"github.com/marketfeed/feedhandler/feed/glimpse"
 	"github.com/marketfeed/feedhandler/feed/itch"
 	"github.com/marketfeed/feedhandler/feed/moldudp64"
+	"github.com/marketfeed/feedhandler/internal/race"
 )
 
 // jsonLog is the handler's logger as the product runs it (log.format:
@@ -61,7 +62,7 @@ func TestBadAnswerLogAllocatesNothing(t *testing.T) {
 		rec.poll(now)
 	}
 	answer()
-	if a := testing.AllocsPerRun(20, answer); a != 0 {
+	if a, exact := race.AllocsPerRun(t, 20, answer); exact && a != 0 {
 		t.Fatalf("a bad re-request answer logged allocates %v times", a)
 	}
 	if st := rec.client.Stats; st.WrongSession != 22 || rec.badLogged != 22 {
@@ -209,7 +210,7 @@ func TestReadyAllocatesNothing(t *testing.T) {
 		waitFor(t, "the script applied", func() bool { st := h.Stats(); return st.Applied() == st.Routed && st.Arbiter.Delivered == 20_000 })
 		var ok bool
 		var why string
-		if n := testing.AllocsPerRun(50, func() { ok, why = h.Ready() }); n != 0 {
+		if n, exact := race.AllocsPerRun(t, 50, func() { ok, why = h.Ready() }); exact && n != 0 {
 			t.Errorf("Ready (%v, %q) allocates %.1f times", ok, why, n)
 		}
 	})

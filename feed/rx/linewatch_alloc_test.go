@@ -8,6 +8,8 @@ import (
 
 	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
+
+	"github.com/marketfeed/feedhandler/internal/race"
 )
 
 // TestLineWatchLogsAllocateNothing: the line watch's lines, logged on the
@@ -45,7 +47,7 @@ func TestLineWatchLogsAllocateNothing(t *testing.T) {
 		w.checkNow(socks)
 	}
 	goneAndBack()
-	if a := testing.AllocsPerRun(20, goneAndBack); a != 0 {
+	if a, exact := race.AllocsPerRun(t, 20, goneAndBack); exact && a != 0 {
 		t.Fatalf("an interface gone and back, logged, allocates %v times", a)
 	}
 	if gone, rejoins := w.gone.Load(), w.rejoins.Load(); gone != 22 || rejoins != 22 || s.gone || s.rejoinFailed {

@@ -18,6 +18,7 @@ import (
 
 	"github.com/marketfeed/feedhandler/bpf"
 	"github.com/marketfeed/feedhandler/internal/netlab"
+	"github.com/marketfeed/feedhandler/internal/race"
 )
 
 // TestXDPForeignFramesAsKernel puts on the wire frames to the line's group
@@ -298,7 +299,7 @@ func TestXDPFollowsMAC(t *testing.T) {
 			}
 			// Receive runs it once a poll timeout: with the address
 			// unchanged it allocates nothing.
-			if a := testing.AllocsPerRun(20, r.(*xdpRx).followMACs); a != 0 {
+			if a, exact := race.AllocsPerRun(t, 20, r.(*xdpRx).followMACs); exact && a != 0 {
 				t.Errorf("followMACs allocates %v times with the address unchanged", a)
 			}
 		})

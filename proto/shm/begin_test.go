@@ -9,6 +9,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/cpu"
+
+	"github.com/marketfeed/feedhandler/internal/race"
 )
 
 // bothLevelPaths runs f with the slot's level vectors handed out in place
@@ -215,7 +217,7 @@ func TestBeginAllocs(t *testing.T) {
 			w.Commit(&p)
 		}
 		publish()
-		if a := testing.AllocsPerRun(1000, publish); a != 0 {
+		if a, exact := race.AllocsPerRun(t, 1000, publish); exact && a != 0 {
 			t.Errorf("Begin+Commit: %v allocs, want 0", a)
 		}
 		if !levelsInPlace {
@@ -229,7 +231,7 @@ func TestBeginAllocs(t *testing.T) {
 				t.Fatalf("BeginDirect declined publish %d", k)
 			}
 		}
-		if a := testing.AllocsPerRun(1000, direct); a != 0 {
+		if a, exact := race.AllocsPerRun(t, 1000, direct); exact && a != 0 {
 			t.Errorf("BeginDirect+CommitDirect: %v allocs, want 0", a)
 		}
 	})

@@ -17,6 +17,7 @@ import (
 
 	"github.com/marketfeed/feedhandler/internal/cppbuild"
 	"github.com/marketfeed/feedhandler/internal/deathsig"
+	"github.com/marketfeed/feedhandler/internal/race"
 	"github.com/marketfeed/feedhandler/proto/bookfb"
 )
 
@@ -41,7 +42,7 @@ func startCpp(t testing.TB, bin string, args ...string) *child {
 // reader must see journal overruns and recover from them. It runs with the
 // optimized build and under AddressSanitizer+UBSan and ThreadSanitizer.
 func TestCppTornReads(t *testing.T) {
-	if raceEnabled {
+	if race.Enabled { // the writer process it starts is the test binary again, 5-10 times slower
 		// Seen under go test -race: 59,345 publishes in the writer's 2 s,
 		// under the journal's 65,536, and the test's 'slow reader saw no
 		// journal overrun'. The race detector sees nothing of the file

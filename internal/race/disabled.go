@@ -1,0 +1,6 @@
+//go:build !race
+
+package race
+
+// Enabled: the binary is race-built (go build/test -race).
+const Enabled = false
