@@ -7,9 +7,10 @@ import (
 	"unsafe"
 )
 
-// On amd64 (total store order) a plain store is a release: it becomes
-// visible after every store before it, and the compiler keeps stores in
-// program order.
+// On amd64 (total store order) a plain store becomes visible after every
+// store before it; the compiler keeps the order of the stores it emits but
+// may drop one a later store overwrites (the package comment says what
+// callers must do).
 
 // atomic.Uint64 is its 8-byte word (its other fields have no size), so a
 // pointer to it points to the word: both arrays have a non-negative
