@@ -23,7 +23,13 @@ func (a *Arbiter) Tick(now int64) {
 		// and the cut would drop what comes after the step.
 		a.restartRx = 0
 	}
-	if a.started {
+	switch {
+	case !a.started:
+	case a.pend.n == 0 && !a.recovering && !a.frozen && a.maxHigh() <= a.next:
+		// In order, nothing held or missing: checkGap's first exit,
+		// without its call (the empty round of the receive loop).
+		a.gapSince = 0
+	default:
 		a.checkGap(now, true)
 	}
 }

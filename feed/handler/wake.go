@@ -54,7 +54,10 @@ func (h *Handler) syncWake(now int64) {
 	if h.rec != nil {
 		fds, due = h.rec.wakeOn(now)
 	}
-	n := copy(w.next[:rx.MaxWakeFds-1], fds)
+	n := 0
+	if len(fds) > 0 { // none without a range being filled: no memmove call a round
+		n = copy(w.next[:rx.MaxWakeFds-1], fds)
+	}
 	d := h.arb.NextDue(now)
 	if d != 0 && (due == 0 || d < due) {
 		due = d
