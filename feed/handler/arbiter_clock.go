@@ -25,13 +25,20 @@ func (a *Arbiter) Tick(now int64) {
 	}
 	switch {
 	case !a.started:
-	case a.pend.n == 0 && !a.recovering && !a.frozen && a.maxHigh() <= a.next:
-		// In order, nothing held or missing: checkGap's first exit,
-		// without its call (the empty round of the receive loop).
+	case a.inOrder():
+		// checkGap's first exit without its call (the receive loop's
+		// empty round).
 		a.gapSince = 0
 	default:
 		a.checkGap(now, true)
 	}
+}
+
+// inOrder reports that checkGap has nothing to do but clear gapSince:
+// not frozen, not recovering, nothing held, no line past the next number.
+// checkGap tests it first; Tick tests it to skip the call.
+func (a *Arbiter) inOrder() bool {
+	return a.pend.n == 0 && !a.recovering && !a.frozen && a.maxHigh() <= a.next
 }
 
 // rejected is told that line brought, at rxTime, a datagram that is not a

@@ -49,6 +49,10 @@ func (a *Arbiter) gapSeen(now int64) int64 {
 // is Hold past it. When idle (every queue drained), the wall clock stands
 // in for every line's clock.
 func (a *Arbiter) checkGap(now int64, idle bool) {
+	if a.inOrder() {
+		a.gapSince = 0
+		return
+	}
 	if a.frozen {
 		return
 	}
