@@ -191,9 +191,10 @@ type Arbiter struct {
 	endSeq uint64
 	// endLines: the lines whose End of Session announced the end at
 	// endSeq; per line, its stamp (endRx) and the line's highest before
-	// it (endFrom). Such a line that brings the session's packets from
-	// there on, below endSeq, Grace or more later went on below the end
-	// it announced: the end was not its sender's (wentBelowEnd).
+	// it (endFrom). Such a line that brings the session's packets past
+	// there, below endSeq, Grace or more later went on below the end it
+	// announced: the end was not its sender's, and its announcement is
+	// withdrawn, the end with the last one (wentBelowEnd).
 	endLines uint8
 	endRx    [MaxLines]int64
 	endFrom  [MaxLines]uint64
@@ -400,19 +401,25 @@ func (a *Arbiter) announceEnd(seq uint64, line int, rx int64) {
 	a.ended = true
 }
 
-// wentBelowEnd withdraws the end announced when line, one that announced
-// it, brings a packet of the session at seq, from where the line was when
-// it announced it and below the end, Grace or more after its End of
-// Session: the line's sender went on below the end, which was not its
-// (a forged or corrupt End of Session ahead). Kept, such an end let a
-// stray session confirmed since take over a live feed the moment delivery
-// reached it (Ended, with the end at a packet's boundary), its later
-// messages then wrong_session (TestForgedEndAheadWithdrawnByItsLine). A
-// line's reorder within Grace, and a stale copy of a packet from before
-// its end, leave it. Called only for a packet below its line's highest.
+// wentBelowEnd withdraws line's announcement of the end when line, one
+// that announced it, brings a packet of the session at seq, past where
+// the line was when it announced it and below the end, Grace or more
+// after its End of Session: the line's sender went on below the end,
+// which was not its (a forged or corrupt End of Session ahead); the end
+// is withdrawn when no line's announcement is left. Kept, such an end let
+// a stray session confirmed since take over a live feed the moment
+// delivery reached it (Ended, with the end at a packet's boundary), its
+// later messages then wrong_session (TestForgedEndAheadWithdrawnByItsLine).
+// A line's reorder within Grace, its packet at where it was (its own
+// hole filled: its last packet reordered behind its End of Session), and
+// a stale copy of a packet from before its end, leave it. Called only
+// for a packet below its line's highest.
 func (a *Arbiter) wentBelowEnd(line int, seq uint64, rx int64) {
-	if a.ended && a.endLines&(1<<line) != 0 && seq >= a.endFrom[line] && seq < a.endSeq && rx-a.endRx[line] >= int64(a.cfg.Grace) {
-		a.ended, a.endLines = false, 0
+	if a.ended && a.endLines&(1<<line) != 0 && seq > a.endFrom[line] && seq < a.endSeq && rx-a.endRx[line] >= int64(a.cfg.Grace) {
+		a.endLines &^= 1 << line
+		if a.endLines == 0 {
+			a.ended = false
+		}
 	}
 }
 

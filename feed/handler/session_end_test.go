@@ -663,6 +663,45 @@ func TestForgedEndAheadWithdrawnByItsLine(t *testing.T) {
 			t.Fatalf("ended %v (announced %v), delivered %d of %d, gaps %v; want ended, all delivered", a.Ended(), a.EndAnnounced(), s.got, want, s.gaps)
 		}
 	})
+	// Line A's last packet reordered behind its End of Session by Grace
+	// or more: it fills the line's own hole (from where it was, not past
+	// it), and line B brought it and announced the same end, or lost its
+	// End of Session: the end stays.
+	for _, bEnd := range []bool{true, false} {
+		t.Run(fmt.Sprintf("legitimate/lastLate/lineBEnd=%v", bEnd), func(t *testing.T) {
+			a, s, live, now := endDay(t, 1)
+			n := len(live)
+			now += ms
+			end := endOfSession(testSession, nextAfter(t, live))
+			a.Offer(1, live[n-1], now)
+			if bEnd {
+				a.Offer(1, end, now+int64(10*time.Microsecond))
+			}
+			a.Offer(0, end, now+int64(20*time.Microsecond))
+			a.Offer(0, live[n-1], now+int64(320*time.Microsecond)) // 300 µs behind its End of Session, Grace 200 µs
+			if want := totalMessages(t, live); !a.Ended() || s.got != want || len(s.gaps) != 0 {
+				t.Fatalf("ended %v (announced %v), delivered %d of %d, gaps %v; want ended, all delivered", a.Ended(), a.EndAnnounced(), s.got, want, s.gaps)
+			}
+		})
+	}
+	// Both lines announced the end, line A's last two packets reordered
+	// behind it by Grace or more: the later one is past where line A was,
+	// which withdraws line A's announcement only; line B's stands.
+	t.Run("legitimate/lastTwoLate", func(t *testing.T) {
+		a, s, live, now := endDay(t, 2)
+		n := len(live)
+		now += ms
+		end := endOfSession(testSession, nextAfter(t, live))
+		a.Offer(1, live[n-2], now)
+		a.Offer(1, live[n-1], now)
+		a.Offer(1, end, now+int64(10*time.Microsecond))
+		a.Offer(0, end, now+int64(20*time.Microsecond))
+		a.Offer(0, live[n-2], now+int64(320*time.Microsecond))
+		a.Offer(0, live[n-1], now+int64(330*time.Microsecond))
+		if want := totalMessages(t, live); !a.Ended() || s.got != want || len(s.gaps) != 0 {
+			t.Fatalf("ended %v (announced %v), delivered %d of %d, gaps %v; want ended, all delivered", a.Ended(), a.EndAnnounced(), s.got, want, s.gaps)
+		}
+	})
 }
 
 // endDay plays a day of 40 packets of testSession to a new Arbiter on both
