@@ -315,7 +315,7 @@ func receive(o options, r rx.Receiver, senderDone, stop *atomic.Bool, ready chan
 		return s, err
 	}
 	close(ready)
-	first, last, err := count(r, pkts, senderDone, &s)
+	first, last, err := count(r, pkts, senderDone, time.Now().Add(o.duration+drainCap), &s)
 	if err != nil {
 		return s, err
 	}
@@ -380,9 +380,20 @@ const (
 	drainEmpty = 3
 )
 
+// drainCap is how long past the run's sending time count may go on
+// before it gives up on the run draining (errNotDrained).
+const drainCap = 10 * time.Second
+
+// errNotDrained: the receiver still got datagrams at count's deadline, a
+// backend that never runs dry (or a sender that never stops).
+var errNotDrained = errors.New("receiver not drained")
+
 // count receives the sender's datagrams into s (received, calls, empty)
-// until the run is drained: see drainQuiet. Probes are not counted.
-func count(r source, pkts []rx.Packet, senderDone *atomic.Bool, s *sample) (first, last time.Time, err error) {
+// until the run is drained: see drainQuiet. Probes are not counted. A
+// run still receiving at deadline fails with errNotDrained: only a
+// Receive that returns nothing can end it otherwise, and one that keeps
+// returning datagrams (probes too) would keep it going for ever.
+func count(r source, pkts []rx.Packet, senderDone *atomic.Bool, deadline time.Time, s *sample) (first, last time.Time, err error) {
 	var doneSeen time.Time
 	emptyRun := 0
 	for {
@@ -393,6 +404,10 @@ func count(r source, pkts []rx.Packet, senderDone *atomic.Bool, s *sample) (firs
 		}
 		if n > 0 {
 			now := time.Now()
+			if now.After(deadline) {
+				r.Release(pkts[:n])
+				return first, last, fmt.Errorf("count: %w: still receiving at the deadline, %d datagrams counted in %d Receive calls (%d empty)", errNotDrained, s.received, s.calls, s.empty)
+			}
 			for _, p := range pkts[:n] {
 				if isProbe(p.Data) {
 					continue

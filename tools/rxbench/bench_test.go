@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -33,14 +34,24 @@ func TestBench(t *testing.T) {
 			t.Fatalf("%s: %d samples, want 1", b, len(res[b]))
 		}
 		s := res[b][0]
-		if s.sent == 0 || s.received == 0 || s.received > s.sent {
+		t.Logf("%s: sent %d, received %d, veth drops %d, backend drops %d", b, s.sent, s.received, s.vethDrops, s.rxDrops)
+		// Loss, bounded by what it must be whatever the load: every
+		// datagram sent is received or counted dropped (by the veth or
+		// the backend), and at least the veth's ring's worth is
+		// received, since the veth drops only when its ring (or, with
+		// no XDP program on it, the CPU's backlog, larger) is full and
+		// the run is drained before it ends (the ring's 256 unread was
+		// the CI flake below). Under load (two CPU burners and other
+		// tests, load average 5-7), 18 runs lost at most 1,404 of
+		// 4,725 to the veth, none unaccounted.
+		if s.sent == 0 || s.received < min(s.sent, vethRing) || s.received > s.sent || s.unaccounted() > 0 {
 			// The whole sample: where the packets went (send errors,
 			// veth drops, the backend's drops, each veth end's
 			// counters), the receiver's calls, the backend's own
 			// counters, which flakes in CI under load ('socket: sent
 			// 6007, received 0', 'xdp: sent 4551, received 0') did not
 			// all say.
-			t.Fatalf("%s: sent %d, received %d (%+v)", b, s.sent, s.received, s)
+			t.Fatalf("%s: sent %d, received %d (want at least %d), %v unaccounted (%+v)", b, s.sent, s.received, min(s.sent, vethRing), s.unaccounted(), s)
 		}
 		if s.threadNs == 0 || s.napiNs == 0 || s.pps() <= 0 {
 			t.Fatalf("%s: thread %d ns, napi %d ns, %v pkt/s: not measured", b, s.threadNs, s.napiNs, s.pps())
@@ -54,6 +65,11 @@ func TestBench(t *testing.T) {
 		}
 	}
 }
+
+// vethRing is a veth's receive ring (VETH_RING_SIZE in
+// drivers/net/veth.c): datagrams the veth holds for the receiving side
+// before it drops.
+const vethRing = 256
 
 func TestMedian(t *testing.T) {
 	for _, c := range []struct {
@@ -121,11 +137,44 @@ func TestCountStarvedReceiver(t *testing.T) {
 	seq := func(n uint64) []byte { return binary.BigEndian.AppendUint64(nil, n) }
 	src := &starvedSource{senderDone: &done, batch: [][]byte{seq(1), seq(0), seq(2)}}
 	var s sample
-	first, last, err := count(src, make([]rx.Packet, 8), &done, &s)
+	first, last, err := count(src, make([]rx.Packet, 8), &done, time.Now().Add(time.Minute), &s)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if s.received != 2 || first.IsZero() || last.IsZero() {
 		t.Fatalf("received %d after %d calls (%d empty), want the 2 the ring got after the first look", s.received, s.calls, s.empty)
+	}
+}
+
+// floodSource never runs dry: every Receive returns a probe (which
+// resets the count's run of empty calls, as any datagram does). It gives
+// up with an error of its own a second past the deadline it was told.
+type floodSource struct {
+	calls    int
+	deadline time.Time
+}
+
+func (f *floodSource) Receive(pkts []rx.Packet) (int, error) {
+	f.calls++
+	if time.Now().After(f.deadline.Add(time.Second)) {
+		return 0, fmt.Errorf("flood source: %d calls, still called a second past the deadline", f.calls)
+	}
+	pkts[0] = rx.Packet{Data: make([]byte, 8)}
+	return 1, nil
+}
+
+func (f *floodSource) Release([]rx.Packet) {}
+
+// TestCountDeadline: a backend that keeps returning datagrams after the
+// sender is done ends the count at its deadline, an error that says so.
+func TestCountDeadline(t *testing.T) {
+	var done atomic.Bool
+	done.Store(true)
+	deadline := time.Now().Add(50 * time.Millisecond)
+	src := &floodSource{deadline: deadline}
+	var s sample
+	_, _, err := count(src, make([]rx.Packet, 8), &done, deadline, &s)
+	if !errors.Is(err, errNotDrained) {
+		t.Fatalf("count: %v after %d calls, want %v", err, src.calls, errNotDrained)
 	}
 }
