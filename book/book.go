@@ -123,7 +123,9 @@ func (b *Book) Depth(side Side, dst []Level) []Level {
 // sides are one loop's two turns, the flip a register. It walks by offsets
 // from the ladder's and the vector's starts, below min(n, len) levels: no
 // pointer outside the two arrays is ever formed (checkptr; the GC must not
-// see one).
+// see one). In a broken book whose level's key is not its rung's
+// (Stats.LadderMismatch, never seen), Top publishes the level's price
+// where Best, Depth and AppendDepth give the rung's.
 func (b *Book) Top(bids, asks []Level) {
 	levels := unsafe.Pointer(unsafe.SliceData(b.bs.levels))
 	dst, flip := bids, levelFlip(sideFlip(Bid))

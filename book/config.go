@@ -166,6 +166,8 @@ type Stats struct {
 	// did not hold under their price: a broken internal invariant, never
 	// seen. The level is freed all the same (Levels drops, the pool does
 	// not leak), and the rung that referred to it, if any, is taken out.
+	// Until then such a level's price may differ between Book.Top (the
+	// level's key: shm) and Best, Depth and AppendDepth (the rung's).
 	LadderMismatch uint64
 
 	// BrokenUnmatched counts Broken Trades (B) whose match number names no

@@ -215,15 +215,7 @@ func TestLadderMismatchFreesLevel(t *testing.T) {
 		{"rung gone", func(bs *Books, b *Book) { b.setLadder(Bid, b.sides[Bid].rungs()[:0]) }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			bs, err := New(Config{MaxOrders: 64, MaxLocates: 4, MaxLevels: 2})
-			if err != nil {
-				t.Fatal(err)
-			}
-			bs.Announce(1, itch.NewSymbol("AAPL"))
-			b := bs.Book(1)
-			if !bs.AddOrder(1, 1, Bid, 100, 500) {
-				t.Fatal(bs.Err())
-			}
+			bs, b := oneBid(t)
 			tc.corrupt(bs, b)
 			bs.Delete(1, 1)
 			s := bs.Stats()
@@ -247,6 +239,22 @@ func TestLadderMismatchFreesLevel(t *testing.T) {
 			}
 		})
 	}
+}
+
+// oneBid returns books of room for two levels and AAPL's book (locate 1),
+// which holds one order: reference 1, a bid of 100 at 500.
+func oneBid(t *testing.T) (*Books, *Book) {
+	t.Helper()
+	bs, err := New(Config{MaxOrders: 64, MaxLocates: 4, MaxLevels: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bs.Announce(1, itch.NewSymbol("AAPL"))
+	b := bs.Book(1)
+	if !bs.AddOrder(1, 1, Bid, 100, 500) {
+		t.Fatal(bs.Err())
+	}
+	return bs, b
 }
 
 // TestUnlinkSpareSlot: removing an order that is first or last in its
@@ -334,5 +342,21 @@ func TestIncompleteBook(t *testing.T) {
 	bs.Announce(1, itch.NewSymbol("IBM"))
 	if bs.Book(1).Incomplete() || bs.Stats().Incomplete != 0 {
 		t.Errorf("after Reset: flagged %v, Incomplete %d", bs.Book(1).Incomplete(), bs.Stats().Incomplete)
+	}
+}
+
+// TestTopPricesFromLevelKey: in a broken book whose level's key is not
+// its rung's (Stats.LadderMismatch, forced here), Top gives the level's
+// price and Best and Depth the rung's, as their docs say (Top's and
+// Stats.LadderMismatch's); a change to either makes those docs wrong.
+func TestTopPricesFromLevelKey(t *testing.T) {
+	bs, b := oneBid(t)
+	bs.levels[b.sides[Bid].at(0).lvl].key++
+	var top, none [1]Level
+	b.Top(top[:], none[:0])
+	best, _ := b.Best(Bid)
+	depth := b.Depth(Bid, make([]Level, 0, 1))
+	if top[0].Price != 501 || best.Price != 500 || len(depth) != 1 || depth[0].Price != 500 {
+		t.Fatalf("Top %+v, Best %+v, Depth %+v; want Top at the level's 501, Best and Depth at the rung's 500", top[0], best, depth)
 	}
 }
