@@ -26,8 +26,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"text/tabwriter"
 	"time"
+	"unicode/utf8"
 
 	"github.com/rs/zerolog"
 
@@ -67,8 +67,7 @@ func main() {
 		fmt.Printf("  here xdp's rx->pub starts when the frame is read, not at the kernel's receive: %v\n", err)
 	}
 	fmt.Println("lost msgs: messages missing on both lines (in gaps); rx drops: packets the kernel dropped; slips: times the sender fell more than a burst behind its schedule")
-	tw := tabwriter.NewWriter(os.Stdout, 2, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, header)
+	fmt.Println(aligned(header))
 	type onset struct{ mode, backend, rate string }
 	var lossAt []onset
 	var noLoss, failed []string
@@ -149,8 +148,7 @@ func main() {
 						row.match++
 					}
 				}
-				fmt.Fprintln(tw, row.line(mode.String(), shortBackend(name), rateName(rs), *runs))
-				tw.Flush()
+				fmt.Println(aligned(row.line(mode.String(), shortBackend(name), rateName(rs), *runs)))
 				if row.failed > 0 {
 					failed = append(failed, fmt.Sprintf("%s %s at %s: %d of %d runs", mode, b, rateName(rs), row.failed, *runs))
 					failedHere = true
@@ -165,7 +163,6 @@ func main() {
 			}
 		}
 	}
-	tw.Flush()
 	fmt.Println()
 	for _, l := range lossAt {
 		fmt.Printf("loss starts: %s %s at %s\n", l.mode, l.backend, l.rate)
@@ -181,6 +178,39 @@ func main() {
 
 // header names the table's columns, a tab after each (rowRuns.line).
 const header = "mode\tbackend\trate pkt/s\tsent pkt/s\trx->pub p50\tp99\tp99.9\tmax\tpath p50\tp99\tp99.9\tgaps\tlost msgs\trx drops\tslips\trx wait\tbooks\t"
+
+// aligned right-aligns each tab-ended cell of a table line (the header or
+// a row) in its column's width, two spaces apart (the last, words, left), so that rows printed as
+// each finishes line up with the header. (A tabwriter flushed after each
+// row aligned only the header and the first row: it aligns the lines of
+// one Flush.) A cell wider than its column pushes the rest of its row.
+func aligned(line string) string {
+	var b strings.Builder
+	for i, c := range strings.Split(strings.TrimSuffix(line, "\t"), "\t") {
+		if i > 0 {
+			b.WriteString("  ")
+		}
+		if i < len(columnWidth)-1 {
+			b.WriteString(strings.Repeat(" ", max(0, columnWidth[i]-utf8.RuneCountInString(c))))
+		}
+		b.WriteString(c) // the last column (books: words) left-aligned
+	}
+	return b.String()
+}
+
+// columnWidth is each column's width in runes: its header's, at least
+// what its figures take (a mode's name, "3.719168ms").
+var columnWidth = func() []int {
+	var w []int
+	for i, h := range strings.Split(strings.TrimSuffix(header, "\t"), "\t") {
+		n := max(utf8.RuneCountInString(h), 10)
+		if i == 0 {
+			n = max(n, len("run-to-completion"))
+		}
+		w = append(w, n)
+	}
+	return w
+}()
 
 // rowRuns holds the figures of one table row's runs (one mode, backend
 // and rate); a run that failed before it measured anything is only

@@ -36,3 +36,49 @@ func TestRowSaysWhatItMeasured(t *testing.T) {
 		t.Errorf("one of three runs failed: %q", line)
 	}
 }
+
+// TestRowsAlignWithHeader: every column of a row printed on its own ends
+// where the header's does (in runes: "µs"), and the last (books) starts
+// where the header's does. Before, a tabwriter flushed after each row
+// aligned the header with the first row only, and later rows came out two
+// spaces a cell.
+func TestRowsAlignWithHeader(t *testing.T) {
+	// ends lists where a word ends before the last column, and where the
+	// last column starts.
+	last := strings.LastIndex(strings.TrimSuffix(header, "\t"), "\t") + 1
+	ends := func(s string) (e []int, books int) {
+		r := []rune(s)
+		books = len([]rune(aligned(header))) - len([]rune(header[last:len(header)-1]))
+		for i := 0; i < books-2; i++ {
+			if r[i] != ' ' && r[i+1] == ' ' {
+				e = append(e, i)
+			}
+		}
+		return e, books
+	}
+	hdr, books := ends(aligned(header))
+	want := make(map[int]bool, len(hdr))
+	for _, e := range hdr {
+		want[e] = true
+	}
+	some := rowRuns{match: 3, sent: []float64{82059}, p50: []float64{391168}, p99: []float64{3719168}, p999: []float64{4751360}, mx: []float64{5450398},
+		q50: []float64{1352}, q99: []float64{14912}, q999: []float64{49408}, gaps: []float64{0}, lost: []float64{0}, drops: []float64{0}, slips: []float64{535}, wait: []float64{29.3}}
+	var none rowRuns
+	none.failed = 3
+	for _, line := range []string{some.line("sharded", "xdp", "100000", 3), none.line("run-to-completion", "socket", "max", 3)} {
+		row := aligned(line)
+		got, _ := ends(row)
+		if len(got) != strings.Count(header, "\t")-1 {
+			t.Errorf("%d cells before books, want %d:\n%s\n%s", len(got), strings.Count(header, "\t")-1, aligned(header), row)
+		}
+		for _, e := range got {
+			if !want[e] {
+				t.Errorf("a cell ends at column %d, where no header column does:\n%s\n%s", e, aligned(header), row)
+				break
+			}
+		}
+		if r := []rune(row); len(r) <= books || r[books-1] != ' ' || r[books] == ' ' {
+			t.Errorf("books does not start at column %d:\n%s\n%s", books, aligned(header), row)
+		}
+	}
+}
