@@ -114,13 +114,14 @@ func (b *Book) Depth(side Side, dst []Level) []Level {
 // the levels of a book's shm slot.
 //
 // It is the publish's loop, written for the fewest instructions a level
-// (12 on amd64, against 18 and 19 of a slice walk): the ladder is read from its array without a slice (rungs'
-// length checks), and a level from the pool unchecked (as level: a rung's
-// level is live); a level's key is its rung's (insertRung), so the rung
-// gives only the level's index, and the level's orders and key, one
-// 8-byte load, become the Level's price and orders, one 8-byte store, by a
-// rotate (on either byte order) and the price's flip (levelFlip). The two
-// sides are one loop's two turns, the flip a register. It walks by offsets
+// (12 on amd64, against 18 and 19 of a slice walk): the ladder is read
+// from its array without a slice (rungs' length checks), and a level from
+// the pool unchecked (as level: a rung's level is live); a level's key is
+// its rung's (insertRung), so the rung gives only the level's index, and
+// the level's orders and key, one 8-byte load, become the Level's price
+// and orders, one 8-byte store, by a rotate (on either byte order) and the
+// price's flip (levelFlip). The two sides are one loop's two turns, the
+// flip a register. It walks by offsets
 // from the ladder's and the vector's starts, below min(n, len) levels: no
 // pointer outside the two arrays is ever formed (checkptr; the GC must not
 // see one). In a broken book whose level's key is not its rung's
