@@ -21,6 +21,7 @@ import (
 
 	"github.com/marketfeed/feedhandler/feed/config"
 	"github.com/marketfeed/feedhandler/feed/rx"
+	"github.com/marketfeed/feedhandler/internal/leftover"
 	"github.com/marketfeed/feedhandler/internal/netlab"
 	"github.com/marketfeed/feedhandler/internal/privilege"
 	"github.com/marketfeed/feedhandler/internal/shmtest"
@@ -245,7 +246,10 @@ func bindRefusingCgroup(t *testing.T, port uint16) int {
 	if root == "" {
 		t.Skip("no cgroup2 file system mounted")
 	}
-	dir := filepath.Join(root, fmt.Sprintf("fh-bindpolicy-%d", os.Getpid()))
+	// Named after this process (internal/leftover): a later run removes
+	// the cgroup of one killed before its cleanup.
+	leftover.SweepOnce(root, "fh-bindpolicy")
+	dir := filepath.Join(root, "fh-bindpolicy-"+leftover.Self().String())
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		t.Skipf("a cgroup of the test's own: %v", err)
 	}

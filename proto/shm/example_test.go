@@ -3,17 +3,20 @@ package shm_test
 import (
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"time"
 
+	"github.com/marketfeed/feedhandler/internal/leftover"
 	"github.com/marketfeed/feedhandler/proto/bookfb"
 	"github.com/marketfeed/feedhandler/proto/shm"
 )
 
-// exampleFeed is a feed path private to this process.
+// exampleFeed is a feed path private to this process, named after it
+// (internal/leftover) so that a later run removes one whose test binary
+// was killed before its deferred Remove.
 func exampleFeed() string {
-	return filepath.Join(shm.Dir, fmt.Sprintf("fh-shm-example-%d", os.Getpid()))
+	leftover.SweepOnce(shm.Dir, "fh-shm-example")
+	return filepath.Join(shm.Dir, "fh-shm-example-"+leftover.Self().String())
 }
 
 // The writer side, as the pipeline uses it.
