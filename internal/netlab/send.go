@@ -13,6 +13,17 @@ import (
 // cleanup.
 func (l *Lab) UDPSocket(t LabT, ns string) int {
 	t.Helper()
+	fd, err := l.OpenUDPSocket(ns)
+	if err != nil {
+		t.Fatalf("%v", err)
+	}
+	t.Cleanup(func() { unix.Close(fd) })
+	return fd
+}
+
+// OpenUDPSocket is UDPSocket for a caller outside a test (a lab tool),
+// which closes the socket itself.
+func (l *Lab) OpenUDPSocket(ns string) (int, error) {
 	fd := -1
 	err := l.Do(ns, func() error {
 		var err error
@@ -21,13 +32,13 @@ func (l *Lab) UDPSocket(t LabT, ns string) int {
 		}
 		return unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_MULTICAST_TTL, 1)
 	})
-	if fd >= 0 {
-		t.Cleanup(func() { unix.Close(fd) })
-	}
 	if err != nil {
-		t.Fatalf("open UDP socket in %s: %v", ns, err)
+		if fd >= 0 {
+			unix.Close(fd)
+		}
+		return -1, fmt.Errorf("open UDP socket in %s: %w", ns, err)
 	}
-	return fd
+	return fd, nil
 }
 
 // SendPaced sends payload(i) for i in [0, n) from socket fd to to, from a

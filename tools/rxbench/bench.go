@@ -453,20 +453,11 @@ const probeTimeout = 10 * time.Second
 // whole receive path (XDP program, socket, NAPI) delivers before the
 // measured run starts. It fails after probeTimeout without one.
 func probe(lab *netlab.Lab, ready <-chan struct{}) error {
-	fd := -1
-	err := lab.Do(lab.Src, func() error {
-		var err error
-		if fd, err = unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0); err != nil {
-			return err
-		}
-		return unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_MULTICAST_TTL, 1)
-	})
-	if fd >= 0 {
-		defer unix.Close(fd)
-	}
+	fd, err := lab.OpenUDPSocket(lab.Src)
 	if err != nil {
-		return fmt.Errorf("probe socket in %s: %w", lab.Src, err)
+		return fmt.Errorf("probe: %w", err)
 	}
+	defer unix.Close(fd)
 	to := &unix.SockaddrInet4{Addr: group.As4(), Port: int(port)}
 	payload := make([]byte, 8)
 	tick := time.NewTicker(10 * time.Millisecond)
