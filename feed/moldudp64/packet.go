@@ -86,12 +86,12 @@ func Parse(b []byte) (Packet, error) {
 // its own saves the copies of a returned Packet (its Session array keeps it
 // in memory: a result is copied out, then into the caller's variable).
 func ParseInto(p *Packet, b []byte) error {
-	// Every copy of every datagram comes here, the other line's too:
-	// the header is read into registers and the Packet written once, at
-	// the end, straight into *p; off and end unsigned
-	// and a prefix's second byte read first leave the walk one bounds
-	// check a block (off+1 < end puts b[off+1] in bounds; off cannot
-	// wrap: at most 65,534 blocks of 65,537 bytes).
+	// Every copy of every datagram comes here, the other line's too: the
+	// header is read into registers and the Packet written once, at the
+	// end, straight into *p; off and end unsigned and a prefix's second
+	// byte read first leave the walk one bounds check a block (off+1 <
+	// end puts b[off+1] in bounds; off cannot wrap: at most 65,534 blocks
+	// of 65,537 bytes).
 	if len(b) < HeaderLen {
 		return ErrShortHeader
 	}

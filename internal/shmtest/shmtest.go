@@ -35,8 +35,8 @@ var counter atomic.Uint64
 
 // Name returns a feed name under Dir unique in this process,
 // prefix-OWNER-N-TEST (OWNER is leftover.Self, TEST is t.Name(), '/' as
-// '-'), and registers a
-// t.Cleanup that removes the file and its writer's temporary files. The
+// '-'), and registers a t.Cleanup that removes the file and its writer's
+// temporary files. The
 // first Name of a prefix in a process removes that prefix's files whose
 // owner is gone (RemoveStale).
 func Name(t testing.TB, prefix string) string {
