@@ -19,20 +19,35 @@ import (
 
 // TestRerequestAnswerWakesQuietLines: a real handler on each backend (in
 // a lab namespace, both modes), lines quiet after a gap, arbitration.hold
-// 2 s (the receive wait times out after 500 ms). Messages 3 to 2+lost are
-// lost on both lines, two more follow, then nothing; the re-request
-// server (a socket in the lab) answers each request with the first
-// message asked alone, as a server capping its answers does. Between the
-// first request reaching the server and the range being delivered no
-// receive wait ends by its timeout (the receiver's wait_timeouts): each
+// 10 s (the receive wait times out after 2.5 s) and a re-request timeout
+// of 5 s (a partial answer settles for 500 ms, a tenth of it). Messages 3 to
+// 2+lost are lost on both lines, two more follow, then nothing; the
+// re-request server (a socket in the lab) answers each request with the
+// first message asked alone, as a server capping its answers does.
+// Between the first request reaching the server and the range being
+// delivered no receive wait ends by its timeout (the receiver's
+// wait_timeouts) and no request times out (the client's Timeouts): each
 // answer ends the wait it comes in (wait_woken), and the client's settle
 // after a partial answer ends the wait through the wake timer, so the
-// rest is asked for when due. Before the re-request sockets were waited
-// on, the wait the answer came in ran to its timeout ("receive waits
-// ended by timeout between the request and the fill: 1, want 0" on every
-// backend and mode, lost 1); before the timer, the settle was seen at the
-// next wait's timeout, 500 ms a part (lost 3: 'receive waits ended by
-// timeout between the request and the fill: 2, want 0').
+// rest is asked for when due. Nothing else ends those waits for 2.5 s,
+// so the answer's own wake is what is checked (with the sockets left out
+// of the wake set: 'receive waits ended by timeout between the request
+// and the fill: 1, want 0 (woken 0)', each answer read 2.5 s late), and
+// the test's goroutine may be held off the CPU for as long without a
+// wait running out while the handler waits for its answer (a 1.5 s sleep
+// before the answers: passes). Before the re-request
+// sockets were waited on, the wait the answer came in ran to its timeout
+// ("receive waits ended by timeout between the request and the fill: 1,
+// want 0" on every backend and mode, lost 1); before the timer, the
+// settle was seen at the next wait's timeout (lost 3: 'receive waits
+// ended by timeout between the request and the fill: 2, want 0'). With a
+// timeout of 20 ms and a hold of 2 s, as before, the test passed with the
+// sockets left out of the wake set (each answer read when the request's
+// timeout woke the wait, 20 to 34 ms after it), and failed on a loaded
+// machine when its goroutine was held off for a second or so before it
+// answered: the client's retries, backing off to 640 ms, outlasted the
+// wait's 500 ms ('receive waits ended by timeout between the request and
+// the fill: 1, want 0 (woken 7)' with a 1.5 s sleep before the answers).
 func TestRerequestAnswerWakesQuietLines(t *testing.T) {
 	for _, backend := range []string{rx.BackendSocket, rx.BackendUring, rx.BackendXDP} {
 		for _, m := range modes {
@@ -54,10 +69,10 @@ func testRerequestAnswerWakes(t *testing.T, backend string, mode Mode, shards []
 	srv, server := lab.BoundUDPSocket(t, lab.Src)
 	groups := []netip.AddrPort{netip.MustParseAddrPort("239.7.1.1:26500"), netip.MustParseAddrPort("239.7.1.2:26501")}
 	senders := labSenders(t, lab, groups)
-	// A 20 ms timeout: a partial answer settles for 2 ms, then the rest
-	// is asked for (a retry after a lost request is as good).
-	h, recv := startOnLab(t, lab, backend, mode, shards, groups, RecoveryConfig{Rerequest: rerequest.Config{Servers: []netip.AddrPort{server}, Timeout: 20 * time.Millisecond, Retries: 100},
-		Do: func(fn func() error) error { return lab.Do(lab.Dst, fn) }}, "fhwake")
+	// A 5 s timeout: a partial answer settles for 500 ms, then the rest
+	// is asked for; nothing times out while the test answers.
+	h, recv := startOnLabArb(t, lab, backend, mode, shards, groups, RecoveryConfig{Rerequest: rerequest.Config{Servers: []netip.AddrPort{server}, Timeout: 5 * time.Second, Retries: 100},
+		Do: func(fn func() error) error { return lab.Do(lab.Dst, fn) }}, "fhwake", ArbiterConfig{Grace: time.Millisecond, Hold: 10 * time.Second})
 	// 1, 2, then 3+lost on: 3 to 2+lost lost on both lines.
 	sent := slices.Concat(pkts[:2], pkts[2+lost:])
 	sendOnLines(t, senders, sent)
@@ -79,7 +94,7 @@ func testRerequestAnswerWakes(t *testing.T, backend string, mode Mode, shards []
 	timeouts := func() uint64 { return recv.Stats().Extra.Get("wait_timeouts") }
 	before, woken := timeouts(), recv.Stats().Extra.Get("wait_woken")
 	// Each request answered with its first message alone; the fill is
-	// seen well within a wait's 500 ms (a look every 100 µs), so the
+	// seen well within a wait's 2.5 s (a look every 100 µs), so the
 	// timeout of the wait after it is not counted.
 	for i := 0; h.delivered.Load() < total; i++ {
 		if n > 0 {
@@ -105,9 +120,31 @@ func testRerequestAnswerWakes(t *testing.T, backend string, mode Mode, shards []
 		t.Fatalf("no receive wait ended by the answer (wait_woken %d)", w)
 	}
 	// The figure docs/RECOVERY.md quotes: detection to fill (the
-	// request at once).
-	waitFor(t, "the repair recorded", func() bool { return len(h.Stats().Recovery.Events) > 0 })
+	// request at once). The stats are copied as the receive thread goes
+	// round, on quiet lines at its wait's timeout: a copy of packet 1 on
+	// the lines (a duplicate) has it go round now.
+	waitFor(t, "the repair recorded", func() bool {
+		sendOnLines(t, senders, pkts[:1])
+		return len(h.Stats().Recovery.Events) > 0
+	})
+	if rq := h.Stats().Recovery.Rerequest; rq.Timeouts != 0 {
+		t.Fatalf("requests timed out before their answer was read: %d, want 0 (%d requests, woken %d)", rq.Timeouts, rq.Requests, recv.Stats().Extra.Get("wait_woken")-woken)
+	}
 	t.Logf("%s %v, %d lost: range repaired in %v", backend, mode, lost, h.Stats().Recovery.Events[0].Took)
+	// Stopped now, its wait ended by a datagram rather than its 2.5 s
+	// timeout (Stop waits for the receive thread to go round).
+	stopped := make(chan error, 1)
+	go func() { stopped <- h.Stop() }()
+	for i := 0; !h.stop.Load(); i++ {
+		if i == 50_000 {
+			t.Fatal("Stop did not begin in 5 s")
+		}
+		time.Sleep(100 * time.Microsecond)
+	}
+	sendOnLines(t, senders, pkts[:1])
+	if err := <-stopped; err != nil {
+		t.Fatal(err)
+	}
 }
 
 // wakeRx is a receiver that records the wake set it is given (rx.Waker).
