@@ -704,6 +704,39 @@ func TestForgedEndAheadWithdrawnByItsLine(t *testing.T) {
 	})
 }
 
+// TestEndOneLineLateTailAnnouncedAgain pins what RECOVERY.md leaves open:
+// only line A announced the end (line B lost its End of Session), and
+// A's last two packets came 300 and 310 µs behind it (Grace 200 µs): the
+// later one is past where A was when it announced, which to the Arbiter
+// is its sender going on (a forged end's mark), so the end is withdrawn.
+// Nothing of the session is lost or declared for it (every message
+// delivered, line B having brought both), and A's next End of Session
+// announces the end again and ends the session. What the wait costs is
+// a next session begun before then: it is followed after the old one's
+// silence (line_timeout), what it brought meanwhile declared, as for
+// any session whose end never came.
+func TestEndOneLineLateTailAnnouncedAgain(t *testing.T) {
+	a, s, live, now := endDay(t, 2)
+	n := len(live)
+	now += int64(time.Millisecond)
+	end := endOfSession(testSession, nextAfter(t, live))
+	a.Offer(1, live[n-2], now)
+	a.Offer(1, live[n-1], now) // and lost its End of Session
+	a.Offer(0, end, now+int64(20*time.Microsecond))
+	a.Offer(0, live[n-2], now+int64(320*time.Microsecond))
+	a.Offer(0, live[n-1], now+int64(330*time.Microsecond))
+	a.Tick(now + int64(time.Millisecond))
+	want := totalMessages(t, live)
+	if s.got != want || len(s.gaps) != 0 || a.EndAnnounced() || a.Ended() {
+		t.Fatalf("after line A's late tail: delivered %d of %d, gaps %v, announced %v, ended %v; want all delivered, none declared, the end withdrawn (RECOVERY.md: still open)",
+			s.got, want, s.gaps, a.EndAnnounced(), a.Ended())
+	}
+	a.Offer(0, end, now+int64(500*time.Millisecond)) // its next End of Session
+	if s.got != want || len(s.gaps) != 0 || !a.Ended() {
+		t.Fatalf("after line A's next End of Session: delivered %d of %d, gaps %v, ended %v (announced %v); want ended", s.got, want, s.gaps, a.Ended(), a.EndAnnounced())
+	}
+}
+
 // endDay plays a day of 40 packets of testSession to a new Arbiter on both
 // lines, 1 ms apart, but for its last left: the Arbiter, its sink, the
 // day and the last packet's stamp.
