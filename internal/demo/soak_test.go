@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"math"
 	"math/rand/v2"
 	"os"
@@ -382,40 +383,8 @@ func booksWithoutSeqs(t *testing.T, d *Day, from int, drop map[int]bool, skip ma
 	return bs
 }
 
-// soakGrace is the arbiter's Grace in the soak (its default, set so that
-// the sender's LateAfter is it by construction).
+// soakGrace is the arbiter's Grace in the soak (its default).
 const soakGrace = 200 * time.Microsecond
-
-// lateReorders returns the day packets (indices) one line lost and the
-// other reordered in a write of soakGrace or longer (res.Sender's lines'
-// Lost and Late, exchange.Config.LateAfter): its sender preempted in
-// that write, the reordered copy may have reached the handler Grace or
-// more after the packet that overtook it, when the handler, its lines
-// gone past the hole and empty since for Grace, rightly declares it
-// (seed 20162, 1 run in 6 on a loaded machine: 'gaps logged [{82536 6}],
-// want []', the capture showing line B's 82542 at +0 µs, empty polls at
-// +116 and +232 µs, its 82536, written in the same sendmmsg, at +456 µs).
-// Such a packet may be declared, not must: a gap of it is checked
-// against these, and the books against the replay of what was delivered.
-func lateReorders(res *Result) map[int]bool {
-	late := map[int]bool{}
-	ls := res.Sender.Lines
-	if len(ls) != 2 {
-		return late
-	}
-	for a := range 2 {
-		lost := map[uint64]bool{}
-		for _, k := range ls[a].Lost {
-			lost[k] = true
-		}
-		for _, k := range ls[1-a].Late {
-			if lost[k] && int(k) < len(res.SentDay) && res.SentDay[k] >= 0 {
-				late[res.SentDay[k]] = true
-			}
-		}
-	}
-	return late
-}
 
 // seqSet returns the sequence numbers of rs.
 func seqSet(rs []moldudp64.Range) map[uint64]bool {
@@ -453,12 +422,15 @@ func soakSeeds(t *testing.T) (first, last uint64) {
 // recovery (none, re-request answering partly, late or lossy, snapshot,
 // late join). The published books must equal the replay of the day (of
 // what was not lost on both lines, without recovery), and the gaps
-// declared be exactly the ranges lost on both lines and not repaired.
+// declared be exactly the ranges lost on both lines and not repaired,
+// or of packets the lines brought Grace or more late in the handler's
+// view (lateInView, read from the capture the handler makes of its
+// lines in every run).
 // FH_SOAK_SEEDS=FIRST-LAST picks the seeds (default 0-1); FH_SOAK_PARAMS
 // replays one run's parameters as its -v output prints them (to reduce a
 // failing one), FH_SOAK_LOG=FILE keeps its handler log, FH_SOAK_CAPTURE=PATH
-// has the handler capture its lines there (capture.path: replay --feed
-// arbitrates them again as the run did).
+// keeps its capture there (capture.path: replay --feed arbitrates the
+// lines again as the run did).
 func TestSoak(t *testing.T) {
 	if testing.Short() {
 		t.Skip("soak: -short")
@@ -582,7 +554,7 @@ func soakRun(t *testing.T, p soakParams) {
 		Day: d, Backend: p.Backend, Mode: p.Mode, Rate: p.Rate,
 		LossA: p.LossA, DupA: p.DupA, ReorderA: p.ReorderA,
 		LossB: p.LossB, DupB: p.DupB, ReorderB: p.ReorderB, LagB: p.LagB,
-		Drop: drop, Extra: extra, ExtraA: extraA, SendSeed: int64(p.Seed) + 7, LateAfter: soakGrace,
+		Drop: drop, Extra: extra, ExtraA: extraA, SendSeed: int64(p.Seed) + 7,
 		Hold: time.Second, RingSize: 16384, Timeout: deadline,
 		Log:     zerolog.New(logs).With().Timestamp().Logger().Level(zerolog.InfoLevel),
 		ShmName: shmtest.Name(t, "fhsoak"),
@@ -605,19 +577,13 @@ func soakRun(t *testing.T, p soakParams) {
 		ref.Books = booksWithout(t, d, from, drop)
 		o.Day = &ref
 		if from == 0 {
-			// Less what the handler declared of packets a line lost
-			// and the other brought Grace or more late (lateReorders):
-			// the replay of what was delivered.
+			// Less what the handler declared beyond that: the replay of
+			// what was delivered. Each number so declared is checked
+			// below to be of a packet the lines brought late in the
+			// handler's view (lateInView).
 			o.Reference = func(res *Result) *book.Books {
 				logged, _ := os.ReadFile(logPath)
-				late := seqSet(dropRanges(d, lateReorders(res)))
-				skip := map[uint64]bool{}
-				for q := range seqSet(loggedGaps(logged)) {
-					if late[q] {
-						skip[q] = true
-					}
-				}
-				return booksWithoutSeqs(t, d, from, drop, skip)
+				return booksWithoutSeqs(t, d, from, drop, seqSet(loggedGaps(logged)))
 			}
 		}
 		if p.Recovery == "session" {
@@ -636,7 +602,13 @@ func soakRun(t *testing.T, p soakParams) {
 	// the 1 s hold): a day with a thousand gaps lost on both lines would
 	// take minutes to repair once the lines went quiet.
 	configure := o.Configure
+	// The handler captures its lines (in the test's directory unless
+	// FH_SOAK_CAPTURE says where): a gap declared of a packet a line
+	// brought is judged by the handler's view of the lines (lateInView).
 	capturePath := os.Getenv("FH_SOAK_CAPTURE")
+	if capturePath == "" {
+		capturePath = filepath.Join(t.TempDir(), "lines.pcap")
+	}
 	o.Configure = func(hc *handler.Config) {
 		hc.Receive.PollTimeout = soakPollTimeout
 		hc.Arbiter.Grace = soakGrace
@@ -659,6 +631,7 @@ func soakRun(t *testing.T, p soakParams) {
 	}
 	st := res.Stats
 	rq := st.Recovery.Rerequest
+	late := lateJudge(t, capturePath, d)
 	t.Logf("lines A %+v B %+v; delivered %d, gaps %d (%d messages) %v; receive drops %d; recovery %s; re-requests %d (ahead %d), timeouts %d, retries %d, answer times %d, timeout %v",
 		st.Arbiter.Lines[0], st.Arbiter.Lines[1], st.Arbiter.Delivered, st.Arbiter.Gaps, st.Arbiter.GapMessages, gaps, st.Receive.Dropped, st.Recovery,
 		rq.Requests, rq.Ahead, rq.Timeouts, rq.Retries, rq.AnswerTimes, rq.RTO)
@@ -687,23 +660,38 @@ func soakRun(t *testing.T, p soakParams) {
 			// join, what came before the handler): each gap declared
 			// lies within them, or within what a snapshot loaded behind
 			// the feed missed, declared again by design (a snapshot
-			// server lagging the feed: RECOVERY.md), or is of packets a
-			// line lost and the other reordered in a write of Grace or
-			// more (lateReorders: with every re-request server failed,
-			// such a hole is declared as in a run without recovery; the
-			// seed 20158, line B's copy 2.4 ms behind its successor).
+			// server lagging the feed: RECOVERY.md), or is of packets the
+			// lines brought Grace or more late in the handler's view
+			// (lateInView: with every re-request server failed, such a
+			// hole is declared as in a run without recovery; seed 20158,
+			// line B's copy 2.4 ms behind its successor, or its packet
+			// below the copy 227 µs after it).
 			lost := append(dropRanges(d, drop), laggedRanges(logged)...)
-			var late []moldudp64.Range
-			if from == 0 {
-				late = dropRanges(d, lateReorders(res))
-			}
 			for _, g := range gaps {
-				switch {
-				case p.Recovery == "latejoin" && g.First == 1 || covered(g, lost):
-				case covered(g, append(lost, late...)):
-					t.Logf("gap %v declared of packets a line lost and the other reordered in a write of %v or more (the lab's sender preempted mid-write: lateReorders); %d such packets in all", g, soakGrace, len(late))
-				default:
-					fail("gap %v declared: not lost on both lines, missed by a lagging snapshot nor reordered late (the drops and those are %v, late %v)", g, lost, late)
+				if p.Recovery == "latejoin" && g.First == 1 || covered(g, lost) {
+					continue
+				}
+				if from != 0 {
+					fail("gap %v declared: not lost on both lines nor missed by a lagging snapshot (the drops and those are %v)", g, lost)
+					continue
+				}
+				how := ""
+				for q := g.First; q < g.End(); q++ {
+					if covered(moldudp64.Range{First: q, Count: 1}, lost) {
+						continue
+					}
+					ok, why := late(q)
+					if !ok {
+						fail("gap %v declared: not lost on both lines, missed by a lagging snapshot (the drops and those are %v) nor late in the handler's view: %s", g, lost, why)
+						how = ""
+						break
+					}
+					if how == "" {
+						how = why
+					}
+				}
+				if how != "" {
+					t.Logf("gap %v declared of packets the lines brought %v or more late in the handler's view (lateInView; the first: %s)", g, soakGrace, how)
 				}
 			}
 		}
@@ -723,33 +711,34 @@ func soakRun(t *testing.T, p soakParams) {
 	// No recovery: exactly the drops are gaps, and the books are the
 	// replay of the rest.
 	want := soakDropRanges(d, from, drop)
-	var late []moldudp64.Range
-	if from == 0 {
-		late = dropRanges(d, lateReorders(res))
-	}
 	wantGaps, lost := len(want), uint64(0)
 	for _, r := range want {
 		lost += r.Count
 	}
-	if len(late) == 0 {
+	if from != 0 || slices.Equal(gaps, want) {
 		if !slices.Equal(gaps, want) {
 			fail("gaps logged %v, want the ranges lost on both lines %v", gaps, want)
 		}
 	} else {
-		// Each number declared is lost on both lines or of a packet a
-		// line lost and the other reordered late (lateReorders), each
-		// lost on both lines declared, none twice.
-		declared, wantSet, lateSet := seqSet(gaps), seqSet(want), seqSet(late)
+		// Each number declared is lost on both lines or of a packet the
+		// lines brought Grace or more late in the handler's view
+		// (lateInView), each lost on both lines declared, none twice.
+		declared, wantSet := seqSet(gaps), seqSet(want)
 		var n uint64
 		for _, g := range gaps {
 			n += g.Count
 		}
 		var excused []uint64
-		for q := range declared {
+		var how string
+		for _, q := range slices.Sorted(maps.Keys(declared)) {
 			if !wantSet[q] {
-				if !lateSet[q] {
-					fail("gaps logged %v, want the ranges lost on both lines %v (and those of packets a line lost and the other reordered in a write of Grace or more, if declared, %v): %d is neither", gaps, want, late, q)
+				ok, why := late(q)
+				if !ok {
+					fail("gaps logged %v, want the ranges lost on both lines %v (and, if declared, numbers the lines brought late in the handler's view): %s", gaps, want, why)
 					break
+				}
+				if how == "" {
+					how = why
 				}
 				excused = append(excused, q)
 			}
@@ -764,9 +753,8 @@ func soakRun(t *testing.T, p soakParams) {
 			fail("gaps logged %v: %d numbers, %d of them distinct", gaps, n, len(declared))
 		}
 		if len(excused) > 0 {
-			slices.Sort(excused)
-			t.Logf("declared %d numbers (%d..%d) of packets a line lost and the other reordered in a write of %v or more (the lab's sender preempted mid-write: lateReorders); %d such packets in all: %v",
-				len(excused), excused[0], excused[len(excused)-1], soakGrace, len(late), late)
+			t.Logf("declared %d numbers (%d..%d) of packets the lines brought %v or more late in the handler's view (lateInView; the first: %s)",
+				len(excused), excused[0], excused[len(excused)-1], soakGrace, how)
 		}
 		wantGaps, lost = len(gaps), uint64(len(declared))
 	}
