@@ -73,8 +73,13 @@ type ArbiterConfig struct {
 type MissingFunc func(r moldudp64.Range, now int64) bool
 
 // Deliver receives the in-order stream: the messages of p from message
-// index skip on, whose first has sequence number p.Seq+skip.
-type Deliver func(p moldudp64.Packet, skip int, rxTime int64)
+// index skip on, whose first has sequence number p.Seq+skip. p is the
+// Arbiter's own, valid during the call only (its next packet is parsed
+// into it): a Deliver that keeps the packet copies it (*p), as it keeps
+// p.Blocks only as long as the datagram it was parsed from. By pointer:
+// a Packet does not fit in registers (its Session is an array), and by
+// value it was copied at every call on the way to the books.
+type Deliver func(p *moldudp64.Packet, skip int, rxTime int64)
 
 // GapFunc is told of every sequence range neither line delivered in time,
 // and the time the Arbiter was given when it declared it (the receive time
@@ -179,6 +184,14 @@ type Arbiter struct {
 	cfg     ArbiterConfig
 	deliver Deliver
 	onGap   GapFunc
+
+	// The packets handed to Deliver, by pointer, live here rather than
+	// on the stack: a pointer passed to a func value escapes, and a
+	// local would be moved to the heap (an allocation a datagram). pkt:
+	// Offer's, parsed in place (Offer re-enters itself only after lock,
+	// and returns then without looking at it again); held: drainAfter's,
+	// each held packet it delivers; recPkt: OfferRecovered's.
+	pkt, held, recPkt moldudp64.Packet
 
 	session moldudp64.Session
 	started bool
@@ -445,8 +458,8 @@ func (a *Arbiter) Pending() int { return a.pend.n }
 // Offer hands the Arbiter one datagram received on line at rxTime (ns).
 func (a *Arbiter) Offer(line int, data []byte, rxTime int64) {
 	ls := &a.Stats.Lines[line]
-	var p moldudp64.Packet // parsed in place: a returned Packet is copied twice (ParseInto)
-	if err := moldudp64.ParseInto(&p, data); err != nil {
+	p := &a.pkt // parsed in place: a returned Packet is copied twice (ParseInto)
+	if err := moldudp64.ParseInto(p, data); err != nil {
 		ls.Malformed++
 		ls.ParseErrors.Count(err)
 		a.rejected(line, rxTime)
@@ -495,7 +508,7 @@ func (a *Arbiter) Offer(line int, data []byte, rxTime int64) {
 			// in progress, packets held back) is repaired or declared
 			// first, so the old session's tail is never silently dropped
 			// (see session.go).
-			idx, ok, stashed := a.candidate(line, data, p, rxTime)
+			idx, ok, stashed := a.candidate(line, data, *p, rxTime)
 			if ok && (!a.started || a.Ended() || a.silent(rxTime) || a.endsBehindStrays(idx)) {
 				a.lock(idx, rxTime)
 				if !stashed {
@@ -572,7 +585,7 @@ func (a *Arbiter) Offer(line int, data []byte, rxTime int64) {
 		// Heartbeats and End of Session packets still confirm by
 		// repetition: an idle feed joined late (a restart after hours)
 		// brings nothing else, the same number once a second per line.
-		if a.suspect > 0 && outsideWindow(p, a.suspectNext) {
+		if a.suspect > 0 && outsideWindow(*p, a.suspectNext) {
 			a.suspect = 0
 		}
 		if a.suspect == 0 || p.Next() > a.suspectNext || p.Messages() == 0 {
@@ -627,7 +640,7 @@ func (a *Arbiter) Offer(line int, data []byte, rxTime int64) {
 			a.belowRx[line], a.belowSeq[line], a.belowEnd[line], a.belowPkt[line] = rxTime, p.Seq, p.Seq, ls.Packets
 			a.checkedNow = 0 // a held packet may be contradicted now (NextDue)
 			if p.Seq < a.next {
-				a.regressed(line, rxTime, p, p.Seq, p.Seq)
+				a.regressed(line, rxTime, *p, p.Seq, p.Seq)
 			}
 		}
 		a.checkGap(rxTime, false)
@@ -670,7 +683,7 @@ func (a *Arbiter) Offer(line int, data []byte, rxTime int64) {
 		ls.Duplicates++
 		if end < a.high[line] {
 			// Behind its own line too: not the slower line's copy.
-			a.regressed(line, rxTime, p, p.Seq, end)
+			a.regressed(line, rxTime, *p, p.Seq, end)
 		}
 	case p.Seq <= a.next && !a.frozen:
 		ls.Won++
@@ -679,8 +692,14 @@ func (a *Arbiter) Offer(line int, data []byte, rxTime int64) {
 			a.decide(p)
 		}
 		a.emit(p, rxTime, false)
-		a.drainAfter(&p)
-		a.checkGap(rxTime, false)
+		if a.pend.n > 0 { // drainAfter's loop, without its call when nothing is held
+			a.drainAfter(p)
+		}
+		if a.inOrder() {
+			a.gapSince = 0 // checkGap's first exit without its call: every packet delivered in order
+		} else {
+			a.checkGap(rxTime, false)
+		}
 	default:
 		if high <= a.next {
 			a.pastRx[line] = rxTime // moved past next with this packet
@@ -694,7 +713,7 @@ func (a *Arbiter) Offer(line int, data []byte, rxTime int64) {
 		case holdFull:
 			ls.Won++
 			a.withdraw(end)
-			if a.handOver(line, data, p, rxTime) {
+			if a.handOver(line, data, *p, rxTime) {
 				break // held in the spill while the recovery source fills the range
 			}
 			if a.recovering {
@@ -745,7 +764,7 @@ func (a *Arbiter) heldOwnCopy(line int, data []byte, seq, end uint64) bool {
 
 // emit delivers the part of p at or after next; recovered: p came from a
 // recovery source. Callers ensure p.Seq <= a.next < p.Next().
-func (a *Arbiter) emit(p moldudp64.Packet, rxTime int64, recovered bool) {
+func (a *Arbiter) emit(p *moldudp64.Packet, rxTime int64, recovered bool) {
 	skip := int(a.next - p.Seq)
 	end := p.Next()
 	a.Stats.Delivered += end - a.next
@@ -821,8 +840,11 @@ func (a *Arbiter) drainAfter(p *moldudp64.Packet) {
 			return // the next packet at its numbers, or its line's, tells (see paused)
 		}
 		a.reached(e)
-		p, _ := moldudp64.Parse(a.pend.bytes(e))
-		a.emit(p, e.rxTime, e.recovered)
+		q := &a.held // not Offer's packet: p may be it
+		if err := moldudp64.ParseInto(q, a.pend.bytes(e)); err != nil {
+			*q = moldudp64.Packet{} // as Parse returned (never: it was parsed when held)
+		}
+		a.emit(q, e.rxTime, e.recovered)
 		a.pend.popFront()
 	}
 }
@@ -849,10 +871,21 @@ func (a *Arbiter) reached(e *pendEntry) {
 	}
 }
 
+// maxHigh is the highest of the lines' high. Unrolled for MaxLines 2
+// (cfg.Lines is 1 or 2, NewArbiter): the loop's bound, bounds check and
+// branch cost twice as much, and every round of the receive loop asks
+// (Tick, NextDue) as does every packet delivered (checkGap).
 func (a *Arbiter) maxHigh() uint64 {
-	var m uint64
-	for i := 0; i < a.cfg.Lines; i++ {
-		m = max(m, a.high[i])
+	m := a.high[0]
+	if a.cfg.Lines > 1 {
+		m = max(m, a.high[1])
 	}
 	return m
 }
+
+// maxHigh is unrolled for two lines: a MaxLines other than 2 does not
+// compile until it is rewritten.
+const (
+	_ = uint(MaxLines - 2)
+	_ = uint(2 - MaxLines)
+)

@@ -229,9 +229,21 @@ func (a *Arbiter) Advance(now int64) {
 // packet scanned, and only a branch while nothing is held or missing; it
 // allocates nothing.
 func (a *Arbiter) NextDue(now int64) int64 {
-	if !a.started || a.frozen || a.pend.n == 0 && a.maxHigh() <= a.next {
+	if a.noDeadline() {
 		return 0
 	}
+	return a.nextDue(now)
+}
+
+// noDeadline is NextDue's first exit, which inlines at its callers (the
+// receive loop's every round): not started, frozen, or nothing held or
+// missing.
+func (a *Arbiter) noDeadline() bool {
+	return !a.started || a.frozen || a.pend.n == 0 && a.maxHigh() <= a.next
+}
+
+// nextDue is NextDue past its first exit.
+func (a *Arbiter) nextDue(now int64) int64 {
 	if a.recovering && !a.wentBelowAny() {
 		// The recovery source fills the hole (its timers are its own);
 		// only a held packet its lines went on below (strayEnd) is due

@@ -30,7 +30,7 @@ const fromRecovery = -1
 
 // hold copies p aside, received on line (fromRecovery: from a recovery
 // source).
-func (a *Arbiter) hold(data []byte, p moldudp64.Packet, rxTime int64, line int) int {
+func (a *Arbiter) hold(data []byte, p *moldudp64.Packet, rxTime int64, line int) int {
 	limit := a.cfg.MaxPending
 	if a.recovering || a.frozen {
 		limit = a.cfg.Spill

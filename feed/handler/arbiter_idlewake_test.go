@@ -43,7 +43,7 @@ func idleWakes(gap time.Duration, loss float64) (woke, idle int, holes uint64, s
 	rng := rand.New(rand.NewPCG(1, 2))
 	var delivered uint64
 	a := NewArbiter(ArbiterConfig{},
-		func(moldudp64.Packet, int, int64) { delivered++ }, func(moldudp64.Range, int64) { holes++ })
+		func(*moldudp64.Packet, int, int64) { delivered++ }, func(moldudp64.Range, int64) { holes++ })
 	type copyAt struct {
 		at   int64
 		line int

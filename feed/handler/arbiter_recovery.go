@@ -55,16 +55,18 @@ func (a *Arbiter) OfferRecovered(data []byte, p moldudp64.Packet, rxTime int64) 
 		return false
 	case p.Seq <= a.next && !a.frozen:
 		a.repairing = true
+		q := &a.recPkt // handed to Deliver by pointer: a local would escape
+		*q = p
 		if a.waiting {
-			a.decide(p)
+			a.decide(q)
 		}
-		a.emit(p, rxTime, true)
-		a.drainAfter(&p)
+		a.emit(q, rxTime, true)
+		a.drainAfter(q)
 		a.repairing = false
 	default:
 		// Ahead of next, or frozen (a late answer while a snapshot is
 		// fetched: held with the lines' packets until Unfreeze).
-		if r := a.hold(data, p, rxTime, fromRecovery); r != holdOK {
+		if r := a.hold(data, &p, rxTime, fromRecovery); r != holdOK {
 			// Full (asked again later) or held already (a line's copy,
 			// or this answer's).
 			a.Stats.RecoveredUnused += uint64(p.Messages())
@@ -198,7 +200,7 @@ func (a *Arbiter) handOver(line int, data []byte, p moldudp64.Packet, rxTime int
 	}
 	a.recovering, a.recoverEnd = true, target
 	a.Stats.Recoveries++
-	return a.hold(data, p, rxTime, line) == holdOK
+	return a.hold(data, &p, rxTime, line) == holdOK
 }
 
 // aheadScan bounds the held packets holesAhead looks at, from the first

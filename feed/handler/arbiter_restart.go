@@ -95,7 +95,7 @@ const earlyMessages = 64
 // noteEarly keeps the fingerprints of the messages of p from skip on while
 // fewer than earlyMessages are kept, in sequence (a numbering joined late
 // starts where it was joined).
-func (a *Arbiter) noteEarly(p moldudp64.Packet, skip int) {
+func (a *Arbiter) noteEarly(p *moldudp64.Packet, skip int) {
 	it := p.Iter()
 	it.Skip(skip)
 	for msg, ok := it.Next(); ok && a.earlyLen < earlyMessages; msg, ok = it.Next() {

@@ -406,7 +406,7 @@ func (a *Arbiter) quiet(line int, now int64, idle bool) bool {
 // delivered, it covered the held packet, which was then dropped uncounted
 // as a copy where it was counted as contradicted before packets were left
 // held undecided (TestArbiterUndecidedOtherLineAtItsNumbers).
-func (a *Arbiter) decide(p moldudp64.Packet) {
+func (a *Arbiter) decide(p *moldudp64.Packet) {
 	a.waiting = false
 	if a.pend.n == 0 {
 		return

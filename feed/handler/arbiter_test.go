@@ -58,7 +58,7 @@ type sink struct {
 	gaps []moldudp64.Range
 }
 
-func (s *sink) deliver(p moldudp64.Packet, skip int, _ int64) {
+func (s *sink) deliver(p *moldudp64.Packet, skip int, _ int64) {
 	it := p.Iter()
 	it.Skip(skip)
 	for msg, ok := it.Next(); ok; msg, ok = it.Next() {
@@ -364,7 +364,7 @@ func TestArbiterOfferAllocatesNothing(t *testing.T) {
 	rng := rand.New(rand.NewPCG(17, 18))
 	pkts := packets(t, testSession, 1000, 20, rng)
 	var delivered uint64
-	a := NewArbiter(ArbiterConfig{}, func(p moldudp64.Packet, skip int, _ int64) {
+	a := NewArbiter(ArbiterConfig{}, func(p *moldudp64.Packet, skip int, _ int64) {
 		delivered += uint64(p.Messages() - skip)
 	}, nil)
 	i := 0
@@ -388,13 +388,13 @@ func BenchmarkArbiterTwoLines(b *testing.B) {
 	rng := rand.New(rand.NewPCG(19, 20))
 	pkts := packets(b, testSession, 4096, 40, rng)
 	var msgs uint64
-	a := NewArbiter(ArbiterConfig{}, func(p moldudp64.Packet, skip int, _ int64) {}, nil)
+	a := NewArbiter(ArbiterConfig{}, func(p *moldudp64.Packet, skip int, _ int64) {}, nil)
 	i := 0
 	b.ReportAllocs()
 	for b.Loop() {
 		if i == len(pkts) {
 			b.StopTimer() // NewArbiter touches its 16 MiB hold arena
-			a = NewArbiter(ArbiterConfig{}, func(p moldudp64.Packet, skip int, _ int64) {}, nil)
+			a = NewArbiter(ArbiterConfig{}, func(p *moldudp64.Packet, skip int, _ int64) {}, nil)
 			i = 0
 			b.StartTimer()
 		}
@@ -419,7 +419,7 @@ func BenchmarkArbiterFirstHold(b *testing.B) {
 	pkts := packets(b, testSession, n+1, 40, rng)
 	var held time.Duration
 	for b.Loop() {
-		a := NewArbiter(ArbiterConfig{Hold: time.Hour, Grace: time.Hour}, func(moldudp64.Packet, int, int64) {}, nil)
+		a := NewArbiter(ArbiterConfig{Hold: time.Hour, Grace: time.Hour}, func(*moldudp64.Packet, int, int64) {}, nil)
 		t := time.Now()
 		for _, p := range pkts[1:] {
 			a.Offer(0, p, 1)

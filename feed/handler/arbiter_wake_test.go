@@ -58,7 +58,7 @@ func TestArbiterNextDue(t *testing.T) {
 			run := func(byNextDue bool) (declared int64, wakes int, a *Arbiter) {
 				var gaps []moldudp64.Range
 				a = NewArbiter(ArbiterConfig{Grace: grace, Hold: hold, LineTimeout: timeout},
-					func(moldudp64.Packet, int, int64) {}, func(r moldudp64.Range, now int64) { gaps = append(gaps, r) })
+					func(*moldudp64.Packet, int, int64) {}, func(r moldudp64.Range, now int64) { gaps = append(gaps, r) })
 				start := int64(1e18)
 				now := start - int64(tc.pre)
 				for seq := uint64(1); seq <= 5; seq++ { // both lines, in order
@@ -219,7 +219,7 @@ func TestArbiterNextDueAfterPackets(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			a := NewArbiter(ArbiterConfig{Grace: grace, Hold: hold, LineTimeout: timeout},
-				func(moldudp64.Packet, int, int64) {}, func(moldudp64.Range, int64) {})
+				func(*moldudp64.Packet, int, int64) {}, func(moldudp64.Range, int64) {})
 			now := int64(1e18)
 			a.Offer(1, pkt(1), now) // the session starts (both lines heard)
 			a.Offer(0, pkt(1), now)

@@ -28,7 +28,7 @@ func TestArbiterHolesAheadAsBefore(t *testing.T) {
 	for seed := range uint64(300) {
 		rng := rand.New(rand.NewPCG(seed, 0xa4ead))
 		a := NewArbiter(ArbiterConfig{Lines: 2, Grace: grace, Hold: hold, LineTimeout: timeout, MaxPending: 1024},
-			func(moldudp64.Packet, int, int64) {}, func(moldudp64.Range, int64) {})
+			func(*moldudp64.Packet, int, int64) {}, func(moldudp64.Range, int64) {})
 		a.SetMissing(func(moldudp64.Range, int64) bool { return true })
 		var loss [2]float64
 		for l := range 2 {

@@ -191,7 +191,7 @@ func TestShutdownMidSnapshot(t *testing.T) {
 	}()
 
 	h := &Handler{log: zerolog.Nop()}
-	h.arb = NewArbiter(ArbiterConfig{Session: moldudp64.NewSession("STALL")}, func(moldudp64.Packet, int, int64) {}, nil)
+	h.arb = NewArbiter(ArbiterConfig{Session: moldudp64.NewSession("STALL")}, func(*moldudp64.Packet, int, int64) {}, nil)
 	rec, err := newRecovery(h, RecoveryConfig{Snapshot: GlimpseSnapshot(glimpse.Config{
 		Addr: srv.Addr().String(), Username: "u", Password: "p", IdleTimeout: time.Hour})})
 	if err != nil {

@@ -177,7 +177,7 @@ func NewReplayer(cfg Config, apply func(msg itch.Msg), withdraw func(locate uint
 	return r
 }
 
-func (r *Replayer) deliver(p moldudp64.Packet, skip int, _ int64) {
+func (r *Replayer) deliver(p *moldudp64.Packet, skip int, _ int64) {
 	it := p.Iter()
 	it.Skip(skip)
 	for msg, ok := it.Next(); ok; msg, ok = it.Next() {

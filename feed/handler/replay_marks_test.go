@@ -528,7 +528,7 @@ type recoveryLive struct {
 // resumes at, above every line message's stamp.
 const snapStamp = 1 << 40
 
-func (l *recoveryLive) deliver(p moldudp64.Packet, skip int, _ int64) {
+func (l *recoveryLive) deliver(p *moldudp64.Packet, skip int, _ int64) {
 	it := p.Iter()
 	it.Skip(skip)
 	for msg, ok := it.Next(); ok; msg, ok = it.Next() {

@@ -19,7 +19,7 @@ import (
 // recorded too: every sequence number handed to the books, in order.
 func recordingRecovery(t *testing.T, h *Handler, ac ArbiterConfig, rc RecoveryConfig, seqs *[]uint64) *recovery {
 	t.Helper()
-	return withRecoveryTo(t, h, ac, rc, func(p moldudp64.Packet, skip int, rxTime int64) {
+	return withRecoveryTo(t, h, ac, rc, func(p *moldudp64.Packet, skip int, rxTime int64) {
 		for seq := p.Seq + uint64(skip); seq < p.Next(); seq++ {
 			*seqs = append(*seqs, seq)
 		}

@@ -22,7 +22,7 @@ import (
 func restartOnLineA(t *testing.T, day1, day2 [][]byte) (a *Arbiter, afterRestart *[3]uint64, now, tB int64) {
 	t.Helper()
 	restarted, afterRestart := false, new([3]uint64)
-	a = NewArbiter(ArbiterConfig{LineTimeout: time.Second}, func(p moldudp64.Packet, skip int, _ int64) {
+	a = NewArbiter(ArbiterConfig{LineTimeout: time.Second}, func(p *moldudp64.Packet, skip int, _ int64) {
 		it := p.Iter()
 		it.Skip(skip)
 		for msg, ok := it.Next(); ok; msg, ok = it.Next() {
@@ -254,7 +254,7 @@ func testSequenceRestartLateJoin(t *testing.T, mode Mode, shards []int, lateJoin
 func TestArbiterRestartClockStepBack(t *testing.T) {
 	day1 := taggedPackets(t, testSession, 1, 100, 5, rand.New(rand.NewPCG(1, 2)))
 	day2 := taggedPackets(t, testSession, 2, 100, 5, rand.New(rand.NewPCG(3, 4)))
-	a := NewArbiter(ArbiterConfig{LineTimeout: time.Second}, func(moldudp64.Packet, int, int64) {}, nil)
+	a := NewArbiter(ArbiterConfig{LineTimeout: time.Second}, func(*moldudp64.Packet, int, int64) {}, nil)
 	now := int64(2 * time.Hour)
 	for _, p := range day1[:80] {
 		now += int64(time.Millisecond)

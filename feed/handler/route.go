@@ -13,9 +13,9 @@ import (
 
 // route is the Arbiter's Deliver: copy each message into the ring of the
 // shard that owns its locate.
-func (h *Handler) route(p moldudp64.Packet, skip int, rxTime int64) {
+func (h *Handler) route(p *moldudp64.Packet, skip int, rxTime int64) {
 	if h.inline != nil {
-		h.routeInline(h.inline, &p, skip, rxTime)
+		h.routeInline(h.inline, p, skip, rxTime)
 		return
 	}
 	it := p.Iter()

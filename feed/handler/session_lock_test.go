@@ -37,7 +37,7 @@ func lockDay(t *testing.T, second []lockDatagram, lag, round float64) (delivered
 	start := int64(time.Hour)
 	delivered = map[uint64]bool{}
 	a := NewArbiter(ArbiterConfig{Hold: 20 * time.Millisecond, Grace: 200 * time.Microsecond, LineTimeout: time.Second},
-		func(p moldudp64.Packet, skip int, _ int64) {
+		func(p *moldudp64.Packet, skip int, _ int64) {
 			if p.Session == secondSession {
 				for q := p.Seq + uint64(skip); q < p.Next(); q++ {
 					delivered[q] = true

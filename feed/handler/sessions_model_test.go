@@ -99,7 +99,7 @@ func (s *sessionsSink) session(old, new moldudp64.Session) {
 	s.cur, s.seen[i], s.next[i] = i, true, 1
 }
 
-func (s *sessionsSink) deliver(p moldudp64.Packet, skip int, _ int64) {
+func (s *sessionsSink) deliver(p *moldudp64.Packet, skip int, _ int64) {
 	i := s.index(p.Session)
 	if i != s.cur {
 		s.t.Fatalf("delivered a packet of %q while following %d", p.Session, s.cur)

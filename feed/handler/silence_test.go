@@ -408,7 +408,7 @@ func TestBadLineDatagramsLogged(t *testing.T) {
 // (logBadLines); it allocates nothing.
 func TestBadLineLogAllocatesNothing(t *testing.T) {
 	h := &Handler{cfg: Config{Receive: rx.Config{Lines: []rx.LineConfig{{Name: "A"}, {Name: "B"}}}}, log: jsonLog()}
-	h.arb = NewArbiter(ArbiterConfig{Session: testSession}, func(moldudp64.Packet, int, int64) {}, nil)
+	h.arb = NewArbiter(ArbiterConfig{Session: testSession}, func(*moldudp64.Packet, int, int64) {}, nil)
 	forged := fixedPackets(t, testSession, 1<<40, 1, 3)[0]
 	now := int64(time.Hour)
 	logged := 0

@@ -25,7 +25,7 @@ func TestSessionChangeDropsStrayClock(t *testing.T) {
 	delivered := map[uint64]bool{}
 	var gaps []moldudp64.Range
 	a := NewArbiter(ArbiterConfig{Lines: 2, Hold: 50 * time.Millisecond, Grace: 200 * time.Microsecond, LineTimeout: time.Second},
-		func(p moldudp64.Packet, skip int, _ int64) {
+		func(p *moldudp64.Packet, skip int, _ int64) {
 			if p.Session == secondSession {
 				for q := p.Seq + uint64(skip); q < p.Next(); q++ {
 					delivered[q] = true
