@@ -101,6 +101,11 @@ type Books struct {
 	ovfFree   int32
 	maxOrders uint64
 	maxLevels uint64
+	// addLimit is maxOrders while no order is in an overflow slot, else
+	// 0: add's one compare of the live orders with it sends an add to
+	// addRare both when the table is full and when a duplicate must be
+	// looked for in the overflow table (ovfCount keeps it).
+	addLimit  uint64
 	books     []Book // index = locate
 	levels    []priceLevel
 	levelUsed int32      // levels[:levelUsed] have been handed out
@@ -189,7 +194,8 @@ func (bs *Books) Reset() {
 	// The counters run on (they are exported as monotonic counters, and a
 	// rebuild must not erase the bad input seen before it); only the
 	// gauges describe the emptied books.
-	bs.stats.Orders, bs.stats.Levels, bs.stats.Overflowed = 0, 0, 0
+	bs.stats.Orders, bs.stats.Levels = 0, 0
+	bs.ovfCount(0)
 	bs.err = nil
 	bs.event, bs.eventTime = 0, 0
 }
@@ -495,7 +501,7 @@ func (bs *Books) add(b *Book, ref uint64, side Side, shares, price uint32) bool 
 	}
 	oi := int32(ref & bs.homeMask)
 	o := slot(bs.orders, oi) // homeMask < len(bs.orders)
-	if o.shares != 0 || bs.stats.Overflowed != 0 || bs.stats.Orders >= bs.maxOrders {
+	if o.shares != 0 || bs.stats.Orders >= bs.addLimit {
 		// Seldom (one test for the cases): out of line, with every
 		// value the rest of add needs handed back (bs and b returned,
 		// the order's fields read from its slot, which addRare wrote),
@@ -553,10 +559,10 @@ func (bs *Books) add(b *Book, ref uint64, side Side, shares, price uint32) bool 
 	l.shares += uint64(shares)
 	b.orders++
 	bs.stats.Orders++
-	// References grow through the day: start loading the home slot of a
-	// reference a few adds ahead, so that add finds it in cache (a hint:
-	// the address is not checked, homeMask keeps it in the table).
-	prefetch(uintptr(unsafe.Pointer(unsafe.SliceData(bs.orders))) + uintptr((o.ref+addPrefetch)&bs.homeMask)*unsafe.Sizeof(order{}))
+	// References grow through the day: start loading the home slot of a reference a few adds
+	// ahead, addPrefetch slots past this one, so that add finds it in cache (a hint, never a
+	// fault: past the last home slot it loads an overflow slot, or nothing of the table's).
+	prefetch(uintptr(unsafe.Pointer(o)) + addPrefetch*unsafe.Sizeof(order{}))
 	return true
 }
 
@@ -567,8 +573,18 @@ func (bs *Books) ovfClaim(ovfSlot, ref uint64) (int32, *order) {
 	o := &bs.orders[oi]
 	bs.ovfFree = o.next
 	bs.ovf[ovfSlot] = uint64(oi+1)<<32 | uint64(uint32(ref))
-	bs.stats.Overflowed++
+	bs.ovfCount(bs.stats.Overflowed + 1)
 	return oi, o
+}
+
+// ovfCount sets the count of orders in overflow slots (Stats.Overflowed)
+// to n, and add's limit with it (addLimit).
+func (bs *Books) ovfCount(n uint64) {
+	bs.stats.Overflowed = n
+	bs.addLimit = bs.maxOrders
+	if n != 0 {
+		bs.addLimit = 0
+	}
 }
 
 // addRare is add's seldom case: a home slot taken (a duplicate, or an
@@ -618,7 +634,7 @@ func (bs *Books) levelDropped(b *Book, oi int32) bool {
 		ovfSlot, _ := bs.ovfProbe(o.locate, o.ref)
 		bs.ovfDelete(ovfSlot)
 		bs.ovfFree = oi // o.next is still the free list's next
-		bs.stats.Overflowed--
+		bs.ovfCount(bs.stats.Overflowed - 1)
 	}
 	o.shares = 0
 	bs.capacity(&bs.stats.LevelCapacity, ErrLevelCapacity, o.ref)
@@ -632,33 +648,38 @@ const addPrefetch = 32
 
 // search finds key in a ladder: its index and true, or the index where it
 // would be inserted and false. Most activity is near the top (the end), so
-// it walks down a few rungs before bisecting.
+// it walks down up to searchWalk rungs before bisecting the ones below. The
+// walk tests one bound a rung (it stops at the first key not above key, and
+// only then tells found from not), not a step count and two keys.
 func search(l ladder, key uint32) (int, bool) {
 	i := l.n
-	for steps := 0; i > 0; steps++ {
-		k := l.at(i - 1).key
-		if k < key {
-			return int(i), false
-		}
-		if k == key {
-			return int(i - 1), true
-		}
-		if steps == 8 {
-			lo, hi := uint32(0), i-1
-			for lo < hi {
-				m := (lo + hi) >> 1
-				if l.at(m).key < key {
-					lo = m + 1
-				} else {
-					hi = m
-				}
+	lo := i - min(i, searchWalk)
+	for i > lo {
+		if k := l.at(i - 1).key; k <= key {
+			if k == key {
+				return int(i - 1), true
 			}
-			return int(lo), l.at(lo).key == key
+			return int(i), false
 		}
 		i--
 	}
-	return 0, false
+	// every rung walked is above key: key is below rung lo
+	hi := lo
+	lo = 0
+	for lo < hi {
+		m := (lo + hi) >> 1
+		if l.at(m).key < key {
+			lo = m + 1
+		} else {
+			hi = m
+		}
+	}
+	return int(lo), lo < i && l.at(lo).key == key
 }
+
+// searchWalk is how many rungs search walks down from the top before it
+// bisects.
+const searchWalk = 9
 
 // insertRung inserts a new empty level with key at index i of side's
 // ladder of b. The caller has checked Config.MaxLevels, so a level is
@@ -798,7 +819,7 @@ func (bs *Books) remove(b *Book, oi int32) {
 		bs.ovfDelete(slot)
 		o.next = bs.ovfFree
 		bs.ovfFree = oi
-		bs.stats.Overflowed--
+		bs.ovfCount(bs.stats.Overflowed - 1)
 	}
 	b.orders--
 	bs.stats.Orders--

@@ -1,6 +1,8 @@
 package book
 
 import (
+	"math/rand/v2"
+	"sort"
 	"testing"
 
 	"github.com/marketfeed/feedhandler/feed/itch"
@@ -85,4 +87,31 @@ func inBlock(l *ladders, s []rung) bool {
 		}
 	}
 	return false
+}
+
+// TestSearch checks search against a plain lower bound on ladders of 0 to 40
+// rungs, for every key in a ladder, every gap between them and beyond both
+// ends: the walk from the top (searchWalk rungs) and the bisection below it
+// must agree with it on the index and on whether the key is there.
+func TestSearch(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	for n := 0; n <= 40; n++ {
+		rungs := make([]rung, n)
+		k := uint32(10)
+		for i := range rungs {
+			k += 2 + uint32(rng.IntN(3)) // strictly increasing, with gaps
+			rungs[i] = rung{key: k, lvl: int32(i)}
+		}
+		lad := ladder{n: uint32(n), c: uint32(n)}
+		if n > 0 {
+			lad.p = &rungs[0]
+		}
+		for key := uint32(0); key <= k+3; key++ {
+			want := sort.Search(n, func(i int) bool { return rungs[i].key >= key })
+			wantFound := want < n && rungs[want].key == key
+			if i, found := search(lad, key); i != want || found != wantFound {
+				t.Fatalf("%d rungs, key %d: search gave %d, %v; want %d, %v", n, key, i, found, want, wantFound)
+			}
+		}
+	}
 }
