@@ -126,11 +126,6 @@ type Options struct {
 	Depth   int           // default 10
 	Timeout time.Duration // for the whole run after sending (default 60s)
 	Log     zerolog.Logger
-	// LateAfter has the sender record which input packets each line lost
-	// and which it reordered in a write that took this long or longer
-	// (exchange.Config.LateAfter: Result.Sender's lines' Lost and Late;
-	// Result.SentDay maps them to the day's packets).
-	LateAfter time.Duration
 	// Reference, if set, returns the books to compare the published ones
 	// with, once the handler is done (res has its Stats and Sender),
 	// instead of Day.Books.
@@ -200,10 +195,6 @@ type Result struct {
 	Mismatches  []string // instruments whose published book differs from the reference
 	Stale       int      // instruments published with the PossiblyStale flag
 	Top         []TopOfBook
-	// SentDay maps each of the sender's input packets (an index) to the
-	// day packet it is (an index in Day.Packets), -1 for an extra
-	// datagram (Options.Extra).
-	SentDay     []int
 	Gaps        []moldudp64.Range
 	HostileSent *atomic.Uint64 // datagrams the hostile sender wrote
 	// XDPAfterStop is what `ip link show` said of the receiving interface
@@ -379,20 +370,12 @@ func Run(ctx context.Context, o Options) (_ *Result, err error) {
 		onlyA = map[int][][]byte{}
 		for i, p := range o.Day.Packets {
 			pkts = append(pkts, o.Extra[i]...)
-			for range o.Extra[i] {
-				res.SentDay = append(res.SentDay, -1)
-			}
 			if len(o.ExtraA[i]) > 0 {
 				onlyA[len(pkts)] = o.ExtraA[i]
 			}
 			if !o.Drop[i] {
 				pkts = append(pkts, p)
-				res.SentDay = append(res.SentDay, i)
 			}
-		}
-	} else {
-		for i := range pkts {
-			res.SentDay = append(res.SentDay, i)
 		}
 	}
 	scfg := exchange.Config{
@@ -407,10 +390,9 @@ func Run(ctx context.Context, o Options) (_ *Result, err error) {
 		// slack: a spinning sender would take a whole CPU of this small
 		// lab from the handler it measures, and Go's timers overshoot
 		// into bursts.
-		Deadline:  true,
-		Pin:       pin,
-		CPU:       senderCPU,
-		LateAfter: o.LateAfter,
+		Deadline: true,
+		Pin:      pin,
+		CPU:      senderCPU,
 	}
 	if o.Hostile != nil {
 		hs, err := startHostile(lab, &o)

@@ -49,12 +49,6 @@ type Config struct {
 	Burst    int           // token bucket depth in packets (default: Rate/2000, within [1, 32])
 	Count    int           // stop after this many input packets; 0 = until the input ends
 	Duration time.Duration // stop after this long; 0 = no limit
-	// LateAfter, if above 0, has each line record the input packets it
-	// lost and those it reordered in a write that took this long or
-	// longer (LineStats.Lost, Late): a lab whose receiver waits so long
-	// for a reordered packet (the arbiter's Grace) can tell which of them
-	// may have come later than that, its sender preempted mid-write.
-	LateAfter time.Duration
 
 	// Deadline paces by absolute deadlines instead of the token bucket:
 	// input packet i is due at start + i/Rate. The sending goroutine locks
@@ -88,12 +82,6 @@ type LineStats struct {
 	Duplicated uint64 // input packets sent twice
 	Reordered  uint64 // input packets sent after their successor (a packet held at the end goes out last, in order, and is not counted)
 	Errors     uint64 // writes that failed (e.g. ENOBUFS); the packet is lost
-	// With Config.LateAfter: the input packets (0-based index) Loss
-	// dropped, and those Reorder held back (its only copy) whose release
-	// after their successor went out in a write that took LateAfter or
-	// longer: a receiver may have had the successor that much before them.
-	// With Lag, the write that releases them with their successor.
-	Lost, Late []uint64 `json:",omitempty"`
 }
 
 // Stats summarise a Send.
@@ -158,17 +146,12 @@ type lineState struct {
 	q    *batch
 	fd   int
 	rng  *rand.Rand
-	held []byte // packet held back by Reorder
-	// heldIn is held's input index + 1 when it is its only copy and
-	// Config.LateAfter is set (its write is timed: addHeld), else 0.
-	heldIn uint64
-	lag    [][]byte // copies delayed by Lag, oldest first
+	held []byte   // packet held back by Reorder
+	lag  [][]byte // copies delayed by Lag, oldest first
 	// lagIn: per copy in lag, the input packet that put it there
 	// (inputs counts the offers); lagInputs: how many input packets
-	// have copies in lag. lagHeld: per copy, heldIn of a held packet
-	// released behind its successor, else 0.
+	// have copies in lag.
 	lagIn     []uint64
-	lagHeld   []uint64
 	inputs    uint64
 	lagInputs int
 	st        LineStats
@@ -226,7 +209,6 @@ func NewSender(cfg Config) (*Sender, error) {
 		return nil, fmt.Errorf("new sender: %w", err)
 	}
 	s.batch = newBatch(fds, cfg.Lines, perWrite)
-	s.batch.lateAfter = cfg.LateAfter
 	for i := range s.lines {
 		s.lines[i].q = s.batch
 	}
@@ -398,9 +380,6 @@ func (l *lineState) offer(p []byte) {
 	l.inputs++
 	if l.Loss > 0 && l.rng.Float64() < l.Loss {
 		l.st.Dropped++
-		if l.q.lateAfter > 0 {
-			l.st.Lost = append(l.st.Lost, l.inputs-1)
-		}
 		return
 	}
 	copies := 1
@@ -410,11 +389,8 @@ func (l *lineState) offer(p []byte) {
 	}
 	if l.held == nil && l.Reorder > 0 && l.rng.Float64() < l.Reorder {
 		l.held = append(make([]byte, 0, len(p)), p...)
-		l.heldIn = 0
 		if copies == 2 {
 			l.write(p) // the duplicate goes out now, the held copy later
-		} else if l.q.lateAfter > 0 {
-			l.heldIn = l.inputs // index + 1
 		}
 		return
 	}
@@ -423,37 +399,29 @@ func (l *lineState) offer(p []byte) {
 	}
 	if l.held != nil {
 		l.st.Reordered++ // counted once it really went out after its successor
-		l.writeHeld(l.held, l.heldIn)
-		l.held, l.heldIn = nil, 0
+		l.write(l.held)
+		l.held = nil
 	}
 }
 
 func (l *lineState) flush() {
 	if l.held != nil {
 		l.write(l.held)
-		l.held, l.heldIn = nil, 0
+		l.held = nil
 	}
-	for i, p := range l.lag {
-		l.q.addHeld(l.idx, p, l.lagHeld[i])
+	for _, p := range l.lag {
+		l.q.add(l.idx, p)
 	}
-	l.lag, l.lagIn, l.lagHeld, l.lagInputs = nil, nil, nil, 0
+	l.lag, l.lagIn, l.lagInputs = nil, nil, 0
 }
 
 // write queues p for this line in the input packet's batch (see batch),
 // or, with Lag, a copy of it behind the line's delayed ones, releasing the
 // oldest input packet's copies, together, once more than Lag input packets
 // have copies waiting.
-func (l *lineState) write(p []byte) { l.writeHeld(p, 0) }
-
-// writeHeld is write of p, a packet Reorder held back released after its
-// successor when held is its input index + 1 (its write timed, with Lag
-// too: the write that releases it with its successor), else 0. Before,
-// with Lag it went untimed, and the soak's seed 20158 (line B lagging a
-// packet) had a copy 2.4 ms behind its successor, the sender preempted
-// in that write, declared by the handler unexcused.
-func (l *lineState) writeHeld(p []byte, held uint64) {
+func (l *lineState) write(p []byte) {
 	if l.Lag <= 0 {
-		l.q.addHeld(l.idx, p, held)
+		l.q.add(l.idx, p)
 		return
 	}
 	if n := len(l.lagIn); n == 0 || l.lagIn[n-1] != l.inputs {
@@ -461,12 +429,11 @@ func (l *lineState) writeHeld(p []byte, held uint64) {
 	}
 	l.lag = append(l.lag, append([]byte(nil), p...))
 	l.lagIn = append(l.lagIn, l.inputs)
-	l.lagHeld = append(l.lagHeld, held)
 	for l.lagInputs > l.Lag {
 		first := l.lagIn[0]
 		for len(l.lag) > 0 && l.lagIn[0] == first {
-			l.q.addHeld(l.idx, l.lag[0], l.lagHeld[0])
-			l.lag, l.lagIn, l.lagHeld = l.lag[1:], l.lagIn[1:], l.lagHeld[1:]
+			l.q.add(l.idx, l.lag[0])
+			l.lag, l.lagIn = l.lag[1:], l.lagIn[1:]
 		}
 		l.lagInputs--
 	}

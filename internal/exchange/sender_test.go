@@ -10,7 +10,6 @@ import (
 	"net"
 	"net/netip"
 	"runtime"
-	"slices"
 	"testing"
 	"time"
 
@@ -521,63 +520,5 @@ func TestLinesOnTheirRoutes(t *testing.T) {
 		if got != n || from[want] != n {
 			t.Errorf("line %c: %d of %d datagrams received on its interface, by source %v, want all from %s", 'A'+i, got, n, from, want)
 		}
-	}
-}
-
-// TestLateAfterRecords: with Config.LateAfter each line records the input
-// packets it lost and the reordered ones (their only copy) written in a
-// write that took LateAfter or longer: every write takes a nanosecond, none
-// an hour; without LateAfter nothing is recorded.
-func TestLateAfterRecords(t *testing.T) {
-	const n = 1000
-	for _, tc := range []struct {
-		late     time.Duration
-		deadline bool
-		lag      int // line B's
-	}{{time.Nanosecond, false, 0}, {time.Nanosecond, true, 0}, {time.Hour, false, 0}, {0, true, 0},
-		{time.Nanosecond, false, 1}, {time.Nanosecond, true, 3}, {time.Hour, false, 1}} {
-		t.Run(fmt.Sprintf("%v/deadline=%v/lag=%d", tc.late, tc.deadline, tc.lag), func(t *testing.T) {
-			ca, pa := loopbackSink(t)
-			cb, pb := loopbackSink(t)
-			st := sendAll(t, Config{Lines: []Line{{Group: loopback, Port: pa, Loss: 0.2}, {Group: loopback, Port: pb, Dup: 0.2, Reorder: 0.2, Lag: tc.lag}},
-				Seed: 3, LateAfter: tc.late, Deadline: tc.deadline, Burst: 8}, numbered(n))
-			a, b := drain(t, ca, int(st.Lines[0].Sent)+1), drain(t, cb, int(st.Lines[1].Sent)+1)
-			var lost, late []uint64
-			seen := make([]bool, n)
-			for _, q := range a {
-				seen[q] = true
-			}
-			for i := range seen {
-				if !seen[i] {
-					lost = append(lost, uint64(i))
-				}
-			}
-			copies, maxSeq := make([]int, n), -1
-			for _, q := range b {
-				copies[q]++
-			}
-			for _, q := range b {
-				if int(q) < maxSeq && copies[q] == 1 {
-					late = append(late, uint64(q))
-				}
-				maxSeq = max(maxSeq, int(q))
-			}
-			if len(lost) == 0 || len(late) == 0 {
-				t.Fatalf("line A lost %d, line B reordered %d alone: want some of each", len(lost), len(late))
-			}
-			wantLost, wantLate := lost, late
-			switch tc.late {
-			case 0:
-				wantLost, wantLate = nil, nil
-			case time.Hour:
-				wantLate = nil
-			}
-			if !slices.Equal(st.Lines[0].Lost, wantLost) || len(st.Lines[0].Late) != 0 {
-				t.Errorf("line A recorded lost %v, late %v; want lost %v", st.Lines[0].Lost, st.Lines[0].Late, wantLost)
-			}
-			if !slices.Equal(st.Lines[1].Late, wantLate) || len(st.Lines[1].Lost) != 0 {
-				t.Errorf("line B recorded late %v, lost %v; want late %v", st.Lines[1].Late, st.Lines[1].Lost, wantLate)
-			}
-		})
 	}
 }

@@ -2,7 +2,6 @@ package exchange
 
 import (
 	"errors"
-	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -28,7 +27,6 @@ import (
 type datagram struct {
 	line int
 	p    []byte
-	held uint64 // a packet Reorder held back, released after its successor: its input index + 1 (Config.LateAfter); 0 otherwise
 }
 
 // batch holds the datagrams of one input packet and the sendmmsg
@@ -39,9 +37,6 @@ type batch struct {
 	dst  []unix.RawSockaddrInet4 // by line
 	msgs []unix.Mmsghdr
 	iovs []unix.Iovec
-	// lateAfter: Config.LateAfter (0: the held packets' writes are not
-	// timed).
-	lateAfter time.Duration
 }
 
 func newBatch(fd []int, lines []Line, perWrite int) *batch {
@@ -60,22 +55,13 @@ func newBatch(fd []int, lines []Line, perWrite int) *batch {
 	return b
 }
 
-// addHeld queues p; held is, for a packet of that line Reorder held back
-// released after its successor, its input index + 1 (Config.LateAfter),
-// else 0.
-func (b *batch) addHeld(line int, p []byte, held uint64) {
-	b.out = append(b.out, datagram{line: line, p: p, held: held})
-}
+func (b *batch) add(line int, p []byte) { b.out = append(b.out, datagram{line, p}) }
 
 // write sends the queued datagrams and counts them on their lines; a
 // datagram the kernel refuses (ENOBUFS, ECONNREFUSED) is lost and counted
 // as an error, as one write(2) per datagram would.
 func (b *batch) write(lines []lineState) {
 	out := b.out
-	var start time.Time
-	if b.lateAfter > 0 {
-		start = time.Now()
-	}
 	for len(out) > 0 {
 		// The run of datagrams written on one socket.
 		fd := b.fd[out[0].line]
@@ -111,18 +97,6 @@ func (b *batch) write(lines []lineState) {
 			lines[d.line].st.Bytes += uint64(len(d.p))
 		}
 		out = out[r:]
-	}
-	if b.lateAfter > 0 && time.Since(start) >= b.lateAfter {
-		// A held packet goes out in the batch of its successor, both in
-		// one sendmmsg (or calls back to back), whose messages the kernel
-		// sends one by one and may preempt the sender between
-		// (cond_resched): a batch this slow may have had the held packet
-		// reach the receiver LateAfter or more after its successor.
-		for _, d := range b.out {
-			if d.held != 0 {
-				lines[d.line].st.Late = append(lines[d.line].st.Late, d.held-1)
-			}
-		}
 	}
 	clear(b.out) // no references to the caller's packets
 	b.out = b.out[:0]
