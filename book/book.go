@@ -20,11 +20,15 @@ type Book struct {
 	// ladder while the side has levels: an add at the best price, and a
 	// removal that empties the side's only level, find it on this line
 	// and leave the ladder's line alone.
-	top      [2]rung
-	locate   uint16
-	known    bool
-	state    byte // trading state from 'H': 'H','P','Q','T'; 0 before any
-	orders   uint32
+	top    [2]rung
+	locate uint16
+	known  bool
+	state  byte // trading state from 'H': 'H','P','Q','T'; 0 before any
+	// changed is, per side, the rank (0: the best level) of the best
+	// level that may have changed since the last ClearChanged: the
+	// levels above it are as they were then (Changed). 0, the zero
+	// value, is every level (a new or emptied book); unchanged, none.
+	changed  [2]uint16
 	lastTime uint64
 
 	bs     *Books
@@ -91,8 +95,55 @@ func (b *Book) Crossed() bool {
 // Levels returns the number of price levels on side.
 func (b *Book) Levels(side Side) int { return int(b.sides[side&1].n) }
 
-// Orders returns the number of resting orders in the book.
-func (b *Book) Orders() int { return int(b.orders) }
+// Orders returns the number of resting orders in the book: the sum of
+// its levels' orders (a walk of the ladders, not kept up by the apply
+// path, where the count cost two stores an order).
+func (b *Book) Orders() int {
+	n := 0
+	for _, lad := range b.sides {
+		for _, r := range lad.rungs() {
+			n += int(b.bs.levels[r.lvl].orders)
+		}
+	}
+	return n
+}
+
+// unchanged is Book.changed's value for a side none of whose levels
+// changed since ClearChanged.
+const unchanged = 1<<16 - 1
+
+// Changed returns, per side, the rank (0: the best level) of the best
+// level that may have changed since the last ClearChanged: a level added
+// or removed there, or its shares or orders changed. The levels better
+// than it are the same levels (price, shares, orders) at the same ranks
+// as then, so a publisher that wrote the book's top levels at
+// ClearChanged and still holds them rewrites only the ranks from here
+// (the handler's Publisher, into a book's shm slot: Book.TopFrom). A
+// side with no change gives a rank of at least the side's levels (65535).
+// The rank may be lower than the change's (never higher): a change of
+// shares or orders below the best level is given as rank 1, an order
+// added at a new level as the rank of the level above it. A book never
+// cleared, or emptied (Books.Reset, a locate given another symbol) since,
+// gives 0 for both sides.
+//
+// Apply keeps it at a compare and a store a level change: it is the
+// publisher's, which clears it, one per Books.
+func (b *Book) Changed() (bid, ask int) { return int(b.changed[Bid]), int(b.changed[Ask]) }
+
+// ClearChanged marks every level unchanged: a publisher has just written
+// the book's top levels (Changed).
+func (b *Book) ClearChanged() { b.changed = [2]uint16{unchanged, unchanged} }
+
+// MarkChanged marks every level of both sides changed, as in a new book:
+// a publisher whose copy of the levels is gone (a new shm slot) calls it,
+// so that Changed tells it to write them all.
+func (b *Book) MarkChanged() { b.changed = [2]uint16{} }
+
+// changedAt notes a change of side's level at rank r (0: the best), or
+// of a level below it (Changed).
+func (b *Book) changedAt(side Side, r uint32) {
+	b.changed[side&1] = uint16(min(uint32(b.changed[side&1]), r))
+}
 
 // Depth writes the best levels of side into dst, best first (highest bid,
 // lowest ask), and returns them. The capacity of dst is the depth limit:
@@ -145,6 +196,48 @@ func (b *Book) Top(bids, asks []Level) {
 			*(*uint64)(unsafe.Add(q, to+8)) = l.shares
 		}
 		dst, flip = asks, levelFlip(sideFlip(Ask))
+	}
+}
+
+// TopChanged is Top for memory that holds the book's top levels as they
+// were at the last ClearChanged (the handler's Publisher: a book's shm
+// slot, written in place): it writes only the ranks from Changed's on,
+// into bids[bidRank:] and asks[askRank:], the asks from rank 0 when
+// asksMoved (the memory's ask vector is not where it was then: the
+// handler's follows its bid vector, which changed length), then
+// ClearChanged. The slices' first entries are left as they were.
+//
+// It is Top's loop, each side from its rank: the walk starts that many
+// rungs below the ladder's end and Levels into the vector, and runs only
+// while the rank is below min(n, len), so no pointer outside the two
+// arrays is formed here either.
+func (b *Book) TopChanged(bids, asks []Level, asksMoved bool) {
+	levels := unsafe.Pointer(unsafe.SliceData(b.bs.levels))
+	askFrom := uintptr(b.changed[Ask])
+	if asksMoved {
+		askFrom = 0
+	}
+	dst, flip, from := bids, levelFlip(sideFlip(Bid)), uintptr(b.changed[Bid])
+	b.changed = [2]uint16{unchanged, unchanged}
+	// The side's ladder by a pointer, the ask's after the bid's: the loop
+	// keeps neither b nor a side's index in a register.
+	side := &b.sides[Bid]
+	for {
+		lad := *side
+		p, q := unsafe.Pointer(lad.p), unsafe.Pointer(unsafe.SliceData(dst))
+		at, end := (uintptr(lad.n)-from)*unsafe.Sizeof(rung{}), uintptr(min(uint(lad.n), uint(len(dst))))*unsafe.Sizeof(Level{})
+		for to := from * unsafe.Sizeof(Level{}); to < end; to += unsafe.Sizeof(Level{}) {
+			at -= unsafe.Sizeof(rung{})
+			li := *(*uint32)(unsafe.Add(p, at+unsafe.Offsetof(rung{}.lvl)))
+			l := (*priceLevel)(unsafe.Add(levels, uintptr(li)*unsafe.Sizeof(priceLevel{})))
+			*(*uint64)(unsafe.Add(q, to)) = bits.RotateLeft64(*(*uint64)(unsafe.Pointer(&l.orders)), 32) ^ flip
+			*(*uint64)(unsafe.Add(q, to+8)) = l.shares
+		}
+		if flip != levelFlip(sideFlip(Bid)) {
+			return // the asks done
+		}
+		dst, flip, from = asks, levelFlip(sideFlip(Ask)), askFrom
+		side = (*ladder)(unsafe.Add(unsafe.Pointer(side), unsafe.Sizeof(ladder{}))) // &b.sides[Ask]
 	}
 }
 

@@ -539,6 +539,9 @@ func (bs *Books) add(b *Book, ref uint64, side Side, shares, price uint32) bool 
 			b.insertRung(bs, side, i, key)
 		}
 		li = b.sides[side].at(uint32(i)).lvl
+		b.changedAt(side, b.sides[side].n-1-uint32(i)) // the level's rank (a new best's 0)
+	} else {
+		b.changed[side] = 0 // the best level's
 	}
 	l := level(bs.levels, li) // the top rung's or the ladder's
 	// Field by field, not a composite literal: the literal was built on the stack with narrow
@@ -557,7 +560,6 @@ func (bs *Books) add(b *Book, ref uint64, side Side, shares, price uint32) bool 
 	l.head, l.tail = head, oi
 	l.orders++
 	l.shares += uint64(shares)
-	b.orders++
 	bs.stats.Orders++
 	// References grow through the day: start loading the home slot of a reference a few adds
 	// ahead, addPrefetch slots past this one, so that add finds it in cache (a hint, never a
@@ -717,6 +719,7 @@ func (b *Book) insertRung(bs *Books, side Side, i int, key uint32) {
 func (b *Book) popBest(side Side, n uint32) {
 	n--
 	b.sides[side].n = n
+	b.changed[side] = 0
 	if n > 0 {
 		b.top[side] = b.sides[side].at(n - 1)
 	}
@@ -737,6 +740,7 @@ func (b *Book) removeRung(bs *Books, side Side, key uint32, li int32) {
 	}
 	if found { // rungs i+1..n-1 move down one, unchecked; the array stays
 		n := lad.n - 1
+		b.changedAt(side, n-uint32(i))   // the level's rank
 		for j := uint32(i); j < n; j++ { // usually none or a few rungs: cheaper than a copy call
 			lad.set(j, lad.at(j+1))
 		}
@@ -746,6 +750,19 @@ func (b *Book) removeRung(bs *Books, side Side, key uint32, li int32) {
 		}
 	}
 	bs.freeLevel(li)
+}
+
+// levelChanged notes a change of the shares or orders of level li of
+// side, which stays: rank 0 if it is the best level, else 1 (its rank is
+// not known without a search: Changed may be lower than the change's).
+// It takes shares off *levelShares (reduce's; remove's has taken them).
+func (b *Book) levelChanged(side Side, li int32, levelShares *uint64, shares uint32) {
+	*levelShares -= uint64(shares)
+	r := uint32(1)
+	if li == b.top[side&1].lvl {
+		r = 0
+	}
+	b.changedAt(side, r)
 }
 
 // freeLevel puts level li on the free list.
@@ -821,10 +838,9 @@ func (bs *Books) remove(b *Book, oi int32) {
 		bs.ovfFree = oi
 		bs.ovfCount(bs.stats.Overflowed - 1)
 	}
-	b.orders--
 	bs.stats.Orders--
+	side := o.side & 1
 	if l.orders == 0 {
-		side := o.side & 1
 		if n := b.sides[side].n; n > 0 && b.top[side] == (rung{key: l.key, lvl: li}) {
 			// the best level, the one that empties most often: no call
 			b.popBest(side, n)
@@ -832,6 +848,8 @@ func (bs *Books) remove(b *Book, oi int32) {
 		} else {
 			b.removeRung(bs, side, l.key, li)
 		}
+	} else {
+		b.levelChanged(side, li, &l.shares, 0)
 	}
 }
 
@@ -859,7 +877,7 @@ func (bs *Books) reduce(b *Book, oi int32, shares uint32, over *uint64) {
 	switch {
 	case shares < o.shares:
 		o.shares -= shares
-		level(bs.levels, o.level).shares -= uint64(shares)
+		b.levelChanged(o.side, o.level, &level(bs.levels, o.level).shares, shares) // one line: default.pgo finds remove below by its line
 	case shares == o.shares:
 		bs.remove(b, oi)
 	default:

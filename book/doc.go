@@ -131,6 +131,11 @@
 //
 // Books.WriteJSON writes the books as the `feedhandler replay --books-out`
 // JSON document; Book.Depth fills a caller's buffer without allocating.
+// Book.Top writes both sides' top levels into a publisher's vectors, and
+// Book.TopChanged only those that changed since the publisher last wrote
+// them: each side keeps the best-first rank of the best level changed
+// since (Book.Changed, a compare and a store on the apply path), for one
+// publisher per Books, which clears it (the handler's Publisher).
 //
 // # Concurrency
 //

@@ -19,7 +19,10 @@ import (
 // instrument is conflated into one snapshot, never a stale one.
 //
 // The pipeline's shards and `feedhandler replay --shm` both use it. It
-// allocates nothing after NewPublisher.
+// allocates nothing after NewPublisher. It is its Books' only Publisher:
+// the books keep, for it, which levels changed since it last published
+// each book (book.Book.Changed), and it writes only those into the book's
+// slot (publish).
 type Publisher struct {
 	w     *shm.Writer
 	books *book.Books
@@ -333,6 +336,9 @@ func (p *Publisher) flush(chunk int) {
 	// per book: one clock read (the batch's publish time), the system
 	// event, the stale flag.
 	p.snap.PublishTime = clock.Now()
+	if generalPathHook != nil && generalPathHook() {
+		p.snap.PublishTime = 0 // BeginDirect declines: Begin reads the clock
+	}
 	p.snap.SystemEvent, _ = p.books.SystemEvent()
 	var flags bookfb.Flags
 	if p.stale {
@@ -370,6 +376,13 @@ func (p *Publisher) publish(b *book.Book, loc uint16, st *locState, flags bookfb
 		p.publishBegin(b, loc, st, flags, nb, na)
 		return
 	}
+	// The slot holds the book's levels as they were at its last publish,
+	// this Publisher's (a slot bound since has every level marked
+	// changed: bind): only the ranks from the best changed one on are
+	// written (Book.TopChanged). The asks follow the bids: they stay where
+	// they were only if the bid vector's length did, the last snapshot's
+	// bid count capped at the depth (read before it is overwritten).
+	asksMoved := min(int(t.BidLevels), p.depth) != nb
 	t.Seq = st.seq
 	t.ExchangeTime = b.Timestamp()
 	t.ReceiveTime = st.rx
@@ -379,7 +392,7 @@ func (p *Publisher) publish(b *book.Book, loc uint16, st *locState, flags bookfb
 	t.Flags = flags
 	t.State = shm.TradingState(b.TradingState())
 	t.SystemEvent = p.snap.SystemEvent
-	b.Top(bookLevels(bids), bookLevels(asks))
+	b.TopChanged(bookLevels(bids), bookLevels(asks), asksMoved)
 	p.w.CommitDirect(t, asks)
 	p.Published++
 }
@@ -394,6 +407,7 @@ func (p *Publisher) publishBegin(b *book.Book, loc uint16, st *locState, flags b
 	}
 	b.Top(bookLevels(tx.Bids), bookLevels(tx.Asks))
 	p.w.Commit(tx)
+	b.ClearChanged() // every level written
 	p.Published++
 }
 
@@ -581,6 +595,10 @@ func (p *Publisher) bind(b *book.Book, loc uint16, st *locState) bool {
 		sl, retired, err := p.w.Rebind(loc, b.Name(), p.epoch)
 		switch {
 		case err == nil:
+			// A slot new to the book, or one another binding may
+			// have written since: its next publish writes every
+			// level (publish).
+			b.MarkChanged()
 			return p.bound(st, sl, retired)
 		case errors.Is(err, shm.ErrStaleBinding):
 			st.refused = refusedStale
@@ -639,6 +657,11 @@ func (p *Publisher) noteDuplicate(seen uint64) {
 	}
 	p.dups++
 }
+
+// generalPathHook, set by tests only, runs once a flush: when it returns
+// true, the flush's books are published through the general path
+// (publishBegin), as when shm.Writer.BeginDirect declines.
+var generalPathHook func() bool
 
 // dupRefusedHook, set by tests only, runs when the writer has refused a
 // binding as a duplicate, before the Publisher notes the refusal: where
