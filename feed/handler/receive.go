@@ -136,10 +136,8 @@ func (h *Handler) receiveLoop() (faulted bool) {
 			h.newSessionWhole()
 		}
 		// What Tick released or recovery delivered: endBatch, called
-		// only when it has something to do (shard.endBatch's first
-		// exit, inlined): an empty round's call for nothing was about
-		// 15 instructions.
-		if s := h.inline; s != nil && (tailTrace || s.pending || s.pub.Sweeping()) {
+		// only when it has something to do (shard.endIdle, inlined).
+		if s := h.inline; s != nil && !s.endIdle() {
 			s.endBatch()
 		}
 		// After everything that moves the arbiter and the recovery this
