@@ -118,13 +118,13 @@ const unchanged = 1<<16 - 1
 // than it are the same levels (price, shares, orders) at the same ranks
 // as then, so a publisher that wrote the book's top levels at
 // ClearChanged and still holds them rewrites only the ranks from here
-// (the handler's Publisher, into a book's shm slot: Book.TopFrom). A
-// side with no change gives a rank of at least the side's levels (65535).
-// The rank may be lower than the change's (never higher): a change of
-// shares or orders below the best level is given as rank 1, an order
-// added at a new level as the rank of the level above it. A book never
-// cleared, or emptied (Books.Reset, a locate given another symbol) since,
-// gives 0 for both sides.
+// (the handler's Publisher, into a book's shm slot: Book.TopChanged). A
+// side with no change gives 65535, past any published depth. The rank
+// may be lower than the change's (never higher): a change of shares or
+// orders of a level that stays, below the best level, is given as rank 1
+// (its exact rank would take a search). A book never cleared, or emptied
+// (Books.Reset, a locate given another symbol) since, gives 0 for both
+// sides.
 //
 // Apply keeps it at a compare and a store a level change: it is the
 // publisher's, which clears it, one per Books.
