@@ -70,7 +70,8 @@ func TestPartialPublishMatchesFull(t *testing.T) {
 				shares uint32
 			}
 			var live []liveOrder
-			ref := uint64(0)
+			ref, ovf := uint64(0), uint64(0)
+			overflowed := false // an order was in an overflow slot at a flush
 			type compared struct {
 				slot    shm.Slot
 				version uint64
@@ -89,13 +90,21 @@ func TestPartialPublishMatchesFull(t *testing.T) {
 					switch {
 					case k < 450 || len(live) == 0:
 						ref++
+						add := ref
+						if len(live) > 0 && rng.IntN(8) == 0 {
+							// A reference whose home slot a live order
+							// holds (the same low bits): the add's seldom
+							// path (an overflow slot) under the check too.
+							ovf++
+							add = live[rng.IntN(len(live))].ref&(1<<32-1) | ovf<<32
+						}
 						side, price := byte('B'), uint32(1_000_000+100*rng.IntN(25))
 						if rng.IntN(2) == 0 {
 							side, price = 'S', uint32(1_002_000+100*rng.IntN(25))
 						}
 						shares := uint32(1 + rng.IntN(300))
-						emit(&itch.AddOrderFields{Header: hdr(loc), OrderRef: ref, Side: side, Shares: shares, Stock: sym(loc), Price: price})
-						live = append(live, liveOrder{loc, ref, shares})
+						emit(&itch.AddOrderFields{Header: hdr(loc), OrderRef: add, Side: side, Shares: shares, Stock: sym(loc), Price: price})
+						live = append(live, liveOrder{loc, add, shares})
 					case k < 980:
 						i := rng.IntN(len(live))
 						o := &live[i]
@@ -159,6 +168,7 @@ func TestPartialPublishMatchesFull(t *testing.T) {
 					}
 				}
 				apply(&seq)
+				overflowed = overflowed || bs.Stats().Overflowed > 0
 				for _, loc := range p.dirty {
 					st := &p.locs[loc]
 					b := bs.Book(loc)
@@ -210,8 +220,8 @@ func TestPartialPublishMatchesFull(t *testing.T) {
 				}
 			}
 			// The stream must reach the cases it is for.
-			t.Logf("%d flushes, %d through the general path; %d publishes from a rank past the best, %d of no level, %d with the asks moved; %d rebinds", flushes, generals, partial, unchanged, moved, rebinds)
-			if partial == 0 || unchanged == 0 || moved == 0 || generals == 0 || rebinds == 0 {
+			t.Logf("%d flushes, %d through the general path; %d publishes from a rank past the best, %d of no level, %d with the asks moved; %d rebinds; orders in overflow slots: %v", flushes, generals, partial, unchanged, moved, rebinds, overflowed)
+			if partial == 0 || unchanged == 0 || moved == 0 || generals == 0 || rebinds == 0 || !overflowed {
 				t.Fatal("the stream misses a case")
 			}
 		})
