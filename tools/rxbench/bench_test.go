@@ -43,15 +43,18 @@ func TestBench(t *testing.T) {
 		// the run is drained before it ends (the ring's 256 unread was
 		// the CI flake below). Under load (two CPU burners and other
 		// tests, load average 5-7), 18 runs lost at most 1,404 of
-		// 4,725 to the veth, none unaccounted.
-		if s.sent == 0 || s.received < min(s.sent, vethRing) || s.received > s.sent || s.unaccounted() > 0 {
+		// 4,725 to the veth, none unaccounted. The ring's worth is
+		// vethFloor, not vethRing: a CI run under load had 'uring:
+		// sent 5839, received 251 (want at least 256)', 0 unaccounted.
+		floor := min(s.sent, vethFloor)
+		if s.sent == 0 || s.received < floor || s.received > s.sent || s.unaccounted() > 0 {
 			// The whole sample: where the packets went (send errors,
 			// veth drops, the backend's drops, each veth end's
 			// counters), the receiver's calls, the backend's own
 			// counters, which flakes in CI under load ('socket: sent
 			// 6007, received 0', 'xdp: sent 4551, received 0') did not
 			// all say.
-			t.Fatalf("%s: sent %d, received %d (want at least %d), %v unaccounted (%+v)", b, s.sent, s.received, min(s.sent, vethRing), s.unaccounted(), s)
+			t.Fatalf("%s: sent %d, received %d (want at least %d), %v unaccounted (%+v)", b, s.sent, s.received, floor, s.unaccounted(), s)
 		}
 		if s.threadNs == 0 || s.napiNs == 0 || s.pps() <= 0 {
 			t.Fatalf("%s: thread %d ns, napi %d ns, %v pkt/s: not measured", b, s.threadNs, s.napiNs, s.pps())
@@ -70,6 +73,14 @@ func TestBench(t *testing.T) {
 // drivers/net/veth.c): datagrams the veth holds for the receiving side
 // before it drops.
 const vethRing = 256
+
+// vethFloor is how many datagrams a veth's ring takes, at the least,
+// before the veth drops: the ring is a ptr_ring, whose consumer frees the
+// slots it read in batches of 16 (two cache lines of pointers), and whose
+// producer takes a slot not yet freed for a full one, so up to 15 read
+// but unfreed slots (read before the run began: the probes) are not the
+// run's.
+const vethFloor = vethRing - 15
 
 func TestMedian(t *testing.T) {
 	for _, c := range []struct {
