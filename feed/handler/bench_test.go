@@ -3,6 +3,7 @@ package handler
 import (
 	"cmp"
 	"fmt"
+	"net/netip"
 	"os"
 	"runtime"
 	"strconv"
@@ -17,6 +18,7 @@ import (
 	"github.com/marketfeed/feedhandler/book"
 	"github.com/marketfeed/feedhandler/feed/itch"
 	"github.com/marketfeed/feedhandler/feed/moldudp64"
+	"github.com/marketfeed/feedhandler/feed/rerequest"
 	"github.com/marketfeed/feedhandler/feed/rx"
 	"github.com/marketfeed/feedhandler/internal/latency"
 	"github.com/marketfeed/feedhandler/internal/shmtest"
@@ -215,6 +217,13 @@ func benchPaced(b *testing.B, mode Mode, shards []int, prio int) {
 	var vcs, ivcs, stalls, stalls20, stalled20 float64
 	var lastH *Handler
 	statsPoll := os.Getenv("FH_PACED_STATS") != ""
+	// FH_PACED_RECOVERY=1 configures re-request (a server on loopback's
+	// discard port, never asked: the day has no gap), as production does:
+	// the round's cost with a recovery configured but idle.
+	var recovery RecoveryConfig
+	if os.Getenv("FH_PACED_RECOVERY") != "" {
+		recovery.Rerequest = rerequest.Config{Servers: []netip.AddrPort{netip.MustParseAddrPort("127.0.0.1:9")}}
+	}
 	var traceBuf []batchTrace
 	if tailTrace && mode == ModeRunToCompletion {
 		// The trace's buffer (about 151 MB), allocated once here, not on
@@ -242,6 +251,7 @@ func benchPaced(b *testing.B, mode Mode, shards []int, prio int) {
 			RTPriority:  prio,
 			Depth:       benchDepth,
 			ShmName:     name,
+			Recovery:    recovery,
 			Open: func(rx.Config) (rx.Receiver, error) {
 				r.start = time.Now()
 				var ts unix.Timespec

@@ -142,7 +142,9 @@ func (h *Handler) receiveLoop() (faulted bool) {
 		}
 		// After everything that moves the arbiter and the recovery this
 		// round: their next deadlines end the next wait (wake timer).
-		if !h.wakeIdle() {
+		// Skipped while neither has anything to wake on (two tests, each
+		// inlined: the handler's, then the recovery's).
+		if !h.wakeIdle() || h.rec != nil && !h.rec.wakeIdle() {
 			h.syncWake(now)
 		}
 		if drained && now-h.pickup >= int64(sweepQuiet) {

@@ -43,6 +43,18 @@ func (r *recovery) wakeOn(now int64) ([]int, int64) {
 	return fds, due
 }
 
+// wakeIdle reports that wakeOn returns no descriptor and no deadline: no
+// fetch running (its eventfd, a snapshot ahead held), no look due at once
+// (again), no snapshot wanted (only ever set with Snapshot configured),
+// and the client asking nothing (rerequest.Client.Idle: its WakeFds and
+// NextDue are empty then). The receive loop asks it with
+// Handler.wakeIdle, inlined, and skips syncWake when both say idle: a
+// recovery configured but with nothing to do costs a round a few loads.
+func (r *recovery) wakeIdle() bool {
+	return !r.fetching && !r.again && !r.wantSnap &&
+		(r.client == nil || r.client.Idle())
+}
+
 // nextDue returns when poll next acts by the clock alone, with nothing
 // brought by the lines, an answer or the fetch (0: never): now after a
 // round that took a fetch's result (again); a snapshot asked for again

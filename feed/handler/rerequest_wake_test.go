@@ -175,6 +175,7 @@ func TestRerequestWakeSet(t *testing.T) {
 	if w.calls != 0 {
 		t.Fatalf("in sync: receiver told %d times (%v), want never", w.calls, w.set)
 	}
+	checkRecWakeIdle(t, "in sync", rec, rs.now, true)
 	rs.offer(1, 7, 10, time.Millisecond) // 6 lost
 	rs.poll()
 	_, from := srv.request(t)
@@ -182,6 +183,7 @@ func TestRerequestWakeSet(t *testing.T) {
 	if w.calls != 1 || len(want) != 2 || !slices.Equal(w.set, want) {
 		t.Fatalf("re-requesting: receiver told %d times, set %v; want once, the client's socket and the wake timer %v", w.calls, w.set, want)
 	}
+	checkRecWakeIdle(t, "re-requesting", rec, rs.now, false)
 	if l, _ := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", h.wake.timer)); l != "anon_inode:[timerfd]" {
 		t.Fatalf("the wake set's last fd is %q, want a timerfd", l)
 	}
@@ -199,6 +201,21 @@ func TestRerequestWakeSet(t *testing.T) {
 	rs.pollUntilNext(t, 11)
 	if w.calls != 2 || len(w.set) != 0 {
 		t.Fatalf("filled: receiver told %d times, set %v; want twice, empty", w.calls, w.set)
+	}
+	checkRecWakeIdle(t, "filled", rec, rs.now, true)
+}
+
+// checkRecWakeIdle fails unless recovery.wakeIdle, which lets the receive
+// loop skip syncWake, says want at this step of a script (what, now), and
+// unless wakeOn has no descriptor and no deadline whenever it says idle: a
+// wrong idle leaves the sockets out of the wake set, an answer read at the
+// receive wait's timeout on quiet lines.
+func checkRecWakeIdle(t *testing.T, what string, rec *recovery, now int64, want bool) {
+	t.Helper()
+	fds, due := rec.wakeOn(now)
+	if idle := rec.wakeIdle(); idle != want || idle && (len(fds) != 0 || due != 0) {
+		t.Fatalf("%s: recovery.wakeIdle %v, want %v; wakeOn: fds %v, due %d (0: none); client active %v, ranges ahead %d",
+			what, idle, want, fds, due, rec.client.Active(), rec.client.Aheads())
 	}
 }
 
@@ -230,6 +247,7 @@ func TestRerequestWakeWithoutSockets(t *testing.T) {
 	if !rec.client.Active() || rec.client.Stats.RateLimited == 0 {
 		t.Fatalf("11 not held back by the rate limit: active %v, stats %+v", rec.client.Active(), rec.client.Stats)
 	}
+	checkRecWakeIdle(t, "rate-limited, no socket", rec, rs.now, false)
 	fds, due := rec.wakeOn(rs.now)
 	if want := rec.client.NextDue(); len(fds) != 0 || due != want || due <= rs.now {
 		t.Fatalf("a rate-limited request with no socket open: wake on %v, due %d (0: none), want no fds and the next token's time, %v from now",

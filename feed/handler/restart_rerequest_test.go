@@ -144,6 +144,7 @@ func TestSnapshotAbandonedRerequestNotCountedFilled(t *testing.T) {
 	if !rec.fetching || rec.client.Stats.Requests != 1 {
 		t.Fatalf("fetching %v, requests %d: want the start asked, then the restart's snapshot fetched", rec.fetching, rec.client.Stats.Requests)
 	}
+	checkRecWakeIdle(t, "fetching", rec, rs.now, false)
 	// The snapshot fails, delivery resumes, the start is asked again.
 	for i := 0; rec.stats.SnapshotFailures == 0 || rec.client.Stats.Requests < 2; i++ {
 		if i == 2000 {

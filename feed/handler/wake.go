@@ -48,7 +48,7 @@ type waker struct {
 // at the next request). With nothing missing it compares two lengths; it
 // allocates nothing. A receiver without Waker (a replay) is left as is.
 // The receive loop calls it only when it may have something to do
-// (wakeIdle).
+// (wakeIdle, recovery.wakeIdle).
 func (h *Handler) syncWake(now int64) {
 	w := &h.wake
 	var fds []int
@@ -84,14 +84,16 @@ func (h *Handler) syncWake(now int64) {
 	w.set, w.n = w.next, n
 }
 
-// wakeIdle reports that syncWake would find nothing to change: no
-// recovery (its sockets and deadlines), no arbiter deadline (NextDue's
-// first exit), and no descriptor given to the receiver nor timer armed
-// from an earlier round. Every round of the receive loop asks; with
-// nothing held or missing it is a few loads and compares, inlined, where
+// wakeIdle reports that syncWake would find nothing to change but for the
+// recovery: no arbiter deadline (NextDue's first exit), and no descriptor
+// given to the receiver nor timer armed from an earlier round. With
+// recovery configured the receive loop also asks recovery.wakeIdle (its
+// sockets and deadlines), a separate inlined call: both in one would be
+// over the inliner's budget. Every round of the receive loop asks; with
+// nothing held, missing or asked it is a few loads and compares, where
 // syncWake's call cost about 80 instructions a round.
 func (h *Handler) wakeIdle() bool {
-	return h.rec == nil && h.wake.n == 0 && h.wake.timerAt == 0 && h.arb.noDeadline()
+	return h.wake.n == 0 && h.wake.timerAt == 0 && h.arb.noDeadline()
 }
 
 // armWake keeps the wake timer armed for due (0: disarmed), and reports

@@ -337,6 +337,11 @@ func (c *Client) RequestMessages() int { return c.perRequest }
 // Active reports whether a range is being filled.
 func (c *Client) Active() bool { return c.active }
 
+// Idle reports that nothing is asked: no range being filled (Active) nor
+// ranges ahead (Ahead). WakeFds and NextDue are empty then, and only a
+// Want or Ahead changes that; it inlines.
+func (c *Client) Idle() bool { return !c.active && c.nAhead == 0 }
+
 // WakeFds appends to dst, while a range is being filled (Active) or
 // ranges ahead are asked (Ahead), the sockets their answers come to, the
 // one of the server asked now first, and returns dst; nothing otherwise.
