@@ -178,26 +178,7 @@ func (b *Book) Depth(side Side, dst []Level) []Level {
 // see one). In a broken book whose level's key is not its rung's
 // (Stats.LadderMismatch, never seen), Top publishes the level's price
 // where Best, Depth and AppendDepth give the rung's.
-func (b *Book) Top(bids, asks []Level) {
-	levels := unsafe.Pointer(unsafe.SliceData(b.bs.levels))
-	dst, flip := bids, levelFlip(sideFlip(Bid))
-	for side := range b.sides {
-		lad := b.sides[side]
-		p, q := unsafe.Pointer(lad.p), unsafe.Pointer(unsafe.SliceData(dst))
-		// at is the offset of the next rung, to of its Level.
-		at, end := uintptr(lad.n)*unsafe.Sizeof(rung{}), uintptr(min(uint(lad.n), uint(len(dst))))*unsafe.Sizeof(Level{})
-		for to := uintptr(0); to < end; to += unsafe.Sizeof(Level{}) {
-			at -= unsafe.Sizeof(rung{})
-			// A live level's index is not negative: read as unsigned (a
-			// sign-extending load takes no index register on amd64).
-			li := *(*uint32)(unsafe.Add(p, at+unsafe.Offsetof(rung{}.lvl)))
-			l := (*priceLevel)(unsafe.Add(levels, uintptr(li)*unsafe.Sizeof(priceLevel{})))
-			*(*uint64)(unsafe.Add(q, to)) = bits.RotateLeft64(*(*uint64)(unsafe.Pointer(&l.orders)), 32) ^ flip
-			*(*uint64)(unsafe.Add(q, to+8)) = l.shares
-		}
-		dst, flip = asks, levelFlip(sideFlip(Ask))
-	}
-}
+func (b *Book) Top(bids, asks []Level) { b.topFrom(bids, asks, [2]uint16{}, false) }
 
 // TopChanged is Top for memory that holds the book's top levels as they
 // were at the last ClearChanged (the handler's Publisher: a book's shm
@@ -207,27 +188,38 @@ func (b *Book) Top(bids, asks []Level) {
 // handler's follows its bid vector, which changed length), then
 // ClearChanged. The slices' first entries are left as they were.
 //
-// It is Top's loop, each side from its rank: the walk starts that many
-// rungs below the ladder's end and Levels into the vector, and runs only
-// while the rank is below min(n, len), so no pointer outside the two
-// arrays is formed here either.
+// It is Top's loop (topFrom, which both inline to a call of), each side
+// from its rank: the walk starts that many rungs below the ladder's end
+// and Levels into the vector, and runs only while the rank is below
+// min(n, len), so no pointer outside the two arrays is formed here either.
 func (b *Book) TopChanged(bids, asks []Level, asksMoved bool) {
+	from := b.changed
+	b.changed = [2]uint16{unchanged, unchanged}
+	b.topFrom(bids, asks, from, asksMoved)
+}
+
+// topFrom is Top and TopChanged: it writes each side's levels from rank
+// ranks[side] on (the asks from 0 when asksMoved) into bids and asks at
+// the same ranks, below min(levels, len) on each side.
+func (b *Book) topFrom(bids, asks []Level, ranks [2]uint16, asksMoved bool) {
 	levels := unsafe.Pointer(unsafe.SliceData(b.bs.levels))
-	askFrom := uintptr(b.changed[Ask])
+	askFrom := uintptr(ranks[Ask])
 	if asksMoved {
 		askFrom = 0
 	}
-	dst, flip, from := bids, levelFlip(sideFlip(Bid)), uintptr(b.changed[Bid])
-	b.changed = [2]uint16{unchanged, unchanged}
+	dst, flip, from := bids, levelFlip(sideFlip(Bid)), uintptr(ranks[Bid])
 	// The side's ladder by a pointer, the ask's after the bid's: the loop
 	// keeps neither b nor a side's index in a register.
 	side := &b.sides[Bid]
 	for {
 		lad := *side
 		p, q := unsafe.Pointer(lad.p), unsafe.Pointer(unsafe.SliceData(dst))
+		// at is the offset of the next rung, to of its Level.
 		at, end := (uintptr(lad.n)-from)*unsafe.Sizeof(rung{}), uintptr(min(uint(lad.n), uint(len(dst))))*unsafe.Sizeof(Level{})
 		for to := from * unsafe.Sizeof(Level{}); to < end; to += unsafe.Sizeof(Level{}) {
 			at -= unsafe.Sizeof(rung{})
+			// A live level's index is not negative: read as unsigned (a
+			// sign-extending load takes no index register on amd64).
 			li := *(*uint32)(unsafe.Add(p, at+unsafe.Offsetof(rung{}.lvl)))
 			l := (*priceLevel)(unsafe.Add(levels, uintptr(li)*unsafe.Sizeof(priceLevel{})))
 			*(*uint64)(unsafe.Add(q, to)) = bits.RotateLeft64(*(*uint64)(unsafe.Pointer(&l.orders)), 32) ^ flip
