@@ -101,7 +101,7 @@ var (
 // which does the same publish from a Snapshot or says why it cannot.
 func (w *Writer) BeginDirect(sl Slot, locate uint16, nb, na int, publish int64) (t *Table, bids, asks []Level, ok bool) {
 	slot := sl.index()
-	depth := uint(w.l.depth)
+	depth := min(uint(w.l.depth), maxDepth) // Create refuses more: the bound lets the vectors be sliced unchecked
 	if !levelsInPlace || slot >= w.l.capacity || uint(nb) > depth || uint(na) > depth || publish == 0 || w.closed.Load() {
 		return nil, nil, nil, false
 	}
@@ -120,21 +120,27 @@ func (w *Writer) BeginDirect(sl Slot, locate uint16, nb, na int, publish int64) 
 	data := unsafe.Add(s, slotHeader)
 	t = (*Table)(unsafe.Add(data, tableAt))
 	t.publishTime = publish
-	// The vectors, as writeTable lays them out (vectorsAt).
-	bidI, askI := vectorsAt(sl.symLen(), nb)
-	bidAt, askAt := uintptr(bidI), uintptr(askI)
-	t.bids = uint32(bidAt - (tableAt + fBids))
-	t.asks = uint32(askAt - (tableAt + fAsks))
-	*(*uint32)(unsafe.Add(data, bidAt)) = uint32(nb)
-	*(*uint32)(unsafe.Add(data, askAt-4)) = 0 // the padding
-	*(*uint32)(unsafe.Add(data, askAt)) = uint32(na)
+	// The vectors, as writeTable lays them out: the bids where the Slot
+	// says (its symbol's length sets it), the asks after them.
+	bidAt := sl.bidAt()
+	askAt := asksAt(bidAt, nb)
+	t.bids = uint32(bidAt) - (tableAt + fBids)
+	t.asks = uint32(askAt) - (tableAt + fAsks)
+	bv := unsafe.Add(data, bidAt)
+	av := unsafe.Add(data, askAt)
+	*(*uint32)(bv) = uint32(nb)
+	// The padding and the ask count in one store: askAt-4 is 8-byte
+	// aligned (askAt is 4 mod 8), and the count its upper half (a
+	// little-endian machine: levelsInPlace).
+	*(*uint64)(unsafe.Add(av, -4)) = uint64(na) << 32
 	// Sliced from an array pointer, the pre-unsafe.Slice idiom for
 	// memory outside Go's heap (here the mapping): only the first nb and
-	// na levels are sliced, inside the slot (nb, na <= depth, checked
-	// above). unsafe.Slice's length checks cost about 18 instructions a
-	// publish more (callgrind, BenchmarkApplyPublish: 556 against 574).
-	bids = (*[maxDepth]Level)(unsafe.Add(data, bidAt+4))[:nb:nb]
-	asks = (*[maxDepth]Level)(unsafe.Add(data, askAt+4))[:na:na]
+	// na levels are sliced, inside the slot (nb, na <= depth <= maxDepth,
+	// checked above). unsafe.Slice's length checks cost about 18
+	// instructions a publish more (callgrind, BenchmarkApplyPublish: 556
+	// against 574).
+	bids = (*[maxDepth]Level)(unsafe.Add(bv, 4))[:nb:nb]
+	asks = (*[maxDepth]Level)(unsafe.Add(av, 4))[:na:na]
 	return t, bids, asks, true
 }
 

@@ -23,11 +23,11 @@ import (
 // Conflation is the caller's: publish each changed locate once per batch
 // with its latest state; a reader always sees the newest snapshot published.
 func (w *Writer) Publish(s *Snapshot) error {
-	data, seq, s0, symLen, publish, err := w.begin(Slot{}, s, len(s.Bids), len(s.Asks))
+	data, seq, s0, bidAt, publish, err := w.begin(Slot{}, s, len(s.Bids), len(s.Asks))
 	if err != nil {
 		return err
 	}
-	w.end(seq, uint32(writeSnapshot(data, s, symLen, publish)), s0, s.Locate)
+	w.end(seq, uint32(writeSnapshot(data, s, bidAt, publish)), s0, s.Locate)
 	return nil
 }
 
@@ -55,16 +55,23 @@ type Pending struct {
 // Writer.Slot so that Begin reads neither the locate index nor the
 // directory. The zero Slot is none.
 type Slot struct {
-	v uint32 // the slot's index + 1 (at most MaxLocates), and the symbol's length << 24
+	v uint32 // the slot's index + 1 (at most MaxLocates), and its bid vector's offset (bidsAt) << 24
 }
 
-func slotOf(index uint32, symLen byte) Slot { return Slot{index + 1 | uint32(symLen)<<24} }
+// slotOf is the Slot of index whose symbol is symLen bytes long. The bid
+// vector's offset, which the symbol's length sets (bidsAt, at most 156),
+// is kept rather than the length: a publish needs only the offset.
+func slotOf(index uint32, symLen byte) Slot {
+	return Slot{index + 1 | uint32(bidsAt(int(symLen)))<<24}
+}
 
 // index is the slot's index; the zero Slot's wraps to a huge one, beyond
 // any writer's capacity.
 func (sl Slot) index() uint64 { return uint64(sl.v&(1<<24-1)) - 1 }
 
-func (sl Slot) symLen() int { return int(sl.v >> 24) }
+// bidAt is where the slot's bid vector's count goes in its FlatBuffer
+// (bidsAt of the symbol's length).
+func (sl Slot) bidAt() int { return int(sl.v >> 24) }
 
 // lookup finds the slot of a registered locate through the locate index
 // and the directory (two loads); false if the locate is not registered.
@@ -117,12 +124,12 @@ func (w *Writer) Begin(sl Slot, s *Snapshot, nb, na int, p *Pending) error {
 		p.seq, p.n, p.s0, p.locate = directEnd(t, asks)
 		return nil
 	}
-	data, seq, s0, symLen, publish, err := w.begin(sl, s, nb, na)
+	data, seq, s0, bids, publish, err := w.begin(sl, s, nb, na)
 	if err != nil {
 		return err
 	}
 	p.data, p.seq, p.s0, p.locate = data, seq, s0, s.Locate
-	bidAt, askAt, n := writeTable(data, s, symLen, nb, na, publish)
+	bidAt, askAt, n := writeTable(data, s, bids, nb, na, publish)
 	p.n = uint32(n)
 	if levelsInPlace {
 		p.Bids, p.Asks = levelView(p.data[bidAt:], nb), levelView(p.data[askAt:], na)
@@ -150,9 +157,9 @@ func (w *Writer) Commit(p *Pending) {
 // begin checks a publish of nb bid and na ask levels of s.Locate into sl
 // (the zero Slot: look it up), and makes the slot's count odd (readers
 // retry): the start of Publish and Begin. It returns the slot's
-// FlatBuffer, its seqlock word and the word's value before, the symbol's
-// length and the publish time.
-func (w *Writer) begin(sl Slot, s *Snapshot, nb, na int) (data []byte, seq *uint64, s0 uint64, symLen int, publish int64, err error) {
+// FlatBuffer, its seqlock word and the word's value before, where its bid
+// vector goes (bidsAt) and the publish time.
+func (w *Writer) begin(sl Slot, s *Snapshot, nb, na int) (data []byte, seq *uint64, s0 uint64, bidAt int, publish int64, err error) {
 	if w.closed.Load() {
 		return nil, nil, 0, 0, 0, fmt.Errorf("publish locate %d: %w", s.Locate, ErrClosed)
 	}
@@ -196,7 +203,7 @@ func (w *Writer) begin(sl Slot, s *Snapshot, nb, na int) (data []byte, seq *uint
 		panic(fmt.Sprintf("shm: locate %d published concurrently by two goroutines", s.Locate))
 	}
 	storeBegin64(seq, s0+1)
-	return w.m.slotData(&w.l, off), seq, s0, sl.symLen(), publish, nil
+	return w.m.slotData(&w.l, off), seq, s0, sl.bidAt(), publish, nil
 }
 
 // end makes the slot readable (its FlatBuffer's length n, then the even
