@@ -359,7 +359,7 @@ func (p *Publisher) flush(chunk int) {
 //
 // The book's fields go straight into the slot's table (shm.BeginDirect)
 // and its top levels straight into the slot's level vectors (Book.Top):
-// nothing is copied twice. The publish in progress is BeginDirect's three
+// nothing is copied twice. The publish in progress is BeginDirect's
 // results, locals the compiler keeps in registers or spills whole: no
 // pointer of it is stored through another (a write-barrier check), and no
 // struct of it is copied (16-byte moves of 8-byte stores, which the CPU
@@ -371,7 +371,7 @@ func (p *Publisher) publish(b *book.Book, loc uint16, st *locState, flags bookfb
 	flags |= bookFlags(b)
 	nBids, nAsks := b.Levels(book.Bid), b.Levels(book.Ask)
 	nb, na := min(nBids, p.depth), min(nAsks, p.depth)
-	t, bids, asks, ok := p.w.BeginDirect(st.slot, loc, nb, na, p.snap.PublishTime)
+	t, bids, asks, n, ok := p.w.BeginDirect(st.slot, loc, nb, na, p.snap.PublishTime)
 	if !ok {
 		p.publishBegin(b, loc, st, flags, nb, na)
 		return
@@ -393,7 +393,7 @@ func (p *Publisher) publish(b *book.Book, loc uint16, st *locState, flags bookfb
 	t.State = shm.TradingState(b.TradingState())
 	t.SystemEvent = p.snap.SystemEvent
 	b.TopChanged(bookLevels(bids), bookLevels(asks), asksMoved)
-	p.w.CommitDirect(t, asks)
+	p.w.CommitDirect(t, n)
 	p.Published++
 }
 

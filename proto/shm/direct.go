@@ -80,18 +80,19 @@ var (
 // fields to the caller: it writes the publish time, the level vectors'
 // offsets and counts, and returns the slot's table t, whose every exported
 // field the caller then writes (a field left unwritten keeps the slot's
-// previous snapshot's value), and the slot's level vectors bids and asks,
-// best first, whose every level the caller writes, before
-// CommitDirect(t, asks); nothing after. Between the two the slot is being
-// written (readers retry).
+// previous snapshot's value), the slot's level vectors bids and asks,
+// best first, whose every level the caller writes, and the snapshot's
+// length n, before CommitDirect(t, n); nothing after. Between the two the
+// slot is being written (readers retry).
 //
-// The publish in progress is these three results and nothing else, each
-// small enough for the compiler to keep in registers: a struct holding
-// them (seven words) lives in memory, and Go copies a returned struct into
-// it with 16-byte moves of the 8-byte stores just made, which the CPU
-// cannot forward (BenchmarkApplyPublish: about 10% more time a publish,
-// for fewer instructions). What CommitDirect needs besides (the seqlock
-// word and its count, the length, the locate) it reads from the slot.
+// The publish in progress is these results and nothing else, each small
+// enough for the compiler to keep in registers (nine words, as many as
+// Go's register ABI returns): a struct holding them lives in memory, and
+// Go copies a returned struct into it with 16-byte moves of the 8-byte
+// stores just made, which the CPU cannot forward (BenchmarkApplyPublish:
+// about 10% more time a publish, for fewer instructions). What
+// CommitDirect needs besides (the seqlock word, its count, the locate)
+// it reads from the slot.
 //
 // It reports false, having written nothing, for anything but that common
 // case: a big-endian machine (the table is not a Go struct there), a slot
@@ -99,22 +100,22 @@ var (
 // levels than the depth, a publish time of 0, a closed writer, or a
 // publish of the slot already in progress. The caller then uses Begin,
 // which does the same publish from a Snapshot or says why it cannot.
-func (w *Writer) BeginDirect(sl Slot, locate uint16, nb, na int, publish int64) (t *Table, bids, asks []Level, ok bool) {
+func (w *Writer) BeginDirect(sl Slot, locate uint16, nb, na int, publish int64) (t *Table, bids, asks []Level, n uint32, ok bool) {
 	slot := sl.index()
 	depth := min(uint(w.l.depth), maxDepth) // Create refuses more: the bound lets the vectors be sliced unchecked
 	if !levelsInPlace || slot >= w.l.capacity || uint(nb) > depth || uint(na) > depth || publish == 0 || w.closed.Load() {
-		return nil, nil, nil, false
+		return nil, nil, nil, 0, false
 	}
 	// The slot lies inside the mapping (slot < capacity; the layout was
 	// checked at Create): no slice bounds to check on the way in.
 	s := unsafe.Add(unsafe.Pointer(unsafe.SliceData(w.m.mem)), w.l.slotOff(slot).off)
 	if atomic.LoadUint32((*uint32)(unsafe.Add(s, slotLocateAt))) != uint32(locate) {
-		return nil, nil, nil, false // another locate's, or retired
+		return nil, nil, nil, 0, false // another locate's, or retired
 	}
 	seq := (*uint64)(unsafe.Add(s, slotSeqAt))
 	s0 := atomic.LoadUint64(seq)
 	if s0&1 != 0 {
-		return nil, nil, nil, false // Begin panics: a second publisher
+		return nil, nil, nil, 0, false // Begin panics: a second publisher
 	}
 	storeBegin64(seq, s0+1)
 	data := unsafe.Add(s, slotHeader)
@@ -141,30 +142,21 @@ func (w *Writer) BeginDirect(sl Slot, locate uint16, nb, na int, publish int64) 
 	// against 574).
 	bids = (*[maxDepth]Level)(unsafe.Add(bv, 4))[:nb:nb]
 	asks = (*[maxDepth]Level)(unsafe.Add(av, 4))[:na:na]
-	return t, bids, asks, true
+	return t, bids, asks, uint32(askAt) + 4 + uint32(na)*levelSize, true
 }
 
 // CommitDirect ends the publish that BeginDirect started, given the table
-// t and the ask vector asks it returned, as Commit ends Begin's: the
-// snapshot becomes readable, and (locate, version) goes to the change
-// journal.
-func (w *Writer) CommitDirect(t *Table, asks []Level) {
-	seq, n, s0, locate := directEnd(t, asks)
-	w.end(seq, n, s0, locate)
+// t and the length n it returned, as Commit ends Begin's: the snapshot
+// becomes readable, and (locate, version) goes to the change journal. It
+// is inlined into its caller, which calls end itself: one call less a
+// publish.
+func (w *Writer) CommitDirect(t *Table, n uint32) {
+	w.end(t.seqWord(), n)
 }
 
-// directEnd returns what ending BeginDirect's publish of table t with ask
-// vector asks needs, from the slot that t is in: the slot's seqlock word
-// and its count before BeginDirect made it odd (this goroutine's store,
-// read back), the FlatBuffer's length (the ask vector's end, as
-// BeginDirect laid it out) and the slot's locate (BeginDirect checked it is
-// the publish's).
-func directEnd(t *Table, asks []Level) (seq *uint64, n uint32, s0 uint64, locate uint16) {
-	data := unsafe.Add(unsafe.Pointer(t), -tableAt)
-	s := unsafe.Add(data, -slotHeader)
-	seq = (*uint64)(unsafe.Add(s, slotSeqAt))
-	n = uint32(uintptr(unsafe.Pointer(unsafe.SliceData(asks)))-uintptr(data)) + uint32(len(asks))*levelSize
-	return seq, n, *seq - 1, uint16(*(*uint32)(unsafe.Add(s, slotLocateAt)))
+// seqWord is the seqlock word of the slot that t is in.
+func (t *Table) seqWord() *uint64 {
+	return (*uint64)(unsafe.Add(unsafe.Pointer(t), slotSeqAt-slotHeader-tableAt))
 }
 
 // set stores every field of s that the table holds (all but the locate,

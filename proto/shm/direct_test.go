@@ -12,14 +12,14 @@ import (
 // its fields stored into the table it hands out, and CommitDirect; false
 // if BeginDirect declined.
 func directPublish(w *Writer, sl Slot, s *Snapshot) bool {
-	t, bids, asks, ok := w.BeginDirect(sl, s.Locate, len(s.Bids), len(s.Asks), s.PublishTime)
+	t, bids, asks, n, ok := w.BeginDirect(sl, s.Locate, len(s.Bids), len(s.Asks), s.PublishTime)
 	if !ok {
 		return false
 	}
 	t.set(s)
 	copy(bids, s.Bids)
 	copy(asks, s.Asks)
-	w.CommitDirect(t, asks)
+	w.CommitDirect(t, n)
 	return true
 }
 
@@ -126,7 +126,7 @@ func TestBeginDirectDeclines(t *testing.T) {
 			// into the slot given, not locate 1's, is caught as well.
 			before := allSlots(w)
 			head := w.m.head()
-			if tb, _, _, ok := w.BeginDirect(c.sl, c.locate, c.nb, c.na, c.publish); ok || tb != nil {
+			if tb, _, _, _, ok := w.BeginDirect(c.sl, c.locate, c.nb, c.na, c.publish); ok || tb != nil {
 				t.Fatalf("BeginDirect accepted it (table %p)", tb)
 			}
 			if after := allSlots(w); !bytes.Equal(before, after) || w.m.head() != head {
@@ -135,7 +135,7 @@ func TestBeginDirectDeclines(t *testing.T) {
 		})
 	}
 	w.Close()
-	if _, _, _, ok := w.BeginDirect(sl1, 1, 1, 1, 7); ok {
+	if _, _, _, _, ok := w.BeginDirect(sl1, 1, 1, 1, 7); ok {
 		t.Error("BeginDirect after Close accepted")
 	}
 }
