@@ -83,7 +83,11 @@ var (
 // previous snapshot's value), the slot's level vectors bids and asks,
 // best first, whose every level the caller writes, and the snapshot's
 // length n, before CommitDirect(t, n); nothing after. Between the two the
-// slot is being written (readers retry).
+// slot is being written (readers retry). moved reports whether the ask
+// vector is not where the slot's previous snapshot had it (the bid
+// vector's length changed, or the slot held none): a caller that writes
+// only the levels that changed since (the handler's Publisher) writes
+// every ask then.
 //
 // The publish in progress is these results and nothing else, each small
 // enough for the compiler to keep in registers (nine words, as many as
@@ -94,13 +98,13 @@ var (
 // CommitDirect needs besides (the seqlock word, its count, the locate)
 // it reads from the slot.
 //
-// It reports false, having written nothing, for anything but that common
+// It returns a nil t, having written nothing, for anything but that common
 // case: a big-endian machine (the table is not a Go struct there), a slot
 // that is not this writer's for locate (retired, or never bound), more
 // levels than the depth, a publish time of 0, a closed writer, or a
 // publish of the slot already in progress. The caller then uses Begin,
 // which does the same publish from a Snapshot or says why it cannot.
-func (w *Writer) BeginDirect(sl Slot, locate uint16, nb, na int, publish int64) (t *Table, bids, asks []Level, n uint32, ok bool) {
+func (w *Writer) BeginDirect(sl Slot, locate uint16, nb, na int, publish int64) (t *Table, bids, asks []Level, n uint32, moved bool) {
 	slot := sl.index()
 	depth := min(uint(w.l.depth), maxDepth) // Create refuses more: the bound lets the vectors be sliced unchecked
 	if !levelsInPlace || slot >= w.l.capacity || uint(nb) > depth || uint(na) > depth || publish == 0 || w.closed.Load() {
@@ -126,6 +130,7 @@ func (w *Writer) BeginDirect(sl Slot, locate uint16, nb, na int, publish int64) 
 	bidAt := sl.bidAt()
 	askAt := asksAt(bidAt, nb)
 	t.bids = uint32(bidAt) - (tableAt + fBids)
+	moved = t.asks != uint32(askAt)-(tableAt+fAsks) // the previous snapshot's offset, before it is overwritten
 	t.asks = uint32(askAt) - (tableAt + fAsks)
 	bv := unsafe.Add(data, bidAt)
 	av := unsafe.Add(data, askAt)
@@ -142,7 +147,7 @@ func (w *Writer) BeginDirect(sl Slot, locate uint16, nb, na int, publish int64) 
 	// against 574).
 	bids = (*[maxDepth]Level)(unsafe.Add(bv, 4))[:nb:nb]
 	asks = (*[maxDepth]Level)(unsafe.Add(av, 4))[:na:na]
-	return t, bids, asks, uint32(askAt) + 4 + uint32(na)*levelSize, true
+	return t, bids, asks, uint32(askAt) + 4 + uint32(na)*levelSize, moved
 }
 
 // CommitDirect ends the publish that BeginDirect started, given the table

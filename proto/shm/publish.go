@@ -116,7 +116,7 @@ func (w *Writer) Begin(sl Slot, s *Snapshot, nb, na int, p *Pending) error {
 	// The common case (a little-endian machine, a Slot of this writer
 	// for s.Locate, a publish time given) is BeginDirect's, with s's
 	// fields; anything else goes the general way, which reports it.
-	if t, bids, asks, n, ok := w.BeginDirect(sl, s.Locate, nb, na, s.PublishTime); ok {
+	if t, bids, asks, n, _ := w.BeginDirect(sl, s.Locate, nb, na, s.PublishTime); t != nil {
 		t.set(s)
 		p.Bids, p.Asks = bids, asks
 		p.seq, p.n = t.seqWord(), n
