@@ -221,12 +221,18 @@ func (w *Writer) end(seq *uint64, n uint32) {
 	locate := uint16(atomic.LoadUint32((*uint32)(unsafe.Add(unsafe.Pointer(seq), slotLocateAt-slotSeqAt))))
 	if w.single {
 		pos := w.head
+		// The writer's own copy of the head moves first: nothing is live
+		// across the call then (w and pos were spilled and reloaded
+		// around it), and no reader sees the copy.
+		w.head = pos + 1
+		// The record's data: the locate, and the version (v/2)&versionMask
+		// in two shifts.
+		data := uint64(locate)<<48 | v<<15>>16
 		// The journal and the head lie inside the mapping (the layout was
 		// checked at Create; recordOff wraps pos into the journal): no
 		// slice bounds to check.
 		mem := unsafe.Pointer(unsafe.SliceData(w.m.mem))
-		commitSingle(seq, n, v, (*uint64)(unsafe.Add(mem, w.l.recordOff(pos))), uint64(locate)<<48|(v/2)&versionMask, pos+1, (*uint64)(unsafe.Add(mem, offHead)))
-		w.head = pos + 1
+		commitSingle(seq, n, v, (*uint64)(unsafe.Add(mem, w.l.recordOff(pos))), data, pos+1, (*uint64)(unsafe.Add(mem, offHead)))
 		return
 	}
 	seqEnd(seq, n, v)
