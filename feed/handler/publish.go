@@ -359,7 +359,7 @@ func (p *Publisher) flush(chunk int) {
 //
 // The book's fields go straight into the slot's table (shm.BeginDirect)
 // and its top levels straight into the slot's level vectors (Book.Top):
-// nothing is copied twice. The publish in progress is BeginDirect's three
+// nothing is copied twice. The publish in progress is BeginDirect's
 // results, locals the compiler keeps in registers or spills whole: no
 // pointer of it is stored through another (a write-barrier check), and no
 // struct of it is copied (16-byte moves of 8-byte stores, which the CPU
@@ -371,8 +371,8 @@ func (p *Publisher) publish(b *book.Book, loc uint16, st *locState, flags bookfb
 	flags |= bookFlags(b)
 	nBids, nAsks := b.Levels(book.Bid), b.Levels(book.Ask)
 	nb, na := min(nBids, p.depth), min(nAsks, p.depth)
-	t, bids, asks, ok := p.w.BeginDirect(st.slot, loc, nb, na, p.snap.PublishTime)
-	if !ok {
+	t, bids, asks, n, asksMoved := p.w.BeginDirect(st.slot, loc, nb, na, p.snap.PublishTime)
+	if t == nil {
 		p.publishBegin(b, loc, st, flags, nb, na)
 		return
 	}
@@ -380,9 +380,8 @@ func (p *Publisher) publish(b *book.Book, loc uint16, st *locState, flags bookfb
 	// this Publisher's (a slot bound since has every level marked
 	// changed: bind): only the ranks from the best changed one on are
 	// written (Book.TopChanged). The asks follow the bids: they stay where
-	// they were only if the bid vector's length did, the last snapshot's
-	// bid count capped at the depth (read before it is overwritten).
-	asksMoved := min(int(t.BidLevels), p.depth) != nb
+	// they were only if the bid vector's length did (BeginDirect's
+	// moved).
 	t.Seq = st.seq
 	t.ExchangeTime = b.Timestamp()
 	t.ReceiveTime = st.rx
@@ -393,7 +392,7 @@ func (p *Publisher) publish(b *book.Book, loc uint16, st *locState, flags bookfb
 	t.State = shm.TradingState(b.TradingState())
 	t.SystemEvent = p.snap.SystemEvent
 	b.TopChanged(bookLevels(bids), bookLevels(asks), asksMoved)
-	p.w.CommitDirect(t, asks)
+	p.w.CommitDirect(t, n)
 	p.Published++
 }
 

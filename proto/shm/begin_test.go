@@ -227,7 +227,7 @@ func TestBeginAllocs(t *testing.T) {
 			k++
 			fillSnapshot(s, 1, k, depth)
 			s.PublishTime = int64(k)
-			if !directPublish(w, sl, s) {
+			if _, ok := directPublish(w, sl, s); !ok {
 				t.Fatalf("BeginDirect declined publish %d", k)
 			}
 		}

@@ -47,7 +47,7 @@ func BenchmarkEncodeDirect(b *testing.B) {
 	writePrefix(buf, 1, []byte("AAPL"))
 	b.ReportAllocs()
 	for b.Loop() {
-		writeSnapshot(buf, s, 4, 1)
+		writeSnapshot(buf, s, bidsAt(4), 1)
 	}
 }
 

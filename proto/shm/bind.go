@@ -170,7 +170,7 @@ func (w *Writer) retire(slot uint64, sym symKey, own bool) {
 	s0 := atomic.LoadUint64(seq)
 	final := own && s0 != 0 && s0&1 == 0 // odd: a Begin of its own not committed; 0: nothing to retract
 	if final {
-		w.publishRetired(off, seq, s0, locate)
+		w.publishRetired(off, seq, s0)
 	}
 	e[dirFlags] |= dirRetired
 	// A publisher that kept the slot's Slot fails from now on, instead of
@@ -193,13 +193,13 @@ func (w *Writer) retire(slot uint64, sym symKey, own bool) {
 // more, before retire retires it: the same snapshot, flagged
 // PossiblyStale, at a new publish time, and its journal record (end). The
 // caller is the slot's only writer (retire's own).
-func (w *Writer) publishRetired(off slotOffset, seq *uint64, s0 uint64, locate uint16) {
+func (w *Writer) publishRetired(off slotOffset, seq *uint64, s0 uint64) {
 	storeBegin64(seq, s0+1)
 	t := w.m.slotData(&w.l, off)[tableAt:]
 	le := binary.LittleEndian // Create refuses big-endian hosts
 	le.PutUint16(t[fFlags:], le.Uint16(t[fFlags:])|uint16(bookfb.FlagsPossiblyStale))
 	le.PutUint64(t[fPublishTime:], uint64(now()))
-	w.end(seq, atomic.LoadUint32(w.m.slotLen(off)), s0, locate)
+	w.end(seq, atomic.LoadUint32(w.m.slotLen(off)))
 }
 
 // warnSlots logs, once per file, that the slots in use (live and retired)

@@ -80,85 +80,88 @@ var (
 // fields to the caller: it writes the publish time, the level vectors'
 // offsets and counts, and returns the slot's table t, whose every exported
 // field the caller then writes (a field left unwritten keeps the slot's
-// previous snapshot's value), and the slot's level vectors bids and asks,
-// best first, whose every level the caller writes, before
-// CommitDirect(t, asks); nothing after. Between the two the slot is being
-// written (readers retry).
+// previous snapshot's value), the slot's level vectors bids and asks,
+// best first, whose every level the caller writes, and the snapshot's
+// length n, before CommitDirect(t, n); nothing after. Between the two the
+// slot is being written (readers retry). moved reports whether the ask
+// vector is not where the slot's previous snapshot had it (the bid
+// vector's length changed, or the slot held none): a caller that writes
+// only the levels that changed since (the handler's Publisher) writes
+// every ask then.
 //
-// The publish in progress is these three results and nothing else, each
-// small enough for the compiler to keep in registers: a struct holding
-// them (seven words) lives in memory, and Go copies a returned struct into
-// it with 16-byte moves of the 8-byte stores just made, which the CPU
-// cannot forward (BenchmarkApplyPublish: about 10% more time a publish,
-// for fewer instructions). What CommitDirect needs besides (the seqlock
-// word and its count, the length, the locate) it reads from the slot.
+// The publish in progress is these results and nothing else, each small
+// enough for the compiler to keep in registers (nine words, as many as
+// Go's register ABI returns): a struct holding them lives in memory, and
+// Go copies a returned struct into it with 16-byte moves of the 8-byte
+// stores just made, which the CPU cannot forward (BenchmarkApplyPublish:
+// about 10% more time a publish, for fewer instructions). What
+// CommitDirect needs besides (the seqlock word, its count, the locate)
+// it reads from the slot.
 //
-// It reports false, having written nothing, for anything but that common
+// It returns a nil t, having written nothing, for anything but that common
 // case: a big-endian machine (the table is not a Go struct there), a slot
 // that is not this writer's for locate (retired, or never bound), more
 // levels than the depth, a publish time of 0, a closed writer, or a
 // publish of the slot already in progress. The caller then uses Begin,
 // which does the same publish from a Snapshot or says why it cannot.
-func (w *Writer) BeginDirect(sl Slot, locate uint16, nb, na int, publish int64) (t *Table, bids, asks []Level, ok bool) {
+func (w *Writer) BeginDirect(sl Slot, locate uint16, nb, na int, publish int64) (t *Table, bids, asks []Level, n uint32, moved bool) {
 	slot := sl.index()
-	depth := uint(w.l.depth)
+	depth := min(uint(w.l.depth), maxDepth) // Create refuses more: the bound lets the vectors be sliced unchecked
 	if !levelsInPlace || slot >= w.l.capacity || uint(nb) > depth || uint(na) > depth || publish == 0 || w.closed.Load() {
-		return nil, nil, nil, false
+		return nil, nil, nil, 0, false
 	}
 	// The slot lies inside the mapping (slot < capacity; the layout was
 	// checked at Create): no slice bounds to check on the way in.
 	s := unsafe.Add(unsafe.Pointer(unsafe.SliceData(w.m.mem)), w.l.slotOff(slot).off)
 	if atomic.LoadUint32((*uint32)(unsafe.Add(s, slotLocateAt))) != uint32(locate) {
-		return nil, nil, nil, false // another locate's, or retired
+		return nil, nil, nil, 0, false // another locate's, or retired
 	}
 	seq := (*uint64)(unsafe.Add(s, slotSeqAt))
 	s0 := atomic.LoadUint64(seq)
 	if s0&1 != 0 {
-		return nil, nil, nil, false // Begin panics: a second publisher
+		return nil, nil, nil, 0, false // Begin panics: a second publisher
 	}
 	storeBegin64(seq, s0+1)
 	data := unsafe.Add(s, slotHeader)
 	t = (*Table)(unsafe.Add(data, tableAt))
 	t.publishTime = publish
-	// The vectors, as writeTable lays them out (vectorsAt).
-	bidI, askI := vectorsAt(sl.symLen(), nb)
-	bidAt, askAt := uintptr(bidI), uintptr(askI)
-	t.bids = uint32(bidAt - (tableAt + fBids))
-	t.asks = uint32(askAt - (tableAt + fAsks))
-	*(*uint32)(unsafe.Add(data, bidAt)) = uint32(nb)
-	*(*uint32)(unsafe.Add(data, askAt-4)) = 0 // the padding
-	*(*uint32)(unsafe.Add(data, askAt)) = uint32(na)
+	// The vectors, as writeTable lays them out: the bids where the Slot
+	// says (its symbol's length sets it), the asks after them.
+	bidAt := sl.bidAt()
+	askAt := asksAt(bidAt, nb)
+	t.bids = uint32(bidAt) - (tableAt + fBids)
+	moved = t.asks != uint32(askAt)-(tableAt+fAsks) // the previous snapshot's offset, before it is overwritten
+	t.asks = uint32(askAt) - (tableAt + fAsks)
+	bv := unsafe.Add(data, bidAt)
+	av := unsafe.Add(data, askAt)
+	*(*uint32)(bv) = uint32(nb)
+	// The padding and the ask count in one store: askAt-4 is 8-byte
+	// aligned (askAt is 4 mod 8), and the count its upper half (a
+	// little-endian machine: levelsInPlace).
+	*(*uint64)(unsafe.Add(av, -4)) = uint64(na) << 32
 	// Sliced from an array pointer, the pre-unsafe.Slice idiom for
 	// memory outside Go's heap (here the mapping): only the first nb and
-	// na levels are sliced, inside the slot (nb, na <= depth, checked
-	// above). unsafe.Slice's length checks cost about 18 instructions a
-	// publish more (callgrind, BenchmarkApplyPublish: 556 against 574).
-	bids = (*[maxDepth]Level)(unsafe.Add(data, bidAt+4))[:nb:nb]
-	asks = (*[maxDepth]Level)(unsafe.Add(data, askAt+4))[:na:na]
-	return t, bids, asks, true
+	// na levels are sliced, inside the slot (nb, na <= depth <= maxDepth,
+	// checked above). unsafe.Slice's length checks cost about 18
+	// instructions a publish more (callgrind, BenchmarkApplyPublish: 556
+	// against 574).
+	bids = (*[maxDepth]Level)(unsafe.Add(bv, 4))[:nb:nb]
+	asks = (*[maxDepth]Level)(unsafe.Add(av, 4))[:na:na]
+	return t, bids, asks, uint32(askAt) + 4 + uint32(na)*levelSize, moved
 }
 
 // CommitDirect ends the publish that BeginDirect started, given the table
-// t and the ask vector asks it returned, as Commit ends Begin's: the
-// snapshot becomes readable, and (locate, version) goes to the change
-// journal.
-func (w *Writer) CommitDirect(t *Table, asks []Level) {
-	seq, n, s0, locate := directEnd(t, asks)
-	w.end(seq, n, s0, locate)
+// t and the length n it returned, as Commit ends Begin's: the snapshot
+// becomes readable, and (locate, version) goes to the change journal. It
+// is inlined into its caller, which calls end itself: one call less a
+// publish.
+func (w *Writer) CommitDirect(t *Table, n uint32) {
+	w.end(t.seqWord(), n)
 }
 
-// directEnd returns what ending BeginDirect's publish of table t with ask
-// vector asks needs, from the slot that t is in: the slot's seqlock word
-// and its count before BeginDirect made it odd (this goroutine's store,
-// read back), the FlatBuffer's length (the ask vector's end, as
-// BeginDirect laid it out) and the slot's locate (BeginDirect checked it is
-// the publish's).
-func directEnd(t *Table, asks []Level) (seq *uint64, n uint32, s0 uint64, locate uint16) {
-	data := unsafe.Add(unsafe.Pointer(t), -tableAt)
-	s := unsafe.Add(data, -slotHeader)
-	seq = (*uint64)(unsafe.Add(s, slotSeqAt))
-	n = uint32(uintptr(unsafe.Pointer(unsafe.SliceData(asks)))-uintptr(data)) + uint32(len(asks))*levelSize
-	return seq, n, *seq - 1, uint16(*(*uint32)(unsafe.Add(s, slotLocateAt)))
+// seqWord is the seqlock word of the slot that t is in.
+func (t *Table) seqWord() *uint64 {
+	return (*uint64)(unsafe.Add(unsafe.Pointer(t), slotSeqAt-slotHeader-tableAt))
 }
 
 // set stores every field of s that the table holds (all but the locate,

@@ -10,17 +10,17 @@ import (
 
 // directPublish publishes s into locate's slot sl of w through BeginDirect,
 // its fields stored into the table it hands out, and CommitDirect; false
-// if BeginDirect declined.
-func directPublish(w *Writer, sl Slot, s *Snapshot) bool {
-	t, bids, asks, ok := w.BeginDirect(sl, s.Locate, len(s.Bids), len(s.Asks), s.PublishTime)
-	if !ok {
-		return false
+// if BeginDirect declined. moved is BeginDirect's.
+func directPublish(w *Writer, sl Slot, s *Snapshot) (moved, ok bool) {
+	t, bids, asks, n, moved := w.BeginDirect(sl, s.Locate, len(s.Bids), len(s.Asks), s.PublishTime)
+	if t == nil {
+		return false, false
 	}
 	t.set(s)
 	copy(bids, s.Bids)
 	copy(asks, s.Asks)
-	w.CommitDirect(t, asks)
-	return true
+	w.CommitDirect(t, n)
+	return moved, true
 }
 
 // TestBeginDirectMatchesPublish: a publish through BeginDirect (fields
@@ -30,7 +30,8 @@ func directPublish(w *Writer, sl Slot, s *Snapshot) bool {
 // random depths and symbol lengths, with garbage of longer earlier
 // snapshots left in the slots. A Table field at the wrong offset, a count
 // or vector offset laid out unlike writeTable's, or a length off by a
-// level fails it.
+// level fails it. BeginDirect's moved is true exactly when the slot held no
+// snapshot or the previous one had another number of bids.
 func TestBeginDirectMatchesPublish(t *testing.T) {
 	if cpu.IsBigEndian {
 		t.Skip("BeginDirect declines on a big-endian machine (TestBeginDirectDeclines)")
@@ -40,16 +41,25 @@ func TestBeginDirectMatchesPublish(t *testing.T) {
 		depth := 1 + rng.IntN(40)
 		cfg := Config{Instruments: 8, Depth: depth, SingleWriter: round%2 == 0}
 		w, wd, slots := writerPair(t, rng, cfg)
+		var lastBids [8]int // by locate - 1: the bids last published, -1 none
+		for i := range lastBids {
+			lastBids[i] = -1
+		}
 		for i := 0; i < 200; i++ {
 			s := randomSnapshot(rng, depth)
 			s.Locate = uint16(1 + rng.IntN(8))
 			if err := w.Publish(s); err != nil {
 				t.Fatal(err)
 			}
-			if !directPublish(wd, slots[s.Locate-1], s) {
+			moved, ok := directPublish(wd, slots[s.Locate-1], s)
+			if !ok {
 				t.Fatalf("round %d, publish %d: BeginDirect declined a publish of locate %d into its slot, %d bids, %d asks at depth %d",
 					round, i, s.Locate, len(s.Bids), len(s.Asks), depth)
 			}
+			if last := lastBids[s.Locate-1]; moved != (last != len(s.Bids)) {
+				t.Fatalf("round %d, publish %d, locate %d: BeginDirect's moved %v, %d bids after %d", round, i, s.Locate, moved, len(s.Bids), last)
+			}
+			lastBids[s.Locate-1] = len(s.Bids)
 			seq, data := slotBytes(w, s.Locate)
 			seqD, dataD := slotBytes(wd, s.Locate)
 			if seq != seqD || !bytes.Equal(data, dataD) {
@@ -126,7 +136,7 @@ func TestBeginDirectDeclines(t *testing.T) {
 			// into the slot given, not locate 1's, is caught as well.
 			before := allSlots(w)
 			head := w.m.head()
-			if tb, _, _, ok := w.BeginDirect(c.sl, c.locate, c.nb, c.na, c.publish); ok || tb != nil {
+			if tb, _, _, _, _ := w.BeginDirect(c.sl, c.locate, c.nb, c.na, c.publish); tb != nil {
 				t.Fatalf("BeginDirect accepted it (table %p)", tb)
 			}
 			if after := allSlots(w); !bytes.Equal(before, after) || w.m.head() != head {
@@ -135,7 +145,7 @@ func TestBeginDirectDeclines(t *testing.T) {
 		})
 	}
 	w.Close()
-	if _, _, _, ok := w.BeginDirect(sl1, 1, 1, 1, 7); ok {
+	if tb, _, _, _, _ := w.BeginDirect(sl1, 1, 1, 1, 7); tb != nil {
 		t.Error("BeginDirect after Close accepted")
 	}
 }

@@ -70,8 +70,12 @@ func bidsAt(symLen int) int {
 // asks after the bids and 4 bytes of padding.
 func vectorsAt(symLen, nb int) (bids, asks int) {
 	bids = bidsAt(symLen)
-	return bids, bids + 4 + nb*levelSize + 4
+	return bids, asksAt(bids, nb)
 }
+
+// asksAt is where the ask vector's count goes after a bid vector of nb
+// levels whose count is at bids: after the levels and 4 bytes of padding.
+func asksAt(bids, nb int) int { return bids + 4 + nb*levelSize + 4 }
 
 // maxSnapshotSize bounds the encoded size of any snapshot at depth.
 func maxSnapshotSize(depth int) uint64 {
@@ -108,22 +112,23 @@ func writeHead(b []byte) {
 }
 
 // writeSnapshot writes the changing part of s into b, whose prefix
-// writePrefix wrote with a symbol of symLen bytes, and returns the
-// FlatBuffer's length. b must hold maxSnapshotSize of the
-// larger side.
-func writeSnapshot(b []byte, s *Snapshot, symLen int, publish int64) int {
-	bidAt, askAt, n := writeTable(b, s, symLen, len(s.Bids), len(s.Asks), publish)
+// writePrefix wrote with a symbol whose bid vector goes at bids (bidsAt of
+// its length), and returns the FlatBuffer's length. b must hold
+// maxSnapshotSize of the larger side.
+func writeSnapshot(b []byte, s *Snapshot, bids int, publish int64) int {
+	bidAt, askAt, n := writeTable(b, s, bids, len(s.Bids), len(s.Asks), publish)
 	putLevels(b[bidAt:], s.Bids)
 	putLevels(b[askAt:], s.Asks)
 	return n
 }
 
 // writeTable writes the table fields of s (all but the levels) into b,
-// whose prefix writePrefix wrote with a symbol of symLen bytes, and the
-// counts of a bid vector of nb levels and an ask vector of na levels. It
-// returns where the first bid and the first ask level go (both 8-byte
-// aligned in the slot) and the FlatBuffer's length.
-func writeTable(b []byte, s *Snapshot, symLen, nb, na int, publish int64) (bidAt, askAt, n int) {
+// whose prefix writePrefix wrote with a symbol whose bid vector goes at
+// bids (bidsAt of its length), and the counts of a bid vector of nb levels
+// and an ask vector of na levels. It returns where the first bid and the
+// first ask level go (both 8-byte aligned in the slot) and the
+// FlatBuffer's length.
+func writeTable(b []byte, s *Snapshot, bids, nb, na int, publish int64) (bidAt, askAt, n int) {
 	le := binary.LittleEndian
 	t := b[tableAt : tableAt+tableLen]
 	le.PutUint64(t[fSeq:], s.Seq)
@@ -140,7 +145,7 @@ func writeTable(b []byte, s *Snapshot, symLen, nb, na int, publish int64) (bidAt
 	t[fTradingState] = byte(s.State)
 	t[fSystemEvent] = s.SystemEvent
 
-	bids, asks := vectorsAt(symLen, nb)
+	asks := asksAt(bids, nb)
 	le.PutUint32(t[fBids:], uint32(bids-(tableAt+fBids)))
 	le.PutUint32(b[bids:], uint32(nb))
 	clear(b[asks-4 : asks]) // padding: the ask count sits at 4 mod 8

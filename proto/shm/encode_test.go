@@ -16,7 +16,7 @@ import (
 // encodeDirect is what Register and Publish write into a slot.
 func encodeDirect(b []byte, s *Snapshot, sym string) []byte {
 	writePrefix(b, s.Locate, []byte(sym))
-	n := writeSnapshot(b, s, len(sym), s.PublishTime)
+	n := writeSnapshot(b, s, bidsAt(len(sym)), s.PublishTime)
 	return b[:n]
 }
 
