@@ -155,8 +155,8 @@ func (w *Writer) Commit(p *Pending) {
 // begin checks a publish of nb bid and na ask levels of s.Locate into sl
 // (the zero Slot: look it up), and makes the slot's count odd (readers
 // retry): the start of Publish and Begin. It returns the slot's
-// FlatBuffer, its seqlock word and the word's value before, where its bid
-// vector goes (bidsAt) and the publish time.
+// FlatBuffer, its seqlock word, where its bid vector goes (bidsAt) and
+// the publish time.
 func (w *Writer) begin(sl Slot, s *Snapshot, nb, na int) (data []byte, seq *uint64, bidAt int, publish int64, err error) {
 	if w.closed.Load() {
 		return nil, nil, 0, 0, fmt.Errorf("publish locate %d: %w", s.Locate, ErrClosed)
