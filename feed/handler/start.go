@@ -169,6 +169,7 @@ func StartContext(ctx context.Context, cfg Config) (*Handler, error) {
 		}
 	}
 	h.arb = NewArbiter(cfg.Arbiter, h.route, h.gap)
+	h.arb.route = h // emit calls h.route without the method value (Arbiter.route)
 	h.arb.SetSessionFunc(h.sessionChanged)
 	rec, err := newRecovery(h, cfg.Recovery)
 	if err != nil {

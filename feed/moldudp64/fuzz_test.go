@@ -8,8 +8,9 @@ import (
 )
 
 // FuzzParsePacket: Parse never panics, fails only with the documented
-// sentinels, and an accepted packet accounts for every byte and re-encodes to
-// the datagram. The Tracker is fed every accepted packet and must keep its
+// sentinels and with refParse's (the same error for every datagram, as
+// TestParseEveryCut for the cuts of one packet), and an accepted packet
+// accounts for every byte and re-encodes to the datagram. The Tracker is fed every accepted packet and must keep its
 // expectation monotonic within a session.
 func FuzzParsePacket(f *testing.F) {
 	m := []byte("A-message")
@@ -25,6 +26,9 @@ func FuzzParsePacket(f *testing.F) {
 		pe.Count(err)
 		if pe.Other != 0 {
 			t.Fatalf("undocumented error %v", err)
+		}
+		if _, rerr := refParse(data); err != rerr {
+			t.Fatalf("Parse: %v, refParse: %v", err, rerr)
 		}
 		if r, err := moldudp64.ParseRequest(data); err == nil && !bytes.Equal(r.Append(nil), data) {
 			t.Fatalf("request re-encodes to %x", r.Append(nil))
