@@ -10,8 +10,9 @@ import (
 // FuzzParsePacket: Parse never panics, fails only with the documented
 // sentinels and with refParse's (the same error for every datagram, as
 // TestParseEveryCut for the cuts of one packet), and an accepted packet
-// accounts for every byte and re-encodes to the datagram. The Tracker is fed every accepted packet and must keep its
-// expectation monotonic within a session.
+// accounts for every byte and re-encodes to the datagram. The Tracker is
+// fed every accepted packet and must keep its expectation monotonic
+// within a session.
 func FuzzParsePacket(f *testing.F) {
 	m := []byte("A-message")
 	f.Add(packet(sess, 1, 2, m, m))
