@@ -402,22 +402,30 @@ func Run(ctx context.Context, o Options) (_ *Result, err error) {
 		defer hs.close()
 		res.HostileSent = &hs.Sent
 	}
-	var flapGate gate
+	var flapGates []gate
 	if o.Flap != nil {
-		// Line A's sender (the sender, when one sends both lines) waits,
-		// halfway between the flap and the end of the day, for the flap
-		// to be over: on a loaded machine the link may pass traffic
-		// again only well after it was set up (linkwatch), and a sender
-		// that got to the end by then leaves nothing to show that the
-		// line receives again.
-		if at := flapGateAt(pkts, o.Flap.AtSeq); at >= 0 {
-			flapGate = gate{Path: filepath.Join(dir, "flap-done"), At: at}
+		// Line A's sender (the sender, when one sends both lines) waits
+		// at the flap's sequence number until the link is down, and
+		// halfway between the flap and the end of the day until the flap
+		// is over. The first: taking the link down may wait long for the
+		// RTNL lock on a loaded machine (other tests' namespaces), and a
+		// sender that went on meanwhile could reach the second before the
+		// link went down, which then waited for the sender to send
+		// Flap.MinMessages more (CI, uring/300ms: 'handler did not finish
+		// in 1m0s: delivered 622073 of 1000000'). The second: the link
+		// may pass traffic again only well after it was set up
+		// (linkwatch), and a sender that got to the end by then leaves
+		// nothing to show that the line receives again.
+		var down string
+		if dn, at := flapGateAt(pkts, o.Flap.AtSeq); at >= 0 {
+			down = filepath.Join(dir, "flap-down")
+			flapGates = []gate{{Path: down, At: dn}, {Path: filepath.Join(dir, "flap-done"), At: at}}
 		}
 		stop, done := make(chan struct{}), make(chan error, 1)
 		go func() {
-			err := o.Flap.run(lab, progress, stop, h.Stats)
-			if flapGate.Path != "" {
-				os.WriteFile(flapGate.Path, nil, 0o600)
+			err := o.Flap.run(lab, progress, down, stop, h.Stats)
+			for _, g := range flapGates {
+				os.WriteFile(g.Path, nil, 0o600) // open, whatever the flap's end
 			}
 			done <- err
 		}()
@@ -444,7 +452,7 @@ func Run(ctx context.Context, o Options) (_ *Result, err error) {
 		gatePath := filepath.Join(dir, "handler-started")
 		openGate := func() { os.WriteFile(gatePath, nil, 0o600) }
 		go func() {
-			st, err := sendGated(ctx, lab, dir, pkts, scfg, progress, gate{Path: gatePath}, onlyA)
+			st, err := sendGated(ctx, lab, dir, pkts, scfg, progress, []gate{{Path: gatePath}}, onlyA)
 			done <- sent{st, err}
 		}()
 	wait:
@@ -471,7 +479,7 @@ func Run(ctx context.Context, o Options) (_ *Result, err error) {
 		r := <-done
 		res.Sender, err = r.st, r.err
 	} else {
-		res.Sender, err = sendLines(ctx, lab, dir, pkts, scfg, progress, srcB, flapGate, onlyA)
+		res.Sender, err = sendLines(ctx, lab, dir, pkts, scfg, progress, srcB, flapGates, onlyA)
 	}
 	res.SendTime = time.Since(start)
 	if vol, invol, err := rxThread.Switches(); err == nil && h != nil {
@@ -540,12 +548,12 @@ func Run(ctx context.Context, o Options) (_ *Result, err error) {
 
 // sendLines sends pkts as cfg says, with line B (cfg.Lines[1]) from a
 // sender of its own on interface srcB when that is set: two processes,
-// the progress file written by line A's. The stats have both lines. g
-// holds line A's sender back (a link flap's; line B's goes on); onlyA
+// the progress file written by line A's. The stats have both lines.
+// gates hold line A's sender back (a link flap's; line B's goes on); onlyA
 // are datagrams line A's sender sends alone (senderJob.OnlyA).
-func sendLines(ctx context.Context, lab *netlab.Lab, dir string, pkts [][]byte, cfg exchange.Config, progress, srcB string, g gate, onlyA map[int][][]byte) (exchange.Stats, error) {
+func sendLines(ctx context.Context, lab *netlab.Lab, dir string, pkts [][]byte, cfg exchange.Config, progress, srcB string, gates []gate, onlyA map[int][][]byte) (exchange.Stats, error) {
 	if srcB == "" {
-		return sendGated(ctx, lab, dir, pkts, cfg, progress, g, onlyA)
+		return sendGated(ctx, lab, dir, pkts, cfg, progress, gates, onlyA)
 	}
 	cfgA, cfgB := cfg, cfg
 	cfgA.Lines, cfgB.Lines = cfg.Lines[:1], cfg.Lines[1:2]
@@ -579,7 +587,7 @@ func sendLines(ctx context.Context, lab *netlab.Lab, dir string, pkts [][]byte, 
 		case <-time.After(time.Millisecond):
 		}
 	}
-	st, err := sendGated(ctx, lab, dir, pkts, cfgA, progress, g, onlyA)
+	st, err := sendGated(ctx, lab, dir, pkts, cfgA, progress, gates, onlyA)
 	b := <-done
 	st.Lines = append(st.Lines, b.st.Lines...)
 	return st, errors.Join(err, b.err)

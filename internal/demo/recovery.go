@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/netip"
+	"os"
 	"sort"
 	"strings"
 	"sync/atomic"
@@ -392,27 +393,39 @@ func waitOperUp(lab *netlab.Lab, ns, dev string, stop <-chan struct{}) error {
 	}
 }
 
-// flapGateAt returns the index of the packet halfway between the first
-// that starts after sequence number atSeq and the last of pkts, where a
-// link flap at atSeq holds the sender back until the link passes traffic
-// again (Run); -1 when atSeq is in one of the last two packets or beyond.
-func flapGateAt(pkts [][]byte, atSeq uint64) int {
+// flapGateAt returns the index of the first packet of pkts that starts
+// after sequence number atSeq (down), where a link flap at atSeq holds the
+// sender back until the link is down, and the index of the packet halfway
+// between it and the last (at), where it holds it back until the link
+// passes traffic again (Run); at is -1 when atSeq is in one of the last
+// two packets or beyond.
+func flapGateAt(pkts [][]byte, atSeq uint64) (down, at int) {
 	for i, b := range pkts {
 		if p, err := moldudp64.Parse(b); err == nil && p.Seq > atSeq {
 			if i >= len(pkts)-1 {
-				return -1
+				return -1, -1
 			}
-			return (i + len(pkts)) / 2
+			return i, (i + len(pkts)) / 2
 		}
 	}
-	return -1
+	return -1, -1
 }
 
-// run waits for the sender to reach f.AtSeq, then flaps the link. It
-// returns when done, or with an error when stop is closed first (the
-// sender finished before AtSeq).
-func (f *Flap) run(lab *netlab.Lab, progress string, stop <-chan struct{}, stats func() handler.Stats) error {
-	for readProgress(progress) < f.AtSeq {
+// run waits for the sender to reach f.AtSeq, then flaps the link. down,
+// when set, is the gate the sender waits at there (Run): run waits for the
+// sender to be at it (down+".waiting"), takes the link down and opens it
+// (the file down); else it watches the sender's progress. It returns when
+// done, or with an error when stop is closed first (the sender finished
+// before AtSeq).
+func (f *Flap) run(lab *netlab.Lab, progress, down string, stop <-chan struct{}, stats func() handler.Stats) error {
+	for {
+		if down != "" {
+			if _, err := os.Stat(down + ".waiting"); err == nil {
+				break
+			}
+		} else if readProgress(progress) >= f.AtSeq {
+			break
+		}
 		select {
 		case <-stop:
 			return fmt.Errorf("demo: flap: the run ended before sequence number %d was sent", f.AtSeq)
@@ -423,6 +436,11 @@ func (f *Flap) run(lab *netlab.Lab, progress string, stop <-chan struct{}, stats
 		return fmt.Errorf("demo: flap: %w", err)
 	}
 	f.DownSeq = readProgress(progress)
+	if down != "" {
+		if err := os.WriteFile(down, nil, 0o600); err != nil {
+			return fmt.Errorf("demo: flap: %w", err)
+		}
+	}
 	time.Sleep(f.Down)
 	for deadline := time.Now().Add(time.Minute); readProgress(progress) < f.DownSeq+f.MinMessages; {
 		if time.Now().After(deadline) {

@@ -31,17 +31,14 @@ type senderJob struct {
 	// Progress, if set, is a file the sender keeps overwriting with the
 	// highest sequence number it has offered (8 bytes, big endian).
 	Progress string
-	// Gate, if set, is a file the sender waits for before it offers its
-	// last packet (the end of the session); it creates Gate+".waiting"
-	// when it starts waiting. Run creates Gate once a late joining
-	// handler is started: a short day sent before the handler was set up
-	// would otherwise leave the lines silent by then, and the handler
-	// would never hear of the session. The wait is not counted in
-	// Stats.Elapsed.
-	Gate string
-	// GateAt, if above 0, is the index of the packet the sender waits for
-	// Gate before, instead of the last (a link flap: Flap.run).
-	GateAt int
+	// Gates hold the sender back: before packet At of each (0: the last),
+	// it creates Path+".waiting" and waits for the file Path. Run gives a
+	// late joining handler's gate (the end of the session, opened once
+	// the handler is started: a short day sent before the handler was set
+	// up would otherwise leave the lines silent by then, and the handler
+	// would never hear of the session) and a link flap's two (Flap.run).
+	// The waits are not counted in Stats.Elapsed.
+	Gates []gate
 	// OnlyA are datagrams sent on line A alone (Config.Lines[0]), right
 	// before the input packet of their index, from a socket of their own:
 	// a corrupt copy one line brings.
@@ -49,27 +46,32 @@ type senderJob struct {
 }
 
 // gate holds a sender back before packet At (0: the last) until the file
-// Path exists (senderJob.Gate, GateAt); a zero gate holds nothing back.
+// Path exists (senderJob.Gates).
 type gate struct {
 	Path string
 	At   int
 }
 
-// gateWaitMax bounds the sender's wait for Job.Gate (a demo whose
-// handler takes longer than this to start has failed anyway).
+// gateWaitMax bounds the sender's wait at a gate (a demo whose handler
+// takes longer than this to start has failed anyway).
 const gateWaitMax = 10 * time.Minute
 
-// gated yields pkts, waiting for the file g.Path to exist before packet
-// g.At (0 or beyond the last: the last); *waited is the time spent
-// waiting.
-func gated(pkts [][]byte, g gate, waited *time.Duration) iter.Seq[[]byte] {
-	at := g.At
-	if at <= 0 || at >= len(pkts) {
-		at = len(pkts) - 1
+// gated yields pkts, waiting at each of gates for its file to exist before
+// its packet (At 0 or beyond the last: the last); *waited is the time spent
+// waiting. Two gates at one packet are waited for in turn.
+func gated(pkts [][]byte, gates []gate, waited *time.Duration) iter.Seq[[]byte] {
+	at := func(g gate) int {
+		if g.At <= 0 || g.At >= len(pkts) {
+			return len(pkts) - 1
+		}
+		return g.At
 	}
 	return func(yield func([]byte) bool) {
 		for i, p := range pkts {
-			if i == at {
+			for _, g := range gates {
+				if at(g) != i {
+					continue
+				}
 				os.WriteFile(g.Path+".waiting", nil, 0o600)
 				t0 := time.Now()
 				for time.Since(t0) < gateWaitMax {
@@ -78,7 +80,7 @@ func gated(pkts [][]byte, g gate, waited *time.Duration) iter.Seq[[]byte] {
 					}
 					time.Sleep(time.Millisecond)
 				}
-				*waited = time.Since(t0)
+				*waited += time.Since(t0)
 			}
 			if !yield(p) {
 				return
@@ -139,8 +141,8 @@ func runSender(spec string) (exchange.Stats, error) {
 	}
 	defer s.Close()
 	src, waited := exchange.Packets(pkts), time.Duration(0)
-	if job.Gate != "" {
-		src = gated(pkts, gate{job.Gate, job.GateAt}, &waited)
+	if len(job.Gates) > 0 {
+		src = gated(pkts, job.Gates, &waited)
 	}
 	if len(job.OnlyA) > 0 {
 		a := job.Config.Lines[0]
@@ -199,18 +201,17 @@ func readProgress(path string) uint64 {
 // send runs the sender process in the lab's source namespace and waits
 // for it. A cancelled ctx kills it.
 func send(ctx context.Context, lab *netlab.Lab, dir string, pkts [][]byte, cfg exchange.Config, progress string) (exchange.Stats, error) {
-	return sendGated(ctx, lab, dir, pkts, cfg, progress, gate{}, nil)
+	return sendGated(ctx, lab, dir, pkts, cfg, progress, nil, nil)
 }
 
-// sendGated is send whose sender waits for the file g.Path before packet
-// g.At (senderJob.Gate, GateAt; a zero g: no wait) and sends onlyA
-// (senderJob.OnlyA).
-func sendGated(ctx context.Context, lab *netlab.Lab, dir string, pkts [][]byte, cfg exchange.Config, progress string, g gate, onlyA map[int][][]byte) (exchange.Stats, error) {
+// sendGated is send whose sender waits at gates (senderJob.Gates; none:
+// no wait) and sends onlyA (senderJob.OnlyA).
+func sendGated(ctx context.Context, lab *netlab.Lab, dir string, pkts [][]byte, cfg exchange.Config, progress string, gates []gate, onlyA map[int][][]byte) (exchange.Stats, error) {
 	path := filepath.Join(dir, "packets")
 	if err := writePackets(path, pkts); err != nil {
 		return exchange.Stats{}, err
 	}
-	spec, err := json.Marshal(senderJob{Packets: path, Config: cfg, Progress: progress, Gate: g.Path, GateAt: g.At, OnlyA: onlyA})
+	spec, err := json.Marshal(senderJob{Packets: path, Config: cfg, Progress: progress, Gates: gates, OnlyA: onlyA})
 	if err != nil {
 		return exchange.Stats{}, err
 	}
